@@ -1,0 +1,74 @@
+"""One error type per boundary; each message names the part and what failed."""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class ConfigError(EdgeError):
+    """A configuration value is missing or wrong; names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class InvalidOrderError(EdgeError):
+    """An order payload failed validation; names the field (e.g. ``items[2].qty``)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class OrderConflictError(EdgeError):
+    """The same order id arrived with different content."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id} already exists with different content")
+        self.order_id = order_id
+
+
+class NotFoundError(EdgeError):
+    """A thing addressed by id does not exist."""
+
+
+class StoreError(EdgeError):
+    """The database failed (full disk, read-only file, corrupt file)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot take writes right now; callers should retry later."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was written by a newer agent than this one."""
+
+
+class DeviceError(EdgeError):
+    """A printer or scanner failed; carries which device and over what transport."""
+
+    def __init__(self, device_id: str, transport: str, message: str) -> None:
+        super().__init__(f"{device_id} ({transport}): {message}")
+        self.device_id = device_id
+        self.transport = transport
+
+
+class DeviceUnreachableError(DeviceError):
+    """Nothing answered: the device is off, unplugged or the address is wrong."""
+
+
+class DeviceWriteError(DeviceError):
+    """The device accepted a connection but the job did not get through whole."""
+
+
+class CentralApiError(EdgeError):
+    """The central backend answered badly or not at all."""
+
+
+class AlertError(EdgeError):
+    """Sending an alert failed."""

@@ -1,0 +1,67 @@
+"""Accepting an order: validate, route, store durably; the one path used by the API and by recovery."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import structlog
+
+from edge.config import Settings
+from edge.errors import OrderConflictError
+from edge.events import EventBus, OrderConflicted, OrderStored
+from edge.orders.model import canonical_json, content_hash, parse_order
+from edge.orders.routing import plan_jobs
+from edge.store import InsertResult, NewOrder, OrderStore
+
+log = structlog.get_logger()
+
+
+@dataclasses.dataclass(frozen=True)
+class Router:
+    """The routing part of the settings, bound once."""
+
+    stations: dict[str, list[str]]
+    receipt_printer: str | None
+    receipts_by_default: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Router:
+        return cls(stations=settings.stations, receipt_printer=settings.receipts.printer, receipts_by_default=settings.receipts.by_default)
+
+    def prepare(self, payload: Any, source: str) -> NewOrder:
+        """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing."""
+        order = parse_order(payload)
+        plans = plan_jobs(order, stations=self.stations, receipt_printer=self.receipt_printer, receipts_by_default=self.receipts_by_default)
+        return NewOrder(order=order, payload=canonical_json(payload), content_hash=content_hash(payload), plans=tuple(plans), source=source)
+
+
+class OrderIntake:
+    def __init__(self, router: Router, orders: OrderStore, bus: EventBus) -> None:
+        self.router = router
+        self._orders = orders
+        self._bus = bus
+
+    async def accept(self, payload: Any, *, source: str = "push") -> InsertResult:
+        """Returns only after the order and its jobs are committed. Raises on invalid input or conflict."""
+        new = self.router.prepare(payload, source)
+        result = await self._orders.insert(new)
+        self.publish(result, new)
+        if result.outcome == "conflict":
+            raise OrderConflictError(result.order_id)
+        return result
+
+    def publish(self, result: InsertResult, new: NewOrder) -> None:
+        """Facts go out after the commit, never before."""
+        if result.outcome == "stored":
+            log.info("order_stored", order_id=result.order_id, number=new.order.number, jobs=list(result.job_ids), source=new.source)
+            self._bus.publish(OrderStored(
+                    order_id=result.order_id,
+                    number=new.order.number,
+                    job_ids=result.job_ids,
+                    printers=tuple(sorted({p.printer for p in new.plans})),
+                    source=new.source,
+                ))
+        elif result.outcome == "conflict":
+            log.warning("order_conflict", order_id=result.order_id, source=new.source)
+            self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source))

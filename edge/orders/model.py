@@ -1,0 +1,300 @@
+"""The order as the central backend sends it, validated into frozen dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from edge.errors import InvalidOrderError
+
+# ':' is the separator inside ticket QR codes (edge:v1:<id>:<station>), so ids and stations never hold it.
+_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_STATION_RE = re.compile(r"^[a-z0-9_\-]{1,32}$")
+_MONEY_RE = re.compile(r"^-?\d{1,9}(\.\d{1,4})?$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+MAX_ITEMS = 500
+MAX_MODIFIERS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Modifier:
+    name: str
+    price: Decimal | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    sku: str
+    name: str
+    qty: int
+    unit_price: Decimal
+    requires_production: bool
+    station: str | None
+    modifiers: tuple[Modifier, ...]
+    note: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Customer:
+    name: str | None
+    phone: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Fulfilment:
+    type: str  # pickup, delivery, dine_in, … any short word; printed, never used for routing
+    table: str | None
+    due_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaxLine:
+    rate: Decimal
+    amount: Decimal
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    subtotal: Decimal
+    discount: Decimal
+    tax: tuple[TaxLine, ...]
+    total: Decimal
+    currency: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Payment:
+    method: str
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    id: str
+    number: str
+    created_at: datetime
+    channel: str
+    priority: int
+    customer: Customer | None
+    fulfilment: Fulfilment
+    items: tuple[Item, ...]
+    totals: Totals
+    payment: Payment | None
+    print_receipt: bool | None
+
+    @property
+    def stations(self) -> list[str]:
+        """Stations with production items, in the order they first appear."""
+        seen: dict[str, None] = {}
+        for item in self.items:
+            if item.requires_production and item.station:
+                seen.setdefault(item.station, None)
+        return list(seen)
+
+    def production_items(self, station: str) -> list[Item]:
+        return [i for i in self.items if i.requires_production and i.station == station]
+
+
+def canonical_json(data: Any) -> str:
+    """One spelling per content, so a re-sent order hashes the same however it was formatted."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(data: Any) -> str:
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+
+
+class _Reader:
+    """Reads one JSON object, naming the full path of any field that is wrong."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise InvalidOrderError(path or "body", "must be an object")
+        self.data = data
+        self.path = path
+
+    def _field(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def raw(self, key: str, *, required: bool = True) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise InvalidOrderError(self._field(key), "is required")
+            return None
+        return self.data[key]
+
+    def text(self, key: str, *, required: bool = True, max_len: int = 200, pattern: re.Pattern[str] | None = None) -> str | None:
+        value = self.raw(key, required=required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise InvalidOrderError(self._field(key), f"must be a string, got {_json_type(value)}")
+        if required and not value.strip():
+            raise InvalidOrderError(self._field(key), "must not be empty")
+        if len(value) > max_len:
+            raise InvalidOrderError(self._field(key), f"must be at most {max_len} characters")
+        if pattern is not None and not pattern.match(value):
+            raise InvalidOrderError(self._field(key), f"has an invalid format: {value[:40]!r}")
+        return value
+
+    def integer(self, key: str, *, required: bool = True, low: int, high: int, default: int = 0) -> int:
+        value = self.raw(key, required=required)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidOrderError(self._field(key), f"must be an integer, got {_json_type(value)}")
+        if not low <= value <= high:
+            raise InvalidOrderError(self._field(key), f"must be between {low} and {high}, got {value}")
+        return value
+
+    def boolean(self, key: str, *, required: bool = True) -> bool | None:
+        value = self.raw(key, required=required)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise InvalidOrderError(self._field(key), f"must be true or false, got {_json_type(value)}")
+        return value
+
+    def money(self, key: str, *, required: bool = True) -> Decimal | None:
+        value = self.raw(key, required=required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            # Floats lose cents; the contract says decimal strings.
+            raise InvalidOrderError(self._field(key), f'must be a decimal string like "9.50", got {_json_type(value)}')
+        if not _MONEY_RE.match(value):
+            raise InvalidOrderError(self._field(key), f'must be a decimal string like "9.50", got {value[:40]!r}')
+        try:
+            return Decimal(value)
+        except InvalidOperation:  # pragma: no cover - the regex already rules this out
+            raise InvalidOrderError(self._field(key), "is not a decimal number") from None
+
+    def timestamp(self, key: str, *, required: bool = True) -> datetime | None:
+        value = self.text(key, required=required, max_len=40)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidOrderError(self._field(key), f"must be an ISO 8601 time like 2026-11-22T18:04:11Z, got {value!r}") from None
+        if parsed.tzinfo is None:
+            raise InvalidOrderError(self._field(key), "must carry a time zone (e.g. Z or +01:00)")
+        return parsed
+
+    def array(self, key: str, *, required: bool = True, max_len: int) -> list[Any]:
+        value = self.raw(key, required=required)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise InvalidOrderError(self._field(key), f"must be an array, got {_json_type(value)}")
+        if len(value) > max_len:
+            raise InvalidOrderError(self._field(key), f"must have at most {max_len} entries")
+        return value
+
+    def child(self, key: str, *, required: bool = True) -> _Reader | None:
+        value = self.raw(key, required=required)
+        if value is None:
+            return None
+        return _Reader(value, self._field(key))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _parse_item(data: Any, path: str) -> Item:
+    r = _Reader(data, path)
+    requires_production = r.boolean("requires_production")
+    station = r.text("station", required=bool(requires_production), max_len=32, pattern=_STATION_RE)
+    modifiers = []
+    for m_index, m_data in enumerate(r.array("modifiers", required=False, max_len=MAX_MODIFIERS)):
+        m = _Reader(m_data, f"{path}.modifiers[{m_index}]")
+        modifiers.append(Modifier(name=m.text("name"), price=m.money("price", required=False)))
+    return Item(
+        sku=r.text("sku", max_len=64),
+        name=r.text("name"),
+        qty=r.integer("qty", low=1, high=9999),
+        unit_price=r.money("unit_price"),
+        requires_production=bool(requires_production),
+        station=station,
+        modifiers=tuple(modifiers),
+        note=r.text("note", required=False, max_len=500),
+    )
+
+
+def parse_order(data: Any) -> Order:
+    """Validate a decoded JSON payload; raises InvalidOrderError naming the first bad field."""
+    r = _Reader(data, "")
+    order_id = r.text("id", max_len=64, pattern=_ID_RE)
+    number = r.text("number", max_len=32)
+    created_at = r.timestamp("created_at")
+    channel = r.text("channel", max_len=32)
+    priority = r.integer("priority", required=False, low=-1000, high=1000)
+
+    customer = None
+    if (c := r.child("customer", required=False)) is not None:
+        customer = Customer(name=c.text("name", required=False, max_len=100), phone=c.text("phone", required=False, max_len=40))
+
+    f = r.child("fulfilment")
+    table = f.raw("table", required=False)
+    if isinstance(table, bool) or (table is not None and not isinstance(table, (str, int))):
+        raise InvalidOrderError("fulfilment.table", f"must be a string or a number, got {_json_type(table)}")
+    if isinstance(table, str) and len(table) > 32:
+        raise InvalidOrderError("fulfilment.table", "must be at most 32 characters")
+    fulfilment = Fulfilment(
+        type=f.text("type", max_len=32),
+        table=None if table is None else str(table),
+        due_at=f.timestamp("due_at", required=False),
+    )
+
+    raw_items = r.array("items", max_len=MAX_ITEMS)
+    if not raw_items:
+        raise InvalidOrderError("items", "must contain at least one item")
+    items = tuple(_parse_item(item, f"items[{index}]") for index, item in enumerate(raw_items))
+
+    t = r.child("totals")
+    tax = []
+    for t_index, t_data in enumerate(t.array("tax", required=False, max_len=20)):
+        line = _Reader(t_data, f"totals.tax[{t_index}]")
+        tax.append(TaxLine(rate=line.money("rate"), amount=line.money("amount")))
+    totals = Totals(
+        subtotal=t.money("subtotal"),
+        discount=t.money("discount", required=False) or Decimal("0"),
+        tax=tuple(tax),
+        total=t.money("total"),
+        currency=t.text("currency", max_len=3, pattern=_CURRENCY_RE),
+    )
+
+    payment = None
+    if (p := r.child("payment", required=False)) is not None:
+        payment = Payment(method=p.text("method", max_len=32), status=p.text("status", max_len=32))
+
+    return Order(
+        id=order_id,
+        number=number,
+        created_at=created_at,
+        channel=channel,
+        priority=priority,
+        customer=customer,
+        fulfilment=fulfilment,
+        items=items,
+        totals=totals,
+        payment=payment,
+        print_receipt=r.boolean("print_receipt", required=False),
+    )

@@ -1,0 +1,132 @@
+"""The SQLite file: one writer connection behind a lock, one reader, pragmas chosen for power-loss safety."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, TypeVar
+
+import aiosqlite
+import structlog
+
+from edge.errors import StoreError, StoreUnavailableError
+from edge.store import migrations as migrations_mod
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+# WAL + synchronous=FULL: every COMMIT fsyncs the WAL before it returns, so an acknowledged order
+# survives a power cut. NORMAL would only lose the last commits on power loss, but those are exactly
+# the ones we have already answered 201 for. Group commit (orders.py) wins back the throughput.
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+)
+
+_UNAVAILABLE_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY}
+
+
+def unavailable(err: sqlite3.Error) -> bool:
+    """Errors that mean 'try again later' (disk full, read-only file, I/O): the sender should retry."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF in _UNAVAILABLE_CODES) or "disk is full" in str(err) or "readonly" in str(err)
+
+
+async def connect_writer(path: Path) -> aiosqlite.Connection:
+    """A connection with the durability pragmas set; the caller owns transactions (autocommit mode)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except (OSError, sqlite3.Error) as err:
+        raise StoreError(f"database {path}: cannot open: {err}") from err
+    try:
+        for pragma in _PRAGMAS:
+            await conn.execute(pragma)
+    except sqlite3.Error as err:
+        await conn.close()
+        raise StoreError(f"database {path}: {err}") from err
+    return conn
+
+
+class Database:
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, migrate: bool = True, migrations: list[migrations_mod.Migration] | None = None) -> Database:
+        """Open (creating if needed), check the schema is not newer than we know, migrate to latest."""
+        migrations = migrations if migrations is not None else migrations_mod.load_migrations()
+        writer = await connect_writer(path)
+        try:
+            if migrate:
+                await migrations_mod.migrate(writer, migrations)
+            else:
+                await migrations_mod.check_not_newer(writer, migrations)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout = 5000")
+            await reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as err:
+            await writer.close()
+            raise StoreError(f"database {path}: {err}") from err
+        except BaseException:
+            await writer.close()
+            raise
+        writer.row_factory = reader.row_factory = aiosqlite.Row
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._reader.close()
+            await self._writer.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE … COMMIT on the single writer. Await nothing but this connection inside."""
+        async with self._write_lock:
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._writer
+                except BaseException:
+                    await self._writer.execute("ROLLBACK")
+                    raise
+                await self._writer.execute("COMMIT")
+            except sqlite3.Error as err:
+                if self._writer.in_transaction:
+                    await self._writer.execute("ROLLBACK")
+                if unavailable(err):
+                    raise StoreUnavailableError(f"database {self.path}: cannot write: {err}") from err
+                raise StoreError(f"database {self.path}: {err}") from err
+
+    async def write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        async with self.transaction() as conn:
+            return await fn(conn)
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[aiosqlite.Row]:
+        try:
+            async with self._reader.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as err:
+            raise StoreError(f"database {self.path}: {err}") from err
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> aiosqlite.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def writable(self) -> str | None:
+        """None when a write goes through, else why not (for /ready and doctor)."""
+        try:
+            async with self.transaction() as conn:
+                await conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('write_probe', datetime('now'))")
+        except StoreError as err:
+            return str(err)
+        return None

@@ -1,0 +1,146 @@
+"""Print jobs table: the spool's state machine queued → printing → printed | failed → dead."""
+
+from __future__ import annotations
+
+import time
+
+import aiosqlite
+
+from edge.errors import NotFoundError
+from edge.store.db import Database
+from edge.store.orders import add_outbox, job_key, outbox_row
+
+JOB_STATES = ("queued", "printing", "printed", "failed", "dead")
+
+_JOB_WITH_ORDER = """
+SELECT j.*, o.payload, o.number, o.received_at
+FROM print_jobs j JOIN orders o ON o.id = j.order_id
+"""
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def next_for(self, printer: str, now: float) -> aiosqlite.Row | None:
+        """The next due job for a printer: highest priority first, then arrival."""
+        return await self._db.fetchone(
+            _JOB_WITH_ORDER + " WHERE j.printer = ? AND j.state IN ('queued', 'failed') AND j.next_attempt_at <= ?"
+            " ORDER BY j.priority DESC, j.id LIMIT 1",
+            (printer, now),
+        )
+
+    async def next_due_at(self, printer: str) -> float | None:
+        row = await self._db.fetchone(
+            "SELECT MIN(next_attempt_at) FROM print_jobs WHERE printer = ? AND state IN ('queued', 'failed')", (printer,)
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def get(self, job_id: int) -> aiosqlite.Row:
+        row = await self._db.fetchone(_JOB_WITH_ORDER + " WHERE j.id = ?", (job_id,))
+        if row is None:
+            raise NotFoundError(f"print job {job_id} does not exist")
+        return row
+
+    async def for_order(self, order_id: str) -> list[aiosqlite.Row]:
+        return await self._db.fetchall("SELECT * FROM print_jobs WHERE order_id = ? ORDER BY id", (order_id,))
+
+    async def list(self, *, state: str | None = None, printer: str | None = None, limit: int = 100) -> list[aiosqlite.Row]:
+        return await self._db.fetchall(
+            "SELECT j.*, o.number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+            " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
+            (state, printer, limit),
+        )
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        rows = await self._db.fetchall("SELECT printer, state, COUNT(*) FROM print_jobs GROUP BY printer, state")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def oldest_waiting(self) -> float | None:
+        """created_at of the oldest job not yet printed (queued, printing or failed)."""
+        row = await self._db.fetchone("SELECT MIN(created_at) FROM print_jobs WHERE state IN ('queued', 'printing', 'failed')")
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def mark_printing(self, job_id: int) -> None:
+        # Committed before the first byte goes out: after a crash we know this job may be half on paper.
+        async with self._db.transaction() as conn:
+            await conn.execute("UPDATE print_jobs SET state = 'printing' WHERE id = ?", (job_id,))
+
+    async def mark_printed(self, job_id: int, order_id: str) -> float:
+        now = time.time()
+        async with self._db.transaction() as conn:
+            await conn.execute("UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL WHERE id = ?", (now, job_id))
+            await add_outbox(conn, [outbox_row(order_id, "printed", str(job_id), now, job_id=job_id)])
+        return now
+
+    async def release(self, job_id: int) -> None:
+        """The printer could not take the job (offline, paper out): back in line, no attempt spent."""
+        async with self._db.transaction() as conn:
+            await conn.execute("UPDATE print_jobs SET state = 'queued' WHERE id = ? AND state = 'printing'", (job_id,))
+
+    async def mark_failed(self, job_id: int, order_id: str, *, error: str, next_attempt_at: float, max_attempts: int, partial: bool) -> tuple[str, int]:
+        """Count an attempt; returns the new state ('failed' or 'dead') and the attempts so far.
+
+        ``partial``: some bytes may have reached the paper, so the next print carries the COPY mark.
+        """
+        now = time.time()
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, copy = copy OR ?,"
+                " state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END WHERE id = ? RETURNING state, attempts",
+                (error[:500], next_attempt_at, int(partial), max_attempts, job_id),
+            )
+            state, attempts = await cursor.fetchone()
+            await cursor.close()
+            if state == "dead":
+                await add_outbox(conn, [outbox_row(order_id, "failed", str(job_id), now, job_id=job_id, error=error[:200])])
+        return state, attempts
+
+    async def requeue_interrupted(self) -> list[int]:
+        """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute("UPDATE print_jobs SET state = 'queued', copy = 1 WHERE state = 'printing' RETURNING id")
+            rows = await cursor.fetchall()
+            await cursor.close()
+        return sorted(r[0] for r in rows)
+
+    async def retry(self, job_id: int) -> None:
+        """A person asks again: a failed or dead job goes back in line with fresh attempts."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'queued', attempts = 0, next_attempt_at = 0 WHERE id = ? AND state IN ('failed', 'dead')",
+                (job_id,),
+            )
+            changed = cursor.rowcount
+            await cursor.close()
+            if not changed:
+                exists = await conn.execute_fetchall("SELECT state FROM print_jobs WHERE id = ?", (job_id,))
+                if not exists:
+                    raise NotFoundError(f"print job {job_id} does not exist")
+                raise NotFoundError(f"print job {job_id} is {exists[0][0]}, only failed or dead jobs can be retried")
+
+    async def add_copies(self, order_id: str, *, station: str | None = None) -> list[int]:
+        """Queue a COPY of each original job of an order (or of one station's ticket)."""
+        async with self._db.transaction() as conn:
+            originals = await conn.execute_fetchall(
+                "SELECT kind, station, printer, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
+                " AND (?2 IS NULL OR station = ?2) ORDER BY id",
+                (order_id, station),
+            )
+            if not originals:
+                what = f"a ticket for station {station!r}" if station else "print jobs"
+                raise NotFoundError(f"order {order_id} has no {what}")
+            now = time.time()
+            new_ids = []
+            for kind, job_station, printer, priority in originals:
+                count = await conn.execute_fetchall(
+                    "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?", (order_id, kind, job_station)
+                )
+                cursor = await conn.execute(
+                    "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, idempotency_key)"
+                    " VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                    (order_id, kind, job_station, printer, priority, now, job_key(order_id, kind, job_station, count[0][0])),
+                )
+                new_ids.append(cursor.lastrowid)
+                await cursor.close()
+        return new_ids

@@ -1,0 +1,97 @@
+"""Numbered SQL migrations with an up and a down part; the version lives in PRAGMA user_version."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+from edge.errors import SchemaTooNewError, StoreError
+
+log = structlog.get_logger()
+
+_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_UP, _DOWN = "-- migrate:up", "-- migrate:down"
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    up: str
+    down: str
+
+
+def migrations_dir() -> Path:
+    """The repo's migrations/ in a checkout or editable install; share/edge-agent/migrations in a wheel install."""
+    for candidate in (Path(__file__).resolve().parents[2] / "migrations", Path(sys.prefix) / "share" / "edge-agent" / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    raise StoreError("migrations folder not found next to the package or under sys.prefix/share/edge-agent")
+
+
+def load_migrations(directory: Path | None = None) -> list[Migration]:
+    directory = directory or migrations_dir()
+    found = []
+    for path in sorted(directory.iterdir()):
+        match = _FILE_RE.match(path.name)
+        if not match:
+            continue
+        text = path.read_text(encoding="utf-8")
+        if _UP not in text or _DOWN not in text:
+            raise StoreError(f"migration {path.name} needs both '{_UP}' and '{_DOWN}' sections")
+        up, down = text.split(_UP, 1)[1].split(_DOWN, 1)
+        found.append(Migration(version=int(match.group(1)), name=path.stem, up=up.strip(), down=down.strip()))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise StoreError(f"migrations must be numbered 001, 002, … without gaps, found {versions}")
+    return found
+
+
+async def current_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0])
+
+
+def latest_version(migrations: list[Migration]) -> int:
+    return migrations[-1].version if migrations else 0
+
+
+async def check_not_newer(conn: aiosqlite.Connection, migrations: list[Migration]) -> int:
+    version = await current_version(conn)
+    if version > latest_version(migrations):
+        raise SchemaTooNewError(
+            f"database schema is version {version}, this agent knows up to {latest_version(migrations)}: "
+            "it was written by a newer agent; upgrade the agent (or restore a backup) instead of starting this one"
+        )
+    return version
+
+
+async def migrate(conn: aiosqlite.Connection, migrations: list[Migration], target: int | None = None) -> tuple[int, int]:
+    """Move the schema up or down to ``target`` (latest when None), one transaction per step."""
+    version = await check_not_newer(conn, migrations)
+    target = latest_version(migrations) if target is None else target
+    if not 0 <= target <= latest_version(migrations):
+        raise StoreError(f"cannot migrate to version {target}: known versions are 0..{latest_version(migrations)}")
+    start = version
+    by_version = {m.version: m for m in migrations}
+    while version != target:
+        step_up = target > version
+        migration = by_version[version + 1] if step_up else by_version[version]
+        new_version = migration.version if step_up else migration.version - 1
+        # executescript would COMMIT on its own; a single explicit transaction keeps each step all-or-nothing.
+        script = f"BEGIN IMMEDIATE;\n{migration.up if step_up else migration.down}\nPRAGMA user_version = {new_version};\nCOMMIT;"
+        try:
+            await conn.executescript(script)
+        except Exception:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+        log.info("migration_applied", name=migration.name, direction="up" if step_up else "down", version=new_version)
+        version = new_version
+    return start, version

@@ -1,0 +1,134 @@
+"""Orders table: group-committed inserts (order + print jobs + outbox row in one transaction) and lookups."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from typing import Any, Literal
+
+import aiosqlite
+
+from edge.orders import JobPlan, Order
+from edge.store.db import Database
+
+Outcome = Literal["stored", "duplicate", "conflict"]
+
+# Enough to share one fsync among a burst of concurrent pushes, small enough to keep a transaction short.
+MAX_GROUP = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class NewOrder:
+    order: Order
+    payload: str  # canonical JSON as received
+    content_hash: str
+    plans: tuple[JobPlan, ...]
+    source: str = "push"
+
+
+@dataclasses.dataclass(frozen=True)
+class InsertResult:
+    order_id: str
+    outcome: Outcome
+    job_ids: tuple[int, ...] = ()
+
+
+def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str:
+    return f"{order_id}:{kind}:{station or '-'}:{sequence}"
+
+
+def outbox_row(order_id: str, event: str, key_suffix: str, now: float, **fields: Any) -> tuple[Any, ...]:
+    payload = {"order_id": order_id, "event": event, "at": now, **fields}
+    return (order_id, event, f"{order_id}:{event}:{key_suffix}", json.dumps(payload, sort_keys=True), now)
+
+
+async def add_outbox(conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+    # INSERT OR IGNORE: an event re-recorded after a crash keeps its first row and key.
+    await conn.executemany(
+        "INSERT OR IGNORE INTO outbox(order_id, event, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?, ?)", rows
+    )
+
+
+async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> list[InsertResult]:
+    """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction."""
+    ids = sorted({n.order.id for n in batch})
+    placeholders = ",".join("?" * len(ids))
+    known = {row[0]: row[1] for row in await conn.execute_fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({placeholders})", ids)}
+    outcomes: list[Outcome] = []
+    fresh: list[NewOrder] = []
+    for new in batch:
+        stored_hash = known.get(new.order.id)
+        if stored_hash is None:
+            known[new.order.id] = new.content_hash  # a second copy later in the same batch is a duplicate
+            fresh.append(new)
+            outcomes.append("stored")
+        else:
+            outcomes.append("duplicate" if stored_hash == new.content_hash else "conflict")
+    now = time.time()
+    if fresh:
+        await conn.executemany(
+            "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    n.order.id, n.order.number, n.content_hash, n.payload, n.order.channel, n.order.priority,
+                    n.order.created_at.isoformat(), n.order.fulfilment.due_at.isoformat() if n.order.fulfilment.due_at else None,
+                    now, n.source,
+                )
+                for n in fresh
+            ],
+        )
+        await conn.executemany(
+            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (n.order.id, p.kind, p.station, p.printer, n.order.priority, now, job_key(n.order.id, p.kind, p.station, 0))
+                for n in fresh
+                for p in n.plans
+            ],
+        )
+        await add_outbox(conn, [outbox_row(n.order.id, "received", "0", now, number=n.order.number, source=n.source) for n in fresh])
+    jobs: dict[str, list[int]] = {}
+    for row in await conn.execute_fetchall(f"SELECT order_id, id FROM print_jobs WHERE order_id IN ({placeholders}) ORDER BY id", ids):
+        jobs.setdefault(row[0], []).append(row[1])
+    return [InsertResult(order_id=n.order.id, outcome=o, job_ids=tuple(jobs.get(n.order.id, ()))) for n, o in zip(batch, outcomes)]
+
+
+class OrderStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[tuple[NewOrder, asyncio.Future[InsertResult]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def insert(self, new: NewOrder) -> InsertResult:
+        """Store one order durably. Concurrent callers share one transaction and one fsync (group commit)."""
+        future: asyncio.Future[InsertResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((new, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def insert_many(self, batch: list[NewOrder]) -> list[InsertResult]:
+        """One transaction for a whole batch (recovery)."""
+        return await self._db.write(lambda conn: insert_batch(conn, batch))
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+            try:
+                results = await self._db.write(lambda conn: insert_batch(conn, [n for n, _ in group]))
+            except Exception as err:  # every waiter learns the commit failed; none is told "stored"
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            for (_, future), result in zip(group, results):
+                if not future.done():
+                    future.set_result(result)
+
+    async def get(self, order_id: str) -> aiosqlite.Row | None:
+        return await self._db.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))
+
+    async def recent(self, limit: int = 20) -> list[aiosqlite.Row]:
+        return await self._db.fetchall("SELECT * FROM orders ORDER BY received_at DESC, rowid DESC LIMIT ?", (limit,))

@@ -1,0 +1,64 @@
+"""Migrations: up, down and up again on a populated database; a newer schema is refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge.errors import SchemaTooNewError
+from edge.store import Database
+from edge.store.db import connect_writer
+from edge.store.migrations import load_migrations, migrate
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+
+
+async def test_up_down_up_on_populated_database(tmp_path: Path) -> None:
+    """Down drops the tables, up brings them back usable; user_version follows each step."""
+    path = tmp_path / "edge.db"
+    migrations = load_migrations()
+    db = await Database.open(path)
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', '1', 'h', '{}', 'web', 'x', 0)"
+        )
+    await db.close()
+    assert {"orders", "print_jobs", "outbox", "meta"} <= _tables(path)
+
+    conn = await connect_writer(path)
+    try:
+        assert await migrate(conn, migrations, 0) == (len(migrations), 0)
+        assert not {"orders", "print_jobs"} & _tables(path)
+        assert await migrate(conn, migrations) == (0, len(migrations))
+    finally:
+        await conn.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == len(migrations)
+        check.execute("INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o2', '2', 'h', '{}', 'web', 'x', 0)")
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database written by a newer agent stops this one with a message saying what to do."""
+    path = tmp_path / "edge.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    with pytest.raises(SchemaTooNewError, match="version 999.*newer agent"):
+        await Database.open(path)
+
+
+async def test_wal_and_full_sync(tmp_path: Path) -> None:
+    """The durability pragmas are in force on the writer."""
+    db = await Database.open(tmp_path / "edge.db")
+    try:
+        async with db.transaction() as conn:
+            mode = await conn.execute_fetchall("PRAGMA journal_mode")
+            sync = await conn.execute_fetchall("PRAGMA synchronous")
+        assert mode[0][0] == "wal"
+        assert sync[0][0] == 2  # FULL
+    finally:
+        await db.close()

@@ -1,0 +1,53 @@
+"""Order inserts: committed before the answer, group-committed, duplicates and conflicts classified."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import sqlite3
+from pathlib import Path
+
+from edge.orders.intake import Router
+from edge.store import Database, JobStore, OrderStore
+
+EXAMPLE = json.loads((Path(__file__).parents[1] / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
+ROUTER = Router(stations={"kitchen": ["kitchen"], "bar": ["kitchen"]}, receipt_printer="front", receipts_by_default=False)
+
+
+def order(n: int, **changes: object) -> dict:
+    o = copy.deepcopy(EXAMPLE)
+    o["id"] = f"ord_{n}"
+    o.update(changes)
+    return o
+
+
+async def test_concurrent_inserts_share_commits_and_are_durable(tmp_path: Path) -> None:
+    """100 concurrent inserts all return stored; a second connection sees every order, job and outbox row."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    results = await asyncio.gather(*(store.insert(ROUTER.prepare(order(i), "push")) for i in range(100)))
+    assert [r.outcome for r in results] == ["stored"] * 100
+    assert all(len(r.job_ids) == 2 for r in results)  # kitchen ticket + receipt
+    await db.close()
+    with sqlite3.connect(tmp_path / "edge.db") as check:
+        assert check.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 100
+        assert check.execute("SELECT COUNT(*) FROM print_jobs WHERE state = 'queued'").fetchone()[0] == 200
+        assert check.execute("SELECT COUNT(*) FROM outbox WHERE event = 'received'").fetchone()[0] == 100
+
+
+async def test_duplicate_and_conflict_in_one_group(tmp_path: Path) -> None:
+    """Same id + same content is a duplicate (same job ids); same id + other content is a conflict with no new jobs."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    first, dup, conflict = await asyncio.gather(
+        store.insert(ROUTER.prepare(order(1), "push")),
+        store.insert(ROUTER.prepare(order(1), "push")),
+        store.insert(ROUTER.prepare(order(1, number="X-1"), "push")),
+    )
+    assert (first.outcome, dup.outcome, conflict.outcome) == ("stored", "duplicate", "conflict")
+    assert dup.job_ids == first.job_ids
+    assert len(await JobStore(db).for_order("ord_1")) == 2
+    stored = await store.get("ord_1")
+    assert stored["number"] == EXAMPLE["number"]
+    await db.close()
