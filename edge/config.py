@@ -10,6 +10,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
@@ -53,12 +54,26 @@ def _port(v: int) -> str | None:
     return None if 1 <= v <= 65535 else f"must be a port number between 1 and 65535, got {v}"
 
 
+def _listen_port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else f"must be a port number between 1 and 65535 (0: any free port), got {v}"
+
+
 def _positive(v: float) -> str | None:
     return None if v > 0 else f"must be greater than 0, got {v}"
 
 
 def _at_least(low: int) -> typing.Callable[[int], str | None]:
     return lambda v: None if v >= low else f"must be at least {low}, got {v}"
+
+
+def _timezone(v: str) -> str | None:
+    if not v:
+        return None
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {v!r} (use a name like Europe/Berlin)"
+    return None
 
 
 def _name(v: str) -> str | None:
@@ -71,6 +86,7 @@ class AgentSettings:
     data_dir: Path = Path("/var/lib/edge")
     language: Literal["de", "en"] = "de"
     store_name: str = ""
+    timezone: str = dataclasses.field(default="", metadata=_check(_timezone))  # "" = the system's zone
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -82,7 +98,7 @@ class AgentSettings:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ApiSettings:
     host: str = "127.0.0.1"
-    port: int = dataclasses.field(default=8765, metadata=_check(_port))
+    port: int = dataclasses.field(default=8765, metadata=_check(_listen_port))
     token: Secret = Secret("")
     max_body_bytes: int = dataclasses.field(default=256 * 1024, metadata=_check(_at_least(1024)))
     shutdown_grace_s: float = dataclasses.field(default=25.0, metadata=_check(_positive))

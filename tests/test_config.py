@@ -117,7 +117,7 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
     bad.write_text(MINIMAL.replace("port = 8765", "port = -1").format(data_dir=tmp_path), encoding="utf-8")
     result = _edge("config", "check", env={"EDGE_CONFIG": str(bad)})
     assert result.returncode == 2
-    assert result.stderr.strip() == "edge: config api.port: must be a port number between 1 and 65535, got -1"
+    assert result.stderr.strip() == "edge: config api.port: must be a port number between 1 and 65535 (0: any free port), got -1"
 
     broken = tmp_path / "broken.toml"
     broken.write_text("[agent\nstore_id=", encoding="utf-8")

@@ -13,10 +13,10 @@ from typing import Any
 from edge.errors import InvalidOrderError
 
 # ':' is the separator inside ticket QR codes (edge:v1:<id>:<station>), so ids and stations never hold it.
-_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_STATION_RE = re.compile(r"^[a-z0-9_\-]{1,32}$")
+_ID = (re.compile(r"^[A-Za-z0-9_.\-]{1,64}$"), "1-64 letters, digits, '_', '.' or '-'")
+_STATION = (re.compile(r"^[a-z0-9_\-]{1,32}$"), "1-32 lowercase letters, digits, '_' or '-'")
 _MONEY_RE = re.compile(r"^-?\d{1,9}(\.\d{1,4})?$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = (re.compile(r"^[A-Z]{3}$"), "a 3-letter currency code like EUR")
 
 MAX_ITEMS = 500
 MAX_MODIFIERS = 50
@@ -129,7 +129,8 @@ class _Reader:
             return None
         return self.data[key]
 
-    def text(self, key: str, *, required: bool = True, max_len: int = 200, pattern: re.Pattern[str] | None = None) -> str | None:
+    def text(self, key: str, *, required: bool = True, max_len: int = 200, pattern: tuple[re.Pattern[str], str] | None = None) -> str | None:
+        """``pattern`` is (regex, what a valid value looks like) so the error can say what was expected."""
         value = self.raw(key, required=required)
         if value is None:
             return None
@@ -137,10 +138,10 @@ class _Reader:
             raise InvalidOrderError(self._field(key), f"must be a string, got {_json_type(value)}")
         if required and not value.strip():
             raise InvalidOrderError(self._field(key), "must not be empty")
+        if pattern is not None and not pattern[0].match(value):
+            raise InvalidOrderError(self._field(key), f"must be {pattern[1]}, got {value[:40]!r}")
         if len(value) > max_len:
             raise InvalidOrderError(self._field(key), f"must be at most {max_len} characters")
-        if pattern is not None and not pattern.match(value):
-            raise InvalidOrderError(self._field(key), f"has an invalid format: {value[:40]!r}")
         return value
 
     def integer(self, key: str, *, required: bool = True, low: int, high: int, default: int = 0) -> int:
@@ -221,7 +222,7 @@ def _json_type(value: Any) -> str:
 def _parse_item(data: Any, path: str) -> Item:
     r = _Reader(data, path)
     requires_production = r.boolean("requires_production")
-    station = r.text("station", required=bool(requires_production), max_len=32, pattern=_STATION_RE)
+    station = r.text("station", required=bool(requires_production), max_len=32, pattern=_STATION)
     modifiers = []
     for m_index, m_data in enumerate(r.array("modifiers", required=False, max_len=MAX_MODIFIERS)):
         m = _Reader(m_data, f"{path}.modifiers[{m_index}]")
@@ -241,7 +242,7 @@ def _parse_item(data: Any, path: str) -> Item:
 def parse_order(data: Any) -> Order:
     """Validate a decoded JSON payload; raises InvalidOrderError naming the first bad field."""
     r = _Reader(data, "")
-    order_id = r.text("id", max_len=64, pattern=_ID_RE)
+    order_id = r.text("id", max_len=64, pattern=_ID)
     number = r.text("number", max_len=32)
     created_at = r.timestamp("created_at")
     channel = r.text("channel", max_len=32)
@@ -278,7 +279,7 @@ def parse_order(data: Any) -> Order:
         discount=t.money("discount", required=False) or Decimal("0"),
         tax=tuple(tax),
         total=t.money("total"),
-        currency=t.text("currency", max_len=3, pattern=_CURRENCY_RE),
+        currency=t.text("currency", max_len=3, pattern=_CURRENCY),
     )
 
     payment = None

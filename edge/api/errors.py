@@ -1,0 +1,77 @@
+"""The one place errors become HTTP answers: a JSON body naming what is wrong, never a 500 for bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from edge.errors import InvalidOrderError, NotFoundError, OrderConflictError, StoreError, StoreUnavailableError
+
+log = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequestError(Exception):
+    """The request itself is unreadable (not JSON, not UTF-8, nested too deep)."""
+
+
+def error_response(status: int, error: str, reason: str, **extra: object) -> web.Response:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return web.json_response({"error": error, "reason": reason, **extra}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except InvalidOrderError as err:
+        return error_response(422, "invalid_order", err.reason, field=err.field)
+    except BadRequestError as err:
+        return error_response(400, "malformed_request", str(err))
+    except OrderConflictError as err:
+        return error_response(409, "conflict", f"order {err.order_id} already exists with different content; nothing was printed", order_id=err.order_id)
+    except NotFoundError as err:
+        return error_response(404, "not_found", str(err))
+    except StoreUnavailableError as err:
+        log.error("store_unavailable", error=str(err))
+        return error_response(503, "unavailable", "the order store cannot take writes right now; retry later")
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        slug = err.reason.lower().replace(" ", "_") if err.reason else "error"
+        response = error_response(err.status, slug, err.text if err.text and not err.text.startswith(f"{err.status}:") else err.reason)
+        for name in ("Allow", "WWW-Authenticate"):
+            if name in err.headers:
+                response.headers[name] = err.headers[name]
+        return response
+    except StoreError as err:
+        log.error("store_error", error=str(err))
+        return error_response(503, "unavailable", "the order store failed; retry later")
+    except Exception:  # a bug: log it with the traceback, answer without one
+        log.exception("request_failed", path=request.path, method=request.method)
+        return error_response(500, "internal", "internal error; see the agent log")
+
+
+async def read_json(request: web.Request) -> object:
+    """The body as JSON, or a BadRequestError saying why not. 413 comes from aiohttp's client_max_size."""
+    body = await request.read()
+    if not body:
+        raise BadRequestError("the request body is empty; expected a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadRequestError(f"the body is not UTF-8 (byte {err.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequestError("the JSON is nested too deeply") from None
+    except ValueError as err:
+        raise BadRequestError(f"the body is not valid JSON: {err}") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in JSON")

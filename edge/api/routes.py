@@ -1,0 +1,187 @@
+"""The agent's HTTP API: order intake and status, reprints, printers, jobs, health and readiness."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiosqlite
+from aiohttp import web
+
+from edge import __version__
+from edge.api.auth import auth_middleware
+from edge.api.errors import error_middleware, error_response, read_json
+from edge.config import Settings
+from edge.errors import NotFoundError
+from edge.orders.intake import OrderIntake
+from edge.printing.spooler import Spooler
+from edge.store import JOB_STATES, Database, JobStore, OrderStore
+
+
+@dataclasses.dataclass
+class ApiDeps:
+    settings: Settings
+    db: Database
+    intake: OrderIntake
+    orders: OrderStore
+    jobs: JobStore
+    spoolers: dict[str, Spooler]
+    wake_printer: Callable[[str], None]
+    accepting: bool = True  # False while shutting down: writes answer 503
+
+
+DEPS = web.AppKey("deps", ApiDeps)
+
+
+def job_json(row: aiosqlite.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "order_id": row["order_id"],
+        "kind": row["kind"],
+        "station": row["station"],
+        "printer": row["printer"],
+        "state": row["state"],
+        "copy": bool(row["copy"]),
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+        "created_at": row["created_at"],
+        "printed_at": row["printed_at"],
+    }
+
+
+def _deps(request: web.Request) -> ApiDeps:
+    return request.app[DEPS]
+
+
+def _require_accepting(deps: ApiDeps) -> None:
+    if not deps.accepting:
+        raise web.HTTPServiceUnavailable(text="the agent is shutting down; retry later", headers={"Retry-After": "5"})
+
+
+async def post_order(request: web.Request) -> web.Response:
+    deps = _deps(request)
+    _require_accepting(deps)
+    payload = await read_json(request)
+    result = await deps.intake.accept(payload)
+    body = {"order_id": result.order_id, "status": result.outcome, "job_ids": list(result.job_ids)}
+    return web.json_response(body, status=201 if result.outcome == "stored" else 200)
+
+
+async def get_order(request: web.Request) -> web.Response:
+    deps = _deps(request)
+    order_id = request.match_info["order_id"]
+    row = await deps.orders.get(order_id)
+    if row is None:
+        raise NotFoundError(f"order {order_id} does not exist")
+    jobs = [job_json(j) for j in await deps.jobs.for_order(order_id)]
+    return web.json_response(
+        {
+            "id": row["id"],
+            "number": row["number"],
+            "source": row["source"],
+            "received_at": row["received_at"],
+            "printed": all(j["state"] == "printed" for j in jobs),
+            "jobs": jobs,
+            "order": json.loads(row["payload"]),
+        }
+    )
+
+
+async def post_reprint(request: web.Request) -> web.Response:
+    deps = _deps(request)
+    _require_accepting(deps)
+    order_id = request.match_info["order_id"]
+    station = None
+    if request.can_read_body:
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("station", ""), (str, type(None))):
+            return error_response(422, "invalid_request", 'body must be {"station": "<name>"} or empty', field="station")
+        station = body.get("station")
+    if await deps.orders.get(order_id) is None:
+        raise NotFoundError(f"order {order_id} does not exist")
+    job_ids = await deps.jobs.add_copies(order_id, station=station)
+    for printer in {row["printer"] for row in await deps.jobs.for_order(order_id)}:
+        deps.wake_printer(printer)
+    return web.json_response({"order_id": order_id, "job_ids": job_ids}, status=201)
+
+
+async def get_printers(request: web.Request) -> web.Response:
+    deps = _deps(request)
+    counts = await deps.jobs.counts()
+    printers = []
+    for name, printer in deps.settings.printers.items():
+        spooler = deps.spoolers.get(name)
+        printers.append(
+            {
+                "name": name,
+                "type": printer.type,
+                "state": spooler.state.value if spooler else "unknown",
+                "detail": spooler.state_detail if spooler else "",
+                "jobs": {state: counts.get((name, state), 0) for state in JOB_STATES},
+            }
+        )
+    return web.json_response({"printers": printers})
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    deps = _deps(request)
+    state = request.query.get("state")
+    if state is not None and state not in JOB_STATES:
+        return error_response(422, "invalid_request", f"state must be one of {', '.join(JOB_STATES)}", field="state")
+    try:
+        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+    except ValueError:
+        return error_response(422, "invalid_request", "limit must be an integer", field="limit")
+    rows = await deps.jobs.list(state=state, printer=request.query.get("printer"), limit=limit)
+    return web.json_response({"jobs": [job_json(r) | {"order_number": r["number"]} for r in rows]})
+
+
+def _job_id(request: web.Request) -> int:
+    raw = request.match_info["job_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFoundError(f"print job {raw[:20]!r} does not exist")
+    return int(raw)
+
+
+async def post_retry(request: web.Request) -> web.Response:
+    deps = _deps(request)
+    _require_accepting(deps)
+    job_id = _job_id(request)
+    await deps.jobs.retry(job_id)
+    job = await deps.jobs.get(job_id)
+    deps.wake_printer(job["printer"])
+    return web.json_response(job_json(job))
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def ready(request: web.Request) -> web.Response:
+    deps = _deps(request)
+    problem = await deps.db.writable()
+    checks = {
+        "database_writable": {"ok": problem is None, "detail": problem or ""},
+        "accepting": {"ok": deps.accepting, "detail": "" if deps.accepting else "shutting down"},
+    }
+    ok = all(c["ok"] for c in checks.values())
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
+def make_api(deps: ApiDeps) -> web.Application:
+    app = web.Application(
+        client_max_size=deps.settings.api.max_body_bytes,
+        middlewares=[error_middleware, auth_middleware(deps.settings.api.token)],
+    )
+    app[DEPS] = deps
+    app.router.add_post("/api/v1/orders", post_order)
+    app.router.add_get("/api/v1/orders/{order_id}", get_order)
+    app.router.add_post("/api/v1/orders/{order_id}/reprint", post_reprint)
+    app.router.add_get("/api/v1/printers", get_printers)
+    app.router.add_get("/api/v1/jobs", get_jobs)
+    app.router.add_post("/api/v1/jobs/{job_id}/retry", post_retry)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    return app

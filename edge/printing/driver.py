@@ -1,0 +1,119 @@
+"""Sends one job to one ESC/POS printer, with status checks before and after, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+
+import structlog
+
+from edge.errors import DeviceError, DeviceUnreachableError, DeviceWriteError
+from edge.printing.status import BLOCKING_STATES, PrinterState, error_reported, parse_status
+from edge.transports import Transport
+
+log = structlog.get_logger()
+
+_DLE_EOT = b"\x10\x04"
+# The slowest printers we plan for take about this many bytes per second; the confirming
+# status query waits behind the whole job, so its timeout grows with the job.
+_SLOW_PRINTER_BYTES_PER_S = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class PrintOutcome:
+    confirmed: bool  # the printer answered a status query sent after the job, so it has taken every byte
+    state: PrinterState  # read after the job; UNKNOWN if the printer did not answer
+
+
+class PrinterNotReadyError(DeviceError):
+    """The printer reported a state that stops printing (paper out, cover open…); no job bytes were sent."""
+
+    def __init__(self, device_id: str, transport: str, state: PrinterState) -> None:
+        super().__init__(device_id, transport, f"{state.value.replace('_', ' ')}, job not sent")
+        self.state = state
+
+
+class PrinterDriver:
+    """One printer: one connection per job, status asked only between jobs, never inside one."""
+
+    def __init__(self, name: str, transport: Transport, *, status_timeout: float = 1.5) -> None:
+        self.name = name
+        self.transport = transport
+        self.status_timeout = status_timeout
+        # Printers serve one connection at a time. A thread lock, not an asyncio one: a thread keeps
+        # running after the task awaiting it is cancelled, and must still hold the printer.
+        self._lock = threading.Lock()
+
+    async def status(self) -> PrinterState:
+        """Asks the printer; OFFLINE if it cannot be reached, UNKNOWN if it does not answer."""
+        state, replies = await asyncio.to_thread(self._status)
+        if state == PrinterState.ERROR:
+            log.info("printer_error_status", device_id=self.name, replies={n: f"0x{byte:02x}" for n, byte in replies.items()})
+        return state
+
+    async def print(self, data: bytes) -> PrintOutcome:
+        """Sends one job; raises DeviceUnreachableError or PrinterNotReadyError (nothing sent) or DeviceWriteError (maybe partly out)."""
+        return await asyncio.to_thread(self._print, data)
+
+    def _status(self) -> tuple[PrinterState, dict[int, int]]:
+        with self._lock:
+            try:
+                self.transport.open()
+            except DeviceUnreachableError:
+                return PrinterState.OFFLINE, {}
+            try:
+                if not self.transport.can_read:
+                    return PrinterState.UNKNOWN, {}
+                replies = self._ask_state()
+                return parse_status(replies), replies
+            except DeviceWriteError:
+                return PrinterState.OFFLINE, {}  # accepted the connection, then hung up: not taking jobs
+            finally:
+                self.transport.close()
+
+    def _print(self, data: bytes) -> PrintOutcome:
+        with self._lock:
+            self.transport.open()
+            try:
+                if self.transport.can_read:
+                    self._check_ready()
+                self.transport.write(data)
+                if not self.transport.can_read:
+                    return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
+                # The printer answers DLE EOT in the order it reads bytes, so a reply means the job is in.
+                replies = self._ask((1, 4), first_timeout=self.status_timeout + len(data) / _SLOW_PRINTER_BYTES_PER_S)
+                state = parse_status(replies)
+                return PrintOutcome(confirmed=state != PrinterState.UNKNOWN, state=state)
+            finally:
+                self.transport.close()
+
+    def _check_ready(self) -> None:
+        try:
+            state = parse_status(self._ask_state())
+        except DeviceWriteError as err:
+            # Not one job byte went out, so to the spool this is a printer that is not there.
+            raise DeviceUnreachableError(self.name, self.transport.label, "hung up before the job was sent") from err
+        if state in BLOCKING_STATES:
+            raise PrinterNotReadyError(self.name, self.transport.label, state)
+
+    def _ask_state(self) -> dict[int, int]:
+        replies = self._ask((1, 2, 4))
+        if error_reported(replies):
+            replies |= self._ask((3,))  # which error; for the technician's log
+        return replies
+
+    def _ask(self, queries: tuple[int, ...], *, first_timeout: float | None = None) -> dict[int, int]:
+        """Sends DLE EOT n one at a time and reads each one-byte reply."""
+        replies: dict[int, int] = {}
+        timeout = self.status_timeout if first_timeout is None else first_timeout
+        for n in queries:
+            self.transport.write(_DLE_EOT + bytes([n]))
+            reply = self.transport.read(1, timeout)
+            if not reply:
+                # A printer that ignores one query ignores them all; asking on would only add waits.
+                # (A reply later than the timeout would be read as the next query's; accepted as rare.)
+                break
+            replies[n] = reply[0]
+            timeout = self.status_timeout
+        return replies

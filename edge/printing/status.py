@@ -1,0 +1,65 @@
+"""What an ESC/POS printer's real-time status replies (DLE EOT n) mean for printing."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+
+class PrinterState(enum.StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    PAPER_OUT = "paper_out"
+    COVER_OPEN = "cover_open"
+    PAPER_NEAR_END = "paper_near_end"
+    ERROR = "error"
+    UNKNOWN = "unknown"
+
+
+# The spool pauses in these; near end and unknown still print.
+BLOCKING_STATES = frozenset({PrinterState.OFFLINE, PrinterState.PAPER_OUT, PrinterState.COVER_OPEN, PrinterState.ERROR})
+
+# Every DLE EOT reply has bits 0 and 7 clear and bits 1 and 4 set. A byte that does not is noise
+# or something else the printer sent; reading it as a status would make one up.
+_FIXED_MASK = 0x93
+_FIXED_BITS = 0x12
+
+_PRINTER_OFFLINE = 0x08  # n=1 bit 3
+_CAUSE_COVER_OPEN = 0x04  # n=2 bit 2
+_CAUSE_PAPER_END = 0x20  # n=2 bit 5: printing stopped at paper end
+_CAUSE_ERROR = 0x40  # n=2 bit 6
+_ERRORS = 0x6C  # n=3 bits 2, 3, 5, 6: recoverable, autocutter, unrecoverable, auto-recoverable
+# n=4 reports each roll sensor in two bits; either bit counts, so a printer that sets only one
+# still stops the spool instead of printing into nothing.
+_ROLL_NEAR_END = 0x0C  # n=4 bits 2, 3
+_ROLL_OUT = 0x60  # n=4 bits 5, 6
+
+
+def is_valid_reply(byte: int) -> bool:
+    return byte & _FIXED_MASK == _FIXED_BITS
+
+
+def error_reported(replies: Mapping[int, int]) -> bool:
+    """The offline-cause reply (n=2) says an error stopped the printer; n=3 says which."""
+    cause = replies.get(2)
+    return cause is not None and is_valid_reply(cause) and bool(cause & _CAUSE_ERROR)
+
+
+def parse_status(replies: Mapping[int, int]) -> PrinterState:
+    """The state from replies to DLE EOT n (keyed by n = 1..4); invalid or missing replies say nothing."""
+    valid = {n: byte for n, byte in replies.items() if n in (1, 2, 3, 4) and is_valid_reply(byte)}
+    if not valid:
+        # Silence is not "paper OK": a printer that says nothing may be printing into nothing.
+        return PrinterState.UNKNOWN
+    printer, cause, errors, roll = (valid.get(n, _FIXED_BITS) for n in (1, 2, 3, 4))
+    if cause & _CAUSE_COVER_OPEN:
+        return PrinterState.COVER_OPEN
+    if cause & _CAUSE_PAPER_END or roll & _ROLL_OUT:
+        return PrinterState.PAPER_OUT
+    if cause & _CAUSE_ERROR or errors & _ERRORS:
+        return PrinterState.ERROR
+    if printer & _PRINTER_OFFLINE:
+        return PrinterState.OFFLINE
+    if roll & _ROLL_NEAR_END:
+        return PrinterState.PAPER_NEAR_END
+    return PrinterState.ONLINE

@@ -1,0 +1,205 @@
+"""A network ESC/POS printer on a local port: records jobs, answers DLE EOT, can be unplugged, run dry or slowed down."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger()
+
+_DLE_EOT = b"\x10\x04"
+_QUERIES = (1, 2, 3, 4)
+_CHUNK = 4096
+# Small stream buffers so a slow printer pushes back on the sender over TCP, as a real one does.
+_STREAM_LIMIT = 4096
+_SLOW_TICK_S = 0.05  # a slow printer takes bytes_per_s * this at a time
+
+
+class SimPrinter:
+    """Behaves like a printer on TCP 9100. Flags can be changed at any time; they apply from the next byte."""
+
+    def __init__(self, name: str = "sim", *, host: str = "127.0.0.1", port: int = 0, out_dir: Path | None = None) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.out_dir = out_dir
+        self.paper_out = False  # answers "paper out"; takes job bytes but prints nothing
+        self.cover_open = False  # answers "cover open"; prints nothing
+        self.paper_near_end = False  # answers "near end"; still prints
+        self.answer_status = True  # False: ignores DLE EOT, as some models do
+        self.bytes_per_s: float | None = None  # reads no faster than this
+        self.drop_after: int | None = None  # hangs up after this many job bytes on a connection; fires once
+        self.jobs: list[bytes] = []  # job bytes of each connection that carried any, status queries removed
+        self.dropped: list[int] = []  # indexes into jobs of connections the printer cut short
+        self.printed: list[bytes] = []  # what came out on paper
+        self.status_queries = 0
+        self._sock: socket.socket | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._printed_more = asyncio.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    async def start(self) -> None:
+        self._listen()
+
+    async def stop(self) -> None:
+        self._unplug()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    def set_offline(self, offline: bool) -> None:
+        """Offline is the power pulled: open connections are cut and new ones refused. Back online on the same port."""
+        if offline:
+            self._unplug()
+        elif self._sock is None:
+            self._listen()
+
+    async def wait_for_printed(self, count: int, timeout: float = 10.0) -> list[bytes]:
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.printed) < count:
+                    self._printed_more.clear()
+                    await self._printed_more.wait()
+        except TimeoutError:
+            raise TimeoutError(f"sim printer {self.name}: {len(self.printed)} of {count} jobs printed after {timeout:g}s") from None
+        return list(self.printed)
+
+    def _listen(self) -> None:
+        # A plain listening socket rather than start_server: listening and closing are then
+        # synchronous, so set_offline() takes effect before the caller's next line.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(16)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        asyncio.get_running_loop().add_reader(sock, self._accept)
+        self._sock = sock
+
+    def _unplug(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock)
+            self._sock.close()
+            self._sock = None
+        for task in self._connections:
+            task.cancel()
+
+    def _accept(self) -> None:
+        assert self._sock is not None  # the reader is removed before the socket goes
+        try:
+            conn, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(conn))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        reader, writer = await asyncio.open_connection(sock=conn, limit=_STREAM_LIMIT)
+        job = bytearray()
+        held = b""  # the start of a DLE EOT n split across reads
+        cut = False
+        spoiled = False  # job bytes arrived with no paper or the cover open
+        try:
+            while not cut:
+                rate = self.bytes_per_s
+                chunk = await reader.read(_CHUNK if rate is None else max(1, int(rate * _SLOW_TICK_S)))
+                if not chunk:
+                    job += held
+                    break
+                parts, held = _split(held + chunk)
+                for part in parts:
+                    if isinstance(part, int):
+                        if self.answer_status:
+                            writer.write(bytes([self._reply(part)]))
+                            self.status_queries += 1
+                        continue
+                    if self.drop_after is not None and len(job) + len(part) >= self.drop_after:
+                        part, cut = part[: self.drop_after - len(job)], True
+                        self.drop_after = None
+                    job += part
+                    spoiled |= self.paper_out or self.cover_open
+                    if cut:
+                        break
+                if rate is not None:
+                    await asyncio.sleep(len(chunk) / rate)
+        except ConnectionError:
+            pass  # the client reset the connection; a printer prints what it got
+        except asyncio.CancelledError:
+            cut = True  # unplugged or stopped
+            raise
+        finally:
+            # Recorded before the connection goes, so a client that sees it close finds the job here.
+            self._record(bytes(job), cut=cut, spoiled=spoiled)
+            if cut:
+                writer.transport.abort()  # a reset, as from a printer that fails mid-job
+            else:
+                writer.close()
+
+    def _reply(self, n: int) -> int:
+        """One status byte, Epson bit layout."""
+        if n == 1:
+            return 0x16 | (0x08 if self.paper_out or self.cover_open else 0)  # bit 3: offline
+        if n == 2:
+            return 0x12 | (0x04 if self.cover_open else 0) | (0x20 if self.paper_out else 0)
+        if n == 3:
+            return 0x12
+        return 0x12 | (0x0C if self.paper_near_end else 0) | (0x60 if self.paper_out else 0)
+
+    def _record(self, job: bytes, *, cut: bool, spoiled: bool) -> None:
+        if not job:
+            return
+        self.jobs.append(job)
+        if cut:
+            self.dropped.append(len(self.jobs) - 1)
+        # A printer prints what it got before a cut; with no paper, nothing.
+        if not spoiled:
+            self.printed.append(job)
+            if self.out_dir is not None:
+                # A few KB on a simulator's loop; not worth a thread.
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                (self.out_dir / f"{self.name}-{len(self.printed):04d}.bin").write_bytes(job)
+            self._printed_more.set()
+        log.info("sim_printer_job", name=self.name, bytes=len(job), printed=not spoiled, cut=cut)
+
+
+def _split(data: bytes) -> tuple[list[bytes | int], bytes]:
+    """Job byte runs and status queries (as n) in order, plus a trailing partial DLE EOT to hold back."""
+    parts: list[bytes | int] = []
+    start = 0
+    while True:
+        at = data.find(_DLE_EOT, start)
+        if at == -1:
+            end = len(data) - 1 if data.endswith(_DLE_EOT[:1]) else len(data)
+            break
+        if at + 2 == len(data):
+            end = at
+            break
+        if data[at + 2] in _QUERIES:
+            if at > start:
+                parts.append(data[start:at])
+            parts.append(data[at + 2])
+            start = at + 3
+        else:
+            # Not a query: DLE EOT followed by anything else is ordinary data.
+            if at + 2 > start:
+                parts.append(data[start : at + 2])
+            start = at + 2
+    if end > start:
+        parts.append(data[start:end])
+    return parts, data[max(end, start) :]
+
+
+async def serve(name: str, port: int, out_dir: Path | None, *, host: str = "127.0.0.1") -> None:
+    """Runs one simulated printer until cancelled (``edge sim printer``)."""
+    printer = SimPrinter(name, host=host, port=port, out_dir=out_dir)
+    await printer.start()
+    log.info("sim_printer_listening", name=name, host=host, port=printer.port, out_dir=str(out_dir) if out_dir else None)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await printer.stop()

@@ -1,0 +1,31 @@
+"""Move bytes to and from devices; one blocking transport per kind of connection, run in a thread."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from edge.transports.file import FileTransport
+from edge.transports.tcp import TcpTransport
+
+
+class Transport(Protocol):
+    """One connection to one device; blocking calls, so drivers run them via ``asyncio.to_thread``."""
+
+    device_id: str
+    label: str  # how the device is reached, e.g. "tcp 10.0.0.21:9100"; goes into error messages
+    can_read: bool  # False for write-only transports: such a device never answers a status query
+
+    def open(self) -> None:
+        """Connect; raises DeviceUnreachableError."""
+
+    def write(self, data: bytes) -> None:
+        """Send all of ``data``; raises DeviceWriteError."""
+
+    def read(self, n: int, timeout: float) -> bytes:
+        """Up to ``n`` bytes, b"" if none came within ``timeout``; raises DeviceWriteError if the device hung up."""
+
+    def close(self) -> None:
+        """Disconnect; never raises."""
+
+
+__all__ = ["FileTransport", "TcpTransport", "Transport"]

@@ -1,0 +1,218 @@
+"""POST /api/v1/orders and friends against the real agent on loopback: every status code and its body."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sqlite3
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.app import Agent
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.conftest import TOKEN
+
+CHANNELS = ["web", "pos", "phone", "marketplace", "kiosk", "uber-eats", "call-center"]
+
+
+async def post(api: aiohttp.ClientSession, body: Any, **kwargs: Any) -> tuple[int, Any]:
+    kw = {"json": body} if not isinstance(body, (bytes, str)) else {"data": body}
+    async with api.post("/api/v1/orders", **kw, **kwargs) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_contract_example_is_stored_before_the_answer(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """201 comes with the job ids; at that moment a second connection already sees the order and its jobs."""
+    status, body = await post(api, example_order)
+    assert status == 201
+    assert body["order_id"] == "ord_7f3a9c21" and body["status"] == "stored" and len(body["job_ids"]) == 2
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        assert conn.execute("SELECT number FROM orders WHERE id = 'ord_7f3a9c21'").fetchone() == ("A-1042",)
+        assert sorted(r[0] for r in conn.execute("SELECT id FROM print_jobs WHERE order_id = 'ord_7f3a9c21'")) == body["job_ids"]
+    kitchen = await printers["kitchen"].wait_for_printed(1)
+    front = await printers["front"].wait_for_printed(1)
+    assert decode(kitchen[0]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
+    assert "Apfelschorle" not in decode(kitchen[0]).text  # no production flag, no kitchen ticket
+    assert "Apfelschorle" in decode(front[0]).text  # but on the receipt
+
+
+async def test_duplicate_prints_once_and_conflict_prints_nothing(api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """Same id and content: 200 duplicate, one ticket. Same id, other content: 409 and nothing printed."""
+    assert (await post(api, example_order))[0] == 201
+    status, body = await post(api, example_order)
+    assert status == 200 and body["status"] == "duplicate"
+    changed = copy.deepcopy(example_order)
+    changed["items"][0]["qty"] = 3
+    status, body = await post(api, changed)
+    assert status == 409
+    assert body == {"error": "conflict", "reason": "order ord_7f3a9c21 already exists with different content; nothing was printed", "order_id": "ord_7f3a9c21"}
+    await printers["kitchen"].wait_for_printed(1)
+    await asyncio.sleep(0.5)
+    assert len(printers["kitchen"].printed) == 1
+    assert len(printers["front"].printed) == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "reason"),
+    [
+        (lambda o: o["items"][2].update(qty=0), "items[2].qty", "must be between 1 and 9999, got 0"),
+        (lambda o: o["items"][0].update(unit_price=9.5), "items[0].unit_price", 'must be a decimal string like "9.50", got number'),
+        (lambda o: o.pop("id"), "id", "is required"),
+        (lambda o: o.update(items=[]), "items", "must contain at least one item"),
+        (lambda o: o["items"][1].update(station="pastry"), "items[1].station", "no printer is configured for station 'pastry'"),
+        (lambda o: o["items"][0].update(requires_production="yes"), "items[0].requires_production", "must be true or false, got string"),
+        (lambda o: o.update(created_at="yesterday"), "created_at", "must be an ISO 8601 time like 2026-11-22T18:04:11Z, got 'yesterday'"),
+        (lambda o: o["totals"].update(currency="euro"), "totals.currency", "must be a 3-letter currency code like EUR, got 'euro'"),
+        (lambda o: o["fulfilment"].update(table=[1]), "fulfilment.table", "must be a string or a number, got array"),
+    ],
+)
+async def test_invalid_field_is_422_naming_it(api: aiohttp.ClientSession, example_order: dict, mutate: Any, field: str, reason: str) -> None:
+    mutate(example_order)
+    status, body = await post(api, example_order)
+    assert status == 422
+    assert body == {"error": "invalid_order", "reason": reason, "field": field}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason_start"),
+    [
+        (b"{not json", "the body is not valid JSON"),
+        (b"", "the request body is empty"),
+        (b'{"a": "\xff"}', "the body is not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "the JSON is nested too deeply"),
+        (b'{"id": NaN}', "the body is not valid JSON: NaN is not allowed"),
+    ],
+)
+async def test_malformed_body_is_400(api: aiohttp.ClientSession, raw: bytes, reason_start: str) -> None:
+    status, body = await post(api, raw, headers={"Content-Type": "application/json"})
+    assert status == 400
+    assert body["error"] == "malformed_request"
+    assert body["reason"].startswith(reason_start)
+
+
+async def test_top_level_array_is_422(api: aiohttp.ClientSession) -> None:
+    status, body = await post(api, [1, 2])
+    assert (status, body) == (422, {"error": "invalid_order", "reason": "must be an object", "field": "body"})
+
+
+async def test_auth_missing_and_wrong_token_are_401(agent: Agent, example_order: dict) -> None:
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as anonymous:
+        for headers, reason in (({}, "missing Authorization: Bearer <token> header"), ({"Authorization": "Bearer nope"}, "wrong token"), ({"Authorization": TOKEN}, "wrong token")):
+            async with anonymous.post("/api/v1/orders", json=example_order, headers=headers) as response:
+                assert response.status == 401
+                assert await response.json() == {"error": "unauthorized", "reason": reason}
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        async with anonymous.get("/health") as response:
+            assert response.status == 200  # probes need no token
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0
+
+
+async def test_body_over_limit_is_413(api: aiohttp.ClientSession, example_order: dict) -> None:
+    example_order["padding"] = "x" * (300 * 1024)
+    status, body = await post(api, example_order)
+    assert status == 413
+    assert body["error"] == "request_entity_too_large"
+
+
+async def test_shutting_down_is_503(agent: Agent, api: aiohttp.ClientSession, example_order: dict) -> None:
+    """While draining, intake says 503 with Retry-After so the backend retries; nothing is stored."""
+    assert agent.deps is not None
+    agent.deps.accepting = False
+    async with api.post("/api/v1/orders", json=example_order) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "5"
+        assert (await response.json())["error"] == "service_unavailable"
+    async with api.get("/ready") as response:
+        assert response.status == 503
+    agent.deps.accepting = True
+
+
+async def test_order_status_and_reprint(api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """GET shows each job's state; reprint queues copies that print with the COPY mark."""
+    await post(api, example_order)
+    await printers["kitchen"].wait_for_printed(1)
+    await printers["front"].wait_for_printed(1)
+    for _ in range(50):
+        async with api.get("/api/v1/orders/ord_7f3a9c21") as response:
+            body = await response.json()
+        if body["printed"]:
+            break
+        await asyncio.sleep(0.05)
+    assert response.status == 200
+    assert [(j["kind"], j["station"], j["printer"], j["state"], j["attempts"]) for j in body["jobs"]] == [
+        ("ticket", "kitchen", "kitchen", "printed", 0),
+        ("receipt", None, "front", "printed", 0),
+    ]
+    assert body["order"]["number"] == "A-1042"
+
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint", json={"station": "kitchen"}) as response:
+        assert response.status == 201
+        assert len((await response.json())["job_ids"]) == 1
+    copy_ticket = (await printers["kitchen"].wait_for_printed(2))[1]
+    assert "KOPIE / COPY" in decode(copy_ticket).text
+    assert "KOPIE" not in decode(printers["kitchen"].printed[0]).text
+    assert len(printers["front"].printed) == 1
+
+    async with api.get("/api/v1/orders/nope") as response:
+        assert response.status == 404
+        assert await response.json() == {"error": "not_found", "reason": "order nope does not exist"}
+
+
+async def test_channel_never_changes_routing(api: aiohttp.ClientSession, example_order: dict) -> None:
+    """The same order under every channel gets the same tickets on the same printers."""
+    plans = set()
+    for n, channel in enumerate(CHANNELS):
+        order = copy.deepcopy(example_order)
+        order["id"] = f"ord_channel_{n}"
+        order["channel"] = channel
+        status, body = await post(api, order)
+        assert status == 201
+        async with api.get(f"/api/v1/orders/{order['id']}") as response:
+            jobs = (await response.json())["jobs"]
+        plans.add(tuple((j["kind"], j["station"], j["printer"]) for j in jobs))
+    assert plans == {(("ticket", "kitchen", "kitchen"), ("receipt", None, "front"))}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+EXAMPLE_PATHS = [("id",), ("number",), ("created_at",), ("items",), ("totals",), ("fulfilment",), ("customer",), ("priority",), ("print_receipt",), ("payment",)]
+
+
+@st.composite
+def mutated_orders(draw: st.DrawFn) -> Any:
+    from tests.conftest import EXAMPLE
+
+    if draw(st.booleans()):
+        return draw(json_values)
+    order = copy.deepcopy(EXAMPLE)
+    order["id"] = draw(st.text(alphabet="abc_-.0123456789", min_size=1, max_size=8))
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(EXAMPLE_PATHS))[0]
+        target = order
+        nested = order.get(key)
+        if isinstance(nested, list) and nested and isinstance(nested[0], dict):
+            nested = nested[0]
+        if isinstance(nested, dict) and nested and draw(st.booleans()):
+            target = nested
+            key = draw(st.sampled_from(sorted(target)))
+        target[key] = draw(json_values)
+    return order
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=mutated_orders())
+async def test_random_json_never_gets_a_5xx(api: aiohttp.ClientSession, body: Any) -> None:
+    """Whatever JSON arrives, the answer is 2xx, 400, 409 or 422 — never a 5xx."""
+    status, answer = await post(api, body)
+    assert status in (200, 201, 400, 409, 422), answer
+    if status in (400, 422):
+        assert answer["reason"]

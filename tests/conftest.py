@@ -1,0 +1,74 @@
+"""Shared fixtures: real SQLite files, simulated printers on loopback, the real agent and an HTTP client."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.config import Settings, parse_settings
+from edge.sim.printer import SimPrinter
+
+TOKEN = "test-token-0123456789"
+EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def example_order() -> dict[str, Any]:
+    """The backend's contract example, exactly as shipped (a fresh copy per test)."""
+    return copy.deepcopy(EXAMPLE)
+
+
+def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "agent": {"store_id": "test-store", "data_dir": str(data_dir), "language": "de", "log_format": "json"},
+        "api": {"host": "127.0.0.1", "port": 0, "token": TOKEN},
+        "printers": {name: {"type": "network", "host": "127.0.0.1", "port": p.port, "width": 48, "status_timeout": 0.5} for name, p in printers.items()},
+        "stations": {"kitchen": "kitchen", "bar": "kitchen"},
+        "receipts": {"printer": "front"},
+        "spool": {"retry_base_s": 0.05, "retry_max_s": 0.2, "offline_probe_max_s": 0.5},
+    }
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+@pytest.fixture
+async def printers(tmp_path: Path) -> AsyncIterator[dict[str, SimPrinter]]:
+    """Two simulated network printers, kitchen and front, listening on loopback."""
+    sims = {"kitchen": SimPrinter("kitchen"), "front": SimPrinter("front")}
+    for sim in sims.values():
+        await sim.start()
+    yield sims
+    for sim in sims.values():
+        await sim.stop()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, printers: dict[str, SimPrinter]) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        return parse_settings(config_dict(tmp_path / "data", printers, **overrides), source="test")
+
+    return make
+
+
+@pytest.fixture
+async def agent(make_settings: Callable[..., Settings]) -> AsyncIterator[Agent]:
+    """The real agent: SQLite file in tmp_path, API on a free loopback port, spools to the simulated printers."""
+    a = Agent(make_settings())
+    await a.start()
+    yield a
+    await a.stop()
+
+
+@pytest.fixture
+async def api(agent: Agent) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the agent's API, authenticated."""
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        yield session

@@ -1,0 +1,186 @@
+"""PrinterDriver against the simulated network printer on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.printing.driver import PrinterDriver, PrinterNotReadyError, PrintOutcome
+from edge.printing.status import PrinterState
+from edge.sim.printer import SimPrinter
+from edge.transports import FileTransport, TcpTransport
+
+# Text, a QR-ish block and bytes that look like status queries' neighbours, but none is DLE EOT 1-4.
+JOB = b"\x1b@\x1b!\x30A-1042\n" + "Jürgen Groß 9,50 €\n".encode("cp858", "replace") + bytes(range(256)).replace(b"\x10\x04", b"") + b"\x1dV\x00"
+
+
+@pytest.fixture
+async def printer() -> AsyncIterator[SimPrinter]:
+    sim = SimPrinter("kitchen")
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+def driver_for(sim: SimPrinter, *, status_timeout: float = 1.0, connect_timeout: float = 3.0) -> PrinterDriver:
+    return PrinterDriver("kitchen", TcpTransport("kitchen", *sim.address, connect_timeout=connect_timeout), status_timeout=status_timeout)
+
+
+async def test_prints_exact_bytes_and_confirms(printer: SimPrinter) -> None:
+    """A healthy printer gets the job byte for byte (status queries aside) and the outcome is confirmed online."""
+    outcome = await asyncio.wait_for(driver_for(printer).print(JOB), 5)
+    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE)
+    assert await printer.wait_for_printed(1, timeout=5) == [JOB]
+    assert printer.jobs == [JOB]
+    assert printer.status_queries == 5  # 1, 2, 4 before; 1, 4 after
+
+
+@pytest.mark.parametrize(("flag", "state"), [("paper_out", PrinterState.PAPER_OUT), ("cover_open", PrinterState.COVER_OPEN)])
+async def test_blocking_state_refuses_without_sending(printer: SimPrinter, flag: str, state: PrinterState) -> None:
+    """If the printer reports paper out or cover open, no job byte is sent and the error carries the state."""
+    setattr(printer, flag, True)
+    driver = driver_for(printer)
+    with pytest.raises(PrinterNotReadyError) as caught:
+        await asyncio.wait_for(driver.print(b"never sent"), 5)
+    assert caught.value.state == state
+    assert caught.value.device_id == "kitchen"
+    assert caught.value.transport == f"tcp 127.0.0.1:{printer.port}"
+    assert await asyncio.wait_for(driver.status(), 5) == state
+    setattr(printer, flag, False)
+    await asyncio.wait_for(driver.print(JOB), 5)
+    await printer.wait_for_printed(1, timeout=5)
+    assert printer.jobs == [JOB]
+    assert printer.printed == [JOB]
+
+
+async def test_paper_near_end_still_prints(printer: SimPrinter) -> None:
+    """Paper near end is a warning: the job prints and the outcome says near end."""
+    printer.paper_near_end = True
+    outcome = await asyncio.wait_for(driver_for(printer).print(JOB), 5)
+    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.PAPER_NEAR_END)
+    assert await printer.wait_for_printed(1, timeout=5) == [JOB]
+
+
+@pytest.mark.parametrize(
+    ("flag", "state"),
+    [(None, PrinterState.ONLINE), ("paper_out", PrinterState.PAPER_OUT), ("cover_open", PrinterState.COVER_OPEN), ("paper_near_end", PrinterState.PAPER_NEAR_END)],
+)
+async def test_status_reads_the_printer(printer: SimPrinter, flag: str | None, state: PrinterState) -> None:
+    """status() reports what the printer says, and sends no job bytes."""
+    if flag:
+        setattr(printer, flag, True)
+    assert await asyncio.wait_for(driver_for(printer).status(), 5) == state
+    await asyncio.sleep(0.05)
+    assert printer.jobs == []
+
+
+async def test_offline_is_unreachable_then_prints_on_same_port(printer: SimPrinter) -> None:
+    """An unplugged printer fails fast with DeviceUnreachableError; plugged back in, it prints on the same port."""
+    driver = driver_for(printer, connect_timeout=3.0)
+    port = printer.port
+    printer.set_offline(True)
+    started = time.monotonic()
+    with pytest.raises(DeviceUnreachableError):
+        await asyncio.wait_for(driver.print(JOB), 5)
+    assert time.monotonic() - started < 1.0
+    assert await asyncio.wait_for(driver.status(), 5) == PrinterState.OFFLINE
+    printer.set_offline(False)
+    assert printer.port == port
+    assert await asyncio.wait_for(driver.print(JOB), 5) == PrintOutcome(confirmed=True, state=PrinterState.ONLINE)
+    assert await printer.wait_for_printed(1, timeout=5) == [JOB]
+
+
+async def test_dropped_connection_is_write_error(printer: SimPrinter) -> None:
+    """A printer that hangs up mid-job gives DeviceWriteError; what it got before is on paper."""
+    job = b"x" * 3000
+    printer.drop_after = 100
+    with pytest.raises(DeviceWriteError):
+        await asyncio.wait_for(driver_for(printer).print(job), 5)
+    assert await printer.wait_for_printed(1, timeout=5) == [job[:100]]
+    assert printer.dropped == [0]
+    assert printer.drop_after is None
+
+
+async def test_silent_printer_still_prints_unconfirmed(printer: SimPrinter) -> None:
+    """A printer that never answers status still gets the job; the outcome is unconfirmed and unknown."""
+    printer.answer_status = False
+    driver = driver_for(printer, status_timeout=0.2)
+    outcome = await asyncio.wait_for(driver.print(JOB), 5)
+    assert outcome == PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
+    assert await printer.wait_for_printed(1, timeout=5) == [JOB]
+    assert await asyncio.wait_for(driver.status(), 5) == PrinterState.UNKNOWN
+    assert printer.status_queries == 0
+
+
+async def test_slow_printer_completes_confirmed(printer: SimPrinter) -> None:
+    """A printer taking 2000 bytes/s gets a 4 KB job whole, and the confirmation waits for it."""
+    printer.bytes_per_s = 2000
+    job = bytes(range(32, 128)) * 43  # 4128 bytes
+    started = time.monotonic()
+    outcome = await asyncio.wait_for(driver_for(printer).print(job), 10)
+    elapsed = time.monotonic() - started
+    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE)
+    assert elapsed > 1.5  # confirmed only once the printer had read the whole job
+    assert await printer.wait_for_printed(1, timeout=5) == [job]
+
+
+async def test_print_never_blocks_the_event_loop(printer: SimPrinter) -> None:
+    """While a job goes to a slow printer, other tasks keep running every 10 ms."""
+    printer.bytes_per_s = 4000
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        started = time.monotonic()
+        await asyncio.wait_for(driver_for(printer).print(b"y" * 3000), 10)
+        elapsed = time.monotonic() - started
+    finally:
+        ticker.cancel()
+    assert elapsed > 0.5
+    assert len(ticks) > elapsed / 0.01 * 0.5
+    assert max(b - a for a, b in zip(ticks, ticks[1:])) < 0.2
+
+
+async def test_file_transport_prints_unconfirmed(tmp_path: Path) -> None:
+    """A write-only transport prints without asking status: unconfirmed, unknown, exact bytes in the file."""
+    driver = PrinterDriver("demo", FileTransport("demo", tmp_path / "out"))
+    assert await asyncio.wait_for(driver.status(), 5) == PrinterState.UNKNOWN
+    assert await asyncio.wait_for(driver.print(JOB), 5) == PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
+    assert [f.read_bytes() for f in (tmp_path / "out").glob("*.bin")] == [JOB]
+
+
+async def test_file_transport_unwritable_is_offline(tmp_path: Path) -> None:
+    """A directory that cannot be created means unreachable for print() and offline for status()."""
+    (tmp_path / "file").write_bytes(b"")
+    driver = PrinterDriver("demo", FileTransport("demo", tmp_path / "file" / "out"))
+    assert await asyncio.wait_for(driver.status(), 5) == PrinterState.OFFLINE
+    with pytest.raises(DeviceUnreachableError):
+        await asyncio.wait_for(driver.print(JOB), 5)
+
+
+async def test_hangup_before_job_is_unreachable() -> None:
+    """A device that accepts and hangs up at once got no job byte: unreachable for print(), offline for status()."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        driver = PrinterDriver("kitchen", TcpTransport("kitchen", "127.0.0.1", port), status_timeout=1.0)
+        with pytest.raises(DeviceUnreachableError, match="hung up before the job was sent"):
+            await asyncio.wait_for(driver.print(JOB), 5)
+        assert await asyncio.wait_for(driver.status(), 5) == PrinterState.OFFLINE
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,145 @@
+"""SimPrinter spoken to over raw loopback sockets, the way a printer client would."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from edge.sim.printer import SimPrinter, serve
+
+
+@pytest.fixture
+async def printer(tmp_path: Path) -> AsyncIterator[SimPrinter]:
+    sim = SimPrinter("bar", out_dir=tmp_path / "paper")
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def send(sim: SimPrinter, *pieces: bytes, expect_replies: int = 0) -> bytes:
+    """Sends pieces with a pause between (separate TCP segments), reads the replies, closes."""
+    reader, writer = await asyncio.open_connection(*sim.address)
+    for piece in pieces:
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0.02)
+    replies = await asyncio.wait_for(reader.readexactly(expect_replies), 5)
+    writer.close()
+    await writer.wait_closed()
+    return replies
+
+
+async def test_queries_answered_and_removed_from_job(printer: SimPrinter, tmp_path: Path) -> None:
+    """DLE EOT 1-4 are answered with Epson bytes and are not job bytes, even split across segments."""
+    replies = await send(printer, b"AB\x10\x04\x01CD\x10", b"\x04", b"\x04EF\x10\x04\x02\x10\x04\x03\x10\x04\x04", expect_replies=5)
+    assert replies == bytes([0x16, 0x12, 0x12, 0x12, 0x12])
+    assert await printer.wait_for_printed(1, timeout=5) == [b"ABCDEF"]
+    assert printer.status_queries == 5
+    assert (tmp_path / "paper" / "bar-0001.bin").read_bytes() == b"ABCDEF"
+
+
+async def test_non_query_dle_eot_is_job_data(printer: SimPrinter) -> None:
+    """10 04 followed by anything but 1-4 is ordinary data, kept byte for byte."""
+    data = b"\x10\x04\x00\x10\x04\x05\x10\x10\x04\x10"
+    await send(printer, data)
+    assert await printer.wait_for_printed(1, timeout=5) == [data]
+    assert printer.status_queries == 0
+
+
+async def test_flags_change_the_replies(printer: SimPrinter) -> None:
+    """Paper out, cover open and near end set the documented bits."""
+    query_all = b"\x10\x04\x01\x10\x04\x02\x10\x04\x03\x10\x04\x04"
+    printer.paper_out = True
+    assert await send(printer, query_all, expect_replies=4) == bytes([0x1E, 0x32, 0x12, 0x72])
+    printer.paper_out, printer.cover_open = False, True
+    assert await send(printer, query_all, expect_replies=4) == bytes([0x1E, 0x16, 0x12, 0x12])
+    printer.cover_open, printer.paper_near_end = False, True
+    assert await send(printer, query_all, expect_replies=4) == bytes([0x16, 0x12, 0x12, 0x1E])
+    assert printer.jobs == []
+
+
+async def test_paper_out_takes_bytes_but_prints_nothing(printer: SimPrinter) -> None:
+    """With no paper the job is received but does not come out; with paper the next one does."""
+    printer.paper_out = True
+    await send(printer, b"lost")
+    printer.paper_out = False
+    await send(printer, b"kept")
+    assert await printer.wait_for_printed(1, timeout=5) == [b"kept"]
+    assert printer.jobs == [b"lost", b"kept"]
+
+
+async def test_drop_after_fires_once(printer: SimPrinter) -> None:
+    """drop_after cuts one connection after that many job bytes, with a reset, then clears itself."""
+    printer.drop_after = 4
+    reader, writer = await asyncio.open_connection(*printer.address)
+    writer.write(b"\x10\x04\x01123456789")
+    with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(reader.readexactly(2), 5)
+    writer.close()
+    await send(printer, b"whole")
+    assert await printer.wait_for_printed(2, timeout=5) == [b"1234", b"whole"]
+    assert printer.dropped == [0]
+    assert printer.drop_after is None
+
+
+async def test_offline_refuses_and_cuts_open_connections(printer: SimPrinter) -> None:
+    """Going offline cuts a connection in progress and refuses new ones; back online listens on the same port."""
+    reader, writer = await asyncio.open_connection(*printer.address)
+    writer.write(b"half a ticket")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    port = printer.port
+    printer.set_offline(True)
+    assert await asyncio.wait_for(reader.read(10), 5) == b""
+    writer.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*printer.address)
+    printer.set_offline(False)
+    assert printer.port == port
+    await send(printer, b"again")
+    assert await printer.wait_for_printed(2, timeout=5) == [b"half a ticket", b"again"]
+    assert printer.dropped == [0]
+
+
+async def test_wait_for_printed_times_out(printer: SimPrinter) -> None:
+    """Waiting for a job that never comes raises TimeoutError saying how many did."""
+    with pytest.raises(TimeoutError, match="0 of 1"):
+        await printer.wait_for_printed(1, timeout=0.1)
+
+
+async def test_serve_runs_until_cancelled(tmp_path: Path) -> None:
+    """serve() logs its port, prints what it gets into out_dir and stops when cancelled."""
+    with capture_logs() as logs:
+        task = asyncio.create_task(serve("cli", 0, tmp_path))
+        async with asyncio.timeout(5):
+            while not any(e["event"] == "sim_printer_listening" for e in logs):
+                await asyncio.sleep(0.01)
+        port = next(e["port"] for e in logs if e["event"] == "sim_printer_listening")
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello")
+        writer.close()
+        async with asyncio.timeout(5):
+            while not (tmp_path / "cli-0001.bin").exists():
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert (tmp_path / "cli-0001.bin").read_bytes() == b"hello"
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_client_reset_prints_what_arrived(printer: SimPrinter) -> None:
+    """A client that resets the connection leaves what it sent printed, like a real printer."""
+    sock = socket.create_connection(printer.address)
+    sock.sendall(b"partial")
+    await asyncio.sleep(0.05)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+    sock.close()
+    assert await printer.wait_for_printed(1, timeout=5) == [b"partial"]

@@ -1,0 +1,190 @@
+"""Crash test: the agent as a real process, SIGKILLed at random moments while 4 clients push orders."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from edge.printing.decode import decode
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.conftest import TOKEN
+
+ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))
+KILLS = int(os.environ.get("EDGE_CRASH_KILLS", "5"))
+CLIENTS = 4
+
+CONFIG = """
+[agent]
+store_id = "crash-test"
+data_dir = "{data_dir}"
+log_format = "json"
+log_level = "warning"
+
+[api]
+port = {api_port}
+token = "{token}"
+
+[printers.kitchen]
+type = "network"
+host = "127.0.0.1"
+port = {kitchen}
+status_timeout = 0.5
+
+[printers.front]
+type = "network"
+host = "127.0.0.1"
+port = {front}
+status_timeout = 0.5
+
+[stations]
+kitchen = "kitchen"
+bar = "kitchen"
+
+[receipts]
+printer = "front"
+
+[spool]
+retry_base_s = 0.05
+retry_max_s = 0.5
+"""
+
+
+class AgentProcess:
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.config, self.port, self.log = config, port, log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge", "run", "--config", str(self.config), stdout=out, stderr=out)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/health") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                assert self.proc.returncode is None, self.log.read_text()[-2000:]
+                await asyncio.sleep(0.05)
+        raise TimeoutError("agent did not come up")
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout=35)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.crash
+async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path) -> None:
+    """Every 2xx'd order is stored once, every ticket and receipt reaches paper, extra prints say COPY."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    port = free_port()
+    config = tmp_path / "edge.toml"
+    data_dir = tmp_path / "data"
+    config.write_text(CONFIG.format(data_dir=data_dir, api_port=port, token=TOKEN, kitchen=kitchen.port, front=front.port), encoding="utf-8")
+    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    await agent.start()
+
+    acknowledged: set[str] = set()
+    todo: asyncio.Queue[dict] = asyncio.Queue()
+    for n in range(ORDERS):
+        todo.put_nowait(make_order(n, prefix="crash", print_receipt=n % 3 == 0, bar=n % 5 == 0))
+
+    async def client() -> None:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=timeout) as session:
+            while not todo.empty():
+                order = todo.get_nowait()
+                while True:  # as the backend does: retry until the agent answers
+                    try:
+                        async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
+                            if response.status in (200, 201):
+                                acknowledged.add(order["id"])
+                                break
+                            assert response.status == 503, await response.text()
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        pass
+                    await asyncio.sleep(0.05)
+
+    async def killer() -> None:
+        rng = random.Random(7)
+        for _ in range(KILLS):
+            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            await agent.kill()
+            await agent.start()
+
+    try:
+        await asyncio.wait_for(asyncio.gather(killer(), *(client() for _ in range(CLIENTS))), timeout=150)
+        assert len(acknowledged) == ORDERS
+
+        expected_tickets = collections.Counter()
+        with sqlite3.connect(data_dir / "edge.db") as conn:
+            stored = [r[0] for r in conn.execute("SELECT id FROM orders")]
+            expected_jobs = conn.execute("SELECT COUNT(*) FROM print_jobs").fetchone()[0]
+            for order_id, kind, station in conn.execute("SELECT order_id, kind, station FROM print_jobs"):
+                expected_tickets[(order_id, kind, station)] += 1
+        assert sorted(stored) == sorted(acknowledged)  # all there, each once (id is the primary key)
+        assert max(expected_tickets.values()) == 1  # one job per ticket, never a second original
+
+        async def all_printed() -> None:
+            while True:
+                with sqlite3.connect(data_dir / "edge.db") as conn:
+                    if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'").fetchone()[0] == expected_jobs:
+                        return
+                await asyncio.sleep(0.2)
+
+        await asyncio.wait_for(all_printed(), timeout=120)
+        assert await agent.terminate() == 0
+
+        originals: collections.Counter[tuple[str, str]] = collections.Counter()
+        seen: set[tuple[str, str]] = set()
+        for data in kitchen.printed:
+            doc = decode(data)
+            if not doc.qr_codes:  # a ticket cut short by the kill; its reprint follows
+                continue
+            _, _, order_id, station = doc.qr_codes[0].split(":")
+            seen.add((order_id, station))
+            if "KOPIE / COPY" not in doc.text:
+                originals[(order_id, station)] += 1
+        wanted = {(o, s) for (o, kind, s) in expected_tickets if kind == "ticket"}
+        assert wanted <= seen
+        assert max(originals.values()) == 1  # every extra print carries the COPY mark
+
+        numbers = {make_order(n, prefix="crash")["number"]: make_order(n, prefix="crash")["id"] for n in range(ORDERS)}
+        receipts_seen = {numbers[w] for data in front.printed for w in decode(data).text.split() if w in numbers}
+        assert {o for (o, kind, _) in expected_tickets if kind == "receipt"} <= receipts_seen
+
+        with sqlite3.connect(data_dir / "edge.db") as conn:
+            events = collections.Counter(r[0] for r in conn.execute("SELECT event FROM outbox"))
+        assert events["received"] == ORDERS and events["printed"] == expected_jobs
+    finally:
+        if agent.proc and agent.proc.returncode is None:
+            await agent.kill()
+        await kitchen.stop()
+        await front.stop()

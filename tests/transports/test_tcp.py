@@ -1,0 +1,120 @@
+"""TcpTransport against real loopback sockets."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.transports import TcpTransport
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.settimeout(5)
+    yield sock
+    sock.close()
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return sock.getsockname()[1]
+
+
+def test_round_trip(listener: socket.socket) -> None:
+    """Bytes written arrive whole; read returns what the peer sent, b"" when it sends nothing in time."""
+    port = listener.getsockname()[1]
+    transport = TcpTransport("bar", "127.0.0.1", port)
+    transport.open()
+    peer, _ = listener.accept()
+    with peer:
+        data = bytes(range(256)) * 64
+        transport.write(data)
+        got = b""
+        peer.settimeout(5)
+        while len(got) < len(data):
+            got += peer.recv(65536)
+        assert got == data
+        started = time.monotonic()
+        assert transport.read(1, 0.1) == b""
+        assert time.monotonic() - started < 1
+        peer.sendall(b"\x16")
+        assert transport.read(1, 2) == b"\x16"
+    transport.close()
+    transport.close()
+
+
+def test_refused_is_unreachable() -> None:
+    """Nothing listening: DeviceUnreachableError naming the device and address."""
+    port = free_port()
+    transport = TcpTransport("bar", "127.0.0.1", port, connect_timeout=0.5)
+    with pytest.raises(DeviceUnreachableError) as caught:
+        transport.open()
+    assert caught.value.device_id == "bar"
+    assert caught.value.transport == f"tcp 127.0.0.1:{port}"
+    assert "refused" in str(caught.value)
+
+
+def test_unanswered_connect_is_unreachable_within_timeout() -> None:
+    """A printer that never answers the connect fails after connect_timeout, not the OS's minutes."""
+    with socket.socket() as server:
+        # A full accept backlog makes the kernel drop further SYNs: a connect that is never answered.
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(server.getsockname())
+            fillers.append(filler)
+        time.sleep(0.05)
+        transport = TcpTransport("bar", *server.getsockname(), connect_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(DeviceUnreachableError, match="no answer in 0.3s"):
+            transport.open()
+        assert time.monotonic() - started < 2
+        for filler in fillers:
+            filler.close()
+
+
+def test_peer_hangup_is_write_error(listener: socket.socket) -> None:
+    """A peer that closes makes read() raise DeviceWriteError, not return b"" as if silent."""
+    transport = TcpTransport("bar", "127.0.0.1", listener.getsockname()[1])
+    transport.open()
+    peer, _ = listener.accept()
+    peer.close()
+    with pytest.raises(DeviceWriteError):
+        transport.read(1, 2)
+    transport.close()
+
+
+def test_write_to_reset_connection_is_write_error(listener: socket.socket) -> None:
+    """Writing after the peer reset the connection raises DeviceWriteError."""
+    transport = TcpTransport("bar", "127.0.0.1", listener.getsockname()[1])
+    transport.open()
+    peer, _ = listener.accept()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+    peer.close()
+    time.sleep(0.05)
+    with pytest.raises(DeviceWriteError):
+        for _ in range(10):
+            transport.write(b"x" * 65536)
+    transport.close()
+
+
+def test_stalled_printer_is_write_error(listener: socket.socket) -> None:
+    """A peer that takes no data makes write() fail after write_timeout instead of hanging."""
+    transport = TcpTransport("bar", "127.0.0.1", listener.getsockname()[1], write_timeout=0.3)
+    transport.open()
+    peer, _ = listener.accept()
+    with peer:
+        started = time.monotonic()
+        with pytest.raises(DeviceWriteError, match="took no data for 0.3s"):
+            transport.write(b"x" * 64 * 1024 * 1024)
+        assert time.monotonic() - started < 5
+    transport.close()
