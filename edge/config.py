@@ -146,7 +146,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value, so logging can scrub them wherever they turn up."""
         found = []
-        for section in (self.agent, self.api, self.receipts, self.spool):
+        for section in [getattr(self, name) for name in _SECTIONS] + list(self.printers.values()):
             for f in dataclasses.fields(section):
                 value = getattr(section, f.name)
                 if isinstance(value, Secret) and value:

@@ -71,6 +71,90 @@ class PrinterStatusChanged(Event):
     detail: str = ""
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobHeld(Event):
+    """A ticket waited longer than its station's stale age: a person releases or discards it."""
+
+    job_id: int
+    order_id: str
+    printer: str
+    age_s: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobRedirected(Event):
+    job_id: int
+    order_id: str
+    from_printer: str
+    to_printer: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CentralLinkChanged(Event):
+    up: bool
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecoveryStarted(Event):
+    run_id: int
+    trigger: str  # link_back, schedule, manual, startup
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecoveryCompleted(Event):
+    run_id: int
+    counts: dict[str, int]
+    duration_s: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecoveryFailed(Event):
+    run_id: int
+    phase: str
+    error: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StorageProblem(Event):
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StorageRecovered(Event):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlertSent(Event):
+    alert_type: str
+    key: str
+    resolved: bool
+    recipients: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlertSuppressed(Event):
+    alert_type: str
+    key: str
+    reason: str  # throttled, silenced, inhibited, outside_hours, cap
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScanRecorded(Event):
+    scanner: str
+    code: str
+    outcome: str  # ticket_done, order_ready, handed_out, already_done, unknown
+    order_id: str | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScannerConnectionChanged(Event):
+    scanner: str
+    connected: bool
+    detail: str = ""
+
+
 Handler = Callable[[Any], None]
 
 
