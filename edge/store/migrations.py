@@ -47,8 +47,8 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         up, down = text.split(_UP, 1)[1].split(_DOWN, 1)
         found.append(Migration(version=int(match.group(1)), name=path.stem, up=up.strip(), down=down.strip()))
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise StoreError(f"migrations must be numbered 001, 002, … without gaps, found {versions}")
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"two migrations share a number: {versions}")
     return found
 
 
@@ -76,22 +76,26 @@ async def migrate(conn: aiosqlite.Connection, migrations: list[Migration], targe
     """Move the schema up or down to ``target`` (latest when None), one transaction per step."""
     version = await check_not_newer(conn, migrations)
     target = latest_version(migrations) if target is None else target
-    if not 0 <= target <= latest_version(migrations):
-        raise StoreError(f"cannot migrate to version {target}: known versions are 0..{latest_version(migrations)}")
+    if target != 0 and target not in {m.version for m in migrations}:
+        raise StoreError(f"cannot migrate to version {target}: known versions are 0, {', '.join(str(m.version) for m in migrations)}")
     start = version
-    by_version = {m.version: m for m in migrations}
-    while version != target:
-        step_up = target > version
-        migration = by_version[version + 1] if step_up else by_version[version]
-        new_version = migration.version if step_up else migration.version - 1
+    known = [0] + [m.version for m in migrations]
+    if version not in known:
+        raise StoreError(f"database schema version {version} matches no migration file; known: {known[1:]}")
+    steps = (
+        [(m, m.up, m.version) for m in migrations if version < m.version <= target]
+        if target >= version
+        else [(m, m.down, known[known.index(m.version) - 1]) for m in reversed(migrations) if target < m.version <= version]
+    )
+    for migration, sql, new_version in steps:
         # executescript would COMMIT on its own; a single explicit transaction keeps each step all-or-nothing.
-        script = f"BEGIN IMMEDIATE;\n{migration.up if step_up else migration.down}\nPRAGMA user_version = {new_version};\nCOMMIT;"
+        script = f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {new_version};\nCOMMIT;"
         try:
             await conn.executescript(script)
         except Exception:
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
             raise
-        log.info("migration_applied", name=migration.name, direction="up" if step_up else "down", version=new_version)
+        log.info("migration_applied", name=migration.name, direction="up" if sql is migration.up else "down", version=new_version)
         version = new_version
     return start, version
