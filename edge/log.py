@@ -44,7 +44,8 @@ def configure_logging(*, fmt: str = "auto", level: str = "info", secrets: Iterab
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info if as_json else structlog.processors.StackInfoRenderer(),
+            # Tracebacks become text before redaction, so a secret inside an exception message is scrubbed too.
+            structlog.processors.format_exc_info,
             RedactSecrets(secrets),
             renderer,
         ],
