@@ -13,24 +13,48 @@ import structlog
 from aiohttp import web
 
 from edge import __version__
+from edge.alerts import Alerter, Mailer
 from edge.api.routes import ApiDeps, make_api
 from edge.config import PrinterSettings, Settings
-from edge.events import EventBus, OrderStored
+from edge.events import EventBus, OrderStored, StorageProblem, StorageRecovered
+from edge.metrics import WAITING_STATES, Metrics
+from edge.ops import DataDirLock, Housekeeping
 from edge.orders.intake import OrderIntake, Router
 from edge.orders.model import parse_order
 from edge.printing.driver import PrinterDriver
-from edge.printing.render import Renderer
-from edge.printing.spooler import Spooler
+from edge.printing.failover import Failover
+from edge.printing.render import Renderer, print_options
+from edge.printing.spooler import Spooler, stale_ages
+from edge.printing.status import PrinterState
+from edge.scanners import Scanner, ScanRecorder
 from edge.store import Database, JobStore, OrderStore
-from edge.transports.file import FileTransport
-from edge.transports.tcp import TcpTransport
+from edge.store.scans import ScanStore
+from edge.sync import SyncService
+from edge.systemd import Notifier
+from edge.transports import FileTransport, SerialTransport, TcpTransport, Transport, UsbTransport
 
 log = structlog.get_logger()
 
 
 def make_driver(printer: PrinterSettings) -> PrinterDriver:
+    transport: Transport
     if printer.type == "network":
         transport = TcpTransport(printer.name, printer.host, printer.port, connect_timeout=printer.connect_timeout, write_timeout=printer.write_timeout)
+    elif printer.type == "usb":
+        transport = UsbTransport(
+            printer.name, printer.vendor_id, printer.product_id, interface=printer.interface, in_ep=printer.in_ep, out_ep=printer.out_ep, write_timeout=printer.write_timeout
+        )
+    elif printer.type == "serial":
+        transport = SerialTransport(
+            printer.name,
+            printer.device,
+            baudrate=printer.baudrate,
+            bytesize=printer.bytesize,
+            parity=printer.parity,
+            stopbits=printer.stopbits,
+            flow_control=printer.flow_control,
+            write_timeout=printer.write_timeout,
+        )
     else:
         assert printer.path is not None  # config fills it in for file printers
         transport = FileTransport(printer.name, printer.path)
@@ -43,25 +67,47 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bus = EventBus()
-        self.renderer = Renderer(tz=ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None)
+        # Operator templates and each printer's options are tried now: a broken one stops the start, not the first order.
+        self.renderer = Renderer(template_dir=settings.printing.template_dir, tz=ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None)
+        for printer in settings.printers.values():
+            self.renderer.check_options(printer.name, print_options(printer), width=printer.width)
+        self.failover: Failover | None = None
         self.db: Database | None = None
         self.spoolers: dict[str, Spooler] = {}
+        self.scanners: dict[str, Scanner] = {}
         self.deps: ApiDeps | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.started_at = time.time()
+        self.notifier = Notifier()
+        self.metrics = Metrics(self.bus, list(settings.printers))
+        self._lock: DataDirLock | None = None
+        self._housekeeping: Housekeeping | None = None
+        self.alerter: Alerter | None = None
+        self.sync: SyncService | None = None
 
     def render_job(self, job: aiosqlite.Row) -> bytes:
         order = parse_order(json.loads(job["payload"]))
         printer = self.settings.printers[job["printer"]]
         language = self.settings.agent.language
+        options = print_options(printer)
         if job["kind"] == "ticket":
-            return self.renderer.ticket(order, job["station"], width=printer.width, language=language, copy=bool(job["copy"]))
+            return self.renderer.ticket(
+                order,
+                job["station"],
+                width=printer.width,
+                language=language,
+                copy=bool(job["copy"]),
+                redirected_from=job["redirected_from"],
+                released=job["released_at"] is not None,
+                options=options,
+            )
         return self.renderer.receipt(
             order,
             width=printer.width,
             language=language,
             copy=bool(job["copy"]),
+            options=options,
             store_name=self.settings.agent.store_name or self.settings.agent.store_id,
             footer=self.settings.receipts.footer,
         )
@@ -74,20 +120,68 @@ class Agent:
         for name in event.printers:
             self.wake_printer(name)
 
+    def _on_write_health(self, problem: str | None) -> None:
+        if problem is None:
+            log.info("storage_recovered")
+            self.bus.publish(StorageRecovered())
+        else:
+            log.error("storage_problem", detail=problem)
+            self.bus.publish(StorageProblem(detail=problem))
+
+    async def status_line(self) -> str:
+        """One line for systemd's STATUS=, e.g. "2 of 3 printers online, 0 queued"."""
+        assert self.deps is not None
+        counts = await self.deps.jobs.counts()
+        states = [s.state for s in self.spoolers.values()]
+        online = sum(1 for state in states if state in (PrinterState.ONLINE, PrinterState.PAPER_NEAR_END))
+        unknown = states.count(PrinterState.UNKNOWN)
+        queued = sum(n for (_, state), n in counts.items() if state in WAITING_STATES)
+        dead = sum(n for (_, state), n in counts.items() if state == "dead")
+        unchecked = f" ({unknown} not checked yet)" if unknown else ""
+        storage = f", storage: {self.db.write_problem}" if self.db is not None and self.db.write_problem else ""
+        return f"{online} of {len(states)} printers online{unchecked}, {queued} queued, {dead} dead{storage}"
+
     async def start(self) -> None:
         s = self.settings
-        self.db = await Database.open(s.agent.db_path)
+        # One agent per data directory; `edge restore` takes the same lock, so it cannot run under us.
+        self._lock = DataDirLock.acquire(s.agent.data_dir)
+        try:
+            self.db = await Database.open(s.agent.db_path)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.db.on_write_health = self._on_write_health
+        self._housekeeping = Housekeeping(self.db, s.retention)
+        self._housekeeping.start()
+        if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
+            self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp))
+            self.alerter.start()
         orders, jobs = OrderStore(self.db), JobStore(self.db)
         if interrupted := await jobs.requeue_interrupted():
             log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
+        stale_after_s = stale_ages(s.printing, s.staleness)
         for name, printer in s.printers.items():
-            self.spoolers[name] = Spooler(printer=printer, driver=make_driver(printer), jobs=jobs, render=self.render_job, bus=self.bus, spool=s.spool)
+            self.spoolers[name] = Spooler(
+                printer=printer, driver=make_driver(printer), jobs=jobs, render=self.render_job, bus=self.bus, spool=s.spool, stale_after_s=stale_after_s
+            )
         self.bus.subscribe(self._on_order_stored, OrderStored)
         for spooler in self.spoolers.values():
             spooler.start()
+        self.failover = Failover(stations=s.stations, spoolers=self.spoolers, jobs=jobs, bus=self.bus, after_s=s.printing.failover_after_s)
+        self.failover.start()
+        recorder = ScanRecorder(ScanStore(self.db), self.bus)
+        for name, scanner in s.scanners.items():
+            self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
+            self.scanners[name].start()
 
         intake = OrderIntake(Router.from_settings(s), orders, self.bus)
-        self.deps = ApiDeps(settings=s, db=self.db, intake=intake, orders=orders, jobs=jobs, spoolers=self.spoolers, wake_printer=self.wake_printer)
+        if s.central.url:  # without a central API the core runs the same, there is just nothing to reconcile with
+            self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus)
+            await self.sync.start()
+        self.deps = ApiDeps(settings=s, db=self.db, intake=intake, orders=orders, jobs=jobs, spoolers=self.spoolers, wake_printer=self.wake_printer, scanners=self.scanners)
+        self.deps.metrics, self.deps.render_job, self.deps.started_at = self.metrics, self.render_job, self.started_at
+        self.deps.renderer = self.renderer
+        self.deps.sync = self.sync
         self._runner = web.AppRunner(make_api(self.deps), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.api.host, s.api.port)
@@ -95,22 +189,41 @@ class Agent:
         self.port = self._runner.addresses[0][1]
         if s.api.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("api_listening_beyond_loopback", host=s.api.host, hint="anyone on this network can reach the API; keep the token secret")
+            if not s.api.token:
+                # Loud on purpose: only the request signature stands between the network and the API.
+                log.error("API_OPEN_WITHOUT_TOKEN", host=s.api.host, hint="no api.token is set: set one, or bind api.host to 127.0.0.1")
         log.info("agent_ready", version=__version__, store_id=s.agent.store_id, api=f"http://{s.api.host}:{self.port}", printers=list(s.printers), db=str(s.agent.db_path))
+        self.notifier.ready(await self.status_line())
+        self.notifier.start_watchdog(self.status_line)
 
     async def stop(self) -> None:
         """Stop taking orders (503), let in-flight requests and jobs finish, close the database."""
         log.info("agent_stopping")
+        self.notifier.stopping()
+        await self.notifier.close()
+        if self._housekeeping is not None:
+            self._housekeeping.stop()
         if self.deps is not None:
             self.deps.accepting = False
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.sync is not None:
+            await self.sync.stop()  # an interrupted recovery run resumes at the next start
+        if self.failover is not None:
+            await self.failover.stop()  # before the spools, so no job moves while they wind down
         grace = self.settings.api.shutdown_grace_s
         try:
             await asyncio.wait_for(asyncio.gather(*(s.stop() for s in self.spoolers.values())), timeout=grace)
         except TimeoutError:
             log.error("spool_stop_timeout", seconds=grace, note="jobs still printing stay 'printing' and reprint as COPY at next start")
+        await asyncio.gather(*(s.stop() for s in self.scanners.values()))  # a scan in progress commits before the store closes
+        if self.alerter is not None:
+            await self.alerter.stop()  # after the spools: their last state changes still reach the throttle state
         if self.db is not None:
             await self.db.close()
+        if self._lock is not None:
+            self._lock.release()
+        self.metrics.close()
         log.info("agent_stopped")
 
 

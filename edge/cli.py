@@ -100,8 +100,107 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    query = "?state=dead" if args.failed else (f"?state={args.state}" if args.state else "")
+    query = "?state=dead" if args.failed else "?state=held" if args.held else (f"?state={args.state}" if args.state else "")
     return _api_command(args, "GET", f"/api/v1/jobs{query}")
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    if args.all == (args.job is not None):
+        raise EdgeError("release: give a job id or --all, not both")
+    return _api_command(args, "POST", "/api/v1/jobs/release-held" if args.all else f"/api/v1/jobs/{args.job}/release")
+
+
+def cmd_discard(args: argparse.Namespace) -> int:
+    return _api_command(args, "POST", f"/api/v1/jobs/{args.job}/discard")
+
+
+def cmd_printer_test(args: argparse.Namespace) -> int:
+    return _api_command(args, "POST", f"/api/v1/printers/{args.name}/test")
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Straight from the database, read-only: works whether or not the agent runs."""
+    import sqlite3
+
+    from edge.app import Agent
+    from edge.printing.decode import preview, preview_png
+
+    settings = _load(args)
+    try:
+        with sqlite3.connect(f"file:{settings.agent.db_path}?mode=ro", uri=True) as conn:
+            conn.row_factory = sqlite3.Row
+            jobs = conn.execute(
+                "SELECT j.*, o.payload, o.number, o.received_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+                " WHERE o.id = ?1 OR o.number = ?1 ORDER BY j.id",
+                (args.order,),
+            ).fetchall()
+    except sqlite3.Error as err:
+        raise EdgeError(f"database {settings.agent.db_path}: {err}") from None
+    if not jobs:
+        raise EdgeError(f"order {args.order!r} has no print jobs (or does not exist)")
+    agent = Agent(settings)
+    for job in jobs:
+        printer = settings.printers.get(job["printer"])
+        width = printer.width if printer else 48
+        what = f"{job['kind']} {job['station'] or ''}".strip()
+        print(f"=== job {job['id']}: {what} on {job['printer']}, {job['state']}{', copy' if job['copy'] else ''} ===")
+        print(preview(agent.render_job(job), width=width))
+        if args.png:
+            path = Path(args.png) / f"job-{job['id']}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(preview_png(agent.render_job(job), width=width))
+            print(f"(image: {path})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge.ops.technician import render_status
+
+    settings = _load(args)
+    status, answer = asyncio.run(_api_call(settings, "GET", "/api/v1/status"))
+    if status >= 400:
+        raise EdgeError(f"status: the agent answered {status}: {answer.get('reason', answer)}")
+    print(json.dumps(answer, indent=2, ensure_ascii=False) if args.json else render_status(answer, colour=sys.stdout.isatty()))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge.ops.technician import doctor, render_checks
+
+    settings = _load(args)
+    _setup_logging(settings, level="error")
+    checks = asyncio.run(doctor(settings, _api_call))
+    print(render_checks(checks, colour=sys.stdout.isatty()))
+    return 1 if any(c.level == "fail" for c in checks) else 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from edge.ops.technician import health
+
+    settings = _load(args)
+    _setup_logging(settings)
+    healthy, reason = asyncio.run(health(settings, _api_call, alert=args.alert))
+    print(f"{'healthy' if healthy else 'UNHEALTHY'}: {reason}")
+    return 0 if healthy else 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from edge.ops import backup_database
+
+    settings = _load(args)
+    _setup_logging(settings, level="warning")
+    print(f"backup written: {asyncio.run(backup_database(settings))}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from edge.ops import restore_database
+
+    settings = _load(args)
+    _setup_logging(settings, level="warning")
+    safety = asyncio.run(restore_database(settings, Path(args.file)))
+    print(f"restored {args.file} into {settings.agent.db_path}" + (f"; the database it replaced is kept as {safety}" if safety else ""))
+    return 0
 
 
 def cmd_sim_printer(args: argparse.Namespace) -> int:
@@ -109,7 +208,24 @@ def cmd_sim_printer(args: argparse.Namespace) -> int:
 
     configure_logging(level="info")
     try:
-        asyncio.run(serve(args.name, args.port, Path(args.out) if args.out else None))
+        asyncio.run(serve(args.name, args.port, Path(args.out) if args.out else None, serial=args.serial))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_recovery(args: argparse.Namespace) -> int:
+    if args.action == "run":
+        return _api_command(args, "POST", "/api/v1/recovery/runs")
+    return _api_command(args, "GET", "/api/v1/recovery/status")
+
+
+def cmd_sim_central(args: argparse.Namespace) -> int:
+    from edge.sim.central import serve as serve_central
+
+    configure_logging(level="info")
+    try:
+        asyncio.run(serve_central(port=args.port, store_id=args.store, orders=args.orders, token=args.token))
     except KeyboardInterrupt:
         pass
     return 0
@@ -151,8 +267,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", parents=[common], help="list print jobs")
     jobs.add_argument("--failed", action="store_true", help="only dead jobs (gave up; need a person)")
+    jobs.add_argument("--held", action="store_true", help="only held jobs (stale tickets waiting for release or discard)")
     jobs.add_argument("--state", default=None)
     jobs.set_defaults(func=cmd_jobs)
+
+    release = sub.add_parser("release", parents=[common], help="print a held (stale) job after all, or every held job")
+    release.add_argument("job", type=int, nargs="?")
+    release.add_argument("--all", action="store_true", help="release every held job")
+    release.set_defaults(func=cmd_release)
+
+    discard = sub.add_parser("discard", parents=[common], help="never print a held, failed or dead job")
+    discard.add_argument("job", type=int)
+    discard.set_defaults(func=cmd_discard)
+
+    preview = sub.add_parser("preview", parents=[common], help="show an order's tickets and receipt as text")
+    preview.add_argument("order", help="order id or number")
+    preview.add_argument("--png", metavar="DIR", default=None, help="also write each job as DIR/job-ID.png")
+    preview.set_defaults(func=cmd_preview)
+
+    printer_cmd = sub.add_parser("printer", help="printers")
+    printer_sub = printer_cmd.add_subparsers(dest="printer_command", required=True, metavar="ACTION")
+    printer_test = printer_sub.add_parser("test", parents=[common], help="print a test page and show the status read")
+    printer_test.add_argument("name")
+    printer_test.set_defaults(func=cmd_printer_test)
+
+    status = sub.add_parser("status", parents=[common], help="one screen: printers, queue, dead jobs, central link, recovery, alerts")
+    status.add_argument("--json", action="store_true", help="the raw answer of GET /api/v1/status")
+    status.set_defaults(func=cmd_status)
+    sub.add_parser("doctor", parents=[common], help="check config, database, disk, printers, SMTP, central API, clock").set_defaults(func=cmd_doctor)
+    health = sub.add_parser("health", parents=[common], help="is the agent ready? (exit 1 if not)")
+    health.add_argument("--alert", action="store_true", help="mail the manager when it stays down (systemd timer)")
+    health.set_defaults(func=cmd_health)
+    sub.add_parser("backup", parents=[common], help="online backup of the database into backup.dir").set_defaults(func=cmd_backup)
+    restore = sub.add_parser("restore", parents=[common], help="replace the database with a backup (agent stopped)")
+    restore.add_argument("file")
+    restore.set_defaults(func=cmd_restore)
+
+    from edge.alerts.commands import add_commands  # `alerts …` and `setup-notifications` live with the alerts
+
+    add_commands(sub, common)
 
     sim = sub.add_parser("sim", help="simulators for tests and demos")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="WHAT")
@@ -160,7 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     printer.add_argument("--port", type=int, default=9100)
     printer.add_argument("--name", default="sim")
     printer.add_argument("--out", default=None, help="write each printed job as a .bin file here")
+    printer.add_argument("--serial", action="store_true", help="on a pseudo-terminal instead of TCP; logs the device to configure")
     printer.set_defaults(func=cmd_sim_printer)
+    central = sim_sub.add_parser("central", help="the central API with ready-made orders for one store; logs every status event")
+    central.add_argument("--port", type=int, default=8780)
+    central.add_argument("--store", required=True, help="the store id the agent is configured with (agent.store_id)")
+    central.add_argument("--orders", type=int, default=10, help="orders waiting for the store")
+    central.add_argument("--token", default="sim-central-token", help="bearer token it expects (the agent's central.token)")
+    central.set_defaults(func=cmd_sim_central)
+
+    recovery = sub.add_parser("recovery", parents=[common], help="reconcile with the central API through the running agent")
+    recovery.add_argument("action", choices=("run", "status"), help="run: start a recovery run (or join the active one); status: link, cursor, runs")
+    recovery.set_defaults(func=cmd_recovery)
     return parser
 
 

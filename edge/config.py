@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import importlib.util
 import os
 import re
 import tomllib
@@ -76,8 +78,29 @@ def _timezone(v: str) -> str | None:
     return None
 
 
+def _signing_secrets(v: list[Secret]) -> str | None:
+    for n, secret in enumerate(v):
+        try:
+            key = base64.b64decode(secret.get().removeprefix("whsec_"), validate=True)
+        except ValueError:
+            return f"entry {n} is not a whsec_<base64> secret"
+        if not 24 <= len(key) <= 64:
+            return f"entry {n} must decode to 24-64 bytes (Standard Webhooks), got {len(key)}"
+    return None
+
+
 def _name(v: str) -> str | None:
     return None if _NAME_RE.match(v) else f"must be 1-32 lowercase letters, digits, '-' or '_', got {v!r}"
+
+
+def _usb_id(v: int) -> str | None:
+    return None if 0 <= v <= 0xFFFF else f"must be between 0 and 0xffff, got {v}"
+
+
+def _escpos_profile(v: str) -> str | None:
+    from escpos.capabilities import CAPABILITIES  # python-escpos' capability database; only needed here
+
+    return None if v in CAPABILITIES["profiles"] else f"unknown python-escpos profile {v!r} (e.g. default, TM-T88V, TM-T20II)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,22 +122,61 @@ class AgentSettings:
 class ApiSettings:
     host: str = "127.0.0.1"
     port: int = dataclasses.field(default=8765, metadata=_check(_listen_port))
-    token: Secret = Secret("")
+    token: Secret = Secret("")  # may be empty only when require_signature is true
+    # Standard Webhooks secrets ("whsec_<base64>"); several during a key rotation.
+    signing_secrets: list[Secret] = dataclasses.field(default_factory=list, metadata=_check(_signing_secrets))
+    require_signature: bool = False  # every /api/ request must carry a valid webhook-signature
     max_body_bytes: int = dataclasses.field(default=256 * 1024, metadata=_check(_at_least(1024)))
     shutdown_grace_s: float = dataclasses.field(default=25.0, metadata=_check(_positive))
+    status_page_public: bool = True  # the read-only status page at / without a token; actions always need one
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PrinterSettings:
     name: str
-    type: Literal["network", "file"]
+    type: Literal["network", "usb", "serial", "file"]
     host: str = ""
     port: int = dataclasses.field(default=9100, metadata=_check(_port))
     path: Path | None = None  # file printers: directory for the .bin files (default: data_dir/out/<name>)
+    # usb printers (pyusb): ids as `lsusb` shows them, e.g. vendor_id = 0x04b8 (Epson)
+    vendor_id: int = dataclasses.field(default=0, metadata=_check(_usb_id))
+    product_id: int = dataclasses.field(default=0, metadata=_check(_usb_id))
+    interface: int = 0
+    in_ep: int = dataclasses.field(default=0x82, metadata=_check(_usb_id))
+    out_ep: int = dataclasses.field(default=0x01, metadata=_check(_usb_id))
+    # serial printers (pyserial): a stable name like /dev/serial/by-id/..., not /dev/ttyUSB0
+    device: str = ""
+    baudrate: int = dataclasses.field(default=9600, metadata=_check(_positive))
+    bytesize: int = dataclasses.field(default=8, metadata=_check(lambda v: None if v in (5, 6, 7, 8) else f"must be 5, 6, 7 or 8, got {v}"))
+    parity: Literal["none", "even", "odd", "mark", "space"] = "none"
+    stopbits: float = dataclasses.field(default=1.0, metadata=_check(lambda v: None if v in (1, 1.5, 2) else f"must be 1, 1.5 or 2, got {v}"))
+    flow_control: Literal["none", "rtscts", "dsrdtr", "xonxoff"] = "none"
     width: int = dataclasses.field(default=48, metadata=_check(lambda v: None if 24 <= v <= 64 else f"must be between 24 and 64 characters, got {v}"))
+    profile: str = dataclasses.field(default="default", metadata=_check(_escpos_profile))  # python-escpos capability profile, e.g. TM-T88V
+    # auto: the profile's first of CP858, CP1252 (both with €), CP437 (€ prints as EUR); or one of them by name
+    codepage: Literal["auto", "cp858", "cp1252", "cp437"] = "auto"
+    cut: Literal["full", "partial", "none"] = "full"
+    cash_drawer: bool = False  # kick the drawer on receipts paid in cash
+    logo: Path | None = None  # image printed at the top of receipts
+    # QR codes: "auto" = the printer's own QR command when the profile has one, else an image made this way
+    qr: Literal["auto", "native", "bitImageRaster", "graphics", "bitImageColumn"] = "auto"
+    qr_fragment_height: int = dataclasses.field(default=960, metadata=_check(_at_least(8)))  # some models need smaller image strips
     connect_timeout: float = dataclasses.field(default=3.0, metadata=_check(_positive))
     write_timeout: float = dataclasses.field(default=10.0, metadata=_check(_positive))
     status_timeout: float = dataclasses.field(default=1.5, metadata=_check(_positive))
+    status_poll_s: float = dataclasses.field(default=10.0, metadata=_check(_positive))  # status query between jobs while idle
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScannerSettings:
+    name: str
+    type: Literal["serial", "hid"] = "serial"  # hid: a keyboard-wedge scanner read through evdev (optional extra)
+    port: str  # serial device (best a stable /dev/serial/by-id/... name) or, for hid, /dev/input/by-id/...-event-kbd
+    baudrate: int = dataclasses.field(default=9600, metadata=_check(_positive))
+    station: str | None = None  # plain codes (order id or number) mark this station's ticket done; unset: the whole order
+    hand_out: bool = False  # a scan of an order that is already ready marks it handed out
+    hand_out_gap_s: float = dataclasses.field(default=3.0, metadata=_check(_at_least(0)))  # a rescan sooner is a double read
+    reconnect_max_s: float = dataclasses.field(default=5.0, metadata=_check(_positive))  # longest wait between reopen attempts
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -129,8 +191,101 @@ class SpoolSettings:
     max_attempts: int = dataclasses.field(default=5, metadata=_check(_at_least(1)))
     retry_base_s: float = dataclasses.field(default=1.0, metadata=_check(_positive))
     retry_max_s: float = dataclasses.field(default=60.0, metadata=_check(_positive))
-    # Offline printers are probed at most this far apart, so printing resumes promptly when they return.
-    offline_probe_max_s: float = dataclasses.field(default=3.0, metadata=_check(_positive))
+    # Offline printers are probed at most this far apart, so printing resumes within 2 s of their return.
+    offline_probe_max_s: float = dataclasses.field(default=1.5, metadata=_check(_positive))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetentionSettings:
+    days: float = dataclasses.field(default=30.0, metadata=_check(_positive))  # printed orders older than this are purged
+    every_s: float = dataclasses.field(default=3600.0, metadata=_check(_positive))
+    batch: int = dataclasses.field(default=200, metadata=_check(_at_least(1)))  # orders per transaction: the writer is never held long
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BackupSettings:
+    dir: Path | None = None  # default: data_dir/backups
+    keep: int = dataclasses.field(default=7, metadata=_check(_at_least(1)))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrintingSettings:
+    template_dir: Path | None = None  # operator's ticket.j2 / receipt.j2 / test_page.j2; the built-in ones fill the gaps
+    # A job older than this when its printer could print it is held for a person (0: never held);
+    # [staleness] STATION = minutes overrides the ticket age per station.
+    stale_ticket_min: float = dataclasses.field(default=45.0, metadata=_check(_at_least(0)))
+    stale_receipt_min: float = dataclasses.field(default=0.0, metadata=_check(_at_least(0)))
+    # A station's primary printer paused this long: its waiting tickets move to the first healthy backup.
+    failover_after_s: float = dataclasses.field(default=60.0, metadata=_check(_positive))
+
+
+def _hours(v: str) -> str | None:
+    from edge.alerts.rules import parse_hours  # the alert rules own the format; only needed here
+
+    try:
+        parse_hours(v)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SmtpSettings:
+    host: str = ""  # empty: no alert mail (the agent works without it)
+    port: int = dataclasses.field(default=587, metadata=_check(_port))
+    security: Literal["starttls", "tls", "none"] = "starttls"  # none only for a relay on this box or network
+    username: str = ""
+    password: Secret = Secret("")
+    sender: str = ""  # From address (env EDGE_SMTP_FROM); default: username
+    timeout_s: float = dataclasses.field(default=15.0, metadata=_check(_positive))
+    ca_file: Path | None = None  # extra CA bundle to trust (a company relay); certificates are always verified
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlertSettings:
+    to: list[str] = dataclasses.field(default_factory=list)  # env EDGE_ALERT_TO, comma-separated
+    critical_to: list[str] = dataclasses.field(default_factory=list)  # also get critical alerts
+    group_wait_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))
+    critical_group_wait_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))
+    group_interval_s: float = dataclasses.field(default=120.0, metadata=_check(_positive))
+    repeat_interval_s: float = dataclasses.field(default=4 * 3600.0, metadata=_check(_positive))
+    max_per_hour: int = dataclasses.field(default=20, metadata=_check(_at_least(1)))
+    opening_hours: str = dataclasses.field(default="", metadata=_check(_hours))  # "HH:MM-HH:MM"; outside, warnings wait
+    quiet_hours: str = dataclasses.field(default="", metadata=_check(_hours))  # "HH:MM-HH:MM"; even critical mail waits
+    digest: bool = False  # warnings go into one daily mail at digest_at instead of their own
+    digest_at: str = dataclasses.field(default="08:00", metadata=_check(_hours))  # "HH:MM", local time
+    status_page_url: str = ""
+    template_dir: Path | None = None  # operator's subject.txt / body.txt / body.html; built-in ones fill the gaps
+    backlog_age_min: float = dataclasses.field(default=10.0, metadata=_check(_positive))
+    backlog_jobs: int = dataclasses.field(default=50, metadata=_check(_at_least(1)))
+    central_down_min: float = dataclasses.field(default=5.0, metadata=_check(_at_least(0)))
+    disk_free_min_mb: int = dataclasses.field(default=200, metadata=_check(_at_least(0)))
+    check_interval_s: float = dataclasses.field(default=10.0, metadata=_check(_positive))
+    retry_base_s: float = dataclasses.field(default=5.0, metadata=_check(_positive))
+    retry_max_s: float = dataclasses.field(default=600.0, metadata=_check(_positive))
+
+
+def _central_url(v: str) -> str | None:
+    return None if not v or re.match(r"^https?://[^/\s]+", v) else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CentralSettings:
+    url: str = dataclasses.field(default="", metadata=_check(_central_url))  # empty: no central API, sync parts stay off
+    token: Secret = Secret("")  # bearer token for the central API; required with url
+    connect_timeout_s: float = dataclasses.field(default=3.0, metadata=_check(_positive))
+    read_timeout_s: float = dataclasses.field(default=10.0, metadata=_check(_positive))
+    max_attempts: int = dataclasses.field(default=6, metadata=_check(_at_least(1)))  # per request, then the caller gives up
+    retry_base_s: float = dataclasses.field(default=0.5, metadata=_check(_positive))
+    retry_max_s: float = dataclasses.field(default=30.0, metadata=_check(_positive))
+    rate_limit_rps: float = dataclasses.field(default=5.0, metadata=_check(_positive))  # every request to central, probes included
+    page_size: int = dataclasses.field(default=200, metadata=_check(lambda v: None if 1 <= v <= 1000 else f"must be between 1 and 1000, got {v}"))
+    batch_size: int = dataclasses.field(default=100, metadata=_check(_at_least(1)))  # orders per processing transaction; outbox events per POST
+    start_jitter_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))  # random 0..this delay before a recovery after an outage
+    schedule_interval_s: float = dataclasses.field(default=900.0, metadata=_check(_at_least(0)))  # 0: no scheduled runs
+    probe_timeout_s: float = dataclasses.field(default=1.0, metadata=_check(_positive))
+    probe_max_s: float = dataclasses.field(default=0.5, metadata=_check(_positive))  # longest gap between health probes while down
+    probe_up_s: float = dataclasses.field(default=15.0, metadata=_check(_positive))  # gap between health probes while up
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -141,6 +296,14 @@ class Settings:
     stations: dict[str, list[str]]
     receipts: ReceiptSettings
     spool: SpoolSettings
+    retention: RetentionSettings
+    backup: BackupSettings
+    printing: PrintingSettings
+    smtp: SmtpSettings
+    alerts: AlertSettings
+    central: CentralSettings
+    staleness: dict[str, float] = dataclasses.field(default_factory=dict)  # [staleness] STATION = minutes
+    scanners: dict[str, ScannerSettings] = dataclasses.field(default_factory=dict)
     source: str = ""  # where it came from, for messages
 
     def secrets(self) -> list[str]:
@@ -149,8 +312,9 @@ class Settings:
         for section in [getattr(self, name) for name in _SECTIONS] + list(self.printers.values()):
             for f in dataclasses.fields(section):
                 value = getattr(section, f.name)
-                if isinstance(value, Secret) and value:
-                    found.append(value.get())
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, Secret) and item:
+                        found.append(item.get())
         return found
 
 
@@ -159,7 +323,16 @@ _SECTIONS: dict[str, type] = {
     "api": ApiSettings,
     "receipts": ReceiptSettings,
     "spool": SpoolSettings,
+    "retention": RetentionSettings,
+    "backup": BackupSettings,
+    "printing": PrintingSettings,
+    "smtp": SmtpSettings,
+    "alerts": AlertSettings,
+    "central": CentralSettings,
 }
+
+# Names the setup script writes (and the issue promises), mapped to the EDGE_<SECTION>_<KEY> they stand for.
+_ENV_ALIASES = {"EDGE_ALERT_TO": "EDGE_ALERTS_TO", "EDGE_SMTP_FROM": "EDGE_SMTP_SENDER"}
 
 
 def _type_name(annotation: Any) -> str:
@@ -184,7 +357,8 @@ def _coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()] if from_env else [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(key, f"must be a string or a list of strings, got {value!r}")
-        return value
+        item_type = typing.get_args(annotation)[0]
+        return [item_type(v) for v in value]
     if annotation is bool:
         if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
@@ -239,7 +413,8 @@ def read_env(config_path: Path | None, environ: typing.Mapping[str, str] | None 
     env_file = environ.get("EDGE_ENV_FILE") or (str(config_path.parent / ".env") if config_path else ".env")
     merged: dict[str, str] = {}
     if Path(env_file).is_file():
-        merged.update({k: v for k, v in dotenv_values(env_file).items() if k.startswith("EDGE_") and v is not None})
+        # No ${VAR} expansion: a password containing "${" must arrive as typed (setup-notifications writes it quoted).
+        merged.update({k: v for k, v in dotenv_values(env_file, interpolate=False).items() if k.startswith("EDGE_") and v is not None})
     merged.update({k: v for k, v in environ.items() if k.startswith("EDGE_")})
     return merged
 
@@ -265,8 +440,8 @@ def load_settings(path: Path, environ: typing.Mapping[str, str] | None = None) -
 
 
 def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, source: str = "") -> Settings:
-    env = env or {}
-    known = {*_SECTIONS, "printers", "stations"}
+    env = {**{target: env[alias] for alias, target in _ENV_ALIASES.items() if alias in env and target not in env}, **env} if env else {}
+    known = {*_SECTIONS, "printers", "stations", "staleness", "scanners"}
     for section, body in data.items():
         if section not in known:
             raise ConfigError(section, f"unknown section (known: {', '.join(sorted(known))})")
@@ -284,6 +459,12 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
         printer = _build(PrinterSettings, key, body, env, f"EDGE_PRINTERS_{name.replace('-', '_')}", extra={"name": name})
         if printer.type == "network" and not printer.host:
             raise ConfigError(f"{key}.host", "is required for a network printer")
+        if printer.type == "usb" and not (printer.vendor_id and printer.product_id):
+            raise ConfigError(f"{key}.vendor_id", "and product_id are required for a usb printer (see `lsusb`)")
+        if printer.type == "serial" and not printer.device:
+            raise ConfigError(f"{key}.device", "is required for a serial printer, e.g. /dev/serial/by-id/usb-...")
+        if printer.logo is not None and not printer.logo.is_file():
+            raise ConfigError(f"{key}.logo", f"{printer.logo}: no such file")
         if printer.type == "file" and printer.path is None:
             printer = dataclasses.replace(printer, path=sections["agent"].data_dir / "out" / name)
         printers[name] = printer
@@ -301,6 +482,33 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
                 raise ConfigError(key, f"printer {printer_name!r} is not configured (known: {', '.join(printers) or 'none'})")
         stations[station] = names
 
+    staleness: dict[str, float] = {}
+    for station, minutes in data.get("staleness", {}).items():
+        key = f"staleness.{station}"
+        if station not in stations:
+            raise ConfigError(key, f"station {station!r} is not in [stations] (known: {', '.join(stations) or 'none'})")
+        staleness[station] = _coerce(key, minutes, float, from_env=False)
+        if problem := _at_least(0)(staleness[station]):
+            raise ConfigError(key, problem)
+
+    scanners: dict[str, ScannerSettings] = {}
+    for name, body in data.get("scanners", {}).items():
+        key = f"scanners.{name}"
+        if problem := _name(name):
+            raise ConfigError(key, f"scanner name {problem}")
+        if not isinstance(body, dict):
+            raise ConfigError(key, "must be a table ([scanners.NAME])")
+        scanner = _build(ScannerSettings, key, body, env, f"EDGE_SCANNERS_{name.replace('-', '_')}", extra={"name": name})
+        if not scanner.port:
+            raise ConfigError(f"{key}.port", "is required, e.g. /dev/ttyACM0 or /dev/serial/by-id/usb-...")
+        if scanner.type == "hid" and importlib.util.find_spec("evdev") is None:
+            raise ConfigError(f"{key}.type", "hid needs the evdev package (pip install 'edge-agent[hid]'), or switch the scanner to its serial (USB CDC) mode")
+        if scanner.station is not None and scanner.station not in stations:
+            raise ConfigError(f"{key}.station", f"station {scanner.station!r} is not in [stations] (known: {', '.join(stations) or 'none'})")
+        if other := next((s.name for s in scanners.values() if s.port == scanner.port), None):
+            raise ConfigError(f"{key}.port", f"{scanner.port} is already the port of scanner {other!r}")
+        scanners[name] = scanner
+
     receipts: ReceiptSettings = sections["receipts"]
     if receipts.printer is not None and receipts.printer not in printers:
         raise ConfigError("receipts.printer", f"printer {receipts.printer!r} is not configured (known: {', '.join(printers) or 'none'})")
@@ -308,7 +516,17 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
         raise ConfigError("receipts.by_default", "is true but receipts.printer is not set")
 
     api: ApiSettings = sections["api"]
-    if not api.token:
-        raise ConfigError("api.token", "is required (set it in the config file or EDGE_API_TOKEN)")
+    if not api.token and not api.require_signature:
+        raise ConfigError("api.token", "is required unless api.require_signature is true (set it in the config file or EDGE_API_TOKEN)")
+    if api.require_signature and not api.signing_secrets:
+        raise ConfigError("api.signing_secrets", "is required when api.require_signature is true")
+    if sections["central"].url and not sections["central"].token:
+        raise ConfigError("central.token", "is required when central.url is set (set it in the config file or EDGE_CENTRAL_TOKEN)")
 
-    return Settings(printers=printers, stations=stations, source=source, **sections)
+    smtp: SmtpSettings = sections["smtp"]
+    if smtp.host and not sections["alerts"].to:
+        raise ConfigError("alerts.to", "is required when smtp.host is set (set it in the config file or EDGE_ALERT_TO)")
+    if smtp.host and not (smtp.sender or smtp.username):
+        raise ConfigError("smtp.sender", "is required when smtp.host is set and smtp.username is empty (EDGE_SMTP_FROM)")
+
+    return Settings(printers=printers, stations=stations, staleness=staleness, scanners=scanners, source=source, **sections)

@@ -6,108 +6,39 @@ import asyncio
 import collections
 import os
 import random
-import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from edge.printing.decode import decode
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess, free_port, write_config
 from tests.conftest import TOKEN
 
 ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))
 KILLS = int(os.environ.get("EDGE_CRASH_KILLS", "5"))
 CLIENTS = 4
 
-CONFIG = """
-[agent]
-store_id = "crash-test"
-data_dir = "{data_dir}"
-log_format = "json"
-log_level = "warning"
-
-[api]
-port = {api_port}
-token = "{token}"
-
-[printers.kitchen]
-type = "network"
-host = "127.0.0.1"
-port = {kitchen}
-status_timeout = 0.5
-
-[printers.front]
-type = "network"
-host = "127.0.0.1"
-port = {front}
-status_timeout = 0.5
-
-[stations]
-kitchen = "kitchen"
-bar = "kitchen"
-
-[receipts]
-printer = "front"
-
-[spool]
-retry_base_s = 0.05
-retry_max_s = 0.5
-"""
-
-
-class AgentProcess:
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge", "run", "--config", str(self.config), stdout=out, stderr=out)
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(f"http://127.0.0.1:{self.port}/health") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                assert self.proc.returncode is None, self.log.read_text()[-2000:]
-                await asyncio.sleep(0.05)
-        raise TimeoutError("agent did not come up")
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), timeout=35)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.crash
 async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path) -> None:
-    """Every 2xx'd order is stored once, every ticket and receipt reaches paper, extra prints say COPY."""
+    """Every 2xx'd order is stored once, every ticket and receipt reaches paper, extra prints say COPY,
+    and the central API got every status event, once per idempotency key."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    central = CentralSim("crash-test", token=TOKEN)
     await kitchen.start()
     await front.start()
+    await central.start()
     port = free_port()
-    config = tmp_path / "edge.toml"
     data_dir = tmp_path / "data"
-    config.write_text(CONFIG.format(data_dir=data_dir, api_port=port, token=TOKEN, kitchen=kitchen.port, front=front.port), encoding="utf-8")
+    central_toml = f'\n[central]\nurl = "{central.url}"\ntoken = "{TOKEN}"\nstart_jitter_s = 0\n'
+    config = write_config(
+        tmp_path / "edge.toml", data_dir=data_dir, api_port=port, token=TOKEN, printers={"kitchen": kitchen.port, "front": front.port}, store_id="crash-test", extra=central_toml
+    )
     agent = AgentProcess(config, port, tmp_path / "agent.log")
     await agent.start()
 
@@ -160,6 +91,12 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
                 await asyncio.sleep(0.2)
 
         await asyncio.wait_for(all_printed(), timeout=120)
+        with sqlite3.connect(data_dir / "edge.db") as conn:
+            keys = {r[0] for r in conn.execute("SELECT idempotency_key FROM outbox")}
+        # A kill between sending and recording may make the agent send an event twice; the central side
+        # keeps one copy per idempotency key, and must end up with every key.
+        await central.wait_for(lambda: len(central.events) >= len(keys), timeout=60)
+        assert set(central.events) == keys
         assert await agent.terminate() == 0
 
         originals: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -188,3 +125,4 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
             await agent.kill()
         await kitchen.stop()
         await front.stop()
+        await central.stop()

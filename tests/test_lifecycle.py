@@ -16,7 +16,7 @@ import aiohttp
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from tests.conftest import TOKEN
-from tests.test_crash import CONFIG, AgentProcess, free_port
+from edge.sim.process import AgentProcess, free_port, write_config
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -36,8 +36,7 @@ def test_demo_once_prints_the_samples(tmp_path: Path) -> None:
 
 
 def test_migrate_down_and_up_from_the_command_line(tmp_path: Path) -> None:
-    config = tmp_path / "edge.toml"
-    config.write_text(CONFIG.format(data_dir=tmp_path / "data", api_port=0, token=TOKEN, kitchen=9, front=9), encoding="utf-8")
+    config = write_config(tmp_path / "edge.toml", data_dir=tmp_path / "data", api_port=0, token=TOKEN, printers={"kitchen": 9, "front": 9})
     up = edge("migrate", "--config", str(config))
     assert up.returncode == 0, up.stderr
     latest = int(up.stdout.strip().rsplit(" ", 1)[1])
@@ -60,9 +59,9 @@ async def test_sigterm_finishes_the_job_in_flight_and_logs_json(tmp_path: Path) 
     await front.start()
     kitchen.bytes_per_s = 400  # a ticket takes about a second to go out
     port = free_port()
-    config = tmp_path / "edge.toml"
-    text = CONFIG.format(data_dir=tmp_path / "data", api_port=port, token=TOKEN, kitchen=kitchen.port, front=front.port)
-    config.write_text(text.replace('log_level = "warning"', 'log_level = "info"'), encoding="utf-8")
+    config = write_config(
+        tmp_path / "edge.toml", data_dir=tmp_path / "data", api_port=port, token=TOKEN, printers={"kitchen": kitchen.port, "front": front.port}, log_level="info"
+    )
     agent = AgentProcess(config, port, tmp_path / "agent.log")
     await agent.start()
     try:

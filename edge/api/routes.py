@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge import __version__
-from edge.api.auth import auth_middleware
+from edge.api import printing, recovery, scans, status_page
+from edge.api.auth import Authenticator
 from edge.api.errors import error_middleware, error_response, read_json
 from edge.config import Settings
 from edge.errors import NotFoundError
+from edge.metrics import Metrics
 from edge.orders.intake import OrderIntake
+from edge.printing.render import Renderer
 from edge.printing.spooler import Spooler
-from edge.store import JOB_STATES, Database, JobStore, OrderStore
+from edge.scanners import Scanner
+from edge.store.scans import ScanStore
+from edge.store import JOB_STATES, Database, JobStore, OrderStore, migrations
+from edge.sync import SyncService
 
 
 @dataclasses.dataclass
@@ -30,6 +39,13 @@ class ApiDeps:
     spoolers: dict[str, Spooler]
     wake_printer: Callable[[str], None]
     accepting: bool = True  # False while shutting down: writes answer 503
+    auth: Authenticator | None = None  # set by make_api; auth.rejected counts refused requests by reason
+    metrics: Metrics | None = None
+    render_job: Callable[[aiosqlite.Row], bytes] | None = None  # job row -> ESC/POS bytes, for the status page preview
+    renderer: Renderer | None = None  # for test pages (edge/api/printing.py)
+    started_at: float = dataclasses.field(default_factory=time.time)
+    scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
+    sync: SyncService | None = None  # None when no central API is configured
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -83,6 +99,7 @@ async def get_order(request: web.Request) -> web.Response:
             "source": row["source"],
             "received_at": row["received_at"],
             "printed": all(j["state"] == "printed" for j in jobs),
+            **await ScanStore(deps.db).progress(order_id),  # state open/ready/handed_out, ready_at, handed_out_at, stations done
             "jobs": jobs,
             "order": json.loads(row["payload"]),
         }
@@ -162,18 +179,32 @@ async def health(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     deps = _deps(request)
     problem = await deps.db.writable()
+    if problem is None and deps.db.write_problem is not None and not await deps.db.probe_space():
+        problem = deps.db.write_problem  # small writes pass, but there is no room for new orders
+    version = (await deps.db.fetchone("PRAGMA user_version"))[0]
+    latest = migrations.latest_version(await asyncio.to_thread(migrations.load_migrations))
     checks = {
         "database_writable": {"ok": problem is None, "detail": problem or ""},
+        "migrations_current": {"ok": version == latest, "detail": "" if version == latest else f"schema {version}, agent expects {latest}"},
         "accepting": {"ok": deps.accepting, "detail": "" if deps.accepting else "shutting down"},
     }
     ok = all(c["ok"] for c in checks.values())
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    deps = _deps(request)
+    if deps.metrics is None:
+        raise NotFoundError("metrics are not collected in this process")
+    body = await deps.metrics.scrape(deps.jobs, deps.spoolers)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def make_api(deps: ApiDeps) -> web.Application:
+    deps.auth = Authenticator(deps.settings.api)
     app = web.Application(
         client_max_size=deps.settings.api.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware(deps.settings.api.token)],
+        middlewares=[error_middleware, deps.auth.middleware],
     )
     app[DEPS] = deps
     app.router.add_post("/api/v1/orders", post_order)
@@ -184,4 +215,9 @@ def make_api(deps: ApiDeps) -> web.Application:
     app.router.add_post("/api/v1/jobs/{job_id}/retry", post_retry)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    status_page.add_routes(app, deps)
+    scans.add_routes(app, deps)
+    printing.add_routes(app, deps)
+    recovery.add_routes(app, deps)
     return app

@@ -1,8 +1,12 @@
-"""Reads ESC/POS bytes back into text, QR payloads and cuts, for tests and for a human preview of a job."""
+"""Reads ESC/POS bytes back into text, QR payloads and cuts, for tests and for a human preview of a job (text or PNG)."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
+
+from PIL import Image, ImageDraw, ImageFont
 
 ESC, GS, DLE, FS = 0x1B, 0x1D, 0x10, 0x1C
 _LF, _FF, _HT = 0x0A, 0x0C, 0x09
@@ -302,3 +306,32 @@ def preview(data: bytes, *, width: int = 48) -> str:
         pad = {"left": 0, "center": room // 2, "right": room}[line.align]
         out.append((" " * pad + text).rstrip())
     return "\n".join(out)
+
+
+_PNG_CELL = (10, 20)  # pixels per column and per line
+_PNG_MARGIN = 12
+
+
+def preview_png(data: bytes, *, width: int = 48) -> bytes:
+    """The text preview as a PNG of a paper strip: one fixed cell per column, so columns line up as on paper."""
+    lines = preview(data, width=width).split("\n")
+    cell_w, cell_h = _PNG_CELL
+    image = Image.new("L", (width * cell_w + 2 * _PNG_MARGIN, len(lines) * cell_h + 2 * _PNG_MARGIN), 255)
+    draw = ImageDraw.Draw(image)
+    font = _png_font()
+    for row, line in enumerate(lines):
+        for column, char in enumerate(line):
+            if char != " ":
+                draw.text((_PNG_MARGIN + column * cell_w, _PNG_MARGIN + row * cell_h), char, fill=0, font=font)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@functools.cache
+def _png_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans Mono (Debian: fonts-dejavu-core) has umlauts, € and ✂; Pillow's built-in font lacks them."""
+    try:
+        return ImageFont.truetype("DejaVuSansMono.ttf", 16)  # Pillow looks through the system's font folders
+    except OSError:
+        return ImageFont.load_default(size=16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import re
@@ -18,7 +19,9 @@ from typing import Any
 import jinja2
 from escpos.constants import QR_ECLEVEL_M
 from escpos.printer import Dummy
+from PIL import Image, UnidentifiedImageError
 
+from edge.config import PrinterSettings
 from edge.errors import ConfigError
 from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payment, TaxLine, Totals
 
@@ -27,8 +30,8 @@ _BUILTIN_DIR = Path(__file__).parent / "templates"
 
 # CP858 is CP850 (Latin-1 letters, umlauts, ß) with € at 0xD5; ESC t 19 selects it on Epson-compatible printers.
 # We encode every byte of text ourselves, so the printer never sees a code page switch mid-job.
-_CODEPAGE = "cp858"
-_START_JOB = b"\x1b@" + b"\x1bt\x13"
+# "auto" takes the first of these the printer's profile has (its number differs by maker: Star calls CP858 4).
+_CODEPAGES = ("cp858", "cp1252", "cp437")  # cp437 has no €: it prints as EUR
 
 # C0 (with \n \r \t), DEL and C1: any of them in order text could start a printer command.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -52,6 +55,7 @@ _TRANSLITERATION = str.maketrans(
         "Œ": "OE",
         "œ": "oe",
         "ẞ": "SS",
+        "€": "EUR",
     }
 )
 
@@ -126,6 +130,23 @@ _ALIGNS = ("left", "center", "right")
 MIN_WIDTH = 24
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrintOptions:
+    """What differs between printer models and stores, from the printer's config; the defaults fit most Epson-compatible printers."""
+
+    profile: str = "default"  # python-escpos capability profile: which commands and code pages the model knows
+    codepage: str = "auto"  # auto (the profile's first of CP858, CP1252, CP437), or one of those by name
+    cut: str = "full"  # full, partial or none (feed only, for a tear bar)
+    qr: str = "auto"  # auto (native when the profile has it, else an image), native, bitImageRaster, graphics, bitImageColumn
+    qr_fragment_height: int = 960  # image strip height; some models print garbage with large strips
+    cash_drawer: bool = False  # kick the drawer (pin 2) after a receipt paid in cash
+    logo: Path | None = None  # image at the top of receipts, scaled down to the paper width
+
+
+DEFAULT_OPTIONS = PrintOptions()
+_DOTS_PER_CHARACTER = 12  # font A is 12 dots wide: 48 characters = 576 dots on 80 mm paper
+
+
 @dataclasses.dataclass(frozen=True)
 class _Directive:
     """A layout instruction a template writes as ``{{ name }}`` or ``{{ name(args) }}``; it is never printed as text."""
@@ -157,8 +178,9 @@ _DIRECTIVES = {
         "hang",  # lines this one wraps into are indented to here
         "to_right",  # the rest of the line is flush right (prices)
         "rule",  # rule or rule("="): a full-width line
-        "qr",  # qr(data): a QR code printed by the printer itself
-        "cut",  # feed to the cutter and cut
+        "qr",  # qr(data): a QR code, by the printer itself or as an image (printer's qr setting)
+        "logo",  # the printer's logo image, if it has one configured
+        "cut",  # feed to the cutter and cut (or only feed, if the printer's cut is "none")
     )
 }
 
@@ -172,21 +194,21 @@ def _finalize(value: Any) -> str:
     return _CONTROL.sub(" ", str(value))
 
 
-def _printable(text: str) -> str:
-    """The text as the printer can show it: no control characters, every character in CP858."""
+def _printable(text: str, codec: str) -> str:
+    """The text as the printer can show it: no control characters, every character in the job's code page."""
     text = unicodedata.normalize("NFC", _CONTROL.sub(" ", text))
     try:
-        text.encode(_CODEPAGE)
+        text.encode(codec)
     except UnicodeEncodeError:
-        return "".join(_in_codepage(char) for char in text)
+        return "".join(_in_codepage(char, codec) for char in text)
     return text
 
 
-def _in_codepage(char: str) -> str:
+def _in_codepage(char: str, codec: str) -> str:
     bare = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
     for candidate in (char, char.translate(_TRANSLITERATION), bare):
         try:
-            candidate.encode(_CODEPAGE)
+            candidate.encode(codec)
         except UnicodeEncodeError:
             continue
         return candidate
@@ -286,10 +308,12 @@ def _wrap(chars: list[_Char], width: int, hang: int) -> list[list[_Char]]:
 class _Job:
     """Lays template output out in lines of ``width`` columns and writes it, styled, to a Dummy printer."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, options: PrintOptions) -> None:
         self.width = width
-        self.printer = Dummy()
-        self.printer._raw(_START_JOB)
+        self.options = options
+        self.printer = Dummy(profile=options.profile)
+        self.codec, number = _codepage(self.printer.profile.profile_data.get("codePages", {}), options.codepage)
+        self.printer._raw(b"\x1b@" + b"\x1bt" + bytes([number]))
         self.style = _PLAIN
         self.align = "left"
         self.printed_style = _PLAIN  # what ESC @ left the printer in
@@ -318,7 +342,7 @@ class _Job:
                 self.had_directive = True
                 self._directive(_Directive.from_marker(part))
             elif part:
-                chars = [_Char(c, self.style) for c in _printable(part)]
+                chars = [_Char(c, self.style) for c in _printable(part, self.codec)]
                 (self.left if self.right is None else self.right).extend(chars)
 
     def _has_text(self) -> bool:
@@ -354,18 +378,38 @@ class _Job:
             self.right = []
         elif d.name == "rule":
             self._flush()
-            char = _printable(str(d.args[0]))[:1] if d.args else "-"
+            char = _printable(str(d.args[0]), self.codec)[:1] if d.args else "-"
             self._print_line([_Char(char or "-", self.style)] * (self.width // self.style.cells))
         elif d.name == "qr":
             self._flush()
             self._sync_align()
             data = _CONTROL.sub(" ", str(d.args[0])) if d.args else ""
-            self.printer.qr(data, native=True, ec=QR_ECLEVEL_M, size=6 if self.width >= 42 else 4)
+            self._qr(data)
+        elif d.name == "logo":
+            if self.options.logo is not None:
+                self._flush()
+                self._sync_align()
+                self.printer.image(_logo(self.options.logo, self.width * _DOTS_PER_CHARACTER), **self._image_arguments())
         elif d.name == "cut":
             self._flush()
-            self.printer.cut()
+            if self.options.cut == "none":
+                self.printer.print_and_feed(6)  # past the tear bar
+            else:
+                self.printer.cut(mode="PART" if self.options.cut == "partial" else "FULL")
         else:
             raise ValueError(f"unknown layout directive {d.name!r}")
+
+    def _qr(self, data: str) -> None:
+        size = 6 if self.width >= 42 else 4
+        qr = self.options.qr
+        if qr == "native" or (qr == "auto" and self.printer.profile.supports("qrCode")):
+            self.printer.qr(data, native=True, ec=QR_ECLEVEL_M, size=size)
+        else:
+            self.printer.qr(data, native=False, ec=QR_ECLEVEL_M, size=size, image_arguments=self._image_arguments())
+
+    def _image_arguments(self) -> dict[str, Any]:
+        impl = "bitImageRaster" if self.options.qr in ("auto", "native") else self.options.qr
+        return {"impl": impl, "fragment_height": self.options.qr_fragment_height, "center": False}
 
     def _restyle(self, options: dict[str, Any]) -> _Style:
         unknown = set(options) - {"bold", "invert", "underline", "size"}
@@ -422,7 +466,7 @@ class _Job:
         for style, group in itertools.groupby(chars, key=lambda c: c.style):
             if style != self.printed_style:
                 self._set_style(style)
-            self.printer._raw("".join(c.text for c in group).encode(_CODEPAGE))
+            self.printer._raw("".join(c.text for c in group).encode(self.codec))
         self.printer._raw(b"\n")
 
 
@@ -471,8 +515,13 @@ class Renderer:
         language: str = "de",
         copy: bool = False,
         redirected_from: str | None = None,
+        released: bool = False,
+        options: PrintOptions = DEFAULT_OPTIONS,
     ) -> bytes:
-        """The production ticket with ``station``'s items; ``redirected_from`` names where it should have printed."""
+        """The production ticket with ``station``'s items; ``redirected_from`` names where it should have printed.
+
+        ``released``: a person let a held (stale) ticket print, so its order time shows the date too.
+        """
         _check_job(width, language)
         created = self._local(order.created_at)
         due = self._local(order.fulfilment.due_at) if order.fulfilment.due_at else None
@@ -480,6 +529,7 @@ class Renderer:
             "ticket.j2",
             width=width,
             language=language,
+            options=options,
             order=order,
             station=station,
             items=order.production_items(station),
@@ -487,7 +537,7 @@ class Renderer:
             redirected_from=redirected_from,
             fulfilment=_fulfilment(order.fulfilment, language),
             customer=order.customer.name if order.customer else None,
-            created=created.strftime("%H:%M"),
+            created=created.strftime(_DATE_TIME[language] if released else "%H:%M"),
             due=None if due is None else due.strftime("%H:%M" if due.date() == created.date() else _OTHER_DAY[language]),
             qr_code=f"edge:v1:{order.id}:{station}",
         )
@@ -501,8 +551,9 @@ class Renderer:
         copy: bool = False,
         store_name: str = "",
         footer: str = "",
+        options: PrintOptions = DEFAULT_OPTIONS,
     ) -> bytes:
-        """The customer's receipt: every item with its price, totals, taxes and payment."""
+        """The customer's receipt: every item with its price, totals, taxes and payment; opens the drawer for cash if configured."""
         _check_job(width, language)
         payment = None
         if order.payment:
@@ -512,6 +563,9 @@ class Renderer:
             "receipt.j2",
             width=width,
             language=language,
+            options=options,
+            # Never on a copy: a reprint must not open the drawer a second time.
+            drawer=options.cash_drawer and not copy and order.payment is not None and order.payment.method == "cash",
             order=order,
             copy=copy,
             store_name=store_name,
@@ -524,23 +578,36 @@ class Renderer:
             percent=lambda rate: _percent(rate, language),
         )
 
-    def test_page(self, *, printer_name: str, profile: str, width: int = 48, language: str = "de") -> bytes:
+    def test_page(self, *, printer_name: str, width: int = 48, language: str = "de", options: PrintOptions = DEFAULT_OPTIONS) -> bytes:
         """A page that shows the technician the width, the character set, the styles and a QR code work."""
         _check_job(width, language)
         return self._render(
             "test_page.j2",
             width=width,
             language=language,
+            options=options,
             printer_name=printer_name,
-            profile=profile,
+            profile=options.profile,
             ruler="".join(str(n % 10) for n in range(1, width + 1)),
             qr_code=f"edge:test:{printer_name}",
         )
 
-    def _render(self, name: str, *, width: int, language: str, **context: Any) -> bytes:
+    def check_options(self, printer: str, options: PrintOptions, *, width: int) -> None:
+        """Render a receipt and a ticket with one printer's options, so a bad logo or profile stops the agent at start-up."""
+        try:
+            self.receipt(_SAMPLE_ORDER, width=width, options=options)
+            self.ticket(_SAMPLE_ORDER, "kitchen", width=width, options=options)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise ConfigError(f"printers.{printer}", f"cannot print with these options: {err}") from err
+
+    def _render(self, name: str, *, width: int, language: str, options: PrintOptions, drawer: bool = False, **context: Any) -> bytes:
         # A namespace, not a dict: in a template t.copy on a dict would be dict.copy.
         output = self._templates[name].render(t=types.SimpleNamespace(**_LABELS[language]), width=width, language=language, **context)
-        return _Job(width).write(output)
+        job = _Job(width, options)
+        job.write(output)
+        if drawer:
+            job.printer.cashdraw(2)
+        return job.printer.output
 
     def _local(self, moment: datetime) -> datetime:
         return moment.astimezone(self._tz)
@@ -550,13 +617,34 @@ class Renderer:
         checks: dict[str, Callable[[], bytes]] = {
             "ticket.j2": lambda: self.ticket(_SAMPLE_ORDER, "kitchen", copy=True, redirected_from="bar"),
             "receipt.j2": lambda: self.receipt(_SAMPLE_ORDER, copy=True, store_name="Store", footer="Thank you"),
-            "test_page.j2": lambda: self.test_page(printer_name="printer", profile="default"),
+            "test_page.j2": lambda: self.test_page(printer_name="printer"),
         }
         for name, check in checks.items():
             try:
                 check()
             except Exception as err:  # an operator's template can fail in any way; each is a configuration error
                 raise ConfigError("printing.template_dir", f"{name}: {err}{_template_line(err, name)}") from err
+
+
+@functools.lru_cache(maxsize=8)
+def _logo(path: Path, max_dots: int) -> Image.Image:
+    """The logo file, read once, shrunk to fit the paper (a wider image would wrap into garbage)."""
+    with Image.open(path) as image:
+        image.load()
+        logo = image.convert("RGB")
+    if logo.width > max_dots:
+        logo = logo.resize((max_dots, max(1, logo.height * max_dots // logo.width)))
+    return logo
+
+
+def _codepage(table: dict[str, str], policy: str) -> tuple[str, int]:
+    """The Python codec and the printer's ESC t number for ``policy``, from the profile's code page table."""
+    numbers = {name.lower(): int(number) for number, name in table.items() if name.lower() in _CODEPAGES}
+    for codec in _CODEPAGES if policy == "auto" else (policy,):
+        if codec in numbers:
+            return codec, numbers[codec]
+    wanted = "any of CP858, CP1252, CP437" if policy == "auto" else policy.upper()
+    raise ValueError(f"the printer's profile has no code page {wanted}; choose another profile or codepage")
 
 
 def _check_job(width: int, language: str) -> None:
@@ -611,3 +699,16 @@ _SAMPLE_ORDER = Order(
     payment=Payment(method="card", status="paid"),
     print_receipt=True,
 )
+
+
+def print_options(printer: PrinterSettings) -> PrintOptions:
+    """One printer's model and store options from its config section."""
+    return PrintOptions(
+        profile=printer.profile,
+        cut=printer.cut,
+        qr=printer.qr,
+        qr_fragment_height=printer.qr_fragment_height,
+        cash_drawer=printer.cash_drawer,
+        logo=printer.logo,
+        codepage=printer.codepage,
+    )

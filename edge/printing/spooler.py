@@ -10,9 +10,9 @@ from collections.abc import Callable
 import aiosqlite
 import structlog
 
-from edge.config import PrinterSettings, SpoolSettings
+from edge.config import PrinterSettings, PrintingSettings, SpoolSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
-from edge.events import EventBus, JobDead, JobFailed, JobPrinted, PrinterStatusChanged
+from edge.events import EventBus, JobDead, JobFailed, JobHeld, JobPrinted, PrinterStatusChanged
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import JobStore
@@ -22,6 +22,17 @@ log = structlog.get_logger()
 # A paused printer with paper or cover trouble is probed this often, so it resumes within 2 s of the fix.
 _PAUSED_PROBE_S = 1.0
 _IDLE_WAKE_S = 30.0
+
+
+def stale_ages(printing: PrintingSettings, staleness: dict[str, float]) -> Callable[[aiosqlite.Row], float]:
+    """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min), one age for receipts."""
+
+    def stale_after_s(job: aiosqlite.Row) -> float:
+        if job["kind"] == "receipt":
+            return printing.stale_receipt_min * 60
+        return staleness.get(job["station"], printing.stale_ticket_min) * 60
+
+    return stale_after_s
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
@@ -40,11 +51,16 @@ class Spooler:
         render: Callable[[aiosqlite.Row], bytes],
         bus: EventBus,
         spool: SpoolSettings,
+        stale_after_s: Callable[[aiosqlite.Row], float] = lambda job: 0.0,
     ) -> None:
+        """``stale_after_s(job)``: a job older than this is held for a person instead of printed (0: never)."""
         self.name = printer.name
         self.state = PrinterState.UNKNOWN
         self.state_detail = ""
-        self._driver = driver
+        self.paused_since: float | None = None  # monotonic time the spool paused, for failover
+        self.driver = driver
+        self._poll_s = printer.status_poll_s
+        self._stale_after_s = stale_after_s
         self._jobs = jobs
         self._render = render
         self._bus = bus
@@ -68,6 +84,10 @@ class Spooler:
         if self._task is not None:
             await self._task
 
+    def paused_for(self) -> float | None:
+        """Seconds this spool has been paused (printer offline, out of paper, cover open), None while it prints."""
+        return None if self.paused_since is None else time.monotonic() - self.paused_since
+
     def _set_state(self, state: PrinterState, detail: str = "") -> None:
         if state != self.state:
             log.info("printer_status", device_id=self.name, old=self.state.value, new=state.value, detail=detail)
@@ -83,32 +103,61 @@ class Spooler:
         self._wake.clear()
 
     async def _run(self) -> None:
+        next_poll = time.monotonic() + self._poll_s
         while not self._stopping:
             try:
                 job = await self._jobs.next_for(self.name, time.time())
-                if job is None:
-                    due = await self._jobs.next_due_at(self.name)
-                    await self._sleep(_IDLE_WAKE_S if due is None else min(_IDLE_WAKE_S, due - time.time()))
+                if job is not None:
+                    await self._print(job)
+                    next_poll = time.monotonic() + self._poll_s  # the job's own status checks count as a poll
                     continue
-                await self._print(job)
+                if self.driver.transport.can_read and time.monotonic() >= next_poll:
+                    await self._poll()
+                    next_poll = time.monotonic() + self._poll_s
+                    continue
+                due = await self._jobs.next_due_at(self.name)
+                wait = min(_IDLE_WAKE_S, next_poll - time.monotonic() if self.driver.transport.can_read else _IDLE_WAKE_S)
+                await self._sleep(wait if due is None else min(wait, due - time.time()))
             except Exception:  # the spool must outlive any one bad job or database hiccup
                 log.exception("spool_error", device_id=self.name)
                 await self._sleep(1.0)
+
+    async def _poll(self) -> None:
+        """Status between jobs, so a printer out of paper is known (and alerted) before the next order needs it."""
+        state = await self.driver.status()
+        if state in BLOCKING_STATES:
+            await self._pause(state, "found by the status poll between jobs")
+        else:
+            self._set_state(state)
+
+    async def _hold_if_stale(self, job: aiosqlite.Row) -> bool:
+        """A job older than its stale age is not printed on its own: a person releases or discards it."""
+        limit = self._stale_after_s(job)
+        age = time.time() - job["created_at"]
+        if not limit or job["released_at"] is not None or age <= limit:
+            return False
+        if await self._jobs.hold(job["id"], self.name):
+            log.warning("job_held", device_id=self.name, kind=job["kind"], station=job["station"], age_s=round(age), stale_after_s=limit)
+            self._bus.publish(JobHeld(job_id=job["id"], order_id=job["order_id"], printer=self.name, age_s=age))
+        return True
 
     async def _print(self, job: aiosqlite.Row) -> None:
         job_id, order_id = job["id"], job["order_id"]
         structlog.contextvars.bind_contextvars(order_id=order_id, job_id=job_id)
         self.current_job = job_id
         try:
+            if await self._hold_if_stale(job):
+                return
             try:
                 data = self._render(job)
             except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
                 log.exception("render_failed", device_id=self.name)
                 await self._failed(job, f"cannot render the ticket: {err}", partial=False)
                 return
-            await self._jobs.mark_printing(job_id)
+            if not await self._jobs.mark_printing(job_id, self.name):
+                return  # a failover moved it to a backup printer, or a person held it, since it was read
             try:
-                outcome = await self._driver.print(data)
+                outcome = await self.driver.print(data)
             except DeviceUnreachableError as err:
                 await self._jobs.release(job_id)
                 await self._pause(PrinterState.OFFLINE, str(err))
@@ -143,12 +192,19 @@ class Spooler:
     async def _pause(self, state: PrinterState, detail: str) -> None:
         """The printer cannot take jobs: no attempts are spent; probe with capped backoff until it can."""
         self._set_state(state, detail)
+        self.paused_since = time.monotonic()
+        try:
+            await self._probe_until_ready(state, detail)
+        finally:
+            self.paused_since = None
+
+    async def _probe_until_ready(self, state: PrinterState, detail: str) -> None:
         delay = 0.25
         while not self._stopping:
             await self._sleep(delay)
             if self._stopping:
                 return
-            current = await self._driver.status()
+            current = await self.driver.status()
             if current not in BLOCKING_STATES:
                 self._set_state(current)
                 return

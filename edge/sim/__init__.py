@@ -1,5 +1,6 @@
 """Simulated devices and services that behave like the real ones, for the demo and for tests."""
 
-from edge.sim.printer import SimPrinter, serve
+from edge.sim.central import CentralSim
+from edge.sim.printer import SimPrinter, SimSerialPrinter, serve
 
-__all__ = ["SimPrinter", "serve"]
+__all__ = ["CentralSim", "SimPrinter", "SimSerialPrinter", "serve"]

@@ -1,9 +1,11 @@
-"""A network ESC/POS printer on a local port: records jobs, answers DLE EOT, can be unplugged, run dry or slowed down."""
+"""Simulated ESC/POS printers on a local port or a pseudo-terminal: record jobs, answer DLE EOT, can be unplugged, run dry or slowed down."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import tty
 from pathlib import Path
 
 import structlog
@@ -167,6 +169,67 @@ class SimPrinter:
         log.info("sim_printer_job", name=self.name, bytes=len(job), printed=not spoiled, cut=cut)
 
 
+class SimSerialPrinter(SimPrinter):
+    """The same printer on a serial line: the far end of a pseudo-terminal pair; the agent opens ``device`` with pyserial.
+
+    A serial line has no connections, so a job is the bytes between two status queries (the driver
+    asks before and after every job) or up to ``stop()``.
+    """
+
+    def __init__(self, name: str = "sim-serial", *, out_dir: Path | None = None) -> None:
+        super().__init__(name, out_dir=out_dir)
+        self.device = ""
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._job = bytearray()
+        self._held = b""
+        self._spoiled = False
+
+    async def start(self) -> None:
+        master, slave = os.openpty()
+        # Raw: no echo, no newline translation; a serial line carries the bytes as they are. The slave
+        # stays open here too, so the line keeps these settings between the agent's opens.
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._master, self._slave, self.device = master, slave, os.ttyname(slave)
+        asyncio.get_running_loop().add_reader(master, self._on_readable)
+
+    async def stop(self) -> None:
+        if self._master is None:
+            return
+        asyncio.get_running_loop().remove_reader(self._master)
+        self._end_job()
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self._master = self._slave = None
+
+    def set_offline(self, offline: bool) -> None:
+        raise NotImplementedError("a serial printer that is off is silent; use answer_status = False")
+
+    def _on_readable(self) -> None:
+        assert self._master is not None  # the reader is removed before the fd is closed
+        try:
+            chunk = os.read(self._master, _CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        parts, self._held = _split(self._held + chunk)
+        for part in parts:
+            if isinstance(part, int):
+                self._end_job()
+                if self.answer_status:
+                    os.write(self._master, bytes([self._reply(part)]))
+                    self.status_queries += 1
+            else:
+                self._job += part
+                self._spoiled |= self.paper_out or self.cover_open
+
+    def _end_job(self) -> None:
+        job, self._job = bytes(self._job), bytearray()
+        spoiled, self._spoiled = self._spoiled, False
+        self._record(job, cut=False, spoiled=spoiled)
+
+
 def _split(data: bytes) -> tuple[list[bytes | int], bytes]:
     """Job byte runs and status queries (as n) in order, plus a trailing partial DLE EOT to hold back."""
     parts: list[bytes | int] = []
@@ -194,11 +257,12 @@ def _split(data: bytes) -> tuple[list[bytes | int], bytes]:
     return parts, data[max(end, start) :]
 
 
-async def serve(name: str, port: int, out_dir: Path | None, *, host: str = "127.0.0.1") -> None:
-    """Runs one simulated printer until cancelled (``edge sim printer``)."""
-    printer = SimPrinter(name, host=host, port=port, out_dir=out_dir)
+async def serve(name: str, port: int, out_dir: Path | None, *, host: str = "127.0.0.1", serial: bool = False) -> None:
+    """Runs one simulated printer until cancelled (``edge sim printer [--serial]``)."""
+    printer = SimSerialPrinter(name, out_dir=out_dir) if serial else SimPrinter(name, host=host, port=port, out_dir=out_dir)
     await printer.start()
-    log.info("sim_printer_listening", name=name, host=host, port=printer.port, out_dir=str(out_dir) if out_dir else None)
+    where = {"device": printer.device} if isinstance(printer, SimSerialPrinter) else {"host": host, "port": printer.port}
+    log.info("sim_printer_listening", name=name, **where, out_dir=str(out_dir) if out_dir else None)
     try:
         await asyncio.Event().wait()
     finally:

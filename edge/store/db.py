@@ -60,6 +60,9 @@ class Database:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
+        self.write_problem: str | None = None
+        self.on_write_health: Callable[[str | None], None] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, migrate: bool = True, migrations: list[migrations_mod.Migration] | None = None) -> Database:
@@ -97,15 +100,37 @@ class Database:
                 try:
                     yield self._writer
                 except BaseException:
-                    await self._writer.execute("ROLLBACK")
+                    # SQLite may have rolled back already (SQLITE_FULL does): a second ROLLBACK would hide the real error.
+                    if self._writer.in_transaction:
+                        await self._writer.execute("ROLLBACK")
                     raise
                 await self._writer.execute("COMMIT")
             except sqlite3.Error as err:
                 if self._writer.in_transaction:
                     await self._writer.execute("ROLLBACK")
                 if unavailable(err):
+                    self._set_write_problem(f"database {self.path}: cannot write: {err}")
                     raise StoreUnavailableError(f"database {self.path}: cannot write: {err}") from err
                 raise StoreError(f"database {self.path}: {err}") from err
+
+    async def probe_space(self) -> bool:
+        """A write that needs 64 KiB of fresh pages; only this clears ``write_problem``, because on a full disk
+        small updates in existing pages still succeed while new orders do not fit."""
+        try:
+            async with self.transaction() as conn:
+                await conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('space_probe', zeroblob(65536))")
+                await conn.execute("DELETE FROM meta WHERE key = 'space_probe'")
+        except StoreError:
+            return False
+        self._set_write_problem(None)
+        return True
+
+    def _set_write_problem(self, problem: str | None) -> None:
+        if (problem is None) == (self.write_problem is None):
+            return  # report transitions only, not every failing write
+        self.write_problem = problem
+        if self.on_write_health is not None:
+            self.on_write_health(problem)
 
     async def write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self.transaction() as conn:

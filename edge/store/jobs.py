@@ -10,7 +10,7 @@ from edge.errors import NotFoundError
 from edge.store.db import Database
 from edge.store.orders import add_outbox, job_key, outbox_row
 
-JOB_STATES = ("queued", "printing", "printed", "failed", "dead")
+JOB_STATES = ("queued", "printing", "printed", "failed", "dead", "held", "discarded")
 
 _JOB_WITH_ORDER = """
 SELECT j.*, o.payload, o.number, o.received_at
@@ -61,10 +61,75 @@ class JobStore:
         row = await self._db.fetchone("SELECT MIN(created_at) FROM print_jobs WHERE state IN ('queued', 'printing', 'failed')")
         return None if row is None or row[0] is None else float(row[0])
 
-    async def mark_printing(self, job_id: int) -> None:
+    async def mark_printing(self, job_id: int, printer: str) -> bool:
+        """Claim a waiting job for ``printer``; False if a failover moved it elsewhere (or a person held it) meanwhile."""
         # Committed before the first byte goes out: after a crash we know this job may be half on paper.
         async with self._db.transaction() as conn:
-            await conn.execute("UPDATE print_jobs SET state = 'printing' WHERE id = ?", (job_id,))
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'printing' WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')", (job_id, printer)
+            )
+            claimed = cursor.rowcount == 1
+            await cursor.close()
+        return claimed
+
+    async def hold(self, job_id: int, printer: str) -> bool:
+        """A stale job waits for a person instead of printing; False if it is no longer waiting on ``printer``."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'held', held_at = ? WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')",
+                (time.time(), job_id, printer),
+            )
+            held = cursor.rowcount == 1
+            await cursor.close()
+        return held
+
+    async def release_held(self, job_id: int | None = None) -> list[int]:
+        """A person says print it anyway: one held job (or all when ``job_id`` is None) back in line, never held again."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'queued', released_at = ?, next_attempt_at = 0 WHERE state = 'held' AND (?2 IS NULL OR id = ?2)"
+                " RETURNING id",
+                (time.time(), job_id),
+            )
+            released = sorted(r[0] for r in await cursor.fetchall())
+            await cursor.close()
+            if job_id is not None and not released:
+                await self._not_in_state(conn, job_id, "held", "released")
+        return released
+
+    async def discard(self, job_id: int) -> None:
+        """A person says never print it: a held, failed or dead job is dropped (kept as 'discarded' for the record)."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'discarded' WHERE id = ? AND state IN ('held', 'failed', 'dead')", (job_id,)
+            )
+            changed = cursor.rowcount
+            await cursor.close()
+            if not changed:
+                await self._not_in_state(conn, job_id, "held, failed or dead", "discarded")
+
+    async def redirect(self, station: str, *, from_printer: str, to_printer: str) -> list[tuple[int, str]]:
+        """Move a station's waiting tickets from a paused printer to a backup in one step; a job in flight stays put.
+
+        Returns (job id, order id) of each job moved.
+        """
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET printer = ?1, redirected_from = COALESCE(redirected_from, ?2), next_attempt_at = 0"
+                " WHERE printer = ?2 AND station = ?3 AND kind = 'ticket' AND state IN ('queued', 'failed') RETURNING id, order_id",
+                (to_printer, from_printer, station),
+            )
+            moved = sorted((r[0], r[1]) for r in await cursor.fetchall())
+            await cursor.close()
+        return moved
+
+    @staticmethod
+    async def _not_in_state(conn: aiosqlite.Connection, job_id: int, wanted: str, verb: str) -> None:
+        """Raise why a job could not be changed: it does not exist, or it is in the wrong state."""
+        rows = await conn.execute_fetchall("SELECT state FROM print_jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFoundError(f"print job {job_id} does not exist")
+        raise NotFoundError(f"print job {job_id} is {rows[0][0]}, only {wanted} jobs can be {verb}")
 
     async def mark_printed(self, job_id: int, order_id: str) -> float:
         now = time.time()
@@ -105,19 +170,20 @@ class JobStore:
         return sorted(r[0] for r in rows)
 
     async def retry(self, job_id: int) -> None:
-        """A person asks again: a failed or dead job goes back in line with fresh attempts."""
+        """A person asks again: a failed or dead job goes back in line with fresh attempts.
+
+        Asking counts as releasing it: however old the job is, it is not held as stale.
+        """
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'queued', attempts = 0, next_attempt_at = 0 WHERE id = ? AND state IN ('failed', 'dead')",
-                (job_id,),
+                "UPDATE print_jobs SET state = 'queued', attempts = 0, next_attempt_at = 0, released_at = COALESCE(released_at, ?)"
+                " WHERE id = ? AND state IN ('failed', 'dead')",
+                (time.time(), job_id),
             )
             changed = cursor.rowcount
             await cursor.close()
             if not changed:
-                exists = await conn.execute_fetchall("SELECT state FROM print_jobs WHERE id = ?", (job_id,))
-                if not exists:
-                    raise NotFoundError(f"print job {job_id} does not exist")
-                raise NotFoundError(f"print job {job_id} is {exists[0][0]}, only failed or dead jobs can be retried")
+                await self._not_in_state(conn, job_id, "failed or dead", "retried")
 
     async def add_copies(self, order_id: str, *, station: str | None = None) -> list[int]:
         """Queue a COPY of each original job of an order (or of one station's ticket)."""

@@ -1,11 +1,13 @@
-"""Move bytes to and from devices; one blocking transport per kind of connection, run in a thread."""
+"""Move bytes to and from devices: tcp, serial, usb, file; one blocking transport per kind of connection, run in a thread."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 from edge.transports.file import FileTransport
+from edge.transports.serial import SerialTransport
 from edge.transports.tcp import TcpTransport
+from edge.transports.usb import UsbTransport
 
 
 class Transport(Protocol):
@@ -28,4 +30,4 @@ class Transport(Protocol):
         """Disconnect; never raises."""
 
 
-__all__ = ["FileTransport", "TcpTransport", "Transport"]
+__all__ = ["FileTransport", "SerialTransport", "TcpTransport", "Transport", "UsbTransport"]

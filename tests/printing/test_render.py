@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from edge.errors import ConfigError
 from edge.orders.model import Modifier, Order, parse_order
 from edge.printing.decode import decode, preview
-from edge.printing.render import Renderer
+from edge.printing.render import PrintOptions, Renderer
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "order-example.json"
 GOLDEN = Path(__file__).parent / "golden"
@@ -162,7 +162,7 @@ def test_every_line_fits_the_paper(renderer: Renderer, order: Order, width: int)
     for data in (
         renderer.ticket(long, "kitchen", width=width, copy=True, redirected_from="a-very-long-station-name"),
         renderer.receipt(long, width=width, copy=True, store_name="Pizzeria Da Mario am Marktplatz in der Altstadt", footer="Vielen Dank!"),
-        renderer.test_page(printer_name="kitchen-1", profile="TM-T20II", width=width),
+        renderer.test_page(printer_name="kitchen-1", width=width, options=PrintOptions(profile="TM-T20II")),
     ):
         assert max(len(line) for line in lines(data)) <= width
         paper = [line for line in preview(data, width=width).split("\n") if "[QR" not in line]
@@ -283,7 +283,7 @@ def test_receipt_store_name_and_footer(renderer: Renderer, order: Order) -> None
 
 def test_test_page_shows_width_and_qr(renderer: Renderer) -> None:
     """The test page prints a ruler exactly as wide as configured, the character set, a QR code and a cut."""
-    decoded = decode(renderer.test_page(printer_name="kitchen-1", profile="TM-T20II", width=42, language="en"))
+    decoded = decode(renderer.test_page(printer_name="kitchen-1", width=42, language="en", options=PrintOptions(profile="TM-T20II")))
     assert "123456789012345678901234567890123456789012" in decoded.text.split("\n")
     assert "äöü ÄÖÜ ß € é è à ç ñ" in decoded.text
     assert decoded.qr_codes == ["edge:test:kitchen-1"]

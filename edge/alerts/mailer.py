@@ -1,0 +1,95 @@
+"""SMTP delivery with aiosmtplib: STARTTLS, implicit TLS or plain, login, timeouts; failures explained in plain words."""
+
+from __future__ import annotations
+
+import email.utils
+import ssl
+from email.message import EmailMessage
+
+import aiosmtplib
+import structlog
+
+from edge.config import SmtpSettings
+from edge.errors import AlertError
+from edge.store.alerts import Mail
+
+log = structlog.get_logger()
+
+
+def tls_context(smtp: SmtpSettings) -> ssl.SSLContext:
+    """Always verifying: the system's CAs, plus ca_file for a company relay with its own CA."""
+    return ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
+
+
+def build_message(mail: Mail, *, sender: str, message_id: str | None = None) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(mail.recipients)
+    msg["Subject"] = mail.subject
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    # Stable per outbox row: should a crash between "accepted" and "marked sent" resend it, clients can see it is the same mail.
+    msg["Message-ID"] = message_id or email.utils.make_msgid(domain="edge-agent")
+    msg.set_content(mail.text)
+    msg.add_alternative(mail.html, subtype="html")
+    return msg
+
+
+def explain(err: BaseException, smtp: SmtpSettings) -> str:
+    """One sentence a technician on site can act on."""
+    where = f"{smtp.host}:{smtp.port}"
+    if isinstance(err, aiosmtplib.SMTPAuthenticationError):
+        return f"login refused by {where}: wrong user name or password (Gmail and Yahoo need an app password, not the account password)"
+    if isinstance(err, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
+        return f"no answer from {where} within {smtp.timeout_s:g}s: wrong port, or a firewall drops the connection"
+    cause = err.__cause__ or err.__context__
+    if isinstance(err, ssl.SSLCertVerificationError) or isinstance(cause, ssl.SSLCertVerificationError):
+        return f"the TLS certificate of {where} could not be verified ({getattr(err, 'verify_message', None) or getattr(cause, 'verify_message', err)}); set smtp.ca_file if the relay uses its own CA"
+    if isinstance(err, ssl.SSLError) or isinstance(cause, ssl.SSLError) or "SSL" in str(err) or (smtp.security == "tls" and isinstance(err, aiosmtplib.SMTPServerDisconnected)):
+        return f"TLS mismatch with {where}: use security 'tls' for port 465 and 'starttls' for port 587 ({err})"
+    if isinstance(err, aiosmtplib.SMTPException) and "STARTTLS" in str(err):
+        return f"{where} does not offer STARTTLS: use security 'tls' (port 465) or ask for the right port ({err})"
+    if isinstance(err, aiosmtplib.SMTPRecipientsRefused):
+        return f"{where} refused the recipients: {', '.join(r.recipient for r in err.recipients)}"
+    if isinstance(err, aiosmtplib.SMTPSenderRefused):
+        return f"{where} refused the sender {err.sender!r}: the From address must belong to the account"
+    if isinstance(err, (aiosmtplib.SMTPConnectError, OSError)):
+        return f"cannot reach {where}: host name wrong, no network, or nothing listening on that port ({err})"
+    return f"{where}: {err}"
+
+
+class Mailer:
+    def __init__(self, smtp: SmtpSettings) -> None:
+        self._smtp = smtp
+        self.sender = smtp.sender or smtp.username
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self._smtp
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            timeout=s.timeout_s,
+            use_tls=s.security == "tls",
+            # 'none' means none: aiosmtplib would otherwise upgrade on its own when offered, with other failure modes.
+            start_tls=s.security == "starttls",
+            tls_context=tls_context(s) if s.security != "none" else None,
+        )
+
+    async def _session(self, msg: EmailMessage | None) -> None:
+        s = self._smtp
+        client = self._client()
+        try:
+            async with client:
+                if s.username:
+                    await client.login(s.username, s.password.get())
+                if msg is not None:
+                    await client.send_message(msg)
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as err:
+            raise AlertError(explain(err, s)) from err
+
+    async def check(self) -> None:
+        """Connect, secure the line and log in, without sending anything."""
+        await self._session(None)
+
+    async def send(self, mail: Mail, *, message_id: str | None = None) -> None:
+        await self._session(build_message(mail, sender=self.sender, message_id=message_id))
+        log.info("alert_mail_sent", subject=mail.subject, recipients=len(mail.recipients))

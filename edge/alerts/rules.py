@@ -1,0 +1,133 @@
+"""The alert catalogue and the pure throttle rules: what a group's next mail is, when it is due, what holds it back."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import fnmatch
+import re
+from collections.abc import Iterable
+
+from edge.config import AlertSettings
+
+CRITICAL, WARNING = "critical", "warning"
+
+_CLOCK_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlertType:
+    name: str
+    severity: str
+    # Alert types (by name) whose firing group with the same subject ("*": any subject) holds this one back:
+    # the manager is told the cause, not every symptom of it.
+    inhibited_by: tuple[tuple[str, bool], ...] = ()
+
+
+_SAME_SUBJECT, _ANY_SUBJECT = True, False
+
+TYPES: dict[str, AlertType] = {
+    t.name: t
+    for t in (
+        AlertType("printer_offline", CRITICAL),
+        AlertType("printer_paper_out", CRITICAL, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
+        AlertType("printer_cover_open", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
+        AlertType("printer_paper_low", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT), ("printer_paper_out", _SAME_SUBJECT))),
+        AlertType("print_job_failed", CRITICAL),
+        AlertType("print_job_held", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
+        AlertType("queue_backlog", WARNING, inhibited_by=(("printer_offline", _ANY_SUBJECT), ("printer_paper_out", _ANY_SUBJECT))),
+        AlertType("central_unreachable", WARNING),
+        AlertType("recovery_failed", CRITICAL, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
+        AlertType("storage_problem", CRITICAL),
+    )
+}
+
+
+def parse_clock(value: str) -> dt.time:
+    match = _CLOCK_RE.fullmatch(value.strip())
+    if not match:
+        raise ValueError(f"must be a time of day HH:MM, got {value!r}")
+    return dt.time(int(match.group(1)), int(match.group(2)))
+
+
+def parse_hours(value: str) -> tuple[dt.time, dt.time] | None:
+    """'' → None (no window); 'HH:MM-HH:MM' → (start, end), which may wrap midnight; 'HH:MM' → (t, t)."""
+    if not value.strip():
+        return None
+    parts = value.split("-")
+    if len(parts) == 1:
+        t = parse_clock(parts[0])
+        return t, t
+    if len(parts) != 2:
+        raise ValueError(f"must be HH:MM-HH:MM, e.g. 08:00-23:00, got {value!r}")
+    return parse_clock(parts[0]), parse_clock(parts[1])
+
+
+def in_window(window: tuple[dt.time, dt.time], local: dt.datetime) -> bool:
+    start, end = window
+    now = local.time()
+    if start == end:
+        return True
+    return start <= now < end if start < end else now >= start or now < end
+
+
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """The mail a group owes the manager now: kind firing | resolved | reminder, or drop (cleared before any mail)."""
+
+    kind: str
+    extra: int  # occurrences since the last mail that this mail reports ("37 weitere Male")
+
+
+def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
+    """Alertmanager's timers for one group: group_wait before the first mail, group_interval for news, repeat_interval."""
+    state, notified, fires = group["state"], group["notified"], group["fires_since_mail"]
+    if notified == "resolved":
+        if fires == 0:
+            return None
+        wait = cfg.critical_group_wait_s if group["severity"] == CRITICAL else cfg.group_wait_s
+        if now < group["first_at"] + wait:
+            return None
+        if state == "resolved" and fires == 1 and group["changed_at"] - group["first_at"] < wait:
+            return Due("drop", 0)  # came and went within group_wait: nobody needs to hear about it
+        return Due("firing", fires - 1)
+    if state == "resolved":
+        return Due("resolved", fires) if now >= group["last_sent_at"] + cfg.group_interval_s else None
+    if group["new_items"] and now >= group["last_sent_at"] + cfg.group_interval_s:
+        return Due("firing", max(0, fires - group["new_items"]))
+    if now >= group["last_sent_at"] + cfg.repeat_interval_s:
+        return Due("reminder", fires)
+    return None
+
+
+def silenced(key: str, matchers: Iterable[str]) -> str | None:
+    """The silence matcher that covers this group key, if any ('printer_offline' covers every printer)."""
+    type_name = key.split(":", 1)[0]
+    for matcher in matchers:
+        if fnmatch.fnmatchcase(key, matcher) or fnmatch.fnmatchcase(type_name, matcher):
+            return matcher
+    return None
+
+
+def inhibited(group: dict, firing_keys: set[str]) -> str | None:
+    """The firing group that explains this one (its cause), if any."""
+    for cause, same_subject in TYPES[group["type"]].inhibited_by:
+        if same_subject:
+            if f"{cause}:{group['subject']}" in firing_keys:
+                return f"{cause}:{group['subject']}"
+        else:
+            for key in firing_keys:
+                if key.startswith(cause + ":"):
+                    return key
+    return None
+
+
+def held_by_hours(severity: str, local: dt.datetime, cfg: AlertSettings) -> str | None:
+    """quiet_hours hold every mail; outside opening_hours only warnings wait."""
+    quiet = parse_hours(cfg.quiet_hours)
+    if quiet and in_window(quiet, local) and quiet[0] != quiet[1]:
+        return "quiet_hours"
+    opening = parse_hours(cfg.opening_hours)
+    if severity != CRITICAL and opening and not in_window(opening, local):
+        return "outside_hours"
+    return None

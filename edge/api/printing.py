@@ -1,0 +1,72 @@
+"""Printing API for people: release or discard held (stale) jobs, print a printer's test page."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+
+from edge.errors import DeviceError, NotFoundError
+from edge.printing.render import print_options
+
+if TYPE_CHECKING:
+    from edge.api.routes import ApiDeps
+
+log = structlog.get_logger()
+
+
+def add_routes(app: web.Application, deps: ApiDeps) -> None:
+    # Imported here: routes imports this module while it is itself still loading.
+    from edge.api.routes import _job_id, _require_accepting, job_json
+
+    async def release(request: web.Request) -> web.Response:
+        """POST /api/v1/jobs/{id}/release — a held job prints after all (its ticket shows the original order time)."""
+        _require_accepting(deps)
+        job_id = _job_id(request)
+        await deps.jobs.release_held(job_id)
+        job = await deps.jobs.get(job_id)
+        log.info("job_released", job_id=job_id, printer=job["printer"])
+        deps.wake_printer(job["printer"])
+        return web.json_response(job_json(job))
+
+    async def release_all(request: web.Request) -> web.Response:
+        """POST /api/v1/jobs/release-held — every held job prints, oldest first."""
+        _require_accepting(deps)
+        released = await deps.jobs.release_held()
+        log.info("jobs_released", job_ids=released)
+        for printer in deps.settings.printers:
+            deps.wake_printer(printer)
+        return web.json_response({"released": released})
+
+    async def discard(request: web.Request) -> web.Response:
+        """POST /api/v1/jobs/{id}/discard — a held, failed or dead job is never printed."""
+        _require_accepting(deps)
+        job_id = _job_id(request)
+        await deps.jobs.discard(job_id)
+        log.info("job_discarded", job_id=job_id)
+        return web.json_response(job_json(await deps.jobs.get(job_id)))
+
+    async def test_page(request: web.Request) -> web.Response:
+        """POST /api/v1/printers/{name}/test — reads the status, prints the test page between jobs, reads it again."""
+        name = request.match_info["name"]
+        printer, spooler = deps.settings.printers.get(name), deps.spoolers.get(name)
+        if printer is None or spooler is None:
+            raise NotFoundError(f"printer {name!r} is not configured (known: {', '.join(deps.settings.printers) or 'none'})")
+        assert deps.renderer is not None  # the agent always sets it
+        data = deps.renderer.test_page(printer_name=name, width=printer.width, language=deps.settings.agent.language, options=print_options(printer))
+        before = await spooler.driver.status()
+        body = {"printer": name, "type": printer.type, "profile": printer.profile, "status": before.value, "printed": False, "confirmed": False, "error": None}
+        try:
+            # The driver's lock keeps this between two jobs of the spool, never inside one.
+            outcome = await spooler.driver.print(data)
+        except DeviceError as err:
+            body["error"] = str(err)
+            return web.json_response(body, status=503)
+        body |= {"printed": True, "confirmed": outcome.confirmed, "status_after": outcome.state.value}
+        return web.json_response(body)
+
+    app.router.add_post("/api/v1/jobs/release-held", release_all)
+    app.router.add_post("/api/v1/jobs/{job_id}/release", release)
+    app.router.add_post("/api/v1/jobs/{job_id}/discard", discard)
+    app.router.add_post("/api/v1/printers/{name}/test", test_page)

@@ -1,0 +1,85 @@
+"""Recovery routes: status, trigger (joins an active run), history, one run, cancel."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from edge.api.errors import error_response
+from edge.errors import NotFoundError
+from edge.sync import SyncService
+
+if TYPE_CHECKING:
+    from edge.api.routes import ApiDeps
+
+SYNC = web.AppKey("sync", SyncService)
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also takes '²', which int() refuses
+_OFF = "recovery is off: no central API is configured ([central] url)"
+
+
+def _sync(request: web.Request) -> SyncService | None:
+    return request.app.get(SYNC)
+
+
+def _run_id(request: web.Request) -> int:
+    raw = request.match_info["run_id"]
+    if not _DIGITS.fullmatch(raw):
+        raise NotFoundError(f"recovery run {raw[:20]!r} does not exist")
+    return int(raw)
+
+
+async def get_status(request: web.Request) -> web.Response:
+    sync = _sync(request)
+    if sync is None:
+        return web.json_response({"enabled": False, "reason": _OFF})
+    return web.json_response(await sync.status())
+
+
+async def post_run(request: web.Request) -> web.Response:
+    sync = _sync(request)
+    if sync is None:
+        return error_response(409, "not_configured", _OFF)
+    run_id, joined = await sync.recovery.trigger("manual")
+    return web.json_response({"run_id": run_id, "joined": joined, "run": await sync.recovery.run(run_id)}, status=202)
+
+
+async def get_runs(request: web.Request) -> web.Response:
+    sync = _sync(request)
+    if sync is None:
+        return web.json_response({"runs": []})
+    raw = request.query.get("limit", "20")
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= 500:
+        return error_response(422, "invalid_request", "limit must be an integer between 1 and 500", field="limit")
+    return web.json_response({"runs": await sync.recovery.runs(int(raw))})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    sync = _sync(request)
+    run_id = _run_id(request)
+    if sync is None:
+        raise NotFoundError(f"recovery run {run_id} does not exist")
+    return web.json_response(await sync.recovery.run(run_id))
+
+
+async def post_cancel(request: web.Request) -> web.Response:
+    sync = _sync(request)
+    if sync is None:
+        return error_response(409, "not_configured", _OFF)
+    run_id = _run_id(request)
+    if not await sync.recovery.cancel(run_id):
+        run = await sync.recovery.run(run_id)
+        return error_response(409, "not_active", f"recovery run {run_id} is {run['state']}; only the active run can be cancelled")
+    return web.json_response(await sync.recovery.run(run_id))
+
+
+def add_routes(app: web.Application, deps: ApiDeps) -> None:
+    """Without a central API (``deps.sync`` None) the routes still answer, saying recovery is off."""
+    if deps.sync is not None:
+        app[SYNC] = deps.sync
+    app.router.add_get("/api/v1/recovery/status", get_status)
+    app.router.add_post("/api/v1/recovery/runs", post_run)
+    app.router.add_get("/api/v1/recovery/runs", get_runs)
+    app.router.add_get("/api/v1/recovery/runs/{run_id}", get_run)
+    app.router.add_post("/api/v1/recovery/runs/{run_id}/cancel", post_cancel)

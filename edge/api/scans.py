@@ -1,0 +1,43 @@
+"""Scans API: recent scans with their outcome, counts per outcome, and each scanner's connection."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from edge.api.errors import error_response
+from edge.store.scans import SCAN_OUTCOMES, ScanStore
+
+if TYPE_CHECKING:
+    from edge.api.routes import ApiDeps
+
+
+def add_routes(app: web.Application, deps: ApiDeps) -> None:
+    store = ScanStore(deps.db)
+
+    async def get_scans(request: web.Request) -> web.Response:
+        """GET /api/v1/scans?limit=&outcome=&scanner=&order_id= — newest first."""
+        outcome = request.query.get("outcome")
+        if outcome is not None and outcome not in SCAN_OUTCOMES:
+            return error_response(422, "invalid_request", f"outcome must be one of {', '.join(SCAN_OUTCOMES)}", field="outcome")
+        try:
+            limit = min(1000, max(1, int(request.query.get("limit", "50"))))
+        except ValueError:
+            return error_response(422, "invalid_request", "limit must be an integer", field="limit")
+        rows = await store.recent(limit=limit, outcome=outcome, scanner=request.query.get("scanner"), order_id=request.query.get("order_id"))
+        scanners = [
+            {
+                "name": name,
+                "port": reader.settings.port,
+                "station": reader.settings.station,
+                "connected": bool(reader.connected),
+                "detail": reader.detail,
+                "codes": reader.codes,
+                "rejected": reader.rejected,
+            }
+            for name, reader in deps.scanners.items()
+        ]
+        return web.json_response({"scans": [dict(r) for r in rows], "counts": await store.counts(), "scanners": scanners})
+
+    app.router.add_get("/api/v1/scans", get_scans)

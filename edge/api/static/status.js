@@ -1,0 +1,68 @@
+// Status page: refreshes the server-rendered panel, sends Retry/Reprint with the token typed once per browser tab.
+"use strict";
+const body = document.body;
+const panel = document.getElementById("panel");
+const message = document.getElementById("message");
+const tokenInput = document.getElementById("token");
+const REFRESH_MS = 5000;
+
+function authHeaders() {
+  const token = sessionStorage.getItem("edge-token");
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+function say(text) {
+  message.textContent = text;
+}
+
+async function refresh() {
+  try {
+    const response = await fetch(body.dataset.panel, { headers: authHeaders(), cache: "no-store" });
+    if (response.ok) {
+      panel.innerHTML = await response.text();
+    } else if (response.status === 401) {
+      say("Enter the API token to see the status.");
+    }
+  } catch (err) {
+    say("Agent not reachable: " + err);
+  }
+}
+
+async function act(url, label) {
+  if (!sessionStorage.getItem("edge-token")) {
+    say("Enter the API token first: actions need it.");
+    tokenInput.focus();
+    return;
+  }
+  const response = await fetch(url, { method: "POST", headers: authHeaders() });
+  const answer = await response.json().catch(() => ({}));
+  say(response.ok ? label + " done" + (answer.job_ids ? " (jobs " + answer.job_ids.join(", ") + ")" : "") : label + " failed: " + (answer.reason || response.status));
+  refresh();
+}
+
+async function showPreview(jobId) {
+  const response = await fetch(body.dataset.preview + jobId + "/preview", { headers: authHeaders() });
+  const dialog = document.getElementById("preview");
+  dialog.querySelector("pre").textContent = response.ok ? await response.text() : "No preview: " + response.status;
+  dialog.showModal();
+}
+
+document.getElementById("token-box").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("edge-token", tokenInput.value.trim());
+  tokenInput.value = "";
+  say("Token kept for this tab.");
+  refresh();
+});
+
+panel.addEventListener("click", (event) => {
+  const button = event.target.closest("button");
+  if (!button) return;
+  if (button.dataset.retry) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.retry) + "/retry", "Retry of job " + button.dataset.retry);
+  else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", "Reprint");
+  else if (button.dataset.preview) showPreview(button.dataset.preview);
+});
+
+if (sessionStorage.getItem("edge-token")) say("Token set for this tab.");
+refresh();
+setInterval(refresh, REFRESH_MS);

@@ -1,0 +1,117 @@
+"""Prometheus metrics of one agent: counters fed by bus events, gauges read from the store at scrape time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from edge import __version__
+from edge.events import (
+    AlertSent,
+    AlertSuppressed,
+    CentralLinkChanged,
+    EventBus,
+    JobDead,
+    JobFailed,
+    JobPrinted,
+    OrderStored,
+    PrinterStatusChanged,
+    RecoveryCompleted,
+    RecoveryFailed,
+    ScanRecorded,
+    StorageProblem,
+    StorageRecovered,
+)
+from edge.printing.spooler import Spooler
+from edge.printing.status import BLOCKING_STATES, PrinterState
+from edge.store import JOB_STATES, JobStore
+
+# Paper states get their own 0/1 series so an alert rule can say "paper out" without knowing state codes.
+_PAPER = {PrinterState.PAPER_OUT: "out", PrinterState.PAPER_NEAR_END: "near_end"}
+WAITING_STATES = ("queued", "printing", "failed")  # not printed yet and will print on their own (as JobStore.oldest_waiting)
+
+
+class Metrics:
+    """One registry per agent (not the process-global one), so a test can run several agents side by side."""
+
+    def __init__(self, bus: EventBus, printers: list[str]) -> None:
+        self.registry = r = CollectorRegistry()
+        Info("edge_agent", "Version of the running agent", registry=r).info({"version": __version__})
+        Gauge("edge_agent_start_time_seconds", "When the agent started (unix seconds)", registry=r).set(time.time())
+        self.orders = Counter("edge_orders_received", "Orders stored, by source (push, recovery)", ["source"], registry=r)
+        self.job_outcomes = Counter("edge_print_job_outcomes", "Print attempts by outcome (printed, failed, dead)", ["printer", "outcome"], registry=r)
+        self.latency = Histogram(
+            "edge_print_latency_seconds",
+            "Order acknowledged to last byte confirmed at the printer",
+            ["printer"],
+            buckets=(0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 1800),
+            registry=r,
+        )
+        self.jobs = Gauge("edge_print_jobs", "Print jobs in the database by state", ["printer", "state"], registry=r)
+        self.queue_depth = Gauge("edge_queue_depth", "Jobs waiting to print (queued, printing or failed)", ["printer"], registry=r)
+        self.oldest = Gauge("edge_oldest_queued_job_age_seconds", "Age of the oldest job not yet printed (0 when none)", registry=r)
+        self.printer_up = Gauge("edge_printer_up", "1 when the printer takes jobs (online, paper near end or unknown)", ["printer"], registry=r)
+        self.paper = Gauge("edge_printer_paper", "1 while the printer reports this paper state", ["printer", "paper"], registry=r)
+        self.printer_changes = Counter("edge_printer_status_changes", "Printer state transitions, by new state", ["printer", "state"], registry=r)
+        self.recoveries = Counter("edge_recovery_runs", "Recovery runs finished, by outcome", ["outcome"], registry=r)
+        self.recovery_duration = Histogram(
+            "edge_recovery_duration_seconds", "Duration of completed recovery runs", buckets=(1, 5, 15, 60, 300, 900, 3600), registry=r
+        )
+        self.central_up = Gauge("edge_central_api_up", "1 while the central API answers, 0 while it does not", registry=r)
+        self.emails = Counter("edge_alert_emails", "Alert e-mails, by outcome (sent, suppressed) and type", ["outcome", "alert_type"], registry=r)
+        self.scans = Counter("edge_scans", "Barcode scans, by scanner and outcome", ["scanner", "outcome"], registry=r)
+        self.storage_ok = Gauge("edge_storage_writable", "1 while the database takes writes", registry=r)
+        self.storage_ok.set(1)
+        self.central_up.set(1)  # until the link monitor says otherwise; no monitor means nothing to alert on
+        for source in ("push", "recovery"):
+            self.orders.labels(source)
+        for name in printers:
+            for outcome in ("printed", "failed", "dead"):
+                self.job_outcomes.labels(name, outcome)  # present at 0 from the start, so rate() works on the first job
+        self._unsubscribe: list[Callable[[], None]] = [bus.subscribe(handler, event) for event, handler in self._handlers().items()]
+
+    def _handlers(self) -> dict[type, Callable[..., None]]:
+        return {
+            OrderStored: lambda e: self.orders.labels(e.source).inc(),
+            JobPrinted: self._job_printed,
+            JobFailed: lambda e: self.job_outcomes.labels(e.printer, "failed").inc(),
+            JobDead: lambda e: self.job_outcomes.labels(e.printer, "dead").inc(),
+            PrinterStatusChanged: lambda e: self.printer_changes.labels(e.printer, e.new).inc(),
+            RecoveryCompleted: self._recovery_completed,
+            RecoveryFailed: lambda e: self.recoveries.labels("failed").inc(),
+            CentralLinkChanged: lambda e: self.central_up.set(1 if e.up else 0),
+            AlertSent: lambda e: self.emails.labels("sent", e.alert_type).inc(),
+            AlertSuppressed: lambda e: self.emails.labels("suppressed", e.alert_type).inc(),
+            ScanRecorded: lambda e: self.scans.labels(e.scanner, e.outcome).inc(),
+            StorageProblem: lambda e: self.storage_ok.set(0),
+            StorageRecovered: lambda e: self.storage_ok.set(1),
+        }
+
+    def _job_printed(self, event: JobPrinted) -> None:
+        self.job_outcomes.labels(event.printer, "printed").inc()
+        self.latency.labels(event.printer).observe(event.latency_s)
+
+    def _recovery_completed(self, event: RecoveryCompleted) -> None:
+        self.recoveries.labels("completed").inc()
+        self.recovery_duration.observe(event.duration_s)
+
+    async def scrape(self, jobs: JobStore, spoolers: Mapping[str, Spooler]) -> bytes:
+        """Reads the gauges that are cheaper to ask for than to track, then renders the text format."""
+        counts = await jobs.counts()
+        oldest = await jobs.oldest_waiting()
+        for name, spooler in spoolers.items():
+            for state in JOB_STATES:
+                self.jobs.labels(name, state).set(counts.get((name, state), 0))
+            self.queue_depth.labels(name).set(sum(counts.get((name, s), 0) for s in WAITING_STATES))
+            self.printer_up.labels(name).set(0 if spooler.state in BLOCKING_STATES else 1)
+            for state, paper in _PAPER.items():
+                self.paper.labels(name, paper).set(1 if spooler.state == state else 0)
+        self.oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0)
+        return generate_latest(self.registry)
+
+    def close(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+

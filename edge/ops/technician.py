@@ -1,0 +1,240 @@
+"""What a technician runs on the box: the one-screen status, the doctor's checks and the external health check."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from edge.config import Settings
+from edge.errors import AlertError, EdgeError
+from edge.printing.status import BLOCKING_STATES, PrinterState
+from edge.store import migrations
+
+log = structlog.get_logger()
+
+ApiCall = Callable[[Settings, str, str], Awaitable[tuple[int, Any]]]
+
+_COLOURS = {"ok": "\033[32m", "warn": "\033[33m", "fail": "\033[31m"}
+_RESET = "\033[0m"
+_PRINTER_LEVEL = {"online": "ok", "paper_near_end": "warn", "unknown": "warn"}
+DISK_FREE_MIN_MB = 200
+# A clock behind the newest order by more than this has jumped back (dead RTC battery, no NTP yet).
+CLOCK_BEHIND_MAX_S = 300
+_HEALTH_FAILURES_BEFORE_ALERT = 2  # one missed minute is a restart, two is a problem
+
+
+def _paint(level: str, text: str, colour: bool) -> str:
+    return f"{_COLOURS[level]}{text}{_RESET}" if colour else text
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    def shown(key: str, value: Any) -> Any:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if key.endswith("_at") and isinstance(value, (int, float)) else value
+
+    return ", ".join(f"{k}={shown(k, v)}" for k, v in row.items() if v not in (None, ""))
+
+
+def render_status(data: dict[str, Any], *, colour: bool) -> str:
+    """The answer of GET /api/v1/status as one screen of text."""
+    lines = [f"edge agent {data['store_id']}  version {data['version']}  up {_ago(data['uptime_s'])}"]
+    if data.get("storage_problem"):
+        lines.append(_paint("fail", f"STORAGE: {data['storage_problem']}", colour))
+    lines.append("printers:")
+    for p in data["printers"]:
+        level = _PRINTER_LEVEL.get(p["state"], "fail")
+        state = _paint(level, f"{p['state']:<15}", colour)
+        lines.append(f"  {p['name']:<16} {state} {p['queued']:>4} waiting {p['dead']:>3} dead  {p['detail']}".rstrip())
+    oldest = data["oldest_waiting_s"]
+    queue_level = "ok" if not data["queued"] else ("warn" if (oldest or 0) < 300 else "fail")
+    lines.append(_paint(queue_level, f"queue: {data['queued']} waiting, oldest {_ago(oldest)}", colour))
+    dead = data["dead_jobs"]
+    lines.append(_paint("fail" if dead else "ok", f"dead jobs: {len(dead)}" + (f" (edge jobs --failed; edge retry {dead[0]['id']})" if dead else ""), colour))
+    central = data.get("central_up")
+    lines.append("central link: " + ("not configured" if central is None else _paint("ok" if central else "fail", "up" if central else "DOWN", colour)))
+    lines.append("last recovery: " + (_row_text(data["recovery"][0]) if data["recovery"] else "none"))
+    lines.append("last alert: " + (_row_text(data["alerts"][0]) if data["alerts"] else "none"))
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    name: str
+    level: str  # ok, warn, fail
+    detail: str
+
+
+def _database_checks(settings: Settings) -> list[Check]:
+    path = settings.agent.db_path
+    if not path.exists():
+        return [Check("database", "fail", f"{path} does not exist (the agent creates it on first start)")]
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            newest = conn.execute("SELECT MAX(received_at) FROM orders").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        return [Check("database", "fail", f"{path}: {err}")]
+    latest = migrations.latest_version(migrations.load_migrations())
+    checks = [
+        Check("database integrity", "ok" if integrity == ["ok"] else "fail", "ok" if integrity == ["ok"] else "; ".join(integrity[:3])),
+        Check("database schema", "ok" if version == latest else "fail", f"version {version}" + ("" if version == latest else f", this agent expects {latest} (edge migrate)")),
+    ]
+    now = time.time()
+    behind = (newest or 0) - now
+    clock_ok = now > 1_767_225_600 and behind < CLOCK_BEHIND_MAX_S  # after 2026-01-01, not behind stored orders
+    detail = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)) + ("" if clock_ok else f" is {int(max(behind, 0))} s behind the newest order: check NTP / RTC")
+    checks.append(Check("clock", "ok" if clock_ok else "fail", detail))
+    usage = shutil.disk_usage(path.parent)
+    free_mb = usage.free // 2**20
+    checks.append(Check("disk space", "ok" if free_mb >= DISK_FREE_MIN_MB else "fail", f"{free_mb} MB free of {usage.total // 2**20} MB on {path.parent}"))
+    return checks
+
+
+async def _printer_checks(settings: Settings) -> list[Check]:
+    from edge.app import make_driver  # the agent's own drivers, so the doctor sees what the agent sees
+
+    async def one(name: str) -> Check:
+        state = await make_driver(settings.printers[name]).status()
+        level = "fail" if state in BLOCKING_STATES else ("warn" if state in (PrinterState.PAPER_NEAR_END, PrinterState.UNKNOWN) else "ok")
+        return Check(f"printer {name}", level, state.value.replace("_", " "))
+
+    return list(await asyncio.gather(*(one(name) for name in settings.printers)))
+
+
+async def _smtp_check(settings: Settings) -> Check:
+    from edge.alerts import Mailer
+
+    if not settings.smtp.host:
+        return Check("smtp", "warn", "not configured: no alert mails")
+    try:
+        await Mailer(settings.smtp).check()
+    except AlertError as err:
+        return Check("smtp", "fail", str(err))
+    return Check("smtp", "ok", f"login to {settings.smtp.host}:{settings.smtp.port} works")
+
+
+async def _central_check(settings: Settings) -> Check:
+    from edge.sync.client import CentralClient
+
+    if not settings.central.url:
+        return Check("central api", "warn", "not configured")
+    client = CentralClient(settings.central, settings.agent.store_id)
+    await client.start()
+    try:
+        await client.health()
+    except EdgeError as err:
+        return Check("central api", "fail", str(err))
+    finally:
+        await client.close()
+    return Check("central api", "ok", f"{settings.central.url} answers")
+
+
+async def _agent_check(settings: Settings, api_call: ApiCall) -> Check:
+    try:
+        status, body = await api_call(settings, "GET", "/ready")
+    except EdgeError as err:
+        return Check("agent", "fail", str(err))
+    if status == 200:
+        return Check("agent", "ok", f"running, ready on port {settings.api.port}")
+    failing = [f"{name}: {c.get('detail') or 'not ok'}" for name, c in body.get("checks", {}).items() if not c.get("ok")]
+    return Check("agent", "fail", "not ready: " + "; ".join(failing))
+
+
+async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
+    """Every check, in the order a technician would go through them."""
+    checks = [Check("config", "ok", f"{settings.source}: {len(settings.printers)} printers")]
+    checks += await asyncio.to_thread(_database_checks, settings)
+    checks.append(await _agent_check(settings, api_call))
+    checks += await _printer_checks(settings)
+    checks.append(await _smtp_check(settings))
+    checks.append(await _central_check(settings))
+    return checks
+
+
+def render_checks(checks: list[Check], *, colour: bool) -> str:
+    return "\n".join(f"{_paint(c.level, f'{c.level.upper():<4}', colour)}  {c.name:<20} {c.detail}" for c in checks)
+
+
+def _agent_mail(settings: Settings, *, healthy: bool, reason: str, since: float) -> Any:
+    from edge.store.alerts import Mail
+
+    store = f"{settings.agent.store_name or settings.agent.store_id} ({settings.agent.store_id})"
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    if settings.agent.language == "de":
+        subject = f"[{store}] {'BEHOBEN: Edge-Agent läuft wieder' if healthy else 'STÖRUNG: Edge-Agent läuft nicht'}"
+        text = f"Der Edge-Agent der Filiale {store} " + ("ist wieder bereit." if healthy else f"ist seit {when} nicht bereit: {reason}\nBestellungen werden nicht angenommen oder gedruckt. Bitte den Techniker informieren (edge doctor).")
+    else:
+        subject = f"[{store}] {'RESOLVED: edge agent is back' if healthy else 'ALERT: edge agent is not running'}"
+        text = f"The edge agent of store {store} " + ("is ready again." if healthy else f"has not been ready since {when}: {reason}\nOrders are not taken or printed. Please call the technician (edge doctor).")
+    recipients = list(dict.fromkeys([*settings.alerts.to, *settings.alerts.critical_to]))
+    html = "<p>" + text.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br>") + "</p>"
+    return Mail(recipients=recipients, subject=subject, text=text, html=html)
+
+
+async def health(settings: Settings, api_call: ApiCall, *, alert: bool) -> tuple[bool, str]:
+    """Asks /ready from outside the agent. With ``alert``, mails the manager when it turns bad (twice in a row) and when it recovers.
+
+    The state between runs lives in data_dir/health-state.json, so a timer that runs every minute mails transitions only.
+    """
+    try:
+        status, body = await api_call(settings, "GET", "/ready")
+        healthy = status == 200
+        reason = "ready" if healthy else "; ".join(f"{n}: {c.get('detail')}" for n, c in body.get("checks", {}).items() if not c.get("ok"))
+    except EdgeError as err:
+        healthy, reason = False, str(err)
+    if not alert:
+        return healthy, reason
+    state_file = settings.agent.data_dir / "health-state.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        state = {"failures": 0, "alerted": False, "since": None}
+    now = time.time()
+    if healthy:
+        if state["alerted"]:
+            await _send_health_mail(settings, healthy=True, reason=reason, since=now)
+        state = {"failures": 0, "alerted": False, "since": None}
+    else:
+        state["failures"] += 1
+        state["since"] = state["since"] or now
+        log.error("agent_unhealthy", reason=reason, failures=state["failures"])
+        if state["failures"] >= _HEALTH_FAILURES_BEFORE_ALERT and not state["alerted"]:
+            state["alerted"] = await _send_health_mail(settings, healthy=False, reason=reason, since=state["since"])
+    state_file.write_text(json.dumps(state))
+    return healthy, reason
+
+
+async def _send_health_mail(settings: Settings, *, healthy: bool, reason: str, since: float) -> bool:
+    from edge.alerts import Mailer
+
+    mail = _agent_mail(settings, healthy=healthy, reason=reason, since=since)
+    if not settings.smtp.host or not mail.recipients:
+        log.warning("health_alert_not_mailed", reason="smtp.host or alerts.to not configured", healthy=healthy)
+        return False
+    try:
+        await Mailer(settings.smtp).send(mail)
+    except AlertError as err:
+        log.error("health_alert_mail_failed", error=str(err))
+        return False
+    log.info("health_alert_mailed", healthy=healthy, recipients=len(mail.recipients))
+    return True

@@ -1,0 +1,78 @@
+"""Moves a station's waiting tickets to its first healthy backup printer when the primary has been paused too long."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from edge.events import EventBus, JobRedirected
+from edge.printing.spooler import Spooler
+from edge.printing.status import BLOCKING_STATES
+from edge.store import JobStore
+
+log = structlog.get_logger()
+
+_CHECK_S = 0.5
+
+
+class Failover:
+    """Watches each station that lists backups (``[stations] kitchen = ["kitchen", "front"]``).
+
+    New jobs are always routed to the primary; only jobs waiting on a primary paused for
+    ``after_s`` move, so once the primary is back new tickets print there again. A job moves in
+    one UPDATE of waiting rows and a spool claims a job only if it is still its own, so no job
+    prints on both printers.
+    """
+
+    def __init__(self, *, stations: dict[str, list[str]], spoolers: dict[str, Spooler], jobs: JobStore, bus: EventBus, after_s: float) -> None:
+        self._routes = {station: printers for station, printers in stations.items() if len(printers) > 1}
+        self._spoolers = spoolers
+        self._jobs = jobs
+        self._bus = bus
+        self._after_s = after_s
+        self._task: asyncio.Task[None] | None = None
+        self._no_backup: set[str] = set()  # stations already logged as having no healthy backup
+
+    def start(self) -> None:
+        if self._routes:
+            self._task = asyncio.create_task(self._run(), name="failover")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(_CHECK_S)
+            for station, printers in self._routes.items():
+                try:
+                    await self.check(station, printers)
+                except Exception:  # one station's trouble must not end failover for the others
+                    log.exception("failover_error", station=station)
+
+    async def check(self, station: str, printers: list[str]) -> None:
+        primary = self._spoolers[printers[0]]
+        paused = primary.paused_for()
+        if paused is None or paused < self._after_s:
+            self._no_backup.discard(station)
+            return
+        backup = next((self._spoolers[name] for name in printers[1:] if _healthy(self._spoolers[name])), None)
+        if backup is None:
+            if station not in self._no_backup:
+                log.error("failover_no_backup", station=station, primary=primary.name, backups=printers[1:])
+                self._no_backup.add(station)
+            return
+        moved = await self._jobs.redirect(station, from_printer=primary.name, to_printer=backup.name)
+        if not moved:
+            return
+        log.warning("jobs_redirected", station=station, from_printer=primary.name, to_printer=backup.name, job_ids=[j for j, _ in moved], paused_s=round(paused, 1))
+        for job_id, order_id in moved:
+            self._bus.publish(JobRedirected(job_id=job_id, order_id=order_id, from_printer=primary.name, to_printer=backup.name))
+        backup.wake()
+
+
+def _healthy(spooler: Spooler) -> bool:
+    """Not paused and not known to be blocked; a printer whose state is unknown is given the job."""
+    return spooler.paused_since is None and spooler.state not in BLOCKING_STATES

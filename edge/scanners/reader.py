@@ -1,0 +1,136 @@
+"""One configured scanner: reads codes on a thread of its own, hands each on, reconnects by itself with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+
+from edge.config import ScannerSettings
+from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.events import EventBus, ScannerConnectionChanged
+from edge.scanners.codes import LineSplitter, NoiseError, decode_line
+from edge.scanners.ports import READ_WAKE_S, ScannerPort, open_port
+
+log = structlog.get_logger()
+
+OnCode = Callable[[ScannerSettings, str, float], Awaitable[object]]  # (scanner, code, monotonic time it was read)
+OpenPort = Callable[[ScannerSettings], ScannerPort]
+
+_MIN_BACKOFF_S = 0.2
+
+
+class Scanner:
+    """A driver for one scanner. Blocking device calls run on its own thread, never on the event loop."""
+
+    def __init__(self, settings: ScannerSettings, on_code: OnCode, bus: EventBus, *, open_port: OpenPort = open_port) -> None:
+        self.settings = settings
+        self.connected: bool | None = None  # None until the first attempt to open the port
+        self.detail = ""
+        self.codes = 0  # lines handed on as codes
+        self.rejected = 0  # lines thrown away as noise
+        self._on_code = on_code
+        self._bus = bus
+        self._open_port = open_port
+        # Its own thread: a read that blocks for READ_WAKE_S must not hold one of the loop's shared workers.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"scanner-{settings.name}")
+        self._splitter = LineSplitter()
+        self._port: ScannerPort | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def port_open(self) -> bool:
+        return self._port is not None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"scanner-{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping.set()  # a blocked read notices within READ_WAKE_S
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=READ_WAKE_S + 2)
+            except TimeoutError:
+                log.warning("scanner_stop_timeout", scanner=self.name)
+        self._executor.shutdown(wait=False)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = _MIN_BACKOFF_S
+        while not self._stopping.is_set():
+            try:
+                port = await loop.run_in_executor(self._executor, self._open_port, self.settings)
+            except Exception as err:  # DeviceUnreachableError, or a driver bug: retried either way, never the reader's end
+                if not isinstance(err, DeviceUnreachableError):
+                    log.exception("scanner_open_failed", scanner=self.name)
+                self._set_connected(False, str(err))
+                await self._pause(delay)
+                delay = min(delay * 2, self.settings.reconnect_max_s)
+                continue
+            delay = _MIN_BACKOFF_S
+            self._port = port
+            self._splitter.reset()
+            self._set_connected(True, "")
+            try:
+                await self._read_until_lost(loop, port)
+            except DeviceWriteError as err:
+                self._set_connected(False, str(err))
+            except Exception as err:  # an unexpected failure must not end the reader for the rest of the day
+                log.exception("scanner_read_failed", scanner=self.name)
+                self._set_connected(False, f"read failed: {err!r}")
+            finally:
+                self._port = None
+                await loop.run_in_executor(self._executor, port.close)
+            await self._pause(delay)  # a port that fails at once after opening must not spin
+
+    async def _pause(self, seconds: float) -> None:
+        # Jitter keeps several scanners on one USB hub from retrying in lockstep.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds * random.uniform(0.8, 1.2))
+
+    async def _read_until_lost(self, loop: asyncio.AbstractEventLoop, port: ScannerPort) -> None:
+        while not self._stopping.is_set():
+            data = await loop.run_in_executor(self._executor, port.read)
+            read_at = time.monotonic()
+            overflowed = self._splitter.overflowed
+            lines = self._splitter.feed(data)
+            if self._splitter.overflowed != overflowed:
+                self._reject(f"no CR or LF within {self._splitter.max_line} bytes")
+            for line in lines:
+                try:
+                    code = decode_line(line)
+                except NoiseError as err:
+                    self._reject(str(err))
+                    continue
+                if not code:
+                    continue
+                self.codes += 1
+                try:
+                    await self._on_code(self.settings, code, read_at)
+                except Exception:  # the store failing must not stop the scanner; the next scan may get through
+                    log.exception("scan_not_recorded", scanner=self.name, code=code)
+
+    def _reject(self, reason: str) -> None:
+        self.rejected += 1
+        log.warning("scan_rejected", scanner=self.name, reason=reason)
+
+    def _set_connected(self, connected: bool, detail: str) -> None:
+        self.detail = detail
+        if connected == self.connected:
+            return  # transitions only: a port that stays away is logged once, not at every retry
+        self.connected = connected
+        if connected:
+            log.info("scanner_connected", scanner=self.name, port=self.settings.port)
+        else:
+            log.warning("scanner_disconnected", scanner=self.name, port=self.settings.port, detail=detail)
+        self._bus.publish(ScannerConnectionChanged(scanner=self.name, connected=connected, detail=detail))

@@ -1,0 +1,110 @@
+"""The real agent as a child process on loopback, with network printers: for the crash test and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+_CONFIG = """
+[agent]
+store_id = "{store_id}"
+data_dir = "{data_dir}"
+log_format = "json"
+log_level = "{log_level}"
+
+[api]
+port = {api_port}
+token = "{token}"
+
+[stations]
+kitchen = "kitchen"
+bar = "kitchen"
+
+[receipts]
+printer = "front"
+
+[spool]
+retry_base_s = 0.05
+retry_max_s = 0.5
+"""
+
+_PRINTER = """
+[printers.{name}]
+type = "network"
+host = "127.0.0.1"
+port = {port}
+status_timeout = 0.5
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(
+    path: Path, *, data_dir: Path, api_port: int, token: str, printers: dict[str, int], store_id: str = "sim-store", log_level: str = "warning", extra: str = ""
+) -> Path:
+    """A config with ``printers`` (name -> loopback port; must include kitchen and front) and ``extra`` TOML tables.
+
+    Mode 0600: it holds the token.
+    """
+    text = _CONFIG.format(store_id=store_id, data_dir=data_dir, log_level=log_level, api_port=api_port, token=token)
+    text += "".join(_PRINTER.format(name=name, port=port) for name, port in printers.items()) + extra
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file was already there with a wider mode
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    return path
+
+
+class AgentProcess:
+    """``python -m edge run`` with its output appended to ``log``; start() returns once /ready answers 200."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.config, self.port, self.log = config, port, log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 15.0) -> None:
+        started = time.monotonic()
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge", "run", "--config", str(self.config), stdout=out, stderr=out)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while time.monotonic() - started < timeout:
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/ready") as response:
+                        if response.status == 200:
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"agent exited with {self.proc.returncode}: {self.log.read_text(errors='replace')[-2000:]}")
+                await asyncio.sleep(0.01)
+        raise TimeoutError(f"agent not ready after {timeout:g}s")
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def terminate(self, timeout: float = 35.0) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout=timeout)
+
+    async def close(self) -> None:
+        """Make sure the process is gone, whatever state it is in."""
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                await self.terminate(timeout=10)
+            except TimeoutError:
+                await self.kill()

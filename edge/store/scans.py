@@ -1,0 +1,154 @@
+"""Scans table and what a scan changes: a station's ticket done, the order ready or handed out, with its outbox event."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Literal
+
+import aiosqlite
+
+from edge.store.db import Database
+from edge.store.orders import add_outbox, outbox_row
+
+ScanOutcome = Literal["ticket_done", "order_ready", "handed_out", "already_done", "unknown"]
+SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("ticket_done", "order_ready", "handed_out", "already_done", "unknown")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScanRequest:
+    """One code read by one scanner, already parsed; the store decides what it means for the order."""
+
+    scanner: str
+    code: str
+    order_ref: str | None  # an order id, or (plain codes) an id or number; None: the code names no order
+    station: str | None  # the ticket's station, or the scanner's own for a plain code; None: the whole order
+    plain: bool  # no ticket QR code: the ref may be an order number too
+    hand_out: bool = False  # a scan of a ready order hands it out
+    hand_out_gap_s: float = 0.0  # ... but not within this long of it becoming ready (a double read)
+    detail: str = ""  # why the code names no order, when order_ref is None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanResult:
+    scan_id: int
+    outcome: ScanOutcome
+    order_id: str | None
+    order_number: str | None
+    station: str | None
+    detail: str
+
+
+class ScanStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(self, scan: ScanRequest) -> ScanResult:
+        """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all."""
+        return await self._db.write(lambda conn: _apply(conn, scan, time.time()))
+
+    async def recent(
+        self, *, limit: int = 50, scanner: str | None = None, outcome: str | None = None, order_id: str | None = None
+    ) -> list[aiosqlite.Row]:
+        return await self._db.fetchall(
+            "SELECT * FROM scans WHERE (?1 IS NULL OR scanner = ?1) AND (?2 IS NULL OR outcome = ?2) AND (?3 IS NULL OR order_id = ?3)"
+            " ORDER BY id DESC LIMIT ?4",
+            (scanner, outcome, order_id, limit),
+        )
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._db.fetchall("SELECT outcome, COUNT(*) FROM scans GROUP BY outcome")
+        return {outcome: 0 for outcome in SCAN_OUTCOMES} | {r[0]: r[1] for r in rows}
+
+    async def progress(self, order_id: str) -> dict[str, Any]:
+        """The order's pickup state (open, ready, handed_out) and which station tickets are done."""
+        stations = await self._db.fetchall(
+            "SELECT DISTINCT j.station, d.done_at FROM print_jobs j"
+            " LEFT JOIN station_done d ON d.order_id = j.order_id AND d.station = j.station"
+            " WHERE j.order_id = ? AND j.kind = 'ticket' AND j.station IS NOT NULL ORDER BY j.station",
+            (order_id,),
+        )
+        pickup = await self._db.fetchone("SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,))
+        if pickup is None:
+            state = "open"
+        else:
+            state = "ready" if pickup["handed_out_at"] is None else "handed_out"
+        return {
+            "state": state,
+            "ready_at": pickup["ready_at"] if pickup else None,
+            "handed_out_at": pickup["handed_out_at"] if pickup else None,
+            "stations": [{"station": r["station"], "done": r["done_at"] is not None, "done_at": r["done_at"]} for r in stations],
+        }
+
+
+async def _find_order(conn: aiosqlite.Connection, ref: str, *, by_number: bool) -> aiosqlite.Row | None:
+    rows = await conn.execute_fetchall("SELECT id, number FROM orders WHERE id = ?", (ref,))
+    if not rows and by_number:
+        # Numbers come round again (daily counters): the newest order with it is the one on the counter.
+        rows = await conn.execute_fetchall("SELECT id, number FROM orders WHERE number = ? ORDER BY received_at DESC LIMIT 1", (ref,))
+    return rows[0] if rows else None
+
+
+async def _apply(conn: aiosqlite.Connection, scan: ScanRequest, now: float) -> ScanResult:
+    order = await _find_order(conn, scan.order_ref, by_number=scan.plain) if scan.order_ref else None
+    if order is None:
+        detail = scan.detail or f"no order with id {'or number ' if scan.plain else ''}{scan.order_ref!r}"
+        return await _insert_scan(conn, scan, now, "unknown", None, None, detail)
+    order_id, number = order["id"], order["number"]
+    stations = {
+        r[0]
+        for r in await conn.execute_fetchall(
+            "SELECT DISTINCT station FROM print_jobs WHERE order_id = ? AND kind = 'ticket' AND station IS NOT NULL", (order_id,)
+        )
+    }
+    done = {r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order_id,))}
+    pickup = await conn.execute_fetchall("SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,))
+
+    if pickup:
+        ready_at, handed_out_at = pickup[0]
+        if handed_out_at is not None:
+            return await _insert_scan(conn, scan, now, "already_done", order, scan.station, f"order {number} was already handed out")
+        if not scan.hand_out:
+            return await _insert_scan(conn, scan, now, "already_done", order, scan.station, f"order {number} is already ready")
+        if now - ready_at < scan.hand_out_gap_s:
+            detail = f"order {number} became ready {now - ready_at:.1f}s ago: taken as a double read, not a hand-out"
+            return await _insert_scan(conn, scan, now, "already_done", order, scan.station, detail)
+        result = await _insert_scan(conn, scan, now, "handed_out", order, scan.station, f"order {number} handed out")
+        await conn.execute("UPDATE order_pickup SET handed_out_at = ? WHERE order_id = ?", (now, order_id))
+        await add_outbox(conn, [outbox_row(order_id, "fulfilled", "0", now, number=number, scanner=scan.scanner)])
+        return result
+
+    if scan.station is not None and scan.station not in stations:
+        known = ", ".join(sorted(stations)) or "none"
+        return await _insert_scan(conn, scan, now, "unknown", order, scan.station, f"order {number} has no {scan.station} ticket (its stations: {known})")
+    # A plain code from a scanner without a station confirms the whole order, e.g. at the counter.
+    targets = {scan.station} if scan.station is not None else stations
+    new = sorted(targets - done)
+    if targets and not new:
+        what = f"{scan.station} ticket" if scan.station else "every ticket"
+        return await _insert_scan(conn, scan, now, "already_done", order, scan.station, f"order {number}: {what} already done")
+    ready = stations <= done | targets
+    outcome: ScanOutcome = "order_ready" if ready else "ticket_done"
+    waiting = sorted(stations - done - targets)
+    detail = f"order {number} ready" if ready else f"order {number}: {', '.join(new)} done, waiting for {', '.join(waiting)}"
+    result = await _insert_scan(conn, scan, now, outcome, order, scan.station, detail)
+    await conn.executemany(
+        "INSERT INTO station_done(order_id, station, done_at, scan_id) VALUES (?, ?, ?, ?)", [(order_id, s, now, result.scan_id) for s in new]
+    )
+    if ready:
+        await conn.execute("INSERT INTO order_pickup(order_id, ready_at) VALUES (?, ?)", (order_id, now))
+        await add_outbox(conn, [outbox_row(order_id, "ready", "0", now, number=number, scanner=scan.scanner)])
+    return result
+
+
+async def _insert_scan(
+    conn: aiosqlite.Connection, scan: ScanRequest, now: float, outcome: ScanOutcome, order: aiosqlite.Row | None, station: str | None, detail: str
+) -> ScanResult:
+    cursor = await conn.execute(
+        "INSERT INTO scans(scanned_at, scanner, code, order_id, station, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (now, scan.scanner, scan.code, order["id"] if order else None, station, outcome, detail),
+    )
+    scan_id = cursor.lastrowid
+    await cursor.close()
+    assert scan_id is not None  # an INSERT into a rowid table always has one
+    return ScanResult(scan_id, outcome, order["id"] if order else None, order["number"] if order else None, station, detail)

@@ -1,0 +1,172 @@
+"""HTTP client for the central API: timeouts, bearer auth, a request-rate ceiling, retries with full jitter, Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import structlog
+
+from edge.config import CentralSettings
+from edge.errors import CentralApiError
+
+log = structlog.get_logger()
+
+# Statuses worth another try: the backend is busy or briefly broken, not telling us we are wrong.
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class CentralUnreachableError(CentralApiError):
+    """No HTTP answer at all: connection refused, reset, or timed out. The line may be down."""
+
+
+class CentralRejectedError(CentralApiError):
+    """The backend answered but refused the request (a 4xx other than 429): retrying the same request will not help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RateLimiter:
+    """At most ``rate`` acquisitions per second, evenly spaced, first come first served."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            wait = self._next - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = max(loop.time(), self._next) + self._interval
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Full jitter: anywhere between 0 and the exponential ceiling, so a fleet of stores spreads out."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Retry-After as seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class CentralClient:
+    """One ClientSession for every call to the central API; every request waits for the shared rate limiter."""
+
+    def __init__(self, settings: CentralSettings, store_id: str) -> None:
+        self._settings = settings
+        self._store_id = store_id
+        self._base = settings.url.rstrip("/")
+        self._limiter = RateLimiter(settings.rate_limit_rps)
+        self._session: aiohttp.ClientSession | None = None
+        # Set by the link monitor: an answer proves the line is up, a dead connection hints it is down.
+        self.on_answer: Callable[[], None] = lambda: None
+        self.on_unreachable: Callable[[str], None] = lambda detail: None
+
+    async def start(self) -> None:
+        s = self._settings
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {s.token.get()}", "User-Agent": f"edge-agent/{self._store_id}"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def orders_path(self) -> str:
+        return f"/v1/stores/{self._store_id}/orders"
+
+    @property
+    def events_path(self) -> str:
+        return f"/v1/stores/{self._store_id}/events"
+
+    async def health(self) -> None:
+        """One probe, no retries, short timeout: the monitor decides how often to ask."""
+        try:
+            await self._send("GET", "/v1/health", timeout=aiohttp.ClientTimeout(total=self._settings.probe_timeout_s))
+        except _RetryableError as err:
+            raise err.cause from None
+
+    async def orders_since(self, cursor: str, limit: int) -> tuple[list[Any], str, bool]:
+        """One page of this store's orders changed after ``cursor``: (orders, next_cursor, has_more)."""
+        body = await self.request("GET", self.orders_path, params={"since": cursor, "limit": str(limit)})
+        if not isinstance(body, dict) or not isinstance(body.get("orders"), list) or not isinstance(body.get("next_cursor"), str):
+            raise CentralApiError(f"central API {self._base}{self.orders_path}: answer is not {{orders: [...], next_cursor: str}}")
+        return body["orders"], body["next_cursor"], bool(body.get("has_more", False))
+
+    async def post_events(self, events: list[dict[str, Any]]) -> None:
+        """Status events with idempotency keys; returns once the backend acknowledged the whole batch."""
+        await self.request("POST", self.events_path, body={"events": events})
+
+    async def request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None) -> Any:
+        """Send with retries: connection errors, timeouts, 429 and 5xx back off (full jitter, at least Retry-After)."""
+        s = self._settings
+        attempt = 0
+        while True:
+            try:
+                return await self._send(method, path, params=params, body=body)
+            except _RetryableError as err:
+                attempt += 1
+                if attempt >= s.max_attempts:
+                    raise err.cause from None
+                delay = backoff_delay(attempt - 1, base=s.retry_base_s, cap=s.retry_max_s)
+                if err.retry_after is not None:
+                    # Honour the server, plus a little jitter so stores told the same number do not return together.
+                    delay = err.retry_after + random.uniform(0, s.retry_base_s)
+                log.warning("central_retry", method=method, path=path, attempt=attempt, error=str(err.cause), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _send(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None, timeout: aiohttp.ClientTimeout | None = None) -> Any:
+        assert self._session is not None, "CentralClient.start() first"
+        url = f"{self._base}{path}"
+        await self._limiter.acquire()
+        try:
+            async with self._session.request(method, url, params=params, json=body, timeout=timeout) as response:
+                status = response.status
+                text = await response.text()
+                retry_after = retry_after_s(response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as err:
+            detail = f"central API {method} {url}: no answer ({type(err).__name__}: {err})"
+            self.on_unreachable(detail)
+            raise _RetryableError(CentralUnreachableError(detail)) from None
+        if status < 500:  # a 5xx is an answer, but not a backend we can reconcile with
+            self.on_answer()
+        if status < 300:
+            try:
+                # A big page of orders parses in a thread so the spoolers keep printing meanwhile.
+                return await asyncio.to_thread(json.loads, text) if len(text) > 65536 else json.loads(text or "null")
+            except ValueError:
+                raise CentralApiError(f"central API {method} {url}: answer is not JSON") from None
+        message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
+        if status in _RETRY_STATUSES:
+            raise _RetryableError(CentralApiError(message), retry_after)
+        raise CentralRejectedError(message, status) if 400 <= status < 500 else CentralApiError(message)
+
+
+class _RetryableError(Exception):
+    def __init__(self, cause: CentralApiError, retry_after: float | None = None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.retry_after = retry_after

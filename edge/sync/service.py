@@ -1,0 +1,75 @@
+"""The sync part as one unit for the composition root: client, link monitor, outbox sender, recovery and its schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from edge.config import Settings
+from edge.events import EventBus
+from edge.orders.intake import OrderIntake
+from edge.store import Database, OrderStore
+from edge.sync.client import CentralClient
+from edge.sync.monitor import LinkMonitor
+from edge.sync.outbox import OutboxSender
+from edge.sync.recovery import Recovery
+
+log = structlog.get_logger()
+
+
+class SyncService:
+    """Started only when ``central.url`` is set; the core works the same without it."""
+
+    def __init__(self, settings: Settings, *, db: Database, intake: OrderIntake, orders: OrderStore, bus: EventBus) -> None:
+        central = settings.central
+        self.settings = central
+        self.client = CentralClient(central, settings.agent.store_id)
+        self.monitor = LinkMonitor(self.client, bus, central)
+        self.outbox = OutboxSender(db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up)
+        self.recovery = Recovery(
+            db=db, client=self.client, intake=intake, orders=orders, outbox=self.outbox, bus=bus, settings=central, link_up=self._link_up
+        )
+        self._scheduler = AsyncIOScheduler()
+
+    async def start(self) -> None:
+        await self.client.start()
+        await self.recovery.resume()
+        self.monitor.start()
+        self.outbox.start()
+        if self.settings.schedule_interval_s:
+            # Catches drift even without an outage; the jitter spreads a fleet's scheduled runs.
+            self._scheduler.add_job(
+                self._scheduled, "interval", seconds=self.settings.schedule_interval_s, jitter=self.settings.schedule_interval_s / 10,
+                id="recovery", coalesce=True, max_instances=1,
+            )
+            self._scheduler.start()
+        log.info("sync_started", central=self.settings.url, rate_limit_rps=self.settings.rate_limit_rps)
+
+    async def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        await self.recovery.stop()
+        await self.outbox.stop()
+        await self.monitor.stop()
+        await self.client.close()
+
+    def _link_up(self) -> bool:
+        return self.monitor.up is True
+
+    async def _scheduled(self) -> None:
+        if self.monitor.up:  # while down, the line coming back triggers a run anyway
+            await self.recovery.trigger("schedule")
+
+    async def status(self) -> dict[str, Any]:
+        last = await self.recovery.runs(limit=1)
+        return {
+            "enabled": True,
+            "central": self.settings.url,
+            "link": {"up": self.monitor.up, "since": self.monitor.since, "detail": self.monitor.detail},
+            "cursor": await self.recovery.cursor(),
+            "active_run": self.recovery.active_run,
+            "last_run": last[0] if last else None,
+            "outbox_pending": await self.outbox.pending(),
+        }

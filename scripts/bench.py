@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Benchmark: measures the agent's figures against a baseline from the same run; prints a table and one JSON document."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiosmtplib  # noqa: E402
+
+from edge.alerts.latency import measure_fault_to_mail  # noqa: E402
+from edge.log import configure_logging  # noqa: E402
+from edge.ops.measure import measure_startup  # noqa: E402
+from edge.printing.decode import decode  # noqa: E402
+from edge.sim.central import CentralSim  # noqa: E402
+from edge.sim.orders import make_order  # noqa: E402
+from edge.sim.printer import SimPrinter  # noqa: E402
+from edge.sim.process import AgentProcess, free_port, write_config  # noqa: E402
+from edge.sim.smtp import SmtpSink  # noqa: E402
+
+TOKEN = "bench-token-0123456789"
+
+# Orders per client-count run, seconds per print-latency rate, baseline inserts, direct-print samples,
+# missed orders for recovery, seconds idle before reading RSS, alert samples.
+SIZES = {
+    "full": {"intake": {1: 500, 8: 2000, 64: 4000}, "print_s": 10.0, "baseline": 2000, "direct": 50, "recovery": 10_000, "idle_s": 3.0, "alerts": 3},
+    "quick": {"intake": {1: 150, 8: 600, 64: 1280}, "print_s": 3.0, "baseline": 600, "direct": 20, "recovery": 2000, "idle_s": 1.0, "alerts": 1},
+    "tiny": {"intake": {1: 10, 8: 40, 64: 64}, "print_s": 0.5, "baseline": 40, "direct": 5, "recovery": 100, "idle_s": 0.5, "alerts": 1},
+}
+CENTRAL = """
+[central]
+url = "{url}"
+token = "{token}"
+start_jitter_s = 0  # production spreads a fleet's recoveries over 30 s; here we time the work itself
+probe_max_s = 0.1
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def sqlite_baseline(path: Path, bodies: list[bytes], *, per_commit: int = 1) -> dict[str, float]:
+    """Plain sqlite3: INSERT and COMMIT every ``per_commit`` orders in a loop, WAL and synchronous=FULL like the agent's store."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+    conn.execute("DELETE FROM orders")
+    latencies = []
+    started = time.perf_counter()
+    for first in range(0, len(bodies), per_commit):
+        t0 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        for n, body in enumerate(bodies[first : first + per_commit], start=first):
+            conn.execute("INSERT INTO orders (id, payload) VALUES (?, ?)", (f"base_{n}", body.decode()))
+        conn.execute("COMMIT")
+        latencies.append(time.perf_counter() - t0)
+    wall = time.perf_counter() - started
+    conn.close()
+    return {"orders_per_s": round(len(bodies) / wall, 1), "p50_ms": ms(percentile(latencies, 0.5)), "p99_ms": ms(percentile(latencies, 0.99))}
+
+
+async def push_orders(port: int, bodies: list[bytes], clients: int) -> dict[str, float]:
+    """``clients`` concurrent HTTP clients push every body once; each order counts when its 201 arrives."""
+    latencies: list[float] = []
+    todo = iter(bodies)
+
+    async def client() -> None:
+        connector = aiohttp.TCPConnector(limit=1)
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+            for body in todo:
+                t0 = time.perf_counter()
+                async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", data=body) as response:
+                    await response.read()
+                    if response.status != 201:
+                        raise RuntimeError(f"intake answered {response.status}")
+                latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - started
+    return {"orders": len(bodies), "orders_per_s": round(len(bodies) / wall, 1), "p50_ms": ms(percentile(latencies, 0.5)), "p99_ms": ms(percentile(latencies, 0.99))}
+
+
+def ticket_order_id(data: bytes) -> str | None:
+    codes = decode(data).qr_codes
+    return codes[0].split(":")[2] if codes else None
+
+
+async def watch_printer(printer: SimPrinter, landed: dict[str, float]) -> None:
+    """Notes when each ticket's last byte reached the printer, until cancelled."""
+    seen = len(printer.printed)
+    while True:
+        try:
+            printed = await printer.wait_for_printed(seen + 1, timeout=3600)
+        except TimeoutError:
+            continue
+        now = time.perf_counter()
+        for data in printed[seen:]:
+            if (order_id := ticket_order_id(data)) is not None:
+                landed.setdefault(order_id, now)
+        seen = len(printed)
+
+
+async def print_latency_at(port: int, kitchen: SimPrinter, rate: float, seconds: float, prefix: str) -> dict[str, float]:
+    """Orders sent at a steady ``rate``; latency runs from each 201 arriving to its ticket's last byte at the printer."""
+    count = max(2, int(rate * seconds))
+    acked: dict[str, float] = {}
+    landed: dict[str, float] = {}
+    watcher = asyncio.create_task(watch_printer(kitchen, landed))
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def send(order: dict[str, Any]) -> None:
+            async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", data=json.dumps(order)) as response:
+                await response.read()
+                if response.status != 201:
+                    raise RuntimeError(f"intake answered {response.status}")
+            acked[order["id"]] = time.perf_counter()
+
+        start = time.perf_counter()
+        sends = []
+        for n in range(count):
+            await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+            sends.append(asyncio.create_task(send(make_order(n, prefix=prefix, print_receipt=False))))
+        await asyncio.gather(*sends)
+    async with asyncio.timeout(60 + count / 10):
+        while not set(acked) <= set(landed):
+            await asyncio.sleep(0.05)
+    watcher.cancel()
+    latencies = [landed[o] - acked[o] for o in acked]
+    return {"orders": count, "p50_ms": ms(percentile(latencies, 0.5)), "p99_ms": ms(percentile(latencies, 0.99))}
+
+
+async def direct_print(printer: SimPrinter, ticket: bytes, samples: int) -> dict[str, float]:
+    """Baseline: the same ticket bytes written straight to the simulated printer over TCP, no agent in between."""
+    latencies = []
+    for _ in range(samples):
+        before = len(printer.printed)
+        t0 = time.perf_counter()
+        _, writer = await asyncio.open_connection(printer.host, printer.port)
+        writer.write(ticket)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await printer.wait_for_printed(before + 1)
+        latencies.append(time.perf_counter() - t0)
+    return {"p50_ms": ms(percentile(latencies, 0.5)), "p99_ms": ms(percentile(latencies, 0.99))}
+
+
+async def smtp_send_ms(samples: int) -> float:
+    """Baseline for alert latency: median time for aiosmtplib to hand one small mail to the same kind of sink."""
+    sink = SmtpSink()
+    await sink.start()
+    times = []
+    try:
+        for n in range(samples):
+            t0 = time.perf_counter()
+            await aiosmtplib.send(f"Subject: bench {n}\r\n\r\nx".encode(), sender="a@bench.test", recipients=["b@bench.test"], hostname="127.0.0.1", port=sink.port)
+            await sink.wait_for(n + 1)
+            times.append(time.perf_counter() - t0)
+    finally:
+        await sink.stop()
+    return ms(percentile(times, 0.5))
+
+
+def bare_python() -> dict[str, float]:
+    """Baseline footprint: a bare interpreter's start-up and resident memory."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    startup = time.perf_counter() - t0
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        time.sleep(0.3)
+        rss = next(int(line.split()[1]) / 1024 for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    finally:
+        proc.communicate(b"")
+    return {"startup_s": round(startup, 3), "rss_mb": round(rss, 1)}
+
+
+class Bench:
+    def __init__(self, root: Path, size: dict[str, Any]) -> None:
+        self.root, self.size = root, size
+        self.printers: dict[str, SimPrinter] = {}
+        self.agents: list[AgentProcess] = []
+
+    async def config(self, name: str, extra: str = "") -> tuple[Path, int]:
+        """Fresh simulated printers living in this process, and a config (own data dir) for an agent that uses them."""
+        self.printers = {"kitchen": SimPrinter("kitchen"), "front": SimPrinter("front")}
+        for printer in self.printers.values():
+            await printer.start()
+        port = free_port()
+        path = write_config(self.root / f"{name}.toml", data_dir=self.root / name, api_port=port, token=TOKEN, printers={n: p.port for n, p in self.printers.items()}, extra=extra)
+        return path, port
+
+    async def start_agent(self, name: str, extra: str = "") -> AgentProcess:
+        config, port = await self.config(name, extra)
+        agent = AgentProcess(config, port, self.root / f"{name}.log")
+        self.agents.append(agent)
+        await agent.start()
+        return agent
+
+    async def stop_agent(self, agent: AgentProcess) -> None:
+        await agent.close()
+        for printer in self.printers.values():
+            await printer.stop()
+
+    async def footprint(self) -> dict[str, Any]:
+        """Start-up to systemd READY=1 and idle RSS (edge.ops.measure), against a bare Python interpreter."""
+        config, _ = await self.config("footprint")
+        seen = await asyncio.to_thread(measure_startup, config, idle_s=self.size["idle_s"])
+        for printer in self.printers.values():
+            await printer.stop()
+        base = bare_python()
+        return {
+            "startup_to_ready_s": round(seen.ready_s, 3),
+            "idle_rss_mb": round(seen.idle_rss_kib / 1024, 1),
+            "stop_s": round(seen.stop_s, 3),
+            "baseline_startup_s": base["startup_s"],
+            "baseline_rss_mb": base["rss_mb"],
+        }
+
+    async def intake(self) -> dict[str, Any]:
+        agent = await self.start_agent("intake")
+        biggest = max(self.size["intake"].values())
+        bodies = [json.dumps(make_order(n, prefix="bench", print_receipt=n % 3 == 0)).encode() for n in range(biggest)]
+        baseline = sqlite_baseline(self.root / "baseline.db", bodies[: self.size["baseline"]])
+        intake: dict[str, Any] = {}
+        offset = 0
+        for clients, count in self.size["intake"].items():
+            # Fresh ids per run: every order is a new one for the agent (a repeat would be a duplicate, not a store).
+            run_bodies = [json.dumps(make_order(offset + n, prefix=f"c{clients}", print_receipt=n % 3 == 0)).encode() for n in range(count)]
+            offset += count
+            figures = await push_orders(agent.port, run_bodies, clients)
+            intake[f"clients_{clients}"] = figures | {
+                "baseline_orders_per_s": baseline["orders_per_s"],
+                "baseline_p50_ms": baseline["p50_ms"],
+                "baseline_p99_ms": baseline["p99_ms"],
+                "ratio_to_baseline": round(figures["orders_per_s"] / baseline["orders_per_s"], 2),
+            }
+        await self.stop_agent(agent)
+        return intake
+
+    async def print_latency(self) -> dict[str, Any]:
+        agent = await self.start_agent("printing")
+        kitchen = self.printers["kitchen"]
+        result: dict[str, Any] = {}
+        for rate in (10, 100):
+            result[f"rate_{rate}_per_s"] = await print_latency_at(agent.port, kitchen, rate, self.size["print_s"], prefix=f"r{rate}")
+        direct = await direct_print(kitchen, kitchen.printed[0], self.size["direct"])
+        for figures in result.values():
+            figures |= {"baseline_p50_ms": direct["p50_ms"], "baseline_p99_ms": direct["p99_ms"]}
+        await self.stop_agent(agent)
+        return result
+
+    async def recovery(self) -> dict[str, Any]:
+        """The central API comes back with N orders the agent missed: seconds until all are stored with their jobs queued."""
+        count = self.size["recovery"]
+        central = CentralSim("sim-store", token=TOKEN)
+        await central.start()
+        orders = central.create_orders(count, prefix="missed")
+        await central.set_up(False)
+        agent = await self.start_agent("recovery", CENTRAL.format(url=central.url, token=TOKEN))
+        db = sqlite3.connect(f"file:{self.root / 'recovery' / 'edge.db'}?mode=ro", uri=True)
+        try:
+            await central.set_up(True)
+            assert central.up_at is not None
+            async with asyncio.timeout(120 + count / 50):
+                while db.execute("SELECT COUNT(*) FROM orders WHERE source = 'recovery'").fetchone()[0] < count:
+                    await asyncio.sleep(0.05)
+                stored_s = time.time() - central.up_at
+                while (row := db.execute("SELECT finished_at FROM recovery_runs WHERE state = 'completed' ORDER BY id DESC LIMIT 1").fetchone()) is None:
+                    await asyncio.sleep(0.05)
+        finally:
+            db.close()
+            await self.stop_agent(agent)
+            await central.stop()
+        bodies = [json.dumps(o).encode() for o in orders]
+        baseline = sqlite_baseline(self.root / "baseline-recovery.db", bodies, per_commit=100)
+        return {
+            "orders": count,
+            "stored_s": round(stored_s, 2),
+            "orders_per_s": round(count / stored_s, 1),
+            "run_completed_s": round(row[0] - central.up_at, 2),
+            "baseline_orders_per_s": baseline["orders_per_s"],
+        }
+
+    async def alert_latency(self) -> dict[str, Any]:
+        """Printer unplugged -> printer_offline mail in the SMTP sink (edge.alerts.latency), group wait 0."""
+        samples = []
+        for n in range(self.size["alerts"]):
+            samples.append(await measure_fault_to_mail(self.root / f"alerts-{n}", group_wait_s=0.0))
+        return {"fault_to_mail_p50_ms": ms(percentile(samples, 0.5)), "baseline_smtp_send_p50_ms": await smtp_send_ms(5)}
+
+    async def close(self) -> None:
+        for agent in self.agents:
+            await agent.close()
+
+
+async def run(size: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
+        bench = Bench(Path(tmp), size)
+        try:
+            return {
+                "intake": await bench.intake(),
+                "print_latency": await bench.print_latency(),
+                "recovery": await bench.recovery(),
+                "alert_latency": await bench.alert_latency(),
+                "footprint": await bench.footprint(),
+            }
+        finally:
+            await bench.close()
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = ["figure                          value        baseline"]
+    for clients, f in (result["intake"] or {}).items():
+        rows.append(f"intake {clients:<12} orders/s  {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (x{f['ratio_to_baseline']})")
+        rows.append(f"intake {clients:<12} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} {f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}")
+    for rate, f in (result["print_latency"] or {}).items():
+        rows.append(f"ack->paper {rate:<14} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} {f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}")
+    for key in ("recovery", "alert_latency", "footprint"):
+        if result[key] is None:
+            rows.append(f"{key:<31} not landed")
+    if f := result["recovery"]:
+        rows.append(f"recovery {f['orders']} orders/s     {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (stored in {f['stored_s']} s)")
+    if f := result["alert_latency"]:
+        rows.append(f"fault -> mail ms                {f['fault_to_mail_p50_ms']:>9}   {f['baseline_smtp_send_p50_ms']:>9}")
+    if f := result["footprint"]:
+        rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
+        rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, under 60 s")
+    parser.add_argument("--tiny", action="store_true", help="a smoke-test size for CI (a few seconds)")
+    args = parser.parse_args(argv)
+    size = SIZES["tiny" if args.tiny else "quick" if args.quick else "full"]
+    os.environ.pop("EDGE_CONFIG", None)  # the bench writes its own configs
+    configure_logging(level="warning", stream=sys.stderr)  # stdout carries only the JSON document
+    result = asyncio.run(run(size))
+    print(table(result), file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""SMTP delivery against aiosmtpd: STARTTLS, implicit TLS and plain; verified certificates; failures in plain words."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from pathlib import Path
+
+import pytest
+
+from edge.alerts import Mailer
+from edge.config import Secret, SmtpSettings
+from edge.errors import AlertError
+from edge.sim.smtp import SmtpSink
+from edge.store.alerts import Mail
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
+
+MAIL = Mail(recipients=["chef@store.test"], subject="Grüße €", text="Hallo ä\n", html="<p>Hallo ä</p>")
+
+
+def smtp(sink: SmtpSink, cert: tuple[Path, Path], **kw: object) -> SmtpSettings:
+    base = SmtpSettings(
+        host="127.0.0.1", port=sink.port, security="starttls", username=SMTP_USER, password=Secret(SMTP_PASSWORD), sender="edge@store.test", ca_file=cert[0], timeout_s=3.0
+    )
+    return dataclasses.replace(base, **kw)
+
+
+async def test_starttls_login_and_send(sink: SmtpSink, cert: tuple[Path, Path]) -> None:
+    """STARTTLS with a certificate trusted through ca_file, then login: the mail arrives with text and HTML parts."""
+    await Mailer(smtp(sink, cert)).send(MAIL)
+    [msg] = await sink.wait_for(1)
+    assert str(msg["Subject"]).strip() == "Grüße €" and msg["From"] == "edge@store.test"
+    assert msg.get_body(("plain",)).get_content().strip() == "Hallo ä"
+    assert msg.get_body(("html",)).get_content().strip() == "<p>Hallo ä</p>"
+
+
+async def test_implicit_tls(server_tls: ssl.SSLContext, cert: tuple[Path, Path]) -> None:
+    """security = tls speaks TLS from the first byte (port 465 style)."""
+    server = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD, tls_context=server_tls, implicit_tls=True)
+    await server.start()
+    try:
+        await Mailer(smtp(server, cert, security="tls")).send(MAIL)
+        assert len(await server.wait_for(1)) == 1
+    finally:
+        await server.stop()
+
+
+async def test_plain_relay_without_auth(cert: tuple[Path, Path]) -> None:
+    """security = none and no user: a local relay; nothing is upgraded behind the operator's back."""
+    server = SmtpSink()
+    await server.start()
+    try:
+        await Mailer(smtp(server, cert, security="none", username="")).send(MAIL)
+        assert len(await server.wait_for(1)) == 1
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"password": "wrong"}, "wrong user name or password"),
+        ({"ca_file": None}, "could not be verified"),
+        ({"security": "tls"}, "TLS mismatch"),
+        ({"port": 1}, "cannot reach 127.0.0.1:1"),
+    ],
+    ids=["wrong-password", "untrusted-certificate", "tls-mismatch", "unreachable"],
+)
+async def test_failures_explained(sink: SmtpSink, cert: tuple[Path, Path], change: dict[str, object], words: str) -> None:
+    """Each failure a technician meets on site comes back as one plain sentence, and nothing is sent."""
+    if "password" in change:
+        change = {"password": Secret(str(change["password"]))}
+    with pytest.raises(AlertError) as err:
+        await Mailer(smtp(sink, cert, **change)).check()
+    assert words in str(err.value)
+    assert SMTP_PASSWORD not in str(err.value)
+    assert sink.messages == []
+
+
+async def test_timeout_explained(cert: tuple[Path, Path]) -> None:
+    """A server that accepts the connection but never greets is a timeout, named as such."""
+    import asyncio
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpSettings(host="127.0.0.1", port=port, security="starttls", sender="a@b.test", timeout_s=0.5)
+    try:
+        with pytest.raises(AlertError, match="no answer from 127.0.0.1"):
+            await Mailer(settings).check()
+    finally:
+        server.close()

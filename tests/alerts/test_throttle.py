@@ -1,0 +1,347 @@
+"""Grouping and throttling against a real SMTP server: storms, restarts, SMTP outages, silences, inhibition, hours, cap."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+from edge.alerts import Alerter, Mailer
+from edge.config import Settings
+from edge.events import AlertSent, AlertSuppressed, CentralLinkChanged, EventBus, JobDead, PrinterStatusChanged, RecoveryFailed
+from edge.sim.smtp import SmtpSink
+from edge.store import Database
+from edge.store.alerts import AlertStore
+from tests.alerts.conftest import FakeClock
+
+EXTRA_RE = re.compile(r"Seit der letzten Mail (\d+) weitere Male")
+
+
+def offline(printer: str = "kitchen") -> PrinterStatusChanged:
+    return PrinterStatusChanged(printer=printer, old="online", new="offline", detail="connection refused")
+
+
+def online(printer: str = "kitchen") -> PrinterStatusChanged:
+    return PrinterStatusChanged(printer=printer, old="offline", new="online")
+
+
+async def run(alerter: Alerter) -> int:
+    await alerter.step()
+    return await alerter.deliver_due()
+
+
+def subject(mail: EmailMessage) -> str:
+    return str(mail["Subject"]).strip()  # a folded long subject parses back with a leading space
+
+
+def extra(text: str) -> int:
+    match = EXTRA_RE.search(text)
+    return int(match.group(1)) if match else 0
+
+
+async def flap(alerter: Alerter, clock: FakeClock, faults: int, *, every: float = 0.06, step_every: int = 16) -> None:
+    """A printer that drops off and comes back ``faults`` times, the rules running about once a second."""
+    for i in range(faults):
+        alerter.on_event(offline())
+        alerter.on_event(online())
+        clock.advance(every)
+        if i % step_every == step_every - 1:
+            await run(alerter)
+
+
+async def test_fault_cleared_within_group_wait_sends_nothing(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """A printer that is back 10 s after dropping off (group_wait 30 s) costs the manager no mail."""
+    bus = EventBus()
+    suppressed: list[AlertSuppressed] = []
+    bus.subscribe(suppressed.append, AlertSuppressed)
+    alerter = make_alerter(alert_settings(), bus=bus)
+    alerter.on_event(offline())
+    await run(alerter)
+    clock.advance(10)
+    alerter.on_event(online())
+    clock.advance(25)
+    assert await run(alerter) == 0
+    clock.advance(600)
+    assert await run(alerter) == 0
+    assert sink.messages == []
+    assert [s.reason for s in suppressed] == ["cleared"]
+
+
+async def test_offline_printer_mailed_after_group_wait_then_resolved(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """The first mail goes at group_wait (not before), over STARTTLS with login, to every recipient; the resolved mail within one group_interval of the fix."""
+    bus = EventBus()
+    sent: list[AlertSent] = []
+    bus.subscribe(sent.append, AlertSent)
+    alerter = make_alerter(alert_settings(), bus=bus)
+    alerter.on_event(offline())
+    clock.advance(29)
+    assert await run(alerter) == 0
+    clock.advance(1.5)
+    assert await run(alerter) == 1
+    [mail] = sink.messages
+    assert subject(mail) == "[Filiale Mitte (test-store)] STÖRUNG (kritisch): Drucker kitchen nicht erreichbar"
+    assert sorted(sink.envelopes[0].rcpt_tos) == ["chef@store.test", "vize@store.test"]
+    assert mail.get_body(("plain",)).get_content().startswith("Drucker kitchen nicht erreichbar\r\n\r\nWas ist passiert: Der Drucker kitchen antwortet nicht")
+    assert "Drucker kitchen antwortet nicht" in mail.get_body(("html",)).get_content()
+    clock.advance(10)
+    alerter.on_event(online())
+    assert await run(alerter) == 0  # group_interval (120 s) since the last mail has not passed
+    clock.advance(110)
+    assert await run(alerter) == 1
+    assert subject(sink.messages[1]) == "[Filiale Mitte (test-store)] BEHOBEN: Drucker kitchen nicht erreichbar"
+    assert [(e.alert_type, e.resolved, e.recipients) for e in sent] == [("printer_offline", False, 2), ("printer_offline", True, 2)]
+
+
+async def test_storm_of_1000_faults_gives_two_mails_with_counts(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """1,000 faults in a minute: one mail at group_wait with the count so far, then one resolved mail with the rest; every fault is counted once."""
+    alerter = make_alerter(alert_settings())
+    await flap(alerter, clock, 1000)
+    await run(alerter)
+    assert len(sink.messages) == 1
+    clock.advance(120)
+    await run(alerter)
+    clock.advance(3600)
+    await run(alerter)
+    first, resolved = sink.messages
+    assert "STÖRUNG" in subject(first) and "BEHOBEN" in subject(resolved)
+    counts = [extra(m.get_body(("plain",)).get_content()) for m in sink.messages]
+    assert counts[0] > 400 and counts[1] > 400
+    assert 1 + counts[0] + counts[1] == 1000
+
+
+async def test_restarts_in_a_storm_send_no_duplicates(alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path) -> None:
+    """The agent restarting every 100 faults (a crash loop) still sends one mail and one resolved mail: the throttle state is on disk."""
+    settings = alert_settings()
+    for _ in range(10):
+        db = await Database.open(tmp_path / "data" / "edge.db")
+        alerter = Alerter(settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp), clock=clock)
+        await flap(alerter, clock, 100)
+        await run(alerter)
+        await db.close()  # gone without stop(): a crash
+    db = await Database.open(tmp_path / "data" / "edge.db")
+    alerter = Alerter(settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp), clock=clock)
+    clock.advance(200)
+    await run(alerter)
+    clock.advance(3600)
+    await run(alerter)
+    await db.close()
+    assert [subject(m).split("]")[1].split(":")[0].strip() for m in sink.messages] == ["STÖRUNG (kritisch)", "BEHOBEN"]
+    assert 1 + sum(extra(m.get_body(("plain",)).get_content()) for m in sink.messages) == 1000
+
+
+async def test_smtp_down_mails_arrive_once_when_back(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+    """With the SMTP server down the mails wait in the outbox with backoff; when it is back each arrives exactly once."""
+    alerter = make_alerter(alert_settings())
+    await sink.stop()
+    alerter.on_event(offline("kitchen"))
+    alerter.on_event(PrinterStatusChanged(printer="front", old="online", new="paper_out"))
+    clock.advance(31)
+    assert await run(alerter) == 0
+    for _ in range(3):
+        clock.advance(5)
+        assert await alerter.deliver_due() == 0
+    rows = await AlertStore(db).mails()
+    assert len(rows) == 2 and all(r["sent_at"] is None for r in rows)
+    assert any("cannot reach 127.0.0.1" in (r["last_error"] or "") for r in rows)
+    await sink.start()  # same port
+    clock.advance(10)
+    assert await alerter.deliver_due() == 2
+    clock.advance(600)
+    assert await run(alerter) == 0
+    subjects = sorted(subject(m) for m in sink.messages)
+    assert len(subjects) == 2 and "Papier leer" in subjects[0] + subjects[1] and "nicht erreichbar" in subjects[0] + subjects[1]
+
+
+async def test_siblings_join_one_mail_news_waits_group_interval(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """Three dead jobs on one printer within group_wait make one mail listing all three orders; a fourth later waits for group_interval."""
+    alerter = make_alerter(alert_settings())
+    for n in range(3):
+        alerter.on_event(JobDead(job_id=n, order_id=f"o{n}", order_number=f"A-10{n}", printer="kitchen", error="hung up", attempts=5))
+        clock.advance(5)
+    clock.advance(20)
+    assert await run(alerter) == 1
+    text = sink.messages[0].get_body(("plain",)).get_content()
+    assert all(f"order: A-10{n}" in text for n in range(3))
+    assert "A-100 (+2)" in subject(sink.messages[0])
+    clock.advance(10)
+    alerter.on_event(JobDead(job_id=9, order_id="o9", order_number="A-109", printer="kitchen", error="hung up", attempts=5))
+    clock.advance(60)
+    assert await run(alerter) == 0
+    clock.advance(60)
+    assert await run(alerter) == 1
+    assert "A-109" in sink.messages[1].get_body(("plain",)).get_content()
+
+
+async def test_reminder_after_repeat_interval(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """A condition that stays is mailed again after repeat_interval (4 h), not before."""
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(offline())
+    clock.advance(31)
+    await run(alerter)
+    clock.advance(4 * 3600 - 60)
+    assert await run(alerter) == 0
+    clock.advance(61)
+    assert await run(alerter) == 1
+    assert "ERINNERUNG" in subject(sink.messages[1])
+
+
+async def test_silence_holds_mail_until_it_ends(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+    """A silence on printer_offline:kitchen holds its mail (others still go); when the silence ends the mail goes with the count."""
+    alerter = make_alerter(alert_settings())
+    await AlertStore(db).add_silence("printer_offline:kitchen", starts_at=clock(), ends_at=clock() + 7200)
+    alerter.on_event(offline("kitchen"))
+    alerter.on_event(offline("front"))
+    clock.advance(31)
+    assert await run(alerter) == 1
+    assert "front" in subject(sink.messages[0])
+    alerter.on_event(online("kitchen"))
+    alerter.on_event(offline("kitchen"))
+    clock.advance(7200)
+    assert await run(alerter) == 1
+    assert "kitchen" in subject(sink.messages[1]) and extra(sink.messages[1].get_body(("plain",)).get_content()) == 1
+
+
+async def test_central_down_inhibits_recovery_failed(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """While the central line is down (and mailed), the recovery failures it causes are not mailed as well."""
+    alerter = make_alerter(alert_settings(central_down_min=5))
+    alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+    clock.advance(301)
+    await alerter.check()
+    alerter.on_event(RecoveryFailed(run_id=1, phase="validation", error="HTTP 502"))
+    clock.advance(31)
+    assert await run(alerter) == 1
+    assert "Zentrale nicht erreichbar" in subject(sink.messages[0])
+
+
+async def test_opening_hours_hold_warnings_not_critical(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """Outside opening hours a warning (cover open) waits, a critical alert (printer offline) goes."""
+    import datetime as dt
+
+    hour = dt.datetime.fromtimestamp(clock()).hour
+    closed = f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"
+    alerter = make_alerter(alert_settings(opening_hours=closed))
+    alerter.on_event(offline("kitchen"))
+    alerter.on_event(PrinterStatusChanged(printer="front", old="online", new="cover_open"))
+    clock.advance(31)
+    assert await run(alerter) == 1
+    assert "kitchen" in subject(sink.messages[0])
+    clock.advance(2 * 3600)
+    assert await run(alerter) == 1
+    assert "Deckel offen" in subject(sink.messages[1])
+
+
+async def test_hourly_cap(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """No more than max_per_hour mails go out in an hour; the rest wait and go later."""
+    alerter = make_alerter(alert_settings(max_per_hour=2))
+    for printer in ("a", "b", "c"):
+        alerter.on_event(offline(printer))
+    clock.advance(31)
+    assert await run(alerter) == 2
+    clock.advance(1800)
+    assert await run(alerter) == 0
+    clock.advance(1801)
+    assert await run(alerter) == 1
+
+
+async def test_daily_digest_collects_warnings(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """With digest on, a warning (cover open) waits for the one daily mail at digest_at; a critical alert still goes on its own."""
+    import datetime as dt
+
+    at = dt.datetime.fromtimestamp(clock() + 3600)
+    alerter = make_alerter(alert_settings(digest=True, digest_at=f"{at.hour:02d}:00"))
+    clock.advance(1)
+    await run(alerter)  # today's digest time has not come yet (or is past and empty): nothing to send
+    alerter.on_event(PrinterStatusChanged(printer="front", old="online", new="cover_open"))
+    alerter.on_event(offline("kitchen"))
+    clock.advance(31)
+    assert await run(alerter) == 1
+    assert "kitchen" in subject(sink.messages[0])
+    clock.advance(3600)
+    assert await run(alerter) == 1
+    digest = sink.messages[1]
+    assert "TAGESÜBERSICHT: 1" in subject(digest)
+    assert "Drucker front: Deckel offen" in digest.get_body(("plain",)).get_content()
+    clock.advance(60)
+    assert await run(alerter) == 0
+
+
+async def add_jobs(db: Database, states: list[str], created_at: float) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', 'A-1', 'h', '{}', 'web', '2026-01-01T00:00:00Z', ?)",
+            (created_at,),
+        )
+        for n, state in enumerate(states):
+            await conn.execute(
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES ('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
+                (state, created_at, f"o1:ticket:kitchen:{n}"),
+            )
+
+
+async def test_queue_backlog_checked_and_resolved(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+    """Jobs waiting longer than backlog_age_min raise queue_backlog (numbers in the mail); once they are printed a resolved mail follows."""
+    await add_jobs(db, ["queued", "queued", "failed"], created_at=clock() - 12 * 60)
+    alerter = make_alerter(alert_settings(backlog_age_min=10))
+    await alerter.check()
+    clock.advance(31)
+    assert await run(alerter) == 1
+    assert "Druckaufträge stauen sich" in subject(sink.messages[0])
+    assert "Es warten 3 Druckaufträge; der älteste seit 12 Minuten." in sink.messages[0].get_body(("plain",)).get_content()
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE print_jobs SET state = 'printed'")
+    await alerter.check()
+    clock.advance(120)
+    assert await run(alerter) == 1
+    assert "BEHOBEN: Druckaufträge stauen sich" in subject(sink.messages[1])
+
+
+async def test_dead_job_alert_resolves_when_no_dead_job_is_left(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+    """print_job_failed stays until nobody's dead job is left on that printer (retried or discarded), then it is resolved."""
+    await add_jobs(db, ["dead"], created_at=clock())
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(JobDead(job_id=1, order_id="o1", order_number="A-1", printer="kitchen", error="hung up", attempts=5))
+    clock.advance(31)
+    await run(alerter)
+    await alerter.check()
+    clock.advance(200)
+    assert await run(alerter) == 0  # still dead: nothing new
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE print_jobs SET state = 'discarded'")
+    await alerter.check()
+    assert await run(alerter) == 1
+    assert "BEHOBEN: Bestellung A-1: Bon nicht gedruckt (Drucker kitchen)" in subject(sink.messages[1])
+
+
+async def test_critical_recipients_and_quiet_hours(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+    """critical_to also gets critical alerts, not warnings; during quiet hours even critical mail waits until they end."""
+    import datetime as dt
+
+    hour = dt.datetime.fromtimestamp(clock()).hour
+    quiet = f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"
+    alerter = make_alerter(alert_settings(critical_to=["owner@store.test"], quiet_hours=quiet))
+    alerter.on_event(offline("kitchen"))
+    alerter.on_event(PrinterStatusChanged(printer="front", old="online", new="cover_open"))
+    clock.advance(31)
+    assert await run(alerter) == 0
+    clock.advance(3600)
+    assert await run(alerter) == 2
+    by_subject = {("kitchen" in subject(m)): sorted(e.rcpt_tos) for m, e in zip(sink.messages, sink.envelopes, strict=True)}
+    assert by_subject[True] == ["chef@store.test", "owner@store.test", "vize@store.test"]
+    assert by_subject[False] == ["chef@store.test", "vize@store.test"]
+
+
+async def test_fault_over_before_silence_ends_is_never_mailed(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+    """A silenced fault that is over before the silence ends is dropped, not mailed late as news that is no longer true."""
+    alerter = make_alerter(alert_settings())
+    await AlertStore(db).add_silence("printer_*", starts_at=clock(), ends_at=clock() + 3600)
+    alerter.on_event(offline("kitchen"))
+    clock.advance(120)
+    await run(alerter)
+    alerter.on_event(online("kitchen"))
+    clock.advance(60)
+    assert await run(alerter) == 0  # still silenced, and over: dropped
+    clock.advance(3600)
+    assert await run(alerter) == 0
+    assert sink.messages == []
+    assert [r["detail"] for r in await AlertStore(db).recent()] == ["silenced", "silenced"]

@@ -1,0 +1,1 @@
+"""Tests for running the agent as an appliance: systemd, health, metrics, status page, backups, install."""

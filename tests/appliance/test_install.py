@@ -1,0 +1,122 @@
+"""scripts/install.sh and scripts/upgrade.sh in a throwaway root (--prefix): idempotent, uninstall keeps data, upgrade rolls back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[2]
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
+UNITS = ["edge-agent.service", "edge-health-check.service", "edge-health-check.timer", "edge-backup.service", "edge-backup.timer"]
+# upgrade.sh runs the installed `edge`; installed with --no-deps, it borrows this venv's libraries.
+BORROWED_LIBS = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
+
+
+def run(script: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # --no-deps: the test checks the script, not the package index.
+    full_env = {**os.environ, "EDGE_PIP_ARGS": "--no-deps", **(env or {})}
+    full_env.pop("VIRTUAL_ENV", None)
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=240, env=full_env, cwd="/")
+
+
+def tree(root: Path) -> dict[str, tuple[int, str, int]]:
+    """Every file under root with its mode, content hash and mtime: equal trees mean a run changed nothing."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            stat = path.stat()
+            found[str(path.relative_to(root))] = (stat.st_mode, hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the checkout, so the in-tree package build leaves the real one alone."""
+    src = tmp_path_factory.mktemp("install") / "src"
+    for name in ("edge", "migrations", "systemd", "scripts"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md", "edge.example.toml"):
+        shutil.copy(REPO / name, src / name)
+    return src
+
+
+@pytest.fixture(scope="module")
+def root(source: Path) -> Path:
+    """One install into a throwaway root, shared by the tests below in file order (a venv and a package build take seconds)."""
+    target = source.parent / "root"
+    first = run(source / "scripts/install.sh", "--prefix", str(target), "--python", BASE_PYTHON)
+    assert first.returncode == 0, first.stderr
+    config = target / "etc/edge/edge.toml"
+    config.write_text(config.read_text().replace('data_dir = "/var/lib/edge"', f'data_dir = "{target}/var/lib/edge"'))
+    return target
+
+
+def test_install_lays_out_program_config_and_units(root: Path, source: Path) -> None:
+    """The venv with the agent and its migrations, the config from the example, a 0600 secrets file, the five units, the data dir."""
+    assert (root / "opt/edge-agent/venv/bin/edge").exists()
+    assert (root / "opt/edge-agent/venv/share/edge-agent/migrations/001_core.sql").exists()
+    assert "berlin-mitte" in (root / "etc/edge/edge.toml").read_text()
+    assert oct((root / "etc/edge/edge.env").stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in (root / "etc/systemd/system").iterdir()) == sorted(UNITS)
+    assert (root / "var/lib/edge").is_dir()
+
+
+def test_second_install_changes_nothing_and_keeps_the_config(root: Path, source: Path) -> None:
+    """A second install run changes no file (not even an mtime) and keeps the config the technician edited."""
+    before = tree(root)
+    second = run(source / "scripts/install.sh", "--prefix", str(root), "--python", BASE_PYTHON)
+    assert second.returncode == 0, second.stderr
+    assert "wrote" not in second.stdout and "installed" not in second.stdout
+    assert tree(root) == before
+    assert f'data_dir = "{root}/var/lib/edge"' in (root / "etc/edge/edge.toml").read_text()
+
+
+def test_failed_upgrade_rolls_back_program_and_database(root: Path, source: Path) -> None:
+    """upgrade.sh backs up, installs the new version and migrates; a migration that fails brings back the old venv and the backed-up database."""
+    config = root / "etc/edge/edge.toml"
+    edge = root / "opt/edge-agent/venv/bin/edge"
+    made = subprocess.run([str(edge), "migrate", "--config", str(config)], capture_output=True, text=True, timeout=60, env={**os.environ, **BORROWED_LIBS})
+    assert made.returncode == 0, made.stderr
+    db = root / "var/lib/edge/edge.db"
+    with sqlite3.connect(db) as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("INSERT INTO meta(key, value) VALUES ('marker', 'before upgrade')")
+
+    upgraded = shutil.copytree(source, source.parent / "src-0.2.0")
+    (upgraded / "pyproject.toml").write_text((upgraded / "pyproject.toml").read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+    (upgraded / "migrations" / f"{version + 1:03d}_broken.sql").write_text(
+        "-- fails half way\n-- migrate:up\nCREATE TABLE upgrade_probe (x);\nCREATE TABLE orders (x);\n-- migrate:down\nDROP TABLE upgrade_probe;\n"
+    )
+    upgrade = run(upgraded / "scripts/upgrade.sh", "--prefix", str(root), "--python", BASE_PYTHON, "--no-restart", env=BORROWED_LIBS)
+    assert upgrade.returncode == 1, upgrade.stdout + upgrade.stderr
+    assert "installed edge-agent 0.2.0" in upgrade.stdout and "rolling back" in upgrade.stdout
+    installed = subprocess.run(
+        [str(root / "opt/edge-agent/venv/bin/python"), "-I", "-c", "import importlib.metadata as m; print(m.version('edge-agent'))"], capture_output=True, text=True, timeout=30
+    )
+    assert installed.stdout.strip() == "0.1.0"
+    assert not (root / "opt/edge-agent/venv.previous").exists()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == version
+        assert conn.execute("SELECT value FROM meta WHERE key = 'marker'").fetchone()[0] == "before upgrade"
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'upgrade_probe'").fetchone()[0] == 0
+    assert list((root / "var/lib/edge/backups").glob("edge-*.db"))
+
+
+def test_uninstall_keeps_data_and_purge_removes_it(root: Path, source: Path) -> None:
+    """--uninstall removes the program and the units but keeps data and config; --purge removes those too."""
+    (root / "var/lib/edge/keep.txt").write_text("data")
+    uninstall = run(source / "scripts/install.sh", "--prefix", str(root), "--uninstall")
+    assert uninstall.returncode == 0, uninstall.stderr
+    assert not (root / "opt/edge-agent").exists() and not list((root / "etc/systemd/system").iterdir())
+    assert (root / "var/lib/edge/keep.txt").read_text() == "data" and (root / "etc/edge/edge.toml").exists()
+    purge = run(source / "scripts/install.sh", "--prefix", str(root), "--purge")
+    assert purge.returncode == 0, purge.stderr
+    assert not (root / "var/lib/edge").exists() and not (root / "etc/edge").exists()

@@ -1,0 +1,123 @@
+"""/metrics in Prometheus text format, /ready checks, /health."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.events import AlertSent, CentralLinkChanged, RecoveryCompleted, ScanRecorded
+from edge.sim.printer import SimPrinter
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_metrics_parse_and_count_what_happened(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """After one order printed on two printers, /metrics (parsed by prometheus_client's parser) counts it, its latency and the queue."""
+    async with api.post("/api/v1/orders", json=example_order) as response:
+        assert response.status == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printers["front"].wait_for_printed(1)
+    agent.bus.publish(CentralLinkChanged(up=False))
+    agent.bus.publish(RecoveryCompleted(run_id=1, counts={"stored": 3}, duration_s=2.5))
+    agent.bus.publish(AlertSent(alert_type="printer_offline", key="kitchen", resolved=False, recipients=1))
+    agent.bus.publish(ScanRecorded(scanner="counter", code="x", outcome="order_ready", order_id="o"))
+    for _ in range(100):  # the printed mark is committed just after the last byte
+        async with aiohttp.ClientSession() as plain, plain.get(f"http://127.0.0.1:{agent.port}/metrics") as response:
+            assert response.status == 200  # no token needed: Prometheus scrapes it
+            assert response.headers["Content-Type"].startswith("text/plain; version=")
+            got = samples(await response.text())
+        # Counters move on events, gauges are read from the database first: wait for both to show it.
+        if all(got[("edge_print_job_outcomes_total", (("outcome", "printed"), ("printer", p)))] == 1 for p in printers) and all(
+            got[("edge_print_jobs", (("printer", p), ("state", "printed")))] == 1 for p in printers
+        ):
+            break
+        await asyncio.sleep(0.05)
+    assert got[("edge_orders_received_total", (("source", "push"),))] == 1
+    assert got[("edge_print_job_outcomes_total", (("outcome", "printed"), ("printer", "kitchen")))] == 1
+    assert got[("edge_print_latency_seconds_count", (("printer", "kitchen"),))] == 1
+    assert got[("edge_print_jobs", (("printer", "kitchen"), ("state", "printed")))] == 1
+    assert got[("edge_queue_depth", (("printer", "kitchen"),))] == 0
+    assert got[("edge_oldest_queued_job_age_seconds", ())] == 0
+    assert got[("edge_printer_up", (("printer", "kitchen"),))] == 1
+    assert got[("edge_printer_paper", (("paper", "out"), ("printer", "kitchen")))] == 0
+    assert got[("edge_central_api_up", ())] == 0
+    assert got[("edge_recovery_runs_total", (("outcome", "completed"),))] == 1
+    assert got[("edge_recovery_duration_seconds_sum", ())] == 2.5
+    assert got[("edge_alert_emails_total", (("alert_type", "printer_offline"), ("outcome", "sent")))] == 1
+    assert got[("edge_scans_total", (("outcome", "order_ready"), ("scanner", "counter")))] == 1
+    assert got[("edge_storage_writable", ())] == 1
+
+
+def test_two_agents_keep_separate_metrics(make_settings: Callable[..., Settings]) -> None:
+    """Each agent has its own registry: a second one in the same process neither clashes with the first nor shares its counts."""
+    first, second = Agent(make_settings()), Agent(make_settings())
+    first.metrics.orders.labels("push").inc()
+    assert first.metrics.registry.get_sample_value("edge_orders_received_total", {"source": "push"}) == 1
+    assert second.metrics.registry.get_sample_value("edge_orders_received_total", {"source": "push"}) == 0
+
+
+async def test_paper_out_and_queue_show_in_metrics(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """A printer out of paper reads as down with paper=out, and its waiting job counts in the queue depth and oldest age."""
+    printers["kitchen"].paper_out = True
+    example_order["print_receipt"] = False
+    async with api.post("/api/v1/orders", json=example_order) as response:
+        assert response.status == 201
+    for _ in range(200):
+        async with api.get("/metrics") as response:
+            got = samples(await response.text())
+        if got[("edge_printer_paper", (("paper", "out"), ("printer", "kitchen")))] == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert got[("edge_printer_up", (("printer", "kitchen"),))] == 0
+    assert got[("edge_queue_depth", (("printer", "kitchen"),))] == 1
+    assert got[("edge_oldest_queued_job_age_seconds", ())] >= 0
+
+
+async def test_ready_reports_each_check(agent: Agent, api: aiohttp.ClientSession) -> None:
+    """/ready answers 200 with database_writable, migrations_current and accepting all ok; /health answers 200."""
+    async with api.get("/ready") as response:
+        body = await response.json()
+        assert response.status == 200
+    assert body["ready"] is True
+    assert set(body["checks"]) >= {"database_writable", "migrations_current", "accepting"}
+    assert all(c["ok"] for c in body["checks"].values())
+    async with api.get("/health") as response:
+        assert response.status == 200
+
+
+async def test_ready_goes_not_ready_when_the_database_is_read_only(agent: Agent, api: aiohttp.ClientSession) -> None:
+    """With the database refusing writes (query_only on the writer), /ready answers 503 naming database_writable; it recovers when writes work."""
+    assert agent.db is not None
+    await agent.db._writer.execute("PRAGMA query_only = ON")
+    async with api.get("/ready") as response:
+        body = await response.json()
+        assert response.status == 503
+    assert body["checks"]["database_writable"]["ok"] is False
+    assert "readonly" in body["checks"]["database_writable"]["detail"]
+    await agent.db._writer.execute("PRAGMA query_only = OFF")
+    async with api.get("/ready") as response:
+        assert response.status == 200
+
+
+async def test_ready_names_an_old_schema(agent: Agent, api: aiohttp.ClientSession) -> None:
+    """A database behind the agent's migrations (user_version lowered) makes /ready say migrations_current is not ok."""
+    assert agent.db is not None
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        latest = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version = {latest - 1}")
+    async with api.get("/ready") as response:
+        body = await response.json()
+        assert response.status == 503
+    assert body["checks"]["migrations_current"] == {"ok": False, "detail": f"schema {latest - 1}, agent expects {latest}"}

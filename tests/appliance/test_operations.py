@@ -1,0 +1,286 @@
+"""Backups and restore, the doctor, `edge status`, the external health check, retention and a full disk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.cli import _api_call
+from edge.config import Settings
+from edge.events import StorageProblem, StorageRecovered
+from edge.ops import AgentRunningError, backup_database, purge_printed_orders, restore_database
+from edge.ops.technician import doctor, health, render_status
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.conftest import config_dict
+
+
+def toml(raw: dict[str, Any]) -> str:
+    """Just enough TOML for the test configs (tables of strings, numbers, booleans, lists of strings)."""
+    lines: list[str] = []
+
+    def table(prefix: str, body: dict[str, Any]) -> None:
+        lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in body.items() if not isinstance(v, dict) and v is not None)
+        for k, v in body.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}", v)
+
+    for section, body in raw.items():
+        table(section, body)
+    return "\n".join(lines) + "\n"
+
+
+def order_ids(db_path: Path) -> list[str]:
+    with sqlite3.connect(db_path) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM orders ORDER BY id")]
+
+
+async def push(agent: Agent, count: int, *, prefix: str = "ord") -> list[str]:
+    ids = []
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}) as api:
+        for n in range(count):
+            order = make_order(n)
+            order["id"] = f"{prefix}-{n:04d}"
+            async with api.post("/api/v1/orders", json=order) as response:
+                assert response.status == 201, await response.text()
+            ids.append(order["id"])
+    return ids
+
+
+async def test_backup_restore_round_trip_keeps_every_order(make_settings: Callable[..., Settings]) -> None:
+    """A backup taken while the agent runs holds every acknowledged order; restoring it after a loss brings all of them back."""
+    settings = make_settings(backup={"keep": 2})
+    agent = Agent(settings)
+    await agent.start()
+    try:
+        ids = await push(agent, 25)
+        backup = await backup_database(settings)  # online, under the running agent
+    finally:
+        await agent.stop()
+    with sqlite3.connect(settings.agent.db_path) as conn:
+        conn.execute("DELETE FROM orders")  # the loss
+    assert order_ids(settings.agent.db_path) == []
+    safety = await restore_database(settings, backup)
+    assert order_ids(settings.agent.db_path) == sorted(ids)
+    assert safety is not None and order_ids(safety) == []  # what was replaced is kept, just in case
+    agent = Agent(settings)  # and the agent starts on the restored database
+    await agent.start()
+    await agent.stop()
+    for _ in range(3):
+        await backup_database(settings)
+    assert len([p for p in backup.parent.glob("edge-*.db") if "before-restore" not in p.name]) <= 2
+
+
+async def test_restore_refuses_while_the_agent_runs(agent: Agent, tmp_path: Path) -> None:
+    """`edge restore` will not replace the database under a running agent: it names the agent's pid."""
+    backup = await backup_database(agent.settings)
+    with pytest.raises(AgentRunningError, match=f"agent pid {os.getpid()}"):
+        await restore_database(agent.settings, backup)
+
+
+async def test_restore_rejects_a_file_that_is_not_a_database(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """A damaged backup file is refused before anything is touched."""
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(Exception, match="not a readable SQLite database"):
+        await restore_database(make_settings(), bad)
+
+
+async def test_doctor_checks_each_part(agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]) -> None:
+    """The doctor finds the database sound, the agent ready, the kitchen printer out of paper (fail) and the front one online."""
+    printers["kitchen"].paper_out = True
+    checks = {c.name: c for c in await doctor(make_settings(api={"port": agent.port}), _api_call)}
+    assert checks["database integrity"].level == "ok"
+    assert checks["database schema"].level == "ok"
+    assert checks["disk space"].level == "ok"
+    assert checks["clock"].level == "ok"
+    assert checks["agent"].level == "ok"
+    assert (checks["printer kitchen"].level, checks["printer kitchen"].detail) == ("fail", "paper out")
+    assert (checks["printer front"].level, checks["printer front"].detail) == ("ok", "online")
+    assert checks["smtp"].level == "warn"
+
+
+async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printers: dict[str, SimPrinter]) -> None:
+    """`edge doctor` prints one line per check and exits 1 when something fails (no database yet, agent down, kitchen printer off)."""
+    printers["kitchen"].set_offline(True)
+    config = tmp_path / "edge.toml"
+    config.write_text(toml(config_dict(tmp_path / "data", printers, api={"port": 9})))
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge", "doctor", "--config", str(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1, stderr.decode()
+    lines = stdout.decode().splitlines()
+    assert lines[0].startswith("OK") and "config" in lines[0]
+    assert any(line.startswith("FAIL") and "database" in line for line in lines)
+    assert any(line.startswith("FAIL") and "agent" in line for line in lines)
+    assert any(line.startswith("FAIL") and "printer kitchen" in line and "offline" in line for line in lines)
+    assert any(line.startswith("OK") and "printer front" in line and "online" in line for line in lines)
+
+
+async def test_status_screen_shows_printers_queue_and_dead_jobs(agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]) -> None:
+    """`edge status` renders the agent's /api/v1/status: each printer with its state, the queue and the dead jobs, colour only on a terminal."""
+    printers["kitchen"].set_offline(True)
+    await push(agent, 1)
+    for _ in range(100):
+        status, data = await _api_call(make_settings(api={"port": agent.port}), "GET", "/api/v1/status")
+        if data["printers"][0]["state"] == "offline":
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200
+    plain = render_status(data, colour=False)
+    assert "kitchen" in plain and "offline" in plain and "queue: 1 waiting" in plain and "dead jobs: 0" in plain
+    assert "\033[31m" in render_status(data, colour=True)
+
+
+async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(agent: Agent, make_settings: Callable[..., Settings]) -> None:
+    """`edge health --alert`: the second failed check in a row mails the manager once; the first good check after mails RESOLVED."""
+    sink = SmtpSink()
+    await sink.start()
+    try:
+        mail = {"smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"}, "alerts": {"to": ["chef@store.test"]}, "agent": {"language": "en"}}
+        down = make_settings(api={"port": 9}, **mail)  # nothing listens on the discard port
+        assert (await health(down, _api_call, alert=True))[0] is False
+        assert sink.messages == []  # one miss may be a restart
+        await health(down, _api_call, alert=True)
+        await health(down, _api_call, alert=True)
+        assert len(await sink.wait_for(1)) == 1
+        assert "ALERT: edge agent is not running" in sink.messages[0]["Subject"]
+        healthy, _ = await health(make_settings(api={"port": agent.port}, **mail), _api_call, alert=True)
+        assert healthy
+        assert "RESOLVED" in (await sink.wait_for(2))[1]["Subject"]
+    finally:
+        await sink.stop()
+
+
+async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, printers: dict[str, SimPrinter]) -> None:
+    """Printed orders older than the retention age whose status reached central are deleted in batches; waiting or undelivered ones stay."""
+    ids = await push(agent, 12)
+    await printers["kitchen"].wait_for_printed(12)
+    await printers["front"].wait_for_printed(12, timeout=20)
+    db_path = agent.settings.agent.db_path
+    for _ in range(100):
+        with sqlite3.connect(db_path) as conn:
+            if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0] == 0:
+                break
+        await asyncio.sleep(0.05)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE orders SET received_at = received_at - 40 * 86400 WHERE id != ?", (ids[0],))
+        conn.execute("UPDATE outbox SET delivered_at = 1 WHERE order_id != ?", (ids[1],))
+    assert agent.db is not None
+    purged = await purge_printed_orders(agent.db, older_than_s=30 * 86400, batch=4)
+    assert purged == 10
+    assert order_ids(db_path) == sorted(ids[:2])  # too young, and not yet reported to central
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM outbox WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+
+
+async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Agent) -> None:
+    """With no room left (PRAGMA max_page_count at the current size), intake answers 503 + Retry-After, StorageProblem is
+    published and /ready fails; when room is back the storage probe publishes StorageRecovered and orders are stored again."""
+    events: list[object] = []
+    agent.bus.subscribe(events.append, StorageProblem)
+    agent.bus.subscribe(events.append, StorageRecovered)
+    assert agent.db is not None
+    writer = agent.db._writer
+    pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
+    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    answers = []
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}) as api:
+        for n in range(200):  # the free space left in the last pages runs out within a few orders
+            order = make_order(n)
+            order["id"] = f"full-{n}"
+            async with api.post("/api/v1/orders", json=order) as response:
+                answers.append(response.status)
+                if response.status == 503:
+                    assert response.headers["Retry-After"]
+                    break
+        assert answers[-1] == 503 and set(answers[:-1]) <= {201}
+        assert [type(e) for e in events] == [StorageProblem]
+        assert "full" in events[0].detail
+        async with api.get("/metrics") as response:
+            assert "edge_storage_writable 0.0" in await response.text()
+        async with api.get("/ready") as response:
+            assert response.status == 503  # small writes may pass; there is no room for an order
+            assert "full" in (await response.json())["checks"]["database_writable"]["detail"]
+        await writer.execute("PRAGMA max_page_count = 1073741823")  # space is back
+        assert agent._housekeeping is not None
+        await agent._housekeeping.probe_storage()  # what the scheduler runs every 10 s while writes fail
+        assert [type(e) for e in events] == [StorageProblem, StorageRecovered]
+        order = make_order(999)
+        order["id"] = "after-full"
+        async with api.post("/api/v1/orders", json=order) as response:
+            assert response.status == 201
+        async with api.get("/ready") as response:
+            assert response.status == 200
+    assert "after-full" in order_ids(agent.settings.agent.db_path)
+
+
+async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[str, SimPrinter]) -> None:
+    """The APScheduler job purges by itself at retention.every_s: an old, printed, reported order disappears without a call."""
+    from edge.config import RetentionSettings
+    from edge.ops import Housekeeping
+
+    ids = await push(agent, 1)
+    await printers["kitchen"].wait_for_printed(1)
+    await printers["front"].wait_for_printed(1)
+    db_path = agent.settings.agent.db_path
+    for _ in range(100):
+        with sqlite3.connect(db_path) as conn:
+            if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0] == 0:
+                break
+        await asyncio.sleep(0.05)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE orders SET received_at = received_at - 2 * 86400")
+        conn.execute("UPDATE outbox SET delivered_at = 1")
+    assert agent.db is not None
+    housekeeping = Housekeeping(agent.db, RetentionSettings(days=1, every_s=0.2, batch=10))
+    housekeeping.start()
+    try:
+        for _ in range(100):
+            if order_ids(db_path) == []:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        housekeeping.stop()
+    assert ids and order_ids(db_path) == []
+
+
+async def test_database_size_stays_bounded_across_purges(tmp_path: Path) -> None:
+    """Rounds of 1,000 old printed orders, each purged after: freed pages are reused, so the file stops growing after the first round."""
+    from edge.store import Database
+
+    db = await Database.open(tmp_path / "edge.db")
+    payload = json.dumps({"note": "x" * 1500})
+    sizes = []
+    try:
+        for round_ in range(3):
+            async with db.transaction() as conn:
+                for n in range(1000):
+                    order_id = f"r{round_}-{n}"
+                    await conn.execute(
+                        "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES (?, ?, 'h', ?, 'web', '2026-01-01', 0)",
+                        (order_id, str(n), payload),
+                    )
+                    await conn.execute(
+                        "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES (?, 'ticket', 'kitchen', 'kitchen', 'printed', 0, ?)",
+                        (order_id, f"{order_id}:ticket"),
+                    )
+            await db._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # count the database's pages, not the log's
+            sizes.append((tmp_path / "edge.db").stat().st_size)
+            assert await purge_printed_orders(db, older_than_s=86400, batch=200) == 1000
+    finally:
+        await db.close()
+    assert sizes[2] <= sizes[0] * 1.1, sizes

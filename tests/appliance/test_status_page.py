@@ -1,0 +1,140 @@
+"""The technician's status page at /: server-rendered content, token rules, and a real click in headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.conftest import TOKEN
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Flags that keep Chromium from calling out of a closed sandbox network (see the machine notes).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+async def post(api: aiohttp.ClientSession, order: dict) -> dict:
+    async with api.post("/api/v1/orders", json=order) as response:
+        assert response.status == 201
+        return await response.json()
+
+
+async def test_page_shows_printers_orders_and_escapes_order_text(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """/ without a token lists each printer with its state, the order with its tickets, version and uptime; order text is HTML-escaped."""
+    example_order["number"] = "<script>alert(1)</script>"
+    await post(api, example_order)
+    await printers["kitchen"].wait_for_printed(1)
+    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/") as response:
+        assert response.status == 200
+        html = await response.text()
+    assert 'data-printer="kitchen"' in html and 'data-printer="front"' in html
+    assert "version 0.1.0" in html and "Up " in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+    assert f'data-order="{example_order["id"]}"' in html
+
+
+async def test_preview_is_the_decoded_ticket_text(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """A ticket's preview is its ESC/POS bytes decoded to text: the order number and items as on paper."""
+    job_ids = (await post(api, example_order))["job_ids"]
+    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/{job_ids[0]}/preview") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert "Margherita" in text and "1 0 4 2" in text.replace("A - ", "")
+    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/abc/preview") as response:
+        assert response.status == 404
+
+
+async def test_recovery_and_alerts_show_when_their_tables_have_rows(agent: Agent) -> None:
+    """The last recovery run (recovery_runs) and recent alerts (alert_groups) appear on the page when those parts have written them."""
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        conn.execute("INSERT INTO recovery_runs(trigger, state, created_at, finished_at, counts) VALUES ('link_back', 'completed', 1, 2, '{\"stored\": 7}')")
+        conn.execute(
+            "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at) VALUES ('printer_paper_out:kitchen', 'printer_paper_out', 'kitchen', 'warning', 'firing', 1, 2)"
+        )
+    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/") as response:
+        html = await response.text()
+    assert "link_back" in html and "completed" in html and "&#34;stored&#34;: 7" in html
+    assert "printer_paper_out" in html and "firing" in html
+
+
+@pytest.fixture
+async def closed_agent(make_settings: Callable[..., Settings]) -> AsyncIterator[Agent]:
+    """An agent whose status page is not public."""
+    agent = Agent(make_settings(api={"status_page_public": False}))
+    await agent.start()
+    yield agent
+    await agent.stop()
+
+
+async def test_closed_page_needs_the_token(closed_agent: Agent) -> None:
+    """With status_page_public = false, / is a shell without data and the panel answers 401 without the token, 200 with it."""
+    base = f"http://127.0.0.1:{closed_agent.port}"
+    async with aiohttp.ClientSession() as browser:
+        async with browser.get(base + "/") as response:
+            html = await response.text()
+        assert 'data-printer="kitchen"' not in html and "Enter the API token" in html
+        async with browser.get(base + "/status/panel") as response:
+            assert response.status == 404
+        async with browser.get(base + "/api/v1/status/panel") as response:
+            assert response.status == 401
+        async with browser.get(base + "/api/v1/status/panel", headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+            assert response.status == 200
+            assert 'data-printer="kitchen"' in await response.text()
+
+
+async def test_dead_job_listed_with_retry_and_reprint(make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """A job that went dead appears under Dead jobs with Retry and Reprint buttons, and in `edge status` JSON."""
+    printers["kitchen"].drop_after = 10  # the printer hangs up mid-job: one failure, and max_attempts = 1 makes it dead
+    agent = Agent(make_settings(spool={"max_attempts": 1}))
+    await agent.start()
+    try:
+        example_order["print_receipt"] = False
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            job_id = (await post(api, example_order))["job_ids"][0]
+            for _ in range(200):
+                async with api.get("/api/v1/status") as response:
+                    status = await response.json()
+                if status["dead_jobs"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert [j["id"] for j in status["dead_jobs"]] == [job_id]
+            async with api.get("/") as response:
+                html = await response.text()
+        assert f'data-retry="{job_id}"' in html and f'data-reprint="{example_order["id"]}"' in html
+    finally:
+        await agent.stop()
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium")
+async def test_reprint_click_in_headless_chromium_prints_a_copy(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """In a real browser: the page shows both simulated printers; after typing the token, Reprint puts a COPY on the kitchen printer."""
+    playwright_api = pytest.importorskip("playwright.async_api", reason="python playwright is not installed (pip install playwright)")
+    example_order["print_receipt"] = False
+    await post(api, example_order)
+    await printers["kitchen"].wait_for_printed(1)
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(15_000)
+            await page.goto(f"http://127.0.0.1:{agent.port}/")
+            await page.wait_for_selector('tr[data-printer="kitchen"] .state.online')
+            assert await page.locator("#printers tr[data-printer]").count() == 2
+            await page.fill("#token", TOKEN)
+            await page.click("#token-box button")
+            await page.click(f'tr[data-order="{example_order["id"]}"] button[data-reprint]')
+            printed = await printers["kitchen"].wait_for_printed(2, timeout=15)
+            await page.wait_for_selector("#message:has-text('Reprint done')")
+            await page.click(f'tr[data-order="{example_order["id"]}"] button[data-preview]')
+            await page.locator("#preview[open] pre", has_text="Margherita").wait_for()  # the preview is fetched, then shown
+        finally:
+            await browser.close()
+    assert "KOPIE / COPY" in decode(printed[1]).text

@@ -1,0 +1,112 @@
+"""systemd: the notify protocol over real datagram sockets, and unit files that pass systemd-analyze verify."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.ops.measure import measure_startup
+from edge.systemd import Notifier
+from tests.conftest import TOKEN
+
+UNITS = Path(__file__).parents[2] / "systemd"
+
+
+async def receive(sock: socket.socket, until: str, timeout: float = 10.0) -> list[str]:
+    """Datagrams from the agent until one carries the line ``until``."""
+    loop = asyncio.get_running_loop()
+    got: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not any(until in m.split("\n") for m in got):
+            got.append((await loop.sock_recv(sock, 4096)).decode())
+    return got
+
+
+@pytest.fixture
+def notify_socket(monkeypatch: pytest.MonkeyPatch) -> socket.socket:
+    """An abstract-namespace datagram socket, announced as @name in NOTIFY_SOCKET with a 0.4 s watchdog."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"edge-test-{os.getpid()}-{id(sock)}"
+    sock.bind("\0" + name)
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    yield sock
+    sock.close()
+
+
+async def test_agent_sends_ready_status_watchdog_and_stopping(notify_socket: socket.socket, make_settings: Callable[..., Settings]) -> None:
+    """READY=1 with a STATUS line comes once the API listens; WATCHDOG=1 follows from the loop at half WatchdogSec; STOPPING=1 on stop."""
+    agent = Agent(make_settings())
+    await agent.start()
+    try:
+        first = await receive(notify_socket, "READY=1")
+        assert "READY=1" in first[0].split("\n")
+        assert re.search(r"STATUS=\d of 2 printers online.*, 0 queued, 0 dead", first[0]), first[0]
+        pings = await receive(notify_socket, "WATCHDOG=1", timeout=5)
+        pings += await receive(notify_socket, "WATCHDOG=1", timeout=5)
+        assert sum("WATCHDOG=1" in m for m in pings) >= 2
+    finally:
+        await agent.stop()
+    assert any("STOPPING=1" in m for m in await receive(notify_socket, "STOPPING=1"))
+
+
+def test_notifier_is_silent_without_systemd() -> None:
+    """Without NOTIFY_SOCKET nothing is sent and nothing fails; a watchdog for another PID is ignored."""
+    assert Notifier({}).notify("READY=1") is False
+    assert Notifier({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}).watchdog_s is None
+    assert Notifier({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "1000000"}).watchdog_s == 1.0
+
+
+def test_real_process_notifies_a_path_socket(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
+    """The agent as a subprocess, as systemd starts it: READY=1 over a filesystem socket, exits 0 after STOPPING=1 on SIGTERM."""
+    settings = make_settings()
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        f'[agent]\nstore_id = "test-store"\ndata_dir = "{tmp_path / "data"}"\nlog_format = "json"\n'
+        f'[api]\nport = 0\ntoken = "{TOKEN}"\n'
+        + "".join(f'[printers.{n}]\ntype = "network"\nhost = "127.0.0.1"\nport = {p.port}\n' for n, p in settings.printers.items())
+    )
+    result = measure_startup(config, idle_s=0.5, timeout_s=30)
+    assert result.exit_code == 0
+    assert result.ready_s < 30
+    assert result.idle_rss_kib > 1000
+    assert any("READY=1" in m for m in result.messages)
+    assert "STOPPING=1" in result.messages[-1]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing: apt-get install -y systemd")
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """Every unit and timer passes `systemd-analyze verify` without a single warning (ExecStart pointed at this venv's edge)."""
+    edge = Path(sys.executable).parent / "edge"
+    for unit in UNITS.iterdir():
+        (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/edge-agent/venv/bin/edge", str(edge)))
+    names = sorted(str(p) for p in tmp_path.iterdir())
+    assert len(names) == 5
+    result = subprocess.run(["systemd-analyze", "verify", *names], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "" and result.stdout.strip() == "", result.stderr + result.stdout
+
+
+def test_agent_unit_settings() -> None:
+    """The agent unit is Type=notify with a watchdog, restarts on failure, stops after the 30 s drain, and runs hardened."""
+    text = (UNITS / "edge-agent.service").read_text()
+    settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["Type"] == "notify" and settings["Restart"] == "on-failure"
+    assert int(settings["TimeoutStopSec"]) > 30
+    assert int(settings["WatchdogSec"]) > 0
+    assert settings["ProtectSystem"] == "strict" and settings["ReadWritePaths"] == "/var/lib/edge"
+    assert settings["SupplementaryGroups"] == "lp dialout"
+    assert settings["NoNewPrivileges"] == "yes"

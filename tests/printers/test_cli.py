@@ -1,0 +1,138 @@
+"""`edge printer test`, `edge preview`, `edge jobs --held`, `edge release`, `edge discard` against a running agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from edge import cli
+from edge.app import Agent
+from edge.config import load_settings
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.api.test_intake import post
+from tests.conftest import TOKEN
+from tests.printing.test_spooler import job_rows, wait_until
+
+
+def write_config(tmp_path: Path, printers: dict[str, SimPrinter], *, port: int = 0, stale_min: float = 45) -> Path:
+    path = tmp_path / "edge.toml"
+    lines = [
+        "[agent]",
+        'store_id = "test-store"',
+        f'data_dir = "{tmp_path / "data"}"',
+        'log_format = "json"',
+        "[api]",
+        f"port = {port}",
+        f'token = "{TOKEN}"',
+        "[printing]",
+        f"stale_ticket_min = {stale_min}",
+        "[stations]",
+        'kitchen = "kitchen"',
+        "[receipts]",
+        'printer = "front"',
+    ]
+    for name, sim in printers.items():
+        lines += [f"[printers.{name}]", 'type = "network"', 'host = "127.0.0.1"', f"port = {sim.port}", "status_timeout = 0.5"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """The real `edge` entry point; in a thread, since it runs its own event loop."""
+    capsys.readouterr()  # drop the agent's log lines so far
+    code = await asyncio.to_thread(cli.main, list(argv))
+    return code, capsys.readouterr().out
+
+
+def answer(out: str) -> dict:
+    """The JSON the command printed (the agent in this process logs to the same stdout)."""
+    return json.JSONDecoder().raw_decode(out[out.index("{") :])[0]
+
+
+@pytest.fixture
+async def running(tmp_path: Path, printers: dict[str, SimPrinter]):
+    """The agent started from a config file on a fixed free port, so the CLI can reach it with the same file."""
+    path = write_config(tmp_path, printers, stale_min=0.01)
+    agent = Agent(load_settings(path, environ={}))
+    await agent.start()
+    path = write_config(tmp_path, printers, port=agent.port, stale_min=0.01)
+    yield agent, path
+    await agent.stop()
+
+
+async def test_printer_test_page_through_the_agent(running, printers: dict[str, SimPrinter], capsys: pytest.CaptureFixture[str]) -> None:
+    """`edge printer test kitchen`: a test page with name, profile, umlauts, €, a QR code and a cut; the status read is shown."""
+    _, config = running
+    code, out = await run_cli(capsys, "printer", "test", "kitchen", "--config", str(config))
+    assert code == 0
+    body = answer(out)
+    assert (body["printer"], body["status"], body["printed"], body["confirmed"]) == ("kitchen", "online", True, True)
+    page = decode((await printers["kitchen"].wait_for_printed(1))[0])
+    assert "kitchen" in page.text and "Profil: default" in page.text and "ÄÖÜ ß €" in page.text
+    assert page.qr_codes == ["edge:test:kitchen"] and page.cuts == 1
+
+    printers["kitchen"].paper_out = True
+    code, out = await run_cli(capsys, "printer", "test", "kitchen", "--config", str(config))
+    assert code == 1 and answer(out)["status"] == "paper_out" and "paper out" in answer(out)["error"]
+    code, out = await run_cli(capsys, "printer", "test", "nope", "--config", str(config))
+    assert code == 1 and "not configured" in answer(out)["reason"]
+
+
+async def test_held_jobs_listed_released_and_discarded_from_the_cli(
+    running, printers: dict[str, SimPrinter], example_order: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edge jobs --held` lists stale tickets; `edge release JOB` prints one, `edge discard JOB` drops the other,
+    `edge release` without a job or --all is refused."""
+    agent, config = running
+    printers["kitchen"].set_offline(True)
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        for n in range(2):
+            order = dict(example_order, id=f"ord_{n}", number=f"N-{n}", print_receipt=False)
+            assert (await post(api, order))[0] == 201
+    await asyncio.sleep(0.8)
+    printers["kitchen"].set_offline(False)
+    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["held", "held"])
+
+    code, out = await run_cli(capsys, "jobs", "--held", "--config", str(config))
+    held = answer(out)["jobs"]
+    assert code == 0 and sorted(j["order_id"] for j in held) == ["ord_0", "ord_1"]
+    ids = {j["order_id"]: j["id"] for j in held}
+    assert (await run_cli(capsys, "release", str(ids["ord_0"]), "--config", str(config)))[0] == 0
+    assert (await run_cli(capsys, "discard", str(ids["ord_1"]), "--config", str(config)))[0] == 0
+    await printers["kitchen"].wait_for_printed(1)
+    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "discarded"])
+    capsys.readouterr()
+    code = await asyncio.to_thread(cli.main, ["release", "--config", str(config)])
+    assert code == 1 and "give a job id or --all" in capsys.readouterr().err
+
+
+async def test_preview_shows_an_orders_jobs_as_text(running, printers: dict[str, SimPrinter], example_order: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """`edge preview A-1042` reads the database and shows the ticket and the receipt as they look on paper."""
+    agent, config = running
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        assert (await post(api, example_order))[0] == 201
+    code, out = await run_cli(capsys, "preview", "A-1042", "--config", str(config))
+    assert code == 0
+    assert "=== job 1: ticket kitchen on kitchen" in out and "=== job 2: receipt on front" in out
+    assert "[QR edge:v1:ord_7f3a9c21:kitchen]" in out and "Summe" in out and "A - 1 0 4 2" in out
+    code, _ = await run_cli(capsys, "preview", "no-such-order", "--config", str(config))
+    assert code == 1
+
+
+async def test_preview_writes_png_images(running, example_order: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`edge preview ORDER --png DIR`: one PNG per job, a paper strip as wide as the printer's columns, with ink on it."""
+    agent, config = running
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        assert (await post(api, example_order))[0] == 201
+    code, out = await run_cli(capsys, "preview", "ord_7f3a9c21", "--png", str(tmp_path / "png"), "--config", str(config))
+    assert code == 0 and "job-1.png" in out
+    with Image.open(tmp_path / "png" / "job-1.png") as image:
+        assert image.format == "PNG" and image.width == 48 * 10 + 24
+        assert image.convert("L").getextrema() == (0, 255)  # black text on white paper
+    assert (tmp_path / "png" / "job-2.png").is_file()

@@ -1,0 +1,239 @@
+"""The agent with simulated printers: status polling, stale tickets held until a person acts, failover to a backup."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.events import JobHeld, JobRedirected, PrinterStatusChanged
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.api.test_intake import post
+from tests.conftest import TOKEN, config_dict
+from tests.printing.test_spooler import job_rows, orders, wait_until
+
+
+@pytest.fixture
+async def start_agent(tmp_path: Path, printers: dict[str, SimPrinter]) -> AsyncIterator[Callable[..., Any]]:
+    """Starts agents with config overrides (``printer_options`` per printer name); stops them all at the end."""
+    started: list[Agent] = []
+
+    async def start(printer_options: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> tuple[Agent, aiohttp.ClientSession]:
+        raw = config_dict(tmp_path / "data", printers, **overrides)
+        for name, options in (printer_options or {}).items():
+            raw["printers"][name].update(options)
+        agent = Agent(parse_settings(raw, source="test"))
+        await agent.start()
+        started.append(agent)
+        session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"})
+        sessions.append(session)
+        return agent, session
+
+    sessions: list[aiohttp.ClientSession] = []
+    yield start
+    for session in sessions:
+        await session.close()
+    for agent in started:
+        await agent.stop()
+
+
+def tickets_only(example: dict, count: int) -> list[dict]:
+    return orders(example, count, receipt=False)
+
+
+async def test_idle_printer_is_polled_and_state_changes_are_events(start_agent: Callable[..., Any], printers: dict[str, SimPrinter]) -> None:
+    """With no jobs at all, the status poll finds paper out (one event), then paper back (one event)."""
+    agent, _ = await start_agent(printer_options={"kitchen": {"status_poll_s": 0.2}})
+    events: list[PrinterStatusChanged] = []
+    agent.bus.subscribe(events.append, PrinterStatusChanged)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "online", timeout=5)
+    printers["kitchen"].paper_out = True
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", timeout=5)
+    printers["kitchen"].paper_out = False
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "online", timeout=5)
+    kitchen = [(e.old, e.new) for e in events if e.printer == "kitchen"]
+    assert kitchen == [("unknown", "online"), ("online", "paper_out"), ("paper_out", "online")]
+    assert printers["kitchen"].jobs == []  # status queries only, never a job byte
+
+
+@pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
+async def test_fault_pauses_then_resumes_within_two_seconds(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter], flag: str) -> None:
+    """Paper out or cover open: the job waits with no attempt spent and nothing goes dead; fixed: it prints within 2 s."""
+    agent, api = await start_agent()
+    kitchen = printers["kitchen"]
+    setattr(kitchen, flag, True)
+    assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
+    await asyncio.sleep(1.2)  # several probes while paused
+    assert job_rows(agent) == [("queued", 0, 0)]
+    setattr(kitchen, flag, False)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await kitchen.wait_for_printed(1, timeout=5)
+    assert loop.time() - start < 2.0
+    await wait_until(lambda: job_rows(agent) == [("printed", 0, 0)])
+
+
+async def test_silent_printer_is_unknown_and_still_prints(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """A printer that never answers DLE EOT: state unknown (not "paper OK"), and the ticket prints anyway."""
+    printers["kitchen"].answer_status = False
+    agent, api = await start_agent()
+    assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
+    printed = await printers["kitchen"].wait_for_printed(1, timeout=10)
+    assert decode(printed[0]).qr_codes == ["edge:v1:ord_000:kitchen"]
+    await wait_until(lambda: job_rows(agent) == [("printed", 0, 0)])
+    assert agent.spoolers["kitchen"].state.value == "unknown"
+
+
+async def test_stale_ticket_is_held_until_released_or_discarded(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """Printer off longer than the stale age: when it returns, nothing prints; held jobs wait for release (prints, with the
+    date) or discard (never prints), and each hold is an event."""
+    agent, api = await start_agent(printing={"stale_ticket_min": 0.01})  # 0.6 s
+    held: list[JobHeld] = []
+    agent.bus.subscribe(held.append, JobHeld)
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    first, second = tickets_only(example_order, 2)
+    for order in (first, second):
+        assert (await post(api, order))[0] == 201
+    await asyncio.sleep(1.0)
+    kitchen.set_offline(False)
+    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["held", "held"], timeout=10)
+    await asyncio.sleep(0.5)
+    assert kitchen.printed == []
+    assert sorted(e.order_id for e in held) == ["ord_000", "ord_001"] and all(e.age_s > 0.6 for e in held)
+
+    async with api.get("/api/v1/jobs", params={"state": "held"}) as response:
+        listed = (await response.json())["jobs"]
+    ids = {j["order_id"]: j["id"] for j in listed}
+    assert set(ids) == {"ord_000", "ord_001"}
+
+    async with api.post(f"/api/v1/jobs/{ids['ord_001']}/discard") as response:
+        assert response.status == 200 and (await response.json())["state"] == "discarded"
+    async with api.post(f"/api/v1/jobs/{ids['ord_000']}/release") as response:
+        assert response.status == 200
+    printed = await kitchen.wait_for_printed(1)
+    text = decode(printed[0]).text
+    assert "N-000" in text and re.search(r"Bestellt: \d\d\.11\.2026 \d\d:\d\d", text)  # released: the original order time, with its date
+    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "discarded"])
+    await asyncio.sleep(0.3)
+    assert len(kitchen.printed) == 1  # the discarded one never
+
+    async with api.post(f"/api/v1/jobs/{ids['ord_001']}/release") as response:
+        assert response.status == 404 and "only held jobs" in (await response.json())["reason"]
+
+
+async def test_release_all_prints_every_held_job(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """`release --all`: every held job prints, oldest first; none is held again for its age."""
+    agent, api = await start_agent(staleness={"kitchen": 0.01})
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    for order in tickets_only(example_order, 3):
+        assert (await post(api, order))[0] == 201
+    await asyncio.sleep(1.0)
+    kitchen.set_offline(False)
+    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["held"] * 3, timeout=10)
+    async with api.post("/api/v1/jobs/release-held") as response:
+        assert response.status == 200 and len((await response.json())["released"]) == 3
+    printed = await kitchen.wait_for_printed(3)
+    assert ["N-000" in decode(printed[0]).text, "N-001" in decode(printed[1]).text, "N-002" in decode(printed[2]).text] == [True] * 3
+
+
+async def test_fresh_ticket_is_not_held(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """A short outage (shorter than the stale age) prints the ticket normally when the printer returns."""
+    agent, api = await start_agent(printing={"stale_ticket_min": 1})
+    printers["kitchen"].set_offline(True)
+    assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
+    await asyncio.sleep(0.5)
+    printers["kitchen"].set_offline(False)
+    await printers["kitchen"].wait_for_printed(1)
+    await wait_until(lambda: job_rows(agent) == [("printed", 0, 0)])
+
+
+async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Primary off longer than failover_after_s: its tickets print on the backup with the UMGELEITET header, exactly once;
+    when the primary is back, new tickets go to it again."""
+    agent, api = await start_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.5})
+    redirected: list[JobRedirected] = []
+    agent.bus.subscribe(redirected.append, JobRedirected)
+    kitchen, front = printers["kitchen"], printers["front"]
+    kitchen.set_offline(True)
+    batch = tickets_only(example_order, 4)
+    for order in batch[:3]:
+        assert (await post(api, order))[0] == 201
+    printed = await front.wait_for_printed(3, timeout=10)
+    for n, data in enumerate(printed):
+        text = decode(data).text
+        assert "UMGELEITET von kitchen" in text and f"N-00{n}" in text
+        assert decode(data).qr_codes == [f"edge:v1:ord_00{n}:kitchen"]  # scans still mark the kitchen ticket
+    assert sorted(e.job_id for e in redirected) == sorted(r[0] for r in job_rows(agent, "SELECT id FROM print_jobs"))
+    assert {(e.from_printer, e.to_printer) for e in redirected} == {("kitchen", "front")}
+
+    kitchen.set_offline(False)
+    await wait_until(lambda: agent.spoolers["kitchen"].paused_since is None, timeout=5)
+    assert (await post(api, batch[3]))[0] == 201
+    back = await kitchen.wait_for_printed(1)
+    assert "N-003" in decode(back[0]).text and "UMGELEITET" not in decode(back[0]).text
+    await asyncio.sleep(0.5)
+    assert len(kitchen.printed) == 1 and len(front.printed) == 3  # nothing printed on both
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        rows = conn.execute("SELECT order_id, printer, redirected_from, state FROM print_jobs ORDER BY id").fetchall()
+    assert rows == [(f"ord_00{n}", "front", "kitchen", "printed") for n in range(3)] + [("ord_003", "kitchen", None, "printed")]
+
+
+async def test_no_failover_before_the_configured_time(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """A short pause of the primary (shorter than failover_after_s) does not move its tickets."""
+    agent, api = await start_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 30})
+    printers["kitchen"].paper_out = True
+    assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
+    await asyncio.sleep(1.5)
+    assert printers["front"].printed == [] and job_rows(agent, "SELECT printer, state FROM print_jobs") == [("kitchen", "queued")]
+    printers["kitchen"].paper_out = False
+    await printers["kitchen"].wait_for_printed(1)
+
+
+async def test_retried_dead_job_is_not_held_for_its_age(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """`edge retry` on a dead job older than the stale age: a person asked for it, so it prints instead of being held."""
+    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, spool={"max_attempts": 1})
+    kitchen = printers["kitchen"]
+    kitchen.drop_after = 10
+    assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
+    await wait_until(lambda: job_rows(agent)[0][0] == "dead")
+    await asyncio.sleep(0.8)  # now older than the stale age
+    (job_id,) = job_rows(agent, "SELECT id FROM print_jobs")[0]
+    async with api.post(f"/api/v1/jobs/{job_id}/retry") as response:
+        assert response.status == 200
+    printed = await kitchen.wait_for_printed(2)
+    assert "KOPIE / COPY" in decode(printed[-1]).text
+    await wait_until(lambda: job_rows(agent)[0][0] == "printed")
+
+
+async def test_no_healthy_backup_keeps_jobs_on_the_primary(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """Primary and backup both down: the tickets stay queued on the primary (said once in the log), and print there
+    when it returns."""
+    with capture_logs() as logs:
+        printers["front"].paper_out = True
+        agent, api = await start_agent(
+            stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.3}, printer_options={"front": {"status_poll_s": 0.1}}
+        )
+        await wait_until(lambda: agent.spoolers["front"].state.value == "paper_out")  # found by its idle poll
+        printers["kitchen"].set_offline(True)
+        for order in tickets_only(example_order, 2):
+            assert (await post(api, order))[0] == 201
+        await asyncio.sleep(1.5)
+        assert job_rows(agent, "SELECT printer, state FROM print_jobs") == [("kitchen", "queued")] * 2
+        printers["kitchen"].set_offline(False)
+        await printers["kitchen"].wait_for_printed(2)
+    assert [e["station"] for e in logs if e["event"] == "failover_no_backup"] == ["kitchen"]

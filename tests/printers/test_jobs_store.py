@@ -1,0 +1,90 @@
+"""Migration 004 and the job store's held / discarded / redirected states, on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.errors import NotFoundError
+from edge.store import Database, JobStore
+from edge.store.db import connect_writer
+from edge.store.migrations import load_migrations, migrate
+
+
+async def _db_with_jobs(path: Path, states: list[str]) -> None:
+    db = await Database.open(path)
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', '1', 'h', '{}', 'web', 'x', 0)"
+        )
+        for n, state in enumerate(states):
+            await conn.execute(
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES ('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
+                (state, time.time(), f"o1:ticket:kitchen:{n}"),
+            )
+    await db.close()
+
+
+async def test_migration_004_rebuilds_print_jobs_keeping_ids_and_down_reverses(tmp_path: Path) -> None:
+    """Up keeps every job, its id and the id counter, and allows held/discarded; down turns held back into queued and
+    drops discarded jobs; up again works."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["printed", "queued", "dead", "queued"])
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM print_jobs WHERE id = 4")  # the counter must not hand out 4 again
+        conn.execute("UPDATE print_jobs SET state = 'held', held_at = 1 WHERE id = 2")
+        conn.execute("INSERT INTO print_jobs(order_id, kind, printer, state, created_at, idempotency_key) VALUES ('o1', 'receipt', 'front', 'discarded', 0, 'k')")
+        assert conn.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [(1, "printed"), (2, "held"), (3, "dead"), (5, "discarded")]
+
+    migrations = load_migrations()
+    conn = await connect_writer(path)
+    try:
+        await migrate(conn, migrations, 3)
+    finally:
+        await conn.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [(1, "printed"), (2, "queued"), (3, "dead")]
+        columns = {r[1] for r in check.execute("PRAGMA table_info(print_jobs)")}
+        assert "redirected_from" not in columns
+        with pytest.raises(sqlite3.IntegrityError):
+            check.execute("UPDATE print_jobs SET state = 'held' WHERE id = 2")
+        assert {r[1] for r in check.execute("PRAGMA index_list(print_jobs)")} >= {"print_jobs_spool", "print_jobs_order"}
+
+    db = await Database.open(path)  # up to the latest again
+    try:
+        async with db.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO print_jobs(order_id, kind, printer, created_at, idempotency_key) VALUES ('o1', 'receipt', 'front', 0, 'k2') RETURNING id"
+            )
+            (new_id,) = await cursor.fetchone()
+            await cursor.close()
+        assert new_id == 6
+        assert [r[0] for r in await db.fetchall("SELECT state FROM print_jobs ORDER BY id")] == ["printed", "queued", "dead", "queued"]
+    finally:
+        await db.close()
+
+
+async def test_claim_fails_once_a_job_moved_and_hold_release_discard(tmp_path: Path) -> None:
+    """A spool claims a job only while it is still waiting on its printer: after a redirect the old printer cannot print
+    it. Held jobs release into the queue, discard refuses printed jobs."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued", "queued", "printed"])
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    try:
+        assert await jobs.redirect("kitchen", from_printer="kitchen", to_printer="front") == [(1, "o1"), (2, "o1")]
+        assert not await jobs.mark_printing(1, "kitchen")
+        assert await jobs.mark_printing(1, "front")
+        assert await jobs.hold(2, "front") and not await jobs.hold(2, "front")
+        assert await jobs.release_held() == [2]
+        row = await jobs.get(2)
+        assert (row["state"], row["redirected_from"], row["released_at"] is not None) == ("queued", "kitchen", True)
+        with pytest.raises(NotFoundError, match="print job 3 is printed, only held, failed or dead jobs can be discarded"):
+            await jobs.discard(3)
+        with pytest.raises(NotFoundError, match="print job 99 does not exist"):
+            await jobs.release_held(99)
+    finally:
+        await db.close()

@@ -1,0 +1,162 @@
+"""Per-printer options in the bytes: cut, QR method and strip height, cash drawer, logo, profile; operator templates."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.errors import ConfigError
+from edge.orders.model import Order, Payment, parse_order
+from edge.printing.decode import decode
+from edge.printing.render import PrintOptions, Renderer
+from edge.sim.printer import SimPrinter
+from tests.api.test_intake import post
+from tests.conftest import EXAMPLE
+
+QR = "edge:v1:ord_7f3a9c21:kitchen"
+GS_V0 = re.compile(rb"\x1dv0\x00(.)(.)(.)(.)", re.S)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer()
+
+
+@pytest.fixture(scope="module")
+def order() -> Order:
+    return parse_order(EXAMPLE)
+
+
+def raster_images(data: bytes) -> list[tuple[int, int]]:
+    """(width in dots, rows) of each GS v 0 raster image."""
+    return [((m[0] + 256 * m[1]) * 8, m[2] + 256 * m[3]) for m in (match.groups() for match in GS_V0.finditer(data)) for m in [[b[0] for b in m]]]
+
+
+@pytest.mark.parametrize(("cut", "command", "cuts"), [("full", b"\x1dV\x00", 1), ("partial", b"\x1dV\x01", 1), ("none", None, 0)])
+def test_cut_follows_the_printer(renderer: Renderer, order: Order, cut: str, command: bytes | None, cuts: int) -> None:
+    """full: GS V 0; partial: GS V 1; none: no cut command at all, only a feed past the tear bar."""
+    data = renderer.ticket(order, "kitchen", options=PrintOptions(cut=cut))
+    assert decode(data).cuts == cuts
+    if command:
+        assert data.endswith(command)
+    else:
+        assert data.endswith(b"\x1bd\x06")
+
+
+def test_native_qr_where_the_profile_has_it_image_otherwise(renderer: Renderer, order: Order) -> None:
+    """auto: the printer's own QR command on a profile with qrCode (TM-T88V), a raster image on one without (simple)."""
+    native = decode(renderer.ticket(order, "kitchen", options=PrintOptions(profile="TM-T88V")))
+    assert native.qr_codes == [QR]
+    image = renderer.ticket(order, "kitchen", options=PrintOptions(profile="simple"))
+    assert decode(image).qr_codes == [] and raster_images(image)
+
+
+@pytest.mark.parametrize(("method", "marker"), [("bitImageRaster", b"\x1dv0"), ("bitImageColumn", b"\x1b*"), ("graphics", b"\x1d(L")])
+def test_qr_image_method_is_configurable(renderer: Renderer, order: Order, method: str, marker: bytes) -> None:
+    """Each image method sends its own command family and no native QR command."""
+    data = renderer.ticket(order, "kitchen", options=PrintOptions(qr=method))
+    assert marker in data and decode(data).qr_codes == [] and b"\x1d(k" not in data
+
+
+def test_qr_image_is_split_into_fragments(renderer: Renderer, order: Order) -> None:
+    """A fragment height smaller than the code splits the image into strips no taller than that."""
+    whole = raster_images(renderer.ticket(order, "kitchen", options=PrintOptions(qr="bitImageRaster")))
+    strips = raster_images(renderer.ticket(order, "kitchen", options=PrintOptions(qr="bitImageRaster", qr_fragment_height=48)))
+    assert len(whole) == 1 and len(strips) > 1
+    assert all(rows <= 48 for _, rows in strips) and sum(rows for _, rows in strips) == whole[0][1]
+
+
+@pytest.mark.parametrize(("method", "copy", "kicks"), [("cash", False, 1), ("cash", True, 0), ("card", False, 0)])
+def test_cash_drawer_opens_only_for_cash_receipts(renderer: Renderer, order: Order, method: str, copy: bool, kicks: int) -> None:
+    """The drawer kicks after a cash receipt on a printer with cash_drawer; never for card, never on a copy, never on a ticket."""
+    cash = dataclasses.replace(order, payment=Payment(method=method, status="paid"))
+    options = PrintOptions(cash_drawer=True)
+    assert decode(renderer.receipt(cash, copy=copy, options=options)).drawer_kicks == kicks
+    assert decode(renderer.ticket(cash, "kitchen", options=options)).drawer_kicks == 0
+    assert decode(renderer.receipt(cash)).drawer_kicks == 0  # printer without a drawer
+
+
+def test_logo_is_scaled_to_the_paper(renderer: Renderer, order: Order, tmp_path: Path) -> None:
+    """A logo wider than the paper is shrunk to the printable dots (48 characters: 576) and printed before the text."""
+    path = tmp_path / "logo.png"
+    Image.new("L", (1200, 200), 0).save(path)
+    data = renderer.receipt(order, width=48, options=PrintOptions(logo=path))
+    (width, rows), *_ = raster_images(data)
+    assert (width, rows) == (576, 96)
+    assert data.index(b"\x1dv0") < data.index("Bestellung".encode("cp858"))
+    assert raster_images(renderer.receipt(order, width=48)) == []
+
+
+def test_options_come_from_the_printer_config(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """Agent start-up tries each printer's options: an unreadable logo is a ConfigError then, not at the first receipt."""
+    bad = tmp_path / "logo.png"
+    bad.write_text("not an image")
+    settings = make_settings()
+    front = dataclasses.replace(settings.printers["front"], logo=bad)
+    with pytest.raises(ConfigError, match=r"printers\.front: .*logo\.png") as caught:
+        Agent(dataclasses.replace(settings, printers={**settings.printers, "front": front}))
+    assert caught.value.key == "printers.front"
+
+
+async def test_agent_prints_with_the_operators_template(make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], tmp_path: Path) -> None:
+    """[printing] template_dir: the operator's ticket.j2 is what comes out of the kitchen printer; receipts stay built-in."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "ticket.j2").write_text("MEIN TICKET {{ order.number }} {{ station }}\n{{ qr(qr_code) }}\n{{ cut }}\n", encoding="utf-8")
+    agent = Agent(make_settings(printing={"template_dir": str(templates)}))
+    await agent.start()
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}) as api:
+            assert (await post(api, json.loads(json.dumps(EXAMPLE))))[0] == 201
+        ticket = decode((await printers["kitchen"].wait_for_printed(1))[0])
+        receipt = decode((await printers["front"].wait_for_printed(1))[0])
+        assert ticket.text.startswith("MEIN TICKET A-1042 kitchen") and ticket.qr_codes == [QR]
+        assert "Summe" in receipt.text
+    finally:
+        await agent.stop()
+
+
+def test_broken_operator_template_stops_the_agent_at_start_up(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """A receipt.j2 that fails when it runs is a ConfigError naming printing.template_dir when the agent is built."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "receipt.j2").write_text("{{ order.totals.nothing }}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"printing\.template_dir: receipt\.j2: .*nothing"):
+        Agent(make_settings(printing={"template_dir": str(templates)}))
+
+
+@pytest.mark.parametrize(
+    ("profile", "policy", "select", "codec", "euro"),
+    [
+        ("default", "auto", b"\x1bt\x13", "cp858", b"\xd5"),  # Epson numbering, CP858
+        ("TSP600", "auto", b"\x1bt\x04", "cp858", b"\xd5"),  # Star calls CP858 number 4
+        ("TM-T88II", "auto", b"\x1bt\x10", "cp1252", b"\x80"),  # no CP858 on this model: CP1252, € still prints
+        ("default", "cp437", b"\x1bt\x00", "cp437", b"EUR"),  # forced CP437: no € in it, spelled out
+    ],
+)
+def test_code_page_policy_follows_the_profile(
+    renderer: Renderer, order: Order, profile: str, policy: str, select: bytes, codec: str, euro: bytes
+) -> None:
+    """The job selects the code page the policy picks from the profile's own table, once, and encodes text in it."""
+    data = renderer.receipt(order, options=PrintOptions(profile=profile, codepage=policy))
+    assert data.startswith(b"\x1b@" + select) and data.count(b"\x1bt") == 1
+    assert "Käsespätzle".encode(codec) in data
+    total = next(line for line in data.split(b"\n") if b"Summe" in line)
+    assert total.rstrip().endswith(euro)
+
+
+def test_profile_without_a_usable_code_page_stops_the_start(make_settings: Callable[..., Settings]) -> None:
+    """A profile whose code page table has none of CP858, CP1252, CP437 is a ConfigError at start-up."""
+    settings = make_settings()
+    front = dataclasses.replace(settings.printers["front"], profile="AF-240")
+    with pytest.raises(ConfigError, match="no code page any of CP858, CP1252, CP437"):
+        Agent(dataclasses.replace(settings, printers={**settings.printers, "front": front}))

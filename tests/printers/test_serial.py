@@ -1,0 +1,133 @@
+"""Serial printers over a pseudo-terminal pair: real pyserial on the agent's side, the simulated printer on the other."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.orders.model import parse_order
+from edge.printing.decode import decode
+from edge.printing.driver import PrinterDriver
+from edge.printing.render import Renderer
+from edge.printing.status import PrinterState
+from edge.sim.printer import SimPrinter, SimSerialPrinter, serve
+from edge.transports import SerialTransport, TcpTransport
+from tests.api.test_intake import post
+from tests.conftest import TOKEN, config_dict
+from tests.printing.test_spooler import wait_until
+
+
+@pytest.fixture
+async def serial_printer() -> AsyncIterator[SimSerialPrinter]:
+    """A simulated ESC/POS printer at the far end of a pseudo-terminal; ``device`` is the path to open."""
+    sim = SimSerialPrinter("bar")
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def test_serial_prints_the_same_bytes_as_network(serial_printer: SimSerialPrinter, printers: dict[str, SimPrinter], example_order: dict) -> None:
+    """One rendered ticket sent over serial and over TCP arrives byte for byte the same, confirmed on both."""
+    data = Renderer().ticket(parse_order(example_order), "kitchen")
+    network = PrinterDriver("kitchen", TcpTransport("kitchen", "127.0.0.1", printers["kitchen"].port), status_timeout=0.5)
+    serial = PrinterDriver("bar", SerialTransport("bar", serial_printer.device, baudrate=115200), status_timeout=0.5)
+    outcomes = [await network.print(data), await serial.print(data)]
+    assert [o.confirmed for o in outcomes] == [True, True]
+    await printers["kitchen"].wait_for_printed(1)
+    await serial_printer.wait_for_printed(1)
+    assert serial_printer.printed == printers["kitchen"].printed == [data]
+
+
+@pytest.mark.parametrize(
+    ("flag", "state"),
+    [(None, PrinterState.ONLINE), ("paper_out", PrinterState.PAPER_OUT), ("cover_open", PrinterState.COVER_OPEN), ("paper_near_end", PrinterState.PAPER_NEAR_END)],
+)
+async def test_serial_status_is_read_back(serial_printer: SimSerialPrinter, flag: str | None, state: PrinterState) -> None:
+    """DLE EOT over the serial line maps to the same states as over the network."""
+    if flag:
+        setattr(serial_printer, flag, True)
+    driver = PrinterDriver("bar", SerialTransport("bar", serial_printer.device), status_timeout=0.5)
+    assert await driver.status() == state
+
+
+async def test_silent_serial_printer_is_unknown_and_prints(serial_printer: SimSerialPrinter) -> None:
+    """A serial printer that ignores status queries: unknown, never "paper OK", and the job still goes out."""
+    serial_printer.answer_status = False
+    driver = PrinterDriver("bar", SerialTransport("bar", serial_printer.device), status_timeout=0.2)
+    assert await driver.status() == PrinterState.UNKNOWN
+    outcome = await driver.print(b"\x1b@silent\n")
+    assert (outcome.confirmed, outcome.state) == (False, PrinterState.UNKNOWN)
+    await serial_printer.stop()  # a job on a silent line ends when the line does
+    assert serial_printer.printed == [b"\x1b@silent\n"]
+
+
+def test_missing_device_is_unreachable(tmp_path: Path) -> None:
+    """A serial device that is not there (adapter unplugged) is "unreachable", naming the device."""
+    transport = SerialTransport("bar", str(tmp_path / "ttyUSB9"))
+    with pytest.raises(DeviceUnreachableError, match="ttyUSB9"):
+        transport.open()
+
+
+async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
+    tmp_path: Path, serial_printer: SimSerialPrinter, printers: dict[str, SimPrinter], example_order: dict
+) -> None:
+    """The whole agent with its kitchen printer on serial: paper out holds the job (no attempt spent), paper back prints it."""
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["bar"] = {"type": "serial", "device": serial_printer.device, "baudrate": 19200, "flow_control": "none", "status_timeout": 0.5}
+    raw["stations"] = {"kitchen": "bar", "bar": "bar"}
+    agent = Agent(parse_settings(raw, source="test"))
+    await agent.start()
+    try:
+        serial_printer.paper_out = True
+        example_order["print_receipt"] = False
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            assert (await post(api, example_order))[0] == 201
+        await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.PAPER_OUT)
+        await asyncio.sleep(0.5)
+        with sqlite3.connect(agent.settings.agent.db_path) as conn:
+            assert conn.execute("SELECT state, attempts FROM print_jobs").fetchall() == [("queued", 0)]
+        serial_printer.paper_out = False
+        printed = await serial_printer.wait_for_printed(1, timeout=5)
+        assert decode(printed[0]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
+    finally:
+        await agent.stop()
+
+
+async def test_line_gone_mid_session_is_a_write_error(serial_printer: SimSerialPrinter) -> None:
+    """The far end vanishes (USB-serial adapter pulled) while the port is open: reads and writes raise DeviceWriteError,
+    never a bare termios error the spool would not understand."""
+    transport = SerialTransport("bar", serial_printer.device)
+    transport.open()
+    try:
+        await serial_printer.stop()
+        with pytest.raises(DeviceWriteError):
+            transport.read(1, 0.3)
+        with pytest.raises(DeviceWriteError):
+            transport.write(b"\x1b@" * 2000)
+    finally:
+        transport.close()
+
+
+async def test_sim_serial_printer_from_the_command(tmp_path: Path) -> None:
+    """`edge sim printer --serial` logs the pseudo-terminal to configure as `device`; a job sent there lands in --out."""
+    with capture_logs() as logs:
+        task = asyncio.create_task(serve("bar", 0, tmp_path, serial=True))
+        async with asyncio.timeout(5):
+            while not any(e["event"] == "sim_printer_listening" for e in logs):
+                await asyncio.sleep(0.01)
+        device = next(e["device"] for e in logs if e["event"] == "sim_printer_listening")
+        outcome = await PrinterDriver("bar", SerialTransport("bar", device), status_timeout=0.5).print(b"\x1b@hello\n")
+        assert outcome.confirmed
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert (tmp_path / "bar-0001.bin").read_bytes() == b"\x1b@hello\n"

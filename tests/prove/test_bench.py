@@ -1,0 +1,37 @@
+"""CI smoke test of scripts/bench.py: the tiny size runs end to end and prints the promised JSON shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).parents[2] / "scripts" / "bench.py"
+PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint"}
+
+
+def numbers(node: Any) -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [(f"{k}.{path}" if path else k, v) for k, child in node.items() for path, v in numbers(child)]
+    return [("", node)]
+
+
+def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
+    """`bench.py --tiny` exits 0 within 30 s; its JSON has the five parts, each null or figures > 0 with a baseline beside them."""
+    done = subprocess.run([sys.executable, str(BENCH), "--tiny"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert set(result) == PARTS
+    assert result["intake"] is not None and set(result["intake"]) == {"clients_1", "clients_8", "clients_64"}
+    assert set(result["print_latency"]) == {"rate_10_per_s", "rate_100_per_s"}
+    for part, figures in result.items():
+        if figures is None:
+            continue
+        leaves = numbers(figures)
+        assert all(isinstance(v, (int, float)) and v > 0 for _, v in leaves), (part, leaves)
+        assert any("baseline_" in key for key, _ in leaves), part
+        units = ("orders_per_s", "_ms", "_s", "_mb", "orders", "ratio_to_baseline")
+        assert all(key.rsplit(".", 1)[-1].endswith(units) for key, _ in leaves), (part, leaves)
+    assert "orders/s" in done.stderr  # the short table goes beside the JSON

@@ -1,0 +1,88 @@
+"""Fuzzing the real server from the OpenAPI document: random paths, queries, headers and bodies on every operation."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.app import Agent
+from edge.sim.orders import make_order
+from tests.conftest import TOKEN
+from tests.prove.spec import SPEC, check_answer
+
+PARAM = re.compile(r"\{\w+\}")
+OPERATIONS = sorted((method.upper(), path) for path, ops in SPEC["paths"].items() for method in ops)
+EXAMPLES = 1500
+
+nasty_text = st.text(max_size=40) | st.sampled_from(["..", "../../etc/passwd", "%00", "' OR 1=1 --", "<script>", "9" * 40, "-1", "0", "1e3", "null"])
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=15,
+)
+bodies = st.one_of(
+    st.none(),
+    st.binary(max_size=300),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.builds(lambda n, station: json.dumps({"station": station}).encode(), st.integers(0, 3), json_values),
+    st.integers(0, 10_000).map(lambda n: json.dumps(make_order(n, prefix="fz")).encode()),
+    st.integers(1, 200).map(lambda depth: b"[" * depth * 50 + b"]" * depth * 50),
+)
+auth_headers = st.sampled_from(
+    [
+        {"Authorization": f"Bearer {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}"},
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}", "webhook-id": "x", "webhook-timestamp": "1", "webhook-signature": "v1,AAAA"},
+        {"Authorization": f"Bearer {TOKEN}", "webhook-signature": "v2,x v1"},
+    ]
+)
+content_types = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json; charset=latin-1"])
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[str, str, str, dict[str, str], bytes | None]:
+    method, template = draw(st.sampled_from(OPERATIONS))
+    url = PARAM.sub(lambda _: quote(draw(nasty_text | st.integers(-5, 10**20).map(str) | st.sampled_from(["fz_000001", "kitchen", "1"])), safe="") or "x", template)
+    query = draw(st.dictionaries(st.sampled_from(["state", "printer", "limit", "x", "état"]), nasty_text | st.sampled_from(["queued", "dead", "5", "1001"]), max_size=3))
+    if query:
+        url += "?" + urlencode(query)
+    headers = {**draw(auth_headers), "Content-Type": draw(content_types)}
+    return method, template, url, headers, draw(bodies)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(request=requests())
+async def test_generated_requests_get_documented_answers_never_5xx(full_agent: Agent, request: tuple[str, str, str, dict[str, str], bytes | None]) -> None:
+    """Whatever the path parameter, query, credentials, content type or body: a documented status, a JSON body that fits, no 5xx."""
+    method, template, url, headers, body = request
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{full_agent.port}") as session:
+        async with session.request(method, url, data=body, headers=headers) as response:
+            raw = await response.read()
+            assert response.status < 500, (method, url, response.status, raw[:300])
+            answer: Any = json.loads(raw) if response.content_type == "application/json" else raw
+            check_answer(method, template, response.status, response.content_type, answer)
+
+
+async def test_server_is_healthy_after_a_fuzz_storm(agent: Agent, api: aiohttp.ClientSession) -> None:
+    """After a burst of junk on every operation, health and readiness are green and a real order is still stored."""
+    junk = [b"", b"\x00" * 100, b"{" * 5000, "ü€\udcff".encode("utf-8", "surrogatepass"), b'{"id": 1e999}']
+    for method, template in OPERATIONS:
+        url = PARAM.sub("%00%2F..", template)
+        for body in junk:
+            async with api.request(method, url, data=body, headers={"Content-Type": "application/json"}) as response:
+                assert response.status < 500, (method, url, body[:20])
+    for path in ("/health", "/ready"):
+        async with api.get(path) as response:
+            assert response.status == 200
+    async with api.post("/api/v1/orders", json=make_order(1, prefix="after")) as response:
+        assert response.status == 201

@@ -1,0 +1,218 @@
+"""Scanners through real pyserial on pseudo-terminals: scans mark tickets done and orders ready, in the store and the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+from structlog.testing import capture_logs
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.sim.scanner import SimScanner
+from tests.scanners.conftest import Seen, db_rows, push_order
+
+
+def outbox(agent: Agent, order_id: str) -> list[str]:
+    return [r[0] for r in db_rows(agent, "SELECT event FROM outbox WHERE order_id = ? ORDER BY id", (order_id,))]
+
+
+async def test_tickets_of_every_station_make_the_order_ready(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner], scan_api: aiohttp.ClientSession
+) -> None:
+    """Kitchen ticket scanned (CR suffix): ticket done, order still open. Bar ticket (LF suffix): the order is ready,
+    stored with one 'ready' outbox row, and GET /api/v1/orders/{id} shows it with both stations done."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 1, bar=True)
+    oid = order["id"]
+
+    sims["kitchen"].scan(f"edge:v1:{oid}:kitchen", "\r")
+    (first,) = await seen.scans_count(1)
+    assert (first.scanner, first.outcome, first.order_id) == ("kitchen", "ticket_done", oid)
+    async with scan_api.get(f"/api/v1/orders/{oid}") as response:
+        body = await response.json()
+    assert body["state"] == "open"
+    assert body["stations"] == [
+        {"station": "bar", "done": False, "done_at": None},
+        {"station": "kitchen", "done": True, "done_at": body["stations"][1]["done_at"]},
+    ]
+    assert "ready" not in outbox(agent, oid)
+
+    sims["bar"].scan(f"edge:v1:{oid}:bar", "\n")
+    scans = await seen.scans_count(2)
+    assert scans[1].outcome == "order_ready"
+    assert outbox(agent, oid).count("ready") == 1
+    async with scan_api.get(f"/api/v1/orders/{oid}") as response:
+        body = await response.json()
+    assert body["state"] == "ready" and body["ready_at"] is not None and body["handed_out_at"] is None
+    assert all(s["done"] for s in body["stations"])
+    ((payload,),) = db_rows(agent, "SELECT payload FROM outbox WHERE order_id = ? AND event = 'ready'", (oid,))
+    assert json.loads(payload) | {"at": 0} == {"order_id": oid, "event": "ready", "at": 0, "number": order["number"], "scanner": "bar"}
+
+
+async def test_split_reads_and_crlf_give_one_scan(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+    """A code dribbled in pieces, with CR and LF in separate writes, is one scan; the CRLF's LF is not a second one."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 2)
+    code = f"edge:v1:{order['id']}:kitchen\r\n".encode()
+    for i in range(0, len(code), 5):
+        sims["kitchen"].send(code[i : i + 5])
+        await asyncio.sleep(0.03)
+    (scan,) = await seen.scans_count(1)
+    assert scan.outcome == "order_ready" and scan.code == f"edge:v1:{order['id']}:kitchen"
+    await asyncio.sleep(0.3)  # room for a wrong second scan to show up
+    assert len(seen.scans) == 1
+    assert db_rows(agent, "SELECT COUNT(*) FROM scans") == [(1,)]
+
+
+async def test_garbage_is_rejected_and_reading_goes_on(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+    """Non-UTF-8 bytes and control characters are rejected with a log line and counted, stored nowhere; the next code works."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 3)
+    with capture_logs() as logs:
+        sims["kitchen"].send(b"\xff\xfe\x80garbage\r\n\x1b[2J\x00\r\n")
+        sims["kitchen"].scan(f"edge:v1:{order['id']}:kitchen")
+        (scan,) = await seen.scans_count(1)
+    assert scan.outcome == "order_ready"
+    rejected = [e for e in logs if e["event"] == "scan_rejected"]
+    assert [e["reason"] for e in rejected] == ["not UTF-8 (byte 0: 0xff)", "control character 0x1b"]
+    assert agent.scanners["kitchen"].rejected == 2
+    assert db_rows(agent, "SELECT code FROM scans") == [(f"edge:v1:{order['id']}:kitchen",)]
+
+
+async def test_unknown_codes_are_logged_counted_and_harmless(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner], scan_api: aiohttp.ClientSession
+) -> None:
+    """Codes naming no known order (or a station the order has no ticket for) are stored as 'unknown' with a reason
+    and counted; nothing about any order changes and the scanner keeps reading."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 4)  # kitchen ticket only
+    with capture_logs() as logs:
+        for code in ("edge:v1:ord_999999:kitchen", "4006381333931", "edge:test:front", f"edge:v1:{order['id']}:bar"):
+            sims["kitchen"].scan(code)
+        scans = await seen.scans_count(4)
+    assert [s.outcome for s in scans] == ["unknown"] * 4
+    assert len([e for e in logs if e["event"] == "scan_unknown"]) == 4
+    rows = db_rows(agent, "SELECT code, order_id, detail FROM scans ORDER BY id")
+    assert rows[0] == ("edge:v1:ord_999999:kitchen", None, "no order with id 'ord_999999'")
+    assert rows[1] == ("4006381333931", None, "no order with id or number '4006381333931'")
+    assert rows[3][1:] == (order["id"], f"order {order['number']} has no bar ticket (its stations: kitchen)")
+    assert db_rows(agent, "SELECT COUNT(*) FROM station_done") == [(0,)]
+    assert "ready" not in outbox(agent, order["id"])
+    async with scan_api.get("/api/v1/scans", params={"outcome": "unknown"}) as response:
+        body = await response.json()
+    assert response.status == 200 and len(body["scans"]) == 4 and body["counts"]["unknown"] == 4
+    assert body["scans"][0]["code"] == f"edge:v1:{order['id']}:bar"  # newest first
+
+
+async def test_double_scan_changes_nothing_and_says_so(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+    """Scanning the same ticket again is 'already_done': no second station row, no second outbox event."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 5, bar=True)
+    code = f"edge:v1:{order['id']}:kitchen"
+    with capture_logs() as logs:
+        sims["kitchen"].scan(code)
+        sims["kitchen"].scan(code)
+        await seen.scans_count(2)
+        sims["bar"].scan(f"edge:v1:{order['id']}:bar")
+        sims["bar"].scan(f"edge:v1:{order['id']}:bar")
+        scans = await seen.scans_count(4)
+    assert [s.outcome for s in scans] == ["ticket_done", "already_done", "order_ready", "already_done"]
+    assert [e["detail"] for e in logs if e["event"] == "scan_repeated"] == [
+        f"order {order['number']}: kitchen ticket already done",
+        f"order {order['number']} is already ready",
+    ]
+    assert db_rows(agent, "SELECT station FROM station_done ORDER BY station") == [("bar",), ("kitchen",)]
+    assert outbox(agent, order["id"]).count("ready") == 1
+
+
+async def test_counter_scan_of_number_readies_then_hands_out(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+    """A plain order number at the counter (no station) marks every ticket done; the next scan hands the order
+    out with a 'fulfilled' outbox row; a third changes nothing."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 6, bar=True)
+    for _ in range(3):
+        sims["counter"].scan(order["number"])
+    scans = await seen.scans_count(3)
+    assert [s.outcome for s in scans] == ["order_ready", "handed_out", "already_done"]
+    assert outbox(agent, order["id"]).count("ready") == 1
+    assert outbox(agent, order["id"]).count("fulfilled") == 1
+    ((ready_at, handed_out_at),) = db_rows(agent, "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order["id"],))
+    assert handed_out_at >= ready_at
+
+
+async def test_newest_order_with_a_reused_number_is_meant(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+    """Order numbers come round again: a plain number names the newest order that has it."""
+    agent, seen = scan_agent
+    older = await push_order(agent, 7)
+    assert agent.deps is not None
+    newer = dict(older, id="ord_newer")
+    await agent.deps.intake.accept(newer)
+    sims["kitchen"].scan(older["number"])
+    (scan,) = await seen.scans_count(1)
+    assert (scan.outcome, scan.order_id) == ("order_ready", "ord_newer")
+
+
+async def test_unplugged_scanner_reconnects_by_itself(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner], scan_api: aiohttp.ClientSession
+) -> None:
+    """The port disappears (pty closed, device link gone): 'disconnected' once, retries with backoff; when a new pty
+    appears behind the same path the reader reconnects, says 'connected', and scans count again."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 8)
+    sims["kitchen"].unplug()
+    await seen.connected("kitchen", False)
+    async with scan_api.get("/api/v1/scans") as response:
+        kitchen = next(s for s in (await response.json())["scanners"] if s["name"] == "kitchen")
+    assert kitchen["connected"] is False and kitchen["detail"]
+    await asyncio.sleep(1.0)  # several failed reopen attempts: still one 'disconnected'
+    assert seen.connections("kitchen") == [True, False]
+
+    sims["kitchen"].plug()
+    await seen.connected("kitchen", True, times=2)
+    sims["kitchen"].scan(f"edge:v1:{order['id']}:kitchen")
+    (scan,) = await seen.scans_count(1)
+    assert scan.outcome == "order_ready"
+    assert seen.connections("kitchen") == [True, False, True]
+    assert seen.connections("bar") == [True]  # the others never noticed
+
+
+async def test_missing_port_at_start_does_not_stop_the_agent(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """A scanner that is not plugged in when the agent starts is reported disconnected; plugged in later, it works."""
+    late = SimScanner(tmp_path / "tty-late")
+    agent = Agent(make_settings(scanners={"late": {"port": str(late.path), "station": "kitchen", "reconnect_max_s": 0.3}}))
+    seen = Seen(agent.bus)
+    await agent.start()
+    try:
+        await seen.connected("late", False)
+        order = await push_order(agent, 9)
+        late.plug()
+        await seen.connected("late", True)
+        late.scan(f"edge:v1:{order['id']}:kitchen")
+        (scan,) = await seen.scans_count(1)
+        assert scan.outcome == "order_ready"
+    finally:
+        late.unplug()
+        await agent.stop()
+
+
+async def test_two_scanners_at_once(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+    """Kitchen and bar scan tickets of 15 orders at the same time: every order ends ready exactly once."""
+    agent, seen = scan_agent
+    orders = [await push_order(agent, 100 + i, bar=True) for i in range(15)]
+
+    async def scan_all(station: str) -> None:
+        for order in orders:
+            sims[station].scan(f"edge:v1:{order['id']}:{station}")
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(scan_all("kitchen"), scan_all("bar"))
+    scans = await seen.scans_count(30)
+    assert sorted(s.outcome for s in scans).count("order_ready") == 15
+    assert sorted(s.outcome for s in scans).count("ticket_done") == 15
+    assert db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE event = 'ready'") == [(15,)]
+    assert db_rows(agent, "SELECT COUNT(*) FROM order_pickup") == [(15,)]
+    assert agent.scanners["kitchen"].codes == agent.scanners["bar"].codes == 15

@@ -1,0 +1,91 @@
+"""The central API client against the simulator: retries, Retry-After, the request-rate ceiling, what is not retried."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from edge.config import CentralSettings, Secret
+from edge.errors import CentralApiError
+from edge.sim.central import CentralSim
+from edge.sync.client import CentralClient, CentralUnreachableError
+from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE
+
+MakeClient = Callable[..., Awaitable[CentralClient]]
+
+
+@pytest.fixture
+async def make_client(central: CentralSim) -> AsyncIterator[MakeClient]:
+    """Clients for the simulator with the fast test timings, overridable per test."""
+    made: list[CentralClient] = []
+
+    async def make(**overrides: Any) -> CentralClient:
+        client = CentralClient(CentralSettings(**{**FAST, "url": central.url, "token": Secret(CENTRAL_TOKEN), **overrides}), STORE)
+        await client.start()
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+async def test_retry_after_is_honoured_on_429(central: CentralSim, make_client: MakeClient) -> None:
+    """Two 429s with Retry-After: 0.3 s: the client waits at least that long each time, then gets the page."""
+    central.create_orders(3, prefix="r")
+    central.fail_next(2, 429, retry_after=0.3)
+    client = await make_client()
+    started = time.monotonic()
+    orders, cursor, more = await asyncio.wait_for(client.orders_since("", 10), timeout=10)
+    assert time.monotonic() - started >= 0.6
+    assert [o["id"] for o in orders] == ["r_000001", "r_000002", "r_000003"] and cursor and not more
+    assert [status for *_, status in central.requests] == [429, 429, 200]
+
+
+async def test_a_burst_of_500s_is_survived(central: CentralSim, make_client: MakeClient) -> None:
+    """Three 500s in a row, then an answer: the call succeeds and the batch is accepted once."""
+    central.fail_next(3, 500)
+    client = await make_client()
+    await asyncio.wait_for(client.post_events([{"idempotency_key": "o1:received:0", "order_id": "o1", "event": "received"}]), timeout=10)
+    assert [status for *_, status in central.requests] == [500, 500, 500, 200]
+    assert list(central.events) == ["o1:received:0"]
+
+
+async def test_gives_up_after_max_attempts_naming_the_status(central: CentralSim, make_client: MakeClient) -> None:
+    """When every attempt fails the error names the URL and the last status; no more than max_attempts are made."""
+    central.fail_next(10, 503)
+    client = await make_client(max_attempts=3)
+    with pytest.raises(CentralApiError, match="HTTP 503"):
+        await asyncio.wait_for(client.orders_since("", 10), timeout=10)
+    assert len(central.requests) == 3
+
+
+async def test_a_wrong_token_is_not_retried(central: CentralSim, make_client: MakeClient) -> None:
+    """401 is our mistake, not the backend's: one request, an error that says 401."""
+    client = await make_client(token=Secret("wrong-token-0000"))
+    with pytest.raises(CentralApiError, match="HTTP 401"):
+        await asyncio.wait_for(client.orders_since("", 10), timeout=10)
+    assert len(central.requests) == 1
+
+
+async def test_no_answer_is_an_unreachable_error(central: CentralSim, make_client: MakeClient) -> None:
+    """With the line cut the client reports the central API as unreachable after its attempts."""
+    await central.set_up(False)
+    client = await make_client(max_attempts=2)
+    with pytest.raises(CentralUnreachableError, match="no answer"):
+        await asyncio.wait_for(client.orders_since("", 10), timeout=10)
+
+
+async def test_request_rate_never_exceeds_the_limit(central: CentralSim, make_client: MakeClient) -> None:
+    """40 calls fired at once with a 20 requests/s limit: the simulator never sees more than 20 in any second."""
+    client = await make_client(rate_limit_rps=20.0)
+    started = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*(client.orders_since("", 1) for _ in range(40))), timeout=15)
+    assert time.monotonic() - started >= 1.9  # 40 requests evenly spaced at 50 ms
+    assert len(central.requests) == 40 and central.mean_rate() <= 20.0 * 1.02
+    # Sent 50 ms apart; arrival times jitter a little on a loaded machine, so allow one extra arrival per window.
+    assert central.max_requests_in(1.0) <= 21

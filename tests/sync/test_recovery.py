@@ -1,0 +1,278 @@
+"""Recovery runs in process: the conflict rule, joining, cancelling, faults and the rate limit, the schedule, the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.cli import main
+from edge.config import Settings
+from edge.events import CentralLinkChanged, OrderConflicted, RecoveryCompleted, RecoveryStarted
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.process import write_config
+from tests.conftest import TOKEN
+from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents, query
+
+
+def _printed_json(out: str) -> Any:
+    """The JSON the command printed (indented, from a line '{' to a line '}'), without the agent's log lines around it."""
+    start = out.index("\n{\n") + 1 if not out.startswith("{\n") else 0
+    return json.loads(out[start : out.index("\n}\n", start) + 2])
+
+
+def api(agent_port: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent_port}", headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+async def test_conflict_keeps_the_local_order_and_is_reported(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+    """Same id, other content at the backend: the local order wins, nothing is reprinted, the run lists the conflict and an
+    OrderConflicted event is published."""
+    local = make_order(1, prefix="c")
+    changed = make_order(1, prefix="c") | {"number": "A-9999"}
+    central.add_orders([changed, make_order(2, prefix="c")])
+    central.latency_s = 0.3  # keeps the first run busy while the order is pushed
+    agent, events = await agents.start(sync_settings())
+    async with api(agent.port) as session:
+        async with session.post("/api/v1/orders", json=local) as response:
+            assert response.status == 201
+    [completed] = await events.wait(RecoveryCompleted)
+    db = agent.settings.agent.db_path
+    assert completed.counts["conflict"] == 1 and completed.counts["stored"] == 1
+    [(payload,)] = query(db, "SELECT payload FROM orders WHERE id = 'c_000001'")
+    assert json.loads(payload)["number"] == local["number"]
+    assert query(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id = 'c_000001'") == [(2,)]  # ticket + receipt from the push, no more
+    assert [e.order_id for e in events.of(OrderConflicted) if e.source == "recovery"] == ["c_000001"]
+    async with api(agent.port) as session:
+        async with session.get(f"/api/v1/recovery/runs/{completed.run_id}") as response:
+            run = await response.json()
+    assert run["conflicts"] == ["c_000001"] and run["state"] == "completed"
+    assert [p["phase"] for p in run["phases"]] == ["validation", "processing", "completion"]
+
+
+async def test_a_trigger_during_a_run_joins_it(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+    """While a run is active, POST /recovery/runs answers with that run (joined) instead of starting a second one."""
+    central.create_orders(5, prefix="j")
+    central.latency_s = 0.5
+    agent, events = await agents.start(sync_settings())
+    [started] = await events.wait(RecoveryStarted)
+    async with api(agent.port) as session:
+        async with session.post("/api/v1/recovery/runs") as response:
+            assert response.status == 202
+            body = await response.json()
+    assert body["run_id"] == started.run_id and body["joined"] is True
+    await events.wait(RecoveryCompleted)
+    assert query(agent.settings.agent.db_path, "SELECT COUNT(*) FROM recovery_runs") == [(1,)]
+
+
+async def test_cancel_stops_the_run_and_keeps_the_cursor(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+    """A cancelled run ends 'cancelled' at its next page, the confirmed cursor stays where it was; cancelling again is 409."""
+    central.create_orders(30, prefix="x")
+    central.latency_s = 0.3
+    agent, events = await agents.start(sync_settings(page_size=5))
+    [started] = await events.wait(RecoveryStarted)
+    async with api(agent.port) as session:
+        async with session.post(f"/api/v1/recovery/runs/{started.run_id}/cancel") as response:
+            assert response.status == 200, await response.text()
+            run = await response.json()
+        assert run["state"] == "cancelled" and "cancelled by request" in run["errors"][0]
+        async with session.post(f"/api/v1/recovery/runs/{started.run_id}/cancel") as response:
+            assert response.status == 409
+        async with session.post("/api/v1/recovery/runs/999/cancel") as response:
+            assert response.status == 404
+        async with session.get("/api/v1/recovery/status") as response:
+            status = await response.json()
+    assert status["cursor"] == "" and status["active_run"] is None and status["last_run"]["state"] == "cancelled"
+    assert not events.of(RecoveryCompleted)
+
+
+async def test_faults_are_survived_within_the_rate_limit(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+    """429s with Retry-After and a burst of 500s during a run: it still completes with every order stored, and the simulator
+    never sees more requests in a second than the configured limit."""
+    central.create_orders(200, prefix="f")
+    central.fail_next(2, 429, retry_after=0.2)
+    central.fail_next(3, 500)
+    agent, events = await agents.start(sync_settings(rate_limit_rps=15.0, page_size=40, batch_size=20))
+    [completed] = await events.wait(RecoveryCompleted, timeout=30)
+    assert completed.counts["stored"] == 200
+    assert query(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(200,)]
+    assert [s for *_, s in central.requests].count(429) == 2 and [s for *_, s in central.requests].count(500) == 3
+    assert central.mean_rate() <= 15.0 * 1.02
+    assert central.max_requests_in(1.0) <= 16  # sent 1/15 s apart; one extra arrival per window for arrival jitter
+
+
+async def test_the_schedule_runs_recovery_without_an_outage(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+    """With schedule_interval_s set, runs with trigger 'schedule' catch orders that were never pushed."""
+    agent, events = await agents.start(sync_settings(schedule_interval_s=0.5))
+    await events.wait(RecoveryCompleted)
+    central.create_orders(3, prefix="s")
+    await events.wait(RecoveryStarted, where=lambda e: e.trigger == "schedule", timeout=10)
+    await events.wait(RecoveryCompleted, where=lambda e: e.counts["stored"] == 3, timeout=10)
+    assert query(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders WHERE source = 'recovery'") == [(3,)]
+
+
+async def test_recovery_api_needs_the_token_and_says_when_off(make_settings: Callable[..., Settings], agents: Agents) -> None:
+    """Without [central] url the recovery routes say so (status 200 enabled=false, trigger 409); without a token, 401."""
+    agent, _ = await agents.start(make_settings())
+    assert agent.sync is None
+    async with api(agent.port) as session:
+        async with session.get("/api/v1/recovery/status") as response:
+            assert (await response.json())["enabled"] is False
+        async with session.post("/api/v1/recovery/runs") as response:
+            assert response.status == 409 and (await response.json())["error"] == "not_configured"
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"http://127.0.0.1:{agent.port}/api/v1/recovery/runs") as response:
+            assert response.status == 401
+
+
+async def test_runs_history_and_bad_ids(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+    """GET /recovery/runs lists runs newest first with counts; unknown or malformed ids are 404, a bad limit 422."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    async with api(agent.port) as session:
+        async with session.post("/api/v1/recovery/runs") as response:
+            second = (await response.json())["run_id"]
+        await events.wait(RecoveryCompleted, count=2)
+        async with session.get("/api/v1/recovery/runs") as response:
+            runs = (await response.json())["runs"]
+        assert [r["id"] for r in runs] == [second, second - 1] and runs[0]["trigger"] == "manual"
+        assert runs[0]["state"] == "completed" and set(runs[0]["counts"]) >= {"missing", "present", "conflict", "invalid", "stored"}
+        for path in ("/api/v1/recovery/runs/12345", "/api/v1/recovery/runs/abc", "/api/v1/recovery/runs/%C2%B2"):
+            async with session.get(path) as response:
+                assert response.status == 404
+        async with session.get("/api/v1/recovery/runs?limit=%C2%B2") as response:
+            assert response.status == 422 and (await response.json())["field"] == "limit"
+
+
+async def test_a_run_after_an_outage_waits_for_the_start_delay(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fleet manners: after the line returns the run is recorded at once ('waiting') but its first call waits the random
+    start delay (forced here to its maximum, 0.8 s)."""
+    monkeypatch.setattr("edge.sync.recovery.random.uniform", lambda low, high: high)
+    await central.set_up(False)
+    agent, events = await agents.start(sync_settings(start_jitter_s=0.8))
+    await events.wait(CentralLinkChanged, where=lambda e: not e.up)
+    await central.set_up(True)
+    await events.wait(CentralLinkChanged, where=lambda e: e.up)
+    await asyncio.sleep(0.2)
+    assert query(agent.settings.agent.db_path, "SELECT trigger, state FROM recovery_runs") == [("link_back", "waiting")]
+    [started] = await events.wait(RecoveryStarted)
+    assert started.at - central.up_at >= 0.8
+    await events.wait(RecoveryCompleted)
+
+
+async def test_cli_recovery_run_and_status_go_through_the_agent(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`edge recovery run` starts (or joins) a run via the API and `edge recovery status` shows it; both exit 0."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    config = write_config(
+        tmp_path / "cli.toml", data_dir=tmp_path / "data", api_port=agent.port, token=TOKEN,
+        printers={name: p.port for name, p in printers.items()}, store_id=STORE,
+        extra=f'[central]\nurl = "{central.url}"\ntoken = "{CENTRAL_TOKEN}"\n',
+    )
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["recovery", "run", "--config", str(config)]) == 0
+    run_id = _printed_json(capsys.readouterr().out)["run_id"]
+    await events.wait(RecoveryCompleted, count=2)
+    assert await asyncio.to_thread(main, ["recovery", "status", "--config", str(config)]) == 0
+    status = _printed_json(capsys.readouterr().out)
+    assert status["enabled"] is True and status["link"]["up"] is True and status["last_run"]["id"] == run_id
+
+
+async def test_running_again_over_the_same_orders_stores_nothing_twice(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """The backend lists the same 20 orders again (same content): the next run finds them all present, adds no order and
+    no print job."""
+    orders = central.create_orders(20, prefix="i")
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted, where=lambda e: e.counts["stored"] == 20)
+    db = agent.settings.agent.db_path
+    jobs_before = query(db, "SELECT COUNT(*) FROM print_jobs")
+    central.add_orders(orders)
+    async with api(agent.port) as session:
+        async with session.post("/api/v1/recovery/runs") as response:
+            assert response.status == 202
+    second = (await events.wait(RecoveryCompleted, count=2))[1]
+    assert second.counts["present"] == 20 and second.counts["missing"] == 0 and second.counts["stored"] == 0
+    assert query(db, "SELECT COUNT(*) FROM orders") == [(20,)]
+    assert query(db, "SELECT COUNT(*) FROM print_jobs") == jobs_before
+
+
+async def test_an_invalid_order_is_reported_with_its_field_and_skipped(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A backend order that fails validation is listed in the run with the field and reason; the others are stored and the
+    cursor moves on, so one bad order does not block every later run."""
+    bad = make_order(1, prefix="v")
+    bad["items"][0]["qty"] = 0
+    central.add_orders([bad, make_order(2, prefix="v")])
+    agent, events = await agents.start(sync_settings())
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["invalid"] == 1 and completed.counts["stored"] == 1
+    async with api(agent.port) as session:
+        async with session.get(f"/api/v1/recovery/runs/{completed.run_id}") as response:
+            run = await response.json()
+        async with session.get("/api/v1/recovery/status") as response:
+            status = await response.json()
+    assert run["invalid"][0]["order_id"] == "v_000001" and run["invalid"][0]["reason"].startswith("items[0].qty: ")
+    assert query(agent.settings.agent.db_path, "SELECT id FROM orders") == [("v_000002",)]
+    assert status["cursor"] == run["next_cursor"] != ""
+
+
+async def test_a_stop_during_validation_resumes_the_same_run_at_the_next_start(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Stopping the agent mid-validation leaves the run in its phase (not failed, not cancelled); the next start resumes
+    that run, which then stores every order once."""
+    central.create_orders(30, prefix="r")
+    central.latency_s = 0.2
+    settings = sync_settings(page_size=5)
+    agent, events = await agents.start(settings)
+    [started] = await events.wait(RecoveryStarted)
+    db = agent.settings.agent.db_path
+    await central.wait_for(lambda: query(db, "SELECT COUNT(*) FROM recovery_items")[0][0] >= 5, timeout=10)
+    await agents.stop(agent)
+    assert query(db, "SELECT id, state FROM recovery_runs") == [(started.run_id, "validation")]
+
+    central.latency_s = 0.0
+    _, events = await agents.start(settings)
+    [resumed] = await events.wait(RecoveryStarted)
+    [completed] = await events.wait(RecoveryCompleted)
+    assert resumed.run_id == completed.run_id == started.run_id and completed.counts["stored"] == 30
+    assert query(db, "SELECT COUNT(*) FROM orders") == [(30,)]
+
+
+async def test_a_cursor_the_backend_no_longer_knows_restarts_validation_from_the_beginning(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """If the backend answers 400 to the stored cursor, the run lists from the beginning: orders already here are
+    present (not printed again), the new ones are stored, and the run completes instead of failing forever."""
+    central.create_orders(5, prefix="b")
+    settings = sync_settings()
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    db = agent.settings.agent.db_path
+    first_jobs = query(db, "SELECT COUNT(*) FROM print_jobs")
+    await agents.stop(agent)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = 'not-a-cursor' WHERE key = 'central_cursor'")
+    central.create_orders(2, prefix="b", start=6)
+    _, events = await agents.start(settings)
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["present"] == 5 and completed.counts["stored"] == 2
+    assert query(db, "SELECT COUNT(*) FROM orders") == [(7,)]
+    assert query(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id <= 'b_000005'") == first_jobs  # nothing reprinted
+    assert [s for *_, s in central.requests].count(400) == 1
