@@ -157,7 +157,7 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 def _job_id(request: web.Request) -> int:
     raw = request.match_info["job_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # int() refuses '²', which isdigit() takes
         raise NotFoundError(f"print job {raw[:20]!r} does not exist")
     return int(raw)
 

@@ -138,8 +138,9 @@ class Database:
 
     async def fetchall(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[aiosqlite.Row]:
         try:
-            async with self._reader.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            # execute_fetchall runs and finalizes the statement in one step: a cursor left open by a
+            # concurrent caller would hold an old WAL snapshot and hand back rows older than our own commit.
+            return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as err:
             raise StoreError(f"database {self.path}: {err}") from err
 

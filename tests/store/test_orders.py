@@ -51,3 +51,24 @@ async def test_duplicate_and_conflict_in_one_group(tmp_path: Path) -> None:
     stored = await store.get("ord_1")
     assert stored["number"] == EXAMPLE["number"]
     await db.close()
+
+
+async def test_a_read_after_a_commit_sees_it_while_others_read(tmp_path: Path) -> None:
+    """Concurrent readers never make a read return rows older than the caller's own last commit."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    stop = asyncio.Event()
+
+    async def background_reader() -> None:
+        while not stop.is_set():
+            await db.fetchall("SELECT id FROM orders")
+
+    readers = [asyncio.create_task(background_reader()) for _ in range(3)]
+    try:
+        for n in range(100):
+            await store.insert(ROUTER.prepare(order(n), "push"))
+            assert await store.get(f"ord_{n}") is not None, f"read after commit {n} was stale"
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+        await db.close()
