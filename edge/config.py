@@ -78,10 +78,15 @@ def _timezone(v: str) -> str | None:
     return None
 
 
+def signing_key(secret: Secret) -> bytes:
+    """The HMAC key of a Standard Webhooks ``whsec_<base64>`` secret (the prefix is optional, as in the spec's libraries)."""
+    return base64.b64decode(secret.get().removeprefix("whsec_"), validate=True)
+
+
 def _signing_secrets(v: list[Secret]) -> str | None:
     for n, secret in enumerate(v):
         try:
-            key = base64.b64decode(secret.get().removeprefix("whsec_"), validate=True)
+            key = signing_key(secret)
         except ValueError:
             return f"entry {n} is not a whsec_<base64> secret"
         if not 24 <= len(key) <= 64:

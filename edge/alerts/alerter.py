@@ -42,8 +42,17 @@ log = structlog.get_logger()
 # Printer state → the alert type it fires; the other printer alerts clear (see on_event for offline and unknown).
 _PRINTER_TYPES = {"offline": "printer_offline", "error": "printer_offline", "paper_out": "printer_paper_out", "cover_open": "printer_cover_open", "paper_near_end": "printer_paper_low"}
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
+_CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
 _WAITING_STATES = ("queued", "failed", "printing", "held")
 _DIGEST_META = "alerts_last_digest"
+
+
+def waiting_per_printer(counts: dict[tuple[str, str], int]) -> dict[str, int]:
+    waiting: dict[str, int] = {}
+    for (printer, state), n in counts.items():
+        if state in _WAITING_STATES:
+            waiting[printer] = waiting.get(printer, 0) + n
+    return waiting
 
 
 def make_renderer(settings: Settings) -> AlertRenderer:
@@ -142,9 +151,14 @@ class Alerter:
         backlog = waiting > cfg.backlog_jobs or (oldest is not None and now - oldest >= cfg.backlog_age_min * 60)
         self._level("queue_backlog", "queue", backlog, waiting=waiting, oldest_min=oldest_min)
         for type_name, state in (("print_job_failed", "dead"), ("print_job_held", "held")):
-            for printer in await self._store.firing(type_name):
-                if not counts.get((printer, state)):
-                    self._signal(type_name, printer, False)
+            for group in await self._store.firing(type_name):
+                if not counts.get((group["subject"], state)):
+                    self._signal(type_name, group["subject"], False)
+        waiting_on = waiting_per_printer(counts)
+        for type_name in _CRITICAL_WITH_JOBS:
+            for group in await self._store.firing(type_name):
+                if group["severity"] == WARNING and waiting_on.get(group["subject"]):
+                    self._signal(type_name, group["subject"], True)  # tickets now wait for an idle printer that is down
         if self._central_down_since is not None and not self._central_fired and now - self._central_down_since >= cfg.central_down_min * 60:
             self._central_fired = True
             self._signal("central_unreachable", "central", True, at=self._central_down_since, down_min=f"{cfg.central_down_min:g}", detail=self._central_detail)
@@ -155,20 +169,20 @@ class Alerter:
 
     # ---- throttle ------------------------------------------------------------------------------------------
 
-    async def _waiting_per_printer(self) -> dict[str, int]:
-        waiting: dict[str, int] = {}
-        for (printer, state), n in (await self._jobs.counts()).items():
-            if state in _WAITING_STATES:
-                waiting[printer] = waiting.get(printer, 0) + n
-        return waiting
+
+    @staticmethod
+    def _with_waiting(signal: Signal, waiting: int) -> Signal:
+        # A printer switched off after closing, with nothing to print, is no emergency: a warning, which waits for opening hours.
+        severity = WARNING if signal.type in _CRITICAL_WITH_JOBS and not waiting else signal.severity
+        return dataclasses.replace(signal, severity=severity, details={**signal.details, "jobs_waiting": waiting})
 
     async def step(self) -> None:
         """Fold new occurrences into their groups, then send what the rules say is due."""
         if self._pending:
             batch, self._pending = self._pending, []
             if any(s.type.startswith("printer_") and s.firing for s in batch):
-                waiting = await self._waiting_per_printer()
-                batch = [dataclasses.replace(s, details={**s.details, "jobs_waiting": waiting.get(s.subject, 0)}) if s.type.startswith("printer_") and s.firing else s for s in batch]
+                waiting = waiting_per_printer(await self._jobs.counts())
+                batch = [self._with_waiting(s, waiting.get(s.subject, 0)) if s.type.startswith("printer_") and s.firing else s for s in batch]
             try:
                 outcomes = await self._store.apply(batch)
             except StoreError:
@@ -286,12 +300,18 @@ class Alerter:
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._tasks = [
             asyncio.create_task(self._loop("step", self.step, self._new_signals, lambda: self._tick_s), name="alerts-rules"),
-            asyncio.create_task(self._loop("deliver", self.deliver_due, self._new_mail, self._until_next_mail), name="alerts-mail"),
+            asyncio.create_task(self._loop("deliver", self._deliver_and_plan, self._new_mail, self._until_next_mail), name="alerts-mail"),
             asyncio.create_task(self._loop("check", self.check, None, lambda: self._cfg.check_interval_s), name="alerts-check"),
         ]
 
+    async def _deliver_and_plan(self) -> None:
+        await self.deliver_due()
+        self._next_mail_at = await self._store.next_mail_at()
+
     def _until_next_mail(self) -> float:
-        return self._tick_s if self._next_mail_at is None else max(0.0, min(self._tick_s * 30, self._next_mail_at - self.clock()))
+        """Until the next retry is due; new mail wakes the loop at once, so an empty outbox is only looked at now and then."""
+        longest = self._tick_s * 30
+        return longest if self._next_mail_at is None else max(0.0, min(longest, self._next_mail_at - self.clock()))
 
     async def _loop(self, name: str, work: Callable[[], Any], wake: asyncio.Event | None, interval: Callable[[], float]) -> None:
         while True:
@@ -299,8 +319,6 @@ class Alerter:
                 wake.clear()
             try:
                 await work()
-                if name == "deliver":
-                    self._next_mail_at = await self._store.next_mail_at()
             except (StoreError, OSError) as err:
                 log.error("alerts_failed", part=name, error=str(err))
             except Exception:  # alerting must never take the agent down with it

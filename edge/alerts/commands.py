@@ -12,7 +12,7 @@ from typing import Any
 from edge.alerts.alerter import make_renderer
 from edge.alerts.mailer import Mailer
 from edge.alerts.rules import TYPES
-from edge.alerts.setup import add_arguments, run
+from edge.alerts.setup import add_arguments, run_command
 from edge.config import Settings, load_settings, resolve_config_path
 from edge.errors import EdgeError
 from edge.log import configure_logging
@@ -103,4 +103,4 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     setup = sub.add_parser("setup-notifications", help="interactive e-mail setup for the technician (writes .env)")
     add_arguments(setup)
-    setup.set_defaults(func=lambda args: run(args))
+    setup.set_defaults(func=run_command)

@@ -13,7 +13,7 @@ import jinja2
 
 from edge.store.alerts import Mail
 
-LABELS: dict[str, dict[str, str]] = {
+LABELS: dict[str, dict[str, Any]] = {
     "de": {
         "firing": "STÖRUNG",
         "reminder": "ERINNERUNG",
@@ -28,10 +28,11 @@ LABELS: dict[str, dict[str, str]] = {
         "todo": "Was tun",
         "extra": "Seit der letzten Mail {n} weitere Male.",
         "status_page": "Statusseite",
-        "footer": "Filiale {store} ({id}) – automatische Nachricht des Edge-Agenten.",
+        "footer": "{store} ({id}) – automatische Nachricht des Edge-Agenten.",
         "digest_intro": "Hinweise seit der letzten Übersicht:",
         "jobs_waiting": "{n} Druckaufträge warten",
         "resolved_headline": "Behoben: {title}",
+        "item_keys": {"id": "Auftrag", "order": "Bestellung", "attempts": "Versuche", "error": "Fehler", "age_min": "Wartezeit (min)"},
     },
     "en": {
         "firing": "ALERT",
@@ -47,10 +48,11 @@ LABELS: dict[str, dict[str, str]] = {
         "todo": "What to do",
         "extra": "{n} more times since the last mail.",
         "status_page": "Status page",
-        "footer": "Store {store} ({id}) – automatic message from the edge agent.",
+        "footer": "{store} ({id}) – automatic message from the edge agent.",
         "digest_intro": "Notices since the last digest:",
         "jobs_waiting": "{n} print jobs waiting",
         "resolved_headline": "Resolved: {title}",
+        "item_keys": {"id": "job", "order": "order", "attempts": "attempts", "error": "error", "age_min": "waited (min)"},
     },
 }
 
@@ -84,7 +86,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "print_job_failed": {
         "de": ("Bestellung {order}: Bon nicht gedruckt (Drucker {subject})",
                "Der Bon für Bestellung {order} konnte auf Drucker {subject} nach mehreren Versuchen nicht gedruckt werden.",
-               "Drucker prüfen, dann den Bon neu drucken: edge retry JOB (oder über die Statusseite)."),
+               "Drucker prüfen, dann den Bon neu drucken: edge retry AUFTRAG (oder über die Statusseite)."),
         "en": ("Order {order}: ticket not printed (printer {subject})",
                "The ticket for order {order} could not be printed on printer {subject} after several attempts.",
                "Check the printer, then print the ticket again: edge retry JOB (or from the status page)."),
@@ -92,10 +94,10 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "print_job_held": {
         "de": ("Bestellung {order}: Bon zurückgehalten (Drucker {subject})",
                "Ein Bon für Drucker {subject} hat zu lange gewartet und wurde zurückgehalten, statt mitten in den Betrieb zu drucken.",
-               "Entscheiden Sie, ob der Bon noch gebraucht wird: freigeben oder verwerfen."),
+               "Entscheiden Sie, ob der Bon noch gebraucht wird: freigeben (edge release AUFTRAG) oder verwerfen (edge discard AUFTRAG)."),
         "en": ("Order {order}: ticket held (printer {subject})",
                "A ticket for printer {subject} waited too long and was held instead of printing into the rush.",
-               "Decide whether it is still needed: release or discard it."),
+               "Decide whether it is still needed: release it (edge release JOB) or discard it (edge discard JOB)."),
     },
     "queue_backlog": {
         "de": ("Druckaufträge stauen sich", "Es warten {waiting} Druckaufträge; der älteste seit {oldest_min} Minuten.",
@@ -174,7 +176,7 @@ class AlertRenderer:
             "since": self._time(group["first_at"]),
             "affected": labels["jobs_waiting"].format(n=waiting) if waiting else "",
             "detail": details.get("detail", ""),
-            "siblings": [" · ".join(f"{k}: {v}" for k, v in item.items()) for item in items],
+            "siblings": [" · ".join(f"{labels['item_keys'].get(k, k)}: {v}" for k, v in item.items()) for item in items],
             "extra": extra,
         }
 

@@ -203,11 +203,16 @@ def _migrate(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="setup-notifications", description="Set up e-mail alerts for the store manager.")
-    add_arguments(parser)
+def run_command(args: argparse.Namespace) -> int:
+    """`edge setup-notifications` and the script: Ctrl-C or a closed input ends it cleanly, with nothing written."""
     try:
-        return run(parser.parse_args(argv))
+        return run(args)
     except (KeyboardInterrupt, EOFError):
         print("\nAborted; nothing written.", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="setup-notifications", description="Set up e-mail alerts for the store manager.")
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))

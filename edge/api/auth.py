@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from edge.api.errors import Handler, error_response
-from edge.config import ApiSettings, Secret
+from edge.config import ApiSettings, signing_key
 
 log = structlog.get_logger()
 
@@ -21,14 +21,8 @@ SIGNATURE_TOLERANCE_S = 300  # Standard Webhooks: ±5 minutes, checked both ways
 _MAX_ID_LEN = 256  # bounds the replay memory per remembered id
 
 
-def signing_key(secret: Secret) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret (the prefix is optional, as in the spec's libraries)."""
-    raw = secret.get().removeprefix("whsec_")
-    return base64.b64decode(raw, validate=True)
-
-
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """One ``v1,<base64>`` signature over ``id.timestamp.body``; the sender side, used by tests and the bench."""
+    """One ``v1,<base64>`` signature over ``id.timestamp.body``: what a sender puts in webhook-signature."""
     digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
@@ -69,8 +63,9 @@ class Authenticator:
         given = headers.get("Authorization", "")
         if not given:
             return "missing_token", "missing Authorization: Bearer <token> header"
-        # Constant-time: a wrong token must not leak how much of it was right.
-        if not hmac.compare_digest(given.encode(), self._bearer):
+        # Constant-time: a wrong token must not leak how much of it was right. aiohttp hands non-UTF-8
+        # header bytes over as surrogates; surrogateescape turns them back instead of raising.
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._bearer):
             return "wrong_token", "wrong token"
         return None
 
@@ -78,8 +73,8 @@ class Authenticator:
         msg_id, stamp, signatures = (headers.get(h, "") for h in ("webhook-id", "webhook-timestamp", "webhook-signature"))
         if not (msg_id and stamp and signatures):
             return "missing_signature", "missing webhook-id, webhook-timestamp or webhook-signature header"
-        if len(msg_id) > _MAX_ID_LEN:
-            return "bad_signature", f"webhook-id is longer than {_MAX_ID_LEN} characters"
+        if len(msg_id) > _MAX_ID_LEN or not msg_id.isascii() or not signatures.isascii():
+            return "bad_signature", f"webhook-id and webhook-signature must be ASCII, the id at most {_MAX_ID_LEN} characters"
         if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
             return "bad_signature", "webhook-timestamp must be whole seconds since 1970"
         now = self._clock()

@@ -25,7 +25,6 @@ ApiCall = Callable[[Settings, str, str], Awaitable[tuple[int, Any]]]
 _COLOURS = {"ok": "\033[32m", "warn": "\033[33m", "fail": "\033[31m"}
 _RESET = "\033[0m"
 _PRINTER_LEVEL = {"online": "ok", "paper_near_end": "warn", "unknown": "warn"}
-DISK_FREE_MIN_MB = 200
 # A clock behind the newest order by more than this has jumped back (dead RTC battery, no NTP yet).
 CLOCK_BEHIND_MAX_S = 300
 _HEALTH_FAILURES_BEFORE_ALERT = 2  # one missed minute is a restart, two is a problem
@@ -106,7 +105,7 @@ def _database_checks(settings: Settings) -> list[Check]:
     checks.append(Check("clock", "ok" if clock_ok else "fail", detail))
     usage = shutil.disk_usage(path.parent)
     free_mb = usage.free // 2**20
-    checks.append(Check("disk space", "ok" if free_mb >= DISK_FREE_MIN_MB else "fail", f"{free_mb} MB free of {usage.total // 2**20} MB on {path.parent}"))
+    checks.append(Check("disk space", "ok" if free_mb >= settings.alerts.disk_free_min_mb else "fail", f"{free_mb} MB free of {usage.total // 2**20} MB on {path.parent}"))
     return checks
 
 

@@ -82,9 +82,9 @@ class AlertStore:
                     new_episode = g["state"] == "resolved" and g["notified"] == "resolved" and g["fires_since_mail"] == 0
                     details, new_item = _merge({} if new_episode else g["details"], s)
                     await conn.execute(
-                        "UPDATE alert_groups SET state = 'firing', first_at = ?, changed_at = ?, fires_since_mail = fires_since_mail + 1,"
+                        "UPDATE alert_groups SET state = 'firing', severity = ?, first_at = ?, changed_at = ?, fires_since_mail = fires_since_mail + 1,"
                         " fires_total = fires_total + 1, new_items = new_items + ?, details = ? WHERE key = ?",
-                        (s.at if new_episode else g["first_at"], s.at if g["state"] != "firing" else g["changed_at"], int(new_item), json.dumps(details), s.key),
+                        (s.severity, s.at if new_episode else g["first_at"], s.at if g["state"] != "firing" else g["changed_at"], int(new_item), json.dumps(details), s.key),
                     )
                     outcomes.append((s, new_episode))
                 elif g["state"] == "firing":
@@ -99,9 +99,8 @@ class AlertStore:
         rows = await self._db.fetchall("SELECT * FROM alert_groups WHERE fires_since_mail > 0 OR notified = 'firing' OR state = 'firing'")
         return [group_dict(r) for r in rows]
 
-    async def firing(self, type_name: str) -> list[str]:
-        rows = await self._db.fetchall("SELECT subject FROM alert_groups WHERE type = ? AND state = 'firing'", (type_name,))
-        return [r[0] for r in rows]
+    async def firing(self, type_name: str) -> list[aiosqlite.Row]:
+        return await self._db.fetchall("SELECT subject, severity FROM alert_groups WHERE type = ? AND state = 'firing'", (type_name,))
 
     async def mails_since(self, since: float) -> int:
         row = await self._db.fetchone("SELECT COUNT(*) FROM alert_mails WHERE created_at >= ? AND kind != 'test'", (since,))

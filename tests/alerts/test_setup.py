@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import os
@@ -112,3 +113,20 @@ async def test_setup_non_interactive_dry_run(sink: SmtpSink, cert: tuple[Path, P
     assert "EDGE_SMTP_PASSWORD=********" in text and SMTP_PASSWORD not in text
     assert len(sink.messages) == 1
     assert (tmp_path / ".env").read_text(encoding="utf-8") == OLD_ENV
+
+
+async def test_gmail_preset_asks_for_app_password_and_checks_arrival(sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path) -> None:
+    """The Gmail preset fills smtp.gmail.com:587 STARTTLS and says an app password is needed; answering 'n' to "did it arrive" writes nothing."""
+    from edge.alerts.setup import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    # The preset's host is overridden to reach the test server; everything else comes from the preset and the answers.
+    args = parser.parse_args(["--env-file", str(tmp_path / ".env"), "--provider", "gmail", "--host", "127.0.0.1", "--port", str(sink.port), "--ca-file", str(cert[0])])
+    answers = iter([SMTP_USER, "", "chef@store.test", "de", "n"])
+    said: list[str] = []
+    status = await asyncio.wait_for(asyncio.to_thread(run, args, ask=lambda _: next(answers), ask_secret=lambda _: SMTP_PASSWORD, say=said.append), timeout=30)
+    assert status == 1
+    assert "Gmail: 127.0.0.1, port %d, STARTTLS" % sink.port in said
+    assert any("app password" in line for line in said)
+    assert len(sink.messages) == 1 and not (tmp_path / ".env").exists()

@@ -68,8 +68,9 @@ async def test_fault_cleared_within_group_wait_sends_nothing(alert_settings: Cal
     assert [s.reason for s in suppressed] == ["cleared"]
 
 
-async def test_offline_printer_mailed_after_group_wait_then_resolved(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
-    """The first mail goes at group_wait (not before), over STARTTLS with login, to every recipient; the resolved mail within one group_interval of the fix."""
+async def test_offline_printer_mailed_after_group_wait_then_resolved(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+    """With a ticket waiting, the first mail goes at group_wait (not before), over STARTTLS with login, to every recipient; the resolved mail within one group_interval of the fix."""
+    await add_jobs(db, ["queued"], created_at=clock())
     bus = EventBus()
     sent: list[AlertSent] = []
     bus.subscribe(sent.append, AlertSent)
@@ -126,7 +127,7 @@ async def test_restarts_in_a_storm_send_no_duplicates(alert_settings: Callable[.
     clock.advance(3600)
     await run(alerter)
     await db.close()
-    assert [subject(m).split("]")[1].split(":")[0].strip() for m in sink.messages] == ["STÖRUNG (kritisch)", "BEHOBEN"]
+    assert [subject(m).split("] ")[1].split(":")[0] for m in sink.messages] == ["STÖRUNG", "BEHOBEN"]
     assert 1 + sum(extra(m.get_body(("plain",)).get_content()) for m in sink.messages) == 1000
 
 
@@ -162,7 +163,7 @@ async def test_siblings_join_one_mail_news_waits_group_interval(alert_settings: 
     clock.advance(20)
     assert await run(alerter) == 1
     text = sink.messages[0].get_body(("plain",)).get_content()
-    assert all(f"order: A-10{n}" in text for n in range(3))
+    assert all(f"Bestellung: A-10{n}" in text for n in range(3))
     assert "A-100 (+2)" in subject(sink.messages[0])
     clock.advance(10)
     alerter.on_event(JobDead(job_id=9, order_id="o9", order_number="A-109", printer="kitchen", error="hung up", attempts=5))
@@ -214,9 +215,11 @@ async def test_central_down_inhibits_recovery_failed(alert_settings: Callable[..
     assert "Zentrale nicht erreichbar" in subject(sink.messages[0])
 
 
-async def test_opening_hours_hold_warnings_not_critical(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
-    """Outside opening hours a warning (cover open) waits, a critical alert (printer offline) goes."""
+async def test_opening_hours_hold_warnings_not_critical(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+    """Outside opening hours a warning (cover open) waits, a critical alert (printer offline with a ticket waiting) goes."""
     import datetime as dt
+
+    await add_jobs(db, ["queued"], created_at=clock())
 
     hour = dt.datetime.fromtimestamp(clock()).hour
     closed = f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"
@@ -244,9 +247,11 @@ async def test_hourly_cap(alert_settings: Callable[..., Settings], make_alerter:
     assert await run(alerter) == 1
 
 
-async def test_daily_digest_collects_warnings(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+async def test_daily_digest_collects_warnings(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
     """With digest on, a warning (cover open) waits for the one daily mail at digest_at; a critical alert still goes on its own."""
     import datetime as dt
+
+    await add_jobs(db, ["queued"], created_at=clock())
 
     at = dt.datetime.fromtimestamp(clock() + 3600)
     alerter = make_alerter(alert_settings(digest=True, digest_at=f"{at.hour:02d}:00"))
@@ -313,9 +318,11 @@ async def test_dead_job_alert_resolves_when_no_dead_job_is_left(alert_settings: 
     assert "BEHOBEN: Bestellung A-1: Bon nicht gedruckt (Drucker kitchen)" in subject(sink.messages[1])
 
 
-async def test_critical_recipients_and_quiet_hours(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+async def test_critical_recipients_and_quiet_hours(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
     """critical_to also gets critical alerts, not warnings; during quiet hours even critical mail waits until they end."""
     import datetime as dt
+
+    await add_jobs(db, ["queued"], created_at=clock())
 
     hour = dt.datetime.fromtimestamp(clock()).hour
     quiet = f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"
@@ -345,3 +352,20 @@ async def test_fault_over_before_silence_ends_is_never_mailed(alert_settings: Ca
     assert await run(alerter) == 0
     assert sink.messages == []
     assert [r["detail"] for r in await AlertStore(db).recent()] == ["silenced", "silenced"]
+
+
+async def test_idle_printer_off_after_closing_waits_until_a_ticket_needs_it(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+    """A printer switched off with nothing to print is only a warning (held outside opening hours); once a ticket waits for it, it is critical and mailed."""
+    import datetime as dt
+
+    hour = dt.datetime.fromtimestamp(clock()).hour
+    alerter = make_alerter(alert_settings(opening_hours=f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"))
+    alerter.on_event(offline("kitchen"))
+    clock.advance(60)
+    await alerter.check()
+    assert await run(alerter) == 0
+    await add_jobs(db, ["queued"], created_at=clock())
+    await alerter.check()
+    assert await run(alerter) == 1
+    assert "STÖRUNG (kritisch): Drucker kitchen nicht erreichbar" in subject(sink.messages[0])
+    assert "1 Druckaufträge warten" in sink.messages[0].get_body(("plain",)).get_content()

@@ -1,4 +1,4 @@
-"""Fault tests: what staff and the backend see when a printer or the disk misbehaves — no loss, right events, right answers."""
+"""Fault tests: what staff, the manager and the backend see when a printer, the disk, SMTP or the central API misbehave."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from edge.app import Agent
 from edge.config import Settings
 from edge.events import Event, JobFailed, JobPrinted, PrinterStatusChanged
 from edge.printing.decode import decode
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.conftest import TOKEN
 
 # The issue's "paper out for a minute" in CI is a few seconds; EDGE_FAULT_PAPER_OUT_S=60 runs the full minute.
 PAPER_OUT_S = float(os.environ.get("EDGE_FAULT_PAPER_OUT_S", "3"))
@@ -158,3 +161,65 @@ async def test_database_that_cannot_write_answers_503_then_recovers(agent: Agent
     assert stored == {"disk_000001"} | {o["id"] for o in orders}
     orphans = db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (SELECT id FROM orders)")
     assert orphans == [(0,)]  # a refused order left no half-written jobs behind
+
+
+async def test_central_api_500s_429s_and_timeouts_delay_status_events_but_lose_none(
+    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], central: CentralSim
+) -> None:
+    """While the central API answers 500, 429 and too slowly, intake still answers 201 at once; afterwards the
+    backend holds every outbox event (one copy per idempotency key) and the outbox is empty."""
+    settings = make_settings(
+        central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "probe_max_s": 0.1, "read_timeout_s": 0.3, "retry_base_s": 0.05, "retry_max_s": 0.3, "rate_limit_rps": 50}
+    )
+    agent = Agent(settings)
+    await agent.start()
+    try:
+        central.latency_s = 1.0  # every call times out on the agent's side
+        central.fail_next(3, 500)
+        central.fail_next(3, 429, retry_after=0.2)
+        loop = asyncio.get_running_loop()
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            for n in range(5):
+                started = loop.time()
+                status, _, _ = await push(api, make_order(n, prefix="flaky", print_receipt=False))
+                assert status == 201 and loop.time() - started < 2  # intake never waits on the central API
+        await printers["kitchen"].wait_for_printed(5)
+        await asyncio.sleep(1.0)  # a while of timeouts and error answers
+        central.latency_s = 0.0
+        keys = {r[0] for r in db_rows(agent, "SELECT idempotency_key FROM outbox")}
+        assert len(keys) == 10  # received + printed for each order
+        await central.wait_for(lambda: keys <= set(central.events), timeout=30)
+        await wait_until(lambda: db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)], 10, "outbox drained")
+        assert {e["order_id"] for e in central.events_of("printed")} == {f"flaky_{n:06d}" for n in range(5)}
+        assert any(status in (429, 500) for *_, status in central.requests)  # the faults were really served
+    finally:
+        await agent.stop()
+
+
+async def test_smtp_down_then_up_the_alert_arrives_once(make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]) -> None:
+    """The mail server is down when a printer goes offline: the alert waits and is retried; once the server is
+    back on the same port the manager gets it exactly once."""
+    sink = SmtpSink()
+    await sink.start()
+    port = sink.port
+    await sink.stop()  # down before the fault
+    settings = make_settings(
+        smtp={"host": "127.0.0.1", "port": port, "security": "none", "sender": "edge@store.test", "timeout_s": 1},
+        alerts={"to": ["manager@store.test"], "group_wait_s": 0, "critical_group_wait_s": 0, "disk_free_min_mb": 0, "retry_base_s": 0.2, "retry_max_s": 0.5, "check_interval_s": 0.2},
+    )
+    agent = Agent(settings)
+    await agent.start()
+    try:
+        printers["kitchen"].set_offline(True)
+        assert agent.deps is not None
+        await agent.deps.intake.accept(make_order(1, prefix="smtp", print_receipt=False))
+        await wait_until(lambda: bool(db_rows(agent, "SELECT 1 FROM alert_mails WHERE attempts > 0 AND sent_at IS NULL")), 10, "a failed send attempt")
+        await sink.start()  # the same port: the mail server is back
+        mails = await sink.wait_for(1, timeout=15)
+        await asyncio.sleep(1.0)  # room for a wrong second copy
+        assert len(sink.messages) == 1
+        assert "kitchen" in mails[0]["Subject"]
+        assert db_rows(agent, "SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL") == [(0,)]
+    finally:
+        await agent.stop()
+        await sink.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -86,3 +87,20 @@ async def test_server_is_healthy_after_a_fuzz_storm(agent: Agent, api: aiohttp.C
             assert response.status == 200
     async with api.post("/api/v1/orders", json=make_order(1, prefix="after")) as response:
         assert response.status == 201
+
+
+header_bytes = st.binary(min_size=0, max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from([b"Authorization", b"webhook-id", b"webhook-timestamp", b"webhook-signature", b"Content-Type"]), value=header_bytes, path=st.sampled_from([b"/api/v1/orders", b"/api/v1/printers", b"/"]))
+async def test_raw_header_bytes_never_get_a_5xx(agent: Agent, name: bytes, value: bytes, path: bytes) -> None:
+    """Any bytes in a credential or content-type header, sent over a raw socket: a 4xx or 2xx answer, never a 5xx."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    body = b'{"id": "raw"}'
+    writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\n" + name + b": " + value + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    status = int(answer.split(b" ", 2)[1])
+    assert status < 500, answer[:300]

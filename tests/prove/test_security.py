@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -204,3 +205,23 @@ def test_config_written_by_our_scripts_is_private(tmp_path: Path) -> None:
     write_config(path, data_dir=tmp_path / "data", api_port=1, token=TOKEN, printers={"kitchen": 9100, "front": 9101})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert TOKEN in path.read_text(encoding="utf-8")
+
+
+async def test_undecodable_credential_headers_are_401_not_500(make_settings: Callable[..., Settings]) -> None:
+    """Raw non-UTF-8 bytes in Authorization or the webhook headers are refused like any wrong credential."""
+    agent = Agent(make_settings(api={"signing_secrets": SECRETS}))
+    await agent.start()
+    try:
+        for raw in (
+            b"Authorization: Bearer \xff\xfe",
+            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: \xff\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,x".encode("latin-1"),
+            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: m\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,\xe9".encode("latin-1"),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+            writer.write(b"GET /api/v1/printers HTTP/1.1\r\nHost: edge\r\n" + raw + b"\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), timeout=5)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    finally:
+        await agent.stop()
