@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -13,6 +14,35 @@ from edge.errors import InvalidOrderError, NotFoundError, OrderConflictError, St
 log = structlog.get_logger()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+_INT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also takes '²', which int() refuses
+
+
+class InvalidQueryError(Exception):
+    """A query parameter is wrong; answered 422 naming it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def path_id(request: web.Request, name: str, what: str) -> int:
+    """A numeric id from the path; anything else names a thing that does not exist (404)."""
+    raw = request.match_info[name]
+    if not _INT.fullmatch(raw):
+        raise NotFoundError(f"{what} {raw[:20]!r} does not exist")
+    return int(raw)
+
+
+def query_limit(request: web.Request, *, default: int, maximum: int) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    if not _INT.fullmatch(raw) or not 1 <= int(raw) <= maximum:
+        raise InvalidQueryError("limit", f"must be an integer between 1 and {maximum}")
+    return int(raw)
 
 
 class BadRequestError(Exception):
@@ -30,6 +60,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except InvalidOrderError as err:
         return error_response(422, "invalid_order", err.reason, field=err.field)
+    except InvalidQueryError as err:
+        return error_response(422, "invalid_request", err.reason, field=err.field)
     except BadRequestError as err:
         return error_response(400, "malformed_request", str(err))
     except OrderConflictError as err:

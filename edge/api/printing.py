@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
+from edge.api.errors import path_id
 from edge.errors import DeviceError, NotFoundError
 from edge.printing.render import print_options
 
@@ -18,12 +19,12 @@ log = structlog.get_logger()
 
 def add_routes(app: web.Application, deps: ApiDeps) -> None:
     # Imported here: routes imports this module while it is itself still loading.
-    from edge.api.routes import _job_id, _require_accepting, job_json
+    from edge.api.routes import _require_accepting, job_json
 
     async def release(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/{id}/release — a held job prints after all (its ticket shows the original order time)."""
         _require_accepting(deps)
-        job_id = _job_id(request)
+        job_id = path_id(request, "job_id", "print job")
         await deps.jobs.release_held(job_id)
         job = await deps.jobs.get(job_id)
         log.info("job_released", job_id=job_id, printer=job["printer"])
@@ -42,7 +43,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
     async def discard(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/{id}/discard — a held, failed or dead job is never printed."""
         _require_accepting(deps)
-        job_id = _job_id(request)
+        job_id = path_id(request, "job_id", "print job")
         await deps.jobs.discard(job_id)
         log.info("job_discarded", job_id=job_id)
         return web.json_response(job_json(await deps.jobs.get(job_id)))

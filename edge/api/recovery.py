@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from edge.api.errors import error_response
+from edge.api.errors import error_response, path_id, query_limit
 from edge.errors import NotFoundError
 from edge.sync import SyncService
 
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
     from edge.api.routes import ApiDeps
 
 SYNC = web.AppKey("sync", SyncService)
-_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also takes '²', which int() refuses
 _OFF = "recovery is off: no central API is configured ([central] url)"
 
 
@@ -24,10 +22,7 @@ def _sync(request: web.Request) -> SyncService | None:
 
 
 def _run_id(request: web.Request) -> int:
-    raw = request.match_info["run_id"]
-    if not _DIGITS.fullmatch(raw):
-        raise NotFoundError(f"recovery run {raw[:20]!r} does not exist")
-    return int(raw)
+    return path_id(request, "run_id", "recovery run")
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -49,10 +44,7 @@ async def get_runs(request: web.Request) -> web.Response:
     sync = _sync(request)
     if sync is None:
         return web.json_response({"runs": []})
-    raw = request.query.get("limit", "20")
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= 500:
-        return error_response(422, "invalid_request", "limit must be an integer between 1 and 500", field="limit")
-    return web.json_response({"runs": await sync.recovery.runs(int(raw))})
+    return web.json_response({"runs": await sync.recovery.runs(query_limit(request, default=20, maximum=500))})
 
 
 async def get_run(request: web.Request) -> web.Response:

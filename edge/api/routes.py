@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from edge import __version__
 from edge.api import printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
-from edge.api.errors import error_middleware, error_response, read_json
+from edge.api.errors import error_middleware, error_response, path_id, query_limit, read_json
 from edge.config import Settings
 from edge.errors import NotFoundError
 from edge.metrics import Metrics
@@ -147,25 +147,14 @@ async def get_jobs(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state is not None and state not in JOB_STATES:
         return error_response(422, "invalid_request", f"state must be one of {', '.join(JOB_STATES)}", field="state")
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-    except ValueError:
-        return error_response(422, "invalid_request", "limit must be an integer", field="limit")
-    rows = await deps.jobs.list(state=state, printer=request.query.get("printer"), limit=limit)
+    rows = await deps.jobs.list(state=state, printer=request.query.get("printer"), limit=query_limit(request, default=100, maximum=1000))
     return web.json_response({"jobs": [job_json(r) | {"order_number": r["number"]} for r in rows]})
-
-
-def _job_id(request: web.Request) -> int:
-    raw = request.match_info["job_id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # int() refuses '²', which isdigit() takes
-        raise NotFoundError(f"print job {raw[:20]!r} does not exist")
-    return int(raw)
 
 
 async def post_retry(request: web.Request) -> web.Response:
     deps = _deps(request)
     _require_accepting(deps)
-    job_id = _job_id(request)
+    job_id = path_id(request, "job_id", "print job")
     await deps.jobs.retry(job_id)
     job = await deps.jobs.get(job_id)
     deps.wake_printer(job["printer"])

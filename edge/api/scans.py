@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from edge.api.errors import error_response
+from edge.api.errors import error_response, query_limit
 from edge.store.scans import SCAN_OUTCOMES, ScanStore
 
 if TYPE_CHECKING:
@@ -21,11 +21,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         outcome = request.query.get("outcome")
         if outcome is not None and outcome not in SCAN_OUTCOMES:
             return error_response(422, "invalid_request", f"outcome must be one of {', '.join(SCAN_OUTCOMES)}", field="outcome")
-        try:
-            limit = min(1000, max(1, int(request.query.get("limit", "50"))))
-        except ValueError:
-            return error_response(422, "invalid_request", "limit must be an integer", field="limit")
-        rows = await store.recent(limit=limit, outcome=outcome, scanner=request.query.get("scanner"), order_id=request.query.get("order_id"))
+        rows = await store.recent(limit=query_limit(request, default=50, maximum=1000), outcome=outcome, scanner=request.query.get("scanner"), order_id=request.query.get("order_id"))
         scanners = [
             {
                 "name": name,

@@ -12,7 +12,8 @@ import structlog
 from aiohttp import web
 
 from edge import __version__
-from edge.errors import NotFoundError, StoreError
+from edge.api.errors import path_id
+from edge.errors import StoreError
 from edge.metrics import WAITING_STATES
 from edge.printing.decode import preview
 from edge.store import Database
@@ -135,10 +136,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         return web.json_response(await snapshot(deps), dumps=lambda v: json.dumps(v, default=str))
 
     async def job_preview(request: web.Request) -> web.Response:
-        raw = request.match_info["job_id"]
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-            raise NotFoundError(f"print job {raw[:20]!r} does not exist")
-        job = await deps.jobs.get(int(raw))
+        job = await deps.jobs.get(path_id(request, "job_id", "print job"))
         assert deps.render_job is not None  # the agent always sets it
         printer = deps.settings.printers.get(job["printer"])
         width = printer.width if printer else 48
