@@ -178,10 +178,10 @@ class Agent:
         if s.central.url:  # without a central API the core runs the same, there is just nothing to reconcile with
             self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus)
             await self.sync.start()
-        self.deps = ApiDeps(settings=s, db=self.db, intake=intake, orders=orders, jobs=jobs, spoolers=self.spoolers, wake_printer=self.wake_printer, scanners=self.scanners)
-        self.deps.metrics, self.deps.render_job, self.deps.started_at = self.metrics, self.render_job, self.started_at
-        self.deps.renderer = self.renderer
-        self.deps.sync = self.sync
+        self.deps = ApiDeps(
+            settings=s, db=self.db, intake=intake, orders=orders, jobs=jobs, spoolers=self.spoolers, wake_printer=self.wake_printer,
+            scanners=self.scanners, metrics=self.metrics, render_job=self.render_job, started_at=self.started_at, renderer=self.renderer, sync=self.sync,
+        )
         self._runner = web.AppRunner(make_api(self.deps), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.api.host, s.api.port)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from edge import __version__
 from edge.events import (
@@ -96,6 +97,18 @@ class Metrics:
     def _recovery_completed(self, event: RecoveryCompleted) -> None:
         self.recoveries.labels("completed").inc()
         self.recovery_duration.observe(event.duration_s)
+
+    def watch_rejections(self, rejected: Mapping[str, int]) -> None:
+        """Expose the API's refused-request counts (kept by the auth middleware) as a counter by reason."""
+
+        class _Rejections:
+            def collect(self) -> Iterator[CounterMetricFamily]:
+                family = CounterMetricFamily("edge_api_requests_rejected", "API requests refused by auth, by reason", labels=["reason"])
+                for reason, count in sorted(rejected.items()):
+                    family.add_metric([reason], count)
+                yield family
+
+        self.registry.register(_Rejections())
 
     async def scrape(self, jobs: JobStore, spoolers: Mapping[str, Spooler]) -> bytes:
         """Reads the gauges that are cheaper to ask for than to track, then renders the text format."""

@@ -100,7 +100,7 @@ do_install() {
 
     # The config is the technician's: written once from the example, never overwritten.
     if [[ ! -f "$ETC/edge.toml" ]]; then
-        install -m 0640 "$SOURCE/edge.example.toml" "$ETC/edge.toml"
+        install -m 0600 "$SOURCE/edge.example.toml" "$ETC/edge.toml"
         say "wrote $ETC/edge.toml from the example: set store_id, printers and the token"
     fi
     if [[ ! -f "$ETC/edge.env" ]]; then
@@ -109,7 +109,9 @@ do_install() {
         say "wrote $ETC/edge.env (secrets go here)"
     fi
     if real_root; then
-        chown root:edge "$ETC/edge.toml" "$ETC/edge.env"
+        # The agent (user edge) reads its config; only systemd (root) reads the secrets file.
+        chown edge:edge "$ETC/edge.toml"
+        chown root:root "$ETC/edge.env"
     fi
 
     local changed=0 unit

@@ -191,6 +191,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 def make_api(deps: ApiDeps) -> web.Application:
     deps.auth = Authenticator(deps.settings.api)
+    if deps.metrics is not None:
+        deps.metrics.watch_rejections(deps.auth.rejected)
     app = web.Application(
         client_max_size=deps.settings.api.max_body_bytes,
         middlewares=[error_middleware, deps.auth.middleware],

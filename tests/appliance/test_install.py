@@ -65,6 +65,7 @@ def test_install_lays_out_program_config_and_units(root: Path, source: Path) -> 
     assert (root / "opt/edge-agent/venv/share/edge-agent/migrations/001_core.sql").exists()
     assert "berlin-mitte" in (root / "etc/edge/edge.toml").read_text()
     assert oct((root / "etc/edge/edge.env").stat().st_mode & 0o777) == "0o600"
+    assert oct((root / "etc/edge/edge.toml").stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in (root / "etc/systemd/system").iterdir()) == sorted(UNITS)
     assert (root / "var/lib/edge").is_dir()
 

@@ -121,3 +121,16 @@ async def test_ready_names_an_old_schema(agent: Agent, api: aiohttp.ClientSessio
         body = await response.json()
         assert response.status == 503
     assert body["checks"]["migrations_current"] == {"ok": False, "detail": f"schema {latest - 1}, agent expects {latest}"}
+
+
+async def test_refused_api_requests_are_counted_by_reason(agent: Agent) -> None:
+    """Requests the auth middleware refuses show in /metrics, by reason, so a fleet view sees probing or a wrong token."""
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as plain:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer wrong"}):
+            async with plain.get("/api/v1/printers", headers=headers) as response:
+                assert response.status == 401
+        async with plain.get("/metrics") as response:
+            got = samples(await response.text())
+    rejected = {labels: value for (name, labels), value in got.items() if name == "edge_api_requests_rejected_total"}
+    assert sum(rejected.values()) == 3
+    assert len(rejected) == 2  # missing and wrong token are told apart
