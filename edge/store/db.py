@@ -27,6 +27,8 @@ _PRAGMAS = (
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA busy_timeout = 5000",
+    # After a big transaction (a recovery batch) the WAL would otherwise keep its peak size on the small disk.
+    "PRAGMA journal_size_limit = 67108864",
 )
 
 _UNAVAILABLE_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY}

@@ -47,8 +47,9 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         up, down = text.split(_UP, 1)[1].split(_DOWN, 1)
         found.append(Migration(version=int(match.group(1)), name=path.stem, up=up.strip(), down=down.strip()))
     versions = [m.version for m in found]
-    if len(set(versions)) != len(versions):
-        raise StoreError(f"two migrations share a number: {versions}")
+    # A gap would be skipped for good on a database already past it, since user_version only holds the highest.
+    if versions != list(range(1, len(found) + 1)):
+        raise StoreError(f"migrations must be numbered 001, 002, … without gaps, found {versions}")
     return found
 
 

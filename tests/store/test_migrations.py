@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import SchemaTooNewError
+from edge.errors import SchemaTooNewError, StoreError
 from edge.store import Database
 from edge.store.db import connect_writer
 from edge.store.migrations import latest_version, load_migrations, migrate
@@ -62,3 +62,11 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         assert sync[0][0] == 2  # FULL
     finally:
         await db.close()
+
+
+def test_a_gap_in_the_numbers_is_refused(tmp_path: Path) -> None:
+    """001 then 003: the missing 002 would be skipped for good on a database already at 3, so loading refuses."""
+    for name in ("001_a.sql", "003_c.sql"):
+        (tmp_path / name).write_text("-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;\n", encoding="utf-8")
+    with pytest.raises(StoreError, match=r"without gaps, found \[1, 3\]"):
+        load_migrations(tmp_path)
