@@ -2,6 +2,6 @@
 
 from edge.ops.backup import backup_database, restore_database
 from edge.ops.lock import AgentRunningError, DataDirLock
-from edge.ops.housekeeping import Housekeeping, purge_printed_orders
+from edge.ops.housekeeping import Housekeeping, purge_history, purge_printed_orders
 
-__all__ = ["AgentRunningError", "DataDirLock", "Housekeeping", "backup_database", "purge_printed_orders", "restore_database"]
+__all__ = ["AgentRunningError", "DataDirLock", "Housekeeping", "backup_database", "purge_history", "purge_printed_orders", "restore_database"]

@@ -1,4 +1,4 @@
-"""Scheduled chores (APScheduler): purge old printed orders in small batches; probe a database that stopped taking writes."""
+"""Scheduled chores (APScheduler): purge old printed orders and old history; probe a database that stopped taking writes."""
 
 from __future__ import annotations
 
@@ -46,6 +46,31 @@ async def purge_printed_orders(db: Database, *, older_than_s: float, batch: int)
     return total
 
 
+# History that only explains the past: kept as long as orders are, then dropped in one statement each.
+_HISTORY = (
+    ("scans", "DELETE FROM scans WHERE scanned_at < ?"),
+    ("alert_log", "DELETE FROM alert_log WHERE at < ?"),
+    ("alert_mails", "DELETE FROM alert_mails WHERE sent_at IS NOT NULL AND created_at < ?"),
+    ("alert_silences", "DELETE FROM alert_silences WHERE ends_at < ?"),
+    # recovery_items go with their run (ON DELETE CASCADE); the cursor lives in meta, not in a run.
+    ("recovery_runs", "DELETE FROM recovery_runs WHERE finished_at IS NOT NULL AND finished_at < ?"),
+)
+
+
+async def purge_history(db: Database, *, older_than_s: float) -> dict[str, int]:
+    """Drops scans, sent mails, alert log lines and finished recovery runs older than the retention age."""
+    cutoff = time.time() - older_than_s
+    removed = {}
+    async with db.transaction() as conn:
+        for table, sql in _HISTORY:
+            cursor = await conn.execute(sql, (cutoff,))
+            removed[table] = cursor.rowcount
+            await cursor.close()
+    if any(removed.values()):
+        log.info("history_purged", **removed)
+    return removed
+
+
 class Housekeeping:
     def __init__(self, db: Database, retention: RetentionSettings) -> None:
         self._db = db
@@ -63,7 +88,9 @@ class Housekeeping:
 
     async def purge(self) -> int:
         try:
-            return await purge_printed_orders(self._db, older_than_s=self._retention.days * 86400, batch=self._retention.batch)
+            age = self._retention.days * 86400
+            await purge_history(self._db, older_than_s=age)
+            return await purge_printed_orders(self._db, older_than_s=age, batch=self._retention.batch)
         except Exception as err:  # a failed purge is retried at the next run; it must not kill the scheduler
             log.warning("purge_failed", error=str(err))
             return 0

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from edge.app import Agent
 from edge.cli import _api_call
 from edge.config import Settings
 from edge.events import StorageProblem, StorageRecovered
-from edge.ops import AgentRunningError, backup_database, purge_printed_orders, restore_database
+from edge.ops import AgentRunningError, backup_database, purge_history, purge_printed_orders, restore_database
 from edge.ops.technician import doctor, health, render_status
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -185,6 +186,33 @@ async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, prin
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM outbox WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+
+
+async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> None:
+    """Scans, sent alert mails, alert log lines, ended silences and finished recovery runs past the retention age go;
+    younger rows, unsent mails and unfinished runs stay, so the database stays bounded."""
+    old, young = time.time() - 40 * 86400, time.time()
+    db_path = agent.settings.agent.db_path
+    with sqlite3.connect(db_path) as conn:
+        for at in (old, young):
+            conn.execute("INSERT INTO scans(scanned_at, scanner, code, outcome) VALUES (?, 's', 'x', 'unknown')", (at,))
+            conn.execute("INSERT INTO alert_log(at, group_key, action) VALUES (?, 'k', 'mailed')", (at,))
+            conn.execute("INSERT INTO alert_silences(matcher, starts_at, ends_at) VALUES ('x', ?, ?)", (at - 60, at))
+            for sent in (at, None):
+                conn.execute(
+                    "INSERT INTO alert_mails(kind, recipients, subject, text_body, html_body, created_at, next_attempt_at, sent_at)"
+                    " VALUES ('test', '[]', 's', 't', 'h', ?, ?, ?)",
+                    (at, at, sent),
+                )
+            for finished in (at, None):
+                conn.execute("INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', 'completed', ?, ?)", (at, finished))
+    assert agent.db is not None
+    removed = await purge_history(agent.db, older_than_s=30 * 86400)
+    assert removed == {"scans": 1, "alert_log": 1, "alert_mails": 1, "alert_silences": 1, "recovery_runs": 1}
+    with sqlite3.connect(db_path) as conn:
+        assert [r[0] for r in conn.execute("SELECT scanned_at FROM scans")] == [young]
+        assert conn.execute("SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL").fetchone()[0] == 2  # unsent mails never go
+        assert conn.execute("SELECT COUNT(*) FROM recovery_runs").fetchone()[0] == 3
 
 
 async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Agent) -> None:
