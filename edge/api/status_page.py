@@ -1,4 +1,4 @@
-"""The technician's status page at /: printers, last orders, dead jobs, recovery, alerts; rendered server-side."""
+"""The technician's status page at /: printers, last orders, dead and held jobs, recovery, alerts; rendered server-side."""
 
 from __future__ import annotations
 
@@ -82,6 +82,13 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         {"id": r["id"], "order_id": r["order_id"], "number": r["number"], "printer": r["printer"], "attempts": r["attempts"], "last_error": r["last_error"]}
         for r in await deps.jobs.list(state="dead", limit=50)
     ]
+    held = [  # stale tickets waiting for a person: oldest first, the order they would have printed in
+        {
+            "id": r["id"], "order_id": r["order_id"], "number": r["number"], "printer": r["printer"], "station": r["station"],
+            "kind": r["kind"], "created_at": r["created_at"], "held_at": r["held_at"], "waited_s": round(now - r["created_at"]),
+        }
+        for r in reversed(await deps.jobs.list(state="held", limit=50))
+    ]
     oldest = await deps.jobs.oldest_waiting()
     return {
         "store_id": deps.settings.agent.store_id,
@@ -94,6 +101,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "oldest_waiting_s": round(now - oldest) if oldest is not None else None,
         "orders": orders,
         "dead_jobs": dead,
+        "held_jobs": held,
         "central_up": deps.metrics.registry.get_sample_value("edge_central_api_up") if deps.metrics and deps.settings.central.url else None,
         "recovery": await _optional_rows(db, "recovery_runs", _LAST_RECOVERY),
         "alerts": await _optional_rows(db, "alert_groups", _RECENT_ALERTS),

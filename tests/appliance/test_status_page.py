@@ -138,3 +138,101 @@ async def test_reprint_click_in_headless_chromium_prints_a_copy(agent: Agent, ap
         finally:
             await browser.close()
     assert "KOPIE / COPY" in decode(printed[1]).text
+
+
+async def hold_tickets(make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter], count: int) -> tuple[Agent, list[dict]]:
+    """An agent whose kitchen printer was off longer than the stale age (0.6 s): ``count`` tickets end up held."""
+    agent = Agent(make_settings(printing={"stale_ticket_min": 0.01}))
+    await agent.start()
+    printers["kitchen"].set_offline(True)
+    held = []
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        for n in range(count):
+            order = dict(example_order, id=f"ord_{n:03d}", number=f"<b>H-{n}</b>", print_receipt=False)
+            held.append({"order": order, "job_id": (await post(api, order))["job_ids"][0]})
+        await asyncio.sleep(1.0)
+        printers["kitchen"].set_offline(False)
+        for _ in range(200):
+            async with api.get("/api/v1/jobs", params={"state": "held"}) as response:
+                if len((await response.json())["jobs"]) == count:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("tickets were not held")
+    assert printers["kitchen"].printed == []
+    return agent, held
+
+
+def held_rows(agent: Agent) -> dict[int, str]:
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        return dict(conn.execute("SELECT id, state FROM print_jobs"))
+
+
+async def test_held_tickets_listed_with_release_and_discard(make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+    """Held tickets appear under "Held tickets" (escaped order number, printer and station, wait, preview, Release / Discard,
+    Release all), in the JSON and the summary; the buttons' endpoints release (it prints) and discard (it never does)."""
+    agent, held = await hold_tickets(make_settings, example_order, printers, 2)
+    first, second = (h["job_id"] for h in held)
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            async with api.get("/api/v1/status") as response:
+                status = await response.json()
+            assert sorted(j["id"] for j in status["held_jobs"]) == [first, second]
+            assert all(j["printer"] == "kitchen" and j["station"] == "kitchen" and j["waited_s"] >= 1 for j in status["held_jobs"])
+            async with api.get("/") as response:
+                html = await response.text()
+            assert "2 held" in html and 'id="held-jobs"' in html and "data-release-all" in html
+            for job_id in (first, second):
+                assert f'data-release="{job_id}"' in html and f'data-discard="{job_id}"' in html and f'data-preview="{job_id}"' in html
+            assert "&lt;b&gt;H-0&lt;/b&gt;" in html and "<b>H-0" not in html
+            async with api.post(f"/api/v1/jobs/{first}/release") as response:
+                assert response.status == 200
+            printed = await printers["kitchen"].wait_for_printed(1)
+            async with api.post(f"/api/v1/jobs/{second}/discard") as response:
+                assert response.status == 200
+            async with api.get("/api/v1/status/panel") as response:
+                panel = await response.text()
+        assert 'id="held-jobs"' not in panel and "data-release-all" not in panel and "0 held" in panel
+        assert "H-0" in decode(printed[0]).text.replace(" ", "")
+        await asyncio.sleep(0.3)
+        assert len(printers["kitchen"].printed) == 1 and held_rows(agent) == {first: "printed", second: "discarded"}
+    finally:
+        await agent.stop()
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium")
+async def test_release_discard_and_release_all_clicks_in_headless_chromium(
+    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """In a real browser: Release prints that held ticket, Discard (confirmed) drops one, Release all prints the rest."""
+    playwright_api = pytest.importorskip("playwright.async_api", reason="python playwright is not installed (pip install playwright)")
+    agent, held = await hold_tickets(make_settings, example_order, printers, 3)
+    first, second, third = (h["job_id"] for h in held)
+    try:
+        async with playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
+            try:
+                page = await browser.new_page()
+                page.set_default_timeout(15_000)
+                page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+                await page.goto(f"http://127.0.0.1:{agent.port}/")
+                await page.wait_for_selector(f'#held-jobs button[data-release="{first}"]')
+                await page.fill("#token", TOKEN)
+                await page.click("#token-box button")
+                await page.click(f'#held-jobs button[data-release="{first}"]')
+                printed = await printers["kitchen"].wait_for_printed(1, timeout=15)
+                await page.wait_for_selector(f"#message:has-text('Release of job {first} done')")
+                await page.wait_for_selector(f'#held-jobs button[data-release="{first}"]', state="detached")
+                await page.click(f'#held-jobs button[data-discard="{second}"]')
+                await page.wait_for_selector(f"#message:has-text('Discard of job {second} done')")
+                await page.click("button[data-release-all]")
+                printed = await printers["kitchen"].wait_for_printed(2, timeout=15)
+                await page.wait_for_selector(f"#message:has-text('Release all done (jobs {third})')")
+                await page.wait_for_selector("#held-jobs", state="detached")
+            finally:
+                await browser.close()
+        assert ["H-0" in decode(p).text.replace(" ", "") for p in printed] == [True, False]
+        assert "H-2" in decode(printed[1]).text.replace(" ", "")
+        assert held_rows(agent) == {first: "printed", second: "discarded", third: "printed"}
+    finally:
+        await agent.stop()

@@ -1,4 +1,4 @@
-// Status page: refreshes the server-rendered panel, sends Retry/Reprint with the token typed once per browser tab.
+// Status page: refreshes the server-rendered panel, sends Retry/Reprint/Release/Discard with the token typed once per browser tab.
 "use strict";
 const body = document.body;
 const panel = document.getElementById("panel");
@@ -36,7 +36,8 @@ async function act(url, label) {
   }
   const response = await fetch(url, { method: "POST", headers: authHeaders() });
   const answer = await response.json().catch(() => ({}));
-  say(response.ok ? label + " done" + (answer.job_ids ? " (jobs " + answer.job_ids.join(", ") + ")" : "") : label + " failed: " + (answer.reason || response.status));
+  const ids = answer.job_ids || answer.released;
+  say(response.ok ? label + " done" + (ids ? " (jobs " + ids.join(", ") + ")" : "") : label + " failed: " + (answer.reason || response.status));
   refresh();
 }
 
@@ -60,6 +61,11 @@ panel.addEventListener("click", (event) => {
   if (!button) return;
   if (button.dataset.retry) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.retry) + "/retry", "Retry of job " + button.dataset.retry);
   else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", "Reprint");
+  else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of job " + button.dataset.release);
+  else if (button.dataset.releaseAll) act("/api/v1/jobs/release-held", "Release all");
+  else if (button.dataset.discard) {
+    if (confirm("Discard job " + button.dataset.discard + "? It will never print.")) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.discard) + "/discard", "Discard of job " + button.dataset.discard);
+  }
   else if (button.dataset.preview) showPreview(button.dataset.preview);
 });
 
