@@ -37,6 +37,9 @@ class CentralSim:
         self.requests: list[tuple[float, str, str, int]] = []  # (monotonic time, method, path, status) of each answered request
         self.events: dict[str, dict[str, Any]] = {}  # accepted status events by idempotency key, first copy kept
         self.duplicates: list[str] = []  # keys of events re-sent after they were accepted
+        self.posted: collections.Counter[str] = collections.Counter()  # every key in every events POST that got an answer, accepted or not
+        self.reject_keys: set[str] = set()  # events the backend will never take: a batch holding one is refused with 422
+        self.reject_types: set[str] = set()
         self._faults: collections.deque[tuple[int, float | None]] = collections.deque()
         self._orders: dict[str, dict[str, Any]] = {}
         self._latest: dict[str, int] = {}  # order id -> change sequence of its current version
@@ -85,6 +88,11 @@ class CentralSim:
     def fail_next(self, count: int, status: int = 500, *, retry_after: float | None = None) -> None:
         """The next ``count`` API calls (not health) answer ``status``, with Retry-After if given."""
         self._faults.extend([(status, retry_after)] * count)
+
+    def reject_events(self, *, keys: set[str] | None = None, types: set[str] | None = None) -> None:
+        """From the next POST on, a batch holding one of these idempotency keys or event types is refused whole with 422."""
+        self.reject_keys |= keys or set()
+        self.reject_types |= types or set()
 
     def add_orders(self, orders: list[dict[str, Any]]) -> None:
         """Orders created (or changed) at the backend; each becomes visible after the current cursor."""
@@ -181,6 +189,10 @@ class CentralSim:
         for n, event in enumerate(events):
             if not isinstance(event, dict) or not isinstance(event.get("idempotency_key"), str) or event.get("event") not in EVENT_TYPES:
                 return _error(422, "invalid_events", f"events[{n}] needs idempotency_key and event (one of {', '.join(EVENT_TYPES)})")
+        self.posted.update(e["idempotency_key"] for e in events)
+        for n, event in enumerate(events):
+            if event["idempotency_key"] in self.reject_keys or event["event"] in self.reject_types:
+                return _error(422, "event_not_accepted", f"events[{n}] ({event['idempotency_key']}) is not accepted; nothing in this batch was applied")
         accepted = 0
         for event in events:
             if event["idempotency_key"] in self.events:

@@ -29,9 +29,10 @@ class CentralUnreachableError(CentralApiError):
 class CentralRejectedError(CentralApiError):
     """The backend answered but refused the request (a 4xx other than 429): retrying the same request will not help."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, body: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.body = body  # the answer's text (first 500 characters): the backend's reason
 
 
 class RateLimiter:
@@ -162,7 +163,7 @@ class CentralClient:
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
         if status in _RETRY_STATUSES:
             raise _RetryableError(CentralApiError(message), retry_after)
-        raise CentralRejectedError(message, status) if 400 <= status < 500 else CentralApiError(message)
+        raise CentralRejectedError(message, status, text[:500]) if 400 <= status < 500 else CentralApiError(message)
 
 
 class _RetryableError(Exception):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus, JobDead, JobPrinted, OrderStored, ScanRecorded
 from edge.store import Database
-from edge.sync.client import CentralClient
+from edge.sync.client import CentralClient, CentralRejectedError
 
 log = structlog.get_logger()
 
@@ -20,6 +21,17 @@ log = structlog.get_logger()
 _GATHER_S = 0.05
 # Even without a wake-up, look again this often (rows written by other parts, retries after a failure).
 _IDLE_S = 5.0
+# 4xx answers that say nothing against the events themselves: auth/config (a person fixes it), timeout, conflict, throttling.
+# The batch stays pending and is sent again. Any other 4xx means the backend will never take the batch as it is.
+# 404 too: on the events path it means a wrong URL or store id, a setting a person fixes, not a bad event.
+RETRYABLE_4XX = frozenset({401, 403, 404, 408, 409, 429})
+# Payload key a rejected row gets (with delivered_at set): {"status", "reason", "at"}. It is never sent: rejected rows never are.
+REJECTED_KEY = "_rejected"
+
+
+def is_permanent(status: int) -> bool:
+    """The backend will never take this batch as it is: retrying it unchanged would block every later event."""
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
 
 
 class OutboxSender:
@@ -27,6 +39,10 @@ class OutboxSender:
 
     Sends are serialised and always take the oldest pending rows, so events of one order reach the backend
     in the order they happened. A batch the backend did not acknowledge is sent again, with the same keys.
+
+    A batch refused for good (a 4xx outside RETRYABLE_4XX) is split in halves, oldest half first, until every event
+    is either acknowledged or refused on its own; such an event is marked rejected (delivered_at set, the reason in
+    the payload under REJECTED_KEY), logged as ``outbox_event_rejected`` and never sent again.
     """
 
     def __init__(self, db: Database, client: CentralClient, bus: EventBus, *, batch_size: int, link_up: Callable[[], bool]) -> None:
@@ -54,7 +70,7 @@ class OutboxSender:
         return int(row[0]) if row else 0
 
     async def send_once(self, up_to: int | None = None) -> int:
-        """Deliver the oldest pending batch (rows with id <= up_to); returns how many rows were acknowledged."""
+        """Deliver the oldest pending batch (rows with id <= up_to); returns how many rows it settled (acknowledged or rejected)."""
         async with self._lock:
             # Read through the writer: the shared reader connection can lag behind the last commit while other
             # reads overlap on it, and a stale view would send a batch the backend already acknowledged.
@@ -65,18 +81,53 @@ class OutboxSender:
                 )
             if not rows:
                 return 0
-            ids = [r["id"] for r in rows]
-            marks = ",".join("?" * len(ids))
-            try:
-                await self._client.post_events([{**json.loads(r["payload"]), "idempotency_key": r["idempotency_key"]} for r in rows])
-            except CentralApiError:
-                async with self._db.transaction() as conn:
-                    await conn.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({marks})", ids)
-                raise
+            return await self._settle(rows)
+
+    async def _settle(self, rows: Sequence[Any]) -> int:
+        """POST these rows as one batch; on a permanent refusal bisect. Returns rows acknowledged or rejected."""
+        ids = [r["id"] for r in rows]
+        marks = ",".join("?" * len(ids))
+        try:
+            await self._client.post_events([{**json.loads(r["payload"]), "idempotency_key": r["idempotency_key"]} for r in rows])
+        except CentralApiError as err:
             async with self._db.transaction() as conn:
-                await conn.execute(f"UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id IN ({marks})", [time.time(), *ids])
-            log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
-            return len(ids)
+                await conn.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({marks})", ids)
+            if not (isinstance(err, CentralRejectedError) and is_permanent(err.status)):
+                raise
+            if len(rows) == 1:
+                await self._reject(rows[0], err)
+                return 1
+            # Which event does the backend refuse? Halves, oldest first, so the good ones still go and in order.
+            log.warning("outbox_batch_split", events=len(ids), first_id=ids[0], last_id=ids[-1], status=err.status)
+            half = len(rows) // 2
+            settled = await self._settle(rows[:half])
+            return settled + await self._settle(rows[half:])
+        async with self._db.transaction() as conn:
+            await conn.execute(f"UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id IN ({marks})", [time.time(), *ids])
+        log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
+        return len(ids)
+
+    async def _reject(self, row: Any, err: CentralRejectedError) -> None:
+        payload = json.loads(row["payload"])
+        now = time.time()
+        reason = err.body or str(err)
+        payload[REJECTED_KEY] = {"status": err.status, "reason": reason, "at": now}
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET delivered_at = ?, payload = ? WHERE id = ? AND delivered_at IS NULL",
+                (now, json.dumps(payload, sort_keys=True), row["id"]),
+            )
+        log.error(
+            "outbox_event_rejected", outbox_id=row["id"], key=row["idempotency_key"], order_id=payload.get("order_id"),
+            event_type=payload.get("event"), status=err.status, reason=reason[:200],
+        )
+
+    async def rejected(self) -> int:
+        """Rows the backend refused for good (see REJECTED_KEY)."""
+        row = await self._db.fetchone(
+            f"SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL AND json_extract(payload, '$.{REJECTED_KEY}') IS NOT NULL"
+        )
+        return int(row[0]) if row else 0
 
     async def flush(self) -> int:
         """Deliver everything pending now (not what is written meanwhile, or a busy store would never finish)."""
@@ -100,6 +151,8 @@ class OutboxSender:
                 continue
             try:
                 await self.flush()
+            except CentralRejectedError as err:  # 401/403/408/409: the batch stays pending; 401/403 need a person (token, store id)
+                log.error("outbox_delivery_refused", status=err.status, error=str(err), pending=await self.pending())
             except CentralApiError as err:
                 log.warning("outbox_delivery_failed", error=str(err), pending=await self.pending())
             except Exception:  # the sender must outlive a database hiccup; rows stay pending
