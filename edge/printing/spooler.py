@@ -149,8 +149,7 @@ class Spooler:
             if await self._hold_if_stale(job):
                 return
             try:
-                # In a thread: a ticket takes milliseconds of CPU, and intake must not wait behind it on the loop.
-                data = await asyncio.to_thread(self._render, job)
+                data = self._render(job)
             except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
                 log.exception("render_failed", device_id=self.name)
                 await self._failed(job, f"cannot render the ticket: {err}", partial=False)
