@@ -135,14 +135,20 @@ class _Reader:
             self._newline()
         self.lines.append(_Line(align=self.align, mark=mark, detail=detail))
 
-    def _esc(self) -> None:
+    def _command(self) -> tuple[bytes, int] | None:
+        """The command byte after ESC or GS and its first parameter; steps past both prefix bytes (or the lone prefix)."""
         command = self._at(1)
-        n = self._arg(2)
         if command is None:
             self.pos += 1
+            return None
+        n = self._arg(2)
+        self.pos += 2  # the prefix and the command byte; each command adds its parameters
+        return bytes([command]), n
+
+    def _esc(self) -> None:
+        if (found := self._command()) is None:
             return
-        key = bytes([command])
-        self.pos += 2  # ESC and the command byte; parameters are added below
+        key, n = found
         if key == b"@":
             self._reset()
             self.line = _Line()  # ESC @ clears the print buffer
@@ -193,13 +199,9 @@ class _Reader:
             self.pos += _ESC_PARAMS.get(key, 0)
 
     def _gs(self) -> None:
-        command = self._at(1)
-        n = self._arg(2)
-        if command is None:
-            self.pos += 1
+        if (found := self._command()) is None:
             return
-        key = bytes([command])
-        self.pos += 2
+        key, n = found
         if key == b"!":
             self._end_run()
             self.wide = (n >> 4) & 0x07 > 0
