@@ -6,9 +6,9 @@ import asyncio
 import json
 import os
 import sqlite3
-import time
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,17 +165,23 @@ async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
         await sink.stop()
 
 
+async def all_printed(db_path: Path) -> None:
+    """Waits (5 s at most) until every job's printed mark is committed; it lands just after the last byte."""
+    for _ in range(100):
+        with sqlite3.connect(db_path) as conn:
+            if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0] == 0:
+                return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("jobs still not printed after 5 s")
+
+
 async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, printers: dict[str, SimPrinter]) -> None:
     """Printed orders older than the retention age whose status reached central are deleted in batches; waiting or undelivered ones stay."""
     ids = await push(agent, 12)
     await printers["kitchen"].wait_for_printed(12)
     await printers["front"].wait_for_printed(12, timeout=20)
     db_path = agent.settings.agent.db_path
-    for _ in range(100):
-        with sqlite3.connect(db_path) as conn:
-            if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0] == 0:
-                break
-        await asyncio.sleep(0.05)
+    await all_printed(db_path)
     with sqlite3.connect(db_path) as conn:
         conn.execute("UPDATE orders SET received_at = received_at - 40 * 86400 WHERE id != ?", (ids[0],))
         conn.execute("UPDATE outbox SET delivered_at = 1 WHERE order_id != ?", (ids[1],))
@@ -265,11 +271,7 @@ async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[
     await printers["kitchen"].wait_for_printed(1)
     await printers["front"].wait_for_printed(1)
     db_path = agent.settings.agent.db_path
-    for _ in range(100):
-        with sqlite3.connect(db_path) as conn:
-            if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0] == 0:
-                break
-        await asyncio.sleep(0.05)
+    await all_printed(db_path)
     with sqlite3.connect(db_path) as conn:
         conn.execute("UPDATE orders SET received_at = received_at - 2 * 86400")
         conn.execute("UPDATE outbox SET delivered_at = 1")
