@@ -72,13 +72,10 @@ class OutboxSender:
     async def send_once(self, up_to: int | None = None) -> int:
         """Deliver the oldest pending batch (rows with id <= up_to); returns how many rows it settled (acknowledged or rejected)."""
         async with self._lock:
-            # Read through the writer: the shared reader connection can lag behind the last commit while other
-            # reads overlap on it, and a stale view would send a batch the backend already acknowledged.
-            async with self._db.transaction() as conn:
-                rows = await conn.execute_fetchall(
-                    "SELECT id, idempotency_key, payload FROM outbox WHERE delivered_at IS NULL AND (?1 IS NULL OR id <= ?1) ORDER BY id LIMIT ?2",
-                    (up_to, self._batch_size),
-                )
+            rows = await self._db.fetchall(
+                "SELECT id, idempotency_key, payload FROM outbox WHERE delivered_at IS NULL AND (?1 IS NULL OR id <= ?1) ORDER BY id LIMIT ?2",
+                (up_to, self._batch_size),
+            )
             if not rows:
                 return 0
             return await self._settle(rows)

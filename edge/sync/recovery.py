@@ -176,13 +176,11 @@ class Recovery:
         return row[0] if row else ""
 
     async def run(self, run_id: int) -> dict[str, Any]:
-        # Through the writer: the API answers right after a trigger or a cancel and must show that write.
-        async with self._db.transaction() as conn:
-            rows = await conn.execute_fetchall("SELECT * FROM recovery_runs WHERE id = ?", (run_id,))
-            items = await conn.execute_fetchall(
-                "SELECT order_id, class, detail FROM recovery_items WHERE run_id = ? AND class IN ('conflict', 'invalid') ORDER BY order_id LIMIT 1000",
-                (run_id,),
-            )
+        rows = await self._db.fetchall("SELECT * FROM recovery_runs WHERE id = ?", (run_id,))
+        items = await self._db.fetchall(
+            "SELECT order_id, class, detail FROM recovery_items WHERE run_id = ? AND class IN ('conflict', 'invalid') ORDER BY order_id LIMIT 1000",
+            (run_id,),
+        )
         if not rows:
             raise NotFoundError(f"recovery run {run_id} does not exist")
         return run_json(rows[0]) | {
@@ -191,8 +189,7 @@ class Recovery:
         }
 
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        async with self._db.transaction() as conn:  # through the writer, like run()
-            rows = await conn.execute_fetchall("SELECT * FROM recovery_runs ORDER BY id DESC LIMIT ?", (limit,))
+        rows = await self._db.fetchall("SELECT * FROM recovery_runs ORDER BY id DESC LIMIT ?", (limit,))
         return [run_json(r) for r in rows]
 
     # --- the run ----------------------------------------------------------------------------
@@ -328,8 +325,7 @@ class Recovery:
     async def _complete(self, run_id: int) -> None:
         """Verify, flush the outbox, then (only then) advance the cursor and write the summary."""
         await self._enter(run_id, "completion")
-        async with self._db.transaction() as conn:  # through the writer: the check must see the last batch's commit
-            [(not_stored,)] = await conn.execute_fetchall(_NOT_STORED, (run_id,))
+        [(not_stored,)] = await self._db.fetchall(_NOT_STORED, (run_id,))
         if not_stored:
             raise RecoveryIncompleteError(f"{not_stored} orders seen in validation are not stored locally")
         delivered = await self._outbox.flush()
@@ -352,13 +348,12 @@ class Recovery:
     # --- bookkeeping ------------------------------------------------------------------------
 
     async def _counts(self, run_id: int) -> dict[str, int]:
-        async with self._db.transaction() as conn:  # through the writer, so the summary includes the last batch
-            rows = await conn.execute_fetchall("SELECT class, COUNT(*) FROM recovery_items WHERE run_id = ? GROUP BY class", (run_id,))
-            [(stored,)] = await conn.execute_fetchall(
-                "SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id"
-                " WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery'",
-                (run_id,),
-            )
+        rows = await self._db.fetchall("SELECT class, COUNT(*) FROM recovery_items WHERE run_id = ? GROUP BY class", (run_id,))
+        [(stored,)] = await self._db.fetchall(
+            "SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id"
+            " WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery'",
+            (run_id,),
+        )
         return {c: 0 for c in CLASSES} | {r[0]: r[1] for r in rows} | {"stored": stored}
 
     async def _enter(self, run_id: int, phase: str) -> None:
