@@ -39,10 +39,22 @@ log = structlog.get_logger()
 def make_driver(printer: PrinterSettings) -> PrinterDriver:
     transport: Transport
     if printer.type == "network":
-        transport = TcpTransport(printer.name, printer.host, printer.port, connect_timeout=printer.connect_timeout, write_timeout=printer.write_timeout)
+        transport = TcpTransport(
+            printer.name,
+            printer.host,
+            printer.port,
+            connect_timeout=printer.connect_timeout,
+            write_timeout=printer.write_timeout,
+        )
     elif printer.type == "usb":
         transport = UsbTransport(
-            printer.name, printer.vendor_id, printer.product_id, interface=printer.interface, in_ep=printer.in_ep, out_ep=printer.out_ep, write_timeout=printer.write_timeout
+            printer.name,
+            printer.vendor_id,
+            printer.product_id,
+            interface=printer.interface,
+            in_ep=printer.in_ep,
+            out_ep=printer.out_ep,
+            write_timeout=printer.write_timeout,
         )
     elif printer.type == "serial":
         transport = SerialTransport(
@@ -68,7 +80,10 @@ class Agent:
         self.settings = settings
         self.bus = EventBus()
         # Operator templates and each printer's options are tried now: a broken one stops the start, not the first order.
-        self.renderer = Renderer(template_dir=settings.printing.template_dir, tz=ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None)
+        self.renderer = Renderer(
+            template_dir=settings.printing.template_dir,
+            tz=ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None,
+        )
         for printer in settings.printers.values():
             self.renderer.check_options(printer.name, print_options(printer), width=printer.width)
         self.failover: Failover | None = None
@@ -162,12 +177,20 @@ class Agent:
         stale_after_s = stale_ages(s.printing, s.staleness)
         for name, printer in s.printers.items():
             self.spoolers[name] = Spooler(
-                printer=printer, driver=make_driver(printer), jobs=jobs, render=self.render_job, bus=self.bus, spool=s.spool, stale_after_s=stale_after_s
+                printer=printer,
+                driver=make_driver(printer),
+                jobs=jobs,
+                render=self.render_job,
+                bus=self.bus,
+                spool=s.spool,
+                stale_after_s=stale_after_s,
             )
         self.bus.subscribe(self._on_order_stored, OrderStored)
         for spooler in self.spoolers.values():
             spooler.start()
-        self.failover = Failover(stations=s.stations, spoolers=self.spoolers, jobs=jobs, bus=self.bus, after_s=s.printing.failover_after_s)
+        self.failover = Failover(
+            stations=s.stations, spoolers=self.spoolers, jobs=jobs, bus=self.bus, after_s=s.printing.failover_after_s
+        )
         self.failover.start()
         recorder = ScanRecorder(ScanStore(self.db), self.bus)
         for name, scanner in s.scanners.items():
@@ -179,8 +202,19 @@ class Agent:
             self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus)
             await self.sync.start()
         self.deps = ApiDeps(
-            settings=s, db=self.db, intake=intake, orders=orders, jobs=jobs, spoolers=self.spoolers, wake_printer=self.wake_printer,
-            scanners=self.scanners, metrics=self.metrics, render_job=self.render_job, started_at=self.started_at, renderer=self.renderer, sync=self.sync,
+            settings=s,
+            db=self.db,
+            intake=intake,
+            orders=orders,
+            jobs=jobs,
+            spoolers=self.spoolers,
+            wake_printer=self.wake_printer,
+            scanners=self.scanners,
+            metrics=self.metrics,
+            render_job=self.render_job,
+            started_at=self.started_at,
+            renderer=self.renderer,
+            sync=self.sync,
         )
         self._runner = web.AppRunner(make_api(self.deps), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
@@ -188,11 +222,26 @@ class Agent:
         await site.start()
         self.port = self._runner.addresses[0][1]
         if s.api.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("api_listening_beyond_loopback", host=s.api.host, hint="anyone on this network can reach the API; keep the token secret")
+            log.warning(
+                "api_listening_beyond_loopback",
+                host=s.api.host,
+                hint="anyone on this network can reach the API; keep the token secret",
+            )
             if not s.api.token:
                 # Loud on purpose: only the request signature stands between the network and the API.
-                log.error("API_OPEN_WITHOUT_TOKEN", host=s.api.host, hint="no api.token is set: set one, or bind api.host to 127.0.0.1")
-        log.info("agent_ready", version=__version__, store_id=s.agent.store_id, api=f"http://{s.api.host}:{self.port}", printers=list(s.printers), db=str(s.agent.db_path))
+                log.error(
+                    "API_OPEN_WITHOUT_TOKEN",
+                    host=s.api.host,
+                    hint="no api.token is set: set one, or bind api.host to 127.0.0.1",
+                )
+        log.info(
+            "agent_ready",
+            version=__version__,
+            store_id=s.agent.store_id,
+            api=f"http://{s.api.host}:{self.port}",
+            printers=list(s.printers),
+            db=str(s.agent.db_path),
+        )
         self.notifier.ready(await self.status_line())
         self.notifier.start_watchdog(self.status_line)
 
@@ -215,8 +264,14 @@ class Agent:
         try:
             await asyncio.wait_for(asyncio.gather(*(s.stop() for s in self.spoolers.values())), timeout=grace)
         except TimeoutError:
-            log.error("spool_stop_timeout", seconds=grace, note="jobs still printing stay 'printing' and reprint as COPY at next start")
-        await asyncio.gather(*(s.stop() for s in self.scanners.values()))  # a scan in progress commits before the store closes
+            log.error(
+                "spool_stop_timeout",
+                seconds=grace,
+                note="jobs still printing stay 'printing' and reprint as COPY at next start",
+            )
+        await asyncio.gather(
+            *(s.stop() for s in self.scanners.values())
+        )  # a scan in progress commits before the store closes
         if self.alerter is not None:
             await self.alerter.stop()  # after the spools: their last state changes still reach the throttle state
         if self.db is not None:

@@ -26,7 +26,9 @@ def _setup_logging(settings: Settings | None, *, level: str | None = None) -> No
     if settings is None:
         configure_logging(level=level or "info")
     else:
-        configure_logging(fmt=settings.agent.log_format, level=level or settings.agent.log_level, secrets=settings.secrets())
+        configure_logging(
+            fmt=settings.agent.log_format, level=level or settings.agent.log_level, secrets=settings.secrets()
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -47,7 +49,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     settings = _load(args)
-    print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {', '.join(settings.stations) or 'none'})")
+    print(
+        f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {', '.join(settings.stations) or 'none'})"
+    )
     return 0
 
 
@@ -80,7 +84,9 @@ async def _api_call(settings: Settings, method: str, path: str, body: Any = None
             async with session.request(method, url, json=body, headers=headers) as response:
                 return response.status, await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError) as err:
-        raise EdgeError(f"agent API at {url} did not answer ({err or type(err).__name__}); is the agent running?") from None
+        raise EdgeError(
+            f"agent API at {url} did not answer ({err or type(err).__name__}); is the agent running?"
+        ) from None
 
 
 def _api_command(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
@@ -100,7 +106,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    query = "?state=dead" if args.failed else "?state=held" if args.held else (f"?state={args.state}" if args.state else "")
+    query = (
+        "?state=dead" if args.failed else "?state=held" if args.held else (f"?state={args.state}" if args.state else "")
+    )
     return _api_command(args, "GET", f"/api/v1/jobs{query}")
 
 
@@ -160,7 +168,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     status, answer = asyncio.run(_api_call(settings, "GET", "/api/v1/status"))
     if status >= 400:
         raise EdgeError(f"status: the agent answered {status}: {answer.get('reason', answer)}")
-    print(json.dumps(answer, indent=2, ensure_ascii=False) if args.json else render_status(answer, colour=sys.stdout.isatty()))
+    print(
+        json.dumps(answer, indent=2, ensure_ascii=False)
+        if args.json
+        else render_status(answer, colour=sys.stdout.isatty())
+    )
     return 0
 
 
@@ -199,7 +211,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     settings = _load(args)
     _setup_logging(settings, level="warning")
     safety = asyncio.run(restore_database(settings, Path(args.file)))
-    print(f"restored {args.file} into {settings.agent.db_path}" + (f"; the database it replaced is kept as {safety}" if safety else ""))
+    print(
+        f"restored {args.file} into {settings.agent.db_path}"
+        + (f"; the database it replaced is kept as {safety}" if safety else "")
+    )
     return 0
 
 
@@ -240,8 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", parents=[common], help="run the agent (production)").set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", parents=[common], help="run with simulated printers and sample orders, all on loopback")
-    demo.add_argument("--data-dir", default="demo-data", help="where the demo keeps its database and printed .bin files")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="run with simulated printers and sample orders, all on loopback"
+    )
+    demo.add_argument(
+        "--data-dir", default="demo-data", help="where the demo keeps its database and printed .bin files"
+    )
     demo.add_argument("--port", type=int, default=8765, help="API port (0 = any free port)")
     demo.add_argument("--orders", type=int, default=3, help="sample orders to push")
     demo.add_argument("--once", action="store_true", help="exit when the sample tickets are printed")
@@ -250,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    config_sub.add_parser("check", parents=[common], help="validate the config and exit").set_defaults(func=cmd_config_check)
+    config_sub.add_parser("check", parents=[common], help="validate the config and exit").set_defaults(
+        func=cmd_config_check
+    )
 
     migrate = sub.add_parser("migrate", parents=[common], help="migrate the database schema (to latest, or --to N)")
     migrate.add_argument("--to", type=int, default=None, help="target version (lower = down)")
@@ -267,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", parents=[common], help="list print jobs")
     jobs.add_argument("--failed", action="store_true", help="only dead jobs (gave up; need a person)")
-    jobs.add_argument("--held", action="store_true", help="only held jobs (stale tickets waiting for release or discard)")
+    jobs.add_argument(
+        "--held", action="store_true", help="only held jobs (stale tickets waiting for release or discard)"
+    )
     jobs.add_argument("--state", default=None)
     jobs.set_defaults(func=cmd_jobs)
 
@@ -291,14 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     printer_test.add_argument("name")
     printer_test.set_defaults(func=cmd_printer_test)
 
-    status = sub.add_parser("status", parents=[common], help="one screen: printers, queue, dead jobs, central link, recovery, alerts")
+    status = sub.add_parser(
+        "status", parents=[common], help="one screen: printers, queue, dead jobs, central link, recovery, alerts"
+    )
     status.add_argument("--json", action="store_true", help="the raw answer of GET /api/v1/status")
     status.set_defaults(func=cmd_status)
-    sub.add_parser("doctor", parents=[common], help="check config, database, disk, printers, SMTP, central API, clock").set_defaults(func=cmd_doctor)
+    sub.add_parser(
+        "doctor", parents=[common], help="check config, database, disk, printers, SMTP, central API, clock"
+    ).set_defaults(func=cmd_doctor)
     health = sub.add_parser("health", parents=[common], help="is the agent ready? (exit 1 if not)")
     health.add_argument("--alert", action="store_true", help="mail the manager when it stays down (systemd timer)")
     health.set_defaults(func=cmd_health)
-    sub.add_parser("backup", parents=[common], help="online backup of the database into backup.dir").set_defaults(func=cmd_backup)
+    sub.add_parser("backup", parents=[common], help="online backup of the database into backup.dir").set_defaults(
+        func=cmd_backup
+    )
     restore = sub.add_parser("restore", parents=[common], help="replace the database with a backup (agent stopped)")
     restore.add_argument("file")
     restore.set_defaults(func=cmd_restore)
@@ -313,17 +342,29 @@ def build_parser() -> argparse.ArgumentParser:
     printer.add_argument("--port", type=int, default=9100)
     printer.add_argument("--name", default="sim")
     printer.add_argument("--out", default=None, help="write each printed job as a .bin file here")
-    printer.add_argument("--serial", action="store_true", help="on a pseudo-terminal instead of TCP; logs the device to configure")
+    printer.add_argument(
+        "--serial", action="store_true", help="on a pseudo-terminal instead of TCP; logs the device to configure"
+    )
     printer.set_defaults(func=cmd_sim_printer)
-    central = sim_sub.add_parser("central", help="the central API with ready-made orders for one store; logs every status event")
+    central = sim_sub.add_parser(
+        "central", help="the central API with ready-made orders for one store; logs every status event"
+    )
     central.add_argument("--port", type=int, default=8780)
     central.add_argument("--store", required=True, help="the store id the agent is configured with (agent.store_id)")
     central.add_argument("--orders", type=int, default=10, help="orders waiting for the store")
-    central.add_argument("--token", default="sim-central-token", help="bearer token it expects (the agent's central.token)")
+    central.add_argument(
+        "--token", default="sim-central-token", help="bearer token it expects (the agent's central.token)"
+    )
     central.set_defaults(func=cmd_sim_central)
 
-    recovery = sub.add_parser("recovery", parents=[common], help="reconcile with the central API through the running agent")
-    recovery.add_argument("action", choices=("run", "status"), help="run: start a recovery run (or join the active one); status: link, cursor, runs")
+    recovery = sub.add_parser(
+        "recovery", parents=[common], help="reconcile with the central API through the running agent"
+    )
+    recovery.add_argument(
+        "action",
+        choices=("run", "status"),
+        help="run: start a recovery run (or join the active one); status: link, cursor, runs",
+    )
     recovery.set_defaults(func=cmd_recovery)
     return parser
 
@@ -343,4 +384,3 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # e.g. the API port is taken: one line, not a traceback
         print(f"edge: {err}", file=sys.stderr)
         return 1
-

@@ -105,7 +105,11 @@ def _usb_id(v: int) -> str | None:
 def _escpos_profile(v: str) -> str | None:
     from escpos.capabilities import CAPABILITIES  # python-escpos' capability database; only needed here
 
-    return None if v in CAPABILITIES["profiles"] else f"unknown python-escpos profile {v!r} (e.g. default, TM-T88V, TM-T20II)"
+    return (
+        None
+        if v in CAPABILITIES["profiles"]
+        else f"unknown python-escpos profile {v!r} (e.g. default, TM-T88V, TM-T20II)"
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -152,12 +156,21 @@ class PrinterSettings:
     # serial printers (pyserial): a stable name like /dev/serial/by-id/..., not /dev/ttyUSB0
     device: str = ""
     baudrate: int = dataclasses.field(default=9600, metadata=_check(_positive))
-    bytesize: int = dataclasses.field(default=8, metadata=_check(lambda v: None if v in (5, 6, 7, 8) else f"must be 5, 6, 7 or 8, got {v}"))
+    bytesize: int = dataclasses.field(
+        default=8, metadata=_check(lambda v: None if v in (5, 6, 7, 8) else f"must be 5, 6, 7 or 8, got {v}")
+    )
     parity: Literal["none", "even", "odd", "mark", "space"] = "none"
-    stopbits: float = dataclasses.field(default=1.0, metadata=_check(lambda v: None if v in (1, 1.5, 2) else f"must be 1, 1.5 or 2, got {v}"))
+    stopbits: float = dataclasses.field(
+        default=1.0, metadata=_check(lambda v: None if v in (1, 1.5, 2) else f"must be 1, 1.5 or 2, got {v}")
+    )
     flow_control: Literal["none", "rtscts", "dsrdtr", "xonxoff"] = "none"
-    width: int = dataclasses.field(default=48, metadata=_check(lambda v: None if 24 <= v <= 64 else f"must be between 24 and 64 characters, got {v}"))
-    profile: str = dataclasses.field(default="default", metadata=_check(_escpos_profile))  # python-escpos capability profile, e.g. TM-T88V
+    width: int = dataclasses.field(
+        default=48,
+        metadata=_check(lambda v: None if 24 <= v <= 64 else f"must be between 24 and 64 characters, got {v}"),
+    )
+    profile: str = dataclasses.field(
+        default="default", metadata=_check(_escpos_profile)
+    )  # python-escpos capability profile, e.g. TM-T88V
     # auto: the profile's first of CP858, CP1252 (both with €), CP437 (€ prints as EUR); or one of them by name
     codepage: Literal["auto", "cp858", "cp1252", "cp437"] = "auto"
     cut: Literal["full", "partial", "none"] = "full"
@@ -165,11 +178,15 @@ class PrinterSettings:
     logo: Path | None = None  # image printed at the top of receipts
     # QR codes: "auto" = the printer's own QR command when the profile has one, else an image made this way
     qr: Literal["auto", "native", "bitImageRaster", "graphics", "bitImageColumn"] = "auto"
-    qr_fragment_height: int = dataclasses.field(default=960, metadata=_check(_at_least(8)))  # some models need smaller image strips
+    qr_fragment_height: int = dataclasses.field(
+        default=960, metadata=_check(_at_least(8))
+    )  # some models need smaller image strips
     connect_timeout: float = dataclasses.field(default=3.0, metadata=_check(_positive))
     write_timeout: float = dataclasses.field(default=10.0, metadata=_check(_positive))
     status_timeout: float = dataclasses.field(default=1.5, metadata=_check(_positive))
-    status_poll_s: float = dataclasses.field(default=10.0, metadata=_check(_positive))  # status query between jobs while idle
+    status_poll_s: float = dataclasses.field(
+        default=10.0, metadata=_check(_positive)
+    )  # status query between jobs while idle
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -178,10 +195,16 @@ class ScannerSettings:
     type: Literal["serial", "hid"] = "serial"  # hid: a keyboard-wedge scanner read through evdev (optional extra)
     port: str  # serial device (best a stable /dev/serial/by-id/... name) or, for hid, /dev/input/by-id/...-event-kbd
     baudrate: int = dataclasses.field(default=9600, metadata=_check(_positive))
-    station: str | None = None  # plain codes (order id or number) mark this station's ticket done; unset: the whole order
+    station: str | None = (
+        None  # plain codes (order id or number) mark this station's ticket done; unset: the whole order
+    )
     hand_out: bool = False  # a scan of an order that is already ready marks it handed out
-    hand_out_gap_s: float = dataclasses.field(default=3.0, metadata=_check(_at_least(0)))  # a rescan sooner is a double read
-    reconnect_max_s: float = dataclasses.field(default=5.0, metadata=_check(_positive))  # longest wait between reopen attempts
+    hand_out_gap_s: float = dataclasses.field(
+        default=3.0, metadata=_check(_at_least(0))
+    )  # a rescan sooner is a double read
+    reconnect_max_s: float = dataclasses.field(
+        default=5.0, metadata=_check(_positive)
+    )  # longest wait between reopen attempts
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -202,9 +225,13 @@ class SpoolSettings:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RetentionSettings:
-    days: float = dataclasses.field(default=30.0, metadata=_check(_positive))  # printed orders older than this are purged
+    days: float = dataclasses.field(
+        default=30.0, metadata=_check(_positive)
+    )  # printed orders older than this are purged
     every_s: float = dataclasses.field(default=3600.0, metadata=_check(_positive))
-    batch: int = dataclasses.field(default=200, metadata=_check(_at_least(1)))  # orders per transaction: the writer is never held long
+    batch: int = dataclasses.field(
+        default=200, metadata=_check(_at_least(1))
+    )  # orders per transaction: the writer is never held long
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -215,7 +242,9 @@ class BackupSettings:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PrintingSettings:
-    template_dir: Path | None = None  # operator's ticket.j2 / receipt.j2 / test_page.j2; the built-in ones fill the gaps
+    template_dir: Path | None = (
+        None  # operator's ticket.j2 / receipt.j2 / test_page.j2; the built-in ones fill the gaps
+    )
     # A job older than this when its printer could print it is held for a person (0: never held);
     # [staleness] STATION = minutes overrides the ticket age per station.
     stale_ticket_min: float = dataclasses.field(default=45.0, metadata=_check(_at_least(0)))
@@ -271,26 +300,46 @@ class AlertSettings:
 
 
 def _central_url(v: str) -> str | None:
-    return None if not v or re.match(r"^https?://[^/\s]+", v) else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
+    return (
+        None
+        if not v or re.match(r"^https?://[^/\s]+", v)
+        else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CentralSettings:
-    url: str = dataclasses.field(default="", metadata=_check(_central_url))  # empty: no central API, sync parts stay off
+    url: str = dataclasses.field(
+        default="", metadata=_check(_central_url)
+    )  # empty: no central API, sync parts stay off
     token: Secret = Secret("")  # bearer token for the central API; required with url
     connect_timeout_s: float = dataclasses.field(default=3.0, metadata=_check(_positive))
     read_timeout_s: float = dataclasses.field(default=10.0, metadata=_check(_positive))
-    max_attempts: int = dataclasses.field(default=6, metadata=_check(_at_least(1)))  # per request, then the caller gives up
+    max_attempts: int = dataclasses.field(
+        default=6, metadata=_check(_at_least(1))
+    )  # per request, then the caller gives up
     retry_base_s: float = dataclasses.field(default=0.5, metadata=_check(_positive))
     retry_max_s: float = dataclasses.field(default=30.0, metadata=_check(_positive))
-    rate_limit_rps: float = dataclasses.field(default=5.0, metadata=_check(_positive))  # every request to central, probes included
-    page_size: int = dataclasses.field(default=200, metadata=_check(lambda v: None if 1 <= v <= 1000 else f"must be between 1 and 1000, got {v}"))
-    batch_size: int = dataclasses.field(default=100, metadata=_check(_at_least(1)))  # orders per processing transaction; outbox events per POST
-    start_jitter_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))  # random 0..this delay before a recovery after an outage
+    rate_limit_rps: float = dataclasses.field(
+        default=5.0, metadata=_check(_positive)
+    )  # every request to central, probes included
+    page_size: int = dataclasses.field(
+        default=200, metadata=_check(lambda v: None if 1 <= v <= 1000 else f"must be between 1 and 1000, got {v}")
+    )
+    batch_size: int = dataclasses.field(
+        default=100, metadata=_check(_at_least(1))
+    )  # orders per processing transaction; outbox events per POST
+    start_jitter_s: float = dataclasses.field(
+        default=30.0, metadata=_check(_at_least(0))
+    )  # random 0..this delay before a recovery after an outage
     schedule_interval_s: float = dataclasses.field(default=900.0, metadata=_check(_at_least(0)))  # 0: no scheduled runs
     probe_timeout_s: float = dataclasses.field(default=1.0, metadata=_check(_positive))
-    probe_max_s: float = dataclasses.field(default=0.5, metadata=_check(_positive))  # longest gap between health probes while down
-    probe_up_s: float = dataclasses.field(default=15.0, metadata=_check(_positive))  # gap between health probes while up
+    probe_max_s: float = dataclasses.field(
+        default=0.5, metadata=_check(_positive)
+    )  # longest gap between health probes while down
+    probe_up_s: float = dataclasses.field(
+        default=15.0, metadata=_check(_positive)
+    )  # gap between health probes while up
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -341,7 +390,14 @@ _ENV_ALIASES = {"EDGE_ALERT_TO": "EDGE_ALERTS_TO", "EDGE_SMTP_FROM": "EDGE_SMTP_
 
 
 def _type_name(annotation: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path", Secret: "a string"}.get(annotation, str(annotation))
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        Path: "a path",
+        Secret: "a string",
+    }.get(annotation, str(annotation))
 
 
 def _coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
@@ -365,7 +421,11 @@ def _coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
         item_type = typing.get_args(annotation)[0]
         return [item_type(v) for v in value]
     if annotation is bool:
-        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        if (
+            from_env
+            and isinstance(value, str)
+            and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off")
+        ):
             return value.lower() in ("1", "true", "yes", "on")
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {value!r}")
@@ -376,7 +436,11 @@ def _coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
                 value = annotation(value)
             except ValueError:
                 raise ConfigError(key, f"must be {_type_name(annotation)}, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (annotation is int and not isinstance(value, int)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (annotation is int and not isinstance(value, int))
+        ):
             raise ConfigError(key, f"must be {_type_name(annotation)}, got {value!r}")
         return annotation(value)
     if annotation in (str, Path, Secret):
@@ -386,12 +450,21 @@ def _coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
     raise ConfigError(key, f"unsupported type {annotation}")  # pragma: no cover - a programming error
 
 
-def _build(cls: type, prefix: str, values: dict[str, Any], env: dict[str, str], env_prefix: str, extra: dict[str, Any] | None = None) -> Any:
+def _build(
+    cls: type,
+    prefix: str,
+    values: dict[str, Any],
+    env: dict[str, str],
+    env_prefix: str,
+    extra: dict[str, Any] | None = None,
+) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
         if key not in fields or (extra and key in extra):
-            raise ConfigError(f"{prefix}.{key}", f"unknown key (known: {', '.join(k for k in fields if not extra or k not in extra)})")
+            raise ConfigError(
+                f"{prefix}.{key}", f"unknown key (known: {', '.join(k for k in fields if not extra or k not in extra)})"
+            )
     kwargs: dict[str, Any] = dict(extra or {})
     for name, f in fields.items():
         if extra and name in extra:
@@ -419,7 +492,13 @@ def read_env(config_path: Path | None, environ: typing.Mapping[str, str] | None 
     merged: dict[str, str] = {}
     if Path(env_file).is_file():
         # No ${VAR} expansion: a password containing "${" must arrive as typed (setup-notifications writes it quoted).
-        merged.update({k: v for k, v in dotenv_values(env_file, interpolate=False).items() if k.startswith("EDGE_") and v is not None})
+        merged.update(
+            {
+                k: v
+                for k, v in dotenv_values(env_file, interpolate=False).items()
+                if k.startswith("EDGE_") and v is not None
+            }
+        )
     merged.update({k: v for k, v in environ.items() if k.startswith("EDGE_")})
     return merged
 
@@ -445,7 +524,11 @@ def load_settings(path: Path, environ: typing.Mapping[str, str] | None = None) -
 
 
 def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, source: str = "") -> Settings:
-    env = {**{target: env[alias] for alias, target in _ENV_ALIASES.items() if alias in env and target not in env}, **env} if env else {}
+    env = (
+        {**{target: env[alias] for alias, target in _ENV_ALIASES.items() if alias in env and target not in env}, **env}
+        if env
+        else {}
+    )
     known = {*_SECTIONS, "printers", "stations", "staleness", "scanners"}
     for section, body in data.items():
         if section not in known:
@@ -461,7 +544,9 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
             raise ConfigError(key, f"printer name {problem}")
         if not isinstance(body, dict):
             raise ConfigError(key, "must be a table ([printers.NAME])")
-        printer = _build(PrinterSettings, key, body, env, f"EDGE_PRINTERS_{name.replace('-', '_')}", extra={"name": name})
+        printer = _build(
+            PrinterSettings, key, body, env, f"EDGE_PRINTERS_{name.replace('-', '_')}", extra={"name": name}
+        )
         if printer.type == "network" and not printer.host:
             raise ConfigError(f"{key}.host", "is required for a network printer")
         if printer.type == "usb" and not (printer.vendor_id and printer.product_id):
@@ -484,7 +569,9 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
             raise ConfigError(key, "must name at least one printer")
         for printer_name in names:
             if printer_name not in printers:
-                raise ConfigError(key, f"printer {printer_name!r} is not configured (known: {', '.join(printers) or 'none'})")
+                raise ConfigError(
+                    key, f"printer {printer_name!r} is not configured (known: {', '.join(printers) or 'none'})"
+                )
         stations[station] = names
 
     staleness: dict[str, float] = {}
@@ -503,35 +590,55 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
             raise ConfigError(key, f"scanner name {problem}")
         if not isinstance(body, dict):
             raise ConfigError(key, "must be a table ([scanners.NAME])")
-        scanner = _build(ScannerSettings, key, body, env, f"EDGE_SCANNERS_{name.replace('-', '_')}", extra={"name": name})
+        scanner = _build(
+            ScannerSettings, key, body, env, f"EDGE_SCANNERS_{name.replace('-', '_')}", extra={"name": name}
+        )
         if not scanner.port:
             raise ConfigError(f"{key}.port", "is required, e.g. /dev/ttyACM0 or /dev/serial/by-id/usb-...")
         if scanner.type == "hid" and importlib.util.find_spec("evdev") is None:
-            raise ConfigError(f"{key}.type", "hid needs the evdev package (pip install 'edge-agent[hid]'), or switch the scanner to its serial (USB CDC) mode")
+            raise ConfigError(
+                f"{key}.type",
+                "hid needs the evdev package (pip install 'edge-agent[hid]'), or switch the scanner to its serial (USB CDC) mode",
+            )
         if scanner.station is not None and scanner.station not in stations:
-            raise ConfigError(f"{key}.station", f"station {scanner.station!r} is not in [stations] (known: {', '.join(stations) or 'none'})")
+            raise ConfigError(
+                f"{key}.station",
+                f"station {scanner.station!r} is not in [stations] (known: {', '.join(stations) or 'none'})",
+            )
         if other := next((s.name for s in scanners.values() if s.port == scanner.port), None):
             raise ConfigError(f"{key}.port", f"{scanner.port} is already the port of scanner {other!r}")
         scanners[name] = scanner
 
     receipts: ReceiptSettings = sections["receipts"]
     if receipts.printer is not None and receipts.printer not in printers:
-        raise ConfigError("receipts.printer", f"printer {receipts.printer!r} is not configured (known: {', '.join(printers) or 'none'})")
+        raise ConfigError(
+            "receipts.printer",
+            f"printer {receipts.printer!r} is not configured (known: {', '.join(printers) or 'none'})",
+        )
     if receipts.by_default and receipts.printer is None:
         raise ConfigError("receipts.by_default", "is true but receipts.printer is not set")
 
     api: ApiSettings = sections["api"]
     if not api.token and not api.require_signature:
-        raise ConfigError("api.token", "is required unless api.require_signature is true (set it in the config file or EDGE_API_TOKEN)")
+        raise ConfigError(
+            "api.token",
+            "is required unless api.require_signature is true (set it in the config file or EDGE_API_TOKEN)",
+        )
     if api.require_signature and not api.signing_secrets:
         raise ConfigError("api.signing_secrets", "is required when api.require_signature is true")
     if sections["central"].url and not sections["central"].token:
-        raise ConfigError("central.token", "is required when central.url is set (set it in the config file or EDGE_CENTRAL_TOKEN)")
+        raise ConfigError(
+            "central.token", "is required when central.url is set (set it in the config file or EDGE_CENTRAL_TOKEN)"
+        )
 
     smtp: SmtpSettings = sections["smtp"]
     if smtp.host and not sections["alerts"].to:
         raise ConfigError("alerts.to", "is required when smtp.host is set (set it in the config file or EDGE_ALERT_TO)")
     if smtp.host and not (smtp.sender or smtp.username):
-        raise ConfigError("smtp.sender", "is required when smtp.host is set and smtp.username is empty (EDGE_SMTP_FROM)")
+        raise ConfigError(
+            "smtp.sender", "is required when smtp.host is set and smtp.username is empty (EDGE_SMTP_FROM)"
+        )
 
-    return Settings(printers=printers, stations=stations, staleness=staleness, scanners=scanners, source=source, **sections)
+    return Settings(
+        printers=printers, stations=stations, staleness=staleness, scanners=scanners, source=source, **sections
+    )

@@ -35,10 +35,14 @@ class RedactSecrets:
         return {k: self._scrub(v) for k, v in event_dict.items()}
 
 
-def configure_logging(*, fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (), stream: Any = None) -> None:
+def configure_logging(
+    *, fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (), stream: Any = None
+) -> None:
     stream = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    renderer: Any = structlog.processors.JSONRenderer(ensure_ascii=False) if as_json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False) if as_json else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -31,7 +31,11 @@ from edge.store import JOB_STATES, JobStore
 
 # Paper states get their own 0/1 series so an alert rule can say "paper out" without knowing state codes.
 _PAPER = {PrinterState.PAPER_OUT: "out", PrinterState.PAPER_NEAR_END: "near_end"}
-WAITING_STATES = ("queued", "printing", "failed")  # not printed yet and will print on their own (as JobStore.oldest_waiting)
+WAITING_STATES = (
+    "queued",
+    "printing",
+    "failed",
+)  # not printed yet and will print on their own (as JobStore.oldest_waiting)
 
 
 class Metrics:
@@ -41,8 +45,15 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         Info("edge_agent", "Version of the running agent", registry=r).info({"version": __version__})
         Gauge("edge_agent_start_time_seconds", "When the agent started (unix seconds)", registry=r).set(time.time())
-        self.orders = Counter("edge_orders_received", "Orders stored, by source (push, recovery)", ["source"], registry=r)
-        self.job_outcomes = Counter("edge_print_job_outcomes", "Print attempts by outcome (printed, failed, dead)", ["printer", "outcome"], registry=r)
+        self.orders = Counter(
+            "edge_orders_received", "Orders stored, by source (push, recovery)", ["source"], registry=r
+        )
+        self.job_outcomes = Counter(
+            "edge_print_job_outcomes",
+            "Print attempts by outcome (printed, failed, dead)",
+            ["printer", "outcome"],
+            registry=r,
+        )
         self.latency = Histogram(
             "edge_print_latency_seconds",
             "Order acknowledged to last byte confirmed at the printer",
@@ -51,17 +62,40 @@ class Metrics:
             registry=r,
         )
         self.jobs = Gauge("edge_print_jobs", "Print jobs in the database by state", ["printer", "state"], registry=r)
-        self.queue_depth = Gauge("edge_queue_depth", "Jobs waiting to print (queued, printing or failed)", ["printer"], registry=r)
-        self.oldest = Gauge("edge_oldest_queued_job_age_seconds", "Age of the oldest job not yet printed (0 when none)", registry=r)
-        self.printer_up = Gauge("edge_printer_up", "1 when the printer takes jobs (online, paper near end or unknown)", ["printer"], registry=r)
-        self.paper = Gauge("edge_printer_paper", "1 while the printer reports this paper state", ["printer", "paper"], registry=r)
-        self.printer_changes = Counter("edge_printer_status_changes", "Printer state transitions, by new state", ["printer", "state"], registry=r)
+        self.queue_depth = Gauge(
+            "edge_queue_depth", "Jobs waiting to print (queued, printing or failed)", ["printer"], registry=r
+        )
+        self.oldest = Gauge(
+            "edge_oldest_queued_job_age_seconds", "Age of the oldest job not yet printed (0 when none)", registry=r
+        )
+        self.printer_up = Gauge(
+            "edge_printer_up",
+            "1 when the printer takes jobs (online, paper near end or unknown)",
+            ["printer"],
+            registry=r,
+        )
+        self.paper = Gauge(
+            "edge_printer_paper", "1 while the printer reports this paper state", ["printer", "paper"], registry=r
+        )
+        self.printer_changes = Counter(
+            "edge_printer_status_changes", "Printer state transitions, by new state", ["printer", "state"], registry=r
+        )
         self.recoveries = Counter("edge_recovery_runs", "Recovery runs finished, by outcome", ["outcome"], registry=r)
         self.recovery_duration = Histogram(
-            "edge_recovery_duration_seconds", "Duration of completed recovery runs", buckets=(1, 5, 15, 60, 300, 900, 3600), registry=r
+            "edge_recovery_duration_seconds",
+            "Duration of completed recovery runs",
+            buckets=(1, 5, 15, 60, 300, 900, 3600),
+            registry=r,
         )
-        self.central_up = Gauge("edge_central_api_up", "1 while the central API answers, 0 while it does not", registry=r)
-        self.emails = Counter("edge_alert_emails", "Alert e-mails, by outcome (sent, suppressed) and type", ["outcome", "alert_type"], registry=r)
+        self.central_up = Gauge(
+            "edge_central_api_up", "1 while the central API answers, 0 while it does not", registry=r
+        )
+        self.emails = Counter(
+            "edge_alert_emails",
+            "Alert e-mails, by outcome (sent, suppressed) and type",
+            ["outcome", "alert_type"],
+            registry=r,
+        )
         self.scans = Counter("edge_scans", "Barcode scans, by scanner and outcome", ["scanner", "outcome"], registry=r)
         self.storage_ok = Gauge("edge_storage_writable", "1 while the database takes writes", registry=r)
         self.storage_ok.set(1)
@@ -71,7 +105,9 @@ class Metrics:
         for name in printers:
             for outcome in ("printed", "failed", "dead"):
                 self.job_outcomes.labels(name, outcome)  # present at 0 from the start, so rate() works on the first job
-        self._unsubscribe: list[Callable[[], None]] = [bus.subscribe(handler, event) for event, handler in self._handlers().items()]
+        self._unsubscribe: list[Callable[[], None]] = [
+            bus.subscribe(handler, event) for event, handler in self._handlers().items()
+        ]
 
     def _handlers(self) -> dict[type, Callable[..., None]]:
         return {
@@ -103,7 +139,9 @@ class Metrics:
 
         class _Rejections:
             def collect(self) -> Iterator[CounterMetricFamily]:
-                family = CounterMetricFamily("edge_api_requests_rejected", "API requests refused by auth, by reason", labels=["reason"])
+                family = CounterMetricFamily(
+                    "edge_api_requests_rejected", "API requests refused by auth, by reason", labels=["reason"]
+                )
                 for reason, count in sorted(rejected.items()):
                     family.add_metric([reason], count)
                 yield family
@@ -127,4 +165,3 @@ class Metrics:
     def close(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-

@@ -22,24 +22,48 @@ import aiosmtplib
 # Run from a checkout too, not only with the package installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.alerts.latency import measure_fault_to_mail  # noqa: E402
-from edge.log import configure_logging  # noqa: E402
-from edge.ops.measure import measure_startup  # noqa: E402
-from edge.printing.decode import decode  # noqa: E402
-from edge.sim.central import CentralSim  # noqa: E402
-from edge.sim.orders import make_order  # noqa: E402
-from edge.sim.printer import SimPrinter  # noqa: E402
-from edge.sim.process import AgentProcess, free_port, write_config  # noqa: E402
-from edge.sim.smtp import SmtpSink  # noqa: E402
+from edge.alerts.latency import measure_fault_to_mail
+from edge.log import configure_logging
+from edge.ops.measure import measure_startup
+from edge.printing.decode import decode
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess, free_port, write_config
+from edge.sim.smtp import SmtpSink
 
 TOKEN = "bench-token-0123456789"
 
 # Orders per client-count run, seconds per print-latency rate, baseline inserts, direct-print samples,
 # missed orders for recovery, seconds idle before reading RSS, alert samples.
 SIZES = {
-    "full": {"intake": {1: 500, 8: 2000, 64: 4000}, "print_s": 10.0, "baseline": 2000, "direct": 50, "recovery": 10_000, "idle_s": 3.0, "alerts": 3},
-    "quick": {"intake": {1: 150, 8: 600, 64: 1280}, "print_s": 3.0, "baseline": 600, "direct": 20, "recovery": 2000, "idle_s": 1.0, "alerts": 1},
-    "tiny": {"intake": {1: 10, 8: 40, 64: 64}, "print_s": 0.5, "baseline": 40, "direct": 5, "recovery": 100, "idle_s": 0.5, "alerts": 1},
+    "full": {
+        "intake": {1: 500, 8: 2000, 64: 4000},
+        "print_s": 10.0,
+        "baseline": 2000,
+        "direct": 50,
+        "recovery": 10_000,
+        "idle_s": 3.0,
+        "alerts": 3,
+    },
+    "quick": {
+        "intake": {1: 150, 8: 600, 64: 1280},
+        "print_s": 3.0,
+        "baseline": 600,
+        "direct": 20,
+        "recovery": 2000,
+        "idle_s": 1.0,
+        "alerts": 1,
+    },
+    "tiny": {
+        "intake": {1: 10, 8: 40, 64: 64},
+        "print_s": 0.5,
+        "baseline": 40,
+        "direct": 5,
+        "recovery": 100,
+        "idle_s": 0.5,
+        "alerts": 1,
+    },
 }
 CENTRAL = """
 [central]
@@ -78,7 +102,11 @@ def sqlite_baseline(path: Path, bodies: list[bytes], *, per_commit: int = 1) -> 
         latencies.append(time.perf_counter() - t0)
     wall = time.perf_counter() - started
     conn.close()
-    return {"orders_per_s": round(len(bodies) / wall, 1), "p50_ms": ms(percentile(latencies, 0.5)), "p99_ms": ms(percentile(latencies, 0.99))}
+    return {
+        "orders_per_s": round(len(bodies) / wall, 1),
+        "p50_ms": ms(percentile(latencies, 0.5)),
+        "p99_ms": ms(percentile(latencies, 0.99)),
+    }
 
 
 async def push_orders(port: int, bodies: list[bytes], clients: int) -> dict[str, float]:
@@ -101,7 +129,12 @@ async def push_orders(port: int, bodies: list[bytes], clients: int) -> dict[str,
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - started
-    return {"orders": len(bodies), "orders_per_s": round(len(bodies) / wall, 1), "p50_ms": ms(percentile(latencies, 0.5)), "p99_ms": ms(percentile(latencies, 0.99))}
+    return {
+        "orders": len(bodies),
+        "orders_per_s": round(len(bodies) / wall, 1),
+        "p50_ms": ms(percentile(latencies, 0.5)),
+        "p99_ms": ms(percentile(latencies, 0.99)),
+    }
 
 
 def ticket_order_id(data: bytes) -> str | None:
@@ -124,7 +157,9 @@ async def watch_printer(printer: SimPrinter, landed: dict[str, float]) -> None:
         seen = len(printed)
 
 
-async def print_latency_at(port: int, kitchen: SimPrinter, rate: float, seconds: float, prefix: str) -> dict[str, float]:
+async def print_latency_at(
+    port: int, kitchen: SimPrinter, rate: float, seconds: float, prefix: str
+) -> dict[str, float]:
     """Orders sent at a steady ``rate``; latency runs from each 201 arriving to its ticket's last byte at the printer."""
     count = max(2, int(rate * seconds))
     acked: dict[str, float] = {}
@@ -178,7 +213,13 @@ async def smtp_send_ms(samples: int) -> float:
     try:
         for n in range(samples):
             t0 = time.perf_counter()
-            await aiosmtplib.send(f"Subject: bench {n}\r\n\r\nx".encode(), sender="a@bench.test", recipients=["b@bench.test"], hostname="127.0.0.1", port=sink.port)
+            await aiosmtplib.send(
+                f"Subject: bench {n}\r\n\r\nx".encode(),
+                sender="a@bench.test",
+                recipients=["b@bench.test"],
+                hostname="127.0.0.1",
+                port=sink.port,
+            )
             await sink.wait_for(n + 1)
             times.append(time.perf_counter() - t0)
     finally:
@@ -194,7 +235,11 @@ def bare_python() -> dict[str, float]:
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         time.sleep(0.3)
-        rss = next(int(line.split()[1]) / 1024 for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+        rss = next(
+            int(line.split()[1]) / 1024
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
     finally:
         proc.communicate(b"")
     return {"startup_s": round(startup, 3), "rss_mb": round(rss, 1)}
@@ -212,7 +257,14 @@ class Bench:
         for printer in self.printers.values():
             await printer.start()
         port = free_port()
-        path = write_config(self.root / f"{name}.toml", data_dir=self.root / name, api_port=port, token=TOKEN, printers={n: p.port for n, p in self.printers.items()}, extra=extra)
+        path = write_config(
+            self.root / f"{name}.toml",
+            data_dir=self.root / name,
+            api_port=port,
+            token=TOKEN,
+            printers={n: p.port for n, p in self.printers.items()},
+            extra=extra,
+        )
         return path, port
 
     async def start_agent(self, name: str, extra: str = "") -> AgentProcess:
@@ -244,14 +296,20 @@ class Bench:
 
     async def intake(self) -> dict[str, Any]:
         agent = await self.start_agent("intake")
-        bodies = [json.dumps(make_order(n, prefix="bench", print_receipt=n % 3 == 0)).encode() for n in range(self.size["baseline"])]
+        bodies = [
+            json.dumps(make_order(n, prefix="bench", print_receipt=n % 3 == 0)).encode()
+            for n in range(self.size["baseline"])
+        ]
         # Threads for the blocking parts: the simulated printers on this loop keep serving the agent meanwhile.
         baseline = await asyncio.to_thread(sqlite_baseline, self.root / "baseline.db", bodies)
         intake: dict[str, Any] = {}
         offset = 0
         for clients, count in self.size["intake"].items():
             # Fresh ids per run: every order is a new one for the agent (a repeat would be a duplicate, not a store).
-            run_bodies = [json.dumps(make_order(offset + n, prefix=f"c{clients}", print_receipt=n % 3 == 0)).encode() for n in range(count)]
+            run_bodies = [
+                json.dumps(make_order(offset + n, prefix=f"c{clients}", print_receipt=n % 3 == 0)).encode()
+                for n in range(count)
+            ]
             offset += count
             figures = await push_orders(agent.port, run_bodies, clients)
             intake[f"clients_{clients}"] = figures | {
@@ -268,7 +326,9 @@ class Bench:
         kitchen = self.printers["kitchen"]
         result: dict[str, Any] = {}
         for rate in (10, 100):
-            result[f"rate_{rate}_per_s"] = await print_latency_at(agent.port, kitchen, rate, self.size["print_s"], prefix=f"r{rate}")
+            result[f"rate_{rate}_per_s"] = await print_latency_at(
+                agent.port, kitchen, rate, self.size["print_s"], prefix=f"r{rate}"
+            )
         direct = await direct_print(kitchen, kitchen.printed[0], self.size["direct"])
         for figures in result.values():
             figures |= {"baseline_p50_ms": direct["p50_ms"], "baseline_p99_ms": direct["p99_ms"]}
@@ -291,7 +351,11 @@ class Bench:
                 while db.execute("SELECT COUNT(*) FROM orders WHERE source = 'recovery'").fetchone()[0] < count:
                     await asyncio.sleep(0.05)
                 stored_s = time.time() - central.up_at
-                while (row := db.execute("SELECT finished_at FROM recovery_runs WHERE state = 'completed' ORDER BY id DESC LIMIT 1").fetchone()) is None:
+                while (
+                    row := db.execute(
+                        "SELECT finished_at FROM recovery_runs WHERE state = 'completed' ORDER BY id DESC LIMIT 1"
+                    ).fetchone()
+                ) is None:
                     await asyncio.sleep(0.05)
         finally:
             db.close()
@@ -312,7 +376,10 @@ class Bench:
         samples = []
         for n in range(self.size["alerts"]):
             samples.append(await measure_fault_to_mail(self.root / f"alerts-{n}", group_wait_s=0.0))
-        return {"fault_to_mail_p50_ms": ms(percentile(samples, 0.5)), "baseline_smtp_send_p50_ms": await smtp_send_ms(5)}
+        return {
+            "fault_to_mail_p50_ms": ms(percentile(samples, 0.5)),
+            "baseline_smtp_send_p50_ms": await smtp_send_ms(5),
+        }
 
     async def close(self) -> None:
         for agent in self.agents:
@@ -337,17 +404,27 @@ async def run(size: dict[str, Any]) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     rows = ["figure                          value        baseline"]
     for clients, f in (result["intake"] or {}).items():
-        rows.append(f"intake {clients:<12} orders/s  {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (x{f['ratio_to_baseline']})")
-        rows.append(f"intake {clients:<12} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} {f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}")
+        rows.append(
+            f"intake {clients:<12} orders/s  {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (x{f['ratio_to_baseline']})"
+        )
+        rows.append(
+            f"intake {clients:<12} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} {f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}"
+        )
     for rate, f in (result["print_latency"] or {}).items():
-        rows.append(f"ack->paper {rate:<14} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} {f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}")
+        rows.append(
+            f"ack->paper {rate:<14} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} {f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}"
+        )
     for key in ("recovery", "alert_latency", "footprint"):
         if result[key] is None:
             rows.append(f"{key:<31} not landed")
     if f := result["recovery"]:
-        rows.append(f"recovery {f['orders']} orders/s     {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (stored in {f['stored_s']} s)")
+        rows.append(
+            f"recovery {f['orders']} orders/s     {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (stored in {f['stored_s']} s)"
+        )
     if f := result["alert_latency"]:
-        rows.append(f"fault -> mail ms                {f['fault_to_mail_p50_ms']:>9}   {f['baseline_smtp_send_p50_ms']:>9}")
+        rows.append(
+            f"fault -> mail ms                {f['fault_to_mail_p50_ms']:>9}   {f['baseline_smtp_send_p50_ms']:>9}"
+        )
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
         rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.app import Agent  # noqa: E402
-from edge.config import parse_settings  # noqa: E402
-from edge.events import ScanRecorded  # noqa: E402
-from edge.log import configure_logging  # noqa: E402
-from edge.sim.orders import make_order  # noqa: E402
-from edge.sim.scanner import SimScanner  # noqa: E402
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.events import ScanRecorded
+from edge.log import configure_logging
+from edge.sim.orders import make_order
+from edge.sim.scanner import SimScanner
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -87,7 +87,12 @@ async def scan_ms(work: Path, n: int) -> list[float]:
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    return {"n": len(samples), "p50_ms": round(percentile(samples, 50), 2), "p99_ms": round(percentile(samples, 99), 2), "max_ms": round(max(samples), 2)}
+    return {
+        "n": len(samples),
+        "p50_ms": round(percentile(samples, 50), 2),
+        "p99_ms": round(percentile(samples, 99), 2),
+        "max_ms": round(max(samples), 2),
+    }
 
 
 def main() -> int:
@@ -100,8 +105,12 @@ def main() -> int:
         base = summary(baseline_ms(work / "baseline.db", args.scans))
         scan = summary(asyncio.run(scan_ms(work, args.scans)))
     result = {"scan_to_stored": scan, "baseline_commit": base, "ratio_p50": round(scan["p50_ms"] / base["p50_ms"], 2)}
-    print(f"scan → order state stored: p50 {scan['p50_ms']} ms, p99 {scan['p99_ms']} ms, max {scan['max_ms']} ms ({scan['n']} scans)")
-    print(f"baseline fsync'd commit:   p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms  →  ratio p50 {result['ratio_p50']}")
+    print(
+        f"scan → order state stored: p50 {scan['p50_ms']} ms, p99 {scan['p99_ms']} ms, max {scan['max_ms']} ms ({scan['n']} scans)"
+    )
+    print(
+        f"baseline fsync'd commit:   p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms  →  ratio p50 {result['ratio_p50']}"
+    )
     print(json.dumps(result))
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 # Run straight from a checkout too, where the edge package is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.alerts.setup import main  # noqa: E402
+from edge.alerts.setup import main
 
 if __name__ == "__main__":
     sys.exit(main())

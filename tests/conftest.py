@@ -29,7 +29,10 @@ def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: An
     raw: dict[str, Any] = {
         "agent": {"store_id": "test-store", "data_dir": str(data_dir), "language": "de", "log_format": "json"},
         "api": {"host": "127.0.0.1", "port": 0, "token": TOKEN},
-        "printers": {name: {"type": "network", "host": "127.0.0.1", "port": p.port, "width": 48, "status_timeout": 0.5} for name, p in printers.items()},
+        "printers": {
+            name: {"type": "network", "host": "127.0.0.1", "port": p.port, "width": 48, "status_timeout": 0.5}
+            for name, p in printers.items()
+        },
         "stations": {"kitchen": "kitchen", "bar": "kitchen"},
         "receipts": {"printer": "front"},
         "spool": {"retry_base_s": 0.05, "retry_max_s": 0.2, "offline_probe_max_s": 0.5},
@@ -70,5 +73,7 @@ async def agent(make_settings: Callable[..., Settings]) -> AsyncIterator[Agent]:
 @pytest.fixture
 async def api(agent: Agent) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for the agent's API, authenticated."""
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as session:
         yield session

@@ -74,16 +74,16 @@ def test_environment_overrides_file_and_env_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "key", "words"),
     [
-        (('port = 8765', 'port = "eighty"'), "api.port", "must be an integer"),
-        (('port = 8765', 'port = 70000'), "api.port", "between 1 and 65535"),
+        (("port = 8765", 'port = "eighty"'), "api.port", "must be an integer"),
+        (("port = 8765", "port = 70000"), "api.port", "between 1 and 65535"),
         (('language = "de"', 'language = "fr"'), "agent.language", "must be one of"),
         (('bar = "kitchen"', 'bar = "nowhere"'), "stations.bar", "'nowhere' is not configured"),
         (('printer = "front"', 'printer = "back"'), "receipts.printer", "not configured"),
-        (('width = 48\n\n[printers.front]', 'widht = 48\n\n[printers.front]'), "printers.kitchen.widht", "unknown key"),
+        (("width = 48\n\n[printers.front]", "widht = 48\n\n[printers.front]"), "printers.kitchen.widht", "unknown key"),
         (('token = "change-me"', 'token = ""'), "api.token", "is required"),
-        (('host = "10.0.0.21"\n', ''), "printers.kitchen.host", "required for a network printer"),
+        (('host = "10.0.0.21"\n', ""), "printers.kitchen.host", "required for a network printer"),
         (('store_id = "berlin-mitte"', 'store_id = "Berlin Mitte"'), "agent.store_id", "lowercase"),
-        (('[receipts]', '[reciepts]'), "reciepts", "unknown section"),
+        (("[receipts]", "[reciepts]"), "reciepts", "unknown section"),
     ],
 )
 def test_wrong_value_names_the_key(tmp_path: Path, change: tuple[str, str], key: str, words: str) -> None:
@@ -103,7 +103,13 @@ def test_secret_never_shows_in_repr(tmp_path: Path) -> None:
 
 
 def _edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_config_check_exit_codes(tmp_path: Path) -> None:
@@ -117,7 +123,10 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
     bad.write_text(MINIMAL.replace("port = 8765", "port = -1").format(data_dir=tmp_path), encoding="utf-8")
     result = _edge("config", "check", env={"EDGE_CONFIG": str(bad)})
     assert result.returncode == 2
-    assert result.stderr.strip() == "edge: config api.port: must be a port number between 1 and 65535 (0: any free port), got -1"
+    assert (
+        result.stderr.strip()
+        == "edge: config api.port: must be a port number between 1 and 65535 (0: any free port), got -1"
+    )
 
     broken = tmp_path / "broken.toml"
     broken.write_text("[agent\nstore_id=", encoding="utf-8")

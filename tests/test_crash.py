@@ -37,7 +37,13 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
     data_dir = tmp_path / "data"
     central_toml = f'\n[central]\nurl = "{central.url}"\ntoken = "{TOKEN}"\nstart_jitter_s = 0\n'
     config = write_config(
-        tmp_path / "edge.toml", data_dir=data_dir, api_port=port, token=TOKEN, printers={"kitchen": kitchen.port, "front": front.port}, store_id="crash-test", extra=central_toml
+        tmp_path / "edge.toml",
+        data_dir=data_dir,
+        api_port=port,
+        token=TOKEN,
+        printers={"kitchen": kitchen.port, "front": front.port},
+        store_id="crash-test",
+        extra=central_toml,
     )
     agent = AgentProcess(config, port, tmp_path / "agent.log")
     await agent.start()
@@ -59,7 +65,7 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
                                 acknowledged.add(order["id"])
                                 break
                             assert response.status == 503, await response.text()
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (TimeoutError, aiohttp.ClientError):
                         pass
                     await asyncio.sleep(0.05)
 
@@ -86,7 +92,10 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         async def all_printed() -> None:
             while True:
                 with sqlite3.connect(data_dir / "edge.db") as conn:
-                    if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'").fetchone()[0] == expected_jobs:
+                    if (
+                        conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'").fetchone()[0]
+                        == expected_jobs
+                    ):
                         return
                 await asyncio.sleep(0.2)
 

@@ -15,12 +15,19 @@ import aiohttp
 
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
 from edge.sim.process import AgentProcess, free_port, write_config
+from tests.conftest import TOKEN
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_demo_once_prints_the_samples(tmp_path: Path) -> None:
@@ -36,7 +43,9 @@ def test_demo_once_prints_the_samples(tmp_path: Path) -> None:
 
 
 def test_migrate_down_and_up_from_the_command_line(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "edge.toml", data_dir=tmp_path / "data", api_port=0, token=TOKEN, printers={"kitchen": 9, "front": 9})
+    config = write_config(
+        tmp_path / "edge.toml", data_dir=tmp_path / "data", api_port=0, token=TOKEN, printers={"kitchen": 9, "front": 9}
+    )
     up = edge("migrate", "--config", str(config))
     assert up.returncode == 0, up.stderr
     latest = int(up.stdout.strip().rsplit(" ", 1)[1])
@@ -60,7 +69,12 @@ async def test_sigterm_finishes_the_job_in_flight_and_logs_json(tmp_path: Path) 
     kitchen.bytes_per_s = 400  # a ticket takes about a second to go out
     port = free_port()
     config = write_config(
-        tmp_path / "edge.toml", data_dir=tmp_path / "data", api_port=port, token=TOKEN, printers={"kitchen": kitchen.port, "front": front.port}, log_level="info"
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=port,
+        token=TOKEN,
+        printers={"kitchen": kitchen.port, "front": front.port},
+        log_level="info",
     )
     agent = AgentProcess(config, port, tmp_path / "agent.log")
     await agent.start()
@@ -88,7 +102,11 @@ async def test_sigterm_finishes_the_job_in_flight_and_logs_json(tmp_path: Path) 
             await agent.kill()
         await kitchen.stop()
         await front.stop()
-    lines = [json.loads(line) for line in (tmp_path / "agent.log").read_text(encoding="utf-8").splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line)
+        for line in (tmp_path / "agent.log").read_text(encoding="utf-8").splitlines()
+        if line.startswith("{")
+    ]
     events = [line["event"] for line in lines]
     assert "agent_stopping" in events and "agent_stopped" in events
     assert all("timestamp" in line and "level" in line for line in lines)

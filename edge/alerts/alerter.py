@@ -40,7 +40,13 @@ from edge.store.alerts import AlertStore, Mail, Signal
 log = structlog.get_logger()
 
 # Printer state → the alert type it fires; the other printer alerts clear (see on_event for offline and unknown).
-_PRINTER_TYPES = {"offline": "printer_offline", "error": "printer_offline", "paper_out": "printer_paper_out", "cover_open": "printer_cover_open", "paper_near_end": "printer_paper_low"}
+_PRINTER_TYPES = {
+    "offline": "printer_offline",
+    "error": "printer_offline",
+    "paper_out": "printer_paper_out",
+    "cover_open": "printer_cover_open",
+    "paper_near_end": "printer_paper_low",
+}
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
 _CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
 _WAITING_STATES = ("queued", "failed", "printing", "held")
@@ -70,7 +76,16 @@ def make_renderer(settings: Settings) -> AlertRenderer:
 class Alerter:
     """Sources → groups in SQLite → rules → mail outbox → SMTP. Every step survives a restart."""
 
-    def __init__(self, *, settings: Settings, db: Database, bus: EventBus, mailer: Mailer, clock: Callable[[], float] = time.time, tick_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        bus: EventBus,
+        mailer: Mailer,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = 1.0,
+    ) -> None:
         self._settings = settings
         self._cfg = settings.alerts
         self._store = AlertStore(db)
@@ -95,9 +110,26 @@ class Alerter:
 
     # ---- sources -------------------------------------------------------------------------------------------
 
-    def _signal(self, type_name: str, subject: str, firing: bool, *, at: float | None = None, item: dict[str, Any] | None = None, **details: Any) -> None:
+    def _signal(
+        self,
+        type_name: str,
+        subject: str,
+        firing: bool,
+        *,
+        at: float | None = None,
+        item: dict[str, Any] | None = None,
+        **details: Any,
+    ) -> None:
         self._pending.append(
-            Signal(type=type_name, subject=subject, firing=firing, at=self.clock() if at is None else at, severity=TYPES[type_name].severity, details=details, item=item)
+            Signal(
+                type=type_name,
+                subject=subject,
+                firing=firing,
+                at=self.clock() if at is None else at,
+                severity=TYPES[type_name].severity,
+                details=details,
+                item=item,
+            )
         )
         self._new_signals.set()
 
@@ -107,17 +139,34 @@ class Alerter:
             case PrinterStatusChanged(printer=printer, new=new, detail=detail):
                 fired = _PRINTER_TYPES.get(new)
                 # Unreachable says nothing about paper or cover; "unknown" (no status answers) only that it is reachable.
-                clears = () if new in ("offline", "error") else ("printer_offline",) if new == "unknown" else _PRINTER_ALERTS
+                clears = (
+                    () if new in ("offline", "error") else ("printer_offline",) if new == "unknown" else _PRINTER_ALERTS
+                )
                 for type_name in _PRINTER_ALERTS:
                     if type_name == fired:
                         self._signal(type_name, printer, True, detail=detail)
                     elif type_name in clears:
                         self._signal(type_name, printer, False)
             case JobDead():
-                self._signal("print_job_failed", event.printer, True, detail=event.error,
-                             item={"id": event.job_id, "order": event.order_number, "attempts": event.attempts, "error": event.error[:120]})
+                self._signal(
+                    "print_job_failed",
+                    event.printer,
+                    True,
+                    detail=event.error,
+                    item={
+                        "id": event.job_id,
+                        "order": event.order_number,
+                        "attempts": event.attempts,
+                        "error": event.error[:120],
+                    },
+                )
             case JobHeld():
-                self._signal("print_job_held", event.printer, True, item={"id": event.job_id, "order": event.order_id, "age_min": round(event.age_s / 60)})
+                self._signal(
+                    "print_job_held",
+                    event.printer,
+                    True,
+                    item={"id": event.job_id, "order": event.order_id, "age_min": round(event.age_s / 60)},
+                )
             case CentralLinkChanged(up=up, detail=detail):
                 if up:
                     self._central_down_since, self._central_fired = None, False
@@ -126,7 +175,9 @@ class Alerter:
                     self._central_down_since = self.clock()
                     self._central_detail = detail
             case RecoveryFailed():
-                self._signal("recovery_failed", "recovery", True, phase=event.phase, detail=event.error, run_id=event.run_id)
+                self._signal(
+                    "recovery_failed", "recovery", True, phase=event.phase, detail=event.error, run_id=event.run_id
+                )
             case RecoveryCompleted():
                 self._signal("recovery_failed", "recovery", False)
             case StorageProblem(detail=detail):
@@ -159,16 +210,31 @@ class Alerter:
             for group in await self._store.firing(type_name):
                 if group["severity"] == WARNING and waiting_on.get(group["subject"]):
                     self._signal(type_name, group["subject"], True)  # tickets now wait for an idle printer that is down
-        if self._central_down_since is not None and not self._central_fired and now - self._central_down_since >= cfg.central_down_min * 60:
+        if (
+            self._central_down_since is not None
+            and not self._central_fired
+            and now - self._central_down_since >= cfg.central_down_min * 60
+        ):
             self._central_fired = True
-            self._signal("central_unreachable", "central", True, at=self._central_down_since, down_min=f"{cfg.central_down_min:g}", detail=self._central_detail)
+            self._signal(
+                "central_unreachable",
+                "central",
+                True,
+                at=self._central_down_since,
+                down_min=f"{cfg.central_down_min:g}",
+                detail=self._central_detail,
+            )
         if cfg.disk_free_min_mb:
             usage = await asyncio.to_thread(shutil.disk_usage, self._settings.agent.data_dir)
             free_mb = usage.free // 2**20
-            self._level("storage_problem", "disk", free_mb < cfg.disk_free_min_mb, detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted")
+            self._level(
+                "storage_problem",
+                "disk",
+                free_mb < cfg.disk_free_min_mb,
+                detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted",
+            )
 
     # ---- throttle ------------------------------------------------------------------------------------------
-
 
     @staticmethod
     def _with_waiting(signal: Signal, waiting: int) -> Signal:
@@ -182,7 +248,12 @@ class Alerter:
             batch, self._pending = self._pending, []
             if any(s.type.startswith("printer_") and s.firing for s in batch):
                 waiting = waiting_per_printer(await self._jobs.counts())
-                batch = [self._with_waiting(s, waiting.get(s.subject, 0)) if s.type.startswith("printer_") and s.firing else s for s in batch]
+                batch = [
+                    self._with_waiting(s, waiting.get(s.subject, 0))
+                    if s.type.startswith("printer_") and s.firing
+                    else s
+                    for s in batch
+                ]
             try:
                 outcomes = await self._store.apply(batch)
             except StoreError:
@@ -199,9 +270,18 @@ class Alerter:
         signal = next((s for s in batch if s.type == "storage_problem" and s.firing), None)
         if signal is None or self._storage_mailed:
             return
-        group = {"key": signal.key, "type": signal.type, "subject": signal.subject, "severity": signal.severity, "first_at": signal.at, "details": signal.details}
+        group = {
+            "key": signal.key,
+            "type": signal.type,
+            "subject": signal.subject,
+            "severity": signal.severity,
+            "first_at": signal.at,
+            "details": signal.details,
+        }
         try:
-            await self._mailer.send(self._renderer.alert(group, kind="firing", extra=0, recipients=self._recipients(signal.severity)))
+            await self._mailer.send(
+                self._renderer.alert(group, kind="firing", extra=0, recipients=self._recipients(signal.severity))
+            )
             self._storage_mailed = True
         except AlertError as err:
             log.error("alert_mail_failed", key=signal.key, error=str(err), note="database not writable and mail failed")
@@ -244,7 +324,9 @@ class Alerter:
             if cfg.digest and group["severity"] == WARNING:
                 await self._store.told(group, kind=due.kind, now=now, mail=None, count=group["fires_since_mail"])
                 continue
-            mail = self._renderer.alert(group, kind=due.kind, extra=due.extra, recipients=self._recipients(group["severity"]))
+            mail = self._renderer.alert(
+                group, kind=due.kind, extra=due.extra, recipients=self._recipients(group["severity"])
+            )
             await self._store.told(group, kind=due.kind, now=now, mail=mail, count=group["fires_since_mail"])
             log.info("alert_queued", key=key, kind=due.kind, extra=due.extra)
             mailed_last_hour += 1
@@ -279,29 +361,65 @@ class Alerter:
         """Send what the outbox holds; a failure waits with backoff and is tried again, the mail is never dropped."""
         sent = 0
         for row in await self._store.due_mails(self.clock()):
-            mail = Mail(recipients=json.loads(row["recipients"]), subject=row["subject"], text=row["text_body"], html=row["html_body"])
+            mail = Mail(
+                recipients=json.loads(row["recipients"]),
+                subject=row["subject"],
+                text=row["text_body"],
+                html=row["html_body"],
+            )
             try:
-                await self._mailer.send(mail, message_id=f"<alert-{row['id']}.{int(row['created_at'])}@{self._settings.agent.store_id}.edge-agent>")
+                await self._mailer.send(
+                    mail,
+                    message_id=f"<alert-{row['id']}.{int(row['created_at'])}@{self._settings.agent.store_id}.edge-agent>",
+                )
             except AlertError as err:
                 delay = retry_delay(row["attempts"] + 1, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
                 await self._store.mark_failed(row["id"], str(err), self.clock() + delay)
-                log.warning("alert_mail_failed", mail_id=row["id"], error=str(err), retry_in_s=round(delay, 1), attempts=row["attempts"] + 1)
+                log.warning(
+                    "alert_mail_failed",
+                    mail_id=row["id"],
+                    error=str(err),
+                    retry_in_s=round(delay, 1),
+                    attempts=row["attempts"] + 1,
+                )
                 break  # the server is down for all of them; keep the order
             await self._store.mark_sent(row["id"], self.clock())
             sent += 1
             key = row["group_key"] or row["kind"]
-            self._bus.publish(AlertSent(alert_type=key.split(":", 1)[0], key=key, resolved=row["kind"] == "resolved", recipients=len(mail.recipients)))
+            self._bus.publish(
+                AlertSent(
+                    alert_type=key.split(":", 1)[0],
+                    key=key,
+                    resolved=row["kind"] == "resolved",
+                    recipients=len(mail.recipients),
+                )
+            )
         return sent
 
     # ---- life cycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for event_type in (PrinterStatusChanged, JobDead, JobHeld, CentralLinkChanged, RecoveryFailed, RecoveryCompleted, StorageProblem, StorageRecovered):
+        for event_type in (
+            PrinterStatusChanged,
+            JobDead,
+            JobHeld,
+            CentralLinkChanged,
+            RecoveryFailed,
+            RecoveryCompleted,
+            StorageProblem,
+            StorageRecovered,
+        ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._tasks = [
-            asyncio.create_task(self._loop("step", self.step, self._new_signals, lambda: self._tick_s), name="alerts-rules"),
-            asyncio.create_task(self._loop("deliver", self._deliver_and_plan, self._new_mail, self._until_next_mail), name="alerts-mail"),
-            asyncio.create_task(self._loop("check", self.check, None, lambda: self._cfg.check_interval_s), name="alerts-check"),
+            asyncio.create_task(
+                self._loop("step", self.step, self._new_signals, lambda: self._tick_s), name="alerts-rules"
+            ),
+            asyncio.create_task(
+                self._loop("deliver", self._deliver_and_plan, self._new_mail, self._until_next_mail), name="alerts-mail"
+            ),
+            asyncio.create_task(
+                self._loop("check", self.check, None, lambda: self._cfg.check_interval_s), name="alerts-check"
+            ),
         ]
 
     async def _deliver_and_plan(self) -> None:
@@ -313,7 +431,9 @@ class Alerter:
         longest = self._tick_s * 30
         return longest if self._next_mail_at is None else max(0.0, min(longest, self._next_mail_at - self.clock()))
 
-    async def _loop(self, name: str, work: Callable[[], Any], wake: asyncio.Event | None, interval: Callable[[], float]) -> None:
+    async def _loop(
+        self, name: str, work: Callable[[], Any], wake: asyncio.Event | None, interval: Callable[[], float]
+    ) -> None:
         while True:
             if wake is not None:
                 wake.clear()
@@ -343,5 +463,3 @@ class Alerter:
             except StoreError as err:
                 log.error("alerts_lost_on_stop", occurrences=len(self._pending), error=str(err))
         log.info("alerts_stopped")
-
-

@@ -65,10 +65,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     log, mails, silences = asyncio.run(_with_store(_settings(args), collect))
     print("recent alerts (newest first):")
     for r in log:
-        print(f"  {_when(r['at'])}  {r['group_key']:<32} {r['action']:<10} {r['detail']:<12} x{r['count']}  now {r['state'] or '-'}")
+        print(
+            f"  {_when(r['at'])}  {r['group_key']:<32} {r['action']:<10} {r['detail']:<12} x{r['count']}  now {r['state'] or '-'}"
+        )
     print("mails:")
     for m in mails:
-        status = f"sent {_when(m['sent_at'])}" if m["sent_at"] else f"waiting ({m['attempts']} attempts{': ' + m['last_error'] if m['last_error'] else ''})"
+        status = (
+            f"sent {_when(m['sent_at'])}"
+            if m["sent_at"]
+            else f"waiting ({m['attempts']} attempts{': ' + m['last_error'] if m['last_error'] else ''})"
+        )
         print(f"  #{m['id']} {_when(m['created_at'])}  {m['kind']:<9} {status}  {m['subject']}")
     print("active silences:")
     for s in silences:
@@ -82,7 +88,12 @@ def cmd_silence(args: argparse.Namespace) -> int:
         raise EdgeError(f"unknown alert type {type_name!r} (known: {', '.join(TYPES)})")
     seconds = parse_duration(args.duration)
     now = time.time()
-    silence_id = asyncio.run(_with_store(_settings(args), lambda store: store.add_silence(args.matcher, starts_at=now, ends_at=now + seconds, comment=args.comment)))
+    silence_id = asyncio.run(
+        _with_store(
+            _settings(args),
+            lambda store: store.add_silence(args.matcher, starts_at=now, ends_at=now + seconds, comment=args.comment),
+        )
+    )
     print(f"silence #{silence_id}: {args.matcher} until {_when(now + seconds)}")
     return 0
 
@@ -92,10 +103,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     alerts = sub.add_parser("alerts", help="manager e-mail alerts: test mail, recent alerts, silences")
     alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
     alerts_sub.add_parser("test", parents=[common], help="send a test mail to alerts.to").set_defaults(func=cmd_test)
-    listing = alerts_sub.add_parser("list", parents=[common], help="recent alerts, sent and suppressed, and mails waiting")
+    listing = alerts_sub.add_parser(
+        "list", parents=[common], help="recent alerts, sent and suppressed, and mails waiting"
+    )
     listing.add_argument("--limit", type=int, default=30)
     listing.set_defaults(func=cmd_list)
-    silence = alerts_sub.add_parser("silence", parents=[common], help="hold mails for TYPE[:SUBJECT] for a while, e.g. printer_offline:kitchen 2h")
+    silence = alerts_sub.add_parser(
+        "silence", parents=[common], help="hold mails for TYPE[:SUBJECT] for a while, e.g. printer_offline:kitchen 2h"
+    )
     silence.add_argument("matcher", help="alert type, or type:subject (shell wildcards allowed)")
     silence.add_argument("duration", help="e.g. 30m, 2h, 1d")
     silence.add_argument("--comment", default="")

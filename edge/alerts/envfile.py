@@ -52,7 +52,9 @@ def _write_private(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def update_env_file(path: Path, values: dict[str, str], *, comment: str = "e-mail alerts (written by setup-notifications)") -> Path | None:
+def update_env_file(
+    path: Path, values: dict[str, str], *, comment: str = "e-mail alerts (written by setup-notifications)"
+) -> Path | None:
     """Returns the backup's path when there was a file before."""
     old = path.read_text(encoding="utf-8") if path.exists() else None
     backup = None

@@ -26,19 +26,39 @@ async def measure_fault_to_mail(work_dir: Path, *, group_wait_s: float = 0.0, ti
     printer.set_offline(True)
     settings = parse_settings(
         {
-            "agent": {"store_id": "bench-store", "data_dir": str(work_dir), "log_format": "json", "log_level": "warning"},
+            "agent": {
+                "store_id": "bench-store",
+                "data_dir": str(work_dir),
+                "log_format": "json",
+                "log_level": "warning",
+            },
             "api": {"host": "127.0.0.1", "port": 0, "token": "bench-token-0123456789"},
-            "printers": {"kitchen": {"type": "network", "host": "127.0.0.1", "port": printer.port, "connect_timeout": 0.5}},
+            "printers": {
+                "kitchen": {"type": "network", "host": "127.0.0.1", "port": printer.port, "connect_timeout": 0.5}
+            },
             "stations": {"kitchen": "kitchen", "bar": "kitchen"},
-            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@bench.test", "timeout_s": 5.0},
-            "alerts": {"to": ["manager@bench.test"], "group_wait_s": group_wait_s, "critical_group_wait_s": group_wait_s, "disk_free_min_mb": 0},
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": sink.port,
+                "security": "none",
+                "sender": "edge@bench.test",
+                "timeout_s": 5.0,
+            },
+            "alerts": {
+                "to": ["manager@bench.test"],
+                "group_wait_s": group_wait_s,
+                "critical_group_wait_s": group_wait_s,
+                "disk_free_min_mb": 0,
+            },
         },
         source="bench",
     )
     agent = Agent(settings)
     loop = asyncio.get_running_loop()
     faults: list[float] = []
-    agent.bus.subscribe(lambda e: faults.append(loop.time()) if e.new == "offline" and not faults else None, PrinterStatusChanged)
+    agent.bus.subscribe(
+        lambda e: faults.append(loop.time()) if e.new == "offline" and not faults else None, PrinterStatusChanged
+    )
     await agent.start()
     try:
         assert agent.deps is not None

@@ -44,7 +44,12 @@ def explain(err: BaseException, smtp: SmtpSettings) -> str:
     cause = err.__cause__ or err.__context__
     if isinstance(err, ssl.SSLCertVerificationError) or isinstance(cause, ssl.SSLCertVerificationError):
         return f"the TLS certificate of {where} could not be verified ({getattr(err, 'verify_message', None) or getattr(cause, 'verify_message', err)}); set smtp.ca_file if the relay uses its own CA"
-    if isinstance(err, ssl.SSLError) or isinstance(cause, ssl.SSLError) or "SSL" in str(err) or (smtp.security == "tls" and isinstance(err, aiosmtplib.SMTPServerDisconnected)):
+    if (
+        isinstance(err, ssl.SSLError)
+        or isinstance(cause, ssl.SSLError)
+        or "SSL" in str(err)
+        or (smtp.security == "tls" and isinstance(err, aiosmtplib.SMTPServerDisconnected))
+    ):
         return f"TLS mismatch with {where}: use security 'tls' for port 465 and 'starttls' for port 587 ({err})"
     if isinstance(err, aiosmtplib.SMTPException) and "STARTTLS" in str(err):
         return f"{where} does not offer STARTTLS: use security 'tls' (port 465) or ask for the right port ({err})"

@@ -32,7 +32,13 @@ LABELS: dict[str, dict[str, Any]] = {
         "digest_intro": "Hinweise seit der letzten Übersicht:",
         "jobs_waiting": "{n} Druckaufträge warten",
         "resolved_headline": "Behoben: {title}",
-        "item_keys": {"id": "Auftrag", "order": "Bestellung", "attempts": "Versuche", "error": "Fehler", "age_min": "Wartezeit (min)"},
+        "item_keys": {
+            "id": "Auftrag",
+            "order": "Bestellung",
+            "attempts": "Versuche",
+            "error": "Fehler",
+            "age_min": "Wartezeit (min)",
+        },
     },
     "en": {
         "firing": "ALERT",
@@ -52,7 +58,13 @@ LABELS: dict[str, dict[str, Any]] = {
         "digest_intro": "Notices since the last digest:",
         "jobs_waiting": "{n} print jobs waiting",
         "resolved_headline": "Resolved: {title}",
-        "item_keys": {"id": "job", "order": "order", "attempts": "attempts", "error": "error", "age_min": "waited (min)"},
+        "item_keys": {
+            "id": "job",
+            "order": "order",
+            "attempts": "attempts",
+            "error": "error",
+            "age_min": "waited (min)",
+        },
     },
 }
 
@@ -60,68 +72,124 @@ LABELS: dict[str, dict[str, Any]] = {
 # other fields come from the alert's details.
 TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "printer_offline": {
-        "de": ("Drucker {subject} nicht erreichbar", "Der Drucker {subject} antwortet nicht; Bons für ihn werden nicht gedruckt.",
-               "Prüfen Sie, ob der Drucker eingeschaltet ist und das Netzwerkkabel steckt. Wartende Bons drucken danach automatisch."),
-        "en": ("Printer {subject} unreachable", "Printer {subject} does not answer; its tickets are not being printed.",
-               "Check that the printer is switched on and its network cable is plugged in. Waiting tickets print on their own afterwards."),
+        "de": (
+            "Drucker {subject} nicht erreichbar",
+            "Der Drucker {subject} antwortet nicht; Bons für ihn werden nicht gedruckt.",
+            "Prüfen Sie, ob der Drucker eingeschaltet ist und das Netzwerkkabel steckt. Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject} unreachable",
+            "Printer {subject} does not answer; its tickets are not being printed.",
+            "Check that the printer is switched on and its network cable is plugged in. Waiting tickets print on their own afterwards.",
+        ),
     },
     "printer_paper_out": {
-        "de": ("Drucker {subject}: Papier leer", "Im Drucker {subject} ist kein Papier mehr; der Druck ist angehalten.",
-               "Neue Papierrolle einlegen. Wartende Bons drucken danach automatisch."),
-        "en": ("Printer {subject}: out of paper", "Printer {subject} has run out of paper; printing has stopped.",
-               "Put in a new paper roll. Waiting tickets print on their own afterwards."),
+        "de": (
+            "Drucker {subject}: Papier leer",
+            "Im Drucker {subject} ist kein Papier mehr; der Druck ist angehalten.",
+            "Neue Papierrolle einlegen. Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject}: out of paper",
+            "Printer {subject} has run out of paper; printing has stopped.",
+            "Put in a new paper roll. Waiting tickets print on their own afterwards.",
+        ),
     },
     "printer_cover_open": {
-        "de": ("Drucker {subject}: Deckel offen", "Der Deckel des Druckers {subject} ist offen; der Druck ist angehalten.",
-               "Deckel schließen, bis er einrastet."),
-        "en": ("Printer {subject}: cover open", "The cover of printer {subject} is open; printing has stopped.",
-               "Close the cover until it clicks."),
+        "de": (
+            "Drucker {subject}: Deckel offen",
+            "Der Deckel des Druckers {subject} ist offen; der Druck ist angehalten.",
+            "Deckel schließen, bis er einrastet.",
+        ),
+        "en": (
+            "Printer {subject}: cover open",
+            "The cover of printer {subject} is open; printing has stopped.",
+            "Close the cover until it clicks.",
+        ),
     },
     "printer_paper_low": {
-        "de": ("Drucker {subject}: Papier fast leer", "Die Papierrolle im Drucker {subject} geht zu Ende.",
-               "Eine neue Rolle bereitlegen und bald wechseln."),
-        "en": ("Printer {subject}: paper low", "The paper roll in printer {subject} is nearly used up.",
-               "Have a new roll ready and change it soon."),
+        "de": (
+            "Drucker {subject}: Papier fast leer",
+            "Die Papierrolle im Drucker {subject} geht zu Ende.",
+            "Eine neue Rolle bereitlegen und bald wechseln.",
+        ),
+        "en": (
+            "Printer {subject}: paper low",
+            "The paper roll in printer {subject} is nearly used up.",
+            "Have a new roll ready and change it soon.",
+        ),
     },
     "print_job_failed": {
-        "de": ("Bestellung {order}: Bon nicht gedruckt (Drucker {subject})",
-               "Der Bon für Bestellung {order} konnte auf Drucker {subject} nach mehreren Versuchen nicht gedruckt werden.",
-               "Drucker prüfen, dann den Bon neu drucken: edge retry AUFTRAG (oder über die Statusseite)."),
-        "en": ("Order {order}: ticket not printed (printer {subject})",
-               "The ticket for order {order} could not be printed on printer {subject} after several attempts.",
-               "Check the printer, then print the ticket again: edge retry JOB (or from the status page)."),
+        "de": (
+            "Bestellung {order}: Bon nicht gedruckt (Drucker {subject})",
+            "Der Bon für Bestellung {order} konnte auf Drucker {subject} nach mehreren Versuchen nicht gedruckt werden.",
+            "Drucker prüfen, dann den Bon neu drucken: edge retry AUFTRAG (oder über die Statusseite).",
+        ),
+        "en": (
+            "Order {order}: ticket not printed (printer {subject})",
+            "The ticket for order {order} could not be printed on printer {subject} after several attempts.",
+            "Check the printer, then print the ticket again: edge retry JOB (or from the status page).",
+        ),
     },
     "print_job_held": {
-        "de": ("Bestellung {order}: Bon zurückgehalten (Drucker {subject})",
-               "Ein Bon für Drucker {subject} hat zu lange gewartet und wurde zurückgehalten, statt mitten in den Betrieb zu drucken.",
-               "Entscheiden Sie, ob der Bon noch gebraucht wird: freigeben (edge release AUFTRAG) oder verwerfen (edge discard AUFTRAG)."),
-        "en": ("Order {order}: ticket held (printer {subject})",
-               "A ticket for printer {subject} waited too long and was held instead of printing into the rush.",
-               "Decide whether it is still needed: release it (edge release JOB) or discard it (edge discard JOB)."),
+        "de": (
+            "Bestellung {order}: Bon zurückgehalten (Drucker {subject})",
+            "Ein Bon für Drucker {subject} hat zu lange gewartet und wurde zurückgehalten, statt mitten in den Betrieb zu drucken.",
+            "Entscheiden Sie, ob der Bon noch gebraucht wird: freigeben (edge release AUFTRAG) oder verwerfen (edge discard AUFTRAG).",
+        ),
+        "en": (
+            "Order {order}: ticket held (printer {subject})",
+            "A ticket for printer {subject} waited too long and was held instead of printing into the rush.",
+            "Decide whether it is still needed: release it (edge release JOB) or discard it (edge discard JOB).",
+        ),
     },
     "queue_backlog": {
-        "de": ("Druckaufträge stauen sich", "Es warten {waiting} Druckaufträge; der älteste seit {oldest_min} Minuten.",
-               "Prüfen Sie die Drucker auf der Statusseite; ein Drucker ist vermutlich gestört."),
-        "en": ("Print jobs are piling up", "{waiting} print jobs are waiting; the oldest for {oldest_min} minutes.",
-               "Check the printers on the status page; one of them is probably in trouble."),
+        "de": (
+            "Druckaufträge stauen sich",
+            "Es warten {waiting} Druckaufträge; der älteste seit {oldest_min} Minuten.",
+            "Prüfen Sie die Drucker auf der Statusseite; ein Drucker ist vermutlich gestört.",
+        ),
+        "en": (
+            "Print jobs are piling up",
+            "{waiting} print jobs are waiting; the oldest for {oldest_min} minutes.",
+            "Check the printers on the status page; one of them is probably in trouble.",
+        ),
     },
     "central_unreachable": {
-        "de": ("Zentrale nicht erreichbar", "Die Verbindung zur Zentrale ist seit über {down_min} Minuten unterbrochen. Bestellungen, die hier ankommen, werden weiter gedruckt.",
-               "Internetverbindung und Router prüfen. Verpasste Bestellungen holt der Agent automatisch nach."),
-        "en": ("Central backend unreachable", "The line to the central backend has been down for more than {down_min} minutes. Orders that reach this store still print.",
-               "Check the internet connection and router. The agent fetches missed orders on its own afterwards."),
+        "de": (
+            "Zentrale nicht erreichbar",
+            "Die Verbindung zur Zentrale ist seit über {down_min} Minuten unterbrochen. Bestellungen, die hier ankommen, werden weiter gedruckt.",
+            "Internetverbindung und Router prüfen. Verpasste Bestellungen holt der Agent automatisch nach.",
+        ),
+        "en": (
+            "Central backend unreachable",
+            "The line to the central backend has been down for more than {down_min} minutes. Orders that reach this store still print.",
+            "Check the internet connection and router. The agent fetches missed orders on its own afterwards.",
+        ),
     },
     "recovery_failed": {
-        "de": ("Nachholen verpasster Bestellungen fehlgeschlagen", "Der Abgleich mit der Zentrale ist in Phase {phase} gescheitert.",
-               "Den Techniker informieren; mit 'edge recovery' kann der Abgleich erneut gestartet werden."),
-        "en": ("Recovering missed orders failed", "Reconciling with the central backend failed in phase {phase}.",
-               "Tell the technician; 'edge recovery' starts the reconciliation again."),
+        "de": (
+            "Nachholen verpasster Bestellungen fehlgeschlagen",
+            "Der Abgleich mit der Zentrale ist in Phase {phase} gescheitert.",
+            "Den Techniker informieren; mit 'edge recovery' kann der Abgleich erneut gestartet werden.",
+        ),
+        "en": (
+            "Recovering missed orders failed",
+            "Reconciling with the central backend failed in phase {phase}.",
+            "Tell the technician; 'edge recovery' starts the reconciliation again.",
+        ),
     },
     "storage_problem": {
-        "de": ("Speicherproblem: {subject}", "Der Agent kann Bestellungen nicht sicher speichern ({subject}); neue Bestellungen werden abgelehnt, bis es behoben ist.",
-               "Sofort den Techniker rufen: Speicherplatz freigeben oder Speicherkarte prüfen."),
-        "en": ("Storage problem: {subject}", "The agent cannot store orders safely ({subject}); new orders are refused until this is fixed.",
-               "Call the technician now: free disk space or check the storage card."),
+        "de": (
+            "Speicherproblem: {subject}",
+            "Der Agent kann Bestellungen nicht sicher speichern ({subject}); neue Bestellungen werden abgelehnt, bis es behoben ist.",
+            "Sofort den Techniker rufen: Speicherplatz freigeben oder Speicherkarte prüfen.",
+        ),
+        "en": (
+            "Storage problem: {subject}",
+            "The agent cannot store orders safely ({subject}); new orders are refused until this is fixed.",
+            "Call the technician now: free disk space or check the storage card.",
+        ),
     },
 }
 
@@ -138,19 +206,39 @@ def _one_line(text: str) -> str:
 
 
 class AlertRenderer:
-    def __init__(self, *, language: str, store_name: str, store_id: str, tz: ZoneInfo | None, status_page_url: str = "", template_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        language: str,
+        store_name: str,
+        store_id: str,
+        tz: ZoneInfo | None,
+        status_page_url: str = "",
+        template_dir: Path | None = None,
+    ) -> None:
         loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("edge.alerts", "templates")]
         if template_dir is not None:
             loaders.insert(0, jinja2.FileSystemLoader(template_dir))
         # Autoescape HTML: order notes, numbers and printer errors are untrusted text.
-        self._env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=jinja2.select_autoescape(["html"]), keep_trailing_newline=True)
+        self._env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=jinja2.select_autoescape(["html"]),
+            keep_trailing_newline=True,
+        )
         self.language = language
         self._labels = LABELS[language]
         self._tz = tz
-        self._common = {"store": {"name": store_name, "id": store_id}, "status_page_url": status_page_url, "language": language, "labels": self._labels}
+        self._common = {
+            "store": {"name": store_name, "id": store_id},
+            "status_page_url": status_page_url,
+            "language": language,
+            "labels": self._labels,
+        }
 
     def _time(self, at: float) -> str:
-        return dt.datetime.fromtimestamp(at, self._tz).strftime("%d.%m.%Y %H:%M:%S" if self.language == "de" else "%Y-%m-%d %H:%M:%S")
+        return dt.datetime.fromtimestamp(at, self._tz).strftime(
+            "%d.%m.%Y %H:%M:%S" if self.language == "de" else "%Y-%m-%d %H:%M:%S"
+        )
 
     def _render(self, template: str, **context: Any) -> str:
         return self._env.get_template(template).render(**self._common, **context)
@@ -160,7 +248,10 @@ class AlertRenderer:
         items = details.get("items", [])
         fields = _Fields({**{k: v for k, v in details.items() if k != "items"}, "subject": group["subject"]})
         if items:
-            fields.setdefault("order", items[-1].get("order", "?") if len(items) == 1 else f"{items[0].get('order', '?')} (+{len(items) - 1})")
+            fields.setdefault(
+                "order",
+                items[-1].get("order", "?") if len(items) == 1 else f"{items[0].get('order', '?')} (+{len(items) - 1})",
+            )
         title, what, action = (text.format_map(fields) for text in TEXTS[group["type"]][self.language])
         labels = self._labels
         waiting = details.get("jobs_waiting")
@@ -176,7 +267,9 @@ class AlertRenderer:
             "since": self._time(group["first_at"]),
             "affected": labels["jobs_waiting"].format(n=waiting) if waiting else "",
             "detail": details.get("detail", ""),
-            "siblings": [" · ".join(f"{labels['item_keys'].get(k, k)}: {v}" for k, v in item.items()) for item in items],
+            "siblings": [
+                " · ".join(f"{labels['item_keys'].get(k, k)}: {v}" for k, v in item.items()) for item in items
+            ],
             "extra": extra,
         }
 
@@ -213,5 +306,7 @@ class AlertRenderer:
             recipients=list(recipients),
             subject=_one_line(f"[{store['name']} ({store['id']})] {self._labels['test']}: {text.split(':')[0]}"),
             text=text + "\n",
-            html=jinja2.Template("<!doctype html><html><body><p>{{ text }}</p></body></html>", autoescape=True).render(text=text),
+            html=jinja2.Template("<!doctype html><html><body><p>{{ text }}</p></body></html>", autoescape=True).render(
+                text=text
+            ),
         )

@@ -38,13 +38,24 @@ PROVIDERS: dict[str, Provider | None] = {
     "yahoo": Provider("Yahoo", "smtp.mail.yahoo.com", 465, "tls", app_password=True),
     "custom": None,
 }
-_APP_PASSWORD_NOTE = "Note: {label} needs an app password (account security settings → app passwords), not your normal password."
+_APP_PASSWORD_NOTE = (
+    "Note: {label} needs an app password (account security settings → app passwords), not your normal password."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="agent config file (default: $EDGE_CONFIG); its folder holds the .env, its database gets migrated")
-    parser.add_argument("--env-file", help="the .env file to write (default: $EDGE_ENV_FILE, else .env beside the config, else ./.env)")
-    parser.add_argument("--non-interactive", action="store_true", help="ask nothing: take flags and EDGE_SMTP_* / EDGE_ALERT_TO from the environment")
+    parser.add_argument(
+        "--config",
+        help="agent config file (default: $EDGE_CONFIG); its folder holds the .env, its database gets migrated",
+    )
+    parser.add_argument(
+        "--env-file", help="the .env file to write (default: $EDGE_ENV_FILE, else .env beside the config, else ./.env)"
+    )
+    parser.add_argument(
+        "--non-interactive",
+        action="store_true",
+        help="ask nothing: take flags and EDGE_SMTP_* / EDGE_ALERT_TO from the environment",
+    )
     parser.add_argument("--dry-run", action="store_true", help="test and show what would be written, write nothing")
     parser.add_argument("--provider", choices=list(PROVIDERS))
     parser.add_argument("--host")
@@ -60,7 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Wizard:
-    def __init__(self, args: argparse.Namespace, *, ask: Callable[[str], str], ask_secret: Callable[[str], str], say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        *,
+        ask: Callable[[str], str],
+        ask_secret: Callable[[str], str],
+        say: Callable[[str], None],
+    ) -> None:
         self.args = args
         self._ask, self._ask_secret, self.say = ask, ask_secret, say
         self.interactive = not args.non_interactive
@@ -77,7 +95,9 @@ class _Wizard:
         if self.args.provider or not self.interactive:
             return PROVIDERS.get(self.args.provider or "custom")
         names = list(PROVIDERS)
-        menu = "  ".join(f"[{n}] {(PROVIDERS[name].label if PROVIDERS[name] else 'Custom')}" for n, name in enumerate(names, 1))  # type: ignore[union-attr]
+        menu = "  ".join(
+            f"[{n}] {(PROVIDERS[name].label if PROVIDERS[name] else 'Custom')}" for n, name in enumerate(names, 1)
+        )  # type: ignore[union-attr]
         while True:
             answer = self._ask(f"E-mail provider: {menu}\nChoose 1-{len(names)}: ").strip().lower()
             if answer.isdigit() and 1 <= int(answer) <= len(names):
@@ -99,15 +119,29 @@ def _env_path(args: argparse.Namespace) -> Path:
     return Path(config).parent / ".env" if config else Path(".env")
 
 
-def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input, ask_secret: Callable[[str], str] = getpass.getpass, say: Callable[[str], None] = print) -> int:
+def run(
+    args: argparse.Namespace,
+    *,
+    ask: Callable[[str], str] = input,
+    ask_secret: Callable[[str], str] = getpass.getpass,
+    say: Callable[[str], None] = print,
+) -> int:
     """Returns the exit code: 0 written (or dry run fine), 1 a check failed and nothing was written."""
     w = _Wizard(args, ask=ask, ask_secret=ask_secret, say=say)
     env_path = _env_path(args)
-    known = {k: v for k, v in dotenv_values(env_path, interpolate=False).items() if v is not None} if env_path.is_file() else {}
+    known = (
+        {k: v for k, v in dotenv_values(env_path, interpolate=False).items() if v is not None}
+        if env_path.is_file()
+        else {}
+    )
 
     provider = w.choose_provider()
     if provider is not None:
-        host, port, security = args.host or provider.host, args.port or provider.port, args.security or provider.security
+        host, port, security = (
+            args.host or provider.host,
+            args.port or provider.port,
+            args.security or provider.security,
+        )
         say(f"{provider.label}: {host}, port {port}, {security.upper()}")
         if provider.app_password:
             say(_APP_PASSWORD_NOTE.format(label=provider.label))
@@ -115,10 +149,18 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input, ask_secr
     else:
         host = w.value(args.host, "EDGE_SMTP_HOST", known, "SMTP server")
         port_text = w.value(str(args.port) if args.port else None, "EDGE_SMTP_PORT", known, "Port", "587")
-        security = w.value(args.security, "EDGE_SMTP_SECURITY", known, "Security: starttls (587), tls (465) or none (local relay)", "starttls")
+        security = w.value(
+            args.security,
+            "EDGE_SMTP_SECURITY",
+            known,
+            "Security: starttls (587), tls (465) or none (local relay)",
+            "starttls",
+        )
         ca_file = w.value(args.ca_file, "EDGE_SMTP_CA_FILE", known, "Extra CA certificate file (empty: the system's)")
         if not port_text.isdigit() or security not in ("starttls", "tls", "none"):
-            say(f"✗ port must be a number and security one of starttls, tls, none (got {port_text!r}, {security!r}); nothing written.")
+            say(
+                f"✗ port must be a number and security one of starttls, tls, none (got {port_text!r}, {security!r}); nothing written."
+            )
             return 1
         port = int(port_text)
     if not host:
@@ -137,13 +179,27 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input, ask_secr
         return 1
 
     values = {
-        "EDGE_SMTP_HOST": host, "EDGE_SMTP_PORT": str(port), "EDGE_SMTP_SECURITY": security, "EDGE_SMTP_USERNAME": username,
-        "EDGE_SMTP_PASSWORD": password, "EDGE_SMTP_FROM": sender or username, "EDGE_ALERT_TO": ",".join(recipients), "EDGE_AGENT_LANGUAGE": language,
+        "EDGE_SMTP_HOST": host,
+        "EDGE_SMTP_PORT": str(port),
+        "EDGE_SMTP_SECURITY": security,
+        "EDGE_SMTP_USERNAME": username,
+        "EDGE_SMTP_PASSWORD": password,
+        "EDGE_SMTP_FROM": sender or username,
+        "EDGE_ALERT_TO": ",".join(recipients),
+        "EDGE_AGENT_LANGUAGE": language,
     }
     if ca_file:
         values["EDGE_SMTP_CA_FILE"] = ca_file
-    smtp = SmtpSettings(host=host, port=port, security=security, username=username, password=Secret(password), sender=sender,  # type: ignore[arg-type]
-                        ca_file=Path(ca_file) if ca_file else None, timeout_s=15.0)
+    smtp = SmtpSettings(
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        password=Secret(password),
+        sender=sender,  # type: ignore[arg-type]
+        ca_file=Path(ca_file) if ca_file else None,
+        timeout_s=15.0,
+    )
     mailer = Mailer(smtp)
     say(f"Testing {host}:{port} ({security}) …")
     try:
@@ -151,15 +207,23 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input, ask_secr
         say("✓ connection and login work")
         if not args.no_test_mail:
             store_id = _store_id(args, values)
-            mail = AlertRenderer(language=language, store_name=store_id, store_id=store_id, tz=None).test(recipients=recipients)
+            mail = AlertRenderer(language=language, store_name=store_id, store_id=store_id, tz=None).test(
+                recipients=recipients
+            )
             asyncio.run(mailer.send(mail))
             say(f"✓ test e-mail sent to {', '.join(recipients)}")
     except AlertError as err:
         say(f"✗ {err}")
         say("Nothing was written.")
         return 1
-    if w.interactive and not args.no_test_mail and not w.confirm("Did the test e-mail arrive (check the spam folder too)?"):
-        say("Then the server accepted it but did not deliver it: check the recipient addresses and the provider's sent folder. Nothing was written.")
+    if (
+        w.interactive
+        and not args.no_test_mail
+        and not w.confirm("Did the test e-mail arrive (check the spam folder too)?")
+    ):
+        say(
+            "Then the server accepted it but did not deliver it: check the recipient addresses and the provider's sent folder. Nothing was written."
+        )
         return 1
 
     if args.dry_run:
@@ -213,6 +277,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="setup-notifications", description="Set up e-mail alerts for the store manager.")
+    parser = argparse.ArgumentParser(
+        prog="setup-notifications", description="Set up e-mail alerts for the store manager."
+    )
     add_arguments(parser)
     return run_command(parser.parse_args(argv))

@@ -70,16 +70,24 @@ class Authenticator:
         return None
 
     def _check_signature(self, headers: Mapping[str, str], body: bytes) -> tuple[str, str] | None:
-        msg_id, stamp, signatures = (headers.get(h, "") for h in ("webhook-id", "webhook-timestamp", "webhook-signature"))
+        msg_id, stamp, signatures = (
+            headers.get(h, "") for h in ("webhook-id", "webhook-timestamp", "webhook-signature")
+        )
         if not (msg_id and stamp and signatures):
             return "missing_signature", "missing webhook-id, webhook-timestamp or webhook-signature header"
         if len(msg_id) > _MAX_ID_LEN or not msg_id.isascii() or not signatures.isascii():
-            return "bad_signature", f"webhook-id and webhook-signature must be ASCII, the id at most {_MAX_ID_LEN} characters"
+            return (
+                "bad_signature",
+                f"webhook-id and webhook-signature must be ASCII, the id at most {_MAX_ID_LEN} characters",
+            )
         if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
             return "bad_signature", "webhook-timestamp must be whole seconds since 1970"
         now = self._clock()
         if abs(now - int(stamp)) > SIGNATURE_TOLERANCE_S:
-            return "stale_signature", f"webhook-timestamp is more than {SIGNATURE_TOLERANCE_S // 60} minutes away from the agent's clock"
+            return (
+                "stale_signature",
+                f"webhook-timestamp is more than {SIGNATURE_TOLERANCE_S // 60} minutes away from the agent's clock",
+            )
         given = [s.encode() for s in signatures.split()]
         # Every key against every signature, no early exit: rotation sends one signature per key.
         matched = False

@@ -65,7 +65,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except BadRequestError as err:
         return error_response(400, "malformed_request", str(err))
     except OrderConflictError as err:
-        return error_response(409, "conflict", f"order {err.order_id} already exists with different content; nothing was printed", order_id=err.order_id)
+        return error_response(
+            409,
+            "conflict",
+            f"order {err.order_id} already exists with different content; nothing was printed",
+            order_id=err.order_id,
+        )
     except NotFoundError as err:
         return error_response(404, "not_found", str(err))
     except StoreUnavailableError as err:
@@ -75,7 +80,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if err.status < 400:
             raise
         slug = err.reason.lower().replace(" ", "_") if err.reason else "error"
-        response = error_response(err.status, slug, err.text if err.text and not err.text.startswith(f"{err.status}:") else err.reason)
+        response = error_response(
+            err.status, slug, err.text if err.text and not err.text.startswith(f"{err.status}:") else err.reason
+        )
         for name in ("Allow", "WWW-Authenticate"):
             if name in err.headers:
                 response.headers[name] = err.headers[name]

@@ -53,11 +53,26 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         name = request.match_info["name"]
         printer, spooler = deps.settings.printers.get(name), deps.spoolers.get(name)
         if printer is None or spooler is None:
-            raise NotFoundError(f"printer {name!r} is not configured (known: {', '.join(deps.settings.printers) or 'none'})")
+            raise NotFoundError(
+                f"printer {name!r} is not configured (known: {', '.join(deps.settings.printers) or 'none'})"
+            )
         assert deps.renderer is not None  # the agent always sets it
-        data = deps.renderer.test_page(printer_name=name, width=printer.width, language=deps.settings.agent.language, options=print_options(printer))
+        data = deps.renderer.test_page(
+            printer_name=name,
+            width=printer.width,
+            language=deps.settings.agent.language,
+            options=print_options(printer),
+        )
         before = await spooler.driver.status()
-        body = {"printer": name, "type": printer.type, "profile": printer.profile, "status": before.value, "printed": False, "confirmed": False, "error": None}
+        body = {
+            "printer": name,
+            "type": printer.type,
+            "profile": printer.profile,
+            "status": before.value,
+            "printed": False,
+            "confirmed": False,
+            "error": None,
+        }
         try:
             # The driver's lock keeps this between two jobs of the spool, never inside one.
             outcome = await spooler.driver.print(data)

@@ -62,7 +62,9 @@ async def post_cancel(request: web.Request) -> web.Response:
     run_id = _run_id(request)
     if not await sync.recovery.cancel(run_id):
         run = await sync.recovery.run(run_id)
-        return error_response(409, "not_active", f"recovery run {run_id} is {run['state']}; only the active run can be cancelled")
+        return error_response(
+            409, "not_active", f"recovery run {run_id} is {run['state']}; only the active run can be cancelled"
+        )
     return web.json_response(await sync.recovery.run(run_id))
 
 

@@ -24,8 +24,8 @@ from edge.orders.intake import OrderIntake
 from edge.printing.render import Renderer
 from edge.printing.spooler import Spooler
 from edge.scanners import Scanner
-from edge.store.scans import ScanStore
 from edge.store import JOB_STATES, Database, JobStore, OrderStore, migrations
+from edge.store.scans import ScanStore
 from edge.sync import SyncService
 
 
@@ -99,7 +99,9 @@ async def get_order(request: web.Request) -> web.Response:
             "source": row["source"],
             "received_at": row["received_at"],
             "printed": all(j["state"] == "printed" for j in jobs),
-            **await ScanStore(deps.db).progress(order_id),  # state open/ready/handed_out, ready_at, handed_out_at, stations done
+            **await ScanStore(deps.db).progress(
+                order_id
+            ),  # state open/ready/handed_out, ready_at, handed_out_at, stations done
             "jobs": jobs,
             "order": json.loads(row["payload"]),
         }
@@ -114,7 +116,9 @@ async def post_reprint(request: web.Request) -> web.Response:
     if request.can_read_body:
         body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("station", ""), (str, type(None))):
-            return error_response(422, "invalid_request", 'body must be {"station": "<name>"} or empty', field="station")
+            return error_response(
+                422, "invalid_request", 'body must be {"station": "<name>"} or empty', field="station"
+            )
         station = body.get("station")
     if await deps.orders.get(order_id) is None:
         raise NotFoundError(f"order {order_id} does not exist")
@@ -147,7 +151,9 @@ async def get_jobs(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state is not None and state not in JOB_STATES:
         return error_response(422, "invalid_request", f"state must be one of {', '.join(JOB_STATES)}", field="state")
-    rows = await deps.jobs.list(state=state, printer=request.query.get("printer"), limit=query_limit(request, default=100, maximum=1000))
+    rows = await deps.jobs.list(
+        state=state, printer=request.query.get("printer"), limit=query_limit(request, default=100, maximum=1000)
+    )
     return web.json_response({"jobs": [job_json(r) | {"order_number": r["number"]} for r in rows]})
 
 
@@ -174,7 +180,10 @@ async def ready(request: web.Request) -> web.Response:
     latest = migrations.latest_version(await asyncio.to_thread(migrations.load_migrations))
     checks = {
         "database_writable": {"ok": problem is None, "detail": problem or ""},
-        "migrations_current": {"ok": version == latest, "detail": "" if version == latest else f"schema {version}, agent expects {latest}"},
+        "migrations_current": {
+            "ok": version == latest,
+            "detail": "" if version == latest else f"schema {version}, agent expects {latest}",
+        },
         "accepting": {"ok": deps.accepting, "detail": "" if deps.accepting else "shutting down"},
     }
     ok = all(c["ok"] for c in checks.values())

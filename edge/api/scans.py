@@ -20,8 +20,15 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         """GET /api/v1/scans?limit=&outcome=&scanner=&order_id= — newest first."""
         outcome = request.query.get("outcome")
         if outcome is not None and outcome not in SCAN_OUTCOMES:
-            return error_response(422, "invalid_request", f"outcome must be one of {', '.join(SCAN_OUTCOMES)}", field="outcome")
-        rows = await store.recent(limit=query_limit(request, default=50, maximum=1000), outcome=outcome, scanner=request.query.get("scanner"), order_id=request.query.get("order_id"))
+            return error_response(
+                422, "invalid_request", f"outcome must be one of {', '.join(SCAN_OUTCOMES)}", field="outcome"
+            )
+        rows = await store.recent(
+            limit=query_limit(request, default=50, maximum=1000),
+            outcome=outcome,
+            scanner=request.query.get("scanner"),
+            order_id=request.query.get("order_id"),
+        )
         scanners = [
             {
                 "name": name,
@@ -34,6 +41,8 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
             }
             for name, reader in deps.scanners.items()
         ]
-        return web.json_response({"scans": [dict(r) for r in rows], "counts": await store.counts(), "scanners": scanners})
+        return web.json_response(
+            {"scans": [dict(r) for r in rows], "counts": await store.counts(), "scanners": scanners}
+        )
 
     app.router.add_get("/api/v1/scans", get_scans)

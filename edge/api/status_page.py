@@ -25,7 +25,9 @@ log = structlog.get_logger()
 
 _HERE = Path(__file__).parent
 _RECENT_ORDERS = 15
-_LAST_RECOVERY = "SELECT id, trigger, state, created_at, finished_at, counts, errors FROM recovery_runs ORDER BY id DESC LIMIT 1"
+_LAST_RECOVERY = (
+    "SELECT id, trigger, state, created_at, finished_at, counts, errors FROM recovery_runs ORDER BY id DESC LIMIT 1"
+)
 _RECENT_ALERTS = "SELECT type, subject, severity, state, changed_at FROM alert_groups ORDER BY changed_at DESC LIMIT 5"
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(_HERE / "templates"),
@@ -77,15 +79,32 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         by_order: dict[str, list[dict[str, Any]]] = {}
         for job in jobs:
             by_order.setdefault(job["order_id"], []).append(dict(job))
-        orders = [{"id": o["id"], "number": o["number"], "received_at": o["received_at"], "jobs": by_order.get(o["id"], [])} for o in orders]
+        orders = [
+            {"id": o["id"], "number": o["number"], "received_at": o["received_at"], "jobs": by_order.get(o["id"], [])}
+            for o in orders
+        ]
     dead = [
-        {"id": r["id"], "order_id": r["order_id"], "number": r["number"], "printer": r["printer"], "attempts": r["attempts"], "last_error": r["last_error"]}
+        {
+            "id": r["id"],
+            "order_id": r["order_id"],
+            "number": r["number"],
+            "printer": r["printer"],
+            "attempts": r["attempts"],
+            "last_error": r["last_error"],
+        }
         for r in await deps.jobs.list(state="dead", limit=50)
     ]
     held = [  # stale tickets waiting for a person: oldest first, the order they would have printed in
         {
-            "id": r["id"], "order_id": r["order_id"], "number": r["number"], "printer": r["printer"], "station": r["station"],
-            "kind": r["kind"], "created_at": r["created_at"], "held_at": r["held_at"], "waited_s": round(now - r["created_at"]),
+            "id": r["id"],
+            "order_id": r["order_id"],
+            "number": r["number"],
+            "printer": r["printer"],
+            "station": r["station"],
+            "kind": r["kind"],
+            "created_at": r["created_at"],
+            "held_at": r["held_at"],
+            "waited_s": round(now - r["created_at"]),
         }
         for r in reversed(await deps.jobs.list(state="held", limit=50))
     ]
@@ -102,7 +121,9 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "orders": orders,
         "dead_jobs": dead,
         "held_jobs": held,
-        "central_up": deps.metrics.registry.get_sample_value("edge_central_api_up") if deps.metrics and deps.settings.central.url else None,
+        "central_up": deps.metrics.registry.get_sample_value("edge_central_api_up")
+        if deps.metrics and deps.settings.central.url
+        else None,
         "recovery": await _optional_rows(db, "recovery_runs", _LAST_RECOVERY),
         "alerts": await _optional_rows(db, "alert_groups", _RECENT_ALERTS),
     }
@@ -133,7 +154,9 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
 
     async def page(request: web.Request) -> web.Response:
         data = await snapshot(deps) if public else None
-        html = page_template.render(data=data, public=public, store_id=deps.settings.agent.store_id, version=__version__)
+        html = page_template.render(
+            data=data, public=public, store_id=deps.settings.agent.store_id, version=__version__
+        )
         return web.Response(text=html, content_type="text/html")
 
     async def panel(request: web.Request) -> web.Response:

@@ -58,7 +58,9 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
         raise StoreError(f"database {db_path} does not exist; nothing to back up")
     directory.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"  # sortable, unique per ms
+    stamp = (
+        time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
+    )  # sortable, unique per ms
     target = directory / f"{_PREFIX}{stamp}{label}.db"
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
@@ -74,7 +76,9 @@ async def backup_database(settings: Settings, *, label: str = "") -> Path:
     """Writes data_dir/backups/edge-<UTC time><label>.db and keeps the newest ``backup.keep`` files."""
     started = time.monotonic()
     target = await asyncio.to_thread(_backup, settings.agent.db_path, backup_dir(settings), settings.backup.keep, label)
-    log.info("backup_written", path=str(target), bytes=target.stat().st_size, seconds=round(time.monotonic() - started, 3))
+    log.info(
+        "backup_written", path=str(target), bytes=target.stat().st_size, seconds=round(time.monotonic() - started, 3)
+    )
     return target
 
 
@@ -82,11 +86,17 @@ def _restore(settings: Settings, source: Path) -> Path | None:
     version = _check(source)
     latest = migrations.latest_version(migrations.load_migrations())
     if version > latest:
-        raise StoreError(f"{source}: schema version {version} is newer than this agent knows ({latest}); upgrade the agent first")
+        raise StoreError(
+            f"{source}: schema version {version} is newer than this agent knows ({latest}); upgrade the agent first"
+        )
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge restore")  # refuses while the agent runs
     try:
         db_path = settings.agent.db_path
-        safety = _backup(db_path, backup_dir(settings), settings.backup.keep + 1, "-before-restore") if db_path.exists() else None
+        safety = (
+            _backup(db_path, backup_dir(settings), settings.backup.keep + 1, "-before-restore")
+            if db_path.exists()
+            else None
+        )
         _copy(source, db_path)
     finally:
         lock.release()

@@ -78,8 +78,12 @@ class Housekeeping:
         self._scheduler = AsyncIOScheduler()
 
     def start(self) -> None:
-        self._scheduler.add_job(self.purge, "interval", seconds=self._retention.every_s, id="retention", max_instances=1, coalesce=True)
-        self._scheduler.add_job(self.probe_storage, "interval", seconds=STORAGE_PROBE_S, id="storage_probe", max_instances=1, coalesce=True)
+        self._scheduler.add_job(
+            self.purge, "interval", seconds=self._retention.every_s, id="retention", max_instances=1, coalesce=True
+        )
+        self._scheduler.add_job(
+            self.probe_storage, "interval", seconds=STORAGE_PROBE_S, id="storage_probe", max_instances=1, coalesce=True
+        )
         self._scheduler.start()
 
     def stop(self) -> None:

@@ -30,7 +30,9 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def measure_startup(config: Path, *, idle_s: float = 3.0, timeout_s: float = 60.0, env: Mapping[str, str] | None = None) -> StartupMeasurement:
+def measure_startup(
+    config: Path, *, idle_s: float = 3.0, timeout_s: float = 60.0, env: Mapping[str, str] | None = None
+) -> StartupMeasurement:
     """Runs ``python -m edge run --config CONFIG`` with NOTIFY_SOCKET on a datagram socket of our own, as systemd would.
 
     Blocking on purpose (a benchmark helper, not agent code). Raises TimeoutError if READY=1 does not come.
@@ -55,7 +57,10 @@ def measure_startup(config: Path, *, idle_s: float = 3.0, timeout_s: float = 60.
         child_env = {**os.environ, **(env or {}), "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "10000000"}
         started = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(config)], env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "edge", "run", "--config", str(config)],
+            env=child_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             receive_until("READY=1", started + timeout_s)
@@ -72,4 +77,6 @@ def measure_startup(config: Path, *, idle_s: float = 3.0, timeout_s: float = 60.
                 process.kill()
                 process.wait()
             sock.close()
-    return StartupMeasurement(ready_s=ready_s, idle_rss_kib=rss, stop_s=stop_s, exit_code=code, messages=tuple(messages))
+    return StartupMeasurement(
+        ready_s=ready_s, idle_rss_kib=rss, stop_s=stop_s, exit_code=code, messages=tuple(messages)
+    )

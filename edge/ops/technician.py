@@ -45,7 +45,11 @@ def _ago(seconds: float | None) -> str:
 
 def _row_text(row: dict[str, Any]) -> str:
     def shown(key: str, value: Any) -> Any:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if key.endswith("_at") and isinstance(value, (int, float)) else value
+        return (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+            if key.endswith("_at") and isinstance(value, (int, float))
+            else value
+        )
 
     return ", ".join(f"{k}={shown(k, v)}" for k, v in row.items() if v not in (None, ""))
 
@@ -64,9 +68,22 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
     queue_level = "ok" if not data["queued"] else ("warn" if (oldest or 0) < 300 else "fail")
     lines.append(_paint(queue_level, f"queue: {data['queued']} waiting, oldest {_ago(oldest)}", colour))
     dead = data["dead_jobs"]
-    lines.append(_paint("fail" if dead else "ok", f"dead jobs: {len(dead)}" + (f" (edge jobs --failed; edge retry {dead[0]['id']})" if dead else ""), colour))
+    lines.append(
+        _paint(
+            "fail" if dead else "ok",
+            f"dead jobs: {len(dead)}" + (f" (edge jobs --failed; edge retry {dead[0]['id']})" if dead else ""),
+            colour,
+        )
+    )
     central = data.get("central_up")
-    lines.append("central link: " + ("not configured" if central is None else _paint("ok" if central else "fail", "up" if central else "DOWN", colour)))
+    lines.append(
+        "central link: "
+        + (
+            "not configured"
+            if central is None
+            else _paint("ok" if central else "fail", "up" if central else "DOWN", colour)
+        )
+    )
     lines.append("last recovery: " + (_row_text(data["recovery"][0]) if data["recovery"] else "none"))
     lines.append("last alert: " + (_row_text(data["alerts"][0]) if data["alerts"] else "none"))
     return "\n".join(lines)
@@ -95,17 +112,33 @@ def _database_checks(settings: Settings) -> list[Check]:
         return [Check("database", "fail", f"{path}: {err}")]
     latest = migrations.latest_version(migrations.load_migrations())
     checks = [
-        Check("database integrity", "ok" if integrity == ["ok"] else "fail", "ok" if integrity == ["ok"] else "; ".join(integrity[:3])),
-        Check("database schema", "ok" if version == latest else "fail", f"version {version}" + ("" if version == latest else f", this agent expects {latest} (edge migrate)")),
+        Check(
+            "database integrity",
+            "ok" if integrity == ["ok"] else "fail",
+            "ok" if integrity == ["ok"] else "; ".join(integrity[:3]),
+        ),
+        Check(
+            "database schema",
+            "ok" if version == latest else "fail",
+            f"version {version}" + ("" if version == latest else f", this agent expects {latest} (edge migrate)"),
+        ),
     ]
     now = time.time()
     behind = (newest or 0) - now
     clock_ok = now > 1_767_225_600 and behind < CLOCK_BEHIND_MAX_S  # after 2026-01-01, not behind stored orders
-    detail = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)) + ("" if clock_ok else f" is {int(max(behind, 0))} s behind the newest order: check NTP / RTC")
+    detail = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)) + (
+        "" if clock_ok else f" is {int(max(behind, 0))} s behind the newest order: check NTP / RTC"
+    )
     checks.append(Check("clock", "ok" if clock_ok else "fail", detail))
     usage = shutil.disk_usage(path.parent)
     free_mb = usage.free // 2**20
-    checks.append(Check("disk space", "ok" if free_mb >= settings.alerts.disk_free_min_mb else "fail", f"{free_mb} MB free of {usage.total // 2**20} MB on {path.parent}"))
+    checks.append(
+        Check(
+            "disk space",
+            "ok" if free_mb >= settings.alerts.disk_free_min_mb else "fail",
+            f"{free_mb} MB free of {usage.total // 2**20} MB on {path.parent}",
+        )
+    )
     return checks
 
 
@@ -114,7 +147,11 @@ async def _printer_checks(settings: Settings) -> list[Check]:
 
     async def one(name: str) -> Check:
         state = await make_driver(settings.printers[name]).status()
-        level = "fail" if state in BLOCKING_STATES else ("warn" if state in (PrinterState.PAPER_NEAR_END, PrinterState.UNKNOWN) else "ok")
+        level = (
+            "fail"
+            if state in BLOCKING_STATES
+            else ("warn" if state in (PrinterState.PAPER_NEAR_END, PrinterState.UNKNOWN) else "ok")
+        )
         return Check(f"printer {name}", level, state.value.replace("_", " "))
 
     return list(await asyncio.gather(*(one(name) for name in settings.printers)))
@@ -155,7 +192,9 @@ async def _agent_check(settings: Settings, api_call: ApiCall) -> Check:
         return Check("agent", "fail", str(err))
     if status == 200:
         return Check("agent", "ok", f"running, ready on port {settings.api.port}")
-    failing = [f"{name}: {c.get('detail') or 'not ok'}" for name, c in body.get("checks", {}).items() if not c.get("ok")]
+    failing = [
+        f"{name}: {c.get('detail') or 'not ok'}" for name, c in body.get("checks", {}).items() if not c.get("ok")
+    ]
     return Check("agent", "fail", "not ready: " + "; ".join(failing))
 
 
@@ -181,10 +220,18 @@ def _agent_mail(settings: Settings, *, healthy: bool, reason: str, since: float)
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
     if settings.agent.language == "de":
         subject = f"[{store}] {'BEHOBEN: Edge-Agent läuft wieder' if healthy else 'STÖRUNG: Edge-Agent läuft nicht'}"
-        text = f"Der Edge-Agent der Filiale {store} " + ("ist wieder bereit." if healthy else f"ist seit {when} nicht bereit: {reason}\nBestellungen werden nicht angenommen oder gedruckt. Bitte den Techniker informieren (edge doctor).")
+        text = f"Der Edge-Agent der Filiale {store} " + (
+            "ist wieder bereit."
+            if healthy
+            else f"ist seit {when} nicht bereit: {reason}\nBestellungen werden nicht angenommen oder gedruckt. Bitte den Techniker informieren (edge doctor)."
+        )
     else:
         subject = f"[{store}] {'RESOLVED: edge agent is back' if healthy else 'ALERT: edge agent is not running'}"
-        text = f"The edge agent of store {store} " + ("is ready again." if healthy else f"has not been ready since {when}: {reason}\nOrders are not taken or printed. Please call the technician (edge doctor).")
+        text = f"The edge agent of store {store} " + (
+            "is ready again."
+            if healthy
+            else f"has not been ready since {when}: {reason}\nOrders are not taken or printed. Please call the technician (edge doctor)."
+        )
     recipients = list(dict.fromkeys([*settings.alerts.to, *settings.alerts.critical_to]))
     html = "<p>" + text.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br>") + "</p>"
     return Mail(recipients=recipients, subject=subject, text=text, html=html)
@@ -198,7 +245,11 @@ async def health(settings: Settings, api_call: ApiCall, *, alert: bool) -> tuple
     try:
         status, body = await api_call(settings, "GET", "/ready")
         healthy = status == 200
-        reason = "ready" if healthy else "; ".join(f"{n}: {c.get('detail')}" for n, c in body.get("checks", {}).items() if not c.get("ok"))
+        reason = (
+            "ready"
+            if healthy
+            else "; ".join(f"{n}: {c.get('detail')}" for n, c in body.get("checks", {}).items() if not c.get("ok"))
+        )
     except EdgeError as err:
         healthy, reason = False, str(err)
     if not alert:

@@ -27,13 +27,28 @@ class Router:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
-        return cls(stations=settings.stations, receipt_printer=settings.receipts.printer, receipts_by_default=settings.receipts.by_default)
+        return cls(
+            stations=settings.stations,
+            receipt_printer=settings.receipts.printer,
+            receipts_by_default=settings.receipts.by_default,
+        )
 
     def prepare(self, payload: Any, source: str) -> NewOrder:
         """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing."""
         order = parse_order(payload)
-        plans = plan_jobs(order, stations=self.stations, receipt_printer=self.receipt_printer, receipts_by_default=self.receipts_by_default)
-        return NewOrder(order=order, payload=canonical_json(payload), content_hash=content_hash(payload), plans=tuple(plans), source=source)
+        plans = plan_jobs(
+            order,
+            stations=self.stations,
+            receipt_printer=self.receipt_printer,
+            receipts_by_default=self.receipts_by_default,
+        )
+        return NewOrder(
+            order=order,
+            payload=canonical_json(payload),
+            content_hash=content_hash(payload),
+            plans=tuple(plans),
+            source=source,
+        )
 
 
 class OrderIntake:
@@ -54,14 +69,22 @@ class OrderIntake:
     def publish(self, result: InsertResult, new: NewOrder) -> None:
         """Facts go out after the commit, never before."""
         if result.outcome == "stored":
-            log.info("order_stored", order_id=result.order_id, number=new.order.number, jobs=list(result.job_ids), source=new.source)
-            self._bus.publish(OrderStored(
+            log.info(
+                "order_stored",
+                order_id=result.order_id,
+                number=new.order.number,
+                jobs=list(result.job_ids),
+                source=new.source,
+            )
+            self._bus.publish(
+                OrderStored(
                     order_id=result.order_id,
                     number=new.order.number,
                     job_ids=result.job_ids,
                     printers=tuple(sorted({p.printer for p in new.plans})),
                     source=new.source,
-                ))
+                )
+            )
         elif result.outcome == "conflict":
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
             self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source))

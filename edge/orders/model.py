@@ -129,7 +129,9 @@ class _Reader:
             return None
         return self.data[key]
 
-    def text(self, key: str, *, required: bool = True, max_len: int = 200, pattern: tuple[re.Pattern[str], str] | None = None) -> str | None:
+    def text(
+        self, key: str, *, required: bool = True, max_len: int = 200, pattern: tuple[re.Pattern[str], str] | None = None
+    ) -> str | None:
         """``pattern`` is (regex, what a valid value looks like) so the error can say what was expected."""
         value = self.raw(key, required=required)
         if value is None:
@@ -183,7 +185,9 @@ class _Reader:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidOrderError(self._field(key), f"must be an ISO 8601 time like 2026-11-22T18:04:11Z, got {value!r}") from None
+            raise InvalidOrderError(
+                self._field(key), f"must be an ISO 8601 time like 2026-11-22T18:04:11Z, got {value!r}"
+            ) from None
         if parsed.tzinfo is None:
             raise InvalidOrderError(self._field(key), "must carry a time zone (e.g. Z or +01:00)")
         return parsed
@@ -250,7 +254,9 @@ def parse_order(data: Any) -> Order:
 
     customer = None
     if (c := r.child("customer", required=False)) is not None:
-        customer = Customer(name=c.text("name", required=False, max_len=100), phone=c.text("phone", required=False, max_len=40))
+        customer = Customer(
+            name=c.text("name", required=False, max_len=100), phone=c.text("phone", required=False, max_len=40)
+        )
 
     f = r.child("fulfilment")
     table = f.raw("table", required=False)

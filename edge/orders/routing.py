@@ -15,7 +15,9 @@ class JobPlan:
     printer: str
 
 
-def plan_jobs(order: Order, *, stations: dict[str, list[str]], receipt_printer: str | None, receipts_by_default: bool) -> list[JobPlan]:
+def plan_jobs(
+    order: Order, *, stations: dict[str, list[str]], receipt_printer: str | None, receipts_by_default: bool
+) -> list[JobPlan]:
     """One ticket per station with production items, then a receipt if asked for.
 
     ``stations`` maps a station to its printers, primary first. An item whose station

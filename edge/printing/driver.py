@@ -49,7 +49,9 @@ class PrinterDriver:
         """Asks the printer; OFFLINE if it cannot be reached, UNKNOWN if it does not answer."""
         state, replies = await asyncio.to_thread(self._status)
         if state == PrinterState.ERROR:
-            log.info("printer_error_status", device_id=self.name, replies={n: f"0x{byte:02x}" for n, byte in replies.items()})
+            log.info(
+                "printer_error_status", device_id=self.name, replies={n: f"0x{byte:02x}" for n, byte in replies.items()}
+            )
         return state
 
     async def print(self, data: bytes) -> PrintOutcome:

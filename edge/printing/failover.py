@@ -25,7 +25,15 @@ class Failover:
     prints on both printers.
     """
 
-    def __init__(self, *, stations: dict[str, list[str]], spoolers: dict[str, Spooler], jobs: JobStore, bus: EventBus, after_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        stations: dict[str, list[str]],
+        spoolers: dict[str, Spooler],
+        jobs: JobStore,
+        bus: EventBus,
+        after_s: float,
+    ) -> None:
         self._routes = {station: printers for station, printers in stations.items() if len(printers) > 1}
         self._spoolers = spoolers
         self._jobs = jobs
@@ -67,9 +75,18 @@ class Failover:
         moved = await self._jobs.redirect(station, from_printer=primary.name, to_printer=backup.name)
         if not moved:
             return
-        log.warning("jobs_redirected", station=station, from_printer=primary.name, to_printer=backup.name, job_ids=[j for j, _ in moved], paused_s=round(paused, 1))
+        log.warning(
+            "jobs_redirected",
+            station=station,
+            from_printer=primary.name,
+            to_printer=backup.name,
+            job_ids=[j for j, _ in moved],
+            paused_s=round(paused, 1),
+        )
         for job_id, order_id in moved:
-            self._bus.publish(JobRedirected(job_id=job_id, order_id=order_id, from_printer=primary.name, to_printer=backup.name))
+            self._bus.publish(
+                JobRedirected(job_id=job_id, order_id=order_id, from_printer=primary.name, to_printer=backup.name)
+            )
         backup.wake()
 
 

@@ -11,7 +11,7 @@ import traceback
 import types
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -137,7 +137,9 @@ class PrintOptions:
     profile: str = "default"  # python-escpos capability profile: which commands and code pages the model knows
     codepage: str = "auto"  # auto (the profile's first of CP858, CP1252, CP437), or one of those by name
     cut: str = "full"  # full, partial or none (feed only, for a tear bar)
-    qr: str = "auto"  # auto (native when the profile has it, else an image), native, bitImageRaster, graphics, bitImageColumn
+    qr: str = (
+        "auto"  # auto (native when the profile has it, else an image), native, bitImageRaster, graphics, bitImageColumn
+    )
     qr_fragment_height: int = 960  # image strip height; some models print garbage with large strips
     cash_drawer: bool = False  # kick the drawer (pin 2) after a receipt paid in cash
     logo: Path | None = None  # image at the top of receipts, scaled down to the paper width
@@ -389,7 +391,9 @@ class _Job:
             if self.options.logo is not None:
                 self._flush()
                 self._sync_align()
-                self.printer.image(_logo(self.options.logo, self.width * _DOTS_PER_CHARACTER), **self._image_arguments())
+                self.printer.image(
+                    _logo(self.options.logo, self.width * _DOTS_PER_CHARACTER), **self._image_arguments()
+                )
         elif d.name == "cut":
             self._flush()
             if self.options.cut == "none":
@@ -538,7 +542,9 @@ class Renderer:
             fulfilment=_fulfilment(order.fulfilment, language),
             customer=order.customer.name if order.customer else None,
             created=created.strftime(_DATE_TIME[language] if released else "%H:%M"),
-            due=None if due is None else due.strftime("%H:%M" if due.date() == created.date() else _OTHER_DAY[language]),
+            due=None
+            if due is None
+            else due.strftime("%H:%M" if due.date() == created.date() else _OTHER_DAY[language]),
             qr_code=f"edge:v1:{order.id}:{station}",
         )
 
@@ -578,7 +584,9 @@ class Renderer:
             percent=lambda rate: _percent(rate, language),
         )
 
-    def test_page(self, *, printer_name: str, width: int = 48, language: str = "de", options: PrintOptions = DEFAULT_OPTIONS) -> bytes:
+    def test_page(
+        self, *, printer_name: str, width: int = 48, language: str = "de", options: PrintOptions = DEFAULT_OPTIONS
+    ) -> bytes:
         """A page that shows the technician the width, the character set, the styles and a QR code work."""
         _check_job(width, language)
         return self._render(
@@ -600,9 +608,13 @@ class Renderer:
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise ConfigError(f"printers.{printer}", f"cannot print with these options: {err}") from err
 
-    def _render(self, name: str, *, width: int, language: str, options: PrintOptions, drawer: bool = False, **context: Any) -> bytes:
+    def _render(
+        self, name: str, *, width: int, language: str, options: PrintOptions, drawer: bool = False, **context: Any
+    ) -> bytes:
         # A namespace, not a dict: in a template t.copy on a dict would be dict.copy.
-        output = self._templates[name].render(t=types.SimpleNamespace(**_LABELS[language]), width=width, language=language, **context)
+        output = self._templates[name].render(
+            t=types.SimpleNamespace(**_LABELS[language]), width=width, language=language, **context
+        )
         job = _Job(width, options)
         job.write(output)
         if drawer:
@@ -672,11 +684,11 @@ def _fulfilment(fulfilment: Fulfilment, language: str) -> str:
 _SAMPLE_ORDER = Order(
     id="sample",
     number="1",
-    created_at=datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc),
+    created_at=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
     channel="pos",
     priority=0,
     customer=Customer(name="Sample", phone=None),
-    fulfilment=Fulfilment(type="dine_in", table="1", due_at=datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)),
+    fulfilment=Fulfilment(type="dine_in", table="1", due_at=datetime(2026, 1, 2, 12, 0, tzinfo=UTC)),
     items=(
         Item(
             sku="S",

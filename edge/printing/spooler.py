@@ -91,7 +91,9 @@ class Spooler:
     def _set_state(self, state: PrinterState, detail: str = "") -> None:
         if state != self.state:
             log.info("printer_status", device_id=self.name, old=self.state.value, new=state.value, detail=detail)
-            self._bus.publish(PrinterStatusChanged(printer=self.name, old=self.state.value, new=state.value, detail=detail))
+            self._bus.publish(
+                PrinterStatusChanged(printer=self.name, old=self.state.value, new=state.value, detail=detail)
+            )
         self.state, self.state_detail = state, detail
 
     async def _sleep(self, seconds: float) -> None:
@@ -116,7 +118,9 @@ class Spooler:
                     next_poll = time.monotonic() + self._poll_s
                     continue
                 due = await self._jobs.next_due_at(self.name)
-                wait = min(_IDLE_WAKE_S, next_poll - time.monotonic() if self.driver.transport.can_read else _IDLE_WAKE_S)
+                wait = min(
+                    _IDLE_WAKE_S, next_poll - time.monotonic() if self.driver.transport.can_read else _IDLE_WAKE_S
+                )
                 await self._sleep(wait if due is None else min(wait, due - time.time()))
             except Exception:  # the spool must outlive any one bad job or database hiccup
                 log.exception("spool_error", device_id=self.name)
@@ -137,7 +141,14 @@ class Spooler:
         if not limit or job["released_at"] is not None or age <= limit:
             return False
         if await self._jobs.hold(job["id"], self.name):
-            log.warning("job_held", device_id=self.name, kind=job["kind"], station=job["station"], age_s=round(age), stale_after_s=limit)
+            log.warning(
+                "job_held",
+                device_id=self.name,
+                kind=job["kind"],
+                station=job["station"],
+                age_s=round(age),
+                stale_after_s=limit,
+            )
             self._bus.publish(JobHeld(job_id=job["id"], order_id=job["order_id"], printer=self.name, age_s=age))
         return True
 
@@ -171,7 +182,14 @@ class Spooler:
                 printed_at = await self._jobs.mark_printed(job_id, order_id)
                 self._set_state(outcome.state)
                 latency = printed_at - job["received_at"]
-                log.info("job_printed", device_id=self.name, kind=job["kind"], copy=bool(job["copy"]), confirmed=outcome.confirmed, latency_ms=round(latency * 1000, 1))
+                log.info(
+                    "job_printed",
+                    device_id=self.name,
+                    kind=job["kind"],
+                    copy=bool(job["copy"]),
+                    confirmed=outcome.confirmed,
+                    latency_ms=round(latency * 1000, 1),
+                )
                 self._bus.publish(JobPrinted(job_id=job_id, order_id=order_id, printer=self.name, latency_s=latency))
         finally:
             self.current_job = None
@@ -180,14 +198,30 @@ class Spooler:
     async def _failed(self, job: aiosqlite.Row, error: str, *, partial: bool) -> None:
         delay = retry_delay(job["attempts"] + 1, base=self._spool.retry_base_s, cap=self._spool.retry_max_s)
         state, attempts = await self._jobs.mark_failed(
-            job["id"], job["order_id"], error=error, next_attempt_at=time.time() + delay, max_attempts=self._spool.max_attempts, partial=partial
+            job["id"],
+            job["order_id"],
+            error=error,
+            next_attempt_at=time.time() + delay,
+            max_attempts=self._spool.max_attempts,
+            partial=partial,
         )
         if state == "dead":
             log.error("job_dead", device_id=self.name, attempts=attempts, error=error)
-            self._bus.publish(JobDead(job_id=job["id"], order_id=job["order_id"], order_number=job["number"], printer=self.name, error=error, attempts=attempts))
+            self._bus.publish(
+                JobDead(
+                    job_id=job["id"],
+                    order_id=job["order_id"],
+                    order_number=job["number"],
+                    printer=self.name,
+                    error=error,
+                    attempts=attempts,
+                )
+            )
         else:
             log.warning("job_failed", device_id=self.name, attempts=attempts, error=error, retry_in_s=round(delay, 2))
-            self._bus.publish(JobFailed(job_id=job["id"], order_id=job["order_id"], printer=self.name, error=error, attempts=attempts))
+            self._bus.publish(
+                JobFailed(job_id=job["id"], order_id=job["order_id"], printer=self.name, error=error, attempts=attempts)
+            )
 
     async def _pause(self, state: PrinterState, detail: str) -> None:
         """The printer cannot take jobs: no attempts are spent; probe with capped backoff until it can."""

@@ -16,8 +16,17 @@ from edge.scanners.ports import READ_WAKE_S
 # US layout: the scanner must be set to it (most default to it). Key → (plain, with shift).
 _DIGITS, _DIGITS_SHIFTED = "1234567890", "!@#$%^&*()"
 _PUNCTUATION = {
-    "MINUS": "-_", "EQUAL": "=+", "LEFTBRACE": "[{", "RIGHTBRACE": "]}", "SEMICOLON": ";:", "APOSTROPHE": "'\"",
-    "GRAVE": "`~", "BACKSLASH": "\\|", "COMMA": ",<", "DOT": ".>", "SLASH": "/?",
+    "MINUS": "-_",
+    "EQUAL": "=+",
+    "LEFTBRACE": "[{",
+    "RIGHTBRACE": "]}",
+    "SEMICOLON": ";:",
+    "APOSTROPHE": "'\"",
+    "GRAVE": "`~",
+    "BACKSLASH": "\\|",
+    "COMMA": ",<",
+    "DOT": ".>",
+    "SLASH": "/?",
 }
 KEYMAP: dict[int, tuple[str, str]] = {
     **{getattr(ecodes, f"KEY_{c.upper()}"): (c, c.upper()) for c in string.ascii_lowercase},
@@ -36,7 +45,16 @@ KEYMAP: dict[int, tuple[str, str]] = {
 }
 _SHIFT = {ecodes.KEY_LEFTSHIFT, ecodes.KEY_RIGHTSHIFT}
 # Keys that type nothing on their own; scanners send some of them around a code.
-_SILENT = {ecodes.KEY_LEFTCTRL, ecodes.KEY_RIGHTCTRL, ecodes.KEY_LEFTALT, ecodes.KEY_RIGHTALT, ecodes.KEY_LEFTMETA, ecodes.KEY_RIGHTMETA, ecodes.KEY_CAPSLOCK, ecodes.KEY_NUMLOCK}
+_SILENT = {
+    ecodes.KEY_LEFTCTRL,
+    ecodes.KEY_RIGHTCTRL,
+    ecodes.KEY_LEFTALT,
+    ecodes.KEY_RIGHTALT,
+    ecodes.KEY_LEFTMETA,
+    ecodes.KEY_RIGHTMETA,
+    ecodes.KEY_CAPSLOCK,
+    ecodes.KEY_NUMLOCK,
+}
 # ASCII SUB ("substitute"): a key with no character; it makes its line noise, rejected like any control byte.
 _NO_CHARACTER = "\x1a"
 _DOWN, _UP = 1, 0  # 2 is auto-repeat, which a scanner never means
@@ -76,7 +94,9 @@ class HidPort:
             self._device.grab()
         except OSError as err:
             self._device.close()
-            raise DeviceUnreachableError(settings.name, self.label, f"cannot grab (another program holds it?): {_reason(err)}") from err
+            raise DeviceUnreachableError(
+                settings.name, self.label, f"cannot grab (another program holds it?): {_reason(err)}"
+            ) from err
 
     def read(self) -> bytes:
         ready, _, _ = select.select([self._device.fd], [], [], READ_WAKE_S)

@@ -28,7 +28,9 @@ _MIN_BACKOFF_S = 0.2
 class Scanner:
     """A driver for one scanner. Blocking device calls run on its own thread, never on the event loop."""
 
-    def __init__(self, settings: ScannerSettings, on_code: OnCode, bus: EventBus, *, open_port: OpenPort = open_port) -> None:
+    def __init__(
+        self, settings: ScannerSettings, on_code: OnCode, bus: EventBus, *, open_port: OpenPort = open_port
+    ) -> None:
         self.settings = settings
         self.connected: bool | None = None  # None until the first attempt to open the port
         self.detail = ""
@@ -70,7 +72,9 @@ class Scanner:
         while not self._stopping.is_set():
             try:
                 port = await loop.run_in_executor(self._executor, self._open_port, self.settings)
-            except Exception as err:  # DeviceUnreachableError, or a driver bug: retried either way, never the reader's end
+            except (
+                Exception
+            ) as err:  # DeviceUnreachableError, or a driver bug: retried either way, never the reader's end
                 if not isinstance(err, DeviceUnreachableError):
                     log.exception("scanner_open_failed", scanner=self.name)
                 self._set_connected(False, str(err))

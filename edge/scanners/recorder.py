@@ -23,7 +23,9 @@ class ScanRecorder:
         """Store what the scan means; returns after the commit. ``read_at``: monotonic time the bytes arrived."""
         parsed = parse_code(code)
         if isinstance(parsed, UnknownCode):
-            request = ScanRequest(scanner=scanner.name, code=code, order_ref=None, station=None, plain=True, detail=parsed.reason)
+            request = ScanRequest(
+                scanner=scanner.name, code=code, order_ref=None, station=None, plain=True, detail=parsed.reason
+            )
         else:
             request = ScanRequest(
                 scanner=scanner.name,
@@ -36,7 +38,13 @@ class ScanRecorder:
                 hand_out_gap_s=scanner.hand_out_gap_s,
             )
         result = await self._store.record(request)
-        fields = {"scanner": scanner.name, "order_id": result.order_id, "station": result.station, "outcome": result.outcome, "detail": result.detail}
+        fields = {
+            "scanner": scanner.name,
+            "order_id": result.order_id,
+            "station": result.station,
+            "outcome": result.outcome,
+            "detail": result.detail,
+        }
         if read_at is not None:
             fields["stored_ms"] = round((time.monotonic() - read_at) * 1000, 1)
         if result.outcome == "unknown":
@@ -45,5 +53,7 @@ class ScanRecorder:
             log.info("scan_repeated", **fields)  # idempotent: nothing changed
         else:
             log.info("scan_recorded", **fields)
-        self._bus.publish(ScanRecorded(scanner=scanner.name, code=code, outcome=result.outcome, order_id=result.order_id))
+        self._bus.publish(
+            ScanRecorded(scanner=scanner.name, code=code, outcome=result.outcome, order_id=result.order_id)
+        )
         return result

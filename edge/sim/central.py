@@ -34,11 +34,17 @@ class CentralSim:
         self.port = port
         self.latency_s = 0.0  # added to every answer
         self.up_at: float | None = None  # time.time() of the last set_up(True)
-        self.requests: list[tuple[float, str, str, int]] = []  # (monotonic time, method, path, status) of each answered request
+        self.requests: list[
+            tuple[float, str, str, int]
+        ] = []  # (monotonic time, method, path, status) of each answered request
         self.events: dict[str, dict[str, Any]] = {}  # accepted status events by idempotency key, first copy kept
         self.duplicates: list[str] = []  # keys of events re-sent after they were accepted
-        self.posted: collections.Counter[str] = collections.Counter()  # every key in every events POST that got an answer, accepted or not
-        self.reject_keys: set[str] = set()  # events the backend will never take: a batch holding one is refused with 422
+        self.posted: collections.Counter[str] = (
+            collections.Counter()
+        )  # every key in every events POST that got an answer, accepted or not
+        self.reject_keys: set[str] = (
+            set()
+        )  # events the backend will never take: a batch holding one is refused with 422
         self.reject_types: set[str] = set()
         self._faults: collections.deque[tuple[int, float | None]] = collections.deque()
         self._orders: dict[str, dict[str, Any]] = {}
@@ -104,7 +110,9 @@ class CentralSim:
 
     def create_orders(self, count: int, *, prefix: str, start: int = 1) -> list[dict[str, Any]]:
         """``count`` ready-made orders with their own ids and numbers, added and returned."""
-        orders = [make_order(n, prefix=prefix, print_receipt=n % 4 == 0, bar=n % 5 == 0) for n in range(start, start + count)]
+        orders = [
+            make_order(n, prefix=prefix, print_receipt=n % 4 == 0, bar=n % 5 == 0) for n in range(start, start + count)
+        ]
         self.add_orders(orders)
         return orders
 
@@ -134,7 +142,9 @@ class CentralSim:
     # --- the API ------------------------------------------------------------------------------
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if not self.up and request.transport is not None:
             request.transport.abort()  # a keep-alive connection from before the cut: gone, as on a dead line
             raise web.HTTPServiceUnavailable()
@@ -144,7 +154,9 @@ class CentralSim:
         self.requests.append((time.monotonic(), request.method, request.path, response.status))
         return response
 
-    async def _answer(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if request.path == "/v1/health":
             return await handler(request)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -154,7 +166,9 @@ class CentralSim:
         if self._faults:
             status, retry_after = self._faults.popleft()
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-            return web.json_response({"error": "simulated", "reason": f"simulated HTTP {status}"}, status=status, headers=headers)
+            return web.json_response(
+                {"error": "simulated", "reason": f"simulated HTTP {status}"}, status=status, headers=headers
+            )
         return await handler(request)
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -176,7 +190,9 @@ class CentralSim:
             cursor = seq
             if self._latest[order_id] == seq:  # an older version of an order changed since: only the newest counts
                 page.append(self._orders[order_id])
-        return web.json_response({"orders": page, "next_cursor": str(cursor) if cursor else since_raw, "has_more": position < len(self._log)})
+        return web.json_response(
+            {"orders": page, "next_cursor": str(cursor) if cursor else since_raw, "has_more": position < len(self._log)}
+        )
 
     async def _post_events(self, request: web.Request) -> web.Response:
         try:
@@ -187,12 +203,24 @@ class CentralSim:
         if not isinstance(events, list):
             return _error(422, "invalid_events", 'body must be {"events": [...]}')
         for n, event in enumerate(events):
-            if not isinstance(event, dict) or not isinstance(event.get("idempotency_key"), str) or event.get("event") not in EVENT_TYPES:
-                return _error(422, "invalid_events", f"events[{n}] needs idempotency_key and event (one of {', '.join(EVENT_TYPES)})")
+            if (
+                not isinstance(event, dict)
+                or not isinstance(event.get("idempotency_key"), str)
+                or event.get("event") not in EVENT_TYPES
+            ):
+                return _error(
+                    422,
+                    "invalid_events",
+                    f"events[{n}] needs idempotency_key and event (one of {', '.join(EVENT_TYPES)})",
+                )
         self.posted.update(e["idempotency_key"] for e in events)
         for n, event in enumerate(events):
             if event["idempotency_key"] in self.reject_keys or event["event"] in self.reject_types:
-                return _error(422, "event_not_accepted", f"events[{n}] ({event['idempotency_key']}) is not accepted; nothing in this batch was applied")
+                return _error(
+                    422,
+                    "event_not_accepted",
+                    f"events[{n}] ({event['idempotency_key']}) is not accepted; nothing in this batch was applied",
+                )
         accepted = 0
         for event in events:
             if event["idempotency_key"] in self.events:
@@ -200,7 +228,13 @@ class CentralSim:
                 continue
             self.events[event["idempotency_key"]] = event
             accepted += 1
-            log.info("central_event", store_id=self.store_id, key=event["idempotency_key"], order_id=event.get("order_id"), status=event["event"])
+            log.info(
+                "central_event",
+                store_id=self.store_id,
+                key=event["idempotency_key"],
+                order_id=event.get("order_id"),
+                status=event["event"],
+            )
         return web.json_response({"accepted": accepted, "duplicates": len(events) - accepted})
 
 

@@ -25,7 +25,14 @@ OUTAGE_ORDERS = 3  # waiting at the simulated central API, as if taken online wh
 def demo_settings(data_dir: Path, *, api_port: int, kitchen_port: int, front_port: int, central_url: str = "") -> dict:
     """The config a technician would write, pointed at the simulators."""
     return {
-        "agent": {"store_id": "demo-store", "store_name": "Demo Pizzeria", "data_dir": str(data_dir), "language": "de", "timezone": "Europe/Berlin", "log_format": "console"},
+        "agent": {
+            "store_id": "demo-store",
+            "store_name": "Demo Pizzeria",
+            "data_dir": str(data_dir),
+            "language": "de",
+            "timezone": "Europe/Berlin",
+            "log_format": "console",
+        },
         "api": {"host": "127.0.0.1", "port": api_port, "token": DEMO_TOKEN},
         "printers": {
             "kitchen": {"type": "network", "host": "127.0.0.1", "port": kitchen_port, "width": 48},
@@ -52,18 +59,28 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
     central = CentralSim("demo-store", token=CENTRAL_TOKEN)
     outage = central.create_orders(OUTAGE_ORDERS, prefix=f"outage{int(time.time())}")
     await central.start()
-    raw = demo_settings(data_dir, api_port=port, kitchen_port=printers[0].port, front_port=printers[1].port, central_url=central.url)
+    raw = demo_settings(
+        data_dir, api_port=port, kitchen_port=printers[0].port, front_port=printers[1].port, central_url=central.url
+    )
     agent = Agent(parse_settings(raw, source="demo"))
     recovered = asyncio.Event()
     agent.bus.subscribe(lambda event: recovered.set(), RecoveryCompleted)
     await agent.start()
     base = f"http://127.0.0.1:{agent.port}"
     print(f"Edge agent demo: API {base}  token {DEMO_TOKEN}  database {agent.settings.agent.db_path}")
-    print(f"Simulated printers: kitchen 127.0.0.1:{printers[0].port}, front 127.0.0.1:{printers[1].port}; raw .bin files in {data_dir / 'printed'}")
-    print(f"Simulated central API: {central.url} with {OUTAGE_ORDERS} orders created during an outage; the agent recovers them")
-    print(f"Push your own: curl -H 'Authorization: Bearer {DEMO_TOKEN}' -H 'Content-Type: application/json' --data @order.json {base}/api/v1/orders")
+    print(
+        f"Simulated printers: kitchen 127.0.0.1:{printers[0].port}, front 127.0.0.1:{printers[1].port}; raw .bin files in {data_dir / 'printed'}"
+    )
+    print(
+        f"Simulated central API: {central.url} with {OUTAGE_ORDERS} orders created during an outage; the agent recovers them"
+    )
+    print(
+        f"Push your own: curl -H 'Authorization: Bearer {DEMO_TOKEN}' -H 'Content-Type: application/json' --data @order.json {base}/api/v1/orders"
+    )
 
-    samples = [example_order()] + [make_order(i, prefix=f"demo{int(time.time())}", bar=i % 2 == 1) for i in range(1, orders)]
+    samples = [example_order()] + [
+        make_order(i, prefix=f"demo{int(time.time())}", bar=i % 2 == 1) for i in range(1, orders)
+    ]
     expected = 0
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {DEMO_TOKEN}"}) as session:
         for order in samples[:orders]:
@@ -75,7 +92,9 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
     try:
         await asyncio.wait_for(recovered.wait(), timeout=15)
         marks = ",".join("?" * len(outage))
-        row = await agent.db.fetchone(f"SELECT COUNT(*) FROM print_jobs WHERE order_id IN ({marks})", tuple(o["id"] for o in outage))
+        row = await agent.db.fetchone(
+            f"SELECT COUNT(*) FROM print_jobs WHERE order_id IN ({marks})", tuple(o["id"] for o in outage)
+        )
         expected += row[0]
         print(f"Recovery: {len(outage)} orders from the central API stored, {row[0]} tickets and receipts queued")
     except TimeoutError:
@@ -104,5 +123,7 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
     if once and sum(seen) < expected:
         print(f"demo: only {sum(seen)} of {expected} tickets printed within 30 s")
         return 1
-    print(f"\ndemo: {sum(seen)} tickets printed; the central API got {len(central.events)} status events; database kept in {data_dir}")
+    print(
+        f"\ndemo: {sum(seen)} tickets printed; the central API got {len(central.events)} status events; database kept in {data_dir}"
+    )
     return 0

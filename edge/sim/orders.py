@@ -65,7 +65,9 @@ def example_order() -> dict[str, Any]:
     return copy.deepcopy(_EXAMPLE)
 
 
-def make_order(seq: int, *, prefix: str = "ord", created_at: datetime | None = None, print_receipt: bool = True, bar: bool = False) -> dict[str, Any]:
+def make_order(
+    seq: int, *, prefix: str = "ord", created_at: datetime | None = None, print_receipt: bool = True, bar: bool = False
+) -> dict[str, Any]:
     """Order number ``seq``: the example with its own id, number, times and channel; ``bar`` adds a drink made at the bar."""
     created = created_at or datetime.now(UTC).replace(microsecond=0)
     order = example_order()
@@ -78,8 +80,16 @@ def make_order(seq: int, *, prefix: str = "ord", created_at: datetime | None = N
     if bar:
         order["fulfilment"] = {"type": "dine_in", "table": "12", "due_at": None}
         order["items"].append(
-            {"sku": "APEROL", "name": "Aperol Spritz", "qty": 2, "unit_price": "7.50", "requires_production": True,
-             "station": "bar", "modifiers": [], "note": "wenig Eis"}
+            {
+                "sku": "APEROL",
+                "name": "Aperol Spritz",
+                "qty": 2,
+                "unit_price": "7.50",
+                "requires_production": True,
+                "station": "bar",
+                "modifiers": [],
+                "note": "wenig Eis",
+            }
         )
         order["totals"]["subtotal"] = order["totals"]["total"] = "54.30"
     return order

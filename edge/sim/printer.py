@@ -23,7 +23,9 @@ _SLOW_TICK_S = 0.05  # a slow printer takes bytes_per_s * this at a time
 class SimPrinter:
     """Behaves like a printer on TCP 9100. Flags can be changed at any time; they apply from the next byte."""
 
-    def __init__(self, name: str = "sim", *, host: str = "127.0.0.1", port: int = 0, out_dir: Path | None = None) -> None:
+    def __init__(
+        self, name: str = "sim", *, host: str = "127.0.0.1", port: int = 0, out_dir: Path | None = None
+    ) -> None:
         self.name = name
         self.host = host
         self.port = port
@@ -67,7 +69,9 @@ class SimPrinter:
                     self._printed_more.clear()
                     await self._printed_more.wait()
         except TimeoutError:
-            raise TimeoutError(f"sim printer {self.name}: {len(self.printed)} of {count} jobs printed after {timeout:g}s") from None
+            raise TimeoutError(
+                f"sim printer {self.name}: {len(self.printed)} of {count} jobs printed after {timeout:g}s"
+            ) from None
         return list(self.printed)
 
     def _listen(self) -> None:
@@ -259,9 +263,13 @@ def _split(data: bytes) -> tuple[list[bytes | int], bytes]:
 
 async def serve(name: str, port: int, out_dir: Path | None, *, host: str = "127.0.0.1", serial: bool = False) -> None:
     """Runs one simulated printer until cancelled (``edge sim printer [--serial]``)."""
-    printer = SimSerialPrinter(name, out_dir=out_dir) if serial else SimPrinter(name, host=host, port=port, out_dir=out_dir)
+    printer = (
+        SimSerialPrinter(name, out_dir=out_dir) if serial else SimPrinter(name, host=host, port=port, out_dir=out_dir)
+    )
     await printer.start()
-    where = {"device": printer.device} if isinstance(printer, SimSerialPrinter) else {"host": host, "port": printer.port}
+    where = (
+        {"device": printer.device} if isinstance(printer, SimSerialPrinter) else {"host": host, "port": printer.port}
+    )
     log.info("sim_printer_listening", name=name, **where, out_dir=str(out_dir) if out_dir else None)
     try:
         await asyncio.Event().wait()

@@ -51,7 +51,15 @@ def free_port() -> int:
 
 
 def write_config(
-    path: Path, *, data_dir: Path, api_port: int, token: str, printers: dict[str, int], store_id: str = "sim-store", log_level: str = "warning", extra: str = ""
+    path: Path,
+    *,
+    data_dir: Path,
+    api_port: int,
+    token: str,
+    printers: dict[str, int],
+    store_id: str = "sim-store",
+    log_level: str = "warning",
+    extra: str = "",
 ) -> Path:
     """A config with ``printers`` (name -> loopback port; must include kitchen and front) and ``extra`` TOML tables.
 
@@ -76,17 +84,21 @@ class AgentProcess:
     async def start(self, timeout: float = 15.0) -> None:
         started = time.monotonic()
         with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge", "run", "--config", str(self.config), stdout=out, stderr=out)
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "edge", "run", "--config", str(self.config), stdout=out, stderr=out
+            )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() - started < timeout:
                 try:
                     async with session.get(f"http://127.0.0.1:{self.port}/ready") as response:
                         if response.status == 200:
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 if self.proc.returncode is not None:
-                    raise RuntimeError(f"agent exited with {self.proc.returncode}: {self.log.read_text(errors='replace')[-2000:]}")
+                    raise RuntimeError(
+                        f"agent exited with {self.proc.returncode}: {self.log.read_text(errors='replace')[-2000:]}"
+                    )
                 await asyncio.sleep(0.01)
         raise TimeoutError(f"agent not ready after {timeout:g}s")
 

@@ -17,7 +17,9 @@ from edge.sim.printer import SimPrinter
 _TOKEN = "bench-central-token"
 
 
-async def measure_recovery(data_dir: Path, *, orders: int = 10_000, central: dict[str, Any] | None = None, timeout: float = 600.0) -> dict[str, Any]:
+async def measure_recovery(
+    data_dir: Path, *, orders: int = 10_000, central: dict[str, Any] | None = None, timeout: float = 600.0
+) -> dict[str, Any]:
     """Run the real agent in this process against the central simulator and two simulated printers.
 
     The simulator holds ``orders`` orders and is down when the agent starts; then the line comes back.
@@ -32,7 +34,9 @@ async def measure_recovery(data_dir: Path, *, orders: int = 10_000, central: dic
     printers = [SimPrinter("kitchen"), SimPrinter("front")]
     for printer in printers:
         await printer.start()
-    raw = demo_settings(data_dir, api_port=0, kitchen_port=printers[0].port, front_port=printers[1].port, central_url=sim.url)
+    raw = demo_settings(
+        data_dir, api_port=0, kitchen_port=printers[0].port, front_port=printers[1].port, central_url=sim.url
+    )
     raw["central"].update({"token": _TOKEN, "start_jitter_s": 0.0, **(central or {})})
     raw["agent"]["log_level"] = "warning"
     agent = Agent(parse_settings(raw, source="bench"))
@@ -70,7 +74,9 @@ async def measure_recovery(data_dir: Path, *, orders: int = 10_000, central: dic
         "stored_and_queued_s": round(stored_at - line_back, 3),
         "run_completed_s": round(done_at - line_back, 3),
         "requests": len(window),
-        "request_rate_rps": round((len(window) - 1) / max(window[-1] - window[0], 1e-9), 2) if len(window) > 1 else 0.0,  # mean over the run
+        "request_rate_rps": round((len(window) - 1) / max(window[-1] - window[0], 1e-9), 2)
+        if len(window) > 1
+        else 0.0,  # mean over the run
         "max_requests_in_1s": sim.max_requests_in(1.0),
         "central": raw["central"] | {"token": "***"},
     }

@@ -43,7 +43,9 @@ class SmtpSink:
         self._arrived.set()
         return "250 OK"
 
-    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         ok = auth_data.login.decode() == self.username and auth_data.password.decode() == self.password
         self.failed_logins += not ok
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
@@ -69,7 +71,9 @@ class SmtpSink:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, "127.0.0.1", self.port, ssl=self.tls_context if self.implicit_tls else None)
+        self._server = await loop.create_server(
+            self._protocol, "127.0.0.1", self.port, ssl=self.tls_context if self.implicit_tls else None
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

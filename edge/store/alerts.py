@@ -79,31 +79,47 @@ class AlertStore:
                 g = group_dict(rows[0])
                 if s.firing:
                     # A new episode only once the last one is fully told (or dropped); flapping stays one episode.
-                    new_episode = g["state"] == "resolved" and g["notified"] == "resolved" and g["fires_since_mail"] == 0
+                    new_episode = (
+                        g["state"] == "resolved" and g["notified"] == "resolved" and g["fires_since_mail"] == 0
+                    )
                     details, new_item = _merge({} if new_episode else g["details"], s)
                     await conn.execute(
                         "UPDATE alert_groups SET state = 'firing', severity = ?, first_at = ?, changed_at = ?, fires_since_mail = fires_since_mail + 1,"
                         " fires_total = fires_total + 1, new_items = new_items + ?, details = ? WHERE key = ?",
-                        (s.severity, s.at if new_episode else g["first_at"], s.at if g["state"] != "firing" else g["changed_at"], int(new_item), json.dumps(details), s.key),
+                        (
+                            s.severity,
+                            s.at if new_episode else g["first_at"],
+                            s.at if g["state"] != "firing" else g["changed_at"],
+                            int(new_item),
+                            json.dumps(details),
+                            s.key,
+                        ),
                     )
                     outcomes.append((s, new_episode))
                 elif g["state"] == "firing":
                     details, _ = _merge(g["details"], s)
                     await conn.execute(
-                        "UPDATE alert_groups SET state = 'resolved', changed_at = ?, details = ? WHERE key = ?", (s.at, json.dumps(details), s.key)
+                        "UPDATE alert_groups SET state = 'resolved', changed_at = ?, details = ? WHERE key = ?",
+                        (s.at, json.dumps(details), s.key),
                     )
         return outcomes
 
     async def open_groups(self) -> list[dict[str, Any]]:
         """Groups with something untold or a manager who believes they still fire."""
-        rows = await self._db.fetchall("SELECT * FROM alert_groups WHERE fires_since_mail > 0 OR notified = 'firing' OR state = 'firing'")
+        rows = await self._db.fetchall(
+            "SELECT * FROM alert_groups WHERE fires_since_mail > 0 OR notified = 'firing' OR state = 'firing'"
+        )
         return [group_dict(r) for r in rows]
 
     async def firing(self, type_name: str) -> list[aiosqlite.Row]:
-        return await self._db.fetchall("SELECT subject, severity FROM alert_groups WHERE type = ? AND state = 'firing'", (type_name,))
+        return await self._db.fetchall(
+            "SELECT subject, severity FROM alert_groups WHERE type = ? AND state = 'firing'", (type_name,)
+        )
 
     async def mails_since(self, since: float) -> int:
-        row = await self._db.fetchone("SELECT COUNT(*) FROM alert_mails WHERE created_at >= ? AND kind != 'test'", (since,))
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM alert_mails WHERE created_at >= ? AND kind != 'test'", (since,)
+        )
         return int(row[0]) if row else 0
 
     async def told(self, group: dict[str, Any], *, kind: str, now: float, mail: Mail | None, count: int) -> int | None:
@@ -129,13 +145,21 @@ class AlertStore:
     async def drop(self, key: str, now: float, reason: str, count: int) -> None:
         """The episode is over before anyone needed to hear of it: close it without a mail."""
         async with self._db.transaction() as conn:
-            await conn.execute("UPDATE alert_groups SET fires_since_mail = 0, new_items = 0, held_reason = NULL WHERE key = ?", (key,))
-            await conn.execute("INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, 'suppressed', ?, ?)", (now, key, reason, count))
+            await conn.execute(
+                "UPDATE alert_groups SET fires_since_mail = 0, new_items = 0, held_reason = NULL WHERE key = ?", (key,)
+            )
+            await conn.execute(
+                "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, 'suppressed', ?, ?)",
+                (now, key, reason, count),
+            )
 
     async def hold(self, key: str, reason: str, now: float, count: int) -> None:
         async with self._db.transaction() as conn:
             await conn.execute("UPDATE alert_groups SET held_reason = ? WHERE key = ?", (reason, key))
-            await conn.execute("INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, 'suppressed', ?, ?)", (now, key, reason, count))
+            await conn.execute(
+                "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, 'suppressed', ?, ?)",
+                (now, key, reason, count),
+            )
 
     async def add_mail(self, kind: str, mail: Mail, now: float) -> int:
         async with self._db.transaction() as conn:
@@ -152,12 +176,16 @@ class AlertStore:
 
     async def mark_sent(self, mail_id: int, now: float) -> None:
         async with self._db.transaction() as conn:
-            await conn.execute("UPDATE alert_mails SET sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?", (now, mail_id))
+            await conn.execute(
+                "UPDATE alert_mails SET sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                (now, mail_id),
+            )
 
     async def mark_failed(self, mail_id: int, error: str, next_attempt_at: float) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
-                "UPDATE alert_mails SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?", (error[:500], next_attempt_at, mail_id)
+                "UPDATE alert_mails SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (error[:500], next_attempt_at, mail_id),
             )
 
     async def digest_entries(self, since: float) -> list[aiosqlite.Row]:
@@ -178,7 +206,8 @@ class AlertStore:
     async def add_silence(self, matcher: str, *, starts_at: float, ends_at: float, comment: str = "") -> int:
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "INSERT INTO alert_silences(matcher, starts_at, ends_at, comment) VALUES (?, ?, ?, ?)", (matcher, starts_at, ends_at, comment)
+                "INSERT INTO alert_silences(matcher, starts_at, ends_at, comment) VALUES (?, ?, ?, ?)",
+                (matcher, starts_at, ends_at, comment),
             )
             silence_id = cursor.lastrowid
             await cursor.close()
@@ -186,7 +215,9 @@ class AlertStore:
         return silence_id
 
     async def active_silences(self, now: float) -> list[aiosqlite.Row]:
-        return await self._db.fetchall("SELECT * FROM alert_silences WHERE starts_at <= ?1 AND ends_at > ?1 ORDER BY ends_at", (now,))
+        return await self._db.fetchall(
+            "SELECT * FROM alert_silences WHERE starts_at <= ?1 AND ends_at > ?1 ORDER BY ends_at", (now,)
+        )
 
     async def recent(self, limit: int = 50) -> list[aiosqlite.Row]:
         """The log (mailed, put in the digest, or held back and why), newest first, with each group's state now."""
@@ -198,7 +229,8 @@ class AlertStore:
 
     async def mails(self, limit: int = 50) -> list[aiosqlite.Row]:
         return await self._db.fetchall(
-            "SELECT id, group_key, kind, subject, created_at, attempts, last_error, sent_at FROM alert_mails ORDER BY id DESC LIMIT ?", (limit,)
+            "SELECT id, group_key, kind, subject, created_at, attempts, last_error, sent_at FROM alert_mails ORDER BY id DESC LIMIT ?",
+            (limit,),
         )
 
 

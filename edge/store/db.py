@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
@@ -31,13 +31,21 @@ _PRAGMAS = (
     "PRAGMA journal_size_limit = 67108864",
 )
 
-_UNAVAILABLE_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY}
+_UNAVAILABLE_CODES = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_BUSY,
+}
 
 
 def unavailable(err: sqlite3.Error) -> bool:
     """Errors that mean 'try again later' (disk full, read-only file, I/O): the sender should retry."""
     code = getattr(err, "sqlite_errorcode", None)
-    return (code is not None and code & 0xFF in _UNAVAILABLE_CODES) or "disk is full" in str(err) or "readonly" in str(err)
+    return (
+        (code is not None and code & 0xFF in _UNAVAILABLE_CODES) or "disk is full" in str(err) or "readonly" in str(err)
+    )
 
 
 async def connect_writer(path: Path) -> aiosqlite.Connection:
@@ -67,7 +75,9 @@ class Database:
         self.on_write_health: Callable[[str | None], None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, *, migrate: bool = True, migrations: list[migrations_mod.Migration] | None = None) -> Database:
+    async def open(
+        cls, path: Path, *, migrate: bool = True, migrations: list[migrations_mod.Migration] | None = None
+    ) -> Database:
         """Open (creating if needed), check the schema is not newer than we know, migrate to latest."""
         migrations = migrations if migrations is not None else migrations_mod.load_migrations()
         writer = await connect_writer(path)

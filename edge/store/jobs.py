@@ -32,7 +32,8 @@ class JobStore:
 
     async def next_due_at(self, printer: str) -> float | None:
         row = await self._db.fetchone(
-            "SELECT MIN(next_attempt_at) FROM print_jobs WHERE printer = ? AND state IN ('queued', 'failed')", (printer,)
+            "SELECT MIN(next_attempt_at) FROM print_jobs WHERE printer = ? AND state IN ('queued', 'failed')",
+            (printer,),
         )
         return None if row is None or row[0] is None else float(row[0])
 
@@ -45,7 +46,9 @@ class JobStore:
     async def for_order(self, order_id: str) -> list[aiosqlite.Row]:
         return await self._db.fetchall("SELECT * FROM print_jobs WHERE order_id = ? ORDER BY id", (order_id,))
 
-    async def list(self, *, state: str | None = None, printer: str | None = None, limit: int = 100) -> list[aiosqlite.Row]:
+    async def list(
+        self, *, state: str | None = None, printer: str | None = None, limit: int = 100
+    ) -> list[aiosqlite.Row]:
         return await self._db.fetchall(
             "SELECT j.*, o.number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
             " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
@@ -58,7 +61,9 @@ class JobStore:
 
     async def oldest_waiting(self) -> float | None:
         """created_at of the oldest job not yet printed (queued, printing or failed)."""
-        row = await self._db.fetchone("SELECT MIN(created_at) FROM print_jobs WHERE state IN ('queued', 'printing', 'failed')")
+        row = await self._db.fetchone(
+            "SELECT MIN(created_at) FROM print_jobs WHERE state IN ('queued', 'printing', 'failed')"
+        )
         return None if row is None or row[0] is None else float(row[0])
 
     async def mark_printing(self, job_id: int, printer: str) -> bool:
@@ -66,7 +71,8 @@ class JobStore:
         # Committed before the first byte goes out: after a crash we know this job may be half on paper.
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'printing' WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')", (job_id, printer)
+                "UPDATE print_jobs SET state = 'printing' WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')",
+                (job_id, printer),
             )
             claimed = cursor.rowcount == 1
             await cursor.close()
@@ -101,7 +107,8 @@ class JobStore:
         """A person says never print it: a held, failed or dead job is dropped (kept as 'discarded' for the record)."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'discarded' WHERE id = ? AND state IN ('held', 'failed', 'dead')", (job_id,)
+                "UPDATE print_jobs SET state = 'discarded' WHERE id = ? AND state IN ('held', 'failed', 'dead')",
+                (job_id,),
             )
             changed = cursor.rowcount
             await cursor.close()
@@ -134,7 +141,9 @@ class JobStore:
     async def mark_printed(self, job_id: int, order_id: str) -> float:
         now = time.time()
         async with self._db.transaction() as conn:
-            await conn.execute("UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL WHERE id = ?", (now, job_id))
+            await conn.execute(
+                "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL WHERE id = ?", (now, job_id)
+            )
             await add_outbox(conn, [outbox_row(order_id, "printed", str(job_id), now, job_id=job_id)])
         return now
 
@@ -143,7 +152,9 @@ class JobStore:
         async with self._db.transaction() as conn:
             await conn.execute("UPDATE print_jobs SET state = 'queued' WHERE id = ? AND state = 'printing'", (job_id,))
 
-    async def mark_failed(self, job_id: int, order_id: str, *, error: str, next_attempt_at: float, max_attempts: int, partial: bool) -> tuple[str, int]:
+    async def mark_failed(
+        self, job_id: int, order_id: str, *, error: str, next_attempt_at: float, max_attempts: int, partial: bool
+    ) -> tuple[str, int]:
         """Count an attempt; returns the new state ('failed' or 'dead') and the attempts so far.
 
         ``partial``: some bytes may have reached the paper, so the next print carries the COPY mark.
@@ -158,13 +169,17 @@ class JobStore:
             state, attempts = await cursor.fetchone()
             await cursor.close()
             if state == "dead":
-                await add_outbox(conn, [outbox_row(order_id, "failed", str(job_id), now, job_id=job_id, error=error[:200])])
+                await add_outbox(
+                    conn, [outbox_row(order_id, "failed", str(job_id), now, job_id=job_id, error=error[:200])]
+                )
         return state, attempts
 
     async def requeue_interrupted(self) -> list[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY."""
         async with self._db.transaction() as conn:
-            cursor = await conn.execute("UPDATE print_jobs SET state = 'queued', copy = 1 WHERE state = 'printing' RETURNING id")
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'queued', copy = 1 WHERE state = 'printing' RETURNING id"
+            )
             rows = await cursor.fetchall()
             await cursor.close()
         return sorted(r[0] for r in rows)
@@ -200,12 +215,21 @@ class JobStore:
             new_ids = []
             for kind, job_station, printer, priority in originals:
                 count = await conn.execute_fetchall(
-                    "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?", (order_id, kind, job_station)
+                    "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?",
+                    (order_id, kind, job_station),
                 )
                 cursor = await conn.execute(
                     "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, idempotency_key)"
                     " VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
-                    (order_id, kind, job_station, printer, priority, now, job_key(order_id, kind, job_station, count[0][0])),
+                    (
+                        order_id,
+                        kind,
+                        job_station,
+                        printer,
+                        priority,
+                        now,
+                        job_key(order_id, kind, job_station, count[0][0]),
+                    ),
                 )
                 new_ids.append(cursor.lastrowid)
                 await cursor.close()

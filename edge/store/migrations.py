@@ -28,7 +28,10 @@ class Migration:
 
 def migrations_dir() -> Path:
     """The repo's migrations/ in a checkout or editable install; share/edge-agent/migrations in a wheel install."""
-    for candidate in (Path(__file__).resolve().parents[2] / "migrations", Path(sys.prefix) / "share" / "edge-agent" / "migrations"):
+    for candidate in (
+        Path(__file__).resolve().parents[2] / "migrations",
+        Path(sys.prefix) / "share" / "edge-agent" / "migrations",
+    ):
         if candidate.is_dir():
             return candidate
     raise StoreError("migrations folder not found next to the package or under sys.prefix/share/edge-agent")
@@ -73,12 +76,16 @@ async def check_not_newer(conn: aiosqlite.Connection, migrations: list[Migration
     return version
 
 
-async def migrate(conn: aiosqlite.Connection, migrations: list[Migration], target: int | None = None) -> tuple[int, int]:
+async def migrate(
+    conn: aiosqlite.Connection, migrations: list[Migration], target: int | None = None
+) -> tuple[int, int]:
     """Move the schema up or down to ``target`` (latest when None), one transaction per step."""
     version = await check_not_newer(conn, migrations)
     target = latest_version(migrations) if target is None else target
     if target != 0 and target not in {m.version for m in migrations}:
-        raise StoreError(f"cannot migrate to version {target}: known versions are 0, {', '.join(str(m.version) for m in migrations)}")
+        raise StoreError(
+            f"cannot migrate to version {target}: known versions are 0, {', '.join(str(m.version) for m in migrations)}"
+        )
     start = version
     known = [0] + [m.version for m in migrations]
     if version not in known:
@@ -86,7 +93,11 @@ async def migrate(conn: aiosqlite.Connection, migrations: list[Migration], targe
     steps = (
         [(m, m.up, m.version) for m in migrations if version < m.version <= target]
         if target >= version
-        else [(m, m.down, known[known.index(m.version) - 1]) for m in reversed(migrations) if target < m.version <= version]
+        else [
+            (m, m.down, known[known.index(m.version) - 1])
+            for m in reversed(migrations)
+            if target < m.version <= version
+        ]
     )
     for migration, sql, new_version in steps:
         # executescript would COMMIT on its own; a single explicit transaction keeps each step all-or-nothing.
@@ -97,6 +108,11 @@ async def migrate(conn: aiosqlite.Connection, migrations: list[Migration], targe
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
             raise
-        log.info("migration_applied", name=migration.name, direction="up" if sql is migration.up else "down", version=new_version)
+        log.info(
+            "migration_applied",
+            name=migration.name,
+            direction="up" if sql is migration.up else "down",
+            version=new_version,
+        )
         version = new_version
     return start, version

@@ -47,7 +47,8 @@ def outbox_row(order_id: str, event: str, key_suffix: str, now: float, **fields:
 async def add_outbox(conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
     # INSERT OR IGNORE: an event re-recorded after a crash keeps its first row and key.
     await conn.executemany(
-        "INSERT OR IGNORE INTO outbox(order_id, event, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?, ?)", rows
+        "INSERT OR IGNORE INTO outbox(order_id, event, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        rows,
     )
 
 
@@ -55,7 +56,10 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
     """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction."""
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
-    known = {row[0]: row[1] for row in await conn.execute_fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({placeholders})", ids)}
+    known = {
+        row[0]: row[1]
+        for row in await conn.execute_fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({placeholders})", ids)
+    }
     outcomes: list[Outcome] = []
     fresh: list[NewOrder] = []
     for new in batch:
@@ -73,9 +77,16 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
-                    n.order.id, n.order.number, n.content_hash, n.payload, n.order.channel, n.order.priority,
-                    n.order.created_at.isoformat(), n.order.fulfilment.due_at.isoformat() if n.order.fulfilment.due_at else None,
-                    now, n.source,
+                    n.order.id,
+                    n.order.number,
+                    n.content_hash,
+                    n.payload,
+                    n.order.channel,
+                    n.order.priority,
+                    n.order.created_at.isoformat(),
+                    n.order.fulfilment.due_at.isoformat() if n.order.fulfilment.due_at else None,
+                    now,
+                    n.source,
                 )
                 for n in fresh
             ],
@@ -83,16 +94,31 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
         await conn.executemany(
             "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (n.order.id, p.kind, p.station, p.printer, n.order.priority, now, job_key(n.order.id, p.kind, p.station, 0))
+                (
+                    n.order.id,
+                    p.kind,
+                    p.station,
+                    p.printer,
+                    n.order.priority,
+                    now,
+                    job_key(n.order.id, p.kind, p.station, 0),
+                )
                 for n in fresh
                 for p in n.plans
             ],
         )
-        await add_outbox(conn, [outbox_row(n.order.id, "received", "0", now, number=n.order.number, source=n.source) for n in fresh])
+        await add_outbox(
+            conn, [outbox_row(n.order.id, "received", "0", now, number=n.order.number, source=n.source) for n in fresh]
+        )
     jobs: dict[str, list[int]] = {}
-    for row in await conn.execute_fetchall(f"SELECT order_id, id FROM print_jobs WHERE order_id IN ({placeholders}) ORDER BY id", ids):
+    for row in await conn.execute_fetchall(
+        f"SELECT order_id, id FROM print_jobs WHERE order_id IN ({placeholders}) ORDER BY id", ids
+    ):
         jobs.setdefault(row[0], []).append(row[1])
-    return [InsertResult(order_id=n.order.id, outcome=o, job_ids=tuple(jobs.get(n.order.id, ()))) for n, o in zip(batch, outcomes)]
+    return [
+        InsertResult(order_id=n.order.id, outcome=o, job_ids=tuple(jobs.get(n.order.id, ())))
+        for n, o in zip(batch, outcomes)
+    ]
 
 
 class OrderStore:

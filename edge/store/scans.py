@@ -68,7 +68,9 @@ class ScanStore:
             " WHERE j.order_id = ? AND j.kind = 'ticket' AND j.station IS NOT NULL ORDER BY j.station",
             (order_id,),
         )
-        pickup = await self._db.fetchone("SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,))
+        pickup = await self._db.fetchone(
+            "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,)
+        )
         if pickup is None:
             state = "open"
         else:
@@ -77,7 +79,9 @@ class ScanStore:
             "state": state,
             "ready_at": pickup["ready_at"] if pickup else None,
             "handed_out_at": pickup["handed_out_at"] if pickup else None,
-            "stations": [{"station": r["station"], "done": r["done_at"] is not None, "done_at": r["done_at"]} for r in stations],
+            "stations": [
+                {"station": r["station"], "done": r["done_at"] is not None, "done_at": r["done_at"]} for r in stations
+            ],
         }
 
 
@@ -85,7 +89,9 @@ async def _find_order(conn: aiosqlite.Connection, ref: str, *, by_number: bool) 
     rows = await conn.execute_fetchall("SELECT id, number FROM orders WHERE id = ?", (ref,))
     if not rows and by_number:
         # Numbers come round again (daily counters): the newest order with it is the one on the counter.
-        rows = await conn.execute_fetchall("SELECT id, number FROM orders WHERE number = ? ORDER BY received_at DESC LIMIT 1", (ref,))
+        rows = await conn.execute_fetchall(
+            "SELECT id, number FROM orders WHERE number = ? ORDER BY received_at DESC LIMIT 1", (ref,)
+        )
     return rows[0] if rows else None
 
 
@@ -98,18 +104,27 @@ async def _apply(conn: aiosqlite.Connection, scan: ScanRequest, now: float) -> S
     stations = {
         r[0]
         for r in await conn.execute_fetchall(
-            "SELECT DISTINCT station FROM print_jobs WHERE order_id = ? AND kind = 'ticket' AND station IS NOT NULL", (order_id,)
+            "SELECT DISTINCT station FROM print_jobs WHERE order_id = ? AND kind = 'ticket' AND station IS NOT NULL",
+            (order_id,),
         )
     }
-    done = {r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order_id,))}
-    pickup = await conn.execute_fetchall("SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,))
+    done = {
+        r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order_id,))
+    }
+    pickup = await conn.execute_fetchall(
+        "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,)
+    )
 
     if pickup:
         ready_at, handed_out_at = pickup[0]
         if handed_out_at is not None:
-            return await _insert_scan(conn, scan, now, "already_done", order, scan.station, f"order {number} was already handed out")
+            return await _insert_scan(
+                conn, scan, now, "already_done", order, scan.station, f"order {number} was already handed out"
+            )
         if not scan.hand_out:
-            return await _insert_scan(conn, scan, now, "already_done", order, scan.station, f"order {number} is already ready")
+            return await _insert_scan(
+                conn, scan, now, "already_done", order, scan.station, f"order {number} is already ready"
+            )
         if now - ready_at < scan.hand_out_gap_s:
             detail = f"order {number} became ready {now - ready_at:.1f}s ago: taken as a double read, not a hand-out"
             return await _insert_scan(conn, scan, now, "already_done", order, scan.station, detail)
@@ -120,20 +135,33 @@ async def _apply(conn: aiosqlite.Connection, scan: ScanRequest, now: float) -> S
 
     if scan.station is not None and scan.station not in stations:
         known = ", ".join(sorted(stations)) or "none"
-        return await _insert_scan(conn, scan, now, "unknown", order, scan.station, f"order {number} has no {scan.station} ticket (its stations: {known})")
+        return await _insert_scan(
+            conn,
+            scan,
+            now,
+            "unknown",
+            order,
+            scan.station,
+            f"order {number} has no {scan.station} ticket (its stations: {known})",
+        )
     # A plain code from a scanner without a station confirms the whole order, e.g. at the counter.
     targets = {scan.station} if scan.station is not None else stations
     new = sorted(targets - done)
     if targets and not new:
         what = f"{scan.station} ticket" if scan.station else "every ticket"
-        return await _insert_scan(conn, scan, now, "already_done", order, scan.station, f"order {number}: {what} already done")
+        return await _insert_scan(
+            conn, scan, now, "already_done", order, scan.station, f"order {number}: {what} already done"
+        )
     ready = stations <= done | targets
     outcome: ScanOutcome = "order_ready" if ready else "ticket_done"
     waiting = sorted(stations - done - targets)
-    detail = f"order {number} ready" if ready else f"order {number}: {', '.join(new)} done, waiting for {', '.join(waiting)}"
+    detail = (
+        f"order {number} ready" if ready else f"order {number}: {', '.join(new)} done, waiting for {', '.join(waiting)}"
+    )
     result = await _insert_scan(conn, scan, now, outcome, order, scan.station, detail)
     await conn.executemany(
-        "INSERT INTO station_done(order_id, station, done_at, scan_id) VALUES (?, ?, ?, ?)", [(order_id, s, now, result.scan_id) for s in new]
+        "INSERT INTO station_done(order_id, station, done_at, scan_id) VALUES (?, ?, ?, ?)",
+        [(order_id, s, now, result.scan_id) for s in new],
     )
     if ready:
         await conn.execute("INSERT INTO order_pickup(order_id, ready_at) VALUES (?, ?)", (order_id, now))
@@ -142,7 +170,13 @@ async def _apply(conn: aiosqlite.Connection, scan: ScanRequest, now: float) -> S
 
 
 async def _insert_scan(
-    conn: aiosqlite.Connection, scan: ScanRequest, now: float, outcome: ScanOutcome, order: aiosqlite.Row | None, station: str | None, detail: str
+    conn: aiosqlite.Connection,
+    scan: ScanRequest,
+    now: float,
+    outcome: ScanOutcome,
+    order: aiosqlite.Row | None,
+    station: str | None,
+    detail: str,
 ) -> ScanResult:
     cursor = await conn.execute(
         "INSERT INTO scans(scanned_at, scanner, code, order_id, station, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -151,4 +185,6 @@ async def _insert_scan(
     scan_id = cursor.lastrowid
     await cursor.close()
     assert scan_id is not None  # an INSERT into a rowid table always has one
-    return ScanResult(scan_id, outcome, order["id"] if order else None, order["number"] if order else None, station, detail)
+    return ScanResult(
+        scan_id, outcome, order["id"] if order else None, order["number"] if order else None, station, detail
+    )

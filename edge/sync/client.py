@@ -113,8 +113,14 @@ class CentralClient:
     async def orders_since(self, cursor: str, limit: int) -> tuple[list[Any], str, bool]:
         """One page of this store's orders changed after ``cursor``: (orders, next_cursor, has_more)."""
         body = await self.request("GET", self.orders_path, params={"since": cursor, "limit": str(limit)})
-        if not isinstance(body, dict) or not isinstance(body.get("orders"), list) or not isinstance(body.get("next_cursor"), str):
-            raise CentralApiError(f"central API {self._base}{self.orders_path}: answer is not {{orders: [...], next_cursor: str}}")
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("orders"), list)
+            or not isinstance(body.get("next_cursor"), str)
+        ):
+            raise CentralApiError(
+                f"central API {self._base}{self.orders_path}: answer is not {{orders: [...], next_cursor: str}}"
+            )
         return body["orders"], body["next_cursor"], bool(body.get("has_more", False))
 
     async def post_events(self, events: list[dict[str, Any]]) -> None:
@@ -136,10 +142,25 @@ class CentralClient:
                 if err.retry_after is not None:
                     # Honour the server, plus a little jitter so stores told the same number do not return together.
                     delay = err.retry_after + random.uniform(0, s.retry_base_s)
-                log.warning("central_retry", method=method, path=path, attempt=attempt, error=str(err.cause), retry_in_s=round(delay, 2))
+                log.warning(
+                    "central_retry",
+                    method=method,
+                    path=path,
+                    attempt=attempt,
+                    error=str(err.cause),
+                    retry_in_s=round(delay, 2),
+                )
                 await asyncio.sleep(delay)
 
-    async def _send(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None, timeout: aiohttp.ClientTimeout | None = None) -> Any:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> Any:
         assert self._session is not None, "CentralClient.start() first"
         url = f"{self._base}{path}"
         await self._limiter.acquire()

@@ -55,7 +55,9 @@ class LinkMonitor:
             return
         previous, self.up, self.since = self.up, up, time.time()
         if up:
-            log.info("central_link_up", down_for_s=None if previous is None else round(self.since - self._down_since, 3))
+            log.info(
+                "central_link_up", down_for_s=None if previous is None else round(self.since - self._down_since, 3)
+            )
         else:
             self._down_since = self.since
             log.warning("central_link_down", detail=detail)

@@ -45,7 +45,9 @@ class OutboxSender:
     the payload under REJECTED_KEY), logged as ``outbox_event_rejected`` and never sent again.
     """
 
-    def __init__(self, db: Database, client: CentralClient, bus: EventBus, *, batch_size: int, link_up: Callable[[], bool]) -> None:
+    def __init__(
+        self, db: Database, client: CentralClient, bus: EventBus, *, batch_size: int, link_up: Callable[[], bool]
+    ) -> None:
         self._db = db
         self._client = client
         self._batch_size = batch_size
@@ -53,7 +55,10 @@ class OutboxSender:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._unsubscribe = [bus.subscribe(lambda _: self._wake.set(), t) for t in (OrderStored, JobPrinted, JobDead, ScanRecorded, CentralLinkChanged)]
+        self._unsubscribe = [
+            bus.subscribe(lambda _: self._wake.set(), t)
+            for t in (OrderStored, JobPrinted, JobDead, ScanRecorded, CentralLinkChanged)
+        ]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-sender")
@@ -85,7 +90,9 @@ class OutboxSender:
         ids = [r["id"] for r in rows]
         marks = ",".join("?" * len(ids))
         try:
-            await self._client.post_events([{**json.loads(r["payload"]), "idempotency_key": r["idempotency_key"]} for r in rows])
+            await self._client.post_events(
+                [{**json.loads(r["payload"]), "idempotency_key": r["idempotency_key"]} for r in rows]
+            )
         except CentralApiError as err:
             async with self._db.transaction() as conn:
                 await conn.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({marks})", ids)
@@ -100,7 +107,10 @@ class OutboxSender:
             settled = await self._settle(rows[:half])
             return settled + await self._settle(rows[half:])
         async with self._db.transaction() as conn:
-            await conn.execute(f"UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id IN ({marks})", [time.time(), *ids])
+            await conn.execute(
+                f"UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id IN ({marks})",
+                [time.time(), *ids],
+            )
         log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
         return len(ids)
 
@@ -115,8 +125,13 @@ class OutboxSender:
                 (now, json.dumps(payload, sort_keys=True), row["id"]),
             )
         log.error(
-            "outbox_event_rejected", outbox_id=row["id"], key=row["idempotency_key"], order_id=payload.get("order_id"),
-            event_type=payload.get("event"), status=err.status, reason=reason[:200],
+            "outbox_event_rejected",
+            outbox_id=row["id"],
+            key=row["idempotency_key"],
+            order_id=payload.get("order_id"),
+            event_type=payload.get("event"),
+            status=err.status,
+            reason=reason[:200],
         )
 
     async def rejected(self) -> int:
@@ -148,7 +163,9 @@ class OutboxSender:
                 continue
             try:
                 await self.flush()
-            except CentralRejectedError as err:  # 401/403/408/409: the batch stays pending; 401/403 need a person (token, store id)
+            except (
+                CentralRejectedError
+            ) as err:  # 401/403/408/409: the batch stays pending; 401/403 need a person (token, store id)
                 log.error("outbox_delivery_refused", status=err.status, error=str(err), pending=await self.pending())
             except CentralApiError as err:
                 log.warning("outbox_delivery_failed", error=str(err), pending=await self.pending())

@@ -15,7 +15,14 @@ import structlog
 
 from edge.config import CentralSettings
 from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError
-from edge.events import CentralLinkChanged, EventBus, OrderConflicted, RecoveryCompleted, RecoveryFailed, RecoveryStarted
+from edge.events import (
+    CentralLinkChanged,
+    EventBus,
+    OrderConflicted,
+    RecoveryCompleted,
+    RecoveryFailed,
+    RecoveryStarted,
+)
 from edge.orders.intake import OrderIntake
 from edge.store import Database, OrderStore
 from edge.sync.client import CentralClient, CentralRejectedError
@@ -100,7 +107,9 @@ class Recovery:
 
     async def resume(self) -> int | None:
         """At start-up: carry on with a run a crash or a stop interrupted, from its persisted phase."""
-        rows = await self._db.fetchall(f"SELECT id, trigger, state FROM recovery_runs WHERE state IN {ACTIVE_STATES} ORDER BY id")
+        rows = await self._db.fetchall(
+            f"SELECT id, trigger, state FROM recovery_runs WHERE state IN {ACTIVE_STATES} ORDER BY id"
+        )
         for stale in rows[:-1]:  # only one run is ever active; older ones can only be left over from a bug
             await self._finish(stale["id"], "failed", f"superseded by run {rows[-1]['id']}")
         if not rows:
@@ -238,7 +247,9 @@ class Recovery:
         """Page through the orders changed since the confirmed cursor and classify each; writes only the run's report."""
         await self._enter(run_id, "validation")
         async with self._db.transaction() as conn:
-            await conn.execute("DELETE FROM recovery_items WHERE run_id = ?", (run_id,))  # a resumed validation starts over
+            await conn.execute(
+                "DELETE FROM recovery_items WHERE run_id = ?", (run_id,)
+            )  # a resumed validation starts over
         run = await self._db.fetchone("SELECT since_cursor FROM recovery_runs WHERE id = ?", (run_id,))
         cursor, pages = run["since_cursor"], 0
         while True:
@@ -249,7 +260,9 @@ class Recovery:
                     raise
                 # The backend no longer knows our cursor (reset, restored): list from its beginning instead of failing
                 # every run from now on. Safe: what is already here classifies as present and is not printed again.
-                log.warning("recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the beginning")
+                log.warning(
+                    "recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the beginning"
+                )
                 cursor = ""
                 continue
             items = await self._classify(run_id, orders, page=pages)
@@ -269,7 +282,14 @@ class Recovery:
     async def _classify(self, run_id: int, orders: list[Any], *, page: int) -> list[tuple[Any, ...]]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
         marks = ",".join("?" * len(ids))
-        known = {r[0]: r[1] for r in await self._db.fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({marks})", ids)} if ids else {}
+        known = (
+            {
+                r[0]: r[1]
+                for r in await self._db.fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({marks})", ids)
+            }
+            if ids
+            else {}
+        )
         items = []
         for n, payload in enumerate(orders):
             raw_id = payload.get("id") if isinstance(payload, dict) else None
@@ -284,14 +304,27 @@ class Recovery:
             stored_hash = known.get(order.id)
             cls = "missing" if stored_hash is None else ("present" if stored_hash == new.content_hash else "conflict")
             due = order.fulfilment.due_at.timestamp() if order.fulfilment.due_at else None
-            items.append((run_id, order.id, cls, new.payload if cls == "missing" else None, order.priority, due, order.created_at.timestamp(), None))
+            items.append(
+                (
+                    run_id,
+                    order.id,
+                    cls,
+                    new.payload if cls == "missing" else None,
+                    order.priority,
+                    due,
+                    order.created_at.timestamp(),
+                    None,
+                )
+            )
         return items
 
     async def _process(self, run_id: int) -> None:
         """Store the missing orders batch by batch through the intake path; re-running stores nothing twice."""
         await self._enter(run_id, "processing")
         # The conflict rule: the order already here wins and is never reprinted; the backend's version is only reported.
-        for row in await self._db.fetchall("SELECT order_id FROM recovery_items WHERE run_id = ? AND class = 'conflict'", (run_id,)):
+        for row in await self._db.fetchall(
+            "SELECT order_id FROM recovery_items WHERE run_id = ? AND class = 'conflict'", (run_id,)
+        ):
             log.warning("recovery_conflict", order_id=row[0], rule="local order kept, not reprinted")
             self._bus.publish(OrderConflicted(order_id=row[0], source="recovery"))
         router, batches = self._intake.router, 0
@@ -304,14 +337,18 @@ class Recovery:
                 except InvalidOrderError as err:  # routing changed since validation (e.g. a printer removed)
                     invalid.append((f"{err.field}: {err.reason}", run_id, row["order_id"]))
             if invalid:
-                await self._write("UPDATE recovery_items SET class = 'invalid', detail = ? WHERE run_id = ? AND order_id = ?", invalid)
+                await self._write(
+                    "UPDATE recovery_items SET class = 'invalid', detail = ? WHERE run_id = ? AND order_id = ?", invalid
+                )
             if batch:
                 results = await self._orders.insert_many(batch)
                 for result, new in zip(results, batch):
                     self._intake.publish(result, new)  # OrderStored wakes the spools; a conflict raises OrderConflicted
                 conflicts = [(run_id, r.order_id) for r in results if r.outcome == "conflict"]
                 if conflicts:
-                    await self._write("UPDATE recovery_items SET class = 'conflict' WHERE run_id = ? AND order_id = ?", conflicts)
+                    await self._write(
+                        "UPDATE recovery_items SET class = 'conflict' WHERE run_id = ? AND order_id = ?", conflicts
+                    )
             batches += 1
             # One POST per batch tells the backend what arrived; it waits for the shared rate limiter,
             # so processing never outpaces the configured request rate. A failure only leaves rows pending.
@@ -332,7 +369,11 @@ class Recovery:
         counts = await self._counts(run_id)
         now = time.time()
         async with self._db.transaction() as conn:
-            run = (await conn.execute_fetchall("SELECT next_cursor, since_cursor, started_at, phases FROM recovery_runs WHERE id = ?", (run_id,)))[0]
+            run = (
+                await conn.execute_fetchall(
+                    "SELECT next_cursor, since_cursor, started_at, phases FROM recovery_runs WHERE id = ?", (run_id,)
+                )
+            )[0]
             await conn.execute(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (CURSOR_KEY, run["next_cursor"] if run["next_cursor"] is not None else run["since_cursor"]),
@@ -348,7 +389,9 @@ class Recovery:
     # --- bookkeeping ------------------------------------------------------------------------
 
     async def _counts(self, run_id: int) -> dict[str, int]:
-        rows = await self._db.fetchall("SELECT class, COUNT(*) FROM recovery_items WHERE run_id = ? GROUP BY class", (run_id,))
+        rows = await self._db.fetchall(
+            "SELECT class, COUNT(*) FROM recovery_items WHERE run_id = ? GROUP BY class", (run_id,)
+        )
         [(stored,)] = await self._db.fetchall(
             "SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id"
             " WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery'",
@@ -362,7 +405,9 @@ class Recovery:
             rows = await conn.execute_fetchall("SELECT phases FROM recovery_runs WHERE id = ?", (run_id,))
             phases = json.loads(_close_phase(rows[0][0], now))
             phases.append({"phase": phase, "started_at": now, "finished_at": None})
-            await conn.execute("UPDATE recovery_runs SET state = ?, phases = ? WHERE id = ?", (phase, json.dumps(phases), run_id))
+            await conn.execute(
+                "UPDATE recovery_runs SET state = ?, phases = ? WHERE id = ?", (phase, json.dumps(phases), run_id)
+            )
 
     async def _finish(self, run_id: int, state: str, error: str) -> None:
         counts = await self._counts(run_id)

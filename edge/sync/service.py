@@ -22,14 +22,23 @@ log = structlog.get_logger()
 class SyncService:
     """Started only when ``central.url`` is set; the core works the same without it."""
 
-    def __init__(self, settings: Settings, *, db: Database, intake: OrderIntake, orders: OrderStore, bus: EventBus) -> None:
+    def __init__(
+        self, settings: Settings, *, db: Database, intake: OrderIntake, orders: OrderStore, bus: EventBus
+    ) -> None:
         central = settings.central
         self.settings = central
         self.client = CentralClient(central, settings.agent.store_id)
         self.monitor = LinkMonitor(self.client, bus, central)
         self.outbox = OutboxSender(db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up)
         self.recovery = Recovery(
-            db=db, client=self.client, intake=intake, orders=orders, outbox=self.outbox, bus=bus, settings=central, link_up=self._link_up
+            db=db,
+            client=self.client,
+            intake=intake,
+            orders=orders,
+            outbox=self.outbox,
+            bus=bus,
+            settings=central,
+            link_up=self._link_up,
         )
         self._scheduler = AsyncIOScheduler()
 
@@ -41,8 +50,13 @@ class SyncService:
         if self.settings.schedule_interval_s:
             # Catches drift even without an outage; the jitter spreads a fleet's scheduled runs.
             self._scheduler.add_job(
-                self._scheduled, "interval", seconds=self.settings.schedule_interval_s, jitter=self.settings.schedule_interval_s / 10,
-                id="recovery", coalesce=True, max_instances=1,
+                self._scheduled,
+                "interval",
+                seconds=self.settings.schedule_interval_s,
+                jitter=self.settings.schedule_interval_s / 10,
+                id="recovery",
+                coalesce=True,
+                max_instances=1,
             )
             self._scheduler.start()
         log.info("sync_started", central=self.settings.url, rate_limit_rps=self.settings.rate_limit_rps)

@@ -33,7 +33,9 @@ class FileTransport:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise DeviceUnreachableError(self.device_id, self.label, f"cannot create the directory: {err.strerror or err}") from err
+            raise DeviceUnreachableError(
+                self.device_id, self.label, f"cannot create the directory: {err.strerror or err}"
+            ) from err
         if not os.access(self.directory, os.W_OK):
             raise DeviceUnreachableError(self.device_id, self.label, "directory is not writable")
         self._opened = True

@@ -10,7 +10,13 @@ import serial
 _LINE_ERRORS = (serial.SerialException, OSError, termios.error)
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 
-_PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD, "mark": serial.PARITY_MARK, "space": serial.PARITY_SPACE}
+_PARITY = {
+    "none": serial.PARITY_NONE,
+    "even": serial.PARITY_EVEN,
+    "odd": serial.PARITY_ODD,
+    "mark": serial.PARITY_MARK,
+    "space": serial.PARITY_SPACE,
+}
 
 
 class SerialTransport:
@@ -53,7 +59,9 @@ class SerialTransport:
         self.close()
         try:
             # exclusive: a second process (a scanner reader, a technician's terminal) must not share the line.
-            self._port = serial.Serial(self._device, timeout=0, write_timeout=self._write_timeout, exclusive=True, **self._options)
+            self._port = serial.Serial(
+                self._device, timeout=0, write_timeout=self._write_timeout, exclusive=True, **self._options
+            )
             # A late reply to an earlier status query would otherwise be read as the answer to the next one.
             self._port.reset_input_buffer()
         except (*_LINE_ERRORS, ValueError) as err:
@@ -65,7 +73,9 @@ class SerialTransport:
         try:
             port.write(data)
         except serial.SerialTimeoutException as err:
-            raise DeviceWriteError(self.device_id, self.label, f"took no data for {self._write_timeout:g}s (flow control holding?)") from err
+            raise DeviceWriteError(
+                self.device_id, self.label, f"took no data for {self._write_timeout:g}s (flow control holding?)"
+            ) from err
         except _LINE_ERRORS as err:
             raise DeviceWriteError(self.device_id, self.label, f"write failed: {err}") from err
 

@@ -12,7 +12,9 @@ class TcpTransport:
 
     can_read = True
 
-    def __init__(self, device_id: str, host: str, port: int, *, connect_timeout: float = 3.0, write_timeout: float = 10.0) -> None:
+    def __init__(
+        self, device_id: str, host: str, port: int, *, connect_timeout: float = 3.0, write_timeout: float = 10.0
+    ) -> None:
         self.device_id = device_id
         self.label = f"tcp {host}:{port}"
         self._address = (host, port)
@@ -25,7 +27,9 @@ class TcpTransport:
         try:
             sock = socket.create_connection(self._address, timeout=self._connect_timeout)
         except TimeoutError as err:
-            raise DeviceUnreachableError(self.device_id, self.label, f"no answer in {self._connect_timeout:g}s") from err
+            raise DeviceUnreachableError(
+                self.device_id, self.label, f"no answer in {self._connect_timeout:g}s"
+            ) from err
         except OSError as err:
             raise DeviceUnreachableError(self.device_id, self.label, f"cannot connect: {err.strerror or err}") from err
         # Status queries are 3 bytes that wait for a reply; Nagle would hold them back.

@@ -81,7 +81,9 @@ class UsbTransport:
         try:
             written = dev.write(self._out_ep, data, self._write_timeout_ms)
         except usb.core.USBTimeoutError as err:
-            raise DeviceWriteError(self.device_id, self.label, f"took no data for {self._write_timeout_ms / 1000:g}s") from err
+            raise DeviceWriteError(
+                self.device_id, self.label, f"took no data for {self._write_timeout_ms / 1000:g}s"
+            ) from err
         except usb.core.USBError as err:
             raise DeviceWriteError(self.device_id, self.label, f"write failed: {_usb_problem(err)}") from err
         if written != len(data):

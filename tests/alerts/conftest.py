@@ -39,9 +39,29 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return cert, key
 
@@ -63,19 +83,36 @@ async def sink(server_tls: ssl.SSLContext) -> AsyncIterator[SmtpSink]:
 
 
 def smtp_section(sink: SmtpSink, cert: tuple[Path, Path], **overrides: Any) -> dict[str, Any]:
-    return {"host": "127.0.0.1", "port": sink.port, "security": "starttls", "username": SMTP_USER, "password": SMTP_PASSWORD,
-            "sender": "edge@store.test", "ca_file": str(cert[0]), "timeout_s": 5.0, **overrides}
+    return {
+        "host": "127.0.0.1",
+        "port": sink.port,
+        "security": "starttls",
+        "username": SMTP_USER,
+        "password": SMTP_PASSWORD,
+        "sender": "edge@store.test",
+        "ca_file": str(cert[0]),
+        "timeout_s": 5.0,
+        **overrides,
+    }
 
 
 @pytest.fixture
-def alert_settings(make_settings: Callable[..., Settings], sink: SmtpSink, cert: tuple[Path, Path]) -> Callable[..., Settings]:
+def alert_settings(
+    make_settings: Callable[..., Settings], sink: SmtpSink, cert: tuple[Path, Path]
+) -> Callable[..., Settings]:
     """Settings whose mail goes to the test server; keyword arguments override [alerts] keys."""
 
     def make(smtp: dict[str, Any] | None = None, **alerts: Any) -> Settings:
         return make_settings(
             agent={"store_name": "Filiale Mitte"},
             smtp=smtp_section(sink, cert, **(smtp or {})),
-            alerts={"to": ["chef@store.test", "vize@store.test"], "disk_free_min_mb": 0, "retry_base_s": 1.0, "retry_max_s": 4.0, **alerts},
+            alerts={
+                "to": ["chef@store.test", "vize@store.test"],
+                "disk_free_min_mb": 0,
+                "retry_base_s": 1.0,
+                "retry_max_s": 4.0,
+                **alerts,
+            },
         )
 
     return make
@@ -99,6 +136,8 @@ def make_alerter(db: Database, clock: FakeClock) -> Callable[..., Alerter]:
     """An alerter on the test database and fake clock, loops not started: tests drive step() and deliver_due()."""
 
     def make(settings: Settings, *, database: Database | None = None, bus: EventBus | None = None) -> Alerter:
-        return Alerter(settings=settings, db=database or db, bus=bus or EventBus(), mailer=Mailer(settings.smtp), clock=clock)
+        return Alerter(
+            settings=settings, db=database or db, bus=bus or EventBus(), mailer=Mailer(settings.smtp), clock=clock
+        )
 
     return make

@@ -28,7 +28,9 @@ async def test_fault_to_mail_latency(tmp_path: Path) -> None:
     assert 0 < seconds < 10
 
 
-async def test_paper_out_and_back_mailed_by_running_agent(alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink) -> None:
+async def test_paper_out_and_back_mailed_by_running_agent(
+    alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
     """The running agent mails 'out of paper' when the kitchen printer runs dry with a ticket waiting, and 'resolved' once paper is back."""
     agent = Agent(alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0))
     printers["kitchen"].paper_out = True
@@ -71,12 +73,19 @@ def cli_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("cli_logging")
-def test_cli_silence_and_list(tmp_path: Path, cert: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_silence_and_list(
+    tmp_path: Path, cert: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`edge alerts silence printer_offline:kitchen 2h` stores a silence that ends in two hours; `edge alerts list` shows it; a typo is refused."""
     monkeypatch.delenv("EDGE_CONFIG", raising=False)
     config = write_config(tmp_path, 25, cert[0])
     before = time.time()
-    assert main(["alerts", "silence", "printer_offline:kitchen", "2h", "--comment", "new printer", "--config", str(config)]) == 0
+    assert (
+        main(
+            ["alerts", "silence", "printer_offline:kitchen", "2h", "--comment", "new printer", "--config", str(config)]
+        )
+        == 0
+    )
     with sqlite3.connect(tmp_path / "data" / "edge.db") as conn:
         [(matcher, ends_at, comment)] = conn.execute("SELECT matcher, ends_at, comment FROM alert_silences").fetchall()
     assert matcher == "printer_offline:kitchen" and comment == "new printer"
@@ -92,7 +101,15 @@ async def test_cli_alerts_test_sends_mail(tmp_path: Path, cert: tuple[Path, Path
     """`edge alerts test` sends a test mail with the settings from the config and .env (password only in .env)."""
     config = write_config(tmp_path, sink.port, cert[0])
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge", "alerts", "test", "--config", str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "edge",
+        "alerts",
+        "test",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={"PATH": "/usr/bin:/bin"},
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)

@@ -15,11 +15,22 @@ BASE: dict[str, Any] = {"agent": {"store_id": "berlin-01"}, "api": {"token": "to
 def test_environment_names_from_the_issue() -> None:
     """EDGE_SMTP_* fill [smtp], EDGE_SMTP_FROM the sender, EDGE_ALERT_TO (comma-separated) the recipients; the password stays secret."""
     env = {
-        "EDGE_SMTP_HOST": "smtp.example.com", "EDGE_SMTP_PORT": "465", "EDGE_SMTP_SECURITY": "tls", "EDGE_SMTP_USERNAME": "edge@example.com",
-        "EDGE_SMTP_PASSWORD": "app-pass-1234", "EDGE_SMTP_FROM": "Filiale <edge@example.com>", "EDGE_ALERT_TO": "chef@example.com, vize@example.com",
+        "EDGE_SMTP_HOST": "smtp.example.com",
+        "EDGE_SMTP_PORT": "465",
+        "EDGE_SMTP_SECURITY": "tls",
+        "EDGE_SMTP_USERNAME": "edge@example.com",
+        "EDGE_SMTP_PASSWORD": "app-pass-1234",
+        "EDGE_SMTP_FROM": "Filiale <edge@example.com>",
+        "EDGE_ALERT_TO": "chef@example.com, vize@example.com",
     }
     s = parse_settings(BASE, env=env)
-    assert (s.smtp.host, s.smtp.port, s.smtp.security, s.smtp.username, s.smtp.sender) == ("smtp.example.com", 465, "tls", "edge@example.com", "Filiale <edge@example.com>")
+    assert (s.smtp.host, s.smtp.port, s.smtp.security, s.smtp.username, s.smtp.sender) == (
+        "smtp.example.com",
+        465,
+        "tls",
+        "edge@example.com",
+        "Filiale <edge@example.com>",
+    )
     assert s.alerts.to == ["chef@example.com", "vize@example.com"]
     assert s.smtp.password.get() == "app-pass-1234" and "app-pass-1234" not in repr(s.smtp)
     assert "app-pass-1234" in s.secrets()  # so logging scrubs it

@@ -20,7 +20,14 @@ MAIL = Mail(recipients=["chef@store.test"], subject="Grüße €", text="Hallo �
 
 def smtp(sink: SmtpSink, cert: tuple[Path, Path], **kw: object) -> SmtpSettings:
     base = SmtpSettings(
-        host="127.0.0.1", port=sink.port, security="starttls", username=SMTP_USER, password=Secret(SMTP_PASSWORD), sender="edge@store.test", ca_file=cert[0], timeout_s=3.0
+        host="127.0.0.1",
+        port=sink.port,
+        security="starttls",
+        username=SMTP_USER,
+        password=Secret(SMTP_PASSWORD),
+        sender="edge@store.test",
+        ca_file=cert[0],
+        timeout_s=3.0,
     )
     return dataclasses.replace(base, **kw)
 
@@ -66,7 +73,9 @@ async def test_plain_relay_without_auth(cert: tuple[Path, Path]) -> None:
     ],
     ids=["wrong-password", "untrusted-certificate", "tls-mismatch", "unreachable"],
 )
-async def test_failures_explained(sink: SmtpSink, cert: tuple[Path, Path], change: dict[str, object], words: str) -> None:
+async def test_failures_explained(
+    sink: SmtpSink, cert: tuple[Path, Path], change: dict[str, object], words: str
+) -> None:
     """Each failure a technician meets on site comes back as one plain sentence, and nothing is sent."""
     if "password" in change:
         change = {"password": Secret(str(change["password"]))}

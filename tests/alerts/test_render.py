@@ -14,19 +14,33 @@ GROUP_DETAILS = {
     "printer_paper_out": {"jobs_waiting": 2},
     "printer_cover_open": {},
     "printer_paper_low": {},
-    "print_job_failed": {"detail": "hung up", "items": [{"id": 7, "order": "A-1042", "attempts": 5, "error": "hung up"}]},
+    "print_job_failed": {
+        "detail": "hung up",
+        "items": [{"id": 7, "order": "A-1042", "attempts": 5, "error": "hung up"}],
+    },
     "print_job_held": {"items": [{"id": 8, "order": "ord_9", "age_min": 50}]},
     "queue_backlog": {"waiting": 61, "oldest_min": 12},
     "central_unreachable": {"down_min": "5"},
     "recovery_failed": {"phase": "processing", "detail": "HTTP 502"},
     "storage_problem": {"detail": "disk is full"},
 }
-SUBJECTS = {"queue_backlog": "queue", "central_unreachable": "central", "recovery_failed": "recovery", "storage_problem": "database"}
+SUBJECTS = {
+    "queue_backlog": "queue",
+    "central_unreachable": "central",
+    "recovery_failed": "recovery",
+    "storage_problem": "database",
+}
 
 
 def group(type_name: str, **details: object) -> dict:
-    return {"key": f"{type_name}:x", "type": type_name, "subject": SUBJECTS.get(type_name, "kitchen"), "severity": TYPES[type_name].severity,
-            "first_at": 1_790_000_000.0, "details": {**GROUP_DETAILS[type_name], **details}}
+    return {
+        "key": f"{type_name}:x",
+        "type": type_name,
+        "subject": SUBJECTS.get(type_name, "kitchen"),
+        "severity": TYPES[type_name].severity,
+        "first_at": 1_790_000_000.0,
+        "details": {**GROUP_DETAILS[type_name], **details},
+    }
 
 
 def renderer(language: str, **kw: object) -> AlertRenderer:
@@ -44,12 +58,22 @@ def test_catalogue_covers_every_type() -> None:
 @pytest.mark.parametrize("kind", ["firing", "resolved"])
 def test_each_type_renders_in_both_languages(type_name: str, language: str, kind: str) -> None:
     """Subject names the store (name and id) and the problem; text and HTML both say what, since when and what to do."""
-    mail = renderer(language, status_page_url="http://edge.local:8765/").alert(group(type_name), kind=kind, extra=0, recipients=["a@b.test"])
-    title = TEXTS[type_name][language][0].format_map({**GROUP_DETAILS[type_name], "subject": SUBJECTS.get(type_name, "kitchen"), "order": "A-1042" if type_name == "print_job_failed" else "ord_9"})
+    mail = renderer(language, status_page_url="http://edge.local:8765/").alert(
+        group(type_name), kind=kind, extra=0, recipients=["a@b.test"]
+    )
+    title = TEXTS[type_name][language][0].format_map(
+        {
+            **GROUP_DETAILS[type_name],
+            "subject": SUBJECTS.get(type_name, "kitchen"),
+            "order": "A-1042" if type_name == "print_job_failed" else "ord_9",
+        }
+    )
     assert mail.subject.startswith("[Filiale Mitte (berlin-01)] ")
     assert title in mail.subject
     assert "\n" not in mail.subject and "?" not in title
-    marker = {"de": {"firing": "STÖRUNG", "resolved": "BEHOBEN"}, "en": {"firing": "ALERT", "resolved": "RESOLVED"}}[language][kind]
+    marker = {"de": {"firing": "STÖRUNG", "resolved": "BEHOBEN"}, "en": {"firing": "ALERT", "resolved": "RESOLVED"}}[
+        language
+    ][kind]
     assert marker in mail.subject
     since = "Seit" if language == "de" else "Since"
     for body in (mail.text, mail.html):
@@ -63,7 +87,10 @@ def test_each_type_renders_in_both_languages(type_name: str, language: str, kind
 def test_order_number_in_subject_of_failed_job() -> None:
     """A dead job's mail carries the order number and the printer in the subject."""
     mail = renderer("de").alert(group("print_job_failed"), kind="firing", extra=0, recipients=["a@b.test"])
-    assert mail.subject == "[Filiale Mitte (berlin-01)] STÖRUNG (kritisch): Bestellung A-1042: Bon nicht gedruckt (Drucker kitchen)"
+    assert (
+        mail.subject
+        == "[Filiale Mitte (berlin-01)] STÖRUNG (kritisch): Bestellung A-1042: Bon nicht gedruckt (Drucker kitchen)"
+    )
 
 
 def test_untrusted_text_is_escaped_in_html() -> None:
@@ -80,13 +107,17 @@ def test_untrusted_text_is_escaped_in_html() -> None:
 def test_suppressed_count_in_german() -> None:
     """Occurrences that did not get their own mail are counted in the next one."""
     mail = renderer("de").alert(group("printer_offline"), kind="firing", extra=37, recipients=["a@b.test"])
-    assert "Seit der letzten Mail 37 weitere Male." in mail.text and "Seit der letzten Mail 37 weitere Male." in mail.html
+    assert (
+        "Seit der letzten Mail 37 weitere Male." in mail.text and "Seit der letzten Mail 37 weitere Male." in mail.html
+    )
     assert "3 Druckaufträge warten" in mail.text
 
 
 def test_operator_templates_override_built_in(tmp_path: Path) -> None:
     """A subject.txt in alerts.template_dir replaces the built-in one; the body templates still come from the package."""
     (tmp_path / "subject.txt").write_text("Edge {{ store.id }}: {{ alert.title }}", encoding="utf-8")
-    mail = renderer("en", template_dir=tmp_path).alert(group("printer_paper_out"), kind="firing", extra=0, recipients=["a@b.test"])
+    mail = renderer("en", template_dir=tmp_path).alert(
+        group("printer_paper_out"), kind="firing", extra=0, recipients=["a@b.test"]
+    )
     assert mail.subject == "Edge berlin-01: Printer kitchen: out of paper"
     assert "Put in a new paper roll." in mail.text

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from edge.alerts import Alerter, Mailer
 from edge.config import Settings
-from edge.events import AlertSent, AlertSuppressed, CentralLinkChanged, EventBus, JobDead, PrinterStatusChanged, RecoveryFailed
+from edge.events import (
+    AlertSent,
+    AlertSuppressed,
+    CentralLinkChanged,
+    EventBus,
+    JobDead,
+    PrinterStatusChanged,
+    RecoveryFailed,
+)
 from edge.sim.smtp import SmtpSink
 from edge.store import Database
 from edge.store.alerts import AlertStore
@@ -50,7 +58,9 @@ async def flap(alerter: Alerter, clock: FakeClock, faults: int, *, every: float 
             await run(alerter)
 
 
-async def test_fault_cleared_within_group_wait_sends_nothing(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+async def test_fault_cleared_within_group_wait_sends_nothing(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
     """A printer that is back 10 s after dropping off (group_wait 30 s) costs the manager no mail."""
     bus = EventBus()
     suppressed: list[AlertSuppressed] = []
@@ -68,7 +78,13 @@ async def test_fault_cleared_within_group_wait_sends_nothing(alert_settings: Cal
     assert [s.reason for s in suppressed] == ["cleared"]
 
 
-async def test_offline_printer_mailed_after_group_wait_then_resolved(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_offline_printer_mailed_after_group_wait_then_resolved(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """With a ticket waiting, the first mail goes at group_wait (not before), over STARTTLS with login, to every recipient; the resolved mail within one group_interval of the fix."""
     await add_jobs(db, ["queued"], created_at=clock())
     bus = EventBus()
@@ -83,7 +99,11 @@ async def test_offline_printer_mailed_after_group_wait_then_resolved(alert_setti
     [mail] = sink.messages
     assert subject(mail) == "[Filiale Mitte (test-store)] STÖRUNG (kritisch): Drucker kitchen nicht erreichbar"
     assert sorted(sink.envelopes[0].rcpt_tos) == ["chef@store.test", "vize@store.test"]
-    assert mail.get_body(("plain",)).get_content().startswith("Drucker kitchen nicht erreichbar\r\n\r\nWas ist passiert: Der Drucker kitchen antwortet nicht")
+    assert (
+        mail.get_body(("plain",))
+        .get_content()
+        .startswith("Drucker kitchen nicht erreichbar\r\n\r\nWas ist passiert: Der Drucker kitchen antwortet nicht")
+    )
     assert "Drucker kitchen antwortet nicht" in mail.get_body(("html",)).get_content()
     clock.advance(10)
     alerter.on_event(online())
@@ -91,10 +111,15 @@ async def test_offline_printer_mailed_after_group_wait_then_resolved(alert_setti
     clock.advance(110)
     assert await run(alerter) == 1
     assert subject(sink.messages[1]) == "[Filiale Mitte (test-store)] BEHOBEN: Drucker kitchen nicht erreichbar"
-    assert [(e.alert_type, e.resolved, e.recipients) for e in sent] == [("printer_offline", False, 2), ("printer_offline", True, 2)]
+    assert [(e.alert_type, e.resolved, e.recipients) for e in sent] == [
+        ("printer_offline", False, 2),
+        ("printer_offline", True, 2),
+    ]
 
 
-async def test_storm_of_1000_faults_gives_two_mails_with_counts(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+async def test_storm_of_1000_faults_gives_two_mails_with_counts(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
     """1,000 faults in a minute: one mail at group_wait with the count so far, then one resolved mail with the rest; every fault is counted once."""
     alerter = make_alerter(alert_settings())
     await flap(alerter, clock, 1000)
@@ -111,7 +136,9 @@ async def test_storm_of_1000_faults_gives_two_mails_with_counts(alert_settings: 
     assert 1 + counts[0] + counts[1] == 1000
 
 
-async def test_restarts_in_a_storm_send_no_duplicates(alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path) -> None:
+async def test_restarts_in_a_storm_send_no_duplicates(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
     """The agent restarting every 100 faults (a crash loop) still sends one mail and one resolved mail: the throttle state is on disk."""
     settings = alert_settings()
     for _ in range(10):
@@ -131,7 +158,13 @@ async def test_restarts_in_a_storm_send_no_duplicates(alert_settings: Callable[.
     assert 1 + sum(extra(m.get_body(("plain",)).get_content()) for m in sink.messages) == 1000
 
 
-async def test_smtp_down_mails_arrive_once_when_back(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_smtp_down_mails_arrive_once_when_back(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """With the SMTP server down the mails wait in the outbox with backoff; when it is back each arrives exactly once."""
     alerter = make_alerter(alert_settings())
     await sink.stop()
@@ -151,14 +184,22 @@ async def test_smtp_down_mails_arrive_once_when_back(alert_settings: Callable[..
     clock.advance(600)
     assert await run(alerter) == 0
     subjects = sorted(subject(m) for m in sink.messages)
-    assert len(subjects) == 2 and "Papier leer" in subjects[0] + subjects[1] and "nicht erreichbar" in subjects[0] + subjects[1]
+    assert (
+        len(subjects) == 2
+        and "Papier leer" in subjects[0] + subjects[1]
+        and "nicht erreichbar" in subjects[0] + subjects[1]
+    )
 
 
-async def test_siblings_join_one_mail_news_waits_group_interval(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+async def test_siblings_join_one_mail_news_waits_group_interval(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
     """Three dead jobs on one printer within group_wait make one mail listing all three orders; a fourth later waits for group_interval."""
     alerter = make_alerter(alert_settings())
     for n in range(3):
-        alerter.on_event(JobDead(job_id=n, order_id=f"o{n}", order_number=f"A-10{n}", printer="kitchen", error="hung up", attempts=5))
+        alerter.on_event(
+            JobDead(job_id=n, order_id=f"o{n}", order_number=f"A-10{n}", printer="kitchen", error="hung up", attempts=5)
+        )
         clock.advance(5)
     clock.advance(20)
     assert await run(alerter) == 1
@@ -166,7 +207,9 @@ async def test_siblings_join_one_mail_news_waits_group_interval(alert_settings: 
     assert all(f"Bestellung: A-10{n}" in text for n in range(3))
     assert "A-100 (+2)" in subject(sink.messages[0])
     clock.advance(10)
-    alerter.on_event(JobDead(job_id=9, order_id="o9", order_number="A-109", printer="kitchen", error="hung up", attempts=5))
+    alerter.on_event(
+        JobDead(job_id=9, order_id="o9", order_number="A-109", printer="kitchen", error="hung up", attempts=5)
+    )
     clock.advance(60)
     assert await run(alerter) == 0
     clock.advance(60)
@@ -174,7 +217,9 @@ async def test_siblings_join_one_mail_news_waits_group_interval(alert_settings: 
     assert "A-109" in sink.messages[1].get_body(("plain",)).get_content()
 
 
-async def test_reminder_after_repeat_interval(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+async def test_reminder_after_repeat_interval(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
     """A condition that stays is mailed again after repeat_interval (4 h), not before."""
     alerter = make_alerter(alert_settings())
     alerter.on_event(offline())
@@ -187,7 +232,13 @@ async def test_reminder_after_repeat_interval(alert_settings: Callable[..., Sett
     assert "ERINNERUNG" in subject(sink.messages[1])
 
 
-async def test_silence_holds_mail_until_it_ends(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_silence_holds_mail_until_it_ends(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """A silence on printer_offline:kitchen holds its mail (others still go); when the silence ends the mail goes with the count."""
     alerter = make_alerter(alert_settings())
     await AlertStore(db).add_silence("printer_offline:kitchen", starts_at=clock(), ends_at=clock() + 7200)
@@ -203,7 +254,9 @@ async def test_silence_holds_mail_until_it_ends(alert_settings: Callable[..., Se
     assert "kitchen" in subject(sink.messages[1]) and extra(sink.messages[1].get_body(("plain",)).get_content()) == 1
 
 
-async def test_central_down_inhibits_recovery_failed(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+async def test_central_down_inhibits_recovery_failed(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
     """While the central line is down (and mailed), the recovery failures it causes are not mailed as well."""
     alerter = make_alerter(alert_settings(central_down_min=5))
     alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
@@ -215,7 +268,13 @@ async def test_central_down_inhibits_recovery_failed(alert_settings: Callable[..
     assert "Zentrale nicht erreichbar" in subject(sink.messages[0])
 
 
-async def test_opening_hours_hold_warnings_not_critical(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_opening_hours_hold_warnings_not_critical(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """Outside opening hours a warning (cover open) waits, a critical alert (printer offline with a ticket waiting) goes."""
     import datetime as dt
 
@@ -234,7 +293,9 @@ async def test_opening_hours_hold_warnings_not_critical(alert_settings: Callable
     assert "Deckel offen" in subject(sink.messages[1])
 
 
-async def test_hourly_cap(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink) -> None:
+async def test_hourly_cap(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
     """No more than max_per_hour mails go out in an hour; the rest wait and go later."""
     alerter = make_alerter(alert_settings(max_per_hour=2))
     for printer in ("a", "b", "c"):
@@ -247,7 +308,13 @@ async def test_hourly_cap(alert_settings: Callable[..., Settings], make_alerter:
     assert await run(alerter) == 1
 
 
-async def test_daily_digest_collects_warnings(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_daily_digest_collects_warnings(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """With digest on, a warning (cover open) waits for the one daily mail at digest_at; a critical alert still goes on its own."""
     import datetime as dt
 
@@ -284,7 +351,13 @@ async def add_jobs(db: Database, states: list[str], created_at: float) -> None:
             )
 
 
-async def test_queue_backlog_checked_and_resolved(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_queue_backlog_checked_and_resolved(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """Jobs waiting longer than backlog_age_min raise queue_backlog (numbers in the mail); once they are printed a resolved mail follows."""
     await add_jobs(db, ["queued", "queued", "failed"], created_at=clock() - 12 * 60)
     alerter = make_alerter(alert_settings(backlog_age_min=10))
@@ -292,7 +365,9 @@ async def test_queue_backlog_checked_and_resolved(alert_settings: Callable[..., 
     clock.advance(31)
     assert await run(alerter) == 1
     assert "Druckaufträge stauen sich" in subject(sink.messages[0])
-    assert "Es warten 3 Druckaufträge; der älteste seit 12 Minuten." in sink.messages[0].get_body(("plain",)).get_content()
+    assert (
+        "Es warten 3 Druckaufträge; der älteste seit 12 Minuten." in sink.messages[0].get_body(("plain",)).get_content()
+    )
     async with db.transaction() as conn:
         await conn.execute("UPDATE print_jobs SET state = 'printed'")
     await alerter.check()
@@ -301,11 +376,19 @@ async def test_queue_backlog_checked_and_resolved(alert_settings: Callable[..., 
     assert "BEHOBEN: Druckaufträge stauen sich" in subject(sink.messages[1])
 
 
-async def test_dead_job_alert_resolves_when_no_dead_job_is_left(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_dead_job_alert_resolves_when_no_dead_job_is_left(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """print_job_failed stays until nobody's dead job is left on that printer (retried or discarded), then it is resolved."""
     await add_jobs(db, ["dead"], created_at=clock())
     alerter = make_alerter(alert_settings())
-    alerter.on_event(JobDead(job_id=1, order_id="o1", order_number="A-1", printer="kitchen", error="hung up", attempts=5))
+    alerter.on_event(
+        JobDead(job_id=1, order_id="o1", order_number="A-1", printer="kitchen", error="hung up", attempts=5)
+    )
     clock.advance(31)
     await run(alerter)
     await alerter.check()
@@ -318,7 +401,13 @@ async def test_dead_job_alert_resolves_when_no_dead_job_is_left(alert_settings: 
     assert "BEHOBEN: Bestellung A-1: Bon nicht gedruckt (Drucker kitchen)" in subject(sink.messages[1])
 
 
-async def test_critical_recipients_and_quiet_hours(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_critical_recipients_and_quiet_hours(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """critical_to also gets critical alerts, not warnings; during quiet hours even critical mail waits until they end."""
     import datetime as dt
 
@@ -333,12 +422,20 @@ async def test_critical_recipients_and_quiet_hours(alert_settings: Callable[...,
     assert await run(alerter) == 0
     clock.advance(3600)
     assert await run(alerter) == 2
-    by_subject = {("kitchen" in subject(m)): sorted(e.rcpt_tos) for m, e in zip(sink.messages, sink.envelopes, strict=True)}
+    by_subject = {
+        ("kitchen" in subject(m)): sorted(e.rcpt_tos) for m, e in zip(sink.messages, sink.envelopes, strict=True)
+    }
     assert by_subject[True] == ["chef@store.test", "owner@store.test", "vize@store.test"]
     assert by_subject[False] == ["chef@store.test", "vize@store.test"]
 
 
-async def test_fault_over_before_silence_ends_is_never_mailed(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_fault_over_before_silence_ends_is_never_mailed(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """A silenced fault that is over before the silence ends is dropped, not mailed late as news that is no longer true."""
     alerter = make_alerter(alert_settings())
     await AlertStore(db).add_silence("printer_*", starts_at=clock(), ends_at=clock() + 3600)
@@ -354,7 +451,13 @@ async def test_fault_over_before_silence_ends_is_never_mailed(alert_settings: Ca
     assert [r["detail"] for r in await AlertStore(db).recent()] == ["silenced", "silenced"]
 
 
-async def test_idle_printer_off_after_closing_waits_until_a_ticket_needs_it(alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink, db: Database) -> None:
+async def test_idle_printer_off_after_closing_waits_until_a_ticket_needs_it(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
     """A printer switched off with nothing to print is only a warning (held outside opening hours); once a ticket waits for it, it is critical and mailed."""
     import datetime as dt
 

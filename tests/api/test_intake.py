@@ -26,14 +26,19 @@ async def post(api: aiohttp.ClientSession, body: Any, **kwargs: Any) -> tuple[in
         return response.status, await response.json(content_type=None)
 
 
-async def test_contract_example_is_stored_before_the_answer(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_contract_example_is_stored_before_the_answer(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """201 comes with the job ids; at that moment a second connection already sees the order and its jobs."""
     status, body = await post(api, example_order)
     assert status == 201
     assert body["order_id"] == "ord_7f3a9c21" and body["status"] == "stored" and len(body["job_ids"]) == 2
     with sqlite3.connect(agent.settings.agent.db_path) as conn:
         assert conn.execute("SELECT number FROM orders WHERE id = 'ord_7f3a9c21'").fetchone() == ("A-1042",)
-        assert sorted(r[0] for r in conn.execute("SELECT id FROM print_jobs WHERE order_id = 'ord_7f3a9c21'")) == body["job_ids"]
+        assert (
+            sorted(r[0] for r in conn.execute("SELECT id FROM print_jobs WHERE order_id = 'ord_7f3a9c21'"))
+            == body["job_ids"]
+        )
     kitchen = await printers["kitchen"].wait_for_printed(1)
     front = await printers["front"].wait_for_printed(1)
     assert decode(kitchen[0]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
@@ -41,7 +46,9 @@ async def test_contract_example_is_stored_before_the_answer(agent: Agent, api: a
     assert "Apfelschorle" in decode(front[0]).text  # but on the receipt
 
 
-async def test_duplicate_prints_once_and_conflict_prints_nothing(api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_duplicate_prints_once_and_conflict_prints_nothing(
+    api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """Same id and content: 200 duplicate, one ticket. Same id, other content: 409 and nothing printed."""
     assert (await post(api, example_order))[0] == 201
     status, body = await post(api, example_order)
@@ -50,7 +57,11 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(api: aiohttp.Cl
     changed["items"][0]["qty"] = 3
     status, body = await post(api, changed)
     assert status == 409
-    assert body == {"error": "conflict", "reason": "order ord_7f3a9c21 already exists with different content; nothing was printed", "order_id": "ord_7f3a9c21"}
+    assert body == {
+        "error": "conflict",
+        "reason": "order ord_7f3a9c21 already exists with different content; nothing was printed",
+        "order_id": "ord_7f3a9c21",
+    }
     await printers["kitchen"].wait_for_printed(1)
     await asyncio.sleep(0.5)
     assert len(printers["kitchen"].printed) == 1
@@ -61,17 +72,39 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(api: aiohttp.Cl
     ("mutate", "field", "reason"),
     [
         (lambda o: o["items"][2].update(qty=0), "items[2].qty", "must be between 1 and 9999, got 0"),
-        (lambda o: o["items"][0].update(unit_price=9.5), "items[0].unit_price", 'must be a decimal string like "9.50", got number'),
+        (
+            lambda o: o["items"][0].update(unit_price=9.5),
+            "items[0].unit_price",
+            'must be a decimal string like "9.50", got number',
+        ),
         (lambda o: o.pop("id"), "id", "is required"),
         (lambda o: o.update(items=[]), "items", "must contain at least one item"),
-        (lambda o: o["items"][1].update(station="pastry"), "items[1].station", "no printer is configured for station 'pastry'"),
-        (lambda o: o["items"][0].update(requires_production="yes"), "items[0].requires_production", "must be true or false, got string"),
-        (lambda o: o.update(created_at="yesterday"), "created_at", "must be an ISO 8601 time like 2026-11-22T18:04:11Z, got 'yesterday'"),
-        (lambda o: o["totals"].update(currency="euro"), "totals.currency", "must be a 3-letter currency code like EUR, got 'euro'"),
+        (
+            lambda o: o["items"][1].update(station="pastry"),
+            "items[1].station",
+            "no printer is configured for station 'pastry'",
+        ),
+        (
+            lambda o: o["items"][0].update(requires_production="yes"),
+            "items[0].requires_production",
+            "must be true or false, got string",
+        ),
+        (
+            lambda o: o.update(created_at="yesterday"),
+            "created_at",
+            "must be an ISO 8601 time like 2026-11-22T18:04:11Z, got 'yesterday'",
+        ),
+        (
+            lambda o: o["totals"].update(currency="euro"),
+            "totals.currency",
+            "must be a 3-letter currency code like EUR, got 'euro'",
+        ),
         (lambda o: o["fulfilment"].update(table=[1]), "fulfilment.table", "must be a string or a number, got array"),
     ],
 )
-async def test_invalid_field_is_422_naming_it(api: aiohttp.ClientSession, example_order: dict, mutate: Any, field: str, reason: str) -> None:
+async def test_invalid_field_is_422_naming_it(
+    api: aiohttp.ClientSession, example_order: dict, mutate: Any, field: str, reason: str
+) -> None:
     mutate(example_order)
     status, body = await post(api, example_order)
     assert status == 422
@@ -102,7 +135,11 @@ async def test_top_level_array_is_422(api: aiohttp.ClientSession) -> None:
 
 async def test_auth_missing_and_wrong_token_are_401(agent: Agent, example_order: dict) -> None:
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as anonymous:
-        for headers, reason in (({}, "missing Authorization: Bearer <token> header"), ({"Authorization": "Bearer nope"}, "wrong token"), ({"Authorization": TOKEN}, "wrong token")):
+        for headers, reason in (
+            ({}, "missing Authorization: Bearer <token> header"),
+            ({"Authorization": "Bearer nope"}, "wrong token"),
+            ({"Authorization": TOKEN}, "wrong token"),
+        ):
             async with anonymous.post("/api/v1/orders", json=example_order, headers=headers) as response:
                 assert response.status == 401
                 assert await response.json() == {"error": "unauthorized", "reason": reason}
@@ -133,7 +170,9 @@ async def test_shutting_down_is_503(agent: Agent, api: aiohttp.ClientSession, ex
     agent.deps.accepting = True
 
 
-async def test_order_status_and_reprint(api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_order_status_and_reprint(
+    api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """GET shows each job's state; reprint queues copies that print with the COPY mark."""
     await post(api, example_order)
     await printers["kitchen"].wait_for_printed(1)
@@ -184,7 +223,18 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
-EXAMPLE_PATHS = [("id",), ("number",), ("created_at",), ("items",), ("totals",), ("fulfilment",), ("customer",), ("priority",), ("print_receipt",), ("payment",)]
+EXAMPLE_PATHS = [
+    ("id",),
+    ("number",),
+    ("created_at",),
+    ("items",),
+    ("totals",),
+    ("fulfilment",),
+    ("customer",),
+    ("priority",),
+    ("print_receipt",),
+    ("payment",),
+]
 
 
 @st.composite

@@ -15,7 +15,13 @@ import pytest
 
 REPO = Path(__file__).parents[2]
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
-UNITS = ["edge-agent.service", "edge-health-check.service", "edge-health-check.timer", "edge-backup.service", "edge-backup.timer"]
+UNITS = [
+    "edge-agent.service",
+    "edge-health-check.service",
+    "edge-health-check.timer",
+    "edge-backup.service",
+    "edge-backup.timer",
+]
 # upgrade.sh runs the installed `edge`; installed with --no-deps, it borrows this venv's libraries.
 BORROWED_LIBS = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
 
@@ -24,7 +30,9 @@ def run(script: Path, *args: str, env: dict[str, str] | None = None) -> subproce
     # --no-deps: the test checks the script, not the package index.
     full_env = {**os.environ, "EDGE_PIP_ARGS": "--no-deps", **(env or {})}
     full_env.pop("VIRTUAL_ENV", None)
-    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=240, env=full_env, cwd="/")
+    return subprocess.run(
+        ["bash", str(script), *args], capture_output=True, text=True, timeout=240, env=full_env, cwd="/"
+    )
 
 
 def tree(root: Path) -> dict[str, tuple[int, str, int]]:
@@ -33,7 +41,11 @@ def tree(root: Path) -> dict[str, tuple[int, str, int]]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink():
             stat = path.stat()
-            found[str(path.relative_to(root))] = (stat.st_mode, hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_mtime_ns)
+            found[str(path.relative_to(root))] = (
+                stat.st_mode,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                stat.st_mtime_ns,
+            )
     return found
 
 
@@ -84,7 +96,13 @@ def test_failed_upgrade_rolls_back_program_and_database(root: Path, source: Path
     """upgrade.sh backs up, installs the new version and migrates; a migration that fails brings back the old venv and the backed-up database."""
     config = root / "etc/edge/edge.toml"
     edge = root / "opt/edge-agent/venv/bin/edge"
-    made = subprocess.run([str(edge), "migrate", "--config", str(config)], capture_output=True, text=True, timeout=60, env={**os.environ, **BORROWED_LIBS})
+    made = subprocess.run(
+        [str(edge), "migrate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **BORROWED_LIBS},
+    )
     assert made.returncode == 0, made.stderr
     db = root / "var/lib/edge/edge.db"
     with sqlite3.connect(db) as conn:
@@ -92,15 +110,33 @@ def test_failed_upgrade_rolls_back_program_and_database(root: Path, source: Path
         conn.execute("INSERT INTO meta(key, value) VALUES ('marker', 'before upgrade')")
 
     upgraded = shutil.copytree(source, source.parent / "src-0.2.0")
-    (upgraded / "pyproject.toml").write_text((upgraded / "pyproject.toml").read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+    (upgraded / "pyproject.toml").write_text(
+        (upgraded / "pyproject.toml").read_text().replace('version = "0.1.0"', 'version = "0.2.0"')
+    )
     (upgraded / "migrations" / f"{version + 1:03d}_broken.sql").write_text(
         "-- fails half way\n-- migrate:up\nCREATE TABLE upgrade_probe (x);\nCREATE TABLE orders (x);\n-- migrate:down\nDROP TABLE upgrade_probe;\n"
     )
-    upgrade = run(upgraded / "scripts/upgrade.sh", "--prefix", str(root), "--python", BASE_PYTHON, "--no-restart", env=BORROWED_LIBS)
+    upgrade = run(
+        upgraded / "scripts/upgrade.sh",
+        "--prefix",
+        str(root),
+        "--python",
+        BASE_PYTHON,
+        "--no-restart",
+        env=BORROWED_LIBS,
+    )
     assert upgrade.returncode == 1, upgrade.stdout + upgrade.stderr
     assert "installed edge-agent 0.2.0" in upgrade.stdout and "rolling back" in upgrade.stdout
     installed = subprocess.run(
-        [str(root / "opt/edge-agent/venv/bin/python"), "-I", "-c", "import importlib.metadata as m; print(m.version('edge-agent'))"], capture_output=True, text=True, timeout=30
+        [
+            str(root / "opt/edge-agent/venv/bin/python"),
+            "-I",
+            "-c",
+            "import importlib.metadata as m; print(m.version('edge-agent'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert installed.stdout.strip() == "0.1.0"
     assert not (root / "opt/edge-agent/venv.previous").exists()

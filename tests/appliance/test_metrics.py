@@ -23,7 +23,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-async def test_metrics_parse_and_count_what_happened(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_metrics_parse_and_count_what_happened(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """After one order printed on two printers, /metrics (parsed by prometheus_client's parser) counts it, its latency and the queue."""
     async with api.post("/api/v1/orders", json=example_order) as response:
         assert response.status == 201
@@ -39,9 +41,9 @@ async def test_metrics_parse_and_count_what_happened(agent: Agent, api: aiohttp.
             assert response.headers["Content-Type"].startswith("text/plain; version=")
             got = samples(await response.text())
         # Counters move on events, gauges are read from the database first: wait for both to show it.
-        if all(got[("edge_print_job_outcomes_total", (("outcome", "printed"), ("printer", p)))] == 1 for p in printers) and all(
-            got[("edge_print_jobs", (("printer", p), ("state", "printed")))] == 1 for p in printers
-        ):
+        if all(
+            got[("edge_print_job_outcomes_total", (("outcome", "printed"), ("printer", p)))] == 1 for p in printers
+        ) and all(got[("edge_print_jobs", (("printer", p), ("state", "printed")))] == 1 for p in printers):
             break
         await asyncio.sleep(0.05)
     assert got[("edge_orders_received_total", (("source", "push"),))] == 1
@@ -68,7 +70,9 @@ def test_two_agents_keep_separate_metrics(make_settings: Callable[..., Settings]
     assert second.metrics.registry.get_sample_value("edge_orders_received_total", {"source": "push"}) == 0
 
 
-async def test_paper_out_and_queue_show_in_metrics(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_paper_out_and_queue_show_in_metrics(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """A printer out of paper reads as down with paper=out, and its waiting job counts in the queue depth and oldest age."""
     printers["kitchen"].paper_out = True
     example_order["print_receipt"] = False
@@ -120,7 +124,10 @@ async def test_ready_names_an_old_schema(agent: Agent, api: aiohttp.ClientSessio
     async with api.get("/ready") as response:
         body = await response.json()
         assert response.status == 503
-    assert body["checks"]["migrations_current"] == {"ok": False, "detail": f"schema {latest - 1}, agent expects {latest}"}
+    assert body["checks"]["migrations_current"] == {
+        "ok": False,
+        "detail": f"schema {latest - 1}, agent expects {latest}",
+    }
 
 
 async def test_refused_api_requests_are_counted_by_reason(agent: Agent) -> None:

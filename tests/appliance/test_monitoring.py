@@ -50,7 +50,12 @@ def test_rules_parse_and_name_only_exported_metrics(make_settings: Callable[...,
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
     assert len(rules) >= 10
     for rule in rules:
-        assert rule["alert"] and rule["expr"] and rule["labels"]["severity"] in ("critical", "warning", "info") and rule["annotations"]["summary"]
+        assert (
+            rule["alert"]
+            and rule["expr"]
+            and rule["labels"]["severity"] in ("critical", "warning", "info")
+            and rule["annotations"]["summary"]
+        )
     known = exported(make_settings)
     used = names_used(" ".join(rule["expr"] for rule in rules))
     assert used and used <= known, used - known
@@ -66,10 +71,17 @@ def test_dashboard_is_valid_json_using_exported_metrics(make_settings: Callable[
     assert used <= exported(make_settings), used - exported(make_settings)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: apt-get install -y --no-install-recommends prometheus")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool missing: apt-get install -y --no-install-recommends prometheus"
+)
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
     """`promtool check rules` accepts the file and `promtool test rules` fires paper-out, storage and stuck-queue alerts as expected."""
     check = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    test = subprocess.run(["promtool", "test", "rules", str(MONITORING / "edge-agent.rules.test.yml")], capture_output=True, text=True, timeout=60)
+    test = subprocess.run(
+        ["promtool", "test", "rules", str(MONITORING / "edge-agent.rules.test.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert test.returncode == 0, test.stdout + test.stderr

@@ -51,7 +51,9 @@ def order_ids(db_path: Path) -> list[str]:
 
 async def push(agent: Agent, count: int, *, prefix: str = "ord") -> list[str]:
     ids = []
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}) as api:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
+    ) as api:
         for n in range(count):
             order = make_order(n)
             order["id"] = f"{prefix}-{n:04d}"
@@ -92,7 +94,9 @@ async def test_restore_refuses_while_the_agent_runs(agent: Agent, tmp_path: Path
         await restore_database(agent.settings, backup)
 
 
-async def test_restore_rejects_a_file_that_is_not_a_database(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+async def test_restore_rejects_a_file_that_is_not_a_database(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
     """A damaged backup file is refused before anything is touched."""
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"not sqlite at all" * 100)
@@ -100,7 +104,9 @@ async def test_restore_rejects_a_file_that_is_not_a_database(make_settings: Call
         await restore_database(make_settings(), bad)
 
 
-async def test_doctor_checks_each_part(agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]) -> None:
+async def test_doctor_checks_each_part(
+    agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+) -> None:
     """The doctor finds the database sound, the agent ready, the kitchen printer out of paper (fail) and the front one online."""
     printers["kitchen"].paper_out = True
     checks = {c.name: c for c in await doctor(make_settings(api={"port": agent.port}), _api_call)}
@@ -119,7 +125,9 @@ async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printe
     printers["kitchen"].set_offline(True)
     config = tmp_path / "edge.toml"
     config.write_text(toml(config_dict(tmp_path / "data", printers, api={"port": 9})))
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge", "doctor", "--config", str(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", "doctor", "--config", str(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1, stderr.decode()
     lines = stdout.decode().splitlines()
@@ -130,7 +138,9 @@ async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printe
     assert any(line.startswith("OK") and "printer front" in line and "online" in line for line in lines)
 
 
-async def test_status_screen_shows_printers_queue_and_dead_jobs(agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]) -> None:
+async def test_status_screen_shows_printers_queue_and_dead_jobs(
+    agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+) -> None:
     """`edge status` renders the agent's /api/v1/status: each printer with its state, the queue and the dead jobs, colour only on a terminal."""
     printers["kitchen"].set_offline(True)
     await push(agent, 1)
@@ -145,12 +155,18 @@ async def test_status_screen_shows_printers_queue_and_dead_jobs(agent: Agent, ma
     assert "\033[31m" in render_status(data, colour=True)
 
 
-async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(agent: Agent, make_settings: Callable[..., Settings]) -> None:
+async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
+    agent: Agent, make_settings: Callable[..., Settings]
+) -> None:
     """`edge health --alert`: the second failed check in a row mails the manager once; the first good check after mails RESOLVED."""
     sink = SmtpSink()
     await sink.start()
     try:
-        mail = {"smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"}, "alerts": {"to": ["chef@store.test"]}, "agent": {"language": "en"}}
+        mail = {
+            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
+            "alerts": {"to": ["chef@store.test"]},
+            "agent": {"language": "en"},
+        }
         down = make_settings(api={"port": 9}, **mail)  # nothing listens on the discard port
         assert (await health(down, _api_call, alert=True))[0] is False
         assert sink.messages == []  # one miss may be a restart
@@ -211,13 +227,18 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
                     (at, at, sent),
                 )
             for finished in (at, None):
-                conn.execute("INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', 'completed', ?, ?)", (at, finished))
+                conn.execute(
+                    "INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', 'completed', ?, ?)",
+                    (at, finished),
+                )
     assert agent.db is not None
     removed = await purge_history(agent.db, older_than_s=30 * 86400)
     assert removed == {"scans": 1, "alert_log": 1, "alert_mails": 1, "alert_silences": 1, "recovery_runs": 1}
     with sqlite3.connect(db_path) as conn:
         assert [r[0] for r in conn.execute("SELECT scanned_at FROM scans")] == [young]
-        assert conn.execute("SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL").fetchone()[0] == 2  # unsent mails never go
+        assert (
+            conn.execute("SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL").fetchone()[0] == 2
+        )  # unsent mails never go
         assert conn.execute("SELECT COUNT(*) FROM recovery_runs").fetchone()[0] == 3
 
 
@@ -232,7 +253,9 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
     pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
     await writer.execute(f"PRAGMA max_page_count = {pages}")
     answers = []
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}) as api:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
+    ) as api:
         for n in range(200):  # the free space left in the last pages runs out within a few orders
             order = make_order(n)
             order["id"] = f"full-{n}"

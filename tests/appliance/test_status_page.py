@@ -18,7 +18,15 @@ from tests.conftest import TOKEN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that keep Chromium from calling out of a closed sandbox network (see the machine notes).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 async def post(api: aiohttp.ClientSession, order: dict) -> dict:
@@ -27,7 +35,9 @@ async def post(api: aiohttp.ClientSession, order: dict) -> dict:
         return await response.json()
 
 
-async def test_page_shows_printers_orders_and_escapes_order_text(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_page_shows_printers_orders_and_escapes_order_text(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """/ without a token lists each printer with its state, the order with its tickets, version and uptime; order text is HTML-escaped."""
     example_order["number"] = "<script>alert(1)</script>"
     await post(api, example_order)
@@ -41,21 +51,31 @@ async def test_page_shows_printers_orders_and_escapes_order_text(agent: Agent, a
     assert f'data-order="{example_order["id"]}"' in html
 
 
-async def test_preview_is_the_decoded_ticket_text(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_preview_is_the_decoded_ticket_text(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """A ticket's preview is its ESC/POS bytes decoded to text: the order number and items as on paper."""
     job_ids = (await post(api, example_order))["job_ids"]
-    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/{job_ids[0]}/preview") as response:
+    async with (
+        aiohttp.ClientSession() as browser,
+        browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/{job_ids[0]}/preview") as response,
+    ):
         assert response.status == 200
         text = await response.text()
     assert "Margherita" in text and "1 0 4 2" in text.replace("A - ", "")
-    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/abc/preview") as response:
+    async with (
+        aiohttp.ClientSession() as browser,
+        browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/abc/preview") as response,
+    ):
         assert response.status == 404
 
 
 async def test_recovery_and_alerts_show_when_their_tables_have_rows(agent: Agent) -> None:
     """The last recovery run (recovery_runs) and recent alerts (alert_groups) appear on the page when those parts have written them."""
     with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        conn.execute("INSERT INTO recovery_runs(trigger, state, created_at, finished_at, counts) VALUES ('link_back', 'completed', 1, 2, '{\"stored\": 7}')")
+        conn.execute(
+            "INSERT INTO recovery_runs(trigger, state, created_at, finished_at, counts) VALUES ('link_back', 'completed', 1, 2, '{\"stored\": 7}')"
+        )
         conn.execute(
             "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at) VALUES ('printer_paper_out:kitchen', 'printer_paper_out', 'kitchen', 'warning', 'firing', 1, 2)"
         )
@@ -90,14 +110,18 @@ async def test_closed_page_needs_the_token(closed_agent: Agent) -> None:
             assert 'data-printer="kitchen"' in await response.text()
 
 
-async def test_dead_job_listed_with_retry_and_reprint(make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_dead_job_listed_with_retry_and_reprint(
+    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """A job that went dead appears under Dead jobs with Retry and Reprint buttons, and in `edge status` JSON."""
     printers["kitchen"].drop_after = 10  # the printer hangs up mid-job: one failure, and max_attempts = 1 makes it dead
     agent = Agent(make_settings(spool={"max_attempts": 1}))
     await agent.start()
     try:
         example_order["print_receipt"] = False
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as api:
             job_id = (await post(api, example_order))["job_ids"][0]
             for _ in range(200):
                 async with api.get("/api/v1/status") as response:
@@ -113,10 +137,16 @@ async def test_dead_job_listed_with_retry_and_reprint(make_settings: Callable[..
         await agent.stop()
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium")
-async def test_reprint_click_in_headless_chromium_prints_a_copy(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+@pytest.mark.skipif(
+    not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
+)
+async def test_reprint_click_in_headless_chromium_prints_a_copy(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """In a real browser: the page shows both simulated printers; after typing the token, Reprint puts a COPY on the kitchen printer."""
-    playwright_api = pytest.importorskip("playwright.async_api", reason="python playwright is not installed (pip install playwright)")
+    playwright_api = pytest.importorskip(
+        "playwright.async_api", reason="python playwright is not installed (pip install playwright)"
+    )
     example_order["print_receipt"] = False
     await post(api, example_order)
     await printers["kitchen"].wait_for_printed(1)
@@ -134,19 +164,25 @@ async def test_reprint_click_in_headless_chromium_prints_a_copy(agent: Agent, ap
             printed = await printers["kitchen"].wait_for_printed(2, timeout=15)
             await page.wait_for_selector("#message:has-text('Reprint done')")
             await page.click(f'tr[data-order="{example_order["id"]}"] button[data-preview]')
-            await page.locator("#preview[open] pre", has_text="Margherita").wait_for()  # the preview is fetched, then shown
+            await page.locator(
+                "#preview[open] pre", has_text="Margherita"
+            ).wait_for()  # the preview is fetched, then shown
         finally:
             await browser.close()
     assert "KOPIE / COPY" in decode(printed[1]).text
 
 
-async def hold_tickets(make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter], count: int) -> tuple[Agent, list[dict]]:
+async def hold_tickets(
+    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter], count: int
+) -> tuple[Agent, list[dict]]:
     """An agent whose kitchen printer was off longer than the stale age (0.6 s): ``count`` tickets end up held."""
     agent = Agent(make_settings(printing={"stale_ticket_min": 0.01}))
     await agent.start()
     printers["kitchen"].set_offline(True)
     held = []
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
         for n in range(count):
             order = dict(example_order, id=f"ord_{n:03d}", number=f"<b>H-{n}</b>", print_receipt=False)
             held.append({"order": order, "job_id": (await post(api, order))["job_ids"][0]})
@@ -168,22 +204,33 @@ def held_rows(agent: Agent) -> dict[int, str]:
         return dict(conn.execute("SELECT id, state FROM print_jobs"))
 
 
-async def test_held_tickets_listed_with_release_and_discard(make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_held_tickets_listed_with_release_and_discard(
+    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """Held tickets appear under "Held tickets" (escaped order number, printer and station, wait, preview, Release / Discard,
     Release all), in the JSON and the summary; the buttons' endpoints release (it prints) and discard (it never does)."""
     agent, held = await hold_tickets(make_settings, example_order, printers, 2)
     first, second = (h["job_id"] for h in held)
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as api:
             async with api.get("/api/v1/status") as response:
                 status = await response.json()
             assert sorted(j["id"] for j in status["held_jobs"]) == [first, second]
-            assert all(j["printer"] == "kitchen" and j["station"] == "kitchen" and j["waited_s"] >= 1 for j in status["held_jobs"])
+            assert all(
+                j["printer"] == "kitchen" and j["station"] == "kitchen" and j["waited_s"] >= 1
+                for j in status["held_jobs"]
+            )
             async with api.get("/") as response:
                 html = await response.text()
             assert "2 held" in html and 'id="held-jobs"' in html and "data-release-all" in html
             for job_id in (first, second):
-                assert f'data-release="{job_id}"' in html and f'data-discard="{job_id}"' in html and f'data-preview="{job_id}"' in html
+                assert (
+                    f'data-release="{job_id}"' in html
+                    and f'data-discard="{job_id}"' in html
+                    and f'data-preview="{job_id}"' in html
+                )
             assert "&lt;b&gt;H-0&lt;/b&gt;" in html and "<b>H-0" not in html
             async with api.post(f"/api/v1/jobs/{first}/release") as response:
                 assert response.status == 200
@@ -200,17 +247,23 @@ async def test_held_tickets_listed_with_release_and_discard(make_settings: Calla
         await agent.stop()
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium")
+@pytest.mark.skipif(
+    not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
+)
 async def test_release_discard_and_release_all_clicks_in_headless_chromium(
     make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """In a real browser: Release prints that held ticket, Discard (confirmed) drops one, Release all prints the rest."""
-    playwright_api = pytest.importorskip("playwright.async_api", reason="python playwright is not installed (pip install playwright)")
+    playwright_api = pytest.importorskip(
+        "playwright.async_api", reason="python playwright is not installed (pip install playwright)"
+    )
     agent, held = await hold_tickets(make_settings, example_order, printers, 3)
     first, second, third = (h["job_id"] for h in held)
     try:
         async with playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
+            browser = await pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000
+            )
             try:
                 page = await browser.new_page()
                 page.set_default_timeout(15_000)

@@ -47,7 +47,9 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> socket.socket:
     sock.close()
 
 
-async def test_agent_sends_ready_status_watchdog_and_stopping(notify_socket: socket.socket, make_settings: Callable[..., Settings]) -> None:
+async def test_agent_sends_ready_status_watchdog_and_stopping(
+    notify_socket: socket.socket, make_settings: Callable[..., Settings]
+) -> None:
     """READY=1 with a STATUS line comes once the API listens; WATCHDOG=1 follows from the loop at half WatchdogSec; STOPPING=1 on stop."""
     agent = Agent(make_settings())
     await agent.start()
@@ -77,7 +79,10 @@ def test_real_process_notifies_a_path_socket(tmp_path: Path, make_settings: Call
     config.write_text(
         f'[agent]\nstore_id = "test-store"\ndata_dir = "{tmp_path / "data"}"\nlog_format = "json"\n'
         f'[api]\nport = 0\ntoken = "{TOKEN}"\n'
-        + "".join(f'[printers.{n}]\ntype = "network"\nhost = "127.0.0.1"\nport = {p.port}\n' for n, p in settings.printers.items())
+        + "".join(
+            f'[printers.{n}]\ntype = "network"\nhost = "127.0.0.1"\nport = {p.port}\n'
+            for n, p in settings.printers.items()
+        )
     )
     result = measure_startup(config, idle_s=0.5, timeout_s=30)
     assert result.exit_code == 0
@@ -87,7 +92,9 @@ def test_real_process_notifies_a_path_socket(tmp_path: Path, make_settings: Call
     assert "STOPPING=1" in result.messages[-1]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing: apt-get install -y systemd")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze missing: apt-get install -y systemd"
+)
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     """Every unit and timer passes `systemd-analyze verify` without a single warning (ExecStart pointed at this venv's edge)."""
     edge = Path(sys.executable).parent / "edge"

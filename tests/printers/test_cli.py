@@ -38,7 +38,13 @@ def write_config(tmp_path: Path, printers: dict[str, SimPrinter], *, port: int =
         'printer = "front"',
     ]
     for name, sim in printers.items():
-        lines += [f"[printers.{name}]", 'type = "network"', 'host = "127.0.0.1"', f"port = {sim.port}", "status_timeout = 0.5"]
+        lines += [
+            f"[printers.{name}]",
+            'type = "network"',
+            'host = "127.0.0.1"',
+            f"port = {sim.port}",
+            "status_timeout = 0.5",
+        ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -66,7 +72,9 @@ async def running(tmp_path: Path, printers: dict[str, SimPrinter]):
     await agent.stop()
 
 
-async def test_printer_test_page_through_the_agent(running, printers: dict[str, SimPrinter], capsys: pytest.CaptureFixture[str]) -> None:
+async def test_printer_test_page_through_the_agent(
+    running, printers: dict[str, SimPrinter], capsys: pytest.CaptureFixture[str]
+) -> None:
     """`edge printer test kitchen`: a test page with name, profile, umlauts, €, a QR code and a cut; the status read is shown."""
     _, config = running
     code, out = await run_cli(capsys, "printer", "test", "kitchen", "--config", str(config))
@@ -91,7 +99,9 @@ async def test_held_jobs_listed_released_and_discarded_from_the_cli(
     `edge release` without a job or --all is refused."""
     agent, config = running
     printers["kitchen"].set_offline(True)
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
         for n in range(2):
             order = dict(example_order, id=f"ord_{n}", number=f"N-{n}", print_receipt=False)
             assert (await post(api, order))[0] == 201
@@ -112,10 +122,14 @@ async def test_held_jobs_listed_released_and_discarded_from_the_cli(
     assert code == 1 and "give a job id or --all" in capsys.readouterr().err
 
 
-async def test_preview_shows_an_orders_jobs_as_text(running, printers: dict[str, SimPrinter], example_order: dict, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_preview_shows_an_orders_jobs_as_text(
+    running, printers: dict[str, SimPrinter], example_order: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`edge preview A-1042` reads the database and shows the ticket and the receipt as they look on paper."""
     agent, config = running
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
         assert (await post(api, example_order))[0] == 201
     code, out = await run_cli(capsys, "preview", "A-1042", "--config", str(config))
     assert code == 0
@@ -125,12 +139,18 @@ async def test_preview_shows_an_orders_jobs_as_text(running, printers: dict[str,
     assert code == 1
 
 
-async def test_preview_writes_png_images(running, example_order: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+async def test_preview_writes_png_images(
+    running, example_order: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """`edge preview ORDER --png DIR`: one PNG per job, a paper strip as wide as the printer's columns, with ink on it."""
     agent, config = running
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
         assert (await post(api, example_order))[0] == 201
-    code, out = await run_cli(capsys, "preview", "ord_7f3a9c21", "--png", str(tmp_path / "png"), "--config", str(config))
+    code, out = await run_cli(
+        capsys, "preview", "ord_7f3a9c21", "--png", str(tmp_path / "png"), "--config", str(config)
+    )
     assert code == 0 and "job-1.png" in out
     with Image.open(tmp_path / "png" / "job-1.png") as image:
         assert image.format == "PNG" and image.width == 48 * 10 + 24

@@ -32,15 +32,31 @@ def test_usb_and_serial_printers_parse() -> None:
     """Hex ids as lsusb shows them, serial line settings, and per-station stale ages all arrive typed."""
     s = settings(USB + SERIAL + "[printing]\nstale_ticket_min = 30\n[staleness]\nkitchen = 20\n")
     counter, bar = s.printers["counter"], s.printers["bar"]
-    assert (counter.vendor_id, counter.product_id, counter.profile, counter.cut, counter.cash_drawer) == (0x04B8, 0x0E15, "TM-T20II", "partial", True)
-    assert (bar.device, bar.baudrate, bar.parity, bar.stopbits, bar.flow_control) == ("/dev/serial/by-id/usb-x", 19200, "even", 2.0, "rtscts")
+    assert (counter.vendor_id, counter.product_id, counter.profile, counter.cut, counter.cash_drawer) == (
+        0x04B8,
+        0x0E15,
+        "TM-T20II",
+        "partial",
+        True,
+    )
+    assert (bar.device, bar.baudrate, bar.parity, bar.stopbits, bar.flow_control) == (
+        "/dev/serial/by-id/usb-x",
+        19200,
+        "even",
+        2.0,
+        "rtscts",
+    )
     assert s.printing.stale_ticket_min == 30 and s.staleness == {"kitchen": 20.0}
 
 
 @pytest.mark.parametrize(
     ("extra", "key", "message"),
     [
-        ('[printers.counter]\ntype = "usb"\nvendor_id = 0x04b8\n' + SERIAL, "printers.counter.vendor_id", "product_id are required"),
+        (
+            '[printers.counter]\ntype = "usb"\nvendor_id = 0x04b8\n' + SERIAL,
+            "printers.counter.vendor_id",
+            "product_id are required",
+        ),
         (USB + '[printers.bar]\ntype = "serial"\n', "printers.bar.device", "is required for a serial printer"),
         (USB.replace("TM-T20II", "TM-X") + SERIAL, "printers.counter.profile", "unknown python-escpos profile 'TM-X'"),
         (USB + SERIAL.replace("stopbits = 2", "stopbits = 3"), "printers.bar.stopbits", "must be 1, 1.5 or 2"),
@@ -48,7 +64,11 @@ def test_usb_and_serial_printers_parse() -> None:
         (USB + SERIAL + "[staleness]\nbar = 20\n", "staleness.bar", "not in [stations]"),
         (USB + SERIAL + "[staleness]\nkitchen = -1\n", "staleness.kitchen", "at least 0"),
         (USB + SERIAL + '[printing]\ntemplate = "x"\n', "printing.template", "unknown key"),
-        (USB.replace('cut = "partial"', 'logo = "/nonexistent/logo.png"') + SERIAL, "printers.counter.logo", "no such file"),
+        (
+            USB.replace('cut = "partial"', 'logo = "/nonexistent/logo.png"') + SERIAL,
+            "printers.counter.logo",
+            "no such file",
+        ),
     ],
 )
 def test_mistakes_name_the_key(extra: str, key: str, message: str) -> None:

@@ -28,14 +28,18 @@ async def start_agent(tmp_path: Path, printers: dict[str, SimPrinter]) -> AsyncI
     """Starts agents with config overrides (``printer_options`` per printer name); stops them all at the end."""
     started: list[Agent] = []
 
-    async def start(printer_options: dict[str, dict[str, Any]] | None = None, **overrides: Any) -> tuple[Agent, aiohttp.ClientSession]:
+    async def start(
+        printer_options: dict[str, dict[str, Any]] | None = None, **overrides: Any
+    ) -> tuple[Agent, aiohttp.ClientSession]:
         raw = config_dict(tmp_path / "data", printers, **overrides)
         for name, options in (printer_options or {}).items():
             raw["printers"][name].update(options)
         agent = Agent(parse_settings(raw, source="test"))
         await agent.start()
         started.append(agent)
-        session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"})
+        session = aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         sessions.append(session)
         return agent, session
 
@@ -51,7 +55,9 @@ def tickets_only(example: dict, count: int) -> list[dict]:
     return orders(example, count, receipt=False)
 
 
-async def test_idle_printer_is_polled_and_state_changes_are_events(start_agent: Callable[..., Any], printers: dict[str, SimPrinter]) -> None:
+async def test_idle_printer_is_polled_and_state_changes_are_events(
+    start_agent: Callable[..., Any], printers: dict[str, SimPrinter]
+) -> None:
     """With no jobs at all, the status poll finds paper out (one event), then paper back (one event)."""
     agent, _ = await start_agent(printer_options={"kitchen": {"status_poll_s": 0.2}})
     events: list[PrinterStatusChanged] = []
@@ -67,7 +73,9 @@ async def test_idle_printer_is_polled_and_state_changes_are_events(start_agent: 
 
 
 @pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
-async def test_fault_pauses_then_resumes_within_two_seconds(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter], flag: str) -> None:
+async def test_fault_pauses_then_resumes_within_two_seconds(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter], flag: str
+) -> None:
     """Paper out or cover open: the job waits with no attempt spent and nothing goes dead; fixed: it prints within 2 s."""
     agent, api = await start_agent()
     kitchen = printers["kitchen"]
@@ -84,7 +92,9 @@ async def test_fault_pauses_then_resumes_within_two_seconds(start_agent: Callabl
     await wait_until(lambda: job_rows(agent) == [("printed", 0, 0)])
 
 
-async def test_silent_printer_is_unknown_and_still_prints(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_silent_printer_is_unknown_and_still_prints(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """A printer that never answers DLE EOT: state unknown (not "paper OK"), and the ticket prints anyway."""
     printers["kitchen"].answer_status = False
     agent, api = await start_agent()
@@ -95,7 +105,9 @@ async def test_silent_printer_is_unknown_and_still_prints(start_agent: Callable[
     assert agent.spoolers["kitchen"].state.value == "unknown"
 
 
-async def test_stale_ticket_is_held_until_released_or_discarded(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_stale_ticket_is_held_until_released_or_discarded(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """Printer off longer than the stale age: when it returns, nothing prints; held jobs wait for release (prints, with the
     date) or discard (never prints), and each hold is an event."""
     agent, api = await start_agent(printing={"stale_ticket_min": 0.01})  # 0.6 s
@@ -124,7 +136,9 @@ async def test_stale_ticket_is_held_until_released_or_discarded(start_agent: Cal
         assert response.status == 200
     printed = await kitchen.wait_for_printed(1)
     text = decode(printed[0]).text
-    assert "N-000" in text and re.search(r"Bestellt: \d\d\.11\.2026 \d\d:\d\d", text)  # released: the original order time, with its date
+    assert "N-000" in text and re.search(
+        r"Bestellt: \d\d\.11\.2026 \d\d:\d\d", text
+    )  # released: the original order time, with its date
     await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "discarded"])
     await asyncio.sleep(0.3)
     assert len(kitchen.printed) == 1  # the discarded one never
@@ -133,7 +147,9 @@ async def test_stale_ticket_is_held_until_released_or_discarded(start_agent: Cal
         assert response.status == 404 and "only held jobs" in (await response.json())["reason"]
 
 
-async def test_release_all_prints_every_held_job(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_release_all_prints_every_held_job(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """`release --all`: every held job prints, oldest first; none is held again for its age."""
     agent, api = await start_agent(staleness={"kitchen": 0.01})
     kitchen = printers["kitchen"]
@@ -146,10 +162,16 @@ async def test_release_all_prints_every_held_job(start_agent: Callable[..., Any]
     async with api.post("/api/v1/jobs/release-held") as response:
         assert response.status == 200 and len((await response.json())["released"]) == 3
     printed = await kitchen.wait_for_printed(3)
-    assert ["N-000" in decode(printed[0]).text, "N-001" in decode(printed[1]).text, "N-002" in decode(printed[2]).text] == [True] * 3
+    assert [
+        "N-000" in decode(printed[0]).text,
+        "N-001" in decode(printed[1]).text,
+        "N-002" in decode(printed[2]).text,
+    ] == [True] * 3
 
 
-async def test_fresh_ticket_is_not_held(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_fresh_ticket_is_not_held(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """A short outage (shorter than the stale age) prints the ticket normally when the printer returns."""
     agent, api = await start_agent(printing={"stale_ticket_min": 1})
     printers["kitchen"].set_offline(True)
@@ -190,21 +212,29 @@ async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
     assert len(kitchen.printed) == 1 and len(front.printed) == 3  # nothing printed on both
     with sqlite3.connect(agent.settings.agent.db_path) as conn:
         rows = conn.execute("SELECT order_id, printer, redirected_from, state FROM print_jobs ORDER BY id").fetchall()
-    assert rows == [(f"ord_00{n}", "front", "kitchen", "printed") for n in range(3)] + [("ord_003", "kitchen", None, "printed")]
+    assert rows == [(f"ord_00{n}", "front", "kitchen", "printed") for n in range(3)] + [
+        ("ord_003", "kitchen", None, "printed")
+    ]
 
 
-async def test_no_failover_before_the_configured_time(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_no_failover_before_the_configured_time(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """A short pause of the primary (shorter than failover_after_s) does not move its tickets."""
     agent, api = await start_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 30})
     printers["kitchen"].paper_out = True
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
     await asyncio.sleep(1.5)
-    assert printers["front"].printed == [] and job_rows(agent, "SELECT printer, state FROM print_jobs") == [("kitchen", "queued")]
+    assert printers["front"].printed == [] and job_rows(agent, "SELECT printer, state FROM print_jobs") == [
+        ("kitchen", "queued")
+    ]
     printers["kitchen"].paper_out = False
     await printers["kitchen"].wait_for_printed(1)
 
 
-async def test_retried_dead_job_is_not_held_for_its_age(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_retried_dead_job_is_not_held_for_its_age(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """`edge retry` on a dead job older than the stale age: a person asked for it, so it prints instead of being held."""
     agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, spool={"max_attempts": 1})
     kitchen = printers["kitchen"]
@@ -220,13 +250,17 @@ async def test_retried_dead_job_is_not_held_for_its_age(start_agent: Callable[..
     await wait_until(lambda: job_rows(agent)[0][0] == "printed")
 
 
-async def test_no_healthy_backup_keeps_jobs_on_the_primary(start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_no_healthy_backup_keeps_jobs_on_the_primary(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """Primary and backup both down: the tickets stay queued on the primary (said once in the log), and print there
     when it returns."""
     with capture_logs() as logs:
         printers["front"].paper_out = True
         agent, api = await start_agent(
-            stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.3}, printer_options={"front": {"status_poll_s": 0.1}}
+            stations={"kitchen": ["kitchen", "front"]},
+            printing={"failover_after_s": 0.3},
+            printer_options={"front": {"status_poll_s": 0.1}},
         )
         await wait_until(lambda: agent.spoolers["front"].state.value == "paper_out")  # found by its idle poll
         printers["kitchen"].set_offline(True)

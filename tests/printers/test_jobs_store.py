@@ -36,8 +36,15 @@ async def test_migration_004_rebuilds_print_jobs_keeping_ids_and_down_reverses(t
     with sqlite3.connect(path) as conn:
         conn.execute("DELETE FROM print_jobs WHERE id = 4")  # the counter must not hand out 4 again
         conn.execute("UPDATE print_jobs SET state = 'held', held_at = 1 WHERE id = 2")
-        conn.execute("INSERT INTO print_jobs(order_id, kind, printer, state, created_at, idempotency_key) VALUES ('o1', 'receipt', 'front', 'discarded', 0, 'k')")
-        assert conn.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [(1, "printed"), (2, "held"), (3, "dead"), (5, "discarded")]
+        conn.execute(
+            "INSERT INTO print_jobs(order_id, kind, printer, state, created_at, idempotency_key) VALUES ('o1', 'receipt', 'front', 'discarded', 0, 'k')"
+        )
+        assert conn.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [
+            (1, "printed"),
+            (2, "held"),
+            (3, "dead"),
+            (5, "discarded"),
+        ]
 
     migrations = load_migrations()
     conn = await connect_writer(path)
@@ -46,12 +53,19 @@ async def test_migration_004_rebuilds_print_jobs_keeping_ids_and_down_reverses(t
     finally:
         await conn.close()
     with sqlite3.connect(path) as check:
-        assert check.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [(1, "printed"), (2, "queued"), (3, "dead")]
+        assert check.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [
+            (1, "printed"),
+            (2, "queued"),
+            (3, "dead"),
+        ]
         columns = {r[1] for r in check.execute("PRAGMA table_info(print_jobs)")}
         assert "redirected_from" not in columns
         with pytest.raises(sqlite3.IntegrityError):
             check.execute("UPDATE print_jobs SET state = 'held' WHERE id = 2")
-        assert {r[1] for r in check.execute("PRAGMA index_list(print_jobs)")} >= {"print_jobs_spool", "print_jobs_order"}
+        assert {r[1] for r in check.execute("PRAGMA index_list(print_jobs)")} >= {
+            "print_jobs_spool",
+            "print_jobs_order",
+        }
 
     db = await Database.open(path)  # up to the latest again
     try:
@@ -62,7 +76,12 @@ async def test_migration_004_rebuilds_print_jobs_keeping_ids_and_down_reverses(t
             (new_id,) = await cursor.fetchone()
             await cursor.close()
         assert new_id == 6
-        assert [r[0] for r in await db.fetchall("SELECT state FROM print_jobs ORDER BY id")] == ["printed", "queued", "dead", "queued"]
+        assert [r[0] for r in await db.fetchall("SELECT state FROM print_jobs ORDER BY id")] == [
+            "printed",
+            "queued",
+            "dead",
+            "queued",
+        ]
     finally:
         await db.close()
 
@@ -82,7 +101,9 @@ async def test_claim_fails_once_a_job_moved_and_hold_release_discard(tmp_path: P
         assert await jobs.release_held() == [2]
         row = await jobs.get(2)
         assert (row["state"], row["redirected_from"], row["released_at"] is not None) == ("queued", "kitchen", True)
-        with pytest.raises(NotFoundError, match="print job 3 is printed, only held, failed or dead jobs can be discarded"):
+        with pytest.raises(
+            NotFoundError, match="print job 3 is printed, only held, failed or dead jobs can be discarded"
+        ):
             await jobs.discard(3)
         with pytest.raises(NotFoundError, match="print job 99 does not exist"):
             await jobs.release_held(99)

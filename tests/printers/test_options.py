@@ -38,10 +38,16 @@ def order() -> Order:
 
 def raster_images(data: bytes) -> list[tuple[int, int]]:
     """(width in dots, rows) of each GS v 0 raster image."""
-    return [((m[0] + 256 * m[1]) * 8, m[2] + 256 * m[3]) for m in (match.groups() for match in GS_V0.finditer(data)) for m in [[b[0] for b in m]]]
+    return [
+        ((m[0] + 256 * m[1]) * 8, m[2] + 256 * m[3])
+        for m in (match.groups() for match in GS_V0.finditer(data))
+        for m in [[b[0] for b in m]]
+    ]
 
 
-@pytest.mark.parametrize(("cut", "command", "cuts"), [("full", b"\x1dV\x00", 1), ("partial", b"\x1dV\x01", 1), ("none", None, 0)])
+@pytest.mark.parametrize(
+    ("cut", "command", "cuts"), [("full", b"\x1dV\x00", 1), ("partial", b"\x1dV\x01", 1), ("none", None, 0)]
+)
 def test_cut_follows_the_printer(renderer: Renderer, order: Order, cut: str, command: bytes | None, cuts: int) -> None:
     """full: GS V 0; partial: GS V 1; none: no cut command at all, only a feed past the tear bar."""
     data = renderer.ticket(order, "kitchen", options=PrintOptions(cut=cut))
@@ -60,7 +66,9 @@ def test_native_qr_where_the_profile_has_it_image_otherwise(renderer: Renderer, 
     assert decode(image).qr_codes == [] and raster_images(image)
 
 
-@pytest.mark.parametrize(("method", "marker"), [("bitImageRaster", b"\x1dv0"), ("bitImageColumn", b"\x1b*"), ("graphics", b"\x1d(L")])
+@pytest.mark.parametrize(
+    ("method", "marker"), [("bitImageRaster", b"\x1dv0"), ("bitImageColumn", b"\x1b*"), ("graphics", b"\x1d(L")]
+)
 def test_qr_image_method_is_configurable(renderer: Renderer, order: Order, method: str, marker: bytes) -> None:
     """Each image method sends its own command family and no native QR command."""
     data = renderer.ticket(order, "kitchen", options=PrintOptions(qr=method))
@@ -70,13 +78,17 @@ def test_qr_image_method_is_configurable(renderer: Renderer, order: Order, metho
 def test_qr_image_is_split_into_fragments(renderer: Renderer, order: Order) -> None:
     """A fragment height smaller than the code splits the image into strips no taller than that."""
     whole = raster_images(renderer.ticket(order, "kitchen", options=PrintOptions(qr="bitImageRaster")))
-    strips = raster_images(renderer.ticket(order, "kitchen", options=PrintOptions(qr="bitImageRaster", qr_fragment_height=48)))
+    strips = raster_images(
+        renderer.ticket(order, "kitchen", options=PrintOptions(qr="bitImageRaster", qr_fragment_height=48))
+    )
     assert len(whole) == 1 and len(strips) > 1
     assert all(rows <= 48 for _, rows in strips) and sum(rows for _, rows in strips) == whole[0][1]
 
 
 @pytest.mark.parametrize(("method", "copy", "kicks"), [("cash", False, 1), ("cash", True, 0), ("card", False, 0)])
-def test_cash_drawer_opens_only_for_cash_receipts(renderer: Renderer, order: Order, method: str, copy: bool, kicks: int) -> None:
+def test_cash_drawer_opens_only_for_cash_receipts(
+    renderer: Renderer, order: Order, method: str, copy: bool, kicks: int
+) -> None:
     """The drawer kicks after a cash receipt on a printer with cash_drawer; never for card, never on a copy, never on a ticket."""
     cash = dataclasses.replace(order, payment=Payment(method=method, status="paid"))
     options = PrintOptions(cash_drawer=True)
@@ -107,15 +119,21 @@ def test_options_come_from_the_printer_config(make_settings: Callable[..., Setti
     assert caught.value.key == "printers.front"
 
 
-async def test_agent_prints_with_the_operators_template(make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], tmp_path: Path) -> None:
+async def test_agent_prints_with_the_operators_template(
+    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
     """[printing] template_dir: the operator's ticket.j2 is what comes out of the kitchen printer; receipts stay built-in."""
     templates = tmp_path / "templates"
     templates.mkdir()
-    (templates / "ticket.j2").write_text("MEIN TICKET {{ order.number }} {{ station }}\n{{ qr(qr_code) }}\n{{ cut }}\n", encoding="utf-8")
+    (templates / "ticket.j2").write_text(
+        "MEIN TICKET {{ order.number }} {{ station }}\n{{ qr(qr_code) }}\n{{ cut }}\n", encoding="utf-8"
+    )
     agent = Agent(make_settings(printing={"template_dir": str(templates)}))
     await agent.start()
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}) as api:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
+        ) as api:
             assert (await post(api, json.loads(json.dumps(EXAMPLE))))[0] == 201
         ticket = decode((await printers["kitchen"].wait_for_printed(1))[0])
         receipt = decode((await printers["front"].wait_for_printed(1))[0])
@@ -125,7 +143,9 @@ async def test_agent_prints_with_the_operators_template(make_settings: Callable[
         await agent.stop()
 
 
-def test_broken_operator_template_stops_the_agent_at_start_up(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+def test_broken_operator_template_stops_the_agent_at_start_up(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
     """A receipt.j2 that fails when it runs is a ConfigError naming printing.template_dir when the agent is built."""
     templates = tmp_path / "templates"
     templates.mkdir()

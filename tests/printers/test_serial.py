@@ -35,10 +35,14 @@ async def serial_printer() -> AsyncIterator[SimSerialPrinter]:
     await sim.stop()
 
 
-async def test_serial_prints_the_same_bytes_as_network(serial_printer: SimSerialPrinter, printers: dict[str, SimPrinter], example_order: dict) -> None:
+async def test_serial_prints_the_same_bytes_as_network(
+    serial_printer: SimSerialPrinter, printers: dict[str, SimPrinter], example_order: dict
+) -> None:
     """One rendered ticket sent over serial and over TCP arrives byte for byte the same, confirmed on both."""
     data = Renderer().ticket(parse_order(example_order), "kitchen")
-    network = PrinterDriver("kitchen", TcpTransport("kitchen", "127.0.0.1", printers["kitchen"].port), status_timeout=0.5)
+    network = PrinterDriver(
+        "kitchen", TcpTransport("kitchen", "127.0.0.1", printers["kitchen"].port), status_timeout=0.5
+    )
     serial = PrinterDriver("bar", SerialTransport("bar", serial_printer.device, baudrate=115200), status_timeout=0.5)
     outcomes = [await network.print(data), await serial.print(data)]
     assert [o.confirmed for o in outcomes] == [True, True]
@@ -49,9 +53,16 @@ async def test_serial_prints_the_same_bytes_as_network(serial_printer: SimSerial
 
 @pytest.mark.parametrize(
     ("flag", "state"),
-    [(None, PrinterState.ONLINE), ("paper_out", PrinterState.PAPER_OUT), ("cover_open", PrinterState.COVER_OPEN), ("paper_near_end", PrinterState.PAPER_NEAR_END)],
+    [
+        (None, PrinterState.ONLINE),
+        ("paper_out", PrinterState.PAPER_OUT),
+        ("cover_open", PrinterState.COVER_OPEN),
+        ("paper_near_end", PrinterState.PAPER_NEAR_END),
+    ],
 )
-async def test_serial_status_is_read_back(serial_printer: SimSerialPrinter, flag: str | None, state: PrinterState) -> None:
+async def test_serial_status_is_read_back(
+    serial_printer: SimSerialPrinter, flag: str | None, state: PrinterState
+) -> None:
     """DLE EOT over the serial line maps to the same states as over the network."""
     if flag:
         setattr(serial_printer, flag, True)
@@ -82,14 +93,22 @@ async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
 ) -> None:
     """The whole agent with its kitchen printer on serial: paper out holds the job (no attempt spent), paper back prints it."""
     raw = config_dict(tmp_path / "data", printers)
-    raw["printers"]["bar"] = {"type": "serial", "device": serial_printer.device, "baudrate": 19200, "flow_control": "none", "status_timeout": 0.5}
+    raw["printers"]["bar"] = {
+        "type": "serial",
+        "device": serial_printer.device,
+        "baudrate": 19200,
+        "flow_control": "none",
+        "status_timeout": 0.5,
+    }
     raw["stations"] = {"kitchen": "bar", "bar": "bar"}
     agent = Agent(parse_settings(raw, source="test"))
     await agent.start()
     try:
         serial_printer.paper_out = True
         example_order["print_receipt"] = False
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as api:
             assert (await post(api, example_order))[0] == 201
         await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.PAPER_OUT)
         await asyncio.sleep(0.5)

@@ -22,7 +22,9 @@ PAPER_OUT = {1: 0x1E, 2: 0x32, 3: 0x12, 4: 0x72}
 class FakeUsbPrinter:
     """Behaves like a pyusb Device of an ESC/POS printer: bulk OUT takes bytes, DLE EOT n queues a reply on bulk IN."""
 
-    def __init__(self, replies: dict[int, int] | None = ONLINE, *, kernel_driver: bool = True, configured: bool = False) -> None:
+    def __init__(
+        self, replies: dict[int, int] | None = ONLINE, *, kernel_driver: bool = True, configured: bool = False
+    ) -> None:
         self.replies = replies  # None: never answers status queries
         self.kernel_driver = kernel_driver
         self.configured = configured

@@ -120,7 +120,14 @@ def test_any_bytes_decode(data: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.sampled_from([b"\x1b", b"\x1d", b"\x10", b"\x1c", b"(", b"k", b"v", b"0", b"V", b"*", b"\xff", b"\x00", b"a", b"\n"]), max_size=300))
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"\x1b", b"\x1d", b"\x10", b"\x1c", b"(", b"k", b"v", b"0", b"V", b"*", b"\xff", b"\x00", b"a", b"\n"]
+        ),
+        max_size=300,
+    )
+)
 def test_command_shaped_garbage_decodes(parts: list[bytes]) -> None:
     """Bytes made of command prefixes and length bytes still decode; every command moves forward."""
     decode(b"".join(parts))

@@ -16,7 +16,12 @@ from edge.sim.printer import SimPrinter
 from edge.transports import FileTransport, TcpTransport
 
 # Text, a QR-ish block and bytes that look like status queries' neighbours, but none is DLE EOT 1-4.
-JOB = b"\x1b@\x1b!\x30A-1042\n" + "Jürgen Groß 9,50 €\n".encode("cp858", "replace") + bytes(range(256)).replace(b"\x10\x04", b"") + b"\x1dV\x00"
+JOB = (
+    b"\x1b@\x1b!\x30A-1042\n"
+    + "Jürgen Groß 9,50 €\n".encode("cp858", "replace")
+    + bytes(range(256)).replace(b"\x10\x04", b"")
+    + b"\x1dV\x00"
+)
 
 
 @pytest.fixture
@@ -28,7 +33,9 @@ async def printer() -> AsyncIterator[SimPrinter]:
 
 
 def driver_for(sim: SimPrinter, *, status_timeout: float = 1.0, connect_timeout: float = 3.0) -> PrinterDriver:
-    return PrinterDriver("kitchen", TcpTransport("kitchen", *sim.address, connect_timeout=connect_timeout), status_timeout=status_timeout)
+    return PrinterDriver(
+        "kitchen", TcpTransport("kitchen", *sim.address, connect_timeout=connect_timeout), status_timeout=status_timeout
+    )
 
 
 async def test_prints_exact_bytes_and_confirms(printer: SimPrinter) -> None:
@@ -40,7 +47,9 @@ async def test_prints_exact_bytes_and_confirms(printer: SimPrinter) -> None:
     assert printer.status_queries == 5  # 1, 2, 4 before; 1, 4 after
 
 
-@pytest.mark.parametrize(("flag", "state"), [("paper_out", PrinterState.PAPER_OUT), ("cover_open", PrinterState.COVER_OPEN)])
+@pytest.mark.parametrize(
+    ("flag", "state"), [("paper_out", PrinterState.PAPER_OUT), ("cover_open", PrinterState.COVER_OPEN)]
+)
 async def test_blocking_state_refuses_without_sending(printer: SimPrinter, flag: str, state: PrinterState) -> None:
     """If the printer reports paper out or cover open, no job byte is sent and the error carries the state."""
     setattr(printer, flag, True)
@@ -68,7 +77,12 @@ async def test_paper_near_end_still_prints(printer: SimPrinter) -> None:
 
 @pytest.mark.parametrize(
     ("flag", "state"),
-    [(None, PrinterState.ONLINE), ("paper_out", PrinterState.PAPER_OUT), ("cover_open", PrinterState.COVER_OPEN), ("paper_near_end", PrinterState.PAPER_NEAR_END)],
+    [
+        (None, PrinterState.ONLINE),
+        ("paper_out", PrinterState.PAPER_OUT),
+        ("cover_open", PrinterState.COVER_OPEN),
+        ("paper_near_end", PrinterState.PAPER_NEAR_END),
+    ],
 )
 async def test_status_reads_the_printer(printer: SimPrinter, flag: str | None, state: PrinterState) -> None:
     """status() reports what the printer says, and sends no job bytes."""

@@ -146,7 +146,10 @@ def test_copy_banner_only_on_copies(renderer: Renderer, order: Order, language: 
 def test_redirected_ticket_says_from_where(renderer: Renderer, order: Order) -> None:
     """A ticket printed elsewhere than planned names the station it was meant for."""
     assert "UMGELEITET von kitchen" in decode(renderer.ticket(order, "kitchen", redirected_from="kitchen")).text
-    assert "REDIRECTED from kitchen" in decode(renderer.ticket(order, "kitchen", language="en", redirected_from="kitchen")).text
+    assert (
+        "REDIRECTED from kitchen"
+        in decode(renderer.ticket(order, "kitchen", language="en", redirected_from="kitchen")).text
+    )
 
 
 @pytest.mark.parametrize("width", [32, 42, 48])
@@ -161,7 +164,13 @@ def test_every_line_fits_the_paper(renderer: Renderer, order: Order, width: int)
     long = dataclasses.replace(long, number="A-1042-9999-LONG-NUMBER")
     for data in (
         renderer.ticket(long, "kitchen", width=width, copy=True, redirected_from="a-very-long-station-name"),
-        renderer.receipt(long, width=width, copy=True, store_name="Pizzeria Da Mario am Marktplatz in der Altstadt", footer="Vielen Dank!"),
+        renderer.receipt(
+            long,
+            width=width,
+            copy=True,
+            store_name="Pizzeria Da Mario am Marktplatz in der Altstadt",
+            footer="Vielen Dank!",
+        ),
         renderer.test_page(printer_name="kitchen-1", width=width, options=PrintOptions(profile="TM-T20II")),
     ):
         assert max(len(line) for line in lines(data)) <= width
@@ -181,7 +190,9 @@ def test_control_bytes_in_order_text_never_reach_the_printer(renderer: Renderer,
     """A note cannot open the cash drawer, cut the paper or reset the printer: control bytes become spaces."""
     evil = "\x1bp\x00\x19\xfa kick \x1d V\x00 cut \n@cut \x1b@ \x9b\x1b!\x30 big \x10\x14\x01\x00\x01"
     hostile = with_item(order, note=evil, name="Pizza\x1bE\x01", modifiers=())
-    hostile = dataclasses.replace(hostile, number="A\x1bp\x0012", customer=dataclasses.replace(order.customer, name="Eve\r\n\x1bi"))
+    hostile = dataclasses.replace(
+        hostile, number="A\x1bp\x0012", customer=dataclasses.replace(order.customer, name="Eve\r\n\x1bi")
+    )
     for data in (renderer.ticket(hostile, "kitchen"), renderer.receipt(hostile)):
         assert b"\x1bp" not in data
         assert data.count(b"\x1b@") == 1
@@ -194,7 +205,18 @@ def test_control_bytes_in_order_text_never_reach_the_printer(renderer: Renderer,
         assert not C0.search(decoded.text)
         assert "Pizza E" in decoded.text
     note = " ".join(lines(renderer.ticket(hostile, "kitchen"))).split()
-    assert ["!", "p", "ú", "kick", "V", "cut", "@cut", "@", "!0", "big"] == note[note.index("!") : note.index("big") + 1]
+    assert note[note.index("!") : note.index("big") + 1] == [
+        "!",
+        "p",
+        "ú",
+        "kick",
+        "V",
+        "cut",
+        "@cut",
+        "@",
+        "!0",
+        "big",
+    ]
 
 
 def test_order_text_cannot_forge_a_layout_directive(renderer: Renderer, order: Order) -> None:
@@ -219,7 +241,9 @@ def test_text_outside_cp858_is_transliterated(renderer: Renderer, order: Order) 
         ("en", {"Total": "€39.30", "incl. 19% VAT": "€1.02", "incl. 7% VAT": "€2.15"}, "Payment: Card (paid)"),
     ],
 )
-def test_receipt_totals_in_language(renderer: Renderer, order: Order, language: str, expected: dict[str, str], payment: str) -> None:
+def test_receipt_totals_in_language(
+    renderer: Renderer, order: Order, language: str, expected: dict[str, str], payment: str
+) -> None:
     """The receipt ends with a bold total, the taxes included and the payment, formatted for the language."""
     data = renderer.receipt(order, language=language, width=48)
     text = lines(data)
@@ -238,7 +262,9 @@ def test_receipt_totals_in_language(renderer: Renderer, order: Order, language: 
         ("en", "2x Pizza Margherita                       €19.00", "  + extra Käse                             €2.00"),
     ],
 )
-def test_receipt_line_prices_are_right_aligned(renderer: Renderer, order: Order, language: str, item: str, modifier: str) -> None:
+def test_receipt_line_prices_are_right_aligned(
+    renderer: Renderer, order: Order, language: str, item: str, modifier: str
+) -> None:
     """Each line shows qty x unit price, each priced modifier qty x its price, flush right."""
     text = lines(renderer.receipt(order, language=language))
     assert item in text
@@ -254,11 +280,15 @@ def test_receipt_line_prices_are_right_aligned(renderer: Renderer, order: Order,
         ("1000000", "EUR", "1.000.000,00 €", "€1,000,000.00"),
     ],
 )
-def test_money_follows_the_language(renderer: Renderer, order: Order, amount: str, currency: str, de: str, en: str) -> None:
+def test_money_follows_the_language(
+    renderer: Renderer, order: Order, amount: str, currency: str, de: str, en: str
+) -> None:
     """Money is Decimal, rounded half up to cents, with German or English separators and currency placement."""
     value = Decimal(amount)
     one = with_item(order, qty=1, unit_price=value, modifiers=())
-    one = dataclasses.replace(one, items=one.items[:1], totals=dataclasses.replace(order.totals, total=value, currency=currency, tax=()))
+    one = dataclasses.replace(
+        one, items=one.items[:1], totals=dataclasses.replace(order.totals, total=value, currency=currency, tax=())
+    )
     assert any(line.endswith(de) for line in lines(renderer.receipt(one, language="de")) if line.startswith("Summe"))
     assert any(line.endswith(en) for line in lines(renderer.receipt(one, language="en")) if line.startswith("Total"))
 
@@ -283,7 +313,9 @@ def test_receipt_store_name_and_footer(renderer: Renderer, order: Order) -> None
 
 def test_test_page_shows_width_and_qr(renderer: Renderer) -> None:
     """The test page prints a ruler exactly as wide as configured, the character set, a QR code and a cut."""
-    decoded = decode(renderer.test_page(printer_name="kitchen-1", width=42, language="en", options=PrintOptions(profile="TM-T20II")))
+    decoded = decode(
+        renderer.test_page(printer_name="kitchen-1", width=42, language="en", options=PrintOptions(profile="TM-T20II"))
+    )
     assert "123456789012345678901234567890123456789012" in decoded.text.split("\n")
     assert "äöü ÄÖÜ ß € é è à ç ñ" in decoded.text
     assert decoded.qr_codes == ["edge:test:kitchen-1"]
@@ -301,7 +333,10 @@ def test_bad_language_or_width_is_refused(renderer: Renderer, order: Order) -> N
 def test_override_template_wins_per_file(tmp_path: Path, order: Order) -> None:
     """An operator's ticket.j2 replaces the built-in one; the other templates stay built-in. Its values, and its own
     text, are stripped of control bytes too."""
-    (tmp_path / "ticket.j2").write_text("{{ style(bold=true) }}EIGENES TICKET {{ order.number }}{{ plain }}\n{{ items[0].note }}\x1bp\n{{ cut }}\n", encoding="utf-8")
+    (tmp_path / "ticket.j2").write_text(
+        "{{ style(bold=true) }}EIGENES TICKET {{ order.number }}{{ plain }}\n{{ items[0].note }}\x1bp\n{{ cut }}\n",
+        encoding="utf-8",
+    )
     renderer = Renderer(template_dir=tmp_path, tz=BERLIN)
     data = renderer.ticket(with_item(order, note="a\x1bp\x00b"), "kitchen")
     decoded = decode(data)
@@ -337,8 +372,12 @@ def test_missing_override_dir_is_a_config_error(tmp_path: Path) -> None:
 GOLDEN_JOBS = {
     "ticket_de": lambda r, o: r.ticket(o, "kitchen", language="de"),
     "ticket_en": lambda r, o: r.ticket(o, "kitchen", language="en"),
-    "receipt_de": lambda r, o: r.receipt(o, language="de", store_name="Pizzeria Da Mario", footer="Danke für Ihren Besuch!"),
-    "receipt_en": lambda r, o: r.receipt(o, language="en", store_name="Pizzeria Da Mario", footer="Thank you for your visit!"),
+    "receipt_de": lambda r, o: r.receipt(
+        o, language="de", store_name="Pizzeria Da Mario", footer="Danke für Ihren Besuch!"
+    ),
+    "receipt_en": lambda r, o: r.receipt(
+        o, language="en", store_name="Pizzeria Da Mario", footer="Thank you for your visit!"
+    ),
 }
 
 
@@ -359,13 +398,34 @@ ANY_TEXT = st.text(max_size=120)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=ANY_TEXT, note=st.none() | ANY_TEXT, customer=ANY_TEXT, modifier=ANY_TEXT, width=st.sampled_from([32, 42, 48]), language=st.sampled_from(["de", "en"]))
-def test_any_order_text_prints_safely(renderer: Renderer, order: Order, name: str, note: str | None, customer: str, modifier: str, width: int, language: str) -> None:
+@given(
+    name=ANY_TEXT,
+    note=st.none() | ANY_TEXT,
+    customer=ANY_TEXT,
+    modifier=ANY_TEXT,
+    width=st.sampled_from([32, 42, 48]),
+    language=st.sampled_from(["de", "en"]),
+)
+def test_any_order_text_prints_safely(
+    renderer: Renderer,
+    order: Order,
+    name: str,
+    note: str | None,
+    customer: str,
+    modifier: str,
+    width: int,
+    language: str,
+) -> None:
     """Whatever text an order carries, the job renders, fits the paper and holds no command but ours."""
     first = order.items[0]
-    changed = with_item(order, name=name, note=note, modifiers=(dataclasses.replace(first.modifiers[0], name=modifier),))
+    changed = with_item(
+        order, name=name, note=note, modifiers=(dataclasses.replace(first.modifiers[0], name=modifier),)
+    )
     changed = dataclasses.replace(changed, customer=dataclasses.replace(order.customer, name=customer))
-    for data in (renderer.ticket(changed, "kitchen", width=width, language=language), renderer.receipt(changed, width=width, language=language)):
+    for data in (
+        renderer.ticket(changed, "kitchen", width=width, language=language),
+        renderer.receipt(changed, width=width, language=language),
+    ):
         assert b"\x1bp" not in data
         assert data.count(b"\x1b@") == 1
         decoded = decode(data)

@@ -40,7 +40,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         await asyncio.sleep(0.02)
 
 
-async def test_offline_printer_keeps_jobs_then_prints_all_in_order(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_offline_printer_keeps_jobs_then_prints_all_in_order(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """While the printer is off, jobs wait without spending attempts; when it is back, all print, oldest first."""
     events: list[PrinterStatusChanged] = []
     agent.bus.subscribe(events.append, PrinterStatusChanged)
@@ -57,14 +59,18 @@ async def test_offline_printer_keeps_jobs_then_prints_all_in_order(agent: Agent,
     kitchen.set_offline(False)
     printed = await kitchen.wait_for_printed(10, timeout=15)
     numbers = [decode(p).text for p in printed]
-    assert [next(n for n in (f"N-{i:03d}" for i in range(10)) if n in text) for text in numbers] == [o["number"] for o in batch]
+    assert [next(n for n in (f"N-{i:03d}" for i in range(10)) if n in text) for text in numbers] == [
+        o["number"] for o in batch
+    ]
     await wait_until(lambda: all(r[0] == "printed" for r in job_rows(agent)))
     transitions = [(e.old, e.new) for e in events]
     assert transitions[0][1] == "offline" and transitions.count(transitions[0]) == 1  # published once, not per probe
     assert any(old == "offline" and new != "offline" for old, new in transitions)
 
 
-async def test_dropped_connection_reprints_marked_copy(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_dropped_connection_reprints_marked_copy(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """The printer hangs up mid-job: the job counts one attempt and comes out again with KOPIE / COPY."""
     kitchen = printers["kitchen"]
     kitchen.drop_after = 40
@@ -78,7 +84,9 @@ async def test_dropped_connection_reprints_marked_copy(agent: Agent, api: aiohtt
     assert job_rows(agent) == [("printed", 1, 1)]
 
 
-async def test_printer_that_keeps_dropping_sends_job_dead(make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_printer_that_keeps_dropping_sends_job_dead(
+    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """A reachable printer that fails every attempt: after max_attempts the job is dead, with its last error."""
     agent = Agent(make_settings(spool={"max_attempts": 3}))
     await agent.start()
@@ -86,7 +94,9 @@ async def test_printer_that_keeps_dropping_sends_job_dead(make_settings: Callabl
         kitchen = printers["kitchen"]
         example_order["print_receipt"] = False
         kitchen.drop_after = 10
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}) as api:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
+        ) as api:
             assert (await post(api, example_order))[0] == 201
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 10
@@ -108,7 +118,9 @@ async def test_printer_that_keeps_dropping_sends_job_dead(make_settings: Callabl
         await agent.stop()
 
 
-async def test_paper_out_pauses_without_burning_attempts(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_paper_out_pauses_without_burning_attempts(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """Paper out: nothing is sent, no attempt is counted; paper back: the ticket prints within 2 s."""
     kitchen = printers["kitchen"]
     kitchen.paper_out = True
@@ -125,14 +137,18 @@ async def test_paper_out_pauses_without_burning_attempts(agent: Agent, api: aioh
     assert "KOPIE" not in decode(kitchen.printed[0]).text
 
 
-async def test_job_caught_printing_by_a_crash_reprints_as_copy(make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_job_caught_printing_by_a_crash_reprints_as_copy(
+    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """A job left 'printing' (the agent died mid-job) is printed again at start, marked COPY."""
     settings = make_settings()
     printers["kitchen"].set_offline(True)
     first = Agent(settings)
     await first.start()
     example_order["print_receipt"] = False
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{first.port}", headers={"Authorization": "Bearer test-token-0123456789"}) as api:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{first.port}", headers={"Authorization": "Bearer test-token-0123456789"}
+    ) as api:
         assert (await post(api, example_order))[0] == 201
     await first.stop()
     with sqlite3.connect(settings.agent.db_path) as conn:
@@ -148,11 +164,12 @@ async def test_job_caught_printing_by_a_crash_reprints_as_copy(make_settings: Ca
         await second.stop()
 
 
-async def test_slow_printer_does_not_hold_up_the_other(agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]) -> None:
+async def test_slow_printer_does_not_hold_up_the_other(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
     """One spool per printer: a crawling kitchen printer does not delay the receipt printer."""
     printers["kitchen"].bytes_per_s = 300
     await post(api, example_order)
     await printers["front"].wait_for_printed(1, timeout=5)
     assert printers["kitchen"].printed == []
     await printers["kitchen"].wait_for_printed(1, timeout=20)
-

@@ -69,7 +69,12 @@ def test_no_replies_is_unknown() -> None:
 
 def test_blocking_states() -> None:
     """The spool pauses on offline, paper out, cover open and error; near end still prints."""
-    assert BLOCKING_STATES == {PrinterState.OFFLINE, PrinterState.PAPER_OUT, PrinterState.COVER_OPEN, PrinterState.ERROR}
+    assert {
+        PrinterState.OFFLINE,
+        PrinterState.PAPER_OUT,
+        PrinterState.COVER_OPEN,
+        PrinterState.ERROR,
+    } == BLOCKING_STATES
 
 
 valid_byte = st.integers(0, 255).filter(lambda b: b & 0x93 == 0x12)

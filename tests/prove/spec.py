@@ -30,11 +30,15 @@ def documented_routes() -> set[tuple[str, str]]:
 def check_answer(method: str, path: str, status: int, content_type: str, body: Any) -> None:
     """Raises AssertionError unless ``status`` is documented for the operation and ``body`` fits its schema."""
     responses = SPEC["paths"][path][method.lower()]["responses"]
-    assert str(status) in responses, f"{method} {path}: {status} is not documented (documented: {sorted(responses)}); body {body!r:.300}"
+    assert str(status) in responses, (
+        f"{method} {path}: {status} is not documented (documented: {sorted(responses)}); body {body!r:.300}"
+    )
     documented = resolve(responses[str(status)])
     if "content" not in documented:
         return
-    assert content_type in documented["content"], f"{method} {path} {status}: content type {content_type}, documented {sorted(documented['content'])}"
+    assert content_type in documented["content"], (
+        f"{method} {path} {status}: content type {content_type}, documented {sorted(documented['content'])}"
+    )
     if content_type != "application/json":
         return
     schema = documented["content"]["application/json"]["schema"]

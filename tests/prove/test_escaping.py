@@ -26,7 +26,9 @@ def hostile_order(n: int) -> dict:
     return order
 
 
-async def test_status_panel_shows_order_text_as_text(agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]) -> None:
+async def test_status_panel_shows_order_text_as_text(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
     """The technician's status panel lists the order with its number escaped, never as markup."""
     async with api.post("/api/v1/orders", json=hostile_order(1)) as response:
         assert response.status == 201
@@ -38,7 +40,9 @@ async def test_status_panel_shows_order_text_as_text(agent: Agent, api: aiohttp.
     assert "<script" not in html and "<img" not in html
 
 
-async def test_alert_mail_html_escapes_the_order_number(make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]) -> None:
+async def test_alert_mail_html_escapes_the_order_number(
+    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+) -> None:
     """A job that goes dead mails the manager; the HTML part shows the hostile order number escaped."""
     sink = SmtpSink()
     await sink.start()
@@ -51,7 +55,9 @@ async def test_alert_mail_html_escapes_the_order_number(make_settings: Callable[
     agent = Agent(settings)
     await agent.start()
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as api:
             async with api.post("/api/v1/orders", json=hostile_order(2)) as response:
                 assert response.status == 201
         # The cut also reads as the printer going offline: that mail may come first; the dead job's follows.

@@ -61,7 +61,9 @@ def tickets(sim: SimPrinter) -> list[tuple[str, bool]]:
     return found
 
 
-async def test_printer_hanging_up_mid_job_reprints_it_marked_copy(agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], events: list[Event]) -> None:
+async def test_printer_hanging_up_mid_job_reprints_it_marked_copy(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], events: list[Event]
+) -> None:
     """The kitchen printer cuts the connection after 100 bytes: the job fails once, is retried, and the retry says COPY."""
     kitchen = printers["kitchen"]
     kitchen.drop_after = 100
@@ -78,7 +80,9 @@ async def test_printer_hanging_up_mid_job_reprints_it_marked_copy(agent: Agent, 
     assert order["jobs"][0]["copy"] is True and order["jobs"][0]["attempts"] >= 1
 
 
-async def test_printer_at_100_bytes_per_second_prints_everything_and_blocks_nobody(agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]) -> None:
+async def test_printer_at_100_bytes_per_second_prints_everything_and_blocks_nobody(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
     """A kitchen printer that reads 100 bytes/s still gets its ticket whole and once; receipts and intake are not held up."""
     kitchen, front = printers["kitchen"], printers["front"]
     kitchen.bytes_per_s = 100
@@ -93,17 +97,26 @@ async def test_printer_at_100_bytes_per_second_prints_everything_and_blocks_nobo
     await kitchen.wait_for_printed(2, timeout=25)
     assert tickets(kitchen) == [("slow_000001", False), ("slow_000002", False)]
     assert kitchen.dropped == []
-    assert db_rows(agent, "SELECT state, attempts FROM print_jobs WHERE printer = 'kitchen'") == [("printed", 0), ("printed", 0)]
+    assert db_rows(agent, "SELECT state, attempts FROM print_jobs WHERE printer = 'kitchen'") == [
+        ("printed", 0),
+        ("printed", 0),
+    ]
 
 
-async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], events: list[Event]) -> None:
+async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], events: list[Event]
+) -> None:
     """Out of paper: orders are still taken (201), jobs wait queued with no attempt spent, then print once each, oldest first."""
     kitchen = printers["kitchen"]
     kitchen.paper_out = True
     for n in range(3):
         status, _, _ = await push(api, make_order(n, prefix="paper", print_receipt=False))
         assert status == 201
-    await wait_until(lambda: any(isinstance(e, PrinterStatusChanged) and e.new == "paper_out" for e in events), 5, "paper_out reported")
+    await wait_until(
+        lambda: any(isinstance(e, PrinterStatusChanged) and e.new == "paper_out" for e in events),
+        5,
+        "paper_out reported",
+    )
     await asyncio.sleep(PAPER_OUT_S)
     assert db_rows(agent, "SELECT DISTINCT state, attempts FROM print_jobs") == [("queued", 0)]
     async with api.get("/api/v1/printers") as response:
@@ -115,8 +128,14 @@ async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(agent:
     await kitchen.wait_for_printed(3, timeout=10)
     assert tickets(kitchen) == [(f"paper_{n:06d}", False) for n in range(3)]
     changes = [(e.old, e.new) for e in events if isinstance(e, PrinterStatusChanged) and e.printer == "kitchen"]
-    assert changes[-1] == ("paper_out", "online") and sum(new == "paper_out" for _, new in changes) == 1  # one transition each way
-    await wait_until(lambda: db_rows(agent, "SELECT DISTINCT state FROM print_jobs") == [("printed",)], 5, "all jobs recorded printed")
+    assert (
+        changes[-1] == ("paper_out", "online") and sum(new == "paper_out" for _, new in changes) == 1
+    )  # one transition each way
+    await wait_until(
+        lambda: db_rows(agent, "SELECT DISTINCT state FROM print_jobs") == [("printed",)],
+        5,
+        "all jobs recorded printed",
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,7 +146,9 @@ async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(agent:
     ],
     ids=["read-only", "disk-full"],
 )
-async def test_database_that_cannot_write_answers_503_then_recovers(agent: Agent, api: aiohttp.ClientSession, fault: str, repair: str) -> None:
+async def test_database_that_cannot_write_answers_503_then_recovers(
+    agent: Agent, api: aiohttp.ClientSession, fault: str, repair: str
+) -> None:
     """No writable database: intake answers 503 with Retry-After and stores nothing; /ready says why; once fixed, the same order is taken."""
     status, _, _ = await push(api, make_order(1, prefix="disk", print_receipt=False))
     assert status == 201
@@ -167,7 +188,16 @@ async def test_central_api_500s_429s_and_timeouts_delay_status_events_but_lose_n
     """While the central API answers 500, 429 and too slowly, intake still answers 201 at once; afterwards the
     backend holds every outbox event (one copy per idempotency key) and the outbox is empty."""
     settings = make_settings(
-        central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "probe_max_s": 0.1, "read_timeout_s": 0.3, "retry_base_s": 0.05, "retry_max_s": 0.3, "rate_limit_rps": 50}
+        central={
+            "url": central.url,
+            "token": TOKEN,
+            "start_jitter_s": 0,
+            "probe_max_s": 0.1,
+            "read_timeout_s": 0.3,
+            "retry_base_s": 0.05,
+            "retry_max_s": 0.3,
+            "rate_limit_rps": 50,
+        }
     )
     agent = Agent(settings)
     await agent.start()
@@ -176,7 +206,9 @@ async def test_central_api_500s_429s_and_timeouts_delay_status_events_but_lose_n
         central.fail_next(3, 500)
         central.fail_next(3, 429, retry_after=0.2)
         loop = asyncio.get_running_loop()
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as api:
             for n in range(5):
                 started = loop.time()
                 status, _, _ = await push(api, make_order(n, prefix="flaky", print_receipt=False))
@@ -187,14 +219,20 @@ async def test_central_api_500s_429s_and_timeouts_delay_status_events_but_lose_n
         keys = {r[0] for r in db_rows(agent, "SELECT idempotency_key FROM outbox")}
         assert len(keys) == 10  # received + printed for each order
         await central.wait_for(lambda: keys <= set(central.events), timeout=30)
-        await wait_until(lambda: db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)], 10, "outbox drained")
+        await wait_until(
+            lambda: db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)],
+            10,
+            "outbox drained",
+        )
         assert {e["order_id"] for e in central.events_of("printed")} == {f"flaky_{n:06d}" for n in range(5)}
         assert any(status in (429, 500) for *_, status in central.requests)  # the faults were really served
     finally:
         await agent.stop()
 
 
-async def test_smtp_down_then_up_the_alert_arrives_once(make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]) -> None:
+async def test_smtp_down_then_up_the_alert_arrives_once(
+    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+) -> None:
     """The mail server is down when a printer goes offline: the alert waits and is retried; once the server is
     back on the same port the manager gets it exactly once."""
     sink = SmtpSink()
@@ -203,7 +241,15 @@ async def test_smtp_down_then_up_the_alert_arrives_once(make_settings: Callable[
     await sink.stop()  # down before the fault
     settings = make_settings(
         smtp={"host": "127.0.0.1", "port": port, "security": "none", "sender": "edge@store.test", "timeout_s": 1},
-        alerts={"to": ["manager@store.test"], "group_wait_s": 0, "critical_group_wait_s": 0, "disk_free_min_mb": 0, "retry_base_s": 0.2, "retry_max_s": 0.5, "check_interval_s": 0.2},
+        alerts={
+            "to": ["manager@store.test"],
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "disk_free_min_mb": 0,
+            "retry_base_s": 0.2,
+            "retry_max_s": 0.5,
+            "check_interval_s": 0.2,
+        },
     )
     agent = Agent(settings)
     await agent.start()
@@ -211,7 +257,11 @@ async def test_smtp_down_then_up_the_alert_arrives_once(make_settings: Callable[
         printers["kitchen"].set_offline(True)
         assert agent.deps is not None
         await agent.deps.intake.accept(make_order(1, prefix="smtp", print_receipt=False))
-        await wait_until(lambda: bool(db_rows(agent, "SELECT 1 FROM alert_mails WHERE attempts > 0 AND sent_at IS NULL")), 10, "a failed send attempt")
+        await wait_until(
+            lambda: bool(db_rows(agent, "SELECT 1 FROM alert_mails WHERE attempts > 0 AND sent_at IS NULL")),
+            10,
+            "a failed send attempt",
+        )
         await sink.start()  # the same port: the mail server is back
         mails = await sink.wait_for(1, timeout=15)
         await asyncio.sleep(1.0)  # room for a wrong second copy

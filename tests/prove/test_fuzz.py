@@ -21,7 +21,9 @@ PARAM = re.compile(r"\{\w+\}")
 OPERATIONS = sorted((method.upper(), path) for path, ops in SPEC["paths"].items() for method in ops)
 EXAMPLES = 1500
 
-nasty_text = st.text(max_size=40) | st.sampled_from(["..", "../../etc/passwd", "%00", "' OR 1=1 --", "<script>", "9" * 40, "-1", "0", "1e3", "null"])
+nasty_text = st.text(max_size=40) | st.sampled_from(
+    ["..", "../../etc/passwd", "%00", "' OR 1=1 --", "<script>", "9" * 40, "-1", "0", "1e3", "null"]
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
@@ -43,27 +45,61 @@ auth_headers = st.sampled_from(
         {},
         {"Authorization": "Bearer"},
         {"Authorization": f"Basic {TOKEN}"},
-        {"Authorization": f"Bearer {TOKEN}", "webhook-id": "x", "webhook-timestamp": "1", "webhook-signature": "v1,AAAA"},
+        {
+            "Authorization": f"Bearer {TOKEN}",
+            "webhook-id": "x",
+            "webhook-timestamp": "1",
+            "webhook-signature": "v1,AAAA",
+        },
         {"Authorization": f"Bearer {TOKEN}", "webhook-signature": "v2,x v1"},
     ]
 )
-content_types = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json; charset=latin-1"])
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+    ]
+)
 
 
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, str, str, dict[str, str], bytes | None]:
     method, template = draw(st.sampled_from(OPERATIONS))
-    url = PARAM.sub(lambda _: quote(draw(nasty_text | st.integers(-5, 10**20).map(str) | st.sampled_from(["fz_000001", "kitchen", "1"])), safe="") or "x", template)
-    query = draw(st.dictionaries(st.sampled_from(["state", "printer", "limit", "x", "état"]), nasty_text | st.sampled_from(["queued", "dead", "5", "1001"]), max_size=3))
+    url = PARAM.sub(
+        lambda _: (
+            quote(
+                draw(nasty_text | st.integers(-5, 10**20).map(str) | st.sampled_from(["fz_000001", "kitchen", "1"])),
+                safe="",
+            )
+            or "x"
+        ),
+        template,
+    )
+    query = draw(
+        st.dictionaries(
+            st.sampled_from(["state", "printer", "limit", "x", "état"]),
+            nasty_text | st.sampled_from(["queued", "dead", "5", "1001"]),
+            max_size=3,
+        )
+    )
     if query:
         url += "?" + urlencode(query)
     headers = {**draw(auth_headers), "Content-Type": draw(content_types)}
     return method, template, url, headers, draw(bodies)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(request=requests())
-async def test_generated_requests_get_documented_answers_never_5xx(full_agent: Agent, request: tuple[str, str, str, dict[str, str], bytes | None]) -> None:
+async def test_generated_requests_get_documented_answers_never_5xx(
+    full_agent: Agent, request: tuple[str, str, str, dict[str, str], bytes | None]
+) -> None:
     """Whatever the path parameter, query, credentials, content type or body: a documented status, a JSON body that fits, no 5xx."""
     method, template, url, headers, body = request
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{full_agent.port}") as session:
@@ -93,12 +129,29 @@ header_bytes = st.binary(min_size=0, max_size=60).map(lambda b: b.replace(b"\r",
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from([b"Authorization", b"webhook-id", b"webhook-timestamp", b"webhook-signature", b"Content-Type"]), value=header_bytes, path=st.sampled_from([b"/api/v1/orders", b"/api/v1/printers", b"/"]))
+@given(
+    name=st.sampled_from(
+        [b"Authorization", b"webhook-id", b"webhook-timestamp", b"webhook-signature", b"Content-Type"]
+    ),
+    value=header_bytes,
+    path=st.sampled_from([b"/api/v1/orders", b"/api/v1/printers", b"/"]),
+)
 async def test_raw_header_bytes_never_get_a_5xx(agent: Agent, name: bytes, value: bytes, path: bytes) -> None:
     """Any bytes in a credential or content-type header, sent over a raw socket: a 4xx or 2xx answer, never a 5xx."""
     reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
     body = b'{"id": "raw"}'
-    writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: edge\r\n" + name + b": " + value + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    writer.write(
+        b"POST "
+        + path
+        + b" HTTP/1.1\r\nHost: edge\r\n"
+        + name
+        + b": "
+        + value
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
     await writer.drain()
     answer = await asyncio.wait_for(reader.read(), timeout=5)
     writer.close()

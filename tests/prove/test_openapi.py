@@ -47,11 +47,16 @@ class Tour:
         return body
 
 
-async def test_each_operation_answers_as_documented(full_agent: Agent, printers: dict[str, SimPrinter], central: CentralSim) -> None:
+async def test_each_operation_answers_as_documented(
+    full_agent: Agent, printers: dict[str, SimPrinter], central: CentralSim
+) -> None:
     """A tour through every operation and its main outcomes; each answer's status and body are in the document."""
     base = f"http://127.0.0.1:{full_agent.port}"
     order = make_order(1, prefix="doc")
-    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api, aiohttp.ClientSession(base_url=base) as anonymous:
+    async with (
+        aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api,
+        aiohttp.ClientSession(base_url=base) as anonymous,
+    ):
         tour, open_tour = Tour(api), Tour(anonymous)
         orders, one, reprint = "/api/v1/orders", "/api/v1/orders/{order_id}", "/api/v1/orders/{order_id}/reprint"
         stored = await tour.go("POST", orders, 201, json=order)
@@ -67,7 +72,14 @@ async def test_each_operation_answers_as_documented(full_agent: Agent, printers:
         await tour.go("POST", reprint, 201, f"{orders}/{order['id']}/reprint", json={"station": "kitchen"})
         await tour.go("POST", reprint, 201, f"{orders}/{order['id']}/reprint")
         await tour.go("POST", reprint, 422, f"{orders}/{order['id']}/reprint", json={"station": 5})
-        await tour.go("POST", reprint, 400, f"{orders}/{order['id']}/reprint", data=b"[", headers={"Content-Type": "application/json"})
+        await tour.go(
+            "POST",
+            reprint,
+            400,
+            f"{orders}/{order['id']}/reprint",
+            data=b"[",
+            headers={"Content-Type": "application/json"},
+        )
         await tour.go("POST", reprint, 404, f"{orders}/nope/reprint")
 
         jobs, printed = "/api/v1/jobs", stored["job_ids"][0]
@@ -75,7 +87,9 @@ async def test_each_operation_answers_as_documented(full_agent: Agent, printers:
         await tour.go("GET", jobs, 200, f"{jobs}?state=printed&limit=5")
         await tour.go("GET", jobs, 422, f"{jobs}?state=bogus")
         await tour.go("GET", jobs, 422, f"{jobs}?limit=x")
-        await tour.go("POST", "/api/v1/jobs/{job_id}/retry", 404, f"/api/v1/jobs/{printed}/retry")  # printed: nothing to retry
+        await tour.go(
+            "POST", "/api/v1/jobs/{job_id}/retry", 404, f"/api/v1/jobs/{printed}/retry"
+        )  # printed: nothing to retry
         await tour.go("POST", "/api/v1/jobs/{job_id}/release", 404, f"/api/v1/jobs/{printed}/release")  # not held
         await tour.go("POST", "/api/v1/jobs/release-held", 200)
         await tour.go("GET", "/api/v1/jobs/{job_id}/preview", 200, f"/api/v1/jobs/{printed}/preview")
@@ -103,8 +117,15 @@ async def test_each_operation_answers_as_documented(full_agent: Agent, printers:
         await tour.go("GET", runs, 422, f"{runs}?limit=0")
         await tour.go("GET", "/api/v1/recovery/runs/{run_id}", 200, f"{runs}/{started['run_id']}")
         await tour.go("GET", "/api/v1/recovery/runs/{run_id}", 404, f"{runs}/999999")
-        await _until(api, f"{runs}/{started['run_id']}", lambda run: run["state"] in ("completed", "failed", "cancelled"), "run over")
-        await tour.go("POST", "/api/v1/recovery/runs/{run_id}/cancel", 409, f"{runs}/{started['run_id']}/cancel")  # already over
+        await _until(
+            api,
+            f"{runs}/{started['run_id']}",
+            lambda run: run["state"] in ("completed", "failed", "cancelled"),
+            "run over",
+        )
+        await tour.go(
+            "POST", "/api/v1/recovery/runs/{run_id}/cancel", 409, f"{runs}/{started['run_id']}/cancel"
+        )  # already over
         await tour.go("POST", "/api/v1/recovery/runs/{run_id}/cancel", 404, f"{runs}/x/cancel")
 
         await tour.go("GET", "/api/v1/status", 200)

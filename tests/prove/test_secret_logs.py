@@ -48,7 +48,9 @@ def log_output() -> Iterator[io.StringIO]:
     structlog.configure(**saved_config)
 
 
-async def test_full_run_logs_no_secret(make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], log_output: io.StringIO) -> None:
+async def test_full_run_logs_no_secret(
+    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], log_output: io.StringIO
+) -> None:
     """Intake (good and bad credentials), printing, a printer-offline alert mail and a recovery run: no secret in any log line."""
     sink = SmtpSink(username="alerts@store.test", password=SMTP_PASSWORD)
     central = CentralSim("test-store", token=CENTRAL_TOKEN)
@@ -58,9 +60,29 @@ async def test_full_run_logs_no_secret(make_settings: Callable[..., Settings], p
     settings = make_settings(
         agent={"log_level": "debug"},
         api={"token": API_TOKEN, "signing_secrets": [SIGNING_SECRET]},
-        smtp={"host": "127.0.0.1", "port": sink.port, "security": "none", "username": "alerts@store.test", "password": SMTP_PASSWORD, "sender": "edge@store.test"},
-        alerts={"to": ["manager@store.test"], "group_wait_s": 0, "critical_group_wait_s": 0, "check_interval_s": 0.2, "retry_base_s": 0.1, "disk_free_min_mb": 0},
-        central={"url": central.url, "token": CENTRAL_TOKEN, "start_jitter_s": 0, "probe_max_s": 0.1, "rate_limit_rps": 100},
+        smtp={
+            "host": "127.0.0.1",
+            "port": sink.port,
+            "security": "none",
+            "username": "alerts@store.test",
+            "password": SMTP_PASSWORD,
+            "sender": "edge@store.test",
+        },
+        alerts={
+            "to": ["manager@store.test"],
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "check_interval_s": 0.2,
+            "retry_base_s": 0.1,
+            "disk_free_min_mb": 0,
+        },
+        central={
+            "url": central.url,
+            "token": CENTRAL_TOKEN,
+            "start_jitter_s": 0,
+            "probe_max_s": 0.1,
+            "rate_limit_rps": 100,
+        },
     )
     configure_logging(fmt="json", level="debug", secrets=settings.secrets(), stream=log_output)
     assert {API_TOKEN, SMTP_PASSWORD, CENTRAL_TOKEN, SIGNING_SECRET} <= set(settings.secrets())
@@ -69,16 +91,32 @@ async def test_full_run_logs_no_secret(make_settings: Callable[..., Settings], p
     try:
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
             body = json.dumps(make_order(1, prefix="push")).encode()
-            headers = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json", "webhook-id": "m1", "webhook-timestamp": "1", "webhook-signature": sign(SIGNING_KEY, "m1", 1, body)}
+            headers = {
+                "Authorization": f"Bearer {API_TOKEN}",
+                "Content-Type": "application/json",
+                "webhook-id": "m1",
+                "webhook-timestamp": "1",
+                "webhook-signature": sign(SIGNING_KEY, "m1", 1, body),
+            }
             async with session.post("/api/v1/orders", data=body, headers=headers) as response:
                 assert response.status == 401  # stale timestamp: rejected and logged
-            async with session.post("/api/v1/orders", data=body, headers={"Authorization": f"Bearer {API_TOKEN}x"}) as response:
+            async with session.post(
+                "/api/v1/orders", data=body, headers={"Authorization": f"Bearer {API_TOKEN}x"}
+            ) as response:
                 assert response.status == 401  # a near-miss token is logged as rejected, never echoed
-            async with session.post("/api/v1/orders", data=body, headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}) as response:
+            async with session.post(
+                "/api/v1/orders",
+                data=body,
+                headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+            ) as response:
                 assert response.status == 201
             await printers["kitchen"].wait_for_printed(1)
-            printers["kitchen"].set_offline(True)  # the next ticket finds the printer gone: an alert mail goes out over SMTP AUTH
-            async with session.post("/api/v1/orders", json=make_order(2, prefix="push"), headers={"Authorization": f"Bearer {API_TOKEN}"}) as response:
+            printers["kitchen"].set_offline(
+                True
+            )  # the next ticket finds the printer gone: an alert mail goes out over SMTP AUTH
+            async with session.post(
+                "/api/v1/orders", json=make_order(2, prefix="push"), headers={"Authorization": f"Bearer {API_TOKEN}"}
+            ) as response:
                 assert response.status == 201
         await sink.wait_for(1, timeout=20)
         await central.wait_for(lambda: bool(central.events_of("received")), timeout=20)

@@ -31,10 +31,22 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 OPEN_PATHS = {"/health", "/ready", "/metrics"}
 
 
-def signed_headers(body: bytes, *, key: bytes = NEW_KEY, msg_id: str = "msg_1", at: float | None = None, extra_keys: tuple[bytes, ...] = ()) -> dict[str, str]:
+def signed_headers(
+    body: bytes,
+    *,
+    key: bytes = NEW_KEY,
+    msg_id: str = "msg_1",
+    at: float | None = None,
+    extra_keys: tuple[bytes, ...] = (),
+) -> dict[str, str]:
     stamp = int(time.time() if at is None else at)
     signatures = " ".join(sign(k, msg_id, stamp, body) for k in (*extra_keys, key))
-    return {"webhook-id": msg_id, "webhook-timestamp": str(stamp), "webhook-signature": signatures, "Content-Type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": signatures,
+        "Content-Type": "application/json",
+    }
 
 
 @pytest.fixture
@@ -59,7 +71,12 @@ async def test_every_mutating_route_refuses_missing_wrong_and_old_tokens(agent: 
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as anonymous:
         for method, path in mutating:
             url = path.replace("{order_id}", "o-1").replace("{job_id}", "1").replace("{", "").replace("}", "")
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer old-token-before-rotation"}, {"Authorization": TOKEN}):
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": "Bearer old-token-before-rotation"},
+                {"Authorization": TOKEN},
+            ):
                 async with anonymous.request(method, url, json={"station": "kitchen"}, headers=headers) as response:
                     assert response.status in (401, 403), (method, path, headers, response.status)
     assert stored_orders(agent) == []
@@ -81,7 +98,9 @@ async def test_signed_request_is_accepted_with_either_rotating_secret(signed_age
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
         for n, (key, extra) in enumerate([(NEW_KEY, ()), (OLD_KEY, ()), (NEW_KEY, (b"x" * 32,))]):
             body = json.dumps(make_order(n, prefix="sig")).encode()
-            async with session.post("/api/v1/orders", data=body, headers=signed_headers(body, key=key, msg_id=f"msg_{n}", extra_keys=extra)) as response:
+            async with session.post(
+                "/api/v1/orders", data=body, headers=signed_headers(body, key=key, msg_id=f"msg_{n}", extra_keys=extra)
+            ) as response:
                 assert response.status == 201, await response.text()
         body = b""
         async with session.get("/api/v1/printers", headers=signed_headers(body, msg_id="msg_read")) as response:
@@ -120,9 +139,13 @@ async def test_replayed_webhook_id_is_rejected(signed_agent: Agent) -> None:
     """The same signed request sent twice: the first is stored, the replay is 401 'replayed' even with a fresh order."""
     first = json.dumps(make_order(1, prefix="rp")).encode()
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
-        async with session.post("/api/v1/orders", data=first, headers=signed_headers(first, msg_id="msg_once")) as response:
+        async with session.post(
+            "/api/v1/orders", data=first, headers=signed_headers(first, msg_id="msg_once")
+        ) as response:
             assert response.status == 201
-        async with session.post("/api/v1/orders", data=first, headers=signed_headers(first, msg_id="msg_once")) as response:
+        async with session.post(
+            "/api/v1/orders", data=first, headers=signed_headers(first, msg_id="msg_once")
+        ) as response:
             assert response.status == 401
             assert "already used" in (await response.json())["reason"]
     assert signed_agent.deps is not None and signed_agent.deps.auth is not None
@@ -133,7 +156,9 @@ async def test_replayed_webhook_id_is_rejected(signed_agent: Agent) -> None:
 async def test_replay_memory_lasts_the_window_and_then_forgets() -> None:
     """A webhook-id is remembered while its timestamp could still pass; after that the timestamp alone refuses it."""
     now = [1_000_000.0]
-    auth = Authenticator(ApiSettings(signing_secrets=[Secret(s) for s in SECRETS], require_signature=True), clock=lambda: now[0])
+    auth = Authenticator(
+        ApiSettings(signing_secrets=[Secret(s) for s in SECRETS], require_signature=True), clock=lambda: now[0]
+    )
     body = b"{}"
     headers = signed_headers(body, msg_id="m", at=now[0])
     assert auth._check_signature(headers, body) is None
@@ -168,10 +193,16 @@ async def test_signature_with_token_needs_both(make_settings: Callable[..., Sett
         ({"token": ""}, "api.token", "is required unless api.require_signature is true"),
         ({"require_signature": True}, "api.signing_secrets", "is required when api.require_signature is true"),
         ({"signing_secrets": ["whsec_not base64!"]}, "api.signing_secrets", "entry 0 is not a whsec_<base64> secret"),
-        ({"signing_secrets": ["whsec_" + base64.b64encode(b"short").decode()]}, "api.signing_secrets", "entry 0 must decode to 24-64 bytes"),
+        (
+            {"signing_secrets": ["whsec_" + base64.b64encode(b"short").decode()]},
+            "api.signing_secrets",
+            "entry 0 must decode to 24-64 bytes",
+        ),
     ],
 )
-def test_auth_config_mistakes_fail_fast(make_settings: Callable[..., Settings], api: dict[str, Any], key: str, problem: str) -> None:
+def test_auth_config_mistakes_fail_fast(
+    make_settings: Callable[..., Settings], api: dict[str, Any], key: str, problem: str
+) -> None:
     """An open API by accident, or an unusable secret, stops the agent at start-up naming the key."""
     with pytest.raises(ConfigError) as caught:
         make_settings(api=api)
@@ -187,7 +218,10 @@ def test_api_binds_to_loopback_by_default() -> None:
 async def test_wide_bind_without_token_is_logged_loudly(make_settings: Callable[..., Settings]) -> None:
     """Bound beyond 127.0.0.1 with no token, start-up logs an error-level API_OPEN_WITHOUT_TOKEN; with a token only a warning."""
     # 127.0.0.2 is still loopback (tests stay off the network) but not the default address.
-    for api, expected in (({"host": "127.0.0.2", "token": "", "signing_secrets": SECRETS, "require_signature": True}, "error"), ({"host": "127.0.0.2"}, None)):
+    for api, expected in (
+        ({"host": "127.0.0.2", "token": "", "signing_secrets": SECRETS, "require_signature": True}, "error"),
+        ({"host": "127.0.0.2"}, None),
+    ):
         agent = Agent(make_settings(api=api))
         with capture_logs() as logs:
             await agent.start()
@@ -214,8 +248,12 @@ async def test_undecodable_credential_headers_are_401_not_500(make_settings: Cal
     try:
         for raw in (
             b"Authorization: Bearer \xff\xfe",
-            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: \xff\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,x".encode("latin-1"),
-            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: m\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,\xe9".encode("latin-1"),
+            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: \xff\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,x".encode(
+                "latin-1"
+            ),
+            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: m\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,\xe9".encode(
+                "latin-1"
+            ),
         ):
             reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
             writer.write(b"GET /api/v1/printers HTTP/1.1\r\nHost: edge\r\n" + raw + b"\r\nConnection: close\r\n\r\n")

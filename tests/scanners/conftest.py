@@ -57,7 +57,9 @@ class Seen:
         return self.scans
 
     async def connected(self, scanner: str, value: bool = True, times: int = 1) -> None:
-        await self.until(lambda: self.connections(scanner).count(value) >= times, f"scanner {scanner} connected={value} x{times}")
+        await self.until(
+            lambda: self.connections(scanner).count(value) >= times, f"scanner {scanner} connected={value} x{times}"
+        )
 
 
 @pytest.fixture
@@ -83,7 +85,9 @@ def scanner_config(sims: dict[str, SimScanner], **changes: dict[str, Any]) -> di
 
 
 @pytest.fixture
-async def scan_agent(make_settings: Callable[..., Settings], sims: dict[str, SimScanner]) -> AsyncIterator[tuple[Agent, Seen]]:
+async def scan_agent(
+    make_settings: Callable[..., Settings], sims: dict[str, SimScanner]
+) -> AsyncIterator[tuple[Agent, Seen]]:
     """The real agent with the three scanners configured, and everything it has published about them."""
     agent = Agent(make_settings(scanners=scanner_config(sims)))
     seen = Seen(agent.bus)
@@ -98,7 +102,9 @@ async def scan_agent(make_settings: Callable[..., Settings], sims: dict[str, Sim
 async def scan_api(scan_agent: tuple[Agent, Seen]) -> AsyncIterator[aiohttp.ClientSession]:
     """An authenticated HTTP client for the scan agent's API."""
     agent, _ = scan_agent
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as session:
         yield session
 
 

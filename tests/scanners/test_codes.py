@@ -16,7 +16,10 @@ from edge.sim.orders import make_order
 def test_each_suffix_ends_a_code(suffix: bytes) -> None:
     """CR, LF and CRLF each end exactly one code; no empty codes appear between CR and LF."""
     splitter = LineSplitter()
-    assert splitter.feed(b"A-1001" + suffix + b"edge:v1:ord_1:kitchen" + suffix) == [b"A-1001", b"edge:v1:ord_1:kitchen"]
+    assert splitter.feed(b"A-1001" + suffix + b"edge:v1:ord_1:kitchen" + suffix) == [
+        b"A-1001",
+        b"edge:v1:ord_1:kitchen",
+    ]
     assert splitter.feed(suffix) == []
 
 
@@ -47,7 +50,12 @@ def test_reset_drops_half_a_code() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
-    [(b"\xff\xfeA-1", "not UTF-8"), (b"A-\x1b1", "control character 0x1b"), (b"\x00\x00", "control character 0x00"), (b"\xc3", "not UTF-8")],
+    [
+        (b"\xff\xfeA-1", "not UTF-8"),
+        (b"A-\x1b1", "control character 0x1b"),
+        (b"\x00\x00", "control character 0x00"),
+        (b"\xc3", "not UTF-8"),
+    ],
 )
 def test_noise_is_rejected_naming_why(raw: bytes, reason: str) -> None:
     """Bytes that are not UTF-8 or hold control characters are noise, with the reason in the error."""
@@ -75,7 +83,16 @@ def test_order_references(code: str, expected: OrderRef) -> None:
 
 
 @pytest.mark.parametrize(
-    "code", ["edge:v1:ord_1", "edge:v1::kitchen", "edge:v1:ord 1:kitchen", "edge:v1:ord_1:Kitchen", "edge:test:front", "edge:v2:x:y", "x" * 65]
+    "code",
+    [
+        "edge:v1:ord_1",
+        "edge:v1::kitchen",
+        "edge:v1:ord 1:kitchen",
+        "edge:v1:ord_1:Kitchen",
+        "edge:test:front",
+        "edge:v2:x:y",
+        "x" * 65,
+    ],
 )
 def test_codes_naming_no_order(code: str) -> None:
     """Malformed tickets, test pages, other versions and overlong plain codes name no order, with a reason."""

@@ -54,7 +54,14 @@ def test_ticket_code_typed_by_a_wedge_scanner_decodes_exactly() -> None:
 def test_modifiers_repeats_and_unknown_keys() -> None:
     """Ctrl/Alt type nothing and auto-repeat is ignored; a key with no character marks the line as noise (0x1a)."""
     decoder = KeyDecoder()
-    events = [key(ecodes.KEY_LEFTCTRL, 1), key(ecodes.KEY_A, 1), key(ecodes.KEY_A, 2), key(ecodes.KEY_LEFTCTRL, 0), key(ecodes.KEY_F5, 1), key(ecodes.KEY_TAB, 1)]
+    events = [
+        key(ecodes.KEY_LEFTCTRL, 1),
+        key(ecodes.KEY_A, 1),
+        key(ecodes.KEY_A, 2),
+        key(ecodes.KEY_LEFTCTRL, 0),
+        key(ecodes.KEY_F5, 1),
+        key(ecodes.KEY_TAB, 1),
+    ]
     assert decoder.feed(events) == b"a\x1a\r"
 
 
@@ -83,7 +90,9 @@ async def test_wedge_scan_marks_the_order_ready(make_settings: Callable[..., Set
         order = await push_order(agent, 1)
         port = KeyPort()
         seen = Seen(agent.bus)
-        settings = ScannerSettings(name="wedge", type="hid", port="/dev/input/by-id/usb-scanner-event-kbd", station="kitchen")
+        settings = ScannerSettings(
+            name="wedge", type="hid", port="/dev/input/by-id/usb-scanner-event-kbd", station="kitchen"
+        )
         assert agent.db is not None
         recorder = ScanRecorder(ScanStore(agent.db), agent.bus)
         scanner = Scanner(settings, recorder.record, agent.bus, open_port=lambda _: port)
@@ -93,7 +102,9 @@ async def test_wedge_scan_marks_the_order_ready(make_settings: Callable[..., Set
         (scan,) = await seen.scans_count(1)
         await scanner.stop()
         assert (scan.scanner, scan.outcome) == ("wedge", "order_ready")
-        assert db_rows(agent, "SELECT event FROM outbox WHERE order_id = ? AND event = 'ready'", (order["id"],)) == [("ready",)]
+        assert db_rows(agent, "SELECT event FROM outbox WHERE order_id = ? AND event = 'ready'", (order["id"],)) == [
+            ("ready",)
+        ]
     finally:
         await agent.stop()
 

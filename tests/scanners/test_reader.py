@@ -101,5 +101,7 @@ async def test_a_scan_the_store_refuses_is_logged_and_reading_goes_on() -> None:
         finally:
             await scanner.stop()
     assert handled == ["A-2"]
-    assert [(e["event"], e["code"]) for e in logs if e["event"] == "scan_not_recorded"] == [("scan_not_recorded", "A-1")]
+    assert [(e["event"], e["code"]) for e in logs if e["event"] == "scan_not_recorded"] == [
+        ("scan_not_recorded", "A-1")
+    ]
     assert scanner.codes == 2

@@ -21,13 +21,22 @@ async def db(tmp_path: Path, make_settings: Callable[..., Settings]) -> AsyncIte
     """A migrated database file holding order 1 (kitchen + bar tickets) and order 2 (kitchen only)."""
     database = await Database.open(tmp_path / "scans.db")
     router = Router.from_settings(make_settings())
-    await OrderStore(database).insert_many([router.prepare(make_order(1, bar=True), "push"), router.prepare(make_order(2), "push")])
+    await OrderStore(database).insert_many(
+        [router.prepare(make_order(1, bar=True), "push"), router.prepare(make_order(2), "push")]
+    )
     yield database
     await database.close()
 
 
 def ticket(order_seq: int, station: str, **extra: object) -> ScanRequest:
-    return ScanRequest(scanner="s1", code=f"edge:v1:ord_{order_seq:06d}:{station}", order_ref=f"ord_{order_seq:06d}", station=station, plain=False, **extra)  # type: ignore[arg-type]
+    return ScanRequest(
+        scanner="s1",
+        code=f"edge:v1:ord_{order_seq:06d}:{station}",
+        order_ref=f"ord_{order_seq:06d}",
+        station=station,
+        plain=False,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def committed(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -52,7 +61,9 @@ async def test_ready_and_its_outbox_row_commit_together_or_not_at_all(db: Databa
     async with db.transaction() as conn:
         await conn.execute("DROP TRIGGER outbox_broken")
     assert (await store.record(ticket(1, "bar"))).outcome == "order_ready"
-    assert committed(db.path, "SELECT event FROM outbox WHERE order_id = 'ord_000001' AND event = 'ready'") == [("ready",)]
+    assert committed(db.path, "SELECT event FROM outbox WHERE order_id = 'ord_000001' AND event = 'ready'") == [
+        ("ready",)
+    ]
 
 
 async def test_hand_out_waits_out_a_double_read(db: Database) -> None:
@@ -74,7 +85,10 @@ async def test_progress_shows_state_and_stations(db: Database) -> None:
         "state": "open",
         "ready_at": None,
         "handed_out_at": None,
-        "stations": [{"station": "bar", "done": False, "done_at": None}, {"station": "kitchen", "done": False, "done_at": None}],
+        "stations": [
+            {"station": "bar", "done": False, "done_at": None},
+            {"station": "kitchen", "done": False, "done_at": None},
+        ],
     }
     await store.record(ticket(1, "bar"))
     await store.record(ticket(1, "kitchen"))
@@ -82,4 +96,10 @@ async def test_progress_shows_state_and_stations(db: Database) -> None:
     assert progress["state"] == "ready" and all(s["done"] for s in progress["stations"])
     await store.record(ticket(1, "bar", hand_out=True))
     assert (await store.progress("ord_000001"))["state"] == "handed_out"
-    assert await store.counts() == {"ticket_done": 1, "order_ready": 1, "handed_out": 1, "already_done": 0, "unknown": 0}
+    assert await store.counts() == {
+        "ticket_done": 1,
+        "order_ready": 1,
+        "handed_out": 1,
+        "already_done": 0,
+        "unknown": 0,
+    }

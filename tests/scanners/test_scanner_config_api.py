@@ -27,18 +27,30 @@ BASE: dict[str, Any] = {
 def test_scanner_settings_from_file_and_environment() -> None:
     """A scanner table gives typed settings with defaults; EDGE_SCANNERS_<NAME>_<KEY> overrides a key."""
     settings = parse_settings(
-        BASE | {"scanners": {"pass-1": {"port": "/dev/ttyACM0", "station": "kitchen"}}}, env={"EDGE_SCANNERS_PASS_1_BAUDRATE": "115200"}
+        BASE | {"scanners": {"pass-1": {"port": "/dev/ttyACM0", "station": "kitchen"}}},
+        env={"EDGE_SCANNERS_PASS_1_BAUDRATE": "115200"},
     )
     scanner = settings.scanners["pass-1"]
-    assert (scanner.port, scanner.baudrate, scanner.station, scanner.hand_out) == ("/dev/ttyACM0", 115200, "kitchen", False)
+    assert (scanner.port, scanner.baudrate, scanner.station, scanner.hand_out) == (
+        "/dev/ttyACM0",
+        115200,
+        "kitchen",
+        False,
+    )
 
 
 @pytest.mark.parametrize(
     ("scanners", "message"),
     [
         ({"k": {"station": "kitchen"}}, "config scanners.k.port: is required"),
-        ({"k": {"port": "/dev/ttyACM0", "station": "grill"}}, "config scanners.k.station: station 'grill' is not in \\[stations\\]"),
-        ({"a": {"port": "/dev/ttyACM0"}, "b": {"port": "/dev/ttyACM0"}}, "config scanners.b.port: /dev/ttyACM0 is already the port of scanner 'a'"),
+        (
+            {"k": {"port": "/dev/ttyACM0", "station": "grill"}},
+            "config scanners.k.station: station 'grill' is not in \\[stations\\]",
+        ),
+        (
+            {"a": {"port": "/dev/ttyACM0"}, "b": {"port": "/dev/ttyACM0"}},
+            "config scanners.b.port: /dev/ttyACM0 is already the port of scanner 'a'",
+        ),
         ({"k": {"port": "/dev/ttyACM0", "baudrate": -9600}}, "config scanners.k.baudrate: must be greater than 0"),
         ({"k": {"port": "/dev/ttyACM0", "speed": 9600}}, "config scanners.k.speed: unknown key"),
         ({"Kitchen Scanner": {"port": "/dev/ttyACM0"}}, "config scanners.Kitchen Scanner: scanner name must be"),
@@ -51,7 +63,9 @@ def test_wrong_scanner_settings_name_the_key(scanners: dict[str, Any], message: 
 
 
 @pytest.mark.parametrize(("query", "field"), [({"outcome": "great"}, "outcome"), ({"limit": "many"}, "limit")])
-async def test_bad_scan_queries_are_422_naming_the_field(scan_api: aiohttp.ClientSession, query: dict[str, str], field: str) -> None:
+async def test_bad_scan_queries_are_422_naming_the_field(
+    scan_api: aiohttp.ClientSession, query: dict[str, str], field: str
+) -> None:
     """A wrong filter is a 422 that names it, never a 500."""
     async with scan_api.get("/api/v1/scans", params=query) as response:
         assert response.status == 422
@@ -61,7 +75,10 @@ async def test_bad_scan_queries_are_422_naming_the_field(scan_api: aiohttp.Clien
 async def test_scans_list_needs_the_token(scan_agent: tuple[Agent, Seen]) -> None:
     """GET /api/v1/scans is behind the API token like every /api/ route."""
     agent, _ = scan_agent
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{agent.port}/api/v1/scans") as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{agent.port}/api/v1/scans") as response,
+    ):
         assert response.status == 401
 
 

@@ -50,7 +50,13 @@ async def test_tickets_of_every_station_make_the_order_ready(
     assert body["state"] == "ready" and body["ready_at"] is not None and body["handed_out_at"] is None
     assert all(s["done"] for s in body["stations"])
     ((payload,),) = db_rows(agent, "SELECT payload FROM outbox WHERE order_id = ? AND event = 'ready'", (oid,))
-    assert json.loads(payload) | {"at": 0} == {"order_id": oid, "event": "ready", "at": 0, "number": order["number"], "scanner": "bar"}
+    assert json.loads(payload) | {"at": 0} == {
+        "order_id": oid,
+        "event": "ready",
+        "at": 0,
+        "number": order["number"],
+        "scanner": "bar",
+    }
 
 
 async def test_split_reads_and_crlf_give_one_scan(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
@@ -68,7 +74,9 @@ async def test_split_reads_and_crlf_give_one_scan(scan_agent: tuple[Agent, Seen]
     assert db_rows(agent, "SELECT COUNT(*) FROM scans") == [(1,)]
 
 
-async def test_garbage_is_rejected_and_reading_goes_on(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+async def test_garbage_is_rejected_and_reading_goes_on(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
     """Non-UTF-8 bytes and control characters are rejected with a log line and counted, stored nowhere; the next code works."""
     agent, seen = scan_agent
     order = await push_order(agent, 3)
@@ -108,7 +116,9 @@ async def test_unknown_codes_are_logged_counted_and_harmless(
     assert body["scans"][0]["code"] == f"edge:v1:{order['id']}:bar"  # newest first
 
 
-async def test_double_scan_changes_nothing_and_says_so(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+async def test_double_scan_changes_nothing_and_says_so(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
     """Scanning the same ticket again is 'already_done': no second station row, no second outbox event."""
     agent, seen = scan_agent
     order = await push_order(agent, 5, bar=True)
@@ -129,7 +139,9 @@ async def test_double_scan_changes_nothing_and_says_so(scan_agent: tuple[Agent, 
     assert outbox(agent, order["id"]).count("ready") == 1
 
 
-async def test_counter_scan_of_number_readies_then_hands_out(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+async def test_counter_scan_of_number_readies_then_hands_out(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
     """A plain order number at the counter (no station) marks every ticket done; the next scan hands the order
     out with a 'fulfilled' outbox row; a third changes nothing."""
     agent, seen = scan_agent
@@ -140,11 +152,15 @@ async def test_counter_scan_of_number_readies_then_hands_out(scan_agent: tuple[A
     assert [s.outcome for s in scans] == ["order_ready", "handed_out", "already_done"]
     assert outbox(agent, order["id"]).count("ready") == 1
     assert outbox(agent, order["id"]).count("fulfilled") == 1
-    ((ready_at, handed_out_at),) = db_rows(agent, "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order["id"],))
+    ((ready_at, handed_out_at),) = db_rows(
+        agent, "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order["id"],)
+    )
     assert handed_out_at >= ready_at
 
 
-async def test_newest_order_with_a_reused_number_is_meant(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+async def test_newest_order_with_a_reused_number_is_meant(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
     """Order numbers come round again: a plain number names the newest order that has it."""
     agent, seen = scan_agent
     older = await push_order(agent, 7)
@@ -180,10 +196,14 @@ async def test_unplugged_scanner_reconnects_by_itself(
     assert seen.connections("bar") == [True]  # the others never noticed
 
 
-async def test_missing_port_at_start_does_not_stop_the_agent(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+async def test_missing_port_at_start_does_not_stop_the_agent(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
     """A scanner that is not plugged in when the agent starts is reported disconnected; plugged in later, it works."""
     late = SimScanner(tmp_path / "tty-late")
-    agent = Agent(make_settings(scanners={"late": {"port": str(late.path), "station": "kitchen", "reconnect_max_s": 0.3}}))
+    agent = Agent(
+        make_settings(scanners={"late": {"port": str(late.path), "station": "kitchen", "reconnect_max_s": 0.3}})
+    )
     seen = Seen(agent.bus)
     await agent.start()
     try:

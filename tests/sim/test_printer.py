@@ -37,7 +37,9 @@ async def send(sim: SimPrinter, *pieces: bytes, expect_replies: int = 0) -> byte
 
 async def test_queries_answered_and_removed_from_job(printer: SimPrinter, tmp_path: Path) -> None:
     """DLE EOT 1-4 are answered with Epson bytes and are not job bytes, even split across segments."""
-    replies = await send(printer, b"AB\x10\x04\x01CD\x10", b"\x04", b"\x04EF\x10\x04\x02\x10\x04\x03\x10\x04\x04", expect_replies=5)
+    replies = await send(
+        printer, b"AB\x10\x04\x01CD\x10", b"\x04", b"\x04EF\x10\x04\x02\x10\x04\x03\x10\x04\x04", expect_replies=5
+    )
     assert replies == bytes([0x16, 0x12, 0x12, 0x12, 0x12])
     assert await printer.wait_for_printed(1, timeout=5) == [b"ABCDEF"]
     assert printer.status_queries == 5

@@ -15,7 +15,10 @@ from edge.store.migrations import latest_version, load_migrations, migrate
 
 def _tables(path: Path) -> set[str]:
     with sqlite3.connect(path) as conn:
-        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        return {
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        }
 
 
 async def test_up_down_up_on_populated_database(tmp_path: Path) -> None:
@@ -39,7 +42,9 @@ async def test_up_down_up_on_populated_database(tmp_path: Path) -> None:
         await conn.close()
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA user_version").fetchone()[0] == latest_version(migrations)
-        check.execute("INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o2', '2', 'h', '{}', 'web', 'x', 0)")
+        check.execute(
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o2', '2', 'h', '{}', 'web', 'x', 0)"
+        )
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from edge.orders.intake import Router
 from edge.store import Database, JobStore, OrderStore
 
 EXAMPLE = json.loads((Path(__file__).parents[1] / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
-ROUTER = Router(stations={"kitchen": ["kitchen"], "bar": ["kitchen"]}, receipt_printer="front", receipts_by_default=False)
+ROUTER = Router(
+    stations={"kitchen": ["kitchen"], "bar": ["kitchen"]}, receipt_printer="front", receipts_by_default=False
+)
 
 
 def order(n: int, **changes: object) -> dict:

@@ -19,8 +19,17 @@ CENTRAL_TOKEN = "central-token-abcdef123456"
 STORE = "test-store"
 # Fast but real: probes and retries in tenths of seconds, no start delay, a rate limit high enough for a few seconds' run.
 FAST = {
-    "token": CENTRAL_TOKEN, "rate_limit_rps": 200.0, "start_jitter_s": 0.0, "schedule_interval_s": 0.0, "probe_up_s": 0.2,
-    "probe_max_s": 0.2, "probe_timeout_s": 1.0, "retry_base_s": 0.05, "retry_max_s": 0.5, "page_size": 100, "batch_size": 50,
+    "token": CENTRAL_TOKEN,
+    "rate_limit_rps": 200.0,
+    "start_jitter_s": 0.0,
+    "schedule_interval_s": 0.0,
+    "probe_up_s": 0.2,
+    "probe_max_s": 0.2,
+    "probe_timeout_s": 1.0,
+    "retry_base_s": 0.05,
+    "retry_max_s": 0.5,
+    "page_size": 100,
+    "batch_size": 50,
 }
 
 
@@ -53,7 +62,9 @@ class Recorder:
     def of(self, kind: type[Event]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
 
-    async def wait(self, kind: type[Event], count: int = 1, timeout: float = 20.0, where: Callable[[Any], bool] = lambda e: True) -> list[Any]:
+    async def wait(
+        self, kind: type[Event], count: int = 1, timeout: float = 20.0, where: Callable[[Any], bool] = lambda e: True
+    ) -> list[Any]:
         async with asyncio.timeout(timeout):
             while len(found := [e for e in self.of(kind) if where(e)]) < count:
                 await asyncio.sleep(0.02)

@@ -24,7 +24,9 @@ async def make_client(central: CentralSim) -> AsyncIterator[MakeClient]:
     made: list[CentralClient] = []
 
     async def make(**overrides: Any) -> CentralClient:
-        client = CentralClient(CentralSettings(**{**FAST, "url": central.url, "token": Secret(CENTRAL_TOKEN), **overrides}), STORE)
+        client = CentralClient(
+            CentralSettings(**{**FAST, "url": central.url, "token": Secret(CENTRAL_TOKEN), **overrides}), STORE
+        )
         await client.start()
         made.append(client)
         return client
@@ -50,7 +52,9 @@ async def test_a_burst_of_500s_is_survived(central: CentralSim, make_client: Mak
     """Three 500s in a row, then an answer: the call succeeds and the batch is accepted once."""
     central.fail_next(3, 500)
     client = await make_client()
-    await asyncio.wait_for(client.post_events([{"idempotency_key": "o1:received:0", "order_id": "o1", "event": "received"}]), timeout=10)
+    await asyncio.wait_for(
+        client.post_events([{"idempotency_key": "o1:received:0", "order_id": "o1", "event": "received"}]), timeout=10
+    )
     assert [status for *_, status in central.requests] == [500, 500, 500, 200]
     assert list(central.events) == ["o1:received:0"]
 

@@ -34,6 +34,8 @@ def test_a_wrong_value_names_the_key(section: dict[str, object], key: str, probl
 
 def test_the_token_comes_from_the_environment_and_stays_secret() -> None:
     """EDGE_CENTRAL_TOKEN sets the token; it is listed among the secrets the logs scrub and never shows in a repr."""
-    settings = parse_settings({**BASE, "central": {"url": "https://central.example.com"}}, env={"EDGE_CENTRAL_TOKEN": "central-secret-987"})
+    settings = parse_settings(
+        {**BASE, "central": {"url": "https://central.example.com"}}, env={"EDGE_CENTRAL_TOKEN": "central-secret-987"}
+    )
     assert settings.central.token.get() == "central-secret-987"
     assert "central-secret-987" in settings.secrets() and "central-secret-987" not in repr(settings.central)

@@ -26,8 +26,16 @@ MakeSender = Callable[..., Awaitable[OutboxSender]]
 
 # Three orders, events interleaved as a store writes them. B's first `printed` is the one the backend refuses.
 EVENTS = [
-    ("A", "received", "0"), ("B", "received", "0"), ("A", "printed", "1"), ("B", "printed", "2"), ("C", "received", "0"),
-    ("B", "printed", "3"), ("A", "ready", "0"), ("B", "ready", "0"), ("C", "printed", "4"), ("B", "fulfilled", "0"),
+    ("A", "received", "0"),
+    ("B", "received", "0"),
+    ("A", "printed", "1"),
+    ("B", "printed", "2"),
+    ("C", "received", "0"),
+    ("B", "printed", "3"),
+    ("A", "ready", "0"),
+    ("B", "ready", "0"),
+    ("C", "printed", "4"),
+    ("B", "fulfilled", "0"),
 ]
 POISON = "B:printed:2"
 
@@ -45,7 +53,9 @@ async def make_sender(db: Database, central: CentralSim) -> AsyncIterator[MakeSe
     clients: list[CentralClient] = []
 
     async def make(batch_size: int = 50, token: str = CENTRAL_TOKEN) -> OutboxSender:
-        client = CentralClient(CentralSettings(**{**FAST, "url": central.url, "token": Secret(token), "max_attempts": 1}), STORE)
+        client = CentralClient(
+            CentralSettings(**{**FAST, "url": central.url, "token": Secret(token), "max_attempts": 1}), STORE
+        )
         await client.start()
         clients.append(client)
         return OutboxSender(db, client, EventBus(), batch_size=batch_size, link_up=lambda: True)
@@ -66,7 +76,10 @@ def keys(events: list[tuple[str, str, str]]) -> list[str]:
 
 def rows(db: Database) -> dict[str, tuple[Any, ...]]:
     """idempotency_key -> (delivered_at, attempts, payload as dict), committed state."""
-    return {k: (d, a, json.loads(p)) for k, d, a, p in query(db.path, "SELECT idempotency_key, delivered_at, attempts, payload FROM outbox")}
+    return {
+        k: (d, a, json.loads(p))
+        for k, d, a, p in query(db.path, "SELECT idempotency_key, delivered_at, attempts, payload FROM outbox")
+    }
 
 
 def assert_in_order_per_order(central: CentralSim, written: list[str]) -> None:
@@ -112,7 +125,9 @@ async def test_refused_event_is_rejected_and_the_rest_delivered_once_in_order(
     assert_in_order_per_order(central, keys(EVENTS + later))
 
 
-async def test_refused_event_type_rejects_each_such_event_on_its_own(db: Database, central: CentralSim, make_sender: MakeSender) -> None:
+async def test_refused_event_type_rejects_each_such_event_on_its_own(
+    db: Database, central: CentralSim, make_sender: MakeSender
+) -> None:
     central.reject_events(types={"ready"})
     sender = await make_sender(batch_size=50)
     await write(db, EVENTS)
@@ -144,7 +159,9 @@ async def test_wrong_token_keeps_the_batch_pending(db: Database, central: Centra
 
 
 @pytest.mark.parametrize("status", [403, 404, 408, 409])
-async def test_retryable_4xx_keeps_the_batch_pending(db: Database, central: CentralSim, make_sender: MakeSender, status: int) -> None:
+async def test_retryable_4xx_keeps_the_batch_pending(
+    db: Database, central: CentralSim, make_sender: MakeSender, status: int
+) -> None:
     """403, 404 (wrong store or URL), 408 and 409 reject nothing: the batch stays pending and goes through once fixed."""
     sender = await make_sender()
     await write(db, EVENTS)
@@ -174,7 +191,9 @@ async def test_running_agent_delivers_past_a_refused_event(
     await events.wait(JobPrinted, count=len(jobs))
     expected = {f"{o['id']}:received:0" for o in orders} - {poison} | {f"{o}:printed:{j}" for j, o in jobs}
     await central.wait_for(lambda: expected <= set(central.events), timeout=20)
-    await central.wait_for(lambda: query(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)], timeout=20)
+    await central.wait_for(
+        lambda: query(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)], timeout=20
+    )
     assert set(central.events) == expected and central.duplicates == []
     [(payload,)] = query(db, "SELECT payload FROM outbox WHERE idempotency_key = ?", (poison,))
     assert json.loads(payload)[REJECTED_KEY]["status"] == 422

@@ -30,10 +30,14 @@ def _printed_json(out: str) -> Any:
 
 
 def api(agent_port: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent_port}", headers={"Authorization": f"Bearer {TOKEN}"})
+    return aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent_port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
 
 
-async def test_conflict_keeps_the_local_order_and_is_reported(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+async def test_conflict_keeps_the_local_order_and_is_reported(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
     """Same id, other content at the backend: the local order wins, nothing is reprinted, the run lists the conflict and an
     OrderConflicted event is published."""
     local = make_order(1, prefix="c")
@@ -49,7 +53,9 @@ async def test_conflict_keeps_the_local_order_and_is_reported(central: CentralSi
     assert completed.counts["conflict"] == 1 and completed.counts["stored"] == 1
     [(payload,)] = query(db, "SELECT payload FROM orders WHERE id = 'c_000001'")
     assert json.loads(payload)["number"] == local["number"]
-    assert query(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id = 'c_000001'") == [(2,)]  # ticket + receipt from the push, no more
+    assert query(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id = 'c_000001'") == [
+        (2,)
+    ]  # ticket + receipt from the push, no more
     assert [e.order_id for e in events.of(OrderConflicted) if e.source == "recovery"] == ["c_000001"]
     async with api(agent.port) as session:
         async with session.get(f"/api/v1/recovery/runs/{completed.run_id}") as response:
@@ -58,7 +64,9 @@ async def test_conflict_keeps_the_local_order_and_is_reported(central: CentralSi
     assert [p["phase"] for p in run["phases"]] == ["validation", "processing", "completion"]
 
 
-async def test_a_trigger_during_a_run_joins_it(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+async def test_a_trigger_during_a_run_joins_it(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
     """While a run is active, POST /recovery/runs answers with that run (joined) instead of starting a second one."""
     central.create_orders(5, prefix="j")
     central.latency_s = 0.5
@@ -73,7 +81,9 @@ async def test_a_trigger_during_a_run_joins_it(central: CentralSim, sync_setting
     assert query(agent.settings.agent.db_path, "SELECT COUNT(*) FROM recovery_runs") == [(1,)]
 
 
-async def test_cancel_stops_the_run_and_keeps_the_cursor(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+async def test_cancel_stops_the_run_and_keeps_the_cursor(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
     """A cancelled run ends 'cancelled' at its next page, the confirmed cursor stays where it was; cancelling again is 409."""
     central.create_orders(30, prefix="x")
     central.latency_s = 0.3
@@ -94,7 +104,9 @@ async def test_cancel_stops_the_run_and_keeps_the_cursor(central: CentralSim, sy
     assert not events.of(RecoveryCompleted)
 
 
-async def test_faults_are_survived_within_the_rate_limit(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+async def test_faults_are_survived_within_the_rate_limit(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
     """429s with Retry-After and a burst of 500s during a run: it still completes with every order stored, and the simulator
     never sees more requests in a second than the configured limit."""
     central.create_orders(200, prefix="f")
@@ -109,7 +121,9 @@ async def test_faults_are_survived_within_the_rate_limit(central: CentralSim, sy
     assert central.max_requests_in(1.0) <= 16  # sent 1/15 s apart; one extra arrival per window for arrival jitter
 
 
-async def test_the_schedule_runs_recovery_without_an_outage(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+async def test_the_schedule_runs_recovery_without_an_outage(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
     """With schedule_interval_s set, runs with trigger 'schedule' catch orders that were never pushed."""
     agent, events = await agents.start(sync_settings(schedule_interval_s=0.5))
     await events.wait(RecoveryCompleted)
@@ -119,7 +133,9 @@ async def test_the_schedule_runs_recovery_without_an_outage(central: CentralSim,
     assert query(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders WHERE source = 'recovery'") == [(3,)]
 
 
-async def test_recovery_api_needs_the_token_and_says_when_off(make_settings: Callable[..., Settings], agents: Agents) -> None:
+async def test_recovery_api_needs_the_token_and_says_when_off(
+    make_settings: Callable[..., Settings], agents: Agents
+) -> None:
     """Without [central] url the recovery routes say so (status 200 enabled=false, trigger 409); without a token, 401."""
     agent, _ = await agents.start(make_settings())
     assert agent.sync is None
@@ -133,7 +149,9 @@ async def test_recovery_api_needs_the_token_and_says_when_off(make_settings: Cal
             assert response.status == 401
 
 
-async def test_runs_history_and_bad_ids(central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents) -> None:
+async def test_runs_history_and_bad_ids(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
     """GET /recovery/runs lists runs newest first with counts; unknown or malformed ids are 404, a bad limit 422."""
     agent, events = await agents.start(sync_settings())
     await events.wait(RecoveryCompleted)
@@ -144,7 +162,13 @@ async def test_runs_history_and_bad_ids(central: CentralSim, sync_settings: Call
         async with session.get("/api/v1/recovery/runs") as response:
             runs = (await response.json())["runs"]
         assert [r["id"] for r in runs] == [second, second - 1] and runs[0]["trigger"] == "manual"
-        assert runs[0]["state"] == "completed" and set(runs[0]["counts"]) >= {"missing", "present", "conflict", "invalid", "stored"}
+        assert runs[0]["state"] == "completed" and set(runs[0]["counts"]) >= {
+            "missing",
+            "present",
+            "conflict",
+            "invalid",
+            "stored",
+        }
         for path in ("/api/v1/recovery/runs/12345", "/api/v1/recovery/runs/abc", "/api/v1/recovery/runs/%C2%B2"):
             async with session.get(path) as response:
                 assert response.status == 404
@@ -171,15 +195,23 @@ async def test_a_run_after_an_outage_waits_for_the_start_delay(
 
 
 async def test_cli_recovery_run_and_status_go_through_the_agent(
-    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter], tmp_path: Path,
+    central: CentralSim,
+    sync_settings: Callable[..., Settings],
+    agents: Agents,
+    printers: dict[str, SimPrinter],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`edge recovery run` starts (or joins) a run via the API and `edge recovery status` shows it; both exit 0."""
     agent, events = await agents.start(sync_settings())
     await events.wait(RecoveryCompleted)
     config = write_config(
-        tmp_path / "cli.toml", data_dir=tmp_path / "data", api_port=agent.port, token=TOKEN,
-        printers={name: p.port for name, p in printers.items()}, store_id=STORE,
+        tmp_path / "cli.toml",
+        data_dir=tmp_path / "data",
+        api_port=agent.port,
+        token=TOKEN,
+        printers={name: p.port for name, p in printers.items()},
+        store_id=STORE,
         extra=f'[central]\nurl = "{central.url}"\ntoken = "{CENTRAL_TOKEN}"\n',
     )
     capsys.readouterr()

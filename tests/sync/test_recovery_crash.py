@@ -45,7 +45,9 @@ async def _poll(db: Path, sql: str, done: Callable[[tuple[Any, ...]], bool], tim
             await asyncio.sleep(0.01)
 
 
-async def test_sigkill_during_processing_resumes_the_run_without_duplicates(central: CentralSim, tmp_path: Path) -> None:
+async def test_sigkill_during_processing_resumes_the_run_without_duplicates(
+    central: CentralSim, tmp_path: Path
+) -> None:
     """SIGKILL while recovery stores orders: after restart the same run finishes, every missed order is stored once with
     one set of jobs, every ticket is printed, and the backend gets every `received` event."""
     orders = central.create_orders(MISSED, prefix="k")
@@ -54,8 +56,13 @@ async def test_sigkill_during_processing_resumes_the_run_without_duplicates(cent
     await front.start()
     port, data_dir = free_port(), tmp_path / "data"
     config = write_config(
-        tmp_path / "edge.toml", data_dir=data_dir, api_port=port, token=TOKEN, printers={"kitchen": kitchen.port, "front": front.port},
-        store_id=STORE, extra=CENTRAL.format(url=central.url, token=CENTRAL_TOKEN),
+        tmp_path / "edge.toml",
+        data_dir=data_dir,
+        api_port=port,
+        token=TOKEN,
+        printers={"kitchen": kitchen.port, "front": front.port},
+        store_id=STORE,
+        extra=CENTRAL.format(url=central.url, token=CENTRAL_TOKEN),
     )
     db = data_dir / "edge.db"
     agent = AgentProcess(config, port, tmp_path / "agent.log")
@@ -68,16 +75,24 @@ async def test_sigkill_during_processing_resumes_the_run_without_duplicates(cent
         assert state == "processing" and 0 < interrupted_at < MISSED, (state, interrupted_at)
 
         await agent.start()
-        await _poll(db, "SELECT state FROM recovery_runs WHERE id = 1", lambda r: r[0] in ("completed", "failed"), timeout=40)
+        await _poll(
+            db, "SELECT state FROM recovery_runs WHERE id = 1", lambda r: r[0] in ("completed", "failed"), timeout=40
+        )
         assert query(db, "SELECT id, state FROM recovery_runs") == [(run_id, "completed")]  # resumed, not a second run
         assert query(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(MISSED, MISSED)]
-        keys = collections.Counter(r[0] for r in query(db, "SELECT order_id || ':' || kind || ':' || IFNULL(station, '-') FROM print_jobs"))
+        keys = collections.Counter(
+            r[0] for r in query(db, "SELECT order_id || ':' || kind || ':' || IFNULL(station, '-') FROM print_jobs")
+        )
         assert max(keys.values()) == 1  # one job per ticket: nothing was routed twice
         jobs = sum(keys.values())
         await _poll(db, "SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'", lambda r: r[0] == jobs, timeout=40)
-        await central.wait_for(lambda: {e["order_id"] for e in central.events_of("received")} == {o["id"] for o in orders}, timeout=20)
+        await central.wait_for(
+            lambda: {e["order_id"] for e in central.events_of("received")} == {o["id"] for o in orders}, timeout=20
+        )
         printed_keys = {f"{o}:printed:{j}" for j, o in query(db, "SELECT id, order_id FROM print_jobs")}
-        await central.wait_for(lambda: {e["idempotency_key"] for e in central.events_of("printed")} == printed_keys, timeout=20)
+        await central.wait_for(
+            lambda: {e["idempotency_key"] for e in central.events_of("printed")} == printed_keys, timeout=20
+        )
         assert await agent.terminate() == 0
     finally:
         if agent.proc and agent.proc.returncode is None:
