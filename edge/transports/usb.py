@@ -18,7 +18,7 @@ _PACKET = 64
 class UsbTransport:
     """Finds the printer by vendor and product id on each open, like a TCP connect; releases it on close.
 
-    The device node needs read/write access for the agent's user: see the udev rule in the README
+    The device node needs read/write access for the agent's user: see the udev rule in docs/printing.md
     (group ``lp``, never mode 0666).
     """
 
@@ -118,7 +118,7 @@ class UsbTransport:
 
 def _usb_problem(err: usb.core.USBError) -> str:
     if err.errno == errno.EACCES:
-        return "permission denied: the agent's user needs the udev rule for group lp (see README, Printers)"
+        return "permission denied: the agent's user needs the udev rule for group lp (see docs/printing.md, USB printers)"
     if err.errno == errno.ENODEV:
         return "device gone (unplugged?)"
     return str(err)
