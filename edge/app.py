@@ -15,6 +15,7 @@ from aiohttp import web
 from edge import __version__
 from edge.alerts import Alerter, Mailer
 from edge.api.routes import ApiDeps, make_api
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import PrinterSettings, Settings
 from edge.events import EventBus, OrderStored, StorageProblem, StorageRecovered
 from edge.metrics import WAITING_STATES, Metrics
@@ -76,8 +77,10 @@ def make_driver(printer: PrinterSettings) -> PrinterDriver:
 class Agent:
     """The whole agent in one process. ``start`` returns once the database is open and the API listens."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock  # every part that waits or measures time gets this one (tests step it)
+        self.stopping = False  # set by the first stop(); a second call does nothing
         self.bus = EventBus()
         # Operator templates and each printer's options are tried now: a broken one stops the start, not the first order.
         self.renderer = Renderer(
@@ -247,6 +250,9 @@ class Agent:
 
     async def stop(self) -> None:
         """Stop taking orders (503), let in-flight requests and jobs finish, close the database."""
+        if self.stopping:
+            return
+        self.stopping = True
         log.info("agent_stopping")
         self.notifier.stopping()
         await self.notifier.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from edge.app import Agent
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings, parse_settings
 from edge.sim.printer import SimPrinter
 
@@ -62,12 +63,26 @@ def make_settings(tmp_path: Path, printers: dict[str, SimPrinter]) -> Callable[.
 
 
 @pytest.fixture
-async def agent(make_settings: Callable[..., Settings]) -> AsyncIterator[Agent]:
+async def make_agent(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Awaitable[Agent]]]:
+    """Starts real agents: ``await make_agent(settings=None, clock=None, **overrides)``; each is stopped at the end
+    unless the test stopped it already."""
+    started: list[Agent] = []
+
+    async def make(settings: Settings | None = None, *, clock: Clock | None = None, **overrides: Any) -> Agent:
+        a = Agent(settings or make_settings(**overrides), clock=clock or SYSTEM_CLOCK)
+        await a.start()
+        started.append(a)
+        return a
+
+    yield make
+    for a in reversed(started):
+        await a.stop()
+
+
+@pytest.fixture
+async def agent(make_agent: Callable[..., Awaitable[Agent]]) -> Agent:
     """The real agent: SQLite file in tmp_path, API on a free loopback port, spools to the simulated printers."""
-    a = Agent(make_settings())
-    await a.start()
-    yield a
-    await a.stop()
+    return await make_agent()
 
 
 @pytest.fixture
