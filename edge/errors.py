@@ -37,6 +37,10 @@ class NotFoundError(EdgeError):
     """A thing addressed by id does not exist."""
 
 
+class WrongStateError(EdgeError):
+    """A thing exists but is in a state that does not allow the action (e.g. releasing a printed job)."""
+
+
 class StoreError(EdgeError):
     """The database failed (full disk, read-only file, corrupt file)."""
 

@@ -9,7 +9,14 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from edge.errors import InvalidOrderError, NotFoundError, OrderConflictError, StoreError, StoreUnavailableError
+from edge.errors import (
+    InvalidOrderError,
+    NotFoundError,
+    OrderConflictError,
+    StoreError,
+    StoreUnavailableError,
+    WrongStateError,
+)
 
 log = structlog.get_logger()
 
@@ -73,6 +80,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except NotFoundError as err:
         return error_response(404, "not_found", str(err))
+    except WrongStateError as err:
+        return error_response(409, "wrong_state", str(err))
     except StoreUnavailableError as err:
         log.error("store_unavailable", error=str(err))
         return error_response(503, "unavailable", "the order store cannot take writes right now; retry later")

@@ -118,7 +118,9 @@ class UsbTransport:
 
 def _usb_problem(err: usb.core.USBError) -> str:
     if err.errno == errno.EACCES:
-        return "permission denied: the agent's user needs the udev rule for group lp (see docs/printing.md, USB printers)"
+        return (
+            "permission denied: the agent's user needs the udev rule for group lp (see docs/printing.md, USB printers)"
+        )
     if err.errno == errno.ENODEV:
         return "device gone (unplugged?)"
     return str(err)
