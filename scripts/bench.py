@@ -45,6 +45,7 @@ SIZES = {
         "recovery": 10_000,
         "idle_s": 3.0,
         "alerts": 3,
+        "storage": {1: 300, 8: 800},
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -54,6 +55,7 @@ SIZES = {
         "recovery": 2000,
         "idle_s": 1.0,
         "alerts": 1,
+        "storage": {1: 100, 8: 400},
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -63,6 +65,7 @@ SIZES = {
         "recovery": 100,
         "idle_s": 0.5,
         "alerts": 1,
+        "storage": {1: 10, 8: 40},
     },
 }
 CENTRAL = """
@@ -245,6 +248,91 @@ def bare_python() -> dict[str, float]:
     return {"startup_s": round(startup, 3), "rss_mb": round(rss, 1)}
 
 
+SHIM_SOURCE = Path(__file__).with_name("slowfsync.c")
+
+
+def build_shim(cache: Path) -> Path | None:
+    """Compiles scripts/slowfsync.c (fsync/fdatasync counter and delay); None when there is no C compiler."""
+    out = cache / "slowfsync.so"
+    try:
+        subprocess.run(
+            ["cc", "-shared", "-fPIC", "-O2", "-o", str(out), str(SHIM_SOURCE), "-ldl", "-lpthread"],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out
+
+
+class SyncCounter:
+    """The shim's shared counter file: how many fsync/fdatasync calls the agent made so far."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_bytes(bytes(8))
+
+    def read(self) -> int:
+        return int.from_bytes(self.path.read_bytes()[:8], "little")
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes this process caused to be sent to storage (``write_bytes`` in /proc/PID/io)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no write_bytes for pid {pid}")
+
+
+_BASELINE_SCRIPT = """
+import sqlite3, sys
+path, count, body = sys.argv[1], int(sys.argv[2]), sys.stdin.read()
+def written():
+    return int(next(l.split()[1] for l in open("/proc/self/io") if l.startswith("write_bytes:")))
+conn = sqlite3.connect(path, isolation_level=None)
+conn.execute("PRAGMA journal_mode = WAL")
+conn.execute("PRAGMA synchronous = FULL")
+conn.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+before = written()
+for n in range(count):
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO orders (id, payload) VALUES (?, ?)", (str(n), body))
+    conn.execute("COMMIT")
+conn.close()
+print(written() - before)
+"""
+
+
+def storage_baseline(shim: Path, root: Path, body: bytes, count: int) -> dict[str, float]:
+    """Plain sqlite3 under the same shim: one INSERT + COMMIT per order (WAL, synchronous=FULL), nothing else."""
+    counter = SyncCounter(root / "baseline-storage.count")
+    env = {**os.environ, "LD_PRELOAD": str(shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(counter.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _BASELINE_SCRIPT, str(root / "baseline-storage.db"), str(count)],
+        input=body.decode(),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {
+        "baseline_fsyncs_per_order": round(counter.read() / count, 2),
+        "baseline_kb_written_per_order": round(int(done.stdout) / count / 1024, 1),
+    }
+
+
+async def wait_all_printed(db_path: Path, timeout: float) -> float:
+    """Polls a read-only connection until no print job is left unprinted; returns when (perf_counter)."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        async with asyncio.timeout(timeout):
+            while db.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0]:
+                await asyncio.sleep(0.01)
+        return time.perf_counter()
+    finally:
+        db.close()
+
+
 class Bench:
     def __init__(self, root: Path, size: dict[str, Any]) -> None:
         self.root, self.size = root, size
@@ -381,12 +469,57 @@ class Bench:
             "baseline_smtp_send_p50_ms": await smtp_send_ms(5),
         }
 
+    async def storage(self, fsync_ms: float) -> dict[str, Any]:
+        """What an order costs the storage (fsyncs, bytes written, from the first push to the last ticket printed) and
+        what an SD card's slow fsync does to intake: the agent runs under scripts/slowfsync.c."""
+        shim = build_shim(self.root)
+        if shim is None:
+            return {"skipped": "no C compiler (cc) to build scripts/slowfsync.c; storage figures need it"}
+        sample = json.dumps(make_order(0, prefix="baseline")).encode()
+        baseline = await asyncio.to_thread(
+            storage_baseline, shim, self.root, sample, max(self.size["storage"].values())
+        )
+        result: dict[str, Any] = {"fsync_ms": fsync_ms}
+        for delay, label in ((0, "cost"), (fsync_ms, f"fsync_{fsync_ms:g}ms")):
+            for clients, count in self.size["storage"].items():
+                name = f"storage-{label}-{clients}"
+                counter = SyncCounter(self.root / f"{name}.count")
+                env = {
+                    "LD_PRELOAD": str(shim),
+                    "SLOWFSYNC_MS": str(int(delay)),
+                    "SLOWFSYNC_COUNT_FILE": str(counter.path),
+                }
+                config, port = await self.config(name)
+                agent = AgentProcess(config, port, self.root / f"{name}.log", env=env)
+                self.agents.append(agent)
+                await agent.start()
+                assert agent.proc is not None
+                bodies = [
+                    json.dumps(make_order(n, prefix=name, print_receipt=n % 3 == 0)).encode() for n in range(count)
+                ]
+                syncs, written = counter.read(), written_bytes(agent.proc.pid)
+                pushed = await push_orders(port, bodies, clients)
+                last_ack = time.perf_counter()
+                printed = await wait_all_printed(self.root / name / "edge.db", timeout=60 + count / 5)
+                figures = {
+                    "orders": count,
+                    "fsyncs_per_order": round((counter.read() - syncs) / count, 2),
+                    "kb_written_per_order": round((written_bytes(agent.proc.pid) - written) / count / 1024, 1),
+                    "acks_per_s": pushed["orders_per_s"],
+                    "p50_ms": pushed["p50_ms"],
+                    "p99_ms": pushed["p99_ms"],
+                    "last_ack_to_all_printed_s": round(printed - last_ack, 3),
+                } | baseline
+                result[f"{label}_clients_{clients}"] = figures
+                await self.stop_agent(agent)
+        return result
+
     async def close(self) -> None:
         for agent in self.agents:
             await agent.close()
 
 
-async def run(size: dict[str, Any]) -> dict[str, Any]:
+async def run(size: dict[str, Any], *, fsync_ms: float = 10.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         bench = Bench(Path(tmp), size)
         try:
@@ -396,6 +529,7 @@ async def run(size: dict[str, Any]) -> dict[str, Any]:
                 "recovery": await bench.recovery(),
                 "alert_latency": await bench.alert_latency(),
                 "footprint": await bench.footprint(),
+                "storage": await bench.storage(fsync_ms),
             }
         finally:
             await bench.close()
@@ -425,6 +559,13 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             f"fault -> mail ms                {f['fault_to_mail_p50_ms']:>9}   {f['baseline_smtp_send_p50_ms']:>9}"
         )
+    for key, f in (result.get("storage") or {}).items():
+        if isinstance(f, dict):
+            rows.append(
+                f"storage {key:<22} {f['acks_per_s']:>7} acks/s {f['fsyncs_per_order']:>5} fsyncs/order"
+                f" ({f['baseline_fsyncs_per_order']}) {f['kb_written_per_order']:>6} KB/order"
+                f" ({f['baseline_kb_written_per_order']}) printed {f['last_ack_to_all_printed_s']} s after last ack"
+            )
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
         rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")
@@ -435,11 +576,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs, under 60 s")
     parser.add_argument("--tiny", action="store_true", help="a smoke-test size for CI (a few seconds)")
+    parser.add_argument(
+        "--fsync-ms", type=float, default=10.0, help="extra ms per fsync in the storage section (an SD card: 10)"
+    )
     args = parser.parse_args(argv)
     size = SIZES["tiny" if args.tiny else "quick" if args.quick else "full"]
     os.environ.pop("EDGE_CONFIG", None)  # the bench writes its own configs
     configure_logging(level="warning", stream=sys.stderr)  # stdout carries only the JSON document
-    result = asyncio.run(run(size))
+    result = asyncio.run(run(size, fsync_ms=args.fsync_ms))
     print(table(result), file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
@@ -77,15 +78,17 @@ def write_config(
 class AgentProcess:
     """``python -m edge run`` with its output appended to ``log``; start() returns once /ready answers 200."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    def __init__(self, config: Path, port: int, log: Path, *, env: Mapping[str, str] | None = None) -> None:
+        """``env``: extra environment for the child (the benchmark's storage shim, LD_PRELOAD and friends)."""
         self.config, self.port, self.log = config, port, log
+        self.env = {**os.environ, **env} if env else None
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 15.0) -> None:
         started = time.monotonic()
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "edge", "run", "--config", str(self.config), stdout=out, stderr=out
+                sys.executable, "-m", "edge", "run", "--config", str(self.config), stdout=out, stderr=out, env=self.env
             )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() - started < timeout:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).parents[2] / "scripts" / "bench.py"
-PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint"}
+PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "storage"}
 
 
 def numbers(node: Any) -> list[tuple[str, Any]]:
@@ -19,19 +19,24 @@ def numbers(node: Any) -> list[tuple[str, Any]]:
 
 
 def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
-    """`bench.py --tiny` exits 0 within 30 s; its JSON has the five parts, each null or figures > 0 with a baseline beside them."""
-    done = subprocess.run([sys.executable, str(BENCH), "--tiny"], capture_output=True, text=True, timeout=30)
+    """`bench.py --tiny` exits 0 within 60 s; its JSON has every part, each null or figures > 0 with a baseline
+    beside them."""
+    done = subprocess.run([sys.executable, str(BENCH), "--tiny"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert set(result) == PARTS
     assert result["intake"] is not None and set(result["intake"]) == {"clients_1", "clients_8", "clients_64"}
     assert set(result["print_latency"]) == {"rate_10_per_s", "rate_100_per_s"}
+    assert set(result["storage"]) == {
+        "fsync_ms",
+        *(f"{run}_clients_{n}" for run in ("cost", "fsync_10ms") for n in (1, 8)),
+    }
     for part, figures in result.items():
         if figures is None:
             continue
         leaves = numbers(figures)
         assert all(isinstance(v, (int, float)) and v > 0 for _, v in leaves), (part, leaves)
         assert any("baseline_" in key for key, _ in leaves), part
-        units = ("orders_per_s", "_ms", "_s", "_mb", "orders", "ratio_to_baseline")
+        units = ("orders_per_s", "_ms", "_s", "_mb", "orders", "ratio_to_baseline", "_per_order")
         assert all(key.rsplit(".", 1)[-1].endswith(units) for key, _ in leaves), (part, leaves)
     assert "orders/s" in done.stderr  # the short table goes beside the JSON
