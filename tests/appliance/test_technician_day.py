@@ -245,6 +245,12 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
         else:
             pytest.fail("the agent did not become ready within 20 s")
         assert (data / "edge.db").stat().st_uid == user.pw_uid
+        # the health-check timer's command, as the agent's user, reads the same secrets file
+        health = await asyncio.to_thread(
+            run, "runuser", "-u", agent_user, "--", "env", "-i", *env, str(edge), "health", "--alert",
+            "--config", str(config),
+        )  # fmt: skip
+        assert health.returncode == 0 and health.stdout.startswith("healthy"), health.stdout + health.stderr
 
         # 4. an order for the switched-off kitchen printer: the manager gets the fault mail
         order = json.loads(json.dumps(EXAMPLE))
