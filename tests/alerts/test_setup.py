@@ -393,3 +393,27 @@ async def test_root_run_keeps_the_secrets_file_the_agents(
     for name in ("edge.env", "edge.env.bak"):
         info = (tmp_path / name).stat()
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600), name
+
+
+def test_a_line_the_agent_would_refuse_stops_the_wizard_before_any_question(tmp_path: Path) -> None:
+    """A hand-written line of another key that systemd would read differently is named (file and line) before the
+    first question; nothing is sent or written. The wizard's own keys in old formats are simply rewritten."""
+    from edge.alerts.setup import add_arguments, run
+
+    env = tmp_path / "edge.env"
+    old = "EDGE_SMTP_PASSWORD='it\\'s'\nexport EDGE_API_TOKEN=tok-0123456789abcdef\n"
+    env.write_text(old, encoding="utf-8")
+    env.chmod(0o600)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    said: list[str] = []
+
+    def no_questions(question: str) -> str:
+        raise AssertionError(f"asked {question!r}")
+
+    status = run(
+        parser.parse_args(["--env-file", str(env)]), ask=no_questions, ask_secret=no_questions, say=said.append
+    )
+    assert status == 2
+    assert said[0].startswith(f'✗ {env} line 2: not KEY="value"') and said[0].endswith("nothing sent, nothing written.")
+    assert env.read_text(encoding="utf-8") == old
