@@ -1,4 +1,4 @@
-"""One typed settings object from a TOML file, a .env file and EDGE_* variables; fails fast naming the key."""
+"""One typed settings object from a TOML file, the secrets file (edge.env) and EDGE_* variables; errors name the key."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import base64
 import dataclasses
 import importlib.util
 import os
+import pwd
 import re
+import stat
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from dotenv import dotenv_values
 
 from edge.errors import ConfigError
 
@@ -79,7 +79,7 @@ def _timezone(v: str) -> str | None:
 
 
 def signing_key(secret: Secret) -> bytes:
-    """The HMAC key of a Standard Webhooks ``whsec_<base64>`` secret (the prefix is optional, as in the spec's libraries)."""
+    """The HMAC key of a Standard Webhooks ``whsec_<base64>`` secret (the prefix is optional, as in the spec's libs)."""
     return base64.b64decode(secret.get().removeprefix("whsec_"), validate=True)
 
 
@@ -275,10 +275,42 @@ class SmtpSettings:
     ca_file: Path | None = None  # extra CA bundle to trust (a company relay); certificates are always verified
 
 
+_ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*")
+
+
+def parse_recipients(text: str | list[str]) -> list[str]:
+    """Comma-separated e-mail addresses (or a list of them), each once; ValueError naming the first entry that is not
+    exactly one address. The one parser for alerts.to, alerts.critical_to and setup-notifications."""
+    found: list[str] = []
+    for entry in text.split(",") if isinstance(text, str) else text:
+        entry = entry.strip()
+        if not entry:
+            continue
+        if "<" in entry or ">" in entry:
+            raise ValueError(f"{entry!r}: write the bare address (name@example.com), without a name or <>")
+        if re.search(r"[;\s,]", entry):
+            raise ValueError(f"{entry!r} is not one e-mail address: separate recipients with commas")
+        if not _ADDRESS_RE.fullmatch(entry):
+            raise ValueError(f"{entry!r} is not an e-mail address (name@example.com)")
+        if entry not in found:
+            found.append(entry)
+    return found
+
+
+def _recipients(v: list[str]) -> str | None:
+    try:
+        parse_recipients(v)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AlertSettings:
-    to: list[str] = dataclasses.field(default_factory=list)  # env EDGE_ALERT_TO, comma-separated
-    critical_to: list[str] = dataclasses.field(default_factory=list)  # also get critical alerts
+    # env EDGE_ALERT_TO, comma-separated
+    to: list[str] = dataclasses.field(default_factory=list, metadata=_check(_recipients))
+    # also get critical alerts
+    critical_to: list[str] = dataclasses.field(default_factory=list, metadata=_check(_recipients))
     group_wait_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))
     critical_group_wait_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))
     group_interval_s: float = dataclasses.field(default=120.0, metadata=_check(_positive))
@@ -485,22 +517,84 @@ def _build(
     return cls(**kwargs)
 
 
-def read_env(config_path: Path | None, environ: typing.Mapping[str, str] | None = None) -> dict[str, str]:
-    """EDGE_* variables: the process environment wins over the .env file beside the config (or EDGE_ENV_FILE)."""
+SECRETS_FILE = "edge.env"  # beside the config: /etc/edge/edge.env on an installed box, the unit's EnvironmentFile=
+
+
+def secrets_path(config_path: Path | None, environ: typing.Mapping[str, str] | None = None) -> Path | None:
+    """The one secrets file: EDGE_ENV_FILE, else edge.env beside the config."""
     environ = os.environ if environ is None else environ
-    env_file = environ.get("EDGE_ENV_FILE") or (str(config_path.parent / ".env") if config_path else ".env")
-    merged: dict[str, str] = {}
-    if Path(env_file).is_file():
-        # No ${VAR} expansion: a password containing "${" must arrive as typed (setup-notifications writes it quoted).
-        merged.update(
-            {
-                k: v
-                for k, v in dotenv_values(env_file, interpolate=False).items()
-                if k.startswith("EDGE_") and v is not None
-            }
+    if environ.get("EDGE_ENV_FILE"):
+        return Path(environ["EDGE_ENV_FILE"])
+    return config_path.parent / SECRETS_FILE if config_path else None
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def read_secrets(path: Path) -> dict[str, str]:
+    """The secrets file's KEY=VALUE pairs, refusing a file others may read or one this user cannot, naming the fix."""
+    from edge.alerts.envfile import EnvFileError, parse_env  # the file format lives with its writer
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise ConfigError(str(path), f"cannot be reached as user {_user(os.geteuid())}: {err.strerror}") from None
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            str(path), f"is mode {stat.S_IMODE(info.st_mode):04o}, others may read the secrets; fix: chmod 600 {path}"
         )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        owner = _user(info.st_uid)
+        raise ConfigError(
+            str(path),
+            f"belongs to {owner} (mode 0600), so user {_user(os.geteuid())} cannot read it;"
+            f" fix: chown {_user(os.geteuid())}: {path} (it must belong to the agent's user)",
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), f"cannot be read: {err}") from None
+    try:
+        return parse_env(text, source=str(path))
+    except EnvFileError as err:
+        raise ConfigError(str(path), str(err).removeprefix(f"{path} ")) from None
+
+
+def read_env(config_path: Path | None, environ: typing.Mapping[str, str] | None = None) -> dict[str, str]:
+    """EDGE_* variables: the process environment wins over the secrets file (edge.env beside the config)."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, str] = {}
+    path = secrets_path(config_path, environ)
+    if path is not None:
+        legacy = path.with_name(".env")
+        if "EDGE_ENV_FILE" not in environ and legacy.exists():
+            raise ConfigError(
+                str(legacy), f"is no longer read: move its lines into {path} (the one secrets file) and delete it"
+            )
+        merged.update({k: v for k, v in read_secrets(path).items() if k.startswith("EDGE_")})
     merged.update({k: v for k, v in environ.items() if k.startswith("EDGE_")})
     return merged
+
+
+def check_secrets_owner(path: Path | None, data_dir: Path) -> None:
+    """The agent's user owns the data directory; the secrets file must be its too (else the agent cannot read it)."""
+    try:
+        secrets, data = (path.stat(), data_dir.stat()) if path else (None, None)
+    except OSError:
+        return  # no secrets file, or no data directory yet: nothing to compare
+    if secrets and data and secrets.st_uid != data.st_uid:
+        agent = _user(data.st_uid)
+        raise ConfigError(
+            str(path),
+            f"belongs to {_user(secrets.st_uid)}, but the agent's user (owner of {data_dir}) is {agent}, who cannot"
+            f" read it; fix: chown {agent}: {path}",
+        )
 
 
 def resolve_config_path(cli_path: str | None, environ: typing.Mapping[str, str] | None = None) -> Path:
@@ -520,10 +614,19 @@ def load_settings(path: Path, environ: typing.Mapping[str, str] | None = None) -
         raise ConfigError("--config", f"cannot read {path}: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("--config", f"{path} is not valid TOML: {err}") from None
-    return parse_settings(data, env=read_env(path, environ), source=str(path))
+    secrets_file = secrets_path(path, environ)
+    settings = parse_settings(data, env=read_env(path, environ), source=str(path), secrets_file=secrets_file)
+    check_secrets_owner(secrets_file, settings.agent.data_dir)
+    return settings
 
 
-def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, source: str = "") -> Settings:
+# Tokens that only stand in for a real one (the example's "change-me" and kin), compared without case, - _ or blanks.
+_PLACEHOLDER_TOKENS = {"changeme", "replaceme", "secret", "token", "example", "todo"}
+
+
+def parse_settings(
+    data: dict[str, Any], *, env: dict[str, str] | None = None, source: str = "", secrets_file: Path | None = None
+) -> Settings:
     env = (
         {**{target: env[alias] for alias, target in _ENV_ALIASES.items() if alias in env and target not in env}, **env}
         if env
@@ -598,7 +701,8 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
         if scanner.type == "hid" and importlib.util.find_spec("evdev") is None:
             raise ConfigError(
                 f"{key}.type",
-                "hid needs the evdev package (pip install 'edge-agent[hid]'), or switch the scanner to its serial (USB CDC) mode",
+                "hid needs the evdev package (pip install 'edge-agent[hid]'),"
+                " or switch the scanner to its serial (USB CDC) mode",
             )
         if scanner.station is not None and scanner.station not in stations:
             raise ConfigError(
@@ -623,6 +727,13 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
         raise ConfigError(
             "api.token",
             "is required unless api.require_signature is true (set it in the config file or EDGE_API_TOKEN)",
+        )
+    if re.sub(r"[-_\s]", "", api.token.get().lower()) in _PLACEHOLDER_TOKENS:
+        raise ConfigError(
+            "api.token",
+            f"is the example's placeholder {api.token.get().strip()!r}, which anyone could guess: put a long random"
+            f" token in EDGE_API_TOKEN in {secrets_file or 'the secrets file edge.env beside the config'}"
+            " (e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
         )
     if api.require_signature and not api.signing_secrets:
         raise ConfigError("api.signing_secrets", "is required when api.require_signature is true")

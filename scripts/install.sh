@@ -6,7 +6,9 @@
 #   sudo scripts/install.sh --uninstall     stop and remove the service and the program; keep data and config
 #   sudo scripts/install.sh --purge         also remove /var/lib/edge, /etc/edge and the user
 #   scripts/install.sh --prefix /tmp/root   everything under a throwaway root (tests); no user, no systemctl
+#   sudo scripts/install.sh --prefix /tmp/root --user edge-test   ... owned by a real (created) system user
 #
+# The one secrets file is /etc/edge/edge.env: owned by the agent's user, mode 0600, a random EDGE_API_TOKEN at first.
 # EDGE_PIP_ARGS adds pip options (e.g. "--no-index --find-links /media/usb/wheels" on a box without internet).
 set -euo pipefail
 
@@ -15,15 +17,18 @@ PREFIX=""
 MODE=install
 START=1
 PYTHON="${PYTHON:-python3}"
+AGENT_USER=edge
+USER_GIVEN=0
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --prefix) PREFIX="${2%/}"; shift 2 ;;
         --python) PYTHON="$2"; shift 2 ;;
+        --user) AGENT_USER="$2"; USER_GIVEN=1; shift 2 ;;  # the agent's user; with --prefix, created for real
         --uninstall) MODE=uninstall; shift ;;
         --purge) MODE=purge; shift ;;
         --no-start) START=0; shift ;;  # upgrade.sh starts the agent itself, after migrating
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -41,6 +46,8 @@ say() { echo "install.sh: $*"; }
 # Only on the real root: a --prefix run must never touch this machine's users or services.
 real_root() { [[ -z "$PREFIX" ]]; }
 have_systemd() { real_root && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; }
+# The agent's user exists for real on the real root, or under a prefix when --user names one.
+manage_user() { real_root || [[ $USER_GIVEN -eq 1 ]]; }
 
 # Copies only when the content differs, so a second run leaves every file (and its mtime) alone.
 put() {
@@ -65,23 +72,31 @@ do_install() {
         echo "install.sh: run as root (sudo), or use --prefix DIR" >&2
         exit 1
     fi
-    if real_root && ! getent passwd edge >/dev/null; then
-        useradd --system --user-group --home-dir /var/lib/edge --no-create-home --shell /usr/sbin/nologin edge
-        say "created user edge"
+    if real_root && [[ "$AGENT_USER" != edge ]]; then
+        echo "install.sh: --user is for --prefix installs; the units in /etc/systemd/system run as edge" >&2
+        exit 2
+    fi
+    if manage_user && [[ $EUID -ne 0 ]]; then
+        echo "install.sh: --user needs root (it creates a system user)" >&2
+        exit 1
+    fi
+    if manage_user && ! getent passwd "$AGENT_USER" >/dev/null; then
+        useradd --system --user-group --home-dir "$DATA" --no-create-home --shell /usr/sbin/nologin "$AGENT_USER"
+        say "created user $AGENT_USER"
     fi
     if real_root; then
         for group in lp dialout; do
-            if getent group "$group" >/dev/null && ! id -nG edge | tr ' ' '\n' | grep -qx "$group"; then
-                usermod -aG "$group" edge
-                say "added edge to group $group"
+            if getent group "$group" >/dev/null && ! id -nG "$AGENT_USER" | tr ' ' '\n' | grep -qx "$group"; then
+                usermod -aG "$group" "$AGENT_USER"
+                say "added $AGENT_USER to group $group"
             fi
         done
     fi
 
     mkdir -p "$OPT" "$DATA" "$ETC" "$UNITS"
     chmod 0750 "$DATA"
-    if real_root; then
-        chown edge:edge "$DATA"
+    if manage_user; then
+        chown "$AGENT_USER:$AGENT_USER" "$DATA"
     fi
 
     if [[ ! -x "$VENV/bin/python" ]]; then
@@ -103,15 +118,21 @@ do_install() {
         install -m 0600 "$SOURCE/edge.example.toml" "$ETC/edge.toml"
         say "wrote $ETC/edge.toml from the example: set store_id, printers and the token"
     fi
+    # The one secrets file: read by systemd (EnvironmentFile=) and by every edge command, which runs as the agent's
+    # user; so it is that user's, mode 0600. A new one gets a random API token (the example's change-me is refused).
     if [[ ! -f "$ETC/edge.env" ]]; then
+        local token
+        token="$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')"
         install -m 0600 /dev/null "$ETC/edge.env"
-        echo "# Secrets as EDGE_<SECTION>_<KEY>=value, e.g. EDGE_API_TOKEN=..., EDGE_SMTP_PASSWORD=..." > "$ETC/edge.env"
-        say "wrote $ETC/edge.env (secrets go here)"
+        printf '%s\n' \
+            '# The secrets file: EDGE_<SECTION>_<KEY>="value", read by systemd and the agent alike (docs/configuration.md).' \
+            '# The API token the central backend sends as Authorization: Bearer ...; setup-notifications adds the mail keys.' \
+            "EDGE_API_TOKEN=$token" > "$ETC/edge.env"
+        say "wrote $ETC/edge.env (the secrets file) with a new random EDGE_API_TOKEN: give it to the central backend"
     fi
-    if real_root; then
-        # The agent (user edge) reads its config; only systemd (root) reads the secrets file.
-        chown edge:edge "$ETC/edge.toml"
-        chown root:root "$ETC/edge.env"
+    chmod 0600 "$ETC/edge.env"
+    if manage_user; then
+        chown "$AGENT_USER:$AGENT_USER" "$ETC/edge.toml" "$ETC/edge.env"
     fi
 
     local changed=0 unit
@@ -150,8 +171,8 @@ do_uninstall() {
     say "removed the program and the units; kept $DATA and $ETC"
     if [[ "$MODE" == purge ]]; then
         rm -rf "$DATA" "$ETC"
-        if real_root && getent passwd edge >/dev/null; then
-            userdel edge
+        if manage_user && getent passwd "$AGENT_USER" >/dev/null; then
+            userdel "$AGENT_USER"
         fi
         say "purged $DATA, $ETC and the user"
     fi

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from edge.alerts.envfile import quote
 from edge.config import Secret, load_settings
+
+try:
+    from edge.config import parse_recipients
+except ImportError:
+    parse_recipients = None
 from edge.errors import ConfigError
 
 MINIMAL = """
@@ -21,7 +28,7 @@ language = "de"
 [api]
 host = "127.0.0.1"
 port = 8765
-token = "change-me"
+token = "tok-0123456789abcdef"
 
 [printers.kitchen]
 type = "network"
@@ -54,17 +61,24 @@ def test_minimal_config_from_the_issue_loads(tmp_path: Path) -> None:
     """The exact keys from the issue, with real values, are a working config."""
     s = load_settings(write(tmp_path, MINIMAL), environ={})
     assert s.agent.store_id == "berlin-mitte"
-    assert s.api.token == Secret("change-me")
+    assert s.api.token == Secret("tok-0123456789abcdef")
     assert s.printers["kitchen"].host == "10.0.0.21" and s.printers["front"].port == 9100
     assert s.stations == {"kitchen": ["kitchen"], "bar": ["kitchen"]}
     assert s.receipts.printer == "front"
     assert s.agent.db_path == tmp_path / "data" / "edge.db"
 
 
+def write_secrets(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "edge.env"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
 def test_environment_overrides_file_and_env_file(tmp_path: Path) -> None:
-    """EDGE_* variables win over the .env file beside the config, which wins over the file."""
+    """EDGE_* variables win over the secrets file edge.env beside the config, which wins over the file."""
     path = write(tmp_path, MINIMAL)
-    (tmp_path / ".env").write_text("EDGE_API_TOKEN=from-dotenv\nEDGE_API_PORT=9000\n", encoding="utf-8")
+    write_secrets(tmp_path, "EDGE_API_TOKEN=from-dotenv\nEDGE_API_PORT=9000\n")
     s = load_settings(path, environ={"EDGE_API_PORT": "9100", "EDGE_PRINTERS_KITCHEN_WIDTH": "32"})
     assert s.api.token.get() == "from-dotenv"
     assert s.api.port == 9100
@@ -80,7 +94,7 @@ def test_environment_overrides_file_and_env_file(tmp_path: Path) -> None:
         (('bar = "kitchen"', 'bar = "nowhere"'), "stations.bar", "'nowhere' is not configured"),
         (('printer = "front"', 'printer = "back"'), "receipts.printer", "not configured"),
         (("width = 48\n\n[printers.front]", "widht = 48\n\n[printers.front]"), "printers.kitchen.widht", "unknown key"),
-        (('token = "change-me"', 'token = ""'), "api.token", "is required"),
+        (('token = "tok-0123456789abcdef"', 'token = ""'), "api.token", "is required"),
         (('host = "10.0.0.21"\n', ""), "printers.kitchen.host", "required for a network printer"),
         (('store_id = "berlin-mitte"', 'store_id = "Berlin Mitte"'), "agent.store_id", "lowercase"),
         (("[receipts]", "[reciepts]"), "reciepts", "unknown section"),
@@ -98,8 +112,8 @@ def test_wrong_value_names_the_key(tmp_path: Path, change: tuple[str, str], key:
 
 def test_secret_never_shows_in_repr(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, MINIMAL), environ={})
-    assert "change-me" not in repr(s)
-    assert s.secrets() == ["change-me"]
+    assert "tok-0123456789abcdef" not in repr(s)
+    assert s.secrets() == ["tok-0123456789abcdef"]
 
 
 def _edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -133,3 +147,95 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
     result = _edge("run", "--config", str(broken))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("edge: config --config:") and "not valid TOML" in result.stderr
+
+
+def test_secrets_file_readable_by_others_stops_start_up(tmp_path: Path) -> None:
+    """A secrets file with group or other bits stops `edge config check` and `edge run` with one line naming the fix."""
+    config = write(tmp_path, MINIMAL)
+    secrets = write_secrets(tmp_path, "EDGE_SMTP_PASSWORD=s3cret\n", mode=0o644)
+    for command in (["config", "check"], ["run"]):
+        result = _edge(*command, "--config", str(config))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip() == (
+            f"edge: config {secrets}: is mode 0644, others may read the secrets; fix: chmod 600 {secrets}"
+        )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the data directory another owner")
+def test_secrets_file_of_another_user_than_the_agent_stops_start_up(tmp_path: Path) -> None:
+    """Run as root, `edge config check` refuses a secrets file whose owner is not the agent's user (the owner of the
+    data directory): that user could not read it. One line naming the chown."""
+    config = write(tmp_path, MINIMAL)
+    secrets = write_secrets(tmp_path, "EDGE_SMTP_PASSWORD=s3cret\n")
+    (tmp_path / "data").mkdir()
+    os.chown(tmp_path / "data", 65534, 65534)
+    result = _edge("config", "check", "--config", str(config))
+    assert result.returncode == 2, result.stdout
+    nobody = pwd.getpwuid(65534).pw_name
+    assert result.stderr.strip() == (
+        f"edge: config {secrets}: belongs to root, but the agent's user (owner of {tmp_path / 'data'}) is {nobody},"
+        f" who cannot read it; fix: chown {nobody}: {secrets}"
+    )
+    os.chown(secrets, 65534, 65534)
+    assert _edge("config", "check", "--config", str(config)).returncode == 0
+
+
+def test_old_dotenv_beside_the_config_is_refused(tmp_path: Path) -> None:
+    """The secrets file is edge.env beside the config, nothing else: a leftover .env (the old wizard's) is named with
+    the fix instead of being read or silently ignored."""
+    config = write(tmp_path, MINIMAL)
+    write_secrets(tmp_path, "EDGE_API_TOKEN=tok-from-secrets-file\n")
+    (tmp_path / ".env").write_text("EDGE_SMTP_PASSWORD=old\n", encoding="utf-8")
+    result = _edge("config", "check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"edge: config {tmp_path / '.env'}: is no longer read: move its lines into {tmp_path / 'edge.env'}"
+        " (the one secrets file) and delete it"
+    )
+
+
+@pytest.mark.parametrize("token", ["change-me", "CHANGE_ME", "changeme", " change-me "])
+def test_example_token_does_not_start_an_agent(tmp_path: Path, token: str) -> None:
+    """The example's placeholder token (any spelling) stops `edge run` with one line saying where the real one goes."""
+    config = write(tmp_path, MINIMAL.replace("tok-0123456789abcdef", token))
+    result = _edge("run", "--config", str(config))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("edge: config api.token: is the example's placeholder")
+    assert "EDGE_API_TOKEN" in result.stderr and str(tmp_path / "edge.env") in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("to", "in_env", "in_toml"),
+    [
+        ("chef@store.test; vize@store.test", "not one e-mail address", "not one e-mail address"),
+        ("chef@store.test vize@store.test", "not one e-mail address", "not one e-mail address"),
+        ("chef@store.test,vize", "'vize' is not an e-mail address", "not one e-mail address"),
+        ("Chef <chef@store.test>", "write the bare address", "write the bare address"),
+        ("chef@@store.test", "not an e-mail address", "not an e-mail address"),
+    ],
+)
+def test_recipient_lists_are_parsed_strictly(tmp_path: Path, to: str, in_env: str, in_toml: str) -> None:
+    """Recipients are comma-separated addresses; a list with ; or spaces (or anything not an address) is refused naming
+    the key and the entry, from the secrets file and from a TOML list alike."""
+    config = write(tmp_path, MINIMAL + '\n[smtp]\nhost = "smtp.example.com"\nsender = "edge@store.test"\n')
+    write_secrets(tmp_path, f"EDGE_ALERT_TO={quote('EDGE_ALERT_TO', to)}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config, environ={})
+    assert err.value.key == "alerts.to" and in_env in err.value.problem
+    (tmp_path / "edge.env").unlink()
+    config.write_text(config.read_text(encoding="utf-8") + f"\n[alerts]\nto = [{to!r}]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config, environ={})
+    assert err.value.key == "alerts.to" and in_toml in err.value.problem
+
+
+def test_recipient_list_parser() -> None:
+    """The one parser (config and setup-notifications): commas separate, blanks around entries and empty entries go,
+    a repeated address is kept once."""
+    assert parse_recipients(" chef@store.test ,vize@store.test,, chef@store.test ") == [
+        "chef@store.test",
+        "vize@store.test",
+    ]
+    assert parse_recipients("küche@bäckerei.de,root@localhost") == ["küche@bäckerei.de", "root@localhost"]
+    with pytest.raises(ValueError, match="separate recipients with commas"):
+        parse_recipients("a@b.test;c@d.test")

@@ -116,6 +116,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     silence.add_argument("--comment", default="")
     silence.set_defaults(func=cmd_silence)
 
-    setup = sub.add_parser("setup-notifications", help="interactive e-mail setup for the technician (writes .env)")
+    setup = sub.add_parser(
+        "setup-notifications", help="e-mail setup for the technician (writes the secrets file edge.env)"
+    )
     add_arguments(setup)
     setup.set_defaults(func=run_command)

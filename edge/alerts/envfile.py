@@ -1,50 +1,119 @@
-"""Sets keys in a .env file atomically: other keys and comments stay, the old file is kept as .bak, mode 0600."""
+"""The secrets file (edge.env): one line format that systemd's EnvironmentFile=, python-dotenv and the agent read alike;
+written whole and atomically, private to the agent's user, the previous version kept as .bak."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
-_KEY_RE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+from edge.errors import EdgeError
+
+_KEY = r"[A-Za-z_][A-Za-z0-9_]*"
+# What systemd (src/basic/env-file.c) and python-dotenv read the same way, checked against both in the tests:
+# - double quotes where only \\ and \" are escapes (systemd also unescapes \$ and \`, python-dotenv also \n, \t, \');
+# - single quotes around text without ' or \ (python-dotenv unescapes \\ and \' there, systemd nothing);
+# - bare text without blanks, quotes, \, # or $ (python-dotenv cuts " #..." off, systemd keeps it).
+_DOUBLE = r'"(?:[^"\\\x00-\x1f\x7f]|\\["\\])*"'
+_SINGLE = r"'[^'\\\x00-\x1f\x7f]*'"
+_BARE = r"[^\s\"'\\#$`\x00-\x1f\x7f]*"
+_LINE_RE = re.compile(rf"\s*({_KEY})\s*=\s*({_DOUBLE}|{_SINGLE}|{_BARE})\s*")
+_SKIP_RE = re.compile(r"\s*(#.*)?")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_UNESCAPE_RE = re.compile(r"\\([\"\\])")
 
 
-def quote(value: str) -> str:
-    """Single quotes, as python-dotenv reads them back verbatim (the agent reads .env without ${} expansion)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+class EnvFileError(EdgeError):
+    """A secrets file line or value that cannot be read (or written) the same way by systemd and the agent."""
 
 
-def render_env(old: str, values: dict[str, str], *, comment: str) -> str:
+def quote(key: str, value: str) -> str:
+    """The value as it is written after KEY=: double quotes, with only backslash and double quote escaped."""
+    if not re.fullmatch(_KEY, key):
+        raise EnvFileError(f"{key!r} is not a variable name (letters, digits and _)")
+    if _CONTROL_RE.search(value):
+        raise EnvFileError(f"{key}: the value contains a control character (e.g. a line break or tab); not written")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unquote(raw: str) -> str:
+    if raw.startswith('"'):
+        return _UNESCAPE_RE.sub(r"\1", raw[1:-1])
+    if raw.startswith("'"):
+        return raw[1:-1]
+    return raw
+
+
+def parse_line(line: str) -> tuple[str, str] | None:
+    """(key, value) of a KEY=VALUE line, None for a blank or comment line; EnvFileError for anything else."""
+    if _SKIP_RE.fullmatch(line):
+        return None
+    match = _LINE_RE.fullmatch(line)
+    if not match:
+        raise EnvFileError(
+            'not KEY="value" (systemd and the agent would read it differently): write the value in double quotes'
+            ' with \\ and " escaped as \\\\ and \\", or let setup-notifications write it'
+        )
+    return match.group(1), _unquote(match.group(2))
+
+
+def parse_env(text: str, *, source: str) -> dict[str, str]:
+    """Every KEY=VALUE of the file, strictly: the first line systemd would read differently is an error naming it."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            pair = parse_line(line)
+        except EnvFileError as err:
+            raise EnvFileError(f"{source} line {number}: {err}") from None
+        if pair:
+            values[pair[0]] = pair[1]
+    return values
+
+
+def render_env(old: str, values: Mapping[str, str | None], *, comment: str) -> str:
+    """The old text with each key of values set in place (None: removed); new keys appended under a comment."""
     lines, seen = [], set()
+    new = {key: quote(key, value) for key, value in values.items() if value is not None}
     for line in old.splitlines():
-        match = _KEY_RE.match(line)
-        if match and match.group(1) in values:
-            key = match.group(1)
-            if key not in seen:  # a later duplicate would override the value we set
-                lines.append(f"{key}={quote(values[key])}")
-                seen.add(key)
+        match = re.match(rf"\s*(?:export\s+)?({_KEY})\s*=", line)
+        key = match.group(1) if match else None
+        if key in values:
+            if key in new and key not in seen:  # a later duplicate would override the value we set
+                lines.append(f"{key}={new[key]}")
+            seen.add(key)
             continue
         lines.append(line)
-    missing = [key for key in values if key not in seen]
+    missing = [key for key in new if key not in seen]
     if missing:
         if lines and lines[-1].strip():
             lines.append("")
         lines.append(f"# {comment}")
-        lines.extend(f"{key}={quote(values[key])}" for key in missing)
+        lines.extend(f"{key}={new[key]}" for key in missing)
     return "\n".join(lines) + "\n"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Temp file beside the target (mode 0600 from the first byte), fsync, rename over it, fsync the folder."""
+def write_private(path: Path, text: str, *, owner: tuple[int, int] | None = None) -> None:
+    """Whole or not at all: a temp file beside the target (mode 0600 from the first byte, chowned to owner), every byte
+    written and fsynced, then renamed over the target. On any failure the temp file goes and the target is untouched."""
+    data = text.encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by umask; this is not
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by umask; this is not
+            if owner is not None and (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != owner:
+                os.fchown(fd, *owner)
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a nearly full disk): go on until all is written
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise EnvFileError(f"could not write {path}: {err.strerror or err}; the file there is unchanged") from None
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -53,14 +122,23 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def update_env_file(
-    path: Path, values: dict[str, str], *, comment: str = "e-mail alerts (written by setup-notifications)"
+    path: Path,
+    values: Mapping[str, str | None],
+    *,
+    owner: tuple[int, int] | None = None,
+    comment: str = "e-mail alerts (written by setup-notifications)",
 ) -> Path | None:
-    """Returns the backup's path when there was a file before."""
+    """Sets (or, for None, removes) keys; returns the backup's path when there was a file before. The new text is
+    rendered and checked before anything is written; owner defaults to the old file's."""
     old = path.read_text(encoding="utf-8") if path.exists() else None
+    text = render_env(old or "", values, comment=comment)
+    parse_env(text, source=str(path))  # never write a file the agent would refuse
     backup = None
     if old is not None:
+        info = path.stat()
+        owner = owner or (info.st_uid, info.st_gid)
         backup = path.with_name(path.name + ".bak")
-        _write_private(backup, old)
+        write_private(backup, old, owner=owner)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_private(path, render_env(old or "", values, comment=comment))
+    write_private(path, text, owner=owner)
     return backup

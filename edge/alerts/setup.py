@@ -1,4 +1,5 @@
-"""The setup-notifications wizard for a technician on site: provider, login test, test mail, .env written safely, migrations."""
+"""The setup-notifications wizard for a technician on site (or a fleet rollout, non-interactive): provider, login
+test, test mail, then the mail settings written into the agent's one secrets file, edge.env."""
 
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from dotenv import dotenv_values
-
-from edge.alerts.envfile import update_env_file
+from edge.alerts.envfile import EnvFileError, parse_line, update_env_file
 from edge.alerts.mailer import Mailer
 from edge.alerts.render import AlertRenderer
-from edge.config import Secret, SmtpSettings, load_settings, resolve_config_path
+from edge.config import Secret, SmtpSettings, load_settings, parse_recipients, secrets_path
 from edge.errors import AlertError, ConfigError, EdgeError
-from edge.store import Database
-from edge.store.migrations import latest_version, load_migrations
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,20 +40,36 @@ PROVIDERS: dict[str, Provider | None] = {
 _APP_PASSWORD_NOTE = (
     "Note: {label} needs an app password (account security settings → app passwords), not your normal password."
 )
+# Every key the wizard owns: each is set, or removed when it has no value (a stale CA file must not outlive its server).
+MANAGED = (
+    "EDGE_SMTP_HOST",
+    "EDGE_SMTP_PORT",
+    "EDGE_SMTP_SECURITY",
+    "EDGE_SMTP_USERNAME",
+    "EDGE_SMTP_PASSWORD",
+    "EDGE_SMTP_FROM",
+    "EDGE_SMTP_CA_FILE",
+    "EDGE_ALERT_TO",
+    "EDGE_AGENT_LANGUAGE",
+)
+
+
+class _Refused(Exception):
+    """An answer or flag the wizard cannot use; nothing has been sent or written."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
-        help="agent config file (default: $EDGE_CONFIG); its folder holds the .env, its database gets migrated",
+        help="agent config file (default: $EDGE_CONFIG); the secrets file edge.env beside it is written",
     )
     parser.add_argument(
-        "--env-file", help="the .env file to write (default: $EDGE_ENV_FILE, else .env beside the config, else ./.env)"
+        "--env-file", help="the secrets file to write (default: $EDGE_ENV_FILE, else edge.env beside the config)"
     )
     parser.add_argument(
         "--non-interactive",
         action="store_true",
-        help="ask nothing: take flags and EDGE_SMTP_* / EDGE_ALERT_TO from the environment",
+        help="ask nothing (fleet rollout): flags, then EDGE_SMTP_* / EDGE_ALERT_TO, then the secrets file's values",
     )
     parser.add_argument("--dry-run", action="store_true", help="test and show what would be written, write nothing")
     parser.add_argument("--provider", choices=list(PROVIDERS))
@@ -66,26 +81,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", help="recipients, comma-separated")
     parser.add_argument("--language", choices=["de", "en"])
     parser.add_argument("--ca-file", help="extra CA certificate to trust (a relay with its own CA)")
+    # No --password flag on purpose: it would sit in the shell history and in `ps`.
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (else EDGE_SMTP_PASSWORD, else the one already in the file)",
+    )
     parser.add_argument("--no-test-mail", action="store_true", help="only test connection and login")
-    # No --password flag on purpose: it would sit in the shell history. Non-interactive runs read EDGE_SMTP_PASSWORD.
 
 
 class _Wizard:
     def __init__(
         self,
         args: argparse.Namespace,
+        known: dict[str, str],
         *,
         ask: Callable[[str], str],
         ask_secret: Callable[[str], str],
         say: Callable[[str], None],
     ) -> None:
-        self.args = args
+        self.args, self.known = args, known
         self._ask, self._ask_secret, self.say = ask, ask_secret, say
         self.interactive = not args.non_interactive
 
-    def value(self, flag: str | None, env: str, known: dict[str, str], question: str, default: str = "") -> str:
-        """Flag, then environment, then the current .env, then asking (or the default when nobody may be asked)."""
-        current = flag or os.environ.get(env) or known.get(env) or default
+    def value(self, flag: str | None, env: str, question: str, default: str = "", *, inherit: bool = True) -> str:
+        """Flag, then environment, then the secrets file (when inherit), then asking (or the default)."""
+        current = flag or os.environ.get(env) or (self.known.get(env) if inherit else None) or default
         if not self.interactive:
             return current
         answer = self._ask(f"{question}{f' [{current}]' if current else ''}: ").strip()
@@ -95,9 +116,7 @@ class _Wizard:
         if self.args.provider or not self.interactive:
             return PROVIDERS.get(self.args.provider or "custom")
         names = list(PROVIDERS)
-        menu = "  ".join(
-            f"[{n}] {(PROVIDERS[name].label if PROVIDERS[name] else 'Custom')}" for n, name in enumerate(names, 1)
-        )  # type: ignore[union-attr]
+        menu = "  ".join(f"[{n}] {p.label if (p := PROVIDERS[name]) else 'Custom'}" for n, name in enumerate(names, 1))
         while True:
             answer = self._ask(f"E-mail provider: {menu}\nChoose 1-{len(names)}: ").strip().lower()
             if answer.isdigit() and 1 <= int(answer) <= len(names):
@@ -106,6 +125,16 @@ class _Wizard:
                 return PROVIDERS[answer]
             self.say(f"Please type a number from 1 to {len(names)}.")
 
+    def password(self) -> str:
+        """Hidden input (empty keeps the file's); non-interactive: stdin with --password-stdin, else the environment."""
+        if self.interactive:
+            typed = self._ask_secret("Password (not shown): ")
+        elif self.args.password_stdin:
+            typed = sys.stdin.readline().rstrip("\r\n")
+        else:
+            typed = os.environ.get("EDGE_SMTP_PASSWORD", "")
+        return typed or self.known.get("EDGE_SMTP_PASSWORD", "")
+
     def confirm(self, question: str) -> bool:
         return self._ask(f"{question} [y/n]: ").strip().lower() in ("y", "yes", "j", "ja")
 
@@ -113,10 +142,61 @@ class _Wizard:
 def _env_path(args: argparse.Namespace) -> Path:
     if args.env_file:
         return Path(args.env_file)
-    if os.environ.get("EDGE_ENV_FILE"):
-        return Path(os.environ["EDGE_ENV_FILE"])
     config = args.config or os.environ.get("EDGE_CONFIG")
-    return Path(config).parent / ".env" if config else Path(".env")
+    path = secrets_path(Path(config) if config else None)
+    if path is None:
+        raise _Refused("no agent config given: pass --config /etc/edge/edge.toml (or --env-file PATH)")
+    return path
+
+
+def _read_known(path: Path) -> dict[str, str]:
+    """The secrets file's current values, offered as defaults. A line the agent would refuse is an error before any
+    question, unless it is one of the wizard's own keys, which get rewritten anyway."""
+    if not path.is_file():
+        return {}
+    known = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            pair = parse_line(line)
+        except EnvFileError as err:
+            if not any(line.lstrip().removeprefix("export").lstrip().startswith(f"{key}=") for key in MANAGED):
+                raise _Refused(f"{path} line {number}: {err}") from None
+            continue
+        if pair:
+            known[pair[0]] = pair[1]
+    return known
+
+
+def _ask_server(w: _Wizard, provider: Provider | None) -> tuple[str, int, str, str]:
+    """(host, port, security, extra CA file). The old CA file is kept only while the server stays the same."""
+    args, known = w.args, w.known
+    if provider is not None:
+        host, port, security = (
+            args.host or provider.host,
+            args.port or provider.port,
+            args.security or provider.security,
+        )
+        w.say(f"{provider.label}: {host}, port {port}, {security.upper()}")
+        if provider.app_password:
+            w.say(_APP_PASSWORD_NOTE.format(label=provider.label))
+        same_server = host == known.get("EDGE_SMTP_HOST")
+        return host, port, security, args.ca_file or (known.get("EDGE_SMTP_CA_FILE", "") if same_server else "")
+    host = w.value(args.host, "EDGE_SMTP_HOST", "SMTP server")
+    port_text = w.value(str(args.port) if args.port else None, "EDGE_SMTP_PORT", "Port", "587")
+    security = w.value(
+        args.security, "EDGE_SMTP_SECURITY", "Security: starttls (587), tls (465) or none (local relay)", "starttls"
+    )
+    same_server = host == known.get("EDGE_SMTP_HOST")
+    ca_file = w.value(
+        args.ca_file, "EDGE_SMTP_CA_FILE", "Extra CA certificate file (empty: the system's)", inherit=same_server
+    )
+    if not port_text.isdigit() or security not in ("starttls", "tls", "none"):
+        raise _Refused(
+            f"port must be a number and security one of starttls, tls, none (got {port_text!r}, {security!r})"
+        )
+    if not host:
+        raise _Refused("no SMTP server given (--host)")
+    return host, int(port_text), security, ca_file
 
 
 def run(
@@ -126,77 +206,43 @@ def run(
     ask_secret: Callable[[str], str] = getpass.getpass,
     say: Callable[[str], None] = print,
 ) -> int:
-    """Returns the exit code: 0 written (or dry run fine), 1 a check failed and nothing was written."""
-    w = _Wizard(args, ask=ask, ask_secret=ask_secret, say=say)
-    env_path = _env_path(args)
-    known = (
-        {k: v for k, v in dotenv_values(env_path, interpolate=False).items() if v is not None}
-        if env_path.is_file()
-        else {}
-    )
+    """0: the test mail was accepted (or, with --no-test-mail, the login worked) and the file written (or a dry run);
+    1: a check or the write failed; 2: an answer or flag cannot be used. Except for 0, nothing was written."""
+    try:
+        env_path = _env_path(args)
+        w = _Wizard(args, _read_known(env_path), ask=ask, ask_secret=ask_secret, say=say)
+        host, port, security, ca_file = _ask_server(w, w.choose_provider())
+        username = w.value(args.username, "EDGE_SMTP_USERNAME", "User name (usually the e-mail address)")
+        password = w.password()
+        if username and not password:
+            raise _Refused("no password: pipe it with --password-stdin, or set EDGE_SMTP_PASSWORD")
+        sender = w.value(args.sender, "EDGE_SMTP_FROM", "Sender address", username)
+        recipients = parse_recipients(w.value(args.to, "EDGE_ALERT_TO", "Recipients, comma-separated"))
+        language = w.value(args.language, "EDGE_AGENT_LANGUAGE", "Language of the mails (de/en)", "de")
+        if not recipients or language not in ("de", "en") or not sender:
+            raise _Refused("recipients (--to), a sender address (--from) and a language (de or en) are needed")
+    except (_Refused, ValueError) as err:
+        say(f"✗ {err}; nothing sent, nothing written.")
+        return EXIT_USAGE
 
-    provider = w.choose_provider()
-    if provider is not None:
-        host, port, security = (
-            args.host or provider.host,
-            args.port or provider.port,
-            args.security or provider.security,
-        )
-        say(f"{provider.label}: {host}, port {port}, {security.upper()}")
-        if provider.app_password:
-            say(_APP_PASSWORD_NOTE.format(label=provider.label))
-        ca_file = args.ca_file or ""
-    else:
-        host = w.value(args.host, "EDGE_SMTP_HOST", known, "SMTP server")
-        port_text = w.value(str(args.port) if args.port else None, "EDGE_SMTP_PORT", known, "Port", "587")
-        security = w.value(
-            args.security,
-            "EDGE_SMTP_SECURITY",
-            known,
-            "Security: starttls (587), tls (465) or none (local relay)",
-            "starttls",
-        )
-        ca_file = w.value(args.ca_file, "EDGE_SMTP_CA_FILE", known, "Extra CA certificate file (empty: the system's)")
-        if not port_text.isdigit() or security not in ("starttls", "tls", "none"):
-            say(
-                f"✗ port must be a number and security one of starttls, tls, none (got {port_text!r}, {security!r}); nothing written."
-            )
-            return 1
-        port = int(port_text)
-    if not host:
-        say("✗ no SMTP server given; nothing written.")
-        return 1
-    username = w.value(args.username, "EDGE_SMTP_USERNAME", known, "User name (usually the e-mail address)")
-    # Hidden input; empty keeps the password already in .env. Non-interactive runs take it from the environment.
-    typed = ask_secret("Password (not shown): ") if w.interactive else os.environ.get("EDGE_SMTP_PASSWORD", "")
-    password = typed or known.get("EDGE_SMTP_PASSWORD", "")
-    sender = w.value(args.sender, "EDGE_SMTP_FROM", known, "Sender address", username)
-    to = w.value(args.to, "EDGE_ALERT_TO", known, "Recipients, comma-separated")
-    language = w.value(args.language, "EDGE_AGENT_LANGUAGE", known, "Language of the mails (de/en)", "de")
-    recipients = [r.strip() for r in to.split(",") if r.strip()]
-    if not recipients or language not in ("de", "en") or not (sender or username):
-        say("✗ recipients, a sender address and a language (de or en) are needed; nothing written.")
-        return 1
-
-    values = {
+    values: dict[str, str | None] = {
         "EDGE_SMTP_HOST": host,
         "EDGE_SMTP_PORT": str(port),
         "EDGE_SMTP_SECURITY": security,
         "EDGE_SMTP_USERNAME": username,
         "EDGE_SMTP_PASSWORD": password,
-        "EDGE_SMTP_FROM": sender or username,
+        "EDGE_SMTP_FROM": sender,
+        "EDGE_SMTP_CA_FILE": ca_file or None,
         "EDGE_ALERT_TO": ",".join(recipients),
         "EDGE_AGENT_LANGUAGE": language,
     }
-    if ca_file:
-        values["EDGE_SMTP_CA_FILE"] = ca_file
     smtp = SmtpSettings(
         host=host,
         port=port,
-        security=security,
+        security=security,  # type: ignore[arg-type]
         username=username,
         password=Secret(password),
-        sender=sender,  # type: ignore[arg-type]
+        sender=sender,
         ca_file=Path(ca_file) if ca_file else None,
         timeout_s=15.0,
     )
@@ -211,60 +257,74 @@ def run(
                 recipients=recipients
             )
             asyncio.run(mailer.send(mail))
-            say(f"✓ test e-mail sent to {', '.join(recipients)}")
+            say(f"✓ test e-mail accepted by {host} for {', '.join(recipients)}")
     except AlertError as err:
         say(f"✗ {err}")
         say("Nothing was written.")
-        return 1
+        return EXIT_FAILED
     if (
         w.interactive
         and not args.no_test_mail
         and not w.confirm("Did the test e-mail arrive (check the spam folder too)?")
     ):
         say(
-            "Then the server accepted it but did not deliver it: check the recipient addresses and the provider's sent folder. Nothing was written."
+            "Then the server accepted it but did not deliver it: check the recipient addresses and the provider's"
+            " sent folder. Nothing was written."
         )
-        return 1
+        return EXIT_FAILED
 
     if args.dry_run:
         say(f"Dry run: would write to {env_path}:")
         for key, value in values.items():
-            say(f"  {key}={'********' if key == 'EDGE_SMTP_PASSWORD' and value else value}")
-        return 0
-    backup = update_env_file(env_path, values)
-    say(f"✓ wrote {env_path} (mode 0600){f'; previous version kept as {backup}' if backup else ''}")
-    return _migrate(args, say)
-
-
-def _store_id(args: argparse.Namespace, values: dict[str, str]) -> str:
-    """From the agent's config as it will read with the new values; the host name when there is none."""
+            shown = "(removed)" if value is None else "********" if key == "EDGE_SMTP_PASSWORD" and value else value
+            say(f"  {key}={shown}")
+        return EXIT_OK
     try:
-        return load_settings(resolve_config_path(args.config), environ={**os.environ, **values}).agent.store_id
+        backup = update_env_file(env_path, values, owner=_new_file_owner(args, env_path))
+    except (EnvFileError, OSError) as err:
+        say(f"✗ {err}")
+        return EXIT_FAILED
+    say(f"✓ wrote {env_path} (mode 0600){f'; previous version kept as {backup}' if backup else ''}")
+    _check_agent_config(args, say)
+    return EXIT_OK
+
+
+def _new_file_owner(args: argparse.Namespace, env_path: Path) -> tuple[int, int] | None:
+    """An existing secrets file keeps its owner; a new one gets the config file's (install.sh gives that to the agent's
+    user), so a wizard run as root never leaves a file the agent cannot read."""
+    config = args.config or os.environ.get("EDGE_CONFIG")
+    if env_path.exists() or not config or not Path(config).exists():
+        return None
+    info = Path(config).stat()
+    return info.st_uid, info.st_gid
+
+
+def _store_id(args: argparse.Namespace, values: dict[str, str | None]) -> str:
+    """From the agent's config as it will read with the new values; the host name when there is none."""
+    config = args.config or os.environ.get("EDGE_CONFIG")
+    new = {k: v for k, v in values.items() if v is not None}
+    try:
+        return (
+            load_settings(Path(config), environ={**os.environ, **new}).agent.store_id
+            if config
+            else socket.gethostname()
+        )
     except EdgeError:
         return socket.gethostname()
 
 
-def _migrate(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+def _check_agent_config(args: argparse.Namespace, say: Callable[[str], None]) -> None:
+    """Loads the agent's config as it will start (secrets file included) and says whether it will. The database is
+    left to the agent, which migrates it at start-up as its own user (a wizard run as root would leave it root's)."""
+    config = args.config or os.environ.get("EDGE_CONFIG")
+    if not config:
+        return
     try:
-        settings = load_settings(resolve_config_path(args.config))
+        load_settings(Path(config))
     except ConfigError as err:
-        if err.key == "--config":
-            say("No agent config given (--config or EDGE_CONFIG): the database is migrated when the agent starts.")
-            return 0
-        say(f"✗ the agent's config does not load with these settings: {err}")
-        return 1
-
-    async def migrate() -> None:
-        db = await Database.open(settings.agent.db_path)  # migrates to the latest schema
-        await db.close()
-
-    try:
-        asyncio.run(migrate())
-    except EdgeError as err:
-        say(f"✗ database {settings.agent.db_path}: {err}")
-        return 1
-    say(f"✓ database {settings.agent.db_path} is at schema version {latest_version(load_migrations())}")
-    return 0
+        say(f"! the agent will not start until this is fixed: {err}")
+        return
+    say(f"✓ the agent's config loads ({config}); restart the agent to use the new settings")
 
 
 def run_command(args: argparse.Namespace) -> int:

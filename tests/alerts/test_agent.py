@@ -61,7 +61,8 @@ def write_config(tmp_path: Path, sink_port: int, cert: Path) -> Path:
         f'[smtp]\nhost = "127.0.0.1"\nport = {sink_port}\nusername = "{SMTP_USER}"\nca_file = "{cert}"\n[alerts]\nto = ["chef@store.test"]\n',
         encoding="utf-8",
     )
-    (tmp_path / ".env").write_text(f"EDGE_SMTP_PASSWORD='{SMTP_PASSWORD}'\n", encoding="utf-8")
+    (tmp_path / "edge.env").write_text(f"EDGE_SMTP_PASSWORD='{SMTP_PASSWORD}'\n", encoding="utf-8")
+    (tmp_path / "edge.env").chmod(0o600)  # the secrets file must be private (the agent refuses it otherwise)
     return config
 
 
@@ -98,7 +99,7 @@ def test_cli_silence_and_list(
 
 
 async def test_cli_alerts_test_sends_mail(tmp_path: Path, cert: tuple[Path, Path], sink: SmtpSink) -> None:
-    """`edge alerts test` sends a test mail with the settings from the config and .env (password only in .env)."""
+    """`edge alerts test` sends a test mail with the settings from the config and edge.env (password only there)."""
     config = write_config(tmp_path, sink.port, cert[0])
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -1,40 +1,150 @@
-"""The .env writer: other keys and comments stay, duplicates go, tricky passwords read back exactly, 0600 and a backup."""
+"""The secrets file: one format systemd's EnvironmentFile=, python-dotenv and the agent read alike; written whole."""
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import stat
 from pathlib import Path
 
+import pytest
 from dotenv import dotenv_values
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge.alerts.envfile import update_env_file
+from edge.alerts.envfile import EnvFileError, parse_env, quote, update_env_file
 from edge.config import read_env
+from edge.errors import ConfigError
+
+# systemd's own parser: load_env_file() in src/basic/env-file.c, which PID 1 calls for EnvironmentFile= (execute.c,
+# exec_context_load_environment). It lives in the private libsystemd-shared, exported for systemd's own binaries; with
+# systemd not running as PID 1 here, calling it through ctypes is the one way to let systemd itself read our file.
+_SYSTEMD_LIB = sorted(
+    glob.glob("/usr/lib/*/systemd/libsystemd-shared-*.so") + glob.glob("/lib/*/systemd/libsystemd-shared-*.so")
+)
+
+
+def systemd_reads(path: Path) -> dict[str, str]:
+    """What a unit with EnvironmentFile=PATH gets, as systemd 252's load_env_file(NULL, path, &strv) returns it."""
+    if not _SYSTEMD_LIB:
+        pytest.skip("libsystemd-shared not installed (Debian package systemd): cannot ask systemd's own parser")
+    lib = ctypes.CDLL(_SYSTEMD_LIB[-1])
+    pairs = ctypes.POINTER(ctypes.c_char_p)()
+    rc = lib.load_env_file(None, str(path).encode(), ctypes.byref(pairs))
+    assert rc == 0, f"systemd's load_env_file failed: {rc}"
+    found: dict[str, str] = {}
+    n = 0
+    while pairs[n]:
+        key, _, value = pairs[n].decode("utf-8").partition("=")
+        found[key] = value
+        n += 1
+    return found
+
+
+def agent_reads(path: Path) -> dict[str, str]:
+    """What the agent's config loader takes from the file (the EDGE_ENV_FILE pointing at it aside)."""
+    found = read_env(None, {"EDGE_ENV_FILE": str(path)})
+    del found["EDGE_ENV_FILE"]
+    return found
+
+
+NASTY = {
+    "EDGE_SMTP_PASSWORD": "it's \"quoted\" \\ back\\\\slash \\' \\n",
+    "EDGE_API_TOKEN": "$HOME ${HOME} `id` \\$x",
+    "EDGE_CENTRAL_TOKEN": "  spaces around # not a comment = sign  ",
+    "EDGE_SMTP_FROM": "Küche Mitte <küche@bäckerei.de> €",
+    "EDGE_SMTP_USERNAME": "trailing backslash\\",
+    "EDGE_ALERT_TO": ";leading semicolon, 'single",
+    "EDGE_SMTP_HOST": "",
+}
+
+
+def test_nasty_values_read_back_identically_by_systemd_dotenv_and_the_agent(tmp_path: Path) -> None:
+    """Quotes, backslashes, $, #, spaces, '=', non-ASCII and an empty value: systemd, python-dotenv and the agent's own
+    reader all read back exactly what was written."""
+    env = tmp_path / "edge.env"
+    update_env_file(env, NASTY)
+    assert systemd_reads(env) == NASTY
+    assert dict(dotenv_values(env, interpolate=False)) == NASTY
+    assert agent_reads(env) == NASTY
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40))
+def test_any_printable_value_round_trips(tmp_path_factory: pytest.TempPathFactory, value: str) -> None:
+    """Any value without control characters is read back identically by systemd, python-dotenv and the agent."""
+    env = tmp_path_factory.mktemp("rt") / "edge.env"
+    env.write_text(f"EDGE_SMTP_PASSWORD={quote('EDGE_SMTP_PASSWORD', value)}\n", encoding="utf-8")
+    assert systemd_reads(env) == {"EDGE_SMTP_PASSWORD": value}
+    assert dotenv_values(env, interpolate=False) == {"EDGE_SMTP_PASSWORD": value}
+    assert parse_env(env.read_text(encoding="utf-8"), source=str(env)) == {"EDGE_SMTP_PASSWORD": value}
+
+
+@pytest.mark.parametrize("value", ["two\nlines", "tab\there", "carriage\rreturn", "nul\x00", "bell\x07", "del\x7f"])
+def test_control_characters_are_refused(tmp_path: Path, value: str) -> None:
+    """A value with a control character (line break, tab, ...) is refused naming the key, and nothing is written: the
+    file stays one line per key, which is what the agent's strict reader accepts."""
+    env = tmp_path / "edge.env"
+    env.write_text("EDGE_API_TOKEN=keep-me-0123456789\n", encoding="utf-8")
+    env.chmod(0o600)
+    with pytest.raises(EnvFileError) as err:
+        update_env_file(env, {"EDGE_SMTP_PASSWORD": value})
+    assert "EDGE_SMTP_PASSWORD" in str(err.value) and "control character" in str(err.value)
+    assert env.read_text(encoding="utf-8") == "EDGE_API_TOKEN=keep-me-0123456789\n"
+    assert not (tmp_path / "edge.env.bak").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("EDGE_SMTP_PASSWORD='it\\'s'", "line 2"),  # systemd: it\s'   python-dotenv: it's
+        ("EDGE_SMTP_PASSWORD=plain #comment", "line 2"),  # systemd keeps '#comment', python-dotenv drops it
+        ("EDGE_SMTP_PASSWORD=back\\\\slash", "line 2"),  # systemd: back\slash   python-dotenv: back\\slash
+        ("EDGE_SMTP_PASSWORD='a\\\\b'", "line 2"),  # systemd: a\\b   python-dotenv: a\b
+        ('EDGE_SMTP_PASSWORD="dollar \\$"', "line 2"),  # systemd: dollar $   python-dotenv: dollar \$
+        ("export EDGE_SMTP_PASSWORD=x", "line 2"),  # systemd: a variable named 'export EDGE_SMTP_PASSWORD'
+        ("EDGE_SMTP_PASSWORD", "line 2"),
+    ],
+)
+def test_hand_written_lines_read_differently_by_systemd_are_refused(tmp_path: Path, line: str, words: str) -> None:
+    """A hand-edited line that systemd and python-dotenv would read differently stops the agent with its line number."""
+    env = tmp_path / "edge.env"
+    env.write_text(f"# site notes\n{line}\n", encoding="utf-8")
+    env.chmod(0o600)
+    with pytest.raises(ConfigError) as err:
+        agent_reads(env)
+    assert words in str(err.value) and str(env) in str(err.value)
 
 
 def test_update_keeps_other_lines_and_reads_back(tmp_path: Path) -> None:
-    """A key set twice in the old file is written once, in place; new keys are appended under a comment; values survive quotes, $ and #."""
-    env = tmp_path / ".env"
+    """A key set twice in the old file is written once, in place; new keys are appended under a comment; a key given
+    as None is removed; other lines stay."""
+    env = tmp_path / "edge.env"
     env.write_text(
-        "# site notes\nexport EDGE_SMTP_HOST=old\nEDGE_API_TOKEN=abc\nEDGE_SMTP_HOST=older\n", encoding="utf-8"
+        "# site notes\nEDGE_SMTP_HOST=old\nEDGE_API_TOKEN=abc\nEDGE_SMTP_HOST=older\nEDGE_SMTP_CA_FILE=/old/ca.pem\n",
+        encoding="utf-8",
     )
-    env.chmod(0o644)
+    env.chmod(0o600)
     password = "p'a\"ss\\w${HOME}$x #not-a-comment"
-    backup = update_env_file(env, {"EDGE_SMTP_HOST": "smtp.example.com", "EDGE_SMTP_PASSWORD": password})
+    backup = update_env_file(
+        env, {"EDGE_SMTP_HOST": "smtp.example.com", "EDGE_SMTP_PASSWORD": password, "EDGE_SMTP_CA_FILE": None}
+    )
     lines = env.read_text(encoding="utf-8").splitlines()
-    assert lines[:3] == ["# site notes", "EDGE_SMTP_HOST='smtp.example.com'", "EDGE_API_TOKEN=abc"]
+    assert lines[:3] == ["# site notes", 'EDGE_SMTP_HOST="smtp.example.com"', "EDGE_API_TOKEN=abc"]
     assert lines[3:5] == ["", "# e-mail alerts (written by setup-notifications)"]
-    assert dotenv_values(env, interpolate=False)["EDGE_SMTP_PASSWORD"] == password
-    assert (
-        read_env(None, {"EDGE_ENV_FILE": str(env)})["EDGE_SMTP_PASSWORD"] == password
-    )  # exactly as the agent reads it
+    assert agent_reads(env) == {
+        "EDGE_SMTP_HOST": "smtp.example.com",
+        "EDGE_API_TOKEN": "abc",
+        "EDGE_SMTP_PASSWORD": password,
+    }
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert backup == tmp_path / ".env.bak" and "older" in backup.read_text(encoding="utf-8")
+    assert backup == tmp_path / "edge.env.bak" and "older" in backup.read_text(encoding="utf-8")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_new_file_without_backup(tmp_path: Path) -> None:
     """No old file: no backup, the new one is private from the start."""
-    env = tmp_path / "sub" / ".env"
+    env = tmp_path / "sub" / "edge.env"
     assert update_env_file(env, {"EDGE_ALERT_TO": "a@b.test,c@d.test"}) is None
     assert dotenv_values(env)["EDGE_ALERT_TO"] == "a@b.test,c@d.test"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600

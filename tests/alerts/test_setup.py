@@ -6,11 +6,15 @@ import argparse
 import asyncio
 import io
 import os
+import resource
 import stat
+import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
+import pytest
 from dotenv import dotenv_values
 
 from edge.config import load_settings
@@ -27,11 +31,56 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def write_config(tmp_path: Path) -> Path:
+def write_config(tmp_path: Path, old_env: str = OLD_ENV) -> Path:
+    """The agent's config and its secrets file edge.env beside it (mode 0600, as install.sh leaves it)."""
     config = tmp_path / "edge.toml"
     config.write_text(f'[agent]\nstore_id = "berlin-01"\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
-    (tmp_path / ".env").write_text(OLD_ENV, encoding="utf-8")
+    (tmp_path / "edge.env").write_text(old_env, encoding="utf-8")
+    (tmp_path / "edge.env").chmod(0o600)
     return config
+
+
+async def run_script(*args: str, env: dict[str, str], stdin: bytes | None = None) -> tuple[int, str]:
+    """scripts/setup-notifications.py in a subprocess: (exit code, everything it printed)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT),
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout=40)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+def non_interactive(config: Path, sink: SmtpSink, cert: Path, *extra: str, to: str = "chef@store.test") -> list[str]:
+    """The fleet-rollout form: every answer a flag, the password on stdin."""
+    return [
+        "--config",
+        str(config),
+        "--non-interactive",
+        "--provider",
+        "custom",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(sink.port),
+        "--security",
+        "starttls",
+        "--ca-file",
+        str(cert),
+        "--username",
+        SMTP_USER,
+        "--from",
+        SMTP_USER,
+        "--to",
+        to,
+        "--password-stdin",
+        *extra,
+    ]
 
 
 def drive(config: Path, port: int, ca_file: Path, password: str, sink: SmtpSink) -> tuple[str, int]:
@@ -73,7 +122,8 @@ def drive(config: Path, port: int, ca_file: Path, password: str, sink: SmtpSink)
 
 
 async def test_setup_custom_provider_end_to_end(sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path) -> None:
-    """Custom provider at the test server: login checked, test mail received, .env written 0600 with old keys kept and a backup, database migrated."""
+    """Custom provider at the test server: login checked, test mail received, edge.env beside the config written 0600
+    with old keys kept and a backup; the data directory is left to the agent (no root-owned database)."""
     config = write_config(tmp_path)
     output, status = await asyncio.wait_for(
         asyncio.to_thread(drive, config, sink.port, cert[0], SMTP_PASSWORD, sink), timeout=40
@@ -82,12 +132,12 @@ async def test_setup_custom_provider_end_to_end(sink: SmtpSink, cert: tuple[Path
     [mail] = sink.messages
     assert "TEST" in str(mail["Subject"]) and "berlin-01" in str(mail["Subject"])
     assert sorted(sink.envelopes[0].rcpt_tos) == ["chef@store.test", "vize@store.test"]
-    env_file = tmp_path / ".env"
+    env_file = tmp_path / "edge.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert env_file.read_text(encoding="utf-8").startswith(
         "# keys of other parts stay\nEDGE_API_TOKEN='tok-0123456789abcdef'\n"
     )
-    values = dotenv_values(env_file)
+    values = dotenv_values(env_file, interpolate=False)
     assert (
         values["EDGE_SMTP_HOST"] == "127.0.0.1"
         and values["EDGE_SMTP_PORT"] == str(sink.port)
@@ -96,8 +146,8 @@ async def test_setup_custom_provider_end_to_end(sink: SmtpSink, cert: tuple[Path
     assert (
         values["EDGE_SMTP_PASSWORD"] == SMTP_PASSWORD and values["EDGE_ALERT_TO"] == "chef@store.test,vize@store.test"
     )
-    assert (tmp_path / ".env.bak").read_text(encoding="utf-8") == OLD_ENV
-    assert stat.S_IMODE((tmp_path / ".env.bak").stat().st_mode) == 0o600
+    assert (tmp_path / "edge.env.bak").read_text(encoding="utf-8") == OLD_ENV
+    assert stat.S_IMODE((tmp_path / "edge.env.bak").stat().st_mode) == 0o600
     settings = load_settings(config, environ={})
     assert (
         settings.smtp.host == "127.0.0.1"
@@ -105,25 +155,27 @@ async def test_setup_custom_provider_end_to_end(sink: SmtpSink, cert: tuple[Path
         and settings.alerts.to == ["chef@store.test", "vize@store.test"]
     )
     assert settings.agent.language == "en" and settings.api.token.get() == "tok-0123456789abcdef"
-    assert (tmp_path / "data" / "edge.db").exists()
+    assert not (tmp_path / "data").exists()  # run as root, a database made here would be root's (issue 16.13)
+    assert "the agent's config loads" in output
     assert SMTP_PASSWORD not in output  # hidden input, never echoed
 
 
 async def test_setup_wrong_password_writes_nothing(sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path) -> None:
-    """A wrong password ends the wizard with a plain message; .env is untouched and no backup appears."""
+    """A wrong password ends the wizard with a plain message; edge.env is untouched and no backup appears."""
     config = write_config(tmp_path)
     output, status = await asyncio.wait_for(
         asyncio.to_thread(drive, config, sink.port, cert[0], "not-the-password", sink), timeout=40
     )
     assert status == 1
     assert "wrong user name or password" in output and "Nothing was written." in output
-    assert (tmp_path / ".env").read_text(encoding="utf-8") == OLD_ENV
-    assert not (tmp_path / ".env.bak").exists()
+    assert (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
+    assert not (tmp_path / "edge.env.bak").exists()
     assert sink.messages == [] and sink.failed_logins >= 1
 
 
 async def test_setup_non_interactive_dry_run(sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path) -> None:
-    """Non-interactive with flags and EDGE_SMTP_PASSWORD from the environment; --dry-run tests and shows, writes nothing, hides the password."""
+    """Non-interactive with flags and EDGE_SMTP_PASSWORD from the environment; --dry-run tests and shows, writes
+    nothing, hides the password."""
     config = write_config(tmp_path)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -155,13 +207,14 @@ async def test_setup_non_interactive_dry_run(sink: SmtpSink, cert: tuple[Path, P
     assert proc.returncode == 0, text
     assert "EDGE_SMTP_PASSWORD=********" in text and SMTP_PASSWORD not in text
     assert len(sink.messages) == 1
-    assert (tmp_path / ".env").read_text(encoding="utf-8") == OLD_ENV
+    assert (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
 
 
 async def test_gmail_preset_asks_for_app_password_and_checks_arrival(
     sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """The Gmail preset fills smtp.gmail.com:587 STARTTLS and says an app password is needed; answering 'n' to "did it arrive" writes nothing."""
+    """The Gmail preset fills smtp.gmail.com:587 STARTTLS and says an app password is needed; answering 'n' to "did
+    it arrive" writes nothing."""
     from edge.alerts.setup import add_arguments, run
 
     parser = argparse.ArgumentParser()
@@ -170,7 +223,7 @@ async def test_gmail_preset_asks_for_app_password_and_checks_arrival(
     args = parser.parse_args(
         [
             "--env-file",
-            str(tmp_path / ".env"),
+            str(tmp_path / "edge.env"),
             "--provider",
             "gmail",
             "--host",
@@ -188,6 +241,179 @@ async def test_gmail_preset_asks_for_app_password_and_checks_arrival(
         timeout=30,
     )
     assert status == 1
-    assert "Gmail: 127.0.0.1, port %d, STARTTLS" % sink.port in said
+    assert f"Gmail: 127.0.0.1, port {sink.port}, STARTTLS" in said
     assert any("app password" in line for line in said)
-    assert len(sink.messages) == 1 and not (tmp_path / ".env").exists()
+    assert len(sink.messages) == 1 and not (tmp_path / "edge.env").exists()
+
+
+async def test_non_interactive_password_stdin_sends_and_writes(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The fleet form: flags plus the password on stdin; it tests login, sends the test mail to every recipient and
+    writes edge.env beside the config; exit 0 only because the mail was accepted."""
+    config = write_config(tmp_path)
+    code, out = await run_script(
+        *non_interactive(config, sink, cert[0], to="chef@store.test,vize@store.test"),
+        env=clean_env(),
+        stdin=f"{SMTP_PASSWORD}\n".encode(),
+    )
+    assert code == 0, out
+    assert sorted(sink.envelopes[0].rcpt_tos) == ["chef@store.test", "vize@store.test"]
+    settings = load_settings(config, environ={})
+    assert settings.smtp.password.get() == SMTP_PASSWORD and settings.smtp.port == sink.port
+    assert settings.alerts.to == ["chef@store.test", "vize@store.test"]
+    assert SMTP_PASSWORD not in out
+
+
+async def test_non_interactive_refusal_exits_non_zero_and_writes_nothing(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A login the server refuses, or no password at all, is a non-zero exit with the reason; edge.env is untouched."""
+    config = write_config(tmp_path)
+    code, out = await run_script(*non_interactive(config, sink, cert[0]), env=clean_env(), stdin=b"wrong\n")
+    assert code == 1 and "wrong user name or password" in out
+    code, out = await run_script(*non_interactive(config, sink, cert[0]), env=clean_env(), stdin=b"")
+    assert code == 2 and "no password" in out and "--password-stdin" in out
+    assert sink.messages == []
+    assert (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
+
+
+@pytest.mark.parametrize("to", ["chef@store.test; vize@store.test", "chef@store.test vize@store.test"])
+async def test_recipients_separated_by_semicolon_or_space_are_refused(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path, to: str
+) -> None:
+    """Recipients separated by ; or blanks are refused before anything is sent or written: the wizard never claims to
+    have mailed addresses it could not read."""
+    config = write_config(tmp_path)
+    code, out = await run_script(
+        *non_interactive(config, sink, cert[0], to=to), env=clean_env(), stdin=f"{SMTP_PASSWORD}\n".encode()
+    )
+    assert code == 2, out
+    assert "separate recipients with commas" in out
+    assert sink.messages == [] and (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
+
+
+async def test_preset_switch_drops_the_old_servers_ca_file(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Switching from a custom relay with its own CA file to a preset removes EDGE_SMTP_CA_FILE: the new server is
+    trusted through the system's CAs, and the agent reads no stale CA file."""
+    old_ca = tmp_path / "old-relay-ca.pem"  # the old relay's own CA: a real certificate, but not the new server's
+    made = await asyncio.create_subprocess_exec(
+        *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+        *("-days", "2", "-subj", "/CN=old-relay", "-keyout", str(tmp_path / "old.key"), "-out", str(old_ca)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await asyncio.wait_for(made.wait(), timeout=30) == 0
+    config = write_config(tmp_path, OLD_ENV + f'EDGE_SMTP_CA_FILE="{old_ca}"\nEDGE_SMTP_PASSWORD="{SMTP_PASSWORD}"\n')
+    # The test server's certificate stands in for a public CA: OpenSSL takes the system's CAs from SSL_CERT_FILE.
+    env = clean_env(SSL_CERT_FILE=str(cert[0]))
+    args = ["--config", str(config), "--non-interactive", "--provider", "outlook", "--host", "127.0.0.1"]
+    args += ["--port", str(sink.port), "--username", SMTP_USER, "--to", "chef@store.test"]
+    code, out = await run_script(*args, env=env)
+    assert code == 0, out
+    assert "EDGE_SMTP_CA_FILE" not in (tmp_path / "edge.env").read_text(encoding="utf-8")
+    assert load_settings(config, environ={}).smtp.ca_file is None
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], None] | None]]:
+    """A 32 KiB tmpfs (a real nearly-full disk) where mounting works; else a folder and a file-size limit
+    (RLIMIT_FSIZE) for the subprocess, which makes a large write come up short the same way."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=32k,mode=0755", "tmpfs", str(where)], capture_output=True, timeout=10
+        ).returncode
+        == 0
+    )
+    if mounted:
+        yield where, None
+        subprocess.run(["umount", str(where)], check=True, timeout=10)
+    else:
+        yield where, lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+async def test_full_disk_keeps_the_old_secrets_file_byte_for_byte(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path, tiny_disk: tuple[Path, Callable[[], None] | None]
+) -> None:
+    """On a nearly full disk the new secrets file cannot be written whole: the wizard says so and exits non-zero, and
+    the old file (EDGE_API_TOKEN on its last line) survives byte for byte; no temp file is left."""
+    disk, limit = tiny_disk
+    secrets = disk / "edge.env"
+    old = "# site notes\n" + "# " + "x" * 4900 + "\n" + "EDGE_API_TOKEN=tok-0123456789abcdef\n"
+    secrets.write_text(old, encoding="utf-8")
+    secrets.chmod(0o600)
+    if limit is None:  # leave three pages free: the backup (two pages) fits, the new file (two pages) does not
+        filler = disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096) == 4096:
+                pass
+        except OSError:
+            pass  # the disk is full
+        finally:
+            os.close(fd)
+        os.truncate(filler, (filler.stat().st_size // 4096 - 3) * 4096)
+    args = non_interactive(tmp_path / "edge.toml", sink, cert[0])
+    args[args.index("--config") : args.index("--config") + 2] = ["--env-file", str(secrets)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT),
+        *args,
+        env=clean_env(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=limit,
+    )
+    out_bytes, _ = await asyncio.wait_for(proc.communicate(f"{SMTP_PASSWORD}\n".encode()), timeout=40)
+    out = out_bytes.decode()
+    assert len(sink.messages) == 1  # the test mail went out; writing is what failed
+    assert proc.returncode == 1, out
+    assert "✓ wrote" not in out and "could not write" in out
+    assert secrets.read_text(encoding="utf-8") == old
+    assert not [p.name for p in disk.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the wizard on another user's file")
+async def test_root_run_keeps_the_secrets_file_the_agents(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Run as root (sudo), the wizard leaves edge.env and its backup owned by the agent's user, mode 0600."""
+    config = write_config(tmp_path)
+    os.chown(tmp_path / "edge.env", 65534, 65534)
+    code, out = await run_script(
+        *non_interactive(config, sink, cert[0]), env=clean_env(), stdin=f"{SMTP_PASSWORD}\n".encode()
+    )
+    assert code == 0, out
+    for name in ("edge.env", "edge.env.bak"):
+        info = (tmp_path / name).stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600), name
+
+
+def test_a_line_the_agent_would_refuse_stops_the_wizard_before_any_question(tmp_path: Path) -> None:
+    """A hand-written line of another key that systemd would read differently is named (file and line) before the
+    first question; nothing is sent or written. The wizard's own keys in old formats are simply rewritten."""
+    from edge.alerts.setup import add_arguments, run
+
+    env = tmp_path / "edge.env"
+    old = "EDGE_SMTP_PASSWORD='it\\'s'\nexport EDGE_API_TOKEN=tok-0123456789abcdef\n"
+    env.write_text(old, encoding="utf-8")
+    env.chmod(0o600)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    said: list[str] = []
+
+    def no_questions(question: str) -> str:
+        raise AssertionError(f"asked {question!r}")
+
+    status = run(
+        parser.parse_args(["--env-file", str(env)]), ask=no_questions, ask_secret=no_questions, say=said.append
+    )
+    assert status == 2
+    assert said[0].startswith(f'✗ {env} line 2: not KEY="value"') and said[0].endswith("nothing sent, nothing written.")
+    assert env.read_text(encoding="utf-8") == old
