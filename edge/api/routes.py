@@ -17,6 +17,8 @@ from edge import __version__
 from edge.api import printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
 from edge.api.errors import error_middleware, error_response, path_id, query_limit, read_json
+from edge.api.retries import retry_safe
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import NotFoundError
 from edge.metrics import Metrics
@@ -26,6 +28,7 @@ from edge.printing.spooler import Spooler
 from edge.scanners import Scanner
 from edge.store import JOB_STATES, Database, JobStore, OrderStore, migrations
 from edge.store.scans import ScanStore
+from edge.store.webhooks import WebhookStore
 from edge.sync import SyncService
 
 
@@ -46,6 +49,7 @@ class ApiDeps:
     started_at: float = dataclasses.field(default_factory=time.time)
     scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
     sync: SyncService | None = None  # None when no central API is configured
+    clock: Clock = SYSTEM_CLOCK
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -76,6 +80,7 @@ def _require_accepting(deps: ApiDeps) -> None:
         raise web.HTTPServiceUnavailable(text="the agent is shutting down; retry later", headers={"Retry-After": "5"})
 
 
+@retry_safe  # the order id is the idempotency key: a sender's retry is answered 200 duplicate
 async def post_order(request: web.Request) -> web.Response:
     deps = _deps(request)
     _require_accepting(deps)
@@ -199,7 +204,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_api(deps: ApiDeps) -> web.Application:
-    deps.auth = Authenticator(deps.settings.api)
+    deps.auth = Authenticator(deps.settings.api, store=WebhookStore(deps.db), clock=deps.clock)
     if deps.metrics is not None:
         deps.metrics.watch_rejections(deps.auth.rejected)
     app = web.Application(
