@@ -176,13 +176,43 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
+class WriteProbe:
+    """The database write check behind /ready, shared: /ready is open and polled (systemd timer, monitoring, anyone
+    on the network), and each check is a commit with an fsync on an SD card. A good result is reused for
+    ``fresh_s``; concurrent calls share one check; a failing one is checked again on the next call, so a repaired
+    disk shows at once (a write that fails never reaches the fsync)."""
+
+    def __init__(self, db: Database, *, clock: Clock, fresh_s: float = 1.0) -> None:
+        self._db = db
+        self._clock = clock
+        self._fresh_s = fresh_s
+        self._check: asyncio.Future[str | None] | None = None
+        self._good_until = 0.0
+
+    async def problem(self) -> str | None:
+        """None while the database takes writes, else why not."""
+        check = self._check
+        if check is None or (check.done() and (check.result() is not None or self._clock.mono() >= self._good_until)):
+            check = self._check = asyncio.ensure_future(self._run())
+        return await asyncio.shield(check)  # a caller that goes away does not cancel the others' check
+
+    async def _run(self) -> str | None:
+        problem = await self._db.writable()
+        if problem is None and self._db.write_problem is not None and not await self._db.probe_space():
+            problem = self._db.write_problem  # small writes pass, but there is no room for new orders
+        self._good_until = self._clock.mono() + self._fresh_s
+        return problem
+
+
+READY = web.AppKey("ready", WriteProbe)
+LATEST_SCHEMA = web.AppKey("latest_schema", int)
+
+
 async def ready(request: web.Request) -> web.Response:
     deps = _deps(request)
-    problem = await deps.db.writable()
-    if problem is None and deps.db.write_problem is not None and not await deps.db.probe_space():
-        problem = deps.db.write_problem  # small writes pass, but there is no room for new orders
+    problem = await request.app[READY].problem()
     version = (await deps.db.fetchone("PRAGMA user_version"))[0]
-    latest = migrations.latest_version(await asyncio.to_thread(migrations.load_migrations))
+    latest = request.app[LATEST_SCHEMA]
     checks = {
         "database_writable": {"ok": problem is None, "detail": problem or ""},
         "migrations_current": {
@@ -212,6 +242,8 @@ def make_api(deps: ApiDeps) -> web.Application:
         middlewares=[error_middleware, deps.auth.middleware],
     )
     app[DEPS] = deps
+    app[READY] = WriteProbe(deps.db, clock=deps.clock)
+    app[LATEST_SCHEMA] = migrations.latest_version(migrations.load_migrations())  # what this agent was started with
     app.router.add_post("/api/v1/orders", post_order)
     app.router.add_get("/api/v1/orders/{order_id}", get_order)
     app.router.add_post("/api/v1/orders/{order_id}/reprint", post_reprint)
