@@ -178,6 +178,5 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
     app.router.add_get("/api/v1/status", status_json)
     app.router.add_get("/api/v1/status/panel", panel)
     app.router.add_get("/api/v1/jobs/{job_id}/preview", job_preview)
-    if public:
+    if public:  # operational state only: a ticket's text (guest name, phone, notes) always needs the token
         app.router.add_get("/status/panel", panel)
-        app.router.add_get("/status/jobs/{job_id}/preview", job_preview)

@@ -54,19 +54,13 @@ async def test_page_shows_printers_orders_and_escapes_order_text(
 async def test_preview_is_the_decoded_ticket_text(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """A ticket's preview is its ESC/POS bytes decoded to text: the order number and items as on paper."""
+    """A ticket's preview (with the token) is its ESC/POS bytes decoded to text: the order number and items as on paper."""
     job_ids = (await post(api, example_order))["job_ids"]
-    async with (
-        aiohttp.ClientSession() as browser,
-        browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/{job_ids[0]}/preview") as response,
-    ):
+    async with api.get(f"/api/v1/jobs/{job_ids[0]}/preview") as response:
         assert response.status == 200
         text = await response.text()
     assert "Margherita" in text and "1 0 4 2" in text.replace("A - ", "")
-    async with (
-        aiohttp.ClientSession() as browser,
-        browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/abc/preview") as response,
-    ):
+    async with api.get("/api/v1/jobs/abc/preview") as response:
         assert response.status == 404
 
 

@@ -94,8 +94,6 @@ async def test_each_operation_answers_as_documented(
         await tour.go("POST", "/api/v1/jobs/release-held", 200)
         await tour.go("GET", "/api/v1/jobs/{job_id}/preview", 200, f"/api/v1/jobs/{printed}/preview")
         await tour.go("GET", "/api/v1/jobs/{job_id}/preview", 404, "/api/v1/jobs/x/preview")
-        await open_tour.go("GET", "/status/jobs/{job_id}/preview", 200, f"/status/jobs/{printed}/preview")
-        await open_tour.go("GET", "/status/jobs/{job_id}/preview", 404, "/status/jobs/999999/preview")
         printers["kitchen"].drop_after = 10  # one attempt allowed: this ticket goes dead
         dead = (await tour.go("POST", orders, 201, json=make_order(2, prefix="doc", print_receipt=False)))["job_ids"][0]
         await printers["kitchen"].wait_for_printed(len(printers["kitchen"].printed) + 1)

@@ -42,7 +42,13 @@ async function act(url, label) {
 }
 
 async function showPreview(jobId) {
-  const response = await fetch(body.dataset.preview + jobId + "/preview", { headers: authHeaders() });
+  // A ticket carries the guest's name and notes: its text is never public, so it needs the token.
+  if (!sessionStorage.getItem("edge-token")) {
+    say("Enter the API token first: ticket text is not public.");
+    tokenInput.focus();
+    return;
+  }
+  const response = await fetch("/api/v1/jobs/" + encodeURIComponent(jobId) + "/preview", { headers: authHeaders() });
   const dialog = document.getElementById("preview");
   dialog.querySelector("pre").textContent = response.ok ? await response.text() : "No preview: " + response.status;
   dialog.showModal();
