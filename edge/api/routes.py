@@ -17,6 +17,7 @@ from edge import __version__
 from edge.api import printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
 from edge.api.errors import error_middleware, error_response, path_id, query_limit, read_json
+from edge.api.hosts import HostAllowList
 from edge.api.retries import retry_safe
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
@@ -239,7 +240,7 @@ def make_api(deps: ApiDeps) -> web.Application:
         deps.metrics.watch_rejections(deps.auth.rejected)
     app = web.Application(
         client_max_size=deps.settings.api.max_body_bytes,
-        middlewares=[error_middleware, deps.auth.middleware],
+        middlewares=[error_middleware, HostAllowList(deps.settings.api.allowed_hosts).middleware, deps.auth.middleware],
     )
     app[DEPS] = deps
     app[READY] = WriteProbe(deps.db, clock=deps.clock)

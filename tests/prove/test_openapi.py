@@ -130,6 +130,7 @@ async def test_each_operation_answers_as_documented(
         await tour.go("GET", "/api/v1/status/panel", 200)
         await open_tour.go("GET", "/api/v1/status", 401)
         await open_tour.go("GET", "/", 200)
+        await open_tour.go("GET", "/", 403, headers={"Host": "rebound.example"})
         await open_tour.go("GET", "/status/panel", 200)
         await open_tour.go("GET", "/static", 404, "/static/no-such-file.js")
         await open_tour.go("GET", "/metrics", 200)
