@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import structlog
 from aiohttp import web
 
-from edge.api.errors import Handler, error_response
+from edge.api.errors import Handler, error_response, read_body
 from edge.api.retries import RequestMemory, fingerprint, is_retry_safe, replayed_response
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import ApiSettings, signing_key
@@ -53,7 +53,7 @@ class Authenticator:
             return await handler(request)
         problem = self._check_token(request.headers)
         if problem is None and (self._require_signature or "webhook-signature" in request.headers):
-            body = await request.read()
+            body = await read_body(request)
             problem = self._check_signature(request.headers, body)
             if problem is None:
                 return await self._once(request, request.headers["webhook-id"], body, handler)

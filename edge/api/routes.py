@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from edge import __version__
 from edge.api import printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
-from edge.api.errors import error_middleware, error_response, path_id, query_limit, read_json
+from edge.api.errors import BODY_TIMEOUT_S, error_middleware, error_response, path_id, query_limit, read_json
 from edge.api.hosts import HostAllowList
 from edge.api.retries import retry_safe
 from edge.clock import SYSTEM_CLOCK, Clock
@@ -212,9 +212,10 @@ LATEST_SCHEMA = web.AppKey("latest_schema", int)
 async def ready(request: web.Request) -> web.Response:
     deps = _deps(request)
     problem = await request.app[READY].problem()
-    version = (await deps.db.fetchone("PRAGMA user_version"))[0]
+    row = await deps.db.fetchone("PRAGMA user_version")
+    version = row[0] if row is not None else 0
     latest = request.app[LATEST_SCHEMA]
-    checks = {
+    checks: dict[str, dict[str, Any]] = {
         "database_writable": {"ok": problem is None, "detail": problem or ""},
         "migrations_current": {
             "ok": version == latest,
@@ -243,6 +244,7 @@ def make_api(deps: ApiDeps) -> web.Application:
         middlewares=[error_middleware, HostAllowList(deps.settings.api.allowed_hosts).middleware, deps.auth.middleware],
     )
     app[DEPS] = deps
+    app[BODY_TIMEOUT_S] = deps.settings.api.body_timeout_s
     app[READY] = WriteProbe(deps.db, clock=deps.clock)
     app[LATEST_SCHEMA] = migrations.latest_version(migrations.load_migrations())  # what this agent was started with
     app.router.add_post("/api/v1/orders", post_order)
