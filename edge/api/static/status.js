@@ -1,4 +1,4 @@
-// Status page: refreshes the server-rendered panel, sends Retry/Reprint/Release/Discard with the token typed once per browser tab.
+// Status page: refreshes the server-rendered panel, sends Retry/Reprint/Release/Discard/Sync now with the token typed once per browser tab.
 "use strict";
 const body = document.body;
 const panel = document.getElementById("panel");
@@ -28,6 +28,12 @@ async function refresh() {
   }
 }
 
+function done(label, answer) {
+  if (answer.run_id) return label + (answer.joined ? " joined the running recovery (run " : " started (recovery run ") + answer.run_id + ")";
+  const ids = answer.job_ids || answer.released;
+  return label + " done" + (ids ? " (jobs " + ids.join(", ") + ")" : "");
+}
+
 async function act(url, label) {
   if (!sessionStorage.getItem("edge-token")) {
     say("Enter the API token first: actions need it.");
@@ -36,8 +42,7 @@ async function act(url, label) {
   }
   const response = await fetch(url, { method: "POST", headers: authHeaders() });
   const answer = await response.json().catch(() => ({}));
-  const ids = answer.job_ids || answer.released;
-  say(response.ok ? label + " done" + (ids ? " (jobs " + ids.join(", ") + ")" : "") : label + " failed: " + (answer.reason || response.status));
+  say(response.ok ? done(label, answer) : label + " failed: " + (answer.reason || response.status));
   refresh();
 }
 
@@ -69,6 +74,7 @@ panel.addEventListener("click", (event) => {
   else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", "Reprint");
   else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of job " + button.dataset.release);
   else if (button.dataset.releaseAll) act("/api/v1/jobs/release-held", "Release all");
+  else if (button.dataset.sync) act("/api/v1/recovery/runs", "Sync");
   else if (button.dataset.discard) {
     if (confirm("Discard job " + button.dataset.discard + "? It will never print.")) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.discard) + "/discard", "Discard of job " + button.dataset.discard);
   }
