@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -22,6 +21,7 @@ from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
 from tests.conftest import TOKEN
+from tests.polling import until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that keep Chromium from calling out of a closed sandbox network (see the machine notes).
@@ -110,7 +110,12 @@ async def recover_with_a_conflict(agent: Agent, central: CentralSim, example_ord
     base = f"http://127.0.0.1:{agent.port}"
     async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
         # The run the agent starts when it first reaches central is over (it would not see the orders below).
-        await until(api, "/api/v1/recovery/status", lambda s: s["last_run"] is not None and s["active_run"] is None)
+        await until(
+            api,
+            "/api/v1/recovery/status",
+            lambda s: s["last_run"] is not None and s["active_run"] is None,
+            "start-up run over",
+        )
         await post(api, example_order)
         changed = dict(example_order, items=example_order["items"][:1])  # same id, other content
         central.add_orders([changed])
@@ -118,18 +123,8 @@ async def recover_with_a_conflict(agent: Agent, central: CentralSim, example_ord
         async with api.post("/api/v1/recovery/runs") as response:
             assert (await response.json())["joined"] is False
             run_id = (await response.json())["run_id"]
-        await until(api, f"/api/v1/recovery/runs/{run_id}", lambda run: run["state"] == "completed")
+        await until(api, f"/api/v1/recovery/runs/{run_id}", lambda run: run["state"] == "completed", "run done")
     return run_id
-
-
-async def until(api: aiohttp.ClientSession, path: str, done: Callable[[Any], bool]) -> None:
-    """Polls ``path`` until ``done(answer)``; fails after 10 s."""
-    for _ in range(200):
-        async with api.get(path) as response:
-            if done(await response.json()):
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path}: not there after 10 s")
 
 
 async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_time(
