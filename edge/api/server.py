@@ -131,6 +131,7 @@ class ConnectionGuard:
         self._clock = clock
         self._open: dict[_Connection, None] = {}  # an insertion-ordered set
         self._by_handler: dict[RequestHandler, _Connection] = {}
+        self.starting = 0  # accepted sockets whose transport is still being set up
         self.shed_counts = {"evicted": 0, "refused": 0, "header_timeout": 0, "idle_timeout": 0, "accept_failed": 0}
         self._reported = dict(self.shed_counts)
         self._next_report = 0.0
@@ -144,7 +145,7 @@ class ConnectionGuard:
 
     def make_room(self) -> bool:
         """Before accepting one more: at the cap, push out the best candidate; False when every connection is busy."""
-        if len(self._open) < self.cap:
+        if len(self._open) + self.starting < self.cap:
             return True
         waiting = [c for c in self._open if not c.busy]
         if not waiting:
@@ -257,6 +258,7 @@ class ApiServer:
         )
         self._sockets: list[socket.socket] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._starting: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak ones)
         self._next_accept_log = 0.0
 
     async def start(self) -> int:
@@ -302,13 +304,23 @@ class ApiServer:
                 with contextlib.suppress(OSError):
                     sock.send(_BUSY)
                 sock.close()
-            else:
-                try:
-                    await loop.connect_accepted_socket(lambda: _Connection(self.guard, server), sock)
-                except OSError:
-                    sock.close()
+            else:  # set up beside the next accept, as asyncio's own server does
+                self.guard.starting += 1
+                task = asyncio.create_task(self._connect(sock, server))
+                self._starting.add(task)
+                task.add_done_callback(self._started)
             # sock_accept returns at once while the queue is full: let the loop run (and close the pushed-out socket)
             await asyncio.sleep(0)
+
+    async def _connect(self, sock: socket.socket, server: web.Server) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: _Connection(self.guard, server), sock)
+        except OSError:
+            sock.close()
+
+    def _started(self, task: asyncio.Task[None]) -> None:
+        self._starting.discard(task)
+        self.guard.starting -= 1
 
     def _accept_failed(self, err: OSError) -> None:
         self.guard.shed_counts["accept_failed"] += 1
