@@ -280,9 +280,10 @@ class ApiServer:
 
     async def stop(self) -> None:
         """Stop accepting, let requests in progress finish (aiohttp's shutdown), stop the guard."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._starting]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for sock in self._sockets:
             sock.close()
         await self.runner.cleanup()
