@@ -15,6 +15,7 @@ from aiohttp import web
 from edge import __version__
 from edge.alerts import Alerter, Mailer
 from edge.api.routes import ApiDeps, make_api
+from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import PrinterSettings, Settings
 from edge.events import EventBus, OrderStored, StorageProblem, StorageRecovered
@@ -94,7 +95,8 @@ class Agent:
         self.spoolers: dict[str, Spooler] = {}
         self.scanners: dict[str, Scanner] = {}
         self.deps: ApiDeps | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: ApiServer | None = None
+        self._runner: web.AppRunner | None = None  # the server's, for tests that list the routes
         self.port: int | None = None
         self.started_at = time.time()
         self.notifier = Notifier()
@@ -218,12 +220,11 @@ class Agent:
             started_at=self.started_at,
             renderer=self.renderer,
             sync=self.sync,
+            clock=self.clock,
         )
-        self._runner = web.AppRunner(make_api(self.deps), access_log=None, shutdown_timeout=5.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, s.api.host, s.api.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
+        self._runner = self._server.runner
+        self.port = await self._server.start()
         if s.api.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning(
                 "api_listening_beyond_loopback",
@@ -260,8 +261,8 @@ class Agent:
             self._housekeeping.stop()
         if self.deps is not None:
             self.deps.accepting = False
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.stop()
         if self.sync is not None:
             await self.sync.stop()  # an interrupted recovery run resumes at the next start
         if self.failover is not None:

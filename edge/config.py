@@ -94,6 +94,18 @@ def _signing_secrets(v: list[Secret]) -> str | None:
     return None
 
 
+_HOST_NAME_RE = re.compile(r"^\.?[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*$", re.IGNORECASE)
+
+
+def _host_names(v: list[str]) -> str | None:
+    for n, name in enumerate(v):
+        if not _HOST_NAME_RE.match(name):
+            return (
+                f"entry {n} must be a name like edge.example.com or .example.com (no port, scheme or *), got {name!r}"
+            )
+    return None
+
+
 def _name(v: str) -> str | None:
     return None if _NAME_RE.match(v) else f"must be 1-32 lowercase letters, digits, '-' or '_', got {v!r}"
 
@@ -138,6 +150,14 @@ class ApiSettings:
     max_body_bytes: int = dataclasses.field(default=256 * 1024, metadata=_check(_at_least(1024)))
     shutdown_grace_s: float = dataclasses.field(default=25.0, metadata=_check(_positive))
     status_page_public: bool = True  # the read-only status page at / without a token; actions always need one
+    # Names the status page answers to besides IP addresses, localhost and this box's hostname (DNS rebinding guard).
+    allowed_hosts: list[str] = dataclasses.field(default_factory=list, metadata=_check(_host_names))
+    # Slow clients (edge/api/server.py): a request head must be complete this long after its first byte, a body
+    # this long after it began; a connection with no request is closed after idle_timeout_s.
+    header_timeout_s: float = dataclasses.field(default=10.0, metadata=_check(_positive))
+    body_timeout_s: float = dataclasses.field(default=30.0, metadata=_check(_positive))
+    idle_timeout_s: float = dataclasses.field(default=15.0, metadata=_check(_positive))
+    max_connections: int = dataclasses.field(default=256, metadata=_check(_at_least(8)))  # lowered to fit RLIMIT_NOFILE
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -46,6 +46,7 @@ SIZES = {
         "idle_s": 3.0,
         "alerts": 3,
         "storage": {1: 300, 8: 800},
+        "flood_orders": 20,
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -56,6 +57,7 @@ SIZES = {
         "idle_s": 1.0,
         "alerts": 1,
         "storage": {1: 100, 8: 400},
+        "flood_orders": 10,
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -66,6 +68,7 @@ SIZES = {
         "idle_s": 0.5,
         "alerts": 1,
         "storage": {1: 10, 8: 40},
+        "flood_orders": 0,  # none: the flood takes ~8 s, too long for the CI smoke run
     },
 }
 CENTRAL = """
@@ -138,6 +141,22 @@ async def push_orders(port: int, bodies: list[bytes], clients: int) -> dict[str,
         "p50_ms": ms(percentile(latencies, 0.5)),
         "p99_ms": ms(percentile(latencies, 0.99)),
     }
+
+
+async def orders_on_new_connections(port: int, count: int, prefix: str) -> list[float]:
+    """Seconds from connecting to the 201, one order after the other, each on a connection of its own."""
+    took = []
+    for n in range(count):
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        t0 = time.perf_counter()
+        async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(force_close=True)) as session:
+            async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=make_order(n, prefix=prefix)) as r:
+                await r.read()
+                if r.status != 201:
+                    raise RuntimeError(f"intake answered {r.status}")
+        took.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.1)
+    return took
 
 
 def ticket_order_id(data: bytes) -> str | None:
@@ -514,6 +533,38 @@ class Bench:
                 await self.stop_agent(agent)
         return result
 
+    async def api_flood(self) -> dict[str, Any]:
+        """Authenticated orders on new connections while 1,100 slow-loris connections (edge.sim.flood, its own
+        process) hammer an agent limited to 256 file descriptors; baseline: the same orders before the flood."""
+        connections, fd_limit, count = 1100, 256, self.size["flood_orders"]
+        config, port = await self.config("flood")
+        agent = AgentProcess(config, port, self.root / "flood.log", nofile=fd_limit)
+        self.agents.append(agent)
+        await agent.start()
+        calm = await orders_on_new_connections(port, count, prefix="calm")
+        flood = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "edge.sim.flood", "--port", str(port), "--connections", str(connections)),
+            *("--seconds", str(2.5 + count * 0.5)),
+            stdout=subprocess.PIPE,
+        )
+        await asyncio.sleep(1.5)  # the flood fills what the agent lets it fill
+        lines_before = len(agent.log.read_bytes().splitlines())
+        loud = await orders_on_new_connections(port, count, prefix="flood")
+        log_lines = len(agent.log.read_bytes().splitlines()) - lines_before
+        opened = int((await flood.communicate())[0] or 0)
+        await self.stop_agent(agent)
+        print(
+            f"api flood: {opened} slow connections opened, {fd_limit} fds, {log_lines} agent log lines meanwhile",
+            file=sys.stderr,
+        )
+        return {
+            "orders": count,
+            "p50_ms": ms(percentile(loud, 0.5)),
+            "max_ms": ms(max(loud)),
+            "baseline_p50_ms": ms(percentile(calm, 0.5)),
+            "baseline_max_ms": ms(max(calm)),
+        }
+
     async def close(self) -> None:
         for agent in self.agents:
             await agent.close()
@@ -523,7 +574,7 @@ async def run(size: dict[str, Any], *, fsync_ms: float = 10.0) -> dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         bench = Bench(Path(tmp), size)
         try:
-            return {
+            result = {
                 "intake": await bench.intake(),
                 "print_latency": await bench.print_latency(),
                 "recovery": await bench.recovery(),
@@ -531,6 +582,9 @@ async def run(size: dict[str, Any], *, fsync_ms: float = 10.0) -> dict[str, Any]
                 "footprint": await bench.footprint(),
                 "storage": await bench.storage(fsync_ms),
             }
+            if size["flood_orders"]:
+                result["api_flood"] = await bench.api_flood()
+            return result
         finally:
             await bench.close()
 
@@ -569,6 +623,11 @@ def table(result: dict[str, Any]) -> str:
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
         rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")
+    if f := result.get("api_flood"):
+        rows.append(
+            f"order in a flood p50/max ms     {f['p50_ms']:>5}/{f['max_ms']:<7}"
+            f" {f['baseline_p50_ms']:>5}/{f['baseline_max_ms']}"
+        )
     return "\n".join(rows)
 
 

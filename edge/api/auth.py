@@ -6,19 +6,21 @@ import base64
 import collections
 import hashlib
 import hmac
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import structlog
 from aiohttp import web
 
-from edge.api.errors import Handler, error_response
+from edge.api.errors import Handler, error_response, read_body
+from edge.api.retries import RequestMemory, fingerprint, is_retry_safe, replayed_response
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import ApiSettings, signing_key
+from edge.store.webhooks import WebhookStore
 
 log = structlog.get_logger()
 
 SIGNATURE_TOLERANCE_S = 300  # Standard Webhooks: ±5 minutes, checked both ways
-_MAX_ID_LEN = 256  # bounds the replay memory per remembered id
+_MAX_ID_LEN = 256  # bounds the memory per remembered id
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -30,32 +32,60 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 class Authenticator:
     """Checks each /api/ request; counts rejections by reason in ``rejected`` for the metrics.
 
-    Seen webhook-ids are remembered in memory for the signature window: after a restart a replay of
-    a request signed before it would pass, but the order id is the idempotency key, so it is a duplicate.
+    A signed request's webhook-id is remembered only once it was answered 2xx (edge/api/retries.py): a sender's
+    retry of it is answered, another request under the same id is refused as a replay.
     """
 
-    def __init__(self, settings: ApiSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: ApiSettings, *, store: WebhookStore | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._bearer = f"Bearer {settings.token.get()}".encode() if settings.token else None
         self._keys = [signing_key(s) for s in settings.signing_secrets]
         self._require_signature = settings.require_signature
         self._clock = clock
-        self._seen: dict[str, float] = {}  # webhook-id -> when it may be forgotten (insertion = expiry order)
+        # An id must be known at least as long as a request carrying it could pass the timestamp check.
+        self.memory = RequestMemory(store, clock=clock, keep_s=2 * SIGNATURE_TOLERANCE_S)
         self.rejected: collections.Counter[str] = collections.Counter()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/"):
-            problem = self._check_token(request.headers)
-            if problem is None and (self._require_signature or "webhook-signature" in request.headers):
-                problem = self._check_signature(request.headers, await request.read())
-            if problem is not None:
-                reason, text = problem
-                self.rejected[reason] += 1
-                log.warning("api_request_rejected", reason=reason, path=request.path, remote=request.remote)
-                response = error_response(401, "unauthorized", text)
-                response.headers["WWW-Authenticate"] = 'Bearer realm="edge-agent"'
-                return response
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        problem = self._check_token(request.headers)
+        if problem is None and (self._require_signature or "webhook-signature" in request.headers):
+            body = await read_body(request)
+            problem = self._check_signature(request.headers, body)
+            if problem is None:
+                return await self._once(request, request.headers["webhook-id"], body, handler)
+        if problem is not None:
+            return self._refuse(request, *problem)
         return await handler(request)
+
+    async def _once(self, request: web.Request, msg_id: str, body: bytes, handler: Handler) -> web.StreamResponse:
+        """Runs a signed request unless its id already succeeded: a retry is answered, another request refused."""
+        fp = fingerprint(request, body)
+        async with self.memory.hold(msg_id):
+            known = await self.memory.recall(msg_id)
+            if known is not None and known.fingerprint != fp:
+                return self._refuse(
+                    request, "replayed", f"webhook-id {msg_id[:64]!r} was already used for another request"
+                )
+            if known is not None and known.answer is not None:
+                log.info(
+                    "webhook_retry_answered", webhook_id=msg_id[:64], path=request.path, status=known.answer.status
+                )
+                return replayed_response(known.answer)
+            response = await handler(request)
+            if known is None and 200 <= response.status < 300:
+                await self.memory.remember(msg_id, fp, response, keep_answer=not is_retry_safe(request))
+            return response
+
+    def _refuse(self, request: web.Request, reason: str, text: str) -> web.Response:
+        self.rejected[reason] += 1
+        log.warning("api_request_rejected", reason=reason, path=request.path, remote=request.remote)
+        response = error_response(401, "unauthorized", text)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="edge-agent"'
+        return response
 
     def _check_token(self, headers: Mapping[str, str]) -> tuple[str, str] | None:
         if self._bearer is None:
@@ -82,8 +112,7 @@ class Authenticator:
             )
         if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
             return "bad_signature", "webhook-timestamp must be whole seconds since 1970"
-        now = self._clock()
-        if abs(now - int(stamp)) > SIGNATURE_TOLERANCE_S:
+        if abs(self._clock.wall() - int(stamp)) > SIGNATURE_TOLERANCE_S:
             return (
                 "stale_signature",
                 f"webhook-timestamp is more than {SIGNATURE_TOLERANCE_S // 60} minutes away from the agent's clock",
@@ -97,16 +126,4 @@ class Authenticator:
                 matched |= hmac.compare_digest(candidate, expected)
         if not matched:
             return "bad_signature", "no webhook-signature matches a configured signing secret"
-        self._forget_expired(now)
-        if msg_id in self._seen:
-            return "replayed", f"webhook-id {msg_id[:64]!r} was already used"
-        self._seen[msg_id] = now + 2 * SIGNATURE_TOLERANCE_S
         return None
-
-    def _forget_expired(self, now: float) -> None:
-        # Ids go in with non-decreasing expiry (clock drift aside), so the oldest are first.
-        while self._seen:
-            oldest, expires = next(iter(self._seen.items()))
-            if expires > now:
-                break
-            del self._seen[oldest]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,22 @@ class BadRequestError(Exception):
     """The request itself is unreadable (not JSON, not UTF-8, nested too deep)."""
 
 
+class RequestTimeoutError(Exception):
+    """The body did not arrive within api.body_timeout_s; answered 408 and the connection is closed."""
+
+
+BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within the app's body timeout: a client that trickles it holds no connection for long."""
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT_S)):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeoutError(f"the request body did not arrive within {request.app[BODY_TIMEOUT_S]:g} s") from None
+
+
 def error_response(status: int, error: str, reason: str, **extra: object) -> web.Response:
     headers = {"Retry-After": "5"} if status == 503 else None
     return web.json_response({"error": error, "reason": reason, **extra}, status=status, headers=headers)
@@ -71,6 +88,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(422, "invalid_request", err.reason, field=err.field)
     except BadRequestError as err:
         return error_response(400, "malformed_request", str(err))
+    except RequestTimeoutError as err:
+        response = error_response(408, "request_timeout", str(err))
+        response.force_close()
+        return response
     except OrderConflictError as err:
         return error_response(
             409,
@@ -106,7 +127,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def read_json(request: web.Request) -> object:
     """The body as JSON, or a BadRequestError saying why not. 413 comes from aiohttp's client_max_size."""
-    body = await request.read()
+    body = await read_body(request)
     if not body:
         raise BadRequestError("the request body is empty; expected a JSON object")
     try:

@@ -16,7 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from edge import __version__
 from edge.api import printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
-from edge.api.errors import error_middleware, error_response, path_id, query_limit, read_json
+from edge.api.errors import BODY_TIMEOUT_S, error_middleware, error_response, path_id, query_limit, read_json
+from edge.api.hosts import HostAllowList
+from edge.api.retries import retry_safe
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import NotFoundError
 from edge.metrics import Metrics
@@ -26,6 +29,7 @@ from edge.printing.spooler import Spooler
 from edge.scanners import Scanner
 from edge.store import JOB_STATES, Database, JobStore, OrderStore, migrations
 from edge.store.scans import ScanStore
+from edge.store.webhooks import WebhookStore
 from edge.sync import SyncService
 
 
@@ -46,6 +50,7 @@ class ApiDeps:
     started_at: float = dataclasses.field(default_factory=time.time)
     scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
     sync: SyncService | None = None  # None when no central API is configured
+    clock: Clock = SYSTEM_CLOCK
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -76,6 +81,7 @@ def _require_accepting(deps: ApiDeps) -> None:
         raise web.HTTPServiceUnavailable(text="the agent is shutting down; retry later", headers={"Retry-After": "5"})
 
 
+@retry_safe  # the order id is the idempotency key: a sender's retry is answered 200 duplicate
 async def post_order(request: web.Request) -> web.Response:
     deps = _deps(request)
     _require_accepting(deps)
@@ -171,14 +177,45 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
+class WriteProbe:
+    """The database write check behind /ready, shared: /ready is open and polled (systemd timer, monitoring, anyone
+    on the network), and each check is a commit with an fsync on an SD card. A good result is reused for
+    ``fresh_s``; concurrent calls share one check; a failing one is checked again on the next call, so a repaired
+    disk shows at once (a write that fails never reaches the fsync)."""
+
+    def __init__(self, db: Database, *, clock: Clock, fresh_s: float = 1.0) -> None:
+        self._db = db
+        self._clock = clock
+        self._fresh_s = fresh_s
+        self._check: asyncio.Future[str | None] | None = None
+        self._good_until = 0.0
+
+    async def problem(self) -> str | None:
+        """None while the database takes writes, else why not."""
+        check = self._check
+        if check is None or (check.done() and (check.result() is not None or self._clock.mono() >= self._good_until)):
+            check = self._check = asyncio.ensure_future(self._run())
+        return await asyncio.shield(check)  # a caller that goes away does not cancel the others' check
+
+    async def _run(self) -> str | None:
+        problem = await self._db.writable()
+        if problem is None and self._db.write_problem is not None and not await self._db.probe_space():
+            problem = self._db.write_problem  # small writes pass, but there is no room for new orders
+        self._good_until = self._clock.mono() + self._fresh_s
+        return problem
+
+
+READY = web.AppKey("ready", WriteProbe)
+LATEST_SCHEMA = web.AppKey("latest_schema", int)
+
+
 async def ready(request: web.Request) -> web.Response:
     deps = _deps(request)
-    problem = await deps.db.writable()
-    if problem is None and deps.db.write_problem is not None and not await deps.db.probe_space():
-        problem = deps.db.write_problem  # small writes pass, but there is no room for new orders
-    version = (await deps.db.fetchone("PRAGMA user_version"))[0]
-    latest = migrations.latest_version(await asyncio.to_thread(migrations.load_migrations))
-    checks = {
+    problem = await request.app[READY].problem()
+    row = await deps.db.fetchone("PRAGMA user_version")
+    version = row[0] if row is not None else 0
+    latest = request.app[LATEST_SCHEMA]
+    checks: dict[str, dict[str, Any]] = {
         "database_writable": {"ok": problem is None, "detail": problem or ""},
         "migrations_current": {
             "ok": version == latest,
@@ -199,14 +236,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_api(deps: ApiDeps) -> web.Application:
-    deps.auth = Authenticator(deps.settings.api)
+    deps.auth = Authenticator(deps.settings.api, store=WebhookStore(deps.db), clock=deps.clock)
     if deps.metrics is not None:
         deps.metrics.watch_rejections(deps.auth.rejected)
     app = web.Application(
         client_max_size=deps.settings.api.max_body_bytes,
-        middlewares=[error_middleware, deps.auth.middleware],
+        middlewares=[error_middleware, HostAllowList(deps.settings.api.allowed_hosts).middleware, deps.auth.middleware],
     )
     app[DEPS] = deps
+    app[BODY_TIMEOUT_S] = deps.settings.api.body_timeout_s
+    app[READY] = WriteProbe(deps.db, clock=deps.clock)
+    app[LATEST_SCHEMA] = migrations.latest_version(migrations.load_migrations())  # what this agent was started with
     app.router.add_post("/api/v1/orders", post_order)
     app.router.add_get("/api/v1/orders/{order_id}", get_order)
     app.router.add_post("/api/v1/orders/{order_id}/reprint", post_reprint)

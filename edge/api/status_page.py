@@ -1,11 +1,17 @@
-"""The technician's status page at /: printers, last orders, dead and held jobs, recovery, alerts; rendered server-side."""
+"""The technician's status page at /: printers, orders, dead and held jobs, central link, recovery, alerts.
+
+Rendered server-side, in words and in the agent's time zone (agent.timezone), because the first questions on site
+are "does it print, is the line to central up, did it catch up after the outage, what went wrong".
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 import structlog
@@ -16,7 +22,7 @@ from edge.api.errors import path_id
 from edge.errors import StoreError
 from edge.metrics import WAITING_STATES
 from edge.printing.decode import preview
-from edge.store import Database
+from edge.store.status import StatusStore
 
 if TYPE_CHECKING:
     from edge.api.routes import ApiDeps
@@ -25,10 +31,8 @@ log = structlog.get_logger()
 
 _HERE = Path(__file__).parent
 _RECENT_ORDERS = 15
-_LAST_RECOVERY = (
-    "SELECT id, trigger, state, created_at, finished_at, counts, errors FROM recovery_runs ORDER BY id DESC LIMIT 1"
-)
-_RECENT_ALERTS = "SELECT type, subject, severity, state, changed_at FROM alert_groups ORDER BY changed_at DESC LIMIT 5"
+_RECENT_ALERTS = 5
+_CONFLICTS_NAMED = 5  # more are counted, not listed
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(_HERE / "templates"),
     autoescape=jinja2.select_autoescape(["html"]),  # order text is customer input: never raw HTML
@@ -36,26 +40,60 @@ _TEMPLATES = jinja2.Environment(
     lstrip_blocks=True,
     auto_reload=False,  # read once at start-up: a request never waits on the disk for a template
 )
+_TRIGGERS = {
+    "link_back": "after the central link came back",
+    "startup": "at start-up",
+    "schedule": "scheduled",
+    "manual": "started by hand",
+}
 
 
-async def _table_exists(db: Database, name: str) -> bool:
-    return await db.fetchone("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)) is not None
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-async def _optional_rows(db: Database, table: str, sql: str) -> list[dict[str, Any]]:
-    """Rows from a table another part owns (recovery: migration 002, alerts: 003); empty if it is not there (yet)."""
-    if not await _table_exists(db, table):
-        return []
-    try:
-        return [dict(row) for row in await db.fetchall(sql)]
-    except StoreError as err:  # their schema moved on: the page still shows everything else
-        log.warning("status_page_query_failed", table=table, error=str(err))
-        return []
+def recovery_words(run: dict[str, Any], conflicts: list[str]) -> str:
+    """'3 orders recovered, 1 conflict — A-1042': what the last run did, as the technician asks it."""
+    counts: dict[str, int] = json.loads(run["counts"] or "{}")
+    errors: list[str] = json.loads(run["errors"] or "[]")
+    state = run["state"]
+    if state not in ("completed", "failed", "cancelled"):
+        return f"Running ({state})"
+    stored, conflict, invalid = counts.get("stored", 0), counts.get("conflict", 0), counts.get("invalid", 0)
+    parts = [_plural(stored, "order") + " recovered" if stored else "no missed orders"]
+    if conflict:
+        named = ", ".join(conflicts) + (" …" if conflict > len(conflicts) else "")
+        parts.append(f"{_plural(conflict, 'conflict')} — {named}")
+    if invalid:
+        parts.append(f"{invalid} invalid")
+    text = ", ".join(parts)
+    if state == "failed":
+        return f"Failed: {errors[-1] if errors else 'see the log'} ({text} until then)"
+    if state == "cancelled":
+        return f"Cancelled ({text} until then)"
+    return text[0].upper() + text[1:]
+
+
+def _alert_words(alert: dict[str, Any]) -> str:
+    what = alert["type"].replace("_", " ").capitalize()
+    return f"{what} — {alert['subject']}" if alert["subject"] else what
+
+
+async def _central(deps: ApiDeps, store: StatusStore) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The central link as SyncService.status() reports it, and the outbox backlog; (None, None) without central."""
+    if deps.sync is None:
+        return None, None
+    link = (await deps.sync.status()).get("link") or {}
+    backlog = await store.outbox_backlog()
+    return (
+        {"up": link.get("up"), "since": link.get("since"), "detail": link.get("detail", "")},
+        {"pending": backlog.pending, "oldest_at": backlog.oldest_at},
+    )
 
 
 async def snapshot(deps: ApiDeps) -> dict[str, Any]:
     """Everything the page and `edge status` show, as plain data."""
-    db, now = deps.db, time.time()
+    db, store, now = deps.db, StatusStore(deps.db), time.time()
     counts = await deps.jobs.counts()
     printers = []
     for name in deps.settings.printers:
@@ -70,19 +108,13 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             }
         )
     orders = [dict(row) for row in await deps.orders.recent(_RECENT_ORDERS)]
-    if orders:
-        marks = ",".join("?" * len(orders))
-        jobs = await db.fetchall(
-            f"SELECT id, order_id, kind, station, printer, state, copy FROM print_jobs WHERE order_id IN ({marks}) ORDER BY id",
-            tuple(o["id"] for o in orders),
-        )
-        by_order: dict[str, list[dict[str, Any]]] = {}
-        for job in jobs:
-            by_order.setdefault(job["order_id"], []).append(dict(job))
-        orders = [
-            {"id": o["id"], "number": o["number"], "received_at": o["received_at"], "jobs": by_order.get(o["id"], [])}
-            for o in orders
-        ]
+    by_order: dict[str, list[dict[str, Any]]] = {}
+    for job in await store.jobs_of([o["id"] for o in orders]):
+        by_order.setdefault(job["order_id"], []).append(job)
+    orders = [
+        {"id": o["id"], "number": o["number"], "received_at": o["received_at"], "jobs": by_order.get(o["id"], [])}
+        for o in orders
+    ]
     dead = [
         {
             "id": r["id"],
@@ -109,6 +141,15 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         for r in reversed(await deps.jobs.list(state="held", limit=50))
     ]
     oldest = await deps.jobs.oldest_waiting()
+    central, outbox = await _central(deps, store)
+    recovery, recovery_text, alerts = [], None, []
+    try:  # tables other parts own: if their schema moved on, the page still shows everything else
+        if (run := await store.last_recovery()) is not None:
+            recovery = [run]
+            recovery_text = recovery_words(run, await store.conflict_numbers(run["id"], _CONFLICTS_NAMED))
+        alerts = await store.recent_alerts(_RECENT_ALERTS)
+    except (StoreError, ValueError, KeyError) as err:
+        log.warning("status_page_query_failed", error=str(err))
     return {
         "store_id": deps.settings.agent.store_id,
         "version": __version__,
@@ -124,8 +165,12 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "central_up": deps.metrics.registry.get_sample_value("edge_central_api_up")
         if deps.metrics and deps.settings.central.url
         else None,
-        "recovery": await _optional_rows(db, "recovery_runs", _LAST_RECOVERY),
-        "alerts": await _optional_rows(db, "alert_groups", _RECENT_ALERTS),
+        "central": central,  # {"up", "since", "detail"}; None without a central API
+        "outbox": outbox,  # {"pending", "oldest_at"} status events not yet at central; None without a central API
+        "recovery": recovery,
+        "recovery_text": recovery_text,
+        "recovery_trigger": _TRIGGERS.get(recovery[0]["trigger"], recovery[0]["trigger"]) if recovery else None,
+        "alerts": alerts,
     }
 
 
@@ -139,28 +184,35 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds} s"
 
 
-def _clock(ts: float | None) -> str:
-    return time.strftime("%d.%m. %H:%M:%S", time.localtime(ts)) if ts else "–"
+@jinja2.pass_context
+def _clock(context: jinja2.runtime.Context, ts: float | None) -> str:
+    """A wall time in the agent's zone (agent.timezone; the system's when unset)."""
+    return datetime.fromtimestamp(ts, context.get("tz")).strftime("%d.%m. %H:%M:%S") if ts else "–"
 
 
 _TEMPLATES.filters["duration"] = _duration
 _TEMPLATES.filters["clock"] = _clock
+_TEMPLATES.filters["plural"] = _plural
+_TEMPLATES.filters["alert_words"] = _alert_words
 
 
 def add_routes(app: web.Application, deps: ApiDeps) -> None:
     """/ and its fragments; without `status_page_public` only the /api/ twins (token-guarded) answer."""
     public = deps.settings.api.status_page_public
     page_template, panel_template = _TEMPLATES.get_template("status.html"), _TEMPLATES.get_template("panel.html")
+    zone = deps.settings.agent.timezone
+    tz = ZoneInfo(zone) if zone else None
+    zone_name = zone or time.strftime("%Z")
 
     async def page(request: web.Request) -> web.Response:
         data = await snapshot(deps) if public else None
         html = page_template.render(
-            data=data, public=public, store_id=deps.settings.agent.store_id, version=__version__
+            data=data, public=public, store_id=deps.settings.agent.store_id, version=__version__, tz=tz, zone=zone_name
         )
         return web.Response(text=html, content_type="text/html")
 
     async def panel(request: web.Request) -> web.Response:
-        html = panel_template.render(data=await snapshot(deps))
+        html = panel_template.render(data=await snapshot(deps), tz=tz, zone=zone_name)
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def status_json(request: web.Request) -> web.Response:
@@ -178,6 +230,5 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
     app.router.add_get("/api/v1/status", status_json)
     app.router.add_get("/api/v1/status/panel", panel)
     app.router.add_get("/api/v1/jobs/{job_id}/preview", job_preview)
-    if public:
+    if public:  # operational state only: a ticket's text (guest name, phone, notes) always needs the token
         app.router.add_get("/status/panel", panel)
-        app.router.add_get("/status/jobs/{job_id}/preview", job_preview)

@@ -78,17 +78,31 @@ def write_config(
 class AgentProcess:
     """``python -m edge run`` with its output appended to ``log``; start() returns once /ready answers 200."""
 
-    def __init__(self, config: Path, port: int, log: Path, *, env: Mapping[str, str] | None = None) -> None:
-        """``env``: extra environment for the child (the benchmark's storage shim, LD_PRELOAD and friends)."""
+    def __init__(
+        self, config: Path, port: int, log: Path, *, env: Mapping[str, str] | None = None, nofile: int | None = None
+    ) -> None:
+        """``env``: extra environment for the child (the benchmark's storage shim); ``nofile``: RLIMIT_NOFILE (soft and
+        hard) for the child, e.g. to reach the fd limit quickly."""
         self.config, self.port, self.log = config, port, log
         self.env = {**os.environ, **env} if env else None
+        self.nofile = nofile
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 15.0) -> None:
         started = time.monotonic()
         with self.log.open("ab") as out:
+            limit = [] if self.nofile is None else ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"]
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "edge", "run", "--config", str(self.config), stdout=out, stderr=out, env=self.env
+                *limit,
+                sys.executable,
+                "-m",
+                "edge",
+                "run",
+                "--config",
+                str(self.config),
+                stdout=out,
+                stderr=out,
+                env=self.env,
             )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() - started < timeout:

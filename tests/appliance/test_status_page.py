@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
+from edge.api.status_page import recovery_words
 from edge.app import Agent
 from edge.config import Settings
 from edge.printing.decode import decode
+from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
 from tests.conftest import TOKEN
+from tests.polling import until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that keep Chromium from calling out of a closed sandbox network (see the machine notes).
@@ -38,7 +45,8 @@ async def post(api: aiohttp.ClientSession, order: dict) -> dict:
 async def test_page_shows_printers_orders_and_escapes_order_text(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """/ without a token lists each printer with its state, the order with its tickets, version and uptime; order text is HTML-escaped."""
+    """/ without a token lists each printer with its state, the order with its tickets, version and uptime;
+    order text is HTML-escaped."""
     example_order["number"] = "<script>alert(1)</script>"
     await post(api, example_order)
     await printers["kitchen"].wait_for_printed(1)
@@ -54,35 +62,109 @@ async def test_page_shows_printers_orders_and_escapes_order_text(
 async def test_preview_is_the_decoded_ticket_text(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """A ticket's preview is its ESC/POS bytes decoded to text: the order number and items as on paper."""
+    """A ticket's preview (with the token) is its ESC/POS bytes decoded to text: order number and items as on paper."""
     job_ids = (await post(api, example_order))["job_ids"]
-    async with (
-        aiohttp.ClientSession() as browser,
-        browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/{job_ids[0]}/preview") as response,
-    ):
+    async with api.get(f"/api/v1/jobs/{job_ids[0]}/preview") as response:
         assert response.status == 200
         text = await response.text()
     assert "Margherita" in text and "1 0 4 2" in text.replace("A - ", "")
-    async with (
-        aiohttp.ClientSession() as browser,
-        browser.get(f"http://127.0.0.1:{agent.port}/status/jobs/abc/preview") as response,
-    ):
+    async with api.get("/api/v1/jobs/abc/preview") as response:
         assert response.status == 404
 
 
-async def test_recovery_and_alerts_show_when_their_tables_have_rows(agent: Agent) -> None:
-    """The last recovery run (recovery_runs) and recent alerts (alert_groups) appear on the page when those parts have written them."""
+TZ = "Pacific/Kiritimati"  # UTC+14: a time shown in the system's zone (UTC here) cannot pass for it
+ALERT_AT = 1_795_000_000.0
+
+
+def local(ts: float) -> str:
+    """How the page writes a time: the agent's zone, day and month first."""
+    return datetime.fromtimestamp(ts, ZoneInfo(TZ)).strftime("%d.%m. %H:%M:%S")
+
+
+@pytest.fixture
+async def central() -> AsyncIterator[CentralSim]:
+    sim = CentralSim("test-store", token=TOKEN)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+async def linked_agent(make_agent: Callable[..., Awaitable[Agent]], central: CentralSim) -> Agent:
+    """An agent in Pacific/Kiritimati time with the simulated central API, no scheduled or delayed recovery."""
+    return await make_agent(
+        agent={"timezone": TZ},
+        central={
+            "url": central.url,
+            "token": TOKEN,
+            "start_jitter_s": 0,
+            "probe_max_s": 0.1,
+            "schedule_interval_s": 0,
+        },
+    )
+
+
+async def recover_with_a_conflict(agent: Agent, central: CentralSim, example_order: dict) -> int:
+    """A-1042 is here; central has 3 orders the agent missed and another version of A-1042; a run reconciles.
+    Returns the run's id."""
+    base = f"http://127.0.0.1:{agent.port}"
+    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        # The run the agent starts when it first reaches central is over (it would not see the orders below).
+        await until(
+            api,
+            "/api/v1/recovery/status",
+            lambda s: s["last_run"] is not None and s["active_run"] is None,
+            "start-up run over",
+        )
+        await post(api, example_order)
+        changed = dict(example_order, items=example_order["items"][:1])  # same id, other content
+        central.add_orders([changed])
+        central.create_orders(3, prefix="missed")
+        async with api.post("/api/v1/recovery/runs") as response:
+            assert (await response.json())["joined"] is False
+            run_id = (await response.json())["run_id"]
+        await until(api, f"/api/v1/recovery/runs/{run_id}", lambda run: run["state"] == "completed", "run done")
+    return run_id
+
+
+async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_time(
+    linked_agent: Agent, central: CentralSim, example_order: dict
+) -> None:
+    """The page says whether the central link is up and since when, how many status events wait for central and
+    since when, the last recovery in words ("3 orders recovered, 1 conflict — A-1042") and recent alerts in words,
+    all times in agent.timezone, with a Sync now button."""
+    agent = linked_agent
+    await recover_with_a_conflict(agent, central, example_order)
+    await central.set_up(False)  # the line is cut: status events pile up
+    base = f"http://127.0.0.1:{agent.port}"
+    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        await post(api, dict(example_order, id="ord_after_cut", number="A-1043"))
+        for _ in range(100):
+            async with api.get("/api/v1/recovery/status") as response:
+                link = (await response.json())["link"]
+            if link["up"] is False:
+                break
+            await asyncio.sleep(0.05)
+        async with api.get("/api/v1/status") as response:
+            status = await response.json()
     with sqlite3.connect(agent.settings.agent.db_path) as conn:
         conn.execute(
-            "INSERT INTO recovery_runs(trigger, state, created_at, finished_at, counts) VALUES ('link_back', 'completed', 1, 2, '{\"stored\": 7}')"
+            "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at)"
+            " VALUES ('printer_paper_out:kitchen', 'printer_paper_out', 'kitchen', 'critical', 'firing', ?, ?)",
+            (ALERT_AT, ALERT_AT),
         )
-        conn.execute(
-            "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at) VALUES ('printer_paper_out:kitchen', 'printer_paper_out', 'kitchen', 'warning', 'firing', 1, 2)"
-        )
-    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/") as response:
+        oldest = conn.execute("SELECT MIN(created_at) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
+        waiting = conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
+    assert status["central"]["up"] is False and status["outbox"] == {"pending": waiting, "oldest_at": oldest}
+    async with aiohttp.ClientSession() as browser, browser.get(f"{base}/") as response:
         html = await response.text()
-    assert "link_back" in html and "completed" in html and "&#34;stored&#34;: 7" in html
-    assert "printer_paper_out" in html and "firing" in html
+    page = " ".join(re.sub(r"<[^>]+>", " ", html).split())  # the words as a person reads them
+    assert f"Times in {TZ}" in page
+    assert f"Central link: down since {local(link['since'])}" in page
+    assert f"{waiting} status events waiting for central, the oldest since {local(oldest)}" in page
+    assert "3 orders recovered, 1 conflict — A-1042" in page
+    assert f"{local(ALERT_AT)} Printer paper out — kitchen (critical, firing)" in page
+    assert 'data-sync="1"' in html
 
 
 @pytest.fixture
@@ -95,7 +177,7 @@ async def closed_agent(make_settings: Callable[..., Settings]) -> AsyncIterator[
 
 
 async def test_closed_page_needs_the_token(closed_agent: Agent) -> None:
-    """With status_page_public = false, / is a shell without data and the panel answers 401 without the token, 200 with it."""
+    """With status_page_public = false, / is a shell without data; the panel answers 401 without the token, 200 with."""
     base = f"http://127.0.0.1:{closed_agent.port}"
     async with aiohttp.ClientSession() as browser:
         async with browser.get(base + "/") as response:
@@ -140,16 +222,25 @@ async def test_dead_job_listed_with_retry_and_reprint(
 @pytest.mark.skipif(
     not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
 )
-async def test_reprint_click_in_headless_chromium_prints_a_copy(
-    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+async def test_page_in_headless_chromium_sync_now_and_reprint(
+    linked_agent: Agent, central: CentralSim, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """In a real browser: the page shows both simulated printers; after typing the token, Reprint puts a COPY on the kitchen printer."""
+    """In a real browser: the page shows both printers, the central link, the status backlog, the last recovery in
+    words and the alerts in the agent's time; Sync now needs the token, then starts a recovery run; Reprint puts a
+    COPY on the kitchen printer and a ticket's preview opens."""
     playwright_api = pytest.importorskip(
         "playwright.async_api", reason="python playwright is not installed (pip install playwright)"
     )
+    agent = linked_agent
     example_order["print_receipt"] = False
-    await post(api, example_order)
-    await printers["kitchen"].wait_for_printed(1)
+    run_id = await recover_with_a_conflict(agent, central, example_order)
+    await printers["kitchen"].wait_for_printed(4)  # A-1042 and the three recovered orders
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        conn.execute(
+            "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at)"
+            " VALUES ('printer_paper_out:kitchen', 'printer_paper_out', 'kitchen', 'critical', 'resolved', ?, ?)",
+            (ALERT_AT, ALERT_AT),
+        )
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
         try:
@@ -158,10 +249,20 @@ async def test_reprint_click_in_headless_chromium_prints_a_copy(
             await page.goto(f"http://127.0.0.1:{agent.port}/")
             await page.wait_for_selector('tr[data-printer="kitchen"] .state.online')
             assert await page.locator("#printers tr[data-printer]").count() == 2
+            assert await page.inner_text("#zone") == f"Times in {TZ}"
+            assert (await page.inner_text("#central")).startswith("Central link: up since ")
+            assert "3 orders recovered, 1 conflict — A-1042" in await page.inner_text("#recovery")
+            alerts = await page.inner_text("#alerts")
+            assert f"{local(ALERT_AT)} Printer paper out — kitchen (critical, resolved)" in alerts
+            await page.wait_for_selector("#outbox")
+            await page.click("button[data-sync]")  # no token yet
+            await page.wait_for_selector("#message:has-text('Enter the API token first')")
             await page.fill("#token", TOKEN)
             await page.click("#token-box button")
+            await page.click("button[data-sync]")
+            await page.wait_for_selector(f"#message:has-text('Sync started (recovery run {run_id + 1})')")
             await page.click(f'tr[data-order="{example_order["id"]}"] button[data-reprint]')
-            printed = await printers["kitchen"].wait_for_printed(2, timeout=15)
+            printed = await printers["kitchen"].wait_for_printed(5, timeout=15)
             await page.wait_for_selector("#message:has-text('Reprint done')")
             await page.click(f'tr[data-order="{example_order["id"]}"] button[data-preview]')
             await page.locator(
@@ -169,7 +270,11 @@ async def test_reprint_click_in_headless_chromium_prints_a_copy(
             ).wait_for()  # the preview is fetched, then shown
         finally:
             await browser.close()
-    assert "KOPIE / COPY" in decode(printed[1]).text
+    assert "KOPIE / COPY" in decode(printed[4]).text and "1042" in decode(printed[4]).text.replace(" ", "")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        async with api.get(f"http://127.0.0.1:{agent.port}/api/v1/recovery/runs") as response:
+            runs = (await response.json())["runs"]
+    assert [(r["id"], r["trigger"]) for r in runs][:2] == [(run_id + 1, "manual"), (run_id, "manual")]
 
 
 async def hold_tickets(
@@ -207,8 +312,9 @@ def held_rows(agent: Agent) -> dict[int, str]:
 async def test_held_tickets_listed_with_release_and_discard(
     make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """Held tickets appear under "Held tickets" (escaped order number, printer and station, wait, preview, Release / Discard,
-    Release all), in the JSON and the summary; the buttons' endpoints release (it prints) and discard (it never does)."""
+    """Held tickets appear under "Held tickets" (escaped order number, printer and station, wait, preview, Release /
+    Discard, Release all), in the JSON and the summary; the buttons' endpoints release (it prints) and discard (it
+    never does)."""
     agent, held = await hold_tickets(make_settings, example_order, printers, 2)
     first, second = (h["job_id"] for h in held)
     try:
@@ -253,7 +359,7 @@ async def test_held_tickets_listed_with_release_and_discard(
 async def test_release_discard_and_release_all_clicks_in_headless_chromium(
     make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """In a real browser: Release prints that held ticket, Discard (confirmed) drops one, Release all prints the rest."""
+    """In a real browser: Release prints that held ticket, Discard (confirmed) drops one, Release all the rest."""
     playwright_api = pytest.importorskip(
         "playwright.async_api", reason="python playwright is not installed (pip install playwright)"
     )
@@ -289,3 +395,33 @@ async def test_release_discard_and_release_all_clicks_in_headless_chromium(
         assert held_rows(agent) == {first: "printed", second: "discarded", third: "printed"}
     finally:
         await agent.stop()
+
+
+@pytest.mark.parametrize(
+    ("state", "counts", "errors", "conflicts", "words"),
+    [
+        ("completed", {"stored": 3, "conflict": 1}, [], ["A-1042"], "3 orders recovered, 1 conflict — A-1042"),
+        ("completed", {"stored": 1}, [], [], "1 order recovered"),
+        ("completed", {"present": 9}, [], [], "No missed orders"),
+        (
+            "completed",
+            {"stored": 0, "conflict": 7, "invalid": 2},
+            [],
+            ["A-1", "A-2", "A-3", "A-4", "A-5"],
+            "No missed orders, 7 conflicts — A-1, A-2, A-3, A-4, A-5 …, 2 invalid",
+        ),
+        (
+            "failed",
+            {"stored": 2},
+            ["central API GET …: 503", "page 3: no answer"],
+            [],
+            "Failed: page 3: no answer (2 orders recovered until then)",
+        ),
+        ("cancelled", {}, [], [], "Cancelled (no missed orders until then)"),
+        ("processing", {"stored": 5}, [], [], "Running (processing)"),
+    ],
+)
+def test_recovery_in_words(state: str, counts: dict, errors: list[str], conflicts: list[str], words: str) -> None:
+    """The last recovery run as a sentence: how many recovered, which orders conflicted, why it failed."""
+    run = {"state": state, "counts": json.dumps(counts), "errors": json.dumps(errors)}
+    assert recovery_words(run, conflicts) == words

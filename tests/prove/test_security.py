@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from edge.api.auth import Authenticator, sign
+from edge.api.auth import sign
 from edge.app import Agent
-from edge.config import ApiSettings, Secret, Settings
+from edge.clock import SteppedClock
+from edge.config import ApiSettings, Settings
 from edge.errors import ConfigError
 from edge.sim.orders import make_order
 from edge.sim.process import write_config
@@ -64,7 +65,7 @@ def stored_orders(agent: Agent) -> list[str]:
 
 
 async def test_every_mutating_route_refuses_missing_wrong_and_old_tokens(agent: Agent) -> None:
-    """Each POST/PUT/PATCH/DELETE route in the router answers 401 without a token, with a wrong one, and with a rotated-out one."""
+    """Each POST/PUT/PATCH/DELETE route answers 401 without a token, with a wrong one, and with a rotated-out one."""
     routes = {(r.method, r.resource.canonical) for r in agent._runner.app.router.routes()}  # type: ignore[union-attr]
     mutating = sorted((m, p) for m, p in routes if m in MUTATING)
     assert ("POST", "/api/v1/orders") in mutating
@@ -135,40 +136,122 @@ async def test_bad_signatures_are_401_and_counted(signed_agent: Agent, tamper: A
     assert stored_orders(signed_agent) == []
 
 
-async def test_replayed_webhook_id_is_rejected(signed_agent: Agent) -> None:
-    """The same signed request sent twice: the first is stored, the replay is 401 'replayed' even with a fresh order."""
-    first = json.dumps(make_order(1, prefix="rp")).encode()
+async def send_signed(
+    session: aiohttp.ClientSession, path: str, body: bytes, msg_id: str, *, at: float | None = None
+) -> tuple[int, Any, dict[str, str]]:
+    """One attempt of a Standard Webhooks sender: fresh timestamp and signature, the same id and body on each retry."""
+    async with session.post(path, data=body, headers=signed_headers(body, msg_id=msg_id, at=at)) as response:
+        answer = await response.json() if response.content_type == "application/json" else await response.text()
+        return response.status, answer, dict(response.headers)
+
+
+def copies(agent: Agent, order_id: str) -> int:
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        return conn.execute("SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND copy = 1", (order_id,)).fetchone()[
+            0
+        ]
+
+
+async def test_retry_after_a_503_is_accepted(signed_agent: Agent) -> None:
+    """A signed push answered 503 (database not writable) and retried with the same webhook-id is stored: 201."""
+    body = json.dumps(make_order(1, prefix="busy")).encode()
+    assert signed_agent.db is not None
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
-        async with session.post(
-            "/api/v1/orders", data=first, headers=signed_headers(first, msg_id="msg_once")
-        ) as response:
-            assert response.status == 201
-        async with session.post(
-            "/api/v1/orders", data=first, headers=signed_headers(first, msg_id="msg_once")
-        ) as response:
-            assert response.status == 401
-            assert "already used" in (await response.json())["reason"]
+        await signed_agent.db._writer.execute("PRAGMA query_only = ON")  # the disk turned read-only under us
+        status, _, _ = await send_signed(session, "/api/v1/orders", body, "msg_busy")
+        assert status == 503
+        await signed_agent.db._writer.execute("PRAGMA query_only = OFF")
+        status, answer, _ = await send_signed(session, "/api/v1/orders", body, "msg_busy")
+        assert (status, answer.get("status")) == (201, "stored"), answer
+    assert stored_orders(signed_agent) == ["busy_000001"]
+
+
+async def test_retry_after_a_lost_201_answers_duplicate(signed_agent: Agent) -> None:
+    """The sender never saw the 201 (its connection dropped before the answer): the retry is a 200 duplicate."""
+    body = json.dumps(make_order(1, prefix="lost")).encode()
+    headers = signed_headers(body, msg_id="msg_lost")
+    _, writer = await asyncio.open_connection("127.0.0.1", signed_agent.port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body
+    )
+    await writer.drain()
+    writer.close()  # gone before the answer
+    for _ in range(200):
+        if stored_orders(signed_agent):
+            break
+        await asyncio.sleep(0.02)
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+        status, answer, _ = await send_signed(session, "/api/v1/orders", body, "msg_lost")
+    assert (status, answer["status"]) == (200, "duplicate"), answer
+    assert stored_orders(signed_agent) == ["lost_000001"]
+
+
+async def test_same_id_with_another_body_is_refused(signed_agent: Agent) -> None:
+    """A webhook-id that already succeeded, sent again with a different body, is 401 'replayed' and stores nothing."""
+    first = json.dumps(make_order(1, prefix="rp")).encode()
+    other = json.dumps(make_order(2, prefix="rp")).encode()
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+        assert (await send_signed(session, "/api/v1/orders", first, "msg_once"))[0] == 201
+        status, answer, _ = await send_signed(session, "/api/v1/orders", other, "msg_once")
+        assert status == 401 and "another request" in answer["reason"], answer
     assert signed_agent.deps is not None and signed_agent.deps.auth is not None
     assert signed_agent.deps.auth.rejected == {"replayed": 1}
     assert stored_orders(signed_agent) == ["rp_000001"]
 
 
-async def test_replay_memory_lasts_the_window_and_then_forgets() -> None:
-    """A webhook-id is remembered while its timestamp could still pass; after that the timestamp alone refuses it."""
-    now = [1_000_000.0]
-    auth = Authenticator(
-        ApiSettings(signing_secrets=[Secret(s) for s in SECRETS], require_signature=True), clock=lambda: now[0]
+async def test_concurrent_identical_retries_of_a_reprint_print_one_copy(signed_agent: Agent) -> None:
+    """Identical signed reprint requests at once (a sender that timed out and retried): one copy, one answer for all."""
+    order = make_order(1, prefix="cc", print_receipt=False)
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+        assert (await send_signed(session, "/api/v1/orders", json.dumps(order).encode(), "msg_order"))[0] == 201
+        path, body = f"/api/v1/orders/{order['id']}/reprint", b'{"station": "kitchen"}'
+        answers = await asyncio.gather(*(send_signed(session, path, body, "msg_reprint") for _ in range(3)))
+    assert [status for status, _, _ in answers] == [201, 201, 201], answers
+    assert len({json.dumps(answer, sort_keys=True) for _, answer, _ in answers}) == 1
+    assert sum(headers.get("Idempotent-Replayed") == "true" for _, _, headers in answers) == 2
+    assert copies(signed_agent, order["id"]) == 1
+
+
+async def test_retry_of_a_reprint_after_a_restart_prints_no_second_copy(
+    make_agent: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """The agent restarts between a signed reprint and the sender's retry: the retry gets the first answer only."""
+    settings = make_settings(api={"token": "", "signing_secrets": SECRETS, "require_signature": True})
+    order = make_order(1, prefix="rs", print_receipt=False)
+    path, body = f"/api/v1/orders/{order['id']}/reprint", b""
+    agent = await make_agent(settings)
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
+        assert (await send_signed(session, "/api/v1/orders", json.dumps(order).encode(), "msg_o"))[0] == 201
+        status, first, _ = await send_signed(session, path, body, "msg_r")
+        assert status == 201
+    await agent.stop()
+    agent = await make_agent(settings)
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
+        status, again, headers = await send_signed(session, path, body, "msg_r")
+        assert (status, again, headers.get("Idempotent-Replayed")) == (201, first, "true")
+        status, _, _ = await send_signed(session, path, b'{"station": "bar"}', "msg_r")
+        assert status == 401  # the same id for another request: refused after the restart too
+    assert copies(agent, order["id"]) == 1
+
+
+async def test_used_id_is_remembered_for_the_signature_window_then_forgotten(
+    make_agent: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """An order's webhook-id refuses another body while a request with it could still pass the 5-minute timestamp
+    check (both ways: 10 minutes); after that the timestamp alone guards it and the id is free again."""
+    clock = SteppedClock()
+    agent = await make_agent(
+        make_settings(api={"token": "", "signing_secrets": SECRETS, "require_signature": True}), clock=clock
     )
-    body = b"{}"
-    headers = signed_headers(body, msg_id="m", at=now[0])
-    assert auth._check_signature(headers, body) is None
-    now[0] += 299
-    assert auth._check_signature(headers, body) == ("replayed", "webhook-id 'm' was already used")
-    now[0] += 2
-    assert auth._check_signature(headers, body)[0] == "stale_signature"  # type: ignore[index]
-    now[0] += 700
-    auth._check_signature(signed_headers(body, msg_id="n", at=now[0]), body)
-    assert list(auth._seen) == ["n"]  # the old id is forgotten: memory stays bounded
+    orders = [json.dumps(make_order(n, prefix="win")).encode() for n in range(3)]
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
+        assert (await send_signed(session, "/api/v1/orders", orders[0], "m", at=clock.wall()))[0] == 201
+        clock.advance(9 * 60)
+        assert (await send_signed(session, "/api/v1/orders", orders[1], "m", at=clock.wall()))[0] == 401
+        clock.advance(61)
+        assert (await send_signed(session, "/api/v1/orders", orders[2], "m", at=clock.wall()))[0] == 201
+    assert stored_orders(agent) == ["win_000000", "win_000002"]
 
 
 async def test_signature_with_token_needs_both(make_settings: Callable[..., Settings]) -> None:
@@ -216,7 +299,7 @@ def test_api_binds_to_loopback_by_default() -> None:
 
 
 async def test_wide_bind_without_token_is_logged_loudly(make_settings: Callable[..., Settings]) -> None:
-    """Bound beyond 127.0.0.1 with no token, start-up logs an error-level API_OPEN_WITHOUT_TOKEN; with a token only a warning."""
+    """Bound beyond 127.0.0.1 with no token, start-up logs an error-level API_OPEN_WITHOUT_TOKEN; with one a warning."""
     # 127.0.0.2 is still loopback (tests stay off the network) but not the default address.
     for api, expected in (
         ({"host": "127.0.0.2", "token": "", "signing_secrets": SECRETS, "require_signature": True}, "error"),
@@ -246,12 +329,13 @@ async def test_undecodable_credential_headers_are_401_not_500(make_settings: Cal
     agent = Agent(make_settings(api={"signing_secrets": SECRETS}))
     await agent.start()
     try:
+        stamp = f"webhook-timestamp: {int(time.time())}"
         for raw in (
             b"Authorization: Bearer \xff\xfe",
-            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: \xff\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,x".encode(
+            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: \xff\r\n{stamp}\r\nwebhook-signature: v1,x".encode(
                 "latin-1"
             ),
-            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: m\r\nwebhook-timestamp: {int(time.time())}\r\nwebhook-signature: v1,\xe9".encode(
+            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: m\r\n{stamp}\r\nwebhook-signature: v1,\xe9".encode(
                 "latin-1"
             ),
         ):

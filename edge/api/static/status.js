@@ -1,4 +1,4 @@
-// Status page: refreshes the server-rendered panel, sends Retry/Reprint/Release/Discard with the token typed once per browser tab.
+// Status page: refreshes the server-rendered panel, sends Retry/Reprint/Release/Discard/Sync now with the token typed once per browser tab.
 "use strict";
 const body = document.body;
 const panel = document.getElementById("panel");
@@ -28,6 +28,12 @@ async function refresh() {
   }
 }
 
+function done(label, answer) {
+  if (answer.run_id) return label + (answer.joined ? " joined the running recovery (run " : " started (recovery run ") + answer.run_id + ")";
+  const ids = answer.job_ids || answer.released;
+  return label + " done" + (ids ? " (jobs " + ids.join(", ") + ")" : "");
+}
+
 async function act(url, label) {
   if (!sessionStorage.getItem("edge-token")) {
     say("Enter the API token first: actions need it.");
@@ -36,13 +42,18 @@ async function act(url, label) {
   }
   const response = await fetch(url, { method: "POST", headers: authHeaders() });
   const answer = await response.json().catch(() => ({}));
-  const ids = answer.job_ids || answer.released;
-  say(response.ok ? label + " done" + (ids ? " (jobs " + ids.join(", ") + ")" : "") : label + " failed: " + (answer.reason || response.status));
+  say(response.ok ? done(label, answer) : label + " failed: " + (answer.reason || response.status));
   refresh();
 }
 
 async function showPreview(jobId) {
-  const response = await fetch(body.dataset.preview + jobId + "/preview", { headers: authHeaders() });
+  // A ticket carries the guest's name and notes: its text is never public, so it needs the token.
+  if (!sessionStorage.getItem("edge-token")) {
+    say("Enter the API token first: ticket text is not public.");
+    tokenInput.focus();
+    return;
+  }
+  const response = await fetch("/api/v1/jobs/" + encodeURIComponent(jobId) + "/preview", { headers: authHeaders() });
   const dialog = document.getElementById("preview");
   dialog.querySelector("pre").textContent = response.ok ? await response.text() : "No preview: " + response.status;
   dialog.showModal();
@@ -63,6 +74,7 @@ panel.addEventListener("click", (event) => {
   else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", "Reprint");
   else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of job " + button.dataset.release);
   else if (button.dataset.releaseAll) act("/api/v1/jobs/release-held", "Release all");
+  else if (button.dataset.sync) act("/api/v1/recovery/runs", "Sync");
   else if (button.dataset.discard) {
     if (confirm("Discard job " + button.dataset.discard + "? It will never print.")) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.discard) + "/discard", "Discard of job " + button.dataset.discard);
   }

@@ -1,0 +1,164 @@
+"""The API under a flood: slow-loris connections need no token, so they must not starve an authenticated order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess, free_port, write_config
+from tests.conftest import TOKEN
+from tests.prove.spec import check_answer
+
+FLOOD = 1100  # half-sent requests kept open at once, as in the report
+NOFILE = 256  # the agent's fd limit: the flood reaches it within a second
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) sets the agent's fd limit")
+async def test_authenticated_order_answers_201_within_2s_during_a_slow_loris_flood(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """With 1,100 half-sent requests hammering an agent whose fd limit is 256, an authenticated order (new connection)
+    is still stored within 2 s, the agent's log stays small, and afterwards it answers normally."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=port,
+        token=TOKEN,
+        printers={name: sim.port for name, sim in printers.items()},
+    )
+    log = tmp_path / "agent.log"
+    agent = AgentProcess(config, port, log, nofile=NOFILE)
+    await agent.start()
+    flood = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge.sim.flood",
+        "--port",
+        str(port),
+        "--connections",
+        str(FLOOD),
+        "--seconds",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(1.5)  # the flood has filled whatever the agent lets it fill
+        lines_before = len(log.read_bytes().splitlines())
+        timings = []
+        async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=aiohttp.ClientTimeout(total=5)
+        ) as api:
+            for n in range(3):
+                started = time.monotonic()
+                try:
+                    async with api.post(
+                        f"http://127.0.0.1:{port}/api/v1/orders", json=make_order(n, prefix="flood")
+                    ) as response:
+                        status = response.status
+                except (TimeoutError, aiohttp.ClientError) as err:
+                    status = repr(err)
+                timings.append((status, round(time.monotonic() - started, 2)))
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)
+        flood_lines = len(log.read_bytes().splitlines()) - lines_before
+    finally:
+        opened = int((await asyncio.wait_for(flood.communicate(), timeout=20))[0] or 0)
+    try:
+        assert all(status == 201 and took < 2.0 for status, took in timings), (timings, flood_lines)
+        assert flood_lines < 50, f"{flood_lines} log lines in 2.5 s of flood: {log.read_text(errors='replace')[-1500:]}"
+        assert opened >= FLOOD, "the flood never got going"
+        async with aiohttp.ClientSession() as client:  # the flood is over: the agent is healthy
+            async with client.get(f"http://127.0.0.1:{port}/ready") as response:
+                assert response.status == 200
+    finally:
+        await agent.close()
+
+
+async def open_raw(agent: Agent, data: bytes = b"") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    if data:
+        writer.write(data)
+        await writer.drain()
+    return reader, writer
+
+
+async def closed_with(reader: asyncio.StreamReader, within: float = 3.0) -> bytes:
+    """Everything the agent sent before it closed the connection (fails if it stays open longer than ``within`` s)."""
+    return await asyncio.wait_for(reader.read(), timeout=within)
+
+
+async def test_half_sent_head_gets_408_after_the_header_timeout(make_agent: Callable[..., Awaitable[Agent]]) -> None:
+    """A request head still incomplete 10 s (api.header_timeout_s) after its first byte is answered 408 and closed;
+    a connection that never sends anything is closed after 15 s (api.idle_timeout_s); a prompt one is untouched."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
+    slow, slow_writer = await open_raw(agent, b"GET /health HTTP/1.1\r\nHost: edge\r\n")
+    silent, silent_writer = await open_raw(agent)  # (a writer that is dropped closes its connection)
+    await asyncio.sleep(0.1)  # both connections are in
+    clock.advance(10.5)
+    assert (await closed_with(slow)).startswith(b"HTTP/1.1 408 ")
+    assert not silent.at_eof()
+    clock.advance(5)
+    assert await closed_with(silent) == b""
+    prompt, writer = await open_raw(agent, b"GET /health HTTP/1.1\r\nHost: edge\r\n\r\n")
+    assert (await prompt.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200 ")
+    for w in (slow_writer, silent_writer, writer):
+        w.close()
+
+
+async def test_trickled_body_gets_408_after_the_body_timeout(make_agent: Callable[..., Awaitable[Agent]]) -> None:
+    """An authenticated order whose body stops halfway is answered 408 after api.body_timeout_s and stores nothing."""
+    agent = await make_agent(api={"body_timeout_s": 0.3})
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    reader, writer = await open_raw(agent, head.encode() + b'{"id": "ord_')
+    answer = await closed_with(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    check_answer("POST", "/api/v1/orders", 408, "application/json", json.loads(answer.split(b"\r\n\r\n", 1)[1]))
+    assert agent.deps is not None and await agent.deps.orders.recent() == []
+
+
+async def test_at_the_cap_the_longest_waiting_connection_makes_room_and_busy_ones_never_do(
+    make_agent: Callable[..., Awaitable[Agent]],
+) -> None:
+    """With api.max_connections = 8 taken by idle connections, an order still gets in (the oldest idle one is closed);
+    with all 8 busy in a request, a newcomer is refused with 503 at once, and the busy ones are not disturbed."""
+    agent = await make_agent(api={"max_connections": 8, "body_timeout_s": 5})
+    idle = [await open_raw(agent) for _ in range(8)]
+    await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        async with api.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=make_order(1, prefix="cap")) as r:
+            assert r.status == 201
+    assert await closed_with(idle[0][0]) == b""  # the first one in was the one to go
+    for _, writer in idle:
+        writer.close()
+    await asyncio.sleep(0.1)
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    )
+    busy = [await open_raw(agent, head.encode()) for _ in range(8)]  # each waits in its handler for the body
+    await asyncio.sleep(0.2)
+    refused, writer = await open_raw(agent)
+    answer = await closed_with(refused, within=1.0)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections" in answer, answer
+    assert not any(reader.at_eof() for reader, _ in busy)
+    for _, writer in busy:
+        writer.close()
