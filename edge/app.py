@@ -172,7 +172,7 @@ class Agent:
         self._housekeeping = Housekeeping(self.db, s.retention)
         self._housekeeping.start()
         if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
-            self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp))
+            self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock)
             self.alerter.start()
         orders, jobs = OrderStore(self.db), JobStore(self.db)
         if interrupted := await jobs.requeue_interrupted():

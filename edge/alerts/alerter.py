@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import shutil
-import time
 from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +16,7 @@ import structlog
 from edge.alerts.mailer import Mailer
 from edge.alerts.render import AlertRenderer
 from edge.alerts.rules import CRITICAL, TYPES, WARNING, due_mail, held_by_hours, inhibited, parse_hours, silenced
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import AlertError, StoreError
 from edge.events import (
@@ -83,7 +83,7 @@ class Alerter:
         db: Database,
         bus: EventBus,
         mailer: Mailer,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         tick_s: float = 1.0,
     ) -> None:
         self._settings = settings
@@ -125,7 +125,7 @@ class Alerter:
                 type=type_name,
                 subject=subject,
                 firing=firing,
-                at=self.clock() if at is None else at,
+                at=self.clock.wall() if at is None else at,
                 severity=TYPES[type_name].severity,
                 details=details,
                 item=item,
@@ -172,7 +172,7 @@ class Alerter:
                     self._central_down_since, self._central_fired = None, False
                     self._signal("central_unreachable", "central", False)
                 elif self._central_down_since is None:
-                    self._central_down_since = self.clock()
+                    self._central_down_since = self.clock.wall()
                     self._central_detail = detail
             case RecoveryFailed():
                 self._signal(
@@ -194,7 +194,7 @@ class Alerter:
 
     async def check(self) -> None:
         """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs cleared."""
-        now, cfg = self.clock(), self._cfg
+        now, cfg = self.clock.wall(), self._cfg
         counts = await self._jobs.counts()
         oldest = await self._jobs.oldest_waiting()
         waiting = sum(n for (_, state), n in counts.items() if state in _WAITING_STATES)
@@ -291,7 +291,7 @@ class Alerter:
         return list(dict.fromkeys([*self._cfg.to, *extra]))
 
     async def flush(self) -> None:
-        now, cfg = self.clock(), self._cfg
+        now, cfg = self.clock.wall(), self._cfg
         groups = await self._store.open_groups()
         firing_keys = {g["key"] for g in groups if g["state"] == "firing"}
         matchers = [r["matcher"] for r in await self._store.active_silences(now)]
@@ -360,7 +360,7 @@ class Alerter:
     async def deliver_due(self) -> int:
         """Send what the outbox holds; a failure waits with backoff and is tried again, the mail is never dropped."""
         sent = 0
-        for row in await self._store.due_mails(self.clock()):
+        for row in await self._store.due_mails(self.clock.wall()):
             mail = Mail(
                 recipients=json.loads(row["recipients"]),
                 subject=row["subject"],
@@ -374,7 +374,7 @@ class Alerter:
                 )
             except AlertError as err:
                 delay = retry_delay(row["attempts"] + 1, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
-                await self._store.mark_failed(row["id"], str(err), self.clock() + delay)
+                await self._store.mark_failed(row["id"], str(err), self.clock.wall() + delay)
                 log.warning(
                     "alert_mail_failed",
                     mail_id=row["id"],
@@ -383,7 +383,7 @@ class Alerter:
                     attempts=row["attempts"] + 1,
                 )
                 break  # the server is down for all of them; keep the order
-            await self._store.mark_sent(row["id"], self.clock())
+            await self._store.mark_sent(row["id"], self.clock.wall())
             sent += 1
             key = row["group_key"] or row["kind"]
             self._bus.publish(
@@ -429,7 +429,7 @@ class Alerter:
     def _until_next_mail(self) -> float:
         """Until the next retry is due; new mail wakes the loop at once, so an empty outbox is only looked at now and then."""
         longest = self._tick_s * 30
-        return longest if self._next_mail_at is None else max(0.0, min(longest, self._next_mail_at - self.clock()))
+        return longest if self._next_mail_at is None else max(0.0, min(longest, self._next_mail_at - self.clock.wall()))
 
     async def _loop(
         self, name: str, work: Callable[[], Any], wake: asyncio.Event | None, interval: Callable[[], float]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from edge.alerts import Alerter, Mailer
+from edge.clock import Clock
 from edge.config import Settings
 from edge.events import EventBus
 from edge.sim.smtp import SmtpSink
@@ -20,16 +21,26 @@ SMTP_USER, SMTP_PASSWORD = "edge@store.test", "s3cret-app-password"
 T0 = 1_790_000_000.0  # a fixed start for the fake clock
 
 
-class FakeClock:
-    """Time that moves only when the test says so: group_wait and friends without real waiting."""
+class FakeClock(Clock):
+    """Time that moves only when the test says so: group_wait and friends without real waiting.
+
+    ``advance`` moves both clocks (time passed); ``step`` jumps the wall clock only, as NTP does."""
 
     def __init__(self, now: float = T0) -> None:
         self.now = now
+        self.monotonic = 1000.0
 
-    def __call__(self) -> float:
+    def wall(self) -> float:
         return self.now
 
+    def mono(self) -> float:
+        return self.monotonic
+
     def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.monotonic += seconds
+
+    def step(self, seconds: float) -> None:
         self.now += seconds
 
 

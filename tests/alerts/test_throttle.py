@@ -86,7 +86,7 @@ async def test_offline_printer_mailed_after_group_wait_then_resolved(
     db: Database,
 ) -> None:
     """With a ticket waiting, the first mail goes at group_wait (not before), over STARTTLS with login, to every recipient; the resolved mail within one group_interval of the fix."""
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["queued"], created_at=clock.wall())
     bus = EventBus()
     sent: list[AlertSent] = []
     bus.subscribe(sent.append, AlertSent)
@@ -241,7 +241,7 @@ async def test_silence_holds_mail_until_it_ends(
 ) -> None:
     """A silence on printer_offline:kitchen holds its mail (others still go); when the silence ends the mail goes with the count."""
     alerter = make_alerter(alert_settings())
-    await AlertStore(db).add_silence("printer_offline:kitchen", starts_at=clock(), ends_at=clock() + 7200)
+    await AlertStore(db).add_silence("printer_offline:kitchen", starts_at=clock.wall(), ends_at=clock.wall() + 7200)
     alerter.on_event(offline("kitchen"))
     alerter.on_event(offline("front"))
     clock.advance(31)
@@ -278,9 +278,9 @@ async def test_opening_hours_hold_warnings_not_critical(
     """Outside opening hours a warning (cover open) waits, a critical alert (printer offline with a ticket waiting) goes."""
     import datetime as dt
 
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["queued"], created_at=clock.wall())
 
-    hour = dt.datetime.fromtimestamp(clock()).hour
+    hour = dt.datetime.fromtimestamp(clock.wall()).hour
     closed = f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"
     alerter = make_alerter(alert_settings(opening_hours=closed))
     alerter.on_event(offline("kitchen"))
@@ -318,9 +318,9 @@ async def test_daily_digest_collects_warnings(
     """With digest on, a warning (cover open) waits for the one daily mail at digest_at; a critical alert still goes on its own."""
     import datetime as dt
 
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["queued"], created_at=clock.wall())
 
-    at = dt.datetime.fromtimestamp(clock() + 3600)
+    at = dt.datetime.fromtimestamp(clock.wall() + 3600)
     alerter = make_alerter(alert_settings(digest=True, digest_at=f"{at.hour:02d}:00"))
     clock.advance(1)
     await run(alerter)  # today's digest time has not come yet (or is past and empty): nothing to send
@@ -359,7 +359,7 @@ async def test_queue_backlog_checked_and_resolved(
     db: Database,
 ) -> None:
     """Jobs waiting longer than backlog_age_min raise queue_backlog (numbers in the mail); once they are printed a resolved mail follows."""
-    await add_jobs(db, ["queued", "queued", "failed"], created_at=clock() - 12 * 60)
+    await add_jobs(db, ["queued", "queued", "failed"], created_at=clock.wall() - 12 * 60)
     alerter = make_alerter(alert_settings(backlog_age_min=10))
     await alerter.check()
     clock.advance(31)
@@ -384,7 +384,7 @@ async def test_dead_job_alert_resolves_when_no_dead_job_is_left(
     db: Database,
 ) -> None:
     """print_job_failed stays until nobody's dead job is left on that printer (retried or discarded), then it is resolved."""
-    await add_jobs(db, ["dead"], created_at=clock())
+    await add_jobs(db, ["dead"], created_at=clock.wall())
     alerter = make_alerter(alert_settings())
     alerter.on_event(
         JobDead(job_id=1, order_id="o1", order_number="A-1", printer="kitchen", error="hung up", attempts=5)
@@ -411,9 +411,9 @@ async def test_critical_recipients_and_quiet_hours(
     """critical_to also gets critical alerts, not warnings; during quiet hours even critical mail waits until they end."""
     import datetime as dt
 
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["queued"], created_at=clock.wall())
 
-    hour = dt.datetime.fromtimestamp(clock()).hour
+    hour = dt.datetime.fromtimestamp(clock.wall()).hour
     quiet = f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"
     alerter = make_alerter(alert_settings(critical_to=["owner@store.test"], quiet_hours=quiet))
     alerter.on_event(offline("kitchen"))
@@ -438,7 +438,7 @@ async def test_fault_over_before_silence_ends_is_never_mailed(
 ) -> None:
     """A silenced fault that is over before the silence ends is dropped, not mailed late as news that is no longer true."""
     alerter = make_alerter(alert_settings())
-    await AlertStore(db).add_silence("printer_*", starts_at=clock(), ends_at=clock() + 3600)
+    await AlertStore(db).add_silence("printer_*", starts_at=clock.wall(), ends_at=clock.wall() + 3600)
     alerter.on_event(offline("kitchen"))
     clock.advance(120)
     await run(alerter)
@@ -461,13 +461,13 @@ async def test_idle_printer_off_after_closing_waits_until_a_ticket_needs_it(
     """A printer switched off with nothing to print is only a warning (held outside opening hours); once a ticket waits for it, it is critical and mailed."""
     import datetime as dt
 
-    hour = dt.datetime.fromtimestamp(clock()).hour
+    hour = dt.datetime.fromtimestamp(clock.wall()).hour
     alerter = make_alerter(alert_settings(opening_hours=f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"))
     alerter.on_event(offline("kitchen"))
     clock.advance(60)
     await alerter.check()
     assert await run(alerter) == 0
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["queued"], created_at=clock.wall())
     await alerter.check()
     assert await run(alerter) == 1
     assert "STÖRUNG (kritisch): Drucker kitchen nicht erreichbar" in subject(sink.messages[0])
