@@ -17,8 +17,14 @@ log = structlog.get_logger()
 
 
 def tls_context(smtp: SmtpSettings) -> ssl.SSLContext:
-    """Always verifying: the system's CAs, plus ca_file for a company relay with its own CA."""
-    return ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
+    """Always verifying: the system's CAs, plus ca_file for a company relay with its own CA.
+
+    ``create_default_context(cafile=...)`` would load only that file and drop the system CAs, so the file is added.
+    """
+    context = ssl.create_default_context()
+    if smtp.ca_file:
+        context.load_verify_locations(cafile=str(smtp.ca_file))
+    return context
 
 
 def build_message(mail: Mail, *, sender: str, message_id: str | None = None) -> EmailMessage:
