@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import importlib.util
+import ipaddress
 import os
 import re
 import tomllib
@@ -273,6 +274,23 @@ class SmtpSettings:
     sender: str = ""  # From address (env EDGE_SMTP_FROM); default: username
     timeout_s: float = dataclasses.field(default=15.0, metadata=_check(_positive))
     ca_file: Path | None = None  # extra CA bundle to trust (a company relay); certificates are always verified
+    # A login over security = none to a host that is not this box sends the password in clear: only with this opt-in.
+    allow_plain_login: bool = False
+
+    @property
+    def sends_password_in_clear(self) -> bool:
+        """A user name with security = none to a host other than this box: the password would cross the network."""
+        return self.security == "none" and bool(self.username) and not is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """This box by name or address (localhost, 127.0.0.0/8, ::1); any other name may resolve to anywhere."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -634,6 +652,12 @@ def parse_settings(data: dict[str, Any], *, env: dict[str, str] | None = None, s
     smtp: SmtpSettings = sections["smtp"]
     if smtp.host and not sections["alerts"].to:
         raise ConfigError("alerts.to", "is required when smtp.host is set (set it in the config file or EDGE_ALERT_TO)")
+    if smtp.host and smtp.sends_password_in_clear and not smtp.allow_plain_login:
+        raise ConfigError(
+            "smtp.security",
+            f"is none with a login to {smtp.host}: the password would cross the network unencrypted; use starttls or"
+            " tls, or set smtp.allow_plain_login = true for a relay on a network you trust",
+        )
     if smtp.host and not (smtp.sender or smtp.username):
         raise ConfigError(
             "smtp.sender", "is required when smtp.host is set and smtp.username is empty (EDGE_SMTP_FROM)"

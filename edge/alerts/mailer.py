@@ -87,6 +87,12 @@ class Mailer:
 
     async def _session(self, msg: EmailMessage | None) -> None:
         s = self._smtp
+        if s.sends_password_in_clear and not s.allow_plain_login:
+            # Checked here too, not only in the config: the setup wizard and tests build settings directly.
+            raise AlertError(
+                f"refusing to log in to {s.host}:{s.port} with security 'none': the password would cross the network"
+                " unencrypted (use starttls or tls, or set smtp.allow_plain_login for a relay on a trusted network)"
+            )
         client = self._client()
         try:
             async with client:

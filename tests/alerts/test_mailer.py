@@ -129,3 +129,21 @@ async def test_ca_file_adds_to_the_system_cas(tmp_path: Path, monkeypatch: pytes
             await server2.stop()
     finally:
         await server.stop()
+
+
+async def test_mailer_never_logs_in_unencrypted_to_another_host(sink: SmtpSink) -> None:
+    """Even with settings that skipped the config check, the mailer refuses a login over security = none to a host
+    that is not this box before it opens a connection: the password never crosses the network in clear."""
+    settings = SmtpSettings(
+        host="192.0.2.1",  # TEST-NET-1 (RFC 5737): not this box
+        port=sink.port,
+        security="none",
+        username=SMTP_USER,
+        password=Secret(SMTP_PASSWORD),
+        sender="edge@store.test",
+        timeout_s=0.3,
+    )
+    with pytest.raises(AlertError) as err:
+        await Mailer(settings).send(MAIL)
+    assert "unencrypted" in str(err.value) and "192.0.2.1" in str(err.value)
+    assert SMTP_PASSWORD not in str(err.value)
