@@ -273,6 +273,9 @@ class SmtpSettings:
     password: Secret = Secret("")
     sender: str = ""  # From address (env EDGE_SMTP_FROM); default: username
     timeout_s: float = dataclasses.field(default=15.0, metadata=_check(_positive))
+    # The relay's final reply after the message body: RFC 5321 4.5.3.2.6 allows it 10 minutes; giving up sooner
+    # resends a mail the relay has most likely taken.
+    data_timeout_s: float = dataclasses.field(default=600.0, metadata=_check(_positive))
     ca_file: Path | None = None  # extra CA bundle to trust (a company relay); certificates are always verified
     # A login over security = none to a host that is not this box sends the password in clear: only with this opt-in.
     allow_plain_login: bool = False

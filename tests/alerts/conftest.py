@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -182,3 +184,18 @@ def make_alerter(db: Database, clock: FakeClock) -> Callable[..., Alerter]:
         )
 
     return make
+
+
+def db_rows(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Reads through a second connection: what is committed, not what the agent holds in memory."""
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not {what} after {timeout:g} s") from None

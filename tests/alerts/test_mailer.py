@@ -147,3 +147,13 @@ async def test_mailer_never_logs_in_unencrypted_to_another_host(sink: SmtpSink) 
         await Mailer(settings).send(MAIL)
     assert "unencrypted" in str(err.value) and "192.0.2.1" in str(err.value)
     assert SMTP_PASSWORD not in str(err.value)
+
+
+async def test_final_reply_has_its_own_timeout(sink: SmtpSink, cert: tuple[Path, Path]) -> None:
+    """The reply after the message body may take longer than a command's timeout (RFC 5321 4.5.3.2.6): it is waited
+    for up to smtp.data_timeout_s, and a relay silent beyond that is named as such (the mail may have arrived)."""
+    sink.data_delay_s = 0.6
+    delivery = await Mailer(smtp(sink, cert, timeout_s=0.3)).send(MAIL)
+    assert delivery.accepted == ("chef@store.test",) and len(sink.messages) == 1
+    with pytest.raises(AlertError, match=r"no final answer within 0\.2s \(smtp\.data_timeout_s\)"):
+        await Mailer(smtp(sink, cert, timeout_s=0.3, data_timeout_s=0.2)).send(MAIL)
