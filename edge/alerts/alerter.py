@@ -35,7 +35,7 @@ from edge.events import (
 )
 from edge.printing.spooler import retry_delay
 from edge.store import Database, JobStore
-from edge.store.alerts import AlertStore, Mail, Signal
+from edge.store.alerts import AlertStore, DigestMark, Mail, Signal
 
 log = structlog.get_logger()
 
@@ -50,7 +50,6 @@ _PRINTER_TYPES = {
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
 _CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
 _WAITING_STATES = ("queued", "failed", "printing", "held")
-_DIGEST_META = "alerts_last_digest"
 
 
 def waiting_per_printer(counts: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -344,16 +343,17 @@ class Alerter:
     async def _digest(self, now: float, local: dt.datetime) -> int:
         at = parse_hours(self._cfg.digest_at)
         assert at is not None  # the config check guarantees HH:MM
-        last = float(await self._store.meta(_DIGEST_META) or 0)
-        today_at = local.replace(hour=at[0].hour, minute=at[0].minute, second=0, microsecond=0).timestamp()
-        if now < today_at or last >= today_at:
+        last = await self._store.last_digest()
+        # fold=0: on the October night 02:00-02:59 comes twice and the digest goes at the first; in March a time
+        # that never comes maps past the gap (02:30 -> 03:30), so none is skipped.
+        today_at = local.replace(hour=at[0].hour, minute=at[0].minute, second=0, microsecond=0, fold=0).timestamp()
+        if now < today_at or (last is not None and last.at >= today_at):
             return 0
-        entries = [dict(r) for r in await self._store.digest_entries(last)]
-        await self._store.set_meta(_DIGEST_META, repr(now))
-        if not entries:
-            return 0
-        await self._store.add_mail("digest", self._renderer.digest(entries, recipients=self._cfg.to), now)
-        return 1
+        entries = [dict(r) for r in await self._store.digest_entries(last.log_id if last else 0)]
+        mark = DigestMark(at=now, log_id=entries[-1]["id"] if entries else (last.log_id if last else 0))
+        mail = self._renderer.digest(entries, recipients=self._cfg.to) if entries else None
+        await self._store.digested(mark, mail)
+        return int(mail is not None)
 
     # ---- delivery ------------------------------------------------------------------------------------------
 

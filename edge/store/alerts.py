@@ -11,6 +11,7 @@ import aiosqlite
 from edge.store.db import Database
 
 _MAX_ITEMS = 20  # a group mail lists at most this many siblings (the newest)
+_DIGEST_META = "alerts_last_digest"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -28,6 +29,14 @@ class Signal:
     @property
     def key(self) -> str:
         return f"{self.type}:{self.subject}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DigestMark:
+    """The last digest: when it went (wall time, to know today's is done) and the last log line it covered."""
+
+    at: float
+    log_id: int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -161,10 +170,6 @@ class AlertStore:
                 (now, key, reason, count),
             )
 
-    async def add_mail(self, kind: str, mail: Mail, now: float) -> int:
-        async with self._db.transaction() as conn:
-            return await _insert_mail(conn, None, kind, mail, now)
-
     async def due_mails(self, now: float, limit: int = 20) -> list[aiosqlite.Row]:
         return await self._db.fetchall(
             "SELECT * FROM alert_mails WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit)
@@ -188,20 +193,30 @@ class AlertStore:
                 (error[:500], next_attempt_at, mail_id),
             )
 
-    async def digest_entries(self, since: float) -> list[aiosqlite.Row]:
+    async def digest_entries(self, after_log_id: int) -> list[aiosqlite.Row]:
+        """What went into the digest since the last one, by log id: a clock step cannot move a line out of it."""
         return await self._db.fetchall(
             "SELECT l.*, g.type, g.subject FROM alert_log l JOIN alert_groups g ON g.key = l.group_key"
-            " WHERE l.action = 'digest' AND l.at > ? ORDER BY l.id",
-            (since,),
+            " WHERE l.action = 'digest' AND l.id > ? ORDER BY l.id",
+            (after_log_id,),
         )
 
-    async def meta(self, key: str) -> str | None:
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
-        return None if row is None else row[0]
+    async def last_digest(self) -> DigestMark | None:
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_DIGEST_META,))
+        if row is None:
+            return None
+        value = json.loads(row[0])
+        return DigestMark(at=float(value["at"]), log_id=int(value["log_id"]))
 
-    async def set_meta(self, key: str, value: str) -> None:
+    async def digested(self, mark: DigestMark, mail: Mail | None) -> None:
+        """The digest is done: its mail (if there was news) and the mark in one commit, so neither goes alone."""
         async with self._db.transaction() as conn:
-            await conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            if mail is not None:
+                await _insert_mail(conn, None, "digest", mail, mark.at)
+            await conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                (_DIGEST_META, json.dumps({"at": mark.at, "log_id": mark.log_id})),
+            )
 
     async def add_silence(self, matcher: str, *, starts_at: float, ends_at: float, comment: str = "") -> int:
         async with self._db.transaction() as conn:
