@@ -218,6 +218,7 @@ class Agent:
             started_at=self.started_at,
             renderer=self.renderer,
             sync=self.sync,
+            alerter=self.alerter,
         )
         self._runner = web.AppRunner(make_api(self.deps), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()

@@ -5,14 +5,15 @@
 
 -- migrate:up
 ALTER TABLE alert_mails ADD COLUMN state TEXT NOT NULL DEFAULT 'pending'; -- pending | sent | dead | discarded
-ALTER TABLE alert_mails ADD COLUMN audience TEXT NOT NULL DEFAULT 'to';   -- to | critical | all: alerts.to (+ critical_to)
+ALTER TABLE alert_mails ADD COLUMN audience TEXT NOT NULL DEFAULT 'to';   -- to | critical: alerts.to (+ critical_to)
 ALTER TABLE alert_mails ADD COLUMN delivered TEXT NOT NULL DEFAULT '[]';  -- JSON: recipients that accepted it
 ALTER TABLE alert_mails ADD COLUMN refused TEXT NOT NULL DEFAULT '{}';    -- JSON: recipient -> refusal for good (5xx)
 ALTER TABLE alert_mails ADD COLUMN message_id TEXT;                       -- the same on every attempt
 UPDATE alert_mails SET state = 'sent' WHERE sent_at IS NOT NULL;
 UPDATE alert_mails SET audience = 'critical'
     WHERE group_key IN (SELECT key FROM alert_groups WHERE severity = 'critical');
-UPDATE alert_mails SET audience = 'all' WHERE kind = 'test';
+UPDATE alert_mails SET audience = 'critical' WHERE kind = 'test';
+UPDATE alert_mails SET message_id = '<alert-' || id || '.' || CAST(created_at AS INTEGER) || '@edge-agent>';
 CREATE INDEX alert_mails_state ON alert_mails(state, next_attempt_at);
 
 ALTER TABLE alert_groups ADD COLUMN notified_severity TEXT;   -- severity of the last news told: a rise is news again

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import shutil
 from collections.abc import Callable
 from typing import Any
@@ -14,13 +13,13 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from edge.alerts.mailer import Mailer
+from edge.alerts.outbox import Outbox, OutboxStatus
 from edge.alerts.render import AlertRenderer
 from edge.alerts.rules import CRITICAL, TYPES, WARNING, due_mail, held_by_hours, inhibited, parse_hours, silenced
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import AlertError, StoreError
 from edge.events import (
-    AlertSent,
     AlertSuppressed,
     CentralLinkChanged,
     Event,
@@ -33,9 +32,8 @@ from edge.events import (
     StorageProblem,
     StorageRecovered,
 )
-from edge.printing.spooler import retry_delay
 from edge.store import Database, JobStore
-from edge.store.alerts import AlertStore, DigestMark, Mail, Signal
+from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal
 
 log = structlog.get_logger()
 
@@ -92,6 +90,7 @@ class Alerter:
         self._bus = bus
         self._mailer = mailer
         self._renderer = make_renderer(settings)
+        self.outbox = Outbox(settings=settings, store=self._store, mailer=mailer, bus=bus, clock=clock)
         self._tz = ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None
         self.clock = clock
         self._tick_s = tick_s
@@ -358,43 +357,25 @@ class Alerter:
     # ---- delivery ------------------------------------------------------------------------------------------
 
     async def deliver_due(self) -> int:
-        """Send what the outbox holds; a failure waits with backoff and is tried again, the mail is never dropped."""
-        sent = 0
-        for row in await self._store.due_mails(self.clock.wall()):
-            mail = Mail(
-                recipients=json.loads(row["recipients"]),
-                subject=row["subject"],
-                text=row["text_body"],
-                html=row["html_body"],
-            )
-            try:
-                await self._mailer.send(
-                    mail,
-                    message_id=f"<alert-{row['id']}.{int(row['created_at'])}@{self._settings.agent.store_id}.edge-agent>",
-                )
-            except AlertError as err:
-                delay = retry_delay(row["attempts"] + 1, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
-                await self._store.mark_failed(row["id"], str(err), self.clock.wall() + delay)
-                log.warning(
-                    "alert_mail_failed",
-                    mail_id=row["id"],
-                    error=str(err),
-                    retry_in_s=round(delay, 1),
-                    attempts=row["attempts"] + 1,
-                )
-                break  # the server is down for all of them; keep the order
-            await self._store.mark_sent(row["id"], self.clock.wall())
-            sent += 1
-            key = row["group_key"] or row["kind"]
-            self._bus.publish(
-                AlertSent(
-                    alert_type=key.split(":", 1)[0],
-                    key=key,
-                    resolved=row["kind"] == "resolved",
-                    recipients=len(mail.recipients),
-                )
-            )
-        return sent
+        """Send what the outbox holds; see Outbox."""
+        return await self.outbox.deliver_due()
+
+    async def outbox_status(self) -> OutboxStatus:
+        """Mails waiting, mails dead-lettered (for a person to retry or discard), and anything held in memory."""
+        return await self.outbox.status(waiting_signals=len(self._pending))
+
+    async def retry_mail(self, mail_id: int) -> OutboxMail:
+        mail = await self.outbox.retry(mail_id)
+        self._new_mail.set()
+        return mail
+
+    async def discard_mail(self, mail_id: int) -> OutboxMail:
+        return await self.outbox.discard(mail_id)
+
+    async def send_test(self) -> OutboxMail:
+        """A test mail through the same outbox as every alert, to everyone who gets alerts; returns how it went."""
+        mail = self._renderer.test(recipients=self.outbox.recipients(Audience.CRITICAL))
+        return await self.outbox.send_now("test", mail, Audience.CRITICAL)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
 
@@ -428,8 +409,12 @@ class Alerter:
 
     def _until_next_mail(self) -> float:
         """Until the next retry is due; new mail wakes the loop at once, so an empty outbox is only looked at now and then."""
-        longest = self._tick_s * 30
-        return longest if self._next_mail_at is None else max(0.0, min(longest, self._next_mail_at - self.clock.wall()))
+        wait = self._tick_s * 30
+        if self._next_mail_at is not None:
+            wait = min(wait, self._next_mail_at - self.clock.wall())
+        if (server_wait := self.outbox.server_wait()) is not None:
+            wait = max(wait, server_wait)  # the relay cannot be used: nothing is due before it is tried again
+        return max(0.0, wait)
 
     async def _loop(
         self, name: str, work: Callable[[], Any], wake: asyncio.Event | None, interval: Callable[[], float]

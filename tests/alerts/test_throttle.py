@@ -176,8 +176,8 @@ async def test_smtp_down_mails_arrive_once_when_back(
         clock.advance(5)
         assert await alerter.deliver_due() == 0
     rows = await AlertStore(db).mails()
-    assert len(rows) == 2 and all(r["sent_at"] is None for r in rows)
-    assert any("cannot reach 127.0.0.1" in (r["last_error"] or "") for r in rows)
+    assert len(rows) == 2 and all(r.sent_at is None for r in rows)
+    assert any("cannot reach 127.0.0.1" in (r.last_error or "") for r in rows)
     await sink.start()  # same port
     clock.advance(10)
     assert await alerter.deliver_due() == 2

@@ -1,0 +1,77 @@
+"""Alert outbox routes: what waits or was refused for good, retry or discard one mail, send a test mail through it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from edge.alerts import Alerter
+from edge.api.errors import error_response, path_id
+
+if TYPE_CHECKING:
+    from edge.api.routes import ApiDeps
+
+ALERTER = web.AppKey("alerter", Alerter)
+_OFF = "alert mail is off: no SMTP server is configured ([smtp] host)"
+
+
+def _alerter(request: web.Request) -> Alerter | None:
+    return request.app.get(ALERTER)
+
+
+async def get_outbox(request: web.Request) -> web.Response:
+    """GET /api/v1/alerts/outbox — mails waiting, dead-lettered mails (newest first), what memory holds."""
+    alerter = _alerter(request)
+    if alerter is None:
+        return web.json_response({"enabled": False, "reason": _OFF})
+    status = await alerter.outbox_status()
+    return web.json_response(
+        {
+            "enabled": True,
+            "pending": status.pending,
+            "dead": [m.public() for m in status.dead],
+            "unrecorded": status.unrecorded,
+            "waiting_signals": status.waiting_signals,
+            "server_error": status.server_error,
+        }
+    )
+
+
+async def post_retry(request: web.Request) -> web.Response:
+    alerter = _alerter(request)
+    if alerter is None:
+        return error_response(409, "not_configured", _OFF)
+    mail = await alerter.retry_mail(path_id(request, "mail_id", "alert mail"))
+    return web.json_response(mail.public())
+
+
+async def post_discard(request: web.Request) -> web.Response:
+    alerter = _alerter(request)
+    if alerter is None:
+        return error_response(409, "not_configured", _OFF)
+    mail = await alerter.discard_mail(path_id(request, "mail_id", "alert mail"))
+    return web.json_response(mail.public())
+
+
+async def post_test(request: web.Request) -> web.Response:
+    """A test mail through the outbox, attempted at once; answers how it went and what else waits."""
+    alerter = _alerter(request)
+    if alerter is None:
+        return error_response(409, "not_configured", _OFF)
+    mail = await alerter.send_test()
+    status = await alerter.outbox_status()
+    return web.json_response(
+        {"mail": mail.public(), "pending": status.pending, "dead": len(status.dead)},
+        status=201,
+    )
+
+
+def add_routes(app: web.Application, deps: ApiDeps) -> None:
+    """Without SMTP (``deps.alerter`` None) the routes still answer, saying alert mail is off."""
+    if deps.alerter is not None:
+        app[ALERTER] = deps.alerter
+    app.router.add_get("/api/v1/alerts/outbox", get_outbox)
+    app.router.add_post("/api/v1/alerts/outbox/{mail_id}/retry", post_retry)
+    app.router.add_post("/api/v1/alerts/outbox/{mail_id}/discard", post_discard)
+    app.router.add_post("/api/v1/alerts/test", post_test)
