@@ -33,7 +33,7 @@ from edge.events import (
     StorageRecovered,
 )
 from edge.store import Database, JobStore
-from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal
+from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal, compact
 
 log = structlog.get_logger()
 
@@ -48,6 +48,8 @@ _PRINTER_TYPES = {
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
 _CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
 _WAITING_STATES = ("queued", "failed", "printing", "held")
+_PENDING_MAX = 1000  # occurrences held in memory while the database refuses writes (compacted per group beyond it)
+_STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
 
 
 def waiting_per_printer(counts: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -105,6 +107,7 @@ class Alerter:
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # ---- sources -------------------------------------------------------------------------------------------
 
@@ -129,6 +132,11 @@ class Alerter:
                 item=item,
             )
         )
+        if len(self._pending) > _PENDING_MAX:  # the database refuses writes and the occurrences keep coming
+            self._pending = compact(self._pending)
+            if len(self._pending) > _PENDING_MAX:
+                log.error("alert_occurrences_dropped", count=len(self._pending) - _PENDING_MAX)
+                self._pending = self._pending[-_PENDING_MAX:]
         self._new_signals.set()
 
     def on_event(self, event: Event) -> None:
@@ -255,7 +263,8 @@ class Alerter:
             try:
                 outcomes = await self._store.apply(batch)
             except StoreError:
-                self._pending[:0] = batch  # the database may be back at the next tick; nothing is forgotten meanwhile
+                # The database may be back at the next try; nothing is forgotten meanwhile, and memory stays bounded.
+                self._pending = compact(batch + self._pending)
                 await self._mail_storage_directly(batch)
                 raise
             for signal, new_episode in outcomes:
@@ -419,24 +428,32 @@ class Alerter:
     async def _loop(
         self, name: str, work: Callable[[], Any], wake: asyncio.Event | None, interval: Callable[[], float]
     ) -> None:
-        while True:
+        store_failures = 0
+        while not self._stopping:  # not only cancel(): a library's wait_for (Python 3.11) may swallow it
             if wake is not None:
                 wake.clear()
             try:
                 await work()
+                store_failures = 0
             except (StoreError, OSError) as err:
-                log.error("alerts_failed", part=name, error=str(err))
+                # A write that cannot be made now (full or read-only disk) is not retried in a tight loop: the
+                # work waits, growing to _STORE_BACKOFF_MAX_S, and nothing wakes it sooner.
+                store_failures += 1
+                delay = min(_STORE_BACKOFF_MAX_S, _STORE_BACKOFF_S * 2 ** (store_failures - 1))
+                log.error("alerts_failed", part=name, error=str(err), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                continue
             except Exception:  # alerting must never take the agent down with it
                 log.exception("alerts_failed", part=name)
-            if wake is None:
-                await asyncio.sleep(interval())
-                continue
             try:
-                await asyncio.wait_for(wake.wait(), timeout=interval())
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that stop() sends.
+                async with asyncio.timeout(interval()):
+                    await (wake.wait() if wake is not None else asyncio.Event().wait())
             except TimeoutError:
                 pass
 
     async def stop(self) -> None:
+        self._stopping = True
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         for task in self._tasks:

@@ -28,6 +28,7 @@ class Signal:
     severity: str
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     item: dict[str, Any] | None = None  # a sibling in the group (a dead job), keyed by its "id"
+    count: int = 1  # occurrences it stands for (several, once compacted)
 
     @property
     def key(self) -> str:
@@ -124,6 +125,25 @@ class DigestMark:
     log_id: int
 
 
+def compact(signals: list[Signal]) -> list[Signal]:
+    """At most two per group, with the same outcome when applied: its firings as one (counted, from the first one's
+    time, the newest details and sibling), then its resolve if the group ended resolved."""
+    by_key: dict[str, list[Signal]] = {}
+    for signal in signals:
+        by_key.setdefault(signal.key, []).append(signal)
+    compacted = []
+    for group in by_key.values():
+        if firings := [s for s in group if s.firing]:
+            details: dict[str, Any] = {}
+            for s in firings:
+                details.update(s.details)
+            count = sum(s.count for s in firings)
+            compacted.append(dataclasses.replace(firings[-1], at=firings[0].at, details=details, count=count))
+        if not group[-1].firing:
+            compacted.append(group[-1])
+    return compacted
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Mail:
     recipients: list[str]
@@ -164,9 +184,20 @@ class AlertStore:
                         continue
                     details, new_item = _merge({}, s)
                     await conn.execute(
-                        "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at, fires_since_mail, fires_total,"
-                        " new_items, details) VALUES (?, ?, ?, ?, 'firing', ?, ?, 1, 1, ?, ?)",
-                        (s.key, s.type, s.subject, s.severity, s.at, s.at, int(new_item), json.dumps(details)),
+                        "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at,"
+                        " fires_since_mail, fires_total, new_items, details) VALUES (?, ?, ?, ?, 'firing', ?, ?, ?, ?, ?, ?)",
+                        (
+                            s.key,
+                            s.type,
+                            s.subject,
+                            s.severity,
+                            s.at,
+                            s.at,
+                            s.count,
+                            s.count,
+                            int(new_item),
+                            json.dumps(details),
+                        ),
                     )
                     outcomes.append((s, True))
                     continue
@@ -178,12 +209,15 @@ class AlertStore:
                     )
                     details, new_item = _merge({} if new_episode else g["details"], s)
                     await conn.execute(
-                        "UPDATE alert_groups SET state = 'firing', severity = ?, first_at = ?, changed_at = ?, fires_since_mail = fires_since_mail + 1,"
-                        " fires_total = fires_total + 1, new_items = new_items + ?, details = ? WHERE key = ?",
+                        "UPDATE alert_groups SET state = 'firing', severity = ?, first_at = ?, changed_at = ?,"
+                        " fires_since_mail = fires_since_mail + ?, fires_total = fires_total + ?,"
+                        " new_items = new_items + ?, details = ? WHERE key = ?",
                         (
                             s.severity,
                             s.at if new_episode else g["first_at"],
                             s.at if g["state"] != "firing" else g["changed_at"],
+                            s.count,
+                            s.count,
                             int(new_item),
                             json.dumps(details),
                             s.key,
