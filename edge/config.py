@@ -301,12 +301,15 @@ class AlertSettings:
     to: list[str] = dataclasses.field(default_factory=list)  # env EDGE_ALERT_TO, comma-separated
     critical_to: list[str] = dataclasses.field(default_factory=list)  # also get critical alerts
     group_wait_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))
-    critical_group_wait_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))
+    # Critical alerts reach the inbox within 10 s: a short wait lets a blip clear and siblings join.
+    critical_group_wait_s: float = dataclasses.field(default=5.0, metadata=_check(_at_least(0)))
+    # After a critical mail for a device, its next critical episodes within this long go into the digest.
+    critical_storm_s: float = dataclasses.field(default=3600.0, metadata=_check(_at_least(0)))
     group_interval_s: float = dataclasses.field(default=120.0, metadata=_check(_positive))
     repeat_interval_s: float = dataclasses.field(default=4 * 3600.0, metadata=_check(_positive))
     max_per_hour: int = dataclasses.field(default=20, metadata=_check(_at_least(1)))
     opening_hours: str = dataclasses.field(default="", metadata=_check(_hours))  # "HH:MM-HH:MM"; outside, warnings wait
-    quiet_hours: str = dataclasses.field(default="", metadata=_check(_hours))  # "HH:MM-HH:MM"; even critical mail waits
+    quiet_hours: str = dataclasses.field(default="", metadata=_check(_hours))  # "HH:MM-HH:MM"; warnings wait
     digest: bool = False  # warnings go into one daily mail at digest_at instead of their own
     digest_at: str = dataclasses.field(default="08:00", metadata=_check(_hours))  # "HH:MM", local time
     status_page_url: str = ""

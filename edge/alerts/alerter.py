@@ -15,7 +15,18 @@ import structlog
 from edge.alerts.mailer import Mailer
 from edge.alerts.outbox import Outbox, OutboxStatus
 from edge.alerts.render import AlertRenderer
-from edge.alerts.rules import CRITICAL, TYPES, WARNING, due_mail, held_by_hours, inhibited, parse_hours, silenced
+from edge.alerts.rules import (
+    CRITICAL,
+    TYPES,
+    WARNING,
+    due_mail,
+    held_by_hours,
+    in_opening_hours,
+    inhibited,
+    parse_hours,
+    silenced,
+    storm_guarded,
+)
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import AlertError, StoreError
@@ -214,7 +225,7 @@ class Alerter:
         waiting_on = waiting_per_printer(counts)
         for type_name in _CRITICAL_WITH_JOBS:
             for group in await self._store.firing(type_name):
-                if group["severity"] == WARNING and waiting_on.get(group["subject"]):
+                if group["severity"] == WARNING and waiting_on.get(group["subject"]) and self._open(now):
                     self._signal(type_name, group["subject"], True)  # tickets now wait for an idle printer that is down
         if (
             self._central_down_since is not None
@@ -242,11 +253,15 @@ class Alerter:
 
     # ---- throttle ------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _with_waiting(signal: Signal, waiting: int) -> Signal:
-        # A printer switched off after closing, with nothing to print, is no emergency: a warning, which waits for opening hours.
-        severity = WARNING if signal.type in _CRITICAL_WITH_JOBS and not waiting else signal.severity
-        return dataclasses.replace(signal, severity=severity, details={**signal.details, "jobs_waiting": waiting})
+    def _with_waiting(self, signal: Signal, waiting: int) -> Signal:
+        # A printer off with nothing to print, or outside opening hours, is no emergency: a warning, which waits for
+        # opening hours (and turns critical then if tickets still wait for it).
+        if signal.type in _CRITICAL_WITH_JOBS and not (waiting and self._open(signal.at)):
+            signal = dataclasses.replace(signal, severity=WARNING)
+        return dataclasses.replace(signal, details={**signal.details, "jobs_waiting": waiting})
+
+    def _open(self, at: float) -> bool:
+        return in_opening_hours(dt.datetime.fromtimestamp(at, self._tz), self._cfg)
 
     async def step(self) -> None:
         """Fold new occurrences into their groups, then send what the rules say is due."""
@@ -313,11 +328,12 @@ class Alerter:
             if due.kind == "drop":
                 await self._drop(group, now, "cleared")
                 continue
+            critical = group["severity"] == CRITICAL
             reason = (
                 ("silenced" if silenced(key, matchers) else None)
                 or ("inhibited" if due.kind != "resolved" and inhibited(group, firing_keys) else None)
                 or held_by_hours(group["severity"], local, cfg)
-                or ("cap" if mailed_last_hour >= cfg.max_per_hour else None)
+                or ("cap" if not critical and mailed_last_hour >= cfg.max_per_hour else None)
             )
             if reason and group["state"] == "resolved" and group["notified"] == "resolved":
                 await self._drop(group, now, reason)  # it is over and nobody was told: telling later is only noise
@@ -328,7 +344,12 @@ class Alerter:
                     self._bus.publish(AlertSuppressed(alert_type=group["type"], key=key, reason=reason))
                     log.info("alert_held", key=key, reason=reason, occurrences=group["fires_since_mail"])
                 continue
-            if cfg.digest and group["severity"] == WARNING:
+            if (
+                (cfg.digest and not critical)
+                # storm guard: a device's next critical episode soon after its last critical mail
+                or (due.kind == "firing" and group["notified"] == "resolved" and storm_guarded(group, now, cfg))
+                or (due.kind == "resolved" and group["mailed"] != "firing")  # its firing news went to the digest too
+            ):
                 await self._store.told(group, kind=due.kind, now=now, mail=None, count=group["fires_since_mail"])
                 continue
             mail = self._renderer.alert(
@@ -338,8 +359,7 @@ class Alerter:
             log.info("alert_queued", key=key, kind=due.kind, extra=due.extra)
             mailed_last_hour += 1
             queued += 1
-        if cfg.digest:
-            queued += await self._digest(now, local)
+        queued += await self._digest(now, local)  # warnings with digest on, and what the storm guard held back
         if queued:
             self._new_mail.set()
 

@@ -258,9 +258,15 @@ class AlertStore:
         """
         mail_id = None
         async with self._db.transaction() as conn:
+            news = "resolved" if kind == "resolved" else "firing"
+            # mailed: what the last mail said (the digest aside); critical_mail_at: the storm guard's window start.
             await conn.execute(
-                "UPDATE alert_groups SET notified = ?, last_sent_at = ?, fires_since_mail = 0, new_items = 0, held_reason = NULL WHERE key = ?",
-                ("resolved" if kind == "resolved" else "firing", now, group["key"]),
+                "UPDATE alert_groups SET notified = ?1, notified_severity = severity, last_sent_at = ?2,"
+                " fires_since_mail = 0, new_items = 0, held_reason = NULL,"
+                " mailed = CASE WHEN ?3 THEN ?1 ELSE mailed END,"
+                " critical_mail_at = CASE WHEN ?3 AND ?1 = 'firing' AND severity = 'critical' THEN ?2"
+                " ELSE critical_mail_at END WHERE key = ?4",
+                (news, now, mail is not None, group["key"]),
             )
             if mail is not None:
                 audience = Audience.CRITICAL if group["severity"] == "critical" else Audience.TO
