@@ -61,6 +61,7 @@ _CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only 
 _WAITING_STATES = ("queued", "failed", "printing", "held")
 _PENDING_MAX = 1000  # occurrences held in memory while the database refuses writes (compacted per group beyond it)
 _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
+_CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
 
 
 def waiting_per_printer(counts: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -119,6 +120,7 @@ class Alerter:
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._clock_anchor: tuple[float, float] | None = None  # (wall, monotonic) when the stored times last matched
 
     # ---- sources -------------------------------------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class Alerter:
         subject: str,
         firing: bool,
         *,
-        at: float | None = None,
+        mono: float | None = None,
         item: dict[str, Any] | None = None,
         **details: Any,
     ) -> None:
@@ -137,7 +139,8 @@ class Alerter:
                 type=type_name,
                 subject=subject,
                 firing=firing,
-                at=self.clock.wall() if at is None else at,
+                at=self.clock.wall(),  # set again from mono when stored: the wall clock may step meanwhile
+                mono=self.clock.mono() if mono is None else mono,
                 severity=TYPES[type_name].severity,
                 details=details,
                 item=item,
@@ -189,7 +192,7 @@ class Alerter:
                     self._central_down_since, self._central_fired = None, False
                     self._signal("central_unreachable", "central", False)
                 elif self._central_down_since is None:
-                    self._central_down_since = self.clock.wall()
+                    self._central_down_since = self.clock.mono()
                     self._central_detail = detail
             case RecoveryFailed():
                 self._signal(
@@ -210,7 +213,9 @@ class Alerter:
             self._signal(type_name, subject, firing, **details)
 
     async def check(self) -> None:
-        """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs cleared."""
+        """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs
+        cleared."""
+        await self._follow_clock()
         now, cfg = self.clock.wall(), self._cfg
         counts = await self._jobs.counts()
         oldest = await self._jobs.oldest_waiting()
@@ -227,17 +232,14 @@ class Alerter:
             for group in await self._store.firing(type_name):
                 if group["severity"] == WARNING and waiting_on.get(group["subject"]) and self._open(now):
                     self._signal(type_name, group["subject"], True)  # tickets now wait for an idle printer that is down
-        if (
-            self._central_down_since is not None
-            and not self._central_fired
-            and now - self._central_down_since >= cfg.central_down_min * 60
-        ):
+        down_s = None if self._central_down_since is None else self.clock.mono() - self._central_down_since
+        if down_s is not None and not self._central_fired and down_s >= cfg.central_down_min * 60:
             self._central_fired = True
             self._signal(
                 "central_unreachable",
                 "central",
                 True,
-                at=self._central_down_since,
+                mono=self._central_down_since,
                 down_min=f"{cfg.central_down_min:g}",
                 detail=self._central_detail,
             )
@@ -263,10 +265,32 @@ class Alerter:
     def _open(self, at: float) -> bool:
         return in_opening_hours(dt.datetime.fromtimestamp(at, self._tz), self._cfg)
 
+    async def _follow_clock(self) -> None:
+        """Moves the stored alert times with a step of the wall clock (NTP, a box that booted in 1970), so every
+        duration measured against them (group wait and interval, repeat, cap, retry backoff, storm guard, silences)
+        stays what it was. A step shows as wall time moving differently from monotonic time."""
+        wall, mono = self.clock.wall(), self.clock.mono()
+        if self._clock_anchor is None:  # first look at the tables in this run
+            await self._store.clamp_future(wall)
+            self._clock_anchor = (wall, mono)
+            return
+        anchor = self._clock_anchor
+        stepped = (wall - anchor[0]) - (mono - anchor[1])
+        if abs(stepped) < _CLOCK_STEP_MIN_S:
+            return
+        self._clock_anchor = (wall, mono)  # set before awaiting: another loop must not move the times again
+        try:
+            await self._store.shift_times(stepped)
+        except StoreError:
+            self._clock_anchor = anchor  # moved at the next try
+            raise
+        log.warning("clock_stepped", seconds=round(stepped, 1), note="alert timers moved with it")
+
     async def step(self) -> None:
         """Fold new occurrences into their groups, then send what the rules say is due."""
+        await self._follow_clock()
         if self._pending:
-            batch, self._pending = self._pending, []
+            batch, self._pending = self._stamped(self._pending), []
             if any(s.type.startswith("printer_") and s.firing for s in batch):
                 waiting = waiting_per_printer(await self._jobs.counts())
                 batch = [
@@ -286,6 +310,11 @@ class Alerter:
                 if not new_episode:
                     self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))
         await self.flush()
+
+    def _stamped(self, signals: list[Signal]) -> list[Signal]:
+        """Each occurrence's wall time from its monotonic time, on the wall clock as it is now."""
+        wall, mono = self.clock.wall(), self.clock.mono()
+        return [dataclasses.replace(s, at=wall - (mono - s.mono)) for s in signals]
 
     async def _mail_storage_directly(self, batch: list[Signal]) -> None:
         """The outbox lives in the database that just failed: tell the manager once, bypassing it."""
@@ -387,6 +416,7 @@ class Alerter:
 
     async def deliver_due(self) -> int:
         """Send what the outbox holds; see Outbox."""
+        await self._follow_clock()
         return await self.outbox.deliver_due()
 
     async def outbox_status(self) -> OutboxStatus:
@@ -481,7 +511,7 @@ class Alerter:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pending:
             try:  # occurrences still in memory go into the throttle state; their mails wait in the outbox for the next start
-                await self._store.apply(self._pending)
+                await self._store.apply(self._stamped(self._pending))
             except StoreError as err:
                 log.error("alerts_lost_on_stop", occurrences=len(self._pending), error=str(err))
         log.info("alerts_stopped")

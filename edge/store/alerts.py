@@ -24,7 +24,8 @@ class Signal:
     type: str
     subject: str
     firing: bool
-    at: float
+    at: float  # wall time, for the record
+    mono: float = 0.0  # monotonic time, from which ``at`` is worked out again should the wall clock step
     severity: str
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     item: dict[str, Any] | None = None  # a sibling in the group (a dead job), keyed by its "id"
@@ -138,7 +139,10 @@ def compact(signals: list[Signal]) -> list[Signal]:
             for s in firings:
                 details.update(s.details)
             count = sum(s.count for s in firings)
-            compacted.append(dataclasses.replace(firings[-1], at=firings[0].at, details=details, count=count))
+            first = firings[0]
+            compacted.append(
+                dataclasses.replace(firings[-1], at=first.at, mono=first.mono, details=details, count=count)
+            )
         if not group[-1].firing:
             compacted.append(group[-1])
     return compacted
@@ -400,6 +404,46 @@ class AlertStore:
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                 (_DIGEST_META, json.dumps({"at": mark.at, "log_id": mark.log_id})),
             )
+
+    async def shift_times(self, seconds: float) -> None:
+        """The wall clock stepped by ``seconds``: every time these tables measure a duration from moves with it, so
+        the durations stay as they were (and times written before the step become the true ones)."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE alert_groups SET first_at = first_at + ?1, changed_at = changed_at + ?1,"
+                " last_sent_at = last_sent_at + ?1, critical_mail_at = critical_mail_at + ?1",
+                (seconds,),
+            )
+            await conn.execute(
+                "UPDATE alert_mails SET created_at = created_at + ?1, next_attempt_at = next_attempt_at + ?1,"
+                " sent_at = sent_at + ?1",
+                (seconds,),
+            )
+            await conn.execute(
+                "UPDATE alert_silences SET starts_at = starts_at + ?1, ends_at = ends_at + ?1", (seconds,)
+            )
+            await conn.execute("UPDATE alert_log SET at = at + ?1", (seconds,))
+
+    async def clamp_future(self, now: float) -> None:
+        """Times after ``now`` were written by a clock that was ahead (or before a restart with a clock behind):
+        they become now, so no duration waits for a time that is hours away. A silence keeps its length."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE alert_groups SET first_at = MIN(first_at, ?1), changed_at = MIN(changed_at, ?1),"
+                " last_sent_at = MIN(last_sent_at, ?1), critical_mail_at = MIN(critical_mail_at, ?1)"
+                " WHERE MAX(first_at, changed_at, COALESCE(last_sent_at, 0), COALESCE(critical_mail_at, 0)) > ?1",
+                (now,),
+            )
+            await conn.execute(
+                "UPDATE alert_mails SET created_at = MIN(created_at, ?1), next_attempt_at = MIN(next_attempt_at, ?1),"
+                " sent_at = MIN(sent_at, ?1) WHERE MAX(created_at, next_attempt_at) > ?1",
+                (now,),
+            )
+            await conn.execute(
+                "UPDATE alert_silences SET ends_at = ends_at - (starts_at - ?1), starts_at = ?1 WHERE starts_at > ?1",
+                (now,),
+            )
+            await conn.execute("UPDATE alert_log SET at = ?1 WHERE at > ?1", (now,))
 
     async def add_silence(self, matcher: str, *, starts_at: float, ends_at: float, comment: str = "") -> int:
         async with self._db.transaction() as conn:
