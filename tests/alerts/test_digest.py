@@ -98,3 +98,33 @@ async def test_digest_not_skipped_in_march(
     alerter = make_alerter(settings)
     [sent_at] = await walk(alerter, clock, sink, dt.datetime(2026, 3, 29, 5, 0, tzinfo=dt.UTC).timestamp())
     assert dt.datetime.fromtimestamp(sent_at, BERLIN).hour == 3  # 02:30 standard time is 03:30 summer time
+
+
+async def test_digest_once_when_the_clock_steps_across_digest_at(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The digest follows the wall clock: a step forward across digest_at sends it once (not zero or twice), a step
+    back across it afterwards does not send it again, and what was collected meanwhile goes in the next one."""
+    settings = alert_settings(digest=True, digest_at="08:00")
+    clock.now = dt.datetime(2026, 6, 1, 7, 0, tzinfo=dt.datetime.now().astimezone().tzinfo).timestamp()
+    alerter = make_alerter(settings)
+    alerter.on_event(cover("front", True))
+    clock.advance(60)
+    await run(alerter)
+    clock.step(8 * 3600)  # 07:01 -> 15:01
+    await run(alerter)
+    clock.advance(60)
+    await run(alerter)
+    assert len(digests(sink)) == 1
+    alerter.on_event(cover("bar", True))
+    clock.advance(60)
+    await run(alerter)
+    clock.step(-8 * 3600)  # back to 07:03, before digest_at again
+    for _ in range(3):
+        clock.advance(1800)  # through 08:00 once more
+        await run(alerter)
+    assert len(digests(sink)) == 1
+    clock.advance(24 * 3600)
+    await run(alerter)
+    assert len(digests(sink)) == 2
+    assert "Drucker bar: Deckel offen" in sink.messages[-1].get_body(("plain",)).get_content()
