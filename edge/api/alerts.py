@@ -38,20 +38,14 @@ async def get_outbox(request: web.Request) -> web.Response:
     )
 
 
-async def post_retry(request: web.Request) -> web.Response:
+async def post_act(request: web.Request) -> web.Response:
+    """POST /api/v1/alerts/outbox/{mail_id}/retry or /discard — a person's decision about one mail."""
     alerter = _alerter(request)
     if alerter is None:
         return error_response(409, "not_configured", _OFF)
-    mail = await alerter.retry_mail(path_id(request, "mail_id", "alert mail"))
-    return web.json_response(mail.public())
-
-
-async def post_discard(request: web.Request) -> web.Response:
-    alerter = _alerter(request)
-    if alerter is None:
-        return error_response(409, "not_configured", _OFF)
-    mail = await alerter.discard_mail(path_id(request, "mail_id", "alert mail"))
-    return web.json_response(mail.public())
+    mail_id = path_id(request, "mail_id", "alert mail")
+    act = alerter.retry_mail if request.path.endswith("/retry") else alerter.discard_mail
+    return web.json_response((await act(mail_id)).public())
 
 
 async def post_test(request: web.Request) -> web.Response:
@@ -72,6 +66,6 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
     if deps.alerter is not None:
         app[ALERTER] = deps.alerter
     app.router.add_get("/api/v1/alerts/outbox", get_outbox)
-    app.router.add_post("/api/v1/alerts/outbox/{mail_id}/retry", post_retry)
-    app.router.add_post("/api/v1/alerts/outbox/{mail_id}/discard", post_discard)
+    app.router.add_post("/api/v1/alerts/outbox/{mail_id}/retry", post_act)
+    app.router.add_post("/api/v1/alerts/outbox/{mail_id}/discard", post_act)
     app.router.add_post("/api/v1/alerts/test", post_test)

@@ -103,32 +103,26 @@ async def test_timeout_explained(cert: tuple[Path, Path]) -> None:
         server.close()
 
 
-async def test_ca_file_adds_to_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """smtp.ca_file is trusted in addition to the system's CAs: a relay with a publicly trusted certificate still
-    verifies when a company CA file is configured (the docs say "plus")."""
-    public_ca, company_ca = make_ca(tmp_path, "public"), make_ca(tmp_path, "company")
-    server_cert = issue_server_cert(tmp_path, public_ca, "relay")
-    monkeypatch.setenv("SSL_CERT_FILE", str(public_ca[0]))  # OpenSSL's system CA bundle, here the "public" CA
+async def delivered_over_tls(server_cert: tuple[Path, Path], ca_file: Path) -> int:
+    """Mails sent to a STARTTLS relay showing ``server_cert``, with smtp.ca_file = ``ca_file``."""
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(*server_cert)
     server = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD, tls_context=tls)
     await server.start()
     try:
-        await Mailer(smtp(server, (company_ca[0], company_ca[1]))).send(MAIL)
-        assert len(await server.wait_for(1)) == 1
-        # The company CA still works on its own for a relay it signed.
-        company_server = issue_server_cert(tmp_path, company_ca, "company-relay")
-        tls2 = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls2.load_cert_chain(*company_server)
-        server2 = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD, tls_context=tls2)
-        await server2.start()
-        try:
-            await Mailer(smtp(server2, (company_ca[0], company_ca[1]))).send(MAIL)
-            assert len(await server2.wait_for(1)) == 1
-        finally:
-            await server2.stop()
+        await Mailer(smtp(server, (ca_file, ca_file))).send(MAIL)
+        return len(await server.wait_for(1))
     finally:
         await server.stop()
+
+
+async def test_ca_file_adds_to_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """smtp.ca_file is trusted in addition to the system's CAs: a relay with a publicly trusted certificate still
+    verifies when a company CA file is configured (the docs say "plus"), and the company's own relay does too."""
+    public_ca, company_ca = make_ca(tmp_path, "public"), make_ca(tmp_path, "company")
+    monkeypatch.setenv("SSL_CERT_FILE", str(public_ca[0]))  # OpenSSL's system CA bundle, here the "public" CA
+    assert await delivered_over_tls(issue_server_cert(tmp_path, public_ca, "relay"), company_ca[0]) == 1
+    assert await delivered_over_tls(issue_server_cert(tmp_path, company_ca, "company-relay"), company_ca[0]) == 1
 
 
 async def test_mailer_never_logs_in_unencrypted_to_another_host(sink: SmtpSink) -> None:
