@@ -182,7 +182,7 @@ class AlertStore:
         outcomes = []
         async with self._db.transaction() as conn:
             for s in signals:
-                rows = await conn.execute_fetchall("SELECT * FROM alert_groups WHERE key = ?", (s.key,))
+                rows = list(await conn.execute_fetchall("SELECT * FROM alert_groups WHERE key = ?", (s.key,)))
                 if not rows:
                     if not s.firing:
                         continue
@@ -358,7 +358,7 @@ class AlertStore:
         self, mail_id: int, allowed: tuple[MailState, ...], verb: str, sql: str, params: tuple[Any, ...]
     ) -> OutboxMail:
         async with self._db.transaction() as conn:
-            rows = await conn.execute_fetchall("SELECT state FROM alert_mails WHERE id = ?", (mail_id,))
+            rows = list(await conn.execute_fetchall("SELECT state FROM alert_mails WHERE id = ?", (mail_id,)))
             if not rows:
                 raise NotFoundError(f"alert mail {mail_id} does not exist")
             if rows[0][0] not in allowed:
