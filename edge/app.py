@@ -174,7 +174,7 @@ class Agent:
         self._housekeeping = Housekeeping(self.db, s.retention)
         self._housekeeping.start()
         if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
-            self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp))
+            self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock)
             self.alerter.start()
         orders, jobs = OrderStore(self.db), JobStore(self.db)
         if interrupted := await jobs.requeue_interrupted():
@@ -221,6 +221,7 @@ class Agent:
             renderer=self.renderer,
             sync=self.sync,
             clock=self.clock,
+            alerter=self.alerter,
         )
         self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
         self._runner = self._server.runner

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import importlib.util
+import ipaddress
 import os
 import pwd
 import re
@@ -292,7 +293,27 @@ class SmtpSettings:
     password: Secret = Secret("")
     sender: str = ""  # From address (env EDGE_SMTP_FROM); default: username
     timeout_s: float = dataclasses.field(default=15.0, metadata=_check(_positive))
+    # The relay's final reply after the message body: RFC 5321 4.5.3.2.6 allows it 10 minutes; giving up sooner
+    # resends a mail the relay has most likely taken.
+    data_timeout_s: float = dataclasses.field(default=600.0, metadata=_check(_positive))
     ca_file: Path | None = None  # extra CA bundle to trust (a company relay); certificates are always verified
+    # A login over security = none to a host that is not this box sends the password in clear: only with this opt-in.
+    allow_plain_login: bool = False
+
+    @property
+    def sends_password_in_clear(self) -> bool:
+        """A user name with security = none to a host other than this box: the password would cross the network."""
+        return self.security == "none" and bool(self.username) and not is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """This box by name or address (localhost, 127.0.0.0/8, ::1); any other name may resolve to anywhere."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 _ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*")
@@ -332,12 +353,15 @@ class AlertSettings:
     # also get critical alerts
     critical_to: list[str] = dataclasses.field(default_factory=list, metadata=_check(_recipients))
     group_wait_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))
-    critical_group_wait_s: float = dataclasses.field(default=30.0, metadata=_check(_at_least(0)))
+    # Critical alerts reach the inbox within 10 s: a short wait lets a blip clear and siblings join.
+    critical_group_wait_s: float = dataclasses.field(default=5.0, metadata=_check(_at_least(0)))
+    # After a critical mail for a device, its next critical episodes within this long go into the digest.
+    critical_storm_s: float = dataclasses.field(default=3600.0, metadata=_check(_at_least(0)))
     group_interval_s: float = dataclasses.field(default=120.0, metadata=_check(_positive))
     repeat_interval_s: float = dataclasses.field(default=4 * 3600.0, metadata=_check(_positive))
     max_per_hour: int = dataclasses.field(default=20, metadata=_check(_at_least(1)))
     opening_hours: str = dataclasses.field(default="", metadata=_check(_hours))  # "HH:MM-HH:MM"; outside, warnings wait
-    quiet_hours: str = dataclasses.field(default="", metadata=_check(_hours))  # "HH:MM-HH:MM"; even critical mail waits
+    quiet_hours: str = dataclasses.field(default="", metadata=_check(_hours))  # "HH:MM-HH:MM"; warnings wait
     digest: bool = False  # warnings go into one daily mail at digest_at instead of their own
     digest_at: str = dataclasses.field(default="08:00", metadata=_check(_hours))  # "HH:MM", local time
     status_page_url: str = ""
@@ -765,6 +789,12 @@ def parse_settings(
     smtp: SmtpSettings = sections["smtp"]
     if smtp.host and not sections["alerts"].to:
         raise ConfigError("alerts.to", "is required when smtp.host is set (set it in the config file or EDGE_ALERT_TO)")
+    if smtp.host and smtp.sends_password_in_clear and not smtp.allow_plain_login:
+        raise ConfigError(
+            "smtp.security",
+            f"is none with a login to {smtp.host}: the password would cross the network unencrypted; use starttls or"
+            " tls, or set smtp.allow_plain_login = true for a relay on a network you trust",
+        )
     if smtp.host and not (smtp.sender or smtp.username):
         raise ConfigError(
             "smtp.sender", "is required when smtp.host is set and smtp.username is empty (EDGE_SMTP_FROM)"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import shutil
-import time
 from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,12 +13,24 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from edge.alerts.mailer import Mailer
+from edge.alerts.outbox import Outbox, OutboxStatus
 from edge.alerts.render import AlertRenderer
-from edge.alerts.rules import CRITICAL, TYPES, WARNING, due_mail, held_by_hours, inhibited, parse_hours, silenced
+from edge.alerts.rules import (
+    CRITICAL,
+    TYPES,
+    WARNING,
+    due_mail,
+    held_by_hours,
+    in_opening_hours,
+    inhibited,
+    parse_hours,
+    silenced,
+    storm_guarded,
+)
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import AlertError, StoreError
 from edge.events import (
-    AlertSent,
     AlertSuppressed,
     CentralLinkChanged,
     Event,
@@ -33,9 +43,8 @@ from edge.events import (
     StorageProblem,
     StorageRecovered,
 )
-from edge.printing.spooler import retry_delay
 from edge.store import Database, JobStore
-from edge.store.alerts import AlertStore, Mail, Signal
+from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal, compact
 
 log = structlog.get_logger()
 
@@ -50,7 +59,9 @@ _PRINTER_TYPES = {
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
 _CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
 _WAITING_STATES = ("queued", "failed", "printing", "held")
-_DIGEST_META = "alerts_last_digest"
+_PENDING_MAX = 1000  # occurrences held in memory while the database refuses writes (compacted per group beyond it)
+_STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
+_CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
 
 
 def waiting_per_printer(counts: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -83,7 +94,7 @@ class Alerter:
         db: Database,
         bus: EventBus,
         mailer: Mailer,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         tick_s: float = 1.0,
     ) -> None:
         self._settings = settings
@@ -93,6 +104,7 @@ class Alerter:
         self._bus = bus
         self._mailer = mailer
         self._renderer = make_renderer(settings)
+        self.outbox = Outbox(settings=settings, store=self._store, mailer=mailer, bus=bus, clock=clock)
         self._tz = ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None
         self.clock = clock
         self._tick_s = tick_s
@@ -107,6 +119,8 @@ class Alerter:
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._clock_anchor: tuple[float, float] | None = None  # (wall, monotonic) when the stored times last matched
 
     # ---- sources -------------------------------------------------------------------------------------------
 
@@ -116,7 +130,7 @@ class Alerter:
         subject: str,
         firing: bool,
         *,
-        at: float | None = None,
+        mono: float | None = None,
         item: dict[str, Any] | None = None,
         **details: Any,
     ) -> None:
@@ -125,12 +139,18 @@ class Alerter:
                 type=type_name,
                 subject=subject,
                 firing=firing,
-                at=self.clock() if at is None else at,
+                at=self.clock.wall(),  # set again from mono when stored: the wall clock may step meanwhile
+                mono=self.clock.mono() if mono is None else mono,
                 severity=TYPES[type_name].severity,
                 details=details,
                 item=item,
             )
         )
+        if len(self._pending) > _PENDING_MAX:  # the database refuses writes and the occurrences keep coming
+            self._pending = compact(self._pending)
+            if len(self._pending) > _PENDING_MAX:
+                log.error("alert_occurrences_dropped", count=len(self._pending) - _PENDING_MAX)
+                self._pending = self._pending[-_PENDING_MAX:]
         self._new_signals.set()
 
     def on_event(self, event: Event) -> None:
@@ -172,7 +192,7 @@ class Alerter:
                     self._central_down_since, self._central_fired = None, False
                     self._signal("central_unreachable", "central", False)
                 elif self._central_down_since is None:
-                    self._central_down_since = self.clock()
+                    self._central_down_since = self.clock.mono()
                     self._central_detail = detail
             case RecoveryFailed():
                 self._signal(
@@ -193,8 +213,10 @@ class Alerter:
             self._signal(type_name, subject, firing, **details)
 
     async def check(self) -> None:
-        """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs cleared."""
-        now, cfg = self.clock(), self._cfg
+        """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs
+        cleared."""
+        await self._follow_clock()
+        now, cfg = self.clock.wall(), self._cfg
         counts = await self._jobs.counts()
         oldest = await self._jobs.oldest_waiting()
         waiting = sum(n for (_, state), n in counts.items() if state in _WAITING_STATES)
@@ -208,19 +230,16 @@ class Alerter:
         waiting_on = waiting_per_printer(counts)
         for type_name in _CRITICAL_WITH_JOBS:
             for group in await self._store.firing(type_name):
-                if group["severity"] == WARNING and waiting_on.get(group["subject"]):
+                if group["severity"] == WARNING and waiting_on.get(group["subject"]) and self._open(now):
                     self._signal(type_name, group["subject"], True)  # tickets now wait for an idle printer that is down
-        if (
-            self._central_down_since is not None
-            and not self._central_fired
-            and now - self._central_down_since >= cfg.central_down_min * 60
-        ):
+        down_s = None if self._central_down_since is None else self.clock.mono() - self._central_down_since
+        if down_s is not None and not self._central_fired and down_s >= cfg.central_down_min * 60:
             self._central_fired = True
             self._signal(
                 "central_unreachable",
                 "central",
                 True,
-                at=self._central_down_since,
+                mono=self._central_down_since,
                 down_min=f"{cfg.central_down_min:g}",
                 detail=self._central_detail,
             )
@@ -236,16 +255,42 @@ class Alerter:
 
     # ---- throttle ------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _with_waiting(signal: Signal, waiting: int) -> Signal:
-        # A printer switched off after closing, with nothing to print, is no emergency: a warning, which waits for opening hours.
-        severity = WARNING if signal.type in _CRITICAL_WITH_JOBS and not waiting else signal.severity
-        return dataclasses.replace(signal, severity=severity, details={**signal.details, "jobs_waiting": waiting})
+    def _with_waiting(self, signal: Signal, waiting: int) -> Signal:
+        # A printer off with nothing to print, or outside opening hours, is no emergency: a warning, which waits for
+        # opening hours (and turns critical then if tickets still wait for it).
+        if signal.type in _CRITICAL_WITH_JOBS and not (waiting and self._open(signal.at)):
+            signal = dataclasses.replace(signal, severity=WARNING)
+        return dataclasses.replace(signal, details={**signal.details, "jobs_waiting": waiting})
+
+    def _open(self, at: float) -> bool:
+        return in_opening_hours(dt.datetime.fromtimestamp(at, self._tz), self._cfg)
+
+    async def _follow_clock(self) -> None:
+        """Moves the stored alert times with a step of the wall clock (NTP, a box that booted in 1970), so every
+        duration measured against them (group wait and interval, repeat, cap, retry backoff, storm guard, silences)
+        stays what it was. A step shows as wall time moving differently from monotonic time."""
+        wall, mono = self.clock.wall(), self.clock.mono()
+        if self._clock_anchor is None:  # first look at the tables in this run
+            await self._store.clamp_future(wall)
+            self._clock_anchor = (wall, mono)
+            return
+        anchor = self._clock_anchor
+        stepped = (wall - anchor[0]) - (mono - anchor[1])
+        if abs(stepped) < _CLOCK_STEP_MIN_S:
+            return
+        self._clock_anchor = (wall, mono)  # set before awaiting: another loop must not move the times again
+        try:
+            await self._store.shift_times(stepped)
+        except StoreError:
+            self._clock_anchor = anchor  # moved at the next try
+            raise
+        log.warning("clock_stepped", seconds=round(stepped, 1), note="alert timers moved with it")
 
     async def step(self) -> None:
         """Fold new occurrences into their groups, then send what the rules say is due."""
+        await self._follow_clock()
         if self._pending:
-            batch, self._pending = self._pending, []
+            batch, self._pending = self._stamped(self._pending), []
             if any(s.type.startswith("printer_") and s.firing for s in batch):
                 waiting = waiting_per_printer(await self._jobs.counts())
                 batch = [
@@ -257,13 +302,19 @@ class Alerter:
             try:
                 outcomes = await self._store.apply(batch)
             except StoreError:
-                self._pending[:0] = batch  # the database may be back at the next tick; nothing is forgotten meanwhile
+                # The database may be back at the next try; nothing is forgotten meanwhile, and memory stays bounded.
+                self._pending = compact(batch + self._pending)
                 await self._mail_storage_directly(batch)
                 raise
             for signal, new_episode in outcomes:
                 if not new_episode:
                     self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))
         await self.flush()
+
+    def _stamped(self, signals: list[Signal]) -> list[Signal]:
+        """Each occurrence's wall time from its monotonic time, on the wall clock as it is now."""
+        wall, mono = self.clock.wall(), self.clock.mono()
+        return [dataclasses.replace(s, at=wall - (mono - s.mono)) for s in signals]
 
     async def _mail_storage_directly(self, batch: list[Signal]) -> None:
         """The outbox lives in the database that just failed: tell the manager once, bypassing it."""
@@ -291,7 +342,7 @@ class Alerter:
         return list(dict.fromkeys([*self._cfg.to, *extra]))
 
     async def flush(self) -> None:
-        now, cfg = self.clock(), self._cfg
+        now, cfg = self.clock.wall(), self._cfg
         groups = await self._store.open_groups()
         firing_keys = {g["key"] for g in groups if g["state"] == "firing"}
         matchers = [r["matcher"] for r in await self._store.active_silences(now)]
@@ -306,11 +357,12 @@ class Alerter:
             if due.kind == "drop":
                 await self._drop(group, now, "cleared")
                 continue
+            critical = group["severity"] == CRITICAL
             reason = (
                 ("silenced" if silenced(key, matchers) else None)
                 or ("inhibited" if due.kind != "resolved" and inhibited(group, firing_keys) else None)
                 or held_by_hours(group["severity"], local, cfg)
-                or ("cap" if mailed_last_hour >= cfg.max_per_hour else None)
+                or ("cap" if not critical and mailed_last_hour >= cfg.max_per_hour else None)
             )
             if reason and group["state"] == "resolved" and group["notified"] == "resolved":
                 await self._drop(group, now, reason)  # it is over and nobody was told: telling later is only noise
@@ -321,7 +373,12 @@ class Alerter:
                     self._bus.publish(AlertSuppressed(alert_type=group["type"], key=key, reason=reason))
                     log.info("alert_held", key=key, reason=reason, occurrences=group["fires_since_mail"])
                 continue
-            if cfg.digest and group["severity"] == WARNING:
+            if (
+                (cfg.digest and not critical)
+                # storm guard: a device's next critical episode soon after its last critical mail
+                or (due.kind == "firing" and group["notified"] == "resolved" and storm_guarded(group, now, cfg))
+                or (due.kind == "resolved" and group["mailed"] != "firing")  # its firing news went to the digest too
+            ):
                 await self._store.told(group, kind=due.kind, now=now, mail=None, count=group["fires_since_mail"])
                 continue
             mail = self._renderer.alert(
@@ -331,8 +388,7 @@ class Alerter:
             log.info("alert_queued", key=key, kind=due.kind, extra=due.extra)
             mailed_last_hour += 1
             queued += 1
-        if cfg.digest:
-            queued += await self._digest(now, local)
+        queued += await self._digest(now, local)  # warnings with digest on, and what the storm guard held back
         if queued:
             self._new_mail.set()
 
@@ -344,57 +400,41 @@ class Alerter:
     async def _digest(self, now: float, local: dt.datetime) -> int:
         at = parse_hours(self._cfg.digest_at)
         assert at is not None  # the config check guarantees HH:MM
-        last = float(await self._store.meta(_DIGEST_META) or 0)
-        today_at = local.replace(hour=at[0].hour, minute=at[0].minute, second=0, microsecond=0).timestamp()
-        if now < today_at or last >= today_at:
+        last = await self._store.last_digest()
+        # fold=0: on the October night 02:00-02:59 comes twice and the digest goes at the first; in March a time
+        # that never comes maps past the gap (02:30 -> 03:30), so none is skipped.
+        today_at = local.replace(hour=at[0].hour, minute=at[0].minute, second=0, microsecond=0, fold=0).timestamp()
+        if now < today_at or (last is not None and last.at >= today_at):
             return 0
-        entries = [dict(r) for r in await self._store.digest_entries(last)]
-        await self._store.set_meta(_DIGEST_META, repr(now))
-        if not entries:
-            return 0
-        await self._store.add_mail("digest", self._renderer.digest(entries, recipients=self._cfg.to), now)
-        return 1
+        entries = [dict(r) for r in await self._store.digest_entries(last.log_id if last else 0)]
+        mark = DigestMark(at=now, log_id=entries[-1]["id"] if entries else (last.log_id if last else 0))
+        mail = self._renderer.digest(entries, recipients=self._cfg.to) if entries else None
+        await self._store.digested(mark, mail)
+        return int(mail is not None)
 
     # ---- delivery ------------------------------------------------------------------------------------------
 
     async def deliver_due(self) -> int:
-        """Send what the outbox holds; a failure waits with backoff and is tried again, the mail is never dropped."""
-        sent = 0
-        for row in await self._store.due_mails(self.clock()):
-            mail = Mail(
-                recipients=json.loads(row["recipients"]),
-                subject=row["subject"],
-                text=row["text_body"],
-                html=row["html_body"],
-            )
-            try:
-                await self._mailer.send(
-                    mail,
-                    message_id=f"<alert-{row['id']}.{int(row['created_at'])}@{self._settings.agent.store_id}.edge-agent>",
-                )
-            except AlertError as err:
-                delay = retry_delay(row["attempts"] + 1, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
-                await self._store.mark_failed(row["id"], str(err), self.clock() + delay)
-                log.warning(
-                    "alert_mail_failed",
-                    mail_id=row["id"],
-                    error=str(err),
-                    retry_in_s=round(delay, 1),
-                    attempts=row["attempts"] + 1,
-                )
-                break  # the server is down for all of them; keep the order
-            await self._store.mark_sent(row["id"], self.clock())
-            sent += 1
-            key = row["group_key"] or row["kind"]
-            self._bus.publish(
-                AlertSent(
-                    alert_type=key.split(":", 1)[0],
-                    key=key,
-                    resolved=row["kind"] == "resolved",
-                    recipients=len(mail.recipients),
-                )
-            )
-        return sent
+        """Send what the outbox holds; see Outbox."""
+        await self._follow_clock()
+        return await self.outbox.deliver_due()
+
+    async def outbox_status(self) -> OutboxStatus:
+        """Mails waiting, mails dead-lettered (for a person to retry or discard), and anything held in memory."""
+        return await self.outbox.status(waiting_signals=len(self._pending))
+
+    async def retry_mail(self, mail_id: int) -> OutboxMail:
+        mail = await self.outbox.retry(mail_id)
+        self._new_mail.set()
+        return mail
+
+    async def discard_mail(self, mail_id: int) -> OutboxMail:
+        return await self.outbox.discard(mail_id)
+
+    async def send_test(self) -> OutboxMail:
+        """A test mail through the same outbox as every alert, to everyone who gets alerts; returns how it went."""
+        mail = self._renderer.test(recipients=self.outbox.recipients(Audience.CRITICAL))
+        return await self.outbox.send_now("test", mail, Audience.CRITICAL)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
 
@@ -428,30 +468,42 @@ class Alerter:
 
     def _until_next_mail(self) -> float:
         """Until the next retry is due; new mail wakes the loop at once, so an empty outbox is only looked at now and then."""
-        longest = self._tick_s * 30
-        return longest if self._next_mail_at is None else max(0.0, min(longest, self._next_mail_at - self.clock()))
+        wait = self._tick_s * 30
+        if self._next_mail_at is not None:
+            wait = min(wait, self._next_mail_at - self.clock.wall())
+        if (server_wait := self.outbox.server_wait()) is not None:
+            wait = max(wait, server_wait)  # the relay cannot be used: nothing is due before it is tried again
+        return max(0.0, wait)
 
     async def _loop(
         self, name: str, work: Callable[[], Any], wake: asyncio.Event | None, interval: Callable[[], float]
     ) -> None:
-        while True:
+        store_failures = 0
+        while not self._stopping:  # not only cancel(): a library's wait_for (Python 3.11) may swallow it
             if wake is not None:
                 wake.clear()
             try:
                 await work()
+                store_failures = 0
             except (StoreError, OSError) as err:
-                log.error("alerts_failed", part=name, error=str(err))
+                # A write that cannot be made now (full or read-only disk) is not retried in a tight loop: the
+                # work waits, growing to _STORE_BACKOFF_MAX_S, and nothing wakes it sooner.
+                store_failures += 1
+                delay = min(_STORE_BACKOFF_MAX_S, _STORE_BACKOFF_S * 2 ** (store_failures - 1))
+                log.error("alerts_failed", part=name, error=str(err), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                continue
             except Exception:  # alerting must never take the agent down with it
                 log.exception("alerts_failed", part=name)
-            if wake is None:
-                await asyncio.sleep(interval())
-                continue
             try:
-                await asyncio.wait_for(wake.wait(), timeout=interval())
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that stop() sends.
+                async with asyncio.timeout(interval()):
+                    await (wake.wait() if wake is not None else asyncio.Event().wait())
             except TimeoutError:
                 pass
 
     async def stop(self) -> None:
+        self._stopping = True
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         for task in self._tasks:
@@ -459,7 +511,7 @@ class Alerter:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pending:
             try:  # occurrences still in memory go into the throttle state; their mails wait in the outbox for the next start
-                await self._store.apply(self._pending)
+                await self._store.apply(self._stamped(self._pending))
             except StoreError as err:
                 log.error("alerts_lost_on_stop", occurrences=len(self._pending), error=str(err))
         log.info("alerts_stopped")

@@ -1,4 +1,4 @@
-"""`edge alerts test|list|silence` and `edge setup-notifications`: the manager's and technician's handles on alerting."""
+"""`edge alerts test|outbox|list|silence`, `edge setup-notifications`: the handles on alerting."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import asyncio
 import datetime as dt
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edge.alerts.alerter import make_renderer
+from edge.alerts.alerter import Alerter
 from edge.alerts.mailer import Mailer
 from edge.alerts.rules import TYPES
 from edge.alerts.setup import add_arguments, run_command
 from edge.config import Settings, load_settings, resolve_config_path
-from edge.errors import EdgeError
+from edge.errors import EdgeError, NotFoundError, WrongStateError
+from edge.events import EventBus
 from edge.log import configure_logging
+from edge.ops.lock import AgentRunningError, DataDirLock
 from edge.store import Database
 from edge.store.alerts import AlertStore
 
@@ -48,13 +51,113 @@ async def _with_store(settings: Settings, work: Any) -> Any:
         await db.close()
 
 
-def cmd_test(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+async def _through_agent_or_here(
+    settings: Settings, method: str, path: str, here: Callable[[Alerter], Awaitable[dict[str, Any]]]
+) -> tuple[int, dict[str, Any]]:
+    """The running agent's outbox through its API; with no agent running, the same outbox right here, holding the
+    data directory's lock so an agent starting meanwhile cannot deliver the same mail at the same time."""
     if not settings.smtp.host:
         raise EdgeError("smtp.host is not set, so alerts are off: run `edge setup-notifications` first")
-    mail = make_renderer(settings).test(recipients=settings.alerts.to)
-    asyncio.run(Mailer(settings.smtp).send(mail))
-    print(f"test mail sent to {', '.join(settings.alerts.to)} via {settings.smtp.host}:{settings.smtp.port}")
+    try:
+        lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge alerts")
+    except AgentRunningError:
+        from edge.cli import _api_call  # the same client every agent command uses
+
+        return await _api_call(settings, method, path)
+    try:
+        db = await Database.open(settings.agent.db_path)
+        try:
+            alerter = Alerter(settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp))
+            try:
+                return 200, await here(alerter)
+            except (NotFoundError, WrongStateError) as err:
+                return (404 if isinstance(err, NotFoundError) else 409), {"reason": str(err)}
+        finally:
+            await db.close()
+    finally:
+        lock.release()
+
+
+def _mail_line(mail: dict[str, Any]) -> str:
+    line = f"#{mail['id']} {_when(mail['created_at'])}  {mail['kind']:<9} {mail['state']:<9} {mail['subject']}"
+    if mail["delivered"]:
+        line += f"\n      delivered to {', '.join(mail['delivered'])}"
+    for recipient, reason in mail["refused"].items():
+        line += f"\n      refused for {recipient}: {reason}"
+    if mail["last_error"] and not mail["refused"]:
+        line += f"\n      {mail['attempts']} attempts, last: {mail['last_error']}"
+    return line
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """A test mail through the same outbox as every alert; says how it went and what else waits there."""
+    settings = _settings(args)
+
+    async def here(alerter: Alerter) -> dict[str, Any]:
+        mail = await alerter.send_test()
+        status = await alerter.outbox_status()
+        return {"mail": mail.public(), "pending": status.pending, "dead": len(status.dead)}
+
+    status, body = asyncio.run(_through_agent_or_here(settings, "POST", "/api/v1/alerts/test", here))
+    if status >= 400:
+        raise EdgeError(f"alerts test: the agent answered {status}: {body.get('reason', body)}")
+    mail = body["mail"]
+    via = f"{settings.smtp.host}:{settings.smtp.port}"
+    if mail["state"] == "sent":
+        print(f"test mail #{mail['id']} sent to {', '.join(mail['delivered'])} via {via}")
+    else:
+        print(f"test mail #{mail['id']} NOT sent to everyone via {via}:\n  {_mail_line(mail)}")
+        if mail["state"] == "pending":
+            print("  it stays in the outbox and is tried again like every alert")
+    print(f"outbox: {body['pending']} waiting, {body['dead']} dead-lettered (see `edge alerts outbox`)")
+    return 0 if mail["state"] == "sent" else 1
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """The outbox: what waits and what was refused for good; --retry ID or --discard ID acts on one mail."""
+    settings = _settings(args)
+    if args.retry is not None and args.discard is not None:
+        raise EdgeError("alerts outbox: give --retry or --discard, not both")
+    mail_id = args.retry if args.retry is not None else args.discard
+    if mail_id is not None:
+        action = "retry" if args.retry is not None else "discard"
+
+        async def act(alerter: Alerter) -> dict[str, Any]:
+            mail = await (alerter.retry_mail(mail_id) if action == "retry" else alerter.discard_mail(mail_id))
+            return mail.public()
+
+        path = f"/api/v1/alerts/outbox/{mail_id}/{action}"
+        status, body = asyncio.run(_through_agent_or_here(settings, "POST", path, act))
+        if status >= 400:
+            raise EdgeError(f"alerts outbox: {body.get('reason', body)}")
+        print(("retrying " if action == "retry" else "discarded ") + _mail_line(body))
+        return 0
+
+    async def show(alerter: Alerter) -> dict[str, Any]:
+        status = await alerter.outbox_status()
+        return {
+            "pending": status.pending,
+            "dead": [m.public() for m in status.dead],
+            "unrecorded": status.unrecorded,
+            "waiting_signals": status.waiting_signals,
+            "server_error": status.server_error,
+        }
+
+    status, body = asyncio.run(_through_agent_or_here(settings, "GET", "/api/v1/alerts/outbox", show))
+    if status >= 400:
+        raise EdgeError(f"alerts outbox: the agent answered {status}: {body.get('reason', body)}")
+    print(f"waiting: {body['pending']}")
+    if body["server_error"]:
+        print(f"mail server: {body['server_error']}")
+    if body["unrecorded"] or body["waiting_signals"]:
+        held = f"{body['unrecorded']} sent, {body['waiting_signals']} alerts"
+        print(f"held in memory until the database takes writes: {held}")
+    print(
+        f"dead-lettered: {len(body['dead'])}"
+        + (" (edge alerts outbox --retry ID | --discard ID)" if body["dead"] else "")
+    )
+    for mail in body["dead"]:
+        print("  " + _mail_line(mail))
     return 0
 
 
@@ -70,12 +173,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     print("mails:")
     for m in mails:
-        status = (
-            f"sent {_when(m['sent_at'])}"
-            if m["sent_at"]
-            else f"waiting ({m['attempts']} attempts{': ' + m['last_error'] if m['last_error'] else ''})"
-        )
-        print(f"  #{m['id']} {_when(m['created_at'])}  {m['kind']:<9} {status}  {m['subject']}")
+        print("  " + _mail_line(m.public()))
     print("active silences:")
     for s in silences:
         print(f"  {s['matcher']} until {_when(s['ends_at'])}{'  ' + s['comment'] if s['comment'] else ''}")
@@ -102,7 +200,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Registers `alerts …` and `setup-notifications` on the `edge` parser."""
     alerts = sub.add_parser("alerts", help="manager e-mail alerts: test mail, recent alerts, silences")
     alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
-    alerts_sub.add_parser("test", parents=[common], help="send a test mail to alerts.to").set_defaults(func=cmd_test)
+    alerts_sub.add_parser(
+        "test", parents=[common], help="send a test mail through the outbox to every alert recipient"
+    ).set_defaults(func=cmd_test)
+    outbox = alerts_sub.add_parser(
+        "outbox", parents=[common], help="mails waiting and mails refused for good; retry or discard one"
+    )
+    outbox.add_argument("--retry", type=int, metavar="ID", help="send a waiting or dead-lettered mail again now")
+    outbox.add_argument("--discard", type=int, metavar="ID", help="never send this waiting or dead-lettered mail")
+    outbox.set_defaults(func=cmd_outbox)
     listing = alerts_sub.add_parser(
         "list", parents=[common], help="recent alerts, sent and suppressed, and mails waiting"
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import ssl
 from email.message import EmailMessage
 
 import aiosmtplib
 import structlog
+from aiosmtplib.email import flatten_message
 
 from edge.config import SmtpSettings
 from edge.errors import AlertError
@@ -17,8 +19,14 @@ log = structlog.get_logger()
 
 
 def tls_context(smtp: SmtpSettings) -> ssl.SSLContext:
-    """Always verifying: the system's CAs, plus ca_file for a company relay with its own CA."""
-    return ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
+    """Always verifying: the system's CAs, plus ca_file for a company relay with its own CA.
+
+    ``create_default_context(cafile=...)`` would load only that file and drop the system CAs, so the file is added.
+    """
+    context = ssl.create_default_context()
+    if smtp.ca_file:
+        context.load_verify_locations(cafile=str(smtp.ca_file))
+    return context
 
 
 def build_message(mail: Mail, *, sender: str, message_id: str | None = None) -> EmailMessage:
@@ -62,6 +70,27 @@ def explain(err: BaseException, smtp: SmtpSettings) -> str:
     return f"{where}: {err}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """What the relay answered for one mail, per recipient (RFC 5321 4.2.1: 2xx done, 4xx try later, 5xx never)."""
+
+    accepted: tuple[str, ...] = ()
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # 5xx at RCPT: this address will never work
+    deferred: dict[str, str] = dataclasses.field(default_factory=dict)  # 4xx at RCPT: try this address again later
+
+
+class MailRefusedError(AlertError):
+    """The relay refused this mail (its sender at MAIL FROM, or its content after DATA); others may still pass."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def _reply(err: aiosmtplib.SMTPResponseException) -> str:
+    return f"{err.code} {err.message}".strip()
+
+
 class Mailer:
     def __init__(self, smtp: SmtpSettings) -> None:
         self._smtp = smtp
@@ -79,22 +108,93 @@ class Mailer:
             tls_context=tls_context(s) if s.security != "none" else None,
         )
 
-    async def _session(self, msg: EmailMessage | None) -> None:
+    async def _session(self, msg: EmailMessage | None, recipients: list[str]) -> Delivery:
         s = self._smtp
+        if s.sends_password_in_clear and not s.allow_plain_login:
+            # Checked here too, not only in the config: the setup wizard and tests build settings directly.
+            raise AlertError(
+                f"refusing to log in to {s.host}:{s.port} with security 'none': the password would cross the network"
+                " unencrypted (use starttls or tls, or set smtp.allow_plain_login for a relay on a trusted network)"
+            )
         client = self._client()
         try:
             async with client:
                 if s.username:
                     await client.login(s.username, s.password.get())
-                if msg is not None:
-                    await client.send_message(msg)
+                return Delivery() if msg is None else await self._transaction(client, msg, recipients)
+        except MailRefusedError:
+            raise
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as err:
             raise AlertError(explain(err, s)) from err
 
+    async def _transaction(self, client: aiosmtplib.SMTP, msg: EmailMessage, recipients: list[str]) -> Delivery:
+        """MAIL, one RCPT per recipient, DATA: each recipient's answer is kept, not only whether all failed."""
+        where = f"{self._smtp.host}:{self._smtp.port}"
+        try:
+            await client.mail(email.utils.parseaddr(self.sender)[1])
+        except aiosmtplib.SMTPResponseException as err:
+            if err.code == 421:  # the service is closing: a server problem, not this mail's
+                raise
+            raise MailRefusedError(
+                f"{where} refused the sender {self.sender!r} ({_reply(err)}): the From address must belong to the"
+                " account",
+                permanent=err.code >= 500,
+            ) from err
+        accepted: list[str] = []
+        refused: dict[str, str] = {}
+        deferred: dict[str, str] = {}
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient)
+                accepted.append(recipient)
+            except aiosmtplib.SMTPRecipientRefused as err:
+                if err.code == 421:
+                    raise
+                (refused if err.code >= 500 else deferred)[recipient] = _reply(err)
+        if not accepted:
+            try:
+                await client.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                pass  # the envelope is void anyway; the connection closes next
+            return Delivery((), refused, deferred)
+        try:
+            # The reply after the body gets its own timeout: RFC 5321 4.5.3.2.6 lets the relay take 10 minutes, and
+            # giving up sooner only means sending again what it has most likely accepted.
+            await client.data(flatten_message(msg), timeout=self._smtp.data_timeout_s)
+        except aiosmtplib.SMTPTimeoutError as err:
+            raise AlertError(
+                f"{where} took the message but gave no final answer within {self._smtp.data_timeout_s:g}s"
+                " (smtp.data_timeout_s); it may have been delivered"
+            ) from err
+        except aiosmtplib.SMTPDataError as err:
+            if err.code == 421:
+                raise
+            raise MailRefusedError(f"{where} refused the message ({_reply(err)})", permanent=err.code >= 500) from err
+        return Delivery(tuple(accepted), refused, deferred)
+
     async def check(self) -> None:
         """Connect, secure the line and log in, without sending anything."""
-        await self._session(None)
+        await self._session(None, [])
 
-    async def send(self, mail: Mail, *, message_id: str | None = None) -> None:
-        await self._session(build_message(mail, sender=self.sender, message_id=message_id))
-        log.info("alert_mail_sent", subject=mail.subject, recipients=len(mail.recipients))
+    async def deliver(self, mail: Mail, *, message_id: str | None = None) -> Delivery:
+        """One attempt; refused recipients come back in the result. Raises AlertError when the relay could not be
+        used at all (unreachable, TLS, login), MailRefusedError when it refused this mail as a whole."""
+        message = build_message(mail, sender=self.sender, message_id=message_id)
+        delivery = await self._session(message, mail.recipients)
+        log.info(
+            "alert_mail_delivered",
+            subject=mail.subject,
+            accepted=len(delivery.accepted),
+            refused=len(delivery.refused),
+            deferred=len(delivery.deferred),
+        )
+        return delivery
+
+    async def send(self, mail: Mail, *, message_id: str | None = None) -> Delivery:
+        """Like deliver, but a mail no recipient accepted is an AlertError (for callers without an outbox)."""
+        delivery = await self.deliver(mail, message_id=message_id)
+        if not delivery.accepted:
+            where = f"{self._smtp.host}:{self._smtp.port}"
+            reasons = {**delivery.deferred, **delivery.refused}
+            raise AlertError(f"{where} refused the recipients: " + "; ".join(f"{r} ({e})" for r, e in reasons.items()))
+        return delivery

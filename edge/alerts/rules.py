@@ -88,7 +88,9 @@ class Due:
 
 
 def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
-    """Alertmanager's timers for one group: group_wait before the first mail, group_interval for news, repeat_interval."""
+    """Alertmanager's timers for one group: group_wait before the first mail, group_interval for news, repeat_interval;
+    a rise to critical is news at once, and a critical group whose news went to the digest (storm guard) is mailed
+    again when its storm window ends if it still fires."""
     state, notified, fires = group["state"], group["notified"], group["fires_since_mail"]
     if notified == "resolved":
         if fires == 0:
@@ -101,11 +103,21 @@ def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
         return Due("firing", fires - 1)
     if state == "resolved":
         return Due("resolved", fires) if now >= group["last_sent_at"] + cfg.group_interval_s else None
+    if group["severity"] == CRITICAL and group["notified_severity"] != CRITICAL:
+        return Due("firing", max(0, fires - 1))  # escalated: the manager was told a warning
+    if group["severity"] == CRITICAL and group["mailed"] != "firing" and not storm_guarded(group, now, cfg):
+        return Due("firing", fires)  # its last mail said resolved, its news since went to the digest
     if group["new_items"] and now >= group["last_sent_at"] + cfg.group_interval_s:
         return Due("firing", max(0, fires - group["new_items"]))
     if now >= group["last_sent_at"] + cfg.repeat_interval_s:
         return Due("reminder", fires)
     return None
+
+
+def storm_guarded(group: dict, now: float, cfg: AlertSettings) -> bool:
+    """Within critical_storm_s of its last critical mail, a device's next critical episodes go into the digest."""
+    at = group["critical_mail_at"]
+    return group["severity"] == CRITICAL and at is not None and now < at + cfg.critical_storm_s
 
 
 def silenced(key: str, matchers: Iterable[str]) -> str | None:
@@ -131,11 +143,18 @@ def inhibited(group: dict, firing_keys: set[str]) -> str | None:
 
 
 def held_by_hours(severity: str, local: dt.datetime, cfg: AlertSettings) -> str | None:
-    """quiet_hours hold every mail; outside opening_hours only warnings wait."""
+    """Quiet hours and the time outside opening_hours hold warnings; critical alerts are never held by the clock."""
+    if severity == CRITICAL:
+        return None
     quiet = parse_hours(cfg.quiet_hours)
     if quiet and in_window(quiet, local) and quiet[0] != quiet[1]:
         return "quiet_hours"
-    opening = parse_hours(cfg.opening_hours)
-    if severity != CRITICAL and opening and not in_window(opening, local):
+    if not in_opening_hours(local, cfg):
         return "outside_hours"
     return None
+
+
+def in_opening_hours(local: dt.datetime, cfg: AlertSettings) -> bool:
+    """No opening_hours set: always open."""
+    opening = parse_hours(cfg.opening_hours)
+    return opening is None or in_window(opening, local)

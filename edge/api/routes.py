@@ -14,7 +14,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge import __version__
-from edge.api import printing, recovery, scans, status_page
+from edge.alerts import Alerter
+from edge.api import alerts, printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
 from edge.api.errors import BODY_TIMEOUT_S, error_middleware, error_response, path_id, query_limit, read_json
 from edge.api.hosts import HostAllowList
@@ -51,6 +52,7 @@ class ApiDeps:
     scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
     sync: SyncService | None = None  # None when no central API is configured
     clock: Clock = SYSTEM_CLOCK
+    alerter: Alerter | None = None  # None when no SMTP server is configured
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -260,4 +262,5 @@ def make_api(deps: ApiDeps) -> web.Application:
     scans.add_routes(app, deps)
     printing.add_routes(app, deps)
     recovery.add_routes(app, deps)
+    alerts.add_routes(app, deps)
     return app

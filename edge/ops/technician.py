@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import shutil
 import sqlite3
 import time
@@ -13,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import AlertError, EdgeError
 from edge.printing.status import BLOCKING_STATES, PrinterState
@@ -27,7 +27,6 @@ _RESET = "\033[0m"
 _PRINTER_LEVEL = {"online": "ok", "paper_near_end": "warn", "unknown": "warn"}
 # A clock behind the newest order by more than this has jumped back (dead RTC battery, no NTP yet).
 CLOCK_BEHIND_MAX_S = 300
-_HEALTH_FAILURES_BEFORE_ALERT = 2  # one missed minute is a restart, two is a problem
 
 
 def _paint(level: str, text: str, colour: bool) -> str:
@@ -213,34 +212,11 @@ def render_checks(checks: list[Check], *, colour: bool) -> str:
     return "\n".join(f"{_paint(c.level, f'{c.level.upper():<4}', colour)}  {c.name:<20} {c.detail}" for c in checks)
 
 
-def _agent_mail(settings: Settings, *, healthy: bool, reason: str, since: float) -> Any:
-    from edge.store.alerts import Mail
-
-    store = f"{settings.agent.store_name or settings.agent.store_id} ({settings.agent.store_id})"
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
-    if settings.agent.language == "de":
-        subject = f"[{store}] {'BEHOBEN: Edge-Agent läuft wieder' if healthy else 'STÖRUNG: Edge-Agent läuft nicht'}"
-        text = f"Der Edge-Agent der Filiale {store} " + (
-            "ist wieder bereit."
-            if healthy
-            else f"ist seit {when} nicht bereit: {reason}\nBestellungen werden nicht angenommen oder gedruckt. Bitte den Techniker informieren (edge doctor)."
-        )
-    else:
-        subject = f"[{store}] {'RESOLVED: edge agent is back' if healthy else 'ALERT: edge agent is not running'}"
-        text = f"The edge agent of store {store} " + (
-            "is ready again."
-            if healthy
-            else f"has not been ready since {when}: {reason}\nOrders are not taken or printed. Please call the technician (edge doctor)."
-        )
-    recipients = list(dict.fromkeys([*settings.alerts.to, *settings.alerts.critical_to]))
-    html = "<p>" + text.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br>") + "</p>"
-    return Mail(recipients=recipients, subject=subject, text=text, html=html)
-
-
-async def health(settings: Settings, api_call: ApiCall, *, alert: bool) -> tuple[bool, str]:
-    """Asks /ready from outside the agent. With ``alert``, mails the manager when it turns bad (twice in a row) and when it recovers.
-
-    The state between runs lives in data_dir/health-state.json, so a timer that runs every minute mails transitions only.
+async def health(
+    settings: Settings, api_call: ApiCall, *, alert: bool, clock: Clock = SYSTEM_CLOCK
+) -> tuple[bool, str]:
+    """Asks /ready from outside the agent. With ``alert``, mails the manager when it turns bad (twice in a row) and
+    when it recovers, by the alert rules (edge.alerts.agent_down); its state lives in a file between the timer's runs.
     """
     try:
         status, body = await api_call(settings, "GET", "/ready")
@@ -252,39 +228,8 @@ async def health(settings: Settings, api_call: ApiCall, *, alert: bool) -> tuple
         )
     except EdgeError as err:
         healthy, reason = False, str(err)
-    if not alert:
-        return healthy, reason
-    state_file = settings.agent.data_dir / "health-state.json"
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        state = {"failures": 0, "alerted": False, "since": None}
-    now = time.time()
-    if healthy:
-        if state["alerted"]:
-            await _send_health_mail(settings, healthy=True, reason=reason, since=now)
-        state = {"failures": 0, "alerted": False, "since": None}
-    else:
-        state["failures"] += 1
-        state["since"] = state["since"] or now
-        log.error("agent_unhealthy", reason=reason, failures=state["failures"])
-        if state["failures"] >= _HEALTH_FAILURES_BEFORE_ALERT and not state["alerted"]:
-            state["alerted"] = await _send_health_mail(settings, healthy=False, reason=reason, since=state["since"])
-    state_file.write_text(json.dumps(state))
+    if alert:
+        from edge.alerts.agent_down import AgentDownAlert
+
+        await AgentDownAlert(settings, clock=clock).observe(healthy, reason)
     return healthy, reason
-
-
-async def _send_health_mail(settings: Settings, *, healthy: bool, reason: str, since: float) -> bool:
-    from edge.alerts import Mailer
-
-    mail = _agent_mail(settings, healthy=healthy, reason=reason, since=since)
-    if not settings.smtp.host or not mail.recipients:
-        log.warning("health_alert_not_mailed", reason="smtp.host or alerts.to not configured", healthy=healthy)
-        return False
-    try:
-        await Mailer(settings.smtp).send(mail)
-    except AlertError as err:
-        log.error("health_alert_mail_failed", error=str(err))
-        return False
-    log.info("health_alert_mailed", healthy=healthy, recipients=len(mail.recipients))
-    return True

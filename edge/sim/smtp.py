@@ -7,6 +7,7 @@ import email
 import email.policy
 import ssl
 import warnings
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -14,7 +15,14 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 
 class SmtpSink:
-    """Listens on 127.0.0.1; optional LOGIN/PLAIN auth, STARTTLS (tls_context) or implicit TLS (implicit_tls)."""
+    """Listens on 127.0.0.1; optional LOGIN/PLAIN auth, STARTTLS (tls_context) or implicit TLS (implicit_tls).
+
+    Like a real relay (RFC 5321) it can refuse single recipients at RCPT (``rcpt_replies``: 550 for good, 450 for
+    now, §4.2.5), refuse a message after its body (``data_reply``), and take its time before the final reply after
+    the body (``data_delay_s``; §4.5.3.2.6 gives a client 10 minutes for it). A message whose client gave up
+    waiting is still delivered, as a relay that has taken it does (§6.1): that is how a too short timeout duplicates
+    mail.
+    """
 
     def __init__(
         self,
@@ -33,13 +41,32 @@ class SmtpSink:
         self.envelopes: list[Envelope] = []
         self.received_at: list[float] = []  # loop.time() of each message, for latency measurements
         self.failed_logins = 0
+        self.rcpt_replies: dict[str, str] = {}  # recipient -> the reply to its RCPT TO, e.g. "550 5.1.1 user unknown"
+        self.data_reply: Callable[[EmailMessage], str | None] | None = None  # a refusal instead of "250 OK"
+        self.data_delay_s = 0.0
+        self.connections = 0
+        self.refused_messages = 0  # bodies answered with data_reply
         self._server: asyncio.Server | None = None
         self._arrived = asyncio.Event()
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if reply := self.rcpt_replies.get(address):
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
+        if self.data_delay_s:
+            await asyncio.sleep(self.data_delay_s)
+        if self.data_reply is not None and (reply := self.data_reply(message)):  # type: ignore[arg-type]
+            self.refused_messages += 1
+            return reply
         self.received_at.append(asyncio.get_running_loop().time())
         self.envelopes.append(envelope)
-        self.messages.append(email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default))  # type: ignore[arg-type]
+        self.messages.append(message)  # type: ignore[arg-type]
         self._arrived.set()
         return "250 OK"
 
@@ -51,6 +78,7 @@ class SmtpSink:
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
     def _protocol(self) -> SMTP:
+        self.connections += 1
         auth = self.username is not None
         with warnings.catch_warnings():
             # aiosmtpd cannot see implicit TLS from its transport and warns about AUTH without STARTTLS; the line is encrypted.

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import email.utils
+import enum
 import json
 from typing import Any
 
 import aiosqlite
 
+from edge.errors import NotFoundError, WrongStateError
 from edge.store.db import Database
 
 _MAX_ITEMS = 20  # a group mail lists at most this many siblings (the newest)
+_DIGEST_META = "alerts_last_digest"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -20,14 +24,128 @@ class Signal:
     type: str
     subject: str
     firing: bool
-    at: float
+    at: float  # wall time, for the record
+    mono: float = 0.0  # monotonic time, from which ``at`` is worked out again should the wall clock step
     severity: str
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     item: dict[str, Any] | None = None  # a sibling in the group (a dead job), keyed by its "id"
+    count: int = 1  # occurrences it stands for (several, once compacted)
 
     @property
     def key(self) -> str:
         return f"{self.type}:{self.subject}"
+
+
+class MailState(enum.StrEnum):
+    PENDING = "pending"  # waiting for its (next) attempt
+    SENT = "sent"  # every recipient configured now has it
+    DEAD = "dead"  # refused for good (5xx) for a recipient or as a whole: a person retries or discards it
+    DISCARDED = "discarded"  # a person decided it need not go
+
+
+class Audience(enum.StrEnum):
+    """Which configured list a mail goes to, read at each attempt: a corrected address reaches unsent mails."""
+
+    TO = "to"  # alerts.to
+    CRITICAL = "critical"  # alerts.to and alerts.critical_to
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutboxMail:
+    """One mail in the outbox."""
+
+    id: int
+    kind: str  # firing | resolved | reminder | digest | test
+    group_key: str | None
+    subject: str
+    text: str
+    html: str
+    state: MailState
+    audience: Audience
+    message_id: str  # the same on every attempt, so a mail sent twice is recognisable as one
+    created_at: float
+    attempts: int
+    last_error: str | None
+    delivered: tuple[str, ...]  # recipients that accepted it
+    refused: dict[str, str]  # recipient -> the relay's refusal for good
+    sent_at: float | None
+
+    def public(self) -> dict[str, Any]:
+        """For the API and the CLI: everything but the bodies."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "group_key": self.group_key,
+            "subject": self.subject,
+            "state": self.state.value,
+            "created_at": self.created_at,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "delivered": list(self.delivered),
+            "refused": self.refused,
+            "sent_at": self.sent_at,
+        }
+
+
+def _outbox_mail(row: aiosqlite.Row) -> OutboxMail:
+    return OutboxMail(
+        id=row["id"],
+        kind=row["kind"],
+        group_key=row["group_key"],
+        subject=row["subject"],
+        text=row["text_body"],
+        html=row["html_body"],
+        state=MailState(row["state"]),
+        audience=Audience(row["audience"]),
+        message_id=row["message_id"],
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        delivered=tuple(json.loads(row["delivered"])),
+        refused=json.loads(row["refused"]),
+        sent_at=row["sent_at"],
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """What one attempt left behind, as the outbox records it."""
+
+    state: MailState
+    delivered: tuple[str, ...]  # all recipients that have it so far
+    refused: dict[str, str]
+    error: str | None
+    next_attempt_at: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DigestMark:
+    """The last digest: when it went (wall time, to know today's is done) and the last log line it covered."""
+
+    at: float
+    log_id: int
+
+
+def compact(signals: list[Signal]) -> list[Signal]:
+    """At most two per group, with the same outcome when applied: its firings as one (counted, from the first one's
+    time, the newest details and sibling), then its resolve if the group ended resolved."""
+    by_key: dict[str, list[Signal]] = {}
+    for signal in signals:
+        by_key.setdefault(signal.key, []).append(signal)
+    compacted = []
+    for group in by_key.values():
+        if firings := [s for s in group if s.firing]:
+            details: dict[str, Any] = {}
+            for s in firings:
+                details.update(s.details)
+            count = sum(s.count for s in firings)
+            first = firings[0]
+            compacted.append(
+                dataclasses.replace(firings[-1], at=first.at, mono=first.mono, details=details, count=count)
+            )
+        if not group[-1].firing:
+            compacted.append(group[-1])
+    return compacted
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,15 +182,26 @@ class AlertStore:
         outcomes = []
         async with self._db.transaction() as conn:
             for s in signals:
-                rows = await conn.execute_fetchall("SELECT * FROM alert_groups WHERE key = ?", (s.key,))
+                rows = list(await conn.execute_fetchall("SELECT * FROM alert_groups WHERE key = ?", (s.key,)))
                 if not rows:
                     if not s.firing:
                         continue
                     details, new_item = _merge({}, s)
                     await conn.execute(
-                        "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at, fires_since_mail, fires_total,"
-                        " new_items, details) VALUES (?, ?, ?, ?, 'firing', ?, ?, 1, 1, ?, ?)",
-                        (s.key, s.type, s.subject, s.severity, s.at, s.at, int(new_item), json.dumps(details)),
+                        "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at,"
+                        " fires_since_mail, fires_total, new_items, details) VALUES (?, ?, ?, ?, 'firing', ?, ?, ?, ?, ?, ?)",
+                        (
+                            s.key,
+                            s.type,
+                            s.subject,
+                            s.severity,
+                            s.at,
+                            s.at,
+                            s.count,
+                            s.count,
+                            int(new_item),
+                            json.dumps(details),
+                        ),
                     )
                     outcomes.append((s, True))
                     continue
@@ -84,12 +213,15 @@ class AlertStore:
                     )
                     details, new_item = _merge({} if new_episode else g["details"], s)
                     await conn.execute(
-                        "UPDATE alert_groups SET state = 'firing', severity = ?, first_at = ?, changed_at = ?, fires_since_mail = fires_since_mail + 1,"
-                        " fires_total = fires_total + 1, new_items = new_items + ?, details = ? WHERE key = ?",
+                        "UPDATE alert_groups SET state = 'firing', severity = ?, first_at = ?, changed_at = ?,"
+                        " fires_since_mail = fires_since_mail + ?, fires_total = fires_total + ?,"
+                        " new_items = new_items + ?, details = ? WHERE key = ?",
                         (
                             s.severity,
                             s.at if new_episode else g["first_at"],
                             s.at if g["state"] != "firing" else g["changed_at"],
+                            s.count,
+                            s.count,
                             int(new_item),
                             json.dumps(details),
                             s.key,
@@ -130,12 +262,19 @@ class AlertStore:
         """
         mail_id = None
         async with self._db.transaction() as conn:
+            news = "resolved" if kind == "resolved" else "firing"
+            # mailed: what the last mail said (the digest aside); critical_mail_at: the storm guard's window start.
             await conn.execute(
-                "UPDATE alert_groups SET notified = ?, last_sent_at = ?, fires_since_mail = 0, new_items = 0, held_reason = NULL WHERE key = ?",
-                ("resolved" if kind == "resolved" else "firing", now, group["key"]),
+                "UPDATE alert_groups SET notified = ?1, notified_severity = severity, last_sent_at = ?2,"
+                " fires_since_mail = 0, new_items = 0, held_reason = NULL,"
+                " mailed = CASE WHEN ?3 THEN ?1 ELSE mailed END,"
+                " critical_mail_at = CASE WHEN ?3 AND ?1 = 'firing' AND severity = 'critical' THEN ?2"
+                " ELSE critical_mail_at END WHERE key = ?4",
+                (news, now, mail is not None, group["key"]),
             )
             if mail is not None:
-                mail_id = await _insert_mail(conn, group["key"], kind, mail, now)
+                audience = Audience.CRITICAL if group["severity"] == "critical" else Audience.TO
+                mail_id = await _insert_mail(conn, group["key"], kind, mail, now, audience)
             await conn.execute(
                 "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, ?, ?, ?)",
                 (now, group["key"], "mailed" if mail is not None else "digest", kind, count),
@@ -161,47 +300,150 @@ class AlertStore:
                 (now, key, reason, count),
             )
 
-    async def add_mail(self, kind: str, mail: Mail, now: float) -> int:
-        async with self._db.transaction() as conn:
-            return await _insert_mail(conn, None, kind, mail, now)
-
-    async def due_mails(self, now: float, limit: int = 20) -> list[aiosqlite.Row]:
-        return await self._db.fetchall(
-            "SELECT * FROM alert_mails WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit)
+    async def due_mails(self, now: float, limit: int = 20) -> list[OutboxMail]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM alert_mails WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            (now, limit),
         )
+        return [_outbox_mail(r) for r in rows]
 
     async def next_mail_at(self) -> float | None:
-        row = await self._db.fetchone("SELECT MIN(next_attempt_at) FROM alert_mails WHERE sent_at IS NULL")
+        row = await self._db.fetchone("SELECT MIN(next_attempt_at) FROM alert_mails WHERE state = 'pending'")
         return None if row is None or row[0] is None else float(row[0])
 
-    async def mark_sent(self, mail_id: int, now: float) -> None:
+    async def mail(self, mail_id: int) -> OutboxMail:
+        row = await self._db.fetchone("SELECT * FROM alert_mails WHERE id = ?", (mail_id,))
+        if row is None:
+            raise NotFoundError(f"alert mail {mail_id} does not exist")
+        return _outbox_mail(row)
+
+    async def record(self, mail_id: int, attempt: Attempt, now: float) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
-                "UPDATE alert_mails SET sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                (now, mail_id),
+                "UPDATE alert_mails SET attempts = attempts + 1, state = ?, delivered = ?, refused = ?, last_error = ?,"
+                " next_attempt_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                (
+                    attempt.state,
+                    json.dumps(attempt.delivered),
+                    json.dumps(attempt.refused),
+                    attempt.error[:500] if attempt.error else None,
+                    attempt.next_attempt_at,
+                    attempt.state,
+                    now,
+                    mail_id,
+                ),
             )
 
-    async def mark_failed(self, mail_id: int, error: str, next_attempt_at: float) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE alert_mails SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
-                (error[:500], next_attempt_at, mail_id),
-            )
-
-    async def digest_entries(self, since: float) -> list[aiosqlite.Row]:
-        return await self._db.fetchall(
-            "SELECT l.*, g.type, g.subject FROM alert_log l JOIN alert_groups g ON g.key = l.group_key"
-            " WHERE l.action = 'digest' AND l.at > ? ORDER BY l.id",
-            (since,),
+    async def retry(self, mail_id: int, now: float) -> OutboxMail:
+        """A person's "try again now": a dead or waiting mail is due at once, refused addresses are asked again."""
+        return await self._act(
+            mail_id,
+            (MailState.DEAD, MailState.PENDING),
+            "retried",
+            "UPDATE alert_mails SET state = 'pending', refused = '{}', next_attempt_at = ? WHERE id = ?",
+            (now, mail_id),
         )
 
-    async def meta(self, key: str) -> str | None:
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
-        return None if row is None else row[0]
+    async def discard(self, mail_id: int) -> OutboxMail:
+        """A person's "never mind": the mail is kept for the record but never sent."""
+        return await self._act(
+            mail_id,
+            (MailState.DEAD, MailState.PENDING),
+            "discarded",
+            "UPDATE alert_mails SET state = 'discarded' WHERE id = ?",
+            (mail_id,),
+        )
 
-    async def set_meta(self, key: str, value: str) -> None:
+    async def _act(
+        self, mail_id: int, allowed: tuple[MailState, ...], verb: str, sql: str, params: tuple[Any, ...]
+    ) -> OutboxMail:
         async with self._db.transaction() as conn:
-            await conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            rows = list(await conn.execute_fetchall("SELECT state FROM alert_mails WHERE id = ?", (mail_id,)))
+            if not rows:
+                raise NotFoundError(f"alert mail {mail_id} does not exist")
+            if rows[0][0] not in allowed:
+                raise WrongStateError(
+                    f"alert mail {mail_id} is {rows[0][0]}; only a dead or waiting mail can be {verb}"
+                )
+            await conn.execute(sql, params)
+        return await self.mail(mail_id)
+
+    async def add_mail(self, kind: str, mail: Mail, now: float, audience: Audience) -> int:
+        async with self._db.transaction() as conn:
+            return await _insert_mail(conn, None, kind, mail, now, audience)
+
+    async def outbox(self, limit: int = 50) -> tuple[int, list[OutboxMail]]:
+        """How many mails wait, and the dead-lettered ones (newest first)."""
+        row = await self._db.fetchone("SELECT COUNT(*) FROM alert_mails WHERE state = 'pending'")
+        dead = await self._db.fetchall(
+            "SELECT * FROM alert_mails WHERE state = 'dead' ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return (int(row[0]) if row else 0), [_outbox_mail(r) for r in dead]
+
+    async def digest_entries(self, after_log_id: int) -> list[aiosqlite.Row]:
+        """What went into the digest since the last one, by log id: a clock step cannot move a line out of it."""
+        return await self._db.fetchall(
+            "SELECT l.*, g.type, g.subject FROM alert_log l JOIN alert_groups g ON g.key = l.group_key"
+            " WHERE l.action = 'digest' AND l.id > ? ORDER BY l.id",
+            (after_log_id,),
+        )
+
+    async def last_digest(self) -> DigestMark | None:
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_DIGEST_META,))
+        if row is None:
+            return None
+        value = json.loads(row[0])
+        return DigestMark(at=float(value["at"]), log_id=int(value["log_id"]))
+
+    async def digested(self, mark: DigestMark, mail: Mail | None) -> None:
+        """The digest is done: its mail (if there was news) and the mark in one commit, so neither goes alone."""
+        async with self._db.transaction() as conn:
+            if mail is not None:
+                await _insert_mail(conn, None, "digest", mail, mark.at, Audience.TO)
+            await conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                (_DIGEST_META, json.dumps({"at": mark.at, "log_id": mark.log_id})),
+            )
+
+    async def shift_times(self, seconds: float) -> None:
+        """The wall clock stepped by ``seconds``: every time these tables measure a duration from moves with it, so
+        the durations stay as they were (and times written before the step become the true ones)."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE alert_groups SET first_at = first_at + ?1, changed_at = changed_at + ?1,"
+                " last_sent_at = last_sent_at + ?1, critical_mail_at = critical_mail_at + ?1",
+                (seconds,),
+            )
+            await conn.execute(
+                "UPDATE alert_mails SET created_at = created_at + ?1, next_attempt_at = next_attempt_at + ?1,"
+                " sent_at = sent_at + ?1",
+                (seconds,),
+            )
+            await conn.execute(
+                "UPDATE alert_silences SET starts_at = starts_at + ?1, ends_at = ends_at + ?1", (seconds,)
+            )
+            await conn.execute("UPDATE alert_log SET at = at + ?1", (seconds,))
+
+    async def clamp_future(self, now: float) -> None:
+        """Times after ``now`` were written by a clock that was ahead (or before a restart with a clock behind):
+        they become now, so no duration waits for a time that is hours away. A silence keeps its length."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE alert_groups SET first_at = MIN(first_at, ?1), changed_at = MIN(changed_at, ?1),"
+                " last_sent_at = MIN(last_sent_at, ?1), critical_mail_at = MIN(critical_mail_at, ?1)"
+                " WHERE MAX(first_at, changed_at, COALESCE(last_sent_at, 0), COALESCE(critical_mail_at, 0)) > ?1",
+                (now,),
+            )
+            await conn.execute(
+                "UPDATE alert_mails SET created_at = MIN(created_at, ?1), next_attempt_at = MIN(next_attempt_at, ?1),"
+                " sent_at = MIN(sent_at, ?1) WHERE MAX(created_at, next_attempt_at) > ?1",
+                (now,),
+            )
+            await conn.execute(
+                "UPDATE alert_silences SET ends_at = ends_at - (starts_at - ?1), starts_at = ?1 WHERE starts_at > ?1",
+                (now,),
+            )
+            await conn.execute("UPDATE alert_log SET at = ?1 WHERE at > ?1", (now,))
 
     async def add_silence(self, matcher: str, *, starts_at: float, ends_at: float, comment: str = "") -> int:
         async with self._db.transaction() as conn:
@@ -227,18 +469,30 @@ class AlertStore:
             (limit,),
         )
 
-    async def mails(self, limit: int = 50) -> list[aiosqlite.Row]:
-        return await self._db.fetchall(
-            "SELECT id, group_key, kind, subject, created_at, attempts, last_error, sent_at FROM alert_mails ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
+    async def mails(self, limit: int = 50) -> list[OutboxMail]:
+        rows = await self._db.fetchall("SELECT * FROM alert_mails ORDER BY id DESC LIMIT ?", (limit,))
+        return [_outbox_mail(r) for r in rows]
 
 
-async def _insert_mail(conn: aiosqlite.Connection, group_key: str | None, kind: str, mail: Mail, now: float) -> int:
+async def _insert_mail(
+    conn: aiosqlite.Connection, group_key: str | None, kind: str, mail: Mail, now: float, audience: Audience
+) -> int:
+    # recipients: who it was written for; each attempt reads the configured list again (audience).
     cursor = await conn.execute(
-        "INSERT INTO alert_mails(group_key, kind, recipients, subject, text_body, html_body, created_at, next_attempt_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (group_key, kind, json.dumps(mail.recipients), mail.subject, mail.text, mail.html, now, now),
+        "INSERT INTO alert_mails(group_key, kind, recipients, audience, subject, text_body, html_body, created_at,"
+        " next_attempt_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            group_key,
+            kind,
+            json.dumps(mail.recipients),
+            audience,
+            mail.subject,
+            mail.text,
+            mail.html,
+            now,
+            now,
+            email.utils.make_msgid(idstring="alert", domain="edge-agent"),
+        ),
     )
     mail_id = cursor.lastrowid
     await cursor.close()

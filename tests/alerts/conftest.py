@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from edge.alerts import Alerter, Mailer
+from edge.clock import Clock
 from edge.config import Settings
 from edge.events import EventBus
 from edge.sim.smtp import SmtpSink
@@ -20,16 +23,26 @@ SMTP_USER, SMTP_PASSWORD = "edge@store.test", "s3cret-app-password"
 T0 = 1_790_000_000.0  # a fixed start for the fake clock
 
 
-class FakeClock:
-    """Time that moves only when the test says so: group_wait and friends without real waiting."""
+class FakeClock(Clock):
+    """Time that moves only when the test says so: group_wait and friends without real waiting.
+
+    ``advance`` moves both clocks (time passed); ``step`` jumps the wall clock only, as NTP does."""
 
     def __init__(self, now: float = T0) -> None:
         self.now = now
+        self.monotonic = 1000.0
 
-    def __call__(self) -> float:
+    def wall(self) -> float:
         return self.now
 
+    def mono(self) -> float:
+        return self.monotonic
+
     def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.monotonic += seconds
+
+    def step(self, seconds: float) -> None:
         self.now += seconds
 
 
@@ -62,6 +75,36 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         check=True,
         capture_output=True,
         timeout=30,
+    )
+    return cert, key
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    """A CA certificate and key, as a public CA or a company's own CA would have."""
+    cert, key = folder / f"{name}-ca.pem", folder / f"{name}-ca.key"
+    _openssl(
+        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"),
+        *("-subj", f"/CN={name} root CA", "-addext", "basicConstraints=critical,CA:TRUE"),
+        *("-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(key), "-out", str(cert)),
+    )
+    return cert, key
+
+
+def issue_server_cert(folder: Path, ca: tuple[Path, Path], name: str) -> tuple[Path, Path]:
+    """A server certificate for 127.0.0.1 / localhost signed by ``ca``: (cert, key)."""
+    cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
+    _openssl(
+        *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+        *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr)),
+    )
+    _openssl(
+        *("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial"),
+        *("-days", "2", "-extfile", str(ext), "-out", str(cert)),
     )
     return cert, key
 
@@ -141,3 +184,18 @@ def make_alerter(db: Database, clock: FakeClock) -> Callable[..., Alerter]:
         )
 
     return make
+
+
+def db_rows(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Reads through a second connection: what is committed, not what the agent holds in memory."""
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def wait_until(predicate: Callable[[], object], limit_s: float, what: str) -> None:
+    """Polls ``predicate`` every 50 ms; fails naming ``what`` after ``limit_s``."""
+    for _ in range(int(limit_s / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not {what} after {limit_s:g} s")

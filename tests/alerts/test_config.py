@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge.cli import main
 from edge.config import parse_settings
 from edge.errors import ConfigError
 
@@ -59,3 +61,41 @@ def test_bad_values_name_the_key(data: dict[str, Any], env: dict[str, str], key:
     with pytest.raises(ConfigError) as err:
         parse_settings({**BASE, **data}, env=env)
     assert err.value.key == key and words in str(err.value)
+
+
+PLAIN_LOGIN = {
+    "smtp": {"host": "smtp.example.com", "port": 25, "security": "none", "username": "edge", "password": "pw"},
+    "alerts": {"to": ["chef@example.com"]},
+}
+
+
+def test_login_in_clear_to_another_host_is_refused() -> None:
+    """security = none with a user name to a host that is not this box would send the password unencrypted over the
+    network: the config is refused with one line naming the key and the way out; loopback or an explicit opt-in pass."""
+    with pytest.raises(ConfigError) as err:
+        parse_settings({**BASE, **PLAIN_LOGIN})
+    assert err.value.key == "smtp.security"
+    assert "unencrypted" in str(err.value) and "smtp.allow_plain_login" in str(err.value)
+    assert "\n" not in str(err.value)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.53"):
+        parse_settings({**BASE, **PLAIN_LOGIN, "smtp": {**PLAIN_LOGIN["smtp"], "host": host}})
+    allowed = parse_settings({**BASE, **PLAIN_LOGIN, "smtp": {**PLAIN_LOGIN["smtp"], "allow_plain_login": True}})
+    assert allowed.smtp.allow_plain_login
+    parse_settings({**BASE, **PLAIN_LOGIN, "smtp": {**PLAIN_LOGIN["smtp"], "username": "", "sender": "a@b.test"}})
+
+
+def test_config_check_refuses_login_in_clear_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edge config check` stops with exit code 2 and one readable line when the password would go out in clear."""
+    monkeypatch.delenv("EDGE_CONFIG", raising=False)
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        '[agent]\nstore_id = "berlin-01"\n[api]\ntoken = "tok-0123456789abcdef"\n'
+        '[smtp]\nhost = "mail.example.com"\nport = 25\nsecurity = "none"\nusername = "edge"\n'
+        '[alerts]\nto = ["chef@example.com"]\n',
+        encoding="utf-8",
+    )
+    assert main(["config", "check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("edge: config smtp.security:")

@@ -13,7 +13,7 @@ from edge.config import Secret, SmtpSettings
 from edge.errors import AlertError
 from edge.sim.smtp import SmtpSink
 from edge.store.alerts import Mail
-from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, issue_server_cert, make_ca
 
 MAIL = Mail(recipients=["chef@store.test"], subject="Grüße €", text="Hallo ä\n", html="<p>Hallo ä</p>")
 
@@ -101,3 +101,53 @@ async def test_timeout_explained(cert: tuple[Path, Path]) -> None:
             await Mailer(settings).check()
     finally:
         server.close()
+
+
+async def delivered_over_tls(server_cert: tuple[Path, Path], ca_file: Path) -> int:
+    """Mails sent to a STARTTLS relay showing ``server_cert``, with smtp.ca_file = ``ca_file``."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(*server_cert)
+    server = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD, tls_context=tls)
+    await server.start()
+    try:
+        await Mailer(smtp(server, (ca_file, ca_file))).send(MAIL)
+        return len(await server.wait_for(1))
+    finally:
+        await server.stop()
+
+
+async def test_ca_file_adds_to_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """smtp.ca_file is trusted in addition to the system's CAs: a relay with a publicly trusted certificate still
+    verifies when a company CA file is configured (the docs say "plus"), and the company's own relay does too."""
+    public_ca, company_ca = make_ca(tmp_path, "public"), make_ca(tmp_path, "company")
+    monkeypatch.setenv("SSL_CERT_FILE", str(public_ca[0]))  # OpenSSL's system CA bundle, here the "public" CA
+    assert await delivered_over_tls(issue_server_cert(tmp_path, public_ca, "relay"), company_ca[0]) == 1
+    assert await delivered_over_tls(issue_server_cert(tmp_path, company_ca, "company-relay"), company_ca[0]) == 1
+
+
+async def test_mailer_never_logs_in_unencrypted_to_another_host(sink: SmtpSink) -> None:
+    """Even with settings that skipped the config check, the mailer refuses a login over security = none to a host
+    that is not this box before it opens a connection: the password never crosses the network in clear."""
+    settings = SmtpSettings(
+        host="192.0.2.1",  # TEST-NET-1 (RFC 5737): not this box
+        port=sink.port,
+        security="none",
+        username=SMTP_USER,
+        password=Secret(SMTP_PASSWORD),
+        sender="edge@store.test",
+        timeout_s=0.3,
+    )
+    with pytest.raises(AlertError) as err:
+        await Mailer(settings).send(MAIL)
+    assert "unencrypted" in str(err.value) and "192.0.2.1" in str(err.value)
+    assert SMTP_PASSWORD not in str(err.value)
+
+
+async def test_final_reply_has_its_own_timeout(sink: SmtpSink, cert: tuple[Path, Path]) -> None:
+    """The reply after the message body may take longer than a command's timeout (RFC 5321 4.5.3.2.6): it is waited
+    for up to smtp.data_timeout_s, and a relay silent beyond that is named as such (the mail may have arrived)."""
+    sink.data_delay_s = 0.6
+    delivery = await Mailer(smtp(sink, cert, timeout_s=0.3)).send(MAIL)
+    assert delivery.accepted == ("chef@store.test",) and len(sink.messages) == 1
+    with pytest.raises(AlertError, match=r"no final answer within 0\.2s \(smtp\.data_timeout_s\)"):
+        await Mailer(smtp(sink, cert, timeout_s=0.3, data_timeout_s=0.2)).send(MAIL)

@@ -85,14 +85,15 @@ async def test_offline_printer_mailed_after_group_wait_then_resolved(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """With a ticket waiting, the first mail goes at group_wait (not before), over STARTTLS with login, to every recipient; the resolved mail within one group_interval of the fix."""
-    await add_jobs(db, ["queued"], created_at=clock())
+    """With a ticket waiting, the first mail goes at the critical group wait (5 s, not before), over STARTTLS with
+    login, to every recipient; the resolved mail within one group_interval of the fix."""
+    await add_jobs(db, ["queued"], created_at=clock.wall())
     bus = EventBus()
     sent: list[AlertSent] = []
     bus.subscribe(sent.append, AlertSent)
     alerter = make_alerter(alert_settings(), bus=bus)
     alerter.on_event(offline())
-    clock.advance(29)
+    clock.advance(4)
     assert await run(alerter) == 0
     clock.advance(1.5)
     assert await run(alerter) == 1
@@ -176,8 +177,8 @@ async def test_smtp_down_mails_arrive_once_when_back(
         clock.advance(5)
         assert await alerter.deliver_due() == 0
     rows = await AlertStore(db).mails()
-    assert len(rows) == 2 and all(r["sent_at"] is None for r in rows)
-    assert any("cannot reach 127.0.0.1" in (r["last_error"] or "") for r in rows)
+    assert len(rows) == 2 and all(r.sent_at is None for r in rows)
+    assert any("cannot reach 127.0.0.1" in (r.last_error or "") for r in rows)
     await sink.start()  # same port
     clock.advance(10)
     assert await alerter.deliver_due() == 2
@@ -241,7 +242,7 @@ async def test_silence_holds_mail_until_it_ends(
 ) -> None:
     """A silence on printer_offline:kitchen holds its mail (others still go); when the silence ends the mail goes with the count."""
     alerter = make_alerter(alert_settings())
-    await AlertStore(db).add_silence("printer_offline:kitchen", starts_at=clock(), ends_at=clock() + 7200)
+    await AlertStore(db).add_silence("printer_offline:kitchen", starts_at=clock.wall(), ends_at=clock.wall() + 7200)
     alerter.on_event(offline("kitchen"))
     alerter.on_event(offline("front"))
     clock.advance(31)
@@ -275,19 +276,21 @@ async def test_opening_hours_hold_warnings_not_critical(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """Outside opening hours a warning (cover open) waits, a critical alert (printer offline with a ticket waiting) goes."""
+    """Outside opening hours a warning (cover open) waits, a critical alert (a ticket that could not be printed) goes."""
     import datetime as dt
 
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["dead"], created_at=clock.wall())
 
-    hour = dt.datetime.fromtimestamp(clock()).hour
+    hour = dt.datetime.fromtimestamp(clock.wall()).hour
     closed = f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"
     alerter = make_alerter(alert_settings(opening_hours=closed))
-    alerter.on_event(offline("kitchen"))
+    alerter.on_event(
+        JobDead(job_id=1, order_id="o1", order_number="A-1", printer="kitchen", error="hung up", attempts=5)
+    )
     alerter.on_event(PrinterStatusChanged(printer="front", old="online", new="cover_open"))
     clock.advance(31)
     assert await run(alerter) == 1
-    assert "kitchen" in subject(sink.messages[0])
+    assert "Bon nicht gedruckt" in subject(sink.messages[0])
     clock.advance(2 * 3600)
     assert await run(alerter) == 1
     assert "Deckel offen" in subject(sink.messages[1])
@@ -318,9 +321,9 @@ async def test_daily_digest_collects_warnings(
     """With digest on, a warning (cover open) waits for the one daily mail at digest_at; a critical alert still goes on its own."""
     import datetime as dt
 
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["queued"], created_at=clock.wall())
 
-    at = dt.datetime.fromtimestamp(clock() + 3600)
+    at = dt.datetime.fromtimestamp(clock.wall() + 3600)
     alerter = make_alerter(alert_settings(digest=True, digest_at=f"{at.hour:02d}:00"))
     clock.advance(1)
     await run(alerter)  # today's digest time has not come yet (or is past and empty): nothing to send
@@ -359,7 +362,7 @@ async def test_queue_backlog_checked_and_resolved(
     db: Database,
 ) -> None:
     """Jobs waiting longer than backlog_age_min raise queue_backlog (numbers in the mail); once they are printed a resolved mail follows."""
-    await add_jobs(db, ["queued", "queued", "failed"], created_at=clock() - 12 * 60)
+    await add_jobs(db, ["queued", "queued", "failed"], created_at=clock.wall() - 12 * 60)
     alerter = make_alerter(alert_settings(backlog_age_min=10))
     await alerter.check()
     clock.advance(31)
@@ -384,7 +387,7 @@ async def test_dead_job_alert_resolves_when_no_dead_job_is_left(
     db: Database,
 ) -> None:
     """print_job_failed stays until nobody's dead job is left on that printer (retried or discarded), then it is resolved."""
-    await add_jobs(db, ["dead"], created_at=clock())
+    await add_jobs(db, ["dead"], created_at=clock.wall())
     alerter = make_alerter(alert_settings())
     alerter.on_event(
         JobDead(job_id=1, order_id="o1", order_number="A-1", printer="kitchen", error="hung up", attempts=5)
@@ -408,23 +411,25 @@ async def test_critical_recipients_and_quiet_hours(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """critical_to also gets critical alerts, not warnings; during quiet hours even critical mail waits until they end."""
+    """critical_to also gets critical alerts, not warnings; during quiet hours a critical alert still goes, a warning
+    waits until they end."""
     import datetime as dt
 
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["queued"], created_at=clock.wall())
 
-    hour = dt.datetime.fromtimestamp(clock()).hour
+    hour = dt.datetime.fromtimestamp(clock.wall()).hour
     quiet = f"{hour:02d}:00-{(hour + 1) % 24:02d}:00"
     alerter = make_alerter(alert_settings(critical_to=["owner@store.test"], quiet_hours=quiet))
     alerter.on_event(offline("kitchen"))
     alerter.on_event(PrinterStatusChanged(printer="front", old="online", new="cover_open"))
     clock.advance(31)
-    assert await run(alerter) == 0
+    assert await run(alerter) == 1
     clock.advance(3600)
-    assert await run(alerter) == 2
+    assert await run(alerter) == 1
     by_subject = {
         ("kitchen" in subject(m)): sorted(e.rcpt_tos) for m, e in zip(sink.messages, sink.envelopes, strict=True)
     }
+    assert "kitchen" in subject(sink.messages[0])
     assert by_subject[True] == ["chef@store.test", "owner@store.test", "vize@store.test"]
     assert by_subject[False] == ["chef@store.test", "vize@store.test"]
 
@@ -438,7 +443,7 @@ async def test_fault_over_before_silence_ends_is_never_mailed(
 ) -> None:
     """A silenced fault that is over before the silence ends is dropped, not mailed late as news that is no longer true."""
     alerter = make_alerter(alert_settings())
-    await AlertStore(db).add_silence("printer_*", starts_at=clock(), ends_at=clock() + 3600)
+    await AlertStore(db).add_silence("printer_*", starts_at=clock.wall(), ends_at=clock.wall() + 3600)
     alerter.on_event(offline("kitchen"))
     clock.advance(120)
     await run(alerter)
@@ -458,16 +463,20 @@ async def test_idle_printer_off_after_closing_waits_until_a_ticket_needs_it(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """A printer switched off with nothing to print is only a warning (held outside opening hours); once a ticket waits for it, it is critical and mailed."""
+    """A printer off outside opening hours is only a warning, held, even with a ticket waiting (the kitchen is
+    closed); when opening hours begin and a ticket still waits for it, it is critical and mailed."""
     import datetime as dt
 
-    hour = dt.datetime.fromtimestamp(clock()).hour
+    hour = dt.datetime.fromtimestamp(clock.wall()).hour
     alerter = make_alerter(alert_settings(opening_hours=f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00"))
     alerter.on_event(offline("kitchen"))
     clock.advance(60)
     await alerter.check()
     assert await run(alerter) == 0
-    await add_jobs(db, ["queued"], created_at=clock())
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    await alerter.check()
+    assert await run(alerter) == 0
+    clock.advance(2 * 3600 - 60)  # opening time
     await alerter.check()
     assert await run(alerter) == 1
     assert "STÖRUNG (kritisch): Drucker kitchen nicht erreichbar" in subject(sink.messages[0])

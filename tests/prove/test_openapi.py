@@ -125,6 +125,11 @@ async def test_each_operation_answers_as_documented(
         )  # already over
         await tour.go("POST", "/api/v1/recovery/runs/{run_id}/cancel", 404, f"{runs}/x/cancel")
 
+        outbox = "/api/v1/alerts/outbox"  # no SMTP here: the alert routes say so (tests/alerts tour them switched on)
+        await tour.go("GET", outbox, 200)
+        await tour.go("POST", f"{outbox}/{{mail_id}}/retry", 409, f"{outbox}/1/retry")
+        await tour.go("POST", f"{outbox}/{{mail_id}}/discard", 409, f"{outbox}/1/discard")
+        await tour.go("POST", "/api/v1/alerts/test", 409)
         await tour.go("GET", "/api/v1/status", 200)
         await tour.go("GET", "/api/v1/status/panel", 200)
         await open_tour.go("GET", "/api/v1/status", 401)

@@ -1,0 +1,161 @@
+"""The "agent down" alert that `edge health --alert` (the health-check timer) mails from outside the agent.
+
+It is critical, so like the agent's own critical alerts it passes quiet hours and the hourly cap and has a storm
+guard: one mail, and an agent that keeps falling over within alerts.critical_storm_s is counted, not mailed each
+time; still down when the window ends, it is mailed again with the count. It goes straight to the relay: the agent
+and its outbox are what is down. Its state lives in a small file between the timer's runs; a mail goes only once
+that state is written (to the runtime directory if the data directory refuses), so it is never repeated every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import structlog
+
+from edge.alerts.mailer import Mailer
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.config import Settings
+from edge.errors import AlertError
+from edge.store.alerts import Mail
+
+log = structlog.get_logger()
+
+FAILURES_BEFORE_ALERT = 2  # one missed minute is a restart, two is a problem
+_STATE_FILE = "health-state.json"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@dataclasses.dataclass
+class HealthState:
+    failures: int = 0  # failed checks in a row
+    since: float | None = None  # wall time of the first of them, for the mail
+    alerted: bool = False  # the last mail said: down
+    mailed_mono: float | None = None  # monotonic time of the last "down" mail: the storm guard's window ...
+    boot_id: str = ""  # ... which means something only within the same boot
+    guarded: int = 0  # outages the storm guard kept from the manager since the last mail
+
+
+def _boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _state_paths(settings: Settings) -> list[Path]:
+    """The data directory first; the runtime directory (tmpfs) when the data directory cannot be written."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
+    return [settings.agent.data_dir / _STATE_FILE, Path(runtime) / f"edge-{settings.agent.store_id}-{_STATE_FILE}"]
+
+
+def agent_down_mail(settings: Settings, *, healthy: bool, reason: str, since: float, more: int) -> Mail:
+    store = f"{settings.agent.store_name or settings.agent.store_id} ({settings.agent.store_id})"
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    if settings.agent.language == "de":
+        subject = f"[{store}] {'BEHOBEN: Edge-Agent läuft wieder' if healthy else 'STÖRUNG: Edge-Agent läuft nicht'}"
+        text = f"Der Edge-Agent der Filiale {store} " + (
+            "ist wieder bereit."
+            if healthy
+            else f"ist seit {when} nicht bereit: {reason}\nBestellungen werden nicht angenommen oder gedruckt."
+            " Bitte den Techniker informieren (edge doctor)."
+        )
+        extra = f"\nSeit der letzten Mail {more} weitere Male ausgefallen." if more else ""
+    else:
+        subject = f"[{store}] {'RESOLVED: edge agent is back' if healthy else 'ALERT: edge agent is not running'}"
+        text = f"The edge agent of store {store} " + (
+            "is ready again."
+            if healthy
+            else f"has not been ready since {when}: {reason}\nOrders are not taken or printed."
+            " Please call the technician (edge doctor)."
+        )
+        extra = f"\nDown {more} more times since the last mail." if more else ""
+    text += extra
+    recipients = list(dict.fromkeys([*settings.alerts.to, *settings.alerts.critical_to]))
+    html = "<p>" + text.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br>") + "</p>"
+    return Mail(recipients=recipients, subject=subject, text=text, html=html)
+
+
+class AgentDownAlert:
+    def __init__(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._settings = settings
+        self._clock = clock
+
+    def _load(self) -> HealthState:
+        for path in reversed(_state_paths(self._settings)):  # the runtime file is newer when it exists
+            try:
+                return HealthState(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+        return HealthState()
+
+    def _save(self, state: HealthState) -> bool:
+        text = json.dumps(dataclasses.asdict(state))
+        data_file, runtime_file = _state_paths(self._settings)
+        try:
+            data_file.write_text(text)
+            runtime_file.unlink(missing_ok=True)  # the data directory takes writes again: one place only
+            return True
+        except OSError as err:
+            log.error("health_state_not_written", path=str(data_file), error=str(err))
+        try:
+            runtime_file.write_text(text)
+            return True
+        except OSError as err:
+            log.error("health_state_not_written", path=str(runtime_file), error=str(err))
+            return False
+
+    def _in_storm_window(self, state: HealthState) -> bool:
+        return (
+            state.mailed_mono is not None
+            and state.boot_id == _boot_id()
+            and self._clock.mono() - state.mailed_mono < self._settings.alerts.critical_storm_s
+        )
+
+    async def observe(self, healthy: bool, reason: str) -> None:
+        """One check's outcome: mails the manager when the agent stays down and when it is back, by the rules."""
+        state = self._load()
+        if healthy:
+            back = dataclasses.replace(state, failures=0, since=None, alerted=False)
+            if state.alerted:  # the last mail said down
+                await self._send(told=back, untold=state, healthy=True, reason=reason, since=self._clock.wall())
+            else:
+                self._save(back)
+            return
+        state.failures += 1
+        state.since = state.since or self._clock.wall()
+        log.error("agent_unhealthy", reason=reason, failures=state.failures)
+        if state.alerted or state.failures < FAILURES_BEFORE_ALERT:
+            self._save(state)
+            return
+        if self._in_storm_window(state):
+            if state.failures == FAILURES_BEFORE_ALERT:  # a new outage, counted once
+                state.guarded += 1
+                log.warning("agent_down_storm_guarded", outages=state.guarded)
+            self._save(state)
+            return
+        told = dataclasses.replace(state, alerted=True, mailed_mono=self._clock.mono(), boot_id=_boot_id(), guarded=0)
+        await self._send(told=told, untold=state, healthy=False, reason=reason, since=state.since)
+
+    async def _send(self, *, told: HealthState, untold: HealthState, healthy: bool, reason: str, since: float) -> None:
+        mail = agent_down_mail(self._settings, healthy=healthy, reason=reason, since=since, more=untold.guarded)
+        if not self._settings.smtp.host or not mail.recipients:
+            log.warning("health_alert_not_mailed", reason="smtp.host or alerts.to not configured", healthy=healthy)
+            self._save(untold)
+            return
+        # Written before it is sent: a state that cannot be written would send this mail again at every run.
+        if not self._save(told):
+            log.error("health_alert_not_mailed", reason="its state cannot be written anywhere", healthy=healthy)
+            return
+        try:
+            await Mailer(self._settings.smtp).send(mail)
+        except AlertError as err:
+            log.error("health_alert_mail_failed", error=str(err))
+            self._save(untold)  # the next run tries again
+            return
+        log.info("health_alert_mailed", healthy=healthy, recipients=len(mail.recipients))

@@ -1,0 +1,185 @@
+"""Delivers the mails the alerter wrote to the outbox: each on its own, so one refused mail never holds up the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import structlog
+
+from edge.alerts.mailer import Delivery, Mailer, MailRefusedError
+from edge.clock import Clock
+from edge.config import Settings
+from edge.errors import AlertError
+from edge.events import AlertSent, EventBus
+from edge.printing.spooler import retry_delay
+from edge.store.alerts import AlertStore, Attempt, Audience, Mail, MailState, OutboxMail
+
+log = structlog.get_logger()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutboxStatus:
+    """What the status page and `edge alerts outbox` show."""
+
+    pending: int  # mails waiting for their next attempt
+    dead: list[OutboxMail]  # refused for good: retry (after fixing the address) or discard
+    unrecorded: int  # accepted by the relay, the database has not taken the record yet (full disk)
+    waiting_signals: int  # alert occurrences held in memory while the database refuses writes
+    server_error: str | None  # why the relay cannot be used at all right now (unreachable, login), else None
+
+
+class Outbox:
+    """One attempt per due mail, every recipient's answer kept (RFC 5321 4.2.1): 2xx is done, 5xx is never (that mail
+    or that address is dead-lettered), 4xx is later (that mail backs off). A relay that cannot be used at all
+    (unreachable, TLS, login) backs off the whole outbox instead of failing each mail in turn."""
+
+    def __init__(self, *, settings: Settings, store: AlertStore, mailer: Mailer, bus: EventBus, clock: Clock) -> None:
+        self._cfg = settings.alerts
+        self._store = store
+        self._mailer = mailer
+        self._bus = bus
+        self._clock = clock
+        self._lock = asyncio.Lock()  # one attempt at a time: the loop, a test mail and a person's retry
+        self._server_failures = 0
+        self._server_retry_at: float | None = None  # monotonic
+        self.server_error: str | None = None
+        # Attempts the relay answered but the database did not record (full disk). Kept so the mail is not sent again
+        # while the disk is full; at most one, since no further mail goes out before it is recorded.
+        self._unrecorded: dict[int, Attempt] = {}
+
+    def recipients(self, audience: Audience) -> list[str]:
+        extra = self._cfg.critical_to if audience == Audience.CRITICAL else []
+        return list(dict.fromkeys([*self._cfg.to, *extra]))
+
+    def server_wait(self) -> float | None:
+        """Seconds until the relay is tried again after it could not be used, None when it is not backing off."""
+        if self._server_retry_at is None:
+            return None
+        return max(0.0, self._server_retry_at - self._clock.mono())
+
+    @property
+    def unrecorded(self) -> int:
+        return len(self._unrecorded)
+
+    async def deliver_due(self) -> int:
+        """Attempts every due mail once; returns how many reached all their recipients."""
+        async with self._lock:
+            await self._record_unrecorded()
+            if (wait := self.server_wait()) is not None and wait > 0:
+                return 0
+            sent = 0
+            for mail in await self._store.due_mails(self._clock.wall()):
+                attempt = await self._attempt(mail)
+                if attempt is None:
+                    break  # the relay cannot be used at all: the others wait for the same backoff
+                sent += attempt.state == MailState.SENT
+            return sent
+
+    async def send_now(self, kind: str, mail: Mail, audience: Audience) -> OutboxMail:
+        """Writes a mail to the outbox and attempts it at once, even while the relay is backing off: a person asked."""
+        async with self._lock:
+            await self._record_unrecorded()
+            mail_id = await self._store.add_mail(kind, mail, self._clock.wall(), audience)
+            await self._attempt(await self._store.mail(mail_id))
+            return await self._store.mail(mail_id)
+
+    async def _record_unrecorded(self) -> None:
+        for mail_id, attempt in list(self._unrecorded.items()):
+            await self._store.record(mail_id, attempt, self._clock.wall())  # a StoreError leaves it for later
+            del self._unrecorded[mail_id]
+
+    async def _attempt(self, mail: OutboxMail) -> Attempt | None:
+        """One attempt; None when the relay could not be used at all (the attempt is recorded all the same)."""
+        wanted = self.recipients(mail.audience)
+        remaining = [r for r in wanted if r not in mail.delivered and r not in mail.refused]
+        delivery, error, server_down = Delivery(), None, False
+        if remaining:
+            try:
+                delivery = await self._mailer.deliver(
+                    Mail(recipients=remaining, subject=mail.subject, text=mail.text, html=mail.html),
+                    message_id=mail.message_id,
+                )
+            except MailRefusedError as err:
+                error = str(err)
+                if err.permanent:
+                    delivery = Delivery(refused=dict.fromkeys(remaining, error))
+            except AlertError as err:
+                error, server_down = str(err), True
+        attempt = self._outcome(mail, wanted, delivery, error)
+        if server_down:
+            self._server_failed(error or "")
+        elif remaining:
+            self._server_failures, self._server_retry_at, self.server_error = 0, None, None
+        self._unrecorded[mail.id] = attempt
+        await self._store.record(mail.id, attempt, self._clock.wall())
+        del self._unrecorded[mail.id]
+        if server_down:
+            return None
+        self._tell(mail, delivery, attempt)
+        return attempt
+
+    def _outcome(self, mail: OutboxMail, wanted: list[str], delivery: Delivery, error: str | None) -> Attempt:
+        delivered = (*mail.delivered, *delivery.accepted)
+        refused = {**mail.refused, **delivery.refused}
+        problems = {**delivery.deferred, **delivery.refused}
+        error = error or ("; ".join(f"{r}: {e}" for r, e in problems.items()) or None)
+        if any(r not in delivered and r not in refused for r in wanted):  # some still to try: back off, then again
+            delay = retry_delay(mail.attempts + 1, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
+            return Attempt(
+                state=MailState.PENDING,
+                delivered=delivered,
+                refused=refused,
+                error=error,
+                next_attempt_at=self._clock.wall() + delay,
+            )
+        # Everyone configured now has it, or was refused for good: a refusal needs a person (fix the address, retry).
+        state = MailState.DEAD if any(r in refused for r in wanted) else MailState.SENT
+        return Attempt(
+            state=state,
+            delivered=delivered,
+            refused=refused,
+            error=error if state == MailState.DEAD else None,
+            next_attempt_at=self._clock.wall(),
+        )
+
+    def _server_failed(self, error: str) -> None:
+        self._server_failures += 1
+        delay = retry_delay(self._server_failures, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
+        self._server_retry_at = self._clock.mono() + delay
+        self.server_error = error
+        log.warning("alert_mail_failed", error=error, retry_in_s=round(delay, 1), failures=self._server_failures)
+
+    def _tell(self, mail: OutboxMail, delivery: Delivery, attempt: Attempt) -> None:
+        if attempt.state == MailState.DEAD:
+            log.error("alert_mail_dead", mail_id=mail.id, subject=mail.subject, error=attempt.error)
+        elif attempt.state == MailState.PENDING and attempt.error:
+            log.warning("alert_mail_deferred", mail_id=mail.id, error=attempt.error, attempts=mail.attempts + 1)
+        if delivery.accepted:
+            key = mail.group_key or mail.kind
+            self._bus.publish(
+                AlertSent(
+                    alert_type=key.split(":", 1)[0],
+                    key=key,
+                    resolved=mail.kind == "resolved",
+                    recipients=len(delivery.accepted),
+                )
+            )
+
+    async def retry(self, mail_id: int) -> OutboxMail:
+        async with self._lock:
+            return await self._store.retry(mail_id, self._clock.wall())
+
+    async def discard(self, mail_id: int) -> OutboxMail:
+        async with self._lock:
+            return await self._store.discard(mail_id)
+
+    async def status(self, waiting_signals: int) -> OutboxStatus:
+        pending, dead = await self._store.outbox()
+        return OutboxStatus(
+            pending=pending,
+            dead=dead,
+            unrecorded=self.unrecorded,
+            waiting_signals=waiting_signals,
+            server_error=self.server_error,
+        )

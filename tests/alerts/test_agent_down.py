@@ -1,0 +1,138 @@
+"""`edge health --alert` (the health-check timer) mails "agent down" by the alert rules: a storm guard per agent,
+durations that survive clock steps, and no mail sent again every minute when its state cannot be written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.clock import SteppedClock
+from edge.config import Settings
+from edge.ops.technician import health
+from edge.sim.smtp import SmtpSink
+
+DOWN = (503, {"ready": False, "checks": {"database_writable": {"ok": False, "detail": "disk full"}}})
+UP = (200, {"ready": True, "checks": {}})
+
+
+class FakeAgent:
+    """Answers GET /ready like the agent would, down or up as the test says (the real agent's /ready is tested in
+    tests/appliance)."""
+
+    def __init__(self) -> None:
+        self.answer = DOWN
+
+    async def __call__(self, settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        assert (method, path) == ("GET", "/ready")
+        return self.answer
+
+
+@pytest.fixture
+async def plain_sink() -> Any:
+    sink = SmtpSink()
+    await sink.start()
+    yield sink
+    await sink.stop()
+
+
+def mail_settings(make_settings: Callable[..., Settings], sink: SmtpSink, **alerts: Any) -> Settings:
+    settings = make_settings(
+        smtp={"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
+        alerts={"to": ["chef@store.test"], **alerts},
+        agent={"language": "en"},
+    )
+    settings.agent.data_dir.mkdir(parents=True, exist_ok=True)  # as the agent (or install) leaves it
+    return settings
+
+
+def subjects(sink: SmtpSink) -> list[str]:
+    return [str(m["Subject"]).split("] ", 1)[1] for m in sink.messages]
+
+
+async def test_flapping_agent_gets_one_alert_then_the_storm_guard(
+    make_settings: Callable[..., Settings], plain_sink: SmtpSink
+) -> None:
+    """An agent that keeps falling over is mailed down once and back once; its next outages within the storm window
+    are not mailed one by one; if it is still down when the window ends, one mail says so with the count."""
+    settings = mail_settings(make_settings, plain_sink)
+    agent, clock = FakeAgent(), SteppedClock()
+
+    async def minute(answer: tuple[int, Any]) -> None:
+        agent.answer = answer
+        await health(settings, agent, alert=True, clock=clock)
+        clock.advance(60)
+
+    for _ in range(4):  # down two minutes, up one, four times
+        await minute(DOWN)
+        await minute(DOWN)
+        await minute(UP)
+    assert subjects(plain_sink) == ["ALERT: edge agent is not running", "RESOLVED: edge agent is back"]
+    for _ in range(60):  # and now it stays down for an hour
+        await minute(DOWN)
+    assert subjects(plain_sink)[2:] == ["ALERT: edge agent is not running"]
+    # since the RESOLVED mail: three short outages and this one
+    assert "Down 4 more times since the last mail" in plain_sink.messages[2].get_body(("plain",)).get_content()
+
+
+async def test_clock_step_does_not_stretch_the_storm_guard(
+    make_settings: Callable[..., Settings], plain_sink: SmtpSink
+) -> None:
+    """The storm window is measured on the monotonic clock: stepping the wall clock back 8 h does not keep a
+    still-down agent from being mailed when the hour is over."""
+    settings = mail_settings(make_settings, plain_sink)
+    agent, clock = FakeAgent(), SteppedClock()
+    for answer in (DOWN, DOWN, UP, DOWN, DOWN):
+        agent.answer = answer
+        await health(settings, agent, alert=True, clock=clock)
+        clock.advance(60)
+    assert len(plain_sink.messages) == 2
+    clock.step(-8 * 3600)
+    clock.advance(3600)
+    agent.answer = DOWN
+    await health(settings, agent, alert=True, clock=clock)
+    assert subjects(plain_sink)[2:] == ["ALERT: edge agent is not running"]
+
+
+@pytest.fixture
+def read_only_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """The data directory on a read-only mount (a bind mount, read-only even for root); skipped where mounting is
+    not allowed."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "health-state.json").write_text(json.dumps({"failures": 1, "alerted": False, "since": 1.0}))
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount the data directory read-only")
+    for args in (["--bind", str(data), str(data)], ["-o", "remount,ro,bind", str(data)]):
+        if subprocess.run(["mount", *args], capture_output=True, timeout=10).returncode != 0:
+            subprocess.run(["umount", str(data)], capture_output=True, timeout=10)
+            pytest.skip("mount not allowed here")
+    yield data
+    subprocess.run(["umount", str(data)], capture_output=True, timeout=10)
+
+
+async def test_unwritable_state_does_not_mail_every_minute(
+    make_settings: Callable[..., Settings],
+    plain_sink: SmtpSink,
+    read_only_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the data directory read-only (its health state stuck at one failure), the timer's runs mail the manager
+    once, not at every run: the state goes to the runtime directory instead."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    settings = mail_settings(make_settings, plain_sink)
+    agent, clock = FakeAgent(), SteppedClock()
+    for _ in range(5):
+        try:
+            await health(settings, agent, alert=True, clock=clock)
+        except OSError:
+            pass  # the old code: the state write fails after the mail went
+        clock.advance(60)
+    assert subjects(plain_sink) == ["ALERT: edge agent is not running"]

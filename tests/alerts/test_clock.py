@@ -1,0 +1,204 @@
+"""Wall-clock steps of 8 hours either way (a box without a battery clock, NTP syncing) leave every alert duration as
+it was: group wait and interval, repeat interval, the hourly cap, mail retry backoff, the storm guard, silences."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from edge.alerts import Alerter, Mailer
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.config import Settings
+from edge.events import CentralLinkChanged, EventBus, PrinterStatusChanged
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from edge.store import Database
+from edge.store.alerts import AlertStore
+from tests.alerts.conftest import FakeClock, db_rows, wait_until
+from tests.alerts.test_outbox import fast, printer_down_with_a_ticket
+from tests.alerts.test_throttle import add_jobs, offline, online, run, subject
+
+EIGHT_HOURS = 8 * 3600
+MakeAgent = Callable[..., Awaitable[Agent]]
+
+
+def cover_open(printer: str = "front") -> PrinterStatusChanged:
+    return PrinterStatusChanged(printer=printer, old="online", new="cover_open")
+
+
+async def test_step_back_does_not_hold_the_resolved_mail(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The clock steps back 8 h after the alert mail: the resolved mail still comes one group_interval after it."""
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(offline())
+    clock.advance(31)
+    assert await run(alerter) == 1
+    clock.step(-EIGHT_HOURS)
+    alerter.on_event(online())
+    clock.advance(130)
+    assert await run(alerter) == 1
+    assert "BEHOBEN" in subject(sink.messages[1])
+
+
+async def test_step_forward_neither_skips_the_group_wait_nor_brings_the_reminder_early(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The clock steps forward 8 h: a warning still waits its 30 s group wait (a blip that clears in it costs no
+    mail), and a condition that stays is reminded 4 h after its mail, not at once."""
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(cover_open("a"))
+    await run(alerter)
+    clock.advance(2)
+    clock.step(EIGHT_HOURS)
+    assert await run(alerter) == 0
+    clock.advance(5)
+    alerter.on_event(PrinterStatusChanged(printer="a", old="cover_open", new="online"))
+    clock.advance(30)
+    assert await run(alerter) == 0  # a blip inside its group wait
+    alerter.on_event(cover_open("b"))
+    clock.advance(31)
+    assert await run(alerter) == 1
+    clock.step(EIGHT_HOURS)
+    assert await run(alerter) == 0  # no reminder yet
+    clock.advance(4 * 3600)
+    assert await run(alerter) == 1
+    assert "ERINNERUNG" in subject(sink.messages[1])
+
+
+async def test_step_back_does_not_keep_the_hourly_cap_shut(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """With max_per_hour 1 and the clock stepped back 8 h, the next warning goes an hour after the last mail, not 9."""
+    alerter = make_alerter(alert_settings(max_per_hour=1))
+    alerter.on_event(cover_open("a"))
+    alerter.on_event(cover_open("b"))
+    clock.advance(31)
+    assert await run(alerter) == 1
+    clock.step(-EIGHT_HOURS)
+    clock.advance(3601)
+    assert await run(alerter) == 1
+
+
+async def test_step_back_does_not_stretch_the_mail_retry_backoff(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+) -> None:
+    """A mail waiting for its retry (relay down) is tried again after its backoff even if the clock stepped back 8 h."""
+    alerter = make_alerter(alert_settings())
+    await sink.stop()
+    alerter.on_event(offline())
+    clock.advance(31)
+    assert await run(alerter) == 0
+    await sink.start()
+    clock.step(-EIGHT_HOURS)
+    clock.advance(10)
+    assert await alerter.deliver_due() == 1
+
+
+async def test_step_back_does_not_stretch_the_storm_guard(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """After a critical mail and the clock stepped back 8 h, a device still down when its hour-long storm window ends
+    is mailed then, not 8 h later."""
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(offline())
+    clock.advance(31)
+    await run(alerter)
+    alerter.on_event(online())
+    clock.advance(300)
+    await run(alerter)  # resolved mail
+    clock.step(-EIGHT_HOURS)
+    alerter.on_event(offline())  # back down within the window: the digest's
+    clock.advance(60)
+    assert await run(alerter) == 0
+    clock.advance(3600)
+    assert await run(alerter) == 1
+    assert "STÖRUNG (kritisch)" in subject(sink.messages[2])
+
+
+async def test_step_forward_does_not_end_a_silence(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """A 2 h silence (`edge alerts silence ... 2h`) still holds after the clock stepped forward 8 h."""
+    alerter = make_alerter(alert_settings())
+    await run(alerter)
+    await AlertStore(db).add_silence("printer_offline", starts_at=clock.wall(), ends_at=clock.wall() + 7200)
+    clock.step(EIGHT_HOURS)
+    alerter.on_event(offline())
+    clock.advance(60)
+    assert await run(alerter) == 0
+    clock.advance(7200)
+    assert await run(alerter) == 1
+
+
+async def test_central_down_time_is_measured_not_read_off_the_wall_clock(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The central line down for 1 minute is not 'down for 8 hours' because the clock stepped forward meanwhile."""
+    alerter = make_alerter(alert_settings(central_down_min=5))
+    alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+    clock.advance(60)
+    clock.step(EIGHT_HOURS)
+    await alerter.check()
+    clock.advance(60)
+    assert await run(alerter) == 0
+    clock.advance(300)
+    await alerter.check()
+    clock.advance(31)
+    assert await run(alerter) == 1
+
+
+async def test_restart_with_a_clock_behind_the_records(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """The box restarts with its clock 8 h behind what the alert tables recorded (it booted without a battery
+    clock): the resolved mail comes one group_interval after the fix, not 8 h later."""
+    settings = alert_settings()
+    db = await Database.open(tmp_path / "data" / "edge.db")
+    alerter = Alerter(settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp), clock=clock)
+    alerter.on_event(offline())
+    clock.advance(31)
+    assert await run(alerter) == 1
+    await db.close()
+    clock.step(-EIGHT_HOURS)
+    db = await Database.open(tmp_path / "data" / "edge.db")
+    try:
+        alerter = Alerter(settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp), clock=clock)
+        await run(alerter)
+        alerter.on_event(online())
+        clock.advance(130)
+        assert await run(alerter) == 1
+        assert "BEHOBEN" in subject(sink.messages[1])
+    finally:
+        await db.close()
+
+
+async def test_running_agent_follows_a_step_back(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """In the running agent, the clock stepping back 8 h while an alert mail waits for its retry (relay down) does
+    not delay it by 8 h: it arrives within its backoff once the relay is back."""
+    await sink.stop()
+    clock = SteppedClock()
+    settings = fast(alert_settings, retry_base_s=1.0, retry_max_s=2.0)
+    agent = await make_agent(settings, clock=clock)
+    await printer_down_with_a_ticket(agent, printers)
+    db = settings.agent.db_path
+    await wait_until(lambda: db_rows(db, "SELECT MAX(attempts) FROM alert_mails")[0][0], 8, "a failed attempt")
+    clock.step(-EIGHT_HOURS)
+    await sink.start()
+    [mail] = await sink.wait_for(1, timeout=6)
+    assert "Drucker kitchen" in str(mail["Subject"])

@@ -1,0 +1,172 @@
+"""Critical alerts: a rise to critical is news, they pass the hourly cap and quiet hours, a storm guard per device
+keeps them few, and with default settings they reach the inbox within 10 s."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+
+from edge.alerts import Alerter
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.config import Settings
+from edge.events import PrinterStatusChanged, StorageProblem
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from edge.store import Database
+from tests.alerts.conftest import FakeClock, db_rows, wait_until
+from tests.alerts.test_outbox import printer_down_with_a_ticket
+from tests.alerts.test_throttle import add_jobs, offline, online, run, subject
+
+MakeAgent = Callable[..., Awaitable[Agent]]
+
+
+def recipients(sink: SmtpSink, n: int) -> list[str]:
+    return sorted(sink.envelopes[n].rcpt_tos)
+
+
+def hours_from_now(clock: FakeClock, start: int, end: int) -> str:
+    """An 'HH:MM-HH:MM' window ``start``..``end`` hours from the fake clock's local hour."""
+    hour = dt.datetime.fromtimestamp(clock.wall()).hour
+    return f"{(hour + start) % 24:02d}:00-{(hour + end) % 24:02d}:00"
+
+
+async def test_printer_turning_critical_is_mailed_again_to_the_critical_recipients(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """An idle printer that is off is a warning (mailed to alerts.to); once a ticket waits for it, it turns
+    critical, and that is a new mail at once, to critical_to as well."""
+    alerter = make_alerter(alert_settings(critical_to=["owner@store.test"]))
+    alerter.on_event(offline())
+    clock.advance(31)
+    assert await run(alerter) == 1
+    assert "kritisch" not in subject(sink.messages[0])
+    assert recipients(sink, 0) == ["chef@store.test", "vize@store.test"]
+    clock.advance(60)
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    await alerter.check()
+    assert await run(alerter) == 1
+    assert "STÖRUNG (kritisch): Drucker kitchen nicht erreichbar" in subject(sink.messages[1])
+    assert recipients(sink, 1) == ["chef@store.test", "owner@store.test", "vize@store.test"]
+    clock.advance(600)
+    await alerter.check()
+    assert await run(alerter) == 0  # told once
+
+
+async def test_printer_turning_critical_is_mailed_even_with_the_digest_on(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """With the daily digest on, the warning waits for the digest, but the rise to critical is mailed at once."""
+    at = dt.datetime.fromtimestamp(clock.wall() + 6 * 3600)
+    alerter = make_alerter(alert_settings(digest=True, digest_at=f"{at.hour:02d}:00", critical_to=["owner@store.test"]))
+    alerter.on_event(offline())
+    clock.advance(31)
+    assert await run(alerter) == 0  # into the digest
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    await alerter.check()
+    assert await run(alerter) == 1
+    assert "(kritisch)" in subject(sink.messages[0])
+    assert "owner@store.test" in recipients(sink, 0)
+
+
+async def test_critical_passes_the_hourly_cap(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """After two warnings used up max_per_hour, a storage problem is still mailed at once; a third warning waits."""
+    alerter = make_alerter(alert_settings(max_per_hour=2))
+    for printer in ("a", "b"):
+        alerter.on_event(PrinterStatusChanged(printer=printer, old="online", new="cover_open"))
+    clock.advance(31)
+    assert await run(alerter) == 2
+    alerter.on_event(StorageProblem(detail="database or disk is full"))
+    alerter.on_event(PrinterStatusChanged(printer="c", old="online", new="cover_open"))
+    clock.advance(31)
+    assert await run(alerter) == 1
+    assert "Speicherproblem" in subject(sink.messages[2])
+    clock.advance(3600)
+    assert await run(alerter) == 1
+    assert "Drucker c: Deckel offen" in subject(sink.messages[3])
+
+
+async def test_storage_problem_during_quiet_hours_goes_at_once(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """Quiet hours hold warnings, not critical alerts: a storage problem at night is mailed at once."""
+    alerter = make_alerter(alert_settings(quiet_hours=hours_from_now(clock, 0, 2)))
+    alerter.on_event(StorageProblem(detail="database or disk is full"))
+    alerter.on_event(PrinterStatusChanged(printer="front", old="online", new="cover_open"))
+    clock.advance(31)
+    assert await run(alerter) == 1
+    assert "Speicherproblem" in subject(sink.messages[0])
+    clock.advance(2 * 3600)
+    assert await run(alerter) == 1
+    assert "Deckel offen" in subject(sink.messages[1])
+
+
+def kinds(sink: SmtpSink) -> list[str]:
+    return [subject(m).split("] ")[1].split(":")[0] for m in sink.messages]
+
+
+async def test_storm_guard_one_mail_per_device_then_the_digest(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """A critical printer that keeps dropping off gets one alert mail (and its resolved mail); later outages within
+    the storm window go into the digest instead of a mail each; if it is still down when the window ends, one mail
+    says so."""
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    alerter = make_alerter(alert_settings())
+    for _ in range(6):  # down for a minute, back for five, six times
+        alerter.on_event(offline())
+        clock.advance(60)
+        await run(alerter)
+        alerter.on_event(online())
+        clock.advance(300)
+        await run(alerter)
+    assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN"]
+    alerter.on_event(offline())  # and now it stays down
+    for _ in range(30):
+        clock.advance(120)
+        await run(alerter)
+    assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN", "STÖRUNG (kritisch)"]
+    logged = db_rows(db.path, "SELECT COUNT(*) FROM alert_log WHERE action = 'digest'")[0][0]
+    assert logged >= 10  # the outages in between, for the digest
+
+
+async def test_critical_alert_reaches_the_inbox_within_10_s_by_default(
+    make_agent: MakeAgent,
+    make_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    alert_settings: Callable[..., Settings],
+) -> None:
+    """With default alert settings, an unplugged printer with a ticket waiting is in the manager's inbox within 10 s
+    of the fault by the agent's clock (group wait, rules tick and delivery included)."""
+    base = alert_settings()
+    settings = make_settings(
+        agent={"store_name": "Filiale Mitte"},
+        smtp={k: getattr(base.smtp, k) for k in ("host", "port", "security", "username", "sender", "timeout_s")}
+        | {"password": base.smtp.password.get(), "ca_file": str(base.smtp.ca_file)},
+        alerts={"to": ["chef@store.test"], "disk_free_min_mb": 0},  # everything else: the defaults
+    )
+    clock = SteppedClock()
+    agent = await make_agent(settings, clock=clock)
+    await printer_down_with_a_ticket(agent, printers)
+    db = settings.agent.db_path
+    await wait_until(lambda: db_rows(db, "SELECT COUNT(*) FROM alert_groups")[0][0], 8, "the fault noted")
+    [(first_at,)] = db_rows(db, "SELECT first_at FROM alert_groups WHERE key = 'printer_offline:kitchen'")
+    clock.advance(first_at + 8.5 - clock.wall())  # 8.5 s after the fault by the agent's clock
+    [mail] = await sink.wait_for(1, timeout=3)
+    assert "Drucker kitchen nicht erreichbar" in str(mail["Subject"])
+    assert clock.wall() - first_at < 10

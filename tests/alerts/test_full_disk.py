@@ -1,0 +1,153 @@
+"""A full disk under the agent: each alert mail still goes out once, memory stays bounded, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.events import PrinterStatusChanged
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.alerts.conftest import db_rows, wait_until
+from tests.alerts.test_outbox import fast, printer_down_with_a_ticket
+
+MakeAgent = Callable[..., Awaitable[Agent]]
+
+
+class SmallDisk:
+    """A 16 MB tmpfs for the data directory (as root), so "disk full" is the kernel's ENOSPC; where mounting is
+    not allowed, SQLite is made to fail every write to the alert tables with "database or disk is full" instead."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mounted = False
+
+    def mount(self) -> None:
+        self.path.mkdir(parents=True)
+        if os.geteuid() == 0:
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(self.path)], capture_output=True, timeout=10
+            )
+            self.mounted = done.returncode == 0
+
+    def fill(self, db_path: Path) -> None:
+        if self.mounted:
+            # An empty WAL first: otherwise SQLite may reuse room the WAL file already has and a commit still fits.
+            with sqlite3.connect(db_path) as conn:
+                assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # 0: not busy, done
+            for name, size in (("filler", 65536), ("filler2", 512)):  # the last pages too, in small pieces
+                with open(self.path / name, "wb", buffering=0) as f:
+                    with contextlib.suppress(OSError):
+                        while True:
+                            f.write(b"\0" * size)
+            assert os.statvfs(self.path).f_bavail == 0
+            return
+        with sqlite3.connect(db_path) as conn:
+            for table in ("alert_mails", "alert_groups", "alert_log"):
+                for op in ("INSERT", "UPDATE"):
+                    conn.execute(
+                        f"CREATE TRIGGER full_{op}_{table} BEFORE {op} ON {table}"
+                        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+                    )
+
+    def free(self, db_path: Path) -> None:
+        if self.mounted:
+            for name in ("filler", "filler2"):
+                (self.path / name).unlink(missing_ok=True)
+            return
+        with sqlite3.connect(db_path) as conn:
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'full_%'"):
+                conn.execute(f"DROP TRIGGER {name}")
+
+    def unmount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    disk = SmallDisk(tmp_path / "disk")
+    disk.mount()
+    yield disk
+    disk.unmount()
+
+
+def kitchen_mails(sink: SmtpSink) -> list[EmailMessage]:
+    return [m for m in sink.messages if "Drucker kitchen" in str(m["Subject"])]
+
+
+async def test_full_disk_sends_the_mail_once_and_loses_nothing(
+    make_agent: MakeAgent,
+    make_settings: Callable[..., Settings],
+    alert_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The relay, busy at first, takes an alert mail on the second attempt just as the disk fills, so it cannot be
+    marked sent: the agent does not send it again (it used to, nonstop), keeps few occurrences in memory while a
+    printer flaps 2,000 times, and once the disk has room again records the mail as sent and counts every one."""
+    base = fast(alert_settings)
+    settings = make_settings(
+        agent={"data_dir": str(small_disk.path / "data"), "store_name": "Filiale Mitte"},
+        smtp={k: getattr(base.smtp, k) for k in ("host", "port", "security", "username", "sender", "timeout_s")}
+        | {"password": base.smtp.password.get(), "ca_file": str(base.smtp.ca_file)},
+        alerts={
+            "to": base.alerts.to,
+            "disk_free_min_mb": 0,
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "retry_base_s": 0.2,
+            "retry_max_s": 0.4,
+            "check_interval_s": 0.2,
+        },
+    )
+    db = settings.agent.db_path
+
+    attempts: list[str] = []
+
+    def busy_then_fill(message: EmailMessage) -> str | None:
+        if "Drucker kitchen" not in str(message["Subject"]):
+            return None
+        attempts.append(str(message["Message-ID"]))
+        if len(attempts) == 1:
+            return "451 4.3.0 busy, try again later"
+        if len(attempts) == 2:
+            small_disk.fill(db)  # while the relay takes it: the agent cannot write down that it was sent
+        return None  # "250 OK"
+
+    sink.data_reply = busy_then_fill
+    agent = await make_agent(settings)
+    assert agent.alerter is not None
+    await printer_down_with_a_ticket(agent, printers)
+    await wait_until(lambda: len(attempts) >= 2, 8, "taken by the relay")
+    for n in range(2000):  # the front printer flaps while the disk is full
+        agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
+        agent.bus.publish(PrinterStatusChanged(printer="front", old="offline", new="online"))
+        if n % 200 == 0:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(2.5)  # many retry rounds: each must not send the mail again
+    assert len(kitchen_mails(sink)) == 1
+    status = await agent.alerter.outbox_status()
+    assert status.unrecorded == 1 and status.waiting_signals <= 1000
+    assert sink.connections <= 3  # the alert, at most the storage alert mailed directly, nothing in a loop
+    small_disk.free(db)
+    await wait_until(lambda: db_rows(db, "SELECT state FROM alert_mails WHERE id = 1") == [("sent",)], 8, "recorded")
+    await wait_until(
+        lambda: db_rows(db, "SELECT fires_total FROM alert_groups WHERE key = 'printer_offline:front'") == [(2000,)],
+        8,
+        "every occurrence counted",
+    )
+    assert len(kitchen_mails(sink)) == 1
+    assert db_rows(db, "SELECT attempts FROM alert_mails WHERE id = 1") == [(2,)]
+    assert (await agent.alerter.outbox_status()).waiting_signals == 0

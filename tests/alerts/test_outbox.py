@@ -1,0 +1,216 @@
+"""The mail outbox against a real SMTP server: slow relays, refusals per mail and per recipient, retry and discard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.alerts.conftest import db_rows, wait_until
+from tests.conftest import TOKEN
+from tests.prove.spec import check_answer
+
+MakeAgent = Callable[..., Awaitable[Agent]]
+
+
+async def printer_down_with_a_ticket(agent: Agent, printers: dict[str, SimPrinter], n: int = 1) -> None:
+    """The kitchen printer unplugged while an order waits for it: a critical printer_offline alert."""
+    printers["kitchen"].set_offline(True)
+    assert agent.deps is not None
+    await agent.deps.intake.accept(make_order(n, prefix="outbox", print_receipt=False))
+
+
+async def test_slow_final_reply_is_waited_for_not_resent(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """A relay that answers the message body after 1 s while commands time out after 0.5 s gets the alert once: the
+    final reply has its own, longer timeout (RFC 5321 4.5.3.2.6 allows 10 minutes), so nothing is sent again."""
+    sink.data_delay_s = 1.0
+    settings = alert_settings(
+        smtp={"timeout_s": 0.5}, critical_group_wait_s=0, retry_base_s=0.2, retry_max_s=0.4, check_interval_s=0.2
+    )
+    agent = await make_agent(settings)
+    await printer_down_with_a_ticket(agent, printers)
+    db = settings.agent.db_path
+    await wait_until(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NOT NULL")[0][0] >= 1, 8, "sent"
+    )
+    await asyncio.sleep(1.5)  # room for a wrong second copy
+    assert len(sink.messages) == 1
+    assert db_rows(db, "SELECT attempts, last_error FROM alert_mails") == [(1, None)]
+
+
+def fast(alert_settings: Callable[..., Settings], **alerts: Any) -> Settings:
+    """Alert settings that mail at once and retry quickly, so a test sees several rounds in a second or two."""
+    return alert_settings(
+        **{
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "retry_base_s": 0.2,
+            "retry_max_s": 0.4,
+            "check_interval_s": 0.2,
+            **alerts,
+        }
+    )
+
+
+async def two_alerts(agent: Agent, printers: dict[str, SimPrinter]) -> None:
+    """Kitchen printer unplugged with a ticket waiting (mailed first), then the front printer's cover open."""
+    await printer_down_with_a_ticket(agent, printers)
+    db = agent.settings.agent.db_path
+    await wait_until(lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails")[0][0] >= 1, 8, "kitchen mail queued")
+    printers["front"].cover_open = True
+    assert agent.deps is not None
+    await agent.deps.intake.accept(make_order(2, prefix="front"))  # a receipt for front: it finds the cover open
+
+
+def subjects(sink: SmtpSink) -> list[str]:
+    return [str(m["Subject"]) for m in sink.messages]
+
+
+async def test_refused_mail_is_dead_lettered_and_the_next_one_still_goes(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """A relay that refuses one mail for good (554 after its body) dead-letters that mail after one attempt; the
+    next mail is delivered at once, not held behind it."""
+    sink.data_reply = lambda msg: "554 5.7.1 message refused" if "kitchen" in str(msg["Subject"]) else None
+    agent = await make_agent(fast(alert_settings))
+    await two_alerts(agent, printers)
+    await sink.wait_for(1, timeout=8)
+    assert any("front" in s for s in subjects(sink))
+    await asyncio.sleep(1.0)  # several retry rounds: the refused mail is not tried again
+    assert sink.refused_messages == 1
+    db = agent.settings.agent.db_path
+    assert db_rows(db, "SELECT state, attempts FROM alert_mails WHERE subject LIKE '%kitchen%'") == [("dead", 1)]
+
+
+async def test_temporary_refusal_retries_without_holding_up_others(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """A 451 for one mail retries that mail with backoff while the next mail goes at once; when the relay takes it,
+    it arrives once."""
+    sink.data_reply = lambda msg: "451 4.3.0 try again later" if "kitchen" in str(msg["Subject"]) else None
+    agent = await make_agent(fast(alert_settings))
+    await two_alerts(agent, printers)
+    await sink.wait_for(1, timeout=8)
+    assert any("front" in s for s in subjects(sink))
+    await wait_until(lambda: sink.refused_messages >= 2, 5, "the refused mail tried again")
+    sink.data_reply = None
+    await wait_until(lambda: any("kitchen" in s for s in subjects(sink)), 5, "kitchen mail delivered")
+    await asyncio.sleep(0.6)
+    assert sum("kitchen" in s for s in subjects(sink)) == 1
+
+
+async def test_changed_recipient_list_applies_to_unsent_mails(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """A mail still waiting in the outbox (relay down) goes to the recipients configured when it is sent: after the
+    technician replaced an old address and restarted, the new address gets it and the old one never does."""
+    await sink.stop()
+    old = fast(alert_settings, to=["old@store.test"])
+    agent = await make_agent(old)
+    await printer_down_with_a_ticket(agent, printers)
+    db = old.agent.db_path
+    await wait_until(lambda: db_rows(db, "SELECT MAX(attempts) FROM alert_mails")[0][0] or 0, 8, "a failed attempt")
+    await agent.stop()
+    await sink.start()
+    await make_agent(fast(alert_settings, to=["new@store.test"]))
+    await sink.wait_for(1, timeout=8)
+    assert [e.rcpt_tos for e in sink.envelopes] == [["new@store.test"]]
+
+
+async def outbox(api: aiohttp.ClientSession) -> dict[str, Any]:
+    async with api.get("/api/v1/alerts/outbox") as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def test_refused_recipient_does_not_lose_the_other_and_retry_reaches_the_new_address(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """A 550 for one of two recipients: the other gets the mail once; the refusal is dead-lettered and shown in the
+    outbox; after the address is fixed, a retry sends it to the new address only (no second copy for the first)."""
+    sink.rcpt_replies["old@store.test"] = "550 5.1.1 user unknown"
+    settings = fast(alert_settings, to=["chef@store.test", "old@store.test"])
+    agent = await make_agent(settings)
+    await printer_down_with_a_ticket(agent, printers)
+    await sink.wait_for(1, timeout=8)
+    assert [e.rcpt_tos for e in sink.envelopes] == [["chef@store.test"]]
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
+        await wait_until_async(lambda: outbox(api), lambda body: body["dead"], "dead-lettered")
+        [dead] = (await outbox(api))["dead"]
+        assert dead["delivered"] == ["chef@store.test"]
+        assert dead["refused"] == {"old@store.test": "550 5.1.1 user unknown"}
+    await agent.stop()
+    fixed = await make_agent(fast(alert_settings, to=["chef@store.test", "new@store.test"]))
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{fixed.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
+        async with api.post(f"/api/v1/alerts/outbox/{dead['id']}/retry") as response:
+            assert response.status == 200
+        await sink.wait_for(2, timeout=8)
+        assert [e.rcpt_tos for e in sink.envelopes] == [["chef@store.test"], ["new@store.test"]]
+        assert (await outbox(api))["dead"] == []
+
+
+async def wait_until_async(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], Any], what: str) -> Any:
+    """Polls ``fetch`` until ``done(body)``; fails naming ``what`` after 8 s."""
+    for _ in range(160):
+        body = await fetch()
+        if done(body):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not {what} after 8 s")
+
+
+async def documented(
+    api: aiohttp.ClientSession, method: str, template: str, expected: int, url: str | None = None
+) -> dict[str, Any]:
+    """Calls the API and checks the answer against the OpenAPI document."""
+    async with api.request(method, url or template) as response:
+        body = await response.json()
+        check_answer(method, template, response.status, response.content_type, body)
+        assert response.status == expected, body
+        return body
+
+
+async def test_outbox_routes_retry_discard_test_as_documented(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """A dead-lettered mail can be discarded (then it is neither sent nor retried); acting on a sent or discarded
+    mail is 409, on an unknown one 404; a test mail goes through the outbox; without the token it is 401. Each answer
+    is what the OpenAPI document says."""
+    sink.data_reply = lambda msg: "554 5.7.1 message refused" if "kitchen" in str(msg["Subject"]) else None
+    agent = await make_agent(fast(alert_settings))
+    await printer_down_with_a_ticket(agent, printers)
+    base, outbox_url = f"http://127.0.0.1:{agent.port}", "/api/v1/alerts/outbox"
+    retry, discard = f"{outbox_url}/{{mail_id}}/retry", f"{outbox_url}/{{mail_id}}/discard"
+    async with aiohttp.ClientSession(base_url=base) as anonymous:
+        await documented(anonymous, "GET", outbox_url, 401)
+    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        body = await wait_until_async(lambda: documented(api, "GET", outbox_url, 200), lambda b: b["dead"], "dead")
+        mail_id = body["dead"][0]["id"]
+        assert (await documented(api, "POST", discard, 200, f"{outbox_url}/{mail_id}/discard"))["state"] == "discarded"
+        for template in (discard, retry):
+            url = template.replace("{mail_id}", str(mail_id))
+            assert (await documented(api, "POST", template, 409, url))["error"] == "wrong_state"
+        await documented(api, "POST", retry, 404, f"{outbox_url}/999999/retry")
+        await documented(api, "POST", retry, 404, f"{outbox_url}/x/retry")
+        assert (await documented(api, "GET", outbox_url, 200))["dead"] == []
+        tested = await documented(api, "POST", "/api/v1/alerts/test", 201)
+        assert tested["mail"]["state"] == "sent" and tested["mail"]["delivered"] == [
+            "chef@store.test",
+            "vize@store.test",
+        ]
+    db = agent.settings.agent.db_path
+    assert db_rows(db, "SELECT state FROM alert_mails WHERE id = ?", mail_id) == [("discarded",)]
+    assert not any("kitchen" in s for s in subjects(sink))
