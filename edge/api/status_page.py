@@ -142,6 +142,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
     ]
     oldest = await deps.jobs.oldest_waiting()
     central, outbox = await _central(deps, store)
+    mail = await _mail(deps)
     recovery, recovery_text, alerts = [], None, []
     try:  # tables other parts own: if their schema moved on, the page still shows everything else
         if (run := await store.last_recovery()) is not None:
@@ -171,6 +172,24 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "recovery_text": recovery_text,
         "recovery_trigger": _TRIGGERS.get(recovery[0]["trigger"], recovery[0]["trigger"]) if recovery else None,
         "alerts": alerts,
+        "mail": mail,  # the alert mail outbox; None without an SMTP server
+    }
+
+
+async def _mail(deps: ApiDeps) -> dict[str, Any] | None:
+    """Alert mails waiting and dead-lettered, without addresses or bodies (the page may be public)."""
+    if deps.alerter is None:
+        return None
+    status = await deps.alerter.outbox_status()
+    return {
+        "pending": status.pending,
+        "server_error": status.server_error,
+        "unrecorded": status.unrecorded,
+        "waiting_signals": status.waiting_signals,
+        "dead": [
+            {"id": m.id, "subject": m.subject, "created_at": m.created_at, "refused": len(m.refused)}
+            for m in status.dead
+        ],
     }
 
 

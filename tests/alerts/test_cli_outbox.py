@@ -29,7 +29,7 @@ def cli_logging() -> Iterator[None]:
 
 
 def cli_config(tmp_path: Path, settings: Settings, *, api_port: int, cert: Path) -> Path:
-    """The technician's edge.toml for the same data directory (password in .env, as setup-notifications writes it)."""
+    """The technician's edge.toml for the same data directory (password in edge.env, as setup-notifications writes it)."""
     to = ", ".join(f'"{r}"' for r in settings.alerts.to)
     config = tmp_path / "edge.toml"
     config.write_text(
@@ -39,7 +39,9 @@ def cli_config(tmp_path: Path, settings: Settings, *, api_port: int, cert: Path)
         f'sender = "edge@store.test"\n[alerts]\nto = [{to}]\n',
         encoding="utf-8",
     )
-    (tmp_path / ".env").write_text(f"EDGE_SMTP_PASSWORD='{SMTP_PASSWORD}'\n", encoding="utf-8")
+    secrets = tmp_path / "edge.env"
+    secrets.write_text(f'EDGE_SMTP_PASSWORD="{SMTP_PASSWORD}"\n', encoding="utf-8")
+    secrets.chmod(0o600)
     return config
 
 

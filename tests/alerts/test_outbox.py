@@ -214,3 +214,31 @@ async def test_outbox_routes_retry_discard_test_as_documented(
     db = agent.settings.agent.db_path
     assert db_rows(db, "SELECT state FROM alert_mails WHERE id = ?", mail_id) == [("discarded",)]
     assert not any("kitchen" in s for s in subjects(sink))
+
+
+async def test_dead_lettered_mail_shows_on_the_status_page_and_retries_from_it(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """A mail the relay refused for good is listed on the public status panel (subject and count, no address), and
+    the page's Retry route sends it again once the relay takes it."""
+    sink.data_reply = lambda msg: "554 5.7.1 message refused"
+    agent = await make_agent(fast(alert_settings))
+    await printer_down_with_a_ticket(agent, printers)
+    db = agent.settings.agent.db_path
+    await wait_until(lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE state = 'dead'")[0][0] == 1, 8, "dead")
+    [(mail_id,)] = db_rows(db, "SELECT id FROM alert_mails WHERE state = 'dead'")
+    base = f"http://127.0.0.1:{agent.port}"
+    async with aiohttp.ClientSession() as public:
+        async with public.get(f"{base}/status/panel") as response:
+            panel = await response.text()
+        assert f'data-mail-retry="{mail_id}"' in panel and "kitchen" in panel
+        assert not any(address in panel for address in agent.settings.alerts.to)
+        async with public.post(f"{base}/api/v1/alerts/outbox/{mail_id}/retry") as response:
+            assert response.status == 401  # actions need the token
+    sink.data_reply = lambda msg: None
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as client:
+        async with client.post(f"{base}/api/v1/alerts/outbox/{mail_id}/retry") as response:
+            assert response.status == 200
+    await sink.wait_for(1, timeout=8)
+    assert "kitchen" in str(sink.messages[-1]["Subject"])

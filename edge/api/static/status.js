@@ -75,6 +75,10 @@ panel.addEventListener("click", (event) => {
   else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of job " + button.dataset.release);
   else if (button.dataset.releaseAll) act("/api/v1/jobs/release-held", "Release all");
   else if (button.dataset.sync) act("/api/v1/recovery/runs", "Sync");
+  else if (button.dataset.mailRetry) act("/api/v1/alerts/outbox/" + encodeURIComponent(button.dataset.mailRetry) + "/retry", "Retry of mail " + button.dataset.mailRetry);
+  else if (button.dataset.mailDiscard) {
+    if (confirm("Discard mail " + button.dataset.mailDiscard + "? It will never be sent.")) act("/api/v1/alerts/outbox/" + encodeURIComponent(button.dataset.mailDiscard) + "/discard", "Discard of mail " + button.dataset.mailDiscard);
+  }
   else if (button.dataset.discard) {
     if (confirm("Discard job " + button.dataset.discard + "? It will never print.")) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.discard) + "/discard", "Discard of job " + button.dataset.discard);
   }
