@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 from typing import Any, Literal
@@ -73,8 +74,8 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
     now = time.time()
     if fresh:
         await conn.executemany(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at, source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at,"
+            " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
@@ -92,7 +93,8 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
             ],
         )
         await conn.executemany(
-            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
@@ -117,7 +119,7 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
         jobs.setdefault(row[0], []).append(row[1])
     return [
         InsertResult(order_id=n.order.id, outcome=o, job_ids=tuple(jobs.get(n.order.id, ())))
-        for n, o in zip(batch, outcomes)
+        for n, o in zip(batch, outcomes, strict=True)
     ]
 
 
@@ -143,15 +145,23 @@ class OrderStore:
         while self._pending:
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             try:
-                results = await self._db.write(lambda conn: insert_batch(conn, [n for n, _ in group]))
+                results = await self._db.write(functools.partial(insert_batch, batch=[n for n, _ in group]))
             except Exception as err:  # every waiter learns the commit failed; none is told "stored"
                 for _, future in group:
                     if not future.done():
                         future.set_exception(err)
                 continue
-            for (_, future), result in zip(group, results):
+            for (_, future), result in zip(group, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    async def known_hashes(self, ids: list[str]) -> dict[str, str]:
+        """Content hash by order id, for the ids that are stored."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await self._db.fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({marks})", tuple(ids))
+        return {r[0]: r[1] for r in rows}
 
     async def get(self, order_id: str) -> aiosqlite.Row | None:
         return await self._db.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))
