@@ -50,13 +50,16 @@ async def test_retry_after_is_honoured_on_429(central: CentralSim, make_client: 
 
 async def test_a_burst_of_500s_is_survived(central: CentralSim, make_client: MakeClient) -> None:
     """Three 500s in a row, then an answer: the call succeeds and the batch is accepted once."""
+    [order] = central.create_orders(1, prefix="o")
     central.fail_next(3, 500)
     client = await make_client()
+    key = f"{order['id']}:received:0"
     await asyncio.wait_for(
-        client.post_events([{"idempotency_key": "o1:received:0", "order_id": "o1", "event": "received"}]), timeout=10
+        client.post_events([{"idempotency_key": key, "order_id": order["id"], "event": "received", "at": 1.0}]),
+        timeout=10,
     )
     assert [status for *_, status in central.requests] == [500, 500, 500, 200]
-    assert list(central.events) == ["o1:received:0"]
+    assert list(central.events) == [key]
 
 
 async def test_gives_up_after_max_attempts_naming_the_status(central: CentralSim, make_client: MakeClient) -> None:

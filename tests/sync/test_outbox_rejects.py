@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from edge.config import CentralSettings, Secret, Settings
 from edge.events import EventBus, JobPrinted, RecoveryCompleted
 from edge.sim.central import CentralSim
+from edge.sim.orders import example_order
 from edge.store import Database
 from edge.store.orders import add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
@@ -49,7 +50,9 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def make_sender(db: Database, central: CentralSim) -> AsyncIterator[MakeSender]:
-    """Senders (not started: the test drives the send cycles) over the test database, against the simulator."""
+    """Senders (not started: the test drives the send cycles) over the test database, against the simulator, which
+    knows orders A, B and C of the store."""
+    central.add_orders([example_order() | {"id": order_id} for order_id in "ABC"])
     clients: list[CentralClient] = []
 
     async def make(batch_size: int = 50, token: str = CENTRAL_TOKEN) -> OutboxSender:
@@ -66,8 +69,15 @@ async def make_sender(db: Database, central: CentralSim) -> AsyncIterator[MakeSe
 
 
 async def write(db: Database, events: list[tuple[str, str, str]]) -> None:
+    """Outbox rows as the store writes them: printed events carry their job id."""
     async with db.transaction() as conn:
-        await add_outbox(conn, [outbox_row(order, event, suffix, 1.0) for order, event, suffix in events])
+        await add_outbox(
+            conn,
+            [
+                outbox_row(order, event, suffix, 1.0, **({"job_id": int(suffix)} if event == "printed" else {}))
+                for order, event, suffix in events
+            ],
+        )
 
 
 def keys(events: list[tuple[str, str, str]]) -> list[str]:
@@ -107,7 +117,7 @@ async def test_refused_event_is_rejected_and_the_rest_delivered_once_in_order(
     state = rows(db)
     delivered_at, _, payload = state[POISON]
     assert delivered_at is not None and payload[REJECTED_KEY]["status"] == 422
-    assert "event_not_accepted" in payload[REJECTED_KEY]["reason"]
+    assert "invalid_event" in payload[REJECTED_KEY]["reason"]
     assert all(REJECTED_KEY not in state[k][2] and state[k][0] is not None for k in good)
     assert await sender.pending() == 0 and await sender.rejected() == 1
     [logged] = [e for e in logs if e["event"] == "outbox_event_rejected"]
