@@ -35,6 +35,10 @@ class RecoveryIncompleteError(EdgeError):
     """Completion found an order from validation that is still not stored: the cursor must not move."""
 
 
+class CursorStuckError(CentralApiError):
+    """The backend's next_cursor repeats one already sent while it says there is more: paging would never end."""
+
+
 class _CancelRequested(Exception):
     """Raised at the run's next safe point (between pages and batches, never inside a transaction)."""
 
@@ -203,6 +207,7 @@ class Recovery:
         await self._runs.enter_phase(run_id, RunState.VALIDATION, time.time())
         await self._runs.clear_items(run_id)  # a resumed validation starts over
         cursor, pages = await self._runs.since_cursor(run_id), 0
+        sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
         while True:
             try:
                 orders, next_cursor, more = await self._client.orders_since(cursor, self._settings.page_size)
@@ -214,13 +219,21 @@ class Recovery:
                 log.warning(
                     "recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the beginning"
                 )
-                cursor = ""
+                cursor, sent = "", {""}
                 continue
             await self._runs.save_page(run_id, await self._classify(orders, page=pages), next_cursor)
-            cursor, pages = next_cursor, pages + 1
+            pages += 1
             self._checkpoint()
-            if not more or not orders:
+            if not more:  # an empty page with has_more is normal (docs/central-api.md): only has_more ends the listing
                 break
+            if next_cursor in sent:
+                raise CursorStuckError(
+                    f"central API answered page {pages} (since {cursor[:80]!r}) with has_more and next_cursor"
+                    f" {next_cursor[:80]!r}, a cursor this run already sent: its cursor does not advance"
+                    " (a timestamp cursor? docs/central-api.md forbids them)"
+                )
+            sent.add(next_cursor)
+            cursor = next_cursor
         log.info("recovery_validated", pages=pages, counts=await self._runs.counts(run_id))
 
     async def _classify(self, orders: list[Any], *, page: int) -> list[RecoveryItem]:
