@@ -184,8 +184,12 @@ class CentralSim:
         path: str | None = None,
     ) -> None:
         """The next ``count`` API calls (not health; only ``path`` "orders" or "events" if given) answer ``status``,
-        with Retry-After if given and ``body`` (JSON) instead of a simulated error if given."""
+        with Retry-After if given and ``body`` instead of a simulated error if given (JSON; a str is sent as HTML)."""
         self._faults.extend([_Fault("status", path, status, retry_after, body)] * count)
+
+    def clear_faults(self) -> None:
+        """Forget every planned fault: the next calls are answered normally."""
+        self._faults.clear()
 
     def drip_next(self, count: int, *, chunk: int = 64, interval_s: float = 0.1, path: str | None = None) -> None:
         """The next ``count`` API calls answer normally, but the body trickles: ``chunk`` bytes per ``interval_s``."""
@@ -317,8 +321,10 @@ class CentralSim:
             return await handler(request)
         self._faults.remove(fault)
         if fault.kind == "status":
-            body = fault.body if fault.body is not None else {"error": "simulated", "reason": f"HTTP {fault.status}"}
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+            if isinstance(fault.body, str):  # a proxy's or gateway's page, not the backend's JSON
+                return web.Response(text=fault.body, status=fault.status, headers=headers, content_type="text/html")
+            body = fault.body if fault.body is not None else {"error": "simulated", "reason": f"HTTP {fault.status}"}
             return web.json_response(body, status=fault.status, headers=headers)
         response = await handler(request)
         assert isinstance(response, web.Response) and response.body is not None

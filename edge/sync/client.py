@@ -1,4 +1,4 @@
-"""HTTP client for the central API: timeouts, bearer auth, a request-rate ceiling, retries with full jitter, Retry-After."""
+"""HTTP client for the central API: timeouts, bearer auth, a request-rate ceiling, retries with jitter, Retry-After."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ log = structlog.get_logger()
 
 # Statuses worth another try: the backend is busy or briefly broken, not telling us we are wrong.
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
+# The contract's limit on one events POST (docs/central-api.md); a bigger configured batch is sent in parts.
+MAX_EVENTS_PER_POST = 500
+# The contract's refusals that mean "this event, never" (422 with one of these as "error"); nothing else may reject.
+PERMANENT_EVENT_ERRORS = frozenset({"invalid_event", "unknown_order", "idempotency_key_reused"})
 
 
 class CentralUnreachableError(CentralApiError):
@@ -33,6 +37,20 @@ class CentralRejectedError(CentralApiError):
         super().__init__(message)
         self.status = status
         self.body = body  # the answer's text (first 500 characters): the backend's reason
+        self.error = _error_code(body)  # the contract's {"error": code}, None when the answer is not the contract's
+
+    @property
+    def permanent_for_event(self) -> bool:
+        """The contract's answer that the (single) event in the batch will never be taken: mark it rejected."""
+        return self.status == 422 and self.error in PERMANENT_EVENT_ERRORS
+
+
+def _error_code(body: str) -> str | None:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), str) else None
 
 
 class RateLimiter:
@@ -124,8 +142,15 @@ class CentralClient:
         return body["orders"], body["next_cursor"], bool(body.get("has_more", False))
 
     async def post_events(self, events: list[dict[str, Any]]) -> None:
-        """Status events with idempotency keys; returns once the backend acknowledged the whole batch."""
-        await self.request("POST", self.events_path, body={"events": events})
+        """Status events with idempotency keys; returns only once the backend acknowledged the whole batch with the
+        contract's one success answer, 200 {"accepted": n, "duplicates": m} where n + m is the number sent."""
+        answer = await self.request("POST", self.events_path, body={"events": events})
+        counts = [answer.get(k) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts) or sum(counts) != len(events):
+            raise CentralApiError(
+                f"central API POST {self._base}{self.events_path}: HTTP 200 but the answer does not acknowledge all"
+                f" {len(events)} events (expected accepted + duplicates to add up): {json.dumps(answer)[:200]}"
+            )
 
     async def request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None) -> Any:
         """Send with retries: connection errors, timeouts, 429 and 5xx back off (full jitter, at least Retry-After)."""
@@ -140,8 +165,9 @@ class CentralClient:
                     raise err.cause from None
                 delay = backoff_delay(attempt - 1, base=s.retry_base_s, cap=s.retry_max_s)
                 if err.retry_after is not None:
-                    # Honour the server, plus a little jitter so stores told the same number do not return together.
-                    delay = err.retry_after + random.uniform(0, s.retry_base_s)
+                    # Honour the server up to retry_max_s (a longer wait would park the caller; it tries again
+                    # at its next cycle), plus a little jitter so stores told the same number do not return together.
+                    delay = min(err.retry_after, s.retry_max_s) + random.uniform(0, s.retry_base_s)
                 log.warning(
                     "central_retry",
                     method=method,
@@ -175,13 +201,15 @@ class CentralClient:
             raise _RetryableError(CentralUnreachableError(detail)) from None
         if status < 500:  # a 5xx is an answer, but not a backend we can reconcile with
             self.on_answer()
-        if status < 300:
+        if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing
             try:
                 # A big page of orders parses in a thread so the spoolers keep printing meanwhile.
                 return await asyncio.to_thread(json.loads, text) if len(text) > 65536 else json.loads(text or "null")
             except ValueError:
                 raise CentralApiError(f"central API {method} {url}: answer is not JSON") from None
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
+        if status < 300:
+            raise CentralApiError(f"{message} (the contract answers 200)")
         if status in _RETRY_STATUSES:
             raise _RetryableError(CentralApiError(message), retry_after)
         raise CentralRejectedError(message, status, text[:500]) if 400 <= status < 500 else CentralApiError(message)

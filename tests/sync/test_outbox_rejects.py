@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge.config import CentralSettings, Secret, Settings
+from edge.errors import CentralApiError
 from edge.events import EventBus, JobPrinted, RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import example_order
@@ -168,19 +169,46 @@ async def test_wrong_token_keeps_the_batch_pending(db: Database, central: Centra
     assert set(central.events) == set(keys(EVENTS)) and central.duplicates == []
 
 
-@pytest.mark.parametrize("status", [403, 404, 408, 409])
-async def test_retryable_4xx_keeps_the_batch_pending(
-    db: Database, central: CentralSim, make_sender: MakeSender, status: int
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, "<html>Bad Request</html>"),  # a proxy, not the backend's {"error": ...}
+        (403, None),
+        (404, None),  # wrong store or URL
+        (405, "<html>Method Not Allowed</html>"),  # a proxy or a misrouted URL
+        (408, None),
+        (409, None),
+        (410, {"error": "gone"}),
+        (413, {"error": "body_too_large"}),  # a single event too big for a proxy: not the backend refusing it
+        (422, "Unprocessable"),  # not the contract's body
+        (422, {"error": "validation_failed"}),  # not one of the contract's permanent errors
+    ],
+)
+async def test_only_the_contracts_permanent_answer_rejects_an_event(
+    db: Database, central: CentralSim, make_sender: MakeSender, status: int, body: object
 ) -> None:
-    """403, 404 (wrong store or URL), 408 and 409 reject nothing: the batch stays pending and goes through once fixed."""
-    sender = await make_sender()
+    """Any refusal other than the contract's 422 {"error": invalid_event | unknown_order | idempotency_key_reused}
+    rejects nothing, even for a single event: the batch stays pending and goes through once the answer is fixed."""
+    sender = await make_sender(batch_size=1)
     await write(db, EVENTS)
-    central.fail_next(1, status)
-    with pytest.raises(CentralRejectedError):
+    central.fail_next(1, status, body=body, path="events")
+    with pytest.raises(CentralApiError):
         await sender.send_once()
     assert await sender.pending() == len(EVENTS) and await sender.rejected() == 0
     assert await sender.flush() == len(EVENTS)
     assert set(central.events) == set(keys(EVENTS)) and central.duplicates == []
+
+
+async def test_a_batch_bigger_than_the_contract_allows_is_sent_in_contract_sized_posts(
+    db: Database, central: CentralSim, make_sender: MakeSender
+) -> None:
+    """batch_size above the contract's 500 events per POST: the sender never sends more than 500 at once, so the
+    backend never answers 413 and every event arrives once."""
+    central.add_orders([example_order() | {"id": f"big{n}"} for n in range(600)])
+    sender = await make_sender(batch_size=1000)
+    await write(db, [(f"big{n}", "received", "0") for n in range(600)])
+    assert await sender.flush() == 600
+    assert 413 not in central.statuses() and len(central.events) == 600 and central.duplicates == []
 
 
 async def test_running_agent_delivers_past_a_refused_event(
