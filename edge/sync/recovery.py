@@ -7,7 +7,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -56,7 +56,6 @@ class Recovery:
         outbox: OutboxSender,
         bus: EventBus,
         settings: CentralSettings,
-        link_up: Callable[[], bool],
     ) -> None:
         self._runs = RecoveryStore(db)
         self._client = client
@@ -65,7 +64,6 @@ class Recovery:
         self._outbox = outbox
         self._bus = bus
         self._settings = settings
-        self._link_up = link_up
         self._task: asyncio.Task[None] | None = None
         self._cancel = asyncio.Event()
         self._active_id: int | None = None
@@ -293,26 +291,28 @@ class Recovery:
                 if conflicts:
                     await self._runs.reclassify(run_id, ItemClass.CONFLICT, conflicts)
             batches += 1
-            # One POST per batch tells the backend what arrived; it waits for the shared rate limiter,
-            # so processing never outpaces the configured request rate. A failure only leaves rows pending.
-            if self._link_up():
-                try:
-                    await self._outbox.send_once()
-                except CentralApiError as err:
-                    log.warning("recovery_outbox_send_failed", error=str(err))
+            # Reporting is the outbox's own loop (woken by OrderStored): a slow or refusing events endpoint must
+            # never hold back storing, and so printing, the next batch.
         log.info("recovery_processed", batches=batches)
 
     async def _complete(self, run_id: int) -> None:
-        """Verify, flush the outbox, then (only then) advance the cursor and write the summary."""
+        """Verify every order is here, then (only then) advance the cursor and write the summary.
+
+        Event delivery is not a condition: the `received` rows are in the outbox, committed with their orders, and
+        go out when the events endpoint takes them; the cursor is about orders, not about reports."""
         await self._runs.enter_phase(run_id, RunState.COMPLETION, time.time())
         if not_stored := await self._runs.not_stored(run_id):
             raise RecoveryIncompleteError(f"{not_stored} orders seen in validation are not stored locally")
-        delivered = await self._outbox.flush()
         counts = await self._runs.counts(run_id)
         now = time.time()
         run = await self._runs.complete(run_id, counts, now)
         duration = now - (run["started_at"] or now)
-        log.info("recovery_completed", counts=counts, duration_s=round(duration, 3), outbox_delivered=delivered)
+        log.info(
+            "recovery_completed",
+            counts=counts,
+            duration_s=round(duration, 3),
+            outbox_pending=await self._outbox.pending(),
+        )
         self._bus.publish(RecoveryCompleted(run_id=run_id, counts=counts, duration_s=duration))
 
     def _checkpoint(self) -> None:

@@ -1,4 +1,4 @@
-"""The sync part as one unit for the composition root: client, link monitor, outbox sender, recovery and its schedule."""
+"""The sync part as one unit for the composition root: client, link monitor, outbox, recovery and its schedule."""
 
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ class SyncService:
             outbox=self.outbox,
             bus=bus,
             settings=central,
-            link_up=self._link_up,
         )
         self._scheduler = AsyncIOScheduler()
 
