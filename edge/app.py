@@ -202,7 +202,7 @@ class Agent:
 
         intake = OrderIntake(Router.from_settings(s), orders, self.bus)
         if s.central.url:  # without a central API the core runs the same, there is just nothing to reconcile with
-            self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus)
+            self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus, clock=self.clock)
             await self.sync.start()
         self.deps = ApiDeps(
             settings=s,

@@ -333,7 +333,6 @@ class CentralSettings:
         default=30.0, metadata=_check(_at_least(0))
     )  # random 0..this delay before a recovery after an outage
     schedule_interval_s: float = dataclasses.field(default=900.0, metadata=_check(_at_least(0)))  # 0: no scheduled runs
-    probe_timeout_s: float = dataclasses.field(default=1.0, metadata=_check(_positive))
     probe_max_s: float = dataclasses.field(
         default=0.5, metadata=_check(_positive)
     )  # longest gap between health probes while down

@@ -94,6 +94,7 @@ class CentralSim:
         self.port = port
         self.strict = strict
         self.latency_s = 0.0  # added to every answer
+        self.health_latency_s = 0.0  # added to health answers only (a slow dependency check behind /v1/health)
         self._capacity_rps: float | None = None
         self.cursor_mode: CursorMode = "position"  # the other two are the broken cursors the contract forbids
         self.up_at: float | None = None  # time.time() of the last set_up(True)
@@ -331,6 +332,8 @@ class CentralSim:
         return await _deliver_badly(request, response, fault)
 
     async def _health(self, request: web.Request) -> web.Response:
+        if self.health_latency_s:
+            await asyncio.sleep(self.health_latency_s)
         return web.json_response({"status": "ok"})
 
     async def _list_orders(self, request: web.Request) -> web.Response:

@@ -30,6 +30,10 @@ class CentralUnreachableError(CentralApiError):
     """No HTTP answer at all: connection refused, reset, or timed out. The line may be down."""
 
 
+class CentralTimeoutError(CentralUnreachableError):
+    """No (whole) answer within the timeouts: a slow backend or a dead line; other calls' answers tell which."""
+
+
 class CentralRejectedError(CentralApiError):
     """The backend answered but refused the request (a 4xx other than 429): retrying the same request will not help."""
 
@@ -106,7 +110,13 @@ class CentralClient:
         s = self._settings
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {s.token.get()}", "User-Agent": f"edge-agent/{self._store_id}"},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s),
+            # The same limits for every call, health probes included (docs/central-api.md, "Timeouts"): connect
+            # within connect_timeout_s, the whole answer within read_timeout_s more, so a dripping body ends too.
+            timeout=aiohttp.ClientTimeout(
+                total=s.connect_timeout_s + s.read_timeout_s,
+                sock_connect=s.connect_timeout_s,
+                sock_read=s.read_timeout_s,
+            ),
         )
 
     async def close(self) -> None:
@@ -122,9 +132,9 @@ class CentralClient:
         return f"/v1/stores/{self._store_id}/events"
 
     async def health(self) -> None:
-        """One probe, no retries, short timeout: the monitor decides how often to ask."""
+        """One probe, no retries, the same timeouts as every call: the monitor decides how often to ask."""
         try:
-            await self._send("GET", "/v1/health", timeout=aiohttp.ClientTimeout(total=self._settings.probe_timeout_s))
+            await self._send("GET", "/v1/health")
         except _RetryableError as err:
             raise err.cause from None
 
@@ -185,20 +195,21 @@ class CentralClient:
         *,
         params: dict[str, str] | None = None,
         body: Any = None,
-        timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         assert self._session is not None, "CentralClient.start() first"
         url = f"{self._base}{path}"
         await self._limiter.acquire()
         try:
-            async with self._session.request(method, url, params=params, json=body, timeout=timeout) as response:
+            async with self._session.request(method, url, params=params, json=body) as response:
                 status = response.status
                 text = await response.text()
                 retry_after = retry_after_s(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as err:
             detail = f"central API {method} {url}: no answer ({type(err).__name__}: {err})"
             self.on_unreachable(detail)
-            raise _RetryableError(CentralUnreachableError(detail)) from None
+            # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend.
+            error = CentralTimeoutError(detail) if isinstance(err, TimeoutError) else CentralUnreachableError(detail)
+            raise _RetryableError(error) from None
         if status < 500:  # a 5xx is an answer, but not a backend we can reconcile with
             self.on_answer()
         if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing

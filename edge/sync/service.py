@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.events import EventBus
 from edge.orders.intake import OrderIntake
@@ -23,12 +24,19 @@ class SyncService:
     """Started only when ``central.url`` is set; the core works the same without it."""
 
     def __init__(
-        self, settings: Settings, *, db: Database, intake: OrderIntake, orders: OrderStore, bus: EventBus
+        self,
+        settings: Settings,
+        *,
+        db: Database,
+        intake: OrderIntake,
+        orders: OrderStore,
+        bus: EventBus,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         central = settings.central
         self.settings = central
         self.client = CentralClient(central, settings.agent.store_id)
-        self.monitor = LinkMonitor(self.client, bus, central)
+        self.monitor = LinkMonitor(self.client, bus, central, clock=clock)
         self.outbox = OutboxSender(db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up)
         self.recovery = Recovery(
             db=db,

@@ -26,7 +26,6 @@ FAST = {
     "schedule_interval_s": 0.0,
     "probe_up_s": 0.2,
     "probe_max_s": 0.2,
-    "probe_timeout_s": 1.0,
     "retry_base_s": 0.05,
     "retry_max_s": 0.5,
     "page_size": 100,

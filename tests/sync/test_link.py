@@ -1,0 +1,75 @@
+"""The link state follows what real requests experience: a slow central is not a dead one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiohttp
+
+from edge.config import Settings
+from edge.events import CentralLinkChanged, RecoveryCompleted
+from edge.sim.central import CentralSim
+from tests.conftest import TOKEN
+from tests.sync.conftest import CENTRAL_TOKEN, Agents
+
+
+async def test_a_central_answering_in_1_5_s_is_up_recovered_from_and_reported_to_with_default_timeouts(
+    central: CentralSim, make_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Every answer (health included) takes 1.5 s, as when a whole fleet reconnects; with the shipped timeouts the
+    link is up, the start-up recovery runs and stores the missed orders, and pushed orders' events arrive."""
+    central.latency_s = 1.5
+    missed = central.create_orders(3, prefix="slow")
+    pushed = central.create_orders(2, prefix="slow", start=4)
+    settings = make_settings(
+        central={
+            "url": central.url,
+            "token": CENTRAL_TOKEN,
+            "start_jitter_s": 0,
+            "schedule_interval_s": 0,
+            "rate_limit_rps": 50,
+        }
+    )
+    agent, events = await agents.start(settings)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        for order in pushed:
+            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+                assert response.status == 201
+    [completed] = await events.wait(RecoveryCompleted, timeout=20)
+    assert completed.counts["stored"] == len(missed)
+    want = {o["id"] for o in missed + pushed}
+    await central.wait_for(lambda: {e["order_id"] for e in central.events_of("received")} == want, timeout=20)
+    assert [e.up for e in events.of(CentralLinkChanged)] == [True]
+
+
+async def test_a_health_probe_timing_out_does_not_mark_the_link_down_while_calls_succeed(
+    central: CentralSim, make_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Only the health endpoint turns slow (2 s, over the 1 s the timeouts allow) while orders keep flowing and their
+    events are taken at once: the link stays up and every event is delivered."""
+    settings = make_settings(
+        central={
+            "url": central.url,
+            "token": CENTRAL_TOKEN,
+            "start_jitter_s": 0,
+            "schedule_interval_s": 0,
+            "rate_limit_rps": 50,
+            "connect_timeout_s": 0.5,
+            "read_timeout_s": 0.5,
+            "probe_up_s": 2.0,
+            "probe_max_s": 0.2,
+        }
+    )
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    central.health_latency_s = 2.0
+    orders = central.create_orders(12, prefix="busy")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        for order in orders:  # 12 orders over ~4 s: two probe intervals, each probe timing out
+            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+                assert response.status == 201
+            await asyncio.sleep(0.33)
+    want = {o["id"] for o in orders}
+    await central.wait_for(lambda: want <= {e["order_id"] for e in central.events_of("received")}, timeout=10)
+    assert [e.up for e in events.of(CentralLinkChanged)] == [True]
