@@ -262,8 +262,6 @@ class Agent:
             self.deps.accepting = False
         if self._runner is not None:
             await self._runner.cleanup()
-        if self.sync is not None:
-            await self.sync.stop()  # an interrupted recovery run resumes at the next start
         if self.failover is not None:
             await self.failover.stop()  # before the spools, so no job moves while they wind down
         grace = self.settings.api.shutdown_grace_s
@@ -275,6 +273,8 @@ class Agent:
                 seconds=grace,
                 note="jobs still printing stay 'printing' and reprint as COPY at next start",
             )
+        if self.sync is not None:  # after the spools: their in-flight outcome is recorded before anything is cancelled
+            await self.sync.stop()  # an interrupted recovery run resumes at the next start
         await asyncio.gather(
             *(s.stop() for s in self.scanners.values())
         )  # a scan in progress commits before the store closes
