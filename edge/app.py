@@ -169,12 +169,12 @@ class Agent:
             self._lock.release()
             raise
         self.db.on_write_health = self._on_write_health
-        self._housekeeping = Housekeeping(self.db, s.retention)
+        self._housekeeping = Housekeeping(self.db, s.retention, clock=self.clock)
         self._housekeeping.start()
         if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
             self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp))
             self.alerter.start()
-        orders, jobs = OrderStore(self.db), JobStore(self.db)
+        orders, jobs = OrderStore(self.db, clock=self.clock), JobStore(self.db)
         if interrupted := await jobs.requeue_interrupted():
             log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
         stale_after_s = stale_ages(s.printing, s.staleness)

@@ -1,4 +1,4 @@
-"""Scheduled chores (APScheduler): purge old printed orders and old history; probe a database that stopped taking writes."""
+"""Scheduled chores (APScheduler): purge old orders and history; probe a database that stopped taking writes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import RetentionSettings
 from edge.store import Database
 
@@ -26,9 +27,9 @@ ORDER BY o.received_at LIMIT ?
 """
 
 
-async def purge_printed_orders(db: Database, *, older_than_s: float, batch: int) -> int:
+async def purge_printed_orders(db: Database, *, older_than_s: float, batch: int, now: float | None = None) -> int:
     """Deletes purgeable orders (their jobs cascade, their outbox rows go too), one short transaction per batch."""
-    cutoff = time.time() - older_than_s
+    cutoff = (time.time() if now is None else now) - older_than_s
     total = 0
     while True:
         async with db.transaction() as conn:
@@ -57,9 +58,9 @@ _HISTORY = (
 )
 
 
-async def purge_history(db: Database, *, older_than_s: float) -> dict[str, int]:
+async def purge_history(db: Database, *, older_than_s: float, now: float | None = None) -> dict[str, int]:
     """Drops scans, sent mails, alert log lines and finished recovery runs older than the retention age."""
-    cutoff = time.time() - older_than_s
+    cutoff = (time.time() if now is None else now) - older_than_s
     removed = {}
     async with db.transaction() as conn:
         for table, sql in _HISTORY:
@@ -72,9 +73,10 @@ async def purge_history(db: Database, *, older_than_s: float) -> dict[str, int]:
 
 
 class Housekeeping:
-    def __init__(self, db: Database, retention: RetentionSettings) -> None:
+    def __init__(self, db: Database, retention: RetentionSettings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
         self._retention = retention
+        self._clock = clock
         self._scheduler = AsyncIOScheduler()
 
     def start(self) -> None:
@@ -92,9 +94,9 @@ class Housekeeping:
 
     async def purge(self) -> int:
         try:
-            age = self._retention.days * 86400
-            await purge_history(self._db, older_than_s=age)
-            return await purge_printed_orders(self._db, older_than_s=age, batch=self._retention.batch)
+            age, now = self._retention.days * 86400, self._clock.wall()
+            await purge_history(self._db, older_than_s=age, now=now)
+            return await purge_printed_orders(self._db, older_than_s=age, batch=self._retention.batch, now=now)
         except Exception as err:  # a failed purge is retried at the next run; it must not kill the scheduler
             log.warning("purge_failed", error=str(err))
             return 0

@@ -6,11 +6,11 @@ import asyncio
 import dataclasses
 import functools
 import json
-import time
 from typing import Any, Literal
 
 import aiosqlite
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.orders import JobPlan, Order
 from edge.store.db import Database
 
@@ -53,7 +53,7 @@ async def add_outbox(conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) ->
     )
 
 
-async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> list[InsertResult]:
+async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: float) -> list[InsertResult]:
     """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction."""
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
@@ -71,7 +71,6 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
             outcomes.append("stored")
         else:
             outcomes.append("duplicate" if stored_hash == new.content_hash else "conflict")
-    now = time.time()
     if fresh:
         await conn.executemany(
             "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at,"
@@ -124,8 +123,9 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
 
 
 class OrderStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
+        self._clock = clock
         self._pending: list[tuple[NewOrder, asyncio.Future[InsertResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -139,13 +139,15 @@ class OrderStore:
 
     async def insert_many(self, batch: list[NewOrder]) -> list[InsertResult]:
         """One transaction for a whole batch (recovery)."""
-        return await self._db.write(lambda conn: insert_batch(conn, batch))
+        return await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall()))
 
     async def _flush(self) -> None:
         while self._pending:
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             try:
-                results = await self._db.write(functools.partial(insert_batch, batch=[n for n, _ in group]))
+                results = await self._db.write(
+                    functools.partial(insert_batch, batch=[n for n, _ in group], now=self._clock.wall())
+                )
             except Exception as err:  # every waiter learns the commit failed; none is told "stored"
                 for _, future in group:
                     if not future.done():
