@@ -169,7 +169,7 @@ class Agent:
             self._lock.release()
             raise
         self.db.on_write_health = self._on_write_health
-        self._housekeeping = Housekeeping(self.db, s.retention, clock=self.clock)
+        self._housekeeping = Housekeeping(self.db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
         self._housekeeping.start()
         if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
             self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp))

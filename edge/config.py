@@ -232,6 +232,8 @@ class RetentionSettings:
     batch: int = dataclasses.field(
         default=200, metadata=_check(_at_least(1))
     )  # orders per transaction: the writer is never held long
+    # Ids (and content hashes) of purged orders are remembered this long: one re-sent within it is a duplicate.
+    seen_days: float = dataclasses.field(default=400.0, metadata=_check(_positive))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

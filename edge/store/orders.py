@@ -53,14 +53,22 @@ async def add_outbox(conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) ->
     )
 
 
+def _known_sql(count: int) -> str:
+    """Content hash by id of what is stored, and of what was stored once and purged since (seen_orders).
+
+    Parameters: the ids twice. A stored order's row comes last, so it wins in a dict."""
+    marks = ",".join("?" * count)
+    return (
+        f"SELECT id, content_hash FROM seen_orders WHERE id IN ({marks})"
+        f" UNION ALL SELECT id, content_hash FROM orders WHERE id IN ({marks})"
+    )
+
+
 async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: float) -> list[InsertResult]:
     """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction."""
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
-    known = {
-        row[0]: row[1]
-        for row in await conn.execute_fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({placeholders})", ids)
-    }
+    known = {row[0]: row[1] for row in await conn.execute_fetchall(_known_sql(len(ids)), ids + ids)}
     outcomes: list[Outcome] = []
     fresh: list[NewOrder] = []
     for new in batch:
@@ -111,6 +119,11 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: f
         await add_outbox(
             conn, [outbox_row(n.order.id, "received", "0", now, number=n.order.number, source=n.source) for n in fresh]
         )
+        # Remembered past retention; a box clock still in 1970 must not make the record look ancient.
+        await conn.executemany(
+            "INSERT OR IGNORE INTO seen_orders(id, content_hash, seen_at) VALUES (?, ?, ?)",
+            [(n.order.id, n.content_hash, max(now, n.order.created_at.timestamp())) for n in fresh],
+        )
     jobs: dict[str, list[int]] = {}
     for row in await conn.execute_fetchall(
         f"SELECT order_id, id FROM print_jobs WHERE order_id IN ({placeholders}) ORDER BY id", ids
@@ -158,11 +171,10 @@ class OrderStore:
                     future.set_result(result)
 
     async def known_hashes(self, ids: list[str]) -> dict[str, str]:
-        """Content hash by order id, for the ids that are stored."""
+        """Content hash by order id, for the ids stored now or once (purged since, see seen_orders)."""
         if not ids:
             return {}
-        marks = ",".join("?" * len(ids))
-        rows = await self._db.fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({marks})", tuple(ids))
+        rows = await self._db.fetchall(_known_sql(len(ids)), tuple(ids + ids))
         return {r[0]: r[1] for r in rows}
 
     async def get(self, order_id: str) -> aiosqlite.Row | None:

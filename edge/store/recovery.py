@@ -56,7 +56,7 @@ ORDER BY priority DESC, due_ts IS NULL, due_ts, created_ts, order_id LIMIT ?
 """
 _NOT_STORED = """
 SELECT COUNT(*) FROM recovery_items i
-WHERE run_id = ? AND class != 'invalid' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)
+WHERE run_id = ? AND class != 'invalid' AND NOT EXISTS (SELECT 1 FROM seen_orders s WHERE s.id = i.order_id)
 """
 _STORED = """
 SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id
@@ -186,7 +186,7 @@ class RecoveryStore:
             )
 
     async def not_stored(self, run_id: int) -> int:
-        """Orders validation saw (invalid ones aside) that are not stored."""
+        """Orders validation saw (invalid ones aside) that were never stored (stored ones may be purged since)."""
         row = await self._db.fetchone(_NOT_STORED, (run_id,))
         return int(row[0]) if row else 0
 

@@ -28,9 +28,9 @@ async def test_a_write_cancelled_while_begin_waits_for_another_writer_leaves_the
     'cannot start a transaction within a transaction', no transaction left open."""
     path = tmp_path / "edge.db"
     db = await Database.open(path)
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     try:
-        other.execute("BEGIN IMMEDIATE")
+        await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
         task = asyncio.create_task(write_two_rows(db, "cancelled"))
         await asyncio.sleep(0.1)  # the task now waits for BEGIN IMMEDIATE on the connection's thread
         task.cancel()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from edge.app import Agent
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.events import Event
 from edge.sim.central import CentralSim
@@ -105,8 +106,8 @@ class Agents:
     def __init__(self) -> None:
         self.running: list[Agent] = []
 
-    async def start(self, settings: Settings) -> tuple[Agent, Recorder]:
-        agent = Agent(settings)
+    async def start(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> tuple[Agent, Recorder]:
+        agent = Agent(settings, clock=clock)
         recorder = Recorder()
         agent.bus.subscribe(recorder)
         await agent.start()

@@ -36,9 +36,9 @@ async def test_stop_while_the_outbox_waits_for_the_writer_keeps_the_printed_mark
         async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
             assert response.status == 201
     await central.wait_for(lambda: query(db, "SELECT state FROM print_jobs") == [("printing",)], timeout=5)
-    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=10)
     try:
-        other.execute("BEGIN IMMEDIATE")
+        await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")  # off the loop: it may wait for the agent's writer
         await asyncio.sleep(0.5)  # the outbox got its answer and now waits for BEGIN on the writer's thread
         stopping = asyncio.create_task(agents.stop(agent))
         await asyncio.sleep(0.3)
