@@ -177,6 +177,14 @@ class OrderStore:
         rows = await self._db.fetchall(_known_sql(len(ids)), tuple(ids + ids))
         return {r[0]: r[1] for r in rows}
 
+    async def payloads(self, ids: list[str]) -> dict[str, str]:
+        """The stored JSON by order id, for the ids that are stored."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await self._db.fetchall(f"SELECT id, payload FROM orders WHERE id IN ({marks})", tuple(ids))
+        return {r[0]: r[1] for r in rows}
+
     async def get(self, order_id: str) -> aiosqlite.Row | None:
         return await self._db.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))
 

@@ -50,7 +50,7 @@ class RecoveryItem:
 
 # Missing orders in the order the kitchen needs them: priority, then due time (none last), then creation.
 _NEXT_MISSING = """
-SELECT order_id, payload FROM recovery_items i
+SELECT order_id, payload, json_extract(payload, '$.number') AS number FROM recovery_items i
 WHERE run_id = ? AND class = 'missing' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)
 ORDER BY priority DESC, due_ts IS NULL, due_ts, created_ts, order_id LIMIT ?
 """

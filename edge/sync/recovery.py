@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import time
@@ -20,6 +21,7 @@ from edge.events import (
     OrderConflicted,
     RecoveryCompleted,
     RecoveryFailed,
+    RecoveryOrderInvalid,
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
@@ -148,11 +150,16 @@ class Recovery:
         if row is None:
             raise NotFoundError(f"recovery run {run_id} does not exist")
         return run_json(row) | {
-            "conflicts": [i["order_id"] for i in await self._runs.items(run_id, ItemClass.CONFLICT)],
-            "invalid": [
-                {"order_id": i["order_id"], "reason": i["detail"]}
-                for i in await self._runs.items(run_id, ItemClass.INVALID)
-            ],
+            key: [
+                {
+                    "order_id": i["order_id"],
+                    "number": i["number"] if isinstance(i["number"], str) else None,
+                    "reason": i["detail"],
+                    "payload": json.loads(i["payload"]) if i["payload"] else None,  # the backend's, as sent
+                }
+                for i in await self._runs.items(run_id, cls)
+            ]
+            for key, cls in (("conflicts", ItemClass.CONFLICT), ("invalid", ItemClass.INVALID))
         }
 
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -237,7 +244,7 @@ class Recovery:
     async def _classify(self, orders: list[Any], *, page: int) -> list[RecoveryItem]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
         known = await self._orders.known_hashes(ids)
-        items = []
+        items, conflicting = [], []
         for n, payload in enumerate(orders):
             raw_id = payload.get("id") if isinstance(payload, dict) else None
             try:
@@ -245,33 +252,46 @@ class Recovery:
             except InvalidOrderError as err:
                 order_id = raw_id if isinstance(raw_id, str) else f"(page {page} item {n})"
                 log.error("recovery_invalid_order", order_id=order_id, field=err.field, reason=err.reason)
-                items.append(RecoveryItem(order_id, ItemClass.INVALID, None, detail=f"{err.field}: {err.reason}"))
+                raw = json.dumps(payload, ensure_ascii=False)  # as sent, for a person to read
+                items.append(RecoveryItem(order_id, ItemClass.INVALID, raw, detail=f"{err.field}: {err.reason}"))
                 continue
             order = new.order
             stored_hash = known.get(order.id)
             if stored_hash is None:
                 cls = ItemClass.MISSING
+            elif stored_hash == new.content_hash:
+                cls = ItemClass.PRESENT
             else:
-                cls = ItemClass.PRESENT if stored_hash == new.content_hash else ItemClass.CONFLICT
+                cls = ItemClass.CONFLICT
+                conflicting.append(order.id)
             items.append(
                 RecoveryItem(
                     order.id,
                     cls,
-                    new.payload if cls == ItemClass.MISSING else None,
+                    None if cls == ItemClass.PRESENT else new.payload,
                     priority=order.priority,
                     due_ts=order.fulfilment.due_at.timestamp() if order.fulfilment.due_at else None,
                     created_ts=order.created_at.timestamp(),
                 )
             )
+        if conflicting:
+            stored = await self._orders.payloads(conflicting)
+            items = [
+                dataclasses.replace(i, detail=_difference(stored.get(i.order_id), i.payload))
+                if i.cls == ItemClass.CONFLICT
+                else i
+                for i in items
+            ]
         return items
 
     async def _process(self, run_id: int) -> None:
         """Store the missing orders batch by batch through the intake path; re-running stores nothing twice."""
         await self._runs.enter_phase(run_id, RunState.PROCESSING, time.time())
         # The conflict rule: the order already here wins and is never reprinted; the backend's version is only reported.
-        for row in await self._runs.items(run_id, ItemClass.CONFLICT):
-            log.warning("recovery_conflict", order_id=row["order_id"], rule="local order kept, not reprinted")
-            self._bus.publish(OrderConflicted(order_id=row["order_id"], source="recovery"))
+        # Conflicts and refused orders are never only a log line: each is reported (alert, counter, the run's lists).
+        for cls in (ItemClass.CONFLICT, ItemClass.INVALID):
+            for row in await self._runs.items(run_id, cls):
+                self._report(run_id, cls, row["order_id"], row["number"], row["detail"] or "")
         router, batches = self._intake.router, 0
         while rows := await self._runs.next_missing(run_id, self._settings.batch_size):
             self._checkpoint()
@@ -281,19 +301,34 @@ class Recovery:
                     batch.append(router.prepare(json.loads(row["payload"]), "recovery"))
                 except InvalidOrderError as err:  # routing changed since validation (e.g. a printer removed)
                     invalid.append((row["order_id"], f"{err.field}: {err.reason}"))
+                    self._report(run_id, ItemClass.INVALID, row["order_id"], row["number"], invalid[-1][1])
             if invalid:
                 await self._runs.reclassify(run_id, ItemClass.INVALID, invalid)
             if batch:
                 results = await self._orders.insert_many(batch)
+                conflicts = []
                 for result, new in zip(results, batch, strict=True):
-                    self._intake.publish(result, new)  # OrderStored wakes the spools; a conflict raises OrderConflicted
-                conflicts = [(r.order_id, None) for r in results if r.outcome == "conflict"]
+                    if result.outcome == "stored":
+                        self._intake.publish(result, new)  # OrderStored wakes the spools
+                    elif result.outcome == "conflict":  # pushed meanwhile with other content: the pushed one stays
+                        conflicts.append((result.order_id, "stored meanwhile (pushed) with other content"))
+                        self._report(run_id, ItemClass.CONFLICT, result.order_id, new.order.number, conflicts[-1][1])
                 if conflicts:
                     await self._runs.reclassify(run_id, ItemClass.CONFLICT, conflicts)
             batches += 1
             # Reporting is the outbox's own loop (woken by OrderStored): a slow or refusing events endpoint must
             # never hold back storing, and so printing, the next batch.
         log.info("recovery_processed", batches=batches)
+
+    def _report(self, run_id: int, cls: ItemClass, order_id: str, number: Any, reason: str) -> None:
+        number = number if isinstance(number, str) else None
+        if cls == ItemClass.CONFLICT:
+            log.warning("recovery_conflict", order_id=order_id, reason=reason, rule="local order kept, not reprinted")
+            self._bus.publish(
+                OrderConflicted(order_id=order_id, source="recovery", number=number or "", reason=reason, run_id=run_id)
+            )
+        else:
+            self._bus.publish(RecoveryOrderInvalid(run_id=run_id, order_id=order_id, number=number, reason=reason))
 
     async def _complete(self, run_id: int) -> None:
         """Verify every order is here, then (only then) advance the cursor and write the summary.
@@ -318,3 +353,12 @@ class Recovery:
     def _checkpoint(self) -> None:
         if self._cancel.is_set():
             raise _CancelRequested()
+
+
+def _difference(stored_payload: str | None, sent_payload: str | None) -> str:
+    """What a person needs to know about a conflict: which top-level fields differ from the stored order."""
+    if stored_payload is None or sent_payload is None:
+        return "other content than an order stored here before and purged since (retention)"
+    stored, sent = json.loads(stored_payload), json.loads(sent_payload)
+    fields = sorted(k for k in stored.keys() | sent.keys() if stored.get(k) != sent.get(k))
+    return f"differs from the order stored here in: {', '.join(fields)}; the stored one stands (already printed)"

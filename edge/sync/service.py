@@ -91,6 +91,7 @@ class SyncService:
             "link": {"up": self.monitor.up, "since": self.monitor.since, "detail": self.monitor.detail},
             "cursor": await self.recovery.cursor(),
             "active_run": self.recovery.active_run,
-            "last_run": last[0] if last else None,
+            # With its conflicts and refused orders (order id, number, reason): what a technician must see.
+            "last_run": await self.recovery.run(last[0]["id"]) if last else None,
             "outbox_pending": await self.outbox.pending(),
         }

@@ -60,7 +60,8 @@ async def test_conflict_keeps_the_local_order_and_is_reported(
     async with api(agent.port) as session:
         async with session.get(f"/api/v1/recovery/runs/{completed.run_id}") as response:
             run = await response.json()
-    assert run["conflicts"] == ["c_000001"] and run["state"] == "completed"
+    assert [c["order_id"] for c in run["conflicts"]] == ["c_000001"] and run["state"] == "completed"
+    assert run["conflicts"][0]["reason"].startswith("differs from the order stored here in: number")
     assert [p["phase"] for p in run["phases"]] == ["validation", "processing", "completion"]
 
 
