@@ -29,7 +29,7 @@ from edge.printing.spooler import Spooler, stale_ages
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.store import Database, JobStore, OrderStore
-from edge.store.scans import ScanStore
+from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService
 from edge.systemd import Notifier
 from edge.transports import FileTransport, SerialTransport, TcpTransport, Transport, UsbTransport
@@ -195,7 +195,8 @@ class Agent:
             stations=s.stations, spoolers=self.spoolers, jobs=jobs, bus=self.bus, after_s=s.printing.failover_after_s
         )
         self.failover.start()
-        recorder = ScanRecorder(ScanStore(self.db), self.bus)
+        scans = ScanStore(self.db, clock=self.clock, business_day=BusinessDay.from_settings(s.agent))
+        recorder = ScanRecorder(scans, self.bus)
         for name, scanner in s.scanners.items():
             self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
             self.scanners[name].start()

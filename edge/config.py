@@ -78,6 +78,10 @@ def _timezone(v: str) -> str | None:
     return None
 
 
+def _time_of_day(v: str) -> str | None:
+    return None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) else f"must be a time of day HH:MM, e.g. 04:00, got {v!r}"
+
+
 def signing_key(secret: Secret) -> bytes:
     """The HMAC key of a Standard Webhooks ``whsec_<base64>`` secret (the prefix is optional, as in the spec's libraries)."""
     return base64.b64decode(secret.get().removeprefix("whsec_"), validate=True)
@@ -119,6 +123,9 @@ class AgentSettings:
     language: Literal["de", "en"] = "de"
     store_name: str = ""
     timezone: str = dataclasses.field(default="", metadata=_check(_timezone))  # "" = the system's zone
+    # Local time (agent.timezone) the store's business day begins: a plain order number scanned names an order
+    # created since then. After midnight, a late night still belongs to the day that began this morning.
+    business_day_start: str = dataclasses.field(default="04:00", metadata=_check(_time_of_day))
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
