@@ -332,15 +332,18 @@ class CentralSettings:
     rate_limit_rps: float = dataclasses.field(
         default=5.0, metadata=_check(_positive)
     )  # every request to central, probes included
+    # The contract's largest page: the number of list requests, not the orders, is what the rate limit meters.
     page_size: int = dataclasses.field(
-        default=200, metadata=_check(lambda v: None if 1 <= v <= 1000 else f"must be between 1 and 1000, got {v}")
+        default=1000, metadata=_check(lambda v: None if 1 <= v <= 1000 else f"must be between 1 and 1000, got {v}")
     )
-    batch_size: int = dataclasses.field(
-        default=100, metadata=_check(_at_least(1))
-    )  # orders per processing transaction; outbox events per POST
+    # Orders per processing transaction (one fsync each: fewer, bigger ones are kinder to an SD card; a push waits
+    # at most one of them), and status events per POST (the contract allows at most 500).
+    batch_size: int = dataclasses.field(default=500, metadata=_check(_at_least(1)))
+    # Random 0..this delay before a recovery after an outage: small, so the kitchen gets its backlog at once; the
+    # rate limit, Retry-After and the backend's 429s protect central from a fleet (scripts/bench.py, fleet).
     start_jitter_s: float = dataclasses.field(
-        default=30.0, metadata=_check(_at_least(0))
-    )  # random 0..this delay before a recovery after an outage
+        default=2.0, metadata=_check(lambda v: None if 0 <= v <= 3 else f"must be between 0 and 3 seconds, got {v}")
+    )
     schedule_interval_s: float = dataclasses.field(default=900.0, metadata=_check(_at_least(0)))  # 0: no scheduled runs
     probe_max_s: float = dataclasses.field(
         default=0.5, metadata=_check(_positive)

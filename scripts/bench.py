@@ -69,7 +69,7 @@ CENTRAL = """
 [central]
 url = "{url}"
 token = "{token}"
-start_jitter_s = 0  # production spreads a fleet's recoveries over 30 s; here we time the work itself
+start_jitter_s = 0  # production waits a random 0-2 s first (fleet manners); here we time the work itself
 probe_max_s = 0.1
 """
 

@@ -25,12 +25,16 @@ from edge.events import (
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
-from edge.store import Database, OrderStore
+from edge.store import Database, NewOrder, OrderStore
 from edge.store.recovery import ItemClass, RecoveryItem, RecoveryStore, RunState, run_json
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
 
 log = structlog.get_logger()
+
+
+# Prepared orders kept from validation for processing (a few KB each): beyond this, processing prepares them again.
+_PREPARED_MAX = 20_000
 
 
 class RecoveryIncompleteError(EdgeError):
@@ -72,6 +76,9 @@ class Recovery:
         self._trigger_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._link_was_down = False
+        # Missing orders as validation prepared them, so processing in the same process does not parse and route
+        # them again; after a restart (or beyond the cap) processing prepares them from the stored JSON.
+        self._prepared: dict[str, NewOrder] = {}
         self._unsubscribe = bus.subscribe(self._on_link, CentralLinkChanged)
 
     # --- life cycle -------------------------------------------------------------------------
@@ -205,41 +212,56 @@ class Recovery:
             log.error("recovery_failed", phase=phase, error=error)
             self._bus.publish(RecoveryFailed(run_id=run_id, phase=phase, error=error))
         finally:
+            self._prepared.clear()
             structlog.contextvars.unbind_contextvars("recovery_run")
 
     async def _validate(self, run_id: int) -> None:
         """Page through the orders changed since the confirmed cursor, classify each; writes only the run's report."""
         await self._runs.enter_phase(run_id, RunState.VALIDATION, time.time())
         await self._runs.clear_items(run_id)  # a resumed validation starts over
+        self._prepared.clear()
         cursor, pages = await self._runs.since_cursor(run_id), 0
         sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
-        while True:
-            try:
-                orders, next_cursor, more = await self._client.orders_since(cursor, self._settings.page_size)
-            except CentralRejectedError as err:
-                if err.status != 400 or not cursor or pages:
-                    raise
-                # The backend no longer knows our cursor (reset, restored): list from its beginning instead of failing
-                # every run from now on. Safe: what is already here classifies as present and is not printed again.
-                log.warning(
-                    "recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the beginning"
-                )
-                cursor, sent = "", {""}
-                continue
-            await self._runs.save_page(run_id, await self._classify(orders, page=pages), next_cursor)
-            pages += 1
-            self._checkpoint()
-            if not more:  # an empty page with has_more is normal (docs/central-api.md): only has_more ends the listing
-                break
-            if next_cursor in sent:
-                raise CursorStuckError(
-                    f"central API answered page {pages} (since {cursor[:80]!r}) with has_more and next_cursor"
-                    f" {next_cursor[:80]!r}, a cursor this run already sent: its cursor does not advance"
-                    " (a timestamp cursor? docs/central-api.md forbids them)"
-                )
-            sent.add(next_cursor)
-            cursor = next_cursor
+        fetch = self._fetch(cursor)
+        try:
+            while True:
+                try:
+                    orders, next_cursor, more = await fetch
+                except CentralRejectedError as err:
+                    if err.status != 400 or not cursor or pages:
+                        raise
+                    # The backend no longer knows our cursor (reset, restored): list from its beginning instead of
+                    # failing every run from now on. Safe: what was here (even if purged since) classifies as
+                    # present and is not printed again.
+                    log.warning(
+                        "recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the start"
+                    )
+                    cursor, sent = "", {""}
+                    fetch = self._fetch(cursor)
+                    continue
+                if more:  # an empty page with has_more is normal (docs/central-api.md): only has_more ends the list
+                    if next_cursor in sent:
+                        raise CursorStuckError(
+                            f"central API answered page {pages + 1} (since {cursor[:80]!r}) with has_more and"
+                            f" next_cursor {next_cursor[:80]!r}, a cursor this run already sent: its cursor does not"
+                            " advance (a timestamp cursor? docs/central-api.md forbids them)"
+                        )
+                    sent.add(next_cursor)
+                    fetch = self._fetch(next_cursor)  # the next page travels while this one is classified
+                await self._runs.save_page(run_id, await self._classify(orders, page=pages), next_cursor)
+                pages += 1
+                self._checkpoint()
+                if not more:
+                    break
+                cursor = next_cursor
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
         log.info("recovery_validated", pages=pages, counts=await self._runs.counts(run_id))
+
+    def _fetch(self, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
+        return asyncio.ensure_future(self._client.orders_since(cursor, self._settings.page_size))
 
     async def _classify(self, orders: list[Any], *, page: int) -> list[RecoveryItem]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
@@ -259,6 +281,8 @@ class Recovery:
             stored_hash = known.get(order.id)
             if stored_hash is None:
                 cls = ItemClass.MISSING
+                if len(self._prepared) < _PREPARED_MAX:
+                    self._prepared[order.id] = new
             elif stored_hash == new.content_hash:
                 cls = ItemClass.PRESENT
             else:
@@ -298,7 +322,8 @@ class Recovery:
             batch, invalid = [], []
             for row in rows:
                 try:
-                    batch.append(router.prepare(json.loads(row["payload"]), "recovery"))
+                    prepared = self._prepared.pop(row["order_id"], None)
+                    batch.append(prepared or router.prepare(json.loads(row["payload"]), "recovery"))
                 except InvalidOrderError as err:  # routing changed since validation (e.g. a printer removed)
                     invalid.append((row["order_id"], f"{err.field}: {err.reason}"))
                     self._report(run_id, ItemClass.INVALID, row["order_id"], row["number"], invalid[-1][1])
