@@ -34,6 +34,10 @@ class CentralTimeoutError(CentralUnreachableError):
     """No (whole) answer within the timeouts: a slow backend or a dead line; other calls' answers tell which."""
 
 
+class CentralBusyError(CentralApiError):
+    """429: the backend is alive and asks for patience (Retry-After); retried, and proof the line is up."""
+
+
 class CentralRejectedError(CentralApiError):
     """The backend answered but refused the request (a 4xx other than 429): retrying the same request will not help."""
 
@@ -221,6 +225,8 @@ class CentralClient:
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
         if status < 300:
             raise CentralApiError(f"{message} (the contract answers 200)")
+        if status == 429:
+            raise _RetryableError(CentralBusyError(message), retry_after)
         if status in _RETRY_STATUSES:
             raise _RetryableError(CentralApiError(message), retry_after)
         raise CentralRejectedError(message, status, text[:500]) if 400 <= status < 500 else CentralApiError(message)

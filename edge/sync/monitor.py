@@ -10,7 +10,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus
-from edge.sync.client import CentralClient, CentralTimeoutError
+from edge.sync.client import CentralBusyError, CentralClient, CentralTimeoutError
 
 log = structlog.get_logger()
 
@@ -87,6 +87,9 @@ class LinkMonitor:
                 else:
                     self._set(False, str(err))
                     wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
+            except CentralBusyError:  # an answer: the backend is there, only busy; the probe just came too soon
+                self._set(True, "")
+                wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
             except CentralApiError as err:
                 self._set(False, str(err))
                 wait, delay = delay, min(delay * 2, self._settings.probe_max_s)

@@ -73,3 +73,16 @@ async def test_a_health_probe_timing_out_does_not_mark_the_link_down_while_calls
     want = {o["id"] for o in orders}
     await central.wait_for(lambda: want <= {e["order_id"] for e in central.events_of("received")}, timeout=10)
     assert [e.up for e in events.of(CentralLinkChanged)] == [True]
+
+
+async def test_a_busy_central_answering_429_is_up_not_down(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A gateway that answers most calls, probes included, with 429 (too many requests) is a live backend asking for
+    patience: the link stays up, with no down and up again on every probe."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    central.capacity_rps = 0.5  # about one request in two seconds gets through
+    await asyncio.sleep(2.0)  # ten probes at probe_up_s = 0.2
+    assert 429 in central.statuses()
+    assert [e.up for e in events.of(CentralLinkChanged)] == [True]
