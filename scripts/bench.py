@@ -30,6 +30,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
+from edge.sim.recovery_bench import OLD_DEFAULTS, measure_fleet
 from edge.sim.smtp import SmtpSink
 
 TOKEN = "bench-token-0123456789"
@@ -45,6 +46,7 @@ SIZES = {
         "recovery": 10_000,
         "idle_s": 3.0,
         "alerts": 3,
+        "fleet": {"agents": 1000, "old_defaults": True},
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -54,6 +56,7 @@ SIZES = {
         "recovery": 2000,
         "idle_s": 1.0,
         "alerts": 1,
+        "fleet": {"agents": 300, "old_defaults": False},  # the old defaults' 30 s start delay alone breaks "quick"
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -63,8 +66,12 @@ SIZES = {
         "recovery": 100,
         "idle_s": 0.5,
         "alerts": 1,
+        "fleet": {"agents": 20, "old_defaults": False},
     },
 }
+# The fleet: missed orders per store, and what the central simulator answers per second before it sends 429.
+FLEET_ORDERS = 20
+FLEET_CAPACITY_RPS = 200.0
 CENTRAL = """
 [central]
 url = "{url}"
@@ -381,6 +388,23 @@ class Bench:
             "baseline_smtp_send_p50_ms": await smtp_send_ms(5),
         }
 
+    async def fleet(self) -> dict[str, Any]:
+        """1,000 stores whose line comes back at once, against a central with a fixed capacity (edge.sim.recovery_bench
+        .measure_fleet): peak requests/s at central, 429s sent, time until every agent has its missed orders, for the
+        shipped defaults and (full size) the defaults before issue 13 with the request pattern before issue 15."""
+        size = self.size["fleet"]
+        common = {"agents": size["agents"], "orders_per_agent": FLEET_ORDERS, "capacity_rps": FLEET_CAPACITY_RPS}
+        return {
+            **common,
+            "simulated": "per agent the real CentralClient (its own rate limiter, retries, Retry-After) and"
+            " LinkMonitor, running the recovery's requests (list every page, report every order's received event);"
+            " no database and no printing per agent; all in this process",
+            "new_defaults": await measure_fleet(**common),
+            "old_defaults": await measure_fleet(**common, central=OLD_DEFAULTS, report_per_batch=True)
+            if size["old_defaults"]
+            else None,
+        }
+
     async def close(self) -> None:
         for agent in self.agents:
             await agent.close()
@@ -396,6 +420,7 @@ async def run(size: dict[str, Any]) -> dict[str, Any]:
                 "recovery": await bench.recovery(),
                 "alert_latency": await bench.alert_latency(),
                 "footprint": await bench.footprint(),
+                "fleet": await bench.fleet(),
             }
         finally:
             await bench.close()
@@ -425,6 +450,12 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             f"fault -> mail ms                {f['fault_to_mail_p50_ms']:>9}   {f['baseline_smtp_send_p50_ms']:>9}"
         )
+    for name in ("new_defaults", "old_defaults"):
+        if f := (result.get("fleet") or {}).get(name):
+            rows.append(
+                f"fleet {name:<12} all stored s   {f['all_stored_s']!s:>9}   peak {f['peak_requests_in_1s']}/s,"
+                f" {f['responses_429']} x 429 (capacity {f['capacity_rps']:g}/s)"
+            )
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
         rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")

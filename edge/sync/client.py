@@ -179,9 +179,10 @@ class CentralClient:
                     raise err.cause from None
                 delay = backoff_delay(attempt - 1, base=s.retry_base_s, cap=s.retry_max_s)
                 if err.retry_after is not None:
-                    # Honour the server up to retry_max_s (a longer wait would park the caller; it tries again
-                    # at its next cycle), plus a little jitter so stores told the same number do not return together.
-                    delay = min(err.retry_after, s.retry_max_s) + random.uniform(0, s.retry_base_s)
+                    # Retry-After is the floor (up to retry_max_s: a longer wait would park the caller, which tries
+                    # again at its next cycle); the growing full jitter on top spreads a fleet that was told the
+                    # same number, so it does not come back in one burst and meet the same 429 again.
+                    delay += min(err.retry_after, s.retry_max_s)
                 log.warning(
                     "central_retry",
                     method=method,
