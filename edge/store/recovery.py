@@ -131,11 +131,11 @@ class RecoveryStore:
                 (state, now, json.dumps(counts), json.dumps(errors), _close_phase(rows[0]["phases"], now), run_id),
             )
 
-    async def complete(self, run_id: int, counts: dict[str, int], now: float) -> aiosqlite.Row:
+    async def complete(self, run_id: int, counts: dict[str, int], now: float) -> None:
         """Store the run's next cursor as the confirmed one and close the run, in one transaction."""
         async with self._db.transaction() as conn:
             [run] = await conn.execute_fetchall(
-                "SELECT next_cursor, since_cursor, started_at, phases FROM recovery_runs WHERE id = ?", (run_id,)
+                "SELECT next_cursor, since_cursor, phases FROM recovery_runs WHERE id = ?", (run_id,)
             )
             await conn.execute(
                 _UPSERT_CURSOR,
@@ -145,7 +145,6 @@ class RecoveryStore:
                 "UPDATE recovery_runs SET state = 'completed', finished_at = ?, counts = ?, phases = ? WHERE id = ?",
                 (now, json.dumps(counts), _close_phase(run["phases"], now), run_id),
             )
-        return run
 
     # --- items --------------------------------------------------------------------------------
 

@@ -160,14 +160,15 @@ class CentralClient:
         contract's one success answer, 200 {"accepted": n, "duplicates": m} where n + m is the number sent."""
         answer = await self.request("POST", self.events_path, body={"events": events})
         counts = [answer.get(k) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
-        if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts) or sum(counts) != len(events):
+        numbers = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
+        if len(numbers) != 2 or sum(numbers) != len(events):
             raise CentralApiError(
                 f"central API POST {self._base}{self.events_path}: HTTP 200 but the answer does not acknowledge all"
                 f" {len(events)} events (expected accepted + duplicates to add up): {json.dumps(answer)[:200]}"
             )
 
     async def request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None) -> Any:
-        """Send with retries: connection errors, timeouts, 429 and 5xx back off (full jitter, at least Retry-After)."""
+        """Send with retries: connection errors, timeouts, 429 and 5xx back off (Retry-After plus full jitter)."""
         s = self._settings
         attempt = 0
         while True:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus, JobDead, JobPrinted, OrderStored, ScanRecorded
 from edge.store import Database
@@ -39,9 +39,17 @@ class OutboxSender:
     """
 
     def __init__(
-        self, db: Database, client: CentralClient, bus: EventBus, *, batch_size: int, link_up: Callable[[], bool]
+        self,
+        db: Database,
+        client: CentralClient,
+        bus: EventBus,
+        *,
+        batch_size: int,
+        link_up: Callable[[], bool],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._db = db
+        self._clock = clock
         self._client = client
         self._batch_size = min(batch_size, MAX_EVENTS_PER_POST)
         self._link_up = link_up
@@ -105,14 +113,14 @@ class OutboxSender:
         async with self._db.transaction() as conn:
             await conn.execute(
                 f"UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id IN ({marks})",
-                [time.time(), *ids],
+                [self._clock.wall(), *ids],
             )
         log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
         return len(ids)
 
     async def _reject(self, row: Any, err: CentralRejectedError) -> None:
         payload = json.loads(row["payload"])
-        now = time.time()
+        now = self._clock.wall()
         reason = err.body or str(err)
         payload[REJECTED_KEY] = {"status": err.status, "reason": reason, "at": now}
         async with self._db.transaction() as conn:

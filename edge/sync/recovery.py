@@ -7,12 +7,12 @@ import contextlib
 import dataclasses
 import json
 import random
-import time
 from collections.abc import Coroutine
 from typing import Any
 
 import structlog
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import CentralSettings
 from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError
 from edge.events import (
@@ -62,8 +62,10 @@ class Recovery:
         outbox: OutboxSender,
         bus: EventBus,
         settings: CentralSettings,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._runs = RecoveryStore(db)
+        self._clock = clock  # wall time for the run's records, monotonic for its duration
         self._client = client
         self._intake = intake
         self._orders = orders
@@ -87,7 +89,9 @@ class Recovery:
         """At start-up: carry on with a run a crash or a stop interrupted, from its persisted phase."""
         rows = await self._runs.active_runs()
         for stale in rows[:-1]:  # only one run is ever active; older ones can only be left over from a bug
-            await self._runs.finish(stale["id"], RunState.FAILED, f"superseded by run {rows[-1]['id']}", time.time())
+            await self._runs.finish(
+                stale["id"], RunState.FAILED, f"superseded by run {rows[-1]['id']}", self._clock.wall()
+            )
         if not rows:
             return None
         run = rows[-1]
@@ -131,7 +135,7 @@ class Recovery:
             if self.active_run is not None:
                 log.info("recovery_joined", run_id=self.active_run, trigger=trigger)
                 return self.active_run, True
-            run_id = await self._runs.create_run(trigger, time.time())
+            run_id = await self._runs.create_run(trigger, self._clock.wall())
             if delay > 0:
                 log.info("recovery_delayed", run_id=run_id, trigger=trigger, delay_s=round(delay, 2))
             self._launch(run_id, trigger, "waiting", delay=delay)
@@ -187,8 +191,9 @@ class Recovery:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cancel.wait(), timeout=delay)
             self._checkpoint()
+            started = self._clock.mono()  # durations on the monotonic clock: NTP may step the wall clock meanwhile
             if state == "waiting":
-                await self._runs.mark_started(run_id, time.time())
+                await self._runs.mark_started(run_id, self._clock.wall())
             log.info("recovery_started", trigger=trigger, resumed=state != "waiting")
             self._bus.publish(RecoveryStarted(run_id=run_id, trigger=trigger))
             if phase in ("waiting", "validation"):
@@ -199,16 +204,16 @@ class Recovery:
                 await self._process(run_id)
             self._checkpoint()
             phase = "completion"
-            await self._complete(run_id)
+            await self._complete(run_id, started)
         except asyncio.CancelledError:
             log.info("recovery_interrupted", phase=phase, note="resumes at next start")
             raise
         except _CancelRequested:
-            await self._runs.finish(run_id, RunState.CANCELLED, f"{phase}: cancelled by request", time.time())
+            await self._runs.finish(run_id, RunState.CANCELLED, f"{phase}: cancelled by request", self._clock.wall())
             log.warning("recovery_cancelled", phase=phase)
         except Exception as err:  # any failure ends the run; the cursor did not move, the next run sees it all again
             error = str(err) or type(err).__name__
-            await self._runs.finish(run_id, RunState.FAILED, f"{phase}: {error}", time.time())
+            await self._runs.finish(run_id, RunState.FAILED, f"{phase}: {error}", self._clock.wall())
             log.error("recovery_failed", phase=phase, error=error)
             self._bus.publish(RecoveryFailed(run_id=run_id, phase=phase, error=error))
         finally:
@@ -217,7 +222,7 @@ class Recovery:
 
     async def _validate(self, run_id: int) -> None:
         """Page through the orders changed since the confirmed cursor, classify each; writes only the run's report."""
-        await self._runs.enter_phase(run_id, RunState.VALIDATION, time.time())
+        await self._runs.enter_phase(run_id, RunState.VALIDATION, self._clock.wall())
         await self._runs.clear_items(run_id)  # a resumed validation starts over
         self._prepared.clear()
         cursor, pages = await self._runs.since_cursor(run_id), 0
@@ -310,7 +315,7 @@ class Recovery:
 
     async def _process(self, run_id: int) -> None:
         """Store the missing orders batch by batch through the intake path; re-running stores nothing twice."""
-        await self._runs.enter_phase(run_id, RunState.PROCESSING, time.time())
+        await self._runs.enter_phase(run_id, RunState.PROCESSING, self._clock.wall())
         # The conflict rule: the order already here wins and is never reprinted; the backend's version is only reported.
         # Conflicts and refused orders are never only a log line: each is reported (alert, counter, the run's lists).
         for cls in (ItemClass.CONFLICT, ItemClass.INVALID):
@@ -355,18 +360,17 @@ class Recovery:
         else:
             self._bus.publish(RecoveryOrderInvalid(run_id=run_id, order_id=order_id, number=number, reason=reason))
 
-    async def _complete(self, run_id: int) -> None:
+    async def _complete(self, run_id: int, started: float) -> None:
         """Verify every order is here, then (only then) advance the cursor and write the summary.
 
         Event delivery is not a condition: the `received` rows are in the outbox, committed with their orders, and
         go out when the events endpoint takes them; the cursor is about orders, not about reports."""
-        await self._runs.enter_phase(run_id, RunState.COMPLETION, time.time())
+        await self._runs.enter_phase(run_id, RunState.COMPLETION, self._clock.wall())
         if not_stored := await self._runs.not_stored(run_id):
             raise RecoveryIncompleteError(f"{not_stored} orders seen in validation are not stored locally")
         counts = await self._runs.counts(run_id)
-        now = time.time()
-        run = await self._runs.complete(run_id, counts, now)
-        duration = now - (run["started_at"] or now)
+        await self._runs.complete(run_id, counts, self._clock.wall())
+        duration = self._clock.mono() - started  # of this process's part of the run, if it was resumed
         log.info(
             "recovery_completed",
             counts=counts,

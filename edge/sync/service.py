@@ -37,7 +37,9 @@ class SyncService:
         self.settings = central
         self.client = CentralClient(central, settings.agent.store_id)
         self.monitor = LinkMonitor(self.client, bus, central, clock=clock)
-        self.outbox = OutboxSender(db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up)
+        self.outbox = OutboxSender(
+            db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up, clock=clock
+        )
         self.recovery = Recovery(
             db=db,
             client=self.client,
@@ -46,6 +48,7 @@ class SyncService:
             outbox=self.outbox,
             bus=bus,
             settings=central,
+            clock=clock,
         )
         self._scheduler = AsyncIOScheduler()
 
