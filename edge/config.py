@@ -79,7 +79,9 @@ def _timezone(v: str) -> str | None:
 
 
 def _time_of_day(v: str) -> str | None:
-    return None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) else f"must be a time of day HH:MM, e.g. 04:00, got {v!r}"
+    return (
+        None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) else f"must be a time of day HH:MM, e.g. 04:00, got {v!r}"
+    )
 
 
 def signing_key(secret: Secret) -> bytes:

@@ -99,7 +99,7 @@ async def test_request_rate_never_exceeds_the_limit(central: CentralSim, make_cl
 
 
 async def test_a_long_retry_after_is_capped_at_retry_max_s(central: CentralSim, make_client: MakeClient) -> None:
-    """A 503 with Retry-After: 3600 does not park the call for an hour: the wait is capped at retry_max_s (0.5 s here)."""
+    """A 503 with Retry-After: 3600 does not park the call for an hour: the wait is capped at retry_max_s (0.5 s)."""
     central.create_orders(1, prefix="cap")
     central.fail_next(1, 503, retry_after=3600, path="orders")
     client = await make_client()

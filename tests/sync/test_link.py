@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -14,6 +15,12 @@ from tests.conftest import TOKEN
 from tests.sync.conftest import CENTRAL_TOKEN, Agents
 
 
+def shipped_timeouts(make_settings: Callable[..., Settings], central: CentralSim, **overrides: Any) -> Settings:
+    """[central] with the shipped timeouts and probe timings (unless overridden), no start delay or schedule."""
+    keys = {"start_jitter_s": 0, "schedule_interval_s": 0, "rate_limit_rps": 50, **overrides}
+    return make_settings(central={"url": central.url, "token": CENTRAL_TOKEN, **keys})
+
+
 async def test_a_central_answering_in_1_5_s_is_up_recovered_from_and_reported_to_with_default_timeouts(
     central: CentralSim, make_settings: Callable[..., Settings], agents: Agents
 ) -> None:
@@ -22,16 +29,7 @@ async def test_a_central_answering_in_1_5_s_is_up_recovered_from_and_reported_to
     central.latency_s = 1.5
     missed = central.create_orders(3, prefix="slow")
     pushed = central.create_orders(2, prefix="slow", start=4)
-    settings = make_settings(
-        central={
-            "url": central.url,
-            "token": CENTRAL_TOKEN,
-            "start_jitter_s": 0,
-            "schedule_interval_s": 0,
-            "rate_limit_rps": 50,
-        }
-    )
-    agent, events = await agents.start(settings)
+    agent, events = await agents.start(shipped_timeouts(make_settings, central))
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
         for order in pushed:
             async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
@@ -48,18 +46,8 @@ async def test_a_health_probe_timing_out_does_not_mark_the_link_down_while_calls
 ) -> None:
     """Only the health endpoint turns slow (2 s, over the 1 s the timeouts allow) while orders keep flowing and their
     events are taken at once: the link stays up and every event is delivered."""
-    settings = make_settings(
-        central={
-            "url": central.url,
-            "token": CENTRAL_TOKEN,
-            "start_jitter_s": 0,
-            "schedule_interval_s": 0,
-            "rate_limit_rps": 50,
-            "connect_timeout_s": 0.5,
-            "read_timeout_s": 0.5,
-            "probe_up_s": 2.0,
-            "probe_max_s": 0.2,
-        }
+    settings = shipped_timeouts(
+        make_settings, central, connect_timeout_s=0.5, read_timeout_s=0.5, probe_up_s=2.0, probe_max_s=0.2
     )
     agent, events = await agents.start(settings)
     await events.wait(RecoveryCompleted)
@@ -80,7 +68,7 @@ async def test_a_busy_central_answering_429_is_up_not_down(
 ) -> None:
     """A gateway that answers most calls, probes included, with 429 (too many requests) is a live backend asking for
     patience: the link stays up, with no down and up again on every probe."""
-    agent, events = await agents.start(sync_settings())
+    _, events = await agents.start(sync_settings())
     await events.wait(RecoveryCompleted)
     central.capacity_rps = 0.5  # about one request in two seconds gets through
     await asyncio.sleep(2.0)  # ten probes at probe_up_s = 0.2

@@ -214,7 +214,7 @@ async def test_a_batch_bigger_than_the_contract_allows_is_sent_in_contract_sized
 async def test_running_agent_delivers_past_a_refused_event(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
-    """End to end: the backend refuses one order's `received`; its `printed` events and the other orders' still arrive."""
+    """End to end: the backend refuses one order's `received`; its `printed` events and the others' still arrive."""
     agent, events = await agents.start(sync_settings())
     await events.wait(RecoveryCompleted)  # the start-up run is over: the orders below arrive by push only
     orders = central.create_orders(3, prefix="rej")
