@@ -30,7 +30,7 @@ from edge.printing.spooler import Spooler, stale_ages
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.store import Database, JobStore, OrderStore
-from edge.store.scans import ScanStore
+from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService
 from edge.systemd import Notifier
 from edge.transports import FileTransport, SerialTransport, TcpTransport, Transport, UsbTransport
@@ -171,12 +171,12 @@ class Agent:
             self._lock.release()
             raise
         self.db.on_write_health = self._on_write_health
-        self._housekeeping = Housekeeping(self.db, s.retention)
+        self._housekeeping = Housekeeping(self.db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
         self._housekeeping.start()
         if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
             self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock)
             self.alerter.start()
-        orders, jobs = OrderStore(self.db), JobStore(self.db)
+        orders, jobs = OrderStore(self.db, clock=self.clock), JobStore(self.db)
         if interrupted := await jobs.requeue_interrupted():
             log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
         stale_after_s = stale_ages(s.printing, s.staleness)
@@ -197,14 +197,15 @@ class Agent:
             stations=s.stations, spoolers=self.spoolers, jobs=jobs, bus=self.bus, after_s=s.printing.failover_after_s
         )
         self.failover.start()
-        recorder = ScanRecorder(ScanStore(self.db), self.bus)
+        scans = ScanStore(self.db, clock=self.clock, business_day=BusinessDay.from_settings(s.agent))
+        recorder = ScanRecorder(scans, self.bus)
         for name, scanner in s.scanners.items():
             self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
             self.scanners[name].start()
 
         intake = OrderIntake(Router.from_settings(s), orders, self.bus)
         if s.central.url:  # without a central API the core runs the same, there is just nothing to reconcile with
-            self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus)
+            self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus, clock=self.clock)
             await self.sync.start()
         self.deps = ApiDeps(
             settings=s,
@@ -264,8 +265,6 @@ class Agent:
             self.deps.accepting = False
         if self._server is not None:
             await self._server.stop()
-        if self.sync is not None:
-            await self.sync.stop()  # an interrupted recovery run resumes at the next start
         if self.failover is not None:
             await self.failover.stop()  # before the spools, so no job moves while they wind down
         grace = self.settings.api.shutdown_grace_s
@@ -277,6 +276,8 @@ class Agent:
                 seconds=grace,
                 note="jobs still printing stay 'printing' and reprint as COPY at next start",
             )
+        if self.sync is not None:  # after the spools: their in-flight outcome is recorded before anything is cancelled
+            await self.sync.stop()  # an interrupted recovery run resumes at the next start
         await asyncio.gather(
             *(s.stop() for s in self.scanners.values())
         )  # a scan in progress commits before the store closes

@@ -79,6 +79,12 @@ def _timezone(v: str) -> str | None:
     return None
 
 
+def _time_of_day(v: str) -> str | None:
+    return (
+        None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) else f"must be a time of day HH:MM, e.g. 04:00, got {v!r}"
+    )
+
+
 def signing_key(secret: Secret) -> bytes:
     """The HMAC key of a Standard Webhooks ``whsec_<base64>`` secret (the prefix is optional, as in the spec's libs)."""
     return base64.b64decode(secret.get().removeprefix("whsec_"), validate=True)
@@ -132,6 +138,9 @@ class AgentSettings:
     language: Literal["de", "en"] = "de"
     store_name: str = ""
     timezone: str = dataclasses.field(default="", metadata=_check(_timezone))  # "" = the system's zone
+    # Local time (agent.timezone) the store's business day begins: a plain order number scanned names an order
+    # created since then. After midnight, a late night still belongs to the day that began this morning.
+    business_day_start: str = dataclasses.field(default="04:00", metadata=_check(_time_of_day))
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -253,6 +262,8 @@ class RetentionSettings:
     batch: int = dataclasses.field(
         default=200, metadata=_check(_at_least(1))
     )  # orders per transaction: the writer is never held long
+    # Ids (and content hashes) of purged orders are remembered this long: one re-sent within it is a duplicate.
+    seen_days: float = dataclasses.field(default=400.0, metadata=_check(_positive))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -399,17 +410,19 @@ class CentralSettings:
     rate_limit_rps: float = dataclasses.field(
         default=5.0, metadata=_check(_positive)
     )  # every request to central, probes included
+    # The contract's largest page: the number of list requests, not the orders, is what the rate limit meters.
     page_size: int = dataclasses.field(
-        default=200, metadata=_check(lambda v: None if 1 <= v <= 1000 else f"must be between 1 and 1000, got {v}")
+        default=1000, metadata=_check(lambda v: None if 1 <= v <= 1000 else f"must be between 1 and 1000, got {v}")
     )
-    batch_size: int = dataclasses.field(
-        default=100, metadata=_check(_at_least(1))
-    )  # orders per processing transaction; outbox events per POST
+    # Orders per processing transaction (one fsync each: fewer, bigger ones are kinder to an SD card; a push waits
+    # at most one of them), and status events per POST (the contract allows at most 500).
+    batch_size: int = dataclasses.field(default=500, metadata=_check(_at_least(1)))
+    # Random 0..this delay before a recovery after an outage: small, so the kitchen gets its backlog at once; the
+    # rate limit, Retry-After and the backend's 429s protect central from a fleet (scripts/bench.py, fleet).
     start_jitter_s: float = dataclasses.field(
-        default=30.0, metadata=_check(_at_least(0))
-    )  # random 0..this delay before a recovery after an outage
+        default=2.0, metadata=_check(lambda v: None if 0 <= v <= 3 else f"must be between 0 and 3 seconds, got {v}")
+    )
     schedule_interval_s: float = dataclasses.field(default=900.0, metadata=_check(_at_least(0)))  # 0: no scheduled runs
-    probe_timeout_s: float = dataclasses.field(default=1.0, metadata=_check(_positive))
     probe_max_s: float = dataclasses.field(
         default=0.5, metadata=_check(_positive)
     )  # longest gap between health probes while down

@@ -34,6 +34,9 @@ class OrderStored(Event):
 class OrderConflicted(Event):
     order_id: str
     source: str
+    number: str = ""  # the order number as the other side sent it (recovery fills these three)
+    reason: str = ""  # how it differs from the stored order, for a person
+    run_id: int | None = None  # the recovery run that found it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -153,6 +156,16 @@ class ScannerConnectionChanged(Event):
     scanner: str
     connected: bool
     detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecoveryOrderInvalid(Event):
+    """Recovery found an order at central that fails validation or routing: not stored, not printed; kept in the run."""
+
+    run_id: int
+    order_id: str
+    number: str | None
+    reason: str
 
 
 Handler = Callable[[Any], None]

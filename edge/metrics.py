@@ -17,10 +17,12 @@ from edge.events import (
     JobDead,
     JobFailed,
     JobPrinted,
+    OrderConflicted,
     OrderStored,
     PrinterStatusChanged,
     RecoveryCompleted,
     RecoveryFailed,
+    RecoveryOrderInvalid,
     ScanRecorded,
     StorageProblem,
     StorageRecovered,
@@ -87,6 +89,16 @@ class Metrics:
             buckets=(1, 5, 15, 60, 300, 900, 3600),
             registry=r,
         )
+        self.recovery_conflicts = Counter(
+            "edge_recovery_conflicts",
+            "Orders recovery found here with other content at central (the local one kept, a person told)",
+            registry=r,
+        )
+        self.recovery_invalid = Counter(
+            "edge_recovery_invalid",
+            "Orders recovery found at central that fail validation or routing (not stored, a person told)",
+            registry=r,
+        )
         self.central_up = Gauge(
             "edge_central_api_up", "1 while the central API answers, 0 while it does not", registry=r
         )
@@ -124,6 +136,8 @@ class Metrics:
             ScanRecorded: lambda e: self.scans.labels(e.scanner, e.outcome).inc(),
             StorageProblem: lambda e: self.storage_ok.set(0),
             StorageRecovered: lambda e: self.storage_ok.set(1),
+            OrderConflicted: lambda e: self.recovery_conflicts.inc() if e.source == "recovery" else None,
+            RecoveryOrderInvalid: lambda e: self.recovery_invalid.inc(),
         }
 
     def _job_printed(self, event: JobPrinted) -> None:

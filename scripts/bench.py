@@ -30,6 +30,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
+from edge.sim.recovery_bench import OLD_DEFAULTS, measure_fleet
 from edge.sim.smtp import SmtpSink
 
 TOKEN = "bench-token-0123456789"
@@ -47,6 +48,7 @@ SIZES = {
         "alerts": 3,
         "storage": {1: 300, 8: 800},
         "flood_orders": 20,
+        "fleet": {"agents": 1000, "old_defaults": True},
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -58,6 +60,7 @@ SIZES = {
         "alerts": 1,
         "storage": {1: 100, 8: 400},
         "flood_orders": 10,
+        "fleet": {"agents": 300, "old_defaults": False},  # the old defaults' 30 s start delay alone breaks "quick"
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -69,13 +72,17 @@ SIZES = {
         "alerts": 1,
         "storage": {1: 10, 8: 40},
         "flood_orders": 0,  # none: the flood takes ~8 s, too long for the CI smoke run
+        "fleet": {"agents": 20, "old_defaults": False},
     },
 }
+# The fleet: missed orders per store, and what the central simulator answers per second before it sends 429.
+FLEET_ORDERS = 20
+FLEET_CAPACITY_RPS = 200.0
 CENTRAL = """
 [central]
 url = "{url}"
 token = "{token}"
-start_jitter_s = 0  # production spreads a fleet's recoveries over 30 s; here we time the work itself
+start_jitter_s = 0  # production waits a random 0-2 s first (fleet manners); here we time the work itself
 probe_max_s = 0.1
 """
 
@@ -568,6 +575,23 @@ class Bench:
             "baseline_max_ms": ms(max(calm)),
         }
 
+    async def fleet(self) -> dict[str, Any]:
+        """1,000 stores whose line comes back at once, against a central with a fixed capacity (edge.sim.recovery_bench
+        .measure_fleet): peak requests/s at central, 429s sent, time until every agent has its missed orders, for the
+        shipped defaults and (full size) the defaults before issue 13 with the request pattern before issue 15."""
+        size = self.size["fleet"]
+        common = {"agents": size["agents"], "orders_per_agent": FLEET_ORDERS, "capacity_rps": FLEET_CAPACITY_RPS}
+        return {
+            **common,
+            "simulated": "per agent the real CentralClient (its own rate limiter, retries, Retry-After) and"
+            " LinkMonitor, running the recovery's requests (list every page, report every order's received event);"
+            " no database and no printing per agent; all in this process",
+            "new_defaults": await measure_fleet(**common),
+            "old_defaults": await measure_fleet(**common, central=OLD_DEFAULTS, report_per_batch=True)
+            if size["old_defaults"]
+            else None,
+        }
+
     async def close(self) -> None:
         for agent in self.agents:
             await agent.close()
@@ -584,6 +608,7 @@ async def run(size: dict[str, Any], *, fsync_ms: float = 10.0) -> dict[str, Any]
                 "alert_latency": await bench.alert_latency(),
                 "footprint": await bench.footprint(),
                 "storage": await bench.storage(fsync_ms),
+                "fleet": await bench.fleet(),
             }
             if size["flood_orders"]:
                 result["api_flood"] = await bench.api_flood()
@@ -623,6 +648,12 @@ def table(result: dict[str, Any]) -> str:
                 f"storage {key:<22} {f['acks_per_s']:>7} acks/s {f['fsyncs_per_order']:>5} fsyncs/order"
                 f" ({f['baseline_fsyncs_per_order']}) {f['kb_written_per_order']:>6} KB/order"
                 f" ({f['baseline_kb_written_per_order']}) printed {f['last_ack_to_all_printed_s']} s after last ack"
+            )
+    for name in ("new_defaults", "old_defaults"):
+        if f := (result.get("fleet") or {}).get(name):
+            rows.append(
+                f"fleet {name:<12} all stored s   {f['all_stored_s']!s:>9}   peak {f['peak_requests_in_1s']}/s,"
+                f" {f['responses_429']} x 429 (capacity {f['capacity_rps']:g}/s)"
             )
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")

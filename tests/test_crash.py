@@ -58,6 +58,7 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=timeout) as session:
             while not todo.empty():
                 order = todo.get_nowait()
+                central.add_orders([order])  # as the backend does: the order exists there before it is pushed
                 while True:  # as the backend does: retry until the agent answers
                     try:
                         async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:

@@ -37,9 +37,11 @@ from edge.events import (
     EventBus,
     JobDead,
     JobHeld,
+    OrderConflicted,
     PrinterStatusChanged,
     RecoveryCompleted,
     RecoveryFailed,
+    RecoveryOrderInvalid,
     StorageProblem,
     StorageRecovered,
 )
@@ -200,6 +202,14 @@ class Alerter:
                 )
             case RecoveryCompleted():
                 self._signal("recovery_failed", "recovery", False)
+                for kind in ("conflict", "invalid"):  # a later run that finds none ends the episode
+                    if not event.counts.get(kind):
+                        self._signal(f"recovery_{kind}", "recovery", False)
+            case OrderConflicted(source="recovery") | RecoveryOrderInvalid():
+                kind = "recovery_conflict" if isinstance(event, OrderConflicted) else "recovery_invalid"
+                order = event.number or event.order_id
+                item = {"id": event.order_id, "order": order, "error": event.reason[:120]}
+                self._signal(kind, "recovery", True, item=item, run_id=event.run_id)
             case StorageProblem(detail=detail):
                 self._signal("storage_problem", "database", True, detail=detail)
             case StorageRecovered():
@@ -448,6 +458,8 @@ class Alerter:
             RecoveryCompleted,
             StorageProblem,
             StorageRecovered,
+            OrderConflicted,
+            RecoveryOrderInvalid,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._tasks = [

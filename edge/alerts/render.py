@@ -191,6 +191,38 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Call the technician now: free disk space or check the storage card.",
         ),
     },
+    "recovery_conflict": {
+        "de": (
+            "Bestellung {order}: Zentrale meldet anderen Inhalt",
+            "Beim Abgleich hat die Zentrale Bestellungen mit anderem Inhalt geliefert, als hier schon gedruckt wurde."
+            " Es gilt die hier gedruckte Fassung; die der Zentrale wurde nicht gedruckt.",
+            "Prüfen, ob die Küche die richtige Fassung hat; die Unterschiede zeigt der Abgleich-Lauf"
+            " (Statusseite oder edge recovery status). Bei Bedarf die Bestellung mit der Zentrale klären.",
+        ),
+        "en": (
+            "Order {order}: central backend sent other content",
+            "During reconciliation the central backend sent orders whose content differs from what was already"
+            " printed here. The local version stands; the backend's was not printed.",
+            "Check the kitchen has the right version; the recovery run lists the differences (status page or"
+            " edge recovery status). Clear it up with the central backend if needed.",
+        ),
+    },
+    "recovery_invalid": {
+        "de": (
+            "Bestellung {order}: von der Zentrale, aber ungültig, nicht gedruckt",
+            "Beim Abgleich hat die Zentrale Bestellungen geliefert, die die Prüfung nicht bestehen;"
+            " sie wurden weder gespeichert noch gedruckt.",
+            "Die Bestellung bei der Zentrale korrigieren lassen und, falls noch nötig, von Hand bearbeiten;"
+            " den Grund zeigt der Abgleich-Lauf (Statusseite oder edge recovery status).",
+        ),
+        "en": (
+            "Order {order}: from the central backend but invalid, not printed",
+            "During reconciliation the central backend sent orders that fail validation; they were neither"
+            " stored nor printed.",
+            "Have the order corrected at the central backend and, if still needed, handle it by hand; the recovery"
+            " run shows the reason (status page or edge recovery status).",
+        ),
+    },
 }
 
 

@@ -1,14 +1,33 @@
-"""A simulated central API (aiohttp on loopback) that tests can take down, slow, break and throttle."""
+"""A simulated central API (aiohttp on loopback): the strictest backend docs/central-api.md allows, with fault modes.
+
+It is modelled on what a real backend behind a gateway does, not on what our client expects:
+- cursors are opaque, signed positions in a change log (the pattern of Stripe's ``starting_after`` and Google's
+  AIP-158 ``page_token``): a cursor it did not issue, one of another store, or one from before a restore is a 400;
+- a page is one bounded scan of the change log (AIP-158: "a page may hold fewer results than asked for, even
+  none, while more follow"), so superseded versions make short and empty pages with ``has_more`` true;
+- change times have one-second resolution (a SQL ``DATETIME``), so ties are common; the cursor is never a time;
+- an idempotency key reused with another body is refused (the IETF draft "The Idempotency-Key HTTP Header
+  Field", section 2.7: 422), events are validated (type, time, the order belongs to the store), a batch is
+  applied whole or not at all, and size limits answer 413 as a gateway does (aiohttp's ``client_max_size``);
+- a gateway's rate limit (``capacity_rps``) answers 429 with Retry-After (RFC 6585 section 4, RFC 9110 10.2.3).
+Fault modes: error statuses with Retry-After, latency, slow-drip and truncated bodies, a cut line, and (to test
+the agent's defences) the broken timestamp cursors a naive backend hands out.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import bisect
+import base64
 import collections
+import dataclasses
+import hashlib
+import hmac
 import json
+import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from aiohttp import web
@@ -18,52 +37,110 @@ from edge.sim.orders import make_order
 log = structlog.get_logger()
 
 EVENT_TYPES = ("received", "printed", "failed", "ready", "fulfilled")
-MAX_PAGE = 1000
+MAX_PAGE = 1000  # orders per page (limit)
+MAX_EVENTS = 500  # events per POST
+MAX_BODY = 1024 * 1024  # bytes per request body
+# The refusals that say "this event, never": the only answers an agent may mark an event rejected for.
+PERMANENT_ERRORS = ("invalid_event", "unknown_order", "idempotency_key_reused")
+
+CursorMode = Literal["position", "timestamp_inclusive", "timestamp_exclusive"]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass
+class _Fault:
+    """One planned misbehaviour for the next matching API call."""
+
+    kind: Literal["status", "drip", "truncate"]
+    path: str | None  # "orders", "events" or None for any API call (health is never faulted)
+    status: int = 500
+    retry_after: float | None = None
+    body: Any = None  # JSON to answer instead of the simulated error
+    chunk: int = 64  # drip: bytes per write
+    interval_s: float = 0.1  # drip: pause between writes
+
+    def matches(self, path: str) -> bool:
+        return self.path is None or path.endswith("/" + self.path)
+
+
+@dataclasses.dataclass
+class StoreState:
+    """Everything the backend holds for one store."""
+
+    store_id: str
+    orders: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    latest: dict[str, int] = dataclasses.field(default_factory=dict)  # order id -> log position of its newest version
+    log: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (change second, order id), append-only
+    events: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # accepted, by key, first copy
+    duplicates: list[str] = dataclasses.field(default_factory=list)  # keys re-sent after they were accepted
+    posted: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # every key answered
+    reject_keys: set[str] = dataclasses.field(default_factory=set)
+    reject_types: set[str] = dataclasses.field(default_factory=set)
 
 
 class CentralSim:
-    """Implements docs/central-api.md for one store. Every knob applies from the next request.
+    """Implements docs/central-api.md for one store (more with ``add_store``). Every knob applies from the next request.
 
     ``set_up(False)`` is the line cut: the port stops listening and open keep-alive connections are dropped.
+    ``strict=False`` accepts events for orders it does not know (a store whose orders come from elsewhere).
     """
 
-    def __init__(self, store_id: str, *, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, store_id: str, *, token: str, host: str = "127.0.0.1", port: int = 0, strict: bool = True
+    ) -> None:
         self.store_id = store_id
         self.token = token
         self.host = host
         self.port = port
+        self.strict = strict
         self.latency_s = 0.0  # added to every answer
+        self.health_latency_s = 0.0  # added to health answers only (a slow dependency check behind /v1/health)
+        self._capacity_rps: float | None = None
+        self.cursor_mode: CursorMode = "position"  # the other two are the broken cursors the contract forbids
         self.up_at: float | None = None  # time.time() of the last set_up(True)
-        self.requests: list[
-            tuple[float, str, str, int]
-        ] = []  # (monotonic time, method, path, status) of each answered request
-        self.events: dict[str, dict[str, Any]] = {}  # accepted status events by idempotency key, first copy kept
-        self.duplicates: list[str] = []  # keys of events re-sent after they were accepted
-        self.posted: collections.Counter[str] = (
-            collections.Counter()
-        )  # every key in every events POST that got an answer, accepted or not
-        self.reject_keys: set[str] = (
-            set()
-        )  # events the backend will never take: a batch holding one is refused with 422
-        self.reject_types: set[str] = set()
-        self._faults: collections.deque[tuple[int, float | None]] = collections.deque()
-        self._orders: dict[str, dict[str, Any]] = {}
-        self._latest: dict[str, int] = {}  # order id -> change sequence of its current version
-        self._log: list[tuple[int, str]] = []  # (sequence, order id), ascending; old versions are skipped when listed
-        # Sequences are microseconds since the epoch, so a restarted simulator never hands out a cursor already used.
-        self._seq = time.time_ns() // 1000
+        self.requests: list[tuple[float, str, str, int]] = []  # (monotonic time, method, path, status) answered
+        self.stores: dict[str, StoreState] = {store_id: StoreState(store_id)}
+        self._owner: dict[str, str] = {}  # order id -> store id
+        self._faults: collections.deque[_Fault] = collections.deque()
+        self._secret = secrets.token_bytes(16)
+        self._epoch = secrets.token_hex(4)  # a new one after a restore: older cursors are refused
+        self._bucket = 0.0
+        self._bucket_at = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.up = False
 
     @property
+    def capacity_rps(self) -> float | None:
+        """A gateway's limit over every request (a token bucket with a one-second burst); beyond it 429."""
+        return self._capacity_rps
+
+    @capacity_rps.setter
+    def capacity_rps(self, rps: float | None) -> None:
+        self._capacity_rps = rps
+        self._bucket, self._bucket_at = (rps or 0.0), time.monotonic()
+
+    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    # The first store's state, as the single-store tests read it.
+    @property
+    def events(self) -> dict[str, dict[str, Any]]:
+        return self.stores[self.store_id].events
+
+    @property
+    def duplicates(self) -> list[str]:
+        return self.stores[self.store_id].duplicates
+
+    @property
+    def posted(self) -> collections.Counter[str]:
+        return self.stores[self.store_id].posted
 
     # --- control ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         app.router.add_get("/v1/health", self._health)
         app.router.add_get("/v1/stores/{store_id}/orders", self._list_orders)
         app.router.add_post("/v1/stores/{store_id}/events", self._post_events)
@@ -80,7 +157,7 @@ class CentralSim:
         """Line back (listen again on the same port) or line cut (stop listening, drop open connections)."""
         assert self._runner is not None, "start() first"
         if up and self._site is None:
-            self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, backlog=1024)
             await self._site.start()
             self.port = self._runner.addresses[0][1]
             self.up, self.up_at = True, time.time()
@@ -91,33 +168,75 @@ class CentralSim:
             self._site = None
             log.info("central_sim_down", url=self.url)
 
-    def fail_next(self, count: int, status: int = 500, *, retry_after: float | None = None) -> None:
-        """The next ``count`` API calls (not health) answer ``status``, with Retry-After if given."""
-        self._faults.extend([(status, retry_after)] * count)
+    def add_store(self, store_id: str) -> StoreState:
+        return self.stores.setdefault(store_id, StoreState(store_id))
 
-    def reject_events(self, *, keys: set[str] | None = None, types: set[str] | None = None) -> None:
-        """From the next POST on, a batch holding one of these idempotency keys or event types is refused whole with 422."""
-        self.reject_keys |= keys or set()
-        self.reject_types |= types or set()
+    def restore_backup(self) -> None:
+        """The backend's database was restored (or reset): every cursor handed out before is refused with 400."""
+        self._epoch = secrets.token_hex(4)
 
-    def add_orders(self, orders: list[dict[str, Any]]) -> None:
-        """Orders created (or changed) at the backend; each becomes visible after the current cursor."""
+    def fail_next(
+        self,
+        count: int,
+        status: int = 500,
+        *,
+        retry_after: float | None = None,
+        body: Any = None,
+        path: str | None = None,
+    ) -> None:
+        """The next ``count`` API calls (not health; only ``path`` "orders" or "events" if given) answer ``status``,
+        with Retry-After if given and ``body`` instead of a simulated error if given (JSON; a str is sent as HTML)."""
+        self._faults.extend([_Fault("status", path, status, retry_after, body)] * count)
+
+    def clear_faults(self) -> None:
+        """Forget every planned fault: the next calls are answered normally."""
+        self._faults.clear()
+
+    def drip_next(self, count: int, *, chunk: int = 64, interval_s: float = 0.1, path: str | None = None) -> None:
+        """The next ``count`` API calls answer normally, but the body trickles: ``chunk`` bytes per ``interval_s``."""
+        self._faults.extend([_Fault("drip", path, chunk=chunk, interval_s=interval_s)] * count)
+
+    def truncate_next(self, count: int, *, path: str | None = None) -> None:
+        """The next ``count`` API calls are answered (and applied), but the connection closes halfway through."""
+        self._faults.extend([_Fault("truncate", path)] * count)
+
+    def reject_events(
+        self, *, keys: set[str] | None = None, types: set[str] | None = None, store: str | None = None
+    ) -> None:
+        """From the next POST on, a batch holding one of these keys or event types is refused whole with 422."""
+        state = self.stores[store or self.store_id]
+        state.reject_keys |= keys or set()
+        state.reject_types |= types or set()
+
+    def add_orders(
+        self, orders: list[dict[str, Any]], *, store: str | None = None, changed_at: int | None = None
+    ) -> None:
+        """Orders created (or changed) at the backend for a store; each becomes visible after the current cursor.
+
+        ``changed_at`` (unix seconds) sets the change time, e.g. to make several changes share one second."""
+        state = self.stores[store or self.store_id]
+        second = int(time.time()) if changed_at is None else changed_at
         for order in orders:
-            self._seq = max(self._seq + 1, time.time_ns() // 1000)
-            self._orders[order["id"]] = order
-            self._latest[order["id"]] = self._seq
-            self._log.append((self._seq, order["id"]))
+            self._owner[order["id"]] = state.store_id
+            state.orders[order["id"]] = order
+            state.latest[order["id"]] = len(state.log)
+            state.log.append((second, order["id"]))
 
-    def create_orders(self, count: int, *, prefix: str, start: int = 1) -> list[dict[str, Any]]:
+    def create_orders(
+        self, count: int, *, prefix: str, start: int = 1, store: str | None = None
+    ) -> list[dict[str, Any]]:
         """``count`` ready-made orders with their own ids and numbers, added and returned."""
         orders = [
             make_order(n, prefix=prefix, print_receipt=n % 4 == 0, bar=n % 5 == 0) for n in range(start, start + count)
         ]
-        self.add_orders(orders)
+        self.add_orders(orders, store=store)
         return orders
 
-    def events_of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events.values() if e.get("event") == kind]
+    def events_of(self, kind: str, store: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.stores[store or self.store_id].events.values() if e.get("event") == kind]
+
+    def statuses(self) -> list[int]:
+        return [status for *_, status in self.requests]
 
     def max_requests_in(self, window_s: float = 1.0) -> int:
         """The most requests answered within any half-open window [t, t + window_s) (sliding), to check a rate limit."""
@@ -134,17 +253,39 @@ class CentralSim:
         times = sorted(t for t, *_ in self.requests)
         return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
-    async def wait_for(self, check: Callable[[], bool], timeout: float) -> None:
+    async def wait_for(self, check: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109 (tests' helper)
+        """Poll ``check`` (state of this simulator or of an agent's database) until true."""
         async with asyncio.timeout(timeout):
-            while not check():
+            while not check():  # noqa: ASYNC110 (what is checked has no event to wait on)
                 await asyncio.sleep(0.02)
+
+    # --- cursors ------------------------------------------------------------------------------
+
+    def _cursor(self, store_id: str, position: int) -> str:
+        data = base64.urlsafe_b64encode(
+            json.dumps({"s": store_id, "e": self._epoch, "p": position}, separators=(",", ":")).encode()
+        ).decode()
+        return f"{data}.{hmac.new(self._secret, data.encode(), hashlib.sha256).hexdigest()[:32]}"
+
+    def _position(self, store_id: str, cursor: str) -> int | web.Response:
+        """The log position a cursor stands for, or the 400 that says why it is not one."""
+        data, _, signature = cursor.partition(".")
+        expected = hmac.new(self._secret, data.encode(), hashlib.sha256).hexdigest()[:32]
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            return _error(400, "invalid_cursor", f"since is not a cursor this API issued: {cursor[:40]!r}")
+        fields = json.loads(base64.urlsafe_b64decode(data))
+        if fields["s"] != store_id:
+            return _error(400, "invalid_cursor", f"since is a cursor of another store ({fields['s']!r})")
+        if fields["e"] != self._epoch:
+            return _error(
+                400, "cursor_expired", "since was issued before the backend's data was restored; list from the start"
+            )
+        return int(fields["p"])
 
     # --- the API ------------------------------------------------------------------------------
 
     @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not self.up and request.transport is not None:
             request.transport.abort()  # a keep-alive connection from before the cut: gone, as on a dead line
             raise web.HTTPServiceUnavailable()
@@ -154,92 +295,193 @@ class CentralSim:
         self.requests.append((time.monotonic(), request.method, request.path, response.status))
         return response
 
-    async def _answer(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    def _over_capacity(self) -> float | None:
+        """Seconds until the gateway takes another request, None while it has room (a token bucket, 1 s burst)."""
+        rps = self._capacity_rps
+        if rps is None:
+            return None
+        now = time.monotonic()
+        self._bucket = min(rps, self._bucket + (now - self._bucket_at) * rps)
+        self._bucket_at = now
+        if self._bucket >= 1.0:
+            self._bucket -= 1.0
+            return None
+        return (1.0 - self._bucket) / rps
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (wait := self._over_capacity()) is not None:
+            return _error(429, "rate_limited", "too many requests", retry_after=max(1, math.ceil(wait)))
         if request.path == "/v1/health":
             return await handler(request)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _error(401, "unauthorized", "missing or wrong bearer token")
-        if request.match_info.get("store_id") != self.store_id:
+        if request.match_info.get("store_id") not in self.stores:
             return _error(404, "unknown_store", f"no store {request.match_info.get('store_id')!r} here")
-        if self._faults:
-            status, retry_after = self._faults.popleft()
-            headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-            return web.json_response(
-                {"error": "simulated", "reason": f"simulated HTTP {status}"}, status=status, headers=headers
-            )
-        return await handler(request)
+        fault = next((f for f in self._faults if f.matches(request.path)), None)
+        if fault is None:
+            return await handler(request)
+        self._faults.remove(fault)
+        if fault.kind == "status":
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+            if isinstance(fault.body, str):  # a proxy's or gateway's page, not the backend's JSON
+                return web.Response(text=fault.body, status=fault.status, headers=headers, content_type="text/html")
+            body = fault.body if fault.body is not None else {"error": "simulated", "reason": f"HTTP {fault.status}"}
+            return web.json_response(body, status=fault.status, headers=headers)
+        response = await handler(request)
+        assert isinstance(response, web.Response) and response.body is not None
+        return await _deliver_badly(request, response, fault)
 
     async def _health(self, request: web.Request) -> web.Response:
+        if self.health_latency_s:
+            await asyncio.sleep(self.health_latency_s)
         return web.json_response({"status": "ok"})
 
     async def _list_orders(self, request: web.Request) -> web.Response:
-        since_raw, limit_raw = request.query.get("since", ""), request.query.get("limit", "100")
-        if since_raw and not (since_raw.isascii() and since_raw.isdigit()):
-            return _error(400, "invalid_cursor", f"since must be a cursor this API returned, got {since_raw[:40]!r}")
+        state = self.stores[request.match_info["store_id"]]
+        since, limit_raw = request.query.get("since", ""), request.query.get("limit", "100")
         if not (limit_raw.isascii() and limit_raw.isdigit()) or not 1 <= int(limit_raw) <= MAX_PAGE:
             return _error(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
-        since, limit = int(since_raw or 0), int(limit_raw)
-        page: list[dict[str, Any]] = []
-        cursor = since
-        position = bisect.bisect_right(self._log, (since, "\uffff"))
-        while position < len(self._log) and len(page) < limit:
-            seq, order_id = self._log[position]
-            position += 1
-            cursor = seq
-            if self._latest[order_id] == seq:  # an older version of an order changed since: only the newest counts
-                page.append(self._orders[order_id])
+        limit = int(limit_raw)
+        if self.cursor_mode != "position":
+            return self._list_by_time(state, since, limit)
+        position = self._position(state.store_id, since) if since else 0
+        if isinstance(position, web.Response):
+            return position
+        if position > len(state.log):
+            return _error(400, "invalid_cursor", "since points past the end of this store's changes")
+        # One bounded scan: `limit` log entries, of which superseded versions are left out.
+        end = min(position + limit, len(state.log))
+        page = [
+            state.orders[oid] for n, (_, oid) in enumerate(state.log[position:end], position) if state.latest[oid] == n
+        ]
         return web.json_response(
-            {"orders": page, "next_cursor": str(cursor) if cursor else since_raw, "has_more": position < len(self._log)}
+            {"orders": page, "next_cursor": self._cursor(state.store_id, end), "has_more": end < len(state.log)}
+        )
+
+    def _list_by_time(self, state: StoreState, since: str, limit: int) -> web.Response:
+        """The cursor the contract forbids: the last change's second, inclusive (repeats) or exclusive (skips)."""
+        after = int(since) if since.isdigit() else -1
+        inclusive = self.cursor_mode == "timestamp_inclusive"
+        changes = sorted(
+            (second, oid)
+            for n, (second, oid) in enumerate(state.log)
+            if state.latest[oid] == n and (second >= after if inclusive else second > after)
+        )
+        page = changes[:limit]
+        cursor = str(page[-1][0]) if page else since
+        return web.json_response(
+            {
+                "orders": [state.orders[oid] for _, oid in page],
+                "next_cursor": cursor,
+                "has_more": len(changes) > limit,
+            }
         )
 
     async def _post_events(self, request: web.Request) -> web.Response:
+        state = self.stores[request.match_info["store_id"]]
         try:
             body = await request.json()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "body_too_large", f"a request body may hold at most {MAX_BODY} bytes")
         except ValueError:
             return _error(400, "malformed_request", "body is not JSON")
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list):
-            return _error(422, "invalid_events", 'body must be {"events": [...]}')
+            return _error(400, "malformed_request", 'body must be {"events": [...]}')
+        if len(events) > MAX_EVENTS:
+            return _error(413, "batch_too_large", f"at most {MAX_EVENTS} events per request, got {len(events)}")
         for n, event in enumerate(events):
-            if (
-                not isinstance(event, dict)
-                or not isinstance(event.get("idempotency_key"), str)
-                or event.get("event") not in EVENT_TYPES
-            ):
-                return _error(
-                    422,
-                    "invalid_events",
-                    f"events[{n}] needs idempotency_key and event (one of {', '.join(EVENT_TYPES)})",
-                )
-        self.posted.update(e["idempotency_key"] for e in events)
+            if problem := self._check_event(state, event):
+                error, reason = problem
+                key = event.get("idempotency_key") if isinstance(event, dict) else None
+                state.posted.update(e["idempotency_key"] for e in events if _has_key(e))
+                return _refusal(error, f"events[{n}]: {reason}; nothing in this batch was applied", n, key)
+        state.posted.update(e["idempotency_key"] for e in events)
         for n, event in enumerate(events):
-            if event["idempotency_key"] in self.reject_keys or event["event"] in self.reject_types:
-                return _error(
-                    422,
-                    "event_not_accepted",
+            if event["idempotency_key"] in state.reject_keys or event["event"] in state.reject_types:
+                return _refusal(
+                    "invalid_event",
                     f"events[{n}] ({event['idempotency_key']}) is not accepted; nothing in this batch was applied",
+                    n,
+                    event["idempotency_key"],
                 )
         accepted = 0
         for event in events:
-            if event["idempotency_key"] in self.events:
-                self.duplicates.append(event["idempotency_key"])
+            if event["idempotency_key"] in state.events:
+                state.duplicates.append(event["idempotency_key"])
                 continue
-            self.events[event["idempotency_key"]] = event
+            state.events[event["idempotency_key"]] = event
             accepted += 1
             log.info(
                 "central_event",
-                store_id=self.store_id,
+                store_id=state.store_id,
                 key=event["idempotency_key"],
                 order_id=event.get("order_id"),
                 status=event["event"],
             )
         return web.json_response({"accepted": accepted, "duplicates": len(events) - accepted})
 
+    def _check_event(self, state: StoreState, event: Any) -> tuple[str, str] | None:
+        """(error code, reason) when the backend will never take this event; None when it is fine."""
+        if not isinstance(event, dict):
+            return "invalid_event", "not an object"
+        key = event.get("idempotency_key")
+        if not isinstance(key, str) or not 1 <= len(key) <= 200:
+            return "invalid_event", "idempotency_key must be a string of 1-200 characters"
+        if event.get("event") not in EVENT_TYPES:
+            return "invalid_event", f"event must be one of {', '.join(EVENT_TYPES)}"
+        at = event.get("at")
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or at < 0:
+            return "invalid_event", "at must be unix seconds (a finite number, not negative)"
+        if event["event"] in ("printed", "failed") and (
+            isinstance(event.get("job_id"), bool) or not isinstance(event.get("job_id"), int)
+        ):
+            return "invalid_event", f"a {event['event']} event needs job_id (an integer)"
+        order_id = event.get("order_id")
+        if not isinstance(order_id, str):
+            return "invalid_event", "order_id must be a string"
+        owner = self._owner.get(order_id)
+        if owner is not None and owner != state.store_id:
+            return "unknown_order", f"order {order_id!r} belongs to another store"
+        if self.strict and owner is None:
+            return "unknown_order", f"no order {order_id!r} for store {state.store_id!r}"
+        first = state.events.get(key)
+        if self.strict and first is not None and first != event:
+            return "idempotency_key_reused", f"idempotency_key {key!r} was used before with another body"
+        return None
 
-def _error(status: int, error: str, reason: str) -> web.Response:
-    return web.json_response({"error": error, "reason": reason}, status=status)
+
+def _has_key(event: Any) -> bool:
+    return isinstance(event, dict) and isinstance(event.get("idempotency_key"), str)
+
+
+async def _deliver_badly(request: web.Request, response: web.Response, fault: _Fault) -> web.StreamResponse:
+    """The real answer, but trickled out slowly or cut off halfway with the full Content-Length promised."""
+    body = bytes(response.body)  # type: ignore[arg-type]  # a json_response body is bytes
+    stream = web.StreamResponse(status=response.status, headers={"Content-Type": response.content_type})
+    stream.content_length = len(body)
+    await stream.prepare(request)
+    if fault.kind == "truncate":
+        await stream.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.close()
+        return stream
+    for start in range(0, len(body), fault.chunk):
+        await stream.write(body[start : start + fault.chunk])
+        await asyncio.sleep(fault.interval_s)
+    await stream.write_eof()
+    return stream
+
+
+def _error(status: int, error: str, reason: str, *, retry_after: float | None = None) -> web.Response:
+    headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
+    return web.json_response({"error": error, "reason": reason}, status=status, headers=headers)
+
+
+def _refusal(error: str, reason: str, index: int, key: str | None) -> web.Response:
+    """The contract's permanent refusal: which event, and why; the agent marks that event rejected."""
+    body = {"error": error, "reason": reason, "index": index, "idempotency_key": key}
+    return web.json_response(body, status=422)
 
 
 async def serve(*, port: int, store_id: str, orders: int, token: str, host: str = "127.0.0.1") -> None:

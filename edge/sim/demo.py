@@ -82,6 +82,7 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
         make_order(i, prefix=f"demo{int(time.time())}", bar=i % 2 == 1) for i in range(1, orders)
     ]
     expected = 0
+    central.add_orders(samples[:orders])  # the backend's orders: it takes status events only for its own
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {DEMO_TOKEN}"}) as session:
         for order in samples[:orders]:
             async with session.post(f"{base}/api/v1/orders", json=order) as response:

@@ -64,6 +64,22 @@ async def connect_writer(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+async def _to_the_end(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile; the cancellation is raised afterwards."""
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is being cancelled and will not see it
+        raise asyncio.CancelledError
+    return task.result()
+
+
 class Database:
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
@@ -105,25 +121,35 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT on the single writer. Await nothing but this connection inside."""
+        """BEGIN IMMEDIATE … COMMIT on the single writer. Await nothing but this connection inside.
+
+        Cancelled or failed at any await (waiting for BEGIN, inside, at COMMIT), the statement awaited still runs
+        on aiosqlite's thread; the rollback queued behind it ends whatever it left open before the lock is let go.
+        """
         async with self._write_lock:
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._writer
-                except BaseException:
-                    # SQLite may have rolled back already (SQLITE_FULL does): a second ROLLBACK would hide the real error.
-                    if self._writer.in_transaction:
-                        await self._writer.execute("ROLLBACK")
-                    raise
+                yield self._writer
                 await self._writer.execute("COMMIT")
             except sqlite3.Error as err:
-                if self._writer.in_transaction:
-                    await self._writer.execute("ROLLBACK")
+                await self._end_transaction()
                 if unavailable(err):
                     self._set_write_problem(f"database {self.path}: cannot write: {err}")
                     raise StoreUnavailableError(f"database {self.path}: cannot write: {err}") from err
                 raise StoreError(f"database {self.path}: {err}") from err
+            except BaseException:
+                await self._end_transaction()
+                raise
+
+    async def _end_transaction(self) -> None:
+        """Roll back whatever is open once everything queued before has run, even if cancelled meanwhile.
+
+        sqlite3's rollback() does nothing outside a transaction (SQLITE_FULL may have rolled back already), and it
+        runs on the connection's thread after any statement still queued there, so it sees the true state."""
+        try:
+            await _to_the_end(self._writer.rollback())
+        except sqlite3.Error as err:  # the original error matters more; the next BEGIN would report this one
+            log.error("store_rollback_failed", db=str(self.path), error=str(err))
 
     async def probe_space(self) -> bool:
         """A write that needs 64 KiB of fresh pages; only this clears ``write_problem``, because on a full disk

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
-import time
 from typing import Any, Literal
 
 import aiosqlite
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.orders import JobPlan, Order
 from edge.store.db import Database
 
@@ -52,14 +53,22 @@ async def add_outbox(conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) ->
     )
 
 
-async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> list[InsertResult]:
+def _known_sql(count: int) -> str:
+    """Content hash by id of what is stored, and of what was stored once and purged since (seen_orders).
+
+    Parameters: the ids twice. A stored order's row comes last, so it wins in a dict."""
+    marks = ",".join("?" * count)
+    return (
+        f"SELECT id, content_hash FROM seen_orders WHERE id IN ({marks})"
+        f" UNION ALL SELECT id, content_hash FROM orders WHERE id IN ({marks})"
+    )
+
+
+async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: float) -> list[InsertResult]:
     """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction."""
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
-    known = {
-        row[0]: row[1]
-        for row in await conn.execute_fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({placeholders})", ids)
-    }
+    known = {row[0]: row[1] for row in await conn.execute_fetchall(_known_sql(len(ids)), ids + ids)}
     outcomes: list[Outcome] = []
     fresh: list[NewOrder] = []
     for new in batch:
@@ -70,11 +79,10 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
             outcomes.append("stored")
         else:
             outcomes.append("duplicate" if stored_hash == new.content_hash else "conflict")
-    now = time.time()
     if fresh:
         await conn.executemany(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at, source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at,"
+            " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
@@ -92,7 +100,8 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
             ],
         )
         await conn.executemany(
-            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
@@ -110,6 +119,11 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
         await add_outbox(
             conn, [outbox_row(n.order.id, "received", "0", now, number=n.order.number, source=n.source) for n in fresh]
         )
+        # Remembered past retention; a box clock still in 1970 must not make the record look ancient.
+        await conn.executemany(
+            "INSERT OR IGNORE INTO seen_orders(id, content_hash, seen_at) VALUES (?, ?, ?)",
+            [(n.order.id, n.content_hash, max(now, n.order.created_at.timestamp())) for n in fresh],
+        )
     jobs: dict[str, list[int]] = {}
     for row in await conn.execute_fetchall(
         f"SELECT order_id, id FROM print_jobs WHERE order_id IN ({placeholders}) ORDER BY id", ids
@@ -117,13 +131,14 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder]) -> lis
         jobs.setdefault(row[0], []).append(row[1])
     return [
         InsertResult(order_id=n.order.id, outcome=o, job_ids=tuple(jobs.get(n.order.id, ())))
-        for n, o in zip(batch, outcomes)
+        for n, o in zip(batch, outcomes, strict=True)
     ]
 
 
 class OrderStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
+        self._clock = clock
         self._pending: list[tuple[NewOrder, asyncio.Future[InsertResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -137,21 +152,38 @@ class OrderStore:
 
     async def insert_many(self, batch: list[NewOrder]) -> list[InsertResult]:
         """One transaction for a whole batch (recovery)."""
-        return await self._db.write(lambda conn: insert_batch(conn, batch))
+        return await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall()))
 
     async def _flush(self) -> None:
         while self._pending:
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             try:
-                results = await self._db.write(lambda conn: insert_batch(conn, [n for n, _ in group]))
+                results = await self._db.write(
+                    functools.partial(insert_batch, batch=[n for n, _ in group], now=self._clock.wall())
+                )
             except Exception as err:  # every waiter learns the commit failed; none is told "stored"
                 for _, future in group:
                     if not future.done():
                         future.set_exception(err)
                 continue
-            for (_, future), result in zip(group, results):
+            for (_, future), result in zip(group, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    async def known_hashes(self, ids: list[str]) -> dict[str, str]:
+        """Content hash by order id, for the ids stored now or once (purged since, see seen_orders)."""
+        if not ids:
+            return {}
+        rows = await self._db.fetchall(_known_sql(len(ids)), tuple(ids + ids))
+        return {r[0]: r[1] for r in rows}
+
+    async def payloads(self, ids: list[str]) -> dict[str, str]:
+        """The stored JSON by order id, for the ids that are stored."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await self._db.fetchall(f"SELECT id, payload FROM orders WHERE id IN ({marks})", tuple(ids))
+        return {r[0]: r[1] for r in rows}
 
     async def get(self, order_id: str) -> aiosqlite.Row | None:
         return await self._db.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))

@@ -1,13 +1,16 @@
-"""Scans table and what a scan changes: a station's ticket done, the order ready or handed out, with its outbox event."""
+"""Scans table and what a scan changes: a station's ticket done, the order ready or handed out, with its outbox row."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import datetime as dt
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import aiosqlite
 
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.config import AgentSettings
 from edge.store.db import Database
 from edge.store.orders import add_outbox, outbox_row
 
@@ -39,20 +42,48 @@ class ScanResult:
     detail: str
 
 
+@dataclasses.dataclass(frozen=True)
+class BusinessDay:
+    """When the store's day begins (agent.business_day_start in agent.timezone): a night after midnight belongs to
+    the day that began that morning, so the daily order counter's numbers are unique within one business day."""
+
+    tz: ZoneInfo | None  # None: the system's zone
+    start: dt.time = dt.time(4, 0)
+
+    @classmethod
+    def from_settings(cls, agent: AgentSettings) -> BusinessDay:
+        hour, minute = agent.business_day_start.split(":")
+        return cls(ZoneInfo(agent.timezone) if agent.timezone else None, dt.time(int(hour), int(minute)))
+
+    def bounds(self, now: float) -> tuple[dt.datetime, dt.datetime]:
+        """The current business day as [start, end), aware datetimes."""
+        local = dt.datetime.fromtimestamp(now, self.tz) if self.tz else dt.datetime.fromtimestamp(now).astimezone()
+        start = local.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
+        if local < start:
+            start -= dt.timedelta(days=1)
+        return start, start + dt.timedelta(days=1)  # wall-clock arithmetic: still the start time across DST
+
+
 class ScanStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, clock: Clock = SYSTEM_CLOCK, business_day: BusinessDay = BusinessDay(None)
+    ) -> None:
         self._db = db
+        self._clock = clock
+        self._business_day = business_day
 
     async def record(self, scan: ScanRequest) -> ScanResult:
         """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all."""
-        return await self._db.write(lambda conn: _apply(conn, scan, time.time()))
+        now = self._clock.wall()
+        day = self._business_day.bounds(now)
+        return await self._db.write(lambda conn: _apply(conn, scan, now, day))
 
     async def recent(
         self, *, limit: int = 50, scanner: str | None = None, outcome: str | None = None, order_id: str | None = None
     ) -> list[aiosqlite.Row]:
         return await self._db.fetchall(
-            "SELECT * FROM scans WHERE (?1 IS NULL OR scanner = ?1) AND (?2 IS NULL OR outcome = ?2) AND (?3 IS NULL OR order_id = ?3)"
-            " ORDER BY id DESC LIMIT ?4",
+            "SELECT * FROM scans WHERE (?1 IS NULL OR scanner = ?1) AND (?2 IS NULL OR outcome = ?2)"
+            " AND (?3 IS NULL OR order_id = ?3) ORDER BY id DESC LIMIT ?4",
             (scanner, outcome, order_id, limit),
         )
 
@@ -71,10 +102,7 @@ class ScanStore:
         pickup = await self._db.fetchone(
             "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,)
         )
-        if pickup is None:
-            state = "open"
-        else:
-            state = "ready" if pickup["handed_out_at"] is None else "handed_out"
+        state = "open" if pickup is None else "ready" if pickup["handed_out_at"] is None else "handed_out"
         return {
             "state": state,
             "ready_at": pickup["ready_at"] if pickup else None,
@@ -85,21 +113,34 @@ class ScanStore:
         }
 
 
-async def _find_order(conn: aiosqlite.Connection, ref: str, *, by_number: bool) -> aiosqlite.Row | None:
-    rows = await conn.execute_fetchall("SELECT id, number FROM orders WHERE id = ?", (ref,))
-    if not rows and by_number:
-        # Numbers come round again (daily counters): the newest order with it is the one on the counter.
-        rows = await conn.execute_fetchall(
-            "SELECT id, number FROM orders WHERE number = ? ORDER BY received_at DESC LIMIT 1", (ref,)
-        )
-    return rows[0] if rows else None
+async def _find_order(
+    conn: aiosqlite.Connection, scan: ScanRequest, day: tuple[dt.datetime, dt.datetime]
+) -> tuple[aiosqlite.Row | None, str]:
+    """The order a scan names, or None and why not. An id names any order; a plain number only the one order of
+    the current business day with it: numbers come round daily, and a wrong order marked ready is worse than
+    asking for the ticket's QR code (today's order may still be on its way, e.g. being recovered)."""
+    ref = scan.order_ref
+    rows = list(await conn.execute_fetchall("SELECT id, number FROM orders WHERE id = ?", (ref,)))
+    if rows or not scan.plain:
+        return (rows[0], "") if rows else (None, f"no order with id {ref!r}")
+    start, end = day
+    candidates = await conn.execute_fetchall("SELECT id, number, created_at FROM orders WHERE number = ?", (ref,))
+    today = [r for r in candidates if start <= dt.datetime.fromisoformat(r["created_at"]) < end]
+    if len(today) == 1:
+        return today[0], ""
+    since = f"today's business day (since {start:%Y-%m-%d %H:%M})"
+    if today:
+        return None, f"{len(today)} orders of {since} have number {ref!r}: scan the ticket's QR code"
+    older = len(list(candidates))
+    return None, f"no order with id or number {ref!r} in {since}" + (f"; {older} older ones have it" if older else "")
 
 
-async def _apply(conn: aiosqlite.Connection, scan: ScanRequest, now: float) -> ScanResult:
-    order = await _find_order(conn, scan.order_ref, by_number=scan.plain) if scan.order_ref else None
+async def _apply(
+    conn: aiosqlite.Connection, scan: ScanRequest, now: float, day: tuple[dt.datetime, dt.datetime]
+) -> ScanResult:
+    order, why_not = await _find_order(conn, scan, day) if scan.order_ref else (None, scan.detail)
     if order is None:
-        detail = scan.detail or f"no order with id {'or number ' if scan.plain else ''}{scan.order_ref!r}"
-        return await _insert_scan(conn, scan, now, "unknown", None, None, detail)
+        return await _insert_scan(conn, scan, now, "unknown", None, None, scan.detail or why_not)
     order_id, number = order["id"], order["number"]
     stations = {
         r[0]
@@ -111,8 +152,8 @@ async def _apply(conn: aiosqlite.Connection, scan: ScanRequest, now: float) -> S
     done = {
         r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order_id,))
     }
-    pickup = await conn.execute_fetchall(
-        "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,)
+    pickup = list(
+        await conn.execute_fetchall("SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,))
     )
 
     if pickup:

@@ -1,4 +1,4 @@
-"""HTTP client for the central API: timeouts, bearer auth, a request-rate ceiling, retries with full jitter, Retry-After."""
+"""HTTP client for the central API: timeouts, bearer auth, a request-rate ceiling, retries with jitter, Retry-After."""
 
 from __future__ import annotations
 
@@ -20,10 +20,22 @@ log = structlog.get_logger()
 
 # Statuses worth another try: the backend is busy or briefly broken, not telling us we are wrong.
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
+# The contract's limit on one events POST (docs/central-api.md); a bigger configured batch is sent in parts.
+MAX_EVENTS_PER_POST = 500
+# The contract's refusals that mean "this event, never" (422 with one of these as "error"); nothing else may reject.
+PERMANENT_EVENT_ERRORS = frozenset({"invalid_event", "unknown_order", "idempotency_key_reused"})
 
 
 class CentralUnreachableError(CentralApiError):
     """No HTTP answer at all: connection refused, reset, or timed out. The line may be down."""
+
+
+class CentralTimeoutError(CentralUnreachableError):
+    """No (whole) answer within the timeouts: a slow backend or a dead line; other calls' answers tell which."""
+
+
+class CentralBusyError(CentralApiError):
+    """429: the backend is alive and asks for patience (Retry-After); retried, and proof the line is up."""
 
 
 class CentralRejectedError(CentralApiError):
@@ -33,6 +45,20 @@ class CentralRejectedError(CentralApiError):
         super().__init__(message)
         self.status = status
         self.body = body  # the answer's text (first 500 characters): the backend's reason
+        self.error = _error_code(body)  # the contract's {"error": code}, None when the answer is not the contract's
+
+    @property
+    def permanent_for_event(self) -> bool:
+        """The contract's answer that the (single) event in the batch will never be taken: mark it rejected."""
+        return self.status == 422 and self.error in PERMANENT_EVENT_ERRORS
+
+
+def _error_code(body: str) -> str | None:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer.get("error") if isinstance(answer, dict) and isinstance(answer.get("error"), str) else None
 
 
 class RateLimiter:
@@ -88,7 +114,13 @@ class CentralClient:
         s = self._settings
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {s.token.get()}", "User-Agent": f"edge-agent/{self._store_id}"},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s),
+            # The same limits for every call, health probes included (docs/central-api.md, "Timeouts"): connect
+            # within connect_timeout_s, the whole answer within read_timeout_s more, so a dripping body ends too.
+            timeout=aiohttp.ClientTimeout(
+                total=s.connect_timeout_s + s.read_timeout_s,
+                sock_connect=s.connect_timeout_s,
+                sock_read=s.read_timeout_s,
+            ),
         )
 
     async def close(self) -> None:
@@ -104,9 +136,9 @@ class CentralClient:
         return f"/v1/stores/{self._store_id}/events"
 
     async def health(self) -> None:
-        """One probe, no retries, short timeout: the monitor decides how often to ask."""
+        """One probe, no retries, the same timeouts as every call: the monitor decides how often to ask."""
         try:
-            await self._send("GET", "/v1/health", timeout=aiohttp.ClientTimeout(total=self._settings.probe_timeout_s))
+            await self._send("GET", "/v1/health")
         except _RetryableError as err:
             raise err.cause from None
 
@@ -124,11 +156,19 @@ class CentralClient:
         return body["orders"], body["next_cursor"], bool(body.get("has_more", False))
 
     async def post_events(self, events: list[dict[str, Any]]) -> None:
-        """Status events with idempotency keys; returns once the backend acknowledged the whole batch."""
-        await self.request("POST", self.events_path, body={"events": events})
+        """Status events with idempotency keys; returns only once the backend acknowledged the whole batch with the
+        contract's one success answer, 200 {"accepted": n, "duplicates": m} where n + m is the number sent."""
+        answer = await self.request("POST", self.events_path, body={"events": events})
+        counts = [answer.get(k) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
+        numbers = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
+        if len(numbers) != 2 or sum(numbers) != len(events):
+            raise CentralApiError(
+                f"central API POST {self._base}{self.events_path}: HTTP 200 but the answer does not acknowledge all"
+                f" {len(events)} events (expected accepted + duplicates to add up): {json.dumps(answer)[:200]}"
+            )
 
     async def request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None) -> Any:
-        """Send with retries: connection errors, timeouts, 429 and 5xx back off (full jitter, at least Retry-After)."""
+        """Send with retries: connection errors, timeouts, 429 and 5xx back off (Retry-After plus full jitter)."""
         s = self._settings
         attempt = 0
         while True:
@@ -140,8 +180,10 @@ class CentralClient:
                     raise err.cause from None
                 delay = backoff_delay(attempt - 1, base=s.retry_base_s, cap=s.retry_max_s)
                 if err.retry_after is not None:
-                    # Honour the server, plus a little jitter so stores told the same number do not return together.
-                    delay = err.retry_after + random.uniform(0, s.retry_base_s)
+                    # Retry-After is the floor (up to retry_max_s: a longer wait would park the caller, which tries
+                    # again at its next cycle); the growing full jitter on top spreads a fleet that was told the
+                    # same number, so it does not come back in one burst and meet the same 429 again.
+                    delay += min(err.retry_after, s.retry_max_s)
                 log.warning(
                     "central_retry",
                     method=method,
@@ -159,29 +201,34 @@ class CentralClient:
         *,
         params: dict[str, str] | None = None,
         body: Any = None,
-        timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         assert self._session is not None, "CentralClient.start() first"
         url = f"{self._base}{path}"
         await self._limiter.acquire()
         try:
-            async with self._session.request(method, url, params=params, json=body, timeout=timeout) as response:
+            async with self._session.request(method, url, params=params, json=body) as response:
                 status = response.status
                 text = await response.text()
                 retry_after = retry_after_s(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as err:
             detail = f"central API {method} {url}: no answer ({type(err).__name__}: {err})"
             self.on_unreachable(detail)
-            raise _RetryableError(CentralUnreachableError(detail)) from None
+            # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend.
+            error = CentralTimeoutError(detail) if isinstance(err, TimeoutError) else CentralUnreachableError(detail)
+            raise _RetryableError(error) from None
         if status < 500:  # a 5xx is an answer, but not a backend we can reconcile with
             self.on_answer()
-        if status < 300:
+        if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing
             try:
                 # A big page of orders parses in a thread so the spoolers keep printing meanwhile.
                 return await asyncio.to_thread(json.loads, text) if len(text) > 65536 else json.loads(text or "null")
             except ValueError:
                 raise CentralApiError(f"central API {method} {url}: answer is not JSON") from None
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
+        if status < 300:
+            raise CentralApiError(f"{message} (the contract answers 200)")
+        if status == 429:
+            raise _RetryableError(CentralBusyError(message), retry_after)
         if status in _RETRY_STATUSES:
             raise _RetryableError(CentralApiError(message), retry_after)
         raise CentralRejectedError(message, status, text[:500]) if 400 <= status < 500 else CentralApiError(message)

@@ -1,16 +1,16 @@
-"""Connectivity monitor: probes the central API's health endpoint and publishes each change of the line as an event."""
+"""Connectivity monitor: the line's state from health probes and from what real calls experience, changes as events."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import structlog
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus
-from edge.sync.client import CentralClient
+from edge.sync.client import CentralBusyError, CentralClient, CentralTimeoutError
 
 log = structlog.get_logger()
 
@@ -19,16 +19,25 @@ _PROBE_MIN_S = 0.1
 
 
 class LinkMonitor:
-    """``up`` is None until the first answer or failure; transitions (never samples) go on the bus."""
+    """``up`` is None until the first answer or failure; transitions (never samples) go on the bus.
 
-    def __init__(self, client: CentralClient, bus: EventBus, settings: CentralSettings) -> None:
+    Any call's answer (not a 5xx) marks the link up: it is proof of life. A probe that gets no answer marks it
+    down, except a probe that merely timed out while some call got an answer within the last ``probe_up_s``:
+    a slow health check behind a busy backend is not an outage the rest of the agent should stop for.
+    """
+
+    def __init__(
+        self, client: CentralClient, bus: EventBus, settings: CentralSettings, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._client = client
         self._bus = bus
         self._settings = settings
+        self._clock = clock
         self.up: bool | None = None
-        self.since = time.time()
+        self.since = clock.wall()
         self.detail = ""
-        self._down_since = 0.0
+        self._down_since = clock.mono()
+        self._last_answer: float | None = None  # clock.mono() of the last answer to any call
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         client.on_answer = self.mark_up
@@ -43,23 +52,26 @@ class LinkMonitor:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def mark_up(self) -> None:
+        self._last_answer = self._clock.mono()
         self._set(True, "")
 
     def check_now(self, detail: str = "") -> None:
-        """A call got no answer: probe at once instead of at the next slow tick (the probe decides, one timeout is no outage)."""
+        """A call got no answer: probe at once instead of at the next slow tick (the probe decides)."""
         self._wake.set()
+
+    def _answered_lately(self) -> bool:
+        return self._last_answer is not None and self._clock.mono() - self._last_answer <= self._settings.probe_up_s
 
     def _set(self, up: bool, detail: str) -> None:
         self.detail = detail
         if up == self.up:
             return
-        previous, self.up, self.since = self.up, up, time.time()
+        previous, self.up, self.since = self.up, up, self._clock.wall()
         if up:
-            log.info(
-                "central_link_up", down_for_s=None if previous is None else round(self.since - self._down_since, 3)
-            )
+            down_for = None if previous is None else round(self._clock.mono() - self._down_since, 3)
+            log.info("central_link_up", down_for_s=down_for)
         else:
-            self._down_since = self.since
+            self._down_since = self._clock.mono()
             log.warning("central_link_down", detail=detail)
         self._bus.publish(CentralLinkChanged(up=up, detail=detail))
 
@@ -68,6 +80,16 @@ class LinkMonitor:
         while True:
             try:
                 await self._client.health()
+            except CentralTimeoutError as err:
+                if self._answered_lately():
+                    log.info("central_probe_slow", detail=str(err), note="calls get answers: link stays up")
+                    wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
+                else:
+                    self._set(False, str(err))
+                    wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
+            except CentralBusyError:  # an answer: the backend is there, only busy; the probe just came too soon
+                self._set(True, "")
+                wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
             except CentralApiError as err:
                 self._set(False, str(err))
                 wait, delay = delay, min(delay * 2, self._settings.probe_max_s)

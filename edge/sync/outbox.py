@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus, JobDead, JobPrinted, OrderStored, ScanRecorded
 from edge.store import Database
-from edge.sync.client import CentralClient, CentralRejectedError
+from edge.sync.client import MAX_EVENTS_PER_POST, CentralClient, CentralRejectedError
 
 log = structlog.get_logger()
 
@@ -21,17 +21,8 @@ log = structlog.get_logger()
 _GATHER_S = 0.05
 # Even without a wake-up, look again this often (rows written by other parts, retries after a failure).
 _IDLE_S = 5.0
-# 4xx answers that say nothing against the events themselves: auth/config (a person fixes it), timeout, conflict, throttling.
-# The batch stays pending and is sent again. Any other 4xx means the backend will never take the batch as it is.
-# 404 too: on the events path it means a wrong URL or store id, a setting a person fixes, not a bad event.
-RETRYABLE_4XX = frozenset({401, 403, 404, 408, 409, 429})
-# Payload key a rejected row gets (with delivered_at set): {"status", "reason", "at"}. It is never sent: rejected rows never are.
+# Payload key a rejected row gets (with delivered_at set): {"status", "reason", "at"}. Rejected rows are never sent.
 REJECTED_KEY = "_rejected"
-
-
-def is_permanent(status: int) -> bool:
-    """The backend will never take this batch as it is: retrying it unchanged would block every later event."""
-    return 400 <= status < 500 and status not in RETRYABLE_4XX
 
 
 class OutboxSender:
@@ -40,17 +31,27 @@ class OutboxSender:
     Sends are serialised and always take the oldest pending rows, so events of one order reach the backend
     in the order they happened. A batch the backend did not acknowledge is sent again, with the same keys.
 
-    A batch refused for good (a 4xx outside RETRYABLE_4XX) is split in halves, oldest half first, until every event
-    is either acknowledged or refused on its own; such an event is marked rejected (delivered_at set, the reason in
-    the payload under REJECTED_KEY), logged as ``outbox_event_rejected`` and never sent again.
+    A batch refused for good (the contract's 422 naming an event, see PERMANENT_EVENT_ERRORS) is split in halves,
+    oldest half first, until every event is either acknowledged or refused on its own; such an event is marked
+    rejected (delivered_at set, the reason in the payload under REJECTED_KEY), logged as ``outbox_event_rejected``
+    and never sent again. A 413 splits too, but never rejects: one event too big for a proxy stays pending.
+    Every other refusal (a proxy's 405, a 410, a 400, auth) rejects nothing: the batch stays pending.
     """
 
     def __init__(
-        self, db: Database, client: CentralClient, bus: EventBus, *, batch_size: int, link_up: Callable[[], bool]
+        self,
+        db: Database,
+        client: CentralClient,
+        bus: EventBus,
+        *,
+        batch_size: int,
+        link_up: Callable[[], bool],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._db = db
+        self._clock = clock
         self._client = client
-        self._batch_size = batch_size
+        self._batch_size = min(batch_size, MAX_EVENTS_PER_POST)
         self._link_up = link_up
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -75,10 +76,11 @@ class OutboxSender:
         return int(row[0]) if row else 0
 
     async def send_once(self, up_to: int | None = None) -> int:
-        """Deliver the oldest pending batch (rows with id <= up_to); returns how many rows it settled (acknowledged or rejected)."""
+        """Deliver the oldest pending batch (ids <= up_to); returns the rows settled (acknowledged or rejected)."""
         async with self._lock:
             rows = await self._db.fetchall(
-                "SELECT id, idempotency_key, payload FROM outbox WHERE delivered_at IS NULL AND (?1 IS NULL OR id <= ?1) ORDER BY id LIMIT ?2",
+                "SELECT id, idempotency_key, payload FROM outbox"
+                " WHERE delivered_at IS NULL AND (?1 IS NULL OR id <= ?1) ORDER BY id LIMIT ?2",
                 (up_to, self._batch_size),
             )
             if not rows:
@@ -96,9 +98,11 @@ class OutboxSender:
         except CentralApiError as err:
             async with self._db.transaction() as conn:
                 await conn.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({marks})", ids)
-            if not (isinstance(err, CentralRejectedError) and is_permanent(err.status)):
+            if not isinstance(err, CentralRejectedError) or not (err.permanent_for_event or err.status == 413):
                 raise
             if len(rows) == 1:
+                if not err.permanent_for_event:
+                    raise
                 await self._reject(rows[0], err)
                 return 1
             # Which event does the backend refuse? Halves, oldest first, so the good ones still go and in order.
@@ -109,14 +113,14 @@ class OutboxSender:
         async with self._db.transaction() as conn:
             await conn.execute(
                 f"UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id IN ({marks})",
-                [time.time(), *ids],
+                [self._clock.wall(), *ids],
             )
         log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
         return len(ids)
 
     async def _reject(self, row: Any, err: CentralRejectedError) -> None:
         payload = json.loads(row["payload"])
-        now = time.time()
+        now = self._clock.wall()
         reason = err.body or str(err)
         payload[REJECTED_KEY] = {"status": err.status, "reason": reason, "at": now}
         async with self._db.transaction() as conn:
@@ -137,7 +141,8 @@ class OutboxSender:
     async def rejected(self) -> int:
         """Rows the backend refused for good (see REJECTED_KEY)."""
         row = await self._db.fetchone(
-            f"SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL AND json_extract(payload, '$.{REJECTED_KEY}') IS NOT NULL"
+            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL"
+            f" AND json_extract(payload, '$.{REJECTED_KEY}') IS NOT NULL"
         )
         return int(row[0]) if row else 0
 
@@ -163,9 +168,7 @@ class OutboxSender:
                 continue
             try:
                 await self.flush()
-            except (
-                CentralRejectedError
-            ) as err:  # 401/403/408/409: the batch stays pending; 401/403 need a person (token, store id)
+            except CentralRejectedError as err:  # the batch stays pending; 401/403/404 need a person (token, store id)
                 log.error("outbox_delivery_refused", status=err.status, error=str(err), pending=await self.pending())
             except CentralApiError as err:
                 log.warning("outbox_delivery_failed", error=str(err), pending=await self.pending())

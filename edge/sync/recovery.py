@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
-import aiosqlite
 import structlog
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import CentralSettings
 from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError
 from edge.events import (
@@ -21,55 +21,32 @@ from edge.events import (
     OrderConflicted,
     RecoveryCompleted,
     RecoveryFailed,
+    RecoveryOrderInvalid,
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
-from edge.store import Database, OrderStore
+from edge.store import Database, NewOrder, OrderStore
+from edge.store.recovery import ItemClass, RecoveryItem, RecoveryStore, RunState, run_json
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
 
 log = structlog.get_logger()
 
-ACTIVE_STATES = ("waiting", "validation", "processing", "completion")
-CLASSES = ("missing", "present", "conflict", "invalid")
-CURSOR_KEY = "central_cursor"
 
-# Missing orders in the order the kitchen needs them: priority, then due time (none last), then creation.
-_NEXT_MISSING = """
-SELECT order_id, payload FROM recovery_items i
-WHERE run_id = ? AND class = 'missing' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)
-ORDER BY priority DESC, due_ts IS NULL, due_ts, created_ts, order_id LIMIT ?
-"""
-_NOT_STORED = """
-SELECT COUNT(*) FROM recovery_items i
-WHERE run_id = ? AND class != 'invalid' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)
-"""
+# Prepared orders kept from validation for processing (a few KB each): beyond this, processing prepares them again.
+_PREPARED_MAX = 20_000
 
 
 class RecoveryIncompleteError(EdgeError):
     """Completion found an order from validation that is still not stored: the cursor must not move."""
 
 
+class CursorStuckError(CentralApiError):
+    """The backend's next_cursor repeats one already sent while it says there is more: paging would never end."""
+
+
 class _CancelRequested(Exception):
     """Raised at the run's next safe point (between pages and batches, never inside a transaction)."""
-
-
-def run_json(row: aiosqlite.Row) -> dict[str, Any]:
-    finished = row["finished_at"]
-    return {
-        "id": row["id"],
-        "trigger": row["trigger"],
-        "state": row["state"],
-        "since_cursor": row["since_cursor"],
-        "next_cursor": row["next_cursor"],
-        "created_at": row["created_at"],
-        "started_at": row["started_at"],
-        "finished_at": finished,
-        "duration_s": round(finished - row["started_at"], 3) if finished and row["started_at"] else None,
-        "phases": json.loads(row["phases"]),
-        "counts": json.loads(row["counts"]),
-        "errors": json.loads(row["errors"]),
-    }
 
 
 class Recovery:
@@ -85,33 +62,36 @@ class Recovery:
         outbox: OutboxSender,
         bus: EventBus,
         settings: CentralSettings,
-        link_up: Callable[[], bool],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._db = db
+        self._runs = RecoveryStore(db)
+        self._clock = clock  # wall time for the run's records, monotonic for its duration
         self._client = client
         self._intake = intake
         self._orders = orders
         self._outbox = outbox
         self._bus = bus
         self._settings = settings
-        self._link_up = link_up
         self._task: asyncio.Task[None] | None = None
         self._cancel = asyncio.Event()
         self._active_id: int | None = None
         self._trigger_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._link_was_down = False
+        # Missing orders as validation prepared them, so processing in the same process does not parse and route
+        # them again; after a restart (or beyond the cap) processing prepares them from the stored JSON.
+        self._prepared: dict[str, NewOrder] = {}
         self._unsubscribe = bus.subscribe(self._on_link, CentralLinkChanged)
 
     # --- life cycle -------------------------------------------------------------------------
 
     async def resume(self) -> int | None:
         """At start-up: carry on with a run a crash or a stop interrupted, from its persisted phase."""
-        rows = await self._db.fetchall(
-            f"SELECT id, trigger, state FROM recovery_runs WHERE state IN {ACTIVE_STATES} ORDER BY id"
-        )
+        rows = await self._runs.active_runs()
         for stale in rows[:-1]:  # only one run is ever active; older ones can only be left over from a bug
-            await self._finish(stale["id"], "failed", f"superseded by run {rows[-1]['id']}")
+            await self._runs.finish(
+                stale["id"], RunState.FAILED, f"superseded by run {rows[-1]['id']}", self._clock.wall()
+            )
         if not rows:
             return None
         run = rows[-1]
@@ -155,14 +135,7 @@ class Recovery:
             if self.active_run is not None:
                 log.info("recovery_joined", run_id=self.active_run, trigger=trigger)
                 return self.active_run, True
-            async with self._db.transaction() as conn:
-                rows = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,))
-                cursor = await conn.execute(
-                    "INSERT INTO recovery_runs(trigger, since_cursor, created_at) VALUES (?, ?, ?)",
-                    (trigger, rows[0][0] if rows else "", time.time()),
-                )
-                run_id = int(cursor.lastrowid or 0)
-                await cursor.close()
+            run_id = await self._runs.create_run(trigger, self._clock.wall())
             if delay > 0:
                 log.info("recovery_delayed", run_id=run_id, trigger=trigger, delay_s=round(delay, 2))
             self._launch(run_id, trigger, "waiting", delay=delay)
@@ -181,25 +154,27 @@ class Recovery:
     # --- queries ----------------------------------------------------------------------------
 
     async def cursor(self) -> str:
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,))
-        return row[0] if row else ""
+        return await self._runs.cursor()
 
     async def run(self, run_id: int) -> dict[str, Any]:
-        rows = await self._db.fetchall("SELECT * FROM recovery_runs WHERE id = ?", (run_id,))
-        items = await self._db.fetchall(
-            "SELECT order_id, class, detail FROM recovery_items WHERE run_id = ? AND class IN ('conflict', 'invalid') ORDER BY order_id LIMIT 1000",
-            (run_id,),
-        )
-        if not rows:
+        row = await self._runs.run(run_id)
+        if row is None:
             raise NotFoundError(f"recovery run {run_id} does not exist")
-        return run_json(rows[0]) | {
-            "conflicts": [i["order_id"] for i in items if i["class"] == "conflict"],
-            "invalid": [{"order_id": i["order_id"], "reason": i["detail"]} for i in items if i["class"] == "invalid"],
+        return run_json(row) | {
+            key: [
+                {
+                    "order_id": i["order_id"],
+                    "number": i["number"] if isinstance(i["number"], str) else None,
+                    "reason": i["detail"],
+                    "payload": json.loads(i["payload"]) if i["payload"] else None,  # the backend's, as sent
+                }
+                for i in await self._runs.items(run_id, cls)
+            ]
+            for key, cls in (("conflicts", ItemClass.CONFLICT), ("invalid", ItemClass.INVALID))
         }
 
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = await self._db.fetchall("SELECT * FROM recovery_runs ORDER BY id DESC LIMIT ?", (limit,))
-        return [run_json(r) for r in rows]
+        return [run_json(r) for r in await self._runs.runs(limit)]
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -216,8 +191,9 @@ class Recovery:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cancel.wait(), timeout=delay)
             self._checkpoint()
+            started = self._clock.mono()  # durations on the monotonic clock: NTP may step the wall clock meanwhile
             if state == "waiting":
-                await self._write("UPDATE recovery_runs SET started_at = ? WHERE id = ?", [(time.time(), run_id)])
+                await self._runs.mark_started(run_id, self._clock.wall())
             log.info("recovery_started", trigger=trigger, resumed=state != "waiting")
             self._bus.publish(RecoveryStarted(run_id=run_id, trigger=trigger))
             if phase in ("waiting", "validation"):
@@ -228,69 +204,74 @@ class Recovery:
                 await self._process(run_id)
             self._checkpoint()
             phase = "completion"
-            await self._complete(run_id)
+            await self._complete(run_id, started)
         except asyncio.CancelledError:
             log.info("recovery_interrupted", phase=phase, note="resumes at next start")
             raise
         except _CancelRequested:
-            await self._finish(run_id, "cancelled", f"{phase}: cancelled by request")
+            await self._runs.finish(run_id, RunState.CANCELLED, f"{phase}: cancelled by request", self._clock.wall())
             log.warning("recovery_cancelled", phase=phase)
         except Exception as err:  # any failure ends the run; the cursor did not move, the next run sees it all again
             error = str(err) or type(err).__name__
-            await self._finish(run_id, "failed", f"{phase}: {error}")
+            await self._runs.finish(run_id, RunState.FAILED, f"{phase}: {error}", self._clock.wall())
             log.error("recovery_failed", phase=phase, error=error)
             self._bus.publish(RecoveryFailed(run_id=run_id, phase=phase, error=error))
         finally:
+            self._prepared.clear()
             structlog.contextvars.unbind_contextvars("recovery_run")
 
     async def _validate(self, run_id: int) -> None:
-        """Page through the orders changed since the confirmed cursor and classify each; writes only the run's report."""
-        await self._enter(run_id, "validation")
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "DELETE FROM recovery_items WHERE run_id = ?", (run_id,)
-            )  # a resumed validation starts over
-        run = await self._db.fetchone("SELECT since_cursor FROM recovery_runs WHERE id = ?", (run_id,))
-        cursor, pages = run["since_cursor"], 0
-        while True:
-            try:
-                orders, next_cursor, more = await self._client.orders_since(cursor, self._settings.page_size)
-            except CentralRejectedError as err:
-                if err.status != 400 or not cursor or pages:
-                    raise
-                # The backend no longer knows our cursor (reset, restored): list from its beginning instead of failing
-                # every run from now on. Safe: what is already here classifies as present and is not printed again.
-                log.warning(
-                    "recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the beginning"
-                )
-                cursor = ""
-                continue
-            items = await self._classify(run_id, orders, page=pages)
-            async with self._db.transaction() as conn:
-                await conn.executemany(
-                    "INSERT OR REPLACE INTO recovery_items(run_id, order_id, class, payload, priority, due_ts, created_ts, detail)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    items,
-                )
-                await conn.execute("UPDATE recovery_runs SET next_cursor = ? WHERE id = ?", (next_cursor, run_id))
-            cursor, pages = next_cursor, pages + 1
-            self._checkpoint()
-            if not more or not orders:
-                break
-        log.info("recovery_validated", pages=pages, counts=await self._counts(run_id))
+        """Page through the orders changed since the confirmed cursor, classify each; writes only the run's report."""
+        await self._runs.enter_phase(run_id, RunState.VALIDATION, self._clock.wall())
+        await self._runs.clear_items(run_id)  # a resumed validation starts over
+        self._prepared.clear()
+        cursor, pages = await self._runs.since_cursor(run_id), 0
+        sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
+        fetch = self._fetch(cursor)
+        try:
+            while True:
+                try:
+                    orders, next_cursor, more = await fetch
+                except CentralRejectedError as err:
+                    if err.status != 400 or not cursor or pages:
+                        raise
+                    # The backend no longer knows our cursor (reset, restored): list from its beginning instead of
+                    # failing every run from now on. Safe: what was here (even if purged since) classifies as
+                    # present and is not printed again.
+                    log.warning(
+                        "recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the start"
+                    )
+                    cursor, sent = "", {""}
+                    fetch = self._fetch(cursor)
+                    continue
+                if more:  # an empty page with has_more is normal (docs/central-api.md): only has_more ends the list
+                    if next_cursor in sent:
+                        raise CursorStuckError(
+                            f"central API answered page {pages + 1} (since {cursor[:80]!r}) with has_more and"
+                            f" next_cursor {next_cursor[:80]!r}, a cursor this run already sent: its cursor does not"
+                            " advance (a timestamp cursor? docs/central-api.md forbids them)"
+                        )
+                    sent.add(next_cursor)
+                    fetch = self._fetch(next_cursor)  # the next page travels while this one is classified
+                await self._runs.save_page(run_id, await self._classify(orders, page=pages), next_cursor)
+                pages += 1
+                self._checkpoint()
+                if not more:
+                    break
+                cursor = next_cursor
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
+        log.info("recovery_validated", pages=pages, counts=await self._runs.counts(run_id))
 
-    async def _classify(self, run_id: int, orders: list[Any], *, page: int) -> list[tuple[Any, ...]]:
+    def _fetch(self, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
+        return asyncio.ensure_future(self._client.orders_since(cursor, self._settings.page_size))
+
+    async def _classify(self, orders: list[Any], *, page: int) -> list[RecoveryItem]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
-        marks = ",".join("?" * len(ids))
-        known = (
-            {
-                r[0]: r[1]
-                for r in await self._db.fetchall(f"SELECT id, content_hash FROM orders WHERE id IN ({marks})", ids)
-            }
-            if ids
-            else {}
-        )
-        items = []
+        known = await self._orders.known_hashes(ids)
+        items, conflicting = [], []
         for n, payload in enumerate(orders):
             raw_id = payload.get("id") if isinstance(payload, dict) else None
             try:
@@ -298,140 +279,115 @@ class Recovery:
             except InvalidOrderError as err:
                 order_id = raw_id if isinstance(raw_id, str) else f"(page {page} item {n})"
                 log.error("recovery_invalid_order", order_id=order_id, field=err.field, reason=err.reason)
-                items.append((run_id, order_id, "invalid", None, 0, None, None, f"{err.field}: {err.reason}"))
+                raw = json.dumps(payload, ensure_ascii=False)  # as sent, for a person to read
+                items.append(RecoveryItem(order_id, ItemClass.INVALID, raw, detail=f"{err.field}: {err.reason}"))
                 continue
             order = new.order
             stored_hash = known.get(order.id)
-            cls = "missing" if stored_hash is None else ("present" if stored_hash == new.content_hash else "conflict")
-            due = order.fulfilment.due_at.timestamp() if order.fulfilment.due_at else None
+            if stored_hash is None:
+                cls = ItemClass.MISSING
+                if len(self._prepared) < _PREPARED_MAX:
+                    self._prepared[order.id] = new
+            elif stored_hash == new.content_hash:
+                cls = ItemClass.PRESENT
+            else:
+                cls = ItemClass.CONFLICT
+                conflicting.append(order.id)
             items.append(
-                (
-                    run_id,
+                RecoveryItem(
                     order.id,
                     cls,
-                    new.payload if cls == "missing" else None,
-                    order.priority,
-                    due,
-                    order.created_at.timestamp(),
-                    None,
+                    None if cls == ItemClass.PRESENT else new.payload,
+                    priority=order.priority,
+                    due_ts=order.fulfilment.due_at.timestamp() if order.fulfilment.due_at else None,
+                    created_ts=order.created_at.timestamp(),
                 )
             )
+        if conflicting:
+            stored = await self._orders.payloads(conflicting)
+            items = [
+                dataclasses.replace(i, detail=_difference(stored.get(i.order_id), i.payload))
+                if i.cls == ItemClass.CONFLICT
+                else i
+                for i in items
+            ]
         return items
 
     async def _process(self, run_id: int) -> None:
         """Store the missing orders batch by batch through the intake path; re-running stores nothing twice."""
-        await self._enter(run_id, "processing")
+        await self._runs.enter_phase(run_id, RunState.PROCESSING, self._clock.wall())
         # The conflict rule: the order already here wins and is never reprinted; the backend's version is only reported.
-        for row in await self._db.fetchall(
-            "SELECT order_id FROM recovery_items WHERE run_id = ? AND class = 'conflict'", (run_id,)
-        ):
-            log.warning("recovery_conflict", order_id=row[0], rule="local order kept, not reprinted")
-            self._bus.publish(OrderConflicted(order_id=row[0], source="recovery"))
+        # Conflicts and refused orders are never only a log line: each is reported (alert, counter, the run's lists).
+        for cls in (ItemClass.CONFLICT, ItemClass.INVALID):
+            for row in await self._runs.items(run_id, cls):
+                self._report(run_id, cls, row["order_id"], row["number"], row["detail"] or "")
         router, batches = self._intake.router, 0
-        while rows := await self._db.fetchall(_NEXT_MISSING, (run_id, self._settings.batch_size)):
+        while rows := await self._runs.next_missing(run_id, self._settings.batch_size):
             self._checkpoint()
             batch, invalid = [], []
             for row in rows:
                 try:
-                    batch.append(router.prepare(json.loads(row["payload"]), "recovery"))
+                    prepared = self._prepared.pop(row["order_id"], None)
+                    batch.append(prepared or router.prepare(json.loads(row["payload"]), "recovery"))
                 except InvalidOrderError as err:  # routing changed since validation (e.g. a printer removed)
-                    invalid.append((f"{err.field}: {err.reason}", run_id, row["order_id"]))
+                    invalid.append((row["order_id"], f"{err.field}: {err.reason}"))
+                    self._report(run_id, ItemClass.INVALID, row["order_id"], row["number"], invalid[-1][1])
             if invalid:
-                await self._write(
-                    "UPDATE recovery_items SET class = 'invalid', detail = ? WHERE run_id = ? AND order_id = ?", invalid
-                )
+                await self._runs.reclassify(run_id, ItemClass.INVALID, invalid)
             if batch:
                 results = await self._orders.insert_many(batch)
-                for result, new in zip(results, batch):
-                    self._intake.publish(result, new)  # OrderStored wakes the spools; a conflict raises OrderConflicted
-                conflicts = [(run_id, r.order_id) for r in results if r.outcome == "conflict"]
+                conflicts = []
+                for result, new in zip(results, batch, strict=True):
+                    if result.outcome == "stored":
+                        self._intake.publish(result, new)  # OrderStored wakes the spools
+                    elif result.outcome == "conflict":  # pushed meanwhile with other content: the pushed one stays
+                        conflicts.append((result.order_id, "stored meanwhile (pushed) with other content"))
+                        self._report(run_id, ItemClass.CONFLICT, result.order_id, new.order.number, conflicts[-1][1])
                 if conflicts:
-                    await self._write(
-                        "UPDATE recovery_items SET class = 'conflict' WHERE run_id = ? AND order_id = ?", conflicts
-                    )
+                    await self._runs.reclassify(run_id, ItemClass.CONFLICT, conflicts)
             batches += 1
-            # One POST per batch tells the backend what arrived; it waits for the shared rate limiter,
-            # so processing never outpaces the configured request rate. A failure only leaves rows pending.
-            if self._link_up():
-                try:
-                    await self._outbox.send_once()
-                except CentralApiError as err:
-                    log.warning("recovery_outbox_send_failed", error=str(err))
+            # Reporting is the outbox's own loop (woken by OrderStored): a slow or refusing events endpoint must
+            # never hold back storing, and so printing, the next batch.
         log.info("recovery_processed", batches=batches)
 
-    async def _complete(self, run_id: int) -> None:
-        """Verify, flush the outbox, then (only then) advance the cursor and write the summary."""
-        await self._enter(run_id, "completion")
-        [(not_stored,)] = await self._db.fetchall(_NOT_STORED, (run_id,))
-        if not_stored:
+    def _report(self, run_id: int, cls: ItemClass, order_id: str, number: Any, reason: str) -> None:
+        number = number if isinstance(number, str) else None
+        if cls == ItemClass.CONFLICT:
+            log.warning("recovery_conflict", order_id=order_id, reason=reason, rule="local order kept, not reprinted")
+            self._bus.publish(
+                OrderConflicted(order_id=order_id, source="recovery", number=number or "", reason=reason, run_id=run_id)
+            )
+        else:
+            self._bus.publish(RecoveryOrderInvalid(run_id=run_id, order_id=order_id, number=number, reason=reason))
+
+    async def _complete(self, run_id: int, started: float) -> None:
+        """Verify every order is here, then (only then) advance the cursor and write the summary.
+
+        Event delivery is not a condition: the `received` rows are in the outbox, committed with their orders, and
+        go out when the events endpoint takes them; the cursor is about orders, not about reports."""
+        await self._runs.enter_phase(run_id, RunState.COMPLETION, self._clock.wall())
+        if not_stored := await self._runs.not_stored(run_id):
             raise RecoveryIncompleteError(f"{not_stored} orders seen in validation are not stored locally")
-        delivered = await self._outbox.flush()
-        counts = await self._counts(run_id)
-        now = time.time()
-        async with self._db.transaction() as conn:
-            run = (
-                await conn.execute_fetchall(
-                    "SELECT next_cursor, since_cursor, started_at, phases FROM recovery_runs WHERE id = ?", (run_id,)
-                )
-            )[0]
-            await conn.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (CURSOR_KEY, run["next_cursor"] if run["next_cursor"] is not None else run["since_cursor"]),
-            )
-            await conn.execute(
-                "UPDATE recovery_runs SET state = 'completed', finished_at = ?, counts = ?, phases = ? WHERE id = ?",
-                (now, json.dumps(counts), _close_phase(run["phases"], now), run_id),
-            )
-        duration = now - (run["started_at"] or now)
-        log.info("recovery_completed", counts=counts, duration_s=round(duration, 3), outbox_delivered=delivered)
+        counts = await self._runs.counts(run_id)
+        await self._runs.complete(run_id, counts, self._clock.wall())
+        duration = self._clock.mono() - started  # of this process's part of the run, if it was resumed
+        log.info(
+            "recovery_completed",
+            counts=counts,
+            duration_s=round(duration, 3),
+            outbox_pending=await self._outbox.pending(),
+        )
         self._bus.publish(RecoveryCompleted(run_id=run_id, counts=counts, duration_s=duration))
-
-    # --- bookkeeping ------------------------------------------------------------------------
-
-    async def _counts(self, run_id: int) -> dict[str, int]:
-        rows = await self._db.fetchall(
-            "SELECT class, COUNT(*) FROM recovery_items WHERE run_id = ? GROUP BY class", (run_id,)
-        )
-        [(stored,)] = await self._db.fetchall(
-            "SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id"
-            " WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery'",
-            (run_id,),
-        )
-        return {c: 0 for c in CLASSES} | {r[0]: r[1] for r in rows} | {"stored": stored}
-
-    async def _enter(self, run_id: int, phase: str) -> None:
-        now = time.time()
-        async with self._db.transaction() as conn:
-            rows = await conn.execute_fetchall("SELECT phases FROM recovery_runs WHERE id = ?", (run_id,))
-            phases = json.loads(_close_phase(rows[0][0], now))
-            phases.append({"phase": phase, "started_at": now, "finished_at": None})
-            await conn.execute(
-                "UPDATE recovery_runs SET state = ?, phases = ? WHERE id = ?", (phase, json.dumps(phases), run_id)
-            )
-
-    async def _finish(self, run_id: int, state: str, error: str) -> None:
-        counts = await self._counts(run_id)
-        now = time.time()
-        async with self._db.transaction() as conn:
-            rows = await conn.execute_fetchall("SELECT phases, errors FROM recovery_runs WHERE id = ?", (run_id,))
-            errors = json.loads(rows[0]["errors"]) + [error]
-            await conn.execute(
-                "UPDATE recovery_runs SET state = ?, finished_at = ?, counts = ?, errors = ?, phases = ? WHERE id = ?",
-                (state, now, json.dumps(counts), json.dumps(errors), _close_phase(rows[0]["phases"], now), run_id),
-            )
 
     def _checkpoint(self) -> None:
         if self._cancel.is_set():
             raise _CancelRequested()
 
-    async def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        async with self._db.transaction() as conn:
-            await conn.executemany(sql, rows)
 
-
-def _close_phase(phases_json: str, now: float) -> str:
-    """The phases list with the open phase (if any) given its end time."""
-    phases = json.loads(phases_json)
-    if phases and phases[-1]["finished_at"] is None:
-        phases[-1]["finished_at"] = now
-    return json.dumps(phases)
+def _difference(stored_payload: str | None, sent_payload: str | None) -> str:
+    """What a person needs to know about a conflict: which top-level fields differ from the stored order."""
+    if stored_payload is None or sent_payload is None:
+        return "other content than an order stored here before and purged since (retention)"
+    stored, sent = json.loads(stored_payload), json.loads(sent_payload)
+    fields = sorted(k for k in stored.keys() | sent.keys() if stored.get(k) != sent.get(k))
+    return f"differs from the order stored here in: {', '.join(fields)}; the stored one stands (already printed)"

@@ -1,4 +1,4 @@
-"""The sync part as one unit for the composition root: client, link monitor, outbox sender, recovery and its schedule."""
+"""The sync part as one unit for the composition root: client, link monitor, outbox, recovery and its schedule."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.events import EventBus
 from edge.orders.intake import OrderIntake
@@ -23,13 +24,22 @@ class SyncService:
     """Started only when ``central.url`` is set; the core works the same without it."""
 
     def __init__(
-        self, settings: Settings, *, db: Database, intake: OrderIntake, orders: OrderStore, bus: EventBus
+        self,
+        settings: Settings,
+        *,
+        db: Database,
+        intake: OrderIntake,
+        orders: OrderStore,
+        bus: EventBus,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         central = settings.central
         self.settings = central
         self.client = CentralClient(central, settings.agent.store_id)
-        self.monitor = LinkMonitor(self.client, bus, central)
-        self.outbox = OutboxSender(db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up)
+        self.monitor = LinkMonitor(self.client, bus, central, clock=clock)
+        self.outbox = OutboxSender(
+            db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up, clock=clock
+        )
         self.recovery = Recovery(
             db=db,
             client=self.client,
@@ -38,7 +48,7 @@ class SyncService:
             outbox=self.outbox,
             bus=bus,
             settings=central,
-            link_up=self._link_up,
+            clock=clock,
         )
         self._scheduler = AsyncIOScheduler()
 
@@ -84,6 +94,7 @@ class SyncService:
             "link": {"up": self.monitor.up, "since": self.monitor.since, "detail": self.monitor.detail},
             "cursor": await self.recovery.cursor(),
             "active_run": self.recovery.active_run,
-            "last_run": last[0] if last else None,
+            # With its conflicts and refused orders (order id, number, reason): what a technician must see.
+            "last_run": await self.recovery.run(last[0]["id"]) if last else None,
             "outbox_pending": await self.outbox.pending(),
         }

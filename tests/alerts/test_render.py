@@ -23,12 +23,16 @@ GROUP_DETAILS = {
     "central_unreachable": {"down_min": "5"},
     "recovery_failed": {"phase": "processing", "detail": "HTTP 502"},
     "storage_problem": {"detail": "disk is full"},
+    "recovery_conflict": {"items": [{"id": "ord_9", "order": "ord_9", "error": "differs in: items"}], "run_id": 3},
+    "recovery_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: 0"}], "run_id": 3},
 }
 SUBJECTS = {
     "queue_backlog": "queue",
     "central_unreachable": "central",
     "recovery_failed": "recovery",
     "storage_problem": "database",
+    "recovery_conflict": "recovery",
+    "recovery_invalid": "recovery",
 }
 
 

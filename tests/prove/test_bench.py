@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).parents[2] / "scripts" / "bench.py"
-PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "storage"}
+PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "storage", "fleet"}
 
 
 def numbers(node: Any) -> list[tuple[str, Any]]:
@@ -31,6 +31,9 @@ def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
         "fsync_ms",
         *(f"{run}_clients_{n}" for run in ("cost", "fsync_10ms") for n in (1, 8)),
     }
+    fleet = result.pop("fleet")  # counts (429s may be 0) and a text saying what is simulated: checked on its own
+    assert fleet["new_defaults"]["agents_recovered"] == fleet["agents"] and fleet["new_defaults"]["all_stored_s"] > 0
+    assert fleet["old_defaults"] is None  # the old 30 s start delay runs only in the full size
     for part, figures in result.items():
         if figures is None:
             continue

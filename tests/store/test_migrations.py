@@ -28,7 +28,8 @@ async def test_up_down_up_on_populated_database(tmp_path: Path) -> None:
     db = await Database.open(path)
     async with db.transaction() as conn:
         await conn.execute(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', '1', 'h', '{}', 'web', 'x', 0)"
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at)"
+            " VALUES ('o1', '1', 'h', '{}', 'web', 'x', 0)"
         )
     await db.close()
     assert {"orders", "print_jobs", "outbox", "meta"} <= _tables(path)
@@ -43,7 +44,8 @@ async def test_up_down_up_on_populated_database(tmp_path: Path) -> None:
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA user_version").fetchone()[0] == latest_version(migrations)
         check.execute(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o2', '2', 'h', '{}', 'web', 'x', 0)"
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at)"
+            " VALUES ('o2', '2', 'h', '{}', 'web', 'x', 0)"
         )
 
 
@@ -52,7 +54,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "edge.db"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 999")
-    with pytest.raises(SchemaTooNewError, match="version 999.*newer agent"):
+    with pytest.raises(SchemaTooNewError, match=r"version 999.*newer agent"):
         await Database.open(path)
 
 

@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 
 from edge.app import Agent
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.events import Event
 from edge.sim.central import CentralSim
+from edge.sim.smtp import SmtpSink
 
 CENTRAL_TOKEN = "central-token-abcdef123456"
 STORE = "test-store"
-# Fast but real: probes and retries in tenths of seconds, no start delay, a rate limit high enough for a few seconds' run.
+# Fast but real: probes and retries in tenths of seconds, no start delay, a rate limit high enough for a short run.
 FAST = {
     "token": CENTRAL_TOKEN,
     "rate_limit_rps": 200.0,
@@ -25,7 +27,6 @@ FAST = {
     "schedule_interval_s": 0.0,
     "probe_up_s": 0.2,
     "probe_max_s": 0.2,
-    "probe_timeout_s": 1.0,
     "retry_base_s": 0.05,
     "retry_max_s": 0.5,
     "page_size": 100,
@@ -43,9 +44,33 @@ async def central() -> AsyncIterator[CentralSim]:
 
 
 @pytest.fixture
+async def sink() -> AsyncIterator[SmtpSink]:
+    """A plain SMTP server on loopback that keeps every mail (no TLS: the alert tests cover that)."""
+    server = SmtpSink()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def mail_to(sink: SmtpSink) -> dict[str, Any]:
+    """Settings sections that send every alert to ``sink`` at once (no group wait)."""
+    return {
+        "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
+        "alerts": {
+            "to": ["chef@store.test"],
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "disk_free_min_mb": 0,
+            "check_interval_s": 0.2,
+        },
+    }
+
+
+@pytest.fixture
 def sync_settings(make_settings: Callable[..., Settings], central: CentralSim) -> Callable[..., Settings]:
-    def make(**central_overrides: Any) -> Settings:
-        return make_settings(central={**FAST, "url": central.url, **central_overrides})
+    def make(*, sections: dict[str, Any] | None = None, **central_overrides: Any) -> Settings:
+        """``central_overrides`` go to [central]; ``sections`` holds whole other sections (e.g. ``mail_to(sink)``)."""
+        return make_settings(central={**FAST, "url": central.url, **central_overrides}, **(sections or {}))
 
     return make
 
@@ -63,10 +88,14 @@ class Recorder:
         return [e for e in self.events if isinstance(e, kind)]
 
     async def wait(
-        self, kind: type[Event], count: int = 1, timeout: float = 20.0, where: Callable[[Any], bool] = lambda e: True
+        self,
+        kind: type[Event],
+        count: int = 1,
+        timeout: float = 20.0,  # noqa: ASYNC109 (a test helper: the timeout is the point)
+        where: Callable[[Any], bool] = lambda e: True,
     ) -> list[Any]:
         async with asyncio.timeout(timeout):
-            while len(found := [e for e in self.of(kind) if where(e)]) < count:
+            while len(found := [e for e in self.of(kind) if where(e)]) < count:  # noqa: ASYNC110 (polls a list)
                 await asyncio.sleep(0.02)
         return found
 
@@ -77,8 +106,8 @@ class Agents:
     def __init__(self) -> None:
         self.running: list[Agent] = []
 
-    async def start(self, settings: Settings) -> tuple[Agent, Recorder]:
-        agent = Agent(settings)
+    async def start(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> tuple[Agent, Recorder]:
+        agent = Agent(settings, clock=clock)
         recorder = Recorder()
         agent.bus.subscribe(recorder)
         await agent.start()

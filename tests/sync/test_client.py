@@ -50,13 +50,16 @@ async def test_retry_after_is_honoured_on_429(central: CentralSim, make_client: 
 
 async def test_a_burst_of_500s_is_survived(central: CentralSim, make_client: MakeClient) -> None:
     """Three 500s in a row, then an answer: the call succeeds and the batch is accepted once."""
+    [order] = central.create_orders(1, prefix="o")
     central.fail_next(3, 500)
     client = await make_client()
+    key = f"{order['id']}:received:0"
     await asyncio.wait_for(
-        client.post_events([{"idempotency_key": "o1:received:0", "order_id": "o1", "event": "received"}]), timeout=10
+        client.post_events([{"idempotency_key": key, "order_id": order["id"], "event": "received", "at": 1.0}]),
+        timeout=10,
     )
     assert [status for *_, status in central.requests] == [500, 500, 500, 200]
-    assert list(central.events) == ["o1:received:0"]
+    assert list(central.events) == [key]
 
 
 async def test_gives_up_after_max_attempts_naming_the_status(central: CentralSim, make_client: MakeClient) -> None:
@@ -93,3 +96,31 @@ async def test_request_rate_never_exceeds_the_limit(central: CentralSim, make_cl
     assert len(central.requests) == 40 and central.mean_rate() <= 20.0 * 1.02
     # Sent 50 ms apart; arrival times jitter a little on a loaded machine, so allow one extra arrival per window.
     assert central.max_requests_in(1.0) <= 21
+
+
+async def test_a_long_retry_after_is_capped_at_retry_max_s(central: CentralSim, make_client: MakeClient) -> None:
+    """A 503 with Retry-After: 3600 does not park the call for an hour: the wait is capped at retry_max_s (0.5 s)."""
+    central.create_orders(1, prefix="cap")
+    central.fail_next(1, 503, retry_after=3600, path="orders")
+    client = await make_client()
+    orders, _, _ = await asyncio.wait_for(client.orders_since("", 10), timeout=5)
+    assert [o["id"] for o in orders] == ["cap_000001"] and central.statuses() == [503, 200]
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(202, {"status": "queued"}), (207, {"results": []}), (200, {"accepted": 0}), (200, {"ok": True}), (204, None)],
+)
+async def test_only_the_contract_success_answer_acknowledges_events(
+    central: CentralSim, make_client: MakeClient, status: int, body: object
+) -> None:
+    """An events POST counts as acknowledged only on 200 {"accepted": n, "duplicates": m} with n + m events: a 202, a
+    207, a 204 or a 200 that accounts for fewer events is an error, so the caller keeps the events pending."""
+    [order] = central.create_orders(1, prefix="ack")
+    central.fail_next(1, status, body=body, path="events")
+    client = await make_client(max_attempts=1)
+    event = {"idempotency_key": "ack:1", "order_id": order["id"], "event": "received", "at": 1.0}
+    with pytest.raises(CentralApiError, match=f"HTTP {status}"):
+        await client.post_events([event])
+    await client.post_events([event])
+    assert list(central.events) == ["ack:1"]

@@ -13,7 +13,8 @@ BASE = {"agent": {"store_id": "s1"}, "api": {"token": "api-token-123456"}}
 def test_without_url_the_central_api_is_off() -> None:
     """No [central] section: url is empty (sync stays off) and the shipped defaults apply."""
     central = parse_settings(BASE).central
-    assert central.url == "" and central.start_jitter_s == 30.0 and central.probe_max_s == 0.5
+    assert central.url == "" and central.start_jitter_s == 2.0 and central.probe_max_s == 0.5
+    assert central.page_size == 1000
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The outage scenario end to end: orders pile up at the backend while the line is down, the agent catches up by itself."""
+"""The outage scenario end to end: orders pile up at the backend while the line is down, the agent catches up."""
 
 from __future__ import annotations
 

@@ -13,8 +13,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge.config import CentralSettings, Secret, Settings
+from edge.errors import CentralApiError
 from edge.events import EventBus, JobPrinted, RecoveryCompleted
 from edge.sim.central import CentralSim
+from edge.sim.orders import example_order
 from edge.store import Database
 from edge.store.orders import add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
@@ -49,7 +51,9 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def make_sender(db: Database, central: CentralSim) -> AsyncIterator[MakeSender]:
-    """Senders (not started: the test drives the send cycles) over the test database, against the simulator."""
+    """Senders (not started: the test drives the send cycles) over the test database, against the simulator, which
+    knows orders A, B and C of the store."""
+    central.add_orders([example_order() | {"id": order_id} for order_id in "ABC"])
     clients: list[CentralClient] = []
 
     async def make(batch_size: int = 50, token: str = CENTRAL_TOKEN) -> OutboxSender:
@@ -66,8 +70,15 @@ async def make_sender(db: Database, central: CentralSim) -> AsyncIterator[MakeSe
 
 
 async def write(db: Database, events: list[tuple[str, str, str]]) -> None:
+    """Outbox rows as the store writes them: printed events carry their job id."""
     async with db.transaction() as conn:
-        await add_outbox(conn, [outbox_row(order, event, suffix, 1.0) for order, event, suffix in events])
+        await add_outbox(
+            conn,
+            [
+                outbox_row(order, event, suffix, 1.0, **({"job_id": int(suffix)} if event == "printed" else {}))
+                for order, event, suffix in events
+            ],
+        )
 
 
 def keys(events: list[tuple[str, str, str]]) -> list[str]:
@@ -107,7 +118,7 @@ async def test_refused_event_is_rejected_and_the_rest_delivered_once_in_order(
     state = rows(db)
     delivered_at, _, payload = state[POISON]
     assert delivered_at is not None and payload[REJECTED_KEY]["status"] == 422
-    assert "event_not_accepted" in payload[REJECTED_KEY]["reason"]
+    assert "invalid_event" in payload[REJECTED_KEY]["reason"]
     assert all(REJECTED_KEY not in state[k][2] and state[k][0] is not None for k in good)
     assert await sender.pending() == 0 and await sender.rejected() == 1
     [logged] = [e for e in logs if e["event"] == "outbox_event_rejected"]
@@ -158,25 +169,52 @@ async def test_wrong_token_keeps_the_batch_pending(db: Database, central: Centra
     assert set(central.events) == set(keys(EVENTS)) and central.duplicates == []
 
 
-@pytest.mark.parametrize("status", [403, 404, 408, 409])
-async def test_retryable_4xx_keeps_the_batch_pending(
-    db: Database, central: CentralSim, make_sender: MakeSender, status: int
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, "<html>Bad Request</html>"),  # a proxy, not the backend's {"error": ...}
+        (403, None),
+        (404, None),  # wrong store or URL
+        (405, "<html>Method Not Allowed</html>"),  # a proxy or a misrouted URL
+        (408, None),
+        (409, None),
+        (410, {"error": "gone"}),
+        (413, {"error": "body_too_large"}),  # a single event too big for a proxy: not the backend refusing it
+        (422, "Unprocessable"),  # not the contract's body
+        (422, {"error": "validation_failed"}),  # not one of the contract's permanent errors
+    ],
+)
+async def test_only_the_contracts_permanent_answer_rejects_an_event(
+    db: Database, central: CentralSim, make_sender: MakeSender, status: int, body: object
 ) -> None:
-    """403, 404 (wrong store or URL), 408 and 409 reject nothing: the batch stays pending and goes through once fixed."""
-    sender = await make_sender()
+    """Any refusal other than the contract's 422 {"error": invalid_event | unknown_order | idempotency_key_reused}
+    rejects nothing, even for a single event: the batch stays pending and goes through once the answer is fixed."""
+    sender = await make_sender(batch_size=1)
     await write(db, EVENTS)
-    central.fail_next(1, status)
-    with pytest.raises(CentralRejectedError):
+    central.fail_next(1, status, body=body, path="events")
+    with pytest.raises(CentralApiError):
         await sender.send_once()
     assert await sender.pending() == len(EVENTS) and await sender.rejected() == 0
     assert await sender.flush() == len(EVENTS)
     assert set(central.events) == set(keys(EVENTS)) and central.duplicates == []
 
 
+async def test_a_batch_bigger_than_the_contract_allows_is_sent_in_contract_sized_posts(
+    db: Database, central: CentralSim, make_sender: MakeSender
+) -> None:
+    """batch_size above the contract's 500 events per POST: the sender never sends more than 500 at once, so the
+    backend never answers 413 and every event arrives once."""
+    central.add_orders([example_order() | {"id": f"big{n}"} for n in range(600)])
+    sender = await make_sender(batch_size=1000)
+    await write(db, [(f"big{n}", "received", "0") for n in range(600)])
+    assert await sender.flush() == 600
+    assert 413 not in central.statuses() and len(central.events) == 600 and central.duplicates == []
+
+
 async def test_running_agent_delivers_past_a_refused_event(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
-    """End to end: the backend refuses one order's `received`; its `printed` events and the other orders' still arrive."""
+    """End to end: the backend refuses one order's `received`; its `printed` events and the others' still arrive."""
     agent, events = await agents.start(sync_settings())
     await events.wait(RecoveryCompleted)  # the start-up run is over: the orders below arrive by push only
     orders = central.create_orders(3, prefix="rej")

@@ -1,4 +1,4 @@
-"""Recovery runs in process: the conflict rule, joining, cancelling, faults and the rate limit, the schedule, the API."""
+"""Recovery runs in process: the conflict rule, joining, cancelling, faults and the rate limit, schedule, API."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents, query
 
 
 def _printed_json(out: str) -> Any:
-    """The JSON the command printed (indented, from a line '{' to a line '}'), without the agent's log lines around it."""
+    """The JSON the command printed (indented, from a line '{' to a line '}'), without the agent's log lines."""
     start = out.index("\n{\n") + 1 if not out.startswith("{\n") else 0
     return json.loads(out[start : out.index("\n}\n", start) + 2])
 
@@ -38,7 +38,8 @@ def api(agent_port: int) -> aiohttp.ClientSession:
 async def test_conflict_keeps_the_local_order_and_is_reported(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
-    """Same id, other content at the backend: the local order wins, nothing is reprinted, the run lists the conflict and an
+    """Same id, other content at the backend: the local order wins, nothing is reprinted, the run lists the conflict and
+    an
     OrderConflicted event is published."""
     local = make_order(1, prefix="c")
     changed = make_order(1, prefix="c") | {"number": "A-9999"}
@@ -60,7 +61,8 @@ async def test_conflict_keeps_the_local_order_and_is_reported(
     async with api(agent.port) as session:
         async with session.get(f"/api/v1/recovery/runs/{completed.run_id}") as response:
             run = await response.json()
-    assert run["conflicts"] == ["c_000001"] and run["state"] == "completed"
+    assert [c["order_id"] for c in run["conflicts"]] == ["c_000001"] and run["state"] == "completed"
+    assert run["conflicts"][0]["reason"].startswith("differs from the order stored here in: number")
     assert [p["phase"] for p in run["phases"]] == ["validation", "processing", "completion"]
 
 
@@ -84,7 +86,8 @@ async def test_a_trigger_during_a_run_joins_it(
 async def test_cancel_stops_the_run_and_keeps_the_cursor(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
-    """A cancelled run ends 'cancelled' at its next page, the confirmed cursor stays where it was; cancelling again is 409."""
+    """A cancelled run ends 'cancelled' at its next page, the confirmed cursor stays where it was; cancelling again is
+    409."""
     central.create_orders(30, prefix="x")
     central.latency_s = 0.3
     agent, events = await agents.start(sync_settings(page_size=5))
@@ -107,7 +110,8 @@ async def test_cancel_stops_the_run_and_keeps_the_cursor(
 async def test_faults_are_survived_within_the_rate_limit(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
-    """429s with Retry-After and a burst of 500s during a run: it still completes with every order stored, and the simulator
+    """429s with Retry-After and a burst of 500s during a run: it still completes with every order stored, and the
+    simulator
     never sees more requests in a second than the configured limit."""
     central.create_orders(200, prefix="f")
     central.fail_next(2, 429, retry_after=0.2)
@@ -136,7 +140,7 @@ async def test_the_schedule_runs_recovery_without_an_outage(
 async def test_recovery_api_needs_the_token_and_says_when_off(
     make_settings: Callable[..., Settings], agents: Agents
 ) -> None:
-    """Without [central] url the recovery routes say so (status 200 enabled=false, trigger 409); without a token, 401."""
+    """Without [central] url the recovery routes say so (status 200 enabled=false, trigger 409); no token: 401."""
     agent, _ = await agents.start(make_settings())
     assert agent.sync is None
     async with api(agent.port) as session:
@@ -246,7 +250,8 @@ async def test_running_again_over_the_same_orders_stores_nothing_twice(
 async def test_an_invalid_order_is_reported_with_its_field_and_skipped(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
-    """A backend order that fails validation is listed in the run with the field and reason; the others are stored and the
+    """A backend order that fails validation is listed in the run with the field and reason; the others are stored and
+    the
     cursor moves on, so one bad order does not block every later run."""
     bad = make_order(1, prefix="v")
     bad["items"][0]["qty"] = 0

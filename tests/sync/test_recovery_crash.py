@@ -1,4 +1,4 @@
-"""kill -9 during recovery processing: the restarted agent resumes the same run from its persisted state, no duplicates."""
+"""kill -9 during recovery processing: the restarted agent resumes the same run from its persisted state."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ retry_max_s = 0.5
 """
 
 
-async def _poll(db: Path, sql: str, done: Callable[[tuple[Any, ...]], bool], timeout: float) -> None:
+async def _poll(db: Path, sql: str, done: Callable[[tuple[Any, ...]], bool], timeout: float) -> None:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
         while True:
             try:

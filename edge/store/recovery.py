@@ -1,0 +1,215 @@
+"""Recovery runs and what validation saw (recovery_runs, recovery_items) and the confirmed central cursor (meta)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from edge.store.db import Database
+
+CURSOR_KEY = "central_cursor"
+
+
+class RunState(enum.StrEnum):
+    WAITING = "waiting"  # recorded, waiting for its start delay
+    VALIDATION = "validation"
+    PROCESSING = "processing"
+    COMPLETION = "completion"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATES = (RunState.WAITING, RunState.VALIDATION, RunState.PROCESSING, RunState.COMPLETION)
+
+
+class ItemClass(enum.StrEnum):
+    MISSING = "missing"  # not here: processing stores it
+    PRESENT = "present"  # here with the same content (or seen before and purged since)
+    CONFLICT = "conflict"  # here with other content: the local order wins, a person looks
+    INVALID = "invalid"  # fails validation or routing: kept for a person to read
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoveryItem:
+    """One order as validation classified it."""
+
+    order_id: str
+    cls: ItemClass
+    payload: str | None  # missing: the canonical JSON to store; conflict and invalid: the backend's JSON as sent
+    priority: int = 0
+    due_ts: float | None = None  # unix seconds, for the processing order
+    created_ts: float | None = None
+    detail: str | None = None  # conflict and invalid: why, for a person
+
+
+# Missing orders in the order the kitchen needs them: priority, then due time (none last), then creation.
+_NEXT_MISSING = """
+SELECT order_id, payload, json_extract(payload, '$.number') AS number FROM recovery_items i
+WHERE run_id = ? AND class = 'missing' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)
+ORDER BY priority DESC, due_ts IS NULL, due_ts, created_ts, order_id LIMIT ?
+"""
+_NOT_STORED = """
+SELECT COUNT(*) FROM recovery_items i
+WHERE run_id = ? AND class != 'invalid' AND NOT EXISTS (SELECT 1 FROM seen_orders s WHERE s.id = i.order_id)
+"""
+_STORED = """
+SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id
+WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery'
+"""
+_UPSERT_CURSOR = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+
+
+def _close_phase(phases_json: str, now: float) -> str:
+    """The phases list with the open phase (if any) given its end time."""
+    phases = json.loads(phases_json)
+    if phases and phases[-1]["finished_at"] is None:
+        phases[-1]["finished_at"] = now
+    return json.dumps(phases)
+
+
+class RecoveryStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    async def active_runs(self) -> list[aiosqlite.Row]:
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        return await self._db.fetchall(
+            f"SELECT id, trigger, state FROM recovery_runs WHERE state IN ({marks}) ORDER BY id", tuple(ACTIVE_STATES)
+        )
+
+    async def create_run(self, trigger: str, now: float) -> int:
+        """A new run starting from the confirmed cursor."""
+        async with self._db.transaction() as conn:
+            rows = list(await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)))
+            cursor = await conn.execute(
+                "INSERT INTO recovery_runs(trigger, since_cursor, created_at) VALUES (?, ?, ?)",
+                (trigger, rows[0][0] if rows else "", now),
+            )
+            run_id = int(cursor.lastrowid or 0)
+            await cursor.close()
+        return run_id
+
+    async def cursor(self) -> str:
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,))
+        return str(row[0]) if row else ""
+
+    async def run(self, run_id: int) -> aiosqlite.Row | None:
+        return await self._db.fetchone("SELECT * FROM recovery_runs WHERE id = ?", (run_id,))
+
+    async def runs(self, limit: int) -> list[aiosqlite.Row]:
+        return await self._db.fetchall("SELECT * FROM recovery_runs ORDER BY id DESC LIMIT ?", (limit,))
+
+    async def mark_started(self, run_id: int, now: float) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute("UPDATE recovery_runs SET started_at = ? WHERE id = ?", (now, run_id))
+
+    async def enter_phase(self, run_id: int, phase: RunState, now: float) -> None:
+        async with self._db.transaction() as conn:
+            rows = list(await conn.execute_fetchall("SELECT phases FROM recovery_runs WHERE id = ?", (run_id,)))
+            phases = json.loads(_close_phase(rows[0][0], now))
+            phases.append({"phase": phase, "started_at": now, "finished_at": None})
+            await conn.execute(
+                "UPDATE recovery_runs SET state = ?, phases = ? WHERE id = ?", (phase, json.dumps(phases), run_id)
+            )
+
+    async def finish(self, run_id: int, state: RunState, error: str, now: float) -> None:
+        """End a run as failed or cancelled: the cursor stays where it was."""
+        counts = await self.counts(run_id)
+        async with self._db.transaction() as conn:
+            rows = list(await conn.execute_fetchall("SELECT phases, errors FROM recovery_runs WHERE id = ?", (run_id,)))
+            errors = [*json.loads(rows[0]["errors"]), error]
+            await conn.execute(
+                "UPDATE recovery_runs SET state = ?, finished_at = ?, counts = ?, errors = ?, phases = ? WHERE id = ?",
+                (state, now, json.dumps(counts), json.dumps(errors), _close_phase(rows[0]["phases"], now), run_id),
+            )
+
+    async def complete(self, run_id: int, counts: dict[str, int], now: float) -> None:
+        """Store the run's next cursor as the confirmed one and close the run, in one transaction."""
+        async with self._db.transaction() as conn:
+            [run] = await conn.execute_fetchall(
+                "SELECT next_cursor, since_cursor, phases FROM recovery_runs WHERE id = ?", (run_id,)
+            )
+            await conn.execute(
+                _UPSERT_CURSOR,
+                (CURSOR_KEY, run["next_cursor"] if run["next_cursor"] is not None else run["since_cursor"]),
+            )
+            await conn.execute(
+                "UPDATE recovery_runs SET state = 'completed', finished_at = ?, counts = ?, phases = ? WHERE id = ?",
+                (now, json.dumps(counts), _close_phase(run["phases"], now), run_id),
+            )
+
+    # --- items --------------------------------------------------------------------------------
+
+    async def since_cursor(self, run_id: int) -> str:
+        row = await self._db.fetchone("SELECT since_cursor FROM recovery_runs WHERE id = ?", (run_id,))
+        return str(row[0]) if row else ""
+
+    async def clear_items(self, run_id: int) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute("DELETE FROM recovery_items WHERE run_id = ?", (run_id,))
+
+    async def save_page(self, run_id: int, items: Sequence[RecoveryItem], next_cursor: str) -> None:
+        """A page's classification and where the page ended, together."""
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "INSERT OR REPLACE INTO recovery_items(run_id, order_id, class, payload, priority, due_ts, created_ts,"
+                " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, i.order_id, i.cls, i.payload, i.priority, i.due_ts, i.created_ts, i.detail) for i in items],
+            )
+            await conn.execute("UPDATE recovery_runs SET next_cursor = ? WHERE id = ?", (next_cursor, run_id))
+
+    async def next_missing(self, run_id: int, limit: int) -> list[aiosqlite.Row]:
+        return await self._db.fetchall(_NEXT_MISSING, (run_id, limit))
+
+    async def items(self, run_id: int, cls: ItemClass) -> list[aiosqlite.Row]:
+        return await self._db.fetchall(
+            "SELECT order_id, detail, payload, json_extract(payload, '$.number') AS number FROM recovery_items"
+            " WHERE run_id = ? AND class = ? ORDER BY order_id LIMIT 1000",
+            (run_id, cls),
+        )
+
+    async def reclassify(self, run_id: int, cls: ItemClass, changes: Sequence[tuple[str, str | None]]) -> None:
+        """(order id, detail) pairs that processing found to be ``cls`` after all."""
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE recovery_items SET class = ?, detail = COALESCE(?, detail) WHERE run_id = ? AND order_id = ?",
+                [(cls, detail, run_id, order_id) for order_id, detail in changes],
+            )
+
+    async def not_stored(self, run_id: int) -> int:
+        """Orders validation saw (invalid ones aside) that were never stored (stored ones may be purged since)."""
+        row = await self._db.fetchone(_NOT_STORED, (run_id,))
+        return int(row[0]) if row else 0
+
+    async def counts(self, run_id: int) -> dict[str, int]:
+        rows = await self._db.fetchall(
+            "SELECT class, COUNT(*) FROM recovery_items WHERE run_id = ? GROUP BY class", (run_id,)
+        )
+        stored = await self._db.fetchone(_STORED, (run_id,))
+        return {c.value: 0 for c in ItemClass} | {r[0]: r[1] for r in rows} | {"stored": stored[0] if stored else 0}
+
+
+def run_json(row: aiosqlite.Row) -> dict[str, Any]:
+    finished = row["finished_at"]
+    return {
+        "id": row["id"],
+        "trigger": row["trigger"],
+        "state": row["state"],
+        "since_cursor": row["since_cursor"],
+        "next_cursor": row["next_cursor"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "finished_at": finished,
+        "duration_s": round(finished - row["started_at"], 3) if finished and row["started_at"] else None,
+        "phases": json.loads(row["phases"]),
+        "counts": json.loads(row["counts"]),
+        "errors": json.loads(row["errors"]),
+    }

@@ -1,0 +1,66 @@
+"""What retention deletes: old orders nothing is left to do for, old history, and ids seen long ago."""
+
+from __future__ import annotations
+
+from edge.store.db import Database
+
+# A job in one of these states will not print again by itself: its order is done once it is old enough.
+# 'held' is not among them: a person still has to release or discard it.
+FINAL_JOB_STATES = ("printed", "dead", "discarded")
+
+# Old, every job final, and (while a central API takes the events) nothing left in the outbox.
+_FINAL = ", ".join(f"'{s}'" for s in FINAL_JOB_STATES)
+_PURGEABLE = f"""
+SELECT o.id FROM orders o
+WHERE o.received_at < :cutoff
+  AND NOT EXISTS (SELECT 1 FROM print_jobs j WHERE j.order_id = o.id AND j.state NOT IN ({_FINAL}))
+  AND (NOT :outbox_in_use OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.order_id = o.id AND b.delivered_at IS NULL))
+ORDER BY o.received_at LIMIT :batch
+"""
+
+# History that only explains the past: kept as long as orders are, then dropped in one statement each.
+_HISTORY = (
+    ("scans", "DELETE FROM scans WHERE scanned_at < ?"),
+    ("alert_log", "DELETE FROM alert_log WHERE at < ?"),
+    ("alert_mails", "DELETE FROM alert_mails WHERE sent_at IS NOT NULL AND created_at < ?"),
+    ("alert_silences", "DELETE FROM alert_silences WHERE ends_at < ?"),
+    # recovery_items go with their run (ON DELETE CASCADE); the cursor lives in meta, not in a run.
+    ("recovery_runs", "DELETE FROM recovery_runs WHERE finished_at IS NOT NULL AND finished_at < ?"),
+)
+
+
+async def purge_orders(db: Database, *, cutoff: float, batch: int, outbox_in_use: bool = True) -> int:
+    """One transaction: up to ``batch`` purgeable orders go with their jobs (cascade) and outbox rows; their ids stay
+    in seen_orders. Without a central API (``outbox_in_use`` false) undelivered outbox rows never will be: they
+    keep nothing."""
+    async with db.transaction() as conn:
+        params = {"cutoff": cutoff, "batch": batch, "outbox_in_use": outbox_in_use}
+        ids = [row[0] for row in await conn.execute_fetchall(_PURGEABLE, params)]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            await conn.execute(f"DELETE FROM outbox WHERE order_id IN ({marks})", ids)
+            await conn.execute(f"DELETE FROM orders WHERE id IN ({marks})", ids)
+    return len(ids)
+
+
+async def purge_history(db: Database, *, cutoff: float) -> dict[str, int]:
+    removed = {}
+    async with db.transaction() as conn:
+        for table, sql in _HISTORY:
+            cursor = await conn.execute(sql, (cutoff,))
+            removed[table] = cursor.rowcount
+            await cursor.close()
+    return removed
+
+
+async def purge_seen(db: Database, *, cutoff: float) -> int:
+    """Forget ids seen before ``cutoff`` whose order is gone: an order that old coming back is new again."""
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            "DELETE FROM seen_orders WHERE seen_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = seen_orders.id)",
+            (cutoff,),
+        )
+        removed = cursor.rowcount
+        await cursor.close()
+    return removed

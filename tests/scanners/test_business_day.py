@@ -1,0 +1,84 @@
+"""A plain order number names an order of the current business day only, and never a guess between two."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.config import Settings
+from edge.sim.orders import make_order
+from edge.sim.scanner import SimScanner
+from tests.scanners.conftest import Seen, db_rows, scanner_config
+
+BERLIN = ZoneInfo("Europe/Berlin")
+# 02:30 at night in Berlin: the business day (from 04:00) began yesterday morning.
+NOW = dt.datetime(2026, 11, 30, 2, 30, tzinfo=BERLIN)
+
+
+def created(day: int, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 11, day, hour, minute, tzinfo=BERLIN).astimezone(dt.UTC)
+
+
+@pytest.fixture
+async def night_agent(
+    make_settings: Callable[..., Settings], sims: dict[str, SimScanner]
+) -> AsyncIterator[tuple[Agent, Seen]]:
+    """The agent in Berlin with its wall clock at NOW and the default business day start (04:00)."""
+    clock = SteppedClock(wall_offset=NOW.timestamp() - time.time())
+    agent = Agent(make_settings(agent={"timezone": "Europe/Berlin"}, scanners=scanner_config(sims)), clock=clock)
+    seen = Seen(agent.bus)
+    await agent.start()
+    await seen.connected("kitchen")
+    yield agent, seen
+    await agent.stop()
+
+
+async def store(agent: Agent, seq: int, when: dt.datetime, **changes: Any) -> dict[str, Any]:
+    assert agent.deps is not None
+    order = make_order(seq, prefix="bd", created_at=when) | changes
+    await agent.deps.intake.accept(order)
+    return order
+
+
+def ready(agent: Agent) -> set[str]:
+    return {r[0] for r in db_rows(agent, "SELECT order_id FROM order_pickup")}
+
+
+async def test_a_plain_number_matches_only_todays_business_day_and_refuses_to_guess(
+    night_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """At 02:30 the business day began at 04:00 yesterday. A-1042 from 03:50 yesterday belongs to the day before:
+    its number alone is refused (today's A-1042 is still being recovered) and nothing is marked ready. Once today's
+    A-1042 (23:30) is here, the number names it. Two orders of today with one number: refused, never a guess. The
+    order id still names any order."""
+    agent, seen = night_agent
+    older = await store(agent, 1, created(29, 3, 50), number="A-1042")
+    sims["kitchen"].scan("A-1042")
+    [first] = await seen.scans_count(1)
+    assert first.outcome == "unknown" and ready(agent) == set()
+    [(detail,)] = db_rows(agent, "SELECT detail FROM scans ORDER BY id DESC LIMIT 1")
+    assert "today" in detail and "04:00" in detail
+
+    today = await store(agent, 2, created(29, 23, 30), number="A-1042")
+    sims["kitchen"].scan("A-1042")
+    second = (await seen.scans_count(2))[1]
+    assert (second.outcome, second.order_id) == ("order_ready", today["id"]) and ready(agent) == {today["id"]}
+
+    await store(agent, 3, created(29, 12), number="A-2000")
+    await store(agent, 4, created(30, 1), number="A-2000")
+    sims["kitchen"].scan("A-2000")
+    third = (await seen.scans_count(3))[2]
+    assert third.outcome == "unknown" and ready(agent) == {today["id"]}
+    [(detail,)] = db_rows(agent, "SELECT detail FROM scans ORDER BY id DESC LIMIT 1")
+    assert "2 orders" in detail and "QR" in detail
+
+    sims["kitchen"].scan(older["id"])
+    fourth = (await seen.scans_count(4))[3]
+    assert (fourth.outcome, fourth.order_id) == ("order_ready", older["id"])

@@ -1,0 +1,105 @@
+"""Retention: old orders go once nothing about them is left to do, whatever became of their jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.conftest import TOKEN
+
+DAYS_31 = 31 * 86400
+
+
+def query(agent: Agent, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def push(agent: Agent, orders: list[dict[str, Any]]) -> None:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        for order in orders:
+            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+                assert response.status == 201, await response.text()
+
+
+async def settle_jobs(agent: Agent, printers: dict[str, SimPrinter], orders: list[dict[str, Any]]) -> None:
+    """The first order's kitchen ticket dies (the printer hangs up, one attempt allowed), the others print; then the
+    third order's ticket is discarded and the fourth's held, as a person would via the printing API."""
+    await printers["kitchen"].wait_for_printed(len(orders) - 1)
+
+    def arrange() -> None:  # in a thread: a blocking write on the loop would stall the agent's own writer
+        with sqlite3.connect(agent.settings.agent.db_path, timeout=10) as conn:
+            conn.execute("UPDATE print_jobs SET state = 'discarded' WHERE order_id = ?", (orders[2]["id"],))
+            conn.execute("UPDATE print_jobs SET state = 'held' WHERE order_id = ?", (orders[3]["id"],))
+
+    await asyncio.to_thread(arrange)
+
+
+def orders_for(prefix: str) -> list[dict[str, Any]]:
+    return [make_order(n, prefix=prefix, print_receipt=False) for n in range(1, 5)]
+
+
+async def wait_until(check: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("condition not met in 10 s")
+
+
+async def test_without_a_central_api_dead_discarded_and_printed_orders_are_purged_with_their_outbox_rows(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
+) -> None:
+    """No central API: outbox rows can never be delivered, so they do not keep orders. 31 days on, the orders whose
+    jobs printed, died or were discarded are gone with their jobs and outbox rows; the one with a held ticket
+    (waiting for a person) stays. Their ids stay on record as seen."""
+    clock = SteppedClock()
+    printers["kitchen"].drop_after = 10
+    agent = await make_agent(clock=clock, spool={"max_attempts": 1}, retention={"every_s": 0.2})
+    orders = orders_for("keep")
+    await push(agent, orders)
+    await wait_until(lambda: query(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'dead'") == [(1,)])
+    await settle_jobs(agent, printers, orders)
+    clock.step(DAYS_31)
+    held = orders[3]["id"]
+    await wait_until(lambda: query(agent, "SELECT id FROM orders") == [(held,)])
+    assert {r[0] for r in query(agent, "SELECT DISTINCT order_id FROM outbox")} == {held}
+    assert {r[0] for r in query(agent, "SELECT DISTINCT order_id FROM print_jobs")} == {held}
+    assert {r[0] for r in query(agent, "SELECT id FROM seen_orders")} == {o["id"] for o in orders}
+
+
+async def test_with_a_central_api_dead_and_discarded_orders_go_once_their_events_are_delivered(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
+) -> None:
+    """With a central API, the dead job's `failed` event and every other event are delivered first; then the orders
+    whose jobs died or were discarded are purged like printed ones."""
+    central = CentralSim("test-store", token="central-token-abcdef123456")
+    await central.start()
+    try:
+        clock = SteppedClock()
+        printers["kitchen"].drop_after = 10
+        orders = orders_for("sent")
+        central.add_orders(orders)
+        agent = await make_agent(
+            clock=clock,
+            spool={"max_attempts": 1},
+            retention={"every_s": 0.2},
+            central={"url": central.url, "token": central.token, "start_jitter_s": 0, "rate_limit_rps": 100},
+        )
+        await wait_until(lambda: query(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'dead'") == [(1,)])
+        await settle_jobs(agent, printers, orders)
+        await wait_until(lambda: len(central.events_of("failed")) == 1)
+        await wait_until(lambda: query(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)])
+        clock.step(DAYS_31)
+        await wait_until(lambda: query(agent, "SELECT id FROM orders") == [(orders[3]["id"],)])
+    finally:
+        await central.stop()

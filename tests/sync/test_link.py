@@ -1,0 +1,76 @@
+"""The link state follows what real requests experience: a slow central is not a dead one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from edge.config import Settings
+from edge.events import CentralLinkChanged, RecoveryCompleted
+from edge.sim.central import CentralSim
+from tests.conftest import TOKEN
+from tests.sync.conftest import CENTRAL_TOKEN, Agents
+
+
+def shipped_timeouts(make_settings: Callable[..., Settings], central: CentralSim, **overrides: Any) -> Settings:
+    """[central] with the shipped timeouts and probe timings (unless overridden), no start delay or schedule."""
+    keys = {"start_jitter_s": 0, "schedule_interval_s": 0, "rate_limit_rps": 50, **overrides}
+    return make_settings(central={"url": central.url, "token": CENTRAL_TOKEN, **keys})
+
+
+async def test_a_central_answering_in_1_5_s_is_up_recovered_from_and_reported_to_with_default_timeouts(
+    central: CentralSim, make_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Every answer (health included) takes 1.5 s, as when a whole fleet reconnects; with the shipped timeouts the
+    link is up, the start-up recovery runs and stores the missed orders, and pushed orders' events arrive."""
+    central.latency_s = 1.5
+    missed = central.create_orders(3, prefix="slow")
+    pushed = central.create_orders(2, prefix="slow", start=4)
+    agent, events = await agents.start(shipped_timeouts(make_settings, central))
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        for order in pushed:
+            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+                assert response.status == 201
+    [completed] = await events.wait(RecoveryCompleted, timeout=20)
+    assert completed.counts["stored"] == len(missed)
+    want = {o["id"] for o in missed + pushed}
+    await central.wait_for(lambda: {e["order_id"] for e in central.events_of("received")} == want, timeout=20)
+    assert [e.up for e in events.of(CentralLinkChanged)] == [True]
+
+
+async def test_a_health_probe_timing_out_does_not_mark_the_link_down_while_calls_succeed(
+    central: CentralSim, make_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Only the health endpoint turns slow (2 s, over the 1 s the timeouts allow) while orders keep flowing and their
+    events are taken at once: the link stays up and every event is delivered."""
+    settings = shipped_timeouts(
+        make_settings, central, connect_timeout_s=0.5, read_timeout_s=0.5, probe_up_s=2.0, probe_max_s=0.2
+    )
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    central.health_latency_s = 2.0
+    orders = central.create_orders(12, prefix="busy")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+        for order in orders:  # 12 orders over ~4 s: two probe intervals, each probe timing out
+            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+                assert response.status == 201
+            await asyncio.sleep(0.33)
+    want = {o["id"] for o in orders}
+    await central.wait_for(lambda: want <= {e["order_id"] for e in central.events_of("received")}, timeout=10)
+    assert [e.up for e in events.of(CentralLinkChanged)] == [True]
+
+
+async def test_a_busy_central_answering_429_is_up_not_down(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A gateway that answers most calls, probes included, with 429 (too many requests) is a live backend asking for
+    patience: the link stays up, with no down and up again on every probe."""
+    _, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    central.capacity_rps = 0.5  # about one request in two seconds gets through
+    await asyncio.sleep(2.0)  # ten probes at probe_up_s = 0.2
+    assert 429 in central.statuses()
+    assert [e.up for e in events.of(CentralLinkChanged)] == [True]

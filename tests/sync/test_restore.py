@@ -1,0 +1,56 @@
+"""The backend restores a backup (its cursor is gone) after retention purged our copies: nothing prints again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiohttp
+
+from edge.clock import SteppedClock
+from edge.config import Settings
+from edge.events import JobPrinted, RecoveryCompleted
+from edge.sim.central import CentralSim
+from edge.sim.printer import SimPrinter
+from tests.conftest import TOKEN
+from tests.sync.conftest import Agents, query
+
+DAYS_31 = 31 * 86400
+
+
+async def test_orders_purged_by_retention_and_listed_again_after_a_backend_restore_print_nothing(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """Five orders recovered, printed and reported; 31 days later retention has purged them. The backend restores a
+    backup, answers the stored cursor with 400, and the next run lists from the beginning: all five are present
+    (the agent's record of seen ids), none is stored or printed again. Pushed again, one answers 200 duplicate, and
+    with other content 409."""
+    orders = central.create_orders(5, prefix="old")
+    clock = SteppedClock()
+    agent, events = await agents.start(sync_settings(sections={"retention": {"every_s": 0.2}}), clock=clock)
+    db = agent.settings.agent.db_path
+    [first] = await events.wait(RecoveryCompleted)
+    assert first.counts["stored"] == 5
+    jobs = query(db, "SELECT COUNT(*) FROM print_jobs")[0][0]
+    await events.wait(JobPrinted, count=jobs)
+    await central.wait_for(lambda: query(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)], 10)
+    printed = len(printers["kitchen"].printed) + len(printers["front"].printed)
+
+    clock.step(DAYS_31)
+    await central.wait_for(lambda: query(db, "SELECT COUNT(*) FROM orders") == [(0,)], timeout=10)
+    central.restore_backup()
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
+        async with api.post("/api/v1/recovery/runs") as response:
+            assert response.status == 202
+        second = (await events.wait(RecoveryCompleted, count=2))[1]
+        assert (second.counts["present"], second.counts["missing"], second.counts["stored"]) == (5, 0, 0)
+        assert 400 in central.statuses()
+        async with api.post("/api/v1/orders", json=orders[0]) as response:
+            assert response.status == 200 and (await response.json())["status"] == "duplicate"
+        async with api.post("/api/v1/orders", json=orders[1] | {"number": "X-1"}) as response:
+            assert response.status == 409
+    await asyncio.sleep(0.5)  # room for a wrong print
+    assert len(printers["kitchen"].printed) + len(printers["front"].printed) == printed
+    assert query(db, "SELECT COUNT(*) FROM orders") == [(0,)]
