@@ -104,6 +104,21 @@ async def linked_agent(make_agent: Callable[..., Awaitable[Agent]], central: Cen
     )
 
 
+async def add_alert_group(agent: Agent, state: str) -> None:
+    """An alert group as the alerter writes it, from a second connection in a thread: a blocking write on the test's
+    loop would wait for the agent's writer, which waits for that same loop (a deadlock until the busy timeout)."""
+
+    def write() -> None:
+        with sqlite3.connect(agent.settings.agent.db_path, timeout=30) as conn:
+            conn.execute(
+                "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at)"
+                " VALUES ('printer_paper_out:kitchen', 'printer_paper_out', 'kitchen', 'critical', ?, ?, ?)",
+                (state, ALERT_AT, ALERT_AT),
+            )
+
+    await asyncio.to_thread(write)
+
+
 async def recover_with_a_conflict(agent: Agent, central: CentralSim, example_order: dict) -> int:
     """A-1042 is here; central has 3 orders the agent missed and another version of A-1042; a run reconciles.
     Returns the run's id."""
@@ -147,12 +162,8 @@ async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_ti
             await asyncio.sleep(0.05)
         async with api.get("/api/v1/status") as response:
             status = await response.json()
+    await add_alert_group(agent, "firing")
     with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        conn.execute(
-            "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at)"
-            " VALUES ('printer_paper_out:kitchen', 'printer_paper_out', 'kitchen', 'critical', 'firing', ?, ?)",
-            (ALERT_AT, ALERT_AT),
-        )
         oldest = conn.execute("SELECT MIN(created_at) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
         waiting = conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
     assert status["central"]["up"] is False and status["outbox"] == {"pending": waiting, "oldest_at": oldest}
@@ -235,12 +246,7 @@ async def test_page_in_headless_chromium_sync_now_and_reprint(
     example_order["print_receipt"] = False
     run_id = await recover_with_a_conflict(agent, central, example_order)
     await printers["kitchen"].wait_for_printed(4)  # A-1042 and the three recovered orders
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        conn.execute(
-            "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at)"
-            " VALUES ('printer_paper_out:kitchen', 'printer_paper_out', 'kitchen', 'critical', 'resolved', ?, ?)",
-            (ALERT_AT, ALERT_AT),
-        )
+    await add_alert_group(agent, "resolved")
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
         try:
