@@ -12,7 +12,7 @@ from edge.config import AlertSettings
 
 CRITICAL, WARNING = "critical", "warning"
 
-_CLOCK_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+_CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 @dataclasses.dataclass(frozen=True)

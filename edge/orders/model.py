@@ -13,13 +13,17 @@ from typing import Any
 from edge.errors import InvalidOrderError
 
 # ':' is the separator inside ticket QR codes (edge:v1:<id>:<station>), so ids and stations never hold it.
-_ID = (re.compile(r"^[A-Za-z0-9_.\-]{1,64}$"), "1-64 letters, digits, '_', '.' or '-'")
-_STATION = (re.compile(r"^[a-z0-9_\-]{1,32}$"), "1-32 lowercase letters, digits, '_' or '-'")
-_MONEY_RE = re.compile(r"^-?\d{1,9}(\.\d{1,4})?$")
-_CURRENCY = (re.compile(r"^[A-Z]{3}$"), "a 3-letter currency code like EUR")
+# Every pattern is used with fullmatch: '$' would also match before a trailing newline ("abc\n").
+_ID = (re.compile(r"[A-Za-z0-9_.\-]{1,64}"), "1-64 letters, digits, '_', '.' or '-'")
+_STATION = (re.compile(r"[a-z0-9_\-]{1,32}"), "1-32 lowercase letters, digits, '_' or '-'")
+_MONEY_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,4})?")  # [0-9], not \d: \d takes any script's digits
+_CURRENCY = (re.compile(r"[A-Z]{3}"), "a 3-letter currency code like EUR")
 
 MAX_ITEMS = 500
 MAX_MODIFIERS = 50
+# An order is about 4 levels deep; unknown fields are kept, but nothing deeper than this is: JSON close to
+# Python's recursion limit would fail later, when the payload is hashed or stored.
+MAX_DEPTH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +144,7 @@ class _Reader:
             raise InvalidOrderError(self._field(key), f"must be a string, got {_json_type(value)}")
         if required and not value.strip():
             raise InvalidOrderError(self._field(key), "must not be empty")
-        if pattern is not None and not pattern[0].match(value):
+        if pattern is not None and not pattern[0].fullmatch(value):
             raise InvalidOrderError(self._field(key), f"must be {pattern[1]}, got {value[:40]!r}")
         if len(value) > max_len:
             raise InvalidOrderError(self._field(key), f"must be at most {max_len} characters")
@@ -171,7 +175,7 @@ class _Reader:
         if not isinstance(value, str):
             # Floats lose cents; the contract says decimal strings.
             raise InvalidOrderError(self._field(key), f'must be a decimal string like "9.50", got {_json_type(value)}')
-        if not _MONEY_RE.match(value):
+        if not _MONEY_RE.fullmatch(value):
             raise InvalidOrderError(self._field(key), f'must be a decimal string like "9.50", got {value[:40]!r}')
         try:
             return Decimal(value)
@@ -243,9 +247,22 @@ def _parse_item(data: Any, path: str) -> Item:
     )
 
 
+def _check_depth(data: dict[str, Any]) -> None:
+    """Refuse a payload nested deeper than MAX_DEPTH, naming the top-level field; iterative, so depth costs no stack."""
+    stack: list[tuple[Any, int, str]] = [(value, 2, key) for key, value in data.items()]
+    while stack:
+        value, depth, field = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidOrderError(field, f"is nested more than {MAX_DEPTH} levels deep")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1, field) for child in children)
+
+
 def parse_order(data: Any) -> Order:
     """Validate a decoded JSON payload; raises InvalidOrderError naming the first bad field."""
     r = _Reader(data, "")
+    _check_depth(r.data)
     order_id = r.text("id", max_len=64, pattern=_ID)
     number = r.text("number", max_len=32)
     created_at = r.timestamp("created_at")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import sqlite3
 from typing import Any
 
@@ -266,3 +267,34 @@ async def test_random_json_never_gets_a_5xx(api: aiohttp.ClientSession, body: An
     assert status in (200, 201, 400, 409, 422), answer
     if status in (400, 422):
         assert answer["reason"]
+
+
+@pytest.mark.parametrize("depth", [900, 940, 970, 990, 1000, 5000])
+async def test_deep_json_inside_an_unknown_field_is_refused_not_500(
+    api: aiohttp.ClientSession, example_order: dict, depth: int
+) -> None:
+    """JSON nested hundreds deep inside a field we do not know is refused with the field named, never a 500."""
+    nested = "[" * depth + "]" * depth
+    raw = json.dumps(example_order)[:-1] + f', "extra": {nested}}}'
+    status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
+    assert status in (400, 422), body
+    assert "deep" in body["reason"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda o: o.update(id="abc\n"), "id"),
+        (lambda o: o["items"][0].update(station="kitchen\n"), "items[0].station"),
+        (lambda o: o["items"][0].update(unit_price="9.50\n"), "items[0].unit_price"),
+        (lambda o: o["items"][0].update(unit_price="٩.٥٠"), "items[0].unit_price"),
+        (lambda o: o["totals"].update(currency="EUR\n"), "totals.currency"),
+    ],
+)
+async def test_a_trailing_newline_or_foreign_digits_never_pass_a_pattern(
+    api: aiohttp.ClientSession, example_order: dict, mutate: Any, field: str
+) -> None:
+    """Patterns match the whole value: "abc\\n" is not an order id (its QR code would not scan)."""
+    mutate(example_order)
+    status, body = await post(api, example_order)
+    assert (status, body["field"]) == (422, field), body
