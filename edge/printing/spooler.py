@@ -140,7 +140,7 @@ class Spooler:
         age = time.time() - job["created_at"]
         if not limit or job["released_at"] is not None or age <= limit:
             return False
-        if await self._jobs.hold(job["id"], self.name):
+        if await self._jobs.hold(job["id"], self.name, expected=job["state"]):
             log.warning(
                 "job_held",
                 device_id=self.name,
@@ -163,7 +163,7 @@ class Spooler:
                 data = self._render(job)
             except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
                 log.exception("render_failed", device_id=self.name)
-                await self._failed(job, f"cannot render the ticket: {err}", partial=False)
+                await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job["state"])
                 return
             if not await self._jobs.mark_printing(job_id, self.name):
                 return  # a failover moved it to a backup printer, or a person held it, since it was read
@@ -181,6 +181,9 @@ class Spooler:
             else:
                 printed_at = await self._jobs.mark_printed(job_id, order_id)
                 self._set_state(outcome.state)
+                if printed_at is None:
+                    log.error("job_changed_while_printing", device_id=self.name)
+                    return
                 latency = printed_at - job["received_at"]
                 log.info(
                     "job_printed",
@@ -195,16 +198,21 @@ class Spooler:
             self.current_job = None
             structlog.contextvars.unbind_contextvars("order_id", "job_id")
 
-    async def _failed(self, job: aiosqlite.Row, error: str, *, partial: bool) -> None:
+    async def _failed(self, job: aiosqlite.Row, error: str, *, partial: bool, expected: str = "printing") -> None:
         delay = retry_delay(job["attempts"] + 1, base=self._spool.retry_base_s, cap=self._spool.retry_max_s)
-        state, attempts = await self._jobs.mark_failed(
+        recorded = await self._jobs.mark_failed(
             job["id"],
             job["order_id"],
             error=error,
             next_attempt_at=time.time() + delay,
             max_attempts=self._spool.max_attempts,
             partial=partial,
+            expected=expected,
         )
+        if recorded is None:
+            log.info("job_failure_not_recorded", device_id=self.name, reason="a person changed the job meanwhile")
+            return
+        state, attempts = recorded
         if state == "dead":
             log.error("job_dead", device_id=self.name, attempts=attempts, error=error)
             self._bus.publish(

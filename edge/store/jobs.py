@@ -6,7 +6,7 @@ import time
 
 import aiosqlite
 
-from edge.errors import NotFoundError
+from edge.errors import NotFoundError, WrongStateError
 from edge.store.db import Database
 from edge.store.orders import add_outbox, job_key, outbox_row
 
@@ -78,12 +78,14 @@ class JobStore:
             await cursor.close()
         return claimed
 
-    async def hold(self, job_id: int, printer: str) -> bool:
-        """A stale job waits for a person instead of printing; False if it is no longer waiting on ``printer``."""
+    async def hold(self, job_id: int, printer: str, *, expected: str) -> bool:
+        """A stale job waits for a person instead of printing; False if it is no longer ``expected`` on ``printer``,
+        or a person released or retried it since it was read."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'held', held_at = ? WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')",
-                (time.time(), job_id, printer),
+                "UPDATE print_jobs SET state = 'held', held_at = ? WHERE id = ? AND printer = ? AND state = ?"
+                " AND released_at IS NULL",
+                (time.time(), job_id, printer, expected),
             )
             held = cursor.rowcount == 1
             await cursor.close()
@@ -136,16 +138,22 @@ class JobStore:
         rows = await conn.execute_fetchall("SELECT state FROM print_jobs WHERE id = ?", (job_id,))
         if not rows:
             raise NotFoundError(f"print job {job_id} does not exist")
-        raise NotFoundError(f"print job {job_id} is {rows[0][0]}, only {wanted} jobs can be {verb}")
+        raise WrongStateError(f"print job {job_id} is {rows[0][0]}, only {wanted} jobs can be {verb}")
 
-    async def mark_printed(self, job_id: int, order_id: str) -> float:
+    async def mark_printed(self, job_id: int, order_id: str) -> float | None:
+        """The printer confirmed the job with no fault after it; None (nothing recorded) if it was not 'printing'."""
         now = time.time()
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL WHERE id = ?", (now, job_id)
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
+                " WHERE id = ? AND state = 'printing'",
+                (now, job_id),
             )
-            await add_outbox(conn, [outbox_row(order_id, "printed", str(job_id), now, job_id=job_id)])
-        return now
+            changed = cursor.rowcount == 1
+            await cursor.close()
+            if changed:
+                await add_outbox(conn, [outbox_row(order_id, "printed", str(job_id), now, job_id=job_id)])
+        return now if changed else None
 
     async def release(self, job_id: int) -> None:
         """The printer could not take the job (offline, paper out): back in line, no attempt spent."""
@@ -153,9 +161,18 @@ class JobStore:
             await conn.execute("UPDATE print_jobs SET state = 'queued' WHERE id = ? AND state = 'printing'", (job_id,))
 
     async def mark_failed(
-        self, job_id: int, order_id: str, *, error: str, next_attempt_at: float, max_attempts: int, partial: bool
-    ) -> tuple[str, int]:
-        """Count an attempt; returns the new state ('failed' or 'dead') and the attempts so far.
+        self,
+        job_id: int,
+        order_id: str,
+        *,
+        error: str,
+        next_attempt_at: float,
+        max_attempts: int,
+        partial: bool,
+        expected: str = "printing",
+    ) -> tuple[str, int] | None:
+        """Count an attempt; returns the new state ('failed' or 'dead') and the attempts so far, or None (nothing
+        changed) if the job is no longer in the ``expected`` state, e.g. a person discarded it meanwhile.
 
         ``partial``: some bytes may have reached the paper, so the next print carries the COPY mark.
         """
@@ -163,11 +180,15 @@ class JobStore:
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, copy = copy OR ?,"
-                " state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END WHERE id = ? RETURNING state, attempts",
-                (error[:500], next_attempt_at, int(partial), max_attempts, job_id),
+                " state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END WHERE id = ? AND state = ?"
+                " RETURNING state, attempts",
+                (error[:500], next_attempt_at, int(partial), max_attempts, job_id, expected),
             )
-            state, attempts = await cursor.fetchone()
+            row = await cursor.fetchone()
             await cursor.close()
+            if row is None:
+                return None
+            state, attempts = row
             if state == "dead":
                 await add_outbox(
                     conn, [outbox_row(order_id, "failed", str(job_id), now, job_id=job_id, error=error[:200])]
