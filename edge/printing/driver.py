@@ -27,6 +27,12 @@ class PrintOutcome:
     confirmed: bool  # the printer answered a status query sent after the job, so it has taken every byte
     state: PrinterState  # read after the job; UNKNOWN if the printer did not answer
 
+    @property
+    def on_paper(self) -> bool:
+        """False when the status after the job shows paper end, cover open, an error or offline: the job may be
+        only partly on paper, and is printed again as COPY."""
+        return self.state not in BLOCKING_STATES
+
 
 class PrinterNotReadyError(DeviceError):
     """The printer reported a state that stops printing (paper out, cover open…); no job bytes were sent."""
@@ -128,8 +134,8 @@ class PrinterDriver:
         if state in BLOCKING_STATES:
             raise PrinterNotReadyError(self.name, self.transport.label, state)
 
-    def _ask_state(self) -> dict[int, int]:
-        replies = self._ask((1, 2, 4))
+    def _ask_state(self, *, first_timeout: float | None = None) -> dict[int, int]:
+        replies = self._ask((1, 2, 4), first_timeout=first_timeout)
         if error_reported(replies):
             replies |= self._ask((3,))  # which error; for the technician's log
         return replies

@@ -176,9 +176,17 @@ class Spooler:
                 await self._jobs.release(job_id)
                 await self._pause(err.state, str(err))
             except DeviceWriteError as err:
-                self._set_state(PrinterState.ERROR, str(err))
-                await self._failed(job, str(err), partial=True)
+                # Cut short: a printer that now reports a fault stopped on it (no attempt spent); else it failed.
+                after = await self.driver.status()
+                if after in BLOCKING_STATES:
+                    await self._uncertain(job, after, str(err))
+                else:
+                    self._set_state(PrinterState.ERROR, str(err))
+                    await self._failed(job, str(err), partial=True)
             else:
+                if not outcome.on_paper:
+                    await self._uncertain(job, outcome.state, f"{outcome.state.value.replace('_', ' ')} after the job")
+                    return
                 printed_at = await self._jobs.mark_printed(job_id, order_id)
                 self._set_state(outcome.state)
                 if printed_at is None:
@@ -197,6 +205,15 @@ class Spooler:
         finally:
             self.current_job = None
             structlog.contextvars.unbind_contextvars("order_id", "job_id")
+
+    async def _uncertain(self, job: aiosqlite.Row, state: PrinterState, detail: str) -> None:
+        """The printer took the job, then reported a fault: part of it may be on paper. It prints again as COPY once
+        the fault is cleared; that copy, not this attempt, is what central hears about."""
+        if await self._jobs.mark_uncertain(job["id"], detail):
+            log.warning(
+                "job_uncertain", device_id=self.name, state=state.value, detail=detail, action="reprint as COPY"
+            )
+        await self._pause(state, detail)
 
     async def _failed(self, job: aiosqlite.Row, error: str, *, partial: bool, expected: str = "printing") -> None:
         delay = retry_delay(job["attempts"] + 1, base=self._spool.retry_base_s, cap=self._spool.retry_max_s)

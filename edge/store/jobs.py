@@ -155,6 +155,18 @@ class JobStore:
                 await add_outbox(conn, [outbox_row(order_id, "printed", str(job_id), now, job_id=job_id)])
         return now if changed else None
 
+    async def mark_uncertain(self, job_id: int, error: str) -> bool:
+        """The job went out but the printer then reported a fault (paper end, cover open…): it may be partly on
+        paper. Back in line to print again marked COPY, no attempt spent; central hears nothing yet."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'queued', copy = 1, last_error = ? WHERE id = ? AND state = 'printing'",
+                (error[:500], job_id),
+            )
+            changed = cursor.rowcount == 1
+            await cursor.close()
+        return changed
+
     async def release(self, job_id: int) -> None:
         """The printer could not take the job (offline, paper out): back in line, no attempt spent."""
         async with self._db.transaction() as conn:
