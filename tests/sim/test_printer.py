@@ -153,8 +153,8 @@ async def test_client_reset_prints_what_arrived(printer: SimPrinter) -> None:
 async def test_fault_mid_job_prints_only_what_came_before_and_status_still_answers(
     printer: SimPrinter, flag: str, replies: bytes
 ) -> None:
-    """Paper runs out (or the cover opens) after 4 job bytes: those 4 are on paper, the rest of the job is not; real-time
-    status (DLE EOT 1, 2, 4) still answers, with the fault's bits; the trigger fires once."""
+    """Paper runs out (or the cover opens) after 4 job bytes: those 4 are on paper, the rest of the job is not;
+    real-time status (DLE EOT 1, 2, 4) still answers, with the fault's bits; the trigger fires once."""
     setattr(printer, f"{flag}_after", 4)
     answer = await send(printer, b"12345678", b"\x10\x04\x01\x10\x04\x02\x10\x04\x04", expect_replies=3)
     assert answer == replies
