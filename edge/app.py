@@ -22,10 +22,11 @@ from edge.metrics import WAITING_STATES, Metrics
 from edge.ops import DataDirLock, Housekeeping
 from edge.orders.intake import OrderIntake, Router
 from edge.orders.model import parse_order
+from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver
 from edge.printing.failover import Failover
 from edge.printing.render import Renderer, print_options
-from edge.printing.spooler import Spooler, stale_ages
+from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.store import Database, JobStore, OrderStore
@@ -174,10 +175,12 @@ class Agent:
         if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
             self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp))
             self.alerter.start()
-        orders, jobs = OrderStore(self.db), JobStore(self.db)
+        orders, jobs = OrderStore(self.db), JobStore(self.db, clock=self.clock)
         if interrupted := await jobs.requeue_interrupted():
             log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
-        stale_after_s = stale_ages(s.printing, s.staleness)
+        ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness)
+        ages.seed(await jobs.waiting())
+        self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
         for name, printer in s.printers.items():
             self.spoolers[name] = Spooler(
                 printer=printer,
@@ -186,7 +189,8 @@ class Agent:
                 render=self.render_job,
                 bus=self.bus,
                 spool=s.spool,
-                stale_after_s=stale_after_s,
+                ages=ages,
+                clock=self.clock,
             )
         self.bus.subscribe(self._on_order_stored, OrderStored)
         for spooler in self.spoolers.values():

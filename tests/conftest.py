@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,25 @@ TOKEN = "test-token-0123456789"
 EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
 
 
+def fresh(order: dict[str, Any]) -> dict[str, Any]:
+    """The order as if taken just now: created_at now, due_at as far after it as in the order.
+
+    Staleness is the order's own age (created_at), so the contract example as shipped (22 Nov 2026) is an old order
+    that would be held, not printed."""
+    created = datetime.fromisoformat(order["created_at"])
+    now = datetime.now(UTC)  # to the microsecond: tests hold tickets after well under a second
+    order["created_at"] = now.isoformat().replace("+00:00", "Z")
+    if due := order["fulfilment"].get("due_at"):
+        order["fulfilment"]["due_at"] = (
+            (now + (datetime.fromisoformat(due) - created)).isoformat().replace("+00:00", "Z")
+        )
+    return order
+
+
 @pytest.fixture
 def example_order() -> dict[str, Any]:
-    """The backend's contract example, exactly as shipped (a fresh copy per test)."""
-    return copy.deepcopy(EXAMPLE)
+    """The backend's contract example as shipped (a fresh copy per test), taken just now (see ``fresh``)."""
+    return fresh(copy.deepcopy(EXAMPLE))
 
 
 def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: Any) -> dict[str, Any]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import aiosqlite
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import NotFoundError, WrongStateError
 from edge.store.db import Database
 from edge.store.orders import add_outbox, job_key, outbox_row
@@ -13,29 +12,39 @@ from edge.store.orders import add_outbox, job_key, outbox_row
 JOB_STATES = ("queued", "printing", "printed", "failed", "dead", "held", "discarded")
 
 _JOB_WITH_ORDER = """
-SELECT j.*, o.payload, o.number, o.received_at
+SELECT j.*, o.payload, o.number, o.received_at, o.created_at AS order_created_at
 FROM print_jobs j JOIN orders o ON o.id = j.order_id
 """
+# A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
+_DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
 
 
 class JobStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
+        self._clock = clock  # wall time for what is written down (held_at, printed_at, …)
 
-    async def next_for(self, printer: str, now: float) -> aiosqlite.Row | None:
-        """The next due job for a printer: highest priority first, then arrival."""
+    async def next_for(self, printer: str, now: float, *, max_delay: float) -> aiosqlite.Row | None:
+        """The next due job for a printer: highest priority first, then arrival. ``max_delay``: no retry is due later
+        than this from ``now``, whatever the wall clock did since it was planned."""
         return await self._db.fetchone(
-            _JOB_WITH_ORDER + " WHERE j.printer = ? AND j.state IN ('queued', 'failed') AND j.next_attempt_at <= ?"
+            _JOB_WITH_ORDER + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE}"
             " ORDER BY j.priority DESC, j.id LIMIT 1",
-            (printer, now),
+            {"printer": printer, "now": now, "max_delay": max_delay},
         )
 
-    async def next_due_at(self, printer: str) -> float | None:
+    async def next_due_at(self, printer: str, now: float, *, max_delay: float) -> float | None:
         row = await self._db.fetchone(
-            "SELECT MIN(next_attempt_at) FROM print_jobs WHERE printer = ? AND state IN ('queued', 'failed')",
-            (printer,),
+            "SELECT MIN(CASE WHEN next_attempt_at > :now + :max_delay THEN :now ELSE next_attempt_at END)"
+            " FROM print_jobs WHERE printer = :printer AND state IN ('queued', 'failed')",
+            {"printer": printer, "now": now, "max_delay": max_delay},
         )
         return None if row is None or row[0] is None else float(row[0])
+
+    async def waiting(self) -> list[tuple[int, float]]:
+        """(id, created_at) of every job that will print on its own (queued, failed)."""
+        rows = await self._db.fetchall("SELECT id, created_at FROM print_jobs WHERE state IN ('queued', 'failed')")
+        return [(r[0], r[1]) for r in rows]
 
     async def get(self, job_id: int) -> aiosqlite.Row:
         row = await self._db.fetchone(_JOB_WITH_ORDER + " WHERE j.id = ?", (job_id,))
@@ -85,7 +94,7 @@ class JobStore:
             cursor = await conn.execute(
                 "UPDATE print_jobs SET state = 'held', held_at = ? WHERE id = ? AND printer = ? AND state = ?"
                 " AND released_at IS NULL",
-                (time.time(), job_id, printer, expected),
+                (self._clock.wall(), job_id, printer, expected),
             )
             held = cursor.rowcount == 1
             await cursor.close()
@@ -97,7 +106,7 @@ class JobStore:
             cursor = await conn.execute(
                 "UPDATE print_jobs SET state = 'queued', released_at = ?, next_attempt_at = 0 WHERE state = 'held' AND (?2 IS NULL OR id = ?2)"
                 " RETURNING id",
-                (time.time(), job_id),
+                (self._clock.wall(), job_id),
             )
             released = sorted(r[0] for r in await cursor.fetchall())
             await cursor.close()
@@ -142,7 +151,7 @@ class JobStore:
 
     async def mark_printed(self, job_id: int, order_id: str) -> float | None:
         """The printer confirmed the job with no fault after it; None (nothing recorded) if it was not 'printing'."""
-        now = time.time()
+        now = self._clock.wall()
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
@@ -188,7 +197,7 @@ class JobStore:
 
         ``partial``: some bytes may have reached the paper, so the next print carries the COPY mark.
         """
-        now = time.time()
+        now = self._clock.wall()
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, copy = copy OR ?,"
@@ -226,7 +235,7 @@ class JobStore:
             cursor = await conn.execute(
                 "UPDATE print_jobs SET state = 'queued', attempts = 0, next_attempt_at = 0, released_at = COALESCE(released_at, ?)"
                 " WHERE id = ? AND state IN ('failed', 'dead')",
-                (time.time(), job_id),
+                (self._clock.wall(), job_id),
             )
             changed = cursor.rowcount
             await cursor.close()
@@ -234,7 +243,7 @@ class JobStore:
                 await self._not_in_state(conn, job_id, "failed or dead", "retried")
 
     async def add_copies(self, order_id: str, *, station: str | None = None) -> list[int]:
-        """Queue a COPY of each original job of an order (or of one station's ticket)."""
+        """Queue a COPY of each original job of an order (or of one station's ticket), released: a person asked."""
         async with self._db.transaction() as conn:
             originals = await conn.execute_fetchall(
                 "SELECT kind, station, printer, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
@@ -244,22 +253,24 @@ class JobStore:
             if not originals:
                 what = f"a ticket for station {station!r}" if station else "print jobs"
                 raise NotFoundError(f"order {order_id} has no {what}")
-            now = time.time()
+            now = self._clock.wall()
             new_ids = []
             for kind, job_station, printer, priority in originals:
                 count = await conn.execute_fetchall(
                     "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?",
                     (order_id, kind, job_station),
                 )
+                # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(
-                    "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, idempotency_key)"
-                    " VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                    "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, released_at,"
+                    " idempotency_key) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
                     (
                         order_id,
                         kind,
                         job_station,
                         printer,
                         priority,
+                        now,
                         now,
                         job_key(order_id, kind, job_station, count[0][0]),
                     ),
