@@ -155,6 +155,16 @@ class ScannerConnectionChanged(Event):
     detail: str = ""
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OrderTotalsMismatched(Event):
+    """An order was stored whose totals do not add up (items, subtotal, discount, total, tax); it prints as sent."""
+
+    order_id: str
+    number: str
+    problems: tuple[str, ...]
+    source: str  # "push" or "recovery"
+
+
 Handler = Callable[[Any], None]
 
 

@@ -18,6 +18,7 @@ from edge.events import (
     JobFailed,
     JobPrinted,
     OrderStored,
+    OrderTotalsMismatched,
     PrinterStatusChanged,
     RecoveryCompleted,
     RecoveryFailed,
@@ -98,10 +99,17 @@ class Metrics:
         )
         self.scans = Counter("edge_scans", "Barcode scans, by scanner and outcome", ["scanner", "outcome"], registry=r)
         self.storage_ok = Gauge("edge_storage_writable", "1 while the database takes writes", registry=r)
+        self.totals_mismatched = Counter(
+            "edge_order_totals_mismatched",
+            "Orders stored whose totals do not add up, by source",
+            ["source"],
+            registry=r,
+        )
         self.storage_ok.set(1)
         self.central_up.set(1)  # until the link monitor says otherwise; no monitor means nothing to alert on
         for source in ("push", "recovery"):
             self.orders.labels(source)
+            self.totals_mismatched.labels(source)
         for name in printers:
             for outcome in ("printed", "failed", "dead"):
                 self.job_outcomes.labels(name, outcome)  # present at 0 from the start, so rate() works on the first job
@@ -124,6 +132,7 @@ class Metrics:
             ScanRecorded: lambda e: self.scans.labels(e.scanner, e.outcome).inc(),
             StorageProblem: lambda e: self.storage_ok.set(0),
             StorageRecovered: lambda e: self.storage_ok.set(1),
+            OrderTotalsMismatched: lambda e: self.totals_mismatched.labels(e.source).inc(),
         }
 
     def _job_printed(self, event: JobPrinted) -> None:

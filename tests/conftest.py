@@ -15,6 +15,7 @@ import pytest
 from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings, parse_settings
+from edge.sim.orders import taken_at
 from edge.sim.printer import SimPrinter
 
 TOKEN = "test-token-0123456789"
@@ -22,18 +23,11 @@ EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json")
 
 
 def fresh(order: dict[str, Any]) -> dict[str, Any]:
-    """The order as if taken just now: created_at now, due_at as far after it as in the order.
+    """The order as if taken just now (to the microsecond: tests hold tickets after well under a second).
 
-    Staleness is the order's own age (created_at), so the contract example as shipped (22 Nov 2026) is an old order
+    Staleness is the order's own age (created_at): the contract example as shipped (22 Nov 2026) is an old order
     that would be held, not printed."""
-    created = datetime.fromisoformat(order["created_at"])
-    now = datetime.now(UTC)  # to the microsecond: tests hold tickets after well under a second
-    order["created_at"] = now.isoformat().replace("+00:00", "Z")
-    if due := order["fulfilment"].get("due_at"):
-        order["fulfilment"]["due_at"] = (
-            (now + (datetime.fromisoformat(due) - created)).isoformat().replace("+00:00", "Z")
-        )
-    return order
+    return taken_at(order, datetime.now(UTC))
 
 
 @pytest.fixture

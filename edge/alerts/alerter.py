@@ -27,6 +27,7 @@ from edge.events import (
     EventBus,
     JobDead,
     JobHeld,
+    OrderTotalsMismatched,
     PrinterStatusChanged,
     RecoveryCompleted,
     RecoveryFailed,
@@ -166,6 +167,11 @@ class Alerter:
                     event.printer,
                     True,
                     item={"id": event.job_id, "order": event.order_id, "age_min": round(event.age_s / 60)},
+                )
+            case OrderTotalsMismatched():
+                item = {"id": event.order_id, "order": event.number, "error": event.problems[0][:120]}
+                self._signal(
+                    "order_totals_mismatch", "totals", True, order=event.number, detail=event.problems[0], item=item
                 )
             case CentralLinkChanged(up=up, detail=detail):
                 if up:
@@ -408,6 +414,7 @@ class Alerter:
             RecoveryCompleted,
             StorageProblem,
             StorageRecovered,
+            OrderTotalsMismatched,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._tasks = [

@@ -191,6 +191,19 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Call the technician now: free disk space or check the storage card.",
         ),
     },
+    "order_totals_mismatch": {
+        "de": (
+            "Bestellung {order}: Summen stimmen nicht",
+            "Die Summen der Bestellung {order} passen nicht zusammen ({detail}). "
+            "Bon und Beleg wurden wie gesendet gedruckt.",
+            "Beleg prüfen und der Zentrale melden: die Kasse oder der Onlineshop berechnet falsch.",
+        ),
+        "en": (
+            "Order {order}: totals do not add up",
+            "The totals of order {order} do not add up ({detail}). Ticket and receipt were printed as sent.",
+            "Check the receipt and tell the central office: the till or web shop computes it wrong.",
+        ),
+    },
 }
 
 

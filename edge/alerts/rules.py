@@ -22,6 +22,7 @@ class AlertType:
     # Alert types (by name) whose firing group with the same subject ("*": any subject) holds this one back:
     # the manager is told the cause, not every symptom of it.
     inhibited_by: tuple[tuple[str, bool], ...] = ()
+    remind: bool = True  # False: each occurrence is the whole story (mailed once, with later ones as news)
 
 
 _SAME_SUBJECT, _ANY_SUBJECT = True, False
@@ -47,6 +48,7 @@ TYPES: dict[str, AlertType] = {
         AlertType("central_unreachable", WARNING),
         AlertType("recovery_failed", CRITICAL, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
         AlertType("storage_problem", CRITICAL),
+        AlertType("order_totals_mismatch", WARNING, remind=False),
     )
 }
 
@@ -103,7 +105,7 @@ def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
         return Due("resolved", fires) if now >= group["last_sent_at"] + cfg.group_interval_s else None
     if group["new_items"] and now >= group["last_sent_at"] + cfg.group_interval_s:
         return Due("firing", max(0, fires - group["new_items"]))
-    if now >= group["last_sent_at"] + cfg.repeat_interval_s:
+    if TYPES[group["type"]].remind and now >= group["last_sent_at"] + cfg.repeat_interval_s:
         return Due("reminder", fires)
     return None
 

@@ -9,9 +9,10 @@ import structlog
 
 from edge.config import Settings
 from edge.errors import OrderConflictError
-from edge.events import EventBus, OrderConflicted, OrderStored
+from edge.events import EventBus, OrderConflicted, OrderStored, OrderTotalsMismatched
 from edge.orders.model import canonical_json, content_hash, parse_order
 from edge.orders.routing import plan_jobs
+from edge.orders.totals import totals_problems
 from edge.store import InsertResult, NewOrder, OrderStore
 
 log = structlog.get_logger()
@@ -85,6 +86,16 @@ class OrderIntake:
                     source=new.source,
                 )
             )
+            if problems := totals_problems(new.order):
+                # A receipt is a legal document: stored and printed as sent, but never silently.
+                log.warning(
+                    "order_totals_mismatch", order_id=result.order_id, number=new.order.number, problems=problems
+                )
+                self._bus.publish(
+                    OrderTotalsMismatched(
+                        order_id=result.order_id, number=new.order.number, problems=tuple(problems), source=new.source
+                    )
+                )
         elif result.outcome == "conflict":
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
             self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source))

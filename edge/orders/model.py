@@ -42,6 +42,7 @@ class Item:
     station: str | None
     modifiers: tuple[Modifier, ...]
     note: str | None
+    tax_rate: Decimal | None = None  # percent, included in the price; optional (the contract example has none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +228,18 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+def _or_zero(amount: Decimal | None) -> Decimal:
+    return Decimal("0") if amount is None else amount
+
+
+def _rate(r: _Reader, key: str, *, required: bool = True) -> Decimal | None:
+    """A tax rate in percent, 0 up to (not including) 100."""
+    rate = r.money(key, required=required)
+    if rate is not None and not 0 <= rate < 100:
+        raise InvalidOrderError(r._field(key), f"must be a percentage from 0 to below 100, got {rate}")
+    return rate
+
+
 def _parse_item(data: Any, path: str) -> Item:
     r = _Reader(data, path)
     requires_production = r.boolean("requires_production")
@@ -244,6 +257,7 @@ def _parse_item(data: Any, path: str) -> Item:
         station=station,
         modifiers=tuple(modifiers),
         note=r.text("note", required=False, max_len=500),
+        tax_rate=_rate(r, "tax_rate", required=False),
     )
 
 
@@ -296,10 +310,10 @@ def parse_order(data: Any) -> Order:
     tax = []
     for t_index, t_data in enumerate(t.array("tax", required=False, max_len=20)):
         line = _Reader(t_data, f"totals.tax[{t_index}]")
-        tax.append(TaxLine(rate=line.money("rate"), amount=line.money("amount")))
+        tax.append(TaxLine(rate=_rate(line, "rate"), amount=line.money("amount")))
     totals = Totals(
         subtotal=t.money("subtotal"),
-        discount=t.money("discount", required=False) or Decimal("0"),
+        discount=_or_zero(t.money("discount", required=False)),
         tax=tuple(tax),
         total=t.money("total"),
         currency=t.text("currency", max_len=3, pattern=_CURRENCY),

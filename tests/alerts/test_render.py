@@ -23,12 +23,17 @@ GROUP_DETAILS = {
     "central_unreachable": {"down_min": "5"},
     "recovery_failed": {"phase": "processing", "detail": "HTTP 502"},
     "storage_problem": {"detail": "disk is full"},
+    "order_totals_mismatch": {
+        "detail": "tax lines imply goods of 39.14 to 39.36 including tax, total is 54.30",
+        "items": [{"id": "ord_1", "order": "ord_9", "error": "tax lines imply goods of 39.14 to 39.36"}],
+    },
 }
 SUBJECTS = {
     "queue_backlog": "queue",
     "central_unreachable": "central",
     "recovery_failed": "recovery",
     "storage_problem": "database",
+    "order_totals_mismatch": "totals",
 }
 
 
