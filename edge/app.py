@@ -26,6 +26,7 @@ from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver
 from edge.printing.failover import Failover
 from edge.printing.render import Renderer, print_options
+from edge.printing.reroute import reroute_stranded
 from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
@@ -36,6 +37,8 @@ from edge.systemd import Notifier
 from edge.transports import FileTransport, SerialTransport, TcpTransport, Transport, UsbTransport
 
 log = structlog.get_logger()
+
+_UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
 
 
 def make_driver(printer: PrinterSettings) -> PrinterDriver:
@@ -107,7 +110,8 @@ class Agent:
 
     def render_job(self, job: aiosqlite.Row) -> bytes:
         order = parse_order(json.loads(job["payload"]))
-        printer = self.settings.printers[job["printer"]]
+        # A job of a printer that left the config (history, or held with no route) previews at the default width.
+        printer = self.settings.printers.get(job["printer"]) or _UNCONFIGURED
         language = self.settings.agent.language
         options = print_options(printer)
         if job["kind"] == "ticket":
@@ -175,9 +179,11 @@ class Agent:
         if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
             self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp))
             self.alerter.start()
-        orders, jobs = OrderStore(self.db), JobStore(self.db, clock=self.clock)
+        orders, jobs = OrderStore(self.db), JobStore(self.db, clock=self.clock, printers=s.printers)
         if interrupted := await jobs.requeue_interrupted():
             log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
+        router = Router.from_settings(s)
+        await reroute_stranded(jobs, router.printer_for, self.bus)
         ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness)
         ages.seed(await jobs.waiting())
         self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
@@ -204,7 +210,7 @@ class Agent:
             self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
             self.scanners[name].start()
 
-        intake = OrderIntake(Router.from_settings(s), orders, self.bus)
+        intake = OrderIntake(router, orders, self.bus)
         if s.central.url:  # without a central API the core runs the same, there is just nothing to reconcile with
             self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus)
             await self.sync.start()

@@ -73,12 +73,14 @@ class PrinterStatusChanged(Event):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JobHeld(Event):
-    """A ticket waited longer than its station's stale age: a person releases or discards it."""
+    """A ticket waited longer than its station's stale age, or its printer left the config and nothing serves its
+    station: a person releases (or routes) or discards it."""
 
     job_id: int
     order_id: str
     printer: str
     age_s: float
+    reason: str = "stale"  # stale | no_printer
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -166,7 +166,8 @@ class Alerter:
                     "print_job_held",
                     event.printer,
                     True,
-                    item={"id": event.job_id, "order": event.order_id, "age_min": round(event.age_s / 60)},
+                    item={"id": event.job_id, "order": event.order_id, "age_min": round(event.age_s / 60)}
+                    | ({"reason": event.reason} if event.reason != "stale" else {}),
                 )
             case OrderTotalsMismatched():
                 item = {"id": event.order_id, "order": event.number, "error": event.problems[0][:120]}

@@ -38,6 +38,7 @@ LABELS: dict[str, dict[str, Any]] = {
             "attempts": "Versuche",
             "error": "Fehler",
             "age_min": "Wartezeit (min)",
+            "reason": "Grund",
         },
     },
     "en": {
@@ -64,6 +65,7 @@ LABELS: dict[str, dict[str, Any]] = {
             "attempts": "attempts",
             "error": "error",
             "age_min": "waited (min)",
+            "reason": "reason",
         },
     },
 }

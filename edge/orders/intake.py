@@ -34,6 +34,13 @@ class Router:
             receipts_by_default=settings.receipts.by_default,
         )
 
+    def printer_for(self, kind: str, station: str | None) -> str | None:
+        """Where a job of this kind (and station) prints now: the station's primary, or the receipt printer."""
+        if kind == "receipt":
+            return self.receipt_printer
+        printers = self.stations.get(station or "")
+        return printers[0] if printers else None
+
     def prepare(self, payload: Any, source: str) -> NewOrder:
         """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing."""
         order = parse_order(payload)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Callable, Collection
+
 import aiosqlite
 
 from edge.clock import SYSTEM_CLOCK, Clock
@@ -17,12 +21,33 @@ FROM print_jobs j JOIN orders o ON o.id = j.order_id
 """
 # A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
 _DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
+# The job's printer is one the config has (:printers, a JSON array; NULL: any printer).
+_CONFIGURED = "(:printers IS NULL OR printer IN (SELECT value FROM json_each(:printers)))"
+
+
+# Held because its printer left the config and nothing serves its station: it moves on once a route is back.
+NO_PRINTER = "no_printer"
+STALE = "stale"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rerouted:
+    """A job whose printer is no longer configured: moved to ``to_printer``, or held (``to_printer`` None)."""
+
+    job_id: int
+    order_id: str
+    kind: str
+    station: str | None
+    from_printer: str
+    to_printer: str | None
 
 
 class JobStore:
-    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK, printers: Collection[str] | None = None) -> None:
+        """``printers``: the configured printers; a person cannot send a job back in line to any other (None: any)."""
         self._db = db
         self._clock = clock  # wall time for what is written down (held_at, printed_at, …)
+        self._printers = None if printers is None else json.dumps(sorted(printers))
 
     async def next_for(self, printer: str, now: float, *, max_delay: float) -> aiosqlite.Row | None:
         """The next due job for a printer: highest priority first, then arrival. ``max_delay``: no retry is due later
@@ -92,26 +117,29 @@ class JobStore:
         or a person released or retried it since it was read."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'held', held_at = ? WHERE id = ? AND printer = ? AND state = ?"
-                " AND released_at IS NULL",
-                (self._clock.wall(), job_id, printer, expected),
+                "UPDATE print_jobs SET state = 'held', held_at = ?, held_reason = ? WHERE id = ? AND printer = ?"
+                " AND state = ? AND released_at IS NULL",
+                (self._clock.wall(), STALE, job_id, printer, expected),
             )
             held = cursor.rowcount == 1
             await cursor.close()
         return held
 
     async def release_held(self, job_id: int | None = None) -> list[int]:
-        """A person says print it anyway: one held job (or all when ``job_id`` is None) back in line, never held again."""
+        """A person says print it anyway: one held job (or all when ``job_id`` is None) back in line, never held again.
+
+        A job whose printer is not configured stays held: released, it would wait for a printer that is not there.
+        """
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'queued', released_at = ?, next_attempt_at = 0 WHERE state = 'held' AND (?2 IS NULL OR id = ?2)"
-                " RETURNING id",
-                (self._clock.wall(), job_id),
+                "UPDATE print_jobs SET state = 'queued', released_at = :now, next_attempt_at = 0, held_reason = NULL"
+                f" WHERE state = 'held' AND (:id IS NULL OR id = :id) AND {_CONFIGURED} RETURNING id",
+                {"now": self._clock.wall(), "id": job_id, "printers": self._printers},
             )
             released = sorted(r[0] for r in await cursor.fetchall())
             await cursor.close()
             if job_id is not None and not released:
-                await self._not_in_state(conn, job_id, "held", "released")
+                await self._refused(conn, job_id, ("held",), "released")
         return released
 
     async def discard(self, job_id: int) -> None:
@@ -124,7 +152,7 @@ class JobStore:
             changed = cursor.rowcount
             await cursor.close()
             if not changed:
-                await self._not_in_state(conn, job_id, "held, failed or dead", "discarded")
+                await self._refused(conn, job_id, ("held", "failed", "dead"), "discarded")
 
     async def redirect(self, station: str, *, from_printer: str, to_printer: str) -> list[tuple[int, str]]:
         """Move a station's waiting tickets from a paused printer to a backup in one step; a job in flight stays put.
@@ -141,13 +169,59 @@ class JobStore:
             await cursor.close()
         return moved
 
-    @staticmethod
-    async def _not_in_state(conn: aiosqlite.Connection, job_id: int, wanted: str, verb: str) -> None:
-        """Raise why a job could not be changed: it does not exist, or it is in the wrong state."""
-        rows = await conn.execute_fetchall("SELECT state FROM print_jobs WHERE id = ?", (job_id,))
+    async def _refused(self, conn: aiosqlite.Connection, job_id: int, wanted: tuple[str, ...], verb: str) -> None:
+        """Raise why a job could not be changed: it does not exist, it is in the wrong state, or its printer is gone."""
+        rows = await conn.execute_fetchall("SELECT state, printer, station FROM print_jobs WHERE id = ?", (job_id,))
         if not rows:
             raise NotFoundError(f"print job {job_id} does not exist")
-        raise WrongStateError(f"print job {job_id} is {rows[0][0]}, only {wanted} jobs can be {verb}")
+        state, printer, station = rows[0]
+        if state in wanted:
+            raise WrongStateError(
+                f"print job {job_id} is for printer {printer!r}, which is not configured, and no printer serves"
+                f" {f'station {station!r}' if station else 'receipts'}: add one to the config and restart"
+            )
+        states = ", ".join(wanted[:-1]) + (" or " if len(wanted) > 1 else "") + wanted[-1]
+        raise WrongStateError(f"print job {job_id} is {state}, only {states} jobs can be {verb}")
+
+    async def reroute(self, printer_for: Callable[[str, str | None], str | None]) -> list[Rerouted]:
+        """At start-up: every job not yet done whose printer left the config moves to the printer that now serves its
+        station (receipts: the receipt printer), marked as moved; with no route it is held (reason no_printer). A job
+        held for that reason moves on as soon as a route is back. Needs ``printers``; printed and discarded jobs stay
+        as history."""
+        assert self._printers is not None, "JobStore(printers=...) is needed to know which printers are gone"
+        async with self._db.transaction() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT id, order_id, kind, station, printer, state, held_reason FROM print_jobs"
+                " WHERE state IN ('queued', 'failed', 'held', 'dead') AND (NOT "
+                + _CONFIGURED.replace(":printers", "?1")
+                + " OR held_reason = ?2) ORDER BY id",
+                (self._printers, NO_PRINTER),
+            )
+            done = []
+            for job_id, order_id, kind, station, printer, state, reason in rows:
+                target = printer_for(kind, station)
+                if target is None and state == "held" and reason == NO_PRINTER:
+                    continue  # held for this already, at an earlier start
+                if target is None and state in ("queued", "failed", "held"):
+                    await conn.execute(
+                        "UPDATE print_jobs SET state = 'held', held_reason = ?, held_at = COALESCE(held_at, ?)"
+                        " WHERE id = ?",
+                        (NO_PRINTER, self._clock.wall(), job_id),
+                    )
+                elif target is not None:
+                    # Held for want of a printer: back in line (a stale hold is judged again by the spool).
+                    await conn.execute(
+                        "UPDATE print_jobs SET printer = ?1, next_attempt_at = 0,"
+                        " redirected_from = CASE WHEN ?1 = ?2 THEN redirected_from"
+                        " ELSE COALESCE(redirected_from, ?2) END,"
+                        " state = CASE WHEN held_reason = ?3 THEN 'queued' ELSE state END,"
+                        " held_reason = CASE WHEN held_reason = ?3 THEN NULL ELSE held_reason END WHERE id = ?4",
+                        (target, printer, NO_PRINTER, job_id),
+                    )
+                else:
+                    continue  # dead with no route: it stays dead, a person sees it; retry is refused while unrouted
+                done.append(Rerouted(job_id, order_id, kind, station, printer, target))
+        return done
 
     async def mark_printed(self, job_id: int, order_id: str) -> float | None:
         """The printer confirmed the job with no fault after it; None (nothing recorded) if it was not 'printing'."""
@@ -233,29 +307,41 @@ class JobStore:
         """
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'queued', attempts = 0, next_attempt_at = 0, released_at = COALESCE(released_at, ?)"
-                " WHERE id = ? AND state IN ('failed', 'dead')",
-                (self._clock.wall(), job_id),
+                "UPDATE print_jobs SET state = 'queued', attempts = 0, next_attempt_at = 0,"
+                " released_at = COALESCE(released_at, :now) WHERE id = :id AND state IN ('failed', 'dead')"
+                f" AND {_CONFIGURED}",
+                {"now": self._clock.wall(), "id": job_id, "printers": self._printers},
             )
             changed = cursor.rowcount
             await cursor.close()
             if not changed:
-                await self._not_in_state(conn, job_id, "failed or dead", "retried")
+                await self._refused(conn, job_id, ("failed", "dead"), "retried")
 
-    async def add_copies(self, order_id: str, *, station: str | None = None) -> list[int]:
-        """Queue a COPY of each original job of an order (or of one station's ticket), released: a person asked."""
+    async def add_copies(
+        self, order_id: str, *, station: str | None = None, printer_for: Callable[[str, str | None], str | None]
+    ) -> list[int]:
+        """Queue a COPY of each original job of an order (or of one station's ticket), released: a person asked.
+
+        Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
+        which may have been renamed or removed since.
+        """
         async with self._db.transaction() as conn:
             originals = await conn.execute_fetchall(
-                "SELECT kind, station, printer, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
+                "SELECT kind, station, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
                 " AND (?2 IS NULL OR station = ?2) ORDER BY id",
                 (order_id, station),
             )
             if not originals:
                 what = f"a ticket for station {station!r}" if station else "print jobs"
                 raise NotFoundError(f"order {order_id} has no {what}")
+            targets = [printer_for(kind, job_station) for kind, job_station, _ in originals]
+            if None in targets:
+                kind, job_station, _ = originals[targets.index(None)]
+                what = f"station {job_station!r}" if kind == "ticket" else "receipts"
+                raise WrongStateError(f"order {order_id}: no printer serves {what} now; add one to the config")
             now = self._clock.wall()
             new_ids = []
-            for kind, job_station, printer, priority in originals:
+            for (kind, job_station, priority), printer in zip(originals, targets, strict=True):
                 count = await conn.execute_fetchall(
                     "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?",
                     (order_id, kind, job_station),
