@@ -13,7 +13,7 @@ from aiohttp import web
 
 from edge import __version__
 from edge.api.errors import path_id
-from edge.errors import StoreError
+from edge.errors import StoreError, WrongStateError
 from edge.metrics import WAITING_STATES
 from edge.printing.decode import preview
 from edge.store import Database
@@ -171,7 +171,11 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         assert deps.render_job is not None  # the agent always sets it
         printer = deps.settings.printers.get(job["printer"])
         width = printer.width if printer else 48
-        return web.Response(text=preview(deps.render_job(job), width=width), content_type="text/plain")
+        try:
+            data = deps.render_job(job)
+        except Exception as err:  # an order stored by an older, laxer intake: say why, never a 500
+            raise WrongStateError(f"print job {job['id']} cannot be rendered: {err}") from err
+        return web.Response(text=preview(data, width=width), content_type="text/plain")
 
     app.router.add_get("/", page)
     app.router.add_static("/static/", _HERE / "static")

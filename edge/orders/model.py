@@ -20,6 +20,8 @@ _MONEY_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,4})?")  # [0-9], not \d: \d take
 _CURRENCY = (re.compile(r"[A-Z]{3}"), "a 3-letter currency code like EUR")
 
 MAX_ITEMS = 500
+_FIRST_YEAR, _LAST_YEAR = 2000, 2100
+_MAX_TABLE = 10**9  # a table number is printed big: nine digits at most
 MAX_MODIFIERS = 50
 # An order is about 4 levels deep; unknown fields are kept, but nothing deeper than this is: JSON close to
 # Python's recursion limit would fail later, when the payload is hashed or stored.
@@ -195,6 +197,11 @@ class _Reader:
             ) from None
         if parsed.tzinfo is None:
             raise InvalidOrderError(self._field(key), "must carry a time zone (e.g. Z or +01:00)")
+        if not _FIRST_YEAR <= parsed.year <= _LAST_YEAR:
+            # Far-off years overflow when shown in the store's zone (9999-12-31T23:59:59Z in Europe/Berlin).
+            raise InvalidOrderError(
+                self._field(key), f"must be in the years {_FIRST_YEAR} to {_LAST_YEAR}, got {value!r}"
+            )
         return parsed
 
     def array(self, key: str, *, required: bool = True, max_len: int) -> list[Any]:
@@ -261,22 +268,29 @@ def _parse_item(data: Any, path: str) -> Item:
     )
 
 
-def _check_depth(data: dict[str, Any]) -> None:
-    """Refuse a payload nested deeper than MAX_DEPTH, naming the top-level field; iterative, so depth costs no stack."""
+def _check_shape(data: dict[str, Any]) -> None:
+    """Refuse what cannot be stored or hashed, naming the top-level field: nesting deeper than MAX_DEPTH, or text with
+    a lone surrogate (JSON's "\\ud800" is not a character). Iterative, so depth costs no stack."""
     stack: list[tuple[Any, int, str]] = [(value, 2, key) for key, value in data.items()]
+    stack += [(key, 1, key) for key in data]
     while stack:
         value, depth, field = stack.pop()
-        if isinstance(value, dict | list):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidOrderError(field, "holds text that is not valid Unicode (a lone surrogate)") from None
+        elif isinstance(value, dict | list):
             if depth > MAX_DEPTH:
                 raise InvalidOrderError(field, f"is nested more than {MAX_DEPTH} levels deep")
-            children = value.values() if isinstance(value, dict) else value
+            children = list(value.values()) + list(value) if isinstance(value, dict) else value
             stack.extend((child, depth + 1, field) for child in children)
 
 
 def parse_order(data: Any) -> Order:
     """Validate a decoded JSON payload; raises InvalidOrderError naming the first bad field."""
     r = _Reader(data, "")
-    _check_depth(r.data)
+    _check_shape(r.data)
     order_id = r.text("id", max_len=64, pattern=_ID)
     number = r.text("number", max_len=32)
     created_at = r.timestamp("created_at")
@@ -295,6 +309,8 @@ def parse_order(data: Any) -> Order:
         raise InvalidOrderError("fulfilment.table", f"must be a string or a number, got {_json_type(table)}")
     if isinstance(table, str) and len(table) > 32:
         raise InvalidOrderError("fulfilment.table", "must be at most 32 characters")
+    if isinstance(table, int) and not 0 <= table < _MAX_TABLE:
+        raise InvalidOrderError("fulfilment.table", f"must be a number from 0 to {_MAX_TABLE - 1}, got {table}")
     fulfilment = Fulfilment(
         type=f.text("type", max_len=32),
         table=None if table is None else str(table),

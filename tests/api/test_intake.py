@@ -298,3 +298,31 @@ async def test_a_trailing_newline_or_foreign_digits_never_pass_a_pattern(
     mutate(example_order)
     status, body = await post(api, example_order)
     assert (status, body["field"]) == (422, field), body
+
+
+@pytest.mark.parametrize(
+    ("raw_field", "field"),
+    [
+        ('"fulfilment": {"type": "pickup", "table": null, "due_at": "9999-12-31T23:59:59Z"}', "fulfilment.due_at"),
+        ('"created_at": "0001-01-01T00:00:00+14:00"', "created_at"),
+        ('"channel": "web\\ud800"', "channel"),
+        ('"extra": {"note": "\\udfff"}', "extra"),
+        ('"fulfilment": {"type": "dine_in", "table": 10000000000000000000000, "due_at": null}', "fulfilment.table"),
+    ],
+)
+async def test_an_order_that_could_never_print_is_refused_not_stored(
+    make_agent: Any, example_order: dict, raw_field: str, field: str
+) -> None:
+    """A due date in year 9999 (it overflows in Europe/Berlin), text with a lone surrogate (it cannot be hashed or
+    stored), a table number of 23 digits: refused 422 naming the field, nothing stored, never 201 and never a 500."""
+    agent = await make_agent(agent={"timezone": "Europe/Berlin"})
+    key = raw_field.split('"')[1]
+    example_order.pop(key, None)
+    raw = json.dumps(example_order)[:-1] + ", " + raw_field + "}"
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
+        status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
+    assert (status, body.get("field")) == (422, field), body
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0
