@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -172,7 +173,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         printer = deps.settings.printers.get(job["printer"])
         width = printer.width if printer else 48
         try:
-            data = deps.render_job(job)
+            data = await asyncio.to_thread(deps.render_job, job)  # a long ticket must not stall the loop
         except Exception as err:  # an order stored by an older, laxer intake: say why, never a 500
             raise WrongStateError(f"print job {job['id']} cannot be rendered: {err}") from err
         return web.Response(text=preview(data, width=width), content_type="text/plain")

@@ -113,8 +113,8 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def content_hash(data: Any) -> str:
-    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+def content_hash(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()
 
 
 class _Reader:
@@ -268,29 +268,40 @@ def _parse_item(data: Any, path: str) -> Item:
     )
 
 
-def _check_shape(data: dict[str, Any]) -> None:
-    """Refuse what cannot be stored or hashed, naming the top-level field: nesting deeper than MAX_DEPTH, or text with
-    a lone surrogate (JSON's "\\ud800" is not a character). Iterative, so depth costs no stack."""
-    stack: list[tuple[Any, int, str]] = [(value, 2, key) for key, value in data.items()]
-    stack += [(key, 1, key) for key in data]
+def _check_depth(data: dict[str, Any]) -> None:
+    """Refuse a payload nested deeper than MAX_DEPTH, naming the top-level field; iterative, so depth costs no stack."""
+    stack: list[tuple[Any, int, str]] = [(v, 2, key) for key, v in data.items() if isinstance(v, dict | list)]
     while stack:
         value, depth, field = stack.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidOrderError(field, "holds text that is not valid Unicode (a lone surrogate)") from None
-        elif isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise InvalidOrderError(field, f"is nested more than {MAX_DEPTH} levels deep")
-            children = list(value.values()) + list(value) if isinstance(value, dict) else value
-            stack.extend((child, depth + 1, field) for child in children)
+        if depth > MAX_DEPTH:
+            raise InvalidOrderError(field, f"is nested more than {MAX_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1, field) for child in children if isinstance(child, dict | list))
+
+
+def _field_with_invalid_text(data: dict[str, Any]) -> str:
+    """The top-level field holding text that is not valid Unicode (a lone surrogate: JSON's "\\ud800")."""
+    for key, value in data.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return key
+    return "body"
+
+
+def canonical_bytes(data: dict[str, Any]) -> bytes:
+    """The canonical JSON as UTF-8, what is hashed and stored; refuses text that has no UTF-8 (a lone surrogate)."""
+    try:
+        return canonical_json(data).encode()
+    except UnicodeEncodeError:
+        field = _field_with_invalid_text(data)
+        raise InvalidOrderError(field, "holds text that is not valid Unicode (a lone surrogate)") from None
 
 
 def parse_order(data: Any) -> Order:
     """Validate a decoded JSON payload; raises InvalidOrderError naming the first bad field."""
     r = _Reader(data, "")
-    _check_shape(r.data)
+    _check_depth(r.data)
     order_id = r.text("id", max_len=64, pattern=_ID)
     number = r.text("number", max_len=32)
     created_at = r.timestamp("created_at")

@@ -156,7 +156,9 @@ class Spooler:
             if await self._hold_if_stale(job):
                 return
             try:
-                data = self._render(job)
+                # Off the loop: a 500-item ticket is tens of ms of CPU; in a thread the loop gets the GIL back
+                # every switch interval (5 ms), so intake and group commit go on meanwhile.
+                data = await asyncio.to_thread(self._render, job)
             except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
                 log.exception("render_failed", device_id=self.name)
                 await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job["state"])

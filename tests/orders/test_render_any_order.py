@@ -104,7 +104,7 @@ orders = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(payload=orders, language=st.sampled_from(["de", "en"]), width=st.sampled_from([24, 42, 48, 64]))
 def test_every_order_the_model_accepts_renders(payload: dict[str, Any], language: str, width: int) -> None:
     """If intake would store it (validation, routing, hashing all pass), every ticket and the receipt render in both
