@@ -50,11 +50,12 @@ class JobStore:
         self._printers = None if printers is None else json.dumps(sorted(printers))
 
     async def next_for(self, printer: str, now: float, *, max_delay: float) -> aiosqlite.Row | None:
-        """The next due job for a printer: highest priority first, then arrival. ``max_delay``: no retry is due later
-        than this from ``now``, whatever the wall clock did since it was planned."""
+        """The next due job for a printer: pushed orders before a recovered backlog (new orders must not wait behind
+        hours of missed ones), then highest priority, then arrival. ``max_delay``: no retry is due later than this
+        from ``now``, whatever the wall clock did since it was planned."""
         return await self._db.fetchone(
             _JOB_WITH_ORDER + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE}"
-            " ORDER BY j.priority DESC, j.id LIMIT 1",
+            " ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT 1",
             {"printer": printer, "now": now, "max_delay": max_delay},
         )
 
