@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge.alerts.latency import measure_fault_to_mail
 from edge.log import configure_logging
 from edge.ops.measure import measure_startup
+from edge.orders.model import MAX_ITEMS, parse_order
 from edge.printing.decode import decode
+from edge.printing.render import Renderer
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -45,6 +47,7 @@ SIZES = {
         "recovery": 10_000,
         "idle_s": 3.0,
         "alerts": 3,
+        "large": 3,
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -54,6 +57,7 @@ SIZES = {
         "recovery": 2000,
         "idle_s": 1.0,
         "alerts": 1,
+        "large": 2,
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -63,6 +67,7 @@ SIZES = {
         "recovery": 100,
         "idle_s": 0.5,
         "alerts": 1,
+        "large": 1,
     },
 }
 CENTRAL = """
@@ -245,6 +250,48 @@ def bare_python() -> dict[str, float]:
     return {"startup_s": round(startup, 3), "rss_mb": round(rss, 1)}
 
 
+def largest_order(seq: int) -> dict[str, Any]:
+    """The largest legal order: MAX_ITEMS items, each with a modifier and a note, a kitchen ticket and a receipt."""
+    order = make_order(seq, prefix="large", print_receipt=True)
+    pizza = order["items"][0]
+    order["items"] = [
+        pizza | {"sku": f"P-{n}", "name": f"Pizza Nummer {n} mit Käse, Basilikum und Öl"} for n in range(MAX_ITEMS)
+    ]
+    total = f"{MAX_ITEMS * 2 * 10.50:.2f}"
+    order["totals"] = {"subtotal": total, "discount": "0.00", "total": total, "currency": "EUR", "tax": []}
+    return order
+
+
+def render_cpu_ms(order: dict[str, Any], kind: str) -> float:
+    """CPU time of one render (best of 5), as the spool's thread spends it."""
+    renderer, parsed = Renderer(), parse_order(order)
+    render = (lambda: renderer.ticket(parsed, "kitchen")) if kind == "ticket" else (lambda: renderer.receipt(parsed))
+    render()
+    best = math.inf
+    for _ in range(5):
+        t0 = time.process_time()
+        render()
+        best = min(best, time.process_time() - t0)
+    return ms(best)
+
+
+async def small_acks(session: aiohttp.ClientSession, port: int, prefix: str, until: asyncio.Future[Any]) -> list[float]:
+    """Small orders at 50/s until ``until`` is done: the seconds each took to be answered 201."""
+    latencies: list[float] = []
+    n = 0
+    while not until.done():
+        t0 = time.perf_counter()
+        body = json.dumps(make_order(n, prefix=prefix, print_receipt=False))
+        async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", data=body) as response:
+            await response.read()
+            if response.status != 201:
+                raise RuntimeError(f"intake answered {response.status}")
+        latencies.append(time.perf_counter() - t0)
+        n += 1
+        await asyncio.sleep(max(0.0, 0.02 - (time.perf_counter() - t0)))
+    return latencies
+
+
 class Bench:
     def __init__(self, root: Path, size: dict[str, Any]) -> None:
         self.root, self.size = root, size
@@ -381,6 +428,49 @@ class Bench:
             "baseline_smtp_send_p50_ms": await smtp_send_ms(5),
         }
 
+    async def printing(self) -> dict[str, Any]:
+        """The largest legal order (500 items): render CPU per ticket and receipt, and how small orders pushed at 50/s
+        are answered while it is taken, rendered and printed, against the same small orders with nothing else going
+        on (same agent, same run)."""
+        agent = await self.start_agent("large")
+        kitchen, front = self.printers["kitchen"], self.printers["front"]
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        idle: list[float] = []
+        during: list[float] = []
+        big_ack: list[float] = []
+        to_paper: list[float] = []
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for run in range(self.size["large"]):
+                idle += await small_acks(session, agent.port, f"idle{run}", asyncio.ensure_future(asyncio.sleep(1.0)))
+                body = json.dumps(largest_order(run))
+                kitchen_before, front_before = len(kitchen.printed), len(front.printed)
+
+                async def large(body: str = body, k: int = kitchen_before, f: int = front_before) -> None:
+                    t0 = time.perf_counter()
+                    async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", data=body) as response:
+                        await response.read()
+                    acked = time.perf_counter()
+                    big_ack.append(acked - t0)
+                    await kitchen.wait_for_printed(k + 1, timeout=60)
+                    await front.wait_for_printed(f + 1, timeout=60)
+                    to_paper.append(time.perf_counter() - acked)
+
+                work = asyncio.ensure_future(large())
+                during += await small_acks(session, agent.port, f"during{run}", work)
+                await work
+        await self.stop_agent(agent)
+        return {
+            "render_500_items_ticket_cpu_ms": await asyncio.to_thread(render_cpu_ms, largest_order(0), "ticket"),
+            "render_500_items_receipt_cpu_ms": await asyncio.to_thread(render_cpu_ms, largest_order(0), "receipt"),
+            "baseline_example_ticket_cpu_ms": await asyncio.to_thread(render_cpu_ms, make_order(0), "ticket"),
+            "ack_500_items_p50_ms": ms(percentile(big_ack, 0.5)),
+            "ack_to_paper_500_items_p50_s": round(percentile(to_paper, 0.5), 3),
+            "small_ack_during_500_items_p50_ms": ms(percentile(during, 0.5)),
+            "small_ack_during_500_items_max_ms": ms(max(during)),
+            "baseline_small_ack_idle_p50_ms": ms(percentile(idle, 0.5)),
+            "baseline_small_ack_idle_max_ms": ms(max(idle)),
+        }
+
     async def close(self) -> None:
         for agent in self.agents:
             await agent.close()
@@ -396,6 +486,7 @@ async def run(size: dict[str, Any]) -> dict[str, Any]:
                 "recovery": await bench.recovery(),
                 "alert_latency": await bench.alert_latency(),
                 "footprint": await bench.footprint(),
+                "printing": await bench.printing(),
             }
         finally:
             await bench.close()
@@ -428,6 +519,12 @@ def table(result: dict[str, Any]) -> str:
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
         rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")
+    if f := result.get("printing"):
+        ticket, example = f["render_500_items_ticket_cpu_ms"], f["baseline_example_ticket_cpu_ms"]
+        rows.append(f"500-item ticket render cpu ms   {ticket:>9}   {example:>9}")
+        during = f"{f['small_ack_during_500_items_p50_ms']}/{f['small_ack_during_500_items_max_ms']}"
+        idle = f"{f['baseline_small_ack_idle_p50_ms']}/{f['baseline_small_ack_idle_max_ms']}"
+        rows.append(f"ack beside 500 items p50/max ms {during:>13}   {idle}")
     return "\n".join(rows)
 
 

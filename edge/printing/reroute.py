@@ -16,26 +16,16 @@ log = structlog.get_logger()
 
 async def reroute_stranded(jobs: JobStore, printer_for: Callable[[str, str | None], str | None], bus: EventBus) -> None:
     for job in await jobs.reroute(printer_for):
+        which = {"job_id": job.job_id, "order_id": job.order_id, "station": job.station}
         if job.to_printer is None:
-            log.error(
-                "job_held_no_printer",
-                job_id=job.job_id,
-                order_id=job.order_id,
-                printer=job.from_printer,
-                station=job.station,
-                hint="no printer serves this station any more: add it to [stations] (or [receipts]) and restart",
-            )
+            hint = "no printer serves this station any more: add it to [stations] (or [receipts]) and restart"
+            log.error("job_held_no_printer", printer=job.from_printer, hint=hint, **which)
             bus.publish(
                 JobHeld(job_id=job.job_id, order_id=job.order_id, printer=job.from_printer, age_s=0, reason=NO_PRINTER)
             )
         else:
             log.warning(
-                "job_moved_to_configured_printer",
-                job_id=job.job_id,
-                order_id=job.order_id,
-                from_printer=job.from_printer,
-                to_printer=job.to_printer,
-                station=job.station,
+                "job_moved_to_configured_printer", from_printer=job.from_printer, to_printer=job.to_printer, **which
             )
             bus.publish(
                 JobRedirected(
