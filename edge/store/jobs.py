@@ -206,8 +206,8 @@ class JobStore:
                 if target is None and state in ("queued", "failed", "held"):
                     await conn.execute(
                         "UPDATE print_jobs SET state = 'held', held_reason = ?, held_at = COALESCE(held_at, ?)"
-                        " WHERE id = ?",
-                        (NO_PRINTER, self._clock.wall(), job_id),
+                        " WHERE id = ? AND state = ?",
+                        (NO_PRINTER, self._clock.wall(), job_id, state),
                     )
                 elif target is not None:
                     # Held for want of a printer: back in line (a stale hold is judged again by the spool).
@@ -216,8 +216,9 @@ class JobStore:
                         " redirected_from = CASE WHEN ?1 = ?2 THEN redirected_from"
                         " ELSE COALESCE(redirected_from, ?2) END,"
                         " state = CASE WHEN held_reason = ?3 THEN 'queued' ELSE state END,"
-                        " held_reason = CASE WHEN held_reason = ?3 THEN NULL ELSE held_reason END WHERE id = ?4",
-                        (target, printer, NO_PRINTER, job_id),
+                        " held_reason = CASE WHEN held_reason = ?3 THEN NULL ELSE held_reason END"
+                        " WHERE id = ?4 AND state = ?5",
+                        (target, printer, NO_PRINTER, job_id, state),
                     )
                 else:
                     continue  # dead with no route: it stays dead, a person sees it; retry is refused while unrouted
