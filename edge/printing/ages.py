@@ -7,14 +7,19 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import aiosqlite
+
 from edge.clock import Clock
 from edge.config import PrintingSettings
+
+# A job row as the job store returns it (with its order's created_at and received_at), or a mapping like it.
+JobRow = aiosqlite.Row | Mapping[str, Any]
 
 # Jobs whose receipt time is remembered; past this the oldest entries go (they fall back to the wall clock).
 _REMEMBERED = 50_000
 
 
-def order_lateness(job: Mapping[str, Any]) -> float:
+def order_lateness(job: JobRow) -> float:
     """Seconds from the order's created_at (central's clock) to our storing it (ours), never below 0.
 
     A created_at in the future (central's clock ahead, or ours behind: a box booted in 1970) counts as 0: such an
@@ -58,7 +63,7 @@ class JobAges:
     def forget(self, job_id: int) -> None:
         self._since.pop(job_id, None)
 
-    def waited(self, job: Mapping[str, Any]) -> float:
+    def waited(self, job: JobRow) -> float:
         """Seconds the job has waited since it was created (stored, or queued as a copy)."""
         since = self._since.get(job["id"])
         if since is None:
@@ -66,11 +71,11 @@ class JobAges:
             since = self._since[job["id"]]
         return max(0.0, self._clock.mono() - since)
 
-    def age(self, job: Mapping[str, Any]) -> float:
+    def age(self, job: JobRow) -> float:
         """The order's age as far as this box can tell: late when stored, plus waited since."""
         return order_lateness(job) + self.waited(job)
 
-    def stale_after_s(self, job: Mapping[str, Any]) -> float:
+    def stale_after_s(self, job: JobRow) -> float:
         """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min),
         one age for receipts; 0 means never."""
         if job["kind"] == "receipt":

@@ -25,6 +25,9 @@ _DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
 _CONFIGURED = "(:printers IS NULL OR printer IN (SELECT value FROM json_each(:printers)))"
 
 
+# The store has a method called list: inside the class, "list" is that method, not the type.
+_List = list
+
 # Held because its printer left the config and nothing serves its station: it moves on once a route is back.
 NO_PRINTER = "no_printer"
 STALE = "stale"
@@ -67,7 +70,7 @@ class JobStore:
         )
         return None if row is None or row[0] is None else float(row[0])
 
-    async def waiting(self) -> list[tuple[int, float]]:
+    async def waiting(self) -> _List[tuple[int, float]]:
         """(id, created_at) of every job that will print on its own (queued, failed)."""
         rows = await self._db.fetchall("SELECT id, created_at FROM print_jobs WHERE state IN ('queued', 'failed')")
         return [(r[0], r[1]) for r in rows]
@@ -78,12 +81,12 @@ class JobStore:
             raise NotFoundError(f"print job {job_id} does not exist")
         return row
 
-    async def for_order(self, order_id: str) -> list[aiosqlite.Row]:
+    async def for_order(self, order_id: str) -> _List[aiosqlite.Row]:
         return await self._db.fetchall("SELECT * FROM print_jobs WHERE order_id = ? ORDER BY id", (order_id,))
 
     async def list(
         self, *, state: str | None = None, printer: str | None = None, limit: int = 100
-    ) -> list[aiosqlite.Row]:
+    ) -> _List[aiosqlite.Row]:
         return await self._db.fetchall(
             "SELECT j.*, o.number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
             " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
@@ -126,7 +129,7 @@ class JobStore:
             await cursor.close()
         return held
 
-    async def release_held(self, job_id: int | None = None) -> list[int]:
+    async def release_held(self, job_id: int | None = None) -> _List[int]:
         """A person says print it anyway: one held job (or all when ``job_id`` is None) back in line, never held again.
 
         A job whose printer is not configured stays held: released, it would wait for a printer that is not there.
@@ -155,7 +158,7 @@ class JobStore:
             if not changed:
                 await self._refused(conn, job_id, ("held", "failed", "dead"), "discarded")
 
-    async def redirect(self, station: str, *, from_printer: str, to_printer: str) -> list[tuple[int, str]]:
+    async def redirect(self, station: str, *, from_printer: str, to_printer: str) -> _List[tuple[int, str]]:
         """Move a station's waiting tickets from a paused printer to a backup in one step; a job in flight stays put.
 
         Returns (job id, order id) of each job moved.
@@ -172,7 +175,9 @@ class JobStore:
 
     async def _refused(self, conn: aiosqlite.Connection, job_id: int, wanted: tuple[str, ...], verb: str) -> None:
         """Raise why a job could not be changed: it does not exist, it is in the wrong state, or its printer is gone."""
-        rows = await conn.execute_fetchall("SELECT state, printer, station FROM print_jobs WHERE id = ?", (job_id,))
+        rows = _List(
+            await conn.execute_fetchall("SELECT state, printer, station FROM print_jobs WHERE id = ?", (job_id,))
+        )
         if not rows:
             raise NotFoundError(f"print job {job_id} does not exist")
         state, printer, station = rows[0]
@@ -184,7 +189,7 @@ class JobStore:
         states = ", ".join(wanted[:-1]) + (" or " if len(wanted) > 1 else "") + wanted[-1]
         raise WrongStateError(f"print job {job_id} is {state}, only {states} jobs can be {verb}")
 
-    async def reroute(self, printer_for: Callable[[str, str | None], str | None]) -> list[Rerouted]:
+    async def reroute(self, printer_for: Callable[[str, str | None], str | None]) -> _List[Rerouted]:
         """At start-up: every job not yet done whose printer left the config moves to the printer that now serves its
         station (receipts: the receipt printer), marked as moved; with no route it is held (reason no_printer). A job
         held for that reason moves on as soon as a route is back. Needs ``printers``; printed and discarded jobs stay
@@ -292,7 +297,7 @@ class JobStore:
                 )
         return state, attempts
 
-    async def requeue_interrupted(self) -> list[int]:
+    async def requeue_interrupted(self) -> _List[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
@@ -321,17 +326,19 @@ class JobStore:
 
     async def add_copies(
         self, order_id: str, *, station: str | None = None, printer_for: Callable[[str, str | None], str | None]
-    ) -> list[int]:
+    ) -> _List[int]:
         """Queue a COPY of each original job of an order (or of one station's ticket), released: a person asked.
 
         Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
         which may have been renamed or removed since.
         """
         async with self._db.transaction() as conn:
-            originals = await conn.execute_fetchall(
-                "SELECT kind, station, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
-                " AND (?2 IS NULL OR station = ?2) ORDER BY id",
-                (order_id, station),
+            originals = _List(
+                await conn.execute_fetchall(
+                    "SELECT kind, station, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
+                    " AND (?2 IS NULL OR station = ?2) ORDER BY id",
+                    (order_id, station),
+                )
             )
             if not originals:
                 what = f"a ticket for station {station!r}" if station else "print jobs"
@@ -342,12 +349,14 @@ class JobStore:
                 what = f"station {job_station!r}" if kind == "ticket" else "receipts"
                 raise WrongStateError(f"order {order_id}: no printer serves {what} now; add one to the config")
             now = self._clock.wall()
-            new_ids = []
+            new_ids: _List[int] = []
             for (kind, job_station, priority), printer in zip(originals, targets, strict=True):
-                count = await conn.execute_fetchall(
+                cursor = await conn.execute(
                     "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?",
                     (order_id, kind, job_station),
                 )
+                (count,) = await cursor.fetchone() or (0,)
+                await cursor.close()
                 # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(
                     "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, released_at,"
@@ -360,9 +369,10 @@ class JobStore:
                         priority,
                         now,
                         now,
-                        job_key(order_id, kind, job_station, count[0][0]),
+                        job_key(order_id, kind, job_station, count),
                     ),
                 )
+                assert cursor.lastrowid is not None  # an INSERT into a rowid table
                 new_ids.append(cursor.lastrowid)
                 await cursor.close()
         return new_ids
