@@ -157,7 +157,7 @@ class Spooler:
                 return
             try:
                 # Off the loop: a 500-item ticket is tens of ms of CPU; in a thread the loop gets the GIL back
-                # every switch interval (5 ms), so intake and group commit go on meanwhile.
+                # within the switch interval (the agent sets 1 ms), so intake and group commit go on meanwhile.
                 data = await asyncio.to_thread(self._render, job)
             except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
                 log.exception("render_failed", device_id=self.name)
