@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import time
@@ -16,6 +17,7 @@ from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from edge.store import Database, JobStore
 from tests.api.test_intake import post
+from tests.conftest import TOKEN
 from tests.printing.test_spooler import job_rows, wait_until
 
 
@@ -148,3 +150,33 @@ async def test_any_exception_in_a_transport_ends_in_a_recorded_outcome(
     assert fired
     assert ("KOPIE / COPY" in decode(printed[-1]).text) == bool(copy)
     await wait_until(lambda: job_rows(agent) == [("printed", attempts, copy)])
+
+
+async def test_a_render_failure_recorded_after_a_person_discarded_the_job_leaves_it_discarded(
+    make_agent: Any, tmp_path: Path, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """An operator template that takes a second and then fails for one order: while its retry renders, a person
+    discards the job (HTTP); the render failure that follows does not bring the job back (not failed, not dead)."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    builtin = (Path(__file__).parents[2] / "edge" / "printing" / "templates" / "ticket.j2").read_text()
+    slow_failure = (
+        '{% if order.number == "SLOW" %}{% set ns = namespace(a=0) %}'
+        "{% for i in range(2000000) %}{% set ns.a = ns.a + i %}{% endfor %}{{ no_such_field }}{% endif %}"
+    )
+    (templates / "ticket.j2").write_text(slow_failure + builtin)
+    agent = await make_agent(
+        printing={"template_dir": str(templates)}, spool={"retry_base_s": 0.05, "retry_max_s": 0.1}
+    )
+    example_order.update(number="SLOW", print_receipt=False)
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
+        assert (await post(api, example_order))[0] == 201
+        await wait_until(lambda: job_rows(agent)[0][:2] == ("failed", 1))
+        await asyncio.sleep(0.4)  # the retry is rendering now (it takes about a second)
+        async with api.post("/api/v1/jobs/1/discard") as response:
+            assert response.status == 200, await response.text()
+        await asyncio.sleep(2.5)  # the render fails meanwhile
+    assert job_rows(agent, "SELECT state, attempts FROM print_jobs") == [("discarded", 1)]
+    assert printers["kitchen"].printed == []
