@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
 from zoneinfo import ZoneInfo
 
@@ -23,10 +24,12 @@ from edge.metrics import WAITING_STATES, Metrics
 from edge.ops import DataDirLock, Housekeeping
 from edge.orders.intake import OrderIntake, Router
 from edge.orders.model import parse_order
+from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver
 from edge.printing.failover import Failover
 from edge.printing.render import Renderer, print_options
-from edge.printing.spooler import Spooler, stale_ages
+from edge.printing.reroute import reroute_stranded
+from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.store import Database, JobStore, OrderStore
@@ -36,6 +39,9 @@ from edge.systemd import Notifier
 from edge.transports import FileTransport, SerialTransport, TcpTransport, Transport, UsbTransport
 
 log = structlog.get_logger()
+
+_UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
+_SWITCH_INTERVAL_S = 0.001
 
 
 def make_driver(printer: PrinterSettings) -> PrinterDriver:
@@ -108,7 +114,8 @@ class Agent:
 
     def render_job(self, job: aiosqlite.Row) -> bytes:
         order = parse_order(json.loads(job["payload"]))
-        printer = self.settings.printers[job["printer"]]
+        # A job of a printer that left the config (history, or held with no route) previews at the default width.
+        printer = self.settings.printers.get(job["printer"]) or _UNCONFIGURED
         language = self.settings.agent.language
         options = print_options(printer)
         if job["kind"] == "ticket":
@@ -163,6 +170,9 @@ class Agent:
 
     async def start(self) -> None:
         s = self.settings
+        # Long tickets render (and large orders validate) in threads; while one holds the GIL the loop waits up
+        # to this long for it each time (default 5 ms), so 1 ms keeps the loop within its 20 ms budget.
+        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
         # One agent per data directory; `edge restore` takes the same lock, so it cannot run under us.
         self._lock = DataDirLock.acquire(s.agent.data_dir)
         try:
@@ -176,10 +186,14 @@ class Agent:
         if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
             self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock)
             self.alerter.start()
-        orders, jobs = OrderStore(self.db, clock=self.clock), JobStore(self.db)
+        orders, jobs = OrderStore(self.db, clock=self.clock), JobStore(self.db, clock=self.clock, printers=s.printers)
         if interrupted := await jobs.requeue_interrupted():
             log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
-        stale_after_s = stale_ages(s.printing, s.staleness)
+        router = Router.from_settings(s)
+        await reroute_stranded(jobs, router.printer_for, self.bus)
+        ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness)
+        ages.seed(await jobs.waiting())
+        self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
         for name, printer in s.printers.items():
             self.spoolers[name] = Spooler(
                 printer=printer,
@@ -188,7 +202,8 @@ class Agent:
                 render=self.render_job,
                 bus=self.bus,
                 spool=s.spool,
-                stale_after_s=stale_after_s,
+                ages=ages,
+                clock=self.clock,
             )
         self.bus.subscribe(self._on_order_stored, OrderStored)
         for spooler in self.spoolers.values():
@@ -203,7 +218,7 @@ class Agent:
             self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
             self.scanners[name].start()
 
-        intake = OrderIntake(Router.from_settings(s), orders, self.bus)
+        intake = OrderIntake(router, orders, self.bus)
         if s.central.url:  # without a central API the core runs the same, there is just nothing to reconcile with
             self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus, clock=self.clock)
             await self.sync.start()

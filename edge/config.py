@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.errors import ConfigError
 
-_NAME_RE = re.compile(r"^[a-z0-9_\-]{1,32}$")
+_NAME_RE = re.compile(r"[a-z0-9_\-]{1,32}")  # fullmatch: "$" would let a trailing newline through
 
 
 class Secret:
@@ -114,7 +114,7 @@ def _host_names(v: list[str]) -> str | None:
 
 
 def _name(v: str) -> str | None:
-    return None if _NAME_RE.match(v) else f"must be 1-32 lowercase letters, digits, '-' or '_', got {v!r}"
+    return None if _NAME_RE.fullmatch(v) else f"must be 1-32 lowercase letters, digits, '-' or '_', got {v!r}"
 
 
 def _usb_id(v: int) -> str | None:
@@ -389,7 +389,7 @@ class AlertSettings:
 def _central_url(v: str) -> str | None:
     return (
         None
-        if not v or re.match(r"^https?://[^/\s]+", v)
+        if not v or re.fullmatch(r"https?://[^/\s]+(/\S*)?", v)
         else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
     )
 

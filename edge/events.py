@@ -76,12 +76,14 @@ class PrinterStatusChanged(Event):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JobHeld(Event):
-    """A ticket waited longer than its station's stale age: a person releases or discards it."""
+    """A ticket waited longer than its station's stale age, or its printer left the config and nothing serves its
+    station: a person releases (or routes) or discards it."""
 
     job_id: int
     order_id: str
     printer: str
     age_s: float
+    reason: str = "stale"  # stale | no_printer
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -166,6 +168,16 @@ class RecoveryOrderInvalid(Event):
     order_id: str
     number: str | None
     reason: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OrderTotalsMismatched(Event):
+    """An order was stored whose totals do not add up (items, subtotal, discount, total, tax); it prints as sent."""
+
+    order_id: str
+    number: str
+    problems: tuple[str, ...]
+    source: str  # "push" or "recovery"
 
 
 Handler = Callable[[Any], None]

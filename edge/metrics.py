@@ -19,6 +19,7 @@ from edge.events import (
     JobPrinted,
     OrderConflicted,
     OrderStored,
+    OrderTotalsMismatched,
     PrinterStatusChanged,
     RecoveryCompleted,
     RecoveryFailed,
@@ -110,10 +111,17 @@ class Metrics:
         )
         self.scans = Counter("edge_scans", "Barcode scans, by scanner and outcome", ["scanner", "outcome"], registry=r)
         self.storage_ok = Gauge("edge_storage_writable", "1 while the database takes writes", registry=r)
+        self.totals_mismatched = Counter(
+            "edge_order_totals_mismatched",
+            "Orders stored whose totals do not add up, by source",
+            ["source"],
+            registry=r,
+        )
         self.storage_ok.set(1)
         self.central_up.set(1)  # until the link monitor says otherwise; no monitor means nothing to alert on
         for source in ("push", "recovery"):
             self.orders.labels(source)
+            self.totals_mismatched.labels(source)
         for name in printers:
             for outcome in ("printed", "failed", "dead"):
                 self.job_outcomes.labels(name, outcome)  # present at 0 from the start, so rate() works on the first job
@@ -138,6 +146,7 @@ class Metrics:
             StorageRecovered: lambda e: self.storage_ok.set(1),
             OrderConflicted: lambda e: self.recovery_conflicts.inc() if e.source == "recovery" else None,
             RecoveryOrderInvalid: lambda e: self.recovery_invalid.inc(),
+            OrderTotalsMismatched: lambda e: self.totals_mismatched.labels(e.source).inc(),
         }
 
     def _job_printed(self, event: JobPrinted) -> None:

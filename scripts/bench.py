@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge.alerts.latency import measure_fault_to_mail
 from edge.log import configure_logging
 from edge.ops.measure import measure_startup
+from edge.orders.model import MAX_ITEMS, parse_order
 from edge.printing.decode import decode
+from edge.printing.render import Renderer
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -49,6 +51,7 @@ SIZES = {
         "storage": {1: 300, 8: 800},
         "flood_orders": 20,
         "fleet": {"agents": 1000, "old_defaults": True},
+        "large": 3,
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -61,6 +64,7 @@ SIZES = {
         "storage": {1: 100, 8: 400},
         "flood_orders": 10,
         "fleet": {"agents": 300, "old_defaults": False},  # the old defaults' 30 s start delay alone breaks "quick"
+        "large": 2,
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -73,6 +77,7 @@ SIZES = {
         "storage": {1: 10, 8: 40},
         "flood_orders": 0,  # none: the flood takes ~8 s, too long for the CI smoke run
         "fleet": {"agents": 20, "old_defaults": False},
+        "large": 1,
     },
 }
 # The fleet: missed orders per store, and what the central simulator answers per second before it sends 429.
@@ -359,6 +364,48 @@ async def wait_all_printed(db_path: Path, timeout: float) -> float:
         db.close()
 
 
+def largest_order(seq: int) -> dict[str, Any]:
+    """The largest legal order: MAX_ITEMS items, each with a modifier and a note, a kitchen ticket and a receipt."""
+    order = make_order(seq, prefix="large", print_receipt=True)
+    pizza = order["items"][0]
+    order["items"] = [
+        pizza | {"sku": f"P-{n}", "name": f"Pizza Nummer {n} mit Käse, Basilikum und Öl"} for n in range(MAX_ITEMS)
+    ]
+    total = f"{MAX_ITEMS * 2 * 10.50:.2f}"
+    order["totals"] = {"subtotal": total, "discount": "0.00", "total": total, "currency": "EUR", "tax": []}
+    return order
+
+
+def render_cpu_ms(order: dict[str, Any], kind: str) -> float:
+    """CPU time of one render (best of 5), as the spool's thread spends it."""
+    renderer, parsed = Renderer(), parse_order(order)
+    render = (lambda: renderer.ticket(parsed, "kitchen")) if kind == "ticket" else (lambda: renderer.receipt(parsed))
+    render()
+    best = math.inf
+    for _ in range(5):
+        t0 = time.process_time()
+        render()
+        best = min(best, time.process_time() - t0)
+    return ms(best)
+
+
+async def small_acks(session: aiohttp.ClientSession, port: int, prefix: str, until: asyncio.Future[Any]) -> list[float]:
+    """Small orders at 50/s until ``until`` is done: the seconds each took to be answered 201."""
+    latencies: list[float] = []
+    n = 0
+    while not until.done():
+        t0 = time.perf_counter()
+        body = json.dumps(make_order(n, prefix=prefix, print_receipt=False))
+        async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", data=body) as response:
+            await response.read()
+            if response.status != 201:
+                raise RuntimeError(f"intake answered {response.status}")
+        latencies.append(time.perf_counter() - t0)
+        n += 1
+        await asyncio.sleep(max(0.0, 0.02 - (time.perf_counter() - t0)))
+    return latencies
+
+
 class Bench:
     def __init__(self, root: Path, size: dict[str, Any]) -> None:
         self.root, self.size = root, size
@@ -592,6 +639,49 @@ class Bench:
             else None,
         }
 
+    async def printing(self) -> dict[str, Any]:
+        """The largest legal order (500 items): render CPU per ticket and receipt, and how small orders pushed at 50/s
+        are answered while it is taken, rendered and printed, against the same small orders with nothing else going
+        on (same agent, same run)."""
+        agent = await self.start_agent("large")
+        kitchen, front = self.printers["kitchen"], self.printers["front"]
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        idle: list[float] = []
+        during: list[float] = []
+        big_ack: list[float] = []
+        to_paper: list[float] = []
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for run in range(self.size["large"]):
+                idle += await small_acks(session, agent.port, f"idle{run}", asyncio.ensure_future(asyncio.sleep(1.0)))
+                body = json.dumps(largest_order(run))
+                kitchen_before, front_before = len(kitchen.printed), len(front.printed)
+
+                async def large(body: str = body, k: int = kitchen_before, f: int = front_before) -> None:
+                    t0 = time.perf_counter()
+                    async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", data=body) as response:
+                        await response.read()
+                    acked = time.perf_counter()
+                    big_ack.append(acked - t0)
+                    await kitchen.wait_for_printed(k + 1, timeout=60)
+                    await front.wait_for_printed(f + 1, timeout=60)
+                    to_paper.append(time.perf_counter() - acked)
+
+                work = asyncio.ensure_future(large())
+                during += await small_acks(session, agent.port, f"during{run}", work)
+                await work
+        await self.stop_agent(agent)
+        return {
+            "render_500_items_ticket_cpu_ms": await asyncio.to_thread(render_cpu_ms, largest_order(0), "ticket"),
+            "render_500_items_receipt_cpu_ms": await asyncio.to_thread(render_cpu_ms, largest_order(0), "receipt"),
+            "baseline_example_ticket_cpu_ms": await asyncio.to_thread(render_cpu_ms, make_order(0), "ticket"),
+            "ack_500_items_p50_ms": ms(percentile(big_ack, 0.5)),
+            "ack_to_paper_500_items_p50_s": round(percentile(to_paper, 0.5), 3),
+            "small_ack_during_500_items_p50_ms": ms(percentile(during, 0.5)),
+            "small_ack_during_500_items_max_ms": ms(max(during)),
+            "baseline_small_ack_idle_p50_ms": ms(percentile(idle, 0.5)),
+            "baseline_small_ack_idle_max_ms": ms(max(idle)),
+        }
+
     async def close(self) -> None:
         for agent in self.agents:
             await agent.close()
@@ -609,6 +699,7 @@ async def run(size: dict[str, Any], *, fsync_ms: float = 10.0) -> dict[str, Any]
                 "footprint": await bench.footprint(),
                 "storage": await bench.storage(fsync_ms),
                 "fleet": await bench.fleet(),
+                "printing": await bench.printing(),
             }
             if size["flood_orders"]:
                 result["api_flood"] = await bench.api_flood()
@@ -663,6 +754,12 @@ def table(result: dict[str, Any]) -> str:
             f"order in a flood p50/max ms     {f['p50_ms']:>5}/{f['max_ms']:<7}"
             f" {f['baseline_p50_ms']:>5}/{f['baseline_max_ms']}"
         )
+    if f := result.get("printing"):
+        ticket, example = f["render_500_items_ticket_cpu_ms"], f["baseline_example_ticket_cpu_ms"]
+        rows.append(f"500-item ticket render cpu ms   {ticket:>9}   {example:>9}")
+        during = f"{f['small_ack_during_500_items_p50_ms']}/{f['small_ack_during_500_items_max_ms']}"
+        idle = f"{f['baseline_small_ack_idle_p50_ms']}/{f['baseline_small_ack_idle_max_ms']}"
+        rows.append(f"ack beside 500 items p50/max ms {during:>13}   {idle}")
     return "\n".join(rows)
 
 

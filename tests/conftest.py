@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,25 @@ import pytest
 from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings, parse_settings
+from edge.sim.orders import taken_at
 from edge.sim.printer import SimPrinter
 
 TOKEN = "test-token-0123456789"
 EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
 
 
+def fresh(order: dict[str, Any]) -> dict[str, Any]:
+    """The order as if taken just now (to the microsecond: tests hold tickets after well under a second).
+
+    Staleness is the order's own age (created_at): the contract example as shipped (22 Nov 2026) is an old order
+    that would be held, not printed."""
+    return taken_at(order, datetime.now(UTC))
+
+
 @pytest.fixture
 def example_order() -> dict[str, Any]:
-    """The backend's contract example, exactly as shipped (a fresh copy per test)."""
-    return copy.deepcopy(EXAMPLE)
+    """The backend's contract example as shipped (a fresh copy per test), taken just now (see ``fresh``)."""
+    return fresh(copy.deepcopy(EXAMPLE))
 
 
 def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: Any) -> dict[str, Any]:

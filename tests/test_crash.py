@@ -27,7 +27,9 @@ CLIENTS = 4
 @pytest.mark.crash
 async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path) -> None:
     """Every 2xx'd order is stored once, every ticket and receipt reaches paper, extra prints say COPY,
-    and the central API got every status event, once per idempotency key."""
+    and the central API got every status event, once per idempotency key — also when, under the same load,
+    paper runs out in the middle of a kitchen ticket and the kitchen printer is renamed in the config
+    (the agent stopped, the config changed, the agent started again)."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     central = CentralSim("crash-test", token=TOKEN)
     await kitchen.start()
@@ -36,15 +38,20 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
     port = free_port()
     data_dir = tmp_path / "data"
     central_toml = f'\n[central]\nurl = "{central.url}"\ntoken = "{TOKEN}"\nstart_jitter_s = 0\n'
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=data_dir,
-        api_port=port,
-        token=TOKEN,
-        printers={"kitchen": kitchen.port, "front": front.port},
-        store_id="crash-test",
-        extra=central_toml,
-    )
+
+    def configure(kitchen_name: str) -> Path:
+        return write_config(
+            tmp_path / "edge.toml",
+            data_dir=data_dir,
+            api_port=port,
+            token=TOKEN,
+            printers={kitchen_name: kitchen.port, "front": front.port},
+            store_id="crash-test",
+            extra=central_toml,
+            kitchen=kitchen_name,
+        )
+
+    config = configure("kitchen")
     agent = AgentProcess(config, port, tmp_path / "agent.log")
     await agent.start()
 
@@ -70,15 +77,43 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
                         pass
                     await asyncio.sleep(0.05)
 
-    async def killer() -> None:
+    async def paper_out_mid_ticket() -> None:
+        """The kitchen roll runs out 300 bytes into a ticket (about half of one); a new roll 1 s later."""
+        kitchen.paper_out_after = 300
+        while kitchen.paper_out_after is not None:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        kitchen.paper_out = False
+
+    async def rename_kitchen_printer() -> None:
+        """Stop the agent with kitchen tickets waiting (the printer off for a moment), rename the kitchen printer in
+        the config (same device), start it again: the waiting tickets move to the new name."""
+        kitchen.set_offline(True)
+        await asyncio.sleep(0.5)
+        assert await agent.terminate() == 0
+        configure("pass")
+        kitchen.set_offline(False)
+        await agent.start()
+
+    async def disruptor() -> None:
         rng = random.Random(7)
-        for _ in range(KILLS):
+        faults = ["kill"] * KILLS + ["paper", "rename"]
+        rng.shuffle(faults)
+        refill: asyncio.Task[None] | None = None
+        for fault in faults:
             await asyncio.sleep(rng.uniform(0.3, 1.5))
-            await agent.kill()
-            await agent.start()
+            if fault == "paper":
+                refill = asyncio.create_task(paper_out_mid_ticket())
+            elif fault == "rename":
+                await rename_kitchen_printer()
+            else:
+                await agent.kill()
+                await agent.start()
+        if refill is not None:
+            await refill
 
     try:
-        await asyncio.wait_for(asyncio.gather(killer(), *(client() for _ in range(CLIENTS))), timeout=150)
+        await asyncio.wait_for(asyncio.gather(disruptor(), *(client() for _ in range(CLIENTS))), timeout=150)
         assert len(acknowledged) == ORDERS
 
         expected_tickets = collections.Counter()
@@ -129,7 +164,14 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
 
         with sqlite3.connect(data_dir / "edge.db") as conn:
             events = collections.Counter(r[0] for r in conn.execute("SELECT event FROM outbox"))
+            kitchen_printers = {
+                r[0] for r in conn.execute("SELECT DISTINCT printer FROM print_jobs WHERE kind = 'ticket'")
+            }
         assert events["received"] == ORDERS and events["printed"] == expected_jobs
+        assert kitchen_printers <= {"kitchen", "pass"}  # tickets printed before the rename keep the old name
+        log = (tmp_path / "agent.log").read_text(errors="replace")
+        assert "job_uncertain" in log  # paper ran out mid-ticket: reprinted whole as COPY (checked above)
+        assert "job_moved_to_configured_printer" in log
     finally:
         if agent.proc and agent.proc.returncode is None:
             await agent.kill()

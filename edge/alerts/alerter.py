@@ -38,6 +38,7 @@ from edge.events import (
     JobDead,
     JobHeld,
     OrderConflicted,
+    OrderTotalsMismatched,
     PrinterStatusChanged,
     RecoveryCompleted,
     RecoveryFailed,
@@ -187,7 +188,13 @@ class Alerter:
                     "print_job_held",
                     event.printer,
                     True,
-                    item={"id": event.job_id, "order": event.order_id, "age_min": round(event.age_s / 60)},
+                    item={"id": event.job_id, "order": event.order_id, "age_min": round(event.age_s / 60)}
+                    | ({"reason": event.reason} if event.reason != "stale" else {}),
+                )
+            case OrderTotalsMismatched():
+                item = {"id": event.order_id, "order": event.number, "error": event.problems[0][:120]}
+                self._signal(
+                    "order_totals_mismatch", "totals", True, order=event.number, detail=event.problems[0], item=item
                 )
             case CentralLinkChanged(up=up, detail=detail):
                 if up:
@@ -460,6 +467,7 @@ class Alerter:
             StorageRecovered,
             OrderConflicted,
             RecoveryOrderInvalid,
+            OrderTotalsMismatched,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._tasks = [

@@ -22,12 +22,12 @@ from edge.ops.lock import AgentRunningError, DataDirLock
 from edge.store import Database
 from edge.store.alerts import AlertStore
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
-    match = _DURATION_RE.match(text.strip())
+    match = _DURATION_RE.fullmatch(text.strip())
     if not match:
         raise EdgeError(f"duration {text!r}: use a number and s, m, h or d, e.g. 30m or 2h")
     return float(match.group(1)) * _UNITS[match.group(2)]

@@ -38,6 +38,7 @@ LABELS: dict[str, dict[str, Any]] = {
             "attempts": "Versuche",
             "error": "Fehler",
             "age_min": "Wartezeit (min)",
+            "reason": "Grund",
         },
     },
     "en": {
@@ -64,6 +65,7 @@ LABELS: dict[str, dict[str, Any]] = {
             "attempts": "attempts",
             "error": "error",
             "age_min": "waited (min)",
+            "reason": "reason",
         },
     },
 }
@@ -221,6 +223,19 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " stored nor printed.",
             "Have the order corrected at the central backend and, if still needed, handle it by hand; the recovery"
             " run shows the reason (status page or edge recovery status).",
+        ),
+    },
+    "order_totals_mismatch": {
+        "de": (
+            "Bestellung {order}: Summen stimmen nicht",
+            "Die Summen der Bestellung {order} passen nicht zusammen ({detail}). "
+            "Bon und Beleg wurden wie gesendet gedruckt.",
+            "Beleg prüfen und der Zentrale melden: die Kasse oder der Onlineshop berechnet falsch.",
+        ),
+        "en": (
+            "Order {order}: totals do not add up",
+            "The totals of order {order} do not add up ({detail}). Ticket and receipt were printed as sent.",
+            "Check the receipt and tell the central office: the till or web shop computes it wrong.",
         ),
     },
 }

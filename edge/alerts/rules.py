@@ -12,7 +12,7 @@ from edge.config import AlertSettings
 
 CRITICAL, WARNING = "critical", "warning"
 
-_CLOCK_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+_CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,7 @@ class AlertType:
     # Alert types (by name) whose firing group with the same subject ("*": any subject) holds this one back:
     # the manager is told the cause, not every symptom of it.
     inhibited_by: tuple[tuple[str, bool], ...] = ()
+    remind: bool = True  # False: each occurrence is the whole story (mailed once, with later ones as news)
 
 
 _SAME_SUBJECT, _ANY_SUBJECT = True, False
@@ -50,6 +51,7 @@ TYPES: dict[str, AlertType] = {
         # Found by recovery; grouped per kind, one item per order. Resolved by a later run that finds none.
         AlertType("recovery_conflict", WARNING),  # the local version was printed; the backend's differs
         AlertType("recovery_invalid", CRITICAL),  # the backend has an order this store never printed
+        AlertType("order_totals_mismatch", WARNING, remind=False),
     )
 }
 
@@ -112,7 +114,7 @@ def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
         return Due("firing", fires)  # its last mail said resolved, its news since went to the digest
     if group["new_items"] and now >= group["last_sent_at"] + cfg.group_interval_s:
         return Due("firing", max(0, fires - group["new_items"]))
-    if now >= group["last_sent_at"] + cfg.repeat_interval_s:
+    if TYPES[group["type"]].remind and now >= group["last_sent_at"] + cfg.repeat_interval_s:
         return Due("reminder", fires)
     return None
 

@@ -71,6 +71,7 @@ def job_json(row: aiosqlite.Row) -> dict[str, Any]:
         "last_error": row["last_error"],
         "created_at": row["created_at"],
         "printed_at": row["printed_at"],
+        "held_reason": row["held_reason"],  # stale | no_printer, while held
     }
 
 
@@ -130,7 +131,7 @@ async def post_reprint(request: web.Request) -> web.Response:
         station = body.get("station")
     if await deps.orders.get(order_id) is None:
         raise NotFoundError(f"order {order_id} does not exist")
-    job_ids = await deps.jobs.add_copies(order_id, station=station)
+    job_ids = await deps.jobs.add_copies(order_id, station=station, printer_for=deps.intake.router.printer_for)
     for printer in {row["printer"] for row in await deps.jobs.for_order(order_id)}:
         deps.wake_printer(printer)
     return web.json_response({"order_id": order_id, "job_ids": job_ids}, status=201)
@@ -151,6 +152,11 @@ async def get_printers(request: web.Request) -> web.Response:
                 "jobs": {state: counts.get((name, state), 0) for state in JOB_STATES},
             }
         )
+    # A printer that left the config but still has jobs not done (held, dead) is listed, never invisible.
+    for name in sorted({p for (p, state), n in counts.items() if n and state not in ("printed", "discarded")}):
+        if name not in deps.settings.printers:
+            jobs = {state: counts.get((name, state), 0) for state in JOB_STATES}
+            printers.append({"name": name, "type": None, "state": "not_configured", "detail": "", "jobs": jobs})
     return web.json_response({"printers": printers})
 
 

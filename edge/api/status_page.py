@@ -6,6 +6,7 @@ are "does it print, is the line to central up, did it catch up after the outage,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from edge import __version__
 from edge.api.errors import path_id
-from edge.errors import StoreError
+from edge.errors import StoreError, WrongStateError
 from edge.metrics import WAITING_STATES
 from edge.printing.decode import preview
 from edge.store.status import StatusStore
@@ -242,7 +243,11 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         assert deps.render_job is not None  # the agent always sets it
         printer = deps.settings.printers.get(job["printer"])
         width = printer.width if printer else 48
-        return web.Response(text=preview(deps.render_job(job), width=width), content_type="text/plain")
+        try:
+            data = await asyncio.to_thread(deps.render_job, job)  # a long ticket must not stall the loop
+        except Exception as err:  # an order stored by an older, laxer intake: say why, never a 500
+            raise WrongStateError(f"print job {job['id']} cannot be rendered: {err}") from err
+        return web.Response(text=preview(data, width=width), content_type="text/plain")
 
     app.router.add_get("/", page)
     app.router.add_static("/static/", _HERE / "static")

@@ -13,13 +13,19 @@ from typing import Any
 from edge.errors import InvalidOrderError
 
 # ':' is the separator inside ticket QR codes (edge:v1:<id>:<station>), so ids and stations never hold it.
-_ID = (re.compile(r"^[A-Za-z0-9_.\-]{1,64}$"), "1-64 letters, digits, '_', '.' or '-'")
-_STATION = (re.compile(r"^[a-z0-9_\-]{1,32}$"), "1-32 lowercase letters, digits, '_' or '-'")
-_MONEY_RE = re.compile(r"^-?\d{1,9}(\.\d{1,4})?$")
-_CURRENCY = (re.compile(r"^[A-Z]{3}$"), "a 3-letter currency code like EUR")
+# Every pattern is used with fullmatch: '$' would also match before a trailing newline ("abc\n").
+_ID = (re.compile(r"[A-Za-z0-9_.\-]{1,64}"), "1-64 letters, digits, '_', '.' or '-'")
+_STATION = (re.compile(r"[a-z0-9_\-]{1,32}"), "1-32 lowercase letters, digits, '_' or '-'")
+_MONEY_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,4})?")  # [0-9], not \d: \d takes any script's digits
+_CURRENCY = (re.compile(r"[A-Z]{3}"), "a 3-letter currency code like EUR")
 
 MAX_ITEMS = 500
+_FIRST_YEAR, _LAST_YEAR = 2000, 2100
+_MAX_TABLE = 10**9  # a table number is printed big: nine digits at most
 MAX_MODIFIERS = 50
+# An order is about 4 levels deep; unknown fields are kept, but nothing deeper than this is: JSON close to
+# Python's recursion limit would fail later, when the payload is hashed or stored.
+MAX_DEPTH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Item:
     station: str | None
     modifiers: tuple[Modifier, ...]
     note: str | None
+    tax_rate: Decimal | None = None  # percent, included in the price; optional (the contract example has none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +113,8 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def content_hash(data: Any) -> str:
-    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+def content_hash(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()
 
 
 class _Reader:
@@ -140,7 +147,7 @@ class _Reader:
             raise InvalidOrderError(self._field(key), f"must be a string, got {_json_type(value)}")
         if required and not value.strip():
             raise InvalidOrderError(self._field(key), "must not be empty")
-        if pattern is not None and not pattern[0].match(value):
+        if pattern is not None and not pattern[0].fullmatch(value):
             raise InvalidOrderError(self._field(key), f"must be {pattern[1]}, got {value[:40]!r}")
         if len(value) > max_len:
             raise InvalidOrderError(self._field(key), f"must be at most {max_len} characters")
@@ -171,7 +178,7 @@ class _Reader:
         if not isinstance(value, str):
             # Floats lose cents; the contract says decimal strings.
             raise InvalidOrderError(self._field(key), f'must be a decimal string like "9.50", got {_json_type(value)}')
-        if not _MONEY_RE.match(value):
+        if not _MONEY_RE.fullmatch(value):
             raise InvalidOrderError(self._field(key), f'must be a decimal string like "9.50", got {value[:40]!r}')
         try:
             return Decimal(value)
@@ -190,6 +197,11 @@ class _Reader:
             ) from None
         if parsed.tzinfo is None:
             raise InvalidOrderError(self._field(key), "must carry a time zone (e.g. Z or +01:00)")
+        if not _FIRST_YEAR <= parsed.year <= _LAST_YEAR:
+            # Far-off years overflow when shown in the store's zone (9999-12-31T23:59:59Z in Europe/Berlin).
+            raise InvalidOrderError(
+                self._field(key), f"must be in the years {_FIRST_YEAR} to {_LAST_YEAR}, got {value!r}"
+            )
         return parsed
 
     def array(self, key: str, *, required: bool = True, max_len: int) -> list[Any]:
@@ -223,6 +235,18 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+def _or_zero(amount: Decimal | None) -> Decimal:
+    return Decimal("0") if amount is None else amount
+
+
+def _rate(r: _Reader, key: str, *, required: bool = True) -> Decimal | None:
+    """A tax rate in percent, 0 up to (not including) 100."""
+    rate = r.money(key, required=required)
+    if rate is not None and not 0 <= rate < 100:
+        raise InvalidOrderError(r._field(key), f"must be a percentage from 0 to below 100, got {rate}")
+    return rate
+
+
 def _parse_item(data: Any, path: str) -> Item:
     r = _Reader(data, path)
     requires_production = r.boolean("requires_production")
@@ -240,12 +264,44 @@ def _parse_item(data: Any, path: str) -> Item:
         station=station,
         modifiers=tuple(modifiers),
         note=r.text("note", required=False, max_len=500),
+        tax_rate=_rate(r, "tax_rate", required=False),
     )
+
+
+def _check_depth(data: dict[str, Any]) -> None:
+    """Refuse a payload nested deeper than MAX_DEPTH, naming the top-level field; iterative, so depth costs no stack."""
+    stack: list[tuple[Any, int, str]] = [(v, 2, key) for key, v in data.items() if isinstance(v, dict | list)]
+    while stack:
+        value, depth, field = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidOrderError(field, f"is nested more than {MAX_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1, field) for child in children if isinstance(child, dict | list))
+
+
+def _field_with_invalid_text(data: dict[str, Any]) -> str:
+    """The top-level field holding text that is not valid Unicode (a lone surrogate: JSON's "\\ud800")."""
+    for key, value in data.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return key
+    return "body"
+
+
+def canonical_bytes(data: dict[str, Any]) -> bytes:
+    """The canonical JSON as UTF-8, what is hashed and stored; refuses text that has no UTF-8 (a lone surrogate)."""
+    try:
+        return canonical_json(data).encode()
+    except UnicodeEncodeError:
+        field = _field_with_invalid_text(data)
+        raise InvalidOrderError(field, "holds text that is not valid Unicode (a lone surrogate)") from None
 
 
 def parse_order(data: Any) -> Order:
     """Validate a decoded JSON payload; raises InvalidOrderError naming the first bad field."""
     r = _Reader(data, "")
+    _check_depth(r.data)
     order_id = r.text("id", max_len=64, pattern=_ID)
     number = r.text("number", max_len=32)
     created_at = r.timestamp("created_at")
@@ -264,6 +320,8 @@ def parse_order(data: Any) -> Order:
         raise InvalidOrderError("fulfilment.table", f"must be a string or a number, got {_json_type(table)}")
     if isinstance(table, str) and len(table) > 32:
         raise InvalidOrderError("fulfilment.table", "must be at most 32 characters")
+    if isinstance(table, int) and not 0 <= table < _MAX_TABLE:
+        raise InvalidOrderError("fulfilment.table", f"must be a number from 0 to {_MAX_TABLE - 1}, got {table}")
     fulfilment = Fulfilment(
         type=f.text("type", max_len=32),
         table=None if table is None else str(table),
@@ -279,10 +337,10 @@ def parse_order(data: Any) -> Order:
     tax = []
     for t_index, t_data in enumerate(t.array("tax", required=False, max_len=20)):
         line = _Reader(t_data, f"totals.tax[{t_index}]")
-        tax.append(TaxLine(rate=line.money("rate"), amount=line.money("amount")))
+        tax.append(TaxLine(rate=_rate(line, "rate"), amount=line.money("amount")))
     totals = Totals(
         subtotal=t.money("subtotal"),
-        discount=t.money("discount", required=False) or Decimal("0"),
+        discount=_or_zero(t.money("discount", required=False)),
         tax=tuple(tax),
         total=t.money("total"),
         currency=t.text("currency", max_len=3, pattern=_CURRENCY),

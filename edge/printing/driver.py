@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
+from collections.abc import Iterator
 
 import structlog
 
@@ -24,6 +26,12 @@ _SLOW_PRINTER_BYTES_PER_S = 2000
 class PrintOutcome:
     confirmed: bool  # the printer answered a status query sent after the job, so it has taken every byte
     state: PrinterState  # read after the job; UNKNOWN if the printer did not answer
+
+    @property
+    def on_paper(self) -> bool:
+        """False when the status after the job shows paper end, cover open, an error or offline: the job may be
+        only partly on paper, and is printed again as COPY."""
+        return self.state not in BLOCKING_STATES
 
 
 class PrinterNotReadyError(DeviceError):
@@ -58,49 +66,76 @@ class PrinterDriver:
         """Sends one job; raises DeviceUnreachableError or PrinterNotReadyError (nothing sent) or DeviceWriteError (maybe partly out)."""
         return await asyncio.to_thread(self._print, data)
 
+    @contextlib.contextmanager
+    def _device_errors(self, unexpected: type[DeviceError]) -> Iterator[None]:
+        """Any other exception from the transport (a bug, an OSError outside its try) becomes ``unexpected``, so the
+        spool always records an outcome instead of leaving the job 'printing' until a restart."""
+        try:
+            yield
+        except DeviceError:
+            raise
+        except Exception as err:
+            log.exception("transport_unexpected_error", device_id=self.name)
+            raise unexpected(self.name, self.transport.label, f"unexpected {type(err).__name__}: {err}") from err
+
+    def _open(self) -> None:
+        with self._device_errors(DeviceUnreachableError):  # nothing was sent yet
+            self.transport.open()
+
     def _status(self) -> tuple[PrinterState, dict[int, int]]:
         with self._lock:
             try:
-                self.transport.open()
+                self._open()
             except DeviceUnreachableError:
                 return PrinterState.OFFLINE, {}
             try:
                 if not self.transport.can_read:
                     return PrinterState.UNKNOWN, {}
-                replies = self._ask_state()
+                with self._device_errors(DeviceWriteError):
+                    replies = self._ask_state()
                 return parse_status(replies), replies
             except DeviceWriteError:
                 return PrinterState.OFFLINE, {}  # accepted the connection, then hung up: not taking jobs
             finally:
-                self.transport.close()
+                self._close()
+
+    def _close(self) -> None:
+        try:
+            self.transport.close()
+        except Exception:  # the outcome is already decided; a failing close must not replace it
+            log.exception("transport_close_failed", device_id=self.name)
 
     def _print(self, data: bytes) -> PrintOutcome:
         with self._lock:
-            self.transport.open()
+            self._open()
             try:
                 if self.transport.can_read:
                     self._check_ready()
-                self.transport.write(data)
-                if not self.transport.can_read:
-                    return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
-                # The printer answers DLE EOT in the order it reads bytes, so a reply means the job is in.
-                replies = self._ask((1, 4), first_timeout=self.status_timeout + len(data) / _SLOW_PRINTER_BYTES_PER_S)
+                with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
+                    self.transport.write(data)
+                    if not self.transport.can_read:
+                        return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
+                    # The printer answers DLE EOT in the order it reads bytes, so a reply means the job is in.
+                    replies = self._ask(
+                        (1, 4), first_timeout=self.status_timeout + len(data) / _SLOW_PRINTER_BYTES_PER_S
+                    )
                 state = parse_status(replies)
                 return PrintOutcome(confirmed=state != PrinterState.UNKNOWN, state=state)
             finally:
-                self.transport.close()
+                self._close()
 
     def _check_ready(self) -> None:
         try:
-            state = parse_status(self._ask_state())
+            with self._device_errors(DeviceWriteError):
+                state = parse_status(self._ask_state())
         except DeviceWriteError as err:
             # Not one job byte went out, so to the spool this is a printer that is not there.
             raise DeviceUnreachableError(self.name, self.transport.label, "hung up before the job was sent") from err
         if state in BLOCKING_STATES:
             raise PrinterNotReadyError(self.name, self.transport.label, state)
 
-    def _ask_state(self) -> dict[int, int]:
-        replies = self._ask((1, 2, 4))
+    def _ask_state(self, *, first_timeout: float | None = None) -> dict[int, int]:
+        replies = self._ask((1, 2, 4), first_timeout=first_timeout)
         if error_reported(replies):
             replies |= self._ask((3,))  # which error; for the technician's log
         return replies

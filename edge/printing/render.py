@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import operator
 import re
 import traceback
 import types
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jinja2
 from escpos.constants import QR_ECLEVEL_M
@@ -161,13 +162,27 @@ class _Directive:
         return _Directive(self.name, args, tuple(options.items()))
 
     def marker(self) -> str:
-        # json.dumps escapes control characters, so the payload never holds the closing \x1f.
-        return "\x1e" + json.dumps([self.name, self.args, dict(self.options)], default=str) + "\x1f"
+        try:
+            return _marker(self)
+        except TypeError:  # an unhashable argument (a list from a template): not cached
+            return _marker.__wrapped__(self)
 
     @classmethod
     def from_marker(cls, payload: str) -> _Directive:
-        name, args, options = json.loads(payload)
-        return cls(name, tuple(args), tuple(options.items()))
+        return _from_marker(payload)
+
+
+# A ticket repeats a few directives hundreds of times: each is encoded and decoded once.
+@functools.lru_cache(maxsize=256)
+def _marker(directive: _Directive) -> str:
+    # json.dumps escapes control characters, so the payload never holds the closing \x1f.
+    return "\x1e" + json.dumps([directive.name, directive.args, dict(directive.options)], default=str) + "\x1f"
+
+
+@functools.lru_cache(maxsize=256)
+def _from_marker(payload: str) -> _Directive:
+    name, args, options = json.loads(payload)
+    return _Directive(name, tuple(args), tuple(options.items()))
 
 
 # The names templates use for layout; see the built-in templates for examples.
@@ -242,9 +257,9 @@ class _Style:
     underline: bool = False
     size: str = "1x"
 
-    @property
+    @functools.cached_property
     def cells(self) -> int:
-        """Columns one character takes on paper."""
+        """Columns one character takes on paper (asked for every character: computed once per style)."""
         return 2 if self.size in ("2w", "2x") else 1
 
 
@@ -256,10 +271,20 @@ def _filler(style: _Style) -> _Style:
     return _Style(bold=style.bold, size="2h" if style.size in ("2h", "2x") else "1x")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Char:
+class _Char(NamedTuple):
+    """One character and its style; a tuple, since a long ticket makes tens of thousands of them."""
+
     text: str
     style: _Style
+
+
+_STYLE_OF = operator.attrgetter("style")
+_TEXT_OF = operator.attrgetter("text")
+
+
+def _chars(text: str, style: _Style) -> list[_Char]:
+    """``text`` as characters in ``style``, built by C calls only (a long ticket has tens of thousands)."""
+    return list(map(tuple.__new__, itertools.repeat(_Char), zip(text, itertools.repeat(style))))
 
 
 def _cells(chars: list[_Char]) -> int:
@@ -274,8 +299,13 @@ def _rstrip(chars: list[_Char]) -> list[_Char]:
     return chars[:end]
 
 
-def _wrap(chars: list[_Char], width: int, hang: int) -> list[list[_Char]]:
-    """Greedy word wrap by columns on paper; lines after the first start with ``hang`` spaces."""
+def _wrap(chars: list[_Char], width: int, hang: int, cells: int | None = None) -> list[list[_Char]]:
+    """Greedy word wrap by columns on paper; lines after the first start with ``hang`` spaces.
+
+    ``cells``: the columns ``chars`` take, if the caller counted them already.
+    """
+    if (_cells(chars) if cells is None else cells) <= width:  # most lines fit as they are
+        return [_rstrip(chars)]
     indent = [_Char(" ", _PLAIN)] * hang
     lines: list[list[_Char]] = [[]]
     used = 0
@@ -324,6 +354,7 @@ class _Job:
 
     def _start_line(self) -> None:
         self.left: list[_Char] = []
+        self.left_cells = 0
         self.right: list[_Char] | None = None
         self.hang = 0
         self.had_directive = False
@@ -344,8 +375,12 @@ class _Job:
                 self.had_directive = True
                 self._directive(_Directive.from_marker(part))
             elif part:
-                chars = [_Char(c, self.style) for c in _printable(part, self.codec)]
-                (self.left if self.right is None else self.right).extend(chars)
+                chars = _chars(_printable(part, self.codec), self.style)
+                if self.right is None:
+                    self.left.extend(chars)
+                    self.left_cells += len(chars) * self.style.cells
+                else:
+                    self.right.extend(chars)
 
     def _has_text(self) -> bool:
         return any(c.text != " " for c in itertools.chain(self.left, self.right or ()))
@@ -424,7 +459,7 @@ class _Job:
         return dataclasses.replace(self.style, **{k: v if k == "size" else bool(v) for k, v in options.items()})
 
     def _print_wrapped(self) -> None:
-        lines = _wrap(self.left, self.width, min(self.hang, self.width // 2))
+        lines = _wrap(self.left, self.width, min(self.hang, self.width // 2), self.left_cells)
         right = _rstrip(list(itertools.dropwhile(lambda c: c.text == " ", self.right or ())))
         if right:
             columns, used = _cells(right), _cells(lines[-1])
@@ -467,10 +502,10 @@ class _Job:
 
     def _print_line(self, chars: list[_Char]) -> None:
         self._sync_align()
-        for style, group in itertools.groupby(chars, key=lambda c: c.style):
+        for style, group in itertools.groupby(chars, key=_STYLE_OF):
             if style != self.printed_style:
                 self._set_style(style)
-            self.printer._raw("".join(c.text for c in group).encode(self.codec))
+            self.printer._raw("".join(map(_TEXT_OF, group)).encode(self.codec))
         self.printer._raw(b"\n")
 
 

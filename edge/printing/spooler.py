@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Callable
 
 import aiosqlite
 import structlog
 
-from edge.config import PrinterSettings, PrintingSettings, SpoolSettings
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.config import PrinterSettings, SpoolSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.events import EventBus, JobDead, JobFailed, JobHeld, JobPrinted, PrinterStatusChanged
+from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import JobStore
@@ -22,17 +23,6 @@ log = structlog.get_logger()
 # A paused printer with paper or cover trouble is probed this often, so it resumes within 2 s of the fix.
 _PAUSED_PROBE_S = 1.0
 _IDLE_WAKE_S = 30.0
-
-
-def stale_ages(printing: PrintingSettings, staleness: dict[str, float]) -> Callable[[aiosqlite.Row], float]:
-    """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min), one age for receipts."""
-
-    def stale_after_s(job: aiosqlite.Row) -> float:
-        if job["kind"] == "receipt":
-            return printing.stale_receipt_min * 60
-        return staleness.get(job["station"], printing.stale_ticket_min) * 60
-
-    return stale_after_s
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
@@ -51,16 +41,18 @@ class Spooler:
         render: Callable[[aiosqlite.Row], bytes],
         bus: EventBus,
         spool: SpoolSettings,
-        stale_after_s: Callable[[aiosqlite.Row], float] = lambda job: 0.0,
+        ages: JobAges,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        """``stale_after_s(job)``: a job older than this is held for a person instead of printed (0: never)."""
+        """``ages``: how old a job is and when it is stale (held for a person instead of printed)."""
         self.name = printer.name
         self.state = PrinterState.UNKNOWN
         self.state_detail = ""
         self.paused_since: float | None = None  # monotonic time the spool paused, for failover
         self.driver = driver
+        self.clock = clock
         self._poll_s = printer.status_poll_s
-        self._stale_after_s = stale_after_s
+        self._ages = ages
         self._jobs = jobs
         self._render = render
         self._bus = bus
@@ -86,7 +78,7 @@ class Spooler:
 
     def paused_for(self) -> float | None:
         """Seconds this spool has been paused (printer offline, out of paper, cover open), None while it prints."""
-        return None if self.paused_since is None else time.monotonic() - self.paused_since
+        return None if self.paused_since is None else self.clock.mono() - self.paused_since
 
     def _set_state(self, state: PrinterState, detail: str = "") -> None:
         if state != self.state:
@@ -105,23 +97,24 @@ class Spooler:
         self._wake.clear()
 
     async def _run(self) -> None:
-        next_poll = time.monotonic() + self._poll_s
+        mono, wall = self.clock.mono, self.clock.wall
+        # A retry is never due later than its cap from now, whatever the wall clock did since it was set.
+        max_delay = self._spool.retry_max_s
+        next_poll = mono() + self._poll_s
         while not self._stopping:
             try:
-                job = await self._jobs.next_for(self.name, time.time())
+                job = await self._jobs.next_for(self.name, wall(), max_delay=max_delay)
                 if job is not None:
                     await self._print(job)
-                    next_poll = time.monotonic() + self._poll_s  # the job's own status checks count as a poll
+                    next_poll = mono() + self._poll_s  # the job's own status checks count as a poll
                     continue
-                if self.driver.transport.can_read and time.monotonic() >= next_poll:
+                if self.driver.transport.can_read and mono() >= next_poll:
                     await self._poll()
-                    next_poll = time.monotonic() + self._poll_s
+                    next_poll = mono() + self._poll_s
                     continue
-                due = await self._jobs.next_due_at(self.name)
-                wait = min(
-                    _IDLE_WAKE_S, next_poll - time.monotonic() if self.driver.transport.can_read else _IDLE_WAKE_S
-                )
-                await self._sleep(wait if due is None else min(wait, due - time.time()))
+                due = await self._jobs.next_due_at(self.name, wall(), max_delay=max_delay)
+                wait = min(_IDLE_WAKE_S, next_poll - mono() if self.driver.transport.can_read else _IDLE_WAKE_S)
+                await self._sleep(wait if due is None else min(wait, due - wall()))
             except Exception:  # the spool must outlive any one bad job or database hiccup
                 log.exception("spool_error", device_id=self.name)
                 await self._sleep(1.0)
@@ -136,11 +129,14 @@ class Spooler:
 
     async def _hold_if_stale(self, job: aiosqlite.Row) -> bool:
         """A job older than its stale age is not printed on its own: a person releases or discards it."""
-        limit = self._stale_after_s(job)
-        age = time.time() - job["created_at"]
-        if not limit or job["released_at"] is not None or age <= limit:
+        limit = self._ages.stale_after_s(job)
+        if not limit or job["released_at"] is not None:
             return False
-        if await self._jobs.hold(job["id"], self.name):
+        age = self._ages.age(job)
+        if age <= limit:
+            return False
+        if await self._jobs.hold(job["id"], self.name, expected=job["state"]):
+            self._ages.forget(job["id"])
             log.warning(
                 "job_held",
                 device_id=self.name,
@@ -160,10 +156,12 @@ class Spooler:
             if await self._hold_if_stale(job):
                 return
             try:
-                data = self._render(job)
+                # Off the loop: a 500-item ticket is tens of ms of CPU; in a thread the loop gets the GIL back
+                # within the switch interval (the agent sets 1 ms), so intake and group commit go on meanwhile.
+                data = await asyncio.to_thread(self._render, job)
             except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
                 log.exception("render_failed", device_id=self.name)
-                await self._failed(job, f"cannot render the ticket: {err}", partial=False)
+                await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job["state"])
                 return
             if not await self._jobs.mark_printing(job_id, self.name):
                 return  # a failover moved it to a backup printer, or a person held it, since it was read
@@ -176,12 +174,24 @@ class Spooler:
                 await self._jobs.release(job_id)
                 await self._pause(err.state, str(err))
             except DeviceWriteError as err:
-                self._set_state(PrinterState.ERROR, str(err))
-                await self._failed(job, str(err), partial=True)
+                # Cut short: a printer that now reports a fault stopped on it (no attempt spent); else it failed.
+                after = await self.driver.status()
+                if after in BLOCKING_STATES:
+                    await self._uncertain(job, after, str(err))
+                else:
+                    self._set_state(PrinterState.ERROR, str(err))
+                    await self._failed(job, str(err), partial=True)
             else:
+                if not outcome.on_paper:
+                    await self._uncertain(job, outcome.state, f"{outcome.state.value.replace('_', ' ')} after the job")
+                    return
                 printed_at = await self._jobs.mark_printed(job_id, order_id)
                 self._set_state(outcome.state)
-                latency = printed_at - job["received_at"]
+                if printed_at is None:
+                    log.error("job_changed_while_printing", device_id=self.name)
+                    return
+                latency = self._ages.waited(job)  # stored (or queued as a copy) to confirmed, on the monotonic clock
+                self._ages.forget(job_id)
                 log.info(
                     "job_printed",
                     device_id=self.name,
@@ -195,17 +205,32 @@ class Spooler:
             self.current_job = None
             structlog.contextvars.unbind_contextvars("order_id", "job_id")
 
-    async def _failed(self, job: aiosqlite.Row, error: str, *, partial: bool) -> None:
+    async def _uncertain(self, job: aiosqlite.Row, state: PrinterState, detail: str) -> None:
+        """The printer took the job, then reported a fault: part of it may be on paper. It prints again as COPY once
+        the fault is cleared; that copy, not this attempt, is what central hears about."""
+        if await self._jobs.mark_uncertain(job["id"], detail):
+            log.warning(
+                "job_uncertain", device_id=self.name, state=state.value, detail=detail, action="reprint as COPY"
+            )
+        await self._pause(state, detail)
+
+    async def _failed(self, job: aiosqlite.Row, error: str, *, partial: bool, expected: str = "printing") -> None:
         delay = retry_delay(job["attempts"] + 1, base=self._spool.retry_base_s, cap=self._spool.retry_max_s)
-        state, attempts = await self._jobs.mark_failed(
+        recorded = await self._jobs.mark_failed(
             job["id"],
             job["order_id"],
             error=error,
-            next_attempt_at=time.time() + delay,
+            next_attempt_at=self.clock.wall() + delay,
             max_attempts=self._spool.max_attempts,
             partial=partial,
+            expected=expected,
         )
+        if recorded is None:
+            log.info("job_failure_not_recorded", device_id=self.name, reason="a person changed the job meanwhile")
+            return
+        state, attempts = recorded
         if state == "dead":
+            self._ages.forget(job["id"])
             log.error("job_dead", device_id=self.name, attempts=attempts, error=error)
             self._bus.publish(
                 JobDead(
@@ -226,7 +251,7 @@ class Spooler:
     async def _pause(self, state: PrinterState, detail: str) -> None:
         """The printer cannot take jobs: no attempts are spent; probe with capped backoff until it can."""
         self._set_state(state, detail)
-        self.paused_since = time.monotonic()
+        self.paused_since = self.clock.mono()
         try:
             await self._probe_until_ready(state, detail)
         finally:

@@ -7,9 +7,9 @@ import re
 
 # Ticket QR codes (edge/printing/render.py) carry exactly this; order ids and stations never hold ':'.
 TICKET_PREFIX = "edge:v1:"
-_ORDER_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # the order model's rule
+_ORDER_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # the order model's rule; fullmatch, as every pattern here
 MAX_PLAIN = 64  # order ids are at most 64 characters, numbers at most 32
-_STATION = re.compile(r"^[a-z0-9_\-]{1,32}$")
+_STATION = re.compile(r"[a-z0-9_\-]{1,32}")
 # Longer than any code we print; a line this long without CR/LF is a scanner streaming noise.
 MAX_LINE = 256
 _LINE_END = re.compile(rb"[\r\n]")
@@ -81,7 +81,7 @@ def parse_code(text: str) -> OrderRef | UnknownCode:
     """A ticket QR ``edge:v1:<order id>:<station>``, or a plain order id or number typed or read from a receipt."""
     if text.startswith(TICKET_PREFIX):
         order_id, sep, station = text[len(TICKET_PREFIX) :].rpartition(":")
-        if not sep or not _ORDER_ID.match(order_id) or not _STATION.match(station):
+        if not sep or not _ORDER_ID.fullmatch(order_id) or not _STATION.fullmatch(station):
             return UnknownCode(f"malformed ticket code (expected {TICKET_PREFIX}<order id>:<station>)")
         return OrderRef(order_id, station)
     if text.lower().startswith("edge:"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 _EXAMPLE: dict[str, Any] = {
@@ -60,21 +60,34 @@ _EXAMPLE: dict[str, Any] = {
 _CHANNELS = ("web", "pos", "phone", "marketplace", "kiosk")
 
 
-def example_order() -> dict[str, Any]:
-    """The contract example exactly as the backend team wrote it."""
-    return copy.deepcopy(_EXAMPLE)
+def taken_at(order: dict[str, Any], created: datetime) -> dict[str, Any]:
+    """The order as if created at ``created`` (changed in place): its due_at keeps its distance from created_at."""
+    was = datetime.fromisoformat(order["created_at"])
+    order["created_at"] = _iso(created)
+    if due := order["fulfilment"].get("due_at"):
+        order["fulfilment"]["due_at"] = _iso(created + (datetime.fromisoformat(due) - was))
+    return order
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def example_order(*, created_at: datetime | None = None) -> dict[str, Any]:
+    """The contract example as the backend team wrote it, taken at ``created_at`` (default: now).
+
+    Staleness is an order's own age: as shipped (created 22 Nov 2026) it is an old order, held rather than printed.
+    """
+    return taken_at(copy.deepcopy(_EXAMPLE), created_at or datetime.now(UTC))
 
 
 def make_order(
     seq: int, *, prefix: str = "ord", created_at: datetime | None = None, print_receipt: bool = True, bar: bool = False
 ) -> dict[str, Any]:
     """Order number ``seq``: the example with its own id, number, times and channel; ``bar`` adds a drink made at the bar."""
-    created = created_at or datetime.now(UTC).replace(microsecond=0)
-    order = example_order()
+    order = example_order(created_at=created_at or datetime.now(UTC).replace(microsecond=0))
     order["id"] = f"{prefix}_{seq:06d}"
     order["number"] = f"A-{1000 + seq}"
-    order["created_at"] = created.isoformat().replace("+00:00", "Z")
-    order["fulfilment"]["due_at"] = (created + timedelta(minutes=25)).isoformat().replace("+00:00", "Z")
     order["channel"] = _CHANNELS[seq % len(_CHANNELS)]
     order["print_receipt"] = print_receipt
     if bar:
@@ -92,4 +105,6 @@ def make_order(
             }
         )
         order["totals"]["subtotal"] = order["totals"]["total"] = "54.30"
+        # Drinks are 19 %, tax included: 21.40 (6.40 + 15.00) holds 3.42 of it; the food's 7 % stays 2.15.
+        order["totals"]["tax"] = [{"rate": "19", "amount": "3.42"}, {"rate": "7", "amount": "2.15"}]
     return order

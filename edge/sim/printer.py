@@ -1,4 +1,12 @@
-"""Simulated ESC/POS printers on a local port or a pseudo-terminal: record jobs, answer DLE EOT, can be unplugged, run dry or slowed down."""
+"""Simulated ESC/POS printers on a local port or a pseudo-terminal: record jobs, answer DLE EOT, can be unplugged, run dry or slowed down.
+
+Modelled on Epson's ESC/POS command reference ("DLE EOT n: transmit real-time status", TM-T88/TM-T20 series):
+DLE EOT is processed in real time, also while the printer is offline with paper out or the cover open; n=1
+bit 3 is "offline", n=2 bit 2 "cover open", bit 5 "printing stopped at paper end", bit 6 "error", n=4 bits 5
+and 6 "roll paper end". When paper runs out or the cover opens in the middle of a job, printing stops there:
+what was printed before stays on paper, the job bytes received after it are not printed (when a new roll goes
+in, the printer does not pick the job up again), and the printer answers the status queries that follow.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +44,9 @@ class SimPrinter:
         self.answer_status = True  # False: ignores DLE EOT, as some models do
         self.bytes_per_s: float | None = None  # reads no faster than this
         self.drop_after: int | None = None  # hangs up after this many job bytes on a connection; fires once
+        # Paper runs out / the cover opens after this many job bytes of a job (connection); each fires once.
+        self.paper_out_after: int | None = None
+        self.cover_open_after: int | None = None
         self.jobs: list[bytes] = []  # job bytes of each connection that carried any, status queries removed
         self.dropped: list[int] = []  # indexes into jobs of connections the printer cut short
         self.printed: list[bytes] = []  # what came out on paper
@@ -109,13 +120,13 @@ class SimPrinter:
         job = bytearray()
         held = b""  # the start of a DLE EOT n split across reads
         cut = False
-        spoiled = False  # job bytes arrived with no paper or the cover open
+        on_paper = 0  # leading job bytes that printed: none arrive on paper after a fault
         try:
             while not cut:
                 rate = self.bytes_per_s
                 chunk = await reader.read(_CHUNK if rate is None else max(1, int(rate * _SLOW_TICK_S)))
                 if not chunk:
-                    job += held
+                    on_paper = self._take(job, held, on_paper)
                     break
                 parts, held = _split(held + chunk)
                 for part in parts:
@@ -127,8 +138,7 @@ class SimPrinter:
                     if self.drop_after is not None and len(job) + len(part) >= self.drop_after:
                         part, cut = part[: self.drop_after - len(job)], True
                         self.drop_after = None
-                    job += part
-                    spoiled |= self.paper_out or self.cover_open
+                    on_paper = self._take(job, part, on_paper)
                     if cut:
                         break
                 if rate is not None:
@@ -140,11 +150,27 @@ class SimPrinter:
             raise
         finally:
             # Recorded before the connection goes, so a client that sees it close finds the job here.
-            self._record(bytes(job), cut=cut, spoiled=spoiled)
+            self._record(bytes(job), cut=cut, on_paper=on_paper)
             if cut:
                 writer.transport.abort()  # a reset, as from a printer that fails mid-job
             else:
                 writer.close()
+
+    def _take(self, job: bytearray, part: bytes, on_paper: int) -> int:
+        """Append job bytes, fire a mid-job fault when its byte count is reached; returns how many printed."""
+        printing = on_paper == len(job)  # nothing was lost to a fault yet in this job
+        for flag in ("paper_out", "cover_open"):
+            after = getattr(self, f"{flag}_after")
+            if after is not None and len(job) + len(part) >= after:
+                setattr(self, f"{flag}_after", None)
+                if printing and not (self.paper_out or self.cover_open):
+                    on_paper = max(len(job), after)
+                    printing = False
+                setattr(self, flag, True)
+        if printing and not (self.paper_out or self.cover_open):
+            on_paper = len(job) + len(part)
+        job += part
+        return on_paper
 
     def _reply(self, n: int) -> int:
         """One status byte, Epson bit layout."""
@@ -156,21 +182,22 @@ class SimPrinter:
             return 0x12
         return 0x12 | (0x0C if self.paper_near_end else 0) | (0x60 if self.paper_out else 0)
 
-    def _record(self, job: bytes, *, cut: bool, spoiled: bool) -> None:
+    def _record(self, job: bytes, *, cut: bool, on_paper: int) -> None:
         if not job:
             return
         self.jobs.append(job)
         if cut:
             self.dropped.append(len(self.jobs) - 1)
-        # A printer prints what it got before a cut; with no paper, nothing.
-        if not spoiled:
-            self.printed.append(job)
+        # A printer prints what it got before a cut or a fault; with no paper, nothing.
+        paper = job[:on_paper]
+        if paper:
+            self.printed.append(paper)
             if self.out_dir is not None:
                 # A few KB on a simulator's loop; not worth a thread.
                 self.out_dir.mkdir(parents=True, exist_ok=True)
-                (self.out_dir / f"{self.name}-{len(self.printed):04d}.bin").write_bytes(job)
+                (self.out_dir / f"{self.name}-{len(self.printed):04d}.bin").write_bytes(paper)
             self._printed_more.set()
-        log.info("sim_printer_job", name=self.name, bytes=len(job), printed=not spoiled, cut=cut)
+        log.info("sim_printer_job", name=self.name, bytes=len(job), printed=len(paper), cut=cut)
 
 
 class SimSerialPrinter(SimPrinter):
@@ -187,7 +214,7 @@ class SimSerialPrinter(SimPrinter):
         self._slave: int | None = None
         self._job = bytearray()
         self._held = b""
-        self._spoiled = False
+        self._on_paper = 0
 
     async def start(self) -> None:
         master, slave = os.openpty()
@@ -225,13 +252,12 @@ class SimSerialPrinter(SimPrinter):
                     os.write(self._master, bytes([self._reply(part)]))
                     self.status_queries += 1
             else:
-                self._job += part
-                self._spoiled |= self.paper_out or self.cover_open
+                self._on_paper = self._take(self._job, part, self._on_paper)
 
     def _end_job(self) -> None:
         job, self._job = bytes(self._job), bytearray()
-        spoiled, self._spoiled = self._spoiled, False
-        self._record(job, cut=False, spoiled=spoiled)
+        on_paper, self._on_paper = self._on_paper, 0
+        self._record(job, cut=False, on_paper=on_paper)
 
 
 def _split(data: bytes) -> tuple[list[bytes | int], bytes]:

@@ -25,8 +25,8 @@ port = {api_port}
 token = "{token}"
 
 [stations]
-kitchen = "kitchen"
-bar = "kitchen"
+kitchen = "{kitchen}"
+bar = "{kitchen}"
 
 [receipts]
 printer = "front"
@@ -61,12 +61,16 @@ def write_config(
     store_id: str = "sim-store",
     log_level: str = "warning",
     extra: str = "",
+    kitchen: str = "kitchen",
 ) -> Path:
-    """A config with ``printers`` (name -> loopback port; must include kitchen and front) and ``extra`` TOML tables.
+    """A config with ``printers`` (name -> loopback port; must include ``kitchen``, the printer of the kitchen and bar
+    stations, and front, the receipt printer) and ``extra`` TOML tables.
 
     Mode 0600: it holds the token.
     """
-    text = _CONFIG.format(store_id=store_id, data_dir=data_dir, log_level=log_level, api_port=api_port, token=token)
+    text = _CONFIG.format(
+        store_id=store_id, data_dir=data_dir, log_level=log_level, api_port=api_port, token=token, kitchen=kitchen
+    )
     text += "".join(_PRINTER.format(name=name, port=port) for name, port in printers.items()) + extra
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # also when the file was already there with a wider mode

@@ -2,40 +2,78 @@
 
 from __future__ import annotations
 
-import time
+import dataclasses
+import json
+from collections.abc import Callable, Collection
 
 import aiosqlite
 
-from edge.errors import NotFoundError
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.errors import NotFoundError, WrongStateError
 from edge.store.db import Database
 from edge.store.orders import add_outbox, job_key, outbox_row
 
 JOB_STATES = ("queued", "printing", "printed", "failed", "dead", "held", "discarded")
 
 _JOB_WITH_ORDER = """
-SELECT j.*, o.payload, o.number, o.received_at
+SELECT j.*, o.payload, o.number, o.received_at, o.created_at AS order_created_at
 FROM print_jobs j JOIN orders o ON o.id = j.order_id
 """
+# A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
+_DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
+# The job's printer is one the config has (:printers, a JSON array; NULL: any printer).
+_CONFIGURED = "(:printers IS NULL OR printer IN (SELECT value FROM json_each(:printers)))"
+
+
+# The store has a method called list: inside the class, "list" is that method, not the type.
+_List = list
+
+# Held because its printer left the config and nothing serves its station: it moves on once a route is back.
+NO_PRINTER = "no_printer"
+STALE = "stale"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rerouted:
+    """A job whose printer is no longer configured: moved to ``to_printer``, or held (``to_printer`` None)."""
+
+    job_id: int
+    order_id: str
+    kind: str
+    station: str | None
+    from_printer: str
+    to_printer: str | None
 
 
 class JobStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK, printers: Collection[str] | None = None) -> None:
+        """``printers``: the configured printers; a person cannot send a job back in line to any other (None: any)."""
         self._db = db
+        self._clock = clock  # wall time for what is written down (held_at, printed_at, …)
+        self._printers = None if printers is None else json.dumps(sorted(printers))
 
-    async def next_for(self, printer: str, now: float) -> aiosqlite.Row | None:
-        """The next due job for a printer: highest priority first, then arrival."""
+    async def next_for(self, printer: str, now: float, *, max_delay: float) -> aiosqlite.Row | None:
+        """The next due job for a printer: pushed orders before a recovered backlog (new orders must not wait behind
+        hours of missed ones), then highest priority, then arrival. ``max_delay``: no retry is due later than this
+        from ``now``, whatever the wall clock did since it was planned."""
         return await self._db.fetchone(
-            _JOB_WITH_ORDER + " WHERE j.printer = ? AND j.state IN ('queued', 'failed') AND j.next_attempt_at <= ?"
-            " ORDER BY j.priority DESC, j.id LIMIT 1",
-            (printer, now),
+            _JOB_WITH_ORDER + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE}"
+            " ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT 1",
+            {"printer": printer, "now": now, "max_delay": max_delay},
         )
 
-    async def next_due_at(self, printer: str) -> float | None:
+    async def next_due_at(self, printer: str, now: float, *, max_delay: float) -> float | None:
         row = await self._db.fetchone(
-            "SELECT MIN(next_attempt_at) FROM print_jobs WHERE printer = ? AND state IN ('queued', 'failed')",
-            (printer,),
+            "SELECT MIN(CASE WHEN next_attempt_at > :now + :max_delay THEN :now ELSE next_attempt_at END)"
+            " FROM print_jobs WHERE printer = :printer AND state IN ('queued', 'failed')",
+            {"printer": printer, "now": now, "max_delay": max_delay},
         )
         return None if row is None or row[0] is None else float(row[0])
+
+    async def waiting(self) -> _List[tuple[int, float]]:
+        """(id, created_at) of every job that will print on its own (queued, failed)."""
+        rows = await self._db.fetchall("SELECT id, created_at FROM print_jobs WHERE state IN ('queued', 'failed')")
+        return [(r[0], r[1]) for r in rows]
 
     async def get(self, job_id: int) -> aiosqlite.Row:
         row = await self._db.fetchone(_JOB_WITH_ORDER + " WHERE j.id = ?", (job_id,))
@@ -43,12 +81,12 @@ class JobStore:
             raise NotFoundError(f"print job {job_id} does not exist")
         return row
 
-    async def for_order(self, order_id: str) -> list[aiosqlite.Row]:
+    async def for_order(self, order_id: str) -> _List[aiosqlite.Row]:
         return await self._db.fetchall("SELECT * FROM print_jobs WHERE order_id = ? ORDER BY id", (order_id,))
 
     async def list(
         self, *, state: str | None = None, printer: str | None = None, limit: int = 100
-    ) -> list[aiosqlite.Row]:
+    ) -> _List[aiosqlite.Row]:
         return await self._db.fetchall(
             "SELECT j.*, o.number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
             " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
@@ -78,29 +116,34 @@ class JobStore:
             await cursor.close()
         return claimed
 
-    async def hold(self, job_id: int, printer: str) -> bool:
-        """A stale job waits for a person instead of printing; False if it is no longer waiting on ``printer``."""
+    async def hold(self, job_id: int, printer: str, *, expected: str) -> bool:
+        """A stale job waits for a person instead of printing; False if it is no longer ``expected`` on ``printer``,
+        or a person released or retried it since it was read."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'held', held_at = ? WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')",
-                (time.time(), job_id, printer),
+                "UPDATE print_jobs SET state = 'held', held_at = ?, held_reason = ? WHERE id = ? AND printer = ?"
+                " AND state = ? AND released_at IS NULL",
+                (self._clock.wall(), STALE, job_id, printer, expected),
             )
             held = cursor.rowcount == 1
             await cursor.close()
         return held
 
-    async def release_held(self, job_id: int | None = None) -> list[int]:
-        """A person says print it anyway: one held job (or all when ``job_id`` is None) back in line, never held again."""
+    async def release_held(self, job_id: int | None = None) -> _List[int]:
+        """A person says print it anyway: one held job (or all when ``job_id`` is None) back in line, never held again.
+
+        A job whose printer is not configured stays held: released, it would wait for a printer that is not there.
+        """
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'queued', released_at = ?, next_attempt_at = 0 WHERE state = 'held' AND (?2 IS NULL OR id = ?2)"
-                " RETURNING id",
-                (time.time(), job_id),
+                "UPDATE print_jobs SET state = 'queued', released_at = :now, next_attempt_at = 0, held_reason = NULL"
+                f" WHERE state = 'held' AND (:id IS NULL OR id = :id) AND {_CONFIGURED} RETURNING id",
+                {"now": self._clock.wall(), "id": job_id, "printers": self._printers},
             )
             released = sorted(r[0] for r in await cursor.fetchall())
             await cursor.close()
             if job_id is not None and not released:
-                await self._not_in_state(conn, job_id, "held", "released")
+                await self._refused(conn, job_id, ("held",), "released")
         return released
 
     async def discard(self, job_id: int) -> None:
@@ -113,9 +156,9 @@ class JobStore:
             changed = cursor.rowcount
             await cursor.close()
             if not changed:
-                await self._not_in_state(conn, job_id, "held, failed or dead", "discarded")
+                await self._refused(conn, job_id, ("held", "failed", "dead"), "discarded")
 
-    async def redirect(self, station: str, *, from_printer: str, to_printer: str) -> list[tuple[int, str]]:
+    async def redirect(self, station: str, *, from_printer: str, to_printer: str) -> _List[tuple[int, str]]:
         """Move a station's waiting tickets from a paused printer to a backup in one step; a job in flight stays put.
 
         Returns (job id, order id) of each job moved.
@@ -130,22 +173,89 @@ class JobStore:
             await cursor.close()
         return moved
 
-    @staticmethod
-    async def _not_in_state(conn: aiosqlite.Connection, job_id: int, wanted: str, verb: str) -> None:
-        """Raise why a job could not be changed: it does not exist, or it is in the wrong state."""
-        rows = await conn.execute_fetchall("SELECT state FROM print_jobs WHERE id = ?", (job_id,))
+    async def _refused(self, conn: aiosqlite.Connection, job_id: int, wanted: tuple[str, ...], verb: str) -> None:
+        """Raise why a job could not be changed: it does not exist, it is in the wrong state, or its printer is gone."""
+        rows = _List(
+            await conn.execute_fetchall("SELECT state, printer, station FROM print_jobs WHERE id = ?", (job_id,))
+        )
         if not rows:
             raise NotFoundError(f"print job {job_id} does not exist")
-        raise NotFoundError(f"print job {job_id} is {rows[0][0]}, only {wanted} jobs can be {verb}")
-
-    async def mark_printed(self, job_id: int, order_id: str) -> float:
-        now = time.time()
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL WHERE id = ?", (now, job_id)
+        state, printer, station = rows[0]
+        if state in wanted:
+            raise WrongStateError(
+                f"print job {job_id} is for printer {printer!r}, which is not configured, and no printer serves"
+                f" {f'station {station!r}' if station else 'receipts'}: add one to the config and restart"
             )
-            await add_outbox(conn, [outbox_row(order_id, "printed", str(job_id), now, job_id=job_id)])
-        return now
+        states = ", ".join(wanted[:-1]) + (" or " if len(wanted) > 1 else "") + wanted[-1]
+        raise WrongStateError(f"print job {job_id} is {state}, only {states} jobs can be {verb}")
+
+    async def reroute(self, printer_for: Callable[[str, str | None], str | None]) -> _List[Rerouted]:
+        """At start-up: every job not yet done whose printer left the config moves to the printer that now serves its
+        station (receipts: the receipt printer), marked as moved; with no route it is held (reason no_printer). A job
+        held for that reason moves on as soon as a route is back. Needs ``printers``; printed and discarded jobs stay
+        as history."""
+        assert self._printers is not None, "JobStore(printers=...) is needed to know which printers are gone"
+        async with self._db.transaction() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT id, order_id, kind, station, printer, state, held_reason FROM print_jobs"
+                " WHERE state IN ('queued', 'failed', 'held', 'dead') AND (NOT "
+                + _CONFIGURED.replace(":printers", "?1")
+                + " OR held_reason = ?2) ORDER BY id",
+                (self._printers, NO_PRINTER),
+            )
+            done = []
+            for job_id, order_id, kind, station, printer, state, reason in rows:
+                target = printer_for(kind, station)
+                if target is None and state == "held" and reason == NO_PRINTER:
+                    continue  # held for this already, at an earlier start
+                if target is None and state in ("queued", "failed", "held"):
+                    await conn.execute(
+                        "UPDATE print_jobs SET state = 'held', held_reason = ?, held_at = COALESCE(held_at, ?)"
+                        " WHERE id = ? AND state = ?",
+                        (NO_PRINTER, self._clock.wall(), job_id, state),
+                    )
+                elif target is not None:
+                    # Held for want of a printer: back in line (a stale hold is judged again by the spool).
+                    await conn.execute(
+                        "UPDATE print_jobs SET printer = ?1, next_attempt_at = 0,"
+                        " redirected_from = CASE WHEN ?1 = ?2 THEN redirected_from"
+                        " ELSE COALESCE(redirected_from, ?2) END,"
+                        " state = CASE WHEN held_reason = ?3 THEN 'queued' ELSE state END,"
+                        " held_reason = CASE WHEN held_reason = ?3 THEN NULL ELSE held_reason END"
+                        " WHERE id = ?4 AND state = ?5",
+                        (target, printer, NO_PRINTER, job_id, state),
+                    )
+                else:
+                    continue  # dead with no route: it stays dead, a person sees it; retry is refused while unrouted
+                done.append(Rerouted(job_id, order_id, kind, station, printer, target))
+        return done
+
+    async def mark_printed(self, job_id: int, order_id: str) -> float | None:
+        """The printer confirmed the job with no fault after it; None (nothing recorded) if it was not 'printing'."""
+        now = self._clock.wall()
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
+                " WHERE id = ? AND state = 'printing'",
+                (now, job_id),
+            )
+            changed = cursor.rowcount == 1
+            await cursor.close()
+            if changed:
+                await add_outbox(conn, [outbox_row(order_id, "printed", str(job_id), now, job_id=job_id)])
+        return now if changed else None
+
+    async def mark_uncertain(self, job_id: int, error: str) -> bool:
+        """The job went out but the printer then reported a fault (paper end, cover open…): it may be partly on
+        paper. Back in line to print again marked COPY, no attempt spent; central hears nothing yet."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'queued', copy = 1, last_error = ? WHERE id = ? AND state = 'printing'",
+                (error[:500], job_id),
+            )
+            changed = cursor.rowcount == 1
+            await cursor.close()
+        return changed
 
     async def release(self, job_id: int) -> None:
         """The printer could not take the job (offline, paper out): back in line, no attempt spent."""
@@ -153,28 +263,41 @@ class JobStore:
             await conn.execute("UPDATE print_jobs SET state = 'queued' WHERE id = ? AND state = 'printing'", (job_id,))
 
     async def mark_failed(
-        self, job_id: int, order_id: str, *, error: str, next_attempt_at: float, max_attempts: int, partial: bool
-    ) -> tuple[str, int]:
-        """Count an attempt; returns the new state ('failed' or 'dead') and the attempts so far.
+        self,
+        job_id: int,
+        order_id: str,
+        *,
+        error: str,
+        next_attempt_at: float,
+        max_attempts: int,
+        partial: bool,
+        expected: str = "printing",
+    ) -> tuple[str, int] | None:
+        """Count an attempt; returns the new state ('failed' or 'dead') and the attempts so far, or None (nothing
+        changed) if the job is no longer in the ``expected`` state, e.g. a person discarded it meanwhile.
 
         ``partial``: some bytes may have reached the paper, so the next print carries the COPY mark.
         """
-        now = time.time()
+        now = self._clock.wall()
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, copy = copy OR ?,"
-                " state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END WHERE id = ? RETURNING state, attempts",
-                (error[:500], next_attempt_at, int(partial), max_attempts, job_id),
+                " state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END WHERE id = ? AND state = ?"
+                " RETURNING state, attempts",
+                (error[:500], next_attempt_at, int(partial), max_attempts, job_id, expected),
             )
-            state, attempts = await cursor.fetchone()
+            row = await cursor.fetchone()
             await cursor.close()
+            if row is None:
+                return None
+            state, attempts = row
             if state == "dead":
                 await add_outbox(
                     conn, [outbox_row(order_id, "failed", str(job_id), now, job_id=job_id, error=error[:200])]
                 )
         return state, attempts
 
-    async def requeue_interrupted(self) -> list[int]:
+    async def requeue_interrupted(self) -> _List[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
@@ -191,36 +314,53 @@ class JobStore:
         """
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'queued', attempts = 0, next_attempt_at = 0, released_at = COALESCE(released_at, ?)"
-                " WHERE id = ? AND state IN ('failed', 'dead')",
-                (time.time(), job_id),
+                "UPDATE print_jobs SET state = 'queued', attempts = 0, next_attempt_at = 0,"
+                " released_at = COALESCE(released_at, :now) WHERE id = :id AND state IN ('failed', 'dead')"
+                f" AND {_CONFIGURED}",
+                {"now": self._clock.wall(), "id": job_id, "printers": self._printers},
             )
             changed = cursor.rowcount
             await cursor.close()
             if not changed:
-                await self._not_in_state(conn, job_id, "failed or dead", "retried")
+                await self._refused(conn, job_id, ("failed", "dead"), "retried")
 
-    async def add_copies(self, order_id: str, *, station: str | None = None) -> list[int]:
-        """Queue a COPY of each original job of an order (or of one station's ticket)."""
+    async def add_copies(
+        self, order_id: str, *, station: str | None = None, printer_for: Callable[[str, str | None], str | None]
+    ) -> _List[int]:
+        """Queue a COPY of each original job of an order (or of one station's ticket), released: a person asked.
+
+        Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
+        which may have been renamed or removed since.
+        """
         async with self._db.transaction() as conn:
-            originals = await conn.execute_fetchall(
-                "SELECT kind, station, printer, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
-                " AND (?2 IS NULL OR station = ?2) ORDER BY id",
-                (order_id, station),
+            originals = _List(
+                await conn.execute_fetchall(
+                    "SELECT kind, station, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
+                    " AND (?2 IS NULL OR station = ?2) ORDER BY id",
+                    (order_id, station),
+                )
             )
             if not originals:
                 what = f"a ticket for station {station!r}" if station else "print jobs"
                 raise NotFoundError(f"order {order_id} has no {what}")
-            now = time.time()
-            new_ids = []
-            for kind, job_station, printer, priority in originals:
-                count = await conn.execute_fetchall(
+            targets = [printer_for(kind, job_station) for kind, job_station, _ in originals]
+            if None in targets:
+                kind, job_station, _ = originals[targets.index(None)]
+                what = f"station {job_station!r}" if kind == "ticket" else "receipts"
+                raise WrongStateError(f"order {order_id}: no printer serves {what} now; add one to the config")
+            now = self._clock.wall()
+            new_ids: _List[int] = []
+            for (kind, job_station, priority), printer in zip(originals, targets, strict=True):
+                cursor = await conn.execute(
                     "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?",
                     (order_id, kind, job_station),
                 )
+                (count,) = await cursor.fetchone() or (0,)
+                await cursor.close()
+                # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(
-                    "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, idempotency_key)"
-                    " VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                    "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, released_at,"
+                    " idempotency_key) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
                     (
                         order_id,
                         kind,
@@ -228,9 +368,11 @@ class JobStore:
                         printer,
                         priority,
                         now,
-                        job_key(order_id, kind, job_station, count[0][0]),
+                        now,
+                        job_key(order_id, kind, job_station, count),
                     ),
                 )
+                assert cursor.lastrowid is not None  # an INSERT into a rowid table
                 new_ids.append(cursor.lastrowid)
                 await cursor.close()
         return new_ids

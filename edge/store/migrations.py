@@ -14,7 +14,7 @@ from edge.errors import SchemaTooNewError, StoreError
 
 log = structlog.get_logger()
 
-_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_FILE_RE = re.compile(r"([0-9]{3})_[a-z0-9_]+\.sql")
 _UP, _DOWN = "-- migrate:up", "-- migrate:down"
 
 
@@ -41,7 +41,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     directory = directory or migrations_dir()
     found = []
     for path in sorted(directory.iterdir()):
-        match = _FILE_RE.match(path.name)
+        match = _FILE_RE.fullmatch(path.name)
         if not match:
             continue
         text = path.read_text(encoding="utf-8")

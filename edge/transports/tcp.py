@@ -24,16 +24,19 @@ class TcpTransport:
 
     def open(self) -> None:
         self.close()
+        sock = None
         try:
             sock = socket.create_connection(self._address, timeout=self._connect_timeout)
+            # Status queries are 3 bytes that wait for a reply; Nagle would hold them back.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except TimeoutError as err:
             raise DeviceUnreachableError(
                 self.device_id, self.label, f"no answer in {self._connect_timeout:g}s"
             ) from err
         except OSError as err:
+            if sock is not None:
+                sock.close()
             raise DeviceUnreachableError(self.device_id, self.label, f"cannot connect: {err.strerror or err}") from err
-        # Status queries are 3 bytes that wait for a reply; Nagle would hold them back.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
 
     def write(self, data: bytes) -> None:

@@ -25,6 +25,10 @@ GROUP_DETAILS = {
     "storage_problem": {"detail": "disk is full"},
     "recovery_conflict": {"items": [{"id": "ord_9", "order": "ord_9", "error": "differs in: items"}], "run_id": 3},
     "recovery_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: 0"}], "run_id": 3},
+    "order_totals_mismatch": {
+        "detail": "tax lines imply goods of 39.14 to 39.36 including tax, total is 54.30",
+        "items": [{"id": "ord_1", "order": "ord_9", "error": "tax lines imply goods of 39.14 to 39.36"}],
+    },
 }
 SUBJECTS = {
     "queue_backlog": "queue",
@@ -33,6 +37,7 @@ SUBJECTS = {
     "storage_problem": "database",
     "recovery_conflict": "recovery",
     "recovery_invalid": "recovery",
+    "order_totals_mismatch": "totals",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import sqlite3
 from typing import Any
 
@@ -266,3 +267,62 @@ async def test_random_json_never_gets_a_5xx(api: aiohttp.ClientSession, body: An
     assert status in (200, 201, 400, 409, 422), answer
     if status in (400, 422):
         assert answer["reason"]
+
+
+@pytest.mark.parametrize("depth", [900, 940, 970, 990, 1000, 5000])
+async def test_deep_json_inside_an_unknown_field_is_refused_not_500(
+    api: aiohttp.ClientSession, example_order: dict, depth: int
+) -> None:
+    """JSON nested hundreds deep inside a field we do not know is refused with the field named, never a 500."""
+    nested = "[" * depth + "]" * depth
+    raw = json.dumps(example_order)[:-1] + f', "extra": {nested}}}'
+    status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
+    assert status in (400, 422), body
+    assert "deep" in body["reason"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda o: o.update(id="abc\n"), "id"),
+        (lambda o: o["items"][0].update(station="kitchen\n"), "items[0].station"),
+        (lambda o: o["items"][0].update(unit_price="9.50\n"), "items[0].unit_price"),
+        (lambda o: o["items"][0].update(unit_price="٩.٥٠"), "items[0].unit_price"),
+        (lambda o: o["totals"].update(currency="EUR\n"), "totals.currency"),
+    ],
+)
+async def test_a_trailing_newline_or_foreign_digits_never_pass_a_pattern(
+    api: aiohttp.ClientSession, example_order: dict, mutate: Any, field: str
+) -> None:
+    """Patterns match the whole value: "abc\\n" is not an order id (its QR code would not scan)."""
+    mutate(example_order)
+    status, body = await post(api, example_order)
+    assert (status, body["field"]) == (422, field), body
+
+
+@pytest.mark.parametrize(
+    ("raw_field", "field"),
+    [
+        ('"fulfilment": {"type": "pickup", "table": null, "due_at": "9999-12-31T23:59:59Z"}', "fulfilment.due_at"),
+        ('"created_at": "0001-01-01T00:00:00+14:00"', "created_at"),
+        ('"channel": "web\\ud800"', "channel"),
+        ('"extra": {"note": "\\udfff"}', "extra"),
+        ('"fulfilment": {"type": "dine_in", "table": 10000000000000000000000, "due_at": null}', "fulfilment.table"),
+    ],
+)
+async def test_an_order_that_could_never_print_is_refused_not_stored(
+    make_agent: Any, example_order: dict, raw_field: str, field: str
+) -> None:
+    """A due date in year 9999 (it overflows in Europe/Berlin), text with a lone surrogate (it cannot be hashed or
+    stored), a table number of 23 digits: refused 422 naming the field, nothing stored, never 201 and never a 500."""
+    agent = await make_agent(agent={"timezone": "Europe/Berlin"})
+    key = raw_field.split('"')[1]
+    example_order.pop(key, None)
+    raw = json.dumps(example_order)[:-1] + ", " + raw_field + "}"
+    async with aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as api:
+        status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
+    assert (status, body.get("field")) == (422, field), body
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0

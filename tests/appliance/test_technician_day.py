@@ -25,7 +25,7 @@ import pytest
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, cert, server_tls, sink  # noqa: F401 (fixtures)
 from tests.alerts.test_envfile import systemd_reads
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, fresh
 
 REPO = Path(__file__).parents[2]
 # The box's Python: the agent's user must be able to run it (a pyenv Python under /root is not).
@@ -253,7 +253,7 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
         assert health.returncode == 0 and health.stdout.startswith("healthy"), health.stdout + health.stderr
 
         # 4. an order for the switched-off kitchen printer: the manager gets the fault mail
-        order = json.loads(json.dumps(EXAMPLE))
+        order = fresh(json.loads(json.dumps(EXAMPLE)))
         async with http.post(f"{base}/api/v1/orders", json=order) as answer:
             assert answer.status == 201, await answer.text()
         mails = await sink.wait_for(3, timeout=20)

@@ -76,3 +76,19 @@ def test_mistakes_name_the_key(extra: str, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         settings(extra)
     assert caught.value.key == key and message in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[printers."counter\\n"]\ntype = "file"\n', "printers.counter\n"),
+        ('[printers.counter]\ntype = "file"\n[stations]\n"bar\\n" = "counter"\n', "stations.bar\n"),
+        ('[printers.counter]\ntype = "file"\n[central]\nurl = "http://central\\nx"\ntoken = "t"\n', "central.url"),
+        ('[printers.counter]\ntype = "file"\n[central]\nurl = "http://central x"\ntoken = "t"\n', "central.url"),
+    ],
+)
+def test_names_and_urls_match_whole(toml: str, key: str) -> None:
+    """A name with a trailing newline or a URL with junk after the host is refused, naming the key."""
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(tomllib.loads('[agent]\nstore_id = "s1"\n[api]\ntoken = "t"\n' + toml), source="test")
+    assert caught.value.key == key

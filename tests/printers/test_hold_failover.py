@@ -144,7 +144,7 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
     assert len(kitchen.printed) == 1  # the discarded one never
 
     async with api.post(f"/api/v1/jobs/{ids['ord_001']}/release") as response:
-        assert response.status == 404 and "only held jobs" in (await response.json())["reason"]
+        assert response.status == 409 and "only held jobs" in (await response.json())["reason"]
 
 
 async def test_release_all_prints_every_held_job(

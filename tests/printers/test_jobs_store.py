@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import NotFoundError
+from edge.errors import NotFoundError, WrongStateError
 from edge.store import Database, JobStore
 from edge.store.db import connect_writer
 from edge.store.migrations import load_migrations, migrate
@@ -97,12 +97,12 @@ async def test_claim_fails_once_a_job_moved_and_hold_release_discard(tmp_path: P
         assert await jobs.redirect("kitchen", from_printer="kitchen", to_printer="front") == [(1, "o1"), (2, "o1")]
         assert not await jobs.mark_printing(1, "kitchen")
         assert await jobs.mark_printing(1, "front")
-        assert await jobs.hold(2, "front") and not await jobs.hold(2, "front")
+        assert await jobs.hold(2, "front", expected="queued") and not await jobs.hold(2, "front", expected="queued")
         assert await jobs.release_held() == [2]
         row = await jobs.get(2)
         assert (row["state"], row["redirected_from"], row["released_at"] is not None) == ("queued", "kitchen", True)
         with pytest.raises(
-            NotFoundError, match="print job 3 is printed, only held, failed or dead jobs can be discarded"
+            WrongStateError, match="print job 3 is printed, only held, failed or dead jobs can be discarded"
         ):
             await jobs.discard(3)
         with pytest.raises(NotFoundError, match="print job 99 does not exist"):

@@ -20,7 +20,7 @@ from edge.printing.decode import decode
 from edge.printing.render import PrintOptions, Renderer
 from edge.sim.printer import SimPrinter
 from tests.api.test_intake import post
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, fresh
 
 QR = "edge:v1:ord_7f3a9c21:kitchen"
 GS_V0 = re.compile(rb"\x1dv0\x00(.)(.)(.)(.)", re.S)
@@ -134,7 +134,7 @@ async def test_agent_prints_with_the_operators_template(
         async with aiohttp.ClientSession(
             base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
         ) as api:
-            assert (await post(api, json.loads(json.dumps(EXAMPLE))))[0] == 201
+            assert (await post(api, fresh(json.loads(json.dumps(EXAMPLE)))))[0] == 201
         ticket = decode((await printers["kitchen"].wait_for_printed(1))[0])
         receipt = decode((await printers["front"].wait_for_printed(1))[0])
         assert ticket.text.startswith("MEIN TICKET A-1042 kitchen") and ticket.qr_codes == [QR]

@@ -88,10 +88,16 @@ def test_missing_device_is_unreachable(tmp_path: Path) -> None:
         transport.open()
 
 
+@pytest.mark.parametrize("mid_ticket", [False, True])
 async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
-    tmp_path: Path, serial_printer: SimSerialPrinter, printers: dict[str, SimPrinter], example_order: dict
+    tmp_path: Path,
+    serial_printer: SimSerialPrinter,
+    printers: dict[str, SimPrinter],
+    example_order: dict,
+    mid_ticket: bool,
 ) -> None:
-    """The whole agent with its kitchen printer on serial: paper out holds the job (no attempt spent), paper back prints it."""
+    """The whole agent with its kitchen printer on serial: paper out holds the job (no attempt spent), paper back prints
+    it; paper running out in the middle of the ticket prints the whole ticket again as COPY."""
     raw = config_dict(tmp_path / "data", printers)
     raw["printers"]["bar"] = {
         "type": "serial",
@@ -104,7 +110,10 @@ async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
     agent = Agent(parse_settings(raw, source="test"))
     await agent.start()
     try:
-        serial_printer.paper_out = True
+        if mid_ticket:
+            serial_printer.paper_out_after = 200
+        else:
+            serial_printer.paper_out = True
         example_order["print_receipt"] = False
         async with aiohttp.ClientSession(
             base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
@@ -113,10 +122,15 @@ async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
         await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.PAPER_OUT)
         await asyncio.sleep(0.5)
         with sqlite3.connect(agent.settings.agent.db_path) as conn:
-            assert conn.execute("SELECT state, attempts FROM print_jobs").fetchall() == [("queued", 0)]
+            assert conn.execute("SELECT state, attempts, copy FROM print_jobs").fetchall() == [
+                ("queued", 0, int(mid_ticket))
+            ]
         serial_printer.paper_out = False
-        printed = await serial_printer.wait_for_printed(1, timeout=5)
-        assert decode(printed[0]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
+        printed = await serial_printer.wait_for_printed(1 + mid_ticket, timeout=5)
+        assert decode(printed[-1]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
+        assert ("KOPIE / COPY" in decode(printed[-1]).text) == mid_ticket
+        if mid_ticket:
+            assert len(printed[0]) == 200
     finally:
         await agent.stop()
 

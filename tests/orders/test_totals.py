@@ -1,0 +1,187 @@
+"""A receipt is a legal document: the totals of an order must add up; an order whose totals do not is stored and
+printed as sent, but logged, counted and alerted."""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.events import OrderTotalsMismatched
+from edge.orders.model import parse_order
+from edge.orders.totals import totals_problems
+from edge.printing.decode import decode
+from edge.sim.orders import example_order, make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.api.test_intake import post
+from tests.conftest import EXAMPLE, TOKEN
+
+
+def problems(order: dict[str, Any]) -> list[str]:
+    return totals_problems(parse_order(order))
+
+
+def test_the_contract_example_adds_up() -> None:
+    """Items with modifiers = subtotal, subtotal - discount = total, and 19 % / 7 % tax included in the prices."""
+    assert problems(EXAMPLE) == []
+    assert problems(example_order()) == []
+
+
+@pytest.mark.parametrize("seq", range(6))
+def test_every_sample_order_adds_up(seq: int) -> None:
+    """The simulator's and demo's orders are receipts too, also with the bar drink (A-1001 had 19 % VAT of 1.02 € on
+    21.40 € of drinks)."""
+    assert problems(make_order(seq, bar=seq % 2 == 1)) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda o: o["totals"].update(subtotal="40.30", total="40.30"), "items add up to 39.30"),
+        (lambda o: o["totals"].update(total="38.30"), "subtotal 39.30 - discount 0.00 = 39.30"),
+        (lambda o: o["totals"]["tax"][0].update(amount="2.02"), "tax"),
+        (lambda o: o["items"][0].update(qty=3), "items add up to 49.80"),
+        (lambda o: o["items"][0]["modifiers"][0].update(price="2.00"), "items add up to 41.30"),
+    ],
+)
+def test_totals_that_do_not_add_up_are_named(mutate: Callable[[dict[str, Any]], None], words: str) -> None:
+    order = copy.deepcopy(EXAMPLE)
+    mutate(order)
+    found = problems(order)
+    assert found and words in " ".join(found), found
+
+
+def test_item_tax_rates_when_given_are_checked_to_the_cent() -> None:
+    """With a tax_rate on every item, each rate's tax line must match its items' share within a cent, and no rate may
+    be missing or extra."""
+    order = copy.deepcopy(EXAMPLE)
+    for item, rate in zip(order["items"], ("7", "7", "19"), strict=True):
+        item["tax_rate"] = rate
+    assert problems(order) == []
+    order["totals"]["tax"][1]["amount"] = "2.17"  # 7 % of 32.90 incl. is 2.15
+    assert any("7" in p and "2.15" in p for p in problems(order))
+    order["totals"]["tax"][1]["amount"] = "2.15"
+    order["items"][2]["tax_rate"] = "7"  # no 19 % item left, but a 19 % line
+    assert problems(order)
+
+
+def test_a_discount_shares_out_over_the_rates() -> None:
+    """A discount reduces each rate's base in proportion; the tax lines are checked on what the customer pays."""
+    order = copy.deepcopy(EXAMPLE)
+    order["totals"].update(discount="3.93", total="35.37")
+    # 10 % off: drinks 5.76 incl. 19 % -> 0.92, food 29.61 incl. 7 % -> 1.94
+    order["totals"]["tax"] = [{"rate": "19", "amount": "0.92"}, {"rate": "7", "amount": "1.94"}]
+    assert problems(order) == []
+
+
+@given(
+    prices=st.lists(
+        st.decimals(min_value=Decimal("0.10"), max_value=Decimal("99.99"), places=2), min_size=1, max_size=8
+    ),
+    rates=st.lists(st.sampled_from(["0", "7", "19"]), min_size=8, max_size=8),
+)
+def test_an_order_whose_lines_are_computed_right_always_passes(prices: list[Decimal], rates: list[str]) -> None:
+    """Whatever the items and rates, totals computed the way a till does (tax included, rounded per rate) pass."""
+    order = copy.deepcopy(EXAMPLE)
+    order["items"] = [
+        {**EXAMPLE["items"][2], "sku": f"S{n}", "qty": 1, "unit_price": str(p), "tax_rate": rates[n]}
+        for n, p in enumerate(prices)
+    ]
+    total = sum(prices, Decimal("0"))
+    by_rate: dict[str, Decimal] = {}
+    for p, r in zip(prices, rates, strict=False):
+        by_rate[r] = by_rate.get(r, Decimal("0")) + p
+    order["totals"] = {
+        "subtotal": str(total),
+        "discount": "0.00",
+        "total": str(total),
+        "currency": "EUR",
+        "tax": [
+            {"rate": r, "amount": str((g * Decimal(r) / (100 + Decimal(r))).quantize(Decimal("0.01")))}
+            for r, g in by_rate.items()
+        ],
+    }
+    assert problems(order) == []
+
+
+async def test_mismatched_totals_are_stored_printed_as_sent_logged_counted_and_alerted(
+    alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink, example_order: dict
+) -> None:
+    """An order whose VAT does not fit its goods is answered 201 and its receipt prints exactly as sent; the agent
+    logs it, counts it on /metrics, publishes OrderTotalsMismatched and mails the manager — never silently."""
+    agent = Agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    await agent.start()
+    try:
+        seen: list[OrderTotalsMismatched] = []
+        agent.bus.subscribe(seen.append, OrderTotalsMismatched)
+        example_order["totals"]["tax"][0]["amount"] = "4.02"
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as api:
+            assert (await post(api, example_order))[0] == 201
+            receipt = decode((await printers["front"].wait_for_printed(1))[0]).text
+            assert "4,02 €" in receipt  # printed as sent
+            async with api.get("/metrics") as response:
+                metrics = await response.text()
+        assert 'edge_order_totals_mismatched_total{source="push"} 1.0' in metrics
+        assert [(e.order_id, e.number) for e in seen] == [("ord_7f3a9c21", "A-1042")]
+        assert any("tax" in p for p in seen[0].problems)
+        [mail] = await sink.wait_for(1, timeout=15)
+        assert "Bestellung A-1042: Summen stimmen nicht" in str(mail["Subject"])
+        body = mail.get_body(("plain",)).get_content()
+        assert "tax lines imply goods" in body and "wie gesendet gedruckt" in body, body
+        with sqlite3.connect(agent.settings.agent.db_path) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1
+    finally:
+        await agent.stop()
+
+
+def test_a_mismatch_alert_is_mailed_once_with_later_ones_as_news_never_as_reminders() -> None:
+    """order_totals_mismatch is an occurrence, not a condition: after its mail no reminder follows (repeat_interval),
+    but a further order with bad totals is news for the next mail."""
+    from edge.alerts.rules import Due, due_mail
+    from edge.config import AlertSettings
+
+    cfg = AlertSettings(group_interval_s=120, repeat_interval_s=4 * 3600)
+    told = {
+        "type": "order_totals_mismatch",
+        "state": "firing",
+        "notified": "firing",
+        "fires_since_mail": 0,
+        "severity": "warning",
+        "notified_severity": "warning",
+        "mailed": "firing",
+        "critical_mail_at": None,
+    }
+    assert due_mail({**told, "new_items": 0, "last_sent_at": 0.0}, 10 * 3600, cfg) is None
+    assert due_mail({**told, "new_items": 1, "fires_since_mail": 1, "last_sent_at": 0.0}, 200, cfg) == Due("firing", 0)
+    held = {**told, "type": "print_job_held", "new_items": 0, "last_sent_at": 0.0}
+    assert due_mail(held, 10 * 3600, cfg) == Due("reminder", 0)  # conditions still remind
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda o: o["totals"]["tax"][0].update(rate="100"), "totals.tax[0].rate"),
+        (lambda o: o["totals"]["tax"][0].update(rate="-100"), "totals.tax[0].rate"),
+        (lambda o: o["items"][0].update(tax_rate="-100"), "items[0].tax_rate"),
+        (lambda o: o["items"][0].update(tax_rate=19), "items[0].tax_rate"),
+    ],
+)
+async def test_a_tax_rate_outside_0_to_100_percent_is_422(
+    api: aiohttp.ClientSession, example_order: dict, mutate: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    """Rates are percentages from 0 to below 100 (decimal strings); anything else is refused naming the field."""
+    mutate(example_order)
+    status, body = await post(api, example_order)
+    assert (status, body.get("field")) == (422, field), body

@@ -1,0 +1,169 @@
+"""A printer renamed or removed in the config between runs: its waiting jobs move to the printer that now serves their
+station, or are held, visible and alerted; never stranded, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.events import JobHeld
+from edge.printing.decode import decode
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.api.test_intake import post
+from tests.conftest import TOKEN, config_dict
+from tests.printing.test_spooler import job_rows, wait_until
+
+
+@pytest.fixture
+async def run(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Runs one agent at a time on the same data directory with the config given; the last one is stopped at the end."""
+    running: list[Agent] = []
+
+    async def start(raw: dict[str, Any]) -> Agent:
+        if running:
+            await running.pop().stop()
+        agent = Agent(parse_settings(copy.deepcopy(raw), source="test"))
+        await agent.start()
+        running.append(agent)
+        return agent
+
+    yield start
+    for agent in running:
+        await agent.stop()
+
+
+def api(agent: Agent) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+
+
+async def queue_orders(agent: Agent, printers: dict[str, SimPrinter], count: int) -> None:
+    """``count`` orders (kitchen ticket + receipt) waiting: both printers off."""
+    for sim in printers.values():
+        sim.set_offline(True)
+    async with api(agent) as session:
+        for n in range(count):
+            assert (await post(session, make_order(n)))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+
+
+async def test_renamed_printers_get_their_waiting_jobs_marked_as_moved(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """Stop with queued tickets and receipts; rename both printers in the config (same devices); start again: every
+    job prints on the new names, marked as moved (REDIRECTED from the old name), and the API lists the new names."""
+    raw = config_dict(tmp_path / "data", printers)
+    first = await run(raw)
+    await queue_orders(first, printers, 2)
+    renamed = copy.deepcopy(raw)
+    renamed["printers"] = {"pass": raw["printers"]["kitchen"], "counter": raw["printers"]["front"]}
+    renamed["stations"] = {"kitchen": "pass", "bar": "pass"}
+    renamed["receipts"] = {"printer": "counter"}
+    for sim in printers.values():
+        sim.set_offline(False)
+    second = await run(renamed)
+    tickets = await printers["kitchen"].wait_for_printed(2)
+    await printers["front"].wait_for_printed(2)
+    assert all("UMGELEITET von kitchen" in decode(t).text for t in tickets)
+    await wait_until(
+        lambda: (
+            sorted(set(job_rows(second, "SELECT kind, printer, redirected_from, state FROM print_jobs")))
+            == [("receipt", "counter", "front", "printed"), ("ticket", "pass", "kitchen", "printed")]
+        )
+    )
+    async with api(second) as session, session.get("/api/v1/printers") as response:
+        listed = {p["name"]: p["jobs"]["printed"] for p in (await response.json())["printers"]}
+    assert listed == {"pass": 2, "counter": 2}
+
+
+async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """Remove the kitchen printer and its stations' route: the waiting tickets are held (reason given, JobHeld
+    published for the alert), listed by the jobs API, the status page and the printers API, their preview answers,
+    release/retry/reprint answer 409 naming the problem, and no route answers 500. Put a route back: they print."""
+    raw = config_dict(tmp_path / "data", printers)
+    first = await run(raw)
+    await queue_orders(first, printers, 2)
+    await first.stop()
+    removed = copy.deepcopy(raw)
+    del removed["printers"]["kitchen"]
+    removed["stations"] = {}
+    for sim in printers.values():
+        sim.set_offline(False)
+    held_events: list[JobHeld] = []
+    settings = parse_settings(copy.deepcopy(removed), source="test")
+    second = Agent(settings)
+    second.bus.subscribe(held_events.append, JobHeld)
+    await second.start()
+    try:
+        await printers["front"].wait_for_printed(2)  # receipts still have their printer
+        await asyncio.sleep(0.3)
+        assert printers["kitchen"].printed == []
+        tickets = job_rows(second, "SELECT id, printer, state, held_reason FROM print_jobs WHERE kind = 'ticket'")
+        assert [(p, s, r) for _, p, s, r in tickets] == [("kitchen", "held", "no_printer")] * 2
+        ids = [t[0] for t in tickets]
+        assert sorted(e.job_id for e in held_events) == ids
+        assert all(e.reason == "no_printer" and e.printer == "kitchen" for e in held_events)
+        async with api(second) as session:
+            async with session.get("/api/v1/jobs", params={"state": "held"}) as response:
+                assert sorted(j["id"] for j in (await response.json())["jobs"]) == ids
+            async with session.get("/api/v1/status") as response:
+                assert sorted(j["id"] for j in (await response.json())["held_jobs"]) == ids
+            async with session.get("/api/v1/printers") as response:
+                gone = [p for p in (await response.json())["printers"] if p["name"] == "kitchen"]
+            assert gone and gone[0]["state"] == "not_configured" and gone[0]["jobs"]["held"] == 2
+            async with session.get(f"/api/v1/jobs/{ids[0]}/preview") as response:
+                assert response.status == 200 and "edge:v1:ord_000000:kitchen" in await response.text()
+            for method, path in (
+                ("POST", f"/api/v1/jobs/{ids[0]}/release"),
+                ("POST", f"/api/v1/orders/{make_order(0)['id']}/reprint"),
+            ):
+                async with session.request(method, path, json={"station": "kitchen"}) as response:
+                    body = await response.json()
+                    assert response.status == 409 and "kitchen" in body["reason"], (path, body)
+            async with session.post("/api/v1/jobs/release-held") as response:
+                assert (await response.json())["released"] == []
+            for path in ("/", "/api/v1/status/panel", "/status/panel", "/api/v1/jobs", "/metrics"):
+                async with session.get(path) as response:
+                    assert response.status == 200, path
+        assert job_rows(second, "SELECT state FROM print_jobs WHERE kind = 'ticket'") == [("held",)] * 2
+    finally:
+        await second.stop()
+
+    back = copy.deepcopy(removed)
+    back["stations"] = {"kitchen": "front"}
+    third = await run(back)
+    tickets = (await printers["front"].wait_for_printed(4))[2:]
+    assert all("UMGELEITET von kitchen" in decode(t).text for t in tickets)
+    await wait_until(lambda: job_rows(third, "SELECT state FROM print_jobs") == [("printed",)] * 4)
+
+
+async def test_a_printed_job_of_a_removed_printer_still_previews(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """History stays readable: a printed ticket whose printer left the config previews (at the default width)."""
+    raw = config_dict(tmp_path / "data", printers)
+    first = await run(raw)
+    async with api(first) as session:
+        assert (await post(session, make_order(1, print_receipt=False)))[0] == 201
+    await wait_until(lambda: job_rows(first) == [("printed", 0, 0)])
+    removed = copy.deepcopy(raw)
+    del removed["printers"]["kitchen"]
+    removed["stations"] = {}
+    second = await run(removed)
+    async with api(second) as session, session.get("/api/v1/jobs/1/preview") as response:
+        assert response.status == 200 and "edge:v1:ord_000001:kitchen" in await response.text()
+    with sqlite3.connect(second.settings.agent.db_path) as conn:
+        assert conn.execute("SELECT printer, state FROM print_jobs").fetchall() == [("kitchen", "printed")]

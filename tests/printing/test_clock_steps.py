@@ -1,0 +1,127 @@
+"""The box's wall clock jumps (NTP steps it by hours, a box without a battery boots in 1970): retry delays, staleness,
+paused-printer probing and failover timing do not change with it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.api.test_intake import post
+from tests.conftest import TOKEN
+from tests.printing.conftest import BoxClock
+from tests.printing.test_spooler import job_rows, wait_until
+
+HOURS_8 = 8 * 3600
+YEARS_56 = 56 * 365 * 86400  # a box without a battery-backed clock boots at 1970-01-01
+
+
+def client(agent: Agent) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+
+
+@pytest.mark.parametrize("step", [-HOURS_8, HOURS_8])
+async def test_a_retry_never_waits_longer_than_its_cap_whatever_the_clock_did(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock, step: float
+) -> None:
+    """A job failed (printer hung up), its retry is due in at most retry_max_s; the clock steps 8 h back (or ahead)
+    meanwhile: the retry still comes within the cap, not 8 h later."""
+    agent = await make_agent(clock=box_clock, spool={"retry_base_s": 1.0, "retry_max_s": 1.0})
+    printers["kitchen"].drop_after = 10
+    async with client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await wait_until(lambda: job_rows(agent)[0][0] == "failed")
+    box_clock.step(step)
+    await printers["kitchen"].wait_for_printed(2, timeout=4)  # the cut-short first try, then the retry
+    await wait_until(lambda: job_rows(agent) == [("printed", 1, 1)])
+
+
+@pytest.mark.parametrize(("start", "step"), [(-YEARS_56, YEARS_56), (0, HOURS_8), (0, -HOURS_8)])
+async def test_a_clock_step_while_tickets_wait_does_not_make_them_stale(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    box_clock: BoxClock,
+    start: float,
+    step: float,
+) -> None:
+    """Fresh tickets wait for an offline printer; the clock steps (1970 → now when NTP syncs; 8 h ahead; 8 h back);
+    the printer returns: every ticket prints, none is held as stale."""
+    box_clock.step(start)
+    agent = await make_agent(clock=box_clock)
+    printers["kitchen"].set_offline(True)
+    async with client(agent) as api:
+        for n in range(2):
+            order = make_order(n, print_receipt=False, created_at=None)
+            assert (await post(api, order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    box_clock.step(step)
+    printers["kitchen"].set_offline(False)
+    await printers["kitchen"].wait_for_printed(2, timeout=6)
+    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "printed"])
+
+
+async def test_a_step_back_does_not_make_a_stale_ticket_fresh(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """A ticket waits longer than its stale age for an offline printer; the clock steps 8 h back; the printer returns:
+    the ticket is still held, not sprayed into the rush."""
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 0.01})  # 0.6 s
+    printers["kitchen"].set_offline(True)
+    async with client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await asyncio.sleep(1.0)
+    box_clock.step(-HOURS_8)
+    printers["kitchen"].set_offline(False)
+    await wait_until(lambda: job_rows(agent)[0][0] == "held", timeout=6)
+    assert printers["kitchen"].printed == []
+
+
+@pytest.mark.parametrize("step", [-HOURS_8, HOURS_8])
+async def test_a_paused_printer_resumes_within_two_seconds_of_the_fix_across_a_step(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock, step: float
+) -> None:
+    """Paper out pauses the spool; the clock steps 8 h either way; a new roll: the ticket prints within 2 s."""
+    agent = await make_agent(clock=box_clock)
+    printers["kitchen"].paper_out = True
+    async with client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
+    box_clock.step(step)
+    await asyncio.sleep(0.3)
+    printers["kitchen"].paper_out = False
+    started = time.monotonic()
+    await printers["kitchen"].wait_for_printed(1, timeout=5)
+    assert time.monotonic() - started < 2.0
+
+
+async def test_failover_waits_on_the_monotonic_clock(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """The primary has been paused for failover_after_s on the monotonic clock (moved forward, not slept): its
+    tickets move to the backup; a wall-clock step of 8 h alone moves nothing."""
+    agent = await make_agent(
+        clock=box_clock, stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 60}
+    )
+    printers["kitchen"].set_offline(True)
+    async with client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    box_clock.step(HOURS_8)
+    await asyncio.sleep(1.2)  # two failover checks
+    assert printers["front"].printed == []
+    box_clock.advance(61)
+    await printers["front"].wait_for_printed(1, timeout=4)
+    await wait_until(
+        lambda: (
+            job_rows(agent, "SELECT printer, redirected_from, state FROM print_jobs")
+            == [("front", "kitchen", "printed")]
+        )
+    )

@@ -1,0 +1,62 @@
+"""Paper runs out or the cover opens in the middle of a ticket: the ticket is uncertain, never 'printed'."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.events import JobFailed, JobPrinted, PrinterStatusChanged
+from edge.orders.model import parse_order
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.api.test_intake import post
+from tests.printing.test_spooler import job_rows, wait_until
+
+
+def outbox(agent: Agent) -> list[tuple[str, dict]]:
+    with sqlite3.connect(agent.settings.agent.db_path) as conn:
+        return [(e, json.loads(p)) for e, p in conn.execute("SELECT event, payload FROM outbox ORDER BY id")]
+
+
+@pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
+async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], flag: str
+) -> None:
+    """Paper runs out (cover opens) after half the ticket's bytes: the job is not marked printed and central is not
+    told; the spool pauses with no attempt spent; after a new roll (cover closed) the whole ticket is on paper, marked
+    COPY, and only then is central told 'printed', once."""
+    printed_events: list[JobPrinted] = []
+    failed_events: list[JobFailed] = []
+    states: list[str] = []
+    agent.bus.subscribe(printed_events.append, JobPrinted)
+    agent.bus.subscribe(failed_events.append, JobFailed)
+    agent.bus.subscribe(lambda e: states.append(e.new), PrinterStatusChanged)
+    kitchen = printers["kitchen"]
+    example_order["print_receipt"] = False
+    ticket_size = len(agent.renderer.ticket(parse_order(example_order), "kitchen", width=48, language="de"))
+    setattr(kitchen, f"{flag}_after", ticket_size // 2)
+    assert (await post(api, example_order))[0] == 201
+
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
+    await asyncio.sleep(0.5)  # paused: several probes
+    half = kitchen.printed[0]
+    assert len(kitchen.printed) == 1 and len(half) == ticket_size // 2 and not decode(half).qr_codes
+    assert job_rows(agent) == [("queued", 0, 1)]  # uncertain: waits to print again as COPY, no attempt spent
+    assert [e for e, _ in outbox(agent)] == ["received"]  # central is not told it printed
+    assert printed_events == [] and failed_events == []
+
+    setattr(kitchen, flag, False)
+    printed = await kitchen.wait_for_printed(2, timeout=5)
+    copy = decode(printed[1])
+    assert "KOPIE / COPY" in copy.text and copy.qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
+    assert "eine ohne Basilikum" in copy.text  # the whole ticket, not only its second half
+    await wait_until(lambda: job_rows(agent) == [("printed", 0, 1)])
+    (job_id,) = job_rows(agent, "SELECT id FROM print_jobs")[0]
+    assert [(e, p.get("job_id")) for e, p in outbox(agent)] == [("received", None), ("printed", job_id)]
+    assert len(printed_events) == 1 and failed_events == []
+    assert states.count(flag) == 1

@@ -1,0 +1,96 @@
+"""Staleness is the order's own age (its created_at), not the time we stored it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.events import JobHeld
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.api.test_intake import post
+from tests.printing.conftest import BoxClock
+from tests.printing.test_clock_steps import YEARS_56, client
+from tests.printing.test_spooler import job_rows, wait_until
+
+
+def order_created(seq: int, ago: timedelta) -> dict:
+    return make_order(seq, print_receipt=False, created_at=datetime.now(UTC).replace(microsecond=0) - ago)
+
+
+async def test_an_old_order_pushed_now_is_held_and_shown_as_held_while_a_fresh_one_prints(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """An order created 3 h ago arrives now (a backend restored from backup, a sender that retried for hours): its
+    ticket is held, listed as held by the API and the status page, and alerted (JobHeld); a fresh order prints."""
+    held: list[JobHeld] = []
+    agent.bus.subscribe(held.append, JobHeld)
+    old, fresh = order_created(1, timedelta(hours=3)), order_created(2, timedelta(seconds=5))
+    assert (await post(api, old))[0] == 201
+    assert (await post(api, fresh))[0] == 201
+    printed = await printers["kitchen"].wait_for_printed(1)
+    await asyncio.sleep(0.3)
+    assert len(printers["kitchen"].printed) == 1 and fresh["number"] in printed[0].decode("cp858")
+    await wait_until(
+        lambda: (
+            sorted(job_rows(agent, "SELECT order_id, state FROM print_jobs"))
+            == [(old["id"], "held"), (fresh["id"], "printed")]
+        )
+    )
+    async with api.get("/api/v1/jobs", params={"state": "held"}) as response:
+        assert [j["order_id"] for j in (await response.json())["jobs"]] == [old["id"]]
+    async with api.get("/api/v1/status") as response:
+        assert [j["order_id"] for j in (await response.json())["held_jobs"]] == [old["id"]]
+    assert [e.order_id for e in held] == [old["id"]] and 3 * 3600 <= held[0].age_s < 3 * 3600 + 60
+
+
+@pytest.mark.parametrize("ahead", [timedelta(hours=2), timedelta(days=400)])
+async def test_an_order_from_the_future_prints(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], ahead: timedelta
+) -> None:
+    """created_at ahead of the box clock (central's clock ahead, or ours behind) counts as age 0: it prints."""
+    order = make_order(1, print_receipt=False, created_at=datetime.now(UTC).replace(microsecond=0) + ahead)
+    assert (await post(api, order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await wait_until(lambda: job_rows(agent)[0][0] == "printed")
+
+
+async def test_a_box_booted_in_1970_prints_fresh_orders_and_still_holds_one_that_waited_too_long(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """The box clock says 1970: every order seems to come from the future, so fresh ones print; a ticket that then
+    waits longer than its stale age for an offline printer is still held (its wait is on the monotonic clock)."""
+    box_clock.step(-YEARS_56)
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 0.01})  # 0.6 s
+    async with client(agent) as api:
+        assert (await post(api, order_created(1, timedelta(seconds=5))))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)
+        printers["kitchen"].set_offline(True)
+        assert (await post(api, order_created(2, timedelta(seconds=5))))[0] == 201
+        await asyncio.sleep(1.0)
+        printers["kitchen"].set_offline(False)
+        await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "held"], timeout=6)
+
+
+async def test_a_person_released_or_reprinted_old_order_prints(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """An old order's held ticket prints when a person releases it; a reprint a person asks for prints too (marked
+    COPY), however old the order is: asking counts as releasing."""
+    old = order_created(1, timedelta(hours=3))
+    assert (await post(api, old))[0] == 201
+    await wait_until(lambda: job_rows(agent)[0][0] == "held")
+    (job_id,) = job_rows(agent, "SELECT id FROM print_jobs")[0]
+    async with api.post(f"/api/v1/jobs/{job_id}/release") as response:
+        assert response.status == 200
+    await printers["kitchen"].wait_for_printed(1)
+    async with api.post(f"/api/v1/orders/{old['id']}/reprint") as response:
+        assert response.status == 201
+    copy = await printers["kitchen"].wait_for_printed(2)
+    assert b"KOPIE / COPY" in copy[1]
+    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "printed"])
