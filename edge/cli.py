@@ -49,13 +49,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     settings = _load(args)
-    print(
-        f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {', '.join(settings.stations) or 'none'})"
-    )
+    stations = ", ".join(settings.stations) or "none"
+    print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {stations})")
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from edge.ops import DataDirLock
     from edge.store import migrations
     from edge.store.db import connect_writer
 
@@ -69,7 +69,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await conn.close()
 
-    before, after = asyncio.run(go())
+    # Never under a running agent: a step down would drop tables and columns the agent is using.
+    lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge migrate")
+    try:
+        before, after = asyncio.run(go())
+    finally:
+        lock.release()
     print(f"database {settings.agent.db_path}: schema version {before} -> {after}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Files and locks under the data directory: the agent.lock file."""
+"""Files and locks under the data directory: the agent.lock file, `edge migrate` under a running agent."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from edge.app import Agent
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
+from edge.store import migrations
 from tests.conftest import TOKEN
 
 
@@ -79,3 +80,21 @@ async def test_lock_file_is_never_truncated(tmp_path: Path, make_agent: Callable
     again = await make_agent()
     await again.stop()
     assert lock.read_text().endswith(tail)
+
+
+async def test_migrate_refuses_under_a_running_agent(
+    tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """`edge migrate --to N` while the agent runs is refused with one line naming the agent; the schema stays."""
+    agent = await make_agent()
+    db = agent.settings.agent.db_path
+    latest = migrations.latest_version(migrations.load_migrations())
+    config = cli_config(tmp_path / "edge.toml", agent.settings.agent.data_dir, printers)
+    down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert f"agent pid {os.getpid()}" in down.stderr and len(down.stderr.strip().splitlines()) == 1, down.stderr
+    assert schema_version(db) == latest
+    await agent.stop()
+    down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
+    assert down.returncode == 0, down.stderr
+    assert schema_version(db) == latest - 1
