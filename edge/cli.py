@@ -19,7 +19,11 @@ EXIT_CONFIG = 2
 
 
 def _load(args: argparse.Namespace) -> Settings:
-    return load_settings(resolve_config_path(args.config))
+    from edge.ops.owner import act_as_data_owner
+
+    settings = load_settings(resolve_config_path(args.config))
+    act_as_data_owner(settings.agent.data_dir)  # as root: become the agent's user before touching its files
+    return settings
 
 
 def _setup_logging(settings: Settings | None, *, level: str | None = None) -> None:

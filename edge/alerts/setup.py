@@ -19,6 +19,7 @@ from edge.alerts.mailer import Mailer
 from edge.alerts.render import AlertRenderer
 from edge.config import Secret, SmtpSettings, load_settings, resolve_config_path
 from edge.errors import AlertError, ConfigError, EdgeError
+from edge.ops.owner import act_as_data_owner
 from edge.store import Database
 from edge.store.migrations import latest_version, load_migrations
 
@@ -253,6 +254,8 @@ def _migrate(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             return 0
         say(f"✗ the agent's config does not load with these settings: {err}")
         return 1
+
+    act_as_data_owner(settings.agent.data_dir)  # the last step: as root, create the database as the agent's user
 
     async def migrate() -> None:
         db = await Database.open(settings.agent.db_path)  # migrates to the latest schema

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -64,7 +65,12 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
     target = directory / f"{_PREFIX}{stamp}{label}.db"
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
-    _copy(db_path, partial)
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # an unwritable folder fails here, by name
+    try:
+        _copy(db_path, partial)
+    except sqlite3.Error as err:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"backup of {db_path} into {partial}: {err}") from err
     _check(partial)
     partial.rename(target)  # a backup file either exists whole or not at all
     for old in sorted(directory.glob(f"{_PREFIX}*.db"), reverse=True)[keep:]:
