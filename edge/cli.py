@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from edge.ops import DataDirLock
     from edge.store import migrations
     from edge.store.db import connect_writer
+    from edge.store.identity import record_store
 
     settings = _load(args)
     _setup_logging(settings, level="warning")
@@ -69,7 +71,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     async def go() -> tuple[int, int]:
         conn = await connect_writer(settings.agent.db_path)
         try:
-            return await migrations.migrate(conn, migrations.load_migrations(), args.to)
+            versions = await migrations.migrate(conn, migrations.load_migrations(), args.to)
+            # Recorded now, not only at the agent's start: a backup taken before that start still names its store.
+            await record_store(conn, settings.agent.store_id, now=time.time(), db_path=settings.agent.db_path)
+            return versions
         finally:
             await conn.close()
 
@@ -219,11 +224,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     _setup_logging(settings, level="warning")
-    safety = asyncio.run(restore_database(settings, Path(args.file)))
+    restored = asyncio.run(restore_database(settings, Path(args.file), force=args.force))
     print(
         f"restored {args.file} into {settings.agent.db_path}"
-        + (f"; the database it replaced is kept as {safety}" if safety else "")
+        + (f"; the database it replaced is kept as {restored.safety}" if restored.safety else "")
     )
+    if restored.moved_from is not None:
+        print(
+            f"moved from store {restored.moved_from or '(unknown)'} to {settings.agent.store_id}: "
+            "the recovery cursor starts over, so the next recovery fetches this store's orders from the first"
+        )
     return 0
 
 
@@ -339,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore = sub.add_parser("restore", parents=[common], help="replace the database with a backup (agent stopped)")
     restore.add_argument("file")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="take another store's backup (a deliberate move); resets the recovery cursor",
+    )
     restore.set_defaults(func=cmd_restore)
 
     from edge.alerts.commands import add_commands  # `alerts …` and `setup-notifications` live with the alerts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import time
@@ -14,6 +15,7 @@ from edge.config import Settings
 from edge.errors import StoreError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
+from edge.store.identity import move_to_store, recorded_store
 
 log = structlog.get_logger()
 
@@ -38,20 +40,35 @@ def _copy(source: Path, target: Path) -> None:
         src.close()
 
 
-def _check(path: Path) -> int:
-    """The schema version of a database file after a quick_check; StoreError if it is not a healthy database."""
+@dataclasses.dataclass(frozen=True)
+class BackupFile:
+    """What a database file says about itself, after a quick_check."""
+
+    version: int  # schema version (PRAGMA user_version)
+    store_id: str | None  # the store it belongs to; None if it never recorded one
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    safety: Path | None  # the database the restore replaced, kept as a backup; None if there was none
+    moved_from: str | None  # with --force: the store the backup belonged to ("" if unknown); None for a plain restore
+
+
+def _check(path: Path) -> BackupFile:
+    """StoreError if ``path`` is not a healthy database."""
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            store_id = recorded_store(conn)
         finally:
             conn.close()
     except sqlite3.Error as err:
         raise StoreError(f"{path}: not a readable SQLite database: {err}") from err
     if result != "ok":
         raise StoreError(f"{path}: integrity check failed: {result}")
-    return int(version)
+    return BackupFile(version=int(version), store_id=store_id)
 
 
 def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
@@ -88,12 +105,25 @@ async def backup_database(settings: Settings, *, label: str = "") -> Path:
     return target
 
 
-def _restore(settings: Settings, source: Path) -> Path | None:
-    version = _check(source)
+def _restore(settings: Settings, source: Path, force: bool) -> Restored:
+    backup = _check(source)
     latest = migrations.latest_version(migrations.load_migrations())
-    if version > latest:
+    if backup.version > latest:
         raise StoreError(
-            f"{source}: schema version {version} is newer than this agent knows ({latest}); upgrade the agent first"
+            f"{source}: schema version {backup.version} is newer than this agent knows ({latest}); "
+            "upgrade the agent first"
+        )
+    store_id = settings.agent.store_id
+    # Another store's cursor would skip this store's orders at central, so only a proven match goes in unasked.
+    if backup.store_id != store_id and not force:
+        whose = (
+            f"is a backup of store {backup.store_id!r}, this box is store {store_id!r}"
+            if backup.store_id
+            else "records no store (taken before the agent recorded it)"
+        )
+        raise StoreError(
+            f"{source} {whose}: not restored; to move it here as store {store_id!r} on purpose, add --force "
+            "(the recovery cursor then starts over)"
         )
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge restore")  # refuses while the agent runs
     try:
@@ -104,13 +134,27 @@ def _restore(settings: Settings, source: Path) -> Path | None:
             else None
         )
         _copy(source, db_path)
+        moved = backup.store_id != store_id
+        if moved:
+            conn = sqlite3.connect(db_path)
+            try:
+                move_to_store(conn, store_id, now=time.time())
+            finally:
+                conn.close()
     finally:
         lock.release()
-    return safety
+    return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)
 
 
-async def restore_database(settings: Settings, source: Path) -> Path | None:
-    """Replaces the database with a backup while the agent is stopped; returns the safety copy of what was there."""
-    safety = await asyncio.to_thread(_restore, settings, source)
-    log.info("backup_restored", source=str(source), db=str(settings.agent.db_path), safety_copy=str(safety))
-    return safety
+async def restore_database(settings: Settings, source: Path, *, force: bool = False) -> Restored:
+    """Replaces the database with a backup of this store while the agent is stopped; ``force`` takes another store's
+    (or an unknown one's) and resets its recovery cursor. Keeps what was there as a safety copy."""
+    restored = await asyncio.to_thread(_restore, settings, source, force)
+    log.info(
+        "backup_restored",
+        source=str(source),
+        db=str(settings.agent.db_path),
+        safety_copy=str(restored.safety),
+        moved_from=restored.moved_from,
+    )
+    return restored

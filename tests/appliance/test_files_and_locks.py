@@ -24,7 +24,12 @@ from tests.conftest import TOKEN
 def cli_config(path: Path, data_dir: Path, printers: dict[str, SimPrinter], port: int = 9) -> Path:
     """A config file for `edge …` run as a real process on the same data directory."""
     return write_config(
-        path, data_dir=data_dir, api_port=port, token=TOKEN, printers={n: p.port for n, p in printers.items()}
+        path,
+        data_dir=data_dir,
+        api_port=port,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        store_id="test-store",  # the store of the agents make_agent starts
     )
 
 
@@ -145,9 +150,9 @@ def agent_data_dir(user: SystemUser) -> Path:
 async def test_root_run_commands_leave_every_file_to_the_agents_user(
     system_user: SystemUser, printers: dict[str, SimPrinter]
 ) -> None:
-    """`edge migrate`, `backup`, `alerts list`, `health --alert`, `restore` and `run` started as root write under the data directory as
-    the agent's user (its owner) and say so: afterwards every file there is the user's, and the nightly backup, which
-    runs as that user, still works."""
+    """`edge migrate`, `backup`, `alerts list`, `health --alert`, `restore` and `run` started as root write under the
+    data directory as the agent's user (its owner) and say so: afterwards every file there is the user's, and the
+    nightly backup, which runs as that user, still works."""
     data_dir = agent_data_dir(system_user)
     port = free_port()
     config = cli_config(system_user.home / "edge.toml", data_dir, printers, port=port)
