@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -23,7 +24,9 @@ import aiosmtplib
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.alerts.latency import measure_fault_to_mail
+from edge.config import load_settings
 from edge.log import configure_logging
+from edge.ops import backup_database
 from edge.ops.measure import measure_startup
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
@@ -31,11 +34,14 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
 from edge.sim.smtp import SmtpSink
+from edge.store import Database
+from edge.store.history import add_printed_history
 
 TOKEN = "bench-token-0123456789"
 
 # Orders per client-count run, seconds per print-latency rate, baseline inserts, direct-print samples,
-# missed orders for recovery, seconds idle before reading RSS, alert samples.
+# missed orders for recovery, seconds idle before reading RSS, alert samples, database size for the backup run and
+# how long the old stepwise copy may try.
 SIZES = {
     "full": {
         "intake": {1: 500, 8: 2000, 64: 4000},
@@ -45,6 +51,7 @@ SIZES = {
         "recovery": 10_000,
         "idle_s": 3.0,
         "alerts": 3,
+        "backup": {"megabytes": 200, "cap_s": 60.0},
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -54,6 +61,7 @@ SIZES = {
         "recovery": 2000,
         "idle_s": 1.0,
         "alerts": 1,
+        "backup": {"megabytes": 64, "cap_s": 20.0},
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -63,6 +71,7 @@ SIZES = {
         "recovery": 100,
         "idle_s": 0.5,
         "alerts": 1,
+        "backup": {"megabytes": 8, "cap_s": 5.0},
     },
 }
 CENTRAL = """
@@ -245,6 +254,83 @@ def bare_python() -> dict[str, float]:
     return {"startup_s": round(startup, 3), "rss_mb": round(rss, 1)}
 
 
+# The raw copies compare like with like (each ends with an fsync); `edge backup` as shipped adds a
+# quick_check of the copy, the fsync of its folder and the pruning of old files.
+BACKUP_WAYS = ("one_step", "vacuum_into", "edge_backup", "steps_256_baseline")
+
+
+def vacuum_into(db_path: Path, target: Path) -> Path:
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("VACUUM INTO ?", (str(target),))
+    finally:
+        conn.close()
+    fd = os.open(target, os.O_RDONLY)
+    os.fsync(fd)  # VACUUM INTO does not sync its output; the shipped backup does, so this one must too
+    os.close(fd)
+    return target
+
+
+def copy_in_steps(db_path: Path, target: Path, pages: int) -> tuple[Path, int]:
+    """SQLite's backup API ``pages`` at a time (-1: all in one step); returns the copy and how often it started over."""
+    seen: dict[str, int | None] = {"remaining": None, "restarts": 0}
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        last = seen["remaining"]
+        if last is not None and remaining > last:  # remaining grows only when the copy started over
+            seen["restarts"] = (seen["restarts"] or 0) + 1
+        seen["remaining"] = remaining
+
+    src, dst = sqlite3.connect(db_path), sqlite3.connect(target)
+    try:
+        src.backup(dst, pages=pages, progress=progress)
+    finally:
+        dst.close()
+        src.close()
+    fd = os.open(target, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    return target, seen["restarts"] or 0
+
+
+async def backup_under_load(port: int, copy: Any, *, cap_s: float) -> dict[str, Any]:
+    """Runs ``copy`` while a client pushes an order every 50 ms; a copy still running after ``cap_s`` is reported as not
+    finished (it is let finish once the orders stop, so the run ends)."""
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def busy() -> None:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                order = make_order(n, prefix=f"bk{id(copy) % 10_000}")
+                async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
+                    if response.status != 201:
+                        raise RuntimeError(f"intake answered {response.status}")
+                latencies.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.05)
+
+    writer = asyncio.create_task(busy())
+    await asyncio.sleep(0.5)
+    started = time.perf_counter()
+    task = asyncio.ensure_future(copy())
+    done, _ = await asyncio.wait([task], timeout=cap_s)
+    seconds = time.perf_counter() - started
+    stop.set()
+    await writer
+    path, restarts = await task
+    return {
+        "finished": bool(done),
+        "seconds": round(seconds, 2),
+        "restarts": restarts,
+        "mb": round(path.stat().st_size / 2**20, 1),
+        "intake_p99_ms": ms(percentile(latencies, 0.99)),
+    }
+
+
 class Bench:
     def __init__(self, root: Path, size: dict[str, Any]) -> None:
         self.root, self.size = root, size
@@ -381,6 +467,46 @@ class Bench:
             "baseline_smtp_send_p50_ms": await smtp_send_ms(5),
         }
 
+    async def backup(self) -> dict[str, Any]:
+        """Backups of a database of N MiB while the agent (its own process) takes an order every 50 ms: the backup API
+        in one step, VACUUM INTO and `edge backup` as shipped (edge.ops.backup_database), against the old copy in
+        256-page steps, which starts over at every commit of the agent (capped at cap_s). Intake p99 during each
+        shows what the agent felt."""
+        size = self.size["backup"]
+        config, port = await self.config("backup")
+        db_path = self.root / "backup" / "edge.db"
+        await (await Database.open(db_path)).close()
+        await asyncio.to_thread(add_printed_history, db_path, megabytes=size["megabytes"])
+        agent = await self.start_prepared_agent(config, port, "backup")
+        settings = load_settings(config)
+        copies = self.root / "copies"
+        copies.mkdir()
+
+        async def shipped() -> tuple[Path, int]:
+            return await backup_database(settings), 0
+
+        async def one_step() -> tuple[Path, int]:
+            return await asyncio.to_thread(copy_in_steps, db_path, copies / "one-step.db", -1)
+
+        async def vacuum() -> tuple[Path, int]:
+            return await asyncio.to_thread(vacuum_into, db_path, copies / "vacuum.db"), 0
+
+        async def steps() -> tuple[Path, int]:
+            return await asyncio.to_thread(copy_in_steps, db_path, copies / "steps.db", 256)
+
+        result: dict[str, Any] = {"database_mb": round(db_path.stat().st_size / 2**20, 1), "order_every_ms": 50}
+        ways = {"one_step": one_step, "vacuum_into": vacuum, "edge_backup": shipped, "steps_256_baseline": steps}
+        for name in BACKUP_WAYS:
+            result[name] = await backup_under_load(port, ways[name], cap_s=size["cap_s"])
+        await self.stop_agent(agent)
+        return result
+
+    async def start_prepared_agent(self, config: Path, port: int, name: str) -> AgentProcess:
+        agent = AgentProcess(config, port, self.root / f"{name}.log")
+        self.agents.append(agent)
+        await agent.start()
+        return agent
+
     async def close(self) -> None:
         for agent in self.agents:
             await agent.close()
@@ -396,6 +522,7 @@ async def run(size: dict[str, Any]) -> dict[str, Any]:
                 "recovery": await bench.recovery(),
                 "alert_latency": await bench.alert_latency(),
                 "footprint": await bench.footprint(),
+                "backup": await bench.backup(),
             }
         finally:
             await bench.close()
@@ -425,6 +552,14 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             f"fault -> mail ms                {f['fault_to_mail_p50_ms']:>9}   {f['baseline_smtp_send_p50_ms']:>9}"
         )
+    if f := result.get("backup"):
+        for name in BACKUP_WAYS:
+            b = f[name]
+            state = f"{b['seconds']} s" if b["finished"] else f"not done in {b['seconds']} s"
+            rows.append(
+                f"backup {f['database_mb']} MiB {name:<20} {state:<18} ({b['restarts']} restarts,"
+                f" intake p99 {b['intake_p99_ms']} ms)"
+            )
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
         rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")

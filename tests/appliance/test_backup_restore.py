@@ -1,16 +1,19 @@
-"""Backups belong to one store: restore refuses another store's (or an unknown one) unless forced, and the agent will
-not run on another store's database."""
+"""Backups: they belong to one store (restore refuses another store's, or an unknown one, unless forced; the agent will
+not run on another store's database), and they finish while the agent is busy."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from edge.app import Agent
@@ -19,8 +22,10 @@ from edge.errors import ConfigError
 from edge.events import RecoveryCompleted
 from edge.ops import backup_database
 from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from edge.sim.process import write_config
+from edge.sim.process import AgentProcess, free_port, write_config
+from edge.store.history import add_printed_history
 from tests.conftest import TOKEN
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, Recorder
 
@@ -40,11 +45,17 @@ def box_config(path: Path, store_id: str, central: CentralSim, printers: dict[st
     )
 
 
-async def edge(*args: str) -> subprocess.CompletedProcess[str]:
+async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m edge ARGS` as its own process; killed after ``kill_after_s`` seconds (then the test fails on it)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "edge", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=kill_after_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
@@ -149,3 +160,60 @@ async def test_agent_will_not_run_on_another_stores_database(make_settings: Call
     again = Agent(make_settings())  # the lock and the database were let go
     await again.start()
     await again.stop()
+
+
+async def test_backup_finishes_while_the_agent_takes_an_order_every_20ms(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """`edge backup` of a 64 MiB database while the agent (its own process, as on the box) takes an order every 20 ms,
+    each a few commits (the order, then its jobs printing and printed), finishes within 10 s and holds every order
+    acknowledged before it began: it never starts over because another connection committed."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=port,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+    )
+    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    await asyncio.to_thread(add_printed_history, tmp_path / "data" / "edge.db", megabytes=64)
+    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    acknowledged: list[str] = []
+    stop, busy_now = asyncio.Event(), asyncio.Event()
+
+    async def busy() -> None:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as api:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                order = make_order(n, prefix="busy")
+                async with api.post("/api/v1/orders", json=order) as response:
+                    assert response.status == 201, await response.text()
+                acknowledged.append(order["id"])
+                if len(acknowledged) == 5:
+                    busy_now.set()
+                await asyncio.sleep(0.02)
+
+    try:
+        await agent.start()
+        writer = asyncio.create_task(busy())
+        try:
+            await asyncio.wait_for(busy_now.wait(), timeout=10)
+            before = list(acknowledged)
+            started = time.monotonic()
+            backup = await edge("backup", "--config", str(config), kill_after_s=10)
+            seconds = time.monotonic() - started
+            assert len(acknowledged) > len(before), "orders kept arriving during the backup"
+        finally:
+            stop.set()
+            await writer
+    finally:
+        await agent.close()
+    assert backup.returncode == 0, backup.stderr
+    assert seconds < 10
+    path = Path(backup.stdout.split(": ", 1)[1].strip())
+    stored = {r[0] for r in rows(path, "SELECT id FROM orders WHERE id LIKE 'busy_%'")}
+    assert set(before) <= stored
