@@ -35,9 +35,7 @@ class SystemUser:
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *argv]
 
 
-@pytest.fixture
-def system_user() -> Iterator[SystemUser]:
-    """A uniquely named system user (useradd) and a world-reachable base directory; both removed afterwards."""
+def _system_user() -> Iterator[SystemUser]:
     if os.geteuid() != 0:
         pytest.skip("needs root: creates a system user with useradd (CI runs as root in a container)")
     for tool in ("useradd", "userdel", "setpriv"):
@@ -64,3 +62,15 @@ def system_user() -> Iterator[SystemUser]:
     finally:
         shutil.rmtree(home, ignore_errors=True)
         subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture
+def system_user() -> Iterator[SystemUser]:
+    """A uniquely named system user (useradd) and a world-reachable base directory; both removed afterwards."""
+    yield from _system_user()
+
+
+@pytest.fixture(scope="module")
+def module_user() -> Iterator[SystemUser]:
+    """The same, shared by one test module (an install it prepares once belongs to it)."""
+    yield from _system_user()
