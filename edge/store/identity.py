@@ -24,7 +24,7 @@ async def record_store(conn: aiosqlite.Connection, store_id: str, *, now: float,
     await conn.execute(
         "INSERT OR IGNORE INTO store_identity(singleton, store_id, recorded_at) VALUES (1, ?, ?)", (store_id, now)
     )
-    recorded = (await conn.execute_fetchall("SELECT store_id FROM store_identity"))[0][0]
+    recorded = next(iter(await conn.execute_fetchall("SELECT store_id FROM store_identity")))[0]
     if recorded != store_id:
         raise ConfigError(
             "agent.store_id",

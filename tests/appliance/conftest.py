@@ -21,6 +21,17 @@ REPO = Path(__file__).parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 
+def program_version(python: Path) -> str:
+    """The edge-agent version installed for ``python`` (isolated: no PYTHONPATH, so not this checkout's)."""
+    found = subprocess.run(
+        [str(python), "-I", "-c", "import importlib.metadata as m; print(m.version('edge-agent'))"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return found.stdout.strip()
+
+
 @dataclasses.dataclass(frozen=True)
 class SystemUser:
     name: str

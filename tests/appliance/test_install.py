@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.appliance.conftest import program_version
+
 REPO = Path(__file__).parents[2]
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 UNITS = [
@@ -131,18 +133,7 @@ def test_failed_upgrade_rolls_back_program_and_database(root: Path, source: Path
     )
     assert upgrade.returncode == 1, upgrade.stdout + upgrade.stderr
     assert "installed edge-agent 0.2.0" in upgrade.stdout and "rolling back" in upgrade.stdout
-    installed = subprocess.run(
-        [
-            str(root / "opt/edge-agent/current/bin/python"),
-            "-I",
-            "-c",
-            "import importlib.metadata as m; print(m.version('edge-agent'))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert installed.stdout.strip() == "0.1.0"
+    assert program_version(root / "opt/edge-agent/current/bin/python") == "0.1.0"
     assert not (root / "opt/edge-agent/upgrade").exists()  # no upgrade left half done
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == version

@@ -16,6 +16,7 @@ import sys
 import sysconfig
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import free_port, write_config
 from edge.store.migrations import latest_version, load_migrations
-from tests.appliance.conftest import SystemUser
+from tests.appliance.conftest import SystemUser, program_version
 from tests.conftest import TOKEN
 
 REPO = Path(__file__).parents[2]
@@ -179,26 +180,23 @@ class Box:
     async def systemctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return await self.command(str(self.prepared.bin / "systemctl"), *args)
 
-    async def upgrade(self, source: Path, **env: str) -> subprocess.CompletedProcess[str]:
-        return await self.command(
+    def upgrade_argv(self, source: Path) -> list[str]:
+        return [
             "bash",
             str(source / "scripts/upgrade.sh"),
             "--prefix",
             str(self.root),
             "--python",
             self.prepared.user.python,
-            **env,
-        )
+        ]
+
+    async def upgrade(self, source: Path, **env: str) -> subprocess.CompletedProcess[str]:
+        return await self.command(*self.upgrade_argv(source), **env)
 
     async def start_upgrade(self, source: Path, **env: str) -> asyncio.subprocess.Process:
         """upgrade.sh in a session of its own (a terminal's foreground process group), its output on a pipe."""
         return await asyncio.create_subprocess_exec(
-            "bash",
-            str(source / "scripts/upgrade.sh"),
-            "--prefix",
-            str(self.root),
-            "--python",
-            self.prepared.user.python,
+            *self.upgrade_argv(source),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.env(**env),
@@ -210,19 +208,7 @@ class Box:
         """The version of the program the agent's unit starts (whatever the layout of the program directory)."""
         unit = (self.root / "etc/systemd/system/edge-agent.service").read_text()
         program = next(line for line in unit.splitlines() if line.startswith("ExecStart=")).split("=", 1)[1].split()[0]
-        python = self.root / program.lstrip("/")
-        found = subprocess.run(
-            [
-                str(python.parent / "python"),
-                "-I",
-                "-c",
-                "import importlib.metadata as m; print(m.version('edge-agent'))",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return found.stdout.strip()
+        return program_version((self.root / program.lstrip("/")).parent / "python")
 
     def schema(self) -> int:
         with sqlite3.connect(self.db) as conn:
@@ -232,25 +218,23 @@ class Box:
         with sqlite3.connect(self.db) as conn:
             return {row[0] for row in conn.execute("SELECT id FROM orders")}
 
-    async def up(self) -> bool:
-        """The agent answers /health (alive; maybe not ready)."""
+    async def answers(self, path: str) -> bool:
+        """``path`` answers 200 (/health: the agent is alive; /ready: it is ready too)."""
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-                async with session.get(f"http://127.0.0.1:{self.port}/health") as response:
+                async with session.get(f"http://127.0.0.1:{self.port}{path}") as response:
                     return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+    async def up(self) -> bool:
+        return await self.answers("/health")
 
     async def down(self) -> bool:
-        return not await self.up()
+        return not await self.answers("/health")
 
     async def ready(self) -> bool:
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-                async with session.get(f"http://127.0.0.1:{self.port}/ready") as response:
-                    return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+        return await self.answers("/ready")
 
     async def push(self, prefix: str, count: int) -> list[str]:
         ids = []
@@ -390,7 +374,7 @@ async def test_failed_backup_says_so_and_keeps_the_old_version(box: Box) -> None
     assert await box.ready()
 
 
-def matrix() -> list[object]:
+def matrix() -> list[Any]:  # pytest.param's type is private
     """Every step with SIGKILL and with one catchable signal in turn; the full step x signal matrix (28 runs, some
     minutes) with EDGE_UPGRADE_MATRIX=1."""
     cases = []
