@@ -432,3 +432,36 @@ async def test_interrupted_upgrade_leaves_a_working_agent_and_a_rerun_completes(
     assert box.installed_version() == "0.2.0"
     await wait_until(box.ready)
     assert set(orders) <= box.order_ids()
+
+
+async def test_upgrade_from_a_box_installed_before_releases(box: Box) -> None:
+    """A box whose program is the single venv the earlier install.sh made (/opt/edge-agent/venv, units starting it):
+    a failed upgrade brings that venv and its units back with every order; the next upgrade succeeds and keeps the old
+    venv as the previous version."""
+    opt = box.root / "opt/edge-agent"
+    await box.systemctl("stop", "edge-agent.service")
+    (opt / "current").unlink()
+    await asyncio.to_thread(shutil.rmtree, opt / "releases")
+    python = box.prepared.user.python
+    made = await box.command(python, "-m", "venv", str(opt / "venv"))
+    assert made.returncode == 0, made.stdout
+    pip = await box.command(str(opt / "venv/bin/pip"), "install", "--quiet", "--no-deps", str(box.prepared.old))
+    assert pip.returncode == 0, pip.stdout
+    for unit in ("edge-agent.service", "edge-health-check.service", "edge-backup.service"):
+        path = box.root / "etc/systemd/system" / unit
+        path.write_text(path.read_text().replace("/opt/edge-agent/current/", "/opt/edge-agent/venv/"))
+    legacy_unit = box.unit()
+    assert (await box.systemctl("start", "edge-agent.service")).returncode == 0
+    orders = await box.push("legacy", 2)
+
+    failed = await box.upgrade(box.prepared.faulty, EDGE_HEALTH_WAIT_S="3")
+    assert failed.returncode == 1 and "rolled back" in failed.stdout, failed.stdout
+    assert box.unit() == legacy_unit and box.installed_version() == "0.1.0"
+    await wait_until(box.ready)
+    assert set(orders) <= box.order_ids()
+
+    upgraded = await box.upgrade(box.prepared.new)
+    assert upgraded.returncode == 0, upgraded.stdout
+    assert box.installed_version() == "0.2.0" and (opt / "venv/bin/edge").exists()
+    await wait_until(box.ready)
+    assert set(orders) <= box.order_ids()
