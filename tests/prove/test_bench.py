@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).parents[2] / "scripts" / "bench.py"
-PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint"}
+PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "backup"}
 
 
 def numbers(node: Any) -> list[tuple[str, Any]]:
@@ -19,7 +19,7 @@ def numbers(node: Any) -> list[tuple[str, Any]]:
 
 
 def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
-    """`bench.py --tiny` exits 0 within 30 s; its JSON has the five parts, each null or figures > 0 with a baseline beside them."""
+    """`bench.py --tiny` exits 0 within 30 s; its JSON has every part, each null or figures > 0 with a baseline beside them."""
     done = subprocess.run([sys.executable, str(BENCH), "--tiny"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
