@@ -33,6 +33,7 @@ from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.store import Database, JobStore, OrderStore
+from edge.store.identity import record_store
 from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService
 from edge.systemd import Notifier
@@ -177,7 +178,14 @@ class Agent:
         self._lock = DataDirLock.acquire(s.agent.data_dir)
         try:
             self.db = await Database.open(s.agent.db_path)
+            # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
+            await self.db.write(
+                lambda conn: record_store(conn, s.agent.store_id, now=self.clock.wall(), db_path=s.agent.db_path)
+            )
         except BaseException:
+            if self.db is not None:
+                await self.db.close()
+                self.db = None
             self._lock.release()
             raise
         self.db.on_write_health = self._on_write_health

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,11 @@ EXIT_CONFIG = 2
 
 
 def _load(args: argparse.Namespace) -> Settings:
-    return load_settings(resolve_config_path(args.config))
+    from edge.ops.owner import act_as_data_owner
+
+    settings = load_settings(resolve_config_path(args.config))
+    act_as_data_owner(settings.agent.data_dir)  # as root: become the agent's user before touching its files
+    return settings
 
 
 def _setup_logging(settings: Settings | None, *, level: str | None = None) -> None:
@@ -49,15 +54,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     settings = _load(args)
-    print(
-        f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {', '.join(settings.stations) or 'none'})"
-    )
+    stations = ", ".join(settings.stations) or "none"
+    print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {stations})")
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from edge.ops import DataDirLock
     from edge.store import migrations
     from edge.store.db import connect_writer
+    from edge.store.identity import record_store
 
     settings = _load(args)
     _setup_logging(settings, level="warning")
@@ -65,11 +71,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     async def go() -> tuple[int, int]:
         conn = await connect_writer(settings.agent.db_path)
         try:
-            return await migrations.migrate(conn, migrations.load_migrations(), args.to)
+            versions = await migrations.migrate(conn, migrations.load_migrations(), args.to)
+            # Recorded now, not only at the agent's start: a backup taken before that start still names its store.
+            await record_store(conn, settings.agent.store_id, now=time.time(), db_path=settings.agent.db_path)
+            return versions
         finally:
             await conn.close()
 
-    before, after = asyncio.run(go())
+    # Never under a running agent: a step down would drop tables and columns the agent is using.
+    lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge migrate")
+    try:
+        before, after = asyncio.run(go())
+    finally:
+        lock.release()
     print(f"database {settings.agent.db_path}: schema version {before} -> {after}")
     return 0
 
@@ -210,11 +224,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     _setup_logging(settings, level="warning")
-    safety = asyncio.run(restore_database(settings, Path(args.file)))
+    restored = asyncio.run(restore_database(settings, Path(args.file), force=args.force))
     print(
         f"restored {args.file} into {settings.agent.db_path}"
-        + (f"; the database it replaced is kept as {safety}" if safety else "")
+        + (f"; the database it replaced is kept as {restored.safety}" if restored.safety else "")
     )
+    if restored.moved_from is not None:
+        print(
+            f"moved from store {restored.moved_from or '(unknown)'} to {settings.agent.store_id}: "
+            "the recovery cursor starts over, so the next recovery fetches this store's orders from the first"
+        )
     return 0
 
 
@@ -330,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore = sub.add_parser("restore", parents=[common], help="replace the database with a backup (agent stopped)")
     restore.add_argument("file")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="take another store's backup (a deliberate move); resets the recovery cursor",
+    )
     restore.set_defaults(func=cmd_restore)
 
     from edge.alerts.commands import add_commands  # `alerts …` and `setup-notifications` live with the alerts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -23,7 +24,9 @@ import aiosmtplib
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.alerts.latency import measure_fault_to_mail
+from edge.config import load_settings
 from edge.log import configure_logging
+from edge.ops import backup_database
 from edge.ops.measure import measure_startup
 from edge.orders.model import MAX_ITEMS, parse_order
 from edge.printing.decode import decode
@@ -34,11 +37,14 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
 from edge.sim.recovery_bench import OLD_DEFAULTS, measure_fleet
 from edge.sim.smtp import SmtpSink
+from edge.store import Database
+from edge.store.history import add_printed_history
 
 TOKEN = "bench-token-0123456789"
 
 # Orders per client-count run, seconds per print-latency rate, baseline inserts, direct-print samples,
-# missed orders for recovery, seconds idle before reading RSS, alert samples.
+# missed orders for recovery, seconds idle before reading RSS, alert samples, database size for the backup run and
+# how long the old stepwise copy may try.
 SIZES = {
     "full": {
         "intake": {1: 500, 8: 2000, 64: 4000},
@@ -52,6 +58,7 @@ SIZES = {
         "flood_orders": 20,
         "fleet": {"agents": 1000, "old_defaults": True},
         "large": 3,
+        "backup": {"megabytes": 200, "cap_s": 60.0},
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -65,6 +72,7 @@ SIZES = {
         "flood_orders": 10,
         "fleet": {"agents": 300, "old_defaults": False},  # the old defaults' 30 s start delay alone breaks "quick"
         "large": 2,
+        "backup": {"megabytes": 64, "cap_s": 20.0},
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -78,6 +86,7 @@ SIZES = {
         "flood_orders": 0,  # none: the flood takes ~8 s, too long for the CI smoke run
         "fleet": {"agents": 20, "old_defaults": False},
         "large": 1,
+        "backup": {"megabytes": 8, "cap_s": 5.0},
     },
 }
 # The fleet: missed orders per store, and what the central simulator answers per second before it sends 429.
@@ -404,6 +413,67 @@ async def small_acks(session: aiohttp.ClientSession, port: int, prefix: str, unt
         n += 1
         await asyncio.sleep(max(0.0, 0.02 - (time.perf_counter() - t0)))
     return latencies
+# The raw copies compare like with like (each ends with an fsync); `edge backup` as shipped adds a
+# quick_check of the copy, the fsync of its folder and the pruning of old files.
+BACKUP_WAYS = ("one_step", "vacuum_into", "edge_backup", "baseline_steps_256")
+
+
+def vacuum_into(db_path: Path, target: Path) -> Path:
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("VACUUM INTO ?", (str(target),))
+    finally:
+        conn.close()
+    fd = os.open(target, os.O_RDONLY)
+    os.fsync(fd)  # VACUUM INTO does not sync its output; the shipped backup does, so this one must too
+    os.close(fd)
+    return target
+
+
+def copy_in_steps(db_path: Path, target: Path, pages: int) -> Path:
+    """SQLite's backup API ``pages`` at a time (-1: all in one step), then an fsync."""
+    src, dst = sqlite3.connect(db_path), sqlite3.connect(target)
+    try:
+        src.backup(dst, pages=pages)
+    finally:
+        dst.close()
+        src.close()
+    fd = os.open(target, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    return target
+
+
+async def backup_under_load(port: int, copy: Any, *, cap_s: float) -> tuple[float, float]:
+    """Runs ``copy`` while a client pushes an order every 50 ms: (seconds it took, capped at ``cap_s``; intake p99 ms).
+    A copy still running at the cap is let finish once the orders stop, so the run ends."""
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def busy() -> None:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                order = make_order(n, prefix=f"bk{id(copy) % 10_000}")
+                async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
+                    if response.status != 201:
+                        raise RuntimeError(f"intake answered {response.status}")
+                latencies.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.05)
+
+    writer = asyncio.create_task(busy())
+    await asyncio.sleep(0.5)
+    started = time.perf_counter()
+    task = asyncio.ensure_future(copy())
+    await asyncio.wait([task], timeout=cap_s)
+    seconds = min(time.perf_counter() - started, cap_s)
+    stop.set()
+    await writer
+    await task
+    return round(seconds, 3), ms(percentile(latencies, 0.99))
 
 
 class Bench:
@@ -682,6 +752,52 @@ class Bench:
             "baseline_small_ack_idle_max_ms": ms(max(idle)),
         }
 
+    async def backup(self) -> dict[str, Any]:
+        """Backups of a database of N MiB while the agent (its own process) takes an order every 50 ms: the backup API
+        in one step, VACUUM INTO and `edge backup` as shipped (edge.ops.backup_database), against the old copy in
+        256-page steps, which starts over at every commit of the agent (a time equal to cap_s: not done by then).
+        Intake p99 during each shows what the agent felt."""
+        size = self.size["backup"]
+        config, port = await self.config("backup")
+        db_path = self.root / "backup" / "edge.db"
+        await (await Database.open(db_path)).close()
+        await asyncio.to_thread(add_printed_history, db_path, megabytes=size["megabytes"])
+        agent = await self.start_prepared_agent(config, port, "backup")
+        settings = load_settings(config)
+        copies = self.root / "copies"
+        copies.mkdir()
+
+        async def shipped() -> Path:
+            return await backup_database(settings)
+
+        async def one_step() -> Path:
+            return await asyncio.to_thread(copy_in_steps, db_path, copies / "one-step.db", -1)
+
+        async def vacuum() -> Path:
+            return await asyncio.to_thread(vacuum_into, db_path, copies / "vacuum.db")
+
+        async def steps() -> Path:
+            return await asyncio.to_thread(copy_in_steps, db_path, copies / "steps.db", 256)
+
+        result: dict[str, Any] = {
+            "database_mb": round(db_path.stat().st_size / 2**20, 1),
+            "order_every_ms": 50,
+            "cap_s": size["cap_s"],
+        }
+        ways = {"one_step": one_step, "vacuum_into": vacuum, "edge_backup": shipped, "baseline_steps_256": steps}
+        for name in BACKUP_WAYS:
+            result[f"{name}_s"], result[f"{name}_intake_p99_ms"] = await backup_under_load(
+                port, ways[name], cap_s=size["cap_s"]
+            )
+        await self.stop_agent(agent)
+        return result
+
+    async def start_prepared_agent(self, config: Path, port: int, name: str) -> AgentProcess:
+        agent = AgentProcess(config, port, self.root / f"{name}.log")
+        self.agents.append(agent)
+        await agent.start()
+        return agent
+
     async def close(self) -> None:
         for agent in self.agents:
             await agent.close()
@@ -700,6 +816,7 @@ async def run(size: dict[str, Any], *, fsync_ms: float = 10.0) -> dict[str, Any]
                 "storage": await bench.storage(fsync_ms),
                 "fleet": await bench.fleet(),
                 "printing": await bench.printing(),
+                "backup": await bench.backup(),
             }
             if size["flood_orders"]:
                 result["api_flood"] = await bench.api_flood()
@@ -745,6 +862,12 @@ def table(result: dict[str, Any]) -> str:
             rows.append(
                 f"fleet {name:<12} all stored s   {f['all_stored_s']!s:>9}   peak {f['peak_requests_in_1s']}/s,"
                 f" {f['responses_429']} x 429 (capacity {f['capacity_rps']:g}/s)"
+    if f := result.get("backup"):
+        for name in BACKUP_WAYS:
+            took = f[f"{name}_s"]
+            state = f"not done in {took} s" if took >= f["cap_s"] else f"{took} s"
+            rows.append(
+                f"backup {f['database_mb']} MiB {name:<19} {state:<18} (intake p99 {f[f'{name}_intake_p99_ms']} ms)"
             )
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")

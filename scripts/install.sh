@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the edge agent as a systemd service: venv in /opt/edge-agent, user edge, /var/lib/edge, /etc/edge.
+# Installs the edge agent as a systemd service: program in /opt/edge-agent, user edge, /var/lib/edge, /etc/edge.
 # Idempotent: a second run changes nothing. --uninstall keeps the data and config; --purge removes them too.
 #
 #   sudo scripts/install.sh                 install or repair (never overwrites /etc/edge/edge.toml)
@@ -7,8 +7,11 @@
 #   sudo scripts/install.sh --purge         also remove /var/lib/edge, /etc/edge and the user
 #   scripts/install.sh --prefix /tmp/root   everything under a throwaway root (tests); no user, no systemctl
 #   sudo scripts/install.sh --prefix /tmp/root --user edge-test   ... owned by a real (created) system user
+#   scripts/install.sh --build-only         only build this version beside the program in use (upgrade.sh does)
 #
 # The one secrets file is /etc/edge/edge.env: owned by the agent's user, mode 0600, a random EDGE_API_TOKEN at first.
+# Each version is a venv of its own in /opt/edge-agent/releases/, built beside the one in use; /opt/edge-agent/current
+# switches to it in one rename (see scripts/lib.sh). To upgrade a running box, use scripts/upgrade.sh.
 # EDGE_PIP_ARGS adds pip options (e.g. "--no-index --find-links /media/usb/wheels" on a box without internet).
 set -euo pipefail
 
@@ -28,20 +31,14 @@ while [[ $# -gt 0 ]]; do
         --uninstall) MODE=uninstall; shift ;;
         --purge) MODE=purge; shift ;;
         --no-start) START=0; shift ;;  # upgrade.sh starts the agent itself, after migrating
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --build-only) MODE=build; shift ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
-OPT="$PREFIX/opt/edge-agent"
-VENV="$OPT/venv"
-DATA="$PREFIX/var/lib/edge"
-ETC="$PREFIX/etc/edge"
-UNITS="$PREFIX/etc/systemd/system"
-UNIT_FILES=(edge-agent.service edge-health-check.service edge-health-check.timer edge-backup.service edge-backup.timer)
-TIMERS=(edge-health-check.timer edge-backup.timer)
-
-say() { echo "install.sh: $*"; }
+# shellcheck source=scripts/lib.sh
+source "$SOURCE/scripts/lib.sh"
 
 # Only on the real root: a --prefix run must never touch this machine's users or services.
 real_root() { [[ -z "$PREFIX" ]]; }
@@ -49,22 +46,21 @@ have_systemd() { real_root && command -v systemctl >/dev/null && [[ -d /run/syst
 # The agent's user exists for real on the real root, or under a prefix when --user names one.
 manage_user() { real_root || [[ $USER_GIVEN -eq 1 ]]; }
 
-# Copies only when the content differs, so a second run leaves every file (and its mtime) alone.
-put() {
-    local src="$1" dst="$2" mode="$3"
-    if [[ -f "$dst" ]] && cmp -s "$src" "$dst"; then
+# Sets RELEASE to this checkout's release directory, built unless a complete one is there already. A build cut
+# short (no completion mark: a dropped SSH session during pip) is thrown away and done again.
+build_release() {
+    RELEASE="$RELEASES/$(release_id)"
+    if [[ -f "$RELEASE/$COMPLETE" ]]; then
         return
     fi
-    install -D -m "$mode" "$src" "$dst"
-    say "wrote $dst"
-}
-
-installed_version() {
-    [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -I -c 'import importlib.metadata as m; print(m.version("edge-agent"))' 2>/dev/null || true
-}
-
-source_version() {
-    sed -n 's/^version = "\(.*\)"/\1/p' "$SOURCE/pyproject.toml" | head -1
+    rm -rf "$RELEASE"
+    mkdir -p "$RELEASES"
+    "$PYTHON" -m venv "$RELEASE"
+    # shellcheck disable=SC2086  # EDGE_PIP_ARGS is a list of options on purpose
+    "$RELEASE/bin/pip" install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} "$SOURCE"
+    sync -f "$RELEASE"  # on disk before it counts as complete: a power cut must not leave a marked, empty venv
+    touch "$RELEASE/$COMPLETE"
+    say "installed edge-agent $(source_version) in $RELEASE"
 }
 
 do_install() {
@@ -99,17 +95,11 @@ do_install() {
         chown "$AGENT_USER:$AGENT_USER" "$DATA"
     fi
 
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        "$PYTHON" -m venv "$VENV"
-        say "created $VENV"
-    fi
-    local want have
-    want="$(source_version)"
-    have="$(installed_version)"
-    if [[ "$have" != "$want" ]]; then
-        # shellcheck disable=SC2086  # EDGE_PIP_ARGS is a list of options on purpose
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} "$SOURCE"
-        say "installed edge-agent $want (was: ${have:-none})"
+    local previous
+    previous="$(current_target)"
+    build_release
+    if switch_current "releases/${RELEASE##*/}"; then
+        prune_releases "$previous"
     fi
     put "$SOURCE/README.md" "$OPT/README.md" 0644
 
@@ -178,8 +168,9 @@ do_uninstall() {
     fi
 }
 
-if [[ "$MODE" == install ]]; then
-    do_install
-else
-    do_uninstall
-fi
+take_install_lock
+case "$MODE" in
+    install) do_install ;;
+    build) build_release; say "release ready: $RELEASE" ;;
+    *) do_uninstall ;;
+esac

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Upgrades an installed agent to this checkout: backup, stop, new venv, migrate, start, health check.
-# Any failure rolls back: the previous venv comes back and the database is restored from the backup just taken.
+# Upgrades an installed agent to this checkout: build beside, stop, back up, switch, migrate, start, health check.
+# Any failure or interruption (Ctrl-C, a dropped SSH session, kill) rolls back: the new version migrates the database
+# back down (every order it acknowledged stays, and what it printed is not printed again), the previous program and
+# unit files come back and the previous agent starts. After a SIGKILL or a power cut the box runs the old or the new
+# version, and the next run finishes the rollback first, then upgrades. Each step is also logged to
+# /var/log/edge-upgrade.log.
 #
 #   sudo scripts/upgrade.sh
-#   scripts/upgrade.sh --prefix /tmp/root --no-restart     (tests: a throwaway root, no systemctl)
+#   scripts/upgrade.sh --prefix /tmp/root [--no-restart]   (tests: a throwaway root; its services are handled by the
+#                                                           first `systemctl` on PATH, a simulator there)
 set -euo pipefail
+trap '' PIPE  # output to a closed SSH session must not kill a rollback
 
 SOURCE="$(cd "$(dirname "$0")/.." && pwd)"
 PREFIX=""
@@ -16,52 +22,202 @@ while [[ $# -gt 0 ]]; do
         --prefix) PREFIX="${2%/}"; PASS+=(--prefix "$PREFIX"); shift 2 ;;
         --python) PASS+=(--python "$2"); shift 2 ;;
         --no-restart) RESTART=0; shift ;;
-        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "upgrade.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
-OPT="$PREFIX/opt/edge-agent"
-VENV="$OPT/venv"
-PREVIOUS="$OPT/venv.previous"
-CONFIG="$PREFIX/etc/edge/edge.toml"
+# shellcheck source=scripts/lib.sh
+source "$SOURCE/scripts/lib.sh"
+
+CONFIG="$ETC/edge.toml"
+STATE="$OPT/upgrade"  # while an upgrade is under way: its journal and the unit files it replaced
+JOURNAL="$STATE/journal"
+LOG="$PREFIX/var/log/edge-upgrade.log"
 HEALTH_WAIT_S="${EDGE_HEALTH_WAIT_S:-60}"
+STEP=start-up
+NEW_VERSION="$(source_version)"
 
-say() { echo "upgrade.sh: $*"; }
+# The secrets (API token, central token, SMTP password) are in edge.env, which systemd hands to the agent; the edge
+# commands run here read it too, or they fail on the config.
+if [[ -r "$ETC/edge.env" ]]; then
+    export EDGE_ENV_FILE="$ETC/edge.env"
+fi
 
-if [[ ! -x "$VENV/bin/edge" ]]; then
+log() {
+    say "$*"
+    { mkdir -p "${LOG%/*}" && echo "$(date -u +%FT%TZ) $*" >>"$LOG"; } 2>/dev/null || true
+}
+
+service() {  # systemctl, when this run manages the services
+    if [[ $RESTART -eq 1 ]]; then
+        systemctl "$@"
+    fi
+}
+
+uptime_s() {  # seconds since boot: deadlines must not move when NTP steps the clock
+    local up
+    read -r up _ </proc/uptime
+    echo "${up%.*}"
+}
+
+journal() {  # journal KEY=VALUE...: what a rollback needs, written whole (temporary file, rename) at every step
+    local pair
+    for pair in "$@"; do
+        printf -v "${pair%%=*}" '%s' "${pair#*=}"
+    done
+    {
+        for pair in OLD_TARGET OLD_VERSION OLD_SCHEMA NEW NEW_VERSION BACKUP STARTED STEP; do
+            printf '%s=%q\n' "$pair" "${!pair}"
+        done
+    } >"$JOURNAL.new"
+    mv -f "$JOURNAL.new" "$JOURNAL"
+}
+
+step() {
+    journal "STEP=$1"
+    log "step: $1"
+}
+
+save_units() {
+    local unit
+    rm -rf "$STATE/units"
+    mkdir -p "$STATE/units"
+    for unit in "${UNIT_FILES[@]}"; do
+        if [[ -f "$UNITS/$unit" ]]; then
+            cp -p "$UNITS/$unit" "$STATE/units/$unit"
+        fi
+    done
+}
+
+restore_units() {
+    local unit
+    for unit in "${UNIT_FILES[@]}"; do
+        if [[ -f "$STATE/units/$unit" ]]; then
+            put "$STATE/units/$unit" "$UNITS/$unit" 0644
+        else
+            rm -f "$UNITS/$unit"  # one the new version added
+        fi
+    done
+    service daemon-reload || true
+}
+
+# The new version took orders after the backup (or the database cannot go back down): it stays, with all of them.
+keep_new() {
+    log "ROLLBACK NOT POSSIBLE ($1): edge-agent $NEW_VERSION stays installed with every order it took;" \
+        "see the messages above, fix the cause and run upgrade.sh again"
+    service start edge-agent.service edge-health-check.timer || true
+    rm -rf "$STATE"
+}
+
+# Back to OLD_TARGET without losing an order: the new version migrates the database down (its own down parts), so rows
+# it wrote stay. Restoring the backup is the last resort, and only when the new version never ran: nothing was
+# acknowledged after it was taken, since the agent was stopped. Every step may be interrupted again, so each leaves
+# a box that starts: the old or the new program, with the schema that program migrates to by itself.
+rollback() {
+    trap '' HUP INT TERM
+    set +e
+    log "FAILED at step $STEP ($1): rolling back to edge-agent $OLD_VERSION"
+    service stop edge-agent.service
+    if [[ -f "$NEW/$COMPLETE" ]] && ! "$NEW/bin/edge" migrate --to "$OLD_SCHEMA" --config "$CONFIG"; then
+        if [[ "$STARTED" != 1 && -f "$BACKUP" ]] && "$OPT/$OLD_TARGET/bin/edge" restore "$BACKUP" --config "$CONFIG"; then
+            log "the database could not be migrated down; restored $BACKUP (taken after the agent stopped)"
+        else
+            keep_new "the database cannot be migrated back to schema $OLD_SCHEMA"
+            return
+        fi
+    fi
+    switch_current "$OLD_TARGET" || true
+    restore_units
+    service start edge-agent.service edge-health-check.timer
+    rm -rf "$STATE"
+    log "rolled back: edge-agent $OLD_VERSION is installed again, with every order"
+}
+
+on_exit() {
+    local status=$?
+    trap '' HUP INT TERM  # a second Ctrl-C must not cut the rollback short
+    if [[ $status -ne 0 && -f "$JOURNAL" ]]; then
+        rollback "exit $status"
+    elif [[ $status -ne 0 ]]; then
+        log "stopped at step $STEP (exit $status) before anything was changed; the agent runs as before"
+    fi
+}
+
+trap on_exit EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+take_install_lock  # (a second upgrade waits for nobody: it refuses)
+mkdir -p "$STATE"
+if [[ -f "$JOURNAL" ]]; then
+    # shellcheck disable=SC1090  # our own journal, root's, written above
+    source "$JOURNAL"
+    rollback "interrupted by a kill or a power cut"
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    set -e
+fi
+
+OLD_TARGET="$(current_target)"
+if [[ -z "$OLD_TARGET" ]]; then
     echo "upgrade.sh: no installed agent in $OPT; run scripts/install.sh first" >&2
     exit 1
 fi
+OLD_VERSION="$(version_of "$OPT/$OLD_TARGET")"
+# The schema the old version left (it migrates to its latest at start): where a rollback migrates back down to.
+OLD_SCHEMA="$(find "$OPT/$OLD_TARGET/share/edge-agent/migrations" -name '[0-9][0-9][0-9]_*.sql' | wc -l)"
+NEW="$RELEASES/$(release_id)"
+BACKUP=""
+STARTED=0
 
-BACKUP="$("$VENV/bin/edge" backup --config "$CONFIG" | sed -n 's/^backup written: //p')"
-[[ -f "$BACKUP" ]] || { echo "upgrade.sh: backup failed; nothing changed" >&2; exit 1; }
-say "backup $BACKUP"
+if [[ "$OPT/$OLD_TARGET" -ef "$NEW" ]]; then
+    service start edge-agent.service edge-health-check.timer
+    log "edge-agent $NEW_VERSION is installed already"
+    exit 0
+fi
 
-rollback() {
-    say "FAILED ($1): rolling back"
-    if [[ $RESTART -eq 1 ]]; then systemctl stop edge-agent.service || true; fi
-    rm -rf "$VENV"
-    mv "$PREVIOUS" "$VENV"  # back at its own path, so its scripts' shebangs are right again
-    "$VENV/bin/edge" restore "$BACKUP" --config "$CONFIG"
-    if [[ $RESTART -eq 1 ]]; then systemctl start edge-agent.service || true; fi
-    say "rolled back to the previous version and the database of $BACKUP"
+STEP=build
+log "step: build (edge-agent $NEW_VERSION beside $OLD_VERSION, which keeps running)"
+"$SOURCE/scripts/install.sh" --build-only "${PASS[@]}"
+
+save_units
+step stop
+service stop edge-health-check.timer edge-agent.service
+
+step backup
+if ! written="$("$NEW/bin/edge" backup --config "$CONFIG")" || ! BACKUP="$(sed -n 's/^backup written: //p' <<<"$written")" ||
+    [[ ! -f "$BACKUP" ]]; then
+    log "backup failed (see above); not upgrading"
     exit 1
-}
+fi
+journal "BACKUP=$BACKUP"
+log "backup $BACKUP"
 
-if [[ $RESTART -eq 1 ]]; then systemctl stop edge-agent.service; fi
-rm -rf "$PREVIOUS"
-mv "$VENV" "$PREVIOUS"
-"$SOURCE/scripts/install.sh" --no-start "${PASS[@]}" || rollback "install"
-"$VENV/bin/edge" migrate --config "$CONFIG" || rollback "migrate"
+step install
+"$SOURCE/scripts/install.sh" --no-start "${PASS[@]}"
+
+step migrate
+"$CURRENT/bin/edge" migrate --config "$CONFIG"
 
 if [[ $RESTART -eq 1 ]]; then
-    systemctl start edge-agent.service || rollback "start"
-    deadline=$((SECONDS + HEALTH_WAIT_S))
-    until "$VENV/bin/edge" health --config "$CONFIG" >/dev/null 2>&1; do
-        (( SECONDS < deadline )) || rollback "not healthy within ${HEALTH_WAIT_S}s"
-        sleep 2
+    journal STARTED=1  # from here on the new version may acknowledge orders: never restore the backup
+    step start
+    service start edge-agent.service
+    step health
+    deadline=$(($(uptime_s) + HEALTH_WAIT_S))
+    until answer="$("$CURRENT/bin/edge" health --config "$CONFIG" 2>&1)"; do
+        if (($(uptime_s) >= deadline)); then
+            log "not healthy within ${HEALTH_WAIT_S}s: ${answer##*$'\n'}"
+            exit 1
+        fi
+        sleep 1
     done
+    service start edge-health-check.timer
 fi
-rm -rf "$PREVIOUS"
-say "upgraded to $("$VENV/bin/python" -I -c 'import importlib.metadata as m; print(m.version("edge-agent"))')"
+
+rm -rf "$STATE"  # done: from here on nothing rolls back
+prune_releases "$OLD_TARGET"
+log "upgraded to edge-agent $NEW_VERSION (the previous version stays in $OPT/$OLD_TARGET until the next upgrade)"

@@ -19,6 +19,7 @@ from edge.errors import EdgeError, NotFoundError, WrongStateError
 from edge.events import EventBus
 from edge.log import configure_logging
 from edge.ops.lock import AgentRunningError, DataDirLock
+from edge.ops.owner import act_as_data_owner
 from edge.store import Database
 from edge.store.alerts import AlertStore
 
@@ -35,6 +36,7 @@ def parse_duration(text: str) -> float:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(resolve_config_path(args.config))
+    act_as_data_owner(settings.agent.data_dir)  # as root: the database stays the agent's user's
     configure_logging(fmt=settings.agent.log_format, level="warning", secrets=settings.secrets())
     return settings
 

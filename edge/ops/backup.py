@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -13,11 +15,11 @@ from edge.config import Settings
 from edge.errors import StoreError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
+from edge.store.identity import move_to_store, recorded_store
 
 log = structlog.get_logger()
 
 _PREFIX = "edge-"
-_PAGES_PER_STEP = 256  # copy in steps so the agent's writer is never locked out for long
 
 
 def backup_dir(settings: Settings) -> Path:
@@ -30,27 +32,54 @@ def _copy(source: Path, target: Path) -> None:
         dst = sqlite3.connect(target)
         try:
             # Through SQLite, not a file copy: consistent while the agent writes, and a WAL target stays consistent too.
-            src.backup(dst, pages=_PAGES_PER_STEP)
+            # In one step, i.e. one read transaction: in WAL mode it never blocks the agent's writer, and no commit can
+            # make it start over (stepwise, it restarted at every commit of the agent: under an order every 50 ms a
+            # 200 MiB copy never finished). Its time is bounded by the file's size alone.
+            src.backup(dst, pages=-1)
         finally:
             dst.close()
     finally:
         src.close()
 
 
-def _check(path: Path) -> int:
-    """The schema version of a database file after a quick_check; StoreError if it is not a healthy database."""
+def _sync(path: Path) -> None:
+    """fsync a file or a directory, so a backup reported written survives a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupFile:
+    """What a database file says about itself, after a quick_check."""
+
+    version: int  # schema version (PRAGMA user_version)
+    store_id: str | None  # the store it belongs to; None if it never recorded one
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    safety: Path | None  # the database the restore replaced, kept as a backup; None if there was none
+    moved_from: str | None  # with --force: the store the backup belonged to ("" if unknown); None for a plain restore
+
+
+def _check(path: Path) -> BackupFile:
+    """StoreError if ``path`` is not a healthy database."""
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            store_id = recorded_store(conn)
         finally:
             conn.close()
     except sqlite3.Error as err:
         raise StoreError(f"{path}: not a readable SQLite database: {err}") from err
     if result != "ok":
         raise StoreError(f"{path}: integrity check failed: {result}")
-    return int(version)
+    return BackupFile(version=int(version), store_id=store_id)
 
 
 def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
@@ -64,9 +93,19 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
     target = directory / f"{_PREFIX}{stamp}{label}.db"
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
-    _copy(db_path, partial)
-    _check(partial)
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # an unwritable folder fails here, by name
+    try:
+        _copy(db_path, partial)
+        _check(partial)
+        _sync(partial)
+    except sqlite3.Error as err:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"backup of {db_path} into {partial}: {err}") from err
+    except StoreError:
+        partial.unlink(missing_ok=True)
+        raise
     partial.rename(target)  # a backup file either exists whole or not at all
+    _sync(directory)
     for old in sorted(directory.glob(f"{_PREFIX}*.db"), reverse=True)[keep:]:
         old.unlink()
     return target
@@ -82,12 +121,25 @@ async def backup_database(settings: Settings, *, label: str = "") -> Path:
     return target
 
 
-def _restore(settings: Settings, source: Path) -> Path | None:
-    version = _check(source)
+def _restore(settings: Settings, source: Path, force: bool) -> Restored:
+    backup = _check(source)
     latest = migrations.latest_version(migrations.load_migrations())
-    if version > latest:
+    if backup.version > latest:
         raise StoreError(
-            f"{source}: schema version {version} is newer than this agent knows ({latest}); upgrade the agent first"
+            f"{source}: schema version {backup.version} is newer than this agent knows ({latest}); "
+            "upgrade the agent first"
+        )
+    store_id = settings.agent.store_id
+    # Another store's cursor would skip this store's orders at central, so only a proven match goes in unasked.
+    if backup.store_id != store_id and not force:
+        whose = (
+            f"is a backup of store {backup.store_id!r}, this box is store {store_id!r}"
+            if backup.store_id
+            else "records no store (taken before the agent recorded it)"
+        )
+        raise StoreError(
+            f"{source} {whose}: not restored; to move it here as store {store_id!r} on purpose, add --force "
+            "(the recovery cursor then starts over)"
         )
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge restore")  # refuses while the agent runs
     try:
@@ -98,13 +150,27 @@ def _restore(settings: Settings, source: Path) -> Path | None:
             else None
         )
         _copy(source, db_path)
+        moved = backup.store_id != store_id
+        if moved:
+            conn = sqlite3.connect(db_path)
+            try:
+                move_to_store(conn, store_id, now=time.time())
+            finally:
+                conn.close()
     finally:
         lock.release()
-    return safety
+    return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)
 
 
-async def restore_database(settings: Settings, source: Path) -> Path | None:
-    """Replaces the database with a backup while the agent is stopped; returns the safety copy of what was there."""
-    safety = await asyncio.to_thread(_restore, settings, source)
-    log.info("backup_restored", source=str(source), db=str(settings.agent.db_path), safety_copy=str(safety))
-    return safety
+async def restore_database(settings: Settings, source: Path, *, force: bool = False) -> Restored:
+    """Replaces the database with a backup of this store while the agent is stopped; ``force`` takes another store's
+    (or an unknown one's) and resets its recovery cursor. Keeps what was there as a safety copy."""
+    restored = await asyncio.to_thread(_restore, settings, source, force)
+    log.info(
+        "backup_restored",
+        source=str(source),
+        db=str(settings.agent.db_path),
+        safety_copy=str(restored.safety),
+        moved_from=restored.moved_from,
+    )
+    return restored

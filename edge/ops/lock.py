@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from edge.errors import StoreError
 
+# The holder line is written at a fixed width over the old one: nothing is ever truncated, so a lock file that
+# is not what it seems (a hard link) can at worst get its first line overwritten, never emptied.
+_HOLDER_WIDTH = 80
+
 
 class AgentRunningError(StoreError):
-    """Another process (a running agent, a restore) holds the data directory."""
+    """Another process (a running agent, a restore, a migration) holds the data directory."""
 
 
 class DataDirLock:
@@ -20,22 +26,33 @@ class DataDirLock:
 
     @classmethod
     def acquire(cls, data_dir: Path, *, purpose: str = "agent") -> DataDirLock:
-        """Takes the lock or raises AgentRunningError naming who holds it."""
+        """Takes the lock or raises AgentRunningError naming who holds it.
+
+        The agent's user owns the data directory and could swap agent.lock for a symlink to any file; tools run as
+        root take this lock too, so it is opened without following links and must be a plain file.
+        """
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / "agent.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise StoreError(f"{path} is a symlink; remove it (the lock is never taken through a link)") from None
+            raise StoreError(f"{path}: cannot open the lock file: {err.strerror}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise StoreError(f"{path} is not a plain file of its own (a hard link or a special file); remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = os.pread(fd, _HOLDER_WIDTH, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise AgentRunningError(f"data directory {data_dir} is in use by {holder}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{purpose} pid {os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{purpose} pid {os.getpid()}".ljust(_HOLDER_WIDTH - 1)[: _HOLDER_WIDTH - 1].encode() + b"\n", 0)
         return cls(path, fd)
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing drops the flock
+            os.close(self._fd)  # closing drops the flock; the stale holder line is only read while someone holds it
             self._fd = None

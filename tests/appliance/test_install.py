@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.appliance.conftest import program_version
+
 REPO = Path(__file__).parents[2]
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 UNITS = [
@@ -72,9 +74,12 @@ def root(source: Path) -> Path:
 
 
 def test_install_lays_out_program_config_and_units(root: Path, source: Path) -> None:
-    """The venv with the agent and its migrations, the config from the example, a 0600 secrets file, the five units, the data dir."""
-    assert (root / "opt/edge-agent/venv/bin/edge").exists()
-    assert (root / "opt/edge-agent/venv/share/edge-agent/migrations/001_core.sql").exists()
+    """The program (a release venv, current pointing at it) with its migrations, the config from the example, a 0600
+    secrets file, the five units, the data dir."""
+    current = root / "opt/edge-agent/current"
+    assert current.is_symlink() and os.readlink(current).startswith("releases/0.1.0-")
+    assert (current / "bin/edge").exists() and (current / ".edge-release-complete").exists()
+    assert (current / "share/edge-agent/migrations/001_core.sql").exists()
     assert "berlin-mitte" in (root / "etc/edge/edge.toml").read_text()
     assert oct((root / "etc/edge/edge.env").stat().st_mode & 0o777) == "0o600"
     assert oct((root / "etc/edge/edge.toml").stat().st_mode & 0o777) == "0o600"
@@ -93,9 +98,10 @@ def test_second_install_changes_nothing_and_keeps_the_config(root: Path, source:
 
 
 def test_failed_upgrade_rolls_back_program_and_database(root: Path, source: Path) -> None:
-    """upgrade.sh backs up, installs the new version and migrates; a migration that fails brings back the old venv and the backed-up database."""
+    """upgrade.sh backs up, installs the new version and migrates; a migration that fails brings back the old program
+    and leaves the database as it was."""
     config = root / "etc/edge/edge.toml"
-    edge = root / "opt/edge-agent/venv/bin/edge"
+    edge = root / "opt/edge-agent/current/bin/edge"
     made = subprocess.run(
         [str(edge), "migrate", "--config", str(config)],
         capture_output=True,
@@ -127,19 +133,8 @@ def test_failed_upgrade_rolls_back_program_and_database(root: Path, source: Path
     )
     assert upgrade.returncode == 1, upgrade.stdout + upgrade.stderr
     assert "installed edge-agent 0.2.0" in upgrade.stdout and "rolling back" in upgrade.stdout
-    installed = subprocess.run(
-        [
-            str(root / "opt/edge-agent/venv/bin/python"),
-            "-I",
-            "-c",
-            "import importlib.metadata as m; print(m.version('edge-agent'))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert installed.stdout.strip() == "0.1.0"
-    assert not (root / "opt/edge-agent/venv.previous").exists()
+    assert program_version(root / "opt/edge-agent/current/bin/python") == "0.1.0"
+    assert not (root / "opt/edge-agent/upgrade").exists()  # no upgrade left half done
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == version
         assert conn.execute("SELECT value FROM meta WHERE key = 'marker'").fetchone()[0] == "before upgrade"

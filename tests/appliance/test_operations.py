@@ -76,7 +76,7 @@ async def test_backup_restore_round_trip_keeps_every_order(make_settings: Callab
     with sqlite3.connect(settings.agent.db_path) as conn:
         conn.execute("DELETE FROM orders")  # the loss
     assert order_ids(settings.agent.db_path) == []
-    safety = await restore_database(settings, backup)
+    safety = (await restore_database(settings, backup)).safety
     assert order_ids(settings.agent.db_path) == sorted(ids)
     assert safety is not None and order_ids(safety) == []  # what was replaced is kept, just in case
     agent = Agent(settings)  # and the agent starts on the restored database

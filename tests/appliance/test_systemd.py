@@ -99,7 +99,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     """Every unit and timer passes `systemd-analyze verify` without a single warning (ExecStart pointed at this venv's edge)."""
     edge = Path(sys.executable).parent / "edge"
     for unit in UNITS.iterdir():
-        (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/edge-agent/venv/bin/edge", str(edge)))
+        (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/edge-agent/current/bin/edge", str(edge)))
     names = sorted(str(p) for p in tmp_path.iterdir())
     assert len(names) == 5
     result = subprocess.run(["systemd-analyze", "verify", *names], capture_output=True, text=True, timeout=60)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).parents[2] / "scripts" / "bench.py"
-PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "storage", "fleet", "printing"}
+PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "storage", "fleet", "printing", "backup"}
 
 
 def numbers(node: Any) -> list[tuple[str, Any]]:

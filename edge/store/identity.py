@@ -1,0 +1,54 @@
+"""Which store a database belongs to (table store_identity): recorded at the agent's first start, checked on restore."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from edge.errors import ConfigError
+
+# The recovery cursor's key in table meta (edge.sync.recovery.CURSOR_KEY); the store does not import the sync part.
+_CURSOR_KEY = "central_cursor"
+
+
+async def record_store(conn: aiosqlite.Connection, store_id: str, *, now: float, db_path: Path) -> None:
+    """Records ``store_id`` the first time; ConfigError naming both stores if the database is another store's.
+
+    On a schema without the table (migrated down below it) there is nothing to record.
+    """
+    found = await conn.execute_fetchall("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_identity'")
+    if not found:
+        return
+    await conn.execute(
+        "INSERT OR IGNORE INTO store_identity(singleton, store_id, recorded_at) VALUES (1, ?, ?)", (store_id, now)
+    )
+    recorded = next(iter(await conn.execute_fetchall("SELECT store_id FROM store_identity")))[0]
+    if recorded != store_id:
+        raise ConfigError(
+            "agent.store_id",
+            f"is {store_id!r} but database {db_path} belongs to store {recorded!r}; start with that store's config, "
+            "or move the database here with `edge backup` then `edge restore --force FILE`",
+        )
+
+
+def recorded_store(conn: sqlite3.Connection) -> str | None:
+    """The store a database file belongs to; None if it never recorded one (or predates the table)."""
+    try:
+        row = conn.execute("SELECT store_id FROM store_identity").fetchone()
+    except sqlite3.OperationalError:  # written before store_identity existed
+        return None
+    return None if row is None else str(row[0])
+
+
+def move_to_store(conn: sqlite3.Connection, store_id: str, *, now: float) -> None:
+    """A deliberate move: the database becomes ``store_id``'s and its recovery starts over from the first order."""
+    with conn:
+        conn.execute("DELETE FROM meta WHERE key = ?", (_CURSOR_KEY,))
+        has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_identity'")
+        if has_table.fetchone():  # an older schema gets its row at the agent's first start, after migrating
+            conn.execute(
+                "INSERT OR REPLACE INTO store_identity(singleton, store_id, recorded_at) VALUES (1, ?, ?)",
+                (store_id, now),
+            )

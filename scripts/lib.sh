@@ -1,0 +1,95 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are used by install.sh and upgrade.sh
+# Shared by install.sh and upgrade.sh (sourced, not run): paths, messages, atomic file writes, the program's releases.
+#
+# The program: each version is a venv of its own in $OPT/releases/<version>-<source hash>, built beside the one in
+# use and marked complete only once pip succeeded. $OPT/current points at the one in use (the units start
+# $OPT/current/bin/edge) and is switched with one rename, so whatever interrupts an install or an upgrade, the
+# program in use is whole: the old one or the new one. A box installed before releases existed has its program in
+# $OPT/venv; that directory is left where it is (its scripts name it) until an upgrade no longer needs it.
+
+OPT="$PREFIX/opt/edge-agent"
+CURRENT="$OPT/current"
+RELEASES="$OPT/releases"
+LEGACY_VENV="$OPT/venv"
+DATA="$PREFIX/var/lib/edge"
+ETC="$PREFIX/etc/edge"
+UNITS="$PREFIX/etc/systemd/system"
+UNIT_FILES=(edge-agent.service edge-health-check.service edge-health-check.timer edge-backup.service edge-backup.timer)
+TIMERS=(edge-health-check.timer edge-backup.timer)
+COMPLETE=".edge-release-complete"
+ME="$(basename "$0")"
+
+say() { echo "$ME: $*" 2>/dev/null || true; }  # a dropped SSH session must not stop a rollback half way
+
+# Copies only when the content differs, so a second run leaves every file (and its mtime) alone; through a temporary
+# file and a rename, so an interrupted copy never leaves half a unit file.
+put() {
+    local src="$1" dst="$2" mode="$3"
+    if [[ -f "$dst" ]] && cmp -s "$src" "$dst"; then
+        return
+    fi
+    mkdir -p "$(dirname "$dst")"
+    install -m "$mode" "$src" "$dst.new.$$"
+    mv -f "$dst.new.$$" "$dst"
+    say "wrote $dst"
+}
+
+version_of() {  # $1: a release (venv) directory
+    "$1/bin/python" -I -c 'import importlib.metadata as m; print(m.version("edge-agent"))' 2>/dev/null || true
+}
+
+source_version() {
+    sed -n 's/^version = "\(.*\)"/\1/p' "$SOURCE/pyproject.toml" | head -1
+}
+
+# Version plus a hash of what gets installed: a rebuilt checkout of the same version is a release of its own.
+release_id() {
+    local hash
+    hash="$(cd "$SOURCE" && find pyproject.toml README.md edge migrations -type f ! -name '*.pyc' -print0 \
+        | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
+    echo "$(source_version)-$hash"
+}
+
+# The program in use: a path relative to $OPT (releases/<id>, or venv on a box from before releases), or nothing.
+current_target() {
+    if [[ -L "$CURRENT" ]]; then
+        readlink "$CURRENT"
+    elif [[ -x "$LEGACY_VENV/bin/edge" ]]; then
+        echo venv
+    fi
+}
+
+# Points $CURRENT at $1 (relative to $OPT) in one rename; returns 1 when it pointed there already.
+switch_current() {
+    [[ "$(readlink "$CURRENT" 2>/dev/null)" == "$1" ]] && return 1
+    ln -sfn "$1" "$OPT/.current.new.$$"
+    mv -T "$OPT/.current.new.$$" "$CURRENT"
+    say "program in use: $OPT/$1"
+}
+
+# Only one install or upgrade at a time; upgrade.sh holds the lock for the install.sh it runs.
+take_install_lock() {
+    if [[ -n "${EDGE_INSTALL_LOCK_HELD:-}" ]]; then
+        return
+    fi
+    mkdir -p "$OPT"
+    exec 9>>"$OPT/.install.lock"
+    if ! flock -n 9; then
+        echo "$ME: another install.sh or upgrade.sh is running on $OPT; wait for it to finish" >&2
+        exit 1
+    fi
+    export EDGE_INSTALL_LOCK_HELD=1
+}
+
+# Removes every release but the one in use and $1 (the previous one, kept for a rollback), a legacy venv included.
+prune_releases() {
+    local keep_previous="${1:-}" in_use dir
+    in_use="$(current_target)"
+    for dir in "$RELEASES"/* "$LEGACY_VENV"; do
+        [[ -e "$dir" ]] || continue
+        case "${dir#"$OPT"/}" in
+            "$in_use" | "$keep_previous") ;;
+            *) rm -rf "$dir" && say "removed $dir" ;;
+        esac
+    done
+}

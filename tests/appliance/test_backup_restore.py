@@ -1,0 +1,219 @@
+"""Backups: they belong to one store (restore refuses another store's, or an unknown one, unless forced; the agent will
+not run on another store's database), and they finish while the agent is busy."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.config import Settings, load_settings
+from edge.errors import ConfigError
+from edge.events import RecoveryCompleted
+from edge.ops import backup_database
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess, free_port, write_config
+from edge.store.history import add_printed_history
+from tests.conftest import TOKEN
+from tests.sync.conftest import CENTRAL_TOKEN, FAST, Recorder
+
+
+def box_config(path: Path, store_id: str, central: CentralSim, printers: dict[str, SimPrinter]) -> Path:
+    """One store's box: its own data directory and config file, linked to its central API."""
+    central_toml = "\n[central]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in FAST.items())
+    central_toml += f'url = "{central.url}"\n'
+    return write_config(
+        path / f"{store_id}.toml",
+        data_dir=path / store_id,
+        api_port=0,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        store_id=store_id,
+        extra=central_toml,
+    )
+
+
+async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m edge ARGS` as its own process; killed after ``kill_after_s`` seconds (then the test fails on it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=kill_after_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+async def run_until_recovered(settings: Settings) -> None:
+    """Start the agent, wait for its start-up recovery run to complete, stop it."""
+    agent = Agent(settings)
+    recorder = Recorder()
+    agent.bus.subscribe(recorder)
+    await agent.start()
+    try:
+        await recorder.wait(RecoveryCompleted, timeout=20)
+    finally:
+        await agent.stop()
+
+
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+async def centrals() -> AsyncIterator[dict[str, CentralSim]]:
+    """The central API for store-b with 3 orders waiting, then store-a's with 2 (so A's cursor is past B's orders)."""
+    sims = {
+        "store-b": CentralSim("store-b", token=CENTRAL_TOKEN),
+        "store-a": CentralSim("store-a", token=CENTRAL_TOKEN),
+    }
+    for sim in sims.values():
+        await sim.start()
+    sims["store-b"].create_orders(3, prefix="b")
+    sims["store-a"].create_orders(2, prefix="a")
+    yield sims
+    for sim in sims.values():
+        await sim.stop()
+
+
+async def test_restore_refuses_another_stores_backup_and_force_moves_it(
+    tmp_path: Path, printers: dict[str, SimPrinter], centrals: dict[str, CentralSim]
+) -> None:
+    """Store A's backup restored on store B's box is refused with one line naming both stores; nothing is written.
+    With --force it is restored as B's, the recovery cursor starts over, and all 3 of B's waiting orders arrive."""
+    settings_a = load_settings(box_config(tmp_path, "store-a", centrals["store-a"], printers))
+    await run_until_recovered(settings_a)
+    assert rows(settings_a.agent.db_path, "SELECT value FROM meta WHERE key = 'central_cursor'") != []
+    backup_a = await backup_database(settings_a)
+
+    config_b = box_config(tmp_path, "store-b", centrals["store-b"], printers)
+    refused = await edge("restore", str(backup_a), "--config", str(config_b))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "store-a" in refused.stderr and "store-b" in refused.stderr and "--force" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    settings_b = load_settings(config_b)
+    assert not settings_b.agent.db_path.exists()
+
+    moved = await edge("restore", str(backup_a), "--force", "--config", str(config_b))
+    assert moved.returncode == 0, moved.stderr
+    assert "recovery cursor" in moved.stdout
+    db_b = settings_b.agent.db_path
+    assert rows(db_b, "SELECT value FROM meta WHERE key = 'central_cursor'") == []
+    assert rows(db_b, "SELECT store_id FROM store_identity") == [("store-b",)]
+    await run_until_recovered(settings_b)
+    stored = [r[0] for r in rows(db_b, "SELECT id FROM orders WHERE substr(id, 1, 2) = 'b_' ORDER BY id")]
+    assert len(stored) == 3, stored
+
+
+async def test_restore_refuses_a_backup_that_names_no_store(
+    tmp_path: Path, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+) -> None:
+    """A backup whose database never recorded its store (migrated, but no agent ever ran on it) cannot prove it is this
+    store's: refused without --force, restored with it."""
+    settings = make_settings()
+    agent = Agent(settings)
+    await agent.start()
+    await agent.stop()
+    backup = await backup_database(settings)
+    with sqlite3.connect(backup) as conn:
+        conn.execute("DELETE FROM store_identity")
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=settings.agent.data_dir,
+        api_port=0,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        store_id=settings.agent.store_id,
+    )
+    refused = await edge("restore", str(backup), "--config", str(config))
+    assert refused.returncode == 1 and "records no store" in refused.stderr, refused.stderr
+    forced = await edge("restore", str(backup), "--force", "--config", str(config))
+    assert forced.returncode == 0, forced.stderr
+
+
+async def test_agent_will_not_run_on_another_stores_database(make_settings: Callable[..., Settings]) -> None:
+    """The database records its store at the first start; started with another agent.store_id on the same data
+    directory, the agent stops with one config error naming both stores instead of fetching with a foreign cursor."""
+    agent = Agent(make_settings())
+    await agent.start()
+    await agent.stop()
+    moved = Agent(make_settings(agent={"store_id": "another-store"}))
+    with pytest.raises(ConfigError, match=r"agent\.store_id.*another-store.*test-store"):
+        await moved.start()
+    again = Agent(make_settings())  # the lock and the database were let go
+    await again.start()
+    await again.stop()
+
+
+async def test_backup_finishes_while_the_agent_takes_an_order_every_20ms(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """`edge backup` of a 64 MiB database while the agent (its own process, as on the box) takes an order every 20 ms,
+    each a few commits (the order, then its jobs printing and printed), finishes within 10 s and holds every order
+    acknowledged before it began: it never starts over because another connection committed."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=port,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+    )
+    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    await asyncio.to_thread(add_printed_history, tmp_path / "data" / "edge.db", megabytes=64)
+    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    acknowledged: list[str] = []
+    stop, busy_now = asyncio.Event(), asyncio.Event()
+
+    async def busy() -> None:
+        async with aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as api:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                order = make_order(n, prefix="busy")
+                async with api.post("/api/v1/orders", json=order) as response:
+                    assert response.status == 201, await response.text()
+                acknowledged.append(order["id"])
+                if len(acknowledged) == 5:
+                    busy_now.set()
+                await asyncio.sleep(0.02)
+
+    try:
+        await agent.start()
+        writer = asyncio.create_task(busy())
+        try:
+            await asyncio.wait_for(busy_now.wait(), timeout=10)
+            before = list(acknowledged)
+            started = time.monotonic()
+            backup = await edge("backup", "--config", str(config), kill_after_s=10)
+            seconds = time.monotonic() - started
+            assert len(acknowledged) > len(before), "orders kept arriving during the backup"
+        finally:
+            stop.set()
+            await writer
+    finally:
+        await agent.close()
+    assert backup.returncode == 0, backup.stderr
+    assert seconds < 10
+    path = Path(backup.stdout.split(": ", 1)[1].strip())
+    stored = {r[0] for r in rows(path, "SELECT id FROM orders WHERE id LIKE 'busy_%'")}
+    assert set(before) <= stored

@@ -1,0 +1,252 @@
+"""Files and locks under the data directory: the agent.lock file, `edge migrate` under a running agent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from edge.app import Agent
+from edge.sim.printer import SimPrinter
+from edge.sim.process import free_port, write_config
+from edge.sim.smtp import SmtpSink
+from edge.store import migrations
+from tests.appliance.conftest import SystemUser
+from tests.conftest import TOKEN
+
+
+def cli_config(path: Path, data_dir: Path, printers: dict[str, SimPrinter], port: int = 9) -> Path:
+    """A config file for `edge …` run as a real process on the same data directory."""
+    return write_config(
+        path,
+        data_dir=data_dir,
+        api_port=port,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        store_id="test-store",  # the store of the agents make_agent starts
+    )
+
+
+async def edge(*args: str, user: SystemUser | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m edge ARGS` as a child process (the way a technician or a script runs it), as root; with ``user``,
+    on an interpreter that user can read too."""
+    python, env = (user.python, user.env) if user else (sys.executable, None)
+    process = await asyncio.create_subprocess_exec(
+        python, "-m", "edge", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+async def run_agent_once(config: Path, port: int, user: SystemUser) -> None:
+    """`edge run` started as root until /ready answers 200, then SIGTERM, as systemd would stop it."""
+    process = await asyncio.create_subprocess_exec(
+        user.python, "-m", "edge", "run", "--config", str(config), stderr=subprocess.PIPE, env=user.env
+    )
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/ready") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert process.returncode is None, "edge run exited"
+                await asyncio.sleep(0.05)
+            else:
+                raise TimeoutError("edge run not ready within 10 s")
+    finally:
+        process.terminate()
+        _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, err.decode()
+
+
+def schema_version(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+async def test_restore_never_follows_a_symlinked_lock_file(
+    tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """If agent.lock is a symlink (the agent's user can make one in its own data directory), `edge restore` refuses
+    with one line naming it, and the file it points at keeps its content: the lock is never opened through a link."""
+    agent = await make_agent()
+    backup = tmp_path / "backup.db"
+    with sqlite3.connect(agent.settings.agent.db_path) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+    await agent.stop()
+    data_dir = agent.settings.agent.data_dir
+    victim = tmp_path / "passwd-like"
+    victim.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (data_dir / "agent.lock").unlink()
+    (data_dir / "agent.lock").symlink_to(victim)
+    config = cli_config(tmp_path / "edge.toml", data_dir, printers)
+    restored = await edge("restore", str(backup), "--config", str(config))
+    assert restored.returncode == 1, restored.stdout + restored.stderr
+    assert victim.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+    assert "agent.lock" in restored.stderr and "symlink" in restored.stderr
+    assert len(restored.stderr.strip().splitlines()) == 1, restored.stderr
+
+
+async def test_lock_file_is_never_truncated(tmp_path: Path, make_agent: Callable[..., Awaitable[Agent]]) -> None:
+    """Taking and dropping the lock overwrites only its own holder line and truncates nothing, so even a lock file
+    that is a hard link to another file could only ever have its first line overwritten, never be emptied."""
+    agent = await make_agent()
+    lock = agent.settings.agent.data_dir / "agent.lock"
+    assert f"agent pid {os.getpid()}" in lock.read_text()
+    await agent.stop()
+    tail = "\n" + "keep me\n" * 50
+    lock.write_text(lock.read_text() + tail)
+    again = await make_agent()
+    await again.stop()
+    assert lock.read_text().endswith(tail)
+
+
+async def test_migrate_refuses_under_a_running_agent(
+    tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """`edge migrate --to N` while the agent runs is refused with one line naming the agent; the schema stays."""
+    agent = await make_agent()
+    db = agent.settings.agent.db_path
+    latest = migrations.latest_version(migrations.load_migrations())
+    config = cli_config(tmp_path / "edge.toml", agent.settings.agent.data_dir, printers)
+    down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert f"agent pid {os.getpid()}" in down.stderr and len(down.stderr.strip().splitlines()) == 1, down.stderr
+    assert schema_version(db) == latest
+    await agent.stop()
+    down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
+    assert down.returncode == 0, down.stderr
+    assert schema_version(db) == latest - 1
+
+
+def foreign_files(data_dir: Path, user: SystemUser) -> list[str]:
+    """Everything under data_dir (itself included) that is not owned by the agent's user and group."""
+    found = [data_dir, *sorted(data_dir.rglob("*"))]
+    return [
+        f"{p} ({p.lstat().st_uid}:{p.lstat().st_gid})"
+        for p in found
+        if (p.lstat().st_uid, p.lstat().st_gid) != (user.uid, user.gid)
+    ]
+
+
+def agent_data_dir(user: SystemUser) -> Path:
+    """data_dir as install.sh leaves it: owned by the agent's user, 0750."""
+    data_dir = user.home / "data"
+    data_dir.mkdir(mode=0o750)
+    os.chown(data_dir, user.uid, user.gid)
+    return data_dir
+
+
+async def test_root_run_commands_leave_every_file_to_the_agents_user(
+    system_user: SystemUser, printers: dict[str, SimPrinter]
+) -> None:
+    """`edge migrate`, `backup`, `alerts list`, `health --alert`, `restore` and `run` started as root write under the
+    data directory as the agent's user (its owner) and say so: afterwards every file there is the user's, and the
+    nightly backup, which runs as that user, still works."""
+    data_dir = agent_data_dir(system_user)
+    port = free_port()
+    config = cli_config(system_user.home / "edge.toml", data_dir, printers, port=port)
+    os.chown(config, system_user.uid, system_user.gid)  # install.sh: the agent reads its config
+    migrated = await edge("migrate", "--config", str(config), user=system_user)
+    assert migrated.returncode == 0, migrated.stderr
+    backup = await edge("backup", "--config", str(config), user=system_user)
+    assert backup.returncode == 0, backup.stderr
+    listed = await edge("alerts", "list", "--config", str(config), user=system_user)
+    assert listed.returncode == 0, listed.stderr
+    health = await edge("health", "--alert", "--config", str(config), user=system_user)
+    assert health.returncode == 1 and (data_dir / "health-state.json").exists(), health.stderr
+    restored = await edge("restore", backup.stdout.split(": ", 1)[1].strip(), "--config", str(config), user=system_user)
+    assert restored.returncode == 0, restored.stderr
+    await run_agent_once(config, port, system_user)
+    assert foreign_files(data_dir, system_user) == []
+    assert f"running as {system_user.name}" in migrated.stderr
+    nightly = await asyncio.to_thread(
+        subprocess.run,
+        system_user.command(system_user.python, "-m", "edge", "backup", "--config", str(config)),
+        env=system_user.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nightly.returncode == 0, nightly.stderr
+    assert foreign_files(data_dir, system_user) == []
+
+
+def run_as(user: SystemUser, *args: str) -> subprocess.CompletedProcess[str]:
+    """`edge ARGS` as the agent's user (what the nightly backup timer does)."""
+    return subprocess.run(
+        user.command(user.python, "-m", "edge", *args), env=user.env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_root_run_command_gives_back_what_old_tools_left_to_root(
+    system_user: SystemUser, printers: dict[str, SimPrinter]
+) -> None:
+    """A box where an older upgrade left backups/ to root (the nightly backup as the agent's user then fails): the
+    next root-run `edge` command gives every root-owned file there back and says so; links are left alone, so a
+    link the user planted to a file of root's never hands that file over."""
+    data_dir = agent_data_dir(system_user)
+    config = cli_config(system_user.home / "edge.toml", data_dir, printers)
+    os.chown(config, system_user.uid, system_user.gid)
+    assert run_as(system_user, "migrate", "--config", str(config)).returncode == 0
+    (data_dir / "backups").mkdir()  # as root, like the old upgrade.sh's `edge backup`
+    (data_dir / "backups" / "edge-20250101T000000000Z.db").write_bytes(b"")
+    victim = system_user.home / "root-only"
+    victim.write_text("root's\n")
+    victim.chmod(0o600)
+    (data_dir / "planted-symlink").symlink_to(victim)
+    os.link(victim, data_dir / "planted-hardlink")  # (a user can only do this where fs.protected_hardlinks = 0)
+    nightly = run_as(system_user, "backup", "--config", str(config))
+    assert nightly.returncode == 1 and "Permission denied" in nightly.stderr, nightly.stderr
+    assert len(nightly.stderr.strip().splitlines()) == 1, nightly.stderr  # one line, not a traceback
+    checked = await edge("config", "check", "--config", str(config), user=system_user)
+    assert checked.returncode == 0, checked.stderr
+    assert f"gave 2 root-owned file(s) under {data_dir} back to {system_user.name}" in checked.stderr
+    assert (victim.stat().st_uid, victim.stat().st_mode & 0o777) == (0, 0o600)
+    assert run_as(system_user, "backup", "--config", str(config)).returncode == 0
+
+
+async def test_setup_notifications_run_as_root_leaves_no_root_file_in_the_data_directory(
+    system_user: SystemUser, printers: dict[str, SimPrinter]
+) -> None:
+    """`edge setup-notifications` run by the technician as root leaves nothing of root's in the data directory (it no
+    longer migrates the database: the agent does that when it starts, as its own user)."""
+    data_dir = agent_data_dir(system_user)
+    config = cli_config(system_user.home / "edge.toml", data_dir, printers)
+    sink = SmtpSink()
+    await sink.start()
+    try:
+        setup = await edge(
+            "setup-notifications",
+            "--non-interactive",
+            "--config",
+            str(config),
+            "--env-file",
+            str(system_user.home / "edge.env"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(sink.port),
+            "--security",
+            "none",
+            "--from",
+            "edge@store.test",
+            "--to",
+            "chef@store.test",
+            "--no-test-mail",
+            user=system_user,
+        )
+    finally:
+        await sink.stop()
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert foreign_files(data_dir, system_user) == []
