@@ -862,6 +862,7 @@ def table(result: dict[str, Any]) -> str:
             rows.append(
                 f"fleet {name:<12} all stored s   {f['all_stored_s']!s:>9}   peak {f['peak_requests_in_1s']}/s,"
                 f" {f['responses_429']} x 429 (capacity {f['capacity_rps']:g}/s)"
+            )
     if f := result.get("backup"):
         for name in BACKUP_WAYS:
             took = f[f"{name}_s"]

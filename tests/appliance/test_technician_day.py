@@ -184,7 +184,7 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
     ca.chmod(0o644)
 
     # 2. the wizard, then the non-interactive form, both as root
-    edge = root / "opt/edge-agent/venv/bin/edge"
+    edge = root / "opt/edge-agent/current/bin/edge"
     status, transcript = await asyncio.wait_for(asyncio.to_thread(wizard, edge, config, sink.port, ca), timeout=60)
     assert status == 0, transcript
     assert "the agent's config loads" in transcript
