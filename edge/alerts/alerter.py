@@ -23,12 +23,11 @@ from edge.alerts.rules import (
     held_by_hours,
     in_opening_hours,
     inhibited,
-    parse_hours,
     silenced,
     storm_guarded,
 )
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import Settings
+from edge.config import Settings, parse_hours
 from edge.errors import AlertError, StoreError
 from edge.events import (
     AlertSuppressed,

@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from edge.config import PrinterSettings
 from edge.errors import ConfigError
 from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payment, TaxLine, Totals
+from edge.printing.profiles import check_profile
 
 TEMPLATES = ("ticket.j2", "receipt.j2", "test_page.j2")
 _BUILTIN_DIR = Path(__file__).parent / "templates"
@@ -637,6 +638,7 @@ class Renderer:
 
     def check_options(self, printer: str, options: PrintOptions, *, width: int) -> None:
         """Render a receipt and a ticket with one printer's options, so a bad logo or profile stops the agent at start-up."""
+        check_profile(printer, options.profile)
         try:
             self.receipt(_SAMPLE_ORDER, width=width, options=options)
             self.ticket(_SAMPLE_ORDER, "kitchen", width=width, options=options)
