@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edge.config import _fields as f
+import edge.config._fields as f
 from edge.config._build import build, coerce, fields, keys, read, refuse_unknown
 from edge.config._printers import PRINTER_TYPES, AnyPrinterSettings, PrinterSettings
 from edge.config._rules import RULES

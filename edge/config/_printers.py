@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from edge.config import _fields as f
+import edge.config._fields as f
 
 PrinterType = Literal["network", "usb", "serial", "file"]
 

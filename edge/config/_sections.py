@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from edge.config import _fields as f
+import edge.config._fields as f
 from edge.config._printers import AnyPrinterSettings
 from edge.config._values import Secret, is_loopback_host
 
