@@ -50,9 +50,8 @@ class ApiSettings:
     header_timeout_s: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
     body_timeout_s: float = dataclasses.field(default=30.0, metadata=f.check(f.positive))
     idle_timeout_s: float = dataclasses.field(default=15.0, metadata=f.check(f.positive))
-    max_connections: int = dataclasses.field(
-        default=256, metadata=f.check(f.at_least(8))
-    )  # lowered to fit RLIMIT_NOFILE
+    # lowered at start-up to fit RLIMIT_NOFILE
+    max_connections: int = dataclasses.field(default=256, metadata=f.check(f.at_least(8)))
 
 
 def _evdev_for_hid(v: str) -> str | None:
