@@ -18,7 +18,7 @@ from edge.alerts import Alerter, Mailer
 from edge.api.routes import ApiDeps, make_api
 from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import PrinterSettings, Settings
+from edge.config import AnyPrinterSettings, PrinterSettings, Settings
 from edge.events import EventBus, OrderStored, StorageProblem, StorageRecovered
 from edge.metrics import WAITING_STATES, Metrics
 from edge.ops import DataDirLock, Housekeeping
@@ -45,7 +45,7 @@ _UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
 _SWITCH_INTERVAL_S = 0.001
 
 
-def make_driver(printer: PrinterSettings) -> PrinterDriver:
+def make_driver(printer: AnyPrinterSettings) -> PrinterDriver:
     transport: Transport
     if printer.type == "network":
         transport = TcpTransport(
@@ -77,7 +77,6 @@ def make_driver(printer: PrinterSettings) -> PrinterDriver:
             write_timeout=printer.write_timeout,
         )
     else:
-        assert printer.path is not None  # config fills it in for file printers
         transport = FileTransport(printer.name, printer.path)
     return PrinterDriver(printer.name, transport, status_timeout=printer.status_timeout)
 

@@ -53,7 +53,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from edge.printing.profiles import check_profile
+
     settings = _load(args)
+    for printer in settings.printers.values():
+        check_profile(printer.name, printer.profile)  # printing checks it at start-up; the check says so too
     stations = ", ".join(settings.stations) or "none"
     print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {stations})")
     return 0

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 
 class RedactSecrets:
@@ -29,7 +30,7 @@ class RedactSecrets:
             return type(value)(self._scrub(v) for v in value)
         return value
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         if not self._secrets:
             return event_dict
         return {k: self._scrub(v) for k, v in event_dict.items()}

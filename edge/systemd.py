@@ -56,7 +56,8 @@ class Notifier:
         self.notify("STOPPING=1", "STATUS=stopping")
 
     def start_watchdog(self, status: Callable[[], Awaitable[str]] | None = None) -> None:
-        """Pings at half WatchdogSec from the event loop itself: a stuck loop stops the pings and systemd restarts us."""
+        """Pings at half WatchdogSec from the event loop itself: a stuck loop stops the pings and systemd restarts
+        us."""
         if self.watchdog_s is not None and self._task is None:
             self._task = asyncio.create_task(self._watchdog(status), name="systemd-watchdog")
 

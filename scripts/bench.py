@@ -23,7 +23,6 @@ import aiosmtplib
 # Run from a checkout too, not only with the package installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.alerts.latency import measure_fault_to_mail
 from edge.config import load_settings
 from edge.log import configure_logging
 from edge.ops import backup_database
@@ -31,6 +30,7 @@ from edge.ops.measure import measure_startup
 from edge.orders.model import MAX_ITEMS, parse_order
 from edge.printing.decode import decode
 from edge.printing.render import Renderer
+from edge.sim.alert_latency import measure_fault_to_mail
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -603,7 +603,7 @@ class Bench:
         }
 
     async def alert_latency(self) -> dict[str, Any]:
-        """Printer unplugged -> printer_offline mail in the SMTP sink (edge.alerts.latency): with group wait 0, and
+        """Printer unplugged -> printer_offline mail in the SMTP sink (edge.sim.alert_latency): with group wait 0, and
         with every alert setting at its default (critical_default_ms; the goal is under 10 s)."""
         samples, defaults = [], []
         for n in range(self.size["alerts"]):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.alerts.envfile import quote
 from edge.config import Secret, load_settings
+from edge.config.envfile import quote
 
 try:
     from edge.config import parse_recipients

@@ -1,4 +1,5 @@
-"""Turns bus events and periodic checks into alert groups, throttles them by the rules, and delivers mail from the outbox."""
+"""Turns bus events and periodic checks into alert groups, throttles them by the rules, and delivers mail from the
+outbox."""
 
 from __future__ import annotations
 
@@ -23,12 +24,11 @@ from edge.alerts.rules import (
     held_by_hours,
     in_opening_hours,
     inhibited,
-    parse_hours,
     silenced,
     storm_guarded,
 )
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import Settings
+from edge.config import Settings, parse_hours
 from edge.errors import AlertError, StoreError
 from edge.events import (
     AlertSuppressed,
@@ -161,7 +161,8 @@ class Alerter:
         match event:
             case PrinterStatusChanged(printer=printer, new=new, detail=detail):
                 fired = _PRINTER_TYPES.get(new)
-                # Unreachable says nothing about paper or cover; "unknown" (no status answers) only that it is reachable.
+                # Unreachable says nothing about paper or cover; "unknown" (no status answers) only that it is
+                # reachable.
                 clears = (
                     () if new in ("offline", "error") else ("printer_offline",) if new == "unknown" else _PRINTER_ALERTS
                 )
@@ -487,7 +488,8 @@ class Alerter:
         self._next_mail_at = await self._store.next_mail_at()
 
     def _until_next_mail(self) -> float:
-        """Until the next retry is due; new mail wakes the loop at once, so an empty outbox is only looked at now and then."""
+        """Until the next retry is due; new mail wakes the loop at once, so an empty outbox is only looked at now and
+        then."""
         wait = self._tick_s * 30
         if self._next_mail_at is not None:
             wait = min(wait, self._next_mail_at - self.clock.wall())
@@ -530,7 +532,8 @@ class Alerter:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pending:
-            try:  # occurrences still in memory go into the throttle state; their mails wait in the outbox for the next start
+            # Occurrences still in memory go into the throttle state; their mails wait in the outbox for the next start.
+            try:
                 await self._store.apply(self._stamped(self._pending))
             except StoreError as err:
                 log.error("alerts_lost_on_stop", occurrences=len(self._pending), error=str(err))

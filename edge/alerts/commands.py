@@ -171,7 +171,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("recent alerts (newest first):")
     for r in log:
         print(
-            f"  {_when(r['at'])}  {r['group_key']:<32} {r['action']:<10} {r['detail']:<12} x{r['count']}  now {r['state'] or '-'}"
+            f"  {_when(r['at'])}  {r['group_key']:<32} {r['action']:<10} {r['detail']:<12} x{r['count']}"
+            f"  now {r['state'] or '-'}"
         )
     print("mails:")
     for m in mails:

@@ -1,4 +1,5 @@
-"""SMTP delivery with aiosmtplib: STARTTLS, implicit TLS or plain, login, timeouts; failures explained in plain words."""
+"""SMTP delivery with aiosmtplib: STARTTLS, implicit TLS or plain, login, timeouts; failures explained in plain
+words."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def build_message(mail: Mail, *, sender: str, message_id: str | None = None) -> 
     msg["To"] = ", ".join(mail.recipients)
     msg["Subject"] = mail.subject
     msg["Date"] = email.utils.formatdate(localtime=True)
-    # Stable per outbox row: should a crash between "accepted" and "marked sent" resend it, clients can see it is the same mail.
+    # Stable per outbox row: should a crash between "accepted" and "marked sent" resend it, clients can see it is the
+    # same mail.
     msg["Message-ID"] = message_id or email.utils.make_msgid(domain="edge-agent")
     msg.set_content(mail.text)
     msg.add_alternative(mail.html, subtype="html")
@@ -46,12 +48,19 @@ def explain(err: BaseException, smtp: SmtpSettings) -> str:
     """One sentence a technician on site can act on."""
     where = f"{smtp.host}:{smtp.port}"
     if isinstance(err, aiosmtplib.SMTPAuthenticationError):
-        return f"login refused by {where}: wrong user name or password (Gmail and Yahoo need an app password, not the account password)"
+        return (
+            f"login refused by {where}: wrong user name or password (Gmail and Yahoo need an app password, not the"
+            " account password)"
+        )
     if isinstance(err, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
         return f"no answer from {where} within {smtp.timeout_s:g}s: wrong port, or a firewall drops the connection"
     cause = err.__cause__ or err.__context__
     if isinstance(err, ssl.SSLCertVerificationError) or isinstance(cause, ssl.SSLCertVerificationError):
-        return f"the TLS certificate of {where} could not be verified ({getattr(err, 'verify_message', None) or getattr(cause, 'verify_message', err)}); set smtp.ca_file if the relay uses its own CA"
+        reason = getattr(err, "verify_message", None) or getattr(cause, "verify_message", err)
+        return (
+            f"the TLS certificate of {where} could not be verified ({reason}); set smtp.ca_file if the relay uses its"
+            " own CA"
+        )
     if (
         isinstance(err, ssl.SSLError)
         or isinstance(cause, ssl.SSLError)

@@ -77,12 +77,14 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
         "de": (
             "Drucker {subject} nicht erreichbar",
             "Der Drucker {subject} antwortet nicht; Bons für ihn werden nicht gedruckt.",
-            "Prüfen Sie, ob der Drucker eingeschaltet ist und das Netzwerkkabel steckt. Wartende Bons drucken danach automatisch.",
+            "Prüfen Sie, ob der Drucker eingeschaltet ist und das Netzwerkkabel steckt."
+            " Wartende Bons drucken danach automatisch.",
         ),
         "en": (
             "Printer {subject} unreachable",
             "Printer {subject} does not answer; its tickets are not being printed.",
-            "Check that the printer is switched on and its network cable is plugged in. Waiting tickets print on their own afterwards.",
+            "Check that the printer is switched on and its network cable is plugged in."
+            " Waiting tickets print on their own afterwards.",
         ),
     },
     "printer_paper_out": {
@@ -124,7 +126,8 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "print_job_failed": {
         "de": (
             "Bestellung {order}: Bon nicht gedruckt (Drucker {subject})",
-            "Der Bon für Bestellung {order} konnte auf Drucker {subject} nach mehreren Versuchen nicht gedruckt werden.",
+            "Der Bon für Bestellung {order} konnte auf Drucker {subject} nach mehreren Versuchen nicht gedruckt"
+            " werden.",
             "Drucker prüfen, dann den Bon neu drucken: edge retry AUFTRAG (oder über die Statusseite).",
         ),
         "en": (
@@ -136,8 +139,10 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "print_job_held": {
         "de": (
             "Bestellung {order}: Bon zurückgehalten (Drucker {subject})",
-            "Ein Bon für Drucker {subject} hat zu lange gewartet und wurde zurückgehalten, statt mitten in den Betrieb zu drucken.",
-            "Entscheiden Sie, ob der Bon noch gebraucht wird: freigeben (edge release AUFTRAG) oder verwerfen (edge discard AUFTRAG).",
+            "Ein Bon für Drucker {subject} hat zu lange gewartet und wurde zurückgehalten, statt mitten in den Betrieb"
+            " zu drucken.",
+            "Entscheiden Sie, ob der Bon noch gebraucht wird: freigeben (edge release AUFTRAG) oder verwerfen"
+            " (edge discard AUFTRAG).",
         ),
         "en": (
             "Order {order}: ticket held (printer {subject})",
@@ -160,12 +165,14 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "central_unreachable": {
         "de": (
             "Zentrale nicht erreichbar",
-            "Die Verbindung zur Zentrale ist seit über {down_min} Minuten unterbrochen. Bestellungen, die hier ankommen, werden weiter gedruckt.",
+            "Die Verbindung zur Zentrale ist seit über {down_min} Minuten unterbrochen. Bestellungen, die hier"
+            " ankommen, werden weiter gedruckt.",
             "Internetverbindung und Router prüfen. Verpasste Bestellungen holt der Agent automatisch nach.",
         ),
         "en": (
             "Central backend unreachable",
-            "The line to the central backend has been down for more than {down_min} minutes. Orders that reach this store still print.",
+            "The line to the central backend has been down for more than {down_min} minutes. Orders that reach this"
+            " store still print.",
             "Check the internet connection and router. The agent fetches missed orders on its own afterwards.",
         ),
     },
@@ -184,7 +191,8 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "storage_problem": {
         "de": (
             "Speicherproblem: {subject}",
-            "Der Agent kann Bestellungen nicht sicher speichern ({subject}); neue Bestellungen werden abgelehnt, bis es behoben ist.",
+            "Der Agent kann Bestellungen nicht sicher speichern ({subject}); neue Bestellungen werden abgelehnt, bis es"
+            " behoben ist.",
             "Sofort den Techniker rufen: Speicherplatz freigeben oder Speicherkarte prüfen.",
         ),
         "en": (
@@ -241,7 +249,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
 }
 
 
-class _Fields(dict):  # type: ignore[type-arg]
+class _Fields(dict[str, Any]):
     """Missing fields render as '?' instead of failing a mail that must go out."""
 
     def __missing__(self, key: str) -> str:
@@ -275,7 +283,7 @@ class AlertRenderer:
         self.language = language
         self._labels = LABELS[language]
         self._tz = tz
-        self._common = {
+        self._common: dict[str, Any] = {
             "store": {"name": store_name, "id": store_id},
             "status_page_url": status_page_url,
             "language": language,

@@ -5,14 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import fnmatch
-import re
 from collections.abc import Iterable
 
-from edge.config import AlertSettings
+from edge.config import AlertSettings, parse_hours
 
 CRITICAL, WARNING = "critical", "warning"
-
-_CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,26 +51,6 @@ TYPES: dict[str, AlertType] = {
         AlertType("order_totals_mismatch", WARNING, remind=False),
     )
 }
-
-
-def parse_clock(value: str) -> dt.time:
-    match = _CLOCK_RE.fullmatch(value.strip())
-    if not match:
-        raise ValueError(f"must be a time of day HH:MM, got {value!r}")
-    return dt.time(int(match.group(1)), int(match.group(2)))
-
-
-def parse_hours(value: str) -> tuple[dt.time, dt.time] | None:
-    """'' → None (no window); 'HH:MM-HH:MM' → (start, end), which may wrap midnight; 'HH:MM' → (t, t)."""
-    if not value.strip():
-        return None
-    parts = value.split("-")
-    if len(parts) == 1:
-        t = parse_clock(parts[0])
-        return t, t
-    if len(parts) != 2:
-        raise ValueError(f"must be HH:MM-HH:MM, e.g. 08:00-23:00, got {value!r}")
-    return parse_clock(parts[0]), parse_clock(parts[1])
 
 
 def in_window(window: tuple[dt.time, dt.time], local: dt.datetime) -> bool:

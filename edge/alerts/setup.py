@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.alerts.envfile import EnvFileError, parse_line, update_env_file
 from edge.alerts.mailer import Mailer
 from edge.alerts.render import AlertRenderer
 from edge.config import Secret, SmtpSettings, load_settings, parse_recipients, secrets_path
+from edge.config.envfile import EnvFileError, parse_line, update_env_file
 from edge.errors import AlertError, ConfigError, EdgeError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

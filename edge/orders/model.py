@@ -8,7 +8,7 @@ import json
 import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, overload
 
 from edge.errors import InvalidOrderError
 
@@ -22,6 +22,7 @@ _CURRENCY = (re.compile(r"[A-Z]{3}"), "a 3-letter currency code like EUR")
 MAX_ITEMS = 500
 _FIRST_YEAR, _LAST_YEAR = 2000, 2100
 _MAX_TABLE = 10**9  # a table number is printed big: nine digits at most
+_Pattern = tuple[re.Pattern[str], str]  # (regex, what a valid value looks like), so the error can say it
 MAX_MODIFIERS = 50
 # An order is about 4 levels deep; unknown fields are kept, but nothing deeper than this is: JSON close to
 # Python's recursion limit would fail later, when the payload is hashed or stored.
@@ -136,10 +137,16 @@ class _Reader:
             return None
         return self.data[key]
 
+    # A required field is never None: the overloads tell the type checker so.
+    @overload
     def text(
-        self, key: str, *, required: bool = True, max_len: int = 200, pattern: tuple[re.Pattern[str], str] | None = None
+        self, key: str, *, required: Literal[True] = ..., max_len: int = ..., pattern: _Pattern | None = ...
+    ) -> str: ...
+    @overload
+    def text(self, key: str, *, required: bool, max_len: int = ..., pattern: _Pattern | None = ...) -> str | None: ...
+    def text(
+        self, key: str, *, required: bool = True, max_len: int = 200, pattern: _Pattern | None = None
     ) -> str | None:
-        """``pattern`` is (regex, what a valid value looks like) so the error can say what was expected."""
         value = self.raw(key, required=required)
         if value is None:
             return None
@@ -171,6 +178,10 @@ class _Reader:
             raise InvalidOrderError(self._field(key), f"must be true or false, got {_json_type(value)}")
         return value
 
+    @overload
+    def money(self, key: str, *, required: Literal[True] = ...) -> Decimal: ...
+    @overload
+    def money(self, key: str, *, required: bool) -> Decimal | None: ...
     def money(self, key: str, *, required: bool = True) -> Decimal | None:
         value = self.raw(key, required=required)
         if value is None:
@@ -185,6 +196,10 @@ class _Reader:
         except InvalidOperation:  # pragma: no cover - the regex already rules this out
             raise InvalidOrderError(self._field(key), "is not a decimal number") from None
 
+    @overload
+    def timestamp(self, key: str, *, required: Literal[True] = ...) -> datetime: ...
+    @overload
+    def timestamp(self, key: str, *, required: bool) -> datetime | None: ...
     def timestamp(self, key: str, *, required: bool = True) -> datetime | None:
         value = self.text(key, required=required, max_len=40)
         if value is None:
@@ -214,6 +229,10 @@ class _Reader:
             raise InvalidOrderError(self._field(key), f"must have at most {max_len} entries")
         return value
 
+    @overload
+    def child(self, key: str, *, required: Literal[True] = ...) -> _Reader: ...
+    @overload
+    def child(self, key: str, *, required: bool) -> _Reader | None: ...
     def child(self, key: str, *, required: bool = True) -> _Reader | None:
         value = self.raw(key, required=required)
         if value is None:
@@ -239,6 +258,10 @@ def _or_zero(amount: Decimal | None) -> Decimal:
     return Decimal("0") if amount is None else amount
 
 
+@overload
+def _rate(r: _Reader, key: str, *, required: Literal[True] = ...) -> Decimal: ...
+@overload
+def _rate(r: _Reader, key: str, *, required: bool) -> Decimal | None: ...
 def _rate(r: _Reader, key: str, *, required: bool = True) -> Decimal | None:
     """A tax rate in percent, 0 up to (not including) 100."""
     rate = r.money(key, required=required)

@@ -1,4 +1,5 @@
-"""Reads ESC/POS bytes back into text, QR payloads and cuts, for tests and for a human preview of a job (text or PNG)."""
+"""Reads ESC/POS bytes back into text, QR payloads and cuts, for tests and for a human preview of a job (text or
+PNG)."""
 
 from __future__ import annotations
 
@@ -136,7 +137,8 @@ class _Reader:
         self.lines.append(_Line(align=self.align, mark=mark, detail=detail))
 
     def _command(self) -> tuple[bytes, int] | None:
-        """The command byte after ESC or GS and its first parameter; steps past both prefix bytes (or the lone prefix)."""
+        """The command byte after ESC or GS and its first parameter; steps past both prefix bytes (or the lone
+        prefix)."""
         command = self._at(1)
         if command is None:
             self.pos += 1

@@ -63,7 +63,8 @@ class PrinterDriver:
         return state
 
     async def print(self, data: bytes) -> PrintOutcome:
-        """Sends one job; raises DeviceUnreachableError or PrinterNotReadyError (nothing sent) or DeviceWriteError (maybe partly out)."""
+        """Sends one job; raises DeviceUnreachableError or PrinterNotReadyError (nothing sent) or DeviceWriteError
+        (maybe partly out)."""
         return await asyncio.to_thread(self._print, data)
 
     @contextlib.contextmanager

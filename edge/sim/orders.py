@@ -84,7 +84,8 @@ def example_order(*, created_at: datetime | None = None) -> dict[str, Any]:
 def make_order(
     seq: int, *, prefix: str = "ord", created_at: datetime | None = None, print_receipt: bool = True, bar: bool = False
 ) -> dict[str, Any]:
-    """Order number ``seq``: the example with its own id, number, times and channel; ``bar`` adds a drink made at the bar."""
+    """Order number ``seq``: the example with its own id, number, times and channel; ``bar`` adds a drink made at
+    the bar."""
     order = example_order(created_at=created_at or datetime.now(UTC).replace(microsecond=0))
     order["id"] = f"{prefix}_{seq:06d}"
     order["number"] = f"A-{1000 + seq}"

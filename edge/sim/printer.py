@@ -1,4 +1,5 @@
-"""Simulated ESC/POS printers on a local port or a pseudo-terminal: record jobs, answer DLE EOT, can be unplugged, run dry or slowed down.
+"""Simulated ESC/POS printers on a local port or a pseudo-terminal: record jobs, answer DLE EOT, can be unplugged, run
+dry or slowed down.
 
 Modelled on Epson's ESC/POS command reference ("DLE EOT n: transmit real-time status", TM-T88/TM-T20 series):
 DLE EOT is processed in real time, also while the printer is offline with paper out or the cover open; n=1
@@ -73,7 +74,7 @@ class SimPrinter:
         elif self._sock is None:
             self._listen()
 
-    async def wait_for_printed(self, count: int, timeout: float = 10.0) -> list[bytes]:
+    async def wait_for_printed(self, count: int, timeout: float = 10.0) -> list[bytes]:  # noqa: ASYNC109 (tests' helper)
         try:
             async with asyncio.timeout(timeout):
                 while len(self.printed) < count:
@@ -201,7 +202,8 @@ class SimPrinter:
 
 
 class SimSerialPrinter(SimPrinter):
-    """The same printer on a serial line: the far end of a pseudo-terminal pair; the agent opens ``device`` with pyserial.
+    """The same printer on a serial line: the far end of a pseudo-terminal pair; the agent opens ``device`` with
+    pyserial.
 
     A serial line has no connections, so a job is the bytes between two status queries (the driver
     asks before and after every job) or up to ``stop()``.

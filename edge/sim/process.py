@@ -92,7 +92,7 @@ class AgentProcess:
         self.nofile = nofile
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, timeout: float = 15.0) -> None:
+    async def start(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 (tests' and bench helper)
         started = time.monotonic()
         with self.log.open("ab") as out:
             limit = [] if self.nofile is None else ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"]
@@ -128,7 +128,7 @@ class AgentProcess:
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
 
-    async def terminate(self, timeout: float = 35.0) -> int:
+    async def terminate(self, timeout: float = 35.0) -> int:  # noqa: ASYNC109 (tests' and bench helper)
         assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -1,4 +1,5 @@
-"""A simulated serial scanner on a pseudo-terminal: sends codes with any suffix, can be unplugged and plugged back in."""
+"""A simulated serial scanner on a pseudo-terminal: sends codes with any suffix, can be unplugged and plugged back
+in."""
 
 from __future__ import annotations
 

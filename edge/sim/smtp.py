@@ -1,4 +1,5 @@
-"""A real SMTP server on loopback (aiosmtpd) that keeps what it receives: for tests, the benchmark and setup rehearsals."""
+"""A real SMTP server on loopback (aiosmtpd) that keeps what it receives: for tests, the benchmark and setup
+rehearsals."""
 
 from __future__ import annotations
 
@@ -61,12 +62,12 @@ class SmtpSink:
         message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
         if self.data_delay_s:
             await asyncio.sleep(self.data_delay_s)
-        if self.data_reply is not None and (reply := self.data_reply(message)):  # type: ignore[arg-type]
+        if self.data_reply is not None and (reply := self.data_reply(message)):
             self.refused_messages += 1
             return reply
         self.received_at.append(asyncio.get_running_loop().time())
         self.envelopes.append(envelope)
-        self.messages.append(message)  # type: ignore[arg-type]
+        self.messages.append(message)
         self._arrived.set()
         return "250 OK"
 
@@ -81,7 +82,8 @@ class SmtpSink:
         self.connections += 1
         auth = self.username is not None
         with warnings.catch_warnings():
-            # aiosmtpd cannot see implicit TLS from its transport and warns about AUTH without STARTTLS; the line is encrypted.
+            # aiosmtpd cannot see implicit TLS from its transport and warns about AUTH without STARTTLS; the line is
+            # encrypted.
             warnings.simplefilter("ignore", UserWarning)
             return self._smtp(auth)
 
@@ -110,7 +112,7 @@ class SmtpSink:
             await self._server.wait_closed()
             self._server = None
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:  # noqa: ASYNC109 (tests' helper)
         try:
             async with asyncio.timeout(timeout):
                 while len(self.messages) < count:

@@ -1,4 +1,5 @@
-"""Move bytes to and from devices: tcp, serial, usb, file; one blocking transport per kind of connection, run in a thread."""
+"""Move bytes to and from devices: tcp, serial, usb, file; one blocking transport per kind of connection, run in a
+thread."""
 
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ import termios
 
 import serial
 
+from edge.errors import DeviceUnreachableError, DeviceWriteError
+
 # termios.error is not an OSError: pyserial lets it through when the tty vanishes under it (adapter unplugged).
 _LINE_ERRORS = (serial.SerialException, OSError, termios.error)
-from edge.errors import DeviceUnreachableError, DeviceWriteError
 
 _PARITY = {
     "none": serial.PARITY_NONE,
@@ -20,7 +21,8 @@ _PARITY = {
 
 
 class SerialTransport:
-    """Blocking pyserial port, opened per job; a port that cannot be opened is "unreachable", any later failure a write error.
+    """Blocking pyserial port, opened per job; a port that cannot be opened is "unreachable", any later failure a write
+    error.
 
     A serial line cannot tell a switched-off printer from a silent one: without hardware flow
     control, bytes go out either way. Status replies (or RTS/CTS holding writes back) are what tell.

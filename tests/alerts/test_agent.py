@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from edge.alerts.latency import measure_fault_to_mail
 from edge.app import Agent
 from edge.cli import main
 from edge.config import Settings
+from edge.sim.alert_latency import measure_fault_to_mail
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink

@@ -12,8 +12,8 @@ from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.alerts.envfile import EnvFileError, parse_env, quote, update_env_file
 from edge.config import read_env
+from edge.config.envfile import EnvFileError, parse_env, quote, update_env_file
 from edge.errors import ConfigError
 
 # systemd's own parser: load_env_file() in src/basic/env-file.c, which PID 1 calls for EnvironmentFile= (execute.c,

@@ -9,6 +9,7 @@ import pytest
 
 from edge.config import parse_settings
 from edge.errors import ConfigError
+from edge.printing.profiles import check_profile
 
 BASE = """
 [agent]
@@ -21,11 +22,21 @@ kitchen = ["counter", "bar"]
 
 
 def settings(extra: str) -> Any:
-    return parse_settings(tomllib.loads(BASE + extra), source="test")
+    """The settings as the agent starts with them: read by the config, each printer's profile checked by printing."""
+    loaded = parse_settings(tomllib.loads(BASE + extra), source="test")
+    for printer in loaded.printers.values():
+        check_profile(printer.name, printer.profile)
+    return loaded
 
 
-USB = '[printers.counter]\ntype = "usb"\nvendor_id = 0x04b8\nproduct_id = 0x0e15\nprofile = "TM-T20II"\ncut = "partial"\ncash_drawer = true\n'
-SERIAL = '[printers.bar]\ntype = "serial"\ndevice = "/dev/serial/by-id/usb-x"\nbaudrate = 19200\nparity = "even"\nstopbits = 2\nflow_control = "rtscts"\n'
+USB = (
+    '[printers.counter]\ntype = "usb"\nvendor_id = 0x04b8\nproduct_id = 0x0e15\nprofile = "TM-T20II"\ncut = "partial"\n'
+    "cash_drawer = true\n"
+)
+SERIAL = (
+    '[printers.bar]\ntype = "serial"\ndevice = "/dev/serial/by-id/usb-x"\nbaudrate = 19200\nparity = "even"\n'
+    'stopbits = 2\nflow_control = "rtscts"\n'
+)
 
 
 def test_usb_and_serial_printers_parse() -> None:

@@ -1,0 +1,73 @@
+"""One typed settings object from a TOML file, the secrets file (edge.env) and EDGE_* variables; errors name the key.
+
+The lowest layer: it imports the standard library and edge.errors only, so every part may import it.
+"""
+
+from edge.config._loader import (
+    SECRETS_FILE,
+    check_secrets_owner,
+    load_settings,
+    parse_settings,
+    read_env,
+    read_secrets,
+    resolve_config_path,
+    secrets_path,
+)
+from edge.config._printers import (
+    AnyPrinterSettings,
+    FilePrinterSettings,
+    NetworkPrinterSettings,
+    PrinterSettings,
+    SerialPrinterSettings,
+    UsbPrinterSettings,
+)
+from edge.config._sections import (
+    AgentSettings,
+    AlertSettings,
+    ApiSettings,
+    BackupSettings,
+    CentralSettings,
+    PrintingSettings,
+    ReceiptSettings,
+    RetentionSettings,
+    ScannerSettings,
+    Settings,
+    SmtpSettings,
+    SpoolSettings,
+)
+from edge.config._values import Secret, is_loopback_host, parse_clock, parse_hours, parse_recipients, signing_key
+
+__all__ = [
+    "SECRETS_FILE",
+    "AgentSettings",
+    "AlertSettings",
+    "AnyPrinterSettings",
+    "ApiSettings",
+    "BackupSettings",
+    "CentralSettings",
+    "FilePrinterSettings",
+    "NetworkPrinterSettings",
+    "PrinterSettings",
+    "PrintingSettings",
+    "ReceiptSettings",
+    "RetentionSettings",
+    "ScannerSettings",
+    "Secret",
+    "SerialPrinterSettings",
+    "Settings",
+    "SmtpSettings",
+    "SpoolSettings",
+    "UsbPrinterSettings",
+    "check_secrets_owner",
+    "is_loopback_host",
+    "load_settings",
+    "parse_clock",
+    "parse_hours",
+    "parse_recipients",
+    "parse_settings",
+    "read_env",
+    "read_secrets",
+    "resolve_config_path",
+    "secrets_path",
+    "signing_key",
+]

@@ -1,0 +1,130 @@
+"""Field checks: each returns what is wrong with a value, or None when it is fine; the loader names the key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from edge.config._values import Secret, parse_hours, parse_recipients, signing_key
+
+Check = Callable[[Any], str | None]
+
+_NAME_RE = re.compile(r"[a-z0-9_\-]{1,32}")  # fullmatch: "$" would let a trailing newline through
+
+
+def check(*checks: Check, required: str | None = None, required_key: str | None = None) -> dict[str, Any]:
+    """Field metadata: ``checks`` run in order, the first problem stops the load.
+
+    Args:
+        required: the field must be set to something (not empty, not zero), else this is the problem.
+        required_key: the field that problem is reported under, when it is named together with another one.
+    """
+    return {"checks": checks, "required": required, "required_key": required_key}
+
+
+def port(v: int) -> str | None:
+    return None if 1 <= v <= 65535 else f"must be a port number between 1 and 65535, got {v}"
+
+
+def listen_port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else f"must be a port number between 1 and 65535 (0: any free port), got {v}"
+
+
+def positive(v: float) -> str | None:
+    return None if v > 0 else f"must be greater than 0, got {v}"
+
+
+def at_least(low: int) -> Check:
+    return lambda v: None if v >= low else f"must be at least {low}, got {v}"
+
+
+def between(low: float, high: float, unit: str = "") -> Check:
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}{unit}, got {v}"
+
+
+def one_of(*choices: float) -> Check:
+    listed = ", ".join(map(str, choices[:-1])) + f" or {choices[-1]}"
+    return lambda v: None if v in choices else f"must be {listed}, got {v}"
+
+
+def given(problem: str) -> Check:
+    """Set to something: an empty value is as good as missing."""
+    return lambda v: None if v else problem
+
+
+def timezone(v: str) -> str | None:
+    if not v:
+        return None
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {v!r} (use a name like Europe/Berlin)"
+    return None
+
+
+def time_of_day(v: str) -> str | None:
+    return (
+        None if re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v) else f"must be a time of day HH:MM, e.g. 04:00, got {v!r}"
+    )
+
+
+def hours(v: str) -> str | None:
+    try:
+        parse_hours(v)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def recipients(v: list[str]) -> str | None:
+    try:
+        parse_recipients(v)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def signing_secrets(v: list[Secret]) -> str | None:
+    for n, secret in enumerate(v):
+        try:
+            key = signing_key(secret)
+        except ValueError:
+            return f"entry {n} is not a whsec_<base64> secret"
+        if not 24 <= len(key) <= 64:
+            return f"entry {n} must decode to 24-64 bytes (Standard Webhooks), got {len(key)}"
+    return None
+
+
+_HOST_NAME_RE = re.compile(r"^\.?[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*$", re.IGNORECASE)
+
+
+def host_names(v: list[str]) -> str | None:
+    for n, name in enumerate(v):
+        if not _HOST_NAME_RE.match(name):
+            return (
+                f"entry {n} must be a name like edge.example.com or .example.com (no port, scheme or *), got {name!r}"
+            )
+    return None
+
+
+def name(v: str) -> str | None:
+    return None if _NAME_RE.fullmatch(v) else f"must be 1-32 lowercase letters, digits, '-' or '_', got {v!r}"
+
+
+def usb_id(v: int) -> str | None:
+    return None if 0 <= v <= 0xFFFF else f"must be between 0 and 0xffff, got {v}"
+
+
+def existing_file(v: Path) -> str | None:
+    return None if v.is_file() else f"{v}: no such file"
+
+
+def central_url(v: str) -> str | None:
+    return (
+        None
+        if not v or re.fullmatch(r"https?://[^/\s]+(/\S*)?", v)
+        else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
+    )

@@ -1,0 +1,211 @@
+"""The loader: TOML file, secrets file and EDGE_* variables in, typed settings out; every error names its key."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import edge.config._fields as f
+from edge.config._build import build, coerce, fields, keys, read, refuse_unknown
+from edge.config._printers import PRINTER_TYPES, AnyPrinterSettings, PrinterSettings
+from edge.config._rules import RULES
+from edge.config._sections import SECTIONS, ScannerSettings, Settings
+from edge.config.envfile import EnvFileError, parse_env
+from edge.errors import ConfigError
+
+# Names the setup script writes (and the issue promises), mapped to the EDGE_<SECTION>_<KEY> they stand for.
+_ENV_ALIASES = {"EDGE_ALERT_TO": "EDGE_ALERTS_TO", "EDGE_SMTP_FROM": "EDGE_SMTP_SENDER"}
+_NAMED_TABLES = ("printers", "stations", "staleness", "scanners")  # [TABLE.NAME] entries, not keys of one section
+
+
+def _entries(data: Mapping[str, Any], table: str, what: str) -> dict[str, dict[str, Any]]:
+    """The [TABLE.NAME] tables of a table of named entries (printers, scanners), each name checked."""
+    entries: dict[str, dict[str, Any]] = {}
+    for name, body in data.get(table, {}).items():
+        if problem := f.name(name):
+            raise ConfigError(f"{table}.{name}", f"{what} name {problem}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{table}.{name}", f"must be a table ([{table}.NAME])")
+        entries[name] = body
+    return entries
+
+
+def _env_prefix(table: str, name: str) -> str:
+    return f"EDGE_{table}_{name.replace('-', '_')}".upper()
+
+
+def _printer(name: str, body: Mapping[str, Any], env: Mapping[str, str], data_dir: Path) -> AnyPrinterSettings:
+    """One [printers.NAME] table as the settings type of its transport, chosen by ``type`` (the environment may set
+    it too); the keys of every transport are known, as they were when one type held them all."""
+    key, env_prefix = f"printers.{name}", _env_prefix("printers", name)
+    transports = list(PRINTER_TYPES.values())
+    refuse_unknown(key, body, [n for n in keys([PrinterSettings, *transports]) if n != "name"])
+    cls = PRINTER_TYPES[read(key, body, env, env_prefix, "type", *fields(PrinterSettings)["type"])]
+    also = [other for other in transports if other is not cls]
+    return build(
+        cls, key, body, env, env_prefix, given={"name": name}, defaults={"path": data_dir / "out" / name}, also=also
+    )
+
+
+def _stations(data: Mapping[str, Any]) -> dict[str, list[str]]:
+    stations: dict[str, list[str]] = {}
+    for station, target in data.get("stations", {}).items():
+        key = f"stations.{station}"
+        if problem := f.name(station):
+            raise ConfigError(key, f"station name {problem}")
+        stations[station] = coerce(key, target, list[str], from_env=False)
+        if not stations[station]:
+            raise ConfigError(key, "must name at least one printer")
+    return stations
+
+
+def _staleness(data: Mapping[str, Any]) -> dict[str, float]:
+    staleness: dict[str, float] = {}
+    for station, minutes in data.get("staleness", {}).items():
+        key = f"staleness.{station}"
+        staleness[station] = coerce(key, minutes, float, from_env=False)
+        if problem := f.at_least(0)(staleness[station]):
+            raise ConfigError(key, problem)
+    return staleness
+
+
+def parse_settings(
+    data: dict[str, Any], *, env: Mapping[str, str] | None = None, source: str = "", secrets_file: Path | None = None
+) -> Settings:
+    """Settings from a parsed TOML document and EDGE_* variables: each table read and checked, then every rule."""
+    env = {**{target: env[alias] for alias, target in _ENV_ALIASES.items() if alias in env}, **env} if env else {}
+    known = {*SECTIONS, *_NAMED_TABLES}
+    for section, body in data.items():
+        if section not in known:
+            raise ConfigError(section, f"unknown section (known: {', '.join(sorted(known))})")
+        if not isinstance(body, dict):
+            raise ConfigError(section, "must be a table ([section])")
+    sections: dict[str, Any] = {
+        name: build(cls, name, data.get(name, {}), env, f"EDGE_{name}") for name, cls in SECTIONS.items()
+    }
+    data_dir = sections["agent"].data_dir
+    settings = Settings(
+        printers={
+            name: _printer(name, body, env, data_dir) for name, body in _entries(data, "printers", "printer").items()
+        },
+        stations=_stations(data),
+        staleness=_staleness(data),
+        scanners={
+            name: build(
+                ScannerSettings, f"scanners.{name}", body, env, _env_prefix("scanners", name), given={"name": name}
+            )
+            for name, body in _entries(data, "scanners", "scanner").items()
+        },
+        source=source,
+        secrets_file=secrets_file,
+        **sections,
+    )
+    for rule in RULES:
+        rule(settings)
+    return settings
+
+
+SECRETS_FILE = "edge.env"  # beside the config: /etc/edge/edge.env on an installed box, the unit's EnvironmentFile=
+
+
+def secrets_path(config_path: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The one secrets file: EDGE_ENV_FILE, else edge.env beside the config."""
+    environ = os.environ if environ is None else environ
+    if environ.get("EDGE_ENV_FILE"):
+        return Path(environ["EDGE_ENV_FILE"])
+    return config_path.parent / SECRETS_FILE if config_path else None
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def read_secrets(path: Path) -> dict[str, str]:
+    """The secrets file's KEY=VALUE pairs, refusing a file others may read or one this user cannot, naming the fix."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise ConfigError(str(path), f"cannot be reached as user {_user(os.geteuid())}: {err.strerror}") from None
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            str(path), f"is mode {stat.S_IMODE(info.st_mode):04o}, others may read the secrets; fix: chmod 600 {path}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        owner = _user(info.st_uid)
+        raise ConfigError(
+            str(path),
+            f"belongs to {owner} (mode 0600), so user {_user(os.geteuid())} cannot read it;"
+            f" fix: chown {_user(os.geteuid())}: {path} (it must belong to the agent's user)",
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), f"cannot be read: {err}") from None
+    try:
+        return parse_env(text, source=str(path))
+    except EnvFileError as err:
+        raise ConfigError(str(path), str(err).removeprefix(f"{path} ")) from None
+
+
+def read_env(config_path: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """EDGE_* variables: the process environment wins over the secrets file (edge.env beside the config)."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, str] = {}
+    path = secrets_path(config_path, environ)
+    if path is not None:
+        legacy = path.with_name(".env")
+        if "EDGE_ENV_FILE" not in environ and legacy.exists():
+            raise ConfigError(
+                str(legacy), f"is no longer read: move its lines into {path} (the one secrets file) and delete it"
+            )
+        merged.update({k: v for k, v in read_secrets(path).items() if k.startswith("EDGE_")})
+    merged.update({k: v for k, v in environ.items() if k.startswith("EDGE_")})
+    return merged
+
+
+def check_secrets_owner(path: Path | None, data_dir: Path) -> None:
+    """The agent's user owns the data directory; the secrets file must be its too (else the agent cannot read it)."""
+    try:
+        secrets, data = (path.stat(), data_dir.stat()) if path else (None, None)
+    except OSError:
+        return  # no secrets file, or no data directory yet: nothing to compare
+    if secrets and data and secrets.st_uid != data.st_uid:
+        agent = _user(data.st_uid)
+        raise ConfigError(
+            str(path),
+            f"belongs to {_user(secrets.st_uid)}, but the agent's user (owner of {data_dir}) is {agent}, who cannot"
+            f" read it; fix: chown {agent}: {path}",
+        )
+
+
+def resolve_config_path(cli_path: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    raw = cli_path or environ.get("EDGE_CONFIG")
+    if not raw:
+        raise ConfigError("--config", "no config file given: pass --config PATH or set EDGE_CONFIG")
+    return Path(raw)
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError("--config", f"cannot read {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("--config", f"{path} is not valid TOML: {err}") from None
+    secrets_file = secrets_path(path, environ)
+    settings = parse_settings(data, env=read_env(path, environ), source=str(path), secrets_file=secrets_file)
+    check_secrets_owner(secrets_file, settings.agent.data_dir)
+    return settings

@@ -1,0 +1,95 @@
+"""Printer settings: what every printer shares (paper, model, status), and one type per transport with its own keys."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+import edge.config._fields as f
+
+PrinterType = Literal["network", "usb", "serial", "file"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrinterSettings:
+    """What every printer has: how its tickets look and how often its status is asked (``[printers.NAME]``)."""
+
+    name: str
+    type: PrinterType
+    width: int = dataclasses.field(default=48, metadata=f.check(f.between(24, 64, " characters")))
+    # python-escpos capability profile, e.g. TM-T88V; checked where printing is set up (edge.printing.render)
+    profile: str = "default"
+    # auto: the profile's first of CP858, CP1252 (both with €), CP437 (€ prints as EUR); or one of them by name
+    codepage: Literal["auto", "cp858", "cp1252", "cp437"] = "auto"
+    cut: Literal["full", "partial", "none"] = "full"
+    cash_drawer: bool = False  # kick the drawer on receipts paid in cash
+    logo: Path | None = dataclasses.field(default=None, metadata=f.check(f.existing_file))  # top of receipts
+    # QR codes: "auto" = the printer's own QR command when the profile has one, else an image made this way
+    qr: Literal["auto", "native", "bitImageRaster", "graphics", "bitImageColumn"] = "auto"
+    # some models need smaller image strips
+    qr_fragment_height: int = dataclasses.field(default=960, metadata=f.check(f.at_least(8)))
+    status_timeout: float = dataclasses.field(default=1.5, metadata=f.check(f.positive))
+    # status query between jobs while idle
+    status_poll_s: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NetworkPrinterSettings(PrinterSettings):
+    """A printer on TCP (port 9100), the usual kitchen printer."""
+
+    type: Literal["network"] = "network"
+    host: str = dataclasses.field(metadata=f.check(required="is required for a network printer"))
+    port: int = dataclasses.field(default=9100, metadata=f.check(f.port))
+    connect_timeout: float = dataclasses.field(default=3.0, metadata=f.check(f.positive))
+    write_timeout: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+
+
+_USB_IDS = "and product_id are required for a usb printer (see `lsusb`)"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UsbPrinterSettings(PrinterSettings):
+    """A printer on USB (pyusb): ids as `lsusb` shows them, e.g. vendor_id = 0x04b8 (Epson)."""
+
+    type: Literal["usb"] = "usb"
+    vendor_id: int = dataclasses.field(metadata=f.check(f.usb_id, required=_USB_IDS))
+    product_id: int = dataclasses.field(metadata=f.check(f.usb_id, required=_USB_IDS, required_key="vendor_id"))
+    interface: int = 0
+    in_ep: int = dataclasses.field(default=0x82, metadata=f.check(f.usb_id))
+    out_ep: int = dataclasses.field(default=0x01, metadata=f.check(f.usb_id))
+    write_timeout: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SerialPrinterSettings(PrinterSettings):
+    """A printer on a serial line (pyserial): a stable device name like /dev/serial/by-id/..., not /dev/ttyUSB0."""
+
+    type: Literal["serial"] = "serial"
+    device: str = dataclasses.field(
+        metadata=f.check(required="is required for a serial printer, e.g. /dev/serial/by-id/usb-...")
+    )
+    baudrate: int = dataclasses.field(default=9600, metadata=f.check(f.positive))
+    bytesize: int = dataclasses.field(default=8, metadata=f.check(f.one_of(5, 6, 7, 8)))
+    parity: Literal["none", "even", "odd", "mark", "space"] = "none"
+    stopbits: float = dataclasses.field(default=1.0, metadata=f.check(f.one_of(1, 1.5, 2)))
+    flow_control: Literal["none", "rtscts", "dsrdtr", "xonxoff"] = "none"
+    write_timeout: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FilePrinterSettings(PrinterSettings):
+    """Each job a .bin file in ``path`` (debugging, demos); the loader's default is data_dir/out/NAME."""
+
+    type: Literal["file"] = "file"
+    path: Path
+
+
+AnyPrinterSettings = NetworkPrinterSettings | UsbPrinterSettings | SerialPrinterSettings | FilePrinterSettings
+
+PRINTER_TYPES: dict[str, type[AnyPrinterSettings]] = {
+    "network": NetworkPrinterSettings,
+    "usb": UsbPrinterSettings,
+    "serial": SerialPrinterSettings,
+    "file": FilePrinterSettings,
+}

@@ -1,0 +1,134 @@
+"""Rules across keys and sections, one named function each: a rule raises ConfigError naming the key to fix."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from edge.config._sections import Settings
+from edge.errors import ConfigError
+
+
+def _known(names: Iterable[str]) -> str:
+    return ", ".join(names) or "none"
+
+
+def stations_name_known_printers(s: Settings) -> None:
+    for station, printers in s.stations.items():
+        for printer in printers:
+            if printer not in s.printers:
+                raise ConfigError(
+                    f"stations.{station}", f"printer {printer!r} is not configured (known: {_known(s.printers)})"
+                )
+
+
+def staleness_names_known_stations(s: Settings) -> None:
+    for station in s.staleness:
+        if station not in s.stations:
+            raise ConfigError(
+                f"staleness.{station}", f"station {station!r} is not in [stations] (known: {_known(s.stations)})"
+            )
+
+
+def scanners_name_known_stations(s: Settings) -> None:
+    for scanner in s.scanners.values():
+        if scanner.station is not None and scanner.station not in s.stations:
+            raise ConfigError(
+                f"scanners.{scanner.name}.station",
+                f"station {scanner.station!r} is not in [stations] (known: {_known(s.stations)})",
+            )
+
+
+def scanners_have_ports_of_their_own(s: Settings) -> None:
+    seen: dict[str, str] = {}
+    for scanner in s.scanners.values():
+        if other := seen.get(scanner.port):
+            raise ConfigError(
+                f"scanners.{scanner.name}.port", f"{scanner.port} is already the port of scanner {other!r}"
+            )
+        seen[scanner.port] = scanner.name
+
+
+def receipts_printer_exists(s: Settings) -> None:
+    printer = s.receipts.printer
+    if printer is not None and printer not in s.printers:
+        raise ConfigError("receipts.printer", f"printer {printer!r} is not configured (known: {_known(s.printers)})")
+
+
+def receipts_by_default_need_a_printer(s: Settings) -> None:
+    if s.receipts.by_default and s.receipts.printer is None:
+        raise ConfigError("receipts.by_default", "is true but receipts.printer is not set")
+
+
+def token_or_signature_required(s: Settings) -> None:
+    if not s.api.token and not s.api.require_signature:
+        raise ConfigError(
+            "api.token",
+            "is required unless api.require_signature is true (set it in the config file or EDGE_API_TOKEN)",
+        )
+
+
+# Tokens that only stand in for a real one (the example's "change-me" and kin), compared without case, - _ or blanks.
+_PLACEHOLDER_TOKENS = {"changeme", "replaceme", "secret", "token", "example", "todo"}
+
+
+def placeholder_token_refused(s: Settings) -> None:
+    token = s.api.token.get()
+    if re.sub(r"[-_\s]", "", token.lower()) in _PLACEHOLDER_TOKENS:
+        raise ConfigError(
+            "api.token",
+            f"is the example's placeholder {token.strip()!r}, which anyone could guess: put a long random token in"
+            f" EDGE_API_TOKEN in {s.secrets_file or 'the secrets file edge.env beside the config'}"
+            " (e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+        )
+
+
+def signature_needs_signing_secrets(s: Settings) -> None:
+    if s.api.require_signature and not s.api.signing_secrets:
+        raise ConfigError("api.signing_secrets", "is required when api.require_signature is true")
+
+
+def central_url_needs_token(s: Settings) -> None:
+    if s.central.url and not s.central.token:
+        raise ConfigError(
+            "central.token", "is required when central.url is set (set it in the config file or EDGE_CENTRAL_TOKEN)"
+        )
+
+
+def mail_needs_recipients(s: Settings) -> None:
+    if s.smtp.host and not s.alerts.to:
+        raise ConfigError("alerts.to", "is required when smtp.host is set (set it in the config file or EDGE_ALERT_TO)")
+
+
+def plain_login_refused(s: Settings) -> None:
+    if s.smtp.host and s.smtp.sends_password_in_clear and not s.smtp.allow_plain_login:
+        raise ConfigError(
+            "smtp.security",
+            f"is none with a login to {s.smtp.host}: the password would cross the network unencrypted; use starttls"
+            " or tls, or set smtp.allow_plain_login = true for a relay on a network you trust",
+        )
+
+
+def mail_needs_sender(s: Settings) -> None:
+    if s.smtp.host and not (s.smtp.sender or s.smtp.username):
+        raise ConfigError(
+            "smtp.sender", "is required when smtp.host is set and smtp.username is empty (EDGE_SMTP_FROM)"
+        )
+
+
+# Checked in this order once every section is read; the first broken rule stops the load.
+RULES: tuple[Callable[[Settings], None], ...] = (
+    stations_name_known_printers,
+    staleness_names_known_stations,
+    scanners_name_known_stations,
+    scanners_have_ports_of_their_own,
+    receipts_printer_exists,
+    receipts_by_default_need_a_printer,
+    token_or_signature_required,
+    placeholder_token_refused,
+    signature_needs_signing_secrets,
+    central_url_needs_token,
+    mail_needs_recipients,
+    plain_login_refused,
+    mail_needs_sender,
+)

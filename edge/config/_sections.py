@@ -1,0 +1,245 @@
+"""The typed settings: one frozen dataclass per config section, each field with its default and its checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+import edge.config._fields as f
+from edge.config._printers import AnyPrinterSettings
+from edge.config._values import Secret, is_loopback_host
+
+_NO_SECRET = Secret("")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AgentSettings:
+    store_id: str = dataclasses.field(metadata=f.check(f.name))
+    data_dir: Path = Path("/var/lib/edge")
+    language: Literal["de", "en"] = "de"
+    store_name: str = ""
+    timezone: str = dataclasses.field(default="", metadata=f.check(f.timezone))  # "" = the system's zone
+    # Local time (agent.timezone) the store's business day begins: a plain order number scanned names an order
+    # created since then. After midnight, a late night still belongs to the day that began this morning.
+    business_day_start: str = dataclasses.field(default="04:00", metadata=f.check(f.time_of_day))
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "edge.db"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    host: str = "127.0.0.1"
+    port: int = dataclasses.field(default=8765, metadata=f.check(f.listen_port))
+    token: Secret = _NO_SECRET  # may be empty only when require_signature is true
+    # Standard Webhooks secrets ("whsec_<base64>"); several during a key rotation.
+    signing_secrets: list[Secret] = dataclasses.field(default_factory=list, metadata=f.check(f.signing_secrets))
+    require_signature: bool = False  # every /api/ request must carry a valid webhook-signature
+    max_body_bytes: int = dataclasses.field(default=256 * 1024, metadata=f.check(f.at_least(1024)))
+    shutdown_grace_s: float = dataclasses.field(default=25.0, metadata=f.check(f.positive))
+    status_page_public: bool = True  # the read-only status page at / without a token; actions always need one
+    # Names the status page answers to besides IP addresses, localhost and this box's hostname (DNS rebinding guard).
+    allowed_hosts: list[str] = dataclasses.field(default_factory=list, metadata=f.check(f.host_names))
+    # Slow clients (edge/api/server.py): a request head must be complete this long after its first byte, a body
+    # this long after it began; a connection with no request is closed after idle_timeout_s.
+    header_timeout_s: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+    body_timeout_s: float = dataclasses.field(default=30.0, metadata=f.check(f.positive))
+    idle_timeout_s: float = dataclasses.field(default=15.0, metadata=f.check(f.positive))
+    # lowered at start-up to fit RLIMIT_NOFILE
+    max_connections: int = dataclasses.field(default=256, metadata=f.check(f.at_least(8)))
+
+
+def _evdev_for_hid(v: str) -> str | None:
+    if v == "hid" and importlib.util.find_spec("evdev") is None:
+        return (
+            "hid needs the evdev package (pip install 'edge-agent[hid]'), or switch the scanner to its serial"
+            " (USB CDC) mode"
+        )
+    return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScannerSettings:
+    name: str
+    # hid: a keyboard-wedge scanner read through evdev (optional extra)
+    type: Literal["serial", "hid"] = dataclasses.field(default="serial", metadata=f.check(_evdev_for_hid))
+    # serial device (best a stable /dev/serial/by-id/... name) or, for hid, /dev/input/by-id/...-event-kbd
+    port: str = dataclasses.field(
+        metadata=f.check(f.given("is required, e.g. /dev/ttyACM0 or /dev/serial/by-id/usb-..."))
+    )
+    baudrate: int = dataclasses.field(default=9600, metadata=f.check(f.positive))
+    station: str | None = None  # plain codes (order id or number) mark this station's ticket done; unset: whole order
+    hand_out: bool = False  # a scan of an order that is already ready marks it handed out
+    hand_out_gap_s: float = dataclasses.field(default=3.0, metadata=f.check(f.at_least(0)))  # sooner: a double read
+    reconnect_max_s: float = dataclasses.field(default=5.0, metadata=f.check(f.positive))  # longest wait to reopen
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReceiptSettings:
+    printer: str | None = None
+    by_default: bool = False  # print a receipt when the order does not say
+    footer: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SpoolSettings:
+    max_attempts: int = dataclasses.field(default=5, metadata=f.check(f.at_least(1)))
+    retry_base_s: float = dataclasses.field(default=1.0, metadata=f.check(f.positive))
+    retry_max_s: float = dataclasses.field(default=60.0, metadata=f.check(f.positive))
+    # Offline printers are probed at most this far apart, so printing resumes within 2 s of their return.
+    offline_probe_max_s: float = dataclasses.field(default=1.5, metadata=f.check(f.positive))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetentionSettings:
+    days: float = dataclasses.field(default=30.0, metadata=f.check(f.positive))  # printed orders older are purged
+    every_s: float = dataclasses.field(default=3600.0, metadata=f.check(f.positive))
+    # orders per transaction: the writer is never held long
+    batch: int = dataclasses.field(default=200, metadata=f.check(f.at_least(1)))
+    # Ids (and content hashes) of purged orders are remembered this long: one re-sent within it is a duplicate.
+    seen_days: float = dataclasses.field(default=400.0, metadata=f.check(f.positive))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BackupSettings:
+    dir: Path | None = None  # default: data_dir/backups
+    keep: int = dataclasses.field(default=7, metadata=f.check(f.at_least(1)))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrintingSettings:
+    template_dir: Path | None = None  # operator's ticket.j2 / receipt.j2 / test_page.j2; built-in ones fill the gaps
+    # A job older than this when its printer could print it is held for a person (0: never held);
+    # [staleness] STATION = minutes overrides the ticket age per station.
+    stale_ticket_min: float = dataclasses.field(default=45.0, metadata=f.check(f.at_least(0)))
+    stale_receipt_min: float = dataclasses.field(default=0.0, metadata=f.check(f.at_least(0)))
+    # A station's primary printer paused this long: its waiting tickets move to the first healthy backup.
+    failover_after_s: float = dataclasses.field(default=60.0, metadata=f.check(f.positive))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SmtpSettings:
+    host: str = ""  # empty: no alert mail (the agent works without it)
+    port: int = dataclasses.field(default=587, metadata=f.check(f.port))
+    security: Literal["starttls", "tls", "none"] = "starttls"  # none only for a relay on this box or network
+    username: str = ""
+    password: Secret = _NO_SECRET
+    sender: str = ""  # From address (env EDGE_SMTP_FROM); default: username
+    timeout_s: float = dataclasses.field(default=15.0, metadata=f.check(f.positive))
+    # The relay's final reply after the message body: RFC 5321 4.5.3.2.6 allows it 10 minutes; giving up sooner
+    # resends a mail the relay has most likely taken.
+    data_timeout_s: float = dataclasses.field(default=600.0, metadata=f.check(f.positive))
+    ca_file: Path | None = None  # extra CA bundle to trust (a company relay); certificates are always verified
+    # A login over security = none to a host that is not this box sends the password in clear: only with this opt-in.
+    allow_plain_login: bool = False
+
+    @property
+    def sends_password_in_clear(self) -> bool:
+        """A user name with security = none to a host other than this box: the password would cross the network."""
+        return self.security == "none" and bool(self.username) and not is_loopback_host(self.host)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlertSettings:
+    # env EDGE_ALERT_TO, comma-separated
+    to: list[str] = dataclasses.field(default_factory=list, metadata=f.check(f.recipients))
+    # also get critical alerts
+    critical_to: list[str] = dataclasses.field(default_factory=list, metadata=f.check(f.recipients))
+    group_wait_s: float = dataclasses.field(default=30.0, metadata=f.check(f.at_least(0)))
+    # Critical alerts reach the inbox within 10 s: a short wait lets a blip clear and siblings join.
+    critical_group_wait_s: float = dataclasses.field(default=5.0, metadata=f.check(f.at_least(0)))
+    # After a critical mail for a device, its next critical episodes within this long go into the digest.
+    critical_storm_s: float = dataclasses.field(default=3600.0, metadata=f.check(f.at_least(0)))
+    group_interval_s: float = dataclasses.field(default=120.0, metadata=f.check(f.positive))
+    repeat_interval_s: float = dataclasses.field(default=4 * 3600.0, metadata=f.check(f.positive))
+    max_per_hour: int = dataclasses.field(default=20, metadata=f.check(f.at_least(1)))
+    # "HH:MM-HH:MM": outside opening hours and inside quiet hours, warnings wait
+    opening_hours: str = dataclasses.field(default="", metadata=f.check(f.hours))
+    quiet_hours: str = dataclasses.field(default="", metadata=f.check(f.hours))
+    digest: bool = False  # warnings go into one daily mail at digest_at instead of their own
+    digest_at: str = dataclasses.field(default="08:00", metadata=f.check(f.hours))  # "HH:MM", local time
+    status_page_url: str = ""
+    template_dir: Path | None = None  # operator's subject.txt / body.txt / body.html; built-in ones fill the gaps
+    backlog_age_min: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+    backlog_jobs: int = dataclasses.field(default=50, metadata=f.check(f.at_least(1)))
+    central_down_min: float = dataclasses.field(default=5.0, metadata=f.check(f.at_least(0)))
+    disk_free_min_mb: int = dataclasses.field(default=200, metadata=f.check(f.at_least(0)))
+    check_interval_s: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+    retry_base_s: float = dataclasses.field(default=5.0, metadata=f.check(f.positive))
+    retry_max_s: float = dataclasses.field(default=600.0, metadata=f.check(f.positive))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CentralSettings:
+    url: str = dataclasses.field(default="", metadata=f.check(f.central_url))  # empty: no central API, no sync
+    token: Secret = _NO_SECRET  # bearer token for the central API; required with url
+    connect_timeout_s: float = dataclasses.field(default=3.0, metadata=f.check(f.positive))
+    read_timeout_s: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+    max_attempts: int = dataclasses.field(default=6, metadata=f.check(f.at_least(1)))  # per request, then give up
+    retry_base_s: float = dataclasses.field(default=0.5, metadata=f.check(f.positive))
+    retry_max_s: float = dataclasses.field(default=30.0, metadata=f.check(f.positive))
+    # every request to central, probes included
+    rate_limit_rps: float = dataclasses.field(default=5.0, metadata=f.check(f.positive))
+    # The contract's largest page: the number of list requests, not the orders, is what the rate limit meters.
+    page_size: int = dataclasses.field(default=1000, metadata=f.check(f.between(1, 1000)))
+    # Orders per processing transaction (one fsync each: fewer, bigger ones are kinder to an SD card; a push waits
+    # at most one of them), and status events per POST (the contract allows at most 500).
+    batch_size: int = dataclasses.field(default=500, metadata=f.check(f.at_least(1)))
+    # Random 0..this delay before a recovery after an outage: small, so the kitchen gets its backlog at once; the
+    # rate limit, Retry-After and the backend's 429s protect central from a fleet (scripts/bench.py, fleet).
+    start_jitter_s: float = dataclasses.field(default=2.0, metadata=f.check(f.between(0, 3, " seconds")))
+    schedule_interval_s: float = dataclasses.field(default=900.0, metadata=f.check(f.at_least(0)))  # 0: no runs
+    probe_max_s: float = dataclasses.field(default=0.5, metadata=f.check(f.positive))  # probe gap while down, at most
+    probe_up_s: float = dataclasses.field(default=15.0, metadata=f.check(f.positive))  # probe gap while up
+
+
+# The sections that are one table each, in the order they are read; [printers], [stations], [staleness] and
+# [scanners] are tables of named entries, read one by one.
+SECTIONS: dict[str, type] = {
+    "agent": AgentSettings,
+    "api": ApiSettings,
+    "receipts": ReceiptSettings,
+    "spool": SpoolSettings,
+    "retention": RetentionSettings,
+    "backup": BackupSettings,
+    "printing": PrintingSettings,
+    "smtp": SmtpSettings,
+    "alerts": AlertSettings,
+    "central": CentralSettings,
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    agent: AgentSettings
+    api: ApiSettings
+    printers: dict[str, AnyPrinterSettings]
+    stations: dict[str, list[str]]
+    receipts: ReceiptSettings
+    spool: SpoolSettings
+    retention: RetentionSettings
+    backup: BackupSettings
+    printing: PrintingSettings
+    smtp: SmtpSettings
+    alerts: AlertSettings
+    central: CentralSettings
+    staleness: dict[str, float] = dataclasses.field(default_factory=dict)  # [staleness] STATION = minutes
+    scanners: dict[str, ScannerSettings] = dataclasses.field(default_factory=dict)
+    source: str = ""  # where it came from, for messages
+    secrets_file: Path | None = None  # the secrets file it read (edge.env), for messages
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so logging can scrub them wherever they turn up."""
+        found = []
+        for section in [getattr(self, name) for name in SECTIONS] + list(self.printers.values()):
+            for field in dataclasses.fields(section):
+                value = getattr(section, field.name)
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, Secret) and item:
+                        found.append(item.get())
+        return found

@@ -1,0 +1,107 @@
+"""The words and formats of tickets and receipts, in German and English: labels, codes, money, dates."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from edge.orders.model import Fulfilment, Payment
+
+# The labels a template reads as t.NAME (t.copy, t.total, ...).
+LABELS: dict[str, dict[str, str]] = {
+    "de": {
+        "copy": "KOPIE / COPY",  # both words on every copy, as the design names it
+        "redirected_from": "UMGELEITET von",
+        "due": "Fällig",
+        "created": "Bestellt",
+        "station": "Station",
+        "order": "Bestellung",
+        "each": "à",
+        "subtotal": "Zwischensumme",
+        "discount": "Rabatt",
+        "total": "Summe",
+        "incl": "inkl.",
+        "vat": "MwSt",
+        "payment": "Zahlung",
+        "test_page": "Testseite",
+        "profile": "Profil",
+        "width": "Breite",
+        "characters": "Zeichen",
+        "bold": "Fett",
+        "inverse": "Invers",
+        "large": "Groß",
+    },
+    "en": {
+        "copy": "KOPIE / COPY",
+        "redirected_from": "REDIRECTED from",
+        "due": "Due",
+        "created": "Ordered",
+        "station": "Station",
+        "order": "Order",
+        "each": "@",
+        "subtotal": "Subtotal",
+        "discount": "Discount",
+        "total": "Total",
+        "incl": "incl.",
+        "vat": "VAT",
+        "payment": "Payment",
+        "test_page": "Test page",
+        "profile": "Profile",
+        "width": "Width",
+        "characters": "characters",
+        "bold": "Bold",
+        "inverse": "Inverse",
+        "large": "Large",
+    },
+}
+# Words the backend sends as codes; codes not listed are printed as they came.
+_FULFILMENT = {
+    "de": {"pickup": "Abholung", "delivery": "Lieferung", "dine_in": "Tisch"},
+    "en": {"pickup": "Pickup", "delivery": "Delivery", "dine_in": "Table"},
+}
+_PAYMENT = {  # payment methods and statuses share one table, their codes do not overlap
+    "de": {
+        "card": "Karte",
+        "cash": "Bar",
+        "voucher": "Gutschein",
+        "paid": "bezahlt",
+        "unpaid": "offen",
+        "pending": "offen",
+        "refunded": "erstattet",
+    },
+    "en": {"card": "Card", "cash": "Cash", "voucher": "Voucher"},
+}
+DATE_TIME = {"de": "%d.%m.%Y %H:%M", "en": "%Y-%m-%d %H:%M"}
+OTHER_DAY = {"de": "%d.%m. %H:%M", "en": "%Y-%m-%d %H:%M"}
+
+
+def money(amount: Decimal | int, currency: str, language: str) -> str:
+    if isinstance(amount, float):
+        raise TypeError("money must be a Decimal, never a float")
+    value = Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    digits = f"{abs(value):,.2f}"
+    if language == "de":
+        digits = digits.translate(str.maketrans(",.", ".,"))
+    sign = "-" if value < 0 else ""
+    if language == "de":
+        return f"{sign}{digits} {'€' if currency == 'EUR' else currency}"
+    return f"{sign}€{digits}" if currency == "EUR" else f"{sign}{currency} {digits}"
+
+
+def percent(rate: Decimal, language: str) -> str:
+    text = f"{Decimal(rate).normalize():f}"
+    return (text.replace(".", ",") if language == "de" else text) + "%"
+
+
+def describe_fulfilment(fulfilment: Fulfilment, language: str) -> str:
+    """The order type in words, with the table when there is one, e.g. "Abholung, Tisch 4"."""
+    label = _FULFILMENT[language].get(fulfilment.type, fulfilment.type)
+    if fulfilment.table is None:
+        return label
+    table = f"{_FULFILMENT[language]['dine_in']} {fulfilment.table}"
+    return table if fulfilment.type == "dine_in" else f"{label}, {table}"
+
+
+def describe_payment(payment: Payment, language: str) -> str:
+    """Method and status in words, e.g. "Karte (bezahlt)"."""
+    names = _PAYMENT[language]
+    return f"{names.get(payment.method, payment.method)} ({names.get(payment.status, payment.status)})"

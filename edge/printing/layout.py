@@ -1,0 +1,327 @@
+"""The layout engine: lays template output out in lines of the paper's width, runs the layout directives a template
+writes (one table, one function each) and writes the styled result as ESC/POS through python-escpos' Dummy printer."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from escpos.constants import QR_ECLEVEL_M
+from escpos.printer import Dummy
+from PIL import Image
+
+from edge.printing.lines import (
+    PLAIN,
+    SIZES,
+    STYLE_OF,
+    TEXT_OF,
+    Char,
+    Style,
+    columns,
+    filler,
+    rstrip,
+    styled,
+    wrap,
+)
+from edge.printing.text import CONTROL, codepage, printable
+
+MIN_WIDTH = 24
+_ALIGNS = ("left", "center", "right")
+_DOTS_PER_CHARACTER = 12  # font A is 12 dots wide: 48 characters = 576 dots on 80 mm paper
+
+# A directive travels through the template output as \x1e<json>\x1f; sanitised values cannot contain either byte.
+_MARKER = re.compile("\x1e([^\x1e\x1f]*)\x1f")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrintOptions:
+    """What differs between printer models and stores, from the printer's config; the defaults fit most
+    Epson-compatible printers."""
+
+    profile: str = "default"  # python-escpos capability profile: which commands and code pages the model knows
+    codepage: str = "auto"  # auto (the profile's first of CP858, CP1252, CP437), or one of those by name
+    cut: str = "full"  # full, partial or none (feed only, for a tear bar)
+    # auto (native when the profile has it, else an image), native, bitImageRaster, graphics, bitImageColumn
+    qr: str = "auto"
+    qr_fragment_height: int = 960  # image strip height; some models print garbage with large strips
+    cash_drawer: bool = False  # kick the drawer (pin 2) after a receipt paid in cash
+    logo: Path | None = None  # image at the top of receipts, scaled down to the paper width
+
+
+DEFAULT_OPTIONS = PrintOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class Directive:
+    """A layout instruction a template writes as ``{{ name }}`` or ``{{ name(args) }}``; it is never printed as text."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, *args: Any, **options: Any) -> Directive:
+        return Directive(self.name, args, tuple(options.items()))
+
+    def marker(self) -> str:
+        try:
+            return _marker(self)
+        except TypeError:  # an unhashable argument (a list from a template): not cached
+            return _marker.__wrapped__(self)
+
+    @classmethod
+    def from_marker(cls, payload: str) -> Directive:
+        return _from_marker(payload)
+
+
+# A ticket repeats a few directives hundreds of times: each is encoded and decoded once.
+@functools.lru_cache(maxsize=256)
+def _marker(directive: Directive) -> str:
+    # json.dumps escapes control characters, so the payload never holds the closing \x1f.
+    return "\x1e" + json.dumps([directive.name, directive.args, dict(directive.options)], default=str) + "\x1f"
+
+
+@functools.lru_cache(maxsize=256)
+def _from_marker(payload: str) -> Directive:
+    name, args, options = json.loads(payload)
+    return Directive(name, tuple(args), tuple(options.items()))
+
+
+def finalize(value: Any) -> str:
+    """Every ``{{ value }}`` passes here: directives become markers, everything else loses its control characters."""
+    if isinstance(value, Directive):
+        return value.marker()
+    if value is None:
+        return ""
+    return CONTROL.sub(" ", str(value))
+
+
+class Layout:
+    """Lays template output out in lines of ``width`` columns and writes it, styled, to a Dummy printer."""
+
+    def __init__(self, width: int, options: PrintOptions) -> None:
+        self.width = width
+        self.options = options
+        self.printer = Dummy(profile=options.profile)
+        self.codec, number = codepage(self.printer.profile.profile_data.get("codePages", {}), options.codepage)
+        self.printer._raw(b"\x1b@" + b"\x1bt" + bytes([number]))
+        self.style = PLAIN
+        self.align = "left"
+        self.printed_style = PLAIN  # what ESC @ left the printer in
+        self.printed_align = "left"
+        self._start_line()
+
+    def _start_line(self) -> None:
+        self.left: list[Char] = []
+        self.left_cells = 0
+        self.right: list[Char] | None = None
+        self.hang = 0
+        self.had_directive = False
+
+    def write(self, output: str) -> bytes:
+        *lines, last = output.split("\n")  # not splitlines(): that would also split on \x1e and \x1f
+        for line in lines:
+            self._line(line)
+            self._end_line()
+        if last:
+            self._line(last)
+            self._end_line()
+        return self.printer.output
+
+    def _line(self, line: str) -> None:
+        for index, part in enumerate(_MARKER.split(line)):
+            if index % 2:
+                self.had_directive = True
+                directive = Directive.from_marker(part)
+                run = DIRECTIVES.get(directive.name)
+                if run is None:
+                    raise ValueError(f"unknown layout directive {directive.name!r}")
+                run(self, directive.args, dict(directive.options))
+            elif part:
+                chars = styled(printable(part, self.codec), self.style)
+                if self.right is None:
+                    self.left.extend(chars)
+                    self.left_cells += len(chars) * self.style.cells
+                else:
+                    self.right.extend(chars)
+
+    def _has_text(self) -> bool:
+        return any(c.text != " " for c in itertools.chain(self.left, self.right or ()))
+
+    def _end_line(self) -> None:
+        if self._has_text():
+            self._print_wrapped()
+        elif not self.had_directive:
+            self.print_line([])  # an empty line in the template is an empty line on paper
+        self._start_line()
+
+    def flush(self) -> None:
+        """Print pending text before a block (rule, QR, cut) that must start on its own line."""
+        if self._has_text():
+            self._print_wrapped()
+        self._start_line()
+        self.had_directive = True
+
+    def _print_wrapped(self) -> None:
+        lines = wrap(self.left, self.width, min(self.hang, self.width // 2), self.left_cells)
+        right = rstrip(list(itertools.dropwhile(lambda c: c.text == " ", self.right or ())))
+        if right:
+            needed, used = columns(right), columns(lines[-1])
+            if needed > self.width:
+                lines += wrap(right, self.width, 0)
+            elif used + 1 + needed <= self.width:
+                pad = filler((lines[-1] or right)[-1 if lines[-1] else 0].style)
+                lines[-1] = lines[-1] + [Char(" ", pad)] * (self.width - used - needed) + right
+            else:
+                lines.append([Char(" ", filler(right[0].style))] * (self.width - needed) + right)
+        for line in lines:
+            self.print_line(line)
+
+    def sync_align(self) -> None:
+        # ESC a only takes effect at the start of a line, which is where every caller is.
+        if self.align != self.printed_align:
+            self.printer.set(align=self.align)
+            self.printed_align = self.align
+
+    def _set_style(self, style: Style) -> None:
+        """Send only what changed; a size change goes out as ESC !, which also clears bold and underline."""
+        was = self.printed_style
+        changes: dict[str, Any] = {}
+        if style.size != was.size:
+            changes.update(
+                normal_textsize=style.size == "1x",
+                double_width=style.size in ("2w", "2x"),
+                double_height=style.size in ("2h", "2x"),
+                bold=style.bold,
+                underline=int(style.underline),
+            )
+        if style.bold != was.bold:
+            changes["bold"] = style.bold
+        if style.underline != was.underline:
+            changes["underline"] = int(style.underline)
+        if style.invert != was.invert:
+            changes["invert"] = style.invert
+        self.printer.set(**changes)
+        self.printed_style = style
+
+    def print_line(self, chars: list[Char]) -> None:
+        self.sync_align()
+        for style, group in itertools.groupby(chars, key=STYLE_OF):
+            if style != self.printed_style:
+                self._set_style(style)
+            self.printer._raw("".join(map(TEXT_OF, group)).encode(self.codec))
+        self.printer._raw(b"\n")
+
+    def image_arguments(self) -> dict[str, Any]:
+        impl = "bitImageRaster" if self.options.qr in ("auto", "native") else self.options.qr
+        return {"impl": impl, "fragment_height": self.options.qr_fragment_height, "center": False}
+
+
+# The directives, one function each: what a template writes (the docstring) and what the layout does with it.
+Args = tuple[Any, ...]  # positional arguments as the template wrote them
+Options = dict[str, Any]  # keyword arguments as the template wrote them
+
+
+def _style(job: Layout, args: Args, options: Options) -> None:
+    """style(bold=true, invert=true, underline=true, size="1x|2h|2w|2x"): change only what is named."""
+    unknown = set(options) - {"bold", "invert", "underline", "size"}
+    if unknown:
+        raise ValueError(f"style() does not know {', '.join(sorted(unknown))}")
+    if options.get("size", "1x") not in SIZES:
+        raise ValueError(f"style(size=...) takes one of {', '.join(SIZES)}, got {options['size']!r}")
+    changes: dict[str, Any] = {k: v if k == "size" else bool(v) for k, v in options.items()}
+    job.style = dataclasses.replace(job.style, **changes)
+
+
+def _plain(job: Layout, args: Args, options: Options) -> None:
+    """plain: back to normal text, no bold, inverse or underline, normal size."""
+    job.style = PLAIN
+
+
+def _align(job: Layout, args: Args, options: Options) -> None:
+    """align("left|center|right"): from the next printed line on."""
+    if not args or args[0] not in _ALIGNS:
+        raise ValueError(f"align() takes one of {', '.join(_ALIGNS)}, got {args!r}")
+    job.align = args[0]
+
+
+def _hang(job: Layout, args: Args, options: Options) -> None:
+    """hang: the lines this one wraps into are indented to here."""
+    job.hang = columns(job.left)
+
+
+def _to_right(job: Layout, args: Args, options: Options) -> None:
+    """to_right: the rest of the line is flush right (prices)."""
+    job.right = []
+
+
+def _rule(job: Layout, args: Args, options: Options) -> None:
+    """rule or rule("="): a full-width line."""
+    job.flush()
+    char = printable(str(args[0]), job.codec)[:1] if args else "-"
+    job.print_line([Char(char or "-", job.style)] * (job.width // job.style.cells))
+
+
+def _qr(job: Layout, args: Args, options: Options) -> None:
+    """qr(data): a QR code, drawn by the printer itself or sent as an image (the printer's qr setting)."""
+    job.flush()
+    job.sync_align()
+    data = CONTROL.sub(" ", str(args[0])) if args else ""
+    size = 6 if job.width >= 42 else 4
+    qr = job.options.qr
+    if qr == "native" or (qr == "auto" and job.printer.profile.supports("qrCode")):
+        job.printer.qr(data, native=True, ec=QR_ECLEVEL_M, size=size)
+    else:
+        job.printer.qr(data, native=False, ec=QR_ECLEVEL_M, size=size, image_arguments=job.image_arguments())
+
+
+def _logo(job: Layout, args: Args, options: Options) -> None:
+    """logo: the printer's logo image, if it has one configured."""
+    if job.options.logo is not None:
+        job.flush()
+        job.sync_align()
+        job.printer.image(_logo_image(job.options.logo, job.width * _DOTS_PER_CHARACTER), **job.image_arguments())
+
+
+def _cut(job: Layout, args: Args, options: Options) -> None:
+    """cut: feed to the cutter and cut (or only feed past the tear bar, if the printer's cut is "none")."""
+    job.flush()
+    if job.options.cut == "none":
+        job.printer.print_and_feed(6)
+    else:
+        job.printer.cut(mode="PART" if job.options.cut == "partial" else "FULL")
+
+
+# The names templates use for layout; see the built-in templates for examples.
+DIRECTIVES: dict[str, Callable[[Layout, Args, Options], None]] = {
+    "style": _style,
+    "plain": _plain,
+    "align": _align,
+    "hang": _hang,
+    "to_right": _to_right,
+    "rule": _rule,
+    "qr": _qr,
+    "logo": _logo,
+    "cut": _cut,
+}
+
+
+def template_globals() -> dict[str, Directive]:
+    """Each directive by its name, for a template to write as ``{{ name }}`` or ``{{ name(args) }}``."""
+    return {name: Directive(name) for name in DIRECTIVES}
+
+
+@functools.lru_cache(maxsize=8)
+def _logo_image(path: Path, max_dots: int) -> Image.Image:
+    """The logo file, read once, shrunk to fit the paper (a wider image would wrap into garbage)."""
+    with Image.open(path) as image:
+        image.load()
+        logo = image.convert("RGB")
+    if logo.width > max_dots:
+        logo = logo.resize((max_dots, max(1, logo.height * max_dots // logo.width)))
+    return logo

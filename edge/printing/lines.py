@@ -1,0 +1,102 @@
+"""Styled characters and greedy word wrap by columns on paper (a double-width character takes two)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import operator
+from typing import NamedTuple
+
+SIZES = ("1x", "2h", "2w", "2x")
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """How characters look: bold, inverse, underlined; size 1x, 2h (double height), 2w (double width) or 2x (both)."""
+
+    bold: bool = False
+    invert: bool = False
+    underline: bool = False
+    size: str = "1x"
+
+    @functools.cached_property
+    def cells(self) -> int:
+        """Columns one character takes on paper (asked for every character: computed once per style)."""
+        return 2 if self.size in ("2w", "2x") else 1
+
+
+PLAIN = Style()
+
+
+def filler(style: Style) -> Style:
+    """Style for padding beside ``style``: one column wide and no ink, but the same height and weight, so the printer
+    needs no style switch for it."""
+    return Style(bold=style.bold, size="2h" if style.size in ("2h", "2x") else "1x")
+
+
+class Char(NamedTuple):
+    """One character and its style; a tuple, since a long ticket makes tens of thousands of them."""
+
+    text: str
+    style: Style
+
+
+STYLE_OF = operator.attrgetter("style")
+TEXT_OF = operator.attrgetter("text")
+
+
+def styled(text: str, style: Style) -> list[Char]:
+    """``text`` as characters in ``style``, built by C calls only (a long ticket has tens of thousands)."""
+    return list(map(tuple.__new__, itertools.repeat(Char), zip(text, itertools.repeat(style))))
+
+
+def columns(chars: list[Char]) -> int:
+    """Columns ``chars`` take on paper."""
+    return sum(c.style.cells for c in chars)
+
+
+def rstrip(chars: list[Char]) -> list[Char]:
+    """Drop trailing spaces that leave no mark; inverse or underlined ones are part of the look (a banner's margin)."""
+    end = len(chars)
+    while end and chars[end - 1].text == " " and not (chars[end - 1].style.invert or chars[end - 1].style.underline):
+        end -= 1
+    return chars[:end]
+
+
+def wrap(chars: list[Char], width: int, hang: int, counted: int | None = None) -> list[list[Char]]:
+    """Greedy word wrap by columns on paper; lines after the first start with ``hang`` spaces.
+
+    ``counted``: the columns ``chars`` take, if the caller counted them already.
+    """
+    if (columns(chars) if counted is None else counted) <= width:  # most lines fit as they are
+        return [rstrip(chars)]
+    indent = [Char(" ", PLAIN)] * hang
+    lines: list[list[Char]] = [[]]
+    used = 0
+    start = 0  # columns this line's indent takes
+    for is_space, group in itertools.groupby(chars, key=lambda c: c.text == " "):
+        token = list(group)
+        size = columns(token)
+        if used + size <= width:
+            lines[-1].extend(token)
+            used += size
+            continue
+        if is_space:
+            # The break swallows the spaces it replaces.
+            lines.append(list(indent))
+            used = start = hang
+            continue
+        if used > start and size <= width - hang:  # a word too long for any line is split where it is
+            lines.append(list(indent))
+            used = start = hang
+        for char in token:  # a word longer than the line is cut where the paper ends
+            if used + char.style.cells > width and used > start:
+                lines.append(list(indent))
+                used = start = hang
+            lines[-1].append(char)
+            used += char.style.cells
+    lines = [rstrip(line) for line in lines]
+    while len(lines) > 1 and not lines[-1]:
+        lines.pop()
+    return lines

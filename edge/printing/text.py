@@ -1,0 +1,67 @@
+"""Text as a printer can print it: no control characters, every character in the job's code page, which is chosen
+from the printer's profile."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# CP858 is CP850 (Latin-1 letters, umlauts, ß) with € at 0xD5; ESC t 19 selects it on Epson-compatible printers.
+# We encode every byte of text ourselves, so the printer never sees a code page switch mid-job.
+# "auto" takes the first of these the printer's profile has (its number differs by maker: Star calls CP858 4).
+_CODEPAGES = ("cp858", "cp1252", "cp437")  # cp437 has no €: it prints as EUR
+
+# C0 (with \n \r \t), DEL and C1: any of them in order text could start a printer command.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+_TRANSLITERATION = str.maketrans(
+    {
+        **dict.fromkeys("‐‑‒–—―−", "-"),
+        **dict.fromkeys("“”„‟″", '"'),
+        **dict.fromkeys("‘’‚‛′", "'"),
+        **dict.fromkeys("\u2002\u2003\u2009\u202f\u2007\u2008", " "),
+        **dict.fromkeys("\u200b\u200c\u200d\u2060\ufeff\ufe0f", ""),
+        "…": "...",
+        "•": "*",
+        "™": "TM",
+        "Ł": "L",
+        "ł": "l",
+        "Đ": "D",
+        "đ": "d",
+        "Œ": "OE",
+        "œ": "oe",
+        "ẞ": "SS",
+        "€": "EUR",
+    }
+)
+
+
+def printable(text: str, codec: str) -> str:
+    """The text as the printer can show it: no control characters, every character in the job's code page."""
+    text = unicodedata.normalize("NFC", CONTROL.sub(" ", text))
+    try:
+        text.encode(codec)
+    except UnicodeEncodeError:
+        return "".join(_in_codepage(char, codec) for char in text)
+    return text
+
+
+def _in_codepage(char: str, codec: str) -> str:
+    bare = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    for candidate in (char, char.translate(_TRANSLITERATION), bare):
+        try:
+            candidate.encode(codec)
+        except UnicodeEncodeError:
+            continue
+        return candidate
+    return "?"
+
+
+def codepage(table: dict[str, str], policy: str) -> tuple[str, int]:
+    """The Python codec and the printer's ESC t number for ``policy``, from the profile's code page table."""
+    numbers = {name.lower(): int(number) for number, name in table.items() if name.lower() in _CODEPAGES}
+    for codec in _CODEPAGES if policy == "auto" else (policy,):
+        if codec in numbers:
+            return codec, numbers[codec]
+    wanted = "any of CP858, CP1252, CP437" if policy == "auto" else policy.upper()
+    raise ValueError(f"the printer's profile has no code page {wanted}; choose another profile or codepage")
