@@ -15,7 +15,8 @@ from aiohttp import web
 
 from edge import __version__
 from edge.alerts import Alerter, Mailer
-from edge.api.routes import ApiDeps, make_api
+from edge.api.deps import ApiDeps
+from edge.api.routes import make_api
 from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import PrinterSettings, Settings

@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from edge.api.client import call_agent
 from edge.config import Settings, load_settings, resolve_config_path
 from edge.errors import ConfigError, EdgeError
 from edge.log import configure_logging
@@ -88,24 +87,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _api_call(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
-    url = f"http://{host}:{settings.api.port}{path}"
-    headers = {"Authorization": f"Bearer {settings.api.token.get()}"}
-    timeout = aiohttp.ClientTimeout(total=10)
-    try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.request(method, url, json=body, headers=headers) as response:
-                return response.status, await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise EdgeError(
-            f"agent API at {url} did not answer ({err or type(err).__name__}); is the agent running?"
-        ) from None
-
-
 def _api_command(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
     settings = _load(args)
-    status, answer = asyncio.run(_api_call(settings, method, path, body))
+    status, answer = asyncio.run(call_agent(settings, method, path, body))
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     return 0 if status < 400 else 1
 
@@ -179,7 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from edge.ops.technician import render_status
 
     settings = _load(args)
-    status, answer = asyncio.run(_api_call(settings, "GET", "/api/v1/status"))
+    status, answer = asyncio.run(call_agent(settings, "GET", "/api/v1/status"))
     if status >= 400:
         raise EdgeError(f"status: the agent answered {status}: {answer.get('reason', answer)}")
     print(
@@ -195,7 +179,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     _setup_logging(settings, level="error")
-    checks = asyncio.run(doctor(settings, _api_call))
+    checks = asyncio.run(doctor(settings, call_agent))
     print(render_checks(checks, colour=sys.stdout.isatty()))
     return 1 if any(c.level == "fail" for c in checks) else 0
 
@@ -205,7 +189,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     _setup_logging(settings)
-    healthy, reason = asyncio.run(health(settings, _api_call, alert=args.alert))
+    healthy, reason = asyncio.run(health(settings, call_agent, alert=args.alert))
     print(f"{'healthy' if healthy else 'UNHEALTHY'}: {reason}")
     return 0 if healthy else 1
 

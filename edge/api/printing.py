@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
+import aiosqlite
 import structlog
 from aiohttp import web
 
+from edge.api.deps import ApiDeps, require_accepting
 from edge.api.errors import path_id
 from edge.errors import DeviceError, NotFoundError
 from edge.printing.render import print_options
 
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
-
 log = structlog.get_logger()
 
 
-def add_routes(app: web.Application, deps: ApiDeps) -> None:
-    # Imported here: routes imports this module while it is itself still loading.
-    from edge.api.routes import _require_accepting, job_json
+def job_json(row: aiosqlite.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "order_id": row["order_id"],
+        "kind": row["kind"],
+        "station": row["station"],
+        "printer": row["printer"],
+        "state": row["state"],
+        "copy": bool(row["copy"]),
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+        "created_at": row["created_at"],
+        "printed_at": row["printed_at"],
+        "held_reason": row["held_reason"],  # stale | no_printer, while held
+    }
 
+
+def add_routes(app: web.Application, deps: ApiDeps) -> None:
     async def release(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/{id}/release — a held job prints after all (its ticket shows the original order time)."""
-        _require_accepting(deps)
+        require_accepting(deps)
         job_id = path_id(request, "job_id", "print job")
         await deps.jobs.release_held(job_id)
         job = await deps.jobs.get(job_id)
@@ -33,7 +46,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
 
     async def release_all(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/release-held — every held job prints, oldest first."""
-        _require_accepting(deps)
+        require_accepting(deps)
         released = await deps.jobs.release_held()
         log.info("jobs_released", job_ids=released)
         for printer in deps.settings.printers:
@@ -42,7 +55,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
 
     async def discard(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/{id}/discard — a held, failed or dead job is never printed."""
-        _require_accepting(deps)
+        require_accepting(deps)
         job_id = path_id(request, "job_id", "print job")
         await deps.jobs.discard(job_id)
         log.info("job_discarded", job_id=job_id)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from edge.api.deps import ApiDeps
 from edge.api.errors import error_response, path_id, query_limit
 from edge.errors import NotFoundError
 from edge.sync import SyncService
-
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
 
 SYNC = web.AppKey("sync", SyncService)
 _OFF = "recovery is off: no central API is configured ([central] url)"

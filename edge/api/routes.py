@@ -3,91 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge import __version__
-from edge.alerts import Alerter
 from edge.api import alerts, printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
+from edge.api.deps import DEPS, ApiDeps, require_accepting
 from edge.api.errors import BODY_TIMEOUT_S, error_middleware, error_response, path_id, query_limit, read_json
 from edge.api.hosts import HostAllowList
+from edge.api.printing import job_json
 from edge.api.retries import retry_safe
-from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import Settings
+from edge.clock import Clock
 from edge.errors import NotFoundError
-from edge.metrics import Metrics
-from edge.orders.intake import OrderIntake
-from edge.printing.render import Renderer
-from edge.printing.spooler import Spooler
-from edge.scanners import Scanner
-from edge.store import JOB_STATES, Database, JobStore, OrderStore, migrations
+from edge.store import JOB_STATES, Database, migrations
 from edge.store.scans import ScanStore
 from edge.store.webhooks import WebhookStore
-from edge.sync import SyncService
-
-
-@dataclasses.dataclass
-class ApiDeps:
-    settings: Settings
-    db: Database
-    intake: OrderIntake
-    orders: OrderStore
-    jobs: JobStore
-    spoolers: dict[str, Spooler]
-    wake_printer: Callable[[str], None]
-    accepting: bool = True  # False while shutting down: writes answer 503
-    auth: Authenticator | None = None  # set by make_api; auth.rejected counts refused requests by reason
-    metrics: Metrics | None = None
-    render_job: Callable[[aiosqlite.Row], bytes] | None = None  # job row -> ESC/POS bytes, for the status page preview
-    renderer: Renderer | None = None  # for test pages (edge/api/printing.py)
-    started_at: float = dataclasses.field(default_factory=time.time)
-    scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
-    sync: SyncService | None = None  # None when no central API is configured
-    clock: Clock = SYSTEM_CLOCK
-    alerter: Alerter | None = None  # None when no SMTP server is configured
-
-
-DEPS = web.AppKey("deps", ApiDeps)
-
-
-def job_json(row: aiosqlite.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "order_id": row["order_id"],
-        "kind": row["kind"],
-        "station": row["station"],
-        "printer": row["printer"],
-        "state": row["state"],
-        "copy": bool(row["copy"]),
-        "attempts": row["attempts"],
-        "last_error": row["last_error"],
-        "created_at": row["created_at"],
-        "printed_at": row["printed_at"],
-        "held_reason": row["held_reason"],  # stale | no_printer, while held
-    }
 
 
 def _deps(request: web.Request) -> ApiDeps:
     return request.app[DEPS]
 
 
-def _require_accepting(deps: ApiDeps) -> None:
-    if not deps.accepting:
-        raise web.HTTPServiceUnavailable(text="the agent is shutting down; retry later", headers={"Retry-After": "5"})
-
-
 @retry_safe  # the order id is the idempotency key: a sender's retry is answered 200 duplicate
 async def post_order(request: web.Request) -> web.Response:
     deps = _deps(request)
-    _require_accepting(deps)
+    require_accepting(deps)
     payload = await read_json(request)
     result = await deps.intake.accept(payload)
     body = {"order_id": result.order_id, "status": result.outcome, "job_ids": list(result.job_ids)}
@@ -119,7 +63,7 @@ async def get_order(request: web.Request) -> web.Response:
 
 async def post_reprint(request: web.Request) -> web.Response:
     deps = _deps(request)
-    _require_accepting(deps)
+    require_accepting(deps)
     order_id = request.match_info["order_id"]
     station = None
     if request.can_read_body:
@@ -173,7 +117,7 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 async def post_retry(request: web.Request) -> web.Response:
     deps = _deps(request)
-    _require_accepting(deps)
+    require_accepting(deps)
     job_id = path_id(request, "job_id", "print job")
     await deps.jobs.retry(job_id)
     job = await deps.jobs.get(job_id)

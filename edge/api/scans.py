@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from edge.api.deps import ApiDeps
 from edge.api.errors import error_response, query_limit
 from edge.store.scans import SCAN_OUTCOMES, ScanStore
-
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
 
 
 def add_routes(app: web.Application, deps: ApiDeps) -> None:

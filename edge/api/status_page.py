@@ -11,7 +11,7 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -19,14 +19,12 @@ import structlog
 from aiohttp import web
 
 from edge import __version__
+from edge.api.deps import ApiDeps
 from edge.api.errors import path_id
 from edge.errors import StoreError, WrongStateError
 from edge.metrics import WAITING_STATES
 from edge.printing.decode import preview
 from edge.store.status import StatusStore
-
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
 
 log = structlog.get_logger()
 
