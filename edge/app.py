@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import time
-from zoneinfo import ZoneInfo
 
-import aiosqlite
 import structlog
 from aiohttp import web
 
@@ -19,68 +16,30 @@ from edge.api.deps import ApiDeps
 from edge.api.routes import make_api
 from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import PrinterSettings, Settings
+from edge.config import Settings
 from edge.events import EventBus, OrderStored, StorageProblem, StorageRecovered
-from edge.metrics import WAITING_STATES, Metrics
+from edge.metrics import Metrics
 from edge.ops import DataDirLock, Housekeeping
 from edge.orders.intake import OrderIntake, Router
-from edge.orders.model import parse_order
 from edge.printing.ages import JobAges
-from edge.printing.driver import PrinterDriver
+from edge.printing.drivers import make_driver
 from edge.printing.failover import Failover
-from edge.printing.render import Renderer, print_options
+from edge.printing.jobs import JobRenderer, make_renderer
+from edge.printing.render import print_options
 from edge.printing.reroute import reroute_stranded
 from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
+from edge.states import WAITING_JOB_STATES, JobState
 from edge.store import Database, JobStore, OrderStore
 from edge.store.identity import record_store
 from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService
 from edge.systemd import Notifier
-from edge.transports import FileTransport, SerialTransport, TcpTransport, Transport, UsbTransport
 
 log = structlog.get_logger()
 
-_UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
 _SWITCH_INTERVAL_S = 0.001
-
-
-def make_driver(printer: PrinterSettings) -> PrinterDriver:
-    transport: Transport
-    if printer.type == "network":
-        transport = TcpTransport(
-            printer.name,
-            printer.host,
-            printer.port,
-            connect_timeout=printer.connect_timeout,
-            write_timeout=printer.write_timeout,
-        )
-    elif printer.type == "usb":
-        transport = UsbTransport(
-            printer.name,
-            printer.vendor_id,
-            printer.product_id,
-            interface=printer.interface,
-            in_ep=printer.in_ep,
-            out_ep=printer.out_ep,
-            write_timeout=printer.write_timeout,
-        )
-    elif printer.type == "serial":
-        transport = SerialTransport(
-            printer.name,
-            printer.device,
-            baudrate=printer.baudrate,
-            bytesize=printer.bytesize,
-            parity=printer.parity,
-            stopbits=printer.stopbits,
-            flow_control=printer.flow_control,
-            write_timeout=printer.write_timeout,
-        )
-    else:
-        assert printer.path is not None  # config fills it in for file printers
-        transport = FileTransport(printer.name, printer.path)
-    return PrinterDriver(printer.name, transport, status_timeout=printer.status_timeout)
 
 
 class Agent:
@@ -91,13 +50,12 @@ class Agent:
         self.clock = clock  # every part that waits or measures time gets this one (tests step it)
         self.stopping = False  # set by the first stop(); a second call does nothing
         self.bus = EventBus()
-        # Operator templates and each printer's options are tried now: a broken one stops the start, not the first order.
-        self.renderer = Renderer(
-            template_dir=settings.printing.template_dir,
-            tz=ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None,
-        )
+        # Operator templates and each printer's options are tried now: a broken one stops the start, not the first
+        # order.
+        self.renderer = make_renderer(settings)
         for printer in settings.printers.values():
             self.renderer.check_options(printer.name, print_options(printer), width=printer.width)
+        self.render_job = JobRenderer(settings, self.renderer).render
         self.failover: Failover | None = None
         self.db: Database | None = None
         self.spoolers: dict[str, Spooler] = {}
@@ -113,33 +71,6 @@ class Agent:
         self._housekeeping: Housekeeping | None = None
         self.alerter: Alerter | None = None
         self.sync: SyncService | None = None
-
-    def render_job(self, job: aiosqlite.Row) -> bytes:
-        order = parse_order(json.loads(job["payload"]))
-        # A job of a printer that left the config (history, or held with no route) previews at the default width.
-        printer = self.settings.printers.get(job["printer"]) or _UNCONFIGURED
-        language = self.settings.agent.language
-        options = print_options(printer)
-        if job["kind"] == "ticket":
-            return self.renderer.ticket(
-                order,
-                job["station"],
-                width=printer.width,
-                language=language,
-                copy=bool(job["copy"]),
-                redirected_from=job["redirected_from"],
-                released=job["released_at"] is not None,
-                options=options,
-            )
-        return self.renderer.receipt(
-            order,
-            width=printer.width,
-            language=language,
-            copy=bool(job["copy"]),
-            options=options,
-            store_name=self.settings.agent.store_name or self.settings.agent.store_id,
-            footer=self.settings.receipts.footer,
-        )
 
     def wake_printer(self, name: str) -> None:
         if spooler := self.spoolers.get(name):
@@ -164,8 +95,8 @@ class Agent:
         states = [s.state for s in self.spoolers.values()]
         online = sum(1 for state in states if state in (PrinterState.ONLINE, PrinterState.PAPER_NEAR_END))
         unknown = states.count(PrinterState.UNKNOWN)
-        queued = sum(n for (_, state), n in counts.items() if state in WAITING_STATES)
-        dead = sum(n for (_, state), n in counts.items() if state == "dead")
+        queued = sum(n for (_, state), n in counts.items() if state in WAITING_JOB_STATES)
+        dead = sum(n for (_, state), n in counts.items() if state == JobState.DEAD)
         unchecked = f" ({unknown} not checked yet)" if unknown else ""
         storage = f", storage: {self.db.write_problem}" if self.db is not None and self.db.write_problem else ""
         return f"{online} of {len(states)} printers online{unchecked}, {queued} queued, {dead} dead{storage}"
@@ -192,14 +123,16 @@ class Agent:
         self.db.on_write_health = self._on_write_health
         self._housekeeping = Housekeeping(self.db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
         self._housekeeping.start()
-        if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
+        # Mail is optional (no smtp.host: no alerts). Started before the spools, so it hears their first state.
+        if s.smtp.host:
             self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock)
             self.alerter.start()
-        orders, jobs = OrderStore(self.db, clock=self.clock), JobStore(self.db, clock=self.clock, printers=s.printers)
+        orders = OrderStore(self.db, clock=self.clock)
+        jobs = JobStore(self.db, clock=self.clock, printers=s.printers, bus=self.bus)
         if interrupted := await jobs.requeue_interrupted():
             log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
         router = Router.from_settings(s)
-        await reroute_stranded(jobs, router.printer_for, self.bus)
+        await reroute_stranded(jobs, router.printer_for)
         ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness)
         ages.seed(await jobs.waiting())
         self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
@@ -218,11 +151,11 @@ class Agent:
         for spooler in self.spoolers.values():
             spooler.start()
         self.failover = Failover(
-            stations=s.stations, spoolers=self.spoolers, jobs=jobs, bus=self.bus, after_s=s.printing.failover_after_s
+            stations=s.stations, spoolers=self.spoolers, jobs=jobs, after_s=s.printing.failover_after_s
         )
         self.failover.start()
-        scans = ScanStore(self.db, clock=self.clock, business_day=BusinessDay.from_settings(s.agent))
-        recorder = ScanRecorder(scans, self.bus)
+        scans = ScanStore(self.db, clock=self.clock, business_day=BusinessDay.from_settings(s.agent), bus=self.bus)
+        recorder = ScanRecorder(scans)
         for name, scanner in s.scanners.items():
             self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
             self.scanners[name].start()

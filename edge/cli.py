@@ -125,36 +125,27 @@ def cmd_printer_test(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    """Straight from the database, read-only: works whether or not the agent runs."""
-    import sqlite3
-
-    from edge.app import Agent
+    """Straight from the database, read-only: works whether or not the agent runs, and builds no agent."""
     from edge.printing.decode import preview, preview_png
+    from edge.printing.jobs import JobRenderer
+    from edge.store.files import order_jobs
 
     settings = _load(args)
-    try:
-        with sqlite3.connect(f"file:{settings.agent.db_path}?mode=ro", uri=True) as conn:
-            conn.row_factory = sqlite3.Row
-            jobs = conn.execute(
-                "SELECT j.*, o.payload, o.number, o.received_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
-                " WHERE o.id = ?1 OR o.number = ?1 ORDER BY j.id",
-                (args.order,),
-            ).fetchall()
-    except sqlite3.Error as err:
-        raise EdgeError(f"database {settings.agent.db_path}: {err}") from None
+    jobs = order_jobs(settings.agent.db_path, args.order)
     if not jobs:
         raise EdgeError(f"order {args.order!r} has no print jobs (or does not exist)")
-    agent = Agent(settings)
+    render = JobRenderer(settings).render
     for job in jobs:
-        printer = settings.printers.get(job["printer"])
+        printer = settings.printers.get(job.printer)
         width = printer.width if printer else 48
-        what = f"{job['kind']} {job['station'] or ''}".strip()
-        print(f"=== job {job['id']}: {what} on {job['printer']}, {job['state']}{', copy' if job['copy'] else ''} ===")
-        print(preview(agent.render_job(job), width=width))
+        what = f"{job.kind} {job.station or ''}".strip()
+        print(f"=== job {job.id}: {what} on {job.printer}, {job.state}{', copy' if job.copy else ''} ===")
+        data = render(job)
+        print(preview(data, width=width))
         if args.png:
-            path = Path(args.png) / f"job-{job['id']}.png"
+            path = Path(args.png) / f"job-{job.id}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(preview_png(agent.render_job(job), width=width))
+            path.write_bytes(preview_png(data, width=width))
             print(f"(image: {path})")
     return 0
 

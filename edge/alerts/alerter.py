@@ -46,6 +46,7 @@ from edge.events import (
     StorageProblem,
     StorageRecovered,
 )
+from edge.states import JobState
 from edge.store import Database, JobStore
 from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal, compact
 
@@ -67,7 +68,7 @@ _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: firs
 _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
 
 
-def waiting_per_printer(counts: dict[tuple[str, str], int]) -> dict[str, int]:
+def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, int]:
     waiting: dict[str, int] = {}
     for (printer, state), n in counts.items():
         if state in _WAITING_STATES:
@@ -240,7 +241,7 @@ class Alerter:
         oldest_min = round((now - oldest) / 60) if oldest else 0
         backlog = waiting > cfg.backlog_jobs or (oldest is not None and now - oldest >= cfg.backlog_age_min * 60)
         self._level("queue_backlog", "queue", backlog, waiting=waiting, oldest_min=oldest_min)
-        for type_name, state in (("print_job_failed", "dead"), ("print_job_held", "held")):
+        for type_name, state in (("print_job_failed", JobState.DEAD), ("print_job_held", JobState.HELD)):
             for group in await self._store.firing(type_name):
                 if not counts.get((group["subject"], state)):
                     self._signal(type_name, group["subject"], False)

@@ -6,7 +6,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-import aiosqlite
 from aiohttp import web
 
 from edge.alerts import Alerter
@@ -19,6 +18,7 @@ from edge.printing.render import Renderer
 from edge.printing.spooler import Spooler
 from edge.scanners import Scanner
 from edge.store import Database, JobStore, OrderStore
+from edge.store.rows import PrintableJob
 from edge.sync import SyncService
 
 
@@ -34,7 +34,7 @@ class ApiDeps:
     accepting: bool = True  # False while shutting down: writes answer 503
     auth: Authenticator | None = None  # set by make_api; auth.rejected counts refused requests by reason
     metrics: Metrics | None = None
-    render_job: Callable[[aiosqlite.Row], bytes] | None = None  # job row -> ESC/POS bytes, for the status page preview
+    render_job: Callable[[PrintableJob], bytes] | None = None  # job -> ESC/POS bytes, for the status page preview
     renderer: Renderer | None = None  # for test pages (edge/api/printing.py)
     started_at: float = dataclasses.field(default_factory=time.time)
     scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)

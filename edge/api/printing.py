@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiosqlite
 import structlog
 from aiohttp import web
 
@@ -12,24 +11,26 @@ from edge.api.deps import ApiDeps, require_accepting
 from edge.api.errors import path_id
 from edge.errors import DeviceError, NotFoundError
 from edge.printing.render import print_options
+from edge.store.rows import Job
 
 log = structlog.get_logger()
 
 
-def job_json(row: aiosqlite.Row) -> dict[str, Any]:
+def job_json(job: Job) -> dict[str, Any]:
+    """A print job as the API answers it."""
     return {
-        "id": row["id"],
-        "order_id": row["order_id"],
-        "kind": row["kind"],
-        "station": row["station"],
-        "printer": row["printer"],
-        "state": row["state"],
-        "copy": bool(row["copy"]),
-        "attempts": row["attempts"],
-        "last_error": row["last_error"],
-        "created_at": row["created_at"],
-        "printed_at": row["printed_at"],
-        "held_reason": row["held_reason"],  # stale | no_printer, while held
+        "id": job.id,
+        "order_id": job.order_id,
+        "kind": job.kind,
+        "station": job.station,
+        "printer": job.printer,
+        "state": job.state,
+        "copy": job.copy,
+        "attempts": job.attempts,
+        "last_error": job.last_error,
+        "created_at": job.created_at,
+        "printed_at": job.printed_at,
+        "held_reason": job.held_reason,  # stale | no_printer, while held
     }
 
 
@@ -40,8 +41,8 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         job_id = path_id(request, "job_id", "print job")
         await deps.jobs.release_held(job_id)
         job = await deps.jobs.get(job_id)
-        log.info("job_released", job_id=job_id, printer=job["printer"])
-        deps.wake_printer(job["printer"])
+        log.info("job_released", job_id=job_id, printer=job.printer)
+        deps.wake_printer(job.printer)
         return web.json_response(job_json(job))
 
     async def release_all(request: web.Request) -> web.Response:

@@ -19,7 +19,8 @@ from edge.api.printing import job_json
 from edge.api.retries import retry_safe
 from edge.clock import Clock
 from edge.errors import NotFoundError
-from edge.store import JOB_STATES, Database, migrations
+from edge.states import InsertOutcome, JobState
+from edge.store import Database, migrations
 from edge.store.scans import ScanStore
 from edge.store.webhooks import WebhookStore
 
@@ -35,28 +36,31 @@ async def post_order(request: web.Request) -> web.Response:
     payload = await read_json(request)
     result = await deps.intake.accept(payload)
     body = {"order_id": result.order_id, "status": result.outcome, "job_ids": list(result.job_ids)}
-    return web.json_response(body, status=201 if result.outcome == "stored" else 200)
+    return web.json_response(body, status=201 if result.outcome == InsertOutcome.STORED else 200)
 
 
 async def get_order(request: web.Request) -> web.Response:
     deps = _deps(request)
     order_id = request.match_info["order_id"]
-    row = await deps.orders.get(order_id)
-    if row is None:
+    order = await deps.orders.get(order_id)
+    if order is None:
         raise NotFoundError(f"order {order_id} does not exist")
-    jobs = [job_json(j) for j in await deps.jobs.for_order(order_id)]
+    jobs = await deps.jobs.for_order(order_id)
+    progress = await ScanStore(deps.db).progress(order_id)
     return web.json_response(
         {
-            "id": row["id"],
-            "number": row["number"],
-            "source": row["source"],
-            "received_at": row["received_at"],
-            "printed": all(j["state"] == "printed" for j in jobs),
-            **await ScanStore(deps.db).progress(
-                order_id
-            ),  # state open/ready/handed_out, ready_at, handed_out_at, stations done
-            "jobs": jobs,
-            "order": json.loads(row["payload"]),
+            "id": order.id,
+            "number": order.number,
+            "source": order.source,
+            "received_at": order.received_at,
+            "printed": all(j.state == JobState.PRINTED for j in jobs),
+            # Pickup: open, ready or handed_out, and which station tickets are done.
+            "state": progress.state,
+            "ready_at": progress.ready_at,
+            "handed_out_at": progress.handed_out_at,
+            "stations": [{"station": s.station, "done": s.done, "done_at": s.done_at} for s in progress.stations],
+            "jobs": [job_json(j) for j in jobs],
+            "order": json.loads(order.payload),
         }
     )
 
@@ -76,7 +80,7 @@ async def post_reprint(request: web.Request) -> web.Response:
     if await deps.orders.get(order_id) is None:
         raise NotFoundError(f"order {order_id} does not exist")
     job_ids = await deps.jobs.add_copies(order_id, station=station, printer_for=deps.intake.router.printer_for)
-    for printer in {row["printer"] for row in await deps.jobs.for_order(order_id)}:
+    for printer in {job.printer for job in await deps.jobs.for_order(order_id)}:
         deps.wake_printer(printer)
     return web.json_response({"order_id": order_id, "job_ids": job_ids}, status=201)
 
@@ -84,7 +88,7 @@ async def post_reprint(request: web.Request) -> web.Response:
 async def get_printers(request: web.Request) -> web.Response:
     deps = _deps(request)
     counts = await deps.jobs.counts()
-    printers = []
+    printers: list[dict[str, Any]] = []
     for name, printer in deps.settings.printers.items():
         spooler = deps.spoolers.get(name)
         printers.append(
@@ -93,13 +97,14 @@ async def get_printers(request: web.Request) -> web.Response:
                 "type": printer.type,
                 "state": spooler.state.value if spooler else "unknown",
                 "detail": spooler.state_detail if spooler else "",
-                "jobs": {state: counts.get((name, state), 0) for state in JOB_STATES},
+                "jobs": {state: counts.get((name, state), 0) for state in JobState},
             }
         )
     # A printer that left the config but still has jobs not done (held, dead) is listed, never invisible.
-    for name in sorted({p for (p, state), n in counts.items() if n and state not in ("printed", "discarded")}):
+    done = (JobState.PRINTED, JobState.DISCARDED)
+    for name in sorted({p for (p, state), n in counts.items() if n and state not in done}):
         if name not in deps.settings.printers:
-            jobs = {state: counts.get((name, state), 0) for state in JOB_STATES}
+            jobs = {state: counts.get((name, state), 0) for state in JobState}
             printers.append({"name": name, "type": None, "state": "not_configured", "detail": "", "jobs": jobs})
     return web.json_response({"printers": printers})
 
@@ -107,12 +112,14 @@ async def get_printers(request: web.Request) -> web.Response:
 async def get_jobs(request: web.Request) -> web.Response:
     deps = _deps(request)
     state = request.query.get("state")
-    if state is not None and state not in JOB_STATES:
-        return error_response(422, "invalid_request", f"state must be one of {', '.join(JOB_STATES)}", field="state")
-    rows = await deps.jobs.list(
-        state=state, printer=request.query.get("printer"), limit=query_limit(request, default=100, maximum=1000)
+    if state is not None and state not in set(JobState):
+        return error_response(422, "invalid_request", f"state must be one of {', '.join(JobState)}", field="state")
+    jobs = await deps.jobs.recent(
+        state=JobState(state) if state is not None else None,
+        printer=request.query.get("printer"),
+        limit=query_limit(request, default=100, maximum=1000),
     )
-    return web.json_response({"jobs": [job_json(r) | {"order_number": r["number"]} for r in rows]})
+    return web.json_response({"jobs": [job_json(j) | {"order_number": j.order_number} for j in jobs]})
 
 
 async def post_retry(request: web.Request) -> web.Response:
@@ -121,7 +128,7 @@ async def post_retry(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id", "print job")
     await deps.jobs.retry(job_id)
     job = await deps.jobs.get(job_id)
-    deps.wake_printer(job["printer"])
+    deps.wake_printer(job.printer)
     return web.json_response(job_json(job))
 
 
@@ -164,8 +171,7 @@ LATEST_SCHEMA = web.AppKey("latest_schema", int)
 async def ready(request: web.Request) -> web.Response:
     deps = _deps(request)
     problem = await request.app[READY].problem()
-    row = await deps.db.fetchone("PRAGMA user_version")
-    version = row[0] if row is not None else 0
+    version = await deps.db.schema_version()
     latest = request.app[LATEST_SCHEMA]
     checks: dict[str, dict[str, Any]] = {
         "database_writable": {"ok": problem is None, "detail": problem or ""},

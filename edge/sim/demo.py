@@ -92,12 +92,10 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
                     expected += len(answer["job_ids"])
     try:
         await asyncio.wait_for(recovered.wait(), timeout=15)
-        marks = ",".join("?" * len(outage))
-        row = await agent.db.fetchone(
-            f"SELECT COUNT(*) FROM print_jobs WHERE order_id IN ({marks})", tuple(o["id"] for o in outage)
-        )
-        expected += row[0]
-        print(f"Recovery: {len(outage)} orders from the central API stored, {row[0]} tickets and receipts queued")
+        assert agent.deps is not None
+        queued = len(await agent.deps.jobs.for_orders([o["id"] for o in outage]))
+        expected += queued
+        print(f"Recovery: {len(outage)} orders from the central API stored, {queued} tickets and receipts queued")
     except TimeoutError:
         print("Recovery: no run completed within 15 s")
 

@@ -126,6 +126,17 @@ class DigestMark:
     log_id: int
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GroupSummary:
+    """An alert group as the status page lists it."""
+
+    type: str
+    subject: str
+    severity: str  # critical | warning
+    state: str  # firing | resolved: the condition now
+    changed_at: float  # its last firing/resolved transition
+
+
 def compact(signals: list[Signal]) -> list[Signal]:
     """At most two per group, with the same outcome when applied: its firings as one (counted, from the first one's
     time, the newest details and sibling), then its resolve if the group ended resolved."""
@@ -468,6 +479,14 @@ class AlertStore:
             " ORDER BY l.id DESC LIMIT ?",
             (limit,),
         )
+
+    async def latest_groups(self, limit: int) -> list[GroupSummary]:
+        """The groups that changed last, newest first."""
+        rows = await self._db.fetchall(
+            "SELECT type, subject, severity, state, changed_at FROM alert_groups ORDER BY changed_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [GroupSummary(**dict(row)) for row in rows]
 
     async def mails(self, limit: int = 50) -> list[OutboxMail]:
         rows = await self._db.fetchall("SELECT * FROM alert_mails ORDER BY id DESC LIMIT ?", (limit,))
