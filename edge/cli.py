@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import Agent, run_until_signal
 
     _setup_logging(settings)
-    asyncio.run(run_until_signal(Agent(settings)))
+    with asyncio.Runner() as runner:
+        if runner.run(run_until_signal(Agent(settings))):
+            # Stopped by a second signal: the database is closed and the lock released, but a job may still be going
+            # out on a printer thread that Python cannot interrupt, and leaving normally would wait for it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     return 0
 
 

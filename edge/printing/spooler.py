@@ -78,6 +78,13 @@ class Spooler:
         if self._task is not None:
             await self._task
 
+    async def abort(self) -> None:
+        """Stop now, not after the job in flight: that job stays 'printing' and is printed again, marked COPY, at the
+        next start."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
     def paused_for(self) -> float | None:
         """Seconds this spool has been paused (printer offline, out of paper, cover open), None while it prints."""
         return None if self.paused_since is None else self.clock.mono() - self.paused_since
