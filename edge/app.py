@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -258,9 +259,9 @@ class Agent:
         finishing: asyncio.Future[list[None]] | None = None
         try:
             finishing = asyncio.gather(*(s.stop() for s in spoolers))
-            forced = asyncio.ensure_future(self._forced.wait())
+            forced: asyncio.Future[Any] = asyncio.ensure_future(self._forced.wait())
             try:
-                await asyncio.wait({finishing, forced}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([finishing, forced], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 forced.cancel()
             if finishing.done():

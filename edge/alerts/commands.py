@@ -169,15 +169,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     log, mails, silences = asyncio.run(_with_store(_settings(args), collect))
     print("recent alerts (newest first):")
     for r in log:
-        print(
-            f"  {_when(r['at'])}  {r['group_key']:<32} {r['action']:<10} {r['detail']:<12} x{r['count']}  now {r['state'] or '-'}"
-        )
+        print(f"  {_when(r.at)}  {r.group_key:<32} {r.action:<10} {r.detail:<12} x{r.count}  now {r.state or '-'}")
     print("mails:")
     for m in mails:
         print("  " + _mail_line(m.public()))
     print("active silences:")
     for s in silences:
-        print(f"  {s['matcher']} until {_when(s['ends_at'])}{'  ' + s['comment'] if s['comment'] else ''}")
+        print(f"  {s.matcher} until {_when(s.ends_at)}{'  ' + s.comment if s.comment else ''}")
     return 0
 
 
