@@ -73,6 +73,7 @@ class Agent:
         self.metrics = Metrics(self.bus, list(settings.printers))
         self._stack: contextlib.AsyncExitStack | None = None  # the started parts' stops, run by stop()
         self._forced = asyncio.Event()  # set by a second signal: no more waiting for jobs in flight
+        self._housekeeping: Housekeeping | None = None
         self.alerter: Alerter | None = None
         self.sync: SyncService | None = None
 
@@ -193,9 +194,9 @@ class Agent:
             self._runner = self._server.runner
             self.port = await self._server.start()
             self._on_stop(stack, "api", self._stop_api)  # first to stop: no new orders while the rest winds down
-            housekeeping = Housekeeping(db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
-            housekeeping.start()
-            self._on_stop(stack, "housekeeping", housekeeping.stop)  # no purge runs while the parts wind down
+            self._housekeeping = Housekeeping(db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
+            self._housekeeping.start()
+            self._on_stop(stack, "housekeeping", self._housekeeping.stop)  # no purge runs while the parts wind down
             self._warn_if_exposed()
             log.info(
                 "agent_ready",
