@@ -3,82 +3,47 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import inspect
 import signal
 import sys
 import time
-from zoneinfo import ZoneInfo
+from collections.abc import Callable
+from typing import Any
 
-import aiosqlite
 import structlog
 from aiohttp import web
 
 from edge import __version__
 from edge.alerts import Alerter, Mailer
-from edge.api.routes import ApiDeps, make_api
+from edge.api.deps import ApiDeps
+from edge.api.routes import make_api
 from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import AnyPrinterSettings, PrinterSettings, Settings
+from edge.config import Settings
 from edge.events import EventBus, OrderStored, StorageProblem, StorageRecovered
-from edge.metrics import WAITING_STATES, Metrics
+from edge.metrics import Metrics
 from edge.ops import DataDirLock, Housekeeping
 from edge.orders.intake import OrderIntake, Router
-from edge.orders.model import parse_order
 from edge.printing.ages import JobAges
-from edge.printing.driver import PrinterDriver
+from edge.printing.drivers import make_driver
 from edge.printing.failover import Failover
-from edge.printing.render import Renderer, print_options
+from edge.printing.jobs import JobRenderer, make_renderer
+from edge.printing.render import print_options
 from edge.printing.reroute import reroute_stranded
 from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
+from edge.states import WAITING_JOB_STATES, JobState
 from edge.store import Database, JobStore, OrderStore
 from edge.store.identity import record_store
 from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService
 from edge.systemd import Notifier
-from edge.transports import FileTransport, SerialTransport, TcpTransport, Transport, UsbTransport
 
 log = structlog.get_logger()
 
-_UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
 _SWITCH_INTERVAL_S = 0.001
-
-
-def make_driver(printer: AnyPrinterSettings) -> PrinterDriver:
-    transport: Transport
-    if printer.type == "network":
-        transport = TcpTransport(
-            printer.name,
-            printer.host,
-            printer.port,
-            connect_timeout=printer.connect_timeout,
-            write_timeout=printer.write_timeout,
-        )
-    elif printer.type == "usb":
-        transport = UsbTransport(
-            printer.name,
-            printer.vendor_id,
-            printer.product_id,
-            interface=printer.interface,
-            in_ep=printer.in_ep,
-            out_ep=printer.out_ep,
-            write_timeout=printer.write_timeout,
-        )
-    elif printer.type == "serial":
-        transport = SerialTransport(
-            printer.name,
-            printer.device,
-            baudrate=printer.baudrate,
-            bytesize=printer.bytesize,
-            parity=printer.parity,
-            stopbits=printer.stopbits,
-            flow_control=printer.flow_control,
-            write_timeout=printer.write_timeout,
-        )
-    else:
-        transport = FileTransport(printer.name, printer.path)
-    return PrinterDriver(printer.name, transport, status_timeout=printer.status_timeout)
 
 
 class Agent:
@@ -89,13 +54,12 @@ class Agent:
         self.clock = clock  # every part that waits or measures time gets this one (tests step it)
         self.stopping = False  # set by the first stop(); a second call does nothing
         self.bus = EventBus()
-        # Operator templates and each printer's options are tried now: a broken one stops the start, not the first order.
-        self.renderer = Renderer(
-            template_dir=settings.printing.template_dir,
-            tz=ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None,
-        )
+        # Operator templates and each printer's options are tried now: a broken one stops the start, not the first
+        # order.
+        self.renderer = make_renderer(settings)
         for printer in settings.printers.values():
             self.renderer.check_options(printer.name, print_options(printer), width=printer.width)
+        self.render_job = JobRenderer(settings, self.renderer).render
         self.failover: Failover | None = None
         self.db: Database | None = None
         self.spoolers: dict[str, Spooler] = {}
@@ -107,37 +71,11 @@ class Agent:
         self.started_at = time.time()
         self.notifier = Notifier()
         self.metrics = Metrics(self.bus, list(settings.printers))
-        self._lock: DataDirLock | None = None
+        self._stack: contextlib.AsyncExitStack | None = None  # the started parts' stops, run by stop()
+        self._forced = asyncio.Event()  # set by a second signal: no more waiting for jobs in flight
         self._housekeeping: Housekeeping | None = None
         self.alerter: Alerter | None = None
         self.sync: SyncService | None = None
-
-    def render_job(self, job: aiosqlite.Row) -> bytes:
-        order = parse_order(json.loads(job["payload"]))
-        # A job of a printer that left the config (history, or held with no route) previews at the default width.
-        printer = self.settings.printers.get(job["printer"]) or _UNCONFIGURED
-        language = self.settings.agent.language
-        options = print_options(printer)
-        if job["kind"] == "ticket":
-            return self.renderer.ticket(
-                order,
-                job["station"],
-                width=printer.width,
-                language=language,
-                copy=bool(job["copy"]),
-                redirected_from=job["redirected_from"],
-                released=job["released_at"] is not None,
-                options=options,
-            )
-        return self.renderer.receipt(
-            order,
-            width=printer.width,
-            language=language,
-            copy=bool(job["copy"]),
-            options=options,
-            store_name=self.settings.agent.store_name or self.settings.agent.store_id,
-            footer=self.settings.receipts.footer,
-        )
 
     def wake_printer(self, name: str) -> None:
         if spooler := self.spoolers.get(name):
@@ -162,164 +100,229 @@ class Agent:
         states = [s.state for s in self.spoolers.values()]
         online = sum(1 for state in states if state in (PrinterState.ONLINE, PrinterState.PAPER_NEAR_END))
         unknown = states.count(PrinterState.UNKNOWN)
-        queued = sum(n for (_, state), n in counts.items() if state in WAITING_STATES)
-        dead = sum(n for (_, state), n in counts.items() if state == "dead")
+        queued = sum(n for (_, state), n in counts.items() if state in WAITING_JOB_STATES)
+        dead = sum(n for (_, state), n in counts.items() if state == JobState.DEAD)
         unchecked = f" ({unknown} not checked yet)" if unknown else ""
         storage = f", storage: {self.db.write_problem}" if self.db is not None and self.db.write_problem else ""
         return f"{online} of {len(states)} printers online{unchecked}, {queued} queued, {dead} dead{storage}"
 
     async def start(self) -> None:
+        """Start every part in order, pushing each one's stop right after it starts: ``stop`` (or a start that fails
+        half-way) runs them in reverse, and a stop that fails is logged while the others still run."""
         s = self.settings
         # Long tickets render (and large orders validate) in threads; while one holds the GIL the loop waits up
         # to this long for it each time (default 5 ms), so 1 ms keeps the loop within its 20 ms budget.
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
-        # One agent per data directory; `edge restore` takes the same lock, so it cannot run under us.
-        self._lock = DataDirLock.acquire(s.agent.data_dir)
-        try:
-            self.db = await Database.open(s.agent.db_path)
+        async with contextlib.AsyncExitStack() as stack:
+            # One agent per data directory; `edge restore` takes the same lock, so it cannot run under us.
+            lock = DataDirLock.acquire(s.agent.data_dir)
+            self._on_stop(stack, "lock", lock.release)
+            self._on_stop(stack, "metrics", self.metrics.close)
+            self.db = db = await Database.open(s.agent.db_path)
+            self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops
             # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
-            await self.db.write(
+            await db.write(
                 lambda conn: record_store(conn, s.agent.store_id, now=self.clock.wall(), db_path=s.agent.db_path)
             )
-        except BaseException:
-            if self.db is not None:
-                await self.db.close()
-                self.db = None
-            self._lock.release()
-            raise
-        self.db.on_write_health = self._on_write_health
-        self._housekeeping = Housekeeping(self.db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
-        self._housekeeping.start()
-        if s.smtp.host:  # mail is optional: without smtp.host the agent runs with no alerts; before the spools so it hears their first state
-            self.alerter = Alerter(settings=s, db=self.db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock)
-            self.alerter.start()
-        orders, jobs = OrderStore(self.db, clock=self.clock), JobStore(self.db, clock=self.clock, printers=s.printers)
-        if interrupted := await jobs.requeue_interrupted():
-            log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
-        router = Router.from_settings(s)
-        await reroute_stranded(jobs, router.printer_for, self.bus)
-        ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness)
-        ages.seed(await jobs.waiting())
-        self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
-        for name, printer in s.printers.items():
-            self.spoolers[name] = Spooler(
-                printer=printer,
-                driver=make_driver(printer),
-                jobs=jobs,
-                render=self.render_job,
-                bus=self.bus,
-                spool=s.spool,
-                ages=ages,
-                clock=self.clock,
-            )
-        self.bus.subscribe(self._on_order_stored, OrderStored)
-        for spooler in self.spoolers.values():
-            spooler.start()
-        self.failover = Failover(
-            stations=s.stations, spoolers=self.spoolers, jobs=jobs, bus=self.bus, after_s=s.printing.failover_after_s
-        )
-        self.failover.start()
-        scans = ScanStore(self.db, clock=self.clock, business_day=BusinessDay.from_settings(s.agent))
-        recorder = ScanRecorder(scans, self.bus)
-        for name, scanner in s.scanners.items():
-            self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
-            self.scanners[name].start()
-
-        intake = OrderIntake(router, orders, self.bus)
-        if s.central.url:  # without a central API the core runs the same, there is just nothing to reconcile with
-            self.sync = SyncService(s, db=self.db, intake=intake, orders=orders, bus=self.bus, clock=self.clock)
-            await self.sync.start()
-        self.deps = ApiDeps(
-            settings=s,
-            db=self.db,
-            intake=intake,
-            orders=orders,
-            jobs=jobs,
-            spoolers=self.spoolers,
-            wake_printer=self.wake_printer,
-            scanners=self.scanners,
-            metrics=self.metrics,
-            render_job=self.render_job,
-            started_at=self.started_at,
-            renderer=self.renderer,
-            sync=self.sync,
-            clock=self.clock,
-            alerter=self.alerter,
-        )
-        self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
-        self._runner = self._server.runner
-        self.port = await self._server.start()
-        if s.api.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning(
-                "api_listening_beyond_loopback",
-                host=s.api.host,
-                hint="anyone on this network can reach the API; keep the token secret",
-            )
-            if not s.api.token:
-                # Loud on purpose: only the request signature stands between the network and the API.
-                log.error(
-                    "API_OPEN_WITHOUT_TOKEN",
-                    host=s.api.host,
-                    hint="no api.token is set: set one, or bind api.host to 127.0.0.1",
+            db.on_write_health = self._on_write_health
+            # Mail is optional (no smtp.host: no alerts). Started before the spools, so it hears their first state,
+            # and stopped after them, so their last state changes still reach the throttle state.
+            if s.smtp.host:
+                self.alerter = Alerter(settings=s, db=db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock)
+                self.alerter.start()
+                self._on_stop(stack, "alerter", self.alerter.stop)
+            orders = OrderStore(db, clock=self.clock)
+            jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
+            if interrupted := await jobs.requeue_interrupted():
+                log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
+            router = Router.from_settings(s)
+            await reroute_stranded(jobs, router.printer_for)
+            ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness)
+            ages.seed(await jobs.waiting())
+            self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
+            self.bus.subscribe(self._on_order_stored, OrderStored)
+            intake = OrderIntake(router, orders, self.bus)
+            # Without a central API the core runs the same, there is just nothing to reconcile with. Started before
+            # the spools so that it stops after them: their in-flight outcome is recorded before sync, outbox and
+            # recovery are cancelled (an interrupted recovery run resumes at the next start).
+            if s.central.url:
+                self.sync = SyncService(s, db=db, intake=intake, orders=orders, bus=self.bus, clock=self.clock)
+                await self.sync.start()
+                self._on_stop(stack, "sync", self.sync.stop)
+            for name, printer in s.printers.items():
+                self.spoolers[name] = Spooler(
+                    printer=printer,
+                    driver=make_driver(printer),
+                    jobs=jobs,
+                    render=self.render_job,
+                    bus=self.bus,
+                    spool=s.spool,
+                    ages=ages,
+                    clock=self.clock,
                 )
-        log.info(
-            "agent_ready",
-            version=__version__,
-            store_id=s.agent.store_id,
-            api=f"http://{s.api.host}:{self.port}",
-            printers=list(s.printers),
-            db=str(s.agent.db_path),
+                self.spoolers[name].start()
+            self._on_stop(stack, "spools", self._stop_spools)
+            self.failover = Failover(
+                stations=s.stations, spoolers=self.spoolers, jobs=jobs, after_s=s.printing.failover_after_s
+            )
+            self.failover.start()
+            self._on_stop(stack, "failover", self.failover.stop)  # before the spools: no job moves while they wind down
+            scans = ScanStore(db, clock=self.clock, business_day=BusinessDay.from_settings(s.agent), bus=self.bus)
+            recorder = ScanRecorder(scans)
+            for name, scanner in s.scanners.items():
+                self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
+                self.scanners[name].start()
+            self._on_stop(stack, "scanners", self._stop_scanners)  # a scan in progress commits before the store closes
+            self.deps = ApiDeps(
+                settings=s,
+                db=db,
+                intake=intake,
+                orders=orders,
+                jobs=jobs,
+                spoolers=self.spoolers,
+                wake_printer=self.wake_printer,
+                scanners=self.scanners,
+                metrics=self.metrics,
+                render_job=self.render_job,
+                started_at=self.started_at,
+                renderer=self.renderer,
+                sync=self.sync,
+                clock=self.clock,
+                alerter=self.alerter,
+            )
+            self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
+            self._runner = self._server.runner
+            self.port = await self._server.start()
+            self._on_stop(stack, "api", self._stop_api)  # first to stop: no new orders while the rest winds down
+            self._housekeeping = Housekeeping(db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
+            self._housekeeping.start()
+            self._on_stop(stack, "housekeeping", self._housekeeping.stop)  # no purge runs while the parts wind down
+            self._warn_if_exposed()
+            log.info(
+                "agent_ready",
+                version=__version__,
+                store_id=s.agent.store_id,
+                api=f"http://{s.api.host}:{self.port}",
+                printers=list(s.printers),
+                db=str(s.agent.db_path),
+            )
+            self.notifier.ready(await self.status_line())
+            self.notifier.start_watchdog(self.status_line)
+            self._on_stop(stack, "systemd", self._notify_stopping)
+            self._stack = stack.pop_all()
+
+    def _on_stop(self, stack: contextlib.AsyncExitStack, part: str, stop: Callable[[], object]) -> None:
+        """Run ``stop`` when the agent stops; if it fails, say so and let the other parts stop all the same."""
+
+        async def stop_part() -> None:
+            try:
+                result = stop()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as err:
+                log.error("agent_part_stop_failed", part=part, error=f"{type(err).__name__}: {err}", exc_info=True)
+
+        stack.push_async_callback(stop_part)
+
+    def _warn_if_exposed(self) -> None:
+        api = self.settings.api
+        if api.host in ("127.0.0.1", "localhost", "::1"):
+            return
+        log.warning(
+            "api_listening_beyond_loopback",
+            host=api.host,
+            hint="anyone on this network can reach the API; keep the token secret",
         )
-        self.notifier.ready(await self.status_line())
-        self.notifier.start_watchdog(self.status_line)
+        if not api.token:
+            # Loud on purpose: only the request signature stands between the network and the API.
+            log.error(
+                "API_OPEN_WITHOUT_TOKEN",
+                host=api.host,
+                hint="no api.token is set: set one, or bind api.host to 127.0.0.1",
+            )
+
+    async def _notify_stopping(self) -> None:
+        self.notifier.stopping()
+        await self.notifier.close()
+
+    async def _stop_api(self) -> None:
+        """New writes answer 503 (the sender retries), requests in progress finish."""
+        assert self.deps is not None and self._server is not None
+        self.deps.accepting = False
+        await self._server.stop()
+
+    async def _stop_spools(self) -> None:
+        """Each spool finishes the job in flight and records its outcome, within the grace period. The end of the
+        grace period, or a second signal, cancels them: a job still going out stays 'printing' and is printed again,
+        marked COPY, at the next start."""
+        spoolers = list(self.spoolers.values())
+        grace = self.settings.api.shutdown_grace_s
+        finishing: asyncio.Future[list[None]] | None = None
+        try:
+            finishing = asyncio.gather(*(s.stop() for s in spoolers))
+            forced: asyncio.Future[Any] = asyncio.ensure_future(self._forced.wait())
+            try:
+                await asyncio.wait([finishing, forced], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                forced.cancel()
+            if finishing.done():
+                finishing.result()  # a spool's own failure to stop
+                return
+            note = "jobs still printing stay 'printing' and reprint as COPY at next start"
+            if self._forced.is_set():
+                log.warning("spool_stop_forced", note=note)
+            else:
+                log.error("spool_stop_timeout", seconds=grace, note=note)
+        finally:
+            await asyncio.gather(*(s.abort() for s in spoolers))
+            if finishing is not None:  # ended by the aborts; its outcome was told above
+                await asyncio.gather(finishing, return_exceptions=True)
+
+    async def _stop_scanners(self) -> None:
+        """Side by side: each may wait for its read to return."""
+        results = await asyncio.gather(*(s.stop() for s in self.scanners.values()), return_exceptions=True)
+        if errors := [r for r in results if isinstance(r, Exception)]:
+            raise ExceptionGroup("scanners did not stop", errors)
+
+    def force_stop(self) -> None:
+        """A second SIGTERM or SIGINT, as uvicorn's second Ctrl+C: stop without waiting for the jobs in flight."""
+        if not self._forced.is_set():
+            log.warning(
+                "agent_stop_forced", note="jobs in flight stay 'printing' and print again as COPY at next start"
+            )
+            self._forced.set()
+
+    @property
+    def forced(self) -> bool:
+        return self._forced.is_set()
 
     async def stop(self) -> None:
-        """Stop taking orders (503), let in-flight requests and jobs finish, close the database."""
+        """Stop taking orders (503), let in-flight requests and jobs finish, close the database: every part that
+        started is stopped, in reverse order, even if one of them fails to."""
         if self.stopping:
             return
         self.stopping = True
         log.info("agent_stopping")
-        self.notifier.stopping()
-        await self.notifier.close()
-        if self._housekeeping is not None:
-            self._housekeeping.stop()
-        if self.deps is not None:
-            self.deps.accepting = False
-        if self._server is not None:
-            await self._server.stop()
-        if self.failover is not None:
-            await self.failover.stop()  # before the spools, so no job moves while they wind down
-        grace = self.settings.api.shutdown_grace_s
-        try:
-            await asyncio.wait_for(asyncio.gather(*(s.stop() for s in self.spoolers.values())), timeout=grace)
-        except TimeoutError:
-            log.error(
-                "spool_stop_timeout",
-                seconds=grace,
-                note="jobs still printing stay 'printing' and reprint as COPY at next start",
-            )
-        if self.sync is not None:  # after the spools: their in-flight outcome is recorded before anything is cancelled
-            await self.sync.stop()  # an interrupted recovery run resumes at the next start
-        await asyncio.gather(
-            *(s.stop() for s in self.scanners.values())
-        )  # a scan in progress commits before the store closes
-        if self.alerter is not None:
-            await self.alerter.stop()  # after the spools: their last state changes still reach the throttle state
-        if self.db is not None:
-            await self.db.close()
-        if self._lock is not None:
-            self._lock.release()
-        self.metrics.close()
+        if self._stack is not None:
+            await self._stack.aclose()
         log.info("agent_stopped")
 
 
-async def run_until_signal(agent: Agent) -> None:
+async def run_until_signal(agent: Agent) -> bool:
+    """Run until SIGTERM or SIGINT, then stop; a second one cuts the grace period short. True if it was cut."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            agent.force_stop()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await agent.start()
         await stop.wait()
     finally:
         await agent.stop()
+    return agent.forced

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from edge.api.client import call_agent
 from edge.config import Settings, load_settings, resolve_config_path
 from edge.errors import ConfigError, EdgeError
 from edge.log import configure_logging
@@ -41,7 +41,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import Agent, run_until_signal
 
     _setup_logging(settings)
-    asyncio.run(run_until_signal(Agent(settings)))
+    with asyncio.Runner() as runner:
+        if runner.run(run_until_signal(Agent(settings))):
+            # Stopped by a second signal: the database is closed and the lock released, but a job may still be going
+            # out on a printer thread that Python cannot interrupt, and leaving normally would wait for it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     return 0
 
 
@@ -92,24 +98,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _api_call(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
-    url = f"http://{host}:{settings.api.port}{path}"
-    headers = {"Authorization": f"Bearer {settings.api.token.get()}"}
-    timeout = aiohttp.ClientTimeout(total=10)
-    try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.request(method, url, json=body, headers=headers) as response:
-                return response.status, await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError) as err:
-        raise EdgeError(
-            f"agent API at {url} did not answer ({err or type(err).__name__}); is the agent running?"
-        ) from None
-
-
 def _api_command(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
     settings = _load(args)
-    status, answer = asyncio.run(_api_call(settings, method, path, body))
+    status, answer = asyncio.run(call_agent(settings, method, path, body))
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     return 0 if status < 400 else 1
 
@@ -145,36 +136,27 @@ def cmd_printer_test(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    """Straight from the database, read-only: works whether or not the agent runs."""
-    import sqlite3
-
-    from edge.app import Agent
+    """Straight from the database, read-only: works whether or not the agent runs, and builds no agent."""
     from edge.printing.decode import preview, preview_png
+    from edge.printing.jobs import JobRenderer
+    from edge.store.files import order_jobs
 
     settings = _load(args)
-    try:
-        with sqlite3.connect(f"file:{settings.agent.db_path}?mode=ro", uri=True) as conn:
-            conn.row_factory = sqlite3.Row
-            jobs = conn.execute(
-                "SELECT j.*, o.payload, o.number, o.received_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
-                " WHERE o.id = ?1 OR o.number = ?1 ORDER BY j.id",
-                (args.order,),
-            ).fetchall()
-    except sqlite3.Error as err:
-        raise EdgeError(f"database {settings.agent.db_path}: {err}") from None
+    jobs = order_jobs(settings.agent.db_path, args.order)
     if not jobs:
         raise EdgeError(f"order {args.order!r} has no print jobs (or does not exist)")
-    agent = Agent(settings)
+    render = JobRenderer(settings).render
     for job in jobs:
-        printer = settings.printers.get(job["printer"])
+        printer = settings.printers.get(job.printer)
         width = printer.width if printer else 48
-        what = f"{job['kind']} {job['station'] or ''}".strip()
-        print(f"=== job {job['id']}: {what} on {job['printer']}, {job['state']}{', copy' if job['copy'] else ''} ===")
-        print(preview(agent.render_job(job), width=width))
+        what = f"{job.kind} {job.station or ''}".strip()
+        print(f"=== job {job.id}: {what} on {job.printer}, {job.state}{', copy' if job.copy else ''} ===")
+        data = render(job)
+        print(preview(data, width=width))
         if args.png:
-            path = Path(args.png) / f"job-{job['id']}.png"
+            path = Path(args.png) / f"job-{job.id}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(preview_png(agent.render_job(job), width=width))
+            path.write_bytes(preview_png(data, width=width))
             print(f"(image: {path})")
     return 0
 
@@ -183,7 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from edge.ops.technician import render_status
 
     settings = _load(args)
-    status, answer = asyncio.run(_api_call(settings, "GET", "/api/v1/status"))
+    status, answer = asyncio.run(call_agent(settings, "GET", "/api/v1/status"))
     if status >= 400:
         raise EdgeError(f"status: the agent answered {status}: {answer.get('reason', answer)}")
     print(
@@ -199,7 +181,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     _setup_logging(settings, level="error")
-    checks = asyncio.run(doctor(settings, _api_call))
+    checks = asyncio.run(doctor(settings, call_agent))
     print(render_checks(checks, colour=sys.stdout.isatty()))
     return 1 if any(c.level == "fail" for c in checks) else 0
 
@@ -209,7 +191,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     _setup_logging(settings)
-    healthy, reason = asyncio.run(health(settings, _api_call, alert=args.alert))
+    healthy, reason = asyncio.run(health(settings, call_agent, alert=args.alert))
     print(f"{'healthy' if healthy else 'UNHEALTHY'}: {reason}")
     return 0 if healthy else 1
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 
+from edge.states import HoldReason, OrderSource, RunState, RunTrigger, ScanOutcome
+
 log = structlog.get_logger()
 
 
@@ -27,13 +29,13 @@ class OrderStored(Event):
     number: str
     job_ids: tuple[int, ...]
     printers: tuple[str, ...]  # where its new jobs wait, so those spools look at once
-    source: str  # "push" or "recovery"
+    source: OrderSource
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OrderConflicted(Event):
     order_id: str
-    source: str
+    source: OrderSource
     number: str = ""  # the order number as the other side sent it (recovery fills these three)
     reason: str = ""  # how it differs from the stored order, for a person
     run_id: int | None = None  # the recovery run that found it
@@ -83,7 +85,7 @@ class JobHeld(Event):
     order_id: str
     printer: str
     age_s: float
-    reason: str = "stale"  # stale | no_printer
+    reason: HoldReason = HoldReason.STALE
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -103,7 +105,7 @@ class CentralLinkChanged(Event):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RecoveryStarted(Event):
     run_id: int
-    trigger: str  # link_back, schedule, manual, startup
+    trigger: RunTrigger
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -116,7 +118,7 @@ class RecoveryCompleted(Event):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RecoveryFailed(Event):
     run_id: int
-    phase: str
+    phase: RunState
     error: str
 
 
@@ -149,7 +151,7 @@ class AlertSuppressed(Event):
 class ScanRecorded(Event):
     scanner: str
     code: str
-    outcome: str  # ticket_done, order_ready, handed_out, already_done, unknown
+    outcome: ScanOutcome
     order_id: str | None
 
 
@@ -177,7 +179,7 @@ class OrderTotalsMismatched(Event):
     order_id: str
     number: str
     problems: tuple[str, ...]
-    source: str  # "push" or "recovery"
+    source: OrderSource
 
 
 Handler = Callable[[Any], None]

@@ -30,15 +30,11 @@ from edge.events import (
 )
 from edge.printing.spooler import Spooler
 from edge.printing.status import BLOCKING_STATES, PrinterState
-from edge.store import JOB_STATES, JobStore
+from edge.states import WAITING_JOB_STATES, JobState, OrderSource
+from edge.store import JobStore
 
 # Paper states get their own 0/1 series so an alert rule can say "paper out" without knowing state codes.
 _PAPER = {PrinterState.PAPER_OUT: "out", PrinterState.PAPER_NEAR_END: "near_end"}
-WAITING_STATES = (
-    "queued",
-    "printing",
-    "failed",
-)  # not printed yet and will print on their own (as JobStore.oldest_waiting)
 
 
 class Metrics:
@@ -119,7 +115,7 @@ class Metrics:
         )
         self.storage_ok.set(1)
         self.central_up.set(1)  # until the link monitor says otherwise; no monitor means nothing to alert on
-        for source in ("push", "recovery"):
+        for source in OrderSource:
             self.orders.labels(source)
             self.totals_mismatched.labels(source)
         for name in printers:
@@ -144,7 +140,7 @@ class Metrics:
             ScanRecorded: lambda e: self.scans.labels(e.scanner, e.outcome).inc(),
             StorageProblem: lambda e: self.storage_ok.set(0),
             StorageRecovered: lambda e: self.storage_ok.set(1),
-            OrderConflicted: lambda e: self.recovery_conflicts.inc() if e.source == "recovery" else None,
+            OrderConflicted: lambda e: self.recovery_conflicts.inc() if e.source == OrderSource.RECOVERY else None,
             RecoveryOrderInvalid: lambda e: self.recovery_invalid.inc(),
             OrderTotalsMismatched: lambda e: self.totals_mismatched.labels(e.source).inc(),
         }
@@ -176,12 +172,12 @@ class Metrics:
         counts = await jobs.counts()
         oldest = await jobs.oldest_waiting()
         for name, spooler in spoolers.items():
-            for state in JOB_STATES:
+            for state in JobState:
                 self.jobs.labels(name, state).set(counts.get((name, state), 0))
-            self.queue_depth.labels(name).set(sum(counts.get((name, s), 0) for s in WAITING_STATES))
+            self.queue_depth.labels(name).set(sum(counts.get((name, s), 0) for s in WAITING_JOB_STATES))
             self.printer_up.labels(name).set(0 if spooler.state in BLOCKING_STATES else 1)
-            for state, paper in _PAPER.items():
-                self.paper.labels(name, paper).set(1 if spooler.state == state else 0)
+            for printer_state, paper in _PAPER.items():
+                self.paper.labels(name, paper).set(1 if spooler.state == printer_state else 0)
         self.oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0)
         return generate_latest(self.registry)
 

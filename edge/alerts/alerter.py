@@ -46,6 +46,7 @@ from edge.events import (
     StorageProblem,
     StorageRecovered,
 )
+from edge.states import JobState
 from edge.store import Database, JobStore
 from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal, compact
 
@@ -67,7 +68,7 @@ _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: firs
 _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
 
 
-def waiting_per_printer(counts: dict[tuple[str, str], int]) -> dict[str, int]:
+def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, int]:
     waiting: dict[str, int] = {}
     for (printer, state), n in counts.items():
         if state in _WAITING_STATES:
@@ -241,15 +242,15 @@ class Alerter:
         oldest_min = round((now - oldest) / 60) if oldest else 0
         backlog = waiting > cfg.backlog_jobs or (oldest is not None and now - oldest >= cfg.backlog_age_min * 60)
         self._level("queue_backlog", "queue", backlog, waiting=waiting, oldest_min=oldest_min)
-        for type_name, state in (("print_job_failed", "dead"), ("print_job_held", "held")):
+        for type_name, state in (("print_job_failed", JobState.DEAD), ("print_job_held", JobState.HELD)):
             for group in await self._store.firing(type_name):
-                if not counts.get((group["subject"], state)):
-                    self._signal(type_name, group["subject"], False)
+                if not counts.get((group.subject, state)):
+                    self._signal(type_name, group.subject, False)
         waiting_on = waiting_per_printer(counts)
         for type_name in _CRITICAL_WITH_JOBS:
             for group in await self._store.firing(type_name):
-                if group["severity"] == WARNING and waiting_on.get(group["subject"]) and self._open(now):
-                    self._signal(type_name, group["subject"], True)  # tickets now wait for an idle printer that is down
+                if group.severity == WARNING and waiting_on.get(group.subject) and self._open(now):
+                    self._signal(type_name, group.subject, True)  # tickets now wait for an idle printer that is down
         down_s = None if self._central_down_since is None else self.clock.mono() - self._central_down_since
         if down_s is not None and not self._central_fired and down_s >= cfg.central_down_min * 60:
             self._central_fired = True
@@ -363,7 +364,7 @@ class Alerter:
         now, cfg = self.clock.wall(), self._cfg
         groups = await self._store.open_groups()
         firing_keys = {g["key"] for g in groups if g["state"] == "firing"}
-        matchers = [r["matcher"] for r in await self._store.active_silences(now)]
+        matchers = [r.matcher for r in await self._store.active_silences(now)]
         local = dt.datetime.fromtimestamp(now, self._tz)
         mailed_last_hour = await self._store.mails_since(now - 3600)
         queued = 0
@@ -424,7 +425,7 @@ class Alerter:
         today_at = local.replace(hour=at[0].hour, minute=at[0].minute, second=0, microsecond=0, fold=0).timestamp()
         if now < today_at or (last is not None and last.at >= today_at):
             return 0
-        entries = [dict(r) for r in await self._store.digest_entries(last.log_id if last else 0)]
+        entries = [dataclasses.asdict(e) for e in await self._store.digest_entries(last.log_id if last else 0)]
         mark = DigestMark(at=now, log_id=entries[-1]["id"] if entries else (last.log_id if last else 0))
         mail = self._renderer.digest(entries, recipients=self._cfg.to) if entries else None
         await self._store.digested(mark, mail)

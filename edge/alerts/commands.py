@@ -14,6 +14,7 @@ from edge.alerts.alerter import Alerter
 from edge.alerts.mailer import Mailer
 from edge.alerts.rules import TYPES
 from edge.alerts.setup import add_arguments, run_command
+from edge.api.client import call_agent
 from edge.config import Settings, load_settings, resolve_config_path
 from edge.errors import EdgeError, NotFoundError, WrongStateError
 from edge.events import EventBus
@@ -63,9 +64,7 @@ async def _through_agent_or_here(
     try:
         lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge alerts")
     except AgentRunningError:
-        from edge.cli import _api_call  # the same client every agent command uses
-
-        return await _api_call(settings, method, path)
+        return await call_agent(settings, method, path)  # the same client every agent command uses
     try:
         db = await Database.open(settings.agent.db_path)
         try:
@@ -170,16 +169,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     log, mails, silences = asyncio.run(_with_store(_settings(args), collect))
     print("recent alerts (newest first):")
     for r in log:
-        print(
-            f"  {_when(r['at'])}  {r['group_key']:<32} {r['action']:<10} {r['detail']:<12} x{r['count']}"
-            f"  now {r['state'] or '-'}"
-        )
+        print(f"  {_when(r.at)}  {r.group_key:<32} {r.action:<10} {r.detail:<12} x{r.count}  now {r.state or '-'}")
     print("mails:")
     for m in mails:
         print("  " + _mail_line(m.public()))
     print("active silences:")
     for s in silences:
-        print(f"  {s['matcher']} until {_when(s['ends_at'])}{'  ' + s['comment'] if s['comment'] else ''}")
+        print(f"  {s.matcher} until {_when(s.ends_at)}{'  ' + s.comment if s.comment else ''}")
     return 0
 
 

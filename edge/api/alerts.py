@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from edge.alerts import Alerter
+from edge.api.deps import ApiDeps
 from edge.api.errors import error_response, path_id
-
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
 
 ALERTER = web.AppKey("alerter", Alerter)
 _OFF = "alert mail is off: no SMTP server is configured ([smtp] host)"

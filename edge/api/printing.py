@@ -2,38 +2,52 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import structlog
 from aiohttp import web
 
+from edge.api.deps import ApiDeps, require_accepting
 from edge.api.errors import path_id
 from edge.errors import DeviceError, NotFoundError
 from edge.printing.render import print_options
-
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
+from edge.store.rows import Job
 
 log = structlog.get_logger()
 
 
-def add_routes(app: web.Application, deps: ApiDeps) -> None:
-    # Imported here: routes imports this module while it is itself still loading.
-    from edge.api.routes import _require_accepting, job_json
+def job_json(job: Job) -> dict[str, Any]:
+    """A print job as the API answers it."""
+    return {
+        "id": job.id,
+        "order_id": job.order_id,
+        "kind": job.kind,
+        "station": job.station,
+        "printer": job.printer,
+        "state": job.state,
+        "copy": job.copy,
+        "attempts": job.attempts,
+        "last_error": job.last_error,
+        "created_at": job.created_at,
+        "printed_at": job.printed_at,
+        "held_reason": job.held_reason,  # stale | no_printer, while held
+    }
 
+
+def add_routes(app: web.Application, deps: ApiDeps) -> None:
     async def release(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/{id}/release — a held job prints after all (its ticket shows the original order time)."""
-        _require_accepting(deps)
+        require_accepting(deps)
         job_id = path_id(request, "job_id", "print job")
         await deps.jobs.release_held(job_id)
         job = await deps.jobs.get(job_id)
-        log.info("job_released", job_id=job_id, printer=job["printer"])
-        deps.wake_printer(job["printer"])
+        log.info("job_released", job_id=job_id, printer=job.printer)
+        deps.wake_printer(job.printer)
         return web.json_response(job_json(job))
 
     async def release_all(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/release-held — every held job prints, oldest first."""
-        _require_accepting(deps)
+        require_accepting(deps)
         released = await deps.jobs.release_held()
         log.info("jobs_released", job_ids=released)
         for printer in deps.settings.printers:
@@ -42,7 +56,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
 
     async def discard(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/{id}/discard — a held, failed or dead job is never printed."""
-        _require_accepting(deps)
+        require_accepting(deps)
         job_id = path_id(request, "job_id", "print job")
         await deps.jobs.discard(job_id)
         log.info("job_discarded", job_id=job_id)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from edge.api.deps import ApiDeps
 from edge.api.errors import error_response, path_id, query_limit
 from edge.errors import NotFoundError
+from edge.states import RunTrigger
 from edge.sync import SyncService
-
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
 
 SYNC = web.AppKey("sync", SyncService)
 _OFF = "recovery is off: no central API is configured ([central] url)"
@@ -36,7 +33,7 @@ async def post_run(request: web.Request) -> web.Response:
     sync = _sync(request)
     if sync is None:
         return error_response(409, "not_configured", _OFF)
-    run_id, joined = await sync.recovery.trigger("manual")
+    run_id, joined = await sync.recovery.trigger(RunTrigger.MANUAL)
     return web.json_response({"run_id": run_id, "joined": joined, "run": await sync.recovery.run(run_id)}, status=202)
 
 

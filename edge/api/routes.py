@@ -3,123 +3,71 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge import __version__
-from edge.alerts import Alerter
 from edge.api import alerts, printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
+from edge.api.deps import DEPS, ApiDeps, require_accepting
 from edge.api.errors import BODY_TIMEOUT_S, error_middleware, error_response, path_id, query_limit, read_json
 from edge.api.hosts import HostAllowList
+from edge.api.printing import job_json
 from edge.api.retries import retry_safe
-from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import Settings
+from edge.clock import Clock
 from edge.errors import NotFoundError
-from edge.metrics import Metrics
-from edge.orders.intake import OrderIntake
-from edge.printing.render import Renderer
-from edge.printing.spooler import Spooler
-from edge.scanners import Scanner
-from edge.store import JOB_STATES, Database, JobStore, OrderStore, migrations
+from edge.states import InsertOutcome, JobState
+from edge.store import Database, migrations
 from edge.store.scans import ScanStore
 from edge.store.webhooks import WebhookStore
-from edge.sync import SyncService
-
-
-@dataclasses.dataclass
-class ApiDeps:
-    settings: Settings
-    db: Database
-    intake: OrderIntake
-    orders: OrderStore
-    jobs: JobStore
-    spoolers: dict[str, Spooler]
-    wake_printer: Callable[[str], None]
-    accepting: bool = True  # False while shutting down: writes answer 503
-    auth: Authenticator | None = None  # set by make_api; auth.rejected counts refused requests by reason
-    metrics: Metrics | None = None
-    render_job: Callable[[aiosqlite.Row], bytes] | None = None  # job row -> ESC/POS bytes, for the status page preview
-    renderer: Renderer | None = None  # for test pages (edge/api/printing.py)
-    started_at: float = dataclasses.field(default_factory=time.time)
-    scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
-    sync: SyncService | None = None  # None when no central API is configured
-    clock: Clock = SYSTEM_CLOCK
-    alerter: Alerter | None = None  # None when no SMTP server is configured
-
-
-DEPS = web.AppKey("deps", ApiDeps)
-
-
-def job_json(row: aiosqlite.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "order_id": row["order_id"],
-        "kind": row["kind"],
-        "station": row["station"],
-        "printer": row["printer"],
-        "state": row["state"],
-        "copy": bool(row["copy"]),
-        "attempts": row["attempts"],
-        "last_error": row["last_error"],
-        "created_at": row["created_at"],
-        "printed_at": row["printed_at"],
-        "held_reason": row["held_reason"],  # stale | no_printer, while held
-    }
 
 
 def _deps(request: web.Request) -> ApiDeps:
     return request.app[DEPS]
 
 
-def _require_accepting(deps: ApiDeps) -> None:
-    if not deps.accepting:
-        raise web.HTTPServiceUnavailable(text="the agent is shutting down; retry later", headers={"Retry-After": "5"})
-
-
 @retry_safe  # the order id is the idempotency key: a sender's retry is answered 200 duplicate
 async def post_order(request: web.Request) -> web.Response:
     deps = _deps(request)
-    _require_accepting(deps)
+    require_accepting(deps)
     payload = await read_json(request)
     result = await deps.intake.accept(payload)
     body = {"order_id": result.order_id, "status": result.outcome, "job_ids": list(result.job_ids)}
-    return web.json_response(body, status=201 if result.outcome == "stored" else 200)
+    return web.json_response(body, status=201 if result.outcome == InsertOutcome.STORED else 200)
 
 
 async def get_order(request: web.Request) -> web.Response:
     deps = _deps(request)
     order_id = request.match_info["order_id"]
-    row = await deps.orders.get(order_id)
-    if row is None:
+    order = await deps.orders.get(order_id)
+    if order is None:
         raise NotFoundError(f"order {order_id} does not exist")
-    jobs = [job_json(j) for j in await deps.jobs.for_order(order_id)]
+    jobs = await deps.jobs.for_order(order_id)
+    progress = await ScanStore(deps.db).progress(order_id)
     return web.json_response(
         {
-            "id": row["id"],
-            "number": row["number"],
-            "source": row["source"],
-            "received_at": row["received_at"],
-            "printed": all(j["state"] == "printed" for j in jobs),
-            **await ScanStore(deps.db).progress(
-                order_id
-            ),  # state open/ready/handed_out, ready_at, handed_out_at, stations done
-            "jobs": jobs,
-            "order": json.loads(row["payload"]),
+            "id": order.id,
+            "number": order.number,
+            "source": order.source,
+            "received_at": order.received_at,
+            "printed": all(j.state == JobState.PRINTED for j in jobs),
+            # Pickup: open, ready or handed_out, and which station tickets are done.
+            "state": progress.state,
+            "ready_at": progress.ready_at,
+            "handed_out_at": progress.handed_out_at,
+            "stations": [{"station": s.station, "done": s.done, "done_at": s.done_at} for s in progress.stations],
+            "jobs": [job_json(j) for j in jobs],
+            "order": json.loads(order.payload),
         }
     )
 
 
 async def post_reprint(request: web.Request) -> web.Response:
     deps = _deps(request)
-    _require_accepting(deps)
+    require_accepting(deps)
     order_id = request.match_info["order_id"]
     station = None
     if request.can_read_body:
@@ -132,7 +80,7 @@ async def post_reprint(request: web.Request) -> web.Response:
     if await deps.orders.get(order_id) is None:
         raise NotFoundError(f"order {order_id} does not exist")
     job_ids = await deps.jobs.add_copies(order_id, station=station, printer_for=deps.intake.router.printer_for)
-    for printer in {row["printer"] for row in await deps.jobs.for_order(order_id)}:
+    for printer in {job.printer for job in await deps.jobs.for_order(order_id)}:
         deps.wake_printer(printer)
     return web.json_response({"order_id": order_id, "job_ids": job_ids}, status=201)
 
@@ -140,7 +88,7 @@ async def post_reprint(request: web.Request) -> web.Response:
 async def get_printers(request: web.Request) -> web.Response:
     deps = _deps(request)
     counts = await deps.jobs.counts()
-    printers = []
+    printers: list[dict[str, Any]] = []
     for name, printer in deps.settings.printers.items():
         spooler = deps.spoolers.get(name)
         printers.append(
@@ -149,13 +97,14 @@ async def get_printers(request: web.Request) -> web.Response:
                 "type": printer.type,
                 "state": spooler.state.value if spooler else "unknown",
                 "detail": spooler.state_detail if spooler else "",
-                "jobs": {state: counts.get((name, state), 0) for state in JOB_STATES},
+                "jobs": {state: counts.get((name, state), 0) for state in JobState},
             }
         )
     # A printer that left the config but still has jobs not done (held, dead) is listed, never invisible.
-    for name in sorted({p for (p, state), n in counts.items() if n and state not in ("printed", "discarded")}):
+    done = (JobState.PRINTED, JobState.DISCARDED)
+    for name in sorted({p for (p, state), n in counts.items() if n and state not in done}):
         if name not in deps.settings.printers:
-            jobs = {state: counts.get((name, state), 0) for state in JOB_STATES}
+            jobs = {state: counts.get((name, state), 0) for state in JobState}
             printers.append({"name": name, "type": None, "state": "not_configured", "detail": "", "jobs": jobs})
     return web.json_response({"printers": printers})
 
@@ -163,21 +112,23 @@ async def get_printers(request: web.Request) -> web.Response:
 async def get_jobs(request: web.Request) -> web.Response:
     deps = _deps(request)
     state = request.query.get("state")
-    if state is not None and state not in JOB_STATES:
-        return error_response(422, "invalid_request", f"state must be one of {', '.join(JOB_STATES)}", field="state")
-    rows = await deps.jobs.list(
-        state=state, printer=request.query.get("printer"), limit=query_limit(request, default=100, maximum=1000)
+    if state is not None and state not in set(JobState):
+        return error_response(422, "invalid_request", f"state must be one of {', '.join(JobState)}", field="state")
+    jobs = await deps.jobs.recent(
+        state=JobState(state) if state is not None else None,
+        printer=request.query.get("printer"),
+        limit=query_limit(request, default=100, maximum=1000),
     )
-    return web.json_response({"jobs": [job_json(r) | {"order_number": r["number"]} for r in rows]})
+    return web.json_response({"jobs": [job_json(j) | {"order_number": j.order_number} for j in jobs]})
 
 
 async def post_retry(request: web.Request) -> web.Response:
     deps = _deps(request)
-    _require_accepting(deps)
+    require_accepting(deps)
     job_id = path_id(request, "job_id", "print job")
     await deps.jobs.retry(job_id)
     job = await deps.jobs.get(job_id)
-    deps.wake_printer(job["printer"])
+    deps.wake_printer(job.printer)
     return web.json_response(job_json(job))
 
 
@@ -220,8 +171,7 @@ LATEST_SCHEMA = web.AppKey("latest_schema", int)
 async def ready(request: web.Request) -> web.Response:
     deps = _deps(request)
     problem = await request.app[READY].problem()
-    row = await deps.db.fetchone("PRAGMA user_version")
-    version = row[0] if row is not None else 0
+    version = await deps.db.schema_version()
     latest = request.app[LATEST_SCHEMA]
     checks: dict[str, dict[str, Any]] = {
         "database_writable": {"ok": problem is None, "detail": problem or ""},

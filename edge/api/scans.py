@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
 
 from aiohttp import web
 
+from edge.api.deps import ApiDeps
 from edge.api.errors import error_response, query_limit
-from edge.store.scans import SCAN_OUTCOMES, ScanStore
-
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
+from edge.states import ScanOutcome
+from edge.store.scans import ScanStore
 
 
 def add_routes(app: web.Application, deps: ApiDeps) -> None:
@@ -19,13 +18,13 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
     async def get_scans(request: web.Request) -> web.Response:
         """GET /api/v1/scans?limit=&outcome=&scanner=&order_id= — newest first."""
         outcome = request.query.get("outcome")
-        if outcome is not None and outcome not in SCAN_OUTCOMES:
+        if outcome is not None and outcome not in set(ScanOutcome):
             return error_response(
-                422, "invalid_request", f"outcome must be one of {', '.join(SCAN_OUTCOMES)}", field="outcome"
+                422, "invalid_request", f"outcome must be one of {', '.join(ScanOutcome)}", field="outcome"
             )
-        rows = await store.recent(
+        scans = await store.recent(
             limit=query_limit(request, default=50, maximum=1000),
-            outcome=outcome,
+            outcome=ScanOutcome(outcome) if outcome is not None else None,
             scanner=request.query.get("scanner"),
             order_id=request.query.get("order_id"),
         )
@@ -42,7 +41,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
             for name, reader in deps.scanners.items()
         ]
         return web.json_response(
-            {"scans": [dict(r) for r in rows], "counts": await store.counts(), "scanners": scanners}
+            {"scans": [dataclasses.asdict(s) for s in scans], "counts": await store.counts(), "scanners": scanners}
         )
 
     app.router.add_get("/api/v1/scans", get_scans)

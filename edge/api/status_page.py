@@ -7,11 +7,12 @@ are "does it print, is the line to central up, did it catch up after the outage,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -19,14 +20,15 @@ import structlog
 from aiohttp import web
 
 from edge import __version__
+from edge.api.deps import ApiDeps
 from edge.api.errors import path_id
 from edge.errors import StoreError, WrongStateError
-from edge.metrics import WAITING_STATES
 from edge.printing.decode import preview
-from edge.store.status import StatusStore
-
-if TYPE_CHECKING:
-    from edge.api.routes import ApiDeps
+from edge.states import WAITING_JOB_STATES, JobState, RunState
+from edge.store.alerts import AlertStore
+from edge.store.outbox import OutboxStore
+from edge.store.recovery import RecoveryStore
+from edge.store.rows import RecoveryRun
 
 log = structlog.get_logger()
 
@@ -53,12 +55,10 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def recovery_words(run: dict[str, Any], conflicts: list[str]) -> str:
+def recovery_words(run: RecoveryRun, conflicts: list[str]) -> str:
     """'3 orders recovered, 1 conflict — A-1042': what the last run did, as the technician asks it."""
-    counts: dict[str, int] = json.loads(run["counts"] or "{}")
-    errors: list[str] = json.loads(run["errors"] or "[]")
-    state = run["state"]
-    if state not in ("completed", "failed", "cancelled"):
+    counts, errors, state = run.counts, run.errors, run.state
+    if state not in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED):
         return f"Running ({state})"
     stored, conflict, invalid = counts.get("stored", 0), counts.get("conflict", 0), counts.get("invalid", 0)
     parts = [_plural(stored, "order") + " recovered" if stored else "no missed orders"]
@@ -68,9 +68,9 @@ def recovery_words(run: dict[str, Any], conflicts: list[str]) -> str:
     if invalid:
         parts.append(f"{invalid} invalid")
     text = ", ".join(parts)
-    if state == "failed":
+    if state == RunState.FAILED:
         return f"Failed: {errors[-1] if errors else 'see the log'} ({text} until then)"
-    if state == "cancelled":
+    if state == RunState.CANCELLED:
         return f"Cancelled ({text} until then)"
     return text[0].upper() + text[1:]
 
@@ -80,12 +80,12 @@ def _alert_words(alert: dict[str, Any]) -> str:
     return f"{what} — {alert['subject']}" if alert["subject"] else what
 
 
-async def _central(deps: ApiDeps, store: StatusStore) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+async def _central(deps: ApiDeps) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The central link as SyncService.status() reports it, and the outbox backlog; (None, None) without central."""
     if deps.sync is None:
         return None, None
     link = (await deps.sync.status()).get("link") or {}
-    backlog = await store.outbox_backlog()
+    backlog = await OutboxStore(deps.db).backlog()
     return (
         {"up": link.get("up"), "since": link.get("since"), "detail": link.get("detail", "")},
         {"pending": backlog.pending, "oldest_at": backlog.oldest_at},
@@ -94,7 +94,7 @@ async def _central(deps: ApiDeps, store: StatusStore) -> tuple[dict[str, Any] | 
 
 async def snapshot(deps: ApiDeps) -> dict[str, Any]:
     """Everything the page and `edge status` show, as plain data."""
-    db, store, now = deps.db, StatusStore(deps.db), time.time()
+    db, now = deps.db, time.time()
     counts = await deps.jobs.counts()
     printers = []
     for name in deps.settings.printers:
@@ -104,52 +104,73 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
                 "name": name,
                 "state": spooler.state.value if spooler else "unknown",
                 "detail": spooler.state_detail if spooler else "",
-                "queued": sum(counts.get((name, s), 0) for s in WAITING_STATES),
-                "dead": counts.get((name, "dead"), 0),
+                "queued": sum(counts.get((name, s), 0) for s in WAITING_JOB_STATES),
+                "dead": counts.get((name, JobState.DEAD), 0),
             }
         )
-    orders = [dict(row) for row in await deps.orders.recent(_RECENT_ORDERS)]
+    recent = await deps.orders.recent(_RECENT_ORDERS)
     by_order: dict[str, list[dict[str, Any]]] = {}
-    for job in await store.jobs_of([o["id"] for o in orders]):
-        by_order.setdefault(job["order_id"], []).append(job)
+    for job in await deps.jobs.for_orders([o.id for o in recent]):
+        by_order.setdefault(job.order_id, []).append(
+            {
+                "id": job.id,
+                "order_id": job.order_id,
+                "kind": job.kind,
+                "station": job.station,
+                "printer": job.printer,
+                "state": job.state,
+                "copy": int(job.copy),
+            }
+        )
     orders = [
-        {"id": o["id"], "number": o["number"], "received_at": o["received_at"], "jobs": by_order.get(o["id"], [])}
-        for o in orders
+        {"id": o.id, "number": o.number, "received_at": o.received_at, "jobs": by_order.get(o.id, [])} for o in recent
     ]
     dead = [
         {
-            "id": r["id"],
-            "order_id": r["order_id"],
-            "number": r["number"],
-            "printer": r["printer"],
-            "attempts": r["attempts"],
-            "last_error": r["last_error"],
+            "id": j.id,
+            "order_id": j.order_id,
+            "number": j.order_number,
+            "printer": j.printer,
+            "attempts": j.attempts,
+            "last_error": j.last_error,
         }
-        for r in await deps.jobs.list(state="dead", limit=50)
+        for j in await deps.jobs.recent(state=JobState.DEAD, limit=50)
     ]
     held = [  # stale tickets waiting for a person: oldest first, the order they would have printed in
         {
-            "id": r["id"],
-            "order_id": r["order_id"],
-            "number": r["number"],
-            "printer": r["printer"],
-            "station": r["station"],
-            "kind": r["kind"],
-            "created_at": r["created_at"],
-            "held_at": r["held_at"],
-            "waited_s": round(now - r["created_at"]),
+            "id": j.id,
+            "order_id": j.order_id,
+            "number": j.order_number,
+            "printer": j.printer,
+            "station": j.station,
+            "kind": j.kind,
+            "created_at": j.created_at,
+            "held_at": j.held_at,
+            "waited_s": round(now - j.created_at),
         }
-        for r in reversed(await deps.jobs.list(state="held", limit=50))
+        for j in reversed(await deps.jobs.recent(state=JobState.HELD, limit=50))
     ]
     oldest = await deps.jobs.oldest_waiting()
-    central, outbox = await _central(deps, store)
+    central, outbox = await _central(deps)
     mail = await _mail(deps)
-    recovery, recovery_text, alerts = [], None, []
+    recovery: list[dict[str, Any]] = []
+    recovery_text, alerts = None, []
     try:  # tables other parts own: if their schema moved on, the page still shows everything else
-        if (run := await store.last_recovery()) is not None:
-            recovery = [run]
-            recovery_text = recovery_words(run, await store.conflict_numbers(run["id"], _CONFLICTS_NAMED))
-        alerts = await store.recent_alerts(_RECENT_ALERTS)
+        runs = RecoveryStore(db)
+        if (run := await runs.last_run()) is not None:
+            recovery = [
+                {
+                    "id": run.id,
+                    "trigger": run.trigger,
+                    "state": run.state,
+                    "created_at": run.created_at,
+                    "finished_at": run.finished_at,
+                    "counts": json.dumps(run.counts),  # as stored: the page has always shown the JSON text
+                    "errors": json.dumps(run.errors),
+                }
+            ]
+            recovery_text = recovery_words(run, await runs.conflict_numbers(run.id, _CONFLICTS_NAMED))
+        alerts = [dataclasses.asdict(g) for g in await AlertStore(db).latest_groups(_RECENT_ALERTS)]
     except (StoreError, ValueError, KeyError) as err:
         log.warning("status_page_query_failed", error=str(err))
     return {
@@ -241,12 +262,12 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
     async def job_preview(request: web.Request) -> web.Response:
         job = await deps.jobs.get(path_id(request, "job_id", "print job"))
         assert deps.render_job is not None  # the agent always sets it
-        printer = deps.settings.printers.get(job["printer"])
+        printer = deps.settings.printers.get(job.printer)
         width = printer.width if printer else 48
         try:
             data = await asyncio.to_thread(deps.render_job, job)  # a long ticket must not stall the loop
         except Exception as err:  # an order stored by an older, laxer intake: say why, never a 500
-            raise WrongStateError(f"print job {job['id']} cannot be rendered: {err}") from err
+            raise WrongStateError(f"print job {job.id} cannot be rendered: {err}") from err
         return web.Response(text=preview(data, width=width), content_type="text/plain")
 
     app.router.add_get("/", page)

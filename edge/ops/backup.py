@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from edge.config import Settings
 from edge.errors import StoreError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
-from edge.store.identity import move_to_store, recorded_store
+from edge.store.files import check_file, copy_database, move_file_to_store
 
 log = structlog.get_logger()
 
@@ -24,22 +23,6 @@ _PREFIX = "edge-"
 
 def backup_dir(settings: Settings) -> Path:
     return settings.backup.dir or settings.agent.data_dir / "backups"
-
-
-def _copy(source: Path, target: Path) -> None:
-    src = sqlite3.connect(source)
-    try:
-        dst = sqlite3.connect(target)
-        try:
-            # Through SQLite, not a file copy: consistent while the agent writes, and a WAL target stays consistent too.
-            # In one step, i.e. one read transaction: in WAL mode it never blocks the agent's writer, and no commit can
-            # make it start over (stepwise, it restarted at every commit of the agent: under an order every 50 ms a
-            # 200 MiB copy never finished). Its time is bounded by the file's size alone.
-            src.backup(dst, pages=-1)
-        finally:
-            dst.close()
-    finally:
-        src.close()
 
 
 def _sync(path: Path) -> None:
@@ -68,18 +51,12 @@ class Restored:
 def _check(path: Path) -> BackupFile:
     """StoreError if ``path`` is not a healthy database."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            result = conn.execute("PRAGMA quick_check").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            store_id = recorded_store(conn)
-        finally:
-            conn.close()
-    except sqlite3.Error as err:
+        check = check_file(path)
+    except StoreError as err:
         raise StoreError(f"{path}: not a readable SQLite database: {err}") from err
-    if result != "ok":
-        raise StoreError(f"{path}: integrity check failed: {result}")
-    return BackupFile(version=int(version), store_id=store_id)
+    if not check.sound:
+        raise StoreError(f"{path}: integrity check failed: {check.problems[0]}")
+    return BackupFile(version=check.version, store_id=check.store_id)
 
 
 def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
@@ -95,12 +72,12 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
     partial.unlink(missing_ok=True)
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # an unwritable folder fails here, by name
     try:
-        _copy(db_path, partial)
+        try:
+            copy_database(db_path, partial)
+        except StoreError as err:
+            raise StoreError(f"backup of {db_path} into {partial}: {err}") from err
         _check(partial)
         _sync(partial)
-    except sqlite3.Error as err:
-        partial.unlink(missing_ok=True)
-        raise StoreError(f"backup of {db_path} into {partial}: {err}") from err
     except StoreError:
         partial.unlink(missing_ok=True)
         raise
@@ -149,14 +126,10 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
             if db_path.exists()
             else None
         )
-        _copy(source, db_path)
+        copy_database(source, db_path)
         moved = backup.store_id != store_id
         if moved:
-            conn = sqlite3.connect(db_path)
-            try:
-                move_to_store(conn, store_id, now=time.time())
-            finally:
-                conn.close()
+            move_file_to_store(db_path, store_id, now=time.time())
     finally:
         lock.release()
     return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,9 +13,10 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
-from edge.errors import AlertError, EdgeError
+from edge.errors import AlertError, EdgeError, StoreError
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import migrations
+from edge.store.files import check_file
 
 log = structlog.get_logger()
 
@@ -100,15 +100,10 @@ def _database_checks(settings: Settings) -> list[Check]:
     if not path.exists():
         return [Check("database", "fail", f"{path} does not exist (the agent creates it on first start)")]
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            newest = conn.execute("SELECT MAX(received_at) FROM orders").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error as err:
+        found = check_file(path, full=True)
+    except StoreError as err:
         return [Check("database", "fail", f"{path}: {err}")]
+    integrity, version, newest = list(found.problems), found.version, found.newest_order_at
     latest = migrations.latest_version(migrations.load_migrations())
     checks = [
         Check(
@@ -142,7 +137,7 @@ def _database_checks(settings: Settings) -> list[Check]:
 
 
 async def _printer_checks(settings: Settings) -> list[Check]:
-    from edge.app import make_driver  # the agent's own drivers, so the doctor sees what the agent sees
+    from edge.printing.drivers import make_driver  # the agent's own drivers: the doctor sees what the agent sees
 
     async def one(name: str) -> Check:
         state = await make_driver(settings.printers[name]).status()

@@ -14,6 +14,7 @@ from edge.events import EventBus, OrderConflicted, OrderStored, OrderTotalsMisma
 from edge.orders.model import canonical_bytes, content_hash, parse_order
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
+from edge.states import OrderSource
 from edge.store import InsertResult, NewOrder, OrderStore
 
 log = structlog.get_logger()
@@ -52,7 +53,7 @@ class Router:
         printers = self.stations.get(station or "")
         return printers[0] if printers else None
 
-    def prepare(self, payload: Any, source: str) -> NewOrder:
+    def prepare(self, payload: Any, source: OrderSource) -> NewOrder:
         """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing."""
         order = parse_order(payload)
         canonical = canonical_bytes(payload)
@@ -77,7 +78,7 @@ class OrderIntake:
         self._orders = orders
         self._bus = bus
 
-    async def accept(self, payload: Any, *, source: str = "push") -> InsertResult:
+    async def accept(self, payload: Any, *, source: OrderSource = OrderSource.PUSH) -> InsertResult:
         """Returns only after the order and its jobs are committed. Raises on invalid input or conflict."""
         if _large(payload):  # validating 500 items is ~10 ms of CPU: off the loop, which keeps taking orders
             new = await asyncio.to_thread(self.router.prepare, payload, source)

@@ -5,31 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
-
-import aiosqlite
 
 from edge.clock import Clock
 from edge.config import PrintingSettings
-
-# A job row as the job store returns it (with its order's created_at and received_at), or a mapping like it.
-JobRow = aiosqlite.Row | Mapping[str, Any]
+from edge.states import JobKind
+from edge.store.rows import PrintableJob
 
 # Jobs whose receipt time is remembered; past this the oldest entries go (they fall back to the wall clock).
 _REMEMBERED = 50_000
 
 
-def order_lateness(job: JobRow) -> float:
+def order_lateness(job: PrintableJob) -> float:
     """Seconds from the order's created_at (central's clock) to our storing it (ours), never below 0.
 
     A created_at in the future (central's clock ahead, or ours behind: a box booted in 1970) counts as 0: such an
     order is taken as fresh, never held because the box clock is wrong.
     """
     try:
-        created = datetime.fromisoformat(job["order_created_at"]).timestamp()
+        created = datetime.fromisoformat(job.order_created_at).timestamp()
     except (TypeError, ValueError):  # rows written by hand or by an old version: no age to hold it for
         return 0.0
-    return max(0.0, job["received_at"] - created)
+    return max(0.0, job.order_received_at - created)
 
 
 class JobAges:
@@ -63,21 +59,21 @@ class JobAges:
     def forget(self, job_id: int) -> None:
         self._since.pop(job_id, None)
 
-    def waited(self, job: JobRow) -> float:
+    def waited(self, job: PrintableJob) -> float:
         """Seconds the job has waited since it was created (stored, or queued as a copy)."""
-        since = self._since.get(job["id"])
+        since = self._since.get(job.id)
         if since is None:
-            self.seed([(job["id"], job["created_at"])])
-            since = self._since[job["id"]]
+            self.seed([(job.id, job.created_at)])
+            since = self._since[job.id]
         return max(0.0, self._clock.mono() - since)
 
-    def age(self, job: JobRow) -> float:
+    def age(self, job: PrintableJob) -> float:
         """The order's age as far as this box can tell: late when stored, plus waited since."""
         return order_lateness(job) + self.waited(job)
 
-    def stale_after_s(self, job: JobRow) -> float:
+    def stale_after_s(self, job: PrintableJob) -> float:
         """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min),
         one age for receipts; 0 means never."""
-        if job["kind"] == "receipt":
+        if job.kind == JobKind.RECEIPT:
             return self._printing.stale_receipt_min * 60
-        return self._staleness.get(job["station"], self._printing.stale_ticket_min) * 60
+        return self._staleness.get(job.station or "", self._printing.stale_ticket_min) * 60

@@ -6,7 +6,6 @@ import asyncio
 
 import structlog
 
-from edge.events import EventBus, JobRedirected
 from edge.printing.spooler import Spooler
 from edge.printing.status import BLOCKING_STATES
 from edge.store import JobStore
@@ -31,13 +30,12 @@ class Failover:
         stations: dict[str, list[str]],
         spoolers: dict[str, Spooler],
         jobs: JobStore,
-        bus: EventBus,
         after_s: float,
     ) -> None:
+        """``jobs`` publishes JobRedirected for each job it moves."""
         self._routes = {station: printers for station, printers in stations.items() if len(printers) > 1}
         self._spoolers = spoolers
         self._jobs = jobs
-        self._bus = bus
         self._after_s = after_s
         self._task: asyncio.Task[None] | None = None
         self._no_backup: set[str] = set()  # stations already logged as having no healthy backup
@@ -80,13 +78,9 @@ class Failover:
             station=station,
             from_printer=primary.name,
             to_printer=backup.name,
-            job_ids=[j for j, _ in moved],
+            job_ids=[job.id for job in moved],
             paused_s=round(paused, 1),
         )
-        for job_id, order_id in moved:
-            self._bus.publish(
-                JobRedirected(job_id=job_id, order_id=order_id, from_printer=primary.name, to_printer=backup.name)
-            )
         backup.wake()
 
 

@@ -6,17 +6,18 @@ import asyncio
 import random
 from collections.abc import Callable
 
-import aiosqlite
 import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import PrinterSettings, SpoolSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
-from edge.events import EventBus, JobDead, JobFailed, JobHeld, JobPrinted, PrinterStatusChanged
+from edge.events import EventBus, PrinterStatusChanged
 from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.status import BLOCKING_STATES, PrinterState
+from edge.states import JobState
 from edge.store import JobStore
+from edge.store.rows import PrintableJob
 
 log = structlog.get_logger()
 
@@ -26,7 +27,7 @@ _IDLE_WAKE_S = 30.0
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: half fixed so retries never bunch at zero, half random so printers don't sync."""
+    """Exponential backoff with jitter: half fixed, so retries never bunch at zero; half random, so printers differ."""
     ceiling = min(cap, base * 2 ** max(0, attempts - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
@@ -38,13 +39,14 @@ class Spooler:
         printer: PrinterSettings,
         driver: PrinterDriver,
         jobs: JobStore,
-        render: Callable[[aiosqlite.Row], bytes],
+        render: Callable[[PrintableJob], bytes],
         bus: EventBus,
         spool: SpoolSettings,
         ages: JobAges,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        """``ages``: how old a job is and when it is stale (held for a person instead of printed)."""
+        """``ages``: how old a job is and when it is stale (held for a person instead of printed). ``jobs`` publishes
+        what happens to each job (printed, failed, dead, held) once it is recorded."""
         self.name = printer.name
         self.state = PrinterState.UNKNOWN
         self.state_detail = ""
@@ -75,6 +77,13 @@ class Spooler:
         self._wake.set()
         if self._task is not None:
             await self._task
+
+    async def abort(self) -> None:
+        """Stop now, not after the job in flight: that job stays 'printing' and is printed again, marked COPY, at the
+        next start."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def paused_for(self) -> float | None:
         """Seconds this spool has been paused (printer offline, out of paper, cover open), None while it prints."""
@@ -127,29 +136,28 @@ class Spooler:
         else:
             self._set_state(state)
 
-    async def _hold_if_stale(self, job: aiosqlite.Row) -> bool:
+    async def _hold_if_stale(self, job: PrintableJob) -> bool:
         """A job older than its stale age is not printed on its own: a person releases or discards it."""
         limit = self._ages.stale_after_s(job)
-        if not limit or job["released_at"] is not None:
+        if not limit or job.released_at is not None:
             return False
         age = self._ages.age(job)
         if age <= limit:
             return False
-        if await self._jobs.hold(job["id"], self.name, expected=job["state"]):
-            self._ages.forget(job["id"])
+        if await self._jobs.hold(job.id, self.name, expected=job.state, age_s=age):
+            self._ages.forget(job.id)
             log.warning(
                 "job_held",
                 device_id=self.name,
-                kind=job["kind"],
-                station=job["station"],
+                kind=job.kind,
+                station=job.station,
                 age_s=round(age),
                 stale_after_s=limit,
             )
-            self._bus.publish(JobHeld(job_id=job["id"], order_id=job["order_id"], printer=self.name, age_s=age))
         return True
 
-    async def _print(self, job: aiosqlite.Row) -> None:
-        job_id, order_id = job["id"], job["order_id"]
+    async def _print(self, job: PrintableJob) -> None:
+        job_id, order_id = job.id, job.order_id
         structlog.contextvars.bind_contextvars(order_id=order_id, job_id=job_id)
         self.current_job = job_id
         try:
@@ -161,7 +169,7 @@ class Spooler:
                 data = await asyncio.to_thread(self._render, job)
             except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
                 log.exception("render_failed", device_id=self.name)
-                await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job["state"])
+                await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job.state)
                 return
             if not await self._jobs.mark_printing(job_id, self.name):
                 return  # a failover moved it to a backup printer, or a person held it, since it was read
@@ -185,40 +193,41 @@ class Spooler:
                 if not outcome.on_paper:
                     await self._uncertain(job, outcome.state, f"{outcome.state.value.replace('_', ' ')} after the job")
                     return
-                printed_at = await self._jobs.mark_printed(job_id, order_id)
+                latency = self._ages.waited(job)  # stored (or queued as a copy) to confirmed, on the monotonic clock
+                printed_at = await self._jobs.mark_printed(job_id, order_id, latency_s=latency)
                 self._set_state(outcome.state)
                 if printed_at is None:
                     log.error("job_changed_while_printing", device_id=self.name)
                     return
-                latency = self._ages.waited(job)  # stored (or queued as a copy) to confirmed, on the monotonic clock
                 self._ages.forget(job_id)
                 log.info(
                     "job_printed",
                     device_id=self.name,
-                    kind=job["kind"],
-                    copy=bool(job["copy"]),
+                    kind=job.kind,
+                    copy=job.copy,
                     confirmed=outcome.confirmed,
                     latency_ms=round(latency * 1000, 1),
                 )
-                self._bus.publish(JobPrinted(job_id=job_id, order_id=order_id, printer=self.name, latency_s=latency))
         finally:
             self.current_job = None
             structlog.contextvars.unbind_contextvars("order_id", "job_id")
 
-    async def _uncertain(self, job: aiosqlite.Row, state: PrinterState, detail: str) -> None:
+    async def _uncertain(self, job: PrintableJob, state: PrinterState, detail: str) -> None:
         """The printer took the job, then reported a fault: part of it may be on paper. It prints again as COPY once
         the fault is cleared; that copy, not this attempt, is what central hears about."""
-        if await self._jobs.mark_uncertain(job["id"], detail):
+        if await self._jobs.mark_uncertain(job.id, detail):
             log.warning(
                 "job_uncertain", device_id=self.name, state=state.value, detail=detail, action="reprint as COPY"
             )
         await self._pause(state, detail)
 
-    async def _failed(self, job: aiosqlite.Row, error: str, *, partial: bool, expected: str = "printing") -> None:
-        delay = retry_delay(job["attempts"] + 1, base=self._spool.retry_base_s, cap=self._spool.retry_max_s)
+    async def _failed(
+        self, job: PrintableJob, error: str, *, partial: bool, expected: JobState = JobState.PRINTING
+    ) -> None:
+        delay = retry_delay(job.attempts + 1, base=self._spool.retry_base_s, cap=self._spool.retry_max_s)
         recorded = await self._jobs.mark_failed(
-            job["id"],
-            job["order_id"],
+            job.id,
+            job.order_id,
             error=error,
             next_attempt_at=self.clock.wall() + delay,
             max_attempts=self._spool.max_attempts,
@@ -228,24 +237,16 @@ class Spooler:
         if recorded is None:
             log.info("job_failure_not_recorded", device_id=self.name, reason="a person changed the job meanwhile")
             return
-        state, attempts = recorded
-        if state == "dead":
-            self._ages.forget(job["id"])
-            log.error("job_dead", device_id=self.name, attempts=attempts, error=error)
-            self._bus.publish(
-                JobDead(
-                    job_id=job["id"],
-                    order_id=job["order_id"],
-                    order_number=job["number"],
-                    printer=self.name,
-                    error=error,
-                    attempts=attempts,
-                )
-            )
+        if recorded.state == JobState.DEAD:
+            self._ages.forget(job.id)
+            log.error("job_dead", device_id=self.name, attempts=recorded.attempts, error=error)
         else:
-            log.warning("job_failed", device_id=self.name, attempts=attempts, error=error, retry_in_s=round(delay, 2))
-            self._bus.publish(
-                JobFailed(job_id=job["id"], order_id=job["order_id"], printer=self.name, error=error, attempts=attempts)
+            log.warning(
+                "job_failed",
+                device_id=self.name,
+                attempts=recorded.attempts,
+                error=error,
+                retry_in_s=round(delay, 2),
             )
 
     async def _pause(self, state: PrinterState, detail: str) -> None:

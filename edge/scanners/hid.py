@@ -1,4 +1,4 @@
-"""Keyboard-wedge (USB HID) scanners through Linux evdev: key presses turned back into the bytes a serial scanner sends."""
+"""Keyboard-wedge (USB HID) scanners through Linux evdev: key presses turned back into the bytes a serial one sends."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ _PUNCTUATION = {
 }
 KEYMAP: dict[int, tuple[str, str]] = {
     **{getattr(ecodes, f"KEY_{c.upper()}"): (c, c.upper()) for c in string.ascii_lowercase},
-    **{getattr(ecodes, f"KEY_{d}"): (d, shifted) for d, shifted in zip(_DIGITS, _DIGITS_SHIFTED)},
+    **{getattr(ecodes, f"KEY_{d}"): (d, shifted) for d, shifted in zip(_DIGITS, _DIGITS_SHIFTED, strict=True)},
     **{getattr(ecodes, f"KEY_{name}"): (pair[0], pair[1]) for name, pair in _PUNCTUATION.items()},
     **{getattr(ecodes, f"KEY_KP{d}"): (d, d) for d in _DIGITS},
     ecodes.KEY_KPMINUS: ("-", "-"),

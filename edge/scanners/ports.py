@@ -1,4 +1,4 @@
-"""Where a scanner's bytes come from: a serial port (pyserial) or a keyboard-wedge device (evdev); blocking calls."""
+"""What a scanner port is, and the serial one (pyserial); keyboard-wedge devices are in hid.py. Blocking calls."""
 
 from __future__ import annotations
 
@@ -23,16 +23,6 @@ class ScannerPort(Protocol):
 
     def close(self) -> None:
         """Release the device; never raises."""
-
-
-def open_port(settings: ScannerSettings) -> ScannerPort:
-    """Open the configured device; raises DeviceUnreachableError naming it."""
-    if settings.type == "hid":
-        # evdev is an optional extra (it is compiled at install time); only keyboard-wedge scanners need it.
-        from edge.scanners.hid import HidPort
-
-        return HidPort(settings)
-    return SerialPort(settings)
 
 
 class SerialPort:

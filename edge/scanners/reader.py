@@ -15,7 +15,7 @@ from edge.config import ScannerSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.events import EventBus, ScannerConnectionChanged
 from edge.scanners.codes import LineSplitter, NoiseError, decode_line
-from edge.scanners.ports import READ_WAKE_S, ScannerPort, open_port
+from edge.scanners.ports import READ_WAKE_S, ScannerPort, SerialPort
 
 log = structlog.get_logger()
 
@@ -23,6 +23,16 @@ OnCode = Callable[[ScannerSettings, str, float], Awaitable[object]]  # (scanner,
 OpenPort = Callable[[ScannerSettings], ScannerPort]
 
 _MIN_BACKOFF_S = 0.2
+
+
+def open_port(settings: ScannerSettings) -> ScannerPort:
+    """Open the configured device; raises DeviceUnreachableError naming it."""
+    if settings.type == "hid":
+        # evdev is an optional extra (it is compiled at install time); only keyboard-wedge scanners need it.
+        from edge.scanners.hid import HidPort
+
+        return HidPort(settings)
+    return SerialPort(settings)
 
 
 class Scanner:

@@ -1,23 +1,23 @@
-"""Gives a scanned code its meaning: parse it, let the store apply it in one transaction, then log and publish the outcome."""
+"""Gives a scanned code its meaning: parse it, let the store apply it in one transaction (and publish it), log it."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 
 from edge.config import ScannerSettings
-from edge.events import EventBus, ScanRecorded
 from edge.scanners.codes import UnknownCode, parse_code
+from edge.states import ScanOutcome
 from edge.store.scans import ScanRequest, ScanResult, ScanStore
 
 log = structlog.get_logger()
 
 
 class ScanRecorder:
-    def __init__(self, store: ScanStore, bus: EventBus) -> None:
-        self._store = store
-        self._bus = bus
+    def __init__(self, store: ScanStore) -> None:
+        self._store = store  # publishes ScanRecorded once a scan is committed
 
     async def record(self, scanner: ScannerSettings, code: str, read_at: float | None = None) -> ScanResult:
         """Store what the scan means; returns after the commit. ``read_at``: monotonic time the bytes arrived."""
@@ -38,7 +38,7 @@ class ScanRecorder:
                 hand_out_gap_s=scanner.hand_out_gap_s,
             )
         result = await self._store.record(request)
-        fields = {
+        fields: dict[str, Any] = {
             "scanner": scanner.name,
             "order_id": result.order_id,
             "station": result.station,
@@ -47,13 +47,10 @@ class ScanRecorder:
         }
         if read_at is not None:
             fields["stored_ms"] = round((time.monotonic() - read_at) * 1000, 1)
-        if result.outcome == "unknown":
+        if result.outcome == ScanOutcome.UNKNOWN:
             log.warning("scan_unknown", code=code, **fields)
-        elif result.outcome == "already_done":
+        elif result.outcome == ScanOutcome.ALREADY_DONE:
             log.info("scan_repeated", **fields)  # idempotent: nothing changed
         else:
             log.info("scan_recorded", **fields)
-        self._bus.publish(
-            ScanRecorded(scanner=scanner.name, code=code, outcome=result.outcome, order_id=result.order_id)
-        )
         return result

@@ -18,6 +18,7 @@ from edge.events import CentralLinkChanged, EventBus, RecoveryCompleted, Recover
 from edge.sim.central import CentralSim
 from edge.sim.demo import demo_settings
 from edge.sim.printer import SimPrinter
+from edge.states import OrderSource
 from edge.sync.client import MAX_EVENTS_PER_POST, CentralClient
 from edge.sync.monitor import LinkMonitor
 
@@ -58,15 +59,11 @@ async def measure_recovery(
     agent.bus.subscribe(started.append, RecoveryStarted)
     agent.bus.subscribe(completed.append, RecoveryCompleted)
     await agent.start()
-    db = agent.db
-    assert db is not None
-
-    async def count(sql: str) -> int:
-        row = await db.fetchone(sql)
-        return int(row[0]) if row else 0
+    deps = agent.deps
+    assert deps is not None
 
     async def all_stored() -> bool:
-        return await count("SELECT COUNT(*) FROM orders WHERE source = 'recovery'") >= orders
+        return await deps.orders.count(source=OrderSource.RECOVERY) >= orders
 
     try:
         await asyncio.sleep(0.5)  # the monitor has seen the line down
@@ -80,7 +77,7 @@ async def measure_recovery(
             await _until(_has(completed), 0.05)
         done_at = time.time()
         window = [t for t, *_ in sim.requests[first_request:]]
-        jobs = await count("SELECT COUNT(*) FROM print_jobs")
+        jobs = sum((await deps.jobs.counts()).values())
     finally:
         await agent.stop()
         await sim.stop()

@@ -126,6 +126,59 @@ class DigestMark:
     log_id: int
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FiringGroup:
+    """A group of one type whose condition holds now."""
+
+    subject: str
+    severity: str  # critical | warning
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Silence:
+    """A person's "no mail for this until then" (table alert_silences)."""
+
+    id: int
+    matcher: str  # type or type:subject, shell wildcards allowed
+    starts_at: float
+    ends_at: float
+    comment: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogEntry:
+    """One line of what became of a group's news (table alert_log)."""
+
+    id: int
+    at: float
+    group_key: str
+    action: str  # mailed | suppressed | digest
+    detail: str  # the mail's kind, or why it was held back
+    count: int  # occurrences it stands for
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecentEntry(LogEntry):
+    state: str | None  # the group's condition now (firing | resolved); None once the group is gone
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DigestEntry(LogEntry):
+    type: str
+    subject: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GroupSummary:
+    """An alert group as the status page lists it."""
+
+    type: str
+    subject: str
+    severity: str  # critical | warning
+    state: str  # firing | resolved: the condition now
+    changed_at: float  # its last firing/resolved transition
+
+
 def compact(signals: list[Signal]) -> list[Signal]:
     """At most two per group, with the same outcome when applied: its firings as one (counted, from the first one's
     time, the newest details and sibling), then its resolve if the group ended resolved."""
@@ -161,7 +214,7 @@ def _merge(details: dict[str, Any], signal: Signal) -> tuple[dict[str, Any], boo
     items = list(details.get("items", []))
     new_item = signal.item is not None and all(i.get("id") != signal.item.get("id") for i in items)
     if new_item:
-        items = (items + [signal.item])[-_MAX_ITEMS:]
+        items = [*items, signal.item][-_MAX_ITEMS:]
     if items:
         merged["items"] = items
     return merged, new_item
@@ -189,7 +242,8 @@ class AlertStore:
                     details, new_item = _merge({}, s)
                     await conn.execute(
                         "INSERT INTO alert_groups(key, type, subject, severity, state, first_at, changed_at,"
-                        " fires_since_mail, fires_total, new_items, details) VALUES (?, ?, ?, ?, 'firing', ?, ?, ?, ?, ?, ?)",
+                        " fires_since_mail, fires_total, new_items, details)"
+                        " VALUES (?, ?, ?, ?, 'firing', ?, ?, ?, ?, ?, ?)",
                         (
                             s.key,
                             s.type,
@@ -243,10 +297,11 @@ class AlertStore:
         )
         return [group_dict(r) for r in rows]
 
-    async def firing(self, type_name: str) -> list[aiosqlite.Row]:
-        return await self._db.fetchall(
+    async def firing(self, type_name: str) -> list[FiringGroup]:
+        rows = await self._db.fetchall(
             "SELECT subject, severity FROM alert_groups WHERE type = ? AND state = 'firing'", (type_name,)
         )
+        return [FiringGroup(**dict(r)) for r in rows]
 
     async def mails_since(self, since: float) -> int:
         row = await self._db.fetchone(
@@ -380,13 +435,15 @@ class AlertStore:
         )
         return (int(row[0]) if row else 0), [_outbox_mail(r) for r in dead]
 
-    async def digest_entries(self, after_log_id: int) -> list[aiosqlite.Row]:
+    async def digest_entries(self, after_log_id: int) -> list[DigestEntry]:
         """What went into the digest since the last one, by log id: a clock step cannot move a line out of it."""
-        return await self._db.fetchall(
-            "SELECT l.*, g.type, g.subject FROM alert_log l JOIN alert_groups g ON g.key = l.group_key"
+        rows = await self._db.fetchall(
+            "SELECT l.id, l.at, l.group_key, l.action, l.detail, l.count, g.type, g.subject"
+            " FROM alert_log l JOIN alert_groups g ON g.key = l.group_key"
             " WHERE l.action = 'digest' AND l.id > ? ORDER BY l.id",
             (after_log_id,),
         )
+        return [DigestEntry(**dict(r)) for r in rows]
 
     async def last_digest(self) -> DigestMark | None:
         row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_DIGEST_META,))
@@ -456,18 +513,30 @@ class AlertStore:
         assert silence_id is not None
         return silence_id
 
-    async def active_silences(self, now: float) -> list[aiosqlite.Row]:
-        return await self._db.fetchall(
-            "SELECT * FROM alert_silences WHERE starts_at <= ?1 AND ends_at > ?1 ORDER BY ends_at", (now,)
+    async def active_silences(self, now: float) -> list[Silence]:
+        rows = await self._db.fetchall(
+            "SELECT id, matcher, starts_at, ends_at, comment FROM alert_silences WHERE starts_at <= ?1 AND ends_at > ?1"
+            " ORDER BY ends_at",
+            (now,),
         )
+        return [Silence(**dict(r)) for r in rows]
 
-    async def recent(self, limit: int = 50) -> list[aiosqlite.Row]:
+    async def recent(self, limit: int = 50) -> list[RecentEntry]:
         """The log (mailed, put in the digest, or held back and why), newest first, with each group's state now."""
-        return await self._db.fetchall(
-            "SELECT l.at, l.group_key, l.action, l.detail, l.count, g.state FROM alert_log l LEFT JOIN alert_groups g ON g.key = l.group_key"
-            " ORDER BY l.id DESC LIMIT ?",
+        rows = await self._db.fetchall(
+            "SELECT l.id, l.at, l.group_key, l.action, l.detail, l.count, g.state"
+            " FROM alert_log l LEFT JOIN alert_groups g ON g.key = l.group_key ORDER BY l.id DESC LIMIT ?",
             (limit,),
         )
+        return [RecentEntry(**dict(r)) for r in rows]
+
+    async def latest_groups(self, limit: int) -> list[GroupSummary]:
+        """The groups that changed last, newest first."""
+        rows = await self._db.fetchall(
+            "SELECT type, subject, severity, state, changed_at FROM alert_groups ORDER BY changed_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [GroupSummary(**dict(row)) for row in rows]
 
     async def mails(self, limit: int = 50) -> list[OutboxMail]:
         rows = await self._db.fetchall("SELECT * FROM alert_mails ORDER BY id DESC LIMIT ?", (limit,))

@@ -13,6 +13,7 @@ import aiosqlite
 import structlog
 
 from edge.errors import StoreError, StoreUnavailableError
+from edge.events import Event, EventBus
 from edge.store import migrations as migrations_mod
 
 log = structlog.get_logger()
@@ -141,6 +142,17 @@ class Database:
                 await self._end_transaction()
                 raise
 
+    @asynccontextmanager
+    async def publishing(self, bus: EventBus) -> AsyncIterator[tuple[aiosqlite.Connection, list[Event]]]:
+        """A transaction whose events are published once it has committed, as datasette holds a write's events until
+        the write succeeded: append them to the list inside. An error or a cancellation, inside or at COMMIT, rolls
+        the write back and drops them: nobody hears of a change that did not happen."""
+        held: list[Event] = []
+        async with self.transaction() as conn:
+            yield conn, held
+        for event in held:
+            bus.publish(event)
+
     async def _end_transaction(self) -> None:
         """Roll back whatever is open once everything queued before has run, even if cancelled meanwhile.
 
@@ -185,6 +197,11 @@ class Database:
     async def fetchone(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> aiosqlite.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def schema_version(self) -> int:
+        """The schema version this file is at (PRAGMA user_version), as the reader sees it."""
+        row = await self.fetchone("PRAGMA user_version")
+        return int(row[0]) if row is not None else 0
 
     async def writable(self) -> str | None:
         """None when a write goes through, else why not (for /ready and doctor)."""

@@ -1,66 +1,71 @@
-"""Print jobs table: the spool's state machine queued → printing → printed | failed → dead."""
+"""Print jobs table: the spool's state machine queued → printing → printed | failed → dead, and a person's actions."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Collection
+from typing import NamedTuple
 
 import aiosqlite
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import NotFoundError, WrongStateError
+from edge.events import EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
+from edge.states import HoldReason, JobKind, JobState, StatusEvent
 from edge.store.db import Database
-from edge.store.orders import add_outbox, job_key, outbox_row
+from edge.store.orders import job_key
+from edge.store.outbox import add_outbox, outbox_row
+from edge.store.rows import FailureRecorded, Job, PrintableJob, Rerouted
 
-JOB_STATES = ("queued", "printing", "printed", "failed", "dead", "held", "discarded")
-
-_JOB_WITH_ORDER = """
-SELECT j.*, o.payload, o.number, o.received_at, o.created_at AS order_created_at
-FROM print_jobs j JOIN orders o ON o.id = j.order_id
-"""
+_JOBS = "SELECT j.*, o.number AS order_number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+_PRINTABLE = (
+    "SELECT j.*, o.number AS order_number, o.payload, o.received_at AS order_received_at,"
+    " o.created_at AS order_created_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+)
 # A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
 _DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
 # The job's printer is one the config has (:printers, a JSON array; NULL: any printer).
 _CONFIGURED = "(:printers IS NULL OR printer IN (SELECT value FROM json_each(:printers)))"
 
 
-# The store has a method called list: inside the class, "list" is that method, not the type.
-_List = list
+class WaitingJob(NamedTuple):
+    """A job that will print on its own (queued, failed), for the age kept in memory."""
 
-# Held because its printer left the config and nothing serves its station: it moves on once a route is back.
-NO_PRINTER = "no_printer"
-STALE = "stale"
+    id: int
+    created_at: float
 
 
-@dataclasses.dataclass(frozen=True)
-class Rerouted:
-    """A job whose printer is no longer configured: moved to ``to_printer``, or held (``to_printer`` None)."""
-
-    job_id: int
+class MovedJob(NamedTuple):
+    id: int
     order_id: str
-    kind: str
-    station: str | None
-    from_printer: str
-    to_printer: str | None
 
 
 class JobStore:
-    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK, printers: Collection[str] | None = None) -> None:
-        """``printers``: the configured printers; a person cannot send a job back in line to any other (None: any)."""
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        printers: Collection[str] | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        """``printers``: the configured printers; a person cannot send a job back in line to any other (None: any).
+        ``bus``: hears what a write did (JobPrinted, JobFailed, JobDead, JobHeld, JobRedirected) once it committed."""
         self._db = db
         self._clock = clock  # wall time for what is written down (held_at, printed_at, …)
         self._printers = None if printers is None else json.dumps(sorted(printers))
+        self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
 
-    async def next_for(self, printer: str, now: float, *, max_delay: float) -> aiosqlite.Row | None:
+    async def next_for(self, printer: str, now: float, *, max_delay: float) -> PrintableJob | None:
         """The next due job for a printer: pushed orders before a recovered backlog (new orders must not wait behind
         hours of missed ones), then highest priority, then arrival. ``max_delay``: no retry is due later than this
         from ``now``, whatever the wall clock did since it was planned."""
-        return await self._db.fetchone(
-            _JOB_WITH_ORDER + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE}"
+        row = await self._db.fetchone(
+            _PRINTABLE + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE}"
             " ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT 1",
             {"printer": printer, "now": now, "max_delay": max_delay},
         )
+        return PrintableJob.from_row(row) if row is not None else None
 
     async def next_due_at(self, printer: str, now: float, *, max_delay: float) -> float | None:
         row = await self._db.fetchone(
@@ -70,32 +75,41 @@ class JobStore:
         )
         return None if row is None or row[0] is None else float(row[0])
 
-    async def waiting(self) -> _List[tuple[int, float]]:
-        """(id, created_at) of every job that will print on its own (queued, failed)."""
+    async def waiting(self) -> list[WaitingJob]:
+        """Every job that will print on its own (queued, failed)."""
         rows = await self._db.fetchall("SELECT id, created_at FROM print_jobs WHERE state IN ('queued', 'failed')")
-        return [(r[0], r[1]) for r in rows]
+        return [WaitingJob(r["id"], r["created_at"]) for r in rows]
 
-    async def get(self, job_id: int) -> aiosqlite.Row:
-        row = await self._db.fetchone(_JOB_WITH_ORDER + " WHERE j.id = ?", (job_id,))
+    async def get(self, job_id: int) -> PrintableJob:
+        row = await self._db.fetchone(_PRINTABLE + " WHERE j.id = ?", (job_id,))
         if row is None:
             raise NotFoundError(f"print job {job_id} does not exist")
-        return row
+        return PrintableJob.from_row(row)
 
-    async def for_order(self, order_id: str) -> _List[aiosqlite.Row]:
-        return await self._db.fetchall("SELECT * FROM print_jobs WHERE order_id = ? ORDER BY id", (order_id,))
+    async def for_order(self, order_id: str) -> list[Job]:
+        rows = await self._db.fetchall(_JOBS + " WHERE j.order_id = ? ORDER BY j.id", (order_id,))
+        return [Job.from_row(r) for r in rows]
 
-    async def list(
-        self, *, state: str | None = None, printer: str | None = None, limit: int = 100
-    ) -> _List[aiosqlite.Row]:
-        return await self._db.fetchall(
-            "SELECT j.*, o.number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
-            " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
+    async def for_orders(self, order_ids: list[str]) -> list[Job]:
+        """Every job of these orders, oldest first."""
+        rows = await self._db.fetchall(
+            _JOBS + " WHERE j.order_id IN (SELECT value FROM json_each(?)) ORDER BY j.id", (json.dumps(order_ids),)
+        )
+        return [Job.from_row(r) for r in rows]
+
+    async def recent(self, *, state: JobState | None = None, printer: str | None = None, limit: int = 100) -> list[Job]:
+        """Newest first, of one state and printer if given."""
+        rows = await self._db.fetchall(
+            _JOBS
+            + " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
             (state, printer, limit),
         )
+        return [Job.from_row(r) for r in rows]
 
-    async def counts(self) -> dict[tuple[str, str], int]:
+    async def counts(self) -> dict[tuple[str, JobState], int]:
+        """Jobs by (printer, state); pairs with none are left out."""
         rows = await self._db.fetchall("SELECT printer, state, COUNT(*) FROM print_jobs GROUP BY printer, state")
-        return {(r[0], r[1]): r[2] for r in rows}
+        return {(r[0], JobState(r[1])): r[2] for r in rows}
 
     async def oldest_waiting(self) -> float | None:
         """created_at of the oldest job not yet printed (queued, printing or failed)."""
@@ -105,45 +119,46 @@ class JobStore:
         return None if row is None or row[0] is None else float(row[0])
 
     async def mark_printing(self, job_id: int, printer: str) -> bool:
-        """Claim a waiting job for ``printer``; False if a failover moved it elsewhere (or a person held it) meanwhile."""
+        """Claim a waiting job for ``printer``; False if a failover moved it elsewhere (or a person held it)
+        meanwhile."""
         # Committed before the first byte goes out: after a crash we know this job may be half on paper.
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'printing' WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')",
+                "UPDATE print_jobs SET state = 'printing'"
+                " WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')",
                 (job_id, printer),
             )
             claimed = cursor.rowcount == 1
             await cursor.close()
         return claimed
 
-    async def hold(self, job_id: int, printer: str, *, expected: str) -> bool:
-        """A stale job waits for a person instead of printing; False if it is no longer ``expected`` on ``printer``,
-        or a person released or retried it since it was read."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+    async def hold(self, job_id: int, printer: str, *, expected: JobState, age_s: float = 0.0) -> bool:
+        """A stale job waits for a person instead of printing (JobHeld, with its ``age_s``); False if it is no longer
+        ``expected`` on ``printer``, or a person released or retried it since it was read."""
+        async with self._db.publishing(self._bus) as (conn, events):
+            rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET state = 'held', held_at = ?, held_reason = ? WHERE id = ? AND printer = ?"
-                " AND state = ? AND released_at IS NULL",
-                (self._clock.wall(), STALE, job_id, printer, expected),
+                " AND state = ? AND released_at IS NULL RETURNING order_id",
+                (self._clock.wall(), HoldReason.STALE, job_id, printer, expected),
             )
-            held = cursor.rowcount == 1
-            await cursor.close()
-        return held
+            for (order_id,) in rows:
+                events.append(JobHeld(job_id=job_id, order_id=order_id, printer=printer, age_s=age_s))
+        return bool(events)
 
-    async def release_held(self, job_id: int | None = None) -> _List[int]:
+    async def release_held(self, job_id: int | None = None) -> list[int]:
         """A person says print it anyway: one held job (or all when ``job_id`` is None) back in line, never held again.
 
         A job whose printer is not configured stays held: released, it would wait for a printer that is not there.
         """
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+            rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET state = 'queued', released_at = :now, next_attempt_at = 0, held_reason = NULL"
                 f" WHERE state = 'held' AND (:id IS NULL OR id = :id) AND {_CONFIGURED} RETURNING id",
                 {"now": self._clock.wall(), "id": job_id, "printers": self._printers},
             )
-            released = sorted(r[0] for r in await cursor.fetchall())
-            await cursor.close()
+            released = sorted(r[0] for r in rows)
             if job_id is not None and not released:
-                await self._refused(conn, job_id, ("held",), "released")
+                await self._refused(conn, job_id, (JobState.HELD,), "released")
         return released
 
     async def discard(self, job_id: int) -> None:
@@ -156,26 +171,28 @@ class JobStore:
             changed = cursor.rowcount
             await cursor.close()
             if not changed:
-                await self._refused(conn, job_id, ("held", "failed", "dead"), "discarded")
+                await self._refused(conn, job_id, (JobState.HELD, JobState.FAILED, JobState.DEAD), "discarded")
 
-    async def redirect(self, station: str, *, from_printer: str, to_printer: str) -> _List[tuple[int, str]]:
-        """Move a station's waiting tickets from a paused printer to a backup in one step; a job in flight stays put.
-
-        Returns (job id, order id) of each job moved.
-        """
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE print_jobs SET printer = ?1, redirected_from = COALESCE(redirected_from, ?2), next_attempt_at = 0"
-                " WHERE printer = ?2 AND station = ?3 AND kind = 'ticket' AND state IN ('queued', 'failed') RETURNING id, order_id",
+    async def redirect(self, station: str, *, from_printer: str, to_printer: str) -> list[MovedJob]:
+        """Move a station's waiting tickets from a paused printer to a backup in one step (JobRedirected for each);
+        a job in flight stays put."""
+        async with self._db.publishing(self._bus) as (conn, events):
+            rows = await conn.execute_fetchall(
+                "UPDATE print_jobs SET printer = ?1, redirected_from = COALESCE(redirected_from, ?2),"
+                " next_attempt_at = 0 WHERE printer = ?2 AND station = ?3 AND kind = 'ticket'"
+                " AND state IN ('queued', 'failed') RETURNING id, order_id",
                 (to_printer, from_printer, station),
             )
-            moved = sorted((r[0], r[1]) for r in await cursor.fetchall())
-            await cursor.close()
+            moved = sorted(MovedJob(r[0], r[1]) for r in rows)
+            events.extend(
+                JobRedirected(job_id=job.id, order_id=job.order_id, from_printer=from_printer, to_printer=to_printer)
+                for job in moved
+            )
         return moved
 
-    async def _refused(self, conn: aiosqlite.Connection, job_id: int, wanted: tuple[str, ...], verb: str) -> None:
+    async def _refused(self, conn: aiosqlite.Connection, job_id: int, wanted: tuple[JobState, ...], verb: str) -> None:
         """Raise why a job could not be changed: it does not exist, it is in the wrong state, or its printer is gone."""
-        rows = _List(
+        rows = list(
             await conn.execute_fetchall("SELECT state, printer, station FROM print_jobs WHERE id = ?", (job_id,))
         )
         if not rows:
@@ -189,30 +206,34 @@ class JobStore:
         states = ", ".join(wanted[:-1]) + (" or " if len(wanted) > 1 else "") + wanted[-1]
         raise WrongStateError(f"print job {job_id} is {state}, only {states} jobs can be {verb}")
 
-    async def reroute(self, printer_for: Callable[[str, str | None], str | None]) -> _List[Rerouted]:
+    async def reroute(self, printer_for: Callable[[JobKind, str | None], str | None]) -> list[Rerouted]:
         """At start-up: every job not yet done whose printer left the config moves to the printer that now serves its
-        station (receipts: the receipt printer), marked as moved; with no route it is held (reason no_printer). A job
-        held for that reason moves on as soon as a route is back. Needs ``printers``; printed and discarded jobs stay
-        as history."""
+        station (receipts: the receipt printer), marked as moved (JobRedirected); with no route it is held (reason
+        no_printer, JobHeld). A job held for that reason moves on as soon as a route is back. Needs ``printers``;
+        printed and discarded jobs stay as history."""
         assert self._printers is not None, "JobStore(printers=...) is needed to know which printers are gone"
-        async with self._db.transaction() as conn:
+        async with self._db.publishing(self._bus) as (conn, events):
             rows = await conn.execute_fetchall(
                 "SELECT id, order_id, kind, station, printer, state, held_reason FROM print_jobs"
-                " WHERE state IN ('queued', 'failed', 'held', 'dead') AND (NOT "
-                + _CONFIGURED.replace(":printers", "?1")
-                + " OR held_reason = ?2) ORDER BY id",
-                (self._printers, NO_PRINTER),
+                f" WHERE state IN ('queued', 'failed', 'held', 'dead') AND (NOT {_CONFIGURED} OR held_reason = :held)"
+                " ORDER BY id",
+                {"printers": self._printers, "held": HoldReason.NO_PRINTER},
             )
             done = []
             for job_id, order_id, kind, station, printer, state, reason in rows:
-                target = printer_for(kind, station)
-                if target is None and state == "held" and reason == NO_PRINTER:
+                target = printer_for(JobKind(kind), station)
+                if target is None and state == JobState.HELD and reason == HoldReason.NO_PRINTER:
                     continue  # held for this already, at an earlier start
-                if target is None and state in ("queued", "failed", "held"):
+                if target is None and state in (JobState.QUEUED, JobState.FAILED, JobState.HELD):
                     await conn.execute(
                         "UPDATE print_jobs SET state = 'held', held_reason = ?, held_at = COALESCE(held_at, ?)"
                         " WHERE id = ? AND state = ?",
-                        (NO_PRINTER, self._clock.wall(), job_id, state),
+                        (HoldReason.NO_PRINTER, self._clock.wall(), job_id, state),
+                    )
+                    events.append(
+                        JobHeld(
+                            job_id=job_id, order_id=order_id, printer=printer, age_s=0, reason=HoldReason.NO_PRINTER
+                        )
                     )
                 elif target is not None:
                     # Held for want of a printer: back in line (a stale hold is judged again by the spool).
@@ -223,27 +244,30 @@ class JobStore:
                         " state = CASE WHEN held_reason = ?3 THEN 'queued' ELSE state END,"
                         " held_reason = CASE WHEN held_reason = ?3 THEN NULL ELSE held_reason END"
                         " WHERE id = ?4 AND state = ?5",
-                        (target, printer, NO_PRINTER, job_id, state),
+                        (target, printer, HoldReason.NO_PRINTER, job_id, state),
+                    )
+                    events.append(
+                        JobRedirected(job_id=job_id, order_id=order_id, from_printer=printer, to_printer=target)
                     )
                 else:
                     continue  # dead with no route: it stays dead, a person sees it; retry is refused while unrouted
-                done.append(Rerouted(job_id, order_id, kind, station, printer, target))
+                done.append(Rerouted(job_id, order_id, JobKind(kind), station, printer, target))
         return done
 
-    async def mark_printed(self, job_id: int, order_id: str) -> float | None:
-        """The printer confirmed the job with no fault after it; None (nothing recorded) if it was not 'printing'."""
+    async def mark_printed(self, job_id: int, order_id: str, *, latency_s: float = 0.0) -> float | None:
+        """The printer confirmed the job with no fault after it (JobPrinted, with ``latency_s`` from the order being
+        stored); None (nothing recorded) if it was not 'printing'."""
         now = self._clock.wall()
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+        async with self._db.publishing(self._bus) as (conn, events):
+            rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
-                " WHERE id = ? AND state = 'printing'",
+                " WHERE id = ? AND state = 'printing' RETURNING printer",
                 (now, job_id),
             )
-            changed = cursor.rowcount == 1
-            await cursor.close()
-            if changed:
-                await add_outbox(conn, [outbox_row(order_id, "printed", str(job_id), now, job_id=job_id)])
-        return now if changed else None
+            for (printer,) in rows:
+                await add_outbox(conn, [outbox_row(order_id, StatusEvent.PRINTED, str(job_id), now, job_id=job_id)])
+                events.append(JobPrinted(job_id=job_id, order_id=order_id, printer=printer, latency_s=latency_s))
+        return now if events else None
 
     async def mark_uncertain(self, job_id: int, error: str) -> bool:
         """The job went out but the printer then reported a fault (paper end, cover open…): it may be partly on
@@ -271,40 +295,55 @@ class JobStore:
         next_attempt_at: float,
         max_attempts: int,
         partial: bool,
-        expected: str = "printing",
-    ) -> tuple[str, int] | None:
-        """Count an attempt; returns the new state ('failed' or 'dead') and the attempts so far, or None (nothing
-        changed) if the job is no longer in the ``expected`` state, e.g. a person discarded it meanwhile.
+        expected: JobState = JobState.PRINTING,
+    ) -> FailureRecorded | None:
+        """Count an attempt: the job is failed (JobFailed) or, out of attempts, dead (JobDead, and central hears of
+        it). None (nothing changed) if the job is no longer in the ``expected`` state, e.g. a person discarded it
+        meanwhile.
 
         ``partial``: some bytes may have reached the paper, so the next print carries the COPY mark.
         """
         now = self._clock.wall()
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, copy = copy OR ?,"
-                " state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END WHERE id = ? AND state = ?"
-                " RETURNING state, attempts",
-                (error[:500], next_attempt_at, int(partial), max_attempts, job_id, expected),
-            )
-            row = await cursor.fetchone()
-            await cursor.close()
-            if row is None:
-                return None
-            state, attempts = row
-            if state == "dead":
-                await add_outbox(
-                    conn, [outbox_row(order_id, "failed", str(job_id), now, job_id=job_id, error=error[:200])]
+        async with self._db.publishing(self._bus) as (conn, events):
+            rows = list(
+                await conn.execute_fetchall(
+                    "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                    " copy = copy OR ?, state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END"
+                    " WHERE id = ? AND state = ? RETURNING state, attempts, printer,"
+                    " (SELECT number FROM orders WHERE id = order_id)",
+                    (error[:500], next_attempt_at, int(partial), max_attempts, job_id, expected),
                 )
-        return state, attempts
+            )
+            if not rows:
+                return None
+            state, attempts, printer, number = JobState(rows[0][0]), rows[0][1], rows[0][2], rows[0][3]
+            if state == JobState.DEAD:
+                await add_outbox(
+                    conn,
+                    [outbox_row(order_id, StatusEvent.FAILED, str(job_id), now, job_id=job_id, error=error[:200])],
+                )
+                events.append(
+                    JobDead(
+                        job_id=job_id,
+                        order_id=order_id,
+                        order_number=number,
+                        printer=printer,
+                        error=error,
+                        attempts=attempts,
+                    )
+                )
+            else:
+                events.append(
+                    JobFailed(job_id=job_id, order_id=order_id, printer=printer, error=error, attempts=attempts)
+                )
+        return FailureRecorded(state, attempts)
 
-    async def requeue_interrupted(self) -> _List[int]:
+    async def requeue_interrupted(self) -> list[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY."""
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+            rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET state = 'queued', copy = 1 WHERE state = 'printing' RETURNING id"
             )
-            rows = await cursor.fetchall()
-            await cursor.close()
         return sorted(r[0] for r in rows)
 
     async def retry(self, job_id: int) -> None:
@@ -322,34 +361,35 @@ class JobStore:
             changed = cursor.rowcount
             await cursor.close()
             if not changed:
-                await self._refused(conn, job_id, ("failed", "dead"), "retried")
+                await self._refused(conn, job_id, (JobState.FAILED, JobState.DEAD), "retried")
 
     async def add_copies(
-        self, order_id: str, *, station: str | None = None, printer_for: Callable[[str, str | None], str | None]
-    ) -> _List[int]:
+        self, order_id: str, *, station: str | None = None, printer_for: Callable[[JobKind, str | None], str | None]
+    ) -> list[int]:
         """Queue a COPY of each original job of an order (or of one station's ticket), released: a person asked.
 
         Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
         which may have been renamed or removed since.
         """
         async with self._db.transaction() as conn:
-            originals = _List(
-                await conn.execute_fetchall(
+            originals = [
+                (JobKind(kind), job_station, priority)
+                for kind, job_station, priority in await conn.execute_fetchall(
                     "SELECT kind, station, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
                     " AND (?2 IS NULL OR station = ?2) ORDER BY id",
                     (order_id, station),
                 )
-            )
+            ]
             if not originals:
                 what = f"a ticket for station {station!r}" if station else "print jobs"
                 raise NotFoundError(f"order {order_id} has no {what}")
             targets = [printer_for(kind, job_station) for kind, job_station, _ in originals]
             if None in targets:
                 kind, job_station, _ = originals[targets.index(None)]
-                what = f"station {job_station!r}" if kind == "ticket" else "receipts"
+                what = f"station {job_station!r}" if kind == JobKind.TICKET else "receipts"
                 raise WrongStateError(f"order {order_id}: no printer serves {what} now; add one to the config")
             now = self._clock.wall()
-            new_ids: _List[int] = []
+            new_ids: list[int] = []
             for (kind, job_station, priority), printer in zip(originals, targets, strict=True):
                 cursor = await conn.execute(
                     "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?",

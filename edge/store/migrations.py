@@ -59,6 +59,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 async def current_version(conn: aiosqlite.Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
+    assert row is not None  # a PRAGMA that reads a value always answers one row
     return int(row[0])
 
 

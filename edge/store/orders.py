@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
-from typing import Any, Literal
 
 import aiosqlite
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.orders import JobPlan, Order
+from edge.states import InsertOutcome, OrderSource, StatusEvent
 from edge.store.db import Database
-
-Outcome = Literal["stored", "duplicate", "conflict"]
+from edge.store.outbox import add_outbox, outbox_row
+from edge.store.rows import StoredOrder
 
 # Enough to share one fsync among a burst of concurrent pushes, small enough to keep a transaction short.
 MAX_GROUP = 256
@@ -26,31 +25,18 @@ class NewOrder:
     payload: str  # canonical JSON as received
     content_hash: str
     plans: tuple[JobPlan, ...]
-    source: str = "push"
+    source: OrderSource = OrderSource.PUSH
 
 
 @dataclasses.dataclass(frozen=True)
 class InsertResult:
     order_id: str
-    outcome: Outcome
+    outcome: InsertOutcome
     job_ids: tuple[int, ...] = ()
 
 
 def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str:
     return f"{order_id}:{kind}:{station or '-'}:{sequence}"
-
-
-def outbox_row(order_id: str, event: str, key_suffix: str, now: float, **fields: Any) -> tuple[Any, ...]:
-    payload = {"order_id": order_id, "event": event, "at": now, **fields}
-    return (order_id, event, f"{order_id}:{event}:{key_suffix}", json.dumps(payload, sort_keys=True), now)
-
-
-async def add_outbox(conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
-    # INSERT OR IGNORE: an event re-recorded after a crash keeps its first row and key.
-    await conn.executemany(
-        "INSERT OR IGNORE INTO outbox(order_id, event, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-        rows,
-    )
 
 
 def _known_sql(count: int) -> str:
@@ -69,16 +55,16 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: f
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
     known = {row[0]: row[1] for row in await conn.execute_fetchall(_known_sql(len(ids)), ids + ids)}
-    outcomes: list[Outcome] = []
+    outcomes: list[InsertOutcome] = []
     fresh: list[NewOrder] = []
     for new in batch:
         stored_hash = known.get(new.order.id)
         if stored_hash is None:
             known[new.order.id] = new.content_hash  # a second copy later in the same batch is a duplicate
             fresh.append(new)
-            outcomes.append("stored")
+            outcomes.append(InsertOutcome.STORED)
         else:
-            outcomes.append("duplicate" if stored_hash == new.content_hash else "conflict")
+            outcomes.append(InsertOutcome.DUPLICATE if stored_hash == new.content_hash else InsertOutcome.CONFLICT)
     if fresh:
         await conn.executemany(
             "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at,"
@@ -117,7 +103,11 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: f
             ],
         )
         await add_outbox(
-            conn, [outbox_row(n.order.id, "received", "0", now, number=n.order.number, source=n.source) for n in fresh]
+            conn,
+            [
+                outbox_row(n.order.id, StatusEvent.RECEIVED, "0", now, number=n.order.number, source=n.source)
+                for n in fresh
+            ],
         )
         # Remembered past retention; a box clock still in 1970 must not make the record look ancient.
         await conn.executemany(
@@ -185,8 +175,15 @@ class OrderStore:
         rows = await self._db.fetchall(f"SELECT id, payload FROM orders WHERE id IN ({marks})", tuple(ids))
         return {r[0]: r[1] for r in rows}
 
-    async def get(self, order_id: str) -> aiosqlite.Row | None:
-        return await self._db.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))
+    async def get(self, order_id: str) -> StoredOrder | None:
+        row = await self._db.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))
+        return StoredOrder.from_row(row) if row is not None else None
 
-    async def recent(self, limit: int = 20) -> list[aiosqlite.Row]:
-        return await self._db.fetchall("SELECT * FROM orders ORDER BY received_at DESC, rowid DESC LIMIT ?", (limit,))
+    async def count(self, *, source: OrderSource | None = None) -> int:
+        """Orders stored (from ``source`` only, if given)."""
+        row = await self._db.fetchone("SELECT COUNT(*) FROM orders WHERE ?1 IS NULL OR source = ?1", (source,))
+        return int(row[0]) if row else 0
+
+    async def recent(self, limit: int = 20) -> list[StoredOrder]:
+        rows = await self._db.fetchall("SELECT * FROM orders ORDER BY received_at DESC, rowid DESC LIMIT ?", (limit,))
+        return [StoredOrder.from_row(r) for r in rows]

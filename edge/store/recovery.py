@@ -2,55 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
 from collections.abc import Sequence
-from typing import Any
 
-import aiosqlite
-
+from edge.events import EventBus, RecoveryCompleted, RecoveryFailed
+from edge.states import ACTIVE_RUN_STATES, ItemClass, RunState, RunTrigger
 from edge.store.db import Database
+from edge.store.rows import RecoveryItem, RecoveryRun, RunItem
 
 CURSOR_KEY = "central_cursor"
 
-
-class RunState(enum.StrEnum):
-    WAITING = "waiting"  # recorded, waiting for its start delay
-    VALIDATION = "validation"
-    PROCESSING = "processing"
-    COMPLETION = "completion"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-ACTIVE_STATES = (RunState.WAITING, RunState.VALIDATION, RunState.PROCESSING, RunState.COMPLETION)
-
-
-class ItemClass(enum.StrEnum):
-    MISSING = "missing"  # not here: processing stores it
-    PRESENT = "present"  # here with the same content (or seen before and purged since)
-    CONFLICT = "conflict"  # here with other content: the local order wins, a person looks
-    INVALID = "invalid"  # fails validation or routing: kept for a person to read
-
-
-@dataclasses.dataclass(frozen=True)
-class RecoveryItem:
-    """One order as validation classified it."""
-
-    order_id: str
-    cls: ItemClass
-    payload: str | None  # missing: the canonical JSON to store; conflict and invalid: the backend's JSON as sent
-    priority: int = 0
-    due_ts: float | None = None  # unix seconds, for the processing order
-    created_ts: float | None = None
-    detail: str | None = None  # conflict and invalid: why, for a person
-
-
 # Missing orders in the order the kitchen needs them: priority, then due time (none last), then creation.
 _NEXT_MISSING = """
-SELECT order_id, payload, json_extract(payload, '$.number') AS number FROM recovery_items i
+SELECT order_id, class, payload, json_extract(payload, '$.number') AS number, detail FROM recovery_items i
 WHERE run_id = ? AND class = 'missing' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)
 ORDER BY priority DESC, due_ts IS NULL, due_ts, created_ts, order_id LIMIT ?
 """
@@ -74,18 +38,21 @@ def _close_phase(phases_json: str, now: float) -> str:
 
 
 class RecoveryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, bus: EventBus | None = None) -> None:
+        """``bus``: hears how a run ended (RecoveryCompleted, RecoveryFailed) once that is committed."""
         self._db = db
+        self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
 
     # --- runs ---------------------------------------------------------------------------------
 
-    async def active_runs(self) -> list[aiosqlite.Row]:
-        marks = ",".join("?" * len(ACTIVE_STATES))
-        return await self._db.fetchall(
-            f"SELECT id, trigger, state FROM recovery_runs WHERE state IN ({marks}) ORDER BY id", tuple(ACTIVE_STATES)
+    async def active_runs(self) -> list[RecoveryRun]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM recovery_runs WHERE state IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (json.dumps(ACTIVE_RUN_STATES),),
         )
+        return [RecoveryRun.from_row(r) for r in rows]
 
-    async def create_run(self, trigger: str, now: float) -> int:
+    async def create_run(self, trigger: RunTrigger, now: float) -> int:
         """A new run starting from the confirmed cursor."""
         async with self._db.transaction() as conn:
             rows = list(await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)))
@@ -101,11 +68,18 @@ class RecoveryStore:
         row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,))
         return str(row[0]) if row else ""
 
-    async def run(self, run_id: int) -> aiosqlite.Row | None:
-        return await self._db.fetchone("SELECT * FROM recovery_runs WHERE id = ?", (run_id,))
+    async def run(self, run_id: int) -> RecoveryRun | None:
+        row = await self._db.fetchone("SELECT * FROM recovery_runs WHERE id = ?", (run_id,))
+        return RecoveryRun.from_row(row) if row is not None else None
 
-    async def runs(self, limit: int) -> list[aiosqlite.Row]:
-        return await self._db.fetchall("SELECT * FROM recovery_runs ORDER BY id DESC LIMIT ?", (limit,))
+    async def runs(self, limit: int) -> list[RecoveryRun]:
+        """Newest first."""
+        rows = await self._db.fetchall("SELECT * FROM recovery_runs ORDER BY id DESC LIMIT ?", (limit,))
+        return [RecoveryRun.from_row(r) for r in rows]
+
+    async def last_run(self) -> RecoveryRun | None:
+        runs = await self.runs(1)
+        return runs[0] if runs else None
 
     async def mark_started(self, run_id: int, now: float) -> None:
         async with self._db.transaction() as conn:
@@ -120,20 +94,34 @@ class RecoveryStore:
                 "UPDATE recovery_runs SET state = ?, phases = ? WHERE id = ?", (phase, json.dumps(phases), run_id)
             )
 
-    async def finish(self, run_id: int, state: RunState, error: str, now: float) -> None:
-        """End a run as failed or cancelled: the cursor stays where it was."""
+    async def fail(self, run_id: int, phase: RunState, error: str, now: float) -> None:
+        """End a run as failed in ``phase`` (RecoveryFailed): the cursor stays where it was."""
+        await self._finish(run_id, RunState.FAILED, phase, error, now)
+
+    async def cancel(self, run_id: int, phase: RunState, now: float) -> None:
+        """End a run as cancelled by a person: the cursor stays where it was."""
+        await self._finish(run_id, RunState.CANCELLED, phase, "cancelled by request", now)
+
+    async def supersede(self, run_id: int, by: int, now: float) -> None:
+        """A run left active beside a newer one (only a bug could leave it): failed, without an alert."""
+        await self._finish(run_id, RunState.FAILED, None, f"superseded by run {by}", now)
+
+    async def _finish(self, run_id: int, state: RunState, phase: RunState | None, error: str, now: float) -> None:
         counts = await self.counts(run_id)
-        async with self._db.transaction() as conn:
+        async with self._db.publishing(self._bus) as (conn, events):
             rows = list(await conn.execute_fetchall("SELECT phases, errors FROM recovery_runs WHERE id = ?", (run_id,)))
-            errors = [*json.loads(rows[0]["errors"]), error]
+            errors = [*json.loads(rows[0]["errors"]), f"{phase}: {error}" if phase else error]
             await conn.execute(
                 "UPDATE recovery_runs SET state = ?, finished_at = ?, counts = ?, errors = ?, phases = ? WHERE id = ?",
                 (state, now, json.dumps(counts), json.dumps(errors), _close_phase(rows[0]["phases"], now), run_id),
             )
+            if state == RunState.FAILED and phase is not None:
+                events.append(RecoveryFailed(run_id=run_id, phase=phase, error=error))
 
-    async def complete(self, run_id: int, counts: dict[str, int], now: float) -> None:
-        """Store the run's next cursor as the confirmed one and close the run, in one transaction."""
-        async with self._db.transaction() as conn:
+    async def complete(self, run_id: int, counts: dict[str, int], now: float, *, duration_s: float) -> None:
+        """Store the run's next cursor as the confirmed one and close the run, in one transaction
+        (RecoveryCompleted, with this process's ``duration_s`` of it)."""
+        async with self._db.publishing(self._bus) as (conn, events):
             [run] = await conn.execute_fetchall(
                 "SELECT next_cursor, since_cursor, phases FROM recovery_runs WHERE id = ?", (run_id,)
             )
@@ -145,6 +133,7 @@ class RecoveryStore:
                 "UPDATE recovery_runs SET state = 'completed', finished_at = ?, counts = ?, phases = ? WHERE id = ?",
                 (now, json.dumps(counts), _close_phase(run["phases"], now), run_id),
             )
+            events.append(RecoveryCompleted(run_id=run_id, counts=counts, duration_s=duration_s))
 
     # --- items --------------------------------------------------------------------------------
 
@@ -166,15 +155,25 @@ class RecoveryStore:
             )
             await conn.execute("UPDATE recovery_runs SET next_cursor = ? WHERE id = ?", (next_cursor, run_id))
 
-    async def next_missing(self, run_id: int, limit: int) -> list[aiosqlite.Row]:
-        return await self._db.fetchall(_NEXT_MISSING, (run_id, limit))
+    async def next_missing(self, run_id: int, limit: int) -> list[RunItem]:
+        return [RunItem.from_row(r) for r in await self._db.fetchall(_NEXT_MISSING, (run_id, limit))]
 
-    async def items(self, run_id: int, cls: ItemClass) -> list[aiosqlite.Row]:
-        return await self._db.fetchall(
-            "SELECT order_id, detail, payload, json_extract(payload, '$.number') AS number FROM recovery_items"
+    async def items(self, run_id: int, cls: ItemClass) -> list[RunItem]:
+        rows = await self._db.fetchall(
+            "SELECT order_id, class, detail, payload, json_extract(payload, '$.number') AS number FROM recovery_items"
             " WHERE run_id = ? AND class = ? ORDER BY order_id LIMIT 1000",
             (run_id, cls),
         )
+        return [RunItem.from_row(r) for r in rows]
+
+    async def conflict_numbers(self, run_id: int, limit: int) -> list[str]:
+        """Order numbers (the id when the order is gone) of a run's conflicts, as the kitchen knows them."""
+        rows = await self._db.fetchall(
+            "SELECT COALESCE(o.number, i.order_id) FROM recovery_items i LEFT JOIN orders o ON o.id = i.order_id"
+            " WHERE i.run_id = ? AND i.class = 'conflict' ORDER BY i.order_id LIMIT ?",
+            (run_id, limit),
+        )
+        return [row[0] for row in rows]
 
     async def reclassify(self, run_id: int, cls: ItemClass, changes: Sequence[tuple[str, str | None]]) -> None:
         """(order id, detail) pairs that processing found to be ``cls`` after all."""
@@ -195,21 +194,3 @@ class RecoveryStore:
         )
         stored = await self._db.fetchone(_STORED, (run_id,))
         return {c.value: 0 for c in ItemClass} | {r[0]: r[1] for r in rows} | {"stored": stored[0] if stored else 0}
-
-
-def run_json(row: aiosqlite.Row) -> dict[str, Any]:
-    finished = row["finished_at"]
-    return {
-        "id": row["id"],
-        "trigger": row["trigger"],
-        "state": row["state"],
-        "since_cursor": row["since_cursor"],
-        "next_cursor": row["next_cursor"],
-        "created_at": row["created_at"],
-        "started_at": row["started_at"],
-        "finished_at": finished,
-        "duration_s": round(finished - row["started_at"], 3) if finished and row["started_at"] else None,
-        "phases": json.loads(row["phases"]),
-        "counts": json.loads(row["counts"]),
-        "errors": json.loads(row["errors"]),
-    }

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
+from edge.states import FINAL_JOB_STATES
 from edge.store.db import Database
 
-# A job in one of these states will not print again by itself: its order is done once it is old enough.
-# 'held' is not among them: a person still has to release or discard it.
-FINAL_JOB_STATES = ("printed", "dead", "discarded")
-
-# Old, every job final, and (while a central API takes the events) nothing left in the outbox.
-_FINAL = ", ".join(f"'{s}'" for s in FINAL_JOB_STATES)
-_PURGEABLE = f"""
+# Old, every job final (it will not print again by itself; 'held' still waits for a person), and (while a central
+# API takes the events) nothing left in the outbox.
+_PURGEABLE = """
 SELECT o.id FROM orders o
 WHERE o.received_at < :cutoff
-  AND NOT EXISTS (SELECT 1 FROM print_jobs j WHERE j.order_id = o.id AND j.state NOT IN ({_FINAL}))
+  AND NOT EXISTS (SELECT 1 FROM print_jobs j WHERE j.order_id = o.id
+                  AND j.state NOT IN (SELECT value FROM json_each(:final)))
   AND (NOT :outbox_in_use OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.order_id = o.id AND b.delivered_at IS NULL))
 ORDER BY o.received_at LIMIT :batch
 """
@@ -34,7 +34,12 @@ async def purge_orders(db: Database, *, cutoff: float, batch: int, outbox_in_use
     in seen_orders. Without a central API (``outbox_in_use`` false) undelivered outbox rows never will be: they
     keep nothing."""
     async with db.transaction() as conn:
-        params = {"cutoff": cutoff, "batch": batch, "outbox_in_use": outbox_in_use}
+        params = {
+            "cutoff": cutoff,
+            "batch": batch,
+            "outbox_in_use": outbox_in_use,
+            "final": json.dumps(sorted(FINAL_JOB_STATES)),
+        }
         ids = [row[0] for row in await conn.execute_fetchall(_PURGEABLE, params)]
         if ids:
             marks = ",".join("?" * len(ids))

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import aiosqlite
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import AgentSettings
+from edge.events import EventBus, ScanRecorded
+from edge.states import PickupState, ScanOutcome, StatusEvent
 from edge.store.db import Database
-from edge.store.orders import add_outbox, outbox_row
-
-ScanOutcome = Literal["ticket_done", "order_ready", "handed_out", "already_done", "unknown"]
-SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("ticket_done", "order_ready", "handed_out", "already_done", "unknown")
+from edge.store.outbox import add_outbox, outbox_row
+from edge.store.rows import OrderProgress, Scan, StationProgress
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -34,6 +33,8 @@ class ScanRequest:
 
 @dataclasses.dataclass(frozen=True)
 class ScanResult:
+    """What a scan did, as recorded."""
+
     scan_id: int
     outcome: ScanOutcome
     order_id: str | None
@@ -66,32 +67,52 @@ class BusinessDay:
 
 class ScanStore:
     def __init__(
-        self, db: Database, *, clock: Clock = SYSTEM_CLOCK, business_day: BusinessDay = BusinessDay(None)
+        self,
+        db: Database,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        business_day: BusinessDay = BusinessDay(None),
+        bus: EventBus | None = None,
     ) -> None:
+        """``bus``: hears each scan (ScanRecorded) once it is committed."""
         self._db = db
         self._clock = clock
         self._business_day = business_day
+        self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
 
     async def record(self, scan: ScanRequest) -> ScanResult:
         """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all."""
         now = self._clock.wall()
         day = self._business_day.bounds(now)
-        return await self._db.write(lambda conn: _apply(conn, scan, now, day))
+        async with self._db.publishing(self._bus) as (conn, events):
+            result = await _apply(conn, scan, now, day)
+            events.append(
+                ScanRecorded(scanner=scan.scanner, code=scan.code, outcome=result.outcome, order_id=result.order_id)
+            )
+        return result
 
     async def recent(
-        self, *, limit: int = 50, scanner: str | None = None, outcome: str | None = None, order_id: str | None = None
-    ) -> list[aiosqlite.Row]:
-        return await self._db.fetchall(
+        self,
+        *,
+        limit: int = 50,
+        scanner: str | None = None,
+        outcome: ScanOutcome | None = None,
+        order_id: str | None = None,
+    ) -> list[Scan]:
+        """Newest first, of one scanner, outcome and order if given."""
+        rows = await self._db.fetchall(
             "SELECT * FROM scans WHERE (?1 IS NULL OR scanner = ?1) AND (?2 IS NULL OR outcome = ?2)"
             " AND (?3 IS NULL OR order_id = ?3) ORDER BY id DESC LIMIT ?4",
             (scanner, outcome, order_id, limit),
         )
+        return [Scan.from_row(r) for r in rows]
 
-    async def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[ScanOutcome, int]:
+        """Scans by outcome, every outcome present."""
         rows = await self._db.fetchall("SELECT outcome, COUNT(*) FROM scans GROUP BY outcome")
-        return {outcome: 0 for outcome in SCAN_OUTCOMES} | {r[0]: r[1] for r in rows}
+        return {outcome: 0 for outcome in ScanOutcome} | {ScanOutcome(r[0]): r[1] for r in rows}
 
-    async def progress(self, order_id: str) -> dict[str, Any]:
+    async def progress(self, order_id: str) -> OrderProgress:
         """The order's pickup state (open, ready, handed_out) and which station tickets are done."""
         stations = await self._db.fetchall(
             "SELECT DISTINCT j.station, d.done_at FROM print_jobs j"
@@ -102,15 +123,19 @@ class ScanStore:
         pickup = await self._db.fetchone(
             "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,)
         )
-        state = "open" if pickup is None else "ready" if pickup["handed_out_at"] is None else "handed_out"
-        return {
-            "state": state,
-            "ready_at": pickup["ready_at"] if pickup else None,
-            "handed_out_at": pickup["handed_out_at"] if pickup else None,
-            "stations": [
-                {"station": r["station"], "done": r["done_at"] is not None, "done_at": r["done_at"]} for r in stations
-            ],
-        }
+        state = (
+            PickupState.OPEN
+            if pickup is None
+            else PickupState.READY
+            if pickup["handed_out_at"] is None
+            else PickupState.HANDED_OUT
+        )
+        return OrderProgress(
+            state=state,
+            ready_at=pickup["ready_at"] if pickup else None,
+            handed_out_at=pickup["handed_out_at"] if pickup else None,
+            stations=tuple(StationProgress(station=r["station"], done_at=r["done_at"]) for r in stations),
+        )
 
 
 async def _find_order(
@@ -140,7 +165,7 @@ async def _apply(
 ) -> ScanResult:
     order, why_not = await _find_order(conn, scan, day) if scan.order_ref else (None, scan.detail)
     if order is None:
-        return await _insert_scan(conn, scan, now, "unknown", None, None, scan.detail or why_not)
+        return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, None, None, scan.detail or why_not)
     order_id, number = order["id"], order["number"]
     stations = {
         r[0]
@@ -160,18 +185,22 @@ async def _apply(
         ready_at, handed_out_at = pickup[0]
         if handed_out_at is not None:
             return await _insert_scan(
-                conn, scan, now, "already_done", order, scan.station, f"order {number} was already handed out"
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number} was already handed out"
             )
         if not scan.hand_out:
             return await _insert_scan(
-                conn, scan, now, "already_done", order, scan.station, f"order {number} is already ready"
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number} is already ready"
             )
         if now - ready_at < scan.hand_out_gap_s:
             detail = f"order {number} became ready {now - ready_at:.1f}s ago: taken as a double read, not a hand-out"
-            return await _insert_scan(conn, scan, now, "already_done", order, scan.station, detail)
-        result = await _insert_scan(conn, scan, now, "handed_out", order, scan.station, f"order {number} handed out")
+            return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
+        result = await _insert_scan(
+            conn, scan, now, ScanOutcome.HANDED_OUT, order, scan.station, f"order {number} handed out"
+        )
         await conn.execute("UPDATE order_pickup SET handed_out_at = ? WHERE order_id = ?", (now, order_id))
-        await add_outbox(conn, [outbox_row(order_id, "fulfilled", "0", now, number=number, scanner=scan.scanner)])
+        await add_outbox(
+            conn, [outbox_row(order_id, StatusEvent.FULFILLED, "0", now, number=number, scanner=scan.scanner)]
+        )
         return result
 
     if scan.station is not None and scan.station not in stations:
@@ -180,7 +209,7 @@ async def _apply(
             conn,
             scan,
             now,
-            "unknown",
+            ScanOutcome.UNKNOWN,
             order,
             scan.station,
             f"order {number} has no {scan.station} ticket (its stations: {known})",
@@ -191,10 +220,10 @@ async def _apply(
     if targets and not new:
         what = f"{scan.station} ticket" if scan.station else "every ticket"
         return await _insert_scan(
-            conn, scan, now, "already_done", order, scan.station, f"order {number}: {what} already done"
+            conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number}: {what} already done"
         )
     ready = stations <= done | targets
-    outcome: ScanOutcome = "order_ready" if ready else "ticket_done"
+    outcome = ScanOutcome.ORDER_READY if ready else ScanOutcome.TICKET_DONE
     waiting = sorted(stations - done - targets)
     detail = (
         f"order {number} ready" if ready else f"order {number}: {', '.join(new)} done, waiting for {', '.join(waiting)}"
@@ -206,7 +235,7 @@ async def _apply(
     )
     if ready:
         await conn.execute("INSERT INTO order_pickup(order_id, ready_at) VALUES (?, ?)", (order_id, now))
-        await add_outbox(conn, [outbox_row(order_id, "ready", "0", now, number=number, scanner=scan.scanner)])
+        await add_outbox(conn, [outbox_row(order_id, StatusEvent.READY, "0", now, number=number, scanner=scan.scanner)])
     return result
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import structlog
 
@@ -13,6 +12,8 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus, JobDead, JobPrinted, OrderStored, ScanRecorded
 from edge.store import Database
+from edge.store.outbox import OutboxStore
+from edge.store.rows import OutboxItem
 from edge.sync.client import MAX_EVENTS_PER_POST, CentralClient, CentralRejectedError
 
 log = structlog.get_logger()
@@ -21,8 +22,6 @@ log = structlog.get_logger()
 _GATHER_S = 0.05
 # Even without a wake-up, look again this often (rows written by other parts, retries after a failure).
 _IDLE_S = 5.0
-# Payload key a rejected row gets (with delivered_at set): {"status", "reason", "at"}. Rejected rows are never sent.
-REJECTED_KEY = "_rejected"
 
 
 class OutboxSender:
@@ -33,9 +32,10 @@ class OutboxSender:
 
     A batch refused for good (the contract's 422 naming an event, see PERMANENT_EVENT_ERRORS) is split in halves,
     oldest half first, until every event is either acknowledged or refused on its own; such an event is marked
-    rejected (delivered_at set, the reason in the payload under REJECTED_KEY), logged as ``outbox_event_rejected``
-    and never sent again. A 413 splits too, but never rejects: one event too big for a proxy stays pending.
-    Every other refusal (a proxy's 405, a 410, a 400, auth) rejects nothing: the batch stays pending.
+    rejected (delivered_at set, the reason in the payload under edge.store.outbox.REJECTED_KEY), logged as
+    ``outbox_event_rejected`` and never sent again. A 413 splits too, but never rejects: one event too big for a
+    proxy stays pending. Every other refusal (a proxy's 405, a 410, a 400, auth) rejects nothing: the batch stays
+    pending.
     """
 
     def __init__(
@@ -48,7 +48,7 @@ class OutboxSender:
         link_up: Callable[[], bool],
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._db = db
+        self._store = OutboxStore(db)
         self._clock = clock
         self._client = client
         self._batch_size = min(batch_size, MAX_EVENTS_PER_POST)
@@ -72,66 +72,49 @@ class OutboxSender:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def pending(self) -> int:
-        row = await self._db.fetchone("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
-        return int(row[0]) if row else 0
+        return await self._store.pending()
 
     async def send_once(self, up_to: int | None = None) -> int:
         """Deliver the oldest pending batch (ids <= up_to); returns the rows settled (acknowledged or rejected)."""
         async with self._lock:
-            rows = await self._db.fetchall(
-                "SELECT id, idempotency_key, payload FROM outbox"
-                " WHERE delivered_at IS NULL AND (?1 IS NULL OR id <= ?1) ORDER BY id LIMIT ?2",
-                (up_to, self._batch_size),
-            )
-            if not rows:
+            items = await self._store.oldest(self._batch_size, up_to=up_to)
+            if not items:
                 return 0
-            return await self._settle(rows)
+            return await self._settle(items)
 
-    async def _settle(self, rows: Sequence[Any]) -> int:
+    async def _settle(self, items: Sequence[OutboxItem]) -> int:
         """POST these rows as one batch; on a permanent refusal bisect. Returns rows acknowledged or rejected."""
-        ids = [r["id"] for r in rows]
-        marks = ",".join("?" * len(ids))
+        ids = [i.id for i in items]
         try:
             await self._client.post_events(
-                [{**json.loads(r["payload"]), "idempotency_key": r["idempotency_key"]} for r in rows]
+                [{**json.loads(i.payload), "idempotency_key": i.idempotency_key} for i in items]
             )
         except CentralApiError as err:
-            async with self._db.transaction() as conn:
-                await conn.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({marks})", ids)
+            await self._store.count_attempt(ids)
             if not isinstance(err, CentralRejectedError) or not (err.permanent_for_event or err.status == 413):
                 raise
-            if len(rows) == 1:
+            if len(items) == 1:
                 if not err.permanent_for_event:
                     raise
-                await self._reject(rows[0], err)
+                await self._reject(items[0], err)
                 return 1
             # Which event does the backend refuse? Halves, oldest first, so the good ones still go and in order.
             log.warning("outbox_batch_split", events=len(ids), first_id=ids[0], last_id=ids[-1], status=err.status)
-            half = len(rows) // 2
-            settled = await self._settle(rows[:half])
-            return settled + await self._settle(rows[half:])
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                f"UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id IN ({marks})",
-                [self._clock.wall(), *ids],
-            )
+            half = len(items) // 2
+            settled = await self._settle(items[:half])
+            return settled + await self._settle(items[half:])
+        await self._store.delivered(ids, self._clock.wall())
         log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
         return len(ids)
 
-    async def _reject(self, row: Any, err: CentralRejectedError) -> None:
-        payload = json.loads(row["payload"])
+    async def _reject(self, item: OutboxItem, err: CentralRejectedError) -> None:
         now = self._clock.wall()
         reason = err.body or str(err)
-        payload[REJECTED_KEY] = {"status": err.status, "reason": reason, "at": now}
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE outbox SET delivered_at = ?, payload = ? WHERE id = ? AND delivered_at IS NULL",
-                (now, json.dumps(payload, sort_keys=True), row["id"]),
-            )
+        payload = await self._store.reject(item, {"status": err.status, "reason": reason, "at": now}, now)
         log.error(
             "outbox_event_rejected",
-            outbox_id=row["id"],
-            key=row["idempotency_key"],
+            outbox_id=item.id,
+            key=item.idempotency_key,
             order_id=payload.get("order_id"),
             event_type=payload.get("event"),
             status=err.status,
@@ -139,20 +122,16 @@ class OutboxSender:
         )
 
     async def rejected(self) -> int:
-        """Rows the backend refused for good (see REJECTED_KEY)."""
-        row = await self._db.fetchone(
-            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL"
-            f" AND json_extract(payload, '$.{REJECTED_KEY}') IS NOT NULL"
-        )
-        return int(row[0]) if row else 0
+        """Rows the backend refused for good."""
+        return await self._store.rejected()
 
     async def flush(self) -> int:
         """Deliver everything pending now (not what is written meanwhile, or a busy store would never finish)."""
-        row = await self._db.fetchone("SELECT MAX(id) FROM outbox WHERE delivered_at IS NULL")
-        if row is None or row[0] is None:
+        last = await self._store.last_pending_id()
+        if last is None:
             return 0
         total = 0
-        while sent := await self.send_once(up_to=int(row[0])):
+        while sent := await self.send_once(up_to=last):
             total += sent
         return total
 

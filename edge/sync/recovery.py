@@ -19,14 +19,14 @@ from edge.events import (
     CentralLinkChanged,
     EventBus,
     OrderConflicted,
-    RecoveryCompleted,
-    RecoveryFailed,
     RecoveryOrderInvalid,
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
+from edge.states import InsertOutcome, ItemClass, OrderSource, RunState, RunTrigger
 from edge.store import Database, NewOrder, OrderStore
-from edge.store.recovery import ItemClass, RecoveryItem, RecoveryStore, RunState, run_json
+from edge.store.recovery import RecoveryStore
+from edge.store.rows import RecoveryItem
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
 
@@ -64,7 +64,7 @@ class Recovery:
         settings: CentralSettings,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._runs = RecoveryStore(db)
+        self._runs = RecoveryStore(db, bus=bus)
         self._clock = clock  # wall time for the run's records, monotonic for its duration
         self._client = client
         self._intake = intake
@@ -87,18 +87,16 @@ class Recovery:
 
     async def resume(self) -> int | None:
         """At start-up: carry on with a run a crash or a stop interrupted, from its persisted phase."""
-        rows = await self._runs.active_runs()
-        for stale in rows[:-1]:  # only one run is ever active; older ones can only be left over from a bug
-            await self._runs.finish(
-                stale["id"], RunState.FAILED, f"superseded by run {rows[-1]['id']}", self._clock.wall()
-            )
-        if not rows:
+        runs = await self._runs.active_runs()
+        for stale in runs[:-1]:  # only one run is ever active; older ones can only be left over from a bug
+            await self._runs.supersede(stale.id, runs[-1].id, self._clock.wall())
+        if not runs:
             return None
-        run = rows[-1]
-        log.info("recovery_resuming", run_id=run["id"], phase=run["state"])
+        run = runs[-1]
+        log.info("recovery_resuming", run_id=run.id, phase=run.state)
         async with self._trigger_lock:
-            self._launch(run["id"], run["trigger"], run["state"], delay=0.0)
-        return run["id"]
+            self._launch(run.id, run.trigger, run.state, delay=0.0)
+        return run.id
 
     async def stop(self) -> None:
         """Stop without marking anything: an interrupted run resumes at the next start."""
@@ -112,7 +110,7 @@ class Recovery:
         if not event.up:
             self._link_was_down = True
             return
-        trigger = "link_back" if self._link_was_down else "startup"
+        trigger = RunTrigger.LINK_BACK if self._link_was_down else RunTrigger.STARTUP
         self._link_was_down = False
         # Fleet manners: a thousand stores whose line returns together must not call at the same instant.
         self._spawn(self.trigger(trigger, delay=random.uniform(0, self._settings.start_jitter_s)))
@@ -129,7 +127,7 @@ class Recovery:
 
     # --- commands ---------------------------------------------------------------------------
 
-    async def trigger(self, trigger: str, *, delay: float = 0.0) -> tuple[int, bool]:
+    async def trigger(self, trigger: RunTrigger, *, delay: float = 0.0) -> tuple[int, bool]:
         """Start a run, or join the active one: returns (run id, joined)."""
         async with self._trigger_lock:
             if self.active_run is not None:
@@ -138,7 +136,7 @@ class Recovery:
             run_id = await self._runs.create_run(trigger, self._clock.wall())
             if delay > 0:
                 log.info("recovery_delayed", run_id=run_id, trigger=trigger, delay_s=round(delay, 2))
-            self._launch(run_id, trigger, "waiting", delay=delay)
+            self._launch(run_id, trigger, RunState.WAITING, delay=delay)
             return run_id, False
 
     async def cancel(self, run_id: int) -> bool:
@@ -157,16 +155,17 @@ class Recovery:
         return await self._runs.cursor()
 
     async def run(self, run_id: int) -> dict[str, Any]:
-        row = await self._runs.run(run_id)
-        if row is None:
+        """One run as the API answers it, with its conflicts and refused orders."""
+        run = await self._runs.run(run_id)
+        if run is None:
             raise NotFoundError(f"recovery run {run_id} does not exist")
-        return run_json(row) | {
+        return run.public() | {
             key: [
                 {
-                    "order_id": i["order_id"],
-                    "number": i["number"] if isinstance(i["number"], str) else None,
-                    "reason": i["detail"],
-                    "payload": json.loads(i["payload"]) if i["payload"] else None,  # the backend's, as sent
+                    "order_id": i.order_id,
+                    "number": i.number,
+                    "reason": i.detail,
+                    "payload": json.loads(i.payload) if i.payload else None,  # the backend's, as sent
                 }
                 for i in await self._runs.items(run_id, cls)
             ]
@@ -174,16 +173,21 @@ class Recovery:
         }
 
     async def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        return [run_json(r) for r in await self._runs.runs(limit)]
+        """The last runs, newest first, as the API answers them."""
+        return [r.public() for r in await self._runs.runs(limit)]
+
+    async def last_run_id(self) -> int | None:
+        run = await self._runs.last_run()
+        return run.id if run is not None else None
 
     # --- the run ----------------------------------------------------------------------------
 
-    def _launch(self, run_id: int, trigger: str, state: str, *, delay: float) -> None:
+    def _launch(self, run_id: int, trigger: RunTrigger, state: RunState, *, delay: float) -> None:
         self._active_id = run_id
         self._cancel = asyncio.Event()
         self._task = asyncio.create_task(self._execute(run_id, trigger, state, delay), name=f"recovery-{run_id}")
 
-    async def _execute(self, run_id: int, trigger: str, state: str, delay: float) -> None:
+    async def _execute(self, run_id: int, trigger: RunTrigger, state: RunState, delay: float) -> None:
         phase = state
         structlog.contextvars.bind_contextvars(recovery_run=run_id)
         try:
@@ -192,30 +196,29 @@ class Recovery:
                     await asyncio.wait_for(self._cancel.wait(), timeout=delay)
             self._checkpoint()
             started = self._clock.mono()  # durations on the monotonic clock: NTP may step the wall clock meanwhile
-            if state == "waiting":
+            if state == RunState.WAITING:
                 await self._runs.mark_started(run_id, self._clock.wall())
-            log.info("recovery_started", trigger=trigger, resumed=state != "waiting")
+            log.info("recovery_started", trigger=trigger, resumed=state != RunState.WAITING)
             self._bus.publish(RecoveryStarted(run_id=run_id, trigger=trigger))
-            if phase in ("waiting", "validation"):
-                phase = "validation"
+            if phase in (RunState.WAITING, RunState.VALIDATION):
+                phase = RunState.VALIDATION
                 await self._validate(run_id)
-            if phase in ("validation", "processing"):
-                phase = "processing"
+            if phase in (RunState.VALIDATION, RunState.PROCESSING):
+                phase = RunState.PROCESSING
                 await self._process(run_id)
             self._checkpoint()
-            phase = "completion"
+            phase = RunState.COMPLETION
             await self._complete(run_id, started)
         except asyncio.CancelledError:
             log.info("recovery_interrupted", phase=phase, note="resumes at next start")
             raise
         except _CancelRequested:
-            await self._runs.finish(run_id, RunState.CANCELLED, f"{phase}: cancelled by request", self._clock.wall())
+            await self._runs.cancel(run_id, phase, self._clock.wall())
             log.warning("recovery_cancelled", phase=phase)
         except Exception as err:  # any failure ends the run; the cursor did not move, the next run sees it all again
             error = str(err) or type(err).__name__
-            await self._runs.finish(run_id, RunState.FAILED, f"{phase}: {error}", self._clock.wall())
+            await self._runs.fail(run_id, phase, error, self._clock.wall())  # RecoveryFailed, once committed
             log.error("recovery_failed", phase=phase, error=error)
-            self._bus.publish(RecoveryFailed(run_id=run_id, phase=phase, error=error))
         finally:
             self._prepared.clear()
             structlog.contextvars.unbind_contextvars("recovery_run")
@@ -275,7 +278,7 @@ class Recovery:
         for n, payload in enumerate(orders):
             raw_id = payload.get("id") if isinstance(payload, dict) else None
             try:
-                new = self._intake.router.prepare(payload, "recovery")
+                new = self._intake.router.prepare(payload, OrderSource.RECOVERY)
             except InvalidOrderError as err:
                 order_id = raw_id if isinstance(raw_id, str) else f"(page {page} item {n})"
                 log.error("recovery_invalid_order", order_id=order_id, field=err.field, reason=err.reason)
@@ -319,30 +322,34 @@ class Recovery:
         # The conflict rule: the order already here wins and is never reprinted; the backend's version is only reported.
         # Conflicts and refused orders are never only a log line: each is reported (alert, counter, the run's lists).
         for cls in (ItemClass.CONFLICT, ItemClass.INVALID):
-            for row in await self._runs.items(run_id, cls):
-                self._report(run_id, cls, row["order_id"], row["number"], row["detail"] or "")
+            for item in await self._runs.items(run_id, cls):
+                self._report(run_id, cls, item.order_id, item.number, item.detail or "")
         router, batches = self._intake.router, 0
-        while rows := await self._runs.next_missing(run_id, self._settings.batch_size):
+        while items := await self._runs.next_missing(run_id, self._settings.batch_size):
             self._checkpoint()
-            batch, invalid = [], []
-            for row in rows:
+            batch: list[NewOrder] = []
+            invalid: list[tuple[str, str | None]] = []
+            for item in items:
                 try:
-                    prepared = self._prepared.pop(row["order_id"], None)
-                    batch.append(prepared or router.prepare(json.loads(row["payload"]), "recovery"))
+                    prepared = self._prepared.pop(item.order_id, None)
+                    assert item.payload is not None  # validation keeps the JSON of every missing order
+                    batch.append(prepared or router.prepare(json.loads(item.payload), OrderSource.RECOVERY))
                 except InvalidOrderError as err:  # routing changed since validation (e.g. a printer removed)
-                    invalid.append((row["order_id"], f"{err.field}: {err.reason}"))
-                    self._report(run_id, ItemClass.INVALID, row["order_id"], row["number"], invalid[-1][1])
+                    reason = f"{err.field}: {err.reason}"
+                    invalid.append((item.order_id, reason))
+                    self._report(run_id, ItemClass.INVALID, item.order_id, item.number, reason)
             if invalid:
                 await self._runs.reclassify(run_id, ItemClass.INVALID, invalid)
             if batch:
                 results = await self._orders.insert_many(batch)
-                conflicts = []
+                conflicts: list[tuple[str, str | None]] = []
                 for result, new in zip(results, batch, strict=True):
-                    if result.outcome == "stored":
+                    if result.outcome == InsertOutcome.STORED:
                         self._intake.publish(result, new)  # OrderStored wakes the spools
-                    elif result.outcome == "conflict":  # pushed meanwhile with other content: the pushed one stays
-                        conflicts.append((result.order_id, "stored meanwhile (pushed) with other content"))
-                        self._report(run_id, ItemClass.CONFLICT, result.order_id, new.order.number, conflicts[-1][1])
+                    elif result.outcome == InsertOutcome.CONFLICT:  # pushed meanwhile with other content: it stays
+                        reason = "stored meanwhile (pushed) with other content"
+                        conflicts.append((result.order_id, reason))
+                        self._report(run_id, ItemClass.CONFLICT, result.order_id, new.order.number, reason)
                 if conflicts:
                     await self._runs.reclassify(run_id, ItemClass.CONFLICT, conflicts)
             batches += 1
@@ -350,12 +357,13 @@ class Recovery:
             # never hold back storing, and so printing, the next batch.
         log.info("recovery_processed", batches=batches)
 
-    def _report(self, run_id: int, cls: ItemClass, order_id: str, number: Any, reason: str) -> None:
-        number = number if isinstance(number, str) else None
+    def _report(self, run_id: int, cls: ItemClass, order_id: str, number: str | None, reason: str) -> None:
         if cls == ItemClass.CONFLICT:
             log.warning("recovery_conflict", order_id=order_id, reason=reason, rule="local order kept, not reprinted")
             self._bus.publish(
-                OrderConflicted(order_id=order_id, source="recovery", number=number or "", reason=reason, run_id=run_id)
+                OrderConflicted(
+                    order_id=order_id, source=OrderSource.RECOVERY, number=number or "", reason=reason, run_id=run_id
+                )
             )
         else:
             self._bus.publish(RecoveryOrderInvalid(run_id=run_id, order_id=order_id, number=number, reason=reason))
@@ -369,15 +377,14 @@ class Recovery:
         if not_stored := await self._runs.not_stored(run_id):
             raise RecoveryIncompleteError(f"{not_stored} orders seen in validation are not stored locally")
         counts = await self._runs.counts(run_id)
-        await self._runs.complete(run_id, counts, self._clock.wall())
         duration = self._clock.mono() - started  # of this process's part of the run, if it was resumed
+        await self._runs.complete(run_id, counts, self._clock.wall(), duration_s=duration)  # RecoveryCompleted
         log.info(
             "recovery_completed",
             counts=counts,
             duration_s=round(duration, 3),
             outbox_pending=await self._outbox.pending(),
         )
-        self._bus.publish(RecoveryCompleted(run_id=run_id, counts=counts, duration_s=duration))
 
     def _checkpoint(self) -> None:
         if self._cancel.is_set():

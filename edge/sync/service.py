@@ -11,6 +11,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.events import EventBus
 from edge.orders.intake import OrderIntake
+from edge.states import RunTrigger
 from edge.store import Database, OrderStore
 from edge.sync.client import CentralClient
 from edge.sync.monitor import LinkMonitor
@@ -84,10 +85,10 @@ class SyncService:
 
     async def _scheduled(self) -> None:
         if self.monitor.up:  # while down, the line coming back triggers a run anyway
-            await self.recovery.trigger("schedule")
+            await self.recovery.trigger(RunTrigger.SCHEDULE)
 
     async def status(self) -> dict[str, Any]:
-        last = await self.recovery.runs(limit=1)
+        last = await self.recovery.last_run_id()
         return {
             "enabled": True,
             "central": self.settings.url,
@@ -95,6 +96,6 @@ class SyncService:
             "cursor": await self.recovery.cursor(),
             "active_run": self.recovery.active_run,
             # With its conflicts and refused orders (order id, number, reason): what a technician must see.
-            "last_run": await self.recovery.run(last[0]["id"]) if last else None,
+            "last_run": await self.recovery.run(last) if last is not None else None,
             "outbox_pending": await self.outbox.pending(),
         }

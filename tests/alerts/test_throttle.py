@@ -453,7 +453,7 @@ async def test_fault_over_before_silence_ends_is_never_mailed(
     clock.advance(3600)
     assert await run(alerter) == 0
     assert sink.messages == []
-    assert [r["detail"] for r in await AlertStore(db).recent()] == ["silenced", "silenced"]
+    assert [r.detail for r in await AlertStore(db).recent()] == ["silenced", "silenced"]
 
 
 async def test_idle_printer_off_after_closing_waits_until_a_ticket_needs_it(

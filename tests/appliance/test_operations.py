@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from edge.api.client import call_agent
 from edge.app import Agent
-from edge.cli import _api_call
 from edge.config import Settings
 from edge.events import StorageProblem, StorageRecovered
 from edge.ops import AgentRunningError, backup_database, purge_history, purge_printed_orders, restore_database
@@ -109,7 +109,7 @@ async def test_doctor_checks_each_part(
 ) -> None:
     """The doctor finds the database sound, the agent ready, the kitchen printer out of paper (fail) and the front one online."""
     printers["kitchen"].paper_out = True
-    checks = {c.name: c for c in await doctor(make_settings(api={"port": agent.port}), _api_call)}
+    checks = {c.name: c for c in await doctor(make_settings(api={"port": agent.port}), call_agent)}
     assert checks["database integrity"].level == "ok"
     assert checks["database schema"].level == "ok"
     assert checks["disk space"].level == "ok"
@@ -145,7 +145,7 @@ async def test_status_screen_shows_printers_queue_and_dead_jobs(
     printers["kitchen"].set_offline(True)
     await push(agent, 1)
     for _ in range(100):
-        status, data = await _api_call(make_settings(api={"port": agent.port}), "GET", "/api/v1/status")
+        status, data = await call_agent(make_settings(api={"port": agent.port}), "GET", "/api/v1/status")
         if data["printers"][0]["state"] == "offline":
             break
         await asyncio.sleep(0.05)
@@ -168,13 +168,13 @@ async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
             "agent": {"language": "en"},
         }
         down = make_settings(api={"port": 9}, **mail)  # nothing listens on the discard port
-        assert (await health(down, _api_call, alert=True))[0] is False
+        assert (await health(down, call_agent, alert=True))[0] is False
         assert sink.messages == []  # one miss may be a restart
-        await health(down, _api_call, alert=True)
-        await health(down, _api_call, alert=True)
+        await health(down, call_agent, alert=True)
+        await health(down, call_agent, alert=True)
         assert len(await sink.wait_for(1)) == 1
         assert "ALERT: edge agent is not running" in sink.messages[0]["Subject"]
-        healthy, _ = await health(make_settings(api={"port": agent.port}, **mail), _api_call, alert=True)
+        healthy, _ = await health(make_settings(api={"port": agent.port}, **mail), call_agent, alert=True)
         assert healthy
         assert "RESOLVED" in (await sink.wait_for(2))[1]["Subject"]
     finally:

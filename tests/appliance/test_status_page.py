@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import shutil
 import sqlite3
@@ -20,6 +19,8 @@ from edge.config import Settings
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
+from edge.states import RunState, RunTrigger
+from edge.store.rows import RecoveryRun
 from tests.conftest import TOKEN
 from tests.polling import until
 
@@ -429,5 +430,17 @@ async def test_release_discard_and_release_all_clicks_in_headless_chromium(
 )
 def test_recovery_in_words(state: str, counts: dict, errors: list[str], conflicts: list[str], words: str) -> None:
     """The last recovery run as a sentence: how many recovered, which orders conflicted, why it failed."""
-    run = {"state": state, "counts": json.dumps(counts), "errors": json.dumps(errors)}
+    run = RecoveryRun(
+        id=1,
+        trigger=RunTrigger.MANUAL,
+        state=RunState(state),
+        since_cursor="",
+        next_cursor=None,
+        created_at=0.0,
+        started_at=None,
+        finished_at=None,
+        phases=(),
+        counts=counts,
+        errors=tuple(errors),
+    )
     assert recovery_words(run, conflicts) == words

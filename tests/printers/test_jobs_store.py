@@ -100,7 +100,7 @@ async def test_claim_fails_once_a_job_moved_and_hold_release_discard(tmp_path: P
         assert await jobs.hold(2, "front", expected="queued") and not await jobs.hold(2, "front", expected="queued")
         assert await jobs.release_held() == [2]
         row = await jobs.get(2)
-        assert (row["state"], row["redirected_from"], row["released_at"] is not None) == ("queued", "kitchen", True)
+        assert (row.state, row.redirected_from, row.released_at is not None) == ("queued", "kitchen", True)
         with pytest.raises(
             WrongStateError, match="print job 3 is printed, only held, failed or dead jobs can be discarded"
         ):

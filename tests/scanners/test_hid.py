@@ -94,7 +94,7 @@ async def test_wedge_scan_marks_the_order_ready(make_settings: Callable[..., Set
             name="wedge", type="hid", port="/dev/input/by-id/usb-scanner-event-kbd", station="kitchen"
         )
         assert agent.db is not None
-        recorder = ScanRecorder(ScanStore(agent.db), agent.bus)
+        recorder = ScanRecorder(ScanStore(agent.db, bus=agent.bus))
         scanner = Scanner(settings, recorder.record, agent.bus, open_port=lambda _: port)
         scanner.start()
         await seen.connected("wedge")

@@ -13,6 +13,7 @@ from edge.errors import StoreError
 from edge.orders.intake import Router
 from edge.sim.orders import make_order
 from edge.store import Database, OrderStore
+from edge.store.rows import OrderProgress, StationProgress
 from edge.store.scans import ScanRequest, ScanStore
 
 
@@ -81,21 +82,20 @@ async def test_hand_out_waits_out_a_double_read(db: Database) -> None:
 async def test_progress_shows_state_and_stations(db: Database) -> None:
     """An order's progress goes open → ready → handed_out, with each ticket station's done time."""
     store = ScanStore(db)
-    assert await store.progress("ord_000001") == {
-        "state": "open",
-        "ready_at": None,
-        "handed_out_at": None,
-        "stations": [
-            {"station": "bar", "done": False, "done_at": None},
-            {"station": "kitchen", "done": False, "done_at": None},
-        ],
-    }
+    progress = await store.progress("ord_000001")
+    assert progress == OrderProgress(
+        state="open",
+        ready_at=None,
+        handed_out_at=None,
+        stations=(StationProgress(station="bar", done_at=None), StationProgress(station="kitchen", done_at=None)),
+    )
+    assert not any(s.done for s in progress.stations)
     await store.record(ticket(1, "bar"))
     await store.record(ticket(1, "kitchen"))
     progress = await store.progress("ord_000001")
-    assert progress["state"] == "ready" and all(s["done"] for s in progress["stations"])
+    assert progress.state == "ready" and all(s.done for s in progress.stations)
     await store.record(ticket(1, "bar", hand_out=True))
-    assert (await store.progress("ord_000001"))["state"] == "handed_out"
+    assert (await store.progress("ord_000001")).state == "handed_out"
     assert await store.counts() == {
         "ticket_done": 1,
         "order_ready": 1,

@@ -51,7 +51,7 @@ async def test_duplicate_and_conflict_in_one_group(tmp_path: Path) -> None:
     assert dup.job_ids == first.job_ids
     assert len(await JobStore(db).for_order("ord_1")) == 2
     stored = await store.get("ord_1")
-    assert stored["number"] == EXAMPLE["number"]
+    assert stored is not None and stored.number == EXAMPLE["number"]
     await db.close()
 
 

@@ -18,9 +18,9 @@ from edge.events import EventBus, JobPrinted, RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import example_order
 from edge.store import Database
-from edge.store.orders import add_outbox, outbox_row
+from edge.store.outbox import REJECTED_KEY, add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
-from edge.sync.outbox import REJECTED_KEY, OutboxSender
+from edge.sync.outbox import OutboxSender
 from tests.conftest import TOKEN
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE, Agents, query
 

@@ -1,0 +1,52 @@
+"""What the API's routes work with: the agent's parts, handed over once by the composition root."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from edge.alerts import Alerter
+from edge.api.auth import Authenticator
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.config import Settings
+from edge.metrics import Metrics
+from edge.orders.intake import OrderIntake
+from edge.printing.render import Renderer
+from edge.printing.spooler import Spooler
+from edge.scanners import Scanner
+from edge.store import Database, JobStore, OrderStore
+from edge.store.rows import PrintableJob
+from edge.sync import SyncService
+
+
+@dataclasses.dataclass
+class ApiDeps:
+    settings: Settings
+    db: Database
+    intake: OrderIntake
+    orders: OrderStore
+    jobs: JobStore
+    spoolers: dict[str, Spooler]
+    wake_printer: Callable[[str], None]
+    accepting: bool = True  # False while shutting down: writes answer 503
+    auth: Authenticator | None = None  # set by make_api; auth.rejected counts refused requests by reason
+    metrics: Metrics | None = None
+    render_job: Callable[[PrintableJob], bytes] | None = None  # job -> ESC/POS bytes, for the status page preview
+    renderer: Renderer | None = None  # for test pages (edge/api/printing.py)
+    started_at: float = dataclasses.field(default_factory=time.time)
+    scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
+    sync: SyncService | None = None  # None when no central API is configured
+    clock: Clock = SYSTEM_CLOCK
+    alerter: Alerter | None = None  # None when no SMTP server is configured
+
+
+DEPS = web.AppKey("deps", ApiDeps)
+
+
+def require_accepting(deps: ApiDeps) -> None:
+    """Writes answer 503 while the agent shuts down: the sender retries, against this agent's successor."""
+    if not deps.accepting:
+        raise web.HTTPServiceUnavailable(text="the agent is shutting down; retry later", headers={"Retry-After": "5"})

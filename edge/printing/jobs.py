@@ -1,0 +1,58 @@
+"""A stored print job to the bytes its printer gets: the spools, the status preview and `edge preview` share it."""
+
+from __future__ import annotations
+
+import json
+from zoneinfo import ZoneInfo
+
+from edge.config import PrinterSettings, Settings
+from edge.orders.model import parse_order
+from edge.printing.render import Renderer, print_options
+from edge.states import JobKind
+from edge.store.rows import PrintableJob
+
+# A job of a printer that left the config (history, or held with no route) renders at the default width.
+_UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
+
+
+def make_renderer(settings: Settings) -> Renderer:
+    """The renderer with the operator's templates and the store's time zone."""
+    zone = settings.agent.timezone
+    return Renderer(template_dir=settings.printing.template_dir, tz=ZoneInfo(zone) if zone else None)
+
+
+class JobRenderer:
+    """Renders jobs as the agent prints them: the job's printer's width and options, the store's language."""
+
+    def __init__(self, settings: Settings, renderer: Renderer | None = None) -> None:
+        self._settings = settings
+        self._renderer = renderer or make_renderer(settings)
+
+    def render(self, job: PrintableJob) -> bytes:
+        """Blocking CPU work (tens of ms for a long ticket): the agent calls it in a thread."""
+        settings = self._settings
+        order = parse_order(json.loads(job.payload))
+        printer = settings.printers.get(job.printer) or _UNCONFIGURED
+        options = print_options(printer)
+        if job.kind == JobKind.TICKET:
+            if job.station is None:  # only a row written by hand can lack it
+                raise ValueError(f"ticket job {job.id} names no station")
+            return self._renderer.ticket(
+                order,
+                job.station,
+                width=printer.width,
+                language=settings.agent.language,
+                copy=job.copy,
+                redirected_from=job.redirected_from,
+                released=job.released_at is not None,
+                options=options,
+            )
+        return self._renderer.receipt(
+            order,
+            width=printer.width,
+            language=settings.agent.language,
+            copy=job.copy,
+            options=options,
+            store_name=settings.agent.store_name or settings.agent.store_id,
+            footer=settings.receipts.footer,
+        )

@@ -1,0 +1,86 @@
+"""Status events for central (table outbox): written in the same transaction as the change, delivered in id order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from edge.states import StatusEvent
+from edge.store.db import Database
+from edge.store.rows import OutboxBacklog, OutboxItem
+
+# Payload key a rejected row gets (with delivered_at set): {"status", "reason", "at"}. Rejected rows are never sent.
+REJECTED_KEY = "_rejected"
+
+
+def outbox_row(order_id: str, event: StatusEvent, key_suffix: str, now: float, **fields: Any) -> tuple[Any, ...]:
+    payload = {"order_id": order_id, "event": event, "at": now, **fields}
+    return (order_id, event, f"{order_id}:{event}:{key_suffix}", json.dumps(payload, sort_keys=True), now)
+
+
+async def add_outbox(conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Inside the transaction of the change the rows report. INSERT OR IGNORE: an event recorded again after a crash
+    keeps its first row and key."""
+    await conn.executemany(
+        "INSERT OR IGNORE INTO outbox(order_id, event, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+class OutboxStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def pending(self) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+        return int(row[0]) if row else 0
+
+    async def backlog(self) -> OutboxBacklog:
+        row = await self._db.fetchone("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL")
+        return OutboxBacklog(pending=row[0] if row else 0, oldest_at=row[1] if row else None)
+
+    async def oldest(self, limit: int, *, up_to: int | None = None) -> list[OutboxItem]:
+        """The oldest pending events (with ids up to ``up_to``), in the order they happened."""
+        rows = await self._db.fetchall(
+            "SELECT id, idempotency_key, payload FROM outbox"
+            " WHERE delivered_at IS NULL AND (?1 IS NULL OR id <= ?1) ORDER BY id LIMIT ?2",
+            (up_to, limit),
+        )
+        return [OutboxItem.from_row(r) for r in rows]
+
+    async def last_pending_id(self) -> int | None:
+        row = await self._db.fetchone("SELECT MAX(id) FROM outbox WHERE delivered_at IS NULL")
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def count_attempt(self, ids: Sequence[int]) -> None:
+        """A send of these rows failed: they stay pending."""
+        async with self._db.transaction() as conn:
+            await conn.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
+
+    async def delivered(self, ids: Sequence[int], now: float) -> None:
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?", [(now, i) for i in ids]
+            )
+
+    async def reject(self, item: OutboxItem, reason: dict[str, Any], now: float) -> dict[str, Any]:
+        """Central refused this event for good: settled (never sent again) with the refusal kept in its payload,
+        which is returned."""
+        payload = json.loads(item.payload) | {REJECTED_KEY: reason}
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE outbox SET delivered_at = ?, payload = ? WHERE id = ? AND delivered_at IS NULL",
+                (now, json.dumps(payload, sort_keys=True), item.id),
+            )
+        return payload
+
+    async def rejected(self) -> int:
+        """Rows central refused for good (see REJECTED_KEY)."""
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL AND json_extract(payload, ?) IS NOT NULL",
+            (f"$.{REJECTED_KEY}",),
+        )
+        return int(row[0]) if row else 0

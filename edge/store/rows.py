@@ -1,0 +1,286 @@
+"""Rows as they leave the store: one frozen dataclass per table or query shape, built from SQLite rows only here.
+
+The core tables' rows (orders, print jobs, outbox, scans, recovery) live here because several parts read them; the
+alert tables and the webhook answers keep theirs next to their store (edge/store/alerts.py, webhooks.py), since only
+their own part reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from edge.states import (
+    HoldReason,
+    ItemClass,
+    JobKind,
+    JobState,
+    OrderSource,
+    PickupState,
+    RunState,
+    RunTrigger,
+    ScanOutcome,
+)
+
+Row = sqlite3.Row  # what aiosqlite hands back too
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoredOrder:
+    """One order as stored (table orders)."""
+
+    id: str  # central's id: the idempotency key
+    number: str  # as the kitchen and the customer know it; repeats daily
+    content_hash: str  # sha256 of the canonical JSON: the same id with another hash is a conflict
+    payload: str  # the canonical JSON as received
+    channel: str
+    priority: int
+    created_at: str  # central's time, ISO 8601: the order's own age counts from it
+    due_at: str | None
+    received_at: float  # our wall clock when stored, unix seconds
+    source: OrderSource
+
+    @classmethod
+    def from_row(cls, row: Row) -> StoredOrder:
+        return cls(**_pick(cls, row) | {"source": OrderSource(row["source"])})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Job:
+    """One print job (table print_jobs) with its order's number."""
+
+    id: int
+    order_id: str
+    kind: JobKind
+    station: str | None  # a ticket's station; None for receipts
+    printer: str
+    state: JobState
+    priority: int
+    copy: bool  # print with the KOPIE / COPY mark
+    attempts: int  # failed attempts since the last person's retry
+    last_error: str | None
+    next_attempt_at: float  # wall time a failed job is due again
+    created_at: float  # wall time it was queued (with its order, or as a copy)
+    printed_at: float | None
+    idempotency_key: str  # order:kind:station:sequence
+    redirected_from: str | None  # the printer a failover or a renamed printer moved it away from
+    held_at: float | None
+    released_at: float | None  # a person released (or retried) it: it prints however old it is
+    held_reason: HoldReason | None  # while held
+    order_number: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> Job:
+        return cls(**_pick(cls, row) | _job_states(row))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrintableJob(Job):
+    """A job with what printing it needs from its order: the JSON to render and the times its age counts from."""
+
+    payload: str  # the order's canonical JSON
+    order_received_at: float  # when we stored the order (our wall clock)
+    order_created_at: str  # central's created_at, ISO 8601
+
+    @classmethod
+    def from_row(cls, row: Row) -> PrintableJob:
+        return cls(**_pick(cls, row) | _job_states(row))
+
+
+def _job_states(row: Row) -> dict[str, Any]:
+    reason = row["held_reason"]
+    return {
+        "kind": JobKind(row["kind"]),
+        "state": JobState(row["state"]),
+        "copy": bool(row["copy"]),
+        "held_reason": HoldReason(reason) if reason else None,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureRecorded:
+    """What counting a failed attempt did: the job's new state (failed, or dead when out of attempts)."""
+
+    state: JobState
+    attempts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Rerouted:
+    """A job whose printer is no longer configured: moved to ``to_printer``, or held (``to_printer`` None)."""
+
+    job_id: int
+    order_id: str
+    kind: JobKind
+    station: str | None
+    from_printer: str
+    to_printer: str | None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutboxItem:
+    """A status event waiting for central (table outbox)."""
+
+    id: int  # its place in line: events of one order go out in the order they happened
+    idempotency_key: str  # order:event:suffix, the same on every attempt
+    payload: str  # JSON as central receives it (without the key)
+
+    @classmethod
+    def from_row(cls, row: Row) -> OutboxItem:
+        return cls(**_pick(cls, row))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutboxBacklog:
+    """Status events not yet delivered to central."""
+
+    pending: int
+    oldest_at: float | None  # unix seconds of the oldest one; None when nothing waits
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Scan:
+    """One code read by a scanner and what it did (table scans)."""
+
+    id: int
+    scanned_at: float  # our wall clock, unix seconds
+    scanner: str  # the configured scanner's name
+    code: str  # the text as read
+    order_id: str | None  # None when the code named no order we know
+    station: str | None
+    outcome: ScanOutcome
+    detail: str  # what it did or why not, for a person
+
+    @classmethod
+    def from_row(cls, row: Row) -> Scan:
+        return cls(**_pick(cls, row) | {"outcome": ScanOutcome(row["outcome"])})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StationProgress:
+    station: str
+    done_at: float | None  # when its ticket was scanned done; None while open
+
+    @property
+    def done(self) -> bool:
+        return self.done_at is not None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OrderProgress:
+    """An order's pickup state and which station tickets are done (tables order_pickup, station_done)."""
+
+    state: PickupState
+    ready_at: float | None
+    handed_out_at: float | None
+    stations: tuple[StationProgress, ...]  # every station it has a ticket for, by name
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunPhase:
+    phase: RunState
+    started_at: float
+    finished_at: float | None  # None while the run is in it
+
+    def public(self) -> dict[str, Any]:
+        return {"phase": self.phase, "started_at": self.started_at, "finished_at": self.finished_at}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecoveryRun:
+    """One recovery run (table recovery_runs)."""
+
+    id: int
+    trigger: RunTrigger
+    state: RunState
+    since_cursor: str  # the confirmed cursor the run started from
+    next_cursor: str | None  # where validation ended; confirmed only when the run completes
+    created_at: float
+    started_at: float | None  # after its start delay
+    finished_at: float | None
+    phases: tuple[RunPhase, ...]
+    counts: Mapping[str, int]  # by item class, and "stored"; in the order they were written
+    errors: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Row) -> RecoveryRun:
+        return cls(
+            **_pick(cls, row)
+            | {
+                "trigger": RunTrigger(row["trigger"]),
+                "state": RunState(row["state"]),
+                "phases": tuple(
+                    RunPhase(phase=RunState(p["phase"]), started_at=p["started_at"], finished_at=p["finished_at"])
+                    for p in json.loads(row["phases"])
+                ),
+                "counts": json.loads(row["counts"]),
+                "errors": tuple(json.loads(row["errors"])),
+            }
+        )
+
+    @property
+    def duration_s(self) -> float | None:
+        """Started to finished, in the run's records (wall time); None while running."""
+        if not self.finished_at or not self.started_at:
+            return None
+        return round(self.finished_at - self.started_at, 3)
+
+    def public(self) -> dict[str, Any]:
+        """As the API answers it."""
+        return {
+            "id": self.id,
+            "trigger": self.trigger,
+            "state": self.state,
+            "since_cursor": self.since_cursor,
+            "next_cursor": self.next_cursor,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
+            "phases": [p.public() for p in self.phases],
+            "counts": dict(self.counts),
+            "errors": list(self.errors),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoveryItem:
+    """One order as validation classified it, to be written down."""
+
+    order_id: str
+    cls: ItemClass
+    payload: str | None  # missing: the canonical JSON to store; conflict and invalid: the backend's JSON as sent
+    priority: int = 0
+    due_ts: float | None = None  # unix seconds, for the processing order
+    created_ts: float | None = None
+    detail: str | None = None  # conflict and invalid: why, for a person
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunItem:
+    """One order of a run as read back (table recovery_items)."""
+
+    order_id: str
+    cls: ItemClass
+    payload: str | None
+    number: str | None  # the order number in the payload, if it has one as a string (invalid orders may not)
+    detail: str | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> RunItem:
+        number = row["number"]
+        return cls(
+            order_id=row["order_id"],
+            cls=ItemClass(row["class"]),
+            payload=row["payload"],
+            number=number if isinstance(number, str) else None,
+            detail=row["detail"],
+        )
+
+
+def _pick(cls: type[Any], row: Row) -> dict[str, Any]:
+    """The row's value for each field of ``cls`` (named like its column)."""
+    return {field.name: row[field.name] for field in dataclasses.fields(cls)}

@@ -1,0 +1,172 @@
+"""One lifecycle: every part that started is stopped in reverse, whatever one of them does; a second signal is final."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog.testing
+
+from edge.api.server import ApiServer
+from edge.app import Agent
+from edge.config import Settings
+from edge.ops import DataDirLock, Housekeeping
+from edge.printing.failover import Failover
+from edge.printing.spooler import Spooler
+from edge.sim.orders import example_order
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess, free_port
+from tests.conftest import TOKEN
+
+
+def _closed(data_dir: Path) -> None:
+    """From outside: the lock is free (another process could take the data directory) and SQLite's files are closed
+    (the last connection to close removes the WAL and its index)."""
+    DataDirLock.acquire(data_dir).release()
+    assert not (data_dir / "edge.db-wal").exists() and not (data_dir / "edge.db-shm").exists()
+
+
+@pytest.mark.parametrize(
+    ("part", "method"),
+    [(ApiServer, "stop"), (Failover, "stop"), (Spooler, "stop"), (Housekeeping, "stop")],
+    ids=["api", "failover", "spooler", "housekeeping"],
+)
+async def test_a_part_whose_stop_fails_is_logged_and_the_rest_still_stop(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    part: type,
+    method: str,
+) -> None:
+    """One part's stop raises: the failure is logged with the part's name, every other part still stops, the database
+    is closed and the data directory's lock released."""
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"{part.__name__} will not stop")
+
+    monkeypatch.setattr(part, method, broken)
+    settings = make_settings()
+    agent = await make_agent(settings)
+    with structlog.testing.capture_logs() as logs:
+        await agent.stop()
+    failed = [e for e in logs if e["event"] == "agent_part_stop_failed"]
+    assert [e["error"] for e in failed] == [f"RuntimeError: {part.__name__} will not stop"]
+    assert [e["event"] for e in logs][-1] == "agent_stopped"
+    _closed(settings.agent.data_dir)
+
+
+async def test_a_start_that_fails_leaves_nothing_open(make_settings: Callable[..., Settings]) -> None:
+    """The API's port is taken: start fails with the reason, and what had started (spools, database, the lock) is
+    stopped again before the error reaches the caller."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = make_settings(api={"port": taken.getsockname()[1]})
+        agent = Agent(settings)
+        with pytest.raises(OSError):
+            await agent.start()
+    _closed(settings.agent.data_dir)
+
+
+def _config(path: Path, data_dir: Path, port: int, kitchen: int, front: int) -> Path:
+    """The kitchen printer answers its after-job status only once it has read the whole ticket (slowly), and the
+    agent waits up to 30 s for that answer: the job stays in flight for as long as the printer takes."""
+    path.write_text(
+        f"""
+[agent]
+store_id = "sim-store"
+data_dir = "{data_dir}"
+log_format = "json"
+log_level = "info"
+
+[api]
+port = {port}
+token = "{TOKEN}"
+
+[stations]
+kitchen = "kitchen"
+bar = "kitchen"
+
+[receipts]
+printer = "front"
+
+[printers.kitchen]
+type = "network"
+host = "127.0.0.1"
+port = {kitchen}
+status_timeout = 30
+
+[printers.front]
+type = "network"
+host = "127.0.0.1"
+port = {front}
+status_timeout = 0.5
+""",
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _jobs(db: Path) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # closed now: an open reader would keep SQLite's WAL file
+        return conn.execute("SELECT state, copy FROM print_jobs ORDER BY id").fetchall()
+
+
+async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
+    """SIGTERM while a ticket is going out on a slow printer: the agent waits for it (the grace period). A second
+    SIGTERM ends the wait: the agent exits at once, the job stays 'printing', and the next start prints it again
+    marked KOPIE / COPY."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    kitchen.bytes_per_s = 40  # the ticket takes about ten seconds
+    port = free_port()
+    data_dir = tmp_path / "data"
+    config = _config(tmp_path / "edge.toml", data_dir, port, kitchen.port, front.port)
+    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    try:
+        await agent.start()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+            order = example_order() | {"print_receipt": False}
+            async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
+                assert response.status == 201
+        for _ in range(200):
+            if _jobs(data_dir / "edge.db") == [("printing", 0)]:
+                break
+            await asyncio.sleep(0.02)
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        assert agent.proc.returncode is None  # waiting for the ticket, as it should
+        forced = time.monotonic()
+        agent.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(agent.proc.wait(), timeout=8) == 0
+        assert time.monotonic() - forced < 4
+        assert _jobs(data_dir / "edge.db") == [("printing", 0)]
+        _closed(data_dir)
+
+        kitchen.bytes_per_s = None  # the printer now takes what it still had of the first try, then the copy
+        await agent.start()
+        for _ in range(250):
+            if any(b"KOPIE / COPY" in paper for paper in kitchen.printed):
+                break
+            await asyncio.sleep(0.02)
+        assert sum(b"KOPIE / COPY" in paper for paper in kitchen.printed) == 1
+        assert await agent.terminate(timeout=10) == 0
+        assert _jobs(data_dir / "edge.db") == [("printed", 1)]
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()
+    events = [line for line in (tmp_path / "agent.log").read_text(encoding="utf-8").splitlines() if "agent_" in line]
+    assert any('"agent_stop_forced"' in line for line in events)
