@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,24 +29,23 @@ async def test_fault_to_mail_latency(tmp_path: Path) -> None:
 
 
 async def test_paper_out_and_back_mailed_by_running_agent(
-    alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
 ) -> None:
     """The running agent mails 'out of paper' when the kitchen printer runs dry with a ticket waiting, and 'resolved' once paper is back."""
-    agent = Agent(alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0))
     printers["kitchen"].paper_out = True
-    await agent.start()
-    try:
-        assert agent.deps is not None and agent.alerter is not None
-        await agent.deps.intake.accept(make_order(1, print_receipt=False))
-        [mail] = await sink.wait_for(1, timeout=15)
-        assert "Drucker kitchen: Papier leer" in str(mail["Subject"])
-        assert "1 Druckaufträge warten" in mail.get_body(("plain",)).get_content()
-        printers["kitchen"].paper_out = False
-        await printers["kitchen"].wait_for_printed(1, timeout=15)
-        mails = await sink.wait_for(2, timeout=15)
-        assert "BEHOBEN" in str(mails[1]["Subject"]) and "Papier leer" in str(mails[1]["Subject"])
-    finally:
-        await agent.stop()
+    agent = await make_agent(alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0))
+    assert agent.deps is not None and agent.alerter is not None
+    await agent.deps.intake.accept(make_order(1, print_receipt=False))
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "Drucker kitchen: Papier leer" in str(mail["Subject"])
+    assert "1 Druckaufträge warten" in mail.get_body(("plain",)).get_content()
+    printers["kitchen"].paper_out = False
+    await printers["kitchen"].wait_for_printed(1, timeout=15)
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Papier leer" in str(mails[1]["Subject"])
 
 
 async def test_agent_without_smtp_has_no_alerter(agent: Agent) -> None:

@@ -18,7 +18,7 @@ from edge.clock import SteppedClock
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 from tests.prove.spec import check_answer
 
 FLOOD = 1100  # half-sent requests kept open at once, as in the report

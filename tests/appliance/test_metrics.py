@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 
 import aiohttp
@@ -13,6 +12,7 @@ from edge.app import Agent
 from edge.config import Settings
 from edge.events import AlertSent, CentralLinkChanged, RecoveryCompleted, ScanRecorded
 from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, db_execute, db_rows
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -118,9 +118,8 @@ async def test_ready_goes_not_ready_when_the_database_is_read_only(agent: Agent,
 async def test_ready_names_an_old_schema(agent: Agent, api: aiohttp.ClientSession) -> None:
     """A database behind the agent's migrations (user_version lowered) makes /ready say migrations_current is not ok."""
     assert agent.db is not None
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        latest = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.execute(f"PRAGMA user_version = {latest - 1}")
+    [(latest,)] = await db_rows(agent, "PRAGMA user_version")
+    await db_execute(agent, f"PRAGMA user_version = {latest - 1}")
     async with api.get("/ready") as response:
         body = await response.json()
         assert response.status == 503
@@ -132,7 +131,7 @@ async def test_ready_names_an_old_schema(agent: Agent, api: aiohttp.ClientSessio
 
 async def test_refused_api_requests_are_counted_by_reason(agent: Agent) -> None:
     """Requests the auth middleware refuses show in /metrics, by reason, so a fleet view sees probing or a wrong token."""
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as plain:
+    async with api_client(agent, token=None) as plain:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer wrong"}):
             async with plain.get("/api/v1/printers", headers=headers) as response:
                 assert response.status == 401

@@ -9,11 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from edge.app import Agent
@@ -25,7 +24,7 @@ from edge.ops.technician import doctor, health, render_status
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.conftest import config_dict
+from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually
 
 
 def toml(raw: dict[str, Any]) -> str:
@@ -44,16 +43,13 @@ def toml(raw: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def order_ids(db_path: Path) -> list[str]:
-    with sqlite3.connect(db_path) as conn:
-        return [row[0] for row in conn.execute("SELECT id FROM orders ORDER BY id")]
+async def order_ids(db_path: Path) -> list[str]:
+    return [row[0] for row in await db_rows(db_path, "SELECT id FROM orders ORDER BY id")]
 
 
 async def push(agent: Agent, count: int, *, prefix: str = "ord") -> list[str]:
     ids = []
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
-    ) as api:
+    async with api_client(agent) as api:
         for n in range(count):
             order = make_order(n)
             order["id"] = f"{prefix}-{n:04d}"
@@ -63,24 +59,21 @@ async def push(agent: Agent, count: int, *, prefix: str = "ord") -> list[str]:
     return ids
 
 
-async def test_backup_restore_round_trip_keeps_every_order(make_settings: Callable[..., Settings]) -> None:
+async def test_backup_restore_round_trip_keeps_every_order(
+    make_settings: Callable[..., Settings], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
     """A backup taken while the agent runs holds every acknowledged order; restoring it after a loss brings all of them back."""
     settings = make_settings(backup={"keep": 2})
-    agent = Agent(settings)
-    await agent.start()
-    try:
-        ids = await push(agent, 25)
-        backup = await backup_database(settings)  # online, under the running agent
-    finally:
-        await agent.stop()
-    with sqlite3.connect(settings.agent.db_path) as conn:
-        conn.execute("DELETE FROM orders")  # the loss
-    assert order_ids(settings.agent.db_path) == []
+    agent = await make_agent(settings)
+    ids = await push(agent, 25)
+    backup = await backup_database(settings)  # online, under the running agent
+    await agent.stop()
+    await db_execute(settings.agent.db_path, "DELETE FROM orders")  # the loss
+    assert await order_ids(settings.agent.db_path) == []
     safety = (await restore_database(settings, backup)).safety
-    assert order_ids(settings.agent.db_path) == sorted(ids)
-    assert safety is not None and order_ids(safety) == []  # what was replaced is kept, just in case
-    agent = Agent(settings)  # and the agent starts on the restored database
-    await agent.start()
+    assert await order_ids(settings.agent.db_path) == sorted(ids)
+    assert safety is not None and await order_ids(safety) == []  # what was replaced is kept, just in case
+    agent = await make_agent(settings)  # and the agent starts on the restored database
     await agent.stop()
     for _ in range(3):
         await backup_database(settings)
@@ -183,12 +176,12 @@ async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
 
 async def all_printed(db_path: Path) -> None:
     """Waits (5 s at most) until every job's printed mark is committed; it lands just after the last byte."""
-    for _ in range(100):
-        with sqlite3.connect(db_path) as conn:
-            if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0] == 0:
-                return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("jobs still not printed after 5 s")
+    await eventually(
+        lambda: db_rows(db_path, "SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'"),
+        lambda rows: rows[0][0] == 0,
+        5,
+        "every job recorded printed",
+    )
 
 
 async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, printers: dict[str, SimPrinter]) -> None:
@@ -198,16 +191,26 @@ async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, prin
     await printers["front"].wait_for_printed(12, timeout=20)
     db_path = agent.settings.agent.db_path
     await all_printed(db_path)
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE orders SET received_at = received_at - 40 * 86400 WHERE id != ?", (ids[0],))
-        conn.execute("UPDATE outbox SET delivered_at = 1 WHERE order_id != ?", (ids[1],))
+
+    def write() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE orders SET received_at = received_at - 40 * 86400 WHERE id != ?", (ids[0],))
+            conn.execute("UPDATE outbox SET delivered_at = 1 WHERE order_id != ?", (ids[1],))
+
+    await asyncio.to_thread(write)
     assert agent.db is not None
     purged = await purge_printed_orders(agent.db, older_than_s=30 * 86400, batch=4)
     assert purged == 10
-    assert order_ids(db_path) == sorted(ids[:2])  # too young, and not yet reported to central
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
-        assert conn.execute("SELECT COUNT(*) FROM outbox WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+    assert await order_ids(db_path) == sorted(ids[:2])  # too young, and not yet reported to central
+
+    def check() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            assert (
+                conn.execute("SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+            )
+            assert conn.execute("SELECT COUNT(*) FROM outbox WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+
+    await asyncio.to_thread(check)
 
 
 async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> None:
@@ -215,31 +218,43 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
     younger rows, unsent mails and unfinished runs stay, so the database stays bounded."""
     old, young = time.time() - 40 * 86400, time.time()
     db_path = agent.settings.agent.db_path
-    with sqlite3.connect(db_path) as conn:
-        for at in (old, young):
-            conn.execute("INSERT INTO scans(scanned_at, scanner, code, outcome) VALUES (?, 's', 'x', 'unknown')", (at,))
-            conn.execute("INSERT INTO alert_log(at, group_key, action) VALUES (?, 'k', 'mailed')", (at,))
-            conn.execute("INSERT INTO alert_silences(matcher, starts_at, ends_at) VALUES ('x', ?, ?)", (at - 60, at))
-            for sent in (at, None):
+
+    def write() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            for at in (old, young):
                 conn.execute(
-                    "INSERT INTO alert_mails(kind, recipients, subject, text_body, html_body, created_at, next_attempt_at, sent_at)"
-                    " VALUES ('test', '[]', 's', 't', 'h', ?, ?, ?)",
-                    (at, at, sent),
+                    "INSERT INTO scans(scanned_at, scanner, code, outcome) VALUES (?, 's', 'x', 'unknown')", (at,)
                 )
-            for finished in (at, None):
+                conn.execute("INSERT INTO alert_log(at, group_key, action) VALUES (?, 'k', 'mailed')", (at,))
                 conn.execute(
-                    "INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', 'completed', ?, ?)",
-                    (at, finished),
+                    "INSERT INTO alert_silences(matcher, starts_at, ends_at) VALUES ('x', ?, ?)", (at - 60, at)
                 )
+                for sent in (at, None):
+                    conn.execute(
+                        "INSERT INTO alert_mails(kind, recipients, subject, text_body, html_body, created_at, next_attempt_at, sent_at)"
+                        " VALUES ('test', '[]', 's', 't', 'h', ?, ?, ?)",
+                        (at, at, sent),
+                    )
+                for finished in (at, None):
+                    conn.execute(
+                        "INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', 'completed', ?, ?)",
+                        (at, finished),
+                    )
+
+    await asyncio.to_thread(write)
     assert agent.db is not None
     removed = await purge_history(agent.db, older_than_s=30 * 86400)
     assert removed == {"scans": 1, "alert_log": 1, "alert_mails": 1, "alert_silences": 1, "recovery_runs": 1}
-    with sqlite3.connect(db_path) as conn:
-        assert [r[0] for r in conn.execute("SELECT scanned_at FROM scans")] == [young]
-        assert (
-            conn.execute("SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL").fetchone()[0] == 2
-        )  # unsent mails never go
-        assert conn.execute("SELECT COUNT(*) FROM recovery_runs").fetchone()[0] == 3
+
+    def check() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            assert [r[0] for r in conn.execute("SELECT scanned_at FROM scans")] == [young]
+            assert (
+                conn.execute("SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL").fetchone()[0] == 2
+            )  # unsent mails never go
+            assert conn.execute("SELECT COUNT(*) FROM recovery_runs").fetchone()[0] == 3
+
+    await asyncio.to_thread(check)
 
 
 async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Agent) -> None:
@@ -253,9 +268,7 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
     pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
     await writer.execute(f"PRAGMA max_page_count = {pages}")
     answers = []
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
-    ) as api:
+    async with api_client(agent) as api:
         for n in range(200):  # the free space left in the last pages runs out within a few orders
             order = make_order(n)
             order["id"] = f"full-{n}"
@@ -282,7 +295,7 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
             assert response.status == 201
         async with api.get("/ready") as response:
             assert response.status == 200
-    assert "after-full" in order_ids(agent.settings.agent.db_path)
+    assert "after-full" in await order_ids(agent.settings.agent.db_path)
 
 
 async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[str, SimPrinter]) -> None:
@@ -295,20 +308,24 @@ async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[
     await printers["front"].wait_for_printed(1)
     db_path = agent.settings.agent.db_path
     await all_printed(db_path)
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE orders SET received_at = received_at - 2 * 86400")
-        conn.execute("UPDATE outbox SET delivered_at = 1")
+
+    def write() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE orders SET received_at = received_at - 2 * 86400")
+            conn.execute("UPDATE outbox SET delivered_at = 1")
+
+    await asyncio.to_thread(write)
     assert agent.db is not None
     housekeeping = Housekeeping(agent.db, RetentionSettings(days=1, every_s=0.2, batch=10))
     housekeeping.start()
     try:
         for _ in range(100):
-            if order_ids(db_path) == []:
+            if await order_ids(db_path) == []:
                 break
             await asyncio.sleep(0.05)
     finally:
         housekeeping.stop()
-    assert ids and order_ids(db_path) == []
+    assert ids and await order_ids(db_path) == []
 
 
 async def test_database_size_stays_bounded_across_purges(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from edge.app import Agent
 from edge.config import Settings
 from edge.ops.measure import measure_startup
 from edge.systemd import Notifier
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 
 UNITS = Path(__file__).parents[2] / "systemd"
 

@@ -25,7 +25,7 @@ import pytest
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, cert, server_tls, sink  # noqa: F401 (fixtures)
 from tests.alerts.test_envfile import systemd_reads
-from tests.conftest import EXAMPLE, fresh
+from tests.helpers import EXAMPLE, fresh
 
 REPO = Path(__file__).parents[2]
 # The box's Python: the agent's user must be able to run it (a pyenv Python under /root is not).

@@ -27,7 +27,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import free_port, write_config
 from edge.store.migrations import latest_version, load_migrations
 from tests.appliance.conftest import SystemUser, program_version
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, api_client
 
 REPO = Path(__file__).parents[2]
 HERE = Path(__file__).parent
@@ -241,9 +241,7 @@ class Box:
 
     async def push(self, prefix: str, count: int) -> list[str]:
         ids = []
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as api:
+        async with api_client(self) as api:
             for n in range(count):
                 order = make_order(n, prefix=prefix, print_receipt=False)
                 async with api.post("/api/v1/orders", json=order) as response:

@@ -12,8 +12,7 @@ from edge.app import Agent
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
-from tests.polling import until
+from tests.helpers import TOKEN, until
 from tests.prove.spec import SPEC, check_answer, documented_routes
 
 

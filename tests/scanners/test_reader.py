@@ -11,7 +11,7 @@ from edge.config import ScannerSettings
 from edge.errors import StoreUnavailableError
 from edge.events import EventBus
 from edge.scanners import Scanner
-from tests.scanners.conftest import WAIT_S, Seen
+from tests.helpers import WAIT_S, Seen
 
 
 class BrokenOncePort:

@@ -139,8 +139,10 @@ async def test_serve_runs_until_cancelled(tmp_path: Path) -> None:
 
 async def test_client_reset_prints_what_arrived(printer: SimPrinter) -> None:
     """A client that resets the connection leaves what it sent printed, like a real printer."""
-    sock = socket.create_connection(printer.address)
-    sock.sendall(b"partial")
+    # A blocking client socket, as another program would use; connected and written from a thread (off the loop the
+    # simulator runs on).
+    sock = await asyncio.to_thread(socket.create_connection, printer.address)
+    await asyncio.to_thread(sock.sendall, b"partial")
     await asyncio.sleep(0.05)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
     sock.close()

@@ -11,7 +11,7 @@ import aiohttp
 from edge.config import Settings
 from edge.events import CentralLinkChanged, RecoveryCompleted
 from edge.sim.central import CentralSim
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 from tests.sync.conftest import CENTRAL_TOKEN, Agents
 
 

@@ -12,8 +12,8 @@ from edge.events import CentralLinkChanged, RecoveryCompleted, RecoveryStarted
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
-from tests.sync.conftest import Agents, query
+from tests.helpers import TOKEN, db_rows
+from tests.sync.conftest import Agents
 
 OUTAGE_ORDERS = 500
 PUSHED_BEFORE_CUT = 50
@@ -47,9 +47,9 @@ async def test_outage_orders_are_stored_printed_and_reported_exactly_once(
     assert completed.counts["present"] == PUSHED_BEFORE_CUT and completed.counts["conflict"] == 0
     assert [e.up for e in events.of(CentralLinkChanged)] == [True, False, True]  # transitions, not samples
 
-    sources = dict(query(db, "SELECT source, COUNT(*) FROM orders GROUP BY source"))
+    sources = dict(await db_rows(db, "SELECT source, COUNT(*) FROM orders GROUP BY source"))
     assert sources == {"push": PUSHED_BEFORE_CUT, "recovery": OUTAGE_ORDERS - PUSHED_BEFORE_CUT}
-    jobs = query(db, "SELECT id, order_id, kind, station FROM print_jobs")
+    jobs = await db_rows(db, "SELECT id, order_id, kind, station FROM print_jobs")
 
     await central.wait_for(lambda: len(central.events_of("printed")) >= len(jobs), timeout=60)
     assert {e["idempotency_key"] for e in central.events_of("printed")} == {f"{o}:printed:{j}" for j, o, _, _ in jobs}
