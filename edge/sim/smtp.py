@@ -45,7 +45,7 @@ class SmtpSink:
         self.rcpt_replies: dict[str, str] = {}  # recipient -> the reply to its RCPT TO, e.g. "550 5.1.1 user unknown"
         # A refusal instead of "250 OK" (or None); may be a coroutine function, so that a test can act while the relay
         # holds the message without blocking the loop both of them run on.
-        self.data_reply: Callable[[EmailMessage], str | None | Awaitable[str | None]] | None = None
+        self.data_reply: Callable[[EmailMessage], str | Awaitable[str | None] | None] | None = None
         self.data_delay_s = 0.0
         self.connections = 0
         self.refused_messages = 0  # bodies answered with data_reply
