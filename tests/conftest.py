@@ -31,6 +31,14 @@ def _wait_blocks(pid: int, options: int) -> bool:
     return not options & os.WNOHANG
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of the long end-to-end tests (marked slow) first: the two workers start on them and fill in with the
+    short ones, instead of one worker starting a minute-long test when the rest is done. (Whole files move together:
+    xdist hands out files, and a module's tests stay in order.)"""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(autouse=True)
 def no_blocking_calls_on_the_loop() -> Iterator[BlockBuster]:
     """Fails the test (BlockingError) when code of the agent or of the tests makes a blocking call on a thread that runs

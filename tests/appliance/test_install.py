@@ -15,6 +15,8 @@ import pytest
 
 from tests.appliance.conftest import program_version
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).parents[2]
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 UNITS = [

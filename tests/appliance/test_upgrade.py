@@ -29,6 +29,8 @@ from edge.store.migrations import latest_version, load_migrations
 from tests.appliance.conftest import SystemUser, program_version
 from tests.helpers import TOKEN, api_client, db_rows
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).parents[2]
 HERE = Path(__file__).parent
 LATEST = latest_version(load_migrations())
