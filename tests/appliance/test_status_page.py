@@ -16,10 +16,11 @@ import pytest
 
 from edge.api.status_page import recovery_words
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, api_client, db_rows, until
+from tests.helpers import TOKEN, api_client, db_rows, until, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that keep Chromium from calling out of a closed sandbox network (see the machine notes).
@@ -273,14 +274,16 @@ async def hold_tickets(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], count: int
 ) -> tuple[Agent, list[dict]]:
     """An agent whose kitchen printer was off longer than the stale age (0.6 s): ``count`` tickets end up held."""
-    agent = await make_agent(printing={"stale_ticket_min": 0.01})
+    clock = SteppedClock()
+    agent = await make_agent(printing={"stale_ticket_min": 0.01}, clock=clock)
     printers["kitchen"].set_offline(True)
     held = []
     async with api_client(agent) as api:
         for n in range(count):
             order = dict(example_order, id=f"ord_{n:03d}", number=f"<b>H-{n}</b>", print_receipt=False)
             held.append({"order": order, "job_id": (await post(api, order))["job_ids"][0]})
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+        clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
         printers["kitchen"].set_offline(False)
         for _ in range(200):
             async with api.get("/api/v1/jobs", params={"state": "held"}) as response:

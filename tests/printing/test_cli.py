@@ -12,10 +12,11 @@ from PIL import Image
 
 from edge import cli
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.config import load_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, api_client, eventually, job_rows, post
+from tests.helpers import TOKEN, api_client, eventually, job_rows, post, wait_until
 
 
 def write_config(tmp_path: Path, printers: dict[str, SimPrinter], *, port: int = 0, stale_min: float = 45) -> Path:
@@ -65,7 +66,7 @@ async def running(
 ) -> tuple[Agent, Path]:
     """The agent started from a config file on a fixed free port, so the CLI can reach it with the same file."""
     path = write_config(tmp_path, printers, stale_min=0.01)
-    agent = await make_agent(load_settings(path, environ={}))
+    agent = await make_agent(load_settings(path, environ={}), clock=SteppedClock())
     path = write_config(tmp_path, printers, port=agent.port, stale_min=0.01)
     return agent, path
 
@@ -101,7 +102,9 @@ async def test_held_jobs_listed_released_and_discarded_from_the_cli(
         for n in range(2):
             order = dict(example_order, id=f"ord_{n}", number=f"N-{n}", print_receipt=False)
             assert (await post(api, order))[0] == 201
-    await asyncio.sleep(0.8)
+    assert isinstance(agent.clock, SteppedClock)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    agent.clock.advance(0.8)  # the printer stays off longer than the stale age
     printers["kitchen"].set_offline(False)
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held", "held"])
 

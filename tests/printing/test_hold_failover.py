@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge.app import Agent
+from edge.clock import Clock, SteppedClock
 from edge.config import parse_settings
 from edge.events import JobHeld, JobRedirected, PrinterStatusChanged
 from edge.printing.decode import decode
@@ -28,12 +29,12 @@ async def start_agent(
     stops them at the end."""
 
     async def start(
-        printer_options: dict[str, dict[str, Any]] | None = None, **overrides: Any
+        printer_options: dict[str, dict[str, Any]] | None = None, clock: Clock | None = None, **overrides: Any
     ) -> tuple[Agent, aiohttp.ClientSession]:
         raw = config_dict(tmp_path / "data", printers, **overrides)
         for name, options in (printer_options or {}).items():
             raw["printers"][name].update(options)
-        agent = await make_agent(parse_settings(raw, source="test"))
+        agent = await make_agent(parse_settings(raw, source="test"), clock=clock)
         session = api_client(agent)
         sessions.append(session)
         return agent, session
@@ -103,7 +104,8 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
 ) -> None:
     """Printer off longer than the stale age: when it returns, nothing prints; held jobs wait for release (prints, with the
     date) or discard (never prints), and each hold is an event."""
-    agent, api = await start_agent(printing={"stale_ticket_min": 0.01})  # 0.6 s
+    clock = SteppedClock()
+    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, clock=clock)  # 0.6 s
     held: list[JobHeld] = []
     agent.bus.subscribe(held.append, JobHeld)
     kitchen = printers["kitchen"]
@@ -111,7 +113,8 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
     first, second = tickets_only(example_order, 2)
     for order in (first, second):
         assert (await post(api, order))[0] == 201
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
     kitchen.set_offline(False)
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held", "held"], timeout=10)
     await asyncio.sleep(0.5)
@@ -144,12 +147,14 @@ async def test_release_all_prints_every_held_job(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """`release --all`: every held job prints, oldest first; none is held again for its age."""
-    agent, api = await start_agent(staleness={"kitchen": 0.01})
+    clock = SteppedClock()
+    agent, api = await start_agent(staleness={"kitchen": 0.01}, clock=clock)
     kitchen = printers["kitchen"]
     kitchen.set_offline(True)
     for order in tickets_only(example_order, 3):
         assert (await post(api, order))[0] == 201
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
     kitchen.set_offline(False)
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held"] * 3, timeout=10)
     async with api.post("/api/v1/jobs/release-held") as response:
@@ -230,12 +235,13 @@ async def test_retried_dead_job_is_not_held_for_its_age(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """`edge retry` on a dead job older than the stale age: a person asked for it, so it prints instead of being held."""
-    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, spool={"max_attempts": 1})
+    clock = SteppedClock()
+    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, spool={"max_attempts": 1}, clock=clock)
     kitchen = printers["kitchen"]
     kitchen.drop_after = 10
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
     await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "dead")
-    await asyncio.sleep(0.8)  # now older than the stale age
+    clock.advance(0.8)  # now older than the stale age
     (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
     async with api.post(f"/api/v1/jobs/{job_id}/retry") as response:
         assert response.status == 200

@@ -13,7 +13,7 @@ from edge.app import Agent
 from edge.events import JobHeld
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import eventually, job_rows, post
+from tests.helpers import eventually, job_rows, post, wait_until
 from tests.printing.conftest import BoxClock
 from tests.printing.test_clock_steps import YEARS_56, client
 
@@ -69,7 +69,8 @@ async def test_a_box_booted_in_1970_prints_fresh_orders_and_still_holds_one_that
         await printers["kitchen"].wait_for_printed(1)
         printers["kitchen"].set_offline(True)
         assert (await post(api, order_created(2, timedelta(seconds=5))))[0] == 201
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+        box_clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
         printers["kitchen"].set_offline(False)
         await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "held"], timeout=6)
 
