@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import EXAMPLE, TOKEN, api_client, db_rows, post
+from tests.helpers import EXAMPLE, TOKEN, api_client, db_rows, eventually, job_rows, post
 
 CHANNELS = ["web", "pos", "phone", "marketplace", "kiosk", "uber-eats", "call-center"]
 
@@ -40,7 +40,7 @@ async def test_contract_example_is_stored_before_the_answer(
 
 
 async def test_duplicate_prints_once_and_conflict_prints_nothing(
-    api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """Same id and content: 200 duplicate, one ticket. Same id, other content: 409 and nothing printed."""
     assert (await post(api, example_order))[0] == 201
@@ -56,7 +56,8 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(
         "order_id": "ord_7f3a9c21",
     }
     await printers["kitchen"].wait_for_printed(1)
-    await asyncio.sleep(0.5)
+    # Every job the agent has is printed: nothing is left that could come out a second time.
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
     assert len(printers["kitchen"].printed) == 1
     assert len(printers["front"].printed) == 1
 

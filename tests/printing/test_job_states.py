@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from edge.store import Database, JobStore
-from tests.helpers import api_client, db_rows, eventually, job_rows, post
+from tests.helpers import api_client, db_rows, eventually, job_rows, post, wait_until
 
 
 async def test_action_on_a_job_in_the_wrong_state_is_409_and_unknown_job_404(
@@ -166,9 +165,11 @@ async def test_a_render_failure_recorded_after_a_person_discarded_the_job_leaves
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
         await eventually(lambda: job_rows(agent), lambda rows: rows[0][:2] == ("failed", 1))
-        await asyncio.sleep(0.4)  # the retry is rendering now (it takes about a second)
+        spool = agent.spoolers["kitchen"]
+        await wait_until(lambda: spool.current_job is None, what="the first attempt over")
+        await wait_until(lambda: spool.current_job == 1, what="the retry rendering")  # it takes about a second
         async with api.post("/api/v1/jobs/1/discard") as response:
             assert response.status == 200, await response.text()
-        await asyncio.sleep(2.5)  # the render fails meanwhile
+        await wait_until(lambda: spool.current_job is None, what="the retry's render failure recorded")
     assert await job_rows(agent, "SELECT state, attempts FROM print_jobs") == [("discarded", 1)]
     assert printers["kitchen"].printed == []
