@@ -174,7 +174,7 @@ async def test_fresh_ticket_is_not_held(
     agent, api = await start_agent(printing={"stale_ticket_min": 1})
     printers["kitchen"].set_offline(True)
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
-    await asyncio.sleep(0.5)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw the outage
     printers["kitchen"].set_offline(False)
     await printers["kitchen"].wait_for_printed(1)
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)])
@@ -208,7 +208,8 @@ async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
     assert (await post(api, batch[3]))[0] == 201
     back = await kitchen.wait_for_printed(1)
     assert "N-003" in decode(back[0]).text and "UMGELEITET" not in decode(back[0]).text
-    await asyncio.sleep(0.5)
+    # Every job printed: nothing is left that could come out on the other printer too.
+    await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)] * 4)
     assert len(kitchen.printed) == 1 and len(front.printed) == 3  # nothing printed on both
     rows = await db_rows(agent, "SELECT order_id, printer, redirected_from, state FROM print_jobs ORDER BY id")
     assert rows == [(f"ord_00{n}", "front", "kitchen", "printed") for n in range(3)] + [
