@@ -20,7 +20,8 @@ from edge.sim.printer import SimPrinter
 from tests.helpers import EXAMPLE, api_client, config_dict, fresh
 
 # What may not run on the event loop's thread while a test runs (blockbuster's names): sleeping, blocking sockets,
-# SQLite, waiting on a thread's lock, waiting for a child process. Each stalls every task on the loop: the agent under test, its
+# SQLite, waiting on a thread's lock, waiting for a child process. Each stalls every task on the loop: the agent under
+# test, its
 # simulated printers and the test's own clients. A flaky "database is locked" came from a test writing SQLite on the
 # loop while the agent's writer waited for that same loop. File reads and stats (blockbuster's os.* and io.*) are left
 # out: the agent reads its templates and config on the loop at start-up, by design, in microseconds.

@@ -49,7 +49,8 @@ def orders(example: dict[str, Any], count: int, *, receipt: bool = False) -> lis
 
 
 def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: Any) -> dict[str, Any]:
-    """A test config: the simulated printers, fast retries, the API on a free loopback port (``overrides``: sections)."""
+    """A test config: the simulated printers, fast retries, the API on a free loopback port (``overrides``:
+    sections)."""
     raw: dict[str, Any] = {
         "agent": {"store_id": "test-store", "data_dir": str(data_dir), "language": "de", "log_format": "json"},
         "api": {"host": "127.0.0.1", "port": 0, "token": TOKEN},

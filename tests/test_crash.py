@@ -16,7 +16,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
-from tests.helpers import TOKEN, api_client, db_rows, eventually
+from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
 
 ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))
 KILLS = int(os.environ.get("EDGE_CRASH_KILLS", "5"))
@@ -80,9 +80,8 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
     async def paper_out_mid_ticket() -> None:
         """The kitchen roll runs out 300 bytes into a ticket (about half of one); a new roll 1 s later."""
         kitchen.paper_out_after = 300
-        while kitchen.paper_out_after is not None:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: kitchen.paper_out_after is None, 150, "the roll ran out")  # the trigger fires once
+        await asyncio.sleep(1.0)  # the roll stays out for a second: part of the scenario, not a wait for the agent
         kitchen.paper_out = False
 
     async def rename_kitchen_printer() -> None:

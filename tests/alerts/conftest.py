@@ -1,4 +1,5 @@
-"""Alert fixtures: a self-signed certificate made at test time, a real SMTP server (aiosmtpd) with AUTH and STARTTLS, a fake clock."""
+"""Alert fixtures: a self-signed certificate made at test time, a real SMTP server (aiosmtpd) with AUTH and STARTTLS, a
+fake clock."""
 
 from __future__ import annotations
 

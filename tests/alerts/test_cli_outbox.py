@@ -29,7 +29,8 @@ def cli_logging() -> Iterator[None]:
 
 
 def cli_config(tmp_path: Path, settings: Settings, *, api_port: int, cert: Path) -> Path:
-    """The technician's edge.toml for the same data directory (password in edge.env, as setup-notifications writes it)."""
+    """The technician's edge.toml for the same data directory (password in edge.env, as setup-notifications writes
+    it)."""
     to = ", ".join(f'"{r}"' for r in settings.alerts.to)
     config = tmp_path / "edge.toml"
     config.write_text(

@@ -98,7 +98,7 @@ async def test_timeout_explained(cert: tuple[Path, Path]) -> None:
     port = server.sockets[0].getsockname()[1]
     settings = SmtpSettings(host="127.0.0.1", port=port, security="starttls", sender="a@b.test", timeout_s=0.5)
     try:
-        with pytest.raises(AlertError, match="no answer from 127.0.0.1"):
+        with pytest.raises(AlertError, match=r"no answer from 127\.0\.0\.1"):
             await Mailer(settings).check()
     finally:
         server.close()

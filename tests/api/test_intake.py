@@ -203,7 +203,7 @@ async def test_channel_never_changes_routing(api: aiohttp.ClientSession, example
         order = copy.deepcopy(example_order)
         order["id"] = f"ord_channel_{n}"
         order["channel"] = channel
-        status, body = await post(api, order)
+        status, _ = await post(api, order)
         assert status == 201
         async with api.get(f"/api/v1/orders/{order['id']}") as response:
             jobs = (await response.json())["jobs"]

@@ -62,7 +62,8 @@ async def push(agent: Agent, count: int, *, prefix: str = "ord") -> list[str]:
 async def test_backup_restore_round_trip_keeps_every_order(
     make_settings: Callable[..., Settings], make_agent: Callable[..., Awaitable[Agent]]
 ) -> None:
-    """A backup taken while the agent runs holds every acknowledged order; restoring it after a loss brings all of them back."""
+    """A backup taken while the agent runs holds every acknowledged order; restoring it after a loss brings all of them
+    back."""
     settings = make_settings(backup={"keep": 2})
     agent = await make_agent(settings)
     ids = await push(agent, 25)
@@ -100,7 +101,8 @@ async def test_restore_rejects_a_file_that_is_not_a_database(
 async def test_doctor_checks_each_part(
     agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
 ) -> None:
-    """The doctor finds the database sound, the agent ready, the kitchen printer out of paper (fail) and the front one online."""
+    """The doctor finds the database sound, the agent ready, the kitchen printer out of paper (fail) and the front one
+    online."""
     printers["kitchen"].paper_out = True
     checks = {c.name: c for c in await doctor(make_settings(api={"port": agent.port}), _api_call)}
     assert checks["database integrity"].level == "ok"
@@ -114,7 +116,8 @@ async def test_doctor_checks_each_part(
 
 
 async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printers: dict[str, SimPrinter]) -> None:
-    """`edge doctor` prints one line per check and exits 1 when something fails (no database yet, agent down, kitchen printer off)."""
+    """`edge doctor` prints one line per check and exits 1 when something fails (no database yet, agent down, kitchen
+    printer off)."""
     printers["kitchen"].set_offline(True)
     config = tmp_path / "edge.toml"
     config.write_text(toml(config_dict(tmp_path / "data", printers, api={"port": 9})))
@@ -134,7 +137,8 @@ async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printe
 async def test_status_screen_shows_printers_queue_and_dead_jobs(
     agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
 ) -> None:
-    """`edge status` renders the agent's /api/v1/status: each printer with its state, the queue and the dead jobs, colour only on a terminal."""
+    """`edge status` renders the agent's /api/v1/status: each printer with its state, the queue and the dead jobs,
+    colour only on a terminal."""
     printers["kitchen"].set_offline(True)
     await push(agent, 1)
     for _ in range(100):
@@ -151,7 +155,8 @@ async def test_status_screen_shows_printers_queue_and_dead_jobs(
 async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
     agent: Agent, make_settings: Callable[..., Settings]
 ) -> None:
-    """`edge health --alert`: the second failed check in a row mails the manager once; the first good check after mails RESOLVED."""
+    """`edge health --alert`: the second failed check in a row mails the manager once; the first good check after mails
+    RESOLVED."""
     sink = SmtpSink()
     await sink.start()
     try:
@@ -185,7 +190,8 @@ async def all_printed(db_path: Path) -> None:
 
 
 async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, printers: dict[str, SimPrinter]) -> None:
-    """Printed orders older than the retention age whose status reached central are deleted in batches; waiting or undelivered ones stay."""
+    """Printed orders older than the retention age whose status reached central are deleted in batches; waiting or
+    undelivered ones stay."""
     ids = await push(agent, 12)
     await printers["kitchen"].wait_for_printed(12)
     await printers["front"].wait_for_printed(12, timeout=20)
@@ -231,13 +237,15 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
                 )
                 for sent in (at, None):
                     conn.execute(
-                        "INSERT INTO alert_mails(kind, recipients, subject, text_body, html_body, created_at, next_attempt_at, sent_at)"
+                        "INSERT INTO alert_mails(kind, recipients, subject, text_body, html_body, created_at, "
+                        "next_attempt_at, sent_at)"
                         " VALUES ('test', '[]', 's', 't', 'h', ?, ?, ?)",
                         (at, at, sent),
                     )
                 for finished in (at, None):
                     conn.execute(
-                        "INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', 'completed', ?, ?)",
+                        "INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', "
+                        "'completed', ?, ?)",
                         (at, finished),
                     )
 
@@ -258,8 +266,10 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
 
 
 async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Agent) -> None:
-    """With no room left (PRAGMA max_page_count at the current size), intake answers 503 + Retry-After, StorageProblem is
-    published and /ready fails; when room is back the storage probe publishes StorageRecovered and orders are stored again."""
+    """With no room left (PRAGMA max_page_count at the current size), intake answers 503 + Retry-After, StorageProblem
+    is
+    published and /ready fails; when room is back the storage probe publishes StorageRecovered and orders are stored
+    again."""
     events: list[object] = []
     agent.bus.subscribe(events.append, StorageProblem)
     agent.bus.subscribe(events.append, StorageRecovered)
@@ -299,7 +309,8 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
 
 
 async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[str, SimPrinter]) -> None:
-    """The APScheduler job purges by itself at retention.every_s: an old, printed, reported order disappears without a call."""
+    """The APScheduler job purges by itself at retention.every_s: an old, printed, reported order disappears without a
+    call."""
     from edge.config import RetentionSettings
     from edge.ops import Housekeeping
 
@@ -329,7 +340,8 @@ async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[
 
 
 async def test_database_size_stays_bounded_across_purges(tmp_path: Path) -> None:
-    """Rounds of 1,000 old printed orders, each purged after: freed pages are reused, so the file stops growing after the first round."""
+    """Rounds of 1,000 old printed orders, each purged after: freed pages are reused, so the file stops growing after
+    the first round."""
     from edge.store import Database
 
     db = await Database.open(tmp_path / "edge.db")
@@ -341,11 +353,13 @@ async def test_database_size_stays_bounded_across_purges(tmp_path: Path) -> None
                 for n in range(1000):
                     order_id = f"r{round_}-{n}"
                     await conn.execute(
-                        "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES (?, ?, 'h', ?, 'web', '2026-01-01', 0)",
+                        "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) "
+                        "VALUES (?, ?, 'h', ?, 'web', '2026-01-01', 0)",
                         (order_id, str(n), payload),
                     )
                     await conn.execute(
-                        "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES (?, 'ticket', 'kitchen', 'kitchen', 'printed', 0, ?)",
+                        "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) "
+                        "VALUES (?, 'ticket', 'kitchen', 'kitchen', 'printed', 0, ?)",
                         (order_id, f"{order_id}:ticket"),
                     )
             await db._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # count the database's pages, not the log's

@@ -181,8 +181,12 @@ def prepared(module_user: SystemUser) -> Iterator[Prepared]:
     # throwaway root, so it takes the install lock for both (a box never builds two releases at once).
     builds = [
         subprocess.Popen(
-            ["bash", str(source / "scripts/install.sh"), "--build-only"]
-            + ["--prefix", str(prepared.root), "--python", python],
+            [
+                "bash",
+                str(source / "scripts/install.sh"),
+                "--build-only",
+                *("--prefix", str(prepared.root), "--python", python),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

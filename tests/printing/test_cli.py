@@ -74,7 +74,8 @@ async def running(
 async def test_printer_test_page_through_the_agent(
     running, printers: dict[str, SimPrinter], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`edge printer test kitchen`: a test page with name, profile, umlauts, €, a QR code and a cut; the status read is shown."""
+    """`edge printer test kitchen`: a test page with name, profile, umlauts, €, a QR code and a cut; the status read is
+    shown."""
     _, config = running
     code, out = await run_cli(capsys, "printer", "test", "kitchen", "--config", str(config))
     assert code == 0
@@ -139,7 +140,8 @@ async def test_preview_shows_an_orders_jobs_as_text(
 async def test_preview_writes_png_images(
     running, example_order: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """`edge preview ORDER --png DIR`: one PNG per job, a paper strip as wide as the printer's columns, with ink on it."""
+    """`edge preview ORDER --png DIR`: one PNG per job, a paper strip as wide as the printer's columns, with ink on
+    it."""
     agent, config = running
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201

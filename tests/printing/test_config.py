@@ -24,8 +24,14 @@ def settings(extra: str) -> Any:
     return parse_settings(tomllib.loads(BASE + extra), source="test")
 
 
-USB = '[printers.counter]\ntype = "usb"\nvendor_id = 0x04b8\nproduct_id = 0x0e15\nprofile = "TM-T20II"\ncut = "partial"\ncash_drawer = true\n'
-SERIAL = '[printers.bar]\ntype = "serial"\ndevice = "/dev/serial/by-id/usb-x"\nbaudrate = 19200\nparity = "even"\nstopbits = 2\nflow_control = "rtscts"\n'
+USB = (
+    '[printers.counter]\ntype = "usb"\nvendor_id = 0x04b8\nproduct_id = 0x0e15\nprofile = "TM-T20II"\n'
+    'cut = "partial"\ncash_drawer = true\n'
+)
+SERIAL = (
+    '[printers.bar]\ntype = "serial"\ndevice = "/dev/serial/by-id/usb-x"\nbaudrate = 19200\nparity = "even"\n'
+    'stopbits = 2\nflow_control = "rtscts"\n'
+)
 
 
 def test_usb_and_serial_printers_parse() -> None:

@@ -70,7 +70,8 @@ async def test_idle_printer_is_polled_and_state_changes_are_events(
 async def test_fault_pauses_then_resumes_within_two_seconds(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter], flag: str
 ) -> None:
-    """Paper out or cover open: the job waits with no attempt spent and nothing goes dead; fixed: it prints within 2 s."""
+    """Paper out or cover open: the job waits with no attempt spent and nothing goes dead; fixed: it prints within 2
+    s."""
     agent, api = await start_agent()
     kitchen = printers["kitchen"]
     setattr(kitchen, flag, True)
@@ -102,7 +103,8 @@ async def test_silent_printer_is_unknown_and_still_prints(
 async def test_stale_ticket_is_held_until_released_or_discarded(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """Printer off longer than the stale age: when it returns, nothing prints; held jobs wait for release (prints, with the
+    """Printer off longer than the stale age: when it returns, nothing prints; held jobs wait for release (prints, with
+    the
     date) or discard (never prints), and each hold is an event."""
     clock = SteppedClock()
     agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, clock=clock)  # 0.6 s
@@ -183,7 +185,8 @@ async def test_fresh_ticket_is_not_held(
 async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """Primary off longer than failover_after_s: its tickets print on the backup with the UMGELEITET header, exactly once;
+    """Primary off longer than failover_after_s: its tickets print on the backup with the UMGELEITET header, exactly
+    once;
     when the primary is back, new tickets go to it again."""
     agent, api = await start_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.5})
     redirected: list[JobRedirected] = []
@@ -235,7 +238,8 @@ async def test_no_failover_before_the_configured_time(
 async def test_retried_dead_job_is_not_held_for_its_age(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """`edge retry` on a dead job older than the stale age: a person asked for it, so it prints instead of being held."""
+    """`edge retry` on a dead job older than the stale age: a person asked for it, so it prints instead of being
+    held."""
     clock = SteppedClock()
     agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, spool={"max_attempts": 1}, clock=clock)
     kitchen = printers["kitchen"]

@@ -19,11 +19,13 @@ async def _db_with_jobs(path: Path, states: list[str]) -> None:
     db = await Database.open(path)
     async with db.transaction() as conn:
         await conn.execute(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', '1', 'h', '{}', 'web', 'x', 0)"
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', "
+            "'1', 'h', '{}', 'web', 'x', 0)"
         )
         for n, state in enumerate(states):
             await conn.execute(
-                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES ('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES "
+                "('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
                 (state, time.time(), f"o1:ticket:kitchen:{n}"),
             )
     await db.close()
@@ -40,7 +42,8 @@ async def test_migration_004_rebuilds_print_jobs_keeping_ids_and_down_reverses(t
             conn.execute("DELETE FROM print_jobs WHERE id = 4")  # the counter must not hand out 4 again
             conn.execute("UPDATE print_jobs SET state = 'held', held_at = 1 WHERE id = 2")
             conn.execute(
-                "INSERT INTO print_jobs(order_id, kind, printer, state, created_at, idempotency_key) VALUES ('o1', 'receipt', 'front', 'discarded', 0, 'k')"
+                "INSERT INTO print_jobs(order_id, kind, printer, state, created_at, idempotency_key) VALUES ('o1', "
+                "'receipt', 'front', 'discarded', 0, 'k')"
             )
             assert conn.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [
                 (1, "printed"),
@@ -80,7 +83,8 @@ async def test_migration_004_rebuilds_print_jobs_keeping_ids_and_down_reverses(t
     try:
         async with db.transaction() as conn:
             cursor = await conn.execute(
-                "INSERT INTO print_jobs(order_id, kind, printer, created_at, idempotency_key) VALUES ('o1', 'receipt', 'front', 0, 'k2') RETURNING id"
+                "INSERT INTO print_jobs(order_id, kind, printer, created_at, idempotency_key) VALUES ('o1', 'receipt', "
+                "'front', 0, 'k2') RETURNING id"
             )
             (new_id,) = await cursor.fetchone()
             await cursor.close()

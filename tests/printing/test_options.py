@@ -87,7 +87,8 @@ def test_qr_image_is_split_into_fragments(renderer: Renderer, order: Order) -> N
 def test_cash_drawer_opens_only_for_cash_receipts(
     renderer: Renderer, order: Order, method: str, copy: bool, kicks: int
 ) -> None:
-    """The drawer kicks after a cash receipt on a printer with cash_drawer; never for card, never on a copy, never on a ticket."""
+    """The drawer kicks after a cash receipt on a printer with cash_drawer; never for card, never on a copy, never on a
+    ticket."""
     cash = dataclasses.replace(order, payment=Payment(method=method, status="paid"))
     options = PrintOptions(cash_drawer=True)
     assert decode(renderer.receipt(cash, copy=copy, options=options)).drawer_kicks == kicks
@@ -107,7 +108,8 @@ def test_logo_is_scaled_to_the_paper(renderer: Renderer, order: Order, tmp_path:
 
 
 def test_options_come_from_the_printer_config(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """Agent start-up tries each printer's options: an unreadable logo is a ConfigError then, not at the first receipt."""
+    """Agent start-up tries each printer's options: an unreadable logo is a ConfigError then, not at the first
+    receipt."""
     bad = tmp_path / "logo.png"
     bad.write_text("not an image")
     settings = make_settings()
@@ -120,7 +122,8 @@ def test_options_come_from_the_printer_config(make_settings: Callable[..., Setti
 async def test_agent_prints_with_the_operators_template(
     make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], tmp_path: Path
 ) -> None:
-    """[printing] template_dir: the operator's ticket.j2 is what comes out of the kitchen printer; receipts stay built-in."""
+    """[printing] template_dir: the operator's ticket.j2 is what comes out of the kitchen printer; receipts stay
+    built-in."""
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "ticket.j2").write_text(

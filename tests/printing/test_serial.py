@@ -1,4 +1,5 @@
-"""Serial printers over a pseudo-terminal pair: real pyserial on the agent's side, the simulated printer on the other."""
+"""Serial printers over a pseudo-terminal pair: real pyserial on the agent's side, the simulated printer on the
+other."""
 
 from __future__ import annotations
 
@@ -139,12 +140,11 @@ async def test_line_gone_mid_session_is_a_write_error(serial_printer: SimSerialP
 
 
 async def test_sim_serial_printer_from_the_command(tmp_path: Path) -> None:
-    """`edge sim printer --serial` logs the pseudo-terminal to configure as `device`; a job sent there lands in --out."""
+    """`edge sim printer --serial` logs the pseudo-terminal to configure as `device`; a job sent there lands in
+    --out."""
     with capture_logs() as logs:
         task = asyncio.create_task(serve("bar", 0, tmp_path, serial=True))
-        async with asyncio.timeout(5):
-            while not any(e["event"] == "sim_printer_listening" for e in logs):
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: any(e["event"] == "sim_printer_listening" for e in logs), 5, "listening")
         device = next(e["device"] for e in logs if e["event"] == "sim_printer_listening")
         outcome = await PrinterDriver("bar", SerialTransport("bar", device), status_timeout=0.5).print(b"\x1b@hello\n")
         assert outcome.confirmed

@@ -22,7 +22,8 @@ async def central() -> AsyncIterator[CentralSim]:
 
 @pytest.fixture
 async def full_agent(make_agent: Callable[..., Awaitable[Agent]], central: CentralSim) -> Agent:
-    """The real agent with the public status page, a central API (recovery routes live) and one print attempt per job."""
+    """The real agent with the public status page, a central API (recovery routes live) and one print attempt per
+    job."""
     return await make_agent(
         api={"status_page_public": True},
         central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "probe_max_s": 0.1},

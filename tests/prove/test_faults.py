@@ -1,4 +1,5 @@
-"""Fault tests: what staff, the manager and the backend see when a printer, the disk, SMTP or the central API misbehave."""
+"""Fault tests: what staff, the manager and the backend see when a printer, the disk, SMTP or the central API
+misbehave."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def tickets(sim: SimPrinter) -> list[tuple[str, bool]]:
 async def test_printer_hanging_up_mid_job_reprints_it_marked_copy(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], events: list[Event]
 ) -> None:
-    """The kitchen printer cuts the connection after 100 bytes: the job fails once, is retried, and the retry says COPY."""
+    """The kitchen printer cuts the connection after 100 bytes: the job fails once, is retried, and the retry says
+    COPY."""
     kitchen = printers["kitchen"]
     kitchen.drop_after = 100
     status, body, _ = await push(api, make_order(1, prefix="drop", print_receipt=False))
@@ -70,7 +72,8 @@ async def test_printer_hanging_up_mid_job_reprints_it_marked_copy(
 async def test_printer_at_100_bytes_per_second_prints_everything_and_blocks_nobody(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
 ) -> None:
-    """A kitchen printer that reads 100 bytes/s still gets its ticket whole and once; receipts and intake are not held up."""
+    """A kitchen printer that reads 100 bytes/s still gets its ticket whole and once; receipts and intake are not held
+    up."""
     kitchen, front = printers["kitchen"], printers["front"]
     kitchen.bytes_per_s = 100
     status, _, _ = await push(api, make_order(1, prefix="slow"))
@@ -93,7 +96,8 @@ async def test_printer_at_100_bytes_per_second_prints_everything_and_blocks_nobo
 async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], events: list[Event]
 ) -> None:
-    """Out of paper: orders are still taken (201), jobs wait queued with no attempt spent, then print once each, oldest first."""
+    """Out of paper: orders are still taken (201), jobs wait queued with no attempt spent, then print once each, oldest
+    first."""
     kitchen = printers["kitchen"]
     kitchen.paper_out = True
     for n in range(3):
@@ -137,7 +141,8 @@ async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(
 async def test_database_that_cannot_write_answers_503_then_recovers(
     agent: Agent, api: aiohttp.ClientSession, fault: str, repair: str
 ) -> None:
-    """No writable database: intake answers 503 with Retry-After and stores nothing; /ready says why; once fixed, the same order is taken."""
+    """No writable database: intake answers 503 with Retry-After and stores nothing; /ready says why; once fixed, the
+    same order is taken."""
     status, _, _ = await push(api, make_order(1, prefix="disk", print_receipt=False))
     assert status == 201
     assert agent.db is not None
@@ -147,7 +152,7 @@ async def test_database_that_cannot_write_answers_503_then_recovers(
     await writer.execute(fault.format(pages=pages))
     orders = [make_order(n, prefix="disk", print_receipt=False, bar=True) for n in range(2, 40)]
     answers = [await push(api, order) for order in orders]
-    refused = [order for order, (status, _, _) in zip(orders, answers) if status != 201]
+    refused = [order for order, (status, _, _) in zip(orders, answers, strict=True) if status != 201]
     assert refused, "the fault never bit"
     for status, body, headers in answers:
         assert status in (201, 503), body

@@ -100,7 +100,8 @@ def requests(draw: st.DrawFn) -> tuple[str, str, str, dict[str, str], bytes | No
 async def test_generated_requests_get_documented_answers_never_5xx(
     full_agent: Agent, request: tuple[str, str, str, dict[str, str], bytes | None]
 ) -> None:
-    """Whatever the path parameter, query, credentials, content type or body: a documented status, a JSON body that fits, no 5xx."""
+    """Whatever the path parameter, query, credentials, content type or body: a documented status, a JSON body that
+    fits, no 5xx."""
     method, template, url, headers, body = request
     async with api_client(full_agent, token=None) as session:
         async with session.request(method, url, data=body, headers=headers) as response:

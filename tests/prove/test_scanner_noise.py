@@ -14,7 +14,8 @@ from tests.helpers import Seen, db_rows
 
 
 def noise(rng: random.Random) -> list[bytes]:
-    """Chunks a broken or confused scanner might send: random bytes, bare terminators, overlong lines, near-miss codes."""
+    """Chunks a broken or confused scanner might send: random bytes, bare terminators, overlong lines, near-miss
+    codes."""
     chunks = []
     for _ in range(300):
         kind = rng.randrange(6)
@@ -36,7 +37,8 @@ def noise(rng: random.Random) -> list[bytes]:
 async def test_random_bytes_on_the_serial_scanner_change_nothing(
     make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path
 ) -> None:
-    """About 150 KB of noise: the scanner stays connected, no order changes state, and the next real scan still works."""
+    """About 150 KB of noise: the scanner stays connected, no order changes state, and the next real scan still
+    works."""
     sim = SimScanner(tmp_path / "tty-kitchen")
     sim.plug()
     seen = Seen()

@@ -54,7 +54,8 @@ async def test_full_run_logs_no_secret(
     printers: dict[str, SimPrinter],
     log_output: io.StringIO,
 ) -> None:
-    """Intake (good and bad credentials), printing, a printer-offline alert mail and a recovery run: no secret in any log line."""
+    """Intake (good and bad credentials), printing, a printer-offline alert mail and a recovery run: no secret in any
+    log line."""
     sink = SmtpSink(username="alerts@store.test", password=SMTP_PASSWORD)
     central = CentralSim("test-store", token=CENTRAL_TOKEN)
     await sink.start()

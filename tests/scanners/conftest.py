@@ -1,4 +1,5 @@
-"""Scanner fixtures: simulated scanners on pseudo-terminals, the real agent reading them, and waiting for what they caused."""
+"""Scanner fixtures: simulated scanners on pseudo-terminals, the real agent reading them, and waiting for what they
+caused."""
 
 from __future__ import annotations
 

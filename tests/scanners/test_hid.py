@@ -1,4 +1,5 @@
-"""Keyboard-wedge scanners: key events become codes (US layout, shift, Enter/Tab); a device that is no keyboard is refused.
+"""Keyboard-wedge scanners: key events become codes (US layout, shift, Enter/Tab); a device that is no keyboard is
+refused.
 
 There is no /dev/uinput in the test machine, so no virtual input device can be made: key events are real
 evdev.InputEvent objects fed to the decoder and, for the whole path, through a stand-in port object.
@@ -23,7 +24,7 @@ from edge.scanners import Scanner, ScanRecorder  # noqa: E402
 from edge.scanners.hid import KEYMAP, KeyDecoder  # noqa: E402
 from edge.sim.scanner import SimScanner  # noqa: E402
 from edge.store.scans import ScanStore  # noqa: E402
-from tests.helpers import Seen, db_rows, push_order
+from tests.helpers import Seen, db_rows, push_order  # noqa: E402
 
 _KEY_FOR = {chars[shifted]: (code, bool(shifted)) for code, chars in KEYMAP.items() for shifted in (1, 0)}
 
@@ -33,7 +34,8 @@ def key(code: int, value: int) -> InputEvent:
 
 
 def typed(text: str) -> list[InputEvent]:
-    """The events a US-layout wedge scanner sends for ``text``: shift around capitals and symbols, SYN reports between."""
+    """The events a US-layout wedge scanner sends for ``text``: shift around capitals and symbols, SYN reports
+    between."""
     events = []
     for char in text:
         code, shifted = _KEY_FOR[char]

@@ -1,4 +1,5 @@
-"""The scanner driver survives what it did not expect: a failing read is logged and the port reopened; a failing store loses one scan, not the reader."""
+"""The scanner driver survives what it did not expect: a failing read is logged and the port reopened; a failing store
+loses one scan, not the reader."""
 
 from __future__ import annotations
 

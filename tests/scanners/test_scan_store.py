@@ -49,7 +49,8 @@ async def test_ready_and_its_outbox_row_commit_together_or_not_at_all(db: Databa
     await store.record(ticket(1, "kitchen"))
     async with db.transaction() as conn:
         await conn.execute(
-            "CREATE TRIGGER outbox_broken BEFORE INSERT ON outbox WHEN NEW.event = 'ready' BEGIN SELECT RAISE(ABORT, 'outbox broken'); END"
+            "CREATE TRIGGER outbox_broken BEFORE INSERT ON outbox WHEN NEW.event = 'ready' BEGIN SELECT RAISE(ABORT, "
+            "'outbox broken'); END"
         )
     with pytest.raises(StoreError, match="outbox broken"):
         await store.record(ticket(1, "bar"))

@@ -93,7 +93,8 @@ async def test_scans_list_shows_each_scanner(scan_api: aiohttp.ClientSession, si
 
 
 async def test_stop_with_scanners_reading_is_prompt(make_agent: Any, tmp_path: Path) -> None:
-    """Readers blocked in a read notice the stop within their wake interval; the agent stops promptly and the ports are closed."""
+    """Readers blocked in a read notice the stop within their wake interval; the agent stops promptly and the ports are
+    closed."""
     sims = [SimScanner(tmp_path / f"tty-{i}") for i in range(2)]
     for sim in sims:
         sim.plug()
