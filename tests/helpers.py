@@ -141,6 +141,13 @@ async def eventually(
         await asyncio.sleep(_POLL_S)
 
 
+async def status_reads(printer: SimPrinter, reads: int, timeout: float = WAIT_S) -> None:  # noqa: ASYNC109
+    """Waits until ``printer`` has answered ``reads`` more status reads (DLE EOT 1, 2 and 4 each): proof that the
+    spool went on probing a paused printer, where a sleep only hopes it did."""
+    start = printer.status_queries
+    await wait_until(lambda: printer.status_queries >= start + 3 * reads, timeout, f"{reads} more status reads")
+
+
 async def until(api: aiohttp.ClientSession, url: str, done: Callable[[Any], bool], what: str) -> None:
     """Polls one of the agent's JSON routes until ``done(body)``; fails naming ``what`` after 10 s."""
     for _ in range(200):

@@ -18,7 +18,7 @@ from edge.config import parse_settings
 from edge.events import JobHeld, JobRedirected, PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, config_dict, db_rows, eventually, job_rows, orders, post, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, job_rows, orders, post, status_reads, wait_until
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ async def test_fault_pauses_then_resumes_within_two_seconds(
     setattr(kitchen, flag, True)
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
-    await asyncio.sleep(1.2)  # several probes while paused
+    await status_reads(kitchen, 2)  # several probes while paused
     assert await job_rows(agent) == [("queued", 0, 0)]
     setattr(kitchen, flag, False)
     loop = asyncio.get_running_loop()
@@ -271,7 +271,8 @@ async def test_no_healthy_backup_keeps_jobs_on_the_primary(
         printers["kitchen"].set_offline(True)
         for order in tickets_only(example_order, 2):
             assert (await post(api, order))[0] == 201
-        await asyncio.sleep(1.5)
+        # Failover looked past failover_after_s and found no healthy backup: from here on nothing may move.
+        await wait_until(lambda: any(e["event"] == "failover_no_backup" for e in logs), what="failover checked")
         assert await job_rows(agent, "SELECT printer, state FROM print_jobs") == [("kitchen", "queued")] * 2
         printers["kitchen"].set_offline(False)
         await printers["kitchen"].wait_for_printed(2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
@@ -13,7 +12,7 @@ from edge.events import JobFailed, JobPrinted, PrinterStatusChanged
 from edge.orders.model import parse_order
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import db_rows, eventually, job_rows, post, wait_until
+from tests.helpers import db_rows, eventually, job_rows, post, status_reads, wait_until
 
 
 async def outbox(agent: Agent) -> list[tuple[str, dict]]:
@@ -40,7 +39,7 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     assert (await post(api, example_order))[0] == 201
 
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
-    await asyncio.sleep(0.5)  # paused: several probes
+    await status_reads(kitchen, 2)  # paused: several probes
     half = kitchen.printed[0]
     assert len(kitchen.printed) == 1 and len(half) == ticket_size // 2 and not decode(half).qr_codes
     assert await job_rows(agent) == [("queued", 0, 1)]  # uncertain: waits to print again as COPY, no attempt spent

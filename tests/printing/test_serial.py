@@ -20,7 +20,7 @@ from edge.printing.render import Renderer
 from edge.printing.status import PrinterState
 from edge.sim.printer import SimPrinter, SimSerialPrinter, serve
 from edge.transports import SerialTransport, TcpTransport
-from tests.helpers import api_client, config_dict, db_rows, post, wait_until
+from tests.helpers import api_client, config_dict, db_rows, post, status_reads, wait_until
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
     await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.PAPER_OUT)
-    await asyncio.sleep(0.5)
+    await status_reads(serial_printer, 2)  # probed while paused
     assert await db_rows(agent, "SELECT state, attempts, copy FROM print_jobs") == [("queued", 0, int(mid_ticket))]
     serial_printer.paper_out = False
     printed = await serial_printer.wait_for_printed(1 + mid_ticket, timeout=5)

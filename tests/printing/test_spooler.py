@@ -12,7 +12,7 @@ from edge.config import Settings
 from edge.events import PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_execute, eventually, job_rows, orders, post, wait_until
+from tests.helpers import api_client, db_execute, eventually, job_rows, orders, post, status_reads, wait_until
 
 
 async def test_offline_printer_keeps_jobs_then_prints_all_in_order(
@@ -96,7 +96,7 @@ async def test_paper_out_pauses_without_burning_attempts(
     example_order["print_receipt"] = False
     await post(api, example_order)
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
-    await asyncio.sleep(1.0)
+    await status_reads(kitchen, 2)  # probed while paused
     assert await job_rows(agent) == [("queued", 0, 0)]
     kitchen.paper_out = False
     loop = asyncio.get_running_loop()
