@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -48,12 +48,11 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> socket.socket:
 
 
 async def test_agent_sends_ready_status_watchdog_and_stopping(
-    notify_socket: socket.socket, make_settings: Callable[..., Settings]
+    notify_socket: socket.socket, make_agent: Callable[..., Awaitable[Agent]]
 ) -> None:
     """READY=1 with a STATUS line comes once the API listens; WATCHDOG=1 follows from the loop at half WatchdogSec;
     STOPPING=1 on stop."""
-    agent = Agent(make_settings())
-    await agent.start()
+    agent = await make_agent()
     try:
         first = await receive(notify_socket, "READY=1")
         assert "READY=1" in first[0].split("\n")
