@@ -13,7 +13,7 @@ from edge.config import Settings
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
+from tests.helpers import api_client, db_rows, eventually, wait_until
 from tests.prove.spec import check_answer
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -197,11 +197,11 @@ async def test_outbox_routes_retry_discard_test_as_documented(
     sink.data_reply = lambda msg: "554 5.7.1 message refused" if "kitchen" in str(msg["Subject"]) else None
     agent = await make_agent(fast(alert_settings))
     await printer_down_with_a_ticket(agent, printers)
-    base, outbox_url = f"http://127.0.0.1:{agent.port}", "/api/v1/alerts/outbox"
+    outbox_url = "/api/v1/alerts/outbox"
     retry, discard = f"{outbox_url}/{{mail_id}}/retry", f"{outbox_url}/{{mail_id}}/discard"
-    async with aiohttp.ClientSession(base_url=base) as anonymous:
+    async with api_client(agent, token=None) as anonymous:
         await documented(anonymous, "GET", outbox_url, 401)
-    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+    async with api_client(agent) as api:
         body = await wait_until_async(lambda: documented(api, "GET", outbox_url, 200), lambda b: b["dead"], "dead")
         mail_id = body["dead"][0]["id"]
         assert (await documented(api, "POST", discard, 200, f"{outbox_url}/{mail_id}/discard"))["state"] == "discarded"
@@ -237,18 +237,16 @@ async def test_dead_lettered_mail_shows_on_the_status_page_and_retries_from_it(
         "dead",
     )
     [(mail_id,)] = await db_rows(db, "SELECT id FROM alert_mails WHERE state = 'dead'")
-    base = f"http://127.0.0.1:{agent.port}"
-    async with aiohttp.ClientSession() as public:
-        async with public.get(f"{base}/status/panel") as response:
+    async with api_client(agent, token=None) as public:
+        async with public.get("/status/panel") as response:
             panel = await response.text()
         assert f'data-mail-retry="{mail_id}"' in panel and "kitchen" in panel
         assert not any(address in panel for address in agent.settings.alerts.to)
-        async with public.post(f"{base}/api/v1/alerts/outbox/{mail_id}/retry") as response:
+        async with public.post(f"/api/v1/alerts/outbox/{mail_id}/retry") as response:
             assert response.status == 401  # actions need the token
     sink.data_reply = lambda msg: None
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession(headers=headers) as client:
-        async with client.post(f"{base}/api/v1/alerts/outbox/{mail_id}/retry") as response:
+    async with api_client(agent) as client:
+        async with client.post(f"/api/v1/alerts/outbox/{mail_id}/retry") as response:
             assert response.status == 200
     await sink.wait_for(1, timeout=8)
     assert "kitchen" in str(sink.messages[-1]["Subject"])

@@ -53,5 +53,5 @@ async def test_a_guessing_client_without_token_reads_no_personal_data(
 
 
 async def _page(agent: Agent) -> str:
-    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/") as response:
+    async with api_client(agent, token=None) as browser, browser.get("/") as response:
         return await response.text()

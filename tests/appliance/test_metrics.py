@@ -37,7 +37,7 @@ async def test_metrics_parse_and_count_what_happened(
     agent.bus.publish(AlertSent(alert_type="printer_offline", key="kitchen", resolved=False, recipients=1))
     agent.bus.publish(ScanRecorded(scanner="counter", code="x", outcome="order_ready", order_id="o"))
     for _ in range(100):  # the printed mark is committed just after the last byte
-        async with aiohttp.ClientSession() as plain, plain.get(f"http://127.0.0.1:{agent.port}/metrics") as response:
+        async with api_client(agent, token=None) as plain, plain.get("/metrics") as response:
             assert response.status == 200  # no token needed: Prometheus scrapes it
             assert response.headers["Content-Type"].startswith("text/plain; version=")
             got = samples(await response.text())

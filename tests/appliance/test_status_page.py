@@ -49,7 +49,7 @@ async def test_page_shows_printers_orders_and_escapes_order_text(
     example_order["number"] = "<script>alert(1)</script>"
     await post(api, example_order)
     await printers["kitchen"].wait_for_printed(1)
-    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/") as response:
+    async with api_client(agent, token=None) as browser, browser.get("/") as response:
         assert response.status == 200
         html = await response.text()
     assert 'data-printer="kitchen"' in html and 'data-printer="front"' in html
@@ -149,7 +149,6 @@ async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_ti
     agent = linked_agent
     await recover_with_a_conflict(agent, central, example_order)
     await central.set_up(False)  # the line is cut: status events pile up
-    base = f"http://127.0.0.1:{agent.port}"
     async with api_client(agent) as api:
         await post(api, dict(example_order, id="ord_after_cut", number="A-1043"))
         for _ in range(100):
@@ -164,7 +163,7 @@ async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_ti
     [(oldest,)] = await db_rows(agent, "SELECT MIN(created_at) FROM outbox WHERE delivered_at IS NULL")
     [(waiting,)] = await db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
     assert status["central"]["up"] is False and status["outbox"] == {"pending": waiting, "oldest_at": oldest}
-    async with aiohttp.ClientSession() as browser, browser.get(f"{base}/") as response:
+    async with api_client(agent, token=None) as browser, browser.get("/") as response:
         html = await response.text()
     page = " ".join(re.sub(r"<[^>]+>", " ", html).split())  # the words as a person reads them
     assert f"Times in {TZ}" in page
@@ -183,16 +182,15 @@ async def closed_agent(make_agent: Callable[..., Awaitable[Agent]]) -> Agent:
 
 async def test_closed_page_needs_the_token(closed_agent: Agent) -> None:
     """With status_page_public = false, / is a shell without data; the panel answers 401 without the token, 200 with."""
-    base = f"http://127.0.0.1:{closed_agent.port}"
-    async with aiohttp.ClientSession() as browser:
-        async with browser.get(base + "/") as response:
+    async with api_client(closed_agent, token=None) as browser:
+        async with browser.get("/") as response:
             html = await response.text()
         assert 'data-printer="kitchen"' not in html and "Enter the API token" in html
-        async with browser.get(base + "/status/panel") as response:
+        async with browser.get("/status/panel") as response:
             assert response.status == 404
-        async with browser.get(base + "/api/v1/status/panel") as response:
+        async with browser.get("/api/v1/status/panel") as response:
             assert response.status == 401
-        async with browser.get(base + "/api/v1/status/panel", headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+        async with browser.get("/api/v1/status/panel", headers={"Authorization": f"Bearer {TOKEN}"}) as response:
             assert response.status == 200
             assert 'data-printer="kitchen"' in await response.text()
 

@@ -7,22 +7,20 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
-
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, db_rows, eventually
+from tests.helpers import api_client, db_rows, eventually
 
 DAYS_31 = 31 * 86400
 
 
 async def push(agent: Agent, orders: list[dict[str, Any]]) -> None:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with api_client(agent) as session:
         for order in orders:
-            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+            async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201, await response.text()
 
 

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
@@ -21,7 +20,7 @@ from edge.store import Database
 from edge.store.orders import add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import REJECTED_KEY, OutboxSender
-from tests.helpers import TOKEN, db_rows, eventually
+from tests.helpers import api_client, db_rows, eventually
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE, Agents
 
 MakeSender = Callable[..., Awaitable[OutboxSender]]
@@ -220,9 +219,9 @@ async def test_running_agent_delivers_past_a_refused_event(
     orders = central.create_orders(3, prefix="rej")
     poison = f"{orders[1]['id']}:received:0"
     central.reject_events(keys={poison})
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with api_client(agent) as session:
         for order in orders:
-            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+            async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201, await response.text()
     db = agent.settings.agent.db_path
     jobs = await db_rows(db, "SELECT id, order_id FROM print_jobs")

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from edge.cli import main
@@ -18,7 +17,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, db_execute, db_rows, eventually
+from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually
 from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents
 
 
@@ -28,10 +27,7 @@ def _printed_json(out: str) -> Any:
     return json.loads(out[start : out.index("\n}\n", start) + 2])
 
 
-def api(agent_port: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent_port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
+api = api_client
 
 
 async def test_conflict_keeps_the_local_order_and_is_reported(
@@ -149,8 +145,8 @@ async def test_recovery_api_needs_the_token_and_says_when_off(
             assert (await response.json())["enabled"] is False
         async with session.post("/api/v1/recovery/runs") as response:
             assert response.status == 409 and (await response.json())["error"] == "not_configured"
-    async with aiohttp.ClientSession() as anonymous:
-        async with anonymous.get(f"http://127.0.0.1:{agent.port}/api/v1/recovery/runs") as response:
+    async with api_client(agent, token=None) as anonymous:
+        async with anonymous.get("/api/v1/recovery/runs") as response:
             assert response.status == 401
 
 
