@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.printing.decode import decode
@@ -162,14 +163,23 @@ async def test_a_render_failure_recorded_after_a_person_discarded_the_job_leaves
         printing={"template_dir": str(templates)}, spool={"retry_base_s": 0.05, "retry_max_s": 0.1}
     )
     example_order.update(number="SLOW", print_receipt=False)
-    async with api_client(agent) as api:
-        assert (await post(api, example_order))[0] == 201
-        await eventually(lambda: job_rows(agent), lambda rows: rows[0][:2] == ("failed", 1))
-        spool = agent.spoolers["kitchen"]
-        await wait_until(lambda: spool.current_job is None, what="the first attempt over")
-        await wait_until(lambda: spool.current_job == 1, what="the retry rendering")  # it takes about a second
-        async with api.post("/api/v1/jobs/1/discard") as response:
-            assert response.status == 200, await response.text()
-        await wait_until(lambda: spool.current_job is None, what="the retry's render failure recorded")
+    spool = agent.spoolers["kitchen"]
+    with capture_logs() as logs:
+
+        def renders_failed() -> int:
+            return sum(e["event"] == "render_failed" for e in logs)
+
+        async def in_the_retry() -> bool:
+            """The first failure is recorded and the retry is rendering (about a second), its failure still to come."""
+            rows = await job_rows(agent)
+            return rows[0][:2] == ("failed", 1) and renders_failed() == 1 and spool.current_job == 1
+
+        async with api_client(agent) as api:
+            assert (await post(api, example_order))[0] == 201
+            await eventually(lambda: job_rows(agent), lambda rows: rows[0][:2] == ("failed", 1))
+            await wait_until(in_the_retry, what="the retry rendering")
+            async with api.post("/api/v1/jobs/1/discard") as response:
+                assert response.status == 200, await response.text()
+            await wait_until(lambda: renders_failed() == 2 and spool.current_job is None, what="the retry's failure")
     assert await job_rows(agent, "SELECT state, attempts FROM print_jobs") == [("discarded", 1)]
     assert printers["kitchen"].printed == []
