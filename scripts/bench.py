@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark: measures the agent's figures against a baseline from the same run; prints a table and one JSON document."""
+"""Benchmark: measures the agent's figures against a baseline from the same run; prints a table and one JSON
+document."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +109,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+async def until(check: Callable[[], object], interval: float = 0.05) -> None:
+    """Polls ``check`` until it is true: the agent runs as another process, so its database (or a dict another task
+    fills) has no event to wait on. The caller bounds it with asyncio.timeout."""
+    while not check():  # noqa: ASYNC110 (see above)
+        await asyncio.sleep(interval)
+
+
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
 def sqlite_baseline(path: Path, bodies: list[bytes], *, per_commit: int = 1) -> dict[str, float]:
-    """Plain sqlite3: INSERT and COMMIT every ``per_commit`` orders in a loop, WAL and synchronous=FULL like the agent's store."""
+    """Plain sqlite3: INSERT and COMMIT every ``per_commit`` orders in a loop, WAL and synchronous=FULL like the agent's
+    store."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
@@ -203,7 +213,8 @@ async def watch_printer(printer: SimPrinter, landed: dict[str, float]) -> None:
 async def print_latency_at(
     port: int, kitchen: SimPrinter, rate: float, seconds: float, prefix: str
 ) -> dict[str, float]:
-    """Orders sent at a steady ``rate``; latency runs from each 201 arriving to its ticket's last byte at the printer."""
+    """Orders sent at a steady ``rate``; latency runs from each 201 arriving to its ticket's last byte at the
+    printer."""
     count = max(2, int(rate * seconds))
     acked: dict[str, float] = {}
     landed: dict[str, float] = {}
@@ -225,8 +236,7 @@ async def print_latency_at(
             sends.append(asyncio.create_task(send(make_order(n, prefix=prefix, print_receipt=False))))
         await asyncio.gather(*sends)
     async with asyncio.timeout(60 + count / 10):
-        while not set(acked) <= set(landed):
-            await asyncio.sleep(0.05)
+        await until(lambda: set(acked) <= set(landed))
     watcher.cancel()
     latencies = [landed[o] - acked[o] for o in acked]
     return {"orders": count, "p50_ms": ms(percentile(latencies, 0.5)), "p99_ms": ms(percentile(latencies, 0.99))}
@@ -361,13 +371,14 @@ def storage_baseline(shim: Path, root: Path, body: bytes, count: int) -> dict[st
     }
 
 
-async def wait_all_printed(db_path: Path, timeout: float) -> float:
+async def wait_all_printed(db_path: Path, timeout: float) -> float:  # noqa: ASYNC109 (a deadline for a measurement)
     """Polls a read-only connection until no print job is left unprinted; returns when (perf_counter)."""
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         async with asyncio.timeout(timeout):
-            while db.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0]:
-                await asyncio.sleep(0.01)
+            await until(
+                lambda: not db.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0], 0.01
+            )
         return time.perf_counter()
     finally:
         db.close()
@@ -413,6 +424,8 @@ async def small_acks(session: aiohttp.ClientSession, port: int, prefix: str, unt
         n += 1
         await asyncio.sleep(max(0.0, 0.02 - (time.perf_counter() - t0)))
     return latencies
+
+
 # The raw copies compare like with like (each ends with an fsync); `edge backup` as shipped adds a
 # quick_check of the copy, the fsync of its folder and the pruning of old files.
 BACKUP_WAYS = ("one_step", "vacuum_into", "edge_backup", "baseline_steps_256")
@@ -567,7 +580,8 @@ class Bench:
         return result
 
     async def recovery(self) -> dict[str, Any]:
-        """The central API comes back with N orders the agent missed: seconds until all are stored with their jobs queued."""
+        """The central API comes back with N orders the agent missed: seconds until all are stored with their jobs
+        queued."""
         count = self.size["recovery"]
         central = CentralSim("sim-store", token=TOKEN)
         await central.start()
@@ -579,15 +593,13 @@ class Bench:
             await central.set_up(True)
             assert central.up_at is not None
             async with asyncio.timeout(120 + count / 50):
-                while db.execute("SELECT COUNT(*) FROM orders WHERE source = 'recovery'").fetchone()[0] < count:
-                    await asyncio.sleep(0.05)
+                await until(
+                    lambda: db.execute("SELECT COUNT(*) FROM orders WHERE source = 'recovery'").fetchone()[0] >= count
+                )
                 stored_s = time.time() - central.up_at
-                while (
-                    row := db.execute(
-                        "SELECT finished_at FROM recovery_runs WHERE state = 'completed' ORDER BY id DESC LIMIT 1"
-                    ).fetchone()
-                ) is None:
-                    await asyncio.sleep(0.05)
+                finished = "SELECT finished_at FROM recovery_runs WHERE state = 'completed' ORDER BY id DESC LIMIT 1"
+                await until(lambda: db.execute(finished).fetchone() is not None)
+                row = db.execute(finished).fetchone()
         finally:
             db.close()
             await self.stop_agent(agent)
@@ -829,21 +841,25 @@ def table(result: dict[str, Any]) -> str:
     rows = ["figure                          value        baseline"]
     for clients, f in (result["intake"] or {}).items():
         rows.append(
-            f"intake {clients:<12} orders/s  {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (x{f['ratio_to_baseline']})"
+            f"intake {clients:<12} orders/s  {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  "
+            f"(x{f['ratio_to_baseline']})"
         )
         rows.append(
-            f"intake {clients:<12} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} {f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}"
+            f"intake {clients:<12} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} "
+            f"{f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}"
         )
     for rate, f in (result["print_latency"] or {}).items():
         rows.append(
-            f"ack->paper {rate:<14} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} {f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}"
+            f"ack->paper {rate:<14} p50/p99 ms {f['p50_ms']:>6}/{f['p99_ms']:<7} "
+            f"{f['baseline_p50_ms']:>5}/{f['baseline_p99_ms']}"
         )
     for key in ("recovery", "alert_latency", "footprint"):
         if result[key] is None:
             rows.append(f"{key:<31} not landed")
     if f := result["recovery"]:
         rows.append(
-            f"recovery {f['orders']} orders/s     {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (stored in {f['stored_s']} s)"
+            f"recovery {f['orders']} orders/s     {f['orders_per_s']:>9}   {f['baseline_orders_per_s']:>9}  (stored in "
+            f"{f['stored_s']} s)"
         )
     if f := result["alert_latency"]:
         rows.append(

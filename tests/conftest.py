@@ -3,54 +3,64 @@
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from blockbuster import BlockBuster, BlockBusterFunction
 
 from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings, parse_settings
-from edge.sim.orders import taken_at
+from edge.events import Event
 from edge.sim.printer import SimPrinter
+from tests.helpers import EXAMPLE, api_client, config_dict, fresh
 
-TOKEN = "test-token-0123456789"
-EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
+# What may not run on the event loop's thread while a test runs (blockbuster's names): sleeping, blocking sockets,
+# SQLite, waiting on a thread's lock, waiting for a child process. Each stalls every task on the loop: the agent under
+# test, its
+# simulated printers and the test's own clients. A flaky "database is locked" came from a test writing SQLite on the
+# loop while the agent's writer waited for that same loop. File reads and stats (blockbuster's os.* and io.*) are left
+# out: the agent reads its templates and config on the loop at start-up, by design, in microseconds.
+_NEVER_ON_THE_LOOP = ("time.sleep", "socket.", "ssl.", "sqlite3.", "threading.Lock.", "builtins.input", "os.waitpid")
 
 
-def fresh(order: dict[str, Any]) -> dict[str, Any]:
-    """The order as if taken just now (to the microsecond: tests hold tickets after well under a second).
+def _wait_blocks(pid: int, options: int) -> bool:
+    return not options & os.WNOHANG
 
-    Staleness is the order's own age (created_at): the contract example as shipped (22 Nov 2026) is an old order
-    that would be held, not printed."""
-    return taken_at(order, datetime.now(UTC))
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of the long end-to-end tests (marked slow) first: the two workers start on them and fill in with the
+    short ones, instead of one worker starting a minute-long test when the rest is done. (Whole files move together:
+    xdist hands out files, and a module's tests stay in order.)"""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls_on_the_loop() -> Iterator[BlockBuster]:
+    """Fails the test (BlockingError) when code of the agent or of the tests makes a blocking call on a thread that runs
+    an event loop. Blocking work belongs in ``asyncio.to_thread`` (as ``tests.helpers.db_rows`` does)."""
+    guard = BlockBuster(["edge", "tests"])
+    guard.functions["os.waitpid"] = BlockBusterFunction(
+        None, "os.waitpid", scanned_modules=["edge", "tests"], can_block_predicate=lambda *a: not _wait_blocks(*a)
+    )
+    for name, function in guard.functions.items():
+        if name.startswith(_NEVER_ON_THE_LOOP):
+            function.activate()
+    try:
+        yield guard
+    finally:
+        guard.deactivate()
 
 
 @pytest.fixture
 def example_order() -> dict[str, Any]:
     """The backend's contract example as shipped (a fresh copy per test), taken just now (see ``fresh``)."""
     return fresh(copy.deepcopy(EXAMPLE))
-
-
-def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "agent": {"store_id": "test-store", "data_dir": str(data_dir), "language": "de", "log_format": "json"},
-        "api": {"host": "127.0.0.1", "port": 0, "token": TOKEN},
-        "printers": {
-            name: {"type": "network", "host": "127.0.0.1", "port": p.port, "width": 48, "status_timeout": 0.5}
-            for name, p in printers.items()
-        },
-        "stations": {"kitchen": "kitchen", "bar": "kitchen"},
-        "receipts": {"printer": "front"},
-        "spool": {"retry_base_s": 0.05, "retry_max_s": 0.2, "offline_probe_max_s": 0.5},
-    }
-    for section, values in overrides.items():
-        raw.setdefault(section, {}).update(values)
-    return raw
 
 
 @pytest.fixture
@@ -74,12 +84,20 @@ def make_settings(tmp_path: Path, printers: dict[str, SimPrinter]) -> Callable[.
 
 @pytest.fixture
 async def make_agent(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Awaitable[Agent]]]:
-    """Starts real agents: ``await make_agent(settings=None, clock=None, **overrides)``; each is stopped at the end
-    unless the test stopped it already."""
+    """Starts real agents: ``await make_agent(settings=None, clock=None, listen=None, **overrides)`` (overrides:
+    config sections for ``make_settings``); each is stopped at the end unless the test stopped it already."""
     started: list[Agent] = []
 
-    async def make(settings: Settings | None = None, *, clock: Clock | None = None, **overrides: Any) -> Agent:
+    async def make(
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        listen: Callable[[Event], object] | None = None,
+        **overrides: Any,
+    ) -> Agent:
         a = Agent(settings or make_settings(**overrides), clock=clock or SYSTEM_CLOCK)
+        if listen is not None:  # subscribed before the start: hears what the agent publishes while starting, too
+            a.bus.subscribe(listen, Event)
         await a.start()
         started.append(a)
         return a
@@ -98,7 +116,5 @@ async def agent(make_agent: Callable[..., Awaitable[Agent]]) -> Agent:
 @pytest.fixture
 async def api(agent: Agent) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for the agent's API, authenticated."""
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as session:
+    async with api_client(agent) as session:
         yield session

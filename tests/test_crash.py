@@ -6,7 +6,6 @@ import asyncio
 import collections
 import os
 import random
-import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +16,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
 
 ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))
 KILLS = int(os.environ.get("EDGE_CRASH_KILLS", "5"))
@@ -25,6 +24,7 @@ CLIENTS = 4
 
 
 @pytest.mark.crash
+@pytest.mark.slow
 async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path) -> None:
     """Every 2xx'd order is stored once, every ticket and receipt reaches paper, extra prints say COPY,
     and the central API got every status event, once per idempotency key — also when, under the same load,
@@ -62,13 +62,13 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
 
     async def client() -> None:
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=timeout) as session:
+        async with api_client(port, timeout=timeout) as session:
             while not todo.empty():
                 order = todo.get_nowait()
                 central.add_orders([order])  # as the backend does: the order exists there before it is pushed
                 while True:  # as the backend does: retry until the agent answers
                     try:
-                        async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
+                        async with session.post("/api/v1/orders", json=order) as response:
                             if response.status in (200, 201):
                                 acknowledged.add(order["id"])
                                 break
@@ -80,9 +80,8 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
     async def paper_out_mid_ticket() -> None:
         """The kitchen roll runs out 300 bytes into a ticket (about half of one); a new roll 1 s later."""
         kitchen.paper_out_after = 300
-        while kitchen.paper_out_after is not None:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: kitchen.paper_out_after is None, 150, "the roll ran out")  # the trigger fires once
+        await asyncio.sleep(1.0)  # the roll stays out for a second: part of the scenario, not a wait for the agent
         kitchen.paper_out = False
 
     async def rename_kitchen_printer() -> None:
@@ -117,27 +116,21 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         assert len(acknowledged) == ORDERS
 
         expected_tickets = collections.Counter()
-        with sqlite3.connect(data_dir / "edge.db") as conn:
-            stored = [r[0] for r in conn.execute("SELECT id FROM orders")]
-            expected_jobs = conn.execute("SELECT COUNT(*) FROM print_jobs").fetchone()[0]
-            for order_id, kind, station in conn.execute("SELECT order_id, kind, station FROM print_jobs"):
-                expected_tickets[(order_id, kind, station)] += 1
+        db = data_dir / "edge.db"
+        stored = [r[0] for r in await db_rows(db, "SELECT id FROM orders")]
+        [(expected_jobs,)] = await db_rows(db, "SELECT COUNT(*) FROM print_jobs")
+        for order_id, kind, station in await db_rows(db, "SELECT order_id, kind, station FROM print_jobs"):
+            expected_tickets[(order_id, kind, station)] += 1
         assert sorted(stored) == sorted(acknowledged)  # all there, each once (id is the primary key)
         assert max(expected_tickets.values()) == 1  # one job per ticket, never a second original
 
-        async def all_printed() -> None:
-            while True:
-                with sqlite3.connect(data_dir / "edge.db") as conn:
-                    if (
-                        conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'").fetchone()[0]
-                        == expected_jobs
-                    ):
-                        return
-                await asyncio.sleep(0.2)
-
-        await asyncio.wait_for(all_printed(), timeout=120)
-        with sqlite3.connect(data_dir / "edge.db") as conn:
-            keys = {r[0] for r in conn.execute("SELECT idempotency_key FROM outbox")}
+        await eventually(
+            lambda: db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'"),
+            lambda rows: rows[0][0] == expected_jobs,
+            120,
+            "every job printed",
+        )
+        keys = {r[0] for r in await db_rows(db, "SELECT idempotency_key FROM outbox")}
         # A kill between sending and recording may make the agent send an event twice; the central side
         # keeps one copy per idempotency key, and must end up with every key.
         await central.wait_for(lambda: len(central.events) >= len(keys), timeout=60)
@@ -162,11 +155,10 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         receipts_seen = {numbers[w] for data in front.printed for w in decode(data).text.split() if w in numbers}
         assert {o for (o, kind, _) in expected_tickets if kind == "receipt"} <= receipts_seen
 
-        with sqlite3.connect(data_dir / "edge.db") as conn:
-            events = collections.Counter(r[0] for r in conn.execute("SELECT event FROM outbox"))
-            kitchen_printers = {
-                r[0] for r in conn.execute("SELECT DISTINCT printer FROM print_jobs WHERE kind = 'ticket'")
-            }
+        events = collections.Counter(r[0] for r in await db_rows(db, "SELECT event FROM outbox"))
+        kitchen_printers = {
+            r[0] for r in await db_rows(db, "SELECT DISTINCT printer FROM print_jobs WHERE kind = 'ticket'")
+        }
         assert events["received"] == ORDERS and events["printed"] == expected_jobs
         assert kitchen_printers <= {"kitchen", "pass"}  # tickets printed before the rename keep the old name
         log = (tmp_path / "agent.log").read_text(errors="replace")

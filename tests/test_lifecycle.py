@@ -16,7 +16,7 @@ import aiohttp
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, api_client, db_rows
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -80,23 +80,22 @@ async def test_sigterm_finishes_the_job_in_flight_and_logs_json(tmp_path: Path) 
     await agent.start()
     try:
         order = example_order() | {"print_receipt": False}
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
-            async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
+        async with api_client(port) as session:
+            async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201
             await asyncio.sleep(0.3)  # the ticket is now on its way
             assert agent.proc is not None
             agent.proc.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.1)
             try:
-                async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
+                async with session.post("/api/v1/orders", json=order) as response:
                     assert response.status == 503
             except aiohttp.ClientConnectionError:
                 pass  # the listener may already be closed: the backend retries either way
         assert await asyncio.wait_for(agent.proc.wait(), timeout=30) == 0
         await kitchen.wait_for_printed(1, timeout=5)
         assert len(kitchen.printed) == 1 and kitchen.dropped == []
-        with sqlite3.connect(tmp_path / "data" / "edge.db") as conn:
-            assert conn.execute("SELECT state FROM print_jobs").fetchall() == [("printed",)]
+        assert await db_rows(tmp_path / "data" / "edge.db", "SELECT state FROM print_jobs") == [("printed",)]
     finally:
         if agent.proc and agent.proc.returncode is None:
             await agent.kill()

@@ -25,7 +25,7 @@ from edge.printing.spooler import Spooler
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 
 
 def _closed(data_dir: Path) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import inspect
 import ssl
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -43,7 +44,9 @@ class SmtpSink:
         self.received_at: list[float] = []  # loop.time() of each message, for latency measurements
         self.failed_logins = 0
         self.rcpt_replies: dict[str, str] = {}  # recipient -> the reply to its RCPT TO, e.g. "550 5.1.1 user unknown"
-        self.data_reply: Callable[[EmailMessage], str | None] | None = None  # a refusal instead of "250 OK"
+        # A refusal instead of "250 OK" (or None); may be a coroutine function, so that a test can act while the relay
+        # holds the message without blocking the loop both of them run on.
+        self.data_reply: Callable[[EmailMessage], str | Awaitable[str | None] | None] | None = None
         self.data_delay_s = 0.0
         self.connections = 0
         self.refused_messages = 0  # bodies answered with data_reply
@@ -62,7 +65,10 @@ class SmtpSink:
         message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
         if self.data_delay_s:
             await asyncio.sleep(self.data_delay_s)
-        if self.data_reply is not None and (reply := self.data_reply(message)):
+        reply = self.data_reply(message) if self.data_reply is not None else None
+        if inspect.isawaitable(reply):
+            reply = await reply
+        if reply:
             self.refused_messages += 1
             return reply
         self.received_at.append(asyncio.get_running_loop().time())

@@ -1,9 +1,8 @@
-"""Alert fixtures: a self-signed certificate made at test time, a real SMTP server (aiosmtpd) with AUTH and STARTTLS, a fake clock."""
+"""Alert fixtures: a self-signed certificate made at test time, a real SMTP server (aiosmtpd) with AUTH and STARTTLS, a
+fake clock."""
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -184,18 +183,3 @@ def make_alerter(db: Database, clock: FakeClock) -> Callable[..., Alerter]:
         )
 
     return make
-
-
-def db_rows(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Reads through a second connection: what is committed, not what the agent holds in memory."""
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-async def wait_until(predicate: Callable[[], object], limit_s: float, what: str) -> None:
-    """Polls ``predicate`` every 50 ms; fails naming ``what`` after ``limit_s``."""
-    for _ in range(int(limit_s / 0.05)):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not {what} after {limit_s:g} s")

@@ -1,4 +1,5 @@
-"""Alerts inside the real agent: spooler faults to mails on loopback, mail off without smtp.host, the CLI, the latency probe."""
+"""Alerts inside the real agent: spooler faults to mails on loopback, mail off without smtp.host, the CLI, the latency
+probe."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,30 +24,31 @@ from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
 
 
 async def test_fault_to_mail_latency(tmp_path: Path) -> None:
-    """The probe the benchmark uses: an unplugged printer with a job waiting reaches the inbox well within a second or two (group_wait 0)."""
+    """The probe the benchmark uses: an unplugged printer with a job waiting reaches the inbox well within a second or
+    two (group_wait 0)."""
     seconds = await asyncio.wait_for(measure_fault_to_mail(tmp_path), timeout=30)
     assert 0 < seconds < 10
 
 
 async def test_paper_out_and_back_mailed_by_running_agent(
-    alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
 ) -> None:
-    """The running agent mails 'out of paper' when the kitchen printer runs dry with a ticket waiting, and 'resolved' once paper is back."""
-    agent = Agent(alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0))
+    """The running agent mails 'out of paper' when the kitchen printer runs dry with a ticket waiting, and 'resolved'
+    once paper is back."""
     printers["kitchen"].paper_out = True
-    await agent.start()
-    try:
-        assert agent.deps is not None and agent.alerter is not None
-        await agent.deps.intake.accept(make_order(1, print_receipt=False))
-        [mail] = await sink.wait_for(1, timeout=15)
-        assert "Drucker kitchen: Papier leer" in str(mail["Subject"])
-        assert "1 Druckaufträge warten" in mail.get_body(("plain",)).get_content()
-        printers["kitchen"].paper_out = False
-        await printers["kitchen"].wait_for_printed(1, timeout=15)
-        mails = await sink.wait_for(2, timeout=15)
-        assert "BEHOBEN" in str(mails[1]["Subject"]) and "Papier leer" in str(mails[1]["Subject"])
-    finally:
-        await agent.stop()
+    agent = await make_agent(alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0))
+    assert agent.deps is not None and agent.alerter is not None
+    await agent.deps.intake.accept(make_order(1, print_receipt=False))
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "Drucker kitchen: Papier leer" in str(mail["Subject"])
+    assert "1 Druckaufträge warten" in mail.get_body(("plain",)).get_content()
+    printers["kitchen"].paper_out = False
+    await printers["kitchen"].wait_for_printed(1, timeout=15)
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Papier leer" in str(mails[1]["Subject"])
 
 
 async def test_agent_without_smtp_has_no_alerter(agent: Agent) -> None:
@@ -58,7 +60,8 @@ def write_config(tmp_path: Path, sink_port: int, cert: Path) -> Path:
     config = tmp_path / "edge.toml"
     config.write_text(
         f'[agent]\nstore_id = "berlin-01"\ndata_dir = "{tmp_path / "data"}"\n[api]\ntoken = "tok-0123456789abcdef"\n'
-        f'[smtp]\nhost = "127.0.0.1"\nport = {sink_port}\nusername = "{SMTP_USER}"\nca_file = "{cert}"\n[alerts]\nto = ["chef@store.test"]\n',
+        f'[smtp]\nhost = "127.0.0.1"\nport = {sink_port}\nusername = "{SMTP_USER}"\nca_file = "{cert}"\n[alerts]\nto = '
+        f'["chef@store.test"]\n',
         encoding="utf-8",
     )
     (tmp_path / "edge.env").write_text(f"EDGE_SMTP_PASSWORD='{SMTP_PASSWORD}'\n", encoding="utf-8")
@@ -68,7 +71,8 @@ def write_config(tmp_path: Path, sink_port: int, cert: Path) -> Path:
 
 @pytest.fixture
 def cli_logging() -> Iterator[None]:
-    """The CLI configures structlog onto pytest's captured stderr; put the defaults back so later tests don't log to a closed file."""
+    """The CLI configures structlog onto pytest's captured stderr; put the defaults back so later tests don't log to a
+    closed file."""
     yield
     structlog.reset_defaults()
 
@@ -77,7 +81,8 @@ def cli_logging() -> Iterator[None]:
 def test_cli_silence_and_list(
     tmp_path: Path, cert: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`edge alerts silence printer_offline:kitchen 2h` stores a silence that ends in two hours; `edge alerts list` shows it; a typo is refused."""
+    """`edge alerts silence printer_offline:kitchen 2h` stores a silence that ends in two hours; `edge alerts list`
+    shows it; a typo is refused."""
     monkeypatch.delenv("EDGE_CONFIG", raising=False)
     config = write_config(tmp_path, 25, cert[0])
     before = time.time()

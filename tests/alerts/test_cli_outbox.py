@@ -14,9 +14,9 @@ from edge.cli import main
 from edge.config import Settings
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, db_rows, wait_until
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.alerts.test_outbox import fast, printer_down_with_a_ticket
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, db_rows, eventually
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 
@@ -29,7 +29,8 @@ def cli_logging() -> Iterator[None]:
 
 
 def cli_config(tmp_path: Path, settings: Settings, *, api_port: int, cert: Path) -> Path:
-    """The technician's edge.toml for the same data directory (password in edge.env, as setup-notifications writes it)."""
+    """The technician's edge.toml for the same data directory (password in edge.env, as setup-notifications writes
+    it)."""
     to = ", ".join(f'"{r}"' for r in settings.alerts.to)
     config = tmp_path / "edge.toml"
     config.write_text(
@@ -67,24 +68,26 @@ async def test_alerts_test_goes_through_the_running_agents_outbox(
     agent = await make_agent(settings)
     await printer_down_with_a_ticket(agent, printers)
     db = settings.agent.db_path
-    await wait_until(lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE state = 'dead'")[0][0], 8, "dead")
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE state = 'dead'"), lambda rows: rows[0][0], 8, "dead"
+    )
     config = cli_config(tmp_path, settings, api_port=agent.port or 0, cert=cert[0])
     capsys.readouterr()
     assert await edge("alerts", "test", "--config", str(config)) == 1
     out = capsys.readouterr().out
     assert "NOT sent to everyone" in out and "refused for old@store.test: 550 5.1.1 user unknown" in out
     assert "2 dead-lettered" in out  # the alert and the test mail itself
-    assert db_rows(db, "SELECT state, delivered FROM alert_mails WHERE kind = 'test'") == [
+    assert await db_rows(db, "SELECT state, delivered FROM alert_mails WHERE kind = 'test'") == [
         ("dead", '["chef@store.test"]')
     ]
-    [(dead_id,)] = db_rows(db, "SELECT id FROM alert_mails WHERE kind != 'test'")
+    [(dead_id,)] = await db_rows(db, "SELECT id FROM alert_mails WHERE kind != 'test'")
     assert await edge("alerts", "outbox", "--config", str(config)) == 0
     out = capsys.readouterr().out
     assert f"#{dead_id} " in out and "dead-lettered: 2" in out
     assert await edge("alerts", "outbox", "--discard", str(dead_id), "--config", str(config)) == 0
     assert await edge("alerts", "outbox", "--retry", str(dead_id), "--config", str(config)) == 1
     assert "only a dead or waiting mail can be retried" in capsys.readouterr().err
-    assert db_rows(db, "SELECT state FROM alert_mails WHERE id = ?", dead_id) == [("discarded",)]
+    assert await db_rows(db, "SELECT state FROM alert_mails WHERE id = ?", dead_id) == [("discarded",)]
 
 
 async def test_alerts_test_without_an_agent_uses_the_outbox_here(
@@ -102,7 +105,7 @@ async def test_alerts_test_without_an_agent_uses_the_outbox_here(
     config = cli_config(tmp_path, settings, api_port=9, cert=cert[0])
     assert await edge("alerts", "test", "--config", str(config)) == 0
     assert "sent to chef@store.test, vize@store.test" in capsys.readouterr().out
-    assert db_rows(settings.agent.db_path, "SELECT kind, state FROM alert_mails") == [("test", "sent")]
+    assert await db_rows(settings.agent.db_path, "SELECT kind, state FROM alert_mails") == [("test", "sent")]
     assert len(sink.messages) == 1
     assert await edge("alerts", "outbox", "--retry", "77", "--config", str(config)) == 1
     assert "alert mail 77 does not exist" in capsys.readouterr().err

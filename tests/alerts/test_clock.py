@@ -15,9 +15,10 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store import Database
 from edge.store.alerts import AlertStore
-from tests.alerts.conftest import FakeClock, db_rows, wait_until
+from tests.alerts.conftest import FakeClock
 from tests.alerts.test_outbox import fast, printer_down_with_a_ticket
 from tests.alerts.test_throttle import add_jobs, offline, online, run, subject
+from tests.helpers import db_rows, eventually
 
 EIGHT_HOURS = 8 * 3600
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -197,7 +198,9 @@ async def test_running_agent_follows_a_step_back(
     agent = await make_agent(settings, clock=clock)
     await printer_down_with_a_ticket(agent, printers)
     db = settings.agent.db_path
-    await wait_until(lambda: db_rows(db, "SELECT MAX(attempts) FROM alert_mails")[0][0], 8, "a failed attempt")
+    await eventually(
+        lambda: db_rows(db, "SELECT MAX(attempts) FROM alert_mails"), lambda rows: rows[0][0], 8, "a failed attempt"
+    )
     clock.step(-EIGHT_HOURS)
     await sink.start()
     [mail] = await sink.wait_for(1, timeout=6)

@@ -15,7 +15,8 @@ BASE: dict[str, Any] = {"agent": {"store_id": "berlin-01"}, "api": {"token": "to
 
 
 def test_environment_names_from_the_issue() -> None:
-    """EDGE_SMTP_* fill [smtp], EDGE_SMTP_FROM the sender, EDGE_ALERT_TO (comma-separated) the recipients; the password stays secret."""
+    """EDGE_SMTP_* fill [smtp], EDGE_SMTP_FROM the sender, EDGE_ALERT_TO (comma-separated) the recipients; the password
+    stays secret."""
     env = {
         "EDGE_SMTP_HOST": "smtp.example.com",
         "EDGE_SMTP_PORT": "465",

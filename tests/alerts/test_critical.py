@@ -14,9 +14,10 @@ from edge.events import PrinterStatusChanged, StorageProblem
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store import Database
-from tests.alerts.conftest import FakeClock, db_rows, wait_until
+from tests.alerts.conftest import FakeClock
 from tests.alerts.test_outbox import printer_down_with_a_ticket
 from tests.alerts.test_throttle import add_jobs, offline, online, run, subject
+from tests.helpers import db_rows, eventually
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 
@@ -140,7 +141,7 @@ async def test_storm_guard_one_mail_per_device_then_the_digest(
         clock.advance(120)
         await run(alerter)
     assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN", "STÖRUNG (kritisch)"]
-    logged = db_rows(db.path, "SELECT COUNT(*) FROM alert_log WHERE action = 'digest'")[0][0]
+    logged = (await db_rows(db.path, "SELECT COUNT(*) FROM alert_log WHERE action = 'digest'"))[0][0]
     assert logged >= 10  # the outages in between, for the digest
 
 
@@ -164,8 +165,10 @@ async def test_critical_alert_reaches_the_inbox_within_10_s_by_default(
     agent = await make_agent(settings, clock=clock)
     await printer_down_with_a_ticket(agent, printers)
     db = settings.agent.db_path
-    await wait_until(lambda: db_rows(db, "SELECT COUNT(*) FROM alert_groups")[0][0], 8, "the fault noted")
-    [(first_at,)] = db_rows(db, "SELECT first_at FROM alert_groups WHERE key = 'printer_offline:kitchen'")
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM alert_groups"), lambda rows: rows[0][0], 8, "the fault noted"
+    )
+    [(first_at,)] = await db_rows(db, "SELECT first_at FROM alert_groups WHERE key = 'printer_offline:kitchen'")
     clock.advance(first_at + 8.5 - clock.wall())  # 8.5 s after the fault by the agent's clock
     [mail] = await sink.wait_for(1, timeout=3)
     assert "Drucker kitchen nicht erreichbar" in str(mail["Subject"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import sqlite3
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
@@ -15,6 +14,7 @@ from edge.errors import StoreError
 from edge.events import PrinterStatusChanged
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import FakeClock
+from tests.helpers import db_execute
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -43,16 +43,15 @@ async def test_digest_survives_a_failed_insert(
     clock.advance(60)
     await run(alerter)  # into the digest
     clock.advance(3600)
-    with sqlite3.connect(settings.agent.db_path) as conn:  # the next insert of a digest mail fails, like a full disk
-        conn.execute(
-            "CREATE TRIGGER fail_digest BEFORE INSERT ON alert_mails WHEN NEW.kind = 'digest'"
-            " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
-        )
+    await db_execute(  # the next insert of a digest mail fails, like a full disk
+        settings.agent.db_path,
+        "CREATE TRIGGER fail_digest BEFORE INSERT ON alert_mails WHEN NEW.kind = 'digest'"
+        " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    )
     with contextlib.suppress(StoreError):
         await run(alerter)
     assert digests(sink) == []
-    with sqlite3.connect(settings.agent.db_path) as conn:
-        conn.execute("DROP TRIGGER fail_digest")
+    await db_execute(settings.agent.db_path, "DROP TRIGGER fail_digest")
     clock.advance(60)
     await run(alerter)
     assert len(digests(sink)) == 1

@@ -18,8 +18,8 @@ from edge.config import Settings
 from edge.events import PrinterStatusChanged
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.alerts.conftest import db_rows, wait_until
 from tests.alerts.test_outbox import fast, printer_down_with_a_ticket
+from tests.helpers import db_rows, eventually, wait_until
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 
@@ -116,14 +116,15 @@ async def test_full_disk_sends_the_mail_once_and_loses_nothing(
 
     attempts: list[str] = []
 
-    def busy_then_fill(message: EmailMessage) -> str | None:
+    async def busy_then_fill(message: EmailMessage) -> str | None:
         if "Drucker kitchen" not in str(message["Subject"]):
             return None
         attempts.append(str(message["Message-ID"]))
         if len(attempts) == 1:
             return "451 4.3.0 busy, try again later"
         if len(attempts) == 2:
-            small_disk.fill(db)  # while the relay takes it: the agent cannot write down that it was sent
+            # while the relay takes it: the agent cannot write down that it was sent
+            await asyncio.to_thread(small_disk.fill, db)
         return None  # "250 OK"
 
     sink.data_reply = busy_then_fill
@@ -141,13 +142,19 @@ async def test_full_disk_sends_the_mail_once_and_loses_nothing(
     status = await agent.alerter.outbox_status()
     assert status.unrecorded == 1 and status.waiting_signals <= 1000
     assert sink.connections <= 3  # the alert, at most the storage alert mailed directly, nothing in a loop
-    small_disk.free(db)
-    await wait_until(lambda: db_rows(db, "SELECT state FROM alert_mails WHERE id = 1") == [("sent",)], 8, "recorded")
-    await wait_until(
-        lambda: db_rows(db, "SELECT fires_total FROM alert_groups WHERE key = 'printer_offline:front'") == [(2000,)],
+    await asyncio.to_thread(small_disk.free, db)
+    await eventually(
+        lambda: db_rows(db, "SELECT state FROM alert_mails WHERE id = 1"),
+        lambda rows: rows == [("sent",)],
+        8,
+        "recorded",
+    )
+    await eventually(
+        lambda: db_rows(db, "SELECT fires_total FROM alert_groups WHERE key = 'printer_offline:front'"),
+        lambda rows: rows == [(2000,)],
         8,
         "every occurrence counted",
     )
     assert len(kitchen_mails(sink)) == 1
-    assert db_rows(db, "SELECT attempts FROM alert_mails WHERE id = 1") == [(2,)]
+    assert await db_rows(db, "SELECT attempts FROM alert_mails WHERE id = 1") == [(2,)]
     assert (await agent.alerter.outbox_status()).waiting_signals == 0

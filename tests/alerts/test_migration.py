@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -46,11 +47,15 @@ async def test_outbox_migration_up_and_down_on_old_rows(tmp_path: Path) -> None:
         await migrate(conn, migrations)
     finally:
         await conn.close()
-    with sqlite3.connect(path) as check:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == latest_version(migrations)
-        # down then up again: the dead mail came back as sent (not to be sent again), the waiting one still waits
-        assert check.execute("SELECT id, state FROM alert_mails ORDER BY id").fetchall() == [
-            (1, "sent"),
-            (2, "sent"),
-            (3, "pending"),
-        ]
+
+    def check_down_and_up() -> None:
+        with sqlite3.connect(path) as check:
+            assert check.execute("PRAGMA user_version").fetchone()[0] == latest_version(migrations)
+            # down then up again: the dead mail came back as sent (not to be sent again), the waiting one still waits
+            assert check.execute("SELECT id, state FROM alert_mails ORDER BY id").fetchall() == [
+                (1, "sent"),
+                (2, "sent"),
+                (3, "pending"),
+            ]
+
+    await asyncio.to_thread(check_down_and_up)

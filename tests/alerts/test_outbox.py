@@ -13,8 +13,7 @@ from edge.config import Settings
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.alerts.conftest import db_rows, wait_until
-from tests.conftest import TOKEN
+from tests.helpers import api_client, db_rows, eventually, wait_until
 from tests.prove.spec import check_answer
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -39,12 +38,15 @@ async def test_slow_final_reply_is_waited_for_not_resent(
     agent = await make_agent(settings)
     await printer_down_with_a_ticket(agent, printers)
     db = settings.agent.db_path
-    await wait_until(
-        lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NOT NULL")[0][0] >= 1, 8, "sent"
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NOT NULL"),
+        lambda rows: rows[0][0] >= 1,
+        8,
+        "sent",
     )
     await asyncio.sleep(1.5)  # room for a wrong second copy
     assert len(sink.messages) == 1
-    assert db_rows(db, "SELECT attempts, last_error FROM alert_mails") == [(1, None)]
+    assert await db_rows(db, "SELECT attempts, last_error FROM alert_mails") == [(1, None)]
 
 
 def fast(alert_settings: Callable[..., Settings], **alerts: Any) -> Settings:
@@ -65,7 +67,9 @@ async def two_alerts(agent: Agent, printers: dict[str, SimPrinter]) -> None:
     """Kitchen printer unplugged with a ticket waiting (mailed first), then the front printer's cover open."""
     await printer_down_with_a_ticket(agent, printers)
     db = agent.settings.agent.db_path
-    await wait_until(lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails")[0][0] >= 1, 8, "kitchen mail queued")
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails"), lambda rows: rows[0][0] >= 1, 8, "kitchen mail queued"
+    )
     printers["front"].cover_open = True
     assert agent.deps is not None
     await agent.deps.intake.accept(make_order(2, prefix="front"))  # a receipt for front: it finds the cover open
@@ -88,7 +92,7 @@ async def test_refused_mail_is_dead_lettered_and_the_next_one_still_goes(
     await asyncio.sleep(1.0)  # several retry rounds: the refused mail is not tried again
     assert sink.refused_messages == 1
     db = agent.settings.agent.db_path
-    assert db_rows(db, "SELECT state, attempts FROM alert_mails WHERE subject LIKE '%kitchen%'") == [("dead", 1)]
+    assert await db_rows(db, "SELECT state, attempts FROM alert_mails WHERE subject LIKE '%kitchen%'") == [("dead", 1)]
 
 
 async def test_temporary_refusal_retries_without_holding_up_others(
@@ -118,7 +122,12 @@ async def test_changed_recipient_list_applies_to_unsent_mails(
     agent = await make_agent(old)
     await printer_down_with_a_ticket(agent, printers)
     db = old.agent.db_path
-    await wait_until(lambda: db_rows(db, "SELECT MAX(attempts) FROM alert_mails")[0][0] or 0, 8, "a failed attempt")
+    await eventually(
+        lambda: db_rows(db, "SELECT MAX(attempts) FROM alert_mails"),
+        lambda rows: rows[0][0] or 0,
+        8,
+        "a failed attempt",
+    )
     await agent.stop()
     await sink.start()
     await make_agent(fast(alert_settings, to=["new@store.test"]))
@@ -143,18 +152,14 @@ async def test_refused_recipient_does_not_lose_the_other_and_retry_reaches_the_n
     await printer_down_with_a_ticket(agent, printers)
     await sink.wait_for(1, timeout=8)
     assert [e.rcpt_tos for e in sink.envelopes] == [["chef@store.test"]]
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(agent) as api:
         await wait_until_async(lambda: outbox(api), lambda body: body["dead"], "dead-lettered")
         [dead] = (await outbox(api))["dead"]
         assert dead["delivered"] == ["chef@store.test"]
         assert dead["refused"] == {"old@store.test": "550 5.1.1 user unknown"}
     await agent.stop()
     fixed = await make_agent(fast(alert_settings, to=["chef@store.test", "new@store.test"]))
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{fixed.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(fixed) as api:
         async with api.post(f"/api/v1/alerts/outbox/{dead['id']}/retry") as response:
             assert response.status == 200
         await sink.wait_for(2, timeout=8)
@@ -192,11 +197,11 @@ async def test_outbox_routes_retry_discard_test_as_documented(
     sink.data_reply = lambda msg: "554 5.7.1 message refused" if "kitchen" in str(msg["Subject"]) else None
     agent = await make_agent(fast(alert_settings))
     await printer_down_with_a_ticket(agent, printers)
-    base, outbox_url = f"http://127.0.0.1:{agent.port}", "/api/v1/alerts/outbox"
+    outbox_url = "/api/v1/alerts/outbox"
     retry, discard = f"{outbox_url}/{{mail_id}}/retry", f"{outbox_url}/{{mail_id}}/discard"
-    async with aiohttp.ClientSession(base_url=base) as anonymous:
+    async with api_client(agent, token=None) as anonymous:
         await documented(anonymous, "GET", outbox_url, 401)
-    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+    async with api_client(agent) as api:
         body = await wait_until_async(lambda: documented(api, "GET", outbox_url, 200), lambda b: b["dead"], "dead")
         mail_id = body["dead"][0]["id"]
         assert (await documented(api, "POST", discard, 200, f"{outbox_url}/{mail_id}/discard"))["state"] == "discarded"
@@ -212,7 +217,7 @@ async def test_outbox_routes_retry_discard_test_as_documented(
             "vize@store.test",
         ]
     db = agent.settings.agent.db_path
-    assert db_rows(db, "SELECT state FROM alert_mails WHERE id = ?", mail_id) == [("discarded",)]
+    assert await db_rows(db, "SELECT state FROM alert_mails WHERE id = ?", mail_id) == [("discarded",)]
     assert not any("kitchen" in s for s in subjects(sink))
 
 
@@ -225,20 +230,23 @@ async def test_dead_lettered_mail_shows_on_the_status_page_and_retries_from_it(
     agent = await make_agent(fast(alert_settings))
     await printer_down_with_a_ticket(agent, printers)
     db = agent.settings.agent.db_path
-    await wait_until(lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE state = 'dead'")[0][0] == 1, 8, "dead")
-    [(mail_id,)] = db_rows(db, "SELECT id FROM alert_mails WHERE state = 'dead'")
-    base = f"http://127.0.0.1:{agent.port}"
-    async with aiohttp.ClientSession() as public:
-        async with public.get(f"{base}/status/panel") as response:
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE state = 'dead'"),
+        lambda rows: rows[0][0] == 1,
+        8,
+        "dead",
+    )
+    [(mail_id,)] = await db_rows(db, "SELECT id FROM alert_mails WHERE state = 'dead'")
+    async with api_client(agent, token=None) as public:
+        async with public.get("/status/panel") as response:
             panel = await response.text()
         assert f'data-mail-retry="{mail_id}"' in panel and "kitchen" in panel
         assert not any(address in panel for address in agent.settings.alerts.to)
-        async with public.post(f"{base}/api/v1/alerts/outbox/{mail_id}/retry") as response:
+        async with public.post(f"/api/v1/alerts/outbox/{mail_id}/retry") as response:
             assert response.status == 401  # actions need the token
     sink.data_reply = lambda msg: None
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession(headers=headers) as client:
-        async with client.post(f"{base}/api/v1/alerts/outbox/{mail_id}/retry") as response:
+    async with api_client(agent) as client:
+        async with client.post(f"/api/v1/alerts/outbox/{mail_id}/retry") as response:
             assert response.status == 200
     await sink.wait_for(1, timeout=8)
     assert "kitchen" in str(sink.messages[-1]["Subject"])

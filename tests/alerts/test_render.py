@@ -123,7 +123,8 @@ def test_suppressed_count_in_german() -> None:
 
 
 def test_operator_templates_override_built_in(tmp_path: Path) -> None:
-    """A subject.txt in alerts.template_dir replaces the built-in one; the body templates still come from the package."""
+    """A subject.txt in alerts.template_dir replaces the built-in one; the body templates still come from the
+    package."""
     (tmp_path / "subject.txt").write_text("Edge {{ store.id }}: {{ alert.title }}", encoding="utf-8")
     mail = renderer("en", template_dir=tmp_path).alert(
         group("printer_paper_out"), kind="firing", extra=0, recipients=["a@b.test"]

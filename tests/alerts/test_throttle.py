@@ -1,4 +1,5 @@
-"""Grouping and throttling against a real SMTP server: storms, restarts, SMTP outages, silences, inhibition, hours, cap."""
+"""Grouping and throttling against a real SMTP server: storms, restarts, SMTP outages, silences, inhibition, hours,
+cap."""
 
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ async def test_offline_printer_mailed_after_group_wait_then_resolved(
 async def test_storm_of_1000_faults_gives_two_mails_with_counts(
     alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
 ) -> None:
-    """1,000 faults in a minute: one mail at group_wait with the count so far, then one resolved mail with the rest; every fault is counted once."""
+    """1,000 faults in a minute: one mail at group_wait with the count so far, then one resolved mail with the rest;
+    every fault is counted once."""
     alerter = make_alerter(alert_settings())
     await flap(alerter, clock, 1000)
     await run(alerter)
@@ -140,7 +142,8 @@ async def test_storm_of_1000_faults_gives_two_mails_with_counts(
 async def test_restarts_in_a_storm_send_no_duplicates(
     alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
 ) -> None:
-    """The agent restarting every 100 faults (a crash loop) still sends one mail and one resolved mail: the throttle state is on disk."""
+    """The agent restarting every 100 faults (a crash loop) still sends one mail and one resolved mail: the throttle
+    state is on disk."""
     settings = alert_settings()
     for _ in range(10):
         db = await Database.open(tmp_path / "data" / "edge.db")
@@ -166,7 +169,8 @@ async def test_smtp_down_mails_arrive_once_when_back(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """With the SMTP server down the mails wait in the outbox with backoff; when it is back each arrives exactly once."""
+    """With the SMTP server down the mails wait in the outbox with backoff; when it is back each arrives exactly
+    once."""
     alerter = make_alerter(alert_settings())
     await sink.stop()
     alerter.on_event(offline("kitchen"))
@@ -195,7 +199,8 @@ async def test_smtp_down_mails_arrive_once_when_back(
 async def test_siblings_join_one_mail_news_waits_group_interval(
     alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
 ) -> None:
-    """Three dead jobs on one printer within group_wait make one mail listing all three orders; a fourth later waits for group_interval."""
+    """Three dead jobs on one printer within group_wait make one mail listing all three orders; a fourth later waits for
+    group_interval."""
     alerter = make_alerter(alert_settings())
     for n in range(3):
         alerter.on_event(
@@ -240,7 +245,8 @@ async def test_silence_holds_mail_until_it_ends(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """A silence on printer_offline:kitchen holds its mail (others still go); when the silence ends the mail goes with the count."""
+    """A silence on printer_offline:kitchen holds its mail (others still go); when the silence ends the mail goes with
+    the count."""
     alerter = make_alerter(alert_settings())
     await AlertStore(db).add_silence("printer_offline:kitchen", starts_at=clock.wall(), ends_at=clock.wall() + 7200)
     alerter.on_event(offline("kitchen"))
@@ -276,7 +282,8 @@ async def test_opening_hours_hold_warnings_not_critical(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """Outside opening hours a warning (cover open) waits, a critical alert (a ticket that could not be printed) goes."""
+    """Outside opening hours a warning (cover open) waits, a critical alert (a ticket that could not be printed)
+    goes."""
     import datetime as dt
 
     await add_jobs(db, ["dead"], created_at=clock.wall())
@@ -318,7 +325,8 @@ async def test_daily_digest_collects_warnings(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """With digest on, a warning (cover open) waits for the one daily mail at digest_at; a critical alert still goes on its own."""
+    """With digest on, a warning (cover open) waits for the one daily mail at digest_at; a critical alert still goes on
+    its own."""
     import datetime as dt
 
     await add_jobs(db, ["queued"], created_at=clock.wall())
@@ -344,12 +352,14 @@ async def test_daily_digest_collects_warnings(
 async def add_jobs(db: Database, states: list[str], created_at: float) -> None:
     async with db.transaction() as conn:
         await conn.execute(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', 'A-1', 'h', '{}', 'web', '2026-01-01T00:00:00Z', ?)",
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', "
+            "'A-1', 'h', '{}', 'web', '2026-01-01T00:00:00Z', ?)",
             (created_at,),
         )
         for n, state in enumerate(states):
             await conn.execute(
-                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES ('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES "
+                "('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
                 (state, created_at, f"o1:ticket:kitchen:{n}"),
             )
 
@@ -361,7 +371,8 @@ async def test_queue_backlog_checked_and_resolved(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """Jobs waiting longer than backlog_age_min raise queue_backlog (numbers in the mail); once they are printed a resolved mail follows."""
+    """Jobs waiting longer than backlog_age_min raise queue_backlog (numbers in the mail); once they are printed a
+    resolved mail follows."""
     await add_jobs(db, ["queued", "queued", "failed"], created_at=clock.wall() - 12 * 60)
     alerter = make_alerter(alert_settings(backlog_age_min=10))
     await alerter.check()
@@ -386,7 +397,8 @@ async def test_dead_job_alert_resolves_when_no_dead_job_is_left(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """print_job_failed stays until nobody's dead job is left on that printer (retried or discarded), then it is resolved."""
+    """print_job_failed stays until nobody's dead job is left on that printer (retried or discarded), then it is
+    resolved."""
     await add_jobs(db, ["dead"], created_at=clock.wall())
     alerter = make_alerter(alert_settings())
     alerter.on_event(
@@ -441,7 +453,8 @@ async def test_fault_over_before_silence_ends_is_never_mailed(
     sink: SmtpSink,
     db: Database,
 ) -> None:
-    """A silenced fault that is over before the silence ends is dropped, not mailed late as news that is no longer true."""
+    """A silenced fault that is over before the silence ends is dropped, not mailed late as news that is no longer
+    true."""
     alerter = make_alerter(alert_settings())
     await AlertStore(db).add_silence("printer_*", starts_at=clock.wall(), ends_at=clock.wall() + 3600)
     alerter.on_event(offline("kitchen"))

@@ -18,7 +18,7 @@ from edge.clock import SteppedClock
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, api_client
 from tests.prove.spec import check_answer
 
 FLOOD = 1100  # half-sent requests kept open at once, as in the report
@@ -26,6 +26,7 @@ NOFILE = 256  # the agent's fd limit: the flood reaches it within a second
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) sets the agent's fd limit")
+@pytest.mark.slow
 async def test_authenticated_order_answers_201_within_2s_during_a_slow_loris_flood(
     tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
@@ -142,8 +143,8 @@ async def test_at_the_cap_the_longest_waiting_connection_makes_room_and_busy_one
     agent = await make_agent(api={"max_connections": 8, "body_timeout_s": 5})
     idle = [await open_raw(agent) for _ in range(8)]
     await asyncio.sleep(0.05)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as api:
-        async with api.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=make_order(1, prefix="cap")) as r:
+    async with api_client(agent) as api:
+        async with api.post("/api/v1/orders", json=make_order(1, prefix="cap")) as r:
             assert r.status == 201
     assert await closed_with(idle[0][0]) == b""  # the first one in was the one to go
     for _, writer in idle:

@@ -11,7 +11,7 @@ import pytest
 from edge.app import Agent
 from edge.config import Settings
 from edge.errors import ConfigError
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 
 BROWSER_PATHS = ("/", "/status/panel", "/static/status.js")
 

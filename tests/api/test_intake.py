@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import sqlite3
 from typing import Any
 
 import aiohttp
@@ -16,15 +15,9 @@ from hypothesis import strategies as st
 from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
+from tests.helpers import EXAMPLE, TOKEN, api_client, db_rows, eventually, job_rows, post
 
 CHANNELS = ["web", "pos", "phone", "marketplace", "kiosk", "uber-eats", "call-center"]
-
-
-async def post(api: aiohttp.ClientSession, body: Any, **kwargs: Any) -> tuple[int, Any]:
-    kw = {"json": body} if not isinstance(body, (bytes, str)) else {"data": body}
-    async with api.post("/api/v1/orders", **kw, **kwargs) as response:
-        return response.status, await response.json(content_type=None)
 
 
 async def test_contract_example_is_stored_before_the_answer(
@@ -34,12 +27,11 @@ async def test_contract_example_is_stored_before_the_answer(
     status, body = await post(api, example_order)
     assert status == 201
     assert body["order_id"] == "ord_7f3a9c21" and body["status"] == "stored" and len(body["job_ids"]) == 2
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        assert conn.execute("SELECT number FROM orders WHERE id = 'ord_7f3a9c21'").fetchone() == ("A-1042",)
-        assert (
-            sorted(r[0] for r in conn.execute("SELECT id FROM print_jobs WHERE order_id = 'ord_7f3a9c21'"))
-            == body["job_ids"]
-        )
+    assert await db_rows(agent, "SELECT number FROM orders WHERE id = 'ord_7f3a9c21'") == [("A-1042",)]
+    assert (
+        sorted(r[0] for r in await db_rows(agent, "SELECT id FROM print_jobs WHERE order_id = 'ord_7f3a9c21'"))
+        == body["job_ids"]
+    )
     kitchen = await printers["kitchen"].wait_for_printed(1)
     front = await printers["front"].wait_for_printed(1)
     assert decode(kitchen[0]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
@@ -48,7 +40,7 @@ async def test_contract_example_is_stored_before_the_answer(
 
 
 async def test_duplicate_prints_once_and_conflict_prints_nothing(
-    api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """Same id and content: 200 duplicate, one ticket. Same id, other content: 409 and nothing printed."""
     assert (await post(api, example_order))[0] == 201
@@ -64,7 +56,8 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(
         "order_id": "ord_7f3a9c21",
     }
     await printers["kitchen"].wait_for_printed(1)
-    await asyncio.sleep(0.5)
+    # Every job the agent has is printed: nothing is left that could come out a second time.
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
     assert len(printers["kitchen"].printed) == 1
     assert len(printers["front"].printed) == 1
 
@@ -135,7 +128,7 @@ async def test_top_level_array_is_422(api: aiohttp.ClientSession) -> None:
 
 
 async def test_auth_missing_and_wrong_token_are_401(agent: Agent, example_order: dict) -> None:
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as anonymous:
+    async with api_client(agent, token=None) as anonymous:
         for headers, reason in (
             ({}, "missing Authorization: Bearer <token> header"),
             ({"Authorization": "Bearer nope"}, "wrong token"),
@@ -147,8 +140,7 @@ async def test_auth_missing_and_wrong_token_are_401(agent: Agent, example_order:
                 assert response.headers["WWW-Authenticate"].startswith("Bearer")
         async with anonymous.get("/health") as response:
             assert response.status == 200  # probes need no token
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0
+    assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0
 
 
 async def test_body_over_limit_is_413(api: aiohttp.ClientSession, example_order: dict) -> None:
@@ -211,7 +203,7 @@ async def test_channel_never_changes_routing(api: aiohttp.ClientSession, example
         order = copy.deepcopy(example_order)
         order["id"] = f"ord_channel_{n}"
         order["channel"] = channel
-        status, body = await post(api, order)
+        status, _ = await post(api, order)
         assert status == 201
         async with api.get(f"/api/v1/orders/{order['id']}") as response:
             jobs = (await response.json())["jobs"]
@@ -240,7 +232,6 @@ EXAMPLE_PATHS = [
 
 @st.composite
 def mutated_orders(draw: st.DrawFn) -> Any:
-    from tests.conftest import EXAMPLE
 
     if draw(st.booleans()):
         return draw(json_values)
@@ -319,10 +310,7 @@ async def test_an_order_that_could_never_print_is_refused_not_stored(
     key = raw_field.split('"')[1]
     example_order.pop(key, None)
     raw = json.dumps(example_order)[:-1] + ", " + raw_field + "}"
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(agent) as api:
         status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
     assert (status, body.get("field")) == (422, field), body
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0
+    assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0

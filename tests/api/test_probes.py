@@ -6,35 +6,35 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 
-import aiohttp
-
 from edge.app import Agent
 from edge.clock import SteppedClock
+from tests.helpers import api_client
 
 
 async def test_ready_writes_at_most_once_a_second(make_agent: Callable[..., Awaitable[Agent]]) -> None:
     """A burst of /ready calls (in a row, and 20 at once) shares one write probe; a second later it writes again."""
     clock = SteppedClock()
     agent = await make_agent(clock=clock)
-    watcher = sqlite3.connect(agent.settings.agent.db_path, isolation_level=None)
+    # Used from worker threads (off the loop), one at a time.
+    watcher = sqlite3.connect(agent.settings.agent.db_path, isolation_level=None, check_same_thread=False)
 
-    def data_version() -> int:  # changes whenever another connection committed since the last look
-        return watcher.execute("PRAGMA data_version").fetchone()[0]
+    async def data_version() -> int:  # changes whenever another connection committed since the last look
+        return await asyncio.to_thread(lambda: watcher.execute("PRAGMA data_version").fetchone()[0])
 
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as anonymous:
+        async with api_client(agent, token=None) as anonymous:
 
             async def ready() -> int:
                 async with anonymous.get("/ready") as response:
                     return response.status
 
             assert await ready() == 200
-            before = data_version()
+            before = await data_version()
             assert [await ready() for _ in range(10)] == [200] * 10
             assert await asyncio.gather(*(ready() for _ in range(20))) == [200] * 20
-            assert data_version() == before, "/ready wrote to the database again within the second"
+            assert await data_version() == before, "/ready wrote to the database again within the second"
             clock.advance(1.5)
             assert await ready() == 200
-            assert data_version() != before, "after a second /ready probes the disk again"
+            assert await data_version() != before, "after a second /ready probes the disk again"
     finally:
         watcher.close()

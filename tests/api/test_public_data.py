@@ -9,6 +9,7 @@ import aiohttp
 
 from edge.app import Agent
 from edge.sim.printer import SimPrinter
+from tests.helpers import api_client
 
 # What the example order carries about its guest: name, phone number, an item note.
 PERSONAL = ("JürgenGroß", "Jürgen", "Groß", "+493012345", "1234567", "ohneBasilikum")
@@ -36,7 +37,7 @@ async def test_a_guessing_client_without_token_reads_no_personal_data(
     templates = sorted({r.resource.canonical for r in agent._runner.app.router.routes() if r.method == "GET"})
     guesses = {"job_id": [str(n) for n in range(41)], "order_id": [example_order["id"]], "run_id": ["1"]}
     answered: dict[str, int] = {}
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as anonymous:
+    async with api_client(agent, token=None) as anonymous:
         for template in templates:
             names = PARAM.findall(template)
             urls = [template]
@@ -52,5 +53,5 @@ async def test_a_guessing_client_without_token_reads_no_personal_data(
 
 
 async def _page(agent: Agent) -> str:
-    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/") as response:
+    async with api_client(agent, token=None) as browser, browser.get("/") as response:
         return await response.text()

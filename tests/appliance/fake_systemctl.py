@@ -100,8 +100,14 @@ def start(unit: str) -> int:
     notify_path.chmod(0o666)  # the service runs as its own user and must be able to send to it
     env = environment(settings) | {"NOTIFY_SOCKET": str(notify_path)}
     with (STATE / f"{unit}.log").open("ab") as log:
+        # The service writes its own pid file before it becomes the service (exec keeps the pid): systemd tracks a
+        # service it started whatever happens to the `systemctl start` that asked for it, and so must we when that
+        # client is killed (upgrade.sh's process group getting SIGKILL) between starting the service and noting it.
         process = subprocess.Popen(
-            ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--", *argv],
+            [
+                *("sh", "-c", 'echo $$ > "$0" && exec "$@"', str(pid_file(unit))),
+                *("setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--", *argv),
+            ],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from edge.app import Agent
@@ -26,8 +24,8 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
 from edge.store.history import add_printed_history
-from tests.conftest import TOKEN
-from tests.sync.conftest import CENTRAL_TOKEN, FAST, Recorder
+from tests.helpers import TOKEN, Recorder, api_client, db_execute, db_rows
+from tests.sync.conftest import CENTRAL_TOKEN, FAST
 
 
 def box_config(path: Path, store_id: str, central: CentralSim, printers: dict[str, SimPrinter]) -> Path:
@@ -60,21 +58,16 @@ async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProc
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
 
-async def run_until_recovered(settings: Settings) -> None:
+async def run_until_recovered(make_agent: Callable[..., Awaitable[Agent]], settings: Settings) -> None:
     """Start the agent, wait for its start-up recovery run to complete, stop it."""
-    agent = Agent(settings)
     recorder = Recorder()
-    agent.bus.subscribe(recorder)
-    await agent.start()
-    try:
-        await recorder.wait(RecoveryCompleted, timeout=20)
-    finally:
-        await agent.stop()
+    agent = await make_agent(settings, listen=recorder)
+    await recorder.wait(RecoveryCompleted, timeout=20)
+    await agent.stop()
 
 
-def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
+async def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    return await db_rows(db, sql)
 
 
 @pytest.fixture
@@ -94,13 +87,16 @@ async def centrals() -> AsyncIterator[dict[str, CentralSim]]:
 
 
 async def test_restore_refuses_another_stores_backup_and_force_moves_it(
-    tmp_path: Path, printers: dict[str, SimPrinter], centrals: dict[str, CentralSim]
+    tmp_path: Path,
+    printers: dict[str, SimPrinter],
+    centrals: dict[str, CentralSim],
+    make_agent: Callable[..., Awaitable[Agent]],
 ) -> None:
     """Store A's backup restored on store B's box is refused with one line naming both stores; nothing is written.
     With --force it is restored as B's, the recovery cursor starts over, and all 3 of B's waiting orders arrive."""
     settings_a = load_settings(box_config(tmp_path, "store-a", centrals["store-a"], printers))
-    await run_until_recovered(settings_a)
-    assert rows(settings_a.agent.db_path, "SELECT value FROM meta WHERE key = 'central_cursor'") != []
+    await run_until_recovered(make_agent, settings_a)
+    assert await rows(settings_a.agent.db_path, "SELECT value FROM meta WHERE key = 'central_cursor'") != []
     backup_a = await backup_database(settings_a)
 
     config_b = box_config(tmp_path, "store-b", centrals["store-b"], printers)
@@ -115,25 +111,26 @@ async def test_restore_refuses_another_stores_backup_and_force_moves_it(
     assert moved.returncode == 0, moved.stderr
     assert "recovery cursor" in moved.stdout
     db_b = settings_b.agent.db_path
-    assert rows(db_b, "SELECT value FROM meta WHERE key = 'central_cursor'") == []
-    assert rows(db_b, "SELECT store_id FROM store_identity") == [("store-b",)]
-    await run_until_recovered(settings_b)
-    stored = [r[0] for r in rows(db_b, "SELECT id FROM orders WHERE substr(id, 1, 2) = 'b_' ORDER BY id")]
+    assert await rows(db_b, "SELECT value FROM meta WHERE key = 'central_cursor'") == []
+    assert await rows(db_b, "SELECT store_id FROM store_identity") == [("store-b",)]
+    await run_until_recovered(make_agent, settings_b)
+    stored = [r[0] for r in await rows(db_b, "SELECT id FROM orders WHERE substr(id, 1, 2) = 'b_' ORDER BY id")]
     assert len(stored) == 3, stored
 
 
 async def test_restore_refuses_a_backup_that_names_no_store(
-    tmp_path: Path, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
 ) -> None:
     """A backup whose database never recorded its store (migrated, but no agent ever ran on it) cannot prove it is this
     store's: refused without --force, restored with it."""
     settings = make_settings()
-    agent = Agent(settings)
-    await agent.start()
+    agent = await make_agent(settings)
     await agent.stop()
     backup = await backup_database(settings)
-    with sqlite3.connect(backup) as conn:
-        conn.execute("DELETE FROM store_identity")
+    await db_execute(backup, "DELETE FROM store_identity")
     config = write_config(
         tmp_path / "edge.toml",
         data_dir=settings.agent.data_dir,
@@ -148,17 +145,16 @@ async def test_restore_refuses_a_backup_that_names_no_store(
     assert forced.returncode == 0, forced.stderr
 
 
-async def test_agent_will_not_run_on_another_stores_database(make_settings: Callable[..., Settings]) -> None:
+async def test_agent_will_not_run_on_another_stores_database(
+    make_settings: Callable[..., Settings], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
     """The database records its store at the first start; started with another agent.store_id on the same data
     directory, the agent stops with one config error naming both stores instead of fetching with a foreign cursor."""
-    agent = Agent(make_settings())
-    await agent.start()
+    agent = await make_agent(make_settings())
     await agent.stop()
-    moved = Agent(make_settings(agent={"store_id": "another-store"}))
     with pytest.raises(ConfigError, match=r"agent\.store_id.*another-store.*test-store"):
-        await moved.start()
-    again = Agent(make_settings())  # the lock and the database were let go
-    await again.start()
+        await make_agent(make_settings(agent={"store_id": "another-store"}))
+    again = await make_agent(make_settings())  # the lock and the database were let go
     await again.stop()
 
 
@@ -183,9 +179,7 @@ async def test_backup_finishes_while_the_agent_takes_an_order_every_20ms(
     stop, busy_now = asyncio.Event(), asyncio.Event()
 
     async def busy() -> None:
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as api:
+        async with api_client(port) as api:
             for n in itertools.count():
                 if stop.is_set():
                     return
@@ -215,5 +209,5 @@ async def test_backup_finishes_while_the_agent_takes_an_order_every_20ms(
     assert backup.returncode == 0, backup.stderr
     assert seconds < 10
     path = Path(backup.stdout.split(": ", 1)[1].strip())
-    stored = {r[0] for r in rows(path, "SELECT id FROM orders WHERE id LIKE 'busy_%'")}
+    stored = {r[0] for r in await rows(path, "SELECT id FROM orders WHERE id LIKE 'busy_%'")}
     assert set(before) <= stored

@@ -18,7 +18,7 @@ from edge.sim.process import free_port, write_config
 from edge.sim.smtp import SmtpSink
 from edge.store import migrations
 from tests.appliance.conftest import SystemUser
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, api_client, db_rows
 
 
 def cli_config(path: Path, data_dir: Path, printers: dict[str, SimPrinter], port: int = 9) -> Path:
@@ -51,10 +51,10 @@ async def run_agent_once(config: Path, port: int, user: SystemUser) -> None:
         user.python, "-m", "edge", "run", "--config", str(config), stderr=subprocess.PIPE, env=user.env
     )
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
+        async with api_client(port, token=None, timeout=aiohttp.ClientTimeout(total=1)) as session:
             for _ in range(200):
                 try:
-                    async with session.get(f"http://127.0.0.1:{port}/ready") as response:
+                    async with session.get("/ready") as response:
                         if response.status == 200:
                             break
                 except aiohttp.ClientError:
@@ -69,9 +69,8 @@ async def run_agent_once(config: Path, port: int, user: SystemUser) -> None:
     assert process.returncode == 0, err.decode()
 
 
-def schema_version(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+async def schema_version(db: Path) -> int:
+    return int((await db_rows(db, "PRAGMA user_version"))[0][0])
 
 
 async def test_restore_never_follows_a_symlinked_lock_file(
@@ -122,11 +121,11 @@ async def test_migrate_refuses_under_a_running_agent(
     down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
     assert down.returncode == 1, down.stdout + down.stderr
     assert f"agent pid {os.getpid()}" in down.stderr and len(down.stderr.strip().splitlines()) == 1, down.stderr
-    assert schema_version(db) == latest
+    assert await schema_version(db) == latest
     await agent.stop()
     down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
     assert down.returncode == 0, down.stderr
-    assert schema_version(db) == latest - 1
+    assert await schema_version(db) == latest - 1
 
 
 def foreign_files(data_dir: Path, user: SystemUser) -> list[str]:
@@ -182,10 +181,15 @@ async def test_root_run_commands_leave_every_file_to_the_agents_user(
     assert foreign_files(data_dir, system_user) == []
 
 
-def run_as(user: SystemUser, *args: str) -> subprocess.CompletedProcess[str]:
+async def run_as(user: SystemUser, *args: str) -> subprocess.CompletedProcess[str]:
     """`edge ARGS` as the agent's user (what the nightly backup timer does)."""
-    return subprocess.run(
-        user.command(user.python, "-m", "edge", *args), env=user.env, capture_output=True, text=True, timeout=60
+    return await asyncio.to_thread(
+        subprocess.run,
+        user.command(user.python, "-m", "edge", *args),
+        env=user.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -198,7 +202,7 @@ async def test_root_run_command_gives_back_what_old_tools_left_to_root(
     data_dir = agent_data_dir(system_user)
     config = cli_config(system_user.home / "edge.toml", data_dir, printers)
     os.chown(config, system_user.uid, system_user.gid)
-    assert run_as(system_user, "migrate", "--config", str(config)).returncode == 0
+    assert (await run_as(system_user, "migrate", "--config", str(config))).returncode == 0
     (data_dir / "backups").mkdir()  # as root, like the old upgrade.sh's `edge backup`
     (data_dir / "backups" / "edge-20250101T000000000Z.db").write_bytes(b"")
     victim = system_user.home / "root-only"
@@ -206,14 +210,14 @@ async def test_root_run_command_gives_back_what_old_tools_left_to_root(
     victim.chmod(0o600)
     (data_dir / "planted-symlink").symlink_to(victim)
     os.link(victim, data_dir / "planted-hardlink")  # (a user can only do this where fs.protected_hardlinks = 0)
-    nightly = run_as(system_user, "backup", "--config", str(config))
+    nightly = await run_as(system_user, "backup", "--config", str(config))
     assert nightly.returncode == 1 and "Permission denied" in nightly.stderr, nightly.stderr
     assert len(nightly.stderr.strip().splitlines()) == 1, nightly.stderr  # one line, not a traceback
     checked = await edge("config", "check", "--config", str(config), user=system_user)
     assert checked.returncode == 0, checked.stderr
     assert f"gave 2 root-owned file(s) under {data_dir} back to {system_user.name}" in checked.stderr
     assert (victim.stat().st_uid, victim.stat().st_mode & 0o777) == (0, 0o600)
-    assert run_as(system_user, "backup", "--config", str(config)).returncode == 0
+    assert (await run_as(system_user, "backup", "--config", str(config))).returncode == 0
 
 
 async def test_setup_notifications_run_as_root_leaves_no_root_file_in_the_data_directory(

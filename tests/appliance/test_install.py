@@ -1,4 +1,5 @@
-"""scripts/install.sh and scripts/upgrade.sh in a throwaway root (--prefix): idempotent, uninstall keeps data, upgrade rolls back."""
+"""scripts/install.sh and scripts/upgrade.sh in a throwaway root (--prefix): idempotent, uninstall keeps data, upgrade
+rolls back."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.appliance.conftest import program_version
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).parents[2]
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
@@ -64,7 +67,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def root(source: Path) -> Path:
-    """One install into a throwaway root, shared by the tests below in file order (a venv and a package build take seconds)."""
+    """One install into a throwaway root, shared by the tests below in file order (a venv and a package build take
+    seconds)."""
     target = source.parent / "root"
     first = run(source / "scripts/install.sh", "--prefix", str(target), "--python", BASE_PYTHON)
     assert first.returncode == 0, first.stderr
@@ -120,7 +124,8 @@ def test_failed_upgrade_rolls_back_program_and_database(root: Path, source: Path
         (upgraded / "pyproject.toml").read_text().replace('version = "0.1.0"', 'version = "0.2.0"')
     )
     (upgraded / "migrations" / f"{version + 1:03d}_broken.sql").write_text(
-        "-- fails half way\n-- migrate:up\nCREATE TABLE upgrade_probe (x);\nCREATE TABLE orders (x);\n-- migrate:down\nDROP TABLE upgrade_probe;\n"
+        "-- fails half way\n-- migrate:up\nCREATE TABLE upgrade_probe (x);\nCREATE TABLE orders (x);\n-- "
+        "migrate:down\nDROP TABLE upgrade_probe;\n"
     )
     upgrade = run(
         upgraded / "scripts/upgrade.sh",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 
 import aiohttp
@@ -13,6 +12,7 @@ from edge.app import Agent
 from edge.config import Settings
 from edge.events import AlertSent, CentralLinkChanged, RecoveryCompleted, ScanRecorded
 from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, db_execute, db_rows
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -26,7 +26,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_parse_and_count_what_happened(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """After one order printed on two printers, /metrics (parsed by prometheus_client's parser) counts it, its latency and the queue."""
+    """After one order printed on two printers, /metrics (parsed by prometheus_client's parser) counts it, its latency
+    and the queue."""
     async with api.post("/api/v1/orders", json=example_order) as response:
         assert response.status == 201
     await printers["kitchen"].wait_for_printed(1)
@@ -36,7 +37,7 @@ async def test_metrics_parse_and_count_what_happened(
     agent.bus.publish(AlertSent(alert_type="printer_offline", key="kitchen", resolved=False, recipients=1))
     agent.bus.publish(ScanRecorded(scanner="counter", code="x", outcome="order_ready", order_id="o"))
     for _ in range(100):  # the printed mark is committed just after the last byte
-        async with aiohttp.ClientSession() as plain, plain.get(f"http://127.0.0.1:{agent.port}/metrics") as response:
+        async with api_client(agent, token=None) as plain, plain.get("/metrics") as response:
             assert response.status == 200  # no token needed: Prometheus scrapes it
             assert response.headers["Content-Type"].startswith("text/plain; version=")
             got = samples(await response.text())
@@ -63,7 +64,8 @@ async def test_metrics_parse_and_count_what_happened(
 
 
 def test_two_agents_keep_separate_metrics(make_settings: Callable[..., Settings]) -> None:
-    """Each agent has its own registry: a second one in the same process neither clashes with the first nor shares its counts."""
+    """Each agent has its own registry: a second one in the same process neither clashes with the first nor shares its
+    counts."""
     first, second = Agent(make_settings()), Agent(make_settings())
     first.metrics.orders.labels("push").inc()
     assert first.metrics.registry.get_sample_value("edge_orders_received_total", {"source": "push"}) == 1
@@ -73,7 +75,8 @@ def test_two_agents_keep_separate_metrics(make_settings: Callable[..., Settings]
 async def test_paper_out_and_queue_show_in_metrics(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """A printer out of paper reads as down with paper=out, and its waiting job counts in the queue depth and oldest age."""
+    """A printer out of paper reads as down with paper=out, and its waiting job counts in the queue depth and oldest
+    age."""
     printers["kitchen"].paper_out = True
     example_order["print_receipt"] = False
     async with api.post("/api/v1/orders", json=example_order) as response:
@@ -102,7 +105,8 @@ async def test_ready_reports_each_check(agent: Agent, api: aiohttp.ClientSession
 
 
 async def test_ready_goes_not_ready_when_the_database_is_read_only(agent: Agent, api: aiohttp.ClientSession) -> None:
-    """With the database refusing writes (query_only on the writer), /ready answers 503 naming database_writable; it recovers when writes work."""
+    """With the database refusing writes (query_only on the writer), /ready answers 503 naming database_writable; it
+    recovers when writes work."""
     assert agent.db is not None
     await agent.db._writer.execute("PRAGMA query_only = ON")
     async with api.get("/ready") as response:
@@ -118,9 +122,8 @@ async def test_ready_goes_not_ready_when_the_database_is_read_only(agent: Agent,
 async def test_ready_names_an_old_schema(agent: Agent, api: aiohttp.ClientSession) -> None:
     """A database behind the agent's migrations (user_version lowered) makes /ready say migrations_current is not ok."""
     assert agent.db is not None
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        latest = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.execute(f"PRAGMA user_version = {latest - 1}")
+    [(latest,)] = await db_rows(agent, "PRAGMA user_version")
+    await db_execute(agent, f"PRAGMA user_version = {latest - 1}")
     async with api.get("/ready") as response:
         body = await response.json()
         assert response.status == 503
@@ -131,8 +134,9 @@ async def test_ready_names_an_old_schema(agent: Agent, api: aiohttp.ClientSessio
 
 
 async def test_refused_api_requests_are_counted_by_reason(agent: Agent) -> None:
-    """Requests the auth middleware refuses show in /metrics, by reason, so a fleet view sees probing or a wrong token."""
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as plain:
+    """Requests the auth middleware refuses show in /metrics, by reason, so a fleet view sees probing or a wrong
+    token."""
+    async with api_client(agent, token=None) as plain:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer wrong"}):
             async with plain.get("/api/v1/printers", headers=headers) as response:
                 assert response.status == 401

@@ -1,4 +1,5 @@
-"""monitoring/: the alert rules and the Grafana dashboard only use metrics the agent really exports, and promtool accepts them."""
+"""monitoring/: the alert rules and the Grafana dashboard only use metrics the agent really exports, and promtool
+accepts them."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def names_used(text: str) -> set[str]:
 
 
 def test_rules_parse_and_name_only_exported_metrics(make_settings: Callable[..., Settings]) -> None:
-    """Each rule has an alert name, an expression, a severity and a summary; every edge_* metric it uses is exported by the agent."""
+    """Each rule has an alert name, an expression, a severity and a summary; every edge_* metric it uses is exported by
+    the agent."""
     doc = yaml.safe_load(RULES.read_text())
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
     assert len(rules) >= 10
@@ -75,7 +77,8 @@ def test_dashboard_is_valid_json_using_exported_metrics(make_settings: Callable[
     shutil.which("promtool") is None, reason="promtool missing: apt-get install -y --no-install-recommends prometheus"
 )
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
-    """`promtool check rules` accepts the file and `promtool test rules` fires paper-out, storage and stuck-queue alerts as expected."""
+    """`promtool check rules` accepts the file and `promtool test rules` fires paper-out, storage and stuck-queue alerts
+    as expected."""
     check = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     test = subprocess.run(

@@ -9,11 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from edge.api.client import call_agent
@@ -25,7 +24,7 @@ from edge.ops.technician import doctor, health, render_status
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.conftest import config_dict
+from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually
 
 
 def toml(raw: dict[str, Any]) -> str:
@@ -44,16 +43,13 @@ def toml(raw: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def order_ids(db_path: Path) -> list[str]:
-    with sqlite3.connect(db_path) as conn:
-        return [row[0] for row in conn.execute("SELECT id FROM orders ORDER BY id")]
+async def order_ids(db_path: Path) -> list[str]:
+    return [row[0] for row in await db_rows(db_path, "SELECT id FROM orders ORDER BY id")]
 
 
 async def push(agent: Agent, count: int, *, prefix: str = "ord") -> list[str]:
     ids = []
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
-    ) as api:
+    async with api_client(agent) as api:
         for n in range(count):
             order = make_order(n)
             order["id"] = f"{prefix}-{n:04d}"
@@ -63,24 +59,22 @@ async def push(agent: Agent, count: int, *, prefix: str = "ord") -> list[str]:
     return ids
 
 
-async def test_backup_restore_round_trip_keeps_every_order(make_settings: Callable[..., Settings]) -> None:
-    """A backup taken while the agent runs holds every acknowledged order; restoring it after a loss brings all of them back."""
+async def test_backup_restore_round_trip_keeps_every_order(
+    make_settings: Callable[..., Settings], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """A backup taken while the agent runs holds every acknowledged order; restoring it after a loss brings all of them
+    back."""
     settings = make_settings(backup={"keep": 2})
-    agent = Agent(settings)
-    await agent.start()
-    try:
-        ids = await push(agent, 25)
-        backup = await backup_database(settings)  # online, under the running agent
-    finally:
-        await agent.stop()
-    with sqlite3.connect(settings.agent.db_path) as conn:
-        conn.execute("DELETE FROM orders")  # the loss
-    assert order_ids(settings.agent.db_path) == []
+    agent = await make_agent(settings)
+    ids = await push(agent, 25)
+    backup = await backup_database(settings)  # online, under the running agent
+    await agent.stop()
+    await db_execute(settings.agent.db_path, "DELETE FROM orders")  # the loss
+    assert await order_ids(settings.agent.db_path) == []
     safety = (await restore_database(settings, backup)).safety
-    assert order_ids(settings.agent.db_path) == sorted(ids)
-    assert safety is not None and order_ids(safety) == []  # what was replaced is kept, just in case
-    agent = Agent(settings)  # and the agent starts on the restored database
-    await agent.start()
+    assert await order_ids(settings.agent.db_path) == sorted(ids)
+    assert safety is not None and await order_ids(safety) == []  # what was replaced is kept, just in case
+    agent = await make_agent(settings)  # and the agent starts on the restored database
     await agent.stop()
     for _ in range(3):
         await backup_database(settings)
@@ -107,7 +101,8 @@ async def test_restore_rejects_a_file_that_is_not_a_database(
 async def test_doctor_checks_each_part(
     agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
 ) -> None:
-    """The doctor finds the database sound, the agent ready, the kitchen printer out of paper (fail) and the front one online."""
+    """The doctor finds the database sound, the agent ready, the kitchen printer out of paper (fail) and the front one
+    online."""
     printers["kitchen"].paper_out = True
     checks = {c.name: c for c in await doctor(make_settings(api={"port": agent.port}), call_agent)}
     assert checks["database integrity"].level == "ok"
@@ -121,7 +116,8 @@ async def test_doctor_checks_each_part(
 
 
 async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printers: dict[str, SimPrinter]) -> None:
-    """`edge doctor` prints one line per check and exits 1 when something fails (no database yet, agent down, kitchen printer off)."""
+    """`edge doctor` prints one line per check and exits 1 when something fails (no database yet, agent down, kitchen
+    printer off)."""
     printers["kitchen"].set_offline(True)
     config = tmp_path / "edge.toml"
     config.write_text(toml(config_dict(tmp_path / "data", printers, api={"port": 9})))
@@ -141,7 +137,8 @@ async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printe
 async def test_status_screen_shows_printers_queue_and_dead_jobs(
     agent: Agent, make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
 ) -> None:
-    """`edge status` renders the agent's /api/v1/status: each printer with its state, the queue and the dead jobs, colour only on a terminal."""
+    """`edge status` renders the agent's /api/v1/status: each printer with its state, the queue and the dead jobs,
+    colour only on a terminal."""
     printers["kitchen"].set_offline(True)
     await push(agent, 1)
     for _ in range(100):
@@ -158,7 +155,8 @@ async def test_status_screen_shows_printers_queue_and_dead_jobs(
 async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
     agent: Agent, make_settings: Callable[..., Settings]
 ) -> None:
-    """`edge health --alert`: the second failed check in a row mails the manager once; the first good check after mails RESOLVED."""
+    """`edge health --alert`: the second failed check in a row mails the manager once; the first good check after mails
+    RESOLVED."""
     sink = SmtpSink()
     await sink.start()
     try:
@@ -183,31 +181,42 @@ async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
 
 async def all_printed(db_path: Path) -> None:
     """Waits (5 s at most) until every job's printed mark is committed; it lands just after the last byte."""
-    for _ in range(100):
-        with sqlite3.connect(db_path) as conn:
-            if conn.execute("SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'").fetchone()[0] == 0:
-                return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("jobs still not printed after 5 s")
+    await eventually(
+        lambda: db_rows(db_path, "SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'"),
+        lambda rows: rows[0][0] == 0,
+        5,
+        "every job recorded printed",
+    )
 
 
 async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, printers: dict[str, SimPrinter]) -> None:
-    """Printed orders older than the retention age whose status reached central are deleted in batches; waiting or undelivered ones stay."""
+    """Printed orders older than the retention age whose status reached central are deleted in batches; waiting or
+    undelivered ones stay."""
     ids = await push(agent, 12)
     await printers["kitchen"].wait_for_printed(12)
     await printers["front"].wait_for_printed(12, timeout=20)
     db_path = agent.settings.agent.db_path
     await all_printed(db_path)
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE orders SET received_at = received_at - 40 * 86400 WHERE id != ?", (ids[0],))
-        conn.execute("UPDATE outbox SET delivered_at = 1 WHERE order_id != ?", (ids[1],))
+
+    def write() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE orders SET received_at = received_at - 40 * 86400 WHERE id != ?", (ids[0],))
+            conn.execute("UPDATE outbox SET delivered_at = 1 WHERE order_id != ?", (ids[1],))
+
+    await asyncio.to_thread(write)
     assert agent.db is not None
     purged = await purge_printed_orders(agent.db, older_than_s=30 * 86400, batch=4)
     assert purged == 10
-    assert order_ids(db_path) == sorted(ids[:2])  # too young, and not yet reported to central
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
-        assert conn.execute("SELECT COUNT(*) FROM outbox WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+    assert await order_ids(db_path) == sorted(ids[:2])  # too young, and not yet reported to central
+
+    def check() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            assert (
+                conn.execute("SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+            )
+            assert conn.execute("SELECT COUNT(*) FROM outbox WHERE order_id NOT IN (?, ?)", ids[:2]).fetchone()[0] == 0
+
+    await asyncio.to_thread(check)
 
 
 async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> None:
@@ -215,36 +224,52 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
     younger rows, unsent mails and unfinished runs stay, so the database stays bounded."""
     old, young = time.time() - 40 * 86400, time.time()
     db_path = agent.settings.agent.db_path
-    with sqlite3.connect(db_path) as conn:
-        for at in (old, young):
-            conn.execute("INSERT INTO scans(scanned_at, scanner, code, outcome) VALUES (?, 's', 'x', 'unknown')", (at,))
-            conn.execute("INSERT INTO alert_log(at, group_key, action) VALUES (?, 'k', 'mailed')", (at,))
-            conn.execute("INSERT INTO alert_silences(matcher, starts_at, ends_at) VALUES ('x', ?, ?)", (at - 60, at))
-            for sent in (at, None):
+
+    def write() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            for at in (old, young):
                 conn.execute(
-                    "INSERT INTO alert_mails(kind, recipients, subject, text_body, html_body, created_at, next_attempt_at, sent_at)"
-                    " VALUES ('test', '[]', 's', 't', 'h', ?, ?, ?)",
-                    (at, at, sent),
+                    "INSERT INTO scans(scanned_at, scanner, code, outcome) VALUES (?, 's', 'x', 'unknown')", (at,)
                 )
-            for finished in (at, None):
+                conn.execute("INSERT INTO alert_log(at, group_key, action) VALUES (?, 'k', 'mailed')", (at,))
                 conn.execute(
-                    "INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', 'completed', ?, ?)",
-                    (at, finished),
+                    "INSERT INTO alert_silences(matcher, starts_at, ends_at) VALUES ('x', ?, ?)", (at - 60, at)
                 )
+                for sent in (at, None):
+                    conn.execute(
+                        "INSERT INTO alert_mails(kind, recipients, subject, text_body, html_body, created_at, "
+                        "next_attempt_at, sent_at)"
+                        " VALUES ('test', '[]', 's', 't', 'h', ?, ?, ?)",
+                        (at, at, sent),
+                    )
+                for finished in (at, None):
+                    conn.execute(
+                        "INSERT INTO recovery_runs(trigger, state, created_at, finished_at) VALUES ('manual', "
+                        "'completed', ?, ?)",
+                        (at, finished),
+                    )
+
+    await asyncio.to_thread(write)
     assert agent.db is not None
     removed = await purge_history(agent.db, older_than_s=30 * 86400)
     assert removed == {"scans": 1, "alert_log": 1, "alert_mails": 1, "alert_silences": 1, "recovery_runs": 1}
-    with sqlite3.connect(db_path) as conn:
-        assert [r[0] for r in conn.execute("SELECT scanned_at FROM scans")] == [young]
-        assert (
-            conn.execute("SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL").fetchone()[0] == 2
-        )  # unsent mails never go
-        assert conn.execute("SELECT COUNT(*) FROM recovery_runs").fetchone()[0] == 3
+
+    def check() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            assert [r[0] for r in conn.execute("SELECT scanned_at FROM scans")] == [young]
+            assert (
+                conn.execute("SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL").fetchone()[0] == 2
+            )  # unsent mails never go
+            assert conn.execute("SELECT COUNT(*) FROM recovery_runs").fetchone()[0] == 3
+
+    await asyncio.to_thread(check)
 
 
 async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Agent) -> None:
-    """With no room left (PRAGMA max_page_count at the current size), intake answers 503 + Retry-After, StorageProblem is
-    published and /ready fails; when room is back the storage probe publishes StorageRecovered and orders are stored again."""
+    """With no room left (PRAGMA max_page_count at the current size), intake answers 503 + Retry-After, StorageProblem
+    is
+    published and /ready fails; when room is back the storage probe publishes StorageRecovered and orders are stored
+    again."""
     events: list[object] = []
     agent.bus.subscribe(events.append, StorageProblem)
     agent.bus.subscribe(events.append, StorageRecovered)
@@ -253,9 +278,7 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
     pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
     await writer.execute(f"PRAGMA max_page_count = {pages}")
     answers = []
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
-    ) as api:
+    async with api_client(agent) as api:
         for n in range(200):  # the free space left in the last pages runs out within a few orders
             order = make_order(n)
             order["id"] = f"full-{n}"
@@ -282,11 +305,12 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
             assert response.status == 201
         async with api.get("/ready") as response:
             assert response.status == 200
-    assert "after-full" in order_ids(agent.settings.agent.db_path)
+    assert "after-full" in await order_ids(agent.settings.agent.db_path)
 
 
 async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[str, SimPrinter]) -> None:
-    """The APScheduler job purges by itself at retention.every_s: an old, printed, reported order disappears without a call."""
+    """The APScheduler job purges by itself at retention.every_s: an old, printed, reported order disappears without a
+    call."""
     from edge.config import RetentionSettings
     from edge.ops import Housekeeping
 
@@ -295,24 +319,29 @@ async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[
     await printers["front"].wait_for_printed(1)
     db_path = agent.settings.agent.db_path
     await all_printed(db_path)
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE orders SET received_at = received_at - 2 * 86400")
-        conn.execute("UPDATE outbox SET delivered_at = 1")
+
+    def write() -> None:  # a second connection, off the event loop
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE orders SET received_at = received_at - 2 * 86400")
+            conn.execute("UPDATE outbox SET delivered_at = 1")
+
+    await asyncio.to_thread(write)
     assert agent.db is not None
     housekeeping = Housekeeping(agent.db, RetentionSettings(days=1, every_s=0.2, batch=10))
     housekeeping.start()
     try:
         for _ in range(100):
-            if order_ids(db_path) == []:
+            if await order_ids(db_path) == []:
                 break
             await asyncio.sleep(0.05)
     finally:
         housekeeping.stop()
-    assert ids and order_ids(db_path) == []
+    assert ids and await order_ids(db_path) == []
 
 
 async def test_database_size_stays_bounded_across_purges(tmp_path: Path) -> None:
-    """Rounds of 1,000 old printed orders, each purged after: freed pages are reused, so the file stops growing after the first round."""
+    """Rounds of 1,000 old printed orders, each purged after: freed pages are reused, so the file stops growing after
+    the first round."""
     from edge.store import Database
 
     db = await Database.open(tmp_path / "edge.db")
@@ -324,11 +353,13 @@ async def test_database_size_stays_bounded_across_purges(tmp_path: Path) -> None
                 for n in range(1000):
                     order_id = f"r{round_}-{n}"
                     await conn.execute(
-                        "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES (?, ?, 'h', ?, 'web', '2026-01-01', 0)",
+                        "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) "
+                        "VALUES (?, ?, 'h', ?, 'web', '2026-01-01', 0)",
                         (order_id, str(n), payload),
                     )
                     await conn.execute(
-                        "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES (?, 'ticket', 'kitchen', 'kitchen', 'printed', 0, ?)",
+                        "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) "
+                        "VALUES (?, 'ticket', 'kitchen', 'kitchen', 'printed', 0, ?)",
                         (order_id, f"{order_id}:ticket"),
                     )
             await db._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # count the database's pages, not the log's

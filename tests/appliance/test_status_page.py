@@ -15,14 +15,13 @@ import pytest
 
 from edge.api.status_page import recovery_words
 from edge.app import Agent
-from edge.config import Settings
+from edge.clock import SteppedClock
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
 from edge.states import RunState, RunTrigger
 from edge.store.rows import RecoveryRun
-from tests.conftest import TOKEN
-from tests.polling import until
+from tests.helpers import TOKEN, api_client, db_rows, until, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that keep Chromium from calling out of a closed sandbox network (see the machine notes).
@@ -51,7 +50,7 @@ async def test_page_shows_printers_orders_and_escapes_order_text(
     example_order["number"] = "<script>alert(1)</script>"
     await post(api, example_order)
     await printers["kitchen"].wait_for_printed(1)
-    async with aiohttp.ClientSession() as browser, browser.get(f"http://127.0.0.1:{agent.port}/") as response:
+    async with api_client(agent, token=None) as browser, browser.get("/") as response:
         assert response.status == 200
         html = await response.text()
     assert 'data-printer="kitchen"' in html and 'data-printer="front"' in html
@@ -123,8 +122,7 @@ async def add_alert_group(agent: Agent, state: str) -> None:
 async def recover_with_a_conflict(agent: Agent, central: CentralSim, example_order: dict) -> int:
     """A-1042 is here; central has 3 orders the agent missed and another version of A-1042; a run reconciles.
     Returns the run's id."""
-    base = f"http://127.0.0.1:{agent.port}"
-    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+    async with api_client(agent) as api:
         # The run the agent starts when it first reaches central is over (it would not see the orders below).
         await until(
             api,
@@ -152,8 +150,7 @@ async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_ti
     agent = linked_agent
     await recover_with_a_conflict(agent, central, example_order)
     await central.set_up(False)  # the line is cut: status events pile up
-    base = f"http://127.0.0.1:{agent.port}"
-    async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+    async with api_client(agent) as api:
         await post(api, dict(example_order, id="ord_after_cut", number="A-1043"))
         for _ in range(100):
             async with api.get("/api/v1/recovery/status") as response:
@@ -164,11 +161,10 @@ async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_ti
         async with api.get("/api/v1/status") as response:
             status = await response.json()
     await add_alert_group(agent, "firing")
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        oldest = conn.execute("SELECT MIN(created_at) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
-        waiting = conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
+    [(oldest,)] = await db_rows(agent, "SELECT MIN(created_at) FROM outbox WHERE delivered_at IS NULL")
+    [(waiting,)] = await db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
     assert status["central"]["up"] is False and status["outbox"] == {"pending": waiting, "oldest_at": oldest}
-    async with aiohttp.ClientSession() as browser, browser.get(f"{base}/") as response:
+    async with api_client(agent, token=None) as browser, browser.get("/") as response:
         html = await response.text()
     page = " ".join(re.sub(r"<[^>]+>", " ", html).split())  # the words as a person reads them
     assert f"Times in {TZ}" in page
@@ -180,55 +176,45 @@ async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_ti
 
 
 @pytest.fixture
-async def closed_agent(make_settings: Callable[..., Settings]) -> AsyncIterator[Agent]:
+async def closed_agent(make_agent: Callable[..., Awaitable[Agent]]) -> Agent:
     """An agent whose status page is not public."""
-    agent = Agent(make_settings(api={"status_page_public": False}))
-    await agent.start()
-    yield agent
-    await agent.stop()
+    return await make_agent(api={"status_page_public": False})
 
 
 async def test_closed_page_needs_the_token(closed_agent: Agent) -> None:
     """With status_page_public = false, / is a shell without data; the panel answers 401 without the token, 200 with."""
-    base = f"http://127.0.0.1:{closed_agent.port}"
-    async with aiohttp.ClientSession() as browser:
-        async with browser.get(base + "/") as response:
+    async with api_client(closed_agent, token=None) as browser:
+        async with browser.get("/") as response:
             html = await response.text()
         assert 'data-printer="kitchen"' not in html and "Enter the API token" in html
-        async with browser.get(base + "/status/panel") as response:
+        async with browser.get("/status/panel") as response:
             assert response.status == 404
-        async with browser.get(base + "/api/v1/status/panel") as response:
+        async with browser.get("/api/v1/status/panel") as response:
             assert response.status == 401
-        async with browser.get(base + "/api/v1/status/panel", headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+        async with browser.get("/api/v1/status/panel", headers={"Authorization": f"Bearer {TOKEN}"}) as response:
             assert response.status == 200
             assert 'data-printer="kitchen"' in await response.text()
 
 
 async def test_dead_job_listed_with_retry_and_reprint(
-    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """A job that went dead appears under Dead jobs with Retry and Reprint buttons, and in `edge status` JSON."""
     printers["kitchen"].drop_after = 10  # the printer hangs up mid-job: one failure, and max_attempts = 1 makes it dead
-    agent = Agent(make_settings(spool={"max_attempts": 1}))
-    await agent.start()
-    try:
-        example_order["print_receipt"] = False
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as api:
-            job_id = (await post(api, example_order))["job_ids"][0]
-            for _ in range(200):
-                async with api.get("/api/v1/status") as response:
-                    status = await response.json()
-                if status["dead_jobs"]:
-                    break
-                await asyncio.sleep(0.05)
-            assert [j["id"] for j in status["dead_jobs"]] == [job_id]
-            async with api.get("/") as response:
-                html = await response.text()
-        assert f'data-retry="{job_id}"' in html and f'data-reprint="{example_order["id"]}"' in html
-    finally:
-        await agent.stop()
+    agent = await make_agent(spool={"max_attempts": 1})
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        job_id = (await post(api, example_order))["job_ids"][0]
+        for _ in range(200):
+            async with api.get("/api/v1/status") as response:
+                status = await response.json()
+            if status["dead_jobs"]:
+                break
+            await asyncio.sleep(0.05)
+        assert [j["id"] for j in status["dead_jobs"]] == [job_id]
+        async with api.get("/") as response:
+            html = await response.text()
+    assert f'data-retry="{job_id}"' in html and f'data-reprint="{example_order["id"]}"' in html
 
 
 @pytest.mark.skipif(
@@ -278,27 +264,25 @@ async def test_page_in_headless_chromium_sync_now_and_reprint(
         finally:
             await browser.close()
     assert "KOPIE / COPY" in decode(printed[4]).text and "1042" in decode(printed[4]).text.replace(" ", "")
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as api:
-        async with api.get(f"http://127.0.0.1:{agent.port}/api/v1/recovery/runs") as response:
-            runs = (await response.json())["runs"]
+    async with api_client(agent) as api, api.get("/api/v1/recovery/runs") as response:
+        runs = (await response.json())["runs"]
     assert [(r["id"], r["trigger"]) for r in runs][:2] == [(run_id + 1, "manual"), (run_id, "manual")]
 
 
 async def hold_tickets(
-    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter], count: int
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], count: int
 ) -> tuple[Agent, list[dict]]:
     """An agent whose kitchen printer was off longer than the stale age (0.6 s): ``count`` tickets end up held."""
-    agent = Agent(make_settings(printing={"stale_ticket_min": 0.01}))
-    await agent.start()
+    clock = SteppedClock()
+    agent = await make_agent(printing={"stale_ticket_min": 0.01}, clock=clock)
     printers["kitchen"].set_offline(True)
     held = []
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(agent) as api:
         for n in range(count):
             order = dict(example_order, id=f"ord_{n:03d}", number=f"<b>H-{n}</b>", print_receipt=False)
             held.append({"order": order, "job_id": (await post(api, order))["job_ids"][0]})
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+        clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
         printers["kitchen"].set_offline(False)
         for _ in range(200):
             async with api.get("/api/v1/jobs", params={"state": "held"}) as response:
@@ -311,97 +295,85 @@ async def hold_tickets(
     return agent, held
 
 
-def held_rows(agent: Agent) -> dict[int, str]:
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        return dict(conn.execute("SELECT id, state FROM print_jobs"))
+async def held_rows(agent: Agent) -> dict[int, str]:
+    return dict(await db_rows(agent, "SELECT id, state FROM print_jobs"))
 
 
 async def test_held_tickets_listed_with_release_and_discard(
-    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """Held tickets appear under "Held tickets" (escaped order number, printer and station, wait, preview, Release /
     Discard, Release all), in the JSON and the summary; the buttons' endpoints release (it prints) and discard (it
     never does)."""
-    agent, held = await hold_tickets(make_settings, example_order, printers, 2)
+    agent, held = await hold_tickets(make_agent, example_order, printers, 2)
     first, second = (h["job_id"] for h in held)
-    try:
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as api:
-            async with api.get("/api/v1/status") as response:
-                status = await response.json()
-            assert sorted(j["id"] for j in status["held_jobs"]) == [first, second]
-            assert all(
-                j["printer"] == "kitchen" and j["station"] == "kitchen" and j["waited_s"] >= 1
-                for j in status["held_jobs"]
+    async with api_client(agent) as api:
+        async with api.get("/api/v1/status") as response:
+            status = await response.json()
+        assert sorted(j["id"] for j in status["held_jobs"]) == [first, second]
+        assert all(
+            j["printer"] == "kitchen" and j["station"] == "kitchen" and j["waited_s"] >= 1 for j in status["held_jobs"]
+        )
+        async with api.get("/") as response:
+            html = await response.text()
+        assert "2 held" in html and 'id="held-jobs"' in html and "data-release-all" in html
+        for job_id in (first, second):
+            assert (
+                f'data-release="{job_id}"' in html
+                and f'data-discard="{job_id}"' in html
+                and f'data-preview="{job_id}"' in html
             )
-            async with api.get("/") as response:
-                html = await response.text()
-            assert "2 held" in html and 'id="held-jobs"' in html and "data-release-all" in html
-            for job_id in (first, second):
-                assert (
-                    f'data-release="{job_id}"' in html
-                    and f'data-discard="{job_id}"' in html
-                    and f'data-preview="{job_id}"' in html
-                )
-            assert "&lt;b&gt;H-0&lt;/b&gt;" in html and "<b>H-0" not in html
-            async with api.post(f"/api/v1/jobs/{first}/release") as response:
-                assert response.status == 200
-            printed = await printers["kitchen"].wait_for_printed(1)
-            async with api.post(f"/api/v1/jobs/{second}/discard") as response:
-                assert response.status == 200
-            async with api.get("/api/v1/status/panel") as response:
-                panel = await response.text()
-        assert 'id="held-jobs"' not in panel and "data-release-all" not in panel and "0 held" in panel
-        assert "H-0" in decode(printed[0]).text.replace(" ", "")
-        await asyncio.sleep(0.3)
-        assert len(printers["kitchen"].printed) == 1 and held_rows(agent) == {first: "printed", second: "discarded"}
-    finally:
-        await agent.stop()
+        assert "&lt;b&gt;H-0&lt;/b&gt;" in html and "<b>H-0" not in html
+        async with api.post(f"/api/v1/jobs/{first}/release") as response:
+            assert response.status == 200
+        printed = await printers["kitchen"].wait_for_printed(1)
+        async with api.post(f"/api/v1/jobs/{second}/discard") as response:
+            assert response.status == 200
+        async with api.get("/api/v1/status/panel") as response:
+            panel = await response.text()
+    assert 'id="held-jobs"' not in panel and "data-release-all" not in panel and "0 held" in panel
+    assert "H-0" in decode(printed[0]).text.replace(" ", "")
+    await asyncio.sleep(0.3)
+    assert len(printers["kitchen"].printed) == 1 and await held_rows(agent) == {first: "printed", second: "discarded"}
 
 
 @pytest.mark.skipif(
     not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
 )
 async def test_release_discard_and_release_all_clicks_in_headless_chromium(
-    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """In a real browser: Release prints that held ticket, Discard (confirmed) drops one, Release all the rest."""
     playwright_api = pytest.importorskip(
         "playwright.async_api", reason="python playwright is not installed (pip install playwright)"
     )
-    agent, held = await hold_tickets(make_settings, example_order, printers, 3)
+    agent, held = await hold_tickets(make_agent, example_order, printers, 3)
     first, second, third = (h["job_id"] for h in held)
-    try:
-        async with playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000
-            )
-            try:
-                page = await browser.new_page()
-                page.set_default_timeout(15_000)
-                page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
-                await page.goto(f"http://127.0.0.1:{agent.port}/")
-                await page.wait_for_selector(f'#held-jobs button[data-release="{first}"]')
-                await page.fill("#token", TOKEN)
-                await page.click("#token-box button")
-                await page.click(f'#held-jobs button[data-release="{first}"]')
-                printed = await printers["kitchen"].wait_for_printed(1, timeout=15)
-                await page.wait_for_selector(f"#message:has-text('Release of job {first} done')")
-                await page.wait_for_selector(f'#held-jobs button[data-release="{first}"]', state="detached")
-                await page.click(f'#held-jobs button[data-discard="{second}"]')
-                await page.wait_for_selector(f"#message:has-text('Discard of job {second} done')")
-                await page.click("button[data-release-all]")
-                printed = await printers["kitchen"].wait_for_printed(2, timeout=15)
-                await page.wait_for_selector(f"#message:has-text('Release all done (jobs {third})')")
-                await page.wait_for_selector("#held-jobs", state="detached")
-            finally:
-                await browser.close()
-        assert ["H-0" in decode(p).text.replace(" ", "") for p in printed] == [True, False]
-        assert "H-2" in decode(printed[1]).text.replace(" ", "")
-        assert held_rows(agent) == {first: "printed", second: "discarded", third: "printed"}
-    finally:
-        await agent.stop()
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(15_000)
+            page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await page.goto(f"http://127.0.0.1:{agent.port}/")
+            await page.wait_for_selector(f'#held-jobs button[data-release="{first}"]')
+            await page.fill("#token", TOKEN)
+            await page.click("#token-box button")
+            await page.click(f'#held-jobs button[data-release="{first}"]')
+            printed = await printers["kitchen"].wait_for_printed(1, timeout=15)
+            await page.wait_for_selector(f"#message:has-text('Release of job {first} done')")
+            await page.wait_for_selector(f'#held-jobs button[data-release="{first}"]', state="detached")
+            await page.click(f'#held-jobs button[data-discard="{second}"]')
+            await page.wait_for_selector(f"#message:has-text('Discard of job {second} done')")
+            await page.click("button[data-release-all]")
+            printed = await printers["kitchen"].wait_for_printed(2, timeout=15)
+            await page.wait_for_selector(f"#message:has-text('Release all done (jobs {third})')")
+            await page.wait_for_selector("#held-jobs", state="detached")
+        finally:
+            await browser.close()
+    assert ["H-0" in decode(p).text.replace(" ", "") for p in printed] == [True, False]
+    assert "H-2" in decode(printed[1]).text.replace(" ", "")
+    assert await held_rows(agent) == {first: "printed", second: "discarded", third: "printed"}
 
 
 @pytest.mark.parametrize(

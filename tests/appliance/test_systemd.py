@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,12 +18,12 @@ from edge.app import Agent
 from edge.config import Settings
 from edge.ops.measure import measure_startup
 from edge.systemd import Notifier
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 
 UNITS = Path(__file__).parents[2] / "systemd"
 
 
-async def receive(sock: socket.socket, until: str, timeout: float = 10.0) -> list[str]:
+async def receive(sock: socket.socket, until: str, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109 (a helper)
     """Datagrams from the agent until one carries the line ``until``."""
     loop = asyncio.get_running_loop()
     got: list[str] = []
@@ -48,11 +48,11 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> socket.socket:
 
 
 async def test_agent_sends_ready_status_watchdog_and_stopping(
-    notify_socket: socket.socket, make_settings: Callable[..., Settings]
+    notify_socket: socket.socket, make_agent: Callable[..., Awaitable[Agent]]
 ) -> None:
-    """READY=1 with a STATUS line comes once the API listens; WATCHDOG=1 follows from the loop at half WatchdogSec; STOPPING=1 on stop."""
-    agent = Agent(make_settings())
-    await agent.start()
+    """READY=1 with a STATUS line comes once the API listens; WATCHDOG=1 follows from the loop at half WatchdogSec;
+    STOPPING=1 on stop."""
+    agent = await make_agent()
     try:
         first = await receive(notify_socket, "READY=1")
         assert "READY=1" in first[0].split("\n")
@@ -73,7 +73,8 @@ def test_notifier_is_silent_without_systemd() -> None:
 
 
 def test_real_process_notifies_a_path_socket(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
-    """The agent as a subprocess, as systemd starts it: READY=1 over a filesystem socket, exits 0 after STOPPING=1 on SIGTERM."""
+    """The agent as a subprocess, as systemd starts it: READY=1 over a filesystem socket, exits 0 after STOPPING=1 on
+    SIGTERM."""
     settings = make_settings()
     config = tmp_path / "edge.toml"
     config.write_text(
@@ -96,7 +97,8 @@ def test_real_process_notifies_a_path_socket(tmp_path: Path, make_settings: Call
     shutil.which("systemd-analyze") is None, reason="systemd-analyze missing: apt-get install -y systemd"
 )
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    """Every unit and timer passes `systemd-analyze verify` without a single warning (ExecStart pointed at this venv's edge)."""
+    """Every unit and timer passes `systemd-analyze verify` without a single warning (ExecStart pointed at this venv's
+    edge)."""
     edge = Path(sys.executable).parent / "edge"
     for unit in UNITS.iterdir():
         (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/edge-agent/current/bin/edge", str(edge)))
@@ -108,7 +110,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_agent_unit_settings() -> None:
-    """The agent unit is Type=notify with a watchdog, restarts on failure, stops after the 30 s drain, and runs hardened."""
+    """The agent unit is Type=notify with a watchdog, restarts on failure, stops after the 30 s drain, and runs
+    hardened."""
     text = (UNITS / "edge-agent.service").read_text()
     settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
     assert settings["Type"] == "notify" and settings["Restart"] == "on-failure"

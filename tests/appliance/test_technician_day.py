@@ -25,7 +25,7 @@ import pytest
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, cert, server_tls, sink  # noqa: F401 (fixtures)
 from tests.alerts.test_envfile import systemd_reads
-from tests.conftest import EXAMPLE, fresh
+from tests.helpers import EXAMPLE, fresh
 
 REPO = Path(__file__).parents[2]
 # The box's Python: the agent's user must be able to run it (a pyenv Python under /root is not).
@@ -34,6 +34,7 @@ BOX_PYTHON = "/usr/bin/python3"
 BORROWED = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="creates a real system user: needs root (CI runs as root)"),
     pytest.mark.skipif(
         not all(shutil.which(tool) for tool in ("useradd", "userdel", "runuser")), reason="needs useradd and runuser"

@@ -4,8 +4,7 @@ printed as sent, but logged, counted and alerted."""
 from __future__ import annotations
 
 import copy
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -23,8 +22,7 @@ from edge.printing.decode import decode
 from edge.sim.orders import example_order, make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.api.test_intake import post
-from tests.conftest import EXAMPLE, TOKEN
+from tests.helpers import EXAMPLE, api_client, db_rows, post
 
 
 def problems(order: dict[str, Any]) -> list[str]:
@@ -115,35 +113,32 @@ def test_an_order_whose_lines_are_computed_right_always_passes(prices: list[Deci
 
 
 async def test_mismatched_totals_are_stored_printed_as_sent_logged_counted_and_alerted(
-    alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink, example_order: dict
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    example_order: dict,
 ) -> None:
     """An order whose VAT does not fit its goods is answered 201 and its receipt prints exactly as sent; the agent
     logs it, counts it on /metrics, publishes OrderTotalsMismatched and mails the manager — never silently."""
-    agent = Agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
-    await agent.start()
-    try:
-        seen: list[OrderTotalsMismatched] = []
-        agent.bus.subscribe(seen.append, OrderTotalsMismatched)
-        example_order["totals"]["tax"][0]["amount"] = "4.02"
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as api:
-            assert (await post(api, example_order))[0] == 201
-            receipt = decode((await printers["front"].wait_for_printed(1))[0]).text
-            assert "4,02 €" in receipt  # printed as sent
-            async with api.get("/metrics") as response:
-                metrics = await response.text()
-        assert 'edge_order_totals_mismatched_total{source="push"} 1.0' in metrics
-        assert [(e.order_id, e.number) for e in seen] == [("ord_7f3a9c21", "A-1042")]
-        assert any("tax" in p for p in seen[0].problems)
-        [mail] = await sink.wait_for(1, timeout=15)
-        assert "Bestellung A-1042: Summen stimmen nicht" in str(mail["Subject"])
-        body = mail.get_body(("plain",)).get_content()
-        assert "tax lines imply goods" in body and "wie gesendet gedruckt" in body, body
-        with sqlite3.connect(agent.settings.agent.db_path) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1
-    finally:
-        await agent.stop()
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    seen: list[OrderTotalsMismatched] = []
+    agent.bus.subscribe(seen.append, OrderTotalsMismatched)
+    example_order["totals"]["tax"][0]["amount"] = "4.02"
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        receipt = decode((await printers["front"].wait_for_printed(1))[0]).text
+        assert "4,02 €" in receipt  # printed as sent
+        async with api.get("/metrics") as response:
+            metrics = await response.text()
+    assert 'edge_order_totals_mismatched_total{source="push"} 1.0' in metrics
+    assert [(e.order_id, e.number) for e in seen] == [("ord_7f3a9c21", "A-1042")]
+    assert any("tax" in p for p in seen[0].problems)
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "Bestellung A-1042: Summen stimmen nicht" in str(mail["Subject"])
+    body = mail.get_body(("plain",)).get_content()
+    assert "tax lines imply goods" in body and "wie gesendet gedruckt" in body, body
+    assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 1
 
 
 def test_a_mismatch_alert_is_mailed_once_with_later_ones_as_news_never_as_reminders() -> None:

@@ -13,19 +13,15 @@ import pytest
 from edge.app import Agent
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.conftest import TOKEN
+from tests.helpers import api_client, eventually, job_rows, post, wait_until
 from tests.printing.conftest import BoxClock
-from tests.printing.test_spooler import job_rows, wait_until
 
 HOURS_8 = 8 * 3600
 YEARS_56 = 56 * 365 * 86400  # a box without a battery-backed clock boots at 1970-01-01
 
 
 def client(agent: Agent) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
+    return api_client(agent)
 
 
 @pytest.mark.parametrize("step", [-HOURS_8, HOURS_8])
@@ -38,10 +34,10 @@ async def test_a_retry_never_waits_longer_than_its_cap_whatever_the_clock_did(
     printers["kitchen"].drop_after = 10
     async with client(agent) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
-    await wait_until(lambda: job_rows(agent)[0][0] == "failed")
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "failed")
     box_clock.step(step)
     await printers["kitchen"].wait_for_printed(2, timeout=4)  # the cut-short first try, then the retry
-    await wait_until(lambda: job_rows(agent) == [("printed", 1, 1)])
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 1, 1)])
 
 
 @pytest.mark.parametrize(("start", "step"), [(-YEARS_56, YEARS_56), (0, HOURS_8), (0, -HOURS_8)])
@@ -65,7 +61,7 @@ async def test_a_clock_step_while_tickets_wait_does_not_make_them_stale(
     box_clock.step(step)
     printers["kitchen"].set_offline(False)
     await printers["kitchen"].wait_for_printed(2, timeout=6)
-    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "printed"])
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
 
 
 async def test_a_step_back_does_not_make_a_stale_ticket_fresh(
@@ -77,10 +73,11 @@ async def test_a_step_back_does_not_make_a_stale_ticket_fresh(
     printers["kitchen"].set_offline(True)
     async with client(agent) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    box_clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
     box_clock.step(-HOURS_8)
     printers["kitchen"].set_offline(False)
-    await wait_until(lambda: job_rows(agent)[0][0] == "held", timeout=6)
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "held", timeout=6)
     assert printers["kitchen"].printed == []
 
 
@@ -119,9 +116,7 @@ async def test_failover_waits_on_the_monotonic_clock(
     assert printers["front"].printed == []
     box_clock.advance(61)
     await printers["front"].wait_for_printed(1, timeout=4)
-    await wait_until(
-        lambda: (
-            job_rows(agent, "SELECT printer, redirected_from, state FROM print_jobs")
-            == [("front", "kitchen", "printed")]
-        )
+    await eventually(
+        lambda: job_rows(agent, "SELECT printer, redirected_from, state FROM print_jobs"),
+        lambda rows: rows == [("front", "kitchen", "printed")],
     )

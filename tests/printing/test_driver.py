@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -162,7 +163,7 @@ async def test_print_never_blocks_the_event_loop(printer: SimPrinter) -> None:
         ticker.cancel()
     assert elapsed > 0.5
     assert len(ticks) > elapsed / 0.01 * 0.5
-    assert max(b - a for a, b in zip(ticks, ticks[1:])) < 0.2
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.2
 
 
 async def test_file_transport_prints_unconfirmed(tmp_path: Path) -> None:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from edge.store import Database, JobStore
-from tests.api.test_intake import post
-from tests.conftest import TOKEN
-from tests.printing.test_spooler import job_rows, wait_until
+from tests.helpers import api_client, db_rows, eventually, job_rows, post, wait_until
 
 
 async def test_action_on_a_job_in_the_wrong_state_is_409_and_unknown_job_404(
@@ -29,8 +26,8 @@ async def test_action_on_a_job_in_the_wrong_state_is_409_and_unknown_job_404(
     example_order["print_receipt"] = False
     assert (await post(api, example_order))[0] == 201
     await printers["kitchen"].wait_for_printed(1)
-    await wait_until(lambda: job_rows(agent)[0][0] == "printed")
-    (job_id,) = job_rows(agent, "SELECT id FROM print_jobs")[0]
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
+    (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
     for action in ("release", "discard", "retry"):
         async with api.post(f"/api/v1/jobs/{job_id}/{action}") as response:
             body = await response.json()
@@ -38,7 +35,7 @@ async def test_action_on_a_job_in_the_wrong_state_is_409_and_unknown_job_404(
             assert "is printed" in body["reason"]
         async with api.post(f"/api/v1/jobs/999/{action}") as response:
             assert response.status == 404
-    assert job_rows(agent) == [("printed", 0, 0)]
+    assert await job_rows(agent) == [("printed", 0, 0)]
 
 
 async def _store_with_job(tmp_path: Path, state: str, **columns: Any) -> tuple[Database, JobStore, int]:
@@ -60,9 +57,8 @@ async def _store_with_job(tmp_path: Path, state: str, **columns: Any) -> tuple[D
     return db, JobStore(db), job_id
 
 
-def _state(tmp_path: Path) -> tuple[str, int]:
-    with sqlite3.connect(tmp_path / "edge.db") as conn:
-        return conn.execute("SELECT state, attempts FROM print_jobs").fetchone()
+async def _state(tmp_path: Path) -> tuple[str, int]:
+    return (await db_rows(tmp_path / "edge.db", "SELECT state, attempts FROM print_jobs"))[0]
 
 
 @pytest.mark.parametrize("person_did", ["discarded", "queued"])
@@ -75,9 +71,8 @@ async def test_a_failure_recorded_late_never_undoes_what_a_person_did(tmp_path: 
             job_id, "o1", error="cannot render", next_attempt_at=0, max_attempts=5, partial=False, expected="failed"
         )
         assert outcome is None
-        assert _state(tmp_path) == (person_did, 0)
-        with sqlite3.connect(tmp_path / "edge.db") as conn:
-            assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+        assert await _state(tmp_path) == (person_did, 0)
+        assert (await db_rows(tmp_path / "edge.db", "SELECT COUNT(*) FROM outbox"))[0][0] == 0
     finally:
         await db.close()
 
@@ -87,7 +82,7 @@ async def test_a_stale_hold_never_overrides_a_persons_retry(tmp_path: Path) -> N
     db, jobs, job_id = await _store_with_job(tmp_path, "queued", released_at=time.time())
     try:
         assert not await jobs.hold(job_id, "kitchen", expected="failed")
-        assert _state(tmp_path) == ("queued", 0)
+        assert await _state(tmp_path) == ("queued", 0)
     finally:
         await db.close()
 
@@ -99,9 +94,8 @@ async def test_printed_and_uncertain_records_only_change_a_printing_job(tmp_path
     try:
         assert await jobs.mark_printed(job_id, "o1") is None
         await jobs.release(job_id)
-        assert _state(tmp_path) == (state, 0)
-        with sqlite3.connect(tmp_path / "edge.db") as conn:
-            assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+        assert await _state(tmp_path) == (state, 0)
+        assert (await db_rows(tmp_path / "edge.db", "SELECT COUNT(*) FROM outbox"))[0][0] == 0
     finally:
         await db.close()
 
@@ -149,7 +143,7 @@ async def test_any_exception_in_a_transport_ends_in_a_recorded_outcome(
     printed = await printers["kitchen"].wait_for_printed(1, timeout=8)
     assert fired
     assert ("KOPIE / COPY" in decode(printed[-1]).text) == bool(copy)
-    await wait_until(lambda: job_rows(agent) == [("printed", attempts, copy)])
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", attempts, copy)])
 
 
 async def test_a_render_failure_recorded_after_a_person_discarded_the_job_leaves_it_discarded(
@@ -169,14 +163,23 @@ async def test_a_render_failure_recorded_after_a_person_discarded_the_job_leaves
         printing={"template_dir": str(templates)}, spool={"retry_base_s": 0.05, "retry_max_s": 0.1}
     )
     example_order.update(number="SLOW", print_receipt=False)
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
-        assert (await post(api, example_order))[0] == 201
-        await wait_until(lambda: job_rows(agent)[0][:2] == ("failed", 1))
-        await asyncio.sleep(0.4)  # the retry is rendering now (it takes about a second)
-        async with api.post("/api/v1/jobs/1/discard") as response:
-            assert response.status == 200, await response.text()
-        await asyncio.sleep(2.5)  # the render fails meanwhile
-    assert job_rows(agent, "SELECT state, attempts FROM print_jobs") == [("discarded", 1)]
+    spool = agent.spoolers["kitchen"]
+    with capture_logs() as logs:
+
+        def renders_failed() -> int:
+            return sum(e["event"] == "render_failed" for e in logs)
+
+        async def in_the_retry() -> bool:
+            """The first failure is recorded and the retry is rendering (about a second), its failure still to come."""
+            rows = await job_rows(agent)
+            return rows[0][:2] == ("failed", 1) and renders_failed() == 1 and spool.current_job == 1
+
+        async with api_client(agent) as api:
+            assert (await post(api, example_order))[0] == 201
+            await eventually(lambda: job_rows(agent), lambda rows: rows[0][:2] == ("failed", 1))
+            await wait_until(in_the_retry, what="the retry rendering")
+            async with api.post("/api/v1/jobs/1/discard") as response:
+                assert response.status == 200, await response.text()
+            await wait_until(lambda: renders_failed() == 2 and spool.current_job is None, what="the retry's failure")
+    assert await job_rows(agent, "SELECT state, attempts FROM print_jobs") == [("discarded", 1)]
     assert printers["kitchen"].printed == []

@@ -10,8 +10,7 @@ from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.printing.test_spooler import job_rows, wait_until
+from tests.helpers import eventually, job_rows, post, wait_until
 
 
 async def test_a_fresh_push_prints_before_the_recovered_backlog_and_old_recovered_orders_are_held(
@@ -38,9 +37,10 @@ async def test_a_fresh_push_prints_before_the_recovered_backlog_and_old_recovere
     printed = await kitchen.wait_for_printed(6)
     order_ids = [decode(p).qr_codes[0].split(":")[2] for p in printed]
     assert order_ids == [pushed["id"]] + [f"rec_{n:06d}" for n in range(5)]
-    await wait_until(
-        lambda: (
-            dict(job_rows(agent, "SELECT order_id, state FROM print_jobs"))
+    await eventually(
+        lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs"),
+        lambda rows: (
+            dict(rows)
             == {pushed["id"]: "printed", "rec_000009": "held"} | {f"rec_{n:06d}": "printed" for n in range(5)}
-        )
+        ),
     )

@@ -17,4 +17,3 @@ def test_every_directive_is_described_where_it_is_defined_and_in_the_docs() -> N
     assert set(re.findall(r"`(\w+)`", listed.group(1))) == set(DIRECTIVES)
     for name, run in DIRECTIVES.items():
         assert (run.__doc__ or "").startswith(name), name
-

@@ -12,8 +12,7 @@ from edge.app import Agent
 from edge.orders.model import MAX_ITEMS
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.printing.test_spooler import job_rows, wait_until
+from tests.helpers import eventually, job_rows, post
 
 _TICK_S = 0.002
 _MEASURE_ALL = False  # True: all runs, to see the numbers (-s)
@@ -62,6 +61,6 @@ async def test_the_largest_order_never_stalls_the_loop_more_than_20_ms(
         lags.append(await _max_lag_while(asyncio.ensure_future(push_and_print())))
         if lags[-1] < 0.020 and not _MEASURE_ALL:
             break
-    await wait_until(lambda: all(r[0] == "printed" for r in job_rows(agent)))
+    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows))
     print(f"loop late by at most {[round(lag * 1000, 1) for lag in lags]} ms")
     assert min(lags) < 0.020, f"loop late by {[round(lag * 1000, 1) for lag in lags]} ms"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 
 import aiohttp
 import pytest
@@ -14,13 +12,11 @@ from edge.events import JobFailed, JobPrinted, PrinterStatusChanged
 from edge.orders.model import parse_order
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.printing.test_spooler import job_rows, wait_until
+from tests.helpers import db_rows, eventually, job_rows, post, status_reads, wait_until
 
 
-def outbox(agent: Agent) -> list[tuple[str, dict]]:
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        return [(e, json.loads(p)) for e, p in conn.execute("SELECT event, payload FROM outbox ORDER BY id")]
+async def outbox(agent: Agent) -> list[tuple[str, dict]]:
+    return [(e, json.loads(p)) for e, p in await db_rows(agent, "SELECT event, payload FROM outbox ORDER BY id")]
 
 
 @pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
@@ -43,11 +39,11 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     assert (await post(api, example_order))[0] == 201
 
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
-    await asyncio.sleep(0.5)  # paused: several probes
+    await status_reads(kitchen, 2)  # paused: several probes
     half = kitchen.printed[0]
     assert len(kitchen.printed) == 1 and len(half) == ticket_size // 2 and not decode(half).qr_codes
-    assert job_rows(agent) == [("queued", 0, 1)]  # uncertain: waits to print again as COPY, no attempt spent
-    assert [e for e, _ in outbox(agent)] == ["received"]  # central is not told it printed
+    assert await job_rows(agent) == [("queued", 0, 1)]  # uncertain: waits to print again as COPY, no attempt spent
+    assert [e for e, _ in await outbox(agent)] == ["received"]  # central is not told it printed
     assert printed_events == [] and failed_events == []
 
     setattr(kitchen, flag, False)
@@ -55,8 +51,8 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     copy = decode(printed[1])
     assert "KOPIE / COPY" in copy.text and copy.qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
     assert "eine ohne Basilikum" in copy.text  # the whole ticket, not only its second half
-    await wait_until(lambda: job_rows(agent) == [("printed", 0, 1)])
-    (job_id,) = job_rows(agent, "SELECT id FROM print_jobs")[0]
-    assert [(e, p.get("job_id")) for e, p in outbox(agent)] == [("received", None), ("printed", job_id)]
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
+    (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
+    assert [(e, p.get("job_id")) for e, p in await outbox(agent)] == [("received", None), ("printed", job_id)]
     assert len(printed_events) == 1 and failed_events == []
     assert states.count(flag) == 1

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import aiohttp
 
 from edge.app import Agent
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.printing.test_spooler import job_rows, wait_until
+from tests.helpers import db_execute, eventually, job_rows, post
 
 
 async def test_a_job_that_cannot_render_previews_as_409_not_500(
@@ -20,10 +18,9 @@ async def test_a_job_that_cannot_render_previews_as_409_not_500(
     a 500."""
     example_order["print_receipt"] = False
     assert (await post(api, example_order))[0] == 201
-    await wait_until(lambda: job_rows(agent)[0][0] == "printed")
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
     example_order["fulfilment"]["due_at"] = "9999-12-31T23:59:59+14:00"
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        conn.execute("UPDATE orders SET payload = ?", (json.dumps(example_order),))
+    await db_execute(agent, "UPDATE orders SET payload = ?", json.dumps(example_order))
     async with api.get("/api/v1/jobs/1/preview") as response:
         body = await response.json()
         assert (response.status, body["error"]) == (409, "wrong_state"), body

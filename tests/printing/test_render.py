@@ -356,7 +356,8 @@ def test_override_template_wins_per_file(tmp_path: Path, order: Order) -> None:
     ],
 )
 def test_broken_override_fails_at_start_up(tmp_path: Path, template: str, message: str) -> None:
-    """A template that does not compile, or fails when it runs, is a ConfigError from Renderer(), not at the first order."""
+    """A template that does not compile, or fails when it runs, is a ConfigError from Renderer(), not at the first
+    order."""
     (tmp_path / "ticket.j2").write_text(template, encoding="utf-8")
     with pytest.raises(ConfigError, match=message) as caught:
         Renderer(template_dir=tmp_path)

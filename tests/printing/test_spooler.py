@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import copy
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -14,30 +12,7 @@ from edge.config import Settings
 from edge.events import PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-
-
-def orders(example: dict, count: int, *, receipt: bool = False) -> list[dict]:
-    out = []
-    for n in range(count):
-        o = copy.deepcopy(example)
-        o["id"], o["number"], o["print_receipt"] = f"ord_{n:03d}", f"N-{n:03d}", receipt
-        out.append(o)
-    return out
-
-
-def job_rows(agent: Agent, sql: str = "SELECT state, attempts, copy FROM print_jobs ORDER BY id") -> list[tuple]:
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        return conn.execute(sql).fetchall()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
+from tests.helpers import api_client, db_execute, eventually, job_rows, orders, post, status_reads, wait_until
 
 
 async def test_offline_printer_keeps_jobs_then_prints_all_in_order(
@@ -54,7 +29,7 @@ async def test_offline_printer_keeps_jobs_then_prints_all_in_order(
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
     await asyncio.sleep(0.6)
     assert kitchen.printed == []
-    assert {(state, attempts) for state, attempts, _ in job_rows(agent)} == {("queued", 0)}
+    assert {(state, attempts) for state, attempts, _ in await job_rows(agent)} == {("queued", 0)}
 
     kitchen.set_offline(False)
     printed = await kitchen.wait_for_printed(10, timeout=15)
@@ -62,7 +37,7 @@ async def test_offline_printer_keeps_jobs_then_prints_all_in_order(
     assert [next(n for n in (f"N-{i:03d}" for i in range(10)) if n in text) for text in numbers] == [
         o["number"] for o in batch
     ]
-    await wait_until(lambda: all(r[0] == "printed" for r in job_rows(agent)))
+    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows))
     transitions = [(e.old, e.new) for e in events]
     assert transitions[0][1] == "offline" and transitions.count(transitions[0]) == 1  # published once, not per probe
     assert any(old == "offline" and new != "offline" for old, new in transitions)
@@ -80,42 +55,36 @@ async def test_dropped_connection_reprints_marked_copy(
     assert len(printed[0]) <= 40  # what got out before the drop
     assert "KOPIE / COPY" in decode(printed[1]).text
     assert decode(printed[1]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
-    await wait_until(lambda: job_rows(agent)[0][0] == "printed")
-    assert job_rows(agent) == [("printed", 1, 1)]
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
+    assert await job_rows(agent) == [("printed", 1, 1)]
 
 
 async def test_printer_that_keeps_dropping_sends_job_dead(
-    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """A reachable printer that fails every attempt: after max_attempts the job is dead, with its last error."""
-    agent = Agent(make_settings(spool={"max_attempts": 3}))
-    await agent.start()
-    try:
-        kitchen = printers["kitchen"]
-        example_order["print_receipt"] = False
-        kitchen.drop_after = 10
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
-        ) as api:
-            assert (await post(api, example_order))[0] == 201
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            while job_rows(agent)[0][0] != "dead":
-                assert loop.time() < deadline
-                if kitchen.drop_after is None:
-                    kitchen.drop_after = 10  # one-shot in the simulator: re-arm until the job gives up
-                await asyncio.sleep(0.01)
-            state, attempts, last_error = job_rows(agent, "SELECT state, attempts, last_error FROM print_jobs")[0]
-            assert (state, attempts) == ("dead", 3)
-            assert "kitchen" in last_error
-            async with api.get("/api/v1/jobs", params={"state": "dead"}) as response:
-                dead = (await response.json())["jobs"]
-            assert [(j["order_id"], j["order_number"]) for j in dead] == [("ord_7f3a9c21", "A-1042")]
-            async with api.post(f"/api/v1/jobs/{dead[0]['id']}/retry") as response:
-                assert response.status == 200
-            await wait_until(lambda: job_rows(agent)[0][0] == "printed")
-    finally:
-        await agent.stop()
+    agent = await make_agent(spool={"max_attempts": 3})
+    kitchen = printers["kitchen"]
+    example_order["print_receipt"] = False
+    kitchen.drop_after = 10
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (await job_rows(agent))[0][0] != "dead":
+            assert loop.time() < deadline
+            if kitchen.drop_after is None:
+                kitchen.drop_after = 10  # one-shot in the simulator: re-arm until the job gives up
+            await asyncio.sleep(0.01)
+        state, attempts, last_error = (await job_rows(agent, "SELECT state, attempts, last_error FROM print_jobs"))[0]
+        assert (state, attempts) == ("dead", 3)
+        assert "kitchen" in last_error
+        async with api.get("/api/v1/jobs", params={"state": "dead"}) as response:
+            dead = (await response.json())["jobs"]
+        assert [(j["order_id"], j["order_number"]) for j in dead] == [("ord_7f3a9c21", "A-1042")]
+        async with api.post(f"/api/v1/jobs/{dead[0]['id']}/retry") as response:
+            assert response.status == 200
+        await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
 
 
 async def test_paper_out_pauses_without_burning_attempts(
@@ -127,8 +96,8 @@ async def test_paper_out_pauses_without_burning_attempts(
     example_order["print_receipt"] = False
     await post(api, example_order)
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
-    await asyncio.sleep(1.0)
-    assert job_rows(agent) == [("queued", 0, 0)]
+    await status_reads(kitchen, 2)  # probed while paused
+    assert await job_rows(agent) == [("queued", 0, 0)]
     kitchen.paper_out = False
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -138,30 +107,26 @@ async def test_paper_out_pauses_without_burning_attempts(
 
 
 async def test_job_caught_printing_by_a_crash_reprints_as_copy(
-    make_settings: Callable[..., Settings], example_order: dict, printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
 ) -> None:
     """A job left 'printing' (the agent died mid-job) is printed again at start, marked COPY."""
     settings = make_settings()
     printers["kitchen"].set_offline(True)
-    first = Agent(settings)
-    await first.start()
+    first = await make_agent(settings)
     example_order["print_receipt"] = False
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{first.port}", headers={"Authorization": "Bearer test-token-0123456789"}
-    ) as api:
+    async with api_client(first) as api:
         assert (await post(api, example_order))[0] == 201
     await first.stop()
-    with sqlite3.connect(settings.agent.db_path) as conn:
-        conn.execute("UPDATE print_jobs SET state = 'printing'")  # as if the power went while bytes were going out
+    # as if the power went while bytes were going out
+    await db_execute(settings.agent.db_path, "UPDATE print_jobs SET state = 'printing'")
     printers["kitchen"].set_offline(False)
-    second = Agent(settings)
-    await second.start()
-    try:
-        printed = await printers["kitchen"].wait_for_printed(1)
-        assert "KOPIE / COPY" in decode(printed[0]).text
-        await wait_until(lambda: job_rows(second) == [("printed", 0, 1)])
-    finally:
-        await second.stop()
+    second = await make_agent(settings)
+    printed = await printers["kitchen"].wait_for_printed(1)
+    assert "KOPIE / COPY" in decode(printed[0]).text
+    await eventually(lambda: job_rows(second), lambda rows: rows == [("printed", 0, 1)])
 
 
 async def test_slow_printer_does_not_hold_up_the_other(

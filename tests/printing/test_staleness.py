@@ -13,10 +13,9 @@ from edge.app import Agent
 from edge.events import JobHeld
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
+from tests.helpers import eventually, job_rows, post, wait_until
 from tests.printing.conftest import BoxClock
 from tests.printing.test_clock_steps import YEARS_56, client
-from tests.printing.test_spooler import job_rows, wait_until
 
 
 def order_created(seq: int, ago: timedelta) -> dict:
@@ -36,11 +35,9 @@ async def test_an_old_order_pushed_now_is_held_and_shown_as_held_while_a_fresh_o
     printed = await printers["kitchen"].wait_for_printed(1)
     await asyncio.sleep(0.3)
     assert len(printers["kitchen"].printed) == 1 and fresh["number"] in printed[0].decode("cp858")
-    await wait_until(
-        lambda: (
-            sorted(job_rows(agent, "SELECT order_id, state FROM print_jobs"))
-            == [(old["id"], "held"), (fresh["id"], "printed")]
-        )
+    await eventually(
+        lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs"),
+        lambda rows: sorted(rows) == [(old["id"], "held"), (fresh["id"], "printed")],
     )
     async with api.get("/api/v1/jobs", params={"state": "held"}) as response:
         assert [j["order_id"] for j in (await response.json())["jobs"]] == [old["id"]]
@@ -57,7 +54,7 @@ async def test_an_order_from_the_future_prints(
     order = make_order(1, print_receipt=False, created_at=datetime.now(UTC).replace(microsecond=0) + ahead)
     assert (await post(api, order))[0] == 201
     await printers["kitchen"].wait_for_printed(1)
-    await wait_until(lambda: job_rows(agent)[0][0] == "printed")
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
 
 
 async def test_a_box_booted_in_1970_prints_fresh_orders_and_still_holds_one_that_waited_too_long(
@@ -72,9 +69,10 @@ async def test_a_box_booted_in_1970_prints_fresh_orders_and_still_holds_one_that
         await printers["kitchen"].wait_for_printed(1)
         printers["kitchen"].set_offline(True)
         assert (await post(api, order_created(2, timedelta(seconds=5))))[0] == 201
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+        box_clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
         printers["kitchen"].set_offline(False)
-        await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "held"], timeout=6)
+        await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "held"], timeout=6)
 
 
 async def test_a_person_released_or_reprinted_old_order_prints(
@@ -84,8 +82,8 @@ async def test_a_person_released_or_reprinted_old_order_prints(
     COPY), however old the order is: asking counts as releasing."""
     old = order_created(1, timedelta(hours=3))
     assert (await post(api, old))[0] == 201
-    await wait_until(lambda: job_rows(agent)[0][0] == "held")
-    (job_id,) = job_rows(agent, "SELECT id FROM print_jobs")[0]
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "held")
+    (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
     async with api.post(f"/api/v1/jobs/{job_id}/release") as response:
         assert response.status == 200
     await printers["kitchen"].wait_for_printed(1)
@@ -93,4 +91,4 @@ async def test_a_person_released_or_reprinted_old_order_prints(
         assert response.status == 201
     copy = await printers["kitchen"].wait_for_printed(2)
     assert b"KOPIE / COPY" in copy[1]
-    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "printed"])
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from edge.app import Agent
-from edge.config import Settings
 from edge.sim.central import CentralSim
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 
 
 @pytest.fixture
@@ -22,15 +21,11 @@ async def central() -> AsyncIterator[CentralSim]:
 
 
 @pytest.fixture
-async def full_agent(make_settings: Callable[..., Settings], central: CentralSim) -> AsyncIterator[Agent]:
-    """The real agent with the public status page, a central API (recovery routes live) and one print attempt per job."""
-    agent = Agent(
-        make_settings(
-            api={"status_page_public": True},
-            central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "probe_max_s": 0.1},
-            spool={"max_attempts": 1},
-        )
+async def full_agent(make_agent: Callable[..., Awaitable[Agent]], central: CentralSim) -> Agent:
+    """The real agent with the public status page, a central API (recovery routes live) and one print attempt per
+    job."""
+    return await make_agent(
+        api={"status_page_public": True},
+        central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "probe_max_s": 0.1},
+        spool={"max_attempts": 1},
     )
-    await agent.start()
-    yield agent
-    await agent.stop()

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 BENCH = Path(__file__).parents[2] / "scripts" / "bench.py"
 PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "storage", "fleet", "printing", "backup"}
 
@@ -18,6 +20,7 @@ def numbers(node: Any) -> list[tuple[str, Any]]:
     return [("", node)]
 
 
+@pytest.mark.slow
 def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
     """`bench.py --tiny` exits 0 within 60 s; its JSON has every part, each null or figures > 0 with a baseline
     beside them."""

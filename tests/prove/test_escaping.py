@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 
 import aiohttp
@@ -12,7 +12,7 @@ from edge.config import Settings
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.conftest import TOKEN
+from tests.helpers import api_client
 
 NUMBER = "<script>x()</script>"
 ESCAPED = "&lt;script&gt;x()&lt;/script&gt;"
@@ -41,7 +41,7 @@ async def test_status_panel_shows_order_text_as_text(
 
 
 async def test_alert_mail_html_escapes_the_order_number(
-    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+    make_settings: Callable[..., Settings], make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
 ) -> None:
     """A job that goes dead mails the manager; the HTML part shows the hostile order number escaped."""
     sink = SmtpSink()
@@ -52,12 +52,9 @@ async def test_alert_mail_html_escapes_the_order_number(
         spool={"max_attempts": 1},
     )
     printers["kitchen"].drop_after = 10  # the ticket is cut short once: with one attempt allowed, it is dead
-    agent = Agent(settings)
-    await agent.start()
+    agent = await make_agent(settings)
     try:
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as api:
+        async with api_client(agent) as api:
             async with api.post("/api/v1/orders", json=hostile_order(2)) as response:
                 assert response.status == 201
         # The cut also reads as the printer going offline: that mail may come first; the dead job's follows.

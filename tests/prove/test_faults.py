@@ -1,11 +1,11 @@
-"""Fault tests: what staff, the manager and the backend see when a printer, the disk, SMTP or the central API misbehave."""
+"""Fault tests: what staff, the manager and the backend see when a printer, the disk, SMTP or the central API
+misbehave."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -19,7 +19,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
 
 # The issue's "paper out for a minute" in CI is a few seconds; EDGE_FAULT_PAPER_OUT_S=60 runs the full minute.
 PAPER_OUT_S = float(os.environ.get("EDGE_FAULT_PAPER_OUT_S", "3"))
@@ -34,21 +34,9 @@ async def events(agent: Agent) -> AsyncIterator[list[Event]]:
     unsubscribe()
 
 
-def db_rows(agent: Agent, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
 async def push(api: aiohttp.ClientSession, order: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
     async with api.post("/api/v1/orders", json=order) as response:
         return response.status, await response.json(), response.headers
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
-    assert predicate(), what
 
 
 def tickets(sim: SimPrinter) -> list[tuple[str, bool]]:
@@ -64,7 +52,8 @@ def tickets(sim: SimPrinter) -> list[tuple[str, bool]]:
 async def test_printer_hanging_up_mid_job_reprints_it_marked_copy(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], events: list[Event]
 ) -> None:
-    """The kitchen printer cuts the connection after 100 bytes: the job fails once, is retried, and the retry says COPY."""
+    """The kitchen printer cuts the connection after 100 bytes: the job fails once, is retried, and the retry says
+    COPY."""
     kitchen = printers["kitchen"]
     kitchen.drop_after = 100
     status, body, _ = await push(api, make_order(1, prefix="drop", print_receipt=False))
@@ -83,7 +72,8 @@ async def test_printer_hanging_up_mid_job_reprints_it_marked_copy(
 async def test_printer_at_100_bytes_per_second_prints_everything_and_blocks_nobody(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
 ) -> None:
-    """A kitchen printer that reads 100 bytes/s still gets its ticket whole and once; receipts and intake are not held up."""
+    """A kitchen printer that reads 100 bytes/s still gets its ticket whole and once; receipts and intake are not held
+    up."""
     kitchen, front = printers["kitchen"], printers["front"]
     kitchen.bytes_per_s = 100
     status, _, _ = await push(api, make_order(1, prefix="slow"))
@@ -97,7 +87,7 @@ async def test_printer_at_100_bytes_per_second_prints_everything_and_blocks_nobo
     await kitchen.wait_for_printed(2, timeout=25)
     assert tickets(kitchen) == [("slow_000001", False), ("slow_000002", False)]
     assert kitchen.dropped == []
-    assert db_rows(agent, "SELECT state, attempts FROM print_jobs WHERE printer = 'kitchen'") == [
+    assert await db_rows(agent, "SELECT state, attempts FROM print_jobs WHERE printer = 'kitchen'") == [
         ("printed", 0),
         ("printed", 0),
     ]
@@ -106,7 +96,8 @@ async def test_printer_at_100_bytes_per_second_prints_everything_and_blocks_nobo
 async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], events: list[Event]
 ) -> None:
-    """Out of paper: orders are still taken (201), jobs wait queued with no attempt spent, then print once each, oldest first."""
+    """Out of paper: orders are still taken (201), jobs wait queued with no attempt spent, then print once each, oldest
+    first."""
     kitchen = printers["kitchen"]
     kitchen.paper_out = True
     for n in range(3):
@@ -118,7 +109,7 @@ async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(
         "paper_out reported",
     )
     await asyncio.sleep(PAPER_OUT_S)
-    assert db_rows(agent, "SELECT DISTINCT state, attempts FROM print_jobs") == [("queued", 0)]
+    assert await db_rows(agent, "SELECT DISTINCT state, attempts FROM print_jobs") == [("queued", 0)]
     async with api.get("/api/v1/printers") as response:
         states = {p["name"]: (p["state"], p["jobs"]["queued"]) for p in (await response.json())["printers"]}
     assert states["kitchen"] == ("paper_out", 3)
@@ -131,8 +122,9 @@ async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(
     assert (
         changes[-1] == ("paper_out", "online") and sum(new == "paper_out" for _, new in changes) == 1
     )  # one transition each way
-    await wait_until(
-        lambda: db_rows(agent, "SELECT DISTINCT state FROM print_jobs") == [("printed",)],
+    await eventually(
+        lambda: db_rows(agent, "SELECT DISTINCT state FROM print_jobs"),
+        lambda rows: rows == [("printed",)],
         5,
         "all jobs recorded printed",
     )
@@ -149,7 +141,8 @@ async def test_paper_out_for_a_while_holds_jobs_then_prints_them_in_order(
 async def test_database_that_cannot_write_answers_503_then_recovers(
     agent: Agent, api: aiohttp.ClientSession, fault: str, repair: str
 ) -> None:
-    """No writable database: intake answers 503 with Retry-After and stores nothing; /ready says why; once fixed, the same order is taken."""
+    """No writable database: intake answers 503 with Retry-After and stores nothing; /ready says why; once fixed, the
+    same order is taken."""
     status, _, _ = await push(api, make_order(1, prefix="disk", print_receipt=False))
     assert status == 201
     assert agent.db is not None
@@ -159,7 +152,7 @@ async def test_database_that_cannot_write_answers_503_then_recovers(
     await writer.execute(fault.format(pages=pages))
     orders = [make_order(n, prefix="disk", print_receipt=False, bar=True) for n in range(2, 40)]
     answers = [await push(api, order) for order in orders]
-    refused = [order for order, (status, _, _) in zip(orders, answers) if status != 201]
+    refused = [order for order, (status, _, _) in zip(orders, answers, strict=True) if status != 201]
     assert refused, "the fault never bit"
     for status, body, headers in answers:
         assert status in (201, 503), body
@@ -176,14 +169,17 @@ async def test_database_that_cannot_write_answers_503_then_recovers(
     for order in refused:  # the backend retries what got 503
         status, _, _ = await push(api, order)
         assert status == 201
-    stored = {r[0] for r in db_rows(agent, "SELECT id FROM orders")}
+    stored = {r[0] for r in await db_rows(agent, "SELECT id FROM orders")}
     assert stored == {"disk_000001"} | {o["id"] for o in orders}
-    orphans = db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (SELECT id FROM orders)")
+    orphans = await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (SELECT id FROM orders)")
     assert orphans == [(0,)]  # a refused order left no half-written jobs behind
 
 
 async def test_central_api_500s_429s_and_timeouts_delay_status_events_but_lose_none(
-    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], central: CentralSim
+    make_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    central: CentralSim,
 ) -> None:
     """While the central API answers 500, 429 and too slowly, intake still answers 201 at once; afterwards the
     backend holds every outbox event (one copy per idempotency key) and the outbox is empty."""
@@ -199,41 +195,36 @@ async def test_central_api_500s_429s_and_timeouts_delay_status_events_but_lose_n
             "rate_limit_rps": 50,
         }
     )
-    agent = Agent(settings)
-    await agent.start()
-    try:
-        central.latency_s = 1.0  # every call times out on the agent's side
-        central.fail_next(3, 500)
-        central.fail_next(3, 429, retry_after=0.2)
-        loop = asyncio.get_running_loop()
-        orders = [make_order(n, prefix="flaky", print_receipt=False) for n in range(5)]
-        central.add_orders(orders)  # the backend's own orders: it takes events only for orders of this store
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as api:
-            for order in orders:
-                started = loop.time()
-                status, _, _ = await push(api, order)
-                assert status == 201 and loop.time() - started < 2  # intake never waits on the central API
-        await printers["kitchen"].wait_for_printed(5)
-        await asyncio.sleep(1.0)  # a while of timeouts and error answers
-        central.latency_s = 0.0
-        keys = {r[0] for r in db_rows(agent, "SELECT idempotency_key FROM outbox")}
-        assert len(keys) == 10  # received + printed for each order
-        await central.wait_for(lambda: keys <= set(central.events), timeout=30)
-        await wait_until(
-            lambda: db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)],
-            10,
-            "outbox drained",
-        )
-        assert {e["order_id"] for e in central.events_of("printed")} == {f"flaky_{n:06d}" for n in range(5)}
-        assert any(status in (429, 500) for *_, status in central.requests)  # the faults were really served
-    finally:
-        await agent.stop()
+    agent = await make_agent(settings)
+    central.latency_s = 1.0  # every call times out on the agent's side
+    central.fail_next(3, 500)
+    central.fail_next(3, 429, retry_after=0.2)
+    loop = asyncio.get_running_loop()
+    orders = [make_order(n, prefix="flaky", print_receipt=False) for n in range(5)]
+    central.add_orders(orders)  # the backend's own orders: it takes events only for orders of this store
+    async with api_client(agent) as api:
+        for order in orders:
+            started = loop.time()
+            status, _, _ = await push(api, order)
+            assert status == 201 and loop.time() - started < 2  # intake never waits on the central API
+    await printers["kitchen"].wait_for_printed(5)
+    await asyncio.sleep(1.0)  # a while of timeouts and error answers
+    central.latency_s = 0.0
+    keys = {r[0] for r in await db_rows(agent, "SELECT idempotency_key FROM outbox")}
+    assert len(keys) == 10  # received + printed for each order
+    await central.wait_for(lambda: keys <= set(central.events), timeout=30)
+    await eventually(
+        lambda: db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"),
+        lambda rows: rows == [(0,)],
+        10,
+        "outbox drained",
+    )
+    assert {e["order_id"] for e in central.events_of("printed")} == {f"flaky_{n:06d}" for n in range(5)}
+    assert any(status in (429, 500) for *_, status in central.requests)  # the faults were really served
 
 
 async def test_smtp_down_then_up_the_alert_arrives_once(
-    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+    make_settings: Callable[..., Settings], make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
 ) -> None:
     """The mail server is down when a printer goes offline: the alert waits and is retried; once the server is
     back on the same port the manager gets it exactly once."""
@@ -253,14 +244,14 @@ async def test_smtp_down_then_up_the_alert_arrives_once(
             "check_interval_s": 0.2,
         },
     )
-    agent = Agent(settings)
-    await agent.start()
+    agent = await make_agent(settings)
     try:
         printers["kitchen"].set_offline(True)
         assert agent.deps is not None
         await agent.deps.intake.accept(make_order(1, prefix="smtp", print_receipt=False))
-        await wait_until(
-            lambda: bool(db_rows(agent, "SELECT 1 FROM alert_mails WHERE attempts > 0 AND sent_at IS NULL")),
+        await eventually(
+            lambda: db_rows(agent, "SELECT 1 FROM alert_mails WHERE attempts > 0 AND sent_at IS NULL"),
+            lambda rows: bool(rows),
             10,
             "a failed send attempt",
         )
@@ -269,7 +260,6 @@ async def test_smtp_down_then_up_the_alert_arrives_once(
         await asyncio.sleep(1.0)  # room for a wrong second copy
         assert len(sink.messages) == 1
         assert "kitchen" in mails[0]["Subject"]
-        assert db_rows(agent, "SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL") == [(0,)]
+        assert await db_rows(agent, "SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL") == [(0,)]
     finally:
-        await agent.stop()
         await sink.stop()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from edge.app import Agent
 from edge.sim.orders import make_order
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, api_client
 from tests.prove.spec import SPEC, check_answer
 
 PARAM = re.compile(r"\{\w+\}")
@@ -100,9 +100,10 @@ def requests(draw: st.DrawFn) -> tuple[str, str, str, dict[str, str], bytes | No
 async def test_generated_requests_get_documented_answers_never_5xx(
     full_agent: Agent, request: tuple[str, str, str, dict[str, str], bytes | None]
 ) -> None:
-    """Whatever the path parameter, query, credentials, content type or body: a documented status, a JSON body that fits, no 5xx."""
+    """Whatever the path parameter, query, credentials, content type or body: a documented status, a JSON body that
+    fits, no 5xx."""
     method, template, url, headers, body = request
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{full_agent.port}") as session:
+    async with api_client(full_agent, token=None) as session:
         async with session.request(method, url, data=body, headers=headers) as response:
             raw = await response.read()
             assert response.status < 500, (method, url, response.status, raw[:300])

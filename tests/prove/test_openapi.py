@@ -12,8 +12,7 @@ from edge.app import Agent
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
-from tests.polling import until
+from tests.helpers import api_client, until
 from tests.prove.spec import SPEC, check_answer, documented_routes
 
 
@@ -50,12 +49,8 @@ async def test_each_operation_answers_as_documented(
     full_agent: Agent, printers: dict[str, SimPrinter], central: CentralSim
 ) -> None:
     """A tour through every operation and its main outcomes; each answer's status and body are in the document."""
-    base = f"http://127.0.0.1:{full_agent.port}"
     order = make_order(1, prefix="doc")
-    async with (
-        aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api,
-        aiohttp.ClientSession(base_url=base) as anonymous,
-    ):
+    async with api_client(full_agent) as api, api_client(full_agent, token=None) as anonymous:
         tour, open_tour = Tour(api), Tour(anonymous)
         orders, one, reprint = "/api/v1/orders", "/api/v1/orders/{order_id}", "/api/v1/orders/{order_id}/reprint"
         stored = await tour.go("POST", orders, 201, json=order)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from edge.app import Agent
-from edge.config import Settings
 from edge.sim.orders import make_order
 from edge.sim.scanner import SimScanner
-from tests.scanners.conftest import Seen, db_rows
+from tests.helpers import Seen, db_rows
 
 
 def noise(rng: random.Random) -> list[bytes]:
-    """Chunks a broken or confused scanner might send: random bytes, bare terminators, overlong lines, near-miss codes."""
+    """Chunks a broken or confused scanner might send: random bytes, bare terminators, overlong lines, near-miss
+    codes."""
     chunks = []
     for _ in range(300):
         kind = rng.randrange(6)
@@ -35,16 +35,16 @@ def noise(rng: random.Random) -> list[bytes]:
 
 
 async def test_random_bytes_on_the_serial_scanner_change_nothing(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path
 ) -> None:
-    """About 150 KB of noise: the scanner stays connected, no order changes state, and the next real scan still works."""
+    """About 150 KB of noise: the scanner stays connected, no order changes state, and the next real scan still
+    works."""
     sim = SimScanner(tmp_path / "tty-kitchen")
     sim.plug()
-    agent = Agent(
-        make_settings(scanners={"kitchen": {"port": str(sim.path), "station": "kitchen", "reconnect_max_s": 0.3}})
+    seen = Seen()
+    agent = await make_agent(
+        scanners={"kitchen": {"port": str(sim.path), "station": "kitchen", "reconnect_max_s": 0.3}}, listen=seen
     )
-    seen = Seen(agent.bus)
-    await agent.start()
     try:
         await seen.connected("kitchen")
         assert agent.deps is not None
@@ -62,9 +62,8 @@ async def test_random_bytes_on_the_serial_scanner_change_nothing(
         assert real == ["order_ready"]  # a one-station order: its one ticket makes it ready
         assert seen.connections("kitchen") == [True]  # never dropped by the noise
         assert agent.scanners["kitchen"].rejected > 0
-        assert db_rows(agent, "SELECT event FROM outbox WHERE event NOT IN ('received', 'printed') ORDER BY id") == [
-            ("ready",)
-        ]
+        assert await db_rows(
+            agent, "SELECT event FROM outbox WHERE event NOT IN ('received', 'printed') ORDER BY id"
+        ) == [("ready",)]
     finally:
-        await agent.stop()
         sim.unplug()

@@ -6,9 +6,8 @@ import base64
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
-import aiohttp
 import pytest
 import structlog
 
@@ -20,6 +19,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
+from tests.helpers import api_client
 
 API_TOKEN = "api-Tok3n-ZZ-visible-nowhere"
 SMTP_PASSWORD = "smtp-Pa55-YY-visible-nowhere"
@@ -49,9 +49,13 @@ def log_output() -> Iterator[io.StringIO]:
 
 
 async def test_full_run_logs_no_secret(
-    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], log_output: io.StringIO
+    make_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    log_output: io.StringIO,
 ) -> None:
-    """Intake (good and bad credentials), printing, a printer-offline alert mail and a recovery run: no secret in any log line."""
+    """Intake (good and bad credentials), printing, a printer-offline alert mail and a recovery run: no secret in any
+    log line."""
     sink = SmtpSink(username="alerts@store.test", password=SMTP_PASSWORD)
     central = CentralSim("test-store", token=CENTRAL_TOKEN)
     await sink.start()
@@ -86,10 +90,9 @@ async def test_full_run_logs_no_secret(
     )
     configure_logging(fmt="json", level="debug", secrets=settings.secrets(), stream=log_output)
     assert {API_TOKEN, SMTP_PASSWORD, CENTRAL_TOKEN, SIGNING_SECRET} <= set(settings.secrets())
-    agent = Agent(settings)
-    await agent.start()
+    agent = await make_agent(settings)
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
+        async with api_client(agent, token=None) as session:
             body = json.dumps(make_order(1, prefix="push")).encode()
             headers = {
                 "Authorization": f"Bearer {API_TOKEN}",

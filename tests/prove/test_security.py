@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sqlite3
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from edge.config import ApiSettings, Settings
 from edge.errors import ConfigError
 from edge.sim.orders import make_order
 from edge.sim.process import write_config
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN, api_client, db_rows
 
 OLD_KEY = b"o" * 32
 NEW_KEY = b"n" * 32
@@ -51,17 +50,13 @@ def signed_headers(
 
 
 @pytest.fixture
-async def signed_agent(make_settings: Callable[..., Settings]) -> AsyncIterator[Agent]:
+async def signed_agent(make_agent: Callable[..., Awaitable[Agent]]) -> Agent:
     """The agent with no bearer token, every /api/ request signed with one of two rotating secrets."""
-    agent = Agent(make_settings(api={"token": "", "signing_secrets": SECRETS, "require_signature": True}))
-    await agent.start()
-    yield agent
-    await agent.stop()
+    return await make_agent(api={"token": "", "signing_secrets": SECRETS, "require_signature": True})
 
 
-def stored_orders(agent: Agent) -> list[str]:
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        return [r[0] for r in conn.execute("SELECT id FROM orders ORDER BY id")]
+async def stored_orders(agent: Agent) -> list[str]:
+    return [r[0] for r in await db_rows(agent, "SELECT id FROM orders ORDER BY id")]
 
 
 async def test_every_mutating_route_refuses_missing_wrong_and_old_tokens(agent: Agent) -> None:
@@ -69,7 +64,7 @@ async def test_every_mutating_route_refuses_missing_wrong_and_old_tokens(agent: 
     routes = {(r.method, r.resource.canonical) for r in agent._runner.app.router.routes()}  # type: ignore[union-attr]
     mutating = sorted((m, p) for m, p in routes if m in MUTATING)
     assert ("POST", "/api/v1/orders") in mutating
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as anonymous:
+    async with api_client(agent, token=None) as anonymous:
         for method, path in mutating:
             url = path.replace("{order_id}", "o-1").replace("{job_id}", "1").replace("{", "").replace("}", "")
             for headers in (
@@ -80,12 +75,12 @@ async def test_every_mutating_route_refuses_missing_wrong_and_old_tokens(agent: 
             ):
                 async with anonymous.request(method, url, json={"station": "kitchen"}, headers=headers) as response:
                     assert response.status in (401, 403), (method, path, headers, response.status)
-    assert stored_orders(agent) == []
+    assert await stored_orders(agent) == []
 
 
 async def test_api_reads_need_the_token_but_probes_do_not(agent: Agent) -> None:
     """GETs under /api/ are 401 without the token; /health and /ready stay open for systemd and monitoring."""
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as anonymous:
+    async with api_client(agent, token=None) as anonymous:
         for path in ("/api/v1/printers", "/api/v1/jobs", "/api/v1/orders/x"):
             async with anonymous.get(path) as response:
                 assert response.status == 401, path
@@ -96,7 +91,7 @@ async def test_api_reads_need_the_token_but_probes_do_not(agent: Agent) -> None:
 
 async def test_signed_request_is_accepted_with_either_rotating_secret(signed_agent: Agent) -> None:
     """A request signed with the old or the new secret is stored; a signature list with one good entry is enough."""
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+    async with api_client(signed_agent, token=None) as session:
         for n, (key, extra) in enumerate([(NEW_KEY, ()), (OLD_KEY, ()), (NEW_KEY, (b"x" * 32,))]):
             body = json.dumps(make_order(n, prefix="sig")).encode()
             async with session.post(
@@ -106,7 +101,7 @@ async def test_signed_request_is_accepted_with_either_rotating_secret(signed_age
         body = b""
         async with session.get("/api/v1/printers", headers=signed_headers(body, msg_id="msg_read")) as response:
             assert response.status == 200
-    assert stored_orders(signed_agent) == ["sig_000000", "sig_000001", "sig_000002"]
+    assert await stored_orders(signed_agent) == ["sig_000000", "sig_000001", "sig_000002"]
 
 
 @pytest.mark.parametrize(
@@ -127,13 +122,13 @@ async def test_bad_signatures_are_401_and_counted(signed_agent: Agent, tamper: A
     """Missing, wrong, tampered, too old or too new signatures get 401, store nothing and are counted by reason."""
     body = json.dumps(make_order(1, prefix="bad")).encode()
     headers = tamper(body, signed_headers(body))
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+    async with api_client(signed_agent, token=None) as session:
         async with session.post("/api/v1/orders", data=body, headers=headers) as response:
             assert response.status == 401
             assert (await response.json())["error"] == "unauthorized"
     assert signed_agent.deps is not None and signed_agent.deps.auth is not None
     assert signed_agent.deps.auth.rejected == {reason: 1}
-    assert stored_orders(signed_agent) == []
+    assert await stored_orders(signed_agent) == []
 
 
 async def send_signed(
@@ -145,25 +140,22 @@ async def send_signed(
         return response.status, answer, dict(response.headers)
 
 
-def copies(agent: Agent, order_id: str) -> int:
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        return conn.execute("SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND copy = 1", (order_id,)).fetchone()[
-            0
-        ]
+async def copies(agent: Agent, order_id: str) -> int:
+    return (await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND copy = 1", order_id))[0][0]
 
 
 async def test_retry_after_a_503_is_accepted(signed_agent: Agent) -> None:
     """A signed push answered 503 (database not writable) and retried with the same webhook-id is stored: 201."""
     body = json.dumps(make_order(1, prefix="busy")).encode()
     assert signed_agent.db is not None
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+    async with api_client(signed_agent, token=None) as session:
         await signed_agent.db._writer.execute("PRAGMA query_only = ON")  # the disk turned read-only under us
         status, _, _ = await send_signed(session, "/api/v1/orders", body, "msg_busy")
         assert status == 503
         await signed_agent.db._writer.execute("PRAGMA query_only = OFF")
         status, answer, _ = await send_signed(session, "/api/v1/orders", body, "msg_busy")
         assert (status, answer.get("status")) == (201, "stored"), answer
-    assert stored_orders(signed_agent) == ["busy_000001"]
+    assert await stored_orders(signed_agent) == ["busy_000001"]
 
 
 async def test_retry_after_a_lost_201_answers_duplicate(signed_agent: Agent) -> None:
@@ -178,39 +170,39 @@ async def test_retry_after_a_lost_201_answers_duplicate(signed_agent: Agent) -> 
     await writer.drain()
     writer.close()  # gone before the answer
     for _ in range(200):
-        if stored_orders(signed_agent):
+        if await stored_orders(signed_agent):
             break
         await asyncio.sleep(0.02)
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+    async with api_client(signed_agent, token=None) as session:
         status, answer, _ = await send_signed(session, "/api/v1/orders", body, "msg_lost")
     assert (status, answer["status"]) == (200, "duplicate"), answer
-    assert stored_orders(signed_agent) == ["lost_000001"]
+    assert await stored_orders(signed_agent) == ["lost_000001"]
 
 
 async def test_same_id_with_another_body_is_refused(signed_agent: Agent) -> None:
     """A webhook-id that already succeeded, sent again with a different body, is 401 'replayed' and stores nothing."""
     first = json.dumps(make_order(1, prefix="rp")).encode()
     other = json.dumps(make_order(2, prefix="rp")).encode()
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+    async with api_client(signed_agent, token=None) as session:
         assert (await send_signed(session, "/api/v1/orders", first, "msg_once"))[0] == 201
         status, answer, _ = await send_signed(session, "/api/v1/orders", other, "msg_once")
         assert status == 401 and "another request" in answer["reason"], answer
     assert signed_agent.deps is not None and signed_agent.deps.auth is not None
     assert signed_agent.deps.auth.rejected == {"replayed": 1}
-    assert stored_orders(signed_agent) == ["rp_000001"]
+    assert await stored_orders(signed_agent) == ["rp_000001"]
 
 
 async def test_concurrent_identical_retries_of_a_reprint_print_one_copy(signed_agent: Agent) -> None:
     """Identical signed reprint requests at once (a sender that timed out and retried): one copy, one answer for all."""
     order = make_order(1, prefix="cc", print_receipt=False)
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{signed_agent.port}") as session:
+    async with api_client(signed_agent, token=None) as session:
         assert (await send_signed(session, "/api/v1/orders", json.dumps(order).encode(), "msg_order"))[0] == 201
         path, body = f"/api/v1/orders/{order['id']}/reprint", b'{"station": "kitchen"}'
         answers = await asyncio.gather(*(send_signed(session, path, body, "msg_reprint") for _ in range(3)))
     assert [status for status, _, _ in answers] == [201, 201, 201], answers
     assert len({json.dumps(answer, sort_keys=True) for _, answer, _ in answers}) == 1
     assert sum(headers.get("Idempotent-Replayed") == "true" for _, _, headers in answers) == 2
-    assert copies(signed_agent, order["id"]) == 1
+    assert await copies(signed_agent, order["id"]) == 1
 
 
 async def test_retry_of_a_reprint_after_a_restart_prints_no_second_copy(
@@ -221,18 +213,18 @@ async def test_retry_of_a_reprint_after_a_restart_prints_no_second_copy(
     order = make_order(1, prefix="rs", print_receipt=False)
     path, body = f"/api/v1/orders/{order['id']}/reprint", b""
     agent = await make_agent(settings)
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
+    async with api_client(agent, token=None) as session:
         assert (await send_signed(session, "/api/v1/orders", json.dumps(order).encode(), "msg_o"))[0] == 201
         status, first, _ = await send_signed(session, path, body, "msg_r")
         assert status == 201
     await agent.stop()
     agent = await make_agent(settings)
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
+    async with api_client(agent, token=None) as session:
         status, again, headers = await send_signed(session, path, body, "msg_r")
         assert (status, again, headers.get("Idempotent-Replayed")) == (201, first, "true")
         status, _, _ = await send_signed(session, path, b'{"station": "bar"}', "msg_r")
         assert status == 401  # the same id for another request: refused after the restart too
-    assert copies(agent, order["id"]) == 1
+    assert await copies(agent, order["id"]) == 1
 
 
 async def test_used_id_is_remembered_for_the_signature_window_then_forgotten(
@@ -245,29 +237,25 @@ async def test_used_id_is_remembered_for_the_signature_window_then_forgotten(
         make_settings(api={"token": "", "signing_secrets": SECRETS, "require_signature": True}), clock=clock
     )
     orders = [json.dumps(make_order(n, prefix="win")).encode() for n in range(3)]
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
+    async with api_client(agent, token=None) as session:
         assert (await send_signed(session, "/api/v1/orders", orders[0], "m", at=clock.wall()))[0] == 201
         clock.advance(9 * 60)
         assert (await send_signed(session, "/api/v1/orders", orders[1], "m", at=clock.wall()))[0] == 401
         clock.advance(61)
         assert (await send_signed(session, "/api/v1/orders", orders[2], "m", at=clock.wall()))[0] == 201
-    assert stored_orders(agent) == ["win_000000", "win_000002"]
+    assert await stored_orders(agent) == ["win_000000", "win_000002"]
 
 
-async def test_signature_with_token_needs_both(make_settings: Callable[..., Settings]) -> None:
+async def test_signature_with_token_needs_both(make_agent: Callable[..., Awaitable[Agent]]) -> None:
     """With a token and required signatures, a valid signature without the token is still 401."""
-    agent = Agent(make_settings(api={"signing_secrets": SECRETS, "require_signature": True}))
-    await agent.start()
-    try:
-        body = json.dumps(make_order(1, prefix="both")).encode()
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{agent.port}") as session:
-            async with session.post("/api/v1/orders", data=body, headers=signed_headers(body, msg_id="a")) as response:
-                assert response.status == 401
-            headers = {**signed_headers(body, msg_id="b"), "Authorization": f"Bearer {TOKEN}"}
-            async with session.post("/api/v1/orders", data=body, headers=headers) as response:
-                assert response.status == 201
-    finally:
-        await agent.stop()
+    agent = await make_agent(api={"signing_secrets": SECRETS, "require_signature": True})
+    body = json.dumps(make_order(1, prefix="both")).encode()
+    async with api_client(agent, token=None) as session:
+        async with session.post("/api/v1/orders", data=body, headers=signed_headers(body, msg_id="a")) as response:
+            assert response.status == 401
+        headers = {**signed_headers(body, msg_id="b"), "Authorization": f"Bearer {TOKEN}"}
+        async with session.post("/api/v1/orders", data=body, headers=headers) as response:
+            assert response.status == 201
 
 
 @pytest.mark.parametrize(
@@ -298,16 +286,15 @@ def test_api_binds_to_loopback_by_default() -> None:
     assert ApiSettings().host == "127.0.0.1"
 
 
-async def test_wide_bind_without_token_is_logged_loudly(make_settings: Callable[..., Settings]) -> None:
+async def test_wide_bind_without_token_is_logged_loudly(make_agent: Callable[..., Awaitable[Agent]]) -> None:
     """Bound beyond 127.0.0.1 with no token, start-up logs an error-level API_OPEN_WITHOUT_TOKEN; with one a warning."""
     # 127.0.0.2 is still loopback (tests stay off the network) but not the default address.
     for api, expected in (
         ({"host": "127.0.0.2", "token": "", "signing_secrets": SECRETS, "require_signature": True}, "error"),
         ({"host": "127.0.0.2"}, None),
     ):
-        agent = Agent(make_settings(api=api))
         with capture_logs() as logs:
-            await agent.start()
+            agent = await make_agent(api=api)
             await agent.stop()
         loud = [e for e in logs if e["event"] == "API_OPEN_WITHOUT_TOKEN"]
         assert [e["log_level"] for e in loud] == ([expected] if expected else [])
@@ -324,26 +311,18 @@ def test_config_written_by_our_scripts_is_private(tmp_path: Path) -> None:
     assert TOKEN in path.read_text(encoding="utf-8")
 
 
-async def test_undecodable_credential_headers_are_401_not_500(make_settings: Callable[..., Settings]) -> None:
+async def test_undecodable_credential_headers_are_401_not_500(make_agent: Callable[..., Awaitable[Agent]]) -> None:
     """Raw non-UTF-8 bytes in Authorization or the webhook headers are refused like any wrong credential."""
-    agent = Agent(make_settings(api={"signing_secrets": SECRETS}))
-    await agent.start()
-    try:
-        stamp = f"webhook-timestamp: {int(time.time())}"
-        for raw in (
-            b"Authorization: Bearer \xff\xfe",
-            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: \xff\r\n{stamp}\r\nwebhook-signature: v1,x".encode(
-                "latin-1"
-            ),
-            f"Authorization: Bearer {TOKEN}\r\nwebhook-id: m\r\n{stamp}\r\nwebhook-signature: v1,\xe9".encode(
-                "latin-1"
-            ),
-        ):
-            reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
-            writer.write(b"GET /api/v1/printers HTTP/1.1\r\nHost: edge\r\n" + raw + b"\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            answer = await asyncio.wait_for(reader.read(), timeout=5)
-            writer.close()
-            assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
-    finally:
-        await agent.stop()
+    agent = await make_agent(api={"signing_secrets": SECRETS})
+    stamp = f"webhook-timestamp: {int(time.time())}"
+    for raw in (
+        b"Authorization: Bearer \xff\xfe",
+        f"Authorization: Bearer {TOKEN}\r\nwebhook-id: \xff\r\n{stamp}\r\nwebhook-signature: v1,x".encode("latin-1"),
+        f"Authorization: Bearer {TOKEN}\r\nwebhook-id: m\r\n{stamp}\r\nwebhook-signature: v1,\xe9".encode("latin-1"),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+        writer.write(b"GET /api/v1/printers HTTP/1.1\r\nHost: edge\r\n" + raw + b"\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,10 +12,9 @@ import pytest
 
 from edge.app import Agent
 from edge.clock import SteppedClock
-from edge.config import Settings
 from edge.sim.orders import make_order
 from edge.sim.scanner import SimScanner
-from tests.scanners.conftest import Seen, db_rows, scanner_config
+from tests.helpers import Seen, db_rows, scanner_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # 02:30 at night in Berlin: the business day (from 04:00) began yesterday morning.
@@ -27,17 +26,15 @@ def created(day: int, hour: int, minute: int = 0) -> dt.datetime:
 
 
 @pytest.fixture
-async def night_agent(
-    make_settings: Callable[..., Settings], sims: dict[str, SimScanner]
-) -> AsyncIterator[tuple[Agent, Seen]]:
+async def night_agent(make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]) -> tuple[Agent, Seen]:
     """The agent in Berlin with its wall clock at NOW and the default business day start (04:00)."""
     clock = SteppedClock(wall_offset=NOW.timestamp() - time.time())
-    agent = Agent(make_settings(agent={"timezone": "Europe/Berlin"}, scanners=scanner_config(sims)), clock=clock)
-    seen = Seen(agent.bus)
-    await agent.start()
+    seen = Seen()
+    agent = await make_agent(
+        agent={"timezone": "Europe/Berlin"}, scanners=scanner_config(sims), clock=clock, listen=seen
+    )
     await seen.connected("kitchen")
-    yield agent, seen
-    await agent.stop()
+    return agent, seen
 
 
 async def store(agent: Agent, seq: int, when: dt.datetime, **changes: Any) -> dict[str, Any]:
@@ -47,8 +44,8 @@ async def store(agent: Agent, seq: int, when: dt.datetime, **changes: Any) -> di
     return order
 
 
-def ready(agent: Agent) -> set[str]:
-    return {r[0] for r in db_rows(agent, "SELECT order_id FROM order_pickup")}
+async def ready(agent: Agent) -> set[str]:
+    return {r[0] for r in await db_rows(agent, "SELECT order_id FROM order_pickup")}
 
 
 async def test_a_plain_number_matches_only_todays_business_day_and_refuses_to_guess(
@@ -62,21 +59,21 @@ async def test_a_plain_number_matches_only_todays_business_day_and_refuses_to_gu
     older = await store(agent, 1, created(29, 3, 50), number="A-1042")
     sims["kitchen"].scan("A-1042")
     [first] = await seen.scans_count(1)
-    assert first.outcome == "unknown" and ready(agent) == set()
-    [(detail,)] = db_rows(agent, "SELECT detail FROM scans ORDER BY id DESC LIMIT 1")
+    assert first.outcome == "unknown" and await ready(agent) == set()
+    [(detail,)] = await db_rows(agent, "SELECT detail FROM scans ORDER BY id DESC LIMIT 1")
     assert "today" in detail and "04:00" in detail
 
     today = await store(agent, 2, created(29, 23, 30), number="A-1042")
     sims["kitchen"].scan("A-1042")
     second = (await seen.scans_count(2))[1]
-    assert (second.outcome, second.order_id) == ("order_ready", today["id"]) and ready(agent) == {today["id"]}
+    assert (second.outcome, second.order_id) == ("order_ready", today["id"]) and await ready(agent) == {today["id"]}
 
     await store(agent, 3, created(29, 12), number="A-2000")
     await store(agent, 4, created(30, 1), number="A-2000")
     sims["kitchen"].scan("A-2000")
     third = (await seen.scans_count(3))[2]
-    assert third.outcome == "unknown" and ready(agent) == {today["id"]}
-    [(detail,)] = db_rows(agent, "SELECT detail FROM scans ORDER BY id DESC LIMIT 1")
+    assert third.outcome == "unknown" and await ready(agent) == {today["id"]}
+    [(detail,)] = await db_rows(agent, "SELECT detail FROM scans ORDER BY id DESC LIMIT 1")
     assert "2 orders" in detail and "QR" in detail
 
     sims["kitchen"].scan(older["id"])

@@ -1,4 +1,5 @@
-"""Keyboard-wedge scanners: key events become codes (US layout, shift, Enter/Tab); a device that is no keyboard is refused.
+"""Keyboard-wedge scanners: key events become codes (US layout, shift, Enter/Tab); a device that is no keyboard is
+refused.
 
 There is no /dev/uinput in the test machine, so no virtual input device can be made: key events are real
 evdev.InputEvent objects fed to the decoder and, for the whole path, through a stand-in port object.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,13 @@ evdev = pytest.importorskip("evdev")
 from evdev import InputEvent, ecodes  # noqa: E402
 
 from edge.app import Agent  # noqa: E402
-from edge.config import ScannerSettings, Settings  # noqa: E402
+from edge.config import ScannerSettings  # noqa: E402
 from edge.events import EventBus  # noqa: E402
 from edge.scanners import Scanner, ScanRecorder  # noqa: E402
 from edge.scanners.hid import KEYMAP, KeyDecoder  # noqa: E402
 from edge.sim.scanner import SimScanner  # noqa: E402
 from edge.store.scans import ScanStore  # noqa: E402
-from tests.scanners.conftest import Seen, db_rows, push_order  # noqa: E402
+from tests.helpers import Seen, db_rows, push_order  # noqa: E402
 
 _KEY_FOR = {chars[shifted]: (code, bool(shifted)) for code, chars in KEYMAP.items() for shifted in (1, 0)}
 
@@ -33,7 +34,8 @@ def key(code: int, value: int) -> InputEvent:
 
 
 def typed(text: str) -> list[InputEvent]:
-    """The events a US-layout wedge scanner sends for ``text``: shift around capitals and symbols, SYN reports between."""
+    """The events a US-layout wedge scanner sends for ``text``: shift around capitals and symbols, SYN reports
+    between."""
     events = []
     for char in text:
         code, shifted = _KEY_FOR[char]
@@ -82,31 +84,27 @@ class KeyPort:
         pass
 
 
-async def test_wedge_scan_marks_the_order_ready(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+async def test_wedge_scan_marks_the_order_ready(make_agent: Callable[..., Awaitable[Agent]]) -> None:
     """A code typed by a wedge scanner goes the same way as a serial one: the order is ready, with its outbox row."""
-    agent = Agent(make_settings())
-    await agent.start()
-    try:
-        order = await push_order(agent, 1)
-        port = KeyPort()
-        seen = Seen(agent.bus)
-        settings = ScannerSettings(
-            name="wedge", type="hid", port="/dev/input/by-id/usb-scanner-event-kbd", station="kitchen"
-        )
-        assert agent.db is not None
-        recorder = ScanRecorder(ScanStore(agent.db, bus=agent.bus))
-        scanner = Scanner(settings, recorder.record, agent.bus, open_port=lambda _: port)
-        scanner.start()
-        await seen.connected("wedge")
-        port.batches.put(typed(f"edge:v1:{order['id']}:kitchen\r"))
-        (scan,) = await seen.scans_count(1)
-        await scanner.stop()
-        assert (scan.scanner, scan.outcome) == ("wedge", "order_ready")
-        assert db_rows(agent, "SELECT event FROM outbox WHERE order_id = ? AND event = 'ready'", (order["id"],)) == [
-            ("ready",)
-        ]
-    finally:
-        await agent.stop()
+    agent = await make_agent()
+    order = await push_order(agent, 1)
+    port = KeyPort()
+    seen = Seen(agent.bus)
+    settings = ScannerSettings(
+        name="wedge", type="hid", port="/dev/input/by-id/usb-scanner-event-kbd", station="kitchen"
+    )
+    assert agent.db is not None
+    recorder = ScanRecorder(ScanStore(agent.db, bus=agent.bus))
+    scanner = Scanner(settings, recorder.record, agent.bus, open_port=lambda _: port)
+    scanner.start()
+    await seen.connected("wedge")
+    port.batches.put(typed(f"edge:v1:{order['id']}:kitchen\r"))
+    (scan,) = await seen.scans_count(1)
+    await scanner.stop()
+    assert (scan.scanner, scan.outcome) == ("wedge", "order_ready")
+    assert await db_rows(agent, "SELECT event FROM outbox WHERE order_id = ? AND event = 'ready'", order["id"]) == [
+        ("ready",)
+    ]
 
 
 async def test_a_device_that_is_no_keyboard_is_reported_not_read(tmp_path: Path) -> None:

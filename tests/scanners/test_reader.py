@@ -1,4 +1,5 @@
-"""The scanner driver survives what it did not expect: a failing read is logged and the port reopened; a failing store loses one scan, not the reader."""
+"""The scanner driver survives what it did not expect: a failing read is logged and the port reopened; a failing store
+loses one scan, not the reader."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from edge.config import ScannerSettings
 from edge.errors import StoreUnavailableError
 from edge.events import EventBus
 from edge.scanners import Scanner
-from tests.scanners.conftest import WAIT_S, Seen
+from tests.helpers import WAIT_S, Seen
 
 
 class BrokenOncePort:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from edge.sim.orders import make_order
 from edge.store import Database, OrderStore
 from edge.store.rows import OrderProgress, StationProgress
 from edge.store.scans import ScanRequest, ScanStore
+from tests.helpers import db_rows
 
 
 @pytest.fixture
@@ -40,9 +40,8 @@ def ticket(order_seq: int, station: str, **extra: object) -> ScanRequest:
     )  # type: ignore[arg-type]
 
 
-def committed(path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(sql).fetchall()
+async def committed(path: Path, sql: str) -> list[tuple[object, ...]]:
+    return await db_rows(path, sql)
 
 
 async def test_ready_and_its_outbox_row_commit_together_or_not_at_all(db: Database) -> None:
@@ -51,18 +50,19 @@ async def test_ready_and_its_outbox_row_commit_together_or_not_at_all(db: Databa
     await store.record(ticket(1, "kitchen"))
     async with db.transaction() as conn:
         await conn.execute(
-            "CREATE TRIGGER outbox_broken BEFORE INSERT ON outbox WHEN NEW.event = 'ready' BEGIN SELECT RAISE(ABORT, 'outbox broken'); END"
+            "CREATE TRIGGER outbox_broken BEFORE INSERT ON outbox WHEN NEW.event = 'ready' BEGIN SELECT RAISE(ABORT, "
+            "'outbox broken'); END"
         )
     with pytest.raises(StoreError, match="outbox broken"):
         await store.record(ticket(1, "bar"))
-    assert committed(db.path, "SELECT COUNT(*) FROM scans") == [(1,)]
-    assert committed(db.path, "SELECT station FROM station_done") == [("kitchen",)]
-    assert committed(db.path, "SELECT COUNT(*) FROM order_pickup") == [(0,)]
+    assert await committed(db.path, "SELECT COUNT(*) FROM scans") == [(1,)]
+    assert await committed(db.path, "SELECT station FROM station_done") == [("kitchen",)]
+    assert await committed(db.path, "SELECT COUNT(*) FROM order_pickup") == [(0,)]
 
     async with db.transaction() as conn:
         await conn.execute("DROP TRIGGER outbox_broken")
     assert (await store.record(ticket(1, "bar"))).outcome == "order_ready"
-    assert committed(db.path, "SELECT event FROM outbox WHERE order_id = 'ord_000001' AND event = 'ready'") == [
+    assert await committed(db.path, "SELECT event FROM outbox WHERE order_id = 'ord_000001' AND event = 'ready'") == [
         ("ready",)
     ]
 
@@ -73,10 +73,10 @@ async def test_hand_out_waits_out_a_double_read(db: Database) -> None:
     assert (await store.record(ticket(2, "kitchen", hand_out=True, hand_out_gap_s=60))).outcome == "order_ready"
     again = await store.record(ticket(2, "kitchen", hand_out=True, hand_out_gap_s=60))
     assert again.outcome == "already_done" and "double read" in again.detail
-    assert committed(db.path, "SELECT handed_out_at FROM order_pickup") == [(None,)]
+    assert await committed(db.path, "SELECT handed_out_at FROM order_pickup") == [(None,)]
     assert (await store.record(ticket(2, "kitchen", hand_out=True, hand_out_gap_s=0))).outcome == "handed_out"
     assert (await store.record(ticket(2, "kitchen", hand_out=True, hand_out_gap_s=0))).outcome == "already_done"
-    assert committed(db.path, "SELECT COUNT(*) FROM outbox WHERE event = 'fulfilled'") == [(1,)]
+    assert await committed(db.path, "SELECT COUNT(*) FROM outbox WHERE event = 'fulfilled'") == [(1,)]
 
 
 async def test_progress_shows_state_and_stations(db: Database) -> None:

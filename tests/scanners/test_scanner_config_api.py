@@ -14,7 +14,7 @@ from edge.app import Agent
 from edge.config import parse_settings
 from edge.errors import ConfigError
 from edge.sim.scanner import SimScanner
-from tests.scanners.conftest import Seen
+from tests.helpers import Seen, api_client
 
 BASE: dict[str, Any] = {
     "agent": {"store_id": "s1"},
@@ -75,10 +75,7 @@ async def test_bad_scan_queries_are_422_naming_the_field(
 async def test_scans_list_needs_the_token(scan_agent: tuple[Agent, Seen]) -> None:
     """GET /api/v1/scans is behind the API token like every /api/ route."""
     agent, _ = scan_agent
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{agent.port}/api/v1/scans") as response,
-    ):
+    async with api_client(agent, token=None) as session, session.get("/api/v1/scans") as response:
         assert response.status == 401
 
 
@@ -95,14 +92,14 @@ async def test_scans_list_shows_each_scanner(scan_api: aiohttp.ClientSession, si
     assert set(body["counts"]) == {"ticket_done", "order_ready", "handed_out", "already_done", "unknown"}
 
 
-async def test_stop_with_scanners_reading_is_prompt(make_settings: Any, tmp_path: Path) -> None:
-    """Readers blocked in a read notice the stop within their wake interval; the agent stops promptly and the ports are closed."""
+async def test_stop_with_scanners_reading_is_prompt(make_agent: Any, tmp_path: Path) -> None:
+    """Readers blocked in a read notice the stop within their wake interval; the agent stops promptly and the ports are
+    closed."""
     sims = [SimScanner(tmp_path / f"tty-{i}") for i in range(2)]
     for sim in sims:
         sim.plug()
-    agent = Agent(make_settings(scanners={f"s{i}": {"port": str(sim.path)} for i, sim in enumerate(sims)}))
-    seen = Seen(agent.bus)
-    await agent.start()
+    seen = Seen()
+    agent = await make_agent(scanners={f"s{i}": {"port": str(sim.path)} for i, sim in enumerate(sims)}, listen=seen)
     try:
         for i in range(2):
             await seen.connected(f"s{i}")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from structlog.testing import capture_logs
 
 from edge.app import Agent
-from edge.config import Settings
 from edge.sim.scanner import SimScanner
-from tests.scanners.conftest import Seen, db_rows, push_order
+from tests.helpers import Seen, db_rows, push_order
 
 
-def outbox(agent: Agent, order_id: str) -> list[str]:
-    return [r[0] for r in db_rows(agent, "SELECT event FROM outbox WHERE order_id = ? ORDER BY id", (order_id,))]
+async def outbox(agent: Agent, order_id: str) -> list[str]:
+    return [r[0] for r in await db_rows(agent, "SELECT event FROM outbox WHERE order_id = ? ORDER BY id", order_id)]
 
 
 async def test_tickets_of_every_station_make_the_order_ready(
@@ -39,17 +38,17 @@ async def test_tickets_of_every_station_make_the_order_ready(
         {"station": "bar", "done": False, "done_at": None},
         {"station": "kitchen", "done": True, "done_at": body["stations"][1]["done_at"]},
     ]
-    assert "ready" not in outbox(agent, oid)
+    assert "ready" not in await outbox(agent, oid)
 
     sims["bar"].scan(f"edge:v1:{oid}:bar", "\n")
     scans = await seen.scans_count(2)
     assert scans[1].outcome == "order_ready"
-    assert outbox(agent, oid).count("ready") == 1
+    assert (await outbox(agent, oid)).count("ready") == 1
     async with scan_api.get(f"/api/v1/orders/{oid}") as response:
         body = await response.json()
     assert body["state"] == "ready" and body["ready_at"] is not None and body["handed_out_at"] is None
     assert all(s["done"] for s in body["stations"])
-    ((payload,),) = db_rows(agent, "SELECT payload FROM outbox WHERE order_id = ? AND event = 'ready'", (oid,))
+    ((payload,),) = await db_rows(agent, "SELECT payload FROM outbox WHERE order_id = ? AND event = 'ready'", oid)
     assert json.loads(payload) | {"at": 0} == {
         "order_id": oid,
         "event": "ready",
@@ -71,7 +70,7 @@ async def test_split_reads_and_crlf_give_one_scan(scan_agent: tuple[Agent, Seen]
     assert scan.outcome == "order_ready" and scan.code == f"edge:v1:{order['id']}:kitchen"
     await asyncio.sleep(0.3)  # room for a wrong second scan to show up
     assert len(seen.scans) == 1
-    assert db_rows(agent, "SELECT COUNT(*) FROM scans") == [(1,)]
+    assert await db_rows(agent, "SELECT COUNT(*) FROM scans") == [(1,)]
 
 
 async def test_garbage_is_rejected_and_reading_goes_on(
@@ -89,7 +88,7 @@ async def test_garbage_is_rejected_and_reading_goes_on(
     rejected = [e for e in logs if e["event"] == "scan_rejected"]
     assert [e["reason"] for e in rejected] == ["not UTF-8 (byte 0: 0xff)", "control character 0x1b"]
     assert agent.scanners["kitchen"].rejected == 2
-    assert db_rows(agent, "SELECT code FROM scans") == [(f"edge:v1:{order['id']}:kitchen",)]
+    assert await db_rows(agent, "SELECT code FROM scans") == [(f"edge:v1:{order['id']}:kitchen",)]
 
 
 async def test_unknown_codes_are_logged_counted_and_harmless(
@@ -105,13 +104,13 @@ async def test_unknown_codes_are_logged_counted_and_harmless(
         scans = await seen.scans_count(4)
     assert [s.outcome for s in scans] == ["unknown"] * 4
     assert len([e for e in logs if e["event"] == "scan_unknown"]) == 4
-    rows = db_rows(agent, "SELECT code, order_id, detail FROM scans ORDER BY id")
+    rows = await db_rows(agent, "SELECT code, order_id, detail FROM scans ORDER BY id")
     assert rows[0] == ("edge:v1:ord_999999:kitchen", None, "no order with id 'ord_999999'")
     assert rows[1][:2] == ("4006381333931", None)
     assert rows[1][2].startswith("no order with id or number '4006381333931' in today's business day (since ")
     assert rows[3][1:] == (order["id"], f"order {order['number']} has no bar ticket (its stations: kitchen)")
-    assert db_rows(agent, "SELECT COUNT(*) FROM station_done") == [(0,)]
-    assert "ready" not in outbox(agent, order["id"])
+    assert await db_rows(agent, "SELECT COUNT(*) FROM station_done") == [(0,)]
+    assert "ready" not in await outbox(agent, order["id"])
     async with scan_api.get("/api/v1/scans", params={"outcome": "unknown"}) as response:
         body = await response.json()
     assert response.status == 200 and len(body["scans"]) == 4 and body["counts"]["unknown"] == 4
@@ -137,8 +136,8 @@ async def test_double_scan_changes_nothing_and_says_so(
         f"order {order['number']}: kitchen ticket already done",
         f"order {order['number']} is already ready",
     ]
-    assert db_rows(agent, "SELECT station FROM station_done ORDER BY station") == [("bar",), ("kitchen",)]
-    assert outbox(agent, order["id"]).count("ready") == 1
+    assert await db_rows(agent, "SELECT station FROM station_done ORDER BY station") == [("bar",), ("kitchen",)]
+    assert (await outbox(agent, order["id"])).count("ready") == 1
 
 
 async def test_counter_scan_of_number_readies_then_hands_out(
@@ -152,10 +151,10 @@ async def test_counter_scan_of_number_readies_then_hands_out(
         sims["counter"].scan(order["number"])
     scans = await seen.scans_count(3)
     assert [s.outcome for s in scans] == ["order_ready", "handed_out", "already_done"]
-    assert outbox(agent, order["id"]).count("ready") == 1
-    assert outbox(agent, order["id"]).count("fulfilled") == 1
-    ((ready_at, handed_out_at),) = db_rows(
-        agent, "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order["id"],)
+    assert (await outbox(agent, order["id"])).count("ready") == 1
+    assert (await outbox(agent, order["id"])).count("fulfilled") == 1
+    ((ready_at, handed_out_at),) = await db_rows(
+        agent, "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", order["id"]
     )
     assert handed_out_at >= ready_at
 
@@ -172,7 +171,7 @@ async def test_a_number_two_orders_of_the_day_share_is_refused_not_guessed(
     sims["kitchen"].scan(older["number"])
     (scan,) = await seen.scans_count(1)
     assert (scan.outcome, scan.order_id) == ("unknown", None)
-    assert db_rows(agent, "SELECT COUNT(*) FROM order_pickup") == [(0,)]
+    assert await db_rows(agent, "SELECT COUNT(*) FROM order_pickup") == [(0,)]
 
 
 async def test_unplugged_scanner_reconnects_by_itself(
@@ -200,15 +199,14 @@ async def test_unplugged_scanner_reconnects_by_itself(
 
 
 async def test_missing_port_at_start_does_not_stop_the_agent(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path
 ) -> None:
     """A scanner that is not plugged in when the agent starts is reported disconnected; plugged in later, it works."""
     late = SimScanner(tmp_path / "tty-late")
-    agent = Agent(
-        make_settings(scanners={"late": {"port": str(late.path), "station": "kitchen", "reconnect_max_s": 0.3}})
+    seen = Seen()
+    agent = await make_agent(
+        scanners={"late": {"port": str(late.path), "station": "kitchen", "reconnect_max_s": 0.3}}, listen=seen
     )
-    seen = Seen(agent.bus)
-    await agent.start()
     try:
         await seen.connected("late", False)
         order = await push_order(agent, 9)
@@ -219,7 +217,6 @@ async def test_missing_port_at_start_does_not_stop_the_agent(
         assert scan.outcome == "order_ready"
     finally:
         late.unplug()
-        await agent.stop()
 
 
 async def test_two_scanners_at_once(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
@@ -236,6 +233,6 @@ async def test_two_scanners_at_once(scan_agent: tuple[Agent, Seen], sims: dict[s
     scans = await seen.scans_count(30)
     assert sorted(s.outcome for s in scans).count("order_ready") == 15
     assert sorted(s.outcome for s in scans).count("ticket_done") == 15
-    assert db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE event = 'ready'") == [(15,)]
-    assert db_rows(agent, "SELECT COUNT(*) FROM order_pickup") == [(15,)]
+    assert await db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE event = 'ready'") == [(15,)]
+    assert await db_rows(agent, "SELECT COUNT(*) FROM order_pickup") == [(15,)]
     assert agent.scanners["kitchen"].codes == agent.scanners["bar"].codes == 15

@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge.sim.printer import SimPrinter, serve
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -119,16 +120,12 @@ async def test_serve_runs_until_cancelled(tmp_path: Path) -> None:
     """serve() logs its port, prints what it gets into out_dir and stops when cancelled."""
     with capture_logs() as logs:
         task = asyncio.create_task(serve("cli", 0, tmp_path))
-        async with asyncio.timeout(5):
-            while not any(e["event"] == "sim_printer_listening" for e in logs):
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: any(e["event"] == "sim_printer_listening" for e in logs), 5, "listening")
         port = next(e["port"] for e in logs if e["event"] == "sim_printer_listening")
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"hello")
         writer.close()
-        async with asyncio.timeout(5):
-            while not (tmp_path / "cli-0001.bin").exists():
-                await asyncio.sleep(0.01)
+        await wait_until((tmp_path / "cli-0001.bin").exists, 5, "the job in out_dir")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -139,8 +136,10 @@ async def test_serve_runs_until_cancelled(tmp_path: Path) -> None:
 
 async def test_client_reset_prints_what_arrived(printer: SimPrinter) -> None:
     """A client that resets the connection leaves what it sent printed, like a real printer."""
-    sock = socket.create_connection(printer.address)
-    sock.sendall(b"partial")
+    # A blocking client socket, as another program would use; connected and written from a thread (off the loop the
+    # simulator runs on).
+    sock = await asyncio.to_thread(socket.create_connection, printer.address)
+    await asyncio.to_thread(sock.sendall, b"partial")
     await asyncio.sleep(0.05)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
     sock.close()

@@ -7,11 +7,11 @@ import sqlite3
 from pathlib import Path
 
 from edge.store import Database
+from tests.helpers import db_rows
 
 
-def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(sql).fetchall()
+async def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    return await db_rows(path, sql)
 
 
 async def write_two_rows(db: Database, key: str) -> None:
@@ -35,10 +35,10 @@ async def test_a_write_cancelled_while_begin_waits_for_another_writer_leaves_the
         await asyncio.sleep(0.1)  # the task now waits for BEGIN IMMEDIATE on the connection's thread
         task.cancel()
         await asyncio.sleep(0.05)
-        other.execute("COMMIT")
+        await asyncio.to_thread(other.execute, "COMMIT")
         await asyncio.gather(task, return_exceptions=True)
         await asyncio.wait_for(write_two_rows(db, "next"), timeout=5)
-        assert rows(path, "SELECT key, value FROM meta WHERE key IN ('cancelled', 'next')") == [("next", "whole")]
+        assert await rows(path, "SELECT key, value FROM meta WHERE key IN ('cancelled', 'next')") == [("next", "whole")]
     finally:
         other.close()
         await db.close()
@@ -57,8 +57,8 @@ async def test_cancelling_a_write_at_any_await_leaves_all_or_nothing_and_a_clean
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await asyncio.wait_for(write_two_rows(db, f"after{turns}"), timeout=5)
-        values = {v for (v,) in rows(path, "SELECT value FROM meta WHERE key LIKE 'k%' OR key LIKE 'after%'")}
+        values = {v for (v,) in await rows(path, "SELECT value FROM meta WHERE key LIKE 'k%' OR key LIKE 'after%'")}
         assert values == {"whole"}
-        assert len(rows(path, "SELECT 1 FROM meta WHERE key LIKE 'after%'")) == 40
+        assert len(await rows(path, "SELECT 1 FROM meta WHERE key LIKE 'after%'")) == 40
     finally:
         await db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -11,14 +12,14 @@ from edge.errors import SchemaTooNewError, StoreError
 from edge.store import Database
 from edge.store.db import connect_writer
 from edge.store.migrations import latest_version, load_migrations, migrate
+from tests.helpers import db_execute, db_rows
 
 
-def _tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
-        return {
-            r[0]
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-        }
+async def _tables(path: Path) -> set[str]:
+    return {
+        r[0]
+        for r in await db_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    }
 
 
 async def test_up_down_up_on_populated_database(tmp_path: Path) -> None:
@@ -32,28 +33,32 @@ async def test_up_down_up_on_populated_database(tmp_path: Path) -> None:
             " VALUES ('o1', '1', 'h', '{}', 'web', 'x', 0)"
         )
     await db.close()
-    assert {"orders", "print_jobs", "outbox", "meta"} <= _tables(path)
+    assert {"orders", "print_jobs", "outbox", "meta"} <= await _tables(path)
 
     conn = await connect_writer(path)
     try:
         assert await migrate(conn, migrations, 0) == (latest_version(migrations), 0)
-        assert not {"orders", "print_jobs"} & _tables(path)
+        assert not {"orders", "print_jobs"} & await _tables(path)
         assert await migrate(conn, migrations) == (0, latest_version(migrations))
     finally:
         await conn.close()
-    with sqlite3.connect(path) as check:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == latest_version(migrations)
-        check.execute(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at)"
-            " VALUES ('o2', '2', 'h', '{}', 'web', 'x', 0)"
-        )
+
+    def check_up_again() -> None:
+        with sqlite3.connect(path) as check:
+            assert check.execute("PRAGMA user_version").fetchone()[0] == latest_version(migrations)
+            check.execute(
+                "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at)"
+                " VALUES ('o2', '2', 'h', '{}', 'web', 'x', 0)"
+            )
+
+    await asyncio.to_thread(check_up_again)
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     """A database written by a newer agent stops this one with a message saying what to do."""
     path = tmp_path / "edge.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 999")
+
+    await db_execute(path, "PRAGMA user_version = 999")
     with pytest.raises(SchemaTooNewError, match=r"version 999.*newer agent"):
         await Database.open(path)
 

@@ -32,10 +32,14 @@ async def test_concurrent_inserts_share_commits_and_are_durable(tmp_path: Path) 
     assert [r.outcome for r in results] == ["stored"] * 100
     assert all(len(r.job_ids) == 2 for r in results)  # kitchen ticket + receipt
     await db.close()
-    with sqlite3.connect(tmp_path / "edge.db") as check:
-        assert check.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 100
-        assert check.execute("SELECT COUNT(*) FROM print_jobs WHERE state = 'queued'").fetchone()[0] == 200
-        assert check.execute("SELECT COUNT(*) FROM outbox WHERE event = 'received'").fetchone()[0] == 100
+
+    def check_committed() -> None:
+        with sqlite3.connect(tmp_path / "edge.db") as check:
+            assert check.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 100
+            assert check.execute("SELECT COUNT(*) FROM print_jobs WHERE state = 'queued'").fetchone()[0] == 200
+            assert check.execute("SELECT COUNT(*) FROM outbox WHERE event = 'received'").fetchone()[0] == 100
+
+    await asyncio.to_thread(check_committed)
 
 
 async def test_duplicate_and_conflict_in_one_group(tmp_path: Path) -> None:

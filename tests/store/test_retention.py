@@ -7,27 +7,20 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
-
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
+from tests.helpers import api_client, db_rows, eventually
 
 DAYS_31 = 31 * 86400
 
 
-def query(agent: Agent, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        return conn.execute(sql).fetchall()
-
-
 async def push(agent: Agent, orders: list[dict[str, Any]]) -> None:
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with api_client(agent) as session:
         for order in orders:
-            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+            async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201, await response.text()
 
 
@@ -67,14 +60,16 @@ async def test_without_a_central_api_dead_discarded_and_printed_orders_are_purge
     agent = await make_agent(clock=clock, spool={"max_attempts": 1}, retention={"every_s": 0.2})
     orders = orders_for("keep")
     await push(agent, orders)
-    await wait_until(lambda: query(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'dead'") == [(1,)])
+    await eventually(
+        lambda: db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'dead'"), lambda rows: rows == [(1,)]
+    )
     await settle_jobs(agent, printers, orders)
     clock.step(DAYS_31)
     held = orders[3]["id"]
-    await wait_until(lambda: query(agent, "SELECT id FROM orders") == [(held,)])
-    assert {r[0] for r in query(agent, "SELECT DISTINCT order_id FROM outbox")} == {held}
-    assert {r[0] for r in query(agent, "SELECT DISTINCT order_id FROM print_jobs")} == {held}
-    assert {r[0] for r in query(agent, "SELECT id FROM seen_orders")} == {o["id"] for o in orders}
+    await eventually(lambda: db_rows(agent, "SELECT id FROM orders"), lambda rows: rows == [(held,)])
+    assert {r[0] for r in await db_rows(agent, "SELECT DISTINCT order_id FROM outbox")} == {held}
+    assert {r[0] for r in await db_rows(agent, "SELECT DISTINCT order_id FROM print_jobs")} == {held}
+    assert {r[0] for r in await db_rows(agent, "SELECT id FROM seen_orders")} == {o["id"] for o in orders}
 
 
 async def test_with_a_central_api_dead_and_discarded_orders_go_once_their_events_are_delivered(
@@ -95,11 +90,16 @@ async def test_with_a_central_api_dead_and_discarded_orders_go_once_their_events
             retention={"every_s": 0.2},
             central={"url": central.url, "token": central.token, "start_jitter_s": 0, "rate_limit_rps": 100},
         )
-        await wait_until(lambda: query(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'dead'") == [(1,)])
+        await eventually(
+            lambda: db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'dead'"), lambda rows: rows == [(1,)]
+        )
         await settle_jobs(agent, printers, orders)
         await wait_until(lambda: len(central.events_of("failed")) == 1)
-        await wait_until(lambda: query(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)])
+        await eventually(
+            lambda: db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"),
+            lambda rows: rows == [(0,)],
+        )
         clock.step(DAYS_31)
-        await wait_until(lambda: query(agent, "SELECT id FROM orders") == [(orders[3]["id"],)])
+        await eventually(lambda: db_rows(agent, "SELECT id FROM orders"), lambda rows: rows == [(orders[3]["id"],)])
     finally:
         await central.stop()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,9 +10,9 @@ import pytest
 from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
-from edge.events import Event
 from edge.sim.central import CentralSim
 from edge.sim.smtp import SmtpSink
+from tests.helpers import Recorder
 
 CENTRAL_TOKEN = "central-token-abcdef123456"
 STORE = "test-store"
@@ -75,60 +72,23 @@ def sync_settings(make_settings: Callable[..., Settings], central: CentralSim) -
     return make
 
 
-class Recorder:
-    """Every event the agent's bus publishes, for waiting on and asserting."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type[Event]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait(
-        self,
-        kind: type[Event],
-        count: int = 1,
-        timeout: float = 20.0,  # noqa: ASYNC109 (a test helper: the timeout is the point)
-        where: Callable[[Any], bool] = lambda e: True,
-    ) -> list[Any]:
-        async with asyncio.timeout(timeout):
-            while len(found := [e for e in self.of(kind) if where(e)]) < count:  # noqa: ASYNC110 (polls a list)
-                await asyncio.sleep(0.02)
-        return found
-
-
 class Agents:
-    """Starts real agents, each with a Recorder of its events; whatever is still running is stopped at the end."""
+    """Starts real agents (through ``make_agent``), each with a Recorder of its events; make_agent stops whatever is
+    still running at the end."""
 
-    def __init__(self) -> None:
-        self.running: list[Agent] = []
+    def __init__(self, make_agent: Callable[..., Awaitable[Agent]]) -> None:
+        self._make_agent = make_agent
 
     async def start(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> tuple[Agent, Recorder]:
-        agent = Agent(settings, clock=clock)
         recorder = Recorder()
-        agent.bus.subscribe(recorder)
-        await agent.start()
-        self.running.append(agent)
+        agent = await self._make_agent(settings, clock=clock, listen=recorder)
         return agent, recorder
 
     async def stop(self, agent: Agent) -> None:
-        self.running.remove(agent)
         await agent.stop()
 
 
 @pytest.fixture
-async def agents() -> AsyncIterator[Agents]:
+def agents(make_agent: Callable[..., Awaitable[Agent]]) -> Agents:
     """Real agents on loopback, stopped after the test."""
-    handle = Agents()
-    yield handle
-    for agent in reversed(handle.running):
-        await agent.stop()
-
-
-def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read committed state from a second connection, as another process would."""
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
+    return Agents(make_agent)

@@ -9,7 +9,8 @@ from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import RecoveryCompleted, RecoveryStarted
 from edge.sim.central import CentralSim
-from tests.sync.conftest import Agents, query
+from tests.helpers import db_rows
+from tests.sync.conftest import Agents
 
 
 async def test_a_clock_step_during_a_run_leaves_its_duration_true(
@@ -26,5 +27,5 @@ async def test_a_clock_step_during_a_run_leaves_its_duration_true(
     clock.step(3600)
     [completed] = await events.wait(RecoveryCompleted)
     assert 0 < completed.duration_s < 60
-    [(finished,)] = query(agent.settings.agent.db_path, "SELECT finished_at FROM recovery_runs")
+    [(finished,)] = await db_rows(agent.settings.agent.db_path, "SELECT finished_at FROM recovery_runs")
     assert finished > clock.wall() - 60  # written with the agent's (stepped) clock

@@ -10,7 +10,8 @@ import pytest
 from edge.config import Settings
 from edge.events import JobPrinted, RecoveryCompleted, RecoveryFailed
 from edge.sim.central import CentralSim
-from tests.sync.conftest import Agents, query
+from tests.helpers import db_rows
+from tests.sync.conftest import Agents
 
 MISSED = 60
 
@@ -38,8 +39,8 @@ async def test_recovery_and_reporting_survive_each_fault_mode(
     db = agent.settings.agent.db_path
     [completed] = await events.wait(RecoveryCompleted, timeout=30)
     assert completed.counts["stored"] == MISSED and not events.of(RecoveryFailed)
-    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(MISSED, MISSED)]
-    jobs = query(db, "SELECT id, order_id FROM print_jobs")
+    assert await db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(MISSED, MISSED)]
+    jobs = await db_rows(db, "SELECT id, order_id FROM print_jobs")
     await events.wait(JobPrinted, count=len(jobs), timeout=30)
     want = {f"{o['id']}:received:0" for o in orders} | {f"{o}:printed:{j}" for j, o in jobs}
     await central.wait_for(lambda: want <= set(central.events), timeout=30)

@@ -6,12 +6,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-
 from edge.config import Settings
 from edge.events import CentralLinkChanged, RecoveryCompleted
 from edge.sim.central import CentralSim
-from tests.conftest import TOKEN
+from tests.helpers import api_client
 from tests.sync.conftest import CENTRAL_TOKEN, Agents
 
 
@@ -30,9 +28,9 @@ async def test_a_central_answering_in_1_5_s_is_up_recovered_from_and_reported_to
     missed = central.create_orders(3, prefix="slow")
     pushed = central.create_orders(2, prefix="slow", start=4)
     agent, events = await agents.start(shipped_timeouts(make_settings, central))
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with api_client(agent) as session:
         for order in pushed:
-            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+            async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201
     [completed] = await events.wait(RecoveryCompleted, timeout=20)
     assert completed.counts["stored"] == len(missed)
@@ -53,9 +51,9 @@ async def test_a_health_probe_timing_out_does_not_mark_the_link_down_while_calls
     await events.wait(RecoveryCompleted)
     central.health_latency_s = 2.0
     orders = central.create_orders(12, prefix="busy")
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with api_client(agent) as session:
         for order in orders:  # 12 orders over ~4 s: two probe intervals, each probe timing out
-            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+            async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201
             await asyncio.sleep(0.33)
     want = {o["id"] for o in orders}

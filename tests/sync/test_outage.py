@@ -5,15 +5,13 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
-import aiohttp
-
 from edge.config import Settings
 from edge.events import CentralLinkChanged, RecoveryCompleted, RecoveryStarted
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
-from tests.sync.conftest import Agents, query
+from tests.helpers import api_client, db_rows
+from tests.sync.conftest import Agents
 
 OUTAGE_ORDERS = 500
 PUSHED_BEFORE_CUT = 50
@@ -31,9 +29,9 @@ async def test_outage_orders_are_stored_printed_and_reported_exactly_once(
     await central.set_up(False)
     await events.wait(CentralLinkChanged, where=lambda e: not e.up)
     orders = central.create_orders(OUTAGE_ORDERS, prefix="outage")
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with api_client(agent) as session:
         for order in orders[:PUSHED_BEFORE_CUT]:
-            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+            async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201, await response.text()
 
     await central.set_up(True)
@@ -47,9 +45,9 @@ async def test_outage_orders_are_stored_printed_and_reported_exactly_once(
     assert completed.counts["present"] == PUSHED_BEFORE_CUT and completed.counts["conflict"] == 0
     assert [e.up for e in events.of(CentralLinkChanged)] == [True, False, True]  # transitions, not samples
 
-    sources = dict(query(db, "SELECT source, COUNT(*) FROM orders GROUP BY source"))
+    sources = dict(await db_rows(db, "SELECT source, COUNT(*) FROM orders GROUP BY source"))
     assert sources == {"push": PUSHED_BEFORE_CUT, "recovery": OUTAGE_ORDERS - PUSHED_BEFORE_CUT}
-    jobs = query(db, "SELECT id, order_id, kind, station FROM print_jobs")
+    jobs = await db_rows(db, "SELECT id, order_id, kind, station FROM print_jobs")
 
     await central.wait_for(lambda: len(central.events_of("printed")) >= len(jobs), timeout=60)
     assert {e["idempotency_key"] for e in central.events_of("printed")} == {f"{o}:printed:{j}" for j, o, _, _ in jobs}

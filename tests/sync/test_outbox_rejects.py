@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
@@ -21,8 +20,8 @@ from edge.store import Database
 from edge.store.outbox import REJECTED_KEY, add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
-from tests.conftest import TOKEN
-from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE, Agents, query
+from tests.helpers import api_client, db_rows, eventually
+from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE, Agents
 
 MakeSender = Callable[..., Awaitable[OutboxSender]]
 
@@ -85,11 +84,11 @@ def keys(events: list[tuple[str, str, str]]) -> list[str]:
     return [f"{o}:{e}:{s}" for o, e, s in events]
 
 
-def rows(db: Database) -> dict[str, tuple[Any, ...]]:
+async def rows(db: Database) -> dict[str, tuple[Any, ...]]:
     """idempotency_key -> (delivered_at, attempts, payload as dict), committed state."""
     return {
         k: (d, a, json.loads(p))
-        for k, d, a, p in query(db.path, "SELECT idempotency_key, delivered_at, attempts, payload FROM outbox")
+        for k, d, a, p in await db_rows(db.path, "SELECT idempotency_key, delivered_at, attempts, payload FROM outbox")
     }
 
 
@@ -115,7 +114,7 @@ async def test_refused_event_is_rejected_and_the_rest_delivered_once_in_order(
     assert set(central.events) == set(good)  # before and after it, B's other events included
     assert central.duplicates == []  # each good event exactly once
     assert_in_order_per_order(central, keys(EVENTS))
-    state = rows(db)
+    state = await rows(db)
     delivered_at, _, payload = state[POISON]
     assert delivered_at is not None and payload[REJECTED_KEY]["status"] == 422
     assert "invalid_event" in payload[REJECTED_KEY]["reason"]
@@ -145,7 +144,7 @@ async def test_refused_event_type_rejects_each_such_event_on_its_own(
     await sender.flush()
     ready = {k for k in keys(EVENTS) if ":ready:" in k}
     assert set(central.events) == set(keys(EVENTS)) - ready and central.duplicates == []
-    assert {k for k, (_, _, p) in rows(db).items() if REJECTED_KEY in p} == ready
+    assert {k for k, (_, _, p) in (await rows(db)).items() if REJECTED_KEY in p} == ready
     before = {k: central.posted[k] for k in ready}
     for _ in range(3):
         await sender.flush()
@@ -161,8 +160,8 @@ async def test_wrong_token_keeps_the_batch_pending(db: Database, central: Centra
             await wrong.flush()
         assert refused.value.status == 401
     assert await wrong.pending() == len(EVENTS) and await wrong.rejected() == 0
-    assert central.events == {} and all(d is None and REJECTED_KEY not in p for d, _, p in rows(db).values())
-    assert rows(db)[keys(EVENTS)[0]][1] == 3  # attempts counted
+    assert central.events == {} and all(d is None and REJECTED_KEY not in p for d, _, p in (await rows(db)).values())
+    assert (await rows(db))[keys(EVENTS)[0]][1] == 3  # attempts counted
 
     fixed = await make_sender()
     assert await fixed.flush() == len(EVENTS)
@@ -220,18 +219,20 @@ async def test_running_agent_delivers_past_a_refused_event(
     orders = central.create_orders(3, prefix="rej")
     poison = f"{orders[1]['id']}:received:0"
     central.reject_events(keys={poison})
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+    async with api_client(agent) as session:
         for order in orders:
-            async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
+            async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201, await response.text()
     db = agent.settings.agent.db_path
-    jobs = query(db, "SELECT id, order_id FROM print_jobs")
+    jobs = await db_rows(db, "SELECT id, order_id FROM print_jobs")
     await events.wait(JobPrinted, count=len(jobs))
     expected = {f"{o['id']}:received:0" for o in orders} - {poison} | {f"{o}:printed:{j}" for j, o in jobs}
     await central.wait_for(lambda: expected <= set(central.events), timeout=20)
-    await central.wait_for(
-        lambda: query(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)], timeout=20
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"),
+        lambda rows: rows == [(0,)],
+        timeout=20,
     )
     assert set(central.events) == expected and central.duplicates == []
-    [(payload,)] = query(db, "SELECT payload FROM outbox WHERE idempotency_key = ?", (poison,))
+    [(payload,)] = await db_rows(db, "SELECT payload FROM outbox WHERE idempotency_key = ?", poison)
     assert json.loads(payload)[REJECTED_KEY]["status"] == 422

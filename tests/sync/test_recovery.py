@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from edge.cli import main
@@ -19,8 +17,8 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
-from tests.conftest import TOKEN
-from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents, query
+from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually
+from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents
 
 
 def _printed_json(out: str) -> Any:
@@ -29,10 +27,7 @@ def _printed_json(out: str) -> Any:
     return json.loads(out[start : out.index("\n}\n", start) + 2])
 
 
-def api(agent_port: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent_port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
+api = api_client
 
 
 async def test_conflict_keeps_the_local_order_and_is_reported(
@@ -52,9 +47,9 @@ async def test_conflict_keeps_the_local_order_and_is_reported(
     [completed] = await events.wait(RecoveryCompleted)
     db = agent.settings.agent.db_path
     assert completed.counts["conflict"] == 1 and completed.counts["stored"] == 1
-    [(payload,)] = query(db, "SELECT payload FROM orders WHERE id = 'c_000001'")
+    [(payload,)] = await db_rows(db, "SELECT payload FROM orders WHERE id = 'c_000001'")
     assert json.loads(payload)["number"] == local["number"]
-    assert query(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id = 'c_000001'") == [
+    assert await db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id = 'c_000001'") == [
         (2,)
     ]  # ticket + receipt from the push, no more
     assert [e.order_id for e in events.of(OrderConflicted) if e.source == "recovery"] == ["c_000001"]
@@ -80,7 +75,7 @@ async def test_a_trigger_during_a_run_joins_it(
             body = await response.json()
     assert body["run_id"] == started.run_id and body["joined"] is True
     await events.wait(RecoveryCompleted)
-    assert query(agent.settings.agent.db_path, "SELECT COUNT(*) FROM recovery_runs") == [(1,)]
+    assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM recovery_runs") == [(1,)]
 
 
 async def test_cancel_stops_the_run_and_keeps_the_cursor(
@@ -119,7 +114,7 @@ async def test_faults_are_survived_within_the_rate_limit(
     agent, events = await agents.start(sync_settings(rate_limit_rps=15.0, page_size=40, batch_size=20))
     [completed] = await events.wait(RecoveryCompleted, timeout=30)
     assert completed.counts["stored"] == 200
-    assert query(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(200,)]
+    assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(200,)]
     assert [s for *_, s in central.requests].count(429) == 2 and [s for *_, s in central.requests].count(500) == 3
     assert central.mean_rate() <= 15.0 * 1.02
     assert central.max_requests_in(1.0) <= 16  # sent 1/15 s apart; one extra arrival per window for arrival jitter
@@ -134,7 +129,9 @@ async def test_the_schedule_runs_recovery_without_an_outage(
     central.create_orders(3, prefix="s")
     await events.wait(RecoveryStarted, where=lambda e: e.trigger == "schedule", timeout=10)
     await events.wait(RecoveryCompleted, where=lambda e: e.counts["stored"] == 3, timeout=10)
-    assert query(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders WHERE source = 'recovery'") == [(3,)]
+    assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders WHERE source = 'recovery'") == [
+        (3,)
+    ]
 
 
 async def test_recovery_api_needs_the_token_and_says_when_off(
@@ -148,8 +145,8 @@ async def test_recovery_api_needs_the_token_and_says_when_off(
             assert (await response.json())["enabled"] is False
         async with session.post("/api/v1/recovery/runs") as response:
             assert response.status == 409 and (await response.json())["error"] == "not_configured"
-    async with aiohttp.ClientSession() as anonymous:
-        async with anonymous.get(f"http://127.0.0.1:{agent.port}/api/v1/recovery/runs") as response:
+    async with api_client(agent, token=None) as anonymous:
+        async with anonymous.get("/api/v1/recovery/runs") as response:
             assert response.status == 401
 
 
@@ -192,7 +189,9 @@ async def test_a_run_after_an_outage_waits_for_the_start_delay(
     await central.set_up(True)
     await events.wait(CentralLinkChanged, where=lambda e: e.up)
     await asyncio.sleep(0.2)
-    assert query(agent.settings.agent.db_path, "SELECT trigger, state FROM recovery_runs") == [("link_back", "waiting")]
+    assert await db_rows(agent.settings.agent.db_path, "SELECT trigger, state FROM recovery_runs") == [
+        ("link_back", "waiting")
+    ]
     [started] = await events.wait(RecoveryStarted)
     assert started.at - central.up_at >= 0.8
     await events.wait(RecoveryCompleted)
@@ -236,15 +235,15 @@ async def test_running_again_over_the_same_orders_stores_nothing_twice(
     agent, events = await agents.start(sync_settings())
     await events.wait(RecoveryCompleted, where=lambda e: e.counts["stored"] == 20)
     db = agent.settings.agent.db_path
-    jobs_before = query(db, "SELECT COUNT(*) FROM print_jobs")
+    jobs_before = await db_rows(db, "SELECT COUNT(*) FROM print_jobs")
     central.add_orders(orders)
     async with api(agent.port) as session:
         async with session.post("/api/v1/recovery/runs") as response:
             assert response.status == 202
     second = (await events.wait(RecoveryCompleted, count=2))[1]
     assert second.counts["present"] == 20 and second.counts["missing"] == 0 and second.counts["stored"] == 0
-    assert query(db, "SELECT COUNT(*) FROM orders") == [(20,)]
-    assert query(db, "SELECT COUNT(*) FROM print_jobs") == jobs_before
+    assert await db_rows(db, "SELECT COUNT(*) FROM orders") == [(20,)]
+    assert await db_rows(db, "SELECT COUNT(*) FROM print_jobs") == jobs_before
 
 
 async def test_an_invalid_order_is_reported_with_its_field_and_skipped(
@@ -265,7 +264,7 @@ async def test_an_invalid_order_is_reported_with_its_field_and_skipped(
         async with session.get("/api/v1/recovery/status") as response:
             status = await response.json()
     assert run["invalid"][0]["order_id"] == "v_000001" and run["invalid"][0]["reason"].startswith("items[0].qty: ")
-    assert query(agent.settings.agent.db_path, "SELECT id FROM orders") == [("v_000002",)]
+    assert await db_rows(agent.settings.agent.db_path, "SELECT id FROM orders") == [("v_000002",)]
     assert status["cursor"] == run["next_cursor"] != ""
 
 
@@ -280,16 +279,18 @@ async def test_a_stop_during_validation_resumes_the_same_run_at_the_next_start(
     agent, events = await agents.start(settings)
     [started] = await events.wait(RecoveryStarted)
     db = agent.settings.agent.db_path
-    await central.wait_for(lambda: query(db, "SELECT COUNT(*) FROM recovery_items")[0][0] >= 5, timeout=10)
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM recovery_items"), lambda rows: rows[0][0] >= 5, timeout=10
+    )
     await agents.stop(agent)
-    assert query(db, "SELECT id, state FROM recovery_runs") == [(started.run_id, "validation")]
+    assert await db_rows(db, "SELECT id, state FROM recovery_runs") == [(started.run_id, "validation")]
 
     central.latency_s = 0.0
     _, events = await agents.start(settings)
     [resumed] = await events.wait(RecoveryStarted)
     [completed] = await events.wait(RecoveryCompleted)
     assert resumed.run_id == completed.run_id == started.run_id and completed.counts["stored"] == 30
-    assert query(db, "SELECT COUNT(*) FROM orders") == [(30,)]
+    assert await db_rows(db, "SELECT COUNT(*) FROM orders") == [(30,)]
 
 
 async def test_a_cursor_the_backend_no_longer_knows_restarts_validation_from_the_beginning(
@@ -302,14 +303,15 @@ async def test_a_cursor_the_backend_no_longer_knows_restarts_validation_from_the
     agent, events = await agents.start(settings)
     await events.wait(RecoveryCompleted)
     db = agent.settings.agent.db_path
-    first_jobs = query(db, "SELECT COUNT(*) FROM print_jobs")
+    first_jobs = await db_rows(db, "SELECT COUNT(*) FROM print_jobs")
     await agents.stop(agent)
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE meta SET value = 'not-a-cursor' WHERE key = 'central_cursor'")
+    await db_execute(db, "UPDATE meta SET value = 'not-a-cursor' WHERE key = 'central_cursor'")
     central.create_orders(2, prefix="b", start=6)
     _, events = await agents.start(settings)
     [completed] = await events.wait(RecoveryCompleted)
     assert completed.counts["present"] == 5 and completed.counts["stored"] == 2
-    assert query(db, "SELECT COUNT(*) FROM orders") == [(7,)]
-    assert query(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id <= 'b_000005'") == first_jobs  # nothing reprinted
+    assert await db_rows(db, "SELECT COUNT(*) FROM orders") == [(7,)]
+    assert (
+        await db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id <= 'b_000005'") == first_jobs
+    )  # nothing reprinted
     assert [s for *_, s in central.requests].count(400) == 1

@@ -12,8 +12,8 @@ from typing import Any
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
-from tests.conftest import TOKEN
-from tests.sync.conftest import CENTRAL_TOKEN, STORE, query
+from tests.helpers import TOKEN, db_rows
+from tests.sync.conftest import CENTRAL_TOKEN, STORE
 
 MISSED = 200
 
@@ -37,7 +37,7 @@ async def _poll(db: Path, sql: str, done: Callable[[tuple[Any, ...]], bool], tim
     async with asyncio.timeout(timeout):
         while True:
             try:
-                row = query(db, sql)[0]
+                row = (await db_rows(db, sql))[0]
                 if done(row):
                     return
             except sqlite3.OperationalError:  # the schema is not there yet on the first start
@@ -70,18 +70,21 @@ async def test_sigkill_during_processing_resumes_the_run_without_duplicates(
         await agent.start()
         await _poll(db, "SELECT COUNT(*) FROM orders", lambda r: r[0] >= 30, timeout=30)
         await agent.kill()
-        [(state, run_id)] = query(db, "SELECT state, id FROM recovery_runs")
-        interrupted_at = query(db, "SELECT COUNT(*) FROM orders")[0][0]
+        [(state, run_id)] = await db_rows(db, "SELECT state, id FROM recovery_runs")
+        interrupted_at = (await db_rows(db, "SELECT COUNT(*) FROM orders"))[0][0]
         assert state == "processing" and 0 < interrupted_at < MISSED, (state, interrupted_at)
 
         await agent.start()
         await _poll(
             db, "SELECT state FROM recovery_runs WHERE id = 1", lambda r: r[0] in ("completed", "failed"), timeout=40
         )
-        assert query(db, "SELECT id, state FROM recovery_runs") == [(run_id, "completed")]  # resumed, not a second run
-        assert query(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(MISSED, MISSED)]
+        assert await db_rows(db, "SELECT id, state FROM recovery_runs") == [
+            (run_id, "completed")
+        ]  # resumed, not a second run
+        assert await db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(MISSED, MISSED)]
         keys = collections.Counter(
-            r[0] for r in query(db, "SELECT order_id || ':' || kind || ':' || IFNULL(station, '-') FROM print_jobs")
+            r[0]
+            for r in await db_rows(db, "SELECT order_id || ':' || kind || ':' || IFNULL(station, '-') FROM print_jobs")
         )
         assert max(keys.values()) == 1  # one job per ticket: nothing was routed twice
         jobs = sum(keys.values())
@@ -89,7 +92,7 @@ async def test_sigkill_during_processing_resumes_the_run_without_duplicates(
         await central.wait_for(
             lambda: {e["order_id"] for e in central.events_of("received")} == {o["id"] for o in orders}, timeout=20
         )
-        printed_keys = {f"{o}:printed:{j}" for j, o in query(db, "SELECT id, order_id FROM print_jobs")}
+        printed_keys = {f"{o}:printed:{j}" for j, o in await db_rows(db, "SELECT id, order_id FROM print_jobs")}
         await central.wait_for(
             lambda: {e["idempotency_key"] for e in central.events_of("printed")} == printed_keys, timeout=20
         )

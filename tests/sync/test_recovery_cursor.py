@@ -9,7 +9,8 @@ from edge.events import RecoveryCompleted, RecoveryFailed
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.smtp import SmtpSink
-from tests.sync.conftest import Agents, mail_to, query
+from tests.helpers import db_rows
+from tests.sync.conftest import Agents, mail_to
 
 SECOND = 1_800_000_000  # one change second shared by many orders
 
@@ -28,9 +29,11 @@ async def test_ties_and_empty_pages_at_page_boundaries_store_every_order_once(
     [completed] = await events.wait(RecoveryCompleted)
     db = agent.settings.agent.db_path
     assert completed.counts["stored"] == 6 and completed.counts["missing"] == 6
-    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(6, 6)]
-    assert query(db, "SELECT number FROM orders WHERE id = 'tie_000001'") == [("T-3",)]  # the newest version
-    assert query(db, "SELECT COUNT(*) FROM print_jobs GROUP BY order_id, kind, station HAVING COUNT(*) > 1") == []
+    assert await db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(6, 6)]
+    assert await db_rows(db, "SELECT number FROM orders WHERE id = 'tie_000001'") == [("T-3",)]  # the newest version
+    assert (
+        await db_rows(db, "SELECT COUNT(*) FROM print_jobs GROUP BY order_id, kind, station HAVING COUNT(*) > 1") == []
+    )
 
 
 async def test_a_cursor_that_does_not_advance_fails_the_run_with_an_alert_naming_it(
@@ -47,7 +50,7 @@ async def test_a_cursor_that_does_not_advance_fails_the_run_with_an_alert_naming
     listed = [r for r in central.requests if r[2].endswith("/orders")]
     assert len(listed) <= 3, f"{len(listed)} list requests"
     db = agent.settings.agent.db_path
-    assert query(db, "SELECT COUNT(*) FROM orders") == [(0,)]
-    assert query(db, "SELECT COUNT(*) FROM meta WHERE key = 'central_cursor'") == [(0,)]
+    assert await db_rows(db, "SELECT COUNT(*) FROM orders") == [(0,)]
+    assert await db_rows(db, "SELECT COUNT(*) FROM meta WHERE key = 'central_cursor'") == [(0,)]
     [mail] = await sink.wait_for(1)
     assert str(SECOND) in mail.get_body(("plain",)).get_content()

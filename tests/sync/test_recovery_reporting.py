@@ -8,7 +8,8 @@ from collections.abc import Callable
 from edge.config import Settings
 from edge.events import JobPrinted, RecoveryCompleted, RecoveryFailed
 from edge.sim.central import CentralSim
-from tests.sync.conftest import Agents, query
+from tests.helpers import db_rows
+from tests.sync.conftest import Agents
 
 MISSED = 200
 
@@ -25,11 +26,11 @@ async def test_recovered_orders_print_while_the_events_endpoint_answers_503(
     db = agent.settings.agent.db_path
     [completed] = await events.wait(RecoveryCompleted, timeout=8)
     assert completed.counts["stored"] == MISSED and not events.of(RecoveryFailed)
-    [(cursor,)] = query(db, "SELECT value FROM meta WHERE key = 'central_cursor'")
+    [(cursor,)] = await db_rows(db, "SELECT value FROM meta WHERE key = 'central_cursor'")
     assert cursor != ""
-    jobs = query(db, "SELECT COUNT(*) FROM print_jobs")[0][0]
+    jobs = (await db_rows(db, "SELECT COUNT(*) FROM print_jobs"))[0][0]
     await events.wait(JobPrinted, count=jobs, timeout=15)
-    assert query(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")[0][0] > 0
+    assert (await db_rows(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"))[0][0] > 0
     assert central.events == {}
 
     central.clear_faults()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import aiohttp
-
 from edge.config import Settings
 from edge.events import RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.smtp import SmtpSink
-from tests.conftest import TOKEN
+from tests.helpers import api_client
 from tests.sync.conftest import Agents, mail_to
 
 
@@ -28,9 +26,7 @@ async def test_conflicts_and_invalid_orders_are_alerted_counted_listed_and_kept(
     bad_qty, no_number = make_order(2, prefix="vis"), make_order(3, prefix="vis")
     bad_qty["items"][0]["qty"] = 0
     del no_number["number"]
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(agent) as api:
         async with api.post("/api/v1/orders", json=local) as response:
             assert response.status == 201
         central.add_orders([local | {"number": "A-9999"}, bad_qty, no_number, make_order(4, prefix="vis")])

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import aiohttp
-
 from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import JobPrinted, RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
-from tests.sync.conftest import Agents, query
+from tests.helpers import api_client, db_rows, eventually
+from tests.sync.conftest import Agents
 
 DAYS_31 = 31 * 86400
 
@@ -31,17 +29,17 @@ async def test_orders_purged_by_retention_and_listed_again_after_a_backend_resto
     db = agent.settings.agent.db_path
     [first] = await events.wait(RecoveryCompleted)
     assert first.counts["stored"] == 5
-    jobs = query(db, "SELECT COUNT(*) FROM print_jobs")[0][0]
+    jobs = (await db_rows(db, "SELECT COUNT(*) FROM print_jobs"))[0][0]
     await events.wait(JobPrinted, count=jobs)
-    await central.wait_for(lambda: query(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)], 10)
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"), lambda rows: rows == [(0,)], 10
+    )
     printed = len(printers["kitchen"].printed) + len(printers["front"].printed)
 
     clock.step(DAYS_31)
-    await central.wait_for(lambda: query(db, "SELECT COUNT(*) FROM orders") == [(0,)], timeout=10)
+    await eventually(lambda: db_rows(db, "SELECT COUNT(*) FROM orders"), lambda rows: rows == [(0,)], timeout=10)
     central.restore_backup()
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(agent) as api:
         async with api.post("/api/v1/recovery/runs") as response:
             assert response.status == 202
         second = (await events.wait(RecoveryCompleted, count=2))[1]
@@ -53,4 +51,4 @@ async def test_orders_purged_by_retention_and_listed_again_after_a_backend_resto
             assert response.status == 409
     await asyncio.sleep(0.5)  # room for a wrong print
     assert len(printers["kitchen"].printed) + len(printers["front"].printed) == printed
-    assert query(db, "SELECT COUNT(*) FROM orders") == [(0,)]
+    assert await db_rows(db, "SELECT COUNT(*) FROM orders") == [(0,)]

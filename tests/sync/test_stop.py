@@ -6,15 +6,13 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 
-import aiohttp
-
 from edge.config import Settings
 from edge.events import RecoveryCompleted
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.conftest import TOKEN
-from tests.sync.conftest import Agents, query
+from tests.helpers import api_client, db_rows, eventually
+from tests.sync.conftest import Agents
 
 
 async def test_stop_while_the_outbox_waits_for_the_writer_keeps_the_printed_mark(
@@ -32,21 +30,22 @@ async def test_stop_while_the_outbox_waits_for_the_writer_keeps_the_printed_mark
     central.latency_s = 0.3  # the outbox's POST is in flight when the lock is taken
     [order] = central.create_orders(1, prefix="stop")
     order["print_receipt"] = False
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
-        async with session.post(f"http://127.0.0.1:{agent.port}/api/v1/orders", json=order) as response:
-            assert response.status == 201
-    await central.wait_for(lambda: query(db, "SELECT state FROM print_jobs") == [("printing",)], timeout=5)
+    async with api_client(agent) as session, session.post("/api/v1/orders", json=order) as response:
+        assert response.status == 201
+    await eventually(
+        lambda: db_rows(db, "SELECT state FROM print_jobs"), lambda rows: rows == [("printing",)], timeout=5
+    )
     other = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=10)
     try:
         await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")  # off the loop: it may wait for the agent's writer
         await asyncio.sleep(0.5)  # the outbox got its answer and now waits for BEGIN on the writer's thread
         stopping = asyncio.create_task(agents.stop(agent))
         await asyncio.sleep(0.3)
-        other.execute("COMMIT")
+        await asyncio.to_thread(other.execute, "COMMIT")
         await asyncio.wait_for(stopping, timeout=20)
     finally:
         other.close()
-    assert query(db, "SELECT state, copy FROM print_jobs") == [("printed", 0)]
+    assert await db_rows(db, "SELECT state, copy FROM print_jobs") == [("printed", 0)]
     assert len(kitchen.printed) == 1
 
     kitchen.bytes_per_s = None

@@ -1,13 +1,12 @@
-"""Serial printers over a pseudo-terminal pair: real pyserial on the agent's side, the simulated printer on the other."""
+"""Serial printers over a pseudo-terminal pair: real pyserial on the agent's side, the simulated printer on the
+other."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
@@ -21,9 +20,7 @@ from edge.printing.render import Renderer
 from edge.printing.status import PrinterState
 from edge.sim.printer import SimPrinter, SimSerialPrinter, serve
 from edge.transports import SerialTransport, TcpTransport
-from tests.api.test_intake import post
-from tests.conftest import TOKEN, config_dict
-from tests.printing.test_spooler import wait_until
+from tests.helpers import api_client, config_dict, db_rows, post, status_reads, wait_until
 
 
 @pytest.fixture
@@ -90,6 +87,7 @@ def test_missing_device_is_unreachable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mid_ticket", [False, True])
 async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
+    make_agent: Callable[..., Awaitable[Agent]],
     tmp_path: Path,
     serial_printer: SimSerialPrinter,
     printers: dict[str, SimPrinter],
@@ -107,32 +105,23 @@ async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
         "status_timeout": 0.5,
     }
     raw["stations"] = {"kitchen": "bar", "bar": "bar"}
-    agent = Agent(parse_settings(raw, source="test"))
-    await agent.start()
-    try:
-        if mid_ticket:
-            serial_printer.paper_out_after = 200
-        else:
-            serial_printer.paper_out = True
-        example_order["print_receipt"] = False
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as api:
-            assert (await post(api, example_order))[0] == 201
-        await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.PAPER_OUT)
-        await asyncio.sleep(0.5)
-        with sqlite3.connect(agent.settings.agent.db_path) as conn:
-            assert conn.execute("SELECT state, attempts, copy FROM print_jobs").fetchall() == [
-                ("queued", 0, int(mid_ticket))
-            ]
-        serial_printer.paper_out = False
-        printed = await serial_printer.wait_for_printed(1 + mid_ticket, timeout=5)
-        assert decode(printed[-1]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
-        assert ("KOPIE / COPY" in decode(printed[-1]).text) == mid_ticket
-        if mid_ticket:
-            assert len(printed[0]) == 200
-    finally:
-        await agent.stop()
+    agent = await make_agent(parse_settings(raw, source="test"))
+    if mid_ticket:
+        serial_printer.paper_out_after = 200
+    else:
+        serial_printer.paper_out = True
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.PAPER_OUT)
+    await status_reads(serial_printer, 2)  # probed while paused
+    assert await db_rows(agent, "SELECT state, attempts, copy FROM print_jobs") == [("queued", 0, int(mid_ticket))]
+    serial_printer.paper_out = False
+    printed = await serial_printer.wait_for_printed(1 + mid_ticket, timeout=5)
+    assert decode(printed[-1]).qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"]
+    assert ("KOPIE / COPY" in decode(printed[-1]).text) == mid_ticket
+    if mid_ticket:
+        assert len(printed[0]) == 200
 
 
 async def test_line_gone_mid_session_is_a_write_error(serial_printer: SimSerialPrinter) -> None:
@@ -151,12 +140,11 @@ async def test_line_gone_mid_session_is_a_write_error(serial_printer: SimSerialP
 
 
 async def test_sim_serial_printer_from_the_command(tmp_path: Path) -> None:
-    """`edge sim printer --serial` logs the pseudo-terminal to configure as `device`; a job sent there lands in --out."""
+    """`edge sim printer --serial` logs the pseudo-terminal to configure as `device`; a job sent there lands in
+    --out."""
     with capture_logs() as logs:
         task = asyncio.create_task(serve("bar", 0, tmp_path, serial=True))
-        async with asyncio.timeout(5):
-            while not any(e["event"] == "sim_printer_listening" for e in logs):
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: any(e["event"] == "sim_printer_listening" for e in logs), 5, "listening")
         device = next(e["device"] for e in logs if e["event"] == "sim_printer_listening")
         outcome = await PrinterDriver("bar", SerialTransport("bar", device), status_timeout=0.5).print(b"\x1b@hello\n")
         assert outcome.confirmed

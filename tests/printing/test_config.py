@@ -30,8 +30,8 @@ def settings(extra: str) -> Any:
 
 
 USB = (
-    '[printers.counter]\ntype = "usb"\nvendor_id = 0x04b8\nproduct_id = 0x0e15\nprofile = "TM-T20II"\ncut = "partial"\n'
-    "cash_drawer = true\n"
+    '[printers.counter]\ntype = "usb"\nvendor_id = 0x04b8\nproduct_id = 0x0e15\nprofile = "TM-T20II"\n'
+    'cut = "partial"\ncash_drawer = true\n'
 )
 SERIAL = (
     '[printers.bar]\ntype = "serial"\ndevice = "/dev/serial/by-id/usb-x"\nbaudrate = 19200\nparity = "even"\n'

@@ -5,47 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from edge.app import Agent
 from edge.config import parse_settings
-from edge.events import JobHeld
+from edge.events import Event, JobHeld
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.conftest import TOKEN, config_dict
-from tests.printing.test_spooler import job_rows, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, job_rows, post, wait_until
 
 
 @pytest.fixture
-async def run(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+def run(make_agent: Callable[..., Awaitable[Agent]]) -> Callable[..., Awaitable[Agent]]:
     """Runs one agent at a time on the same data directory with the config given; the last one is stopped at the end."""
     running: list[Agent] = []
 
     async def start(raw: dict[str, Any]) -> Agent:
         if running:
             await running.pop().stop()
-        agent = Agent(parse_settings(copy.deepcopy(raw), source="test"))
-        await agent.start()
+        agent = await make_agent(parse_settings(copy.deepcopy(raw), source="test"))
         running.append(agent)
         return agent
 
-    yield start
-    for agent in running:
-        await agent.stop()
+    return start
 
 
-def api(agent: Agent) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
+api = api_client
 
 
 async def queue_orders(agent: Agent, printers: dict[str, SimPrinter], count: int) -> None:
@@ -76,11 +66,11 @@ async def test_renamed_printers_get_their_waiting_jobs_marked_as_moved(
     tickets = await printers["kitchen"].wait_for_printed(2)
     await printers["front"].wait_for_printed(2)
     assert all("UMGELEITET von kitchen" in decode(t).text for t in tickets)
-    await wait_until(
-        lambda: (
-            sorted(set(job_rows(second, "SELECT kind, printer, redirected_from, state FROM print_jobs")))
-            == [("receipt", "counter", "front", "printed"), ("ticket", "pass", "kitchen", "printed")]
-        )
+    await eventually(
+        lambda: job_rows(second, "SELECT kind, printer, redirected_from, state FROM print_jobs"),
+        lambda rows: (
+            sorted(set(rows)) == [("receipt", "counter", "front", "printed"), ("ticket", "pass", "kitchen", "printed")]
+        ),
     )
     async with api(second) as session, session.get("/api/v1/printers") as response:
         listed = {p["name"]: p["jobs"]["printed"] for p in (await response.json())["printers"]}
@@ -88,7 +78,10 @@ async def test_renamed_printers_get_their_waiting_jobs_marked_as_moved(
 
 
 async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
-    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+    run: Callable[..., Any],
+    make_agent: Callable[..., Awaitable[Agent]],
+    tmp_path: Path,
+    printers: dict[str, SimPrinter],
 ) -> None:
     """Remove the kitchen printer and its stations' route: the waiting tickets are held (reason given, JobHeld
     published for the alert), listed by the jobs API, the status page and the printers API, their preview answers,
@@ -103,15 +96,17 @@ async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
     for sim in printers.values():
         sim.set_offline(False)
     held_events: list[JobHeld] = []
-    settings = parse_settings(copy.deepcopy(removed), source="test")
-    second = Agent(settings)
-    second.bus.subscribe(held_events.append, JobHeld)
-    await second.start()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, JobHeld):
+            held_events.append(event)
+
+    second = await make_agent(parse_settings(copy.deepcopy(removed), source="test"), listen=on_event)
     try:
         await printers["front"].wait_for_printed(2)  # receipts still have their printer
         await asyncio.sleep(0.3)
         assert printers["kitchen"].printed == []
-        tickets = job_rows(second, "SELECT id, printer, state, held_reason FROM print_jobs WHERE kind = 'ticket'")
+        tickets = await job_rows(second, "SELECT id, printer, state, held_reason FROM print_jobs WHERE kind = 'ticket'")
         assert [(p, s, r) for _, p, s, r in tickets] == [("kitchen", "held", "no_printer")] * 2
         ids = [t[0] for t in tickets]
         assert sorted(e.job_id for e in held_events) == ids
@@ -138,7 +133,7 @@ async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
             for path in ("/", "/api/v1/status/panel", "/status/panel", "/api/v1/jobs", "/metrics"):
                 async with session.get(path) as response:
                     assert response.status == 200, path
-        assert job_rows(second, "SELECT state FROM print_jobs WHERE kind = 'ticket'") == [("held",)] * 2
+        assert await job_rows(second, "SELECT state FROM print_jobs WHERE kind = 'ticket'") == [("held",)] * 2
     finally:
         await second.stop()
 
@@ -147,7 +142,7 @@ async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
     third = await run(back)
     tickets = (await printers["front"].wait_for_printed(4))[2:]
     assert all("UMGELEITET von kitchen" in decode(t).text for t in tickets)
-    await wait_until(lambda: job_rows(third, "SELECT state FROM print_jobs") == [("printed",)] * 4)
+    await eventually(lambda: job_rows(third, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)] * 4)
 
 
 async def test_a_printed_job_of_a_removed_printer_still_previews(
@@ -158,12 +153,11 @@ async def test_a_printed_job_of_a_removed_printer_still_previews(
     first = await run(raw)
     async with api(first) as session:
         assert (await post(session, make_order(1, print_receipt=False)))[0] == 201
-    await wait_until(lambda: job_rows(first) == [("printed", 0, 0)])
+    await eventually(lambda: job_rows(first), lambda rows: rows == [("printed", 0, 0)])
     removed = copy.deepcopy(raw)
     del removed["printers"]["kitchen"]
     removed["stations"] = {}
     second = await run(removed)
     async with api(second) as session, session.get("/api/v1/jobs/1/preview") as response:
         assert response.status == 200 and "edge:v1:ord_000001:kitchen" in await response.text()
-    with sqlite3.connect(second.settings.agent.db_path) as conn:
-        assert conn.execute("SELECT printer, state FROM print_jobs").fetchall() == [("kitchen", "printed")]
+    assert await db_rows(second, "SELECT printer, state FROM print_jobs") == [("kitchen", "printed")]

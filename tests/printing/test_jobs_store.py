@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -18,11 +19,13 @@ async def _db_with_jobs(path: Path, states: list[str]) -> None:
     db = await Database.open(path)
     async with db.transaction() as conn:
         await conn.execute(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', '1', 'h', '{}', 'web', 'x', 0)"
+            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', "
+            "'1', 'h', '{}', 'web', 'x', 0)"
         )
         for n, state in enumerate(states):
             await conn.execute(
-                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES ('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES "
+                "('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
                 (state, time.time(), f"o1:ticket:kitchen:{n}"),
             )
     await db.close()
@@ -33,18 +36,23 @@ async def test_migration_004_rebuilds_print_jobs_keeping_ids_and_down_reverses(t
     drops discarded jobs; up again works."""
     path = tmp_path / "edge.db"
     await _db_with_jobs(path, ["printed", "queued", "dead", "queued"])
-    with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM print_jobs WHERE id = 4")  # the counter must not hand out 4 again
-        conn.execute("UPDATE print_jobs SET state = 'held', held_at = 1 WHERE id = 2")
-        conn.execute(
-            "INSERT INTO print_jobs(order_id, kind, printer, state, created_at, idempotency_key) VALUES ('o1', 'receipt', 'front', 'discarded', 0, 'k')"
-        )
-        assert conn.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [
-            (1, "printed"),
-            (2, "held"),
-            (3, "dead"),
-            (5, "discarded"),
-        ]
+
+    def prepare() -> None:
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM print_jobs WHERE id = 4")  # the counter must not hand out 4 again
+            conn.execute("UPDATE print_jobs SET state = 'held', held_at = 1 WHERE id = 2")
+            conn.execute(
+                "INSERT INTO print_jobs(order_id, kind, printer, state, created_at, idempotency_key) VALUES ('o1', "
+                "'receipt', 'front', 'discarded', 0, 'k')"
+            )
+            assert conn.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [
+                (1, "printed"),
+                (2, "held"),
+                (3, "dead"),
+                (5, "discarded"),
+            ]
+
+    await asyncio.to_thread(prepare)
 
     migrations = load_migrations()
     conn = await connect_writer(path)
@@ -52,26 +60,31 @@ async def test_migration_004_rebuilds_print_jobs_keeping_ids_and_down_reverses(t
         await migrate(conn, migrations, 3)
     finally:
         await conn.close()
-    with sqlite3.connect(path) as check:
-        assert check.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [
-            (1, "printed"),
-            (2, "queued"),
-            (3, "dead"),
-        ]
-        columns = {r[1] for r in check.execute("PRAGMA table_info(print_jobs)")}
-        assert "redirected_from" not in columns
-        with pytest.raises(sqlite3.IntegrityError):
-            check.execute("UPDATE print_jobs SET state = 'held' WHERE id = 2")
-        assert {r[1] for r in check.execute("PRAGMA index_list(print_jobs)")} >= {
-            "print_jobs_spool",
-            "print_jobs_order",
-        }
+
+    def check_down() -> None:
+        with sqlite3.connect(path) as check:
+            assert check.execute("SELECT id, state FROM print_jobs ORDER BY id").fetchall() == [
+                (1, "printed"),
+                (2, "queued"),
+                (3, "dead"),
+            ]
+            columns = {r[1] for r in check.execute("PRAGMA table_info(print_jobs)")}
+            assert "redirected_from" not in columns
+            with pytest.raises(sqlite3.IntegrityError):
+                check.execute("UPDATE print_jobs SET state = 'held' WHERE id = 2")
+            assert {r[1] for r in check.execute("PRAGMA index_list(print_jobs)")} >= {
+                "print_jobs_spool",
+                "print_jobs_order",
+            }
+
+    await asyncio.to_thread(check_down)
 
     db = await Database.open(path)  # up to the latest again
     try:
         async with db.transaction() as conn:
             cursor = await conn.execute(
-                "INSERT INTO print_jobs(order_id, kind, printer, created_at, idempotency_key) VALUES ('o1', 'receipt', 'front', 0, 'k2') RETURNING id"
+                "INSERT INTO print_jobs(order_id, kind, printer, created_at, idempotency_key) VALUES ('o1', 'receipt', "
+                "'front', 0, 'k2') RETURNING id"
             )
             (new_id,) = await cursor.fetchone()
             await cursor.close()

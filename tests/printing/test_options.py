@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from PIL import Image
 
@@ -19,8 +18,7 @@ from edge.orders.model import Order, Payment, parse_order
 from edge.printing.decode import decode
 from edge.printing.render import PrintOptions, Renderer
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.conftest import EXAMPLE, fresh
+from tests.helpers import EXAMPLE, api_client, fresh, post
 
 QR = "edge:v1:ord_7f3a9c21:kitchen"
 GS_V0 = re.compile(rb"\x1dv0\x00(.)(.)(.)(.)", re.S)
@@ -89,7 +87,8 @@ def test_qr_image_is_split_into_fragments(renderer: Renderer, order: Order) -> N
 def test_cash_drawer_opens_only_for_cash_receipts(
     renderer: Renderer, order: Order, method: str, copy: bool, kicks: int
 ) -> None:
-    """The drawer kicks after a cash receipt on a printer with cash_drawer; never for card, never on a copy, never on a ticket."""
+    """The drawer kicks after a cash receipt on a printer with cash_drawer; never for card, never on a copy, never on a
+    ticket."""
     cash = dataclasses.replace(order, payment=Payment(method=method, status="paid"))
     options = PrintOptions(cash_drawer=True)
     assert decode(renderer.receipt(cash, copy=copy, options=options)).drawer_kicks == kicks
@@ -109,7 +108,8 @@ def test_logo_is_scaled_to_the_paper(renderer: Renderer, order: Order, tmp_path:
 
 
 def test_options_come_from_the_printer_config(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    """Agent start-up tries each printer's options: an unreadable logo is a ConfigError then, not at the first receipt."""
+    """Agent start-up tries each printer's options: an unreadable logo is a ConfigError then, not at the first
+    receipt."""
     bad = tmp_path / "logo.png"
     bad.write_text("not an image")
     settings = make_settings()
@@ -120,27 +120,22 @@ def test_options_come_from_the_printer_config(make_settings: Callable[..., Setti
 
 
 async def test_agent_prints_with_the_operators_template(
-    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter], tmp_path: Path
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], tmp_path: Path
 ) -> None:
-    """[printing] template_dir: the operator's ticket.j2 is what comes out of the kitchen printer; receipts stay built-in."""
+    """[printing] template_dir: the operator's ticket.j2 is what comes out of the kitchen printer; receipts stay
+    built-in."""
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "ticket.j2").write_text(
         "MEIN TICKET {{ order.number }} {{ station }}\n{{ qr(qr_code) }}\n{{ cut }}\n", encoding="utf-8"
     )
-    agent = Agent(make_settings(printing={"template_dir": str(templates)}))
-    await agent.start()
-    try:
-        async with aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": "Bearer test-token-0123456789"}
-        ) as api:
-            assert (await post(api, fresh(json.loads(json.dumps(EXAMPLE)))))[0] == 201
-        ticket = decode((await printers["kitchen"].wait_for_printed(1))[0])
-        receipt = decode((await printers["front"].wait_for_printed(1))[0])
-        assert ticket.text.startswith("MEIN TICKET A-1042 kitchen") and ticket.qr_codes == [QR]
-        assert "Summe" in receipt.text
-    finally:
-        await agent.stop()
+    agent = await make_agent(printing={"template_dir": str(templates)})
+    async with api_client(agent) as api:
+        assert (await post(api, fresh(json.loads(json.dumps(EXAMPLE)))))[0] == 201
+    ticket = decode((await printers["kitchen"].wait_for_printed(1))[0])
+    receipt = decode((await printers["front"].wait_for_printed(1))[0])
+    assert ticket.text.startswith("MEIN TICKET A-1042 kitchen") and ticket.qr_codes == [QR]
+    assert "Summe" in receipt.text
 
 
 def test_broken_operator_template_stops_the_agent_at_start_up(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,32 +13,29 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge.app import Agent
+from edge.clock import Clock, SteppedClock
 from edge.config import parse_settings
 from edge.events import JobHeld, JobRedirected, PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.conftest import TOKEN, config_dict
-from tests.printing.test_spooler import job_rows, orders, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, job_rows, orders, post, status_reads, wait_until
 
 
 @pytest.fixture
-async def start_agent(tmp_path: Path, printers: dict[str, SimPrinter]) -> AsyncIterator[Callable[..., Any]]:
-    """Starts agents with config overrides (``printer_options`` per printer name); stops them all at the end."""
-    started: list[Agent] = []
+async def start_agent(
+    tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> AsyncIterator[Callable[..., Any]]:
+    """Starts agents with config overrides (``printer_options`` per printer name), each with an API client; make_agent
+    stops them at the end."""
 
     async def start(
-        printer_options: dict[str, dict[str, Any]] | None = None, **overrides: Any
+        printer_options: dict[str, dict[str, Any]] | None = None, clock: Clock | None = None, **overrides: Any
     ) -> tuple[Agent, aiohttp.ClientSession]:
         raw = config_dict(tmp_path / "data", printers, **overrides)
         for name, options in (printer_options or {}).items():
             raw["printers"][name].update(options)
-        agent = Agent(parse_settings(raw, source="test"))
-        await agent.start()
-        started.append(agent)
-        session = aiohttp.ClientSession(
-            base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        )
+        agent = await make_agent(parse_settings(raw, source="test"), clock=clock)
+        session = api_client(agent)
         sessions.append(session)
         return agent, session
 
@@ -47,8 +43,6 @@ async def start_agent(tmp_path: Path, printers: dict[str, SimPrinter]) -> AsyncI
     yield start
     for session in sessions:
         await session.close()
-    for agent in started:
-        await agent.stop()
 
 
 def tickets_only(example: dict, count: int) -> list[dict]:
@@ -76,20 +70,21 @@ async def test_idle_printer_is_polled_and_state_changes_are_events(
 async def test_fault_pauses_then_resumes_within_two_seconds(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter], flag: str
 ) -> None:
-    """Paper out or cover open: the job waits with no attempt spent and nothing goes dead; fixed: it prints within 2 s."""
+    """Paper out or cover open: the job waits with no attempt spent and nothing goes dead; fixed: it prints within 2
+    s."""
     agent, api = await start_agent()
     kitchen = printers["kitchen"]
     setattr(kitchen, flag, True)
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
-    await asyncio.sleep(1.2)  # several probes while paused
-    assert job_rows(agent) == [("queued", 0, 0)]
+    await status_reads(kitchen, 2)  # several probes while paused
+    assert await job_rows(agent) == [("queued", 0, 0)]
     setattr(kitchen, flag, False)
     loop = asyncio.get_running_loop()
     start = loop.time()
     await kitchen.wait_for_printed(1, timeout=5)
     assert loop.time() - start < 2.0
-    await wait_until(lambda: job_rows(agent) == [("printed", 0, 0)])
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)])
 
 
 async def test_silent_printer_is_unknown_and_still_prints(
@@ -101,16 +96,18 @@ async def test_silent_printer_is_unknown_and_still_prints(
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
     printed = await printers["kitchen"].wait_for_printed(1, timeout=10)
     assert decode(printed[0]).qr_codes == ["edge:v1:ord_000:kitchen"]
-    await wait_until(lambda: job_rows(agent) == [("printed", 0, 0)])
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)])
     assert agent.spoolers["kitchen"].state.value == "unknown"
 
 
 async def test_stale_ticket_is_held_until_released_or_discarded(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """Printer off longer than the stale age: when it returns, nothing prints; held jobs wait for release (prints, with the
+    """Printer off longer than the stale age: when it returns, nothing prints; held jobs wait for release (prints, with
+    the
     date) or discard (never prints), and each hold is an event."""
-    agent, api = await start_agent(printing={"stale_ticket_min": 0.01})  # 0.6 s
+    clock = SteppedClock()
+    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, clock=clock)  # 0.6 s
     held: list[JobHeld] = []
     agent.bus.subscribe(held.append, JobHeld)
     kitchen = printers["kitchen"]
@@ -118,9 +115,10 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
     first, second = tickets_only(example_order, 2)
     for order in (first, second):
         assert (await post(api, order))[0] == 201
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
     kitchen.set_offline(False)
-    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["held", "held"], timeout=10)
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held", "held"], timeout=10)
     await asyncio.sleep(0.5)
     assert kitchen.printed == []
     assert sorted(e.order_id for e in held) == ["ord_000", "ord_001"] and all(e.age_s > 0.6 for e in held)
@@ -139,7 +137,7 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
     assert "N-000" in text and re.search(
         r"Bestellt: \d\d\.11\.2026 \d\d:\d\d", text
     )  # released: the original order time, with its date
-    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "discarded"])
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "discarded"])
     await asyncio.sleep(0.3)
     assert len(kitchen.printed) == 1  # the discarded one never
 
@@ -151,14 +149,16 @@ async def test_release_all_prints_every_held_job(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """`release --all`: every held job prints, oldest first; none is held again for its age."""
-    agent, api = await start_agent(staleness={"kitchen": 0.01})
+    clock = SteppedClock()
+    agent, api = await start_agent(staleness={"kitchen": 0.01}, clock=clock)
     kitchen = printers["kitchen"]
     kitchen.set_offline(True)
     for order in tickets_only(example_order, 3):
         assert (await post(api, order))[0] == 201
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
     kitchen.set_offline(False)
-    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["held"] * 3, timeout=10)
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held"] * 3, timeout=10)
     async with api.post("/api/v1/jobs/release-held") as response:
         assert response.status == 200 and len((await response.json())["released"]) == 3
     printed = await kitchen.wait_for_printed(3)
@@ -176,16 +176,17 @@ async def test_fresh_ticket_is_not_held(
     agent, api = await start_agent(printing={"stale_ticket_min": 1})
     printers["kitchen"].set_offline(True)
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
-    await asyncio.sleep(0.5)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw the outage
     printers["kitchen"].set_offline(False)
     await printers["kitchen"].wait_for_printed(1)
-    await wait_until(lambda: job_rows(agent) == [("printed", 0, 0)])
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)])
 
 
 async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """Primary off longer than failover_after_s: its tickets print on the backup with the UMGELEITET header, exactly once;
+    """Primary off longer than failover_after_s: its tickets print on the backup with the UMGELEITET header, exactly
+    once;
     when the primary is back, new tickets go to it again."""
     agent, api = await start_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.5})
     redirected: list[JobRedirected] = []
@@ -200,7 +201,9 @@ async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
         text = decode(data).text
         assert "UMGELEITET von kitchen" in text and f"N-00{n}" in text
         assert decode(data).qr_codes == [f"edge:v1:ord_00{n}:kitchen"]  # scans still mark the kitchen ticket
-    assert sorted(e.job_id for e in redirected) == sorted(r[0] for r in job_rows(agent, "SELECT id FROM print_jobs"))
+    assert sorted(e.job_id for e in redirected) == sorted(
+        r[0] for r in await job_rows(agent, "SELECT id FROM print_jobs")
+    )
     assert {(e.from_printer, e.to_printer) for e in redirected} == {("kitchen", "front")}
 
     kitchen.set_offline(False)
@@ -208,10 +211,10 @@ async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
     assert (await post(api, batch[3]))[0] == 201
     back = await kitchen.wait_for_printed(1)
     assert "N-003" in decode(back[0]).text and "UMGELEITET" not in decode(back[0]).text
-    await asyncio.sleep(0.5)
+    # Every job printed: nothing is left that could come out on the other printer too.
+    await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)] * 4)
     assert len(kitchen.printed) == 1 and len(front.printed) == 3  # nothing printed on both
-    with sqlite3.connect(agent.settings.agent.db_path) as conn:
-        rows = conn.execute("SELECT order_id, printer, redirected_from, state FROM print_jobs ORDER BY id").fetchall()
+    rows = await db_rows(agent, "SELECT order_id, printer, redirected_from, state FROM print_jobs ORDER BY id")
     assert rows == [(f"ord_00{n}", "front", "kitchen", "printed") for n in range(3)] + [
         ("ord_003", "kitchen", None, "printed")
     ]
@@ -225,7 +228,7 @@ async def test_no_failover_before_the_configured_time(
     printers["kitchen"].paper_out = True
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
     await asyncio.sleep(1.5)
-    assert printers["front"].printed == [] and job_rows(agent, "SELECT printer, state FROM print_jobs") == [
+    assert printers["front"].printed == [] and await job_rows(agent, "SELECT printer, state FROM print_jobs") == [
         ("kitchen", "queued")
     ]
     printers["kitchen"].paper_out = False
@@ -235,19 +238,21 @@ async def test_no_failover_before_the_configured_time(
 async def test_retried_dead_job_is_not_held_for_its_age(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """`edge retry` on a dead job older than the stale age: a person asked for it, so it prints instead of being held."""
-    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, spool={"max_attempts": 1})
+    """`edge retry` on a dead job older than the stale age: a person asked for it, so it prints instead of being
+    held."""
+    clock = SteppedClock()
+    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, spool={"max_attempts": 1}, clock=clock)
     kitchen = printers["kitchen"]
     kitchen.drop_after = 10
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
-    await wait_until(lambda: job_rows(agent)[0][0] == "dead")
-    await asyncio.sleep(0.8)  # now older than the stale age
-    (job_id,) = job_rows(agent, "SELECT id FROM print_jobs")[0]
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "dead")
+    clock.advance(0.8)  # now older than the stale age
+    (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
     async with api.post(f"/api/v1/jobs/{job_id}/retry") as response:
         assert response.status == 200
     printed = await kitchen.wait_for_printed(2)
     assert "KOPIE / COPY" in decode(printed[-1]).text
-    await wait_until(lambda: job_rows(agent)[0][0] == "printed")
+    await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
 
 
 async def test_no_healthy_backup_keeps_jobs_on_the_primary(
@@ -266,8 +271,9 @@ async def test_no_healthy_backup_keeps_jobs_on_the_primary(
         printers["kitchen"].set_offline(True)
         for order in tickets_only(example_order, 2):
             assert (await post(api, order))[0] == 201
-        await asyncio.sleep(1.5)
-        assert job_rows(agent, "SELECT printer, state FROM print_jobs") == [("kitchen", "queued")] * 2
+        # Failover looked past failover_after_s and found no healthy backup: from here on nothing may move.
+        await wait_until(lambda: any(e["event"] == "failover_no_backup" for e in logs), what="failover checked")
+        assert await job_rows(agent, "SELECT printer, state FROM print_jobs") == [("kitchen", "queued")] * 2
         printers["kitchen"].set_offline(False)
         await printers["kitchen"].wait_for_printed(2)
     assert [e["station"] for e in logs if e["event"] == "failover_no_backup"] == ["kitchen"]

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from PIL import Image
 
 from edge import cli
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.config import load_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.api.test_intake import post
-from tests.conftest import TOKEN
-from tests.printing.test_spooler import job_rows, wait_until
+from tests.helpers import TOKEN, api_client, eventually, job_rows, post, wait_until
 
 
 def write_config(tmp_path: Path, printers: dict[str, SimPrinter], *, port: int = 0, stale_min: float = 45) -> Path:
@@ -62,20 +61,21 @@ def answer(out: str) -> dict:
 
 
 @pytest.fixture
-async def running(tmp_path: Path, printers: dict[str, SimPrinter]):
+async def running(
+    tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> tuple[Agent, Path]:
     """The agent started from a config file on a fixed free port, so the CLI can reach it with the same file."""
     path = write_config(tmp_path, printers, stale_min=0.01)
-    agent = Agent(load_settings(path, environ={}))
-    await agent.start()
+    agent = await make_agent(load_settings(path, environ={}), clock=SteppedClock())
     path = write_config(tmp_path, printers, port=agent.port, stale_min=0.01)
-    yield agent, path
-    await agent.stop()
+    return agent, path
 
 
 async def test_printer_test_page_through_the_agent(
     running, printers: dict[str, SimPrinter], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`edge printer test kitchen`: a test page with name, profile, umlauts, €, a QR code and a cut; the status read is shown."""
+    """`edge printer test kitchen`: a test page with name, profile, umlauts, €, a QR code and a cut; the status read is
+    shown."""
     _, config = running
     code, out = await run_cli(capsys, "printer", "test", "kitchen", "--config", str(config))
     assert code == 0
@@ -99,15 +99,15 @@ async def test_held_jobs_listed_released_and_discarded_from_the_cli(
     `edge release` without a job or --all is refused."""
     agent, config = running
     printers["kitchen"].set_offline(True)
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(agent) as api:
         for n in range(2):
             order = dict(example_order, id=f"ord_{n}", number=f"N-{n}", print_receipt=False)
             assert (await post(api, order))[0] == 201
-    await asyncio.sleep(0.8)
+    assert isinstance(agent.clock, SteppedClock)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    agent.clock.advance(0.8)  # the printer stays off longer than the stale age
     printers["kitchen"].set_offline(False)
-    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["held", "held"])
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held", "held"])
 
     code, out = await run_cli(capsys, "jobs", "--held", "--config", str(config))
     held = answer(out)["jobs"]
@@ -116,7 +116,7 @@ async def test_held_jobs_listed_released_and_discarded_from_the_cli(
     assert (await run_cli(capsys, "release", str(ids["ord_0"]), "--config", str(config)))[0] == 0
     assert (await run_cli(capsys, "discard", str(ids["ord_1"]), "--config", str(config)))[0] == 0
     await printers["kitchen"].wait_for_printed(1)
-    await wait_until(lambda: [r[0] for r in job_rows(agent)] == ["printed", "discarded"])
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "discarded"])
     capsys.readouterr()
     code = await asyncio.to_thread(cli.main, ["release", "--config", str(config)])
     assert code == 1 and "give a job id or --all" in capsys.readouterr().err
@@ -127,9 +127,7 @@ async def test_preview_shows_an_orders_jobs_as_text(
 ) -> None:
     """`edge preview A-1042` reads the database and shows the ticket and the receipt as they look on paper."""
     agent, config = running
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
     code, out = await run_cli(capsys, "preview", "A-1042", "--config", str(config))
     assert code == 0
@@ -142,11 +140,10 @@ async def test_preview_shows_an_orders_jobs_as_text(
 async def test_preview_writes_png_images(
     running, example_order: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """`edge preview ORDER --png DIR`: one PNG per job, a paper strip as wide as the printer's columns, with ink on it."""
+    """`edge preview ORDER --png DIR`: one PNG per job, a paper strip as wide as the printer's columns, with ink on
+    it."""
     agent, config = running
-    async with aiohttp.ClientSession(
-        base_url=f"http://127.0.0.1:{agent.port}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as api:
+    async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
     code, out = await run_cli(
         capsys, "preview", "ord_7f3a9c21", "--png", str(tmp_path / "png"), "--config", str(config)

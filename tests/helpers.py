@@ -1,0 +1,253 @@
+"""Helpers every test folder shares: the token and example order, an API client, posting orders, reading committed
+rows from a second connection (in a thread: never on the event loop), waiting for a condition with a deadline, and
+recording what the agent publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from edge.app import Agent
+from edge.events import Event, EventBus, ScannerConnectionChanged, ScanRecorded
+from edge.sim.orders import make_order, taken_at
+from edge.sim.printer import SimPrinter
+from edge.sim.scanner import SimScanner
+
+T = TypeVar("T")
+
+TOKEN = "test-token-0123456789"
+EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
+WAIT_S = 10.0  # generous: two shared cores, several test runs at once
+_POLL_S = 0.02
+
+
+def fresh(order: dict[str, Any]) -> dict[str, Any]:
+    """The order as if taken just now (to the microsecond: tests hold tickets after well under a second).
+
+    Staleness is the order's own age (created_at): the contract example as shipped (22 Nov 2026) is an old order
+    that would be held, not printed."""
+    return taken_at(order, datetime.now(UTC))
+
+
+def orders(example: dict[str, Any], count: int, *, receipt: bool = False) -> list[dict[str, Any]]:
+    """``count`` copies of ``example`` as orders ord_000, ord_001 … numbered N-000, N-001 …"""
+    out = []
+    for n in range(count):
+        o = copy.deepcopy(example)
+        o["id"], o["number"], o["print_receipt"] = f"ord_{n:03d}", f"N-{n:03d}", receipt
+        out.append(o)
+    return out
+
+
+def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: Any) -> dict[str, Any]:
+    """A test config: the simulated printers, fast retries, the API on a free loopback port (``overrides``:
+    sections)."""
+    raw: dict[str, Any] = {
+        "agent": {"store_id": "test-store", "data_dir": str(data_dir), "language": "de", "log_format": "json"},
+        "api": {"host": "127.0.0.1", "port": 0, "token": TOKEN},
+        "printers": {
+            name: {"type": "network", "host": "127.0.0.1", "port": p.port, "width": 48, "status_timeout": 0.5}
+            for name, p in printers.items()
+        },
+        "stations": {"kitchen": "kitchen", "bar": "kitchen"},
+        "receipts": {"printer": "front"},
+        "spool": {"retry_base_s": 0.05, "retry_max_s": 0.2, "offline_probe_max_s": 0.5},
+    }
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def api_client(agent: Agent | int, *, token: str | None = TOKEN, **kwargs: Any) -> aiohttp.ClientSession:
+    """An HTTP client for the agent's API on loopback (``agent`` or its port); with the bearer token unless
+    ``token=None``. Use as ``async with api_client(agent) as api:``."""
+    port = agent if isinstance(agent, int) else agent.port
+    headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kwargs.pop("headers", {})}
+    return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers, **kwargs)
+
+
+async def post(api: aiohttp.ClientSession, body: Any, **kwargs: Any) -> tuple[int, Any]:
+    """POST /api/v1/orders: (status, JSON body); ``body`` as JSON, or raw when bytes or str."""
+    kw = {"json": body} if not isinstance(body, (bytes, str)) else {"data": body}
+    async with api.post("/api/v1/orders", **kw, **kwargs) as response:
+        return response.status, await response.json(content_type=None)
+
+
+def _read(path: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def db_rows(where: Agent | Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Reads through a second connection of our own, as another process would: what is committed, not what the agent
+    holds in memory. In a thread: a read on the event loop would stall the agent the test is watching."""
+    path = where.settings.agent.db_path if isinstance(where, Agent) else where
+    return await asyncio.to_thread(_read, path, sql, params)
+
+
+async def db_execute(where: Agent | Path, sql: str, *params: Any) -> None:
+    """Writes (and commits) through a second connection, in a thread: a write on the event loop would wait for the
+    agent's own writer, which waits for the loop ("database is locked")."""
+    path = where.settings.agent.db_path if isinstance(where, Agent) else where
+    await asyncio.to_thread(_read, path, sql, params)
+
+
+async def job_rows(agent: Agent, sql: str = "SELECT state, attempts, copy FROM print_jobs ORDER BY id") -> list[tuple]:
+    """(state, attempts, copy) of every print job, oldest first (or what ``sql`` selects)."""
+    return await db_rows(agent, sql)
+
+
+async def wait_until(check: Callable[[], object], timeout: float = WAIT_S, what: str = "the condition") -> None:  # noqa: ASYNC109 (the deadline is the point)
+    """Polls ``check`` (a function, or one returning an awaitable) until it is true; fails naming ``what`` after
+    ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = check()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"not {what} after {timeout:g} s")
+        await asyncio.sleep(_POLL_S)
+
+
+async def eventually(
+    read: Callable[[], Awaitable[T]],
+    check: Callable[[T], object],
+    timeout: float = WAIT_S,  # noqa: ASYNC109 (the deadline is the point)
+    what: str = "the condition",
+) -> T:
+    """Reads (e.g. rows from the database) until ``check`` holds for what was read; returns that. Fails naming
+    ``what`` and the last value after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await read()
+        if check(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"not {what} after {timeout:g} s; last read: {value!r}")
+        await asyncio.sleep(_POLL_S)
+
+
+async def status_reads(printer: SimPrinter, reads: int, timeout: float = WAIT_S) -> None:  # noqa: ASYNC109
+    """Waits until ``printer`` has answered ``reads`` more status reads (DLE EOT 1, 2 and 4 each): proof that the
+    spool went on probing a paused printer, where a sleep only hopes it did."""
+    start = printer.status_queries
+    await wait_until(lambda: printer.status_queries >= start + 3 * reads, timeout, f"{reads} more status reads")
+
+
+async def until(api: aiohttp.ClientSession, url: str, done: Callable[[Any], bool], what: str) -> None:
+    """Polls one of the agent's JSON routes until ``done(body)``; fails naming ``what`` after 10 s."""
+    for _ in range(200):
+        async with api.get(url) as response:
+            if done(await response.json()):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not {what} after 10 s: {url}")
+
+
+class Recorder:
+    """Every event the agent's bus publishes, for waiting on and asserting."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type[Event]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait(
+        self,
+        kind: type[Event],
+        count: int = 1,
+        timeout: float = 20.0,  # noqa: ASYNC109 (a test helper: the timeout is the point)
+        where: Callable[[Any], bool] = lambda e: True,
+    ) -> list[Any]:
+        """The first ``count`` events of ``kind`` (that fit ``where``), once they were published."""
+        async with asyncio.timeout(timeout):
+            while len(found := [e for e in self.of(kind) if where(e)]) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return found
+
+
+# Scanners ---------------------------------------------------------------------------------------------------------
+
+
+class Seen:
+    """Every scan and connection event published on ``bus`` (or, without one, to this as a listener: ``make_agent(
+    listen=seen)``), with a way to wait for the next ones."""
+
+    def __init__(self, bus: EventBus | None = None) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+        if bus is not None:
+            bus.subscribe(self, Event)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, (ScanRecorded, ScannerConnectionChanged)):
+            self.events.append(event)
+            self._changed.set()
+
+    @property
+    def scans(self) -> list[ScanRecorded]:
+        return [e for e in self.events if isinstance(e, ScanRecorded)]
+
+    def connections(self, scanner: str) -> list[bool]:
+        return [e.connected for e in self.events if isinstance(e, ScannerConnectionChanged) and e.scanner == scanner]
+
+    async def until(self, condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:  # noqa: ASYNC109
+        async def wait() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; events: {self.events}") from None
+
+    async def scans_count(self, n: int) -> list[ScanRecorded]:
+        await self.until(lambda: len(self.scans) >= n, f"{n} scans")
+        return self.scans
+
+    async def connected(self, scanner: str, value: bool = True, times: int = 1) -> None:
+        await self.until(
+            lambda: self.connections(scanner).count(value) >= times, f"scanner {scanner} connected={value} x{times}"
+        )
+
+
+def scanner_config(sims: dict[str, SimScanner], **changes: dict[str, Any]) -> dict[str, Any]:
+    """The [scanners] section for the kitchen, bar and counter simulated scanners; ``changes`` per scanner."""
+    config: dict[str, dict[str, Any]] = {
+        "kitchen": {"port": str(sims["kitchen"].path), "station": "kitchen", "reconnect_max_s": 0.3},
+        "bar": {"port": str(sims["bar"].path), "station": "bar", "reconnect_max_s": 0.3},
+        "counter": {"port": str(sims["counter"].path), "hand_out": True, "hand_out_gap_s": 0, "reconnect_max_s": 0.3},
+    }
+    for name, values in changes.items():
+        config[name].update(values)
+    return config
+
+
+async def push_order(agent: Agent, seq: int, *, bar: bool = False) -> dict[str, Any]:
+    """Store an order through the real intake path (kitchen ticket; with ``bar`` also a bar ticket)."""
+    assert agent.deps is not None
+    order = make_order(seq, bar=bar)
+    await agent.deps.intake.accept(order)
+    return order
