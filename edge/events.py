@@ -207,4 +207,4 @@ class EventBus:
                 try:
                     handler(event)
                 except Exception:  # a broken subscriber must not stop intake or printing
-                    log.exception("event_handler_failed", event=event.name)
+                    log.exception("event_handler_failed", event_name=event.name)

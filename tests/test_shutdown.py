@@ -141,7 +141,7 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
             async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
                 assert response.status == 201
         for _ in range(200):
-            if _jobs(data_dir / "edge.db") == [("printing", 0)]:
+            if await asyncio.to_thread(_jobs, data_dir / "edge.db") == [("printing", 0)]:
                 break
             await asyncio.sleep(0.02)
         assert agent.proc is not None
@@ -152,7 +152,7 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
         agent.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(agent.proc.wait(), timeout=8) == 0
         assert time.monotonic() - forced < 4
-        assert _jobs(data_dir / "edge.db") == [("printing", 0)]
+        assert await asyncio.to_thread(_jobs, data_dir / "edge.db") == [("printing", 0)]
         _closed(data_dir)
 
         kitchen.bytes_per_s = None  # the printer now takes what it still had of the first try, then the copy
@@ -163,7 +163,7 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
             await asyncio.sleep(0.02)
         assert sum(b"KOPIE / COPY" in paper for paper in kitchen.printed) == 1
         assert await agent.terminate(timeout=10) == 0
-        assert _jobs(data_dir / "edge.db") == [("printed", 1)]
+        assert await asyncio.to_thread(_jobs, data_dir / "edge.db") == [("printed", 1)]
     finally:
         await agent.close()
         await kitchen.stop()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from blockbuster import BlockBuster
 
 from edge.errors import StoreError
 from edge.events import Event, EventBus, JobDead, JobFailed, JobPrinted, StorageRecovered
@@ -20,6 +21,15 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(tmp_path / "edge.db")
     yield database
     await database.close()
+
+
+@pytest.fixture(autouse=True)
+def reads_from_a_subscriber(no_blocking_calls_on_the_loop: BlockBuster) -> None:
+    """Subscribers are plain callables: the one here reads the file synchronously, as another process would, at the
+    moment the event arrives. That read is the test's instrument, not agent code, so the guard lets it block."""
+    for name in ("sqlite3.Connection.execute", "sqlite3.Cursor.fetchall"):
+        if name in no_blocking_calls_on_the_loop.functions:
+            no_blocking_calls_on_the_loop.functions[name].can_block_in(__file__, "_committed")
 
 
 def _committed(path: Path, sql: str) -> list[tuple[object, ...]]:
