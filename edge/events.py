@@ -86,6 +86,7 @@ class JobHeld(Event):
     printer: str
     age_s: float
     reason: HoldReason = HoldReason.STALE
+    order_number: str = ""  # what the staff call the order (mails name it); empty when the order row is gone
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

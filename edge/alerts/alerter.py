@@ -46,7 +46,7 @@ from edge.events import (
     StorageProblem,
     StorageRecovered,
 )
-from edge.states import JobState
+from edge.states import HoldReason, JobState
 from edge.store import Database, JobStore
 from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal, compact
 
@@ -186,12 +186,14 @@ class Alerter:
                     },
                 )
             case JobHeld():
+                # Two causes, two mails: a stale ticket needs a decision, a ticket without a printer needs the config.
+                stale = event.reason == HoldReason.STALE
                 self._signal(
-                    "print_job_held",
+                    "print_job_held" if stale else "print_job_unrouted",
                     event.printer,
                     True,
-                    item={"id": event.job_id, "order": event.order_id, "age_min": round(event.age_s / 60)}
-                    | ({"reason": event.reason} if event.reason != "stale" else {}),
+                    item={"id": event.job_id, "order": event.order_number or event.order_id}
+                    | ({"age_min": round(event.age_s / 60)} if stale else {}),
                 )
             case OrderTotalsMismatched():
                 item = {"id": event.order_id, "order": event.number, "error": event.problems[0][:120]}
@@ -242,7 +244,11 @@ class Alerter:
         oldest_min = round((now - oldest) / 60) if oldest else 0
         backlog = waiting > cfg.backlog_jobs or (oldest is not None and now - oldest >= cfg.backlog_age_min * 60)
         self._level("queue_backlog", "queue", backlog, waiting=waiting, oldest_min=oldest_min)
-        for type_name, state in (("print_job_failed", JobState.DEAD), ("print_job_held", JobState.HELD)):
+        for type_name, state in (
+            ("print_job_failed", JobState.DEAD),
+            ("print_job_held", JobState.HELD),
+            ("print_job_unrouted", JobState.HELD),
+        ):
             for group in await self._store.firing(type_name):
                 if not counts.get((group.subject, state)):
                     self._signal(type_name, group.subject, False)

@@ -33,7 +33,8 @@ LABELS: dict[str, dict[str, Any]] = {
         "jobs_waiting": "{n} Druckaufträge warten",
         "resolved_headline": "Behoben: {title}",
         "item_keys": {
-            "id": "Auftrag",
+            "id": "Druckauftrag",
+            "order_id": "Bestell-ID",
             "order": "Bestellung",
             "attempts": "Versuche",
             "error": "Fehler",
@@ -61,6 +62,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "resolved_headline": "Resolved: {title}",
         "item_keys": {
             "id": "job",
+            "order_id": "order id",
             "order": "order",
             "attempts": "attempts",
             "error": "error",
@@ -69,6 +71,9 @@ LABELS: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+# Alert types whose items are orders (their "id" is an order id); the others list print jobs.
+_ORDER_ITEMS = frozenset({"order_totals_mismatch", "recovery_conflict", "recovery_invalid"})
 
 # Per alert type and language: title (subject), what happened, what to do. {subject} is the group's subject;
 # other fields come from the alert's details.
@@ -148,6 +153,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Order {order}: ticket held (printer {subject})",
             "A ticket for printer {subject} waited too long and was held instead of printing into the rush.",
             "Decide whether it is still needed: release it (edge release JOB) or discard it (edge discard JOB).",
+        ),
+    },
+    "print_job_unrouted": {
+        "de": (
+            "Bestellung {order}: Bon ohne Drucker (Drucker {subject} nicht mehr eingerichtet)",
+            "Der Drucker {subject} steht nicht mehr in der Konfiguration, und kein anderer Drucker bedient seine"
+            " Station. Der Bon wartet, bis wieder ein Drucker dafür eingerichtet ist.",
+            "Den Drucker wieder eintragen oder die Station einem anderen Drucker zuordnen ([stations] in edge.toml,"
+            " dann den Dienst neu starten): der Bon druckt dann von selbst. Oder ihn verwerfen (edge discard AUFTRAG).",
+        ),
+        "en": (
+            "Order {order}: ticket without a printer (printer {subject} no longer set up)",
+            "Printer {subject} is no longer in the configuration and no other printer serves its station. The ticket"
+            " waits until a printer is set up for it.",
+            "Add the printer back or give the station another printer ([stations] in edge.toml, then restart the"
+            " service): the ticket then prints by itself. Or discard it (edge discard JOB).",
         ),
     },
     "queue_backlog": {
@@ -322,11 +343,16 @@ class AlertRenderer:
             "since": self._time(group["first_at"]),
             "affected": labels["jobs_waiting"].format(n=waiting) if waiting else "",
             "detail": details.get("detail", ""),
-            "siblings": [
-                " · ".join(f"{labels['item_keys'].get(k, k)}: {v}" for k, v in item.items()) for item in items
-            ],
+            "siblings": [self._item_line(group["type"], item) for item in items],
             "extra": extra,
         }
+
+    def _item_line(self, type_name: str, item: dict[str, Any]) -> str:
+        """One affected job or order: its id named for what it is, an id that only repeats the order left out."""
+        keys = self._labels["item_keys"]
+        id_label = keys["order_id"] if type_name in _ORDER_ITEMS else keys["id"]
+        shown = {k: v for k, v in item.items() if not (k == "id" and v == item.get("order"))}
+        return " · ".join(f"{id_label if k == 'id' else keys.get(k, k)}: {v}" for k, v in shown.items())
 
     def alert(self, group: dict[str, Any], *, kind: str, extra: int, recipients: Sequence[str]) -> Mail:
         alert = self.alert_fields(group, kind, extra)

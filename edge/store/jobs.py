@@ -138,11 +138,14 @@ class JobStore:
         async with self._db.publishing(self._bus) as (conn, events):
             rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET state = 'held', held_at = ?, held_reason = ? WHERE id = ? AND printer = ?"
-                " AND state = ? AND released_at IS NULL RETURNING order_id",
+                " AND state = ? AND released_at IS NULL"
+                " RETURNING order_id, (SELECT number FROM orders WHERE orders.id = print_jobs.order_id)",
                 (self._clock.wall(), HoldReason.STALE, job_id, printer, expected),
             )
-            for (order_id,) in rows:
-                events.append(JobHeld(job_id=job_id, order_id=order_id, printer=printer, age_s=age_s))
+            for order_id, number in rows:
+                events.append(
+                    JobHeld(job_id=job_id, order_id=order_id, printer=printer, age_s=age_s, order_number=number or "")
+                )
         return bool(events)
 
     async def release_held(self, job_id: int | None = None) -> list[int]:
@@ -214,13 +217,14 @@ class JobStore:
         assert self._printers is not None, "JobStore(printers=...) is needed to know which printers are gone"
         async with self._db.publishing(self._bus) as (conn, events):
             rows = await conn.execute_fetchall(
-                "SELECT id, order_id, kind, station, printer, state, held_reason FROM print_jobs"
+                "SELECT id, order_id, kind, station, printer, state, held_reason,"
+                " (SELECT number FROM orders WHERE orders.id = print_jobs.order_id) FROM print_jobs"
                 f" WHERE state IN ('queued', 'failed', 'held', 'dead') AND (NOT {_CONFIGURED} OR held_reason = :held)"
                 " ORDER BY id",
                 {"printers": self._printers, "held": HoldReason.NO_PRINTER},
             )
             done = []
-            for job_id, order_id, kind, station, printer, state, reason in rows:
+            for job_id, order_id, kind, station, printer, state, reason, number in rows:
                 target = printer_for(JobKind(kind), station)
                 if target is None and state == JobState.HELD and reason == HoldReason.NO_PRINTER:
                     continue  # held for this already, at an earlier start
@@ -232,7 +236,12 @@ class JobStore:
                     )
                     events.append(
                         JobHeld(
-                            job_id=job_id, order_id=order_id, printer=printer, age_s=0, reason=HoldReason.NO_PRINTER
+                            job_id=job_id,
+                            order_id=order_id,
+                            printer=printer,
+                            age_s=0,
+                            reason=HoldReason.NO_PRINTER,
+                            order_number=number or "",
                         )
                     )
                 elif target is not None:

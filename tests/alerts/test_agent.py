@@ -4,6 +4,7 @@ probe."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import sys
 import time
@@ -49,6 +50,29 @@ async def test_paper_out_and_back_mailed_by_running_agent(
     await printers["kitchen"].wait_for_printed(1, timeout=15)
     mails = await sink.wait_for(2, timeout=15)
     assert "BEHOBEN" in str(mails[1]["Subject"]) and "Papier leer" in str(mails[1]["Subject"])
+
+
+async def test_a_ticket_whose_printer_left_the_config_is_mailed_as_that_not_as_stale(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The kitchen printer is removed from the config while a ticket waits and nothing else serves the station: the
+    ticket is held, and the manager's mail says the printer is no longer set up and what to do, not that the ticket
+    "waited too long" (which would send them looking at the wrong thing)."""
+    printers["kitchen"].set_offline(True)
+    first = await make_agent(alert_settings())
+    assert first.deps is not None
+    await first.deps.intake.accept(make_order(1, print_receipt=False))
+    await first.stop()
+    second = alert_settings(group_wait_s=0.2, group_interval_s=1.0)
+    printers_left = {name: p for name, p in second.printers.items() if name != "kitchen"}
+    await make_agent(dataclasses.replace(second, printers=printers_left, stations={}))
+    [mail] = await sink.wait_for(1, timeout=15)
+    body = mail.get_body(("plain",)).get_content()
+    assert "kitchen" in str(mail["Subject"]) and "nicht mehr eingerichtet" in str(mail["Subject"]), mail["Subject"]
+    assert "zu lange gewartet" not in body and "Station" in body, body
 
 
 async def test_agent_without_smtp_has_no_alerter(agent: Agent) -> None:

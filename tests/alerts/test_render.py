@@ -19,6 +19,7 @@ GROUP_DETAILS = {
         "items": [{"id": 7, "order": "A-1042", "attempts": 5, "error": "hung up"}],
     },
     "print_job_held": {"items": [{"id": 8, "order": "ord_9", "age_min": 50}]},
+    "print_job_unrouted": {"items": [{"id": 8, "order": "ord_9"}]},
     "queue_backlog": {"waiting": 61, "oldest_min": 12},
     "central_unreachable": {"down_min": "5"},
     "recovery_failed": {"phase": "processing", "detail": "HTTP 502"},
@@ -131,3 +132,16 @@ def test_operator_templates_override_built_in(tmp_path: Path) -> None:
     )
     assert mail.subject == "Edge berlin-01: Printer kitchen: out of paper"
     assert "Put in a new paper roll." in mail.text
+
+
+@pytest.mark.parametrize("language", ["de", "en"])
+def test_item_ids_are_named_for_what_they_are(language: str) -> None:
+    """A job's id is labelled as a print job, an order's id as an order id: a manager reading "Auftrag: ord_1" under
+    a totals mismatch would look for a print job that does not exist. An id that repeats the order is left out."""
+    labels = {"de": ("Druckauftrag: 7", "Bestell-ID: ord_1"), "en": ("job: 7", "order id: ord_1")}[language]
+    failed = renderer(language).alert_fields(group("print_job_failed"), "firing", 0)["siblings"]
+    totals = renderer(language).alert_fields(group("order_totals_mismatch"), "firing", 0)["siblings"]
+    conflict = renderer(language).alert_fields(group("recovery_conflict"), "firing", 0)["siblings"]
+    assert failed[0].startswith(labels[0]), failed
+    assert totals[0].startswith(labels[1]), totals
+    assert "ord_9" in conflict[0] and conflict[0].count("ord_9") == 1, conflict

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -130,6 +131,16 @@ def _alive_as(uid: int) -> list[int]:
     return alive
 
 
+def remove_tree(root: Path) -> None:
+    """rmtree that accepts a file going away under it (SQLite removes its -shm and -wal files on close)."""
+
+    def gone_already(function: Callable[..., Any], path: str, info: tuple[type, BaseException, Any]) -> None:
+        if not isinstance(info[1], FileNotFoundError):
+            raise info[1]
+
+    shutil.rmtree(root, onerror=gone_already)
+
+
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, cwd="/")
 
@@ -212,6 +223,7 @@ class Box:
     prepared: Prepared
     port: int
     printers: dict[str, SimPrinter]
+    upgrades: list[asyncio.subprocess.Process] = dataclasses.field(default_factory=list)
 
     @property
     def root(self) -> Path:
@@ -250,7 +262,7 @@ class Box:
 
     async def start_upgrade(self, source: Path, **env: str) -> asyncio.subprocess.Process:
         """upgrade.sh in a session of its own (a terminal's foreground process group), its output on a pipe."""
-        return await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             *self.upgrade_argv(source),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -258,6 +270,8 @@ class Box:
             cwd="/",
             start_new_session=True,
         )
+        self.upgrades.append(process)
+        return process
 
     async def installed_version(self) -> str:
         """The version of the program the agent's unit starts (whatever the layout of the program directory)."""
@@ -320,7 +334,7 @@ class Box:
 @pytest.fixture
 async def box(prepared: Prepared, printers: dict[str, SimPrinter]) -> AsyncIterator[Box]:
     """The old version installed and running as the user, with its config for this test's printers and port."""
-    await asyncio.to_thread(shutil.rmtree, prepared.root)
+    await asyncio.to_thread(remove_tree, prepared.root)
     await asyncio.to_thread(copy_root, prepared.snapshot, prepared.root)
     box = Box(prepared=prepared, port=free_port(), printers=printers)
     config = write_config(
@@ -339,6 +353,12 @@ async def box(prepared: Prepared, printers: dict[str, SimPrinter]) -> AsyncItera
     try:
         yield box
     finally:
+        # SIGTERM reaches only the script: a child of its (a `systemctl start` waiting for READY) may live on and
+        # start an agent after this teardown, while the next test replaces the root. The whole session goes first.
+        for process in box.upgrades:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
         await box.systemctl("stop", "edge-agent.service")
         # Whatever still runs as the agent's user (an agent whose `systemctl start` was killed half way, a command
         # upgrade.sh started) would hold the database while the next test replaces the root: none may be left.
