@@ -167,7 +167,7 @@ class Metrics:
 
         self.registry.register(_Rejections())
 
-    async def scrape(self, jobs: JobStore, spoolers: Mapping[str, Spooler]) -> bytes:
+    async def scrape(self, jobs: JobStore, spoolers: Mapping[str, Spooler], now: float) -> bytes:
         """Reads the gauges that are cheaper to ask for than to track, then renders the text format."""
         counts = await jobs.counts()
         oldest = await jobs.oldest_waiting()
@@ -178,7 +178,7 @@ class Metrics:
             self.printer_up.labels(name).set(0 if spooler.state in BLOCKING_STATES else 1)
             for printer_state, paper in _PAPER.items():
                 self.paper.labels(name, paper).set(1 if spooler.state == printer_state else 0)
-        self.oldest.set(max(0.0, time.time() - oldest) if oldest is not None else 0)
+        self.oldest.set(max(0.0, now - oldest) if oldest is not None else 0)
         return generate_latest(self.registry)
 
     def close(self) -> None:

@@ -94,7 +94,7 @@ async def _central(deps: ApiDeps) -> tuple[dict[str, Any] | None, dict[str, Any]
 
 async def snapshot(deps: ApiDeps) -> dict[str, Any]:
     """Everything the page and `edge status` show, as plain data."""
-    db, now = deps.db, time.time()
+    db, now = deps.db, deps.clock.wall()
     counts = await deps.jobs.counts()
     printers = []
     for name in deps.settings.printers:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import AlertSent, CentralLinkChanged, RecoveryCompleted, ScanRecorded
 from edge.sim.printer import SimPrinter
@@ -145,3 +146,22 @@ async def test_refused_api_requests_are_counted_by_reason(agent: Agent) -> None:
     rejected = {labels: value for (name, labels), value in got.items() if name == "edge_api_requests_rejected_total"}
     assert sum(rejected.values()) == 3
     assert len(rejected) == 2  # missing and wrong token are told apart
+
+
+async def test_the_oldest_job_age_on_metrics_follows_the_agents_clock(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """With a ticket waiting on a printer out of paper, ten minutes pass on the agent's clock: /metrics' oldest-job
+    age says about 600 s. It reads the agent's clock, as the spool's stale hold and the status page do, so a graph
+    and an alert never disagree about the same ticket."""
+    clock = SteppedClock()
+    printers["kitchen"].paper_out = True
+    example_order["print_receipt"] = False
+    agent = await make_agent(clock=clock)
+    async with api_client(agent) as api:
+        async with api.post("/api/v1/orders", json=example_order) as response:
+            assert response.status == 201
+        clock.advance(600)
+        async with api.get("/metrics") as response:
+            got = samples(await response.text())
+        assert 590 <= got[("edge_oldest_queued_job_age_seconds", ())] <= 700, got
