@@ -220,8 +220,9 @@ async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, prin
 
 
 async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> None:
-    """Scans, sent alert mails, alert log lines, ended silences and finished recovery runs past the retention age go;
-    younger rows, unsent mails and unfinished runs stay, so the database stays bounded."""
+    """Scans, sent or discarded alert mails, alert log lines, ended silences and finished recovery runs past the
+    retention age go; younger rows, unsent and dead-lettered mails (a person still has to decide) and unfinished runs
+    stay, so the database stays bounded."""
     old, young = time.time() - 40 * 86400, time.time()
     db_path = agent.settings.agent.db_path
 
@@ -235,12 +236,12 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
                 conn.execute(
                     "INSERT INTO alert_silences(matcher, starts_at, ends_at) VALUES ('x', ?, ?)", (at - 60, at)
                 )
-                for sent in (at, None):
+                for sent, state in ((at, "sent"), (None, "pending"), (None, "dead"), (None, "discarded")):
                     conn.execute(
                         "INSERT INTO alert_mails(kind, recipients, subject, text_body, html_body, created_at, "
-                        "next_attempt_at, sent_at)"
-                        " VALUES ('test', '[]', 's', 't', 'h', ?, ?, ?)",
-                        (at, at, sent),
+                        "next_attempt_at, sent_at, state)"
+                        " VALUES ('test', '[]', 's', 't', 'h', ?, ?, ?, ?)",
+                        (at, at, sent, state),
                     )
                 for finished in (at, None):
                     conn.execute(
@@ -252,14 +253,13 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
     await asyncio.to_thread(write)
     assert agent.db is not None
     removed = await purge_history(agent.db, older_than_s=30 * 86400)
-    assert removed == {"scans": 1, "alert_log": 1, "alert_mails": 1, "alert_silences": 1, "recovery_runs": 1}
+    assert removed == {"scans": 1, "alert_log": 1, "alert_mails": 2, "alert_silences": 1, "recovery_runs": 1}
 
     def check() -> None:  # a second connection, off the event loop
         with sqlite3.connect(db_path) as conn:
             assert [r[0] for r in conn.execute("SELECT scanned_at FROM scans")] == [young]
-            assert (
-                conn.execute("SELECT COUNT(*) FROM alert_mails WHERE sent_at IS NULL").fetchone()[0] == 2
-            )  # unsent mails never go
+            left = conn.execute("SELECT state, COUNT(*) FROM alert_mails GROUP BY state ORDER BY state").fetchall()
+            assert left == [("dead", 2), ("discarded", 1), ("pending", 2), ("sent", 1)]  # unsent never go
             assert conn.execute("SELECT COUNT(*) FROM recovery_runs").fetchone()[0] == 3
 
     await asyncio.to_thread(check)
