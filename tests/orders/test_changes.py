@@ -1,0 +1,184 @@
+"""Order changes and cancellations against the real agent: HTTP in, bytes out of the simulated printers, rows read
+from a second connection."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import aiohttp
+
+from edge.app import Agent
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.helpers import db_rows, eventually, job_rows, post, wait_until
+
+
+def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(order)
+    out["revision"] = revision
+    out.update(changes)
+    return out
+
+
+TIRAMISU = {
+    "sku": "TIRAMISU",
+    "name": "Tiramisu",
+    "qty": 1,
+    "unit_price": "6.50",
+    "requires_production": True,
+    "station": "kitchen",
+    "modifiers": [],
+    "note": None,
+}
+
+
+def dessert_added(order: dict[str, Any], revision: int = 2) -> dict[str, Any]:
+    """Revision ``revision``: one more pizza, no Käsespätzle, a Tiramisu."""
+    out = revised(order, revision)
+    out["items"][0]["qty"] = 3
+    del out["items"][1]
+    out["items"].append(copy.deepcopy(TIRAMISU))
+    return out
+
+
+async def printed_all(agent: Agent) -> None:
+    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="all printed")
+
+
+async def test_change_after_print_prints_a_change_ticket(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A change to an order whose kitchen ticket is printed: 200 updated, and the kitchen gets one ÄNDERUNG ticket
+    with what changed per item (added, removed, quantity); the receipt is not printed again."""
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    status, body = await post(api, dessert_added(example_order))
+    assert status == 200, body
+    assert body["status"] == "updated" and body["revision"] == 2 and len(body["job_ids"]) == 1
+    change = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert "ÄNDERUNG" in change and "A-1042" in change and "Rev. 2" in change
+    assert "+ 1x Tiramisu" in change
+    assert "- 1x Käsespätzle" in change  # the code page has no en dash
+    assert "2 -> 3x Pizza Margherita" in change
+    await printed_all(agent)
+    assert len(printers["front"].printed) == 1
+
+
+async def test_change_while_queued_replaces_the_ticket(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """While the kitchen printer is off the ticket waits; a change then rewrites it in place: one ticket prints, with
+    the new content and no change mark."""
+    printers["kitchen"].set_offline(True)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    status, body = await post(api, dessert_added(example_order))
+    assert status == 200 and body["status"] == "updated"
+    printers["kitchen"].set_offline(False)
+    ticket = decode((await printers["kitchen"].wait_for_printed(1))[0]).text
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 1
+    assert "Tiramisu" in ticket and "3x" in ticket and "Käsespätzle" not in ticket and "ÄNDERUNG" not in ticket
+
+
+async def test_lower_revision_is_stale_and_prints_nothing(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revisions out of order (3, then 2): the older one is answered stale and prints nothing; a skipped revision
+    (1 → 3) is an ordinary change."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    status, body = await post(api, dessert_added(example_order, 3))
+    assert (status, body["status"], body["revision"]) == (200, "updated", 3)
+    await printers["kitchen"].wait_for_printed(2)
+    status, body = await post(api, revised(example_order, 2, number="A-1042"))
+    assert status == 200 and body == {"order_id": "ord_7f3a9c21", "status": "stale", "revision": 3, "job_ids": []}
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 2
+    assert await db_rows(agent, "SELECT revision FROM orders") == [(3,)]
+
+
+async def test_cancel_after_print_prints_storno(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A cancelled revision after the ticket printed: 200 cancelled, and the kitchen gets a STORNO ticket naming
+    the order; the cancel route repeated is a duplicate, a later open revision cannot reopen it (409)."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 2, "reason": "Gast gegangen"}) as r:
+        assert r.status == 200, await r.text()
+        body = await r.json()
+    assert body["status"] == "cancelled" and body["revision"] == 2
+    storno = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert "STORNO" in storno and "A-1042" in storno and "Pizza Margherita" in storno and "Gast gegangen" in storno
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 2, "reason": "Gast gegangen"}) as r:
+        assert r.status == 200 and (await r.json())["status"] == "duplicate"
+    status, body = await post(api, dessert_added(example_order, 3))
+    assert status == 409 and body["error"] == "wrong_state"
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 2
+
+
+async def test_cancel_while_queued_discards_and_prints_nothing(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A cancellation while the tickets still wait: they are discarded, nothing prints, no STORNO either."""
+    printers["kitchen"].set_offline(True)
+    printers["front"].set_offline(True)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: {s.state.value for s in agent.spoolers.values()} == {"offline"})  # both jobs back in line
+    status, body = await post(api, revised(example_order, 2, status="cancelled"))
+    assert status == 200 and body["status"] == "cancelled" and body["job_ids"] == []
+    assert [r[0] for r in await job_rows(agent)] == ["discarded", "discarded"]
+    printers["kitchen"].set_offline(False)
+    printers["front"].set_offline(False)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "online")
+    assert printers["kitchen"].printed == [] and printers["front"].printed == []
+
+
+async def test_station_gaining_its_first_items_gets_a_ticket_marked_as_change(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A change that brings the bar its first item prints a whole bar ticket, marked as part of revision 2; the
+    kitchen, whose items did not change, gets nothing."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    drink = dict(TIRAMISU, sku="ESPRESSO", name="Espresso", station="bar")
+    status, body = await post(api, revised(example_order, 2, items=[*example_order["items"], drink]))
+    assert status == 200 and len(body["job_ids"]) == 1
+    ticket = decode((await printers["kitchen"].wait_for_printed(2))[1])
+    assert "ÄNDERUNG" in ticket.text and "1x Espresso" in ticket.text and "Pizza" not in ticket.text
+    assert ticket.qr_codes == ["edge:v1:ord_7f3a9c21:bar"]
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 2
+
+
+async def test_same_revision_other_content_is_a_conflict_counted_on_metrics(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict
+) -> None:
+    """Same revision, other content: 409 as before, and counted on /metrics by source."""
+    assert (await post(api, example_order))[0] == 201
+    changed = copy.deepcopy(example_order)
+    changed["items"][0]["qty"] = 5
+    assert (await post(api, changed))[0] == 409
+    async with api.get("/metrics") as r:
+        text = await r.text()
+    assert 'edge_order_conflicts_total{source="push"} 1.0' in text
+
+
+async def test_get_order_shows_revisions_and_their_jobs(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict
+) -> None:
+    """GET /orders/{id} shows the current revision and status, each revision's time and the jobs it produced."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    _, body = await post(api, dessert_added(example_order))
+    async with api.get("/api/v1/orders/ord_7f3a9c21") as r:
+        order = await r.json()
+    assert order["revision"] == 2 and order["status"] == "open"
+    revisions = order["revisions"]
+    assert [r["revision"] for r in revisions] == [1, 2]
+    assert all(isinstance(r["received_at"], float) for r in revisions)
+    assert len(revisions[0]["job_ids"]) == 2 and revisions[1]["job_ids"] == body["job_ids"]
