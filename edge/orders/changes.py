@@ -10,7 +10,8 @@ Jobs of the order are planned per station:
 - a job that has not printed (queued, held, failed, dead) is rewritten in place to the new revision (a whole ticket
   whose station has no items left, or a change ticket that no longer changes anything, is discarded instead);
 - a station whose ticket is printing or printed (on paper, or maybe) and has no job waiting gets a change ticket
-  from the revision on paper, if its items changed; a station with nothing yet gets a whole ticket marked ``added``;
+  from the revision on paper, if its items changed; a station with nothing (yet, or a person discarded its tickets)
+  gets a whole ticket marked ``added`` if its items changed;
 - a cancellation discards every job that has not printed and sends a void ticket to each station with one on paper.
 """
 
@@ -142,9 +143,16 @@ def revisions_needed(jobs: Sequence[ExistingJob]) -> set[int]:
 
 
 def plan_revision(
-    jobs: Sequence[ExistingJob], orders: Mapping[int, Order], new: Order, *, reprint_receipt: bool = False
+    jobs: Sequence[ExistingJob],
+    orders: Mapping[int, Order],
+    new: Order,
+    *,
+    previous: Order | None = None,
+    reprint_receipt: bool = False,
 ) -> RevisionPlan:
-    """What revision ``new`` does to the order's ``jobs``; ``orders``: the revisions named by revisions_needed."""
+    """What revision ``new`` does to the order's ``jobs``; ``orders``: the revisions named by revisions_needed;
+    ``previous``: the revision ``new`` follows (a station whose tickets a person discarded gets a whole ticket only
+    if its items change now)."""
     rewrite: list[int] = []
     discard: list[int] = []
     add: list[PlannedJob] = []
@@ -178,6 +186,6 @@ def plan_revision(
         if on_paper is not None:
             if diff_station(orders[on_paper], new, station):
                 add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CHANGE, on_paper))
-        elif new.production_items(station):
+        elif new.production_items(station) and diff_station(previous, new, station):
             add.append(PlannedJob(JobKind.TICKET, station, JobVariant.ADDED, None))
     return RevisionPlan(rewrite=tuple(rewrite), discard=tuple(discard), add=tuple(add))

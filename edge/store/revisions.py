@@ -85,6 +85,7 @@ async def apply_revision(conn: aiosqlite.Connection, new: Revision, now: float) 
     """Store ``new`` and apply its change plan; returns the ids of the jobs that now show it (rewritten and added).
     Runs inside the caller's transaction."""
     order = new.order
+    [(previous,)] = await conn.execute_fetchall("SELECT payload FROM orders WHERE id = ?", (order.id,))
     await conn.execute(
         "INSERT OR IGNORE INTO order_revisions(order_id, revision, status, content_hash, payload, received_at, source)"
         " SELECT id, revision, status, content_hash, payload, received_at, source FROM orders WHERE id = ?",
@@ -135,6 +136,7 @@ async def apply_revision(conn: aiosqlite.Connection, new: Revision, now: float) 
         jobs,
         await _payloads(conn, order.id, revisions_needed(jobs)),
         order,
+        previous=parse_order(json.loads(previous)),
         reprint_receipt=new.reprint_receipt,
     )
     job_ids = list(plan.rewrite)
