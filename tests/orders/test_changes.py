@@ -4,14 +4,16 @@ from a second connection."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import db_rows, eventually, job_rows, post, wait_until
+from tests.helpers import api_client, db_rows, eventually, job_rows, post, wait_until
 
 
 def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
@@ -182,3 +184,27 @@ async def test_get_order_shows_revisions_and_their_jobs(
     assert [r["revision"] for r in revisions] == [1, 2]
     assert all(isinstance(r["received_at"], float) for r in revisions)
     assert len(revisions[0]["job_ids"]) == 2 and revisions[1]["job_ids"] == body["job_ids"]
+
+
+async def test_an_old_revision_after_retention_purged_the_order_is_stale(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The seen-order record keeps the revision: once retention purged the order, revision 2 sent again is stale
+    (not a new order, not a conflict), revision 3 again a duplicate; nothing prints."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, retention={"every_s": 0.2})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(agent)
+        assert (await post(api, dessert_added(example_order, 3)))[1]["status"] == "updated"
+        await printed_all(agent)
+        printed = len(printers["kitchen"].printed)
+        clock.step(31 * 86400)
+        await eventually(lambda: db_rows(agent, "SELECT id FROM orders"), lambda rows: rows == [], what="purged")
+        assert await db_rows(agent, "SELECT revision FROM seen_orders") == [(3,)]
+        status, body = await post(api, dessert_added(example_order, 2))
+        assert (status, body["status"]) == (200, "stale")
+        status, body = await post(api, dessert_added(example_order, 3))
+        assert (status, body["status"]) == (200, "duplicate")
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+    assert len(printers["kitchen"].printed) == printed
