@@ -156,4 +156,4 @@ class OrderIntake:
             )
         elif result.outcome == InsertOutcome.CONFLICT:
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
-            self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source))
+            self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))

@@ -11,8 +11,10 @@ import aiohttp
 
 from edge.app import Agent
 from edge.clock import SteppedClock
+from edge.config import Settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
 from tests.helpers import api_client, db_rows, eventually, job_rows, post, wait_until
 
 
@@ -208,3 +210,23 @@ async def test_an_old_revision_after_retention_purged_the_order_is_stale(
         assert (status, body["status"]) == (200, "duplicate")
     assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
     assert len(printers["kitchen"].printed) == printed
+
+
+async def test_a_conflict_is_mailed_to_the_manager(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    sink: SmtpSink,
+) -> None:
+    """Same revision, other content from the backend: besides the 409, the manager gets one (grouped) mail naming the
+    order; nothing of the other content prints."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    changed = copy.deepcopy(example_order)
+    changed["items"][0]["qty"] = 7
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        assert (await post(api, changed))[0] == 409
+        assert (await post(api, changed))[0] == 409
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "Bestellung A-1042: gleiche Revision, anderer Inhalt" in str(mail["Subject"])
+    assert "ord_7f3a9c21" in mail.get_body(("plain",)).get_content()
