@@ -138,6 +138,7 @@ class Renderer:
             fulfilment=labels.describe_fulfilment(order.fulfilment, language),
             customer=order.customer.name if order.customer else None,
             created=self._local(order.created_at).strftime("%H:%M"),
+            qr_code=f"edge:v1:{order.id}:{station}",  # scanned like the ticket it follows
         )
 
     def receipt(

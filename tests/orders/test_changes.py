@@ -230,3 +230,24 @@ async def test_a_conflict_is_mailed_to_the_manager(
     [mail] = await sink.wait_for(1, timeout=15)
     assert "Bestellung A-1042: gleiche Revision, anderer Inhalt" in str(mail["Subject"])
     assert "ord_7f3a9c21" in mail.get_body(("plain",)).get_content()
+
+
+async def test_a_change_committed_while_the_ticket_prints_follows_it_as_a_change_ticket(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen ticket is going out (slowly) when revision 2 commits: it may be on paper, so it comes out as it
+    was (revision 1) and the change ticket follows it: the dessert is not lost, nothing prints twice."""
+    printers["kitchen"].bytes_per_s = 2000  # a ticket takes about a second
+    assert (await post(api, example_order))[0] == 201
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE kind = 'ticket'"),
+        lambda rows: rows == [("printing",)],
+        what="the ticket printing",
+    )
+    status, body = await post(api, dessert_added(example_order))
+    assert (status, body["status"]) == (200, "updated")
+    first, second = (decode(d).text for d in await printers["kitchen"].wait_for_printed(2))
+    assert "Käsespätzle" in first and "Tiramisu" not in first and "ÄNDERUNG" not in first
+    assert "ÄNDERUNG" in second and "+ 1x Tiramisu" in second
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 2
