@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from edge.app import Agent
 from edge.clock import SteppedClock
@@ -251,3 +252,39 @@ async def test_a_change_committed_while_the_ticket_prints_follows_it_as_a_change
     assert "ÄNDERUNG" in second and "+ 1x Tiramisu" in second
     await printed_all(agent)
     assert len(printers["kitchen"].printed) == 2
+
+
+@pytest.mark.parametrize(("minutes", "state"), [(20, "printed"), (50, "held")])
+async def test_a_change_is_as_old_as_its_order(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, minutes: int, state: str
+) -> None:
+    """A change ticket's age counts from the order's own created_at: a change 20 minutes after the order prints at
+    once, one 50 minutes after it (past the 45-minute stale age) is held for a person, like any stale ticket."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(agent)
+        clock.advance(minutes * 60)
+        _, body = await post(api, dessert_added(example_order))
+    [job_id] = body["job_ids"]
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE id = ?", job_id),
+        lambda rows: rows == [(state,)],
+        what=f"the change ticket {state}",
+    )
+
+
+async def test_receipts_on_change_reprint_prints_the_new_revisions_receipt(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """receipts.on_change = "reprint": a change after the receipt printed prints the new revision's receipt (the
+    default "none" leaves it, see the first test)."""
+    agent = await make_agent(receipts={"on_change": "reprint"})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(agent)
+        _, body = await post(api, dessert_added(example_order))
+    assert len(body["job_ids"]) == 2  # the kitchen's change ticket and the receipt
+    second = decode((await printers["front"].wait_for_printed(2))[1]).text
+    assert "Tiramisu" in second and "Käsespätzle" not in second
