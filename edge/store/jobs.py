@@ -11,7 +11,7 @@ import aiosqlite
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import NotFoundError, WrongStateError
 from edge.events import EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
-from edge.states import HoldReason, JobKind, JobState, StatusEvent
+from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
 from edge.store.db import Database
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
@@ -386,6 +386,10 @@ class JobStore:
         which may have been renamed or removed since.
         """
         async with self._db.transaction() as conn:
+            rows = list(await conn.execute_fetchall("SELECT revision, status FROM orders WHERE id = ?", (order_id,)))
+            revision, status = rows[0] if rows else (1, OrderStatus.OPEN)
+            if status == OrderStatus.CANCELLED:  # its tickets are void; a copy would bring it back to the kitchen
+                raise WrongStateError(f"order {order_id} is cancelled: nothing to reprint")
             originals = [
                 (JobKind(kind), job_station, priority)
                 for kind, job_station, priority in await conn.execute_fetchall(
@@ -414,7 +418,7 @@ class JobStore:
                 # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(
                     "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, released_at,"
-                    " idempotency_key) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                    " idempotency_key, revision) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
                     (
                         order_id,
                         kind,
@@ -424,6 +428,7 @@ class JobStore:
                         now,
                         now,
                         job_key(order_id, kind, job_station, count),
+                        revision,  # the order as it is now
                     ),
                 )
                 assert cursor.lastrowid is not None  # an INSERT into a rowid table

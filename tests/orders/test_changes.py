@@ -288,3 +288,22 @@ async def test_receipts_on_change_reprint_prints_the_new_revisions_receipt(
     assert len(body["job_ids"]) == 2  # the kitchen's change ticket and the receipt
     second = decode((await printers["front"].wait_for_printed(2))[1]).text
     assert "Tiramisu" in second and "Käsespätzle" not in second
+
+
+async def test_a_reprint_shows_the_current_revision_and_a_cancelled_order_is_not_reprinted(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A reprint after a change prints the current revision (marked COPY); a cancelled order's reprint is refused
+    with 409 wrong_state and prints nothing."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    assert (await post(api, dessert_added(example_order)))[0] == 200
+    await printed_all(agent)
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint", json={"station": "kitchen"}) as r:
+        assert r.status == 201
+    copy_text = decode((await printers["kitchen"].wait_for_printed(3))[2]).text
+    assert "KOPIE / COPY" in copy_text and "Tiramisu" in copy_text and "Käsespätzle" not in copy_text
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 3}) as r:
+        assert r.status == 200
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 409 and (await r.json())["error"] == "wrong_state"
