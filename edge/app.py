@@ -21,7 +21,7 @@ from edge.api.routes import make_api
 from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
-from edge.events import EventBus, OrderStored, StorageProblem, StorageRecovered
+from edge.events import EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
 from edge.metrics import Metrics
 from edge.ops import DataDirLock, Housekeeping
 from edge.orders.intake import OrderIntake, Router
@@ -81,7 +81,7 @@ class Agent:
         if spooler := self.spoolers.get(name):
             spooler.wake()
 
-    def _on_order_stored(self, event: OrderStored) -> None:
+    def _on_order_stored(self, event: OrderStored | OrderRevised) -> None:
         for name in event.printers:
             self.wake_printer(name)
 
@@ -141,6 +141,8 @@ class Agent:
             ages.seed(await jobs.waiting())
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
             self.bus.subscribe(self._on_order_stored, OrderStored)
+            self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderRevised)
+            self.bus.subscribe(self._on_order_stored, OrderRevised)
             intake = OrderIntake(router, orders, self.bus)
             # Without a central API the core runs the same, there is just nothing to reconcile with. Started before
             # the spools so that it stops after them: their in-flight outcome is recorded before sync, outbox and

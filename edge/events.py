@@ -183,6 +183,19 @@ class OrderTotalsMismatched(Event):
     source: OrderSource
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OrderRevised(Event):
+    """A higher revision of an order was stored: changed, or cancelled (``status``)."""
+
+    order_id: str
+    number: str
+    revision: int
+    status: str  # open | cancelled
+    job_ids: tuple[int, ...]  # the jobs that now show it: rewritten in place, or new change/void tickets
+    printers: tuple[str, ...]  # spools to look at once
+    source: OrderSource
+
+
 Handler = Callable[[Any], None]
 
 

@@ -18,6 +18,7 @@ from edge.events import (
     JobFailed,
     JobPrinted,
     OrderConflicted,
+    OrderRevised,
     OrderStored,
     OrderTotalsMismatched,
     PrinterStatusChanged,
@@ -113,11 +114,24 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.order_conflicts = Counter(
+            "edge_order_conflicts",
+            "Orders refused because their revision was stored before with other content, by source",
+            ["source"],
+            registry=r,
+        )
+        self.order_revisions = Counter(
+            "edge_order_revisions",
+            "Higher revisions of orders stored, by status (open, cancelled)",
+            ["status"],
+            registry=r,
+        )
         self.storage_ok.set(1)
         self.central_up.set(1)  # until the link monitor says otherwise; no monitor means nothing to alert on
         for source in OrderSource:
             self.orders.labels(source)
             self.totals_mismatched.labels(source)
+            self.order_conflicts.labels(source)
         for name in printers:
             for outcome in ("printed", "failed", "dead"):
                 self.job_outcomes.labels(name, outcome)  # present at 0 from the start, so rate() works on the first job
@@ -140,10 +154,16 @@ class Metrics:
             ScanRecorded: lambda e: self.scans.labels(e.scanner, e.outcome).inc(),
             StorageProblem: lambda e: self.storage_ok.set(0),
             StorageRecovered: lambda e: self.storage_ok.set(1),
-            OrderConflicted: lambda e: self.recovery_conflicts.inc() if e.source == OrderSource.RECOVERY else None,
+            OrderConflicted: self._order_conflicted,
             RecoveryOrderInvalid: lambda e: self.recovery_invalid.inc(),
             OrderTotalsMismatched: lambda e: self.totals_mismatched.labels(e.source).inc(),
+            OrderRevised: lambda e: self.order_revisions.labels(e.status).inc(),
         }
+
+    def _order_conflicted(self, event: OrderConflicted) -> None:
+        self.order_conflicts.labels(event.source).inc()
+        if event.source == OrderSource.RECOVERY:
+            self.recovery_conflicts.inc()
 
     def _job_printed(self, event: JobPrinted) -> None:
         self.job_outcomes.labels(event.printer, "printed").inc()

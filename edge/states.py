@@ -43,11 +43,28 @@ class OrderSource(enum.StrEnum):
 
 
 class InsertOutcome(enum.StrEnum):
-    """What storing an order came to; the order id is the idempotency key."""
+    """What storing an order came to; the order id (with the revision) is the idempotency key."""
 
     STORED = "stored"
-    DUPLICATE = "duplicate"  # the same content was stored before (or stored and purged since)
-    CONFLICT = "conflict"  # the same id with other content: the stored order stands
+    DUPLICATE = "duplicate"  # the same revision with the same content was stored before (or stored and purged since)
+    CONFLICT = "conflict"  # the same revision with other content: the stored order stands
+    UPDATED = "updated"  # a higher revision: stored, the kitchen hears what changed
+    CANCELLED = "cancelled"  # a higher revision that cancels the order
+    STALE = "stale"  # a lower revision than the stored one: nothing changes
+    CLOSED = "closed"  # a higher open revision of a cancelled order: refused, a cancelled order stays cancelled
+
+
+class OrderStatus(enum.StrEnum):
+    OPEN = "open"
+    CANCELLED = "cancelled"
+
+
+class JobVariant(enum.StrEnum):
+    """What a ticket born of a change shows (a job with none shows its whole revision)."""
+
+    CHANGE = "change"  # what changed at its station since the revision on paper (change_from)
+    CANCEL = "cancel"  # the order is void: what was on paper (change_from) is struck
+    ADDED = "added"  # a station's first ticket, marked as part of the change
 
 
 class StatusEvent(enum.StrEnum):
@@ -58,6 +75,8 @@ class StatusEvent(enum.StrEnum):
     FAILED = "failed"  # a job died
     READY = "ready"  # every station's ticket scanned done
     FULFILLED = "fulfilled"  # handed out
+    UPDATED = "updated"  # a higher revision was stored
+    CANCELLED = "cancelled"  # a revision cancelling the order was stored
 
 
 class ScanOutcome(enum.StrEnum):

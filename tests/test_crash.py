@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import copy
+import json
 import os
 import random
+import re
+import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +26,30 @@ from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
 ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))
 KILLS = int(os.environ.get("EDGE_CRASH_KILLS", "5"))
 CLIENTS = 4
+CHANGED, CANCELLED = (
+    7,
+    11,
+)  # order n is changed when n % 7 == 1, cancelled when n % 11 == 2 (or changed and n % 11 == 1)
+
+
+def make_changed(order: dict) -> dict:
+    """Revision 2: one pizza more and a dessert."""
+    changed = copy.deepcopy(order) | {"revision": 2}
+    changed["items"][0]["qty"] += 1
+    changed["items"].append(dict(changed["items"][0], sku="TIRAMISU", name="Tiramisu", qty=1, modifiers=[], note=None))
+    return changed
+
+
+def ticket_variant(text: str) -> tuple[str | None, int | None]:
+    """What a kitchen ticket is, from its text: a whole ticket (None), or change / cancel / added with its revision."""
+    revision = re.search(r"Rev\. (\d+)", text)
+    if "STORNO" in text:
+        return "cancel", int(revision.group(1)) if revision else None
+    if "ÄNDERUNG" in text:
+        # A change ticket lists lines with a sign or an arrow; a station's first ticket lists them plain.
+        variant = "change" if re.search(r"^(\+ |- |~ |\d+ -> )", text, re.MULTILINE) else "added"
+        return variant, int(revision.group(1)) if revision else None
+    return None, None
 
 
 @pytest.mark.crash
@@ -31,12 +60,15 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
     paper runs out in the middle of a kitchen ticket and the kitchen printer is renamed in the config
     (the agent stopped, the config changed, the agent started again)."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    # A ticket takes about 4 ms to go out (a real printer takes longer): changes can land on a printing ticket.
+    kitchen.bytes_per_s = 120_000
     central = CentralSim("crash-test", token=TOKEN)
     await kitchen.start()
     await front.start()
     await central.start()
     port = free_port()
     data_dir = tmp_path / "data"
+    db = data_dir / "edge.db"
     central_toml = f'\n[central]\nurl = "{central.url}"\ntoken = "{TOKEN}"\nstart_jitter_s = 0\n'
 
     def configure(kitchen_name: str) -> Path:
@@ -56,26 +88,77 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
     await agent.start()
 
     acknowledged: set[str] = set()
+    revisions: dict[str, tuple[int, str]] = {}  # order id -> the last (revision, status) answered 2xx
     todo: asyncio.Queue[dict] = asyncio.Queue()
     for n in range(ORDERS):
         todo.put_nowait(make_order(n, prefix="crash", print_receipt=n % 3 == 0, bar=n % 5 == 0))
 
+    async def send(session: aiohttp.ClientSession, path: str, body: dict) -> None:
+        while True:  # as the backend does: retry until the agent answers
+            try:
+                async with session.post(path, json=body) as response:
+                    if response.status in (200, 201):
+                        return
+                    assert response.status == 503, await response.text()
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            await asyncio.sleep(0.05)
+
     async def client() -> None:
         timeout = aiohttp.ClientTimeout(total=10)
+        follow_ups: list[asyncio.Task[None]] = []
         async with api_client(port, timeout=timeout) as session:
             while not todo.empty():
                 order = todo.get_nowait()
                 central.add_orders([order])  # as the backend does: the order exists there before it is pushed
-                while True:  # as the backend does: retry until the agent answers
-                    try:
-                        async with session.post("/api/v1/orders", json=order) as response:
-                            if response.status in (200, 201):
-                                acknowledged.add(order["id"])
-                                break
-                            assert response.status == 503, await response.text()
-                    except (TimeoutError, aiohttp.ClientError):
-                        pass
-                    await asyncio.sleep(0.05)
+                await send(session, "/api/v1/orders", order)
+                acknowledged.add(order["id"])
+                revisions[order["id"]] = (1, "open")
+                follow_ups.append(asyncio.create_task(follow_up(session, order)))
+            await asyncio.gather(*follow_ups)
+
+    watched: dict[str, asyncio.Event] = {}  # order id -> set once its kitchen ticket is no longer queued
+
+    async def until_printing(order_id: str) -> None:
+        """Until the order's kitchen ticket is printing (or past it; 5 s at most)."""
+        watched[order_id] = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watched[order_id].wait(), 5)
+        del watched[order_id]
+
+    async def watch_printing() -> None:
+        """One reader for every follow-up waiting in until_printing, every 2 ms."""
+        sql = (
+            "SELECT order_id FROM print_jobs WHERE station = 'kitchen' AND variant IS NULL AND state != 'queued'"
+            " AND order_id IN (SELECT value FROM json_each(?))"
+        )
+        while True:
+            if watched:
+                with contextlib.suppress(sqlite3.Error):  # the agent is restarting: read again
+                    for (order_id,) in await db_rows(db, sql, json.dumps(list(watched))):
+                        if order_id in watched:
+                            watched[order_id].set()
+            await asyncio.sleep(0.002)
+
+    async def follow_up(session: aiohttp.ClientSession, order: dict) -> None:
+        """Some time after the push (its tickets waiting, printing or printed): a change (one pizza more, a dessert),
+        some of them cancelled again later, and some orders cancelled outright."""
+        n = int(order["id"].rsplit("_", 1)[1])
+        rng = random.Random(n)
+        if n % CHANGED == 1:
+            if n % 2:  # the moment its kitchen ticket is going out: the change must follow it, not be lost with it
+                await until_printing(order["id"])
+            else:
+                await asyncio.sleep(rng.uniform(0, 2))
+            changed = make_changed(order)
+            central.add_orders([changed])
+            await send(session, "/api/v1/orders", changed)
+            revisions[order["id"]] = (2, "open")
+        if n % CANCELLED == 2 or (n % CHANGED == 1 and n % CANCELLED == 1):
+            await asyncio.sleep(rng.uniform(0, 2))
+            revision = revisions[order["id"]][0] + 1
+            await send(session, f"/api/v1/orders/{order['id']}/cancel", {"revision": revision, "reason": "x"})
+            revisions[order["id"]] = (revision, "cancelled")
 
     async def paper_out_mid_ticket() -> None:
         """The kitchen roll runs out 300 bytes into a ticket (about half of one); a new roll 1 s later."""
@@ -112,24 +195,32 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
             await refill
 
     try:
+        watcher = asyncio.create_task(watch_printing())
         await asyncio.wait_for(asyncio.gather(disruptor(), *(client() for _ in range(CLIENTS))), timeout=150)
+        watcher.cancel()
         assert len(acknowledged) == ORDERS
 
         expected_tickets = collections.Counter()
-        db = data_dir / "edge.db"
-        stored = [r[0] for r in await db_rows(db, "SELECT id FROM orders")]
-        [(expected_jobs,)] = await db_rows(db, "SELECT COUNT(*) FROM print_jobs")
-        for order_id, kind, station in await db_rows(db, "SELECT order_id, kind, station FROM print_jobs"):
-            expected_tickets[(order_id, kind, station)] += 1
+        stored = {r[0]: (r[1], r[2]) for r in await db_rows(db, "SELECT id, revision, status FROM orders")}
+        [(all_jobs,)] = await db_rows(db, "SELECT COUNT(*) FROM print_jobs")
         assert sorted(stored) == sorted(acknowledged)  # all there, each once (id is the primary key)
-        assert max(expected_tickets.values()) == 1  # one job per ticket, never a second original
+        assert stored == revisions  # every change and cancellation answered 2xx is stored, none lost
+        assert sum(1 for _, status in revisions.values() if status == "cancelled") > 0
 
         await eventually(
-            lambda: db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'"),
-            lambda rows: rows[0][0] == expected_jobs,
+            lambda: db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE state IN ('printed', 'discarded')"),
+            lambda rows: rows[0][0] == all_jobs,
             120,
-            "every job printed",
+            "every job printed (or discarded by a cancellation)",
         )
+        jobs = await db_rows(db, "SELECT order_id, kind, station, variant, revision, state FROM print_jobs")
+        for order_id, kind, station, variant, revision, state in jobs:
+            assert state == "printed" or stored[order_id][1] == "cancelled"  # only a cancellation discards
+            if state == "printed":
+                # one job per ticket and revision, never a second original
+                expected_tickets[(order_id, kind, station, variant, revision if variant else None)] += 1
+        assert max(expected_tickets.values()) == 1
+        expected_jobs = sum(expected_tickets.values())
         keys = {r[0] for r in await db_rows(db, "SELECT idempotency_key FROM outbox")}
         # A kill between sending and recording may make the agent send an event twice; the central side
         # keeps one copy per idempotency key, and must end up with every key.
@@ -137,29 +228,52 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         assert set(central.events) == keys
         assert await agent.terminate() == 0
 
-        originals: collections.Counter[tuple[str, str]] = collections.Counter()
-        seen: set[tuple[str, str]] = set()
+        originals: collections.Counter[tuple[str, str, str | None, int | None]] = collections.Counter()
+        seen: list[tuple[str, str, str | None, int | None]] = []
         for data in kitchen.printed:
             doc = decode(data)
             if not doc.qr_codes:  # a ticket cut short by the kill; its reprint follows
                 continue
             _, _, order_id, station = doc.qr_codes[0].split(":")
-            seen.add((order_id, station))
+            ticket = (order_id, station, *ticket_variant(doc.text))
+            seen.append(ticket)
             if "KOPIE / COPY" not in doc.text:
-                originals[(order_id, station)] += 1
-        wanted = {(o, s) for (o, kind, s) in expected_tickets if kind == "ticket"}
-        assert wanted <= seen
+                originals[ticket] += 1
+        wanted = {(o, s, v, r) for (o, kind, s, v, r) in expected_tickets if kind == "ticket"}
+        assert wanted <= set(seen)
+        assert set(originals) <= wanted  # nothing printed that is not (or no longer) a job: no lost rewrite
         assert max(originals.values()) == 1  # every extra print carries the COPY mark
+        assert {"change", "cancel"} <= {v for (*_, v, _) in wanted}  # the load held changes and cancellations
+        for order_id, station, variant, revision in seen:  # revision order: nothing after a STORNO but copies of it
+            if variant == "cancel":
+                later = seen[seen.index((order_id, station, variant, revision)) + 1 :]
+                assert all(t[:2] != (order_id, station) or t[2] == "cancel" for t in later)
+        # What the cook holds is the last revision: a changed order's dessert is on paper (in its rewritten ticket or
+        # a change ticket), and every station of a cancelled order that got a ticket got a STORNO after it.
+        paper: dict[tuple[str, str], list[tuple[str | None, str]]] = collections.defaultdict(list)
+        for data in kitchen.printed:
+            doc = decode(data)
+            if doc.qr_codes:
+                _, _, order_id, station = doc.qr_codes[0].split(":")
+                paper[(order_id, station)].append((ticket_variant(doc.text)[0], doc.text))
+        for order_id, (revision, status) in revisions.items():
+            if status == "open" and revision == 2:
+                assert any("Tiramisu" in text for _, text in paper[(order_id, "kitchen")]), order_id
+            if status == "cancelled":
+                for station in ("kitchen", "bar"):
+                    assert not paper[(order_id, station)] or paper[(order_id, station)][-1][0] == "cancel", order_id
 
         numbers = {make_order(n, prefix="crash")["number"]: make_order(n, prefix="crash")["id"] for n in range(ORDERS)}
         receipts_seen = {numbers[w] for data in front.printed for w in decode(data).text.split() if w in numbers}
-        assert {o for (o, kind, _) in expected_tickets if kind == "receipt"} <= receipts_seen
+        assert {o for (o, kind, *_) in expected_tickets if kind == "receipt"} <= receipts_seen
 
         events = collections.Counter(r[0] for r in await db_rows(db, "SELECT event FROM outbox"))
         kitchen_printers = {
             r[0] for r in await db_rows(db, "SELECT DISTINCT printer FROM print_jobs WHERE kind = 'ticket'")
         }
         assert events["received"] == ORDERS and events["printed"] == expected_jobs
+        assert events["updated"] == sum(1 for o in acknowledged if int(o.rsplit("_", 1)[1]) % CHANGED == 1)
+        assert events["cancelled"] == sum(1 for _, status in revisions.values() if status == "cancelled")
         assert kitchen_printers <= {"kitchen", "pass"}  # tickets printed before the rename keep the old name
         log = (tmp_path / "agent.log").read_text(errors="replace")
         assert "job_uncertain" in log  # paper ran out mid-ticket: reprinted whole as COPY (checked above)

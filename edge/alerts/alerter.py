@@ -221,6 +221,9 @@ class Alerter:
                 order = event.number or event.order_id
                 item = {"id": event.order_id, "order": order, "error": event.reason[:120]}
                 self._signal(kind, "recovery", True, item=item, run_id=event.run_id)
+            case OrderConflicted():  # pushed (or over MQTT): recovery's conflicts are its runs' alert above
+                item = {"id": event.order_id, "order": event.number or event.order_id, "error": event.source}
+                self._signal("order_conflict", "orders", True, order=event.number or event.order_id, item=item)
             case StorageProblem(detail=detail):
                 self._signal("storage_problem", "database", True, detail=detail)
             case StorageRecovered():

@@ -254,6 +254,21 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " run shows the reason (status page or edge recovery status).",
         ),
     },
+    "order_conflict": {
+        "de": (
+            "Bestellung {order}: gleiche Revision, anderer Inhalt",
+            "Die Zentrale hat Bestellungen ein zweites Mal mit derselben Revision, aber anderem Inhalt gesendet."
+            " Es gilt die zuerst empfangene Fassung; die andere wurde abgelehnt (409) und nicht gedruckt.",
+            "Die Zentrale bitten, Änderungen mit einer höheren Revision zu senden; prüfen, ob die Küche die"
+            " richtige Fassung hat.",
+        ),
+        "en": (
+            "Order {order}: same revision, other content",
+            "The central backend sent orders again with the same revision but other content. The version received"
+            " first stands; the other was refused (409) and not printed.",
+            "Ask the central backend to send changes with a higher revision; check the kitchen has the right version.",
+        ),
+    },
     "order_totals_mismatch": {
         "de": (
             "Bestellung {order}: Summen stimmen nicht",

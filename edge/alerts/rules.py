@@ -50,6 +50,8 @@ TYPES: dict[str, AlertType] = {
         AlertType("recovery_conflict", WARNING),  # the local version was printed; the backend's differs
         AlertType("recovery_invalid", CRITICAL),  # the backend has an order this store never printed
         AlertType("order_totals_mismatch", WARNING, remind=False),
+        # A sender reused an order's revision for other content (pushed, or over MQTT): refused, one item per order.
+        AlertType("order_conflict", WARNING, remind=False),
     )
 }
 

@@ -18,9 +18,10 @@ from edge.api.hosts import HostAllowList
 from edge.api.printing import job_json
 from edge.api.retries import retry_safe
 from edge.clock import Clock
-from edge.errors import NotFoundError
+from edge.errors import InvalidOrderError, NotFoundError
 from edge.states import InsertOutcome, JobState
-from edge.store import Database, migrations
+from edge.store import Database, InsertResult, migrations
+from edge.store.revisions import RevisionStore
 from edge.store.scans import ScanStore
 from edge.store.webhooks import WebhookStore
 
@@ -34,9 +35,37 @@ async def post_order(request: web.Request) -> web.Response:
     deps = _deps(request)
     require_accepting(deps)
     payload = await read_json(request)
-    result = await deps.intake.accept(payload)
-    body = {"order_id": result.order_id, "status": result.outcome, "job_ids": list(result.job_ids)}
+    return _accepted(await deps.intake.accept(payload))
+
+
+def _accepted(result: InsertResult) -> web.Response:
+    body = {
+        "order_id": result.order_id,
+        "status": result.outcome,
+        "revision": result.revision,
+        "job_ids": list(result.job_ids),
+    }
     return web.json_response(body, status=201 if result.outcome == InsertOutcome.STORED else 200)
+
+
+@retry_safe  # the order id and revision are the idempotency key: a retry is answered 200 duplicate
+async def post_cancel(request: web.Request) -> web.Response:
+    """The same as sending the order again at ``revision`` with status "cancelled" (and the ``reason``)."""
+    deps = _deps(request)
+    require_accepting(deps)
+    order_id = request.match_info["order_id"]
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidOrderError("body", "must be an object")
+    if "revision" not in body:
+        raise InvalidOrderError("revision", "is required: the revision this cancellation is (above the current one)")
+    order = await deps.orders.get(order_id)
+    if order is None:
+        raise NotFoundError(f"order {order_id} does not exist")
+    payload = json.loads(order.payload) | {"revision": body["revision"], "status": "cancelled"}
+    if (reason := body.get("reason")) is not None:
+        payload["cancel_reason"] = reason
+    return _accepted(await deps.intake.accept(payload))
 
 
 async def get_order(request: web.Request) -> web.Response:
@@ -47,12 +76,19 @@ async def get_order(request: web.Request) -> web.Response:
         raise NotFoundError(f"order {order_id} does not exist")
     jobs = await deps.jobs.for_order(order_id)
     progress = await ScanStore(deps.db).progress(order_id)
+    revisions = await RevisionStore(deps.db).history(order_id)
     return web.json_response(
         {
             "id": order.id,
             "number": order.number,
             "source": order.source,
             "received_at": order.received_at,
+            "revision": order.revision,
+            "status": order.status,
+            "revisions": [
+                {"revision": r.revision, "status": r.status, "received_at": r.received_at, "job_ids": list(r.job_ids)}
+                for r in revisions
+            ],
             "printed": all(j.state == JobState.PRINTED for j in jobs),
             # Pickup: open, ready or handed_out, and which station tickets are done.
             "state": progress.state,
@@ -208,6 +244,7 @@ def make_api(deps: ApiDeps) -> web.Application:
     app.router.add_post("/api/v1/orders", post_order)
     app.router.add_get("/api/v1/orders/{order_id}", get_order)
     app.router.add_post("/api/v1/orders/{order_id}/reprint", post_reprint)
+    app.router.add_post("/api/v1/orders/{order_id}/cancel", post_cancel)
     app.router.add_get("/api/v1/printers", get_printers)
     app.router.add_get("/api/v1/jobs", get_jobs)
     app.router.add_post("/api/v1/jobs/{job_id}/retry", post_retry)

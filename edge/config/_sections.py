@@ -84,6 +84,7 @@ class ReceiptSettings:
     printer: str | None = None
     by_default: bool = False  # print a receipt when the order does not say
     footer: str = ""
+    on_change: Literal["none", "reprint"] = "none"  # a changed order's printed receipt: left, or printed anew
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -9,15 +9,17 @@ from typing import Any
 import structlog
 
 from edge.config import Settings
-from edge.errors import OrderConflictError
-from edge.events import EventBus, OrderConflicted, OrderStored, OrderTotalsMismatched
-from edge.orders.model import canonical_bytes, content_hash, parse_order
+from edge.errors import OrderConflictError, WrongStateError
+from edge.events import EventBus, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
+from edge.orders.model import canonical_bytes, content_hash, parse_order, revision_content
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
-from edge.states import OrderSource
+from edge.states import InsertOutcome, OrderSource
 from edge.store import InsertResult, NewOrder, OrderStore
 
 log = structlog.get_logger()
+
+_REVISED = (InsertOutcome.UPDATED, InsertOutcome.CANCELLED)
 
 # Orders with more items than this are validated in a thread; smaller ones (nearly all) on the loop, where a thread
 # hop would cost more than the work.
@@ -37,6 +39,7 @@ class Router:
     stations: dict[str, list[str]]
     receipt_printer: str | None
     receipts_by_default: bool
+    reprint_receipt_on_change: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
@@ -44,6 +47,7 @@ class Router:
             stations=settings.stations,
             receipt_printer=settings.receipts.printer,
             receipts_by_default=settings.receipts.by_default,
+            reprint_receipt_on_change=settings.receipts.on_change == "reprint",
         )
 
     def printer_for(self, kind: str, station: str | None) -> str | None:
@@ -63,12 +67,18 @@ class Router:
             receipt_printer=self.receipt_printer,
             receipts_by_default=self.receipts_by_default,
         )
+        routes = {station: printers[0] for station, printers in self.stations.items() if printers}
+        if self.receipt_printer is not None:
+            routes[""] = self.receipt_printer
         return NewOrder(
             order=order,
             payload=canonical.decode(),
-            content_hash=content_hash(canonical),
+            # The revision number is not content: see revision_content.
+            content_hash=content_hash(canonical_bytes(revision_content(payload))),
             plans=tuple(plans),
             source=source,
+            routes=routes,
+            reprint_receipt=self.reprint_receipt_on_change,
         )
 
 
@@ -86,8 +96,13 @@ class OrderIntake:
             new = self.router.prepare(payload, source)
         result = await self._orders.insert(new)
         self.publish(result, new)
-        if result.outcome == "conflict":
+        if result.outcome == InsertOutcome.CONFLICT:
             raise OrderConflictError(result.order_id)
+        if result.outcome == InsertOutcome.CLOSED:
+            raise WrongStateError(
+                f"order {result.order_id} is cancelled (revision {result.revision}); a cancelled order is not"
+                " reopened: send a new order"
+            )
         return result
 
     def publish(self, result: InsertResult, new: NewOrder) -> None:
@@ -119,6 +134,26 @@ class OrderIntake:
                         order_id=result.order_id, number=new.order.number, problems=tuple(problems), source=new.source
                     )
                 )
-        elif result.outcome == "conflict":
+        elif result.outcome in _REVISED and result.revision == new.order.revision:  # stored now, not before
+            log.info(
+                "order_revised",
+                order_id=result.order_id,
+                revision=result.revision,
+                status=new.order.status,
+                jobs=list(result.job_ids),
+                source=new.source,
+            )
+            self._bus.publish(
+                OrderRevised(
+                    order_id=result.order_id,
+                    number=new.order.number,
+                    revision=result.revision,
+                    status=new.order.status,
+                    job_ids=result.job_ids,
+                    printers=tuple(sorted(set(new.routes.values()))),
+                    source=new.source,
+                )
+            )
+        elif result.outcome == InsertOutcome.CONFLICT:
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
-            self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source))
+            self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))

@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
 
 from edge.errors import InvalidOrderError
+from edge.states import OrderStatus
 
 # ':' is the separator inside ticket QR codes (edge:v1:<id>:<station>), so ids and stations never hold it.
 # Every pattern is used with fullmatch: '$' would also match before a trailing newline ("abc\n").
@@ -27,6 +28,7 @@ MAX_MODIFIERS = 50
 # An order is about 4 levels deep; unknown fields are kept, but nothing deeper than this is: JSON close to
 # Python's recursion limit would fail later, when the payload is hashed or stored.
 MAX_DEPTH = 32
+MAX_REVISION = 10**9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Item:
     modifiers: tuple[Modifier, ...]
     note: str | None
     tax_rate: Decimal | None = None  # percent, included in the price; optional (the contract example has none)
+    line_id: str | None = None  # the backend's id of this line, stable across revisions (optional)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +98,9 @@ class Order:
     totals: Totals
     payment: Payment | None
     print_receipt: bool | None
+    revision: int = 1  # a higher revision of the same id changes the order (see edge/orders/changes.py)
+    status: OrderStatus = OrderStatus.OPEN
+    cancel_reason: str | None = None
 
     @property
     def stations(self) -> list[str]:
@@ -116,6 +122,16 @@ def canonical_json(data: Any) -> str:
 
 def content_hash(canonical: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
+
+
+def revision_content(data: dict[str, Any]) -> dict[str, Any]:
+    """What a revision's content hash covers: the payload without its revision number, and without the status when it
+    is the default. So an order stored before revisions existed and the same order sent with ``"revision": 1`` are one
+    content (a duplicate), while the same revision sent cancelled is other content (a conflict)."""
+    view = {k: v for k, v in data.items() if k != "revision"}
+    if view.get("status") == OrderStatus.OPEN:
+        del view["status"]
+    return view
 
 
 class _Reader:
@@ -288,6 +304,7 @@ def _parse_item(data: Any, path: str) -> Item:
         modifiers=tuple(modifiers),
         note=r.text("note", required=False, max_len=500),
         tax_rate=_rate(r, "tax_rate", required=False),
+        line_id=r.text("line_id", required=False, max_len=64),
     )
 
 
@@ -385,4 +402,17 @@ def parse_order(data: Any) -> Order:
         totals=totals,
         payment=payment,
         print_receipt=r.boolean("print_receipt", required=False),
+        revision=r.integer("revision", required=False, low=1, high=MAX_REVISION, default=1),
+        status=_status(r),
+        cancel_reason=r.text("cancel_reason", required=False, max_len=200),
     )
+
+
+def _status(r: _Reader) -> OrderStatus:
+    value = r.text("status", required=False, max_len=16)
+    if value is None:
+        return OrderStatus.OPEN
+    try:
+        return OrderStatus(value)
+    except ValueError:
+        raise InvalidOrderError("status", f'must be "open" or "cancelled", got {value!r}') from None

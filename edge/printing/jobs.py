@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from edge.config import PrinterSettings, Settings
 from edge.orders.model import parse_order
 from edge.printing.render import Renderer, print_options
-from edge.states import JobKind
+from edge.states import JobKind, JobVariant
 from edge.store.rows import PrintableJob
 
 # A job of a printer that left the config (history, or held with no route) renders at the default width.
@@ -37,6 +37,19 @@ class JobRenderer:
         if job.kind == JobKind.TICKET:
             if job.station is None:  # only a row written by hand can lack it
                 raise ValueError(f"ticket job {job.id} names no station")
+            if job.variant in (JobVariant.CHANGE, JobVariant.CANCEL):
+                if job.base_payload is None:
+                    raise ValueError(f"job {job.id}: revision {job.change_from} of its order is not stored")
+                return self._renderer.change(
+                    order,
+                    parse_order(json.loads(job.base_payload)),
+                    job.station,
+                    width=printer.width,
+                    language=settings.agent.language,
+                    copy=job.copy,
+                    redirected_from=job.redirected_from,
+                    options=options,
+                )
             return self._renderer.ticket(
                 order,
                 job.station,
@@ -46,6 +59,7 @@ class JobRenderer:
                 redirected_from=job.redirected_from,
                 released=job.released_at is not None,
                 options=options,
+                change_revision=job.revision if job.variant == JobVariant.ADDED else None,
             )
         return self._renderer.receipt(
             order,

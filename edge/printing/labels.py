@@ -11,6 +11,10 @@ LABELS: dict[str, dict[str, str]] = {
     "de": {
         "copy": "KOPIE / COPY",  # both words on every copy, as the design names it
         "redirected_from": "UMGELEITET von",
+        "changed": "ÄNDERUNG",
+        "cancelled": "STORNO",
+        "revision": "Rev.",
+        "reason": "Grund",
         "due": "Fällig",
         "created": "Bestellt",
         "station": "Station",
@@ -33,6 +37,10 @@ LABELS: dict[str, dict[str, str]] = {
     "en": {
         "copy": "KOPIE / COPY",
         "redirected_from": "REDIRECTED from",
+        "changed": "CHANGED",
+        "cancelled": "CANCELLED",
+        "revision": "Rev.",
+        "reason": "Reason",
         "due": "Due",
         "created": "Ordered",
         "station": "Station",

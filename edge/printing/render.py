@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 import types
 from collections.abc import Callable
@@ -15,14 +16,16 @@ from PIL import UnidentifiedImageError
 
 from edge.config import PrinterSettings
 from edge.errors import ConfigError
+from edge.orders.changes import diff_station
 from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payment, TaxLine, Totals
 from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, MIN_WIDTH, Layout, PrintOptions, finalize, template_globals
 from edge.printing.profiles import check_profile
+from edge.states import OrderStatus
 
 __all__ = ["DEFAULT_OPTIONS", "TEMPLATES", "PrintOptions", "Renderer", "print_options"]
 
-TEMPLATES = ("ticket.j2", "receipt.j2", "test_page.j2")
+TEMPLATES = ("ticket.j2", "receipt.j2", "test_page.j2", "change.j2")
 _BUILTIN_DIR = Path(__file__).parent / "templates"
 
 
@@ -74,10 +77,12 @@ class Renderer:
         redirected_from: str | None = None,
         released: bool = False,
         options: PrintOptions = DEFAULT_OPTIONS,
+        change_revision: int | None = None,
     ) -> bytes:
         """The production ticket with ``station``'s items; ``redirected_from`` names where it should have printed.
 
         ``released``: a person let a held (stale) ticket print, so its order time shows the date too.
+        ``change_revision``: the station's first ticket, brought by this revision of the order: marked as a change.
         """
         _check_job(width, language)
         created = self._local(order.created_at)
@@ -99,6 +104,41 @@ class Renderer:
             if due is None
             else due.strftime("%H:%M" if due.date() == created.date() else labels.OTHER_DAY[language]),
             qr_code=f"edge:v1:{order.id}:{station}",
+            change_revision=change_revision,
+        )
+
+    def change(
+        self,
+        order: Order,
+        before: Order,
+        station: str,
+        *,
+        width: int = 48,
+        language: str = "de",
+        copy: bool = False,
+        redirected_from: str | None = None,
+        options: PrintOptions = DEFAULT_OPTIONS,
+    ) -> bytes:
+        """The change ticket (ÄNDERUNG / CHANGED) from ``before`` (the revision on paper) to ``order`` at one station;
+        when ``order`` is cancelled, the void ticket (STORNO / CANCELLED) striking what ``before`` put on paper."""
+        _check_job(width, language)
+        cancelled = order.status == "cancelled"
+        return self._render(
+            "change.j2",
+            width=width,
+            language=language,
+            options=options,
+            order=order,
+            station=station,
+            cancelled=cancelled,
+            lines=diff_station(before, None if cancelled else order, station),
+            reason=order.cancel_reason,
+            copy=copy,
+            redirected_from=redirected_from,
+            fulfilment=labels.describe_fulfilment(order.fulfilment, language),
+            customer=order.customer.name if order.customer else None,
+            created=self._local(order.created_at).strftime("%H:%M"),
+            qr_code=f"edge:v1:{order.id}:{station}",  # scanned like the ticket it follows
         )
 
     def receipt(
@@ -179,7 +219,13 @@ class Renderer:
     def _try_templates(self) -> None:
         """Render each template once, so an override that fails only when it runs still fails at start-up."""
         checks: dict[str, Callable[[], bytes]] = {
-            "ticket.j2": lambda: self.ticket(_SAMPLE_ORDER, "kitchen", copy=True, redirected_from="bar"),
+            "ticket.j2": lambda: self.ticket(
+                _SAMPLE_ORDER, "kitchen", copy=True, redirected_from="bar", change_revision=2
+            ),
+            "change.j2": lambda: (
+                self.change(_SAMPLE_CHANGE, _SAMPLE_ORDER, "kitchen", copy=True, redirected_from="bar")
+                + self.change(_SAMPLE_CANCEL, _SAMPLE_ORDER, "kitchen")
+            ),
             "receipt.j2": lambda: self.receipt(_SAMPLE_ORDER, copy=True, store_name="Store", footer="Thank you"),
             "test_page.j2": lambda: self.test_page(printer_name="printer"),
         }
@@ -234,6 +280,17 @@ _SAMPLE_ORDER = Order(
     payment=Payment(method="card", status="paid"),
     print_receipt=True,
 )
+
+# Every kind of line change (quantity, modified by line_id with modifiers and note, removed, added), then void.
+_SAMPLE_CHANGE = dataclasses.replace(
+    _SAMPLE_ORDER,
+    revision=2,
+    items=(
+        dataclasses.replace(_SAMPLE_ORDER.items[0], qty=3),
+        dataclasses.replace(_SAMPLE_ORDER.items[0], sku="T", name="Added", modifiers=(), note="new"),
+    ),
+)
+_SAMPLE_CANCEL = dataclasses.replace(_SAMPLE_ORDER, revision=3, status=OrderStatus.CANCELLED, cancel_reason="reason")
 
 
 def print_options(printer: PrinterSettings) -> PrintOptions:

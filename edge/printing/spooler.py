@@ -171,8 +171,8 @@ class Spooler:
                 log.exception("render_failed", device_id=self.name)
                 await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job.state)
                 return
-            if not await self._jobs.mark_printing(job_id, self.name):
-                return  # a failover moved it to a backup printer, or a person held it, since it was read
+            if not await self._jobs.mark_printing(job_id, self.name, revision=job.revision):
+                return  # a failover moved it, a person held it or an order change rewrote it, since it was read
             try:
                 outcome = await self.driver.print(data)
             except DeviceUnreachableError as err:

@@ -22,6 +22,7 @@ _TRANSLITERATION = str.maketrans(
         **dict.fromkeys("\u2002\u2003\u2009\u202f\u2007\u2008", " "),
         **dict.fromkeys("\u200b\u200c\u200d\u2060\ufeff\ufe0f", ""),
         "…": "...",
+        "→": "->",
         "•": "*",
         "™": "TM",
         "Ł": "L",

@@ -36,7 +36,7 @@ from edge.sim.orders import make_order
 
 log = structlog.get_logger()
 
-EVENT_TYPES = ("received", "printed", "failed", "ready", "fulfilled")
+EVENT_TYPES = ("received", "printed", "failed", "ready", "fulfilled", "updated", "cancelled")
 MAX_PAGE = 1000  # orders per page (limit)
 MAX_EVENTS = 500  # events per POST
 MAX_BODY = 1024 * 1024  # bytes per request body

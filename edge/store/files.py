@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edge.errors import StoreError
 from edge.store.identity import move_to_store, recorded_store
+from edge.store.jobs import PRINTABLE
 from edge.store.rows import PrintableJob
 
 
@@ -86,9 +87,7 @@ def order_jobs(path: Path, ref: str) -> list[PrintableJob]:
         try:
             conn.row_factory = sqlite3.Row
             rows = conn.execute(
-                "SELECT j.*, o.number AS order_number, o.payload, o.received_at AS order_received_at,"
-                " o.created_at AS order_created_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
-                " WHERE o.id = ?1 OR o.number = ?1 ORDER BY j.id",
+                PRINTABLE + " WHERE o.id = ?1 OR o.number = ?1 ORDER BY j.id",
                 (ref,),
             ).fetchall()
         finally:

@@ -11,16 +11,30 @@ import aiosqlite
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import NotFoundError, WrongStateError
 from edge.events import EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
-from edge.states import HoldReason, JobKind, JobState, StatusEvent
+from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
 from edge.store.db import Database
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.rows import FailureRecorded, Job, PrintableJob, Rerouted
 
 _JOBS = "SELECT j.*, o.number AS order_number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
-_PRINTABLE = (
-    "SELECT j.*, o.number AS order_number, o.payload, o.received_at AS order_received_at,"
+# A job renders its own revision (order_revisions once an order has more than one). A job born of a change is as old
+# as the order was when that revision came: a change to a 3-hour-old order is held like any stale ticket.
+PRINTABLE = (
+    "SELECT j.*, o.number AS order_number,"
+    " COALESCE((SELECT r.payload FROM order_revisions r WHERE r.order_id = j.order_id AND r.revision = j.revision),"
+    " o.payload) AS payload,"
+    " (SELECT r.payload FROM order_revisions r WHERE r.order_id = j.order_id AND r.revision = j.change_from)"
+    " AS base_payload,"
+    " CASE WHEN j.variant IS NULL THEN o.received_at ELSE COALESCE((SELECT r.received_at FROM order_revisions r"
+    " WHERE r.order_id = j.order_id AND r.revision = j.revision), o.received_at) END AS order_received_at,"
     " o.created_at AS order_created_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+)
+# A change or void ticket waits while an earlier ticket of its order and station is still to print: the kitchen reads
+# tickets in revision order.
+_IN_TURN = (
+    "(j.variant IS NULL OR NOT EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id"
+    " AND e.station IS j.station AND e.id < j.id AND e.state IN ('queued', 'printing', 'failed')))"
 )
 # A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
 _DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
@@ -61,7 +75,7 @@ class JobStore:
         hours of missed ones), then highest priority, then arrival. ``max_delay``: no retry is due later than this
         from ``now``, whatever the wall clock did since it was planned."""
         row = await self._db.fetchone(
-            _PRINTABLE + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE}"
+            PRINTABLE + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE} AND {_IN_TURN}"
             " ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT 1",
             {"printer": printer, "now": now, "max_delay": max_delay},
         )
@@ -69,8 +83,8 @@ class JobStore:
 
     async def next_due_at(self, printer: str, now: float, *, max_delay: float) -> float | None:
         row = await self._db.fetchone(
-            "SELECT MIN(CASE WHEN next_attempt_at > :now + :max_delay THEN :now ELSE next_attempt_at END)"
-            " FROM print_jobs WHERE printer = :printer AND state IN ('queued', 'failed')",
+            "SELECT MIN(CASE WHEN j.next_attempt_at > :now + :max_delay THEN :now ELSE j.next_attempt_at END)"
+            f" FROM print_jobs j WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_IN_TURN}",
             {"printer": printer, "now": now, "max_delay": max_delay},
         )
         return None if row is None or row[0] is None else float(row[0])
@@ -81,7 +95,7 @@ class JobStore:
         return [WaitingJob(r["id"], r["created_at"]) for r in rows]
 
     async def get(self, job_id: int) -> PrintableJob:
-        row = await self._db.fetchone(_PRINTABLE + " WHERE j.id = ?", (job_id,))
+        row = await self._db.fetchone(PRINTABLE + " WHERE j.id = ?", (job_id,))
         if row is None:
             raise NotFoundError(f"print job {job_id} does not exist")
         return PrintableJob.from_row(row)
@@ -118,15 +132,15 @@ class JobStore:
         )
         return None if row is None or row[0] is None else float(row[0])
 
-    async def mark_printing(self, job_id: int, printer: str) -> bool:
+    async def mark_printing(self, job_id: int, printer: str, *, revision: int | None = None) -> bool:
         """Claim a waiting job for ``printer``; False if a failover moved it elsewhere (or a person held it)
-        meanwhile."""
+        meanwhile, or an order change rewrote it to another ``revision`` than the one rendered."""
         # Committed before the first byte goes out: after a crash we know this job may be half on paper.
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
                 "UPDATE print_jobs SET state = 'printing'"
-                " WHERE id = ? AND printer = ? AND state IN ('queued', 'failed')",
-                (job_id, printer),
+                " WHERE id = ? AND printer = ? AND state IN ('queued', 'failed') AND (?3 IS NULL OR revision = ?3)",
+                (job_id, printer, revision),
             )
             claimed = cursor.rowcount == 1
             await cursor.close()
@@ -381,6 +395,10 @@ class JobStore:
         which may have been renamed or removed since.
         """
         async with self._db.transaction() as conn:
+            rows = list(await conn.execute_fetchall("SELECT revision, status FROM orders WHERE id = ?", (order_id,)))
+            revision, status = rows[0] if rows else (1, OrderStatus.OPEN)
+            if status == OrderStatus.CANCELLED:  # its tickets are void; a copy would bring it back to the kitchen
+                raise WrongStateError(f"order {order_id} is cancelled: nothing to reprint")
             originals = [
                 (JobKind(kind), job_station, priority)
                 for kind, job_station, priority in await conn.execute_fetchall(
@@ -409,7 +427,7 @@ class JobStore:
                 # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(
                     "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, released_at,"
-                    " idempotency_key) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                    " idempotency_key, revision) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
                     (
                         order_id,
                         kind,
@@ -419,6 +437,7 @@ class JobStore:
                         now,
                         now,
                         job_key(order_id, kind, job_station, count),
+                        revision,  # the order as it is now
                     ),
                 )
                 assert cursor.lastrowid is not None  # an INSERT into a rowid table

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+from collections.abc import Mapping
 
 import aiosqlite
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.orders import JobPlan, Order
-from edge.states import InsertOutcome, OrderSource, StatusEvent
+from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database
 from edge.store.outbox import add_outbox, outbox_row
+from edge.store.revisions import KnownOrder, Revision, apply_revision, known_from_rows, known_sql
 from edge.store.rows import StoredOrder
 
 # Enough to share one fsync among a burst of concurrent pushes, small enough to keep a transaction short.
@@ -26,49 +28,85 @@ class NewOrder:
     content_hash: str
     plans: tuple[JobPlan, ...]
     source: OrderSource = OrderSource.PUSH
+    # For a revision: the printer serving each configured station now ("": receipts), and receipts.on_change.
+    routes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    reprint_receipt: bool = False
+
+    def revision(self) -> Revision:
+        return Revision(self.order, self.payload, self.content_hash, self.source, self.routes, self.reprint_receipt)
 
 
 @dataclasses.dataclass(frozen=True)
 class InsertResult:
     order_id: str
     outcome: InsertOutcome
-    job_ids: tuple[int, ...] = ()
+    job_ids: tuple[int, ...] = ()  # stored: every job; updated, cancelled: the jobs that now show the revision
+    revision: int = 1  # the revision stored now (stale: the stored one that stands)
 
 
 def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str:
     return f"{order_id}:{kind}:{station or '-'}:{sequence}"
 
 
-def _known_sql(count: int) -> str:
-    """Content hash by id of what is stored, and of what was stored once and purged since (seen_orders).
-
-    Parameters: the ids twice. A stored order's row comes last, so it wins in a dict."""
-    marks = ",".join("?" * count)
-    return (
-        f"SELECT id, content_hash FROM seen_orders WHERE id IN ({marks})"
-        f" UNION ALL SELECT id, content_hash FROM orders WHERE id IN ({marks})"
-    )
-
-
 async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: float) -> list[InsertResult]:
     """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction."""
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
-    known = {row[0]: row[1] for row in await conn.execute_fetchall(_known_sql(len(ids)), ids + ids)}
+    known = known_from_rows(await conn.execute_fetchall(known_sql(len(ids)), ids + ids))
     outcomes: list[InsertOutcome] = []
     fresh: list[NewOrder] = []
-    for new in batch:
-        stored_hash = known.get(new.order.id)
-        if stored_hash is None:
-            known[new.order.id] = new.content_hash  # a second copy later in the same batch is a duplicate
+    revised: dict[int, tuple[int, ...]] = {}  # batch index -> jobs showing the revision
+    for index, new in enumerate(batch):
+        order = new.order
+        stored = known.get(order.id)
+        outcome = _classify(new, stored)
+        if outcome == InsertOutcome.STORED:
             fresh.append(new)
-            outcomes.append(InsertOutcome.STORED)
+            if order.status == OrderStatus.CANCELLED:
+                outcome = InsertOutcome.CANCELLED  # stored as sent, nothing prints
+        elif outcome in (InsertOutcome.UPDATED, InsertOutcome.CANCELLED) and stored and stored.status == "open":
+            await _insert_fresh(conn, fresh, now)  # an earlier copy in this batch is stored before it is revised
+            fresh = []
+            revised[index] = await apply_revision(conn, new.revision(), now)
+        if new in fresh or index in revised:
+            known[order.id] = KnownOrder(new.content_hash, order.revision, order.status, stored=True)
+        outcomes.append(outcome)
+    await _insert_fresh(conn, fresh, now)
+    jobs: dict[str, list[int]] = {}
+    for row in await conn.execute_fetchall(
+        f"SELECT order_id, id FROM print_jobs WHERE order_id IN ({placeholders}) ORDER BY id", ids
+    ):
+        jobs.setdefault(row[0], []).append(row[1])
+    results = []
+    for index, (n, o) in enumerate(zip(batch, outcomes, strict=True)):
+        current = known[n.order.id].revision if n.order.id in known else n.order.revision
+        if o == InsertOutcome.STORED or o == InsertOutcome.DUPLICATE:
+            results.append(InsertResult(n.order.id, o, tuple(jobs.get(n.order.id, ())), current))
         else:
-            outcomes.append(InsertOutcome.DUPLICATE if stored_hash == new.content_hash else InsertOutcome.CONFLICT)
+            results.append(InsertResult(n.order.id, o, revised.get(index, ()), current))
+    return results
+
+
+def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
+    """What a payload is to what is stored: see docs/http-api.md, "Revisions"."""
+    order = new.order
+    if known is None:
+        return InsertOutcome.STORED
+    if order.revision == known.revision:
+        return InsertOutcome.DUPLICATE if known.content_hash == new.content_hash else InsertOutcome.CONFLICT
+    if order.revision < known.revision or not known.stored:
+        return InsertOutcome.STALE  # older than what we have, or the order is gone (retention): nothing to change
+    if known.status == OrderStatus.CANCELLED:
+        return InsertOutcome.CANCELLED if order.status == OrderStatus.CANCELLED else InsertOutcome.CLOSED
+    return InsertOutcome.CANCELLED if order.status == OrderStatus.CANCELLED else InsertOutcome.UPDATED
+
+
+async def _insert_fresh(conn: aiosqlite.Connection, fresh: list[NewOrder], now: float) -> None:
+    """Orders never seen before, with their jobs, the received event and the seen-order record."""
     if fresh:
         await conn.executemany(
             "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at,"
-            " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " source, revision, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
@@ -81,13 +119,15 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: f
                     n.order.fulfilment.due_at.isoformat() if n.order.fulfilment.due_at else None,
                     now,
                     n.source,
+                    n.order.revision,
+                    n.order.status,
                 )
                 for n in fresh
             ],
         )
         await conn.executemany(
-            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
@@ -97,8 +137,10 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: f
                     n.order.priority,
                     now,
                     job_key(n.order.id, p.kind, p.station, 0),
+                    n.order.revision,
                 )
                 for n in fresh
+                if n.order.status == OrderStatus.OPEN  # an order that arrives cancelled prints nothing
                 for p in n.plans
             ],
         )
@@ -111,18 +153,9 @@ async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: f
         )
         # Remembered past retention; a box clock still in 1970 must not make the record look ancient.
         await conn.executemany(
-            "INSERT OR IGNORE INTO seen_orders(id, content_hash, seen_at) VALUES (?, ?, ?)",
-            [(n.order.id, n.content_hash, max(now, n.order.created_at.timestamp())) for n in fresh],
+            "INSERT OR IGNORE INTO seen_orders(id, content_hash, seen_at, revision) VALUES (?, ?, ?, ?)",
+            [(n.order.id, n.content_hash, max(now, n.order.created_at.timestamp()), n.order.revision) for n in fresh],
         )
-    jobs: dict[str, list[int]] = {}
-    for row in await conn.execute_fetchall(
-        f"SELECT order_id, id FROM print_jobs WHERE order_id IN ({placeholders}) ORDER BY id", ids
-    ):
-        jobs.setdefault(row[0], []).append(row[1])
-    return [
-        InsertResult(order_id=n.order.id, outcome=o, job_ids=tuple(jobs.get(n.order.id, ())))
-        for n, o in zip(batch, outcomes, strict=True)
-    ]
 
 
 class OrderStore:
@@ -164,8 +197,13 @@ class OrderStore:
         """Content hash by order id, for the ids stored now or once (purged since, see seen_orders)."""
         if not ids:
             return {}
-        rows = await self._db.fetchall(_known_sql(len(ids)), tuple(ids + ids))
-        return {r[0]: r[1] for r in rows}
+        return {k: v.content_hash for k, v in (await self.known(ids)).items()}
+
+    async def known(self, ids: list[str]) -> dict[str, KnownOrder]:
+        """Hash, revision and status by order id, for the ids stored now or once (purged since, see seen_orders)."""
+        if not ids:
+            return {}
+        return known_from_rows(await self._db.fetchall(known_sql(len(ids)), tuple(ids + ids)))
 
     async def payloads(self, ids: list[str]) -> dict[str, str]:
         """The stored JSON by order id, for the ids that are stored."""

@@ -12,10 +12,12 @@ from edge.store.rows import RecoveryItem, RecoveryRun, RunItem
 
 CURSOR_KEY = "central_cursor"
 
-# Missing orders in the order the kitchen needs them: priority, then due time (none last), then creation.
+# Missing orders (or revisions: a higher one than stored) in the order the kitchen needs them: priority, then due time
+# (none last), then creation.
 _NEXT_MISSING = """
 SELECT order_id, class, payload, json_extract(payload, '$.number') AS number, detail FROM recovery_items i
-WHERE run_id = ? AND class = 'missing' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)
+WHERE run_id = ? AND class = 'missing' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id
+  AND o.revision >= COALESCE(json_extract(i.payload, '$.revision'), 1))
 ORDER BY priority DESC, due_ts IS NULL, due_ts, created_ts, order_id LIMIT ?
 """
 _NOT_STORED = """

@@ -18,7 +18,9 @@ from edge.states import (
     ItemClass,
     JobKind,
     JobState,
+    JobVariant,
     OrderSource,
+    OrderStatus,
     PickupState,
     RunState,
     RunTrigger,
@@ -42,10 +44,12 @@ class StoredOrder:
     due_at: str | None
     received_at: float  # our wall clock when stored, unix seconds
     source: OrderSource
+    revision: int = 1  # the current revision (payload and content_hash are its)
+    status: OrderStatus = OrderStatus.OPEN
 
     @classmethod
     def from_row(cls, row: Row) -> StoredOrder:
-        return cls(**_pick(cls, row) | {"source": OrderSource(row["source"])})
+        return cls(**_pick(cls, row) | {"source": OrderSource(row["source"]), "status": OrderStatus(row["status"])})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,6 +75,9 @@ class Job:
     released_at: float | None  # a person released (or retried) it: it prints however old it is
     held_reason: HoldReason | None  # while held
     order_number: str
+    revision: int = 1  # the order's revision this job shows
+    variant: JobVariant | None = None  # change, cancel, added: born of a change (None: a whole ticket or receipt)
+    change_from: int | None = None  # change and cancel: the revision on paper it differs from
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
@@ -81,9 +88,10 @@ class Job:
 class PrintableJob(Job):
     """A job with what printing it needs from its order: the JSON to render and the times its age counts from."""
 
-    payload: str  # the order's canonical JSON
-    order_received_at: float  # when we stored the order (our wall clock)
+    payload: str  # the canonical JSON of the job's revision
+    order_received_at: float  # when we stored the order (our wall clock); for a job born of a change, its revision
     order_created_at: str  # central's created_at, ISO 8601
+    base_payload: str | None = None  # change and cancel: the JSON of the revision on paper (change_from)
 
     @classmethod
     def from_row(cls, row: Row) -> PrintableJob:
@@ -97,6 +105,7 @@ def _job_states(row: Row) -> dict[str, Any]:
         "state": JobState(row["state"]),
         "copy": bool(row["copy"]),
         "held_reason": HoldReason(reason) if reason else None,
+        "variant": JobVariant(row["variant"]) if row["variant"] else None,
     }
 
 

@@ -11,7 +11,7 @@ import aiosqlite
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import AgentSettings
 from edge.events import EventBus, ScanRecorded
-from edge.states import PickupState, ScanOutcome, StatusEvent
+from edge.states import OrderStatus, PickupState, ScanOutcome, StatusEvent
 from edge.store.db import Database
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.rows import OrderProgress, Scan, StationProgress
@@ -145,11 +145,13 @@ async def _find_order(
     the current business day with it: numbers come round daily, and a wrong order marked ready is worse than
     asking for the ticket's QR code (today's order may still be on its way, e.g. being recovered)."""
     ref = scan.order_ref
-    rows = list(await conn.execute_fetchall("SELECT id, number FROM orders WHERE id = ?", (ref,)))
+    rows = list(await conn.execute_fetchall("SELECT id, number, status FROM orders WHERE id = ?", (ref,)))
     if rows or not scan.plain:
         return (rows[0], "") if rows else (None, f"no order with id {ref!r}")
     start, end = day
-    candidates = await conn.execute_fetchall("SELECT id, number, created_at FROM orders WHERE number = ?", (ref,))
+    candidates = await conn.execute_fetchall(
+        "SELECT id, number, status, created_at FROM orders WHERE number = ?", (ref,)
+    )
     today = [r for r in candidates if start <= dt.datetime.fromisoformat(r["created_at"]) < end]
     if len(today) == 1:
         return today[0], ""
@@ -167,6 +169,9 @@ async def _apply(
     if order is None:
         return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, None, None, scan.detail or why_not)
     order_id, number = order["id"], order["number"]
+    if order["status"] == OrderStatus.CANCELLED:  # its tickets are void: nothing to mark done or hand out
+        detail = f"order {number} is cancelled: nothing changed"
+        return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
     stations = {
         r[0]
         for r in await conn.execute_fetchall(

@@ -10,7 +10,7 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import CentralApiError
-from edge.events import CentralLinkChanged, EventBus, JobDead, JobPrinted, OrderStored, ScanRecorded
+from edge.events import CentralLinkChanged, EventBus, JobDead, JobPrinted, OrderRevised, OrderStored, ScanRecorded
 from edge.store import Database
 from edge.store.outbox import OutboxStore
 from edge.store.rows import OutboxItem
@@ -58,7 +58,7 @@ class OutboxSender:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe = [
             bus.subscribe(lambda _: self._wake.set(), t)
-            for t in (OrderStored, JobPrinted, JobDead, ScanRecorded, CentralLinkChanged)
+            for t in (OrderStored, JobPrinted, JobDead, ScanRecorded, CentralLinkChanged, OrderRevised)
         ]
 
     def start(self) -> None:

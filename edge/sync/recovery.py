@@ -273,7 +273,7 @@ class Recovery:
 
     async def _classify(self, orders: list[Any], *, page: int) -> list[RecoveryItem]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
-        known = await self._orders.known_hashes(ids)
+        known = await self._orders.known(ids)
         items, conflicting = [], []
         for n, payload in enumerate(orders):
             raw_id = payload.get("id") if isinstance(payload, dict) else None
@@ -286,15 +286,16 @@ class Recovery:
                 items.append(RecoveryItem(order_id, ItemClass.INVALID, raw, detail=f"{err.field}: {err.reason}"))
                 continue
             order = new.order
-            stored_hash = known.get(order.id)
-            if stored_hash is None:
+            stored = known.get(order.id)
+            if stored is None or (stored.stored and order.revision > stored.revision):
+                # Not here, or a higher revision: processing stores it as an update, like a push would.
                 cls = ItemClass.MISSING
                 if len(self._prepared) < _PREPARED_MAX:
                     self._prepared[order.id] = new
-            elif stored_hash == new.content_hash:
-                cls = ItemClass.PRESENT
+            elif order.revision != stored.revision or stored.content_hash == new.content_hash or not stored.stored:
+                cls = ItemClass.PRESENT  # the same, or older than ours (stale), or purged since: nothing to do
             else:
-                cls = ItemClass.CONFLICT
+                cls = ItemClass.CONFLICT  # the same revision with other content
                 conflicting.append(order.id)
             items.append(
                 RecoveryItem(
@@ -307,9 +308,9 @@ class Recovery:
                 )
             )
         if conflicting:
-            stored = await self._orders.payloads(conflicting)
+            payloads = await self._orders.payloads(conflicting)
             items = [
-                dataclasses.replace(i, detail=_difference(stored.get(i.order_id), i.payload))
+                dataclasses.replace(i, detail=_difference(payloads.get(i.order_id), i.payload))
                 if i.cls == ItemClass.CONFLICT
                 else i
                 for i in items
@@ -344,10 +345,14 @@ class Recovery:
                 results = await self._orders.insert_many(batch)
                 conflicts: list[tuple[str, str | None]] = []
                 for result, new in zip(results, batch, strict=True):
-                    if result.outcome == InsertOutcome.STORED:
-                        self._intake.publish(result, new)  # OrderStored wakes the spools
-                    elif result.outcome == InsertOutcome.CONFLICT:  # pushed meanwhile with other content: it stays
-                        reason = "stored meanwhile (pushed) with other content"
+                    if result.outcome in (InsertOutcome.STORED, InsertOutcome.UPDATED, InsertOutcome.CANCELLED):
+                        self._intake.publish(result, new)  # OrderStored (OrderRevised) wakes the spools
+                    elif result.outcome in (InsertOutcome.CONFLICT, InsertOutcome.CLOSED):
+                        reason = (
+                            "stored meanwhile (pushed) with other content"
+                            if result.outcome == InsertOutcome.CONFLICT
+                            else f"cancelled here; central's revision {new.order.revision} would reopen it"
+                        )
                         conflicts.append((result.order_id, reason))
                         self._report(run_id, ItemClass.CONFLICT, result.order_id, new.order.number, reason)
                 if conflicts:

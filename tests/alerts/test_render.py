@@ -30,6 +30,7 @@ GROUP_DETAILS = {
         "detail": "tax lines imply goods of 39.14 to 39.36 including tax, total is 54.30",
         "items": [{"id": "ord_1", "order": "ord_9", "error": "tax lines imply goods of 39.14 to 39.36"}],
     },
+    "order_conflict": {"order": "ord_9", "items": [{"id": "ord_9", "order": "ord_9", "error": "push"}]},
 }
 SUBJECTS = {
     "queue_backlog": "queue",
@@ -39,6 +40,7 @@ SUBJECTS = {
     "recovery_conflict": "recovery",
     "recovery_invalid": "recovery",
     "order_totals_mismatch": "totals",
+    "order_conflict": "orders",
 }
 
 

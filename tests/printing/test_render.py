@@ -18,6 +18,7 @@ from edge.errors import ConfigError
 from edge.orders.model import Modifier, Order, parse_order
 from edge.printing.decode import decode, preview
 from edge.printing.render import PrintOptions, Renderer
+from edge.states import OrderStatus
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "order-example.json"
 GOLDEN = Path(__file__).parent / "golden"
@@ -370,7 +371,33 @@ def test_missing_override_dir_is_a_config_error(tmp_path: Path) -> None:
         Renderer(template_dir=tmp_path / "nope")
 
 
+def revisions(order: Order) -> tuple[Order, Order, Order]:
+    """Revision 1 (the example with a line id on the Käsespätzle and a Bruschetta), revision 2 (one pizza more, the
+    Käsespätzle with another modifier and note, no Bruschetta, a Tiramisu) and revision 3 (cancelled)."""
+    pizza, spaetzle, drink = order.items
+    spaetzle = dataclasses.replace(spaetzle, line_id="L2")
+    bruschetta = dataclasses.replace(spaetzle, sku="BRUSCH", name="Bruschetta", line_id=None)
+    first = dataclasses.replace(order, items=(pizza, spaetzle, bruschetta, drink))
+    second = dataclasses.replace(
+        order,
+        revision=2,
+        items=(
+            dataclasses.replace(pizza, qty=3),
+            dataclasses.replace(spaetzle, modifiers=(Modifier("kleine Portion", None),), note="ohne Röstzwiebeln"),
+            dataclasses.replace(spaetzle, sku="TIRAMISU", name="Tiramisu", line_id=None),
+            drink,
+        ),
+    )
+    cancelled = dataclasses.replace(second, revision=3, status=OrderStatus.CANCELLED, cancel_reason="Gast gegangen")
+    return first, second, cancelled
+
+
 GOLDEN_JOBS = {
+    "change_de": lambda r, o: r.change(revisions(o)[1], revisions(o)[0], "kitchen", language="de"),
+    "change_en": lambda r, o: r.change(revisions(o)[1], revisions(o)[0], "kitchen", language="en"),
+    "cancel_de": lambda r, o: r.change(revisions(o)[2], revisions(o)[1], "kitchen", language="de"),
+    "cancel_en": lambda r, o: r.change(revisions(o)[2], revisions(o)[1], "kitchen", language="en"),
+    "added_de": lambda r, o: r.ticket(o, "kitchen", language="de", change_revision=2),
     "ticket_de": lambda r, o: r.ticket(o, "kitchen", language="de"),
     "ticket_en": lambda r, o: r.ticket(o, "kitchen", language="en"),
     "receipt_de": lambda r, o: r.receipt(

@@ -75,6 +75,17 @@ async def test_each_operation_answers_as_documented(
             headers={"Content-Type": "application/json"},
         )
         await tour.go("POST", reprint, 404, f"{orders}/nope/reprint")
+        cancel = "/api/v1/orders/{order_id}/cancel"
+        await tour.go("POST", orders, 200, json={**order, "revision": 2, "number": "A-2"})  # updated
+        await tour.go("POST", orders, 200, json=order)  # stale
+        await tour.go("POST", cancel, 409, f"{orders}/{order['id']}/cancel", json={"revision": 2})  # same revision
+        await tour.go("POST", cancel, 200, f"{orders}/{order['id']}/cancel", json={"revision": 3, "reason": "gone"})
+        await tour.go("POST", cancel, 422, f"{orders}/{order['id']}/cancel", json={"reason": "no revision"})
+        await tour.go(
+            "POST", cancel, 400, f"{orders}/x/cancel", data=b"[", headers={"Content-Type": "application/json"}
+        )
+        await tour.go("POST", cancel, 404, f"{orders}/nope/cancel", json={"revision": 2})
+        await tour.go("POST", orders, 409, json={**order, "revision": 4})  # a cancelled order is not reopened
 
         jobs, printed = "/api/v1/jobs", stored["job_ids"][0]
         await tour.go("GET", "/api/v1/printers", 200)

@@ -236,3 +236,21 @@ async def test_two_scanners_at_once(scan_agent: tuple[Agent, Seen], sims: dict[s
     assert await db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE event = 'ready'") == [(15,)]
     assert await db_rows(agent, "SELECT COUNT(*) FROM order_pickup") == [(15,)]
     assert agent.scanners["kitchen"].codes == agent.scanners["bar"].codes == 15
+
+
+async def test_a_cancelled_orders_ticket_scanned_says_so_and_changes_nothing(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """The QR code of a cancelled order's ticket: the scan is recorded saying the order is cancelled; no station is
+    marked done, the order is not ready, central hears nothing."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 4)
+    assert agent.deps is not None
+    await agent.deps.intake.accept(order | {"revision": 2, "status": "cancelled"})
+    sims["kitchen"].scan(f"edge:v1:{order['id']}:kitchen")
+    (scan,) = await seen.scans_count(1)
+    assert scan.outcome == "already_done"
+    [(detail,)] = await db_rows(agent, "SELECT detail FROM scans")
+    assert detail == f"order {order['number']} is cancelled: nothing changed"
+    assert await db_rows(agent, "SELECT COUNT(*) FROM station_done") == [(0,)]
+    assert await outbox(agent, order["id"]) == ["received", "cancelled"]

@@ -13,11 +13,12 @@ import pytest
 from edge.cli import main
 from edge.config import Settings
 from edge.events import CentralLinkChanged, OrderConflicted, RecoveryCompleted, RecoveryStarted
+from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually
+from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents
 
 
@@ -315,3 +316,35 @@ async def test_a_cursor_the_backend_no_longer_knows_restarts_validation_from_the
         await db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id <= 'b_000005'") == first_jobs
     )  # nothing reprinted
     assert [s for *_, s in central.requests].count(400) == 1
+
+
+async def test_a_higher_revision_at_central_is_applied_as_an_update_and_reported(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """An order printed here at revision 1 that central holds at revision 2 (one more item): the run applies it as an
+    update (a change ticket at the kitchen), the outbox reports `updated` with the revision in its key; a later run
+    over the same list changes nothing; a same-revision difference stays a conflict."""
+    first = make_order(1, prefix="r")
+    central.add_orders([first])
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    await printers["kitchen"].wait_for_printed(1)
+    db = agent.settings.agent.db_path
+    await eventually(lambda: db_rows(db, "SELECT state FROM print_jobs"), lambda r: all(s == "printed" for (s,) in r))
+    second = json.loads(json.dumps(first)) | {"revision": 2}
+    second["items"][0]["qty"] += 1
+    central.add_orders([second])
+    async with api(agent.port) as session:
+        async with session.post("/api/v1/recovery/runs") as response:
+            assert response.status == 202
+    await events.wait(RecoveryCompleted, 2)
+    change = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert "ÄNDERUNG" in change and "Rev. 2" in change
+    assert await db_rows(db, "SELECT revision FROM orders") == [(2,)]
+    await wait_until(lambda: central.events_of("updated"), what="the update reported")
+    assert [e["idempotency_key"] for e in central.events_of("updated")] == ["r_000001:updated:2"]
+    async with api(agent.port) as session:
+        async with session.post("/api/v1/recovery/runs") as response:
+            assert response.status == 202
+    await events.wait(RecoveryCompleted, 3)
+    assert len(printers["kitchen"].printed) == 2

@@ -1,0 +1,191 @@
+"""The change plan: what a higher revision of an order means for each station's tickets. Pure code, no I/O.
+
+Lines are matched between revisions by a key: the backend's ``line_id`` when the line has one, else the line's sku,
+modifier names and note (two lines that share all three are one line, their quantities added up). So without a
+``line_id`` a quantity change is a quantity change, while a changed modifier or note is the old line removed and a
+new one added; with a ``line_id`` it is one line shown as modified. A line that moves to another station is removed
+at the old one and added at the new one.
+
+Jobs of the order are planned per station:
+- a job that has not printed (queued, held, failed, dead) is rewritten in place to the new revision (a whole ticket
+  whose station has no items left, or a change ticket that no longer changes anything, is discarded instead);
+- a station whose ticket is printing or printed (on paper, or maybe) and has no job waiting gets a change ticket
+  from the revision on paper, if its items changed; a station with nothing (yet, or a person discarded its tickets)
+  gets a whole ticket marked ``added`` if its items changed;
+- a cancellation discards every job that has not printed and sends a void ticket to each station with one on paper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+
+from edge.orders.model import Order
+from edge.states import JobKind, JobState, JobVariant
+
+# Not on paper: rewritten or discarded. Printing counts as on paper: it may be, and the change must follow it.
+NOT_PRINTED = frozenset({JobState.QUEUED, JobState.HELD, JobState.FAILED, JobState.DEAD})
+ON_PAPER = frozenset({JobState.PRINTING, JobState.PRINTED})
+
+LineKey = tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """One line of a station's ticket (equal lines merged)."""
+
+    sku: str
+    name: str
+    qty: int
+    modifiers: tuple[str, ...]
+    note: str | None
+
+
+class LineChange(enum.StrEnum):
+    ADDED = "added"
+    REMOVED = "removed"
+    QUANTITY = "quantity"  # the same line, another quantity
+    MODIFIED = "modified"  # the same line_id with other modifiers, note, name or sku (maybe quantity too)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangedLine:
+    change: LineChange
+    key: LineKey
+    before: Line | None  # None when added
+    after: Line | None  # None when removed
+
+
+def line_key(line_id: str | None, sku: str, modifiers: tuple[str, ...], note: str | None) -> LineKey:
+    if line_id is not None:
+        return ("id", line_id)
+    return ("sku", sku, *modifiers, "note", note or "")
+
+
+def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
+    """A station's production lines by key, in the order they first appear; nothing for no order."""
+    lines: dict[LineKey, Line] = {}
+    if order is None:
+        return lines
+    for item in order.production_items(station):
+        modifiers = tuple(m.name for m in item.modifiers)
+        key = line_key(item.line_id, item.sku, modifiers, item.note)
+        seen = lines.get(key)
+        qty = item.qty + (seen.qty if seen else 0)
+        lines[key] = Line(sku=item.sku, name=item.name, qty=qty, modifiers=modifiers, note=item.note)
+    return lines
+
+
+def diff_station(before: Order | None, after: Order | None, station: str) -> tuple[ChangedLine, ...]:
+    """What changed on one station's ticket from ``before`` to ``after`` (either may be None: no ticket)."""
+    old, new = station_lines(before, station), station_lines(after, station)
+    changes: list[ChangedLine] = []
+    for key, line in new.items():
+        was = old.get(key)
+        if was is None:
+            changes.append(ChangedLine(LineChange.ADDED, key, None, line))
+        elif was != line:
+            same_but_qty = dataclasses.replace(was, qty=line.qty) == line
+            changes.append(ChangedLine(LineChange.QUANTITY if same_but_qty else LineChange.MODIFIED, key, was, line))
+    changes.extend(ChangedLine(LineChange.REMOVED, key, line, None) for key, line in old.items() if key not in new)
+    return tuple(changes)
+
+
+def apply_diff(lines: Mapping[LineKey, Line], changes: Sequence[ChangedLine]) -> dict[LineKey, Line]:
+    """``lines`` with ``changes`` applied: what the cook holding both tickets reads."""
+    out = dict(lines)
+    for change in changes:
+        if change.after is None:
+            del out[change.key]
+        else:
+            out[change.key] = change.after
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ExistingJob:
+    id: int
+    kind: JobKind
+    station: str | None
+    state: JobState
+    revision: int
+    variant: JobVariant | None
+    change_from: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedJob:
+    kind: JobKind
+    station: str | None
+    variant: JobVariant | None
+    change_from: int | None  # change and cancel: the revision on paper at its station
+
+
+@dataclasses.dataclass(frozen=True)
+class RevisionPlan:
+    rewrite: tuple[int, ...] = ()  # job ids that now show the new revision
+    discard: tuple[int, ...] = ()
+    add: tuple[PlannedJob, ...] = ()
+
+
+def paper_revision(jobs: Sequence[ExistingJob]) -> int | None:
+    """The revision on paper at one station: the latest ticket printing or printed there (None: nothing)."""
+    printed = [j for j in jobs if j.state in ON_PAPER]
+    return max(printed, key=lambda j: j.id).revision if printed else None
+
+
+def revisions_needed(jobs: Sequence[ExistingJob]) -> set[int]:
+    """The revisions plan_revision reads: what is on paper and what waiting change tickets differ from."""
+    needed = {j.revision for j in jobs if j.state in ON_PAPER}
+    needed.update(j.change_from for j in jobs if j.change_from is not None and j.state in NOT_PRINTED)
+    return needed
+
+
+def plan_revision(
+    jobs: Sequence[ExistingJob],
+    orders: Mapping[int, Order],
+    new: Order,
+    *,
+    previous: Order | None = None,
+    reprint_receipt: bool = False,
+) -> RevisionPlan:
+    """What revision ``new`` does to the order's ``jobs``; ``orders``: the revisions named by revisions_needed;
+    ``previous``: the revision ``new`` follows (a station whose tickets a person discarded gets a whole ticket only
+    if its items change now)."""
+    rewrite: list[int] = []
+    discard: list[int] = []
+    add: list[PlannedJob] = []
+    tickets: dict[str, list[ExistingJob]] = {}
+    for job in jobs:
+        if job.state == JobState.DISCARDED:
+            continue
+        if job.kind == JobKind.RECEIPT:
+            if job.state in NOT_PRINTED:
+                (discard if new.status == "cancelled" else rewrite).append(job.id)
+        elif job.station is not None:
+            tickets.setdefault(job.station, []).append(job)
+    receipts = [j for j in jobs if j.kind == JobKind.RECEIPT and j.state != JobState.DISCARDED]
+    if reprint_receipt and new.status == "open" and receipts and all(j.state in ON_PAPER for j in receipts):
+        add.append(PlannedJob(JobKind.RECEIPT, None, None, None))
+    for station in [*tickets, *(s for s in new.stations if s not in tickets)]:
+        station_jobs = tickets.get(station, [])
+        waiting = [j for j in station_jobs if j.state in NOT_PRINTED]
+        on_paper = paper_revision(station_jobs)
+        if new.status == "cancelled":
+            discard.extend(j.id for j in waiting)
+            if on_paper is not None:
+                add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CANCEL, on_paper))
+            continue
+        for job in waiting:
+            base = orders[job.change_from] if job.variant == JobVariant.CHANGE and job.change_from else None
+            empty = diff_station(base, new, station) == () if base else not new.production_items(station)
+            (discard if empty else rewrite).append(job.id)
+        if any(j.id in rewrite for j in waiting):
+            continue  # a waiting ticket now shows the new revision: nothing extra prints
+        if on_paper is not None:
+            if diff_station(orders[on_paper], new, station):
+                add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CHANGE, on_paper))
+        elif new.production_items(station) and diff_station(previous, new, station):
+            add.append(PlannedJob(JobKind.TICKET, station, JobVariant.ADDED, None))
+    return RevisionPlan(rewrite=tuple(rewrite), discard=tuple(discard), add=tuple(add))

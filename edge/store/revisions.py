@@ -1,0 +1,213 @@
+"""A higher revision of a stored order, applied in the transaction that stores it: the revision kept, the order row
+and its seen-order record moved on, its jobs rewritten, discarded or added by the change plan, central told."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+
+import aiosqlite
+
+from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
+from edge.orders.model import Order, parse_order
+from edge.states import JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
+from edge.store.db import Database
+from edge.store.outbox import add_outbox, outbox_row
+
+_NOT_PRINTED = sorted(NOT_PRINTED)
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownOrder:
+    """What intake compares a new payload with: the stored (or once stored, purged since) revision."""
+
+    content_hash: str
+    revision: int
+    status: OrderStatus
+    stored: bool  # False: only the seen-order record is left (retention purged the order)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RevisionRecord:
+    """One revision of an order as the API shows it (table order_revisions, or the order itself if never changed)."""
+
+    revision: int
+    status: OrderStatus
+    received_at: float
+    source: OrderSource
+    job_ids: tuple[int, ...]  # the jobs this revision made or rewrote to show it
+
+
+def known_sql(count: int) -> str:
+    """Hash, revision, status by id of what is stored and of what was stored once (seen_orders). Parameters: the ids
+    twice. A stored order's row comes last, so it wins in a dict."""
+    marks = ",".join("?" * count)
+    return (
+        f"SELECT id, content_hash, revision, 'open', 0 FROM seen_orders WHERE id IN ({marks})"
+        f" UNION ALL SELECT id, content_hash, revision, status, 1 FROM orders WHERE id IN ({marks})"
+    )
+
+
+def known_from_rows(rows: object) -> dict[str, KnownOrder]:
+    return {
+        r[0]: KnownOrder(content_hash=r[1], revision=r[2], status=OrderStatus(r[3]), stored=bool(r[4]))
+        for r in rows  # type: ignore[attr-defined]
+    }
+
+
+def revision_job_key(order_id: str, variant: JobVariant | None, kind: JobKind, station: str | None, rev: int) -> str:
+    return f"{order_id}:{variant or kind}:{station or '-'}:r{rev}"
+
+
+async def _payloads(conn: aiosqlite.Connection, order_id: str, revisions: set[int]) -> dict[int, Order]:
+    rows = await conn.execute_fetchall(
+        "SELECT revision, payload FROM order_revisions WHERE order_id = ?"
+        " AND revision IN (SELECT value FROM json_each(?))",
+        (order_id, json.dumps(sorted(revisions))),
+    )
+    return {r[0]: parse_order(json.loads(r[1])) for r in rows}
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+    """A higher revision of a stored, open order, as intake prepared it."""
+
+    order: Order
+    payload: str  # canonical JSON
+    content_hash: str
+    source: OrderSource
+    routes: Mapping[str, str]  # the printer serving each station now ("": receipts)
+    reprint_receipt: bool
+
+
+async def apply_revision(conn: aiosqlite.Connection, new: Revision, now: float) -> tuple[int, ...]:
+    """Store ``new`` and apply its change plan; returns the ids of the jobs that now show it (rewritten and added).
+    Runs inside the caller's transaction."""
+    order = new.order
+    [(previous,)] = await conn.execute_fetchall("SELECT payload FROM orders WHERE id = ?", (order.id,))
+    await conn.execute(
+        "INSERT OR IGNORE INTO order_revisions(order_id, revision, status, content_hash, payload, received_at, source)"
+        " SELECT id, revision, status, content_hash, payload, received_at, source FROM orders WHERE id = ?",
+        (order.id,),
+    )
+    await conn.execute(
+        "INSERT INTO order_revisions(order_id, revision, status, content_hash, payload, received_at, source)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (order.id, order.revision, order.status, new.content_hash, new.payload, now, new.source),
+    )
+    await conn.execute(
+        "UPDATE orders SET revision = ?, status = ?, content_hash = ?, payload = ?, number = ?, priority = ?,"
+        " due_at = ? WHERE id = ?",
+        (
+            order.revision,
+            order.status,
+            new.content_hash,
+            new.payload,
+            order.number,
+            order.priority,
+            order.fulfilment.due_at.isoformat() if order.fulfilment.due_at else None,
+            order.id,
+        ),
+    )
+    await conn.execute(
+        "UPDATE seen_orders SET revision = ?, content_hash = ? WHERE id = ?",
+        (order.revision, new.content_hash, order.id),
+    )
+    rows = await conn.execute_fetchall(
+        "SELECT id, kind, station, state, revision, variant, change_from, printer FROM print_jobs WHERE order_id = ?"
+        " ORDER BY id",
+        (order.id,),
+    )
+    last_printer = {r[2]: r[7] for r in rows}  # oldest first: a station's latest printer wins
+    jobs = [
+        ExistingJob(
+            id=r[0],
+            kind=JobKind(r[1]),
+            station=r[2],
+            state=JobState(r[3]),
+            revision=r[4],
+            variant=JobVariant(r[5]) if r[5] else None,
+            change_from=r[6],
+        )
+        for r in rows
+    ]
+    plan = plan_revision(
+        jobs,
+        await _payloads(conn, order.id, revisions_needed(jobs)),
+        order,
+        previous=parse_order(json.loads(previous)),
+        reprint_receipt=new.reprint_receipt,
+    )
+    job_ids = list(plan.rewrite)
+    if plan.rewrite:
+        await conn.execute(
+            "UPDATE print_jobs SET revision = ? WHERE id IN (SELECT value FROM json_each(?))"
+            " AND state IN (SELECT value FROM json_each(?))",
+            (order.revision, json.dumps(plan.rewrite), json.dumps(_NOT_PRINTED)),
+        )
+    if plan.discard:
+        await conn.execute(
+            "UPDATE print_jobs SET state = 'discarded' WHERE id IN (SELECT value FROM json_each(?))"
+            " AND state IN (SELECT value FROM json_each(?))",
+            (json.dumps(plan.discard), json.dumps(_NOT_PRINTED)),
+        )
+    for planned in plan.add:
+        printer = new.routes.get(planned.station or "") or last_printer.get(planned.station)
+        if printer is None:  # no route now and never one before: plan_jobs refused such an order at intake
+            continue
+        cursor = await conn.execute(
+            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision,"
+            " variant, change_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                order.id,
+                planned.kind,
+                planned.station,
+                printer,
+                order.priority,
+                now,
+                revision_job_key(order.id, planned.variant, planned.kind, planned.station, order.revision),
+                order.revision,
+                planned.variant,
+                planned.change_from,
+            ),
+        )
+        assert cursor.lastrowid is not None  # an INSERT into a rowid table
+        job_ids.append(cursor.lastrowid)
+        await cursor.close()
+    event = StatusEvent.CANCELLED if order.status == OrderStatus.CANCELLED else StatusEvent.UPDATED
+    fields: dict[str, object] = {"revision": order.revision, "number": order.number, "source": new.source}
+    if order.cancel_reason:
+        fields["reason"] = order.cancel_reason
+    await add_outbox(conn, [outbox_row(order.id, event, str(order.revision), now, **fields)])
+    return tuple(sorted(job_ids))
+
+
+class RevisionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def history(self, order_id: str) -> list[RevisionRecord]:
+        """Every revision of a stored order, oldest first, with the jobs showing it; [] for an unknown order."""
+        rows = await self._db.fetchall(
+            "SELECT revision, status, received_at, source FROM order_revisions WHERE order_id = ?1"
+            " UNION SELECT revision, status, received_at, source FROM orders WHERE id = ?1"
+            " AND NOT EXISTS (SELECT 1 FROM order_revisions WHERE order_id = ?1) ORDER BY revision",
+            (order_id,),
+        )
+        jobs = await self._db.fetchall(
+            "SELECT revision, id FROM print_jobs WHERE order_id = ? ORDER BY id", (order_id,)
+        )
+        by_revision: dict[int, list[int]] = {}
+        for revision, job_id in jobs:
+            by_revision.setdefault(revision, []).append(job_id)
+        return [
+            RevisionRecord(
+                revision=r[0],
+                status=OrderStatus(r[1]),
+                received_at=float(r[2]),
+                source=OrderSource(r[3]),
+                job_ids=tuple(by_revision.get(r[0], ())),
+            )
+            for r in rows
+        ]

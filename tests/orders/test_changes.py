@@ -1,0 +1,309 @@
+"""Order changes and cancellations against the real agent: HTTP in, bytes out of the simulated printers, rows read
+from a second connection."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.config import Settings
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.helpers import api_client, db_rows, eventually, job_rows, post, wait_until
+
+
+def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(order)
+    out["revision"] = revision
+    out.update(changes)
+    return out
+
+
+TIRAMISU = {
+    "sku": "TIRAMISU",
+    "name": "Tiramisu",
+    "qty": 1,
+    "unit_price": "6.50",
+    "requires_production": True,
+    "station": "kitchen",
+    "modifiers": [],
+    "note": None,
+}
+
+
+def dessert_added(order: dict[str, Any], revision: int = 2) -> dict[str, Any]:
+    """Revision ``revision``: one more pizza, no Käsespätzle, a Tiramisu."""
+    out = revised(order, revision)
+    out["items"][0]["qty"] = 3
+    del out["items"][1]
+    out["items"].append(copy.deepcopy(TIRAMISU))
+    return out
+
+
+async def printed_all(agent: Agent) -> None:
+    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="all printed")
+
+
+async def test_change_after_print_prints_a_change_ticket(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A change to an order whose kitchen ticket is printed: 200 updated, and the kitchen gets one ÄNDERUNG ticket
+    with what changed per item (added, removed, quantity); the receipt is not printed again."""
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    status, body = await post(api, dessert_added(example_order))
+    assert status == 200, body
+    assert body["status"] == "updated" and body["revision"] == 2 and len(body["job_ids"]) == 1
+    change = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert "ÄNDERUNG" in change and "A-1042" in change and "Rev. 2" in change
+    assert "+ 1x Tiramisu" in change
+    assert "- 1x Käsespätzle" in change  # the code page has no en dash
+    assert "2 -> 3x Pizza Margherita" in change
+    await printed_all(agent)
+    assert len(printers["front"].printed) == 1
+
+
+async def test_change_while_queued_replaces_the_ticket(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """While the kitchen printer is off the ticket waits; a change then rewrites it in place: one ticket prints, with
+    the new content and no change mark."""
+    printers["kitchen"].set_offline(True)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    status, body = await post(api, dessert_added(example_order))
+    assert status == 200 and body["status"] == "updated"
+    printers["kitchen"].set_offline(False)
+    ticket = decode((await printers["kitchen"].wait_for_printed(1))[0]).text
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 1
+    assert "Tiramisu" in ticket and "3x" in ticket and "Käsespätzle" not in ticket and "ÄNDERUNG" not in ticket
+
+
+async def test_lower_revision_is_stale_and_prints_nothing(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revisions out of order (3, then 2): the older one is answered stale and prints nothing; a skipped revision
+    (1 → 3) is an ordinary change."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    status, body = await post(api, dessert_added(example_order, 3))
+    assert (status, body["status"], body["revision"]) == (200, "updated", 3)
+    await printers["kitchen"].wait_for_printed(2)
+    status, body = await post(api, revised(example_order, 2, number="A-1042"))
+    assert status == 200 and body == {"order_id": "ord_7f3a9c21", "status": "stale", "revision": 3, "job_ids": []}
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 2
+    assert await db_rows(agent, "SELECT revision FROM orders") == [(3,)]
+
+
+async def test_cancel_after_print_prints_storno(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A cancelled revision after the ticket printed: 200 cancelled, and the kitchen gets a STORNO ticket naming
+    the order; the cancel route repeated is a duplicate, a later open revision cannot reopen it (409)."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 2, "reason": "Gast gegangen"}) as r:
+        assert r.status == 200, await r.text()
+        body = await r.json()
+    assert body["status"] == "cancelled" and body["revision"] == 2
+    storno = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert "STORNO" in storno and "A-1042" in storno and "Pizza Margherita" in storno and "Gast gegangen" in storno
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 2, "reason": "Gast gegangen"}) as r:
+        assert r.status == 200 and (await r.json())["status"] == "duplicate"
+    status, body = await post(api, dessert_added(example_order, 3))
+    assert status == 409 and body["error"] == "wrong_state"
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 2
+
+
+async def test_cancel_while_queued_discards_and_prints_nothing(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A cancellation while the tickets still wait: they are discarded, nothing prints, no STORNO either."""
+    printers["kitchen"].set_offline(True)
+    printers["front"].set_offline(True)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: {s.state.value for s in agent.spoolers.values()} == {"offline"})  # both jobs back in line
+    status, body = await post(api, revised(example_order, 2, status="cancelled"))
+    assert status == 200 and body["status"] == "cancelled" and body["job_ids"] == []
+    assert [r[0] for r in await job_rows(agent)] == ["discarded", "discarded"]
+    printers["kitchen"].set_offline(False)
+    printers["front"].set_offline(False)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "online")
+    assert printers["kitchen"].printed == [] and printers["front"].printed == []
+
+
+async def test_station_gaining_its_first_items_gets_a_ticket_marked_as_change(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A change that brings the bar its first item prints a whole bar ticket, marked as part of revision 2; the
+    kitchen, whose items did not change, gets nothing."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    drink = dict(TIRAMISU, sku="ESPRESSO", name="Espresso", station="bar")
+    status, body = await post(api, revised(example_order, 2, items=[*example_order["items"], drink]))
+    assert status == 200 and len(body["job_ids"]) == 1
+    ticket = decode((await printers["kitchen"].wait_for_printed(2))[1])
+    assert "ÄNDERUNG" in ticket.text and "1x Espresso" in ticket.text and "Pizza" not in ticket.text
+    assert ticket.qr_codes == ["edge:v1:ord_7f3a9c21:bar"]
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 2
+
+
+async def test_same_revision_other_content_is_a_conflict_counted_on_metrics(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict
+) -> None:
+    """Same revision, other content: 409 as before, and counted on /metrics by source."""
+    assert (await post(api, example_order))[0] == 201
+    changed = copy.deepcopy(example_order)
+    changed["items"][0]["qty"] = 5
+    assert (await post(api, changed))[0] == 409
+    async with api.get("/metrics") as r:
+        text = await r.text()
+    assert 'edge_order_conflicts_total{source="push"} 1.0' in text
+
+
+async def test_get_order_shows_revisions_and_their_jobs(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict
+) -> None:
+    """GET /orders/{id} shows the current revision and status, each revision's time and the jobs it produced."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    _, body = await post(api, dessert_added(example_order))
+    async with api.get("/api/v1/orders/ord_7f3a9c21") as r:
+        order = await r.json()
+    assert order["revision"] == 2 and order["status"] == "open"
+    revisions = order["revisions"]
+    assert [r["revision"] for r in revisions] == [1, 2]
+    assert all(isinstance(r["received_at"], float) for r in revisions)
+    assert len(revisions[0]["job_ids"]) == 2 and revisions[1]["job_ids"] == body["job_ids"]
+
+
+async def test_an_old_revision_after_retention_purged_the_order_is_stale(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The seen-order record keeps the revision: once retention purged the order, revision 2 sent again is stale
+    (not a new order, not a conflict), revision 3 again a duplicate; nothing prints."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, retention={"every_s": 0.2})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(agent)
+        assert (await post(api, dessert_added(example_order, 3)))[1]["status"] == "updated"
+        await printed_all(agent)
+        printed = len(printers["kitchen"].printed)
+        clock.step(31 * 86400)
+        await eventually(lambda: db_rows(agent, "SELECT id FROM orders"), lambda rows: rows == [], what="purged")
+        assert await db_rows(agent, "SELECT revision FROM seen_orders") == [(3,)]
+        status, body = await post(api, dessert_added(example_order, 2))
+        assert (status, body["status"]) == (200, "stale")
+        status, body = await post(api, dessert_added(example_order, 3))
+        assert (status, body["status"]) == (200, "duplicate")
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+    assert len(printers["kitchen"].printed) == printed
+
+
+async def test_a_conflict_is_mailed_to_the_manager(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    sink: SmtpSink,
+) -> None:
+    """Same revision, other content from the backend: besides the 409, the manager gets one (grouped) mail naming the
+    order; nothing of the other content prints."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    changed = copy.deepcopy(example_order)
+    changed["items"][0]["qty"] = 7
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        assert (await post(api, changed))[0] == 409
+        assert (await post(api, changed))[0] == 409
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "Bestellung A-1042: gleiche Revision, anderer Inhalt" in str(mail["Subject"])
+    assert "ord_7f3a9c21" in mail.get_body(("plain",)).get_content()
+
+
+async def test_a_change_committed_while_the_ticket_prints_follows_it_as_a_change_ticket(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen ticket is going out (slowly) when revision 2 commits: it may be on paper, so it comes out as it
+    was (revision 1) and the change ticket follows it: the dessert is not lost, nothing prints twice."""
+    printers["kitchen"].bytes_per_s = 2000  # a ticket takes about a second
+    assert (await post(api, example_order))[0] == 201
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE kind = 'ticket'"),
+        lambda rows: rows == [("printing",)],
+        what="the ticket printing",
+    )
+    status, body = await post(api, dessert_added(example_order))
+    assert (status, body["status"]) == (200, "updated")
+    first, second = (decode(d).text for d in await printers["kitchen"].wait_for_printed(2))
+    assert "Käsespätzle" in first and "Tiramisu" not in first and "ÄNDERUNG" not in first
+    assert "ÄNDERUNG" in second and "+ 1x Tiramisu" in second
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 2
+
+
+@pytest.mark.parametrize(("minutes", "state"), [(20, "printed"), (50, "held")])
+async def test_a_change_is_as_old_as_its_order(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, minutes: int, state: str
+) -> None:
+    """A change ticket's age counts from the order's own created_at: a change 20 minutes after the order prints at
+    once, one 50 minutes after it (past the 45-minute stale age) is held for a person, like any stale ticket."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(agent)
+        clock.advance(minutes * 60)
+        _, body = await post(api, dessert_added(example_order))
+    [job_id] = body["job_ids"]
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE id = ?", job_id),
+        lambda rows: rows == [(state,)],
+        what=f"the change ticket {state}",
+    )
+
+
+async def test_receipts_on_change_reprint_prints_the_new_revisions_receipt(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """receipts.on_change = "reprint": a change after the receipt printed prints the new revision's receipt (the
+    default "none" leaves it, see the first test)."""
+    agent = await make_agent(receipts={"on_change": "reprint"})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(agent)
+        _, body = await post(api, dessert_added(example_order))
+    assert len(body["job_ids"]) == 2  # the kitchen's change ticket and the receipt
+    second = decode((await printers["front"].wait_for_printed(2))[1]).text
+    assert "Tiramisu" in second and "Käsespätzle" not in second
+
+
+async def test_a_reprint_shows_the_current_revision_and_a_cancelled_order_is_not_reprinted(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A reprint after a change prints the current revision (marked COPY); a cancelled order's reprint is refused
+    with 409 wrong_state and prints nothing."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    assert (await post(api, dessert_added(example_order)))[0] == 200
+    await printed_all(agent)
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint", json={"station": "kitchen"}) as r:
+        assert r.status == 201
+    copy_text = decode((await printers["kitchen"].wait_for_printed(3))[2]).text
+    assert "KOPIE / COPY" in copy_text and "Tiramisu" in copy_text and "Käsespätzle" not in copy_text
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 3}) as r:
+        assert r.status == 200
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 409 and (await r.json())["error"] == "wrong_state"
