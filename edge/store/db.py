@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -81,12 +82,21 @@ async def _to_the_end(aw: Awaitable[T]) -> T:
     return task.result()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    """One open transaction several callers add their writes to; ``done`` resolves when its COMMIT has run."""
+
+    done: asyncio.Future[None]
+
+
 class Database:
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        self._group: _Group | None = None  # the transaction callers are adding their writes to, if one is open
+        self._committer: asyncio.Task[None] | None = None
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
         self.on_write_health: Callable[[str | None], None] | None = None
@@ -116,31 +126,88 @@ class Database:
         return cls(path, writer, reader)
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
         async with self._write_lock:
             await self._reader.close()
             await self._writer.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT on the single writer. Await nothing but this connection inside.
+        """One caller's write, all-or-nothing, returning once it is durable. Await nothing but this connection inside.
 
-        Cancelled or failed at any await (waiting for BEGIN, inside, at COMMIT), the statement awaited still runs
-        on aiosqlite's thread; the rollback queued behind it ends whatever it left open before the lock is let go.
+        Group commit: callers that queue for the writer while a transaction is open add their writes to it, each in its
+        own SAVEPOINT, and one COMMIT (one fsync) makes them all durable. A caller whose body fails rolls back to its
+        savepoint only: the others' writes stay and commit. Each caller returns only after the COMMIT that carries its
+        writes, so a 201 or a ``printing`` mark is never announced before it is on disk. If the COMMIT fails, or SQLite
+        itself ends the transaction (disk full, I/O error), every caller in the group gets the error: none is told
+        "stored".
+
+        Cancelled or failed at any await, the statement awaited still runs on aiosqlite's thread; the rollback queued
+        behind it ends whatever it left open before the lock is let go. A caller cancelled after its body ran may still
+        have its writes committed with the group (as a cancellation at COMMIT always could).
         """
         async with self._write_lock:
+            group = self._group
             try:
-                await self._writer.execute("BEGIN IMMEDIATE")
+                if group is None:
+                    await self._writer.execute("BEGIN IMMEDIATE")
+                    group = self._group = _Group(asyncio.get_running_loop().create_future())
+                    # Queued behind everyone waiting for the lock now (asyncio.Lock is fair): they join this group.
+                    self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
+                await self._writer.execute("SAVEPOINT w")
                 yield self._writer
-                await self._writer.execute("COMMIT")
+                await self._writer.execute("RELEASE w")
+            except sqlite3.Error as err:
+                await self._undo(group, err)
+                raise self._store_error(err) from err
+            except BaseException as err:
+                await self._undo(group, err)
+                raise
+        await _to_the_end(asyncio.shield(group.done))
+
+    async def _undo(self, group: _Group | None, err: BaseException) -> None:
+        """Roll back one caller's writes (its savepoint); if SQLite ended the whole transaction, the group is lost."""
+        if group is None:  # BEGIN itself failed
+            await self._end_transaction()
+            return
+        try:
+            await _to_the_end(self._writer.execute("ROLLBACK TO w"))
+            await _to_the_end(self._writer.execute("RELEASE w"))
+        except sqlite3.Error:
+            pass  # no transaction left to roll back into: seen just below
+        if not self._writer.in_transaction and self._group is group:
+            self._group = None
+            lost = err if isinstance(err, sqlite3.Error) else sqlite3.OperationalError("transaction rolled back")
+            group.done.set_exception(self._store_error(lost))
+            group.done.exception()  # retrieved: a group of one has no other member to see it
+
+    async def _commit(self, group: _Group) -> None:
+        """COMMIT the group once every caller queued before it has added its writes; wake them with the outcome."""
+        async with self._write_lock:
+            if self._group is not group:
+                return  # lost already (see _undo)
+            self._group = None
+            try:
+                await _to_the_end(self._writer.execute("COMMIT"))
             except sqlite3.Error as err:
                 await self._end_transaction()
-                if unavailable(err):
-                    self._set_write_problem(f"database {self.path}: cannot write: {err}")
-                    raise StoreUnavailableError(f"database {self.path}: cannot write: {err}") from err
-                raise StoreError(f"database {self.path}: {err}") from err
-            except BaseException:
+                group.done.set_exception(self._store_error(err))
+                group.done.exception()
+            except BaseException as err:  # cancelled: the callers must not wait for ever
                 await self._end_transaction()
-                raise
+                group.done.set_exception(StoreError(f"database {self.path}: commit interrupted"))
+                group.done.exception()
+                if isinstance(err, asyncio.CancelledError):
+                    raise
+            else:
+                group.done.set_result(None)
+
+    def _store_error(self, err: sqlite3.Error) -> StoreError:
+        if unavailable(err):
+            self._set_write_problem(f"database {self.path}: cannot write: {err}")
+            return StoreUnavailableError(f"database {self.path}: cannot write: {err}")
+        return StoreError(f"database {self.path}: {err}")
 
     @asynccontextmanager
     async def publishing(self, bus: EventBus) -> AsyncIterator[tuple[aiosqlite.Connection, list[Event]]]:
