@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,8 +23,10 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 # WAL + synchronous=FULL: every COMMIT fsyncs the WAL before it returns, so an acknowledged order
-# survives a power cut. NORMAL would only lose the last commits on power loss, but those are exactly
-# the ones we have already answered 201 for. Group commit (orders.py) wins back the throughput.
+# survives a power cut. NORMAL alone would lose the last commits on power loss, but those are exactly
+# the ones we have already answered 201 for. The agent's own Database runs NORMAL and fsyncs the WAL itself
+# after each COMMIT, off the writer, before any caller hears "done" (see Database._sync): same promise, and the
+# next group's writes go on while the fsync runs. Other writers (CLI commands) keep FULL.
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
@@ -82,6 +85,15 @@ async def _to_the_end(aw: Awaitable[T]) -> T:
     return task.result()
 
 
+def _fdatasync(path: Path) -> None:
+    """Flush a file's data to the device; any descriptor of the file flushes what every writer of it wrote."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Group:
     """One open transaction several callers add their writes to; ``done`` resolves when its COMMIT has run."""
@@ -97,6 +109,8 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._group: _Group | None = None  # the transaction callers are adding their writes to, if one is open
         self._committer: asyncio.Task[None] | None = None
+        self._unsynced: list[_Group] = []  # committed, not yet fsynced: their callers still wait
+        self._syncer: asyncio.Task[None] | None = None
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
         self.on_write_health: Callable[[str | None], None] | None = None
@@ -113,6 +127,7 @@ class Database:
                 await migrations_mod.migrate(writer, migrations)
             else:
                 await migrations_mod.check_not_newer(writer, migrations)
+            await writer.execute("PRAGMA synchronous = NORMAL")  # Database._sync makes each commit durable
             reader = await aiosqlite.connect(path, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout = 5000")
             await reader.execute("PRAGMA query_only = ON")
@@ -126,8 +141,9 @@ class Database:
         return cls(path, writer, reader)
 
     async def close(self) -> None:
-        if self._committer is not None:
-            await asyncio.gather(self._committer, return_exceptions=True)
+        for task in (self._committer, self._syncer):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         async with self._write_lock:
             await self._reader.close()
             await self._writer.close()
@@ -201,6 +217,25 @@ class Database:
                 if isinstance(err, asyncio.CancelledError):
                     raise
             else:
+                self._unsynced.append(group)
+                if self._syncer is None or self._syncer.done():
+                    self._syncer = asyncio.create_task(self._sync(), name="store-wal-sync")
+
+    async def _sync(self) -> None:
+        """fsync the WAL for every group committed so far, then tell their callers; repeat while more commit. The next
+        groups write and COMMIT meanwhile (the writer is free during the fsync), so one fsync carries all of them: the
+        write-ahead log is appended in order, so an fsync makes every commit before it durable."""
+        while self._unsynced:
+            groups, self._unsynced = self._unsynced, []
+            try:
+                await asyncio.to_thread(_fdatasync, Path(f"{self.path}-wal"))
+            except OSError as err:  # committed but maybe not durable: nobody is told "stored", senders retry
+                failure = StoreUnavailableError(f"database {self.path}: cannot sync the write-ahead log: {err}")
+                for group in groups:
+                    group.done.set_exception(failure)
+                    group.done.exception()
+                continue
+            for group in groups:
                 group.done.set_result(None)
 
     def _store_error(self, err: sqlite3.Error) -> StoreError:

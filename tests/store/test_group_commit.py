@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
 from edge.errors import WrongStateError
 from edge.store import Database
-from tests.helpers import db_rows, wal_commits
+from edge.store import db as db_mod
+from tests.helpers import db_rows, wait_until, wal_commits
 
 
 async def put(db: Database, key: str, *, fail: bool = False) -> None:
@@ -97,3 +99,39 @@ async def test_cancelling_one_writer_of_a_group_leaves_the_others_stored(tmp_pat
         await put(db, "after")
     finally:
         await db.close()
+
+
+async def test_a_write_returns_only_after_the_wal_is_fsynced_and_the_next_write_commits_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fsync that makes a commit durable is held (a power cut cannot be staged here, so the fsync is the one thing
+    stood in for): the write is committed (a second connection sees it) but its caller is not told until the fsync
+    ends; meanwhile a second write commits too and rides on the next fsync."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    release = threading.Event()
+    syncs: list[int] = []
+    real = db_mod._fdatasync
+
+    def held_fsync(wal: Path) -> None:
+        release.wait(10)
+        syncs.append(wal.stat().st_size)
+        real(wal)
+
+    monkeypatch.setattr(db_mod, "_fdatasync", held_fsync)
+    try:
+        first = asyncio.create_task(put(db, "first"))
+        await wait_until(lambda: _committed(path, "first"), what="the first write committed")
+        second = asyncio.create_task(put(db, "second"))
+        await wait_until(lambda: _committed(path, "second"), what="the second write committed while the fsync waits")
+        assert not first.done() and not second.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
+        assert len(syncs) == 2 and syncs[1] >= syncs[0]
+    finally:
+        release.set()
+        await db.close()
+
+
+async def _committed(path: Path, key: str) -> bool:
+    return bool(await db_rows(path, "SELECT 1 FROM meta WHERE key = ?", key))
