@@ -24,7 +24,21 @@ def _load(args: argparse.Namespace) -> Settings:
 
     settings = load_settings(resolve_config_path(args.config))
     act_as_data_owner(settings.agent.data_dir)  # as root: become the agent's user before touching its files
+    _keep_escpos_cache(settings.agent.data_dir / "cache")
     return settings
+
+
+def _keep_escpos_cache(folder: Path) -> None:
+    """python-escpos parses its printer database (YAML, ~0.1-0.2 s) on import and pickles it into a fresh temporary
+    folder every time: each start paid the parse and left a 70 KB file behind in /tmp. In a folder that stays, the next
+    start loads the pickle instead. Set before anything imports escpos; an operator's own setting wins."""
+    if "ESCPOS_CAPABILITIES_PICKLE_DIR" in os.environ:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # not ours to create (read-only data dir): escpos falls back to its temporary folder
+    os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = str(folder)
 
 
 def _setup_logging(settings: Settings | None, *, level: str | None = None) -> None:
