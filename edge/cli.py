@@ -238,11 +238,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_printer(args: argparse.Namespace) -> int:
-    from edge.sim.printer import serve
+    from edge.sim.printer import PaperSpeed, serve
 
     configure_logging(level="info")
+    speed = None if args.instant else PaperSpeed()
     try:
-        asyncio.run(serve(args.name, args.port, Path(args.out) if args.out else None, serial=args.serial))
+        asyncio.run(serve(args.name, args.port, Path(args.out) if args.out else None, serial=args.serial, speed=speed))
     except KeyboardInterrupt:
         pass
     return 0
@@ -368,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     printer.add_argument("--out", default=None, help="write each printed job as a .bin file here")
     printer.add_argument(
         "--serial", action="store_true", help="on a pseudo-terminal instead of TCP; logs the device to configure"
+    )
+    printer.add_argument(
+        "--instant", action="store_true", help="paper out at once, not at 250 mm/s like an 80 mm thermal printer"
     )
     printer.set_defaults(func=cmd_sim_printer)
     central = sim_sub.add_parser(
