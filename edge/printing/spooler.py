@@ -28,7 +28,7 @@ _IDLE_WAKE_S = 30.0
 _CLAIM_HORIZON_S = 0.05
 _CLAIM_MAX = 16
 # A confirmed job's printed mark waits this long for a claim to ride on before it is committed on its own.
-_PRINTED_RIDE_S = 0.2
+_PRINTED_RIDE_S = 0.05
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
