@@ -24,21 +24,23 @@ def _load(args: argparse.Namespace) -> Settings:
 
     settings = load_settings(resolve_config_path(args.config))
     act_as_data_owner(settings.agent.data_dir)  # as root: become the agent's user before touching its files
-    _keep_escpos_cache(settings.agent.data_dir / "cache")
     return settings
 
 
 def _keep_escpos_cache(folder: Path) -> None:
     """python-escpos parses its printer database (YAML, ~0.1-0.2 s) on import and pickles it into a fresh temporary
     folder every time: each start paid the parse and left a 70 KB file behind in /tmp. In a folder that stays, the next
-    start loads the pickle instead. Set before anything imports escpos; an operator's own setting wins."""
+    start loads the pickle instead. Only for `edge run` (the process is the agent: the variable must not outlive it in
+    a caller, as in a test calling main(); escpos fails to import when the folder has gone), set before anything
+    imports escpos; an operator's own setting wins."""
     if "ESCPOS_CAPABILITIES_PICKLE_DIR" in os.environ:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # not ours to create (read-only data dir): escpos falls back to its temporary folder
-    os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = str(folder)
+    if os.access(folder, os.W_OK):  # escpos cannot import when it cannot write its pickle there
+        os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = str(folder)
 
 
 def _setup_logging(settings: Settings | None, *, level: str | None = None) -> None:
@@ -52,6 +54,7 @@ def _setup_logging(settings: Settings | None, *, level: str | None = None) -> No
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
+    _keep_escpos_cache(settings.agent.data_dir / "cache")
     from edge.app import Agent, run_until_signal
 
     _setup_logging(settings)
