@@ -27,6 +27,22 @@ def _load(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _keep_escpos_cache(folder: Path) -> None:
+    """python-escpos parses its printer database (YAML, ~0.1-0.2 s) on import and pickles it into a fresh temporary
+    folder every time: each start paid the parse and left a 70 KB file behind in /tmp. In a folder that stays, the next
+    start loads the pickle instead. Only for `edge run` (the process is the agent: the variable must not outlive it in
+    a caller, as in a test calling main(); escpos fails to import when the folder has gone), set before anything
+    imports escpos; an operator's own setting wins."""
+    if "ESCPOS_CAPABILITIES_PICKLE_DIR" in os.environ:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # not ours to create (read-only data dir): escpos falls back to its temporary folder
+    if os.access(folder, os.W_OK):  # escpos cannot import when it cannot write its pickle there
+        os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = str(folder)
+
+
 def _setup_logging(settings: Settings | None, *, level: str | None = None) -> None:
     if settings is None:
         configure_logging(level=level or "info")
@@ -38,6 +54,7 @@ def _setup_logging(settings: Settings | None, *, level: str | None = None) -> No
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
+    _keep_escpos_cache(settings.agent.data_dir / "cache")
     from edge.app import Agent, run_until_signal
 
     _setup_logging(settings)
@@ -224,11 +241,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_printer(args: argparse.Namespace) -> int:
-    from edge.sim.printer import serve
+    from edge.sim.printer import PaperSpeed, serve
 
     configure_logging(level="info")
+    speed = None if args.instant else PaperSpeed()
     try:
-        asyncio.run(serve(args.name, args.port, Path(args.out) if args.out else None, serial=args.serial))
+        asyncio.run(serve(args.name, args.port, Path(args.out) if args.out else None, serial=args.serial, speed=speed))
     except KeyboardInterrupt:
         pass
     return 0
@@ -354,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     printer.add_argument("--out", default=None, help="write each printed job as a .bin file here")
     printer.add_argument(
         "--serial", action="store_true", help="on a pseudo-terminal instead of TCP; logs the device to configure"
+    )
+    printer.add_argument(
+        "--instant", action="store_true", help="paper out at once, not at 250 mm/s like an 80 mm thermal printer"
     )
     printer.set_defaults(func=cmd_sim_printer)
     central = sim_sub.add_parser(

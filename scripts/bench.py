@@ -35,7 +35,7 @@ from edge.printing.render import Renderer
 from edge.sim.alert_latency import measure_fault_to_mail
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
-from edge.sim.printer import SimPrinter
+from edge.sim.printer import PaperSpeed, SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
 from edge.sim.recovery_bench import OLD_DEFAULTS, measure_fleet
 from edge.sim.smtp import SmtpSink
@@ -494,9 +494,10 @@ class Bench:
         self.printers: dict[str, SimPrinter] = {}
         self.agents: list[AgentProcess] = []
 
-    async def config(self, name: str, extra: str = "") -> tuple[Path, int]:
-        """Fresh simulated printers living in this process, and a config (own data dir) for an agent that uses them."""
-        self.printers = {"kitchen": SimPrinter("kitchen"), "front": SimPrinter("front")}
+    async def config(self, name: str, extra: str = "", *, speed: PaperSpeed | None = None) -> tuple[Path, int]:
+        """Fresh simulated printers living in this process (printing at ``speed``, None: instantly), and a config (own
+        data dir) for an agent that uses them."""
+        self.printers = {"kitchen": SimPrinter("kitchen", speed=speed), "front": SimPrinter("front", speed=speed)}
         for printer in self.printers.values():
             await printer.start()
         port = free_port()
@@ -523,15 +524,30 @@ class Bench:
             await printer.stop()
 
     async def footprint(self) -> dict[str, Any]:
-        """Start-up to systemd READY=1 and idle RSS (edge.ops.measure), against a bare Python interpreter."""
+        """Start-up to systemd READY=1 and idle RSS (edge.ops.measure), against a bare Python interpreter: a box's first
+        start (fresh data dir) and a restart (what every later start is: caches in the data dir are there); then the
+        first ticket after a start, order pushed to paper (lazy imports must not make the cook wait)."""
         config, _ = await self.config("footprint")
         seen = await asyncio.to_thread(measure_startup, config, idle_s=self.size["idle_s"])
+        again = await asyncio.to_thread(measure_startup, config, idle_s=self.size["idle_s"])
         for printer in self.printers.values():
             await printer.stop()
         base = await asyncio.to_thread(bare_python)
+        agent = await self.start_agent("first-ticket")
+        started = time.perf_counter()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+            url = f"http://127.0.0.1:{agent.port}/api/v1/orders"
+            async with session.post(url, json=make_order(0, prefix="first", print_receipt=False)) as response:
+                assert response.status == 201, await response.text()
+        await self.printers["kitchen"].wait_for_printed(1)
+        first_ticket = time.perf_counter() - started
+        await self.stop_agent(agent)
         return {
             "startup_to_ready_s": round(seen.ready_s, 3),
+            "restart_to_ready_s": round(again.ready_s, 3),
             "idle_rss_mb": round(seen.idle_rss_kib / 1024, 1),
+            "restart_idle_rss_mb": round(again.idle_rss_kib / 1024, 1),
+            "first_ticket_after_start_ms": ms(first_ticket),
             "stop_s": round(seen.stop_s, 3),
             "baseline_startup_s": base["startup_s"],
             "baseline_rss_mb": base["rss_mb"],
@@ -632,7 +648,9 @@ class Bench:
 
     async def storage(self, fsync_ms: float) -> dict[str, Any]:
         """What an order costs the storage (fsyncs, bytes written, from the first push to the last ticket printed) and
-        what an SD card's slow fsync does to intake: the agent runs under scripts/slowfsync.c."""
+        what an SD card's slow fsync does to intake: the agent runs under scripts/slowfsync.c. Printers are instant,
+        except in the paper_speed run: there they print at 250 mm/s (edge.sim.printer.PaperSpeed) and are the
+        bottleneck; its paper_s is how long the kitchen printer's paper alone took."""
         shim = build_shim(self.root)
         if shim is None:
             return {"skipped": "no C compiler (cc) to build scripts/slowfsync.c; storage figures need it"}
@@ -643,37 +661,41 @@ class Bench:
         result: dict[str, Any] = {"fsync_ms": fsync_ms}
         for delay, label in ((0, "cost"), (fsync_ms, f"fsync_{fsync_ms:g}ms")):
             for clients, count in self.size["storage"].items():
-                name = f"storage-{label}-{clients}"
-                counter = SyncCounter(self.root / f"{name}.count")
-                env = {
-                    "LD_PRELOAD": str(shim),
-                    "SLOWFSYNC_MS": str(int(delay)),
-                    "SLOWFSYNC_COUNT_FILE": str(counter.path),
-                }
-                config, port = await self.config(name)
-                agent = AgentProcess(config, port, self.root / f"{name}.log", env=env)
-                self.agents.append(agent)
-                await agent.start()
-                assert agent.proc is not None
-                bodies = [
-                    json.dumps(make_order(n, prefix=name, print_receipt=n % 3 == 0)).encode() for n in range(count)
-                ]
-                syncs, written = counter.read(), written_bytes(agent.proc.pid)
-                pushed = await push_orders(port, bodies, clients)
-                last_ack = time.perf_counter()
-                printed = await wait_all_printed(self.root / name / "edge.db", timeout=60 + count / 5)
-                figures = {
-                    "orders": count,
-                    "fsyncs_per_order": round((counter.read() - syncs) / count, 2),
-                    "kb_written_per_order": round((written_bytes(agent.proc.pid) - written) / count / 1024, 1),
-                    "acks_per_s": pushed["orders_per_s"],
-                    "p50_ms": pushed["p50_ms"],
-                    "p99_ms": pushed["p99_ms"],
-                    "last_ack_to_all_printed_s": round(printed - last_ack, 3),
-                } | baseline
-                result[f"{label}_clients_{clients}"] = figures
-                await self.stop_agent(agent)
+                name = f"{label}_clients_{clients}"
+                result[name] = await self.storage_run(shim, name, clients, count, delay) | baseline
+        count = max(4, self.size["storage"][8] // 10)  # a real printer's pace: ~0.3 s per ticket
+        name = f"fsync_{fsync_ms:g}ms_paper_speed_clients_8"
+        result[name] = await self.storage_run(shim, name, 8, count, fsync_ms, speed=PaperSpeed()) | baseline
         return result
+
+    async def storage_run(
+        self, shim: Path, name: str, clients: int, count: int, delay: float, *, speed: PaperSpeed | None = None
+    ) -> dict[str, Any]:
+        counter = SyncCounter(self.root / f"storage-{name}.count")
+        env = {"LD_PRELOAD": str(shim), "SLOWFSYNC_MS": str(int(delay)), "SLOWFSYNC_COUNT_FILE": str(counter.path)}
+        config, port = await self.config(f"storage-{name}", speed=speed)
+        agent = AgentProcess(config, port, self.root / f"storage-{name}.log", env=env)
+        self.agents.append(agent)
+        await agent.start()
+        assert agent.proc is not None
+        bodies = [json.dumps(make_order(n, prefix=name, print_receipt=n % 3 == 0)).encode() for n in range(count)]
+        syncs, written = counter.read(), written_bytes(agent.proc.pid)
+        pushed = await push_orders(port, bodies, clients)
+        last_ack = time.perf_counter()
+        printed = await wait_all_printed(self.root / f"storage-{name}" / "edge.db", timeout=60 + count / 2)
+        figures = {
+            "orders": count,
+            "fsyncs_per_order": round((counter.read() - syncs) / count, 2),
+            "kb_written_per_order": round((written_bytes(agent.proc.pid) - written) / count / 1024, 1),
+            "acks_per_s": pushed["orders_per_s"],
+            "p50_ms": pushed["p50_ms"],
+            "p99_ms": pushed["p99_ms"],
+            "last_ack_to_all_printed_s": round(printed - last_ack, 3),
+        }
+        if speed is not None:
+            figures["paper_s"] = round(sum(speed.seconds(job) for job in self.printers["kitchen"].printed), 2)
+        await self.stop_agent(agent)
+        return figures
 
     async def api_flood(self) -> dict[str, Any]:
         """Authenticated orders on new connections while 1,100 slow-loris connections (edge.sim.flood, its own
@@ -891,6 +913,8 @@ def table(result: dict[str, Any]) -> str:
             )
     if f := result["footprint"]:
         rows.append(f"start-up to READY s             {f['startup_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
+        rows.append(f"restart to READY s              {f['restart_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
+        rows.append(f"first ticket after start ms     {f['first_ticket_after_start_ms']:>9}")
         rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")
     if f := result.get("api_flood"):
         rows.append(

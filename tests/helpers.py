@@ -251,3 +251,24 @@ async def push_order(agent: Agent, seq: int, *, bar: bool = False) -> dict[str, 
     order = make_order(seq, bar=bar)
     await agent.deps.intake.accept(order)
     return order
+
+
+def wal_commits(db_path: Path) -> int:
+    """Commits in the database's write-ahead log since it last restarted, read from the file as SQLite wrote it: a frame
+    whose header gives the database size after it ends a transaction (https://sqlite.org/fileformat.html#wal_file_format
+    , 4.1). Only frames carrying the log header's salts belong to the current log. Each commit is one fsync with
+    synchronous=FULL; count before the log reaches wal_autocheckpoint (1000 pages), or it restarts."""
+    wal = Path(f"{db_path}-wal")
+    data = wal.read_bytes() if wal.exists() else b""
+    if len(data) < 32:
+        return 0
+    page_size = int.from_bytes(data[8:12], "big")
+    salts = data[16:24]
+    commits, offset = 0, 32
+    while offset + 24 + page_size <= len(data):
+        header = data[offset : offset + 24]
+        if header[8:16] != salts:
+            break
+        commits += int.from_bytes(header[4:8], "big") != 0
+        offset += 24 + page_size
+    return commits

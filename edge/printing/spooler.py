@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -17,13 +17,18 @@ from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.states import JobState
 from edge.store import JobStore
-from edge.store.rows import PrintableJob
+from edge.store.rows import PrintableJob, PrintedMark
 
 log = structlog.get_logger()
 
 # A paused printer with paper or cover trouble is probed this often, so it resumes within 2 s of the fix.
 _PAUSED_PROBE_S = 1.0
 _IDLE_WAKE_S = 30.0
+# Claim about this much printing per commit (see Spooler._burst), at most this many jobs.
+_CLAIM_HORIZON_S = 0.05
+_CLAIM_MAX = 16
+# A confirmed job's printed mark waits this long for a claim to ride on before it is committed on its own.
+_PRINTED_RIDE_S = 0.05
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
@@ -63,6 +68,9 @@ class Spooler:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.current_job: int | None = None
+        self._confirmed: list[PrintedMark] = []  # printed, not yet recorded: rides on the next commit
+        self._confirmed_at = 0.0  # monotonic time the oldest of them was confirmed
+        self._last_send_s = 1.0  # until a job has gone out, claim one at a time
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"spool-{self.name}")
@@ -112,10 +120,18 @@ class Spooler:
         next_poll = mono() + self._poll_s
         while not self._stopping:
             try:
-                job = await self._jobs.next_for(self.name, wall(), max_delay=max_delay)
-                if job is not None:
-                    await self._print(job)
-                    next_poll = mono() + self._poll_s  # the job's own status checks count as a poll
+                burst = await self._jobs.next_burst(self.name, wall(), max_delay=max_delay, limit=self._burst())
+                if burst:
+                    await self._print_burst(burst)
+                    next_poll = mono() + self._poll_s  # the jobs' own status checks count as a poll
+                    continue
+                if self._confirmed:
+                    # Nothing to ride on yet: a new order within this short wait carries the marks in its claim.
+                    left = self._confirmed_at + _PRINTED_RIDE_S - mono()
+                    if left > 0:
+                        await self._sleep(left)
+                    else:
+                        await self._commit_marks()
                     continue
                 if self.driver.transport.can_read and mono() >= next_poll:
                     await self._poll()
@@ -127,6 +143,70 @@ class Spooler:
             except Exception:  # the spool must outlive any one bad job or database hiccup
                 log.exception("spool_error", device_id=self.name)
                 await self._sleep(1.0)
+        if self._confirmed:  # stopped, not aborted: what went out is recorded as printed
+            await self._commit_marks()
+
+    def _burst(self) -> int:
+        """How many due jobs to claim in one commit: enough that the printer never waits for the disk (a fast printer
+        gets several per fsync), few enough that a crash leaves little claimed but never sent (each reprints as COPY
+        though nobody saw it): about _CLAIM_HORIZON_S of printing, judged by the last job's time at the printer."""
+        return max(1, min(_CLAIM_MAX, int(_CLAIM_HORIZON_S / max(self._last_send_s, 1e-3))))
+
+    async def _commit_marks(
+        self, *, claim: Sequence[tuple[int, int]] = (), release: Sequence[int] = ()
+    ) -> frozenset[int]:
+        """The confirmed jobs' printed marks, with this claim or release, in one commit; returns the jobs claimed."""
+        marks, self._confirmed = self._confirmed, []
+        try:
+            done = await self._jobs.commit_marks(self.name, printed=marks, claim=claim, release=release)
+        except BaseException:
+            self._confirmed = marks + self._confirmed  # not recorded: they ride on the next commit
+            raise
+        for mark in marks:
+            if mark.job_id in done.printed:
+                self._ages.forget(mark.job_id)
+            else:
+                log.error("job_changed_while_printing", device_id=self.name, job_id=mark.job_id)
+        return done.claimed
+
+    async def _print_burst(self, burst: list[PrintableJob]) -> None:
+        """Render the due jobs, claim them in one commit (carrying the printed marks of the jobs before), send them one
+        by one. A job the printer cannot take pauses the spool; the claimed jobs behind it go back in line unsent."""
+        ready: list[tuple[PrintableJob, bytes]] = []
+        for job in burst:
+            if (data := await self._prepare(job)) is not None:
+                ready.append((job, data))
+        if not ready:
+            return
+        claimed = await self._commit_marks(claim=[(job.id, job.revision) for job, _ in ready])
+        todo = [(job, data) for job, data in ready if job.id in claimed]  # others: moved, held or rewritten meanwhile
+        for n, (job, data) in enumerate(todo):
+            if self._stopping:  # stop() lets the job in flight finish, not the whole burst
+                await self._commit_marks(release=[j.id for j, _ in todo[n:]])
+                return
+            pause, sent = await self._send(job, data)
+            if pause is not None:
+                await self._commit_marks(release=[j.id for j, _ in todo[n if not sent else n + 1 :]])
+                await self._pause(*pause)
+                return
+
+    async def _prepare(self, job: PrintableJob) -> bytes | None:
+        """The job's bytes, or None when it is not to be sent now (held as stale, or it cannot be rendered)."""
+        with structlog.contextvars.bound_contextvars(order_id=job.order_id, job_id=job.id):
+            self.current_job = job.id
+            try:
+                if await self._hold_if_stale(job):
+                    return None
+                try:
+                    # Off the loop: a 500-item ticket is tens of ms of CPU; in a thread the loop gets the GIL back
+                    # within the switch interval (the agent sets 1 ms), so intake and group commit go on meanwhile.
+                    return await asyncio.to_thread(self._render, job)
+                except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
+                    log.exception("render_failed", device_id=self.name)
+                    await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job.state)
+                    return None
+            finally:
+                self.current_job = None
 
     async def _poll(self) -> None:
         """Status between jobs, so a printer out of paper is known (and alerted) before the next order needs it."""
@@ -156,61 +236,49 @@ class Spooler:
             )
         return True
 
-    async def _print(self, job: PrintableJob) -> None:
-        job_id, order_id = job.id, job.order_id
-        structlog.contextvars.bind_contextvars(order_id=order_id, job_id=job_id)
-        self.current_job = job_id
-        try:
-            if await self._hold_if_stale(job):
-                return
-            try:
-                # Off the loop: a 500-item ticket is tens of ms of CPU; in a thread the loop gets the GIL back
-                # within the switch interval (the agent sets 1 ms), so intake and group commit go on meanwhile.
-                data = await asyncio.to_thread(self._render, job)
-            except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
-                log.exception("render_failed", device_id=self.name)
-                await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job.state)
-                return
-            if not await self._jobs.mark_printing(job_id, self.name, revision=job.revision):
-                return  # a failover moved it, a person held it or an order change rewrote it, since it was read
+    async def _send(self, job: PrintableJob, data: bytes) -> tuple[tuple[PrinterState, str] | None, bool]:
+        """Send one claimed job and record what the printer did with it. Returns why the spool must pause (None: go
+        on), and whether the printer took the job (False: it is still claimed, unsent, and goes back in line)."""
+        with structlog.contextvars.bound_contextvars(order_id=job.order_id, job_id=job.id):
+            self.current_job = job.id
+            started = self.clock.mono()
             try:
                 outcome = await self.driver.print(data)
             except DeviceUnreachableError as err:
-                await self._jobs.release(job_id)
-                await self._pause(PrinterState.OFFLINE, str(err))
+                return (PrinterState.OFFLINE, str(err)), False
             except PrinterNotReadyError as err:
-                await self._jobs.release(job_id)
-                await self._pause(err.state, str(err))
+                return (err.state, str(err)), False
             except DeviceWriteError as err:
                 # Cut short: a printer that now reports a fault stopped on it (no attempt spent); else it failed.
                 after = await self.driver.status()
                 if after in BLOCKING_STATES:
                     await self._uncertain(job, after, str(err))
-                else:
-                    self._set_state(PrinterState.ERROR, str(err))
-                    await self._failed(job, str(err), partial=True)
-            else:
-                if not outcome.on_paper:
-                    await self._uncertain(job, outcome.state, f"{outcome.state.value.replace('_', ' ')} after the job")
-                    return
-                latency = self._ages.waited(job)  # stored (or queued as a copy) to confirmed, on the monotonic clock
-                printed_at = await self._jobs.mark_printed(job_id, order_id, latency_s=latency)
-                self._set_state(outcome.state)
-                if printed_at is None:
-                    log.error("job_changed_while_printing", device_id=self.name)
-                    return
-                self._ages.forget(job_id)
-                log.info(
-                    "job_printed",
-                    device_id=self.name,
-                    kind=job.kind,
-                    copy=job.copy,
-                    confirmed=outcome.confirmed,
-                    latency_ms=round(latency * 1000, 1),
-                )
-        finally:
-            self.current_job = None
-            structlog.contextvars.unbind_contextvars("order_id", "job_id")
+                    return (after, str(err)), True
+                self._set_state(PrinterState.ERROR, str(err))
+                await self._failed(job, str(err), partial=True)
+                return None, True
+            finally:
+                self.current_job = None
+            self._last_send_s = self.clock.mono() - started
+            if not outcome.on_paper:
+                detail = f"{outcome.state.value.replace('_', ' ')} after the job"
+                await self._uncertain(job, outcome.state, detail)
+                return (outcome.state, detail), True
+            latency = self._ages.waited(job)  # stored (or queued as a copy) to confirmed, on the monotonic clock
+            # Recorded with the next claim (or after a short wait): until then a crash reprints it as COPY.
+            if not self._confirmed:
+                self._confirmed_at = self.clock.mono()
+            self._confirmed.append(PrintedMark(job.id, job.order_id, latency))
+            self._set_state(outcome.state)
+            log.info(
+                "job_printed",
+                device_id=self.name,
+                kind=job.kind,
+                copy=job.copy,
+                confirmed=outcome.confirmed,
+                latency_ms=round(latency * 1000, 1),
+            )
+            return None, True
 
     async def _uncertain(self, job: PrintableJob, state: PrinterState, detail: str) -> None:
         """The printer took the job, then reported a fault: part of it may be on paper. It prints again as COPY once
@@ -219,7 +287,6 @@ class Spooler:
             log.warning(
                 "job_uncertain", device_id=self.name, state=state.value, detail=detail, action="reprint as COPY"
             )
-        await self._pause(state, detail)
 
     async def _failed(
         self, job: PrintableJob, error: str, *, partial: bool, expected: JobState = JobState.PRINTING

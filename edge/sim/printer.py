@@ -12,8 +12,10 @@ in, the printer does not pick the job up again), and the printer answers the sta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
+import time
 import tty
 from pathlib import Path
 
@@ -29,13 +31,42 @@ _STREAM_LIMIT = 4096
 _SLOW_TICK_S = 0.05  # a slow printer takes bytes_per_s * this at a time
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PaperSpeed:
+    """How long paper takes to come out, like an 80 mm thermal printer: Epson's TM-T88V prints up to 300 mm/s and the
+    TM-T20II 200 mm/s (their spec sheets); a line is ESC/POS' default line spacing, 1/6 inch (ESC 2), a QR code or
+    barcode about 25 mm, and a cut feeds the paper past the cutter first (about 15 mm on the TM-T88V)."""
+
+    mm_per_s: float = 250.0
+    line_mm: float = 25.4 / 6
+    code_mm: float = 25.0
+    cut_mm: float = 15.0
+
+    def seconds(self, job: bytes) -> float:
+        lines = job.count(b"\n")
+        codes = job.count(b"\x1d(k\x03\x001Q0") + job.count(b"\x1dk")  # QR print (fn 81), barcode (GS k)
+        cuts = job.count(b"\x1dV")
+        return (lines * self.line_mm + codes * self.code_mm + cuts * self.cut_mm) / self.mm_per_s
+
+
 class SimPrinter:
     """Behaves like a printer on TCP 9100. Flags can be changed at any time; they apply from the next byte."""
 
     def __init__(
-        self, name: str = "sim", *, host: str = "127.0.0.1", port: int = 0, out_dir: Path | None = None
+        self,
+        name: str = "sim",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        out_dir: Path | None = None,
+        speed: PaperSpeed | None = None,
     ) -> None:
+        """``speed``: paper comes out this fast, so a backlog takes as long as on a real printer (None: instantly, as
+        unit tests want). A job's bytes wait until the paper of the job before is out (a real printer's receive buffer
+        holds about one ticket); status queries are answered at once, also meanwhile."""
         self.name = name
+        self.speed = speed
+        self._paper_free_at = 0.0  # monotonic time the job printing now is out
         self.host = host
         self.port = port
         self.out_dir = out_dir
@@ -139,6 +170,8 @@ class SimPrinter:
                     if self.drop_after is not None and len(job) + len(part) >= self.drop_after:
                         part, cut = part[: self.drop_after - len(job)], True
                         self.drop_after = None
+                    if not job and self.speed is not None:
+                        await asyncio.sleep(self._paper_free_at - time.monotonic())
                     on_paper = self._take(job, part, on_paper)
                     if cut:
                         break
@@ -191,6 +224,8 @@ class SimPrinter:
             self.dropped.append(len(self.jobs) - 1)
         # A printer prints what it got before a cut or a fault; with no paper, nothing.
         paper = job[:on_paper]
+        if paper and self.speed is not None:
+            self._paper_free_at = max(time.monotonic(), self._paper_free_at) + self.speed.seconds(paper)
         if paper:
             self.printed.append(paper)
             if self.out_dir is not None:
@@ -289,10 +324,20 @@ def _split(data: bytes) -> tuple[list[bytes | int], bytes]:
     return parts, data[max(end, start) :]
 
 
-async def serve(name: str, port: int, out_dir: Path | None, *, host: str = "127.0.0.1", serial: bool = False) -> None:
-    """Runs one simulated printer until cancelled (``edge sim printer [--serial]``)."""
+async def serve(
+    name: str,
+    port: int,
+    out_dir: Path | None,
+    *,
+    host: str = "127.0.0.1",
+    serial: bool = False,
+    speed: PaperSpeed | None = None,
+) -> None:
+    """Runs one simulated printer until cancelled (``edge sim printer [--serial] [--instant]``)."""
     printer = (
-        SimSerialPrinter(name, out_dir=out_dir) if serial else SimPrinter(name, host=host, port=port, out_dir=out_dir)
+        SimSerialPrinter(name, out_dir=out_dir)
+        if serial
+        else SimPrinter(name, host=host, port=port, out_dir=out_dir, speed=speed)
     )
     await printer.start()
     where = (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,9 +23,15 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 # WAL + synchronous=FULL: every COMMIT fsyncs the WAL before it returns, so an acknowledged order
-# survives a power cut. NORMAL would only lose the last commits on power loss, but those are exactly
-# the ones we have already answered 201 for. Group commit (orders.py) wins back the throughput.
+# survives a power cut. NORMAL alone would lose the last commits on power loss, but those are exactly
+# the ones we have already answered 201 for. The agent's own Database runs NORMAL and fsyncs the WAL itself
+# after each COMMIT, off the writer, before any caller hears "done" (see Database._sync): same promise, and the
+# next group's writes go on while the fsync runs. Other writers (CLI commands) keep FULL.
 _PRAGMAS = (
+    # Each commit writes every page it touched whole, to the WAL and again at the checkpoint: 1 KiB pages cut the bytes
+    # an order costs the SD card to about a third of 4 KiB ones (bench.py storage). Only a new file takes it; an
+    # existing database keeps its page size (changing it means a VACUUM, see docs/printing.md).
+    "PRAGMA page_size = 1024",
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
@@ -81,12 +89,32 @@ async def _to_the_end(aw: Awaitable[T]) -> T:
     return task.result()
 
 
+def _fdatasync(path: Path) -> None:
+    """Flush a file's data to the device; any descriptor of the file flushes what every writer of it wrote."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    """One open transaction several callers add their writes to; ``done`` resolves when its COMMIT has run."""
+
+    done: asyncio.Future[None]
+
+
 class Database:
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        self._group: _Group | None = None  # the transaction callers are adding their writes to, if one is open
+        self._committer: asyncio.Task[None] | None = None
+        self._unsynced: list[_Group] = []  # committed, not yet fsynced: their callers still wait
+        self._syncer: asyncio.Task[None] | None = None
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
         self.on_write_health: Callable[[str | None], None] | None = None
@@ -103,6 +131,7 @@ class Database:
                 await migrations_mod.migrate(writer, migrations)
             else:
                 await migrations_mod.check_not_newer(writer, migrations)
+            await writer.execute("PRAGMA synchronous = NORMAL")  # Database._sync makes each commit durable
             reader = await aiosqlite.connect(path, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout = 5000")
             await reader.execute("PRAGMA query_only = ON")
@@ -116,31 +145,108 @@ class Database:
         return cls(path, writer, reader)
 
     async def close(self) -> None:
+        for task in (self._committer, self._syncer):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
         async with self._write_lock:
             await self._reader.close()
             await self._writer.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT on the single writer. Await nothing but this connection inside.
+        """One caller's write, all-or-nothing, returning once it is durable. Await nothing but this connection inside.
 
-        Cancelled or failed at any await (waiting for BEGIN, inside, at COMMIT), the statement awaited still runs
-        on aiosqlite's thread; the rollback queued behind it ends whatever it left open before the lock is let go.
+        Group commit: callers that queue for the writer while a transaction is open add their writes to it, each in its
+        own SAVEPOINT, and one COMMIT (one fsync) makes them all durable. A caller whose body fails rolls back to its
+        savepoint only: the others' writes stay and commit. Each caller returns only after the COMMIT that carries its
+        writes, so a 201 or a ``printing`` mark is never announced before it is on disk. If the COMMIT fails, or SQLite
+        itself ends the transaction (disk full, I/O error), every caller in the group gets the error: none is told
+        "stored".
+
+        Cancelled or failed at any await, the statement awaited still runs on aiosqlite's thread; the rollback queued
+        behind it ends whatever it left open before the lock is let go. A caller cancelled after its body ran may still
+        have its writes committed with the group (as a cancellation at COMMIT always could).
         """
         async with self._write_lock:
+            group = self._group
             try:
-                await self._writer.execute("BEGIN IMMEDIATE")
+                if group is None:
+                    await self._writer.execute("BEGIN IMMEDIATE")
+                    group = self._group = _Group(asyncio.get_running_loop().create_future())
+                    # Queued behind everyone waiting for the lock now (asyncio.Lock is fair): they join this group.
+                    self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
+                await self._writer.execute("SAVEPOINT w")
                 yield self._writer
-                await self._writer.execute("COMMIT")
+                await self._writer.execute("RELEASE w")
+            except sqlite3.Error as err:
+                await self._undo(group, err)
+                raise self._store_error(err) from err
+            except BaseException as err:
+                await self._undo(group, err)
+                raise
+        await _to_the_end(asyncio.shield(group.done))
+
+    async def _undo(self, group: _Group | None, err: BaseException) -> None:
+        """Roll back one caller's writes (its savepoint); if SQLite ended the whole transaction, the group is lost."""
+        if group is None:  # BEGIN itself failed
+            await self._end_transaction()
+            return
+        try:
+            await _to_the_end(self._writer.execute("ROLLBACK TO w"))
+            await _to_the_end(self._writer.execute("RELEASE w"))
+        except sqlite3.Error:
+            pass  # no transaction left to roll back into: seen just below
+        if not self._writer.in_transaction and self._group is group:
+            self._group = None
+            lost = err if isinstance(err, sqlite3.Error) else sqlite3.OperationalError("transaction rolled back")
+            group.done.set_exception(self._store_error(lost))
+            group.done.exception()  # retrieved: a group of one has no other member to see it
+
+    async def _commit(self, group: _Group) -> None:
+        """COMMIT the group once every caller queued before it has added its writes; wake them with the outcome."""
+        async with self._write_lock:
+            if self._group is not group:
+                return  # lost already (see _undo)
+            self._group = None
+            try:
+                await _to_the_end(self._writer.execute("COMMIT"))
             except sqlite3.Error as err:
                 await self._end_transaction()
-                if unavailable(err):
-                    self._set_write_problem(f"database {self.path}: cannot write: {err}")
-                    raise StoreUnavailableError(f"database {self.path}: cannot write: {err}") from err
-                raise StoreError(f"database {self.path}: {err}") from err
-            except BaseException:
+                group.done.set_exception(self._store_error(err))
+                group.done.exception()
+            except BaseException as err:  # cancelled: the callers must not wait for ever
                 await self._end_transaction()
-                raise
+                group.done.set_exception(StoreError(f"database {self.path}: commit interrupted"))
+                group.done.exception()
+                if isinstance(err, asyncio.CancelledError):
+                    raise
+            else:
+                self._unsynced.append(group)
+                if self._syncer is None or self._syncer.done():
+                    self._syncer = asyncio.create_task(self._sync(), name="store-wal-sync")
+
+    async def _sync(self) -> None:
+        """fsync the WAL for every group committed so far, then tell their callers; repeat while more commit. The next
+        groups write and COMMIT meanwhile (the writer is free during the fsync), so one fsync carries all of them: the
+        write-ahead log is appended in order, so an fsync makes every commit before it durable."""
+        while self._unsynced:
+            groups, self._unsynced = self._unsynced, []
+            try:
+                await asyncio.to_thread(_fdatasync, Path(f"{self.path}-wal"))
+            except OSError as err:  # committed but maybe not durable: nobody is told "stored", senders retry
+                failure = StoreUnavailableError(f"database {self.path}: cannot sync the write-ahead log: {err}")
+                for group in groups:
+                    group.done.set_exception(failure)
+                    group.done.exception()
+                continue
+            for group in groups:
+                group.done.set_result(None)
+
+    def _store_error(self, err: sqlite3.Error) -> StoreError:
+        if unavailable(err):
+            self._set_write_problem(f"database {self.path}: cannot write: {err}")
+            return StoreUnavailableError(f"database {self.path}: cannot write: {err}")
+        return StoreError(f"database {self.path}: {err}")
 
     @asynccontextmanager
     async def publishing(self, bus: EventBus) -> AsyncIterator[tuple[aiosqlite.Connection, list[Event]]]:

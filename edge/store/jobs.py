@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 import aiosqlite
@@ -15,7 +15,7 @@ from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
 from edge.store.db import Database
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
-from edge.store.rows import FailureRecorded, Job, PrintableJob, Rerouted
+from edge.store.rows import FailureRecorded, Job, MarksCommitted, PrintableJob, PrintedMark, Rerouted
 
 _JOBS = "SELECT j.*, o.number AS order_number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 # A job renders its own revision (order_revisions once an order has more than one). A job born of a change is as old
@@ -32,9 +32,12 @@ PRINTABLE = (
 )
 # A change or void ticket waits while an earlier ticket of its order and station is still to print: the kitchen reads
 # tickets in revision order.
+# An earlier ticket 'printing' on the same printer went out before (a spool sends one job after the other; its printed
+# mark may still be waiting for the next commit), so only one printing elsewhere (after a failover) keeps it waiting.
 _IN_TURN = (
     "(j.variant IS NULL OR NOT EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id"
-    " AND e.station IS j.station AND e.id < j.id AND e.state IN ('queued', 'printing', 'failed')))"
+    " AND e.station IS j.station AND e.id < j.id"
+    " AND (e.state IN ('queued', 'failed') OR (e.state = 'printing' AND e.printer IS NOT j.printer))))"
 )
 # A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
 _DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
@@ -71,15 +74,20 @@ class JobStore:
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
 
     async def next_for(self, printer: str, now: float, *, max_delay: float) -> PrintableJob | None:
-        """The next due job for a printer: pushed orders before a recovered backlog (new orders must not wait behind
-        hours of missed ones), then highest priority, then arrival. ``max_delay``: no retry is due later than this
-        from ``now``, whatever the wall clock did since it was planned."""
-        row = await self._db.fetchone(
+        """The next due job for a printer (see ``next_burst``)."""
+        burst = await self.next_burst(printer, now, max_delay=max_delay, limit=1)
+        return burst[0] if burst else None
+
+    async def next_burst(self, printer: str, now: float, *, max_delay: float, limit: int) -> list[PrintableJob]:
+        """Up to ``limit`` due jobs for a printer, in the order they print: pushed orders before a recovered backlog
+        (new orders must not wait behind hours of missed ones), then highest priority, then arrival. ``max_delay``: no
+        retry is due later than this from ``now``, whatever the wall clock did since it was planned."""
+        rows = await self._db.fetchall(
             PRINTABLE + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE} AND {_IN_TURN}"
-            " ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT 1",
-            {"printer": printer, "now": now, "max_delay": max_delay},
+            " ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT :limit",
+            {"printer": printer, "now": now, "max_delay": max_delay, "limit": limit},
         )
-        return PrintableJob.from_row(row) if row is not None else None
+        return [PrintableJob.from_row(row) for row in rows]
 
     async def next_due_at(self, printer: str, now: float, *, max_delay: float) -> float | None:
         row = await self._db.fetchone(
@@ -134,17 +142,65 @@ class JobStore:
 
     async def mark_printing(self, job_id: int, printer: str, *, revision: int | None = None) -> bool:
         """Claim a waiting job for ``printer``; False if a failover moved it elsewhere (or a person held it)
-        meanwhile, or an order change rewrote it to another ``revision`` than the one rendered."""
-        # Committed before the first byte goes out: after a crash we know this job may be half on paper.
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'printing'"
-                " WHERE id = ? AND printer = ? AND state IN ('queued', 'failed') AND (?3 IS NULL OR revision = ?3)",
-                (job_id, printer, revision),
-            )
-            claimed = cursor.rowcount == 1
-            await cursor.close()
-        return claimed
+        meanwhile, or an order change rewrote it to another ``revision`` than the one rendered (None: any)."""
+        return job_id in (await self.commit_marks(printer, claim=[(job_id, revision)])).claimed
+
+    async def commit_marks(
+        self,
+        printer: str,
+        *,
+        printed: Sequence[PrintedMark] = (),
+        claim: Sequence[tuple[int, int | None]] = (),
+        release: Sequence[int] = (),
+    ) -> MarksCommitted:
+        """A spool's marks in one commit (one fsync on an SD card): the jobs the printer confirmed since the last one
+        (``printed``: JobPrinted and central's 'printed' row for each still 'printing'), the jobs it is about to send
+        (``claim``: (job, revision rendered) pairs; queued or failed jobs of ``printer`` become 'printing'; a job a
+        failover moved, a person held or an order change rewrote to another revision meanwhile is left out), and
+        claimed jobs it never sent (``release``: back to 'queued', no COPY mark).
+
+        The claim is durable before this returns, so before the spool sends a byte of those jobs: after a crash they
+        reprint marked COPY. A printed mark that has not ridden on a commit yet is lost in a crash: that job is still
+        'printing' and reprints marked COPY too, never as an original."""
+        now = self._clock.wall()
+        done: dict[int, float] = {}
+        async with self._db.publishing(self._bus) as (conn, events):
+            for mark in printed:
+                rows = await conn.execute_fetchall(
+                    "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
+                    " WHERE id = ? AND state = 'printing' RETURNING printer",
+                    (now, mark.job_id),
+                )
+                for (job_printer,) in rows:
+                    await add_outbox(
+                        conn,
+                        [outbox_row(mark.order_id, StatusEvent.PRINTED, str(mark.job_id), now, job_id=mark.job_id)],
+                    )
+                    events.append(
+                        JobPrinted(
+                            job_id=mark.job_id, order_id=mark.order_id, printer=job_printer, latency_s=mark.latency_s
+                        )
+                    )
+                    done[mark.job_id] = now
+            if release:
+                await conn.execute(
+                    "UPDATE print_jobs SET state = 'queued' WHERE state = 'printing' AND printer = ?"
+                    " AND id IN (SELECT value FROM json_each(?))",
+                    (printer, json.dumps(list(release))),
+                )
+            claimed: list[int] = []
+            if claim:
+                # Committed before the first byte goes out: after a crash we know these jobs may be half on paper.
+                claimed = [
+                    r[0]
+                    for r in await conn.execute_fetchall(
+                        "UPDATE print_jobs SET state = 'printing' WHERE printer = ? AND state IN ('queued', 'failed')"
+                        " AND EXISTS (SELECT 1 FROM json_each(?) c WHERE c.value ->> 0 = print_jobs.id"
+                        " AND (c.value ->> 1 IS NULL OR c.value ->> 1 = print_jobs.revision)) RETURNING id",
+                        (printer, json.dumps([list(c) for c in claim])),
+                    )
+                ]
+        return MarksCommitted(claimed=frozenset(claimed), printed=done)
 
     async def hold(self, job_id: int, printer: str, *, expected: JobState, age_s: float = 0.0) -> bool:
         """A stale job waits for a person instead of printing (JobHeld, with its ``age_s``); False if it is no longer
@@ -280,17 +336,9 @@ class JobStore:
     async def mark_printed(self, job_id: int, order_id: str, *, latency_s: float = 0.0) -> float | None:
         """The printer confirmed the job with no fault after it (JobPrinted, with ``latency_s`` from the order being
         stored); None (nothing recorded) if it was not 'printing'."""
-        now = self._clock.wall()
-        async with self._db.publishing(self._bus) as (conn, events):
-            rows = await conn.execute_fetchall(
-                "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
-                " WHERE id = ? AND state = 'printing' RETURNING printer",
-                (now, job_id),
-            )
-            for (printer,) in rows:
-                await add_outbox(conn, [outbox_row(order_id, StatusEvent.PRINTED, str(job_id), now, job_id=job_id)])
-                events.append(JobPrinted(job_id=job_id, order_id=order_id, printer=printer, latency_s=latency_s))
-        return now if events else None
+        # The printer is only needed to claim or release; a printed mark applies to the job wherever it is.
+        done = await self.commit_marks("", printed=[PrintedMark(job_id, order_id, latency_s)])
+        return done.printed.get(job_id)
 
     async def mark_uncertain(self, job_id: int, error: str) -> bool:
         """The job went out but the printer then reported a fault (paper end, cover open…): it may be partly on

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 from collections.abc import Mapping
 
 import aiosqlite
@@ -163,35 +162,48 @@ class OrderStore:
         self._db = db
         self._clock = clock
         self._pending: list[tuple[NewOrder, asyncio.Future[InsertResult]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._scheduled = False  # a batch waits for the writer and will take what is pending then
+        self._batches: set[asyncio.Task[None]] = set()
 
     async def insert(self, new: NewOrder) -> InsertResult:
         """Store one order durably. Concurrent callers share one transaction and one fsync (group commit)."""
         future: asyncio.Future[InsertResult] = asyncio.get_running_loop().create_future()
         self._pending.append((new, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        self._schedule()
         return await future
 
     async def insert_many(self, batch: list[NewOrder]) -> list[InsertResult]:
         """One transaction for a whole batch (recovery)."""
         return await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall()))
 
-    async def _flush(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-            try:
-                results = await self._db.write(
-                    functools.partial(insert_batch, batch=[n for n, _ in group], now=self._clock.wall())
-                )
-            except Exception as err:  # every waiter learns the commit failed; none is told "stored"
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(err)
-                continue
-            for (_, future), result in zip(group, results, strict=True):
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            task = asyncio.create_task(self._write_batch(), name="store-orders")
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _write_batch(self) -> None:
+        """Insert every order pending once the writer is ours: those that came while it was busy share this batch.
+        Orders arriving meanwhile start the next batch, which commits while this one's fsync runs (Database._sync)."""
+        group: list[tuple[NewOrder, asyncio.Future[InsertResult]]] = []
+        try:
+            async with self._db.transaction() as conn:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                self._scheduled = False
+                if self._pending:
+                    self._schedule()
+                results = await insert_batch(conn, [n for n, _ in group], self._clock.wall())
+        except Exception as err:  # every waiter learns the commit failed; none is told "stored"
+            if not group:  # the writer failed before this batch took its orders
+                group, self._pending, self._scheduled = self._pending, [], False
+            for _, future in group:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(err)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def known_hashes(self, ids: list[str]) -> dict[str, str]:
         """Content hash by order id, for the ids stored now or once (purged since, see seen_orders)."""

@@ -110,6 +110,23 @@ def _job_states(row: Row) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrintedMark:
+    """A job the printer confirmed, waiting to ride on the spool's next commit (``latency_s``: stored to confirmed)."""
+
+    job_id: int
+    order_id: str
+    latency_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MarksCommitted:
+    """What one spool commit did: the jobs it claimed, and the printed marks that applied (job id -> printed_at)."""
+
+    claimed: frozenset[int]
+    printed: dict[int, float]
+
+
+@dataclasses.dataclass(frozen=True)
 class FailureRecorded:
     """What counting a failed attempt did: the job's new state (failed, or dead when out of attempts)."""
 

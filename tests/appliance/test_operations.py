@@ -141,6 +141,12 @@ async def test_status_screen_shows_printers_queue_and_dead_jobs(
     colour only on a terminal."""
     printers["kitchen"].set_offline(True)
     await push(agent, 1)
+    # The receipt goes out at once; its 'printed' mark rides on the front spool's next commit (within 0.05 s).
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE kind = 'receipt'"),
+        lambda rows: rows == [("printed",)],
+        what="the receipt recorded as printed",
+    )
     for _ in range(100):
         status, data = await call_agent(make_settings(api={"port": agent.port}), "GET", "/api/v1/status")
         if data["printers"][0]["state"] == "offline":

@@ -33,6 +33,7 @@ def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
     assert set(result["storage"]) == {
         "fsync_ms",
         *(f"{run}_clients_{n}" for run in ("cost", "fsync_10ms") for n in (1, 8)),
+        "fsync_10ms_paper_speed_clients_8",
     }
     fleet = result.pop("fleet")  # counts (429s may be 0) and a text saying what is simulated: checked on its own
     assert fleet["new_defaults"]["agents_recovered"] == fleet["agents"] and fleet["new_defaults"]["all_stored_s"] > 0

@@ -1,0 +1,95 @@
+"""A spool's marks share commits: a burst of waiting jobs is claimed in one commit, a printed mark rides on the next
+claim. After a crash nothing is lost and every print whose mark was not yet durable comes out again marked COPY."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from edge.app import Agent
+from edge.printing.decode import decode
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess, free_port, write_config
+from tests.helpers import TOKEN, api_client, db_rows, eventually, post, wait_until, wal_commits
+
+ORDERS = 10
+
+
+async def test_a_backlog_prints_with_a_few_commits_not_two_per_ticket(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
+) -> None:
+    """Ten tickets wait for the kitchen printer; it comes back: all ten print, each once and as an original, and the
+    marks take a few commits (counted in the WAL file), not a 'printing' and a 'printed' commit per ticket."""
+    agent = await make_agent()
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    async with api_client(agent) as api:
+        for n in range(ORDERS):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    db = agent.settings.agent.db_path
+    before = await asyncio.to_thread(wal_commits, db)
+    kitchen.set_offline(False)
+    await eventually(
+        lambda: db_rows(agent, "SELECT state, copy FROM print_jobs"),
+        lambda rows: rows == [("printed", 0)] * ORDERS,
+        what="every ticket printed",
+    )
+    commits = await asyncio.to_thread(wal_commits, db) - before
+    assert len(kitchen.printed) == ORDERS
+    assert commits <= ORDERS // 2, f"{commits} commits for {ORDERS} tickets"
+
+
+@pytest.mark.crash
+async def test_sigkill_while_printed_marks_wait_for_a_commit_reprints_them_as_copy(tmp_path: Path) -> None:
+    """A backlog prints in bursts; the agent is SIGKILLed the moment the last ticket is on paper, while its printed
+    mark still waits to ride on a commit. After the restart every ticket is printed, no ticket twice as an original,
+    and the ones whose mark was lost come out again marked COPY (at most one burst's worth)."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    port = free_port()
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=port,
+        token=TOKEN,
+        printers={"kitchen": kitchen.port, "front": front.port},
+    )
+    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    db = tmp_path / "data" / "edge.db"
+    try:
+        await agent.start()
+        kitchen.set_offline(True)
+        async with api_client(port) as api:
+            for n in range(ORDERS):
+                assert (await post(api, make_order(n, prefix="kill", print_receipt=False)))[0] == 201
+        kitchen.set_offline(False)
+        await kitchen.wait_for_printed(ORDERS)
+        await agent.kill()
+        lost = [r[0] for r in await db_rows(db, "SELECT id FROM print_jobs WHERE state = 'printing'")]
+        await agent.start()
+        await eventually(
+            lambda: db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'"),
+            lambda rows: rows[0][0] == ORDERS,
+            what="every ticket printed after the restart",
+        )
+        await kitchen.wait_for_printed(ORDERS + len(lost))
+        originals: collections.Counter[str] = collections.Counter()
+        copies: collections.Counter[str] = collections.Counter()
+        for data in kitchen.printed:
+            doc = decode(data)
+            order_id = doc.qr_codes[0].split(":")[2]
+            (copies if "KOPIE / COPY" in doc.text else originals)[order_id] += 1
+        assert sorted(originals) == sorted(make_order(n, prefix="kill")["id"] for n in range(ORDERS))
+        assert set(originals.values()) == {1}
+        assert 1 <= sum(copies.values()) == len(lost) <= 16, (lost, copies)
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()

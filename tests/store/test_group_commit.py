@@ -1,0 +1,137 @@
+"""Group commit: concurrent writers share one COMMIT (one fsync) and still succeed or fail one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from edge.errors import WrongStateError
+from edge.store import Database
+from edge.store import db as db_mod
+from tests.helpers import db_rows, wait_until, wal_commits
+
+
+async def put(db: Database, key: str, *, fail: bool = False) -> None:
+    async with db.transaction() as conn:
+        await conn.execute("INSERT INTO meta(key, value) VALUES (?, 'v')", (key,))
+        await conn.execute("UPDATE meta SET value = 'whole' WHERE key = ?", (key,))
+        if fail:
+            raise WrongStateError(f"{key} refused half-way")
+
+
+async def test_concurrent_writers_share_commits_and_each_returns_once_its_write_is_durable(tmp_path: Path) -> None:
+    """Twenty writes started together are made durable by far fewer than twenty COMMITs (counted in the WAL file), and
+    when each returns a second connection already sees its row."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+        before = await asyncio.to_thread(wal_commits, path)
+
+        async def put_and_look(key: str) -> list[tuple[object, ...]]:
+            await put(db, key)
+            return await db_rows(path, "SELECT value FROM meta WHERE key = ?", key)
+
+        seen = await asyncio.gather(*(put_and_look(f"k{n}") for n in range(20)))
+        commits = await asyncio.to_thread(wal_commits, path) - before
+        assert seen == [[("whole",)]] * 20
+        assert 1 <= commits <= 5, f"{commits} commits for 20 concurrent writes"
+    finally:
+        await db.close()
+
+
+async def test_a_failing_writer_in_a_group_loses_only_its_own_write(tmp_path: Path) -> None:
+    """Of ten writes sharing a commit, the fifth fails half-way: it gets its own error and none of its rows is stored;
+    the nine others are stored whole, checked from a second connection."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+        outcomes = await asyncio.gather(*(put(db, f"k{n}", fail=n == 4) for n in range(10)), return_exceptions=True)
+        assert [type(o).__name__ for o in outcomes] == ["NoneType"] * 4 + ["WrongStateError"] + ["NoneType"] * 5
+        stored = await db_rows(path, "SELECT key, value FROM meta WHERE key LIKE 'k%' ORDER BY key")
+        assert stored == [(f"k{n}", "whole") for n in range(10) if n != 4]
+    finally:
+        await db.close()
+
+
+async def test_when_sqlite_ends_the_groups_transaction_no_writer_of_it_is_told_stored(tmp_path: Path) -> None:
+    """SQLite itself rolls back a whole transaction on a full disk or an I/O error (here forced with ON CONFLICT
+    ROLLBACK in one writer's body): the writes of the others in the group are gone with it, so each of them gets an
+    error (the sender retries) and none is told "stored"; nothing of theirs is in the file, and the next write works."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+        await put(db, "first")
+
+        async def break_then_put(key: str) -> None:
+            async with db.transaction() as conn:
+                await conn.execute("INSERT INTO meta(key, value) VALUES (?, 'v')", (key,))
+                if key == "g2":  # the last of the group, after the others added their writes
+                    # SQLite aborts the whole transaction on a constraint with ON CONFLICT ROLLBACK: the group is lost.
+                    await conn.execute("INSERT OR ROLLBACK INTO meta(key, value) VALUES ('first', 'again')")
+
+        outcomes = await asyncio.gather(*(break_then_put(f"g{n}") for n in range(3)), return_exceptions=True)
+        assert all(isinstance(o, Exception) for o in outcomes), outcomes
+        assert await db_rows(path, "SELECT key FROM meta WHERE key LIKE 'g%'") == []
+        await put(db, "after")  # the writer is usable again
+        assert await db_rows(path, "SELECT key FROM meta WHERE key = 'after'") == [("after",)]
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("turns", range(0, 12))
+async def test_cancelling_one_writer_of_a_group_leaves_the_others_stored(tmp_path: Path, turns: int) -> None:
+    """Three writers share a group; the middle one is cancelled after some loop turns (waiting for the lock, inside
+    its body, waiting for the commit): the other two are stored whole, the cancelled one whole or not at all."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+        tasks = [asyncio.create_task(put(db, f"c{n}")) for n in range(3)]
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        tasks[1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stored = dict(await db_rows(path, "SELECT key, value FROM meta WHERE key LIKE 'c%'"))
+        assert stored.get("c0") == stored.get("c2") == "whole"
+        assert stored.get("c1") in (None, "whole")
+        await put(db, "after")
+    finally:
+        await db.close()
+
+
+async def test_a_write_returns_only_after_the_wal_is_fsynced_and_the_next_write_commits_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fsync that makes a commit durable is held (a power cut cannot be staged here, so the fsync is the one thing
+    stood in for): the write is committed (a second connection sees it) but its caller is not told until the fsync
+    ends; meanwhile a second write commits too and rides on the next fsync."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    release = threading.Event()
+    syncs: list[int] = []
+    real = db_mod._fdatasync
+
+    def held_fsync(wal: Path) -> None:
+        release.wait(10)
+        syncs.append(wal.stat().st_size)
+        real(wal)
+
+    monkeypatch.setattr(db_mod, "_fdatasync", held_fsync)
+    try:
+        first = asyncio.create_task(put(db, "first"))
+        await wait_until(lambda: _committed(path, "first"), what="the first write committed")
+        second = asyncio.create_task(put(db, "second"))
+        await wait_until(lambda: _committed(path, "second"), what="the second write committed while the fsync waits")
+        assert not first.done() and not second.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
+        assert len(syncs) == 2 and syncs[1] >= syncs[0]
+    finally:
+        release.set()
+        await db.close()
+
+
+async def _committed(path: Path, key: str) -> bool:
+    return bool(await db_rows(path, "SELECT 1 FROM meta WHERE key = ?", key))
