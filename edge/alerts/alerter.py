@@ -37,6 +37,8 @@ from edge.events import (
     EventBus,
     JobDead,
     JobHeld,
+    MqttConnectionChanged,
+    MqttOrderRejected,
     OrderConflicted,
     OrderTotalsMismatched,
     PrinterStatusChanged,
@@ -219,6 +221,14 @@ class Alerter:
                 order = event.number or event.order_id
                 item = {"id": event.order_id, "order": order, "error": event.reason[:120]}
                 self._signal(kind, "recovery", True, item=item, run_id=event.run_id)
+            case MqttConnectionChanged(connected=connected, refused=refused, detail=detail):
+                if refused:
+                    self._signal("mqtt_refused", "mqtt", True, detail=detail)
+                elif connected:
+                    self._signal("mqtt_refused", "mqtt", False)
+            case MqttOrderRejected():
+                item = {"id": event.order_id or f"reject {event.reject_id}", "order": event.order_id or "?"}
+                self._signal("mqtt_invalid", "mqtt", True, item=item | {"error": event.reason[:120]})
             case StorageProblem(detail=detail):
                 self._signal("storage_problem", "database", True, detail=detail)
             case StorageRecovered():
@@ -470,6 +480,8 @@ class Alerter:
             OrderConflicted,
             RecoveryOrderInvalid,
             OrderTotalsMismatched,
+            MqttConnectionChanged,
+            MqttOrderRejected,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._tasks = [

@@ -233,6 +233,37 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " run shows the reason (status page or edge recovery status).",
         ),
     },
+    "mqtt_refused": {
+        "de": (
+            "MQTT-Broker lehnt die Anmeldung ab",
+            "Der MQTT-Broker nimmt die Verbindung dieser Filiale nicht an ({detail}). Bestellungen über MQTT kommen"
+            " nicht an; Bestellungen über HTTP und der Abgleich mit der Zentrale laufen weiter.",
+            "Benutzername, Passwort (EDGE_MQTT_PASSWORD) oder Zertifikate in der Konfiguration prüfen lassen;"
+            " den Grund zeigt edge doctor.",
+        ),
+        "en": (
+            "MQTT broker refuses the login",
+            "The MQTT broker does not accept this store's connection ({detail}). Orders over MQTT do not arrive;"
+            " orders over HTTP and reconciliation with the central backend go on.",
+            "Have the user name, password (EDGE_MQTT_PASSWORD) or certificates in the config checked; edge doctor"
+            " shows the reason.",
+        ),
+    },
+    "mqtt_invalid": {
+        "de": (
+            "Bestellung {order}: über MQTT, aber ungültig, nicht gedruckt",
+            "Über MQTT kamen Nachrichten, die keine gültige Bestellung sind; sie wurden aufbewahrt, aber nicht"
+            " gedruckt.",
+            "Die Bestellung bei der Zentrale korrigieren lassen und, falls noch nötig, von Hand bearbeiten;"
+            " den Grund zeigen edge doctor und die Statusseite.",
+        ),
+        "en": (
+            "Order {order}: over MQTT but invalid, not printed",
+            "Messages arrived over MQTT that are not a valid order; they were kept, but not printed.",
+            "Have the order corrected at the central backend and, if still needed, handle it by hand; edge doctor"
+            " and the status page show the reason.",
+        ),
+    },
     "order_totals_mismatch": {
         "de": (
             "Bestellung {order}: Summen stimmen nicht",

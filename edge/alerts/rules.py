@@ -49,6 +49,10 @@ TYPES: dict[str, AlertType] = {
         AlertType("recovery_conflict", WARNING),  # the local version was printed; the backend's differs
         AlertType("recovery_invalid", CRITICAL),  # the backend has an order this store never printed
         AlertType("order_totals_mismatch", WARNING, remind=False),
+        # MQTT intake: the broker refuses our login or certificate (orders over MQTT stop), and messages on the
+        # orders topic that were not a valid order (acked and kept; central must send them right).
+        AlertType("mqtt_refused", CRITICAL),
+        AlertType("mqtt_invalid", CRITICAL, remind=False),
     )
 }
 

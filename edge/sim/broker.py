@@ -20,6 +20,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.sim.process import free_port
 
@@ -150,16 +152,19 @@ class Backend:
     """The central backend's side: an independent paho client (its own thread) that publishes orders and records
     what arrives on the topics it subscribes to."""
 
-    def __init__(self, broker: Broker, *, subscribe: Iterable[str] = ()) -> None:
+    def __init__(self, broker: Broker, *, subscribe: Iterable[str] = (), client_id: str | None = None) -> None:
+        """``client_id``: a persistent session under this name (the broker queues what arrives while we are away, as
+        central's consumer would want); without one, a fresh session that ends with the connection."""
         self.received: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
         self._got = threading.Condition()
         self._subs = list(subscribe)
         self._connected = threading.Event()
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"backend-{free_port()}",
+            client_id=client_id or f"backend-{free_port()}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
+        self._persistent = client_id is not None
         self.client.username_pw_set(BACKEND_USER, BACKEND_PASSWORD)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -176,7 +181,10 @@ class Backend:
             self._got.notify_all()
 
     def _connect(self) -> None:
-        self.client.connect("127.0.0.1", self._port, keepalive=30)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600 if self._persistent else 0
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # seconds; paho annotates int
+        self.client.connect("127.0.0.1", self._port, keepalive=30, clean_start=not self._persistent, properties=props)
         self.client.loop_start()
         if not self._connected.wait(5):
             raise TimeoutError("backend client did not connect")

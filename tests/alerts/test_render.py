@@ -29,6 +29,8 @@ GROUP_DETAILS = {
         "detail": "tax lines imply goods of 39.14 to 39.36 including tax, total is 54.30",
         "items": [{"id": "ord_1", "order": "ord_9", "error": "tax lines imply goods of 39.14 to 39.36"}],
     },
+    "mqtt_refused": {"detail": "broker refused the connection: Bad user name or password"},
+    "mqtt_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: must be an integer"}]},
 }
 SUBJECTS = {
     "queue_backlog": "queue",
@@ -38,6 +40,8 @@ SUBJECTS = {
     "recovery_conflict": "recovery",
     "recovery_invalid": "recovery",
     "order_totals_mismatch": "totals",
+    "mqtt_refused": "mqtt",
+    "mqtt_invalid": "mqtt",
 }
 
 

@@ -34,8 +34,9 @@ async def broker(tmp_path: Path, tls_files: TlsFiles) -> AsyncIterator[Broker]:
 
 @pytest.fixture
 async def backend(broker: Broker) -> AsyncIterator[Backend]:
-    """The backend's client, listening on the store's events and status topics."""
-    client = Backend(broker, subscribe=[EVENTS, STATUS])
+    """The backend's client, listening on the store's events and status topics with a persistent session (what
+    arrives while the broker restarts is kept for it)."""
+    client = Backend(broker, subscribe=[EVENTS, STATUS], client_id="central-consumer")
     await client.connect()
     yield client
     await client.close()

@@ -14,6 +14,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import api_client, db_rows, eventually, post, wait_until
 from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section
+from tests.mqtt.test_link import MAIL
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 
@@ -77,7 +78,7 @@ async def test_a_payload_that_is_not_an_order_is_acked_kept_and_reported_like_ht
     reported on the events topic with the body the HTTP API answers, counted and alerted; nothing printed, and not
     delivered again after a restart."""
     heard: list[Event] = []
-    agent = await make_agent(mqtt=mqtt_section(broker), listen=heard.append)
+    agent = await make_agent(mqtt=mqtt_section(broker), listen=heard.append, **MAIL)
     await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
     invalid: dict[str, Any] = make_order(2, prefix="bad", print_receipt=False)
     invalid["items"][0]["qty"] = "three"
@@ -105,6 +106,11 @@ async def test_a_payload_that_is_not_an_order_is_acked_kept_and_reported_like_ht
     assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
     async with api_client(agent) as api, api.get("/metrics") as response:
         assert 'edge_mqtt_rejected_total{error="invalid_order"} 1.0' in await response.text()
+    await eventually(
+        lambda: db_rows(agent, "SELECT type, severity, fires_total FROM alert_groups WHERE type LIKE 'mqtt%'"),
+        lambda rows: rows == [("mqtt_invalid", "critical", 2)],
+        what="the mqtt_invalid alert with both rejections",
+    )
     await agent.stop()
 
     again = await make_agent(mqtt=mqtt_section(broker))

@@ -1,0 +1,177 @@
+"""The broker link under faults, from outside: events retried until acknowledged, a store that cannot write, the broker
+absent or restarted, wrong credentials, TLS with verification and mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from edge.app import Agent
+from edge.events import Event, MqttConnectionChanged
+from edge.sim.broker import Backend, Broker, TlsFiles
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, db_rows, eventually, post, wait_until
+from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section
+
+MakeAgent = Callable[..., Awaitable[Agent]]
+# Alerts on, the relay nowhere: the alert groups are what these tests read (mail delivery is tests/alerts' business).
+MAIL: dict[str, Any] = {
+    "smtp": {"host": "127.0.0.1", "port": 9, "security": "none", "sender": "edge@example.com"},
+    "alerts": {"to": ["manager@example.com"], "critical_group_wait_s": 0},
+}
+
+
+async def ready(agent: Agent) -> tuple[int, dict[str, Any]]:
+    async with api_client(agent) as api, api.get("/ready") as response:
+        return response.status, await response.json()
+
+
+async def test_status_events_go_out_with_their_keys_and_wait_for_a_broker_that_is_down(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """Every outbox event (received, printed, ...) is published QoS 1 on <prefix>/events with its idempotency key; while
+    the broker is down, orders still come in over HTTP and print, and their events follow once it is back."""
+    agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    first = make_order(1, prefix="ev", print_receipt=False)
+    await backend.publish(ORDERS, first)
+    events = await eventually(
+        lambda: _read(backend), lambda e: {"received", "printed"} <= {x["event"] for x in e}, what="received, printed"
+    )
+    assert all(e["order_id"] == first["id"] and e["idempotency_key"].startswith(first["id"]) for e in events)
+
+    await broker.stop()
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="link down")
+    second = make_order(2, prefix="ev", print_receipt=False)
+    async with api_client(agent) as api:
+        status, _ = await post(api, second)
+    assert status == 201
+    await printers["kitchen"].wait_for_printed(2)  # the broker being down blocks neither intake nor printing
+
+    await broker.start()
+    got = await eventually(
+        lambda: _read(backend), lambda e: len(e) >= 4, what="the events of the order taken while the broker was down"
+    )
+    assert {(e["order_id"], e["event"]) for e in got[2:]} == {(second["id"], "received"), (second["id"], "printed")}
+    assert len({e["idempotency_key"] for e in got}) == 4
+
+
+async def _read(backend: Backend) -> list[dict[str, Any]]:
+    return [e for e in backend.events(EVENTS) if e.get("event") != "rejected"]
+
+
+async def test_an_order_the_store_cannot_write_is_not_acked_and_is_stored_once_it_can(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The database refuses writes (read-only, as on a full disk): the order is not acknowledged, so the broker still
+    holds it; the agent stops now, and the next start (store writable) gets it again from the broker and prints it."""
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    assert agent.db is not None and agent.mqtt is not None
+    await agent.db._writer.execute("PRAGMA query_only = ON")  # the store's own writer, as in tests/prove/test_faults
+    order = make_order(1, prefix="full", print_receipt=False)
+    await backend.publish(ORDERS, order)
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.counts["store_failed"] >= 2, what="two failed tries")
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+    await agent.stop()  # without the PUBACK the broker keeps the order for the session
+
+    again = await make_agent(mqtt=mqtt_section(broker))
+    await printers["kitchen"].wait_for_printed(1)
+    assert await db_rows(again, "SELECT id, source FROM orders") == [(order["id"], "mqtt")]
+
+
+async def test_the_agent_starts_without_a_broker_and_connects_when_one_appears(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """A broker that is not there at start-up holds up nothing: the agent is ready and prints HTTP orders; /ready says
+    the link is down (without failing); once the broker listens, the link comes up with backoff and orders flow."""
+    await broker.stop()
+    agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5))
+    status, body = await ready(agent)
+    assert status == 200 and body["checks"]["mqtt"]["ok"] is True
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="link down")
+    status, body = await ready(agent)
+    assert "connection refused" in body["checks"]["mqtt"]["detail"]
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, prefix="nobroker", print_receipt=False)))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+
+    await broker.start()
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
+    await backend.connect()  # its first attempt went to a broker that was down
+    await backend.publish(ORDERS, make_order(2, prefix="nobroker", print_receipt=False))
+    await printers["kitchen"].wait_for_printed(2)
+
+
+async def test_a_broker_restart_loses_no_order_and_prints_none_twice(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The broker restarts (persistence on) in the middle of a stream of orders: the agent reconnects to its kept
+    session and every order is printed exactly once."""
+    agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    orders = [make_order(n, prefix="rs", print_receipt=False) for n in range(60)]
+    await backend.publish(ORDERS, *orders[:30])
+    await broker.restart()
+    await backend.close()
+    publisher = Backend(broker)
+    await publisher.connect()
+    await publisher.publish(ORDERS, *orders[30:])
+    await publisher.close()
+    await eventually(
+        lambda: db_rows(agent, "SELECT COUNT(*) FROM orders"), lambda r: r == [(60,)], 20, what="60 orders stored"
+    )
+    await printers["kitchen"].wait_for_printed(60, timeout=20)
+    for order in orders:
+        assert sum(order["number"].encode() in job for job in printers["kitchen"].printed) == 1, order["number"]
+
+
+async def test_a_wrong_password_is_one_log_line_an_alert_and_ready_detail_not_a_crash_loop(
+    make_agent: MakeAgent, broker: Broker
+) -> None:
+    """The broker refuses the login: the agent keeps running (HTTP intake works), logs the refusal once however often
+    it retries, publishes the refusal for the alerter, and /ready answers 503 naming it."""
+    heard: list[Event] = []
+    with structlog.testing.capture_logs() as logs:
+        agent = await make_agent(
+            mqtt=mqtt_section(broker, password="wrong", reconnect_max_s=0.2), listen=heard.append, **MAIL
+        )
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+        await asyncio.sleep(1.0)  # several retries at 0.2 s
+    refusals = [entry for entry in logs if entry["event"] == "mqtt_connect_failed"]
+    assert len(refusals) == 1
+    assert "Bad user name or password" in refusals[0]["error"] or "Not authorized" in refusals[0]["error"]
+    assert [e.refused for e in heard if isinstance(e, MqttConnectionChanged)] == [True]
+    status, body = await ready(agent)
+    assert status == 503 and body["checks"]["mqtt"]["ok"] is False
+    assert "refused" in body["checks"]["mqtt"]["detail"]
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, prefix="pw", print_receipt=False)))[0] == 201
+    await eventually(
+        lambda: db_rows(agent, "SELECT type, severity, state FROM alert_groups WHERE type LIKE 'mqtt%'"),
+        lambda rows: rows == [("mqtt_refused", "critical", "firing")],
+        what="the mqtt_refused alert firing",
+    )
+
+
+async def test_tls_with_verification_on(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, tls_files: TlsFiles, printers: dict[str, SimPrinter]
+) -> None:
+    """mqtts:// with the test CA in ca_file and the broker's certificate for localhost: connected, orders print. The
+    same broker reached under a name its certificate does not carry, or with a CA that did not sign it, is refused
+    (certificate named in the detail)."""
+    agent = await make_agent(mqtt=mqtt_section(broker, url=broker.tls_url, ca_file=str(tls_files.ca)))
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="TLS link up")
+    await backend.publish(ORDERS, make_order(1, prefix="tls", print_receipt=False))
+    await printers["kitchen"].wait_for_printed(1)
+    await agent.stop()
+
+    for url, ca in ((f"mqtts://127.0.0.1:{broker.tls_port}", tls_files.ca), (broker.tls_url, tls_files.other_ca)):
+        wrong = await make_agent(mqtt=mqtt_section(broker, url=url, ca_file=str(ca), reconnect_max_s=0.2))
+        await wait_until(lambda w=wrong: w.mqtt is not None and w.mqtt.state == "refused", what=f"{url} refused")
+        assert wrong.mqtt is not None and "certificate" in wrong.mqtt.detail
+        await wrong.stop()
