@@ -318,6 +318,8 @@ class MqttLink:
                     return  # the broker sends it again on the next connection
                 continue
             self.counts[outcome] += 1
+            if outcome == "duplicate":  # a redelivery (no PUBACK reached the broker) or the backend sent it again
+                log.info("mqtt_order_duplicate", mid=mid, topic=topic)
             break
         if generation == self._generation and self.state == MqttState.CONNECTED and self._client is not None:
             await self._call(self._client.ack, mid, qos)
