@@ -15,6 +15,7 @@ import contextlib
 import json
 import random
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +27,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import Settings
+from edge.config import MqttSettings, Settings
 from edge.errors import InvalidOrderError, OrderConflictError, StoreError, intake_error_body
 from edge.events import (
     EventBus,
@@ -80,6 +81,52 @@ def describe(err: BaseException) -> str:
     if isinstance(err, ConnectionRefusedError):
         return "connection refused (no broker listening)"
     return f"{type(err).__name__}: {err}"
+
+
+def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool) -> _Client:
+    """A paho client with the login and TLS of ``cfg``; blocking (the TLS context reads the system's CA files)."""
+    c = _Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if cfg.username:
+        c.username_pw_set(cfg.username, cfg.password.get() or None)
+    if cfg.tls:
+        ctx = ssl.create_default_context()  # the system's CAs, host name checked
+        if cfg.ca_file:
+            ctx.load_verify_locations(cafile=str(cfg.ca_file))
+        if cfg.cert_file and cfg.key_file:
+            ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
+        c.tls_set_context(ctx)
+    return c
+
+
+def probe(settings: Settings, timeout_s: float = 5.0) -> str | None:
+    """Log in to the broker once, as edge doctor does: None if it accepts us, else why not. Blocking. Under its own
+    client id with a session that ends with it: the agent's own id would throw the running agent off its session."""
+    cfg = settings.mqtt
+    answered = threading.Event()
+    problem: list[str | None] = [f"no answer from the broker within {timeout_s:g} s"]
+
+    def on_connect(_c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        problem[0] = f"broker refused the connection: {reason}" if reason.is_failure else None
+        answered.set()
+
+    client = build_client(cfg, f"{settings.mqtt_client_id}-doctor", manual_ack=False)
+    client.on_connect = on_connect
+    try:
+        client.connect(cfg.host, cfg.port, keepalive=10, clean_start=True)
+    except (OSError, ValueError) as err:
+        return describe(err)
+    client.loop_start()
+    try:
+        answered.wait(timeout_s)
+        return problem[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 class MqttLink:
@@ -138,21 +185,7 @@ class MqttLink:
         log.info("mqtt_started", broker=self._cfg.url, client_id=self.client_id, prefix=self.prefix)
 
     def _make_client(self) -> _Client:
-        c = _Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,  # PUBACK only after the commit (ack())
-        )
-        if self._cfg.username:
-            c.username_pw_set(self._cfg.username, self._cfg.password.get() or None)
-        if self._cfg.tls:
-            ctx = ssl.create_default_context()  # the system's CAs, host name checked
-            if self._cfg.ca_file:
-                ctx.load_verify_locations(cafile=str(self._cfg.ca_file))
-            if self._cfg.cert_file and self._cfg.key_file:
-                ctx.load_cert_chain(str(self._cfg.cert_file), str(self._cfg.key_file))
-            c.tls_set_context(ctx)
+        c = build_client(self._cfg, self.client_id, manual_ack=True)  # PUBACK only after the commit (ack())
         c.will_set(self.topics["status"], b"offline", qos=QOS, retain=True)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
@@ -437,5 +470,9 @@ class MqttLink:
             "since": self.since,
             "counts": dict(self.counts),
             "rejected_total": await self._store.reject_count(),
+            "rejected": [
+                {"id": r.id, "received_at": r.received_at, "order_id": r.order_id, "error": r.error}
+                for r in await self._store.rejects(10)
+            ],
             "events_unpublished": await self._store.outbox_unpublished(await self._store.outbox_cursor()),
         }
