@@ -126,9 +126,10 @@ class Broker:
         )
         for _ in range(200):
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
+                for port in (self.port, self.tls_port) if self.tls_port else (self.port,):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    await writer.wait_closed()
                 return
             except OSError:
                 if self.proc.returncode is not None:

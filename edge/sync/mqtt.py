@@ -73,7 +73,10 @@ class _Client(paho.Client):
             raise
 
 
-def describe(err: BaseException) -> str:
+def describe(err: BaseException, *, tls: bool = False) -> str:
+    if tls and isinstance(err, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError):
+        # TLS 1.3 tells a refused client certificate only after the handshake, by closing the connection.
+        return f"the broker closed the TLS connection ({err}): it may want a client certificate (mqtt.cert_file)"
     if isinstance(err, ssl.SSLCertVerificationError):
         return f"TLS certificate not accepted: {err.verify_message}"
     if isinstance(err, ssl.SSLError):
@@ -119,7 +122,7 @@ def probe(settings: Settings, timeout_s: float = 5.0) -> str | None:
     try:
         client.connect(cfg.host, cfg.port, keepalive=10, clean_start=True)
     except (OSError, ValueError) as err:
-        return describe(err)
+        return describe(err, tls=cfg.tls)
     client.loop_start()
     try:
         answered.wait(timeout_s)
@@ -159,6 +162,7 @@ class MqttLink:
         self.since = clock.wall()
         self._generation = 0  # +1 per connection: an ack from an older one must not reach a reused packet id
         self._attempt = 0
+        self._socket_error = ""  # paho's last logged socket error (its thread only)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: _Client | None = None
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-calls")
@@ -193,6 +197,7 @@ class MqttLink:
         c.on_message = self._on_message
         c.on_publish = self._on_publish
         c.on_subscribe = self._on_subscribe
+        c.on_log = self._on_log
         self._next_delay(c)
         return c
 
@@ -214,6 +219,7 @@ class MqttLink:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         if self._publisher is not None:
+            self._wake.set()  # the loop sees _stopping: a cancel swallowed by wait_for (Python 3.11) cannot keep it
             self._publisher.cancel()
             await asyncio.gather(self._publisher, return_exceptions=True)
         if self._handlers:
@@ -259,12 +265,21 @@ class MqttLink:
     def _on_connect_fail(self, client: paho.Client, _u: object) -> None:
         err = getattr(client, "last_error", None)
         refused = isinstance(err, ssl.SSLError)  # a certificate will not change by itself
-        self._to_loop(self._refused_or_failed, describe(err) if err else "connection failed", refused)
+        detail = describe(err, tls=self._cfg.tls) if err else "connection failed"
+        self._to_loop(self._refused_or_failed, detail, refused)
         self._next_delay(client)
+
+    def _on_log(self, _c: paho.Client, _u: object, level: int, message: str) -> None:
+        if level == paho.MQTT_LOG_ERR:  # paho tells a socket's failure only here (e.g. a TLS alert after the handshake)
+            self._socket_error = message
 
     def _on_disconnect(self, client: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
         if not self._stopping:
-            self._to_loop(self._disconnected, f"disconnected: {reason}")
+            why, self._socket_error = self._socket_error, ""
+            if "ALERT" in why:  # the broker's TLS refused our certificate (or its absence): retrying will not help
+                self._to_loop(self._refused_or_failed, f"TLS refused by the broker: {why} (mqtt.cert_file?)", True)
+            else:
+                self._to_loop(self._disconnected, f"disconnected: {why or reason}")
         self._next_delay(client)
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
@@ -414,11 +429,11 @@ class MqttLink:
 
     async def _publish_loop(self) -> None:
         cursor = await self._store.outbox_cursor()
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=_IDLE_S)
             self._wake.clear()
-            if self.state != MqttState.CONNECTED:
+            if self.state != MqttState.CONNECTED or self._stopping:
                 continue
             try:
                 cursor = await self._publish_outbox(cursor)
@@ -438,7 +453,9 @@ class MqttLink:
                 body.pop(REJECTED_KEY, None)  # what central's HTTP door refused is our business, not the event's
                 body["idempotency_key"] = item.idempotency_key
                 sends.append(self._publish(self.topics["events"], json.dumps(body, sort_keys=True).encode()))
-            await asyncio.gather(*sends)
+            results = await asyncio.gather(*sends, return_exceptions=True)  # each settles: none left behind
+            if errors := [r for r in results if isinstance(r, BaseException)]:
+                raise errors[0]
             cursor = items[-1].id
             await self._store.set_outbox_cursor(cursor)
             self.counts["events_published"] += len(items)

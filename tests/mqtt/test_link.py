@@ -4,17 +4,21 @@ absent or restarted, wrong credentials, TLS with verification and mutual TLS."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from edge.app import Agent
+from edge.config import parse_settings
 from edge.events import Event, MqttConnectionChanged
+from edge.log import configure_logging
 from edge.sim.broker import Backend, Broker, TlsFiles
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, eventually, post, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, post, wait_until
 from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -175,3 +179,53 @@ async def test_tls_with_verification_on(
         await wait_until(lambda w=wrong: w.mqtt is not None and w.mqtt.state == "refused", what=f"{url} refused")
         assert wrong.mqtt is not None and "certificate" in wrong.mqtt.detail
         await wrong.stop()
+
+
+async def test_mutual_tls_needs_the_client_certificate(
+    make_agent: MakeAgent, tmp_path: Path, tls_files: TlsFiles, printers: dict[str, SimPrinter]
+) -> None:
+    """A broker that requires a client certificate: with cert_file/key_file the agent connects and prints what the
+    backend publishes; without them the broker's TLS alert (certificate required) makes the link 'refused' with the
+    alert in its detail: retried, not a crash."""
+    strict = await asyncio.to_thread(Broker, tmp_path / "strict", tls=tls_files, require_certificate=True)
+    await strict.start()
+    try:
+        tls = {"url": strict.tls_url, "ca_file": str(tls_files.ca), "reconnect_max_s": 0.2}
+        without = await make_agent(mqtt=mqtt_section(strict, **tls))
+        await wait_until(lambda: without.mqtt is not None and without.mqtt.state == "refused", what="no client cert")
+        assert without.mqtt is not None and "certificate" in without.mqtt.detail
+        await without.stop()
+
+        cert = {"cert_file": str(tls_files.client_cert), "key_file": str(tls_files.client_key)}
+        agent = await make_agent(mqtt=mqtt_section(strict, **tls, **cert))
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="mutual TLS up")
+        publisher = Backend(strict)
+        await publisher.connect()
+        await publisher.publish(ORDERS, make_order(1, prefix="mtls", print_receipt=False))
+        await publisher.close()
+        await printers["kitchen"].wait_for_printed(1)
+    finally:
+        await strict.stop()
+
+
+async def test_the_mqtt_password_is_a_secret_from_edge_env_and_never_logged(
+    tmp_path: Path, make_agent: MakeAgent, broker: Broker, printers: dict[str, SimPrinter]
+) -> None:
+    """EDGE_MQTT_PASSWORD (the secrets file) sets mqtt.password; a refused login logs the broker's reason, never the
+    password, and the settings' repr hides it."""
+    password = "mqtt-Pa55-QQ-visible-nowhere"
+    settings = parse_settings(
+        config_dict(tmp_path / "data", printers, mqtt=mqtt_section(broker, password="")),
+        env={"EDGE_MQTT_PASSWORD": password},
+    )
+    assert settings.mqtt.password.get() == password and password not in repr(settings)
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="debug", secrets=settings.secrets(), stream=stream)
+    try:
+        agent = await make_agent(settings=settings)
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+        await agent.stop()
+    finally:
+        configure_logging(fmt="console", level="info")
+    assert "mqtt_connect_failed" in stream.getvalue()
+    assert password not in stream.getvalue()
