@@ -74,7 +74,15 @@ def make_tls(directory: Path) -> TlsFiles:
 class Broker:
     """``mosquitto -c`` as a child process; ``port`` takes plain MQTT, ``tls_port`` (with ``tls``) MQTT over TLS."""
 
-    def __init__(self, directory: Path, *, tls: TlsFiles | None = None, require_certificate: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tls: TlsFiles | None = None,
+        require_certificate: bool = False,
+        persistence: bool = True,
+    ) -> None:
+        """``persistence`` False: a restart forgets every session and queued message (a broker without a disk)."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -89,7 +97,7 @@ class Broker:
             "per_listener_settings false",
             "allow_anonymous false",
             f"password_file {passwd}",
-            "persistence true",
+            f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.dir}/",
             "max_queued_messages 20000",  # the default 1000 would drop part of a big backlog for an offline store
             "max_inflight_messages 64",

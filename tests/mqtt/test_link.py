@@ -20,9 +20,10 @@ from edge.events import Event, MqttConnectionChanged
 from edge.log import configure_logging
 from edge.printing.decode import decode
 from edge.sim.broker import Backend, Broker, TlsFiles
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, config_dict, db_rows, eventually, post, wait_until
+from tests.helpers import TOKEN, api_client, config_dict, db_rows, eventually, post, wait_until
 from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -243,3 +244,44 @@ async def test_the_mqtt_password_is_a_secret_from_edge_env_and_never_logged(
         configure_logging(fmt="console", level="info")
     assert "mqtt_connect_failed" in stream.getvalue()
     assert password not in stream.getvalue()
+
+
+async def test_a_broker_that_lost_the_session_is_caught_up_by_recovery(
+    make_agent: MakeAgent, tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A broker restarted without persistence forgets the store's session: an order published before the agent has
+    subscribed again is dropped by the broker. The agent sees the new session (session_present false) and starts a
+    recovery run, which pulls the order from central: printed once."""
+    central = CentralSim("test-store", token=TOKEN)
+    await central.start()
+    broker = await asyncio.to_thread(Broker, tmp_path / "forgetful", persistence=False)
+    await broker.start()
+    try:
+        agent = await make_agent(
+            mqtt=mqtt_section(broker, reconnect_max_s=1.0),
+            central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0},
+        )
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
+        await eventually(
+            lambda: db_rows(agent, "SELECT trigger, state FROM recovery_runs"),
+            lambda rows: rows == [("startup", "completed")],
+            what="the start-up recovery run done",
+        )
+        lost = make_order(1, prefix="lost", print_receipt=False)
+        central.add_orders([lost])
+        await broker.restart()
+        publisher = Backend(broker)
+        await publisher.connect()
+        await publisher.publish(ORDERS, lost)  # nobody subscribed yet: the broker drops it
+        await publisher.close()
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up again")
+        rows = await eventually(
+            lambda: db_rows(agent, "SELECT id, source FROM orders"), bool, what="the lost order stored"
+        )
+        assert rows == [(lost["id"], "recovery")]
+        runs = await db_rows(agent, "SELECT trigger FROM recovery_runs ORDER BY id")
+        assert runs == [("startup",), ("link_back",)]  # started by the MQTT link's new session
+        await printers["kitchen"].wait_for_printed(1)
+    finally:
+        await broker.stop()
+        await central.stop()
