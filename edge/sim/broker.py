@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,10 @@ class Broker:
         tls: TlsFiles | None = None,
         require_certificate: bool = False,
         persistence: bool = True,
+        sys_interval: int = 0,
     ) -> None:
-        """``persistence`` False: a restart forgets every session and queued message (a broker without a disk)."""
+        """``persistence`` False: a restart forgets every session and queued message (a broker without a disk);
+        ``sys_interval``: publish $SYS/broker/... (connected clients) this often, in seconds (0: never)."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -108,6 +111,7 @@ class Broker:
             "user root",  # tests run as whoever they run as; mosquitto would otherwise switch to its own user
             f"listener {self.port} 127.0.0.1",
             "max_connections -1",
+            f"sys_interval {sys_interval}",
         ]
         if tls and self.tls_port:
             lines += [
@@ -165,6 +169,7 @@ class Backend:
         """``client_id``: a persistent session under this name (the broker queues what arrives while we are away, as
         central's consumer would want); without one, a fresh session that ends with the connection."""
         self.received: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
+        self.arrived: dict[bytes, float] = {}  # payload -> time.perf_counter() when it came (the bench's pings)
         self._got = threading.Condition()
         self._subs = list(subscribe)
         self._connected = threading.Event()
@@ -186,6 +191,7 @@ class Backend:
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         with self._got:
+            self.arrived.setdefault(bytes(msg.payload), time.perf_counter())
             self.received.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             self._got.notify_all()
 

@@ -322,7 +322,10 @@ class MqttLink:
         if not session_present:
             # A new session (first start, or a broker restarted without persistence): orders published while we had
             # none were never queued for us. Recovery pulls them from central.
-            log.warning("mqtt_session_new", note="orders published without our session are caught up by recovery")
+            # Expected at the first connection of a box (or of this client id); on a reconnect the broker lost it.
+            (log.warning if self._generation > 1 else log.info)(
+                "mqtt_session_new", note="orders published without our session are caught up by recovery"
+            )
             if self._catch_up is not None:
                 await self._catch_up()
 

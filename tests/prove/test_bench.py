@@ -11,7 +11,18 @@ from typing import Any
 import pytest
 
 BENCH = Path(__file__).parents[2] / "scripts" / "bench.py"
-PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "storage", "fleet", "printing", "backup"}
+PARTS = {
+    "intake",
+    "print_latency",
+    "recovery",
+    "alert_latency",
+    "footprint",
+    "storage",
+    "fleet",
+    "printing",
+    "backup",
+    "fleet_mqtt",
+}
 
 
 def numbers(node: Any) -> list[tuple[str, Any]]:
@@ -37,6 +48,9 @@ def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
     fleet = result.pop("fleet")  # counts (429s may be 0) and a text saying what is simulated: checked on its own
     assert fleet["new_defaults"]["agents_recovered"] == fleet["agents"] and fleet["new_defaults"]["all_stored_s"] > 0
     assert fleet["old_defaults"] is None  # the old 30 s start delay runs only in the full size
+    if (mqtt := result.pop("fleet_mqtt")) is not None:  # None where mosquitto is missing
+        assert mqtt.pop("simulated") and mqtt["printed_orders"] == mqtt["orders"]
+        result["fleet_mqtt"] = mqtt
     for part, figures in result.items():
         if figures is None:
             continue
