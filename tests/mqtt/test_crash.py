@@ -15,9 +15,12 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
 from tests.helpers import TOKEN, db_rows, eventually
+from tests.mqtt.conftest import needs_mosquitto
 
 ROUNDS = 3
 PER_ROUND = 10
+
+pytestmark = needs_mosquitto
 
 
 class HoldingProxy:

@@ -13,10 +13,12 @@ from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import api_client, db_rows, eventually, post, wait_until
-from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section
+from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section, needs_mosquitto
 from tests.mqtt.test_link import MAIL
 
 MakeAgent = Callable[..., Awaitable[Agent]]
+
+pytestmark = needs_mosquitto
 
 
 def tickets_for(printer: SimPrinter, number: str) -> list[bytes]:

@@ -11,9 +11,11 @@ from edge.ops.technician import doctor, render_status
 from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
 from tests.helpers import api_client, eventually, wait_until
-from tests.mqtt.conftest import ORDERS, mqtt_section
+from tests.mqtt.conftest import ORDERS, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
+
+pytestmark = needs_mosquitto
 
 
 async def test_doctor_checks_the_broker_login_itself_and_the_agents_link(
