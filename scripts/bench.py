@@ -94,7 +94,7 @@ SIZES = {
         "fleet": {"agents": 20, "old_defaults": False},
         "large": 1,
         "backup": {"megabytes": 8, "cap_s": 5.0},
-        "fleet_mqtt": {"agents": 10, "orders": 40, "publish_rps": 40.0, "stations": 4, "footprint": False},
+        "fleet_mqtt": {"agents": 5, "orders": 10, "publish_rps": 50.0, "stations": 2, "footprint": False},
     },
 }
 # The fleet: missed orders per store, and what the central simulator answers per second before it sends 429.
