@@ -251,9 +251,9 @@ async def test_the_mqtt_password_is_a_secret_from_edge_env_and_never_logged(
 async def test_a_broker_that_lost_the_session_is_caught_up_by_recovery(
     make_agent: MakeAgent, tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
-    """A broker restarted without persistence forgets the store's session: an order published before the agent has
-    subscribed again is dropped by the broker. The agent sees the new session (session_present false) and starts a
-    recovery run, which pulls the order from central: printed once."""
+    """A broker restarted without persistence forgets the store's session, and with it whatever central published
+    meanwhile. The agent sees the new session (session_present false) and starts a recovery run, which pulls the
+    order from central: printed once."""
     central = CentralSim("test-store", token=TOKEN)
     await central.start()
     broker = await asyncio.to_thread(Broker, tmp_path / "forgetful", persistence=False)
@@ -269,13 +269,11 @@ async def test_a_broker_that_lost_the_session_is_caught_up_by_recovery(
             lambda rows: rows == [("startup", "completed")],
             what="the start-up recovery run done",
         )
+        await broker.stop()  # restarted without persistence: the store's session is gone with it
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="link down")
         lost = make_order(1, prefix="lost", print_receipt=False)
-        central.add_orders([lost])
-        await broker.restart()
-        publisher = Backend(broker)
-        await publisher.connect()
-        await publisher.publish(ORDERS, lost)  # nobody subscribed yet: the broker drops it
-        await publisher.close()
+        central.add_orders([lost])  # the backend could not publish it: no broker, then no session to queue it for
+        await broker.start()
         await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up again")
         rows = await eventually(
             lambda: db_rows(agent, "SELECT id, source FROM orders"), bool, what="the lost order stored"
