@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -34,12 +34,15 @@ from edge.printing.reroute import reroute_stranded
 from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
-from edge.states import WAITING_JOB_STATES, JobState
+from edge.states import WAITING_JOB_STATES, JobState, RunTrigger
 from edge.store import Database, JobStore, OrderStore
 from edge.store.identity import record_store
 from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService
 from edge.systemd import Notifier
+
+if TYPE_CHECKING:
+    from edge.sync.mqtt import MqttLink
 
 log = structlog.get_logger()
 
@@ -76,6 +79,7 @@ class Agent:
         self._housekeeping: Housekeeping | None = None
         self.alerter: Alerter | None = None
         self.sync: SyncService | None = None
+        self.mqtt: MqttLink | None = None
 
     def wake_printer(self, name: str) -> None:
         if spooler := self.spoolers.get(name):
@@ -196,6 +200,8 @@ class Agent:
             self._runner = self._server.runner
             self.port = await self._server.start()
             self._on_stop(stack, "api", self._stop_api)  # first to stop: no new orders while the rest winds down
+            if s.mqtt.url:
+                await self._start_mqtt(stack, intake, db)
             self._housekeeping = Housekeeping(db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
             self._housekeeping.start()
             self._on_stop(stack, "housekeeping", self._housekeeping.stop)  # no purge runs while the parts wind down
@@ -212,6 +218,19 @@ class Agent:
             self.notifier.start_watchdog(self.status_line)
             self._on_stop(stack, "systemd", self._notify_stopping)
             self._stack = stack.pop_all()
+
+    async def _start_mqtt(self, stack: contextlib.AsyncExitStack, intake: OrderIntake, db: Database) -> None:
+        """The second door for orders, next to HTTP push; stopped before the API (orders being stored are acked)."""
+        from edge.sync.mqtt import MqttLink  # only here: an agent without [mqtt] never imports paho-mqtt
+
+        sync = self.sync
+        catch_up = (lambda: sync.recovery.trigger(RunTrigger.LINK_BACK)) if sync is not None else None
+        self.metrics.watch_mqtt()
+        self.mqtt = MqttLink(self.settings, intake=intake, db=db, bus=self.bus, catch_up=catch_up, clock=self.clock)
+        await self.mqtt.start()
+        self._on_stop(stack, "mqtt", self.mqtt.stop)
+        assert self.deps is not None
+        self.deps.mqtt = self.mqtt
 
     def _on_stop(self, stack: contextlib.AsyncExitStack, part: str, stop: Callable[[], object]) -> None:
         """Run ``stop`` when the agent stops; if it fails, say so and let the other parts stop all the same."""

@@ -33,6 +33,34 @@ class OrderConflictError(EdgeError):
         self.order_id = order_id
 
 
+class MalformedOrderError(EdgeError):
+    """The order's bytes are not a JSON document at all (empty, not UTF-8, not JSON, too large); ``error`` is the
+    slug the HTTP API answers with."""
+
+    def __init__(self, reason: str, *, error: str = "malformed_request") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+
+def intake_error_body(
+    err: InvalidOrderError | OrderConflictError | MalformedOrderError | WrongStateError,
+) -> dict[str, object]:
+    """What a sender is told about an order that was not taken: the HTTP API's error body (edge/api/errors.py), and the
+    MQTT intake's report on the events topic."""
+    if isinstance(err, InvalidOrderError):
+        return {"error": "invalid_order", "reason": err.reason, "field": err.field}
+    if isinstance(err, OrderConflictError):
+        return {
+            "error": "conflict",
+            "reason": f"order {err.order_id} already exists with different content; nothing was printed",
+            "order_id": err.order_id,
+        }
+    if isinstance(err, WrongStateError):  # a revision reopening a cancelled order
+        return {"error": "wrong_state", "reason": str(err)}
+    return {"error": err.error, "reason": err.reason}
+
+
 class NotFoundError(EdgeError):
     """A thing addressed by id does not exist."""
 

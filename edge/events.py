@@ -196,6 +196,27 @@ class OrderRevised(Event):
     source: OrderSource
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MqttConnectionChanged(Event):
+    """The MQTT broker link went up or down; ``refused`` when the broker turned the login or the certificate down
+    (a person must fix the config, retrying will not)."""
+
+    connected: bool
+    detail: str = ""
+    refused: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MqttOrderRejected(Event):
+    """A message on the orders topic was not a valid order (or conflicted): acknowledged, kept for a person, reported
+    on the events topic; nothing printed."""
+
+    reject_id: int
+    order_id: str | None
+    error: str  # the HTTP API's error slug: invalid_order, malformed_request, conflict
+    reason: str
+
+
 Handler = Callable[[Any], None]
 
 

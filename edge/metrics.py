@@ -17,6 +17,8 @@ from edge.events import (
     JobDead,
     JobFailed,
     JobPrinted,
+    MqttConnectionChanged,
+    MqttOrderRejected,
     OrderConflicted,
     OrderRevised,
     OrderStored,
@@ -42,6 +44,7 @@ class Metrics:
     """One registry per agent (not the process-global one), so a test can run several agents side by side."""
 
     def __init__(self, bus: EventBus, printers: list[str]) -> None:
+        self._bus = bus
         self.registry = r = CollectorRegistry()
         Info("edge_agent", "Version of the running agent", registry=r).info({"version": __version__})
         Gauge("edge_agent_start_time_seconds", "When the agent started (unix seconds)", registry=r).set(time.time())
@@ -186,6 +189,29 @@ class Metrics:
                 yield family
 
         self.registry.register(_Rejections())
+
+    def watch_mqtt(self) -> None:
+        """The MQTT link's series, registered only when [mqtt] is configured (no 'down' broker without one)."""
+        r = self.registry
+        connected = Gauge("edge_mqtt_connected", "1 while the MQTT broker link is up", registry=r)
+        refused = Gauge("edge_mqtt_refused", "1 while the broker refuses the login or certificate", registry=r)
+        rejected = Counter(
+            "edge_mqtt_rejected",
+            "Messages on the orders topic that were not a valid order, by error",
+            ["error"],
+            registry=r,
+        )
+        for error in ("invalid_order", "malformed_request", "conflict", "request_entity_too_large"):
+            rejected.labels(error)
+
+        def changed(event: MqttConnectionChanged) -> None:
+            connected.set(1 if event.connected else 0)
+            refused.set(1 if event.refused else 0)
+
+        self._unsubscribe += [
+            self._bus.subscribe(changed, MqttConnectionChanged),
+            self._bus.subscribe(lambda e: rejected.labels(e.error).inc(), MqttOrderRejected),
+        ]
 
     async def scrape(self, jobs: JobStore, spoolers: Mapping[str, Spooler], now: float) -> bytes:
         """Reads the gauges that are cheaper to ask for than to track, then renders the text format."""

@@ -40,6 +40,7 @@ class HoldReason(enum.StrEnum):
 class OrderSource(enum.StrEnum):
     PUSH = "push"  # pushed by central over HTTP
     RECOVERY = "recovery"  # fetched by a recovery run after an outage
+    MQTT = "mqtt"  # published by central to the store's topic on the MQTT broker
 
 
 class InsertOutcome(enum.StrEnum):
@@ -124,3 +125,12 @@ class ItemClass(enum.StrEnum):
     PRESENT = "present"  # here with the same content (or seen before and purged since)
     CONFLICT = "conflict"  # here with other content: the local order wins, a person looks
     INVALID = "invalid"  # fails validation or routing: kept for a person to read
+
+
+class MqttState(enum.StrEnum):
+    """The MQTT broker link (edge/sync/mqtt.py)."""
+
+    CONNECTING = "connecting"  # started, no answer yet
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"  # lost or not reachable: retried with backoff
+    REFUSED = "refused"  # login, client id or certificate refused: retried, but a person must fix the config

@@ -33,7 +33,10 @@ from edge.orders.model import MAX_ITEMS, parse_order
 from edge.printing.decode import decode
 from edge.printing.render import Renderer
 from edge.sim.alert_latency import measure_fault_to_mail
+from edge.sim.broker import AGENT_PASSWORD, AGENT_USER, Broker
+from edge.sim.broker import available as mosquitto_available
 from edge.sim.central import CentralSim
+from edge.sim.mqtt_fleet import measure_mqtt_fleet
 from edge.sim.orders import make_order
 from edge.sim.printer import PaperSpeed, SimPrinter
 from edge.sim.process import AgentProcess, free_port, write_config
@@ -61,6 +64,7 @@ SIZES = {
         "fleet": {"agents": 1000, "old_defaults": True},
         "large": 3,
         "backup": {"megabytes": 200, "cap_s": 60.0},
+        "fleet_mqtt": {"agents": 200, "orders": 10_000, "publish_rps": 100.0, "stations": 32, "footprint": True},
     },
     "quick": {
         "intake": {1: 150, 8: 600, 64: 1280},
@@ -75,6 +79,7 @@ SIZES = {
         "fleet": {"agents": 300, "old_defaults": False},  # the old defaults' 30 s start delay alone breaks "quick"
         "large": 2,
         "backup": {"megabytes": 64, "cap_s": 20.0},
+        "fleet_mqtt": {"agents": 200, "orders": 1000, "publish_rps": 50.0, "stations": 16, "footprint": True},
     },
     "tiny": {
         "intake": {1: 10, 8: 40, 64: 64},
@@ -89,6 +94,7 @@ SIZES = {
         "fleet": {"agents": 20, "old_defaults": False},
         "large": 1,
         "backup": {"megabytes": 8, "cap_s": 5.0},
+        "fleet_mqtt": {"agents": 5, "orders": 10, "publish_rps": 50.0, "stations": 2, "footprint": False},
     },
 }
 # The fleet: missed orders per store, and what the central simulator answers per second before it sends 429.
@@ -746,6 +752,37 @@ class Bench:
             else None,
         }
 
+    async def fleet_mqtt(self) -> dict[str, Any] | None:
+        """Stores on one real Mosquitto, a backend publishing orders across them (edge.sim.mqtt_fleet says what is
+        simulated): publish -> printed p50/p99, broker connections, messages/s, against the broker's own round trip.
+        Then (not in --tiny) one agent's start-up and idle RSS with [mqtt] (paho imported, connected) against the same
+        agent without it. None without mosquitto."""
+        if not mosquitto_available():
+            return None
+        size = dict(self.size["fleet_mqtt"])
+        footprint = size.pop("footprint")  # two more agent starts: not in the CI smoke size
+        fleet = await measure_mqtt_fleet(self.root / "fleet_mqtt", **size)
+        if not footprint:
+            return fleet
+        broker = await asyncio.to_thread(Broker, self.root / "footprint_broker")
+        await broker.start()
+        mqtt = f'\n[mqtt]\nurl = "{broker.url}"\nusername = "{AGENT_USER}"\npassword = "{AGENT_PASSWORD}"\n'
+        seen = {}
+        try:
+            for name, extra in (("with", mqtt), ("without", "")):
+                config, _ = await self.config(f"footprint_{name}_mqtt", extra)
+                seen[name] = await asyncio.to_thread(measure_startup, config, idle_s=self.size["idle_s"])
+                for printer in self.printers.values():
+                    await printer.stop()
+        finally:
+            await broker.stop()
+        return fleet | {
+            "startup_to_ready_s": round(seen["with"].ready_s, 3),
+            "idle_rss_mb": round(seen["with"].idle_rss_kib / 1024, 1),
+            "baseline_startup_without_mqtt_s": round(seen["without"].ready_s, 3),
+            "baseline_idle_rss_without_mqtt_mb": round(seen["without"].idle_rss_kib / 1024, 1),
+        }
+
     async def printing(self) -> dict[str, Any]:
         """The largest legal order (500 items): render CPU per ticket and receipt, and how small orders pushed at 50/s
         are answered while it is taken, rendered and printed, against the same small orders with nothing else going
@@ -854,6 +891,7 @@ async def run(size: dict[str, Any], *, fsync_ms: float = 10.0) -> dict[str, Any]
                 "fleet": await bench.fleet(),
                 "printing": await bench.printing(),
                 "backup": await bench.backup(),
+                "fleet_mqtt": await bench.fleet_mqtt(),
             }
             if size["flood_orders"]:
                 result["api_flood"] = await bench.api_flood()
@@ -903,6 +941,16 @@ def table(result: dict[str, Any]) -> str:
             rows.append(
                 f"fleet {name:<12} all stored s   {f['all_stored_s']!s:>9}   peak {f['peak_requests_in_1s']}/s,"
                 f" {f['responses_429']} x 429 (capacity {f['capacity_rps']:g}/s)"
+            )
+    if f := result.get("fleet_mqtt"):
+        rows.append(
+            f"mqtt fleet {f['agents']} stores       publish->printed p50/p99 ms {f['publish_to_printed_p50_ms']}/"
+            f"{f['publish_to_printed_p99_ms']}, {f['messages_per_s']} msg/s, {f['broker_connections']} connections"
+        )
+        if "startup_to_ready_s" in f:
+            rows.append(
+                f"start-up / idle RSS with [mqtt] {f['startup_to_ready_s']} s / {f['idle_rss_mb']} MB   without:"
+                f" {f['baseline_startup_without_mqtt_s']} s / {f['baseline_idle_rss_without_mqtt_mb']} MB"
             )
     if f := result.get("backup"):
         for name in BACKUP_WAYS:

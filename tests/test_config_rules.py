@@ -139,7 +139,7 @@ RULES = [
     (
         BASE + "[nope]\n",
         "nope",
-        "unknown section (known: agent, alerts, api, backup, central, printers, printing, receipts, retention,"
+        "unknown section (known: agent, alerts, api, backup, central, mqtt, printers, printing, receipts, retention,"
         " scanners, smtp, spool, staleness, stations)",
     ),
     (

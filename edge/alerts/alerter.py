@@ -37,6 +37,8 @@ from edge.events import (
     EventBus,
     JobDead,
     JobHeld,
+    MqttConnectionChanged,
+    MqttOrderRejected,
     OrderConflicted,
     OrderTotalsMismatched,
     PrinterStatusChanged,
@@ -224,6 +226,14 @@ class Alerter:
             case OrderConflicted():  # pushed (or over MQTT): recovery's conflicts are its runs' alert above
                 item = {"id": event.order_id, "order": event.number or event.order_id, "error": event.source}
                 self._signal("order_conflict", "orders", True, order=event.number or event.order_id, item=item)
+            case MqttConnectionChanged(connected=connected, refused=refused, detail=detail):
+                if refused:
+                    self._signal("mqtt_refused", "mqtt", True, detail=detail)
+                elif connected:
+                    self._signal("mqtt_refused", "mqtt", False)
+            case MqttOrderRejected():
+                item = {"id": event.order_id or f"reject {event.reject_id}", "order": event.order_id or "?"}
+                self._signal("mqtt_invalid", "mqtt", True, item=item | {"error": event.reason[:120]})
             case StorageProblem(detail=detail):
                 self._signal("storage_problem", "database", True, detail=detail)
             case StorageRecovered():
@@ -479,6 +489,8 @@ class Alerter:
             OrderConflicted,
             RecoveryOrderInvalid,
             OrderTotalsMismatched,
+            MqttConnectionChanged,
+            MqttOrderRejected,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._tasks = [

@@ -73,7 +73,9 @@ LABELS: dict[str, dict[str, Any]] = {
 }
 
 # Alert types whose items are orders (their "id" is an order id); the others list print jobs.
-_ORDER_ITEMS = frozenset({"order_totals_mismatch", "recovery_conflict", "recovery_invalid"})
+_ORDER_ITEMS = frozenset(
+    {"order_totals_mismatch", "recovery_conflict", "recovery_invalid", "order_conflict", "mqtt_invalid"}
+)
 
 # Per alert type and language: title (subject), what happened, what to do. {subject} is the group's subject;
 # other fields come from the alert's details.
@@ -267,6 +269,37 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "The central backend sent orders again with the same revision but other content. The version received"
             " first stands; the other was refused (409) and not printed.",
             "Ask the central backend to send changes with a higher revision; check the kitchen has the right version.",
+        ),
+    },
+    "mqtt_refused": {
+        "de": (
+            "MQTT-Broker lehnt die Anmeldung ab",
+            "Der MQTT-Broker nimmt die Verbindung dieser Filiale nicht an ({detail}). Bestellungen über MQTT kommen"
+            " nicht an; Bestellungen über HTTP und der Abgleich mit der Zentrale laufen weiter.",
+            "Benutzername, Passwort (EDGE_MQTT_PASSWORD) oder Zertifikate in der Konfiguration prüfen lassen;"
+            " den Grund zeigt edge doctor.",
+        ),
+        "en": (
+            "MQTT broker refuses the login",
+            "The MQTT broker does not accept this store's connection ({detail}). Orders over MQTT do not arrive;"
+            " orders over HTTP and reconciliation with the central backend go on.",
+            "Have the user name, password (EDGE_MQTT_PASSWORD) or certificates in the config checked; edge doctor"
+            " shows the reason.",
+        ),
+    },
+    "mqtt_invalid": {
+        "de": (
+            "Bestellung {order}: über MQTT, aber ungültig, nicht gedruckt",
+            "Über MQTT kamen Nachrichten, die keine gültige Bestellung sind; sie wurden aufbewahrt, aber nicht"
+            " gedruckt.",
+            "Die Bestellung bei der Zentrale korrigieren lassen und, falls noch nötig, von Hand bearbeiten;"
+            " den Grund zeigen edge doctor und die Statusseite.",
+        ),
+        "en": (
+            "Order {order}: over MQTT but invalid, not printed",
+            "Messages arrived over MQTT that are not a valid order; they were kept, but not printed.",
+            "Have the order corrected at the central backend and, if still needed, handle it by hand; edge doctor"
+            " and the status page show the reason.",
         ),
     },
     "order_totals_mismatch": {

@@ -52,6 +52,10 @@ TYPES: dict[str, AlertType] = {
         AlertType("order_totals_mismatch", WARNING, remind=False),
         # A sender reused an order's revision for other content (pushed, or over MQTT): refused, one item per order.
         AlertType("order_conflict", WARNING, remind=False),
+        # MQTT intake: the broker refuses our login or certificate (orders over MQTT stop), and messages on the
+        # orders topic that were not a valid order (acked and kept; central must send them right).
+        AlertType("mqtt_refused", CRITICAL),
+        AlertType("mqtt_invalid", CRITICAL, remind=False),
     )
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +21,9 @@ from edge.scanners import Scanner
 from edge.store import Database, JobStore, OrderStore
 from edge.store.rows import PrintableJob
 from edge.sync import SyncService
+
+if TYPE_CHECKING:
+    from edge.sync.mqtt import MqttLink  # imported only when [mqtt] is configured (it loads paho-mqtt)
 
 
 @dataclasses.dataclass
@@ -41,6 +45,7 @@ class ApiDeps:
     sync: SyncService | None = None  # None when no central API is configured
     clock: Clock = SYSTEM_CLOCK
     alerter: Alerter | None = None  # None when no SMTP server is configured
+    mqtt: MqttLink | None = None  # None when no MQTT broker is configured
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable
 
@@ -12,12 +11,15 @@ from aiohttp import web
 
 from edge.errors import (
     InvalidOrderError,
+    MalformedOrderError,
     NotFoundError,
     OrderConflictError,
     StoreError,
     StoreUnavailableError,
     WrongStateError,
+    intake_error_body,
 )
+from edge.orders.model import decode_order
 
 log = structlog.get_logger()
 
@@ -83,7 +85,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except InvalidOrderError as err:
-        return error_response(422, "invalid_order", err.reason, field=err.field)
+        return web.json_response(intake_error_body(err), status=422)
     except InvalidQueryError as err:
         return error_response(422, "invalid_request", err.reason, field=err.field)
     except BadRequestError as err:
@@ -93,12 +95,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response.force_close()
         return response
     except OrderConflictError as err:
-        return error_response(
-            409,
-            "conflict",
-            f"order {err.order_id} already exists with different content; nothing was printed",
-            order_id=err.order_id,
-        )
+        return web.json_response(intake_error_body(err), status=409)
     except NotFoundError as err:
         return error_response(404, "not_found", str(err))
     except WrongStateError as err:
@@ -127,20 +124,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def read_json(request: web.Request) -> object:
     """The body as JSON, or a BadRequestError saying why not. 413 comes from aiohttp's client_max_size."""
-    body = await read_body(request)
-    if not body:
-        raise BadRequestError("the request body is empty; expected a JSON object")
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise BadRequestError(f"the body is not UTF-8 (byte {err.start})") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise BadRequestError("the JSON is nested too deeply") from None
-    except ValueError as err:
-        raise BadRequestError(f"the body is not valid JSON: {err}") from None
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed in JSON")
+        return decode_order(await read_body(request))
+    except MalformedOrderError as err:
+        raise BadRequestError(err.reason) from None

@@ -217,6 +217,12 @@ async def ready(request: web.Request) -> web.Response:
         },
         "accepting": {"ok": deps.accepting, "detail": "" if deps.accepting else "shutting down"},
     }
+    if deps.mqtt is not None:
+        # A broker that is down is not the agent's fault (HTTP intake and printing go on); one that refuses our login
+        # or certificate needs a person, like a bad config, so it fails the check.
+        state = deps.mqtt.state
+        detail = "" if state == "connected" else f"{state}: {deps.mqtt.detail}".rstrip(": ")
+        checks["mqtt"] = {"ok": state != "refused", "detail": detail}
     ok = all(c["ok"] for c in checks.values())
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 

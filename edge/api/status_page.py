@@ -195,6 +195,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "recovery_trigger": _TRIGGERS.get(recovery[0]["trigger"], recovery[0]["trigger"]) if recovery else None,
         "alerts": alerts,
         "mail": mail,  # the alert mail outbox; None without an SMTP server
+        "mqtt": await deps.mqtt.status() if deps.mqtt is not None else None,  # None without [mqtt]
     }
 
 

@@ -128,3 +128,19 @@ def central_url(v: str) -> str | None:
         if not v or re.fullmatch(r"https?://[^/\s]+(/\S*)?", v)
         else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
     )
+
+
+def mqtt_url(v: str) -> str | None:
+    return (
+        None
+        if not v or re.fullmatch(r"mqtts?://[^/\s:]+(:[0-9]{1,5})?/?", v)
+        else f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {v!r}"
+    )
+
+
+def topic_prefix(v: str) -> str | None:
+    if not v:
+        return None
+    if any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
+        return f"must be a topic path without wildcards or a leading/trailing '/', e.g. edge/store-1, got {v!r}"
+    return None

@@ -95,6 +95,23 @@ def central_url_needs_token(s: Settings) -> None:
         )
 
 
+def mqtt_files_fit(s: Settings) -> None:
+    m = s.mqtt
+    if not m.url:
+        return
+    if (m.ca_file or m.cert_file) and not m.tls:
+        raise ConfigError("mqtt.url", f"is {m.url}: ca_file and cert_file need mqtts:// (TLS)")
+    if bool(m.cert_file) != bool(m.key_file):
+        missing = "mqtt.key_file" if m.cert_file else "mqtt.cert_file"
+        raise ConfigError(missing, "mutual TLS needs both cert_file and key_file")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(m, key)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"mqtt.{key}", f"{path}: no such file")
+    if m.password and not m.username:
+        raise ConfigError("mqtt.username", "is required when mqtt.password is set (EDGE_MQTT_PASSWORD)")
+
+
 def mail_needs_recipients(s: Settings) -> None:
     if s.smtp.host and not s.alerts.to:
         raise ConfigError("alerts.to", "is required when smtp.host is set (set it in the config file or EDGE_ALERT_TO)")
@@ -128,6 +145,7 @@ RULES: tuple[Callable[[Settings], None], ...] = (
     placeholder_token_refused,
     signature_needs_signing_secrets,
     central_url_needs_token,
+    mqtt_files_fit,
     mail_needs_recipients,
     plain_login_refused,
     mail_needs_sender,

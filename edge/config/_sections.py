@@ -199,6 +199,41 @@ class CentralSettings:
     probe_up_s: float = dataclasses.field(default=15.0, metadata=f.check(f.positive))  # probe gap while up
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MqttSettings:
+    """The broker link (edge/sync/mqtt.py, docs/mqtt.md): orders in, status events and presence out."""
+
+    url: str = dataclasses.field(default="", metadata=f.check(f.mqtt_url))  # empty: no MQTT (nothing is imported)
+    username: str = ""
+    password: Secret = _NO_SECRET  # better as EDGE_MQTT_PASSWORD in edge.env
+    client_id: str = ""  # "": edge-<store_id>; the same across restarts, or the broker forgets the session
+    topic_prefix: str = dataclasses.field(default="", metadata=f.check(f.topic_prefix))  # "": edge/<store_id>
+    ca_file: Path | None = None  # extra CA to trust besides the system's (mqtts://); the host name is always checked
+    cert_file: Path | None = None  # client certificate for mutual TLS, with key_file
+    key_file: Path | None = None
+    keepalive_s: int = dataclasses.field(default=30, metadata=f.check(f.between(5, 3600, " seconds")))
+    # The session (unacknowledged orders, orders published while the box is off) outlives a disconnect this long.
+    session_expiry_s: int = dataclasses.field(default=7 * 24 * 3600, metadata=f.check(f.at_least(7 * 24 * 3600)))
+    reconnect_max_s: float = dataclasses.field(default=30.0, metadata=f.check(f.positive))  # longest backoff
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rstrip("/").rsplit(":", 1)[0] if self.url else ""
+
+    @property
+    def port(self) -> int:
+        rest = self.url.split("://", 1)[1].rstrip("/") if self.url else ""
+        return int(rest.rsplit(":", 1)[1]) if ":" in rest else (8883 if self.tls else 1883)
+
+
 # The sections that are one table each, in the order they are read; [printers], [stations], [staleness] and
 # [scanners] are tables of named entries, read one by one.
 SECTIONS: dict[str, type] = {
@@ -212,6 +247,7 @@ SECTIONS: dict[str, type] = {
     "smtp": SmtpSettings,
     "alerts": AlertSettings,
     "central": CentralSettings,
+    "mqtt": MqttSettings,
 }
 
 
@@ -229,10 +265,19 @@ class Settings:
     smtp: SmtpSettings
     alerts: AlertSettings
     central: CentralSettings
+    mqtt: MqttSettings = dataclasses.field(default_factory=MqttSettings)  # url "": no MQTT
     staleness: dict[str, float] = dataclasses.field(default_factory=dict)  # [staleness] STATION = minutes
     scanners: dict[str, ScannerSettings] = dataclasses.field(default_factory=dict)
     source: str = ""  # where it came from, for messages
     secrets_file: Path | None = None  # the secrets file it read (edge.env), for messages
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"edge-{self.agent.store_id}"
+
+    @property
+    def mqtt_prefix(self) -> str:
+        return self.mqtt.topic_prefix or f"edge/{self.agent.store_id}"
 
     def secrets(self) -> list[str]:
         """Every secret value, so logging can scrub them wherever they turn up."""

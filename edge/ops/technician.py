@@ -83,6 +83,11 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
             else _paint("ok" if central else "fail", "up" if central else "DOWN", colour)
         )
     )
+    if (mqtt := data.get("mqtt")) is not None:
+        level = {"connected": "ok", "refused": "fail"}.get(mqtt["state"], "warn")
+        detail = f" ({mqtt['detail']})" if mqtt.get("detail") else ""
+        rejected = f", {mqtt['rejected_total']} messages were not an order" if mqtt.get("rejected_total") else ""
+        lines.append(f"mqtt link: {_paint(level, mqtt['state'], colour)}{detail}{rejected}")
     lines.append("last recovery: " + (_row_text(data["recovery"][0]) if data["recovery"] else "none"))
     lines.append("last alert: " + (_row_text(data["alerts"][0]) if data["alerts"] else "none"))
     return "\n".join(lines)
@@ -179,6 +184,31 @@ async def _central_check(settings: Settings) -> Check:
     return Check("central api", "ok", f"{settings.central.url} answers")
 
 
+async def _mqtt_check(settings: Settings, agent: dict[str, Any] | None) -> Check:
+    """The broker, logged in to from here; and, when the agent runs, its own link's state."""
+    if not settings.mqtt.url:
+        return Check("mqtt broker", "ok", "not configured (orders come over HTTP push only)")
+    from edge.sync.mqtt import probe  # loads paho-mqtt: only when MQTT is configured
+
+    if problem := await asyncio.to_thread(probe, settings):
+        return Check("mqtt broker", "fail", f"{settings.mqtt.url}: {problem}")
+    link = (agent or {}).get("mqtt") or {}
+    seen = f"; the agent's link: {link['state']} {link.get('detail', '')}".rstrip() if link else ""
+    rejected = (
+        f"; {link['rejected_total']} messages were not an order (edge status)" if link.get("rejected_total") else ""
+    )
+    level = "warn" if link and (link["state"] != "connected" or rejected) else "ok"
+    return Check("mqtt broker", level, f"{settings.mqtt.url} accepts the login{seen}{rejected}")
+
+
+async def _agent_status(settings: Settings, api_call: ApiCall) -> dict[str, Any] | None:
+    try:
+        status, body = await api_call(settings, "GET", "/api/v1/status")
+    except EdgeError:
+        return None
+    return body if status == 200 and isinstance(body, dict) else None
+
+
 async def _agent_check(settings: Settings, api_call: ApiCall) -> Check:
     try:
         status, body = await api_call(settings, "GET", "/ready")
@@ -200,6 +230,7 @@ async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     checks += await _printer_checks(settings)
     checks.append(await _smtp_check(settings))
     checks.append(await _central_check(settings))
+    checks.append(await _mqtt_check(settings, await _agent_status(settings, api_call) if settings.mqtt.url else None))
     return checks
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
 
-from edge.errors import InvalidOrderError
+from edge.errors import InvalidOrderError, MalformedOrderError
 from edge.states import OrderStatus
 
 # ':' is the separator inside ticket QR codes (edge:v1:<id>:<station>), so ids and stations never hold it.
@@ -113,6 +113,26 @@ class Order:
 
     def production_items(self, station: str) -> list[Item]:
         return [i for i in self.items if i.requires_production and i.station == station]
+
+
+def decode_order(body: bytes) -> object:
+    """An order's bytes as JSON (HTTP body or MQTT payload), or a MalformedOrderError saying why not."""
+    if not body:
+        raise MalformedOrderError("the request body is empty; expected a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MalformedOrderError(f"the body is not UTF-8 (byte {err.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise MalformedOrderError("the JSON is nested too deeply") from None
+    except ValueError as err:
+        raise MalformedOrderError(f"the body is not valid JSON: {err}") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in JSON")
 
 
 def canonical_json(data: Any) -> str:

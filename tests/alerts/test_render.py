@@ -31,6 +31,8 @@ GROUP_DETAILS = {
         "items": [{"id": "ord_1", "order": "ord_9", "error": "tax lines imply goods of 39.14 to 39.36"}],
     },
     "order_conflict": {"order": "ord_9", "items": [{"id": "ord_9", "order": "ord_9", "error": "push"}]},
+    "mqtt_refused": {"detail": "broker refused the connection: Bad user name or password"},
+    "mqtt_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: must be an integer"}]},
 }
 SUBJECTS = {
     "queue_backlog": "queue",
@@ -41,6 +43,8 @@ SUBJECTS = {
     "recovery_invalid": "recovery",
     "order_totals_mismatch": "totals",
     "order_conflict": "orders",
+    "mqtt_refused": "mqtt",
+    "mqtt_invalid": "mqtt",
 }
 
 

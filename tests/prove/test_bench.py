@@ -11,7 +11,18 @@ from typing import Any
 import pytest
 
 BENCH = Path(__file__).parents[2] / "scripts" / "bench.py"
-PARTS = {"intake", "print_latency", "recovery", "alert_latency", "footprint", "storage", "fleet", "printing", "backup"}
+PARTS = {
+    "intake",
+    "print_latency",
+    "recovery",
+    "alert_latency",
+    "footprint",
+    "storage",
+    "fleet",
+    "printing",
+    "backup",
+    "fleet_mqtt",
+}
 
 
 def numbers(node: Any) -> list[tuple[str, Any]]:
@@ -38,6 +49,11 @@ def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
     fleet = result.pop("fleet")  # counts (429s may be 0) and a text saying what is simulated: checked on its own
     assert fleet["new_defaults"]["agents_recovered"] == fleet["agents"] and fleet["new_defaults"]["all_stored_s"] > 0
     assert fleet["old_defaults"] is None  # the old 30 s start delay runs only in the full size
+    if (mqtt := result.pop("fleet_mqtt")) is not None:  # None where mosquitto is missing; counts: checked on its own
+        assert mqtt["simulated"] and mqtt["printed_orders"] == mqtt["orders"] > 0
+        assert mqtt["broker_connections"] > mqtt["agents"]  # one per store, and the backend's
+        assert 0 < mqtt["baseline_broker_round_trip_p50_ms"] < mqtt["publish_to_printed_p50_ms"]
+        assert mqtt["publish_to_printed_p50_ms"] <= mqtt["publish_to_printed_p99_ms"] and mqtt["messages_per_s"] > 0
     for part, figures in result.items():
         if figures is None:
             continue

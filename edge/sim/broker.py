@@ -1,0 +1,233 @@
+"""A real Mosquitto on a free loopback port (tests, fleet bench) with a generated config, and a backend client.
+
+Debian's mosquitto 2.0 (https://mosquitto.org/man/mosquitto-conf-5.html): a password file made with mosquitto_passwd,
+persistence on (so a restart keeps sessions and queued QoS 1 messages, as a production broker does), and optionally a
+TLS listener whose certificates come from a throwaway CA made with the openssl CLI (the `cryptography` package is not
+installed here and the CLI is on every Debian box and in CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.sim.process import free_port
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+BACKEND_USER, BACKEND_PASSWORD = "central", "central-secret-1"
+AGENT_USER, AGENT_PASSWORD = "store", "store-secret-1"
+
+
+def available() -> bool:
+    return Path(MOSQUITTO).exists() and shutil.which("mosquitto_passwd") is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path  # a CA the broker's certificate does not come from
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_tls(directory: Path) -> TlsFiles:
+    """A throwaway CA, a server certificate for DNS name localhost (no IP SAN: connecting to 127.0.0.1 must fail the
+    host name check) and a client certificate, all signed by it; plus an unrelated CA."""
+    d = directory
+    d.mkdir(parents=True, exist_ok=True)
+    for ca in ("ca", "other-ca"):
+        _openssl(
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=test {ca}",
+            "-keyout", f"{ca}.key", "-out", f"{ca}.crt", cwd=d,
+        )  # fmt: skip
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=d)  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d,
+        )  # fmt: skip
+    return TlsFiles(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key",
+                    d / "other-ca.crt")  # fmt: skip
+
+
+class Broker:
+    """``mosquitto -c`` as a child process; ``port`` takes plain MQTT, ``tls_port`` (with ``tls``) MQTT over TLS."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tls: TlsFiles | None = None,
+        require_certificate: bool = False,
+        persistence: bool = True,
+        sys_interval: int = 0,
+    ) -> None:
+        """``persistence`` False: a restart forgets every session and queued message (a broker without a disk);
+        ``sys_interval``: publish $SYS/broker/... (connected clients) this often, in seconds (0: never)."""
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.tls_port = free_port() if tls else None
+        self.tls = tls
+        self.proc: asyncio.subprocess.Process | None = None
+        passwd = self.dir / "passwd"
+        passwd.write_text("")
+        for user, password in ((BACKEND_USER, BACKEND_PASSWORD), (AGENT_USER, AGENT_PASSWORD)):
+            subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True)
+        lines = [
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {self.dir}/",
+            "max_queued_messages 20000",  # the default 1000 would drop part of a big backlog for an offline store
+            "max_inflight_messages 64",
+            f"log_dest file {self.dir}/mosquitto.log",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "user root",  # tests run as whoever they run as; mosquitto would otherwise switch to its own user
+            f"listener {self.port} 127.0.0.1",
+            "max_connections -1",
+            f"sys_interval {sys_interval}",
+        ]
+        if tls and self.tls_port:
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {tls.ca}",
+                f"certfile {tls.server_cert}",
+                f"keyfile {tls.server_key}",
+                f"require_certificate {'true' if require_certificate else 'false'}",
+            ]
+        self.config = self.dir / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://localhost:{self.tls_port}"
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            MOSQUITTO, "-c", str(self.config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        for _ in range(200):
+            try:
+                for port in (self.port, self.tls_port) if self.tls_port else (self.port,):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    await writer.wait_closed()
+                return
+            except OSError:
+                if self.proc.returncode is not None:
+                    log = (self.dir / "mosquitto.log").read_text(errors="replace")[-1500:]
+                    raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {log}") from None
+                await asyncio.sleep(0.02)
+        raise TimeoutError("mosquitto did not listen within 4 s")
+
+    async def stop(self) -> None:
+        """SIGTERM: mosquitto saves its sessions and queued messages (persistence) before it exits."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+class Backend:
+    """The central backend's side: an independent paho client (its own thread) that publishes orders and records
+    what arrives on the topics it subscribes to."""
+
+    def __init__(self, broker: Broker, *, subscribe: Iterable[str] = (), client_id: str | None = None) -> None:
+        """``client_id``: a persistent session under this name (the broker queues what arrives while we are away, as
+        central's consumer would want); without one, a fresh session that ends with the connection."""
+        self.received: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
+        self.arrived: dict[bytes, float] = {}  # payload -> time.perf_counter() when it came (the bench's pings)
+        self._got = threading.Condition()
+        self._subs = list(subscribe)
+        self._connected = threading.Event()
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"backend-{free_port()}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self._persistent = client_id is not None
+        self.client.username_pw_set(BACKEND_USER, BACKEND_PASSWORD)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self._port = broker.port
+
+    def _on_connect(self, client: paho.Client, *_: Any) -> None:
+        for topic in self._subs:
+            client.subscribe(topic, qos=1)
+        self._connected.set()
+
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        with self._got:
+            self.arrived.setdefault(bytes(msg.payload), time.perf_counter())
+            self.received.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._got.notify_all()
+
+    def _connect(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600 if self._persistent else 0
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # seconds; paho annotates int
+        self.client.connect("127.0.0.1", self._port, keepalive=30, clean_start=not self._persistent, properties=props)
+        self.client.loop_start()
+        if not self._connected.wait(5):
+            raise TimeoutError("backend client did not connect")
+
+    async def connect(self) -> None:
+        await asyncio.to_thread(self._connect)
+        await asyncio.sleep(0.05)  # the SUBACK: subscriptions in place before anything is published
+
+    def _publish(self, topic: str, payloads: list[bytes], retain: bool) -> None:
+        infos = [self.client.publish(topic, p, qos=1, retain=retain) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(10)
+
+    async def publish(self, topic: str, *payloads: bytes | dict[str, Any], retain: bool = False) -> None:
+        """QoS 1, each acknowledged by the broker before this returns."""
+        raw = [p if isinstance(p, bytes) else json.dumps(p).encode() for p in payloads]
+        await asyncio.to_thread(self._publish, topic, raw, retain)
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._got:
+            return [p for t, p, _ in self.received if t == topic]
+
+    def events(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for p in self.on(topic)]
+
+    def _close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)

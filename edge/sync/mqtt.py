@@ -1,0 +1,500 @@
+"""The store's link to central over an MQTT broker: orders in (acknowledged only after commit), events and presence out.
+
+Imported only when ``[mqtt] url`` is set (edge/app.py): an agent without MQTT never loads paho-mqtt.
+
+Threads: paho's network loop runs in its own thread (``loop_start``); each callback hands its facts to the asyncio loop
+with ``call_soon_threadsafe`` and returns. Everything the loop asks of paho (PUBACK, PUBLISH) goes through one worker
+thread, in order, because paho's calls take locks and write to a socket pair, which the loop must not wait on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import random
+import ssl
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.config import MqttSettings, Settings
+from edge.errors import InvalidOrderError, OrderConflictError, StoreError, WrongStateError, intake_error_body
+from edge.events import (
+    EventBus,
+    JobDead,
+    JobPrinted,
+    MqttConnectionChanged,
+    MqttOrderRejected,
+    OrderStored,
+    ScanRecorded,
+)
+from edge.orders.intake import OrderIntake
+from edge.orders.model import MalformedOrderError, decode_order
+from edge.states import InsertOutcome, MqttState, OrderSource
+from edge.store import Database
+from edge.store.mqtt import MqttStore
+from edge.store.outbox import REJECTED_KEY
+
+log = structlog.get_logger()
+
+QOS = 1
+# Orders the broker may have in flight to us at once (MQTT 5 Receive Maximum): enough to fill a group commit, few
+# enough that a store that cannot write holds only this many unacknowledged orders; the broker queues the rest.
+RECEIVE_MAXIMUM = 64
+_PUBLISH_BATCH = 100  # outbox rows per cursor commit
+_PUBACK_TIMEOUT_S = 10.0
+_IDLE_S = 5.0  # look at the outbox this often even without a wake-up
+_STORE_RETRY_MAX_S = 5.0  # an order that could not be stored is tried again this often, at most
+_STOP_WAIT_S = 5.0  # orders being stored at stop get this long to commit and be acknowledged
+# CONNACK reasons a retry will not fix: a person must change the login, the client id or the broker's ACL.
+_REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
+
+
+class _Client(paho.Client):
+    """paho's client, keeping why the last connection attempt failed (paho only tells on_connect_fail that it did)."""
+
+    last_error: BaseException | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as err:
+            self.last_error = err
+            raise
+
+
+def describe(err: BaseException, *, tls: bool = False) -> str:
+    if tls and isinstance(err, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError):
+        # TLS 1.3 tells a refused client certificate only after the handshake, by closing the connection.
+        return f"the broker closed the TLS connection ({err}): it may want a client certificate (mqtt.cert_file)"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"TLS certificate not accepted: {err.verify_message}"
+    if isinstance(err, ssl.SSLError):
+        return f"TLS failed: {err.reason or err}"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (no broker listening)"
+    return f"{type(err).__name__}: {err}"
+
+
+def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool) -> _Client:
+    """A paho client with the login and TLS of ``cfg``; blocking (the TLS context reads the system's CA files)."""
+    c = _Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if cfg.username:
+        c.username_pw_set(cfg.username, cfg.password.get() or None)
+    if cfg.tls:
+        ctx = ssl.create_default_context()  # the system's CAs, host name checked
+        if cfg.ca_file:
+            ctx.load_verify_locations(cafile=str(cfg.ca_file))
+        if cfg.cert_file and cfg.key_file:
+            ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
+        c.tls_set_context(ctx)
+    return c
+
+
+def probe(settings: Settings, timeout_s: float = 5.0) -> str | None:
+    """Log in to the broker once, as edge doctor does: None if it accepts us, else why not. Blocking. Under its own
+    client id with a session that ends with it: the agent's own id would throw the running agent off its session."""
+    cfg = settings.mqtt
+    answered = threading.Event()
+    problem: list[str | None] = [f"no answer from the broker within {timeout_s:g} s"]
+
+    def on_connect(_c: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        problem[0] = f"broker refused the connection: {reason}" if reason.is_failure else None
+        answered.set()
+
+    client = build_client(cfg, f"{settings.mqtt_client_id}-doctor", manual_ack=False)
+    client.on_connect = on_connect
+    try:
+        client.connect(cfg.host, cfg.port, keepalive=10, clean_start=True)
+    except (OSError, ValueError) as err:
+        return describe(err, tls=cfg.tls)
+    client.loop_start()
+    try:
+        answered.wait(timeout_s)
+        return problem[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class MqttLink:
+    """Subscribes to ``<prefix>/orders`` (QoS 1, persistent session), hands each payload to the same intake as HTTP
+    push and acknowledges it only after the commit; publishes the status outbox and rejected messages on
+    ``<prefix>/events`` and a retained ``online``/``offline`` on ``<prefix>/status``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        intake: OrderIntake,
+        db: Database,
+        bus: EventBus,
+        catch_up: Callable[[], Awaitable[object]] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._cfg = settings.mqtt
+        self._max_payload = settings.api.max_body_bytes  # the same limit as a POST body
+        self.client_id = settings.mqtt_client_id
+        self.prefix = settings.mqtt_prefix
+        self.topics = {name: f"{self.prefix}/{name}" for name in ("orders", "events", "status")}
+        self._intake = intake
+        self._store = MqttStore(db)
+        self._bus = bus
+        self._catch_up = catch_up  # recovery (pull), when the broker lost our session
+        self._clock = clock
+        self.state = MqttState.CONNECTING
+        self.detail = ""
+        self.since = clock.wall()
+        self._generation = 0  # +1 per connection: an ack from an older one must not reach a reused packet id
+        self._attempt = 0
+        self._socket_error = ""  # paho's last logged socket error (its thread only)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: _Client | None = None
+        self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-calls")
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._acks: dict[int, asyncio.Future[None]] = {}  # our PUBLISHes waiting for their PUBACK, by packet id
+        self._early: set[int] = set()  # PUBACKs that came before we had registered the packet id
+        self._wake = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        self._stopping = False
+        # What became of each message: the intake's outcomes (stored, duplicate, updated, cancelled, stale, ...),
+        # rejected (acked, kept for a person), store_failed (not acked, tried again), and events published.
+        self.counts = dict.fromkeys([*InsertOutcome, "rejected", "store_failed", "events_published"], 0)
+        self._unsubscribe = [
+            bus.subscribe(lambda _: self._wake.set(), t) for t in (OrderStored, JobPrinted, JobDead, ScanRecorded)
+        ]
+
+    # ---- life cycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Returns at once: the connection is made (and remade) in paho's thread; a broker that is down or refuses
+        us never holds up the agent."""
+        self._loop = asyncio.get_running_loop()
+        self._client = await asyncio.to_thread(self._make_client)  # TLS context: reads the system's CA files
+        await asyncio.to_thread(self._connect)
+        self._publisher = asyncio.create_task(self._publish_loop(), name="mqtt-publisher")
+        log.info("mqtt_started", broker=self._cfg.url, client_id=self.client_id, prefix=self.prefix)
+
+    def _make_client(self) -> _Client:
+        c = build_client(self._cfg, self.client_id, manual_ack=True)  # PUBACK only after the commit (ack())
+        c.will_set(self.topics["status"], b"offline", qos=QOS, retain=True)
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        c.on_log = self._on_log
+        self._next_delay(c)
+        return c
+
+    def _connect(self) -> None:
+        assert self._client is not None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._cfg.session_expiry_s
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        # clean_start False, always: the broker keeps our subscription and the orders published while we were away.
+        self._client.connect_async(
+            self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    async def stop(self) -> None:
+        """Orders being stored finish and are acknowledged (within a few seconds); then ``offline`` is published and
+        the connection closed. An order not acknowledged by then is sent again by the broker at the next start."""
+        self._stopping = True
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        if self._publisher is not None:
+            self._wake.set()  # the loop sees _stopping: a cancel swallowed by wait_for (Python 3.11) cannot keep it
+            self._publisher.cancel()
+            await asyncio.gather(self._publisher, return_exceptions=True)
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=_STOP_WAIT_S)
+            for task in self._handlers:
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._client is not None:
+            if self.state == MqttState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._publish(self.topics["status"], b"offline", retain=True), 2.0)
+            await self._call(self._client.disconnect)
+            await asyncio.to_thread(self._client.loop_stop)
+        for fut in self._acks.values():
+            fut.cancel()
+        self._calls.shutdown(wait=False)
+        log.info("mqtt_stopped")
+
+    # ---- paho's thread: hand everything to the loop -----------------------------------------------------------
+
+    def _to_loop(self, fn: Callable[..., object], *args: Any) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the agent is gone
+                self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(
+        self, client: paho.Client, _u: object, flags: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        if reason.is_failure:
+            refused = reason.value in _REFUSALS
+            self._to_loop(self._refused_or_failed, f"broker refused the connection: {reason}", refused)
+            self._next_delay(client)
+            return
+        # Subscribing again is harmless with a kept session and needed when the broker lost it.
+        client.subscribe(self.topics["orders"], qos=QOS)
+        self._to_loop(self._connected, bool(flags.session_present))
+
+    def _on_subscribe(self, _c: paho.Client, _u: object, _mid: int, reasons: list[ReasonCode], _p: object) -> None:
+        if any(r.is_failure for r in reasons):
+            detail = f"subscription to {self.topics['orders']} refused: {reasons[0]}"
+            self._to_loop(self._refused_or_failed, detail, True)
+
+    def _on_connect_fail(self, client: paho.Client, _u: object) -> None:
+        err = getattr(client, "last_error", None)
+        refused = isinstance(err, ssl.SSLError)  # a certificate will not change by itself
+        detail = describe(err, tls=self._cfg.tls) if err else "connection failed"
+        self._to_loop(self._refused_or_failed, detail, refused)
+        self._next_delay(client)
+
+    def _on_log(self, _c: paho.Client, _u: object, level: int, message: str) -> None:
+        if level == paho.MQTT_LOG_ERR:  # paho tells a socket's failure only here (e.g. a TLS alert after the handshake)
+            self._socket_error = message
+
+    def _on_disconnect(self, client: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        if not self._stopping:
+            why, self._socket_error = self._socket_error, ""
+            if "ALERT" in why:  # the broker's TLS refused our certificate (or its absence): retrying will not help
+                self._to_loop(self._refused_or_failed, f"TLS refused by the broker: {why} (mqtt.cert_file?)", True)
+            else:
+                self._to_loop(self._disconnected, f"disconnected: {why or reason}")
+        self._next_delay(client)
+
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        self._to_loop(self._received, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
+
+    def _on_publish(self, _c: paho.Client, _u: object, mid: int, _r: object, _p: object) -> None:
+        self._to_loop(self._published, mid)
+
+    def _next_delay(self, client: paho.Client) -> None:
+        """Capped exponential backoff with jitter for paho's next reconnect: a fleet that lost its broker does not
+        come back in one wave."""
+        ceiling = min(self._cfg.reconnect_max_s, 0.5 * 2**self._attempt)
+        self._attempt = min(self._attempt + 1, 30)
+        delay = max(0.1, random.uniform(ceiling / 2, ceiling))
+        client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]  # paho takes seconds
+
+    # ---- the loop: connection state ---------------------------------------------------------------------------
+
+    def _set_state(self, state: MqttState, detail: str, *, refused: bool = False) -> None:
+        changed = (state, detail) != (self.state, self.detail)
+        self.state, self.detail = state, detail
+        if changed:
+            self.since = self._clock.wall()
+            connected = state == MqttState.CONNECTED
+            self._bus.publish(MqttConnectionChanged(connected=connected, detail=detail, refused=refused))
+
+    def _connected(self, session_present: bool) -> None:
+        self._generation += 1
+        self._attempt = 0
+        log.info("mqtt_connected", broker=self._cfg.url, client_id=self.client_id, session_present=session_present)
+        self._set_state(MqttState.CONNECTED, "")
+        self._wake.set()
+        task = asyncio.ensure_future(self._announce(session_present))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _announce(self, session_present: bool) -> None:
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+            await self._publish(self.topics["status"], b"online", retain=True)
+        if not session_present:
+            # A new session (first start, or a broker restarted without persistence): orders published while we had
+            # none were never queued for us. Recovery pulls them from central.
+            # Expected at the first connection of a box (or of this client id); on a reconnect the broker lost it.
+            (log.warning if self._generation > 1 else log.info)(
+                "mqtt_session_new", note="orders published without our session are caught up by recovery"
+            )
+            if self._catch_up is not None:
+                await self._catch_up()
+
+    def _refused_or_failed(self, detail: str, refused: bool) -> None:
+        if (self.state, self.detail) != (MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail):
+            # Once per new reason, not once per retry: the log and the alert say it, the backoff keeps trying.
+            (log.error if refused else log.warning)("mqtt_connect_failed", broker=self._cfg.url, error=detail)
+        self._set_state(MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail, refused=refused)
+
+    def _disconnected(self, detail: str) -> None:
+        if self.state == MqttState.CONNECTED:
+            log.warning("mqtt_disconnected", broker=self._cfg.url, detail=detail)
+        if self.state != MqttState.REFUSED:
+            self._set_state(MqttState.DISCONNECTED, detail)
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(detail))
+        self._acks.clear()
+        self._early.clear()
+
+    # ---- the loop: orders in ----------------------------------------------------------------------------------
+
+    def _received(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
+        task = asyncio.ensure_future(self._handle(mid, qos, topic, payload, self._generation))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, mid: int, qos: int, topic: str, payload: bytes, generation: int) -> None:
+        """Store, then acknowledge. A store that cannot write gets the order again (from memory) until it can; the
+        PUBACK waits, so a crash meanwhile leaves the order with the broker, which sends it again."""
+        delay = 0.1
+        while True:
+            try:
+                outcome = await self._take(topic, payload)
+            except StoreError as err:
+                self.counts["store_failed"] += 1
+                log.error("mqtt_order_not_stored", mid=mid, error=str(err), retry_in_s=delay, acked=False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STORE_RETRY_MAX_S)
+                if generation != self._generation or self._stopping:
+                    return  # the broker sends it again on the next connection
+                continue
+            self.counts[outcome] += 1
+            if outcome == "duplicate":  # a redelivery (no PUBACK reached the broker) or the backend sent it again
+                log.info("mqtt_order_duplicate", mid=mid, topic=topic)
+            break
+        if generation == self._generation and self.state == MqttState.CONNECTED and self._client is not None:
+            await self._call(self._client.ack, mid, qos)
+
+    async def _take(self, topic: str, payload: bytes) -> str:
+        """The intake's outcome (stored, duplicate, updated, cancelled, stale) or rejected, once committed."""
+        order_id: str | None = None
+        try:
+            if len(payload) > self._max_payload:
+                raise MalformedOrderError(
+                    f"the payload is {len(payload)} bytes, more than the {self._max_payload} a POST may carry",
+                    error="request_entity_too_large",
+                )
+            order = decode_order(payload)
+            if isinstance(order, dict) and isinstance(order.get("id"), str):
+                order_id = order["id"][:200]
+            result = await self._intake.accept(order, source=OrderSource.MQTT)
+        except (MalformedOrderError, InvalidOrderError, OrderConflictError, WrongStateError) as err:
+            await self._reject(topic, payload, order_id, intake_error_body(err))
+            return "rejected"
+        return str(result.outcome)
+
+    async def _reject(self, topic: str, payload: bytes, order_id: str | None, error: dict[str, Any]) -> None:
+        reject_id = await self._store.add_reject(
+            topic=topic, payload=payload, order_id=order_id, error=error, now=self._clock.wall()
+        )
+        log.error("mqtt_order_rejected", reject_id=reject_id, order_id=order_id, **error)
+        self._bus.publish(
+            MqttOrderRejected(
+                reject_id=reject_id, order_id=order_id, error=str(error["error"]), reason=str(error["reason"])
+            )
+        )
+        self._wake.set()
+
+    # ---- the loop: events out ---------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._calls, lambda: fn(*args, **kwargs))
+
+    def _published(self, mid: int) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is None:
+            self._early.add(mid)
+        elif not fut.done():
+            fut.set_result(None)
+
+    async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """PUBLISH at QoS 1 and wait for the broker's PUBACK."""
+        assert self._client is not None
+        info = await self._call(self._client.publish, topic, payload, qos=QOS, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish to {topic}: {paho.error_string(info.rc)}")
+        if info.mid in self._early:
+            self._early.discard(info.mid)
+            return
+        fut = self._acks[info.mid] = asyncio.get_running_loop().create_future()
+        await asyncio.wait_for(fut, _PUBACK_TIMEOUT_S)
+
+    async def _publish_loop(self) -> None:
+        cursor = await self._store.outbox_cursor()
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=_IDLE_S)
+            self._wake.clear()
+            if self.state != MqttState.CONNECTED or self._stopping:
+                continue
+            try:
+                cursor = await self._publish_outbox(cursor)
+                await self._publish_rejects()
+            except (ConnectionError, TimeoutError) as err:  # the rows stay; sent again (same keys) when connected
+                log.warning("mqtt_events_not_published", error=str(err) or type(err).__name__)
+            except StoreError as err:
+                log.warning("mqtt_events_not_published", error=str(err))
+
+    async def _publish_outbox(self, cursor: int) -> int:
+        """Each outbox row after the cursor as one message; the cursor moves once the broker has acknowledged a batch.
+        QoS 1 and a crash before the cursor commit both mean central may get an event twice: the key tells."""
+        while items := await self._store.outbox_after(cursor, _PUBLISH_BATCH):
+            sends = []
+            for item in items:
+                body = json.loads(item.payload)
+                body.pop(REJECTED_KEY, None)  # what central's HTTP door refused is our business, not the event's
+                body["idempotency_key"] = item.idempotency_key
+                sends.append(self._publish(self.topics["events"], json.dumps(body, sort_keys=True).encode()))
+            results = await asyncio.gather(*sends, return_exceptions=True)  # each settles: none left behind
+            if errors := [r for r in results if isinstance(r, BaseException)]:
+                raise errors[0]
+            cursor = items[-1].id
+            await self._store.set_outbox_cursor(cursor)
+            self.counts["events_published"] += len(items)
+        return cursor
+
+    async def _publish_rejects(self) -> None:
+        while rejects := await self._store.unpublished_rejects(_PUBLISH_BATCH):
+            for r in rejects:
+                body = {
+                    "event": "rejected",
+                    "idempotency_key": f"{self.client_id}:mqtt_rejected:{r.id}",
+                    "order_id": r.order_id,
+                    "at": r.received_at,
+                    **r.error,
+                }
+                await self._publish(self.topics["events"], json.dumps(body, sort_keys=True).encode())
+            await self._store.rejects_published([r.id for r in rejects], self._clock.wall())
+
+    # ---- what a person sees -----------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "enabled": True,
+            "broker": self._cfg.url,
+            "client_id": self.client_id,
+            "topic_prefix": self.prefix,
+            "state": self.state,
+            "detail": self.detail,
+            "since": self.since,
+            "counts": dict(self.counts),
+            "rejected_total": await self._store.reject_count(),
+            "rejected": [
+                {"id": r.id, "received_at": r.received_at, "order_id": r.order_id, "error": r.error}
+                for r in await self._store.rejects(10)
+            ],
+            "events_unpublished": await self._store.outbox_unpublished(await self._store.outbox_cursor()),
+        }

@@ -1,0 +1,157 @@
+"""Orders over MQTT, from outside: a real Mosquitto, the backend's own paho client publishing, the real agent printing
+on simulated printers. PUBACK only after commit; a redelivery is a duplicate; bad payloads are acked and kept."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from edge.app import Agent
+from edge.events import Event, MqttOrderRejected
+from edge.printing.decode import decode
+from edge.sim.broker import Backend, Broker
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, db_rows, eventually, post, wait_until
+from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section, needs_mosquitto
+from tests.mqtt.test_link import MAIL
+
+MakeAgent = Callable[..., Awaitable[Agent]]
+
+pytestmark = needs_mosquitto
+
+
+def tickets_for(printer: SimPrinter, number: str) -> list[bytes]:
+    return [job for job in printer.printed if number.encode() in job]
+
+
+async def test_orders_published_while_the_agent_is_off_print_once_when_it_connects(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The broker keeps the store's session: orders published while the agent is stopped are delivered when it
+    starts, printed once each; a third start prints nothing again (they were acknowledged)."""
+    first = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    await first.stop()
+
+    orders = [make_order(n, prefix="off", print_receipt=False) for n in range(3)]
+    await backend.publish(ORDERS, *orders)
+
+    second = await make_agent(mqtt=mqtt_section(broker))
+    await printers["kitchen"].wait_for_printed(3)
+    rows = await eventually(
+        lambda: db_rows(second, "SELECT id, source FROM orders ORDER BY id"), lambda r: len(r) == 3, what="3 orders"
+    )
+    assert rows == [(o["id"], "mqtt") for o in orders]
+    await second.stop()
+
+    third = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: backend.on(STATUS).count(b"online") >= 3, what="the agent online a third time")
+    await make_order_printed_marker(third, backend, printers)
+    for order in orders:
+        assert len(tickets_for(printers["kitchen"], order["number"])) == 1
+
+
+async def make_order_printed_marker(agent: Agent, backend: Backend, printers: dict[str, SimPrinter]) -> None:
+    """Publishes one more order and waits for its ticket: anything redelivered before it has been handled by then."""
+    marker = make_order(999, prefix="marker", print_receipt=False)
+    await backend.publish(ORDERS, marker)
+    await wait_until(lambda: tickets_for(printers["kitchen"], marker["number"]), what="the marker order printed")
+
+
+async def test_the_same_order_published_twice_prints_once(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """QoS 1 may deliver twice, and a backend may publish again: the order id is the idempotency key, the second copy
+    is acknowledged as a duplicate and nothing is printed twice."""
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    order = make_order(1, prefix="dup", print_receipt=False)
+    await backend.publish(ORDERS, order, order)
+    await make_order_printed_marker(agent, backend, printers)
+    assert len(tickets_for(printers["kitchen"], order["number"])) == 1
+    assert agent.mqtt is not None and agent.mqtt.counts["duplicate"] == 1
+
+
+async def test_a_payload_that_is_not_an_order_is_acked_kept_and_reported_like_http_would(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """Not JSON, or JSON that fails validation: acknowledged (no poison loop), kept in mqtt_rejects for a person,
+    reported on the events topic with the body the HTTP API answers, counted and alerted; nothing printed, and not
+    delivered again after a restart."""
+    heard: list[Event] = []
+    agent = await make_agent(mqtt=mqtt_section(broker), listen=heard.append, **MAIL)
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    invalid: dict[str, Any] = make_order(2, prefix="bad", print_receipt=False)
+    invalid["items"][0]["qty"] = "three"
+    garbage = b"\xff not json"
+    await backend.publish(ORDERS, garbage, invalid)
+
+    reports = await eventually(
+        lambda: _events(backend, "rejected"), lambda e: len(e) == 2, what="two rejections on the events topic"
+    )
+    async with api_client(agent) as api:
+        http = [await post(api, garbage), await post(api, invalid)]
+    for (status, body), report in zip(http, reports, strict=True):
+        assert status in (400, 422)
+        assert {k: report[k] for k in body} == body  # the same error body as the HTTP API's
+        assert report["idempotency_key"]
+    assert reports[1]["order_id"] == invalid["id"]
+    rows = await db_rows(
+        agent, "SELECT payload, order_id, json_extract(error, '$.error') FROM mqtt_rejects ORDER BY id"
+    )
+    assert rows == [
+        (garbage, None, "malformed_request"),
+        (json.dumps(invalid).encode(), invalid["id"], "invalid_order"),
+    ]
+    assert [e.reject_id for e in heard if isinstance(e, MqttOrderRejected)] == [1, 2]
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+    async with api_client(agent) as api, api.get("/metrics") as response:
+        assert 'edge_mqtt_rejected_total{error="invalid_order"} 1.0' in await response.text()
+    await eventually(
+        lambda: db_rows(agent, "SELECT type, severity, fires_total FROM alert_groups WHERE type LIKE 'mqtt%'"),
+        lambda rows: rows == [("mqtt_invalid", "critical", 2)],
+        what="the mqtt_invalid alert with both rejections",
+    )
+    await agent.stop()
+
+    again = await make_agent(mqtt=mqtt_section(broker))
+    await make_order_printed_marker(again, backend, printers)
+    assert await db_rows(again, "SELECT COUNT(*) FROM mqtt_rejects") == [(2,)]  # nothing redelivered
+
+
+def _events(backend: Backend, kind: str) -> Awaitable[list[dict[str, Any]]]:
+    async def read() -> list[dict[str, Any]]:
+        return [e for e in backend.events(EVENTS) if e.get("event") == kind]
+
+    return read()
+
+
+async def test_changes_and_cancellations_over_mqtt_print_like_pushed_ones_and_a_reopen_is_acked_and_reported(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """Revisions arrive over MQTT as over HTTP: revision 2 after the ticket printed gives a change ticket, a cancelled
+    revision 3 a STORNO; revision 4 reopening the cancelled order is refused as HTTP refuses it (409 wrong_state):
+    acknowledged, kept and reported on the events topic, never a message the broker redelivers forever."""
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    order: dict[str, Any] = make_order(5, prefix="rev", print_receipt=False)
+    await backend.publish(ORDERS, order)
+    await wait_until(lambda: tickets_for(printers["kitchen"], order["number"]), what="the first ticket")
+    changed = {**order, "revision": 2, "items": [*order["items"], {**order["items"][0], "sku": "EXTRA-1"}]}
+    cancelled = {**changed, "revision": 3, "status": "cancelled"}
+    reopened = {**changed, "revision": 4}
+    await backend.publish(ORDERS, changed)
+    await wait_until(lambda: len(tickets_for(printers["kitchen"], order["number"])) == 2, what="the change ticket")
+    await backend.publish(ORDERS, cancelled, reopened)
+    await make_order_printed_marker(agent, backend, printers)
+    printed = [decode(t).text for t in tickets_for(printers["kitchen"], order["number"])]
+    assert len(printed) == 3 and "ÄNDERUNG" in printed[1] and "STORNO" in printed[2], printed
+    [report] = await eventually(
+        lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the refused reopen on the events topic"
+    )
+    assert report["error"] == "wrong_state" and report["order_id"] == order["id"]
+    assert await db_rows(agent, "SELECT revision, status FROM orders WHERE id = ?", order["id"]) == [(3, "cancelled")]
+    assert agent.mqtt is not None
+    assert (agent.mqtt.counts["updated"], agent.mqtt.counts["cancelled"], agent.mqtt.counts["rejected"]) == (1, 1, 1)

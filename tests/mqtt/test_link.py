@@ -1,0 +1,287 @@
+"""The broker link under faults, from outside: events retried until acknowledged, a store that cannot write, the broker
+absent or restarted, wrong credentials, TLS with verification and mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import io
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.events import Event, MqttConnectionChanged
+from edge.log import configure_logging
+from edge.printing.decode import decode
+from edge.sim.broker import Backend, Broker, TlsFiles
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.helpers import TOKEN, api_client, config_dict, db_rows, eventually, post, wait_until
+from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section, needs_mosquitto
+
+MakeAgent = Callable[..., Awaitable[Agent]]
+RESTART_ORDERS = int(os.environ.get("EDGE_MQTT_RESTART_ORDERS", "1000"))
+# Alerts on, the relay nowhere: the alert groups are what these tests read (mail delivery is tests/alerts' business).
+MAIL: dict[str, Any] = {
+    "smtp": {"host": "127.0.0.1", "port": 9, "security": "none", "sender": "edge@example.com"},
+    "alerts": {"to": ["manager@example.com"], "critical_group_wait_s": 0},
+}
+
+pytestmark = needs_mosquitto
+
+
+async def ready(agent: Agent) -> tuple[int, dict[str, Any]]:
+    async with api_client(agent) as api, api.get("/ready") as response:
+        return response.status, await response.json()
+
+
+async def test_status_events_go_out_with_their_keys_and_wait_for_a_broker_that_is_down(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """Every outbox event (received, printed, ...) is published QoS 1 on <prefix>/events with its idempotency key; while
+    the broker is down, orders still come in over HTTP and print, and their events follow once it is back."""
+    agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    first = make_order(1, prefix="ev", print_receipt=False)
+    await backend.publish(ORDERS, first)
+    events = await eventually(
+        lambda: _read(backend), lambda e: {"received", "printed"} <= {x["event"] for x in e}, what="received, printed"
+    )
+    assert all(e["order_id"] == first["id"] and e["idempotency_key"].startswith(first["id"]) for e in events)
+
+    await broker.stop()
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="link down")
+    second = make_order(2, prefix="ev", print_receipt=False)
+    async with api_client(agent) as api:
+        status, _ = await post(api, second)
+    assert status == 201
+    await printers["kitchen"].wait_for_printed(2)  # the broker being down blocks neither intake nor printing
+
+    await broker.start()
+    got = await eventually(
+        lambda: _read(backend), lambda e: len(e) >= 4, what="the events of the order taken while the broker was down"
+    )
+    assert {(e["order_id"], e["event"]) for e in got[2:]} == {(second["id"], "received"), (second["id"], "printed")}
+    assert len({e["idempotency_key"] for e in got}) == 4
+
+
+async def _read(backend: Backend) -> list[dict[str, Any]]:
+    return [e for e in backend.events(EVENTS) if e.get("event") != "rejected"]
+
+
+async def test_an_order_the_store_cannot_write_is_not_acked_and_is_stored_once_it_can(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The database refuses writes (read-only, as on a full disk): the order is not acknowledged, so the broker still
+    holds it; the agent stops now, and the next start (store writable) gets it again from the broker and prints it."""
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    assert agent.db is not None and agent.mqtt is not None
+    await agent.db._writer.execute("PRAGMA query_only = ON")  # the store's own writer, as in tests/prove/test_faults
+    order = make_order(1, prefix="full", print_receipt=False)
+    await backend.publish(ORDERS, order)
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.counts["store_failed"] >= 2, what="two failed tries")
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+    await agent.stop()  # without the PUBACK the broker keeps the order for the session
+
+    again = await make_agent(mqtt=mqtt_section(broker))
+    await printers["kitchen"].wait_for_printed(1)
+    assert await db_rows(again, "SELECT id, source FROM orders") == [(order["id"], "mqtt")]
+
+
+async def test_the_agent_starts_without_a_broker_and_connects_when_one_appears(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """A broker that is not there at start-up holds up nothing: the agent is ready and prints HTTP orders; /ready says
+    the link is down (without failing); once the broker listens, the link comes up with backoff and orders flow."""
+    await broker.stop()
+    agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5))
+    status, body = await ready(agent)
+    assert status == 200 and body["checks"]["mqtt"]["ok"] is True
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="link down")
+    status, body = await ready(agent)
+    assert "connection refused" in body["checks"]["mqtt"]["detail"]
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, prefix="nobroker", print_receipt=False)))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+
+    await broker.start()
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
+    await backend.connect()  # its first attempt went to a broker that was down
+    await backend.publish(ORDERS, make_order(2, prefix="nobroker", print_receipt=False))
+    await printers["kitchen"].wait_for_printed(2)
+
+
+@pytest.mark.slow
+async def test_a_broker_restart_in_the_middle_of_1000_orders_loses_none_and_prints_none_twice(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The broker restarts (persistence on) while 1,000 orders are being published and taken: the agent reconnects to
+    its kept session, what was in flight is delivered again, and every order is printed exactly once."""
+    agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    orders = [make_order(n, prefix="rs", print_receipt=False) for n in range(RESTART_ORDERS)]
+    half = RESTART_ORDERS // 2
+    await backend.publish(ORDERS, *orders[:half])
+    stored_before = (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0]
+    await broker.restart()  # the agent is still storing and acking the first half
+    assert stored_before < half  # the restart fell in the middle of the stream, not after it
+    await backend.close()
+    publisher = Backend(broker)
+    await publisher.connect()
+    await publisher.publish(ORDERS, *orders[half:])
+    await publisher.close()
+    await eventually(
+        lambda: db_rows(agent, "SELECT state, COUNT(*) FROM print_jobs GROUP BY state"),
+        lambda rows: rows == [("printed", RESTART_ORDERS)],
+        60,
+        what="every order printed",
+    )
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(RESTART_ORDERS,)]
+    tickets = collections.Counter(
+        decode(job).qr_codes[0].split(":")[2] for job in printers["kitchen"].printed if decode(job).qr_codes
+    )
+    assert set(tickets) == {o["id"] for o in orders} and max(tickets.values()) == 1
+
+
+async def test_a_wrong_password_is_one_log_line_an_alert_and_ready_detail_not_a_crash_loop(
+    make_agent: MakeAgent, broker: Broker
+) -> None:
+    """The broker refuses the login: the agent keeps running (HTTP intake works), logs the refusal once however often
+    it retries, publishes the refusal for the alerter, and /ready answers 503 naming it."""
+    heard: list[Event] = []
+    with structlog.testing.capture_logs() as logs:
+        agent = await make_agent(
+            mqtt=mqtt_section(broker, password="wrong", reconnect_max_s=0.2), listen=heard.append, **MAIL
+        )
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+        await asyncio.sleep(1.0)  # several retries at 0.2 s
+    refusals = [entry for entry in logs if entry["event"] == "mqtt_connect_failed"]
+    assert len(refusals) == 1
+    assert "Bad user name or password" in refusals[0]["error"] or "Not authorized" in refusals[0]["error"]
+    assert [e.refused for e in heard if isinstance(e, MqttConnectionChanged)] == [True]
+    status, body = await ready(agent)
+    assert status == 503 and body["checks"]["mqtt"]["ok"] is False
+    assert "refused" in body["checks"]["mqtt"]["detail"]
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, prefix="pw", print_receipt=False)))[0] == 201
+    await eventually(
+        lambda: db_rows(agent, "SELECT type, severity, state FROM alert_groups WHERE type LIKE 'mqtt%'"),
+        lambda rows: rows == [("mqtt_refused", "critical", "firing")],
+        what="the mqtt_refused alert firing",
+    )
+
+
+async def test_tls_with_verification_on(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, tls_files: TlsFiles, printers: dict[str, SimPrinter]
+) -> None:
+    """mqtts:// with the test CA in ca_file and the broker's certificate for localhost: connected, orders print. The
+    same broker reached under a name its certificate does not carry, or with a CA that did not sign it, is refused
+    (certificate named in the detail)."""
+    agent = await make_agent(mqtt=mqtt_section(broker, url=broker.tls_url, ca_file=str(tls_files.ca)))
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="TLS link up")
+    await backend.publish(ORDERS, make_order(1, prefix="tls", print_receipt=False))
+    await printers["kitchen"].wait_for_printed(1)
+    await agent.stop()
+
+    for url, ca in ((f"mqtts://127.0.0.1:{broker.tls_port}", tls_files.ca), (broker.tls_url, tls_files.other_ca)):
+        wrong = await make_agent(mqtt=mqtt_section(broker, url=url, ca_file=str(ca), reconnect_max_s=0.2))
+        await wait_until(lambda w=wrong: w.mqtt is not None and w.mqtt.state == "refused", what=f"{url} refused")
+        assert wrong.mqtt is not None and "certificate" in wrong.mqtt.detail
+        await wrong.stop()
+
+
+async def test_mutual_tls_needs_the_client_certificate(
+    make_agent: MakeAgent, tmp_path: Path, tls_files: TlsFiles, printers: dict[str, SimPrinter]
+) -> None:
+    """A broker that requires a client certificate: with cert_file/key_file the agent connects and prints what the
+    backend publishes; without them the broker's TLS alert (certificate required) makes the link 'refused' with the
+    alert in its detail: retried, not a crash."""
+    strict = await asyncio.to_thread(Broker, tmp_path / "strict", tls=tls_files, require_certificate=True)
+    await strict.start()
+    try:
+        tls = {"url": strict.tls_url, "ca_file": str(tls_files.ca), "reconnect_max_s": 0.2}
+        without = await make_agent(mqtt=mqtt_section(strict, **tls))
+        await wait_until(lambda: without.mqtt is not None and without.mqtt.state == "refused", what="no client cert")
+        assert without.mqtt is not None and "certificate" in without.mqtt.detail
+        await without.stop()
+
+        cert = {"cert_file": str(tls_files.client_cert), "key_file": str(tls_files.client_key)}
+        agent = await make_agent(mqtt=mqtt_section(strict, **tls, **cert))
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="mutual TLS up")
+        publisher = Backend(strict)
+        await publisher.connect()
+        await publisher.publish(ORDERS, make_order(1, prefix="mtls", print_receipt=False))
+        await publisher.close()
+        await printers["kitchen"].wait_for_printed(1)
+    finally:
+        await strict.stop()
+
+
+async def test_the_mqtt_password_is_a_secret_from_edge_env_and_never_logged(
+    tmp_path: Path, make_agent: MakeAgent, broker: Broker, printers: dict[str, SimPrinter]
+) -> None:
+    """EDGE_MQTT_PASSWORD (the secrets file) sets mqtt.password; a refused login logs the broker's reason, never the
+    password, and the settings' repr hides it."""
+    password = "mqtt-Pa55-QQ-visible-nowhere"
+    settings = parse_settings(
+        config_dict(tmp_path / "data", printers, mqtt=mqtt_section(broker, password="")),
+        env={"EDGE_MQTT_PASSWORD": password},
+    )
+    assert settings.mqtt.password.get() == password and password not in repr(settings)
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="debug", secrets=settings.secrets(), stream=stream)
+    try:
+        agent = await make_agent(settings=settings)
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+        await agent.stop()
+    finally:
+        configure_logging(fmt="console", level="info")
+    assert "mqtt_connect_failed" in stream.getvalue()
+    assert password not in stream.getvalue()
+
+
+async def test_a_broker_that_lost_the_session_is_caught_up_by_recovery(
+    make_agent: MakeAgent, tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A broker restarted without persistence forgets the store's session, and with it whatever central published
+    meanwhile. The agent sees the new session (session_present false) and starts a recovery run, which pulls the
+    order from central: printed once."""
+    central = CentralSim("test-store", token=TOKEN)
+    await central.start()
+    broker = await asyncio.to_thread(Broker, tmp_path / "forgetful", persistence=False)
+    await broker.start()
+    try:
+        agent = await make_agent(
+            mqtt=mqtt_section(broker, reconnect_max_s=1.0),
+            central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0},
+        )
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
+        await eventually(
+            lambda: db_rows(agent, "SELECT trigger, state FROM recovery_runs"),
+            lambda rows: rows == [("startup", "completed")],
+            what="the start-up recovery run done",
+        )
+        await broker.stop()  # restarted without persistence: the store's session is gone with it
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="link down")
+        lost = make_order(1, prefix="lost", print_receipt=False)
+        central.add_orders([lost])  # the backend could not publish it: no broker, then no session to queue it for
+        await broker.start()
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up again")
+        rows = await eventually(
+            lambda: db_rows(agent, "SELECT id, source FROM orders"), bool, what="the lost order stored"
+        )
+        assert rows == [(lost["id"], "recovery")]
+        runs = await db_rows(agent, "SELECT trigger FROM recovery_runs ORDER BY id")
+        assert runs == [("startup",), ("link_back",)]  # started by the MQTT link's new session
+        await printers["kitchen"].wait_for_printed(1)
+    finally:
+        await broker.stop()
+        await central.stop()
