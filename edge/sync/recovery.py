@@ -125,6 +125,11 @@ class Recovery:
         """The id of the run in progress (waiting for its start delay included), else None."""
         return self._active_id if self._task is not None and not self._task.done() else None
 
+    def _ended(self) -> None:
+        """The run's end is committed (and announced): a trigger from now on starts a new run instead of joining one
+        that only has its log line left to write."""
+        self._active_id = None
+
     # --- commands ---------------------------------------------------------------------------
 
     async def trigger(self, trigger: RunTrigger, *, delay: float = 0.0) -> tuple[int, bool]:
@@ -214,10 +219,12 @@ class Recovery:
             raise
         except _CancelRequested:
             await self._runs.cancel(run_id, phase, self._clock.wall())
+            self._ended()
             log.warning("recovery_cancelled", phase=phase)
         except Exception as err:  # any failure ends the run; the cursor did not move, the next run sees it all again
             error = str(err) or type(err).__name__
             await self._runs.fail(run_id, phase, error, self._clock.wall())  # RecoveryFailed, once committed
+            self._ended()
             log.error("recovery_failed", phase=phase, error=error)
         finally:
             self._prepared.clear()
@@ -384,6 +391,7 @@ class Recovery:
         counts = await self._runs.counts(run_id)
         duration = self._clock.mono() - started  # of this process's part of the run, if it was resumed
         await self._runs.complete(run_id, counts, self._clock.wall(), duration_s=duration)  # RecoveryCompleted
+        self._ended()
         log.info(
             "recovery_completed",
             counts=counts,

@@ -15,6 +15,7 @@ from edge.config import Settings
 from edge.events import CentralLinkChanged, OrderConflicted, RecoveryCompleted, RecoveryStarted
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
+from edge.states import RunTrigger
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
@@ -176,6 +177,19 @@ async def test_runs_history_and_bad_ids(
                 assert response.status == 404
         async with session.get("/api/v1/recovery/runs?limit=%C2%B2") as response:
             assert response.status == 422 and (await response.json())["field"] == "limit"
+
+
+async def test_sync_now_right_after_a_run_ended_starts_a_new_run(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A person presses "sync now" the moment a run has completed: a new run starts; it is not "joined" to the run
+    that is over (which only had its log line left to write), so what central got since is fetched."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    assert agent.sync is not None
+    run_id, joined = await agent.sync.recovery.trigger(RunTrigger.MANUAL)
+    assert not joined and run_id == 2
+    await events.wait(RecoveryCompleted, count=2)
 
 
 async def test_a_run_after_an_outage_waits_for_the_start_delay(
