@@ -15,10 +15,10 @@ from edge.config import Settings
 from edge.events import CentralLinkChanged, OrderConflicted, RecoveryCompleted, RecoveryStarted
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
-from edge.states import RunTrigger
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
+from edge.states import RunTrigger
 from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents
 
