@@ -40,7 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # A module's own tests, fast files first. Chosen for what exercises the module in-process (coverage must see it).
 DEFAULT_TESTS: dict[str, list[str]] = {
     "edge/orders/routing.py": ["tests/api/test_intake.py"],
-    "edge/orders/intake.py": ["tests/orders/test_totals.py", "tests/api/test_intake.py"],
+    "edge/orders/intake.py": [
+        "tests/orders/test_totals.py",
+        "tests/api/test_intake.py",
+        "tests/printing/test_job_outcomes.py",  # reprints ask the router where a copy goes
+        "tests/printing/test_loop_lag.py",  # a large order is validated off the loop
+    ],
     "edge/store/orders.py": [
         "tests/store/test_orders.py",
         "tests/store/test_events_after_commit.py",
@@ -48,14 +53,23 @@ DEFAULT_TESTS: dict[str, list[str]] = {
     ],
     "edge/printing/spooler.py": [
         "tests/printing/test_spooler.py",
+        "tests/printing/test_job_outcomes.py",
         "tests/printing/test_job_states.py",
         "tests/printing/test_paper_fault.py",
-        "tests/printing/test_status.py",
+        "tests/printing/test_hold_failover.py",
+        "tests/printing/test_clock_steps.py",
+        "tests/printing/test_staleness.py",
     ],
     "edge/store/jobs.py": [
         "tests/printing/test_jobs_store.py",
         "tests/printing/test_job_states.py",
+        "tests/printing/test_job_outcomes.py",
         "tests/printing/test_spooler.py",
+        "tests/printing/test_paper_fault.py",
+        "tests/printing/test_hold_failover.py",
+        "tests/printing/test_rename.py",
+        "tests/printing/test_staleness.py",
+        "tests/printing/test_clock_steps.py",
         "tests/store/test_events_after_commit.py",
     ],
 }
@@ -114,9 +128,17 @@ class Mutant:
     in_function: bool
     before: str
     after: str
+    changed: str = ""  # for a long string: the part that changed
 
     def label(self) -> str:
-        return f"line {self.line}: {self.before} → {self.after}"
+        return f"line {self.line}: {self.changed or f'{self.before} → {self.after}'}"
+
+
+def _window(before: str, after: str) -> str:
+    """The part of a long string a mutation changed, with some context."""
+    start = next((i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), 0)
+    left = max(0, start - 40)
+    return f"...{before[left : start + 25]}... → ...{after[left : start + 25]}..."
 
 
 def _short(node: ast.AST) -> str:
@@ -275,7 +297,8 @@ def enumerate_mutants(source: str) -> list[Mutant]:
                 before = _short(node)
                 after = "(removed)" if op == "remove" else _short(_apply(scratch, target, op, arg))
             line, end = node.lineno, node.end_lineno or node.lineno
-            mutants.append(Mutant(index, op, arg, line, end, id(node) in inside, before, after))
+            changed = _window(node.value, arg) if isinstance(node, ast.Constant) and isinstance(arg, str) else ""
+            mutants.append(Mutant(index, op, arg, line, end, id(node) in inside, before, after, changed))
     return mutants
 
 
@@ -393,14 +416,31 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def mutate_module(module: Path, tests: list[str], *, timeout: int, limit: int | None, quiet: bool) -> dict[str, Any]:
+def _wanted(mutant: Mutant, lines: set[int] | None, only: set[tuple[int, str]] | None) -> bool:
+    if lines is not None and not lines & set(range(mutant.line, mutant.end_line + 1)):
+        return False
+    return only is None or (mutant.line, f"{mutant.before} → {mutant.after}") in only
+
+
+def mutate_module(
+    module: Path,
+    tests: list[str],
+    *,
+    timeout: int,
+    limit: int | None,
+    quiet: bool,
+    lines: set[int] | None = None,
+    only: set[tuple[int, str]] | None = None,
+) -> dict[str, Any]:
+    """Every mutant of ``module`` (on ``lines``; those in ``only``, as (line, mutation); the first ``limit``) against
+    ``tests``."""
     rel = module.relative_to(ROOT).as_posix()
     original = module.read_bytes()
     stat = module.stat()
     source = original.decode()
     started = time.monotonic()
+    mutants = [m for m in enumerate_mutants(source) if _wanted(m, lines, only)][:limit]
     baseline = measure(module, tests, timeout)
-    mutants = enumerate_mutants(source)[:limit]
     results: list[dict[str, Any]] = []
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -411,12 +451,19 @@ def mutate_module(module: Path, tests: list[str], *, timeout: int, limit: int | 
             else:
                 module.write_text(mutated_source(source, mutant))
                 try:
-                    budget = 30 + 3 * sum(baseline.durations.get(i, 1.0) for i in ids)
+                    budget = 20 + 3 * sum(baseline.durations.get(i, 1.0) for i in ids)
                     outcome = run_tests(ids, timeout, budget)
                 finally:
                     module.write_bytes(original)
                     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-            results.append({"line": mutant.line, "mutation": f"{mutant.before} → {mutant.after}", "outcome": outcome})
+            results.append(
+                {
+                    "line": mutant.line,
+                    "mutation": f"{mutant.before} → {mutant.after}",
+                    "changed": mutant.changed,
+                    "outcome": outcome,
+                }
+            )
             if not quiet:
                 print(f"[{n}/{len(mutants)}] {outcome:>11}  {mutant.label()}", file=sys.stderr, flush=True)
     finally:
@@ -440,6 +487,17 @@ def mutate_module(module: Path, tests: list[str], *, timeout: int, limit: int | 
     }
 
 
+def _carry_over(summary: dict[str, Any], earlier: dict[str, Any]) -> None:
+    """Counts for the whole module from an earlier run plus a re-run of its survivors (which must be all mutants the
+    re-run saw)."""
+    summary["mutants"] = earlier["mutants"]
+    summary["killed"] += earlier["killed"]
+    summary["timed_out"] += earlier["timed_out"]
+    dead = summary["killed"] + summary["timed_out"]
+    summary["score"] = round(100 * dead / summary["mutants"], 1) if summary["mutants"] else 100.0
+    summary["seconds"] += earlier["seconds"]
+
+
 def _report(summary: dict[str, Any], write: Callable[[str], None]) -> None:
     write(
         f"{summary['module']}: {summary['mutants']} mutants, {summary['killed']} killed, {summary['timed_out']} timed"
@@ -448,7 +506,7 @@ def _report(summary: dict[str, Any], write: Callable[[str], None]) -> None:
     )
     for survivor in summary["survivors"]:
         mark = " (not covered)" if survivor["outcome"] == "not covered" else ""
-        write(f"  survived line {survivor['line']}: {survivor['mutation']}{mark}")
+        write(f"  survived line {survivor['line']}: {survivor.get('changed') or survivor['mutation']}{mark}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -456,11 +514,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="+", help="modules to mutate, e.g. edge/orders/routing.py")
     parser.add_argument("--tests", nargs="+", help="test files or node ids (default: the module's own, see the map)")
     parser.add_argument("--max", type=int, help="only the first N mutants of each module")
-    parser.add_argument("--timeout", type=int, default=60, help="seconds per test (pytest-timeout); a timeout kills")
+    parser.add_argument("--timeout", type=int, default=30, help="seconds per test (pytest-timeout); a timeout kills")
     parser.add_argument("--json", type=Path, help="write the summaries as JSON here")
+    parser.add_argument("--lines", help="only mutants touching these lines, e.g. 150-160,184")
+    parser.add_argument(
+        "--survivors",
+        type=Path,
+        help="only the survivors in this --json output of an earlier run (the module unchanged since): after adding"
+        " tests, what they kill; the mutants killed before stay killed, as tests were only added",
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument("--quiet", action="store_true", help="no line per mutant")
     args = parser.parse_args(argv)
+    lines: set[int] | None = None
+    if args.lines:
+        lines = set()
+        for part in args.lines.split(","):
+            first, _, last = part.partition("-")
+            lines.update(range(int(first), int(last or first) + 1))
+    earlier = {s["module"]: s for s in json.loads(args.survivors.read_text())} if args.survivors else {}
     summaries = []
     for name in args.modules:
         module = (ROOT / name).resolve()
@@ -472,7 +544,16 @@ def main(argv: list[str] | None = None) -> int:
         tests = args.tests or DEFAULT_TESTS.get(rel)
         if not tests:
             parser.error(f"no default tests for {rel}: give --tests")
-        summary = mutate_module(module, tests, timeout=args.timeout, limit=args.max, quiet=args.quiet)
+        only = None
+        if args.survivors:
+            if rel not in earlier:
+                parser.error(f"{args.survivors} has no run of {rel}")
+            only = {(s["line"], s["mutation"]) for s in earlier[rel]["survivors"]}
+        summary = mutate_module(
+            module, tests, timeout=args.timeout, limit=args.max, quiet=args.quiet, lines=lines, only=only
+        )
+        if args.survivors:  # the score of the whole module: the earlier run's kills stand
+            _carry_over(summary, earlier[rel])
         _report(summary, print)
         summaries.append(summary)
     if args.json:
