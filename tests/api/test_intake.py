@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -13,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.app import Agent
+from edge.events import OrderConflicted, OrderStored
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import EXAMPLE, TOKEN, api_client, db_rows, eventually, job_rows, post
+from tests.helpers import EXAMPLE, TOKEN, Recorder, api_client, db_rows, eventually, job_rows, post
 
 CHANNELS = ["web", "pos", "phone", "marketplace", "kiosk", "uber-eats", "call-center"]
 
@@ -60,6 +62,23 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
     assert len(printers["kitchen"].printed) == 1
     assert len(printers["front"].printed) == 1
+
+
+async def test_a_pushed_conflict_is_published_once_and_a_duplicate_not_at_all(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict
+) -> None:
+    """What listeners hear of a push: stored → one OrderStored; the same again (duplicate) → nothing; other content
+    under the same id (409) → one OrderConflicted with source push, and no OrderStored."""
+    seen = Recorder()
+    agent = await make_agent(listen=seen)
+    changed = copy.deepcopy(example_order)
+    changed["items"][0]["qty"] = 3
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        assert (await post(api, example_order))[0] == 200
+        assert (await post(api, changed))[0] == 409
+    assert [(e.order_id, e.source) for e in seen.of(OrderStored)] == [("ord_7f3a9c21", "push")]
+    assert [(e.order_id, e.source) for e in seen.of(OrderConflicted)] == [("ord_7f3a9c21", "push")]
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,13 @@ import asyncio
 import copy
 import json
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from edge.app import Agent
 from edge.orders.intake import Router
 from edge.store import Database, JobStore, OrderStore
+from tests.helpers import api_client, db_rows, orders, post
 
 EXAMPLE = json.loads((Path(__file__).parents[1] / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
 ROUTER = Router(
@@ -78,3 +81,25 @@ async def test_a_read_after_a_commit_sees_it_while_others_read(tmp_path: Path) -
         stop.set()
         await asyncio.gather(*readers)
         await db.close()
+
+
+async def test_a_failed_group_commit_answers_every_waiting_push_and_stores_nothing(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict
+) -> None:
+    """30 concurrent pushes while the database cannot write: every one is answered (503, never left waiting, in the
+    group that failed or the groups queued behind it), none is stored; once the database writes again, the same
+    pushes are all stored."""
+    agent = await make_agent()
+    assert agent.db is not None
+    batch = orders(example_order, 30)
+    async with api_client(agent) as api:
+        await agent.db._writer.execute("PRAGMA query_only = ON")  # the store's own writer: what intake writes through
+        async with asyncio.timeout(10):
+            answers = await asyncio.gather(*(post(api, o) for o in batch))
+        assert [status for status, _ in answers] == [503] * 30
+        assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+        await agent.db._writer.execute("PRAGMA query_only = OFF")
+        async with asyncio.timeout(10):
+            answers = await asyncio.gather(*(post(api, o) for o in batch))
+        assert [status for status, _ in answers] == [201] * 30
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(30,)]
