@@ -44,7 +44,6 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/orders/test_totals.py",
         "tests/api/test_intake.py",
         "tests/printing/test_job_outcomes.py",  # reprints ask the router where a copy goes
-        "tests/printing/test_loop_lag.py",  # a large order is validated off the loop
     ],
     "edge/store/orders.py": [
         "tests/store/test_orders.py",

@@ -67,18 +67,20 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(
 async def test_a_pushed_conflict_is_published_once_and_a_duplicate_not_at_all(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict
 ) -> None:
-    """What listeners hear of a push: stored → one OrderStored; the same again (duplicate) → nothing; other content
-    under the same id (409) → one OrderConflicted with source push, and no OrderStored."""
+    """What listeners hear of pushes: each stored order → one OrderStored; the same again (duplicate) → nothing; other
+    content under a stored id (409) → one OrderConflicted for that order, with source push."""
     seen = Recorder()
     agent = await make_agent(listen=seen)
-    changed = copy.deepcopy(example_order)
+    other = {**copy.deepcopy(example_order), "id": "ord_other", "number": "A-1043"}
+    changed = copy.deepcopy(other)
     changed["items"][0]["qty"] = 3
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
-        assert (await post(api, example_order))[0] == 200
-        assert (await post(api, changed))[0] == 409
-    assert [(e.order_id, e.source) for e in seen.of(OrderStored)] == [("ord_7f3a9c21", "push")]
-    assert [(e.order_id, e.source) for e in seen.of(OrderConflicted)] == [("ord_7f3a9c21", "push")]
+        assert (await post(api, example_order))[0] == 200  # duplicate of the first
+        assert (await post(api, other))[0] == 201
+        assert (await post(api, changed))[0] == 409  # conflicts with the second
+    assert [(e.order_id, e.source) for e in seen.of(OrderStored)] == [("ord_7f3a9c21", "push"), ("ord_other", "push")]
+    assert [(e.order_id, e.source) for e in seen.of(OrderConflicted)] == [("ord_other", "push")]
 
 
 @pytest.mark.parametrize(

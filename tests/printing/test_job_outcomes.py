@@ -7,9 +7,11 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from edge.app import Agent
 from edge.config import parse_settings
-from edge.events import JobDead, JobFailed, PrinterStatusChanged
+from edge.events import JobDead, JobFailed, JobPrinted, PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from tests.helpers import (
@@ -75,17 +77,21 @@ async def test_a_dead_job_is_reported_to_central_and_alerted_once_even_if_it_die
 
         async with api.post(f"/api/v1/jobs/{job_id}/retry") as response:
             assert response.status == 200
-        await seen.wait(JobFailed, 2)  # the retry ran again
         await _until_dead(agent, kitchen, job_id)
         await seen.wait(JobDead, 2)
+        assert [e.attempts for e in seen.of(JobFailed)] == [1, 1]  # a retry starts with fresh attempts
+        assert await job_rows(agent) == [("dead", 2, 1)]
         assert await _failed_rows(agent) == first
 
 
 async def test_each_reprint_copies_the_original_jobs_once(
-    agent: Agent, example_order: dict, printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """Two reprints of an order with a kitchen ticket and a receipt: each adds one COPY of each, never copies of the
-    earlier copies (2 + 2 copies, not 2 + 4)."""
+    earlier copies (2 + 2 copies, not 2 + 4). Every job printed is told to central (one 'printed' outbox row each) and
+    published (JobPrinted)."""
+    seen = Recorder()
+    agent = await make_agent(listen=seen)
     kitchen, front = printers["kitchen"], printers["front"]
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
@@ -107,6 +113,10 @@ async def test_each_reprint_copies_the_original_jobs_once(
     assert [r[1:] for r in await job_rows(agent)] == [(0, 0), (0, 0), (0, 1), (0, 1), (0, 1), (0, 1)]
     assert len(kitchen.printed) == len(front.printed) == 3
     assert ["KOPIE / COPY" in decode(p).text for p in kitchen.printed] == [False, True, True]
+    job_ids = [r[0] for r in await db_rows(agent, "SELECT id FROM print_jobs ORDER BY id")]
+    reported = await db_rows(agent, "SELECT idempotency_key FROM outbox WHERE event = 'printed' ORDER BY id")
+    assert sorted(r[0] for r in reported) == sorted(f"ord_7f3a9c21:printed:{i}" for i in job_ids)
+    assert sorted(e.job_id for e in await seen.wait(JobPrinted, 6)) == job_ids
 
 
 async def test_paper_out_found_between_jobs_pauses_the_spool_before_the_next_order(
@@ -136,3 +146,77 @@ async def test_paper_out_found_between_jobs_pauses_the_spool_before_the_next_ord
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)], what="printed")
     assert "KOPIE" not in decode(printed[0]).text
     assert len(kitchen.jobs) == 1
+
+
+async def test_printing_logs_each_job_printed_and_no_error_while_idle(
+    agent: Agent, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The technician's log of a normal service: one job_printed line per job (with its printer and latency) and no
+    error, also from the spools waiting idle between orders."""
+    second = {**example_order, "id": "ord_second", "number": "A-1043"}
+    with capture_logs() as logs:
+        async with api_client(agent) as api:
+            assert (await post(api, example_order))[0] == 201
+            await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed"] * 2)
+            # Idle spools now: a new order wakes them from their wait for the next due job.
+            assert (await post(api, second))[0] == 201
+            await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed"] * 4)
+    printed = [e for e in logs if e["event"] == "job_printed"]
+    assert (
+        sorted((e["device_id"], e["kind"]) for e in printed) == [("front", "receipt")] * 2 + [("kitchen", "ticket")] * 2
+    )
+    assert all(e["latency_ms"] >= 0 for e in printed)
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
+
+
+async def test_job_lists_counts_and_the_oldest_waiting_job_as_a_person_sees_them(
+    agent: Agent, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """With the kitchen printer off: GET /api/v1/jobs lists newest first and filters by state, by printer and by both
+    at once; /api/v1/printers counts each printer's jobs by state; /metrics shows the age of the oldest waiting job;
+    releasing all held jobs with none held releases nothing; releasing a job that is not held is refused, saying
+    why."""
+    printers["kitchen"].set_offline(True)
+    second = {**example_order, "id": "ord_second", "number": "A-1043"}
+    async with api_client(agent) as api:
+        for order in (example_order, second):
+            assert (await post(api, order))[0] == 201
+        await printers["front"].wait_for_printed(2)
+        rows = await eventually(
+            lambda: db_rows(agent, "SELECT id, printer, state FROM print_jobs ORDER BY id"),
+            lambda rows: [r[2] for r in rows] == ["queued", "printed"] * 2,
+            what="the receipts printed",
+        )
+        tickets = [r[0] for r in rows if r[1] == "kitchen"]
+        receipts = [r[0] for r in rows if r[1] == "front"]
+
+        async def listed(**query: str) -> list[int]:
+            async with api.get("/api/v1/jobs", params=query) as response:
+                assert response.status == 200
+                return [j["id"] for j in (await response.json())["jobs"]]
+
+        assert await listed() == sorted(tickets + receipts, reverse=True)
+        assert await listed(state="queued") == tickets[::-1]
+        assert await listed(printer="front") == receipts[::-1]
+        assert await listed(state="printed", printer="front") == receipts[::-1]
+        assert await listed(state="queued", printer="front") == []
+
+        async with api.get("/api/v1/printers") as response:
+            counts = {p["name"]: p["jobs"] for p in (await response.json())["printers"]}
+        assert (counts["kitchen"]["queued"], counts["kitchen"]["printed"]) == (2, 0)
+        assert (counts["front"]["queued"], counts["front"]["printed"]) == (0, 2)
+
+        async with api.get("/metrics") as response:
+            text = await response.text()
+        (age,) = [
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith("edge_oldest_queued_job_age")
+        ]
+        assert 0 < age < 60
+
+        async with api.post("/api/v1/jobs/release-held") as response:
+            assert response.status == 200 and (await response.json())["released"] == []
+        async with api.post(f"/api/v1/jobs/{receipts[0]}/release") as response:
+            assert response.status == 409
+            assert (await response.json())["reason"] == (
+                f"print job {receipts[0]} is printed, only held jobs can be released"
+            )
