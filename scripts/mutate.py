@@ -487,13 +487,13 @@ def mutate_module(
 
 
 def _carry_over(summary: dict[str, Any], earlier: dict[str, Any]) -> None:
-    """Counts for the whole module from an earlier run plus a re-run of its survivors (which must be all mutants the
-    re-run saw)."""
+    """Counts for the whole module from an earlier run plus a re-run of its survivors: what was killed then stays
+    killed (tests were only added). Mutants are matched by line and label, so a label shared by several mutants may
+    re-run one that was killed before; the score counts what survives now."""
     summary["mutants"] = earlier["mutants"]
-    summary["killed"] += earlier["killed"]
     summary["timed_out"] += earlier["timed_out"]
-    dead = summary["killed"] + summary["timed_out"]
-    summary["score"] = round(100 * dead / summary["mutants"], 1) if summary["mutants"] else 100.0
+    summary["killed"] = summary["mutants"] - summary["survived"] - summary["timed_out"]
+    summary["score"] = round(100 * (summary["mutants"] - summary["survived"]) / summary["mutants"], 1)
     summary["seconds"] += earlier["seconds"]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.config import parse_settings
 from edge.events import JobDead, JobFailed, JobPrinted, PrinterStatusChanged
 from edge.printing.decode import decode
@@ -220,3 +221,33 @@ async def test_job_lists_counts_and_the_oldest_waiting_job_as_a_person_sees_them
             assert (await response.json())["reason"] == (
                 f"print job {receipts[0]} is printed, only held jobs can be released"
             )
+
+
+async def test_a_failed_job_is_retried_after_a_growing_capped_backoff(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """retry_base_s 10, retry_max_s 25: the n-th failure plans the next attempt between half and all of
+    min(25, 10 · 2^(n-1)) seconds later (5-10, 10-20, then capped: 12.5-25), written on the job, and the job is tried
+    again once that time has come. (The wall clock is stepped to each planned retry instead of waiting for it.)"""
+    clock = SteppedClock()
+    seen = Recorder()
+    kitchen = printers["kitchen"]
+    raw = config_dict(tmp_path / "data", printers, spool={"retry_base_s": 10, "retry_max_s": 25, "max_attempts": 9})
+    raw["printers"]["kitchen"]["status_poll_s"] = 0.1  # the spool looks at the clock often
+    agent = await make_agent(parse_settings(raw, source="test"), clock=clock, listen=seen)
+    example_order["print_receipt"] = False
+    for attempt in (1, 2, 3):
+        kitchen.drop_after = 10
+        before = clock.wall()
+        if attempt == 1:
+            async with api_client(agent) as api:
+                assert (await post(api, example_order))[0] == 201
+        await seen.wait(JobFailed, attempt)
+        after = clock.wall()
+        ((due,),) = await db_rows(agent, "SELECT next_attempt_at FROM print_jobs")
+        ceiling = min(25, 10 * 2 ** (attempt - 1))
+        assert before + ceiling / 2 <= due <= after + ceiling, (attempt, due - before)
+        await status_reads(kitchen, 2)  # polled while not yet due: no attempt
+        assert len(seen.of(JobFailed)) == attempt
+        clock.step(due - clock.wall() + 0.05)  # now it is due
+    assert [e.attempts for e in seen.of(JobFailed)] == [1, 2, 3]
