@@ -3,6 +3,7 @@ in the outbox, events for the alerts. (Pinned after mutation testing showed them
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -251,3 +252,21 @@ async def test_a_failed_job_is_retried_after_a_growing_capped_backoff(
         assert len(seen.of(JobFailed)) == attempt
         clock.step(due - clock.wall() + 0.05)  # now it is due
     assert [e.attempts for e in seen.of(JobFailed)] == [1, 2, 3]
+
+
+async def test_a_paused_printer_is_probed_with_backoff_not_hammered(
+    agent: Agent, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Out of paper with a ticket waiting: the spool asks the printer's status at growing intervals (0.25 s, 0.5 s, then
+    every second), a handful of times in 1.5 s, never in a tight loop; nothing is sent meanwhile."""
+    kitchen = printers["kitchen"]
+    kitchen.paper_out = True
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
+    start = kitchen.status_queries
+    await asyncio.sleep(1.5)  # the spool's probe timer runs on real time
+    reads = (kitchen.status_queries - start) / 3  # DLE EOT 1, 2 and 4 per read
+    assert 1 <= reads <= 8, reads
+    assert kitchen.jobs == []
