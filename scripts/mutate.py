@@ -49,6 +49,9 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/store/test_orders.py",
         "tests/store/test_events_after_commit.py",
         "tests/api/test_intake.py",
+        "tests/printing/test_job_outcomes.py",  # job keys
+        "tests/store/test_retention.py",  # ids remembered past retention
+        "tests/sync/test_recovery.py",  # recovery's batch insert and lookups
     ],
     "edge/printing/spooler.py": [
         "tests/printing/test_spooler.py",

@@ -7,6 +7,7 @@ import copy
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 from edge.app import Agent
@@ -103,3 +104,23 @@ async def test_a_failed_group_commit_answers_every_waiting_push_and_stores_nothi
             answers = await asyncio.gather(*(post(api, o) for o in batch))
         assert [status for status, _ in answers] == [201] * 30
     assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(30,)]
+
+
+async def test_the_status_page_lists_the_newest_orders_first_with_their_jobs(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict, example_order: dict
+) -> None:
+    """17 orders arrive (the kitchen printer off): the status page's order list holds the 15 newest, newest first,
+    each with its own ticket."""
+    printers["kitchen"].set_offline(True)
+    agent = await make_agent()
+    batch = orders(example_order, 17)
+    async with api_client(agent) as api:
+        for order in batch:
+            assert (await post(api, order))[0] == 201
+        async with api.get("/api/v1/status") as response:
+            listed = (await response.json())["orders"]
+    assert [o["id"] for o in listed] == [o["id"] for o in reversed(batch[2:])]
+    assert all([(j["order_id"], j["kind"]) for j in o["jobs"]] == [(o["id"], "ticket")] for o in listed)
+    # Stored as sent, for anyone reading the database: the due time too.
+    due = datetime.fromisoformat(batch[0]["fulfilment"]["due_at"].replace("Z", "+00:00")).isoformat()
+    assert await db_rows(agent, "SELECT due_at FROM orders WHERE id = ?", batch[0]["id"]) == [(due,)]
