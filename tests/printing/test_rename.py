@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.config import parse_settings
@@ -62,7 +63,11 @@ async def test_renamed_printers_get_their_waiting_jobs_marked_as_moved(
     renamed["receipts"] = {"printer": "counter"}
     for sim in printers.values():
         sim.set_offline(False)
-    second = await run(renamed)
+    with capture_logs() as logs:
+        second = await run(renamed)
+    # The technician's log names each move.
+    moves = [(e["from_printer"], e["to_printer"]) for e in logs if e["event"] == "job_moved_to_configured_printer"]
+    assert sorted(moves) == [("front", "counter")] * 2 + [("kitchen", "pass")] * 2
     tickets = await printers["kitchen"].wait_for_printed(2)
     await printers["front"].wait_for_printed(2)
     assert all("UMGELEITET von kitchen" in decode(t).text for t in tickets)
