@@ -57,10 +57,18 @@ async def test_a_dead_job_is_reported_to_central_and_alerted_once_even_if_it_die
     example_order["print_receipt"] = False
     kitchen.drop_after = 10
     async with api_client(agent) as api:
-        assert (await post(api, example_order))[0] == 201
-        (job_id,) = [r[0] for r in await db_rows(agent, "SELECT id FROM print_jobs")]
-        await _until_dead(agent, kitchen, job_id)
+        with capture_logs() as logs:
+            assert (await post(api, example_order))[0] == 201
+            (job_id,) = [r[0] for r in await db_rows(agent, "SELECT id FROM print_jobs")]
+            await _until_dead(agent, kitchen, job_id)
+            await seen.wait(JobDead)
         assert await job_rows(agent) == [("dead", 2, 1)]  # two attempts, the second marked COPY (bytes went out)
+        # The technician's log: one warning per failed attempt, one error when it gives up; the printer is in error.
+        assert [(e["event"], e["attempts"]) for e in logs if e["event"] in ("job_failed", "job_dead")] == [
+            ("job_failed", 1),
+            ("job_dead", 2),
+        ]
+        assert "error" in [e.new for e in seen.of(PrinterStatusChanged) if e.printer == "kitchen"]
         (dead,) = await seen.wait(JobDead)
         assert (dead.job_id, dead.order_id, dead.order_number, dead.printer, dead.attempts) == (
             job_id,
@@ -163,6 +171,12 @@ async def test_printing_logs_each_job_printed_and_no_error_while_idle(
             # Idle spools now: a new order wakes them from their wait for the next due job.
             assert (await post(api, second))[0] == 201
             await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed"] * 4)
+    async with api_client(agent) as api, api.get("/api/v1/printers") as response:
+        # Known from the prints themselves: no status poll has run yet (every 10 s).
+        assert {p["name"]: p["state"] for p in (await response.json())["printers"]} == {
+            "kitchen": "online",
+            "front": "online",
+        }
     printed = [e for e in logs if e["event"] == "job_printed"]
     assert (
         sorted((e["device_id"], e["kind"]) for e in printed) == [("front", "receipt")] * 2 + [("kitchen", "ticket")] * 2
