@@ -390,28 +390,36 @@ def select(mutant: Mutant, baseline: Baseline) -> list[str]:
     return sorted(ids, key=lambda i: (baseline.durations.get(i, 0.0), i))
 
 
-def run_tests(ids: list[str], timeout: int, budget: float) -> str:
-    """'killed', 'survived' or 'timeout' (counted as killed)."""
+def run_tests(ids: list[str], timeout: int, budget: float) -> tuple[str, str]:
+    """('killed', the test that failed first), ('survived', '') or ('timeout', '') (counted as killed)."""
     env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1"}  # a mutant's .pyc must never be picked up later
-    with subprocess.Popen(
-        [*_pytest_cmd(timeout), *ids],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    ) as proc:
+    with (
+        tempfile.TemporaryFile() as out,
+        subprocess.Popen(
+            [*_pytest_cmd(timeout), "-rfE", *ids],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ) as proc,
+    ):
         try:
             code = proc.wait(timeout=budget)
         except subprocess.TimeoutExpired:
-            return "timeout"
+            return "timeout", ""
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
     if code in (4, 5):
         sys.exit(f"pytest could not run the selected tests (exit {code}): {ids[:3]}...")
-    return "survived" if code == 0 else "killed"
+    if code == 0:
+        return "survived", ""
+    failed = re.search(r"^(?:FAILED|ERROR) (\S+)", text, re.MULTILINE)
+    return "killed", failed.group(1) if failed else f"pytest exit {code}"
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -449,12 +457,12 @@ def mutate_module(
         for n, mutant in enumerate(mutants, 1):
             ids = select(mutant, baseline)
             if not ids:
-                outcome = "not covered"
+                outcome, by = "not covered", ""
             else:
                 module.write_text(mutated_source(source, mutant))
                 try:
                     budget = 20 + 3 * sum(baseline.durations.get(i, 1.0) for i in ids)
-                    outcome = run_tests(ids, timeout, budget)
+                    outcome, by = run_tests(ids, timeout, budget)
                 finally:
                     module.write_bytes(original)
                     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -464,16 +472,22 @@ def mutate_module(
                     "mutation": f"{mutant.before} → {mutant.after}",
                     "changed": mutant.changed,
                     "outcome": outcome,
+                    "killed_by": by,
                 }
             )
             if not quiet:
-                print(f"[{n}/{len(mutants)}] {outcome:>11}  {mutant.label()}", file=sys.stderr, flush=True)
+                by = f"  (by {by})" if by else ""
+                print(f"[{n}/{len(mutants)}] {outcome:>11}  {mutant.label()}{by}", file=sys.stderr, flush=True)
     finally:
         module.write_bytes(original)
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     assert module.read_bytes() == original, f"{rel} was not restored"
     counts = {k: sum(r["outcome"] == k for r in results) for k in ("killed", "timeout", "survived", "not covered")}
+    killers: dict[str, int] = {}
+    for r in results:
+        if r["killed_by"]:
+            killers[r["killed_by"]] = killers.get(r["killed_by"], 0) + 1
     dead = counts["killed"] + counts["timeout"]
     return {
         "module": rel,
@@ -486,6 +500,8 @@ def mutate_module(
         "score": round(100 * dead / len(results), 1) if results else 100.0,
         "seconds": round(time.monotonic() - started),
         "survivors": [r for r in results if r["outcome"] in ("survived", "not covered")],
+        "killed_by": killers,  # test → mutants it failed on first (-x: a later test may kill them too)
+        "results": results,
     }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edge.app import Agent
 from edge.orders.intake import Router
+from edge.states import OrderSource
 from edge.store import Database, JobStore, OrderStore
 from tests.helpers import api_client, db_rows, orders, post
 
@@ -124,3 +125,24 @@ async def test_the_status_page_lists_the_newest_orders_first_with_their_jobs(
     # Stored as sent, for anyone reading the database: the due time too.
     due = datetime.fromisoformat(batch[0]["fulfilment"]["due_at"].replace("Z", "+00:00")).isoformat()
     assert await db_rows(agent, "SELECT due_at FROM orders WHERE id = ?", batch[0]["id"]) == [(due,)]
+
+
+async def test_orders_are_counted_by_source_as_the_recovery_benchmark_asks(tmp_path: Path) -> None:
+    """count(): every stored order, or those from one source (the recovery benchmark waits on the recovered ones);
+    a second connection agrees."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    assert await store.count() == 0 and await store.count(source=OrderSource.RECOVERY) == 0
+    await store.insert(ROUTER.prepare(order(1), OrderSource.PUSH))
+    await store.insert_many([ROUTER.prepare(order(n), OrderSource.RECOVERY) for n in (2, 3)])
+    counts = (
+        await store.count(),
+        await store.count(source=OrderSource.PUSH),
+        await store.count(source=OrderSource.RECOVERY),
+    )
+    await db.close()
+    assert counts == (3, 1, 2)
+    assert await db_rows(tmp_path / "edge.db", "SELECT source, COUNT(*) FROM orders GROUP BY source") == [
+        ("push", 1),
+        ("recovery", 2),
+    ]
