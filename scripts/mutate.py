@@ -347,6 +347,7 @@ def pytest_unconfigure(config: Any) -> None:
 class Baseline:
     durations: dict[str, float]  # node id → seconds, every test that passed
     lines: dict[int, set[str]]  # line → node ids of the tests that executed it
+    flaky: list[str]  # failed once unmutated, passed again: left out
 
 
 def _pytest_cmd(timeout: int) -> list[str]:
@@ -354,7 +355,8 @@ def _pytest_cmd(timeout: int) -> list[str]:
 
 
 def measure(module: Path, tests: list[str], timeout: int) -> Baseline:
-    """The tests once, unmutated, under coverage with one context per test."""
+    """The tests once, unmutated, under coverage with one context per test. A test that fails here and passes when run
+    again is flaky (on a loaded machine, say): it could "kill" a mutant by chance, so it is left out, and said so."""
     import coverage
 
     with tempfile.TemporaryDirectory(prefix="mutate-") as tmp:
@@ -364,19 +366,26 @@ def measure(module: Path, tests: list[str], timeout: int) -> Baseline:
             "MUTATE_COVERAGE_INCLUDE": str(module),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])),
         }
-        cmd = [*_pytest_cmd(timeout), "-p", "mutate", *tests]
+        cmd = [*_pytest_cmd(timeout), "-rfE", "-p", "mutate", *tests]  # without -x: every test, once
+        cmd.remove("-x")
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"the tests fail on the unmutated module (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
-        durations = json.loads(Path(data + ".durations.json").read_text())
+        failed = set(re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.MULTILINE))
+        if proc.returncode != 0 and not failed:
+            sys.exit(f"the tests could not run (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
+        if failed:
+            again = subprocess.run([*_pytest_cmd(timeout), *sorted(failed)], cwd=ROOT, capture_output=True, text=True)
+            if again.returncode != 0:
+                sys.exit(f"the tests fail on the unmutated module:\n{again.stdout[-3000:]}")
+            print(f"left out, flaky (failed once, then passed): {', '.join(sorted(failed))}", file=sys.stderr)
+        durations = {k: v for k, v in json.loads(Path(data + ".durations.json").read_text()).items() if k not in failed}
         cov = coverage.CoverageData(basename=data)
         cov.read()
         lines: dict[int, set[str]] = {}
         for path in cov.measured_files():
             if Path(path).resolve() == module:
                 for line, contexts in cov.contexts_by_lineno(path).items():
-                    lines[line] = {c for c in contexts if c}
-    return Baseline(durations=durations, lines=lines)
+                    lines[line] = {c for c in contexts if c and c not in failed}
+    return Baseline(durations=durations, lines=lines, flaky=sorted(failed))
 
 
 def select(mutant: Mutant, baseline: Baseline) -> list[str]:
@@ -500,6 +509,7 @@ def mutate_module(
         "score": round(100 * dead / len(results), 1) if results else 100.0,
         "seconds": round(time.monotonic() - started),
         "survivors": [r for r in results if r["outcome"] in ("survived", "not covered")],
+        "flaky_left_out": baseline.flaky,
         "killed_by": killers,  # test → mutants it failed on first (-x: a later test may kill them too)
         "results": results,
     }
