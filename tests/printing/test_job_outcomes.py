@@ -23,6 +23,7 @@ from tests.helpers import (
     db_rows,
     eventually,
     job_rows,
+    orders,
     post,
     status_reads,
     wait_until,
@@ -236,6 +237,14 @@ async def test_job_lists_counts_and_the_oldest_waiting_job_as_a_person_sees_them
             assert (await response.json())["reason"] == (
                 f"print job {receipts[0]} is printed, only held jobs can be released"
             )
+        async with api.post(f"/api/v1/jobs/{receipts[0]}/retry") as response:
+            assert response.status == 409
+            assert (await response.json())["reason"] == (
+                f"print job {receipts[0]} is printed, only failed or dead jobs can be retried"
+            )
+        async with api.post("/api/v1/orders/ord_second/reprint", json={"station": "bar"}) as response:
+            assert response.status == 404  # no bar items: no bar ticket to copy
+            assert "station 'bar'" in (await response.json())["reason"]
 
 
 async def test_a_failed_job_is_retried_after_a_growing_capped_backoff(
@@ -284,3 +293,43 @@ async def test_a_paused_printer_is_probed_with_backoff_not_hammered(
     reads = (kitchen.status_queries - start) / 3  # DLE EOT 1, 2 and 4 per read
     assert 1 <= reads <= 8, reads
     assert kitchen.jobs == []
+
+
+async def test_a_fault_on_one_printer_leaves_the_job_printing_on_another_alone(
+    agent: Agent, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Paper runs out in the middle of the kitchen ticket while the front printer is still printing the receipt: only
+    the ticket waits to print again as COPY; the receipt comes out once, unmarked, and is recorded printed."""
+    kitchen, front = printers["kitchen"], printers["front"]
+    front.bytes_per_s = 1500  # the receipt takes about a second
+    kitchen.paper_out_after = 50
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
+    await front.wait_for_printed(1)
+    rows = await eventually(
+        lambda: job_rows(agent, "SELECT kind, state, attempts, copy FROM print_jobs ORDER BY id"),
+        lambda rows: rows[1][1] == "printed",
+        what="the receipt recorded printed",
+    )
+    assert rows == [("ticket", "queued", 0, 1), ("receipt", "printed", 0, 0)]
+    assert len(front.printed) == 1 and "KOPIE" not in decode(front.printed[0]).text
+
+
+async def test_the_oldest_waiting_job_is_the_one_waiting_longest(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Two tickets wait (kitchen printer off), stored 100 s apart (the box's clock stepped between them): /metrics
+    gives the age of the older one, about 100 s, not of the newer one."""
+    clock = SteppedClock(wall_offset=-100)
+    printers["kitchen"].set_offline(True)
+    agent = await make_agent(clock=clock)
+    batch = orders(example_order, 2)
+    async with api_client(agent) as api:
+        assert (await post(api, batch[0]))[0] == 201
+        clock.step(100)  # back to the real time, which /metrics reads
+        assert (await post(api, batch[1]))[0] == 201
+        async with api.get("/metrics") as response:
+            text = await response.text()
+    (age,) = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("edge_oldest_queued_job_age")]
+    assert 95 < age < 160, age
