@@ -173,13 +173,17 @@ async def test_each_start_moves_or_holds_a_stranded_job_once_and_leaves_settled_
 ) -> None:
     """Restarts with waiting jobs: the same config → nothing moved or held (no events); the kitchen printer and its
     route removed → each ticket held once (JobHeld), and a further start with that config holds nothing again (no
-    second alert); a route back to the front printer → each ticket moved once (JobRedirected kitchen → front)."""
+    second alert); the front printer renamed as well → the receipts move (the held tickets before them in line do not
+    stop that), the tickets stay held; a route back for the kitchen → each ticket moved once."""
     raw = config_dict(tmp_path / "data", printers)
     removed = copy.deepcopy(raw)
     del removed["printers"]["kitchen"]
     removed["stations"] = {}
-    back = copy.deepcopy(removed)
-    back["stations"] = {"kitchen": "front"}
+    renamed = copy.deepcopy(removed)
+    renamed["printers"] = {"counter": raw["printers"]["front"]}
+    renamed["receipts"] = {"printer": "counter"}
+    back = copy.deepcopy(renamed)
+    back["stations"] = {"kitchen": "counter"}
     first = await make_agent(parse_settings(copy.deepcopy(raw), source="test"))
     await queue_orders(first, printers, 2)
     await first.stop()
@@ -194,8 +198,13 @@ async def test_each_start_moves_or_holds_a_stranded_job_once_and_leaves_settled_
     held = await start(removed)
     assert sorted((type(e).__name__, e.printer) for e in held) == [("JobHeld", "kitchen")] * 2
     assert await start(removed) == []
+    moved = await start(renamed)
+    assert (
+        sorted((type(e).__name__, e.from_printer, e.to_printer) for e in moved)
+        == [("JobRedirected", "front", "counter")] * 2
+    )
     moved = await start(back)
     assert (
         sorted((type(e).__name__, e.from_printer, e.to_printer) for e in moved)
-        == [("JobRedirected", "kitchen", "front")] * 2
+        == [("JobRedirected", "kitchen", "counter")] * 2
     )
