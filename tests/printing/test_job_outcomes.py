@@ -333,3 +333,18 @@ async def test_the_oldest_waiting_job_is_the_one_waiting_longest(
             text = await response.text()
     (age,) = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("edge_oldest_queued_job_age")]
     assert 95 < age < 160, age
+
+
+async def test_an_idle_printer_is_asked_its_status_only_every_status_poll_s(
+    agent: Agent, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """status_poll_s is 10 s: after a ticket printed, an idle spool asks the printer nothing for the next half second
+    (no tight polling loop), whatever its own status checks around the job were."""
+    kitchen = printers["kitchen"]
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)], what="printed")
+    start = kitchen.status_queries
+    await asyncio.sleep(0.5)  # the poll timer runs on real time
+    assert kitchen.status_queries - start <= 3  # at most one read (DLE EOT 1, 2, 4)
