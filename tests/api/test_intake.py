@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -13,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.app import Agent
+from edge.events import OrderConflicted, OrderStored
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import EXAMPLE, TOKEN, api_client, db_rows, eventually, job_rows, post
+from tests.helpers import EXAMPLE, TOKEN, Recorder, api_client, db_rows, eventually, job_rows, post
 
 CHANNELS = ["web", "pos", "phone", "marketplace", "kiosk", "uber-eats", "call-center"]
 
@@ -60,6 +62,25 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
     assert len(printers["kitchen"].printed) == 1
     assert len(printers["front"].printed) == 1
+
+
+async def test_a_pushed_conflict_is_published_once_and_a_duplicate_not_at_all(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict
+) -> None:
+    """What listeners hear of pushes: each stored order → one OrderStored; the same again (duplicate) → nothing; other
+    content under a stored id (409) → one OrderConflicted for that order, with source push."""
+    seen = Recorder()
+    agent = await make_agent(listen=seen)
+    other = {**copy.deepcopy(example_order), "id": "ord_other", "number": "A-1043"}
+    changed = copy.deepcopy(other)
+    changed["items"][0]["qty"] = 3
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        assert (await post(api, example_order))[0] == 200  # duplicate of the first
+        assert (await post(api, other))[0] == 201
+        assert (await post(api, changed))[0] == 409  # conflicts with the second
+    assert [(e.order_id, e.source) for e in seen.of(OrderStored)] == [("ord_7f3a9c21", "push"), ("ord_other", "push")]
+    assert [(e.order_id, e.source) for e in seen.of(OrderConflicted)] == [("ord_other", "push")]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import json
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.events import JobFailed, JobPrinted, PrinterStatusChanged
@@ -36,9 +37,11 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     example_order["print_receipt"] = False
     ticket_size = len(agent.renderer.ticket(parse_order(example_order), "kitchen", width=48, language="de"))
     setattr(kitchen, f"{flag}_after", ticket_size // 2)
-    assert (await post(api, example_order))[0] == 201
-
-    await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
+    with capture_logs() as logs:
+        assert (await post(api, example_order))[0] == 201
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
+    # The technician's log says what happened and what comes next, once.
+    assert [e["action"] for e in logs if e["event"] == "job_uncertain"] == ["reprint as COPY"]
     await status_reads(kitchen, 2)  # paused: several probes
     half = kitchen.printed[0]
     assert len(kitchen.printed) == 1 and len(half) == ticket_size // 2 and not decode(half).qr_codes

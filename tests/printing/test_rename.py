@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.config import parse_settings
-from edge.events import Event, JobHeld
+from edge.events import Event, JobHeld, JobRedirected
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -62,7 +63,11 @@ async def test_renamed_printers_get_their_waiting_jobs_marked_as_moved(
     renamed["receipts"] = {"printer": "counter"}
     for sim in printers.values():
         sim.set_offline(False)
-    second = await run(renamed)
+    with capture_logs() as logs:
+        second = await run(renamed)
+    # The technician's log names each move.
+    moves = [(e["from_printer"], e["to_printer"]) for e in logs if e["event"] == "job_moved_to_configured_printer"]
+    assert sorted(moves) == [("front", "counter")] * 2 + [("kitchen", "pass")] * 2
     tickets = await printers["kitchen"].wait_for_printed(2)
     await printers["front"].wait_for_printed(2)
     assert all("UMGELEITET von kitchen" in decode(t).text for t in tickets)
@@ -161,3 +166,45 @@ async def test_a_printed_job_of_a_removed_printer_still_previews(
     async with api(second) as session, session.get("/api/v1/jobs/1/preview") as response:
         assert response.status == 200 and "edge:v1:ord_000001:kitchen" in await response.text()
     assert await db_rows(second, "SELECT printer, state FROM print_jobs") == [("kitchen", "printed")]
+
+
+async def test_each_start_moves_or_holds_a_stranded_job_once_and_leaves_settled_ones_alone(
+    make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """Restarts with waiting jobs: the same config → nothing moved or held (no events); the kitchen printer and its
+    route removed → each ticket held once (JobHeld), and a further start with that config holds nothing again (no
+    second alert); the front printer renamed as well → the receipts move (the held tickets before them in line do not
+    stop that), the tickets stay held; a route back for the kitchen → each ticket moved once."""
+    raw = config_dict(tmp_path / "data", printers)
+    removed = copy.deepcopy(raw)
+    del removed["printers"]["kitchen"]
+    removed["stations"] = {}
+    renamed = copy.deepcopy(removed)
+    renamed["printers"] = {"counter": raw["printers"]["front"]}
+    renamed["receipts"] = {"printer": "counter"}
+    back = copy.deepcopy(renamed)
+    back["stations"] = {"kitchen": "counter"}
+    first = await make_agent(parse_settings(copy.deepcopy(raw), source="test"))
+    await queue_orders(first, printers, 2)
+    await first.stop()
+
+    async def start(config: dict[str, Any]) -> list[Event]:
+        seen: list[Event] = []
+        agent = await make_agent(parse_settings(copy.deepcopy(config), source="test"), listen=seen.append)
+        await agent.stop()
+        return [e for e in seen if isinstance(e, JobHeld | JobRedirected)]
+
+    assert await start(raw) == []
+    held = await start(removed)
+    assert sorted((type(e).__name__, e.printer) for e in held) == [("JobHeld", "kitchen")] * 2
+    assert await start(removed) == []
+    moved = await start(renamed)
+    assert (
+        sorted((type(e).__name__, e.from_printer, e.to_printer) for e in moved)
+        == [("JobRedirected", "front", "counter")] * 2
+    )
+    moved = await start(back)
+    assert (
+        sorted((type(e).__name__, e.from_printer, e.to_printer) for e in moved)
+        == [("JobRedirected", "kitchen", "counter")] * 2
+    )

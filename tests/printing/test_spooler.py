@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.config import Settings
@@ -112,7 +113,8 @@ async def test_job_caught_printing_by_a_crash_reprints_as_copy(
     example_order: dict,
     printers: dict[str, SimPrinter],
 ) -> None:
-    """A job left 'printing' (the agent died mid-job) is printed again at start, marked COPY."""
+    """A job left 'printing' (the agent died mid-job) is printed again at start, marked COPY; the start-up log names
+    it."""
     settings = make_settings()
     printers["kitchen"].set_offline(True)
     first = await make_agent(settings)
@@ -123,7 +125,9 @@ async def test_job_caught_printing_by_a_crash_reprints_as_copy(
     # as if the power went while bytes were going out
     await db_execute(settings.agent.db_path, "UPDATE print_jobs SET state = 'printing'")
     printers["kitchen"].set_offline(False)
-    second = await make_agent(settings)
+    with capture_logs() as logs:
+        second = await make_agent(settings)
+    assert [e["job_ids"] for e in logs if e["event"] == "jobs_interrupted_by_crash"] == [[1]]
     printed = await printers["kitchen"].wait_for_printed(1)
     assert "KOPIE / COPY" in decode(printed[0]).text
     await eventually(lambda: job_rows(second), lambda rows: rows == [("printed", 0, 1)])

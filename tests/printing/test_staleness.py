@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.events import JobHeld
@@ -30,15 +31,18 @@ async def test_an_old_order_pushed_now_is_held_and_shown_as_held_while_a_fresh_o
     held: list[JobHeld] = []
     agent.bus.subscribe(held.append, JobHeld)
     old, fresh = order_created(1, timedelta(hours=3)), order_created(2, timedelta(seconds=5))
-    assert (await post(api, old))[0] == 201
-    assert (await post(api, fresh))[0] == 201
-    printed = await printers["kitchen"].wait_for_printed(1)
-    await asyncio.sleep(0.3)
-    assert len(printers["kitchen"].printed) == 1 and fresh["number"] in printed[0].decode("cp858")
-    await eventually(
-        lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs"),
-        lambda rows: sorted(rows) == [(old["id"], "held"), (fresh["id"], "printed")],
-    )
+    with capture_logs() as logs:
+        assert (await post(api, old))[0] == 201
+        assert (await post(api, fresh))[0] == 201
+        printed = await printers["kitchen"].wait_for_printed(1)
+        await asyncio.sleep(0.3)
+        assert len(printers["kitchen"].printed) == 1 and fresh["number"] in printed[0].decode("cp858")
+        await eventually(
+            lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs"),
+            lambda rows: sorted(rows) == [(old["id"], "held"), (fresh["id"], "printed")],
+        )
+    # The technician's log says it once, with the age it had.
+    assert [(e["device_id"], e["age_s"] // 3600) for e in logs if e["event"] == "job_held"] == [("kitchen", 3)]
     async with api.get("/api/v1/jobs", params={"state": "held"}) as response:
         assert [j["order_id"] for j in (await response.json())["jobs"]] == [old["id"]]
     async with api.get("/api/v1/status") as response:

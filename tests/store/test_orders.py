@@ -6,10 +6,15 @@ import asyncio
 import copy
 import json
 import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
+from edge.app import Agent
 from edge.orders.intake import Router
+from edge.states import OrderSource
 from edge.store import Database, JobStore, OrderStore
+from tests.helpers import api_client, db_rows, orders, post
 
 EXAMPLE = json.loads((Path(__file__).parents[1] / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
 ROUTER = Router(
@@ -78,3 +83,66 @@ async def test_a_read_after_a_commit_sees_it_while_others_read(tmp_path: Path) -
         stop.set()
         await asyncio.gather(*readers)
         await db.close()
+
+
+async def test_a_failed_group_commit_answers_every_waiting_push_and_stores_nothing(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict
+) -> None:
+    """30 concurrent pushes while the database cannot write: every one is answered (503, never left waiting, in the
+    group that failed or the groups queued behind it), none is stored; once the database writes again, the same
+    pushes are all stored."""
+    agent = await make_agent()
+    assert agent.db is not None
+    batch = orders(example_order, 30)
+    async with api_client(agent) as api:
+        await agent.db._writer.execute("PRAGMA query_only = ON")  # the store's own writer: what intake writes through
+        async with asyncio.timeout(10):
+            answers = await asyncio.gather(*(post(api, o) for o in batch))
+        assert [status for status, _ in answers] == [503] * 30
+        assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+        await agent.db._writer.execute("PRAGMA query_only = OFF")
+        async with asyncio.timeout(10):
+            answers = await asyncio.gather(*(post(api, o) for o in batch))
+        assert [status for status, _ in answers] == [201] * 30
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(30,)]
+
+
+async def test_the_status_page_lists_the_newest_orders_first_with_their_jobs(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict, example_order: dict
+) -> None:
+    """17 orders arrive (the kitchen printer off): the status page's order list holds the 15 newest, newest first,
+    each with its own ticket."""
+    printers["kitchen"].set_offline(True)
+    agent = await make_agent()
+    batch = orders(example_order, 17)
+    async with api_client(agent) as api:
+        for order in batch:
+            assert (await post(api, order))[0] == 201
+        async with api.get("/api/v1/status") as response:
+            listed = (await response.json())["orders"]
+    assert [o["id"] for o in listed] == [o["id"] for o in reversed(batch[2:])]
+    assert all([(j["order_id"], j["kind"]) for j in o["jobs"]] == [(o["id"], "ticket")] for o in listed)
+    # Stored as sent, for anyone reading the database: the due time too.
+    due = datetime.fromisoformat(batch[0]["fulfilment"]["due_at"].replace("Z", "+00:00")).isoformat()
+    assert await db_rows(agent, "SELECT due_at FROM orders WHERE id = ?", batch[0]["id"]) == [(due,)]
+
+
+async def test_orders_are_counted_by_source_as_the_recovery_benchmark_asks(tmp_path: Path) -> None:
+    """count(): every stored order, or those from one source (the recovery benchmark waits on the recovered ones);
+    a second connection agrees."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    assert await store.count() == 0 and await store.count(source=OrderSource.RECOVERY) == 0
+    await store.insert(ROUTER.prepare(order(1), OrderSource.PUSH))
+    await store.insert_many([ROUTER.prepare(order(n), OrderSource.RECOVERY) for n in (2, 3)])
+    counts = (
+        await store.count(),
+        await store.count(source=OrderSource.PUSH),
+        await store.count(source=OrderSource.RECOVERY),
+    )
+    await db.close()
+    assert counts == (3, 1, 2)
+    assert await db_rows(tmp_path / "edge.db", "SELECT source, COUNT(*) FROM orders GROUP BY source") == [
+        ("push", 1),
+        ("recovery", 2),
+    ]
