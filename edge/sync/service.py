@@ -11,7 +11,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.events import EventBus
 from edge.orders.intake import OrderIntake
-from edge.states import RunTrigger
+from edge.states import ACTIVE_RUN_STATES, RunTrigger
 from edge.store import Database, OrderStore
 from edge.sync.client import CentralClient
 from edge.sync.monitor import LinkMonitor
@@ -88,14 +88,17 @@ class SyncService:
             await self.recovery.trigger(RunTrigger.SCHEDULE)
 
     async def status(self) -> dict[str, Any]:
-        last = await self.recovery.last_run_id()
+        last_id = await self.recovery.last_run_id()
+        # With its conflicts and refused orders (order id, number, reason): what a technician must see.
+        last = await self.recovery.run(last_id) if last_id is not None else None
+        # A run just recorded is active before its task starts: the record says so, not only the task.
+        recorded_active = last is not None and last["state"] in ACTIVE_RUN_STATES
         return {
             "enabled": True,
             "central": self.settings.url,
             "link": {"up": self.monitor.up, "since": self.monitor.since, "detail": self.monitor.detail},
             "cursor": await self.recovery.cursor(),
-            "active_run": self.recovery.active_run,
-            # With its conflicts and refused orders (order id, number, reason): what a technician must see.
-            "last_run": await self.recovery.run(last) if last is not None else None,
+            "active_run": self.recovery.active_run or (last["id"] if last is not None and recorded_active else None),
+            "last_run": last,
             "outbox_pending": await self.outbox.pending(),
         }

@@ -192,6 +192,29 @@ async def test_sync_now_right_after_a_run_ended_starts_a_new_run(
     await events.wait(RecoveryCompleted, count=2)
 
 
+async def test_status_shows_a_run_as_active_from_the_moment_it_is_recorded(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """The status a person (or a script waiting for "no run active") reads is never "last run: waiting, active: none":
+    a run is active from the moment its record is written, before its task has started."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    assert agent.sync is not None
+    recovery = agent.sync.recovery
+    seen: list[dict[str, Any]] = []
+    create_run = recovery._runs.create_run
+
+    async def create_and_look(*args: Any, **kwargs: Any) -> int:
+        run_id = await create_run(*args, **kwargs)
+        assert agent.sync is not None
+        seen.append(await agent.sync.status())  # the record is committed; the run's task is not started yet
+        return run_id
+
+    recovery._runs.create_run = create_and_look  # type: ignore[method-assign]
+    run_id, _ = await recovery.trigger(RunTrigger.MANUAL)
+    assert seen[0]["last_run"]["id"] == run_id and seen[0]["active_run"] == run_id, seen[0]
+
+
 async def test_a_run_after_an_outage_waits_for_the_start_delay(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, monkeypatch: pytest.MonkeyPatch
 ) -> None:
