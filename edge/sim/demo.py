@@ -62,6 +62,15 @@ async def _jobs_of(base: str, orders: list[dict[str, Any]]) -> int:
     return count
 
 
+async def _reported(agent: Agent, *, seconds: float) -> None:
+    """Gives the outbox a moment to tell central what printed (the last printed marks commit a little later), so the
+    summary's event count is what a backend would see."""
+    for _ in range(int(seconds * 10)):  # polls a count in the database: there is no event for "outbox empty"
+        if agent.sync is None or not await agent.sync.outbox.pending():
+            return
+        await asyncio.sleep(0.1)
+
+
 async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int:
     data_dir = await asyncio.to_thread(data_dir.resolve)  # a syscall: off the loop, like every disk call
     printers = [SimPrinter("kitchen", out_dir=data_dir / "printed"), SimPrinter("front", out_dir=data_dir / "printed")]
@@ -92,9 +101,10 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
         f" --data @order.json {base}/api/v1/orders"
     )
 
-    samples = [example_order()] + [
-        make_order(i, prefix=f"demo{int(time.time())}", bar=i % 2 == 1) for i in range(1, orders)
-    ]
+    run = int(time.time())  # the ids of this run: a second demo on the kept database takes new orders, not conflicts
+    example = example_order()
+    example["id"] = f"{example['id']}-{run}"
+    samples = [example] + [make_order(i, prefix=f"demo{run}", bar=i % 2 == 1) for i in range(1, orders)]
     expected = 0
     central.add_orders(samples[:orders])  # the backend's orders: it takes status events only for its own
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {DEMO_TOKEN}"}) as session:
@@ -123,6 +133,7 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
         while not stop.is_set():
             seen = [_show(p, n) for p, n in zip(printers, seen, strict=True)]
             if once and (sum(seen) >= expected or loop.time() > deadline):
+                await _reported(agent, seconds=5)
                 break
             try:
                 await asyncio.wait_for(stop.wait(), timeout=0.2)
