@@ -20,6 +20,7 @@ from edge.app import Agent
 from edge.events import Event, EventBus, ScannerConnectionChanged, ScanRecorded
 from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess, free_port, write_config
 from edge.sim.scanner import SimScanner
 
 T = TypeVar("T")
@@ -65,6 +66,28 @@ def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: An
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)
     return raw
+
+
+def agent_process(
+    tmp_path: Path,
+    printers: dict[str, SimPrinter],
+    *,
+    env: dict[str, str] | None = None,
+    nofile: int | None = None,
+    **config: Any,
+) -> AgentProcess:
+    """The agent as its own process (not started): a config in ``tmp_path`` for these printers on a free port, the
+    data in ``tmp_path/data``, its log in ``tmp_path/agent.log``; ``config``: more write_config arguments."""
+    port = free_port()
+    path = write_config(
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=port,
+        token=TOKEN,
+        printers={name: sim.port for name, sim in printers.items()},
+        **config,
+    )
+    return AgentProcess(path, port, tmp_path / "agent.log", env=env, nofile=nofile)
 
 
 def api_client(agent: Agent | int, *, token: str | None = TOKEN, **kwargs: Any) -> aiohttp.ClientSession:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
-from tests.helpers import TOKEN
+from tests.helpers import agent_process
 
 
 async def test_starts_leave_nothing_in_tmp_and_reuse_the_escpos_cache(tmp_path: Path) -> None:
@@ -18,15 +17,7 @@ async def test_starts_leave_nothing_in_tmp_and_reuse_the_escpos_cache(tmp_path: 
     await front.start()
     temp = tmp_path / "tmp"
     temp.mkdir()
-    port = free_port()
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=port,
-        token=TOKEN,
-        printers={"kitchen": kitchen.port, "front": front.port},
-    )
-    agent = AgentProcess(config, port, tmp_path / "agent.log", env={"TMPDIR": str(temp)})
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front}, env={"TMPDIR": str(temp)})
     try:
         await agent.start()
         assert await agent.terminate() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -15,8 +16,8 @@ import aiohttp
 
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
-from tests.helpers import TOKEN, api_client, db_rows
+from edge.sim.process import write_config
+from tests.helpers import TOKEN, agent_process, api_client, db_rows
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -31,15 +32,20 @@ def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess
 
 
 def test_demo_once_prints_the_samples(tmp_path: Path) -> None:
-    """`edge demo --once` pushes sample orders through HTTP and shows their tickets as text; raw .bin files are kept."""
-    result = edge("demo", "--once", "--port", "0", "--orders", "2", "--data-dir", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "POST order A-1042: 201 stored" in result.stdout
-    assert "[QR edge:v1:ord_7f3a9c21:kitchen]" in result.stdout
-    assert "Käsespätzle" in result.stdout and "39,30 €" in result.stdout
-    bins = list((tmp_path / "demo" / "printed").glob("*.bin"))
-    assert len(bins) >= 3  # kitchen ticket + receipt of the example, and the second sample's tickets
-    assert any(b"K\x84sesp\x84tzle" in b.read_bytes() for b in bins)
+    """`edge demo --once` pushes sample orders through HTTP and shows their tickets as text; raw .bin files are kept;
+    the central simulator hears what printed. Run again on the kept data it takes new sample orders (201, not a 409
+    for the example whose times moved)."""
+    for run in range(2):
+        result = edge("demo", "--once", "--port", "0", "--orders", "2", "--data-dir", str(tmp_path / "demo"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "POST order A-1042: 201 stored" in result.stdout
+        assert "[QR edge:v1:ord_7f3a9c21-" in result.stdout
+        assert "Käsespätzle" in result.stdout and "39,30 €" in result.stdout
+        events = re.search(r"the central API got (\d+) status events", result.stdout)
+        assert events is not None and int(events[1]) > 0, result.stdout[-300:]
+        bins = list((tmp_path / "demo" / "printed").glob("*.bin"))
+        assert len(bins) >= 3 * (run + 1)  # kitchen ticket + receipt of the example, and the second sample's tickets
+        assert any(b"K\x84sesp\x84tzle" in b.read_bytes() for b in bins)
 
 
 def test_migrate_down_and_up_from_the_command_line(tmp_path: Path) -> None:
@@ -67,16 +73,8 @@ async def test_sigterm_finishes_the_job_in_flight_and_logs_json(tmp_path: Path) 
     await kitchen.start()
     await front.start()
     kitchen.bytes_per_s = 400  # a ticket takes about a second to go out
-    port = free_port()
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=port,
-        token=TOKEN,
-        printers={"kitchen": kitchen.port, "front": front.port},
-        log_level="info",
-    )
-    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front}, log_level="info")
+    port = agent.port
     await agent.start()
     try:
         order = example_order() | {"print_receipt": False}

@@ -17,8 +17,7 @@ from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
-from tests.helpers import TOKEN, api_client
+from tests.helpers import TOKEN, agent_process, api_client
 from tests.prove.spec import check_answer
 
 FLOOD = 1100  # half-sent requests kept open at once, as in the report
@@ -32,16 +31,8 @@ async def test_authenticated_order_answers_201_within_2s_during_a_slow_loris_flo
 ) -> None:
     """With 1,100 half-sent requests hammering an agent whose fd limit is 256, an authenticated order (new connection)
     is still stored within 2 s, the agent's log stays small, and afterwards it answers normally."""
-    port = free_port()
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=port,
-        token=TOKEN,
-        printers={name: sim.port for name, sim in printers.items()},
-    )
-    log = tmp_path / "agent.log"
-    agent = AgentProcess(config, port, log, nofile=NOFILE)
+    agent = agent_process(tmp_path, printers, nofile=NOFILE)
+    port, log = agent.port, agent.log
     await agent.start()
     flood = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -22,9 +22,9 @@ from edge.ops import backup_database
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
+from edge.sim.process import write_config
 from edge.store.history import add_printed_history
-from tests.helpers import TOKEN, Recorder, api_client, db_execute, db_rows
+from tests.helpers import TOKEN, Recorder, agent_process, api_client, db_execute, db_rows
 from tests.sync.conftest import CENTRAL_TOKEN, FAST
 
 
@@ -164,17 +164,10 @@ async def test_backup_finishes_while_the_agent_takes_an_order_every_20ms(
     """`edge backup` of a 64 MiB database while the agent (its own process, as on the box) takes an order every 20 ms,
     each a few commits (the order, then its jobs printing and printed), finishes within 10 s and holds every order
     acknowledged before it began: it never starts over because another connection committed."""
-    port = free_port()
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=port,
-        token=TOKEN,
-        printers={n: p.port for n, p in printers.items()},
-    )
+    agent = agent_process(tmp_path, printers)
+    config, port = agent.config, agent.port
     assert (await edge("migrate", "--config", str(config))).returncode == 0
     await asyncio.to_thread(add_printed_history, tmp_path / "data" / "edge.db", megabytes=64)
-    agent = AgentProcess(config, port, tmp_path / "agent.log")
     acknowledged: list[str] = []
     stop, busy_now = asyncio.Event(), asyncio.Event()
 

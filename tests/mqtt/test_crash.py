@@ -13,8 +13,8 @@ from edge.printing.decode import decode
 from edge.sim.broker import AGENT_PASSWORD, AGENT_USER, Backend, Broker
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
-from tests.helpers import TOKEN, db_rows, eventually
+from edge.sim.process import free_port
+from tests.helpers import agent_process, db_rows, eventually
 from tests.mqtt.conftest import needs_mosquitto
 
 ROUNDS = 3
@@ -87,23 +87,14 @@ async def test_sigkill_between_commit_and_puback_redelivers_and_prints_once(tmp_
     await proxy.start()
     backend = Backend(broker)
     await backend.connect()
-    port = free_port()
     mqtt = (
         f'\n[mqtt]\nurl = "mqtt://127.0.0.1:{proxy.port}"\nusername = "{AGENT_USER}"\npassword = "{AGENT_PASSWORD}"\n'
         "reconnect_max_s = 0.5\n"
     )
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=port,
-        token=TOKEN,
-        printers={"kitchen": kitchen.port, "front": front.port},
-        store_id="crash-mqtt",
-        extra=mqtt,
-        log_level="info",
+    agent = agent_process(
+        tmp_path, {"kitchen": kitchen, "front": front}, store_id="crash-mqtt", extra=mqtt, log_level="info"
     )
-    log = tmp_path / "agent.log"
-    agent = AgentProcess(config, port, log)
+    log = agent.log
     db = tmp_path / "data" / "edge.db"
     sent: list[dict] = []
     try:

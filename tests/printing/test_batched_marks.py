@@ -14,8 +14,7 @@ from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
-from tests.helpers import TOKEN, api_client, db_rows, eventually, post, wait_until, wal_commits
+from tests.helpers import agent_process, api_client, db_rows, eventually, post, wait_until, wal_commits
 
 ORDERS = 10
 
@@ -53,15 +52,8 @@ async def test_sigkill_while_printed_marks_wait_for_a_commit_reprints_them_as_co
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
     await front.start()
-    port = free_port()
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=port,
-        token=TOKEN,
-        printers={"kitchen": kitchen.port, "front": front.port},
-    )
-    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
+    port = agent.port
     db = tmp_path / "data" / "edge.db"
     try:
         await agent.start()
