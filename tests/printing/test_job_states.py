@@ -170,9 +170,12 @@ async def test_a_render_failure_recorded_after_a_person_discarded_the_job_leaves
             return sum(e["event"] == "render_failed" for e in logs)
 
         async def in_the_retry() -> bool:
-            """The first failure is recorded and the retry is rendering (about a second), its failure still to come."""
+            """The first failure is recorded and the retry is rendering (about a second), its failure still to come.
+            'job_failed' is the spool's last word on the first attempt (nothing awaited after it), so the job being
+            current once it is logged means the retry, not the tail of the first attempt."""
             rows = await job_rows(agent)
-            return rows[0][:2] == ("failed", 1) and renders_failed() == 1 and spool.current_job == 1
+            first_done = sum(e["event"] == "job_failed" for e in logs) == 1
+            return rows[0][:2] == ("failed", 1) and renders_failed() == 1 and first_done and spool.current_job == 1
 
         async with api_client(agent) as api:
             assert (await post(api, example_order))[0] == 201
