@@ -156,6 +156,11 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
         _closed(data_dir)
 
         kitchen.bytes_per_s = None  # the printer now takes what it still had of the first try, then the copy
+        # The next start on a port of its own: the one just let go may already be another test's connection's
+        # local port on a busy machine (EADDRINUSE seen in CI).
+        port = free_port()
+        config = _config(tmp_path / "edge.toml", data_dir, port, kitchen.port, front.port)
+        agent = AgentProcess(config, port, tmp_path / "agent.log")
         await agent.start()
         for _ in range(250):
             if any(b"KOPIE / COPY" in paper for paper in kitchen.printed):

@@ -274,7 +274,7 @@ async def hold_tickets(
 ) -> tuple[Agent, list[dict]]:
     """An agent whose kitchen printer was off longer than the stale age (0.6 s): ``count`` tickets end up held."""
     clock = SteppedClock()
-    agent = await make_agent(printing={"stale_ticket_min": 0.01}, clock=clock)
+    agent = await make_agent(printing={"stale_ticket_min": 1}, clock=clock)
     printers["kitchen"].set_offline(True)
     held = []
     async with api_client(agent) as api:
@@ -282,7 +282,7 @@ async def hold_tickets(
             order = dict(example_order, id=f"ord_{n:03d}", number=f"<b>H-{n}</b>", print_receipt=False)
             held.append({"order": order, "job_id": (await post(api, order))["job_ids"][0]})
         await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-        clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
+        clock.advance(61)  # a minute passes with the printer off: longer than the stale age
         printers["kitchen"].set_offline(False)
         for _ in range(200):
             async with api.get("/api/v1/jobs", params={"state": "held"}) as response:

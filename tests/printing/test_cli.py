@@ -65,9 +65,9 @@ async def running(
     tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
 ) -> tuple[Agent, Path]:
     """The agent started from a config file on a fixed free port, so the CLI can reach it with the same file."""
-    path = write_config(tmp_path, printers, stale_min=0.01)
+    path = write_config(tmp_path, printers, stale_min=1)
     agent = await make_agent(load_settings(path, environ={}), clock=SteppedClock())
-    path = write_config(tmp_path, printers, port=agent.port, stale_min=0.01)
+    path = write_config(tmp_path, printers, port=agent.port, stale_min=1)
     return agent, path
 
 
@@ -105,7 +105,7 @@ async def test_held_jobs_listed_released_and_discarded_from_the_cli(
             assert (await post(api, order))[0] == 201
     assert isinstance(agent.clock, SteppedClock)
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-    agent.clock.advance(0.8)  # the printer stays off longer than the stale age
+    agent.clock.advance(61)  # the printer stays off longer than the stale age
     printers["kitchen"].set_offline(False)
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held", "held"])
 

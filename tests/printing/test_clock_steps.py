@@ -69,12 +69,12 @@ async def test_a_step_back_does_not_make_a_stale_ticket_fresh(
 ) -> None:
     """A ticket waits longer than its stale age for an offline printer; the clock steps 8 h back; the printer returns:
     the ticket is still held, not sprayed into the rush."""
-    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 0.01})  # 0.6 s
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})  # the clock moves past it
     printers["kitchen"].set_offline(True)
     async with client(agent) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-    box_clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
+    box_clock.advance(61)  # a minute passes with the printer off: longer than the stale age
     box_clock.step(-HOURS_8)
     printers["kitchen"].set_offline(False)
     await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "held", timeout=6)

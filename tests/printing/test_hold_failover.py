@@ -107,7 +107,7 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
     the
     date) or discard (never prints), and each hold is an event."""
     clock = SteppedClock()
-    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, clock=clock)  # 0.6 s
+    agent, api = await start_agent(printing={"stale_ticket_min": 1}, clock=clock)  # the clock moves past it
     held: list[JobHeld] = []
     agent.bus.subscribe(held.append, JobHeld)
     kitchen = printers["kitchen"]
@@ -116,7 +116,7 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
     for order in (first, second):
         assert (await post(api, order))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-    clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
+    clock.advance(61)  # a minute passes with the printer off: longer than the stale age
     kitchen.set_offline(False)
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held", "held"], timeout=10)
     await asyncio.sleep(0.5)
@@ -156,7 +156,7 @@ async def test_release_all_prints_every_held_job(
     for order in tickets_only(example_order, 3):
         assert (await post(api, order))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-    clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
+    clock.advance(61)  # a minute passes with the printer off: longer than the stale age
     kitchen.set_offline(False)
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held"] * 3, timeout=10)
     async with api.post("/api/v1/jobs/release-held") as response:
@@ -241,12 +241,12 @@ async def test_retried_dead_job_is_not_held_for_its_age(
     """`edge retry` on a dead job older than the stale age: a person asked for it, so it prints instead of being
     held."""
     clock = SteppedClock()
-    agent, api = await start_agent(printing={"stale_ticket_min": 0.01}, spool={"max_attempts": 1}, clock=clock)
+    agent, api = await start_agent(printing={"stale_ticket_min": 1}, spool={"max_attempts": 1}, clock=clock)
     kitchen = printers["kitchen"]
     kitchen.drop_after = 10
     assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
     await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "dead")
-    clock.advance(0.8)  # now older than the stale age
+    clock.advance(61)  # now older than the stale age
     (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
     async with api.post(f"/api/v1/jobs/{job_id}/retry") as response:
         assert response.status == 200

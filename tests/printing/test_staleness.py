@@ -67,14 +67,14 @@ async def test_a_box_booted_in_1970_prints_fresh_orders_and_still_holds_one_that
     """The box clock says 1970: every order seems to come from the future, so fresh ones print; a ticket that then
     waits longer than its stale age for an offline printer is still held (its wait is on the monotonic clock)."""
     box_clock.step(-YEARS_56)
-    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 0.01})  # 0.6 s
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})  # the clock moves past it
     async with client(agent) as api:
         assert (await post(api, order_created(1, timedelta(seconds=5))))[0] == 201
         await printers["kitchen"].wait_for_printed(1)
         printers["kitchen"].set_offline(True)
         assert (await post(api, order_created(2, timedelta(seconds=5))))[0] == 201
         await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-        box_clock.advance(1.0)  # a second passes with the printer off: longer than the stale age
+        box_clock.advance(61)  # a minute passes with the printer off: longer than the stale age
         printers["kitchen"].set_offline(False)
         await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "held"], timeout=6)
 
