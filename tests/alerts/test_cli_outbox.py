@@ -15,7 +15,7 @@ from edge.config import Settings
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
-from tests.alerts.test_outbox import fast, printer_down_with_a_ticket
+from tests.alerts.helpers import fast, printer_down_with_a_ticket
 from tests.helpers import TOKEN, db_rows, eventually
 
 MakeAgent = Callable[..., Awaitable[Agent]]

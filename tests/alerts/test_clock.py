@@ -16,8 +16,7 @@ from edge.sim.smtp import SmtpSink
 from edge.store import Database
 from edge.store.alerts import AlertStore
 from tests.alerts.conftest import FakeClock
-from tests.alerts.test_outbox import fast, printer_down_with_a_ticket
-from tests.alerts.test_throttle import add_jobs, offline, online, run, subject
+from tests.alerts.helpers import add_jobs, fast, offline, online, printer_down_with_a_ticket, run, subject
 from tests.helpers import db_rows, eventually
 
 EIGHT_HOURS = 8 * 3600

@@ -15,8 +15,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store import Database
 from tests.alerts.conftest import FakeClock
-from tests.alerts.test_outbox import printer_down_with_a_ticket
-from tests.alerts.test_throttle import add_jobs, offline, online, run, subject
+from tests.alerts.helpers import add_jobs, offline, online, printer_down_with_a_ticket, run, subject
 from tests.helpers import db_rows, eventually
 
 MakeAgent = Callable[..., Awaitable[Agent]]

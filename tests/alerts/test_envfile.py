@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import glob
 import stat
 from pathlib import Path
 
@@ -15,30 +13,7 @@ from hypothesis import strategies as st
 from edge.config import read_env
 from edge.config.envfile import EnvFileError, parse_env, quote, update_env_file
 from edge.errors import ConfigError
-
-# systemd's own parser: load_env_file() in src/basic/env-file.c, which PID 1 calls for EnvironmentFile= (execute.c,
-# exec_context_load_environment). It lives in the private libsystemd-shared, exported for systemd's own binaries; with
-# systemd not running as PID 1 here, calling it through ctypes is the one way to let systemd itself read our file.
-_SYSTEMD_LIB = sorted(
-    glob.glob("/usr/lib/*/systemd/libsystemd-shared-*.so") + glob.glob("/lib/*/systemd/libsystemd-shared-*.so")
-)
-
-
-def systemd_reads(path: Path) -> dict[str, str]:
-    """What a unit with EnvironmentFile=PATH gets, as systemd 252's load_env_file(NULL, path, &strv) returns it."""
-    if not _SYSTEMD_LIB:
-        pytest.skip("libsystemd-shared not installed (Debian package systemd): cannot ask systemd's own parser")
-    lib = ctypes.CDLL(_SYSTEMD_LIB[-1])
-    pairs = ctypes.POINTER(ctypes.c_char_p)()
-    rc = lib.load_env_file(None, str(path).encode(), ctypes.byref(pairs))
-    assert rc == 0, f"systemd's load_env_file failed: {rc}"
-    found: dict[str, str] = {}
-    n = 0
-    while pairs[n]:
-        key, _, value = pairs[n].decode("utf-8").partition("=")
-        found[key] = value
-        n += 1
-    return found
+from tests.alerts.helpers import systemd_reads
 
 
 def agent_reads(path: Path) -> dict[str, str]:

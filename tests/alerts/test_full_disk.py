@@ -18,7 +18,7 @@ from edge.config import Settings
 from edge.events import PrinterStatusChanged
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.alerts.test_outbox import fast, printer_down_with_a_ticket
+from tests.alerts.helpers import fast, printer_down_with_a_ticket
 from tests.helpers import db_rows, eventually, wait_until
 
 MakeAgent = Callable[..., Awaitable[Agent]]

@@ -13,17 +13,11 @@ from edge.config import Settings
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
+from tests.alerts.helpers import fast, printer_down_with_a_ticket
 from tests.helpers import api_client, db_rows, eventually, wait_until
 from tests.prove.spec import check_answer
 
 MakeAgent = Callable[..., Awaitable[Agent]]
-
-
-async def printer_down_with_a_ticket(agent: Agent, printers: dict[str, SimPrinter], n: int = 1) -> None:
-    """The kitchen printer unplugged while an order waits for it: a critical printer_offline alert."""
-    printers["kitchen"].set_offline(True)
-    assert agent.deps is not None
-    await agent.deps.intake.accept(make_order(n, prefix="outbox", print_receipt=False))
 
 
 async def test_slow_final_reply_is_waited_for_not_resent(
@@ -47,20 +41,6 @@ async def test_slow_final_reply_is_waited_for_not_resent(
     await asyncio.sleep(1.5)  # room for a wrong second copy
     assert len(sink.messages) == 1
     assert await db_rows(db, "SELECT attempts, last_error FROM alert_mails") == [(1, None)]
-
-
-def fast(alert_settings: Callable[..., Settings], **alerts: Any) -> Settings:
-    """Alert settings that mail at once and retry quickly, so a test sees several rounds in a second or two."""
-    return alert_settings(
-        **{
-            "group_wait_s": 0,
-            "critical_group_wait_s": 0,
-            "retry_base_s": 0.2,
-            "retry_max_s": 0.4,
-            "check_interval_s": 0.2,
-            **alerts,
-        }
-    )
 
 
 async def two_alerts(agent: Agent, printers: dict[str, SimPrinter]) -> None:

@@ -20,6 +20,7 @@ from dotenv import dotenv_values
 from edge.config import load_settings
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.alerts.helpers import non_interactive
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "setup-notifications.py"
@@ -54,33 +55,6 @@ async def run_script(*args: str, env: dict[str, str], stdin: bytes | None = None
     out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout=40)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
-
-
-def non_interactive(config: Path, sink: SmtpSink, cert: Path, *extra: str, to: str = "chef@store.test") -> list[str]:
-    """The fleet-rollout form: every answer a flag, the password on stdin."""
-    return [
-        "--config",
-        str(config),
-        "--non-interactive",
-        "--provider",
-        "custom",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(sink.port),
-        "--security",
-        "starttls",
-        "--ca-file",
-        str(cert),
-        "--username",
-        SMTP_USER,
-        "--from",
-        SMTP_USER,
-        "--to",
-        to,
-        "--password-stdin",
-        *extra,
-    ]
 
 
 def drive(config: Path, port: int, ca_file: Path, password: str, sink: SmtpSink) -> tuple[str, int]:

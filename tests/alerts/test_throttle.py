@@ -3,9 +3,7 @@ cap."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from email.message import EmailMessage
 from pathlib import Path
 
 from edge.alerts import Alerter, Mailer
@@ -23,30 +21,7 @@ from edge.sim.smtp import SmtpSink
 from edge.store import Database
 from edge.store.alerts import AlertStore
 from tests.alerts.conftest import FakeClock
-
-EXTRA_RE = re.compile(r"Seit der letzten Mail (\d+) weitere Male")
-
-
-def offline(printer: str = "kitchen") -> PrinterStatusChanged:
-    return PrinterStatusChanged(printer=printer, old="online", new="offline", detail="connection refused")
-
-
-def online(printer: str = "kitchen") -> PrinterStatusChanged:
-    return PrinterStatusChanged(printer=printer, old="offline", new="online")
-
-
-async def run(alerter: Alerter) -> int:
-    await alerter.step()
-    return await alerter.deliver_due()
-
-
-def subject(mail: EmailMessage) -> str:
-    return str(mail["Subject"]).strip()  # a folded long subject parses back with a leading space
-
-
-def extra(text: str) -> int:
-    match = EXTRA_RE.search(text)
-    return int(match.group(1)) if match else 0
+from tests.alerts.helpers import add_jobs, extra, offline, online, run, subject
 
 
 async def flap(alerter: Alerter, clock: FakeClock, faults: int, *, every: float = 0.06, step_every: int = 16) -> None:
@@ -347,21 +322,6 @@ async def test_daily_digest_collects_warnings(
     assert "Drucker front: Deckel offen" in digest.get_body(("plain",)).get_content()
     clock.advance(60)
     assert await run(alerter) == 0
-
-
-async def add_jobs(db: Database, states: list[str], created_at: float) -> None:
-    async with db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, created_at, received_at) VALUES ('o1', "
-            "'A-1', 'h', '{}', 'web', '2026-01-01T00:00:00Z', ?)",
-            (created_at,),
-        )
-        for n, state in enumerate(states):
-            await conn.execute(
-                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES "
-                "('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
-                (state, created_at, f"o1:ticket:kitchen:{n}"),
-            )
 
 
 async def test_queue_backlog_checked_and_resolved(

@@ -24,7 +24,7 @@ import pytest
 
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, cert, server_tls, sink  # noqa: F401 (fixtures)
-from tests.alerts.test_envfile import systemd_reads
+from tests.alerts.helpers import non_interactive, systemd_reads
 from tests.helpers import EXAMPLE, fresh
 
 REPO = Path(__file__).parents[2]
@@ -193,26 +193,7 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
         run,
         str(edge),
         "setup-notifications",
-        "--config",
-        str(config),
-        "--non-interactive",
-        "--provider",
-        "custom",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(sink.port),
-        "--security",
-        "starttls",
-        "--ca-file",
-        str(ca),
-        "--username",
-        SMTP_USER,
-        "--from",
-        SMTP_USER,
-        "--to",
-        "chef@store.test,vize@store.test",
-        "--password-stdin",
+        *non_interactive(config, sink, ca, to="chef@store.test,vize@store.test"),
         env=BORROWED,
         stdin=SMTP_PASSWORD + "\n",
     )

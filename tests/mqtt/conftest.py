@@ -48,3 +48,10 @@ async def backend(broker: Broker) -> AsyncIterator[Backend]:
 
 def mqtt_section(broker: Broker, **changes: Any) -> dict[str, Any]:
     return {"url": broker.url, "username": AGENT_USER, "password": AGENT_PASSWORD, **changes}
+
+
+# Alerts on, the relay nowhere: the alert groups are what these tests read (mail delivery is tests/alerts' business).
+MAIL: dict[str, Any] = {
+    "smtp": {"host": "127.0.0.1", "port": 9, "security": "none", "sender": "edge@example.com"},
+    "alerts": {"to": ["manager@example.com"], "critical_group_wait_s": 0},
+}

@@ -14,8 +14,7 @@ from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import api_client, db_rows, eventually, post, wait_until
-from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section, needs_mosquitto
-from tests.mqtt.test_link import MAIL
+from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 

@@ -24,15 +24,10 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import TOKEN, api_client, config_dict, db_rows, eventually, post, wait_until
-from tests.mqtt.conftest import EVENTS, ORDERS, STATUS, mqtt_section, needs_mosquitto
+from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 RESTART_ORDERS = int(os.environ.get("EDGE_MQTT_RESTART_ORDERS", "1000"))
-# Alerts on, the relay nowhere: the alert groups are what these tests read (mail delivery is tests/alerts' business).
-MAIL: dict[str, Any] = {
-    "smtp": {"host": "127.0.0.1", "port": 9, "security": "none", "sender": "edge@example.com"},
-    "alerts": {"to": ["manager@example.com"], "critical_group_wait_s": 0},
-}
 
 pytestmark = needs_mosquitto
 

@@ -27,3 +27,6 @@ def box_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[BoxClock]:
     clock = BoxClock()
     monkeypatch.setattr(time, "time", clock.wall)
     yield clock
+
+
+YEARS_56 = 56 * 365 * 86400  # a box without a battery-backed clock boots at 1970-01-01

@@ -7,21 +7,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 import pytest
 
 from edge.app import Agent
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import api_client, eventually, job_rows, post, wait_until
-from tests.printing.conftest import BoxClock
+from tests.printing.conftest import YEARS_56, BoxClock
 
 HOURS_8 = 8 * 3600
-YEARS_56 = 56 * 365 * 86400  # a box without a battery-backed clock boots at 1970-01-01
-
-
-def client(agent: Agent) -> aiohttp.ClientSession:
-    return api_client(agent)
 
 
 @pytest.mark.parametrize("step", [-HOURS_8, HOURS_8])
@@ -32,7 +26,7 @@ async def test_a_retry_never_waits_longer_than_its_cap_whatever_the_clock_did(
     meanwhile: the retry still comes within the cap, not 8 h later."""
     agent = await make_agent(clock=box_clock, spool={"retry_base_s": 1.0, "retry_max_s": 1.0})
     printers["kitchen"].drop_after = 10
-    async with client(agent) as api:
+    async with api_client(agent) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
     await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "failed")
     box_clock.step(step)
@@ -53,7 +47,7 @@ async def test_a_clock_step_while_tickets_wait_does_not_make_them_stale(
     box_clock.step(start)
     agent = await make_agent(clock=box_clock)
     printers["kitchen"].set_offline(True)
-    async with client(agent) as api:
+    async with api_client(agent) as api:
         for n in range(2):
             order = make_order(n, print_receipt=False, created_at=None)
             assert (await post(api, order))[0] == 201
@@ -71,7 +65,7 @@ async def test_a_step_back_does_not_make_a_stale_ticket_fresh(
     the ticket is still held, not sprayed into the rush."""
     agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})  # the clock moves past it
     printers["kitchen"].set_offline(True)
-    async with client(agent) as api:
+    async with api_client(agent) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
     box_clock.advance(61)  # a minute passes with the printer off: longer than the stale age
@@ -88,7 +82,7 @@ async def test_a_paused_printer_resumes_within_two_seconds_of_the_fix_across_a_s
     """Paper out pauses the spool; the clock steps 8 h either way; a new roll: the ticket prints within 2 s."""
     agent = await make_agent(clock=box_clock)
     printers["kitchen"].paper_out = True
-    async with client(agent) as api:
+    async with api_client(agent) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
     box_clock.step(step)
@@ -108,7 +102,7 @@ async def test_failover_waits_on_the_monotonic_clock(
         clock=box_clock, stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 60}
     )
     printers["kitchen"].set_offline(True)
-    async with client(agent) as api:
+    async with api_client(agent) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
     box_clock.step(HOURS_8)

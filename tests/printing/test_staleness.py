@@ -14,9 +14,8 @@ from edge.app import Agent
 from edge.events import JobHeld
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import eventually, job_rows, post, wait_until
-from tests.printing.conftest import BoxClock
-from tests.printing.test_clock_steps import YEARS_56, client
+from tests.helpers import api_client, eventually, job_rows, post, wait_until
+from tests.printing.conftest import YEARS_56, BoxClock
 
 
 def order_created(seq: int, ago: timedelta) -> dict:
@@ -68,7 +67,7 @@ async def test_a_box_booted_in_1970_prints_fresh_orders_and_still_holds_one_that
     waits longer than its stale age for an offline printer is still held (its wait is on the monotonic clock)."""
     box_clock.step(-YEARS_56)
     agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})  # the clock moves past it
-    async with client(agent) as api:
+    async with api_client(agent) as api:
         assert (await post(api, order_created(1, timedelta(seconds=5))))[0] == 201
         await printers["kitchen"].wait_for_printed(1)
         printers["kitchen"].set_offline(True)
