@@ -14,6 +14,7 @@ from edge.config import Settings
 from edge.errors import StoreError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
+from edge.store.db import sync_to_disk
 from edge.store.files import check_file, copy_database, move_file_to_store
 
 log = structlog.get_logger()
@@ -23,15 +24,6 @@ _PREFIX = "edge-"
 
 def backup_dir(settings: Settings) -> Path:
     return settings.backup.dir or settings.agent.data_dir / "backups"
-
-
-def _sync(path: Path) -> None:
-    """fsync a file or a directory, so a backup reported written survives a power cut."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +69,12 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
         except StoreError as err:
             raise StoreError(f"backup of {db_path} into {partial}: {err}") from err
         _check(partial)
-        _sync(partial)
+        sync_to_disk(partial)  # a backup reported written survives a power cut
     except StoreError:
         partial.unlink(missing_ok=True)
         raise
     partial.rename(target)  # a backup file either exists whole or not at all
-    _sync(directory)
+    sync_to_disk(directory)
     for old in sorted(directory.glob(f"{_PREFIX}*.db"), reverse=True)[keep:]:
         old.unlink()
     return target

@@ -89,11 +89,12 @@ async def _to_the_end(aw: Awaitable[T]) -> T:
     return task.result()
 
 
-def _fdatasync(path: Path) -> None:
-    """Flush a file's data to the device; any descriptor of the file flushes what every writer of it wrote."""
+def sync_to_disk(path: Path, *, data_only: bool = False) -> None:
+    """Flush a file (or a directory's entries) to the device; any descriptor of the file flushes what every writer of
+    it wrote. ``data_only``: fdatasync, the file's data without metadata such as its times (the WAL after a commit)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fdatasync(fd)
+        (os.fdatasync if data_only else os.fsync)(fd)
     finally:
         os.close(fd)
 
@@ -232,7 +233,7 @@ class Database:
         while self._unsynced:
             groups, self._unsynced = self._unsynced, []
             try:
-                await asyncio.to_thread(_fdatasync, Path(f"{self.path}-wal"))
+                await asyncio.to_thread(sync_to_disk, Path(f"{self.path}-wal"), data_only=True)
             except OSError as err:  # committed but maybe not durable: nobody is told "stored", senders retry
                 failure = StoreUnavailableError(f"database {self.path}: cannot sync the write-ahead log: {err}")
                 for group in groups:

@@ -24,13 +24,13 @@ async def test_orders_commit_while_an_earlier_fsync_runs_and_are_answered_after_
     the first one's fsync; once the fsync is let go both are answered 201."""
     agent = await make_agent()
     release = threading.Event()
-    real = db_mod._fdatasync
+    real = db_mod.sync_to_disk
 
-    def held_fsync(wal: Path) -> None:
+    def held_fsync(wal: Path, *, data_only: bool = False) -> None:
         release.wait(10)
-        real(wal)
+        real(wal, data_only=data_only)
 
-    monkeypatch.setattr(db_mod, "_fdatasync", held_fsync)
+    monkeypatch.setattr(db_mod, "sync_to_disk", held_fsync)
 
     async def stored(order_id: str) -> bool:
         return bool(await db_rows(agent, "SELECT 1 FROM orders WHERE id = ?", order_id))

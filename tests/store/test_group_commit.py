@@ -111,14 +111,14 @@ async def test_a_write_returns_only_after_the_wal_is_fsynced_and_the_next_write_
     db = await Database.open(path)
     release = threading.Event()
     syncs: list[int] = []
-    real = db_mod._fdatasync
+    real = db_mod.sync_to_disk
 
-    def held_fsync(wal: Path) -> None:
+    def held_fsync(wal: Path, *, data_only: bool = False) -> None:
         release.wait(10)
         syncs.append(wal.stat().st_size)
-        real(wal)
+        real(wal, data_only=data_only)
 
-    monkeypatch.setattr(db_mod, "_fdatasync", held_fsync)
+    monkeypatch.setattr(db_mod, "sync_to_disk", held_fsync)
     try:
         first = asyncio.create_task(put(db, "first"))
         await wait_until(lambda: _committed(path, "first"), what="the first write committed")
