@@ -7,6 +7,7 @@ import os
 import pwd
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -46,6 +47,17 @@ class SystemUser:
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *argv]
 
 
+def _let_others_reach(*paths: Path) -> None:
+    """The user runs this checkout with the test venv's libraries (PYTHONPATH). A checkout cloned into `mktemp -d`
+    sits in a 0700 directory the user cannot pass through: give every directory above these paths the search bit for
+    others (no read bit: nothing there becomes listable). It stays: several workers' tests rely on it at once."""
+    for path in paths:
+        for directory in [path, *path.parents]:
+            mode = directory.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
 def _system_user() -> Iterator[SystemUser]:
     if os.geteuid() != 0:
         pytest.skip("needs root: creates a system user with useradd (CI runs as root in a container)")
@@ -57,6 +69,7 @@ def _system_user() -> Iterator[SystemUser]:
     ).stdout.strip()
     if version != str(sys.version_info[:2]):
         pytest.skip(f"needs {SYSTEM_PYTHON} of Python {sys.version_info[:2]} to run the agent as another user")
+    _let_others_reach(REPO, Path(sysconfig.get_paths()["purelib"]))
     name = f"edget{secrets.token_hex(4)}"
     subprocess.run(
         ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
