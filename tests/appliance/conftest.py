@@ -49,13 +49,13 @@ class SystemUser:
 
 def _let_others_reach(*paths: Path) -> None:
     """The user runs this checkout with the test venv's libraries (PYTHONPATH). A checkout cloned into `mktemp -d`
-    sits in a 0700 directory the user cannot pass through: give every directory above these paths the search bit for
-    others (no read bit: nothing there becomes listable). It stays: several workers' tests rely on it at once."""
+    is itself a 0700 directory: give these paths the read and search bits for others (Python lists a path entry to
+    import from it) and the directories above them the search bit only. It stays: several workers rely on it at once."""
     for path in paths:
-        for directory in [path, *path.parents]:
-            mode = directory.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        for directory, bits in [(path, stat.S_IROTH | stat.S_IXOTH)] + [(d, stat.S_IXOTH) for d in path.parents]:
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if mode & bits != bits:
+                directory.chmod(mode | bits)
 
 
 def _system_user() -> Iterator[SystemUser]:
