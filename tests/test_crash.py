@@ -160,12 +160,22 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
             await send(session, f"/api/v1/orders/{order['id']}/cancel", {"revision": revision, "reason": "x"})
             revisions[order["id"]] = (revision, "cancelled")
 
-    async def paper_out_mid_ticket() -> None:
-        """The kitchen roll runs out 300 bytes into a ticket (about half of one); a new roll 1 s later."""
+    async def paper_out_mid_ticket() -> asyncio.Task[None]:
+        """The kitchen roll runs out 300 bytes into a ticket (about half of one); returns the new roll, put in 1 s
+        later. The next fault waits until the agent has seen this one: a kill right after the roll ran out would
+        leave the cut ticket to the crash's COPY reprint, and this fault's own path would go untested."""
         kitchen.paper_out_after = 300
         await wait_until(lambda: kitchen.paper_out_after is None, 150, "the roll ran out")  # the trigger fires once
-        await asyncio.sleep(1.0)  # the roll stays out for a second: part of the scenario, not a wait for the agent
-        kitchen.paper_out = False
+        await wait_until(lambda: "job_uncertain" in agent_log(), 30, "the agent saw the roll run out mid-ticket")
+
+        async def refill() -> None:
+            await asyncio.sleep(1.0)  # the roll stays out for a second: part of the scenario, not a wait for the agent
+            kitchen.paper_out = False
+
+        return asyncio.create_task(refill())
+
+    def agent_log() -> str:
+        return (tmp_path / "agent.log").read_text(errors="replace")
 
     async def rename_kitchen_printer() -> None:
         """Stop the agent with kitchen tickets waiting (the printer off for a moment), rename the kitchen printer in
@@ -185,7 +195,7 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         for fault in faults:
             await asyncio.sleep(rng.uniform(0.3, 1.5))
             if fault == "paper":
-                refill = asyncio.create_task(paper_out_mid_ticket())
+                refill = await paper_out_mid_ticket()
             elif fault == "rename":
                 await rename_kitchen_printer()
             else:
@@ -275,9 +285,7 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         assert events["updated"] == sum(1 for o in acknowledged if int(o.rsplit("_", 1)[1]) % CHANGED == 1)
         assert events["cancelled"] == sum(1 for _, status in revisions.values() if status == "cancelled")
         assert kitchen_printers <= {"kitchen", "pass"}  # tickets printed before the rename keep the old name
-        log = (tmp_path / "agent.log").read_text(errors="replace")
-        assert "job_uncertain" in log  # paper ran out mid-ticket: reprinted whole as COPY (checked above)
-        assert "job_moved_to_configured_printer" in log
+        assert "job_moved_to_configured_printer" in agent_log()
     finally:
         if agent.proc and agent.proc.returncode is None:
             await agent.kill()

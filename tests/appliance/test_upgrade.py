@@ -260,6 +260,40 @@ class Box:
     async def upgrade(self, source: Path, **env: str) -> subprocess.CompletedProcess[str]:
         return await self.command(*self.upgrade_argv(source), **env)
 
+    async def set_up(self) -> None:
+        """The install restored from the snapshot, this test's config, the old agent started."""
+        prepared = self.prepared
+        await asyncio.to_thread(remove_tree, prepared.root)
+        await asyncio.to_thread(copy_root, prepared.snapshot, prepared.root)
+        config = write_config(
+            prepared.root / "etc/edge/edge.toml",
+            data_dir=prepared.root / "var/lib/edge",
+            api_port=self.port,
+            token=TOKEN,
+            printers={n: p.port for n, p in self.printers.items()},
+            store_id=STORE,
+        )
+        os.chown(config, prepared.user.uid, prepared.user.gid)  # install.sh: the agent's user reads its config
+        secrets = prepared.root / "etc/edge/edge.env"  # install.sh wrote a random token; this test's clients use TOKEN
+        secrets.write_text(f'EDGE_API_TOKEN="{TOKEN}"\n', encoding="utf-8")
+        started = await self.systemctl("start", "edge-agent.service")
+        log = prepared.user.home / "systemd/edge-agent.service.log"
+        assert started.returncode == 0, started.stdout + log.read_text()
+
+    async def tear_down(self) -> None:
+        # SIGTERM reaches only the script: a child of its (a `systemctl start` waiting for READY) may live on and
+        # start an agent after this teardown, while the next test replaces the root. The whole session goes first.
+        for process in self.upgrades:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        self.upgrades.clear()
+        await self.systemctl("stop", "edge-agent.service")
+        # Whatever still runs as the agent's user (an agent whose `systemctl start` was killed half way, a command
+        # upgrade.sh started) would hold the database while the next test replaces the root: none may be left.
+        left = await asyncio.to_thread(end_processes_of, self.prepared.user.uid)
+        assert left == [], f"processes of the agent's user still running after the unit stopped: {left}"
+
     async def start_upgrade(self, source: Path, **env: str) -> asyncio.subprocess.Process:
         """upgrade.sh in a session of its own (a terminal's foreground process group), its output on a pipe."""
         process = await asyncio.create_subprocess_exec(
@@ -334,36 +368,12 @@ class Box:
 @pytest.fixture
 async def box(prepared: Prepared, printers: dict[str, SimPrinter]) -> AsyncIterator[Box]:
     """The old version installed and running as the user, with its config for this test's printers and port."""
-    await asyncio.to_thread(remove_tree, prepared.root)
-    await asyncio.to_thread(copy_root, prepared.snapshot, prepared.root)
     box = Box(prepared=prepared, port=free_port(), printers=printers)
-    config = write_config(
-        prepared.root / "etc/edge/edge.toml",
-        data_dir=prepared.root / "var/lib/edge",
-        api_port=box.port,
-        token=TOKEN,
-        printers={n: p.port for n, p in printers.items()},
-        store_id=STORE,
-    )
-    os.chown(config, prepared.user.uid, prepared.user.gid)  # install.sh: the agent's user reads its config
-    secrets = prepared.root / "etc/edge/edge.env"  # install.sh wrote a random token; this test's clients use TOKEN
-    secrets.write_text(f'EDGE_API_TOKEN="{TOKEN}"\n', encoding="utf-8")
-    started = await box.systemctl("start", "edge-agent.service")
-    assert started.returncode == 0, started.stdout + (prepared.user.home / "systemd/edge-agent.service.log").read_text()
+    await box.set_up()
     try:
         yield box
     finally:
-        # SIGTERM reaches only the script: a child of its (a `systemctl start` waiting for READY) may live on and
-        # start an agent after this teardown, while the next test replaces the root. The whole session goes first.
-        for process in box.upgrades:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-        await box.systemctl("stop", "edge-agent.service")
-        # Whatever still runs as the agent's user (an agent whose `systemctl start` was killed half way, a command
-        # upgrade.sh started) would hold the database while the next test replaces the root: none may be left.
-        left = await asyncio.to_thread(end_processes_of, prepared.user.uid)
-        assert left == [], f"processes of the agent's user still running after the unit stopped: {left}"
+        await box.tear_down()
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
@@ -476,16 +486,10 @@ def matrix() -> list[Any]:  # pytest.param's type is private
     ]
 
 
-@pytest.mark.parametrize(("step", "sig"), matrix())
-async def test_interrupted_upgrade_leaves_a_working_agent_and_a_rerun_completes(
+async def interrupt_upgrade_at(
     box: Box, step: str, sig: signal.Signals
-) -> None:
-    """upgrade.sh interrupted at a step (SIGHUP or SIGINT to its process group like a dropped SSH session or Ctrl-C,
-    SIGTERM to the script like `kill`, SIGKILL to the group like the OOM killer): afterwards the old or the new version
-    is installed and starts with every order, and a second run completes the upgrade."""
-    orders = await box.push("before", 2)
-    if step == "build":  # a real build to interrupt: the prepared one goes
-        shutil.rmtree(next(p for p in (box.root / "opt/edge-agent/releases").iterdir() if p.name.startswith("0.2.0-")))
+) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """upgrade.sh started, and sent ``sig`` the moment it says it is at ``step``; its ended process and output."""
     process = await box.start_upgrade(box.prepared.new)
     assert process.stdout is not None
     output: list[str] = []
@@ -500,6 +504,29 @@ async def test_interrupted_upgrade_leaves_a_working_agent_and_a_rerun_completes(
             os.killpg(process.pid, sig)
         output.append((await process.stdout.read()).decode())
         await process.wait()
+    return process, output
+
+
+@pytest.mark.parametrize(("step", "sig"), matrix())
+async def test_interrupted_upgrade_leaves_a_working_agent_and_a_rerun_completes(
+    box: Box, step: str, sig: signal.Signals
+) -> None:
+    """upgrade.sh interrupted at a step (SIGHUP or SIGINT to its process group like a dropped SSH session or Ctrl-C,
+    SIGTERM to the script like `kill`, SIGKILL to the group like the OOM killer): afterwards the old or the new version
+    is installed and starts with every order, and a second run completes the upgrade."""
+    for attempt in range(3):
+        orders = await box.push("before", 2)
+        if step == "build":  # a real build to interrupt: the prepared one goes
+            releases = box.root / "opt/edge-agent/releases"
+            for release in [p for p in releases.iterdir() if p.name.startswith("0.2.0-")]:
+                await asyncio.to_thread(shutil.rmtree, release)
+        process, output = await interrupt_upgrade_at(box, step, sig)
+        if process.returncode != 0 or attempt == 2:
+            break
+        # The signal came after the script had finished (a loaded machine let the quick last steps all run before
+        # this test read the step's line): that run interrupted nothing. The box starts over and the case runs again.
+        await box.tear_down()
+        await box.set_up()
     text = "".join(output)
     assert process.returncode != 0, text
     version = await box.installed_version()
