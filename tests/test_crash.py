@@ -162,11 +162,11 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
 
     async def paper_out_mid_ticket() -> asyncio.Task[None]:
         """The kitchen roll runs out 300 bytes into a ticket (about half of one); returns the new roll, put in 1 s
-        later. The next fault waits until the agent has seen this one: a kill right after the roll ran out would
-        leave the cut ticket to the crash's COPY reprint, and this fault's own path would go untested."""
+        later. The next fault waits until the agent has seen this one (its kitchen spool paused): a kill right after
+        the roll ran out would leave the cut ticket to the crash's COPY reprint, and this fault's path untested."""
         kitchen.paper_out_after = 300
         await wait_until(lambda: kitchen.paper_out_after is None, 150, "the roll ran out")  # the trigger fires once
-        await wait_until(lambda: "job_uncertain" in agent_log(), 30, "the agent saw the roll run out mid-ticket")
+        await wait_until(kitchen_paper_out, 30, "the agent saw the roll run out mid-ticket")
 
         async def refill() -> None:
             await asyncio.sleep(1.0)  # the roll stays out for a second: part of the scenario, not a wait for the agent
@@ -174,8 +174,12 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
 
         return asyncio.create_task(refill())
 
-    def agent_log() -> str:
-        return (tmp_path / "agent.log").read_text(errors="replace")
+    async def kitchen_paper_out() -> bool:
+        """The agent's printer list shows the kitchen printer (by its old or new name) out of paper."""
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with api_client(port) as session, session.get("/api/v1/printers") as response:
+                return any(p["state"] == "paper_out" for p in (await response.json())["printers"])
+        return False
 
     async def rename_kitchen_printer() -> None:
         """Stop the agent with kitchen tickets waiting (the printer off for a moment), rename the kitchen printer in
@@ -285,7 +289,7 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         assert events["updated"] == sum(1 for o in acknowledged if int(o.rsplit("_", 1)[1]) % CHANGED == 1)
         assert events["cancelled"] == sum(1 for _, status in revisions.values() if status == "cancelled")
         assert kitchen_printers <= {"kitchen", "pass"}  # tickets printed before the rename keep the old name
-        assert "job_moved_to_configured_printer" in agent_log()
+        assert "job_moved_to_configured_printer" in (tmp_path / "agent.log").read_text(errors="replace")
     finally:
         if agent.proc and agent.proc.returncode is None:
             await agent.kill()
