@@ -37,6 +37,7 @@ from edge.scanners import Scanner, ScanRecorder
 from edge.states import WAITING_JOB_STATES, JobState, RunTrigger
 from edge.store import Database, JobStore, OrderStore
 from edge.store.identity import record_store
+from edge.store.retention import OutboxReaders
 from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService
 from edge.systemd import Notifier
@@ -202,7 +203,8 @@ class Agent:
             self._on_stop(stack, "api", self._stop_api)  # first to stop: no new orders while the rest winds down
             if s.mqtt.url:
                 await self._start_mqtt(stack, intake, db)
-            self._housekeeping = Housekeeping(db, s.retention, clock=self.clock, outbox_in_use=bool(s.central.url))
+            readers = OutboxReaders(central=bool(s.central.url), mqtt=bool(s.mqtt.url))
+            self._housekeeping = Housekeeping(db, s.retention, clock=self.clock, readers=readers)
             self._housekeeping.start()
             self._on_stop(stack, "housekeeping", self._housekeeping.stop)  # no purge runs while the parts wind down
             self._warn_if_exposed()

@@ -20,14 +20,19 @@ STORAGE_PROBE_S = 10.0
 
 
 async def purge_printed_orders(
-    db: Database, *, older_than_s: float, batch: int, now: float | None = None, outbox_in_use: bool = True
+    db: Database,
+    *,
+    older_than_s: float,
+    batch: int,
+    now: float | None = None,
+    readers: store_retention.OutboxReaders = store_retention.CENTRAL_ONLY,
 ) -> int:
     """Deletes old orders whose jobs are all printed, dead or discarded (and whose events central has), in short
     transactions of ``batch`` orders; their jobs and outbox rows go too. See edge/store/retention.py."""
     cutoff = (time.time() if now is None else now) - older_than_s
     total = 0
     while True:
-        purged = await store_retention.purge_orders(db, cutoff=cutoff, batch=batch, outbox_in_use=outbox_in_use)
+        purged = await store_retention.purge_orders(db, cutoff=cutoff, batch=batch, readers=readers)
         total += purged
         if purged < batch:
             break
@@ -52,12 +57,12 @@ class Housekeeping:
         retention: RetentionSettings,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        outbox_in_use: bool = True,  # false without a central API: nothing will ever deliver the outbox
+        readers: store_retention.OutboxReaders = store_retention.CENTRAL_ONLY,
     ) -> None:
         self._db = db
         self._retention = retention
         self._clock = clock
-        self._outbox_in_use = outbox_in_use
+        self._readers = readers
         self._scheduler = AsyncIOScheduler()
 
     def start(self) -> None:
@@ -78,7 +83,7 @@ class Housekeeping:
             age, now = self._retention.days * 86400, self._clock.wall()
             await purge_history(self._db, older_than_s=age, now=now)
             purged = await purge_printed_orders(
-                self._db, older_than_s=age, batch=self._retention.batch, now=now, outbox_in_use=self._outbox_in_use
+                self._db, older_than_s=age, batch=self._retention.batch, now=now, readers=self._readers
             )
             if forgotten := await store_retention.purge_seen(self._db, cutoff=now - self._retention.seen_days * 86400):
                 log.info("seen_orders_forgotten", count=forgotten, older_than_days=self._retention.seen_days)

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from edge.states import FINAL_JOB_STATES
 from edge.store.db import Database
+from edge.store.mqtt import CURSOR_KEY
 
-# Old, every job final (it will not print again by itself; 'held' still waits for a person), and (while a central
-# API takes the events) nothing left in the outbox.
-_PURGEABLE = """
+
+@dataclasses.dataclass(frozen=True)
+class OutboxReaders:
+    """Who takes the status events from the outbox: the central API over HTTP (a row is done once delivered) and MQTT
+    (done once the publish cursor has passed it). An order stays while a reader has not had its events; with no
+    reader at all, nothing ever will, and the outbox keeps nothing."""
+
+    central: bool = True
+    mqtt: bool = False
+
+
+CENTRAL_ONLY = OutboxReaders()
+
+# Old, every job final (it will not print again by itself; 'held' still waits for a person), and nothing left in the
+# outbox for a reader that is configured. MQTT's cursor is absent only before its first start: then every row waits.
+_PURGEABLE = f"""
 SELECT o.id FROM orders o
 WHERE o.received_at < :cutoff
   AND NOT EXISTS (SELECT 1 FROM print_jobs j WHERE j.order_id = o.id
                   AND j.state NOT IN (SELECT value FROM json_each(:final)))
-  AND (NOT :outbox_in_use OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.order_id = o.id AND b.delivered_at IS NULL))
+  AND (NOT :central OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.order_id = o.id AND b.delivered_at IS NULL))
+  AND (NOT :mqtt OR NOT EXISTS (
+        SELECT 1 FROM outbox b WHERE b.order_id = o.id
+          AND b.id > COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{CURSOR_KEY}'), 0)))
 ORDER BY o.received_at LIMIT :batch
 """
 
@@ -30,15 +48,15 @@ _HISTORY = (
 )
 
 
-async def purge_orders(db: Database, *, cutoff: float, batch: int, outbox_in_use: bool = True) -> int:
+async def purge_orders(db: Database, *, cutoff: float, batch: int, readers: OutboxReaders = CENTRAL_ONLY) -> int:
     """One transaction: up to ``batch`` purgeable orders go with their jobs (cascade) and outbox rows; their ids stay
-    in seen_orders. Without a central API (``outbox_in_use`` false) undelivered outbox rows never will be: they
-    keep nothing."""
+    in seen_orders."""
     async with db.transaction() as conn:
         params = {
             "cutoff": cutoff,
             "batch": batch,
-            "outbox_in_use": outbox_in_use,
+            "central": readers.central,
+            "mqtt": readers.mqtt,
             "final": json.dumps(sorted(FINAL_JOB_STATES)),
         }
         ids = [row[0] for row in await conn.execute_fetchall(_PURGEABLE, params)]
