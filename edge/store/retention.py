@@ -24,7 +24,7 @@ CENTRAL_ONLY = OutboxReaders()
 
 # Old, every job final (it will not print again by itself; 'held' still waits for a person), and nothing left in the
 # outbox for a reader that is configured. MQTT's cursor is absent only before its first start: then every row waits.
-_PURGEABLE = f"""
+_PURGEABLE = """
 SELECT o.id FROM orders o
 WHERE o.received_at < :cutoff
   AND NOT EXISTS (SELECT 1 FROM print_jobs j WHERE j.order_id = o.id
@@ -32,7 +32,7 @@ WHERE o.received_at < :cutoff
   AND (NOT :central OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.order_id = o.id AND b.delivered_at IS NULL))
   AND (NOT :mqtt OR NOT EXISTS (
         SELECT 1 FROM outbox b WHERE b.order_id = o.id
-          AND b.id > COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{CURSOR_KEY}'), 0)))
+          AND b.id > COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = :mqtt_cursor_key), 0)))
 ORDER BY o.received_at LIMIT :batch
 """
 
@@ -57,6 +57,7 @@ async def purge_orders(db: Database, *, cutoff: float, batch: int, readers: Outb
             "batch": batch,
             "central": readers.central,
             "mqtt": readers.mqtt,
+            "mqtt_cursor_key": CURSOR_KEY,
             "final": json.dumps(sorted(FINAL_JOB_STATES)),
         }
         ids = [row[0] for row in await conn.execute_fetchall(_PURGEABLE, params)]
