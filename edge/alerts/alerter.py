@@ -231,6 +231,8 @@ class Alerter:
                     self._signal("mqtt_refused", "mqtt", True, detail=detail)
                 elif connected:
                     self._signal("mqtt_refused", "mqtt", False)
+            case MqttOrderRejected(error="conflict"):
+                pass  # the intake's order_conflict alert (source mqtt) tells it: one mail, not two
             case MqttOrderRejected():
                 item = {"id": event.order_id or f"reject {event.reject_id}", "order": event.order_id or "?"}
                 self._signal("mqtt_invalid", "mqtt", True, item=item | {"error": event.reason[:120]})

@@ -399,7 +399,8 @@ class MqttLink:
         reject_id = await self._store.add_reject(
             topic=topic, payload=payload, order_id=order_id, error=error, now=self._clock.wall()
         )
-        log.error("mqtt_order_rejected", reject_id=reject_id, order_id=order_id, **error)
+        # A conflict's body names the order itself: one order_id field, not two (a TypeError here left it unacked).
+        log.error("mqtt_order_rejected", reject_id=reject_id, **({"order_id": order_id} | error))
         self._bus.publish(
             MqttOrderRejected(
                 reject_id=reject_id, order_id=order_id, error=str(error["error"]), reason=str(error["reason"])

@@ -120,6 +120,36 @@ async def test_a_payload_that_is_not_an_order_is_acked_kept_and_reported_like_ht
     assert await db_rows(again, "SELECT COUNT(*) FROM mqtt_rejects") == [(2,)]  # nothing redelivered
 
 
+async def test_a_conflicting_order_over_mqtt_is_acked_kept_and_one_alert(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The same order id again with other content and no higher revision: acknowledged (not delivered again after a
+    restart), kept in mqtt_rejects and reported on the events topic like any bad message; the manager gets one alert
+    for it, the order conflict, not also "invalid message"."""
+    agent = await make_agent(mqtt=mqtt_section(broker), **MAIL)
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    order = make_order(3, prefix="twin", print_receipt=False)
+    other = {**order, "notes": "not the same order"}
+    await backend.publish(ORDERS, order, other)
+    await eventually(
+        lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the second one rejected on the events topic"
+    )
+    await make_order_printed_marker(agent, backend, printers)
+    await eventually(
+        lambda: db_rows(agent, "SELECT type, fires_total FROM alert_groups ORDER BY type"),
+        lambda rows: rows == [("order_conflict", 1)],
+        what="one order_conflict alert and nothing else",
+    )
+    assert agent.mqtt is not None and agent.mqtt.counts["rejected"] == 1
+    await agent.stop()
+
+    again = await make_agent(mqtt=mqtt_section(broker))
+    await make_order_printed_marker(again, backend, printers)
+    assert await db_rows(again, "SELECT order_id, json_extract(error, '$.error') FROM mqtt_rejects") == [
+        (order["id"], "conflict")
+    ]  # acknowledged the first time: not delivered again
+
+
 def _events(backend: Backend, kind: str) -> Awaitable[list[dict[str, Any]]]:
     async def read() -> list[dict[str, Any]]:
         return [e for e in backend.events(EVENTS) if e.get("event") == kind]
