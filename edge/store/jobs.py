@@ -39,6 +39,8 @@ _IN_TURN = (
     " AND e.station IS j.station AND e.id < j.id"
     " AND (e.state IN ('queued', 'failed') OR (e.state = 'printing' AND e.printer IS NOT j.printer))))"
 )
+# How soon a spool looks again at a change ticket held back by an earlier ticket printing elsewhere (see _IN_TURN).
+_BLOCKED_LOOK_S = 1.0
 # A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
 _DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
 # The job's printer is one the config has (:printers, a JSON array; NULL: any printer).
@@ -90,10 +92,14 @@ class JobStore:
         return [PrintableJob.from_row(row) for row in rows]
 
     async def next_due_at(self, printer: str, now: float, *, max_delay: float) -> float | None:
+        """When the printer's spool next has a job to claim. A change ticket waiting for an earlier ticket of its
+        station on another printer (after a failover) is looked at again in a second: that spool's print does not
+        wake this one."""
         row = await self._db.fetchone(
-            "SELECT MIN(CASE WHEN j.next_attempt_at > :now + :max_delay THEN :now ELSE j.next_attempt_at END)"
-            f" FROM print_jobs j WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_IN_TURN}",
-            {"printer": printer, "now": now, "max_delay": max_delay},
+            f"SELECT MIN(CASE WHEN NOT {_IN_TURN} THEN :now + :blocked_look"
+            " WHEN j.next_attempt_at > :now + :max_delay THEN :now ELSE j.next_attempt_at END)"
+            " FROM print_jobs j WHERE j.printer = :printer AND j.state IN ('queued', 'failed')",
+            {"printer": printer, "now": now, "max_delay": max_delay, "blocked_look": _BLOCKED_LOOK_S},
         )
         return None if row is None or row[0] is None else float(row[0])
 

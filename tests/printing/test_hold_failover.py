@@ -220,6 +220,41 @@ async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
     ]
 
 
+async def test_a_change_ticket_follows_its_earlier_ticket_printed_on_the_backup_at_once(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen ticket failed over to the backup and is printing there when the kitchen printer is back and the
+    order changes: the change ticket (for the kitchen printer) waits for the earlier ticket, then prints within
+    seconds of it, not at the kitchen spool's next idle look (status_poll_s, here a minute)."""
+    agent, api = await start_agent(
+        stations={"kitchen": ["kitchen", "front"]},
+        printing={"failover_after_s": 0.5},
+        printer_options={"kitchen": {"status_poll_s": 60}},
+    )
+    kitchen, front = printers["kitchen"], printers["front"]
+    kitchen.set_offline(True)
+    front.bytes_per_s = 400  # the redirected ticket takes about a second
+    order = tickets_only(example_order, 1)[0]
+    assert (await post(api, order))[0] == 201
+    await eventually(
+        lambda: db_rows(agent, "SELECT printer, state FROM print_jobs"),
+        lambda rows: rows == [("front", "printing")],
+        what="the ticket printing on the backup",
+    )
+    kitchen.set_offline(False)
+    await wait_until(lambda: agent.spoolers["kitchen"].paused_since is None, timeout=5)
+    changed = {**order, "revision": 2, "items": [*order["items"], {**order["items"][0], "sku": "EXTRA", "qty": 1}]}
+    assert (await post(api, changed))[0] == 200
+    await front.wait_for_printed(1)
+    loop = asyncio.get_running_loop()
+    first_done = loop.time()
+    change = await kitchen.wait_for_printed(1, timeout=20)
+    assert loop.time() - first_done < 5
+    assert "ÄNDERUNG" in decode(change[0]).text
+    rows = await db_rows(agent, "SELECT printer, variant, state FROM print_jobs ORDER BY id")
+    assert rows == [("front", None, "printed"), ("kitchen", "change", "printed")]
+
+
 async def test_no_failover_before_the_configured_time(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
