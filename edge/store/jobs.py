@@ -39,6 +39,17 @@ _IN_TURN = (
     " AND e.station IS j.station AND e.id < j.id"
     " AND (e.state IN ('queued', 'failed') OR (e.state = 'printing' AND e.printer IS NOT j.printer))))"
 )
+# What a reprint copies: the receipt, if the order has one, and a ticket for each station with production items in
+# the current revision, whether its first ticket was an original or came with a change (a station gaining its first
+# items); not a station a change emptied. ?1 the order, ?2 one station or NULL for all.
+_REPRINTABLE = """
+SELECT kind, station, MAX(priority) FROM print_jobs
+WHERE order_id = ?1 AND (?2 IS NULL OR station = ?2)
+  AND (kind = 'receipt' OR station IN (
+        SELECT json_extract(i.value, '$.station') FROM orders o, json_each(o.payload, '$.items') i
+        WHERE o.id = ?1 AND json_extract(i.value, '$.requires_production')))
+GROUP BY kind, station ORDER BY MIN(id)
+"""
 # How soon a spool looks again at a change ticket held back by an earlier ticket printing elsewhere (see _IN_TURN).
 _BLOCKED_LOOK_S = 1.0
 # A retry set further ahead than the longest delay there is was set before the wall clock stepped back: due now.
@@ -455,14 +466,10 @@ class JobStore:
                 raise WrongStateError(f"order {order_id} is cancelled: nothing to reprint")
             originals = [
                 (JobKind(kind), job_station, priority)
-                for kind, job_station, priority in await conn.execute_fetchall(
-                    "SELECT kind, station, priority FROM print_jobs WHERE order_id = ? AND idempotency_key LIKE '%:0'"
-                    " AND (?2 IS NULL OR station = ?2) ORDER BY id",
-                    (order_id, station),
-                )
+                for kind, job_station, priority in await conn.execute_fetchall(_REPRINTABLE, (order_id, station))
             ]
             if not originals:
-                what = f"a ticket for station {station!r}" if station else "print jobs"
+                what = f"ticket for station {station!r}" if station else "print jobs"
                 raise NotFoundError(f"order {order_id} has no {what}")
             targets = [printer_for(kind, job_station) for kind, job_station, _ in originals]
             if None in targets:

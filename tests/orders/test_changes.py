@@ -290,6 +290,58 @@ async def test_receipts_on_change_reprint_prints_the_new_revisions_receipt(
     assert "Tiramisu" in second and "Käsespätzle" not in second
 
 
+async def test_a_station_whose_first_ticket_came_with_a_change_is_reprinted_like_any_other(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The bar got its first item in revision 2 (its ticket was a change ticket). A reprint of the bar prints a copy
+    of the bar's whole ticket; a reprint of the whole order copies the bar's ticket too, beside the kitchen's and the
+    receipt."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    drink = dict(TIRAMISU, sku="ESPRESSO", name="Espresso", station="bar")
+    assert (await post(api, revised(example_order, 2, items=[*example_order["items"], drink])))[0] == 200
+    await printed_all(agent)
+    kitchen, front = printers["kitchen"], printers["front"]
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint", json={"station": "bar"}) as r:
+        assert r.status == 201, await r.text()
+    bar_copy = decode((await kitchen.wait_for_printed(3))[2])
+    assert "KOPIE / COPY" in bar_copy.text and "1x Espresso" in bar_copy.text and "Pizza" not in bar_copy.text
+    assert "ÄNDERUNG" not in bar_copy.text and bar_copy.qr_codes == ["edge:v1:ord_7f3a9c21:bar"]
+
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 201, await r.text()
+    copies = [decode(d) for d in (await kitchen.wait_for_printed(5))[3:]]
+    assert sorted(c.qr_codes[0] for c in copies) == ["edge:v1:ord_7f3a9c21:bar", "edge:v1:ord_7f3a9c21:kitchen"]
+    assert all("KOPIE / COPY" in c.text for c in copies)
+    assert "KOPIE / COPY" in decode((await front.wait_for_printed(2))[1]).text
+    await printed_all(agent)
+    assert len(kitchen.printed) == 5 and len(front.printed) == 2
+
+
+async def test_a_station_a_change_emptied_is_not_reprinted(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 2 takes the bar's only item away (the bar gets its change ticket). A reprint of the bar answers 404
+    (nothing there to make); a reprint of the whole order copies the kitchen's ticket and the receipt, no empty bar
+    ticket."""
+    drink = dict(TIRAMISU, sku="ESPRESSO", name="Espresso", station="bar")
+    assert (await post(api, {**example_order, "items": [*example_order["items"], drink]}))[0] == 201
+    await printed_all(agent)
+    assert (await post(api, revised(example_order, 2)))[0] == 200
+    await printed_all(agent)
+    kitchen, front = printers["kitchen"], printers["front"]
+    assert len(kitchen.printed) == 3  # kitchen, bar, and the bar's change
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint", json={"station": "bar"}) as r:
+        assert r.status == 404, await r.text()
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 201, await r.text()
+    (copy,) = [decode(d) for d in (await kitchen.wait_for_printed(4))[3:]]
+    assert copy.qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"] and "KOPIE / COPY" in copy.text
+    await front.wait_for_printed(2)
+    await printed_all(agent)
+    assert len(kitchen.printed) == 4 and len(front.printed) == 2
+
+
 async def test_a_reprint_shows_the_current_revision_and_a_cancelled_order_is_not_reprinted(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
