@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,11 +132,18 @@ def central_url(v: str) -> str | None:
 
 
 def mqtt_url(v: str) -> str | None:
-    return (
-        None
-        if not v or re.fullmatch(r"mqtts?://[^/\s:]+(:[0-9]{1,5})?/?", v)
-        else f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {v!r}"
-    )
+    """mqtt:// or mqtts://, a host name or address (IPv6 in brackets: mqtt://[fd00::5]:1883), a port or none."""
+    if not v:
+        return None
+    problem = f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {v!r}"
+    try:
+        parts = urllib.parse.urlsplit(v)
+        port = parts.port  # ValueError when not a number in 0-65535
+    except ValueError:
+        return problem
+    plain = not (parts.username or parts.password or parts.query or parts.fragment) and parts.path in ("", "/")
+    fine = parts.scheme in ("mqtt", "mqtts") and parts.hostname and plain and port != 0 and " " not in v
+    return None if fine else problem
 
 
 def topic_prefix(v: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import urllib.parse
 from pathlib import Path
 from typing import Literal
 
@@ -226,12 +227,11 @@ class MqttSettings:
 
     @property
     def host(self) -> str:
-        return self.url.split("://", 1)[1].rstrip("/").rsplit(":", 1)[0] if self.url else ""
+        return urllib.parse.urlsplit(self.url).hostname or "" if self.url else ""  # IPv6 without its brackets
 
     @property
     def port(self) -> int:
-        rest = self.url.split("://", 1)[1].rstrip("/") if self.url else ""
-        return int(rest.rsplit(":", 1)[1]) if ":" in rest else (8883 if self.tls else 1883)
+        return (urllib.parse.urlsplit(self.url).port if self.url else None) or (8883 if self.tls else 1883)
 
 
 # The sections that are one table each, in the order they are read; [printers], [stations], [staleness] and

@@ -90,6 +90,7 @@ class Broker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls_port = free_port() if tls else None
+        self.ipv6_port = free_port()  # the same broker on IPv6 loopback, for a URL like mqtt://[::1]:port
         self.tls = tls
         self.proc: asyncio.subprocess.Process | None = None
         passwd = self.dir / "passwd"
@@ -110,6 +111,7 @@ class Broker:
             "log_type notice",
             "user root",  # tests run as whoever they run as; mosquitto would otherwise switch to its own user
             f"listener {self.port} 127.0.0.1",
+            f"listener {self.ipv6_port} ::1",
             "max_connections -1",
             f"sys_interval {sys_interval}",
         ]

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edge.app import Agent
+from edge.config import parse_settings
+from edge.errors import ConfigError
 from edge.events import Event, MqttOrderRejected
 from edge.printing.decode import decode
 from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, eventually, post, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, post, wait_until
 from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -148,6 +153,20 @@ async def test_a_conflicting_order_over_mqtt_is_acked_kept_and_one_alert(
     assert await db_rows(again, "SELECT order_id, json_extract(error, '$.error') FROM mqtt_rejects") == [
         (order["id"], "conflict")
     ]  # acknowledged the first time: not delivered again
+
+
+async def test_a_broker_given_by_its_ipv6_address_takes_the_store_online(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """`url = "mqtt://[::1]:PORT"` (a broker on an IPv6 network) is a valid setting; the agent connects and prints
+    what is published. A URL the config cannot read still stops start-up with a line naming the key."""
+    agent = await make_agent(mqtt=mqtt_section(broker, url=f"mqtt://[::1]:{broker.ipv6_port}"))
+    assert (agent.settings.mqtt.host, agent.settings.mqtt.port) == ("::1", broker.ipv6_port)
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online over IPv6")
+    await make_order_printed_marker(agent, backend, printers)
+    for url in ("mqtt://[::1", "mqtt://host:99999", "mqtt://host/path", "http://host:1883"):
+        with pytest.raises(ConfigError, match=r"mqtt\.url"):
+            parse_settings(config_dict(Path("/tmp/unused"), printers, mqtt={"url": url}), source="test")
 
 
 def _events(backend: Backend, kind: str) -> Awaitable[list[dict[str, Any]]]:
