@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
@@ -136,8 +137,9 @@ def _reject_constant(name: str) -> None:
 
 
 def canonical_json(data: Any) -> str:
-    """One spelling per content, so a re-sent order hashes the same however it was formatted."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """One spelling per content, so a re-sent order hashes the same however it was formatted. Standard JSON only: a
+    number that overflowed to infinity (1e400) raises ValueError instead of being written as Infinity."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def content_hash(canonical: bytes) -> str:
@@ -339,23 +341,27 @@ def _check_depth(data: dict[str, Any]) -> None:
         stack.extend((child, depth + 1, field) for child in children if isinstance(child, dict | list))
 
 
-def _field_with_invalid_text(data: dict[str, Any]) -> str:
-    """The top-level field holding text that is not valid Unicode (a lone surrogate: JSON's "\\ud800")."""
+def _field_failing(data: dict[str, Any], step: Callable[[Any], object]) -> str:
+    """The top-level field on which ``step`` (writing its JSON, or encoding that) raises ValueError."""
     for key, value in data.items():
         try:
-            json.dumps({key: value}, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
+            step({key: value})
+        except ValueError:
             return key
     return "body"
 
 
 def canonical_bytes(data: dict[str, Any]) -> bytes:
-    """The canonical JSON as UTF-8, what is hashed and stored; refuses text that has no UTF-8 (a lone surrogate)."""
+    """The canonical JSON as UTF-8, what is hashed and stored; refuses text that has no UTF-8 (a lone surrogate) and
+    numbers beyond a float (1e400: JSON cannot write the infinity Python reads it as)."""
     try:
         return canonical_json(data).encode()
     except UnicodeEncodeError:
-        field = _field_with_invalid_text(data)
+        field = _field_failing(data, lambda part: canonical_json(part).encode())
         raise InvalidOrderError(field, "holds text that is not valid Unicode (a lone surrogate)") from None
+    except ValueError:
+        field = _field_failing(data, canonical_json)
+        raise InvalidOrderError(field, "holds a number too large to store (beyond a 64-bit float)") from None
 
 
 def parse_order(data: Any) -> Order:

@@ -293,6 +293,19 @@ async def test_deep_json_inside_an_unknown_field_is_refused_not_500(
     assert "deep" in body["reason"]
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "[1e999]"])
+async def test_a_number_too_large_for_a_float_is_refused_not_stored_as_infinity(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, number: str
+) -> None:
+    """1e400 is valid JSON but no float: Python reads it as infinity, which standard JSON cannot write back (SQLite's
+    JSON functions and central's parser refuse "Infinity"). Refused with 422 naming the field; nothing stored; the
+    order's reprint and everything else that reads stored orders keep working."""
+    raw = json.dumps(example_order)[:-1] + f', "x_extra": {number}}}'
+    status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
+    assert (status, body.get("field")) == (422, "x_extra"), body
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+
+
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
