@@ -251,8 +251,11 @@ async def test_a_change_ticket_follows_its_earlier_ticket_printed_on_the_backup_
     change = await kitchen.wait_for_printed(1, timeout=20)
     assert loop.time() - first_done < 5
     assert "ÄNDERUNG" in decode(change[0]).text
-    rows = await db_rows(agent, "SELECT printer, variant, state FROM print_jobs ORDER BY id")
-    assert rows == [("front", None, "printed"), ("kitchen", "change", "printed")]
+    await eventually(
+        lambda: db_rows(agent, "SELECT printer, variant, state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("front", None, "printed"), ("kitchen", "change", "printed")],
+        what="both printed, each on its printer",
+    )
 
 
 async def test_no_failover_before_the_configured_time(
