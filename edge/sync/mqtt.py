@@ -393,6 +393,13 @@ class MqttLink:
         except (MalformedOrderError, InvalidOrderError, OrderConflictError, WrongStateError) as err:
             await self._reject(topic, payload, order_id, intake_error_body(err))
             return "rejected"
+        except StoreError:
+            raise  # not the message's fault: taken again from memory until the store can write
+        except Exception as err:  # a bug: left unacked, the broker would send it for ever and hold an in-flight slot
+            log.exception("mqtt_order_failed", order_id=order_id, topic=topic)
+            error = {"error": "internal_error", "reason": f"the agent failed on this message: {type(err).__name__}"}
+            await self._reject(topic, payload, order_id, error)
+            return "rejected"
         return str(result.outcome)
 
     async def _reject(self, topic: str, payload: bytes, order_id: str | None, error: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from edge.app import Agent
 from edge.config import parse_settings
 from edge.errors import ConfigError
 from edge.events import Event, MqttOrderRejected
+from edge.orders.intake import OrderIntake
 from edge.printing.decode import decode
 from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
@@ -167,6 +168,40 @@ async def test_a_broker_given_by_its_ipv6_address_takes_the_store_online(
     for url in ("mqtt://[::1", "mqtt://host:99999", "mqtt://host/path", "http://host:1883"):
         with pytest.raises(ConfigError, match=r"mqtt\.url"):
             parse_settings(config_dict(Path("/tmp/unused"), printers, mqtt={"url": url}), source="test")
+
+
+async def test_an_order_that_trips_an_unexpected_error_is_kept_acked_and_alerted_not_redelivered_for_ever(
+    make_agent: MakeAgent,
+    broker: Broker,
+    backend: Backend,
+    printers: dict[str, SimPrinter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message the intake fails on in a way nobody foresaw (a bug, injected here) is not left unacknowledged (the
+    broker would hold it and send it at every reconnect, and a full in-flight window stops the whole intake): it is
+    kept in mqtt_rejects as an internal error for a person, acknowledged, alerted; the orders after it print."""
+    accept = OrderIntake.accept
+
+    async def tripping(self: OrderIntake, order: Any, **kwargs: Any) -> Any:
+        if isinstance(order, dict) and order.get("id") == "ord_trips":
+            raise RuntimeError("a bug nobody foresaw")
+        return await accept(self, order, **kwargs)
+
+    monkeypatch.setattr(OrderIntake, "accept", tripping)
+    agent = await make_agent(mqtt=mqtt_section(broker), **MAIL)
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    await backend.publish(ORDERS, {**make_order(1, print_receipt=False), "id": "ord_trips"})
+    await make_order_printed_marker(agent, backend, printers)
+    rows = await db_rows(agent, "SELECT order_id, json_extract(error, '$.error') FROM mqtt_rejects")
+    assert rows == [("ord_trips", "internal_error")]
+    await eventually(
+        lambda: db_rows(agent, "SELECT type FROM alert_groups"), lambda r: r == [("mqtt_invalid",)], what="alerted"
+    )
+    await agent.stop()
+    monkeypatch.setattr(OrderIntake, "accept", accept)
+    again = await make_agent(mqtt=mqtt_section(broker))
+    await make_order_printed_marker(again, backend, printers)
+    assert await db_rows(again, "SELECT COUNT(*) FROM orders WHERE id = 'ord_trips'") == [(0,)]  # not redelivered
 
 
 def _events(backend: Backend, kind: str) -> Awaitable[list[dict[str, Any]]]:
