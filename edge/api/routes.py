@@ -65,7 +65,12 @@ async def post_cancel(request: web.Request) -> web.Response:
     payload = json.loads(order.payload) | {"revision": body["revision"], "status": "cancelled"}
     if (reason := body.get("reason")) is not None:
         payload["cancel_reason"] = reason
-    return _accepted(await deps.intake.accept(payload))
+    try:
+        return _accepted(await deps.intake.accept(payload))
+    except InvalidOrderError as err:
+        if err.field == "cancel_reason":  # stored under that name; this request calls it reason
+            raise InvalidOrderError("reason", err.reason) from err
+        raise
 
 
 async def get_order(request: web.Request) -> web.Response:

@@ -126,6 +126,19 @@ async def test_cancel_after_print_prints_storno(
     assert len(printers["kitchen"].printed) == 2
 
 
+@pytest.mark.parametrize(("reason", "problem"), [("x" * 201, "at most 200"), (5, "string")])
+async def test_a_bad_cancel_reason_is_refused_naming_the_field_the_sender_wrote(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, reason: Any, problem: str
+) -> None:
+    """The cancel route's body says `reason`: a reason too long or not text is refused with 422 naming `reason`
+    (not the stored order's field name), and the order stays open."""
+    assert (await post(api, example_order))[0] == 201
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 2, "reason": reason}) as r:
+        body = await r.json()
+        assert (r.status, body["field"]) == (422, "reason") and problem in body["reason"], body
+    assert await db_rows(agent, "SELECT revision, status FROM orders") == [(1, "open")]
+
+
 async def test_cancel_while_queued_discards_and_prints_nothing(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
