@@ -112,6 +112,14 @@ class ExistingJob:
     revision: int
     variant: JobVariant | None
     change_from: int | None
+    # Waiting to print again marked COPY: an attempt was cut short (paper out, a crash, a write that failed half way)
+    # or a person asked for a copy. Either way what it shows may be in the cook's hand already.
+    copy: bool = False
+
+    @property
+    def on_paper(self) -> bool:
+        """Printing, printed, or a COPY waiting to print again: its revision may be on paper."""
+        return self.state in ON_PAPER or (self.copy and self.state in NOT_PRINTED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,14 +138,14 @@ class RevisionPlan:
 
 
 def paper_revision(jobs: Sequence[ExistingJob]) -> int | None:
-    """The revision on paper at one station: the latest ticket printing or printed there (None: nothing)."""
-    printed = [j for j in jobs if j.state in ON_PAPER]
+    """The revision on paper at one station: the latest ticket that may be on paper there (None: nothing)."""
+    printed = [j for j in jobs if j.on_paper]
     return max(printed, key=lambda j: j.id).revision if printed else None
 
 
 def revisions_needed(jobs: Sequence[ExistingJob]) -> set[int]:
     """The revisions plan_revision reads: what is on paper and what waiting change tickets differ from."""
-    needed = {j.revision for j in jobs if j.state in ON_PAPER}
+    needed = {j.revision for j in jobs if j.on_paper}
     needed.update(j.change_from for j in jobs if j.change_from is not None and j.state in NOT_PRINTED)
     return needed
 
@@ -177,6 +185,9 @@ def plan_revision(
             if on_paper is not None:
                 add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CANCEL, on_paper))
             continue
+        # A COPY may repeat what the cook holds: it stays as it is (rewritten, it would differ from the original it
+        # claims to copy and hide the change); the change follows it as a ticket of its own.
+        waiting = [j for j in waiting if not j.copy]
         for job in waiting:
             base = orders[job.change_from] if job.variant == JobVariant.CHANGE and job.change_from else None
             empty = diff_station(base, new, station) == () if base else not new.production_items(station)

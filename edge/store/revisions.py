@@ -115,8 +115,8 @@ async def apply_revision(conn: aiosqlite.Connection, new: Revision, now: float) 
         (order.revision, new.content_hash, order.id),
     )
     rows = await conn.execute_fetchall(
-        "SELECT id, kind, station, state, revision, variant, change_from, printer FROM print_jobs WHERE order_id = ?"
-        " ORDER BY id",
+        "SELECT id, kind, station, state, revision, variant, change_from, printer, copy FROM print_jobs"
+        " WHERE order_id = ? ORDER BY id",
         (order.id,),
     )
     last_printer = {r[2]: r[7] for r in rows}  # oldest first: a station's latest printer wins
@@ -129,6 +129,7 @@ async def apply_revision(conn: aiosqlite.Connection, new: Revision, now: float) 
             revision=r[4],
             variant=JobVariant(r[5]) if r[5] else None,
             change_from=r[6],
+            copy=bool(r[8]),
         )
         for r in rows
     ]

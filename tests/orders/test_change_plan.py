@@ -129,6 +129,7 @@ def job(job_id: int, station: str, state: JobState, revision: int = 1, **kw: Any
         revision=revision,
         variant=kw.get("variant"),
         change_from=kw.get("change_from"),
+        copy=kw.get("copy", False),
     )
 
 
@@ -137,19 +138,31 @@ def job(job_id: int, station: str, state: JobState, revision: int = 1, **kw: Any
     before=ITEMS,
     after=ITEMS,
     states=st.lists(st.sampled_from(list(JobState)), min_size=3, max_size=3),
+    copies=st.lists(st.booleans(), min_size=3, max_size=3),
 )
-def test_every_station_gets_what_its_paper_needs(before: list[dict], after: list[dict], states: list[JobState]) -> None:
+def test_every_station_gets_what_its_paper_needs(
+    before: list[dict], after: list[dict], states: list[JobState], copies: list[bool]
+) -> None:
     """Per station: a waiting ticket is rewritten (or discarded when nothing is left for it), so nothing extra prints;
-    a ticket on paper gets a change ticket exactly when its lines changed; a station with nothing gets a whole
-    ticket marked added exactly when it has items now. An unchanged station gets nothing."""
+    a ticket on paper, or a COPY waiting to print again (it may be on paper already), gets a change ticket exactly
+    when its lines changed and stays as it is; a station with nothing gets a whole ticket marked added exactly when
+    it has items now. An unchanged station gets nothing."""
     old, new = order(unique_lines(before)), order(unique_lines(after), 2)
-    jobs = [job(n, s, state) for n, (s, state) in enumerate(zip(STATIONS, states, strict=True)) if s in old.stations]
+    jobs = [
+        job(n, s, state, copy=c)
+        for n, (s, state, c) in enumerate(zip(STATIONS, states, copies, strict=True))
+        if s in old.stations
+    ]
     plan = plan_revision(jobs, {1: old}, new, previous=old)
+    waiting_states = (JobState.QUEUED, JobState.HELD, JobState.FAILED, JobState.DEAD)
     for station in STATIONS:
         mine = [j for j in jobs if j.station == station and j.state != JobState.DISCARDED]
         added = [p for p in plan.add if p.station == station]
         changed = diff_station(old, new, station) != ()
-        if mine and mine[0].state in (JobState.QUEUED, JobState.HELD, JobState.FAILED, JobState.DEAD):
+        if mine and mine[0].state in waiting_states and mine[0].copy:  # may be on paper: left, a change follows
+            assert mine[0].id not in plan.rewrite and mine[0].id not in plan.discard
+            assert added == ([PlannedJob(JobKind.TICKET, station, JobVariant.CHANGE, 1)] if changed else [])
+        elif mine and mine[0].state in waiting_states:
             assert added == []
             assert (mine[0].id in plan.rewrite) == bool(new.production_items(station))
             assert (mine[0].id in plan.discard) == (not new.production_items(station))
@@ -163,14 +176,22 @@ def test_every_station_gets_what_its_paper_needs(before: list[dict], after: list
 
 
 def test_cancel_discards_what_waits_and_voids_what_is_on_paper() -> None:
-    items = [item("A", s, 1, [], None, None) for s in STATIONS]
+    """A COPY waiting to print again (its first attempt cut short) is not printed for a cancelled order, but what it
+    copies may be in the cook's hand: that station gets a STORNO too."""
+    items = [item("A", s, 1, [], None, None) for s in (*STATIONS, "pass")]
     old = order(items)
-    jobs = [job(1, "kitchen", JobState.PRINTED), job(2, "bar", JobState.QUEUED), job(3, "grill", JobState.PRINTING)]
+    jobs = [
+        job(1, "kitchen", JobState.PRINTED),
+        job(2, "bar", JobState.QUEUED),
+        job(3, "grill", JobState.PRINTING),
+        job(4, "pass", JobState.QUEUED, copy=True),
+    ]
     plan = plan_revision(jobs, {1: old}, order(items, 2, "cancelled"), previous=old)
-    assert plan.discard == (2,) and plan.rewrite == ()
+    assert plan.discard == (2, 4) and plan.rewrite == ()
     assert plan.add == (
         PlannedJob(JobKind.TICKET, "kitchen", JobVariant.CANCEL, 1),
         PlannedJob(JobKind.TICKET, "grill", JobVariant.CANCEL, 1),
+        PlannedJob(JobKind.TICKET, "pass", JobVariant.CANCEL, 1),
     )
 
 

@@ -267,6 +267,38 @@ async def test_a_change_committed_while_the_ticket_prints_follows_it_as_a_change
     assert len(printers["kitchen"].printed) == 2
 
 
+@pytest.mark.parametrize("then", ["change", "cancel"])
+async def test_a_ticket_cut_short_by_paper_out_counts_as_on_paper_for_a_change_or_a_cancellation(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], then: str
+) -> None:
+    """Paper runs out halfway through the kitchen ticket: the cook may hold half of revision 1, and its reprint (COPY)
+    waits for the new roll. A change meanwhile leaves that COPY as it was (a COPY that differs from the original would
+    hide the change) and an ÄNDERUNG ticket follows it; a cancellation prints a STORNO, the cook must not cook from
+    the half ticket (before: the waiting COPY was rewritten or discarded as if nothing were on paper, and a
+    cancellation printed nothing)."""
+    kitchen = printers["kitchen"]
+    kitchen.paper_out_after = 250
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
+    if then == "change":
+        assert (await post(api, dessert_added(example_order)))[0] == 200
+    else:
+        async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 2}) as r:
+            assert r.status == 200, await r.text()
+    kitchen.paper_out = False
+    await printed_all(agent) if then == "change" else await eventually(
+        lambda: job_rows(agent), lambda rows: all(r[0] in ("printed", "discarded") for r in rows), what="settled"
+    )
+    after = [decode(d).text for d in kitchen.printed[1:]]  # what came out after the new roll
+    if then == "change":
+        assert any("ÄNDERUNG" in t and "+ 1x Tiramisu" in t for t in after), after
+        assert all("Tiramisu" not in t for t in after if "KOPIE" in t)  # no COPY that differs from the original
+    else:
+        assert after and "STORNO" in after[-1], after
+        assert not any("KOPIE" in t and "STORNO" not in t for t in after)  # no copy of the cancelled ticket
+
+
 @pytest.mark.parametrize(("minutes", "state"), [(20, "printed"), (50, "held")])
 async def test_a_change_is_as_old_as_its_order(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, minutes: int, state: str
