@@ -307,6 +307,9 @@ class Spooler:
         if recorded.state == JobState.DEAD:
             self._ages.forget(job.id)
             log.error("job_dead", device_id=self.name, attempts=recorded.attempts, error=error)
+        elif recorded.state == JobState.DISCARDED:
+            self._ages.forget(job.id)
+            log.info("job_discarded", device_id=self.name, reason="its order was cancelled", error=error)
         else:
             log.warning(
                 "job_failed",

@@ -39,6 +39,11 @@ _IN_TURN = (
     " AND e.station IS j.station AND e.id < j.id"
     " AND (e.state IN ('queued', 'failed') OR (e.state = 'printing' AND e.printer IS NOT j.printer))))"
 )
+# Where a job goes when its attempt ends without it surely on paper (released unsent, cut short, failed, caught by a
+# crash): back in line, or, once its order is cancelled, discarded: no void ticket or receipt prints again; a ticket
+# that was printing when the order was cancelled got its STORNO then (see edge/orders/changes.py).
+_ORDER_CANCELLED = "EXISTS (SELECT 1 FROM orders o WHERE o.id = print_jobs.order_id AND o.status = 'cancelled')"
+_BACK_IN_LINE = f"CASE WHEN {_ORDER_CANCELLED} THEN 'discarded' ELSE 'queued' END"
 # What a reprint copies: the receipt, if the order has one, and a ticket for each station with production items in
 # the current revision, whether its first ticket was an original or came with a change (a station gaining its first
 # items); not a station a change emptied. ?1 the order, ?2 one station or NULL for all.
@@ -201,7 +206,7 @@ class JobStore:
                     done[mark.job_id] = now
             if release:
                 await conn.execute(
-                    "UPDATE print_jobs SET state = 'queued' WHERE state = 'printing' AND printer = ?"
+                    f"UPDATE print_jobs SET state = {_BACK_IN_LINE} WHERE state = 'printing' AND printer = ?"
                     " AND id IN (SELECT value FROM json_each(?))",
                     (printer, json.dumps(list(release))),
                 )
@@ -359,20 +364,22 @@ class JobStore:
 
     async def mark_uncertain(self, job_id: int, error: str) -> bool:
         """The job went out but the printer then reported a fault (paper end, cover open…): it may be partly on
-        paper. Back in line to print again marked COPY, no attempt spent; central hears nothing yet."""
+        paper. Back in line to print again marked COPY, no attempt spent; central hears nothing yet. True if it
+        will print again (not when a person or a cancellation ended it meanwhile)."""
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'queued', copy = 1, last_error = ? WHERE id = ? AND state = 'printing'",
+            rows = await conn.execute_fetchall(
+                f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1, last_error = ?"
+                " WHERE id = ? AND state = 'printing' RETURNING state",
                 (error[:500], job_id),
             )
-            changed = cursor.rowcount == 1
-            await cursor.close()
-        return changed
+        return any(r[0] == JobState.QUEUED for r in rows)
 
     async def release(self, job_id: int) -> None:
         """The printer could not take the job (offline, paper out): back in line, no attempt spent."""
         async with self._db.transaction() as conn:
-            await conn.execute("UPDATE print_jobs SET state = 'queued' WHERE id = ? AND state = 'printing'", (job_id,))
+            await conn.execute(
+                f"UPDATE print_jobs SET state = {_BACK_IN_LINE} WHERE id = ? AND state = 'printing'", (job_id,)
+            )
 
     async def mark_failed(
         self,
@@ -396,7 +403,8 @@ class JobStore:
             rows = list(
                 await conn.execute_fetchall(
                     "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-                    " copy = copy OR ?, state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END"
+                    f" copy = copy OR ?, state = CASE WHEN {_ORDER_CANCELLED} THEN 'discarded'"
+                    " WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END"
                     " WHERE id = ? AND state = ? RETURNING state, attempts, printer,"
                     " (SELECT number FROM orders WHERE id = order_id)",
                     (error[:500], next_attempt_at, int(partial), max_attempts, job_id, expected),
@@ -420,19 +428,20 @@ class JobStore:
                         attempts=attempts,
                     )
                 )
-            else:
+            elif state == JobState.FAILED:
                 events.append(
                     JobFailed(job_id=job_id, order_id=order_id, printer=printer, error=error, attempts=attempts)
                 )
         return FailureRecorded(state, attempts)
 
     async def requeue_interrupted(self) -> list[int]:
-        """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY."""
+        """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY (those of an order
+        cancelled meanwhile are discarded). Returns the ones to print again."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                "UPDATE print_jobs SET state = 'queued', copy = 1 WHERE state = 'printing' RETURNING id"
+                f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1 WHERE state = 'printing' RETURNING id, state"
             )
-        return sorted(r[0] for r in rows)
+        return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
 
     async def retry(self, job_id: int) -> None:
         """A person asks again: a failed or dead job goes back in line with fresh attempts.

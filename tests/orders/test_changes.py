@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,11 +13,11 @@ import pytest
 
 from edge.app import Agent
 from edge.clock import SteppedClock
-from edge.config import Settings
+from edge.config import Settings, parse_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import api_client, db_rows, eventually, job_rows, post, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, job_rows, post, wait_until
 
 
 def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
@@ -297,6 +298,39 @@ async def test_a_ticket_cut_short_by_paper_out_counts_as_on_paper_for_a_change_o
     else:
         assert after and "STORNO" in after[-1], after
         assert not any("KOPIE" in t and "STORNO" not in t for t in after)  # no copy of the cancelled ticket
+
+
+async def test_a_receipt_going_out_when_its_order_is_cancelled_is_not_printed_again_if_cut_short(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """The customer's receipt is going out (slowly) when the order is cancelled, and the paper runs out halfway: the
+    receipt is not printed again as COPY for a sale that no longer exists (before: a whole receipt COPY came out after
+    the new roll). The kitchen's STORNO prints as always."""
+    front = printers["front"]
+    front.bytes_per_s = 600  # the receipt takes most of a second; its status answer waits for it (timeout 5 s)
+    front.paper_out_after = 300
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["front"]["status_timeout"] = 5
+    agent = await make_agent(parse_settings(raw, source="test"))
+    api = api_client(agent)
+    assert (await post(api, example_order))[0] == 201
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE kind = 'receipt'"),
+        lambda rows: rows == [("printing",)],
+        what="the receipt going out",
+    )
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 2}) as r:
+        assert r.status == 200, await r.text()
+    await wait_until(lambda: agent.spoolers["front"].state.value == "paper_out")
+    front.paper_out = False
+    await eventually(
+        lambda: job_rows(agent), lambda rows: all(r[0] in ("printed", "discarded") for r in rows), what="settled"
+    )
+    await wait_until(lambda: agent.spoolers["front"].state.value == "online")  # back, and its queue looked at
+    assert len(front.printed) == 1 and not decode(front.printed[0]).qr_codes  # only the half receipt
+    assert await db_rows(agent, "SELECT state FROM print_jobs WHERE kind = 'receipt'") == [("discarded",)]
+    assert any("STORNO" in decode(d).text for d in printers["kitchen"].printed)
+    await api.close()
 
 
 @pytest.mark.parametrize(("minutes", "state"), [(20, "printed"), (50, "held")])
