@@ -15,6 +15,7 @@ from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import agent_process, api_client, db_rows, eventually, post, wait_until, wal_commits
+from tests.printing.conftest import LoopClock
 
 ORDERS = 10
 
@@ -85,3 +86,43 @@ async def test_sigkill_while_printed_marks_wait_for_a_commit_reprints_them_as_co
         await agent.close()
         await kitchen.stop()
         await front.stop()
+
+
+async def test_a_printed_mark_with_nothing_to_ride_on_is_committed_after_50_ms(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
+) -> None:
+    """One ticket and nothing after it: it is on paper at once, but its 'printed' row (and central's 'printed' event)
+    waits 50 ms for a claim to ride on, then is committed on its own; no sooner, and not much later."""
+    agent = await make_agent(clock=loop_clock)
+    kitchen = printers["kitchen"]
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: kitchen.printed, "the ticket on paper")
+    await loop_clock.run(0.04)
+    assert await db_rows(agent, "SELECT state FROM print_jobs") == [("printing",)]
+    await loop_clock.run(0.02)
+    await loop_clock.settle()
+    assert await db_rows(agent, "SELECT state FROM print_jobs") == [("printed",)]
+    assert [e for (e,) in await db_rows(agent, "SELECT event FROM outbox ORDER BY id")] == ["received", "printed"]
+
+
+async def test_a_graceful_stop_records_the_printed_marks_still_waiting_to_ride(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
+) -> None:
+    """The agent is stopped (SIGTERM) right after a ticket came out, while its printed mark waits for a commit: the
+    stop records it, so the ticket is 'printed' and central hears so (left 'printing', the next start would print it
+    again as COPY)."""
+    agent = await make_agent(clock=loop_clock)
+    kitchen = printers["kitchen"]
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: kitchen.printed, "the ticket on paper")
+    assert await db_rows(agent, "SELECT state FROM print_jobs") == [("printing",)]
+    await agent.stop()
+    assert await db_rows(agent, "SELECT state, copy FROM print_jobs") == [("printed", 0)]
+    assert [e for (e,) in await db_rows(agent, "SELECT event FROM outbox ORDER BY id")] == [
+        "received",
+        "printed",
+    ]

@@ -1,0 +1,83 @@
+"""When the spool asks the printer, counted on a stopped clock the test moves (``loop_clock``): the paused printer's
+probe backoff, the idle poll's cadence. The timing is the behaviour here (a printer back within 2 s of the fix, no
+printer hammered with status reads), so it is pinned exactly rather than bounded in real time."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, config_dict, post
+from tests.printing.conftest import LoopClock
+
+READ = 3  # status queries per status read: DLE EOT 1, 2 and 4
+
+
+def read_times(clock: LoopClock, printer: SimPrinter) -> tuple[list[float], Callable[[], None]]:
+    """The clock's time at each status read the printer answers from now on, and the callback that records them (one
+    read completes per step of ``LoopClock.run``, as it settles after each)."""
+    times: list[float] = []
+    seen = [printer.status_queries]
+
+    def each() -> None:
+        while printer.status_queries >= seen[0] + READ:
+            seen[0] += READ
+            times.append(clock.mono())
+
+    return times, each
+
+
+async def test_a_printer_out_of_paper_is_probed_after_a_quarter_second_doubling_to_every_second(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock, tmp_path: Path
+) -> None:
+    """The idle poll finds the kitchen printer out of paper: the spool pauses and reads its status again 0.25 s later,
+    then 0.5 s, then every 1 s (the cap for paper and cover faults, so a new roll prints within 2 s), and nothing else
+    asks the printer meanwhile."""
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"]["status_poll_s"] = 5.0
+    agent = await make_agent(parse_settings(raw, source="test"), clock=loop_clock)
+    kitchen = printers["kitchen"]
+    loop_clock.freeze()
+    kitchen.paper_out = True
+    times, each = read_times(loop_clock, kitchen)
+    await loop_clock.run(9.0, each=each)  # the poll within 5 s, then 4 s paused
+    assert agent.spoolers["kitchen"].state.value == "paper_out"
+    intervals = [b - a for a, b in pairwise(times)]
+    assert intervals[:5] == pytest.approx([0.25, 0.5, 1.0, 1.0, 1.0], abs=0.03), times
+
+
+async def test_an_idle_printer_is_read_every_status_poll_s_from_the_start_and_from_its_last_job(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    loop_clock: LoopClock,
+    tmp_path: Path,
+    example_order: dict,
+) -> None:
+    """status_poll_s 2: an idle spool reads its printer's status 2 s after the agent starts, then every 2 s; a job's own
+    status reads (before and after its bytes) count as a poll, so the next read comes 2 s after the job, not at once
+    and not on the old beat."""
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"]["status_poll_s"] = 2.0
+    loop_clock.freeze()
+    started = loop_clock.mono()
+    agent = await make_agent(parse_settings(raw, source="test"), clock=loop_clock)
+    kitchen = printers["kitchen"]
+    times, each = read_times(loop_clock, kitchen)
+    await loop_clock.run(5.0, each=each)
+    assert [t - started for t in times] == pytest.approx([2.0, 4.0], abs=0.03), times
+
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await loop_clock.until(lambda: kitchen.printed, "printed")
+    printed_at = loop_clock.mono()  # 5 s: off the old beat (6 s)
+    await loop_clock.until(lambda: kitchen.status_queries % READ == 2, "the job's reads before and after it (3 + 2)")
+    times, each = read_times(loop_clock, kitchen)
+    await loop_clock.run(4.5, each=each)
+    assert [t - printed_at for t in times] == pytest.approx([2.0, 4.0], abs=0.03), times
