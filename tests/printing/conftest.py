@@ -75,15 +75,24 @@ class LoopClock(SteppedClock):
                 raise AssertionError(f"the agent still busy after {timeout:g} s at a stopped clock: a busy loop?")
             await self._idle.wait()
 
-    async def until(self, check: Callable[[], object], what: str, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """With the clock stopped, until ``check()`` holds (the agent reached it on its own: its database work runs in
-        threads this clock does not count); fails naming ``what`` after ``timeout`` real seconds."""
+    async def until(
+        self,
+        check: Callable[[], object],
+        what: str,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 (real seconds: the clock may be stopped)
+        settle: bool = True,
+    ) -> None:
+        """With the clock stopped, until ``check()`` holds (the agent gets there on its own, without timers); fails
+        naming ``what`` after ``timeout`` real seconds. ``settle=False``: checks also while the agent is still busy
+        in a thread (a job going out to a slow printer)."""
         deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
                 raise AssertionError(f"not {what} after {timeout:g} s")
             await asyncio.to_thread(time.sleep, 0.002)  # no timer fires while stopped: wait in a thread
-            await self.settle()
+            if settle:
+                await self.settle()
 
     async def run(self, seconds: float, *, step: float = 0.01, each: Callable[[], None] = lambda: None) -> None:
         """Moves the clock ``seconds`` forward in steps of ``step``; after each, the agent has done what was due (the

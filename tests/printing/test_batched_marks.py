@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -126,3 +127,58 @@ async def test_a_graceful_stop_records_the_printed_marks_still_waiting_to_ride(
         "received",
         "printed",
     ]
+
+
+async def _commits_of_printed_marks(agent: Agent) -> list[int]:
+    """How many printed marks each commit recorded, in order: marks recorded together share their printed_at."""
+    rows = await db_rows(agent, "SELECT printed_at FROM print_jobs WHERE state = 'printed' ORDER BY id")
+    return [len(list(group)) for _, group in itertools.groupby(at for (at,) in rows)]
+
+
+async def test_a_backlog_is_claimed_in_bursts_of_at_most_16_once_a_job_went_out(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
+) -> None:
+    """Twenty tickets wait for the kitchen printer (out of paper); a new roll goes in. The spool claims one ticket (no
+    job has gone out yet to judge the printer by); it goes out in no time (the clock is stopped), so the spool claims
+    16 next, the most one commit takes (a crash reprints as COPY at most that many), then the last 3. Each claim
+    carries the printed marks of the jobs before it: the marks are recorded 1, 16, 3 per commit, every ticket once, as
+    an original."""
+    agent = await make_agent(clock=loop_clock)
+    kitchen = printers["kitchen"]
+    kitchen.paper_out = True
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        for n in range(20):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
+    kitchen.paper_out = False
+    await loop_clock.run(1.0)  # the next probe finds the paper back (each order posted woke one: 1 s apart by now)
+    await loop_clock.until(lambda: len(kitchen.printed) == 20, "every ticket on paper")
+    await loop_clock.run(0.06)  # the last marks' ride
+    await loop_clock.settle()
+    assert await _commits_of_printed_marks(agent) == [1, 16, 3]
+    assert not any("KOPIE" in decode(paper).text for paper in kitchen.printed)
+
+
+async def test_a_slow_printer_gets_its_jobs_claimed_one_per_commit(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
+) -> None:
+    """A printer that takes longer than 50 ms per ticket (here at least a tenth of a second: 5,000 bytes/s) gets one
+    job per claim: a crash never leaves more than the ticket at the printer claimed but unsent. Four tickets that
+    waited are recorded printed one per commit."""
+    agent = await make_agent()
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    async with api_client(agent) as api:
+        for n in range(4):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    kitchen.bytes_per_s = 5_000
+    kitchen.set_offline(False)
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs"),
+        lambda rows: rows == [("printed",)] * 4,
+        what="every ticket printed",
+    )
+    assert min(len(job) for job in kitchen.printed) > 500  # each took over 0.1 s at 5,000 bytes/s
+    assert await _commits_of_printed_marks(agent) == [1, 1, 1, 1]

@@ -12,6 +12,7 @@ import pytest
 
 from edge.app import Agent
 from edge.config import parse_settings
+from edge.events import Event, PrinterStatusChanged
 from edge.sim.printer import SimPrinter
 from tests.helpers import api_client, config_dict, post
 from tests.printing.conftest import LoopClock
@@ -36,18 +37,24 @@ def read_times(clock: LoopClock, printer: SimPrinter) -> tuple[list[float], Call
 async def test_a_printer_out_of_paper_is_probed_after_a_quarter_second_doubling_to_every_second(
     make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock, tmp_path: Path
 ) -> None:
-    """The idle poll finds the kitchen printer out of paper: the spool pauses and reads its status again 0.25 s later,
-    then 0.5 s, then every 1 s (the cap for paper and cover faults, so a new roll prints within 2 s), and nothing else
-    asks the printer meanwhile."""
+    """The idle poll finds the kitchen printer out of paper: the state changes at once (the alert's event), the spool
+    pauses and reads the status again 0.25 s later, then 0.5 s, then every 1 s (the cap for paper and cover faults, so
+    a new roll prints within 2 s), and nothing else asks the printer meanwhile."""
     raw = config_dict(tmp_path / "data", printers)
     raw["printers"]["kitchen"]["status_poll_s"] = 5.0
-    agent = await make_agent(parse_settings(raw, source="test"), clock=loop_clock)
+    changes: list[tuple[str, str, float]] = []
+
+    def heard(event: Event) -> None:
+        if isinstance(event, PrinterStatusChanged) and event.printer == "kitchen":
+            changes.append((event.new, event.detail, loop_clock.mono()))
+
+    await make_agent(parse_settings(raw, source="test"), clock=loop_clock, listen=heard)
     kitchen = printers["kitchen"]
     loop_clock.freeze()
     kitchen.paper_out = True
     times, each = read_times(loop_clock, kitchen)
     await loop_clock.run(9.0, each=each)  # the poll within 5 s, then 4 s paused
-    assert agent.spoolers["kitchen"].state.value == "paper_out"
+    assert changes[-1] == ("paper_out", "found by the status poll between jobs", times[0])
     intervals = [b - a for a, b in pairwise(times)]
     assert intervals[:5] == pytest.approx([0.25, 0.5, 1.0, 1.0, 1.0], abs=0.03), times
 
