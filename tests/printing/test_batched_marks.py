@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.app import Agent
+from edge.events import Event, JobPrinted, PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -182,3 +183,68 @@ async def test_a_slow_printer_gets_its_jobs_claimed_one_per_commit(
     )
     assert min(len(job) for job in kitchen.printed) > 500  # each took over 0.1 s at 5,000 bytes/s
     assert await _commits_of_printed_marks(agent) == [1, 1, 1, 1]
+
+
+async def test_a_stop_during_a_burst_puts_the_claimed_jobs_not_yet_sent_back_in_line(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
+) -> None:
+    """The agent is told to stop (SIGTERM) just as the spool has claimed 16 waiting tickets in one commit: the ticket
+    going out finishes and is recorded printed, the 15 claimed behind it go back to 'queued' unsent and unmarked (not
+    left 'printing', which the next start would print as COPY though nobody ever saw them)."""
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop_after_the_first_mark(event: Event) -> None:
+        # The first printed mark is published with the claim of the 16 behind it, just before the first goes out.
+        if isinstance(event, JobPrinted) and not stopping:
+            loop_clock.thaw()
+            stopping.append(asyncio.create_task(agent.stop()))
+
+    agent = await make_agent(clock=loop_clock, listen=stop_after_the_first_mark)
+    kitchen = printers["kitchen"]
+    kitchen.paper_out = True
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        for n in range(20):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
+    kitchen.paper_out = False
+    loop_clock.advance(1.0)  # the next probe finds the paper back (each order posted woke one: 1 s apart by now)
+    await loop_clock.until(lambda: stopping, "the stop", settle=False)
+    await stopping[0]
+    rows = await db_rows(agent, "SELECT state, copy FROM print_jobs ORDER BY id")
+    assert rows == [("printed", 0)] * 2 + [("queued", 0)] * 18
+    assert len(kitchen.printed) == 2
+
+
+async def test_paper_out_on_the_first_ticket_of_a_burst_puts_the_others_back_in_line_unmarked(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
+) -> None:
+    """The spool has claimed 16 waiting tickets in one commit; paper runs out in the middle of the first of them. That
+    one waits to print again as COPY (part of it is on paper); the 15 claimed behind it go back to 'queued' unsent and
+    unmarked; the spool pauses, and the alert's state change says what happened."""
+    changes: list[PrinterStatusChanged] = []
+    printed: list[JobPrinted] = []
+
+    def heard(event: Event) -> None:
+        if isinstance(event, JobPrinted):
+            printed.append(event)
+            if len(printed) == 1:  # the first ticket's mark, published with the claim of the 16 behind it
+                kitchen.paper_out_after = 50
+        if isinstance(event, PrinterStatusChanged) and event.printer == "kitchen":
+            changes.append(event)
+
+    agent = await make_agent(clock=loop_clock, listen=heard)
+    kitchen = printers["kitchen"]
+    kitchen.paper_out = True
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        for n in range(20):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
+    kitchen.paper_out = False
+    await loop_clock.run(1.0)  # the next probe finds the paper back (each order posted woke one: 1 s apart by now)
+    await loop_clock.until(lambda: [c.new for c in changes].count("paper_out") == 2, "paused again")
+    rows = await db_rows(agent, "SELECT state, attempts, copy FROM print_jobs ORDER BY id")
+    assert rows == [("printed", 0, 0), ("queued", 0, 1)] + [("queued", 0, 0)] * 18
+    assert (changes[-1].new, changes[-1].detail) == ("paper_out", "paper out after the job")
+    assert len(kitchen.printed) == 2 and len(kitchen.printed[1]) == 50  # the first whole, half of the second
