@@ -39,7 +39,8 @@ async def test_a_printer_out_of_paper_is_probed_after_a_quarter_second_doubling_
 ) -> None:
     """The idle poll finds the kitchen printer out of paper: the state changes at once (the alert's event), the spool
     pauses and reads the status again 0.25 s later, then 0.5 s, then every 1 s (the cap for paper and cover faults, so
-    a new roll prints within 2 s), and nothing else asks the printer meanwhile."""
+    a new roll prints within 2 s), and nothing else asks the printer meanwhile. The probe that finds a new roll makes
+    the printer 'online' at once, though nothing waits to print (not at the next idle poll)."""
     raw = config_dict(tmp_path / "data", printers)
     raw["printers"]["kitchen"]["status_poll_s"] = 5.0
     changes: list[tuple[str, str, float]] = []
@@ -57,6 +58,10 @@ async def test_a_printer_out_of_paper_is_probed_after_a_quarter_second_doubling_
     assert changes[-1] == ("paper_out", "found by the status poll between jobs", times[0])
     intervals = [b - a for a, b in pairwise(times)]
     assert intervals[:5] == pytest.approx([0.25, 0.5, 1.0, 1.0, 1.0], abs=0.03), times
+
+    kitchen.paper_out = False  # a new roll: the next probe says so at once, nothing waiting to print
+    await loop_clock.run(1.0, each=each)
+    assert changes[-1] == ("online", "", times[-1])
 
 
 async def test_an_idle_printer_is_read_every_status_poll_s_from_the_start_and_from_its_last_job(
