@@ -9,12 +9,13 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.config import parse_settings
 from edge.events import Event, PrinterStatusChanged
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, config_dict, post
+from tests.helpers import api_client, config_dict, db_execute, post
 from tests.printing.conftest import LoopClock
 
 READ = 3  # status queries per status read: DLE EOT 1, 2 and 4
@@ -93,3 +94,35 @@ async def test_an_idle_printer_is_read_every_status_poll_s_from_the_start_and_fr
     times, each = read_times(loop_clock, kitchen)
     await loop_clock.run(4.5, each=each)
     assert [t - printed_at for t in times] == pytest.approx([2.0, 4.0], abs=0.03), times
+
+
+async def test_a_spool_that_cannot_read_its_queue_tries_again_each_second_not_in_a_tight_loop(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    loop_clock: LoopClock,
+    example_order: dict,
+) -> None:
+    """A waiting job's row this version cannot read (a ticket variant it does not know, as a newer version may have
+    written before a downgrade): the spool logs the error and looks again after 1 s, every second, instead of
+    spinning on the database or giving up."""
+    agent = await make_agent(clock=loop_clock)
+    kitchen = printers["kitchen"]
+    loop_clock.freeze()
+    kitchen.paper_out = True
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
+    await db_execute(agent, "UPDATE print_jobs SET variant = 'reprint'")
+    kitchen.paper_out = False
+    errors: list[float] = []
+    with capture_logs() as logs:
+
+        def each() -> None:
+            while sum(e["event"] == "spool_error" for e in logs) > len(errors):
+                errors.append(loop_clock.mono())
+
+        await loop_clock.run(4.0, each=each)  # the probe finds the paper back within 1 s, then 3 s of errors
+    assert len(errors) >= 3
+    assert [b - a for a, b in pairwise(errors)] == pytest.approx([1.0] * (len(errors) - 1), abs=0.03), errors
+    assert kitchen.printed == []
