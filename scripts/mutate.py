@@ -54,10 +54,12 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/sync/test_recovery.py",  # recovery's batch insert and lookups
     ],
     "edge/printing/spooler.py": [
+        "tests/printing/test_spool_timing.py",  # on a stopped clock: probe backoff, poll cadence, error pause
         "tests/printing/test_spooler.py",
         "tests/printing/test_job_outcomes.py",
         "tests/printing/test_job_states.py",
         "tests/printing/test_paper_fault.py",
+        "tests/printing/test_batched_marks.py",  # claims in bursts, printed marks riding on commits
         "tests/printing/test_hold_failover.py",
         "tests/printing/test_clock_steps.py",
         "tests/printing/test_staleness.py",

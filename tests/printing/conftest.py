@@ -45,9 +45,8 @@ class LoopClock(SteppedClock):
     def __init__(self) -> None:
         super().__init__()
         self._frozen_at: float | None = None  # real monotonic time the clock stopped at
-        self._in_flight = 0  # calls handed to threads (asyncio.to_thread) not yet returned to the loop
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = 0  # calls handed to threads (asyncio.to_thread, aiosqlite) not yet returned to the loop
+        self._run_in_executor: Callable[..., asyncio.Future[Any]] | None = None  # the loop's own, not counted
 
     def mono(self) -> float:
         return (time.monotonic() if self._frozen_at is None else self._frozen_at) + self.mono_offset
@@ -73,7 +72,12 @@ class LoopClock(SteppedClock):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"the agent still busy after {timeout:g} s at a stopped clock: a busy loop?")
-            await self._idle.wait()
+            await self._nap()
+
+    async def _nap(self) -> None:
+        """A millisecond of real time, with no timer (none fires while stopped) and not counted as the agent's."""
+        assert self._run_in_executor is not None, "LoopClock without its fixture"
+        await self._run_in_executor(None, time.sleep, 0.001)
 
     async def until(
         self,
@@ -90,7 +94,7 @@ class LoopClock(SteppedClock):
         while not check():
             if time.monotonic() > deadline:
                 raise AssertionError(f"not {what} after {timeout:g} s")
-            await asyncio.to_thread(time.sleep, 0.002)  # no timer fires while stopped: wait in a thread
+            await self._nap()
             if settle:
                 await self.settle()
 
@@ -104,6 +108,8 @@ class LoopClock(SteppedClock):
 
     def counting(self, run_in_executor: Callable[..., asyncio.Future[Any]]) -> Callable[..., asyncio.Future[Any]]:
         """``loop.run_in_executor`` (under asyncio.to_thread) counting its calls until their result is on the loop."""
+
+        self._run_in_executor = run_in_executor
 
         def run(executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
             future = run_in_executor(executor, func, *args)
@@ -128,12 +134,9 @@ class LoopClock(SteppedClock):
 
     def _busy(self) -> None:
         self._in_flight += 1
-        self._idle.clear()
 
     def _done(self) -> None:
         self._in_flight -= 1
-        if not self._in_flight:
-            self._idle.set()
 
 
 @pytest.fixture

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
+import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.events import Event, JobPrinted, PrinterStatusChanged
@@ -248,3 +252,43 @@ async def test_paper_out_on_the_first_ticket_of_a_burst_puts_the_others_back_in_
     assert rows == [("printed", 0, 0), ("queued", 0, 1)] + [("queued", 0, 0)] * 18
     assert (changes[-1].new, changes[-1].detail) == ("paper_out", "paper out after the job")
     assert len(kitchen.printed) == 2 and len(kitchen.printed[1]) == 50  # the first whole, half of the second
+
+
+def _hold_the_write_lock(db: Path, taken: threading.Event, release: threading.Event) -> None:
+    """Another process's write transaction (a backup, a technician's sqlite3 shell) holding the write lock."""
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        taken.set()
+        release.wait(30)
+        conn.execute("ROLLBACK")
+
+
+async def test_a_printed_mark_whose_commit_fails_rides_on_the_next_one(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
+) -> None:
+    """A ticket is on paper; the commit that should record it finds the database locked by another process past the
+    busy timeout (5 s) and fails. The mark is kept: once the lock is gone, the next commit records the ticket printed
+    (and tells central once); it is not left 'printing' to come out again as COPY at the next start."""
+    agent = await make_agent(clock=loop_clock)
+    kitchen = printers["kitchen"]
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: kitchen.printed, "the ticket on paper")
+    taken, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_the_write_lock, args=(agent.settings.agent.db_path, taken, release))
+    holder.start()  # a thread of its own: not the agent's work the stopped clock waits for
+    try:
+        await loop_clock.until(taken.is_set, "the lock taken", settle=False)
+        with capture_logs() as logs:
+            await loop_clock.run(0.06)  # the mark's ride: its commit waits for the lock, then fails
+            await loop_clock.until(lambda: any(e["event"] == "spool_error" for e in logs), "the commit failed")
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join)
+    assert await db_rows(agent, "SELECT state FROM print_jobs") == [("printing",)]
+    await loop_clock.run(1.0)  # the spool's pause after an error
+    await loop_clock.until(lambda: True, "settled")
+    assert await db_rows(agent, "SELECT state, copy FROM print_jobs") == [("printed", 0)]
+    assert [e for (e,) in await db_rows(agent, "SELECT event FROM outbox ORDER BY id")] == ["received", "printed"]
+    assert len(kitchen.printed) == 1
