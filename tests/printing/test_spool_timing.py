@@ -40,8 +40,9 @@ async def test_a_printer_out_of_paper_is_probed_after_a_quarter_second_doubling_
 ) -> None:
     """The idle poll finds the kitchen printer out of paper: the state changes at once (the alert's event), the spool
     pauses and reads the status again 0.25 s later, then 0.5 s, then every 1 s (the cap for paper and cover faults, so
-    a new roll prints within 2 s), and nothing else asks the printer meanwhile. The probe that finds a new roll makes
-    the printer 'online' at once, though nothing waits to print (not at the next idle poll)."""
+    a new roll prints within 2 s), and nothing else asks the printer meanwhile; the printer list keeps saying why it is
+    paused. The probe that finds a new roll makes the printer 'online' at once, though nothing waits to print (not at
+    the next idle poll)."""
     raw = config_dict(tmp_path / "data", printers)
     raw["printers"]["kitchen"]["status_poll_s"] = 5.0
     changes: list[tuple[str, str, float]] = []
@@ -50,7 +51,7 @@ async def test_a_printer_out_of_paper_is_probed_after_a_quarter_second_doubling_
         if isinstance(event, PrinterStatusChanged) and event.printer == "kitchen":
             changes.append((event.new, event.detail, loop_clock.mono()))
 
-    await make_agent(parse_settings(raw, source="test"), clock=loop_clock, listen=heard)
+    agent = await make_agent(parse_settings(raw, source="test"), clock=loop_clock, listen=heard)
     kitchen = printers["kitchen"]
     loop_clock.freeze()
     kitchen.paper_out = True
@@ -59,6 +60,9 @@ async def test_a_printer_out_of_paper_is_probed_after_a_quarter_second_doubling_
     assert changes[-1] == ("paper_out", "found by the status poll between jobs", times[0])
     intervals = [b - a for a, b in pairwise(times)]
     assert intervals[:5] == pytest.approx([0.25, 0.5, 1.0, 1.0, 1.0], abs=0.03), times
+    async with api_client(agent) as api, api.get("/api/v1/printers") as response:
+        (shown,) = [p for p in (await response.json())["printers"] if p["name"] == "kitchen"]
+    assert (shown["state"], shown["detail"]) == ("paper_out", "found by the status poll between jobs")  # after probes
 
     kitchen.paper_out = False  # a new roll: the next probe says so at once, nothing waiting to print
     await loop_clock.run(1.0, each=each)
