@@ -292,3 +292,37 @@ async def test_a_printed_mark_whose_commit_fails_rides_on_the_next_one(
     assert await db_rows(agent, "SELECT state, copy FROM print_jobs") == [("printed", 0)]
     assert [e for (e,) in await db_rows(agent, "SELECT event FROM outbox ORDER BY id")] == ["received", "printed"]
     assert len(kitchen.printed) == 1
+
+
+async def test_a_ticket_cut_short_in_a_burst_is_retried_as_copy_and_the_burst_goes_on(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
+) -> None:
+    """The spool has claimed 16 waiting tickets in one commit; the printer hangs up in the middle of the first of them
+    and is fine when asked again. That ticket counts a failed attempt and is retried marked COPY; the 15 claimed behind
+    it go out meanwhile, each once, as originals: one bad send does not strand the burst."""
+    printed: list[JobPrinted] = []
+
+    def heard(event: Event) -> None:
+        if isinstance(event, JobPrinted):
+            printed.append(event)
+            if len(printed) == 1:  # the first ticket's mark, published with the claim of the 16 behind it
+                kitchen.drop_after = 50
+
+    agent = await make_agent(clock=loop_clock, listen=heard)
+    kitchen = printers["kitchen"]
+    kitchen.paper_out = True
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        for n in range(20):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
+    kitchen.paper_out = False
+    await loop_clock.run(1.0)  # the next probe finds the paper back (each order posted woke one: 1 s apart by now)
+    await loop_clock.until(lambda: len(kitchen.printed) >= 20, "the tickets on paper, the cut one half")
+    await loop_clock.run(0.5)  # the cut ticket's retry (0.05-0.1 s after it failed) and the last marks' ride
+    await loop_clock.until(lambda: len(kitchen.printed) == 21, "the cut ticket again")
+    await loop_clock.run(0.1)
+    rows = await db_rows(agent, "SELECT state, attempts, copy FROM print_jobs ORDER BY id")
+    assert rows == [("printed", 0, 0), ("printed", 1, 1)] + [("printed", 0, 0)] * 18
+    assert [len(p) for p in kitchen.printed].count(50) == 1
+    assert sum("KOPIE / COPY" in decode(p).text for p in kitchen.printed) == 1
