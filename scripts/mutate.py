@@ -44,6 +44,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/orders/test_totals.py",
         "tests/api/test_intake.py",
         "tests/printing/test_job_outcomes.py",  # reprints ask the router where a copy goes
+        "tests/orders/test_changes.py",  # order revisions: where change tickets go, OrderRevised, receipts on change
     ],
     "edge/store/orders.py": [
         "tests/store/test_orders.py",
