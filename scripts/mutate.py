@@ -44,6 +44,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/orders/test_totals.py",
         "tests/api/test_intake.py",
         "tests/printing/test_job_outcomes.py",  # reprints ask the router where a copy goes
+        "tests/orders/test_changes.py",  # order revisions: where change tickets go, OrderRevised, receipts on change
     ],
     "edge/store/orders.py": [
         "tests/store/test_orders.py",
@@ -54,10 +55,12 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/sync/test_recovery.py",  # recovery's batch insert and lookups
     ],
     "edge/printing/spooler.py": [
+        "tests/printing/test_spool_timing.py",  # on a stopped clock: probe backoff, poll cadence, error pause
         "tests/printing/test_spooler.py",
         "tests/printing/test_job_outcomes.py",
         "tests/printing/test_job_states.py",
         "tests/printing/test_paper_fault.py",
+        "tests/printing/test_batched_marks.py",  # claims in bursts, printed marks riding on commits
         "tests/printing/test_hold_failover.py",
         "tests/printing/test_clock_steps.py",
         "tests/printing/test_staleness.py",

@@ -186,3 +186,28 @@ async def test_a_render_failure_recorded_after_a_person_discarded_the_job_leaves
             await wait_until(lambda: renders_failed() == 2 and spool.current_job is None, what="the retry's failure")
     assert await job_rows(agent, "SELECT state, attempts FROM print_jobs") == [("discarded", 1)]
     assert printers["kitchen"].printed == []
+
+
+async def test_a_ticket_that_cannot_be_rendered_fails_with_the_reason_and_is_not_marked_copy(
+    make_agent: Any, tmp_path: Path, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """An operator template that fails for one order: nothing is sent, the job counts a failed attempt with the
+    template's error as its reason, and it is not marked COPY (no byte of it reached the paper); after max_attempts it
+    is dead, for a person to see."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    builtin = (Path(__file__).parents[2] / "edge" / "printing" / "templates" / "ticket.j2").read_text()
+    (templates / "ticket.j2").write_text('{% if order.number == "BROKEN" %}{{ no_such_field }}{% endif %}' + builtin)
+    agent = await make_agent(printing={"template_dir": str(templates)}, spool={"max_attempts": 2})
+    example_order.update(number="BROKEN", print_receipt=False)
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    rows = await eventually(
+        lambda: job_rows(agent, "SELECT state, attempts, copy, last_error FROM print_jobs"),
+        lambda rows: rows[0][0] == "dead",
+        what="the job dead",
+    )
+    ((state, attempts, copy, error),) = rows
+    assert (state, attempts, copy) == ("dead", 2, 0)
+    assert error.startswith("cannot render the ticket:") and "no_such_field" in error
+    assert printers["kitchen"].jobs == []

@@ -59,3 +59,23 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     assert [(e, p.get("job_id")) for e, p in await outbox(agent)] == [("received", None), ("printed", job_id)]
     assert len(printed_events) == 1 and failed_events == []
     assert states.count(flag) == 1
+
+
+async def test_a_printer_that_hangs_up_mid_ticket_and_then_reports_paper_out_spends_no_attempt(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Paper runs out mid-ticket and the printer hangs up: the write is cut short, and the status read after it says
+    paper out. The printer stopped on its own fault: no attempt is spent, the spool pauses with the write's error as
+    the reason, and after a new roll the whole ticket prints once more, marked COPY."""
+    kitchen = printers["kitchen"]
+    kitchen.paper_out_after = 30
+    kitchen.drop_after = 40
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
+    assert await job_rows(agent) == [("queued", 0, 1)]
+    assert agent.spoolers["kitchen"].state_detail.endswith("closed the connection")  # the write's error
+    kitchen.paper_out = False
+    printed = await kitchen.wait_for_printed(2)
+    assert "KOPIE / COPY" in decode(printed[1]).text
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])

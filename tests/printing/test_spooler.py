@@ -142,3 +142,19 @@ async def test_slow_printer_does_not_hold_up_the_other(
     await printers["front"].wait_for_printed(1, timeout=5)
     assert printers["kitchen"].printed == []
     await printers["kitchen"].wait_for_printed(1, timeout=20)
+
+
+async def test_a_forced_stop_leaves_the_ticket_going_out_printing_for_a_copy(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A second SIGTERM while a ticket goes out to a slow printer (50 bytes/s): the agent stops at once instead of
+    waiting for the job's outcome, and the job stays 'printing', so the next start prints it again marked COPY."""
+    printers["kitchen"].bytes_per_s = 50
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printing", 0, 0)], what="the ticket going out")
+    stopping = asyncio.create_task(agent.stop())
+    agent.force_stop()
+    await asyncio.wait_for(stopping, timeout=5)
+    assert await job_rows(agent) == [("printing", 0, 0)]
+    printers["kitchen"].bytes_per_s = None  # the driver's thread may finish sending what it started
