@@ -189,6 +189,36 @@ async def test_a_slow_printer_gets_its_jobs_claimed_one_per_commit(
     assert await _commits_of_printed_marks(agent) == [1, 1, 1, 1]
 
 
+async def _burst_behind_a_paused_printer(
+    make_agent: Callable[..., Awaitable[Agent]],
+    kitchen: SimPrinter,
+    loop_clock: LoopClock,
+    at_the_claim: Callable[[], None],
+    heard: Callable[[Event], None] = lambda event: None,
+) -> Agent:
+    """20 tickets wait behind a kitchen printer out of paper; the paper comes back. The first ticket goes out alone;
+    its printed mark is published with the claim of the 16 behind it, just before the first of those goes out: that
+    is when ``at_the_claim`` runs (``heard`` gets every event)."""
+    marks: list[JobPrinted] = []
+
+    def listen(event: Event) -> None:
+        heard(event)
+        if isinstance(event, JobPrinted):
+            marks.append(event)
+            if len(marks) == 1:
+                at_the_claim()
+
+    agent = await make_agent(clock=loop_clock, listen=listen)
+    kitchen.paper_out = True
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        for n in range(20):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
+    kitchen.paper_out = False
+    return agent
+
+
 async def test_a_stop_during_a_burst_puts_the_claimed_jobs_not_yet_sent_back_in_line(
     make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
 ) -> None:
@@ -197,21 +227,12 @@ async def test_a_stop_during_a_burst_puts_the_claimed_jobs_not_yet_sent_back_in_
     left 'printing', which the next start would print as COPY though nobody ever saw them)."""
     stopping: list[asyncio.Task[None]] = []
 
-    def stop_after_the_first_mark(event: Event) -> None:
-        # The first printed mark is published with the claim of the 16 behind it, just before the first goes out.
-        if isinstance(event, JobPrinted) and not stopping:
-            loop_clock.thaw()
-            stopping.append(asyncio.create_task(agent.stop()))
+    def stop() -> None:
+        loop_clock.thaw()
+        stopping.append(asyncio.create_task(agent.stop()))
 
-    agent = await make_agent(clock=loop_clock, listen=stop_after_the_first_mark)
     kitchen = printers["kitchen"]
-    kitchen.paper_out = True
-    loop_clock.freeze()
-    async with api_client(agent) as api:
-        for n in range(20):
-            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
-    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
-    kitchen.paper_out = False
+    agent = await _burst_behind_a_paused_printer(make_agent, kitchen, loop_clock, stop)
     loop_clock.advance(1.0)  # the next probe finds the paper back (each order posted woke one: 1 s apart by now)
     await loop_clock.until(lambda: stopping, "the stop", settle=False)
     await stopping[0]
@@ -227,25 +248,15 @@ async def test_paper_out_on_the_first_ticket_of_a_burst_puts_the_others_back_in_
     one waits to print again as COPY (part of it is on paper); the 15 claimed behind it go back to 'queued' unsent and
     unmarked; the spool pauses, and the alert's state change says what happened."""
     changes: list[PrinterStatusChanged] = []
-    printed: list[JobPrinted] = []
 
     def heard(event: Event) -> None:
-        if isinstance(event, JobPrinted):
-            printed.append(event)
-            if len(printed) == 1:  # the first ticket's mark, published with the claim of the 16 behind it
-                kitchen.paper_out_after = 50
         if isinstance(event, PrinterStatusChanged) and event.printer == "kitchen":
             changes.append(event)
 
-    agent = await make_agent(clock=loop_clock, listen=heard)
     kitchen = printers["kitchen"]
-    kitchen.paper_out = True
-    loop_clock.freeze()
-    async with api_client(agent) as api:
-        for n in range(20):
-            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
-    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
-    kitchen.paper_out = False
+    agent = await _burst_behind_a_paused_printer(
+        make_agent, kitchen, loop_clock, lambda: setattr(kitchen, "paper_out_after", 50), heard
+    )
     await loop_clock.run(1.0)  # the next probe finds the paper back (each order posted woke one: 1 s apart by now)
     await loop_clock.until(lambda: [c.new for c in changes].count("paper_out") == 2, "paused again")
     rows = await db_rows(agent, "SELECT state, attempts, copy FROM print_jobs ORDER BY id")
@@ -300,23 +311,10 @@ async def test_a_ticket_cut_short_in_a_burst_is_retried_as_copy_and_the_burst_go
     """The spool has claimed 16 waiting tickets in one commit; the printer hangs up in the middle of the first of them
     and is fine when asked again. That ticket counts a failed attempt and is retried marked COPY; the 15 claimed behind
     it go out meanwhile, each once, as originals: one bad send does not strand the burst."""
-    printed: list[JobPrinted] = []
-
-    def heard(event: Event) -> None:
-        if isinstance(event, JobPrinted):
-            printed.append(event)
-            if len(printed) == 1:  # the first ticket's mark, published with the claim of the 16 behind it
-                kitchen.drop_after = 50
-
-    agent = await make_agent(clock=loop_clock, listen=heard)
     kitchen = printers["kitchen"]
-    kitchen.paper_out = True
-    loop_clock.freeze()
-    async with api_client(agent) as api:
-        for n in range(20):
-            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
-    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
-    kitchen.paper_out = False
+    agent = await _burst_behind_a_paused_printer(
+        make_agent, kitchen, loop_clock, lambda: setattr(kitchen, "drop_after", 50)
+    )
     await loop_clock.run(1.0)  # the next probe finds the paper back (each order posted woke one: 1 s apart by now)
     await loop_clock.until(lambda: len(kitchen.printed) >= 20, "the tickets on paper, the cut one half")
     await loop_clock.run(0.5)  # the cut ticket's retry (0.05-0.1 s after it failed) and the last marks' ride
