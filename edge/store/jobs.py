@@ -41,8 +41,12 @@ _IN_TURN = (
 )
 # Where a job goes when its attempt ends without it surely on paper (released unsent, cut short, failed, caught by a
 # crash): back in line, or, once its order is cancelled, discarded: no void ticket or receipt prints again; a ticket
-# that was printing when the order was cancelled got its STORNO then (see edge/orders/changes.py).
-_ORDER_CANCELLED = "EXISTS (SELECT 1 FROM orders o WHERE o.id = print_jobs.order_id AND o.status = 'cancelled')"
+# that was printing when the order was cancelled got its STORNO then (see edge/orders/changes.py). The STORNO itself
+# always goes back in line: it is what voids the others.
+_ORDER_CANCELLED = (
+    "(print_jobs.variant IS NOT 'cancel'"
+    " AND EXISTS (SELECT 1 FROM orders o WHERE o.id = print_jobs.order_id AND o.status = 'cancelled'))"
+)
 _BACK_IN_LINE = f"CASE WHEN {_ORDER_CANCELLED} THEN 'discarded' ELSE 'queued' END"
 # What a reprint copies: the receipt, if the order has one, and a ticket for each station with production items in
 # the current revision, whether its first ticket was an original or came with a change (a station gaining its first

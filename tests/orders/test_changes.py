@@ -333,6 +333,26 @@ async def test_a_receipt_going_out_when_its_order_is_cancelled_is_not_printed_ag
     await api.close()
 
 
+async def test_a_storno_cut_short_by_paper_out_prints_again(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The STORNO of a cancelled order is itself cut short by paper out: it prints again (COPY) after the new roll. It
+    belongs to the cancelled order, but it is the ticket that voids the others, so it is never dropped with them."""
+    kitchen = printers["kitchen"]
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    kitchen.paper_out_after = 100
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 2}) as r:
+        assert r.status == 200, await r.text()
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
+    kitchen.paper_out = False
+    await printed_all(agent)
+    storno = decode(kitchen.printed[-1]).text
+    assert "STORNO" in storno and "KOPIE / COPY" in storno
+    assert await job_rows(agent) == [("printed", 0, 0), ("printed", 0, 1)]
+
+
 @pytest.mark.parametrize(("minutes", "state"), [(20, "printed"), (50, "held")])
 async def test_a_change_is_as_old_as_its_order(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, minutes: int, state: str
