@@ -94,17 +94,25 @@ async def test_sigkill_while_printed_marks_wait_for_a_commit_reprints_them_as_co
         await front.stop()
 
 
+async def _one_ticket_on_paper(
+    make_agent: Callable[..., Awaitable[Agent]], kitchen: SimPrinter, loop_clock: LoopClock
+) -> Agent:
+    """An agent on the stopped clock, one order posted, its kitchen ticket out on paper (its mark not yet recorded)."""
+    agent = await make_agent(clock=loop_clock)
+    loop_clock.freeze()
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await loop_clock.until(lambda: kitchen.printed, "the ticket on paper")
+    return agent
+
+
 async def test_a_printed_mark_with_nothing_to_ride_on_is_committed_after_50_ms(
     make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], loop_clock: LoopClock
 ) -> None:
     """One ticket and nothing after it: it is on paper at once, but its 'printed' row (and central's 'printed' event)
     waits 50 ms for a claim to ride on, then is committed on its own; no sooner, and not much later."""
-    agent = await make_agent(clock=loop_clock)
     kitchen = printers["kitchen"]
-    loop_clock.freeze()
-    async with api_client(agent) as api:
-        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
-    await loop_clock.until(lambda: kitchen.printed, "the ticket on paper")
+    agent = await _one_ticket_on_paper(make_agent, kitchen, loop_clock)
     await loop_clock.run(0.04)
     assert await db_rows(agent, "SELECT state FROM print_jobs") == [("printing",)]
     await loop_clock.run(0.02)
@@ -119,12 +127,8 @@ async def test_a_graceful_stop_records_the_printed_marks_still_waiting_to_ride(
     """The agent is stopped (SIGTERM) right after a ticket came out, while its printed mark waits for a commit: the
     stop records it, so the ticket is 'printed' and central hears so (left 'printing', the next start would print it
     again as COPY)."""
-    agent = await make_agent(clock=loop_clock)
     kitchen = printers["kitchen"]
-    loop_clock.freeze()
-    async with api_client(agent) as api:
-        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
-    await loop_clock.until(lambda: kitchen.printed, "the ticket on paper")
+    agent = await _one_ticket_on_paper(make_agent, kitchen, loop_clock)
     assert await db_rows(agent, "SELECT state FROM print_jobs") == [("printing",)]
     await agent.stop()
     assert await db_rows(agent, "SELECT state, copy FROM print_jobs") == [("printed", 0)]
@@ -148,15 +152,8 @@ async def test_a_backlog_is_claimed_in_bursts_of_at_most_16_once_a_job_went_out(
     16 next, the most one commit takes (a crash reprints as COPY at most that many), then the last 3. Each claim
     carries the printed marks of the jobs before it: the marks are recorded 1, 16, 3 per commit, every ticket once, as
     an original."""
-    agent = await make_agent(clock=loop_clock)
     kitchen = printers["kitchen"]
-    kitchen.paper_out = True
-    loop_clock.freeze()
-    async with api_client(agent) as api:
-        for n in range(20):
-            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
-    await loop_clock.until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", "paused")
-    kitchen.paper_out = False
+    agent = await _burst_behind_a_paused_printer(make_agent, kitchen, loop_clock, lambda: None)
     await loop_clock.run(1.0)  # the next probe finds the paper back (each order posted woke one: 1 s apart by now)
     await loop_clock.until(lambda: len(kitchen.printed) == 20, "every ticket on paper")
     await loop_clock.run(0.06)  # the last marks' ride
@@ -280,12 +277,8 @@ async def test_a_printed_mark_whose_commit_fails_rides_on_the_next_one(
     """A ticket is on paper; the commit that should record it finds the database locked by another process past the
     busy timeout (5 s) and fails. The mark is kept: once the lock is gone, the next commit records the ticket printed
     (and tells central once); it is not left 'printing' to come out again as COPY at the next start."""
-    agent = await make_agent(clock=loop_clock)
     kitchen = printers["kitchen"]
-    loop_clock.freeze()
-    async with api_client(agent) as api:
-        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
-    await loop_clock.until(lambda: kitchen.printed, "the ticket on paper")
+    agent = await _one_ticket_on_paper(make_agent, kitchen, loop_clock)
     taken, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=_hold_the_write_lock, args=(agent.settings.agent.db_path, taken, release))
     holder.start()  # a thread of its own: not the agent's work the stopped clock waits for
