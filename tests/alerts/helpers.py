@@ -111,8 +111,11 @@ def systemd_reads(path: Path) -> dict[str, str]:
     return found
 
 
-def non_interactive(config: Path, sink: SmtpSink, cert: Path, *extra: str, to: str = "chef@store.test") -> list[str]:
-    """The fleet-rollout form: every answer a flag, the password on stdin."""
+def non_interactive(
+    config: Path, sink: SmtpSink, cert: Path, *extra: str, to: str = "chef@store.test", password_stdin: bool = True
+) -> list[str]:
+    """The fleet-rollout form: every answer a flag, the password on stdin (or, without ``password_stdin``, from
+    EDGE_SMTP_PASSWORD in the environment)."""
     return [
         "--config",
         str(config),
@@ -133,6 +136,6 @@ def non_interactive(config: Path, sink: SmtpSink, cert: Path, *extra: str, to: s
         SMTP_USER,
         "--to",
         to,
-        "--password-stdin",
+        *(["--password-stdin"] if password_stdin else []),
         *extra,
     ]
