@@ -25,7 +25,7 @@ from edge.printing.spooler import Spooler
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, free_port
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, wait_until
 
 
 def _closed(data_dir: Path) -> None:
@@ -117,6 +117,13 @@ status_timeout = 0.5
     return path
 
 
+def _printing(db: Path) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await asyncio.to_thread(_jobs, db) == [("printing", 0)]
+
+    return check
+
+
 def _jobs(db: Path) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(db)) as conn:  # closed now: an open reader would keep SQLite's WAL file
         return conn.execute("SELECT state, copy FROM print_jobs ORDER BY id").fetchall()
@@ -140,10 +147,8 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
             order = example_order() | {"print_receipt": False}
             async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
                 assert response.status == 201
-        for _ in range(200):
-            if await asyncio.to_thread(_jobs, data_dir / "edge.db") == [("printing", 0)]:
-                break
-            await asyncio.sleep(0.02)
+        # Asserted, not only polled: a SIGTERM before the claim (on a loaded machine) finds nothing in flight.
+        await wait_until(_printing(data_dir / "edge.db"), what="the ticket claimed ('printing')")
         assert agent.proc is not None
         agent.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
