@@ -5,15 +5,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import aiosqlite
-
 from edge.errors import ConfigError
+from edge.store.db import Writer
 
 # The recovery cursor's key in table meta (edge.sync.recovery.CURSOR_KEY); the store does not import the sync part.
 _CURSOR_KEY = "central_cursor"
 
 
-async def record_store(conn: aiosqlite.Connection, store_id: str, *, now: float, db_path: Path) -> None:
+async def record_store(conn: Writer, store_id: str, *, now: float, db_path: Path) -> None:
     """Records ``store_id`` the first time; ConfigError naming both stores if the database is another store's.
 
     On a schema without the table (migrated down below it) there is nothing to record.

@@ -10,9 +10,9 @@ import aiosqlite
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import NotFoundError, WrongStateError
-from edge.events import EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
+from edge.events import Event, EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
 from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
-from edge.store.db import Database
+from edge.store.db import Database, DirectConnection
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.rows import FailureRecorded, Job, MarksCommitted, PrintableJob, PrintedMark, Rerouted
@@ -190,7 +190,8 @@ class JobStore:
         'printing' and reprints marked COPY too, never as an original."""
         now = self._clock.wall()
         done: dict[int, float] = {}
-        async with self._db.publishing(self._bus) as (conn, events):
+
+        async def marks(conn: DirectConnection, events: list[Event]) -> list[int]:
             for mark in printed:
                 rows = await conn.execute_fetchall(
                     "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
@@ -214,18 +215,20 @@ class JobStore:
                     " AND id IN (SELECT value FROM json_each(?))",
                     (printer, json.dumps(list(release))),
                 )
-            claimed: list[int] = []
-            if claim:
-                # Committed before the first byte goes out: after a crash we know these jobs may be half on paper.
-                claimed = [
-                    r[0]
-                    for r in await conn.execute_fetchall(
-                        "UPDATE print_jobs SET state = 'printing' WHERE printer = ? AND state IN ('queued', 'failed')"
-                        " AND EXISTS (SELECT 1 FROM json_each(?) c WHERE c.value ->> 0 = print_jobs.id"
-                        " AND (c.value ->> 1 IS NULL OR c.value ->> 1 = print_jobs.revision)) RETURNING id",
-                        (printer, json.dumps([list(c) for c in claim])),
-                    )
-                ]
+            if not claim:
+                return []
+            # Committed before the first byte goes out: after a crash we know these jobs may be half on paper.
+            return [
+                r[0]
+                for r in await conn.execute_fetchall(
+                    "UPDATE print_jobs SET state = 'printing' WHERE printer = ? AND state IN ('queued', 'failed')"
+                    " AND EXISTS (SELECT 1 FROM json_each(?) c WHERE c.value ->> 0 = print_jobs.id"
+                    " AND (c.value ->> 1 IS NULL OR c.value ->> 1 = print_jobs.revision)) RETURNING id",
+                    (printer, json.dumps([list(c) for c in claim])),
+                )
+            ]
+
+        claimed = await self._db.write_publishing(self._bus, marks)
         return MarksCommitted(claimed=frozenset(claimed), printed=done)
 
     async def hold(self, job_id: int, printer: str, *, expected: JobState, age_s: float = 0.0) -> bool:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
-
-import aiosqlite
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.orders import JobPlan, Order
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
-from edge.store.db import Database
+from edge.store.db import Database, DirectConnection, Writer
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import KnownOrder, Revision, apply_revision, known_from_rows, known_sql
 from edge.store.rows import StoredOrder
@@ -47,7 +46,7 @@ def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str
     return f"{order_id}:{kind}:{station or '-'}:{sequence}"
 
 
-async def insert_batch(conn: aiosqlite.Connection, batch: list[NewOrder], now: float) -> list[InsertResult]:
+async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[InsertResult]:
     """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction."""
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
@@ -100,7 +99,7 @@ def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
     return InsertOutcome.CANCELLED if order.status == OrderStatus.CANCELLED else InsertOutcome.UPDATED
 
 
-async def _insert_fresh(conn: aiosqlite.Connection, fresh: list[NewOrder], now: float) -> None:
+async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None:
     """Orders never seen before, with their jobs, the received event and the seen-order record."""
     if fresh:
         await conn.executemany(
@@ -187,13 +186,17 @@ class OrderStore:
         """Insert every order pending once the writer is ours: those that came while it was busy share this batch.
         Orders arriving meanwhile start the next batch, which commits while this one's fsync runs (Database._sync)."""
         group: list[tuple[NewOrder, asyncio.Future[InsertResult]]] = []
+
+        def take(conn: DirectConnection) -> Coroutine[Any, Any, list[InsertResult]]:
+            nonlocal group
+            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+            self._scheduled = False
+            if self._pending:
+                self._schedule()
+            return insert_batch(conn, [n for n, _ in group], self._clock.wall())
+
         try:
-            async with self._db.transaction() as conn:
-                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-                self._scheduled = False
-                if self._pending:
-                    self._schedule()
-                results = await insert_batch(conn, [n for n, _ in group], self._clock.wall())
+            results = await self._db.write(take)
         except Exception as err:  # every waiter learns the commit failed; none is told "stored"
             if not group:  # the writer failed before this batch took its orders
                 group, self._pending, self._scheduled = self._pending, [], False

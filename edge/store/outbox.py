@@ -6,10 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
 from edge.states import StatusEvent
-from edge.store.db import Database
+from edge.store.db import Database, Writer
 from edge.store.rows import OutboxBacklog, OutboxItem
 
 # Payload key a rejected row gets (with delivered_at set): {"status", "reason", "at"}. Rejected rows are never sent.
@@ -21,7 +19,7 @@ def outbox_row(order_id: str, event: StatusEvent, key_suffix: str, now: float, *
     return (order_id, event, f"{order_id}:{event}:{key_suffix}", json.dumps(payload, sort_keys=True), now)
 
 
-async def add_outbox(conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+async def add_outbox(conn: Writer, rows: list[tuple[Any, ...]]) -> None:
     """Inside the transaction of the change the rows report. INSERT OR IGNORE: an event recorded again after a crash
     keeps its first row and key."""
     await conn.executemany(

@@ -7,12 +7,10 @@ import dataclasses
 import json
 from collections.abc import Mapping
 
-import aiosqlite
-
 from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
 from edge.orders.model import Order, parse_order
 from edge.states import JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
-from edge.store.db import Database
+from edge.store.db import Database, Writer
 from edge.store.outbox import add_outbox, outbox_row
 
 _NOT_PRINTED = sorted(NOT_PRINTED)
@@ -60,7 +58,7 @@ def revision_job_key(order_id: str, variant: JobVariant | None, kind: JobKind, s
     return f"{order_id}:{variant or kind}:{station or '-'}:r{rev}"
 
 
-async def _payloads(conn: aiosqlite.Connection, order_id: str, revisions: set[int]) -> dict[int, Order]:
+async def _payloads(conn: Writer, order_id: str, revisions: set[int]) -> dict[int, Order]:
     rows = await conn.execute_fetchall(
         "SELECT revision, payload FROM order_revisions WHERE order_id = ?"
         " AND revision IN (SELECT value FROM json_each(?))",
@@ -81,7 +79,7 @@ class Revision:
     reprint_receipt: bool
 
 
-async def apply_revision(conn: aiosqlite.Connection, new: Revision, now: float) -> tuple[int, ...]:
+async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, ...]:
     """Store ``new`` and apply its change plan; returns the ids of the jobs that now show it (rewritten and added).
     Runs inside the caller's transaction."""
     order = new.order

@@ -11,18 +11,38 @@ import pytest
 from edge.errors import WrongStateError
 from edge.store import Database
 from edge.store import db as db_mod
+from edge.store.db import Writer
 from tests.helpers import db_rows, wait_until, wal_commits
 
 
-async def put(db: Database, key: str, *, fail: bool = False) -> None:
-    async with db.transaction() as conn:
+async def put(db: Database, key: str, *, fail: bool = False, one_hop: bool = False) -> None:
+    """A write of two statements, in an open transaction block or as a body run whole on the writer's thread."""
+
+    async def body(conn: Writer) -> None:
         await conn.execute("INSERT INTO meta(key, value) VALUES (?, 'v')", (key,))
         await conn.execute("UPDATE meta SET value = 'whole' WHERE key = ?", (key,))
         if fail:
             raise WrongStateError(f"{key} refused half-way")
 
+    if one_hop:
+        await db.write(body)
+    else:
+        async with db.transaction() as conn:
+            await body(conn)
 
-async def test_concurrent_writers_share_commits_and_each_returns_once_its_write_is_durable(tmp_path: Path) -> None:
+
+# Every group-commit rule holds for both ways of writing, and for a group mixing them.
+WAYS = pytest.mark.parametrize("ways", ["block", "one_hop", "mixed"])
+
+
+def way(ways: str, n: int) -> bool:
+    return ways == "one_hop" or (ways == "mixed" and n % 2 == 1)
+
+
+@WAYS
+async def test_concurrent_writers_share_commits_and_each_returns_once_its_write_is_durable(
+    tmp_path: Path, ways: str
+) -> None:
     """Twenty writes started together are made durable by far fewer than twenty COMMITs (counted in the WAL file), and
     when each returns a second connection already sees its row."""
     path = tmp_path / "edge.db"
@@ -30,11 +50,11 @@ async def test_concurrent_writers_share_commits_and_each_returns_once_its_write_
     try:
         before = await asyncio.to_thread(wal_commits, path)
 
-        async def put_and_look(key: str) -> list[tuple[object, ...]]:
-            await put(db, key)
-            return await db_rows(path, "SELECT value FROM meta WHERE key = ?", key)
+        async def put_and_look(n: int) -> list[tuple[object, ...]]:
+            await put(db, f"k{n}", one_hop=way(ways, n))
+            return await db_rows(path, "SELECT value FROM meta WHERE key = ?", f"k{n}")
 
-        seen = await asyncio.gather(*(put_and_look(f"k{n}") for n in range(20)))
+        seen = await asyncio.gather(*(put_and_look(n) for n in range(20)))
         commits = await asyncio.to_thread(wal_commits, path) - before
         assert seen == [[("whole",)]] * 20
         assert 1 <= commits <= 5, f"{commits} commits for 20 concurrent writes"
@@ -42,13 +62,16 @@ async def test_concurrent_writers_share_commits_and_each_returns_once_its_write_
         await db.close()
 
 
-async def test_a_failing_writer_in_a_group_loses_only_its_own_write(tmp_path: Path) -> None:
+@WAYS
+async def test_a_failing_writer_in_a_group_loses_only_its_own_write(tmp_path: Path, ways: str) -> None:
     """Of ten writes sharing a commit, the fifth fails half-way: it gets its own error and none of its rows is stored;
     the nine others are stored whole, checked from a second connection."""
     path = tmp_path / "edge.db"
     db = await Database.open(path)
     try:
-        outcomes = await asyncio.gather(*(put(db, f"k{n}", fail=n == 4) for n in range(10)), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(put(db, f"k{n}", fail=n == 4, one_hop=way(ways, n)) for n in range(10)), return_exceptions=True
+        )
         assert [type(o).__name__ for o in outcomes] == ["NoneType"] * 4 + ["WrongStateError"] + ["NoneType"] * 5
         stored = await db_rows(path, "SELECT key, value FROM meta WHERE key LIKE 'k%' ORDER BY key")
         assert stored == [(f"k{n}", "whole") for n in range(10) if n != 4]
@@ -81,14 +104,15 @@ async def test_when_sqlite_ends_the_groups_transaction_no_writer_of_it_is_told_s
         await db.close()
 
 
+@WAYS
 @pytest.mark.parametrize("turns", range(0, 12))
-async def test_cancelling_one_writer_of_a_group_leaves_the_others_stored(tmp_path: Path, turns: int) -> None:
+async def test_cancelling_one_writer_of_a_group_leaves_the_others_stored(tmp_path: Path, turns: int, ways: str) -> None:
     """Three writers share a group; the middle one is cancelled after some loop turns (waiting for the lock, inside
     its body, waiting for the commit): the other two are stored whole, the cancelled one whole or not at all."""
     path = tmp_path / "edge.db"
     db = await Database.open(path)
     try:
-        tasks = [asyncio.create_task(put(db, f"c{n}")) for n in range(3)]
+        tasks = [asyncio.create_task(put(db, f"c{n}", one_hop=way(ways, n))) for n in range(3)]
         for _ in range(turns):
             await asyncio.sleep(0)
         tasks[1].cancel()
@@ -135,3 +159,57 @@ async def test_a_write_returns_only_after_the_wal_is_fsynced_and_the_next_write_
 
 async def _committed(path: Path, key: str) -> bool:
     return bool(await db_rows(path, "SELECT 1 FROM meta WHERE key = ?", key))
+
+
+async def test_a_one_hop_write_that_awaits_anything_but_its_connection_is_refused_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """A body run whole on the writer's thread cannot wait for the event loop (it would wait for ever there): it gets
+    an error naming the rule, nothing it wrote is stored, and the next write works."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+
+        async def waits(conn: Writer) -> None:
+            await conn.execute("INSERT INTO meta(key, value) VALUES ('waited', 'v')")
+            await asyncio.sleep(0)
+
+        with pytest.raises(RuntimeError, match="awaited something other than its connection"):
+            await db.write(waits)
+        await put(db, "after", one_hop=True)
+        assert await db_rows(path, "SELECT key FROM meta WHERE key IN ('waited', 'after')") == [("after",)]
+    finally:
+        await db.close()
+
+
+async def test_a_one_hop_write_cancelled_while_it_runs_still_leaves_the_writer_usable(tmp_path: Path) -> None:
+    """The first write of a group is cancelled while its body runs on the writer's thread (the body waits for a
+    signal there): the body runs to its end, so its write is stored whole (committed with its group) or not at all,
+    and later writes of both kinds are stored."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    running, go_on = threading.Event(), threading.Event()
+    try:
+
+        async def slow(conn: Writer) -> None:
+            await conn.execute("INSERT INTO meta(key, value) VALUES ('slow', 'v')")
+            running.set()
+            go_on.wait(10)  # holds the writer's thread, not the loop
+            await conn.execute("UPDATE meta SET value = 'whole' WHERE key = 'slow'")
+
+        task = asyncio.create_task(db.write(slow))
+        await asyncio.to_thread(running.wait, 10)
+        task.cancel()
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await put(db, "after-hop", one_hop=True)
+        await put(db, "after-block")
+        stored = dict(
+            await db_rows(path, "SELECT key, value FROM meta WHERE key IN ('slow', 'after-hop', 'after-block')")
+        )
+        assert stored.get("slow") in (None, "whole")
+        assert stored["after-hop"] == stored["after-block"] == "whole"
+    finally:
+        go_on.set()
+        await db.close()
