@@ -218,13 +218,16 @@ class JobStore:
             if not claim:
                 return []
             # Committed before the first byte goes out: after a crash we know these jobs may be half on paper.
+            # Each claimed job is looked up by its id (the unary + keeps SQLite off the spool index): walking the
+            # printer's queued jobs instead cost time in proportion to the backlog, on the writer, at every claim.
             return [
                 r[0]
                 for r in await conn.execute_fetchall(
-                    "UPDATE print_jobs SET state = 'printing' WHERE printer = ? AND state IN ('queued', 'failed')"
-                    " AND EXISTS (SELECT 1 FROM json_each(?) c WHERE c.value ->> 0 = print_jobs.id"
-                    " AND (c.value ->> 1 IS NULL OR c.value ->> 1 = print_jobs.revision)) RETURNING id",
-                    (printer, json.dumps([list(c) for c in claim])),
+                    "UPDATE print_jobs SET state = 'printing'"
+                    " FROM (SELECT value ->> 0 AS id, value ->> 1 AS revision FROM json_each(?)) AS c"
+                    " WHERE print_jobs.id = c.id AND +print_jobs.printer = ? AND +print_jobs.state IN ('queued', 'failed')"
+                    " AND (c.revision IS NULL OR c.revision = print_jobs.revision) RETURNING print_jobs.id",
+                    (json.dumps([list(c) for c in claim]), printer),
                 )
             ]
 
