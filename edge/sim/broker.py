@@ -83,9 +83,11 @@ class Broker:
         require_certificate: bool = False,
         persistence: bool = True,
         sys_interval: int = 0,
+        packets: bool = False,
     ) -> None:
         """``persistence`` False: a restart forgets every session and queued message (a broker without a disk);
-        ``sys_interval``: publish $SYS/broker/... (connected clients) this often, in seconds (0: never)."""
+        ``sys_interval``: publish $SYS/broker/... (connected clients) this often, in seconds (0: never); ``packets``:
+        the log names every packet (mosquitto's ``log_type debug``), read by ``pubacks``."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -109,6 +111,7 @@ class Broker:
             "log_type error",
             "log_type warning",
             "log_type notice",
+            *(["log_type debug"] if packets else []),
             "user root",  # tests run as whoever they run as; mosquitto would otherwise switch to its own user
             f"listener {self.port} 127.0.0.1",
             f"listener {self.ipv6_port} ::1",
@@ -125,6 +128,18 @@ class Broker:
             ]
         self.config = self.dir / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
+
+    def pubacks(self, client_id: str) -> tuple[list[int], list[int]]:
+        """(packet ids of the QoS 1 PUBLISHes the broker sent ``client_id``, of the PUBACKs it received from it), each
+        in the order of the log (needs ``packets``). Lines as mosquitto 2.0 writes them: "Sending PUBLISH to ID (d0, q1,
+        r0, m3, 'topic', ... (N bytes))" and "Received PUBACK from ID (Mid: 3, RC:0)"."""
+        sent, acked = [], []
+        for line in (self.dir / "mosquitto.log").read_text(errors="replace").splitlines():
+            if f"Sending PUBLISH to {client_id} (" in line and ", q1," in line:
+                sent.append(int(line.split(", m", 1)[1].split(",", 1)[0]))
+            elif f"Received PUBACK from {client_id} (" in line:
+                acked.append(int(line.split("Mid: ", 1)[1].split(",", 1)[0].rstrip(")")))
+        return sent, acked
 
     @property
     def url(self) -> str:

@@ -169,6 +169,9 @@ class MqttLink:
         self._handlers: set[asyncio.Task[None]] = set()
         self._acks: dict[int, asyncio.Future[None]] = {}  # our PUBLISHes waiting for their PUBACK, by packet id
         self._early: set[int] = set()  # PUBACKs that came before we had registered the packet id
+        # This connection's orders in the order they arrived, by packet id: (QoS, handled). PUBACKs leave in that
+        # order (MQTT 5.0 section 4.6, [MQTT-4.6.0-2]), whichever order the commits finish in.
+        self._arrived: dict[int, tuple[int, bool]] = {}
         self._wake = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -310,6 +313,7 @@ class MqttLink:
 
     def _connected(self, session_present: bool) -> None:
         self._generation += 1
+        self._arrived.clear()
         self._attempt = 0
         log.info("mqtt_connected", broker=self._cfg.url, client_id=self.client_id, session_present=session_present)
         self._set_state(MqttState.CONNECTED, "")
@@ -347,10 +351,12 @@ class MqttLink:
                 fut.set_exception(ConnectionError(detail))
         self._acks.clear()
         self._early.clear()
+        self._arrived.clear()
 
     # ---- the loop: orders in ----------------------------------------------------------------------------------
 
     def _received(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
+        self._arrived[mid] = (qos, False)
         task = asyncio.ensure_future(self._handle(mid, qos, topic, payload, self._generation))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
@@ -374,8 +380,22 @@ class MqttLink:
             if outcome == "duplicate":  # a redelivery (no PUBACK reached the broker) or the backend sent it again
                 log.info("mqtt_order_duplicate", mid=mid, topic=topic)
             break
-        if generation == self._generation and self.state == MqttState.CONNECTED and self._client is not None:
-            await self._call(self._client.ack, mid, qos)
+        if generation == self._generation:
+            await self._ack_in_order(mid, qos)
+
+    async def _ack_in_order(self, mid: int, qos: int) -> None:
+        """Mark this message handled and acknowledge every handled one at the head of the arrival order. The calls
+        go to paho through one thread, in the order they are made here."""
+        self._arrived[mid] = (qos, True)
+        ready = []
+        for head, (head_qos, handled) in list(self._arrived.items()):
+            if not handled:
+                break
+            del self._arrived[head]
+            ready.append((head, head_qos))
+        if ready and self.state == MqttState.CONNECTED and self._client is not None:
+            client = self._client
+            await self._call(lambda: [client.ack(m, q) for m, q in ready])
 
     async def _take(self, topic: str, payload: bytes) -> str:
         """The intake's outcome (stored, duplicate, updated, cancelled, stale) or rejected, once committed."""

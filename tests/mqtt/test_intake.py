@@ -3,6 +3,7 @@ on simulated printers. PUBACK only after commit; a redelivery is a duplicate; ba
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -238,3 +239,36 @@ async def test_changes_and_cancellations_over_mqtt_print_like_pushed_ones_and_a_
     assert await db_rows(agent, "SELECT revision, status FROM orders WHERE id = ?", order["id"]) == [(3, "cancelled")]
     assert agent.mqtt is not None
     assert (agent.mqtt.counts["updated"], agent.mqtt.counts["cancelled"], agent.mqtt.counts["rejected"]) == (1, 1, 1)
+
+
+async def test_pubacks_go_out_in_the_order_the_orders_arrived(
+    make_agent: MakeAgent, tmp_path: Path, tls_files: Any, printers: dict[str, SimPrinter]
+) -> None:
+    """MQTT requires a client's PUBACKs in the order it received the QoS 1 PUBLISHes (MQTT 5.0 section 4.6,
+    [MQTT-4.6.0-2]; 3.1.1 section 4.6 alike). A large order (validated in a thread) arrives first, small ones (validated
+    at once) right behind it, and a bad payload (kept as a reject): the broker's log shows the agent's PUBACKs in the
+    order the broker sent the PUBLISHes, and every order printed."""
+    broker = await asyncio.to_thread(Broker, tmp_path / "packets", tls=tls_files, packets=True)
+    await broker.start()
+    backend = Backend(broker, subscribe=[EVENTS, STATUS], client_id="central-consumer")
+    try:
+        await backend.connect()
+        agent = await make_agent(mqtt=mqtt_section(broker))
+        await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+        big = make_order(0, prefix="big", print_receipt=False)
+        big["items"] = [dict(big["items"][0], id=f"line-{n}") for n in range(400)]
+        small = [make_order(n, prefix="small", print_receipt=False) for n in range(1, 6)]
+        await backend.publish(ORDERS, big, *small[:2], b"not json", *small[2:])
+        await printers["kitchen"].wait_for_printed(6)
+        client_id = agent.settings.mqtt_client_id
+
+        def all_acked() -> bool:
+            sent, acked = broker.pubacks(client_id)
+            return len(sent) >= 7 and len(acked) >= len(sent)
+
+        await wait_until(all_acked, what="every PUBLISH acknowledged")
+        sent, acked = broker.pubacks(client_id)
+        assert acked == sent
+    finally:
+        await backend.close()
+        await broker.stop()
