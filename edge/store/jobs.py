@@ -226,7 +226,8 @@ class JobStore:
                     "UPDATE print_jobs SET state = 'printing'"
                     " FROM (SELECT value ->> 0 AS id, value ->> 1 AS revision FROM json_each(?)) AS c"
                     " WHERE print_jobs.id = c.id AND +print_jobs.printer = ?"
-                    " AND +print_jobs.state IN ('queued', 'failed') AND (c.revision IS NULL OR c.revision = print_jobs.revision) RETURNING print_jobs.id",
+                    " AND +print_jobs.state IN ('queued', 'failed')"
+                    " AND (c.revision IS NULL OR c.revision = print_jobs.revision) RETURNING print_jobs.id",
                     (json.dumps([list(c) for c in claim]), printer),
                 )
             ]
