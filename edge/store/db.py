@@ -73,16 +73,21 @@ async def connect_writer(path: Path) -> aiosqlite.Connection:
     return conn
 
 
-async def _to_the_end(aw: Awaitable[T]) -> T:
-    """Await ``aw`` to its end even if the caller is cancelled meanwhile; the cancellation is raised afterwards."""
-    task = asyncio.ensure_future(aw)
+async def _wait_out(task: asyncio.Future[Any]) -> bool:
+    """Wait until ``task`` is done, even if the caller is cancelled meanwhile; True if it was."""
     cancelled = False
     while not task.done():
         try:
             await asyncio.wait([task])
         except asyncio.CancelledError:
             cancelled = True
-    if cancelled:
+    return cancelled
+
+
+async def _to_the_end(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile; the cancellation is raised afterwards."""
+    task = asyncio.ensure_future(aw)
+    if await _wait_out(task):
         if not task.cancelled():
             task.exception()  # retrieved: the caller is being cancelled and will not see it
         raise asyncio.CancelledError
@@ -381,12 +386,7 @@ class Database:
             group = self._group
             body = fn(self._direct)
             trip = asyncio.ensure_future(self._writer._execute(_run_whole, self._writer._conn, body, group is None))
-            cancelled = False
-            while not trip.done():
-                try:
-                    await asyncio.wait([trip])
-                except asyncio.CancelledError:
-                    cancelled = True
+            cancelled = await _wait_out(trip)  # the bookkeeping below must run whatever happens to the caller
             err = trip.exception()
             if group is None and err is None:
                 group = self._group = _Group(asyncio.get_running_loop().create_future())
