@@ -147,8 +147,10 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
             order = example_order() | {"print_receipt": False}
             async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
                 assert response.status == 201
-        # Asserted, not only polled: a SIGTERM before the claim (on a loaded machine) finds nothing in flight.
+        # Asserted, not only polled: a SIGTERM before the first byte went out (on a loaded machine) finds nothing in
+        # flight, and the spool rightly puts the claimed ticket back in line unmarked.
         await wait_until(_printing(data_dir / "edge.db"), what="the ticket claimed ('printing')")
+        await wait_until(lambda: kitchen.job_bytes_in > 0, what="the ticket's first bytes at the printer")
         assert agent.proc is not None
         agent.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)

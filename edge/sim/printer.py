@@ -83,6 +83,7 @@ class SimPrinter:
         self.dropped: list[int] = []  # indexes into jobs of connections the printer cut short
         self.printed: list[bytes] = []  # what came out on paper
         self.status_queries = 0
+        self.job_bytes_in = 0  # job bytes received so far over every connection, a job still coming in included
         self._sock: socket.socket | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._printed_more = asyncio.Event()
@@ -173,6 +174,7 @@ class SimPrinter:
                     if not job and self.speed is not None:
                         await asyncio.sleep(self._paper_free_at - time.monotonic())
                     on_paper = self._take(job, part, on_paper)
+                    self.job_bytes_in += len(part)
                     if cut:
                         break
                 if rate is not None:
