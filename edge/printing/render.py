@@ -9,10 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
-
-import jinja2
-from PIL import UnidentifiedImageError
+from typing import TYPE_CHECKING, Any
 
 from edge.config import PrinterSettings
 from edge.errors import ConfigError
@@ -22,6 +19,9 @@ from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, MIN_WIDTH, Layout, PrintOptions, finalize, template_globals
 from edge.printing.profiles import check_profile
 from edge.states import OrderStatus
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["DEFAULT_OPTIONS", "TEMPLATES", "PrintOptions", "Renderer", "print_options"]
 
@@ -40,6 +40,8 @@ class Renderer:
             template_dir: operator templates that win over the built-in ones, file by file.
             tz: time zone for printed times; the system's local zone when not given.
         """
+        import jinja2  # here, not with the module: a cached start-up check reaches READY without it (check.py)
+
         loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(_BUILTIN_DIR)]
         if template_dir is not None:
             if not Path(template_dir).is_dir():
@@ -197,7 +199,7 @@ class Renderer:
         try:
             self.receipt(_SAMPLE_ORDER, width=width, options=options)
             self.ticket(_SAMPLE_ORDER, "kitchen", width=width, options=options)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
+        except (OSError, ValueError) as err:  # Pillow's UnidentifiedImageError (not an image) is an OSError
             raise ConfigError(f"printers.{printer}", f"cannot print with these options: {err}") from err
 
     def _render(

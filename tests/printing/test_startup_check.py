@@ -1,0 +1,196 @@
+"""The start-up printing check runs as a real process would meet it: a restart with the same inputs skips the renders
+(python-escpos, Pillow and jinja2 are not even imported before READY, and are warmed after it), and any input changed
+between two runs on the same data dir — a template, a logo's bytes, a profile — still stops the start with one line."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess
+from tests.helpers import EXAMPLE, agent_process, api_client, fresh, post, wait_until
+
+# Third-party packages only the renders need; none of them may load before READY when the cache says "passed".
+_RENDER_PACKAGES = ("escpos", "PIL", "jinja2", "qrcode", "barcode")
+_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[dict[str, SimPrinter]]:
+    printers = {"kitchen": SimPrinter("kitchen"), "front": SimPrinter("front")}
+    for printer in printers.values():
+        await printer.start()
+    yield printers
+    for printer in printers.values():
+        await printer.stop()
+
+
+def _agent(tmp_path: Path, sims: dict[str, SimPrinter], *, logo: Path | None = None) -> AgentProcess:
+    """The agent with operator templates in tmp_path/templates, info logs, Python's import log on stderr (the same
+    file as the agent's log lines, in order) and, if given, a logo on the receipt printer."""
+    templates = tmp_path / "templates"
+    templates.mkdir(exist_ok=True)
+    agent = agent_process(
+        tmp_path,
+        sims,
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+        log_level="info",
+        extra=f'\n[printing]\ntemplate_dir = "{templates}"\n',
+    )
+    if logo is not None:
+        text = agent.config.read_text(encoding="utf-8")
+        agent.config.write_text(text.replace("[printers.front]\n", f'[printers.front]\nlogo = "{logo}"\n'), "utf-8")
+    return agent
+
+
+async def _start_and_stop(agent: AgentProcess) -> str:
+    """One good run: READY, then a clean stop. Returns what this run wrote to the log."""
+    before = agent.log.stat().st_size if agent.log.exists() else 0
+    await agent.start()
+    assert await agent.terminate() == 0
+    return agent.log.read_bytes()[before:].decode(errors="replace")
+
+
+async def _refused(agent: AgentProcess) -> list[str]:
+    """A start that must fail: exit code 2 and the lines this run wrote that are not Python's import log."""
+    before = agent.log.stat().st_size if agent.log.exists() else 0
+    with pytest.raises(RuntimeError, match="agent exited with 2"):
+        await agent.start()
+    text = agent.log.read_bytes()[before:].decode(errors="replace")
+    return [line for line in text.splitlines() if not line.startswith("import time:")]
+
+
+def _before_ready(log: str) -> str:
+    return log[: log.index('"agent_ready"')]
+
+
+def _render_imports(text: str) -> list[str]:
+    return [name for name in _IMPORTED.findall(text) if name.split(".")[0] in _RENDER_PACKAGES]
+
+
+async def test_restart_with_nothing_changed_does_not_render_before_ready(
+    tmp_path: Path, sims: dict[str, SimPrinter]
+) -> None:
+    """The first start renders every template and each printer's options before READY (python-escpos is imported then);
+    a restart with the same inputs imports none of python-escpos, Pillow, jinja2, qrcode or python-barcode before READY,
+    and loads them right after READY in the background (warm-up): the first ticket prints."""
+    logo = tmp_path / "logo.png"
+    Image.new("L", (200, 50), 0).save(logo)
+    agent = _agent(tmp_path, sims, logo=logo)
+    try:
+        first = await _start_and_stop(agent)
+        assert "escpos.printer" in _render_imports(_before_ready(first))
+        before = agent.log.stat().st_size
+        await agent.start()
+
+        def since_start() -> str:
+            return agent.log.read_bytes()[before:].decode(errors="replace")
+
+        assert _render_imports(_before_ready(since_start())) == []
+        await wait_until(lambda: '"printing_warmed"' in since_start(), what="the warm-up after READY")
+        after_ready = since_start()[since_start().index('"agent_ready"') :]
+        assert "escpos.printer" in _render_imports(after_ready)
+        assert await agent.terminate() == 0
+    finally:
+        await agent.close()
+
+
+async def test_template_broken_after_a_good_start_stops_the_next_start(
+    tmp_path: Path, sims: dict[str, SimPrinter]
+) -> None:
+    """An operator template that fails when it renders, put in place after a good start, stops the next start with one
+    readable line naming printing.template_dir and the template (exit 2), although nothing else changed."""
+    agent = _agent(tmp_path, sims)
+    try:
+        await _start_and_stop(agent)
+        (tmp_path / "templates" / "receipt.j2").write_text("{{ order.totals.nothing }}\n", encoding="utf-8")
+        lines = await _refused(agent)
+        assert len(lines) == 1 and lines[0].startswith("edge: config printing.template_dir: receipt.j2: "), lines
+        assert "nothing" in lines[0]
+    finally:
+        await agent.close()
+
+
+async def test_logo_replaced_by_garbage_after_a_good_start_stops_the_next_start(
+    tmp_path: Path, sims: dict[str, SimPrinter]
+) -> None:
+    """The logo file overwritten with bytes that are no image (same path, same config) stops the next start with one
+    line naming the printer (exit 2)."""
+    logo = tmp_path / "logo.png"
+    Image.new("L", (200, 50), 0).save(logo)
+    agent = _agent(tmp_path, sims, logo=logo)
+    try:
+        await _start_and_stop(agent)
+        logo.write_bytes(b"not an image at all")
+        lines = await _refused(agent)
+        assert len(lines) == 1 and lines[0].startswith(
+            "edge: config printers.front: cannot print with these options"
+        ), lines
+    finally:
+        await agent.close()
+
+
+async def test_unknown_profile_after_a_good_start_stops_the_next_start(
+    tmp_path: Path, sims: dict[str, SimPrinter]
+) -> None:
+    """A printer's profile changed to one python-escpos does not know stops the next start with one line naming
+    printers.front.profile (exit 2)."""
+    agent = _agent(tmp_path, sims)
+    try:
+        await _start_and_stop(agent)
+        text = agent.config.read_text(encoding="utf-8")
+        agent.config.write_text(
+            text.replace("[printers.front]\n", '[printers.front]\nprofile = "NO-SUCH-1"\n'), "utf-8"
+        )
+        lines = await _refused(agent)
+        assert len(lines) == 1 and lines[0].startswith(
+            "edge: config printers.front.profile: unknown python-escpos profile"
+        )
+    finally:
+        await agent.close()
+
+
+async def test_a_damaged_or_unwritable_cache_only_means_checking_again(
+    tmp_path: Path, sims: dict[str, SimPrinter]
+) -> None:
+    """A cache file full of garbage, or a cache folder that cannot be written (a file in its place), does not stop a
+    start: the check simply runs before READY again (python-escpos imported before READY), at every start."""
+    agent = _agent(tmp_path, sims)
+    try:
+        await _start_and_stop(agent)
+        cache = tmp_path / "data" / "cache"
+        for path in cache.iterdir():
+            if path.name.startswith("printing-check"):
+                path.write_bytes(b"\x00garbage")
+        damaged = await _start_and_stop(agent)
+        assert "escpos.printer" in _render_imports(_before_ready(damaged))
+        shutil.rmtree(cache)
+        cache.write_bytes(b"")  # a file where the folder should be: nothing can be written in it, not even by root
+        unwritable = await _start_and_stop(agent)
+        assert "escpos.printer" in _render_imports(_before_ready(unwritable))
+        again = await _start_and_stop(agent)
+        assert "escpos.printer" in _render_imports(_before_ready(again))
+    finally:
+        await agent.close()
+
+
+async def test_the_first_ticket_after_a_cached_start_prints(tmp_path: Path, sims: dict[str, SimPrinter]) -> None:
+    """After a restart that skipped the renders, an order pushed at once (before the warm-up may have finished) still
+    prints its kitchen ticket."""
+    agent = _agent(tmp_path, sims)
+    try:
+        await _start_and_stop(agent)
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, fresh(EXAMPLE)))[0] == 201
+        await asyncio.wait_for(sims["kitchen"].wait_for_printed(1), 10)
+        assert await agent.terminate() == 0
+    finally:
+        await agent.close()
