@@ -197,3 +197,29 @@ async def test_the_first_ticket_after_a_cached_start_prints(tmp_path: Path, sims
         assert await agent.terminate() == 0
     finally:
         await agent.close()
+
+
+async def test_a_template_edited_between_runs_is_what_prints_and_a_damaged_template_cache_is_ignored(
+    tmp_path: Path, sims: dict[str, SimPrinter]
+) -> None:
+    """Compiled templates are kept in data/cache/templates across starts; an operator's ticket.j2 edited between two
+    runs is what the next ticket shows (never the compiled old one), and cache files full of garbage are recompiled,
+    not a reason to stop."""
+    agent = _agent(tmp_path, sims)
+    ticket = tmp_path / "templates" / "ticket.j2"
+    ticket.write_text("FIRST {{ order.number }}\n{{ cut }}\n", encoding="utf-8")
+    try:
+        await _start_and_stop(agent)
+        compiled = list((tmp_path / "data" / "cache" / "templates").iterdir())
+        assert compiled, "no compiled templates were kept"
+        ticket.write_text("SECOND {{ order.number }}\n{{ cut }}\n", encoding="utf-8")
+        for path in compiled:
+            path.write_bytes(b"\x00garbage")
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, fresh(EXAMPLE)))[0] == 201
+        (printed,) = await sims["kitchen"].wait_for_printed(1)
+        assert b"SECOND A-1042" in printed and b"FIRST" not in printed
+        assert await agent.terminate() == 0
+    finally:
+        await agent.close()
