@@ -5,17 +5,24 @@ between two runs on the same data dir — a template, a logo's bytes, a profile 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import re
 import shutil
+import sys
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from edge.config import Settings, parse_settings
+from edge.printing import check
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
-from tests.helpers import EXAMPLE, agent_process, api_client, fresh, post, wait_until
+from tests.helpers import EXAMPLE, agent_process, api_client, config_dict, fresh, post, wait_until
 
 # Third-party packages only the renders need: none may load before READY when the cache says "passed". Nor may
 # pyserial and pyusb with network printers only (python-escpos' printer classes load them after READY).
@@ -223,3 +230,93 @@ async def test_a_template_edited_between_runs_is_what_prints_and_a_damaged_templ
         assert await agent.terminate() == 0
     finally:
         await agent.close()
+
+
+def _fingerprint_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Settings], dict[str, Any]]:
+    """Settings (in a one-item list, replaced by a change) with a template folder, a logo and a capabilities file, the
+    agent's code tree and a site folder as copies in tmp_path, and one way per input to change it."""
+    code, site, templates = tmp_path / "edge", tmp_path / "site", tmp_path / "templates"
+    for folder in (code / "printing", site, templates):
+        folder.mkdir(parents=True)
+    (code / "__init__.py").write_text("", encoding="utf-8")
+    (code / "printing" / "layout.py").write_text("WIDTH = 48\n", encoding="utf-8")
+    (site / "python_escpos-3.1.dist-info").mkdir()
+    (templates / "ticket.j2").write_text("{{ order.number }}\n", encoding="utf-8")
+    logo, capabilities = tmp_path / "logo.png", tmp_path / "capabilities.json"
+    Image.new("L", (20, 20), 0).save(logo)
+    capabilities.write_text("{}", encoding="utf-8")
+    monkeypatch.setattr(check, "edge", types.SimpleNamespace(__file__=str(code / "__init__.py")))
+    monkeypatch.setattr(sys, "path", [str(site)])
+    monkeypatch.setenv("ESCPOS_CAPABILITIES_FILE", str(capabilities))
+    ports: Any = {name: types.SimpleNamespace(port=9100) for name in ("kitchen", "front")}
+    raw = config_dict(tmp_path / "data", ports)
+    raw["printing"] = {"template_dir": str(templates)}
+    raw["printers"]["front"]["logo"] = str(logo)
+    current = [parse_settings(raw, source="test")]
+    settings = current[0]
+    front = settings.printers["front"]
+
+    def touch_code() -> None:  # an edit of the same size: only the modification time tells
+        path = code / "printing" / "layout.py"
+        mtime = path.stat().st_mtime_ns
+        path.write_text("WIDTH = 42\n", encoding="utf-8")
+        os.utime(path, ns=(mtime, mtime + 1_000_000))
+
+    changes: dict[str, Any] = {
+        "template bytes": lambda: (templates / "ticket.j2").write_text("{{ order.id }}\n", encoding="utf-8"),
+        "new template": lambda: (templates / "receipt.j2").write_text("x\n", encoding="utf-8"),
+        "logo bytes": lambda: logo.write_bytes(b"garbage"),
+        "code": touch_code,
+        "distribution upgraded": lambda: (site / "python_escpos-3.1.dist-info").rename(
+            site / "python_escpos-3.2.dist-info"
+        ),
+        "capabilities file": lambda: capabilities.write_text('{"profiles": {}}', encoding="utf-8"),
+        "python": lambda: monkeypatch.setattr(sys, "version", sys.version + "+"),
+    }
+    for name, agent in {
+        "language": dataclasses.replace(settings.agent, language="en"),
+        "timezone": dataclasses.replace(settings.agent, timezone="Europe/Berlin"),
+    }.items():
+        changes[name] = lambda agent=agent: current.__setitem__(0, dataclasses.replace(settings, agent=agent))
+    for name, printer in {
+        "profile": dataclasses.replace(front, profile="TM-T88V"),
+        "width": dataclasses.replace(front, width=42),
+        "cut": dataclasses.replace(front, cut="partial"),
+        "codepage": dataclasses.replace(front, codepage="cp437"),
+        "logo path": dataclasses.replace(front, logo=tmp_path / "other.png"),
+    }.items():
+        printers = {**settings.printers, "front": printer}
+        changes[name] = lambda printers=printers: current.__setitem__(
+            0, dataclasses.replace(settings, printers=printers)
+        )
+    return current, changes
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "template bytes",
+        "new template",
+        "logo bytes",
+        "code",
+        "distribution upgraded",
+        "capabilities file",
+        "python",
+        "language",
+        "timezone",
+        "profile",
+        "width",
+        "cut",
+        "codepage",
+        "logo path",
+    ],
+)
+def test_every_input_of_the_check_changes_the_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """The same inputs give the same fingerprint twice; changing any one input of the start-up check gives another."""
+    settings, changes = _fingerprint_inputs(tmp_path, monkeypatch)
+    before = check.fingerprint(settings[0])
+    assert check.fingerprint(settings[0]) == before
+    changes[change]()
+    assert check.fingerprint(settings[0]) != before
