@@ -39,11 +39,14 @@ class PrintingCheck:
         self._file = cache_dir / CACHE_FILE if cache_dir is not None else None
         self._building = threading.Lock()
         self._renderer: Renderer | None = None
+        self._fingerprint: str | None
         started = time.perf_counter()
-        self._fingerprint = fingerprint(settings)
-        self.cached = self._file is not None and _read(self._file) == self._fingerprint.encode()
+        digest = fingerprint(settings)
+        self.cached = self._file is not None and _read(self._file) == digest.encode()
         if not self.cached:
             self._renderer = self._check()
+        # Kept only if no input changed while it was checked: then the fingerprint is of what passed.
+        self._fingerprint = digest if self.cached or fingerprint(settings) == digest else None
         took_ms = round(1000 * (time.perf_counter() - started), 1)
         log.info("printing_check", result="cached" if self.cached else "passed", took_ms=took_ms)
 
@@ -60,7 +63,7 @@ class PrintingCheck:
     def remember(self) -> None:
         """Records that these inputs passed (after a check that ran, under the data dir lock). Written atomically and
         not fsynced: a cache lost or torn by a power cut only means the next start checks again."""
-        if self.cached or self._file is None:
+        if self.cached or self._file is None or self._fingerprint is None:
             return
         temporary = self._file.with_name(f"{CACHE_FILE}.{os.getpid()}.tmp")
         try:

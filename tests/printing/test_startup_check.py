@@ -20,6 +20,7 @@ from PIL import Image
 
 from edge.config import Settings, parse_settings
 from edge.printing import check
+from edge.printing.render import Renderer
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from tests.helpers import EXAMPLE, agent_process, api_client, config_dict, fresh, post, wait_until
@@ -320,3 +321,27 @@ def test_every_input_of_the_check_changes_the_fingerprint(
     assert check.fingerprint(settings[0]) == before
     changes[change]()
     assert check.fingerprint(settings[0]) != before
+
+
+def test_a_template_saved_during_the_check_is_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's template saved in the instant between the fingerprint and the renders: what passed is not what
+    was fingerprinted, so nothing is cached and the next start checks before READY again."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "ticket.j2").write_text("{{ order.number }}\n", encoding="utf-8")
+    ports: Any = {name: types.SimpleNamespace(port=9100) for name in ("kitchen", "front")}
+    raw = config_dict(tmp_path / "data", ports, printing={"template_dir": str(templates)})
+    settings = parse_settings(raw, source="test")
+    checked = check.PrintingCheck._check
+
+    def saved_meanwhile(self: check.PrintingCheck) -> Renderer:
+        (templates / "ticket.j2").write_text("{{ order.id }}\n", encoding="utf-8")
+        return checked(self)
+
+    monkeypatch.setattr(check.PrintingCheck, "_check", saved_meanwhile)
+    cache = tmp_path / "data" / "cache"
+    check.PrintingCheck(settings, cache_dir=cache).remember()
+    assert not (cache / check.CACHE_FILE).exists()
+    monkeypatch.setattr(check.PrintingCheck, "_check", checked)
+    check.PrintingCheck(settings, cache_dir=cache).remember()
+    assert check.PrintingCheck(settings, cache_dir=cache).cached  # and without the change, it is
