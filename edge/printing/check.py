@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import sys
 import threading
@@ -95,6 +96,14 @@ class PrintingCheck:
         for printer in self._settings.printers.values():
             renderer.check_options(printer.name, print_options(printer), width=printer.width)
         return renderer
+
+
+def load_libraries() -> None:
+    """Imports python-escpos (with its printer database), Pillow and jinja2 now. For commands run as root: they
+    become the agent's user for good when they read the config, and every file they import after that must be
+    readable by that user."""
+    for library in ("escpos.capabilities", "escpos.printer", "jinja2", "PIL.Image"):
+        importlib.import_module(library)
 
 
 def fingerprint(settings: Settings) -> str:
