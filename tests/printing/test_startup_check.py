@@ -11,7 +11,6 @@ import re
 import shutil
 import sys
 import types
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +31,14 @@ _DEVICE_PACKAGES = ("serial", "usb")
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
 
 
-@pytest.fixture
-async def sims() -> AsyncIterator[dict[str, SimPrinter]]:
-    printers = {"kitchen": SimPrinter("kitchen"), "front": SimPrinter("front")}
-    for printer in printers.values():
-        await printer.start()
-    yield printers
-    for printer in printers.values():
-        await printer.stop()
-
-
-def _agent(tmp_path: Path, sims: dict[str, SimPrinter], *, logo: Path | None = None) -> AgentProcess:
+def _agent(tmp_path: Path, printers: dict[str, SimPrinter], *, logo: Path | None = None) -> AgentProcess:
     """The agent with operator templates in tmp_path/templates, info logs, Python's import log on stderr (the same
     file as the agent's log lines, in order) and, if given, a logo on the receipt printer."""
     templates = tmp_path / "templates"
     templates.mkdir(exist_ok=True)
     agent = agent_process(
         tmp_path,
-        sims,
+        printers,
         env={"PYTHONPROFILEIMPORTTIME": "1"},
         log_level="info",
         extra=f'\n[printing]\ntemplate_dir = "{templates}"\n',
@@ -86,7 +75,7 @@ def _render_imports(text: str, packages: tuple[str, ...] = _RENDER_PACKAGES) -> 
 
 
 async def test_restart_with_nothing_changed_does_not_render_before_ready(
-    tmp_path: Path, sims: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """The first start renders every template and each printer's options before READY (python-escpos is imported then);
     a restart with the same inputs imports none of python-escpos, Pillow, jinja2, qrcode or python-barcode before READY,
@@ -94,7 +83,7 @@ async def test_restart_with_nothing_changed_does_not_render_before_ready(
     load before READY either."""
     logo = tmp_path / "logo.png"
     Image.new("L", (200, 50), 0).save(logo)
-    agent = _agent(tmp_path, sims, logo=logo)
+    agent = _agent(tmp_path, printers, logo=logo)
     try:
         first = await _start_and_stop(agent)
         assert "escpos.printer" in _render_imports(_before_ready(first))
@@ -114,11 +103,11 @@ async def test_restart_with_nothing_changed_does_not_render_before_ready(
 
 
 async def test_template_broken_after_a_good_start_stops_the_next_start(
-    tmp_path: Path, sims: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """An operator template that fails when it renders, put in place after a good start, stops the next start with one
     readable line naming printing.template_dir and the template (exit 2), although nothing else changed."""
-    agent = _agent(tmp_path, sims)
+    agent = _agent(tmp_path, printers)
     try:
         await _start_and_stop(agent)
         (tmp_path / "templates" / "receipt.j2").write_text("{{ order.totals.nothing }}\n", encoding="utf-8")
@@ -130,13 +119,13 @@ async def test_template_broken_after_a_good_start_stops_the_next_start(
 
 
 async def test_logo_replaced_by_garbage_after_a_good_start_stops_the_next_start(
-    tmp_path: Path, sims: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """The logo file overwritten with bytes that are no image (same path, same config) stops the next start with one
     line naming the printer (exit 2)."""
     logo = tmp_path / "logo.png"
     Image.new("L", (200, 50), 0).save(logo)
-    agent = _agent(tmp_path, sims, logo=logo)
+    agent = _agent(tmp_path, printers, logo=logo)
     try:
         await _start_and_stop(agent)
         logo.write_bytes(b"not an image at all")
@@ -149,11 +138,11 @@ async def test_logo_replaced_by_garbage_after_a_good_start_stops_the_next_start(
 
 
 async def test_unknown_profile_after_a_good_start_stops_the_next_start(
-    tmp_path: Path, sims: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """A printer's profile changed to one python-escpos does not know stops the next start with one line naming
     printers.front.profile (exit 2)."""
-    agent = _agent(tmp_path, sims)
+    agent = _agent(tmp_path, printers)
     try:
         await _start_and_stop(agent)
         text = agent.config.read_text(encoding="utf-8")
@@ -169,11 +158,11 @@ async def test_unknown_profile_after_a_good_start_stops_the_next_start(
 
 
 async def test_a_damaged_or_unwritable_cache_only_means_checking_again(
-    tmp_path: Path, sims: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """A cache file full of garbage, or a cache folder that cannot be written (a file in its place), does not stop a
     start: the check simply runs before READY again (python-escpos imported before READY), at every start."""
-    agent = _agent(tmp_path, sims)
+    agent = _agent(tmp_path, printers)
     try:
         await _start_and_stop(agent)
         cache = tmp_path / "data" / "cache"
@@ -192,28 +181,28 @@ async def test_a_damaged_or_unwritable_cache_only_means_checking_again(
         await agent.close()
 
 
-async def test_the_first_ticket_after_a_cached_start_prints(tmp_path: Path, sims: dict[str, SimPrinter]) -> None:
+async def test_the_first_ticket_after_a_cached_start_prints(tmp_path: Path, printers: dict[str, SimPrinter]) -> None:
     """After a restart that skipped the renders, an order pushed at once (before the warm-up may have finished) still
     prints its kitchen ticket."""
-    agent = _agent(tmp_path, sims)
+    agent = _agent(tmp_path, printers)
     try:
         await _start_and_stop(agent)
         await agent.start()
         async with api_client(agent.port) as api:
             assert (await post(api, fresh(EXAMPLE)))[0] == 201
-        await asyncio.wait_for(sims["kitchen"].wait_for_printed(1), 10)
+        await asyncio.wait_for(printers["kitchen"].wait_for_printed(1), 10)
         assert await agent.terminate() == 0
     finally:
         await agent.close()
 
 
 async def test_a_template_edited_between_runs_is_what_prints_and_a_damaged_template_cache_is_ignored(
-    tmp_path: Path, sims: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """Compiled templates are kept in data/cache/templates across starts; an operator's ticket.j2 edited between two
     runs is what the next ticket shows (never the compiled old one), and cache files full of garbage are recompiled,
     not a reason to stop."""
-    agent = _agent(tmp_path, sims)
+    agent = _agent(tmp_path, printers)
     ticket = tmp_path / "templates" / "ticket.j2"
     ticket.write_text("FIRST {{ order.number }}\n{{ cut }}\n", encoding="utf-8")
     try:
@@ -226,7 +215,7 @@ async def test_a_template_edited_between_runs_is_what_prints_and_a_damaged_templ
         await agent.start()
         async with api_client(agent.port) as api:
             assert (await post(api, fresh(EXAMPLE)))[0] == 201
-        (printed,) = await sims["kitchen"].wait_for_printed(1)
+        (printed,) = await printers["kitchen"].wait_for_printed(1)
         assert b"SECOND A-1042" in printed and b"FIRST" not in printed
         assert await agent.terminate() == 0
     finally:
