@@ -157,6 +157,46 @@ async def test_unknown_profile_after_a_good_start_stops_the_next_start(
         await agent.close()
 
 
+async def _claim_passed(agent: AgentProcess, cache: Path) -> None:
+    """Records the agent's present inputs as passed, as a fingerprint blind to a change would; computed by the same
+    interpreter in a process of its own (its sys.path is the agent's, not pytest's)."""
+    program = (
+        "import sys; from pathlib import Path; from edge.config import load_settings; "
+        "from edge.printing.check import fingerprint; print(fingerprint(load_settings(Path(sys.argv[1]))))"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", program, str(agent.config), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    (cache / check.CACHE_FILE).write_text(out.decode().strip(), encoding="ascii")
+
+
+async def test_a_check_that_fails_after_ready_drops_the_cache_and_the_next_start_stops(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The last line of defence: a cached start whose check then fails after READY (an input the fingerprint missed)
+    logs it as an error and drops the cache, so the next start checks before READY and stops with the one line."""
+    agent = _agent(tmp_path, printers)
+    cache = tmp_path / "data" / "cache"
+    try:
+        await _start_and_stop(agent)
+        (tmp_path / "templates" / "receipt.j2").write_text("{{ order.totals.nothing }}\n", encoding="utf-8")
+        await _claim_passed(agent, cache)
+        before = agent.log.stat().st_size
+        await agent.start()
+        await wait_until(
+            lambda: '"printing_check_failed_after_ready"' in agent.log.read_bytes()[before:].decode(errors="replace"),
+            what="the failed check after READY in the log",
+        )
+        assert not (cache / check.CACHE_FILE).exists()
+        assert await agent.terminate() == 0
+        lines = await _refused(agent)
+        assert len(lines) == 1 and lines[0].startswith("edge: config printing.template_dir: receipt.j2: "), lines
+    finally:
+        await agent.close()
+
+
 async def test_a_damaged_or_unwritable_cache_only_means_checking_again(
     tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
