@@ -26,10 +26,10 @@ from edge.metrics import Metrics
 from edge.ops import DataDirLock, Housekeeping
 from edge.orders.intake import OrderIntake, Router
 from edge.printing.ages import JobAges
+from edge.printing.check import PrintingCheck
 from edge.printing.drivers import make_driver
 from edge.printing.failover import Failover
-from edge.printing.jobs import JobRenderer, make_renderer
-from edge.printing.render import print_options
+from edge.printing.jobs import JobRenderer
 from edge.printing.reroute import reroute_stranded
 from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
@@ -59,11 +59,9 @@ class Agent:
         self.stopping = False  # set by the first stop(); a second call does nothing
         self.bus = EventBus()
         # Operator templates and each printer's options are tried now: a broken one stops the start, not the first
-        # order.
-        self.renderer = make_renderer(settings)
-        for printer in settings.printers.values():
-            self.renderer.check_options(printer.name, print_options(printer), width=printer.width)
-        self.render_job = JobRenderer(settings, self.renderer).render
+        # order. A restart with the very same inputs (fingerprinted in the data dir's cache) tries them after READY.
+        self.printing = PrintingCheck(settings, cache_dir=settings.agent.data_dir / "cache")
+        self.render_job = JobRenderer(settings, self.printing.renderer).render
         self.failover: Failover | None = None
         self.db: Database | None = None
         self.spoolers: dict[str, Spooler] = {}
@@ -122,6 +120,7 @@ class Agent:
             # One agent per data directory; `edge restore` takes the same lock, so it cannot run under us.
             lock = DataDirLock.acquire(s.agent.data_dir)
             self._on_stop(stack, "lock", lock.release)
+            self.printing.remember()  # it passed in __init__; the data dir is ours now
             self._on_stop(stack, "metrics", self.metrics.close)
             self.db = db = await Database.open(s.agent.db_path)
             self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops
@@ -192,7 +191,7 @@ class Agent:
                 metrics=self.metrics,
                 render_job=self.render_job,
                 started_at=self.started_at,
-                renderer=self.renderer,
+                renderer=self.printing.renderer,
                 sync=self.sync,
                 clock=self.clock,
                 alerter=self.alerter,
@@ -218,6 +217,9 @@ class Agent:
             )
             self.notifier.ready(await self.status_line())
             self.notifier.start_watchdog(self.status_line)
+            if self.printing.cached:  # the printing stack loads now, in a thread, not at the first order
+                warming = asyncio.ensure_future(asyncio.to_thread(self.printing.warm))
+                self._on_stop(stack, "printing warm-up", lambda: warming)
             self._on_stop(stack, "systemd", self._notify_stopping)
             self._stack = stack.pop_all()
 

@@ -76,8 +76,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from edge.printing.check import load_libraries
     from edge.printing.profiles import check_profile
 
+    load_libraries()  # before _load, which (as root) becomes the agent's user
     settings = _load(args)
     for printer in settings.printers.values():
         check_profile(printer.name, printer.profile)  # printing checks it at start-up; the check says so too
@@ -154,10 +156,12 @@ def cmd_printer_test(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     """Straight from the database, read-only: works whether or not the agent runs, and builds no agent."""
+    from edge.printing.check import load_libraries
     from edge.printing.decode import preview, preview_png
     from edge.printing.jobs import JobRenderer
     from edge.store.files import order_jobs
 
+    load_libraries()  # before _load, which (as root) becomes the agent's user
     settings = _load(args)
     jobs = order_jobs(settings.agent.db_path, args.order)
     if not jobs:

@@ -9,7 +9,14 @@ time forward without sleeping (``SteppedClock.advance``).
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger()
 
 
 class Clock:
@@ -47,3 +54,15 @@ class SteppedClock(Clock):
     def advance(self, seconds: float) -> None:
         self.wall_offset += seconds
         self.mono_offset += seconds
+
+
+async def repeat(job: Callable[[], Awaitable[object]], interval_s: float, *, jitter_s: float = 0.0) -> None:
+    """Runs ``job`` every ``interval_s`` seconds (plus up to ``jitter_s``) until cancelled, one run at a time: a run
+    that overruns delays the next, none piles up. It waits on the event loop's monotonic clock, so a wall-clock step
+    neither skips runs nor fires a burst of them. A run that fails is logged; the next one still comes."""
+    while True:
+        await asyncio.sleep(interval_s + random.uniform(0.0, jitter_s))  # spreads a fleet's runs
+        try:
+            await job()
+        except Exception as err:
+            log.exception("repeated_job_failed", job=getattr(job, "__qualname__", repr(job)), error=str(err))

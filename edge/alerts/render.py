@@ -6,12 +6,13 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import jinja2
-
 from edge.store.alerts import Mail
+
+if TYPE_CHECKING:
+    import jinja2
 
 LABELS: dict[str, dict[str, Any]] = {
     "de": {
@@ -340,6 +341,8 @@ class AlertRenderer:
         status_page_url: str = "",
         template_dir: Path | None = None,
     ) -> None:
+        import jinja2  # here: an agent without [smtp] never renders a mail, and its start does not load jinja2
+
         loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("edge.alerts", "templates")]
         if template_dir is not None:
             loaders.insert(0, jinja2.FileSystemLoader(template_dir))
@@ -435,7 +438,6 @@ class AlertRenderer:
             recipients=list(recipients),
             subject=_one_line(f"[{store['name']} ({store['id']})] {self._labels['test']}: {text.split(':')[0]}"),
             text=text + "\n",
-            html=jinja2.Template("<!doctype html><html><body><p>{{ text }}</p></body></html>", autoescape=True).render(
-                text=text
-            ),
+            # From the environment, which escapes strings (select_autoescape's default_for_string).
+            html=self._env.from_string("<!doctype html><html><body><p>{{ text }}</p></body></html>").render(text=text),
         )

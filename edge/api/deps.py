@@ -39,7 +39,7 @@ class ApiDeps:
     auth: Authenticator | None = None  # set by make_api; auth.rejected counts refused requests by reason
     metrics: Metrics | None = None
     render_job: Callable[[PrintableJob], bytes] | None = None  # job -> ESC/POS bytes, for the status page preview
-    renderer: Renderer | None = None  # for test pages (edge/api/printing.py)
+    renderer: Callable[[], Renderer] | None = None  # for test pages (edge/api/printing.py); blocking at first call
     started_at: float = dataclasses.field(default_factory=time.time)
     scanners: dict[str, Scanner] = dataclasses.field(default_factory=dict)
     sync: SyncService | None = None  # None when no central API is configured

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -70,13 +71,18 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
             raise NotFoundError(
                 f"printer {name!r} is not configured (known: {', '.join(deps.settings.printers) or 'none'})"
             )
-        assert deps.renderer is not None  # the agent always sets it
-        data = deps.renderer.test_page(
-            printer_name=name,
-            width=printer.width,
-            language=deps.settings.agent.language,
-            options=print_options(printer),
-        )
+        renderer = deps.renderer
+        assert renderer is not None  # the agent always sets it
+
+        def render() -> bytes:  # in a thread: right after a cached start it may still load the printing stack
+            return renderer().test_page(
+                printer_name=name,
+                width=printer.width,
+                language=deps.settings.agent.language,
+                options=print_options(printer),
+            )
+
+        data = await asyncio.to_thread(render)
         before = await spooler.driver.status()
         body = {
             "printer": name,

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import jinja2
 import structlog
 from aiohttp import web
 
@@ -30,19 +30,15 @@ from edge.store.outbox import OutboxStore
 from edge.store.recovery import RecoveryStore
 from edge.store.rows import RecoveryRun
 
+if TYPE_CHECKING:
+    import jinja2
+
 log = structlog.get_logger()
 
 _HERE = Path(__file__).parent
 _RECENT_ORDERS = 15
 _RECENT_ALERTS = 5
 _CONFLICTS_NAMED = 5  # more are counted, not listed
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(_HERE / "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),  # order text is customer input: never raw HTML
-    trim_blocks=True,
-    lstrip_blocks=True,
-    auto_reload=False,  # read once at start-up: a request never waits on the disk for a template
-)
 _TRIGGERS = {
     "link_back": "after the central link came back",
     "startup": "at start-up",
@@ -226,34 +222,45 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds} s"
 
 
-@jinja2.pass_context
 def _clock(context: jinja2.runtime.Context, ts: float | None) -> str:
     """A wall time in the agent's zone (agent.timezone; the system's when unset)."""
     return datetime.fromtimestamp(ts, context.get("tz")).strftime("%d.%m. %H:%M:%S") if ts else "–"
 
 
-_TEMPLATES.filters["duration"] = _duration
-_TEMPLATES.filters["clock"] = _clock
-_TEMPLATES.filters["plural"] = _plural
-_TEMPLATES.filters["alert_words"] = _alert_words
+@functools.cache
+def _templates() -> tuple[jinja2.Template, jinja2.Template]:
+    """status.html and panel.html, compiled once, at the first request for them and in a thread: the agent reaches
+    READY without jinja2, and no request after the first waits on the disk for a template."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),  # order text is customer input: never raw HTML
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.filters.update(duration=_duration, clock=jinja2.pass_context(_clock), plural=_plural, alert_words=_alert_words)
+    return env.get_template("status.html"), env.get_template("panel.html")
 
 
 def add_routes(app: web.Application, deps: ApiDeps) -> None:
     """/ and its fragments; without `status_page_public` only the /api/ twins (token-guarded) answer."""
     public = deps.settings.api.status_page_public
-    page_template, panel_template = _TEMPLATES.get_template("status.html"), _TEMPLATES.get_template("panel.html")
     zone = deps.settings.agent.timezone
     tz = ZoneInfo(zone) if zone else None
     zone_name = zone or time.strftime("%Z")
 
     async def page(request: web.Request) -> web.Response:
         data = await snapshot(deps) if public else None
+        page_template, _ = await asyncio.to_thread(_templates)
         html = page_template.render(
             data=data, public=public, store_id=deps.settings.agent.store_id, version=__version__, tz=tz, zone=zone_name
         )
         return web.Response(text=html, content_type="text/html")
 
     async def panel(request: web.Request) -> web.Response:
+        _, panel_template = await asyncio.to_thread(_templates)
         html = panel_template.render(data=await snapshot(deps), tz=tz, zone=zone_name)
         return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 

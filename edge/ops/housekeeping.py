@@ -1,4 +1,4 @@
-"""Scheduled chores (APScheduler): purge old orders and history; probe a database that stopped taking writes."""
+"""Scheduled chores: purge old orders and history; probe a database that stopped taking writes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import asyncio
 import time
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, repeat
 from edge.config import RetentionSettings
 from edge.store import Database
 from edge.store import retention as store_retention
@@ -63,20 +62,20 @@ class Housekeeping:
         self._retention = retention
         self._clock = clock
         self._readers = readers
-        self._scheduler = AsyncIOScheduler()
+        self._timers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._scheduler.add_job(
-            self.purge, "interval", seconds=self._retention.every_s, id="retention", max_instances=1, coalesce=True
-        )
-        self._scheduler.add_job(
-            self.probe_storage, "interval", seconds=STORAGE_PROBE_S, id="storage_probe", max_instances=1, coalesce=True
-        )
-        self._scheduler.start()
+        self._timers = [
+            asyncio.create_task(repeat(self.purge, self._retention.every_s), name="retention"),
+            asyncio.create_task(repeat(self.probe_storage, STORAGE_PROBE_S), name="storage-probe"),
+        ]
 
-    def stop(self) -> None:
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+    async def stop(self) -> None:
+        """Cancels the timers, and a purge in progress between its short transactions (each is all-or-nothing)."""
+        for timer in self._timers:
+            timer.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
+        self._timers = []
 
     async def purge(self) -> int:
         try:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+if TYPE_CHECKING:
+    from PIL import ImageFont
 
 ESC, GS, DLE, FS = 0x1B, 0x1D, 0x10, 0x1C
 _LF, _FF, _HT = 0x0A, 0x0C, 0x09
@@ -318,6 +320,8 @@ _PNG_MARGIN = 12
 
 def preview_png(data: bytes, *, width: int = 48) -> bytes:
     """The text preview as a PNG of a paper strip: one fixed cell per column, so columns line up as on paper."""
+    from PIL import Image, ImageDraw  # only `edge preview --png` draws: the agent's start does not load Pillow
+
     lines = preview(data, width=width).split("\n")
     cell_w, cell_h = _PNG_CELL
     image = Image.new("L", (width * cell_w + 2 * _PNG_MARGIN, len(lines) * cell_h + 2 * _PNG_MARGIN), 255)
@@ -335,6 +339,8 @@ def preview_png(data: bytes, *, width: int = 48) -> bytes:
 @functools.cache
 def _png_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans Mono (Debian: fonts-dejavu-core) has umlauts, € and ✂; Pillow's built-in font lacks them."""
+    from PIL import ImageFont
+
     try:
         return ImageFont.truetype("DejaVuSansMono.ttf", 16)  # Pillow looks through the system's font folders
     except OSError:

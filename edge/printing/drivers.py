@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edge.config import AnyPrinterSettings
 from edge.printing.driver import PrinterDriver
-from edge.transports import FileTransport, SerialTransport, TcpTransport, Transport, UsbTransport
+from edge.transports import FileTransport, TcpTransport, Transport
 
 
 def make_driver(printer: AnyPrinterSettings) -> PrinterDriver:
@@ -18,6 +18,8 @@ def make_driver(printer: AnyPrinterSettings) -> PrinterDriver:
             write_timeout=printer.write_timeout,
         )
     elif printer.type == "usb":
+        from edge.transports.usb import UsbTransport  # pyusb loads only for a USB printer
+
         transport = UsbTransport(
             printer.name,
             printer.vendor_id,
@@ -28,6 +30,8 @@ def make_driver(printer: AnyPrinterSettings) -> PrinterDriver:
             write_timeout=printer.write_timeout,
         )
     elif printer.type == "serial":
+        from edge.transports.serial import SerialTransport  # pyserial loads only for a serial printer
+
         transport = SerialTransport(
             printer.name,
             printer.device,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from edge.config import PrinterSettings, Settings
@@ -16,17 +17,27 @@ _UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
 
 
 def make_renderer(settings: Settings) -> Renderer:
-    """The renderer with the operator's templates and the store's time zone."""
+    """The renderer with the operator's templates and the store's time zone; compiled templates are kept in the data
+    dir's cache folder."""
     zone = settings.agent.timezone
-    return Renderer(template_dir=settings.printing.template_dir, tz=ZoneInfo(zone) if zone else None)
+    return Renderer(
+        template_dir=settings.printing.template_dir,
+        tz=ZoneInfo(zone) if zone else None,
+        cache_dir=settings.agent.data_dir / "cache" / "templates",
+    )
 
 
 class JobRenderer:
     """Renders jobs as the agent prints them: the job's printer's width and options, the store's language."""
 
-    def __init__(self, settings: Settings, renderer: Renderer | None = None) -> None:
+    def __init__(self, settings: Settings, renderer: Callable[[], Renderer] | None = None) -> None:
+        """``renderer`` gives the renderer at each render (the agent's start-up check builds it lazily when cached);
+        without it, one is made from the settings now."""
         self._settings = settings
-        self._renderer = renderer or make_renderer(settings)
+        if renderer is None:
+            made = make_renderer(settings)
+            renderer = lambda: made  # noqa: E731 (a constant provider)
+        self._renderer = renderer
 
     def render(self, job: PrintableJob) -> bytes:
         """Blocking CPU work (tens of ms for a long ticket): the agent calls it in a thread."""
@@ -34,13 +45,14 @@ class JobRenderer:
         order = parse_order(json.loads(job.payload))
         printer = settings.printers.get(job.printer) or _UNCONFIGURED
         options = print_options(printer)
+        renderer = self._renderer()
         if job.kind == JobKind.TICKET:
             if job.station is None:  # only a row written by hand can lack it
                 raise ValueError(f"ticket job {job.id} names no station")
             if job.variant in (JobVariant.CHANGE, JobVariant.CANCEL):
                 if job.base_payload is None:
                     raise ValueError(f"job {job.id}: revision {job.change_from} of its order is not stored")
-                return self._renderer.change(
+                return renderer.change(
                     order,
                     parse_order(json.loads(job.base_payload)),
                     job.station,
@@ -50,7 +62,7 @@ class JobRenderer:
                     redirected_from=job.redirected_from,
                     options=options,
                 )
-            return self._renderer.ticket(
+            return renderer.ticket(
                 order,
                 job.station,
                 width=printer.width,
@@ -61,7 +73,7 @@ class JobRenderer:
                 options=options,
                 change_revision=job.revision if job.variant == JobVariant.ADDED else None,
             )
-        return self._renderer.receipt(
+        return renderer.receipt(
             order,
             width=printer.width,
             language=settings.agent.language,

@@ -10,11 +10,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from escpos.constants import QR_ECLEVEL_M
-from escpos.printer import Dummy
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from edge.printing.lines import (
     PLAIN,
@@ -30,6 +26,12 @@ from edge.printing.lines import (
     wrap,
 )
 from edge.printing.text import CONTROL, codepage, printable
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# python-escpos and Pillow are imported where a job is laid out, not with this module: a restart whose start-up check
+# is cached reaches READY without them (edge/printing/check.py), and they load in a worker thread after it.
 
 MIN_WIDTH = 24
 _ALIGNS = ("left", "center", "right")
@@ -107,6 +109,8 @@ class Layout:
     def __init__(self, width: int, options: PrintOptions) -> None:
         self.width = width
         self.options = options
+        from escpos.printer import Dummy
+
         self.printer = Dummy(profile=options.profile)
         self.codec, number = codepage(self.printer.profile.profile_data.get("codePages", {}), options.codepage)
         self.printer._raw(b"\x1b@" + b"\x1bt" + bytes([number]))
@@ -269,6 +273,8 @@ def _rule(job: Layout, args: Args, options: Options) -> None:
 
 def _qr(job: Layout, args: Args, options: Options) -> None:
     """qr(data): a QR code, drawn by the printer itself or sent as an image (the printer's qr setting)."""
+    from escpos.constants import QR_ECLEVEL_M
+
     job.flush()
     job.sync_align()
     data = CONTROL.sub(" ", str(args[0])) if args else ""
@@ -319,6 +325,8 @@ def template_globals() -> dict[str, Directive]:
 @functools.lru_cache(maxsize=8)
 def _logo_image(path: Path, max_dots: int) -> Image.Image:
     """The logo file, read once, shrunk to fit the paper (a wider image would wrap into garbage)."""
+    from PIL import Image
+
     with Image.open(path) as image:
         image.load()
         logo = image.convert("RGB")

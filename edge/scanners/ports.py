@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-import serial
-
 from edge.config import ScannerSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 
@@ -33,6 +31,8 @@ class SerialPort:
     """
 
     def __init__(self, settings: ScannerSettings) -> None:
+        import serial  # here: an agent without a serial scanner never loads pyserial
+
         self._settings = settings
         self.label = f"serial {settings.port}"
         try:
@@ -46,7 +46,7 @@ class SerialPort:
             data = self._serial.read(1)
             if data and (waiting := self._serial.in_waiting):
                 data += self._serial.read(min(waiting, _READ_MAX))
-        except (serial.SerialException, OSError) as err:
+        except OSError as err:  # pyserial's SerialException is one
             raise DeviceWriteError(self._settings.name, self.label, f"connection lost: {err}") from err
         if not data and not os.path.exists(self._settings.port):
             raise DeviceWriteError(self._settings.name, self.label, "the port disappeared (unplugged?)")
@@ -55,5 +55,5 @@ class SerialPort:
     def close(self) -> None:
         try:
             self._serial.close()
-        except (serial.SerialException, OSError):
+        except OSError:
             pass

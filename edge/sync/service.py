@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, repeat
 from edge.config import Settings
 from edge.events import EventBus
 from edge.orders.intake import OrderIntake
@@ -51,7 +51,7 @@ class SyncService:
             settings=central,
             clock=clock,
         )
-        self._scheduler = AsyncIOScheduler()
+        self._schedule: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.client.start()
@@ -60,21 +60,16 @@ class SyncService:
         self.outbox.start()
         if self.settings.schedule_interval_s:
             # Catches drift even without an outage; the jitter spreads a fleet's scheduled runs.
-            self._scheduler.add_job(
-                self._scheduled,
-                "interval",
-                seconds=self.settings.schedule_interval_s,
-                jitter=self.settings.schedule_interval_s / 10,
-                id="recovery",
-                coalesce=True,
-                max_instances=1,
+            interval = self.settings.schedule_interval_s
+            self._schedule = asyncio.create_task(
+                repeat(self._scheduled, interval, jitter_s=interval / 10), name="recovery-schedule"
             )
-            self._scheduler.start()
         log.info("sync_started", central=self.settings.url, rate_limit_rps=self.settings.rate_limit_rps)
 
     async def stop(self) -> None:
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        if self._schedule is not None:
+            self._schedule.cancel()
+            await asyncio.gather(self._schedule, return_exceptions=True)
         await self.recovery.stop()
         await self.outbox.stop()
         await self.monitor.stop()

@@ -3,12 +3,14 @@ thread."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.transports.file import FileTransport
-from edge.transports.serial import SerialTransport
 from edge.transports.tcp import TcpTransport
-from edge.transports.usb import UsbTransport
+
+if TYPE_CHECKING:
+    from edge.transports.serial import SerialTransport
+    from edge.transports.usb import UsbTransport
 
 
 class Transport(Protocol):
@@ -32,3 +34,17 @@ class Transport(Protocol):
 
 
 __all__ = ["FileTransport", "SerialTransport", "TcpTransport", "Transport", "UsbTransport"]
+
+
+def __getattr__(name: str) -> Any:
+    """SerialTransport and UsbTransport load (with pyserial, pyusb) when first named: a box with network printers
+    only never pays for them at start-up."""
+    if name == "SerialTransport":
+        from edge.transports.serial import SerialTransport
+
+        return SerialTransport
+    if name == "UsbTransport":
+        from edge.transports.usb import UsbTransport
+
+        return UsbTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -315,7 +315,7 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
 
 
 async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[str, SimPrinter]) -> None:
-    """The APScheduler job purges by itself at retention.every_s: an old, printed, reported order disappears without a
+    """The retention timer purges by itself at retention.every_s: an old, printed, reported order disappears without a
     call."""
     from edge.config import RetentionSettings
     from edge.ops import Housekeeping
@@ -341,7 +341,7 @@ async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[
                 break
             await asyncio.sleep(0.05)
     finally:
-        housekeeping.stop()
+        await housekeeping.stop()
     assert ids and await order_ids(db_path) == []
 
 

@@ -35,7 +35,7 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     agent.bus.subscribe(lambda e: states.append(e.new), PrinterStatusChanged)
     kitchen = printers["kitchen"]
     example_order["print_receipt"] = False
-    ticket_size = len(agent.renderer.ticket(parse_order(example_order), "kitchen", width=48, language="de"))
+    ticket_size = len(agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de"))
     setattr(kitchen, f"{flag}_after", ticket_size // 2)
     with capture_logs() as logs:
         assert (await post(api, example_order))[0] == 201

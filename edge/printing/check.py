@@ -1,0 +1,177 @@
+"""The start-up printing check (every template and each printer's options rendered once, so a broken one stops the
+start) and its fingerprinted cache: a restart with the same inputs skips the renders, and the imports they need
+(python-escpos, Pillow, jinja2), before READY; they are done right after READY in a worker thread instead."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+import edge
+from edge.config import Settings
+from edge.printing.jobs import make_renderer
+from edge.printing.render import Renderer, print_options
+
+log = structlog.get_logger()
+
+CACHE_FILE = "printing-check"  # in the data dir's cache folder: the fingerprint of the last inputs that passed
+_CODE_SUFFIXES = (".py", ".j2")
+
+
+class PrintingCheck:
+    """Checks printing before READY unless the cache says these very inputs passed before, and gives the checked
+    renderer; on a cached start the renderer is built (and checked) at ``warm`` or at its first use."""
+
+    def __init__(self, settings: Settings, *, cache_dir: Path | None) -> None:
+        """Raises ConfigError (one readable line) when a template, profile or logo cannot print.
+
+        Args:
+            cache_dir: where the fingerprint is kept (``data_dir/cache``); None: check at every start.
+        """
+        self._settings = settings
+        self._file = cache_dir / CACHE_FILE if cache_dir is not None else None
+        self._building = threading.Lock()
+        self._renderer: Renderer | None = None
+        self._fingerprint: str | None
+        started = time.perf_counter()
+        digest = fingerprint(settings)
+        self.cached = self._file is not None and _read(self._file) == digest.encode()
+        if not self.cached:
+            self._renderer = self._check()
+        # Kept only if no input changed while it was checked: then the fingerprint is of what passed.
+        self._fingerprint = digest if self.cached or fingerprint(settings) == digest else None
+        took_ms = round(1000 * (time.perf_counter() - started), 1)
+        log.info("printing_check", result="cached" if self.cached else "passed", took_ms=took_ms)
+
+    def renderer(self) -> Renderer:
+        """The checked renderer; on a cached start the first call builds it (blocking: call it in a thread)."""
+        renderer = self._renderer
+        if renderer is None:
+            with self._building:  # the warm-up and a first render may race; one builds, the other waits for it
+                if self._renderer is None:
+                    self._renderer = self._check()
+                renderer = self._renderer
+        return renderer
+
+    def remember(self) -> None:
+        """Records that these inputs passed (after a check that ran, under the data dir lock). Written atomically and
+        not fsynced: a cache lost or torn by a power cut only means the next start checks again."""
+        if self.cached or self._file is None or self._fingerprint is None:
+            return
+        temporary = self._file.with_name(f"{CACHE_FILE}.{os.getpid()}.tmp")
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(self._fingerprint, encoding="ascii")
+            temporary.replace(self._file)
+        except OSError as err:
+            log.warning("printing_check_not_cached", path=str(self._file), error=str(err), effect="checked every start")
+            with contextlib.suppress(OSError):  # e.g. the folder is not one: there is nothing to remove
+                temporary.unlink(missing_ok=True)
+
+    def warm(self) -> None:
+        """Blocking (a worker thread, right after READY): loads and tries the printing stack now, so the first ticket
+        does not wait for it. A failure here means an input the fingerprint missed: the cache is dropped, so the next
+        start checks before READY and stops with the readable line; until then the jobs fail as they render."""
+        started = time.perf_counter()
+        try:
+            self.renderer()
+        except Exception as err:
+            log.error("printing_check_failed_after_ready", error=str(err), effect="tickets cannot render")
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    self._file.unlink(missing_ok=True)
+            return
+        log.info("printing_warmed", took_ms=round(1000 * (time.perf_counter() - started), 1))
+
+    def _check(self) -> Renderer:
+        renderer = make_renderer(self._settings)  # renders every template once
+        for printer in self._settings.printers.values():
+            renderer.check_options(printer.name, print_options(printer), width=printer.width)
+        return renderer
+
+
+def load_libraries() -> None:
+    """Imports python-escpos (with its printer database), Pillow and jinja2 now. For commands run as root: they
+    become the agent's user for good when they read the config, and every file they import after that must be
+    readable by that user."""
+    for library in ("escpos.capabilities", "escpos.printer", "jinja2", "PIL.Image"):
+        importlib.import_module(library)
+
+
+def fingerprint(settings: Settings) -> str:
+    """A digest of every input the check's result depends on: the printing settings of each printer (with the logo
+    file's bytes), language, time zone, the template folder's files (bytes), the agent's own code and built-in
+    templates (a checkout changes them without a version bump), the installed distributions (python-escpos, Pillow,
+    jinja2 … by version), a capabilities file given to python-escpos, and Python's version.
+
+    The agent's own files count by size and modification time, not bytes: that is how Python itself decides whether
+    to run a changed module again (its .pyc check), and it spares reading ~0.8 MB of source from an SD card at every
+    boot."""
+    digest = hashlib.blake2b(digest_size=20)
+
+    def part(label: str, data: bytes) -> None:
+        digest.update(f"{label}\0{len(data)}\0".encode() + data)
+
+    part("python", sys.version.encode())
+    part("distributions", "\n".join(_distributions()).encode())
+    for path in _files(Path(edge.__file__).parent):
+        part(f"code:{path}", _stat(path))
+    capabilities = os.environ.get("ESCPOS_CAPABILITIES_FILE")
+    part("capabilities", b"" if capabilities is None else capabilities.encode() + b"\0" + _read(Path(capabilities)))
+    agent = settings.agent
+    part("agent", repr((agent.language, agent.timezone)).encode())
+    template_dir = settings.printing.template_dir
+    part("template_dir", repr(template_dir).encode())
+    if template_dir is not None:
+        for path in _files(Path(template_dir), suffixes=None):
+            part(f"template:{path}", _read(path))
+    for printer in settings.printers.values():
+        part("printer", repr((printer.name, printer.width, print_options(printer))).encode())
+        if printer.logo is not None:
+            part("logo", _read(Path(printer.logo)))
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; an unreadable file reads as its error, which differs from any content."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        return f"\0unreadable\0{err.errno}".encode()
+
+
+def _stat(path: Path) -> bytes:
+    try:
+        found = path.stat()
+    except OSError as err:
+        return f"\0unreadable\0{err.errno}".encode()
+    return f"{found.st_size}:{found.st_mtime_ns}".encode()
+
+
+def _files(folder: Path, suffixes: tuple[str, ...] | None = _CODE_SUFFIXES) -> list[Path]:
+    """Every file below ``folder`` (of these suffixes), in a stable order; none if it is no folder."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        found += [Path(root, name) for name in sorted(files) if suffixes is None or name.endswith(suffixes)]
+    return found
+
+
+def _distributions() -> list[str]:
+    """Installed distributions with their versions, from the folder names pip leaves (no importlib.metadata: it costs
+    more to import than the whole check saves): any install, upgrade or removal changes the list."""
+    names = []
+    for entry in sys.path:
+        try:
+            names += [n for n in os.listdir(entry or ".") if n.endswith((".dist-info", ".egg-info"))]
+        except OSError:
+            continue  # a zip, or a path that does not exist
+    return sorted(names)
