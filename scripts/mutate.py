@@ -336,11 +336,25 @@ def pytest_runtest_logreport(report: Any) -> None:
         _DURATIONS[report.nodeid] = _DURATIONS.get(report.nodeid, 0.0) + report.duration
 
 
+_FAILED = False
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    global _FAILED
+    _FAILED = exitstatus != 0
+
+
 def pytest_unconfigure(config: Any) -> None:
     if _COV is not None:
         _COV.stop()
         _COV.save()
         Path(os.environ["MUTATE_COVERAGE_DATA"] + ".durations.json").write_text(json.dumps(_DURATIONS))
+    elif _FAILED and os.environ.get("MUTATE_EXIT_ON_FAILURE"):
+        # A mutant run that failed is killed, whatever happens next. A test that failed before closing its database
+        # leaves aiosqlite's thread running, and the interpreter would wait for it until the budget ran out: exit now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 # --- the driver -----------------------------------------------------------------------------------------------------
@@ -404,11 +418,15 @@ def select(mutant: Mutant, baseline: Baseline) -> list[str]:
 
 def run_tests(ids: list[str], timeout: int, budget: float) -> tuple[str, str]:
     """('killed', the test that failed first), ('survived', '') or ('timeout', '') (counted as killed)."""
-    env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1"}  # a mutant's .pyc must never be picked up later
+    env = os.environ | {
+        "PYTHONDONTWRITEBYTECODE": "1",  # a mutant's .pyc must never be picked up later
+        "MUTATE_EXIT_ON_FAILURE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])),
+    }
     with (
         tempfile.TemporaryFile() as out,
         subprocess.Popen(
-            [*_pytest_cmd(timeout), "-rfE", *ids],
+            [*_pytest_cmd(timeout), "-rfE", "-p", "mutate", *ids],
             cwd=ROOT,
             env=env,
             stdout=out,
