@@ -405,11 +405,54 @@ def measure(module: Path, tests: list[str], timeout: int) -> Baseline:
     return Baseline(durations=durations, lines=lines, flaky=sorted(failed))
 
 
-def select(mutant: Mutant, baseline: Baseline) -> list[str]:
+def constant_uses(source: str, others: list[str]) -> dict[int, set[int]]:
+    """For a module-level constant (``NAME = ...``, such as an SQL fragment): line → the lines inside functions that
+    read it, directly or through other constants built from it. A mutant there shows only where it is read, so only the
+    tests running those lines need to run. Left out (every test runs): names other modules use (``others``: their
+    source), and lines of anything else at module level (class bodies, default arguments)."""
+    tree = ast.parse(source)
+    inside = _function_nodes(tree)
+    assigned: dict[str, ast.Assign] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+            assigned.update((t.id, stmt) for t in stmt.targets if isinstance(t, ast.Name))
+    reads: dict[str, set[int]] = {name: set() for name in assigned}  # function lines reading each name
+    feeds: dict[str, set[str]] = {name: set() for name in assigned}  # constant → constants built from it
+    # The whole statement reading a name: coverage records a statement spread over lines at its first line.
+    statement: dict[int, ast.stmt] = {}
+    for stmt in ast.walk(tree):
+        if isinstance(stmt, ast.stmt) and id(stmt) in inside:
+            statement.update((id(child), stmt) for child in ast.walk(stmt))  # breadth first: the innermost last
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in assigned:
+            if id(node) in inside:
+                stmt = statement[id(node)]
+                reads[node.id].update(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+            else:
+                feeds[node.id].update(
+                    n for n, stmt in assigned.items() if stmt.lineno <= node.lineno <= (stmt.end_lineno or stmt.lineno)
+                )
+    uses: dict[int, set[int]] = {}
+    for name, stmt in assigned.items():
+        seen, todo, lines = {name}, [name], set()
+        while todo:
+            current = todo.pop()
+            lines |= reads[current]
+            todo += [n for n in feeds[current] - seen]
+            seen |= feeds[current]
+        if any(re.search(rf"\b{re.escape(n)}\b", text) for n in seen for text in others):
+            continue
+        for line in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1):
+            uses.setdefault(line, set()).update(lines)
+    return uses
+
+
+def select(mutant: Mutant, baseline: Baseline, uses: dict[int, set[int]]) -> list[str]:
     """The tests to run against a mutant, fastest first."""
-    if mutant.in_function:
+    if mutant.in_function or mutant.line in uses:
+        lines = range(mutant.line, mutant.end_line + 1) if mutant.in_function else uses[mutant.line]
         ids: set[str] = set()
-        for line in range(mutant.line, mutant.end_line + 1):
+        for line in lines:
             ids |= baseline.lines.get(line, set())
     else:
         ids = set(baseline.durations)
@@ -480,12 +523,14 @@ def mutate_module(
     source = original.decode()
     started = time.monotonic()
     mutants = [m for m in enumerate_mutants(source) if _wanted(m, lines, only)][:limit]
+    others = [p.read_text() for p in (ROOT / "edge").rglob("*.py") if p.resolve() != module]
+    uses = constant_uses(source, others)
     baseline = measure(module, tests, timeout)
     results: list[dict[str, Any]] = []
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         for n, mutant in enumerate(mutants, 1):
-            ids = select(mutant, baseline)
+            ids = select(mutant, baseline, uses)
             if not ids:
                 outcome, by = "not covered", ""
             else:
