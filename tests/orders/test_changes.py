@@ -72,6 +72,26 @@ async def test_change_after_print_prints_a_change_ticket(
     assert len(printers["front"].printed) == 1
 
 
+async def test_two_orders_changed_each_change_ticket_lists_what_changed_in_its_own_order(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Two orders with the same revision numbers, each changed after its ticket printed: the second order's change
+    ticket lists what changed against its own first revision (1 -> 3 pizzas), not against the other order's."""
+    other = copy.deepcopy(example_order)
+    other["id"], other["number"], other["items"][0]["qty"] = "ord_b", "B-7", 1
+    for order in (example_order, other):
+        assert (await post(api, order))[0] == 201
+    await printers["kitchen"].wait_for_printed(2)
+    await printed_all(agent)
+    for order in (example_order, other):
+        assert (await post(api, dessert_added(order)))[0] == 200
+    tickets = [decode(t).text for t in (await printers["kitchen"].wait_for_printed(4))[2:]]
+    await printed_all(agent)
+    first, second = sorted(tickets, key=lambda text: "B-7" in text)
+    assert "A-1042" in first and "2 -> 3x Pizza Margherita" in first
+    assert "B-7" in second and "1 -> 3x Pizza Margherita" in second, second
+
+
 async def test_change_while_queued_replaces_the_ticket(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
@@ -298,6 +318,28 @@ async def test_a_ticket_cut_short_by_paper_out_counts_as_on_paper_for_a_change_o
     else:
         assert after and "STORNO" in after[-1], after
         assert not any("KOPIE" in t and "STORNO" not in t for t in after)  # no copy of the cancelled ticket
+
+
+async def test_a_change_to_a_ticket_cut_short_waits_for_its_copy_to_print_first(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """The printer hangs up halfway through the kitchen ticket (the cook may hold half of it): its COPY waits for the
+    retry, seconds away. A change meanwhile prints its ÄNDERUNG ticket after that COPY, never before it: the kitchen
+    reads an order's tickets in revision order."""
+    kitchen = printers["kitchen"]
+    kitchen.drop_after = 250
+    example_order["print_receipt"] = False
+    raw = config_dict(tmp_path / "data", printers, spool={"retry_base_s": 3, "retry_max_s": 3})
+    agent = await make_agent(parse_settings(raw, source="test"))
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await eventually(lambda: job_rows(agent), lambda rows: rows == [("failed", 1, 1)], what="the ticket failed")
+        assert (await post(api, dessert_added(example_order)))[0] == 200
+        await printed_all(agent)
+    half, first, second = (decode(d).text for d in kitchen.printed)
+    assert "ÄNDERUNG" not in half and "Tiramisu" not in half
+    assert "KOPIE" in first and "Käsespätzle" in first and "ÄNDERUNG" not in first
+    assert "ÄNDERUNG" in second and "+ 1x Tiramisu" in second
 
 
 async def test_a_receipt_going_out_when_its_order_is_cancelled_is_not_printed_again_if_cut_short(
