@@ -185,3 +185,24 @@ async def test_a_burst_of_pushes_is_split_into_transactions_of_at_most_256_order
         await db.close()
     assert [r.outcome for r in results] == ["stored"] * 257
     assert await db_rows(path, "SELECT COUNT(*) FROM orders") == [(257,)]
+
+
+async def test_an_order_and_its_change_arriving_in_one_group_commit_are_stored_in_turn(tmp_path: Path) -> None:
+    """Revision 1 of an order and revision 2 (one pizza more) pushed at once share one group commit: the first is
+    stored, the second updates it; a second connection sees the order at revision 2, both revisions kept, and its
+    kitchen ticket (not printed yet) rewritten to revision 2."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    store = OrderStore(db)
+    try:
+        changed = order(1, revision=2)
+        changed["items"][0]["qty"] = 3
+        first, second = await asyncio.gather(
+            store.insert(ROUTER.prepare(order(1), "push")), store.insert(ROUTER.prepare(changed, "push"))
+        )
+    finally:
+        await db.close()
+    assert (first.outcome, second.outcome, second.revision) == ("stored", "updated", 2)
+    assert await db_rows(path, "SELECT revision FROM orders WHERE id = 'ord_1'") == [(2,)]
+    assert await db_rows(path, "SELECT revision FROM order_revisions ORDER BY revision") == [(1,), (2,)]
+    assert await db_rows(path, "SELECT kind, revision FROM print_jobs ORDER BY id") == [("ticket", 2), ("receipt", 2)]
