@@ -500,3 +500,48 @@ async def test_a_reprint_shows_the_current_revision_and_a_cancelled_order_is_not
         assert r.status == 200
     async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
         assert r.status == 409 and (await r.json())["error"] == "wrong_state"
+
+
+async def test_a_reprint_copies_only_the_stations_its_own_order_still_has(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 2 takes the bar's only item out of one order while another order still has a drink at the bar: a
+    reprint of the first order copies its kitchen ticket and receipt, never a bar ticket for it."""
+    drink = dict(TIRAMISU, sku="ESPRESSO", name="Espresso", station="bar")
+    other = {**copy.deepcopy(example_order), "id": "ord_b", "number": "B-7"}
+    other["items"].append(drink)
+    assert (await post(api, {**example_order, "items": [*example_order["items"], drink]}))[0] == 201
+    assert (await post(api, other))[0] == 201
+    await printed_all(agent)
+    assert (await post(api, revised(example_order, 2)))[0] == 200
+    await printed_all(agent)
+    kitchen = printers["kitchen"]
+    assert len(kitchen.printed) == 5  # each order's kitchen and bar tickets, and the first order's bar change
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 201, await r.text()
+        assert len((await r.json())["job_ids"]) == 2
+    await printed_all(agent)
+    copies = [decode(d) for d in kitchen.printed[5:]]
+    assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen"]]
+
+
+async def test_a_reprint_prints_the_copies_in_the_order_the_stations_first_printed(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printed first, the bar joined in revision 2, the kitchen changed in revision 3: a reprint of the
+    order brings the kitchen's copy first, then the bar's, as the tickets first came."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    drink = dict(TIRAMISU, sku="ESPRESSO", name="Espresso", station="bar")
+    assert (await post(api, revised(example_order, 2, items=[*example_order["items"], drink])))[0] == 200
+    await printed_all(agent)
+    third = dessert_added(example_order, 3)
+    third["items"].append(drink)
+    assert (await post(api, third))[0] == 200
+    await printed_all(agent)
+    kitchen = printers["kitchen"]
+    assert len(kitchen.printed) == 3
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 201, await r.text()
+    copies = [decode(d) for d in (await kitchen.wait_for_printed(5))[3:]]
+    assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen"], ["edge:v1:ord_7f3a9c21:bar"]]
