@@ -206,3 +206,17 @@ async def test_an_order_and_its_change_arriving_in_one_group_commit_are_stored_i
     assert await db_rows(path, "SELECT revision FROM orders WHERE id = 'ord_1'") == [(2,)]
     assert await db_rows(path, "SELECT revision FROM order_revisions ORDER BY revision") == [(1,), (2,)]
     assert await db_rows(path, "SELECT kind, revision FROM print_jobs ORDER BY id") == [("ticket", 2), ("receipt", 2)]
+
+
+async def test_orders_stored_in_one_group_commit_are_listed_newest_arrival_first(tmp_path: Path) -> None:
+    """Three orders pushed at once share one commit and one received_at: the order list (the status page's) still
+    shows the last to arrive first."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    try:
+        await asyncio.gather(*(store.insert(ROUTER.prepare(order(n), "push")) for n in (1, 2, 3)))
+        listed = [o.id for o in await store.recent()]
+    finally:
+        await db.close()
+    assert await db_rows(tmp_path / "edge.db", "SELECT COUNT(DISTINCT received_at) FROM orders") == [(1,)]
+    assert listed == ["ord_3", "ord_2", "ord_1"]
