@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from edge.errors import NotFoundError, WrongStateError
+from edge.states import JobKind
 from edge.store import Database, JobStore
 from edge.store.db import connect_writer
 from edge.store.migrations import load_migrations, migrate
+from tests.helpers import db_rows
 
 
 async def _db_with_jobs(path: Path, states: list[str]) -> None:
@@ -122,3 +124,36 @@ async def test_claim_fails_once_a_job_moved_and_hold_release_discard(tmp_path: P
             await jobs.release_held(99)
     finally:
         await db.close()
+
+
+async def test_a_dead_receipt_with_no_printer_left_stays_dead_and_the_tickets_after_it_still_move(
+    tmp_path: Path,
+) -> None:
+    """At a start with the front printer gone and the kitchen served by 'counter': a dead receipt (no printer serves
+    receipts now) stays dead, a receipt held for want of a printer at an earlier start stays held, and the kitchen
+    ticket waiting after them still moves to 'counter'; a person's retry of the dead receipt is refused naming what is
+    missing (receipts), not a station."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, [])
+    db = await Database.open(path)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key)"
+                " VALUES ('o1', 'receipt', NULL, 'front', 'dead', 0, 'o1:receipt:-:0'),"
+                " ('o1', 'receipt', NULL, 'front', 'queued', 0, 'o1:receipt:-:1'),"
+                " ('o1', 'ticket', 'kitchen', 'kitchen', 'queued', 0, 'o1:ticket:kitchen:0')"
+            )
+            await conn.execute("UPDATE print_jobs SET state = 'held', held_reason = 'no_printer' WHERE id = 2")
+        jobs = JobStore(db, printers={"counter"})
+        moved = await jobs.reroute(lambda kind, station: "counter" if kind == JobKind.TICKET else None)
+        assert [(r.job_id, r.to_printer) for r in moved] == [(3, "counter")]
+        with pytest.raises(WrongStateError, match="no printer serves receipts: add one to the config"):
+            await jobs.retry(1)
+    finally:
+        await db.close()
+    assert await db_rows(path, "SELECT id, state, printer FROM print_jobs ORDER BY id") == [
+        (1, "dead", "front"),
+        (2, "held", "front"),
+        (3, "queued", "counter"),
+    ]
