@@ -53,6 +53,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/printing/test_job_outcomes.py",  # job keys
         "tests/store/test_retention.py",  # ids remembered past retention
         "tests/sync/test_recovery.py",  # recovery's batch insert and lookups
+        "tests/orders/test_changes.py",  # revisions: classified and applied in the insert's transaction
     ],
     "edge/printing/spooler.py": [
         "tests/printing/test_spool_timing.py",  # on a stopped clock: probe backoff, poll cadence, error pause
@@ -76,6 +77,8 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/printing/test_staleness.py",
         "tests/printing/test_clock_steps.py",
         "tests/store/test_events_after_commit.py",
+        "tests/printing/test_batched_marks.py",  # commit_marks: claims, printed marks and releases in one commit
+        "tests/orders/test_changes.py",  # change tickets in turn, cancelled orders' jobs discarded, reprints
     ],
 }
 
