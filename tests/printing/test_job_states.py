@@ -234,3 +234,16 @@ async def test_a_long_printer_error_is_kept_to_500_characters_and_told_to_centra
     assert rows == [(error[:500],), (error[:500],)]
     (payload,) = (await db_rows(tmp_path / "edge.db", "SELECT payload FROM outbox WHERE event = 'failed'"))[0]
     assert json.loads(payload)["error"] == error[:200]
+
+
+async def test_a_printed_mark_on_a_printing_job_records_and_returns_its_time(tmp_path: Path) -> None:
+    """mark_printed on the job the spool holds as 'printing': printed, with the time it returns as printed_at, and
+    central's 'printed' row written."""
+    db, jobs, job_id = await _store_with_job(tmp_path, "printing")
+    try:
+        printed_at = await jobs.mark_printed(job_id, "o1")
+    finally:
+        await db.close()
+    assert printed_at is not None
+    assert await db_rows(tmp_path / "edge.db", "SELECT state, printed_at FROM print_jobs") == [("printed", printed_at)]
+    assert await db_rows(tmp_path / "edge.db", "SELECT event FROM outbox") == [("printed",)]
