@@ -157,3 +157,30 @@ async def test_a_dead_receipt_with_no_printer_left_stays_dead_and_the_tickets_af
         (2, "held", "front"),
         (3, "queued", "counter"),
     ]
+
+
+async def test_a_sleeping_spool_wakes_at_its_printers_earliest_due_job(tmp_path: Path) -> None:
+    """When a spool with nothing due looks again (next_due_at; now = 50): at its own printer's earliest waiting job
+    (100, not the later retry at 130, not another printer's job or a printed one); at once for a retry planned further
+    ahead than the longest delay (the wall clock stepped back since), but not for one exactly that far ahead; and a
+    second from now for a change ticket waiting for an earlier ticket of its station on another printer."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued", "failed", "queued", "printed", "queued"])
+    db = await Database.open(path)
+    try:
+        async with db.transaction() as conn:
+            for job_id, printer, due in [(1, "kitchen", 100), (2, "kitchen", 130), (3, "front", 10), (4, "kitchen", 5)]:
+                await conn.execute(
+                    "UPDATE print_jobs SET printer = ?, next_attempt_at = ? WHERE id = ?", (printer, due, job_id)
+                )
+            await conn.execute(
+                "UPDATE print_jobs SET printer = 'bar', variant = 'change', next_attempt_at = 0 WHERE id = 5"
+            )
+        jobs = JobStore(db)
+        assert await jobs.next_due_at("kitchen", 50, max_delay=1000) == 100
+        assert await jobs.next_due_at("kitchen", 50, max_delay=40) == 50  # 100 and 130 lie beyond 90: due now
+        assert await jobs.next_due_at("front", 5, max_delay=5) == 10  # exactly the longest delay ahead: as planned
+        assert await jobs.next_due_at("bar", 50, max_delay=1000) == 51  # job 1 (kitchen) is still to print first
+        assert await jobs.next_due_at("nowhere", 50, max_delay=1000) is None
+    finally:
+        await db.close()
