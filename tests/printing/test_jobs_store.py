@@ -184,3 +184,23 @@ async def test_a_sleeping_spool_wakes_at_its_printers_earliest_due_job(tmp_path:
         assert await jobs.next_due_at("nowhere", 50, max_delay=1000) is None
     finally:
         await db.close()
+
+
+async def test_a_spool_putting_back_its_unsent_claims_leaves_every_job_going_out_printing(tmp_path: Path) -> None:
+    """The front spool sent job 2, its printed mark still to commit, and claimed job 3 it then did not send (a stop
+    mid-burst): only job 3 goes back in line. Job 2, and the kitchen's job 1 going out at the same moment, stay
+    'printing' (back in line they would print a second time, unmarked)."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["printing", "printing", "printing"])
+    db = await Database.open(path)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE print_jobs SET printer = 'front' WHERE id IN (2, 3)")
+        await JobStore(db).commit_marks("front", release=[3])
+    finally:
+        await db.close()
+    assert await db_rows(path, "SELECT id, printer, state FROM print_jobs ORDER BY id") == [
+        (1, "kitchen", "printing"),
+        (2, "front", "printing"),
+        (3, "front", "queued"),
+    ]
