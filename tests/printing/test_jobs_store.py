@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge.errors import NotFoundError, WrongStateError
-from edge.states import JobKind
+from edge.events import EventBus, JobHeld
+from edge.states import JobKind, JobState
 from edge.store import Database, JobStore
 from edge.store.db import connect_writer
 from edge.store.migrations import load_migrations, migrate
@@ -204,3 +205,18 @@ async def test_a_spool_putting_back_its_unsent_claims_leaves_every_job_going_out
         (2, "front", "printing"),
         (3, "front", "queued"),
     ]
+
+
+async def test_a_held_job_is_announced_with_its_order_number(tmp_path: Path) -> None:
+    """A stale job held (JobHeld, what the manager's alert shows) names its order's number and its age."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued"])
+    db = await Database.open(path)
+    heard: list[JobHeld] = []
+    bus = EventBus()
+    bus.subscribe(heard.append, JobHeld)
+    try:
+        assert await JobStore(db, bus=bus).hold(1, "kitchen", expected=JobState.QUEUED, age_s=4000.0)
+    finally:
+        await db.close()
+    assert [(e.job_id, e.order_id, e.order_number, e.age_s) for e in heard] == [(1, "o1", "1", 4000.0)]
