@@ -220,3 +220,19 @@ async def test_a_held_job_is_announced_with_its_order_number(tmp_path: Path) -> 
     finally:
         await db.close()
     assert [(e.job_id, e.order_id, e.order_number, e.age_s) for e in heard] == [(1, "o1", "1", 4000.0)]
+
+
+async def test_a_job_held_at_start_for_want_of_a_printer_is_announced_with_its_order_number(tmp_path: Path) -> None:
+    """At a start with no printer left for the kitchen, its waiting ticket is held (reason no_printer) and JobHeld
+    names the order's number, as the manager's alert shows it."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued"])
+    db = await Database.open(path)
+    heard: list[JobHeld] = []
+    bus = EventBus()
+    bus.subscribe(heard.append, JobHeld)
+    try:
+        await JobStore(db, printers={"front"}, bus=bus).reroute(lambda kind, station: None)
+    finally:
+        await db.close()
+    assert [(e.job_id, e.order_number, e.reason) for e in heard] == [(1, "1", "no_printer")]
