@@ -90,11 +90,12 @@ async def test_a_stale_hold_never_overrides_a_persons_retry(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("state", ["queued", "held", "discarded", "dead"])
 async def test_printed_and_uncertain_records_only_change_a_printing_job(tmp_path: Path, state: str) -> None:
-    """mark_printed and release only act on a job the spool holds as 'printing'; anything else is left alone."""
+    """A printed mark and a release (a claimed job the spool did not send) only act on a job the spool holds as
+    'printing'; anything else is left alone."""
     db, jobs, job_id = await _store_with_job(tmp_path, state)
     try:
         assert await jobs.mark_printed(job_id, "o1") is None
-        await jobs.release(job_id)
+        await jobs.commit_marks("kitchen", release=[job_id])
         assert await _state(tmp_path) == (state, 0)
         assert (await db_rows(tmp_path / "edge.db", "SELECT COUNT(*) FROM outbox"))[0][0] == 0
     finally:
