@@ -545,3 +545,26 @@ async def test_a_reprint_prints_the_copies_in_the_order_the_stations_first_print
         assert r.status == 201, await r.text()
     copies = [decode(d) for d in (await kitchen.wait_for_printed(5))[3:]]
     assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen"], ["edge:v1:ord_7f3a9c21:bar"]]
+
+
+async def test_a_reprint_keeps_the_highest_priority_its_station_had(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """An order raised to priority 5 by a change (its change ticket printed at 5): while the kitchen printer is off,
+    another order of priority 3 waits, and a reprint of the first is asked for. Back on, the copy comes out first: it
+    keeps the highest priority its station's tickets had, not the 0 of the first ticket."""
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    assert (await post(api, {**dessert_added(example_order), "priority": 5}))[0] == 200
+    await printed_all(agent)
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    assert (await post(api, {**copy.deepcopy(example_order), "id": "ord_b", "number": "B-7", "priority": 3}))[0] == 201
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 201, await r.text()
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # tried B, put it back
+    kitchen.set_offline(False)
+    first, second = (decode(d).text for d in (await kitchen.wait_for_printed(4))[2:])
+    assert "KOPIE" in first and "A-1042" in first
+    assert "B-7" in second
