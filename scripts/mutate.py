@@ -53,6 +53,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/printing/test_job_outcomes.py",  # job keys
         "tests/store/test_retention.py",  # ids remembered past retention
         "tests/sync/test_recovery.py",  # recovery's batch insert and lookups
+        "tests/orders/test_changes.py",  # revisions: classified and applied in the insert's transaction
     ],
     "edge/printing/spooler.py": [
         "tests/printing/test_spool_timing.py",  # on a stopped clock: probe backoff, poll cadence, error pause
@@ -76,6 +77,8 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/printing/test_staleness.py",
         "tests/printing/test_clock_steps.py",
         "tests/store/test_events_after_commit.py",
+        "tests/printing/test_batched_marks.py",  # commit_marks: claims, printed marks and releases in one commit
+        "tests/orders/test_changes.py",  # change tickets in turn, cancelled orders' jobs discarded, reprints
     ],
 }
 
@@ -336,11 +339,25 @@ def pytest_runtest_logreport(report: Any) -> None:
         _DURATIONS[report.nodeid] = _DURATIONS.get(report.nodeid, 0.0) + report.duration
 
 
+_FAILED = False
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    global _FAILED
+    _FAILED = exitstatus != 0
+
+
 def pytest_unconfigure(config: Any) -> None:
     if _COV is not None:
         _COV.stop()
         _COV.save()
         Path(os.environ["MUTATE_COVERAGE_DATA"] + ".durations.json").write_text(json.dumps(_DURATIONS))
+    elif _FAILED and os.environ.get("MUTATE_EXIT_ON_FAILURE"):
+        # A mutant run that failed is killed, whatever happens next. A test that failed before closing its database
+        # leaves aiosqlite's thread running, and the interpreter would wait for it until the budget ran out: exit now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 # --- the driver -----------------------------------------------------------------------------------------------------
@@ -391,11 +408,54 @@ def measure(module: Path, tests: list[str], timeout: int) -> Baseline:
     return Baseline(durations=durations, lines=lines, flaky=sorted(failed))
 
 
-def select(mutant: Mutant, baseline: Baseline) -> list[str]:
+def constant_uses(source: str, others: list[str]) -> dict[int, set[int]]:
+    """For a module-level constant (``NAME = ...``, such as an SQL fragment): line → the lines inside functions that
+    read it, directly or through other constants built from it. A mutant there shows only where it is read, so only the
+    tests running those lines need to run. Left out (every test runs): names other modules use (``others``: their
+    source), and lines of anything else at module level (class bodies, default arguments)."""
+    tree = ast.parse(source)
+    inside = _function_nodes(tree)
+    assigned: dict[str, ast.Assign] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+            assigned.update((t.id, stmt) for t in stmt.targets if isinstance(t, ast.Name))
+    reads: dict[str, set[int]] = {name: set() for name in assigned}  # function lines reading each name
+    feeds: dict[str, set[str]] = {name: set() for name in assigned}  # constant → constants built from it
+    # The whole statement reading a name: coverage records a statement spread over lines at its first line.
+    statement: dict[int, ast.stmt] = {}
+    for stmt in ast.walk(tree):
+        if isinstance(stmt, ast.stmt) and id(stmt) in inside:
+            statement.update((id(child), stmt) for child in ast.walk(stmt))  # breadth first: the innermost last
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in assigned:
+            if id(node) in inside:
+                stmt = statement[id(node)]
+                reads[node.id].update(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+            else:
+                feeds[node.id].update(
+                    n for n, stmt in assigned.items() if stmt.lineno <= node.lineno <= (stmt.end_lineno or stmt.lineno)
+                )
+    uses: dict[int, set[int]] = {}
+    for name, stmt in assigned.items():
+        seen, todo, lines = {name}, [name], set()
+        while todo:
+            current = todo.pop()
+            lines |= reads[current]
+            todo += [n for n in feeds[current] - seen]
+            seen |= feeds[current]
+        if any(re.search(rf"\b{re.escape(n)}\b", text) for n in seen for text in others):
+            continue
+        for line in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1):
+            uses.setdefault(line, set()).update(lines)
+    return uses
+
+
+def select(mutant: Mutant, baseline: Baseline, uses: dict[int, set[int]]) -> list[str]:
     """The tests to run against a mutant, fastest first."""
-    if mutant.in_function:
+    if mutant.in_function or mutant.line in uses:
+        lines = range(mutant.line, mutant.end_line + 1) if mutant.in_function else uses[mutant.line]
         ids: set[str] = set()
-        for line in range(mutant.line, mutant.end_line + 1):
+        for line in lines:
             ids |= baseline.lines.get(line, set())
     else:
         ids = set(baseline.durations)
@@ -404,11 +464,15 @@ def select(mutant: Mutant, baseline: Baseline) -> list[str]:
 
 def run_tests(ids: list[str], timeout: int, budget: float) -> tuple[str, str]:
     """('killed', the test that failed first), ('survived', '') or ('timeout', '') (counted as killed)."""
-    env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1"}  # a mutant's .pyc must never be picked up later
+    env = os.environ | {
+        "PYTHONDONTWRITEBYTECODE": "1",  # a mutant's .pyc must never be picked up later
+        "MUTATE_EXIT_ON_FAILURE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])),
+    }
     with (
         tempfile.TemporaryFile() as out,
         subprocess.Popen(
-            [*_pytest_cmd(timeout), "-rfE", *ids],
+            [*_pytest_cmd(timeout), "-rfE", "-p", "mutate", *ids],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -462,12 +526,14 @@ def mutate_module(
     source = original.decode()
     started = time.monotonic()
     mutants = [m for m in enumerate_mutants(source) if _wanted(m, lines, only)][:limit]
+    others = [p.read_text() for p in (ROOT / "edge").rglob("*.py") if p.resolve() != module]
+    uses = constant_uses(source, others)
     baseline = measure(module, tests, timeout)
     results: list[dict[str, Any]] = []
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         for n, mutant in enumerate(mutants, 1):
-            ids = select(mutant, baseline)
+            ids = select(mutant, baseline, uses)
             if not ids:
                 outcome, by = "not covered", ""
             else:

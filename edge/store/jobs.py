@@ -95,11 +95,6 @@ class JobStore:
         self._printers = None if printers is None else json.dumps(sorted(printers))
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
 
-    async def next_for(self, printer: str, now: float, *, max_delay: float) -> PrintableJob | None:
-        """The next due job for a printer (see ``next_burst``)."""
-        burst = await self.next_burst(printer, now, max_delay=max_delay, limit=1)
-        return burst[0] if burst else None
-
     async def next_burst(self, printer: str, now: float, *, max_delay: float, limit: int) -> list[PrintableJob]:
         """Up to ``limit`` due jobs for a printer, in the order they print: pushed orders before a recovered backlog
         (new orders must not wait behind hours of missed ones), then highest priority, then arrival. ``max_delay``: no
@@ -384,13 +379,6 @@ class JobStore:
                 (error[:500], job_id),
             )
         return any(r[0] == JobState.QUEUED for r in rows)
-
-    async def release(self, job_id: int) -> None:
-        """The printer could not take the job (offline, paper out): back in line, no attempt spent."""
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                f"UPDATE print_jobs SET state = {_BACK_IN_LINE} WHERE id = ? AND state = 'printing'", (job_id,)
-            )
 
     async def mark_failed(
         self,

@@ -208,12 +208,6 @@ class OrderStore:
             if not future.done():
                 future.set_result(result)
 
-    async def known_hashes(self, ids: list[str]) -> dict[str, str]:
-        """Content hash by order id, for the ids stored now or once (purged since, see seen_orders)."""
-        if not ids:
-            return {}
-        return {k: v.content_hash for k, v in (await self.known(ids)).items()}
-
     async def known(self, ids: list[str]) -> dict[str, KnownOrder]:
         """Hash, revision and status by order id, for the ids stored now or once (purged since, see seen_orders)."""
         if not ids:

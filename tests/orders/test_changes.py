@@ -72,6 +72,26 @@ async def test_change_after_print_prints_a_change_ticket(
     assert len(printers["front"].printed) == 1
 
 
+async def test_two_orders_changed_each_change_ticket_lists_what_changed_in_its_own_order(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Two orders with the same revision numbers, each changed after its ticket printed: the second order's change
+    ticket lists what changed against its own first revision (1 -> 3 pizzas), not against the other order's."""
+    other = copy.deepcopy(example_order)
+    other["id"], other["number"], other["items"][0]["qty"] = "ord_b", "B-7", 1
+    for order in (example_order, other):
+        assert (await post(api, order))[0] == 201
+    await printers["kitchen"].wait_for_printed(2)
+    await printed_all(agent)
+    for order in (example_order, other):
+        assert (await post(api, dessert_added(order)))[0] == 200
+    tickets = [decode(t).text for t in (await printers["kitchen"].wait_for_printed(4))[2:]]
+    await printed_all(agent)
+    first, second = sorted(tickets, key=lambda text: "B-7" in text)
+    assert "A-1042" in first and "2 -> 3x Pizza Margherita" in first
+    assert "B-7" in second and "1 -> 3x Pizza Margherita" in second, second
+
+
 async def test_change_while_queued_replaces_the_ticket(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
@@ -300,6 +320,28 @@ async def test_a_ticket_cut_short_by_paper_out_counts_as_on_paper_for_a_change_o
         assert not any("KOPIE" in t and "STORNO" not in t for t in after)  # no copy of the cancelled ticket
 
 
+async def test_a_change_to_a_ticket_cut_short_waits_for_its_copy_to_print_first(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """The printer hangs up halfway through the kitchen ticket (the cook may hold half of it): its COPY waits for the
+    retry, seconds away. A change meanwhile prints its ÄNDERUNG ticket after that COPY, never before it: the kitchen
+    reads an order's tickets in revision order."""
+    kitchen = printers["kitchen"]
+    kitchen.drop_after = 250
+    example_order["print_receipt"] = False
+    raw = config_dict(tmp_path / "data", printers, spool={"retry_base_s": 3, "retry_max_s": 3})
+    agent = await make_agent(parse_settings(raw, source="test"))
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await eventually(lambda: job_rows(agent), lambda rows: rows == [("failed", 1, 1)], what="the ticket failed")
+        assert (await post(api, dessert_added(example_order)))[0] == 200
+        await printed_all(agent)
+    half, first, second = (decode(d).text for d in kitchen.printed)
+    assert "ÄNDERUNG" not in half and "Tiramisu" not in half
+    assert "KOPIE" in first and "Käsespätzle" in first and "ÄNDERUNG" not in first
+    assert "ÄNDERUNG" in second and "+ 1x Tiramisu" in second
+
+
 async def test_a_receipt_going_out_when_its_order_is_cancelled_is_not_printed_again_if_cut_short(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
 ) -> None:
@@ -458,3 +500,71 @@ async def test_a_reprint_shows_the_current_revision_and_a_cancelled_order_is_not
         assert r.status == 200
     async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
         assert r.status == 409 and (await r.json())["error"] == "wrong_state"
+
+
+async def test_a_reprint_copies_only_the_stations_its_own_order_still_has(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 2 takes the bar's only item out of one order while another order still has a drink at the bar: a
+    reprint of the first order copies its kitchen ticket and receipt, never a bar ticket for it."""
+    drink = dict(TIRAMISU, sku="ESPRESSO", name="Espresso", station="bar")
+    other = {**copy.deepcopy(example_order), "id": "ord_b", "number": "B-7"}
+    other["items"].append(drink)
+    assert (await post(api, {**example_order, "items": [*example_order["items"], drink]}))[0] == 201
+    assert (await post(api, other))[0] == 201
+    await printed_all(agent)
+    assert (await post(api, revised(example_order, 2)))[0] == 200
+    await printed_all(agent)
+    kitchen = printers["kitchen"]
+    assert len(kitchen.printed) == 5  # each order's kitchen and bar tickets, and the first order's bar change
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 201, await r.text()
+        assert len((await r.json())["job_ids"]) == 2
+    await printed_all(agent)
+    copies = [decode(d) for d in kitchen.printed[5:]]
+    assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen"]]
+
+
+async def test_a_reprint_prints_the_copies_in_the_order_the_stations_first_printed(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printed first, the bar joined in revision 2, the kitchen changed in revision 3: a reprint of the
+    order brings the kitchen's copy first, then the bar's, as the tickets first came."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    drink = dict(TIRAMISU, sku="ESPRESSO", name="Espresso", station="bar")
+    assert (await post(api, revised(example_order, 2, items=[*example_order["items"], drink])))[0] == 200
+    await printed_all(agent)
+    third = dessert_added(example_order, 3)
+    third["items"].append(drink)
+    assert (await post(api, third))[0] == 200
+    await printed_all(agent)
+    kitchen = printers["kitchen"]
+    assert len(kitchen.printed) == 3
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 201, await r.text()
+    copies = [decode(d) for d in (await kitchen.wait_for_printed(5))[3:]]
+    assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen"], ["edge:v1:ord_7f3a9c21:bar"]]
+
+
+async def test_a_reprint_keeps_the_highest_priority_its_station_had(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """An order raised to priority 5 by a change (its change ticket printed at 5): while the kitchen printer is off,
+    another order of priority 3 waits, and a reprint of the first is asked for. Back on, the copy comes out first: it
+    keeps the highest priority its station's tickets had, not the 0 of the first ticket."""
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    assert (await post(api, {**dessert_added(example_order), "priority": 5}))[0] == 200
+    await printed_all(agent)
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    assert (await post(api, {**copy.deepcopy(example_order), "id": "ord_b", "number": "B-7", "priority": 3}))[0] == 201
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
+        assert r.status == 201, await r.text()
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # tried B, put it back
+    kitchen.set_offline(False)
+    first, second = (decode(d).text for d in (await kitchen.wait_for_printed(4))[2:])
+    assert "KOPIE" in first and "A-1042" in first
+    assert "B-7" in second

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -89,11 +90,12 @@ async def test_a_stale_hold_never_overrides_a_persons_retry(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("state", ["queued", "held", "discarded", "dead"])
 async def test_printed_and_uncertain_records_only_change_a_printing_job(tmp_path: Path, state: str) -> None:
-    """mark_printed and release only act on a job the spool holds as 'printing'; anything else is left alone."""
+    """A printed mark and a release (a claimed job the spool did not send) only act on a job the spool holds as
+    'printing'; anything else is left alone."""
     db, jobs, job_id = await _store_with_job(tmp_path, state)
     try:
         assert await jobs.mark_printed(job_id, "o1") is None
-        await jobs.release(job_id)
+        await jobs.commit_marks("kitchen", release=[job_id])
         assert await _state(tmp_path) == (state, 0)
         assert (await db_rows(tmp_path / "edge.db", "SELECT COUNT(*) FROM outbox"))[0][0] == 0
     finally:
@@ -211,3 +213,38 @@ async def test_a_ticket_that_cannot_be_rendered_fails_with_the_reason_and_is_not
     assert (state, attempts, copy) == ("dead", 2, 0)
     assert error.startswith("cannot render the ticket:") and "no_such_field" in error
     assert printers["kitchen"].jobs == []
+
+
+async def test_a_long_printer_error_is_kept_to_500_characters_and_told_to_central_in_200(tmp_path: Path) -> None:
+    """A driver error of 750 characters: a job that dies keeps its first 500 (last_error, what the status page shows)
+    and central's 'failed' event carries the first 200; a job put back after a fault keeps the first 500 too."""
+    error = "".join(f"{n:04d} " for n in range(150))  # 750 characters, each stretch of 5 unlike any other
+    db, jobs, job_id = await _store_with_job(tmp_path, "printing")
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key)"
+                " VALUES ('o1', 'receipt', NULL, 'front', 'printing', 0, 'o1:receipt:-:0')"
+            )
+        outcome = await jobs.mark_failed(job_id, "o1", error=error, next_attempt_at=0, max_attempts=1, partial=False)
+        assert outcome is not None and outcome.state == "dead"
+        assert await jobs.mark_uncertain(job_id + 1, error)
+    finally:
+        await db.close()
+    rows = await db_rows(tmp_path / "edge.db", "SELECT last_error FROM print_jobs ORDER BY id")
+    assert rows == [(error[:500],), (error[:500],)]
+    (payload,) = (await db_rows(tmp_path / "edge.db", "SELECT payload FROM outbox WHERE event = 'failed'"))[0]
+    assert json.loads(payload)["error"] == error[:200]
+
+
+async def test_a_printed_mark_on_a_printing_job_records_and_returns_its_time(tmp_path: Path) -> None:
+    """mark_printed on the job the spool holds as 'printing': printed, with the time it returns as printed_at, and
+    central's 'printed' row written."""
+    db, jobs, job_id = await _store_with_job(tmp_path, "printing")
+    try:
+        printed_at = await jobs.mark_printed(job_id, "o1")
+    finally:
+        await db.close()
+    assert printed_at is not None
+    assert await db_rows(tmp_path / "edge.db", "SELECT state, printed_at FROM print_jobs") == [("printed", printed_at)]
+    assert await db_rows(tmp_path / "edge.db", "SELECT event FROM outbox") == [("printed",)]

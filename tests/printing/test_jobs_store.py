@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from edge.errors import NotFoundError, WrongStateError
+from edge.events import EventBus, JobHeld
+from edge.states import JobKind, JobState
 from edge.store import Database, JobStore
 from edge.store.db import connect_writer
 from edge.store.migrations import load_migrations, migrate
+from tests.helpers import db_rows
 
 
 async def _db_with_jobs(path: Path, states: list[str]) -> None:
@@ -122,3 +125,114 @@ async def test_claim_fails_once_a_job_moved_and_hold_release_discard(tmp_path: P
             await jobs.release_held(99)
     finally:
         await db.close()
+
+
+async def test_a_dead_receipt_with_no_printer_left_stays_dead_and_the_tickets_after_it_still_move(
+    tmp_path: Path,
+) -> None:
+    """At a start with the front printer gone and the kitchen served by 'counter': a dead receipt (no printer serves
+    receipts now) stays dead, a receipt held for want of a printer at an earlier start stays held, and the kitchen
+    ticket waiting after them still moves to 'counter'; a person's retry of the dead receipt is refused naming what is
+    missing (receipts), not a station."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, [])
+    db = await Database.open(path)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key)"
+                " VALUES ('o1', 'receipt', NULL, 'front', 'dead', 0, 'o1:receipt:-:0'),"
+                " ('o1', 'receipt', NULL, 'front', 'queued', 0, 'o1:receipt:-:1'),"
+                " ('o1', 'ticket', 'kitchen', 'kitchen', 'queued', 0, 'o1:ticket:kitchen:0')"
+            )
+            await conn.execute("UPDATE print_jobs SET state = 'held', held_reason = 'no_printer' WHERE id = 2")
+        jobs = JobStore(db, printers={"counter"})
+        moved = await jobs.reroute(lambda kind, station: "counter" if kind == JobKind.TICKET else None)
+        assert [(r.job_id, r.to_printer) for r in moved] == [(3, "counter")]
+        with pytest.raises(WrongStateError, match="no printer serves receipts: add one to the config"):
+            await jobs.retry(1)
+    finally:
+        await db.close()
+    assert await db_rows(path, "SELECT id, state, printer FROM print_jobs ORDER BY id") == [
+        (1, "dead", "front"),
+        (2, "held", "front"),
+        (3, "queued", "counter"),
+    ]
+
+
+async def test_a_sleeping_spool_wakes_at_its_printers_earliest_due_job(tmp_path: Path) -> None:
+    """When a spool with nothing due looks again (next_due_at; now = 50): at its own printer's earliest waiting job
+    (100, not the later retry at 130, not another printer's job or a printed one); at once for a retry planned further
+    ahead than the longest delay (the wall clock stepped back since), but not for one exactly that far ahead; and a
+    second from now for a change ticket waiting for an earlier ticket of its station on another printer."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued", "failed", "queued", "printed", "queued"])
+    db = await Database.open(path)
+    try:
+        async with db.transaction() as conn:
+            for job_id, printer, due in [(1, "kitchen", 100), (2, "kitchen", 130), (3, "front", 10), (4, "kitchen", 5)]:
+                await conn.execute(
+                    "UPDATE print_jobs SET printer = ?, next_attempt_at = ? WHERE id = ?", (printer, due, job_id)
+                )
+            await conn.execute(
+                "UPDATE print_jobs SET printer = 'bar', variant = 'change', next_attempt_at = 0 WHERE id = 5"
+            )
+        jobs = JobStore(db)
+        assert await jobs.next_due_at("kitchen", 50, max_delay=1000) == 100
+        assert await jobs.next_due_at("kitchen", 50, max_delay=40) == 50  # 100 and 130 lie beyond 90: due now
+        assert await jobs.next_due_at("front", 5, max_delay=5) == 10  # exactly the longest delay ahead: as planned
+        assert await jobs.next_due_at("bar", 50, max_delay=1000) == 51  # job 1 (kitchen) is still to print first
+        assert await jobs.next_due_at("nowhere", 50, max_delay=1000) is None
+    finally:
+        await db.close()
+
+
+async def test_a_spool_putting_back_its_unsent_claims_leaves_every_job_going_out_printing(tmp_path: Path) -> None:
+    """The front spool sent job 2, its printed mark still to commit, and claimed job 3 it then did not send (a stop
+    mid-burst): only job 3 goes back in line. Job 2, and the kitchen's job 1 going out at the same moment, stay
+    'printing' (back in line they would print a second time, unmarked)."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["printing", "printing", "printing"])
+    db = await Database.open(path)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE print_jobs SET printer = 'front' WHERE id IN (2, 3)")
+        await JobStore(db).commit_marks("front", release=[3])
+    finally:
+        await db.close()
+    assert await db_rows(path, "SELECT id, printer, state FROM print_jobs ORDER BY id") == [
+        (1, "kitchen", "printing"),
+        (2, "front", "printing"),
+        (3, "front", "queued"),
+    ]
+
+
+async def test_a_held_job_is_announced_with_its_order_number(tmp_path: Path) -> None:
+    """A stale job held (JobHeld, what the manager's alert shows) names its order's number and its age."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued"])
+    db = await Database.open(path)
+    heard: list[JobHeld] = []
+    bus = EventBus()
+    bus.subscribe(heard.append, JobHeld)
+    try:
+        assert await JobStore(db, bus=bus).hold(1, "kitchen", expected=JobState.QUEUED, age_s=4000.0)
+    finally:
+        await db.close()
+    assert [(e.job_id, e.order_id, e.order_number, e.age_s) for e in heard] == [(1, "o1", "1", 4000.0)]
+
+
+async def test_a_job_held_at_start_for_want_of_a_printer_is_announced_with_its_order_number(tmp_path: Path) -> None:
+    """At a start with no printer left for the kitchen, its waiting ticket is held (reason no_printer) and JobHeld
+    names the order's number, as the manager's alert shows it."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued"])
+    db = await Database.open(path)
+    heard: list[JobHeld] = []
+    bus = EventBus()
+    bus.subscribe(heard.append, JobHeld)
+    try:
+        await JobStore(db, printers={"front"}, bus=bus).reroute(lambda kind, station: None)
+    finally:
+        await db.close()
+    assert [(e.job_id, e.order_number, e.reason) for e in heard] == [(1, "1", "no_printer")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from edge.app import Agent
 from edge.orders.intake import Router
 from edge.states import OrderSource
 from edge.store import Database, JobStore, OrderStore
-from tests.helpers import api_client, db_rows, orders, post
+from tests.helpers import api_client, db_rows, orders, post, wal_commits
 
 EXAMPLE = json.loads((Path(__file__).parents[1] / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
 ROUTER = Router(
@@ -146,3 +147,76 @@ async def test_orders_are_counted_by_source_as_the_recovery_benchmark_asks(tmp_p
         ("push", 1),
         ("recovery", 2),
     ]
+
+
+async def test_a_store_running_for_months_keeps_no_finished_group_commit_in_memory(tmp_path: Path) -> None:
+    """Each group commit runs as a task; once it is done nothing keeps it: after 40 inserts one after the other (40
+    group commits) no finished group-commit task is left in memory, however long the box runs."""
+
+    def finished_group_commits() -> list[asyncio.Task]:
+        gc.collect()
+        return [
+            o for o in gc.get_objects() if isinstance(o, asyncio.Task) and o.get_name() == "store-orders" and o.done()
+        ]
+
+    earlier = finished_group_commits()  # other tests' in this process, if anything holds them
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    try:
+        for n in range(40):
+            assert (await store.insert(ROUTER.prepare(order(n), "push"))).outcome == "stored"
+        await asyncio.sleep(0)  # the last task's done callbacks run
+        assert [t for t in finished_group_commits() if not any(t is e for e in earlier)] == []
+    finally:
+        await db.close()
+
+
+async def test_a_burst_of_pushes_is_split_into_transactions_of_at_most_256_orders(tmp_path: Path) -> None:
+    """257 pushes at once share commits, but no transaction takes more than 256 orders (it would keep the spools'
+    marks waiting): two commits, counted in the write-ahead log, and every order stored."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    store = OrderStore(db)
+    try:
+        before = await asyncio.to_thread(wal_commits, path)
+        results = await asyncio.gather(*(store.insert(ROUTER.prepare(order(n), "push")) for n in range(257)))
+        assert await asyncio.to_thread(wal_commits, path) - before == 2
+    finally:
+        await db.close()
+    assert [r.outcome for r in results] == ["stored"] * 257
+    assert await db_rows(path, "SELECT COUNT(*) FROM orders") == [(257,)]
+
+
+async def test_an_order_and_its_change_arriving_in_one_group_commit_are_stored_in_turn(tmp_path: Path) -> None:
+    """Revision 1 of an order and revision 2 (one pizza more) pushed at once share one group commit: the first is
+    stored, the second updates it; a second connection sees the order at revision 2, both revisions kept, and its
+    kitchen ticket (not printed yet) rewritten to revision 2."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    store = OrderStore(db)
+    try:
+        changed = order(1, revision=2)
+        changed["items"][0]["qty"] = 3
+        first, second = await asyncio.gather(
+            store.insert(ROUTER.prepare(order(1), "push")), store.insert(ROUTER.prepare(changed, "push"))
+        )
+    finally:
+        await db.close()
+    assert (first.outcome, second.outcome, second.revision) == ("stored", "updated", 2)
+    assert await db_rows(path, "SELECT revision FROM orders WHERE id = 'ord_1'") == [(2,)]
+    assert await db_rows(path, "SELECT revision FROM order_revisions ORDER BY revision") == [(1,), (2,)]
+    assert await db_rows(path, "SELECT kind, revision FROM print_jobs ORDER BY id") == [("ticket", 2), ("receipt", 2)]
+
+
+async def test_orders_stored_in_one_group_commit_are_listed_newest_arrival_first(tmp_path: Path) -> None:
+    """Three orders pushed at once share one commit and one received_at: the order list (the status page's) still
+    shows the last to arrive first."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    try:
+        await asyncio.gather(*(store.insert(ROUTER.prepare(order(n), "push")) for n in (1, 2, 3)))
+        listed = [o.id for o in await store.recent()]
+    finally:
+        await db.close()
+    assert await db_rows(tmp_path / "edge.db", "SELECT COUNT(DISTINCT received_at) FROM orders") == [(1,)]
+    assert listed == ["ord_3", "ord_2", "ord_1"]
