@@ -383,17 +383,17 @@ class Database:
         Cancelled meanwhile, the body still runs to its end and its writes commit with the group (as a cancellation
         at COMMIT always could); the cancellation is raised once the group's bookkeeping is done."""
         async with self._write_lock:
-            group = self._group
+            group, begin = self._group, self._group is None
+            if group is None:
+                group = self._group = _Group(asyncio.get_running_loop().create_future())
+                # Queued before anything ``fn`` schedules (a batch taking the orders left over): that joins the next
+                # group, so a burst is cut into transactions of one batch each, as with ``transaction``.
+                self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
             body = fn(self._direct)
-            trip = asyncio.ensure_future(self._writer._execute(_run_whole, self._writer._conn, body, group is None))
+            trip = asyncio.ensure_future(self._writer._execute(_run_whole, self._writer._conn, body, begin))
             cancelled = await _wait_out(trip)  # the bookkeeping below must run whatever happens to the caller
             err = trip.exception()
-            if group is None and err is None:
-                group = self._group = _Group(asyncio.get_running_loop().create_future())
-                self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
-            elif group is None:
-                await self._end_transaction()  # the transaction we began holds nothing else
-            elif err is not None:
+            if err is not None:
                 self._lost_if_ended(group, err)
             if isinstance(err, sqlite3.Error):
                 raise self._store_error(err) from err
@@ -401,7 +401,6 @@ class Database:
                 raise err
             if cancelled:
                 raise asyncio.CancelledError
-            assert group is not None  # the trip succeeded: its writes are in this group
         await _to_the_end(asyncio.shield(group.done))
         return trip.result()
 

@@ -135,7 +135,7 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
     printed = await kitchen.wait_for_printed(1)
     text = decode(printed[0]).text
     assert "N-000" in text and re.search(
-        r"Bestellt: \d\d\.11\.2026 \d\d:\d\d", text
+        r"Bestellt: \d\d\.\d\d\.\d{4} \d\d:\d\d", text
     )  # released: the original order time, with its date
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "discarded"])
     await asyncio.sleep(0.3)
