@@ -375,32 +375,41 @@ class Database:
         if self.on_write_health is not None:
             self.on_write_health(problem)
 
-    async def write(self, fn: Callable[[DirectConnection], Coroutine[Any, Any, T]]) -> T:
+    async def write(
+        self, fn: Callable[[DirectConnection], Coroutine[Any, Any, T]], *, then: Callable[[], None] | None = None
+    ) -> T:
         """``transaction`` for a body that awaits nothing but its connection, run whole on the writer's thread in one
         trip (see DirectConnection): same group commit, same all-or-nothing, same return once durable. ``fn`` is called
         on the loop once the writer is ours (it may take what is pending then); its coroutine runs on the thread.
 
+        Writers that queue while the body runs join its group (fewer commits, fewer pages written). ``then`` is called
+        on the loop once the body has run and the group's COMMIT is queued (or the body failed): a write it schedules
+        goes into the next group, which is how a batch keeps what it leaves over out of its own transaction.
+
         Cancelled meanwhile, the body still runs to its end and its writes commit with the group (as a cancellation
         at COMMIT always could); the cancellation is raised once the group's bookkeeping is done."""
         async with self._write_lock:
-            group, begin = self._group, self._group is None
-            if group is None:
-                group = self._group = _Group(asyncio.get_running_loop().create_future())
-                # Queued before anything ``fn`` schedules (a batch taking the orders left over): that joins the next
-                # group, so a burst is cut into transactions of one batch each, as with ``transaction``.
-                self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
+            group = self._group
             body = fn(self._direct)
-            trip = asyncio.ensure_future(self._writer._execute(_run_whole, self._writer._conn, body, begin))
+            trip = asyncio.ensure_future(self._writer._execute(_run_whole, self._writer._conn, body, group is None))
             cancelled = await _wait_out(trip)  # the bookkeeping below must run whatever happens to the caller
             err = trip.exception()
-            if err is not None:
+            if group is None and err is None:
+                group = self._group = _Group(asyncio.get_running_loop().create_future())
+                self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
+            elif group is None:
+                await self._end_transaction()  # the transaction we began holds nothing else
+            elif err is not None:
                 self._lost_if_ended(group, err)
+            if then is not None:
+                then()
             if isinstance(err, sqlite3.Error):
                 raise self._store_error(err) from err
             if err is not None:
                 raise err
             if cancelled:
                 raise asyncio.CancelledError
+            assert group is not None  # the trip succeeded: its writes are in this group
         await _to_the_end(asyncio.shield(group.done))
         return trip.result()
 

@@ -190,16 +190,21 @@ class OrderStore:
         def take(conn: DirectConnection) -> Coroutine[Any, Any, list[InsertResult]]:
             nonlocal group
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+            return insert_batch(conn, [n for n, _ in group], self._clock.wall())
+
+        def next_batch() -> None:
+            # Only now, with this batch's COMMIT queued: orders left over or arriving meanwhile start the next group
+            # (a transaction never takes more than MAX_GROUP orders), which commits while this one's fsync runs.
             self._scheduled = False
             if self._pending:
                 self._schedule()
-            return insert_batch(conn, [n for n, _ in group], self._clock.wall())
 
         try:
-            results = await self._db.write(take)
+            results = await self._db.write(take, then=next_batch)
         except Exception as err:  # every waiter learns the commit failed; none is told "stored"
             if not group:  # the writer failed before this batch took its orders
-                group, self._pending, self._scheduled = self._pending, [], False
+                group, self._pending = self._pending, []
+                self._scheduled = False
             for _, future in group:
                 if not future.done():
                     future.set_exception(err)
