@@ -18,7 +18,8 @@ from edge.store.migrations import load_migrations, migrate
 from tests.helpers import db_rows
 
 
-async def _db_with_jobs(path: Path, states: list[str]) -> None:
+async def _db_with_jobs(path: Path, states: list[str], *changes: tuple[str, tuple[object, ...]]) -> None:
+    """Order o1 with one kitchen ticket per state (ids 1, 2, ...), then ``changes`` (SQL, parameters) in turn."""
     db = await Database.open(path)
     async with db.transaction() as conn:
         await conn.execute(
@@ -31,6 +32,8 @@ async def _db_with_jobs(path: Path, states: list[str]) -> None:
                 "('o1', 'ticket', 'kitchen', 'kitchen', ?, ?, ?)",
                 (state, time.time(), f"o1:ticket:kitchen:{n}"),
             )
+        for sql, params in changes:
+            await conn.execute(sql, params)
     await db.close()
 
 
@@ -166,17 +169,19 @@ async def test_a_sleeping_spool_wakes_at_its_printers_earliest_due_job(tmp_path:
     ahead than the longest delay (the wall clock stepped back since), but not for one exactly that far ahead; and a
     second from now for a change ticket waiting for an earlier ticket of its station on another printer."""
     path = tmp_path / "edge.db"
-    await _db_with_jobs(path, ["queued", "failed", "queued", "printed", "queued"])
+    due = "UPDATE print_jobs SET printer = ?, next_attempt_at = ? WHERE id = ?"
+    await _db_with_jobs(
+        path,
+        ["queued", "failed", "queued", "printed", "queued"],
+        *[
+            (due, (printer, at, job))
+            for job, printer, at in [(1, "kitchen", 100), (2, "kitchen", 130), (3, "front", 10)]
+        ],
+        (due, ("kitchen", 5, 4)),
+        ("UPDATE print_jobs SET printer = 'bar', variant = 'change', next_attempt_at = 0 WHERE id = 5", ()),
+    )
     db = await Database.open(path)
     try:
-        async with db.transaction() as conn:
-            for job_id, printer, due in [(1, "kitchen", 100), (2, "kitchen", 130), (3, "front", 10), (4, "kitchen", 5)]:
-                await conn.execute(
-                    "UPDATE print_jobs SET printer = ?, next_attempt_at = ? WHERE id = ?", (printer, due, job_id)
-                )
-            await conn.execute(
-                "UPDATE print_jobs SET printer = 'bar', variant = 'change', next_attempt_at = 0 WHERE id = 5"
-            )
         jobs = JobStore(db)
         assert await jobs.next_due_at("kitchen", 50, max_delay=1000) == 100
         assert await jobs.next_due_at("kitchen", 50, max_delay=40) == 50  # 100 and 130 lie beyond 90: due now
@@ -192,11 +197,11 @@ async def test_a_spool_putting_back_its_unsent_claims_leaves_every_job_going_out
     mid-burst): only job 3 goes back in line. Job 2, and the kitchen's job 1 going out at the same moment, stay
     'printing' (back in line they would print a second time, unmarked)."""
     path = tmp_path / "edge.db"
-    await _db_with_jobs(path, ["printing", "printing", "printing"])
+    await _db_with_jobs(
+        path, ["printing", "printing", "printing"], ("UPDATE print_jobs SET printer = 'front' WHERE id IN (2, 3)", ())
+    )
     db = await Database.open(path)
     try:
-        async with db.transaction() as conn:
-            await conn.execute("UPDATE print_jobs SET printer = 'front' WHERE id IN (2, 3)")
         await JobStore(db).commit_marks("front", release=[3])
     finally:
         await db.close()
