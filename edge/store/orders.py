@@ -202,9 +202,7 @@ class OrderStore:
         try:
             results = await self._db.write(take, then=next_batch)
         except Exception as err:  # every waiter learns the commit failed; none is told "stored"
-            if not group:  # the writer failed before this batch took its orders
-                group, self._pending = self._pending, []
-                self._scheduled = False
+            # ``take`` ran: it runs as soon as the writer is ours, and a batch is scheduled only with orders pending.
             for _, future in group:
                 if not future.done():
                     future.set_exception(err)
