@@ -19,9 +19,16 @@ from edge.log import configure_logging
 EXIT_CONFIG = 2
 
 
-def _load(args: argparse.Namespace) -> Settings:
+def _load(args: argparse.Namespace, *, printing: bool = False) -> Settings:
+    """The settings, the process then acting as the data dir's owner. ``printing``: load python-escpos, Pillow and
+    jinja2 first, while still root; they import lazily, and after this every file they read must be readable by the
+    agent's user."""
     from edge.ops.owner import act_as_data_owner
 
+    if printing:
+        from edge.printing.check import load_libraries
+
+        load_libraries()
     settings = load_settings(resolve_config_path(args.config))
     act_as_data_owner(settings.agent.data_dir)  # as root: become the agent's user before touching its files
     return settings
@@ -76,11 +83,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from edge.printing.check import load_libraries
     from edge.printing.profiles import check_profile
 
-    load_libraries()  # before _load, which (as root) becomes the agent's user
-    settings = _load(args)
+    settings = _load(args, printing=True)
     for printer in settings.printers.values():
         check_profile(printer.name, printer.profile)  # printing checks it at start-up; the check says so too
     stations = ", ".join(settings.stations) or "none"
@@ -156,13 +161,11 @@ def cmd_printer_test(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     """Straight from the database, read-only: works whether or not the agent runs, and builds no agent."""
-    from edge.printing.check import load_libraries
     from edge.printing.decode import preview, preview_png
     from edge.printing.jobs import JobRenderer
     from edge.store.files import order_jobs
 
-    load_libraries()  # before _load, which (as root) becomes the agent's user
-    settings = _load(args)
+    settings = _load(args, printing=True)
     jobs = order_jobs(settings.agent.db_path, args.order)
     if not jobs:
         raise EdgeError(f"order {args.order!r} has no print jobs (or does not exist)")
