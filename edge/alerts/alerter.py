@@ -253,18 +253,22 @@ class Alerter:
         cleared."""
         await self._follow_clock()
         now, cfg = self.clock.wall(), self._cfg
+        # The alerts a stale count would clear are read first: one stored after the counts (a hold committed while
+        # this check ran) is left for the next check, which counts its job.
+        job_alerts = (
+            ("print_job_failed", JobState.DEAD),
+            ("print_job_held", JobState.HELD),
+            ("print_job_unrouted", JobState.HELD),
+        )
+        firing = [(type_name, state, await self._store.firing(type_name)) for type_name, state in job_alerts]
         counts = await self._jobs.counts()
         oldest = await self._jobs.oldest_waiting()
         waiting = sum(n for (_, state), n in counts.items() if state in _WAITING_STATES)
         oldest_min = round((now - oldest) / 60) if oldest else 0
         backlog = waiting > cfg.backlog_jobs or (oldest is not None and now - oldest >= cfg.backlog_age_min * 60)
         self._level("queue_backlog", "queue", backlog, waiting=waiting, oldest_min=oldest_min)
-        for type_name, state in (
-            ("print_job_failed", JobState.DEAD),
-            ("print_job_held", JobState.HELD),
-            ("print_job_unrouted", JobState.HELD),
-        ):
-            for group in await self._store.firing(type_name):
+        for type_name, state, groups in firing:
+            for group in groups:
                 if not counts.get((group.subject, state)):
                     self._signal(type_name, group.subject, False)
         waiting_on = waiting_per_printer(counts)
