@@ -243,19 +243,32 @@ class Renderer:
                 raise ConfigError("printing.template_dir", f"{name}: {err}{_template_line(err, name)}") from err
 
 
+# Templates this process compiled or loaded: (template key, source checksum) -> code. A renderer made again (the start-up
+# check's, then the spools'; every in-process agent of the test suite) takes its code from here instead of the disk.
+_COMPILED: dict[tuple[str, str], types.CodeType] = {}
+
+
 def _bytecode_cache(folder: Path) -> jinja2.BytecodeCache:
     """jinja2's file cache of compiled templates, keyed by each template's source checksum (an edited template is
-    compiled again). A cache that cannot be read or written is no cache: never a reason to stop."""
+    compiled again), behind this process's own memory of them. A cache that cannot be read or written is no cache:
+    never a reason to stop."""
     import jinja2
 
     class SparingCache(jinja2.FileSystemBytecodeCache):
         def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+            if (code := _COMPILED.get((bucket.key, bucket.checksum))) is not None:
+                bucket.code = code
+                return
             try:
                 super().load_bytecode(bucket)
             except Exception:  # unreadable, or garbage (a torn write): compile from the source
                 bucket.reset()
+            if bucket.code is not None:
+                _COMPILED[bucket.key, bucket.checksum] = bucket.code
 
         def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+            if bucket.code is not None:
+                _COMPILED[bucket.key, bucket.checksum] = bucket.code
             with contextlib.suppress(OSError):
                 super().dump_bytecode(bucket)
 

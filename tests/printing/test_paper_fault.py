@@ -57,6 +57,8 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
     (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
     assert [(e, p.get("job_id")) for e, p in await outbox(agent)] == [("received", None), ("printed", job_id)]
+    # The row commits before the loop gets to publish JobPrinted: the event may come a moment after the row shows.
+    await wait_until(lambda: len(printed_events) == 1)
     assert len(printed_events) == 1 and failed_events == []
     assert states.count(flag) == 1
 
