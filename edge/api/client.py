@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
-
 from edge.config import Settings
 from edge.errors import EdgeError
 
 
 async def call_agent(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """(status, JSON answer) of one request to the agent on this box; EdgeError naming the URL if it does not answer."""
+    import aiohttp  # here: the commands that never call the agent (config check, backup, migrate) start ~0.15 s sooner
+
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
     url = f"http://{host}:{settings.api.port}{path}"
     headers = {"Authorization": f"Bearer {settings.api.token.get()}"}

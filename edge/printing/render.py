@@ -243,8 +243,8 @@ class Renderer:
                 raise ConfigError("printing.template_dir", f"{name}: {err}{_template_line(err, name)}") from err
 
 
-# Templates this process compiled or loaded: (template key, source checksum) -> code. A renderer made again (the start-up
-# check's, then the spools'; every in-process agent of the test suite) takes its code from here instead of the disk.
+# Templates this process compiled or loaded: (template key, source checksum) -> code. A renderer made again (the
+# start-up check's, then the spools'; every in-process agent of the test suite) takes its code from here, not the disk.
 _COMPILED: dict[tuple[str, str], types.CodeType] = {}
 
 
