@@ -33,7 +33,7 @@ def _wait_blocks(pid: int, options: int) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files of the long end-to-end tests (marked slow) first: the two workers start on them and fill in with the
+    """The files of the long end-to-end tests (marked slow) first: the workers start on them and fill in with the
     short ones, instead of one worker starting a minute-long test when the rest is done. (Whole files move together:
     xdist hands out files, and a module's tests stay in order.)"""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
