@@ -90,10 +90,10 @@ class Broker:
         the log names every packet (mosquitto's ``log_type debug``), read by ``pubacks``."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.tls_port = free_port() if tls else None
-        self.ipv6_port = free_port()  # the same broker on IPv6 loopback, for a URL like mqtt://[::1]:port
         self.tls = tls
+        self._require_certificate = require_certificate
+        self._pick_ports()
+        self._listened = False  # once it has, the ports are known to clients: a restart keeps them
         self.proc: asyncio.subprocess.Process | None = None
         passwd = self.dir / "passwd"
         passwd.write_text("")
@@ -113,20 +113,28 @@ class Broker:
             "log_type notice",
             *(["log_type debug"] if packets else []),
             "user root",  # tests run as whoever they run as; mosquitto would otherwise switch to its own user
-            f"listener {self.port} 127.0.0.1",
-            f"listener {self.ipv6_port} ::1",
             "max_connections -1",
             f"sys_interval {sys_interval}",
         ]
-        if tls and self.tls_port:
+        self._settings = lines
+        self.config = self.dir / "mosquitto.conf"
+        self._write_config()
+
+    def _pick_ports(self) -> None:
+        self.port = free_port()
+        self.tls_port = free_port() if self.tls else None
+        self.ipv6_port = free_port()  # the same broker on IPv6 loopback, for a URL like mqtt://[::1]:port
+
+    def _write_config(self) -> None:
+        lines = [*self._settings, f"listener {self.port} 127.0.0.1", f"listener {self.ipv6_port} ::1"]
+        if self.tls and self.tls_port:
             lines += [
                 f"listener {self.tls_port} 127.0.0.1",
-                f"cafile {tls.ca}",
-                f"certfile {tls.server_cert}",
-                f"keyfile {tls.server_key}",
-                f"require_certificate {'true' if require_certificate else 'false'}",
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                f"require_certificate {'true' if self._require_certificate else 'false'}",
             ]
-        self.config = self.dir / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
     def pubacks(self, client_id: str) -> tuple[list[int], list[int]]:
@@ -150,6 +158,32 @@ class Broker:
         return f"mqtts://localhost:{self.tls_port}"
 
     async def start(self) -> None:
+        """Until it listens. A free port picked at construction can be taken by another process before mosquitto binds
+        it (seen with four test workers): the first start then tries other ports, up to three times."""
+        for attempt in range(3):
+            if await self._start_once():
+                self._listened = True
+                return
+            if self._listened or attempt == 2:
+                break
+            self._pick_ports()
+            self._write_config()
+        assert self.proc is not None
+        log = await asyncio.to_thread(self._log_from, 0)
+        raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {log[-1500:]}")
+
+    def _log_from(self, offset: int) -> str:
+        log = self.dir / "mosquitto.log"
+        if not log.exists():
+            return ""
+        with log.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    async def _start_once(self) -> bool:
+        """True once every listener answers; False if mosquitto exited because a port was taken."""
+        log = self.dir / "mosquitto.log"
+        logged = await asyncio.to_thread(lambda: log.stat().st_size if log.exists() else 0)  # this run's lines follow
         self.proc = await asyncio.create_subprocess_exec(
             MOSQUITTO, "-c", str(self.config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
@@ -159,11 +193,13 @@ class Broker:
                     _, writer = await asyncio.open_connection("127.0.0.1", port)
                     writer.close()
                     await writer.wait_closed()
-                return
+                return True
             except OSError:
                 if self.proc.returncode is not None:
-                    log = (self.dir / "mosquitto.log").read_text(errors="replace")[-1500:]
-                    raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {log}") from None
+                    this_run = await asyncio.to_thread(self._log_from, logged)
+                    if "Address already in use" in this_run:
+                        return False
+                    raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {this_run[-1500:]}") from None
                 await asyncio.sleep(0.02)
         raise TimeoutError("mosquitto did not listen within 4 s")
 

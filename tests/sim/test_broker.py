@@ -1,0 +1,33 @@
+"""The simulated broker's own start: a port taken by another process before mosquitto binds it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from edge.sim.broker import Broker, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed (apt-get install mosquitto)")
+
+
+async def test_a_port_taken_before_mosquitto_binds_it_means_other_ports_not_a_failed_start(tmp_path: Path) -> None:
+    """With four test workers, a free port picked at construction was taken by another worker's process before
+    mosquitto bound it: the fixture failed with "Address already in use" (seen in a clean-clone CI run). The first
+    start now moves to other ports; the broker then listens where it says."""
+    broker = await asyncio.to_thread(Broker, tmp_path / "broker")
+    taken = broker.port
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", taken))  # bound, not listening: a connection must not reach it instead
+    try:
+        await broker.start()
+        assert broker.port != taken
+        _, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+        writer.close()
+        await writer.wait_closed()
+        assert f"listener {broker.port} 127.0.0.1" in (await asyncio.to_thread(broker.config.read_text))
+    finally:
+        squatter.close()
+        await broker.stop()
