@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -180,11 +182,20 @@ def _run_whole(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], begin: bo
         body.close()  # not started (BEGIN failed) or suspended: no "never awaited" warning, no dangling frame
 
 
+# A lingering write (a spool's claim or printed mark) waits at most this long, and never longer than two fsyncs have
+# lately taken, for a write that cannot wait (an order) to share its commit: see Database.write.
+LINGER_MAX_S = 0.020
+
+
 @dataclasses.dataclass(frozen=True)
 class _Group:
-    """One open transaction several callers add their writes to; ``done`` resolves when its COMMIT has run."""
+    """One open transaction several callers add their writes to; ``done`` resolves when its COMMIT has run.
+    ``company`` is set when a write that does not linger joins it: a lingering group commits then, not later."""
 
     done: asyncio.Future[None]
+    # A thread's event, waited for in a thread: the linger is real time, as the fsync it is weighed against is (a test
+    # that stops the loop's clock must not stop it).
+    company: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 class Database:
@@ -198,6 +209,7 @@ class Database:
         self._committer: asyncio.Task[None] | None = None
         self._unsynced: list[_Group] = []  # committed, not yet fsynced: their callers still wait
         self._syncer: asyncio.Task[None] | None = None
+        self._fsync_s = 0.0  # how long the WAL's fsync has taken lately (a moving average): the most worth lingering
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
         self.on_write_health: Callable[[str | None], None] | None = None
@@ -258,6 +270,8 @@ class Database:
                     group = self._group = _Group(asyncio.get_running_loop().create_future())
                     # Queued behind everyone waiting for the lock now (asyncio.Lock is fair): they join this group.
                     self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
+                else:
+                    group.company.set()
                 await self._writer.execute("SAVEPOINT w")
                 yield self._writer
                 await self._writer.execute("RELEASE w")
@@ -289,8 +303,20 @@ class Database:
             group.done.set_exception(self._store_error(lost))
             group.done.exception()  # retrieved: a group of one has no other member to see it
 
-    async def _commit(self, group: _Group) -> None:
-        """COMMIT the group once every caller queued before it has added its writes; wake them with the outcome."""
+    async def _commit(self, group: _Group, linger: float = 0.0) -> None:
+        """COMMIT the group once every caller queued before it has added its writes; wake them with the outcome.
+        ``linger``: first wait up to this long for a write that does not linger to join (see ``write``)."""
+        interrupted = False
+        if linger > 0:
+            try:
+                await asyncio.to_thread(group.company.wait, linger)
+            except asyncio.CancelledError:  # the group's callers still wait: commit it, then end
+                interrupted = True
+        await self._commit_now(group)
+        if interrupted:
+            raise asyncio.CancelledError
+
+    async def _commit_now(self, group: _Group) -> None:
         async with self._write_lock:
             if self._group is not group:
                 return  # lost already (see _undo)
@@ -319,7 +345,10 @@ class Database:
         while self._unsynced:
             groups, self._unsynced = self._unsynced, []
             try:
+                started = time.monotonic()
                 await asyncio.to_thread(sync_to_disk, Path(f"{self.path}-wal"), data_only=True)
+                took = time.monotonic() - started
+                self._fsync_s = took if not self._fsync_s else self._fsync_s + (took - self._fsync_s) / 8
             except OSError as err:  # committed but maybe not durable: nobody is told "stored", senders retry
                 failure = StoreUnavailableError(f"database {self.path}: cannot sync the write-ahead log: {err}")
                 for group in groups:
@@ -376,7 +405,11 @@ class Database:
             self.on_write_health(problem)
 
     async def write(
-        self, fn: Callable[[DirectConnection], Coroutine[Any, Any, T]], *, then: Callable[[], None] | None = None
+        self,
+        fn: Callable[[DirectConnection], Coroutine[Any, Any, T]],
+        *,
+        then: Callable[[], None] | None = None,
+        linger: bool = False,
     ) -> T:
         """``transaction`` for a body that awaits nothing but its connection, run whole on the writer's thread in one
         trip (see DirectConnection): same group commit, same all-or-nothing, same return once durable. ``fn`` is called
@@ -385,6 +418,13 @@ class Database:
         Writers that queue while the body runs join its group (fewer commits, fewer pages written). ``then`` is called
         on the loop once the body has run and the group's COMMIT is queued (or the body failed): a write it schedules
         goes into the next group, which is how a batch keeps what it leaves over out of its own transaction.
+
+        ``linger``: a write that may wait a moment (a spool's claim or printed mark) and opens a group holds its
+        COMMIT until a write that may not (an order) joins, at most twice as long as an fsync has lately taken (and
+        ``LINGER_MAX_S``). On an SD card the order then shares the fsync instead of waiting behind one of its own: one
+        client sending orders one after another pays about one fsync per order, not two (its next order comes 5-10 ms
+        after the claim; one fsync's wait caught most, two catch nearly all). The lingering caller still returns only
+        once its write is durable, so a claim is on disk before a byte of its job is sent.
 
         Cancelled meanwhile, the body still runs to its end and its writes commit with the group (as a cancellation
         at COMMIT always could); the cancellation is raised once the group's bookkeeping is done."""
@@ -396,11 +436,14 @@ class Database:
             err = trip.exception()
             if group is None and err is None:
                 group = self._group = _Group(asyncio.get_running_loop().create_future())
-                self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
+                wait = min(2 * self._fsync_s, LINGER_MAX_S) if linger else 0.0
+                self._committer = asyncio.create_task(self._commit(group, wait), name="store-group-commit")
             elif group is None:
                 await self._end_transaction()  # the transaction we began holds nothing else
             elif err is not None:
                 self._lost_if_ended(group, err)
+            elif not linger:
+                group.company.set()
             if then is not None:
                 then()
             if isinstance(err, sqlite3.Error):
@@ -414,12 +457,16 @@ class Database:
         return trip.result()
 
     async def write_publishing(
-        self, bus: EventBus, fn: Callable[[DirectConnection, list[Event]], Coroutine[Any, Any, T]]
+        self,
+        bus: EventBus,
+        fn: Callable[[DirectConnection, list[Event]], Coroutine[Any, Any, T]],
+        *,
+        linger: bool = False,
     ) -> T:
         """``write`` whose events (appended to the list by the body) are published once it has committed, as in
         ``publishing``."""
         held: list[Event] = []
-        result = await self.write(lambda conn: fn(conn, held))
+        result = await self.write(lambda conn: fn(conn, held), linger=linger)
         for event in held:
             bus.publish(event)
         return result

@@ -227,7 +227,8 @@ class JobStore:
                 )
             ]
 
-        claimed = await self._db.write_publishing(self._bus, marks)
+        # linger: an order arriving meanwhile shares this commit's fsync (the claim is still durable before we return)
+        claimed = await self._db.write_publishing(self._bus, marks, linger=True)
         return MarksCommitted(claimed=frozenset(claimed), printed=done)
 
     async def hold(self, job_id: int, printer: str, *, expected: JobState, age_s: float = 0.0) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -212,4 +213,73 @@ async def test_a_one_hop_write_cancelled_while_it_runs_still_leaves_the_writer_u
         assert stored["after-hop"] == stored["after-block"] == "whole"
     finally:
         go_on.set()
+        await db.close()
+
+
+async def slow_disk(db: Database, monkeypatch: pytest.MonkeyPatch, fsync_s: float) -> None:
+    """Every fsync takes ``fsync_s`` longer, as on an SD card; a few writes so the database has measured it."""
+    real = db_mod.sync_to_disk
+
+    def slow_fsync(wal: Path, *, data_only: bool = False) -> None:
+        time.sleep(fsync_s)  # on the fsync's own thread, as a slow card blocks it
+        real(wal, data_only=data_only)
+
+    monkeypatch.setattr(db_mod, "sync_to_disk", slow_fsync)
+    for n in range(3):
+        await put(db, f"warm-{n}")
+
+
+async def linger_put(db: Database, key: str) -> None:
+    async def body(conn: Writer) -> None:
+        await conn.execute("INSERT INTO meta(key, value) VALUES (?, 'v')", (key,))
+
+    await db.write(body, linger=True)
+
+
+@pytest.mark.parametrize("ways", ["block", "one_hop"])
+async def test_an_order_arriving_while_a_claim_lingers_shares_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ways: str
+) -> None:
+    """One client sending orders one after another on an SD card: the spool's claim for the last order commits just
+    before the next order arrives, and each paid an fsync of its own (two per order). A lingering write (the claim)
+    holds its COMMIT for a write that cannot wait (the order): both land in one commit. Without lingering, 2 commits."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    monkeypatch.setattr(db_mod, "LINGER_MAX_S", 1.0)  # lingers up to two fsyncs: 0.2 s, long enough to see
+    try:
+        await slow_disk(db, monkeypatch, 0.1)
+        before = await asyncio.to_thread(wal_commits, path)
+        claim = asyncio.create_task(linger_put(db, "claim"))
+        await wait_until(lambda: db._group is not None, what="the claim's group open")
+        await asyncio.sleep(0.003)  # the order comes a moment later (an HTTP round trip)
+        await put(db, "order", one_hop=ways == "one_hop")
+        await asyncio.wait_for(claim, timeout=5)
+        assert await asyncio.to_thread(wal_commits, path) - before == 1
+        assert await _committed(path, "claim") and await _committed(path, "order")
+    finally:
+        await db.close()
+
+
+async def test_a_lingering_write_alone_still_commits_and_is_durable_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No order comes: the claim commits after lingering (at most twice as long as an fsync has taken, and 20 ms), and
+    its caller hears of it only after the fsync, as every writer does."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    synced: list[bool] = []
+    try:
+        await slow_disk(db, monkeypatch, 0.01)
+        real = db_mod.sync_to_disk
+
+        def counted(wal: Path, *, data_only: bool = False) -> None:
+            real(wal, data_only=data_only)
+            synced.append(True)
+
+        monkeypatch.setattr(db_mod, "sync_to_disk", counted)
+        before = await asyncio.to_thread(wal_commits, path)
+        await asyncio.wait_for(linger_put(db, "claim"), timeout=5)
+        assert synced and await asyncio.to_thread(wal_commits, path) - before == 1
+        assert await _committed(path, "claim")
+    finally:
         await db.close()
