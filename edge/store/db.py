@@ -185,6 +185,7 @@ def _run_whole(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], begin: bo
 # A lingering write (a spool's claim or printed mark) waits at most this long, and never longer than two fsyncs have
 # lately taken, for a write that cannot wait (an order) to share its commit: see Database.write.
 LINGER_MAX_S = 0.020
+LINGER_ONLY_WITHIN_S = 0.5  # ...and only while orders are coming: a write that may not wait ran this recently
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +211,7 @@ class Database:
         self._unsynced: list[_Group] = []  # committed, not yet fsynced: their callers still wait
         self._syncer: asyncio.Task[None] | None = None
         self._fsync_s = 0.0  # how long the WAL's fsync has taken lately (a moving average): the most worth lingering
+        self._eager_at = -LINGER_ONLY_WITHIN_S  # monotonic time of the last write that does not linger
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
         self.on_write_health: Callable[[str | None], None] | None = None
@@ -272,6 +274,7 @@ class Database:
                     self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
                 else:
                     group.company.set()
+                self._eager_at = time.monotonic()
                 await self._writer.execute("SAVEPOINT w")
                 yield self._writer
                 await self._writer.execute("RELEASE w")
@@ -421,10 +424,12 @@ class Database:
 
         ``linger``: a write that may wait a moment (a spool's claim or printed mark) and opens a group holds its
         COMMIT until a write that may not (an order) joins, at most twice as long as an fsync has lately taken (and
-        ``LINGER_MAX_S``). On an SD card the order then shares the fsync instead of waiting behind one of its own: one
-        client sending orders one after another pays about one fsync per order, not two (its next order comes 5-10 ms
-        after the claim; one fsync's wait caught most, two catch nearly all). The lingering caller still returns only
-        once its write is durable, so a claim is on disk before a byte of its job is sent.
+        ``LINGER_MAX_S``), and only if such a write ran in the last ``LINGER_ONLY_WITHIN_S``: a printer working through
+        a backlog with no orders coming does not wait. On an SD card the order then shares the fsync instead of waiting
+        behind one of its own: one client sending orders one after another pays about one fsync per order, not two
+        (its next order comes 5-10 ms after the claim; one fsync's wait caught most, two catch nearly all). The
+        lingering caller still returns only once its write is durable, so a claim is on disk before a byte of its job
+        is sent.
 
         Cancelled meanwhile, the body still runs to its end and its writes commit with the group (as a cancellation
         at COMMIT always could); the cancellation is raised once the group's bookkeeping is done."""
@@ -436,7 +441,8 @@ class Database:
             err = trip.exception()
             if group is None and err is None:
                 group = self._group = _Group(asyncio.get_running_loop().create_future())
-                wait = min(2 * self._fsync_s, LINGER_MAX_S) if linger else 0.0
+                company_likely = time.monotonic() - self._eager_at < LINGER_ONLY_WITHIN_S
+                wait = min(2 * self._fsync_s, LINGER_MAX_S) if linger and company_likely else 0.0
                 self._committer = asyncio.create_task(self._commit(group, wait), name="store-group-commit")
             elif group is None:
                 await self._end_transaction()  # the transaction we began holds nothing else
@@ -444,6 +450,8 @@ class Database:
                 self._lost_if_ended(group, err)
             elif not linger:
                 group.company.set()
+            if not linger:
+                self._eager_at = time.monotonic()
             if then is not None:
                 then()
             if isinstance(err, sqlite3.Error):

@@ -283,3 +283,25 @@ async def test_a_lingering_write_alone_still_commits_and_is_durable_before_it_re
         assert await _committed(path, "claim")
     finally:
         await db.close()
+
+
+async def test_a_claim_does_not_linger_when_no_order_came_lately(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A printer working through a backlog with no orders coming: its claims commit at once, each burst is not held
+    up waiting for company that will not come. (An order that then comes gets a commit of its own.)"""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    monkeypatch.setattr(db_mod, "LINGER_MAX_S", 1.0)
+    monkeypatch.setattr(db_mod, "LINGER_ONLY_WITHIN_S", 0.05)
+    try:
+        await slow_disk(db, monkeypatch, 0.1)
+        await asyncio.sleep(0.1)  # no order for longer than LINGER_ONLY_WITHIN_S
+        before = await asyncio.to_thread(wal_commits, path)
+        claim = asyncio.create_task(linger_put(db, "claim"))
+        await asyncio.sleep(0.03)  # a lingering claim would still be open now (for 0.2 s)
+        await put(db, "order")
+        await asyncio.wait_for(claim, timeout=5)
+        assert await asyncio.to_thread(wal_commits, path) - before == 2
+    finally:
+        await db.close()
