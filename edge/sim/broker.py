@@ -142,7 +142,7 @@ class Broker:
         in the order of the log (needs ``packets``). Lines as mosquitto 2.0 writes them: "Sending PUBLISH to ID (d0, q1,
         r0, m3, 'topic', ... (N bytes))" and "Received PUBACK from ID (Mid: 3, RC:0)"."""
         sent, acked = [], []
-        for line in (self.dir / "mosquitto.log").read_text(errors="replace").splitlines():
+        for line in self._log().read_text(errors="replace").splitlines():
             if f"Sending PUBLISH to {client_id} (" in line and ", q1," in line:
                 sent.append(int(line.split(", m", 1)[1].split(",", 1)[0]))
             elif f"Received PUBACK from {client_id} (" in line:
@@ -161,29 +161,29 @@ class Broker:
         """Until it listens. A free port picked at construction can be taken by another process before mosquitto binds
         it (seen with four test workers): the first start then tries other ports, up to three times."""
         for attempt in range(3):
-            if await self._start_once():
+            failed = await self._start_once()
+            if failed is None:
                 self._listened = True
                 return
-            if self._listened or attempt == 2:
-                break
+            assert self.proc is not None
+            if self._listened or attempt == 2 or "Address already in use" not in failed:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {failed[-1500:]}")
             self._pick_ports()
             self._write_config()
-        assert self.proc is not None
-        log = await asyncio.to_thread(self._log_from, 0)
-        raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {log[-1500:]}")
+
+    def _log(self) -> Path:
+        return self.dir / "mosquitto.log"
 
     def _log_from(self, offset: int) -> str:
-        log = self.dir / "mosquitto.log"
-        if not log.exists():
+        if not self._log().exists():
             return ""
-        with log.open("rb") as f:
+        with self._log().open("rb") as f:
             f.seek(offset)
             return f.read().decode(errors="replace")
 
-    async def _start_once(self) -> bool:
-        """True once every listener answers; False if mosquitto exited because a port was taken."""
-        log = self.dir / "mosquitto.log"
-        logged = await asyncio.to_thread(lambda: log.stat().st_size if log.exists() else 0)  # this run's lines follow
+    async def _start_once(self) -> str | None:
+        """None once every listener answers; if mosquitto exits first, what it logged in this run."""
+        logged = await asyncio.to_thread(lambda: self._log().stat().st_size if self._log().exists() else 0)
         self.proc = await asyncio.create_subprocess_exec(
             MOSQUITTO, "-c", str(self.config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
@@ -193,13 +193,10 @@ class Broker:
                     _, writer = await asyncio.open_connection("127.0.0.1", port)
                     writer.close()
                     await writer.wait_closed()
-                return True
+                return None
             except OSError:
                 if self.proc.returncode is not None:
-                    this_run = await asyncio.to_thread(self._log_from, logged)
-                    if "Address already in use" in this_run:
-                        return False
-                    raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {this_run[-1500:]}") from None
+                    return await asyncio.to_thread(self._log_from, logged)
                 await asyncio.sleep(0.02)
         raise TimeoutError("mosquitto did not listen within 4 s")
 
