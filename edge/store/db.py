@@ -272,9 +272,7 @@ class Database:
                     group = self._group = _Group(asyncio.get_running_loop().create_future())
                     # Queued behind everyone waiting for the lock now (asyncio.Lock is fair): they join this group.
                     self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
-                else:
-                    group.company.set()
-                self._eager_at = time.monotonic()
+                self._eager(group)
                 await self._writer.execute("SAVEPOINT w")
                 yield self._writer
                 await self._writer.execute("RELEASE w")
@@ -297,6 +295,12 @@ class Database:
         except sqlite3.Error:
             pass  # no transaction left to roll back into: seen just below
         self._lost_if_ended(group, err)
+
+    def _eager(self, group: _Group | None) -> None:
+        """A write that may not wait ran: a group lingering for it commits now, and the next claims may linger."""
+        if group is not None:
+            group.company.set()
+        self._eager_at = time.monotonic()
 
     def _lost_if_ended(self, group: _Group, err: BaseException) -> None:
         """After a caller's writes were rolled back: if SQLite ended the whole transaction, the group is lost."""
@@ -448,10 +452,8 @@ class Database:
                 await self._end_transaction()  # the transaction we began holds nothing else
             elif err is not None:
                 self._lost_if_ended(group, err)
-            elif not linger:
-                group.company.set()
             if not linger:
-                self._eager_at = time.monotonic()
+                self._eager(group)
             if then is not None:
                 then()
             if isinstance(err, sqlite3.Error):
