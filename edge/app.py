@@ -227,10 +227,23 @@ class Agent:
         """The second door for orders, next to HTTP push; stopped before the API (orders being stored are acked)."""
         from edge.sync.mqtt import MqttLink  # only here: an agent without [mqtt] never imports paho-mqtt
 
-        sync = self.sync
-        catch_up = (lambda: sync.recovery.trigger(RunTrigger.LINK_BACK)) if sync is not None else None
+        recovery = self.sync.recovery if self.sync is not None else None
+
+        async def catch_up(reconnect: bool) -> None:
+            # The first session of this run is part of start-up: it shares (or starts) the run central's first answer
+            # also asks for, under the same name, whichever of the two asks first.
+            assert recovery is not None
+            await recovery.trigger(RunTrigger.LINK_BACK if reconnect else RunTrigger.STARTUP)
+
         self.metrics.watch_mqtt()
-        self.mqtt = MqttLink(self.settings, intake=intake, db=db, bus=self.bus, catch_up=catch_up, clock=self.clock)
+        self.mqtt = MqttLink(
+            self.settings,
+            intake=intake,
+            db=db,
+            bus=self.bus,
+            catch_up=catch_up if recovery is not None else None,
+            clock=self.clock,
+        )
         await self.mqtt.start()
         self._on_stop(stack, "mqtt", self.mqtt.stop)
         assert self.deps is not None

@@ -144,7 +144,7 @@ class MqttLink:
         intake: OrderIntake,
         db: Database,
         bus: EventBus,
-        catch_up: Callable[[], Awaitable[object]] | None = None,
+        catch_up: Callable[[bool], Awaitable[object]] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._cfg = settings.mqtt
@@ -155,7 +155,7 @@ class MqttLink:
         self._intake = intake
         self._store = MqttStore(db)
         self._bus = bus
-        self._catch_up = catch_up  # recovery (pull), when the broker lost our session
+        self._catch_up = catch_up  # recovery (pull), when the broker lost our session; True: on a reconnect
         self._clock = clock
         self.state = MqttState.CONNECTING
         self.detail = ""
@@ -333,7 +333,7 @@ class MqttLink:
                 "mqtt_session_new", note="orders published without our session are caught up by recovery"
             )
             if self._catch_up is not None:
-                await self._catch_up()
+                await self._catch_up(self._generation > 1)
 
     def _refused_or_failed(self, detail: str, refused: bool) -> None:
         if (self.state, self.detail) != (MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail):

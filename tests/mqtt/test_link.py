@@ -243,6 +243,33 @@ async def test_the_mqtt_password_is_a_secret_from_edge_env_and_never_logged(
     assert password not in stream.getvalue()
 
 
+async def test_the_first_session_at_start_up_is_a_start_up_run_whichever_link_comes_first(
+    make_agent: MakeAgent, tmp_path: Path
+) -> None:
+    """At start-up the broker's new session and central's first answer both ask for a recovery run; they share one.
+    Whichever asks first, it is the start-up run (the status page says "at start-up"), not a link that came back:
+    here central answers its first probe late, so the MQTT session asks first."""
+    central = CentralSim("test-store", token=TOKEN)
+    central.health_latency_s = 0.5
+    await central.start()
+    broker = await asyncio.to_thread(Broker, tmp_path / "forgetful", persistence=False)
+    await broker.start()
+    try:
+        agent = await make_agent(
+            mqtt=mqtt_section(broker),
+            central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0},
+        )
+        rows = await eventually(
+            lambda: db_rows(agent, "SELECT trigger, state FROM recovery_runs"),
+            lambda rows: [state for _, state in rows] == ["completed"],
+            what="one recovery run done",
+        )
+        assert rows == [("startup", "completed")]
+    finally:
+        await broker.stop()
+        await central.stop()
+
+
 async def test_a_broker_that_lost_the_session_is_caught_up_by_recovery(
     make_agent: MakeAgent, tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
