@@ -7,6 +7,7 @@ import asyncio
 import collections
 import io
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -119,15 +120,27 @@ async def test_a_broker_restart_in_the_middle_of_1000_orders_loses_none_and_prin
     make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
 ) -> None:
     """The broker restarts (persistence on) while 1,000 orders are being published and taken: the agent reconnects to
-    its kept session, what was in flight is delivered again, and every order is printed exactly once."""
+    its kept session, what was in flight is delivered again, and every order is printed exactly once.
+
+    The agent takes orders as fast as they are published, so the restart is placed, not raced: a tenth of the
+    orders is taken, then a second connection holds the database's write lock (a slow disk, as far as the agent can
+    tell) while the rest of the first half is published and the broker stops; the agent can ack none of those."""
     agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5))
     await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
     orders = [make_order(n, prefix="rs", print_receipt=False) for n in range(RESTART_ORDERS)]
-    half = RESTART_ORDERS // 2
-    await backend.publish(ORDERS, *orders[:half])
-    stored_before = (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0]
-    await broker.restart()  # the agent is still storing and acking the first half
-    assert stored_before < half  # the restart fell in the middle of the stream, not after it
+    half, tenth = RESTART_ORDERS // 2, RESTART_ORDERS // 10
+    await backend.publish(ORDERS, *orders[:tenth])
+    await eventually(lambda: db_rows(agent, "SELECT COUNT(*) FROM orders"), lambda rows: rows == [(tenth,)])
+    lock = sqlite3.connect(agent.settings.agent.db_path, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(lock.execute, "BEGIN IMMEDIATE")
+        await backend.publish(ORDERS, *orders[tenth:half])
+        await broker.stop()  # the agent has taken some of these and is waiting to store them
+    finally:
+        await asyncio.to_thread(lock.execute, "ROLLBACK")
+        lock.close()
+    assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] < half  # not all were taken before the stop
+    await broker.start()
     await backend.close()
     publisher = Backend(broker)
     await publisher.connect()
