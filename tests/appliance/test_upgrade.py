@@ -295,8 +295,12 @@ class Box:
         assert left == [], f"processes of the agent's user still running after the unit stopped: {left}"
 
     async def start_upgrade(self, source: Path, **env: str) -> asyncio.subprocess.Process:
-        """upgrade.sh in a session of its own (a terminal's foreground process group), its output on a pipe."""
+        """upgrade.sh in a session of its own (a terminal's foreground process group), its output on a pipe. With
+        SIGINT and SIGQUIT as a terminal leaves them: a test run started in the background (``pytest &``, a CI
+        runner's job) ignores them, its children inherit that, and bash cannot trap a signal ignored at its start."""
         process = await asyncio.create_subprocess_exec(
+            "env",
+            "--default-signal=INT,QUIT",
             *self.upgrade_argv(source),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
