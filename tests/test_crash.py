@@ -53,7 +53,7 @@ def ticket_variant(text: str) -> tuple[str | None, int | None]:
 
 
 @pytest.mark.crash
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path) -> None:
     """Every 2xx'd order is stored once, every ticket and receipt reaches paper, extra prints say COPY,
     and the central API got every status event, once per idempotency key — also when, under the same load,

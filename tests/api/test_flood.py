@@ -25,7 +25,7 @@ NOFILE = 256  # the agent's fd limit: the flood reaches it within a second
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) sets the agent's fd limit")
-@pytest.mark.slow
+@pytest.mark.slow(seconds=6)
 async def test_authenticated_order_answers_201_within_2s_during_a_slow_loris_flood(
     tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:

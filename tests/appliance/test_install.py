@@ -16,7 +16,7 @@ import pytest
 
 from tests.appliance.conftest import program_version
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=6)
 
 REPO = Path(__file__).parents[2]
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)

@@ -34,7 +34,7 @@ BOX_PYTHON = "/usr/bin/python3"
 BORROWED = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.slow(seconds=7),
     pytest.mark.skipif(os.geteuid() != 0, reason="creates a real system user: needs root (CI runs as root)"),
     pytest.mark.skipif(
         not all(shutil.which(tool) for tool in ("useradd", "userdel", "runuser")), reason="needs useradd and runuser"

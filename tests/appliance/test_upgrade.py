@@ -30,7 +30,7 @@ from edge.store.migrations import latest_version, load_migrations
 from tests.appliance.conftest import SystemUser, program_version
 from tests.helpers import TOKEN, api_client, db_rows
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=8)
 
 REPO = Path(__file__).parents[2]
 HERE = Path(__file__).parent

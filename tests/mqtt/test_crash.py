@@ -72,7 +72,7 @@ async def _count(log: Path, event: str) -> int:
     return (await asyncio.to_thread(log.read_text)).count(f'"{event}"')
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=4)
 @pytest.mark.crash
 async def test_sigkill_between_commit_and_puback_redelivers_and_prints_once(tmp_path: Path) -> None:
     """Round after round, orders are stored and printed while their PUBACKs are held, then the agent is SIGKILLed: the

@@ -115,7 +115,7 @@ async def test_the_agent_starts_without_a_broker_and_connects_when_one_appears(
     await printers["kitchen"].wait_for_printed(2)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=6)
 async def test_a_broker_restart_in_the_middle_of_1000_orders_loses_none_and_prints_none_twice(
     make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
 ) -> None:

@@ -31,7 +31,7 @@ def numbers(node: Any) -> list[tuple[str, Any]]:
     return [("", node)]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
     """`bench.py --tiny` exits 0 within 60 s; its JSON has every part, each null or figures > 0 with a baseline
     beside them."""
