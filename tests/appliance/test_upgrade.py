@@ -563,12 +563,13 @@ async def test_upgrade_from_a_box_installed_before_releases(box: Box) -> None:
     await box.systemctl("stop", "edge-agent.service")
     old_release = (opt / "current").resolve()
     (opt / "current").unlink()
-    await asyncio.to_thread(shutil.rmtree, old_release)
-    python = box.prepared.user.python
-    made = await box.command(python, "-m", "venv", str(opt / "venv"))
-    assert made.returncode == 0, made.stdout
-    pip = await box.command(str(opt / "venv/bin/pip"), "install", "--quiet", "--no-deps", str(box.prepared.old))
-    assert pip.returncode == 0, pip.stdout
+    # That venv held what the release holds (made by `python -m venv`, then pip): the release moves there, and the
+    # scripts' shebangs with it, instead of a second venv and pip build of the same source (~5 s of CPU).
+    old_release.rename(opt / "venv")
+    (opt / "venv/.edge-release-complete").unlink()  # install.sh's mark of a release; that venv had none
+    for script in (opt / "venv/bin").iterdir():
+        if not script.is_symlink() and script.read_bytes().startswith(f"#!{old_release}/".encode()):
+            script.write_bytes(script.read_bytes().replace(str(old_release).encode(), str(opt / "venv").encode(), 1))
     for unit in ("edge-agent.service", "edge-health-check.service", "edge-backup.service"):
         path = box.root / "etc/systemd/system" / unit
         path.write_text(path.read_text().replace("/opt/edge-agent/current/", "/opt/edge-agent/venv/"))
