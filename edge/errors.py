@@ -69,6 +69,15 @@ class WrongStateError(EdgeError):
     """A thing exists but is in a state that does not allow the action (e.g. releasing a printed job)."""
 
 
+class UnreadableRowError(WrongStateError):
+    """A stored row holds a value this version has no name for: a newer version wrote it before a downgrade, or a
+    hand edit did. The row is left as it is (a newer version may read it again)."""
+
+    def __init__(self, what: str, *, row_id: int, order_id: str, state: str) -> None:
+        super().__init__(what)
+        self.row_id, self.order_id, self.state = row_id, order_id, state  # state as stored
+
+
 class StoreError(EdgeError):
     """The database failed (full disk, read-only file, corrupt file)."""
 

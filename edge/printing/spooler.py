@@ -10,7 +10,7 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import PrinterSettings, SpoolSettings
-from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.errors import DeviceUnreachableError, DeviceWriteError, UnreadableRowError
 from edge.events import EventBus, PrinterStatusChanged
 from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
@@ -169,12 +169,14 @@ class Spooler:
                 log.error("job_changed_while_printing", device_id=self.name, job_id=mark.job_id)
         return done.claimed
 
-    async def _print_burst(self, burst: list[PrintableJob]) -> None:
+    async def _print_burst(self, burst: list[PrintableJob | UnreadableRowError]) -> None:
         """Render the due jobs, claim them in one commit (carrying the printed marks of the jobs before), send them one
         by one. A job the printer cannot take pauses the spool; the claimed jobs behind it go back in line unsent."""
         ready: list[tuple[PrintableJob, bytes]] = []
         for job in burst:
-            if (data := await self._prepare(job)) is not None:
+            if isinstance(job, UnreadableRowError):
+                await self._unreadable(job)
+            elif (data := await self._prepare(job)) is not None:
                 ready.append((job, data))
         if not ready:
             return
@@ -207,6 +209,20 @@ class Spooler:
                     return None
             finally:
                 self.current_job = None
+
+    async def _unreadable(self, err: UnreadableRowError) -> None:
+        """A job this version cannot read would stall the printer behind it: it is dead at once (another attempt
+        reads the same row), which tells central and the manager; the row stays as it is for a newer version."""
+        log.error("job_unreadable", device_id=self.name, job_id=err.row_id, order_id=err.order_id, error=str(err))
+        await self._jobs.mark_failed(
+            err.row_id,
+            err.order_id,
+            error=str(err),
+            next_attempt_at=self.clock.wall(),
+            max_attempts=0,  # dead on this attempt
+            partial=False,
+            expected=JobState(err.state),  # queued or failed: the burst holds no others
+        )
 
     async def _poll(self) -> None:
         """Status between jobs, so a printer out of paper is known (and alerted) before the next order needs it."""

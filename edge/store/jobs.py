@@ -7,15 +7,18 @@ from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 import aiosqlite
+import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.errors import NotFoundError, WrongStateError
+from edge.errors import NotFoundError, UnreadableRowError, WrongStateError
 from edge.events import Event, EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
 from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
-from edge.store.rows import FailureRecorded, Job, MarksCommitted, PrintableJob, PrintedMark, Rerouted
+from edge.store.rows import FailureRecorded, Job, MarksCommitted, PrintableJob, PrintedMark, Rerouted, Row
+
+log = structlog.get_logger()
 
 _JOBS = "SELECT j.*, o.number AS order_number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 # A job renders its own revision (order_revisions once an order has more than one). A job born of a change is as old
@@ -67,6 +70,25 @@ _DUE = "(j.next_attempt_at <= :now OR j.next_attempt_at > :now + :max_delay)"
 _CONFIGURED = "(:printers IS NULL OR printer IN (SELECT value FROM json_each(:printers)))"
 
 
+def _printable(row: Row) -> PrintableJob | UnreadableRowError:
+    try:
+        return PrintableJob.from_row(row)
+    except UnreadableRowError as err:
+        return err
+
+
+def _readable(rows: Sequence[Row]) -> list[Job]:
+    """The jobs this version can read; the others are logged and left out, so one row a newer version wrote does
+    not fail a whole list (the spool ends such a job as dead, which alerts)."""
+    jobs = []
+    for row in rows:
+        try:
+            jobs.append(Job.from_row(row))
+        except UnreadableRowError as err:
+            log.warning("job_unreadable", job_id=err.row_id, order_id=err.order_id, error=str(err))
+    return jobs
+
+
 class WaitingJob(NamedTuple):
     """A job that will print on its own (queued, failed), for the age kept in memory."""
 
@@ -95,16 +117,19 @@ class JobStore:
         self._printers = None if printers is None else json.dumps(sorted(printers))
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
 
-    async def next_burst(self, printer: str, now: float, *, max_delay: float, limit: int) -> list[PrintableJob]:
+    async def next_burst(
+        self, printer: str, now: float, *, max_delay: float, limit: int
+    ) -> list[PrintableJob | UnreadableRowError]:
         """Up to ``limit`` due jobs for a printer, in the order they print: pushed orders before a recovered backlog
         (new orders must not wait behind hours of missed ones), then highest priority, then arrival. ``max_delay``: no
-        retry is due later than this from ``now``, whatever the wall clock did since it was planned."""
+        retry is due later than this from ``now``, whatever the wall clock did since it was planned. A row this version
+        cannot read comes as its error, in its place: the spool ends it instead of stalling on it."""
         rows = await self._db.fetchall(
             PRINTABLE + f" WHERE j.printer = :printer AND j.state IN ('queued', 'failed') AND {_DUE} AND {_IN_TURN}"
             " ORDER BY o.source = 'recovery', j.priority DESC, j.id LIMIT :limit",
             {"printer": printer, "now": now, "max_delay": max_delay, "limit": limit},
         )
-        return [PrintableJob.from_row(row) for row in rows]
+        return [_printable(row) for row in rows]
 
     async def next_due_at(self, printer: str, now: float, *, max_delay: float) -> float | None:
         """When the printer's spool next has a job to claim. A change ticket waiting for an earlier ticket of its
@@ -131,14 +156,14 @@ class JobStore:
 
     async def for_order(self, order_id: str) -> list[Job]:
         rows = await self._db.fetchall(_JOBS + " WHERE j.order_id = ? ORDER BY j.id", (order_id,))
-        return [Job.from_row(r) for r in rows]
+        return _readable(rows)
 
     async def for_orders(self, order_ids: list[str]) -> list[Job]:
         """Every job of these orders, oldest first."""
         rows = await self._db.fetchall(
             _JOBS + " WHERE j.order_id IN (SELECT value FROM json_each(?)) ORDER BY j.id", (json.dumps(order_ids),)
         )
-        return [Job.from_row(r) for r in rows]
+        return _readable(rows)
 
     async def recent(self, *, state: JobState | None = None, printer: str | None = None, limit: int = 100) -> list[Job]:
         """Newest first, of one state and printer if given."""
@@ -147,7 +172,7 @@ class JobStore:
             + " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
             (state, printer, limit),
         )
-        return [Job.from_row(r) for r in rows]
+        return _readable(rows)
 
     async def counts(self) -> dict[tuple[str, JobState], int]:
         """Jobs by (printer, state); pairs with none are left out."""

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from edge.errors import UnreadableRowError
 from edge.states import (
     HoldReason,
     ItemClass,
@@ -99,14 +100,21 @@ class PrintableJob(Job):
 
 
 def _job_states(row: Row) -> dict[str, Any]:
-    reason = row["held_reason"]
-    return {
-        "kind": JobKind(row["kind"]),
-        "state": JobState(row["state"]),
-        "copy": bool(row["copy"]),
-        "held_reason": HoldReason(reason) if reason else None,
-        "variant": JobVariant(row["variant"]) if row["variant"] else None,
-    }
+    """The job's named values; UnreadableRowError names the column whose value this version does not know."""
+    named: dict[str, Any] = {"copy": bool(row["copy"])}
+    for column, kind in (("kind", JobKind), ("state", JobState), ("held_reason", HoldReason), ("variant", JobVariant)):
+        value = row[column]
+        try:
+            named[column] = kind(value) if value or column in ("kind", "state") else None
+        except ValueError:
+            raise UnreadableRowError(
+                f"print job {row['id']} has {column} {value!r}, which this version does not know (written by a newer"
+                " version, or by hand)",
+                row_id=row["id"],
+                order_id=row["order_id"],
+                state=row["state"],
+            ) from None
+    return named
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from tests.helpers import (
     Recorder,
     api_client,
     config_dict,
+    db_execute,
     db_rows,
     eventually,
     job_rows,
@@ -348,3 +349,37 @@ async def test_an_idle_printer_is_asked_its_status_only_every_status_poll_s(
     start = kitchen.status_queries
     await asyncio.sleep(0.5)  # the poll timer runs on real time
     assert kitchen.status_queries - start <= 3  # at most one read (DLE EOT 1, 2, 4)
+
+
+async def test_a_job_row_this_version_cannot_read_is_dead_and_alerted_and_the_printer_goes_on(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A queued job whose row holds a value this version does not know (a newer version wrote it before a downgrade,
+    or a hand edit) must not stall its printer: it is dead at once (retrying cannot help), naming the column and the
+    value; central and the manager hear of it; the next order prints; the job lists answer 200."""
+    seen = Recorder()
+    agent = await make_agent(listen=seen)
+    kitchen = printers["kitchen"]
+    first, second = orders(example_order, 2)
+    async with api_client(agent) as api:
+        assert (await post(api, first))[0] == 201
+        await kitchen.wait_for_printed(1)
+        await seen.wait(JobPrinted)
+        # As a newer version's reprint of it would look: queued again, with a variant this version has no name for.
+        await db_execute(
+            agent,
+            "UPDATE print_jobs SET state = 'queued', copy = 1, variant = 'reprint_v9' WHERE order_id = ?",
+            first["id"],
+        )
+        assert (await post(api, second))[0] == 201
+        await kitchen.wait_for_printed(2)
+        assert decode(kitchen.printed[1]).text.count(second["number"]) >= 1
+        (dead,) = await seen.wait(JobDead)
+        assert dead.order_id == first["id"] and "variant" in dead.error and "reprint_v9" in dead.error
+        rows = await db_rows(agent, "SELECT state, last_error FROM print_jobs WHERE order_id = ?", first["id"])
+        assert rows[0][0] == "dead" and "reprint_v9" in rows[0][1]
+        assert len(await _failed_rows(agent)) == 1  # central is told the ticket will not print
+        async with api.get("/api/v1/jobs") as response:
+            assert response.status == 200, await response.text()
+        async with api.get(f"/api/v1/orders/{first['id']}") as response:
+            assert response.status == 200, await response.text()
