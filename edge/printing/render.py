@@ -224,23 +224,27 @@ class Renderer:
         return moment.astimezone(self._tz)
 
     def _try_templates(self) -> None:
-        """Render each template once, so an override that fails only when it runs still fails at start-up."""
-        checks: dict[str, Callable[[], bytes]] = {
-            "ticket.j2": lambda: self.ticket(
-                _SAMPLE_ORDER, "kitchen", copy=True, redirected_from="bar", change_revision=2
+        """Render each template once in each language, so an override that fails only when it runs (or only in the
+        language the store prints in) still fails at start-up."""
+        checks: dict[str, Callable[[str], bytes]] = {
+            "ticket.j2": lambda lang: self.ticket(
+                _SAMPLE_ORDER, "kitchen", language=lang, copy=True, redirected_from="bar", change_revision=2
             ),
-            "change.j2": lambda: (
-                self.change(_SAMPLE_CHANGE, _SAMPLE_ORDER, "kitchen", copy=True, redirected_from="bar")
-                + self.change(_SAMPLE_CANCEL, _SAMPLE_ORDER, "kitchen")
+            "change.j2": lambda lang: (
+                self.change(_SAMPLE_CHANGE, _SAMPLE_ORDER, "kitchen", language=lang, copy=True, redirected_from="bar")
+                + self.change(_SAMPLE_CANCEL, _SAMPLE_ORDER, "kitchen", language=lang)
             ),
-            "receipt.j2": lambda: self.receipt(_SAMPLE_ORDER, copy=True, store_name="Store", footer="Thank you"),
-            "test_page.j2": lambda: self.test_page(printer_name="printer"),
+            "receipt.j2": lambda lang: self.receipt(
+                _SAMPLE_ORDER, language=lang, copy=True, store_name="Store", footer="Thank you"
+            ),
+            "test_page.j2": lambda lang: self.test_page(printer_name="printer", language=lang),
         }
         for name, check in checks.items():
-            try:
-                check()
-            except Exception as err:  # an operator's template can fail in any way; each is a configuration error
-                raise ConfigError("printing.template_dir", f"{name}: {err}{_template_line(err, name)}") from err
+            for language in labels.LABELS:
+                try:
+                    check(language)
+                except Exception as err:  # an operator's template can fail in any way; each is a configuration error
+                    raise ConfigError("printing.template_dir", f"{name}: {err}{_template_line(err, name)}") from err
 
 
 # Templates this process compiled or loaded: (template key, source checksum) -> code. A renderer made again (the

@@ -118,6 +118,26 @@ async def test_template_broken_after_a_good_start_stops_the_next_start(
         await agent.close()
 
 
+async def test_a_template_that_fails_only_in_english_stops_the_start_of_an_english_store(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The check renders the templates in every language a store can print in: an override whose English branch
+    fails stops the start (exit 2, one line) instead of passing a German-only check and failing every ticket of a
+    store set to English."""
+    agent = _agent(tmp_path, printers)
+    try:
+        text = agent.config.read_text(encoding="utf-8")
+        agent.config.write_text(text.replace("[agent]\n", '[agent]\nlanguage = "en"\n', 1), "utf-8")
+        (tmp_path / "templates" / "ticket.j2").write_text(
+            '{% if language == "en" %}{{ order.nmber }}{% else %}{{ order.number }}{% endif %}\n', encoding="utf-8"
+        )
+        lines = await _refused(agent)
+        assert len(lines) == 1 and lines[0].startswith("edge: config printing.template_dir: ticket.j2: "), lines
+        assert "nmber" in lines[0]
+    finally:
+        await agent.close()
+
+
 async def test_logo_replaced_by_garbage_after_a_good_start_stops_the_next_start(
     tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
