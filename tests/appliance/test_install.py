@@ -6,15 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
-
-from tests.appliance.conftest import program_version
 
 pytestmark = pytest.mark.slow(seconds=6)
 
@@ -99,52 +96,6 @@ def test_second_install_changes_nothing_and_keeps_the_config(root: Path, source:
     assert "wrote" not in second.stdout and "installed" not in second.stdout
     assert tree(root) == before
     assert f'data_dir = "{root}/var/lib/edge"' in (root / "etc/edge/edge.toml").read_text()
-
-
-def test_failed_upgrade_rolls_back_program_and_database(root: Path, source: Path) -> None:
-    """upgrade.sh backs up, installs the new version and migrates; a migration that fails brings back the old program
-    and leaves the database as it was."""
-    config = root / "etc/edge/edge.toml"
-    edge = root / "opt/edge-agent/current/bin/edge"
-    made = subprocess.run(
-        [str(edge), "migrate", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **BORROWED_LIBS},
-    )
-    assert made.returncode == 0, made.stderr
-    db = root / "var/lib/edge/edge.db"
-    with sqlite3.connect(db) as conn:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.execute("INSERT INTO meta(key, value) VALUES ('marker', 'before upgrade')")
-
-    upgraded = shutil.copytree(source, source.parent / "src-0.2.0")
-    (upgraded / "pyproject.toml").write_text(
-        (upgraded / "pyproject.toml").read_text().replace('version = "0.1.0"', 'version = "0.2.0"')
-    )
-    (upgraded / "migrations" / f"{version + 1:03d}_broken.sql").write_text(
-        "-- fails half way\n-- migrate:up\nCREATE TABLE upgrade_probe (x);\nCREATE TABLE orders (x);\n-- "
-        "migrate:down\nDROP TABLE upgrade_probe;\n"
-    )
-    upgrade = run(
-        upgraded / "scripts/upgrade.sh",
-        "--prefix",
-        str(root),
-        "--python",
-        BASE_PYTHON,
-        "--no-restart",
-        env=BORROWED_LIBS,
-    )
-    assert upgrade.returncode == 1, upgrade.stdout + upgrade.stderr
-    assert "installed edge-agent 0.2.0" in upgrade.stdout and "rolling back" in upgrade.stdout
-    assert program_version(root / "opt/edge-agent/current/bin/python") == "0.1.0"
-    assert not (root / "opt/edge-agent/upgrade").exists()  # no upgrade left half done
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == version
-        assert conn.execute("SELECT value FROM meta WHERE key = 'marker'").fetchone()[0] == "before upgrade"
-        assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'upgrade_probe'").fetchone()[0] == 0
-    assert list((root / "var/lib/edge/backups").glob("edge-*.db"))
 
 
 def test_uninstall_keeps_data_and_purge_removes_it(root: Path, source: Path) -> None:

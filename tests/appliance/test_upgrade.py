@@ -28,7 +28,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import free_port, write_config
 from edge.store.migrations import latest_version, load_migrations
 from tests.appliance.conftest import SystemUser, program_version
-from tests.helpers import TOKEN, api_client, db_rows
+from tests.helpers import TOKEN, api_client, db_execute, db_rows
 
 pytestmark = pytest.mark.slow(seconds=8)
 
@@ -62,9 +62,10 @@ def copy_source(target: Path, *, version: str = "", changes: bool = False, ready
         unit = target / "systemd/edge-agent.service"
         unit.write_text(unit.read_text().replace("[Service]\n", "[Service]\nEnvironment=EDGE_UNIT_OF=upgrade-test\n"))
         (target / "migrations" / f"{LATEST + 1:03d}_upgrade_probe.sql").write_text(
-            "-- A column only the new version knows.\n\n"
-            "-- migrate:up\nALTER TABLE orders ADD COLUMN upgrade_probe TEXT;\n\n"
-            "-- migrate:down\nALTER TABLE orders DROP COLUMN upgrade_probe;\n"
+            "-- A table and a column only the new version knows.\n\n"
+            "-- migrate:up\nCREATE TABLE upgrade_probe (note TEXT);\n"
+            "ALTER TABLE orders ADD COLUMN upgrade_probe TEXT;\n\n"
+            "-- migrate:down\nALTER TABLE orders DROP COLUMN upgrade_probe;\nDROP TABLE upgrade_probe;\n"
         )
     if ready_fault:
         routes = target / "edge/api/routes.py"
@@ -441,6 +442,23 @@ async def test_rollback_keeps_every_order_the_new_version_took(box: Box) -> None
     tickets = box.kitchen_tickets()
     assert {order for order, _ in tickets} == set(before + taken + waiting)
     assert all(count == 1 for count in tickets.values()) and not any(copy for _, copy in tickets), tickets
+
+
+async def test_a_migration_that_fails_half_way_rolls_back_program_and_database(box: Box) -> None:
+    """upgrade.sh backs up, installs the new version and migrates; the migration fails after its first statement (the
+    database already has the column it adds, as a hand fix may leave it): the old program comes back and starts, with
+    the database as it was: its schema version, its orders, no half-made table."""
+    orders = await box.push("before", 2)
+    await db_execute(box.db, "ALTER TABLE orders ADD COLUMN upgrade_probe TEXT")
+    upgraded = await box.upgrade(box.prepared.new)
+    assert upgraded.returncode == 1, upgraded.stdout
+    assert "rolling back" in upgraded.stdout and "upgrade_probe" in upgraded.stdout, upgraded.stdout
+    assert await box.installed_version() == "0.1.0"
+    assert await box.schema() == LATEST
+    assert await db_rows(box.db, "SELECT name FROM sqlite_master WHERE name = 'upgrade_probe'") == []
+    assert not (box.root / "opt/edge-agent/upgrade").exists()  # no upgrade left half done
+    await wait_until(box.ready)
+    assert set(orders) <= await box.order_ids()
 
 
 async def test_upgrade_reads_the_secrets_file(box: Box) -> None:
