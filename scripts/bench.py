@@ -38,8 +38,9 @@ from edge.sim.broker import available as mosquitto_available
 from edge.sim.central import CentralSim
 from edge.sim.mqtt_fleet import measure_mqtt_fleet
 from edge.sim.orders import make_order
+from edge.sim.ports import free_port
 from edge.sim.printer import PaperSpeed, SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
+from edge.sim.process import AgentProcess, write_config
 from edge.sim.recovery_bench import OLD_DEFAULTS, measure_fleet
 from edge.sim.smtp import SmtpSink
 from edge.store import Database

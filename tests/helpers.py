@@ -19,8 +19,9 @@ import aiohttp
 from edge.app import Agent
 from edge.events import Event, EventBus, ScannerConnectionChanged, ScanRecorded
 from edge.sim.orders import make_order, taken_at
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
+from edge.sim.process import AgentProcess, write_config
 from edge.sim.scanner import SimScanner
 
 T = TypeVar("T")

@@ -19,8 +19,9 @@ import pytest
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
+from edge.sim.process import AgentProcess, write_config
 from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
 
 ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))

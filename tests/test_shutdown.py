@@ -23,8 +23,9 @@ from edge.ops import DataDirLock, Housekeeping
 from edge.printing.failover import Failover
 from edge.printing.spooler import Spooler
 from edge.sim.orders import example_order
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port
+from edge.sim.process import AgentProcess
 from tests.helpers import TOKEN, wait_until
 
 

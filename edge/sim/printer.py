@@ -21,6 +21,8 @@ from pathlib import Path
 
 import structlog
 
+from edge.sim.ports import hold_port
+
 log = structlog.get_logger()
 
 _DLE_EOT = b"\x10\x04"
@@ -85,6 +87,7 @@ class SimPrinter:
         self.status_queries = 0
         self.job_bytes_in = 0  # job bytes received so far over every connection, a job still coming in included
         self._sock: socket.socket | None = None
+        self._port_hold: socket.socket | None = None  # holds the port while offline (edge.sim.ports.hold_port)
         self._connections: set[asyncio.Task[None]] = set()
         self._printed_more = asyncio.Event()
 
@@ -97,12 +100,15 @@ class SimPrinter:
 
     async def stop(self) -> None:
         self._unplug()
+        self._release()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
     def set_offline(self, offline: bool) -> None:
-        """Offline is the power pulled: open connections are cut and new ones refused. Back online on the same port."""
+        """Offline is the power pulled: open connections are cut and new ones refused. Back online on the same port,
+        which stays ours meanwhile, as a real printer keeps its address while off."""
         if offline:
             self._unplug()
+            self._hold_port()
         elif self._sock is None:
             self._listen()
 
@@ -129,6 +135,16 @@ class SimPrinter:
         self.port = sock.getsockname()[1]
         asyncio.get_running_loop().add_reader(sock, self._accept)
         self._sock = sock
+        self._release()  # listening now: the placeholder has done its job
+
+    def _hold_port(self) -> None:
+        if self._port_hold is None:
+            self._port_hold = hold_port(self.host, self.port)
+
+    def _release(self) -> None:
+        if self._port_hold is not None:
+            self._port_hold.close()
+            self._port_hold = None
 
     def _unplug(self) -> None:
         if self._sock is not None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import aiohttp
 
 from edge.app import Agent
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import free_port, write_config
+from edge.sim.process import write_config
 from edge.sim.smtp import SmtpSink
 from edge.store import migrations
 from tests.appliance.conftest import SystemUser

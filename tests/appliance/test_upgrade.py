@@ -24,8 +24,9 @@ import pytest
 
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import free_port, write_config
+from edge.sim.process import write_config
 from edge.store.migrations import latest_version, load_migrations
 from tests.appliance.conftest import SystemUser, program_version
 from tests.helpers import TOKEN, api_client, db_execute, db_rows

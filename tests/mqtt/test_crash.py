@@ -12,8 +12,8 @@ import pytest
 from edge.printing.decode import decode
 from edge.sim.broker import AGENT_PASSWORD, AGENT_USER, Backend, Broker
 from edge.sim.orders import make_order
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import free_port
 from tests.helpers import agent_process, db_rows, eventually
 from tests.mqtt.conftest import needs_mosquitto
 

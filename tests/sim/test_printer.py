@@ -110,6 +110,24 @@ async def test_offline_refuses_and_cuts_open_connections(printer: SimPrinter) ->
     assert printer.dropped == [0]
 
 
+async def test_an_offline_printer_keeps_its_port_so_no_other_test_takes_it(printer: SimPrinter) -> None:
+    """Powered off, the printer still holds its address, as a real one keeps its IP while off: connections are
+    refused, yet no other socket can take the port meanwhile. (It was released: another xdist worker's simulator, bound
+    to port 0, got it and printed this agent's tickets.)"""
+    printer.set_offline(True)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*printer.address)
+    other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with pytest.raises(OSError, match="in use"):
+            other.bind(printer.address)
+    finally:
+        other.close()
+    printer.set_offline(False)
+    await send(printer, b"back")
+    assert await printer.wait_for_printed(1, timeout=5) == [b"back"]
+
+
 async def test_wait_for_printed_times_out(printer: SimPrinter) -> None:
     """Waiting for a job that never comes raises TimeoutError saying how many did."""
     with pytest.raises(TimeoutError, match="0 of 1"):

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.sim.central import CentralSim
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, free_port, write_config
+from edge.sim.process import AgentProcess, write_config
 from tests.helpers import TOKEN, db_rows
 from tests.sync.conftest import CENTRAL_TOKEN, STORE
 

@@ -1,0 +1,41 @@
+"""Ports for the simulators and agents the tests start: never one the kernel may hand to someone else meanwhile."""
+
+from __future__ import annotations
+
+import socket
+
+from edge.sim.ports import ephemeral_range, free_port, hold_port
+
+
+def test_free_port_is_below_the_ephemeral_range_and_free() -> None:
+    """An agent or broker restarted on its port must find it free: a port in the kernel's ephemeral range is handed
+    to every outgoing connection and every bind to port 0 (another worker's simulator) while the server is down."""
+    low, _ = ephemeral_range()
+    ports = {free_port() for _ in range(50)}
+    assert all(1024 <= port < low for port in ports), sorted(ports)
+    assert len(ports) > 40  # spread out: two workers asking at once rarely get the same one
+    for port in list(ports)[:5]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
+
+
+def test_a_held_port_refuses_connections_and_cannot_be_taken_until_let_go() -> None:
+    port = free_port()
+    held = hold_port("127.0.0.1", port)
+    try:
+        with socket.socket() as client, socket.socket() as other:
+            assert client.connect_ex(("127.0.0.1", port)) != 0  # refused
+            try:
+                other.bind(("127.0.0.1", port))
+                raise AssertionError("the held port was taken")
+            except OSError:
+                pass
+        with socket.socket() as server:  # the owner binds its listener beside the hold, then lets the hold go
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", port))
+            server.listen(1)
+            held.close()
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+    finally:
+        held.close()
