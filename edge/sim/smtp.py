@@ -15,6 +15,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from edge.sim.ports import free_port
+
 
 class SmtpSink:
     """Listens on 127.0.0.1; optional LOGIN/PLAIN auth, STARTTLS (tls_context) or implicit TLS (implicit_tls).
@@ -106,7 +108,10 @@ class SmtpSink:
         )
 
     async def start(self) -> None:
+        """Listen; started again after stop() (the mail server back up), on the same port: one from free_port, which
+        no outgoing connection or other test takes while the server is down."""
         loop = asyncio.get_running_loop()
+        self.port = self.port or free_port()
         self._server = await loop.create_server(
             self._protocol, "127.0.0.1", self.port, ssl=self.tls_context if self.implicit_tls else None
         )
