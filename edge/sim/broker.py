@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.sim.ports import free_port
+from edge.sync.mqtt import PahoClient
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 BACKEND_USER, BACKEND_PASSWORD = "central", "central-secret-1"
@@ -223,7 +224,7 @@ class Backend:
         self._got = threading.Condition()
         self._subs = list(subscribe)
         self._connected = threading.Event()
-        self.client = paho.Client(
+        self.client = PahoClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id or f"backend-{free_port()}",
             protocol=MQTTProtocolVersion.MQTTv5,

@@ -60,7 +60,7 @@ _STOP_WAIT_S = 5.0  # orders being stored at stop get this long to commit and be
 _REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 
 
-class _Client(paho.Client):
+class PahoClient(paho.Client):
     """paho's client, keeping why the last connection attempt failed (paho only tells on_connect_fail that it did)."""
 
     last_error: BaseException | None = None
@@ -71,6 +71,15 @@ class _Client(paho.Client):
         except OSError as err:
             self.last_error = err
             raise
+
+    def loop_stop(self) -> MQTTErrorCode:
+        """paho's, without its race: the network thread, ending after a disconnect, clears the client's handle to it
+        as its last step, and loop_stop() can see the handle at its check and None at its join (AttributeError).
+        The thread is done then, which is all a stop waits for."""
+        try:
+            return super().loop_stop()
+        except AttributeError:
+            return MQTTErrorCode.MQTT_ERR_INVAL  # paho's answer when there is no thread to stop
 
 
 def describe(err: BaseException, *, tls: bool = False) -> str:
@@ -86,9 +95,9 @@ def describe(err: BaseException, *, tls: bool = False) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool) -> _Client:
+def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool) -> PahoClient:
     """A paho client with the login and TLS of ``cfg``; blocking (the TLS context reads the system's CA files)."""
-    c = _Client(
+    c = PahoClient(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
@@ -164,7 +173,7 @@ class MqttLink:
         self._attempt = 0
         self._socket_error = ""  # paho's last logged socket error (its thread only)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: _Client | None = None
+        self._client: PahoClient | None = None
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-calls")
         self._handlers: set[asyncio.Task[None]] = set()
         self._acks: dict[int, asyncio.Future[None]] = {}  # our PUBLISHes waiting for their PUBACK, by packet id
@@ -193,7 +202,7 @@ class MqttLink:
         self._publisher = asyncio.create_task(self._publish_loop(), name="mqtt-publisher")
         log.info("mqtt_started", broker=self._cfg.url, client_id=self.client_id, prefix=self.prefix)
 
-    def _make_client(self) -> _Client:
+    def _make_client(self) -> PahoClient:
         c = build_client(self._cfg, self.client_id, manual_ack=True)  # PUBACK only after the commit (ack())
         c.will_set(self.topics["status"], b"offline", qos=QOS, retain=True)
         c.on_connect = self._on_connect
