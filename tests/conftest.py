@@ -34,8 +34,8 @@ def _wait_blocks(pid: int, options: int) -> bool:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files of the long end-to-end tests (marked slow) first, the longest first by what their marks say they take
-    (``slow(seconds=N)``, N measured on the 2-core machine under the suite's load): the workers start on them and fill in
-    with the short ones, instead of one worker starting a minute-long file when the rest is done. xdist hands out
+    (``slow(seconds=N)``, N measured on the 2-core machine under the suite's load): the workers start on them and fill
+    in with the short ones, instead of one worker starting a minute-long file when the rest is done. xdist hands out
     whole files in this order (``--no-loadscope-reorder``: by default it puts the files with most tests first)."""
     cost: dict[Path, float] = {}
     for item in items:
