@@ -26,6 +26,12 @@ CACHE_FILE = "printing-check"  # in the data dir's cache folder: the fingerprint
 _CODE_SUFFIXES = (".py", ".j2")
 
 
+# Renderers that passed the check in this process, by the fingerprint of their inputs: the same inputs pass the same
+# way, so an agent made again in one process (the test suite makes hundreds) takes the checked renderer instead of
+# rendering every template and option again. An agent process makes one.
+_PASSED: dict[str, Renderer] = {}
+
+
 class PrintingCheck:
     """Checks printing before READY unless the cache says these very inputs passed before, and gives the checked
     renderer; on a cached start the renderer is built (and checked) at ``warm`` or at its first use."""
@@ -39,15 +45,13 @@ class PrintingCheck:
         self._settings = settings
         self._file = cache_dir / CACHE_FILE if cache_dir is not None else None
         self._building = threading.Lock()
-        self._renderer: Renderer | None = None
-        self._fingerprint: str | None
         started = time.perf_counter()
         digest = fingerprint(settings)
         self.cached = self._file is not None and _read(self._file) == digest.encode()
-        if not self.cached:
-            self._renderer = self._check()
-        # Kept only if no input changed while it was checked: then the fingerprint is of what passed.
-        self._fingerprint = digest if self.cached or fingerprint(settings) == digest else None
+        self._renderer: Renderer | None = _PASSED.get(digest)
+        self._fingerprint: str | None = digest
+        if self._renderer is None and not self.cached:
+            self._renderer = self._checked(digest)
         took_ms = round(1000 * (time.perf_counter() - started), 1)
         log.info("printing_check", result="cached" if self.cached else "passed", took_ms=took_ms)
 
@@ -57,8 +61,18 @@ class PrintingCheck:
         if renderer is None:
             with self._building:  # the warm-up and a first render may race; one builds, the other waits for it
                 if self._renderer is None:
-                    self._renderer = self._check()
+                    self._renderer = self._checked(self._fingerprint)
                 renderer = self._renderer
+        return renderer
+
+    def _checked(self, digest: str | None) -> Renderer:
+        """The check run; remembered (in this process, and for ``remember``) only if no input changed meanwhile:
+        then the fingerprint is of what passed."""
+        renderer = self._check()
+        if digest is not None and fingerprint(self._settings) == digest:
+            _PASSED[digest] = renderer
+        else:
+            self._fingerprint = None
         return renderer
 
     def remember(self) -> None:

@@ -394,3 +394,24 @@ def test_a_template_saved_during_the_check_is_not_cached(tmp_path: Path, monkeyp
     monkeypatch.setattr(check.PrintingCheck, "_check", checked)
     check.PrintingCheck(settings, cache_dir=cache).remember()
     assert check.PrintingCheck(settings, cache_dir=cache).cached  # and without the change, it is
+
+
+def test_an_agent_made_again_in_the_same_process_takes_the_checked_renderer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second agent in one process with the same printing inputs (another data dir) does not render every template
+    again: it takes the renderer that passed. Other inputs are checked as ever."""
+    ports: Any = {name: types.SimpleNamespace(port=9100) for name in ("kitchen", "front")}
+    first = check.PrintingCheck(parse_settings(config_dict(tmp_path / "a", ports), source="test"), cache_dir=None)
+    renders: list[str] = []
+    checked = check.PrintingCheck._check
+
+    def counted(self: check.PrintingCheck) -> Renderer:
+        renders.append(self._settings.agent.language)
+        return checked(self)
+
+    monkeypatch.setattr(check.PrintingCheck, "_check", counted)
+    again = check.PrintingCheck(parse_settings(config_dict(tmp_path / "b", ports), source="test"), cache_dir=None)
+    assert again.renderer() is first.renderer() and renders == []
+    english = parse_settings(config_dict(tmp_path / "c", ports, agent={"language": "en"}), source="test")
+    assert check.PrintingCheck(english, cache_dir=None).renderer() is not first.renderer() and renders == ["en"]
