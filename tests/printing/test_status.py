@@ -77,7 +77,9 @@ def test_blocking_states() -> None:
     } == BLOCKING_STATES
 
 
-valid_byte = st.integers(0, 255).filter(lambda b: b & 0x93 == 0x12)
+# Built, not filtered: only 1 byte in 16 is a valid reply, and a filter that rejects 15 of 16 draws fails Hypothesis's
+# filter_too_much health check now and then (seen in a full run).
+valid_byte = st.integers(0, 255).map(lambda b: b & ~0x93 | 0x12)
 invalid_byte = st.integers(0, 255).filter(lambda b: b & 0x93 != 0x12)
 
 
