@@ -25,7 +25,6 @@ import hmac
 import json
 import math
 import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -34,7 +33,7 @@ import structlog
 from aiohttp import web
 
 from edge.sim.orders import make_order
-from edge.sim.ports import hold_port
+from edge.sim.ports import PortHold
 
 log = structlog.get_logger()
 
@@ -110,7 +109,7 @@ class CentralSim:
         self._bucket_at = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self._held: socket.socket | None = None  # the port, while the line is cut (edge.sim.ports.hold_port)
+        self._port = PortHold()  # the port, while the line is cut
         self.up = False
 
     @property
@@ -155,7 +154,7 @@ class CentralSim:
         self.up = False
         if self._runner is not None:
             await self._runner.cleanup()
-        self._let_port_go()
+        self._port.release()
 
     async def set_up(self, up: bool) -> None:
         """Line back (listen again on the same port) or line cut (stop listening, drop open connections; the port
@@ -164,7 +163,7 @@ class CentralSim:
         if up and self._site is None:
             self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, backlog=1024)
             await self._site.start()
-            self._let_port_go()
+            self._port.release()
             self.port = self._runner.addresses[0][1]
             self.up, self.up_at = True, time.time()
             log.info("central_sim_up", url=self.url)
@@ -172,13 +171,8 @@ class CentralSim:
             self.up = False
             await self._site.stop()
             self._site = None
-            self._held = hold_port(self.host, self.port)
+            self._port.hold(self.host, self.port)
             log.info("central_sim_down", url=self.url)
-
-    def _let_port_go(self) -> None:
-        if self._held is not None:
-            self._held.close()
-            self._held = None
 
     def add_store(self, store_id: str) -> StoreState:
         return self.stores.setdefault(store_id, StoreState(store_id))

@@ -1,6 +1,6 @@
 """Loopback ports for what the tests, the demo and the benchmark start: servers that stop and start again on their
 port (an agent killed and restarted, a broker restarted, a printer switched off, a central line cut) must find it free,
-with four test workers binding and connecting meanwhile."""
+with the test workers binding and connecting meanwhile."""
 
 from __future__ import annotations
 
@@ -41,12 +41,23 @@ def free_port() -> int:
     raise OSError(f"no free loopback port between {_LOWEST} and {low} after 100 tries")
 
 
-def hold_port(host: str, port: int) -> socket.socket:
-    """A socket bound to the port (SO_REUSEADDR), not listening: connections are refused, as by a printer that is off
-    or a line that is cut, and no other socket gets the port meanwhile (a port let go could go to another test's
-    simulator, which would then answer this agent). The owner binds its listener again beside it (both SO_REUSEADDR,
-    this one never listening), then closes it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
+class PortHold:
+    """The port of a server that is down for a while (a printer switched off, a line cut), kept: a socket bound to it
+    (SO_REUSEADDR), not listening, so connections are refused as they would be, and no other socket gets the port
+    meanwhile (a port let go could go to another test's simulator, which would then answer this agent). The server
+    binds its listener again beside it (both SO_REUSEADDR, this one never listening), then releases it."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+
+    def hold(self, host: str, port: int) -> None:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            self._sock = sock
+
+    def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from edge.sim.ports import hold_port
+from edge.sim.ports import PortHold
 
 log = structlog.get_logger()
 
@@ -87,7 +87,7 @@ class SimPrinter:
         self.status_queries = 0
         self.job_bytes_in = 0  # job bytes received so far over every connection, a job still coming in included
         self._sock: socket.socket | None = None
-        self._port_hold: socket.socket | None = None  # holds the port while offline (edge.sim.ports.hold_port)
+        self._port = PortHold()  # the port, while the printer is off
         self._connections: set[asyncio.Task[None]] = set()
         self._printed_more = asyncio.Event()
 
@@ -100,7 +100,7 @@ class SimPrinter:
 
     async def stop(self) -> None:
         self._unplug()
-        self._release()
+        self._port.release()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
     def set_offline(self, offline: bool) -> None:
@@ -108,7 +108,7 @@ class SimPrinter:
         which stays ours meanwhile, as a real printer keeps its address while off."""
         if offline:
             self._unplug()
-            self._hold_port()
+            self._port.hold(self.host, self.port)
         elif self._sock is None:
             self._listen()
 
@@ -135,16 +135,7 @@ class SimPrinter:
         self.port = sock.getsockname()[1]
         asyncio.get_running_loop().add_reader(sock, self._accept)
         self._sock = sock
-        self._release()  # listening now: the placeholder has done its job
-
-    def _hold_port(self) -> None:
-        if self._port_hold is None:
-            self._port_hold = hold_port(self.host, self.port)
-
-    def _release(self) -> None:
-        if self._port_hold is not None:
-            self._port_hold.close()
-            self._port_hold = None
+        self._port.release()  # listening now
 
     def _unplug(self) -> None:
         if self._sock is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from edge.sim.ports import ephemeral_range, free_port, hold_port
+from edge.sim.ports import PortHold, ephemeral_range, free_port
 
 
 def test_free_port_is_below_the_ephemeral_range_and_free() -> None:
@@ -19,9 +19,10 @@ def test_free_port_is_below_the_ephemeral_range_and_free() -> None:
             probe.bind(("127.0.0.1", port))
 
 
-def test_a_held_port_refuses_connections_and_cannot_be_taken_until_let_go() -> None:
+def test_a_held_port_refuses_connections_and_cannot_be_taken_until_released() -> None:
     port = free_port()
-    held = hold_port("127.0.0.1", port)
+    hold = PortHold()
+    hold.hold("127.0.0.1", port)
     try:
         with socket.socket() as client, socket.socket() as other:
             assert client.connect_ex(("127.0.0.1", port)) != 0  # refused
@@ -30,12 +31,12 @@ def test_a_held_port_refuses_connections_and_cannot_be_taken_until_let_go() -> N
                 raise AssertionError("the held port was taken")
             except OSError:
                 pass
-        with socket.socket() as server:  # the owner binds its listener beside the hold, then lets the hold go
+        with socket.socket() as server:  # the owner binds its listener beside the hold, then releases it
             server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             server.bind(("127.0.0.1", port))
             server.listen(1)
-            held.close()
+            hold.release()
             with socket.create_connection(("127.0.0.1", port), timeout=2):
                 pass
     finally:
-        held.close()
+        hold.release()
