@@ -145,14 +145,18 @@ class Recovery:
             return run_id, False
 
     async def cancel(self, run_id: int) -> bool:
-        """Cancel the active run at its next page or batch; False when ``run_id`` is not the active run."""
+        """Cancel the active run at its next page or batch; False when ``run_id`` is not the active run, or ended
+        otherwise before the cancel took."""
         task = self._task
         if task is None or self.active_run != run_id:
             await self.run(run_id)  # NotFoundError for an unknown id
             return False
         self._cancel.set()
         await asyncio.gather(task, return_exceptions=True)
-        return True
+        # Its end may have been committed already, its fsync still running (a slow disk): then it ended as it was
+        # going to, and this cancel changed nothing.
+        ended = await self._runs.run(run_id)
+        return ended is not None and ended.state == RunState.CANCELLED
 
     # --- queries ----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.states import RunTrigger
+from edge.store import db as db_module
 from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents
 
@@ -102,6 +104,27 @@ async def test_cancel_stops_the_run_and_keeps_the_cursor(
             status = await response.json()
     assert status["cursor"] == "" and status["active_run"] is None and status["last_run"]["state"] == "cancelled"
     assert not events.of(RecoveryCompleted)
+
+
+async def test_cancelling_a_run_whose_end_is_written_but_not_yet_on_disk_is_409(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a slow disk a run's end is visible (committed) a while before its fsync returns. A cancel in that while is
+    409 like any cancel of a run that is over, not 200 with the run "completed" (before: 200, the agent waited for the
+    run to end and reported it as if it had cancelled it)."""
+    fsync = db_module.sync_to_disk
+
+    def slow(path: Path, *, data_only: bool = False) -> None:
+        time.sleep(0.3)  # an SD card having a bad moment; in the store's fsync thread
+        fsync(path, data_only=data_only)
+
+    monkeypatch.setattr(db_module, "sync_to_disk", slow)
+    agent, _ = await agents.start(sync_settings())
+    db = agent.settings.agent.db_path
+    await eventually(lambda: db_rows(db, "SELECT state FROM recovery_runs"), lambda rows: rows == [("completed",)])
+    async with api(agent.port) as session, session.post("/api/v1/recovery/runs/1/cancel") as response:
+        assert response.status == 409, await response.text()
+        assert "completed" in (await response.json())["reason"]
 
 
 async def test_faults_are_survived_within_the_rate_limit(
