@@ -17,13 +17,14 @@ _UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
 
 
 def make_renderer(settings: Settings) -> Renderer:
-    """The renderer with the operator's templates and the store's time zone; compiled templates are kept in the data
-    dir's cache folder."""
+    """The renderer with the operator's templates, the store's time zone and language; compiled templates are kept in
+    the data dir's cache folder."""
     zone = settings.agent.timezone
     return Renderer(
         template_dir=settings.printing.template_dir,
         tz=ZoneInfo(zone) if zone else None,
         cache_dir=settings.agent.data_dir / "cache" / "templates",
+        language=settings.agent.language,
     )
 
 

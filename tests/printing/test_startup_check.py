@@ -118,19 +118,23 @@ async def test_template_broken_after_a_good_start_stops_the_next_start(
         await agent.close()
 
 
-async def test_a_template_that_fails_only_in_english_stops_the_start_of_an_english_store(
-    tmp_path: Path, printers: dict[str, SimPrinter]
+@pytest.mark.parametrize(("language", "starts"), [("en", False), ("de", True)])
+async def test_a_template_that_fails_only_in_english_stops_an_english_store_not_a_german_one(
+    tmp_path: Path, printers: dict[str, SimPrinter], language: str, starts: bool
 ) -> None:
-    """The check renders the templates in every language a store can print in: an override whose English branch
-    fails stops the start (exit 2, one line) instead of passing a German-only check and failing every ticket of a
-    store set to English."""
+    """The check renders the templates in the language the store prints in: an override whose English branch fails
+    stops an English store's start (exit 2, one line) instead of failing every ticket after it (before: the check
+    rendered German only); a German store, which never prints that branch, starts as it did."""
     agent = _agent(tmp_path, printers)
     try:
         text = agent.config.read_text(encoding="utf-8")
-        agent.config.write_text(text.replace("[agent]\n", '[agent]\nlanguage = "en"\n', 1), "utf-8")
+        agent.config.write_text(text.replace("[agent]\n", f'[agent]\nlanguage = "{language}"\n', 1), "utf-8")
         (tmp_path / "templates" / "ticket.j2").write_text(
             '{% if language == "en" %}{{ order.nmber }}{% else %}{{ order.number }}{% endif %}\n', encoding="utf-8"
         )
+        if starts:
+            await _start_and_stop(agent)
+            return
         lines = await _refused(agent)
         assert len(lines) == 1 and lines[0].startswith("edge: config printing.template_dir: ticket.j2: "), lines
         assert "nmber" in lines[0]
