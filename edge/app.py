@@ -34,7 +34,7 @@ from edge.printing.reroute import reroute_stranded
 from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
-from edge.states import WAITING_JOB_STATES, JobState, RunTrigger
+from edge.states import WAITING_JOB_STATES, JobState
 from edge.store import Database, JobStore, OrderStore
 from edge.store.identity import record_store
 from edge.store.retention import OutboxReaders
@@ -227,23 +227,9 @@ class Agent:
         """The second door for orders, next to HTTP push; stopped before the API (orders being stored are acked)."""
         from edge.sync.mqtt import MqttLink  # only here: an agent without [mqtt] never imports paho-mqtt
 
-        recovery = self.sync.recovery if self.sync is not None else None
-
-        async def catch_up(reconnect: bool) -> None:
-            # The first session of this run is part of start-up: it shares (or starts) the run central's first answer
-            # also asks for, under the same name, whichever of the two asks first.
-            assert recovery is not None
-            await recovery.trigger(RunTrigger.LINK_BACK if reconnect else RunTrigger.STARTUP)
-
+        catch_up = self.sync.recovery.trigger if self.sync is not None else None
         self.metrics.watch_mqtt()
-        self.mqtt = MqttLink(
-            self.settings,
-            intake=intake,
-            db=db,
-            bus=self.bus,
-            catch_up=catch_up if recovery is not None else None,
-            clock=self.clock,
-        )
+        self.mqtt = MqttLink(self.settings, intake=intake, db=db, bus=self.bus, catch_up=catch_up, clock=self.clock)
         await self.mqtt.start()
         self._on_stop(stack, "mqtt", self.mqtt.stop)
         assert self.deps is not None

@@ -40,7 +40,7 @@ from edge.events import (
 )
 from edge.orders.intake import OrderIntake
 from edge.orders.model import MalformedOrderError, decode_order
-from edge.states import InsertOutcome, MqttState, OrderSource
+from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
 from edge.store import Database
 from edge.store.mqtt import MqttStore
 from edge.store.outbox import REJECTED_KEY
@@ -153,7 +153,7 @@ class MqttLink:
         intake: OrderIntake,
         db: Database,
         bus: EventBus,
-        catch_up: Callable[[bool], Awaitable[object]] | None = None,
+        catch_up: Callable[[RunTrigger], Awaitable[object]] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._cfg = settings.mqtt
@@ -164,7 +164,7 @@ class MqttLink:
         self._intake = intake
         self._store = MqttStore(db)
         self._bus = bus
-        self._catch_up = catch_up  # recovery (pull), when the broker lost our session; True: on a reconnect
+        self._catch_up = catch_up  # recovery (pull), when the broker lost our session
         self._clock = clock
         self.state = MqttState.CONNECTING
         self.detail = ""
@@ -342,7 +342,9 @@ class MqttLink:
                 "mqtt_session_new", note="orders published without our session are caught up by recovery"
             )
             if self._catch_up is not None:
-                await self._catch_up(self._generation > 1)
+                # The first session of this run is part of start-up: it shares (or starts) the run central's first
+                # answer also asks for, under the same name, whichever of the two asks first.
+                await self._catch_up(RunTrigger.LINK_BACK if self._generation > 1 else RunTrigger.STARTUP)
 
     def _refused_or_failed(self, detail: str, refused: bool) -> None:
         if (self.state, self.detail) != (MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail):
