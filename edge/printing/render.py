@@ -232,22 +232,24 @@ class Renderer:
     def _try_templates(self, language: str) -> None:
         """Render each template once in ``language``, so an override that fails only when it runs (or only in the
         language the store prints in) still fails at start-up."""
-        checks: dict[str, Callable[[str], bytes]] = {
-            "ticket.j2": lambda lang: self.ticket(
-                _SAMPLE_ORDER, "kitchen", language=lang, copy=True, redirected_from="bar", change_revision=2
+        checks: dict[str, Callable[[], bytes]] = {
+            "ticket.j2": lambda: self.ticket(
+                _SAMPLE_ORDER, "kitchen", language=language, copy=True, redirected_from="bar", change_revision=2
             ),
-            "change.j2": lambda lang: (
-                self.change(_SAMPLE_CHANGE, _SAMPLE_ORDER, "kitchen", language=lang, copy=True, redirected_from="bar")
-                + self.change(_SAMPLE_CANCEL, _SAMPLE_ORDER, "kitchen", language=lang)
+            "change.j2": lambda: (
+                self.change(
+                    _SAMPLE_CHANGE, _SAMPLE_ORDER, "kitchen", language=language, copy=True, redirected_from="bar"
+                )
+                + self.change(_SAMPLE_CANCEL, _SAMPLE_ORDER, "kitchen", language=language)
             ),
-            "receipt.j2": lambda lang: self.receipt(
-                _SAMPLE_ORDER, language=lang, copy=True, store_name="Store", footer="Thank you"
+            "receipt.j2": lambda: self.receipt(
+                _SAMPLE_ORDER, language=language, copy=True, store_name="Store", footer="Thank you"
             ),
-            "test_page.j2": lambda lang: self.test_page(printer_name="printer", language=lang),
+            "test_page.j2": lambda: self.test_page(printer_name="printer", language=language),
         }
         for name, check in checks.items():
             try:
-                check(language)
+                check()
             except Exception as err:  # an operator's template can fail in any way; each is a configuration error
                 raise ConfigError("printing.template_dir", f"{name}: {err}{_template_line(err, name)}") from err
 
