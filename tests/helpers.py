@@ -9,12 +9,14 @@ import copy
 import inspect
 import json
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 
 from edge.app import Agent
 from edge.events import Event, EventBus, ScannerConnectionChanged, ScanRecorded
@@ -23,6 +25,7 @@ from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
 from edge.sim.scanner import SimScanner
+from edge.store import db as db_module
 
 T = TypeVar("T")
 
@@ -123,6 +126,18 @@ async def db_execute(where: Agent | Path, sql: str, *params: Any) -> None:
     agent's own writer, which waits for the loop ("database is locked")."""
     path = where.settings.agent.db_path if isinstance(where, Agent) else where
     await asyncio.to_thread(_read, path, sql, params)
+
+
+def slow_fsync(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every fsync of the store's write-ahead log takes ``seconds`` longer, as on an SD card (on the fsync's own
+    thread, as a slow card blocks it)."""
+    real = db_module.sync_to_disk
+
+    def slow(wal: Path, *, data_only: bool = False) -> None:
+        time.sleep(seconds)
+        real(wal, data_only=data_only)
+
+    monkeypatch.setattr(db_module, "sync_to_disk", slow)
 
 
 async def job_rows(agent: Agent, sql: str = "SELECT state, attempts, copy FROM print_jobs ORDER BY id") -> list[tuple]:

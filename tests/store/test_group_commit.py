@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from edge.errors import WrongStateError
 from edge.store import Database
 from edge.store import db as db_mod
 from edge.store.db import Writer
-from tests.helpers import db_rows, wait_until, wal_commits
+from tests.helpers import db_rows, slow_fsync, wait_until, wal_commits
 
 
 async def put(db: Database, key: str, *, fail: bool = False, one_hop: bool = False) -> None:
@@ -218,13 +217,7 @@ async def test_a_one_hop_write_cancelled_while_it_runs_still_leaves_the_writer_u
 
 async def slow_disk(db: Database, monkeypatch: pytest.MonkeyPatch, fsync_s: float) -> None:
     """Every fsync takes ``fsync_s`` longer, as on an SD card; a few writes so the database has measured it."""
-    real = db_mod.sync_to_disk
-
-    def slow_fsync(wal: Path, *, data_only: bool = False) -> None:
-        time.sleep(fsync_s)  # on the fsync's own thread, as a slow card blocks it
-        real(wal, data_only=data_only)
-
-    monkeypatch.setattr(db_mod, "sync_to_disk", slow_fsync)
+    slow_fsync(monkeypatch, fsync_s)
     for n in range(3):
         await put(db, f"warm-{n}")
 

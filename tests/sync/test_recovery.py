@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.states import RunTrigger
-from edge.store import db as db_module
-from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually, wait_until
+from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually, slow_fsync, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents
 
 
@@ -112,13 +110,7 @@ async def test_cancelling_a_run_whose_end_is_written_but_not_yet_on_disk_is_409(
     """On a slow disk a run's end is visible (committed) a while before its fsync returns. A cancel in that while is
     409 like any cancel of a run that is over, not 200 with the run "completed" (before: 200, the agent waited for the
     run to end and reported it as if it had cancelled it)."""
-    fsync = db_module.sync_to_disk
-
-    def slow(path: Path, *, data_only: bool = False) -> None:
-        time.sleep(0.3)  # an SD card having a bad moment; in the store's fsync thread
-        fsync(path, data_only=data_only)
-
-    monkeypatch.setattr(db_module, "sync_to_disk", slow)
+    slow_fsync(monkeypatch, 0.3)  # an SD card having a bad moment
     agent, _ = await agents.start(sync_settings())
     db = agent.settings.agent.db_path
     await eventually(lambda: db_rows(db, "SELECT state FROM recovery_runs"), lambda rows: rows == [("completed",)])
