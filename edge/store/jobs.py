@@ -78,14 +78,15 @@ def _printable(row: Row) -> PrintableJob | UnreadableRowError:
 
 
 def _readable(rows: Sequence[Row]) -> list[Job]:
-    """The jobs this version can read; the others are logged and left out, so one row a newer version wrote does
-    not fail a whole list (the spool ends such a job as dead, which alerts)."""
+    """The jobs this version can read; the others are left out, so one row a newer version wrote does not fail a
+    whole list. Not a warning: a status page lists jobs every few seconds, and the spool already logged, alerted and
+    reported the job once, as it ended it."""
     jobs = []
     for row in rows:
         try:
             jobs.append(Job.from_row(row))
         except UnreadableRowError as err:
-            log.warning("job_unreadable", job_id=err.row_id, order_id=err.order_id, error=str(err))
+            log.debug("job_unreadable_left_out", job_id=err.row_id, error=str(err))
     return jobs
 
 
