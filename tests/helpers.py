@@ -9,6 +9,7 @@ import copy
 import inspect
 import json
 import sqlite3
+import sysconfig
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -33,6 +34,11 @@ TOKEN = "test-token-0123456789"
 EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
 WAIT_S = 10.0  # generous: two shared cores, several test runs at once
 _POLL_S = 0.02
+# A box's install built by install.sh or upgrade.sh in a test: from this checkout, with nothing from a package index
+# (tests talk to loopback only). The release's dependencies and pip's build backend (setuptools, wheel: test extras)
+# are borrowed from this venv through PYTHONPATH; no build isolation, which would fetch the backend.
+BORROWED = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
+OFFLINE_BUILD = {**BORROWED, "EDGE_PIP_ARGS": "--no-deps --no-index --no-build-isolation"}
 
 
 def fresh(order: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import OFFLINE_BUILD
 
 pytestmark = pytest.mark.slow(seconds=6)
 
@@ -24,13 +25,10 @@ UNITS = [
     "edge-backup.service",
     "edge-backup.timer",
 ]
-# upgrade.sh runs the installed `edge`; installed with --no-deps, it borrows this venv's libraries.
-BORROWED_LIBS = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
 
 
 def run(script: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    # --no-deps: the test checks the script, not the package index.
-    full_env = {**os.environ, "EDGE_PIP_ARGS": "--no-deps", **(env or {})}
+    full_env = {**os.environ, **OFFLINE_BUILD, **(env or {})}
     full_env.pop("VIRTUAL_ENV", None)
     return subprocess.run(
         ["bash", str(script), *args], capture_output=True, text=True, timeout=240, env=full_env, cwd="/"

@@ -13,7 +13,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import sysconfig
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,13 +24,11 @@ import pytest
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, cert, server_tls, sink  # noqa: F401 (fixtures)
 from tests.alerts.helpers import non_interactive, systemd_reads
-from tests.helpers import EXAMPLE, fresh
+from tests.helpers import BORROWED, EXAMPLE, OFFLINE_BUILD, fresh
 
 REPO = Path(__file__).parents[2]
 # The box's Python: the agent's user must be able to run it (a pyenv Python under /root is not).
 BOX_PYTHON = "/usr/bin/python3"
-# Installed with --no-deps, the box's venv borrows this venv's libraries (as in test_install.py).
-BORROWED = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
 
 pytestmark = [
     pytest.mark.slow(seconds=7),
@@ -145,7 +142,7 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
         agent_user,
         "--python",
         BOX_PYTHON,
-        env={"EDGE_PIP_ARGS": "--no-deps"},
+        env=OFFLINE_BUILD,
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     user = pwd.getpwnam(agent_user)
@@ -160,7 +157,7 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
     secrets_file.chmod(0o640)
     again = await asyncio.to_thread(
         run, "bash", str(source / "scripts/install.sh"), "--prefix", str(root), "--user", agent_user,
-        "--python", BOX_PYTHON, env={"EDGE_PIP_ARGS": "--no-deps"},
+        "--python", BOX_PYTHON, env=OFFLINE_BUILD,
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     info = secrets_file.stat()

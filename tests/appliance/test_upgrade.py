@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.store.migrations import latest_version, load_migrations
 from tests.appliance.conftest import SystemUser, program_version
-from tests.helpers import TOKEN, api_client, db_execute, db_rows
+from tests.helpers import OFFLINE_BUILD, TOKEN, api_client, db_execute, db_rows
 
 pytestmark = pytest.mark.slow(seconds=8)
 
@@ -37,9 +36,6 @@ REPO = Path(__file__).parents[2]
 HERE = Path(__file__).parent
 LATEST = latest_version(load_migrations())
 STORE = "upgrade-store"
-# The throwaway install borrows this venv's libraries: it is installed with --no-deps (the test checks the scripts,
-# not the package index).
-BORROWED = sysconfig.get_paths()["purelib"]
 STEPS = ("build", "stop", "backup", "install", "migrate", "start", "health")
 SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 READY_FAULT = """
@@ -154,8 +150,7 @@ def base_env(prepared: Prepared) -> dict[str, str]:
         "FAKE_SYSTEMD_ROOT": str(prepared.root),
         "FAKE_SYSTEMD_STATE": str(prepared.user.home / "systemd"),
         "FAKE_SYSTEMD_USER": prepared.user.name,
-        "EDGE_PIP_ARGS": "--no-deps",
-        "PYTHONPATH": BORROWED,
+        **OFFLINE_BUILD,
         "EDGE_HEALTH_WAIT_S": "15",
     }
     for name in ("VIRTUAL_ENV", "EDGE_CONFIG", "EDGE_ENV_FILE"):
