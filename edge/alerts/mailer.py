@@ -3,6 +3,7 @@ words."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email.utils
 import ssl
@@ -104,9 +105,14 @@ class Mailer:
     def __init__(self, smtp: SmtpSettings) -> None:
         self._smtp = smtp
         self.sender = smtp.sender or smtp.username
+        # Made on the first mail, in a thread, then kept: it reads the system's CA files (~20 ms of CPU and disk here),
+        # which on the event loop would stall every order coming in meanwhile. New settings come with a restart.
+        self._tls: ssl.SSLContext | None = None
 
-    def _client(self) -> aiosmtplib.SMTP:
+    async def _client(self) -> aiosmtplib.SMTP:
         s = self._smtp
+        if s.security != "none" and self._tls is None:
+            self._tls = await asyncio.to_thread(tls_context, s)
         return aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
@@ -114,7 +120,7 @@ class Mailer:
             use_tls=s.security == "tls",
             # 'none' means none: aiosmtplib would otherwise upgrade on its own when offered, with other failure modes.
             start_tls=s.security == "starttls",
-            tls_context=tls_context(s) if s.security != "none" else None,
+            tls_context=self._tls if s.security != "none" else None,
         )
 
     async def _session(self, msg: EmailMessage | None, recipients: list[str]) -> Delivery:
@@ -125,7 +131,7 @@ class Mailer:
                 f"refusing to log in to {s.host}:{s.port} with security 'none': the password would cross the network"
                 " unencrypted (use starttls or tls, or set smtp.allow_plain_login for a relay on a trusted network)"
             )
-        client = self._client()
+        client = await self._client()
         try:
             async with client:
                 if s.username:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,27 @@ async def test_starttls_login_and_send(sink: SmtpSink, cert: tuple[Path, Path]) 
     assert str(msg["Subject"]).strip() == "Grüße €" and msg["From"] == "edge@store.test"
     assert msg.get_body(("plain",)).get_content().strip() == "Hallo ä"
     assert msg.get_body(("html",)).get_content().strip() == "<p>Hallo ä</p>"
+
+
+async def test_the_trusted_certificates_are_read_once_and_off_the_event_loop(
+    sink: SmtpSink, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the system's CA files takes ~20 ms of CPU and disk here (more on a box's SD card): a mailer does it
+    once, in a worker thread, not on the event loop for every mail while orders come in."""
+    loop_thread = threading.get_ident()
+    loads: list[bool] = []  # for each load of the system's CAs: was it on the event loop's thread?
+    real = ssl.SSLContext.load_default_certs
+
+    def recording(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(threading.get_ident() == loop_thread)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", recording)
+    mailer = Mailer(smtp(sink, cert))
+    for _ in range(3):
+        await mailer.send(MAIL)
+    assert len(await sink.wait_for(3)) == 3
+    assert loads == [False]
 
 
 async def test_implicit_tls(server_tls: ssl.SSLContext, cert: tuple[Path, Path]) -> None:
