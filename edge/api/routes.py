@@ -167,8 +167,7 @@ async def post_retry(request: web.Request) -> web.Response:
     deps = _deps(request)
     require_accepting(deps)
     job_id = path_id(request, "job_id", "print job")
-    await deps.jobs.retry(job_id)
-    job = await deps.jobs.get(job_id)
+    job = await deps.jobs.retry(job_id)
     deps.wake_printer(job.printer)
     return web.json_response(job_json(job))
 

@@ -469,10 +469,11 @@ class JobStore:
             )
         return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
 
-    async def retry(self, job_id: int) -> None:
-        """A person asks again: a failed or dead job goes back in line with fresh attempts.
+    async def retry(self, job_id: int) -> PrintableJob:
+        """A person asks again: a failed or dead job goes back in line with fresh attempts; returns it as it is now.
 
-        Asking counts as releasing it: however old the job is, it is not held as stale.
+        Asking counts as releasing it: however old the job is, it is not held as stale. A job this version cannot read
+        stays as it was (UnreadableRowError): back in line, the spool would only end it again, and alert again.
         """
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
@@ -485,6 +486,8 @@ class JobStore:
             await cursor.close()
             if not changed:
                 await self._refused(conn, job_id, (JobState.FAILED, JobState.DEAD), "retried")
+            (row,) = await conn.execute_fetchall(PRINTABLE + " WHERE j.id = ?", (job_id,))
+            return PrintableJob.from_row(row)
 
     async def add_copies(
         self, order_id: str, *, station: str | None = None, printer_for: Callable[[JobKind, str | None], str | None]

@@ -383,3 +383,34 @@ async def test_a_job_row_this_version_cannot_read_is_dead_and_alerted_and_the_pr
             assert response.status == 200, await response.text()
         async with api.get(f"/api/v1/orders/{first['id']}") as response:
             assert response.status == 200, await response.text()
+
+
+async def test_retrying_a_job_this_version_cannot_read_answers_409_and_changes_nothing(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A person retries the dead job above: this version still cannot print it, so the retry is refused (409) and
+    nothing is written; before, the retry was committed first, the spool ended the job again and the manager got a
+    second dead-job mail and central a second 'failed'."""
+    seen = Recorder()
+    agent = await make_agent(listen=seen)
+    kitchen = printers["kitchen"]
+    first, second, third = orders(example_order, 3)
+    async with api_client(agent) as api:
+        assert (await post(api, first))[0] == 201
+        await seen.wait(JobPrinted)
+        await db_execute(
+            agent,
+            "UPDATE print_jobs SET state = 'queued', copy = 1, variant = 'reprint_v9' WHERE order_id = ?",
+            first["id"],
+        )
+        assert (await post(api, second))[0] == 201
+        (dead,) = await seen.wait(JobDead)
+        before = await db_rows(agent, "SELECT * FROM print_jobs WHERE id = ?", dead.job_id)
+        async with api.post(f"/api/v1/jobs/{dead.job_id}/retry") as response:
+            assert response.status == 409, await response.text()
+            assert "reprint_v9" in (await response.json())["reason"]
+        assert await db_rows(agent, "SELECT * FROM print_jobs WHERE id = ?", dead.job_id) == before
+        assert (await post(api, third))[0] == 201  # the spool has been round since: it printed the order after
+        await kitchen.wait_for_printed(3)
+    assert len(seen.of(JobDead)) == 1
+    assert len(await _failed_rows(agent)) == 1
