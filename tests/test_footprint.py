@@ -3,6 +3,10 @@ leaves a file behind in the temporary folder (on many boxes /tmp is on the same 
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from edge.sim.printer import SimPrinter
@@ -10,8 +14,9 @@ from tests.helpers import agent_process
 
 
 async def test_starts_leave_nothing_in_tmp_and_reuse_the_escpos_cache(tmp_path: Path) -> None:
-    """Two starts of the real agent with TMPDIR pointing at an empty folder: no file is left there, the printer
-    database is pickled once into data/cache and the second start reads it (the file is not rewritten)."""
+    """Two starts of the real agent and an `edge config check` with TMPDIR pointing at an empty folder: nothing is
+    left there (before: a folder per process, python-escpos' own), the printer database is pickled once into
+    data/cache and the second start reads it (the file is not rewritten)."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
     await front.start()
@@ -27,8 +32,16 @@ async def test_starts_leave_nothing_in_tmp_and_reuse_the_escpos_cache(tmp_path: 
         await agent.start()
         assert await agent.terminate() == 0
         assert caches[0].stat().st_mtime_ns == written
-        # python-escpos still makes an empty folder there on import (mkdtemp() evaluated as a default argument).
-        assert [f for f in temp.rglob("*") if f.is_file()] == []
+        checked = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "edge", "config", "check", "--config", str(agent.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "TMPDIR": str(temp)},
+        )
+        assert checked.returncode == 0, checked.stderr
+        assert list(temp.iterdir()) == []
     finally:
         await agent.close()
         await kitchen.stop()

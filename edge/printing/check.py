@@ -18,6 +18,7 @@ import structlog
 import edge
 from edge.config import Settings
 from edge.printing.jobs import make_renderer
+from edge.printing.profiles import load_escpos
 from edge.printing.render import Renderer, print_options
 
 log = structlog.get_logger()
@@ -116,7 +117,8 @@ def load_libraries() -> None:
     """Imports python-escpos (with its printer database), Pillow and jinja2 now. For commands run as root: they
     become the agent's user for good when they read the config, and every file they import after that must be
     readable by that user."""
-    for library in ("escpos.capabilities", "escpos.printer", "jinja2", "PIL.Image"):
+    load_escpos()
+    for library in ("escpos.printer", "jinja2", "PIL.Image"):
         importlib.import_module(library)
 
 

@@ -25,6 +25,7 @@ from edge.printing.lines import (
     styled,
     wrap,
 )
+from edge.printing.profiles import load_escpos
 from edge.printing.text import CONTROL, codepage, printable
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class Layout:
     def __init__(self, width: int, options: PrintOptions) -> None:
         self.width = width
         self.options = options
+        load_escpos()
         from escpos.printer import Dummy
 
         self.printer = Dummy(profile=options.profile)

@@ -1,13 +1,52 @@
-"""python-escpos capability profiles: a printer's model as the library knows it, checked where printing is set up."""
+"""python-escpos capability profiles: a printer's model as the library knows it, checked where printing is set up; and
+the one way python-escpos is first imported."""
 
 from __future__ import annotations
 
+import shutil
+import sys
+import tempfile
+import threading
+from typing import Any
+
 from edge.errors import ConfigError
+
+_IMPORTING = threading.Lock()
+
+
+def load_escpos() -> None:
+    """Imports python-escpos' printer database (~0.1 s: see layout.py), leaving nothing in the temporary folder.
+
+    On import it makes a folder there for a pickle of the database and never removes it; it makes one even when
+    ESCPOS_CAPABILITIES_PICKLE_DIR names another (``environ.get(..., mkdtemp())``): one per process, thousands over a
+    test run, one per `edge config check` on a box. Once imported the database is in memory, so the folders this
+    import made (its thread's mkdtemp calls, nobody else's) are removed. Call it before any import of escpos."""
+    with _IMPORTING:
+        if "escpos.capabilities" in sys.modules:
+            return
+        made: list[str] = []
+        importer = threading.get_ident()
+        real = tempfile.mkdtemp
+
+        def recorded(*args: Any, **kwargs: Any) -> str:
+            path = real(*args, **kwargs)
+            if threading.get_ident() == importer:
+                made.append(path)
+            return path
+
+        tempfile.mkdtemp = recorded  # type: ignore[assignment]
+        try:
+            import escpos.capabilities  # noqa: F401
+        finally:
+            tempfile.mkdtemp = real
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def check_profile(printer: str, profile: str) -> None:
     """ConfigError naming ``printers.PRINTER.profile`` when python-escpos has no capability profile of that name."""
-    from escpos.capabilities import CAPABILITIES  # here: its printer database takes ~0.1 s to load (see layout.py)
+    load_escpos()
+    from escpos.capabilities import CAPABILITIES
 
     if profile not in CAPABILITIES["profiles"]:
         problem = f"unknown python-escpos profile {profile!r} (e.g. default, TM-T88V, TM-T20II)"
