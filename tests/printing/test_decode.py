@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from escpos.printer import Dummy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.printing.decode import decode, preview
+from edge.printing.profiles import load_escpos
+
+if TYPE_CHECKING:
+    from escpos.printer import Dummy
 
 INIT = b"\x1b@\x1bt\x13"
+
+
+def dummy() -> Dummy:
+    """python-escpos' Dummy printer, imported as the agent does (leaving nothing in the temporary folder)."""
+    load_escpos()
+    from escpos.printer import Dummy
+
+    return Dummy()
 
 
 def test_text_uses_the_selected_code_page() -> None:
@@ -38,7 +50,7 @@ def test_styles_are_dropped_but_bold_runs_kept() -> None:
 
 def test_native_qr_from_python_escpos() -> None:
     """A QR code python-escpos sends natively is read back from its store-data function."""
-    printer = Dummy()
+    printer = dummy()
     printer.qr("edge:v1:ord_1:bar", native=True, size=6)
     printer.qr("second", native=True)
     decoded = decode(INIT + printer.output)
@@ -98,7 +110,7 @@ def test_init_clears_the_buffer_and_styles() -> None:
 
 def test_preview_centres_spaces_out_double_width_and_marks_qr_and_cut() -> None:
     """The preview shows the paper: centred lines, double width as spaced letters, [QR ...] and a scissors line."""
-    printer = Dummy()
+    printer = dummy()
     printer._raw(INIT + b"\x1ba\x01\x1b!\x30A-1\n\x1b!\x00\x1ba\x00left\n\x1ba\x02right\n\x1ba\x01")
     printer.qr("edge:v1:o:k", native=True)
     printer.cut()
