@@ -8,6 +8,7 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 from structlog.testing import capture_logs
 
 from edge.app import Agent
@@ -351,6 +352,23 @@ async def test_an_idle_printer_is_asked_its_status_only_every_status_poll_s(
     assert kitchen.status_queries - start <= 3  # at most one read (DLE EOT 1, 2, 4)
 
 
+async def _a_job_of_a_newer_version(
+    agent: Agent, api: aiohttp.ClientSession, seen: Recorder, first: dict, second: dict
+) -> JobDead:
+    """``first`` printed, then its job queued again as a newer version's reprint of it would look (a variant this
+    version has no name for); ``second`` pushed behind it. The spool's verdict on that job."""
+    assert (await post(api, first))[0] == 201
+    await seen.wait(JobPrinted)
+    await db_execute(
+        agent,
+        "UPDATE print_jobs SET state = 'queued', copy = 1, variant = 'reprint_v9' WHERE order_id = ?",
+        first["id"],
+    )
+    assert (await post(api, second))[0] == 201
+    (dead,) = await seen.wait(JobDead)
+    return dead
+
+
 async def test_a_job_row_this_version_cannot_read_is_dead_and_alerted_and_the_printer_goes_on(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
@@ -362,19 +380,9 @@ async def test_a_job_row_this_version_cannot_read_is_dead_and_alerted_and_the_pr
     kitchen = printers["kitchen"]
     first, second = orders(example_order, 2)
     async with api_client(agent) as api:
-        assert (await post(api, first))[0] == 201
-        await kitchen.wait_for_printed(1)
-        await seen.wait(JobPrinted)
-        # As a newer version's reprint of it would look: queued again, with a variant this version has no name for.
-        await db_execute(
-            agent,
-            "UPDATE print_jobs SET state = 'queued', copy = 1, variant = 'reprint_v9' WHERE order_id = ?",
-            first["id"],
-        )
-        assert (await post(api, second))[0] == 201
+        dead = await _a_job_of_a_newer_version(agent, api, seen, first, second)
         await kitchen.wait_for_printed(2)
         assert decode(kitchen.printed[1]).text.count(second["number"]) >= 1
-        (dead,) = await seen.wait(JobDead)
         assert dead.order_id == first["id"] and "variant" in dead.error and "reprint_v9" in dead.error
         rows = await db_rows(agent, "SELECT state, last_error FROM print_jobs WHERE order_id = ?", first["id"])
         assert rows[0][0] == "dead" and "reprint_v9" in rows[0][1]
@@ -396,15 +404,7 @@ async def test_retrying_a_job_this_version_cannot_read_answers_409_and_changes_n
     kitchen = printers["kitchen"]
     first, second, third = orders(example_order, 3)
     async with api_client(agent) as api:
-        assert (await post(api, first))[0] == 201
-        await seen.wait(JobPrinted)
-        await db_execute(
-            agent,
-            "UPDATE print_jobs SET state = 'queued', copy = 1, variant = 'reprint_v9' WHERE order_id = ?",
-            first["id"],
-        )
-        assert (await post(api, second))[0] == 201
-        (dead,) = await seen.wait(JobDead)
+        dead = await _a_job_of_a_newer_version(agent, api, seen, first, second)
         before = await db_rows(agent, "SELECT * FROM print_jobs WHERE id = ?", dead.job_id)
         async with api.post(f"/api/v1/jobs/{dead.job_id}/retry") as response:
             assert response.status == 409, await response.text()
