@@ -21,6 +21,11 @@ _BARE = r"[^\s\"'\\#$`\x00-\x1f\x7f]*"
 _LINE_RE = re.compile(rf"\s*({_KEY})\s*=\s*({_DOUBLE}|{_SINGLE}|{_BARE})\s*")
 _SKIP_RE = re.compile(r"\s*(#.*)?")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Code points systemd's UTF-8 check refuses (src/basic/utf8.c, unichar_is_valid): U+FDD0-U+FDEF and the last two of
+# every plane. It refuses a file with one in a value (EINVAL): the agent's unit would not start, `edge` by hand would.
+_NONCHARACTER_RE = re.compile(
+    r"[\ufdd0-\ufdef" + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17)) + "]"
+)
 _UNESCAPE_RE = re.compile(r"\\([\"\\])")
 
 
@@ -34,7 +39,13 @@ def quote(key: str, value: str) -> str:
         raise EnvFileError(f"{key!r} is not a variable name (letters, digits and _)")
     if _CONTROL_RE.search(value):
         raise EnvFileError(f"{key}: the value contains a control character (e.g. a line break or tab); not written")
+    if found := _NONCHARACTER_RE.search(value):
+        raise EnvFileError(f"{key}: the value contains {_noncharacter(found)}; not written")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _noncharacter(found: re.Match[str]) -> str:
+    return f"U+{ord(found.group()):04X}, a Unicode noncharacter systemd refuses (the agent's unit would not start)"
 
 
 def _unquote(raw: str) -> str:
@@ -55,6 +66,8 @@ def parse_line(line: str) -> tuple[str, str] | None:
             'not KEY="value" (systemd and the agent would read it differently): write the value in double quotes'
             ' with \\ and " escaped as \\\\ and \\", or let setup-notifications write it'
         )
+    if found := _NONCHARACTER_RE.search(match.group(2)):
+        raise EnvFileError(f"{match.group(1)}: the value contains {_noncharacter(found)}")
     return match.group(1), _unquote(match.group(2))
 
 

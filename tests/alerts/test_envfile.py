@@ -44,15 +44,47 @@ def test_nasty_values_read_back_identically_by_systemd_dotenv_and_the_agent(tmp_
     assert agent_reads(env) == NASTY
 
 
+# The code points systemd's UTF-8 check refuses besides surrogates (src/basic/utf8.c, unichar_is_valid): U+FDD0-U+FDEF
+# and the last two of every plane. A file holding one is refused whole (EINVAL): a unit reading it does not start.
+NONCHARACTERS = [chr(c) for c in range(0xFDD0, 0xFDF0)] + [
+    chr(p << 16 | low) for p in range(17) for low in (0xFFFE, 0xFFFF)
+]
+
+
 @settings(max_examples=60, deadline=None)
-@given(value=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40))
+@given(
+    value=st.text(
+        alphabet=st.characters(exclude_categories=("Cs", "Cc"), exclude_characters=NONCHARACTERS), max_size=40
+    )
+)
 def test_any_printable_value_round_trips(tmp_path_factory: pytest.TempPathFactory, value: str) -> None:
-    """Any value without control characters is read back identically by systemd, python-dotenv and the agent."""
+    """Any value without control characters or noncharacters is read back identically by systemd, python-dotenv and
+    the agent."""
     env = tmp_path_factory.mktemp("rt") / "edge.env"
     env.write_text(f"EDGE_SMTP_PASSWORD={quote('EDGE_SMTP_PASSWORD', value)}\n", encoding="utf-8")
     assert systemd_reads(env) == {"EDGE_SMTP_PASSWORD": value}
     assert dotenv_values(env, interpolate=False) == {"EDGE_SMTP_PASSWORD": value}
     assert parse_env(env.read_text(encoding="utf-8"), source=str(env)) == {"EDGE_SMTP_PASSWORD": value}
+
+
+@pytest.mark.parametrize("value", ["\ufdd0", "pass\ufffeword", "\U0010ffff"])
+def test_unicode_noncharacters_are_refused_on_write_and_read(tmp_path: Path, value: str) -> None:
+    """systemd refuses a secrets file with a Unicode noncharacter (U+FDD0-U+FDEF, U+xFFFE, U+xFFFF) in a value: the
+    agent's unit would not start, while `edge` by hand reads it. The writer refuses such a value naming the key and
+    writes nothing; the agent's reader refuses such a line as it refuses any line systemd reads differently."""
+    env = tmp_path / "edge.env"
+    env.write_text("EDGE_API_TOKEN=keep-me-0123456789\n", encoding="utf-8")
+    env.chmod(0o600)
+    with pytest.raises(EnvFileError) as err:
+        update_env_file(env, {"EDGE_SMTP_PASSWORD": value})
+    assert "EDGE_SMTP_PASSWORD" in str(err.value) and "noncharacter" in str(err.value)
+    assert env.read_text(encoding="utf-8") == "EDGE_API_TOKEN=keep-me-0123456789\n"
+    line = 'EDGE_SMTP_PASSWORD="' + value + '"\n'
+    env.write_text(line, encoding="utf-8")
+    with pytest.raises(AssertionError, match=r"-22"):  # systemd refuses the whole file (EINVAL): the unit cannot start
+        systemd_reads(env)
+    with pytest.raises(EnvFileError, match=r"line 1: .*noncharacter"):
+        parse_env(line, source=str(env))
 
 
 @pytest.mark.parametrize("value", ["two\nlines", "tab\there", "carriage\rreturn", "nul\x00", "bell\x07", "del\x7f"])
