@@ -328,6 +328,11 @@ class Alerter:
         except StoreError:
             self._clock_anchor = anchor  # moved at the next try
             raise
+        # The mail loop may have planned its sleep on the old times (read between the step and this move): its plan
+        # moves too, and it plans again now, or a retry due in a second would wait up to 30 ticks.
+        if self._next_mail_at is not None:
+            self._next_mail_at += stepped
+        self._new_mail.set()
         log.warning("clock_stepped", seconds=round(stepped, 1), note="alert timers moved with it")
 
     async def step(self) -> None:

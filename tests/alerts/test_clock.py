@@ -186,6 +186,24 @@ async def test_restart_with_a_clock_behind_the_records(
         await db.close()
 
 
+async def test_a_mail_plan_made_between_the_step_and_the_move_is_moved_too(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The interleaving a loaded run of the test below hit: the mail loop plans its next retry after the clock stepped
+    back but before the rules loop moved the stored times. That plan must move too and wake the loop, or the retry
+    waits 30 ticks instead of its backoff (before: 30 s; the test below timed out after 6 s)."""
+    await sink.stop()
+    alerter = make_alerter(fast(alert_settings, retry_base_s=1.0, retry_max_s=2.0))
+    alerter.on_event(offline())
+    assert await run(alerter) == 0  # the relay is down: one failed attempt, retried within 2 s
+    clock.step(-EIGHT_HOURS)  # after the mail loop's round looked at the clock, before it read its plan:
+    alerter._next_mail_at = await alerter._store.next_mail_at()  # the second half of _deliver_and_plan
+    alerter._new_mail.clear()  # and it sleeps
+    await alerter.step()  # the rules loop sees the step and moves the stored times
+    assert alerter._new_mail.is_set()
+    assert 0 <= alerter._until_next_mail() <= 2.0
+
+
 async def test_running_agent_follows_a_step_back(
     make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
 ) -> None:
