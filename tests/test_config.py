@@ -149,6 +149,26 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
     assert result.stderr.startswith("edge: config --config:") and "not valid TOML" in result.stderr
 
 
+@pytest.mark.parametrize("command", [("config", "check"), ("run",)])
+def test_an_unusable_escpos_cache_folder_set_by_the_operator_stops_with_a_line_naming_it(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """ESCPOS_CAPABILITIES_PICKLE_DIR (python-escpos' own setting) naming a folder that is not there: one line naming
+    the variable, exit 2, nothing left in the temporary folder (before: `edge run` blamed printing.template_dir, `edge
+    config check` printed a bare [Errno 2] with exit 1, and both left python-escpos' folder behind)."""
+    config = write(tmp_path, MINIMAL)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    missing = tmp_path / "no-such-folder"
+    result = _edge(
+        *command, "--config", str(config), env={"ESCPOS_CAPABILITIES_PICKLE_DIR": str(missing), "TMPDIR": str(temp)}
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("edge: config ESCPOS_CAPABILITIES_PICKLE_DIR:"), result.stderr
+    assert str(missing) in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert list(temp.iterdir()) == []
+
+
 def test_secrets_file_readable_by_others_stops_start_up(tmp_path: Path) -> None:
     """A secrets file with group or other bits stops `edge config check` and `edge run` with one line naming the fix."""
     config = write(tmp_path, MINIMAL)

@@ -107,6 +107,7 @@ class PrintingCheck:
         log.info("printing_warmed", took_ms=round(1000 * (time.perf_counter() - started), 1))
 
     def _check(self) -> Renderer:
+        load_escpos()  # first, so that a problem of its own is not reported as one of the template it renders
         renderer = make_renderer(self._settings)  # renders every template once
         for printer in self._settings.printers.values():
             renderer.check_options(printer.name, print_options(printer), width=printer.width)

@@ -3,6 +3,7 @@ the one way python-escpos is first imported."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -12,6 +13,7 @@ from typing import Any
 from edge.errors import ConfigError
 
 _IMPORTING = threading.Lock()
+_PICKLE_DIR = "ESCPOS_CAPABILITIES_PICKLE_DIR"
 
 
 def load_escpos() -> None:
@@ -37,10 +39,18 @@ def load_escpos() -> None:
         tempfile.mkdtemp = recorded  # type: ignore[assignment]
         try:
             import escpos.capabilities  # noqa: F401
+        except OSError as err:
+            if folder := os.environ.get(_PICKLE_DIR):  # the operator's own setting: say which one
+                raise ConfigError(
+                    _PICKLE_DIR,
+                    f"{folder}: {err.strerror or err} (python-escpos keeps its printer"
+                    " database there; unset it or name a folder the agent's user can write)",
+                ) from err
+            raise
         finally:
             tempfile.mkdtemp = real
-        for path in made:
-            shutil.rmtree(path, ignore_errors=True)
+            for path in made:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def check_profile(printer: str, profile: str) -> None:
