@@ -23,6 +23,8 @@ def load_escpos() -> None:
     ESCPOS_CAPABILITIES_PICKLE_DIR names another (``environ.get(..., mkdtemp())``): one per process, thousands over a
     test run, one per `edge config check` on a box. Once imported the database is in memory, so the folders this
     import made (its thread's mkdtemp calls, nobody else's) are removed. Call it before any import of escpos."""
+    if "escpos.capabilities" in sys.modules:  # every ticket's layout asks: no lock once it is there
+        return
     with _IMPORTING:
         if "escpos.capabilities" in sys.modules:
             return

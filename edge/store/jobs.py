@@ -33,6 +33,7 @@ PRINTABLE = (
     " WHERE r.order_id = j.order_id AND r.revision = j.revision), o.received_at) END AS order_received_at,"
     " o.created_at AS order_created_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 )
+_PRINTABLE_BY_ID = PRINTABLE + " WHERE j.id = ?"
 # A change or void ticket waits while an earlier ticket of its order and station is still to print: the kitchen reads
 # tickets in revision order.
 # An earlier ticket 'printing' on the same printer went out before (a spool sends one job after the other; its printed
@@ -150,7 +151,7 @@ class JobStore:
         return [WaitingJob(r["id"], r["created_at"]) for r in rows]
 
     async def get(self, job_id: int) -> PrintableJob:
-        row = await self._db.fetchone(PRINTABLE + " WHERE j.id = ?", (job_id,))
+        row = await self._db.fetchone(_PRINTABLE_BY_ID, (job_id,))
         if row is None:
             raise NotFoundError(f"print job {job_id} does not exist")
         return PrintableJob.from_row(row)
@@ -486,7 +487,7 @@ class JobStore:
             await cursor.close()
             if not changed:
                 await self._refused(conn, job_id, (JobState.FAILED, JobState.DEAD), "retried")
-            (row,) = await conn.execute_fetchall(PRINTABLE + " WHERE j.id = ?", (job_id,))
+            (row,) = await conn.execute_fetchall(_PRINTABLE_BY_ID, (job_id,))
             return PrintableJob.from_row(row)
 
     async def add_copies(
