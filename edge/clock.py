@@ -10,6 +10,7 @@ time forward without sleeping (``SteppedClock.advance``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,18 @@ class SteppedClock(Clock):
     def advance(self, seconds: float) -> None:
         self.wall_offset += seconds
         self.mono_offset += seconds
+
+
+async def wait_set(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set, at most ``seconds``; True if it is set. Every loop that sleeps until woken uses
+    this, not ``asyncio.wait_for``: on Python 3.11 that returns the event's result when a cancel arrives together
+    with it, so a stopping loop went round again and its stop waited for ever."""
+    if event.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()  # set as the time ran out: still news for the caller
 
 
 async def repeat(job: Callable[[], Awaitable[object]], interval_s: float, *, jitter_s: float = 0.0) -> None:

@@ -27,7 +27,7 @@ from edge.alerts.rules import (
     silenced,
     storm_guarded,
 )
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import Settings, parse_hours
 from edge.errors import AlertError, StoreError
 from edge.events import (
@@ -534,7 +534,7 @@ class Alerter:
         self, name: str, work: Callable[[], Any], wake: asyncio.Event | None, interval: Callable[[], float]
     ) -> None:
         store_failures = 0
-        while not self._stopping:  # not only cancel(): a library's wait_for (Python 3.11) may swallow it
+        while not self._stopping:  # not only cancel(): a library it awaits may swallow it
             if wake is not None:
                 wake.clear()
             try:
@@ -550,12 +550,10 @@ class Alerter:
                 continue
             except Exception:  # alerting must never take the agent down with it
                 log.exception("alerts_failed", part=name)
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that stop() sends.
-                async with asyncio.timeout(interval()):
-                    await (wake.wait() if wake is not None else asyncio.Event().wait())
-            except TimeoutError:
-                pass
+            if wake is not None:
+                await wait_set(wake, interval())
+            else:
+                await asyncio.sleep(interval())
 
     async def stop(self) -> None:
         self._stopping = True

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import PrinterSettings, SpoolSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError, UnreadableRowError
 from edge.events import EventBus, PrinterStatusChanged
@@ -107,10 +107,7 @@ class Spooler:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early for new work or shutdown."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, seconds))
-        except TimeoutError:
-            pass
+        await wait_set(self._wake, max(0.0, seconds))
         self._wake.clear()
 
     async def _run(self) -> None:

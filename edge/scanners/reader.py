@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
+from edge.clock import wait_set
 from edge.config import ScannerSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.events import EventBus, ScannerConnectionChanged
@@ -71,7 +71,8 @@ class Scanner:
         self._stopping.set()  # a blocked read notices within READ_WAKE_S
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._task, timeout=READ_WAKE_S + 2)
+                async with asyncio.timeout(READ_WAKE_S + 2):
+                    await self._task
             except TimeoutError:
                 log.warning("scanner_stop_timeout", scanner=self.name)
         self._executor.shutdown(wait=False)
@@ -109,8 +110,7 @@ class Scanner:
 
     async def _pause(self, seconds: float) -> None:
         # Jitter keeps several scanners on one USB hub from retrying in lockstep.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds * random.uniform(0.8, 1.2))
+        await wait_set(self._stopping, seconds * random.uniform(0.8, 1.2))
 
     async def _read_until_lost(self, loop: asyncio.AbstractEventLoop, port: ScannerPort) -> None:
         while not self._stopping.is_set():

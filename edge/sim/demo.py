@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from edge.app import Agent
+from edge.clock import wait_set
 from edge.config import parse_settings
 from edge.events import RecoveryCompleted
 from edge.printing.decode import preview
@@ -135,10 +136,7 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
             if once and (sum(seen) >= expected or loop.time() > deadline):
                 await _reported(agent, seconds=5)
                 break
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=0.2)
-            except TimeoutError:
-                pass
+            await wait_set(stop, 0.2)
     finally:
         await agent.stop()
         await central.stop()

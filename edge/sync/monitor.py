@@ -6,7 +6,7 @@ import asyncio
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus
@@ -96,8 +96,5 @@ class LinkMonitor:
             else:
                 self._set(True, "")
                 wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+            await wait_set(self._wake, wait)
             self._wake.clear()

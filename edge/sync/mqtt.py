@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import MqttSettings, Settings
 from edge.errors import InvalidOrderError, OrderConflictError, StoreError, WrongStateError, intake_error_body
 from edge.events import (
@@ -233,7 +233,7 @@ class MqttLink:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         if self._publisher is not None:
-            self._wake.set()  # the loop sees _stopping: a cancel swallowed by wait_for (Python 3.11) cannot keep it
+            self._wake.set()  # the loop sees _stopping, even if a library it awaits swallowed the cancel
             self._publisher.cancel()
             await asyncio.gather(self._publisher, return_exceptions=True)
         if self._handlers:
@@ -244,7 +244,8 @@ class MqttLink:
         if self._client is not None:
             if self.state == MqttState.CONNECTED:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._publish(self.topics["status"], b"offline", retain=True), 2.0)
+                    async with asyncio.timeout(2.0):
+                        await self._publish(self.topics["status"], b"offline", retain=True)
             await self._call(self._client.disconnect)
             await asyncio.to_thread(self._client.loop_stop)
         for fut in self._acks.values():
@@ -469,13 +470,13 @@ class MqttLink:
             self._early.discard(info.mid)
             return
         fut = self._acks[info.mid] = asyncio.get_running_loop().create_future()
-        await asyncio.wait_for(fut, _PUBACK_TIMEOUT_S)
+        async with asyncio.timeout(_PUBACK_TIMEOUT_S):
+            await fut
 
     async def _publish_loop(self) -> None:
         cursor = await self._store.outbox_cursor()
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=_IDLE_S)
+            await wait_set(self._wake, _IDLE_S)
             self._wake.clear()
             if self.state != MqttState.CONNECTED or self._stopping:
                 continue

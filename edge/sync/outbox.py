@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus, JobDead, JobPrinted, OrderRevised, OrderStored, ScanRecorded
 from edge.store import Database
@@ -137,11 +137,8 @@ class OutboxSender:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=_IDLE_S)
+            if await wait_set(self._wake, _IDLE_S):
                 await asyncio.sleep(_GATHER_S)
-            except TimeoutError:
-                pass
             self._wake.clear()
             if not self._link_up():
                 continue

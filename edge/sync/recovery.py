@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import random
@@ -12,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import CentralSettings
 from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError
 from edge.events import (
@@ -201,8 +200,7 @@ class Recovery:
         structlog.contextvars.bind_contextvars(recovery_run=run_id)
         try:
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cancel.wait(), timeout=delay)
+                await wait_set(self._cancel, delay)
             self._checkpoint()
             started = self._clock.mono()  # durations on the monotonic clock: NTP may step the wall clock meanwhile
             if state == RunState.WAITING:

@@ -6,6 +6,8 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 
+import pytest
+
 from edge.config import Settings
 from edge.events import RecoveryCompleted
 from edge.printing.decode import decode
@@ -52,3 +54,23 @@ async def test_stop_while_the_outbox_waits_for_the_writer_keeps_the_printed_mark
     await agents.start(settings)
     await asyncio.sleep(1.0)  # room for a wrong reprint
     assert len(kitchen.printed) == 1 and "KOPIE / COPY" not in decode(kitchen.printed[0]).text
+
+
+@pytest.mark.parametrize("turns", range(3))
+@pytest.mark.parametrize("part", ["outbox", "monitor"])
+async def test_a_central_link_loop_stops_when_the_stop_meets_a_wake(
+    part: str, turns: int, central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """The outbox sender or the link monitor is woken (a ticket printed, a call unanswered) a few turns of the event
+    loop before it is stopped. On Python 3.11 ``asyncio.wait_for`` returns instead of raising when the cancel meets
+    the event it waits for, and the loop went on: CI at e6d8c48 hung 300 s in the agent's stop after a recovery test,
+    while its last tickets woke the outbox. Now the stop ends (before: turns 0 and 1 hung, for both)."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    assert agent.sync is not None
+    loop = getattr(agent.sync, part)
+    await asyncio.sleep(0.2)  # both asleep: the outbox has sent the run's events, the monitor its first probe
+    loop._wake.set()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await asyncio.wait_for(loop.stop(), timeout=5)
