@@ -16,19 +16,9 @@ from aiosmtplib.email import flatten_message
 from edge.config import SmtpSettings
 from edge.errors import AlertError
 from edge.store.alerts import Mail
+from edge.tls import verifying_context
 
 log = structlog.get_logger()
-
-
-def tls_context(smtp: SmtpSettings) -> ssl.SSLContext:
-    """Always verifying: the system's CAs, plus ca_file for a company relay with its own CA.
-
-    ``create_default_context(cafile=...)`` would load only that file and drop the system CAs, so the file is added.
-    """
-    context = ssl.create_default_context()
-    if smtp.ca_file:
-        context.load_verify_locations(cafile=str(smtp.ca_file))
-    return context
 
 
 def build_message(mail: Mail, *, sender: str, message_id: str | None = None) -> EmailMessage:
@@ -112,7 +102,7 @@ class Mailer:
     async def _client(self) -> aiosmtplib.SMTP:
         s = self._smtp
         if s.security != "none" and self._tls is None:
-            self._tls = await asyncio.to_thread(tls_context, s)
+            self._tls = await asyncio.to_thread(verifying_context, s.ca_file)
         return aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,

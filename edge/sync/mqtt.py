@@ -44,6 +44,7 @@ from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
 from edge.store import Database
 from edge.store.mqtt import MqttStore
 from edge.store.outbox import REJECTED_KEY
+from edge.tls import verifying_context
 
 log = structlog.get_logger()
 
@@ -106,9 +107,7 @@ def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool) -> Paho
     if cfg.username:
         c.username_pw_set(cfg.username, cfg.password.get() or None)
     if cfg.tls:
-        ctx = ssl.create_default_context()  # the system's CAs, host name checked
-        if cfg.ca_file:
-            ctx.load_verify_locations(cafile=str(cfg.ca_file))
+        ctx = verifying_context(cfg.ca_file)
         if cfg.cert_file and cfg.key_file:
             ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
         c.tls_set_context(ctx)
