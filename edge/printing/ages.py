@@ -57,6 +57,8 @@ class JobAges:
             self._since.setdefault(job_id, mono - max(0.0, wall - created_at))
 
     def forget(self, job_id: int) -> None:
+        """The job is printed or discarded. A held or dead one is remembered: released or retried, its wait goes on
+        from when it was stored, not from a wall clock that may have been stepped meanwhile."""
         self._since.pop(job_id, None)
 
     def waited(self, job: PrintableJob) -> float:

@@ -238,7 +238,6 @@ class Spooler:
         if age <= limit:
             return False
         if await self._jobs.hold(job.id, self.name, expected=job.state, age_s=age):
-            self._ages.forget(job.id)
             log.warning(
                 "job_held",
                 device_id=self.name,
@@ -318,7 +317,6 @@ class Spooler:
             log.info("job_failure_not_recorded", device_id=self.name, reason="a person changed the job meanwhile")
             return
         if recorded.state == JobState.DEAD:
-            self._ages.forget(job.id)
             log.error("job_dead", device_id=self.name, attempts=recorded.attempts, error=error)
         elif recorded.state == JobState.DISCARDED:
             self._ages.forget(job.id)

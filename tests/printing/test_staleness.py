@@ -95,3 +95,33 @@ async def test_a_person_released_or_reprinted_old_order_prints(
     copy = await printers["kitchen"].wait_for_printed(2)
     assert b"KOPIE / COPY" in copy[1]
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
+
+
+async def test_a_held_ticket_released_after_a_clock_step_reports_the_time_it_really_waited(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """A ticket waits a minute for an offline printer and is held as stale; NTP then steps the box clock back 8 hours;
+    a person releases it and it prints. Its print latency (/metrics) is the minute and more it waited, on the
+    monotonic clock (before: 0, taken again from the stepped wall clock once the hold had forgotten its wait)."""
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})
+    async with api_client(agent) as api:
+        printers["kitchen"].set_offline(True)
+        assert (await post(api, order_created(1, timedelta(seconds=5))))[0] == 201
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+        box_clock.advance(61)
+        printers["kitchen"].set_offline(False)
+        await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "held", timeout=6)
+        box_clock.step(-8 * 3600)
+        (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
+        async with api.post(f"/api/v1/jobs/{job_id}/release") as response:
+            assert response.status == 200
+        await printers["kitchen"].wait_for_printed(1)
+        await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
+        async with api.get("/metrics") as response:
+            metrics = await response.text()
+    [total] = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith('edge_print_latency_seconds_sum{printer="kitchen"}')
+    ]
+    assert 61 <= total < 120
