@@ -151,6 +151,15 @@ async def job_rows(agent: Agent, sql: str = "SELECT state, attempts, copy FROM p
     return await db_rows(agent, sql)
 
 
+async def print_latency_sum(api: aiohttp.ClientSession, printer: str) -> float:
+    """The seconds of print latency /metrics has summed for ``printer`` (stored, or queued as a copy, to on paper)."""
+    async with api.get("/metrics") as response:
+        text = await response.text()
+    prefix = f'edge_print_latency_seconds_sum{{printer="{printer}"}}'
+    [total] = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix)]
+    return total
+
+
 async def wait_until(check: Callable[[], object], timeout: float = WAIT_S, what: str = "the condition") -> None:  # noqa: ASYNC109 (the deadline is the point)
     """Polls ``check`` (a function, or one returning an awaitable) until it is true; fails naming ``what`` after
     ``timeout`` seconds."""

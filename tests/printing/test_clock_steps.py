@@ -12,7 +12,7 @@ import pytest
 from edge.app import Agent
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, eventually, job_rows, post, wait_until
+from tests.helpers import api_client, eventually, job_rows, post, print_latency_sum, wait_until
 from tests.printing.conftest import YEARS_56, BoxClock
 
 HOURS_8 = 8 * 3600
@@ -33,6 +33,27 @@ async def test_a_retry_never_waits_longer_than_its_cap_whatever_the_clock_did(
     # The cut-short first try, then the retry: due within 1 s, 10 s allowed for a loaded machine, not 8 h.
     await printers["kitchen"].wait_for_printed(2, timeout=10)
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 1, 1)])
+
+
+async def test_a_dead_ticket_retried_after_a_clock_step_reports_the_time_it_really_waited(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """A ticket's only attempt is cut short (the printer hangs up): it is dead. A minute passes, NTP steps the clock
+    back 8 hours, a person retries it and it prints. Its print latency (/metrics) is the minute and more since it was
+    stored, on the monotonic clock (before: 0, taken again from the stepped wall clock)."""
+    agent = await make_agent(clock=box_clock, spool={"max_attempts": 1})
+    printers["kitchen"].drop_after = 10
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "dead")
+        box_clock.advance(61)
+        box_clock.step(-HOURS_8)
+        (job_id,) = (await job_rows(agent, "SELECT id FROM print_jobs"))[0]
+        async with api.post(f"/api/v1/jobs/{job_id}/retry") as response:
+            assert response.status == 200
+        await printers["kitchen"].wait_for_printed(2)  # the cut-short attempt, then the retry
+        await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
+        assert 61 <= await print_latency_sum(api, "kitchen") < 120
 
 
 @pytest.mark.parametrize(("start", "step"), [(-YEARS_56, YEARS_56), (0, HOURS_8), (0, -HOURS_8)])
