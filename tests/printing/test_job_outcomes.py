@@ -361,7 +361,7 @@ async def _a_job_of_a_newer_version(
     await seen.wait(JobPrinted)
     await db_execute(
         agent,
-        "UPDATE print_jobs SET state = 'queued', copy = 1, variant = 'reprint_v9' WHERE order_id = ?",
+        "UPDATE print_jobs SET state = 'queued', variant = 'reprint_v9' WHERE order_id = ?",
         first["id"],
     )
     assert (await post(api, second))[0] == 201
@@ -384,8 +384,9 @@ async def test_a_job_row_this_version_cannot_read_is_dead_and_alerted_and_the_pr
         await kitchen.wait_for_printed(2)
         assert decode(kitchen.printed[1]).text.count(second["number"]) >= 1
         assert dead.order_id == first["id"] and "variant" in dead.error and "reprint_v9" in dead.error
-        rows = await db_rows(agent, "SELECT state, last_error FROM print_jobs WHERE order_id = ?", first["id"])
+        rows = await db_rows(agent, "SELECT state, last_error, copy FROM print_jobs WHERE order_id = ?", first["id"])
         assert rows[0][0] == "dead" and "reprint_v9" in rows[0][1]
+        assert rows[0][2] == 0  # nothing of it went out: a version that can read it prints it unmarked
         assert len(await _failed_rows(agent)) == 1  # central is told the ticket will not print
         async with api.get("/api/v1/jobs") as response:
             assert response.status == 200, await response.text()
