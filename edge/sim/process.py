@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -72,6 +73,20 @@ def write_config(
     return path
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _end_with_parent() -> Callable[[], None] | None:
+    """For the child: SIGTERM when the process that started it dies, even by SIGKILL (a benchmark run or a test worker
+    killed at its timeout), instead of an orphan agent polling printers and holding a port. Linux only; libc is
+    loaded here, before the fork, so the child only makes the call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class AgentProcess:
     """``python -m edge run`` with its output appended to ``log``; start() returns once /ready answers 200."""
 
@@ -100,6 +115,7 @@ class AgentProcess:
                 stdout=out,
                 stderr=out,
                 env=self.env,
+                preexec_fn=_end_with_parent(),
             )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() - started < timeout:
