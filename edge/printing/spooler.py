@@ -134,9 +134,12 @@ class Spooler:
                     await self._poll()
                     next_poll = mono() + self._poll_s
                     continue
-                due = await self._jobs.next_due_at(self.name, wall(), max_delay=max_delay)
+                # One reading of the wall clock for the question and the answer: a step while the store answers
+                # would otherwise turn a retry due within its cap into a sleep until the next poll.
+                now = wall()
+                due = await self._jobs.next_due_at(self.name, now, max_delay=max_delay)
                 wait = min(_IDLE_WAKE_S, next_poll - mono() if self.driver.transport.can_read else _IDLE_WAKE_S)
-                await self._sleep(wait if due is None else min(wait, due - wall()))
+                await self._sleep(wait if due is None else min(wait, due - now))
             except Exception:  # the spool must outlive any one bad job or database hiccup
                 log.exception("spool_error", device_id=self.name)
                 await self._sleep(1.0)
