@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -76,10 +77,11 @@ def write_config(
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
+@functools.cache
 def _end_with_parent() -> Callable[[], None] | None:
     """For the child: SIGTERM when the process that started it dies, even by SIGKILL (a benchmark run or a test worker
     killed at its timeout), instead of an orphan agent polling printers and holding a port. Linux only; libc is
-    loaded here, before the fork, so the child only makes the call."""
+    loaded here, once and before any fork, so the child only makes the call."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
