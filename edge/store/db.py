@@ -182,6 +182,34 @@ def _run_whole(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], begin: bo
         body.close()  # not started (BEGIN failed) or suspended: no "never awaited" warning, no dangling frame
 
 
+def _run_alone(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path) -> tuple[T, float]:
+    """On the writer's thread, for a write nobody waits to join: BEGIN, the body, COMMIT and the WAL's fsync in one
+    trip; returns the body's result and how long the fsync took. Nothing is left open whatever fails."""
+    try:
+        result = _run_whole(conn, body, begin=True)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):  # the body's or the COMMIT's error is the one worth raising
+                conn.rollback()
+        raise
+    started = time.monotonic()
+    try:
+        sync_to_disk(_wal(path), data_only=True)
+    except OSError as err:
+        raise _sync_failure(path, err) from err
+    return result, time.monotonic() - started
+
+
+def _wal(path: Path) -> Path:
+    return Path(f"{path}-wal")
+
+
+def _sync_failure(path: Path, err: OSError) -> StoreUnavailableError:
+    """Committed but maybe not durable: nobody is told "stored", senders retry."""
+    return StoreUnavailableError(f"database {path}: cannot sync the write-ahead log: {err}")
+
+
 # A lingering write (a spool's claim or printed mark) waits at most this long, and never longer than two fsyncs have
 # lately taken, for a write that cannot wait (an order) to share its commit: see Database.write.
 LINGER_MAX_S = 0.020
@@ -206,6 +234,7 @@ class Database:
         self._direct = DirectConnection(writer._conn)  # aiosqlite's own sqlite3 connection, used only on its thread
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        self._queued = 0  # callers waiting for the write lock (see _writer_turn)
         self._group: _Group | None = None  # the transaction callers are adding their writes to, if one is open
         self._committer: asyncio.Task[None] | None = None
         self._unsynced: list[_Group] = []  # committed, not yet fsynced: their callers still wait
@@ -264,7 +293,7 @@ class Database:
         behind it ends whatever it left open before the lock is let go. A caller cancelled after its body ran may still
         have its writes committed with the group (as a cancellation at COMMIT always could).
         """
-        async with self._write_lock:
+        async with self._writer_turn():
             group = self._group
             try:
                 if group is None:
@@ -283,6 +312,19 @@ class Database:
                 await self._undo(group, err)
                 raise
         await _to_the_end(asyncio.shield(group.done))
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        """The write lock, counting who waits for it: a write nobody waits to join commits on its own (see write)."""
+        self._queued += 1
+        try:
+            await self._write_lock.acquire()
+        finally:
+            self._queued -= 1
+        try:
+            yield
+        finally:
+            self._write_lock.release()
 
     async def _undo(self, group: _Group | None, err: BaseException) -> None:
         """Roll back one caller's writes (its savepoint); if SQLite ended the whole transaction, the group is lost."""
@@ -353,17 +395,19 @@ class Database:
             groups, self._unsynced = self._unsynced, []
             try:
                 started = time.monotonic()
-                await asyncio.to_thread(sync_to_disk, Path(f"{self.path}-wal"), data_only=True)
-                took = time.monotonic() - started
-                self._fsync_s = took if not self._fsync_s else self._fsync_s + (took - self._fsync_s) / 8
-            except OSError as err:  # committed but maybe not durable: nobody is told "stored", senders retry
-                failure = StoreUnavailableError(f"database {self.path}: cannot sync the write-ahead log: {err}")
+                await asyncio.to_thread(sync_to_disk, _wal(self.path), data_only=True)
+                self._measured_fsync(time.monotonic() - started)
+            except OSError as err:
+                failure = _sync_failure(self.path, err)
                 for group in groups:
                     group.done.set_exception(failure)
                     group.done.exception()
                 continue
             for group in groups:
                 group.done.set_result(None)
+
+    def _measured_fsync(self, took: float) -> None:
+        self._fsync_s = took if not self._fsync_s else self._fsync_s + (took - self._fsync_s) / 8
 
     def _store_error(self, err: sqlite3.Error) -> StoreError:
         if unavailable(err):
@@ -422,6 +466,11 @@ class Database:
         trip (see DirectConnection): same group commit, same all-or-nothing, same return once durable. ``fn`` is called
         on the loop once the writer is ours (it may take what is pending then); its coroutine runs on the thread.
 
+        A write that nobody waits to join (no group open, no caller queued for the writer, not lingering), which is a
+        store's usual order, runs its COMMIT and the WAL's fsync in the same trip: one trip instead of three (body,
+        COMMIT, fsync on another thread), the same guarantees. Writers that come meanwhile wait for that fsync and
+        share the next one.
+
         Writers that queue while the body runs join its group (fewer commits, fewer pages written). ``then`` is called
         on the loop once the body has run and the group's COMMIT is queued (or the body failed): a write it schedules
         goes into the next group, which is how a batch keeps what it leaves over out of its own transaction.
@@ -437,13 +486,20 @@ class Database:
 
         Cancelled meanwhile, the body still runs to its end and its writes commit with the group (as a cancellation
         at COMMIT always could); the cancellation is raised once the group's bookkeeping is done."""
-        async with self._write_lock:
+        async with self._writer_turn():
             group = self._group
+            alone = group is None and not linger and not self._queued
             body = fn(self._direct)
-            trip = asyncio.ensure_future(self._writer._execute(_run_whole, self._writer._conn, body, group is None))
+            if alone:
+                trip = asyncio.ensure_future(self._writer._execute(_run_alone, self._writer._conn, body, self.path))
+            else:
+                trip = asyncio.ensure_future(self._writer._execute(_run_whole, self._writer._conn, body, group is None))
             cancelled = await _wait_out(trip)  # the bookkeeping below must run whatever happens to the caller
             err = trip.exception()
-            if group is None and err is None:
+            if alone:
+                if err is None:
+                    self._measured_fsync(trip.result()[1])
+            elif group is None and err is None:
                 group = self._group = _Group(asyncio.get_running_loop().create_future())
                 company_likely = time.monotonic() - self._eager_at < LINGER_ONLY_WITHIN_S
                 wait = min(2 * self._fsync_s, LINGER_MAX_S) if linger and company_likely else 0.0
@@ -462,7 +518,9 @@ class Database:
                 raise err
             if cancelled:
                 raise asyncio.CancelledError
-            assert group is not None  # the trip succeeded: its writes are in this group
+        if alone:
+            return trip.result()[0]  # committed and synced in its trip
+        assert group is not None  # the trip succeeded: its writes are in this group
         await _to_the_end(asyncio.shield(group.done))
         return trip.result()
 

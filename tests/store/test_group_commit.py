@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import WrongStateError
+from edge.errors import StoreError, StoreUnavailableError, WrongStateError
 from edge.store import Database
 from edge.store import db as db_mod
 from edge.store.db import Writer
@@ -296,5 +296,119 @@ async def test_a_claim_does_not_linger_when_no_order_came_lately(
         await put(db, "order")
         await asyncio.wait_for(claim, timeout=5)
         assert await asyncio.to_thread(wal_commits, path) - before == 2
+    finally:
+        await db.close()
+
+
+async def test_a_write_nobody_waits_to_join_commits_and_syncs_in_its_one_trip_to_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store's usual write: one order, nobody else writing. Its body, COMMIT and the WAL's fsync run in one trip to
+    the writer's thread (each trip is a wake-up of that thread and of the loop, and under load a wait for the GIL each
+    way), and its caller still hears of it only after the fsync."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    threads: dict[str, int] = {}
+    real = db_mod.sync_to_disk
+
+    def recorded(wal: Path, *, data_only: bool = False) -> None:
+        threads["fsync"] = threading.get_ident()
+        real(wal, data_only=data_only)
+
+    async def body(conn: Writer) -> None:
+        threads["body"] = threading.get_ident()
+        await conn.execute("INSERT INTO meta(key, value) VALUES ('alone', 'v')")
+
+    monkeypatch.setattr(db_mod, "sync_to_disk", recorded)
+    try:
+        trips = 0
+        execute = db._writer._execute
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            nonlocal trips
+            trips += 1
+            return await execute(*args, **kwargs)
+
+        monkeypatch.setattr(db._writer, "_execute", counted)
+        await db.write(body)
+        assert (trips, threads["fsync"]) == (1, threads["body"])
+        assert await _committed(path, "alone")
+    finally:
+        await db.close()
+
+
+async def test_a_write_alone_returns_only_after_its_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fsync is held: the write is committed (a second connection sees it) but its caller is not told until the
+    fsync ends."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    release = threading.Event()
+    real = db_mod.sync_to_disk
+
+    def held_fsync(wal: Path, *, data_only: bool = False) -> None:
+        release.wait(10)
+        real(wal, data_only=data_only)
+
+    monkeypatch.setattr(db_mod, "sync_to_disk", held_fsync)
+    try:
+        write = asyncio.create_task(put(db, "alone", one_hop=True))
+        await wait_until(lambda: _committed(path, "alone"), what="the write committed")
+        await asyncio.sleep(0.05)
+        assert not write.done()
+        release.set()
+        await asyncio.wait_for(write, timeout=5)
+    finally:
+        release.set()
+        await db.close()
+
+
+async def test_a_write_alone_whose_fsync_fails_is_not_told_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WAL cannot be synced (an I/O error on the card): the write is committed but maybe not durable, so its
+    caller gets the error that makes a sender retry, and the next write works."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    real = db_mod.sync_to_disk
+    broken = True
+
+    def failing(wal: Path, *, data_only: bool = False) -> None:
+        if broken:
+            raise OSError(5, "Input/output error")
+        real(wal, data_only=data_only)
+
+    monkeypatch.setattr(db_mod, "sync_to_disk", failing)
+    try:
+        with pytest.raises(StoreUnavailableError, match=r"cannot sync the write-ahead log: .*Input/output error"):
+            await put(db, "unsynced", one_hop=True)
+        broken = False
+        await put(db, "after", one_hop=True)
+        assert await _committed(path, "after")
+    finally:
+        await db.close()
+
+
+async def test_a_write_alone_whose_commit_fails_leaves_nothing(tmp_path: Path) -> None:
+    """The COMMIT itself refuses (a deferred constraint, checked only there): nothing of the write is stored, the
+    caller gets the error, and the next writes of both kinds work."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(
+                "CREATE TABLE child(id INTEGER PRIMARY KEY,"
+                " parent TEXT REFERENCES meta(key) DEFERRABLE INITIALLY DEFERRED)"
+            )
+
+        async def orphan(conn: Writer) -> None:
+            await conn.execute("INSERT INTO meta(key, value) VALUES ('orphaned', 'v')")
+            await conn.execute("INSERT INTO child(parent) VALUES ('no such key')")
+
+        with pytest.raises(StoreError, match="FOREIGN KEY"):
+            await db.write(orphan)
+        assert await db_rows(path, "SELECT key FROM meta WHERE key = 'orphaned'") == []
+        await put(db, "after-hop", one_hop=True)
+        await put(db, "after-block")
+        assert await _committed(path, "after-hop") and await _committed(path, "after-block")
     finally:
         await db.close()
