@@ -406,6 +406,11 @@ class Database:
             for group in groups:
                 group.done.set_result(None)
 
+    @property
+    def fsync_s(self) -> float:
+        """How long the WAL's fsync has taken lately (a moving average; 0 before the first)."""
+        return self._fsync_s
+
     def _measured_fsync(self, took: float) -> None:
         self._fsync_s = took if not self._fsync_s else self._fsync_s + (took - self._fsync_s) / 8
 

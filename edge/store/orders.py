@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.orders import JobPlan, Order
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection, Writer
@@ -17,6 +17,8 @@ from edge.store.rows import StoredOrder
 
 # Enough to share one fsync among a burst of concurrent pushes, small enough to keep a transaction short.
 MAX_GROUP = 256
+# A batch waits at most this long (and half an fsync) for the senders the last batch answered: see OrderStore.
+GATHER_MAX_S = 0.010
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,11 +165,15 @@ class OrderStore:
         self._pending: list[tuple[NewOrder, asyncio.Future[InsertResult]]] = []
         self._scheduled = False  # a batch waits for the writer and will take what is pending then
         self._batches: set[asyncio.Task[None]] = set()
+        self._expected = 0  # orders the next batch may expect: see _gather
+        self._enough = asyncio.Event()  # set once that many are pending
 
     async def insert(self, new: NewOrder) -> InsertResult:
         """Store one order durably. Concurrent callers share one transaction and one fsync (group commit)."""
         future: asyncio.Future[InsertResult] = asyncio.get_running_loop().create_future()
         self._pending.append((new, future))
+        if len(self._pending) >= self._expected:
+            self._enough.set()
         self._schedule()
         return await future
 
@@ -199,6 +205,7 @@ class OrderStore:
             if self._pending:
                 self._schedule()
 
+        await self._gather()
         try:
             results = await self._db.write(take, then=next_batch)
         except Exception as err:  # every waiter learns the commit failed; none is told "stored"
@@ -207,9 +214,25 @@ class OrderStore:
                 if not future.done():
                     future.set_exception(err)
             return
+        # Those answered now will likely send again at once, and those pending now are still to be stored.
+        self._expected = min(len(group) + len(self._pending), MAX_GROUP)  # a batch takes no more
         for (_, future), result in zip(group, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    async def _gather(self) -> None:
+        """Wait a moment for the senders the last batch answered, if fewer orders are pending than it had.
+
+        Senders that each send their next order once answered (a backend with several connections, a fleet of
+        tills) split on a slow disk into two halves taking turns: the orders that came during one fsync make the next
+        batch, and those that fsync answered come back just too late for it, so each waits for about two fsyncs. On
+        an SD card (10 ms fsyncs) eight senders got 250-290 acks/s that way. Waiting for them, at most half an fsync
+        (and GATHER_MAX_S), lets one fsync carry them all; a single sender never waits (its batch has what it
+        expects), nor does anyone on a fast disk, where the wait is a fraction of a millisecond."""
+        if len(self._pending) >= self._expected:
+            return
+        self._enough.clear()
+        await wait_set(self._enough, min(self._db.fsync_s / 2, GATHER_MAX_S))
 
     async def known(self, ids: list[str]) -> dict[str, KnownOrder]:
         """Hash, revision and status by order id, for the ids stored now or once (purged since, see seen_orders)."""

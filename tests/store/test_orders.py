@@ -7,15 +7,20 @@ import copy
 import gc
 import json
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+
+import pytest
 
 from edge.app import Agent
 from edge.orders.intake import Router
 from edge.states import OrderSource
 from edge.store import Database, JobStore, OrderStore
-from tests.helpers import api_client, db_rows, orders, post, wal_commits
+from edge.store import db as db_mod
+from edge.store import orders as orders_mod
+from tests.helpers import api_client, db_rows, orders, post, slow_fsync, wal_commits
 
 EXAMPLE = json.loads((Path(__file__).parents[1] / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
 ROUTER = Router(
@@ -220,3 +225,64 @@ async def test_orders_stored_in_one_group_commit_are_listed_newest_arrival_first
         await db.close()
     assert await db_rows(tmp_path / "edge.db", "SELECT COUNT(DISTINCT received_at) FROM orders") == [(1,)]
     assert listed == ["ord_3", "ord_2", "ord_1"]
+
+
+async def test_senders_that_send_again_as_soon_as_answered_share_one_fsync_on_a_slow_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight senders, each sending its next order as soon as the last one is answered, on a disk whose fsync takes
+    50 ms. Without waiting, they split into two halves that take turns: the orders that came during one fsync make the
+    next batch, and those the fsync answered come back just too late for it, so four orders share each fsync. A batch
+    that waits briefly for the senders it just answered (at most half an fsync, and 10 ms) takes all eight. Each
+    sender's next order comes up to 3.5 ms after its answer, as over a network."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    fsyncs = 0
+    real = db_mod.sync_to_disk
+
+    def slow(wal: Path, *, data_only: bool = False) -> None:
+        nonlocal fsyncs
+        fsyncs += 1
+        time.sleep(0.05)
+        real(wal, data_only=data_only)
+
+    for n in range(3):  # the database learns how long an fsync takes
+        await store.insert(ROUTER.prepare(order(1000 + n), "push"))
+    monkeypatch.setattr(db_mod, "sync_to_disk", slow)
+    for n in range(3):
+        await store.insert(ROUTER.prepare(order(2000 + n), "push"))
+    fsyncs = 0
+
+    async def sender(s: int) -> None:
+        for n in range(10):
+            await asyncio.sleep(s * 0.0005)  # its answer's way back and its next request's way in: up to 3.5 ms
+            result = await store.insert(ROUTER.prepare(order(s * 100 + n), "push"))
+            assert result.outcome == "stored"
+
+    try:
+        await asyncio.gather(*(sender(s) for s in range(8)))
+    finally:
+        await db.close()
+    assert fsyncs <= 13, f"{fsyncs} fsyncs for 80 orders from 8 senders"
+
+
+async def test_a_single_sender_is_never_held_waiting_for_company(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sender, each order sent once the last is answered, on a disk whose fsync takes 0.2 s, with the wait for
+    company allowed up to 1 s (half an fsync: 0.1 s): its batch always has what it expects, so five orders take five
+    fsyncs' time, not five waits more."""
+    monkeypatch.setattr(orders_mod, "GATHER_MAX_S", 1.0)
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    try:
+        slow_fsync(monkeypatch, 0.2)
+        for n in range(2):  # the database learns how long an fsync takes
+            await store.insert(ROUTER.prepare(order(1000 + n), "push"))
+        started = time.monotonic()
+        for n in range(5):
+            await store.insert(ROUTER.prepare(order(n), "push"))
+        took = time.monotonic() - started
+    finally:
+        await db.close()
+    assert took < 5 * 0.2 + 0.3, f"five orders took {took:.2f} s"
