@@ -231,10 +231,12 @@ async def test_senders_that_send_again_as_soon_as_answered_share_one_fsync_on_a_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Eight senders, each sending its next order as soon as the last one is answered, on a disk whose fsync takes
-    50 ms. Without waiting, they split into two halves that take turns: the orders that came during one fsync make the
+    0.1 s. Without waiting, they split into two halves that take turns: the orders that came during one fsync make the
     next batch, and those the fsync answered come back just too late for it, so four orders share each fsync. A batch
-    that waits briefly for the senders it just answered (at most half an fsync, and 10 ms) takes all eight. Each
-    sender's next order comes up to 3.5 ms after its answer, as over a network."""
+    that waits briefly for the senders it just answered takes all eight, and its wait ends when they are back, not at
+    its limit (here allowed up to half an fsync, 50 ms). Each sender's next order comes up to 3.5 ms after its answer,
+    as over a network."""
+    monkeypatch.setattr(orders_mod, "GATHER_MAX_S", 1.0)
     db = await Database.open(tmp_path / "edge.db")
     store = OrderStore(db)
     fsyncs = 0
@@ -243,27 +245,50 @@ async def test_senders_that_send_again_as_soon_as_answered_share_one_fsync_on_a_
     def slow(wal: Path, *, data_only: bool = False) -> None:
         nonlocal fsyncs
         fsyncs += 1
-        time.sleep(0.05)
+        time.sleep(0.1)
         real(wal, data_only=data_only)
 
-    for n in range(3):  # the database learns how long an fsync takes
-        await store.insert(ROUTER.prepare(order(1000 + n), "push"))
     monkeypatch.setattr(db_mod, "sync_to_disk", slow)
-    for n in range(3):
-        await store.insert(ROUTER.prepare(order(2000 + n), "push"))
+    for n in range(2):  # the database learns how long an fsync takes
+        await store.insert(ROUTER.prepare(order(1000 + n), "push"))
     fsyncs = 0
 
     async def sender(s: int) -> None:
-        for n in range(10):
-            await asyncio.sleep(s * 0.0005)  # its answer's way back and its next request's way in: up to 3.5 ms
+        for n in range(8):
+            await asyncio.sleep(s * 0.0005)  # its answer's way back and its next request's way in
             result = await store.insert(ROUTER.prepare(order(s * 100 + n), "push"))
             assert result.outcome == "stored"
 
+    started = time.monotonic()
     try:
         await asyncio.gather(*(sender(s) for s in range(8)))
     finally:
         await db.close()
-    assert fsyncs <= 13, f"{fsyncs} fsyncs for 80 orders from 8 senders"
+    took = time.monotonic() - started
+    assert fsyncs <= 11, f"{fsyncs} fsyncs for 64 orders from 8 senders"
+    assert took < fsyncs * 0.1 + 0.25, f"{fsyncs} fsyncs took {took:.2f} s: the batches waited out their limit"
+
+
+async def test_a_lone_order_after_a_burst_waits_at_most_half_an_fsync_for_company(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight orders answered together, then only one sender goes on: its batch expects eight, waits for company that
+    does not come at most half an fsync (here 0.1 s of a 0.2 s fsync, the limit raised to 1 s), then commits."""
+    monkeypatch.setattr(orders_mod, "GATHER_MAX_S", 1.0)
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    try:
+        slow_fsync(monkeypatch, 0.2)
+        for n in range(2):  # the database learns how long an fsync takes
+            await store.insert(ROUTER.prepare(order(1000 + n), "push"))
+        await asyncio.gather(*(store.insert(ROUTER.prepare(order(n), "push")) for n in range(8)))
+        started = time.monotonic()
+        result = await store.insert(ROUTER.prepare(order(99), "push"))
+        took = time.monotonic() - started
+    finally:
+        await db.close()
+    assert result.outcome == "stored"
+    assert 0.2 + 0.05 < took < 0.2 + 0.1 + 0.15, f"the lone order took {took:.2f} s"
 
 
 async def test_a_single_sender_is_never_held_waiting_for_company(
