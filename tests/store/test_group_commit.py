@@ -412,3 +412,18 @@ async def test_a_write_alone_whose_commit_fails_leaves_nothing(tmp_path: Path) -
         assert await _committed(path, "after-hop") and await _committed(path, "after-block")
     finally:
         await db.close()
+
+
+async def test_a_write_alone_measures_its_fsync_for_the_waits_weighed_against_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's linger and the order batch's wait for company are bounded by how long an fsync has lately taken:
+    writes that sync in their own trip measure it too (0.05 s here), or a store with one sender would never know."""
+    db = await Database.open(tmp_path / "edge.db")
+    try:
+        slow_fsync(monkeypatch, 0.05)
+        for n in range(3):
+            await put(db, f"alone-{n}", one_hop=True)
+        assert 0.05 <= db.fsync_s < 0.5
+    finally:
+        await db.close()
