@@ -145,7 +145,11 @@ async def _printer_checks(settings: Settings) -> list[Check]:
     from edge.printing.drivers import make_driver  # the agent's own drivers: the doctor sees what the agent sees
 
     async def one(name: str) -> Check:
-        state = await make_driver(settings.printers[name]).status()
+        driver = make_driver(settings.printers[name])
+        try:
+            state = await driver.status()
+        finally:
+            driver.close()
         level = (
             "fail"
             if state in BLOCKING_STATES

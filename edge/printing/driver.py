@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import structlog
 
@@ -15,6 +18,8 @@ from edge.printing.status import BLOCKING_STATES, PrinterState, error_reported, 
 from edge.transports import Transport
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 _DLE_EOT = b"\x10\x04"
 # The slowest printers we plan for take about this many bytes per second; the confirming
@@ -52,10 +57,15 @@ class PrinterDriver:
         # Printers serve one connection at a time. A thread lock, not an asyncio one: a thread keeps
         # running after the task awaiting it is cancelled, and must still hold the printer.
         self._lock = threading.Lock()
+        # The printer's own thread (started at the first call), not asyncio's shared pool: a job holds its thread as
+        # long as the printer takes, seconds for a long ticket on a slow one, and a store with as many printers busy
+        # as that pool has threads (cores + 4) left none for the commits behind answers to orders or for rendering
+        # the next ticket of a printer that was free: both waited for a printer to finish.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"printer-{name}")
 
     async def status(self) -> PrinterState:
         """Asks the printer; OFFLINE if it cannot be reached, UNKNOWN if it does not answer."""
-        state, replies = await asyncio.to_thread(self._status)
+        state, replies = await self._in_thread(self._status)
         if state == PrinterState.ERROR:
             log.info(
                 "printer_error_status", device_id=self.name, replies={n: f"0x{byte:02x}" for n, byte in replies.items()}
@@ -65,7 +75,16 @@ class PrinterDriver:
     async def print(self, data: bytes) -> PrintOutcome:
         """Sends one job; raises DeviceUnreachableError or PrinterNotReadyError (nothing sent) or DeviceWriteError
         (maybe partly out)."""
-        return await asyncio.to_thread(self._print, data)
+        return await self._in_thread(self._print, data)
+
+    def close(self) -> None:
+        """The thread ends once the call in it, if any, has returned (a printer's timeouts bound it)."""
+        self._thread.shutdown(wait=False)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn`` on the printer's thread, with the caller's context (its log fields), as ``asyncio.to_thread`` does."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._thread, context.run, fn, *args)
 
     @contextlib.contextmanager
     def _device_errors(self, unexpected: type[DeviceError]) -> Iterator[None]:

@@ -85,6 +85,7 @@ class Spooler:
         self._wake.set()
         if self._task is not None:
             await self._task
+        self.driver.close()
 
     async def abort(self) -> None:
         """Stop now, not after the job in flight: that job stays 'printing' and is printed again, marked COPY, at the
@@ -92,6 +93,7 @@ class Spooler:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self.driver.close()
 
     def paused_for(self) -> float | None:
         """Seconds this spool has been paused (printer offline, out of paper, cover open), None while it prints."""
