@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class Transport(Protocol):
-    """One connection to one device; blocking calls, so drivers run them via ``asyncio.to_thread``."""
+    """One connection to one device; blocking calls, so a driver runs them on its own thread (see PrinterDriver)."""
 
     device_id: str
     label: str  # how the device is reached, e.g. "tcp 10.0.0.21:9100"; goes into error messages
