@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -67,6 +68,14 @@ async def wait_set(event: asyncio.Event, seconds: float) -> bool:
         async with asyncio.timeout(seconds):
             await event.wait()
     return event.is_set()  # set as the time ran out: still news for the caller
+
+
+async def wait_real(event: threading.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set, at most ``seconds`` of real time; True if it is set. For the store's brief waits
+    (a claim lingering for an order, a batch waiting for its senders): they are weighed against an fsync, which takes
+    real time, so they wait on a thread rather than on the loop's clock (a test that stops that clock must not stop
+    them). ``event`` may be set from the loop."""
+    return await asyncio.to_thread(event.wait, seconds)
 
 
 async def repeat(job: Callable[[], Awaitable[object]], interval_s: float, *, jitter_s: float = 0.0) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias, TypeVar
 import aiosqlite
 import structlog
 
+from edge.clock import wait_real
 from edge.errors import StoreError, StoreUnavailableError
 from edge.events import Event, EventBus
 from edge.store import migrations as migrations_mod
@@ -222,9 +223,7 @@ class _Group:
     ``company`` is set when a write that does not linger joins it: a lingering group commits then, not later."""
 
     done: asyncio.Future[None]
-    # A thread's event, waited for in a thread: the linger is real time, as the fsync it is weighed against is (a test
-    # that stops the loop's clock must not stop it).
-    company: threading.Event = dataclasses.field(default_factory=threading.Event)
+    company: threading.Event = dataclasses.field(default_factory=threading.Event)  # waited for in real time: wait_real
 
 
 class Database:
@@ -358,7 +357,7 @@ class Database:
         interrupted = False
         if linger > 0:
             try:
-                await asyncio.to_thread(group.company.wait, linger)
+                await wait_real(group.company, linger)
             except asyncio.CancelledError:  # the group's callers still wait: commit it, then end
                 interrupted = True
         await self._commit_now(group)

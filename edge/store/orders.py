@@ -8,7 +8,7 @@ import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, wait_real
 from edge.orders import JobPlan, Order
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection, Writer
@@ -167,9 +167,7 @@ class OrderStore:
         self._scheduled = False  # a batch waits for the writer and will take what is pending then
         self._batches: set[asyncio.Task[None]] = set()
         self._expected = 0  # orders the next batch may expect: see _gather
-        # Set once that many are pending. A thread's event, waited for in a thread: the wait is real time, as the fsync
-        # it is weighed against is (a test that stops the loop's clock must not stop it; see Database.write's linger).
-        self._enough = threading.Event()
+        self._enough = threading.Event()  # set once that many are pending; waited for in real time: wait_real
 
     async def insert(self, new: NewOrder) -> InsertResult:
         """Store one order durably. Concurrent callers share one transaction and one fsync (group commit)."""
@@ -235,7 +233,7 @@ class OrderStore:
         if len(self._pending) >= self._expected:
             return
         self._enough.clear()
-        await asyncio.to_thread(self._enough.wait, min(self._db.fsync_s / 2, GATHER_MAX_S))
+        await wait_real(self._enough, min(self._db.fsync_s / 2, GATHER_MAX_S))
 
     async def known(self, ids: list[str]) -> dict[str, KnownOrder]:
         """Hash, revision and status by order id, for the ids stored now or once (purged since, see seen_orders)."""
