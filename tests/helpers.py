@@ -134,14 +134,17 @@ async def db_execute(where: Agent | Path, sql: str, *params: Any) -> None:
     await asyncio.to_thread(_read, path, sql, params)
 
 
-def slow_fsync(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+def slow_fsync(monkeypatch: pytest.MonkeyPatch, seconds: float, times: list[tuple[float, float]] | None = None) -> None:
     """Every fsync of the store's write-ahead log takes ``seconds`` longer, as on an SD card (on the fsync's own
-    thread, as a slow card blocks it)."""
+    thread, as a slow card blocks it); ``times`` gets when each began and ended (monotonic)."""
     real = db_module.sync_to_disk
 
     def slow(wal: Path, *, data_only: bool = False) -> None:
+        began = time.monotonic()
         time.sleep(seconds)
         real(wal, data_only=data_only)
+        if times is not None:
+            times.append((began, time.monotonic()))
 
     monkeypatch.setattr(db_module, "sync_to_disk", slow)
 

@@ -16,7 +16,7 @@ from edge.app import Agent
 from edge.config import parse_settings
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, config_dict
+from tests.helpers import api_client, config_dict, post
 
 # asyncio's shared thread pool on this machine (min(32, cores + 4) threads), and more printers than that.
 POOL = min(32, (os.cpu_count() or 1) + 4)
@@ -64,8 +64,8 @@ async def test_a_free_printer_and_intake_do_not_wait_while_many_printers_are_bus
 
         async def send(order: dict[str, Any]) -> None:
             started = time.monotonic()
-            async with api.post("/api/v1/orders", json=order) as response:
-                assert response.status == 201, await response.text()
+            status, body = await post(api, order)
+            assert status == 201, body
             acks.append(time.monotonic() - started)
 
         await asyncio.gather(*(send(order_for(100 + n, [f"p{n}"], items=60)) for n in range(BUSY)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,21 @@ async def test_cancelling_one_writer_of_a_group_leaves_the_others_stored(tmp_pat
         await db.close()
 
 
+def hold_fsync(monkeypatch: pytest.MonkeyPatch, seen: Callable[[Path], object] | None = None) -> threading.Event:
+    """Every fsync of the WAL waits until the returned event is set (10 s at most); ``seen`` hears of each then."""
+    release = threading.Event()
+    real = db_mod.sync_to_disk
+
+    def held(wal: Path, *, data_only: bool = False) -> None:
+        release.wait(10)
+        if seen is not None:
+            seen(wal)
+        real(wal, data_only=data_only)
+
+    monkeypatch.setattr(db_mod, "sync_to_disk", held)
+    return release
+
+
 async def test_a_write_returns_only_after_the_wal_is_fsynced_and_the_next_write_commits_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,16 +149,8 @@ async def test_a_write_returns_only_after_the_wal_is_fsynced_and_the_next_write_
     ends; meanwhile a second write commits too and rides on the next fsync."""
     path = tmp_path / "edge.db"
     db = await Database.open(path)
-    release = threading.Event()
     syncs: list[int] = []
-    real = db_mod.sync_to_disk
-
-    def held_fsync(wal: Path, *, data_only: bool = False) -> None:
-        release.wait(10)
-        syncs.append(wal.stat().st_size)
-        real(wal, data_only=data_only)
-
-    monkeypatch.setattr(db_mod, "sync_to_disk", held_fsync)
+    release = hold_fsync(monkeypatch, lambda wal: syncs.append(wal.stat().st_size))
     try:
         first = asyncio.create_task(put(db, "first"))
         await wait_until(lambda: _committed(path, "first"), what="the first write committed")
@@ -342,14 +350,7 @@ async def test_a_write_alone_returns_only_after_its_fsync(tmp_path: Path, monkey
     fsync ends."""
     path = tmp_path / "edge.db"
     db = await Database.open(path)
-    release = threading.Event()
-    real = db_mod.sync_to_disk
-
-    def held_fsync(wal: Path, *, data_only: bool = False) -> None:
-        release.wait(10)
-        real(wal, data_only=data_only)
-
-    monkeypatch.setattr(db_mod, "sync_to_disk", held_fsync)
+    release = hold_fsync(monkeypatch)
     try:
         write = asyncio.create_task(put(db, "alone", one_hop=True))
         await wait_until(lambda: _committed(path, "alone"), what="the write committed")

@@ -19,7 +19,6 @@ from edge.app import Agent
 from edge.orders.intake import Router
 from edge.states import OrderSource
 from edge.store import Database, JobStore, OrderStore
-from edge.store import db as db_mod
 from edge.store import orders as orders_mod
 from tests.helpers import api_client, db_rows, orders, post, slow_fsync, wal_commits
 
@@ -228,6 +227,23 @@ async def test_orders_stored_in_one_group_commit_are_listed_newest_arrival_first
     assert listed == ["ord_3", "ord_2", "ord_1"]
 
 
+async def slow_store(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fsync_s: float = 0.2,
+    fsyncs: list[tuple[float, float]] | None = None,
+) -> tuple[Database, OrderStore]:
+    """An order store on a disk whose fsync takes ``fsync_s``, which it has measured, with the wait for company
+    allowed up to 1 s (so bounded by half an fsync); ``fsyncs``: see slow_fsync."""
+    monkeypatch.setattr(orders_mod, "GATHER_MAX_S", 1.0)
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    slow_fsync(monkeypatch, fsync_s, fsyncs)
+    for n in range(2):
+        await store.insert(ROUTER.prepare(order(1000 + n), "push"))
+    return db, store
+
+
 async def test_senders_that_send_again_as_soon_as_answered_share_one_fsync_on_a_slow_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,21 +253,8 @@ async def test_senders_that_send_again_as_soon_as_answered_share_one_fsync_on_a_
     that waits briefly for the senders it just answered takes all eight, and its wait ends when they are back, not at
     its limit (here allowed up to half an fsync, 50 ms). Each sender's next order comes up to 3.5 ms after its answer,
     as over a network."""
-    monkeypatch.setattr(orders_mod, "GATHER_MAX_S", 1.0)
-    db = await Database.open(tmp_path / "edge.db")
-    store = OrderStore(db)
     fsyncs: list[tuple[float, float]] = []  # when each began and ended
-    real = db_mod.sync_to_disk
-
-    def slow(wal: Path, *, data_only: bool = False) -> None:
-        began = time.monotonic()
-        time.sleep(0.1)
-        real(wal, data_only=data_only)
-        fsyncs.append((began, time.monotonic()))
-
-    monkeypatch.setattr(db_mod, "sync_to_disk", slow)
-    for n in range(2):  # the database learns how long an fsync takes
-        await store.insert(ROUTER.prepare(order(1000 + n), "push"))
+    db, store = await slow_store(tmp_path, monkeypatch, 0.1, fsyncs)
     fsyncs.clear()
 
     async def sender(s: int) -> None:
@@ -268,18 +271,6 @@ async def test_senders_that_send_again_as_soon_as_answered_share_one_fsync_on_a_
     # From one fsync's end to the next one's start: the senders' way back, not the wait's limit (50 ms).
     gaps = sorted(nxt[0] - prev[1] for prev, nxt in itertools.pairwise(fsyncs))
     assert gaps[len(gaps) // 2] < 0.025, f"fsyncs {len(fsyncs)}, gaps between them {[round(g, 3) for g in gaps]} s"
-
-
-async def slow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Database, OrderStore]:
-    """An order store on a disk whose fsync takes 0.2 s, which it has measured, with the wait for company allowed up
-    to 1 s (so bounded by half an fsync: 0.1 s)."""
-    monkeypatch.setattr(orders_mod, "GATHER_MAX_S", 1.0)
-    db = await Database.open(tmp_path / "edge.db")
-    store = OrderStore(db)
-    slow_fsync(monkeypatch, 0.2)
-    for n in range(2):
-        await store.insert(ROUTER.prepare(order(1000 + n), "push"))
-    return db, store
 
 
 async def test_a_lone_order_after_a_burst_waits_at_most_half_an_fsync_for_company(
