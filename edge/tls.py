@@ -1,8 +1,11 @@
-"""TLS for the agent's own connections out (mail relay, MQTT broker): always verifying."""
+"""TLS for the agent's own connections out (central API, mail relay, MQTT broker): always verifying."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -14,3 +17,20 @@ def verifying_context(ca_file: Path | None) -> ssl.SSLContext:
     if ca_file:
         context.load_verify_locations(cafile=str(ca_file))
     return context
+
+
+@contextlib.contextmanager
+def no_system_ca_bundle() -> Iterator[None]:
+    """Within it, a TLS context made with the system's defaults reads no CA bundle: OpenSSL takes the bundle's path
+    from SSL_CERT_FILE each time one is made (the hashed CA directory, read only when a certificate is looked up,
+    stays). For a library that makes such contexts as it is imported, for callers that bring none, when the agent
+    always brings its own. The operator's own SSL_CERT_FILE, if any, is back afterwards."""
+    before = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = os.devnull
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SSL_CERT_FILE"]
+        else:
+            os.environ["SSL_CERT_FILE"] = before

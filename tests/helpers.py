@@ -9,6 +9,7 @@ import copy
 import inspect
 import json
 import sqlite3
+import subprocess
 import sysconfig
 import time
 from collections.abc import Awaitable, Callable
@@ -329,3 +330,33 @@ def wal_commits(db_path: Path) -> int:
         commits += int.from_bytes(header[4:8], "big") != 0
         offset += 24 + page_size
     return commits
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    """A CA certificate and key, as a public CA or a company's own CA would have."""
+    cert, key = folder / f"{name}-ca.pem", folder / f"{name}-ca.key"
+    _openssl(
+        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"),
+        *("-subj", f"/CN={name} root CA", "-addext", "basicConstraints=critical,CA:TRUE"),
+        *("-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(key), "-out", str(cert)),
+    )
+    return cert, key
+
+
+def issue_server_cert(folder: Path, ca: tuple[Path, Path], name: str) -> tuple[Path, Path]:
+    """A server certificate for 127.0.0.1 / localhost signed by ``ca``: (cert, key)."""
+    cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
+    _openssl(
+        *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+        *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr)),
+    )
+    _openssl(
+        *("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial"),
+        *("-days", "2", "-extfile", str(ext), "-out", str(cert)),
+    )
+    return cert, key

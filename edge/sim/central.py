@@ -25,6 +25,7 @@ import hmac
 import json
 import math
 import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -84,12 +85,22 @@ class CentralSim:
 
     ``set_up(False)`` is the line cut: the port stops listening and open keep-alive connections are dropped.
     ``strict=False`` accepts events for orders it does not know (a store whose orders come from elsewhere).
+    ``tls`` serves HTTPS with that server context, as a real backend does; changing it takes effect at the next
+    ``set_up(True)`` (a backend whose certificate was renewed, or replaced by one the box does not trust).
     """
 
     def __init__(
-        self, store_id: str, *, token: str, host: str = "127.0.0.1", port: int = 0, strict: bool = True
+        self,
+        store_id: str,
+        *,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        strict: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.store_id = store_id
+        self.tls = tls
         self.token = token
         self.host = host
         self.port = port
@@ -124,7 +135,7 @@ class CentralSim:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     # The first store's state, as the single-store tests read it.
     @property
@@ -161,7 +172,9 @@ class CentralSim:
         stays ours meanwhile, so no other test's server answers the agent on it)."""
         assert self._runner is not None, "start() first"
         if up and self._site is None:
-            self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, backlog=1024)
+            self._site = web.TCPSite(
+                self._runner, self.host, self.port, ssl_context=self.tls, reuse_address=True, backlog=1024
+            )
             await self._site.start()
             self._port.release()
             self.port = self._runner.addresses[0][1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -15,6 +16,7 @@ import structlog
 
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
+from edge.tls import verifying_context
 
 log = structlog.get_logger()
 
@@ -106,6 +108,9 @@ class CentralClient:
         self._base = settings.url.rstrip("/")
         self._limiter = RateLimiter(settings.rate_limit_rps)
         self._session: aiohttp.ClientSession | None = None
+        # An HTTPS backend is verified against the box's CAs with the agent's own context, made in a thread at the
+        # first call (it reads the CA bundle); aiohttp's own default contexts hold no CA (edge/__init__.py).
+        self._tls: asyncio.Future[ssl.SSLContext] | None = None
         # Set by the link monitor: an answer proves the line is up, a dead connection hints it is down.
         self.on_answer: Callable[[], None] = lambda: None
         self.on_unreachable: Callable[[str], None] = lambda detail: None
@@ -126,6 +131,13 @@ class CentralClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    async def _context(self) -> ssl.SSLContext:
+        """The one verifying context of every call: made once, shared by calls that wait for it meanwhile (shielded,
+        so one caller cancelled does not cancel it for the others)."""
+        if self._tls is None:
+            self._tls = asyncio.get_running_loop().run_in_executor(None, verifying_context, None)
+        return await asyncio.shield(self._tls)
 
     @property
     def orders_path(self) -> str:
@@ -204,9 +216,10 @@ class CentralClient:
     ) -> Any:
         assert self._session is not None, "CentralClient.start() first"
         url = f"{self._base}{path}"
+        tls = await self._context() if url.startswith("https:") else None
         await self._limiter.acquire()
         try:
-            async with self._session.request(method, url, params=params, json=body) as response:
+            async with self._session.request(method, url, params=params, json=body, ssl=tls or True) as response:
                 status = response.status
                 text = await response.text()
                 retry_after = retry_after_s(response.headers.get("Retry-After"))

@@ -78,36 +78,6 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
-
-
-def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
-    """A CA certificate and key, as a public CA or a company's own CA would have."""
-    cert, key = folder / f"{name}-ca.pem", folder / f"{name}-ca.key"
-    _openssl(
-        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"),
-        *("-subj", f"/CN={name} root CA", "-addext", "basicConstraints=critical,CA:TRUE"),
-        *("-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(key), "-out", str(cert)),
-    )
-    return cert, key
-
-
-def issue_server_cert(folder: Path, ca: tuple[Path, Path], name: str) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1 / localhost signed by ``ca``: (cert, key)."""
-    cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
-    _openssl(
-        *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
-        *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr)),
-    )
-    _openssl(
-        *("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial"),
-        *("-days", "2", "-extfile", str(ext), "-out", str(cert)),
-    )
-    return cert, key
-
-
 @pytest.fixture
 def server_tls(cert: tuple[Path, Path]) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

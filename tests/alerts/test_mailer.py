@@ -15,7 +15,8 @@ from edge.config import Secret, SmtpSettings
 from edge.errors import AlertError
 from edge.sim.smtp import SmtpSink
 from edge.store.alerts import Mail
-from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, issue_server_cert, make_ca
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.helpers import issue_server_cert, make_ca
 
 MAIL = Mail(recipients=["chef@store.test"], subject="Grüße €", text="Hallo ä\n", html="<p>Hallo ä</p>")
 
