@@ -19,7 +19,7 @@ from edge.alerts import Alerter, Mailer
 from edge.api.deps import ApiDeps
 from edge.api.routes import make_api
 from edge.api.server import ApiServer
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import Settings
 from edge.events import EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
 from edge.metrics import Metrics
@@ -141,7 +141,9 @@ class Agent:
                 log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
             router = Router.from_settings(s)
             await reroute_stranded(jobs, router.printer_for)
-            ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness)
+            # Orders are dated by central's clock; with a link, their ages are taken on it (edge/printing/ages.py).
+            central_time = RemoteClock("central", self.clock) if s.central.url else None
+            ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness, central=central_time)
             ages.seed(await jobs.waiting())
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
             self.bus.subscribe(self._on_order_stored, OrderStored)
@@ -152,7 +154,9 @@ class Agent:
             # the spools so that it stops after them: their in-flight outcome is recorded before sync, outbox and
             # recovery are cancelled (an interrupted recovery run resumes at the next start).
             if s.central.url:
-                self.sync = SyncService(s, db=db, intake=intake, orders=orders, bus=self.bus, clock=self.clock)
+                self.sync = SyncService(
+                    s, db=db, intake=intake, orders=orders, bus=self.bus, clock=self.clock, central_time=central_time
+                )
                 await self.sync.start()
                 self._on_stop(stack, "sync", self.sync.stop)
             for name, printer in s.printers.items():

@@ -36,6 +36,39 @@ class Clock:
 SYSTEM_CLOCK = Clock()
 
 
+# Our wall clock further than this from another host's is worth a line in the log (the technician's NTP hint).
+_OFF_S = 60.0
+
+
+class RemoteClock:
+    """Another host's wall clock, as the Date of its answers gives it, carried forward on our monotonic clock: right
+    while ours is wrong (a box without a battery, a hardware clock kept in local time) and not moved when NTP steps
+    ours. Unknown (None) until the host has answered once in this run."""
+
+    def __init__(self, name: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._name = name
+        self._clock = clock
+        self._ahead: float | None = None  # its wall time minus our monotonic time
+        self._off = False  # ours was last found further from it than _OFF_S
+
+    def heard(self, date: float, round_trip_s: float) -> None:
+        """An answer dated ``date`` (whole seconds: its clock read between date and date + 1) arrived just now,
+        ``round_trip_s`` after its request was sent; it was dated about midway."""
+        now = self._clock.mono()
+        self._ahead = date + 0.5 - (now - round_trip_s / 2)
+        off = self._clock.wall() - (now + self._ahead)
+        if (abs(off) > _OFF_S) != self._off:
+            self._off = not self._off
+            if self._off:
+                log.warning("box_clock_off", against=self._name, box_minus_theirs_s=round(off), hint="check NTP")
+            else:
+                log.info("box_clock_agrees", against=self._name, box_minus_theirs_s=round(off))
+
+    def wall(self) -> float | None:
+        """Its wall clock now, or None if it has not answered yet."""
+        return None if self._ahead is None else self._clock.mono() + self._ahead
+
+
 class SteppedClock(Clock):
     """The system's clocks plus offsets a test controls: ``step`` jumps the wall clock only, as NTP does;
     ``advance`` moves both, as if that much time had passed."""

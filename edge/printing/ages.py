@@ -1,12 +1,13 @@
 """How old a print job is, for the stale-ticket hold: the order's own age when we stored it, plus the time its job has
-waited since, measured on the monotonic clock so that a step of the wall clock changes neither."""
+waited since, measured on the monotonic clock so that a step of the wall clock changes neither. With a central link,
+on central's clock: created_at is central's time, and the box's own clock may be wrong."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from edge.clock import Clock
+from edge.clock import Clock, RemoteClock
 from edge.config import PrintingSettings
 from edge.states import JobKind
 from edge.store.rows import PrintableJob
@@ -15,17 +16,22 @@ from edge.store.rows import PrintableJob
 _REMEMBERED = 50_000
 
 
+def order_created(job: PrintableJob) -> float | None:
+    """The order's created_at (central's clock), unix seconds; None for rows written by hand or by an old version."""
+    try:
+        return datetime.fromisoformat(job.order_created_at).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
 def order_lateness(job: PrintableJob) -> float:
     """Seconds from the order's created_at (central's clock) to our storing it (ours), never below 0.
 
     A created_at in the future (central's clock ahead, or ours behind: a box booted in 1970) counts as 0: such an
     order is taken as fresh, never held because the box clock is wrong.
     """
-    try:
-        created = datetime.fromisoformat(job.order_created_at).timestamp()
-    except (TypeError, ValueError):  # rows written by hand or by an old version: no age to hold it for
-        return 0.0
-    return max(0.0, job.order_received_at - created)
+    created = order_created(job)
+    return 0.0 if created is None else max(0.0, job.order_received_at - created)
 
 
 class JobAges:
@@ -35,8 +41,17 @@ class JobAges:
     negative; from then on the monotonic clock counts.
     """
 
-    def __init__(self, *, clock: Clock, printing: PrintingSettings, staleness: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        printing: PrintingSettings,
+        staleness: Mapping[str, float],
+        central: RemoteClock | None = None,
+    ) -> None:
+        """``central``: central's clock as its answers tell it, where the agent has a central link."""
         self._clock = clock
+        self._central = central
         self._printing = printing
         self._staleness = dict(staleness)
         self._since: dict[int, float] = {}  # job id -> monotonic time it started waiting
@@ -70,7 +85,12 @@ class JobAges:
         return max(0.0, self._clock.mono() - since)
 
     def age(self, job: PrintableJob) -> float:
-        """The order's age as far as this box can tell: late when stored, plus waited since."""
+        """The order's age as far as this box can tell: on central's clock once central has answered (created_at is
+        its time; never less than the job has waited here), else late when stored by ours, plus waited since."""
+        central_now = self._central.wall() if self._central is not None else None
+        created = order_created(job)
+        if central_now is not None and created is not None:
+            return max(central_now - created, self.waited(job))
         return order_lateness(job) + self.waited(job)
 
     def stale_after_s(self, job: PrintableJob) -> float:

@@ -20,6 +20,7 @@ import asyncio
 import base64
 import collections
 import dataclasses
+import email.utils
 import hashlib
 import hmac
 import json
@@ -37,6 +38,10 @@ from edge.sim.orders import make_order
 from edge.sim.ports import PortHold
 
 log = structlog.get_logger()
+# Central runs on another machine, so its clock is not the box's: it dates its answers (the Date header every HTTP
+# server with a clock sends, RFC 9110 6.6.1) by the real time plus its clock_offset_s, even while a test steps the
+# box's clock by patching time.time().
+_OWN_CLOCK = time.time
 
 EVENT_TYPES = ("received", "printed", "failed", "ready", "fulfilled", "updated", "cancelled")
 MAX_PAGE = 1000  # orders per page (limit)
@@ -106,6 +111,7 @@ class CentralSim:
         self.port = port
         self.strict = strict
         self.latency_s = 0.0  # added to every answer
+        self.clock_offset_s = 0.0  # central's clock against the real time (a backend whose clock is off)
         self.health_latency_s = 0.0  # added to health answers only (a slow dependency check behind /v1/health)
         self._capacity_rps: float | None = None
         self.cursor_mode: CursorMode = "position"  # the other two are the broken cursors the contract forbids
@@ -311,6 +317,7 @@ class CentralSim:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         response = await self._answer(request, handler)
+        response.headers["Date"] = email.utils.formatdate(_OWN_CLOCK() + self.clock_offset_s, usegmt=True)
         self.requests.append((time.monotonic(), request.method, request.path, response.status))
         return response
 

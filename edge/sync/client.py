@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from edge.clock import RemoteClock
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
 from edge.tls import verifying_context
@@ -102,8 +103,10 @@ def retry_after_s(value: str | None) -> float | None:
 class CentralClient:
     """One ClientSession for every call to the central API; every request waits for the shared rate limiter."""
 
-    def __init__(self, settings: CentralSettings, store_id: str) -> None:
+    def __init__(self, settings: CentralSettings, store_id: str, *, central_time: RemoteClock | None = None) -> None:
+        """``central_time`` hears the Date of every answer (central's clock, for the ages of orders)."""
         self._settings = settings
+        self._central_time = central_time
         self._store_id = store_id
         self._base = settings.url.rstrip("/")
         self._limiter = RateLimiter(settings.rate_limit_rps)
@@ -131,6 +134,14 @@ class CentralClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def _heard_date(self, value: str | None, round_trip_s: float) -> None:
+        if self._central_time is None or value is None:
+            return
+        try:
+            self._central_time.heard(parsedate_to_datetime(value).timestamp(), round_trip_s)
+        except (TypeError, ValueError):  # no date a server with a clock would send: nothing learned
+            pass
 
     async def _context(self) -> ssl.SSLContext:
         """The one verifying context of every call: made once, shared by calls that wait for it meanwhile (shielded,
@@ -218,9 +229,11 @@ class CentralClient:
         url = f"{self._base}{path}"
         tls = await self._context() if url.startswith("https:") else None
         await self._limiter.acquire()
+        sent = time.monotonic()
         try:
             async with self._session.request(method, url, params=params, json=body, ssl=tls or True) as response:
                 status = response.status
+                self._heard_date(response.headers.get("Date"), time.monotonic() - sent)
                 text = await response.text()
                 retry_after = retry_after_s(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as err:

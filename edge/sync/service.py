@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock, repeat
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, repeat
 from edge.config import Settings
 from edge.events import EventBus
 from edge.orders.intake import OrderIntake
@@ -33,10 +33,11 @@ class SyncService:
         orders: OrderStore,
         bus: EventBus,
         clock: Clock = SYSTEM_CLOCK,
+        central_time: RemoteClock | None = None,
     ) -> None:
         central = settings.central
         self.settings = central
-        self.client = CentralClient(central, settings.agent.store_id)
+        self.client = CentralClient(central, settings.agent.store_id, central_time=central_time)
         self.monitor = LinkMonitor(self.client, bus, central, clock=clock)
         self.outbox = OutboxSender(
             db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up, clock=clock

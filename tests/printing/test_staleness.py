@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.events import JobHeld
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import api_client, eventually, job_rows, post, print_latency_sum, wait_until
@@ -118,3 +119,55 @@ async def test_a_held_ticket_released_after_a_clock_step_reports_the_time_it_rea
         await printers["kitchen"].wait_for_printed(1)
         await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "printed")
         assert 61 <= await print_latency_sum(api, "kitchen") < 120
+
+
+@pytest.mark.parametrize(
+    ("box_off", "then_step"),
+    [(3600, 0), (-2 * 3600, 0), (3600, -3600)],
+    ids=["box-an-hour-ahead", "box-two-hours-behind", "box-put-right-after-central-told-the-time"],
+)
+async def test_with_a_central_link_ages_are_taken_on_centrals_clock_whatever_the_box_clock_says(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    box_clock: BoxClock,
+    box_off: float,
+    then_step: float,
+) -> None:
+    """created_at is central's time, so the box tells an order's age on central's clock, as central's answers give
+    it (their Date header, carried on the monotonic clock): a box clock an hour ahead (a hardware clock kept in local
+    time) no longer holds every fresh ticket as an hour old (before: held), one two hours behind no longer prints an
+    order central resends 70 minutes late as if new (before: printed), and NTP putting the box right after central
+    told the time changes nothing."""
+    central = CentralSim("test-store", token="central-token-abcdef123456")
+    await central.start()
+    try:
+        box_clock.step(box_off)
+        with capture_logs() as logs:
+            agent = await make_agent(
+                clock=box_clock,
+                central={
+                    "url": central.url,
+                    "token": central.token,
+                    "start_jitter_s": 0.0,
+                    "schedule_interval_s": 0.0,
+                    "probe_max_s": 0.2,
+                },
+            )
+            await wait_until(lambda: agent.sync is not None and agent.sync.monitor.up, what="central answering")
+        # The technician's hint, once: how far the box is off.
+        [off] = [e["box_minus_theirs_s"] for e in logs if e["event"] == "box_clock_off"]
+        assert abs(off - box_off) <= 2
+        box_clock.step(then_step)
+        fresh, late = order_created(1, timedelta(seconds=5)), order_created(2, timedelta(minutes=70))
+        async with api_client(agent) as api:
+            assert (await post(api, fresh))[0] == 201
+            assert (await post(api, late))[0] == 201
+        printed = await printers["kitchen"].wait_for_printed(1)
+        assert fresh["number"] in printed[0].decode("cp858")
+        await eventually(
+            lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs"),
+            lambda rows: sorted(rows) == [(fresh["id"], "printed"), (late["id"], "held")],
+        )
+        assert len(printers["kitchen"].printed) == 1
+    finally:
+        await central.stop()
