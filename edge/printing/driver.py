@@ -25,6 +25,9 @@ _DLE_EOT = b"\x10\x04"
 # The slowest printers we plan for take about this many bytes per second; the confirming
 # status query waits behind the whole job, so its timeout grows with the job.
 _SLOW_PRINTER_BYTES_PER_S = 2000
+# A printer that has never answered and stayed silent this many status exchanges in a row cannot answer (a model or
+# a one-way print server without status): its jobs stop waiting for replies that never come.
+_SILENT_AFTER = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,9 @@ class PrinterDriver:
         # as that pool has threads (cores + 4) left none for the commits behind answers to orders or for rendering
         # the next ticket of a printer that was free: both waited for a printer to finish.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"printer-{name}")
+        # Has it ever answered a status query in this run; how many exchanges in a row it has not (on its thread).
+        self._answered = False
+        self._silences = 0
 
     async def status(self) -> PrinterState:
         """Asks the printer; OFFLINE if it cannot be reached, UNKNOWN if it does not answer."""
@@ -125,15 +131,23 @@ class PrinterDriver:
         except Exception:  # the outcome is already decided; a failing close must not replace it
             log.exception("transport_close_failed", device_id=self.name)
 
+    @property
+    def _silent(self) -> bool:
+        """Taken for a printer that cannot answer status: jobs go without asking (each would wait status_timeout
+        twice, for nothing). Only one that never answered: from a printer that has, silence is a fault to wait out,
+        and the reply after a job is how paper out mid-ticket is found. The status poll between jobs still asks."""
+        return not self._answered and self._silences >= _SILENT_AFTER
+
     def _print(self, data: bytes) -> PrintOutcome:
         with self._lock:
             self._open()
             try:
-                if self.transport.can_read:
+                asks = self.transport.can_read and not self._silent
+                if asks:
                     self._check_ready()
                 with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
                     self.transport.write(data)
-                    if not self.transport.can_read:
+                    if not asks:
                         return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
                     # The printer answers DLE EOT in the order it reads bytes, so a reply means the job is in.
                     replies = self._ask(
@@ -173,4 +187,20 @@ class PrinterDriver:
                 break
             replies[n] = reply[0]
             timeout = self.status_timeout
+        self._heard(bool(replies))
         return replies
+
+    def _heard(self, answered: bool) -> None:
+        if answered:
+            if self._silent:
+                log.info("printer_answers_status", device_id=self.name)
+            self._answered, self._silences = True, 0
+            return
+        self._silences += 1
+        if self._silent and self._silences == _SILENT_AFTER:
+            log.warning(
+                "printer_silent",
+                device_id=self.name,
+                hint="it never answers status queries (DLE EOT): paper out and cover open cannot be seen; tickets "
+                "are sent without waiting for replies",
+            )

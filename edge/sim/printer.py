@@ -84,7 +84,8 @@ class SimPrinter:
         self.jobs: list[bytes] = []  # job bytes of each connection that carried any, status queries removed
         self.dropped: list[int] = []  # indexes into jobs of connections the printer cut short
         self.printed: list[bytes] = []  # what came out on paper
-        self.status_queries = 0
+        self.status_queries = 0  # DLE EOT queries answered
+        self.status_asked = 0  # DLE EOT queries received, answered or not
         self.job_bytes_in = 0  # job bytes received so far over every connection, a job still coming in included
         self._sock: socket.socket | None = None
         self._port = PortHold()  # the port, while the printer is off
@@ -171,6 +172,7 @@ class SimPrinter:
                 parts, held = _split(held + chunk)
                 for part in parts:
                     if isinstance(part, int):
+                        self.status_asked += 1
                         if self.answer_status:
                             writer.write(bytes([self._reply(part)]))
                             self.status_queries += 1
@@ -294,6 +296,7 @@ class SimSerialPrinter(SimPrinter):
         for part in parts:
             if isinstance(part, int):
                 self._end_job()
+                self.status_asked += 1
                 if self.answer_status:
                     os.write(self._master, bytes([self._reply(part)]))
                     self.status_queries += 1

@@ -132,6 +132,42 @@ async def test_silent_printer_still_prints_unconfirmed(printer: SimPrinter) -> N
     assert printer.status_queries == 0
 
 
+async def test_a_printer_that_never_answered_is_not_asked_around_jobs_until_it_answers_a_poll(
+    printer: SimPrinter,
+) -> None:
+    """Silent twice and never answered: later jobs go without the two status waits; a status poll still asks, and
+    once the printer answers, every job is checked before and confirmed after again (paper out is seen)."""
+    printer.answer_status = False
+    driver = driver_for(printer, status_timeout=0.2)
+    await driver.print(JOB)  # asks before and after: two silences
+    asked = printer.status_asked
+    assert asked == 2
+    outcome = await driver.print(JOB)
+    assert outcome == PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
+    assert printer.status_asked == asked  # not asked at all
+    assert await driver.status() == PrinterState.UNKNOWN  # the poll asks, and waits
+    assert printer.status_asked == asked + 1
+    printer.answer_status = True
+    assert await driver.status() == PrinterState.ONLINE
+    assert (await driver.print(JOB)).confirmed
+    printer.paper_out = True
+    with pytest.raises(PrinterNotReadyError):
+        await driver.print(JOB)
+    assert await printer.wait_for_printed(3, timeout=5) == [JOB] * 3
+
+
+async def test_a_printer_that_answered_once_is_always_asked_around_jobs(printer: SimPrinter) -> None:
+    """Silence from a printer that has answered is a fault to wait out, never its nature: each job still asks
+    before and after (that reply is how paper out mid-ticket is found)."""
+    driver = driver_for(printer, status_timeout=0.2)
+    assert (await driver.print(JOB)).confirmed
+    printer.answer_status = False
+    for _ in range(3):
+        before = printer.status_asked
+        await driver.print(JOB)
+        assert printer.status_asked == before + 2
+
+
 async def test_slow_printer_completes_confirmed(printer: SimPrinter) -> None:
     """A printer taking 2000 bytes/s gets a 4 KB job whole, and the confirmation waits for it."""
     printer.bytes_per_s = 2000

@@ -100,6 +100,25 @@ async def test_silent_printer_is_unknown_and_still_prints(
     assert agent.spoolers["kitchen"].state.value == "unknown"
 
 
+async def test_a_printer_that_never_answers_status_prints_a_rush_without_waiting_on_every_ticket(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Some printers, and one-way print servers, never answer DLE EOT. Every ticket waited for a reply before it and
+    another after it, each status_timeout long (3 s a ticket at the default 1.5 s): ten tickets of a rush asked 20
+    times and took at least 10 s here at 0.5 s. A printer that has never answered and stayed silent twice is taken
+    for one that cannot: its tickets go without asking (the idle poll still asks), and the technician is told once."""
+    kitchen = printers["kitchen"]
+    kitchen.answer_status = False
+    agent, api = await start_agent()
+    with capture_logs() as logs:
+        for order in tickets_only(example_order, 10):
+            assert (await post(api, order))[0] == 201
+        await kitchen.wait_for_printed(10, timeout=30)
+    assert kitchen.status_asked <= 3  # the first ticket's two, and perhaps one idle poll
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)] * 10)
+    assert [e["device_id"] for e in logs if e["event"] == "printer_silent"] == ["kitchen"]
+
+
 async def test_stale_ticket_is_held_until_released_or_discarded(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
