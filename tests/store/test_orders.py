@@ -268,9 +268,10 @@ async def test_senders_that_send_again_as_soon_as_answered_share_one_fsync_on_a_
     finally:
         await db.close()
     assert len(fsyncs) <= 11, f"{len(fsyncs)} fsyncs for 64 orders from 8 senders"
-    # From one fsync's end to the next one's start: the senders' way back, not the wait's limit (50 ms).
+    # From one fsync's end to the next one's start: the senders' way back (13-20 ms here, 32 ms in a full suite run
+    # beside other tests), not the wait's limit (50 ms: a wait that always ran to it made every gap longer).
     gaps = sorted(nxt[0] - prev[1] for prev, nxt in itertools.pairwise(fsyncs))
-    assert gaps[len(gaps) // 2] < 0.025, f"fsyncs {len(fsyncs)}, gaps between them {[round(g, 3) for g in gaps]} s"
+    assert gaps[len(gaps) // 2] < 0.045, f"fsyncs {len(fsyncs)}, gaps between them {[round(g, 3) for g in gaps]} s"
 
 
 async def test_a_lone_order_after_a_burst_waits_at_most_half_an_fsync_for_company(
