@@ -21,6 +21,7 @@ from edge.config import Settings
 from edge.events import StorageProblem, StorageRecovered
 from edge.ops import AgentRunningError, backup_database, purge_history, purge_printed_orders, restore_database
 from edge.ops.technician import doctor, health, render_status
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
@@ -113,6 +114,23 @@ async def test_doctor_checks_each_part(
     assert (checks["printer kitchen"].level, checks["printer kitchen"].detail) == ("fail", "paper out")
     assert (checks["printer front"].level, checks["printer front"].detail) == ("ok", "online")
     assert checks["smtp"].level == "warn"
+
+
+@pytest.mark.parametrize(("central_off", "level", "says"), [(0, "ok", "agrees"), (-3600, "warn", "60 min ahead of")])
+async def test_doctor_compares_the_box_clock_with_centrals(
+    make_settings: Callable[..., Settings], central_off: float, level: str, says: str
+) -> None:
+    """With a central link the doctor reads central's time from its answer (the Date header) and says whether the
+    box's clock agrees: a box an hour ahead (a hardware clock kept in local time) is a warning naming NTP."""
+    central = CentralSim("test-store", token="central-token-abcdef123456")
+    central.clock_offset_s = central_off
+    await central.start()
+    try:
+        settings = make_settings(central={"url": central.url, "token": central.token})
+        checks = {c.name: c for c in await doctor(settings, call_agent)}
+    finally:
+        await central.stop()
+    assert checks["central api"].level == level and says in checks["central api"].detail, checks["central api"]
 
 
 async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printers: dict[str, SimPrinter]) -> None:
