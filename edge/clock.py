@@ -36,8 +36,8 @@ class Clock:
 SYSTEM_CLOCK = Clock()
 
 
-# Our wall clock further than this from another host's is worth a line in the log (the technician's NTP hint).
-_OFF_S = 60.0
+# Our wall clock further than this from another host's is worth a line in the log and a doctor's warning.
+CLOCK_OFF_S = 60.0
 
 
 class RemoteClock:
@@ -49,7 +49,7 @@ class RemoteClock:
         self._name = name
         self._clock = clock
         self._ahead: float | None = None  # its wall time minus our monotonic time
-        self._off = False  # ours was last found further from it than _OFF_S
+        self._off = False  # ours was last found further from it than CLOCK_OFF_S
 
     def heard(self, date: float, round_trip_s: float) -> None:
         """An answer dated ``date`` (whole seconds: its clock read between date and date + 1) arrived just now,
@@ -57,7 +57,7 @@ class RemoteClock:
         now = self._clock.mono()
         self._ahead = date + 0.5 - (now - round_trip_s / 2)
         off = self._clock.wall() - (now + self._ahead)
-        if (abs(off) > _OFF_S) != self._off:
+        if (abs(off) > CLOCK_OFF_S) != self._off:
             self._off = not self._off
             if self._off:
                 log.warning("box_clock_off", against=self._name, box_minus_theirs_s=round(off), hint="check NTP")

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
+from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import Settings
 from edge.errors import AlertError, EdgeError, StoreError
 from edge.printing.status import BLOCKING_STATES, PrinterState
@@ -27,8 +27,6 @@ _RESET = "\033[0m"
 _PRINTER_LEVEL = {"online": "ok", "paper_near_end": "warn", "unknown": "warn"}
 # A clock behind the newest order by more than this has jumped back (dead RTC battery, no NTP yet).
 CLOCK_BEHIND_MAX_S = 300
-# The box's clock further than this from central's is a warning (the agent logs it as box_clock_off past 60 s).
-CLOCK_OFF_MAX_S = 60
 
 
 def _paint(level: str, text: str, colour: bool) -> str:
@@ -193,7 +191,7 @@ async def _central_check(settings: Settings) -> Check:
         return Check("central api", "ok", f"{settings.central.url} answers (without its time: no Date header)")
     # The agent takes the ages of orders on central's clock; the box's own still dates tickets, events and mails.
     off = time.time() - theirs
-    if abs(off) <= CLOCK_OFF_MAX_S:
+    if abs(off) <= CLOCK_OFF_S:
         return Check("central api", "ok", f"{settings.central.url} answers; the box's clock agrees with central's")
     gap = f"{abs(off) / 60:.0f} min" if abs(off) >= 120 else f"{abs(off):.0f} s"
     return Check(
