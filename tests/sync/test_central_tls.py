@@ -10,10 +10,7 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
@@ -30,16 +27,6 @@ def server_context(cert: tuple[Path, Path]) -> ssl.SSLContext:
 def central_section(url: str) -> str:
     values = {**FAST, "url": url}
     return "\n[central]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
-
-
-@pytest.fixture
-async def printers() -> AsyncIterator[dict[str, SimPrinter]]:
-    sims = {"kitchen": SimPrinter("kitchen"), "front": SimPrinter("front")}
-    for sim in sims.values():
-        await sim.start()
-    yield sims
-    for sim in sims.values():
-        await sim.stop()
 
 
 async def test_an_https_central_is_trusted_only_with_a_certificate_the_box_trusts(
