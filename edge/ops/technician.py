@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -240,9 +241,24 @@ async def _agent_check(settings: Settings, api_call: ApiCall) -> Check:
     return Check("agent", "fail", "not ready: " + "; ".join(failing))
 
 
+def _zone_check(settings: Settings) -> Check:
+    """The zone of the times on tickets and the status page, of alert hours and the business day."""
+    if settings.agent.timezone:
+        return Check("time zone", "ok", f"{settings.agent.timezone} (agent.timezone)")
+    local = dt.datetime.now().astimezone()
+    if local.utcoffset() == dt.timedelta(0):  # many images ship in UTC: a store elsewhere sees every time off
+        return Check(
+            "time zone",
+            "warn",
+            f"the system's, {local.tzname()}: tickets, the status page and alert hours show UTC; set agent.timezone to "
+            "the store's zone (e.g. Europe/Berlin)",
+        )
+    return Check("time zone", "ok", f"the system's, {local.tzname()} (agent.timezone is not set)")
+
+
 async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     """Every check, in the order a technician would go through them."""
-    checks = [Check("config", "ok", f"{settings.source}: {len(settings.printers)} printers")]
+    checks = [Check("config", "ok", f"{settings.source}: {len(settings.printers)} printers"), _zone_check(settings)]
     checks += await asyncio.to_thread(_database_checks, settings)
     checks.append(await _agent_check(settings, api_call))
     checks += await _printer_checks(settings)

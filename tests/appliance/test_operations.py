@@ -133,6 +133,34 @@ async def test_doctor_compares_the_box_clock_with_centrals(
     assert checks["central api"].level == level and says in checks["central api"].detail, checks["central api"]
 
 
+@pytest.mark.parametrize(
+    ("timezone", "system_zone", "level", "says"),
+    [
+        ("", "UTC", "warn", "set agent.timezone"),
+        ("", "Europe/Berlin", "ok", "the system's"),
+        ("Europe/Berlin", "UTC", "ok", "Europe/Berlin (agent.timezone)"),
+    ],
+)
+async def test_doctor_names_the_time_zone_tickets_are_printed_in(
+    make_settings: Callable[..., Settings], timezone: str, system_zone: str, level: str, says: str
+) -> None:
+    """Tickets show due times, alert hours and the digest follow the store's zone: agent.timezone, else the system's.
+    A box left in UTC (many images ship so) with no agent.timezone prints every time an hour or two off for a store
+    in Berlin; the doctor says so (before: nothing about the zone)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = system_zone
+    time.tzset()
+    try:
+        checks = {c.name: c for c in await doctor(make_settings(agent={"timezone": timezone}), call_agent)}
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+    assert checks["time zone"].level == level and says in checks["time zone"].detail, checks["time zone"]
+
+
 async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printers: dict[str, SimPrinter]) -> None:
     """`edge doctor` prints one line per check and exits 1 when something fails (no database yet, agent down, kitchen
     printer off)."""
