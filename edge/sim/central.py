@@ -112,6 +112,8 @@ class CentralSim:
         self.strict = strict
         self.latency_s = 0.0  # added to every answer
         self.clock_offset_s = 0.0  # central's clock against the real time (a backend whose clock is off)
+        # Answers served by a cache in front of central, made this long ago: dated then, with Age (RFC 9111 5.1).
+        self.cached_for_s = 0
         self.health_latency_s = 0.0  # added to health answers only (a slow dependency check behind /v1/health)
         self._capacity_rps: float | None = None
         self.cursor_mode: CursorMode = "position"  # the other two are the broken cursors the contract forbids
@@ -317,7 +319,10 @@ class CentralSim:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         response = await self._answer(request, handler)
-        response.headers["Date"] = email.utils.formatdate(_OWN_CLOCK() + self.clock_offset_s, usegmt=True)
+        dated = _OWN_CLOCK() + self.clock_offset_s - self.cached_for_s
+        response.headers["Date"] = email.utils.formatdate(dated, usegmt=True)
+        if self.cached_for_s:
+            response.headers["Age"] = str(self.cached_for_s)
         self.requests.append((time.monotonic(), request.method, request.path, response.status))
         return response
 

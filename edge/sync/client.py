@@ -7,7 +7,7 @@ import json
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -135,13 +135,16 @@ class CentralClient:
         if self._session is not None:
             await self._session.close()
 
-    def _heard_date(self, value: str | None, round_trip_s: float) -> None:
-        if self._central_time is None or value is None:
+    def _heard_date(self, headers: Mapping[str, str], round_trip_s: float) -> None:
+        """Central's time: the answer's Date, plus its Age when a cache in front of central kept it (RFC 9111 5.1)."""
+        if self._central_time is None or "Date" not in headers:
             return
         try:
-            self._central_time.heard(parsedate_to_datetime(value).timestamp(), round_trip_s)
+            dated = parsedate_to_datetime(headers["Date"]).timestamp()
+            age = int(headers.get("Age", "0"))
         except (TypeError, ValueError):  # no date a server with a clock would send: nothing learned
-            pass
+            return
+        self._central_time.heard(dated + max(age, 0), round_trip_s)
 
     async def _context(self) -> ssl.SSLContext:
         """The one verifying context of every call: made once, shared by calls that wait for it meanwhile (shielded,
@@ -233,7 +236,7 @@ class CentralClient:
         try:
             async with self._session.request(method, url, params=params, json=body, ssl=tls or True) as response:
                 status = response.status
-                self._heard_date(response.headers.get("Date"), time.monotonic() - sent)
+                self._heard_date(response.headers, time.monotonic() - sent)
                 text = await response.text()
                 retry_after = retry_after_s(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as err:

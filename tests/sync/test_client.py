@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from edge.clock import RemoteClock
 from edge.config import CentralSettings, Secret
 from edge.errors import CentralApiError
 from edge.sim.central import CentralSim
@@ -124,3 +125,22 @@ async def test_only_the_contract_success_answer_acknowledges_events(
         await client.post_events([event])
     await client.post_events([event])
     assert list(central.events) == ["ack:1"]
+
+
+@pytest.mark.parametrize("cached_for_s", [0, 600])
+async def test_centrals_time_is_read_from_the_date_of_its_answers_and_their_age(
+    central: CentralSim, cached_for_s: int
+) -> None:
+    """Central's clock is its answers' Date, plus their Age when a cache in front of it served one made earlier
+    (RFC 9111 5.1): ten minutes in a cache do not make central's clock ten minutes slow (before: 600 s off)."""
+    central.clock_offset_s, central.cached_for_s = 7200.0, cached_for_s  # central's clock two hours ahead
+    central_time = RemoteClock("central")
+    settings = CentralSettings(**{**FAST, "url": central.url, "token": Secret(CENTRAL_TOKEN)})
+    client = CentralClient(settings, STORE, central_time=central_time)
+    await client.start()
+    try:
+        await client.health()
+    finally:
+        await client.close()
+    theirs = central_time.wall()
+    assert theirs is not None and abs(theirs - (time.time() + 7200)) < 2
