@@ -40,6 +40,15 @@ SYSTEM_CLOCK = Clock()
 CLOCK_OFF_S = 60.0
 
 
+def clock_off_words(box_minus_theirs_s: float, theirs: str) -> str | None:
+    """ "the box's clock is 62 min ahead of central's", or None while the two are within CLOCK_OFF_S."""
+    off = box_minus_theirs_s
+    if abs(off) <= CLOCK_OFF_S:
+        return None
+    gap = f"{abs(off) / 60:.0f} min" if abs(off) >= 120 else f"{abs(off):.0f} s"
+    return f"the box's clock is {gap} {'ahead of' if off > 0 else 'behind'} {theirs}'s"
+
+
 class RemoteClock:
     """Another host's wall clock, as the Date of its answers gives it, carried forward on our monotonic clock: right
     while ours is wrong (a box without a battery, a hardware clock kept in local time) and not moved when NTP steps

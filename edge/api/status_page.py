@@ -22,6 +22,7 @@ from aiohttp import web
 from edge import __version__
 from edge.api.deps import ApiDeps
 from edge.api.errors import path_id
+from edge.clock import clock_off_words
 from edge.errors import StoreError, WrongStateError
 from edge.printing.decode import preview
 from edge.states import WAITING_JOB_STATES, JobState, RunState
@@ -80,10 +81,17 @@ async def _central(deps: ApiDeps) -> tuple[dict[str, Any] | None, dict[str, Any]
     """The central link as SyncService.status() reports it, and the outbox backlog; (None, None) without central."""
     if deps.sync is None:
         return None, None
-    link = (await deps.sync.status()).get("link") or {}
+    sync = await deps.sync.status()
+    link, off = sync.get("link") or {}, sync.get("box_minus_central_s")
     backlog = await OutboxStore(deps.db).backlog()
     return (
-        {"up": link.get("up"), "since": link.get("since"), "detail": link.get("detail", "")},
+        {
+            "up": link.get("up"),
+            "since": link.get("since"),
+            "detail": link.get("detail", ""),
+            "box_minus_central_s": off,
+            "clock_words": None if off is None else clock_off_words(off, "central"),
+        },
         {"pending": backlog.pending, "oldest_at": backlog.oldest_at},
     )
 

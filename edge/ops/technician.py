@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, RemoteClock
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, clock_off_words
 from edge.config import Settings
 from edge.errors import AlertError, EdgeError, StoreError
 from edge.printing.status import BLOCKING_STATES, PrinterState
@@ -191,15 +191,14 @@ async def _central_check(settings: Settings) -> Check:
     if theirs is None:
         return Check("central api", "ok", f"{settings.central.url} answers (without its time: no Date header)")
     # The agent takes the ages of orders on central's clock; the box's own still dates tickets, events and mails.
-    off = time.time() - theirs
-    if abs(off) <= CLOCK_OFF_S:
+    off = clock_off_words(time.time() - theirs, "central")
+    if off is None:
         return Check("central api", "ok", f"{settings.central.url} answers; the box's clock agrees with central's")
-    gap = f"{abs(off) / 60:.0f} min" if abs(off) >= 120 else f"{abs(off):.0f} s"
     return Check(
         "central api",
         "warn",
-        f"{settings.central.url} answers, but the box's clock is {gap} {'ahead of' if off > 0 else 'behind'} "
-        "central's: check NTP (timedatectl); times on tickets, events and mails follow the box's clock",
+        f"{settings.central.url} answers, but {off}: check NTP (timedatectl); times on tickets, events and mails "
+        "follow the box's clock",
     )
 
 

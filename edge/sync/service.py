@@ -37,6 +37,8 @@ class SyncService:
     ) -> None:
         central = settings.central
         self.settings = central
+        self.central_time = central_time
+        self._clock = clock
         self.client = CentralClient(central, settings.agent.store_id, central_time=central_time)
         self.monitor = LinkMonitor(self.client, bus, central, clock=clock)
         self.outbox = OutboxSender(
@@ -83,6 +85,11 @@ class SyncService:
         if self.monitor.up:  # while down, the line coming back triggers a run anyway
             await self.recovery.trigger(RunTrigger.SCHEDULE)
 
+    def _box_minus_central_s(self) -> int | None:
+        """How far the box's wall clock is from central's, as its last answer told; None before any answer."""
+        theirs = self.central_time.wall() if self.central_time is not None else None
+        return None if theirs is None else round(self._clock.wall() - theirs)
+
     async def status(self) -> dict[str, Any]:
         last_id = await self.recovery.last_run_id()
         # With its conflicts and refused orders (order id, number, reason): what a technician must see.
@@ -93,6 +100,7 @@ class SyncService:
             "enabled": True,
             "central": self.settings.url,
             "link": {"up": self.monitor.up, "since": self.monitor.since, "detail": self.monitor.detail},
+            "box_minus_central_s": self._box_minus_central_s(),
             "cursor": await self.recovery.cursor(),
             "active_run": self.recovery.active_run or (last["id"] if last is not None and recorded_active else None),
             "last_run": last,

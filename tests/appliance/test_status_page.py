@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import shutil
 import sqlite3
@@ -173,6 +174,26 @@ async def test_page_shows_link_backlog_recovery_and_alerts_in_words_and_agent_ti
     assert "3 orders recovered, 1 conflict — A-1042" in page
     assert f"{local(ALERT_AT)} Printer paper out — kitchen (critical, firing)" in page
     assert 'data-sync="1"' in html
+
+
+@pytest.mark.parametrize(("central_ahead_s", "words"), [(0.0, None), (3600.0, "60 min behind central's")])
+async def test_page_says_when_the_box_clock_is_off_from_centrals(
+    make_agent: Callable[..., Awaitable[Agent]], central: CentralSim, central_ahead_s: float, words: str | None
+) -> None:
+    """Central's answers carry its time: the status (API and page) gives how far the box's clock is from it, and the
+    page says so in words, naming NTP, once that is more than a minute (before: nothing about the box's clock)."""
+    central.clock_offset_s = central_ahead_s
+    agent = await make_agent(central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "probe_max_s": 0.1})
+    await wait_until(lambda: agent.sync is not None and agent.sync.monitor.up, what="central answering")
+    async with api_client(agent) as api, api.get("/api/v1/status") as response:
+        off = (await response.json())["central"]["box_minus_central_s"]
+    assert abs(off + central_ahead_s) <= 2
+    async with api_client(agent, token=None) as browser, browser.get("/") as response:
+        page = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", await response.text()).split()))
+    if words is None:
+        assert "box's clock" not in page
+    else:
+        assert f"The box's clock is {words}: check NTP" in page
 
 
 @pytest.fixture
