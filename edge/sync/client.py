@@ -234,8 +234,13 @@ class CentralClient:
         await self._limiter.acquire()
         sent = time.monotonic()
         try:
-            async with self._session.request(method, url, params=params, json=body, ssl=tls or True) as response:
+            # Redirects are not followed: a redirected POST loses its body and becomes a GET (as browsers do), so the
+            # events it carried would never arrive; the answer below names the address central.url should have.
+            async with self._session.request(
+                method, url, params=params, json=body, ssl=tls or True, allow_redirects=False
+            ) as response:
                 status = response.status
+                moved_to = response.headers.get("Location", "")
                 self._heard_date(response.headers, time.monotonic() - sent)
                 text = await response.text()
                 retry_after = retry_after_s(response.headers.get("Retry-After"))
@@ -245,7 +250,7 @@ class CentralClient:
             # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend.
             error = CentralTimeoutError(detail) if isinstance(err, TimeoutError) else CentralUnreachableError(detail)
             raise _RetryableError(error) from None
-        if status < 500:  # a 5xx is an answer, but not a backend we can reconcile with
+        if status < 300 or 400 <= status < 500:  # a 5xx or a redirect is an answer, but not one we can work with
             self.on_answer()
         if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing
             try:
@@ -253,6 +258,11 @@ class CentralClient:
                 return await asyncio.to_thread(json.loads, text) if len(text) > 65536 else json.loads(text or "null")
             except ValueError:
                 raise CentralApiError(f"central API {method} {url}: answer is not JSON") from None
+        if 300 <= status < 400:
+            raise CentralApiError(
+                f"central API {method} {url}: HTTP {status}, moved to {moved_to or '(no Location)'}: "
+                "set central.url to the address it names (redirects are not followed)"
+            )
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
         if status < 300:
             raise CentralApiError(f"{message} (the contract answers 200)")

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
+
 from edge.config import Settings
 from edge.events import CentralLinkChanged, RecoveryCompleted
 from edge.sim.central import CentralSim
@@ -72,3 +74,35 @@ async def test_a_busy_central_answering_429_is_up_not_down(
     await asyncio.sleep(2.0)  # ten probes at probe_up_s = 0.2
     assert 429 in central.statuses()
     assert [e.up for e in events.of(CentralLinkChanged)] == [True]
+
+
+async def test_a_central_url_that_redirects_is_named_as_such_not_followed(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """central.url set to the http:// address of a backend that answers every request with 301 to its https://
+    address (nginx's usual redirect). Followed, a redirected POST loses its body and becomes a GET (as browsers do):
+    status events were never delivered (the backend answered the GET 405) while the link looked up. Not followed, the
+    link is down with the reason naming where to point central.url, and nothing reaches the backend half-done."""
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently(central.url + request.path_qs)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", moved)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    old_address = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        [order] = central.create_orders(1, prefix="moved")
+        agent, events = await agents.start(sync_settings(url=old_address))
+        async with api_client(agent) as session, session.post("/api/v1/orders", json=order) as response:
+            assert response.status == 201
+        [down] = await events.wait(CentralLinkChanged, timeout=10)
+        assert down.up is False and f"moved to {central.url}/v1/health" in down.detail, down.detail
+        assert "set central.url" in down.detail
+        await asyncio.sleep(0.5)  # the outbox's tries, had they been followed, would be at central by now
+        assert central.requests == []
+    finally:
+        await runner.cleanup()
