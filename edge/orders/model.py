@@ -118,6 +118,8 @@ class Order:
 
 def decode_order(body: bytes) -> object:
     """An order's bytes as JSON (HTTP body or MQTT payload), or a MalformedOrderError saying why not."""
+    # A UTF-8 byte order mark first (.NET's StreamWriter, PowerShell 5): RFC 8259 8.1 lets a parser ignore it.
+    body = body.removeprefix(b"\xef\xbb\xbf")
     if not body:
         raise MalformedOrderError("the request body is empty; expected a JSON object")
     try:
