@@ -74,6 +74,7 @@ class ScannerSettings:
         metadata=f.check(f.given("is required, e.g. /dev/ttyACM0 or /dev/serial/by-id/usb-..."))
     )
     baudrate: int = dataclasses.field(default=9600, metadata=f.check(f.positive))
+    layout: Literal["us", "de"] = "us"  # hid: the keyboard layout the scanner types in
     station: str | None = None  # plain codes (order id or number) mark this station's ticket done; unset: whole order
     hand_out: bool = False  # a scan of an order that is already ready marks it handed out
     hand_out_gap_s: float = dataclasses.field(default=3.0, metadata=f.check(f.at_least(0)))  # sooner: a double read

@@ -84,6 +84,11 @@ def parse_code(text: str) -> OrderRef | UnknownCode:
         if not sep or not _ORDER_ID.fullmatch(order_id) or not _STATION.fullmatch(station):
             return UnknownCode(f"malformed ticket code (expected {TICKET_PREFIX}<order id>:<station>)")
         return OrderRef(order_id, station)
+    if text.lower().startswith("edge>v1>"):  # ':' typed as shift+'.' and read as US: a German-layout scanner
+        return UnknownCode(
+            'a ticket code typed in a German keyboard layout: set layout = "de" for this scanner (or set the scanner to'
+            " the US layout)"
+        )
     if text.lower().startswith("edge:"):
         return UnknownCode("an edge code that names no order ticket (test page or newer format)")
     if not text or len(text) > MAX_PLAIN:

@@ -13,9 +13,13 @@ from edge.config import ScannerSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.scanners.ports import READ_WAKE_S
 
-# US layout: the scanner must be set to it (most default to it). Key → (plain, with shift).
-_DIGITS, _DIGITS_SHIFTED = "1234567890", "!@#$%^&*()"
-_PUNCTUATION = {
+# Key → (plain, with shift), in the layout the scanner is set to (scanners.NAME.layout): US, which most default to,
+# or German, which many sold in Germany type (y and z swapped, ':' on shift+'.', '-' and '_' on the US slash key).
+# Keys typing nothing on their own there (dead keys, AltGr) are left out: such a line is noise.
+_DIGITS = "1234567890"
+_US_DIGITS_SHIFTED = "!@#$%^&*()"
+_DE_DIGITS_SHIFTED = '!"§$%&/()='
+_US_PUNCTUATION = {
     "MINUS": "-_",
     "EQUAL": "=+",
     "LEFTBRACE": "[{",
@@ -28,10 +32,19 @@ _PUNCTUATION = {
     "DOT": ".>",
     "SLASH": "/?",
 }
-KEYMAP: dict[int, tuple[str, str]] = {
-    **{getattr(ecodes, f"KEY_{c.upper()}"): (c, c.upper()) for c in string.ascii_lowercase},
-    **{getattr(ecodes, f"KEY_{d}"): (d, shifted) for d, shifted in zip(_DIGITS, _DIGITS_SHIFTED, strict=True)},
-    **{getattr(ecodes, f"KEY_{name}"): (pair[0], pair[1]) for name, pair in _PUNCTUATION.items()},
+_DE_PUNCTUATION = {
+    "MINUS": "ß?",
+    "LEFTBRACE": "üÜ",
+    "RIGHTBRACE": "+*",
+    "SEMICOLON": "öÖ",
+    "APOSTROPHE": "äÄ",
+    "BACKSLASH": "#'",
+    "COMMA": ",;",
+    "DOT": ".:",
+    "SLASH": "-_",
+    "102ND": "<>",
+}
+_COMMON: dict[int, tuple[str, str]] = {
     **{getattr(ecodes, f"KEY_KP{d}"): (d, d) for d in _DIGITS},
     ecodes.KEY_KPMINUS: ("-", "-"),
     ecodes.KEY_KPPLUS: ("+", "+"),
@@ -42,6 +55,23 @@ KEYMAP: dict[int, tuple[str, str]] = {
     ecodes.KEY_TAB: ("\r", "\r"),  # the other usual wedge suffix: ends a code like Enter
     ecodes.KEY_ENTER: ("\r", "\r"),
     ecodes.KEY_KPENTER: ("\r", "\r"),
+}
+
+
+def _keymap(letters: dict[str, str], digits_shifted: str, punctuation: dict[str, str]) -> dict[int, tuple[str, str]]:
+    """``letters``: key name → the letter it types (the German layout swaps Y and Z)."""
+    return {
+        **{getattr(ecodes, f"KEY_{k}"): (c, c.upper()) for k, c in letters.items()},
+        **{getattr(ecodes, f"KEY_{d}"): (d, shifted) for d, shifted in zip(_DIGITS, digits_shifted, strict=True)},
+        **{getattr(ecodes, f"KEY_{name}"): (pair[0], pair[1]) for name, pair in punctuation.items()},
+        **_COMMON,
+    }
+
+
+_LETTERS = {c.upper(): c for c in string.ascii_lowercase}
+KEYMAPS: dict[str, dict[int, tuple[str, str]]] = {
+    "us": _keymap(_LETTERS, _US_DIGITS_SHIFTED, _US_PUNCTUATION),
+    "de": _keymap({**_LETTERS, "Y": "z", "Z": "y"}, _DE_DIGITS_SHIFTED, _DE_PUNCTUATION),
 }
 _SHIFT = {ecodes.KEY_LEFTSHIFT, ecodes.KEY_RIGHTSHIFT}
 # Keys that type nothing on their own; scanners send some of them around a code.
@@ -63,7 +93,8 @@ _DOWN, _UP = 1, 0  # 2 is auto-repeat, which a scanner never means
 class KeyDecoder:
     """Turns key events into text bytes, tracking shift; Enter becomes CR so the usual line splitting applies."""
 
-    def __init__(self) -> None:
+    def __init__(self, layout: str = "us") -> None:
+        self._keymap = KEYMAPS[layout]
         self._shift = False
 
     def feed(self, events: Iterable[evdev.InputEvent]) -> bytes:
@@ -74,7 +105,7 @@ class KeyDecoder:
             if event.code in _SHIFT:
                 self._shift = event.value != _UP
             elif event.value == _DOWN and event.code not in _SILENT:
-                keys = KEYMAP.get(event.code)
+                keys = self._keymap.get(event.code)
                 typed.append(keys[self._shift] if keys else _NO_CHARACTER)
         return "".join(typed).encode("utf-8")
 
@@ -85,7 +116,7 @@ class HidPort:
     def __init__(self, settings: ScannerSettings) -> None:
         self._settings = settings
         self.label = f"hid {settings.port}"
-        self._keys = KeyDecoder()
+        self._keys = KeyDecoder(settings.layout)
         try:
             self._device = evdev.InputDevice(settings.port)
         except OSError as err:

@@ -21,24 +21,28 @@ from edge.app import Agent  # noqa: E402
 from edge.config import ScannerSettings  # noqa: E402
 from edge.events import EventBus  # noqa: E402
 from edge.scanners import Scanner, ScanRecorder  # noqa: E402
-from edge.scanners.hid import KEYMAP, KeyDecoder  # noqa: E402
+from edge.scanners.hid import KEYMAPS, KeyDecoder  # noqa: E402
 from edge.sim.scanner import SimScanner  # noqa: E402
 from edge.store.scans import ScanStore  # noqa: E402
 from tests.helpers import Seen, db_rows, push_order  # noqa: E402
 
-_KEY_FOR = {chars[shifted]: (code, bool(shifted)) for code, chars in KEYMAP.items() for shifted in (1, 0)}
+# Character → the key a scanner presses for it: the main keyboard's, not the keypad's (its keys come last in a keymap).
+_KEY_FOR = {
+    layout: {chars[shifted]: (code, bool(shifted)) for code, chars in reversed(keymap.items()) for shifted in (1, 0)}
+    for layout, keymap in KEYMAPS.items()
+}
 
 
 def key(code: int, value: int) -> InputEvent:
     return InputEvent(0, 0, ecodes.EV_KEY, code, value)
 
 
-def typed(text: str) -> list[InputEvent]:
-    """The events a US-layout wedge scanner sends for ``text``: shift around capitals and symbols, SYN reports
+def typed(text: str, layout: str = "us") -> list[InputEvent]:
+    """The events a wedge scanner set to ``layout`` sends for ``text``: shift around capitals and symbols, SYN reports
     between."""
     events = []
     for char in text:
-        code, shifted = _KEY_FOR[char]
+        code, shifted = _KEY_FOR[layout][char]
         if shifted:
             events.append(key(ecodes.KEY_LEFTSHIFT, 1))
         events += [key(code, 1), InputEvent(0, 0, ecodes.EV_SYN, 0, 0), key(code, 0)]
@@ -51,6 +55,16 @@ def test_ticket_code_typed_by_a_wedge_scanner_decodes_exactly() -> None:
     """Lower and upper case, ':' and '_' (shifted), digits and Enter come back as the bytes of the code plus CR."""
     assert KeyDecoder().feed(typed("edge:v1:ord_000001:kitchen\r")) == b"edge:v1:ord_000001:kitchen\r"
     assert KeyDecoder().feed(typed("A-1042\r")) == b"A-1042\r"
+
+
+def test_a_scanner_typing_a_german_layout_is_read_with_layout_de() -> None:
+    """Scanners sold in Germany often type in the German layout: ':' is shift+'.', '_' shift+'-' (the US slash key),
+    y and z swapped. Read as US, a ticket code became "edge>v1>…" and matched nothing; with layout = "de" it is the
+    code again."""
+    code = b"edge:v1:lazy-order_9:bay\r"
+    events = typed(code.decode(), "de")
+    assert KeyDecoder("de").feed(events) == code
+    assert KeyDecoder().feed(events) == b"edge>v1>layz/order?9>baz\r"
 
 
 def test_modifiers_repeats_and_unknown_keys() -> None:
@@ -70,9 +84,9 @@ def test_modifiers_repeats_and_unknown_keys() -> None:
 class KeyPort:
     """Stand-in for an evdev device (none can be created here): hands the scanner queued key event batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, layout: str = "us") -> None:
         self.batches: queue.Queue[list[InputEvent]] = queue.Queue()
-        self._keys = KeyDecoder()
+        self._keys = KeyDecoder(layout)
 
     def read(self) -> bytes:
         try:
@@ -127,3 +141,29 @@ async def test_a_device_that_is_no_keyboard_is_reported_not_read(tmp_path: Path)
     finally:
         await scanner.stop()
         sim.unplug()
+
+
+@pytest.mark.parametrize(("layout", "outcome"), [("de", "order_ready"), ("us", "unknown")])
+async def test_a_german_layout_scan_marks_the_order_ready_or_says_which_layout_it_came_in(
+    make_agent: Callable[..., Awaitable[Agent]], layout: str, outcome: str
+) -> None:
+    """The whole path with a German-layout scanner: configured as such, its ticket code marks the order ready; left
+    at the US default, the scan is an unknown code whose detail names the keyboard layout to set (before: there was no
+    layout to set, and the code read as "edge>v1>…" was looked up as a plain order id)."""
+    agent = await make_agent()
+    order = await push_order(agent, 1)
+    port = KeyPort(layout)
+    seen = Seen(agent.bus)
+    settings = ScannerSettings(name="wedge", type="hid", port="/dev/input/by-id/usb-scanner-event-kbd", layout=layout)
+    assert agent.db is not None
+    recorder = ScanRecorder(ScanStore(agent.db, bus=agent.bus))
+    scanner = Scanner(settings, recorder.record, agent.bus, open_port=lambda _: port)
+    scanner.start()
+    await seen.connected("wedge")
+    port.batches.put(typed(f"edge:v1:{order['id']}:kitchen\r", "de"))
+    (scan,) = await seen.scans_count(1)
+    await scanner.stop()
+    assert scan.outcome == outcome
+    if outcome == "unknown":
+        [(detail,)] = await db_rows(agent, "SELECT detail FROM scans")
+        assert 'layout = "de"' in detail, detail
