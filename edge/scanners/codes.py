@@ -12,7 +12,8 @@ MAX_PLAIN = 64  # order ids are at most 64 characters, numbers at most 32
 _STATION = re.compile(r"[a-z0-9_\-]{1,32}")
 # Longer than any code we print; a line this long without CR/LF is a scanner streaming noise.
 MAX_LINE = 256
-_LINE_END = re.compile(rb"[\r\n]")
+# CR, LF or Tab (the other usual scanner suffix; a scanner moved from keyboard to serial mode keeps it) ends a code.
+_LINE_END = re.compile(rb"[\r\n\t]")
 
 
 class NoiseError(ValueError):
@@ -35,7 +36,7 @@ class UnknownCode:
 
 
 class LineSplitter:
-    """Reassembles reads into lines; CR, LF and CRLF all end a code, even when split across reads."""
+    """Reassembles reads into lines; CR, LF, CRLF and Tab all end a code, even when split across reads."""
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self.max_line = max_line

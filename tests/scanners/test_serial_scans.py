@@ -73,6 +73,18 @@ async def test_split_reads_and_crlf_give_one_scan(scan_agent: tuple[Agent, Seen]
     assert await db_rows(agent, "SELECT COUNT(*) FROM scans") == [(1,)]
 
 
+async def test_codes_ended_by_a_tab_are_scans_too(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
+    """A scanner set to end codes with Tab (the other usual suffix: it moves to the next field of a till's form; a
+    scanner moved from keyboard mode to serial keeps it) sends code, Tab, code, Tab. Each is a scan (before: none,
+    the codes ran together into one line that was never ended)."""
+    agent, seen = scan_agent
+    first, second = await push_order(agent, 3), await push_order(agent, 4)
+    sims["kitchen"].scan(f"edge:v1:{first['id']}:kitchen", "\t")
+    sims["kitchen"].scan(f"edge:v1:{second['id']}:kitchen", "\t")
+    scans = await seen.scans_count(2)
+    assert [(s.order_id, s.outcome) for s in scans] == [(first["id"], "order_ready"), (second["id"], "order_ready")]
+
+
 async def test_garbage_is_rejected_and_reading_goes_on(
     scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
 ) -> None:
