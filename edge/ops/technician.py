@@ -84,6 +84,8 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
             else _paint("ok" if central else "fail", "up" if central else "DOWN", colour)
         )
     )
+    if clock_words := (data.get("central") or {}).get("clock_words"):
+        lines.append(_paint("warn", f"{clock_words}: check NTP", colour))
     if (mqtt := data.get("mqtt")) is not None:
         level = {"connected": "ok", "refused": "fail"}.get(mqtt["state"], "warn")
         detail = f" ({mqtt['detail']})" if mqtt.get("detail") else ""
