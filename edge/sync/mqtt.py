@@ -16,6 +16,7 @@ import json
 import random
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,6 +60,11 @@ _STORE_RETRY_MAX_S = 5.0  # an order that could not be stored is tried again thi
 _STOP_WAIT_S = 5.0  # orders being stored at stop get this long to commit and be acknowledged
 # CONNACK reasons a retry will not fix: a person must change the login, the client id or the broker's ACL.
 _REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
+# MQTT 5's "Session taken over": another client connected under this client id, so this store's id is in use twice.
+_TAKEN_OVER = 0x8E
+# A broker that says nothing (Mosquitto 2.0 closes the old connection without that reason) shows it as connections it
+# closes this soon after accepting them, this many times in a row.
+_SHORT_LIVED_S, _SHORT_LIVED_TIMES = 5.0, 3
 
 
 class PahoClient(paho.Client):
@@ -171,6 +177,8 @@ class MqttLink:
         self._generation = 0  # +1 per connection: an ack from an older one must not reach a reused packet id
         self._attempt = 0
         self._socket_error = ""  # paho's last logged socket error (its thread only)
+        self._up_at: float | None = None  # monotonic time the broker accepted the connection (paho's thread only)
+        self._short_lived = 0  # connections in a row the broker closed within _SHORT_LIVED_S (paho's thread only)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: PahoClient | None = None
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-calls")
@@ -267,6 +275,7 @@ class MqttLink:
             self._to_loop(self._refused_or_failed, f"broker refused the connection: {reason}", refused)
             self._next_delay(client)
             return
+        self._up_at = time.monotonic()
         # Subscribing again is harmless with a kept session and needed when the broker lost it.
         client.subscribe(self.topics["orders"], qos=QOS)
         self._to_loop(self._connected, bool(flags.session_present))
@@ -290,11 +299,30 @@ class MqttLink:
     def _on_disconnect(self, client: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
         if not self._stopping:
             why, self._socket_error = self._socket_error, ""
-            if "ALERT" in why:  # the broker's TLS refused our certificate (or its absence): retrying will not help
+            lasted, self._up_at = (time.monotonic() - self._up_at if self._up_at is not None else None), None
+            self._short_lived = self._short_lived + 1 if lasted is not None and lasted < _SHORT_LIVED_S else 0
+            if reason.value == _TAKEN_OVER or self._short_lived >= _SHORT_LIVED_TIMES:
+                # Taking the session back at once would hand the store's orders to each box in turn: ask again only
+                # after the longest backoff, and say who is likely to blame.
+                self._attempt = 30
+                self._to_loop(self._refused_or_failed, self._taken_over(reason.value == _TAKEN_OVER), True)
+            elif "ALERT" in why:  # the broker's TLS refused our certificate (or its absence): retrying will not help
                 self._to_loop(self._refused_or_failed, f"TLS refused by the broker: {why} (mqtt.cert_file?)", True)
             else:
                 self._to_loop(self._disconnected, f"disconnected: {why or reason}")
         self._next_delay(client)
+
+    def _taken_over(self, said: bool) -> str:
+        who = (
+            f"another client with client id {self.client_id} (a second box set up with the same store_id or "
+            "mqtt.client_id: a copied SD card?)"
+        )
+        if said:
+            return f"the broker gave this store's session to {who}"
+        return (
+            f"the broker closed the connection within {_SHORT_LIVED_S:g} s of accepting it {self._short_lived} times "
+            f"in a row: {who}, or the broker refusing this client"
+        )
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         self._to_loop(self._received, msg.mid, msg.qos, msg.topic, bytes(msg.payload))

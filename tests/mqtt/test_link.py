@@ -189,6 +189,38 @@ async def test_a_wrong_password_is_one_log_line_an_alert_and_ready_detail_not_a_
     )
 
 
+async def test_a_second_client_with_this_stores_client_id_is_named_and_not_fought_for_at_once(
+    make_agent: MakeAgent, broker: Broker
+) -> None:
+    """Two boxes set up with one store id (an SD card copied to a second store) share one client id: the broker hands
+    the session to whichever connected last and closes the other's connection (MQTT 5's reason 142, "Session taken
+    over"; Mosquitto 2.0 gives no reason). The agent took that for a plain disconnect and took the session back at
+    once, over and over (seen: a disconnect and a reconnect every few tenths of a second), each box getting some of
+    the store's orders. Now it is refused: logged once, alerted (mqtt_refused), naming the likely cause, and the
+    session is asked for again only after about mqtt.reconnect_max_s."""
+    heard: list[Event] = []
+    with structlog.testing.capture_logs() as logs:
+        agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=30), listen=heard.append, **MAIL)
+        assert agent.mqtt is not None
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="connected")
+        twin = Backend(broker, client_id=agent.mqtt.client_id)
+        await twin.connect()
+        try:
+            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+            await asyncio.sleep(1.0)  # the agent does not take the session back meanwhile
+            assert agent.mqtt.state == "refused"
+        finally:
+            await twin.close()
+    [failed] = [entry for entry in logs if entry["event"] == "mqtt_connect_failed"]
+    assert "same store_id" in failed["error"], failed
+    assert [e.refused for e in heard if isinstance(e, MqttConnectionChanged)][-1] is True
+    await eventually(
+        lambda: db_rows(agent, "SELECT type, severity FROM alert_groups WHERE type LIKE 'mqtt%'"),
+        lambda rows: rows == [("mqtt_refused", "critical")],
+        what="the mqtt_refused alert",
+    )
+
+
 async def test_tls_with_verification_on(
     make_agent: MakeAgent, broker: Broker, backend: Backend, tls_files: TlsFiles, printers: dict[str, SimPrinter]
 ) -> None:
