@@ -39,7 +39,7 @@ class Authenticator:
     def __init__(
         self, settings: ApiSettings, *, store: WebhookStore | None = None, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        self._bearer = f"Bearer {settings.token.get()}".encode() if settings.token else None
+        self._bearer = settings.token.get().encode() if settings.token else None
         self._keys = [signing_key(s) for s in settings.signing_secrets]
         self._require_signature = settings.require_signature
         self._clock = clock
@@ -93,9 +93,13 @@ class Authenticator:
         given = headers.get("Authorization", "")
         if not given:
             return "missing_token", "missing Authorization: Bearer <token> header"
+        # The scheme is case-insensitive and may be followed by several spaces (RFC 9110 11.1, 11.4).
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer":
+            return "wrong_token", "wrong token"
         # Constant-time: a wrong token must not leak how much of it was right. aiohttp hands non-UTF-8
         # header bytes over as surrogates; surrogateescape turns them back instead of raising.
-        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._bearer):
+        if not hmac.compare_digest(token.lstrip(" ").encode("utf-8", "surrogateescape"), self._bearer):
             return "wrong_token", "wrong token"
         return None
 

@@ -179,6 +179,24 @@ async def test_auth_missing_and_wrong_token_are_401(agent: Agent, example_order:
     assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer  "])
+async def test_the_auth_scheme_is_case_insensitive_and_the_token_is_the_token(
+    agent: Agent, example_order: dict, scheme: str
+) -> None:
+    """HTTP's authentication scheme is case-insensitive and may be followed by more than one space (RFC 9110 11.1 and
+    11.4): a sender writing "bearer <token>" had every order refused as a "wrong token" (before: 401), with the token
+    right. A token that differs is still refused."""
+    async with api_client(agent, token=None) as anonymous:
+        async with anonymous.post(
+            "/api/v1/orders", json=example_order, headers={"Authorization": f"{scheme} {TOKEN}"}
+        ) as response:
+            assert response.status == 201, await response.text()
+        async with anonymous.post(
+            "/api/v1/orders", json=example_order, headers={"Authorization": f"{scheme} {TOKEN}x"}
+        ) as response:
+            assert response.status == 401
+
+
 async def test_body_over_limit_is_413(api: aiohttp.ClientSession, example_order: dict) -> None:
     example_order["padding"] = "x" * (300 * 1024)
     status, body = await post(api, example_order)
