@@ -321,7 +321,7 @@ class MqttLink:
             return f"the broker gave this store's session to {who}"
         return (
             f"the broker closed the connection within {_SHORT_LIVED_S:g} s of accepting it {self._short_lived} times "
-            f"in a row: {who}, or the broker refusing this client"
+            f"in a row: {who}, the broker refusing this client, or the network dropping it"
         )
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
