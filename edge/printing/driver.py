@@ -117,8 +117,11 @@ class PrinterDriver:
             try:
                 if not self.transport.can_read:
                     return PrinterState.UNKNOWN, {}
+                answered = self._answered
                 with self._device_errors(DeviceWriteError):
                     replies = self._ask_state()
+                if not replies and answered:
+                    return PrinterState.OFFLINE, {}  # it answered before: switched off, or its cable pulled
                 return parse_status(replies), replies
             except DeviceWriteError:
                 return PrinterState.OFFLINE, {}  # accepted the connection, then hung up: not taking jobs
@@ -134,8 +137,9 @@ class PrinterDriver:
     @property
     def _silent(self) -> bool:
         """Taken for a printer that cannot answer status: jobs go without asking (each would wait status_timeout
-        twice, for nothing). Only one that never answered: from a printer that has, silence is a fault to wait out,
-        and the reply after a job is how paper out mid-ticket is found. The status poll between jobs still asks."""
+        twice, for nothing). Only one that never answered: a printer that has and falls silent is offline (switched
+        off, its cable pulled), and the reply after a job is how paper out mid-ticket is found. The status poll
+        between jobs still asks."""
         return not self._answered and self._silences >= _SILENT_AFTER
 
     def _print(self, data: bytes) -> PrintOutcome:
@@ -159,12 +163,21 @@ class PrinterDriver:
                 self._close()
 
     def _check_ready(self) -> None:
+        """Raises when the job must not go now."""
+        answered_before = self._answered
         try:
             with self._device_errors(DeviceWriteError):
-                state = parse_status(self._ask_state())
+                replies = self._ask_state()
         except DeviceWriteError as err:
             # Not one job byte went out, so to the spool this is a printer that is not there.
             raise DeviceUnreachableError(self.name, self.transport.label, "hung up before the job was sent") from err
+        if not replies and answered_before:
+            # A printer that has answered and falls silent is switched off or cut off; a serial line (a USB adapter)
+            # would take the job all the same, and it would be lost. Not sent: the spool waits for it.
+            raise DeviceUnreachableError(
+                self.name, self.transport.label, "does not answer status any more, job not sent"
+            )
+        state = parse_status(replies)
         if state in BLOCKING_STATES:
             raise PrinterNotReadyError(self.name, self.transport.label, state)
 

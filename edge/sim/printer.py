@@ -257,6 +257,9 @@ class SimSerialPrinter(SimPrinter):
 
     def __init__(self, name: str = "sim-serial", *, out_dir: Path | None = None) -> None:
         super().__init__(name, out_dir=out_dir)
+        # Switched off, the printer behind a USB-serial adapter neither answers nor prints, while the adapter still
+        # takes every byte (no flow control): what is sent meanwhile is lost.
+        self.powered = True
         self.device = ""
         self._master: int | None = None
         self._slave: int | None = None
@@ -284,7 +287,10 @@ class SimSerialPrinter(SimPrinter):
         self._master = self._slave = None
 
     def set_offline(self, offline: bool) -> None:
-        raise NotImplementedError("a serial printer that is off is silent; use answer_status = False")
+        """Switched off (or on): the line stays, the printer on it neither answers nor prints."""
+        if offline:
+            self._end_job()
+        self.powered = not offline
 
     def _on_readable(self) -> None:
         assert self._master is not None  # the reader is removed before the fd is closed
@@ -292,6 +298,9 @@ class SimSerialPrinter(SimPrinter):
             chunk = os.read(self._master, _CHUNK)
         except (BlockingIOError, InterruptedError):
             return
+        if not self.powered:
+            self._held = b""
+            return  # lost on a line nobody listens to
         parts, self._held = _split(self._held + chunk)
         for part in parts:
             if isinstance(part, int):
@@ -300,8 +309,8 @@ class SimSerialPrinter(SimPrinter):
                 if self.answer_status:
                     os.write(self._master, bytes([self._reply(part)]))
                     self.status_queries += 1
-            else:
-                self._on_paper = self._take(self._job, part, self._on_paper)
+                continue
+            self._on_paper = self._take(self._job, part, self._on_paper)
 
     def _end_job(self) -> None:
         job, self._job = bytes(self._job), bytearray()

@@ -156,16 +156,23 @@ async def test_a_printer_that_never_answered_is_not_asked_around_jobs_until_it_a
     assert await printer.wait_for_printed(3, timeout=5) == [JOB] * 3
 
 
-async def test_a_printer_that_answered_once_is_always_asked_around_jobs(printer: SimPrinter) -> None:
-    """Silence from a printer that has answered is a fault to wait out, never its nature: each job still asks
-    before and after (that reply is how paper out mid-ticket is found)."""
+async def test_a_printer_that_answered_once_is_offline_when_silent_and_always_asked(printer: SimPrinter) -> None:
+    """Silence from a printer that has answered is never its nature: it is switched off or cut off, so each job asks
+    first and is not sent (before: sent as "unknown", and lost on a printer that was off); a status poll says
+    offline; once it answers, jobs go again, asked before and after."""
     driver = driver_for(printer, status_timeout=0.2)
     assert (await driver.print(JOB)).confirmed
     printer.answer_status = False
     for _ in range(3):
         before = printer.status_asked
-        await driver.print(JOB)
-        assert printer.status_asked == before + 2
+        with pytest.raises(DeviceUnreachableError, match="does not answer status any more"):
+            await driver.print(JOB)
+        assert printer.status_asked == before + 1
+    assert await driver.status() == PrinterState.OFFLINE
+    printer.answer_status = True
+    before = printer.status_asked
+    assert (await driver.print(JOB)).confirmed and printer.status_asked == before + 5  # 1, 2, 4 before; 1, 4 after
+    assert await printer.wait_for_printed(2, timeout=5) == [JOB, JOB]
 
 
 async def test_slow_printer_completes_confirmed(printer: SimPrinter) -> None:

@@ -124,6 +124,38 @@ async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
         assert len(printed[0]) == 200
 
 
+async def test_a_serial_printer_switched_off_gets_its_ticket_when_it_is_back_on(
+    make_agent: Callable[..., Awaitable[Agent]],
+    tmp_path: Path,
+    serial_printer: SimSerialPrinter,
+    printers: dict[str, SimPrinter],
+    example_order: dict,
+) -> None:
+    """A USB-serial adapter takes bytes whether or not the printer behind it is on. A printer that has answered and
+    then falls silent is switched off (or its cable pulled): its next ticket waits, the spool offline, and prints once
+    it answers again. Before, the silent printer was "unknown" and printing went on: the ticket went into the void
+    and was marked printed."""
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["bar"] = {"type": "serial", "device": serial_printer.device, "status_timeout": 0.3}
+    raw["stations"] = {"kitchen": "bar", "bar": "bar"}
+    agent = await make_agent(parse_settings(raw, source="test"))
+    first, second = (dict(example_order, id=f"ord_{n}", number=f"A-{n}", print_receipt=False) for n in (1, 2))
+    async with api_client(agent) as api:
+        assert (await post(api, first))[0] == 201
+        await serial_printer.wait_for_printed(1, timeout=10)
+        serial_printer.set_offline(True)
+        assert (await post(api, second))[0] == 201
+        await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.OFFLINE, what="the spool offline")
+        rows = await db_rows(agent, "SELECT order_id, state, copy FROM print_jobs ORDER BY id")
+        assert rows == [("ord_1", "printed", 0), ("ord_2", "queued", 0)]
+        assert len(serial_printer.printed) == 1
+        serial_printer.set_offline(False)
+        printed = await serial_printer.wait_for_printed(2, timeout=10)
+    assert decode(printed[-1]).qr_codes == ["edge:v1:ord_2:kitchen"]
+    assert "KOPIE / COPY" not in decode(printed[-1]).text
+    await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.ONLINE, what="the spool online")
+
+
 async def test_line_gone_mid_session_is_a_write_error(serial_printer: SimSerialPrinter) -> None:
     """The far end vanishes (USB-serial adapter pulled) while the port is open: reads and writes raise DeviceWriteError,
     never a bare termios error the spool would not understand."""
