@@ -80,15 +80,18 @@ def test_importing_the_agent_reads_no_ca_bundle_for_tls_contexts_it_never_uses(t
     """aiohttp makes two TLS contexts when it is imported, each parsing the system's whole CA bundle (tens of ms and
     about a megabyte each on a small box), for clients that bring no context of their own. The agent's only HTTPS
     client, the central link, brings its own, so the agent imports aiohttp without that work; a context made
-    afterwards reads the bundle as before, and an operator's own SSL_CERT_FILE is left as it was."""
-    bundle = tmp_path / "bundle.pem"
-    bundle.write_text(Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt").read_text())
+    afterwards reads what one made before it did, and an operator's own SSL_CERT_FILE is left as it was (here a CA
+    of our own: the test does not depend on the machine's bundle)."""
+    operators_ca, _ = make_ca(tmp_path, "operator")
     probe = (
-        "import os, ssl, edge.cli, aiohttp.connector as c\n"
+        "import os, ssl\n"
+        "before = ssl.create_default_context().cert_store_stats()['x509_ca']\n"
+        "import edge.cli, aiohttp.connector as c\n"
+        "after = ssl.create_default_context().cert_store_stats()['x509_ca']\n"
         "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'], c._SSL_CONTEXT_UNVERIFIED.cert_store_stats()"
-        "['x509_ca'], ssl.create_default_context().cert_store_stats()['x509_ca'] > 0, os.environ.get('SSL_CERT_FILE'))"
+        "['x509_ca'], after == before, os.environ.get('SSL_CERT_FILE'))"
     )
-    for given in (None, str(bundle)):
+    for given in (None, str(operators_ca)):
         env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
         env |= {"SSL_CERT_FILE": given} if given else {}
         out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
