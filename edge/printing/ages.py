@@ -24,16 +24,6 @@ def order_created(job: PrintableJob) -> float | None:
         return None
 
 
-def order_lateness(job: PrintableJob) -> float:
-    """Seconds from the order's created_at (central's clock) to our storing it (ours), never below 0.
-
-    A created_at in the future (central's clock ahead, or ours behind: a box booted in 1970) counts as 0: such an
-    order is taken as fresh, never held because the box clock is wrong.
-    """
-    created = order_created(job)
-    return 0.0 if created is None else max(0.0, job.order_received_at - created)
-
-
 class JobAges:
     """Receipt times of jobs on the monotonic clock, kept in memory from the moment each is stored.
 
@@ -86,12 +76,17 @@ class JobAges:
 
     def age(self, job: PrintableJob) -> float:
         """The order's age as far as this box can tell: on central's clock once central has answered (created_at is
-        its time; never less than the job has waited here), else late when stored by ours, plus waited since."""
-        central_now = self._central.wall() if self._central is not None else None
+        its time; never less than the job has waited here), else how late it was when stored, by our clock, plus
+        waited since. A created_at in the future (central's clock ahead, or ours behind: a box booted in 1970) is
+        late by 0: such an order is taken as fresh, never held because a clock is wrong."""
+        waited = self.waited(job)
         created = order_created(job)
-        if central_now is not None and created is not None:
-            return max(central_now - created, self.waited(job))
-        return order_lateness(job) + self.waited(job)
+        if created is None:  # no age to hold it for
+            return waited
+        central_now = self._central.wall() if self._central is not None else None
+        if central_now is not None:
+            return max(central_now - created, waited)
+        return max(0.0, job.order_received_at - created) + waited
 
     def stale_after_s(self, job: PrintableJob) -> float:
         """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min),
