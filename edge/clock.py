@@ -63,9 +63,9 @@ class RemoteClock:
     def heard(self, date: float, round_trip_s: float) -> None:
         """An answer dated ``date`` (whole seconds: its clock read between date and date + 1) arrived just now,
         ``round_trip_s`` after its request was sent; it was dated about midway."""
-        now = self._clock.mono()
-        self._ahead = date + 0.5 - (now - round_trip_s / 2)
-        off = self._clock.wall() - (now + self._ahead)
+        self._ahead = date + 0.5 - (self._clock.mono() - round_trip_s / 2)
+        off = self.box_minus_theirs()
+        assert off is not None  # just heard
         if (abs(off) > CLOCK_OFF_S) != self._off:
             self._off = not self._off
             if self._off:
@@ -76,6 +76,11 @@ class RemoteClock:
     def wall(self) -> float | None:
         """Its wall clock now, or None if it has not answered yet."""
         return None if self._ahead is None else self._clock.mono() + self._ahead
+
+    def box_minus_theirs(self) -> float | None:
+        """How far our wall clock is ahead of it (behind: negative), or None if it has not answered yet."""
+        theirs = self.wall()
+        return None if theirs is None else self._clock.wall() - theirs
 
 
 class SteppedClock(Clock):

@@ -189,11 +189,11 @@ async def _central_check(settings: Settings) -> Check:
         return Check("central api", "fail", str(err))
     finally:
         await client.close()
-    theirs = central_time.wall()
-    if theirs is None:
+    box_minus_central = central_time.box_minus_theirs()
+    if box_minus_central is None:
         return Check("central api", "ok", f"{settings.central.url} answers (without its time: no Date header)")
     # The agent takes the ages of orders on central's clock; the box's own still dates tickets, events and mails.
-    off = clock_off_words(time.time() - theirs, "central")
+    off = clock_off_words(box_minus_central, "central")
     if off is None:
         return Check("central api", "ok", f"{settings.central.url} answers; the box's clock agrees with central's")
     return Check(

@@ -38,7 +38,6 @@ class SyncService:
         central = settings.central
         self.settings = central
         self.central_time = central_time
-        self._clock = clock
         self.client = CentralClient(central, settings.agent.store_id, central_time=central_time)
         self.monitor = LinkMonitor(self.client, bus, central, clock=clock)
         self.outbox = OutboxSender(
@@ -87,8 +86,8 @@ class SyncService:
 
     def _box_minus_central_s(self) -> int | None:
         """How far the box's wall clock is from central's, as its last answer told; None before any answer."""
-        theirs = self.central_time.wall() if self.central_time is not None else None
-        return None if theirs is None else round(self._clock.wall() - theirs)
+        off = self.central_time.box_minus_theirs() if self.central_time is not None else None
+        return None if off is None else round(off)
 
     async def status(self) -> dict[str, Any]:
         last_id = await self.recovery.last_run_id()
