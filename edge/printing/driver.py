@@ -117,12 +117,8 @@ class PrinterDriver:
             try:
                 if not self.transport.can_read:
                     return PrinterState.UNKNOWN, {}
-                answered = self._answered
                 with self._device_errors(DeviceWriteError):
-                    replies = self._ask_state()
-                if not replies and answered:
-                    return PrinterState.OFFLINE, {}  # it answered before: switched off, or its cable pulled
-                return parse_status(replies), replies
+                    return self._ask_state()
             except DeviceWriteError:
                 return PrinterState.OFFLINE, {}  # accepted the connection, then hung up: not taking jobs
             finally:
@@ -164,28 +160,30 @@ class PrinterDriver:
 
     def _check_ready(self) -> None:
         """Raises when the job must not go now."""
-        answered_before = self._answered
         try:
             with self._device_errors(DeviceWriteError):
-                replies = self._ask_state()
+                state, replies = self._ask_state()
         except DeviceWriteError as err:
             # Not one job byte went out, so to the spool this is a printer that is not there.
             raise DeviceUnreachableError(self.name, self.transport.label, "hung up before the job was sent") from err
-        if not replies and answered_before:
-            # A printer that has answered and falls silent is switched off or cut off; a serial line (a USB adapter)
-            # would take the job all the same, and it would be lost. Not sent: the spool waits for it.
+        if not replies and state == PrinterState.OFFLINE:
+            # A serial line (a USB adapter) would take the job all the same, and it would be lost: the spool waits.
             raise DeviceUnreachableError(
                 self.name, self.transport.label, "does not answer status any more, job not sent"
             )
-        state = parse_status(replies)
         if state in BLOCKING_STATES:
             raise PrinterNotReadyError(self.name, self.transport.label, state)
 
-    def _ask_state(self, *, first_timeout: float | None = None) -> dict[int, int]:
-        replies = self._ask((1, 2, 4), first_timeout=first_timeout)
+    def _ask_state(self) -> tuple[PrinterState, dict[int, int]]:
+        """The printer's state and its replies. Silence is UNKNOWN from a printer that never answered in this run,
+        and OFFLINE from one that has: it is switched off or its cable pulled."""
+        answered_before = self._answered
+        replies = self._ask((1, 2, 4))
         if error_reported(replies):
             replies |= self._ask((3,))  # which error; for the technician's log
-        return replies
+        if not replies and answered_before:
+            return PrinterState.OFFLINE, replies
+        return parse_status(replies), replies
 
     def _ask(self, queries: tuple[int, ...], *, first_timeout: float | None = None) -> dict[int, int]:
         """Sends DLE EOT n one at a time and reads each one-byte reply."""
