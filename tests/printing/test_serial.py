@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge.app import Agent
-from edge.config import parse_settings
+from edge.config import Settings, parse_settings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.orders.model import parse_order
 from edge.printing.decode import decode
@@ -85,6 +85,22 @@ def test_missing_device_is_unreachable(tmp_path: Path) -> None:
         transport.open()
 
 
+def serial_kitchen(
+    tmp_path: Path, printers: dict[str, SimPrinter], serial_printer: SimSerialPrinter, *, status_timeout: float = 0.5
+) -> Settings:
+    """Settings whose kitchen and bar stations print on ``serial_printer``, as printer 'bar'."""
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["bar"] = {
+        "type": "serial",
+        "device": serial_printer.device,
+        "baudrate": 19200,
+        "flow_control": "none",
+        "status_timeout": status_timeout,
+    }
+    raw["stations"] = {"kitchen": "bar", "bar": "bar"}
+    return parse_settings(raw, source="test")
+
+
 @pytest.mark.parametrize("mid_ticket", [False, True])
 async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
     make_agent: Callable[..., Awaitable[Agent]],
@@ -96,16 +112,7 @@ async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
 ) -> None:
     """The whole agent with its kitchen printer on serial: paper out holds the job (no attempt spent), paper back prints
     it; paper running out in the middle of the ticket prints the whole ticket again as COPY."""
-    raw = config_dict(tmp_path / "data", printers)
-    raw["printers"]["bar"] = {
-        "type": "serial",
-        "device": serial_printer.device,
-        "baudrate": 19200,
-        "flow_control": "none",
-        "status_timeout": 0.5,
-    }
-    raw["stations"] = {"kitchen": "bar", "bar": "bar"}
-    agent = await make_agent(parse_settings(raw, source="test"))
+    agent = await make_agent(serial_kitchen(tmp_path, printers, serial_printer))
     if mid_ticket:
         serial_printer.paper_out_after = 200
     else:
@@ -135,10 +142,7 @@ async def test_a_serial_printer_switched_off_gets_its_ticket_when_it_is_back_on(
     then falls silent is switched off (or its cable pulled): its next ticket waits, the spool offline, and prints once
     it answers again. Before, the silent printer was "unknown" and printing went on: the ticket went into the void
     and was marked printed."""
-    raw = config_dict(tmp_path / "data", printers)
-    raw["printers"]["bar"] = {"type": "serial", "device": serial_printer.device, "status_timeout": 0.3}
-    raw["stations"] = {"kitchen": "bar", "bar": "bar"}
-    agent = await make_agent(parse_settings(raw, source="test"))
+    agent = await make_agent(serial_kitchen(tmp_path, printers, serial_printer, status_timeout=0.3))
     first, second = (dict(example_order, id=f"ord_{n}", number=f"A-{n}", print_receipt=False) for n in (1, 2))
     async with api_client(agent) as api:
         assert (await post(api, first))[0] == 201
