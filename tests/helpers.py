@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sysconfig
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -347,10 +347,13 @@ def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def issue_server_cert(folder: Path, ca: tuple[Path, Path], name: str) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1 / localhost signed by ``ca``: (cert, key)."""
+def issue_server_cert(
+    folder: Path, ca: tuple[Path, Path], name: str, *, hosts: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """A server certificate for 127.0.0.1 / localhost (and ``hosts``) signed by ``ca``: (cert, key)."""
     cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
+    names = ",".join(f"DNS:{host}" for host in ("localhost", *hosts))
+    ext.write_text(f"subjectAltName=IP:127.0.0.1,{names}\n", encoding="utf-8")
     _openssl(
         *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
         *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr)),

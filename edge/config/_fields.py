@@ -131,6 +131,26 @@ def central_url(v: str) -> str | None:
     )
 
 
+def proxy_url(v: str) -> str | None:
+    """http://host:port of a forward proxy; its login goes in proxy_user and the secrets file, never in the URL."""
+    if not v:
+        return None
+    problem = f"must be http://host:port (or empty: no proxy), got {v!r}"
+    try:
+        parts = urllib.parse.urlsplit(v)
+        port = parts.port  # ValueError when not a number in 0-65535
+    except ValueError:
+        return problem
+    if parts.username or parts.password:
+        return "must not hold a login: set central.proxy_user and EDGE_CENTRAL_PROXY_PASSWORD in the secrets file"
+    plain = not (parts.query or parts.fragment) and parts.path in ("", "/") and " " not in v
+    return None if parts.scheme == "http" and parts.hostname and port and plain else problem
+
+
+def basic_login(v: str) -> str | None:
+    return "must not contain a colon (HTTP Basic, RFC 7617)" if ":" in v else None
+
+
 def mqtt_url(v: str) -> str | None:
     """mqtt:// or mqtts://, a host name or address (IPv6 in brackets: mqtt://[fd00::5]:1883), a port or none."""
     if not v:

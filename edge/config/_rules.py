@@ -95,6 +95,16 @@ def central_url_needs_token(s: Settings) -> None:
         )
 
 
+def proxy_login_needs_proxy(s: Settings) -> None:
+    c = s.central
+    if (c.proxy_user or c.proxy_password) and not c.proxy:
+        raise ConfigError("central.proxy", "is required when central.proxy_user or its password is set")
+    if c.proxy_password and not c.proxy_user:
+        raise ConfigError(
+            "central.proxy_user", "is required when central.proxy_password is set (EDGE_CENTRAL_PROXY_PASSWORD)"
+        )
+
+
 def mqtt_files_fit(s: Settings) -> None:
     m = s.mqtt
     if not m.url:
@@ -145,6 +155,7 @@ RULES: tuple[Callable[[Settings], None], ...] = (
     placeholder_token_refused,
     signature_needs_signing_secrets,
     central_url_needs_token,
+    proxy_login_needs_proxy,
     mqtt_files_fit,
     mail_needs_recipients,
     plain_login_refused,

@@ -181,6 +181,11 @@ class AlertSettings:
 class CentralSettings:
     url: str = dataclasses.field(default="", metadata=f.check(f.central_url))  # empty: no central API, no sync
     token: Secret = _NO_SECRET  # bearer token for the central API; required with url
+    # The store network's outbound proxy (http://host:port) for every call to central; "": straight to central.
+    # The environment's HTTPS_PROXY is not used: a box-wide setting meant for apt must not redirect orders.
+    proxy: str = dataclasses.field(default="", metadata=f.check(f.proxy_url))
+    proxy_user: str = dataclasses.field(default="", metadata=f.check(f.basic_login))  # the proxy's Basic login
+    proxy_password: Secret = _NO_SECRET  # better as EDGE_CENTRAL_PROXY_PASSWORD in edge.env
     connect_timeout_s: float = dataclasses.field(default=3.0, metadata=f.check(f.positive))
     read_timeout_s: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
     max_attempts: int = dataclasses.field(default=6, metadata=f.check(f.at_least(1)))  # per request, then give up

@@ -190,17 +190,19 @@ async def _central_check(settings: Settings) -> Check:
     finally:
         await client.close()
     box_minus_central = central_time.box_minus_theirs()
+    answers = f"{settings.central.url} answers" + (
+        f" through the proxy {settings.central.proxy}" if settings.central.proxy else ""
+    )
     if box_minus_central is None:
-        return Check("central api", "ok", f"{settings.central.url} answers (without its time: no Date header)")
+        return Check("central api", "ok", f"{answers} (without its time: no Date header)")
     # The agent takes the ages of orders on central's clock; the box's own still dates tickets, events and mails.
     off = clock_off_words(box_minus_central, "central")
     if off is None:
-        return Check("central api", "ok", f"{settings.central.url} answers; the box's clock agrees with central's")
+        return Check("central api", "ok", f"{answers}; the box's clock agrees with central's")
     return Check(
         "central api",
         "warn",
-        f"{settings.central.url} answers, but {off}: check NTP (timedatectl); times on tickets, events and mails "
-        "follow the box's clock",
+        f"{answers}, but {off}: check NTP (timedatectl); times on tickets, events and mails follow the box's clock",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import ssl
@@ -111,6 +112,11 @@ class CentralClient:
         self._base = settings.url.rstrip("/")
         self._limiter = RateLimiter(settings.rate_limit_rps)
         self._session: aiohttp.ClientSession | None = None
+        # The store network's way out, if it has one: every call goes through it, central's name resolved there.
+        self._proxy = settings.proxy or None
+        self._auth = {"Authorization": f"Bearer {settings.token.get()}"}
+        login = base64.b64encode(f"{settings.proxy_user}:{settings.proxy_password.get()}".encode()).decode()
+        self._proxy_login = {"Proxy-Authorization": f"Basic {login}"} if settings.proxy_user else {}
         # An HTTPS backend is verified against the box's CAs with the agent's own context, made in a thread at the
         # first call (it reads the CA bundle); aiohttp's own default contexts hold no CA (edge/__init__.py).
         self._tls: asyncio.Future[ssl.SSLContext] | None = None
@@ -121,7 +127,9 @@ class CentralClient:
     async def start(self) -> None:
         s = self._settings
         self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {s.token.get()}", "User-Agent": f"edge-agent/{self._store_id}"},
+            # The token goes with each request, not as a session default: aiohttp copies session defaults into a
+            # proxy's CONNECT, where an Authorization header would reach the proxy (as Proxy-Authorization).
+            headers={"User-Agent": f"edge-agent/{self._store_id}"},
             # The same limits for every call, health probes included (docs/central-api.md, "Timeouts"): connect
             # within connect_timeout_s, the whole answer within read_timeout_s more, so a dripping body ends too.
             timeout=aiohttp.ClientTimeout(
@@ -237,19 +245,37 @@ class CentralClient:
             # Redirects are not followed: a redirected POST loses its body and becomes a GET (as browsers do), so the
             # events it carried would never arrive; the answer below names the address central.url should have.
             async with self._session.request(
-                method, url, params=params, json=body, ssl=tls or True, allow_redirects=False
+                method,
+                url,
+                params=params,
+                json=body,
+                ssl=tls or True,
+                allow_redirects=False,
+                # The proxy's login goes to the proxy only: on a tunnel's CONNECT, never inside it to central.
+                headers=self._auth if tls else self._auth | self._proxy_login,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_login if tls else None,
             ) as response:
                 status = response.status
                 moved_to = response.headers.get("Location", "")
-                self._heard_date(response.headers, time.monotonic() - sent)
+                if not (status == 407 and self._proxy):  # the proxy's own answer is not dated by central's clock
+                    self._heard_date(response.headers, time.monotonic() - sent)
                 text = await response.text()
                 retry_after = retry_after_s(response.headers.get("Retry-After"))
+        except aiohttp.ClientHttpProxyError as err:  # the proxy refused the CONNECT: central was never asked
+            raise self._proxy_refused(method, url, err.status, err.message) from None
         except (aiohttp.ClientError, TimeoutError) as err:
-            detail = f"central API {method} {url}: no answer ({type(err).__name__}: {err})"
+            if isinstance(err, aiohttp.ClientProxyConnectionError):
+                detail = f"central API {method} {url}: no answer from the proxy {self._proxy} (central.proxy): {err}"
+            else:
+                via = f" through the proxy {self._proxy}" if self._proxy else ""
+                detail = f"central API {method} {url}: no answer{via} ({type(err).__name__}: {err})"
             self.on_unreachable(detail)
             # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend.
             error = CentralTimeoutError(detail) if isinstance(err, TimeoutError) else CentralUnreachableError(detail)
             raise _RetryableError(error) from None
+        if status == 407 and self._proxy:  # the proxy's answer to a plain-http request, not central's
+            raise self._proxy_refused(method, url, status, "Proxy Authentication Required") from None
         if status < 300 or 400 <= status < 500:  # a 5xx or a redirect is an answer, but not one we can work with
             self.on_answer()
         if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing
@@ -271,6 +297,21 @@ class CentralClient:
         if status in _RETRY_STATUSES:
             raise _RetryableError(CentralApiError(message), retry_after)
         raise CentralRejectedError(message, status, text[:500]) if 400 <= status < 500 else CentralApiError(message)
+
+    def _proxy_refused(self, method: str, url: str, status: int, reason: str) -> Exception:
+        """The proxy's no, said as the setting to check: a login refused is not retried (it stays wrong until a
+        person changes it); any other refusal (central unreachable from there) is retried like a 5xx."""
+        where = f"central API {method} {url}: the proxy {self._proxy}"
+        if status == 407:
+            error = CentralUnreachableError(
+                f"{where} refused the box's login (407): check central.proxy_user and"
+                " EDGE_CENTRAL_PROXY_PASSWORD in the secrets file"
+            )
+            self.on_unreachable(str(error))
+            return error
+        detail = f"{where} answered {status} {reason}: it cannot reach central, or does not let the box through"
+        self.on_unreachable(detail)
+        return _RetryableError(CentralUnreachableError(detail))
 
 
 class _RetryableError(Exception):

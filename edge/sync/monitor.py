@@ -63,8 +63,10 @@ class LinkMonitor:
         return self._last_answer is not None and self._clock.mono() - self._last_answer <= self._settings.probe_up_s
 
     def _set(self, up: bool, detail: str) -> None:
-        self.detail = detail
+        changed, self.detail = detail != self.detail, detail
         if up == self.up:
+            if changed and not up:  # still down, for another reason: the technician's fix may have done its part
+                log.warning("central_link_still_down", detail=detail)
             return
         previous, self.up, self.since = self.up, up, self._clock.wall()
         if up:

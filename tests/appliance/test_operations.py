@@ -24,6 +24,7 @@ from edge.ops.technician import doctor, health, render_status
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
+from edge.sim.proxy import ProxySim
 from edge.sim.smtp import SmtpSink
 from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually
 
@@ -131,6 +132,37 @@ async def test_doctor_compares_the_box_clock_with_centrals(
     finally:
         await central.stop()
     assert checks["central api"].level == level and says in checks["central api"].detail, checks["central api"]
+
+
+@pytest.mark.parametrize(
+    ("password", "level", "says"),
+    [("pr0xy-pa55word", "ok", "answers through the proxy"), ("stale", "fail", "check central.proxy_user and")],
+)
+async def test_doctor_checks_central_through_the_stores_proxy(
+    make_settings: Callable[..., Settings], password: str, level: str, says: str
+) -> None:
+    """Behind a proxy the doctor asks central the way the agent does, and says so; a login the proxy refuses is a
+    failure naming the settings to check."""
+    central = CentralSim("test-store", token="central-token-abcdef123456")
+    await central.start()
+    proxy = ProxySim(
+        {"central.store-chain.invalid": ("127.0.0.1", central.port)}, user="store-7", password="pr0xy-pa55word"
+    )
+    await proxy.start()
+    try:
+        central_section = {
+            "url": f"http://central.store-chain.invalid:{central.port}",
+            "token": central.token,
+            "proxy": proxy.url,
+            "proxy_user": "store-7",
+            "proxy_password": password,
+        }
+        checks = {c.name: c for c in await doctor(make_settings(central=central_section), call_agent)}
+    finally:
+        await proxy.stop()
+        await central.stop()
+    assert checks["central api"].level == level and says in checks["central api"].detail, checks["central api"]
+    assert password not in checks["central api"].detail
 
 
 @pytest.mark.parametrize(
