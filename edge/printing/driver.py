@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -14,7 +15,7 @@ from typing import TypeVar
 import structlog
 
 from edge.errors import DeviceError, DeviceUnreachableError, DeviceWriteError
-from edge.printing.status import BLOCKING_STATES, PrinterState, error_reported, parse_status
+from edge.printing.status import BLOCKING_STATES, PrinterState, error_reported, is_valid_reply, parse_status
 from edge.transports import Transport
 
 log = structlog.get_logger()
@@ -191,15 +192,31 @@ class PrinterDriver:
         timeout = self.status_timeout if first_timeout is None else first_timeout
         for n in queries:
             self.transport.write(_DLE_EOT + bytes([n]))
-            reply = self.transport.read(1, timeout)
-            if not reply:
+            reply = self._reply(timeout)
+            if reply is None:
                 # A printer that ignores one query ignores them all; asking on would only add waits.
                 # (A reply later than the timeout would be read as the next query's; accepted as rare.)
                 break
-            replies[n] = reply[0]
+            replies[n] = reply
             timeout = self.status_timeout
         self._heard(bool(replies))
         return replies
+
+    def _reply(self, timeout: float) -> int | None:
+        """The next DLE EOT reply within ``timeout``. Bytes the printer sends unasked are passed over: Automatic
+        Status Back (four bytes on each status change, when a POS driver left it on) and XON/XOFF never have a
+        reply's fixed bits. Taken as replies they would shift every reply after them by a query, and a ticket cut
+        short by paper end would read as printed."""
+        deadline = time.monotonic() + timeout
+        left = (
+            timeout  # the same timeout as the last read when nothing is passed over: a serial port keeps its settings
+        )
+        while left > 0:
+            data = self.transport.read(1, left)
+            if data and is_valid_reply(data[0]):
+                return data[0]
+            left = deadline - time.monotonic()
+        return None
 
     def _heard(self, answered: bool) -> None:
         if answered:

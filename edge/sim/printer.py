@@ -7,6 +7,11 @@ bit 3 is "offline", n=2 bit 2 "cover open", bit 5 "printing stopped at paper end
 and 6 "roll paper end". When paper runs out or the cover opens in the middle of a job, printing stops there:
 what was printed before stays on paper, the job bytes received after it are not printed (when a new roll goes
 in, the printer does not pick the job up again), and the printer answers the status queries that follow.
+
+Automatic Status Back (``asb``; Epson's GS a, often left on by a POS driver or set by memory switch): the printer
+also sends four status bytes by itself, here when a connection opens and whenever its status changes. Their fixed
+bits tell them apart from DLE EOT replies (Citizen CT-S310 manual, 5.3 "Identification of Send Status": DLE EOT
+<0**1**10>, ASB first byte <0**1**00>, its second to fourth <0**0****>, XON/XOFF <0001 0001>/<0001 0011>).
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class SimPrinter:
         self.cover_open = False  # answers "cover open"; prints nothing
         self.paper_near_end = False  # answers "near end"; still prints
         self.answer_status = True  # False: ignores DLE EOT, as some models do
+        self.asb = False  # True: Automatic Status Back, four bytes unasked on connecting and on each status change
         self.bytes_per_s: float | None = None  # reads no faster than this
         self.drop_after: int | None = None  # hangs up after this many job bytes on a connection; fires once
         # Paper runs out / the cover opens after this many job bytes of a job (connection); each fires once.
@@ -158,6 +164,8 @@ class SimPrinter:
 
     async def _serve(self, conn: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=conn, limit=_STREAM_LIMIT)
+        if self.asb:
+            writer.write(self._asb())
         job = bytearray()
         held = b""  # the start of a DLE EOT n split across reads
         cut = False
@@ -182,7 +190,10 @@ class SimPrinter:
                         self.drop_after = None
                     if not job and self.speed is not None:
                         await asyncio.sleep(self._paper_free_at - time.monotonic())
+                    was = self._asb()
                     on_paper = self._take(job, part, on_paper)
+                    if self.asb and self._asb() != was:
+                        writer.write(self._asb())
                     self.job_bytes_in += len(part)
                     if cut:
                         break
@@ -226,6 +237,14 @@ class SimPrinter:
         if n == 3:
             return 0x12
         return 0x12 | (0x0C if self.paper_near_end else 0) | (0x60 if self.paper_out else 0)
+
+    def _asb(self) -> bytes:
+        """The four ASB bytes, Epson layout: offline (bit 3) and cover open (bit 5) in the first, roll paper end (bits 2
+        and 3) and near end (bits 0 and 1) in the third."""
+        offline = self.paper_out or self.cover_open
+        first = 0x10 | (0x08 if offline else 0) | (0x20 if self.cover_open else 0)
+        paper = (0x0C if self.paper_out else 0) | (0x03 if self.paper_near_end else 0)
+        return bytes([first, 0x00, paper, 0x00])
 
     def _record(self, job: bytes, *, cut: bool, on_paper: int) -> None:
         if not job:

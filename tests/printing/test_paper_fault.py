@@ -20,13 +20,20 @@ async def outbox(agent: Agent) -> list[tuple[str, dict]]:
     return [(e, json.loads(p)) for e, p in await db_rows(agent, "SELECT event, payload FROM outbox ORDER BY id")]
 
 
+@pytest.mark.parametrize("asb", [False, True], ids=["", "automatic-status-back"])
 @pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
 async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
-    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], flag: str
+    agent: Agent,
+    api: aiohttp.ClientSession,
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    flag: str,
+    asb: bool,
 ) -> None:
     """Paper runs out (cover opens) after half the ticket's bytes: the job is not marked printed and central is not
     told; the spool pauses with no attempt spent; after a new roll (cover closed) the whole ticket is on paper, marked
-    COPY, and only then is central told 'printed', once."""
+    COPY, and only then is central told 'printed', once. The same with a printer whose Automatic Status Back is on
+    (a POS driver left it so): the status bytes it sends unasked are not taken for replies to the agent's queries."""
     printed_events: list[JobPrinted] = []
     failed_events: list[JobFailed] = []
     states: list[str] = []
@@ -34,6 +41,7 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     agent.bus.subscribe(failed_events.append, JobFailed)
     agent.bus.subscribe(lambda e: states.append(e.new), PrinterStatusChanged)
     kitchen = printers["kitchen"]
+    kitchen.asb = asb
     example_order["print_receipt"] = False
     ticket_size = len(agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de"))
     setattr(kitchen, f"{flag}_after", ticket_size // 2)
