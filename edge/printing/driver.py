@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -15,7 +16,17 @@ from typing import TypeVar
 import structlog
 
 from edge.errors import DeviceError, DeviceUnreachableError, DeviceWriteError
-from edge.printing.status import BLOCKING_STATES, PrinterState, error_reported, is_valid_reply, parse_status
+from edge.printing.status import (
+    BLOCKING_STATES,
+    XON_XOFF,
+    PrinterState,
+    error_reported,
+    is_asb_start,
+    is_in_order_reply,
+    is_valid_reply,
+    parse_status,
+    stopped,
+)
 from edge.transports import Transport
 
 log = structlog.get_logger()
@@ -29,18 +40,62 @@ _SLOW_PRINTER_BYTES_PER_S = 2000
 # A printer that has never answered and stayed silent this many status exchanges in a row cannot answer (a model or
 # a one-way print server without status): its jobs stop waiting for replies that never come.
 _SILENT_AFTER = 2
+# GS r 1 (transmit paper sensor status) is processed in order, after every byte before it, and not while the printer is
+# stopped at paper end: its reply says the ticket is out. DLE EOT is answered on arrival, while a ticket in the
+# printer's buffer may still be printing (Epson: "executed even when the receive buffer is full").
+_GS_R_PAPER = b"\x1dr\x01"
+# While waiting for that reply, the real-time cause of a stop is asked this often: paper end ends the wait at once.
+_STOP_POLL_S = 0.25
+
+
+class _Replies:
+    """What the printer sends back on one connection, sorted: replies to real-time DLE EOT queries, replies to in-order
+    GS r queries, and bytes it sends unasked, passed over (Automatic Status Back, often left on by a POS driver, and
+    XON/XOFF). Taken as replies, those shifted every reply after them by a query: a ticket cut short by paper end read
+    as printed."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._real_time: collections.deque[int] = collections.deque()
+        self._in_order: collections.deque[int] = collections.deque()
+        self._asb_left = 0  # bytes of an Automatic Status Back still to pass over
+
+    def next(self, *, in_order: bool, timeout: float) -> int | None:
+        """The next reply of that kind within ``timeout``, None when none came."""
+        found = self._in_order if in_order else self._real_time
+        deadline = time.monotonic() + timeout
+        left = timeout  # unchanged unless a byte was passed over: a serial port keeps its settings then
+        while not found and left > 0:
+            data = self._transport.read(1, left)
+            if data:
+                self._sort(data[0])
+            left = deadline - time.monotonic()
+        return found.popleft() if found else None
+
+    def _sort(self, byte: int) -> None:
+        if byte in XON_XOFF:
+            return
+        if self._asb_left:
+            self._asb_left -= 1
+        elif is_asb_start(byte):
+            self._asb_left = 3
+        elif is_valid_reply(byte):
+            self._real_time.append(byte)
+        elif is_in_order_reply(byte):
+            self._in_order.append(byte)
 
 
 @dataclasses.dataclass(frozen=True)
 class PrintOutcome:
     confirmed: bool  # the printer answered a status query sent after the job, so it has taken every byte
     state: PrinterState  # read after the job; UNKNOWN if the printer did not answer
+    processed: bool = False  # it answered GS r after the job: every byte of the job went through, the ticket is out
 
     @property
     def on_paper(self) -> bool:
-        """False when the status after the job shows paper end, cover open, an error or offline: the job may be
-        only partly on paper, and is printed again as COPY."""
-        return self.state not in BLOCKING_STATES
+        """False when the job is not known to be out and the status after it shows paper end, cover open, an error
+        or offline: the job may be only partly on paper, and is printed again as COPY."""
+        return self.processed or self.state not in BLOCKING_STATES
 
 
 class PrinterNotReadyError(DeviceError):
@@ -69,6 +124,10 @@ class PrinterDriver:
         # Has it ever answered a status query in this run; how many exchanges in a row it has not (on its thread).
         self._answered = False
         self._silences = 0
+        # The same for GS r after a job (a few clones answer only DLE EOT).
+        self._answered_in_order = False
+        self._in_order_misses = 0
+        self._replies = _Replies(transport)
 
     async def status(self) -> PrinterState:
         """Asks the printer; OFFLINE if it cannot be reached, UNKNOWN if it does not answer."""
@@ -108,6 +167,7 @@ class PrinterDriver:
     def _open(self) -> None:
         with self._device_errors(DeviceUnreachableError):  # nothing was sent yet
             self.transport.open()
+        self._replies = _Replies(self.transport)
 
     def _status(self) -> tuple[PrinterState, dict[int, int]]:
         with self._lock:
@@ -150,14 +210,53 @@ class PrinterDriver:
                     self.transport.write(data)
                     if not asks:
                         return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
-                    # The printer answers DLE EOT in the order it reads bytes, so a reply means the job is in.
+                    processed = self._out(len(data))
+                    if processed is None:
+                        return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
+                    # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
                     replies = self._ask(
                         (1, 4), first_timeout=self.status_timeout + len(data) / _SLOW_PRINTER_BYTES_PER_S
                     )
                 state = parse_status(replies)
-                return PrintOutcome(confirmed=state != PrinterState.UNKNOWN, state=state)
+                return PrintOutcome(
+                    confirmed=processed or state != PrinterState.UNKNOWN, state=state, processed=processed
+                )
             finally:
                 self._close()
+
+    def _out(self, size: int) -> bool | None:
+        """Whether the job just sent is out of the printer: True when it answered GS r after it (within the time a slow
+        printer takes for ``size`` bytes), False when it stopped meanwhile (paper end, cover open, error) or does not
+        answer GS r; None when it answered nothing at all."""
+        if not self._answered_in_order and self._in_order_misses >= _SILENT_AFTER:
+            return False  # a printer without GS r: the DLE EOT reply after the job is all there is
+        self.transport.write(_GS_R_PAPER)
+        deadline = time.monotonic() + self.status_timeout + size / _SLOW_PRINTER_BYTES_PER_S
+        while True:
+            left = deadline - time.monotonic()
+            if self._replies.next(in_order=True, timeout=min(max(left, 0.0), _STOP_POLL_S)) is not None:
+                self._answered_in_order, self._in_order_misses = True, 0
+                return True
+            if left <= _STOP_POLL_S:
+                break
+            self.transport.write(_DLE_EOT + b"\x02")
+            # On a slow line the poll waits behind the rest of the job: as long as the job may take, or a reply's time.
+            cause = self._replies.next(in_order=False, timeout=max(left, self.status_timeout))
+            self._heard(cause is not None)
+            if cause is None:
+                return None
+            if stopped(cause):
+                return False  # GS r waits behind the stop: the job may be only partly out
+        if not self._answered_in_order:
+            self._in_order_misses += 1
+            if self._in_order_misses == _SILENT_AFTER:
+                log.warning(
+                    "printer_no_in_order_status",
+                    device_id=self.name,
+                    hint="it answers DLE EOT but not GS r: a ticket is taken for printed once the printer has it, so "
+                    "paper that runs out while it prints from its buffer is not seen",
+                )
+        return False
 
     def _check_ready(self) -> None:
         """Raises when the job must not go now."""
@@ -192,7 +291,7 @@ class PrinterDriver:
         timeout = self.status_timeout if first_timeout is None else first_timeout
         for n in queries:
             self.transport.write(_DLE_EOT + bytes([n]))
-            reply = self._reply(timeout)
+            reply = self._replies.next(in_order=False, timeout=timeout)
             if reply is None:
                 # A printer that ignores one query ignores them all; asking on would only add waits.
                 # (A reply later than the timeout would be read as the next query's; accepted as rare.)
@@ -201,22 +300,6 @@ class PrinterDriver:
             timeout = self.status_timeout
         self._heard(bool(replies))
         return replies
-
-    def _reply(self, timeout: float) -> int | None:
-        """The next DLE EOT reply within ``timeout``. Bytes the printer sends unasked are passed over: Automatic
-        Status Back (four bytes on each status change, when a POS driver left it on) and XON/XOFF never have a
-        reply's fixed bits. Taken as replies they would shift every reply after them by a query, and a ticket cut
-        short by paper end would read as printed."""
-        deadline = time.monotonic() + timeout
-        left = (
-            timeout  # the same timeout as the last read when nothing is passed over: a serial port keeps its settings
-        )
-        while left > 0:
-            data = self.transport.read(1, left)
-            if data and is_valid_reply(data[0]):
-                return data[0]
-            left = deadline - time.monotonic()
-        return None
 
     def _heard(self, answered: bool) -> None:
         if answered:

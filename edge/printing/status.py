@@ -39,6 +39,25 @@ def is_valid_reply(byte: int) -> bool:
     return byte & _FIXED_MASK == _FIXED_BITS
 
 
+# What else a printer sends, told apart by fixed bits (Citizen CT-S310 manual, 5.3 "Identification of Send Status"):
+# a GS r reply is 0**0****, the first byte of an Automatic Status Back 0**1**00 (three bytes 0**0**** follow), and
+# XON/XOFF are 0x11/0x13.
+XON_XOFF = frozenset({0x11, 0x13})
+
+
+def is_asb_start(byte: int) -> bool:
+    return byte & _FIXED_MASK == 0x10
+
+
+def is_in_order_reply(byte: int) -> bool:
+    return byte & 0x90 == 0
+
+
+def stopped(cause: int) -> bool:
+    """The offline-cause reply (DLE EOT 2) says printing stopped: cover open, paper end or an error."""
+    return is_valid_reply(cause) and bool(cause & (_CAUSE_COVER_OPEN | _CAUSE_PAPER_END | _CAUSE_ERROR))
+
+
 def error_reported(replies: Mapping[int, int]) -> bool:
     """The offline-cause reply (n=2) says an error stopped the printer; n=3 says which."""
     cause = replies.get(2)

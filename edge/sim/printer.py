@@ -8,6 +8,12 @@ and 6 "roll paper end". When paper runs out or the cover opens in the middle of 
 what was printed before stays on paper, the job bytes received after it are not printed (when a new roll goes
 in, the printer does not pick the job up again), and the printer answers the status queries that follow.
 
+DLE EOT is answered when it arrives, ahead of what is still in the receive buffer: with a speed model a printer
+takes a ticket into its buffer (4 KB, the TM-T88V's default) at once and prints it line by line, so a reply right
+after the ticket says nothing of paper that runs out while it prints (a fault fires at its byte as it prints).
+GS r n (transmit status) is processed in order, after every byte before it, and not at all while the printer is
+stopped at paper end or with the cover open ("does not execute this command"): its reply means the ticket is out.
+
 Automatic Status Back (``asb``; Epson's GS a, often left on by a POS driver or set by memory switch): the printer
 also sends four status bytes by itself, here when a connection opens and whenever its status changes. Their fixed
 bits tell them apart from DLE EOT replies (Citizen CT-S310 manual, 5.3 "Identification of Send Status": DLE EOT
@@ -17,10 +23,10 @@ bits tell them apart from DLE EOT replies (Citizen CT-S310 manual, 5.3 "Identifi
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import os
 import socket
-import time
 import tty
 from pathlib import Path
 
@@ -31,7 +37,9 @@ from edge.sim.ports import PortHold
 log = structlog.get_logger()
 
 _DLE_EOT = b"\x10\x04"
+_GS_R = b"\x1dr"
 _QUERIES = (1, 2, 3, 4)
+_BUFFER = 4096  # receive buffer: a printer stops reading (and TCP pushes back) when this much waits to print
 _CHUNK = 4096
 # Small stream buffers so a slow printer pushes back on the sender over TCP, as a real one does.
 _STREAM_LIMIT = 4096
@@ -69,18 +77,18 @@ class SimPrinter:
         speed: PaperSpeed | None = None,
     ) -> None:
         """``speed``: paper comes out this fast, so a backlog takes as long as on a real printer (None: instantly, as
-        unit tests want). A job's bytes wait until the paper of the job before is out (a real printer's receive buffer
-        holds about one ticket); status queries are answered at once, also meanwhile."""
+        unit tests want). Bytes wait in a 4 KB receive buffer for their turn at the paper; DLE EOT is answered at once,
+        also meanwhile, GS r when its turn comes."""
         self.name = name
         self.speed = speed
-        self._paper_free_at = 0.0  # monotonic time the job printing now is out
         self.host = host
         self.port = port
         self.out_dir = out_dir
         self.paper_out = False  # answers "paper out"; takes job bytes but prints nothing
         self.cover_open = False  # answers "cover open"; prints nothing
         self.paper_near_end = False  # answers "near end"; still prints
-        self.answer_status = True  # False: ignores DLE EOT, as some models do
+        self.answer_status = True  # False: ignores DLE EOT and GS r, as some models and one-way print servers do
+        self.answer_in_order = True  # False: answers DLE EOT but ignores GS r, as a few clones do
         self.asb = False  # True: Automatic Status Back, four bytes unasked on connecting and on each status change
         self.bytes_per_s: float | None = None  # reads no faster than this
         self.drop_after: int | None = None  # hangs up after this many job bytes on a connection; fires once
@@ -92,11 +100,14 @@ class SimPrinter:
         self.printed: list[bytes] = []  # what came out on paper
         self.status_queries = 0  # DLE EOT queries answered
         self.status_asked = 0  # DLE EOT queries received, answered or not
+        self.in_order_asked = 0  # GS r queries processed, answered or not
+        self.in_order_answered = 0  # GS r queries answered (each after the bytes before it were processed)
         self.job_bytes_in = 0  # job bytes received so far over every connection, a job still coming in included
         self._sock: socket.socket | None = None
         self._port = PortHold()  # the port, while the printer is off
         self._connections: set[asyncio.Task[None]] = set()
         self._printed_more = asyncio.Event()
+        self._mechanism = asyncio.Lock()  # one job's paper at a time, whichever connection brought it
 
     @property
     def address(self) -> tuple[str, int]:
@@ -166,51 +177,67 @@ class SimPrinter:
         reader, writer = await asyncio.open_connection(sock=conn, limit=_STREAM_LIMIT)
         if self.asb:
             writer.write(self._asb())
-        job = bytearray()
-        held = b""  # the start of a DLE EOT n split across reads
+        feed = _Feed(self, writer)
+        held = b""  # the start of a query split across reads
         cut = False
-        on_paper = 0  # leading job bytes that printed: none arrive on paper after a fault
         try:
             while not cut:
                 rate = self.bytes_per_s
                 chunk = await reader.read(_CHUNK if rate is None else max(1, int(rate * _SLOW_TICK_S)))
                 if not chunk:
-                    on_paper = self._take(job, held, on_paper)
+                    if held:
+                        await feed.put(held)
                     break
                 parts, held = _split(held + chunk)
                 for part in parts:
-                    if isinstance(part, int):
+                    if isinstance(part, int):  # DLE EOT: real time, on arrival
                         self.status_asked += 1
                         if self.answer_status:
                             writer.write(bytes([self._reply(part)]))
                             self.status_queries += 1
                         continue
-                    if self.drop_after is not None and len(job) + len(part) >= self.drop_after:
-                        part, cut = part[: self.drop_after - len(job)], True
-                        self.drop_after = None
-                    if not job and self.speed is not None:
-                        await asyncio.sleep(self._paper_free_at - time.monotonic())
-                    was = self._asb()
-                    on_paper = self._take(job, part, on_paper)
-                    if self.asb and self._asb() != was:
-                        writer.write(self._asb())
-                    self.job_bytes_in += len(part)
+                    if isinstance(part, bytes):
+                        if self.drop_after is not None and len(feed.received) + len(part) >= self.drop_after:
+                            part, cut = part[: self.drop_after - len(feed.received)], True
+                            self.drop_after = None
+                        self.job_bytes_in += len(part)
+                    await feed.put(part)
                     if cut:
                         break
                 if rate is not None:
                     await asyncio.sleep(len(chunk) / rate)
+            await feed.finish()  # a printer prints its buffer, also after the host hangs up
         except ConnectionError:
-            pass  # the client reset the connection; a printer prints what it got
+            await feed.finish()  # the client reset the connection; a printer prints what it got
         except asyncio.CancelledError:
             cut = True  # unplugged or stopped
+            feed.stop()
             raise
         finally:
             # Recorded before the connection goes, so a client that sees it close finds the job here.
-            self._record(bytes(job), cut=cut, on_paper=on_paper)
+            self._record(bytes(feed.job), cut=cut, on_paper=feed.on_paper)
             if cut:
                 writer.transport.abort()  # a reset, as from a printer that fails mid-job
             else:
                 writer.close()
+
+    def _process(self, feed: _Feed, part: bytes | _InOrder) -> None:
+        """What the printer does with a part when it gets to it: prints job bytes (a fault may stop it there), answers
+        GS r unless stopped."""
+        if isinstance(part, _InOrder):
+            self.in_order_asked += 1
+            if self.answer_status and self.answer_in_order and not (self.paper_out or self.cover_open):
+                feed.writer.write(bytes([self._in_order_reply(part.n)]))
+                self.in_order_answered += 1
+            return
+        was = self._asb()
+        feed.on_paper = self._take(feed.job, part, feed.on_paper)
+        if self.asb and self._asb() != was:
+            feed.writer.write(self._asb())
+
+    def _in_order_reply(self, n: int) -> int:
+        """GS r 1 (paper sensors): bits 0-1 near end, 2-3 paper end; GS r 2 (drawer): 0. Fixed bits 4 and 7 clear."""
+        return (0x03 if self.paper_near_end else 0) | (0x0C if self.paper_out else 0) if n in (1, 49) else 0
 
     def _take(self, job: bytearray, part: bytes, on_paper: int) -> int:
         """Append job bytes, fire a mid-job fault when its byte count is reached; returns how many printed."""
@@ -254,8 +281,6 @@ class SimPrinter:
             self.dropped.append(len(self.jobs) - 1)
         # A printer prints what it got before a cut or a fault; with no paper, nothing.
         paper = job[:on_paper]
-        if paper and self.speed is not None:
-            self._paper_free_at = max(time.monotonic(), self._paper_free_at) + self.speed.seconds(paper)
         if paper:
             self.printed.append(paper)
             if self.out_dir is not None:
@@ -329,6 +354,13 @@ class SimSerialPrinter(SimPrinter):
                     os.write(self._master, bytes([self._reply(part)]))
                     self.status_queries += 1
                 continue
+            if isinstance(part, _InOrder):  # processed at once: a serial printer here has no speed model
+                self._end_job()
+                self.in_order_asked += 1
+                if self.answer_status and self.answer_in_order and not (self.paper_out or self.cover_open):
+                    os.write(self._master, bytes([self._in_order_reply(part.n)]))
+                    self.in_order_answered += 1
+                continue
             self._on_paper = self._take(self._job, part, self._on_paper)
 
     def _end_job(self) -> None:
@@ -337,31 +369,99 @@ class SimSerialPrinter(SimPrinter):
         self._record(job, cut=False, on_paper=on_paper)
 
 
-def _split(data: bytes) -> tuple[list[bytes | int], bytes]:
-    """Job byte runs and status queries (as n) in order, plus a trailing partial DLE EOT to hold back."""
-    parts: list[bytes | int] = []
+@dataclasses.dataclass(frozen=True)
+class _InOrder:
+    """GS r n: answered once the printer has processed every byte before it."""
+
+    n: int
+
+
+def _split(data: bytes) -> tuple[list[bytes | int | _InOrder], bytes]:
+    """Job byte runs, DLE EOT queries (as n) and GS r queries in order, plus a trailing partial query to hold back."""
+    parts: list[bytes | int | _InOrder] = []
     start = 0
     while True:
-        at = data.find(_DLE_EOT, start)
-        if at == -1:
-            end = len(data) - 1 if data.endswith(_DLE_EOT[:1]) else len(data)
+        found = [(at, prefix) for prefix in (_DLE_EOT, _GS_R) if (at := data.find(prefix, start)) != -1]
+        if not found:
+            end = len(data) - 1 if data.endswith((_DLE_EOT[:1], _GS_R[:1])) else len(data)
             break
+        at, prefix = min(found)
         if at + 2 == len(data):
             end = at
             break
-        if data[at + 2] in _QUERIES:
+        n = data[at + 2]
+        if (prefix == _DLE_EOT and n in _QUERIES) or (prefix == _GS_R and n in (1, 2, 49, 50)):
             if at > start:
                 parts.append(data[start:at])
-            parts.append(data[at + 2])
+            parts.append(n if prefix == _DLE_EOT else _InOrder(n))
             start = at + 3
         else:
-            # Not a query: DLE EOT followed by anything else is ordinary data.
+            # Not a query: DLE EOT (GS r) followed by anything else is ordinary data.
             if at + 2 > start:
                 parts.append(data[start : at + 2])
             start = at + 2
     if end > start:
         parts.append(data[start:end])
     return parts, data[max(end, start) :]
+
+
+class _Feed:
+    """One connection's data on its way through the printer: processed as it comes (an instant printer), or, with a
+    speed model, from a receive buffer of _BUFFER bytes, printed a line at a time at paper speed, one job at a time."""
+
+    def __init__(self, printer: SimPrinter, writer: asyncio.StreamWriter) -> None:
+        self.printer, self.writer = printer, writer
+        self.received = bytearray()  # job bytes received so far (for drop_after)
+        self.job = bytearray()  # job bytes processed so far
+        self.on_paper = 0  # leading job bytes that printed: none arrive on paper after a fault
+        self._queue: collections.deque[bytes | _InOrder | None] = collections.deque()
+        self._waiting = 0  # job bytes in the buffer
+        self._changed = asyncio.Event()
+        self._task = None if printer.speed is None else asyncio.get_running_loop().create_task(self._print())
+
+    async def put(self, part: bytes | _InOrder) -> None:
+        if isinstance(part, bytes):
+            self.received += part
+        if self._task is None:
+            self.printer._process(self, part)
+            return
+        self._queue.append(part)
+        self._waiting += len(part) if isinstance(part, bytes) else 0
+        self._changed.set()
+        while self._waiting > _BUFFER and not self._task.done():  # full: the printer reads no more for now
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def finish(self) -> None:
+        if self._task is not None:
+            self._queue.append(None)
+            self._changed.set()
+            await self._task
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _print(self) -> None:
+        speed = self.printer.speed
+        assert speed is not None
+        async with self.printer._mechanism:
+            while True:
+                while not self._queue:
+                    self._changed.clear()
+                    await self._changed.wait()
+                part = self._queue.popleft()
+                if part is None:
+                    return
+                if isinstance(part, bytes):
+                    for line in part.splitlines(keepends=True):
+                        if not (self.printer.paper_out or self.printer.cover_open):  # stopped: no paper moves
+                            await asyncio.sleep(speed.seconds(line))
+                        self.printer._process(self, line)
+                    self._waiting -= len(part)
+                    self._changed.set()
+                else:
+                    self.printer._process(self, part)
 
 
 async def serve(

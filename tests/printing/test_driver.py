@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError, PrintOutcome
@@ -42,7 +43,7 @@ def driver_for(sim: SimPrinter, *, status_timeout: float = 1.0, connect_timeout:
 async def test_prints_exact_bytes_and_confirms(printer: SimPrinter) -> None:
     """A healthy printer gets the job byte for byte (status queries aside) and the outcome is confirmed online."""
     outcome = await asyncio.wait_for(driver_for(printer).print(JOB), 5)
-    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE)
+    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE, processed=True)
     assert await printer.wait_for_printed(1, timeout=5) == [JOB]
     assert printer.jobs == [JOB]
     assert printer.status_queries == 5  # 1, 2, 4 before; 1, 4 after
@@ -72,7 +73,7 @@ async def test_paper_near_end_still_prints(printer: SimPrinter) -> None:
     """Paper near end is a warning: the job prints and the outcome says near end."""
     printer.paper_near_end = True
     outcome = await asyncio.wait_for(driver_for(printer).print(JOB), 5)
-    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.PAPER_NEAR_END)
+    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.PAPER_NEAR_END, processed=True)
     assert await printer.wait_for_printed(1, timeout=5) == [JOB]
 
 
@@ -106,7 +107,9 @@ async def test_offline_is_unreachable_then_prints_on_same_port(printer: SimPrint
     assert await asyncio.wait_for(driver.status(), 5) == PrinterState.OFFLINE
     printer.set_offline(False)
     assert printer.port == port
-    assert await asyncio.wait_for(driver.print(JOB), 5) == PrintOutcome(confirmed=True, state=PrinterState.ONLINE)
+    assert await asyncio.wait_for(driver.print(JOB), 5) == PrintOutcome(
+        confirmed=True, state=PrinterState.ONLINE, processed=True
+    )
     assert await printer.wait_for_printed(1, timeout=5) == [JOB]
 
 
@@ -175,6 +178,24 @@ async def test_a_printer_that_answered_once_is_offline_when_silent_and_always_as
     assert await printer.wait_for_printed(2, timeout=5) == [JOB, JOB]
 
 
+async def test_a_printer_without_gs_r_is_confirmed_by_dle_eot_and_stops_being_asked(printer: SimPrinter) -> None:
+    """A clone that answers DLE EOT but ignores GS r: each of its first two jobs waits for the in-order reply for the
+    time the job may take, then counts as confirmed on the real-time reply (as before GS r); after that the agent
+    does not ask GS r any more (no wait per ticket), and says once what that costs."""
+    printer.answer_in_order = False
+    driver = driver_for(printer, status_timeout=0.2)
+    with capture_logs() as logs:
+        for _ in range(3):
+            started = time.monotonic()
+            outcome = await asyncio.wait_for(driver.print(JOB), 5)
+            assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE)
+        took_third = time.monotonic() - started
+    assert printer.in_order_asked == 2 and printer.in_order_answered == 0
+    assert took_third < 0.2  # no wait for a reply that does not come
+    assert [e["event"] for e in logs if e["event"] == "printer_no_in_order_status"] == ["printer_no_in_order_status"]
+    assert await printer.wait_for_printed(3, timeout=5) == [JOB] * 3
+
+
 async def test_slow_printer_completes_confirmed(printer: SimPrinter) -> None:
     """A printer taking 2000 bytes/s gets a 4 KB job whole, and the confirmation waits for it."""
     printer.bytes_per_s = 2000
@@ -182,7 +203,7 @@ async def test_slow_printer_completes_confirmed(printer: SimPrinter) -> None:
     started = time.monotonic()
     outcome = await asyncio.wait_for(driver_for(printer).print(job), 10)
     elapsed = time.monotonic() - started
-    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE)
+    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE, processed=True)
     assert elapsed > 1.5  # confirmed only once the printer had read the whole job
     assert await printer.wait_for_printed(1, timeout=5) == [job]
 

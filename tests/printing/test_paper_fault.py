@@ -12,7 +12,7 @@ from edge.app import Agent
 from edge.events import JobFailed, JobPrinted, PrinterStatusChanged
 from edge.orders.model import parse_order
 from edge.printing.decode import decode
-from edge.sim.printer import SimPrinter
+from edge.sim.printer import PaperSpeed, SimPrinter
 from tests.helpers import db_rows, eventually, job_rows, post, status_reads, wait_until
 
 
@@ -69,6 +69,31 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     await wait_until(lambda: len(printed_events) == 1)
     assert len(printed_events) == 1 and failed_events == []
     assert states.count(flag) == 1
+
+
+@pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
+async def test_a_fault_while_a_buffered_ticket_prints_is_seen_and_the_ticket_reprinted(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], flag: str
+) -> None:
+    """A real printer takes the whole ticket into its receive buffer at once and answers DLE EOT on arrival, then
+    prints it line by line (about 0.4 s at 250 mm/s): a roll that runs out half way ends after that answer. The
+    ticket must not count as printed: the printer is asked in order (GS r, answered once it has processed the ticket,
+    never while it is stopped at paper end), so the fault is seen and the whole ticket prints again as COPY."""
+    kitchen = printers["kitchen"]
+    kitchen.speed = PaperSpeed()
+    example_order["print_receipt"] = False
+    ticket_size = len(agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de"))
+    setattr(kitchen, f"{flag}_after", ticket_size // 2)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag, what="the stop seen")
+    await wait_until(lambda: len(kitchen.printed) == 1, what="the half ticket recorded")
+    assert len(kitchen.printed[0]) == ticket_size // 2
+    assert await job_rows(agent) == [("queued", 0, 1)]  # uncertain: waits to print again as COPY, no attempt spent
+    setattr(kitchen, flag, False)
+    printed = await kitchen.wait_for_printed(2)
+    assert "KOPIE / COPY" in decode(printed[1]).text
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
+    assert kitchen.in_order_answered >= 1  # the copy was confirmed in order
 
 
 async def test_a_printer_that_hangs_up_mid_ticket_and_then_reports_paper_out_spends_no_attempt(

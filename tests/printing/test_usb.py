@@ -59,6 +59,8 @@ class FakeUsbPrinter:
             query = b"\x10\x04" + bytes([n])
             if bytes(data) == query and self.replies is not None:
                 self.pending.append(self.replies[n])
+        if bytes(data) == b"\x1dr\x01" and self.replies is not None and not self.replies[4] & 0x60:
+            self.pending.append(0x00)  # GS r 1, paper present: answered once the job before it is out
         return len(data)
 
     def read(self, endpoint: int, size: int, timeout: int) -> bytes:
