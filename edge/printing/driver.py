@@ -60,6 +60,12 @@ class _Replies:
         self._in_order: collections.deque[int] = collections.deque()
         self._asb_left = 0  # bytes of an Automatic Status Back still to pass over
 
+    def forget_real_time(self) -> None:
+        """Before a DLE EOT query: a reply read earlier and not asked for answers a DLE EOT that the printer found in a
+        job's image data (it executes those wherever they come, Epson warns); taken as this query's reply, it would
+        shift every reply after it."""
+        self._real_time.clear()
+
     def next(self, *, in_order: bool, timeout: float) -> int | None:
         """The next reply of that kind within ``timeout``, None when none came."""
         found = self._in_order if in_order else self._real_time
@@ -239,6 +245,7 @@ class PrinterDriver:
                 return True
             if left <= _STOP_POLL_S:
                 break
+            self._replies.forget_real_time()
             self.transport.write(_DLE_EOT + b"\x02")
             # On a slow line the poll waits behind the rest of the job: as long as the job may take, or a reply's time.
             cause = self._replies.next(in_order=False, timeout=max(left, self.status_timeout))
@@ -290,6 +297,7 @@ class PrinterDriver:
         replies: dict[int, int] = {}
         timeout = self.status_timeout if first_timeout is None else first_timeout
         for n in queries:
+            self._replies.forget_real_time()
             self.transport.write(_DLE_EOT + bytes([n]))
             reply = self._replies.next(in_order=False, timeout=timeout)
             if reply is None:

@@ -196,6 +196,15 @@ async def test_a_printer_without_gs_r_is_confirmed_by_dle_eot_and_stops_being_as
     assert await printer.wait_for_printed(3, timeout=5) == [JOB] * 3
 
 
+async def test_a_dle_eot_inside_image_data_does_not_shift_the_replies(printer: SimPrinter) -> None:
+    """Raster image bytes (a logo, a QR code sent as an image) can hold DLE EOT 4; a printer executes it where it
+    comes and answers. That answer is not the reply to the query after the job: before, it was, and the printer's
+    own DLE EOT 1 reply was read as the roll sensor's ("paper near end" on a full roll)."""
+    image = b"\x1dv0\x00\x02\x00\x02\x00" + b"\x10\x04\x04\x00"
+    outcome = await asyncio.wait_for(driver_for(printer, status_timeout=0.5).print(JOB + image), 5)
+    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE, processed=True)
+
+
 async def test_slow_printer_completes_confirmed(printer: SimPrinter) -> None:
     """A printer taking 2000 bytes/s gets a 4 KB job whole, and the confirmation waits for it."""
     printer.bytes_per_s = 2000
