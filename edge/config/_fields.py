@@ -131,20 +131,25 @@ def central_url(v: str) -> str | None:
     )
 
 
-def proxy_url(v: str) -> str | None:
-    """http://host:port of a forward proxy; its login goes in proxy_user and the secrets file, never in the URL."""
-    if not v:
-        return None
-    problem = f"must be http://host:port (or empty: no proxy), got {v!r}"
+def _plain_address(v: str, schemes: tuple[str, ...], *, port_required: bool) -> bool:
+    """scheme://host[:port] and nothing else: no login, path, query or fragment (IPv6 in brackets)."""
     try:
         parts = urllib.parse.urlsplit(v)
         port = parts.port  # ValueError when not a number in 0-65535
     except ValueError:
-        return problem
-    if parts.username or parts.password:
+        return False
+    plain = not (parts.username or parts.password or parts.query or parts.fragment) and parts.path in ("", "/")
+    has_port = port is not None if port_required else port != 0
+    return bool(parts.scheme in schemes and parts.hostname and plain and has_port and " " not in v)
+
+
+def proxy_url(v: str) -> str | None:
+    """http://host:port of a forward proxy; its login goes in proxy_user and the secrets file, never in the URL."""
+    if not v or _plain_address(v, ("http",), port_required=True):
+        return None
+    if "@" in urllib.parse.urlsplit(v).netloc:
         return "must not hold a login: set central.proxy_user and EDGE_CENTRAL_PROXY_PASSWORD in the secrets file"
-    plain = not (parts.query or parts.fragment) and parts.path in ("", "/") and " " not in v
-    return None if parts.scheme == "http" and parts.hostname and port and plain else problem
+    return f"must be http://host:port (or empty: no proxy), got {v!r}"
 
 
 def basic_login(v: str) -> str | None:
@@ -153,17 +158,9 @@ def basic_login(v: str) -> str | None:
 
 def mqtt_url(v: str) -> str | None:
     """mqtt:// or mqtts://, a host name or address (IPv6 in brackets: mqtt://[fd00::5]:1883), a port or none."""
-    if not v:
+    if not v or _plain_address(v, ("mqtt", "mqtts"), port_required=False):
         return None
-    problem = f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {v!r}"
-    try:
-        parts = urllib.parse.urlsplit(v)
-        port = parts.port  # ValueError when not a number in 0-65535
-    except ValueError:
-        return problem
-    plain = not (parts.username or parts.password or parts.query or parts.fragment) and parts.path in ("", "/")
-    fine = parts.scheme in ("mqtt", "mqtts") and parts.hostname and plain and port != 0 and " " not in v
-    return None if fine else problem
+    return f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {v!r}"
 
 
 def topic_prefix(v: str) -> str | None:
