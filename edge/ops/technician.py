@@ -151,8 +151,16 @@ async def _printer_checks(settings: Settings) -> list[Check]:
         driver = make_driver(settings.printers[name])
         try:
             state = await driver.status()
+            in_order = await driver.answers_in_order() if state == PrinterState.ONLINE else None
         finally:
             driver.close()
+        if in_order is False:  # answers DLE EOT, not GS r: it cannot say when a ticket is out (docs/printing.md)
+            return Check(
+                f"printer {name}",
+                "warn",
+                "online, but it does not answer GS r: a ticket that paper runs out on while the printer prints it "
+                "from its buffer counts as printed (use a model that does, e.g. an Epson TM)",
+            )
         level = (
             "fail"
             if state in BLOCKING_STATES

@@ -144,6 +144,11 @@ class PrinterDriver:
             )
         return state
 
+    async def answers_in_order(self) -> bool | None:
+        """Whether the printer answers GS r, i.e. can say a ticket is out (asked alone, between jobs); None when it
+        cannot be asked (not reachable, or a transport with no way back)."""
+        return await self._in_thread(self._answers_in_order)
+
     async def print(self, data: bytes) -> PrintOutcome:
         """Sends one job; raises DeviceUnreachableError or PrinterNotReadyError (nothing sent) or DeviceWriteError
         (maybe partly out)."""
@@ -188,6 +193,23 @@ class PrinterDriver:
                     return self._ask_state()
             except DeviceWriteError:
                 return PrinterState.OFFLINE, {}  # accepted the connection, then hung up: not taking jobs
+            finally:
+                self._close()
+
+    def _answers_in_order(self) -> bool | None:
+        with self._lock:
+            try:
+                self._open()
+            except DeviceUnreachableError:
+                return None
+            try:
+                if not self.transport.can_read:
+                    return None
+                with self._device_errors(DeviceWriteError):
+                    self.transport.write(_GS_R_PAPER)
+                    return self._replies.next(in_order=True, timeout=self.status_timeout) is not None
+            except DeviceWriteError:
+                return None
             finally:
                 self._close()
 

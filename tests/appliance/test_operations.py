@@ -117,6 +117,17 @@ async def test_doctor_checks_each_part(
     assert checks["smtp"].level == "warn"
 
 
+async def test_doctor_warns_of_a_printer_that_cannot_say_a_ticket_is_out(
+    make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+) -> None:
+    """A printer that answers DLE EOT but not GS r (a few clones) prints, but the agent cannot tell when a ticket is
+    out, so a roll ending half way through one is missed: the technician hears it from the doctor, not from a cook."""
+    printers["front"].answer_in_order = False
+    checks = {c.name: c for c in await doctor(make_settings(), call_agent)}
+    assert (checks["printer kitchen"].level, checks["printer kitchen"].detail) == ("ok", "online")
+    assert checks["printer front"].level == "warn" and "does not answer GS r" in checks["printer front"].detail
+
+
 @pytest.mark.parametrize(("central_off", "level", "says"), [(0, "ok", "agrees"), (-3600, "warn", "60 min ahead of")])
 async def test_doctor_compares_the_box_clock_with_centrals(
     make_settings: Callable[..., Settings], central_off: float, level: str, says: str
