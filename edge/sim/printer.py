@@ -418,6 +418,8 @@ class _Feed:
         self._waiting = 0  # job bytes in the buffer
         self._changed = asyncio.Event()
         self._task = None if printer.speed is None else asyncio.get_running_loop().create_task(self._print())
+        if self._task is not None:  # a reader waiting for room must not wait on a mechanism that stopped
+            self._task.add_done_callback(lambda _: self._changed.set())
 
     async def put(self, part: bytes | _InOrder) -> None:
         if isinstance(part, bytes):
