@@ -44,6 +44,7 @@ _SILENT_AFTER = 2
 # stopped at paper end: its reply says the ticket is out. DLE EOT is answered on arrival, while a ticket in the
 # printer's buffer may still be printing (Epson: "executed even when the receive buffer is full").
 _GS_R_PAPER = b"\x1dr\x01"
+_GS_R_PAPER_END = 0x0C  # its reply's bits 2 and 3: the roll paper end sensor
 # While waiting for that reply, the real-time cause of a stop is asked this often: paper end ends the wait at once.
 _STOP_POLL_S = 0.25
 
@@ -262,9 +263,11 @@ class PrinterDriver:
         deadline = time.monotonic() + self.status_timeout + size / _SLOW_PRINTER_BYTES_PER_S
         while True:
             left = deadline - time.monotonic()
-            if self._replies.next(in_order=True, timeout=min(max(left, 0.0), _STOP_POLL_S)) is not None:
+            sensors = self._replies.next(in_order=True, timeout=min(max(left, 0.0), _STOP_POLL_S))
+            if sensors is not None:
                 self._answered_in_order, self._in_order_misses = True, 0
-                return True
+                # Epson leaves GS r unanswered at paper end; some clones answer it with the paper end bits set.
+                return not sensors & _GS_R_PAPER_END
             if left <= _STOP_POLL_S:
                 break
             self._replies.forget_real_time()

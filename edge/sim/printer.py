@@ -89,6 +89,9 @@ class SimPrinter:
         self.paper_near_end = False  # answers "near end"; still prints
         self.answer_status = True  # False: ignores DLE EOT and GS r, as some models and one-way print servers do
         self.answer_in_order = True  # False: answers DLE EOT but ignores GS r, as a few clones do
+        # True: answers GS r also while stopped, with the paper end bits set (some clones: "returns 0F when out of
+        # paper", a Chinese vendor's GS r 1 note); an Epson does not answer it then.
+        self.in_order_when_stopped = False
         self.asb = False  # True: Automatic Status Back, four bytes unasked on connecting and on each status change
         self.bytes_per_s: float | None = None  # reads no faster than this
         self.drop_after: int | None = None  # hangs up after this many job bytes on a connection; fires once
@@ -226,7 +229,7 @@ class SimPrinter:
         GS r unless stopped."""
         if isinstance(part, _InOrder):
             self.in_order_asked += 1
-            if self.answer_status and self.answer_in_order and not (self.paper_out or self.cover_open):
+            if self._answers_in_order():
                 feed.writer.write(bytes([self._in_order_reply(part.n)]))
                 self.in_order_answered += 1
             return
@@ -234,6 +237,10 @@ class SimPrinter:
         feed.on_paper = self._take(feed.job, part, feed.on_paper)
         if self.asb and self._asb() != was:
             feed.writer.write(self._asb())
+
+    def _answers_in_order(self) -> bool:
+        stopped = self.paper_out or self.cover_open
+        return self.answer_status and self.answer_in_order and (not stopped or self.in_order_when_stopped)
 
     def _in_order_reply(self, n: int) -> int:
         """GS r 1 (paper sensors): bits 0-1 near end, 2-3 paper end; GS r 2 (drawer): 0. Fixed bits 4 and 7 clear."""
@@ -357,7 +364,7 @@ class SimSerialPrinter(SimPrinter):
             if isinstance(part, _InOrder):  # processed at once: a serial printer here has no speed model
                 self._end_job()
                 self.in_order_asked += 1
-                if self.answer_status and self.answer_in_order and not (self.paper_out or self.cover_open):
+                if self._answers_in_order():
                     os.write(self._master, bytes([self._in_order_reply(part.n)]))
                     self.in_order_answered += 1
                 continue

@@ -71,16 +71,27 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     assert states.count(flag) == 1
 
 
-@pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
+@pytest.mark.parametrize(
+    ("flag", "clone"),
+    [("paper_out", False), ("cover_open", False), ("paper_out", True)],
+    ids=["paper_out", "cover_open", "paper_out-clone"],
+)
 async def test_a_fault_while_a_buffered_ticket_prints_is_seen_and_the_ticket_reprinted(
-    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], flag: str
+    agent: Agent,
+    api: aiohttp.ClientSession,
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    flag: str,
+    clone: bool,
 ) -> None:
     """A real printer takes the whole ticket into its receive buffer at once and answers DLE EOT on arrival, then
     prints it line by line (about 0.4 s at 250 mm/s): a roll that runs out half way ends after that answer. The
     ticket must not count as printed: the printer is asked in order (GS r, answered once it has processed the ticket,
-    never while it is stopped at paper end), so the fault is seen and the whole ticket prints again as COPY."""
+    never while it is stopped at paper end), so the fault is seen and the whole ticket prints again as COPY. The same
+    with a clone that answers GS r also when stopped, with its paper end bits set."""
     kitchen = printers["kitchen"]
     kitchen.speed = PaperSpeed()
+    kitchen.in_order_when_stopped = clone
     example_order["print_receipt"] = False
     ticket_size = len(agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de"))
     setattr(kitchen, f"{flag}_after", ticket_size // 2)
