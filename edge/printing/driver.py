@@ -34,8 +34,8 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 _DLE_EOT = b"\x10\x04"
-# The slowest printers we plan for take about this many bytes per second; the confirming
-# status query waits behind the whole job, so its timeout grows with the job.
+# The slowest printers we plan for take about this many bytes per second (a serial line may be slower still); the
+# confirming status query waits behind the whole job, so its timeout grows with the job.
 _SLOW_PRINTER_BYTES_PER_S = 2000
 # A printer that has never answered and stayed silent this many status exchanges in a row cannot answer (a model or
 # a one-way print server without status): its jobs stop waiting for replies that never come.
@@ -241,11 +241,9 @@ class PrinterDriver:
                         return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
                     processed = self._out(len(data))
                     if processed is None:
-                        return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
+                        return PrintOutcome(confirmed=False, state=self._silent_after(len(data)))
                     # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
-                    replies = self._ask(
-                        (1, 4), first_timeout=self.status_timeout + len(data) / _SLOW_PRINTER_BYTES_PER_S
-                    )
+                    replies = self._ask((1, 4), first_timeout=self._job_time(len(data)))
                 state = parse_status(replies)
                 return PrintOutcome(
                     confirmed=processed or state != PrinterState.UNKNOWN, state=state, processed=processed
@@ -260,7 +258,7 @@ class PrinterDriver:
         if not self._answered_in_order and self._in_order_misses >= _SILENT_AFTER:
             return False  # a printer without GS r: the DLE EOT reply after the job is all there is
         self.transport.write(_GS_R_PAPER)
-        deadline = time.monotonic() + self.status_timeout + size / _SLOW_PRINTER_BYTES_PER_S
+        deadline = time.monotonic() + self._job_time(size)
         while True:
             left = deadline - time.monotonic()
             sensors = self._replies.next(in_order=True, timeout=min(max(left, 0.0), _STOP_POLL_S))
@@ -289,6 +287,22 @@ class PrinterDriver:
                     "paper that runs out while it prints from its buffer is not seen",
                 )
         return False
+
+    def _silent_after(self, size: int) -> PrinterState:
+        """No reply after a job. From a printer that answered before it, on a line that takes bytes whether it is on or
+        not, that is a printer switched off (or cut off) while it printed: OFFLINE, the job may be only partly out.
+        A slow printer holding the line back answers late; it gets twice the job's time more before that is said."""
+        if not (self._answered and self.transport.vanishes_silently):
+            return PrinterState.UNKNOWN
+        if self._replies.next(in_order=False, timeout=2 * self._job_time(size)) is None:
+            self._heard(False)
+            return PrinterState.OFFLINE
+        return parse_status(self._ask((1, 2, 4)))  # it answers now: what it says
+
+    def _job_time(self, size: int) -> float:
+        """How long a reply may take after a job of ``size`` bytes: the slowest printer's (or line's) time for it."""
+        line = self.transport.line_bytes_per_s
+        return self.status_timeout + size / min(_SLOW_PRINTER_BYTES_PER_S, line or _SLOW_PRINTER_BYTES_PER_S)
 
     def _check_ready(self) -> None:
         """Raises when the job must not go now."""

@@ -311,6 +311,7 @@ class SimSerialPrinter(SimPrinter):
         # Switched off, the printer behind a USB-serial adapter neither answers nor prints, while the adapter still
         # takes every byte (no flow control): what is sent meanwhile is lost.
         self.powered = True
+        self.off_after: int | None = None  # switched off after this many job bytes of a job; fires once
         self.device = ""
         self._master: int | None = None
         self._slave: int | None = None
@@ -368,6 +369,12 @@ class SimSerialPrinter(SimPrinter):
                     os.write(self._master, bytes([self._in_order_reply(part.n)]))
                     self.in_order_answered += 1
                 continue
+            if self.off_after is not None and len(self._job) + len(part) >= self.off_after:
+                part = part[: self.off_after - len(self._job)]  # the rest goes to a printer that is off
+                self.off_after = None
+                self._on_paper = self._take(self._job, part, self._on_paper)
+                self.set_offline(True)
+                return
             self._on_paper = self._take(self._job, part, self._on_paper)
 
     def _end_job(self) -> None:

@@ -19,6 +19,9 @@ class Transport(Protocol):
     device_id: str
     label: str  # how the device is reached, e.g. "tcp 10.0.0.21:9100"; goes into error messages
     can_read: bool  # False for write-only transports: such a device never answers a status query
+    line_bytes_per_s: float | None  # how fast the line carries bytes (a serial line's); None: faster than any printer
+    # The device can vanish without the line telling: a USB-serial adapter takes bytes whether the printer is on or not.
+    vanishes_silently: bool
 
     def open(self) -> None:
         """Connect; raises DeviceUnreachableError."""

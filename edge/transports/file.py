@@ -19,6 +19,8 @@ class FileTransport:
     """Each connection that writes makes a new ``<timestamp>-<seq>.bin`` file; nothing is ever read back."""
 
     can_read = False
+    line_bytes_per_s: float | None = None
+    vanishes_silently = False
 
     def __init__(self, device_id: str, directory: Path | str) -> None:
         self.device_id = device_id

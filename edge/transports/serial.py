@@ -29,6 +29,7 @@ class SerialTransport:
     """
 
     can_read = True
+    vanishes_silently = True
 
     def __init__(
         self,
@@ -44,6 +45,8 @@ class SerialTransport:
     ) -> None:
         self.device_id = device_id
         self.label = f"serial {device} {baudrate} baud"
+        bits = bytesize + stopbits + (parity != "none") + 1  # and a start bit
+        self.line_bytes_per_s: float | None = baudrate / bits
         self._device = device
         self._options = {
             "baudrate": baudrate,

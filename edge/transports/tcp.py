@@ -11,6 +11,8 @@ class TcpTransport:
     """Blocking socket; a failed connect is "unreachable", any failure after it is a write error."""
 
     can_read = True
+    line_bytes_per_s: float | None = None
+    vanishes_silently = False
 
     def __init__(
         self, device_id: str, host: str, port: int, *, connect_timeout: float = 3.0, write_timeout: float = 10.0

@@ -23,6 +23,8 @@ class UsbTransport:
     """
 
     can_read = True
+    line_bytes_per_s: float | None = None
+    vanishes_silently = False
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from edge.printing.render import Renderer
 from edge.printing.status import PrinterState
 from edge.sim.printer import SimPrinter, SimSerialPrinter, serve
 from edge.transports import SerialTransport, TcpTransport
-from tests.helpers import api_client, config_dict, db_rows, post, status_reads, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, post, status_reads, wait_until
 
 
 @pytest.fixture
@@ -158,6 +158,31 @@ async def test_a_serial_printer_switched_off_gets_its_ticket_when_it_is_back_on(
     assert decode(printed[-1]).qr_codes == ["edge:v1:ord_2:kitchen"]
     assert "KOPIE / COPY" not in decode(printed[-1]).text
     await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.ONLINE, what="the spool online")
+
+
+async def test_a_serial_printer_switched_off_in_the_middle_of_a_ticket_prints_it_again_as_copy(
+    make_agent: Callable[..., Awaitable[Agent]],
+    tmp_path: Path,
+    serial_printer: SimSerialPrinter,
+    printers: dict[str, SimPrinter],
+    example_order: dict,
+) -> None:
+    """Switched off half way through a ticket, behind a USB-serial adapter that takes the rest all the same: the
+    printer that answered before the ticket is silent after it. The ticket may be only partly out: it waits, the spool
+    offline, and prints again as COPY once the printer answers. Before, it was marked printed, half of it on paper."""
+    agent = await make_agent(serial_kitchen(tmp_path, printers, serial_printer, status_timeout=0.3))
+    serial_printer.off_after = 200
+    async with api_client(agent) as api:
+        assert (await post(api, dict(example_order, print_receipt=False)))[0] == 201
+        await wait_until(lambda: agent.spoolers["bar"].state == PrinterState.OFFLINE, what="the spool offline")
+        assert await db_rows(agent, "SELECT state, copy FROM print_jobs") == [("queued", 1)]
+        assert [len(p) for p in serial_printer.printed] == [200]
+        serial_printer.set_offline(False)
+        printed = await serial_printer.wait_for_printed(2, timeout=10)
+    assert "KOPIE / COPY" in decode(printed[-1]).text
+    await eventually(
+        lambda: db_rows(agent, "SELECT state, copy FROM print_jobs"), lambda rows: rows == [("printed", 1)]
+    )
 
 
 async def test_line_gone_mid_session_is_a_write_error(serial_printer: SimSerialPrinter) -> None:
