@@ -16,6 +16,9 @@ log = structlog.get_logger()
 
 # First re-probe after a failure; doubles up to probe_max_s, which is kept small so a returning line is seen at once.
 _PROBE_MIN_S = 0.1
+# A new reason while the link stays down is logged at most this often: a flaky line may alternate two reasons at
+# every probe (two a second), which would flood the journal of a small box.
+_STILL_DOWN_LOG_S = 60.0
 
 
 class LinkMonitor:
@@ -38,6 +41,7 @@ class LinkMonitor:
         self.detail = ""
         self._down_since = clock.mono()
         self._last_answer: float | None = None  # clock.mono() of the last answer to any call
+        self._still_down_logged: float | None = None  # clock.mono() of the last central_link_still_down
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         client.on_answer = self.mark_up
@@ -66,7 +70,10 @@ class LinkMonitor:
         changed, self.detail = detail != self.detail, detail
         if up == self.up:
             if changed and not up:  # still down, for another reason: the technician's fix may have done its part
-                log.warning("central_link_still_down", detail=detail)
+                now = self._clock.mono()
+                if self._still_down_logged is None or now - self._still_down_logged >= _STILL_DOWN_LOG_S:
+                    self._still_down_logged = now
+                    log.warning("central_link_still_down", detail=detail)
             return
         previous, self.up, self.since = self.up, up, self._clock.wall()
         if up:

@@ -7,11 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from structlog.testing import capture_logs
 
+from edge.clock import SteppedClock
 from edge.config import Settings
-from edge.events import CentralLinkChanged, RecoveryCompleted
+from edge.events import CentralLinkChanged, EventBus, RecoveryCompleted
 from edge.sim.central import CentralSim
-from tests.helpers import api_client
+from edge.sync.client import CentralUnreachableError
+from edge.sync.monitor import LinkMonitor
+from tests.helpers import api_client, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, Agents
 
 
@@ -74,6 +78,40 @@ async def test_a_busy_central_answering_429_is_up_not_down(
     await asyncio.sleep(2.0)  # ten probes at probe_up_s = 0.2
     assert 429 in central.statuses()
     assert [e.up for e in events.of(CentralLinkChanged)] == [True]
+
+
+async def test_a_line_that_fails_two_ways_in_turn_logs_its_new_reason_at_most_once_a_minute(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """While the link stays down, a new reason is logged (the technician's fix may have done half its work), but a
+    flaky line alternating two reasons at every probe does not log twice a second: at most once a minute."""
+
+    class Flaky:
+        on_answer: Any = None
+        on_unreachable: Any = None
+        probes = 0
+
+        async def health(self) -> None:
+            self.probes += 1
+            raise CentralUnreachableError(f"no answer ({'reset' if self.probes % 2 else 'timed out'})")
+
+    client, clock = Flaky(), SteppedClock()
+    settings = make_settings(central={"url": "http://127.0.0.1:9", "token": CENTRAL_TOKEN, "probe_max_s": 0.02})
+    monitor = LinkMonitor(client, EventBus(), settings.central, clock=clock)  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        monitor.start()
+        try:
+            await wait_until(lambda: client.probes >= 20, what="20 probes")
+            clock.advance(60)
+            probes = client.probes
+            await wait_until(lambda: client.probes >= probes + 4, what="4 more probes")
+        finally:
+            await monitor.stop()
+    assert [e["event"] for e in logs if e["event"].startswith("central_link")] == [
+        "central_link_down",
+        "central_link_still_down",
+        "central_link_still_down",
+    ]
 
 
 async def test_a_central_url_that_redirects_is_named_as_such_not_followed(
