@@ -107,6 +107,29 @@ async def test_a_fault_while_a_buffered_ticket_prints_is_seen_and_the_ticket_rep
     assert kitchen.in_order_answered >= 1  # the copy was confirmed in order
 
 
+@pytest.mark.parametrize("share", [0.05, 0.3, 0.7, 0.97])
+async def test_wherever_a_roll_ends_in_a_buffered_ticket_it_prints_again_whole_as_copy(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], share: float
+) -> None:
+    """The roll ends at any point of a ticket the printer has in its buffer (a faster paper speed keeps the test
+    short): what came out is the ticket's start, the ticket is never taken for printed, and the whole of it prints
+    again as COPY after a new roll."""
+    kitchen = printers["kitchen"]
+    kitchen.speed = PaperSpeed(mm_per_s=1000.0)
+    example_order["print_receipt"] = False
+    ticket = agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de")
+    kitchen.paper_out_after = int(len(ticket) * share)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", what="the paper end seen")
+    await wait_until(lambda: len(kitchen.printed) == 1, what="the cut-short ticket recorded")
+    assert ticket.startswith(kitchen.printed[0]) and len(kitchen.printed[0]) == int(len(ticket) * share)
+    assert await job_rows(agent) == [("queued", 0, 1)]
+    kitchen.paper_out = False
+    printed = await kitchen.wait_for_printed(2)
+    assert "KOPIE / COPY" in decode(printed[1]).text and decode(printed[1]).qr_codes == decode(ticket).qr_codes
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
+
+
 async def test_a_printer_that_hangs_up_mid_ticket_and_then_reports_paper_out_spends_no_attempt(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
