@@ -92,6 +92,29 @@ class _Replies:
             self._in_order.append(byte)
 
 
+@dataclasses.dataclass
+class _Habit:
+    """Whether the printer answers one kind of query. One that has never answered it in this run and missed it
+    _SILENT_AFTER times in a row is taken for one that cannot: it is no longer waited for; any answer brings the waits
+    back."""
+
+    answered: bool = False  # ever, in this run
+    misses: int = 0  # in a row
+
+    @property
+    def given_up(self) -> bool:
+        return not self.answered and self.misses >= _SILENT_AFTER
+
+    def note(self, answered: bool) -> bool:
+        """Records one exchange; True when that changed ``given_up``."""
+        before = self.given_up
+        if answered:
+            self.answered, self.misses = True, 0
+        else:
+            self.misses += 1
+        return self.given_up != before
+
+
 @dataclasses.dataclass(frozen=True)
 class PrintOutcome:
     confirmed: bool  # the printer answered a status query sent after the job, so it has taken every byte
@@ -128,12 +151,9 @@ class PrinterDriver:
         # as that pool has threads (cores + 4) left none for the commits behind answers to orders or for rendering
         # the next ticket of a printer that was free: both waited for a printer to finish.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"printer-{name}")
-        # Has it ever answered a status query in this run; how many exchanges in a row it has not (on its thread).
-        self._answered = False
-        self._silences = 0
-        # The same for GS r after a job (a few clones answer only DLE EOT).
-        self._answered_in_order = False
-        self._in_order_misses = 0
+        # Whether it answers DLE EOT, and GS r after a job (a few clones answer only DLE EOT); on its thread.
+        self._status_answers = _Habit()
+        self._in_order_answers = _Habit()
         self._replies = _Replies(transport)
 
     async def status(self) -> PrinterState:
@@ -220,19 +240,14 @@ class PrinterDriver:
         except Exception:  # the outcome is already decided; a failing close must not replace it
             log.exception("transport_close_failed", device_id=self.name)
 
-    @property
-    def _silent(self) -> bool:
-        """Taken for a printer that cannot answer status: jobs go without asking (each would wait status_timeout
-        twice, for nothing). Only one that never answered: a printer that has and falls silent is offline (switched
-        off, its cable pulled), and the reply after a job is how paper out mid-ticket is found. The status poll
-        between jobs still asks."""
-        return not self._answered and self._silences >= _SILENT_AFTER
-
     def _print(self, data: bytes) -> PrintOutcome:
         with self._lock:
             self._open()
             try:
-                asks = self.transport.can_read and not self._silent
+                # A printer taken for one that cannot answer status gets its jobs without asking (each would wait
+                # status_timeout twice, for nothing); the status poll between jobs still asks. One that has answered
+                # and falls silent is offline instead (switched off, its cable pulled): see _ask_state.
+                asks = self.transport.can_read and not self._status_answers.given_up
                 if asks:
                     self._check_ready()
                 with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
@@ -255,7 +270,7 @@ class PrinterDriver:
         """Whether the job just sent is out of the printer: True when it answered GS r after it (within the time a slow
         printer takes for ``size`` bytes), False when it stopped meanwhile (paper end, cover open, error) or does not
         answer GS r; None when it answered nothing at all."""
-        if not self._answered_in_order and self._in_order_misses >= _SILENT_AFTER:
+        if self._in_order_answers.given_up:
             return False  # a printer without GS r: the DLE EOT reply after the job is all there is
         self.transport.write(_GS_R_PAPER)
         deadline = time.monotonic() + self._job_time(size)
@@ -263,7 +278,7 @@ class PrinterDriver:
             left = deadline - time.monotonic()
             sensors = self._replies.next(in_order=True, timeout=min(max(left, 0.0), _STOP_POLL_S))
             if sensors is not None:
-                self._answered_in_order, self._in_order_misses = True, 0
+                self._in_order_answers.note(True)
                 # Epson leaves GS r unanswered at paper end; some clones answer it with the paper end bits set.
                 return not sensors & _GS_R_PAPER_END
             if left <= _STOP_POLL_S:
@@ -277,22 +292,20 @@ class PrinterDriver:
                 return None
             if stopped(cause):
                 return False  # GS r waits behind the stop: the job may be only partly out
-        if not self._answered_in_order:
-            self._in_order_misses += 1
-            if self._in_order_misses == _SILENT_AFTER:
-                log.warning(
-                    "printer_no_in_order_status",
-                    device_id=self.name,
-                    hint="it answers DLE EOT but not GS r: a ticket is taken for printed once the printer has it, so "
-                    "paper that runs out while it prints from its buffer is not seen",
-                )
+        if self._in_order_answers.note(False):
+            log.warning(
+                "printer_no_in_order_status",
+                device_id=self.name,
+                hint="it answers DLE EOT but not GS r: a ticket is taken for printed once the printer has it, so "
+                "paper that runs out while it prints from its buffer is not seen",
+            )
         return False
 
     def _silent_after(self, size: int) -> PrinterState:
         """No reply after a job. From a printer that answered before it, on a line that takes bytes whether it is on or
         not, that is a printer switched off (or cut off) while it printed: OFFLINE, the job may be only partly out.
         A slow printer holding the line back answers late; it gets twice the job's time more before that is said."""
-        if not (self._answered and self.transport.vanishes_silently):
+        if not (self._status_answers.answered and self.transport.vanishes_silently):
             return PrinterState.UNKNOWN
         if self._replies.next(in_order=False, timeout=2 * self._job_time(size)) is None:
             self._heard(False)
@@ -323,7 +336,7 @@ class PrinterDriver:
     def _ask_state(self) -> tuple[PrinterState, dict[int, int]]:
         """The printer's state and its replies. Silence is UNKNOWN from a printer that never answered in this run,
         and OFFLINE from one that has: it is switched off or its cable pulled."""
-        answered_before = self._answered
+        answered_before = self._status_answers.answered
         replies = self._ask((1, 2, 4))
         if error_reported(replies):
             replies |= self._ask((3,))  # which error; for the technician's log
@@ -349,13 +362,11 @@ class PrinterDriver:
         return replies
 
     def _heard(self, answered: bool) -> None:
-        if answered:
-            if self._silent:
-                log.info("printer_answers_status", device_id=self.name)
-            self._answered, self._silences = True, 0
+        if not self._status_answers.note(answered):
             return
-        self._silences += 1
-        if self._silent and self._silences == _SILENT_AFTER:
+        if answered:
+            log.info("printer_answers_status", device_id=self.name)
+        else:
             log.warning(
                 "printer_silent",
                 device_id=self.name,
