@@ -202,35 +202,32 @@ class PrinterDriver:
         self._replies = _Replies(self.transport)
 
     def _status(self) -> tuple[PrinterState, dict[int, int]]:
-        with self._lock:
-            try:
-                self._open()
-            except DeviceUnreachableError:
-                return PrinterState.OFFLINE, {}
-            try:
-                if not self.transport.can_read:
-                    return PrinterState.UNKNOWN, {}
-                with self._device_errors(DeviceWriteError):
-                    return self._ask_state()
-            except DeviceWriteError:
-                return PrinterState.OFFLINE, {}  # accepted the connection, then hung up: not taking jobs
-            finally:
-                self._close()
+        # Accepted the connection, then hung up: not taking jobs.
+        offline: tuple[PrinterState, dict[int, int]] = (PrinterState.OFFLINE, {})
+        return self._query(self._ask_state, unreachable=offline, mute=(PrinterState.UNKNOWN, {}), hung_up=offline)
 
     def _answers_in_order(self) -> bool | None:
+        def ask() -> bool:
+            self.transport.write(_GS_R_PAPER)
+            return self._replies.next(in_order=True, timeout=self.status_timeout) is not None
+
+        return self._query(ask, unreachable=None, mute=None, hung_up=None)
+
+    def _query(self, ask: Callable[[], T], *, unreachable: T, mute: T, hung_up: T) -> T:
+        """One question between jobs on a connection of its own: ``ask``'s answer, or what stands for it when the
+        printer cannot be reached, the transport has no way back, or the printer hangs up meanwhile."""
         with self._lock:
             try:
                 self._open()
             except DeviceUnreachableError:
-                return None
+                return unreachable
             try:
                 if not self.transport.can_read:
-                    return None
+                    return mute
                 with self._device_errors(DeviceWriteError):
-                    self.transport.write(_GS_R_PAPER)
-                    return self._replies.next(in_order=True, timeout=self.status_timeout) is not None
+                    return ask()
             except DeviceWriteError:
-                return None
+                return hung_up
             finally:
                 self._close()
 
