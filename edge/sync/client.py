@@ -257,9 +257,10 @@ class CentralClient:
                 proxy_headers=self._proxy_login if tls else None,
             ) as response:
                 status = response.status
+                if status == 407 and self._proxy:  # the proxy's answer to a plain-http request, not central's
+                    raise self._proxy_refused(method, url, status, "Proxy Authentication Required")
                 moved_to = response.headers.get("Location", "")
-                if not (status == 407 and self._proxy):  # the proxy's own answer is not dated by central's clock
-                    self._heard_date(response.headers, time.monotonic() - sent)
+                self._heard_date(response.headers, time.monotonic() - sent)
                 text = await response.text()
                 retry_after = retry_after_s(response.headers.get("Retry-After"))
         except aiohttp.ClientHttpProxyError as err:  # the proxy refused the CONNECT: central was never asked
@@ -274,8 +275,6 @@ class CentralClient:
             # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend.
             error = CentralTimeoutError(detail) if isinstance(err, TimeoutError) else CentralUnreachableError(detail)
             raise _RetryableError(error) from None
-        if status == 407 and self._proxy:  # the proxy's answer to a plain-http request, not central's
-            raise self._proxy_refused(method, url, status, "Proxy Authentication Required") from None
         if status < 300 or 400 <= status < 500:  # a 5xx or a redirect is an answer, but not one we can work with
             self.on_answer()
         if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing
