@@ -194,10 +194,7 @@ class SimPrinter:
                 parts, held = _split(held + chunk)
                 for part in parts:
                     if isinstance(part, int):  # DLE EOT: real time, on arrival
-                        self.status_asked += 1
-                        if self.answer_status:
-                            writer.write(bytes([self._reply(part)]))
-                            self.status_queries += 1
+                        writer.write(self._answer(part))
                         continue
                     if isinstance(part, bytes):
                         if self.drop_after is not None and len(feed.received) + len(part) >= self.drop_after:
@@ -228,19 +225,27 @@ class SimPrinter:
         """What the printer does with a part when it gets to it: prints job bytes (a fault may stop it there), answers
         GS r unless stopped."""
         if isinstance(part, _InOrder):
-            self.in_order_asked += 1
-            if self._answers_in_order():
-                feed.writer.write(bytes([self._in_order_reply(part.n)]))
-                self.in_order_answered += 1
+            feed.writer.write(self._answer(part))
             return
         was = self._asb()
         feed.on_paper = self._take(feed.job, part, feed.on_paper)
         if self.asb and self._asb() != was:
             feed.writer.write(self._asb())
 
-    def _answers_in_order(self) -> bool:
+    def _answer(self, query: int | _InOrder) -> bytes:
+        """The reply to DLE EOT n (``query`` is n) or to GS r, counted; b"" when the printer does not answer it."""
+        if isinstance(query, int):
+            self.status_asked += 1
+            if not self.answer_status:
+                return b""
+            self.status_queries += 1
+            return bytes([self._reply(query)])
+        self.in_order_asked += 1
         stopped = self.paper_out or self.cover_open
-        return self.answer_status and self.answer_in_order and (not stopped or self.in_order_when_stopped)
+        if not (self.answer_status and self.answer_in_order and (not stopped or self.in_order_when_stopped)):
+            return b""
+        self.in_order_answered += 1
+        return bytes([self._in_order_reply(query.n)])
 
     def _in_order_reply(self, n: int) -> int:
         """GS r 1 (paper sensors): bits 0-1 near end, 2-3 paper end; GS r 2 (drawer): 0. Fixed bits 4 and 7 clear."""
@@ -355,19 +360,10 @@ class SimSerialPrinter(SimPrinter):
             return  # lost on a line nobody listens to
         parts, self._held = _split(self._held + chunk)
         for part in parts:
-            if isinstance(part, int):
+            if isinstance(part, (int, _InOrder)):  # GS r processed at once: a serial printer here has no speed model
                 self._end_job()
-                self.status_asked += 1
-                if self.answer_status:
-                    os.write(self._master, bytes([self._reply(part)]))
-                    self.status_queries += 1
-                continue
-            if isinstance(part, _InOrder):  # processed at once: a serial printer here has no speed model
-                self._end_job()
-                self.in_order_asked += 1
-                if self._answers_in_order():
-                    os.write(self._master, bytes([self._in_order_reply(part.n)]))
-                    self.in_order_answered += 1
+                if reply := self._answer(part):
+                    os.write(self._master, reply)
                 continue
             if self.off_after is not None and len(self._job) + len(part) >= self.off_after:
                 part = part[: self.off_after - len(self._job)]  # the rest goes to a printer that is off
