@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge.app import Agent
-from edge.config import Settings, parse_settings
+from edge.config import parse_settings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.orders.model import parse_order
 from edge.printing.decode import decode
@@ -85,34 +85,40 @@ def test_missing_device_is_unreachable(tmp_path: Path) -> None:
         transport.open()
 
 
-def serial_kitchen(
-    tmp_path: Path, printers: dict[str, SimPrinter], serial_printer: SimSerialPrinter, *, status_timeout: float = 0.5
-) -> Settings:
-    """Settings whose kitchen and bar stations print on ``serial_printer``, as printer 'bar'."""
-    raw = config_dict(tmp_path / "data", printers)
-    raw["printers"]["bar"] = {
-        "type": "serial",
-        "device": serial_printer.device,
-        "baudrate": 19200,
-        "flow_control": "none",
-        "status_timeout": status_timeout,
-    }
-    raw["stations"] = {"kitchen": "bar", "bar": "bar"}
-    return parse_settings(raw, source="test")
+@pytest.fixture
+def serial_agent(
+    make_agent: Callable[..., Awaitable[Agent]],
+    tmp_path: Path,
+    printers: dict[str, SimPrinter],
+    serial_printer: SimSerialPrinter,
+) -> Callable[..., Awaitable[Agent]]:
+    """Starts an agent whose kitchen and bar stations print on ``serial_printer``, as printer 'bar'."""
+
+    async def start(*, status_timeout: float = 0.5) -> Agent:
+        raw = config_dict(tmp_path / "data", printers)
+        raw["printers"]["bar"] = {
+            "type": "serial",
+            "device": serial_printer.device,
+            "baudrate": 19200,
+            "flow_control": "none",
+            "status_timeout": status_timeout,
+        }
+        raw["stations"] = {"kitchen": "bar", "bar": "bar"}
+        return await make_agent(parse_settings(raw, source="test"))
+
+    return start
 
 
 @pytest.mark.parametrize("mid_ticket", [False, True])
 async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
-    make_agent: Callable[..., Awaitable[Agent]],
-    tmp_path: Path,
+    serial_agent: Callable[..., Awaitable[Agent]],
     serial_printer: SimSerialPrinter,
-    printers: dict[str, SimPrinter],
     example_order: dict,
     mid_ticket: bool,
 ) -> None:
     """The whole agent with its kitchen printer on serial: paper out holds the job (no attempt spent), paper back prints
     it; paper running out in the middle of the ticket prints the whole ticket again as COPY."""
-    agent = await make_agent(serial_kitchen(tmp_path, printers, serial_printer))
+    agent = await serial_agent()
     if mid_ticket:
         serial_printer.paper_out_after = 200
     else:
@@ -132,17 +138,15 @@ async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
 
 
 async def test_a_serial_printer_switched_off_gets_its_ticket_when_it_is_back_on(
-    make_agent: Callable[..., Awaitable[Agent]],
-    tmp_path: Path,
+    serial_agent: Callable[..., Awaitable[Agent]],
     serial_printer: SimSerialPrinter,
-    printers: dict[str, SimPrinter],
     example_order: dict,
 ) -> None:
     """A USB-serial adapter takes bytes whether or not the printer behind it is on. A printer that has answered and
     then falls silent is switched off (or its cable pulled): its next ticket waits, the spool offline, and prints once
     it answers again. Before, the silent printer was "unknown" and printing went on: the ticket went into the void
     and was marked printed."""
-    agent = await make_agent(serial_kitchen(tmp_path, printers, serial_printer, status_timeout=0.3))
+    agent = await serial_agent(status_timeout=0.3)
     first, second = (dict(example_order, id=f"ord_{n}", number=f"A-{n}", print_receipt=False) for n in (1, 2))
     async with api_client(agent) as api:
         assert (await post(api, first))[0] == 201
@@ -161,16 +165,14 @@ async def test_a_serial_printer_switched_off_gets_its_ticket_when_it_is_back_on(
 
 
 async def test_a_serial_printer_switched_off_in_the_middle_of_a_ticket_prints_it_again_as_copy(
-    make_agent: Callable[..., Awaitable[Agent]],
-    tmp_path: Path,
+    serial_agent: Callable[..., Awaitable[Agent]],
     serial_printer: SimSerialPrinter,
-    printers: dict[str, SimPrinter],
     example_order: dict,
 ) -> None:
     """Switched off half way through a ticket, behind a USB-serial adapter that takes the rest all the same: the
     printer that answered before the ticket is silent after it. The ticket may be only partly out: it waits, the spool
     offline, and prints again as COPY once the printer answers. Before, it was marked printed, half of it on paper."""
-    agent = await make_agent(serial_kitchen(tmp_path, printers, serial_printer, status_timeout=0.3))
+    agent = await serial_agent(status_timeout=0.3)
     serial_printer.off_after = 200
     async with api_client(agent) as api:
         assert (await post(api, dict(example_order, print_receipt=False)))[0] == 201
