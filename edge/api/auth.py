@@ -13,7 +13,7 @@ from aiohttp import web
 
 from edge.api.errors import Handler, error_response, read_body
 from edge.api.retries import RequestMemory, fingerprint, is_retry_safe, replayed_response
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import ApiSettings, signing_key
 from edge.store.webhooks import WebhookStore
 
@@ -37,12 +37,20 @@ class Authenticator:
     """
 
     def __init__(
-        self, settings: ApiSettings, *, store: WebhookStore | None = None, clock: Clock = SYSTEM_CLOCK
+        self,
+        settings: ApiSettings,
+        *,
+        store: WebhookStore | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        central: RemoteClock | None = None,
     ) -> None:
         self._bearer = settings.token.get().encode() if settings.token else None
         self._keys = [signing_key(s) for s in settings.signing_secrets]
         self._require_signature = settings.require_signature
         self._clock = clock
+        # Central signs its pushes on its own clock; once its answers have dated it, a box clock that is off (no
+        # battery, NTP blocked by the shop's firewall) must not refuse every push as stale.
+        self._central = central
         # An id must be known at least as long as a request carrying it could pass the timestamp check.
         self.memory = RequestMemory(store, clock=clock, keep_s=2 * SIGNATURE_TOLERANCE_S)
         self.rejected: collections.Counter[str] = collections.Counter()
@@ -116,10 +124,12 @@ class Authenticator:
             )
         if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
             return "bad_signature", "webhook-timestamp must be whole seconds since 1970"
-        if abs(self._clock.wall() - int(stamp)) > SIGNATURE_TOLERANCE_S:
+        central_now = self._central.wall() if self._central is not None else None
+        now, whose = (self._clock.wall(), "the agent's") if central_now is None else (central_now, "central's")
+        if abs(now - int(stamp)) > SIGNATURE_TOLERANCE_S:
             return (
                 "stale_signature",
-                f"webhook-timestamp is more than {SIGNATURE_TOLERANCE_S // 60} minutes away from the agent's clock",
+                f"webhook-timestamp is more than {SIGNATURE_TOLERANCE_S // 60} minutes away from {whose} clock",
             )
         given = [s.encode() for s in signatures.split()]
         # Every key against every signature, no early exit: rotation sends one signature per key.

@@ -240,7 +240,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_api(deps: ApiDeps) -> web.Application:
-    deps.auth = Authenticator(deps.settings.api, store=WebhookStore(deps.db), clock=deps.clock)
+    deps.auth = Authenticator(
+        deps.settings.api,
+        store=WebhookStore(deps.db),
+        clock=deps.clock,
+        central=deps.sync.central_time if deps.sync is not None else None,
+    )
     if deps.metrics is not None:
         deps.metrics.watch_rejections(deps.auth.rejected)
     app = web.Application(

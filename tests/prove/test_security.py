@@ -20,9 +20,10 @@ from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import ApiSettings, Settings
 from edge.errors import ConfigError
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, api_client, db_rows
+from tests.helpers import TOKEN, api_client, db_rows, wait_until
 
 OLD_KEY = b"o" * 32
 NEW_KEY = b"n" * 32
@@ -129,6 +130,31 @@ async def test_bad_signatures_are_401_and_counted(signed_agent: Agent, tamper: A
     assert signed_agent.deps is not None and signed_agent.deps.auth is not None
     assert signed_agent.deps.auth.rejected == {reason: 1}
     assert await stored_orders(signed_agent) == []
+
+
+@pytest.mark.parametrize(
+    ("signed_s_from_central", "status"), [(0, 201), (-6 * 60, 401)], ids=["just-signed", "6-min-old-on-its-clock"]
+)
+async def test_signed_pushes_are_timed_on_centrals_clock_when_the_box_clock_is_off(
+    make_agent: Callable[..., Awaitable[Agent]], central: CentralSim, signed_s_from_central: float, status: int
+) -> None:
+    """A box without a battery and with NTP blocked by the shop's firewall runs an hour behind; central signs its
+    pushes on its own clock. With a central link, whose answers date central's clock, the signature's timestamp is
+    checked against that: a fresh push is taken (before: every signed push refused as "stale", the store took no
+    order at all), one signed 6 minutes earlier on central's clock is still refused."""
+    central.clock_offset_s = 3600.0
+    agent = await make_agent(
+        api={"token": "", "signing_secrets": SECRETS, "require_signature": True},
+        central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "probe_max_s": 0.1},
+    )
+    await wait_until(lambda: agent.sync is not None and agent.sync.monitor.up, what="central answering")
+    body = json.dumps(make_order(1, prefix="late_box")).encode()
+    async with api_client(agent, token=None) as session:
+        answer, _, _ = await send_signed(
+            session, "/api/v1/orders", body, "msg_central", at=time.time() + 3600 + signed_s_from_central
+        )
+    assert answer == status
+    assert await stored_orders(agent) == (["late_box_000001"] if status == 201 else [])
 
 
 async def send_signed(
