@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError, PrintOutcome
 from edge.printing.status import PrinterState
-from edge.sim.printer import SimPrinter
+from edge.sim.printer import PaperSpeed, SimPrinter
 from edge.transports import FileTransport, TcpTransport
 
 # Text, a QR-ish block and bytes that look like status queries' neighbours, but none is DLE EOT 1-4.
@@ -24,6 +24,8 @@ JOB = (
     + bytes(range(256)).replace(b"\x10\x04", b"")
     + b"\x1dV\x00"
 )
+
+LINE = b"\x1b@A-1042 ready\n"  # a job of one line
 
 
 @pytest.fixture
@@ -181,19 +183,46 @@ async def test_a_printer_that_answered_once_is_offline_when_silent_and_always_as
 async def test_a_printer_without_gs_r_is_confirmed_by_dle_eot_and_stops_being_asked(printer: SimPrinter) -> None:
     """A clone that answers DLE EOT but ignores GS r: each of its first two jobs waits for the in-order reply for the
     time the job may take, then counts as confirmed on the real-time reply (as before GS r); after that the agent
-    does not ask GS r any more (no wait per ticket), and says once what that costs."""
+    does not ask GS r any more (no wait per ticket), and says once what that costs. (A job of one line: the wait is
+    planned by a job's lines.)"""
     printer.answer_in_order = False
     driver = driver_for(printer, status_timeout=0.2)
     with capture_logs() as logs:
         for _ in range(3):
             started = time.monotonic()
-            outcome = await asyncio.wait_for(driver.print(JOB), 5)
+            outcome = await asyncio.wait_for(driver.print(LINE), 5)
             assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE)
         took_third = time.monotonic() - started
     assert printer.in_order_asked == 2 and printer.in_order_answered == 0
     assert took_third < 0.2  # no wait for a reply that does not come
     assert [e["event"] for e in logs if e["event"] == "printer_no_in_order_status"] == ["printer_no_in_order_status"]
-    assert await printer.wait_for_printed(3, timeout=5) == [JOB] * 3
+    assert await printer.wait_for_printed(3, timeout=5) == [LINE] * 3
+
+
+# A short kitchen ticket: four lines and a cut.
+SHORT_TICKET = b"\x1b@" + b"".join(f"{n} x Schnitzel Wiener Art\n".encode() for n in range(1, 5)) + b"\x1dV\x00"
+
+
+async def test_an_impact_printer_is_waited_for_by_its_lines_and_a_roll_end_in_its_third_ticket_is_seen(
+    printer: SimPrinter,
+) -> None:
+    """Kitchens use impact printers (heat does not blacken their paper): Epson's TM-U220 prints 4.7 lines a second
+    (its spec sheet, 40 columns), so four lines and a cut take 1.6 s for 120 bytes. The wait for GS r after a job is
+    planned by its lines at such a speed, not by its bytes at a thermal printer's: before, its first two tickets
+    outlasted the wait, it was taken for a printer without GS r, and a roll that ended while its third ticket printed
+    from the buffer went unseen (the ticket marked printed, half of it on paper)."""
+    printer.speed = PaperSpeed(mm_per_s=20.0)  # 1/6 inch lines at 4.7 lines a second
+    driver = driver_for(printer, status_timeout=0.2)
+    with capture_logs() as logs:
+        for _ in range(2):
+            outcome = await asyncio.wait_for(driver.print(SHORT_TICKET), 10)
+            assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE, processed=True)
+        printer.paper_out_after = len(SHORT_TICKET) // 2
+        outcome = await asyncio.wait_for(driver.print(SHORT_TICKET), 10)
+    assert (outcome.on_paper, outcome.state) == (False, PrinterState.PAPER_OUT)
+    assert "printer_no_in_order_status" not in [e["event"] for e in logs]
+    printed = await printer.wait_for_printed(3, timeout=5)
+    assert printed[:2] == [SHORT_TICKET] * 2 and SHORT_TICKET.startswith(printed[2]) and printed[2] != SHORT_TICKET
 
 
 async def test_a_dle_eot_inside_image_data_does_not_shift_the_replies(printer: SimPrinter) -> None:
