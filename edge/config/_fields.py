@@ -119,6 +119,16 @@ def usb_id(v: int) -> str | None:
     return None if 0 <= v <= 0xFFFF else f"must be between 0 and 0xffff, got {v}"
 
 
+_USB_PORT_RE = re.compile(r"[0-9]{1,3}-[0-9]{1,3}(\.[0-9]{1,3}){0,6}")
+
+
+def usb_port(v: str) -> str | None:
+    """A USB socket as sysfs names it (bus, then the port on each hub): "1-1.2"; empty for any."""
+    if not v or _USB_PORT_RE.fullmatch(v):
+        return None
+    return f"must be a USB socket as `ls /sys/bus/usb/devices` names it, like 1-1.2, got {v!r}"
+
+
 def existing_file(v: Path) -> str | None:
     return None if v.is_file() else f"{v}: no such file"
 

@@ -55,6 +55,9 @@ class UsbPrinterSettings(PrinterSettings):
     type: Literal["usb"] = "usb"
     vendor_id: int = dataclasses.field(metadata=f.check(f.usb_id, required=_USB_IDS))
     product_id: int = dataclasses.field(metadata=f.check(f.usb_id, required=_USB_IDS, required_key="vendor_id"))
+    # Which one, when printers of one model share the ids: the serial number it reports, or the socket it is in.
+    serial_number: str = ""
+    usb_port: str = dataclasses.field(default="", metadata=f.check(f.usb_port))
     interface: int = 0
     in_ep: int = dataclasses.field(default=0x82, metadata=f.check(f.usb_id))
     out_ep: int = dataclasses.field(default=0x01, metadata=f.check(f.usb_id))

@@ -28,6 +28,8 @@ def make_driver(printer: AnyPrinterSettings) -> PrinterDriver:
             in_ep=printer.in_ep,
             out_ep=printer.out_ep,
             write_timeout=printer.write_timeout,
+            serial_number=printer.serial_number,
+            usb_port=printer.usb_port,
         )
     elif printer.type == "serial":
         from edge.transports.serial import SerialTransport  # pyserial loads only for a serial printer

@@ -69,6 +69,11 @@ def test_usb_and_serial_printers_parse() -> None:
             "product_id are required",
         ),
         (USB + '[printers.bar]\ntype = "serial"\n', "printers.bar.device", "is required for a serial printer"),
+        (
+            USB.replace('cut = "partial"', 'usb_port = "port 2"') + SERIAL,
+            "printers.counter.usb_port",
+            "like 1-1.2",
+        ),
         (USB.replace("TM-T20II", "TM-X") + SERIAL, "printers.counter.profile", "unknown python-escpos profile 'TM-X'"),
         (USB + SERIAL.replace("stopbits = 2", "stopbits = 3"), "printers.bar.stopbits", "must be 1, 1.5 or 2"),
         (USB + SERIAL.replace('"rtscts"', '"hardware"'), "printers.bar.flow_control", "must be one of"),
