@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -171,6 +172,26 @@ async def _printer_checks(settings: Settings) -> list[Check]:
     return list(await asyncio.gather(*(one(name) for name in settings.printers)))
 
 
+# Names the kernel numbers in the order it finds the adapters: after a reboot or a replug ttyUSB0 and ttyUSB1 can swap.
+_NUMBERED_PORT = re.compile(r"/dev/tty(USB|ACM)[0-9]+")
+
+
+def _port_name_checks(settings: Settings) -> list[Check]:
+    """A serial printer or scanner named by its kernel number: the kitchen's tickets could print at the bar."""
+    ports = [(f"printer {n}", p.device) for n, p in settings.printers.items() if p.type == "serial"]
+    ports += [(f"scanner {n}", s.port) for n, s in settings.scanners.items() if s.type == "serial"]
+    return [
+        Check(
+            f"{what} port",
+            "warn",
+            f"{port} is numbered in the order adapters are found and can change at a reboot: use its "
+            "/dev/serial/by-id/ name, or /dev/serial/by-path/ (the USB socket) for adapters without a serial number",
+        )
+        for what, port in ports
+        if _NUMBERED_PORT.fullmatch(port)
+    ]
+
+
 async def _smtp_check(settings: Settings) -> Check:
     from edge.alerts import Mailer
 
@@ -273,6 +294,7 @@ async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     checks += await asyncio.to_thread(_database_checks, settings)
     checks.append(await _agent_check(settings, api_call))
     checks += await _printer_checks(settings)
+    checks += _port_name_checks(settings)
     checks.append(await _smtp_check(settings))
     checks.append(await _central_check(settings))
     checks.append(await _mqtt_check(settings, await _agent_status(settings, api_call) if settings.mqtt.url else None))

@@ -17,7 +17,7 @@ import pytest
 
 from edge.api.client import call_agent
 from edge.app import Agent
-from edge.config import Settings
+from edge.config import Settings, parse_settings
 from edge.events import StorageProblem, StorageRecovered
 from edge.ops import AgentRunningError, backup_database, purge_history, purge_printed_orders, restore_database
 from edge.ops.technician import doctor, health, render_status
@@ -126,6 +126,25 @@ async def test_doctor_warns_of_a_printer_that_cannot_say_a_ticket_is_out(
     checks = {c.name: c for c in await doctor(make_settings(), call_agent)}
     assert (checks["printer kitchen"].level, checks["printer kitchen"].detail) == ("ok", "online")
     assert checks["printer front"].level == "warn" and "does not answer GS r" in checks["printer front"].detail
+
+
+async def test_doctor_warns_of_serial_ports_named_by_their_kernel_number(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """/dev/ttyUSB0 and /dev/ttyUSB1 are numbered in the order the adapters are found: after a reboot the kitchen's
+    printer can be the bar's. The doctor names each such port and the stable names to use instead; a by-id name is
+    fine."""
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["bar"] = {"type": "serial", "device": "/dev/ttyUSB1", "status_timeout": 0.2}
+    raw["scanners"] = {
+        "pass": {"port": "/dev/ttyACM0"},
+        "door": {"port": "/dev/serial/by-id/usb-Honeywell_Scanner-if00"},
+    }
+    checks = {c.name: c for c in await doctor(parse_settings(raw, source="test"), call_agent)}
+    assert checks["printer bar port"].level == "warn" and "/dev/ttyUSB1 is numbered" in checks["printer bar port"].detail
+    assert "/dev/serial/by-path/" in checks["printer bar port"].detail
+    assert checks["scanner pass port"].level == "warn"
+    assert "scanner door port" not in checks and "printer kitchen port" not in checks
 
 
 @pytest.mark.parametrize(("central_off", "level", "says"), [(0, "ok", "agrees"), (-3600, "warn", "60 min ahead of")])
