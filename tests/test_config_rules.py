@@ -165,6 +165,8 @@ PRINTER_KEYS = {
     "path",
     "vendor_id",
     "product_id",
+    "serial_number",
+    "usb_port",
     "interface",
     "in_ep",
     "out_ep",
