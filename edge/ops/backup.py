@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from edge.store.files import check_file, copy_database, move_file_to_store
 log = structlog.get_logger()
 
 _PREFIX = "edge-"
+_MB = 2**20
+_PARTIAL_STALE_S = 3600.0  # a backup is written in one step, in seconds or minutes: a partial this old is dead
 
 
 def backup_dir(settings: Settings) -> Path:
@@ -51,10 +55,38 @@ def _check(path: Path) -> BackupFile:
     return BackupFile(version=check.version, store_id=check.store_id)
 
 
-def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
+def _make_room(db_path: Path, directory: Path, reserve_mb: int) -> None:
+    """A backup must not take the agent's room: on the database's own disk (an SD card) the copy and the free space
+    the agent keeps (``reserve_mb``, alerts.disk_free_min_mb) must both fit, or the card runs below it (a disk alert
+    at night) or full while the copy is written (orders refused). The oldest backups make room first, never the
+    newest; when even that is not enough, nothing is removed and StoreError says so."""
+    wal = db_path.with_name(db_path.name + "-wal")
+    size = sum(p.stat().st_size for p in (db_path, wal) if p.exists())  # the copy is at most both
+    same_disk = os.stat(directory).st_dev == os.stat(db_path.parent).st_dev
+    need = size + (reserve_mb * _MB if same_disk else 0)
+    free = shutil.disk_usage(directory).free
+    if free >= need:
+        return
+    older = sorted(directory.glob(f"{_PREFIX}*.db"))[:-1]  # oldest first; the newest stays
+    if free + sum(p.stat().st_size for p in older) < need:
+        kept = f" and the {reserve_mb} MB the agent keeps free (alerts.disk_free_min_mb)" if same_disk else ""
+        raise StoreError(
+            f"not enough space for a backup in {directory}: it needs {size / _MB:.1f} MB{kept}, {free / _MB:.1f} MB "
+            f"are free and older backups hold {sum(p.stat().st_size for p in older) / _MB:.1f} MB; nothing written"
+        )
+    for old in older:
+        if free >= need:
+            break
+        free += old.stat().st_size
+        old.unlink()
+        log.warning("backup_dropped_for_room", path=str(old), free_mb=round(free / _MB, 1))
+
+
+def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: int) -> Path:
     if not db_path.exists():
         raise StoreError(f"database {db_path} does not exist; nothing to back up")
     directory.mkdir(parents=True, exist_ok=True)
+    _make_room(db_path, directory, reserve_mb)
     now = time.time()
     stamp = (
         time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
@@ -65,7 +97,7 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # an unwritable folder fails here, by name
     try:
         try:
-            copy_database(db_path, partial)
+            copy_database(db_path, partial, standalone=True)
         except StoreError as err:
             raise StoreError(f"backup of {db_path} into {partial}: {err}") from err
         _check(partial)
@@ -77,13 +109,33 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str) -> Path:
     sync_to_disk(directory)
     for old in sorted(directory.glob(f"{_PREFIX}*.db"), reverse=True)[keep:]:
         old.unlink()
+    _remove_leftovers(directory)
     return target
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """A copy cut short by a power cut or a kill (as large as the database, on an SD card) once nobody can be writing
+    it any more, and the -wal and -shm files earlier versions left beside each backup when they checked it."""
+    stale_before = time.time() - _PARTIAL_STALE_S
+    for left in directory.glob(f"{_PREFIX}*.partial*"):
+        partial = left.with_name(left.name.removesuffix("-wal").removesuffix("-shm"))
+        with contextlib.suppress(FileNotFoundError):
+            if (left != partial and not partial.exists()) or (left == partial and left.stat().st_mtime < stale_before):
+                left.unlink()
+                log.info("backup_leftover_removed", path=str(left))
 
 
 async def backup_database(settings: Settings, *, label: str = "") -> Path:
     """Writes data_dir/backups/edge-<UTC time><label>.db and keeps the newest ``backup.keep`` files."""
     started = time.monotonic()
-    target = await asyncio.to_thread(_backup, settings.agent.db_path, backup_dir(settings), settings.backup.keep, label)
+    target = await asyncio.to_thread(
+        _backup,
+        settings.agent.db_path,
+        backup_dir(settings),
+        settings.backup.keep,
+        label,
+        settings.alerts.disk_free_min_mb,
+    )
     log.info(
         "backup_written", path=str(target), bytes=target.stat().st_size, seconds=round(time.monotonic() - started, 3)
     )
@@ -114,7 +166,13 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     try:
         db_path = settings.agent.db_path
         safety = (
-            _backup(db_path, backup_dir(settings), settings.backup.keep + 1, "-before-restore")
+            _backup(
+                db_path,
+                backup_dir(settings),
+                settings.backup.keep + 1,
+                "-before-restore",
+                settings.alerts.disk_free_min_mb,
+            )
             if db_path.exists()
             else None
         )

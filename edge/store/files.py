@@ -48,9 +48,11 @@ def check_file(path: Path, *, full: bool = False) -> FileCheck:
         raise StoreError(str(err)) from err
 
 
-def copy_database(source: Path, target: Path) -> None:
+def copy_database(source: Path, target: Path, *, standalone: bool = False) -> None:
     """Through SQLite, not a file copy: consistent while the agent writes, and a WAL target stays consistent too.
-    StoreError (SQLite's words) if it fails."""
+    ``standalone`` (a backup file): with a rollback journal, so that reading it (its check, a restore) leaves no -wal
+    and -shm files beside it; a copy of the agent's database is in WAL mode. StoreError (SQLite's words) if it
+    fails."""
     try:
         src = sqlite3.connect(source)
         try:
@@ -60,6 +62,8 @@ def copy_database(source: Path, target: Path) -> None:
                 # can make it start over (stepwise, it restarted at every commit of the agent: under an order every
                 # 50 ms a 200 MiB copy never finished). Its time is bounded by the file's size alone.
                 src.backup(dst, pages=-1)
+                if standalone:
+                    dst.execute("PRAGMA journal_mode=DELETE")
             finally:
                 dst.close()
         finally:

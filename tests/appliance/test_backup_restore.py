@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,65 @@ async def test_backup_finishes_while_the_agent_takes_an_order_every_20ms(
     path = Path(backup.stdout.split(": ", 1)[1].strip())
     stored = {r[0] for r in await rows(path, "SELECT id FROM orders WHERE id LIKE 'busy_%'")}
     assert set(before) <= stored
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB file system (tmpfs) for the data directory: a disk that really fills. Skipped where mounting is not
+    allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], timeout=10).returncode != 0:
+        pytest.skip("mount not allowed here")
+    yield disk
+    subprocess.run(["umount", str(disk)], capture_output=True, timeout=10)
+
+
+async def test_a_backup_never_takes_the_room_the_agent_keeps_free(
+    tmp_path: Path, small_disk: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The nightly backup copies the database onto the same SD card. It never leaves less free than the agent keeps
+    for itself (`alerts.disk_free_min_mb`): when the copy and that reserve do not fit, the oldest backups go first
+    (never the newest), and when even that is not enough nothing is written and `edge backup` says why, exit 1.
+    Before, the copy went in whatever was left: the card below the reserve (a disk alert for the manager at night),
+    and with less room than the copy, full while it was written (orders refused). And each backup left a -wal and a
+    -shm file beside it (its check opened it read-only in WAL mode), a copy cut short stayed for ever: now none is
+    left, and old ones are removed."""
+    data = small_disk / "data"
+
+    def config(reserve_mb: int) -> str:
+        return str(
+            write_config(
+                tmp_path / "edge.toml",
+                data_dir=data,
+                api_port=0,
+                token=TOKEN,
+                printers={n: p.port for n, p in printers.items()},
+                extra=f"[alerts]\ndisk_free_min_mb = {reserve_mb}\n",
+            )
+        )
+
+    assert (await edge("migrate", "--config", config(5))).returncode == 0
+    await asyncio.to_thread(add_printed_history, data / "edge.db", megabytes=3)
+    size_mb = (data / "edge.db").stat().st_size / 2**20
+    assert 2.5 < size_mb < 4 and shutil.disk_usage(small_disk).free / 2**20 > 2 * size_mb + 5
+    backups = data / "backups"
+    backups.mkdir()
+    # Left by a backup cut short by a power cut a night ago (as large as the database), and the -wal and -shm files
+    # earlier versions left beside every backup.
+    (backups / "edge-20261130T033000000Z.partial").write_bytes(b"\0" * 2**20)
+    os.utime(backups / "edge-20261130T033000000Z.partial", (time.time() - 86400,) * 2)
+    (backups / "edge-20261129T033000000Z.partial-shm").write_bytes(b"\0" * 32768)
+    for _ in range(3):  # the third fits only once the first is gone
+        done = await edge("backup", "--config", config(5))
+        assert done.returncode == 0, done.stderr
+        assert shutil.disk_usage(small_disk).free >= 5 * 2**20
+        await asyncio.sleep(0.002)  # backups are named by the millisecond
+    kept = sorted(backups.glob("edge-*.db"))
+    assert len(kept) == 2
+    refused = await edge("backup", "--config", config(9))  # a technician raised the reserve
+    assert refused.returncode == 1
+    assert "not enough space for a backup" in refused.stderr and "alerts.disk_free_min_mb" in refused.stderr
+    assert sorted(backups.glob("edge-*")) == kept, [p.name for p in backups.iterdir()]  # nothing dropped or left
