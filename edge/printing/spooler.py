@@ -10,7 +10,7 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import PrinterSettings, SpoolSettings
-from edge.errors import DeviceUnreachableError, DeviceWriteError, UnreadableRowError
+from edge.errors import DeviceUnreachableError, DeviceWriteError, StoreUnavailableError, UnreadableRowError
 from edge.events import EventBus, PrinterStatusChanged
 from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
@@ -69,6 +69,7 @@ class Spooler:
         self._task: asyncio.Task[None] | None = None
         self.current_job: int | None = None
         self._confirmed: list[PrintedMark] = []  # printed, not yet recorded: rides on the next commit
+        self._store_problem: str | None = None  # why the last commit failed, until one succeeds
         self._confirmed_at = 0.0  # monotonic time the oldest of them was confirmed
         self._last_send_s = 1.0  # until a job has gone out, claim one at a time
 
@@ -142,6 +143,12 @@ class Spooler:
                 due = await self._jobs.next_due_at(self.name, now, max_delay=max_delay)
                 wait = min(_IDLE_WAKE_S, next_poll - mono() if self.driver.transport.can_read else _IDLE_WAKE_S)
                 await self._sleep(wait if due is None else min(wait, due - now))
+            except StoreUnavailableError as err:
+                # A full or read-only disk: the storage alert tells the manager; one line here, not one a second.
+                if str(err) != self._store_problem:
+                    self._store_problem = str(err)
+                    log.warning("spool_waits_for_storage", device_id=self.name, error=str(err))
+                await self._sleep(1.0)
             except Exception:  # the spool must outlive any one bad job or database hiccup
                 log.exception("spool_error", device_id=self.name)
                 await self._sleep(1.0)
@@ -164,6 +171,7 @@ class Spooler:
         except BaseException:
             self._confirmed = marks + self._confirmed  # not recorded: they ride on the next commit
             raise
+        self._store_problem = None
         for mark in marks:
             if mark.job_id in done.printed:
                 self._ages.forget(mark.job_id)

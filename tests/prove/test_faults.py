@@ -10,16 +10,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.config import Settings
 from edge.events import Event, JobFailed, JobPrinted, PrinterStatusChanged
 from edge.printing.decode import decode
+from edge.printing.status import PrinterState
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
+from tests.helpers import TOKEN, api_client, db_rows, eventually, job_rows, wait_until
 
 # The issue's "paper out for a minute" in CI is a few seconds; EDGE_FAULT_PAPER_OUT_S=60 runs the full minute.
 PAPER_OUT_S = float(os.environ.get("EDGE_FAULT_PAPER_OUT_S", "3"))
@@ -173,6 +175,29 @@ async def test_database_that_cannot_write_answers_503_then_recovers(
     assert stored == {"disk_000001"} | {o["id"] for o in orders}
     orphans = await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE order_id NOT IN (SELECT id FROM orders)")
     assert orphans == [(0,)]  # a refused order left no half-written jobs behind
+
+
+async def test_a_spool_waiting_for_a_full_disk_says_so_once_and_prints_once_it_has_room(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """Tickets wait for a printer that was off; it comes back while the database cannot be written (the SD card full):
+    the spool cannot claim them, says so once (the storage alert tells the manager) and prints each once as soon as
+    the disk has room. Before, it logged an error with a traceback every second per printer, on a full card."""
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    assert (await push(api, make_order(1, prefix="full", print_receipt=False)))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state == PrinterState.OFFLINE, what="the kitchen offline")
+    assert agent.db is not None
+    await agent.db._writer.execute("PRAGMA query_only = ON")
+    with capture_logs() as logs:
+        kitchen.set_offline(False)
+        await asyncio.sleep(3.5)  # the spool tries again every second
+        await agent.db._writer.execute("PRAGMA query_only = OFF")
+        await kitchen.wait_for_printed(1)
+    said = [e for e in logs if e.get("device_id") == "kitchen" and e["log_level"] in ("warning", "error")]
+    assert [e["event"] for e in said] == ["spool_waits_for_storage"], said
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)])
+    assert len(kitchen.printed) == 1
 
 
 async def test_central_api_500s_429s_and_timeouts_delay_status_events_but_lose_none(
