@@ -55,12 +55,53 @@ build_release() {
     fi
     rm -rf "$RELEASE"
     mkdir -p "$RELEASES"
+    check_room
+    # A build that fails or is interrupted (pip on a full card, a dropped SSH session) goes at once: on the agent's
+    # SD card it would keep the agent from writing orders until the next run.
+    trap 'rm -rf "$RELEASE"' EXIT
     "$PYTHON" -m venv "$RELEASE"
     # shellcheck disable=SC2086  # EDGE_PIP_ARGS is a list of options on purpose
     "$RELEASE/bin/pip" install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} "$SOURCE"
     sync -f "$RELEASE"  # on disk before it counts as complete: a power cut must not leave a marked, empty venv
     touch "$RELEASE/$COMPLETE"
+    trap - EXIT
     say "installed edge-agent $(source_version) in $RELEASE"
+}
+
+# A release is built while the agent in use takes orders, usually on the same SD card: it must leave the agent the
+# free space it keeps (alerts.disk_free_min_mb, on the disk of its data). A release takes about what the one in use
+# takes; with none in use there is no agent to keep room for.
+check_room() {
+    local in_use need_kb reserve_kb free_kb
+    in_use="$(current_target)"
+    [[ -n "$in_use" ]] || return 0
+    need_kb="$(du -sk "$OPT/$in_use" | cut -f1)"
+    reserve_kb="$("$PYTHON" - "$ETC/edge.toml" "$RELEASES" <<'PY'
+import os
+import sys
+import tomllib
+
+try:
+    with open(sys.argv[1], "rb") as f:
+        config = tomllib.load(f)
+except (OSError, tomllib.TOMLDecodeError):
+    config = {}
+data = config.get("agent", {}).get("data_dir", "/var/lib/edge")
+reserve_mb = config.get("alerts", {}).get("disk_free_min_mb", 200)
+try:
+    same_disk = os.stat(data).st_dev == os.stat(sys.argv[2]).st_dev
+except OSError:
+    same_disk = False
+print(int(reserve_mb) * 1024 if same_disk else 0)
+PY
+)"
+    free_kb="$(df -Pk "$RELEASES" | awk 'NR == 2 { print $4 }')"
+    if (( free_kb < need_kb + reserve_kb )); then
+        echo "$ME: not enough space in $RELEASES: a release takes about $(( need_kb / 1024 )) MB and the agent" \
+            "keeps $(( reserve_kb / 1024 )) MB free (alerts.disk_free_min_mb); $(( free_kb / 1024 )) MB are free." \
+            "Nothing was changed; free some space (old logs, files in the data directory's backups) and run again" >&2
+        exit 1
+    fi
 }
 
 do_install() {

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,64 @@ def test_uninstall_keeps_data_and_purge_removes_it(root: Path, source: Path) -> 
     purge = run(source / "scripts/install.sh", "--prefix", str(root), "--purge")
     assert purge.returncode == 0, purge.stderr
     assert not (root / "var/lib/edge").exists() and not (root / "etc/edge").exists()
+
+
+@pytest.fixture
+def small_box(tmp_path: Path) -> Iterator[Path]:
+    """A box root on an 80 MiB file system (tmpfs): an SD card that really fills. Skipped where mounting is not
+    allowed."""
+    box = tmp_path / "box"
+    box.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(box)], timeout=10).returncode != 0:
+        pytest.skip("mount not allowed here")
+    yield box
+    subprocess.run(["umount", str(box)], capture_output=True, timeout=10)
+
+
+def free_mb(path: Path) -> float:
+    return shutil.disk_usage(path).free / 2**20
+
+
+def test_a_release_is_built_only_with_room_for_it_and_the_agent_and_a_failed_build_leaves_nothing(
+    source: Path, small_box: Path, tmp_path: Path
+) -> None:
+    """A new release is a venv built on the box's SD card beside the agent's database while the agent takes orders.
+    With less room than a release (the one in use, measured) plus what the agent keeps free
+    (`alerts.disk_free_min_mb`), the build does not start and says why; a build that fails anyway (pip on a full card,
+    a package it cannot fetch) is removed at once. Before, pip filled the card (orders refused while it ran) and its
+    half-built release stayed there until the next run."""
+    installed = run(source / "scripts/install.sh", "--prefix", str(small_box), "--python", BASE_PYTHON)
+    assert installed.returncode == 0, installed.stderr
+    [first] = (small_box / "opt/edge-agent/releases").iterdir()
+    release_mb = sum(p.stat().st_size for p in first.rglob("*") if p.is_file()) / 2**20
+    newer = tmp_path / "newer"
+    shutil.copytree(source, newer)
+    (newer / "edge" / "newer.py").write_text('"""A change: another release."""\n')
+    config = small_box / "etc/edge/edge.toml"
+    text = config.read_text().replace('data_dir = "/var/lib/edge"', f'data_dir = "{small_box}/var/lib/edge"')
+
+    def reserve(mb: int) -> None:
+        config.write_text(text.replace("# disk_free_min_mb = 200", f"disk_free_min_mb = {mb}"))
+
+    before = free_mb(small_box)
+    reserve(int(before - release_mb / 2))  # room for half a release above the agent's reserve
+    refused = run(newer / "scripts/install.sh", "--prefix", str(small_box), "--build-only", "--python", BASE_PYTHON)
+    assert refused.returncode == 1 and "not enough space" in refused.stderr, refused.stderr
+    assert "alerts.disk_free_min_mb" in refused.stderr
+    assert [p.name for p in (small_box / "opt/edge-agent/releases").iterdir()] == [first.name]
+    assert abs(free_mb(small_box) - before) < 1
+    reserve(0)
+    failed = run(
+        newer / "scripts/install.sh",
+        "--prefix",
+        str(small_box),
+        "--build-only",
+        "--python",
+        BASE_PYTHON,
+        env={"EDGE_PIP_ARGS": "--no-index"},  # its dependencies are nowhere to be found
+    )
+    assert failed.returncode != 0
+    assert [p.name for p in (small_box / "opt/edge-agent/releases").iterdir()] == [first.name]
+    assert abs(free_mb(small_box) - before) < 1
