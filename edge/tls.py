@@ -5,8 +5,32 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+# OpenSSL's verdicts on a certificate outside its dates (X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED):
+# what a box whose clock is wrong (no battery, NTP blocked by the shop's firewall) makes of a valid certificate.
+_OUT_OF_DATE = {9: "not yet valid", 10: "expired"}
+
+
+def clock_hint(err: BaseException | None) -> str:
+    """For a certificate refused for its dates (``err`` or what caused it): what the box's clock says, as the likely
+    cause; "" for any other error."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        # (aiohttp's ClientConnectorCertificateError is an SSLCertVerificationError without a verify_code.)
+        verdict = _OUT_OF_DATE.get(getattr(err, "verify_code", None) or 0)
+        if isinstance(err, ssl.SSLCertVerificationError) and verdict:
+            now = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+            return (
+                f"; the box's clock says {now} UTC: if that is wrong, a valid certificate looks {verdict} (set the "
+                "clock: NTP, timedatectl)"
+            )
+        # aiohttp keeps the ssl error as certificate_error; aiosmtplib and others chain it.
+        err = getattr(err, "certificate_error", None) or err.__cause__ or err.__context__
+    return ""
 
 
 def verifying_context(ca_file: Path | None) -> ssl.SSLContext:

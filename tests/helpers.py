@@ -348,9 +348,10 @@ def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
 
 
 def issue_server_cert(
-    folder: Path, ca: tuple[Path, Path], name: str, *, hosts: Sequence[str] = ()
+    folder: Path, ca: tuple[Path, Path], name: str, *, hosts: Sequence[str] = (), days: int = 2
 ) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1 / localhost (and ``hosts``) signed by ``ca``: (cert, key)."""
+    """A server certificate for 127.0.0.1 / localhost (and ``hosts``) signed by ``ca``: (cert, key); valid from now
+    for ``days`` (-1: it ran out yesterday)."""
     cert, key, csr, ext = (folder / f"{name}{suffix}" for suffix in (".pem", ".key", ".csr", ".ext"))
     names = ",".join(f"DNS:{host}" for host in ("localhost", *hosts))
     ext.write_text(f"subjectAltName=IP:127.0.0.1,{names}\n", encoding="utf-8")
@@ -360,6 +361,6 @@ def issue_server_cert(
     )
     _openssl(
         *("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial"),
-        *("-days", "2", "-extfile", str(ext), "-out", str(cert)),
+        *("-days", str(days), "-extfile", str(ext), "-out", str(cert)),
     )
     return cert, key

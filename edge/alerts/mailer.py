@@ -16,7 +16,7 @@ from aiosmtplib.email import flatten_message
 from edge.config import SmtpSettings
 from edge.errors import AlertError
 from edge.store.alerts import Mail
-from edge.tls import verifying_context
+from edge.tls import clock_hint, verifying_context
 
 log = structlog.get_logger()
 
@@ -48,6 +48,8 @@ def explain(err: BaseException, smtp: SmtpSettings) -> str:
     cause = err.__cause__ or err.__context__
     if isinstance(err, ssl.SSLCertVerificationError) or isinstance(cause, ssl.SSLCertVerificationError):
         reason = getattr(err, "verify_message", None) or getattr(cause, "verify_message", err)
+        if hint := clock_hint(err):
+            return f"the TLS certificate of {where} could not be verified ({reason}){hint}"
         return (
             f"the TLS certificate of {where} could not be verified ({reason}); set smtp.ca_file if the relay uses its"
             " own CA"

@@ -18,7 +18,7 @@ import structlog
 from edge.clock import RemoteClock
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
-from edge.tls import verifying_context
+from edge.tls import clock_hint, verifying_context
 
 log = structlog.get_logger()
 
@@ -270,7 +270,7 @@ class CentralClient:
                 detail = f"central API {method} {url}: no answer from the proxy {self._proxy} (central.proxy): {err}"
             else:
                 via = f" through the proxy {self._proxy}" if self._proxy else ""
-                detail = f"central API {method} {url}: no answer{via} ({type(err).__name__}: {err})"
+                detail = f"central API {method} {url}: no answer{via} ({type(err).__name__}: {err}){clock_hint(err)}"
             self.on_unreachable(detail)
             # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend.
             error = CentralTimeoutError(detail) if isinstance(err, TimeoutError) else CentralUnreachableError(detail)

@@ -45,7 +45,7 @@ from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
 from edge.store import Database
 from edge.store.mqtt import MqttStore
 from edge.store.outbox import REJECTED_KEY
-from edge.tls import verifying_context
+from edge.tls import clock_hint, verifying_context
 
 log = structlog.get_logger()
 
@@ -94,7 +94,7 @@ def describe(err: BaseException, *, tls: bool = False) -> str:
         # TLS 1.3 tells a refused client certificate only after the handshake, by closing the connection.
         return f"the broker closed the TLS connection ({err}): it may want a client certificate (mqtt.cert_file)"
     if isinstance(err, ssl.SSLCertVerificationError):
-        return f"TLS certificate not accepted: {err.verify_message}"
+        return f"TLS certificate not accepted: {err.verify_message}{clock_hint(err)}"
     if isinstance(err, ssl.SSLError):
         return f"TLS failed: {err.reason or err}"
     if isinstance(err, ConnectionRefusedError):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.proxy import ProxySim
 from edge.sim.smtp import SmtpSink
-from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually
+from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually, issue_server_cert, make_ca
 
 
 def toml(raw: dict[str, Any]) -> str:
@@ -145,6 +146,45 @@ async def test_doctor_warns_of_serial_ports_named_by_their_kernel_number(
     assert bar.level == "warn" and "/dev/ttyUSB1 is numbered" in bar.detail and "/dev/serial/by-path/" in bar.detail
     assert checks["scanner pass port"].level == "warn"
     assert "scanner door port" not in checks and "printer kitchen port" not in checks
+
+
+async def test_a_certificate_refused_for_its_dates_names_the_box_clock(
+    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A box without a battery whose NTP is blocked runs days behind (or ahead): to it a valid certificate of central
+    or of the mail relay is "not yet valid" (or "expired"), and the link or the mail fails with OpenSSL's words only.
+    The doctor (and the link, the mail log) now says what the box's clock says and that a wrong one is the likely
+    cause. Here the certificates really ran out yesterday: OpenSSL's verdict, and the hint, are the same."""
+    ca = await asyncio.to_thread(make_ca, tmp_path, "public")
+    cert = await asyncio.to_thread(issue_server_cert, tmp_path, ca, "server", days=-1)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca[0]))  # the box's CA bundle
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(*cert)
+    central = CentralSim("test-store", token="central-token-abcdef123456", tls=tls)
+    relay = SmtpSink(username="edge", password="relay-pa55word", tls_context=tls)
+    await central.start()
+    await relay.start()
+    try:
+        settings = make_settings(
+            central={"url": central.url, "token": central.token},
+            smtp={
+                "host": "127.0.0.1",
+                "port": relay.port,
+                "security": "starttls",
+                "username": "edge",
+                "password": "relay-pa55word",
+                "sender": "edge@store.test",
+            },
+            alerts={"to": ["chef@store.test"]},
+        )
+        checks = {c.name: c for c in await doctor(settings, call_agent)}
+    finally:
+        await relay.stop()
+        await central.stop()
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    for name in ("central api", "smtp"):
+        assert checks[name].level == "fail" and "certificate has expired" in checks[name].detail, checks[name]
+        assert f"the box's clock says {today}" in checks[name].detail, checks[name]
 
 
 @pytest.mark.parametrize(("central_off", "level", "says"), [(0, "ok", "agrees"), (-3600, "warn", "60 min ahead of")])

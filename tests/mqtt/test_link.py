@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import io
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from edge.sim.broker import Backend, Broker, TlsFiles
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, api_client, config_dict, db_rows, eventually, post, wait_until
+from tests.helpers import TOKEN, api_client, config_dict, db_rows, eventually, issue_server_cert, post, wait_until
 from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -238,6 +240,29 @@ async def test_tls_with_verification_on(
         await wait_until(lambda w=wrong: w.mqtt is not None and w.mqtt.state == "refused", what=f"{url} refused")
         assert wrong.mqtt is not None and "certificate" in wrong.mqtt.detail
         await wrong.stop()
+
+
+async def test_a_broker_certificate_refused_for_its_dates_names_the_box_clock(
+    make_agent: MakeAgent, tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """To a box whose clock is wrong a valid broker certificate is "not yet valid" or "expired": the link's detail
+    (status page, alert) says what the box's clock says. Here the certificate really ran out yesterday."""
+    ca = (tls_files.ca, tls_files.ca.with_name("ca.key"))
+    cert, key = await asyncio.to_thread(issue_server_cert, tmp_path, ca, "expired-broker", days=-1)
+    old = await asyncio.to_thread(
+        Broker, tmp_path / "old", tls=dataclasses.replace(tls_files, server_cert=cert, server_key=key)
+    )
+    await old.start()
+    try:
+        agent = await make_agent(
+            mqtt=mqtt_section(old, url=old.tls_url, ca_file=str(tls_files.ca), reconnect_max_s=0.2)
+        )
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+        assert agent.mqtt is not None and "certificate has expired" in agent.mqtt.detail
+        assert time.strftime("the box's clock says %Y-%m-%d", time.gmtime()) in agent.mqtt.detail
+        await agent.stop()
+    finally:
+        await old.stop()
 
 
 async def test_mutual_tls_needs_the_client_certificate(
