@@ -286,8 +286,11 @@ async def test_a_printed_mark_whose_commit_fails_rides_on_the_next_one(
         await loop_clock.until(taken.is_set, "the lock taken", settle=False)
         with capture_logs() as logs:
             await loop_clock.run(0.06)  # the mark's ride: its commit waits for the lock, then fails
-            waits = lambda: any(e["event"] == "spool_waits_for_storage" for e in logs)  # noqa: E731
-            await loop_clock.until(waits, "the commit failed")
+
+            def failed() -> bool:
+                return any(e["event"] == "spool_waits_for_storage" for e in logs)
+
+            await loop_clock.until(failed, "the commit failed")
     finally:
         release.set()
         await asyncio.to_thread(holder.join)
