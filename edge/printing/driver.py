@@ -50,6 +50,10 @@ _SILENT_AFTER = 2
 # printer's buffer may still be printing (Epson: "executed even when the receive buffer is full").
 _GS_R_PAPER = b"\x1dr\x01"
 _GS_R_PAPER_END = 0x0C  # its reply's bits 2 and 3: the roll paper end sensor
+# DLE DC4 fn=8 (real time): clears the receive and print buffers. An Epson stopped at paper end or with the cover open
+# in the middle of a job goes on with the rest of it once the fault clears: without this, that half ticket (without
+# its head) would come out before the COPY of the whole.
+_CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"
 # While waiting for that reply, the real-time cause of a stop is asked this often: paper end ends the wait at once.
 _STOP_POLL_S = 0.25
 
@@ -262,9 +266,12 @@ class PrinterDriver:
                     # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
                     replies = self._ask((1, 4), first_timeout=self._taking_time(data))
                 state = parse_status(replies)
-                return PrintOutcome(
+                outcome = PrintOutcome(
                     confirmed=processed or state != PrinterState.UNKNOWN, state=state, processed=processed
                 )
+                if not outcome.on_paper:
+                    self._clear_rest()
+                return outcome
             finally:
                 self._close()
 
@@ -303,6 +310,15 @@ class PrinterDriver:
                 "paper that runs out while it prints from its buffer is not seen",
             )
         return False
+
+    def _clear_rest(self) -> None:
+        """The job is printed again whole, as COPY: what is left of it in the printer must not come out first. Its
+        Clear response is not waited for (the connection closes next); a printer without the command ignores it."""
+        try:
+            with self._device_errors(DeviceWriteError):
+                self.transport.write(_CLEAR_BUFFERS)
+        except DeviceWriteError:
+            pass  # gone as well: nothing of the job comes out of it then either
 
     def _silent_after(self, data: bytes) -> PrinterState:
         """No reply after a job. From a printer that answered before it, on a line that takes bytes whether it is on or

@@ -14,6 +14,12 @@ after the ticket says nothing of paper that runs out while it prints (a fault fi
 GS r n (transmit status) is processed in order, after every byte before it, and not at all while the printer is
 stopped at paper end or with the cover open ("does not execute this command"): its reply means the ticket is out.
 
+When paper runs out (or the cover opens) in the middle of a buffered job, an Epson goes on with the rest of it once a
+new roll is in and the cover is closed (``resumes``; by default this simulator drops it). The host can clear the
+receive and print buffers meanwhile with DLE DC4 fn=8 (real time: "Clears all data stored in the receive buffer and the
+print buffer and transmits Clear response", 37H 25H 00H; Epson's ESC/POS reference, TM-T88IV and later, TM-T20,
+TM-U220; Citizen's CT-S300 manual the same).
+
 Automatic Status Back (``asb``; Epson's GS a, often left on by a POS driver or set by memory switch): the printer
 also sends four status bytes by itself, here when a connection opens and whenever its status changes. Their fixed
 bits tell them apart from DLE EOT replies (Citizen CT-S310 manual, 5.3 "Identification of Send Status": DLE EOT
@@ -38,6 +44,8 @@ log = structlog.get_logger()
 
 _DLE_EOT = b"\x10\x04"
 _GS_R = b"\x1dr"
+_CLEAR = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"  # DLE DC4 fn=8: clear the buffers
+_CLEARED = b"\x37\x25\x00"  # its Clear response
 _QUERIES = (1, 2, 3, 4)
 _BUFFER = 4096  # receive buffer: a printer stops reading (and TCP pushes back) when this much waits to print
 _CHUNK = 4096
@@ -93,6 +101,10 @@ class SimPrinter:
         # paper", a Chinese vendor's GS r 1 note); an Epson does not answer it then.
         self.in_order_when_stopped = False
         self.asb = False  # True: Automatic Status Back, four bytes unasked on connecting and on each status change
+        # True (with a speed model): after a fault mid-job the printer waits, and prints the rest of the job once the
+        # fault clears (Epson), unless the host cleared its buffers meanwhile; False: the rest is lost
+        self.resumes = False
+        self.cleared = 0  # DLE DC4 fn=8 (clear buffers) received
         self.bytes_per_s: float | None = None  # reads no faster than this
         self.drop_after: int | None = None  # hangs up after this many job bytes on a connection; fires once
         # Paper runs out / the cover opens after this many job bytes of a job (connection); each fires once.
@@ -196,6 +208,11 @@ class SimPrinter:
                     if isinstance(part, int):  # DLE EOT: real time, on arrival
                         writer.write(self._answer(part))
                         continue
+                    if isinstance(part, _Clear):  # real time too: what waits to print is gone
+                        self.cleared += 1
+                        feed.clear()
+                        writer.write(_CLEARED)
+                        continue
                     if isinstance(part, bytes):
                         if self.drop_after is not None and len(feed.received) + len(part) >= self.drop_after:
                             part, cut = part[: self.drop_after - len(feed.received)], True
@@ -215,7 +232,7 @@ class SimPrinter:
             raise
         finally:
             # Recorded before the connection goes, so a client that sees it close finds the job here.
-            self._record(bytes(feed.job), cut=cut, on_paper=feed.on_paper)
+            self._record(bytes(feed.job), cut=cut, on_paper=feed.on_paper, resumed=feed.resumed)
             if cut:
                 writer.transport.abort()  # a reset, as from a printer that fails mid-job
             else:
@@ -285,22 +302,23 @@ class SimPrinter:
         paper = (0x0C if self.paper_out else 0) | (0x03 if self.paper_near_end else 0)
         return bytes([first, 0x00, paper, 0x00])
 
-    def _record(self, job: bytes, *, cut: bool, on_paper: int) -> None:
+    def _record(self, job: bytes, *, cut: bool, on_paper: int, resumed: bool = False) -> None:
         if not job:
             return
         self.jobs.append(job)
         if cut:
             self.dropped.append(len(self.jobs) - 1)
-        # A printer prints what it got before a cut or a fault; with no paper, nothing.
-        paper = job[:on_paper]
-        if paper:
+        # A printer prints what it got before a cut or a fault; with no paper, nothing. One that resumed after the
+        # fault printed the rest on the new roll: a second piece of paper.
+        pieces = [piece for piece in (job[:on_paper], job[on_paper:] if resumed else b"") if piece]
+        for paper in pieces:
             self.printed.append(paper)
             if self.out_dir is not None:
                 # A few KB on a simulator's loop; not worth a thread.
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 (self.out_dir / f"{self.name}-{len(self.printed):04d}.bin").write_bytes(paper)
             self._printed_more.set()
-        log.info("sim_printer_job", name=self.name, bytes=len(job), printed=len(paper), cut=cut)
+        log.info("sim_printer_job", name=self.name, bytes=len(job), printed=on_paper, resumed=resumed, cut=cut)
 
 
 class SimSerialPrinter(SimPrinter):
@@ -360,6 +378,10 @@ class SimSerialPrinter(SimPrinter):
             return  # lost on a line nobody listens to
         parts, self._held = _split(self._held + chunk)
         for part in parts:
+            if isinstance(part, _Clear):  # nothing waits to print here: it answers, that is all
+                self.cleared += 1
+                os.write(self._master, _CLEARED)
+                continue
             if isinstance(part, (int, _InOrder)):  # GS r processed at once: a serial printer here has no speed model
                 self._end_job()
                 if reply := self._answer(part):
@@ -379,6 +401,10 @@ class SimSerialPrinter(SimPrinter):
         self._record(job, cut=False, on_paper=on_paper)
 
 
+class _Clear:
+    """DLE DC4 fn=8: clear the receive and print buffers, at once."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _InOrder:
     """GS r n: answered once the printer has processed every byte before it."""
@@ -386,16 +412,30 @@ class _InOrder:
     n: int
 
 
-def _split(data: bytes) -> tuple[list[bytes | int | _InOrder], bytes]:
-    """Job byte runs, DLE EOT queries (as n) and GS r queries in order, plus a trailing partial query to hold back."""
-    parts: list[bytes | int | _InOrder] = []
+def _split(data: bytes) -> tuple[list[bytes | int | _InOrder | _Clear], bytes]:
+    """Job byte runs, DLE EOT queries (as n), GS r queries and buffer clears in order, plus a trailing partial command
+    to hold back."""
+    parts: list[bytes | int | _InOrder | _Clear] = []
     start = 0
     while True:
-        found = [(at, prefix) for prefix in (_DLE_EOT, _GS_R) if (at := data.find(prefix, start)) != -1]
+        found = [(at, prefix) for prefix in (_DLE_EOT, _GS_R, _CLEAR[:2]) if (at := data.find(prefix, start)) != -1]
         if not found:
             end = len(data) - 1 if data.endswith((_DLE_EOT[:1], _GS_R[:1])) else len(data)
             break
         at, prefix = min(found)
+        if prefix == _CLEAR[:2]:
+            if len(data) - at < len(_CLEAR) and _CLEAR.startswith(data[at:]):  # its start: wait for the rest
+                end = at
+                break
+            if data.startswith(_CLEAR, at):
+                if at > start:
+                    parts.append(data[start:at])
+                parts.append(_Clear())
+                start = at + len(_CLEAR)
+            else:  # another DLE DC4 function (a drawer pulse): ordinary data here
+                parts.append(data[start : at + 2])
+                start = at + 2
+            continue
         if at + 2 == len(data):
             end = at
             break
@@ -424,6 +464,8 @@ class _Feed:
         self.received = bytearray()  # job bytes received so far (for drop_after)
         self.job = bytearray()  # job bytes processed so far
         self.on_paper = 0  # leading job bytes that printed: none arrive on paper after a fault
+        self.resumed = False  # printing went on after a fault (``resumes``): the rest of the job is on the new roll
+        self.cleared = False  # the host cleared the buffers: nothing more of this job prints
         self._queue: collections.deque[bytes | _InOrder | None] = collections.deque()
         self._waiting = 0  # job bytes in the buffer
         self._changed = asyncio.Event()
@@ -454,6 +496,28 @@ class _Feed:
         if self._task is not None:
             self._task.cancel()
 
+    def clear(self) -> None:
+        """DLE DC4 fn=8: what waits in the buffers is dropped; the line being printed stops too."""
+        self.cleared = True
+        self._queue.clear()
+        self._waiting = 0
+        self._changed.set()
+
+    def _stopped(self) -> bool:
+        return self.printer.paper_out or self.printer.cover_open
+
+    async def _fault_cleared(self) -> bool:
+        """A printer that resumes waits out a stop (a person loads a roll, closes the cover) and goes on with the job;
+        False when the host cleared the buffers meanwhile."""
+        stopped_here = self._stopped() or self.on_paper < len(self.job)
+        # The flags are plain attributes a test sets at any time: polled, as the printer polls its sensors.
+        while self._stopped() and not self.cleared:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if self.cleared:
+            return False
+        self.resumed = self.resumed or (stopped_here and self.on_paper < len(self.job))
+        return True
+
     async def _print(self) -> None:
         speed = self.printer.speed
         assert speed is not None
@@ -464,13 +528,19 @@ class _Feed:
                     await self._changed.wait()
                 part = self._queue.popleft()
                 if part is None:
+                    if self.printer.resumes:  # a job that stopped at its last line still finishes on the new roll
+                        await self._fault_cleared()
                     return
+                if self.printer.resumes and not await self._fault_cleared():
+                    continue  # cleared: a GS r waiting in the buffer went with it
                 if isinstance(part, bytes):
                     for line in part.splitlines(keepends=True):
-                        if not (self.printer.paper_out or self.printer.cover_open):  # stopped: no paper moves
+                        if self.printer.resumes and not await self._fault_cleared():
+                            break
+                        if not self._stopped():  # stopped: no paper moves
                             await asyncio.sleep(speed.seconds(line))
                         self.printer._process(self, line)
-                    self._waiting -= len(part)
+                    self._waiting = max(0, self._waiting - len(part))
                     self._changed.set()
                 else:
                     self.printer._process(self, part)

@@ -130,6 +130,30 @@ async def test_wherever_a_roll_ends_in_a_buffered_ticket_it_prints_again_whole_a
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
 
 
+@pytest.mark.parametrize("flag", ["paper_out", "cover_open"])
+async def test_after_a_new_roll_only_the_copy_prints_not_the_rest_of_the_cut_short_ticket(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], flag: str
+) -> None:
+    """An Epson that stops at paper end (or an opened cover) in the middle of a buffered ticket goes on with the rest
+    of it once the new roll is in: the cook would find the ticket's second half, without its head, at the top of the
+    new roll, then the COPY. The agent clears the printer's buffers (DLE DC4 fn=8) when it sees the stop, so only
+    the whole ticket, marked COPY, comes out (before: the fragment, then the copy)."""
+    kitchen = printers["kitchen"]
+    kitchen.speed = PaperSpeed(mm_per_s=1000.0)
+    kitchen.resumes = True
+    example_order["print_receipt"] = False
+    ticket = agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de")
+    setattr(kitchen, f"{flag}_after", len(ticket) // 2)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag, what="the stop seen")
+    setattr(kitchen, flag, False)  # a new roll, the cover closed
+    printed = await kitchen.wait_for_printed(2)
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
+    assert ticket.startswith(printed[0]) and len(printed[0]) == len(ticket) // 2
+    assert "KOPIE / COPY" in decode(printed[1]).text and decode(printed[1]).qr_codes == decode(ticket).qr_codes
+    assert len(kitchen.printed) == 2 and kitchen.cleared == 1
+
+
 async def test_a_printer_that_hangs_up_mid_ticket_and_then_reports_paper_out_spends_no_attempt(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
