@@ -87,6 +87,7 @@ class JobHeld(Event):
     age_s: float
     reason: HoldReason = HoldReason.STALE
     order_number: str = ""  # what the staff call the order (mails name it); empty when the order row is gone
+    station: str | None = None  # its station (None: a receipt); with printer "", the station no printer serves
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

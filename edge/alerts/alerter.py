@@ -65,8 +65,11 @@ _PRINTER_TYPES = {
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
 _CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
 _WAITING_STATES = ("queued", "failed", "printing", "held")
+UNROUTED_RECEIPTS = "receipts"  # the subject of station_unrouted for a receipt with no receipt printer
 _PENDING_MAX = 1000  # occurrences held in memory while the database refuses writes (compacted per group beyond it)
 _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
+# A stop waits this long for a mail the relay is taking (within systemd's TimeoutStopSec, after the spools' drain).
+_STOP_GRACE_S = 5.0
 _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
 
 
@@ -125,6 +128,7 @@ class Alerter:
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._mail_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._clock_anchor: tuple[float, float] | None = None  # (wall, monotonic) when the stored times last matched
 
@@ -186,6 +190,14 @@ class Alerter:
                         "attempts": event.attempts,
                         "error": event.error[:120],
                     },
+                )
+            case JobHeld(printer="", reason=HoldReason.NO_PRINTER):
+                # Never had a printer: the station (or receipts) needs one in the config; the mail names it.
+                self._signal(
+                    "station_unrouted",
+                    event.station or UNROUTED_RECEIPTS,
+                    True,
+                    item={"id": event.job_id, "order": event.order_number or event.order_id},
                 )
             case JobHeld():
                 # Two causes, two mails: a stale ticket needs a decision, a ticket without a printer needs the config.
@@ -261,6 +273,7 @@ class Alerter:
             ("print_job_unrouted", JobState.HELD),
         )
         firing = [(type_name, state, await self._store.firing(type_name)) for type_name, state in job_alerts]
+        unrouted_groups = await self._store.firing("station_unrouted")
         counts = await self._jobs.counts()
         oldest = await self._jobs.oldest_waiting()
         waiting = sum(n for (_, state), n in counts.items() if state in _WAITING_STATES)
@@ -271,6 +284,10 @@ class Alerter:
             for group in groups:
                 if not counts.get((group.subject, state)):
                     self._signal(type_name, group.subject, False)
+        unrouted = await self._jobs.unrouted_stations()
+        for group in unrouted_groups:
+            if (None if group.subject == UNROUTED_RECEIPTS else group.subject) not in unrouted:
+                self._signal("station_unrouted", group.subject, False)
         waiting_on = waiting_per_printer(counts)
         for type_name in _CRITICAL_WITH_JOBS:
             for group in await self._store.firing(type_name):
@@ -504,13 +521,14 @@ class Alerter:
             MqttOrderRejected,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
+        self._mail_task = asyncio.create_task(
+            self._loop("deliver", self._deliver_and_plan, self._new_mail, self._until_next_mail), name="alerts-mail"
+        )
         self._tasks = [
             asyncio.create_task(
                 self._loop("step", self.step, self._new_signals, lambda: self._tick_s), name="alerts-rules"
             ),
-            asyncio.create_task(
-                self._loop("deliver", self._deliver_and_plan, self._new_mail, self._until_next_mail), name="alerts-mail"
-            ),
+            self._mail_task,
             asyncio.create_task(
                 self._loop("check", self.check, None, lambda: self._cfg.check_interval_s), name="alerts-check"
             ),
@@ -557,8 +575,14 @@ class Alerter:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.outbox.stopping = True
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        # A mail the relay is taking now is seen through and recorded: cut off, its outcome would be unknown and the
+        # next start would send it again. No other mail is started.
+        self._new_mail.set()
+        if self._mail_task is not None:
+            await asyncio.wait([self._mail_task], timeout=_STOP_GRACE_S)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

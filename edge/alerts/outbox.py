@@ -36,6 +36,7 @@ class Outbox:
 
     def __init__(self, *, settings: Settings, store: AlertStore, mailer: Mailer, bus: EventBus, clock: Clock) -> None:
         self._cfg = settings.alerts
+        self.stopping = False  # set by the agent's stop: the mail being sent is finished, no other one is started
         self._store = store
         self._mailer = mailer
         self._bus = bus
@@ -70,6 +71,8 @@ class Outbox:
                 return 0
             sent = 0
             for mail in await self._store.due_mails(self._clock.wall()):
+                if self.stopping:
+                    break
                 attempt = await self._attempt(mail)
                 if attempt is None:
                     break  # the relay cannot be used at all: the others wait for the same backoff

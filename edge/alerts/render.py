@@ -174,6 +174,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " service): the ticket then prints by itself. Or discard it (edge discard JOB).",
         ),
     },
+    "station_unrouted": {
+        "de": (
+            "Bestellung {order}: Bon ohne Drucker (Station {subject} nicht eingerichtet)",
+            "Die Bestellung hat Artikel für die Station {subject}, für die kein Drucker eingerichtet ist. Ihr Bon"
+            " wartet; die übrigen Bons der Bestellung drucken.",
+            "Die Station einem Drucker zuordnen ([stations] in edge.toml, Belege: [receipts], dann den Dienst neu"
+            " starten): der Bon druckt dann von selbst. Oder ihn verwerfen (edge discard AUFTRAG).",
+        ),
+        "en": (
+            "Order {order}: ticket without a printer (station {subject} not set up)",
+            "The order has items for station {subject}, which no printer is set up for. Its ticket waits; the order's"
+            " other tickets print.",
+            "Give the station a printer ([stations] in edge.toml, receipts: [receipts], then restart the service):"
+            " the ticket then prints by itself. Or discard it (edge discard JOB).",
+        ),
+    },
     "queue_backlog": {
         "de": (
             "Druckaufträge stauen sich",

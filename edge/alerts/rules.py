@@ -38,6 +38,7 @@ TYPES: dict[str, AlertType] = {
         AlertType("print_job_failed", CRITICAL),
         AlertType("print_job_held", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
         AlertType("print_job_unrouted", WARNING),  # held: its printer left the config and nothing serves the station
+        AlertType("station_unrouted", WARNING),  # held: an order's station (or receipt) no printer was ever set up for
         AlertType(
             "queue_backlog",
             WARNING,

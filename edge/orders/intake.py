@@ -10,11 +10,11 @@ import structlog
 
 from edge.config import Settings
 from edge.errors import OrderConflictError, WrongStateError
-from edge.events import EventBus, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
+from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
 from edge.orders.model import canonical_bytes, content_hash, parse_order, revision_content
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
-from edge.states import InsertOutcome, OrderSource
+from edge.states import HoldReason, InsertOutcome, OrderSource
 from edge.store import InsertResult, NewOrder, OrderStore
 
 log = structlog.get_logger()
@@ -120,7 +120,7 @@ class OrderIntake:
                     order_id=result.order_id,
                     number=new.order.number,
                     job_ids=result.job_ids,
-                    printers=tuple(sorted({p.printer for p in new.plans})),
+                    printers=tuple(sorted({p.printer for p in new.plans if p.printer})),
                     source=new.source,
                 )
             )
@@ -157,3 +157,27 @@ class OrderIntake:
         elif result.outcome == InsertOutcome.CONFLICT:
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
             self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))
+        if result.outcome in (InsertOutcome.STORED, *_REVISED) and result.revision == new.order.revision:
+            self._publish_unrouted(result, new)
+
+    def _publish_unrouted(self, result: InsertResult, new: NewOrder) -> None:
+        """Jobs held because no printer serves their station (or receipts): the manager is told what to route."""
+        for job_id, station in result.unrouted:
+            log.error(
+                "job_held_no_printer",
+                job_id=job_id,
+                order_id=result.order_id,
+                station=station,
+                hint="no printer serves this station: add it to [stations] (or [receipts]) and restart",
+            )
+            self._bus.publish(
+                JobHeld(
+                    job_id=job_id,
+                    order_id=result.order_id,
+                    printer="",
+                    age_s=0,
+                    reason=HoldReason.NO_PRINTER,
+                    order_number=new.order.number,
+                    station=station,
+                )
+            )

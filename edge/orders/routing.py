@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from edge.errors import InvalidOrderError
 from edge.orders.model import Order
 
 
@@ -12,7 +11,7 @@ from edge.orders.model import Order
 class JobPlan:
     kind: str  # "ticket" or "receipt"
     station: str | None  # set for tickets
-    printer: str
+    printer: str | None  # None: no printer serves it (yet); the job is held until the config gives it one
 
 
 def plan_jobs(
@@ -20,18 +19,16 @@ def plan_jobs(
 ) -> list[JobPlan]:
     """One ticket per station with production items, then a receipt if asked for.
 
-    ``stations`` maps a station to its printers, primary first. An item whose station
-    has no printer is an error at intake: a silently dropped ticket is the worst bug we can have.
+    ``stations`` maps a station to its printers, primary first. A station no printer serves (central's menu gained
+    it before this store's config did), or a receipt with no receipt printer, still gets its job, planned without a
+    printer: it is held and alerted until the config routes it, and the rest of the order prints. Refusing the
+    whole order would leave the kitchen without it; dropping the ticket is the worst bug we can have.
     """
-    plans = []
-    for index, item in enumerate(order.items):
-        if item.requires_production and not stations.get(item.station or ""):
-            raise InvalidOrderError(f"items[{index}].station", f"no printer is configured for station {item.station!r}")
-    for station in order.stations:
-        plans.append(JobPlan(kind="ticket", station=station, printer=stations[station][0]))
+    plans = [
+        JobPlan(kind="ticket", station=station, printer=next(iter(stations.get(station, ())), None))
+        for station in order.stations
+    ]
     wants_receipt = receipts_by_default if order.print_receipt is None else order.print_receipt
     if wants_receipt:
-        if receipt_printer is None:
-            raise InvalidOrderError("print_receipt", "a receipt was asked for but no receipt printer is configured")
         plans.append(JobPlan(kind="receipt", station=None, printer=receipt_printer))
     return plans

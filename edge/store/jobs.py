@@ -176,6 +176,14 @@ class JobStore:
         )
         return _readable(rows)
 
+    async def unrouted_stations(self) -> set[str | None]:
+        """Stations (None: receipts) with jobs held because no printer was ever set up for them."""
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT station FROM print_jobs WHERE state = 'held' AND held_reason = ? AND printer = ''",
+            (HoldReason.NO_PRINTER,),
+        )
+        return {r[0] for r in rows}
+
     async def counts(self) -> dict[tuple[str, JobState], int]:
         """Jobs by (printer, state); pairs with none are left out."""
         rows = await self._db.fetchall("SELECT printer, state, COUNT(*) FROM print_jobs GROUP BY printer, state")
@@ -374,7 +382,8 @@ class JobStore:
                     # Held for want of a printer: back in line (a stale hold is judged again by the spool).
                     await conn.execute(
                         "UPDATE print_jobs SET printer = ?1, next_attempt_at = 0,"
-                        " redirected_from = CASE WHEN ?1 = ?2 THEN redirected_from"
+                        # A job that never had a printer ("") was not moved from one: no REDIRECTED line.
+                        " redirected_from = CASE WHEN ?1 = ?2 OR ?2 = '' THEN redirected_from"
                         " ELSE COALESCE(redirected_from, ?2) END,"
                         " state = CASE WHEN held_reason = ?3 THEN 'queued' ELSE state END,"
                         " held_reason = CASE WHEN held_reason = ?3 THEN NULL ELSE held_reason END"

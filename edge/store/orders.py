@@ -10,7 +10,7 @@ from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
 from edge.orders import JobPlan, Order
-from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
+from edge.states import HoldReason, InsertOutcome, JobState, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection, Writer
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import KnownOrder, Revision, apply_revision, known_from_rows, known_sql
@@ -43,6 +43,8 @@ class InsertResult:
     outcome: InsertOutcome
     job_ids: tuple[int, ...] = ()  # stored: every job; updated, cancelled: the jobs that now show the revision
     revision: int = 1  # the revision stored now (stale: the stored one that stands)
+    # Of those jobs, the ones held because no printer serves them: (job id, station; None for a receipt)
+    unrouted: tuple[tuple[int, str | None], ...] = ()
 
 
 def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str:
@@ -74,17 +76,24 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
         outcomes.append(outcome)
     await _insert_fresh(conn, fresh, now)
     jobs: dict[str, list[int]] = {}
-    for row in await conn.execute_fetchall(
-        f"SELECT order_id, id FROM print_jobs WHERE order_id IN ({placeholders}) ORDER BY id", ids
+    unrouted: dict[int, str | None] = {}
+    for order_id, job_id, station, unserved in await conn.execute_fetchall(
+        f"SELECT order_id, id, station, printer = '' AND state = 'held' FROM print_jobs WHERE order_id IN"
+        f" ({placeholders}) ORDER BY id",
+        ids,
     ):
-        jobs.setdefault(row[0], []).append(row[1])
+        jobs.setdefault(order_id, []).append(job_id)
+        if unserved:
+            unrouted[job_id] = station
     results = []
     for index, (n, o) in enumerate(zip(batch, outcomes, strict=True)):
         current = known[n.order.id].revision if n.order.id in known else n.order.revision
         if o == InsertOutcome.STORED or o == InsertOutcome.DUPLICATE:
-            results.append(InsertResult(n.order.id, o, tuple(jobs.get(n.order.id, ())), current))
+            shown = tuple(jobs.get(n.order.id, ()))
         else:
-            results.append(InsertResult(n.order.id, o, revised.get(index, ()), current))
+            shown = revised.get(index, ())
+        held = tuple((job_id, unrouted[job_id]) for job_id in shown if job_id in unrouted)
+        results.append(InsertResult(n.order.id, o, shown, current, held))
     return results
 
 
@@ -126,19 +135,24 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
                 for n in fresh
             ],
         )
+        # A job no printer serves is held (no_printer) with printer "": the start-up reroute gives it one once the
+        # config does.
         await conn.executemany(
-            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision,"
+            " state, held_reason, held_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
                     p.kind,
                     p.station,
-                    p.printer,
+                    p.printer or "",
                     n.order.priority,
                     now,
                     job_key(n.order.id, p.kind, p.station, 0),
                     n.order.revision,
+                    JobState.QUEUED if p.printer else JobState.HELD,
+                    None if p.printer else HoldReason.NO_PRINTER,
+                    None if p.printer else now,
                 )
                 for n in fresh
                 if n.order.status == OrderStatus.OPEN  # an order that arrives cancelled prints nothing

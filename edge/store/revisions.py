@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
 from edge.orders.model import Order, parse_order
-from edge.states import JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
+from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, Writer
 from edge.store.outbox import add_outbox, outbox_row
 
@@ -152,12 +152,11 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
             (json.dumps(plan.discard), json.dumps(_NOT_PRINTED)),
         )
     for planned in plan.add:
-        printer = new.routes.get(planned.station or "") or last_printer.get(planned.station)
-        if printer is None:  # no route now and never one before: plan_jobs refused such an order at intake
-            continue
+        # No route now and never one before: held like an order's ticket for such a station (see plan_jobs).
+        printer = new.routes.get(planned.station or "") or last_printer.get(planned.station) or ""
         cursor = await conn.execute(
             "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision,"
-            " variant, change_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " variant, change_from, state, held_reason, held_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 order.id,
                 planned.kind,
@@ -169,6 +168,9 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
                 order.revision,
                 planned.variant,
                 planned.change_from,
+                JobState.QUEUED if printer else JobState.HELD,
+                None if printer else HoldReason.NO_PRINTER,
+                None if printer else now,
             ),
         )
         assert cursor.lastrowid is not None  # an INSERT into a rowid table

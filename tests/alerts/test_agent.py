@@ -75,6 +75,66 @@ async def test_a_ticket_whose_printer_left_the_config_is_mailed_as_that_not_as_s
     assert "zu lange gewartet" not in body and "Station" in body, body
 
 
+async def test_an_order_for_a_station_no_printer_serves_mails_the_station_and_resolves_when_routed(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """An order has items for a station this store's config does not know yet (pastry): its ticket is held, and the
+    manager's mail names the station and says to give it a printer, not that a printer left the config. Once the
+    config routes the station the ticket prints and the alert is resolved."""
+    settings = alert_settings(group_wait_s=0.2, group_interval_s=1.0)
+    order = make_order(1, prefix="pastry", print_receipt=False)
+    order["items"][1]["station"] = "pastry"
+    first = await make_agent(settings)
+    assert first.deps is not None
+    await first.deps.intake.accept(order)
+    [mail] = await sink.wait_for(1, timeout=15)
+    body = mail.get_body(("plain",)).get_content()
+    assert "Station pastry" in str(mail["Subject"]) and "nicht mehr eingerichtet" not in str(mail["Subject"])
+    assert "[stations]" in body and order["number"] in body, body
+    await first.stop()
+    routed = dataclasses.replace(settings, stations={**settings.stations, "pastry": ["kitchen"]})
+    await make_agent(routed)
+    await printers["kitchen"].wait_for_printed(2)
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Station pastry" in str(mails[1]["Subject"])
+
+
+async def test_a_mail_the_relay_is_taking_as_the_agent_stops_is_seen_through_not_sent_again(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The agent is told to stop (a restart, an upgrade) while the relay takes the "out of paper" mail. The stop waits
+    for the relay's answer and records the mail as sent, so the next start does not send it again: the manager gets
+    it once, then the resolved mail (before: the delivery was cut off, its outcome unknown, and the mail came twice)."""
+    printers["kitchen"].paper_out = True
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0)
+    first = await make_agent(settings)
+    assert first.deps is not None
+    stopping: list[asyncio.Task[None]] = []
+
+    async def stop_meanwhile(message: object) -> None:
+        stopping.append(asyncio.create_task(first.stop()))
+        await asyncio.sleep(0.3)  # the relay takes its time for the final reply
+        sink.data_reply = None
+
+    sink.data_reply = stop_meanwhile
+    await first.deps.intake.accept(make_order(1, prefix="stop", print_receipt=False))
+    await sink.wait_for(1, timeout=15)
+    await asyncio.wait_for(stopping[0], 15)
+    printers["kitchen"].paper_out = False
+    await make_agent(settings)
+    await printers["kitchen"].wait_for_printed(1, timeout=15)
+    await sink.wait_for(2, timeout=15)
+    await asyncio.sleep(1.5)  # a mail sent again would come by now
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    assert len(subjects) == 2 and "STÖRUNG" in subjects[0] and "BEHOBEN" in subjects[1], subjects
+
+
 async def test_agent_without_smtp_has_no_alerter(agent: Agent) -> None:
     """Without smtp.host alerting is off and the core runs as before."""
     assert agent.alerter is None and agent.deps is not None

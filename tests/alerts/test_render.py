@@ -20,6 +20,7 @@ GROUP_DETAILS = {
     },
     "print_job_held": {"items": [{"id": 8, "order": "ord_9", "age_min": 50}]},
     "print_job_unrouted": {"items": [{"id": 8, "order": "ord_9"}]},
+    "station_unrouted": {"items": [{"id": 9, "order": "ord_9"}]},
     "queue_backlog": {"waiting": 61, "oldest_min": 12},
     "central_unreachable": {"down_min": "5"},
     "recovery_failed": {"phase": "processing", "detail": "HTTP 502"},
@@ -45,6 +46,7 @@ SUBJECTS = {
     "order_conflict": "orders",
     "mqtt_refused": "mqtt",
     "mqtt_invalid": "mqtt",
+    "station_unrouted": "pastry",
 }
 
 

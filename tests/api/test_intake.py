@@ -95,11 +95,6 @@ async def test_a_pushed_conflict_is_published_once_and_a_duplicate_not_at_all(
         (lambda o: o.pop("id"), "id", "is required"),
         (lambda o: o.update(items=[]), "items", "must contain at least one item"),
         (
-            lambda o: o["items"][1].update(station="pastry"),
-            "items[1].station",
-            "no printer is configured for station 'pastry'",
-        ),
-        (
             lambda o: o["items"][0].update(requires_production="yes"),
             "items[0].requires_production",
             "must be true or false, got string",

@@ -208,3 +208,72 @@ async def test_each_start_moves_or_holds_a_stranded_job_once_and_leaves_settled_
         sorted((type(e).__name__, e.from_printer, e.to_printer) for e in moved)
         == [("JobRedirected", "kitchen", "counter")] * 2
     )
+
+
+async def test_an_order_with_a_station_no_printer_serves_prints_the_rest_and_holds_that_ticket_until_one_does(
+    run: Callable[..., Any],
+    make_agent: Callable[..., Awaitable[Agent]],
+    tmp_path: Path,
+    printers: dict[str, SimPrinter],
+) -> None:
+    """Central's menu gains a station before the store's config has it (a pastry counter for new desserts): the order
+    is taken (201), its kitchen ticket and receipt print, the pastry ticket is held for want of a printer (JobHeld
+    names the station, for the manager's mail) and prints by itself once the config routes the station. Before, the
+    whole order was refused with 422: the kitchen got nothing, and the sender does not send a 422 again."""
+    raw = config_dict(tmp_path / "data", printers)
+    order = make_order(1)
+    order["items"][1]["station"] = "pastry"
+    held: list[JobHeld] = []
+    first = await make_agent(
+        parse_settings(copy.deepcopy(raw), source="test"),
+        listen=lambda e: held.append(e) if isinstance(e, JobHeld) else None,
+    )
+    async with api(first) as session:
+        status, body = await post(session, order)
+    assert status == 201, body
+    kitchen = await printers["kitchen"].wait_for_printed(1)
+    await printers["front"].wait_for_printed(1)
+    assert "Pizza" in decode(kitchen[0]).text and order["items"][1]["name"] not in decode(kitchen[0]).text
+    await eventually(
+        lambda: job_rows(first, "SELECT kind, station, printer, state, held_reason FROM print_jobs ORDER BY id"),
+        lambda rows: (
+            sorted(rows, key=str)
+            == sorted(
+                [
+                    ("ticket", "kitchen", "kitchen", "printed", None),
+                    ("ticket", "pastry", "", "held", "no_printer"),
+                    ("receipt", None, "front", "printed", None),
+                ],
+                key=str,
+            )
+        ),
+    )
+    assert [(e.printer, e.station, e.reason) for e in held] == [("", "pastry", "no_printer")]
+    await first.stop()
+    routed = copy.deepcopy(raw)
+    routed["stations"]["pastry"] = "kitchen"
+    second = await run(routed)
+    later = await printers["kitchen"].wait_for_printed(2)
+    assert order["items"][1]["name"] in decode(later[1]).text and "UMGELEITET" not in decode(later[1]).text
+    await eventually(
+        lambda: job_rows(second, "SELECT state FROM print_jobs WHERE station = 'pastry'"),
+        lambda rows: rows == [("printed",)],
+    )
+
+
+async def test_a_receipt_asked_for_at_a_store_without_a_receipt_printer_is_held_and_the_tickets_print(
+    make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """An order asks for a receipt; the store has no receipt printer (a kitchen-only box): the order is taken, its
+    ticket prints, the receipt waits held for a printer (before: the whole order was refused with 422)."""
+    raw = config_dict(tmp_path / "data", printers)
+    raw["receipts"] = {}
+    agent = await make_agent(parse_settings(raw, source="test"))
+    async with api(agent) as session:
+        status, body = await post(session, make_order(1, print_receipt=True))
+    assert status == 201, body
+    await printers["kitchen"].wait_for_printed(1)
+    await eventually(
+        lambda: job_rows(agent, "SELECT kind, printer, state, held_reason FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("ticket", "kitchen", "printed", None), ("receipt", "", "held", "no_printer")],
+    )
