@@ -141,10 +141,11 @@ async def get_printers(request: web.Request) -> web.Response:
                 "jobs": {state: counts.get((name, state), 0) for state in JobState},
             }
         )
-    # A printer that left the config but still has jobs not done (held, dead) is listed, never invisible.
+    # A printer that left the config but still has jobs not done (held, dead) is listed, never invisible. Jobs that
+    # never had a printer ("") are not a printer's: the held jobs list them.
     done = (JobState.PRINTED, JobState.DISCARDED)
     for name in sorted({p for (p, state), n in counts.items() if n and state not in done}):
-        if name not in deps.settings.printers:
+        if name and name not in deps.settings.printers:
             jobs = {state: counts.get((name, state), 0) for state in JobState}
             printers.append({"name": name, "type": None, "state": "not_configured", "detail": "", "jobs": jobs})
     return web.json_response({"printers": printers})

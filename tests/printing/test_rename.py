@@ -249,6 +249,13 @@ async def test_an_order_with_a_station_no_printer_serves_prints_the_rest_and_hol
         ),
     )
     assert [(e.printer, e.station, e.reason) for e in held] == [("", "pastry", "no_printer")]
+    async with api(first) as session:
+        async with session.get("/api/v1/status") as response:
+            assert [j["station"] for j in (await response.json())["held_jobs"]] == ["pastry"]
+        async with session.get("/api/v1/printers") as response:
+            assert sorted(p["name"] for p in (await response.json())["printers"]) == ["front", "kitchen"]
+        async with session.get("/") as response:
+            assert response.status == 200
     await first.stop()
     routed = copy.deepcopy(raw)
     routed["stations"]["pastry"] = "kitchen"
