@@ -5,14 +5,16 @@ recording what the agent publishes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
 import json
+import os
 import sqlite3
 import subprocess
 import sysconfig
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -364,3 +366,19 @@ def issue_server_cert(
         *("-days", str(days), "-extfile", str(ext), "-out", str(cert)),
     )
     return cert, key
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, mib: int) -> Iterator[Path]:
+    """``folder`` as a file system of ``mib`` MiB (tmpfs) while the block runs: a disk that really fills, as an SD
+    card does. Skips the test where mounting is not allowed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True, timeout=10).returncode != 0:
+        pytest.skip("mount not allowed here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True, timeout=10)

@@ -25,7 +25,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.store.history import add_printed_history
-from tests.helpers import TOKEN, Recorder, agent_process, api_client, db_execute, db_rows
+from tests.helpers import TOKEN, Recorder, agent_process, api_client, db_execute, db_rows, small_disk
 from tests.sync.conftest import CENTRAL_TOKEN, FAST
 
 
@@ -208,21 +208,14 @@ async def test_backup_finishes_while_the_agent_takes_an_order_every_20ms(
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB file system (tmpfs) for the data directory: a disk that really fills. Skipped where mounting is not
-    allowed."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small file system")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], timeout=10).returncode != 0:
-        pytest.skip("mount not allowed here")
-    yield disk
-    subprocess.run(["umount", str(disk)], capture_output=True, timeout=10)
+def sd_card(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB file system for the data directory."""
+    with small_disk(tmp_path / "disk", 16) as disk:
+        yield disk
 
 
 async def test_a_backup_never_takes_the_room_the_agent_keeps_free(
-    tmp_path: Path, small_disk: Path, printers: dict[str, SimPrinter]
+    tmp_path: Path, sd_card: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """The nightly backup copies the database onto the same SD card. It never leaves less free than the agent keeps
     for itself (`alerts.disk_free_min_mb`): when the copy and that reserve do not fit, the oldest backups go first
@@ -231,7 +224,7 @@ async def test_a_backup_never_takes_the_room_the_agent_keeps_free(
     and with less room than the copy, full while it was written (orders refused). And each backup left a -wal and a
     -shm file beside it (its check opened it read-only in WAL mode), a copy cut short stayed for ever: now none is
     left, and old ones are removed."""
-    data = small_disk / "data"
+    data = sd_card / "data"
 
     def config(reserve_mb: int) -> str:
         return str(
@@ -248,7 +241,7 @@ async def test_a_backup_never_takes_the_room_the_agent_keeps_free(
     assert (await edge("migrate", "--config", config(5))).returncode == 0
     await asyncio.to_thread(add_printed_history, data / "edge.db", megabytes=3)
     size_mb = (data / "edge.db").stat().st_size / 2**20
-    assert 2.5 < size_mb < 4 and shutil.disk_usage(small_disk).free / 2**20 > 2 * size_mb + 5
+    assert 2.5 < size_mb < 4 and shutil.disk_usage(sd_card).free / 2**20 > 2 * size_mb + 5
     backups = data / "backups"
     backups.mkdir()
     # Left by a backup cut short by a power cut a night ago (as large as the database), and the -wal and -shm files
@@ -259,7 +252,7 @@ async def test_a_backup_never_takes_the_room_the_agent_keeps_free(
     for _ in range(3):  # the third fits only once the first is gone
         done = await edge("backup", "--config", config(5))
         assert done.returncode == 0, done.stderr
-        assert shutil.disk_usage(small_disk).free >= 5 * 2**20
+        assert shutil.disk_usage(sd_card).free >= 5 * 2**20
         await asyncio.sleep(0.002)  # backups are named by the millisecond
     kept = sorted(backups.glob("edge-*.db"))
     assert len(kept) == 2

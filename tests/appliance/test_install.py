@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import OFFLINE_BUILD
+from tests.helpers import OFFLINE_BUILD, small_disk
 
 pytestmark = pytest.mark.slow(seconds=6)
 
@@ -111,16 +111,9 @@ def test_uninstall_keeps_data_and_purge_removes_it(root: Path, source: Path) -> 
 
 @pytest.fixture
 def small_box(tmp_path: Path) -> Iterator[Path]:
-    """A box root on an 80 MiB file system (tmpfs): an SD card that really fills. Skipped where mounting is not
-    allowed."""
-    box = tmp_path / "box"
-    box.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small file system")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(box)], timeout=10).returncode != 0:
-        pytest.skip("mount not allowed here")
-    yield box
-    subprocess.run(["umount", str(box)], capture_output=True, timeout=10)
+    """A box root on an 80 MiB file system: an SD card that really fills."""
+    with small_disk(tmp_path / "box", 80) as box:
+        yield box
 
 
 def free_mb(path: Path) -> float:
