@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.app import Agent
-from edge.events import OrderConflicted, OrderStored
+from edge.events import JobHeld, OrderConflicted, OrderStored
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from tests.helpers import EXAMPLE, TOKEN, Recorder, api_client, db_rows, eventually, job_rows, post
@@ -62,6 +62,31 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
     assert len(printers["kitchen"].printed) == 1
     assert len(printers["front"].printed) == 1
+
+
+async def test_a_ticket_for_a_station_no_printer_serves_is_held_and_heard_of_once_per_revision(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict
+) -> None:
+    """An order with items for a station no printer serves (pastry) is stored (201) with that ticket held: listeners
+    hear one JobHeld naming the station (for the manager's mail); the same order again (a duplicate) or an older
+    revision adds none; a new revision that keeps the ticket held is heard of again."""
+    seen = Recorder()
+    agent = await make_agent(listen=seen)
+    first = copy.deepcopy(example_order)
+    first["items"][1]["station"] = "pastry"
+    second = {**copy.deepcopy(first), "revision": 2}
+    second["items"][1]["qty"] = 2
+    async with api_client(agent) as api:
+        status, body = await post(api, first)
+        assert status == 201 and len(body["job_ids"]) == 3
+        assert (await post(api, first))[0] == 200  # duplicate
+        assert (await post(api, second))[1]["status"] == "updated"
+        assert (await post(api, first))[1]["status"] == "stale"
+    held = seen.of(JobHeld)
+    assert [(e.order_id, e.printer, e.station, e.reason) for e in held] == [
+        (first["id"], "", "pastry", "no_printer")
+    ] * 2
+    assert held[0].job_id == held[1].job_id and held[0].order_number == first["number"]
 
 
 async def test_a_pushed_conflict_is_published_once_and_a_duplicate_not_at_all(
