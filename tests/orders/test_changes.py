@@ -431,6 +431,26 @@ async def test_receipts_on_change_reprint_prints_the_new_revisions_receipt(
     assert "Tiramisu" in second and "Käsespätzle" not in second
 
 
+async def test_a_receipt_reprinted_on_change_goes_to_the_receipt_printer_set_up_now(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The receipt printer moved (receipts.printer now the kitchen's, the counter printer still set up) between an
+    order and its change: the change's new receipt prints where receipts print now, not where the first one did."""
+    first = await make_agent(receipts={"on_change": "reprint"})
+    async with api_client(first) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(first)
+    await first.stop()
+    second = await make_agent(receipts={"printer": "kitchen", "on_change": "reprint"})
+    async with api_client(second) as api:
+        assert (await post(api, dessert_added(example_order)))[0] == 200
+    await printed_all(second)
+    on_kitchen = [decode(job).text for job in await printers["kitchen"].wait_for_printed(3)]
+    [receipt] = [text for text in on_kitchen if "MwSt" in text]  # the change ticket is the other new one
+    assert "Tiramisu" in receipt
+    assert len(printers["front"].printed) == 1
+
+
 async def test_a_station_whose_first_ticket_came_with_a_change_is_reprinted_like_any_other(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
