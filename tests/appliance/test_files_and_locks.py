@@ -60,12 +60,14 @@ async def run_agent_once(config: Path, port: int, user: SystemUser) -> None:
                             break
                 except aiohttp.ClientError:
                     pass
-                assert process.returncode is None, "edge run exited"
+                if process.returncode is not None:
+                    break  # it exited: its own words follow
                 await asyncio.sleep(0.05)
             else:
                 raise TimeoutError("edge run not ready within 10 s")
     finally:
-        process.terminate()
+        if process.returncode is None:
+            process.terminate()
         _, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, err.decode()
 
