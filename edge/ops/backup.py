@@ -67,17 +67,17 @@ def _make_room(db_path: Path, directory: Path, reserve_mb: int) -> None:
     free = shutil.disk_usage(directory).free
     if free >= need:
         return
-    older = sorted(directory.glob(f"{_PREFIX}*.db"))[:-1]  # oldest first; the newest stays
-    if free + sum(p.stat().st_size for p in older) < need:
+    older = {p: p.stat().st_size for p in sorted(directory.glob(f"{_PREFIX}*.db"))[:-1]}  # oldest first; newest stays
+    if free + sum(older.values()) < need:
         kept = f" and the {reserve_mb} MB the agent keeps free (alerts.disk_free_min_mb)" if same_disk else ""
         raise StoreError(
             f"not enough space for a backup in {directory}: it needs {size / _MB:.1f} MB{kept}, {free / _MB:.1f} MB "
-            f"are free and older backups hold {sum(p.stat().st_size for p in older) / _MB:.1f} MB; nothing written"
+            f"are free and older backups hold {sum(older.values()) / _MB:.1f} MB; nothing written"
         )
-    for old in older:
+    for old, old_size in older.items():
         if free >= need:
             break
-        free += old.stat().st_size
+        free += old_size
         old.unlink()
         log.warning("backup_dropped_for_room", path=str(old), free_mb=round(free / _MB, 1))
 

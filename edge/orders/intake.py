@@ -134,6 +134,7 @@ class OrderIntake:
                         order_id=result.order_id, number=new.order.number, problems=tuple(problems), source=new.source
                     )
                 )
+            self._publish_unrouted(result, new)
         elif result.outcome in _REVISED and result.revision == new.order.revision:  # stored now, not before
             log.info(
                 "order_revised",
@@ -154,11 +155,10 @@ class OrderIntake:
                     source=new.source,
                 )
             )
+            self._publish_unrouted(result, new)
         elif result.outcome == InsertOutcome.CONFLICT:
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
             self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))
-        if result.outcome in (InsertOutcome.STORED, *_REVISED) and result.revision == new.order.revision:
-            self._publish_unrouted(result, new)
 
     def _publish_unrouted(self, result: InsertResult, new: NewOrder) -> None:
         """Jobs held because no printer serves their station (or receipts): the manager is told what to route."""

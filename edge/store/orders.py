@@ -10,10 +10,10 @@ from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
 from edge.orders import JobPlan, Order
-from edge.states import HoldReason, InsertOutcome, JobState, OrderSource, OrderStatus, StatusEvent
+from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection, Writer
 from edge.store.outbox import add_outbox, outbox_row
-from edge.store.revisions import KnownOrder, Revision, apply_revision, known_from_rows, known_sql
+from edge.store.revisions import KnownOrder, Revision, apply_revision, first_state, known_from_rows, known_sql
 from edge.store.rows import StoredOrder
 
 # Enough to share one fsync among a burst of concurrent pushes, small enough to keep a transaction short.
@@ -135,8 +135,6 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
                 for n in fresh
             ],
         )
-        # A job no printer serves is held (no_printer) with printer "": the start-up reroute gives it one once the
-        # config does.
         await conn.executemany(
             "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision,"
             " state, held_reason, held_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -150,9 +148,7 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
                     now,
                     job_key(n.order.id, p.kind, p.station, 0),
                     n.order.revision,
-                    JobState.QUEUED if p.printer else JobState.HELD,
-                    None if p.printer else HoldReason.NO_PRINTER,
-                    None if p.printer else now,
+                    *first_state(p.printer or "", now),
                 )
                 for n in fresh
                 if n.order.status == OrderStatus.OPEN  # an order that arrives cancelled prints nothing

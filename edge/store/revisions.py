@@ -79,6 +79,12 @@ class Revision:
     reprint_receipt: bool
 
 
+def first_state(printer: str, now: float) -> tuple[JobState, HoldReason | None, float | None]:
+    """A new job's state, hold reason and hold time: queued on its printer, or held (no_printer) when none serves it
+    (printer ""); the start-up reroute gives it one once the config does."""
+    return (JobState.QUEUED, None, None) if printer else (JobState.HELD, HoldReason.NO_PRINTER, now)
+
+
 async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, ...]:
     """Store ``new`` and apply its change plan; returns the ids of the jobs that now show it (rewritten and added).
     Runs inside the caller's transaction."""
@@ -168,9 +174,7 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
                 order.revision,
                 planned.variant,
                 planned.change_from,
-                JobState.QUEUED if printer else JobState.HELD,
-                None if printer else HoldReason.NO_PRINTER,
-                None if printer else now,
+                *first_state(printer, now),
             ),
         )
         assert cursor.lastrowid is not None  # an INSERT into a rowid table
