@@ -20,16 +20,16 @@ EXIT_CONFIG = 2
 
 
 def _load(args: argparse.Namespace, *, printing: bool = False) -> Settings:
-    """The settings, the process then acting as the data dir's owner. ``printing``: load python-escpos, Pillow and
-    jinja2 first, while still root; they import lazily, and after this every file they read must be readable by the
-    agent's user."""
+    """The settings, the process then acting as the data dir's owner. ``printing``: load what printing these settings
+    imports (jinja2; python-escpos and Pillow for images) first, while still root; they import lazily, and after this
+    every file they read must be readable by the agent's user."""
     from edge.ops.owner import act_as_data_owner
 
+    settings = load_settings(resolve_config_path(args.config))
     if printing:
         from edge.printing.check import load_libraries
 
-        load_libraries()
-    settings = load_settings(resolve_config_path(args.config))
+        load_libraries(settings)
     act_as_data_owner(settings.agent.data_dir)  # as root: become the agent's user before touching its files
     return settings
 

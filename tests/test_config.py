@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from edge.config import Secret, load_settings
 from edge.config.envfile import quote
@@ -153,16 +154,18 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
 def test_an_unusable_escpos_cache_folder_set_by_the_operator_stops_with_a_line_naming_it(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:
-    """ESCPOS_CAPABILITIES_PICKLE_DIR (python-escpos' own setting) naming a folder that is not there: one line naming
-    the variable, exit 2, nothing left in the temporary folder (before: `edge run` blamed printing.template_dir, `edge
-    config check` printed a bare [Errno 2] with exit 1, and both left python-escpos' folder behind)."""
-    config = write(tmp_path, MINIMAL)
-    temp = tmp_path / "tmp"
+    """ESCPOS_CAPABILITIES_PICKLE_DIR (python-escpos' own setting) naming a folder that is not there, at a store whose
+    logo needs python-escpos: one line naming the variable, exit 2, nothing left in the temporary folder (before:
+    `edge run` blamed printing.template_dir, `edge config check` printed a bare [Errno 2] with exit 1, and both left
+    python-escpos' folder behind). A store printing text only never loads python-escpos, so the setting is not read."""
+    logo, temp, missing = tmp_path / "logo.png", tmp_path / "tmp", tmp_path / "no-such-folder"
+    Image.new("L", (100, 40), 0).save(logo)
     temp.mkdir()
-    missing = tmp_path / "no-such-folder"
-    result = _edge(
-        *command, "--config", str(config), env={"ESCPOS_CAPABILITIES_PICKLE_DIR": str(missing), "TMPDIR": str(temp)}
-    )
+    env = {"ESCPOS_CAPABILITIES_PICKLE_DIR": str(missing), "TMPDIR": str(temp)}
+    text_only = write(tmp_path, MINIMAL)
+    assert _edge("config", "check", "--config", str(text_only), env=env).returncode == 0
+    config = write(tmp_path, MINIMAL.replace("[printers.kitchen]\n", f'[printers.kitchen]\nlogo = "{logo}"\n'))
+    result = _edge(*command, "--config", str(config), env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("edge: config ESCPOS_CAPABILITIES_PICKLE_DIR:"), result.stderr
     assert str(missing) in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

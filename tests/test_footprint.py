@@ -1,28 +1,71 @@
-"""What a start costs the box: python-escpos' printer database is parsed once, cached in the data folder, and no start
-leaves a file behind in the temporary folder (on many boxes /tmp is on the same SD card)."""
+"""What a start costs the box: a store that prints text and native QR codes never loads python-escpos or Pillow (~8 MB
+of a Pi's memory); where a logo needs them, python-escpos' printer database is parsed once and cached in the data
+folder; and no start leaves a file behind in the temporary folder (on many boxes /tmp is on the same SD card)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process
+from tests.helpers import EXAMPLE, agent_process, api_client, fresh, orders, post, wait_until
+
+_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
+_IMAGE_PACKAGES = {"escpos", "PIL", "qrcode", "barcode"}
+
+
+async def test_a_store_printing_text_and_native_qr_codes_never_loads_python_escpos_or_pillow(tmp_path: Path) -> None:
+    """The real agent, with Python's import log: a first start (the printing check renders every template), a ticket,
+    a receipt and a test page with its QR code drawn by the printer, then a restart and another order. Not one module
+    of python-escpos, Pillow, qrcode or python-barcode is imported in either run (before: python-escpos and Pillow at
+    every check and first ticket, ~8 MB for good), and the bytes on paper are ESC/POS all the same."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front}, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    first, second = orders(fresh(EXAMPLE), 2, receipt=True)
+    try:
+        for order in (first, second):
+            await agent.start()
+            async with api_client(agent.port) as api:
+                assert (await post(api, order))[0] == 201
+                if order is first:
+                    async with api.post("/api/v1/printers/front/test") as response:
+                        assert response.status == 200, await response.text()
+                await wait_until(lambda order=order: any(order["number"].encode() in job for job in front.printed))
+            assert await agent.terminate() == 0
+        assert any(b"\x1d(k" in job and b"edge:test:front" in job for job in front.printed)  # the printer's own QR
+        assert any(b"\x1bE\x01" in job for job in kitchen.printed)  # styled text (bold) on the tickets
+        imported = {name.split(".")[0] for name in _IMPORTED.findall(agent.log.read_text(errors="replace"))}
+        assert "jinja2" in imported  # the log is read right: the templates' engine was loaded
+        assert imported & _IMAGE_PACKAGES == set()
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()
 
 
 async def test_starts_leave_nothing_in_tmp_and_reuse_the_escpos_cache(tmp_path: Path) -> None:
-    """Two starts of the real agent and an `edge config check` with TMPDIR pointing at an empty folder: nothing is
-    left there (before: a folder per process, python-escpos' own), the printer database is pickled once into
-    data/cache and the second start reads it (the file is not rewritten)."""
+    """Two starts of the real agent with a logo on its receipts (so python-escpos is loaded) and an `edge config
+    check` with TMPDIR pointing at an empty folder: nothing is left there (before: a folder per process, python-escpos'
+    own), the printer database is pickled once into data/cache and the second start reads it (the file is not
+    rewritten)."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
     await front.start()
     temp = tmp_path / "tmp"
     temp.mkdir()
+    logo = tmp_path / "logo.png"
+    Image.new("L", (200, 50), 0).save(logo)
     agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front}, env={"TMPDIR": str(temp)})
+    text = agent.config.read_text(encoding="utf-8")
+    agent.config.write_text(text.replace("[printers.front]\n", f'[printers.front]\nlogo = "{logo}"\n'), "utf-8")
     try:
         await agent.start()
         assert await agent.terminate() == 0

@@ -1,6 +1,7 @@
 """The start-up printing check (every template and each printer's options rendered once, so a broken one stops the
 start) and its fingerprinted cache: a restart with the same inputs skips the renders, and the imports they need
-(python-escpos, Pillow, jinja2), before READY; they are done right after READY in a worker thread instead."""
+(jinja2; python-escpos and Pillow where a printer has an image), before READY; they are done right after READY in a
+worker thread instead."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import structlog
 import edge
 from edge.config import Settings
 from edge.printing.jobs import make_renderer
+from edge.printing.layout import prints_images
 from edge.printing.profiles import load_escpos
 from edge.printing.render import Renderer, print_options
 
@@ -107,20 +109,25 @@ class PrintingCheck:
         log.info("printing_warmed", took_ms=round(1000 * (time.perf_counter() - started), 1))
 
     def _check(self) -> Renderer:
-        load_escpos()  # first, so that a problem of its own is not reported as one of the template it renders
         renderer = make_renderer(self._settings)  # renders every template once
         for printer in self._settings.printers.values():
             renderer.check_options(printer.name, print_options(printer), width=printer.width)
         return renderer
 
 
-def load_libraries() -> None:
-    """Imports python-escpos (with its printer database), Pillow and jinja2 now. For commands run as root: they
-    become the agent's user for good when they read the config, and every file they import after that must be
-    readable by that user."""
-    load_escpos()
-    for library in ("escpos.printer", "jinja2", "PIL.Image"):
-        importlib.import_module(library)
+def load_libraries(settings: Settings) -> None:
+    """Imports what printing with these settings needs now: jinja2, and python-escpos (with its printer database) and
+    Pillow if a printer prints images. For commands run as root: they become the agent's user for good once they have
+    read the config, and every file they import after that must be readable by that user."""
+    importlib.import_module("jinja2")
+    try:
+        images = any(prints_images(print_options(printer)) for printer in settings.printers.values())
+    except KeyError:  # an unknown profile, which the check names; loading them does no harm
+        images = True
+    if images:
+        load_escpos()
+        for library in ("escpos.printer", "PIL.Image"):
+            importlib.import_module(library)
 
 
 def fingerprint(settings: Settings) -> str:

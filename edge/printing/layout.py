@@ -1,5 +1,5 @@
 """The layout engine: lays template output out in lines of the paper's width, runs the layout directives a template
-writes (one table, one function each) and writes the styled result as ESC/POS through python-escpos' Dummy printer."""
+writes (one table, one function each) and writes the styled result as ESC/POS commands (commands.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.printing.commands import ALIGN, BOLD, INVERT, SIZE, UNDERLINE, Commands
 from edge.printing.lines import (
     PLAIN,
     SIZES,
@@ -25,14 +26,14 @@ from edge.printing.lines import (
     styled,
     wrap,
 )
-from edge.printing.profiles import load_escpos
+from edge.printing.profiles import profile
 from edge.printing.text import CONTROL, codepage, printable
 
 if TYPE_CHECKING:
     from PIL import Image
 
-# python-escpos and Pillow are imported where a job is laid out, not with this module: a restart whose start-up check
-# is cached reaches READY without them (edge/printing/check.py), and they load in a worker thread after it.
+# python-escpos and Pillow are imported only where a job has an image (a logo, a QR code drawn as one): a store printing
+# text and native QR codes never loads them (~8 MB on a Pi), and a restart reaches READY without them either way.
 
 MIN_WIDTH = 24
 _ALIGNS = ("left", "center", "right")
@@ -105,17 +106,14 @@ def finalize(value: Any) -> str:
 
 
 class Layout:
-    """Lays template output out in lines of ``width`` columns and writes it, styled, to a Dummy printer."""
+    """Lays template output out in lines of ``width`` columns and writes it, styled, as ESC/POS commands."""
 
     def __init__(self, width: int, options: PrintOptions) -> None:
         self.width = width
         self.options = options
-        load_escpos()
-        from escpos.printer import Dummy
-
-        self.printer = Dummy(profile=options.profile)
-        self.codec, number = codepage(self.printer.profile.profile_data.get("codePages", {}), options.codepage)
-        self.printer._raw(b"\x1b@" + b"\x1bt" + bytes([number]))
+        self.commands = Commands(profile(options.profile))
+        self.codec, number = codepage(self.commands.profile.code_pages, options.codepage)
+        self.commands.raw(b"\x1b@" + b"\x1bt" + bytes([number]))
         self.style = PLAIN
         self.align = "left"
         self.printed_style = PLAIN  # what ESC @ left the printer in
@@ -137,7 +135,7 @@ class Layout:
         if last:
             self._line(last)
             self._end_line()
-        return self.printer.output
+        return self.commands.output
 
     def _line(self, line: str) -> None:
         for index, part in enumerate(_MARKER.split(line)):
@@ -191,28 +189,21 @@ class Layout:
     def sync_align(self) -> None:
         # ESC a only takes effect at the start of a line, which is where every caller is.
         if self.align != self.printed_align:
-            self.printer.set(align=self.align)
+            self.commands.raw(ALIGN[self.align])
             self.printed_align = self.align
 
     def _set_style(self, style: Style) -> None:
         """Send only what changed; a size change goes out as ESC !, which also clears bold and underline."""
         was = self.printed_style
-        changes: dict[str, Any] = {}
-        if style.size != was.size:
-            changes.update(
-                normal_textsize=style.size == "1x",
-                double_width=style.size in ("2w", "2x"),
-                double_height=style.size in ("2h", "2x"),
-                bold=style.bold,
-                underline=int(style.underline),
-            )
-        if style.bold != was.bold:
-            changes["bold"] = style.bold
-        if style.underline != was.underline:
-            changes["underline"] = int(style.underline)
+        resized = style.size != was.size
+        command = SIZE[style.size] if resized else b""
+        if resized or style.bold != was.bold:
+            command += BOLD[style.bold]
+        if resized or style.underline != was.underline:
+            command += UNDERLINE[style.underline]
         if style.invert != was.invert:
-            changes["invert"] = style.invert
-        self.printer.set(**changes)
+            command += INVERT[style.invert]
+        self.commands.raw(command)
         self.printed_style = style
 
     def print_line(self, chars: list[Char]) -> None:
@@ -220,8 +211,8 @@ class Layout:
         for style, group in itertools.groupby(chars, key=STYLE_OF):
             if style != self.printed_style:
                 self._set_style(style)
-            self.printer._raw("".join(map(TEXT_OF, group)).encode(self.codec))
-        self.printer._raw(b"\n")
+            self.commands.raw("".join(map(TEXT_OF, group)).encode(self.codec))
+        self.commands.raw(b"\n")
 
     def image_arguments(self) -> dict[str, Any]:
         impl = "bitImageRaster" if self.options.qr in ("auto", "native") else self.options.qr
@@ -275,17 +266,14 @@ def _rule(job: Layout, args: Args, options: Options) -> None:
 
 def _qr(job: Layout, args: Args, options: Options) -> None:
     """qr(data): a QR code, drawn by the printer itself or sent as an image (the printer's qr setting)."""
-    from escpos.constants import QR_ECLEVEL_M
-
     job.flush()
     job.sync_align()
     data = CONTROL.sub(" ", str(args[0])) if args else ""
     size = 6 if job.width >= 42 else 4
-    qr = job.options.qr
-    if qr == "native" or (qr == "auto" and job.printer.profile.supports("qrCode")):
-        job.printer.qr(data, native=True, ec=QR_ECLEVEL_M, size=size)
+    if draws_qr(job.options):
+        job.commands.qr(data, size=size)
     else:
-        job.printer.qr(data, native=False, ec=QR_ECLEVEL_M, size=size, image_arguments=job.image_arguments())
+        job.commands.qr_image(data, size=size, image_arguments=job.image_arguments())
 
 
 def _logo(job: Layout, args: Args, options: Options) -> None:
@@ -293,16 +281,27 @@ def _logo(job: Layout, args: Args, options: Options) -> None:
     if job.options.logo is not None:
         job.flush()
         job.sync_align()
-        job.printer.image(_logo_image(job.options.logo, job.width * _DOTS_PER_CHARACTER), **job.image_arguments())
+        job.commands.image(_logo_image(job.options.logo, job.width * _DOTS_PER_CHARACTER), job.image_arguments())
+
+
+def draws_qr(options: PrintOptions) -> bool:
+    """Whether the printer draws QR codes itself (else they are sent as images). KeyError: an unknown profile."""
+    return options.qr == "native" or (options.qr == "auto" and profile(options.profile).supports("qrCode"))
+
+
+def prints_images(options: PrintOptions) -> bool:
+    """Whether a printer with these options is sent images (its logo, or QR codes it cannot draw itself): only those
+    need python-escpos and Pillow. KeyError: an unknown profile."""
+    return options.logo is not None or not draws_qr(options)
 
 
 def _cut(job: Layout, args: Args, options: Options) -> None:
     """cut: feed to the cutter and cut (or only feed past the tear bar, if the printer's cut is "none")."""
     job.flush()
     if job.options.cut == "none":
-        job.printer.print_and_feed(6)
+        job.commands.feed(6)
     else:
-        job.printer.cut(mode="PART" if job.options.cut == "partial" else "FULL")
+        job.commands.cut(partial=job.options.cut == "partial")
 
 
 # The names templates use for layout; see the built-in templates for examples.

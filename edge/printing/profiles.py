@@ -1,19 +1,86 @@
-"""python-escpos capability profiles: a printer's model as the library knows it, checked where printing is set up; and
-the one way python-escpos is first imported."""
+"""Printer models as python-escpos' capability database describes them, read here as the plain JSON it is (importing
+python-escpos for it costs a Pi ~4 MB and ~0.1 s: see layout.py); and the one way python-escpos itself is first
+imported, which only images need (a logo, a QR code drawn as an image)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib.util
+import json
 import os
 import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
 
 _IMPORTING = threading.Lock()
 _PICKLE_DIR = "ESCPOS_CAPABILITIES_PICKLE_DIR"
+_CAPABILITIES_FILE = "ESCPOS_CAPABILITIES_FILE"  # python-escpos' own setting: a database in place of its own
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """What the layout needs of a printer model: its code page table and the features it has."""
+
+    name: str
+    code_pages: Mapping[str, str]  # the ESC t number (as the database writes it) -> the code page's name
+    features: frozenset[str]  # those the database marks true, e.g. qrCode, paperFullCut
+
+    def supports(self, feature: str) -> bool:
+        return feature in self.features
+
+
+def profile(name: str) -> Profile:
+    """The model ``name`` from the database python-escpos would use; KeyError when it has none of that name."""
+    return _profiles(os.environ.get(_CAPABILITIES_FILE))[name]
+
+
+def check_profile(printer: str, name: str) -> None:
+    """ConfigError naming ``printers.PRINTER.profile`` when python-escpos has no capability profile of that name."""
+    try:
+        profile(name)
+    except KeyError:
+        problem = f"unknown python-escpos profile {name!r} (e.g. default, TM-T88V, TM-T20II)"
+        raise ConfigError(f"printers.{printer}.profile", problem) from None
+
+
+@functools.lru_cache(maxsize=2)
+def _profiles(path: str | None) -> dict[str, Profile]:
+    """Every profile of the database at ``path`` (python-escpos' own when None), read once per process as
+    python-escpos reads it once."""
+    database = _read_database(path)
+    return {
+        name: Profile(
+            name,
+            {str(number): str(page) for number, page in (data.get("codePages") or {}).items()},
+            frozenset(feature for feature, has in (data.get("features") or {}).items() if has),
+        )
+        for name, data in (database.get("profiles") or {}).items()
+    }
+
+
+def _read_database(path: str | None) -> dict[str, Any]:
+    if path is None:
+        spec = importlib.util.find_spec("escpos")  # finds the package without running it
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError("printers", "python-escpos is not installed")
+        path = str(Path(spec.submodule_search_locations[0], "capabilities.json"))
+    try:
+        with open(path, encoding="utf-8") as file:
+            database = json.load(file)
+    except (ValueError, OSError):
+        # An operator's database may be YAML, or unreadable: python-escpos reads it (and says what is wrong)
+        load_escpos()
+        from escpos.capabilities import CAPABILITIES
+
+        database = CAPABILITIES
+    return database if isinstance(database, dict) else {}
 
 
 def load_escpos() -> None:
@@ -23,7 +90,7 @@ def load_escpos() -> None:
     ESCPOS_CAPABILITIES_PICKLE_DIR names another (``environ.get(..., mkdtemp())``): one per process, thousands over a
     test run, one per `edge config check` on a box. Once imported the database is in memory, so the folders this
     import made (its thread's mkdtemp calls, nobody else's) are removed. Call it before any import of escpos."""
-    if "escpos.capabilities" in sys.modules:  # every ticket's layout asks: no lock once it is there
+    if "escpos.capabilities" in sys.modules:  # every image asks: no lock once it is there
         return
     with _IMPORTING:
         if "escpos.capabilities" in sys.modules:
@@ -53,13 +120,3 @@ def load_escpos() -> None:
             tempfile.mkdtemp = real
             for path in made:
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def check_profile(printer: str, profile: str) -> None:
-    """ConfigError naming ``printers.PRINTER.profile`` when python-escpos has no capability profile of that name."""
-    load_escpos()
-    from escpos.capabilities import CAPABILITIES
-
-    if profile not in CAPABILITIES["profiles"]:
-        problem = f"unknown python-escpos profile {profile!r} (e.g. default, TM-T88V, TM-T20II)"
-        raise ConfigError(f"printers.{printer}.profile", problem)

@@ -223,8 +223,8 @@ class Renderer:
         job = Layout(width, options)
         job.write(output)
         if drawer:
-            job.printer.cashdraw(2)
-        return job.printer.output
+            job.commands.open_drawer()
+        return job.commands.output
 
     def _local(self, moment: datetime) -> datetime:
         return moment.astimezone(self._tz)

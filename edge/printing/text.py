@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 
 # CP858 is CP850 (Latin-1 letters, umlauts, ß) with € at 0xD5; ESC t 19 selects it on Epson-compatible printers.
 # We encode every byte of text ourselves, so the printer never sees a code page switch mid-job.
@@ -58,7 +59,7 @@ def _in_codepage(char: str, codec: str) -> str:
     return "?"
 
 
-def codepage(table: dict[str, str], policy: str) -> tuple[str, int]:
+def codepage(table: Mapping[str, str], policy: str) -> tuple[str, int]:
     """The Python codec and the printer's ESC t number for ``policy``, from the profile's code page table."""
     numbers = {name.lower(): int(number) for number, name in table.items() if name.lower() in _CODEPAGES}
     for codec in _CODEPAGES if policy == "auto" else (policy,):

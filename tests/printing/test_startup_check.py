@@ -225,7 +225,7 @@ async def test_a_damaged_or_unwritable_cache_only_means_checking_again(
     tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """A cache file full of garbage, or a cache folder that cannot be written (a file in its place), does not stop a
-    start: the check simply runs before READY again (python-escpos imported before READY), at every start."""
+    start: the check simply runs before READY again (its templates compiled before READY), at every start."""
     agent = _agent(tmp_path, printers)
     try:
         await _start_and_stop(agent)
@@ -234,13 +234,13 @@ async def test_a_damaged_or_unwritable_cache_only_means_checking_again(
             if path.name.startswith("printing-check"):
                 path.write_bytes(b"\x00garbage")
         damaged = await _start_and_stop(agent)
-        assert "escpos.printer" in _render_imports(_before_ready(damaged))
+        assert "jinja2" in _render_imports(_before_ready(damaged))
         shutil.rmtree(cache)
         cache.write_bytes(b"")  # a file where the folder should be: nothing can be written in it, not even by root
         unwritable = await _start_and_stop(agent)
-        assert "escpos.printer" in _render_imports(_before_ready(unwritable))
+        assert "jinja2" in _render_imports(_before_ready(unwritable))
         again = await _start_and_stop(agent)
-        assert "escpos.printer" in _render_imports(_before_ready(again))
+        assert "jinja2" in _render_imports(_before_ready(again))
     finally:
         await agent.close()
 
