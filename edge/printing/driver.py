@@ -165,6 +165,11 @@ class PrinterDriver:
         self._in_order_answers = _Habit()
         self._replies = _Replies(transport)
 
+    @property
+    def asks_status(self) -> bool:
+        """Whether its jobs ask the printer's status before and after them (not one taken for a printer without)."""
+        return self.transport.can_read and not self._status_answers.given_up
+
     async def status(self) -> PrinterState:
         """Asks the printer; OFFLINE if it cannot be reached, UNKNOWN if it does not answer."""
         state, replies = await self._in_thread(self._status)
@@ -253,7 +258,7 @@ class PrinterDriver:
                 # A printer taken for one that cannot answer status gets its jobs without asking (each would wait
                 # status_timeout twice, for nothing); the status poll between jobs still asks. One that has answered
                 # and falls silent is offline instead (switched off, its cable pulled): see _ask_state.
-                asks = self.transport.can_read and not self._status_answers.given_up
+                asks = self.asks_status
                 if asks:
                     self._check_ready()
                 with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
@@ -353,9 +358,7 @@ class PrinterDriver:
             raise DeviceUnreachableError(self.name, self.transport.label, "hung up before the job was sent") from err
         if not replies and state == PrinterState.OFFLINE:
             # A serial line (a USB adapter) would take the job all the same, and it would be lost: the spool waits.
-            raise DeviceUnreachableError(
-                self.name, self.transport.label, "does not answer status any more, job not sent"
-            )
+            raise DeviceUnreachableError(self.name, self.transport.label, f"{self.transport.silent}, job not sent")
         if state in BLOCKING_STATES:
             raise PrinterNotReadyError(self.name, self.transport.label, state)
 

@@ -123,7 +123,8 @@ class Spooler:
                 burst = await self._jobs.next_burst(self.name, wall(), max_delay=max_delay, limit=self._burst())
                 if burst:
                     await self._print_burst(burst)
-                    next_poll = mono() + self._poll_s  # the jobs' own status checks count as a poll
+                    if self.driver.asks_status:  # the jobs' own status checks count as a poll; jobs sent blind do not
+                        next_poll = mono() + self._poll_s
                     continue
                 if self._confirmed:
                     # Nothing to ride on yet: a new order within this short wait carries the marks in its claim.

@@ -20,6 +20,11 @@ receive and print buffers meanwhile with DLE DC4 fn=8 (real time: "Clears all da
 print buffer and transmits Clear response", 37H 25H 00H; Epson's ESC/POS reference, TM-T88IV and later, TM-T20,
 TM-U220; Citizen's CT-S300 manual the same).
 
+One host at a time (Epson's UB-E02 Ethernet interface, Technical Reference Guide 4.5 "The Priorities of Printing": it
+"permits up to 3 requests of connecting [...] Data transmission is blocked for other requests until the first
+connection is closed"): a second connection, e.g. the store's till printing on the same kitchen printer, is accepted
+but nothing on it is read or answered, DLE EOT included, until the first one closes; a fourth is refused.
+
 Automatic Status Back (``asb``; Epson's GS a, often left on by a POS driver or set by memory switch): the printer
 also sends four status bytes by itself, here when a connection opens and whenever its status changes. Their fixed
 bits tell them apart from DLE EOT replies (Citizen CT-S310 manual, 5.3 "Identification of Send Status": DLE EOT
@@ -33,6 +38,7 @@ import collections
 import dataclasses
 import os
 import socket
+import struct
 import tty
 from pathlib import Path
 
@@ -52,6 +58,7 @@ _CHUNK = 4096
 # Small stream buffers so a slow printer pushes back on the sender over TCP, as a real one does.
 _STREAM_LIMIT = 4096
 _SLOW_TICK_S = 0.05  # a slow printer takes bytes_per_s * this at a time
+_CONNECTIONS = 3  # open at once: one served, the others wait their turn
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -123,6 +130,7 @@ class SimPrinter:
         self._connections: set[asyncio.Task[None]] = set()
         self._printed_more = asyncio.Event()
         self._mechanism = asyncio.Lock()  # one job's paper at a time, whichever connection brought it
+        self._host = asyncio.Lock()  # the connection being served; the others wait, accepted (UB-E02: up to 3)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -184,12 +192,23 @@ class SimPrinter:
             conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError):
             return
+        if len(self._connections) >= _CONNECTIONS:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # a reset
+            return
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
 
     async def _serve(self, conn: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=conn, limit=_STREAM_LIMIT)
+        try:
+            async with self._host:
+                await self._serve_host(reader, writer)
+        finally:
+            writer.close()
+
+    async def _serve_host(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.asb:
             writer.write(self._asb())
         feed = _Feed(self, writer)

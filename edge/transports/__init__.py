@@ -22,6 +22,7 @@ class Transport(Protocol):
     line_bytes_per_s: float | None  # how fast the line carries bytes (a serial line's); None: faster than any printer
     # The device can vanish without the line telling: a USB-serial adapter takes bytes whether the printer is on or not.
     vanishes_silently: bool
+    silent: str  # what a device that answered before and now answers nothing most likely is, for people
 
     def open(self) -> None:
         """Connect; raises DeviceUnreachableError."""

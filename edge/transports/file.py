@@ -21,6 +21,7 @@ class FileTransport:
     can_read = False
     line_bytes_per_s: float | None = None
     vanishes_silently = False
+    silent = "does not answer"  # never asked: a file cannot answer
 
     def __init__(self, device_id: str, directory: Path | str) -> None:
         self.device_id = device_id

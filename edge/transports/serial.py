@@ -30,6 +30,7 @@ class SerialTransport:
 
     can_read = True
     vanishes_silently = True
+    silent = "does not answer status any more (switched off, or its cable pulled)"
 
     def __init__(
         self,

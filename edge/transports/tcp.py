@@ -13,6 +13,9 @@ class TcpTransport:
     can_read = True
     line_bytes_per_s: float | None = None
     vanishes_silently = False
+    # A network interface serves one host at a time and keeps the others' connections waiting, unanswered (Epson's
+    # UB-E02: "Data transmission is blocked for other requests until the first connection is closed").
+    silent = "takes the connection but answers nothing: another device (the till?) may be printing on it"
 
     def __init__(
         self, device_id: str, host: str, port: int, *, connect_timeout: float = 3.0, write_timeout: float = 10.0

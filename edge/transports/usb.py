@@ -25,6 +25,7 @@ class UsbTransport:
     can_read = True
     line_bytes_per_s: float | None = None
     vanishes_silently = False
+    silent = "does not answer status any more"
 
     def __init__(
         self,

@@ -170,7 +170,7 @@ async def test_a_printer_that_answered_once_is_offline_when_silent_and_always_as
     printer.answer_status = False
     for _ in range(3):
         before = printer.status_asked
-        with pytest.raises(DeviceUnreachableError, match="does not answer status any more"):
+        with pytest.raises(DeviceUnreachableError, match="takes the connection but answers nothing"):
             await driver.print(JOB)
         assert printer.status_asked == before + 1
     assert await driver.status() == PrinterState.OFFLINE
