@@ -13,7 +13,7 @@ from typing import Any
 
 from edge.api.client import call_agent
 from edge.config import Settings, load_settings, resolve_config_path
-from edge.errors import ConfigError, EdgeError
+from edge.errors import ConfigError, EdgeError, StoreDamagedError
 from edge.log import configure_logging
 
 EXIT_CONFIG = 2
@@ -60,7 +60,25 @@ def _setup_logging(settings: Settings | None, *, level: str | None = None) -> No
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge.ops import last_failure
+
     settings = _load(args)
+    data_dir = settings.agent.data_dir
+    last_failure.forget(data_dir)
+    try:
+        return _run(settings)
+    except StoreDamagedError as err:
+        from edge.ops.backup import restore_advice
+
+        damaged = StoreDamagedError(f"{err}; stop here and {restore_advice(settings)}")
+        last_failure.record(data_dir, str(damaged))
+        raise damaged from err
+    except (EdgeError, OSError) as err:
+        last_failure.record(data_dir, str(err))
+        raise
+
+
+def _run(settings: Settings) -> int:
     _keep_escpos_cache(settings.agent.data_dir / "cache")
     from edge.app import Agent, run_until_signal
 
@@ -411,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as err:
+    except (ConfigError, StoreDamagedError) as err:
+        # Exit 2: a person must act; systemd does not restart the agent in a loop (RestartPreventExitStatus=2).
         print(f"edge: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except EdgeError as err:

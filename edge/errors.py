@@ -86,6 +86,11 @@ class StoreUnavailableError(StoreError):
     """The database cannot take writes right now; callers should retry later."""
 
 
+class StoreDamagedError(StoreError):
+    """The database file is damaged (SQLite finds it malformed, or no database at all): no retry mends it, only a
+    restore from a backup; the agent does not start on it."""
+
+
 class SchemaTooNewError(StoreError):
     """The database was written by a newer agent than this one."""
 

@@ -30,6 +30,18 @@ def backup_dir(settings: Settings) -> Path:
     return settings.backup.dir or settings.agent.data_dir / "backups"
 
 
+def restore_advice(settings: Settings) -> str:
+    """What to do about a damaged database: restore the newest backup, named, or where none was found."""
+    directory = backup_dir(settings)
+    try:
+        newest = max(directory.glob(f"{_PREFIX}*.db"), default=None)
+    except OSError:
+        newest = None
+    if newest is None:
+        return f"no backup found in {directory}: see 'A damaged database' in docs/operations.md"
+    return f"restore the newest backup: edge restore {newest}"
+
+
 @dataclasses.dataclass(frozen=True)
 class BackupFile:
     """What a database file says about itself, after a quick_check."""
@@ -165,17 +177,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge restore")  # refuses while the agent runs
     try:
         db_path = settings.agent.db_path
-        safety = (
-            _backup(
-                db_path,
-                backup_dir(settings),
-                settings.backup.keep + 1,
-                "-before-restore",
-                settings.alerts.disk_free_min_mb,
-            )
-            if db_path.exists()
-            else None
-        )
+        safety = _keep_replaced(settings) if db_path.exists() else None
         copy_database(source, db_path)
         moved = backup.store_id != store_id
         if moved:
@@ -183,6 +185,35 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     finally:
         lock.release()
     return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)
+
+
+def _keep_replaced(settings: Settings) -> Path:
+    """The database a restore replaces, kept: as a checked backup; a damaged one (which is why it is replaced) cannot
+    be copied through SQLite, so it is moved aside as it is, under a name no backup rotation or advice takes."""
+    db_path, directory = settings.agent.db_path, backup_dir(settings)
+    try:
+        return _backup(
+            db_path, directory, settings.backup.keep + 1, "-before-restore", settings.alerts.disk_free_min_mb
+        )
+    except StoreError:
+        if _sound(db_path):
+            raise  # not the file's fault (no room, an unwritable folder): its own words
+    directory.mkdir(parents=True, exist_ok=True)
+    aside = directory / f"damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db"
+    for suffix in ("-wal", "-shm", ""):  # the log first: a file without its WAL is never left looking whole
+        part = db_path.with_name(db_path.name + suffix)
+        if part.exists():
+            shutil.move(part, aside.with_name(aside.name + suffix))  # backup.dir may be on another disk
+    sync_to_disk(directory)
+    log.warning("damaged_database_moved_aside", path=str(aside))
+    return aside
+
+
+def _sound(path: Path) -> bool:
+    try:
+        return check_file(path).sound
+    except StoreError:
+        return False
 
 
 async def restore_database(settings: Settings, source: Path, *, force: bool = False) -> Restored:

@@ -16,6 +16,8 @@ import structlog
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, clock_off_words
 from edge.config import Settings
 from edge.errors import AlertError, EdgeError, StoreError
+from edge.ops import last_failure
+from edge.ops.backup import restore_advice
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import migrations
 from edge.store.files import check_file
@@ -111,14 +113,14 @@ def _database_checks(settings: Settings) -> list[Check]:
     try:
         found = check_file(path, full=True)
     except StoreError as err:
-        return [Check("database", "fail", f"{path}: {err}")]
+        return [Check("database", "fail", f"{path}: {err}; {restore_advice(settings)}")]
     integrity, version, newest = list(found.problems), found.version, found.newest_order_at
     latest = migrations.latest_version(migrations.load_migrations())
     checks = [
         Check(
             "database integrity",
             "ok" if integrity == ["ok"] else "fail",
-            "ok" if integrity == ["ok"] else "; ".join(integrity[:3]),
+            "ok" if integrity == ["ok"] else "; ".join(integrity[:3]) + f"; {restore_advice(settings)}",
         ),
         Check(
             "database schema",
@@ -321,6 +323,9 @@ async def health(
         )
     except EdgeError as err:
         healthy, reason = False, str(err)
+        said = await asyncio.to_thread(last_failure.read, settings.agent.data_dir)
+        if said is not None:  # what the agent said as its last start failed tells more than a closed port
+            reason = f"its last start failed: {said}"
     if alert:
         from edge.alerts.agent_down import AgentDownAlert
 

@@ -17,7 +17,7 @@ import aiosqlite
 import structlog
 
 from edge.clock import wait_real
-from edge.errors import StoreError, StoreUnavailableError
+from edge.errors import StoreDamagedError, StoreError, StoreUnavailableError
 from edge.events import Event, EventBus
 from edge.store import migrations as migrations_mod
 
@@ -52,6 +52,14 @@ _UNAVAILABLE_CODES = {
 }
 
 
+def failure(path: Path, err: sqlite3.Error) -> StoreError:
+    """The StoreError for ``err``: StoreDamagedError when SQLite finds the file damaged (a torn write on a card)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)) or "malformed" in str(err):
+        return StoreDamagedError(f"database {path} is damaged ({err})")
+    return StoreError(f"database {path}: {err}")
+
+
 def unavailable(err: sqlite3.Error) -> bool:
     """Errors that mean 'try again later' (disk full, read-only file, I/O): the sender should retry."""
     code = getattr(err, "sqlite_errorcode", None)
@@ -72,7 +80,7 @@ async def connect_writer(path: Path) -> aiosqlite.Connection:
             await conn.execute(pragma)
     except sqlite3.Error as err:
         await conn.close()
-        raise StoreError(f"database {path}: {err}") from err
+        raise failure(path, err) from err
     return conn
 
 
@@ -242,6 +250,7 @@ class Database:
         self._eager_at = -LINGER_ONLY_WITHIN_S  # monotonic time of the last write that does not linger
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
+        self._damaged = False
         self.on_write_health: Callable[[str | None], None] | None = None
 
     @classmethod
@@ -262,7 +271,7 @@ class Database:
             await reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as err:
             await writer.close()
-            raise StoreError(f"database {path}: {err}") from err
+            raise failure(path, err) from err
         except BaseException:
             await writer.close()
             raise
@@ -417,7 +426,15 @@ class Database:
         if unavailable(err):
             self._set_write_problem(f"database {self.path}: cannot write: {err}")
             return StoreUnavailableError(f"database {self.path}: cannot write: {err}")
-        return StoreError(f"database {self.path}: {err}")
+        return self._failure(err)
+
+    def _failure(self, err: sqlite3.Error) -> StoreError:
+        """A damaged file is also a write problem: the storage alert and /ready say so while the agent runs."""
+        error = failure(self.path, err)
+        if isinstance(error, StoreDamagedError):
+            self._set_write_problem(str(error))
+            self._damaged = True  # for good: a write that fits elsewhere in the file does not mend it
+        return error
 
     @asynccontextmanager
     async def publishing(self, bus: EventBus) -> AsyncIterator[tuple[aiosqlite.Connection, list[Event]]]:
@@ -453,7 +470,7 @@ class Database:
         return True
 
     def _set_write_problem(self, problem: str | None) -> None:
-        if (problem is None) == (self.write_problem is None):
+        if (problem is None) == (self.write_problem is None) or (problem is None and self._damaged):
             return  # report transitions only, not every failing write
         self.write_problem = problem
         if self.on_write_health is not None:
@@ -549,7 +566,7 @@ class Database:
             # concurrent caller would hold an old WAL snapshot and hand back rows older than our own commit.
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as err:
-            raise StoreError(f"database {self.path}: {err}") from err
+            raise self._failure(err) from err
 
     async def fetchone(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> aiosqlite.Row | None:
         rows = await self.fetchall(sql, params)

@@ -1,0 +1,78 @@
+"""A database file the SD card damaged (a page of garbage, as a card that lost power mid-write leaves): the agent does
+not start on it, and says so where people see it, with the fix; the fix works."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.appliance.test_backup_restore import edge
+from tests.helpers import agent_process, api_client, db_rows, post
+
+
+def _damage(db: Path, table: str) -> None:
+    """Garbage over the first bytes of ``table``'s root page, as a torn write on a card leaves it."""
+    with sqlite3.connect(db) as conn:
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with db.open("r+b") as file:
+        file.seek(size * (root - 1))
+        file.write(b"\xde\xad\xbe\xef" * 64)
+
+
+async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_and_the_health_mail_says_so(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A store with a nightly backup; then a page of its database turns to garbage. `edge run` stops with exit 2 (so
+    systemd does not restart it in a loop: RestartPreventExitStatus=2) and one line naming the file, that it is
+    damaged and the `edge restore` command with the newest backup; `edge doctor` names that command too, and the
+    health-check timer's mail to the manager says the same instead of only "cannot connect". The restore keeps the
+    damaged file aside as it is (its safety copy went through SQLite, so the restore refused a damaged database),
+    and then the agent starts with the order taken before the backup. Before: exit 1 with "database disk image is
+    malformed" and nothing else, restarted by systemd five times, the mail said the agent's port refused
+    connections, and the restore refused."""
+    sink = SmtpSink()
+    await sink.start()
+    mail = (
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+        '\n[alerts]\nto = ["chef@store.test"]\n'
+    )
+    agent = agent_process(tmp_path, printers, extra=mail)
+    config, db = str(agent.config), tmp_path / "data" / "edge.db"
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1)))[0] == 201
+        assert await agent.terminate() == 0
+        backed_up = await edge("backup", "--config", config)
+        assert backed_up.returncode == 0, backed_up.stderr
+        backup = Path(backed_up.stdout.split("backup written: ")[1].strip())
+        await asyncio.to_thread(_damage, db, "print_jobs")
+
+        refused = await edge("run", "--config", config)
+        assert refused.returncode == 2, refused.stderr
+        said = [line for line in refused.stderr.splitlines() if not line.startswith("{")]  # not the JSON log
+        assert len(said) == 1, refused.stderr
+        line = said[0]
+        assert str(db) in line and "damaged" in line and f"edge restore {backup}" in line, line
+
+        doctor = await edge("doctor", "--config", config)
+        assert f"edge restore {backup}" in doctor.stdout, doctor.stdout
+        for _ in range(2):  # the timer's second miss in a row mails
+            assert (await edge("health", "--alert", "--config", config)).returncode == 1
+        body = (await sink.wait_for(1))[0].get_body(("plain",)).get_content()
+        assert "damaged" in body and f"edge restore {backup}" in body, body
+
+        restored = await edge("restore", str(backup), "--config", config)
+        assert restored.returncode == 0, restored.stderr
+        assert "kept as" in restored.stdout and "damaged-" in restored.stdout  # the damaged file, moved aside as it was
+        await agent.start()
+        assert await db_rows(db, "SELECT number FROM orders") == [(make_order(1)["number"],)]
+        assert await agent.terminate() == 0
+    finally:
+        await agent.close()
+        await sink.stop()
