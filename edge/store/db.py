@@ -466,6 +466,8 @@ class Database:
                 await conn.execute("DELETE FROM meta WHERE key = 'space_probe'")
         except StoreError:
             return False
+        if self._damaged:
+            return False  # room for a write, but the file stays damaged
         self._set_write_problem(None)
         return True
 

@@ -6,6 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from edge.errors import StoreDamagedError
 from edge.store import Database
 from tests.helpers import db_rows
 
@@ -62,3 +65,32 @@ async def test_cancelling_a_write_at_any_await_leaves_all_or_nothing_and_a_clean
         assert len(await rows(path, "SELECT 1 FROM meta WHERE key LIKE 'after%'")) == 40
     finally:
         await db.close()
+
+
+async def test_a_page_found_damaged_while_running_is_a_lasting_write_problem(tmp_path: Path) -> None:
+    """A table's page turns to garbage under the running store (a torn write on the card) and is read for the first
+    time: StoreDamagedError naming the file, the store's write problem set (the storage alert, /ready), and neither a
+    later write that fits elsewhere nor the free-space probe clears it (before: a plain StoreError, no write problem,
+    so /ready said ready)."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+        await asyncio.to_thread(_damage_root_page, path, "print_jobs")
+        with pytest.raises(StoreDamagedError, match=r"edge\.db is damaged"):
+            await db.fetchall("SELECT * FROM print_jobs")
+        assert db.write_problem is not None and "damaged" in db.write_problem
+        await write_two_rows(db, "elsewhere")  # the meta table's pages are whole
+        assert not await db.probe_space()
+        assert db.write_problem is not None and "damaged" in db.write_problem
+    finally:
+        await db.close()
+
+
+def _damage_root_page(path: Path, table: str) -> None:
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # the page in the file
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with path.open("r+b") as file:
+        file.seek(size * (root - 1))
+        file.write(b"\xde\xad\xbe\xef" * 64)
