@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import sysconfig
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -382,3 +383,18 @@ def small_disk(folder: Path, mib: int) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], capture_output=True, timeout=10)
+
+
+async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m edge ARGS` as its own process; killed after ``kill_after_s`` seconds (then the test fails on it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=kill_after_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())

@@ -7,8 +7,6 @@ import asyncio
 import itertools
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.store.history import add_printed_history
-from tests.helpers import TOKEN, Recorder, agent_process, api_client, db_execute, db_rows, small_disk
+from tests.helpers import TOKEN, Recorder, agent_process, api_client, db_execute, db_rows, edge, small_disk
 from tests.sync.conftest import CENTRAL_TOKEN, FAST
 
 
@@ -42,21 +40,6 @@ def box_config(path: Path, store_id: str, central: CentralSim, printers: dict[st
         store_id=store_id,
         extra=central_toml,
     )
-
-
-async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python -m edge ARGS` as its own process; killed after ``kill_after_s`` seconds (then the test fails on it)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=kill_after_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
 
 async def run_until_recovered(make_agent: Callable[..., Awaitable[Agent]], settings: Settings) -> None:

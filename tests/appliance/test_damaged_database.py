@@ -10,8 +10,7 @@ from pathlib import Path
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.appliance.test_backup_restore import edge
-from tests.helpers import agent_process, api_client, db_rows, post
+from tests.helpers import agent_process, api_client, db_rows, edge, post
 
 
 def _damage(db: Path, table: str) -> None:
