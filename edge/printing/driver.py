@@ -327,12 +327,13 @@ class PrinterDriver:
 
     def _silent_after(self, data: bytes) -> PrinterState:
         """No reply after a job. From a printer that answered before it, on a line that takes bytes whether it is on or
-        not, that is a printer switched off (or cut off) while it printed: OFFLINE, the job may be only partly out.
-        A slow printer holding the line back answers late; it gets twice the time its bytes take more before that is
-        said."""
+        not (a serial line; a network printer that lost power sends no reset), that is a printer switched off (or cut
+        off) while it printed: OFFLINE, the job may be only partly out. A slow printer holding the line back answers
+        late: it gets as long as the slowest printer takes to print the job, and at least twice the time its bytes
+        take, before that is said."""
         if not (self._status_answers.answered and self.transport.vanishes_silently):
             return PrinterState.UNKNOWN
-        if self._replies.next(in_order=False, timeout=2 * self._taking_time(data)) is None:
+        if self._replies.next(in_order=False, timeout=max(2 * self._taking_time(data), self._job_time(data))) is None:
             self._heard(False)
             return PrinterState.OFFLINE
         return parse_status(self._ask((1, 2, 4)))  # it answers now: what it says

@@ -117,6 +117,10 @@ class SimPrinter:
         # Paper runs out / the cover opens after this many job bytes of a job (connection); each fires once.
         self.paper_out_after: int | None = None
         self.cover_open_after: int | None = None
+        # The plug pulled after this many job bytes of a job (fires once): see power_off().
+        self.power_off_after: int | None = None
+        self.powered = True
+        self._power_back = asyncio.Event()
         self.jobs: list[bytes] = []  # job bytes of each connection that carried any, status queries removed
         self.dropped: list[int] = []  # indexes into jobs of connections the printer cut short
         self.printed: list[bytes] = []  # what came out on paper
@@ -151,6 +155,25 @@ class SimPrinter:
             self._unplug()
             self._port.hold(self.host, self.port)
         elif self._sock is None:
+            self._listen()
+
+    def power_off(self) -> None:
+        """The plug pulled (a breaker, a cook's elbow): nothing more prints or answers, and a device without power sends
+        nothing either, so open connections go silent (no FIN, no reset: the sender's writes still land in its own
+        buffers) and new ones are refused. Unlike set_offline, which resets them as a printer failing mid-job does."""
+        self.powered = False
+        self._power_back.clear()
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock)
+            self._sock.close()
+            self._sock = None
+            self._port.hold(self.host, self.port)
+
+    def power_on(self) -> None:
+        """Power back: a rebooted device resets the connections it no longer knows; it listens again."""
+        self.powered = True
+        self._power_back.set()
+        if self._sock is None:
             self._listen()
 
     async def wait_for_printed(self, count: int, timeout: float = 10.0) -> list[bytes]:  # noqa: ASYNC109 (tests' helper)
@@ -224,6 +247,8 @@ class SimPrinter:
                     break
                 parts, held = _split(held + chunk)
                 for part in parts:
+                    if not self.powered:
+                        break
                     if isinstance(part, int):  # DLE EOT: real time, on arrival
                         writer.write(self._answer(part))
                         continue
@@ -240,6 +265,10 @@ class SimPrinter:
                     await feed.put(part)
                     if cut:
                         break
+                if not self.powered:  # silent until the power is back, then this connection is reset
+                    await self._power_back.wait()
+                    cut = True
+                    break
                 if rate is not None:
                     await asyncio.sleep(len(chunk) / rate)
             await feed.finish()  # a printer prints its buffer, also after the host hangs up
@@ -272,12 +301,12 @@ class SimPrinter:
         """The reply to DLE EOT n (``query`` is n) or to GS r, counted; b"" when the printer does not answer it."""
         if isinstance(query, int):
             self.status_asked += 1
-            if not self.answer_status:
+            if not (self.answer_status and self.powered):
                 return b""
             self.status_queries += 1
             return bytes([self._reply(query)])
         self.in_order_asked += 1
-        stopped = self.paper_out or self.cover_open
+        stopped = self.paper_out or self.cover_open or not self.powered
         if not (self.answer_status and self.answer_in_order and (not stopped or self.in_order_when_stopped)):
             return b""
         self.in_order_answered += 1
@@ -289,6 +318,14 @@ class SimPrinter:
 
     def _take(self, job: bytearray, part: bytes, on_paper: int) -> int:
         """Append job bytes, fire a mid-job fault when its byte count is reached; returns how many printed."""
+        if not self.powered:
+            return on_paper
+        if self.power_off_after is not None and len(job) + len(part) >= self.power_off_after:
+            kept = max(0, self.power_off_after - len(job))  # what reached the head before the power went
+            self.power_off_after = None
+            printed = self._take(job, part[:kept], on_paper)
+            self.power_off()
+            return printed
         printing = on_paper == len(job)  # nothing was lost to a fault yet in this job
         for flag in ("paper_out", "cover_open"):
             after = getattr(self, f"{flag}_after")

@@ -20,7 +20,8 @@ class Transport(Protocol):
     label: str  # how the device is reached, e.g. "tcp 10.0.0.21:9100"; goes into error messages
     can_read: bool  # False for write-only transports: such a device never answers a status query
     line_bytes_per_s: float | None  # how fast the line carries bytes (a serial line's); None: faster than any printer
-    # The device can vanish without the line telling: a USB-serial adapter takes bytes whether the printer is on or not.
+    # The device can vanish without the line telling: a USB-serial adapter takes bytes whether the printer is on or not,
+    # and a network printer that loses power sends no reset.
     vanishes_silently: bool
     silent: str  # what a device that answered before and now answers nothing most likely is, for people
 

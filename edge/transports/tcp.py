@@ -12,7 +12,9 @@ class TcpTransport:
 
     can_read = True
     line_bytes_per_s: float | None = None
-    vanishes_silently = False
+    # A printer that loses power sends nothing, neither a reset nor a close: its connection only goes silent, and
+    # writes still land in the socket's buffer.
+    vanishes_silently = True
     # A network interface serves one host at a time and keeps the others' connections waiting, unanswered (Epson's
     # UB-E02: "Data transmission is blocked for other requests until the first connection is closed").
     silent = "takes the connection but answers nothing: another device (the till?) may be printing on it"
