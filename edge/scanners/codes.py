@@ -14,6 +14,9 @@ _STATION = re.compile(r"[a-z0-9_\-]{1,32}")
 MAX_LINE = 256
 # CR, LF or Tab (the other usual scanner suffix; a scanner moved from keyboard to serial mode keeps it) ends a code.
 _LINE_END = re.compile(rb"[\r\n\t]")
+# An AIM symbology identifier (ISO/IEC 15424) a scanner may put in front of each code: "]", the symbology's letter and
+# a modifier, e.g. "]Q1" (QR code), "]C0" (Code 128). Tills that sort barcodes by kind have scanners set to send it.
+_SYMBOLOGY_ID = re.compile(r"\][A-Za-z][0-9A-Za-z]")
 
 
 class NoiseError(ValueError):
@@ -67,7 +70,8 @@ class LineSplitter:
 
 
 def decode_line(line: bytes) -> str:
-    """The code as text; raises NoiseError naming what is wrong with the bytes."""
+    """The code as text, without a symbology identifier in front; raises NoiseError naming what is wrong with the
+    bytes."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -75,6 +79,8 @@ def decode_line(line: bytes) -> str:
     text = text.strip(" \t")
     if bad := next((c for c in text if not c.isprintable()), None):
         raise NoiseError(f"control character 0x{ord(bad):02x}")
+    if _SYMBOLOGY_ID.match(text):
+        text = text[3:]
     return text
 
 

@@ -85,6 +85,22 @@ async def test_codes_ended_by_a_tab_are_scans_too(scan_agent: tuple[Agent, Seen]
     assert [(s.order_id, s.outcome) for s in scans] == [(first["id"], "order_ready"), (second["id"], "order_ready")]
 
 
+async def test_codes_with_the_scanners_symbology_identifier_in_front_are_read(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """A scanner set to send AIM symbology identifiers (ISO/IEC 15424: "]" + code letter + modifier in front of each
+    code, "]Q1" for a QR code, "]C0" for Code 128; tills that sort barcodes by kind want them) reads a ticket's QR and a
+    receipt's order number as the same scanner without them does (before: "]Q1edge:v1:…" was taken for an order
+    number and found no order). The scan records the code as printed, without the identifier."""
+    agent, seen = scan_agent
+    first, second = await push_order(agent, 5), await push_order(agent, 6)
+    sims["kitchen"].scan(f"]Q1edge:v1:{first['id']}:kitchen", "\r")
+    sims["kitchen"].scan(f"]C0{second['number']}", "\r")
+    scans = await seen.scans_count(2)
+    assert [(s.order_id, s.outcome) for s in scans] == [(first["id"], "order_ready"), (second["id"], "order_ready")]
+    assert scans[0].code == f"edge:v1:{first['id']}:kitchen"
+
+
 async def test_garbage_is_rejected_and_reading_goes_on(
     scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
 ) -> None:
