@@ -181,7 +181,7 @@ class AlertSettings:
 class CentralSettings:
     url: str = dataclasses.field(default="", metadata=f.check(f.central_url))  # empty: no central API, no sync
     token: Secret = _NO_SECRET  # bearer token for the central API; required with url
-    # The store network's outbound proxy (http://host:port) for every call to central; "": straight to central.
+    # The store network's outbound proxy (http://host:port) for central's API and MQTT broker; "": straight to them.
     # The environment's HTTPS_PROXY is not used: a box-wide setting meant for apt must not redirect orders.
     proxy: str = dataclasses.field(default="", metadata=f.check(f.proxy_url))
     proxy_user: str = dataclasses.field(default="", metadata=f.check(f.basic_login))  # the proxy's Basic login

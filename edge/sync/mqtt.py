@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import json
 import random
+import socket
 import ssl
 import threading
 import time
@@ -45,6 +46,7 @@ from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
 from edge.store import Database
 from edge.store.mqtt import MqttStore
 from edge.store.outbox import REJECTED_KEY
+from edge.sync.tunnel import Proxy, ProxyRefusedError
 from edge.tls import clock_hint, verifying_context
 
 log = structlog.get_logger()
@@ -68,9 +70,17 @@ _SHORT_LIVED_S, _SHORT_LIVED_TIMES = 5.0, 3
 
 
 class PahoClient(paho.Client):
-    """paho's client, keeping why the last connection attempt failed (paho only tells on_connect_fail that it did)."""
+    """paho's client, keeping why the last connection attempt failed (paho only tells on_connect_fail that it did), and
+    dialling through the store's proxy when there is one."""
 
     last_error: BaseException | None = None
+    proxy: Proxy | None = None
+
+    def _create_socket_connection(self) -> socket.socket:
+        """paho's dial (paho-mqtt 2.x), through a CONNECT tunnel when the store network's only way out is its proxy."""
+        if self.proxy is None:
+            return super()._create_socket_connection()
+        return self.proxy.open(self._host, self._port, self._connect_timeout)
 
     def reconnect(self) -> MQTTErrorCode:
         try:
@@ -90,6 +100,10 @@ class PahoClient(paho.Client):
 
 
 def describe(err: BaseException, *, tls: bool = False) -> str:
+    if isinstance(err, ProxyRefusedError):
+        if err.status == 407:
+            return f"{err}: it wants a login (central.proxy_user, EDGE_CENTRAL_PROXY_PASSWORD)"
+        return f"{err} (many proxies let tunnels through only to port 443: ask for the broker's port)"
     if tls and isinstance(err, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError):
         # TLS 1.3 tells a refused client certificate only after the handshake, by closing the connection.
         return f"the broker closed the TLS connection ({err}): it may want a client certificate (mqtt.cert_file)"
@@ -102,14 +116,16 @@ def describe(err: BaseException, *, tls: bool = False) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool) -> PahoClient:
-    """A paho client with the login and TLS of ``cfg``; blocking (the TLS context reads the system's CA files)."""
+def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool, proxy: Proxy | None = None) -> PahoClient:
+    """A paho client with the login and TLS of ``cfg``, dialling through ``proxy`` if given; blocking (the TLS context
+    reads the system's CA files)."""
     c = PahoClient(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
         manual_ack=manual_ack,
     )
+    c.proxy = proxy
     if cfg.username:
         c.username_pw_set(cfg.username, cfg.password.get() or None)
     if cfg.tls:
@@ -118,6 +134,12 @@ def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool) -> Paho
             ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
         c.tls_set_context(ctx)
     return c
+
+
+def store_proxy(settings: Settings) -> Proxy | None:
+    """The store network's proxy (central.proxy, with its login), which the broker is reached through too."""
+    c = settings.central
+    return Proxy(c.proxy, c.proxy_user, c.proxy_password.get()) if c.proxy else None
 
 
 def probe(settings: Settings, timeout_s: float = 5.0) -> str | None:
@@ -131,7 +153,7 @@ def probe(settings: Settings, timeout_s: float = 5.0) -> str | None:
         problem[0] = f"broker refused the connection: {reason}" if reason.is_failure else None
         answered.set()
 
-    client = build_client(cfg, f"{settings.mqtt_client_id}-doctor", manual_ack=False)
+    client = build_client(cfg, f"{settings.mqtt_client_id}-doctor", manual_ack=False, proxy=store_proxy(settings))
     client.on_connect = on_connect
     try:
         client.connect(cfg.host, cfg.port, keepalive=10, clean_start=True)
@@ -162,6 +184,7 @@ class MqttLink:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._cfg = settings.mqtt
+        self._proxy = store_proxy(settings)
         self._max_payload = settings.api.max_body_bytes  # the same limit as a POST body
         self.client_id = settings.mqtt_client_id
         self.prefix = settings.mqtt_prefix
@@ -210,7 +233,8 @@ class MqttLink:
         log.info("mqtt_started", broker=self._cfg.url, client_id=self.client_id, prefix=self.prefix)
 
     def _make_client(self) -> PahoClient:
-        c = build_client(self._cfg, self.client_id, manual_ack=True)  # PUBACK only after the commit (ack())
+        # PUBACK only after the commit (ack())
+        c = build_client(self._cfg, self.client_id, manual_ack=True, proxy=self._proxy)
         c.will_set(self.topics["status"], b"offline", qos=QOS, retain=True)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
