@@ -61,6 +61,7 @@ def _setup_logging(settings: Settings | None, *, level: str | None = None) -> No
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.ops import last_failure
+    from edge.ops.lock import AgentRunningError
 
     settings = _load(args)
     data_dir = settings.agent.data_dir
@@ -73,6 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         damaged = StoreDamagedError(f"{err}; stop here and {restore_advice(settings)}")
         last_failure.record(data_dir, str(damaged))
         raise damaged from err
+    except AgentRunningError:
+        raise  # says nothing of the agent that runs: nothing to tell the health check
     except (EdgeError, OSError) as err:
         last_failure.record(data_dir, str(err))
         raise

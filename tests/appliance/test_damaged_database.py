@@ -75,3 +75,19 @@ async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_an
     finally:
         await agent.close()
         await sink.stop()
+
+
+async def test_a_second_agent_refused_by_the_lock_leaves_nothing_for_the_health_check(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A technician runs `edge run` by hand while the service runs: refused (the data directory's lock), and what it
+    said is not kept as the reason of the running agent's last start, so a later outage is not mailed with it."""
+    agent = agent_process(tmp_path, printers)
+    try:
+        await agent.start()
+        second = await edge("run", "--config", str(agent.config))
+        assert second.returncode == 1 and "agent" in second.stderr, second.stderr
+        assert not (tmp_path / "data" / "start-failure").exists()
+        assert await agent.terminate() == 0
+    finally:
+        await agent.close()
