@@ -4,6 +4,8 @@ every profile of its database: a difference in one byte fails here."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from escpos.capabilities import CAPABILITIES
 from escpos.constants import QR_ECLEVEL_M
@@ -78,3 +80,28 @@ def test_style_and_alignment_changes_are_python_escpos_set_calls(styles: list[St
         theirs._raw(b"x\n")
         was = style
     assert layout.commands.output == theirs.output
+
+
+def test_an_operators_database_in_yaml_is_read_through_python_escpos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ESCPOS_CAPABILITIES_FILE (python-escpos' own setting) may name a YAML file, which python-escpos reads and plain
+    JSON cannot: its profiles are the ones the layout and the config check know."""
+    capabilities = tmp_path / "capabilities.yml"
+    capabilities.write_text(
+        "profiles:\n  Kitchen-80:\n    codePages: {'19': CP858}\n    features: {qrCode: false, paperPartCut: true}\n"
+        "encodings: {}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("ESCPOS_CAPABILITIES_FILE", str(capabilities))
+    monkeypatch.setattr("escpos.capabilities.CAPABILITIES", _yaml_database(capabilities))  # as if imported now
+    model = profile("Kitchen-80")
+    assert model.code_pages == {"19": "CP858"} and model.supports("paperPartCut") and not model.supports("qrCode")
+    with pytest.raises(KeyError):
+        profile("default")  # the operator's database replaces python-escpos' own
+
+
+def _yaml_database(path: Path) -> dict[str, object]:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
