@@ -41,6 +41,7 @@ class MailState(enum.StrEnum):
     SENT = "sent"  # every recipient configured now has it
     DEAD = "dead"  # refused for good (5xx) for a recipient or as a whole: a person retries or discards it
     DISCARDED = "discarded"  # a person decided it need not go
+    SUPERSEDED = "superseded"  # its problem was over before it could go: the all-clear that followed tells it whole
 
 
 class Audience(enum.StrEnum):
@@ -328,6 +329,15 @@ class AlertStore:
                 (news, now, mail is not None, group["key"]),
             )
             if mail is not None:
+                if kind == "resolved":
+                    # An alarm nobody has received yet (the relay turned it away) would only arrive after its problem
+                    # is over; the all-clear says from when to when (Alertmanager likewise drops a notification its
+                    # group's next state superseded). One delivered to anybody stays, for the others.
+                    await conn.execute(
+                        "UPDATE alert_mails SET state = 'superseded' WHERE group_key = ? AND state = 'pending'"
+                        " AND kind IN ('firing', 'reminder') AND delivered = '[]'",
+                        (group["key"],),
+                    )
                 audience = Audience.CRITICAL if group["severity"] == "critical" else Audience.TO
                 mail_id = await _insert_mail(conn, group["key"], kind, mail, now, audience)
             await conn.execute(

@@ -40,8 +40,12 @@ ORDER BY o.received_at LIMIT :batch
 _HISTORY = (
     ("scans", "DELETE FROM scans WHERE scanned_at < ?"),
     ("alert_log", "DELETE FROM alert_log WHERE at < ?"),
-    # A dead-lettered mail waits for a person; a discarded one was decided on, like a sent one.
-    ("alert_mails", "DELETE FROM alert_mails WHERE (sent_at IS NOT NULL OR state = 'discarded') AND created_at < ?"),
+    # A dead-lettered mail waits for a person; a discarded or superseded one was decided on, like a sent one.
+    (
+        "alert_mails",
+        "DELETE FROM alert_mails WHERE (sent_at IS NOT NULL OR state IN ('discarded', 'superseded'))"
+        " AND created_at < ?",
+    ),
     ("alert_silences", "DELETE FROM alert_silences WHERE ends_at < ?"),
     # recovery_items go with their run (ON DELETE CASCADE); the cursor lives in meta, not in a run.
     ("recovery_runs", "DELETE FROM recovery_runs WHERE finished_at IS NOT NULL AND finished_at < ?"),

@@ -231,3 +231,36 @@ async def test_dead_lettered_mail_shows_on_the_status_page_and_retries_from_it(
             assert response.status == 200
     await sink.wait_for(1, timeout=8)
     assert "kitchen" in str(sink.messages[-1]["Subject"])
+
+
+async def test_a_problem_over_before_the_relay_took_its_mail_is_told_once_as_resolved_with_its_times(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """The relay turns mail away for a while (451: the shop's internet line is down, say) as the kitchen printer goes
+    down and comes back. When the relay takes mail again, the manager gets one mail, RESOLVED, saying from when to
+    when, not an alarm for a printer that has long been printing followed by its all-clear (as Alertmanager drops a
+    notification its group's next state superseded). The alarm stays in the outbox as superseded, for the record."""
+    sink.data_reply = lambda msg: "451 4.3.0 try again later"
+    agent = await make_agent(fast(alert_settings, group_interval_s=0.5))
+    db = agent.settings.agent.db_path
+    await printer_down_with_a_ticket(agent, printers)
+    await wait_until(lambda: sink.refused_messages >= 1, 8, "the alarm tried and turned away")
+    printers["kitchen"].set_offline(False)
+    await printers["kitchen"].wait_for_printed(1)
+    await eventually(
+        lambda: db_rows(db, "SELECT kind FROM alert_mails ORDER BY id"),
+        lambda rows: ("resolved",) in rows,
+        8,
+        "the all-clear queued",
+    )
+    sink.data_reply = None
+    (mail,) = await sink.wait_for(1, timeout=8)
+    await asyncio.sleep(1.0)  # several outbox rounds: nothing more comes
+    assert len(sink.messages) == 1
+    assert "BEHOBEN" in str(mail["Subject"]) and "kitchen" in str(mail["Subject"])
+    body = mail.get_body(("plain",)).get_content()
+    assert "Seit:" in body and "Bis:" in body
+    assert await db_rows(db, "SELECT kind, state FROM alert_mails ORDER BY id") == [
+        ("firing", "superseded"),
+        ("resolved", "sent"),
+    ]
