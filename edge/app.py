@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -159,10 +160,11 @@ class Agent:
                 )
                 await self.sync.start()
                 self._on_stop(stack, "sync", self.sync.stop)
+            devices: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             for name, printer in s.printers.items():
                 self.spoolers[name] = Spooler(
                     printer=printer,
-                    driver=make_driver(printer),
+                    driver=make_driver(printer, devices=devices),
                     jobs=jobs,
                     render=self.render_job,
                     bus=self.bus,

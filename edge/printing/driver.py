@@ -148,13 +148,16 @@ class PrinterNotReadyError(DeviceError):
 class PrinterDriver:
     """One printer: one connection per job, status asked only between jobs, never inside one."""
 
-    def __init__(self, name: str, transport: Transport, *, status_timeout: float = 1.5) -> None:
+    def __init__(
+        self, name: str, transport: Transport, *, status_timeout: float = 1.5, lock: threading.Lock | None = None
+    ) -> None:
+        """``lock``: the device's, shared with the drivers of the same device under other names."""
         self.name = name
         self.transport = transport
         self.status_timeout = status_timeout
         # Printers serve one connection at a time. A thread lock, not an asyncio one: a thread keeps
         # running after the task awaiting it is cancelled, and must still hold the printer.
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()
         # The printer's own thread (started at the first call), not asyncio's shared pool: a job holds its thread as
         # long as the printer takes, seconds for a long ticket on a slow one, and a store with as many printers busy
         # as that pool has threads (cores + 4) left none for the commits behind answers to orders or for rendering

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 from edge.config import AnyPrinterSettings
 from edge.printing.driver import PrinterDriver
 from edge.transports import FileTransport, TcpTransport, Transport
 
 
-def make_driver(printer: AnyPrinterSettings) -> PrinterDriver:
+def make_driver(printer: AnyPrinterSettings, *, devices: dict[str, threading.Lock] | None = None) -> PrinterDriver:
+    """``devices``: one lock per device, shared by the drivers of one agent. A printer set up under two names (a
+    station each) is one device, and its drivers must take turns: a network printer serves one connection at a time
+    and keeps the next one waiting unanswered (edge/sim/printer.py), where a status question would take it for
+    offline; a serial line or a USB device has one opener."""
     transport: Transport
     if printer.type == "network":
         transport = TcpTransport(
@@ -46,4 +52,5 @@ def make_driver(printer: AnyPrinterSettings) -> PrinterDriver:
         )
     else:
         transport = FileTransport(printer.name, printer.path)
-    return PrinterDriver(printer.name, transport, status_timeout=printer.status_timeout)
+    lock = None if devices is None else devices.setdefault(transport.label, threading.Lock())
+    return PrinterDriver(printer.name, transport, status_timeout=printer.status_timeout, lock=lock)

@@ -14,7 +14,7 @@ from edge.config import parse_settings
 from edge.events import Event, PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
-from edge.sim.printer import SimPrinter
+from edge.sim.printer import PaperSpeed, SimPrinter
 from tests.helpers import api_client, config_dict, eventually, job_rows, post
 
 _TILL_RECEIPT = b"\x1b@TILL 0815\n\x1dV\x00"
@@ -105,3 +105,31 @@ async def test_an_agent_started_while_the_till_holds_the_printer_asks_it_again_i
         lambda rows: rows == [("printed", 0)] * 17,
         what="every ticket printed once, none a COPY",
     )
+
+
+async def test_one_printer_set_up_under_two_names_prints_both_stations_tickets_without_going_offline(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """A small store's one printer, set up as two printers (kitchen and bar, the same address) so each station gets
+    its own settings: the agent's two spools would each open a connection, and the printer serves one at a time. They
+    take turns instead: every ticket prints once, and neither name is ever taken for offline (before: the bar's
+    status question waited behind the kitchen's ticket, unanswered, so the bar printer went offline and its tickets
+    waited for the next probe)."""
+    kitchen = printers["kitchen"]
+    kitchen.speed = PaperSpeed(mm_per_s=60.0)  # a ticket takes about 2 s: longer than a status question may wait
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["bar"] = dict(raw["printers"]["kitchen"])
+    raw["stations"] = {"kitchen": "kitchen", "bar": "bar"}
+    events: list[Event] = []
+    agent = await make_agent(parse_settings(raw, source="test"), listen=events.append)
+    async with api_client(agent) as api:
+        for n in range(3):
+            assert (await post(api, make_order(n, bar=True, print_receipt=False)))[0] == 201
+    await kitchen.wait_for_printed(6, timeout=30)
+    await eventually(
+        lambda: job_rows(agent, "SELECT state, copy FROM print_jobs"),
+        lambda rows: rows == [("printed", 0)] * 6,
+        what="six tickets printed once each",
+    )
+    changes = [(e.printer, e.new) for e in events if isinstance(e, PrinterStatusChanged)]
+    assert all(new == "online" for _, new in changes), changes
