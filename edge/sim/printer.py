@@ -38,7 +38,6 @@ import collections
 import dataclasses
 import os
 import socket
-import struct
 import tty
 from pathlib import Path
 
@@ -135,6 +134,7 @@ class SimPrinter:
         self._printed_more = asyncio.Event()
         self._mechanism = asyncio.Lock()  # one job's paper at a time, whichever connection brought it
         self._host = asyncio.Lock()  # the connection being served; the others wait, accepted (UB-E02: up to 3)
+        self._full = False  # that many are open: the listener is closed, so the next connection is refused
 
     @property
     def address(self) -> tuple[str, int]:
@@ -156,6 +156,7 @@ class SimPrinter:
             self._port.hold(self.host, self.port)
         elif self._sock is None:
             self._listen()
+        self._full = False
 
     def power_off(self) -> None:
         """The plug pulled (a breaker, a cook's elbow): nothing more prints or answers, and a device without power sends
@@ -163,11 +164,8 @@ class SimPrinter:
         buffers) and new ones are refused. Unlike set_offline, which resets them as a printer failing mid-job does."""
         self.powered = False
         self._power_back.clear()
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock)
-            self._sock.close()
-            self._sock = None
-            self._port.hold(self.host, self.port)
+        self._full = False
+        self._stop_listening()
 
     def power_on(self) -> None:
         """Power back: a rebooted device resets the connections it no longer knows; it listens again."""
@@ -209,19 +207,32 @@ class SimPrinter:
         for task in self._connections:
             task.cancel()
 
+    def _stop_listening(self) -> None:
+        """New connections refused, open ones kept; the port stays ours."""
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock)
+            self._sock.close()
+            self._sock = None
+            self._port.hold(self.host, self.port)
+
     def _accept(self) -> None:
         assert self._sock is not None  # the reader is removed before the socket goes
         try:
             conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError):
             return
-        if len(self._connections) >= _CONNECTIONS:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()  # a reset
-            return
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+        task.add_done_callback(self._closed)
+        if len(self._connections) >= _CONNECTIONS:  # the next one is refused until one of these ends
+            self._full = True
+            self._stop_listening()
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        self._connections.discard(task)
+        if self._full and len(self._connections) < _CONNECTIONS:
+            self._full = False
+            self._listen()
 
     async def _serve(self, conn: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=conn, limit=_STREAM_LIMIT)

@@ -181,3 +181,26 @@ async def test_fault_mid_job_prints_only_what_came_before_and_status_still_answe
     setattr(printer, flag, False)  # new roll, cover closed
     await send(printer, b"whole")
     assert await printer.wait_for_printed(2, timeout=5) == [b"1234", b"whole"]
+
+
+async def test_one_host_at_a_time_the_others_wait_unanswered_and_a_fourth_is_refused(printer: SimPrinter) -> None:
+    """Epson's UB-E02 (Technical Reference Guide 4.5): up to three connections, data of all but the first blocked
+    until it closes, and no more connections meanwhile; the second is served, answers and prints once the first
+    closes."""
+    _, first = await asyncio.open_connection(*printer.address)
+    second_r, second = await asyncio.open_connection(*printer.address)
+    _, third = await asyncio.open_connection(*printer.address)
+    second.write(b"\x10\x04\x01SECOND\n")
+    await second.drain()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(second_r.read(1), 0.3)  # its status question waits behind the first connection
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*printer.address)
+    first.write(b"FIRST\n")
+    first.close()
+    assert len(await second_r.read(1)) == 1  # answered once the first let go
+    second.close()
+    third.close()
+    assert [bytes(job) for job in await printer.wait_for_printed(2)] == [b"FIRST\n", b"SECOND\n"]
+    _, fourth = await asyncio.open_connection(*printer.address)  # a free place again
+    fourth.close()
