@@ -150,6 +150,30 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
     assert result.stderr.startswith("edge: config --config:") and "not valid TOML" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("10.0.0.21:9100", 'holds a port: write host = "10.0.0.21" and port = 9100'),
+        ("http://10.0.0.21", 'is a URL: write only the address, host = "10.0.0.21"'),
+        ("10.0.0.21 ", "is not a host name or an IP address"),
+        ("kitchen printer", "is not a host name or an IP address"),
+    ],
+)
+def test_a_printers_address_written_with_its_port_or_as_a_url_stops_the_check_naming_the_fix(
+    tmp_path: Path, host: str, problem: str
+) -> None:
+    """A technician's usual slips in a network printer's host (a port, a scheme, a space): `edge config check` exits 2
+    with one line naming printers.kitchen.host and what to write (before: "ok", and the printer stayed unreachable
+    with "Name or service not known"). Plain names and addresses, IPv6 included, still pass."""
+    bad = write(tmp_path, MINIMAL.replace('host = "10.0.0.21"', f"host = {host!r}".replace("'", '"')))
+    result = _edge("config", "check", "--config", str(bad))
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == f"edge: config printers.kitchen.host: {problem}"
+    for fine in ("kitchen-printer.fritz.box", "fd00::21", "192.168.178.40", "PRINTER1"):
+        good = write(tmp_path, MINIMAL.replace('host = "10.0.0.21"', f'host = "{fine}"'))
+        assert _edge("config", "check", "--config", str(good)).returncode == 0, fine
+
+
 @pytest.mark.parametrize("command", [("config", "check"), ("run",)])
 def test_an_unusable_escpos_cache_folder_set_by_the_operator_stops_with_a_line_naming_it(
     tmp_path: Path, command: tuple[str, ...]

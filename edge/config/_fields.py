@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -131,6 +132,28 @@ def usb_port(v: str) -> str | None:
 
 def existing_file(v: Path) -> str | None:
     return None if v.is_file() else f"{v}: no such file"
+
+
+_HOST_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def network_host(v: str) -> str | None:
+    """A host name or IP address (a printer's, the mail relay's), as a socket takes it; the usual slips (a port, a URL)
+    named with the fix."""
+    if not v:
+        return None  # "required" says so
+    try:
+        ipaddress.ip_address(v.split("%", 1)[0])  # IPv6 with a zone (fe80::1%eth0) too
+        return None
+    except ValueError:
+        pass
+    if "://" in v:
+        address = urllib.parse.urlsplit(v).hostname or "…"
+        return f'is a URL: write only the address, host = "{address}"'
+    address, colon, port = v.rpartition(":")
+    if colon and port.isdigit() and _HOST_NAME_RE.fullmatch(address.strip("[]")):
+        return f'holds a port: write host = "{address.strip("[]")}" and port = {port}'
+    return None if _HOST_NAME_RE.fullmatch(v) and len(v) <= 253 else "is not a host name or an IP address"
 
 
 def central_url(v: str) -> str | None:

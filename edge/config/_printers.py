@@ -39,7 +39,7 @@ class NetworkPrinterSettings(PrinterSettings):
     """A printer on TCP (port 9100), the usual kitchen printer."""
 
     type: Literal["network"] = "network"
-    host: str = dataclasses.field(metadata=f.check(required="is required for a network printer"))
+    host: str = dataclasses.field(metadata=f.check(f.network_host, required="is required for a network printer"))
     port: int = dataclasses.field(default=9100, metadata=f.check(f.port))
     connect_timeout: float = dataclasses.field(default=3.0, metadata=f.check(f.positive))
     write_timeout: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))

@@ -127,7 +127,7 @@ class PrintingSettings:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SmtpSettings:
-    host: str = ""  # empty: no alert mail (the agent works without it)
+    host: str = dataclasses.field(default="", metadata=f.check(f.network_host))  # empty: no alert mail
     port: int = dataclasses.field(default=587, metadata=f.check(f.port))
     security: Literal["starttls", "tls", "none"] = "starttls"  # none only for a relay on this box or network
     username: str = ""
