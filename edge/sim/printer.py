@@ -156,7 +156,6 @@ class SimPrinter:
             self._port.hold(self.host, self.port)
         elif self._sock is None:
             self._listen()
-        self._full = False
 
     def power_off(self) -> None:
         """The plug pulled (a breaker, a cook's elbow): nothing more prints or answers, and a device without power sends
@@ -200,6 +199,7 @@ class SimPrinter:
         self._port.release()  # listening now
 
     def _unplug(self) -> None:
+        self._full = False  # the connections cut below must not open the listener again
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock)
             self._sock.close()
