@@ -134,7 +134,7 @@ def existing_file(v: Path) -> str | None:
     return None if v.is_file() else f"{v}: no such file"
 
 
-_HOST_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+_ADDRESS_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
 def network_host(v: str) -> str | None:
@@ -151,9 +151,9 @@ def network_host(v: str) -> str | None:
         address = urllib.parse.urlsplit(v).hostname or "…"
         return f'is a URL: write only the address, host = "{address}"'
     address, colon, port = v.rpartition(":")
-    if colon and port.isdigit() and _HOST_NAME_RE.fullmatch(address.strip("[]")):
+    if colon and port.isdigit() and _ADDRESS_NAME_RE.fullmatch(address.strip("[]")):
         return f'holds a port: write host = "{address.strip("[]")}" and port = {port}'
-    return None if _HOST_NAME_RE.fullmatch(v) and len(v) <= 253 else "is not a host name or an IP address"
+    return None if _ADDRESS_NAME_RE.fullmatch(v) and len(v) <= 253 else "is not a host name or an IP address"
 
 
 def central_url(v: str) -> str | None:
