@@ -114,7 +114,10 @@ async def test_a_printer_that_never_answers_status_prints_a_rush_without_waiting
         for order in tickets_only(example_order, 10):
             assert (await post(api, order))[0] == 201
         await kitchen.wait_for_printed(10, timeout=30)
-    assert kitchen.status_asked <= 3  # the first ticket's two, and perhaps one idle poll
+    # The first ticket's two, then none per ticket: a few more at most, from the status poll (every status_poll_s, also
+    # in a rush) and from probes after a refused connection (tickets sent blind come faster than the printer takes
+    # them, and a network printer keeps only three connections waiting), never one or two per ticket.
+    assert kitchen.status_asked < 10
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)] * 10)
     assert [e["device_id"] for e in logs if e["event"] == "printer_silent"] == ["kitchen"]
 
