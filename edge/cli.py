@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.api.client import call_agent
-from edge.config import Settings, load_settings, resolve_config_path
+from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
 from edge.errors import ConfigError, EdgeError, StoreDamagedError
 from edge.log import configure_logging
 
@@ -232,11 +232,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    from edge.ops.owner import act_as_data_owner
     from edge.ops.technician import health
 
-    settings = _load(args)
+    # The check that tells the manager the agent is down must not be stopped by what stopped the agent: a printer's
+    # or a station's broken settings are left out (agent, API and mail settings are what it needs).
+    settings, broken = load_settings_around_faults(
+        resolve_config_path(args.config), needed=("agent", "api", "smtp", "alerts")
+    )
+    act_as_data_owner(settings.agent.data_dir)
     _setup_logging(settings)
-    healthy, reason = asyncio.run(health(settings, call_agent, alert=args.alert))
+    if broken is not None:
+        print(f"edge: {broken} (checked with the rest of the config)", file=sys.stderr)
+    problem = None if broken is None else str(broken)
+    healthy, reason = asyncio.run(health(settings, call_agent, alert=args.alert, config_problem=problem))
     print(f"{'healthy' if healthy else 'UNHEALTHY'}: {reason}")
     return 0 if healthy else 1
 

@@ -196,6 +196,38 @@ def resolve_config_path(cli_path: str | None, environ: Mapping[str, str] | None 
     return Path(raw)
 
 
+def load_settings_around_faults(
+    path: Path, needed: tuple[str, ...], environ: Mapping[str, str] | None = None
+) -> tuple[Settings, ConfigError | None]:
+    """The settings as far as they can be had, for a command that must work while the config is broken (the health
+    check, which tells the manager the agent is down): a table, printer or scanner whose settings fail is left out
+    until what is left loads. Returns the settings and the first failure (None: the config is whole); raises it when
+    it is in one of the ``needed`` sections, or is the file itself."""
+    try:
+        return load_settings(path, environ), None
+    except ConfigError as err:
+        first = failure = err
+    if first.key.startswith("--") or first.key.split(".", 1)[0] in needed:
+        raise first
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    secrets_file = secrets_path(path, environ)
+    for _ in range(len(str(data))):  # each round leaves out one more part: bounded by the document's size
+        table, _, rest = failure.key.partition(".")
+        if table in needed or table not in data:
+            raise first
+        if table in _NAMED_TABLES and rest:
+            data[table].pop(rest.split(".", 1)[0], None)
+        else:
+            data.pop(table)
+        try:
+            settings = parse_settings(data, env=read_env(path, environ), source=str(path), secrets_file=secrets_file)
+        except ConfigError as err:
+            failure = err
+            continue
+        return settings, first
+    raise first
+
+
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

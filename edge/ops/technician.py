@@ -308,10 +308,16 @@ def render_checks(checks: list[Check], *, colour: bool) -> str:
 
 
 async def health(
-    settings: Settings, api_call: ApiCall, *, alert: bool, clock: Clock = SYSTEM_CLOCK
+    settings: Settings,
+    api_call: ApiCall,
+    *,
+    alert: bool,
+    clock: Clock = SYSTEM_CLOCK,
+    config_problem: str | None = None,
 ) -> tuple[bool, str]:
     """Asks /ready from outside the agent. With ``alert``, mails the manager when it turns bad (twice in a row) and
     when it recovers, by the alert rules (edge.alerts.agent_down); its state lives in a file between the timer's runs.
+    ``config_problem``: what is wrong with the config file now, the likeliest reason an agent that is not there gives.
     """
     try:
         status, body = await api_call(settings, "GET", "/ready")
@@ -324,7 +330,9 @@ async def health(
     except EdgeError as err:
         healthy, reason = False, str(err)
         said = await asyncio.to_thread(last_failure.read, settings.agent.data_dir)
-        if said is not None:  # what the agent said as its last start failed tells more than a closed port
+        if config_problem is not None:  # an agent started with this config stops at once: that is why it is not there
+            reason = f"its config is broken: {config_problem}"
+        elif said is not None:  # what the agent said as its last start failed tells more than a closed port
             reason = f"its last start failed: {said}"
     if alert:
         from edge.alerts.agent_down import AgentDownAlert

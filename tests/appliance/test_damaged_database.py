@@ -91,3 +91,36 @@ async def test_a_second_agent_refused_by_the_lock_leaves_nothing_for_the_health_
         assert await agent.terminate() == 0
     finally:
         await agent.close()
+
+
+async def test_a_config_slip_after_a_good_start_is_what_the_health_mail_says(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The technician edits the config and restarts: the printer's host now carries its port. `edge run` stops with
+    exit 2 and the line naming the key; the health-check timer, which reads the same config, still mails the manager
+    (before: it stopped at the same line, exit 2, and mailed nobody) and its mail carries that line, not only "cannot
+    connect", so whoever reads it knows what to fix."""
+    sink = SmtpSink()
+    await sink.start()
+    mail = (
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+        '\n[alerts]\nto = ["chef@store.test"]\n'
+    )
+    agent = agent_process(tmp_path, printers, extra=mail)
+    try:
+        await agent.start()
+        assert await agent.terminate() == 0
+        text = agent.config.read_text(encoding="utf-8")
+        slipped = text.replace('host = "127.0.0.1"\nport = ', 'host = "127.0.0.1:9100"\nport = ', 1)
+        assert slipped != text
+        agent.config.write_text(slipped, encoding="utf-8")
+        refused = await edge("run", "--config", str(agent.config))
+        assert refused.returncode == 2, refused.stderr
+        assert "holds a port" in refused.stderr
+        for _ in range(2):
+            assert (await edge("health", "--alert", "--config", str(agent.config))).returncode == 1
+        body = (await sink.wait_for(1))[0].get_body(("plain",)).get_content()
+        assert "its config is broken: config printers.kitchen.host: holds a port" in body, body
+    finally:
+        await agent.close()
+        await sink.stop()
