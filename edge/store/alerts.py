@@ -384,16 +384,18 @@ class AlertStore:
 
     async def record(self, mail_id: int, attempt: Attempt, now: float) -> None:
         async with self._db.transaction() as conn:
+            # An attempt that was under way when its mail was superseded keeps it superseded unless it delivered it.
             await conn.execute(
-                "UPDATE alert_mails SET attempts = attempts + 1, state = ?, delivered = ?, refused = ?, last_error = ?,"
-                " next_attempt_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                "UPDATE alert_mails SET attempts = attempts + 1,"
+                " state = CASE WHEN state = 'superseded' AND ?1 != 'sent' THEN state ELSE ?1 END, delivered = ?2,"
+                " refused = ?3, last_error = ?4, next_attempt_at = ?5, sent_at = CASE WHEN ?1 = 'sent' THEN ?6 ELSE"
+                " sent_at END WHERE id = ?7",
                 (
                     attempt.state,
                     json.dumps(attempt.delivered),
                     json.dumps(attempt.refused),
                     attempt.error[:500] if attempt.error else None,
                     attempt.next_attempt_at,
-                    attempt.state,
                     now,
                     mail_id,
                 ),

@@ -247,11 +247,12 @@ async def test_a_problem_over_before_the_relay_took_its_mail_is_told_once_as_res
     await wait_until(lambda: sink.refused_messages >= 1, 8, "the alarm tried and turned away")
     printers["kitchen"].set_offline(False)
     await printers["kitchen"].wait_for_printed(1)
+    # Once the all-clear has been tried (turned away too), no attempt at the alarm can still be under way.
     await eventually(
-        lambda: db_rows(db, "SELECT kind FROM alert_mails ORDER BY id"),
-        lambda rows: ("resolved",) in rows,
+        lambda: db_rows(db, "SELECT kind, attempts FROM alert_mails WHERE kind = 'resolved' AND attempts > 0"),
+        lambda rows: len(rows) == 1,
         8,
-        "the all-clear queued",
+        "the all-clear queued and tried",
     )
     sink.data_reply = None
     (mail,) = await sink.wait_for(1, timeout=8)
@@ -260,6 +261,38 @@ async def test_a_problem_over_before_the_relay_took_its_mail_is_told_once_as_res
     assert "BEHOBEN" in str(mail["Subject"]) and "kitchen" in str(mail["Subject"])
     body = mail.get_body(("plain",)).get_content()
     assert "Seit:" in body and "Bis:" in body
+    assert await db_rows(db, "SELECT kind, state FROM alert_mails ORDER BY id") == [
+        ("firing", "superseded"),
+        ("resolved", "sent"),
+    ]
+
+
+async def test_an_alarm_superseded_while_the_relay_is_taking_it_is_not_brought_back_by_its_refusal(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """The same, with the alarm's attempt under way as its all-clear is queued (a slow relay that then turns it away):
+    that attempt's outcome does not make the superseded alarm pending again (before: it did, and the alarm went out
+    after its all-clear)."""
+    sink.data_reply = lambda msg: "451 4.3.0 try again later"
+    sink.data_delay_s = 1.5
+    agent = await make_agent(fast(alert_settings, group_interval_s=0.3))
+    db = agent.settings.agent.db_path
+    await printer_down_with_a_ticket(agent, printers)
+    await eventually(  # the alarm's first attempt is under way
+        lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails"), lambda rows: rows[0][0] == 1, 8, "the alarm queued"
+    )
+    await asyncio.sleep(0.3)
+    printers["kitchen"].set_offline(False)
+    await eventually(
+        lambda: db_rows(db, "SELECT kind, attempts FROM alert_mails WHERE kind = 'resolved' AND attempts > 0"),
+        lambda rows: len(rows) == 1,
+        10,
+        "the all-clear queued and tried",
+    )
+    sink.data_reply, sink.data_delay_s = None, 0.0
+    await sink.wait_for(1, timeout=8)
+    await asyncio.sleep(1.0)
+    assert [str(m["Subject"]) for m in sink.messages if "BEHOBEN" not in str(m["Subject"])] == []
     assert await db_rows(db, "SELECT kind, state FROM alert_mails ORDER BY id") == [
         ("firing", "superseded"),
         ("resolved", "sent"),
