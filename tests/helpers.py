@@ -159,11 +159,17 @@ async def job_rows(agent: Agent, sql: str = "SELECT state, attempts, copy FROM p
 
 
 async def print_latency_sum(api: aiohttp.ClientSession, printer: str) -> float:
-    """The seconds of print latency /metrics has summed for ``printer`` (stored, or queued as a copy, to on paper)."""
-    async with api.get("/metrics") as response:
-        text = await response.text()
-    prefix = f'edge_print_latency_seconds_sum{{printer="{printer}"}}'
-    [total] = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix)]
+    """The seconds of print latency /metrics has summed for ``printer`` (stored, or queued as a copy, to on paper).
+    Waits for its first observation: a job's printed mark commits just before the event that records it is heard, so
+    a test that saw the mark may ask a moment too soon."""
+
+    async def read() -> list[float]:
+        async with api.get("/metrics") as response:
+            text = await response.text()
+        prefix = f'edge_print_latency_seconds_sum{{printer="{printer}"}}'
+        return [float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix)]
+
+    [total] = await eventually(read, lambda found: len(found) == 1, what=f"print latency of {printer} on /metrics")
     return total
 
 
