@@ -10,6 +10,7 @@ import copy
 import inspect
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -404,3 +405,23 @@ async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProc
         raise
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
+
+
+def imported_modules(log: str) -> list[str]:
+    """The modules Python's import log (PYTHONPROFILEIMPORTTIME=1) in ``log`` names, in import order."""
+    return _IMPORTED.findall(log)
+
+
+def damage_table(db: Path, table: str) -> None:
+    """Garbage over the first bytes of ``table``'s root page, as a torn write on an SD card leaves it (the WAL first
+    checkpointed, so the page read is the file's)."""
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with db.open("r+b") as file:
+        file.seek(size * (root - 1))
+        file.write(b"\xde\xad\xbe\xef" * 64)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,8 @@ from pathlib import Path
 from PIL import Image
 
 from edge.sim.printer import SimPrinter
-from tests.helpers import EXAMPLE, agent_process, api_client, fresh, orders, post, wait_until
+from tests.helpers import EXAMPLE, agent_process, api_client, fresh, imported_modules, orders, post, wait_until
 
-_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
 _IMAGE_PACKAGES = {"escpos", "PIL", "qrcode", "barcode"}
 
 
@@ -42,7 +40,7 @@ async def test_a_store_printing_text_and_native_qr_codes_never_loads_python_escp
             assert await agent.terminate() == 0
         assert any(b"\x1d(k" in job and b"edge:test:front" in job for job in front.printed)  # the printer's own QR
         assert any(b"\x1bE\x01" in job for job in kitchen.printed)  # styled text (bold) on the tickets
-        imported = {name.split(".")[0] for name in _IMPORTED.findall(agent.log.read_text(errors="replace"))}
+        imported = {name.split(".")[0] for name in imported_modules(agent.log.read_text(errors="replace"))}
         assert "jinja2" in imported  # the log is read right: the templates' engine was loaded
         assert imported & _IMAGE_PACKAGES == set()
     finally:

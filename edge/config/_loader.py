@@ -207,25 +207,25 @@ def load_settings_around_faults(
         return load_settings(path, environ), None
     except ConfigError as err:
         first = failure = err
-    if first.key.startswith("--") or first.key.split(".", 1)[0] in needed:
+    if first.key.startswith("--"):  # the file itself: nothing to read around
         raise first
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    secrets_file = secrets_path(path, environ)
-    for _ in range(len(str(data))):  # each round leaves out one more part: bounded by the document's size
+    env, secrets_file = read_env(path, environ), secrets_path(path, environ)
+    while True:  # each round leaves out a part that is there, or gives up: it ends
         table, _, rest = failure.key.partition(".")
-        if table in needed or table not in data:
+        entry = rest.split(".", 1)[0]
+        if table in needed or table not in data or (table in _NAMED_TABLES and rest and entry not in data[table]):
             raise first
         if table in _NAMED_TABLES and rest:
-            data[table].pop(rest.split(".", 1)[0], None)
+            del data[table][entry]
         else:
-            data.pop(table)
+            del data[table]
         try:
-            settings = parse_settings(data, env=read_env(path, environ), source=str(path), secrets_file=secrets_file)
+            settings = parse_settings(data, env=env, source=str(path), secrets_file=secrets_file)
         except ConfigError as err:
             failure = err
             continue
         return settings, first
-    raise first
 
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -153,7 +153,6 @@ class SimPrinter:
         which stays ours meanwhile, as a real printer keeps its address while off."""
         if offline:
             self._unplug()
-            self._port.hold(self.host, self.port)
         elif self._sock is None:
             self._listen()
 
@@ -199,11 +198,9 @@ class SimPrinter:
         self._port.release()  # listening now
 
     def _unplug(self) -> None:
+        """Not listening (the port held) and every connection cut."""
         self._full = False  # the connections cut below must not open the listener again
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock)
-            self._sock.close()
-            self._sock = None
+        self._stop_listening()
         for task in self._connections:
             task.cancel()
 

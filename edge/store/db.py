@@ -459,20 +459,20 @@ class Database:
 
     async def probe_space(self) -> bool:
         """A write that needs 64 KiB of fresh pages; only this clears ``write_problem``, because on a full disk
-        small updates in existing pages still succeed while new orders do not fit."""
+        small updates in existing pages still succeed while new orders do not fit. A damaged file fails it for good."""
+        if self._damaged:
+            return False
         try:
             async with self.transaction() as conn:
                 await conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('space_probe', zeroblob(65536))")
                 await conn.execute("DELETE FROM meta WHERE key = 'space_probe'")
         except StoreError:
             return False
-        if self._damaged:
-            return False  # room for a write, but the file stays damaged
         self._set_write_problem(None)
         return True
 
     def _set_write_problem(self, problem: str | None) -> None:
-        if (problem is None) == (self.write_problem is None) or (problem is None and self._damaged):
+        if (problem is None) == (self.write_problem is None):
             return  # report transitions only, not every failing write
         self.write_problem = problem
         if self.on_write_health is not None:

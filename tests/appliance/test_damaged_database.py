@@ -4,23 +4,20 @@ not start on it, and says so where people see it, with the fix; the fix works.""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import agent_process, api_client, db_rows, edge, post
+from tests.helpers import agent_process, api_client, damage_table, db_rows, edge, post
 
 
-def _damage(db: Path, table: str) -> None:
-    """Garbage over the first bytes of ``table``'s root page, as a torn write on a card leaves it."""
-    with sqlite3.connect(db) as conn:
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-    with db.open("r+b") as file:
-        file.seek(size * (root - 1))
-        file.write(b"\xde\xad\xbe\xef" * 64)
+def _mailing(sink: SmtpSink) -> str:
+    """Config tables that mail alerts (and the health check's) to the manager through ``sink``."""
+    return (
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+        '\n[alerts]\nto = ["chef@store.test"]\n'
+    )
 
 
 async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_and_the_health_mail_says_so(
@@ -36,11 +33,7 @@ async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_an
     connections, and the restore refused."""
     sink = SmtpSink()
     await sink.start()
-    mail = (
-        f'\n[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
-        '\n[alerts]\nto = ["chef@store.test"]\n'
-    )
-    agent = agent_process(tmp_path, printers, extra=mail)
+    agent = agent_process(tmp_path, printers, extra=_mailing(sink))
     config, db = str(agent.config), tmp_path / "data" / "edge.db"
     try:
         await agent.start()
@@ -50,7 +43,7 @@ async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_an
         backed_up = await edge("backup", "--config", config)
         assert backed_up.returncode == 0, backed_up.stderr
         backup = Path(backed_up.stdout.split("backup written: ")[1].strip())
-        await asyncio.to_thread(_damage, db, "print_jobs")
+        await asyncio.to_thread(damage_table, db, "print_jobs")
 
         refused = await edge("run", "--config", config)
         assert refused.returncode == 2, refused.stderr
@@ -102,11 +95,7 @@ async def test_a_config_slip_after_a_good_start_is_what_the_health_mail_says(
     connect", so whoever reads it knows what to fix."""
     sink = SmtpSink()
     await sink.start()
-    mail = (
-        f'\n[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
-        '\n[alerts]\nto = ["chef@store.test"]\n'
-    )
-    agent = agent_process(tmp_path, printers, extra=mail)
+    agent = agent_process(tmp_path, printers, extra=_mailing(sink))
     try:
         await agent.start()
         assert await agent.terminate() == 0

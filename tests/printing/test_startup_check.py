@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import shutil
 import sys
 import types
@@ -22,13 +21,12 @@ from edge.printing import check
 from edge.printing.render import Renderer
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
-from tests.helpers import EXAMPLE, agent_process, api_client, config_dict, fresh, post, wait_until
+from tests.helpers import EXAMPLE, agent_process, api_client, config_dict, fresh, imported_modules, post, wait_until
 
 # Third-party packages only the renders need: none may load before READY when the cache says "passed". Nor may
 # pyserial and pyusb with network printers only (python-escpos' printer classes load them after READY).
 _RENDER_PACKAGES = ("escpos", "PIL", "jinja2", "qrcode", "barcode")
 _DEVICE_PACKAGES = ("serial", "usb")
-_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
 
 
 def _agent(tmp_path: Path, printers: dict[str, SimPrinter], *, logo: Path | None = None) -> AgentProcess:
@@ -71,7 +69,7 @@ def _before_ready(log: str) -> str:
 
 
 def _render_imports(text: str, packages: tuple[str, ...] = _RENDER_PACKAGES) -> list[str]:
-    return [name for name in _IMPORTED.findall(text) if name.split(".")[0] in packages]
+    return [name for name in imported_modules(text) if name.split(".")[0] in packages]
 
 
 async def test_restart_with_nothing_changed_does_not_render_before_ready(

@@ -10,7 +10,7 @@ import pytest
 
 from edge.errors import StoreDamagedError
 from edge.store import Database
-from tests.helpers import db_rows
+from tests.helpers import damage_table, db_rows
 
 
 async def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -75,7 +75,7 @@ async def test_a_page_found_damaged_while_running_is_a_lasting_write_problem(tmp
     path = tmp_path / "edge.db"
     db = await Database.open(path)
     try:
-        await asyncio.to_thread(_damage_root_page, path, "print_jobs")
+        await asyncio.to_thread(damage_table, path, "print_jobs")
         with pytest.raises(StoreDamagedError, match=r"edge\.db is damaged"):
             await db.fetchall("SELECT * FROM print_jobs")
         assert db.write_problem is not None and "damaged" in db.write_problem
@@ -84,13 +84,3 @@ async def test_a_page_found_damaged_while_running_is_a_lasting_write_problem(tmp
         assert db.write_problem is not None and "damaged" in db.write_problem
     finally:
         await db.close()
-
-
-def _damage_root_page(path: Path, table: str) -> None:
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # the page in the file
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-    with path.open("r+b") as file:
-        file.seek(size * (root - 1))
-        file.write(b"\xde\xad\xbe\xef" * 64)
