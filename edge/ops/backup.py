@@ -99,11 +99,7 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: i
         raise StoreError(f"database {db_path} does not exist; nothing to back up")
     directory.mkdir(parents=True, exist_ok=True)
     _make_room(db_path, directory, reserve_mb)
-    now = time.time()
-    stamp = (
-        time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
-    )  # sortable, unique per ms
-    target = directory / f"{_PREFIX}{stamp}{label}.db"
+    target = directory / f"{_PREFIX}{_stamp()}{label}.db"
     partial = target.with_suffix(".partial")
     partial.unlink(missing_ok=True)
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # an unwritable folder fails here, by name
@@ -123,6 +119,12 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: i
         old.unlink()
     _remove_leftovers(directory)
     return target
+
+
+def _stamp() -> str:
+    """Now, sortable and unique per ms."""
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
 
 
 def _remove_leftovers(directory: Path) -> None:
@@ -177,35 +179,70 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge restore")  # refuses while the agent runs
     try:
         db_path = settings.agent.db_path
-        safety = _keep_replaced(settings) if db_path.exists() else None
-        copy_database(source, db_path)
         moved = backup.store_id != store_id
-        if moved:
-            move_file_to_store(db_path, store_id, now=time.time())
+        safety = _keep_sound(settings) if db_path.exists() else None
+        if safety is None:
+            safety = _put_in_place(settings, source, moved)
+        else:
+            copy_database(source, db_path)  # in place, in one transaction: killed half way, the old one stays
+            if moved:
+                move_file_to_store(db_path, store_id, now=time.time())
     finally:
         lock.release()
     return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)
 
 
-def _keep_replaced(settings: Settings) -> Path:
-    """The database a restore replaces, kept: as a checked backup; a damaged one (which is why it is replaced) cannot
-    be copied through SQLite, so it is moved aside as it is, under a name no backup rotation or advice takes."""
-    db_path, directory = settings.agent.db_path, backup_dir(settings)
+def _keep_sound(settings: Settings) -> Path | None:
+    """A checked backup of the database a restore replaces; None if it is damaged (which is why it is replaced): it
+    cannot be copied through SQLite."""
     try:
         return _backup(
-            db_path, directory, settings.backup.keep + 1, "-before-restore", settings.alerts.disk_free_min_mb
+            settings.agent.db_path,
+            backup_dir(settings),
+            settings.backup.keep + 1,
+            "-before-restore",
+            settings.alerts.disk_free_min_mb,
         )
     except StoreError:
-        if _sound(db_path):
+        if _sound(settings.agent.db_path):
             raise  # not the file's fault (no room, an unwritable folder): its own words
-    directory.mkdir(parents=True, exist_ok=True)
-    aside = directory / f"damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db"
-    for suffix in ("-wal", "-shm", ""):  # the log first: a file without its WAL is never left looking whole
-        part = db_path.with_name(db_path.name + suffix)
-        if part.exists():
-            shutil.move(part, aside.with_name(aside.name + suffix))  # backup.dir may be on another disk
-    sync_to_disk(directory)
-    log.warning("damaged_database_moved_aside", path=str(aside))
+    return None
+
+
+def _put_in_place(settings: Settings, source: Path, moved: bool) -> Path | None:
+    """The backup, copied whole beside the damaged (or missing) database and then renamed over it, so that a restore
+    killed half way leaves the damaged file for the next try, never no database: the next start would make an empty
+    one, and its recovery would bring back orders that printed before as new tickets. The damaged file is kept aside
+    as it is, under a name no backup rotation or advice takes; its path, or None if there was none."""
+    db_path = settings.agent.db_path
+    restoring = db_path.with_name(db_path.name + ".restoring")
+    restoring.unlink(missing_ok=True)  # left by a restore killed before
+    try:
+        copy_database(source, restoring)
+        if moved:
+            move_file_to_store(restoring, settings.agent.store_id, now=time.time())
+        sync_to_disk(restoring)
+    except BaseException:
+        restoring.unlink(missing_ok=True)
+        raise
+    aside = None
+    if db_path.exists():
+        directory = backup_dir(settings)
+        directory.mkdir(parents=True, exist_ok=True)
+        aside = directory / f"damaged-{_stamp()}.db"
+        try:
+            os.link(db_path, aside)
+        except OSError:  # backup.dir on another disk
+            shutil.copy2(db_path, aside)
+        # Its log goes too: replayed into the backup put in its place, it would damage that as well.
+        for suffix in ("-wal", "-shm"):
+            part = db_path.with_name(db_path.name + suffix)
+            if part.exists():
+                shutil.move(part, aside.with_name(aside.name + suffix))
+        sync_to_disk(directory)
+        log.warning("damaged_database_moved_aside", path=str(aside))
+    restoring.replace(db_path)
+    sync_to_disk(db_path.parent)
     return aside
 
 

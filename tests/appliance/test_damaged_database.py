@@ -4,12 +4,17 @@ not start on it, and says so where people see it, with the fix; the fix works.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import agent_process, api_client, damage_table, db_rows, edge, post
+from tests.helpers import agent_process, api_client, damage_table, db_execute, db_rows, edge, post
 
 
 def _mailing(sink: SmtpSink) -> str:
@@ -113,3 +118,65 @@ async def test_a_config_slip_after_a_good_start_is_what_the_health_mail_says(
     finally:
         await agent.close()
         await sink.stop()
+
+
+async def test_a_restore_killed_half_way_leaves_a_database_for_the_next_try_never_none(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """`edge restore` over a damaged database is killed (SIGKILL: the box loses power) the moment the damaged file
+    shows up aside. The database is still there, damaged (the start refuses it and names the restore) or restored,
+    never missing: a missing one would make the next start begin with an empty database, whose recovery brings back
+    orders that printed before as new tickets. The restore run again completes and leaves nothing behind. The backup
+    carries 32 MB so that the copy takes a while. Before: the damaged file was moved aside first, then the backup
+    copied in its place: killed then, no database (or an empty one, SQLite's rolled-back copy)."""
+    agent = agent_process(tmp_path, printers)
+    config, db = str(agent.config), tmp_path / "data" / "edge.db"
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1)))[0] == 201
+        assert await agent.terminate() == 0
+        await db_execute(db, "CREATE TABLE ballast(b BLOB)")
+        await db_execute(db, "INSERT INTO ballast VALUES (randomblob(32 * 1024 * 1024))")
+        backed_up = await edge("backup", "--config", config)
+        assert backed_up.returncode == 0, backed_up.stderr
+        backup = Path(backed_up.stdout.split("backup written: ")[1].strip())
+        await asyncio.to_thread(damage_table, db, "print_jobs")
+
+        restore = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge", "restore", str(backup), "--config", config,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            # A moment to catch, not a state to wait for (wait_until's poll is too slow for it): no Event tells it.
+            while not list(backup.parent.glob("damaged-*.db")) and restore.returncode is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+        restore.kill()
+        await restore.wait()
+        assert restore.returncode == -signal.SIGKILL, "the restore ended before it was killed"
+        assert await asyncio.to_thread(_what_is_in, db) in ("damaged", "restored")
+
+        again = await edge("restore", str(backup), "--config", config)
+        assert again.returncode == 0, again.stderr
+        assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith("edge.db")) == ["edge.db"]
+        await agent.start()
+        assert await db_rows(db, "SELECT number FROM orders") == [(make_order(1)["number"],)]
+        assert await agent.terminate() == 0
+    finally:
+        await agent.close()
+
+
+def _what_is_in(db: Path) -> str:
+    """What the next start would find: "missing", "empty", "damaged", "restored" (the backup's order) or the orders."""
+    if not db.exists():
+        return "missing"
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as conn:  # a read rolls a cut-short copy back, as a start would
+            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                return "damaged"
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'orders'").fetchall():
+                return "empty"
+            orders = conn.execute("SELECT number FROM orders").fetchall()
+    except sqlite3.DatabaseError:
+        return "damaged"
+    return "restored" if orders == [(make_order(1)["number"],)] else f"holds orders {orders}"
