@@ -17,7 +17,7 @@ from edge.errors import StoreError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
 from edge.store.db import sync_to_disk
-from edge.store.files import check_file, copy_database, move_file_to_store
+from edge.store.files import check_file, copy_database, prepare_restored_file
 
 log = structlog.get_logger()
 
@@ -180,16 +180,47 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     try:
         db_path = settings.agent.db_path
         moved = backup.store_id != store_id
+        replaced_until = _last_write(db_path)  # before anything here reads it (a read can checkpoint its WAL)
+        restoring = _prepared_copy(settings, source, moved, replaced_until)
         safety = _keep_sound(settings) if db_path.exists() else None
-        if safety is None:
-            safety = _put_in_place(settings, source, moved)
-        else:
-            copy_database(source, db_path)  # in place, in one transaction: killed half way, the old one stays
-            if moved:
-                move_file_to_store(db_path, store_id, now=time.time())
+        try:
+            if safety is None:
+                safety = _rename_in_place(settings, restoring)
+            else:
+                copy_database(restoring, db_path)  # in place, in one transaction: killed half way, the old one stays
+        finally:
+            restoring.unlink(missing_ok=True)
     finally:
         lock.release()
     return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)
+
+
+def _last_write(db_path: Path) -> float:
+    """When the database a restore replaces last changed (its log included): orders it took up to then may be on
+    paper; now if there is none (a new card: the lost one's last moment is unknown)."""
+    times = [p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists()]
+    return max(times, default=time.time())
+
+
+def _prepared_copy(settings: Settings, source: Path, moved: bool, replaced_until: float) -> Path:
+    """The backup copied whole beside the database, made this store's (``moved``) and told until when the database it
+    replaces may have printed orders, on disk: what goes in place, in one step."""
+    db_path = settings.agent.db_path
+    restoring = db_path.with_name(db_path.name + ".restoring")
+    restoring.unlink(missing_ok=True)  # left by a restore killed before
+    try:
+        copy_database(source, restoring)
+        prepare_restored_file(
+            restoring,
+            may_have_printed_until=replaced_until,
+            store_id=settings.agent.store_id if moved else None,
+            now=time.time(),
+        )
+        sync_to_disk(restoring)
+    except BaseException:
+        restoring.unlink(missing_ok=True)
+        raise
+    return restoring
 
 
 def _keep_sound(settings: Settings) -> Path | None:
@@ -209,22 +240,12 @@ def _keep_sound(settings: Settings) -> Path | None:
     return None
 
 
-def _put_in_place(settings: Settings, source: Path, moved: bool) -> Path | None:
-    """The backup, copied whole beside the damaged (or missing) database and then renamed over it, so that a restore
-    killed half way leaves the damaged file for the next try, never no database: the next start would make an empty
-    one, and its recovery would bring back orders that printed before as new tickets. The damaged file is kept aside
-    as it is, under a name no backup rotation or advice takes; its path, or None if there was none."""
+def _rename_in_place(settings: Settings, restoring: Path) -> Path | None:
+    """The prepared copy renamed over the damaged (or missing) database, so that a restore killed half way leaves the
+    damaged file for the next try, never no database: the next start would make an empty one, and its recovery would
+    bring back orders that printed before as new tickets. The damaged file is kept aside as it is, under a name no
+    backup rotation or advice takes; its path, or None if there was none."""
     db_path = settings.agent.db_path
-    restoring = db_path.with_name(db_path.name + ".restoring")
-    restoring.unlink(missing_ok=True)  # left by a restore killed before
-    try:
-        copy_database(source, restoring)
-        if moved:
-            move_file_to_store(restoring, settings.agent.store_id, now=time.time())
-        sync_to_disk(restoring)
-    except BaseException:
-        restoring.unlink(missing_ok=True)
-        raise
     aside = None
     if db_path.exists():
         directory = backup_dir(settings)

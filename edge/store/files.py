@@ -10,6 +10,7 @@ from pathlib import Path
 from edge.errors import StoreError
 from edge.store.identity import move_to_store, recorded_store
 from edge.store.jobs import PRINTABLE
+from edge.store.orders import MAY_HAVE_PRINTED_KEY
 from edge.store.rows import PrintableJob
 
 
@@ -72,12 +73,20 @@ def copy_database(source: Path, target: Path, *, standalone: bool = False) -> No
         raise StoreError(str(err)) from err
 
 
-def move_file_to_store(path: Path, store_id: str, *, now: float) -> None:
-    """A deliberate move of a restored file to another store (see identity.move_to_store)."""
+def prepare_restored_file(path: Path, *, may_have_printed_until: float, store_id: str | None, now: float) -> None:
+    """A backup about to replace a database, in one transaction: orders first stored from now on and created up to
+    ``may_have_printed_until`` (when the replaced database last wrote) may be on paper from before, so they print
+    marked COPY; with ``store_id``, a deliberate move of the file to that store (see identity.move_to_store)."""
     try:
         conn = sqlite3.connect(path)
         try:
-            move_to_store(conn, store_id, now=now)
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                    (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until)),
+                )
+            if store_id is not None:
+                move_to_store(conn, store_id, now=now)
         finally:
             conn.close()
     except sqlite3.Error as err:

@@ -16,6 +16,8 @@ from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import KnownOrder, Revision, apply_revision, first_state, known_from_rows, known_sql
 from edge.store.rows import StoredOrder
 
+# Table meta: set by a restore to when the database it replaced last wrote (see files.prepare_restored_file).
+MAY_HAVE_PRINTED_KEY = "may_have_printed_until"
 # Enough to share one fsync among a burst of concurrent pushes, small enough to keep a transaction short.
 MAX_GROUP = 256
 # A batch waits at most this long (and half an fsync) for the senders the last batch answered: see OrderStore.
@@ -112,8 +114,11 @@ def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
 
 
 async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None:
-    """Orders never seen before, with their jobs, the received event and the seen-order record."""
+    """Orders never seen before, with their jobs, the received event and the seen-order record. After a restore, the
+    jobs of an order created before the replaced database last wrote are marked COPY: it may have printed then."""
     if fresh:
+        marked = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
+        printed_until = float(next(iter(marked))[0]) if marked else None
         await conn.executemany(
             "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at,"
             " source, revision, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -136,8 +141,8 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
             ],
         )
         await conn.executemany(
-            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision,"
-            " state, held_reason, held_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, idempotency_key,"
+            " revision, state, held_reason, held_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
@@ -145,6 +150,7 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
                     p.station,
                     p.printer or "",
                     n.order.priority,
+                    printed_until is not None and n.order.created_at.timestamp() <= printed_until,
                     now,
                     job_key(n.order.id, p.kind, p.station, 0),
                     n.order.revision,

@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,19 +19,37 @@ from edge.config import Settings, load_settings
 from edge.errors import ConfigError
 from edge.events import RecoveryCompleted
 from edge.ops import backup_database
+from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.store.history import add_printed_history
-from tests.helpers import TOKEN, Recorder, agent_process, api_client, db_execute, db_rows, edge, small_disk
+from tests.helpers import (
+    TOKEN,
+    Recorder,
+    agent_process,
+    api_client,
+    damage_table,
+    db_execute,
+    db_rows,
+    edge,
+    small_disk,
+)
 from tests.sync.conftest import CENTRAL_TOKEN, FAST
+
+
+def central_table(central: CentralSim) -> str:
+    """The config's [central] table for ``central``, fast but real (tests/sync/conftest.py)."""
+    return (
+        "\n[central]\n"
+        + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in FAST.items())
+        + (f'url = "{central.url}"\n')
+    )
 
 
 def box_config(path: Path, store_id: str, central: CentralSim, printers: dict[str, SimPrinter]) -> Path:
     """One store's box: its own data directory and config file, linked to its central API."""
-    central_toml = "\n[central]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in FAST.items())
-    central_toml += f'url = "{central.url}"\n'
     return write_config(
         path / f"{store_id}.toml",
         data_dir=path / store_id,
@@ -38,7 +57,7 @@ def box_config(path: Path, store_id: str, central: CentralSim, printers: dict[st
         token=TOKEN,
         printers={n: p.port for n, p in printers.items()},
         store_id=store_id,
-        extra=central_toml,
+        extra=central_table(central),
     )
 
 
@@ -243,3 +262,48 @@ async def test_a_backup_never_takes_the_room_the_agent_keeps_free(
     assert refused.returncode == 1
     assert "not enough space for a backup" in refused.stderr and "alerts.disk_free_min_mb" in refused.stderr
     assert sorted(backups.glob("edge-*")) == kept, [p.name for p in backups.iterdir()]  # nothing dropped or left
+
+
+@pytest.mark.parametrize("damaged", [True, False], ids=["damaged", "sound"])
+async def test_orders_a_restore_brings_back_print_as_copy_up_to_when_the_replaced_database_last_wrote(
+    tmp_path: Path, printers: dict[str, SimPrinter], damaged: bool
+) -> None:
+    """A nightly backup, then an order taken and printed; then the SD card damages the database and the technician
+    restores the backup (or restores it over a sound database, to undo something). The next start's recovery brings that order back from central: it may well be in the
+    cook's hand already, so it prints marked COPY (the design's rule for anything uncertain), and the order created
+    while the box was down prints as an original. What marks the line: the replaced database's last write. Before:
+    both printed as originals, the first a second time unmarked."""
+    central = CentralSim("sim-store", token=CENTRAL_TOKEN)
+    await central.start()
+    agent = agent_process(tmp_path, printers, extra=central_table(central))
+    config, db, kitchen = str(agent.config), tmp_path / "data" / "edge.db", printers["kitchen"]
+    try:
+        central.add_orders([make_order(1, print_receipt=False)])
+        await agent.start()
+        await kitchen.wait_for_printed(1)
+        assert await agent.terminate() == 0
+        backed_up = await edge("backup", "--config", config)
+        assert backed_up.returncode == 0, backed_up.stderr
+        backup = Path(backed_up.stdout.split("backup written: ")[1].strip())
+
+        central.add_orders([make_order(2, print_receipt=False)])
+        await agent.start()
+        await kitchen.wait_for_printed(2)
+        assert await agent.terminate() == 0
+        if damaged:
+            await asyncio.to_thread(damage_table, db, "print_jobs")
+        central.add_orders([make_order(3, print_receipt=False, created_at=datetime.now(UTC))])  # the box was down
+        restored = await edge("restore", str(backup), "--config", config)
+        assert restored.returncode == 0, restored.stderr
+
+        await agent.start()
+        tickets = [decode(paper).text for paper in await kitchen.wait_for_printed(4)]
+        assert await agent.terminate() == 0
+        assert ["A-1002" in t for t in tickets] == [False, True, True, False], tickets
+        again, new = tickets[2], tickets[3]
+        assert "A-1002" in again and "KOPIE / COPY" in again, again
+        assert "A-1003" in new and "KOPIE / COPY" not in new, new
+        assert "KOPIE / COPY" not in tickets[1]
+    finally:
+        await agent.close()
+        await central.stop()
