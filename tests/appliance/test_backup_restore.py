@@ -269,10 +269,10 @@ async def test_orders_a_restore_brings_back_print_as_copy_up_to_when_the_replace
     tmp_path: Path, printers: dict[str, SimPrinter], damaged: bool
 ) -> None:
     """A nightly backup, then an order taken and printed; then the SD card damages the database and the technician
-    restores the backup (or restores it over a sound database, to undo something). The next start's recovery brings that order back from central: it may well be in the
-    cook's hand already, so it prints marked COPY (the design's rule for anything uncertain), and the order created
-    while the box was down prints as an original. What marks the line: the replaced database's last write. Before:
-    both printed as originals, the first a second time unmarked."""
+    restores the backup (or restores it over a sound database, to undo something). The next start's recovery brings
+    that order back from central: it may well be in the cook's hand already, so it prints marked COPY (the design's
+    rule for anything uncertain), and the order created while the box was down prints as an original. What marks the
+    line: the replaced database's last write. Before: both printed as originals, the first a second time unmarked."""
     central = CentralSim("sim-store", token=CENTRAL_TOKEN)
     await central.start()
     agent = agent_process(tmp_path, printers, extra=central_table(central))
