@@ -37,7 +37,7 @@ from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.states import WAITING_JOB_STATES, JobState
 from edge.store import Database, JobStore, OrderStore
-from edge.store.identity import record_store
+from edge.store.identity import first_records
 from edge.store.retention import OutboxReaders
 from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService
@@ -127,7 +127,7 @@ class Agent:
             self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops
             # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
             await db.write(
-                lambda conn: record_store(conn, s.agent.store_id, now=self.clock.wall(), db_path=s.agent.db_path)
+                lambda conn: first_records(conn, s.agent.store_id, now=self.clock.wall(), db=s.agent.db_path)
             )
             db.on_write_health = self._on_write_health
             # Mail is optional (no smtp.host: no alerts). Started before the spools, so it hears their first state,

@@ -125,6 +125,9 @@ class ItemClass(enum.StrEnum):
     PRESENT = "present"  # here with the same content (or seen before and purged since)
     CONFLICT = "conflict"  # here with other content: the local order wins, a person looks
     INVALID = "invalid"  # fails validation or routing: kept for a person to read
+    # Not here, and created well before the database may have printed what it does not know (a new box's first
+    # start, a restore): another system's or an earlier database's work; recorded as seen, never printed.
+    HISTORY = "history"
 
 
 class MqttState(enum.StrEnum):

@@ -8,9 +8,8 @@ import sqlite3
 from pathlib import Path
 
 from edge.errors import StoreError
-from edge.store.identity import move_to_store, recorded_store
+from edge.store.identity import MAY_HAVE_PRINTED_KEY, move_to_store, recorded_store
 from edge.store.jobs import PRINTABLE
-from edge.store.orders import MAY_HAVE_PRINTED_KEY
 from edge.store.rows import PrintableJob
 
 

@@ -8,6 +8,11 @@ from pathlib import Path
 from edge.errors import ConfigError
 from edge.store.db import Writer
 
+# Table meta: until when (unix seconds) orders this database does not know may be on paper all the same: set at a
+# new database's first start (the store's earlier system, or a card that died, printed before it) and by a restore
+# (when the replaced database last wrote). Orders it first stores that were created up to then print marked COPY,
+# and recovery takes those created a stale age before then as history (see edge.sync.recovery).
+MAY_HAVE_PRINTED_KEY = "may_have_printed_until"
 # The recovery cursor's key in table meta (edge.sync.recovery.CURSOR_KEY); the store does not import the sync part.
 _CURSOR_KEY = "central_cursor"
 
@@ -30,6 +35,23 @@ async def record_store(conn: Writer, store_id: str, *, now: float, db_path: Path
             f"is {store_id!r} but database {db_path} belongs to store {recorded!r}; start with that store's config, "
             "or move the database here with `edge backup` then `edge restore --force FILE`",
         )
+
+
+async def _mark_first_start(conn: Writer, *, now: float) -> None:
+    """At the agent's start: a database that never saw an order and has no mark yet is a new box's, and everything
+    before ``now`` may have printed elsewhere (MAY_HAVE_PRINTED_KEY). From the start of its second: central's times
+    are often whole seconds, and an order of that second is after the start. Not by `edge migrate`: the box may not
+    start for hours after it."""
+    await conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM seen_orders)",
+        (MAY_HAVE_PRINTED_KEY, repr(float(now // 1))),
+    )
+
+
+async def first_records(conn: Writer, store_id: str, *, now: float, db: Path) -> None:
+    """What the agent's start records: the store, and a new database's first start."""
+    await record_store(conn, store_id, now=now, db_path=db)
+    await _mark_first_start(conn, now=now)
 
 
 def recorded_store(conn: sqlite3.Connection) -> str | None:

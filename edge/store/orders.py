@@ -12,12 +12,11 @@ from edge.clock import SYSTEM_CLOCK, Clock, wait_real
 from edge.orders import JobPlan, Order
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection, Writer
+from edge.store.identity import MAY_HAVE_PRINTED_KEY
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import KnownOrder, Revision, apply_revision, first_state, known_from_rows, known_sql
 from edge.store.rows import StoredOrder
 
-# Table meta: set by a restore to when the database it replaced last wrote (see files.prepare_restored_file).
-MAY_HAVE_PRINTED_KEY = "may_have_printed_until"
 # Enough to share one fsync among a burst of concurrent pushes, small enough to keep a transaction short.
 MAX_GROUP = 256
 # A batch waits at most this long (and half an fsync) for the senders the last batch answered: see OrderStore.
@@ -114,8 +113,9 @@ def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
 
 
 async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None:
-    """Orders never seen before, with their jobs, the received event and the seen-order record. After a restore, the
-    jobs of an order created before the replaced database last wrote are marked COPY: it may have printed then."""
+    """Orders never seen before, with their jobs, the received event and the seen-order record. Recovery's orders
+    created before the database may have printed what it does not know print marked COPY (see MAY_HAVE_PRINTED_KEY):
+    its list holds whatever central has, a push only what was not taken (a sender's retry: acked, never printed)."""
     if fresh:
         marked = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
         printed_until = float(next(iter(marked))[0]) if marked else None
@@ -150,7 +150,9 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
                     p.station,
                     p.printer or "",
                     n.order.priority,
-                    printed_until is not None and n.order.created_at.timestamp() <= printed_until,
+                    n.source == OrderSource.RECOVERY
+                    and printed_until is not None
+                    and n.order.created_at.timestamp() < printed_until,
                     now,
                     job_key(n.order.id, p.kind, p.station, 0),
                     n.order.revision,
@@ -168,11 +170,15 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
                 for n in fresh
             ],
         )
-        # Remembered past retention; a box clock still in 1970 must not make the record look ancient.
-        await conn.executemany(
-            "INSERT OR IGNORE INTO seen_orders(id, content_hash, seen_at, revision) VALUES (?, ?, ?, ?)",
-            [(n.order.id, n.content_hash, max(now, n.order.created_at.timestamp()), n.order.revision) for n in fresh],
-        )
+        await _remember(conn, fresh, now)
+
+
+async def _remember(conn: Writer, orders: list[NewOrder], now: float) -> None:
+    """Seen-order records: remembered past retention; a box clock still in 1970 must not make one look ancient."""
+    await conn.executemany(
+        "INSERT OR IGNORE INTO seen_orders(id, content_hash, seen_at, revision) VALUES (?, ?, ?, ?)",
+        [(n.order.id, n.content_hash, max(now, n.order.created_at.timestamp()), n.order.revision) for n in orders],
+    )
 
 
 class OrderStore:
@@ -256,6 +262,17 @@ class OrderStore:
         if not ids:
             return {}
         return known_from_rows(await self._db.fetchall(known_sql(len(ids)), tuple(ids + ids)))
+
+    async def remember_seen(self, orders: list[NewOrder]) -> None:
+        """Orders never stored here (history) recorded as seen: a sender's retry of one is a duplicate."""
+        if orders:
+            async with self._db.transaction() as conn:
+                await _remember(conn, orders, self._clock.wall())
+
+    async def may_have_printed_until(self) -> float | None:
+        """See identity.MAY_HAVE_PRINTED_KEY; None for a database that was neither new nor restored since."""
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
+        return float(row[0]) if row else None
 
     async def payloads(self, ids: list[str]) -> dict[str, str]:
         """The stored JSON by order id, for the ids that are stored."""

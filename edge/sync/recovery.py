@@ -61,6 +61,7 @@ class Recovery:
         outbox: OutboxSender,
         bus: EventBus,
         settings: CentralSettings,
+        history_age_s: float = 0.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._runs = RecoveryStore(db, bus=bus)
@@ -71,6 +72,9 @@ class Recovery:
         self._outbox = outbox
         self._bus = bus
         self._settings = settings
+        # An order this database does not know that was created this long before it may have printed what it does not
+        # know (a new box, a restore) is history, not work: the stale age of tickets (0: none is).
+        self._history_age_s = history_age_s
         self._task: asyncio.Task[None] | None = None
         self._cancel = asyncio.Event()
         self._active_id: int | None = None
@@ -233,11 +237,14 @@ class Recovery:
             structlog.contextvars.unbind_contextvars("recovery_run")
 
     async def _validate(self, run_id: int) -> None:
-        """Page through the orders changed since the confirmed cursor, classify each; writes only the run's report."""
+        """Page through the orders changed since the confirmed cursor, classify each; writes only the run's report (and
+        history's seen-order records)."""
         await self._runs.enter_phase(run_id, RunState.VALIDATION, self._clock.wall())
         await self._runs.clear_items(run_id)  # a resumed validation starts over
         self._prepared.clear()
         cursor, pages = await self._runs.since_cursor(run_id), 0
+        printed_until = await self._orders.may_have_printed_until()
+        history_before = printed_until - self._history_age_s if printed_until and self._history_age_s else None
         sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
         fetch = self._fetch(cursor)
         try:
@@ -265,7 +272,9 @@ class Recovery:
                         )
                     sent.add(next_cursor)
                     fetch = self._fetch(next_cursor)  # the next page travels while this one is classified
-                await self._runs.save_page(run_id, await self._classify(orders, page=pages), next_cursor)
+                await self._runs.save_page(
+                    run_id, await self._classify(orders, page=pages, history_before=history_before), next_cursor
+                )
                 pages += 1
                 self._checkpoint()
                 if not more:
@@ -280,10 +289,10 @@ class Recovery:
     def _fetch(self, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
         return asyncio.ensure_future(self._client.orders_since(cursor, self._settings.page_size))
 
-    async def _classify(self, orders: list[Any], *, page: int) -> list[RecoveryItem]:
+    async def _classify(self, orders: list[Any], *, page: int, history_before: float | None) -> list[RecoveryItem]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
         known = await self._orders.known(ids)
-        items, conflicting = [], []
+        items, conflicting, history = [], [], []
         for n, payload in enumerate(orders):
             raw_id = payload.get("id") if isinstance(payload, dict) else None
             try:
@@ -296,7 +305,10 @@ class Recovery:
                 continue
             order = new.order
             stored = known.get(order.id)
-            if stored is None or (stored.stored and order.revision > stored.revision):
+            if stored is None and history_before is not None and order.created_at.timestamp() < history_before:
+                cls = ItemClass.HISTORY
+                history.append(new)
+            elif stored is None or (stored.stored and order.revision > stored.revision):
                 # Not here, or a higher revision: processing stores it as an update, like a push would.
                 cls = ItemClass.MISSING
                 if len(self._prepared) < _PREPARED_MAX:
@@ -310,12 +322,13 @@ class Recovery:
                 RecoveryItem(
                     order.id,
                     cls,
-                    None if cls == ItemClass.PRESENT else new.payload,
+                    None if cls in (ItemClass.PRESENT, ItemClass.HISTORY) else new.payload,
                     priority=order.priority,
                     due_ts=order.fulfilment.due_at.timestamp() if order.fulfilment.due_at else None,
                     created_ts=order.created_at.timestamp(),
                 )
             )
+        await self._orders.remember_seen(history)  # a run resumed before its page was saved finds them present
         if conflicting:
             payloads = await self._orders.payloads(conflicting)
             items = [

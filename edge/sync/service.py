@@ -51,6 +51,7 @@ class SyncService:
             outbox=self.outbox,
             bus=bus,
             settings=central,
+            history_age_s=settings.printing.stale_ticket_min * 60,
             clock=clock,
         )
         self._schedule: asyncio.Task[None] | None = None

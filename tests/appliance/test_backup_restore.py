@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,9 @@ from tests.helpers import (
     db_execute,
     db_rows,
     edge,
+    post,
     small_disk,
+    until,
 )
 from tests.sync.conftest import CENTRAL_TOKEN, FAST
 
@@ -286,7 +288,7 @@ async def test_orders_a_restore_brings_back_print_as_copy_up_to_when_the_replace
         assert backed_up.returncode == 0, backed_up.stderr
         backup = Path(backed_up.stdout.split("backup written: ")[1].strip())
 
-        central.add_orders([make_order(2, print_receipt=False)])
+        central.add_orders([make_order(2, print_receipt=False, created_at=datetime.now(UTC))])
         await agent.start()
         await kitchen.wait_for_printed(2)
         assert await agent.terminate() == 0
@@ -304,6 +306,51 @@ async def test_orders_a_restore_brings_back_print_as_copy_up_to_when_the_replace
         assert "A-1002" in again and "KOPIE / COPY" in again, again
         assert "A-1003" in new and "KOPIE / COPY" not in new, new
         assert "KOPIE / COPY" not in tickets[1]
+    finally:
+        await agent.close()
+        await central.stop()
+
+
+@pytest.mark.parametrize("migrated", [False, True], ids=["started", "migrated-first"])
+async def test_a_new_box_at_a_store_with_history_prints_none_of_it_and_its_last_minutes_as_copy(
+    tmp_path: Path, printers: dict[str, SimPrinter], migrated: bool
+) -> None:
+    """The technician installs a box in a store that central has served for days (the system it replaces printed
+    those orders). Its first recovery lists all of them: none prints, none is held; an order from the last minutes
+    before the box started (older ones are past the stale age, 45 min) may be on paper from the old system, so it
+    prints marked COPY, ticket and receipt; an order taken after the start prints as an original, and a sender's retry
+    of a past order prints nothing. The run counts the past ones as `history`. The same when the technician ran
+    `edge migrate` before the first start. Before: every past receipt printed (stale_receipt_min is 0: never held)
+    and every past ticket was held for a person, 30 here."""
+    central = CentralSim("sim-store", token=CENTRAL_TOKEN)
+    await central.start()
+    now = datetime.now(UTC)
+    past = [make_order(n, created_at=now - timedelta(hours=3 * n)) for n in range(1, 30)]
+    past.append(make_order(30, created_at=now - timedelta(minutes=50)))
+    central.add_orders([*past, make_order(31, created_at=now - timedelta(minutes=10))])
+    agent = agent_process(tmp_path, printers, extra=central_table(central))
+    kitchen, front = printers["kitchen"], printers["front"]
+    try:
+        if migrated:
+            assert (await edge("migrate", "--config", str(agent.config))).returncode == 0
+        await agent.start()
+        async with api_client(agent.port) as api:
+            await until(api, "/api/v1/recovery/runs", lambda body: body["runs"][0]["state"] == "completed", "run")
+            async with api.get("/api/v1/recovery/runs") as response:
+                counts = (await response.json())["runs"][0]["counts"]
+            assert (counts["history"], counts["stored"]) == (30, 1), counts
+            assert (await post(api, past[0]))[0] == 200  # known: a retry, answered as a duplicate
+            assert (await post(api, make_order(32, created_at=datetime.now(UTC))))[0] == 201
+            tickets = [decode(paper).text for paper in await kitchen.wait_for_printed(2)]
+            receipts = [decode(paper).text for paper in await front.wait_for_printed(2)]
+            async with api.get("/api/v1/jobs?state=held") as response:
+                assert (await response.json())["jobs"] == []
+        await asyncio.sleep(0.5)  # room for a wrong print
+        assert (len(kitchen.printed), len(front.printed)) == (2, 2)
+        for printed in (tickets, receipts):
+            assert "A-1031" in printed[0] and "KOPIE / COPY" in printed[0], printed[0]
+            assert "A-1032" in printed[1] and "KOPIE / COPY" not in printed[1], printed[1]
+        assert await agent.terminate() == 0
     finally:
         await agent.close()
         await central.stop()
