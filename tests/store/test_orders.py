@@ -18,7 +18,7 @@ import pytest
 from edge.app import Agent
 from edge.orders.intake import Router
 from edge.states import OrderSource
-from edge.store import Database, JobStore, OrderStore
+from edge.store import Database, JobStore, OrderStore, identity
 from edge.store import orders as orders_mod
 from tests.helpers import api_client, db_rows, orders, post, slow_fsync, wal_commits
 
@@ -307,3 +307,56 @@ async def test_a_single_sender_is_never_held_waiting_for_company(
     finally:
         await db.close()
     assert took < 5 * 0.2 + 0.35, f"five orders took {took:.2f} s"  # a wait each would be 1.5 s
+
+
+async def test_recovered_orders_from_before_the_may_have_printed_mark_are_copies_pushed_ones_are_not(
+    tmp_path: Path,
+) -> None:
+    """The mark a new database's first start or a restore leaves (identity.MAY_HAVE_PRINTED_KEY): a recovered order
+    created before it prints as COPY (both its jobs), one created at it or after does not, nor a pushed one from
+    before it; with no mark nothing is a copy, and a database that has seen an order is no new box's. The mark's
+    time is the start of the first start's second."""
+    mark = datetime.fromisoformat(EXAMPLE["created_at"]).timestamp()
+
+    async def copies(path: Path, n: int, created: float, source: str) -> list[int]:
+        db = await Database.open(path)
+        try:
+            at = datetime.fromtimestamp(created).astimezone().isoformat()
+            [stored] = await OrderStore(db).insert_many([ROUTER.prepare(order(n, created_at=at), source)])
+        finally:
+            await db.close()
+        return [r[0] for r in await db_rows(path, "SELECT copy FROM print_jobs WHERE order_id = ?", stored.order_id)]
+
+    async def first_start(path: Path) -> float | None:
+        db = await Database.open(path)
+        try:
+            await db.write(lambda conn: identity.first_records(conn, "test-store", now=mark + 0.7, db=path))
+            return await OrderStore(db).may_have_printed_until()
+        finally:
+            await db.close()
+
+    seen = tmp_path / "seen.db"
+    assert await copies(seen, 1, mark - 1, "recovery") == [0, 0]
+    assert await first_start(seen) is None
+    new = tmp_path / "new.db"
+    assert await first_start(new) == mark
+    assert await copies(new, 2, mark - 1, "recovery") == [1, 1]
+    assert await copies(new, 3, mark, "recovery") == [0, 0]
+    assert await copies(new, 4, mark - 1, "push") == [0, 0]
+
+
+async def test_history_remembered_as_seen_is_known_not_stored(tmp_path: Path) -> None:
+    """Recovery's history (orders from before a new box or a restore) is recorded as seen, never stored: known with
+    its hash and revision, so a sender's retry of one is a duplicate; nothing asked, nothing known."""
+    db = await Database.open(tmp_path / "edge.db")
+    store = OrderStore(db)
+    past = ROUTER.prepare(order(5), "recovery")
+    await store.remember_seen([])
+    await store.remember_seen([past])
+    known = await store.known(["ord_5", "ord_6"])
+    assert list(known) == ["ord_5"] and not known["ord_5"].stored
+    assert (known["ord_5"].content_hash, known["ord_5"].revision) == (past.content_hash, 1)
+    assert await store.known([]) == {}
+    [retry] = await store.insert_many([ROUTER.prepare(order(5), "push")])
+    assert retry.outcome == "duplicate" and await store.count() == 0
+    await db.close()
