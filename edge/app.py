@@ -37,6 +37,7 @@ from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.states import WAITING_JOB_STATES, JobState
 from edge.store import Database, JobStore, OrderStore
+from edge.store.files import remove_restore_leftover
 from edge.store.identity import first_records
 from edge.store.retention import OutboxReaders
 from edge.store.scans import BusinessDay, ScanStore
@@ -122,6 +123,7 @@ class Agent:
             lock = DataDirLock.acquire(s.agent.data_dir)
             self._on_stop(stack, "lock", lock.release)
             self.printing.remember()  # it passed in __init__; the data dir is ours now
+            await asyncio.to_thread(remove_restore_leftover, s.agent.db_path)
             self._on_stop(stack, "metrics", self.metrics.close)
             self.db = db = await Database.open(s.agent.db_path)
             self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops

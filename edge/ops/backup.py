@@ -17,7 +17,13 @@ from edge.errors import StoreError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
 from edge.store.db import sync_to_disk
-from edge.store.files import check_file, copy_database, prepare_restored_file
+from edge.store.files import (
+    check_file,
+    copy_database,
+    prepare_restored_file,
+    remove_restore_leftover,
+    restoring_path,
+)
 
 log = structlog.get_logger()
 
@@ -206,8 +212,8 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool, replaced_until
     """The backup copied whole beside the database, made this store's (``moved``) and told until when the database it
     replaces may have printed orders, on disk: what goes in place, in one step."""
     db_path = settings.agent.db_path
-    restoring = db_path.with_name(db_path.name + ".restoring")
-    restoring.unlink(missing_ok=True)  # left by a restore killed before
+    restoring = restoring_path(db_path)
+    remove_restore_leftover(db_path)
     try:
         copy_database(source, restoring)
         prepare_restored_file(

@@ -7,10 +7,14 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+import structlog
+
 from edge.errors import StoreError
 from edge.store.identity import MAY_HAVE_PRINTED_KEY, move_to_store, recorded_store
 from edge.store.jobs import PRINTABLE
 from edge.store.rows import PrintableJob
+
+log = structlog.get_logger()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,20 @@ def copy_database(source: Path, target: Path, *, standalone: bool = False) -> No
             src.close()
     except sqlite3.Error as err:
         raise StoreError(str(err)) from err
+
+
+def restoring_path(db_path: Path) -> Path:
+    """Where `edge restore` prepares the backup that goes in place of ``db_path``."""
+    return db_path.with_name(db_path.name + ".restoring")
+
+
+def remove_restore_leftover(db_path: Path) -> None:
+    """A restore's copy left by a kill (as large as the database, on an SD card): only ever removed under the data
+    directory's lock, which a restore in progress holds."""
+    left = restoring_path(db_path)
+    if left.exists():
+        left.unlink()
+        log.info("restore_leftover_removed", path=str(left))
 
 
 def prepare_restored_file(path: Path, *, may_have_printed_until: float, store_id: str | None, now: float) -> None:

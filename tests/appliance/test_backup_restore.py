@@ -354,3 +354,26 @@ async def test_a_new_box_at_a_store_with_history_prints_none_of_it_and_its_last_
     finally:
         await agent.close()
         await central.stop()
+
+
+async def test_a_restores_copy_left_by_a_kill_is_removed_at_the_next_start(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """`edge restore` killed while it copied the backup beside the database leaves that copy (as large as the
+    database, on an SD card); the technician then starts the agent on the database as it was: the start removes the
+    copy, and takes its orders. Before: the copy stayed until the next restore."""
+    agent = agent_process(tmp_path, printers)
+    db = tmp_path / "data" / "edge.db"
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1)))[0] == 201
+        assert await agent.terminate() == 0
+        left = db.with_name("edge.db.restoring")
+        left.write_bytes(os.urandom(1 << 20))
+        await agent.start()
+        assert not left.exists()
+        assert await db_rows(db, "SELECT number FROM orders") == [(make_order(1)["number"],)]
+        assert await agent.terminate() == 0
+    finally:
+        await agent.close()
