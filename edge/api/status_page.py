@@ -64,6 +64,8 @@ def recovery_words(run: RecoveryRun, conflicts: list[str]) -> str:
         parts.append(f"{_plural(conflict, 'conflict')} — {named}")
     if invalid:
         parts.append(f"{invalid} invalid")
+    if history := counts.get("history", 0):
+        parts.append(f"{history} from before this box or its restore (not printed)")
     text = ", ".join(parts)
     if state == RunState.FAILED:
         return f"Failed: {errors[-1] if errors else 'see the log'} ({text} until then)"

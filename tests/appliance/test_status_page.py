@@ -408,6 +408,13 @@ async def test_release_discard_and_release_all_clicks_in_headless_chromium(
         ("completed", {"present": 9}, [], [], "No missed orders"),
         (
             "completed",
+            {"stored": 1, "history": 30},
+            [],
+            [],
+            "1 order recovered, 30 from before this box or its restore (not printed)",
+        ),
+        (
+            "completed",
             {"stored": 0, "conflict": 7, "invalid": 2},
             [],
             ["A-1", "A-2", "A-3", "A-4", "A-5"],
