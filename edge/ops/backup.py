@@ -20,6 +20,7 @@ from edge.store.db import sync_to_disk
 from edge.store.files import (
     check_file,
     copy_database,
+    newest_order_received,
     prepare_restored_file,
     remove_restore_leftover,
     restoring_path,
@@ -186,7 +187,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     try:
         db_path = settings.agent.db_path
         moved = backup.store_id != store_id
-        replaced_until = _last_write(db_path)  # before anything here reads it (a read can checkpoint its WAL)
+        replaced_until = _printed_until(db_path)
         restoring = _prepared_copy(settings, source, moved, replaced_until)
         safety = _keep_sound(settings) if db_path.exists() else None
         try:
@@ -201,14 +202,19 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)
 
 
-def _last_write(db_path: Path) -> float:
-    """When the database a restore replaces last changed (its log included): orders it took up to then may be on
-    paper; now if there is none (a new card: the lost one's last moment is unknown)."""
-    times = [p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists()]
-    return max(times, default=time.time())
+def _printed_until(db_path: Path) -> float | None:
+    """Until when orders the database a restore replaces took may be on paper: the arrival of its newest order (what
+    came after it, a failed upgrade's migration or the damage, took none); for a damaged file that cannot say, its
+    last change; now if there is none (a new card: the lost one's last moment is unknown); None if it took none."""
+    if not db_path.exists():
+        return time.time()
+    try:
+        return newest_order_received(db_path)
+    except StoreError:
+        return max(p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists())
 
 
-def _prepared_copy(settings: Settings, source: Path, moved: bool, replaced_until: float) -> Path:
+def _prepared_copy(settings: Settings, source: Path, moved: bool, replaced_until: float | None) -> Path:
     """The backup copied whole beside the database, made this store's (``moved``) and told until when the database it
     replaces may have printed orders, on disk: what goes in place, in one step."""
     db_path = settings.agent.db_path

@@ -90,18 +90,37 @@ def remove_restore_leftover(db_path: Path) -> None:
         log.info("restore_leftover_removed", path=str(left))
 
 
-def prepare_restored_file(path: Path, *, may_have_printed_until: float, store_id: str | None, now: float) -> None:
-    """A backup about to replace a database, in one transaction: orders first stored from now on and created up to
-    ``may_have_printed_until`` (when the replaced database last wrote) may be on paper from before, so they print
-    marked COPY; with ``store_id``, a deliberate move of the file to that store (see identity.move_to_store)."""
+def newest_order_received(path: Path) -> float | None:
+    """Read-only: when the newest order of a database file arrived (our clock); None if it has none. StoreError if
+    the file cannot say (damaged where the orders are)."""
+    try:
+        conn = _read_only(path)
+        try:
+            row = conn.execute("SELECT MAX(received_at) FROM orders").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"database {path}: {err}") from err
+    return None if row[0] is None else float(row[0])
+
+
+def prepare_restored_file(
+    path: Path, *, may_have_printed_until: float | None, store_id: str | None, now: float
+) -> None:
+    """A backup about to replace a database: orders first stored from now on and created up to
+    ``may_have_printed_until`` (what the replaced database may have printed) print marked COPY (None: it printed
+    nothing, the backup's own mark stands); with ``store_id``, a deliberate move of the file to that store (see
+    identity.move_to_store)."""
     try:
         conn = sqlite3.connect(path)
         try:
             with conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                    (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until)),
-                )
+                if may_have_printed_until is not None:  # a mark only moves on: the backup's may be the later one
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE"
+                        " SET value = ?2 WHERE CAST(value AS REAL) < ?3",
+                        (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until), may_have_printed_until),
+                    )
             if store_id is not None:
                 move_to_store(conn, store_id, now=now)
         finally:

@@ -267,14 +267,16 @@ async def test_a_backup_never_takes_the_room_the_agent_keeps_free(
 
 
 @pytest.mark.parametrize("damaged", [True, False], ids=["damaged", "sound"])
-async def test_orders_a_restore_brings_back_print_as_copy_up_to_when_the_replaced_database_last_wrote(
+async def test_orders_a_restore_brings_back_print_as_copy_up_to_the_replaced_databases_newest_order(
     tmp_path: Path, printers: dict[str, SimPrinter], damaged: bool
 ) -> None:
     """A nightly backup, then an order taken and printed; then the SD card damages the database and the technician
     restores the backup (or restores it over a sound database, to undo something). The next start's recovery brings
     that order back from central: it may well be in the cook's hand already, so it prints marked COPY (the design's
     rule for anything uncertain), and the order created while the box was down prints as an original. What marks the
-    line: the replaced database's last write. Before: both printed as originals, the first a second time unmarked."""
+    line: the newest order the replaced database took, not its last write (the damage, or an upgrade's failed
+    migration before its rollback restores the backup, came later). Before: both printed as originals, the first a
+    second time unmarked; with the last write as the line, the second was a COPY too."""
     central = CentralSim("sim-store", token=CENTRAL_TOKEN)
     await central.start()
     agent = agent_process(tmp_path, printers, extra=central_table(central))
@@ -292,9 +294,13 @@ async def test_orders_a_restore_brings_back_print_as_copy_up_to_when_the_replace
         await agent.start()
         await kitchen.wait_for_printed(2)
         assert await agent.terminate() == 0
+        central.add_orders([make_order(3, print_receipt=False, created_at=datetime.now(UTC))])  # the box is down
+        # Written once more without taking an order: the card's damage, or an upgrade's migration that failed.
         if damaged:
             await asyncio.to_thread(damage_table, db, "print_jobs")
-        central.add_orders([make_order(3, print_receipt=False, created_at=datetime.now(UTC))])  # the box was down
+        else:
+            for to in ("--to=12", "--to=13"):
+                assert (await edge("migrate", to, "--config", config)).returncode == 0
         restored = await edge("restore", str(backup), "--config", config)
         assert restored.returncode == 0, restored.stderr
 

@@ -18,7 +18,7 @@ import pytest
 from edge.app import Agent
 from edge.orders.intake import Router
 from edge.states import OrderSource
-from edge.store import Database, JobStore, OrderStore, identity
+from edge.store import Database, JobStore, OrderStore, files, identity
 from edge.store import orders as orders_mod
 from tests.helpers import api_client, db_rows, orders, post, slow_fsync, wal_commits
 
@@ -360,3 +360,26 @@ async def test_history_remembered_as_seen_is_known_not_stored(tmp_path: Path) ->
     [retry] = await store.insert_many([ROUTER.prepare(order(5), "push")])
     assert retry.outcome == "duplicate" and await store.count() == 0
     await db.close()
+
+
+async def test_a_restores_mark_only_moves_on(tmp_path: Path) -> None:
+    """A restore marks the backup with what the database it replaces may have printed, unless the backup's own mark
+    (its first start, an earlier restore) is later; a replaced database that took no order leaves it as it is."""
+    path, mark = tmp_path / "edge.db", 1_795_000_000.0
+    db = await Database.open(path)
+    await db.write(lambda conn: identity.first_records(conn, "test-store", now=mark, db=path))
+    await db.close()
+
+    async def after(until: float | None) -> float | None:
+        await asyncio.to_thread(
+            files.prepare_restored_file, path, may_have_printed_until=until, store_id=None, now=mark
+        )
+        db = await Database.open(path)
+        try:
+            return await OrderStore(db).may_have_printed_until()
+        finally:
+            await db.close()
+
+    assert await after(mark - 100) == mark
+    assert await after(None) == mark
+    assert await after(mark + 100.5) == mark + 100.5
