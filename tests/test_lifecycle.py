@@ -46,6 +46,9 @@ def test_demo_once_prints_the_samples(tmp_path: Path) -> None:
         bins = list((tmp_path / "demo" / "printed").glob("*.bin"))
         assert len(bins) >= 3 * (run + 1)  # kitchen ticket + receipt of the example, and the second sample's tickets
         assert any(b"K\x84sesp\x84tzle" in b.read_bytes() for b in bins)
+        # The outage's orders were taken while the box ran: recovered, they are first prints, no copies.
+        assert "Recovery: 3 orders from the central API stored" in result.stdout, result.stdout[-600:]
+        assert "KOPIE / COPY" not in result.stdout
 
 
 def test_migrate_down_and_up_from_the_command_line(tmp_path: Path) -> None:

@@ -78,8 +78,8 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
     for p in printers:
         await p.start()
     central = CentralSim("demo-store", token=CENTRAL_TOKEN)
-    outage = central.create_orders(OUTAGE_ORDERS, prefix=f"outage{int(time.time())}")
     await central.start()
+    await central.set_up(False)  # the store's line is down as the box starts
     raw = demo_settings(
         data_dir, api_port=port, kitchen_port=printers[0].port, front_port=printers[1].port, central_url=central.url
     )
@@ -87,6 +87,10 @@ async def run_demo(data_dir: Path, *, once: bool, port: int, orders: int) -> int
     recovered = asyncio.Event()
     agent.bus.subscribe(lambda event: recovered.set(), RecoveryCompleted)
     await agent.start()
+    # Taken online meanwhile, after the box started: orders from before a new box's first start would be history or
+    # copies (docs/recovery.md). The line comes back and the agent recovers them.
+    outage = central.create_orders(OUTAGE_ORDERS, prefix=f"outage{int(time.time())}")
+    await central.set_up(True)
     base = f"http://127.0.0.1:{agent.port}"
     print(f"Edge agent demo: API {base}  token {DEMO_TOKEN}  database {agent.settings.agent.db_path}")
     print(
