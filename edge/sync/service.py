@@ -51,7 +51,7 @@ class SyncService:
             outbox=self.outbox,
             bus=bus,
             settings=central,
-            history_age_s=settings.printing.stale_ticket_min * 60,
+            history_age_s=_history_age_s(settings),
             clock=clock,
         )
         self._schedule: asyncio.Task[None] | None = None
@@ -106,3 +106,10 @@ class SyncService:
             "last_run": last,
             "outbox_pending": await self.outbox.pending(),
         }
+
+
+def _history_age_s(settings: Settings) -> float:
+    """How long before a new box's first start (or a restore) an order is history, not work: the longest a ticket may
+    wait before it is held ([staleness] per station included); none is when some station never holds one."""
+    ages = [settings.printing.stale_ticket_min, *settings.staleness.values()]
+    return 0.0 if 0 in ages else max(ages) * 60
