@@ -407,6 +407,21 @@ async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProc
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
 
+async def edge_backup(config: Path) -> Path:
+    """`edge backup` with ``config``: the backup file it wrote."""
+    backed_up = await edge("backup", "--config", str(config))
+    assert backed_up.returncode == 0, backed_up.stderr
+    return Path(backed_up.stdout.split("backup written: ")[1].strip())
+
+
+async def take_one_order(agent: AgentProcess) -> None:
+    """The agent process started, sample order 1 taken (201), the agent stopped cleanly."""
+    await agent.start()
+    async with api_client(agent.port) as api:
+        assert (await post(api, make_order(1)))[0] == 201
+    assert await agent.terminate() == 0
+
+
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
 
 

@@ -34,8 +34,10 @@ from tests.helpers import (
     db_execute,
     db_rows,
     edge,
+    edge_backup,
     post,
     small_disk,
+    take_one_order,
     until,
 )
 from tests.sync.conftest import CENTRAL_TOKEN, FAST
@@ -286,9 +288,7 @@ async def test_orders_a_restore_brings_back_print_as_copy_up_to_the_replaced_dat
         await agent.start()
         await kitchen.wait_for_printed(1)
         assert await agent.terminate() == 0
-        backed_up = await edge("backup", "--config", config)
-        assert backed_up.returncode == 0, backed_up.stderr
-        backup = Path(backed_up.stdout.split("backup written: ")[1].strip())
+        backup = await edge_backup(agent.config)
 
         central.add_orders([make_order(2, print_receipt=False, created_at=datetime.now(UTC))])
         await agent.start()
@@ -371,10 +371,7 @@ async def test_a_restores_copy_left_by_a_kill_is_removed_at_the_next_start(
     agent = agent_process(tmp_path, printers)
     db = tmp_path / "data" / "edge.db"
     try:
-        await agent.start()
-        async with api_client(agent.port) as api:
-            assert (await post(api, make_order(1)))[0] == 201
-        assert await agent.terminate() == 0
+        await take_one_order(agent)
         left = db.with_name("edge.db.restoring")
         left.write_bytes(os.urandom(1 << 20))
         await agent.start()

@@ -14,7 +14,7 @@ from pathlib import Path
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import agent_process, api_client, damage_table, db_execute, db_rows, edge, post
+from tests.helpers import agent_process, damage_table, db_execute, db_rows, edge, edge_backup, take_one_order
 
 
 def _mailing(sink: SmtpSink) -> str:
@@ -41,13 +41,8 @@ async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_an
     agent = agent_process(tmp_path, printers, extra=_mailing(sink))
     config, db = str(agent.config), tmp_path / "data" / "edge.db"
     try:
-        await agent.start()
-        async with api_client(agent.port) as api:
-            assert (await post(api, make_order(1)))[0] == 201
-        assert await agent.terminate() == 0
-        backed_up = await edge("backup", "--config", config)
-        assert backed_up.returncode == 0, backed_up.stderr
-        backup = Path(backed_up.stdout.split("backup written: ")[1].strip())
+        await take_one_order(agent)
+        backup = await edge_backup(agent.config)
         await asyncio.to_thread(damage_table, db, "print_jobs")
 
         refused = await edge("run", "--config", config)
@@ -132,15 +127,10 @@ async def test_a_restore_killed_half_way_leaves_a_database_for_the_next_try_neve
     agent = agent_process(tmp_path, printers)
     config, db = str(agent.config), tmp_path / "data" / "edge.db"
     try:
-        await agent.start()
-        async with api_client(agent.port) as api:
-            assert (await post(api, make_order(1)))[0] == 201
-        assert await agent.terminate() == 0
+        await take_one_order(agent)
         await db_execute(db, "CREATE TABLE ballast(b BLOB)")
         await db_execute(db, "INSERT INTO ballast VALUES (randomblob(32 * 1024 * 1024))")
-        backed_up = await edge("backup", "--config", config)
-        assert backed_up.returncode == 0, backed_up.stderr
-        backup = Path(backed_up.stdout.split("backup written: ")[1].strip())
+        backup = await edge_backup(agent.config)
         await asyncio.to_thread(damage_table, db, "print_jobs")
 
         restore = await asyncio.create_subprocess_exec(
