@@ -20,10 +20,12 @@ from edge.store.db import sync_to_disk
 from edge.store.files import (
     check_file,
     copy_database,
+    maybe_printed,
     newest_order_received,
     prepare_restored_file,
     remove_restore_leftover,
     restoring_path,
+    waiting_jobs,
 )
 
 log = structlog.get_logger()
@@ -187,8 +189,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     try:
         db_path = settings.agent.db_path
         moved = backup.store_id != store_id
-        replaced_until = _printed_until(db_path)
-        restoring = _prepared_copy(settings, source, moved, replaced_until)
+        restoring = _prepared_copy(settings, source, moved)
         safety = _keep_sound(settings) if db_path.exists() else None
         try:
             if safety is None:
@@ -214,9 +215,9 @@ def _printed_until(db_path: Path) -> float | None:
         return max(p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists())
 
 
-def _prepared_copy(settings: Settings, source: Path, moved: bool, replaced_until: float | None) -> Path:
-    """The backup copied whole beside the database, made this store's (``moved``) and told until when the database it
-    replaces may have printed orders, on disk: what goes in place, in one step."""
+def _prepared_copy(settings: Settings, source: Path, moved: bool) -> Path:
+    """The backup copied whole beside the database, made this store's (``moved``) and told what the database it
+    replaces may have printed, on disk: what goes in place, in one step."""
     db_path = settings.agent.db_path
     restoring = restoring_path(db_path)
     remove_restore_leftover(db_path)
@@ -224,7 +225,8 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool, replaced_until
         copy_database(source, restoring)
         prepare_restored_file(
             restoring,
-            may_have_printed_until=replaced_until,
+            may_have_printed_until=_printed_until(db_path),
+            printed_since=_printed_since(db_path, waiting_jobs(restoring)),
             store_id=settings.agent.store_id if moved else None,
             now=time.time(),
         )
@@ -233,6 +235,17 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool, replaced_until
         restoring.unlink(missing_ok=True)
         raise
     return restoring
+
+
+def _printed_since(db_path: Path, waiting: list[str]) -> list[str]:
+    """Of the jobs the backup has waiting, those the database it replaces may have printed since: all of them if it
+    cannot say (damaged, or none: a new card)."""
+    if not waiting or not db_path.exists():
+        return waiting
+    try:
+        return maybe_printed(db_path, waiting)
+    except StoreError:
+        return waiting
 
 
 def _keep_sound(settings: Settings) -> Path | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -104,12 +105,45 @@ def newest_order_received(path: Path) -> float | None:
     return None if row[0] is None else float(row[0])
 
 
+def waiting_jobs(path: Path) -> list[str]:
+    """Read-only: the idempotency keys of a database file's jobs that have not printed (nor been discarded)."""
+    return [r[0] for r in _read_all(path, "SELECT idempotency_key FROM print_jobs WHERE state NOT IN (?, ?)", _DONE)]
+
+
+def maybe_printed(path: Path, keys: list[str]) -> list[str]:
+    """Read-only: of ``keys``, the jobs a database file may have printed: printing or printed there, or gone (purged
+    once printed). StoreError if the file cannot say (damaged where the jobs are)."""
+    found = dict(_read_all(path, "SELECT idempotency_key, state FROM print_jobs WHERE state NOT IN (?, ?)", _NOT_OUT))
+    return [key for key in keys if key not in found]
+
+
+_DONE = ("printed", "discarded")
+_NOT_OUT = ("printing", "printed")  # any other state: it has not reached paper there
+
+
+def _read_all(path: Path, sql: str, params: tuple[str, ...]) -> list[Any]:
+    try:
+        conn = _read_only(path)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"database {path}: {err}") from err
+
+
 def prepare_restored_file(
-    path: Path, *, may_have_printed_until: float | None, store_id: str | None, now: float
+    path: Path,
+    *,
+    may_have_printed_until: float | None,
+    printed_since: list[str],
+    store_id: str | None,
+    now: float,
 ) -> None:
     """A backup about to replace a database: orders first stored from now on and created up to
-    ``may_have_printed_until`` (what the replaced database may have printed) print marked COPY (None: it printed
-    nothing, the backup's own mark stands); with ``store_id``, a deliberate move of the file to that store (see
+    ``may_have_printed_until`` (what the replaced database may have printed; None: nothing, the backup's own mark
+    stands) print marked COPY, as do the backup's waiting jobs the replaced database may have printed since
+    (``printed_since``, idempotency keys); with ``store_id``, a deliberate move of the file to that store (see
     identity.move_to_store)."""
     try:
         conn = sqlite3.connect(path)
@@ -121,6 +155,10 @@ def prepare_restored_file(
                         " SET value = ?2 WHERE CAST(value AS REAL) < ?3",
                         (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until), may_have_printed_until),
                     )
+                conn.executemany(
+                    "UPDATE print_jobs SET copy = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
+                    [(key, *_DONE) for key in printed_since],
+                )
             if store_id is not None:
                 move_to_store(conn, store_id, now=now)
         finally:

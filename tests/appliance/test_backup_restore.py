@@ -380,3 +380,37 @@ async def test_a_restores_copy_left_by_a_kill_is_removed_at_the_next_start(
         assert await agent.terminate() == 0
     finally:
         await agent.close()
+
+
+@pytest.mark.parametrize("printed_since", [True, False], ids=["printed-since", "still-waiting"])
+async def test_a_ticket_the_backup_had_waiting_prints_as_copy_after_a_restore_if_it_printed_since(
+    tmp_path: Path, printers: dict[str, SimPrinter], printed_since: bool
+) -> None:
+    """A backup taken while a ticket waits (the kitchen printer off); the printer comes back and prints it; later the
+    technician restores that backup. The restored ticket is waiting again and prints again: it may well be in the
+    cook's hand, so it is marked COPY. Had it still been waiting in the database the restore replaced (the printer
+    stayed off, as an upgrade's rollback restores a backup taken after the agent stopped), it prints once, as an
+    original. Before: a second print as an original; with every waiting ticket marked, a first print as a COPY."""
+    agent = agent_process(tmp_path, printers)
+    kitchen = printers["kitchen"]
+    try:
+        await agent.start()
+        kitchen.set_offline(True)
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        backup = await edge_backup(agent.config)  # online, the ticket waiting in it
+        if printed_since:
+            kitchen.set_offline(False)
+            await kitchen.wait_for_printed(1)
+        assert await agent.terminate() == 0
+        kitchen.set_offline(False)
+        restored = await edge("restore", str(backup), "--config", str(agent.config))
+        assert restored.returncode == 0, restored.stderr
+        await agent.start()
+        tickets = [decode(paper).text for paper in await kitchen.wait_for_printed(2 if printed_since else 1)]
+        await asyncio.sleep(0.5)  # room for a wrong print
+        assert await agent.terminate() == 0
+        assert len(kitchen.printed) == len(tickets) and all("A-1001" in t for t in tickets), tickets
+        assert ["KOPIE / COPY" in t for t in tickets] == ([False, True] if printed_since else [False])
+    finally:
+        await agent.close()
