@@ -105,6 +105,10 @@ def newest_order_received(path: Path) -> float | None:
     return None if row[0] is None else float(row[0])
 
 
+_DONE = ("printed", "discarded")
+_NOT_OUT = ("printing", "printed")  # any other state: it has not reached paper there
+
+
 def waiting_jobs(path: Path) -> list[str]:
     """Read-only: the idempotency keys of a database file's jobs that have not printed (nor been discarded)."""
     return [r[0] for r in _read_all(path, "SELECT idempotency_key FROM print_jobs WHERE state NOT IN (?, ?)", _DONE)]
@@ -115,10 +119,6 @@ def maybe_printed(path: Path, keys: list[str]) -> list[str]:
     once printed). StoreError if the file cannot say (damaged where the jobs are)."""
     found = dict(_read_all(path, "SELECT idempotency_key, state FROM print_jobs WHERE state NOT IN (?, ?)", _NOT_OUT))
     return [key for key in keys if key not in found]
-
-
-_DONE = ("printed", "discarded")
-_NOT_OUT = ("printing", "printed")  # any other state: it has not reached paper there
 
 
 def _read_all(path: Path, sql: str, params: tuple[str, ...]) -> list[Any]:

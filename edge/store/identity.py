@@ -10,8 +10,9 @@ from edge.store.db import Writer
 
 # Table meta: until when (unix seconds) orders this database does not know may be on paper all the same: set at a
 # new database's first start (the store's earlier system, or a card that died, printed before it) and by a restore
-# (when the replaced database last wrote). Orders it first stores that were created up to then print marked COPY,
-# and recovery takes those created a stale age before then as history (see edge.sync.recovery).
+# (the arrival of the newest order the replaced database took). Recovered orders it first stores that were created
+# before then print marked COPY; those created longer before then than a ticket may wait are history
+# (edge.sync.recovery).
 MAY_HAVE_PRINTED_KEY = "may_have_printed_until"
 # The recovery cursor's key in table meta (edge.sync.recovery.CURSOR_KEY); the store does not import the sync part.
 _CURSOR_KEY = "central_cursor"

@@ -72,8 +72,8 @@ class Recovery:
         self._outbox = outbox
         self._bus = bus
         self._settings = settings
-        # An order this database does not know that was created this long before it may have printed what it does not
-        # know (a new box, a restore) is history, not work: the stale age of tickets (0: none is).
+        # An order this database does not know, created this long before it may have printed what it does not know
+        # (a new box, a restore), is history, not work: the longest a ticket may wait (0: none is).
         self._history_age_s = history_age_s
         self._task: asyncio.Task[None] | None = None
         self._cancel = asyncio.Event()
