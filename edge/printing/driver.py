@@ -56,6 +56,7 @@ _GS_R_PAPER_END = 0x0C  # its reply's bits 2 and 3: the roll paper end sensor
 _CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"
 # While waiting for that reply, the real-time cause of a stop is asked this often: paper end ends the wait at once.
 _STOP_POLL_S = 0.25
+_BUSY_RETRY_S = 0.1  # how soon a connection the printer refused while busy with our jobs is tried again
 
 
 class _Replies:
@@ -167,6 +168,7 @@ class PrinterDriver:
         self._status_answers = _Habit()
         self._in_order_answers = _Habit()
         self._replies = _Replies(transport)
+        self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
 
     @property
     def asks_status(self) -> bool:
@@ -214,8 +216,20 @@ class PrinterDriver:
             raise unexpected(self.name, self.transport.label, f"unexpected {type(err).__name__}: {err}") from err
 
     def _open(self) -> None:
-        with self._device_errors(DeviceUnreachableError):  # nothing was sent yet
-            self.transport.open()
+        while True:
+            try:
+                with self._device_errors(DeviceUnreachableError):  # nothing was sent yet
+                    self.transport.open()
+                break
+            except DeviceUnreachableError:
+                # A network interface serves one connection, keeps three waiting and refuses more (Epson's UB-E02
+                # Technical Reference Guide, 4.5): refused while jobs sent without asking may still wait in it, the
+                # printer is busy with ours, not gone. It takes its turn, for as long as the slowest printer would
+                # take to print them.
+                left = self._busy_until - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(left, _BUSY_RETRY_S))
         self._replies = _Replies(self.transport)
 
     def _status(self) -> tuple[PrinterState, dict[int, int]]:
@@ -267,6 +281,7 @@ class PrinterDriver:
                 with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
                     self.transport.write(data)
                     if not asks:
+                        self._busy_until = max(time.monotonic(), self._busy_until) + self._job_time(data)
                         return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
                     processed = self._out(data)
                     if processed is None:
