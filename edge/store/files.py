@@ -94,15 +94,8 @@ def remove_restore_leftover(db_path: Path) -> None:
 def newest_order_received(path: Path) -> float | None:
     """Read-only: when the newest order of a database file arrived (our clock); None if it has none. StoreError if
     the file cannot say (damaged where the orders are)."""
-    try:
-        conn = _read_only(path)
-        try:
-            row = conn.execute("SELECT MAX(received_at) FROM orders").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as err:
-        raise StoreError(f"database {path}: {err}") from err
-    return None if row[0] is None else float(row[0])
+    [(newest,)] = _read_all(path, "SELECT MAX(received_at) FROM orders", ())
+    return None if newest is None else float(newest)
 
 
 _DONE = ("printed", "discarded")

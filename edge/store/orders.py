@@ -17,6 +17,7 @@ from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import KnownOrder, Revision, apply_revision, first_state, known_from_rows, known_sql
 from edge.store.rows import StoredOrder
 
+_MARK_SQL = "SELECT value FROM meta WHERE key = ?"
 # Enough to share one fsync among a burst of concurrent pushes, small enough to keep a transaction short.
 MAX_GROUP = 256
 # A batch waits at most this long (and half an fsync) for the senders the last batch answered: see OrderStore.
@@ -117,8 +118,10 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
     created before the database may have printed what it does not know print marked COPY (see MAY_HAVE_PRINTED_KEY):
     its list holds whatever central has, a push only what was not taken (a sender's retry: acked, never printed)."""
     if fresh:
-        marked = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
-        printed_until = float(next(iter(marked))[0]) if marked else None
+        printed_until = None
+        if any(n.source == OrderSource.RECOVERY for n in fresh):  # a push's commit pays no read for it
+            marked = await conn.execute_fetchall(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
+            printed_until = float(next(iter(marked))[0]) if marked else None
         await conn.executemany(
             "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at,"
             " source, revision, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -271,7 +274,7 @@ class OrderStore:
 
     async def may_have_printed_until(self) -> float | None:
         """See identity.MAY_HAVE_PRINTED_KEY; None for a database that was neither new nor restored since."""
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
+        row = await self._db.fetchone(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
         return float(row[0]) if row else None
 
     async def payloads(self, ids: list[str]) -> dict[str, str]:
