@@ -17,6 +17,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings, parse_settings
 from edge.events import Event
 from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
 from tests.helpers import EXAMPLE, api_client, config_dict, fresh
 
 # What may not run on the event loop's thread while a test runs (blockbuster's names): sleeping, blocking sockets,
@@ -122,3 +123,12 @@ async def api(agent: Agent) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for the agent's API, authenticated."""
     async with api_client(agent) as session:
         yield session
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[SmtpSink]:
+    """A plain SMTP server on loopback that keeps every mail (no TLS: the alert tests cover that)."""
+    server = SmtpSink()
+    await server.start()
+    yield server
+    await server.stop()

@@ -31,6 +31,7 @@ from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
 from edge.sim.scanner import SimScanner
+from edge.sim.smtp import SmtpSink
 from edge.store import db as db_module
 
 T = TypeVar("T")
@@ -405,6 +406,36 @@ async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProc
         raise
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+CENTRAL_TOKEN = "central-token-abcdef123456"
+# Fast but real: probes and retries in tenths of seconds, no start delay, a rate limit high enough for a short run.
+FAST = {
+    "token": CENTRAL_TOKEN,
+    "rate_limit_rps": 200.0,
+    "start_jitter_s": 0.0,
+    "schedule_interval_s": 0.0,
+    "probe_up_s": 0.2,
+    "probe_max_s": 0.2,
+    "retry_base_s": 0.05,
+    "retry_max_s": 0.5,
+    "page_size": 100,
+    "batch_size": 50,
+}
+
+
+def mail_to(sink: SmtpSink) -> dict[str, Any]:
+    """Settings sections that send every alert to ``sink`` at once (no group wait)."""
+    return {
+        "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
+        "alerts": {
+            "to": ["chef@store.test"],
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "disk_free_min_mb": 0,
+            "check_interval_s": 0.2,
+        },
+    }
 
 
 async def edge_backup(config: Path) -> Path:

@@ -26,6 +26,8 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.store.history import add_printed_history
 from tests.helpers import (
+    CENTRAL_TOKEN,
+    FAST,
     TOKEN,
     Recorder,
     agent_process,
@@ -40,7 +42,6 @@ from tests.helpers import (
     take_one_order,
     until,
 )
-from tests.sync.conftest import CENTRAL_TOKEN, FAST
 
 
 def central_table(central: CentralSim) -> str:

@@ -26,7 +26,7 @@ def _mailing(sink: SmtpSink) -> str:
 
 
 async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_and_the_health_mail_says_so(
-    tmp_path: Path, printers: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink
 ) -> None:
     """A store with a nightly backup; then a page of its database turns to garbage. `edge run` stops with exit 2 (so
     systemd does not restart it in a loop: RestartPreventExitStatus=2) and one line naming the file, that it is
@@ -36,8 +36,6 @@ async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_an
     and then the agent starts with the order taken before the backup. Before: exit 1 with "database disk image is
     malformed" and nothing else, restarted by systemd five times, the mail said the agent's port refused
     connections, and the restore refused."""
-    sink = SmtpSink()
-    await sink.start()
     agent = agent_process(tmp_path, printers, extra=_mailing(sink))
     config, db = str(agent.config), tmp_path / "data" / "edge.db"
     try:
@@ -67,7 +65,6 @@ async def test_a_damaged_database_stops_the_start_names_the_backup_to_restore_an
         assert await agent.terminate() == 0
     finally:
         await agent.close()
-        await sink.stop()
 
 
 async def test_a_second_agent_refused_by_the_lock_leaves_nothing_for_the_health_check(
@@ -87,14 +84,12 @@ async def test_a_second_agent_refused_by_the_lock_leaves_nothing_for_the_health_
 
 
 async def test_a_config_slip_after_a_good_start_is_what_the_health_mail_says(
-    tmp_path: Path, printers: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink
 ) -> None:
     """The technician edits the config and restarts: the printer's host now carries its port. `edge run` stops with
     exit 2 and the line naming the key; the health-check timer, which reads the same config, still mails the manager
     (before: it stopped at the same line, exit 2, and mailed nobody) and its mail carries that line, not only "cannot
     connect", so whoever reads it knows what to fix."""
-    sink = SmtpSink()
-    await sink.start()
     agent = agent_process(tmp_path, printers, extra=_mailing(sink))
     try:
         await agent.start()
@@ -112,7 +107,6 @@ async def test_a_config_slip_after_a_good_start_is_what_the_health_mail_says(
         assert "its config is broken: config printers.kitchen.host: holds a port" in body, body
     finally:
         await agent.close()
-        await sink.stop()
 
 
 async def test_a_restore_killed_half_way_leaves_a_database_for_the_next_try_never_none(

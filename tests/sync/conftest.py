@@ -11,24 +11,9 @@ from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.sim.central import CentralSim
-from edge.sim.smtp import SmtpSink
-from tests.helpers import Recorder
+from tests.helpers import CENTRAL_TOKEN, FAST, Recorder
 
-CENTRAL_TOKEN = "central-token-abcdef123456"
 STORE = "test-store"
-# Fast but real: probes and retries in tenths of seconds, no start delay, a rate limit high enough for a short run.
-FAST = {
-    "token": CENTRAL_TOKEN,
-    "rate_limit_rps": 200.0,
-    "start_jitter_s": 0.0,
-    "schedule_interval_s": 0.0,
-    "probe_up_s": 0.2,
-    "probe_max_s": 0.2,
-    "retry_base_s": 0.05,
-    "retry_max_s": 0.5,
-    "page_size": 100,
-    "batch_size": 50,
-}
 
 
 @pytest.fixture
@@ -38,29 +23,6 @@ async def central() -> AsyncIterator[CentralSim]:
     await sim.start()
     yield sim
     await sim.stop()
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    """A plain SMTP server on loopback that keeps every mail (no TLS: the alert tests cover that)."""
-    server = SmtpSink()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-def mail_to(sink: SmtpSink) -> dict[str, Any]:
-    """Settings sections that send every alert to ``sink`` at once (no group wait)."""
-    return {
-        "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
-        "alerts": {
-            "to": ["chef@store.test"],
-            "group_wait_s": 0,
-            "critical_group_wait_s": 0,
-            "disk_free_min_mb": 0,
-            "check_interval_s": 0.2,
-        },
-    }
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from edge.events import RecoveryCompleted, RecoveryFailed
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.smtp import SmtpSink
-from tests.helpers import db_rows
-from tests.sync.conftest import Agents, mail_to
+from tests.helpers import db_rows, mail_to
+from tests.sync.conftest import Agents
 
 SECOND = 1_800_000_000  # one change second shared by many orders
 

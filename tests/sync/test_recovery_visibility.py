@@ -9,8 +9,8 @@ from edge.events import RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.smtp import SmtpSink
-from tests.helpers import api_client
-from tests.sync.conftest import Agents, mail_to
+from tests.helpers import api_client, mail_to
+from tests.sync.conftest import Agents
 
 
 async def test_conflicts_and_invalid_orders_are_alerted_counted_listed_and_kept(
