@@ -57,6 +57,9 @@ _CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"
 # While waiting for that reply, the real-time cause of a stop is asked this often: paper end ends the wait at once.
 _STOP_POLL_S = 0.25
 _BUSY_RETRY_S = 0.1  # how soon a connection the printer refused while busy with our jobs is tried again
+# A network interface serves one connection and keeps three waiting (Epson's UB-E02 Technical Reference Guide, 4.5):
+# no more of the jobs sent to it can wait in it, however many were sent.
+_INTERFACE_HOLDS = 4
 
 
 class _Replies:
@@ -169,6 +172,7 @@ class PrinterDriver:
         self._in_order_answers = _Habit()
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
+        self._blind_jobs: collections.deque[float] = collections.deque(maxlen=_INTERFACE_HOLDS)  # their times
 
     @property
     def asks_status(self) -> bool:
@@ -222,10 +226,9 @@ class PrinterDriver:
                     self.transport.open()
                 break
             except DeviceUnreachableError:
-                # A network interface serves one connection, keeps three waiting and refuses more (Epson's UB-E02
-                # Technical Reference Guide, 4.5): refused while jobs sent without asking may still wait in it, the
-                # printer is busy with ours, not gone. It takes its turn, for as long as the slowest printer would
-                # take to print them.
+                # A network interface keeps three connections waiting and refuses more: refused while jobs sent
+                # without asking may still wait in it (_sent_blind), the printer is busy with ours, not gone. It takes
+                # its turn, for as long as the slowest printer would take to print them.
                 left = self._busy_until - time.monotonic()
                 if left <= 0:
                     raise
@@ -281,7 +284,7 @@ class PrinterDriver:
                 with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
                     self.transport.write(data)
                     if not asks:
-                        self._busy_until = max(time.monotonic(), self._busy_until) + self._job_time(data)
+                        self._sent_blind(data)
                         return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
                     processed = self._out(data)
                     if processed is None:
@@ -297,6 +300,13 @@ class PrinterDriver:
                 return outcome
             finally:
                 self._close()
+
+    def _sent_blind(self, data: bytes) -> None:
+        """Moves on the time until which jobs sent without asking may wait in the printer: behind the ones before, but
+        never more of them than its interface can hold."""
+        now, took = time.monotonic(), self._job_time(data)
+        self._blind_jobs.append(took)
+        self._busy_until = min(max(now, self._busy_until) + took, now + sum(self._blind_jobs))
 
     def _out(self, data: bytes) -> bool | None:
         """Whether the job just sent is out of the printer: True when it answered GS r after it (within the time a slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from edge.app import Agent
 from edge.clock import Clock, SteppedClock
 from edge.config import parse_settings
 from edge.events import JobHeld, JobRedirected, PrinterStatusChanged
+from edge.printing import driver
 from edge.printing.decode import decode
 from edge.sim.printer import PaperSpeed, SimPrinter
 from edge.sim.smtp import SmtpSink
+from edge.transports.tcp import TcpTransport
 from tests.helpers import (
     api_client,
     config_dict,
@@ -153,6 +156,35 @@ async def test_a_rush_faster_than_a_printer_without_status_prints_is_no_outage_a
     await asyncio.sleep(1)  # room for a late mail
     assert [c.new for c in changes if c.printer == "kitchen" and c.new == "offline"] == []
     assert [m["Subject"] for m in sink.messages] == []
+
+
+async def test_a_printer_without_status_that_loses_power_after_a_rush_is_offline_once_four_tickets_could_print(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter], monkeypatch: Any
+) -> None:
+    """Its interface holds four connections at most (one served, three waiting: UB-E02 TRG 4.5), so after a rush no
+    more than four of our tickets can still be in it: refused longer than those take, it is gone, whatever the rush's
+    length. Before: it waited until the whole rush would have printed at the slowest printer's pace (after 20
+    tickets, minutes at the real pace) while the next ticket waited for a printer that had lost its power. The slowest
+    printer is ten times quicker here, so the test takes seconds, not minutes."""
+    monkeypatch.setattr(driver, "_SLOW_PRINTER_LINES_PER_S", 30.0)
+    monkeypatch.setattr(driver, "_SLOW_PRINTER_CUT_S", 0.1)
+    kitchen = printers["kitchen"]
+    kitchen.answer_status = False
+    kitchen.speed = PaperSpeed(mm_per_s=1000)  # still quicker than that slowest printer: the rush queues in it
+    agent, api = await start_agent(printer_options={"kitchen": {"status_timeout": 0.2}})
+    rush, late = tickets_only(example_order, 21)[:20], tickets_only(example_order, 21)[20]
+    for order in rush:
+        assert (await post(api, order))[0] == 201
+    await kitchen.wait_for_printed(20, timeout=30)
+    job_s = driver.PrinterDriver("t", TcpTransport("t", "127.0.0.1", 1), status_timeout=0.2)._job_time(
+        kitchen.printed[-1]
+    )
+    kitchen.set_offline(True)  # its power is pulled: the connections it still had waiting are gone with it
+    off = time.monotonic()
+    assert (await post(api, late))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", timeout=20 * job_s)
+    took = time.monotonic() - off
+    assert took < 4 * job_s + 1, (took, job_s)
 
 
 async def test_stale_ticket_is_held_until_released_or_discarded(
