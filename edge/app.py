@@ -128,7 +128,8 @@ class Agent:
             self.db = db = await Database.open(s.agent.db_path)
             self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops
             # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
-            await db.write(
+            started_mono = self.clock.mono()
+            new_box = await db.write(
                 lambda conn: first_records(conn, s.agent.store_id, now=self.clock.wall(), db=s.agent.db_path)
             )
             db.on_write_health = self._on_write_health
@@ -158,7 +159,14 @@ class Agent:
             # recovery are cancelled (an interrupted recovery run resumes at the next start).
             if s.central.url:
                 self.sync = SyncService(
-                    s, db=db, intake=intake, orders=orders, bus=self.bus, clock=self.clock, central_time=central_time
+                    s,
+                    db=db,
+                    intake=intake,
+                    orders=orders,
+                    bus=self.bus,
+                    clock=self.clock,
+                    central_time=central_time,
+                    first_start_mono=started_mono if new_box else None,
                 )
                 await self.sync.start()
                 self._on_stop(stack, "sync", self.sync.stop)

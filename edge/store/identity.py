@@ -38,21 +38,22 @@ async def record_store(conn: Writer, store_id: str, *, now: float, db_path: Path
         )
 
 
-async def _mark_first_start(conn: Writer, *, now: float) -> None:
+async def _mark_first_start(conn: Writer, *, now: float) -> bool:
     """At the agent's start: a database that never saw an order and has no mark yet is a new box's, and everything
     before ``now`` may have printed elsewhere (MAY_HAVE_PRINTED_KEY). From the start of its second: central's times
     are often whole seconds, and an order of that second is after the start. Not by `edge migrate`: the box may not
-    start for hours after it."""
-    await conn.execute(
+    start for hours after it. True when it was set."""
+    cursor = await conn.execute(
         "INSERT OR IGNORE INTO meta(key, value) SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM seen_orders)",
         (MAY_HAVE_PRINTED_KEY, repr(float(now // 1))),
     )
+    return cursor.rowcount == 1
 
 
-async def first_records(conn: Writer, store_id: str, *, now: float, db: Path) -> None:
-    """What the agent's start records: the store, and a new database's first start."""
+async def first_records(conn: Writer, store_id: str, *, now: float, db: Path) -> bool:
+    """What the agent's start records: the store, and a new database's first start (True: this is it)."""
     await record_store(conn, store_id, now=now, db_path=db)
-    await _mark_first_start(conn, now=now)
+    return await _mark_first_start(conn, now=now)
 
 
 def recorded_store(conn: sqlite3.Connection) -> str | None:

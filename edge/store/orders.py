@@ -277,6 +277,15 @@ class OrderStore:
         row = await self._db.fetchone(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
         return float(row[0]) if row else None
 
+    async def restate_first_start(self, was: float, now: float) -> None:
+        """A new database's first start, ``was`` on the box's clock, restated as ``now`` on central's (see
+        Recovery._history_line); a restore's mark since is left as it is."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE meta SET value = ? WHERE key = ? AND CAST(value AS REAL) = ?",
+                (repr(float(now)), MAY_HAVE_PRINTED_KEY, was),
+            )
+
     async def payloads(self, ids: list[str]) -> dict[str, str]:
         """The stored JSON by order id, for the ids that are stored."""
         if not ids:

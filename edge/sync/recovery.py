@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock, wait_set
+from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, RemoteClock, wait_set
 from edge.config import CentralSettings
 from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError
 from edge.events import (
@@ -63,7 +63,11 @@ class Recovery:
         settings: CentralSettings,
         history_age_s: float = 0.0,
         clock: Clock = SYSTEM_CLOCK,
+        central_time: RemoteClock | None = None,
+        first_start_mono: float | None = None,
     ) -> None:
+        """``first_start_mono``: when this run of the agent was a new database's first start, on the monotonic
+        clock (None: it was not)."""
         self._runs = RecoveryStore(db, bus=bus)
         self._clock = clock  # wall time for the run's records, monotonic for its duration
         self._client = client
@@ -75,6 +79,8 @@ class Recovery:
         # An order this database does not know, created this long before it may have printed what it does not know
         # (a new box, a restore), is history, not work: the longest a ticket may wait (0: none is).
         self._history_age_s = history_age_s
+        self._central_time = central_time
+        self._first_start_mono = first_start_mono
         self._task: asyncio.Task[None] | None = None
         self._cancel = asyncio.Event()
         self._active_id: int | None = None
@@ -243,8 +249,7 @@ class Recovery:
         await self._runs.clear_items(run_id)  # a resumed validation starts over
         self._prepared.clear()
         cursor, pages = await self._runs.since_cursor(run_id), 0
-        printed_until = await self._orders.may_have_printed_until()
-        history_before = printed_until - self._history_age_s if printed_until and self._history_age_s else None
+        history_before: float | None = None
         sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
         fetch = self._fetch(cursor)
         try:
@@ -272,6 +277,8 @@ class Recovery:
                         )
                     sent.add(next_cursor)
                     fetch = self._fetch(next_cursor)  # the next page travels while this one is classified
+                if not pages:  # central has answered: its clock is known
+                    history_before = await self._history_line()
                 await self._runs.save_page(
                     run_id, await self._classify(orders, page=pages, history_before=history_before), next_cursor
                 )
@@ -285,6 +292,26 @@ class Recovery:
                 fetch.cancel()
                 await asyncio.gather(fetch, return_exceptions=True)
         log.info("recovery_validated", pages=pages, counts=await self._runs.counts(run_id))
+
+    async def _history_line(self) -> float | None:
+        """Orders this database does not know that central created before this are history (None: none is).
+
+        A new database's first start was marked on the box's clock, and central's orders are on its own. A box without
+        a battery starts with the time it last saved, until NTP sets it (or never, NTP blocked by the shop's
+        firewall): behind, a month of central's orders would print; ahead, the orders before the start, and those
+        recovery brings back from after it, would never print. So the first start is restated on central's clock
+        (its answers' Date, carried on the monotonic clock) once central has answered, when the two differ by more
+        than CLOCK_OFF_S."""
+        printed_until = await self._orders.may_have_printed_until()
+        central_now = self._central_time.wall() if self._central_time is not None else None
+        if printed_until is not None and self._first_start_mono is not None and central_now is not None:
+            on_central = float((central_now - (self._clock.mono() - self._first_start_mono)) // 1)
+            self._first_start_mono = None
+            if abs(on_central - printed_until) > CLOCK_OFF_S:
+                await self._orders.restate_first_start(printed_until, on_central)
+                log.warning("first_start_restated", box_clock=printed_until, central_clock=on_central)
+                printed_until = on_central
+        return printed_until - self._history_age_s if printed_until and self._history_age_s else None
 
     def _fetch(self, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
         return asyncio.ensure_future(self._client.orders_since(cursor, self._settings.page_size))

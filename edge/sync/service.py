@@ -34,7 +34,9 @@ class SyncService:
         bus: EventBus,
         clock: Clock = SYSTEM_CLOCK,
         central_time: RemoteClock | None = None,
+        first_start_mono: float | None = None,
     ) -> None:
+        """``first_start_mono``: see Recovery."""
         central = settings.central
         self.settings = central
         self.central_time = central_time
@@ -53,6 +55,8 @@ class SyncService:
             settings=central,
             history_age_s=_history_age_s(settings),
             clock=clock,
+            central_time=central_time,
+            first_start_mono=first_start_mono,
         )
         self._schedule: asyncio.Task[None] | None = None
 

@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from tests.helpers import db_rows
 from tests.sync.conftest import Agents
+
+DAY_S = 86_400.0
 
 
 @pytest.mark.parametrize(
@@ -42,3 +45,34 @@ async def test_the_history_line_is_the_longest_a_ticket_may_wait_and_none_when_a
     assert (completed.counts["history"], completed.counts["stored"]) == (history, stored)
     copies = await db_rows(agent, "SELECT DISTINCT copy FROM print_jobs")
     assert copies == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("box_off_s", "set_by_ntp"),
+    [(-30 * DAY_S, True), (-30 * DAY_S, False), (DAY_S, False)],
+    ids=["a-month-behind-until-ntp", "a-month-behind-ntp-blocked", "a-day-ahead-ntp-blocked"],
+)
+async def test_a_new_boxs_first_start_is_taken_on_centrals_clock_when_the_box_clock_was_wrong(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, box_off_s: float, set_by_ntp: bool
+) -> None:
+    """A box without a battery (a Raspberry Pi) boots with the time it last saved; the agent's first start comes
+    before NTP sets the clock, or NTP is blocked by the shop's firewall, and central is reached later. Central's
+    orders are on its own clock: the line between history and the box's work is the first start on central's
+    clock too (its answers' Date, carried on the monotonic clock). An order from 3 days before is history, one from
+    10 minutes before a COPY. Before: the line was the box's wrong start time: behind, the 3-day-old order was the
+    box's work (its ticket held, its receipt printed); ahead by a day, the order from 10 minutes before was history,
+    never printed, and so was every order recovery brought back from the day after the start."""
+    now = datetime.now(UTC)
+    central.add_orders(
+        [make_order(1, created_at=now - timedelta(days=3)), make_order(2, created_at=now - timedelta(minutes=10))]
+    )
+    await central.set_up(False)  # the shop's line is not up yet
+    clock = SteppedClock(wall_offset=box_off_s)
+    agent, events = await agents.start(sync_settings(), clock=clock)
+    if set_by_ntp:
+        clock.step(-box_off_s)
+    await central.set_up(True)
+    [completed] = await events.wait(RecoveryCompleted)
+    assert (completed.counts["history"], completed.counts["stored"]) == (1, 1), completed.counts
+    jobs = "SELECT DISTINCT o.number, j.copy FROM orders o JOIN print_jobs j ON j.order_id = o.id"
+    assert await db_rows(agent, jobs) == [(make_order(2)["number"], 1)]  # ticket and receipt: COPY
