@@ -85,8 +85,14 @@ class JobAges:
             return waited
         central_now = self._central.wall() if self._central is not None else None
         if central_now is not None:
-            return max(central_now - created, waited)
-        return max(0.0, job.order_received_at - created) + waited
+            age = max(central_now - created, waited)
+        else:
+            age = max(0.0, job.order_received_at - created) + waited
+        if job.follows_printed_at is not None:
+            # A change or STORNO to a ticket printed lately (a person may have released an old one) is news for a meal
+            # being made: as old as that ticket's time on the rail, never older than its order.
+            age = min(age, max(0.0, self._clock.wall() - job.follows_printed_at))
+        return age
 
     def stale_after_s(self, job: PrintableJob) -> float:
         """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min),

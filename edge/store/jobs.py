@@ -31,7 +31,10 @@ PRINTABLE = (
     " AS base_payload,"
     " CASE WHEN j.variant IS NULL THEN o.received_at ELSE COALESCE((SELECT r.received_at FROM order_revisions r"
     " WHERE r.order_id = j.order_id AND r.revision = j.revision), o.received_at) END AS order_received_at,"
-    " o.created_at AS order_created_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+    " o.created_at AS order_created_at,"
+    " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(e.printed_at) FROM print_jobs e WHERE e.order_id ="
+    " j.order_id AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id AND e.state = 'printed') END"
+    " AS follows_printed_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 )
 _PRINTABLE_BY_ID = PRINTABLE + " WHERE j.id = ?"
 # A change or void ticket waits while an earlier ticket of its order and station is still to print: the kitchen reads

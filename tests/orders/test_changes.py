@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +415,38 @@ async def test_a_change_is_as_old_as_its_order(
         lambda rows: rows == [(state,)],
         what=f"the change ticket {state}",
     )
+
+
+@pytest.mark.parametrize("follow_up", ["cancel", "change"])
+async def test_a_cancel_or_change_right_after_a_released_old_ticket_printed_prints_at_once(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], follow_up: str
+) -> None:
+    """An order 3 hours old arrives (a sender that retried for hours): its ticket is held; a person releases it and
+    the cook starts on it. A minute later the guest cancels, or adds a dessert: that ticket is news for a meal being
+    made, not one long gone, and prints at once. Before: held as stale like its order (3 hours old), and the cook
+    went on cooking a cancelled order. A change to a ticket printed longer ago than the stale age is still held (see
+    test_a_change_is_as_old_as_its_order)."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
+    old = copy.deepcopy(example_order)
+    old["created_at"] = (datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)).isoformat()
+    async with api_client(agent) as api:
+        assert (await post(api, old))[0] == 201
+        await eventually(
+            lambda: job_rows(agent, "SELECT kind, state FROM print_jobs"), lambda r: ("ticket", "held") in r
+        )
+        [(job_id,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE kind = 'ticket'")
+        async with api.post(f"/api/v1/jobs/{job_id}/release") as response:
+            assert response.status == 200
+        await printers["kitchen"].wait_for_printed(1)
+        clock.advance(60)
+        if follow_up == "cancel":
+            async with api.post(f"/api/v1/orders/{old['id']}/cancel", json={"revision": 2}) as response:
+                assert response.status == 200
+        else:
+            assert (await post(api, dessert_added(old)))[0] == 200
+    second = decode((await printers["kitchen"].wait_for_printed(2, timeout=5))[1]).text
+    assert ("STORNO" if follow_up == "cancel" else "ÄNDERUNG") in second and old["number"] in second, second
 
 
 async def test_receipts_on_change_reprint_prints_the_new_revisions_receipt(
