@@ -40,6 +40,7 @@ class Router:
     receipt_printer: str | None
     receipts_by_default: bool
     reprint_receipt_on_change: bool = False
+    printers: frozenset[str] = frozenset()  # every printer the config has
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
@@ -48,6 +49,7 @@ class Router:
             receipt_printer=settings.receipts.printer,
             receipts_by_default=settings.receipts.by_default,
             reprint_receipt_on_change=settings.receipts.on_change == "reprint",
+            printers=frozenset(settings.printers),
         )
 
     def printer_for(self, kind: str, station: str | None) -> str | None:
@@ -78,6 +80,7 @@ class Router:
             plans=tuple(plans),
             source=source,
             routes=routes,
+            printers=self.printers,
             reprint_receipt=self.reprint_receipt_on_change,
         )
 

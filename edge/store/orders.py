@@ -31,12 +31,16 @@ class NewOrder:
     content_hash: str
     plans: tuple[JobPlan, ...]
     source: OrderSource = OrderSource.PUSH
-    # For a revision: the printer serving each configured station now ("": receipts), and receipts.on_change.
+    # For a revision: the printer serving each configured station now ("": receipts), every printer configured now,
+    # and receipts.on_change.
     routes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    printers: frozenset[str] = frozenset()
     reprint_receipt: bool = False
 
     def revision(self) -> Revision:
-        return Revision(self.order, self.payload, self.content_hash, self.source, self.routes, self.reprint_receipt)
+        return Revision(
+            self.order, self.payload, self.content_hash, self.source, self.routes, self.printers, self.reprint_receipt
+        )
 
 
 @dataclasses.dataclass(frozen=True)

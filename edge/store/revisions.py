@@ -76,6 +76,7 @@ class Revision:
     content_hash: str
     source: OrderSource
     routes: Mapping[str, str]  # the printer serving each station now ("": receipts)
+    printers: frozenset[str]  # every printer configured now
     reprint_receipt: bool
 
 
@@ -158,8 +159,10 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
             (json.dumps(plan.discard), json.dumps(_NOT_PRINTED)),
         )
     for planned in plan.add:
-        # No route now and never one before: held like an order's ticket for such a station (see plan_jobs).
-        printer = new.routes.get(planned.station or "") or last_printer.get(planned.station) or ""
+        # No route now: the printer its station's tickets went to, if the config still has it; else held like an
+        # order's ticket for such a station (see plan_jobs), not queued for a printer that is gone.
+        before = last_printer.get(planned.station) or ""
+        printer = new.routes.get(planned.station or "") or (before if before in new.printers else "")
         cursor = await conn.execute(
             "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision,"
             " variant, change_from, state, held_reason, held_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -284,3 +284,42 @@ async def test_a_receipt_asked_for_at_a_store_without_a_receipt_printer_is_held_
         lambda: job_rows(agent, "SELECT kind, printer, state, held_reason FROM print_jobs ORDER BY id"),
         lambda rows: rows == [("ticket", "kitchen", "printed", None), ("receipt", "", "held", "no_printer")],
     )
+
+
+async def test_a_change_for_a_station_whose_printer_left_the_config_is_held_and_alerted_not_stranded(
+    make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The bar closed: its station and printer leave the config, central still sends bar items. A change to an order
+    whose bar ticket printed before that is held for want of a printer (JobHeld names the station, for the manager's
+    mail), like a new order's bar ticket. Before: the change ticket was queued for the printer that was gone: never
+    printed, and nobody told until a restart."""
+    bar = SimPrinter("bar")
+    await bar.start()
+    try:
+        raw = config_dict(tmp_path / "data", {**printers, "bar": bar}, stations={"bar": "bar"})
+        order = make_order(1, print_receipt=False)
+        order["items"][1]["station"] = "bar"
+        first = await make_agent(parse_settings(copy.deepcopy(raw), source="test"))
+        async with api(first) as session:
+            assert (await post(session, order))[0] == 201
+        await bar.wait_for_printed(1)
+        await eventually(lambda: job_rows(first), lambda rows: all(r[0] == "printed" for r in rows))
+        await first.stop()
+
+        del raw["printers"]["bar"], raw["stations"]["bar"]
+        held: list[JobHeld] = []
+        second = await make_agent(
+            parse_settings(raw, source="test"), listen=lambda e: held.append(e) if isinstance(e, JobHeld) else None
+        )
+        changed = copy.deepcopy(order)
+        changed["revision"], changed["items"][1]["qty"] = 2, order["items"][1]["qty"] + 1
+        async with api(second) as session:
+            status, body = await post(session, changed)
+        assert (status, body["status"]) == (200, "updated"), body
+        await eventually(
+            lambda: job_rows(second, "SELECT station, printer, state, held_reason FROM print_jobs WHERE revision = 2"),
+            lambda rows: rows == [("bar", "", "held", "no_printer")],
+        )
+        assert [(e.station, e.reason) for e in held] == [("bar", "no_printer")]
+    finally:
+        await bar.stop()
