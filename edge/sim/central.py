@@ -62,6 +62,7 @@ class _Fault:
     path: str | None  # "orders", "events" or None for any API call (health is never faulted)
     status: int = 500
     retry_after: float | None = None
+    retry_after_as_date: bool = False  # Retry-After as an HTTP date on central's clock, not in seconds
     body: Any = None  # JSON to answer instead of the simulated error
     chunk: int = 64  # drip: bytes per write
     interval_s: float = 0.1  # drip: pause between writes
@@ -115,6 +116,9 @@ class CentralSim:
         # Answers served by a cache in front of central, made this long ago: dated then, with Age (RFC 9111 5.1).
         self.cached_for_s = 0
         self.health_latency_s = 0.0  # added to health answers only (a slow dependency check behind /v1/health)
+        # Down for maintenance: every request, health included, answered 503 with this Retry-After (seconds), as a
+        # gateway in front of a backend being upgraded does (RFC 9110 15.6.4); None: serving.
+        self.maintenance_retry_after: float | None = None
         self._capacity_rps: float | None = None
         self.cursor_mode: CursorMode = "position"  # the other two are the broken cursors the contract forbids
         self.up_at: float | None = None  # time.time() of the last set_up(True)
@@ -208,12 +212,14 @@ class CentralSim:
         status: int = 500,
         *,
         retry_after: float | None = None,
+        retry_after_as_date: bool = False,
         body: Any = None,
         path: str | None = None,
     ) -> None:
         """The next ``count`` API calls (not health; only ``path`` "orders" or "events" if given) answer ``status``,
-        with Retry-After if given and ``body`` instead of a simulated error if given (JSON; a str is sent as HTML)."""
-        self._faults.extend([_Fault("status", path, status, retry_after, body)] * count)
+        with Retry-After if given (seconds, or that much later as an HTTP date on central's clock) and ``body`` instead
+        of a simulated error if given (JSON; a str is sent as HTML)."""
+        self._faults.extend([_Fault("status", path, status, retry_after, retry_after_as_date, body)] * count)
 
     def clear_faults(self) -> None:
         """Forget every planned fault: the next calls are answered normally."""
@@ -339,7 +345,16 @@ class CentralSim:
             return None
         return (1.0 - self._bucket) / rps
 
+    def _retry_after(self, seconds: float, *, as_date: bool) -> dict[str, str]:
+        """The header either way RFC 9110 10.2.3 allows: a delay, or a date on this server's own clock."""
+        if as_date:
+            return {"Retry-After": email.utils.formatdate(_OWN_CLOCK() + self.clock_offset_s + seconds, usegmt=True)}
+        return {"Retry-After": f"{seconds:g}"}
+
     async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.maintenance_retry_after is not None:
+            later = self._retry_after(self.maintenance_retry_after, as_date=False)
+            return web.json_response({"error": "maintenance", "reason": "back soon"}, status=503, headers=later)
         if (wait := self._over_capacity()) is not None:
             return _error(429, "rate_limited", "too many requests", retry_after=max(1, math.ceil(wait)))
         if request.path == "/v1/health":
@@ -353,7 +368,9 @@ class CentralSim:
             return await handler(request)
         self._faults.remove(fault)
         if fault.kind == "status":
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+            headers: dict[str, str] | None = None
+            if fault.retry_after is not None:
+                headers = self._retry_after(fault.retry_after, as_date=fault.retry_after_as_date)
             if isinstance(fault.body, str):  # a proxy's or gateway's page, not the backend's JSON
                 return web.Response(text=fault.body, status=fault.status, headers=headers, content_type="text/html")
             body = fault.body if fault.body is not None else {"error": "simulated", "reason": f"HTTP {fault.status}"}

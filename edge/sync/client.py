@@ -38,7 +38,15 @@ class CentralTimeoutError(CentralUnreachableError):
     """No (whole) answer within the timeouts: a slow backend or a dead line; other calls' answers tell which."""
 
 
-class CentralBusyError(CentralApiError):
+class CentralLaterError(CentralApiError):
+    """429 or a 5xx that may pass: retried; ``retry_after_s`` is the answer's Retry-After, if it had one."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class CentralBusyError(CentralLaterError):
     """429: the backend is alive and asks for patience (Retry-After); retried, and proof the line is up."""
 
 
@@ -87,8 +95,10 @@ def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2**attempt))
 
 
-def retry_after_s(value: str | None) -> float | None:
-    """Retry-After as seconds or an HTTP date; None when absent or unreadable."""
+def retry_after_s(value: str | None, date: str | None = None) -> float | None:
+    """Retry-After as seconds or an HTTP date; None when absent or unreadable. A date is on the server's clock: the
+    wait is measured against the answer's own ``date`` (its Date header), the box's clock only without one, so a
+    clock off by an hour on either side does not turn a wait into none (or into an hour)."""
     if not value:
         return None
     try:
@@ -96,7 +106,11 @@ def retry_after_s(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        now = parsedate_to_datetime(date).timestamp() if date else time.time()
+    except (TypeError, ValueError):
+        now = time.time()
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError):
         return None
 
@@ -262,7 +276,7 @@ class CentralClient:
                 moved_to = response.headers.get("Location", "")
                 self._heard_date(response.headers, time.monotonic() - sent)
                 text = await response.text()
-                retry_after = retry_after_s(response.headers.get("Retry-After"))
+                retry_after = retry_after_s(response.headers.get("Retry-After"), response.headers.get("Date"))
         except aiohttp.ClientHttpProxyError as err:  # the proxy refused the CONNECT: central was never asked
             raise self._proxy_refused(method, url, err.status, err.message) from None
         except (aiohttp.ClientError, TimeoutError) as err:
@@ -292,9 +306,9 @@ class CentralClient:
         if status < 300:
             raise CentralApiError(f"{message} (the contract answers 200)")
         if status == 429:
-            raise _RetryableError(CentralBusyError(message), retry_after)
+            raise _RetryableError(CentralBusyError(message, retry_after))
         if status in _RETRY_STATUSES:
-            raise _RetryableError(CentralApiError(message), retry_after)
+            raise _RetryableError(CentralLaterError(message, retry_after))
         raise CentralRejectedError(message, status, text[:500]) if 400 <= status < 500 else CentralApiError(message)
 
     def _proxy_refused(self, method: str, url: str, status: int, reason: str) -> Exception:
@@ -314,7 +328,7 @@ class CentralClient:
 
 
 class _RetryableError(Exception):
-    def __init__(self, cause: CentralApiError, retry_after: float | None = None) -> None:
+    def __init__(self, cause: CentralApiError) -> None:
         super().__init__(str(cause))
         self.cause = cause
-        self.retry_after = retry_after
+        self.retry_after = cause.retry_after_s if isinstance(cause, CentralLaterError) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import structlog
 
@@ -10,7 +11,7 @@ from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus
-from edge.sync.client import CentralBusyError, CentralClient, CentralTimeoutError
+from edge.sync.client import CentralBusyError, CentralClient, CentralLaterError, CentralTimeoutError
 
 log = structlog.get_logger()
 
@@ -84,6 +85,13 @@ class LinkMonitor:
             log.warning("central_link_down", detail=detail)
         self._bus.publish(CentralLinkChanged(up=up, detail=detail))
 
+    def _told(self, err: CentralLaterError) -> float:
+        """The wait its Retry-After asked for (up to retry_max_s), plus jitter: a fleet told the same does not come
+        back in one burst; 0 without one."""
+        if not err.retry_after_s:
+            return 0.0
+        return min(err.retry_after_s, self._settings.retry_max_s) + random.uniform(0, self._settings.retry_base_s)
+
     async def _run(self) -> None:
         delay = _PROBE_MIN_S
         while True:
@@ -96,12 +104,14 @@ class LinkMonitor:
                 else:
                     self._set(False, str(err))
                     wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
-            except CentralBusyError:  # an answer: the backend is there, only busy; the probe just came too soon
+            except CentralBusyError as err:  # an answer: the backend is there, only busy; the probe came too soon
                 self._set(True, "")
-                wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
+                wait, delay = max(self._settings.probe_up_s, self._told(err)), _PROBE_MIN_S
             except CentralApiError as err:
                 self._set(False, str(err))
                 wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
+                if isinstance(err, CentralLaterError):  # down for maintenance: asked again when it said
+                    wait = max(wait, self._told(err))
             else:
                 self._set(True, "")
                 wait, delay = self._settings.probe_up_s, _PROBE_MIN_S

@@ -47,3 +47,21 @@ async def test_recovery_and_reporting_survive_each_fault_mode(
     assert set(central.events) == want
     # Two cut-off answers in a row may send one batch three times; the keys make the repeats duplicates, not events.
     assert central.posted.most_common(1)[0][1] <= 3
+
+
+async def test_a_retry_after_date_is_read_on_centrals_clock_not_the_boxs(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Central's clock is an hour behind the box's (or the box's ahead: no battery, a hardware clock kept in local
+    time). Busy, it answers the orders list 429 with Retry-After as an HTTP date two seconds ahead on its own clock
+    (RFC 9110 10.2.3): the agent waits those two seconds, measured against the answer's own Date, and the run
+    completes. Before: the date was read on the box's clock, an hour past: the agent came back at once (13 ms here),
+    and a busy spell longer than its six tries failed the run."""
+    central.clock_offset_s = -3600
+    central.create_orders(3, prefix="skew")
+    central.fail_next(2, 429, retry_after=2, retry_after_as_date=True, path="orders")
+    _, events = await agents.start(sync_settings(retry_max_s=5.0))
+    [completed] = await events.wait(RecoveryCompleted, timeout=15)
+    assert completed.counts["stored"] == 3
+    lists = [t for t, method, path, _ in central.requests if method == "GET" and path.endswith("/orders")]
+    assert lists[1] - lists[0] >= 1.5 and lists[2] - lists[1] >= 1.5, lists
