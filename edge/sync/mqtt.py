@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import MqttSettings, Settings
@@ -300,8 +301,11 @@ class MqttLink:
             self._next_delay(client)
             return
         self._up_at = time.monotonic()
-        # Subscribing again is harmless with a kept session and needed when the broker lost it.
-        client.subscribe(self.topics["orders"], qos=QOS)
+        # Subscribing again is harmless with a kept session and needed when the broker lost it. No retained message:
+        # the broker would hand one (a publisher's mistake: an order is news, not state) to every subscription made,
+        # so it would be taken again at every connect; an order never got live comes with recovery.
+        options = SubscribeOptions(qos=QOS, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        client.subscribe(self.topics["orders"], options=options)
         self._to_loop(self._connected, bool(flags.session_present))
 
     def _on_subscribe(self, _c: paho.Client, _u: object, _mid: int, reasons: list[ReasonCode], _p: object) -> None:

@@ -272,3 +272,26 @@ async def test_pubacks_go_out_in_the_order_the_orders_arrived(
     finally:
         await backend.close()
         await broker.stop()
+
+
+async def test_a_retained_message_on_the_orders_topic_is_taken_once_not_again_at_every_connect(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """A backend that publishes with the retain flag (a mistake: an order is news, not state) leaves its last message
+    on the topic, and a broker hands a retained message to every subscription made (MQTT 5.0 3.3.1.3), and the agent
+    subscribes at each connect. Taken once as it came, it is not taken again: the agent asks for no retained messages
+    (Retain Handling 2, 3.8.3.1); an order it never got live, recovery brings from central. Before: one bad payload,
+    retained, was rejected, reported to central with a new key and alerted again at every connect."""
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    await backend.publish(ORDERS, b"\xff not json", retain=True)
+    await eventually(lambda: db_rows(agent, "SELECT COUNT(*) FROM mqtt_rejects"), lambda rows: rows == [(1,)])
+    await agent.stop()
+    for n in (1, 2):
+        again = await make_agent(mqtt=mqtt_section(broker))
+        marker = make_order(n, prefix="after", print_receipt=False)
+        await backend.publish(ORDERS, marker)  # anything delivered before it is handled once it printed
+        await wait_until(lambda m=marker: tickets_for(printers["kitchen"], m["number"]), what="the marker printed")
+        assert await db_rows(again, "SELECT COUNT(*) FROM mqtt_rejects") == [(1,)]
+        await again.stop()
+    assert len({e["idempotency_key"] for e in await _events(backend, "rejected")}) == 1  # reported once (maybe resent)
