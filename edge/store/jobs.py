@@ -32,8 +32,9 @@ PRINTABLE = (
     " CASE WHEN j.variant IS NULL THEN o.received_at ELSE COALESCE((SELECT r.received_at FROM order_revisions r"
     " WHERE r.order_id = j.order_id AND r.revision = j.revision), o.received_at) END AS order_received_at,"
     " o.created_at AS order_created_at,"
-    " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(e.printed_at) FROM print_jobs e WHERE e.order_id ="
-    " j.order_id AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id AND e.state = 'printed') END"
+    " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(CASE e.state WHEN 'printed' THEN e.printed_at"
+    " WHEN 'printing' THEN j.created_at END) FROM print_jobs e WHERE e.order_id = j.order_id"
+    " AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id) END"
     " AS follows_printed_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 )
 _PRINTABLE_BY_ID = PRINTABLE + " WHERE j.id = ?"

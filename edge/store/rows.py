@@ -93,7 +93,8 @@ class PrintableJob(Job):
     order_received_at: float  # when we stored the order (our wall clock); for a job born of a change, its revision
     order_created_at: str  # central's created_at, ISO 8601
     base_payload: str | None = None  # change and cancel: the JSON of the revision on paper (change_from)
-    # Change and cancel: when the last earlier ticket of its order and station was printed (our wall clock), if one was
+    # Change and cancel: when the last earlier ticket of its order and station was printed (our wall clock), if one
+    # was; one still printing (its mark not yet committed) counts as printed when this job was made
     follows_printed_at: float | None = None
 
     @classmethod
