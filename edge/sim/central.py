@@ -84,6 +84,7 @@ class StoreState:
     posted: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # every key answered
     reject_keys: set[str] = dataclasses.field(default_factory=set)
     reject_types: set[str] = dataclasses.field(default_factory=set)
+    refused_orders: dict[str, int] = dataclasses.field(default_factory=dict)  # order id -> status its events get
 
 
 class CentralSim:
@@ -240,6 +241,17 @@ class CentralSim:
         state = self.stores[store or self.store_id]
         state.reject_keys |= keys or set()
         state.reject_types |= types or set()
+
+    def refuse_orders(self, order_ids: set[str], *, status: int = 410, store: str | None = None) -> None:
+        """From the next POST on, a batch holding an event of one of these orders is refused whole with ``status``, as a
+        backend answers for an order it archived or deleted: 410 or 409 ``{"error": "order_gone"}``, 422 as a web
+        framework's validation error (``{"detail": [...]}``, none of the contract's codes). Nothing of it is applied."""
+        self.stores[store or self.store_id].refused_orders |= dict.fromkeys(order_ids, status)
+
+    def accept_orders(self, order_ids: set[str], *, store: str | None = None) -> None:
+        """The refusal of ``refuse_orders`` lifted (the order restored at central): their events are taken again."""
+        for order_id in order_ids:
+            self.stores[store or self.store_id].refused_orders.pop(order_id, None)
 
     def add_orders(
         self, orders: list[dict[str, Any]], *, store: str | None = None, changed_at: int | None = None
@@ -446,6 +458,9 @@ class CentralSim:
                 return _refusal(error, f"events[{n}]: {reason}; nothing in this batch was applied", n, key)
         state.posted.update(e["idempotency_key"] for e in events)
         for n, event in enumerate(events):
+            if (status := state.refused_orders.get(event["order_id"])) is not None:
+                return _order_gone(status, event["order_id"], n)
+        for n, event in enumerate(events):
             if event["idempotency_key"] in state.reject_keys or event["event"] in state.reject_types:
                 return _refusal(
                     "invalid_event",
@@ -524,6 +539,15 @@ async def _deliver_badly(request: web.Request, response: web.Response, fault: _F
 def _error(status: int, error: str, reason: str, *, retry_after: float | None = None) -> web.Response:
     headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
     return web.json_response({"error": error, "reason": reason}, status=status, headers=headers)
+
+
+def _order_gone(status: int, order_id: str, index: int) -> web.Response:
+    """An archived order's events, refused the way real backends do it: not the contract's permanent refusal."""
+    if status == 422:  # FastAPI / pydantic: the framework's own validation error, no "error" code
+        detail = [{"loc": ["body", "events", index, "order_id"], "msg": f"order {order_id} is archived"}]
+        return web.json_response({"detail": detail}, status=status)
+    reason = f"order {order_id} was archived; nothing in this batch was applied"
+    return web.json_response({"error": "order_gone", "reason": reason}, status=status)
 
 
 def _refusal(error: str, reason: str, index: int, key: str | None) -> web.Response:
