@@ -218,6 +218,18 @@ class MqttOrderRejected(Event):
     reason: str
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OrderEventsRefused(Event):
+    """Central refused an order's oldest pending status event on its own, not for good (a 410 for an order it archived,
+    a 409, a 422 without the contract's codes): that order's events wait, tried again now and then; the others' go."""
+
+    order_id: str
+    number: str | None  # None when the order's row is gone
+    status: int
+    reason: str  # central's answer, shortened
+    waiting: int  # the order's events pending
+
+
 Handler = Callable[[Any], None]
 
 

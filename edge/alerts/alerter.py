@@ -40,6 +40,7 @@ from edge.events import (
     MqttConnectionChanged,
     MqttOrderRejected,
     OrderConflicted,
+    OrderEventsRefused,
     OrderTotalsMismatched,
     PrinterStatusChanged,
     RecoveryCompleted,
@@ -51,6 +52,7 @@ from edge.events import (
 from edge.states import HoldReason, JobState
 from edge.store import Database, JobStore
 from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal, compact
+from edge.store.outbox import OutboxStore
 
 log = structlog.get_logger()
 
@@ -110,6 +112,7 @@ class Alerter:
         self._cfg = settings.alerts
         self._store = AlertStore(db)
         self._jobs = JobStore(db)
+        self._status_events = OutboxStore(db)
         self._bus = bus
         self._mailer = mailer
         self._renderer = make_renderer(settings)
@@ -221,6 +224,17 @@ class Alerter:
                 elif self._central_down_since is None:
                     self._central_down_since = self.clock.mono()
                     self._central_detail = detail
+            case OrderEventsRefused():
+                self._signal(
+                    "central_refused_events",
+                    event.order_id,
+                    True,
+                    order=event.number or event.order_id,
+                    status=event.status,
+                    waiting=event.waiting,
+                    retry_min=f"{self._settings.central.refused_retry_s / 60:g}",
+                    detail=f"HTTP {event.status}: {event.reason}",
+                )
             case RecoveryFailed():
                 self._signal(
                     "recovery_failed", "recovery", True, phase=event.phase, detail=event.error, run_id=event.run_id
@@ -273,6 +287,7 @@ class Alerter:
             ("print_job_unrouted", JobState.HELD),
         )
         firing = [(type_name, state, await self._store.firing(type_name)) for type_name, state in job_alerts]
+        refused = await self._store.firing("central_refused_events")  # one group per order, read before its events
         unrouted_groups = await self._store.firing("station_unrouted")
         counts = await self._jobs.counts()
         oldest = await self._jobs.oldest_waiting()
@@ -284,6 +299,10 @@ class Alerter:
             for group in groups:
                 if not counts.get((group.subject, state)):
                     self._signal(type_name, group.subject, False)
+        still_refused = await self._status_events.pending_orders([g.subject for g in refused])
+        for group in refused:
+            if group.subject not in still_refused:  # every event of the order delivered (or settled by hand)
+                self._signal("central_refused_events", group.subject, False)
         unrouted = await self._jobs.unrouted_stations()
         for group in unrouted_groups:
             if (None if group.subject == UNROUTED_RECEIPTS else group.subject) not in unrouted:
@@ -519,6 +538,7 @@ class Alerter:
             OrderTotalsMismatched,
             MqttConnectionChanged,
             MqttOrderRejected,
+            OrderEventsRefused,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._mail_task = asyncio.create_task(

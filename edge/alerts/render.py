@@ -218,6 +218,24 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Check the internet connection and router. The agent fetches missed orders on its own afterwards.",
         ),
     },
+    "central_refused_events": {
+        "de": (
+            "Bestellung {order}: Zentrale nimmt die Statusmeldungen nicht an",
+            "Die Zentrale lehnt die Statusmeldungen zur Bestellung {order} (ID {subject}) ab, HTTP {status}."
+            " {waiting} Meldungen warten hier und werden alle {retry_min} Minuten erneut angeboten; die Meldungen"
+            " der anderen Bestellungen gehen weiter, gedruckt wird wie immer.",
+            "Der Zentrale (dem Backend-Team) die Bestellung und ihre Antwort melden. Nimmt sie die Bestellung wieder"
+            " an, gehen die Meldungen von selbst nach.",
+        ),
+        "en": (
+            "Order {order}: central backend refuses its status events",
+            "The central backend refuses the status events of order {order} (id {subject}), HTTP {status}. {waiting}"
+            " events wait here and are offered again every {retry_min} minutes; the other orders' events go on,"
+            " printing is not affected.",
+            "Tell the central backend's team about the order and its answer. Once it takes the order again, the"
+            " events follow on their own.",
+        ),
+    },
     "recovery_failed": {
         "de": (
             "Nachholen verpasster Bestellungen fehlgeschlagen",

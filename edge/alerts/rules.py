@@ -45,6 +45,8 @@ TYPES: dict[str, AlertType] = {
             inhibited_by=(("printer_offline", _ANY_SUBJECT), ("printer_paper_out", _ANY_SUBJECT)),
         ),
         AlertType("central_unreachable", WARNING),
+        # Central refuses an order's status events (not for good): they wait, the other orders' go; one group per order.
+        AlertType("central_refused_events", WARNING),
         AlertType("recovery_failed", CRITICAL, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
         AlertType("storage_problem", CRITICAL),
         # Found by recovery; grouped per kind, one item per order. Resolved by a later run that finds none.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from edge.states import StatusEvent
@@ -40,14 +40,44 @@ class OutboxStore:
         row = await self._db.fetchone("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL")
         return OutboxBacklog(pending=row[0] if row else 0, oldest_at=row[1] if row else None)
 
-    async def oldest(self, limit: int, *, up_to: int | None = None) -> list[OutboxItem]:
-        """The oldest pending events (with ids up to ``up_to``), in the order they happened."""
+    async def oldest(
+        self, limit: int, *, up_to: int | None = None, set_aside: Collection[str] = ()
+    ) -> list[OutboxItem]:
+        """The oldest pending events (with ids up to ``up_to``, of orders not ``set_aside``), in the order they
+        happened."""
         rows = await self._db.fetchall(
-            "SELECT id, idempotency_key, payload FROM outbox"
-            " WHERE delivered_at IS NULL AND (?1 IS NULL OR id <= ?1) ORDER BY id LIMIT ?2",
-            (up_to, limit),
+            "SELECT id, order_id, idempotency_key, payload FROM outbox WHERE delivered_at IS NULL"
+            " AND (?1 IS NULL OR id <= ?1) AND order_id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT ?2",
+            (up_to, limit, json.dumps(list(set_aside))),
         )
         return [OutboxItem.from_row(r) for r in rows]
+
+    async def oldest_of(self, order_id: str) -> OutboxItem | None:
+        """The order's oldest pending event: the one that goes first, so its events keep their order."""
+        row = await self._db.fetchone(
+            "SELECT id, order_id, idempotency_key, payload FROM outbox"
+            " WHERE delivered_at IS NULL AND order_id = ? ORDER BY id LIMIT 1",
+            (order_id,),
+        )
+        return None if row is None else OutboxItem.from_row(row)
+
+    async def waiting_of(self, order_id: str) -> tuple[int, str | None]:
+        """The order's pending events, and its number (None once its row is gone), for the person told about them."""
+        row = await self._db.fetchone(
+            "SELECT COUNT(*), (SELECT number FROM orders WHERE id = ?1) FROM outbox"
+            " WHERE delivered_at IS NULL AND order_id = ?1",
+            (order_id,),
+        )
+        return (0, None) if row is None else (int(row[0]), row[1])
+
+    async def pending_orders(self, order_ids: Collection[str]) -> set[str]:
+        """Those of these orders with events still pending."""
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT order_id FROM outbox WHERE delivered_at IS NULL"
+            " AND order_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(order_ids)),),
+        )
+        return {r[0] for r in rows}
 
     async def last_pending_id(self) -> int | None:
         row = await self._db.fetchone("SELECT MAX(id) FROM outbox WHERE delivered_at IS NULL")

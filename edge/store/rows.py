@@ -162,6 +162,7 @@ class OutboxItem:
     """A status event waiting for central (table outbox)."""
 
     id: int  # its place in line: events of one order go out in the order they happened
+    order_id: str
     idempotency_key: str  # order:event:suffix, the same on every attempt
     payload: str  # JSON as central receives it (without the key)
 

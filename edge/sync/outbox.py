@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Callable, Sequence
 
 import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.errors import CentralApiError
-from edge.events import CentralLinkChanged, EventBus, JobDead, JobPrinted, OrderRevised, OrderStored, ScanRecorded
+from edge.events import (
+    CentralLinkChanged,
+    EventBus,
+    JobDead,
+    JobPrinted,
+    OrderEventsRefused,
+    OrderRevised,
+    OrderStored,
+    ScanRecorded,
+)
 from edge.store import Database
 from edge.store.outbox import OutboxStore
 from edge.store.rows import OutboxItem
@@ -22,6 +32,12 @@ log = structlog.get_logger()
 _GATHER_S = 0.05
 # Even without a wake-up, look again this often (rows written by other parts, retries after a failure).
 _IDLE_S = 5.0
+# Refusals that may concern events of the batch rather than the store, the token, the URL or the request as a whole:
+# an order central archived (410), a state it will not take (409), its own validation without the contract's code
+# (422). The batch is split to find the order; 400, 401, 403, 404, 405 or 408 would refuse every event alike.
+_ORDER_REFUSALS = frozenset({409, 410, 422})
+# A set-aside order is tried again after refused_retry_s and up to this part of it more, so a fleet spreads out.
+_JITTER = 0.1
 
 
 class OutboxSender:
@@ -34,7 +50,11 @@ class OutboxSender:
     oldest half first, until every event is either acknowledged or refused on its own; such an event is marked
     rejected (delivered_at set, the reason in the payload under edge.store.outbox.REJECTED_KEY), logged as
     ``outbox_event_rejected`` and never sent again. A 413 splits too, but never rejects: one event too big for a
-    proxy stays pending. Every other refusal (a proxy's 405, a 410, a 400, auth) rejects nothing: the batch stays
+    proxy stays pending. A 409, a 410 or another 422 splits as well, and an event refused on its own sets its order
+    aside: nothing is rejected, the order's events stay pending and wait (its later ones too, so they keep their
+    order) while the other orders' go; every ``refused_retry_s`` its oldest event is sent alone, and once central
+    takes it the order's events go as before. Each order set aside is published (OrderEventsRefused: a person is
+    told). Every other refusal (a proxy's 405, a 400, auth) rejects nothing and sets nothing aside: the batch stays
     pending.
     """
 
@@ -46,9 +66,16 @@ class OutboxSender:
         *,
         batch_size: int,
         link_up: Callable[[], bool],
+        refused_retry_s: float,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = OutboxStore(db)
+        self._bus = bus
+        self._refused_retry_s = refused_retry_s
+        # Orders whose events wait because central refused the oldest on its own -> when to try it again (monotonic).
+        # In memory: a restart simply tries them again.
+        self._set_aside: dict[str, float] = {}
+        self._told: set[str] = set()  # of those, the ones published in this run (told once, not at every try)
         self._clock = clock
         self._client = client
         self._batch_size = min(batch_size, MAX_EVENTS_PER_POST)
@@ -76,14 +103,23 @@ class OutboxSender:
 
     async def send_once(self, up_to: int | None = None) -> int:
         """Deliver the oldest pending batch (ids <= up_to); returns the rows settled (acknowledged or rejected)."""
+        return (await self._send_batch(up_to))[1]
+
+    async def _send_batch(self, up_to: int | None) -> tuple[bool, int]:
+        """(whether there was a batch to send, rows settled). A batch settles rows or sets an order aside, whose rows
+        the next one leaves out: each is progress."""
         async with self._lock:
-            items = await self._store.oldest(self._batch_size, up_to=up_to)
+            items = await self._store.oldest(self._batch_size, up_to=up_to, set_aside=self._set_aside.keys())
             if not items:
-                return 0
-            return await self._settle(items)
+                return False, 0
+            return True, await self._settle(items)
 
     async def _settle(self, items: Sequence[OutboxItem]) -> int:
-        """POST these rows as one batch; on a permanent refusal bisect. Returns rows acknowledged or rejected."""
+        """POST these rows as one batch; on a refusal about its events bisect. Returns rows acknowledged or rejected."""
+        # An order set aside by an earlier half waits whole: its later events must not overtake the refused one.
+        items = [i for i in items if i.order_id not in self._set_aside]
+        if not items:
+            return 0
         ids = [i.id for i in items]
         try:
             await self._client.post_events(
@@ -91,13 +127,18 @@ class OutboxSender:
             )
         except CentralApiError as err:
             await self._store.count_attempt(ids)
-            if not isinstance(err, CentralRejectedError) or not (err.permanent_for_event or err.status == 413):
+            if not isinstance(err, CentralRejectedError) or not (
+                err.permanent_for_event or err.status == 413 or err.status in _ORDER_REFUSALS
+            ):
                 raise
             if len(items) == 1:
-                if not err.permanent_for_event:
+                if err.permanent_for_event:
+                    await self._reject(items[0], err)
+                    return 1
+                if err.status == 413:
                     raise
-                await self._reject(items[0], err)
-                return 1
+                await self._put_aside(items[0], err)
+                return 0
             # Which event does the backend refuse? Halves, oldest first, so the good ones still go and in order.
             log.warning("outbox_batch_split", events=len(ids), first_id=ids[0], last_id=ids[-1], status=err.status)
             half = len(items) // 2
@@ -106,6 +147,49 @@ class OutboxSender:
         await self._store.delivered(ids, self._clock.wall())
         log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
         return len(ids)
+
+    async def _put_aside(self, item: OutboxItem, err: CentralRejectedError) -> None:
+        """Central refused the order's oldest pending event on its own, not for good: its events wait, the others go."""
+        self._set_aside[item.order_id] = self._clock.mono() + self._refused_retry_s * random.uniform(1, 1 + _JITTER)
+        if item.order_id in self._told:  # refused again when tried alone
+            log.info("outbox_order_still_refused", order_id=item.order_id, status=err.status)
+            return
+        self._told.add(item.order_id)
+        reason = (err.body or str(err))[:200]
+        waiting, number = await self._store.waiting_of(item.order_id)
+        log.warning(
+            "outbox_order_set_aside",
+            order_id=item.order_id,
+            key=item.idempotency_key,
+            status=err.status,
+            reason=reason,
+            waiting=waiting,
+            retry_in_s=self._refused_retry_s,
+        )
+        self._bus.publish(
+            OrderEventsRefused(order_id=item.order_id, number=number, status=err.status, reason=reason, waiting=waiting)
+        )
+
+    async def _try_set_aside(self) -> int:
+        """Each set-aside order whose time has come: its oldest pending event alone. Taken (or rejected for good), the
+        order's events go with the others again, the rest of them in the batches that follow; refused, it waits
+        another round. Returns the rows settled."""
+        now, total = self._clock.mono(), 0
+        for order_id in [o for o, retry_at in self._set_aside.items() if retry_at <= now]:
+            async with self._lock:
+                del self._set_aside[order_id]
+                item = await self._store.oldest_of(order_id)
+                try:
+                    if item is not None:  # None: settled meanwhile (by hand, or purged)
+                        total += await self._settle([item])
+                except CentralApiError:
+                    # Not about the order (the line, the token): it waits another round, the batches say the rest.
+                    self._set_aside[order_id] = now + self._refused_retry_s
+                    raise
+                if order_id not in self._set_aside:
+                    self._told.discard(order_id)
+                    log.info("outbox_order_taken_again", order_id=order_id)
+        return total
 
     async def _reject(self, item: OutboxItem, err: CentralRejectedError) -> None:
         now = self._clock.wall()
@@ -126,13 +210,16 @@ class OutboxSender:
         return await self._store.rejected()
 
     async def flush(self) -> int:
-        """Deliver everything pending now (not what is written meanwhile, or a busy store would never finish)."""
+        """Deliver everything pending now (not what is written meanwhile, or a busy store would never finish); an order
+        set aside only when its time has come."""
+        total = await self._try_set_aside()
         last = await self._store.last_pending_id()
         if last is None:
-            return 0
-        total = 0
-        while sent := await self.send_once(up_to=last):
-            total += sent
+            return total
+        more = True
+        while more:
+            more, settled = await self._send_batch(last)
+            total += settled
         return total
 
     async def _run(self) -> None:

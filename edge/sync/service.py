@@ -43,7 +43,13 @@ class SyncService:
         self.client = CentralClient(central, settings.agent.store_id, central_time=central_time)
         self.monitor = LinkMonitor(self.client, bus, central, clock=clock)
         self.outbox = OutboxSender(
-            db, self.client, bus, batch_size=central.batch_size, link_up=self._link_up, clock=clock
+            db,
+            self.client,
+            bus,
+            batch_size=central.batch_size,
+            link_up=self._link_up,
+            refused_retry_s=central.refused_retry_s,
+            clock=clock,
         )
         self.recovery = Recovery(
             db=db,

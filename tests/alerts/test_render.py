@@ -23,6 +23,13 @@ GROUP_DETAILS = {
     "station_unrouted": {"items": [{"id": 9, "order": "ord_9"}]},
     "queue_backlog": {"waiting": 61, "oldest_min": 12},
     "central_unreachable": {"down_min": "5"},
+    "central_refused_events": {
+        "order": "ord_9",
+        "status": 410,
+        "waiting": 3,
+        "retry_min": "5",
+        "detail": 'HTTP 410: {"error": "order_gone"}',
+    },
     "recovery_failed": {"phase": "processing", "detail": "HTTP 502"},
     "storage_problem": {"detail": "disk is full"},
     "recovery_conflict": {"items": [{"id": "ord_9", "order": "ord_9", "error": "differs in: items"}], "run_id": 3},
@@ -38,6 +45,7 @@ GROUP_DETAILS = {
 SUBJECTS = {
     "queue_backlog": "queue",
     "central_unreachable": "central",
+    "central_refused_events": "ord_9",
     "recovery_failed": "recovery",
     "storage_problem": "database",
     "recovery_conflict": "recovery",

@@ -1,5 +1,7 @@
 """A batch the backend refuses for good (422) is split: good events still go, once and in order; the bad one is marked
-rejected and never sent again. Auth and other "fix it and retry" answers keep the batch pending."""
+rejected and never sent again. A refusal of one order's events that is not for good (410, 409, another 422) sets that
+order aside, its events pending and tried again now and then, a person told; the other orders' events still go. Auth
+and other "fix it and retry" answers keep the batch pending."""
 
 from __future__ import annotations
 
@@ -11,16 +13,18 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import CentralSettings, Secret, Settings
 from edge.errors import CentralApiError
 from edge.events import EventBus, JobPrinted, RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import example_order
+from edge.sim.smtp import SmtpSink
 from edge.store import Database
 from edge.store.outbox import REJECTED_KEY, add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
-from tests.helpers import api_client, db_rows, eventually
+from tests.helpers import api_client, db_rows, eventually, mail_to
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE, Agents
 
 MakeSender = Callable[..., Awaitable[OutboxSender]]
@@ -39,6 +43,17 @@ EVENTS = [
     ("B", "fulfilled", "0"),
 ]
 POISON = "B:printed:2"
+RETRY_S = 60.0  # refused_retry_s of the senders below: an order central refused is tried again after this (+ jitter)
+
+
+class SteppedClock(Clock):
+    """Monotonic time that moves only when the test says so: a sender's "later" without waiting for it."""
+
+    def __init__(self) -> None:
+        self.monotonic = 1000.0
+
+    def mono(self) -> float:
+        return self.monotonic
 
 
 @pytest.fixture
@@ -55,13 +70,15 @@ async def make_sender(db: Database, central: CentralSim) -> AsyncIterator[MakeSe
     central.add_orders([example_order() | {"id": order_id} for order_id in "ABC"])
     clients: list[CentralClient] = []
 
-    async def make(batch_size: int = 50, token: str = CENTRAL_TOKEN) -> OutboxSender:
+    async def make(batch_size: int = 50, token: str = CENTRAL_TOKEN, clock: Clock = SYSTEM_CLOCK) -> OutboxSender:
         client = CentralClient(
             CentralSettings(**{**FAST, "url": central.url, "token": Secret(token), "max_attempts": 1}), STORE
         )
         await client.start()
         clients.append(client)
-        return OutboxSender(db, client, EventBus(), batch_size=batch_size, link_up=lambda: True)
+        return OutboxSender(
+            db, client, EventBus(), batch_size=batch_size, link_up=lambda: True, refused_retry_s=RETRY_S, clock=clock
+        )
 
     yield make
     for client in clients:
@@ -176,18 +193,15 @@ async def test_wrong_token_keeps_the_batch_pending(db: Database, central: Centra
         (404, None),  # wrong store or URL
         (405, "<html>Method Not Allowed</html>"),  # a proxy or a misrouted URL
         (408, None),
-        (409, None),
-        (410, {"error": "gone"}),
         (413, {"error": "body_too_large"}),  # a single event too big for a proxy: not the backend refusing it
-        (422, "Unprocessable"),  # not the contract's body
-        (422, {"error": "validation_failed"}),  # not one of the contract's permanent errors
     ],
 )
 async def test_only_the_contracts_permanent_answer_rejects_an_event(
     db: Database, central: CentralSim, make_sender: MakeSender, status: int, body: object
 ) -> None:
     """Any refusal other than the contract's 422 {"error": invalid_event | unknown_order | idempotency_key_reused}
-    rejects nothing, even for a single event: the batch stays pending and goes through once the answer is fixed."""
+    rejects nothing, even for a single event: the batch stays pending and goes through once the answer is fixed.
+    (409, 410 and other 422s set the event's order aside, rejecting nothing: the tests below.)"""
     sender = await make_sender(batch_size=1)
     await write(db, EVENTS)
     central.fail_next(1, status, body=body, path="events")
@@ -196,6 +210,80 @@ async def test_only_the_contracts_permanent_answer_rejects_an_event(
     assert await sender.pending() == len(EVENTS) and await sender.rejected() == 0
     assert await sender.flush() == len(EVENTS)
     assert set(central.events) == set(keys(EVENTS)) and central.duplicates == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 50])
+@pytest.mark.parametrize("status", [410, 409, 422])
+async def test_an_order_central_will_not_take_is_set_aside_and_the_other_orders_events_still_go(
+    db: Database, central: CentralSim, make_sender: MakeSender, status: int, batch_size: int
+) -> None:
+    """Central archived order B and answers 410 {"error": "order_gone"} (409 alike, or a framework's 422 {"detail":
+    [...]}) for every batch holding one of its events. The batch is split until B's oldest event is refused on its
+    own: B is set aside, every event of it pending (none rejected: not the contract's refusal for good), and A's and
+    C's arrive once and in order. B is tried again alone once per refused_retry_s, not at every cycle; once central
+    takes it again, its events arrive, in the order they happened."""
+    clock = SteppedClock()
+    central.refuse_orders({"B"}, status=status)
+    sender = await make_sender(batch_size=batch_size, clock=clock)
+    await write(db, EVENTS)
+    await sender.flush()
+    of_b = [k for k in keys(EVENTS) if k.startswith("B:")]
+    assert set(central.events) == set(keys(EVENTS)) - set(of_b) and central.duplicates == []
+    assert_in_order_per_order(central, keys(EVENTS))
+    assert await sender.pending() == len(of_b) and await sender.rejected() == 0
+    assert all(d is None and REJECTED_KEY not in p for k, (d, _, p) in (await rows(db)).items() if k in of_b)
+
+    # Events written meanwhile: A's go at once; B's wait behind its refused one, which is not sent at every cycle.
+    later = [("B", "printed", "5"), ("A", "fulfilled", "0")]
+    await write(db, later)
+    tried = central.posted.copy()
+    for _ in range(3):
+        await sender.flush()
+    assert "A:fulfilled:0" in central.events
+    assert all(central.posted[k] == tried[k] for k in [*of_b, "B:printed:5"])
+
+    clock.monotonic += 2 * RETRY_S  # B's time to be tried again: its oldest event alone, once; still refused
+    await sender.flush()
+    assert central.posted["B:received:0"] == tried["B:received:0"] + 1
+    assert all(central.posted[k] == tried[k] for k in [*of_b[1:], "B:printed:5"])
+    assert not any(k.startswith("B:") for k in central.events) and await sender.pending() == len(of_b) + 1
+
+    central.accept_orders({"B"})  # restored at central
+    await sender.flush()  # not yet its time
+    assert not any(k.startswith("B:") for k in central.events)
+    clock.monotonic += 2 * RETRY_S
+    await sender.flush()
+    assert set(central.events) == set(keys(EVENTS + later)) and central.duplicates == []
+    assert_in_order_per_order(central, keys(EVENTS + later))
+    assert await sender.pending() == 0 and await sender.rejected() == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (409, None),
+        (410, {"error": "gone"}),
+        (422, "Unprocessable"),  # not the contract's body
+        (422, {"error": "validation_failed"}),  # not one of the contract's permanent errors
+    ],
+)
+async def test_a_refusal_of_one_event_not_for_good_sets_its_order_aside_and_rejects_nothing(
+    db: Database, central: CentralSim, make_sender: MakeSender, status: int, body: object
+) -> None:
+    """One event alone answered with a 4xx that may be about the event but is not the contract's refusal for good:
+    nothing is rejected; its order (A) waits, the others' events go, and A's go when it is tried again."""
+    clock = SteppedClock()
+    sender = await make_sender(batch_size=1, clock=clock)
+    await write(db, EVENTS)
+    central.fail_next(1, status, body=body, path="events")
+    await sender.flush()
+    of_a = [k for k in keys(EVENTS) if k.startswith("A:")]
+    assert set(central.events) == set(keys(EVENTS)) - set(of_a)
+    assert await sender.pending() == len(of_a) and await sender.rejected() == 0
+    clock.monotonic += 2 * RETRY_S
+    await sender.flush()
+    assert set(central.events) == set(keys(EVENTS)) and central.duplicates == []
+    assert_in_order_per_order(central, keys(EVENTS))
 
 
 async def test_a_batch_bigger_than_the_contract_allows_is_sent_in_contract_sized_posts(
@@ -236,3 +324,66 @@ async def test_running_agent_delivers_past_a_refused_event(
     assert set(central.events) == expected and central.duplicates == []
     [(payload,)] = await db_rows(db, "SELECT payload FROM outbox WHERE idempotency_key = ?", poison)
     assert json.loads(payload)[REJECTED_KEY]["status"] == 422
+
+
+async def test_an_order_central_archived_holds_back_only_its_own_events_and_a_person_is_told(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """End to end: central archived one order and answers 410 order_gone for any batch holding one of its events.
+    The other orders' events still arrive; the archived order's stay pending (tried again every refused_retry_s, and
+    again after a restart) and a mail names it with central's status and reason. Once central takes it again, its
+    events arrive in order and a resolved mail follows."""
+    sections = mail_to(sink)
+    sections["alerts"] |= {"group_interval_s": 0.1}
+    settings = sync_settings(refused_retry_s=0.5, sections=sections)
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    orders = central.create_orders(3, prefix="arch")
+    gone = orders[1]["id"]
+    central.refuse_orders({gone}, status=410)
+    async with api_client(agent) as session:
+        for order in orders:
+            async with session.post("/api/v1/orders", json=order) as response:
+                assert response.status == 201, await response.text()
+    db = agent.settings.agent.db_path
+    jobs = await db_rows(db, "SELECT id, order_id FROM print_jobs")
+    await events.wait(JobPrinted, count=len(jobs))
+    others = {f"{o['id']}:received:0" for o in orders if o["id"] != gone} | {
+        f"{o}:printed:{j}" for j, o in jobs if o != gone
+    }
+    await central.wait_for(lambda: others <= set(central.events), timeout=20)
+    of_order = "SELECT idempotency_key FROM outbox WHERE order_id = ? ORDER BY id"
+    of_gone = [k for (k,) in await db_rows(db, of_order, gone)]
+    assert len(of_gone) >= 2 and not set(of_gone) & set(central.events)
+    pending = "SELECT idempotency_key FROM outbox WHERE delivered_at IS NULL ORDER BY id"
+    assert [k for (k,) in await db_rows(db, pending)] == of_gone
+
+    [mail] = await sink.wait_for(1)
+    text = mail.get_body(("plain",)).get_content()
+    assert gone in text and orders[1]["number"] in str(mail["Subject"]) + text
+    assert "410" in text and "order_gone" in text
+
+    # A restart forgets the order was set aside: its events are sent again, still refused, still pending; an order
+    # taken after the restart is reported all the same, and nobody gets the same mail twice.
+    await agents.stop(agent)
+    tried = central.posted[of_gone[0]]
+    agent, events = await agents.start(settings)
+    await central.wait_for(lambda: central.posted[of_gone[0]] > tried, timeout=20)
+    [after] = central.create_orders(1, prefix="after")
+    async with api_client(agent) as session:
+        async with session.post("/api/v1/orders", json=after) as response:
+            assert response.status == 201, await response.text()
+    await central.wait_for(lambda: f"{after['id']}:received:0" in central.events, timeout=20)
+    assert [k for (k,) in await db_rows(db, pending)][: len(of_gone)] == of_gone
+    assert len(sink.messages) == 1
+
+    central.accept_orders({gone})  # restored at central: the next try delivers it, in order, and the alert resolves
+    await central.wait_for(lambda: set(of_gone) <= set(central.events), timeout=20)
+    assert [k for k in central.events if k.startswith(f"{gone}:")] == of_gone and central.duplicates == []
+    await eventually(lambda: db_rows(db, pending), lambda rows: rows == [], timeout=20)
+    [_, resolved] = await sink.wait_for(2)
+    assert gone in resolved.get_body(("plain",)).get_content()
+    assert str(resolved["Subject"]) != str(mail["Subject"])
+    assert await db_rows(db, "SELECT COUNT(*) FROM outbox WHERE json_extract(payload, '$._rejected') IS NOT NULL") == [
+        (0,)
+    ]
