@@ -53,6 +53,7 @@ class InsertOutcome(enum.StrEnum):
     CANCELLED = "cancelled"  # a higher revision that cancels the order
     STALE = "stale"  # a lower revision than the stored one: nothing changes
     CLOSED = "closed"  # a higher open revision of a cancelled order: refused, a cancelled order stays cancelled
+    CANCEL_PENDING = "cancel_pending"  # a cancel for an order not here yet: kept; the order comes cancelled
 
 
 class OrderStatus(enum.StrEnum):

@@ -18,8 +18,9 @@ from edge.api.hosts import HostAllowList
 from edge.api.printing import job_json
 from edge.api.retries import retry_safe
 from edge.clock import Clock
-from edge.errors import InvalidOrderError, NotFoundError
-from edge.states import InsertOutcome, JobState
+from edge.errors import NotFoundError
+from edge.orders.model import cancelled_payload, is_order_id, parse_cancel
+from edge.states import InsertOutcome, JobState, OrderSource
 from edge.store import Database, InsertResult, migrations
 from edge.store.revisions import RevisionStore
 from edge.store.scans import ScanStore
@@ -38,6 +39,10 @@ async def post_order(request: web.Request) -> web.Response:
     return _accepted(await deps.intake.accept(payload))
 
 
+# Stored now; kept for an order not here yet (202: it is not stored, but the order will come cancelled).
+_CREATED = {InsertOutcome.STORED: 201, InsertOutcome.CANCEL_PENDING: 202}
+
+
 def _accepted(result: InsertResult) -> web.Response:
     body = {
         "order_id": result.order_id,
@@ -45,32 +50,27 @@ def _accepted(result: InsertResult) -> web.Response:
         "revision": result.revision,
         "job_ids": list(result.job_ids),
     }
-    return web.json_response(body, status=201 if result.outcome == InsertOutcome.STORED else 200)
+    return web.json_response(body, status=_CREATED.get(result.outcome, 200))
 
 
 @retry_safe  # the order id and revision are the idempotency key: a retry is answered 200 duplicate
 async def post_cancel(request: web.Request) -> web.Response:
-    """The same as sending the order again at ``revision`` with status "cancelled" (and the ``reason``)."""
+    """The same as sending the order again at ``revision`` with status "cancelled" (and the ``reason``). For an order
+    not here (yet): kept, 202 cancel_pending; the order then comes cancelled and prints nothing."""
     deps = _deps(request)
     require_accepting(deps)
     order_id = request.match_info["order_id"]
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise InvalidOrderError("body", "must be an object")
-    if "revision" not in body:
-        raise InvalidOrderError("revision", "is required: the revision this cancellation is (above the current one)")
+    if not is_order_id(order_id):
+        raise NotFoundError(f"order {order_id[:70]!r} does not exist (no order can have this id)")
+    cancel = parse_cancel(await read_json(request))
     order = await deps.orders.get(order_id)
     if order is None:
-        raise NotFoundError(f"order {order_id} does not exist")
-    payload = json.loads(order.payload) | {"revision": body["revision"], "status": "cancelled"}
-    if (reason := body.get("reason")) is not None:
-        payload["cancel_reason"] = reason
-    try:
-        return _accepted(await deps.intake.accept(payload))
-    except InvalidOrderError as err:
-        if err.field == "cancel_reason":  # stored under that name; this request calls it reason
-            raise InvalidOrderError("reason", err.reason) from err
-        raise
+        kept = await deps.intake.cancel_unknown(order_id, cancel, source=OrderSource.PUSH)
+        if kept is not None:
+            return _accepted(kept)
+        order = await deps.orders.get(order_id)  # stored meanwhile: cancelled like any stored order
+        assert order is not None  # an order is never deleted while a request waits (retention keeps it 30 days)
+    return _accepted(await deps.intake.accept(cancelled_payload(json.loads(order.payload), cancel)))
 
 
 async def get_order(request: web.Request) -> web.Response:

@@ -11,10 +11,10 @@ import structlog
 from edge.config import Settings
 from edge.errors import OrderConflictError, WrongStateError
 from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
-from edge.orders.model import canonical_bytes, content_hash, parse_order, revision_content
+from edge.orders.model import Cancel, canonical_bytes, parse_order, revision_hash
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
-from edge.states import HoldReason, InsertOutcome, OrderSource
+from edge.states import HoldReason, InsertOutcome, OrderSource, OrderStatus
 from edge.store import InsertResult, NewOrder, OrderStore
 
 log = structlog.get_logger()
@@ -75,8 +75,7 @@ class Router:
         return NewOrder(
             order=order,
             payload=canonical.decode(),
-            # The revision number is not content: see revision_content.
-            content_hash=content_hash(canonical_bytes(revision_content(payload))),
+            content_hash=revision_hash(payload),
             plans=tuple(plans),
             source=source,
             routes=routes,
@@ -106,6 +105,22 @@ class OrderIntake:
                 f"order {result.order_id} is cancelled (revision {result.revision}); a cancelled order is not"
                 " reopened: send a new order"
             )
+        return result
+
+    async def cancel_unknown(self, order_id: str, cancel: Cancel, *, source: OrderSource) -> InsertResult | None:
+        """A cancel for an order not stored here: kept, so the order prints nothing when it comes (see
+        edge/store/cancels.py). None if the order is stored now (it came meanwhile): cancel it as a stored one. Raises
+        on a conflict with the cancel kept before."""
+        result = await self._orders.keep_cancel(order_id, cancel, source)
+        if result is None:
+            return None
+        if result.outcome == InsertOutcome.CONFLICT:
+            log.warning("cancel_conflict", order_id=order_id, revision=cancel.revision, source=source)
+            reason = f"another reason than the cancel kept at revision {result.revision} for this order, not here yet"
+            self._bus.publish(OrderConflicted(order_id=order_id, source=source, reason=reason))
+            raise OrderConflictError(order_id)
+        if result.outcome == InsertOutcome.CANCEL_PENDING and result.revision == cancel.revision:
+            log.info("cancel_kept", order_id=order_id, revision=cancel.revision, source=source)
         return result
 
     def publish(self, result: InsertResult, new: NewOrder) -> None:
@@ -138,6 +153,31 @@ class OrderIntake:
                     )
                 )
             self._publish_unrouted(result, new)
+        elif result.after_cancel:  # stored, and at once cancelled by the cancel that came first: nothing prints
+            log.info(
+                "order_stored_cancelled",
+                order_id=result.order_id,
+                number=new.order.number,
+                revision=new.order.revision,
+                cancelled_revision=result.revision,
+                source=new.source,
+            )
+            self._bus.publish(
+                OrderStored(
+                    order_id=result.order_id, number=new.order.number, job_ids=(), printers=(), source=new.source
+                )
+            )
+            self._bus.publish(
+                OrderRevised(
+                    order_id=result.order_id,
+                    number=new.order.number,
+                    revision=result.revision,
+                    status=OrderStatus.CANCELLED,
+                    job_ids=(),
+                    printers=(),
+                    source=new.source,
+                )
+            )
         elif result.outcome in _REVISED and result.revision == new.order.revision:  # stored now, not before
             log.info(
                 "order_revised",

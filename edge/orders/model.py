@@ -148,6 +148,11 @@ def content_hash(canonical: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+def revision_hash(data: dict[str, Any]) -> str:
+    """The content hash of a revision: the revision number is not content (see revision_content)."""
+    return content_hash(canonical_bytes(revision_content(data)))
+
+
 def revision_content(data: dict[str, Any]) -> dict[str, Any]:
     """What a revision's content hash covers: the payload without its revision number, and without the status when it
     is the default. So an order stored before revisions existed and the same order sent with ``"revision": 1`` are one
@@ -434,6 +439,40 @@ def parse_order(data: Any) -> Order:
         status=_status(r),
         cancel_reason=r.text("cancel_reason", required=False, max_len=200),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel:
+    """A cancel sent on its own (POST /api/v1/orders/{id}/cancel): the revision it is and why."""
+
+    revision: int
+    reason: str | None = None
+
+
+def parse_cancel(data: Any) -> Cancel:
+    """Validate a cancel's body with the rules of the order fields it becomes (revision, cancel_reason), naming the
+    fields as the sender wrote them."""
+    r = _Reader(data, "")
+    if "revision" not in r.data:
+        raise InvalidOrderError("revision", "is required: the revision this cancellation is (above the current one)")
+    found = Cancel(
+        revision=r.integer("revision", low=1, high=MAX_REVISION), reason=r.text("reason", required=False, max_len=200)
+    )
+    canonical_bytes({"reason": found.reason})  # a lone surrogate could never be stored
+    return found
+
+
+def cancelled_payload(payload: dict[str, Any], cancel: Cancel) -> dict[str, Any]:
+    """The order ``payload`` sent again as ``cancel``: what the cancel route stands for."""
+    out = payload | {"revision": cancel.revision, "status": OrderStatus.CANCELLED.value}
+    if cancel.reason is not None:
+        out["cancel_reason"] = cancel.reason
+    return out
+
+
+def is_order_id(value: str) -> bool:
+    """Whether an order may have this id (parse_order's rule for ``id``)."""
+    return _ID[0].fullmatch(value) is not None
 
 
 def _status(r: _Reader) -> OrderStatus:

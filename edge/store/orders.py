@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
-from edge.orders import JobPlan, Order
+from edge.orders import JobPlan, Order, parse_order
+from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, revision_hash
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
+from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
 from edge.store.identity import MAY_HAVE_PRINTED_KEY
 from edge.store.outbox import add_outbox, outbox_row
@@ -42,6 +45,19 @@ class NewOrder:
             self.order, self.payload, self.content_hash, self.source, self.routes, self.printers, self.reprint_receipt
         )
 
+    def cancelled(self, pending: PendingCancel) -> Revision:
+        """This order sent again as the cancel that came before it, as the cancel route would send it."""
+        payload = cancelled_payload(json.loads(self.payload), pending.cancel)
+        return Revision(
+            parse_order(payload),
+            canonical_bytes(payload).decode(),
+            revision_hash(payload),
+            pending.source,
+            self.routes,
+            self.printers,
+            self.reprint_receipt,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class InsertResult:
@@ -51,6 +67,7 @@ class InsertResult:
     revision: int = 1  # the revision stored now (stale: the stored one that stands)
     # Of those jobs, the ones held because no printer serves them: (job id, station; None for a receipt)
     unrouted: tuple[tuple[int, str | None], ...] = ()
+    after_cancel: bool = False  # stored and cancelled at once: its cancel came first (see edge/store/cancels.py)
 
 
 def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str:
@@ -62,25 +79,42 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
     known = known_from_rows(await conn.execute_fetchall(known_sql(len(ids)), ids + ids))
+    pending = await pending_cancels(conn, [i for i in ids if i not in known])
     outcomes: list[InsertOutcome] = []
     fresh: list[NewOrder] = []
     revised: dict[int, tuple[int, ...]] = {}  # batch index -> jobs showing the revision
+    after_cancel: set[int] = set()  # batch indexes stored and cancelled at once
+    settled: list[str] = []  # orders stored now whose cancel was kept: the order row speaks for it from here on
     for index, new in enumerate(batch):
         order = new.order
         stored = known.get(order.id)
-        outcome = _classify(new, stored)
+        cancel = pending.get(order.id) if stored is None else None  # once stored, the order row speaks
+        outcome = _classify(new, stored) if cancel is None else _after_cancel(new, cancel)
         if outcome == InsertOutcome.STORED:
             fresh.append(new)
+            if cancel is not None:
+                settled.append(order.id)
             if order.status == OrderStatus.CANCELLED:
                 outcome = InsertOutcome.CANCELLED  # stored as sent, nothing prints
+            elif cancel is not None:  # stored and cancelled in this transaction: its jobs are discarded unprinted
+                await _insert_fresh(conn, fresh, now)
+                fresh = []
+                cancelled = new.cancelled(cancel)
+                revised[index] = await apply_revision(conn, cancelled, now)
+                known[order.id] = KnownOrder(
+                    cancelled.content_hash, cancelled.order.revision, OrderStatus.CANCELLED, stored=True
+                )
+                outcome = InsertOutcome.CANCELLED
+                after_cancel.add(index)
         elif outcome in (InsertOutcome.UPDATED, InsertOutcome.CANCELLED) and stored and stored.status == "open":
             await _insert_fresh(conn, fresh, now)  # an earlier copy in this batch is stored before it is revised
             fresh = []
             revised[index] = await apply_revision(conn, new.revision(), now)
-        if new in fresh or index in revised:
+        if new in fresh or (index in revised and index not in after_cancel):
             known[order.id] = KnownOrder(new.content_hash, order.revision, order.status, stored=True)
         outcomes.append(outcome)
     await _insert_fresh(conn, fresh, now)
+    await drop_pending_cancels(conn, settled)
     jobs: dict[str, list[int]] = {}
     unrouted: dict[int, str | None] = {}
     for order_id, job_id, station, unserved in await conn.execute_fetchall(
@@ -93,13 +127,16 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
             unrouted[job_id] = station
     results = []
     for index, (n, o) in enumerate(zip(batch, outcomes, strict=True)):
-        current = known[n.order.id].revision if n.order.id in known else n.order.revision
+        if n.order.id in known:
+            current = known[n.order.id].revision
+        else:  # refused against a kept cancel (that one stands) or by its own content
+            current = pending[n.order.id].cancel.revision if n.order.id in pending else n.order.revision
         if o == InsertOutcome.STORED or o == InsertOutcome.DUPLICATE:
             shown = tuple(jobs.get(n.order.id, ()))
         else:
             shown = revised.get(index, ())
         held = tuple((job_id, unrouted[job_id]) for job_id in shown if job_id in unrouted)
-        results.append(InsertResult(n.order.id, o, shown, current, held))
+        results.append(InsertResult(n.order.id, o, shown, current, held, index in after_cancel))
     return results
 
 
@@ -115,6 +152,15 @@ def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
     if known.status == OrderStatus.CANCELLED:
         return InsertOutcome.CANCELLED if order.status == OrderStatus.CANCELLED else InsertOutcome.CLOSED
     return InsertOutcome.CANCELLED if order.status == OrderStatus.CANCELLED else InsertOutcome.UPDATED
+
+
+def _after_cancel(new: NewOrder, pending: PendingCancel) -> InsertOutcome:
+    """An order not here whose cancel came first, taken as if the cancelled revision had come whole: a cancelled one
+    is stored as sent; an open one below the cancel's revision is stored and cancelled at once, one at it conflicts
+    with it, one above would reopen it (see docs/http-api.md, "Revisions")."""
+    if new.order.status == OrderStatus.CANCELLED or new.order.revision < pending.cancel.revision:
+        return InsertOutcome.STORED
+    return InsertOutcome.CONFLICT if new.order.revision == pending.cancel.revision else InsertOutcome.CLOSED
 
 
 async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None:
@@ -263,6 +309,11 @@ class OrderStore:
             return
         self._enough.clear()
         await wait_real(self._enough, min(self._db.fsync_s / 2, GATHER_MAX_S))
+
+    async def keep_cancel(self, order_id: str, cancel: Cancel, source: OrderSource) -> InsertResult | None:
+        """Keep a cancel for an order not stored here (see edge/store/cancels.py); None if it is stored now."""
+        kept = await self._db.write(lambda conn: keep_cancel(conn, order_id, cancel, source, self._clock.wall()))
+        return None if kept is None else InsertResult(order_id, kept.outcome, revision=kept.revision)
 
     async def known(self, ids: list[str]) -> dict[str, KnownOrder]:
         """Hash, revision and status by order id, for the ids stored now or once (purged since, see seen_orders)."""

@@ -1,4 +1,4 @@
-"""What retention deletes: old orders nothing is left to do for, old history, and ids seen long ago."""
+"""What retention deletes: old orders nothing is left to do for, old history, ids seen and cancels kept long ago."""
 
 from __future__ import annotations
 
@@ -90,6 +90,16 @@ async def purge_seen(db: Database, *, cutoff: float) -> int:
             " AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = seen_orders.id)",
             (cutoff,),
         )
+        removed = cursor.rowcount
+        await cursor.close()
+    return removed
+
+
+async def purge_pending_cancels(db: Database, *, cutoff: float) -> int:
+    """Forget cancels kept since before ``cutoff`` whose order never came (see edge/store/cancels.py): as long as a
+    seen-order record is kept, so an order that old coming back is new again either way."""
+    async with db.transaction() as conn:
+        cursor = await conn.execute("DELETE FROM pending_cancels WHERE received_at < ?", (cutoff,))
         removed = cursor.rowcount
         await cursor.close()
     return removed

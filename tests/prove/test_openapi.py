@@ -84,7 +84,8 @@ async def test_each_operation_answers_as_documented(
         await tour.go(
             "POST", cancel, 400, f"{orders}/x/cancel", data=b"[", headers={"Content-Type": "application/json"}
         )
-        await tour.go("POST", cancel, 404, f"{orders}/nope/cancel", json={"revision": 2})
+        await tour.go("POST", cancel, 202, f"{orders}/nope/cancel", json={"revision": 2})  # kept for an order not here
+        await tour.go("POST", cancel, 404, f"{orders}/no!pe/cancel", json={"revision": 2})  # no order has that id
         await tour.go("POST", orders, 409, json={**order, "revision": 4})  # a cancelled order is not reopened
 
         jobs, printed = "/api/v1/jobs", stored["job_ids"][0]

@@ -400,3 +400,31 @@ async def test_a_higher_revision_at_central_is_applied_as_an_update_and_reported
             assert response.status == 202
     await events.wait(RecoveryCompleted, 3)
     assert len(printers["kitchen"].printed) == 2
+
+
+async def test_an_order_recovery_brings_after_its_cancel_came_is_stored_cancelled_and_prints_nothing(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """The cancel came here (202, kept) while the order itself only reached central: the run brings it at revision 1
+    and stores it cancelled at the cancel's revision, nothing prints, central hears `received` then `cancelled`."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    order = make_order(1, prefix="r")
+    async with api(agent.port) as session:
+        async with session.post(f"/api/v1/orders/{order['id']}/cancel", json={"revision": 2}) as response:
+            assert response.status == 202, await response.text()
+        central.add_orders([order, make_order(2, prefix="r")])
+        async with session.post("/api/v1/recovery/runs") as response:
+            assert response.status == 202
+    await events.wait(RecoveryCompleted, 2)
+    kitchen = decode((await printers["kitchen"].wait_for_printed(1))[0]).text
+    assert "A-1002" in kitchen
+    await asyncio.sleep(0.3)  # the cancelled order's ticket, were it queued, would be out by now
+    assert len(printers["kitchen"].printed) == 1
+    db = agent.settings.agent.db_path
+    assert await db_rows(db, "SELECT id, revision, status FROM orders ORDER BY id") == [
+        ("r_000001", 2, "cancelled"),
+        ("r_000002", 1, "open"),
+    ]
+    await wait_until(lambda: central.events_of("cancelled"), what="the cancel reported")
+    assert [e["idempotency_key"] for e in central.events_of("cancelled")] == ["r_000001:cancelled:2"]

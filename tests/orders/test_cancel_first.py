@@ -1,0 +1,161 @@
+"""A cancel that reaches the agent before its order (the order still queued at the broker, or retried by its sender
+after a timeout, the cancel sent on another path): kept, and the order prints nothing when it comes. Against the real
+agent: HTTP in, bytes out of the simulated printers, rows read from a second connection."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, db_rows, eventually, post, wait_until
+
+ORDER = "ord_7f3a9c21"  # the example order's id
+
+
+async def cancel(api: aiohttp.ClientSession, body: Any, order_id: str = ORDER) -> tuple[int, Any]:
+    async with api.post(f"/api/v1/orders/{order_id}/cancel", json=body) as r:
+        return r.status, await r.json()
+
+
+def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
+    return copy.deepcopy(order) | {"revision": revision, **changes}
+
+
+def other_order(order: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(order) | {"id": "ord_other", "number": "B-7"}
+
+
+async def printed_only_the_other_order(
+    api: aiohttp.ClientSession, order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Another order sent after it prints (the spool takes tickets in turn): by then the cancelled order's ticket
+    would have printed before it; only the other order's ticket and receipt are on paper."""
+    assert (await post(api, other_order(order)))[0] == 201
+    kitchen = [decode(b).text for b in await printers["kitchen"].wait_for_printed(1)]
+    front = [decode(b).text for b in await printers["front"].wait_for_printed(1)]
+    await asyncio.sleep(0.3)  # a ticket of the cancelled order queued behind would be out by now
+    assert len(printers["kitchen"].printed) == 1 and len(printers["front"].printed) == 1
+    assert "B-7" in kitchen[0] and "A-1042" not in kitchen[0] and "A-1042" not in front[0]
+
+
+async def test_a_cancel_before_its_order_is_kept_and_the_order_prints_nothing(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The cancel (revision 2) comes first: 202 cancel_pending, kept. The order (revision 1) then comes: 200
+    cancelled at the cancel's revision, stored with both revisions, its jobs discarded, nothing printed; its sender's
+    retry is stale. Before: the cancel was 404 not_found, the order 201 stored and printed, left open."""
+    status, body = await cancel(api, {"revision": 2, "reason": "storniert"})
+    assert (status, body) == (202, {"order_id": ORDER, "status": "cancel_pending", "revision": 2, "job_ids": []})
+    status, body = await post(api, example_order)
+    assert (status, body) == (200, {"order_id": ORDER, "status": "cancelled", "revision": 2, "job_ids": []})
+    await printed_only_the_other_order(api, example_order, printers)
+    assert await db_rows(agent, "SELECT revision, status FROM orders WHERE id = ?", ORDER) == [(2, "cancelled")]
+    assert await db_rows(agent, "SELECT DISTINCT state FROM print_jobs WHERE order_id = ?", ORDER) == [("discarded",)]
+    assert await db_rows(agent, "SELECT * FROM pending_cancels") == []
+    async with api.get(f"/api/v1/orders/{ORDER}") as r:
+        shown = await r.json()
+    assert [(v["revision"], v["status"]) for v in shown["revisions"]] == [(1, "open"), (2, "cancelled")]
+    assert shown["order"]["cancel_reason"] == "storniert"
+    status, body = await post(api, example_order)  # its sender's retry
+    assert (status, body["status"], body["revision"]) == (200, "stale", 2)
+    status, body = await cancel(api, {"revision": 2, "reason": "storniert"})  # the cancel's sender's retry
+    assert (status, body["status"]) == (200, "duplicate")
+
+
+async def test_a_cancel_kept_for_an_order_not_here_survives_a_restart_and_a_repeat_is_a_duplicate(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The same cancel twice is a duplicate (another reason at that revision a conflict); the agent restarts before
+    the order comes, which then prints nothing: the kept cancel is in the database, not in memory."""
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        assert (await cancel(api, {"revision": 2, "reason": "storniert"}))[0] == 202
+        status, body = await cancel(api, {"revision": 2, "reason": "storniert"})
+        assert (status, body) == (200, {"order_id": ORDER, "status": "duplicate", "revision": 2, "job_ids": []})
+        status, body = await cancel(api, {"revision": 2, "reason": "anders"})
+        assert (status, body["error"]) == (409, "conflict")
+    await agent.stop()
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        status, body = await post(api, example_order)
+        assert (status, body["status"], body["revision"]) == (200, "cancelled", 2)
+        await printed_only_the_other_order(api, example_order, printers)
+    assert await db_rows(agent, "SELECT revision, status FROM orders WHERE id = ?", ORDER) == [(2, "cancelled")]
+
+
+@pytest.mark.parametrize(
+    ("revision", "status", "answer", "stored"),
+    [
+        (2, "cancelled", (200, "cancelled"), [(2, "cancelled")]),  # the cancelled revision sent whole: stored as sent
+        (3, "cancelled", (200, "cancelled"), [(3, "cancelled")]),
+        (2, "open", (409, "conflict"), []),  # the same revision, other content: the kept cancel stands
+        (3, "open", (409, "wrong_state"), []),  # a cancelled order is not reopened
+    ],
+    ids=["same-cancelled", "higher-cancelled", "same-open", "higher-open"],
+)
+async def test_an_order_after_its_cancel_is_taken_as_if_the_cancelled_revision_had_come_first(
+    agent: Agent,
+    api: aiohttp.ClientSession,
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    revision: int,
+    status: str,
+    answer: tuple[int, str],
+    stored: list[tuple[int, str]],
+) -> None:
+    """A revision at or above the kept cancel's: a cancelled one is stored as sent, an open one refused as it would be
+    after the cancelled revision sent whole (409: same revision other content, or reopening); nothing prints."""
+    assert (await cancel(api, {"revision": 2}))[0] == 202
+    code, body = await post(api, revised(example_order, revision, status=status))
+    assert (code, body.get("status", body.get("error"))) == answer, body
+    await printed_only_the_other_order(api, example_order, printers)
+    assert await db_rows(agent, "SELECT revision, status FROM orders WHERE id = ?", ORDER) == stored
+
+
+async def test_a_cancel_and_its_order_at_once_never_leave_the_order_open(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The cancel and the order sent at the same moment: whichever the agent takes first, the order ends cancelled at
+    the cancel's revision; its ticket, if it went out first, is followed by a STORNO."""
+    (_, cancelled), (_, stored) = await asyncio.gather(cancel(api, {"revision": 2}), post(api, example_order))
+    assert (cancelled["status"], stored["status"]) in {("cancel_pending", "cancelled"), ("cancelled", "stored")}
+    assert (await post(api, other_order(example_order)))[0] == 201
+    await wait_until(lambda: any("B-7" in decode(b).text for b in printers["kitchen"].printed), what="B-7 printed")
+    await asyncio.sleep(0.3)  # a ticket of the order queued behind would be out by now
+    ours = [t for t in (decode(b).text for b in printers["kitchen"].printed) if "A-1042" in t]
+    assert ours == [] or (len(ours) == 2 and "STORNO" in ours[1]), ours
+    assert await db_rows(agent, "SELECT revision, status FROM orders WHERE id = ?", ORDER) == [(2, "cancelled")]
+
+
+async def test_a_kept_cancel_is_forgotten_with_the_seen_orders(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict
+) -> None:
+    """A kept cancel whose order never came goes after retention.seen_days, like the seen-order records."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, retention={"every_s": 0.2, "seen_days": 2})
+    async with api_client(agent) as api:
+        assert (await cancel(api, {"revision": 2}))[0] == 202
+    assert await db_rows(agent, "SELECT order_id, revision FROM pending_cancels") == [(ORDER, 2)]
+    clock.step(3 * 86400)
+    await eventually(lambda: db_rows(agent, "SELECT * FROM pending_cancels"), lambda rows: rows == [], what="forgotten")
+
+
+@pytest.mark.parametrize(("body", "field"), [({"reason": "x"}, "revision"), ({"revision": 2, "reason": 5}, "reason")])
+async def test_a_bad_cancel_for_an_order_not_here_is_refused_and_a_bad_id_is_no_order(
+    agent: Agent, api: aiohttp.ClientSession, body: dict, field: str
+) -> None:
+    """A cancel for an order not here is checked like one for a stored order (422 naming the field); an id no order
+    can have is 404 (nothing kept)."""
+    status, answer = await cancel(api, body)
+    assert (status, answer["field"]) == (422, field)
+    assert (await cancel(api, {"revision": 2}, order_id="no!order"))[0] == 404
+    assert await db_rows(agent, "SELECT * FROM pending_cancels") == []
