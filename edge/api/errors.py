@@ -73,6 +73,12 @@ async def read_body(request: web.Request) -> bytes:
             return await request.read()
     except TimeoutError:
         raise RequestTimeoutError(f"the request body did not arrive within {request.app[BODY_TIMEOUT_S]:g} s") from None
+    except web.RequestPayloadError as err:
+        # A body its Content-Encoding cannot decode (plain JSON labelled gzip by a till or a proxy, a damaged gzip):
+        # the sender's fault, which a retry repeats, so not a 5xx it would retry for ever.
+        encoding = request.headers.get("Content-Encoding", "")
+        what = f"its Content-Encoding ({encoding}) cannot decode it" if encoding else "it could not be read"
+        raise BadRequestError(f"the request body is unreadable: {what}") from err
 
 
 def error_response(status: int, error: str, reason: str, **extra: object) -> web.Response:

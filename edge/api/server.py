@@ -87,9 +87,18 @@ class _Connection(asyncio.Protocol):
         if self.inner is not None:
             self.inner.data_received(data)
 
-    def eof_received(self) -> None:  # aiohttp's handler keeps the transport open for the answer
-        if self.inner is not None:
-            self.inner.eof_received()
+    def eof_received(self) -> bool:
+        """The client is done sending. Idle, the connection closes now (nothing more can come); with a request on
+        its way or in a handler, it stays open for the answer and closes after it: some senders close their side
+        once the request is out (`nc -N`, socat, embedded stacks), and TCP still carries the answer back (asyncio
+        closes the transport when this returns False, and the request lost its answer)."""
+        if self.inner is None:
+            return False
+        self.inner.eof_received()
+        if not self.busy and self.head_started is None:
+            return False
+        self.inner.keep_alive(False)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._guard.forget(self)

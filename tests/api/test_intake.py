@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gzip
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -401,3 +402,39 @@ async def test_an_order_that_could_never_print_is_refused_not_stored(
         status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
     assert (status, body.get("field")) == (422, field), body
     assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [("gzip", b'{"not": "gzip"}'), ("deflate", b"plain, not deflated"), ("gzip", gzip.compress(b"{}")[:-4] + b"bad!")],
+    ids=["plain-labelled-gzip", "plain-labelled-deflate", "gzip-bad-checksum"],
+)
+async def test_a_body_its_content_encoding_cannot_decode_is_400_naming_it_never_500(
+    api: aiohttp.ClientSession, encoding: str, body: bytes
+) -> None:
+    """A till or a proxy that labels plain JSON `Content-Encoding: gzip`, or a damaged gzip body: a clear 400 the
+    sender does not retry, naming the header. Before: 500 "internal error" (a sender retries a 5xx for ever), and a
+    traceback in the log at each try."""
+    headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+    status, answer = await post(api, body, headers=headers)
+    assert (status, answer["error"]) == (400, "malformed_request"), answer
+    assert "Content-Encoding" in answer["reason"], answer
+
+
+async def test_a_sender_that_half_closes_after_its_request_gets_its_answer(agent: Agent, example_order: dict) -> None:
+    """Some senders close their sending side once the request is out (`nc -N`, socat, embedded HTTP stacks): TCP
+    still carries the answer back (RFC 9112 9.6 asks a server to read on after a half close). Before: the agent
+    closed the connection at the client's FIN: the order was stored and printed, but the sender never got its 201,
+    and a retry that it could not tell apart from a lost order."""
+    body = json.dumps(example_order).encode()
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    writer.write(head + body)
+    await writer.drain()
+    writer.write_eof()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 201"), status_line
