@@ -10,8 +10,9 @@ It is modelled on what a real backend behind a gateway does, not on what our cli
   Field", section 2.7: 422), events are validated (type, time, the order belongs to the store), a batch is
   applied whole or not at all, and size limits answer 413 as a gateway does (aiohttp's ``client_max_size``);
 - a gateway's rate limit (``capacity_rps``) answers 429 with Retry-After (RFC 6585 section 4, RFC 9110 10.2.3).
-Fault modes: error statuses with Retry-After, latency, slow-drip and truncated bodies, a cut line, and (to test
-the agent's defences) the broken timestamp cursors a naive backend hands out.
+Fault modes: error statuses with Retry-After, latency, slow-drip and truncated bodies, a cut line, a slow line (every
+answer's bytes at so many a second), and (to test the agent's defences) the broken timestamp cursors a naive backend
+hands out.
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ class CentralSim:
         # Down for maintenance: every request, health included, answered 503 with this Retry-After (seconds), as a
         # gateway in front of a backend being upgraded does (RFC 9110 15.6.4); None: serving.
         self.maintenance_retry_after: float | None = None
+        # The shop line's speed towards the box, in bytes a second (None: loopback's): every answer's body arrives at
+        # this rate, as over a 512 kbit/s ADSL line or LTE fallback (64,000) from a backend that does not gzip.
+        self.line_bytes_per_s: float | None = None
         self._capacity_rps: float | None = None
         self.cursor_mode: CursorMode = "position"  # the other two are the broken cursors the contract forbids
         self.up_at: float | None = None  # time.time() of the last set_up(True)
@@ -342,6 +346,10 @@ class CentralSim:
         if self.cached_for_s:
             response.headers["Age"] = str(self.cached_for_s)
         self.requests.append((time.monotonic(), request.method, request.path, response.status))
+        if self.line_bytes_per_s and isinstance(response, web.Response) and response.body:
+            # Twenty writes a second, each what the line carries in a twentieth of one.
+            chunk = max(1, int(self.line_bytes_per_s / 20))
+            return await _trickle(request, response, chunk=chunk, interval_s=0.05)
         return response
 
     def _over_capacity(self) -> float | None:
@@ -520,19 +528,34 @@ def _has_key(event: Any) -> bool:
 
 async def _deliver_badly(request: web.Request, response: web.Response, fault: _Fault) -> web.StreamResponse:
     """The real answer, but trickled out slowly or cut off halfway with the full Content-Length promised."""
+    if fault.kind == "drip":
+        return await _trickle(request, response, chunk=fault.chunk, interval_s=fault.interval_s)
     body = bytes(response.body)  # type: ignore[arg-type]  # a json_response body is bytes
     stream = web.StreamResponse(status=response.status, headers={"Content-Type": response.content_type})
     stream.content_length = len(body)
     await stream.prepare(request)
-    if fault.kind == "truncate":
-        await stream.write(body[: len(body) // 2])
-        assert request.transport is not None
-        request.transport.close()
-        return stream
-    for start in range(0, len(body), fault.chunk):
-        await stream.write(body[start : start + fault.chunk])
-        await asyncio.sleep(fault.interval_s)
-    await stream.write_eof()
+    await stream.write(body[: len(body) // 2])
+    assert request.transport is not None
+    request.transport.close()
+    return stream
+
+
+async def _trickle(
+    request: web.Request, response: web.Response, *, chunk: int, interval_s: float
+) -> web.StreamResponse:
+    """The answer ``chunk`` bytes per ``interval_s``, its headers as they were; a box that gives up waiting and hangs
+    up ends it."""
+    body = bytes(response.body)  # type: ignore[arg-type]  # a json_response body is bytes
+    stream = web.StreamResponse(status=response.status, headers=response.headers)
+    stream.content_length = len(body)
+    await stream.prepare(request)
+    try:
+        for start in range(0, len(body), chunk):
+            await stream.write(body[start : start + chunk])
+            await asyncio.sleep(interval_s)
+        await stream.write_eof()
+    except ConnectionError:
+        pass
     return stream
 
 
