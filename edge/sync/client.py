@@ -38,6 +38,11 @@ class CentralTimeoutError(CentralUnreachableError):
     """No (whole) answer within the timeouts: a slow backend or a dead line; other calls' answers tell which."""
 
 
+class CentralSlowAnswerError(CentralTimeoutError):
+    """Connected, but the whole answer did not arrive in time: too big for the line, or too slow to make. A smaller
+    request may fit where the same one again will not."""
+
+
 class CentralLaterError(CentralApiError):
     """429 or a 5xx that may pass: retried; ``retry_after_s`` is the answer's Retry-After, if it had one."""
 
@@ -190,9 +195,13 @@ class CentralClient:
         except _RetryableError as err:
             raise err.cause from None
 
-    async def orders_since(self, cursor: str, limit: int) -> tuple[list[Any], str, bool]:
-        """One page of this store's orders changed after ``cursor``: (orders, next_cursor, has_more)."""
-        body = await self.request("GET", self.orders_path, params={"since": cursor, "limit": str(limit)})
+    async def orders_since(self, cursor: str, limit: int, *, retry_slow: bool = True) -> tuple[list[Any], str, bool]:
+        """One page of this store's orders changed after ``cursor``: (orders, next_cursor, has_more).
+
+        ``retry_slow=False``: an answer that does not arrive whole in time is not asked again at the same size, it
+        raises CentralSlowAnswerError at once (the caller asks for a smaller page instead)."""
+        params = {"since": cursor, "limit": str(limit)}
+        body = await self.request("GET", self.orders_path, params=params, retry_slow=retry_slow)
         if (
             not isinstance(body, dict)
             or not isinstance(body.get("orders"), list)
@@ -215,8 +224,17 @@ class CentralClient:
                 f" {len(events)} events (expected accepted + duplicates to add up): {json.dumps(answer)[:200]}"
             )
 
-    async def request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None) -> Any:
-        """Send with retries: connection errors, timeouts, 429 and 5xx back off (Retry-After plus full jitter)."""
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        retry_slow: bool = True,
+    ) -> Any:
+        """Send with retries: connection errors, timeouts, 429 and 5xx back off (Retry-After plus full jitter);
+        ``retry_slow=False`` leaves an answer too slow to arrive whole to the caller (CentralSlowAnswerError)."""
         s = self._settings
         attempt = 0
         while True:
@@ -224,7 +242,7 @@ class CentralClient:
                 return await self._send(method, path, params=params, body=body)
             except _RetryableError as err:
                 attempt += 1
-                if attempt >= s.max_attempts:
+                if attempt >= s.max_attempts or (not retry_slow and isinstance(err.cause, CentralSlowAnswerError)):
                     raise err.cause from None
                 delay = backoff_delay(attempt - 1, base=s.retry_base_s, cap=s.retry_max_s)
                 if err.retry_after is not None:
@@ -286,8 +304,13 @@ class CentralClient:
                 via = f" through the proxy {self._proxy}" if self._proxy else ""
                 detail = f"central API {method} {url}: no answer{via} ({type(err).__name__}: {err}){clock_hint(err)}"
             self.on_unreachable(detail)
-            # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend.
-            error = CentralTimeoutError(detail) if isinstance(err, TimeoutError) else CentralUnreachableError(detail)
+            # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend, and one
+            # that never connected says nothing about the size of the answer.
+            error: CentralUnreachableError = CentralUnreachableError(detail)
+            if isinstance(err, aiohttp.ConnectionTimeoutError):
+                error = CentralTimeoutError(detail)
+            elif isinstance(err, TimeoutError):
+                error = CentralSlowAnswerError(detail)
             raise _RetryableError(error) from None
         if status < 300 or 400 <= status < 500:  # a 5xx or a redirect is an answer, but not one we can work with
             self.on_answer()

@@ -26,7 +26,7 @@ from edge.states import InsertOutcome, ItemClass, OrderSource, RunState, RunTrig
 from edge.store import Database, NewOrder, OrderStore
 from edge.store.recovery import RecoveryStore
 from edge.store.rows import RecoveryItem
-from edge.sync.client import CentralClient, CentralRejectedError
+from edge.sync.client import CentralClient, CentralRejectedError, CentralSlowAnswerError
 from edge.sync.outbox import OutboxSender
 
 log = structlog.get_logger()
@@ -34,6 +34,9 @@ log = structlog.get_logger()
 
 # Prepared orders kept from validation for processing (a few KB each): beyond this, processing prepares them again.
 _PREPARED_MAX = 20_000
+# The smallest page a slow line makes a run ask for (a smaller central.page_size stays as it is): ten orders are about
+# 11 KB, which even a 64 kbit/s line carries in well under the 13 s a call may take.
+_PAGE_FLOOR = 10
 
 
 class RecoveryIncompleteError(EdgeError):
@@ -87,6 +90,7 @@ class Recovery:
         self._trigger_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._link_was_down = False
+        self._page_size = settings.page_size  # the run's: smaller than configured once a page was too slow to arrive
         # Missing orders as validation prepared them, so processing in the same process does not parse and route
         # them again; after a restart (or beyond the cap) processing prepares them from the stored JSON.
         self._prepared: dict[str, NewOrder] = {}
@@ -249,6 +253,7 @@ class Recovery:
         await self._runs.clear_items(run_id)  # a resumed validation starts over
         self._prepared.clear()
         cursor, pages = await self._runs.since_cursor(run_id), 0
+        self._page_size = self._settings.page_size  # every run, a resumed one too, starts from the configured size
         history_before: float | None = None
         sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
         fetch = self._fetch(cursor)
@@ -291,7 +296,7 @@ class Recovery:
             if not fetch.done():
                 fetch.cancel()
                 await asyncio.gather(fetch, return_exceptions=True)
-        log.info("recovery_validated", pages=pages, counts=await self._runs.counts(run_id))
+        log.info("recovery_validated", pages=pages, page_size=self._page_size, counts=await self._runs.counts(run_id))
 
     async def _history_line(self) -> float | None:
         """Orders this database does not know that central created before this are history (None: none is).
@@ -314,7 +319,26 @@ class Recovery:
         return printed_until - self._history_age_s if printed_until and self._history_age_s else None
 
     def _fetch(self, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
-        return asyncio.ensure_future(self._client.orders_since(cursor, self._settings.page_size))
+        return asyncio.ensure_future(self._page(cursor))
+
+    async def _page(self, cursor: str) -> tuple[list[Any], str, bool]:
+        """One page since ``cursor``. A page of 1000 is ~1.1 MB: on a slow line (512 kbit/s, central not gzipping)
+        ~17 s of the 13 s a call may take, and asked again at the same size it never arrives. So an answer that does
+        not arrive whole in time is asked again at once (the timeout was the wait) for half as many orders, down to
+        _PAGE_FLOOR, where the client's retries take over. The rest of the run keeps the smaller size (it does not
+        grow back: the line too slow at its start is most likely the same at its end, and each try too big costs a
+        whole timeout); the next run starts from page_size again. `limit` is only a maximum: the cursors are the
+        same."""
+        floor = min(_PAGE_FLOOR, self._settings.page_size)
+        while True:
+            at_floor = self._page_size <= floor
+            try:
+                return await self._client.orders_since(cursor, self._page_size, retry_slow=at_floor)
+            except CentralSlowAnswerError as err:
+                if at_floor:
+                    raise
+                self._page_size = max(floor, self._page_size // 2)
+                log.warning("recovery_page_smaller", page_size=self._page_size, error=str(err))
 
     async def _classify(self, orders: list[Any], *, page: int, history_before: float | None) -> list[RecoveryItem]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
