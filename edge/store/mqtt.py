@@ -94,7 +94,8 @@ class MqttStore:
     async def outbox_after(self, cursor: int, limit: int) -> list[OutboxItem]:
         """Outbox rows after ``cursor``, oldest first (delivered over HTTP or not: the two doors are independent)."""
         rows = await self._db.fetchall(
-            "SELECT id, idempotency_key, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+            "SELECT id, order_id, idempotency_key, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (cursor, limit),
         )
         return [OutboxItem.from_row(r) for r in rows]
 
