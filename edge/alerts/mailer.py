@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import socket
 import ssl
 from email.message import EmailMessage
 
@@ -81,6 +82,11 @@ class Delivery:
     deferred: dict[str, str] = dataclasses.field(default_factory=dict)  # 4xx at RCPT: try this address again later
 
 
+class RelayRefusedError(AlertError):
+    """The relay refused this connection (a login, encryption or a greeting name demanded, the sender held back for
+    now): no mail can pass until the relay or a setting changes, so the whole outbox backs off and keeps its mails."""
+
+
 class MailRefusedError(AlertError):
     """The relay refused this mail (its sender at MAIL FROM, or its content after DATA); others may still pass."""
 
@@ -93,6 +99,15 @@ def _reply(err: aiosmtplib.SMTPResponseException) -> str:
     return f"{err.code} {err.message}".strip()
 
 
+def _meaningful(name: str) -> bool:
+    """A dotted name other than localhost's: what relays checking the greeting take as fully qualified."""
+    return "." in name.strip(".") and not name.lower().startswith("localhost")
+
+
+def _address_literal(ip: str) -> str:
+    return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"  # RFC 5321 4.1.3
+
+
 class Mailer:
     def __init__(self, smtp: SmtpSettings) -> None:
         self._smtp = smtp
@@ -100,20 +115,72 @@ class Mailer:
         # Made on the first mail, in a thread, then kept: it reads the system's CA files (~20 ms of CPU and disk here),
         # which on the event loop would stall every order coming in meanwhile. New settings come with a restart.
         self._tls: ssl.SSLContext | None = None
+        # The EHLO name: smtp.helo_name, else the box's FQDN, looked up once (in a thread: /etc/hosts, maybe DNS).
+        self._helo: str | None = smtp.helo_name or None
+        self._helo_looked_up = bool(smtp.helo_name)
+
+    @property
+    def _where(self) -> str:
+        return f"{self._smtp.host}:{self._smtp.port}"
 
     async def _client(self) -> aiosmtplib.SMTP:
         s = self._smtp
         if s.security != "none" and self._tls is None:
             self._tls = await asyncio.to_thread(verifying_context, s.ca_file)
+        if not self._helo_looked_up:
+            fqdn = await asyncio.to_thread(socket.getfqdn)
+            self._helo, self._helo_looked_up = (fqdn if _meaningful(fqdn) else None), True
         return aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
             timeout=s.timeout_s,
             use_tls=s.security == "tls",
-            # 'none' means none: aiosmtplib would otherwise upgrade on its own when offered, with other failure modes.
-            start_tls=s.security == "starttls",
+            # STARTTLS is ours to start (_greet), after the greeting name is known; and 'none' means none: aiosmtplib
+            # would otherwise upgrade on its own when offered, with other failure modes.
+            start_tls=False,
             tls_context=self._tls if s.security != "none" else None,
+            # A box without a meaningful name (a Pi's "raspberrypi") greets with its address, set once connected.
+            local_hostname=self._helo or "[127.0.0.1]",
         )
+
+    async def _greet(self, client: aiosmtplib.SMTP) -> None:
+        """EHLO (HELO for a relay without ESMTP), then STARTTLS when configured."""
+        if self._helo is None:  # RFC 5321 4.1.4: a client without a meaningful name uses its address literal
+            client.local_hostname = _address_literal(client.get_transport_info("sockname")[0])
+        try:
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
+        except aiosmtplib.SMTPHeloError as err:
+            raise RelayRefusedError(self._greeting_refused(client, err)) from err
+        if self._smtp.security == "starttls":
+            await client.starttls()
+
+    def _greeting_refused(self, client: aiosmtplib.SMTP, err: aiosmtplib.SMTPResponseException) -> str:
+        return (
+            f"{self._where} refused this box's greeting name {client.local_hostname!r} ({_reply(err)}): set"
+            " smtp.helo_name to the box's fully-qualified host name (e.g. till-3.shop.example.com)"
+        )
+
+    def _session_refusal(self, client: aiosmtplib.SMTP, err: aiosmtplib.SMTPResponseException) -> str | None:
+        """A refusal about this connection (its login, encryption or greeting name), not about the mail or an address:
+        every mail would meet it, so it is the relay's problem to the outbox, named with the setting that fixes it."""
+        text = err.message.lower()
+        if "helo" in text or "ehlo" in text:  # Postfix reject_non_fqdn_helo_hostname: "Helo command rejected"
+            return self._greeting_refused(client, err)
+        if "starttls" in text or " tls" in text:  # RFC 3207 4: "530 5.7.0 Must issue a STARTTLS command first"
+            return (
+                f"{self._where} wants an encrypted connection before it takes mail ({_reply(err)}): set smtp.security"
+                " to 'starttls' (port 587) or 'tls' (port 465)"
+            )
+        if err.code == 530 or "authenticat" in text:  # RFC 4954 6: "530 5.7.0 Authentication required"
+            login = f"the login as {self._smtp.username!r} is not enough" if self._smtp.username else "none is set"
+            return (
+                f"{self._where} wants a login before it takes mail and {login} ({_reply(err)}): set smtp.username and"
+                " smtp.password (Gmail and Yahoo need an app password)"
+            )
+        return None
 
     async def _session(self, msg: EmailMessage | None, recipients: list[str]) -> Delivery:
         s = self._smtp
@@ -121,32 +188,46 @@ class Mailer:
             # Checked here too, not only in the config: the setup wizard and tests build settings directly.
             raise AlertError(
                 f"refusing to log in to {s.host}:{s.port} with security 'none': the password would cross the network"
-                " unencrypted (use starttls or tls, or set smtp.allow_plain_login for a relay on a trusted network)"
+                " unencrypted (use starttls or tls, or set smtp.allow_plain_login for a relay on a network you trust)"
             )
         client = await self._client()
         try:
             async with client:
+                await self._greet(client)
                 if s.username:
                     await client.login(s.username, s.password.get())
-                return Delivery() if msg is None else await self._transaction(client, msg, recipients)
-        except MailRefusedError:
-            raise
+                if msg is None:  # the check: the sender is tried too, as relays refuse most things only there
+                    await self._mail_from(client)
+                    await client.rset()
+                    return Delivery()
+                return await self._transaction(client, msg, recipients)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as err:
             raise AlertError(explain(err, s)) from err
 
-    async def _transaction(self, client: aiosmtplib.SMTP, msg: EmailMessage, recipients: list[str]) -> Delivery:
-        """MAIL, one RCPT per recipient, DATA: each recipient's answer is kept, not only whether all failed."""
-        where = f"{self._smtp.host}:{self._smtp.port}"
+    async def _mail_from(self, client: aiosmtplib.SMTP) -> None:
         try:
             await client.mail(email.utils.parseaddr(self.sender)[1])
         except aiosmtplib.SMTPResponseException as err:
             if err.code == 421:  # the service is closing: a server problem, not this mail's
                 raise
+            if problem := self._session_refusal(client, err):
+                raise RelayRefusedError(problem) from err
+            if err.code < 500:
+                # The envelope sender is the same for every mail (a rate limit, a full queue): the whole outbox waits.
+                raise RelayRefusedError(
+                    f"{self._where} does not take mail from {self.sender!r} for now ({_reply(err)}); the outbox waits"
+                    " and tries again"
+                ) from err
             raise MailRefusedError(
-                f"{where} refused the sender {self.sender!r} ({_reply(err)}): the From address must belong to the"
-                " account",
-                permanent=err.code >= 500,
+                f"{self._where} refused the sender {self.sender!r} ({_reply(err)}): set smtp.sender to an address the"
+                " account may send from",
+                permanent=True,
             ) from err
+
+    async def _transaction(self, client: aiosmtplib.SMTP, msg: EmailMessage, recipients: list[str]) -> Delivery:
+        """MAIL, one RCPT per recipient, DATA: each recipient's answer is kept, not only whether all failed."""
+        where = self._where
+        await self._mail_from(client)
         accepted: list[str] = []
         refused: dict[str, str] = {}
         deferred: dict[str, str] = {}
@@ -157,6 +238,8 @@ class Mailer:
             except aiosmtplib.SMTPRecipientRefused as err:
                 if err.code == 421:
                     raise
+                if problem := self._session_refusal(client, err):  # Postfix checks the greeting at RCPT by default
+                    raise RelayRefusedError(problem) from err
                 (refused if err.code >= 500 else deferred)[recipient] = _reply(err)
         if not accepted:
             try:
@@ -179,9 +262,11 @@ class Mailer:
             raise MailRefusedError(f"{where} refused the message ({_reply(err)})", permanent=err.code >= 500) from err
         return Delivery(tuple(accepted), refused, deferred)
 
-    async def check(self) -> None:
-        """Connect, secure the line and log in, without sending anything."""
+    async def check(self) -> str:
+        """Connect, greet, secure the line, log in and try the sender (then RSET), without sending anything; returns
+        the name it greeted with."""
         await self._session(None, [])
+        return self._helo or "its address"
 
     async def deliver(self, mail: Mail, *, message_id: str | None = None) -> Delivery:
         """One attempt; refused recipients come back in the result. Raises AlertError when the relay could not be

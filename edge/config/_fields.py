@@ -156,6 +156,13 @@ def network_host(v: str) -> str | None:
     return None if _ADDRESS_NAME_RE.fullmatch(v) and len(v) <= 253 else "is not a host name or an IP address"
 
 
+def helo_name(v: str) -> str | None:
+    """What EHLO may carry (RFC 5321 4.1.1.1): a domain, or an address literal such as [192.0.2.7]."""
+    if not v or _ADDRESS_NAME_RE.fullmatch(v) or re.fullmatch(r"\[(IPv6:)?[0-9A-Fa-f:.]+\]", v):
+        return None
+    return f'must be a host name like "till-3.shop.example.com" or an address literal like "[192.0.2.7]", got {v!r}'
+
+
 def central_url(v: str) -> str | None:
     return (
         None

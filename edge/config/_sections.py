@@ -140,6 +140,10 @@ class SmtpSettings:
     ca_file: Path | None = None  # extra CA bundle to trust (a company relay); certificates are always verified
     # A login over security = none to a host that is not this box sends the password in clear: only with this opt-in.
     allow_plain_login: bool = False
+    # The name the agent greets the relay with (EHLO). Empty: the box's fully-qualified name, or its address literal
+    # when it has none (RFC 5321 4.1.4): relays that refuse a bare "raspberrypi" (Postfix reject_non_fqdn_helo_hostname)
+    # take either.
+    helo_name: str = dataclasses.field(default="", metadata=f.check(f.helo_name))
 
     @property
     def sends_password_in_clear(self) -> bool:

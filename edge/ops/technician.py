@@ -199,11 +199,16 @@ async def _smtp_check(settings: Settings) -> Check:
 
     if not settings.smtp.host:
         return Check("smtp", "warn", "not configured: no alert mails")
+    smtp = settings.smtp
+    mailer = Mailer(smtp)
     try:
-        await Mailer(settings.smtp).check()
+        greeting = await mailer.check()
     except AlertError as err:
         return Check("smtp", "fail", str(err))
-    return Check("smtp", "ok", f"login to {settings.smtp.host}:{settings.smtp.port} works")
+    login = f"logged in as {smtp.username}" if smtp.username else "without a login"
+    return Check(
+        "smtp", "ok", f"{smtp.host}:{smtp.port} takes mail from {mailer.sender} ({login}, greeted as {greeting})"
+    )
 
 
 async def _central_check(settings: Settings) -> Check:

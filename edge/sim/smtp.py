@@ -26,6 +26,14 @@ class SmtpSink:
     the body (``data_delay_s``; §4.5.3.2.6 gives a client 10 minutes for it). A message whose client gave up
     waiting is still delivered, as a relay that has taken it does (§6.1): that is how a too short timeout duplicates
     mail.
+
+    It can also answer as relays do before any mail is looked at: ``mail_reply`` answers MAIL FROM instead of 250
+    (Gmail and Office 365 "530 5.7.0 Authentication required" to a client that did not log in, "530 5.7.0 Must issue
+    a STARTTLS command first" to one that did not encrypt, a provider's "451 4.7.1 Sender rate limit exceeded"), and
+    ``fqdn_helo_at`` ("MAIL" or "RCPT") refuses there a greeting name that is neither a dotted name nor an address
+    literal, as Postfix's reject_non_fqdn_helo_hostname does (at RCPT with its default smtpd_delay_reject = yes, at
+    MAIL with the check among smtpd_sender_restrictions and smtpd_delay_reject = no). ``helo_names`` keeps every
+    EHLO/HELO name it was greeted with.
     """
 
     def __init__(
@@ -50,15 +58,45 @@ class SmtpSink:
         # holds the message without blocking the loop both of them run on.
         self.data_reply: Callable[[EmailMessage], str | Awaitable[str | None] | None] | None = None
         self.data_delay_s = 0.0
+        self.mail_reply: str | None = None
+        self.fqdn_helo_at: str | None = None
+        self.helo_names: list[str] = []
         self.connections = 0
         self.refused_messages = 0  # bodies answered with data_reply
         self._server: asyncio.Server | None = None
         self._arrived = asyncio.Event()
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        self.helo_names.append(hostname)
+        return responses
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        session.host_name = hostname
+        self.helo_names.append(hostname)
+        return "250 sink.test"
+
+    def _helo_refusal(self, stage: str, session: Session) -> str | None:
+        name = session.host_name or ""
+        if self.fqdn_helo_at != stage or name.startswith("[") or "." in name.strip("."):
+            return None
+        return f"504 5.5.2 <{name}>: Helo command rejected: need fully-qualified hostname"
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if reply := self._helo_refusal("MAIL", session) or self.mail_reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
-        if reply := self.rcpt_replies.get(address):
+        if reply := self._helo_refusal("RCPT", session) or self.rcpt_replies.get(address):
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"

@@ -1,0 +1,170 @@
+"""Relays that refuse before any mail is looked at (a login, encryption or a fully-qualified greeting name demanded,
+a sender rate limit): every mail would meet the same refusal, so the whole outbox backs off and keeps its mails, and
+the log, `edge doctor` and the status name the setting to change. A refusal about the From address stays the
+sender's."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from edge.alerts import Alerter
+from edge.config import Settings
+from edge.events import JobDead
+from edge.ops.technician import _smtp_check
+from edge.sim.smtp import SmtpSink
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock
+from tests.alerts.helpers import run
+from tests.helpers import db_rows
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[SmtpSink]:
+    """A plain relay on loopback whose answers a test scripts."""
+    server = SmtpSink()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def relay_settings(make_settings: Callable[..., Settings], relay: SmtpSink, **smtp: Any) -> Settings:
+    return make_settings(
+        smtp={"host": "127.0.0.1", "port": relay.port, "security": "none", "sender": "edge@store.test", **smtp},
+        alerts={
+            "to": ["chef@store.test"],
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "disk_free_min_mb": 0,
+            "retry_base_s": 1.0,
+            "retry_max_s": 4.0,
+        },
+    )
+
+
+def dead_ticket(n: int, printer: str) -> JobDead:
+    return JobDead(job_id=n, order_id=f"o{n}", order_number=f"A-{n}", printer=printer, error="paper jam", attempts=5)
+
+
+async def two_alarms(alerter: Alerter) -> None:
+    alerter.on_event(dead_ticket(1, "kitchen"))
+    alerter.on_event(dead_ticket(2, "front"))
+    await run(alerter)
+
+
+# The replies real relays give at MAIL FROM, and the setting each must name.
+SESSION_REFUSALS = {
+    # Gmail / Office 365 (RFC 4954 6) to a client that did not log in
+    "login": ("530 5.7.0 Authentication required", "smtp.username"),
+    # Gmail, Postfix smtpd_tls_auth_only (RFC 3207 4) to a client that did not encrypt
+    "starttls": ("530 5.7.0 Must issue a STARTTLS command first", "smtp.security"),
+    # a provider's sender rate limit: temporary (RFC 5321 4.2.1), and the same for every mail from this sender
+    "rate_limit": ("451 4.7.1 Sender rate limit exceeded", "tries again"),
+}
+
+
+@pytest.mark.parametrize("case", list(SESSION_REFUSALS))
+async def test_a_relay_refusing_at_mail_from_for_a_login_encryption_or_a_rate_limit_backs_off_and_keeps_the_mails(
+    case: str,
+    relay: SmtpSink,
+    make_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+) -> None:
+    """Before: both alarms dead-lettered at their first attempt with "refused the sender … the From address must
+    belong to the account", no backoff, nothing sent once the relay took mail again; doctor said "login … works"."""
+    reply, setting = SESSION_REFUSALS[case]
+    relay.mail_reply = reply
+    settings = relay_settings(make_settings, relay)
+    alerter = make_alerter(settings)
+    with capture_logs() as logs:
+        await two_alarms(alerter)
+    db = settings.agent.db_path
+    assert await db_rows(db, "SELECT state FROM alert_mails ORDER BY id") == [("pending",), ("pending",)]
+    error = alerter.outbox.server_error or ""
+    assert setting in error and reply in error and "From address" not in error
+    wait = alerter.outbox.server_wait()
+    assert wait is not None and wait > 0  # the whole outbox backs off: one refusal, not one per mail
+    assert relay.connections == 1
+    assert not [e for e in logs if e["event"] == "alert_mail_dead"]
+    assert [e["error"] for e in logs if e["event"] == "alert_mail_failed"] == [error]
+    assert (await alerter.outbox_status()).server_error == error
+    check = await _smtp_check(settings)
+    assert check.level == "fail" and setting in check.detail, check
+
+    relay.mail_reply = None  # the relay (or its account) is put right
+    clock.advance(5)
+    assert await alerter.deliver_due() == 2
+    assert len(relay.messages) == 2
+    assert await db_rows(db, "SELECT state FROM alert_mails ORDER BY id") == [("sent",), ("sent",)]
+    assert (await alerter.outbox_status()).server_error is None
+
+
+async def test_doctor_tries_the_sender_and_says_the_relay_wants_a_login_when_none_is_configured(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """aiosmtpd with auth_required answers MAIL FROM "530 5.7.0 Authentication required", as Gmail does. Before:
+    doctor said "ok login to … works" with no login configured, having only connected."""
+    server = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD)
+    await server.start()
+    try:
+        settings = relay_settings(make_settings, server)
+        check = await _smtp_check(settings)
+        assert check.level == "fail" and "smtp.username" in check.detail and "530" in check.detail, check
+        settings = relay_settings(make_settings, server, username=SMTP_USER, password=SMTP_PASSWORD)
+        check = await _smtp_check(settings)
+        assert check.level == "ok" and f"logged in as {SMTP_USER}" in check.detail, check
+        assert server.messages == []  # MAIL FROM, then RSET: nothing is sent
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize("stage", ["MAIL", "RCPT"])
+async def test_a_relay_wanting_a_fully_qualified_greeting_gets_one_and_is_told_the_setting_otherwise(
+    stage: str,
+    relay: SmtpSink,
+    make_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Pi is "raspberrypi", no domain; Postfix with reject_non_fqdn_helo_hostname refuses that name (504 5.5.2).
+    Without smtp.helo_name the agent greets with its address literal, as RFC 5321 4.1.4 says a client without a
+    meaningful name does; a helo_name the relay refuses backs the outbox off, naming smtp.helo_name. Before: EHLO
+    raspberrypi, both alarms dead-lettered as "refused the sender … the From address must belong to the account"
+    (stage MAIL) or as refused recipients (stage RCPT)."""
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "raspberrypi")
+    relay.fqdn_helo_at = stage
+    settings = relay_settings(make_settings, relay)
+    alerter = make_alerter(settings)
+    await two_alarms(alerter)
+    assert len(relay.messages) == 2
+    assert set(relay.helo_names) == {"[127.0.0.1]"}
+    db = settings.agent.db_path
+    assert await db_rows(db, "SELECT state FROM alert_mails ORDER BY id") == [("sent",), ("sent",)]
+
+    other = make_alerter(relay_settings(make_settings, relay, helo_name="till-3"))
+    other.on_event(dead_ticket(3, "bar"))
+    await run(other)
+    error = other.outbox.server_error or ""
+    assert "smtp.helo_name" in error and "till-3" in error and "504 5.5.2" in error, error
+    assert await db_rows(db, "SELECT state FROM alert_mails WHERE id = 3") == [("pending",)]
+    assert len(relay.messages) == 2
+
+
+async def test_a_relay_refusing_the_from_address_itself_still_dead_letters_the_mail(
+    relay: SmtpSink, make_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter]
+) -> None:
+    """Postfix reject_sender_login_mismatch (553 5.7.1): the From address is wrong for the account, for good; the
+    mail waits for a person (fix smtp.sender, retry) and the relay is not backed off."""
+    relay.mail_reply = "553 5.7.1 <edge@store.test>: Sender address rejected: not owned by user"
+    settings = relay_settings(make_settings, relay)
+    alerter = make_alerter(settings)
+    await two_alarms(alerter)
+    rows = await db_rows(settings.agent.db_path, "SELECT state, last_error FROM alert_mails ORDER BY id")
+    assert [state for state, _ in rows] == ["dead", "dead"]
+    assert all("smtp.sender" in error and "553 5.7.1" in error for _, error in rows)
+    assert alerter.outbox.server_wait() is None
