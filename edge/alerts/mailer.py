@@ -4,11 +4,14 @@ words."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email.utils
 import socket
 import ssl
+from collections.abc import AsyncIterator, Awaitable
 from email.message import EmailMessage
+from typing import TypeVar
 
 import aiosmtplib
 import structlog
@@ -20,6 +23,8 @@ from edge.store.alerts import Mail
 from edge.tls import clock_hint, verifying_context
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 
 def build_message(mail: Mail, *, sender: str, message_id: str | None = None) -> EmailMessage:
@@ -182,7 +187,20 @@ class Mailer:
             )
         return None
 
-    async def _session(self, msg: EmailMessage | None, recipients: list[str]) -> Delivery:
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[MailSession]:
+        """One connection for several mails, one transaction after another (RFC 5321 3.3): a slow relay's greeting,
+        TLS and login are paid once. Raises AlertError when the relay cannot be used at all."""
+        client = await self._connect()
+        try:
+            yield MailSession(self, client)
+        finally:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()  # what was sent is done; a relay that goes away at QUIT changes nothing
+
+    async def _connect(self) -> aiosmtplib.SMTP:
         s = self._smtp
         if s.sends_password_in_clear and not s.allow_plain_login:
             # Checked here too, not only in the config: the setup wizard and tests build settings directly.
@@ -192,17 +210,16 @@ class Mailer:
             )
         client = await self._client()
         try:
-            async with client:
-                await self._greet(client)
-                if s.username:
-                    await client.login(s.username, s.password.get())
-                if msg is None:  # the check: the sender is tried too, as relays refuse most things only there
-                    await self._mail_from(client)
-                    await client.rset()
-                    return Delivery()
-                return await self._transaction(client, msg, recipients)
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as err:
-            raise AlertError(explain(err, s)) from err
+            await client.connect()
+            await self._greet(client)
+            if s.username:
+                await client.login(s.username, s.password.get())
+        except BaseException as err:
+            client.close()
+            if isinstance(err, (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError)):
+                raise AlertError(explain(err, s)) from err
+            raise
+        return client
 
     async def _mail_from(self, client: aiosmtplib.SMTP) -> None:
         try:
@@ -265,22 +282,14 @@ class Mailer:
     async def check(self) -> str:
         """Connect, greet, secure the line, log in and try the sender (then RSET), without sending anything; returns
         the name it greeted with."""
-        await self._session(None, [])
+        async with self.session() as session:
+            await session.try_sender()
         return self._helo or "its address"
 
     async def deliver(self, mail: Mail, *, message_id: str | None = None) -> Delivery:
-        """One attempt; refused recipients come back in the result. Raises AlertError when the relay could not be
-        used at all (unreachable, TLS, login), MailRefusedError when it refused this mail as a whole."""
-        message = build_message(mail, sender=self.sender, message_id=message_id)
-        delivery = await self._session(message, mail.recipients)
-        log.info(
-            "alert_mail_delivered",
-            subject=mail.subject,
-            accepted=len(delivery.accepted),
-            refused=len(delivery.refused),
-            deferred=len(delivery.deferred),
-        )
-        return delivery
+        """One attempt on a connection of its own; see MailSession.deliver."""
+        async with self.session() as session:
+            return await session.deliver(mail, message_id=message_id)
 
     async def send(self, mail: Mail, *, message_id: str | None = None) -> Delivery:
         """Like deliver, but a mail no recipient accepted is an AlertError (for callers without an outbox)."""
@@ -290,3 +299,52 @@ class Mailer:
             reasons = {**delivery.deferred, **delivery.refused}
             raise AlertError(f"{where} refused the recipients: " + "; ".join(f"{r} ({e})" for r, e in reasons.items()))
         return delivery
+
+
+class MailSession:
+    """An open connection to the relay (Mailer.session)."""
+
+    def __init__(self, mailer: Mailer, client: aiosmtplib.SMTP) -> None:
+        self._mailer = mailer
+        self._client = client
+        self.usable = True  # False once the connection failed: the next mail needs a new one
+
+    async def try_sender(self) -> None:
+        """MAIL FROM, then RSET: most relays refuse a missing login, TLS or greeting name only there."""
+        await self._run(self._try_sender())
+
+    async def _try_sender(self) -> Delivery:
+        await self._mailer._mail_from(self._client)
+        await self._client.rset()
+        return Delivery()
+
+    async def deliver(self, mail: Mail, *, message_id: str | None = None) -> Delivery:
+        """One attempt; refused recipients come back in the result. Raises AlertError when the relay could not be
+        used at all (unreachable, TLS, login, a refusal of the session), MailRefusedError when it refused this mail
+        as a whole."""
+        message = build_message(mail, sender=self._mailer.sender, message_id=message_id)
+        try:
+            delivery = await self._run(self._mailer._transaction(self._client, message, mail.recipients))
+        except MailRefusedError:
+            # RFC 5321 4.1.1.5: whatever is left of the refused transaction goes before the next mail's MAIL FROM.
+            with contextlib.suppress(AlertError):  # then the connection is marked unusable; the refusal stands
+                await self._run(self._client.rset())
+            raise
+        log.info(
+            "alert_mail_delivered",
+            subject=mail.subject,
+            accepted=len(delivery.accepted),
+            refused=len(delivery.refused),
+            deferred=len(delivery.deferred),
+        )
+        return delivery
+
+    async def _run(self, step: Awaitable[T]) -> T:
+        try:
+            return await step
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as err:
+            self.usable = False
+            raise AlertError(explain(err, self._mailer._smtp)) from err
+        except AlertError as err:
+            self.usable = isinstance(err, MailRefusedError)  # only a refusal of this one mail leaves the line usable
+            raise

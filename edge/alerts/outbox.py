@@ -1,13 +1,16 @@
-"""Delivers the mails the alerter wrote to the outbox: each on its own, so one refused mail never holds up the rest."""
+"""Delivers the mails the alerter wrote to the outbox, critical ones first, several on one connection: each its own
+transaction, so one refused mail never holds up the rest."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import Awaitable, Callable
 
 import structlog
 
-from edge.alerts.mailer import Delivery, Mailer, MailRefusedError
+from edge.alerts.mailer import Delivery, Mailer, MailRefusedError, MailSession
 from edge.clock import Clock
 from edge.config import Settings
 from edge.errors import AlertError
@@ -16,6 +19,10 @@ from edge.printing.spooler import retry_delay
 from edge.store.alerts import AlertStore, Attempt, Audience, Mail, MailState, OutboxMail
 
 log = structlog.get_logger()
+
+# Mails per connection before the next round opens a new one: Exchange's MaxMessagesPerConnection is 20, and others
+# close a session after a similar count.
+_PER_SESSION = 20
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,19 +71,31 @@ class Outbox:
         return len(self._unrecorded)
 
     async def deliver_due(self) -> int:
-        """Attempts every due mail once; returns how many reached all their recipients."""
+        """Attempts due mails once each, critical ones first, on one connection; returns how many reached all their
+        recipients."""
         async with self._lock:
             await self._record_unrecorded()
             if (wait := self.server_wait()) is not None and wait > 0:
                 return 0
             sent = 0
-            for mail in await self._store.due_mails(self._clock.wall()):
-                if self.stopping:
-                    break
-                attempt = await self._attempt(mail)
-                if attempt is None:
-                    break  # the relay cannot be used at all: the others wait for the same backoff
-                sent += attempt.state == MailState.SENT
+            async with contextlib.AsyncExitStack() as connection:
+                session: MailSession | None = None
+
+                async def deliver(mail: Mail, message_id: str) -> Delivery:
+                    nonlocal session
+                    if session is None or not session.usable:
+                        session = await connection.enter_async_context(self._mailer.session())
+                    return await session.deliver(mail, message_id=message_id)
+
+                for _ in range(_PER_SESSION):
+                    # Asked again after each mail: a critical one queued meanwhile is the next to go, not the last.
+                    due = await self._store.due_mails(self._clock.wall(), limit=1)
+                    if not due or self.stopping:
+                        break
+                    attempt = await self._attempt(due[0], deliver)
+                    if attempt is None:
+                        break  # the relay cannot be used at all: the others wait for the same backoff
+                    sent += attempt.state == MailState.SENT
             return sent
 
     async def send_now(self, kind: str, mail: Mail, audience: Audience) -> OutboxMail:
@@ -84,7 +103,7 @@ class Outbox:
         async with self._lock:
             await self._record_unrecorded()
             mail_id = await self._store.add_mail(kind, mail, self._clock.wall(), audience)
-            await self._attempt(await self._store.mail(mail_id))
+            await self._attempt(await self._store.mail(mail_id), self._deliver_alone)
             return await self._store.mail(mail_id)
 
     async def _record_unrecorded(self) -> None:
@@ -92,16 +111,18 @@ class Outbox:
             await self._store.record(mail_id, attempt, self._clock.wall())  # a StoreError leaves it for later
             del self._unrecorded[mail_id]
 
-    async def _attempt(self, mail: OutboxMail) -> Attempt | None:
+    async def _deliver_alone(self, mail: Mail, message_id: str) -> Delivery:
+        return await self._mailer.deliver(mail, message_id=message_id)
+
+    async def _attempt(self, mail: OutboxMail, deliver: Callable[[Mail, str], Awaitable[Delivery]]) -> Attempt | None:
         """One attempt; None when the relay could not be used at all (the attempt is recorded all the same)."""
         wanted = self.recipients(mail.audience)
         remaining = [r for r in wanted if r not in mail.delivered and r not in mail.refused]
         delivery, error, server_down = Delivery(), None, False
         if remaining:
             try:
-                delivery = await self._mailer.deliver(
-                    Mail(recipients=remaining, subject=mail.subject, text=mail.text, html=mail.html),
-                    message_id=mail.message_id,
+                delivery = await deliver(
+                    Mail(recipients=remaining, subject=mail.subject, text=mail.text, html=mail.html), mail.message_id
                 )
             except MailRefusedError as err:
                 error = str(err)

@@ -33,7 +33,9 @@ class SmtpSink:
     ``fqdn_helo_at`` ("MAIL" or "RCPT") refuses there a greeting name that is neither a dotted name nor an address
     literal, as Postfix's reject_non_fqdn_helo_hostname does (at RCPT with its default smtpd_delay_reject = yes, at
     MAIL with the check among smtpd_sender_restrictions and smtpd_delay_reject = no). ``helo_names`` keeps every
-    EHLO/HELO name it was greeted with.
+    EHLO/HELO name it was greeted with. ``command_delay_s`` holds every answer to EHLO, HELO, MAIL and RCPT that
+    long, as a tarpitting relay does (Postfix smtpd_error_sleep_time, a provider throttling a busy sender).
+    ``sessions`` holds, per connection, the subjects of the messages it took, in order.
     """
 
     def __init__(
@@ -61,6 +63,8 @@ class SmtpSink:
         self.mail_reply: str | None = None
         self.fqdn_helo_at: str | None = None
         self.helo_names: list[str] = []
+        self.command_delay_s = 0.0
+        self.sessions: dict[str, list[str]] = {}  # the client's address and port -> subjects taken on that connection
         self.connections = 0
         self.refused_messages = 0  # bodies answered with data_reply
         self._server: asyncio.Server | None = None
@@ -69,14 +73,20 @@ class SmtpSink:
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
+        await self._tarpit()
         session.host_name = hostname
         self.helo_names.append(hostname)
         return responses
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        await self._tarpit()
         session.host_name = hostname
         self.helo_names.append(hostname)
         return "250 sink.test"
+
+    async def _tarpit(self) -> None:
+        if self.command_delay_s:
+            await asyncio.sleep(self.command_delay_s)
 
     def _helo_refusal(self, stage: str, session: Session) -> str | None:
         name = session.host_name or ""
@@ -87,6 +97,7 @@ class SmtpSink:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
+        await self._tarpit()
         if reply := self._helo_refusal("MAIL", session) or self.mail_reply:
             return reply
         envelope.mail_from = address
@@ -96,6 +107,7 @@ class SmtpSink:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        await self._tarpit()
         if reply := self._helo_refusal("RCPT", session) or self.rcpt_replies.get(address):
             return reply
         envelope.rcpt_tos.append(address)
@@ -114,6 +126,7 @@ class SmtpSink:
         self.received_at.append(asyncio.get_running_loop().time())
         self.envelopes.append(envelope)
         self.messages.append(message)
+        self.sessions.setdefault(str(session.peer), []).append(str(message["Subject"]))
         self._arrived.set()
         return "250 OK"
 

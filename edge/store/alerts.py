@@ -366,8 +366,10 @@ class AlertStore:
             )
 
     async def due_mails(self, now: float, limit: int = 20) -> list[OutboxMail]:
+        """Critical mails first (their first mail is promised within 10 s), then the oldest."""
         rows = await self._db.fetchall(
-            "SELECT * FROM alert_mails WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            "SELECT * FROM alert_mails WHERE state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY audience = 'critical' DESC, id LIMIT ?",
             (now, limit),
         )
         return [_outbox_mail(r) for r in rows]
