@@ -39,6 +39,9 @@ class HealthState:
     mailed_mono: float | None = None  # monotonic time of the last "down" mail: the storm guard's window ...
     boot_id: str = ""  # ... which means something only within the same boot
     guarded: int = 0  # outages the storm guard kept from the manager since the last mail
+    # Recipients the relay deferred (4xx, e.g. greylisting) the last mail for, and that mail: tried at each run.
+    owed: list[str] = dataclasses.field(default_factory=list)
+    owed_mail: dict[str, str] | None = None
 
 
 def _boot_id() -> str:
@@ -120,6 +123,8 @@ class AgentDownAlert:
     async def observe(self, healthy: bool, reason: str) -> None:
         """One check's outcome: mails the manager when the agent stays down and when it is back, by the rules."""
         state = self._load()
+        if state.owed and not (healthy and state.alerted):  # an owed "down" mail is superseded by the all-clear
+            await self._send_owed(state)
         if healthy:
             back = dataclasses.replace(state, failures=0, since=None, alerted=False)
             if state.alerted:  # the last mail said down
@@ -149,13 +154,44 @@ class AgentDownAlert:
             self._save(untold)
             return
         # Written before it is sent: a state that cannot be written would send this mail again at every run.
+        told = dataclasses.replace(told, owed=[], owed_mail=None)
         if not self._save(told):
             log.error("health_alert_not_mailed", reason="its state cannot be written anywhere", healthy=healthy)
             return
         try:
-            await Mailer(self._settings.smtp).send(mail)
+            delivery = await Mailer(self._settings.smtp).send(mail)
         except AlertError as err:
             log.error("health_alert_mail_failed", error=str(err))
             self._save(untold)  # the next run tries again
             return
-        log.info("health_alert_mailed", healthy=healthy, recipients=len(mail.recipients))
+        if delivery.deferred:
+            told.owed = list(delivery.deferred)
+            told.owed_mail = {"subject": mail.subject, "text": mail.text, "html": mail.html}
+            self._save(told)
+        log.info(
+            "health_alert_mailed",
+            healthy=healthy,
+            recipients=len(delivery.accepted),
+            deferred=list(delivery.deferred),
+            refused=delivery.refused,
+        )
+
+    async def _send_owed(self, state: HealthState) -> None:
+        """The last mail, to those the relay deferred it for; whoever it defers again waits for the next run."""
+        assert state.owed_mail is not None
+        mail = Mail(recipients=state.owed, **state.owed_mail)
+        try:
+            delivery = await Mailer(self._settings.smtp).send(mail)
+        except AlertError as err:
+            log.error("health_alert_mail_failed", error=str(err), recipients=state.owed)
+            return
+        state.owed = list(delivery.deferred)
+        state.owed_mail = state.owed_mail if state.owed else None
+        self._save(state)
+        log.info(
+            "health_alert_mailed",
+            subject=mail.subject,
+            recipients=len(delivery.accepted),
+            deferred=state.owed,
+            refused=delivery.refused,
+        )

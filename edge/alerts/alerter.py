@@ -127,7 +127,8 @@ class Alerter:
         self._central_detail = ""
         self._central_fired = False
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
-        self._storage_mailed = False
+        # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
+        self._storage_owed: list[str] | None = None
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -265,7 +266,7 @@ class Alerter:
             case StorageProblem(detail=detail):
                 self._signal("storage_problem", "database", True, detail=detail)
             case StorageRecovered():
-                self._storage_mailed = False
+                self._storage_owed = None
                 self._signal("storage_problem", "database", False)
 
     def _level(self, type_name: str, subject: str, firing: bool, **details: Any) -> None:
@@ -404,7 +405,7 @@ class Alerter:
     async def _mail_storage_directly(self, batch: list[Signal]) -> None:
         """The outbox lives in the database that just failed: tell the manager once, bypassing it."""
         signal = next((s for s in batch if s.type == "storage_problem" and s.firing), None)
-        if signal is None or self._storage_mailed:
+        if signal is None or self._storage_owed == []:
             return
         group = {
             "key": signal.key,
@@ -414,13 +415,24 @@ class Alerter:
             "first_at": signal.at,
             "details": signal.details,
         }
+        recipients = self._recipients(signal.severity) if self._storage_owed is None else self._storage_owed
         try:
-            await self._mailer.send(
-                self._renderer.alert(group, kind="firing", extra=0, recipients=self._recipients(signal.severity))
+            delivery = await self._mailer.send(
+                self._renderer.alert(group, kind="firing", extra=0, recipients=recipients)
             )
-            self._storage_mailed = True
         except AlertError as err:
             log.error("alert_mail_failed", key=signal.key, error=str(err), note="database not writable and mail failed")
+            return
+        # A deferred recipient (4xx) is tried again at the next round while the database still refuses writes.
+        self._storage_owed = list(delivery.deferred)
+        if delivery.deferred or delivery.refused:
+            log.warning(
+                "alert_mail_deferred",
+                key=signal.key,
+                deferred=list(delivery.deferred),
+                refused=delivery.refused,
+                note="deferred recipients are tried again while the database refuses writes",
+            )
 
     def _recipients(self, severity: str) -> list[str]:
         extra = self._cfg.critical_to if severity == CRITICAL else []

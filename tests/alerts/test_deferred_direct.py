@@ -1,0 +1,101 @@
+"""Mails that go straight to the relay, without the outbox (agent down from the health-check timer, the storage alert
+while the database refuses writes): a recipient the relay defers (450 greylisting, RFC 5321 4.2.5) is tried again,
+and the log says who has it and who does not yet."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from structlog.testing import capture_logs
+
+from edge.alerts import Alerter
+from edge.alerts.agent_down import AgentDownAlert
+from edge.config import Settings
+from edge.errors import StoreError
+from edge.events import StorageProblem
+from edge.sim.smtp import SmtpSink
+from tests.alerts.helpers import run
+
+# postgrey's answer to a (sender, recipient) it has not seen before
+GREYLISTED = "450 4.7.1 <area@store.test>: Recipient address rejected: Greylisted, try again in 60s"
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[SmtpSink]:
+    server = SmtpSink()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def settings_for(make_settings: Callable[..., Settings], relay: SmtpSink) -> Settings:
+    settings = make_settings(
+        smtp={"host": "127.0.0.1", "port": relay.port, "security": "none", "sender": "edge@store.test"},
+        alerts={
+            "to": ["chef@store.test"],
+            "critical_to": ["area@store.test"],
+            "critical_group_wait_s": 0,
+            "disk_free_min_mb": 0,
+        },
+        agent={"language": "en"},
+    )
+    settings.agent.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def envelopes(relay: SmtpSink) -> list[tuple[str, list[str]]]:
+    return [
+        (str(m["Subject"]).split("] ", 1)[1], list(e.rcpt_tos))
+        for m, e in zip(relay.messages, relay.envelopes, strict=True)
+    ]
+
+
+async def test_agent_down_tries_a_greylisted_recipient_again_at_the_next_run_and_logs_the_truth(
+    relay: SmtpSink, make_settings: Callable[..., Settings]
+) -> None:
+    """Before: the log said recipients=2 though the area manager's address was deferred; nobody tried it again, and
+    the area manager got only the RESOLVED mail."""
+    relay.rcpt_replies["area@store.test"] = GREYLISTED
+    down = AgentDownAlert(settings_for(make_settings, relay))
+    with capture_logs() as logs:
+        for _ in range(2):  # two failed checks in a row: the alert goes
+            await down.observe(False, "agent: connection refused")
+    [mailed] = [e for e in logs if e["event"] == "health_alert_mailed"]
+    assert mailed["recipients"] == 1 and mailed["deferred"] == ["area@store.test"], mailed
+    del relay.rcpt_replies["area@store.test"]  # the greylist lets it pass now
+    await down.observe(False, "agent: connection refused")  # the timer's next run
+    await down.observe(False, "agent: connection refused")  # and the one after: nothing more to send
+    await down.observe(True, "ready")
+    assert envelopes(relay) == [
+        ("ALERT: edge agent is not running", ["chef@store.test"]),
+        ("ALERT: edge agent is not running", ["area@store.test"]),
+        ("RESOLVED: edge agent is back", ["chef@store.test", "area@store.test"]),
+    ]
+
+
+async def test_the_storage_alert_mailed_directly_reaches_a_greylisted_recipient_later(
+    relay: SmtpSink,
+    make_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database refuses writes (as a full disk makes it: StoreError from the alert tables), so the storage alert
+    goes straight to the relay. Before: the greylisted area manager was dropped and never tried again."""
+    relay.rcpt_replies["area@store.test"] = GREYLISTED
+    alerter = make_alerter(settings_for(make_settings, relay))
+
+    async def refused(*args: object) -> None:
+        raise StoreError("database or disk is full")
+
+    monkeypatch.setattr(alerter._store, "apply", refused)
+    alerter.on_event(StorageProblem(detail="database or disk is full"))
+    with capture_logs() as logs, pytest.raises(StoreError):
+        await run(alerter)
+    [partial] = [e for e in logs if e["event"] == "alert_mail_deferred"]
+    assert partial["deferred"] == ["area@store.test"]
+    del relay.rcpt_replies["area@store.test"]
+    for _ in range(2):  # the alert loop's next rounds, the database still full
+        with pytest.raises(StoreError):
+            await run(alerter)
+    assert [rcpts for _, rcpts in envelopes(relay)] == [["chef@store.test"], ["area@store.test"]]
