@@ -11,7 +11,7 @@ import structlog
 from edge.config import Settings
 from edge.errors import OrderConflictError, WrongStateError
 from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
-from edge.orders.model import Cancel, canonical_bytes, parse_order, revision_hash
+from edge.orders.model import Cancel, canonical_bytes, meaning_hash, parse_order, revision_hash
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
 from edge.states import HoldReason, InsertOutcome, OrderSource, OrderStatus
@@ -76,6 +76,7 @@ class Router:
             order=order,
             payload=canonical.decode(),
             content_hash=revision_hash(payload),
+            meaning_hash=meaning_hash(order),
             plans=tuple(plans),
             source=source,
             routes=routes,

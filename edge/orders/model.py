@@ -6,8 +6,9 @@ import dataclasses
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
 
@@ -149,8 +150,33 @@ def content_hash(canonical: bytes) -> str:
 
 
 def revision_hash(data: dict[str, Any]) -> str:
-    """The content hash of a revision: the revision number is not content (see revision_content)."""
+    """The hash of a revision's JSON bytes (the revision number left out, see revision_content): all an order stored
+    before meaning_hash has, and what an older version compares after a rollback."""
     return content_hash(canonical_bytes(revision_content(data)))
+
+
+def meaning_hash(order: Order) -> str:
+    """The content hash of a revision as the order it means, so the same order written by another serialiser is a
+    duplicate: text NFC, money as normalised decimals, times as UTC instants, a field left out as its default. The
+    revision number is not content (see revision_content); fields the agent does not read are none either."""
+    view = _meaning(order)
+    del view["revision"]
+    return content_hash(canonical_json(view).encode())
+
+
+def _meaning(value: Any) -> Any:
+    """A validated order, or a part of it, as JSON with one spelling per meaning."""
+    if dataclasses.is_dataclass(value):
+        return {field.name: _meaning(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_meaning(part) for part in value]
+    if isinstance(value, str):  # macOS and iOS write "ä" as "a" and a combining diaeresis (NFD)
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, Decimal):  # "9.50" and "9.5", "0.00", "0" and "-0"
+        return format(value.normalize(), "f") if value else "0"
+    if isinstance(value, datetime):  # "18:04:11Z", "18:04:11.000Z" and "19:04:11+01:00"
+        return value.astimezone(UTC).isoformat()
+    return value  # int, bool, None
 
 
 def revision_content(data: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
 from edge.orders import JobPlan, Order, parse_order
-from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, revision_hash
+from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, revision_hash
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
@@ -31,7 +31,8 @@ GATHER_MAX_S = 0.010
 class NewOrder:
     order: Order
     payload: str  # canonical JSON as received
-    content_hash: str
+    content_hash: str  # of the JSON bytes: see revision_hash
+    meaning_hash: str  # of the order it means: compared, see KnownOrder.same_content
     plans: tuple[JobPlan, ...]
     source: OrderSource = OrderSource.PUSH
     # For a revision: the printer serving each configured station now ("": receipts), every printer configured now,
@@ -42,16 +43,25 @@ class NewOrder:
 
     def revision(self) -> Revision:
         return Revision(
-            self.order, self.payload, self.content_hash, self.source, self.routes, self.printers, self.reprint_receipt
+            self.order,
+            self.payload,
+            self.content_hash,
+            self.meaning_hash,
+            self.source,
+            self.routes,
+            self.printers,
+            self.reprint_receipt,
         )
 
     def cancelled(self, pending: PendingCancel) -> Revision:
         """This order sent again as the cancel that came before it, as the cancel route would send it."""
         payload = cancelled_payload(json.loads(self.payload), pending.cancel)
+        order = parse_order(payload)
         return Revision(
-            parse_order(payload),
+            order,
             canonical_bytes(payload).decode(),
             revision_hash(payload),
+            meaning_hash(order),
             pending.source,
             self.routes,
             self.printers,
@@ -102,7 +112,11 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
                 cancelled = new.cancelled(cancel)
                 revised[index] = await apply_revision(conn, cancelled, now)
                 known[order.id] = KnownOrder(
-                    cancelled.content_hash, cancelled.order.revision, OrderStatus.CANCELLED, stored=True
+                    cancelled.content_hash,
+                    cancelled.meaning_hash,
+                    cancelled.order.revision,
+                    OrderStatus.CANCELLED,
+                    stored=True,
                 )
                 outcome = InsertOutcome.CANCELLED
                 after_cancel.add(index)
@@ -111,7 +125,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
             fresh = []
             revised[index] = await apply_revision(conn, new.revision(), now)
         if new in fresh or (index in revised and index not in after_cancel):
-            known[order.id] = KnownOrder(new.content_hash, order.revision, order.status, stored=True)
+            known[order.id] = KnownOrder(new.content_hash, new.meaning_hash, order.revision, order.status, stored=True)
         outcomes.append(outcome)
     await _insert_fresh(conn, fresh, now)
     await drop_pending_cancels(conn, settled)
@@ -146,7 +160,7 @@ def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
     if known is None:
         return InsertOutcome.STORED
     if order.revision == known.revision:
-        return InsertOutcome.DUPLICATE if known.content_hash == new.content_hash else InsertOutcome.CONFLICT
+        return InsertOutcome.DUPLICATE if known.same_content(new) else InsertOutcome.CONFLICT
     if order.revision < known.revision or not known.stored:
         return InsertOutcome.STALE  # older than what we have, or the order is gone (retention): nothing to change
     if known.status == OrderStatus.CANCELLED:
@@ -173,13 +187,14 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
             marked = await conn.execute_fetchall(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
             printed_until = float(next(iter(marked))[0]) if marked else None
         await conn.executemany(
-            "INSERT INTO orders(id, number, content_hash, payload, channel, priority, created_at, due_at, received_at,"
-            " source, revision, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO orders(id, number, content_hash, meaning_hash, payload, channel, priority, created_at, due_at,"
+            " received_at, source, revision, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     n.order.id,
                     n.order.number,
                     n.content_hash,
+                    n.meaning_hash,
                     n.payload,
                     n.order.channel,
                     n.order.priority,
@@ -229,8 +244,11 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
 async def _remember(conn: Writer, orders: list[NewOrder], now: float) -> None:
     """Seen-order records: remembered past retention; a box clock still in 1970 must not make one look ancient."""
     await conn.executemany(
-        "INSERT OR IGNORE INTO seen_orders(id, content_hash, seen_at, revision) VALUES (?, ?, ?, ?)",
-        [(n.order.id, n.content_hash, max(now, n.order.created_at.timestamp()), n.order.revision) for n in orders],
+        "INSERT OR IGNORE INTO seen_orders(id, content_hash, meaning_hash, seen_at, revision) VALUES (?, ?, ?, ?, ?)",
+        [
+            (n.order.id, n.content_hash, n.meaning_hash, max(now, n.order.created_at.timestamp()), n.order.revision)
+            for n in orders
+        ],
     )
 
 

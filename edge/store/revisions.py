@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
+from typing import Protocol
 
 from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
 from edge.orders.model import Order, parse_order
@@ -16,14 +17,31 @@ from edge.store.outbox import add_outbox, outbox_row
 _NOT_PRINTED = sorted(NOT_PRINTED)
 
 
+class Hashes(Protocol):
+    """A prepared order's or revision's two hashes (NewOrder, Revision)."""
+
+    @property
+    def content_hash(self) -> str: ...
+    @property
+    def meaning_hash(self) -> str: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class KnownOrder:
     """What intake compares a new payload with: the stored (or once stored, purged since) revision."""
 
-    content_hash: str
+    content_hash: str  # of the JSON bytes (revision_hash)
+    meaning_hash: str | None  # of the order it means (meaning_hash); None in a row written before migration 015
     revision: int
     status: OrderStatus
     stored: bool  # False: only the seen-order record is left (retention purged the order)
+
+    def same_content(self, new: Hashes) -> bool:
+        """Whether ``new`` is this revision's content again: the same order, however its sender wrote it. A row from
+        before has only the bytes' hash (a seen-order record stays retention.seen_days): the bytes then decide."""
+        if self.meaning_hash is None:
+            return self.content_hash == new.content_hash
+        return self.meaning_hash == new.meaning_hash
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -42,14 +60,16 @@ def known_sql(count: int) -> str:
     twice. A stored order's row comes last, so it wins in a dict."""
     marks = ",".join("?" * count)
     return (
-        f"SELECT id, content_hash, revision, 'open', 0 FROM seen_orders WHERE id IN ({marks})"
-        f" UNION ALL SELECT id, content_hash, revision, status, 1 FROM orders WHERE id IN ({marks})"
+        f"SELECT id, content_hash, meaning_hash, revision, 'open', 0 FROM seen_orders WHERE id IN ({marks})"
+        f" UNION ALL SELECT id, content_hash, meaning_hash, revision, status, 1 FROM orders WHERE id IN ({marks})"
     )
 
 
 def known_from_rows(rows: object) -> dict[str, KnownOrder]:
     return {
-        r[0]: KnownOrder(content_hash=r[1], revision=r[2], status=OrderStatus(r[3]), stored=bool(r[4]))
+        r[0]: KnownOrder(
+            content_hash=r[1], meaning_hash=r[2], revision=r[3], status=OrderStatus(r[4]), stored=bool(r[5])
+        )
         for r in rows  # type: ignore[attr-defined]
     }
 
@@ -74,6 +94,7 @@ class Revision:
     order: Order
     payload: str  # canonical JSON
     content_hash: str
+    meaning_hash: str
     source: OrderSource
     routes: Mapping[str, str]  # the printer serving each station now ("": receipts)
     printers: frozenset[str]  # every printer configured now
@@ -102,12 +123,13 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         (order.id, order.revision, order.status, new.content_hash, new.payload, now, new.source),
     )
     await conn.execute(
-        "UPDATE orders SET revision = ?, status = ?, content_hash = ?, payload = ?, number = ?, priority = ?,"
-        " due_at = ? WHERE id = ?",
+        "UPDATE orders SET revision = ?, status = ?, content_hash = ?, meaning_hash = ?, payload = ?, number = ?,"
+        " priority = ?, due_at = ? WHERE id = ?",
         (
             order.revision,
             order.status,
             new.content_hash,
+            new.meaning_hash,
             new.payload,
             order.number,
             order.priority,
@@ -116,8 +138,8 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         ),
     )
     await conn.execute(
-        "UPDATE seen_orders SET revision = ?, content_hash = ? WHERE id = ?",
-        (order.revision, new.content_hash, order.id),
+        "UPDATE seen_orders SET revision = ?, content_hash = ?, meaning_hash = ? WHERE id = ?",
+        (order.revision, new.content_hash, new.meaning_hash, order.id),
     )
     rows = await conn.execute_fetchall(
         "SELECT id, kind, station, state, revision, variant, change_from, printer, copy FROM print_jobs"

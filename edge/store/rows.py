@@ -37,7 +37,7 @@ class StoredOrder:
 
     id: str  # central's id: the idempotency key
     number: str  # as the kitchen and the customer know it; repeats daily
-    content_hash: str  # sha256 of the canonical JSON: the same id with another hash is a conflict
+    content_hash: str  # sha256 of the canonical JSON; compared only without a meaning_hash (KnownOrder.same_content)
     payload: str  # the canonical JSON as received
     channel: str
     priority: int

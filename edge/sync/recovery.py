@@ -364,7 +364,7 @@ class Recovery:
                 cls = ItemClass.MISSING
                 if len(self._prepared) < _PREPARED_MAX:
                     self._prepared[order.id] = new
-            elif order.revision != stored.revision or stored.content_hash == new.content_hash or not stored.stored:
+            elif order.revision != stored.revision or stored.same_content(new) or not stored.stored:
                 cls = ItemClass.PRESENT  # the same, or older than ours (stale), or purged since: nothing to do
             else:
                 cls = ItemClass.CONFLICT  # the same revision with other content

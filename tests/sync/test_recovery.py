@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,35 @@ async def test_conflict_keeps_the_local_order_and_is_reported(
     assert [c["order_id"] for c in run["conflicts"]] == ["c_000001"] and run["state"] == "completed"
     assert run["conflicts"][0]["reason"].startswith("differs from the order stored here in: number")
     assert [p["phase"] for p in run["phases"]] == ["validation", "processing", "completion"]
+
+
+async def test_the_same_order_as_centrals_program_writes_it_is_present_not_a_conflict(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """The order pushed here, listed by central as its own serialiser writes it (text in NFD, nulls left out, money
+    trimmed, times with +00:00 and milliseconds): present, not a conflict; nothing stored or printed again, nobody
+    told."""
+    local = make_order(1, prefix="s")
+    listed = json.loads(
+        json.dumps(local),
+        object_hook=lambda d: {
+            k: unicodedata.normalize("NFD", v) if isinstance(v, str) else v for k, v in d.items() if v is not None
+        },
+    )
+    listed["items"][0]["unit_price"] = "9.5"
+    listed["totals"]["discount"] = "0"
+    listed["created_at"] = listed["created_at"].replace("Z", ".000+00:00")
+    central.add_orders([listed, make_order(2, prefix="s")])
+    central.latency_s = 0.3  # keeps the first run busy while the order is pushed
+    agent, events = await agents.start(sync_settings())
+    async with api(agent.port) as session:
+        async with session.post("/api/v1/orders", json=local) as response:
+            assert response.status == 201
+    [completed] = await events.wait(RecoveryCompleted)
+    assert (completed.counts["present"], completed.counts["conflict"], completed.counts["stored"]) == (1, 0, 1)
+    assert not events.of(OrderConflicted)
+    db = agent.settings.agent.db_path
+    assert await db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE order_id = 's_000001'") == [(2,)]
 
 
 async def test_a_trigger_during_a_run_joins_it(
