@@ -136,7 +136,8 @@ async def test_a_conflicting_order_over_mqtt_is_acked_kept_and_one_alert(
     agent = await make_agent(mqtt=mqtt_section(broker), **MAIL)
     await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
     order = make_order(3, prefix="twin", print_receipt=False)
-    other = {**order, "notes": "not the same order"}
+    other = json.loads(json.dumps(order))
+    other["items"][0]["qty"] += 1  # another order under its id (a field the agent does not read would be the same one)
     await backend.publish(ORDERS, order, other)
     await eventually(
         lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the second one rejected on the events topic"
