@@ -13,6 +13,7 @@ from edge.orders.model import Order, parse_order
 from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, Writer
 from edge.store.outbox import add_outbox, outbox_row
+from edge.store.scans import follow_revision
 
 _NOT_PRINTED = sorted(NOT_PRINTED)
 
@@ -160,11 +161,12 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         )
         for r in rows
     ]
+    earlier = parse_order(json.loads(previous))
     plan = plan_revision(
         jobs,
         await _payloads(conn, order.id, revisions_needed(jobs)),
         order,
-        previous=parse_order(json.loads(previous)),
+        previous=earlier,
         reprint_receipt=new.reprint_receipt,
     )
     job_ids = list(plan.rewrite)
@@ -209,7 +211,13 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
     fields: dict[str, object] = {"revision": order.revision, "number": order.number, "source": new.source}
     if order.cancel_reason:
         fields["reason"] = order.cancel_reason
-    await add_outbox(conn, [outbox_row(order.id, event, str(order.revision), now, **fields)])
+    # The pass: a station given something to make is open again (a ready order no longer ready: central hears which
+    # stations it waits for again), a station emptied is no longer waited for (the order may be ready now).
+    followed = await follow_revision(conn, earlier, order, now)
+    if followed.reopened:
+        fields["reopened"] = list(followed.reopened)
+    rows = [outbox_row(order.id, event, str(order.revision), now, **fields)]
+    await add_outbox(conn, [*rows, *([followed.ready] if followed.ready else [])])
     return tuple(sorted(job_ids))
 
 

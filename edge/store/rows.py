@@ -214,7 +214,7 @@ class OrderProgress:
     state: PickupState
     ready_at: float | None
     handed_out_at: float | None
-    stations: tuple[StationProgress, ...]  # every station it has a ticket for, by name
+    stations: tuple[StationProgress, ...]  # every station its current revision has production items for, by name
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

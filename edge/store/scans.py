@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiosqlite
@@ -11,8 +13,10 @@ import aiosqlite
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import AgentSettings
 from edge.events import EventBus, ScanRecorded
+from edge.orders.changes import LineChange, diff_station
+from edge.orders.model import Order
 from edge.states import OrderStatus, PickupState, ScanOutcome, StatusEvent
-from edge.store.db import Database
+from edge.store.db import Database, Writer
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.rows import OrderProgress, Scan, StationProgress
 
@@ -115,9 +119,8 @@ class ScanStore:
     async def progress(self, order_id: str) -> OrderProgress:
         """The order's pickup state (open, ready, handed_out) and which station tickets are done."""
         stations = await self._db.fetchall(
-            "SELECT DISTINCT j.station, d.done_at FROM print_jobs j"
-            " LEFT JOIN station_done d ON d.order_id = j.order_id AND d.station = j.station"
-            " WHERE j.order_id = ? AND j.kind = 'ticket' AND j.station IS NOT NULL ORDER BY j.station",
+            f"SELECT s.station, d.done_at FROM ({_STATIONS_SQL}) s"
+            " LEFT JOIN station_done d ON d.order_id = ?1 AND d.station = s.station ORDER BY s.station",
             (order_id,),
         )
         pickup = await self._db.fetchone(
@@ -172,13 +175,7 @@ async def _apply(
     if order["status"] == OrderStatus.CANCELLED:  # its tickets are void: nothing to mark done or hand out
         detail = f"order {number} is cancelled: nothing changed"
         return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
-    stations = {
-        r[0]
-        for r in await conn.execute_fetchall(
-            "SELECT DISTINCT station FROM print_jobs WHERE order_id = ? AND kind = 'ticket' AND station IS NOT NULL",
-            (order_id,),
-        )
-    }
+    revision, stations = await _waited_for(conn, order_id)
     done = {
         r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order_id,))
     }
@@ -209,6 +206,9 @@ async def _apply(
         return result
 
     if scan.station is not None and scan.station not in stations:
+        if await _had_ticket(conn, order_id, scan.station):  # a change took its items out: nothing to make there
+            detail = f"order {number} has nothing for {scan.station} in revision {revision}: nothing changed"
+            return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
         known = ", ".join(sorted(stations)) or "none"
         return await _insert_scan(
             conn,
@@ -240,7 +240,7 @@ async def _apply(
     )
     if ready:
         await conn.execute("INSERT INTO order_pickup(order_id, ready_at) VALUES (?, ?)", (order_id, now))
-        await add_outbox(conn, [outbox_row(order_id, StatusEvent.READY, "0", now, number=number, scanner=scan.scanner)])
+        await add_outbox(conn, [ready_row(order_id, number, revision, now, scanner=scan.scanner)])
     return result
 
 
@@ -263,3 +263,87 @@ async def _insert_scan(
     return ScanResult(
         scan_id, outcome, order["id"] if order else None, order["number"] if order else None, station, detail
     )
+
+
+# The stations an order waits for: those with production items in its current revision (Order.stations, read from
+# the stored payload). Not the tickets ever printed: a change may have added a station or emptied one. Parameter ?1:
+# the order id.
+_STATIONS_SQL = (
+    "SELECT DISTINCT json_extract(i.value, '$.station') AS station FROM orders o, json_each(o.payload, '$.items') i"
+    " WHERE o.id = ?1 AND json_extract(i.value, '$.requires_production') = 1"
+    " AND coalesce(json_extract(i.value, '$.station'), '') <> ''"
+)
+
+
+async def _waited_for(conn: Writer, order_id: str) -> tuple[int, set[str]]:
+    """The order's current revision and the stations it waits for."""
+    [(revision,)] = await conn.execute_fetchall("SELECT revision FROM orders WHERE id = ?", (order_id,))
+    return revision, {r[0] for r in await conn.execute_fetchall(_STATIONS_SQL, (order_id,))}
+
+
+async def _had_ticket(conn: Writer, order_id: str, station: str) -> bool:
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM print_jobs WHERE order_id = ? AND kind = 'ticket' AND station = ? LIMIT 1", (order_id, station)
+    )
+    return bool(list(rows))
+
+
+def ready_row(order_id: str, number: str, at_revision: int, now: float, **fields: Any) -> tuple[Any, ...]:
+    """The outbox row of an order becoming ready. Keyed by the revision it became ready at ("0" at revision 1, as
+    always): once ready, an order is ready again only after a change reopened it, which is a higher revision."""
+    suffix = "0" if at_revision == 1 else str(at_revision)
+    return outbox_row(order_id, StatusEvent.READY, suffix, now, number=number, **fields)
+
+
+def _makes_more(previous: Order, order: Order, station: str) -> bool:
+    """Whether the change gives ``station`` something to make: a line added, modified or more of it. Lines taken out
+    or fewer of them are struck on the change ticket; nothing to make."""
+    return any(
+        c.change in (LineChange.ADDED, LineChange.MODIFIED)
+        or (
+            c.change == LineChange.QUANTITY
+            and c.before is not None
+            and c.after is not None
+            and c.after.qty > c.before.qty
+        )
+        for c in diff_station(previous, order, station)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Followed:
+    """What a revision did to the order's progress at the pass."""
+
+    reopened: tuple[str, ...] = ()  # a ready order is open again: the stations it waits for now
+    ready: tuple[Any, ...] | None = None  # the outbox row when the change itself made the order ready
+
+
+async def follow_revision(conn: Writer, previous: Order, order: Order, now: float) -> Followed:
+    """Inside the transaction storing revision ``order`` (after ``previous``) of an open order: a done station the
+    change gives something to make is open again, and a ready order with a station to wait for again is no longer
+    ready; a station emptied is no longer waited for, so the order is ready when every station left is done. A
+    handed-out order is left as it is (central was told it was fulfilled)."""
+    if order.status == OrderStatus.CANCELLED:
+        return Followed()
+    pickup = list(await conn.execute_fetchall("SELECT handed_out_at FROM order_pickup WHERE order_id = ?", (order.id,)))
+    if pickup and pickup[0][0] is not None:
+        return Followed()
+    done = {
+        r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order.id,))
+    }
+    stations = set(order.stations)
+    reopen = sorted(s for s in done & stations if _makes_more(previous, order, s))
+    if reopen:
+        await conn.execute(
+            "DELETE FROM station_done WHERE order_id = ? AND station IN (SELECT value FROM json_each(?))",
+            (order.id, json.dumps(reopen)),
+        )
+        done -= set(reopen)
+    waiting = tuple(sorted(stations - done))
+    if pickup and waiting:
+        await conn.execute("DELETE FROM order_pickup WHERE order_id = ?", (order.id,))
+        return Followed(reopened=waiting)
+    if not pickup and stations and not waiting:
+        await conn.execute("INSERT INTO order_pickup(order_id, ready_at) VALUES (?, ?)", (order.id, now))
+        return Followed(ready=ready_row(order.id, order.number, order.revision, now, revision=order.revision))
+    return Followed()
