@@ -15,7 +15,7 @@ from edge.scanners.ports import READ_WAKE_S
 
 # Key → (plain, with shift), in the layout the scanner is set to (scanners.NAME.layout): US, which most default to,
 # or German, which many sold in Germany type (y and z swapped, ':' on shift+'.', '-' and '_' on the US slash key).
-# Keys typing nothing on their own there (dead keys, AltGr) are left out: such a line is noise.
+# Keys typing nothing on their own there (dead keys) are left out: such a line is noise. AltGr: see ALTGR.
 _DIGITS = "1234567890"
 _US_DIGITS_SHIFTED = "!@#$%^&*()"
 _DE_DIGITS_SHIFTED = '!"§$%&/()='
@@ -73,13 +73,32 @@ KEYMAPS: dict[str, dict[int, tuple[str, str]]] = {
     "us": _keymap(_LETTERS, _US_DIGITS_SHIFTED, _US_PUNCTUATION),
     "de": _keymap({**_LETTERS, "Y": "z", "Z": "y"}, _DE_DIGITS_SHIFTED, _DE_PUNCTUATION),
 }
+# AltGr (right Alt) + key: the layout's third level. The German one (DIN 2137 T1) has the brackets, braces, @ and the
+# rest a code may hold there; the US layout has none. AltGr with shift has nothing a code holds: noise, as any
+# combination missing here (never the key's plain character: "]Q1" is AltGr+9, and "9Q1" would be a wrong code).
+ALTGR: dict[str, dict[int, str]] = {
+    "us": {},
+    "de": {
+        ecodes.KEY_Q: "@",
+        ecodes.KEY_E: "€",
+        ecodes.KEY_M: "µ",
+        ecodes.KEY_2: "²",
+        ecodes.KEY_3: "³",
+        ecodes.KEY_7: "{",
+        ecodes.KEY_8: "[",
+        ecodes.KEY_9: "]",
+        ecodes.KEY_0: "}",
+        ecodes.KEY_MINUS: "\\",
+        ecodes.KEY_RIGHTBRACE: "~",
+        ecodes.KEY_102ND: "|",
+    },
+}
 _SHIFT = {ecodes.KEY_LEFTSHIFT, ecodes.KEY_RIGHTSHIFT}
 # Keys that type nothing on their own; scanners send some of them around a code.
 _SILENT = {
     ecodes.KEY_LEFTCTRL,
     ecodes.KEY_RIGHTCTRL,
     ecodes.KEY_LEFTALT,
-    ecodes.KEY_RIGHTALT,
     ecodes.KEY_LEFTMETA,
     ecodes.KEY_RIGHTMETA,
     ecodes.KEY_CAPSLOCK,
@@ -87,15 +106,22 @@ _SILENT = {
 }
 # ASCII SUB ("substitute"): a key with no character; it makes its line noise, rejected like any control byte.
 _NO_CHARACTER = "\x1a"
+# An AltGr combination the layout lacks: SUB, then the key as a private-use character (U+F0000 + key code; not
+# printable either), so the port can say which key it was when the line is rejected (HidPort.explain).
+_ALTGR_MARK = 0xF0000
 _DOWN, _UP = 1, 0  # 2 is auto-repeat, which a scanner never means
+LAYOUTS = tuple(KEYMAPS)
 
 
 class KeyDecoder:
-    """Turns key events into text bytes, tracking shift; Enter becomes CR so the usual line splitting applies."""
+    """Turns key events into text bytes, tracking shift and AltGr; Enter becomes CR so the usual line splitting
+    applies."""
 
     def __init__(self, layout: str = "us") -> None:
         self._keymap = KEYMAPS[layout]
+        self._altgr_map = ALTGR[layout]
         self._shift = False
+        self._altgr = False
 
     def feed(self, events: Iterable[evdev.InputEvent]) -> bytes:
         typed = []
@@ -104,10 +130,83 @@ class KeyDecoder:
                 continue
             if event.code in _SHIFT:
                 self._shift = event.value != _UP
+            elif event.code == ecodes.KEY_RIGHTALT:
+                self._altgr = event.value != _UP
             elif event.value == _DOWN and event.code not in _SILENT:
-                keys = self._keymap.get(event.code)
-                typed.append(keys[self._shift] if keys else _NO_CHARACTER)
+                typed.append(self._char(event.code))
         return "".join(typed).encode("utf-8")
+
+    def _char(self, code: int) -> str:
+        if self._altgr:
+            char = None if self._shift else self._altgr_map.get(code)
+            return char or _NO_CHARACTER + chr(_ALTGR_MARK + code)
+        keys = self._keymap.get(code)
+        return keys[self._shift] if keys else _NO_CHARACTER
+
+
+def _reverse(layout: str) -> dict[str, tuple[int, int]]:
+    """Character → (key, level: 0 plain, 1 shift, 2 AltGr) in ``layout``; the main keyboard's key before the
+    keypad's (the keypad comes last in a keymap)."""
+    out: dict[str, tuple[int, int]] = {}
+    for code, char in ALTGR[layout].items():
+        out.setdefault(char, (code, 2))
+    for code, (plain, shifted) in KEYMAPS[layout].items():
+        out.setdefault(plain, (code, 0))
+        out.setdefault(shifted, (code, 1))
+    return out
+
+
+_REVERSE = {layout: _reverse(layout) for layout in LAYOUTS}
+
+
+def _key_in(layout: str, code: int, level: int) -> str | None:
+    if level == 2:
+        return ALTGR[layout].get(code)
+    keys = KEYMAPS[layout].get(code)
+    return keys[level] if keys else None
+
+
+def reread(text: str, layout: str, other: str) -> str | None:
+    """``text`` as decoded in ``layout``, read again as the same keys typed in ``other`` (an AltGr combination
+    ``layout`` lacks, marked by the decoder, included); None if a key types nothing there."""
+    out = []
+    chars = iter(text)
+    for char in chars:
+        if char == _NO_CHARACTER:
+            mark = next(chars, "")
+            if not mark or ord(mark) < _ALTGR_MARK:
+                return None
+            key: tuple[int, int] | None = (ord(mark) - _ALTGR_MARK, 2)
+        else:
+            key = _REVERSE[layout].get(char)
+        typed = _key_in(other, *key) if key else None
+        if typed is None:
+            return None
+        out.append(typed)
+    return "".join(out)
+
+
+def layout_hint(scanner: str, layout: str, text: str) -> str | None:
+    """When ``text`` (a line the scanner set to ``layout`` sent, rejected or naming no order) is a ticket code read
+    in the other layout: which layout to set."""
+    from edge.scanners.codes import NoiseError, OrderRef, decode_line, parse_code
+
+    for other in LAYOUTS:
+        if other == layout or (again := reread(text, layout, other)) is None:
+            continue
+        try:
+            code = parse_code(decode_line(again.encode("utf-8")))  # without a symbology identifier in front
+        except NoiseError:
+            continue
+        if isinstance(code, OrderRef) and code.station is not None:
+            return f'scanner layout is {layout}, the code reads as {other}: set scanners.{scanner}.layout = "{other}"'
+    return None
+
+
+def _key_name(code: int) -> str:
+    name = ecodes.KEY.get(code, str(code))
+    name = name[0] if isinstance(name, list) else name
+    return str(name).removeprefix("KEY_")
 
 
 class HidPort:
@@ -139,6 +238,18 @@ class HidPort:
             return b""
         except OSError as err:  # ENODEV once unplugged
             raise DeviceWriteError(self._settings.name, self.label, f"connection lost: {_reason(err)}") from err
+
+    def explain(self, line: bytes) -> str | None:
+        """Why a rejected line is noise, when the decoder knows better than its bytes: an AltGr combination the
+        layout lacks (and which layout reads the line as a ticket code). None: the bytes say it."""
+        text = line.decode("utf-8", "replace")
+        at = text.find(_NO_CHARACTER)
+        if at < 0 or at + 1 >= len(text) or ord(text[at + 1]) < _ALTGR_MARK:
+            return None
+        layout = self._settings.layout
+        reason = f"AltGr+{_key_name(ord(text[at + 1]) - _ALTGR_MARK)} types nothing in keyboard layout {layout}"
+        hint = layout_hint(self._settings.name, layout, text)
+        return f"{reason}: {hint}" if hint else reason
 
     def close(self) -> None:
         try:

@@ -22,6 +22,9 @@ class ScannerPort(Protocol):
     def close(self) -> None:
         """Release the device; never raises."""
 
+    # Optional (a keyboard-wedge port has it): explain(line) -> str | None, why a line read from it is noise when its
+    # bytes do not say (see HidPort.explain).
+
 
 class SerialPort:
     """A read waits for the first byte, then takes all that came with it.

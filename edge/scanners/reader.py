@@ -124,7 +124,9 @@ class Scanner:
                 try:
                     code = decode_line(line)
                 except NoiseError as err:
-                    self._reject(str(err))
+                    # A keyboard-wedge port knows which key made a line noise (an AltGr combination its layout lacks).
+                    explain = getattr(port, "explain", None)
+                    self._reject((explain(line) if explain else None) or str(err))
                     continue
                 if not code:
                     continue

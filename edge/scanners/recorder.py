@@ -22,6 +22,12 @@ class ScanRecorder:
     async def record(self, scanner: ScannerSettings, code: str, read_at: float | None = None) -> ScanResult:
         """Store what the scan means; returns after the commit. ``read_at``: monotonic time the bytes arrived."""
         parsed = parse_code(code)
+        if scanner.type == "hid" and (isinstance(parsed, UnknownCode) or parsed.station is None):
+            # Typed in the other keyboard layout, a ticket code reads as nonsense: say which layout to set.
+            from edge.scanners.hid import layout_hint  # evdev is there: a hid scanner read this code
+
+            if hint := layout_hint(scanner.name, scanner.layout, code):
+                parsed = UnknownCode(hint)
         if isinstance(parsed, UnknownCode):
             request = ScanRequest(
                 scanner=scanner.name, code=code, order_ref=None, station=None, plain=True, detail=parsed.reason

@@ -8,11 +8,15 @@ evdev.InputEvent objects fed to the decoder and, for the whole path, through a s
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
-from collections.abc import Awaitable, Callable
+import struct
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from structlog.testing import capture_logs
 
 evdev = pytest.importorskip("evdev")
 from evdev import InputEvent, ecodes  # noqa: E402
@@ -24,7 +28,7 @@ from edge.scanners import Scanner, ScanRecorder  # noqa: E402
 from edge.scanners.hid import KEYMAPS, KeyDecoder  # noqa: E402
 from edge.sim.scanner import SimScanner  # noqa: E402
 from edge.store.scans import ScanStore  # noqa: E402
-from tests.helpers import Seen, db_rows, push_order  # noqa: E402
+from tests.helpers import Seen, db_rows, push_order, wait_until  # noqa: E402
 
 # Character → the key a scanner presses for it: the main keyboard's, not the keypad's (its keys come last in a keymap).
 _KEY_FOR = {
@@ -167,3 +171,153 @@ async def test_a_german_layout_scan_marks_the_order_ready_or_says_which_layout_i
     if outcome == "unknown":
         [(detail,)] = await db_rows(agent, "SELECT detail FROM scans")
         assert 'layout = "de"' in detail, detail
+
+
+# What a German keyboard types with AltGr (right Alt) held: the layout's third level (DIN 2137 T1), independent of the
+# decoder's own tables.
+_ALTGR_DE = {
+    "@": ecodes.KEY_Q,
+    "€": ecodes.KEY_E,
+    "{": ecodes.KEY_7,
+    "[": ecodes.KEY_8,
+    "]": ecodes.KEY_9,
+    "}": ecodes.KEY_0,
+    "\\": ecodes.KEY_MINUS,
+    "~": ecodes.KEY_RIGHTBRACE,
+    "|": ecodes.KEY_102ND,
+}
+
+
+def typed_de(text: str) -> list[InputEvent]:
+    """The events of a German-layout scanner: AltGr around the third-level characters, as ``typed`` otherwise."""
+    events = []
+    for char in text:
+        if char in _ALTGR_DE:
+            code = _ALTGR_DE[char]
+            events += [key(ecodes.KEY_RIGHTALT, 1), key(code, 1), key(code, 0), key(ecodes.KEY_RIGHTALT, 0)]
+        else:
+            events += typed(char, "de")
+    return events
+
+
+def test_altgr_characters_of_the_german_layout_decode() -> None:
+    """AltGr+9 is "]" on a German keyboard, AltGr+Q "@" and so on: with layout = "de" they come back as typed (before:
+    AltGr was ignored and "]Q1" came as "9Q1", an unknown code)."""
+    text = "]Q1edge:v1:ord_000001:kitchen [x]{y}\\@~|€\r"
+    assert KeyDecoder("de").feed(typed_de(text)) == text.encode()
+
+
+@pytest.mark.parametrize(
+    ("layout", "events"),
+    [
+        pytest.param("de", [key(ecodes.KEY_RIGHTALT, 1), key(ecodes.KEY_A, 1), key(ecodes.KEY_RIGHTALT, 0)], id="de"),
+        pytest.param("us", [key(ecodes.KEY_RIGHTALT, 1), key(ecodes.KEY_9, 1), key(ecodes.KEY_RIGHTALT, 0)], id="us"),
+    ],
+)
+def test_an_altgr_combination_the_layout_lacks_is_noise_never_the_plain_key(layout: str, events: list) -> None:
+    """AltGr+A has no character on a German keyboard, and the US layout has no AltGr level: the line is noise, not
+    "a" or "9" (before: the plain key's character, a wrong code)."""
+    decoded = KeyDecoder(layout).feed([*typed("12", layout), *events, *typed("3\r", layout)])
+    assert decoded.startswith(b"12\x1a") and decoded.endswith(b"3\r")
+    assert b"12a3" not in decoded and b"1293" not in decoded
+
+
+class PipeDevice:
+    """Stand-in for evdev.InputDevice (there is no /dev/uinput here to make a real one): a pipe carrying raw struct
+    input_event records, as /dev/input/eventN delivers them, so the real HidPort selects on it, reads and decodes."""
+
+    writers: ClassVar[dict[str, int]] = {}
+    _FORMAT = "llHHi"
+
+    def __init__(self, path: str) -> None:
+        self.fd, PipeDevice.writers[path] = os.pipe()
+        os.set_blocking(self.fd, False)
+        self._rest = b""
+
+    def grab(self) -> None:
+        pass
+
+    def ungrab(self) -> None:
+        pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def read(self) -> Iterator[InputEvent]:
+        size = struct.calcsize(self._FORMAT)
+        data = self._rest + os.read(self.fd, size * 256)
+        whole = len(data) // size * size
+        self._rest = data[whole:]
+        for at in range(0, whole, size):
+            sec, usec, kind, code, value = struct.unpack(self._FORMAT, data[at : at + size])
+            yield InputEvent(sec, usec, kind, code, value)
+
+    @classmethod
+    def send(cls, path: str, events: list[InputEvent]) -> None:
+        records = b"".join(struct.pack(cls._FORMAT, e.sec, e.usec, e.type, e.code, e.value) for e in events)
+        os.write(cls.writers[path], records)
+
+
+async def wedge_scan(
+    make_agent: Callable[..., Awaitable[Agent]],
+    monkeypatch: pytest.MonkeyPatch,
+    layout: str,
+    events: Callable[[dict], list[InputEvent]],
+) -> tuple[Agent, dict, Scanner, Seen]:
+    """The real HidPort of a scanner "wedge" set to ``layout`` reads ``events`` (made for the order) from its device;
+    returns once the line is stored or rejected."""
+    monkeypatch.setattr(evdev, "InputDevice", PipeDevice)
+    agent = await make_agent()
+    order = await push_order(agent, 1)
+    seen = Seen(agent.bus)
+    path = "/dev/input/by-id/usb-scanner-event-kbd"
+    settings = ScannerSettings(name="wedge", type="hid", port=path, layout=layout, station="kitchen")
+    assert agent.db is not None
+    scanner = Scanner(settings, ScanRecorder(ScanStore(agent.db, bus=agent.bus)).record, agent.bus)
+    scanner.start()
+    await seen.connected("wedge")
+    PipeDevice.send(path, events(order))
+    await wait_until(lambda: seen.scans or scanner.rejected, what="the line stored or rejected")
+    await scanner.stop()
+    return agent, order, scanner, seen
+
+
+async def test_a_german_scanner_sending_the_symbology_identifier_reads_the_ticket(
+    make_agent: Callable[..., Awaitable[Agent]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A German-layout wedge scanner sending the AIM identifier "]Q1" (AltGr+9, Q, 1) in front of the ticket code: the
+    order is ready (before: stored as "9Q1edge:v1:…", unknown)."""
+    _, order, _, seen = await wedge_scan(
+        make_agent, monkeypatch, "de", lambda o: typed_de(f"]Q1edge:v1:{o['id']}:kitchen\r")
+    )
+    assert [(s.outcome, s.code) for s in seen.scans] == [("order_ready", f"edge:v1:{order['id']}:kitchen")]
+
+
+async def test_a_german_scanner_left_at_us_has_its_altgr_line_rejected_naming_both_layouts(
+    make_agent: Callable[..., Awaitable[Agent]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same German scanner left at layout = "us": AltGr+9 is no US character, so the line is rejected (never read
+    as "9Q1…"), and the reason names the key, the layout, and the layout the code reads as a ticket in (before: stored
+    as "9Q1edge:v1:…", unknown, no hint)."""
+    with capture_logs() as logs:
+        _, _, scanner, seen = await wedge_scan(
+            make_agent, monkeypatch, "us", lambda o: typed_de(f"]Q1edge:v1:{o['id']}:kitchen\r")
+        )
+    assert seen.scans == [] and scanner.rejected == 1
+    [reason] = [e["reason"] for e in logs if e["event"] == "scan_rejected"]
+    assert reason.startswith("AltGr+9 types nothing in keyboard layout us"), reason
+    assert 'scanner layout is us, the code reads as de: set scanners.wedge.layout = "de"' in reason, reason
+
+
+async def test_a_us_scanner_configured_german_is_told_to_set_the_us_layout(
+    make_agent: Callable[..., Awaitable[Agent]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A US-layout scanner configured layout = "de" by mistake: its ticket code reads "edgeÖv1Öord?000001Ökitchen",
+    an unknown code whose detail says which layout it reads as (before: "no order with id or number …", no hint)."""
+    agent, order, _, seen = await wedge_scan(
+        make_agent, monkeypatch, "de", lambda o: typed(f"edge:v1:{o['id']}:kitchen\r", "us")
+    )
+    assert [s.outcome for s in seen.scans] == ["unknown"]
+    [(code, detail)] = await db_rows(agent, "SELECT code, detail FROM scans")
+    assert code == f"edgeÖv1Ö{order['id'].replace('_', '?')}Ökitchen"
+    assert detail == 'scanner layout is de, the code reads as us: set scanners.wedge.layout = "us"'
