@@ -31,7 +31,9 @@ class ScanRequest:
     station: str | None  # the ticket's station, or the scanner's own for a plain code; None: the whole order
     plain: bool  # no ticket QR code: the ref may be an order number too
     hand_out: bool = False  # a scan of a ready order hands it out
-    hand_out_gap_s: float = 0.0  # ... but not within this long of it becoming ready (a double read)
+    # ... but not within this long of it becoming ready (a double read), nor of this scanner's previous read of the
+    # order (a ticket lying under a hands-free scanner, re-read every 0.5-1 s)
+    hand_out_gap_s: float = 0.0
     detail: str = ""  # why the code names no order, when order_ref is None
 
 
@@ -195,6 +197,17 @@ async def _apply(
             )
         if now - ready_at < scan.hand_out_gap_s:
             detail = f"order {number} became ready {now - ready_at:.1f}s ago: taken as a double read, not a hand-out"
+            return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
+        # A hands-free scanner re-reads a ticket lying under it every 0.5-1 s: reads of the order on this scanner,
+        # each within the gap of the one before, are one presentation. A hand-out needs it out of view and back.
+        ((last_read,),) = await conn.execute_fetchall(
+            "SELECT MAX(scanned_at) FROM scans WHERE order_id = ? AND scanner = ?", (order_id, scan.scanner)
+        )
+        if last_read is not None and now - last_read < scan.hand_out_gap_s:
+            detail = (
+                f"order {number} read by this scanner {now - last_read:.1f}s before: still in view, taken as the same"
+                " presentation, not a hand-out"
+            )
             return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
         result = await _insert_scan(
             conn, scan, now, ScanOutcome.HANDED_OUT, order, scan.station, f"order {number} handed out"

@@ -1,0 +1,112 @@
+"""A hands-free (presentation) counter scanner re-reads a ticket lying under it every 0.5-1 s: one presentation, not a
+hand-out. The hand-out needs the code out of view (no read on that scanner for longer than hand_out_gap_s) and back.
+The agent's clock is stepped between reads: no real waiting."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.sim.scanner import SimScanner
+from tests.helpers import Seen, db_rows, push_order, scanner_config
+
+
+async def outbox(agent: Agent, order_id: str) -> list[str]:
+    """The order's pickup events for central (ready, fulfilled), oldest first."""
+    rows = await db_rows(
+        agent, "SELECT event FROM outbox WHERE order_id = ? AND event IN ('ready', 'fulfilled') ORDER BY id", order_id
+    )
+    return [r[0] for r in rows]
+
+
+async def start(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], clock: SteppedClock
+) -> tuple[Agent, Seen]:
+    """The real agent whose counter scanner hands out, with the default gap (3 s)."""
+    seen = Seen()
+    agent = await make_agent(scanners=scanner_config(sims, counter={"hand_out_gap_s": 3.0}), clock=clock, listen=seen)
+    for name in sims:
+        await seen.connected(name)
+    return agent, seen
+
+
+async def read(seen: Seen, sim: SimScanner, code: str) -> str:
+    """One read of ``code``, waited for until it is recorded; its outcome."""
+    before = len(seen.scans)
+    sim.scan(code)
+    return (await seen.scans_count(before + 1))[before].outcome
+
+
+async def test_a_ticket_lying_under_the_counter_scanner_is_not_handed_out_until_it_comes_back(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """The finished ticket is laid under the counter scanner and re-read every 0.75 s for 4.5 s: the first read makes
+    the order ready, the others are one presentation (already_done); central hears 'ready', not 'fulfilled'. The food
+    collected, the ticket out of view for 3.5 s and shown again: handed out, once."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    order = await push_order(agent, 1)
+    code = f"edge:v1:{order['id']}:kitchen"
+    outcomes = []
+    for _ in range(7):
+        outcomes.append(await read(seen, sims["counter"], code))
+        clock.advance(0.75)
+    assert outcomes == ["order_ready"] + ["already_done"] * 6
+    assert await outbox(agent, order["id"]) == ["ready"]
+    [(detail,)] = await db_rows(agent, "SELECT detail FROM scans ORDER BY id DESC LIMIT 1")
+    assert "still in view" in detail
+
+    clock.advance(3.5 - 0.75)  # nothing read for 3.5 s: the ticket was taken away
+    assert await read(seen, sims["counter"], code) == "handed_out"
+    assert await read(seen, sims["counter"], code) == "already_done"
+    assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
+
+
+async def test_two_tickets_read_alternately_are_each_one_presentation(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """Orders A and B, made ready in the kitchen, both lie under the counter scanner, read in turn every 0.5 s for 6 s:
+    neither is handed out (each code's own previous read counts, not the scanner's last). B's ticket is taken away
+    while A's stays; B shown again 4 s later is handed out, A is still ready."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    a, b = await push_order(agent, 2), await push_order(agent, 3)
+    for order in (a, b):
+        assert await read(seen, sims["kitchen"], f"edge:v1:{order['id']}:kitchen") == "order_ready"
+    outcomes = []
+    for i in range(12):
+        clock.advance(0.5)
+        outcomes.append(await read(seen, sims["counter"], f"edge:v1:{(a, b)[i % 2]['id']}:kitchen"))
+    assert outcomes == ["already_done"] * 12
+    for _ in range(8):  # B is gone, A still lies there
+        clock.advance(0.5)
+        assert await read(seen, sims["counter"], f"edge:v1:{a['id']}:kitchen") == "already_done"
+    assert await read(seen, sims["counter"], f"edge:v1:{b['id']}:kitchen") == "handed_out"
+    assert await outbox(agent, b["id"]) == ["ready", "fulfilled"]
+    assert await outbox(agent, a["id"]) == ["ready"]
+
+
+async def test_a_restart_between_reads_does_not_make_a_presentation_a_hand_out(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """The agent restarts while a ready ticket lies under the counter scanner: the reads after the restart are still
+    the same presentation (the previous read is in the scans table), until the ticket is gone and back."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    order = await push_order(agent, 4)
+    code = f"edge:v1:{order['id']}:kitchen"
+    assert await read(seen, sims["counter"], code) == "order_ready"
+    clock.advance(0.75)
+    assert await read(seen, sims["counter"], code) == "already_done"
+    await agent.stop()
+
+    clock.advance(0.75)
+    agent, seen = await start(make_agent, sims, clock)
+    for _ in range(4):  # 1.5 s .. 3.75 s after it became ready
+        assert await read(seen, sims["counter"], code) == "already_done"
+        clock.advance(0.75)
+    assert await outbox(agent, order["id"]) == ["ready"]
+    clock.advance(3.0)
+    assert await read(seen, sims["counter"], code) == "handed_out"
+    assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
