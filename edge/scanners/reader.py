@@ -14,7 +14,7 @@ from edge.clock import wait_set
 from edge.config import ScannerSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.events import EventBus, ScannerConnectionChanged
-from edge.scanners.codes import LineSplitter, NoiseError, decode_line
+from edge.scanners.codes import LineSplitter, NoiseError, decode_line, escape
 from edge.scanners.ports import READ_WAKE_S, ScannerPort, SerialPort
 
 log = structlog.get_logger()
@@ -23,6 +23,16 @@ OnCode = Callable[[ScannerSettings, str, float], Awaitable[object]]  # (scanner,
 OpenPort = Callable[[ScannerSettings], ScannerPort]
 
 _MIN_BACKOFF_S = 0.2
+_NO_SUFFIX = (
+    "sends no suffix: each code is taken after a short silence; set the scanner to end codes with CR (or LF or Tab)"
+)
+
+
+def _timed_read(port: ScannerPort) -> tuple[bytes, float]:
+    """A read and when it returned (monotonic), taken on the reading thread: a busy loop must not make a code's bytes
+    look further apart than they came."""
+    data = port.read()
+    return data, time.monotonic()
 
 
 def open_port(settings: ScannerSettings) -> ScannerPort:
@@ -46,12 +56,14 @@ class Scanner:
         self.detail = ""
         self.codes = 0  # lines handed on as codes
         self.rejected = 0  # lines thrown away as noise
+        self.no_suffix = False  # its codes end by silence only (said once, and in the status detail)
         self._on_code = on_code
         self._bus = bus
         self._open_port = open_port
         # Its own thread: a read that blocks for READ_WAKE_S must not hold one of the loop's shared workers.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"scanner-{settings.name}")
         self._splitter = LineSplitter()
+        self._suffix_seen = False  # a code ended by CR, LF or Tab came on this connection
         self._port: ScannerPort | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,35 +125,70 @@ class Scanner:
         await wait_set(self._stopping, seconds * random.uniform(0.8, 1.2))
 
     async def _read_until_lost(self, loop: asyncio.AbstractEventLoop, port: ScannerPort) -> None:
+        self._suffix_seen = False
         while not self._stopping.is_set():
-            data = await loop.run_in_executor(self._executor, port.read)
-            read_at = time.monotonic()
+            read = loop.run_in_executor(self._executor, _timed_read, port)
+            # While half a line is pending, a silence ends it: wait for the read no longer than that (the read goes on).
+            while (left := self._splitter.silence_left(time.monotonic())) is not None:
+                done, _ = await asyncio.wait({read}, timeout=left)
+                if done:
+                    break
+                await self._end_by_silence(time.monotonic())
+            data, read_at = await read
+            await self._end_by_silence(read_at)  # these bytes came after a silence: what was pending ended before
             overflowed = self._splitter.overflowed
-            lines = self._splitter.feed(data)
+            lines = self._splitter.feed(data, read_at)
             if self._splitter.overflowed != overflowed:
-                self._reject(f"no CR or LF within {self._splitter.max_line} bytes")
+                self._reject(f"no CR or LF within {self._splitter.max_line} bytes", self._splitter.overflow_head)
             for line in lines:
-                try:
-                    code = decode_line(line)
-                except NoiseError as err:
-                    # A keyboard-wedge port knows which key made a line noise (an AltGr combination its layout lacks).
-                    explain = getattr(port, "explain", None)
-                    self._reject((explain(line) if explain else None) or str(err))
-                    continue
-                if not code:
-                    continue
-                self.codes += 1
-                try:
-                    await self._on_code(self.settings, code, read_at)
-                except Exception:  # the store failing must not stop the scanner; the next scan may get through
-                    log.exception("scan_not_recorded", scanner=self.name, code=code)
+                await self._take(line, read_at, suffixed=True)
 
-    def _reject(self, reason: str) -> None:
+    async def _end_by_silence(self, now: float) -> None:
+        last_at = self._splitter.last_at
+        if (pending := self._splitter.expire(now)) and last_at is not None:
+            await self._take(pending, last_at, suffixed=False)
+
+    async def _take(self, line: bytes, read_at: float, *, suffixed: bool) -> None:
+        """A line ended by a suffix, or (``suffixed`` False) by a silence: a code handed on, or noise rejected."""
+        try:
+            code = decode_line(line)
+        except NoiseError as err:
+            # A keyboard-wedge port knows which key made a line noise (an AltGr combination its layout lacks).
+            explain = getattr(self._port, "explain", None)
+            reason = (explain(line) if explain else None) or str(err)
+            self._reject(reason if suffixed else f"{reason}, then silence (no CR, LF or Tab)", line)
+            return
+        if not code:
+            return
+        if suffixed:
+            self._suffix_seen = True
+            if self.no_suffix:
+                self.no_suffix = False
+                log.info("scanner_sends_suffix", scanner=self.name)
+                if self.connected:
+                    self.detail = ""
+        elif self._suffix_seen:
+            # This scanner ends its codes: one that stops short was cut off (a cable pulled on a port that stays). It
+            # is not guessed at; but a second one in a row is the scanner set to send none now, and is taken.
+            self._suffix_seen = False
+            self._reject(f"cut off: no CR, LF or Tab after it within {self._splitter.silence_s} s", line)
+            return
+        elif not self.no_suffix:
+            self.no_suffix = True
+            self.detail = _NO_SUFFIX
+            log.warning("scanner_sends_no_suffix", scanner=self.name, detail=_NO_SUFFIX)
+        self.codes += 1
+        try:
+            await self._on_code(self.settings, code, read_at)
+        except Exception:  # the store failing must not stop the scanner; the next scan may get through
+            log.exception("scan_not_recorded", scanner=self.name, code=code)
+
+    def _reject(self, reason: str, line: bytes) -> None:
         self.rejected += 1
-        log.warning("scan_rejected", scanner=self.name, reason=reason)
+        log.warning("scan_rejected", scanner=self.name, reason=reason, bytes=escape(line))
 
     def _set_connected(self, connected: bool, detail: str) -> None:
-        self.detail = detail
+        self.detail = _NO_SUFFIX if connected and not detail and self.no_suffix else detail
         if connected == self.connected:
             return  # transitions only: a port that stays away is logged once, not at every retry
         self.connected = connected

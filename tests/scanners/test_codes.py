@@ -51,7 +51,7 @@ def test_reset_drops_half_a_code() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (b"\xff\xfeA-1", "not UTF-8"),
+        (b"A-\xff\xfe1", "not UTF-8"),
         (b"A-\x1b1", "control character 0x1b"),
         (b"\x00\x00", "control character 0x00"),
         (b"\xc3", "not UTF-8"),
@@ -61,6 +61,32 @@ def test_noise_is_rejected_naming_why(raw: bytes, reason: str) -> None:
     """Bytes that are not UTF-8 or hold control characters are noise, with the reason in the error."""
     with pytest.raises(NoiseError, match=reason):
         decode_line(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\x00A-1", b"\x11\x13A-1", b"\xf0\x80\xfeA-1", b"\xff\x00 A-1", b"\x02A-1\x03", b"A-1\x00"],
+)
+def test_noise_in_front_of_a_code_and_control_bytes_after_it_are_dropped(raw: bytes) -> None:
+    """A stray byte glued in front of a code (NUL, XON/XOFF, broken UTF-8) is noise, not part of the code; so are
+    control bytes after it (an STX ... ETX frame)."""
+    assert decode_line(raw) == "A-1"
+
+
+def test_a_silence_ends_a_pending_code() -> None:
+    """Bytes left without a suffix are handed out by ``expire`` once nothing came for ``silence_s``; bytes that come
+    sooner continue the code. The times are given, not waited for."""
+    splitter = LineSplitter(silence_s=0.2)
+    assert splitter.feed(b"\x00", at=10.0) == []
+    assert splitter.silence_left(10.1) == pytest.approx(0.1)
+    assert splitter.expire(10.1) is None
+    assert splitter.expire(10.2) == b"\x00"
+    assert splitter.silence_left(10.2) is None
+    assert splitter.feed(b"edge:v1:o", at=11.0) == [] and splitter.feed(b"rd_1:kitchen", at=11.05) == []
+    assert splitter.expire(11.2) is None
+    assert splitter.expire(11.25) == b"edge:v1:ord_1:kitchen"
+    assert splitter.feed(b"A-1\r", at=12.0) == [b"A-1"]
+    assert splitter.silence_left(13.0) is None  # nothing pending after a suffix
 
 
 def test_umlauts_and_spaces_decode() -> None:

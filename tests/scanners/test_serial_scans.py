@@ -104,17 +104,18 @@ async def test_codes_with_the_scanners_symbology_identifier_in_front_are_read(
 async def test_garbage_is_rejected_and_reading_goes_on(
     scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
 ) -> None:
-    """Non-UTF-8 bytes and control characters are rejected with a log line and counted, stored nowhere; the next code
-    works."""
+    """Non-UTF-8 bytes and control characters inside a line are rejected with a log line showing the bytes, and
+    counted, stored nowhere; the next code works. (Noise in front of a code: tests/scanners/test_line_noise.py.)"""
     agent, seen = scan_agent
     order = await push_order(agent, 3)
     with capture_logs() as logs:
-        sims["kitchen"].send(b"\xff\xfe\x80garbage\r\n\x1b[2J\x00\r\n")
+        sims["kitchen"].send(b"gar\xff\xfe\x80bage\r\nA\x1b[2J\x00\r\n")
         sims["kitchen"].scan(f"edge:v1:{order['id']}:kitchen")
         (scan,) = await seen.scans_count(1)
     assert scan.outcome == "order_ready"
     rejected = [e for e in logs if e["event"] == "scan_rejected"]
-    assert [e["reason"] for e in rejected] == ["not UTF-8 (byte 0: 0xff)", "control character 0x1b"]
+    assert [e["reason"] for e in rejected] == ["not UTF-8 (byte 3: 0xff)", "control character 0x1b"]
+    assert [e["bytes"] for e in rejected] == ["gar\\xff\\xfe\\x80bage", "A\\x1b[2J\\x00"]
     assert agent.scanners["kitchen"].rejected == 2
     assert await db_rows(agent, "SELECT code FROM scans") == [(f"edge:v1:{order['id']}:kitchen",)]
 

@@ -1,0 +1,103 @@
+"""Line noise and codes without a suffix on a serial scanner, through real pyserial on pseudo-terminals: a stray byte
+(NUL from a line glitch, XON at power-up, baud noise) or half a code (a cable pulled on a port that stays) must not
+spoil the next good scan, and a scanner that ends codes by silence only is read, and says so. A code's bytes arrive
+within a few ms of each other; a silence after bytes ends what is pending (the tests keep their silences short)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from structlog.testing import capture_logs
+
+from edge.app import Agent
+from edge.sim.scanner import SimScanner
+from tests.helpers import Seen, db_rows, push_order
+
+SILENCE_S = 0.35  # longer than the silence that ends a pending code, far shorter than anyone scans twice
+
+
+async def scanner_status(api: aiohttp.ClientSession, name: str) -> dict[str, object]:
+    async with api.get("/api/v1/scans") as response:
+        return next(s for s in (await response.json())["scanners"] if s["name"] == name)
+
+
+async def test_a_stray_byte_or_noise_between_scans_does_not_spoil_the_next_code(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """A NUL, an XON and a burst of baud noise, each arriving on its own between scans: every next ticket is read
+    (before: each was rejected, glued to the noise). The noise is dropped once silence ends it, logged with its
+    bytes."""
+    agent, seen = scan_agent
+    orders = [await push_order(agent, i) for i in (1, 2, 3)]
+    with capture_logs() as logs:
+        for i, (noise, order) in enumerate(zip((b"\x00", b"\x11", b"\xf0\x80\xfe"), orders, strict=True)):
+            sims["kitchen"].send(noise)
+            await asyncio.sleep(SILENCE_S)
+            sims["kitchen"].scan(f"edge:v1:{order['id']}:kitchen")
+            await seen.scans_count(i + 1)
+    assert [(s.order_id, s.outcome) for s in seen.scans] == [(o["id"], "order_ready") for o in orders]
+    rejected = [e for e in logs if e["event"] == "scan_rejected"]
+    assert [e["bytes"] for e in rejected] == ["\\x00", "\\x11", "\\xf0\\x80\\xfe"]
+    assert agent.scanners["kitchen"].rejected == 3
+
+
+async def test_control_bytes_in_front_of_a_code_are_dropped(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """Control bytes and broken UTF-8 glued in front of a code (in the same burst) are dropped, not the whole code
+    (before: 'control character 0x00' / 'not UTF-8'); so is an STX ... ETX frame around a code. A line with a control
+    character inside is still rejected, its bytes in the log."""
+    agent, seen = scan_agent
+    orders = [await push_order(agent, i) for i in (4, 5, 6)]
+    with capture_logs() as logs:
+        sims["kitchen"].send(f"\x00\x11edge:v1:{orders[0]['id']}:kitchen\r\n".encode())
+        sims["kitchen"].send(b"\xff\xfe" + f"edge:v1:{orders[1]['id']}:kitchen\r\n".encode())
+        sims["kitchen"].send(f"\x02edge:v1:{orders[2]['id']}:kitchen\x03\r\n".encode())
+        sims["kitchen"].send(b"A-\x1b1\r\n")
+        await seen.scans_count(3)
+        await asyncio.sleep(0.2)  # room for the rejected line's log
+    assert [(s.order_id, s.outcome) for s in seen.scans] == [(o["id"], "order_ready") for o in orders]
+    [rejected] = [e for e in logs if e["event"] == "scan_rejected"]
+    assert (rejected["reason"], rejected["bytes"]) == ("control character 0x1b", "A-\\x1b1")
+
+
+async def test_half_a_code_from_a_pulled_cable_is_dropped_after_a_silence(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """An RS-232 scanner (the port stays) that has been sending codes with CR LF: its cable is pulled mid-code, and the
+    ticket scanned again once it is back. The half code is dropped as cut off, logged with its bytes; the scan after it
+    is read (before: glued to the half code, 'edge:v1:…:kitcedge:v1:…' was unknown)."""
+    agent, seen = scan_agent
+    first, second = await push_order(agent, 7), await push_order(agent, 8)
+    sims["kitchen"].scan(f"edge:v1:{first['id']}:kitchen")
+    await seen.scans_count(1)
+    with capture_logs() as logs:
+        sims["kitchen"].send(f"edge:v1:{second['id']}:kitc".encode())
+        await asyncio.sleep(SILENCE_S)
+        sims["kitchen"].scan(f"edge:v1:{second['id']}:kitchen")
+        scans = await seen.scans_count(2)
+    assert (scans[1].order_id, scans[1].outcome) == (second["id"], "order_ready")
+    assert await db_rows(agent, "SELECT COUNT(*) FROM scans") == [(2,)]
+    [rejected] = [e for e in logs if e["event"] == "scan_rejected"]
+    assert rejected["bytes"] == f"edge:v1:{second['id']}:kitc" and "cut off" in rejected["reason"]
+
+
+async def test_a_scanner_without_a_suffix_is_read_by_silence_and_says_so(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner], scan_api: aiohttp.ClientSession
+) -> None:
+    """A scanner left without a suffix (codes end by silence only): each code is read once a short silence ends it
+    (before: no row, no log line, codes 0, until 256 bytes made 'no CR or LF within 256 bytes'). The agent says once, in
+    the log and in the scanner's status detail, that the scanner sends no suffix."""
+    agent, seen = scan_agent
+    orders = [await push_order(agent, i) for i in (9, 10, 11)]
+    with capture_logs() as logs:
+        for i, order in enumerate(orders):
+            sims["kitchen"].send(f"edge:v1:{order['id']}:kitchen".encode())
+            await seen.scans_count(i + 1)
+    assert [(s.order_id, s.outcome) for s in seen.scans] == [(o["id"], "order_ready") for o in orders]
+    assert len([e for e in logs if e["event"] == "scanner_sends_no_suffix"]) == 1
+    assert not [e for e in logs if e["event"] == "scan_rejected"]
+    status = await scanner_status(scan_api, "kitchen")
+    assert (status["connected"], status["codes"], status["rejected"]) == (True, 3, 0)
+    assert "no suffix" in str(status["detail"])
