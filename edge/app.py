@@ -115,6 +115,7 @@ class Agent:
         """Start every part in order, pushing each one's stop right after it starts: ``stop`` (or a start that fails
         half-way) runs them in reverse, and a stop that fails is logged while the others still run."""
         s = self.settings
+        self._warn_about_env_file()
         # Long tickets render (and large orders validate) in threads; while one holds the GIL the loop waits up
         # to this long for it each time (default 5 ms), so 1 ms keeps the loop within its 20 ms budget.
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
@@ -263,6 +264,20 @@ class Agent:
                 log.error("agent_part_stop_failed", part=part, error=f"{type(err).__name__}: {err}", exc_info=True)
 
         stack.push_async_callback(stop_part)
+
+    def _warn_about_env_file(self) -> None:
+        """One line for the keys of the config file that the secrets file (or the environment) overrides, one for its
+        variables that name no setting (`edge config check` refuses those; the agent runs, as it did before)."""
+        s = self.settings
+        if s.overridden:
+            log.warning("config_overridden_by_env_file", keys=list(s.overridden))
+        if s.unknown_variables:
+            log.warning(
+                "config_env_file_unknown_keys",
+                file=str(s.secrets_file),
+                keys=[str(v) for v in s.unknown_variables],
+                hint="they name no setting and change nothing: correct or delete them",
+            )
 
     def _warn_if_exposed(self) -> None:
         api = self.settings.api

@@ -109,6 +109,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     settings = _load(args, printing=True)
     for printer in settings.printers.values():
         check_profile(printer.name, printer.profile)  # printing checks it at start-up; the check says so too
+    if settings.unknown_variables:  # as an unknown key in the config file: the setting meant is not set
+        raise ConfigError(str(settings.secrets_file), "; ".join(v.problem() for v in settings.unknown_variables))
+    for line in settings.overridden:
+        print(line)
     stations = ", ".join(settings.stations) or "none"
     print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {stations})")
     return 0

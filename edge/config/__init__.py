@@ -36,6 +36,7 @@ from edge.config._sections import (
     Settings,
     SmtpSettings,
     SpoolSettings,
+    UnknownVariable,
 )
 from edge.config._values import Secret, is_loopback_host, parse_clock, parse_hours, parse_recipients, signing_key
 
@@ -60,6 +61,7 @@ __all__ = [
     "Settings",
     "SmtpSettings",
     "SpoolSettings",
+    "UnknownVariable",
     "UsbPrinterSettings",
     "check_secrets_owner",
     "is_loopback_host",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 import pwd
 import stat
@@ -14,13 +16,15 @@ import edge.config._fields as f
 from edge.config._build import build, coerce, fields, keys, read, refuse_unknown
 from edge.config._printers import PRINTER_TYPES, AnyPrinterSettings, PrinterSettings
 from edge.config._rules import RULES
-from edge.config._sections import SECTIONS, ScannerSettings, Settings
-from edge.config.envfile import EnvFileError, parse_env
+from edge.config._sections import SECTIONS, ScannerSettings, Settings, UnknownVariable
+from edge.config.envfile import BOM, EnvFileError, parse_env_lines
 from edge.errors import ConfigError
 
 # Names the setup script writes (and the issue promises), mapped to the EDGE_<SECTION>_<KEY> they stand for.
 _ENV_ALIASES = {"EDGE_ALERT_TO": "EDGE_ALERTS_TO", "EDGE_SMTP_FROM": "EDGE_SMTP_SENDER"}
 _NAMED_TABLES = ("printers", "stations", "staleness", "scanners")  # [TABLE.NAME] entries, not keys of one section
+# EDGE_* variables that are read but are no setting: in the secrets file they are not misspelt keys.
+_NOT_SETTINGS = ("EDGE_CONFIG", "EDGE_ENV_FILE")
 
 
 def _entries(data: Mapping[str, Any], table: str, what: str) -> dict[str, dict[str, Any]]:
@@ -130,6 +134,11 @@ def _user(uid: int) -> str:
 
 def read_secrets(path: Path) -> dict[str, str]:
     """The secrets file's KEY=VALUE pairs, refusing a file others may read or one this user cannot, naming the fix."""
+    return {key: value for key, (_, value) in _read_secret_lines(path).items()}
+
+
+def _read_secret_lines(path: Path) -> dict[str, tuple[int, str]]:
+    """read_secrets with each value's line number."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -152,15 +161,22 @@ def read_secrets(path: Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(str(path), f"cannot be read: {err}") from None
     try:
-        return parse_env(text, source=str(path))
+        return parse_env_lines(text, source=str(path))
     except EnvFileError as err:
         raise ConfigError(str(path), str(err).removeprefix(f"{path} ")) from None
 
 
 def read_env(config_path: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """EDGE_* variables: the process environment wins over the secrets file (edge.env beside the config)."""
+    return _env_layers(config_path, environ)[1]
+
+
+def _env_layers(
+    config_path: Path | None, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+    """(the secrets file's EDGE_* variables with their line numbers, every EDGE_* variable as the settings take it)."""
     environ = os.environ if environ is None else environ
-    merged: dict[str, str] = {}
+    from_file: dict[str, tuple[int, str]] = {}
     path = secrets_path(config_path, environ)
     if path is not None:
         legacy = path.with_name(".env")
@@ -168,9 +184,73 @@ def read_env(config_path: Path | None, environ: Mapping[str, str] | None = None)
             raise ConfigError(
                 str(legacy), f"is no longer read: move its lines into {path} (the one secrets file) and delete it"
             )
-        merged.update({k: v for k, v in read_secrets(path).items() if k.startswith("EDGE_")})
+        from_file = {k: v for k, v in _read_secret_lines(path).items() if k.startswith("EDGE_")}
+    merged = {k: value for k, (_, value) in from_file.items()}
     merged.update({k: v for k, v in environ.items() if k.startswith("EDGE_")})
-    return merged
+    return from_file, merged
+
+
+def _setting_variables(data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Every EDGE_* variable that sets something, mapped to its key's path in the TOML document (section, [entry,]
+    key): each section's keys, and the keys of each printer and scanner the document has (the environment cannot
+    add one)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for section, cls in SECTIONS.items():
+        for name in fields(cls):
+            found[f"EDGE_{section}_{name}".upper()] = (section, name)
+    printer_keys = [n for n in keys([PrinterSettings, *PRINTER_TYPES.values()]) if n != "name"]
+    scanner_keys = [n for n in fields(ScannerSettings) if n != "name"]
+    for table, names in (("printers", printer_keys), ("scanners", scanner_keys)):
+        for entry in data.get(table, {}):
+            for name in names:
+                found[f"{_env_prefix(table, entry)}_{name}".upper()] = (table, entry, name)
+    for alias, target in _ENV_ALIASES.items():
+        found[alias] = found[target]
+    return found
+
+
+def _in_toml(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    here: Any = data
+    for part in path:
+        if not isinstance(here, Mapping) or part not in here:
+            return False
+        here = here[part]
+    return True
+
+
+def _layering(
+    data: Mapping[str, Any],
+    config_path: Path,
+    secrets_file: Path | None,
+    from_file: Mapping[str, tuple[int, str]],
+    environ: Mapping[str, str],
+) -> tuple[tuple[str, ...], tuple[UnknownVariable, ...]]:
+    """(one line per key edge.toml sets and edge.env or the process environment overrides, naming the winner; the
+    secrets file's EDGE_* variables that name no setting). A variable of the process environment with the secrets
+    file's own value is the file's (systemd's EnvironmentFile= puts it there)."""
+    variables = _setting_variables(data)
+    overridden: list[str] = []
+    unknown: list[UnknownVariable] = []
+    file_name = secrets_file.name if secrets_file else ""
+    for name, (line, value) in from_file.items():
+        if name in variables:
+            if _in_toml(data, variables[name]):
+                key = ".".join(variables[name])
+                if name in environ and environ[name] != value:
+                    overridden.append(
+                        f"{key} is set in {config_path}, in {secrets_file} ({name}) and in the environment;"
+                        " the environment wins"
+                    )
+                else:
+                    overridden.append(f"{key} is set in {config_path} and in {secrets_file} ({name}); {file_name} wins")
+        elif name not in _NOT_SETTINGS:
+            close = difflib.get_close_matches(name, variables, n=1, cutoff=0.8)
+            unknown.append(UnknownVariable(line, name, close[0] if close else None))
+    for name in environ:
+        if name in variables and name not in from_file and _in_toml(data, variables[name]):
+            key = ".".join(variables[name])
+            overridden.append(f"{key} is set in {config_path} and in the environment ({name}); the environment wins")
+    return tuple(overridden), tuple(unknown)
 
 
 def check_secrets_owner(path: Path | None, data_dir: Path) -> None:
@@ -209,7 +289,7 @@ def load_settings_around_faults(
         first = failure = err
     if first.key.startswith("--"):  # the file itself: nothing to read around
         raise first
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    data = tomllib.loads(path.read_text(encoding="utf-8").removeprefix(BOM))
     env, secrets_file = read_env(path, environ), secrets_path(path, environ)
     while True:  # each round leaves out a part that is there, or gives up: it ends
         table, _, rest = failure.key.partition(".")
@@ -229,15 +309,22 @@ def load_settings_around_faults(
 
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings from the config file, the secrets file beside it and the process environment, with the keys the
+    last two override and the secrets file's variables that name no setting (settings.overridden, .unknown_variables).
+    A UTF-8 BOM at the start of the file (Windows Notepad) is skipped."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8").removeprefix(BOM))
     except FileNotFoundError:
         raise ConfigError("--config", f"file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError("--config", f"cannot read {path}: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("--config", f"{path} is not valid TOML: {err}") from None
+    environ = os.environ if environ is None else environ
     secrets_file = secrets_path(path, environ)
-    settings = parse_settings(data, env=read_env(path, environ), source=str(path), secrets_file=secrets_file)
+    from_file, env = _env_layers(path, environ)
+    settings = parse_settings(data, env=env, source=str(path), secrets_file=secrets_file)
     check_secrets_owner(secrets_file, settings.agent.data_dir)
-    return settings
+    edge_environ = {k: v for k, v in environ.items() if k.startswith("EDGE_")}
+    overridden, unknown = _layering(data, path, secrets_file, from_file, edge_environ)
+    return dataclasses.replace(settings, overridden=overridden, unknown_variables=unknown)

@@ -264,6 +264,22 @@ SECTIONS: dict[str, type] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class UnknownVariable:
+    """An EDGE_* variable in the secrets file that names no setting (a misspelt key): it changes nothing."""
+
+    line: int
+    name: str
+    suggestion: str | None = None  # the nearest variable that is a setting
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.name}{f' (did you mean {self.suggestion}?)' if self.suggestion else ''}"
+
+    def problem(self) -> str:
+        hint = f" (did you mean {self.suggestion}?)" if self.suggestion else ""
+        return f"line {self.line}: {self.name} names no setting, so it changes nothing{hint}"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     agent: AgentSettings
@@ -283,6 +299,10 @@ class Settings:
     scanners: dict[str, ScannerSettings] = dataclasses.field(default_factory=dict)
     source: str = ""  # where it came from, for messages
     secrets_file: Path | None = None  # the secrets file it read (edge.env), for messages
+    # Keys edge.toml sets that edge.env (or the process environment) overrides, one line each naming the winner, and
+    # the EDGE_* variables of edge.env that name no setting: `edge config check` and the start log name them.
+    overridden: tuple[str, ...] = ()
+    unknown_variables: tuple[UnknownVariable, ...] = ()
 
     @property
     def mqtt_client_id(self) -> str:

@@ -71,17 +71,26 @@ def parse_line(line: str) -> tuple[str, str] | None:
     return match.group(1), _unquote(match.group(2))
 
 
-def parse_env(text: str, *, source: str) -> dict[str, str]:
-    """Every KEY=VALUE of the file, strictly: the first line systemd would read differently is an error naming it."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+BOM = "\ufeff"  # what Windows Notepad's "UTF-8 with BOM" puts first: skipped, as if it were not there
+
+
+def parse_env_lines(text: str, *, source: str) -> dict[str, tuple[int, str]]:
+    """Every KEY=VALUE of the file with its line number (the last of a key that is set twice, which wins), strictly:
+    the first line systemd would read differently is an error naming it. A UTF-8 BOM at the start is skipped."""
+    values: dict[str, tuple[int, str]] = {}
+    for number, line in enumerate(text.removeprefix(BOM).splitlines(), 1):
         try:
             pair = parse_line(line)
         except EnvFileError as err:
             raise EnvFileError(f"{source} line {number}: {err}") from None
         if pair:
-            values[pair[0]] = pair[1]
+            values[pair[0]] = (number, pair[1])
     return values
+
+
+def parse_env(text: str, *, source: str) -> dict[str, str]:
+    """Every KEY=VALUE of the file, strictly: the first line systemd would read differently is an error naming it."""
+    return {key: value for key, (_, value) in parse_env_lines(text, source=source).items()}
 
 
 def render_env(old: str, values: Mapping[str, str | None], *, comment: str) -> str:
@@ -144,7 +153,7 @@ def update_env_file(
     """Sets (or, for None, removes) keys; returns the backup's path when there was a file before. The new text is
     rendered and checked before anything is written; owner defaults to the old file's."""
     old = path.read_text(encoding="utf-8") if path.exists() else None
-    text = render_env(old or "", values, comment=comment)
+    text = render_env((old or "").removeprefix(BOM), values, comment=comment)  # a BOM is not written back
     parse_env(text, source=str(path))  # never write a file the agent would refuse
     backup = None
     if old is not None:

@@ -1,0 +1,170 @@
+"""edge.toml and the secrets file edge.env together: a key set in both is named with the one that wins, a key in
+edge.env that names no setting is one line, and a file saved with a UTF-8 BOM (Windows Notepad) reads as without."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.config import load_settings
+from edge.sim.printer import SimPrinter
+from tests.helpers import agent_process
+
+# What the technician edited in edge.toml weeks after the wizard wrote the mail keys into edge.env.
+EDITED_TOML = """
+[agent]
+store_id = "s1"
+data_dir = "{data_dir}"
+language = "en"
+
+[api]
+port = 18766
+
+[smtp]
+host = "127.0.0.1"
+port = 2525
+security = "none"
+
+[alerts]
+to = ["new-manager@example.com"]
+
+[printers.kitchen]
+type = "file"
+
+[stations]
+kitchen = "kitchen"
+"""
+
+PLAIN_TOML = """
+[agent]
+store_id = "s1"
+data_dir = "{data_dir}"
+
+[printers.kitchen]
+type = "file"
+
+[stations]
+kitchen = "kitchen"
+"""
+
+WIZARD_ENV = """EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"
+# e-mail alerts (written by setup-notifications)
+EDGE_SMTP_HOST="smtp.gmail.com"
+EDGE_SMTP_PORT="587"
+EDGE_SMTP_SECURITY="starttls"
+EDGE_SMTP_USERNAME="old@gmail.com"
+EDGE_SMTP_PASSWORD="app-password"
+EDGE_SMTP_FROM="old@gmail.com"
+EDGE_ALERT_TO="old-manager@example.com"
+EDGE_AGENT_LANGUAGE="de"
+"""
+
+
+def _write(path: Path, text: str | bytes, mode: int = 0o600) -> Path:
+    if isinstance(text, str):
+        text = text.encode("utf-8")
+    path.write_bytes(text)
+    path.chmod(mode)
+    return path
+
+
+def _store(tmp_path: Path, env: str | bytes, toml: str | bytes | None = None) -> tuple[Path, Path]:
+    config = _write(tmp_path / "edge.toml", toml if toml is not None else EDITED_TOML.format(data_dir=tmp_path / "d"))
+    return config, _write(tmp_path / "edge.env", env)
+
+
+def _check(config: Path, **environ: str) -> subprocess.CompletedProcess[str]:
+    """`edge config check` as the technician runs it: the process environment without EDGE_* of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "config", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, **environ},
+    )
+
+
+def test_config_check_names_every_key_edge_env_overrides_and_which_one_wins(tmp_path: Path) -> None:
+    """The probe's store: edge.toml edited after the wizard (language, relay, recipients), edge.env still holding the
+    wizard's values. `edge config check` names each key set in both, in edge.env's order, with the winner; a variable
+    of the process environment with another value than edge.env's (not systemd's EnvironmentFile=) wins over both, and
+    one with edge.env's own value (what systemd passes) is edge.env's. (before: only the ok line, exit 0, while
+    alerts.to, smtp.* and agent.language stayed edge.env's)"""
+    config, env = _store(tmp_path, WIZARD_ENV)
+    result = _check(config, EDGE_SMTP_HOST="smtp.gmail.com", EDGE_SMTP_PORT="2587")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"smtp.host is set in {config} and in {env} (EDGE_SMTP_HOST); edge.env wins",
+        f"smtp.port is set in {config}, in {env} (EDGE_SMTP_PORT) and in the environment; the environment wins",
+        f"smtp.security is set in {config} and in {env} (EDGE_SMTP_SECURITY); edge.env wins",
+        f"alerts.to is set in {config} and in {env} (EDGE_ALERT_TO); edge.env wins",
+        f"agent.language is set in {config} and in {env} (EDGE_AGENT_LANGUAGE); edge.env wins",
+        f"config {config}: ok (1 printers, stations: kitchen)",
+    ]
+    settings = load_settings(config, environ={})
+    assert (settings.alerts.to, settings.smtp.host, settings.agent.language) == (
+        ["old-manager@example.com"],
+        "smtp.gmail.com",
+        "de",
+    )
+
+
+def test_a_misspelt_key_in_edge_env_stops_config_check_with_one_line(tmp_path: Path) -> None:
+    """EDGE_AGENT_STOR_ID names no setting: `edge config check` exits 2 with one line naming the file, the line, the
+    variable and the nearest setting, as it does for an unknown key in edge.toml (before: exit 0, "ok", the line
+    ignored)."""
+    toml = PLAIN_TOML.format(data_dir=tmp_path / "d")
+    config, env = _store(tmp_path, 'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\nEDGE_AGENT_STOR_ID="s2"\n', toml)
+    result = _check(config)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        f"edge: config {env}: line 2: EDGE_AGENT_STOR_ID names no setting, so it changes nothing"
+        " (did you mean EDGE_AGENT_STORE_ID?)"
+    )
+    # edge.env's other variables that are no setting but are read (the file's own place, the config's) pass
+    _write(env, f'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\nEDGE_CONFIG="{config}"\n')
+    assert _check(config).returncode == 0
+
+
+async def test_the_agents_start_log_names_overridden_and_unknown_keys_in_one_line_each(tmp_path: Path) -> None:
+    """`edge run` starts with a misspelt key in edge.env (a warning: it changed nothing before either) and says, in
+    one line each, which keys edge.env overrides and which it does not know (before: neither line)."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
+    env = _write(tmp_path / "edge.env", 'EDGE_AGENT_LOG_LEVEL="warning"\nEDGE_AGENT_STOR_ID="s2"\n')
+    agent.env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    try:
+        await agent.start()
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()
+    lines = [json.loads(line) for line in agent.log.read_text().splitlines() if line.startswith("{")]
+    [overrides] = [line for line in lines if line["event"] == "config_overridden_by_env_file"]
+    assert overrides["level"] == "warning"
+    assert overrides["keys"] == [
+        f"agent.log_level is set in {agent.config} and in {env} (EDGE_AGENT_LOG_LEVEL); edge.env wins"
+    ]
+    [unknown] = [line for line in lines if line["event"] == "config_env_file_unknown_keys"]
+    assert unknown["level"] == "warning"
+    assert unknown["keys"] == ["line 2: EDGE_AGENT_STOR_ID (did you mean EDGE_AGENT_STORE_ID?)"]
+    assert unknown["file"] == str(env)
+
+
+def test_a_utf8_bom_at_the_start_of_edge_toml_or_edge_env_is_read_as_without(tmp_path: Path) -> None:
+    """Windows Notepad's "UTF-8 with BOM": both files load as without it (before: edge.toml "Invalid statement (at
+    line 1, column 1)", edge.env "line 1: not KEY=value", exit 2)."""
+    toml = PLAIN_TOML.format(data_dir=tmp_path / "d")
+    config, _ = _store(
+        tmp_path, b'\xef\xbb\xbfEDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\n', b"\xef\xbb\xbf" + toml.encode()
+    )
+    result = _check(config)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.strip() == f"config {config}: ok (1 printers, stations: kitchen)"
+    assert load_settings(config, environ={}).api.token.get() == "abcdefghijklmnopqrstuvwx"
