@@ -10,16 +10,18 @@ import getpass
 import os
 import socket
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 from edge.alerts.mailer import Mailer
 from edge.alerts.render import AlertRenderer
 from edge.config import Secret, SmtpSettings, load_settings, parse_recipients, secrets_path
-from edge.config.envfile import EnvFileError, parse_line, update_env_file
+from edge.config.envfile import BOM, EnvFileError, parse_line, update_env_file
 from edge.errors import AlertError, ConfigError, EdgeError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LANGUAGE_NAMES = {"de": "German", "en": "English"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +157,7 @@ def _read_known(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     known = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").removeprefix(BOM).splitlines(), 1):
         try:
             pair = parse_line(line)
         except EnvFileError as err:
@@ -165,6 +167,20 @@ def _read_known(path: Path) -> dict[str, str]:
         if pair:
             known[pair[0]] = pair[1]
     return known
+
+
+def _config_language(args: argparse.Namespace) -> str | None:
+    """agent.language as the config file sets it (its default "de" when it does not); None: no config to read."""
+    config = args.config or os.environ.get("EDGE_CONFIG")
+    if not config:
+        return None
+    try:
+        data = tomllib.loads(Path(config).read_text(encoding="utf-8").removeprefix(BOM))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    agent = data.get("agent")
+    language = agent.get("language", "de") if isinstance(agent, dict) else "de"
+    return language if language in LANGUAGE_NAMES else None
 
 
 def _ask_server(w: _Wizard, provider: Provider | None) -> tuple[str, int, str, str]:
@@ -218,7 +234,15 @@ def run(
             raise _Refused("no password: pipe it with --password-stdin, or set EDGE_SMTP_PASSWORD")
         sender = w.value(args.sender, "EDGE_SMTP_FROM", "Sender address", username)
         recipients = parse_recipients(w.value(args.to, "EDGE_ALERT_TO", "Recipients, comma-separated"))
-        language = w.value(args.language, "EDGE_AGENT_LANGUAGE", "Language of the mails (de/en)", "de")
+        # Mails follow agent.language, which is the tickets' and receipts' too: offered is the language the store
+        # has now (edge.env's, else edge.toml's), and it is written to edge.env only when it is not edge.toml's.
+        configured = _config_language(args)
+        language = w.value(
+            args.language,
+            "EDGE_AGENT_LANGUAGE",
+            "Language of the store's tickets, receipts and these mails (de/en)",
+            configured or "de",
+        )
         if not recipients or language not in ("de", "en") or not sender:
             raise _Refused("recipients (--to), a sender address (--from) and a language (de or en) are needed")
     except (_Refused, ValueError) as err:
@@ -234,7 +258,7 @@ def run(
         "EDGE_SMTP_FROM": sender,
         "EDGE_SMTP_CA_FILE": ca_file or None,
         "EDGE_ALERT_TO": ",".join(recipients),
-        "EDGE_AGENT_LANGUAGE": language,
+        "EDGE_AGENT_LANGUAGE": None if language == configured else language,
     }
     smtp = SmtpSettings(
         host=host,
@@ -285,6 +309,12 @@ def run(
         say(f"✗ {err}")
         return EXIT_FAILED
     say(f"✓ wrote {env_path} (mode 0600){f'; previous version kept as {backup}' if backup else ''}")
+    if configured is not None and language != configured:
+        say(
+            f'! EDGE_AGENT_LANGUAGE="{language}" in {env_path} overrides agent.language = "{configured}" in'
+            f" {args.config or os.environ.get('EDGE_CONFIG')}: tickets and receipts print in"
+            f" {LANGUAGE_NAMES[language]} from the agent's restart on"
+        )
     _check_agent_config(args, say)
     return EXIT_OK
 
