@@ -168,3 +168,19 @@ def test_a_utf8_bom_at_the_start_of_edge_toml_or_edge_env_is_read_as_without(tmp
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.strip() == f"config {config}: ok (1 printers, stations: kitchen)"
     assert load_settings(config, environ={}).api.token.get() == "abcdefghijklmnopqrstuvwx"
+
+
+def test_a_box_installed_as_documented_lists_no_override(tmp_path: Path) -> None:
+    """install.sh writes edge.toml from the example, with its stand-in `token = "change-me"`, and the real token into
+    edge.env: that override is the documented way, not news at every start and every check (the first version of the
+    lines above named it on every box)."""
+    example = (Path(__file__).parents[1] / "edge.example.toml").read_text(encoding="utf-8")
+    toml = (
+        PLAIN_TOML.format(data_dir=tmp_path / "d")
+        + "\n[api]\n"
+        + next(line for line in example.splitlines() if line.startswith("token = "))
+    )
+    config, _ = _store(tmp_path, 'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\n', toml)
+    result = _check(config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"config {config}: ok (1 printers, stations: kitchen)"]

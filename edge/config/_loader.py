@@ -15,7 +15,7 @@ from typing import Any
 import edge.config._fields as f
 from edge.config._build import build, coerce, fields, keys, read, refuse_unknown
 from edge.config._printers import PRINTER_TYPES, AnyPrinterSettings, PrinterSettings
-from edge.config._rules import RULES
+from edge.config._rules import RULES, is_placeholder_token
 from edge.config._sections import SECTIONS, ScannerSettings, Settings, UnknownVariable
 from edge.config.envfile import BOM, EnvFileError, parse_env_lines
 from edge.errors import ConfigError
@@ -210,12 +210,14 @@ def _setting_variables(data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 
 
 def _in_toml(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether edge.toml sets the key to a value of its own: the example's stand-in token (change-me), which
+    edge.env is meant to override, is not one worth a line at every start."""
     here: Any = data
     for part in path:
         if not isinstance(here, Mapping) or part not in here:
             return False
         here = here[part]
-    return True
+    return not is_placeholder_token(here)
 
 
 def _layering(

@@ -72,9 +72,13 @@ def token_or_signature_required(s: Settings) -> None:
 _PLACEHOLDER_TOKENS = {"changeme", "replaceme", "secret", "token", "example", "todo"}
 
 
+def is_placeholder_token(value: object) -> bool:
+    return isinstance(value, str) and re.sub(r"[-_\s]", "", value.lower()) in _PLACEHOLDER_TOKENS
+
+
 def placeholder_token_refused(s: Settings) -> None:
     token = s.api.token.get()
-    if re.sub(r"[-_\s]", "", token.lower()) in _PLACEHOLDER_TOKENS:
+    if is_placeholder_token(token):
         raise ConfigError(
             "api.token",
             f"is the example's placeholder {token.strip()!r}, which anyone could guess: put a long random token in"
