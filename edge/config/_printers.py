@@ -32,6 +32,10 @@ class PrinterSettings:
     status_timeout: float = dataclasses.field(default=1.5, metadata=f.check(f.positive))
     # status query between jobs while idle
     status_poll_s: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
+    # Whether the printer answers status queries (DLE EOT). auto: the profile says (Epson's TM models: yes), else the
+    # agent learns it (never answered twice: a printer without status); yes: silence is a printer not ready (offline),
+    # never one without status; no: it cannot answer (a one-way print server), its tickets go without asking
+    answers_status: Literal["auto", "yes", "no"] = "auto"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -113,10 +113,11 @@ class _Habit:
 
     answered: bool = False  # ever, in this run
     misses: int = 0  # in a row
+    expected: bool = False  # the model (its profile or config) answers: silence is never taken for "cannot"
 
     @property
     def given_up(self) -> bool:
-        return not self.answered and self.misses >= _SILENT_AFTER
+        return not self.expected and not self.answered and self.misses >= _SILENT_AFTER
 
     def note(self, answered: bool) -> bool:
         """Records one exchange; True when that changed ``given_up``."""
@@ -153,9 +154,20 @@ class PrinterDriver:
     """One printer: one connection per job, status asked only between jobs, never inside one."""
 
     def __init__(
-        self, name: str, transport: Transport, *, status_timeout: float = 1.5, lock: threading.Lock | None = None
+        self,
+        name: str,
+        transport: Transport,
+        *,
+        status_timeout: float = 1.5,
+        lock: threading.Lock | None = None,
+        answers_status: bool | None = None,
+        model: str = "",
     ) -> None:
-        """``lock``: the device's, shared with the drivers of the same device under other names."""
+        """``lock``: the device's, shared with the drivers of the same device under other names. ``answers_status``:
+        True when the model answers status queries (its profile or config says so): silence from it is a printer
+        not ready, never one without status; False when it cannot (configured): its jobs go without asking from the
+        first one; None: learnt (never answered, twice: taken for one that cannot). ``model``: for the state's
+        detail."""
         self.name = name
         self.transport = transport
         self.status_timeout = status_timeout
@@ -168,7 +180,12 @@ class PrinterDriver:
         # the next ticket of a printer that was free: both waited for a printer to finish.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"printer-{name}")
         # Whether it answers DLE EOT, and GS r after a job (a few clones answer only DLE EOT); on its thread.
-        self._status_answers = _Habit()
+        self._status_answers = _Habit(
+            expected=answers_status is True, misses=_SILENT_AFTER if answers_status is False else 0
+        )
+        self._model = model
+        # Why the last status exchange read OFFLINE from silence ("" when it did not): for the spool's state detail.
+        self.silence = ""
         self._in_order_answers = _Habit()
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
@@ -387,20 +404,33 @@ class PrinterDriver:
             raise DeviceUnreachableError(self.name, self.transport.label, "hung up before the job was sent") from err
         if not replies and state == PrinterState.OFFLINE:
             # A serial line (a USB adapter) would take the job all the same, and it would be lost: the spool waits.
-            raise DeviceUnreachableError(self.name, self.transport.label, f"{self.transport.silent}, job not sent")
+            # So does one that never answered though its model does: it may not be a printer at all.
+            raise DeviceUnreachableError(self.name, self.transport.label, f"{self.silence}, job not sent")
         if state in BLOCKING_STATES:
             raise PrinterNotReadyError(self.name, self.transport.label, state)
 
     def _ask_state(self) -> tuple[PrinterState, dict[int, int]]:
-        """The printer's state and its replies. Silence is UNKNOWN from a printer that never answered in this run,
-        and OFFLINE from one that has: it is switched off or its cable pulled."""
+        """The printer's state and its replies. Silence is UNKNOWN from a printer that never answered in this run
+        (unless its model answers), and OFFLINE from one that has: it is switched off or its cable pulled. From one
+        that never answered though its model does, OFFLINE too: whatever takes the connection may not be a printer
+        (its address given to another device after a power cut), and tickets sent to it would be lost."""
         answered_before = self._status_answers.answered
         replies = self._ask((1, 2, 4))
         if error_reported(replies):
             replies |= self._ask((3,))  # which error; for the technician's log
+        self.silence = ""
         if not replies and answered_before:
+            self.silence = self.transport.silent
+        elif not replies and self._status_answers.expected:
+            self.silence = self._never_answered()
+        if self.silence:
             return PrinterState.OFFLINE, replies
         return parse_status(replies), replies
+
+    def _never_answered(self) -> str:
+        model = f"a {self._model} answers them" if self._model else "it is set up as a printer that answers them"
+        hint = getattr(self.transport, "never_answered", "is it switched on, and is this its device?")
+        return f"has never answered a status query in this run, though {model}: {hint}"
 
     def _ask(self, queries: tuple[int, ...], *, first_timeout: float | None = None) -> dict[int, int]:
         """Sends DLE EOT n one at a time and reads each one-byte reply."""

@@ -6,6 +6,7 @@ import threading
 
 from edge.config import AnyPrinterSettings
 from edge.printing.driver import PrinterDriver
+from edge.printing.profiles import profile
 from edge.transports import FileTransport, TcpTransport, Transport
 
 
@@ -53,4 +54,22 @@ def make_driver(printer: AnyPrinterSettings, *, devices: dict[str, threading.Loc
     else:
         transport = FileTransport(printer.name, printer.path)
     lock = None if devices is None else devices.setdefault(transport.label, threading.Lock())
-    return PrinterDriver(printer.name, transport, status_timeout=printer.status_timeout, lock=lock)
+    return PrinterDriver(
+        printer.name,
+        transport,
+        status_timeout=printer.status_timeout,
+        lock=lock,
+        answers_status=answers_status(printer),
+        model=printer.profile if printer.answers_status == "auto" else "",
+    )
+
+
+def answers_status(printer: AnyPrinterSettings) -> bool | None:
+    """Whether the printer answers status queries: its ``answers_status`` setting, or with "auto" its profile (True
+    for a model that always does, None: to be learnt)."""
+    if printer.answers_status != "auto":
+        return printer.answers_status == "yes"
+    try:
+        return profile(printer.profile).answers_status or None
+    except KeyError:  # an unknown profile stops the start-up elsewhere (edge.printing.render); learnt meanwhile
+        return None

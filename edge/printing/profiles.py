@@ -31,9 +31,18 @@ class Profile:
     name: str
     code_pages: Mapping[str, str]  # the ESC t number (as the database writes it) -> the code page's name
     features: frozenset[str]  # those the database marks true, e.g. qrCode, paperFullCut
+    vendor: str = ""  # as the database writes it: Epson, Zjiang, Star Micronics…
 
     def supports(self, feature: str) -> bool:
         return feature in self.features
+
+    @property
+    def answers_status(self) -> bool:
+        """Whether every printer of this model answers DLE EOT (real-time status). python-escpos' database does not
+        say; Epson's TM models all do (the ESC/POS reference lists DLE EOT for every TM model, and each model's
+        specification documents it), so a silent one is not a printer without status but something else (off, or
+        another device on its address). Other vendors' profiles cover clones that may or may not answer: learnt."""
+        return self.vendor == "Epson"
 
 
 def profile(name: str) -> Profile:
@@ -60,6 +69,7 @@ def _profiles(path: str | None) -> dict[str, Profile]:
             name,
             {str(number): str(page) for number, page in (data.get("codePages") or {}).items()},
             frozenset(feature for feature, has in (data.get("features") or {}).items() if has),
+            str(data.get("vendor") or ""),
         )
         for name, data in (database.get("profiles") or {}).items()
     }

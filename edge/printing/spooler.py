@@ -239,7 +239,7 @@ class Spooler:
         """Status between jobs, so a printer out of paper is known (and alerted) before the next order needs it."""
         state = await self.driver.status()
         if state in BLOCKING_STATES:
-            await self._pause(state, "found by the status poll between jobs")
+            await self._pause(state, self.driver.silence or "found by the status poll between jobs")
         else:
             self._set_state(state)
 

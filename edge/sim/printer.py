@@ -385,6 +385,43 @@ class SimPrinter:
         log.info("sim_printer_job", name=self.name, bytes=len(job), printed=on_paper, resumed=resumed, cut=cut)
 
 
+class NotAPrinter:
+    """Something else on a printer's old address: it accepts TCP 9100 and reads every byte, but answers nothing,
+    neither DLE EOT nor GS r (an office laser's JetDirect raw port, a label printer, a PC with a 9100 listener). After
+    a power cut the router may give the printer a new address and the old one to such a device."""
+
+    def __init__(self, name: str = "not-a-printer", *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.received = bytearray()  # every byte of every connection
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while data := await reader.read(_CHUNK):
+                self.received += data
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
 class SimSerialPrinter(SimPrinter):
     """The same printer on a serial line: the far end of a pseudo-terminal pair; the agent opens ``device`` with
     pyserial.

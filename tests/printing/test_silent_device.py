@@ -1,0 +1,126 @@
+"""Something that is not a printer on a printer's address: after a power cut the router gave the kitchen printer a new
+address and its old one to a device that accepts TCP 9100 and answers nothing (an office laser's JetDirect raw port,
+a label printer, a PC). The agent starts fresh (the box rebooted too). A model that answers status (its profile says
+so, or its config) and stays silent is not "a printer without status": its tickets are not sent blind, it is offline
+with a detail that says to check its address, they fail over to the backup and the manager is told."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.printing.decode import decode
+from edge.sim.orders import make_order
+from edge.sim.printer import NotAPrinter, SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.helpers import api_client, config_dict, eventually, job_rows, mail_to, post
+
+_ESC_AT = b"\x1b@"  # every job starts with it: a device that got one got a ticket
+
+
+@pytest.fixture
+async def not_a_printer() -> AsyncIterator[NotAPrinter]:
+    device = NotAPrinter("jetdirect")
+    await device.start()
+    yield device
+    await device.stop()
+
+
+@pytest.fixture
+async def backup() -> AsyncIterator[SimPrinter]:
+    printer = SimPrinter("backup")
+    await printer.start()
+    yield printer
+    await printer.stop()
+
+
+def _settings(
+    tmp_path: Path,
+    printers: dict[str, SimPrinter],
+    kitchen_port: int,
+    backup: SimPrinter,
+    kitchen: dict[str, Any],
+    **overrides: Any,
+) -> Any:
+    raw = config_dict(tmp_path / "data", printers, printing={"failover_after_s": 1}, **overrides)
+    raw["printers"]["kitchen"].update(port=kitchen_port, **kitchen)
+    raw["printers"]["backup"] = dict(raw["printers"]["front"], port=backup.port)
+    raw["stations"] = {"kitchen": ["kitchen", "backup"], "bar": ["kitchen", "backup"]}
+    return parse_settings(raw, source="test")
+
+
+@pytest.mark.parametrize(
+    "kitchen",
+    [{"profile": "TM-T88V"}, {"answers_status": "yes"}],
+    ids=["profile_answers_status", "configured_answers_status"],
+)
+async def test_a_device_that_never_answers_on_a_status_printers_address_gets_no_ticket_they_fail_over_and_mail(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    not_a_printer: NotAPrinter,
+    backup: SimPrinter,
+    sink: SmtpSink,
+    tmp_path: Path,
+    kitchen: dict[str, Any],
+) -> None:
+    """The kitchen printer is a TM-T88V (it answers DLE EOT), or configured ``answers_status = "yes"``; on its address
+    is a device that takes the connection and never answers. Three orders: none of their tickets goes to that device
+    and none is marked printed there; after failover_after_s they print on the backup; GET /api/v1/printers shows the
+    kitchen offline with a detail naming the likely cause, and the manager gets the printer_offline mail with it.
+    Before: printer_silent, the three tickets sent blind and marked printed on the device, the backup got nothing, the
+    kitchen read "unknown" and nobody was told."""
+    settings = _settings(tmp_path, printers, not_a_printer.port, backup, kitchen, **mail_to(sink))
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        for n in range(3):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+        await backup.wait_for_printed(3, timeout=20)
+        assert (
+            sorted(make_order(n)["number"] in decode(job).text for job in backup.printed for n in range(3)).count(True)
+            == 3
+        )
+        async with api.get("/api/v1/printers") as response:
+            listed = {p["name"]: p for p in (await response.json())["printers"]}
+    assert _ESC_AT not in not_a_printer.received, "a ticket went to a device that is not a printer"
+    rows = await eventually(
+        lambda: job_rows(agent, "SELECT printer, state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("backup", "printed")] * 3,
+        what="the three tickets printed on the backup",
+    )
+    assert ("kitchen", "printed") not in rows
+    assert listed["kitchen"]["state"] == "offline", listed["kitchen"]
+    assert "never answered" in listed["kitchen"]["detail"] and "address" in listed["kitchen"]["detail"]
+    mails = await sink.wait_for(1, timeout=10)
+    offline = [m for m in mails if "kitchen" in str(m["Subject"]) and "nicht erreichbar" in str(m["Subject"])]
+    assert offline, [m["Subject"] for m in mails]
+    assert "address" in offline[0].get_body().get_content()  # type: ignore[union-attr]
+
+
+async def test_a_printer_configured_without_status_still_gets_its_tickets_without_waiting(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    backup: SimPrinter,
+    tmp_path: Path,
+) -> None:
+    """A TM-T88V behind a one-way print server cannot answer: ``answers_status = "no"`` says so, and its tickets go
+    without the status exchange from the first one on (printed, state unknown), not to the backup."""
+    kitchen = printers["kitchen"]
+    kitchen.answer_status = False
+    settings = _settings(tmp_path, printers, kitchen.port, backup, {"profile": "TM-T88V", "answers_status": "no"})
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        for n in range(2):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+        await kitchen.wait_for_printed(2, timeout=15)
+    await eventually(
+        lambda: job_rows(agent, "SELECT printer, state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("kitchen", "printed")] * 2,
+    )
+    assert kitchen.status_asked <= 1  # the idle poll at most; no exchange before and after each ticket
+    assert backup.printed == []
+    assert agent.spoolers["kitchen"].state.value == "unknown"
