@@ -22,6 +22,9 @@ class PrinterSettings:
     profile: str = "default"
     # auto: the profile's first of CP858, CP1252 (both with €), CP437 (€ prints as EUR); or one of them by name
     codepage: Literal["auto", "cp858", "cp1252", "cp437"] = "auto"
+    # FS . (cancel Kanji/Chinese character mode) after ESC @ in every job: clones that ship in Chinese mode print
+    # umlauts, ß and € then; false for a printer that would print the "." of an FS command it does not know
+    cancel_kanji: bool = True
     cut: Literal["full", "partial", "none"] = "full"
     cash_drawer: bool = False  # kick the drawer on receipts paid in cash
     logo: Path | None = dataclasses.field(default=None, metadata=f.check(f.existing_file))  # top of receipts

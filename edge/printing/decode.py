@@ -90,8 +90,7 @@ class _Reader:
             elif byte == DLE:
                 self._dle()
             elif byte == FS:
-                # FS p n m prints a stored image; the other FS commands (Kanji mode) take at most one byte we can skip.
-                self.pos += 4 if self._at(1) == ord("p") else 2
+                self._fs()
             elif byte in (_LF, _FF):
                 self._newline()
                 self.pos += 1
@@ -102,6 +101,10 @@ class _Reader:
                 self.pos += 1
         if self.line.parts:
             self._newline()
+
+    def _fs(self) -> None:
+        # FS p n m prints a stored image; the other FS commands (Kanji mode) take at most one byte we can skip.
+        self.pos += 4 if self._at(1) == ord("p") else 2
 
     def _at(self, offset: int) -> int | None:
         index = self.pos + offset

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 MIN_WIDTH = 24
 _ALIGNS = ("left", "center", "right")
+_CANCEL_KANJI = b"\x1c."  # FS . (1C 2E): cancel Kanji (Chinese) character mode
 _DOTS_PER_CHARACTER = 12  # font A is 12 dots wide: 48 characters = 576 dots on 80 mm paper
 
 # A directive travels through the template output as \x1e<json>\x1f; sanitised values cannot contain either byte.
@@ -56,6 +57,10 @@ class PrintOptions:
     qr_fragment_height: int = 960  # image strip height; some models print garbage with large strips
     cash_drawer: bool = False  # kick the drawer (pin 2) after a receipt paid in cash
     logo: Path | None = None  # image at the top of receipts, scaled down to the paper width
+    # FS . after ESC @: Chinese-market clones (Xprinter, ZJiang, HPRT, Goojprt) ship in double-byte (Kanji) mode, which
+    # ESC @ restores, and print an umlaut and the byte after it as one Hanzi. A model without Kanji discards it (Epson:
+    # "If the data following ESC, FS or GS is not defined as a command, then the two bytes are read in and discarded")
+    cancel_kanji: bool = True
 
 
 DEFAULT_OPTIONS = PrintOptions()
@@ -113,7 +118,8 @@ class Layout:
         self.options = options
         self.commands = Commands(profile(options.profile))
         self.codec, number = codepage(self.commands.profile.code_pages, options.codepage)
-        self.commands.raw(b"\x1b@" + b"\x1bt" + bytes([number]))
+        # ESC @ puts a clone back in its power-on Chinese mode: FS . must follow it, before any text.
+        self.commands.raw(b"\x1b@" + (_CANCEL_KANJI if options.cancel_kanji else b"") + b"\x1bt" + bytes([number]))
         self.style = PLAIN
         self.align = "left"
         self.printed_style = PLAIN  # what ESC @ left the printer in

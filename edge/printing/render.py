@@ -355,4 +355,5 @@ def print_options(printer: PrinterSettings) -> PrintOptions:
         cash_drawer=printer.cash_drawer,
         logo=printer.logo,
         codepage=printer.codepage,
+        cancel_kanji=printer.cancel_kanji,
     )
