@@ -8,7 +8,6 @@ import inspect
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +71,7 @@ class Agent:
         self._server: ApiServer | None = None
         self._runner: web.AppRunner | None = None  # the server's, for tests that list the routes
         self.port: int | None = None
-        self.started_at = time.time()
+        self.started_mono = self.clock.mono()  # the uptime, on the clock a wall-clock step does not move
         self.notifier = Notifier()
         self.metrics = Metrics(self.bus, list(settings.printers))
         self._stack: contextlib.AsyncExitStack | None = None  # the started parts' stops, run by stop()
@@ -207,7 +206,7 @@ class Agent:
                 scanners=self.scanners,
                 metrics=self.metrics,
                 render_job=self.render_job,
-                started_at=self.started_at,
+                started_mono=self.started_mono,
                 renderer=self.printing.renderer,
                 sync=self.sync,
                 clock=self.clock,

@@ -182,7 +182,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
     return {
         "store_id": deps.settings.agent.store_id,
         "version": __version__,
-        "uptime_s": round(now - deps.started_at),
+        "uptime_s": round(deps.clock.mono() - deps.started_mono),  # a wall-clock step neither adds nor takes away
         "accepting": deps.accepting,
         "storage_problem": db.write_problem,
         "printers": printers,

@@ -78,6 +78,9 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
             colour,
         )
     )
+    if held := data.get("held_jobs"):  # not printed, not failed: waiting for a person to release or discard them
+        tickets = "1 ticket" if len(held) == 1 else f"{len(held)} tickets"
+        lines.append(_paint("warn", f"{tickets} held for a person: edge jobs --held, then release or discard", colour))
     central = data.get("central_up")
     lines.append(
         "central link: "
