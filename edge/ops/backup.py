@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import os
+import pwd
 import shutil
 import time
 from pathlib import Path
@@ -189,9 +191,11 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     try:
         db_path = settings.agent.db_path
         moved = backup.store_id != store_id
+        remove_restore_leftover(db_path)  # a killed restore's copy: its room is this one's
+        _room_for_restore(settings, source)  # before anything is written: a refusal leaves the card as it was
         restoring = _prepared_copy(settings, source, moved)
-        safety = _keep_sound(settings) if db_path.exists() else None
-        try:
+        try:  # whatever stops the restore from here on, the copy (as large as the database) goes
+            safety = _keep_sound(settings) if db_path.exists() else None
             if safety is None:
                 safety = _rename_in_place(settings, restoring)
             else:
@@ -201,6 +205,101 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     finally:
         lock.release()
     return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)
+
+
+def _files_size(path: Path) -> int:
+    """A database file and its -wal, in bytes: what a copy of it takes at most."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or the nearest folder above it that exists (where it would be made)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def user_name() -> str:
+    """Who this process is (an `edge` command run as root has become the agent's user)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def unwritable_words(directory: Path, err_no: int | None = None) -> str:
+    """Why the backup directory cannot be written, and what to do, in one line: read-only (a stick mounted so) or
+    not the agent's user's to write (a stick mounted by root)."""
+    read_only = err_no == errno.EROFS
+    if err_no is None:
+        with contextlib.suppress(OSError):
+            read_only = bool(os.statvfs(_existing(directory)).f_flag & os.ST_RDONLY)
+    if read_only:
+        return (
+            f"the backup directory {directory} is read-only (its file system is mounted read-only): remount it "
+            "read-write, or set backup.dir elsewhere"
+        )
+    user = user_name()
+    return (
+        f"the backup directory {directory} is not writable by user {user}: chown {user}: {_existing(directory)}, "
+        "or set backup.dir elsewhere"
+    )
+
+
+def _check_writable(directory: Path) -> None:
+    """StoreError in one line (unwritable_words) if this process cannot write ``directory`` (or make it)."""
+    if not os.access(_existing(directory), os.W_OK | os.X_OK):
+        raise StoreError(unwritable_words(directory) + "; nothing written")
+
+
+def _room_for_restore(settings: Settings, source: Path) -> None:
+    """StoreError, before anything is written, if the restore of ``source`` cannot finish: the backup's copy beside
+    the database and the backup of the database it replaces (in the backup directory, which must be writable) must
+    both fit, with the room the agent keeps free on the database's disk (alerts.disk_free_min_mb); the older backups
+    that the backup of the replaced database may drop count as room. A damaged database is not copied but kept aside
+    (a second name for it on the same disk)."""
+    db_path = settings.agent.db_path
+    directory = backup_dir(settings)
+    reserve = settings.alerts.disk_free_min_mb * _MB
+    copy = _files_size(source)
+    data_free = shutil.disk_usage(db_path.parent).free
+    mb = _MB
+
+    def refuse(need: str, free: int, older: int = 0) -> None:
+        held = f" and older backups hold {older / mb:.1f} MB" if older else ""
+        raise StoreError(
+            f"not enough space to restore {source}: {need}, and the agent keeps {reserve // mb} MB free on "
+            f"{db_path.parent} (alerts.disk_free_min_mb); {free / mb:.1f} MB are free{held}; nothing written"
+        )
+
+    copy_words = f"its copy beside the database takes {copy / mb:.1f} MB"
+    if not db_path.exists():
+        if data_free < copy + reserve:
+            refuse(copy_words, data_free)
+        return
+    _check_writable(directory)
+    same_disk = os.stat(_existing(directory)).st_dev == os.stat(db_path.parent).st_dev
+    safety = _files_size(db_path)
+    older = 0
+    if directory.exists():
+        older = sum(p.stat().st_size for p in sorted(directory.glob(f"{_PREFIX}*.db"))[:-1])
+    safety_words = f"{copy_words}, a backup of the database it replaces {safety / mb:.1f} MB in {directory}"
+    if same_disk:
+        if data_free + older >= copy + safety + reserve:
+            return
+        if not _sound(db_path) and data_free >= copy + reserve:
+            return  # damaged: kept aside under a second name, which takes no room
+        refuse(safety_words, data_free, older)
+    if data_free < copy + reserve:
+        refuse(copy_words, data_free)
+    backup_free = shutil.disk_usage(_existing(directory)).free
+    if backup_free >= safety or (backup_free + older >= safety and _sound(db_path)):
+        return  # a damaged database is copied aside as it is: no older backup is dropped for it
+    raise StoreError(
+        f"not enough space to restore {source}: a backup of the database it replaces takes {safety / mb:.1f} MB "
+        f"in {directory}, {backup_free / mb:.1f} MB are free there and older backups hold {older / mb:.1f} MB; "
+        "nothing written"
+    )
 
 
 def _printed_until(db_path: Path) -> float | None:

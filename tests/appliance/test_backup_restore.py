@@ -4,9 +4,12 @@ not run on another store's database), and they finish while the agent is busy.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
+import sqlite3
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -415,3 +418,102 @@ async def test_a_ticket_the_backup_had_waiting_prints_as_copy_after_a_restore_if
         assert ["KOPIE / COPY" in t for t in tickets] == ([False, True] if printed_since else [False])
     finally:
         await agent.close()
+
+
+async def _sql(db: Path, sql: str) -> list[tuple[object, ...]]:
+    """One statement, committed, through a connection closed at once (an open one keeps the card from unmounting)."""
+
+    def run() -> list[tuple[object, ...]]:
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            return conn.execute(sql).fetchall()
+
+    return await asyncio.to_thread(run)
+
+
+def _fill(disk: Path, leave_mb: float) -> None:
+    """A file taking all but ``leave_mb`` of ``disk``'s free space (logs, a failed upgrade's pip cache ...)."""
+    fill = int(shutil.disk_usage(disk).free - leave_mb * 2**20)
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, fill)
+    finally:
+        os.close(fd)
+
+
+async def _remount(disk: Path, mode: str) -> None:
+    done = await asyncio.to_thread(subprocess.run, ["mount", "-o", f"remount,{mode}", str(disk)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _restore_files(data: Path) -> list[str]:
+    """The database's files, but its -wal and -shm (a read may checkpoint and remove them)."""
+    return sorted(
+        p.name for p in data.iterdir() if p.name.startswith("edge.db") and not p.name.endswith(("-wal", "-shm"))
+    )
+
+
+@pytest.fixture
+def usb_stick(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB file system, as a USB stick."""
+    with small_disk(tmp_path / "usb", 16) as disk:
+        yield disk
+
+
+@pytest.mark.parametrize("refusal", ["card-nearly-full", "backup-dir-read-only"])
+async def test_a_refused_restore_writes_nothing_and_the_next_try_succeeds(
+    tmp_path: Path, sd_card: Path, usb_stick: Path, printers: dict[str, SimPrinter], refusal: str
+) -> None:
+    """`edge restore` on a card with room for a backup of the database it replaces but not also for the backup's
+    copy beside it (`alerts.disk_free_min_mb` kept free), or with `backup.dir` on a stick mounted read-only: refused
+    before anything is copied, exit 1, one line that says why and, truly, that nothing was written; the data
+    directory holds what it held and the card as much free space. Once there is room (the stick writable) the same
+    command restores. Before: the backup was first copied beside the database (`edge.db.restoring`, as large as the
+    database), then the safety backup was refused ("not enough space for a backup … nothing written", or
+    `[Errno 30] Read-only file system`) and the copy stayed, on the card that had no room: every retry failed the
+    same way."""
+    card, usb = sd_card, usb_stick
+    data = card / "data"
+    usb_backups = usb / "edge"
+    extra = "[alerts]\ndisk_free_min_mb = 2\n" + (
+        f'[backup]\ndir = "{usb_backups}"\n' if refusal == "backup-dir-read-only" else ""
+    )
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=data,
+        api_port=0,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        extra=extra,
+    )
+    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    await asyncio.to_thread(add_printed_history, data / "edge.db", megabytes=3)
+    backup = await edge_backup(config)
+    await _sql(data / "edge.db", "DELETE FROM orders WHERE id = 'history-000000001'")  # a change to undo
+    if refusal == "card-nearly-full":
+        # Room for the safety backup and the reserve (3 + 2 MB), not for the backup's copy as well (3 MB more).
+        await asyncio.to_thread(_fill, card, 6.5)
+    else:
+        await _remount(usb, "ro")
+    before, free = _restore_files(data), shutil.disk_usage(card).free
+
+    refused = await edge("restore", str(backup), "--config", str(config))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert _restore_files(data) == before, f"left beside the database; said: {refused.stderr}"
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert "nothing written" in lines[0], lines[0]
+    if refusal == "card-nearly-full":
+        assert "not enough space to restore" in lines[0] and "alerts.disk_free_min_mb" in lines[0], lines[0]
+    else:
+        assert f"the backup directory {usb_backups} is read-only" in lines[0], lines[0]
+    assert shutil.disk_usage(card).free >= free - 2**16
+    assert await _sql(data / "edge.db", "SELECT 1 FROM orders WHERE id = 'history-000000001'") == []
+
+    if refusal == "card-nearly-full":
+        (card / "filler").unlink()
+    else:
+        await _remount(usb, "rw")
+    again = await edge("restore", str(backup), "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert _restore_files(data) == ["edge.db"]
+    assert await _sql(data / "edge.db", "SELECT 1 FROM orders WHERE id = 'history-000000001'") == [(1,)]
