@@ -82,6 +82,11 @@ class StoreError(EdgeError):
     """The database failed (full disk, read-only file, corrupt file)."""
 
 
+class StoreUnreadableError(StoreError):
+    """A database file this process's user cannot open (no read permission, or not there): says what to do, never
+    that the file is damaged."""
+
+
 class StoreUnavailableError(StoreError):
     """The database cannot take writes right now; callers should retry later."""
 

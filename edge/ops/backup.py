@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from edge.config import Settings
-from edge.errors import StoreError
+from edge.errors import StoreError, StoreUnreadableError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
 from edge.store.db import sync_to_disk
@@ -71,6 +71,8 @@ def _check(path: Path) -> BackupFile:
     """StoreError if ``path`` is not a healthy database."""
     try:
         check = check_file(path)
+    except StoreUnreadableError:
+        raise  # its own words: what to do, not a damaged file
     except StoreError as err:
         raise StoreError(f"{path}: not a readable SQLite database: {err}") from err
     if not check.sound:
@@ -108,12 +110,18 @@ def _make_room(db_path: Path, directory: Path, reserve_mb: int) -> None:
 def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: int) -> Path:
     if not db_path.exists():
         raise StoreError(f"database {db_path} does not exist; nothing to back up")
-    directory.mkdir(parents=True, exist_ok=True)
-    _make_room(db_path, directory, reserve_mb)
-    target = directory / f"{_PREFIX}{_stamp()}{label}.db"
-    partial = target.with_suffix(".partial")
-    partial.unlink(missing_ok=True)
-    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # an unwritable folder fails here, by name
+    _check_writable(directory)  # a stick mounted read-only, or root's: one line saying so, before anything is dropped
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _make_room(db_path, directory, reserve_mb)
+        target = directory / f"{_PREFIX}{_stamp()}{label}.db"
+        partial = target.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+    except OSError as err:  # what the check could not foresee (a stick unplugged, remounted meanwhile)
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise StoreError(unwritable_words(directory, err.errno) + "; nothing written") from err
     try:
         try:
             copy_database(db_path, partial, standalone=True)

@@ -15,7 +15,7 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, clock_off_words
 from edge.config import Settings
-from edge.errors import AlertError, EdgeError, StoreError
+from edge.errors import AlertError, EdgeError, StoreError, StoreUnreadableError
 from edge.ops import last_failure
 from edge.ops.backup import restore_advice
 from edge.printing.status import BLOCKING_STATES, PrinterState
@@ -115,6 +115,8 @@ def _database_checks(settings: Settings) -> list[Check]:
         return [Check("database", "fail", f"{path} does not exist (the agent creates it on first start)")]
     try:
         found = check_file(path, full=True)
+    except StoreUnreadableError as err:  # the user `edge doctor` became cannot open it: no backup mends that
+        return [Check("database", "fail", str(err))]
     except StoreError as err:
         return [Check("database", "fail", f"{path}: {err}; {restore_advice(settings)}")]
     integrity, version, newest = list(found.problems), found.version, found.newest_order_at

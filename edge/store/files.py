@@ -4,13 +4,15 @@ without the agent. Blocking (sqlite3): callers on the event loop run these in a 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pwd
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from edge.errors import StoreError
+from edge.errors import StoreError, StoreUnreadableError
 from edge.store.identity import MAY_HAVE_PRINTED_KEY, move_to_store, recorded_store
 from edge.store.jobs import PRINTABLE
 from edge.store.rows import PrintableJob
@@ -36,9 +38,31 @@ def _read_only(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
 
 
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def check_readable(path: Path) -> None:
+    """StoreUnreadableError if this process cannot open ``path`` (SQLite says only "unable to open database file",
+    as for a damaged one): a file root copied with mode 0600 for an `edge` command that became the agent's user."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise StoreUnreadableError(f"{path} does not exist") from None
+    except PermissionError:
+        raise StoreUnreadableError(
+            f"cannot read {path} as user {_user()}: copy it somewhere that user can read, or chmod a+r {path}"
+        ) from None
+
+
 def check_file(path: Path, *, full: bool = False) -> FileCheck:
     """Read-only: a quick check (a backup just written), or ``full``: the integrity check and the newest order (the
-    doctor). StoreError (SQLite's words) if the file is no database or cannot be read."""
+    doctor). StoreUnreadableError if this process cannot open it; StoreError (SQLite's words) if the file is no
+    database or cannot be read."""
+    check_readable(path)
     try:
         conn = _read_only(path)
         try:
