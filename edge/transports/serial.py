@@ -19,6 +19,13 @@ _PARITY = {
     "space": serial.PARITY_SPACE,
 }
 
+# pyserial's write_timeout bounds a whole write() call. A job goes out in pieces no larger than this, each with the
+# timeout, so the timeout bounds a stall (a printer holding the line back with XOFF or RTS/CTS and never letting go),
+# not a long ticket on a slow line: a 9 KB ticket at 9600 baud, held back while a 4.7-line-a-second printer prints,
+# outlasts 10 s. Epson's 4 KB-buffer printers signal busy with 128 bytes left and ready again with 256: a piece this
+# size gets through one busy spell.
+_PIECE = 256
+
 
 class SerialTransport:
     """Blocking pyserial port, opened per job; a port that cannot be opened is "unreachable", any later failure a write
@@ -77,7 +84,8 @@ class SerialTransport:
     def write(self, data: bytes) -> None:
         port = self._opened()
         try:
-            port.write(data)
+            for at in range(0, len(data), _PIECE):
+                port.write(data[at : at + _PIECE])
         except serial.SerialTimeoutException as err:
             raise DeviceWriteError(
                 self.device_id, self.label, f"took no data for {self._write_timeout:g}s (flow control holding?)"
