@@ -199,6 +199,22 @@ def _port_name_checks(settings: Settings) -> list[Check]:
     ]
 
 
+def _flow_control_checks(settings: Settings) -> list[Check]:
+    """A serial printer without working flow control: a long ticket would overrun its buffer, so the agent sends at
+    the slowest printer's pace (3 lines a second) once its first kilobyte is out."""
+    return [
+        Check(
+            f"printer {name} flow control",
+            "warn",
+            f'flow_control = "{p.flow_control}" holds nothing back (pyserial on Linux hands only RTS/CTS to the '
+            "kernel): long tickets go out at 3 lines a second; set the printer's handshake and flow_control = "
+            '"rtscts" (or "xonxoff")',
+        )
+        for name, p in settings.printers.items()
+        if p.type == "serial" and p.flow_control in ("none", "dsrdtr")
+    ]
+
+
 async def _smtp_check(settings: Settings) -> Check:
     from edge.alerts import Mailer
 
@@ -307,6 +323,7 @@ async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     checks.append(await _agent_check(settings, api_call))
     checks += await _printer_checks(settings)
     checks += _port_name_checks(settings)
+    checks += _flow_control_checks(settings)
     checks.append(await _smtp_check(settings))
     checks.append(await _central_check(settings))
     checks.append(await _mqtt_check(settings, await _agent_status(settings, api_call) if settings.mqtt.url else None))

@@ -39,7 +39,8 @@ def make_driver(printer: AnyPrinterSettings, *, devices: dict[str, threading.Loc
             usb_port=printer.usb_port,
         )
     elif printer.type == "serial":
-        from edge.transports.serial import SerialTransport  # pyserial loads only for a serial printer
+        from edge.printing import driver as model
+        from edge.transports.serial import Pace, SerialTransport  # pyserial loads only for a serial printer
 
         transport = SerialTransport(
             printer.name,
@@ -50,6 +51,8 @@ def make_driver(printer: AnyPrinterSettings, *, devices: dict[str, threading.Loc
             stopbits=printer.stopbits,
             flow_control=printer.flow_control,
             write_timeout=printer.write_timeout,
+            # A line without working flow control is sent at the pace of the slowest printer the driver waits for.
+            pace=Pace(model._SLOW_PRINTER_BYTES_PER_S, model._SLOW_PRINTER_LINES_PER_S, model._SLOW_PRINTER_CUT_S),
         )
     else:
         transport = FileTransport(printer.name, printer.path)

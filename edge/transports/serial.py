@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import sys
 import termios
+import time
 
 import serial
 
@@ -25,6 +29,62 @@ _PARITY = {
 # outlasts 10 s. Epson's 4 KB-buffer printers signal busy with 128 bytes left and ready again with 256: a piece this
 # size gets through one busy spell.
 _PIECE = 256
+_LF, _CUT = b"\n", b"\x1dV"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pace:
+    """What the slowest printer takes, for a line on which nothing holds the host back: its paper at ``lines_per_s``
+    and ``cut_s`` a cut, its bytes at ``bytes_per_s``, and ``buffer`` bytes waiting in it (Epson's receive buffers are
+    4 KB; a TM-U220 set to its 40-byte buffer needs working flow control)."""
+
+    bytes_per_s: float
+    lines_per_s: float
+    cut_s: float
+    buffer: int = 1024
+
+
+class _Pacer:
+    """Holds back what a printer without working handshake would discard: it takes bytes into its receive buffer as
+    fast as the line brings them and prints them at its own pace; once the buffer is full, what comes meanwhile is lost
+    (Epson: "data received while the receive buffer is full is discarded"). This follows a printer of ``pace``: each
+    piece is sent only once the pieces before it, as that printer would print them, leave room for it."""
+
+    def __init__(self, pace: Pace, line_bytes_per_s: float) -> None:
+        self._pace = pace
+        self._line_bytes_per_s = line_bytes_per_s
+        self._line_free_at = 0.0  # monotonic: when the line has carried everything sent
+        self._printed_at = 0.0  # when that printer has printed everything sent
+        self._waiting: collections.deque[tuple[float, int]] = collections.deque()  # (printed at, bytes), in order
+        self._held = 0  # bytes in _waiting
+
+    def pieces(self, data: bytes) -> list[bytes]:
+        """``data`` cut after each line feed, and into pieces of at most _PIECE bytes."""
+        out: list[bytes] = []
+        start = 0
+        while start < len(data):
+            end = data.find(_LF, start, start + _PIECE)
+            end = min(start + _PIECE, len(data)) if end == -1 else end + 1
+            out.append(data[start:end])
+            start = end
+        return out
+
+    def wait_for_room(self, piece: bytes) -> None:
+        while True:
+            now = time.monotonic()
+            while self._waiting and self._waiting[0][0] <= now:
+                self._held -= self._waiting.popleft()[1]
+            if not self._waiting or self._held + len(piece) <= self._pace.buffer:
+                return
+            time.sleep(self._waiting[0][0] - now)
+
+    def sent(self, piece: bytes) -> None:
+        pace, now = self._pace, time.monotonic()
+        self._line_free_at = max(now, self._line_free_at) + len(piece) / self._line_bytes_per_s
+        paper = piece.count(_LF) / pace.lines_per_s + piece.count(_CUT) * pace.cut_s
+        self._printed_at = max(self._line_free_at, self._printed_at) + max(len(piece) / pace.bytes_per_s, paper)
+        self._waiting.append((self._printed_at, len(piece)))
+        self._held += len(piece)
 
 
 class SerialTransport:
@@ -50,11 +110,15 @@ class SerialTransport:
         stopbits: float = 1,
         flow_control: str = "none",
         write_timeout: float = 10.0,
+        pace: Pace | None = None,
     ) -> None:
+        """``pace``: the slowest printer's, followed on a line without working flow control ("none"; "dsrdtr" too on
+        Linux, where pyserial sets DTR and nothing else: only RTS/CTS reaches the kernel's termios, as CRTSCTS)."""
         self.device_id = device_id
         self.label = f"serial {device} {baudrate} baud"
         bits = bytesize + stopbits + (parity != "none") + 1  # and a start bit
-        self.line_bytes_per_s: float | None = baudrate / bits
+        line_bytes_per_s = baudrate / bits
+        self.line_bytes_per_s: float | None = line_bytes_per_s
         self._device = device
         self._options = {
             "baudrate": baudrate,
@@ -67,6 +131,9 @@ class SerialTransport:
         }
         self._write_timeout = write_timeout
         self._port: serial.Serial | None = None
+        unguarded = flow_control == "none" or (flow_control == "dsrdtr" and sys.platform.startswith("linux"))
+        # Kept from job to job: the printer may still be printing the last one when the next one starts.
+        self._pacer = _Pacer(pace, line_bytes_per_s) if pace is not None and unguarded else None
 
     def open(self) -> None:
         self.close()
@@ -83,9 +150,15 @@ class SerialTransport:
 
     def write(self, data: bytes) -> None:
         port = self._opened()
+        pacer = self._pacer
+        pieces = pacer.pieces(data) if pacer else [data[at : at + _PIECE] for at in range(0, len(data), _PIECE)]
         try:
-            for at in range(0, len(data), _PIECE):
-                port.write(data[at : at + _PIECE])
+            for piece in pieces:
+                if pacer:
+                    pacer.wait_for_room(piece)
+                port.write(piece)
+                if pacer:
+                    pacer.sent(piece)
         except serial.SerialTimeoutException as err:
             raise DeviceWriteError(
                 self.device_id, self.label, f"took no data for {self._write_timeout:g}s (flow control holding?)"

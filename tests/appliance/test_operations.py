@@ -148,6 +148,25 @@ async def test_doctor_warns_of_serial_ports_named_by_their_kernel_number(
     assert "scanner door port" not in checks and "printer kitchen port" not in checks
 
 
+async def test_doctor_warns_of_a_serial_printer_without_working_flow_control(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A serial printer left at flow_control "none" (or "dsrdtr", which pyserial on Linux does not hand to the kernel)
+    overruns its receive buffer on a long ticket and loses lines unless the agent slows down to the slowest printer's
+    pace: the doctor names the setting to use. RTS/CTS and XON/XOFF are fine."""
+    raw = config_dict(tmp_path / "data", printers)
+    for name, flow in (("bar", None), ("pass", "dsrdtr"), ("grill", "rtscts"), ("fryer", "xonxoff")):
+        raw["printers"][name] = {"type": "serial", "device": f"/dev/serial/by-id/usb-{name}", "status_timeout": 0.2}
+        if flow:
+            raw["printers"][name]["flow_control"] = flow
+    checks = {c.name: c for c in await doctor(parse_settings(raw, source="test"), call_agent)}
+    for name, flow in (("bar", "none"), ("pass", "dsrdtr")):
+        check = checks[f"printer {name} flow control"]
+        assert check.level == "warn" and f'flow_control = "{flow}"' in check.detail
+        assert 'flow_control = "rtscts"' in check.detail and '"xonxoff"' in check.detail
+    assert "printer grill flow control" not in checks and "printer fryer flow control" not in checks
+
+
 async def test_a_certificate_refused_for_its_dates_names_the_box_clock(
     make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

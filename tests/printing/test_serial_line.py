@@ -124,3 +124,34 @@ async def test_a_long_ticket_on_a_slow_line_with_flow_control_prints_once_and_th
     assert [f"Nr {n:03d} größer" in tickets[0] for n in range(250)] == [True] * 250
     assert tickets[0].count("Schnittlauch") == 250
     assert decode(bytes(printer.paper)).cuts == 2 and printer.lost == 0
+
+
+@pytest.mark.parametrize("flow_control", ["none", "dsrdtr"])
+async def test_a_long_ticket_on_a_line_without_flow_control_is_paced_and_loses_nothing(
+    kitchen_on_serial: Callable[..., Awaitable[tuple[Agent, SlowSerialPrinter]]],
+    example_order: dict,
+    flow_control: str,
+) -> None:
+    """The same printer left at Epson's default DTR/DSR handshake, the agent at flow_control "none" (or "dsrdtr",
+    which pyserial on Linux does not hand to the kernel: nothing holds writes back). The host sent at the line's rate,
+    the printer's 4 KB buffer overran and it discarded what came meanwhile: of a 250-item ticket (12 KB) some 5 KB
+    lost, lines garbled, no QR, no cut, and the job marked printed. Now the agent paces such a line to the slowest
+    printer the driver plans for (3 lines and 2 KB a second, 1 s a cut, here at 50 times that): the whole ticket
+    reaches the paper once, cut, and the next order after it."""
+    agent, printer = await kitchen_on_serial(flow_control)
+    async with api_client(agent) as api:
+        assert (await post(api, big_order(example_order, 1, 250)))[0] == 201
+        await asyncio.sleep(0.2)
+        assert (await post(api, small_order(example_order, 2)))[0] == 201
+        rows = await eventually(
+            lambda: db_rows(agent, "SELECT order_id, state, copy, attempts FROM print_jobs ORDER BY id"),
+            lambda rows: all(state in ("printed", "dead") for _, state, _, _ in rows),
+            timeout=30,
+            what="both jobs done",
+        )
+    assert printer.lost == 0
+    assert rows == [("ord_big1", "printed", 0, 0), ("ord_small2", "printed", 0, 0)]
+    tickets = tickets_on_paper(printer)
+    assert len(tickets) == 2 and "P-002" in tickets[1] and not any("KOPIE" in t for t in tickets)
+    assert [f"Nr {n:03d} größer" in tickets[0] for n in range(250)] == [True] * 250
+    assert decode(bytes(printer.paper)).qr_codes == ["edge:v1:ord_big1:kitchen", "edge:v1:ord_small2:kitchen"]
