@@ -352,6 +352,14 @@ class PrinterDriver:
                 return None
             if stopped(cause):
                 return False  # GS r waits behind the stop: the job may be only partly out
+        if self._answers_gs_r_now():
+            # It answers GS r, but not the one after this job: that query, and maybe some of the job, never reached it
+            # (a serial printer discards what comes while its buffer is full). Not known to be out: failed, as COPY.
+            self._in_order_answers.note(True)
+            self._clear_rest()
+            raise DeviceWriteError(
+                self.name, self.transport.label, "no GS r reply after the job, though it answers GS r: bytes were lost"
+            )
         if self._in_order_answers.note(False):
             log.warning(
                 "printer_no_in_order_status",
@@ -360,6 +368,12 @@ class PrinterDriver:
                 "paper that runs out while it prints from its buffer is not seen",
             )
         return False
+
+    def _answers_gs_r_now(self) -> bool:
+        """After a job whose GS r went unanswered: GS r asked once more, alone. An answer tells a printer that lost the
+        first one from one that never answers it (a few clones), which is then taken at its DLE EOT reply as before."""
+        self.transport.write(_GS_R_PAPER)
+        return self._replies.next(in_order=True, timeout=self.status_timeout) is not None
 
     def _clear_rest(self) -> None:
         """The job is printed again whole, as COPY: what is left of it in the printer must not come out first. Its

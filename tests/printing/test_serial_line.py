@@ -13,9 +13,12 @@ import pytest
 
 from edge.app import Agent
 from edge.config import parse_settings
+from edge.errors import DeviceWriteError
 from edge.printing import driver as driver_module
 from edge.printing.decode import decode
+from edge.printing.driver import PrinterDriver
 from edge.sim.printer import SimPrinter
+from edge.transports import SerialTransport
 from tests.helpers import api_client, config_dict, db_rows, eventually, post
 from tests.printing.slow_serial import SlowSerialPrinter
 
@@ -155,3 +158,24 @@ async def test_a_long_ticket_on_a_line_without_flow_control_is_paced_and_loses_n
     assert len(tickets) == 2 and "P-002" in tickets[1] and not any("KOPIE" in t for t in tickets)
     assert [f"Nr {n:03d} größer" in tickets[0] for n in range(250)] == [True] * 250
     assert decode(bytes(printer.paper)).qr_codes == ["edge:v1:ord_big1:kitchen", "edge:v1:ord_small2:kitchen"]
+
+
+async def test_a_gs_r_lost_on_the_way_fails_the_job_instead_of_marking_it_printed(
+    slow_printers: list[SlowSerialPrinter],
+) -> None:
+    """A printer that answers GS r, whose GS r after a job does not come back (lost on the way, as bytes a full
+    buffer discards), while DLE EOT says all is well: the ticket is not known to be out. Before, it was taken for a
+    printer without GS r and the job marked printed (the overrun probe's garbled ticket, copy 0); now the driver asks
+    GS r once more: answered, the printer does answer it, so the job did not get through whole: a write error (the
+    spool fails it, an attempt spent, and prints it again as COPY). A printer that never answers GS r is still taken
+    at its DLE EOT reply (see tests/printing/test_driver.py)."""
+    printer = SlowSerialPrinter(scale=SCALE)
+    slow_printers.append(printer)
+    driver = PrinterDriver("bar", SerialTransport("bar", printer.device, baudrate=BAUD), status_timeout=0.3)
+    printer.lose_gs_r = 1  # the first job of a run: the driver does not know yet whether the printer answers GS r
+    with pytest.raises(DeviceWriteError, match="GS r"):
+        await driver.print(b"\x1b@first\n")
+    assert (await driver.print(b"\x1b@second\n")).processed
+    printer.lose_gs_r = 1  # and one known to answer it
+    with pytest.raises(DeviceWriteError, match="GS r"):
+        await driver.print(b"\x1b@third\n")
