@@ -94,6 +94,15 @@ async def sink(server_tls: ssl.SSLContext) -> AsyncIterator[SmtpSink]:
     await server.stop()
 
 
+@pytest.fixture
+async def relay() -> AsyncIterator[SmtpSink]:
+    """A plain relay on loopback (no TLS, no login) whose answers a test scripts, as real relays answer."""
+    server = SmtpSink()
+    await server.start()
+    yield server
+    await server.stop()
+
+
 def smtp_section(sink: SmtpSink, cert: tuple[Path, Path], **overrides: Any) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",

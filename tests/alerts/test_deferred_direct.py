@@ -4,7 +4,7 @@ and the log says who has it and who does not yet."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from structlog.testing import capture_logs
@@ -19,14 +19,6 @@ from tests.alerts.helpers import run
 
 # postgrey's answer to a (sender, recipient) it has not seen before
 GREYLISTED = "450 4.7.1 <area@store.test>: Recipient address rejected: Greylisted, try again in 60s"
-
-
-@pytest.fixture
-async def relay() -> AsyncIterator[SmtpSink]:
-    server = SmtpSink()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def settings_for(make_settings: Callable[..., Settings], relay: SmtpSink) -> Settings:

@@ -6,7 +6,7 @@ sender's."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,15 +20,6 @@ from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock
 from tests.alerts.helpers import run
 from tests.helpers import db_rows
-
-
-@pytest.fixture
-async def relay() -> AsyncIterator[SmtpSink]:
-    """A plain relay on loopback whose answers a test scripts."""
-    server = SmtpSink()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def relay_settings(make_settings: Callable[..., Settings], relay: SmtpSink, **smtp: Any) -> Settings:
