@@ -188,6 +188,8 @@ PRINTER_KEYS = {
     "write_timeout",
     "status_timeout",
     "status_poll_s",
+    "answers_status",
+    "cancel_kanji",
 }
 
 

@@ -167,7 +167,8 @@ async def test_a_printer_that_hangs_up_mid_ticket_and_then_reports_paper_out_spe
     assert (await post(api, example_order))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
     assert await job_rows(agent) == [("queued", 0, 1)]
-    assert agent.spoolers["kitchen"].state_detail.endswith("closed the connection")  # the write's error
+    # The write's error: the hang-up reads as a close or, when the printer's socket still held our bytes, a reset.
+    assert agent.spoolers["kitchen"].state_detail.endswith(("closed the connection", "Connection reset by peer"))
     kitchen.paper_out = False
     printed = await kitchen.wait_for_printed(2)
     assert "KOPIE / COPY" in decode(printed[1]).text
