@@ -23,6 +23,9 @@ log = structlog.get_logger()
 # Mails per connection before the next round opens a new one: Exchange's MaxMessagesPerConnection is 20, and others
 # close a session after a similar count.
 _PER_SESSION = 20
+# A recipient the relay keeps deferring (a full mailbox: 452 4.2.2) is given up this long after the mail was made:
+# mail servers give up after days (RFC 5321 4.5.4.1), but an alarm a day old is no news, only noise at every retry.
+_GIVE_UP_S = 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -148,7 +151,16 @@ class Outbox:
         refused = {**mail.refused, **delivery.refused}
         problems = {**delivery.deferred, **delivery.refused}
         error = error or ("; ".join(f"{r}: {e}" for r, e in problems.items()) or None)
-        if any(r not in delivered and r not in refused for r in wanted):  # some still to try: back off, then again
+        still = [r for r in wanted if r not in delivered and r not in refused]
+        if still and self._clock.wall() - mail.created_at >= _GIVE_UP_S:  # deferred all along: a person must look
+            return Attempt(
+                state=MailState.DEAD,
+                delivered=delivered,
+                refused=refused,
+                error=f"not taken within {_GIVE_UP_S // 3600:g} h, given up; last answer: {error or 'none'}",
+                next_attempt_at=self._clock.wall(),
+            )
+        if still:  # some still to try: back off, then again
             delay = retry_delay(mail.attempts + 1, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
             return Attempt(
                 state=MailState.PENDING,

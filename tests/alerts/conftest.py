@@ -103,6 +103,20 @@ async def relay() -> AsyncIterator[SmtpSink]:
     await server.stop()
 
 
+def relay_settings(make_settings: Callable[..., Settings], relay: SmtpSink, **smtp: Any) -> Settings:
+    return make_settings(
+        smtp={"host": "127.0.0.1", "port": relay.port, "security": "none", "sender": "edge@store.test", **smtp},
+        alerts={
+            "to": ["chef@store.test"],
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "disk_free_min_mb": 0,
+            "retry_base_s": 1.0,
+            "retry_max_s": 4.0,
+        },
+    )
+
+
 def smtp_section(sink: SmtpSink, cert: tuple[Path, Path], **overrides: Any) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",

@@ -13,7 +13,7 @@ from edge.alerts import Alerter
 from edge.config import Settings
 from edge.events import JobDead, JobHeld
 from edge.sim.smtp import SmtpSink
-from tests.alerts.test_relay_refusals import relay_settings
+from tests.alerts.conftest import relay_settings
 from tests.helpers import db_rows
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -17,23 +16,9 @@ from edge.config import Settings
 from edge.events import JobDead
 from edge.ops.technician import _smtp_check
 from edge.sim.smtp import SmtpSink
-from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock, relay_settings
 from tests.alerts.helpers import run
 from tests.helpers import db_rows
-
-
-def relay_settings(make_settings: Callable[..., Settings], relay: SmtpSink, **smtp: Any) -> Settings:
-    return make_settings(
-        smtp={"host": "127.0.0.1", "port": relay.port, "security": "none", "sender": "edge@store.test", **smtp},
-        alerts={
-            "to": ["chef@store.test"],
-            "group_wait_s": 0,
-            "critical_group_wait_s": 0,
-            "disk_free_min_mb": 0,
-            "retry_base_s": 1.0,
-            "retry_max_s": 4.0,
-        },
-    )
 
 
 def dead_ticket(n: int, printer: str) -> JobDead:
@@ -159,3 +144,24 @@ async def test_a_relay_refusing_the_from_address_itself_still_dead_letters_the_m
     assert [state for state, _ in rows] == ["dead", "dead"]
     assert all("smtp.sender" in error and "553 5.7.1" in error for _, error in rows)
     assert alerter.outbox.server_wait() is None
+
+
+async def test_a_recipient_the_relay_keeps_deferring_is_given_up_after_a_day_with_its_last_answer(
+    relay: SmtpSink, make_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock
+) -> None:
+    """The second manager's mailbox is full: the relay answers 452 4.2.2 for it at every try, the first manager has
+    the mail. Tried with backoff for a day, the mail is then dead with the relay's last answer, for a person to see
+    (`edge alerts`, the outbox's dead letters), not tried again every few minutes for ever (a mail server gives up too,
+    RFC 5321 4.5.4.1; an alarm a day old is no news). Before: still pending after two days, tried at every backoff."""
+    relay.rcpt_replies["vize@store.test"] = "452 4.2.2 Mailbox full"
+    settings = relay_settings(make_settings, relay)
+    settings.alerts.to.append("vize@store.test")
+    alerter = make_alerter(settings)
+    alerter.on_event(dead_ticket(1, "kitchen"))
+    await run(alerter)
+    for _ in range(8):  # six hours at a time, for two days
+        clock.advance(6 * 3600)
+        await alerter.deliver_due()
+    [(state, error)] = await db_rows(settings.agent.db_path, "SELECT state, last_error FROM alert_mails")
+    assert state == "dead" and "452 4.2.2 Mailbox full" in error and "24 h" in error, (state, error)
+    assert len(relay.messages) == 1  # the first manager's, once
