@@ -22,9 +22,11 @@ from edge.events import (
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
-from edge.states import InsertOutcome, ItemClass, OrderSource, RunState, RunTrigger
+from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
 from edge.store import Database, NewOrder, OrderStore
+from edge.store.orders import InsertResult
 from edge.store.recovery import RecoveryStore
+from edge.store.revisions import KnownOrder
 from edge.store.rows import RecoveryItem
 from edge.sync.client import CentralClient, CentralRejectedError, CentralSlowAnswerError
 from edge.sync.outbox import OutboxSender
@@ -359,13 +361,17 @@ class Recovery:
             if stored is None and history_before is not None and order.created_at.timestamp() < history_before:
                 cls = ItemClass.HISTORY
                 history.append(new)
-            elif stored is None or (stored.stored and order.revision > stored.revision):
+            elif stored is None or (
+                stored.stored and order.revision > stored.revision and not _cancelled_again(new, stored)
+            ):
                 # Not here, or a higher revision: processing stores it as an update, like a push would.
                 cls = ItemClass.MISSING
                 if len(self._prepared) < _PREPARED_MAX:
                     self._prepared[order.id] = new
             elif order.revision != stored.revision or stored.same_content(new) or not stored.stored:
-                cls = ItemClass.PRESENT  # the same, or older than ours (stale), or purged since: nothing to do
+                # The same, or older than ours (stale), or purged since, or a higher cancelled revision of an order
+                # cancelled here (docs/http-api.md, "Revisions": the stored revision stands): nothing to do.
+                cls = ItemClass.PRESENT
             else:
                 cls = ItemClass.CONFLICT  # the same revision with other content
                 conflicting.append(order.id)
@@ -399,8 +405,17 @@ class Recovery:
             for item in await self._runs.items(run_id, cls):
                 self._report(run_id, cls, item.order_id, item.number, item.detail or "")
         router, batches = self._intake.router, 0
+        taken: set[str] = set()  # every order this process has handed to the store in this run
         while items := await self._runs.next_missing(run_id, self._settings.batch_size):
             self._checkpoint()
+            if again := sorted(i.order_id for i in items if i.order_id in taken):
+                # Every outcome below settles its order (stored, present, conflict, invalid): one selected again is
+                # a bug, and selecting it for ever would spin the run (a core busy, the cursor never moving).
+                raise RecoveryIncompleteError(
+                    f"processing selected {len(again)} orders again after storing them ({', '.join(again[:5])}):"
+                    " not settled"
+                )
+            taken.update(i.order_id for i in items)
             batch: list[NewOrder] = []
             invalid: list[tuple[str, str | None]] = []
             for item in items:
@@ -417,10 +432,16 @@ class Recovery:
             if batch:
                 results = await self._orders.insert_many(batch)
                 conflicts: list[tuple[str, str | None]] = []
+                present: list[tuple[str, str | None]] = []
                 for result, new in zip(results, batch, strict=True):
-                    if result.outcome in (InsertOutcome.STORED, InsertOutcome.UPDATED, InsertOutcome.CANCELLED):
+                    stored_now = result.outcome in _STORING and result.revision >= new.order.revision
+                    if stored_now:
                         self._intake.publish(result, new)  # OrderStored (OrderRevised) wakes the spools
-                    elif result.outcome in (InsertOutcome.CONFLICT, InsertOutcome.CLOSED):
+                    elif result.outcome not in (InsertOutcome.CONFLICT, InsertOutcome.CLOSED):
+                        # Nothing to store after all (a higher cancelled revision of an order cancelled here, one
+                        # stored or purged meanwhile): present, so processing does not select it again.
+                        present.append((result.order_id, _not_stored_reason(result, new)))
+                    else:
                         reason = (
                             "stored meanwhile (pushed) with other content"
                             if result.outcome == InsertOutcome.CONFLICT
@@ -430,6 +451,8 @@ class Recovery:
                         self._report(run_id, ItemClass.CONFLICT, result.order_id, new.order.number, reason)
                 if conflicts:
                     await self._runs.reclassify(run_id, ItemClass.CONFLICT, conflicts)
+                if present:
+                    await self._runs.reclassify(run_id, ItemClass.PRESENT, present)
             batches += 1
             # Reporting is the outbox's own loop (woken by OrderStored): a slow or refusing events endpoint must
             # never hold back storing, and so printing, the next batch.
@@ -468,6 +491,20 @@ class Recovery:
     def _checkpoint(self) -> None:
         if self._cancel.is_set():
             raise _CancelRequested()
+
+
+_STORING = (InsertOutcome.STORED, InsertOutcome.UPDATED, InsertOutcome.CANCELLED)
+
+
+def _cancelled_again(new: NewOrder, stored: KnownOrder) -> bool:
+    """A higher cancelled revision of an order cancelled here: nothing to store (the stored revision stands)."""
+    return stored.status == OrderStatus.CANCELLED and new.order.status == OrderStatus.CANCELLED
+
+
+def _not_stored_reason(result: InsertResult, new: NewOrder) -> str:
+    if result.outcome == InsertOutcome.CANCELLED:
+        return f"cancelled here at revision {result.revision}; central's cancelled revision {new.order.revision} stands"
+    return f"{result.outcome} here at revision {result.revision}: nothing to store"
 
 
 def _difference(stored_payload: str | None, sent_payload: str | None) -> str:

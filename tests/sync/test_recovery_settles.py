@@ -1,0 +1,124 @@
+"""Every order a recovery run lists is settled (stored, present, history, a conflict or invalid): a run never spins on
+one; an order recovery classed as history takes its later changes; a cancel's reason is not the order's content."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge.config import Settings
+from edge.events import RecoveryCompleted
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, db_execute, db_rows, eventually
+from tests.sync.conftest import Agents
+
+api = api_client
+
+
+def _revised(order: dict[str, Any], revision: int, *, status: str = "open", **fields: Any) -> dict[str, Any]:
+    out = copy.deepcopy(order) | {"revision": revision, "status": status} | fields
+    return out
+
+
+async def _post(port: int, path: str, body: Any = None) -> tuple[int, Any]:
+    async with api(port) as session:
+        async with session.post(path, json=body) as response:
+            return response.status, await response.json()
+
+
+async def _get(port: int, path: str) -> Any:
+    async with api(port) as session:
+        async with session.get(path) as response:
+            return await response.json()
+
+
+async def _run_once_more(port: int, events: Any, runs: int) -> RecoveryCompleted:
+    """A manual run, which must complete within 10 s (a run that spins never would)."""
+    status, _ = await _post(port, "/api/v1/recovery/runs")
+    assert status == 202
+    return (await events.wait(RecoveryCompleted, runs, timeout=10.0))[-1]
+
+
+async def test_a_higher_cancelled_revision_of_an_order_cancelled_here_is_settled_and_the_run_completes(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """K was cancelled here at revision 2 (the cancel route during an outage: STORNO printed); central lists it
+    cancelled at revision 3 (a change the box missed, then the cancel), with a new order N and an order C cancelled
+    here that central lists open at a higher revision (it would reopen it). The run completes: K present (still
+    revision 2, nothing printed again), C a conflict, N stored; the cursor moves, and a later outage's order is
+    stored by the next run. Before: the run stayed `processing` for good, selecting K again and again (3-4 s of CPU
+    in 5), N's later sibling was never stored."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    port, db = agent.port, agent.settings.agent.db_path
+    k, c = make_order(1, prefix="k"), make_order(2, prefix="k")
+    for order in (k, c):
+        assert (await _post(port, "/api/v1/orders", order))[0] == 201
+        status, body = await _post(port, f"/api/v1/orders/{order['id']}/cancel", {"revision": 2, "reason": "Gast weg"})
+        assert (status, body["status"]) == (200, "cancelled")
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE state NOT IN ('printed', 'discarded')"),
+        lambda r: r == [(0,)],
+    )
+    printed = len(printers["kitchen"].printed)
+    n = make_order(3, prefix="k")
+    central.add_orders([_revised(k, 3, status="cancelled", cancel_reason="Gast weg"), _revised(c, 3), n])
+    cursor = (await _get(port, "/api/v1/recovery/status"))["cursor"]
+    completed = await _run_once_more(port, events, 2)
+    assert (completed.counts["present"], completed.counts["conflict"], completed.counts["stored"]) == (1, 1, 1)
+    assert await db_rows(db, "SELECT id, revision, status FROM orders ORDER BY id") == [
+        ("k_000001", 2, "cancelled"),
+        ("k_000002", 2, "cancelled"),
+        ("k_000003", 1, "open"),
+    ]
+    run = await _get(port, f"/api/v1/recovery/runs/{completed.run_id}")
+    assert run["state"] == "completed" and [x["order_id"] for x in run["conflicts"]] == ["k_000002"]
+    assert (await _get(port, "/api/v1/recovery/status"))["cursor"] not in (cursor, "")
+    await printers["kitchen"].wait_for_printed(printed + 1)  # N's ticket
+    await asyncio.sleep(0.3)
+    assert len(printers["kitchen"].printed) == printed + 1  # nothing for K or C
+    m = make_order(4, prefix="k")
+    central.add_orders([m])
+    started = time.monotonic()
+    completed = await _run_once_more(port, events, 3)
+    assert completed.counts["stored"] == 1 and time.monotonic() - started < 5
+    assert await db_rows(db, "SELECT revision FROM orders WHERE id = 'k_000004'") == [(1,)]
+
+
+async def test_a_run_left_selecting_an_order_it_cannot_store_completes_when_resumed(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A box an earlier version left with a run in `processing` whose missing order is a higher cancelled revision
+    of an order cancelled here (validation then counted it missing): resumed at the next start, the run settles the
+    order as present and completes. Before: it selected the order again and again, for good, after every restart."""
+    settings = sync_settings()
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    port = agent.port
+    k = make_order(1, prefix="k")
+    assert (await _post(port, "/api/v1/orders", k))[0] == 201
+    assert (await _post(port, "/api/v1/orders/k_000001/cancel", {"revision": 2}))[0] == 200
+    await agents.stop(agent)
+    db = settings.agent.db_path
+    await db_execute(
+        db,
+        "INSERT INTO recovery_runs(id, trigger, state, created_at, started_at, phases) VALUES (7, 'manual',"
+        ' \'processing\', 1.0, 1.0, \'[{"phase": "processing", "started_at": 1.0, "finished_at": null}]\')',
+    )
+    listed = json.dumps(_revised(k, 3, status="cancelled"))
+    await db_execute(
+        db,
+        "INSERT INTO recovery_items(run_id, order_id, class, payload, created_ts) VALUES (7, 'k_000001', 'missing', ?,"
+        " 1.0)",
+        listed,
+    )
+    agent, events = await agents.start(settings)
+    [completed] = await events.wait(RecoveryCompleted, timeout=10.0, where=lambda e: e.run_id == 7)
+    assert completed.counts["present"] == 1 and completed.counts["missing"] == 0
+    assert await db_rows(db, "SELECT revision, status FROM orders") == [(2, "cancelled")]
