@@ -54,7 +54,7 @@ async def keep_cancel(
     """Keep ``cancel`` for an order not here; None if the order is stored (it came meanwhile: cancel it as stored).
     Runs inside the caller's transaction, which also serialises it with the order inserts."""
     known = known_from_rows(await conn.execute_fetchall(known_sql(1), (order_id, order_id))).get(order_id)
-    if known is not None:
+    if known is not None and not known.history:  # a history order was never here: its cancel is kept for it
         return None if known.stored else KeptCancel(InsertOutcome.STALE, known.revision)
     rows = await conn.execute_fetchall("SELECT revision, reason FROM pending_cancels WHERE order_id = ?", (order_id,))
     if rows:

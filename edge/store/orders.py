@@ -89,7 +89,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
     known = known_from_rows(await conn.execute_fetchall(known_sql(len(ids)), ids + ids))
-    pending = await pending_cancels(conn, [i for i in ids if i not in known])
+    pending = await pending_cancels(conn, [i for i in ids if i not in known or known[i].history])
     outcomes: list[InsertOutcome] = []
     fresh: list[NewOrder] = []
     revised: dict[int, tuple[int, ...]] = {}  # batch index -> jobs showing the revision
@@ -98,7 +98,8 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
     for index, new in enumerate(batch):
         order = new.order
         stored = known.get(order.id)
-        cancel = pending.get(order.id) if stored is None else None  # once stored, the order row speaks
+        # Once stored, the order row speaks (a history record was never stored: its order may have a cancel kept).
+        cancel = pending.get(order.id) if stored is None or stored.history else None
         outcome = _classify(new, stored) if cancel is None else _after_cancel(new, cancel)
         if outcome == InsertOutcome.STORED:
             fresh.append(new)
@@ -157,8 +158,8 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
 def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
     """What a payload is to what is stored: see docs/http-api.md, "Revisions"."""
     order = new.order
-    if known is None:
-        return InsertOutcome.STORED
+    if known is None or (known.history and order.revision > known.revision):
+        return InsertOutcome.STORED  # never stored here: a change to an order recovery classed as history is new
     if order.revision == known.revision:
         return InsertOutcome.DUPLICATE if known.same_content(new) else InsertOutcome.CONFLICT
     if order.revision < known.revision or not known.stored:
@@ -241,12 +242,23 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
         await _remember(conn, fresh, now)
 
 
-async def _remember(conn: Writer, orders: list[NewOrder], now: float) -> None:
-    """Seen-order records: remembered past retention; a box clock still in 1970 must not make one look ancient."""
+async def _remember(conn: Writer, orders: list[NewOrder], now: float, *, history: bool = False) -> None:
+    """Seen-order records: remembered past retention; a box clock still in 1970 must not make one look ancient.
+    ``history``: orders recovery classed as history, never stored. An order stored replaces its history record."""
     await conn.executemany(
-        "INSERT OR IGNORE INTO seen_orders(id, content_hash, meaning_hash, seen_at, revision) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO seen_orders(id, content_hash, meaning_hash, seen_at, revision, history) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(id) DO UPDATE SET content_hash = excluded.content_hash, meaning_hash = excluded.meaning_hash,"
+        " seen_at = excluded.seen_at, revision = excluded.revision, history = excluded.history"
+        " WHERE seen_orders.history AND NOT excluded.history",
         [
-            (n.order.id, n.content_hash, n.meaning_hash, max(now, n.order.created_at.timestamp()), n.order.revision)
+            (
+                n.order.id,
+                n.content_hash,
+                n.meaning_hash,
+                max(now, n.order.created_at.timestamp()),
+                n.order.revision,
+                history,
+            )
             for n in orders
         ],
     )
@@ -334,7 +346,8 @@ class OrderStore:
         return None if kept is None else InsertResult(order_id, kept.outcome, revision=kept.revision)
 
     async def known(self, ids: list[str]) -> dict[str, KnownOrder]:
-        """Hash, revision and status by order id, for the ids stored now or once (purged since, see seen_orders)."""
+        """Hash, revision and status by order id, for the ids stored now or once (purged since, see seen_orders) or
+        recorded as history."""
         if not ids:
             return {}
         return known_from_rows(await self._db.fetchall(known_sql(len(ids)), tuple(ids + ids)))
@@ -343,7 +356,7 @@ class OrderStore:
         """Orders never stored here (history) recorded as seen: a sender's retry of one is a duplicate."""
         if orders:
             async with self._db.transaction() as conn:
-                await _remember(conn, orders, self._clock.wall())
+                await _remember(conn, orders, self._clock.wall(), history=True)
 
     async def may_have_printed_until(self) -> float | None:
         """See identity.MAY_HAVE_PRINTED_KEY; None for a database that was neither new nor restored since."""

@@ -35,7 +35,10 @@ class KnownOrder:
     meaning_hash: str | None  # of the order it means (meaning_hash); None in a row written before migration 015
     revision: int
     status: OrderStatus
-    stored: bool  # False: only the seen-order record is left (retention purged the order)
+    stored: bool  # False: only the seen-order record is left (retention purged the order, or it is history)
+    # Only the seen-order record of an order recovery classed as history (never stored here, see migration 016): a
+    # retry of its revision is a duplicate, a higher revision is a change made since, stored as a new order.
+    history: bool = False
 
     def same_content(self, new: Hashes) -> bool:
         """Whether ``new`` is this revision's content again: the same order, however its sender wrote it. A row from
@@ -57,19 +60,24 @@ class RevisionRecord:
 
 
 def known_sql(count: int) -> str:
-    """Hash, revision, status by id of what is stored and of what was stored once (seen_orders). Parameters: the ids
-    twice. A stored order's row comes last, so it wins in a dict."""
+    """Hash, revision, status by id of what is stored and of what was stored once or recorded as history
+    (seen_orders). Parameters: the ids twice. A stored order's row comes last, so it wins in a dict."""
     marks = ",".join("?" * count)
     return (
-        f"SELECT id, content_hash, meaning_hash, revision, 'open', 0 FROM seen_orders WHERE id IN ({marks})"
-        f" UNION ALL SELECT id, content_hash, meaning_hash, revision, status, 1 FROM orders WHERE id IN ({marks})"
+        f"SELECT id, content_hash, meaning_hash, revision, 'open', 0, history FROM seen_orders WHERE id IN ({marks})"
+        f" UNION ALL SELECT id, content_hash, meaning_hash, revision, status, 1, 0 FROM orders WHERE id IN ({marks})"
     )
 
 
 def known_from_rows(rows: object) -> dict[str, KnownOrder]:
     return {
         r[0]: KnownOrder(
-            content_hash=r[1], meaning_hash=r[2], revision=r[3], status=OrderStatus(r[4]), stored=bool(r[5])
+            content_hash=r[1],
+            meaning_hash=r[2],
+            revision=r[3],
+            status=OrderStatus(r[4]),
+            stored=bool(r[5]),
+            history=bool(r[6]),
         )
         for r in rows  # type: ignore[attr-defined]
     }

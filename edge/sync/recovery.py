@@ -361,10 +361,13 @@ class Recovery:
             if stored is None and history_before is not None and order.created_at.timestamp() < history_before:
                 cls = ItemClass.HISTORY
                 history.append(new)
-            elif stored is None or (
-                stored.stored and order.revision > stored.revision and not _cancelled_again(new, stored)
+            elif (
+                stored is None
+                or (stored.history and order.revision > stored.revision)
+                or (stored.stored and order.revision > stored.revision and not _cancelled_again(new, stored))
             ):
-                # Not here, or a higher revision: processing stores it as an update, like a push would.
+                # Not here, or a higher revision: processing stores it as an update, like a push would (a history
+                # order's, changed since it was recorded, as the new order it is).
                 cls = ItemClass.MISSING
                 if len(self._prepared) < _PREPARED_MAX:
                     self._prepared[order.id] = new

@@ -8,6 +8,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edge.config import Settings
@@ -89,6 +90,48 @@ async def test_a_higher_cancelled_revision_of_an_order_cancelled_here_is_settled
     completed = await _run_once_more(port, events, 3)
     assert completed.counts["stored"] == 1 and time.monotonic() - started < 5
     assert await db_rows(db, "SELECT revision FROM orders WHERE id = 'k_000004'") == [(1,)]
+
+
+async def test_an_order_recovery_classed_as_history_takes_its_later_changes_and_its_cancel(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """A new box: central lists a pre-order created 3 days ago, due in 3 hours, changed since the box was installed
+    (revision 2): history, nothing printed. Its retry (revision 2 again) is a duplicate. The next change comes by
+    push (revision 3: 8 pizzas, an allergy note): 201 stored, as a push of an old order it never saw, its ticket
+    printed or held by its age; the cancel at revision 4 cancels it. Another history order's cancel is kept for it
+    (202). Before: revision 3 was answered 200 stale and nothing printed, the cancel 200 stale too: the kitchen never
+    heard of either. A later run listing a history order at a higher revision stores it (before: present, dropped)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = make_order(1, prefix="h", created_at=now - timedelta(days=3))
+    old["fulfilment"]["due_at"] = (now + timedelta(hours=3)).isoformat().replace("+00:00", "Z")
+    other = make_order(2, prefix="h", created_at=now - timedelta(days=3))
+    third = make_order(3, prefix="h", created_at=now - timedelta(days=3))
+    await central.set_up(False)
+    agent, events = await agents.start(sync_settings())
+    central.add_orders([_revised(old, 2), other, third])
+    await central.set_up(True)
+    [completed] = await events.wait(RecoveryCompleted)
+    assert (completed.counts["history"], completed.counts["stored"]) == (3, 0)
+    port, db = agent.port, agent.settings.agent.db_path
+    status, body = await _post(port, "/api/v1/orders", _revised(old, 2))
+    assert (status, body["status"]) == (200, "duplicate")
+    changed = _revised(old, 3)
+    changed["items"][0]["qty"] = 8
+    changed["items"][1]["note"] = "ALLERGIE: Nüsse"
+    status, body = await _post(port, "/api/v1/orders", changed)
+    assert (status, body["status"], body["revision"]) == (201, "stored", 3), body
+    assert await db_rows(db, "SELECT revision, status, source FROM orders") == [(3, "open", "push")]
+    jobs = await db_rows(db, "SELECT kind, state FROM print_jobs WHERE order_id = 'h_000001' ORDER BY id")
+    assert jobs and all(state in ("queued", "printing", "printed", "held") for _, state in jobs), jobs
+    status, body = await _post(port, "/api/v1/orders/h_000001/cancel", {"revision": 4, "reason": "Feier abgesagt"})
+    assert (status, body["status"], body["revision"]) == (200, "cancelled", 4), body
+    assert await db_rows(db, "SELECT revision, status FROM orders WHERE id = 'h_000001'") == [(4, "cancelled")]
+    status, body = await _post(port, "/api/v1/orders/h_000002/cancel", {"revision": 2})
+    assert (status, body["status"]) == (202, "cancel_pending"), body
+    central.add_orders([_revised(third, 2)])  # changed at central since: the next run stores it, as a push would
+    completed = await _run_once_more(port, events, 2)
+    assert (completed.counts["stored"], completed.counts["history"]) == (1, 0), completed.counts
+    assert await db_rows(db, "SELECT revision, source FROM orders WHERE id = 'h_000003'") == [(2, "recovery")]
 
 
 async def test_a_run_left_selecting_an_order_it_cannot_store_completes_when_resumed(
