@@ -22,6 +22,7 @@ from edge.events import (
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
+from edge.orders.model import meaning_hash, parse_order
 from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
 from edge.store import Database, NewOrder, OrderStore
 from edge.store.orders import InsertResult
@@ -392,7 +393,11 @@ class Recovery:
         if conflicting:
             payloads = await self._orders.payloads(conflicting)
             items = [
-                dataclasses.replace(i, detail=_difference(payloads.get(i.order_id), i.payload))
+                (
+                    dataclasses.replace(i, cls=ItemClass.PRESENT, payload=None)
+                    if _same_cancel(payloads.get(i.order_id), i.payload)
+                    else dataclasses.replace(i, detail=_difference(payloads.get(i.order_id), i.payload))
+                )
                 if i.cls == ItemClass.CONFLICT
                 else i
                 for i in items
@@ -508,6 +513,23 @@ def _not_stored_reason(result: InsertResult, new: NewOrder) -> str:
     if result.outcome == InsertOutcome.CANCELLED:
         return f"cancelled here at revision {result.revision}; central's cancelled revision {new.order.revision} stands"
     return f"{result.outcome} here at revision {result.revision}: nothing to store"
+
+
+def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
+    """Whether both are the order cancelled at this revision, but for the reason's words: the reason is not the
+    order's content (the cancel route's "Gast gegangen", or none, and central's "Customer cancelled" are one cancel;
+    the STORNO keeps the words the box got)."""
+    if stored_payload is None or sent_payload is None:
+        return False
+    stored, sent = json.loads(stored_payload), json.loads(sent_payload)
+    if stored.get("status") != OrderStatus.CANCELLED or sent.get("status") != OrderStatus.CANCELLED:
+        return False
+    stored.pop("cancel_reason", None)
+    sent.pop("cancel_reason", None)
+    try:
+        return meaning_hash(parse_order(stored)) == meaning_hash(parse_order(sent))
+    except InvalidOrderError:
+        return False
 
 
 def _difference(stored_payload: str | None, sent_payload: str | None) -> str:

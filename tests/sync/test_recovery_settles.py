@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edge.config import Settings
-from edge.events import RecoveryCompleted
+from edge.events import OrderConflicted, RecoveryCompleted
+from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -132,6 +133,40 @@ async def test_an_order_recovery_classed_as_history_takes_its_later_changes_and_
     completed = await _run_once_more(port, events, 2)
     assert (completed.counts["stored"], completed.counts["history"]) == (1, 0), completed.counts
     assert await db_rows(db, "SELECT revision, source FROM orders WHERE id = 'h_000003'") == [(2, "recovery")]
+
+
+async def test_a_cancel_listed_with_other_words_for_its_reason_is_present_not_a_conflict(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """The cancel route cancelled C at revision 2 with "Gast gegangen" and D with no reason; central lists both
+    cancelled at revision 2 in its own words. Both are present: no conflict, no alert; C's STORNO keeps the reason the
+    box got. Another content at that revision is still a conflict. Before: C and D were conflicts too, an
+    OrderConflicted (an alert mail) for each."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    port = agent.port
+    c, d, e = make_order(1, prefix="w"), make_order(2, prefix="w"), make_order(3, prefix="w")
+    for n, (order, reason) in enumerate(((c, {"reason": "Gast gegangen"}), (d, {}), (e, {}))):
+        assert (await _post(port, "/api/v1/orders", order))[0] == 201
+        await printers["kitchen"].wait_for_printed(2 * n + 1)  # its ticket on paper: the cancel prints a STORNO
+        status, _ = await _post(port, f"/api/v1/orders/{order['id']}/cancel", {"revision": 2, **reason})
+        assert status == 200
+    central.add_orders(
+        [
+            _revised(c, 2, status="cancelled", cancel_reason="Customer cancelled"),
+            _revised(d, 2, status="cancelled", cancel_reason="cancelled at POS"),
+            _revised(e, 2, status="cancelled", number="A-9999"),  # another order at that revision: a conflict
+        ]
+    )
+    completed = await _run_once_more(port, events, 2)
+    assert (completed.counts["present"], completed.counts["conflict"]) == (2, 1), completed.counts
+    assert [x.order_id for x in events.of(OrderConflicted)] == ["w_000003"]
+    storno = [
+        decode(b).text
+        for b in await printers["kitchen"].wait_for_printed(6)
+        if "STORNO" in decode(b).text and "A-1001" in decode(b).text
+    ]
+    assert storno and "Gast gegangen" in storno[0] and "Customer" not in storno[0]
 
 
 async def test_a_run_left_selecting_an_order_it_cannot_store_completes_when_resumed(
