@@ -265,7 +265,14 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         data = await snapshot(deps) if public else None
         page_template, _ = await asyncio.to_thread(_templates)
         html = page_template.render(
-            data=data, public=public, store_id=deps.settings.agent.store_id, version=__version__, tz=tz, zone=zone_name
+            data=data,
+            public=public,
+            store_id=deps.settings.agent.store_id,
+            version=__version__,
+            tz=tz,
+            zone=zone_name,
+            iana_zone=zone or "",  # the browser writes its own times in it ("not up to date since …")
+            refresh_ms=round(deps.settings.api.status_refresh_s * 1000),
         )
         return web.Response(text=html, content_type="text/html")
 

@@ -44,6 +44,9 @@ class ApiSettings:
     max_body_bytes: int = dataclasses.field(default=256 * 1024, metadata=f.check(f.at_least(1024)))
     shutdown_grace_s: float = dataclasses.field(default=25.0, metadata=f.check(f.positive))
     status_page_public: bool = True  # the read-only status page at / without a token; actions always need one
+    # How often the open status page asks for fresh data; an answer not there within twice this (at least 1 s) counts
+    # as a failed refresh.
+    status_refresh_s: float = dataclasses.field(default=5.0, metadata=f.check(f.positive))
     # Names the status page answers to besides IP addresses, localhost and this box's hostname (DNS rebinding guard).
     allowed_hosts: list[str] = dataclasses.field(default_factory=list, metadata=f.check(f.host_names))
     # Slow clients (edge/api/server.py): a request head must be complete this long after its first byte, a body

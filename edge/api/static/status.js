@@ -3,8 +3,11 @@
 const body = document.body;
 const panel = document.getElementById("panel");
 const message = document.getElementById("message");
+const staleNotice = document.getElementById("stale");
 const tokenInput = document.getElementById("token");
-const REFRESH_MS = 5000;
+const REFRESH_MS = Number(body.dataset.refreshMs) || 5000;
+const ANSWER_MS = Math.max(2 * REFRESH_MS, 1000); // a refresh with no answer by then has failed (a hung agent)
+let upToDate = Date.now(); // the data on screen is from then: the server rendered it with the page
 
 function authHeaders() {
   const token = sessionStorage.getItem("edge-token");
@@ -15,17 +18,55 @@ function say(text) {
   message.textContent = text;
 }
 
+function clockTime(ms) {
+  // In agent.timezone, as every time the server writes; the browser's own zone when the agent has none.
+  const options = { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+  if (body.dataset.zone) options.timeZone = body.dataset.zone;
+  return new Date(ms).toLocaleTimeString("en-GB", options);
+}
+
+function outOfDate(why) {
+  // Whatever the panel shows is as old as the last good refresh: say so, and grey it, until one succeeds again.
+  staleNotice.textContent = "Not up to date since " + clockTime(upToDate) + ": " + why;
+  staleNotice.hidden = false;
+  panel.classList.add("stale");
+}
+
+function current() {
+  upToDate = Date.now();
+  staleNotice.textContent = "";
+  staleNotice.hidden = true;
+  panel.classList.remove("stale");
+}
+
 async function refresh() {
   try {
-    const response = await fetch(body.dataset.panel, { headers: authHeaders(), cache: "no-store" });
+    const response = await fetch(body.dataset.panel, {
+      headers: authHeaders(),
+      cache: "no-store",
+      signal: AbortSignal.timeout(ANSWER_MS),
+    });
     if (response.ok) {
-      panel.innerHTML = await response.text();
+      const html = await response.text();
+      panel.innerHTML = html;
+      current();
     } else if (response.status === 401) {
       say("Enter the API token to see the status.");
+      if (panel.querySelector("#summary")) outOfDate("the API token is needed");
+    } else {
+      const answer = await response.json().catch(() => ({}));
+      outOfDate("the agent answered " + response.status + (answer.reason ? " (" + answer.reason + ")" : ""));
     }
   } catch (err) {
-    say("Agent not reachable: " + err);
+    const timedOut = err && (err.name === "TimeoutError" || err.name === "AbortError");
+    outOfDate(timedOut ? "no answer from the agent within " + ANSWER_MS / 1000 + " s" : "agent not reachable");
   }
+}
+
+async function refreshForever() {
+  // One refresh at a time: a hung agent never piles up requests.
+  await refresh();
+  setTimeout(refreshForever, REFRESH_MS);
 }
 
 function done(label, answer) {
@@ -40,7 +81,13 @@ async function act(url, label) {
     tokenInput.focus();
     return;
   }
-  const response = await fetch(url, { method: "POST", headers: authHeaders() });
+  let response;
+  try {
+    response = await fetch(url, { method: "POST", headers: authHeaders(), signal: AbortSignal.timeout(ANSWER_MS) });
+  } catch (err) {
+    say(label + " not confirmed: no answer from the agent (look again once the page is up to date)");
+    return;
+  }
   const answer = await response.json().catch(() => ({}));
   say(response.ok ? done(label, answer) : label + " failed: " + (answer.reason || response.status));
   refresh();
@@ -86,5 +133,4 @@ panel.addEventListener("click", (event) => {
 });
 
 if (sessionStorage.getItem("edge-token")) say("Token set for this tab.");
-refresh();
-setInterval(refresh, REFRESH_MS);
+refreshForever();

@@ -1,0 +1,111 @@
+"""The status page as the manager and the cook read it in a real browser (headless Chromium): data that is no longer
+current says so, a backlog of held tickets is counted and listed oldest first, each held ticket tells its order's age
+and why it is held, and the page fits a phone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge.app import Agent
+from edge.errors import StoreError
+from edge.sim.printer import SimPrinter
+from edge.store.jobs import JobStore
+from tests.appliance.test_status_page import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
+)
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="python playwright is not installed (pip install playwright)"
+)
+
+ZONE = "Pacific/Kiritimati"  # UTC+14: a time in the browser's zone (UTC here) cannot pass for the agent's
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def stale_notice(page: Any) -> str:
+    return (await page.inner_text("#stale")) if await page.locator("#stale").count() else ""
+
+
+async def test_a_refresh_that_fails_says_since_when_the_page_is_not_up_to_date_and_a_good_one_clears_it(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    chromium: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page refreshes every api.status_refresh_s (0.3 s here). An agent that does not answer (hung: the request
+    is held for good), one that answers 503 (its database failed) and one not reachable at all each leave the page
+    saying "Not up to date since HH:MM:SS" (the last good refresh, in agent.timezone) with the data greyed; the
+    next good refresh takes both away."""
+    agent = await make_agent(agent={"timezone": ZONE}, api={"status_refresh_s": 0.3})
+    mode = {"now": "ok"}
+    counts = JobStore.counts
+
+    async def failing_counts(self: JobStore) -> Any:
+        if mode["now"] == "503":
+            raise StoreError("database disk image is malformed")
+        return await counts(self)
+
+    monkeypatch.setattr(JobStore, "counts", failing_counts)
+    held_requests: list[Any] = []
+    asked: list[float] = []
+
+    async def route(request: Any) -> None:
+        asked.append(asyncio.get_running_loop().time())
+        if mode["now"] == "hang":
+            held_requests.append(request)  # never answered: the agent hangs
+        elif mode["now"] == "down":
+            await request.abort("connectionrefused")
+        else:
+            await request.continue_()
+
+    page = await chromium.new_page()
+    page.set_default_timeout(10_000)
+    await page.route("**/status/panel", route)
+    await page.goto(f"http://127.0.0.1:{agent.port}/")
+    await page.wait_for_selector('tr[data-printer="kitchen"]')
+    await asyncio.sleep(1)
+    assert await stale_notice(page) == ""
+    opacity = "getComputedStyle(document.getElementById('panel')).opacity"
+    assert await page.evaluate(opacity) == "1"
+
+    seen: dict[str, str] = {}
+    hour = datetime.now(ZoneInfo(ZONE)).strftime("%H:")
+    for failure in ("hang", "503", "down"):
+        mode["now"] = failure
+        with contextlib.suppress(playwright_api.TimeoutError):  # a hung refresh is given up after max(2 × 0.3 s, 1 s)
+            await page.wait_for_selector("#stale:not([hidden])", timeout=3000)
+        seen[failure] = await stale_notice(page)
+        seen[failure + " opacity"] = await page.evaluate(opacity)
+        mode["now"] = "ok"
+        with contextlib.suppress(playwright_api.TimeoutError):
+            await page.wait_for_selector("#stale", state="hidden", timeout=3000)
+            await page.wait_for_function(f"{opacity} === '1'", timeout=3000)
+        seen[failure + " then ok"] = await stale_notice(page)
+        seen[failure + " then ok opacity"] = await page.evaluate(opacity)
+    for failure in ("hang", "503", "down"):
+        assert re.search(rf"Not up to date since {hour}\d\d:\d\d", seen[failure]), seen
+        assert float(seen[failure + " opacity"]) < 1, seen
+        assert seen[failure + " then ok"] == "" and seen[failure + " then ok opacity"] == "1", seen
+    took = asked[-1] - asked[0]
+    assert len(asked) <= took / 0.3 + 3, f"{len(asked)} refreshes in {took:.1f} s: one at a time, 0.3 s apart"
+    assert "the agent answered 503 (the order store failed; retry later)" in seen["503"], seen
+    assert "no answer from the agent" in seen["hang"] and "agent not reachable" in seen["down"], seen
