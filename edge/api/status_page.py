@@ -40,6 +40,8 @@ _HERE = Path(__file__).parent
 _RECENT_ORDERS = 15
 _RECENT_ALERTS = 5
 _CONFLICTS_NAMED = 5  # more are counted, not listed
+_DEAD_LISTED = 50  # the newest; dead_count counts them all
+_HELD_LISTED = 50  # the oldest; held_count counts them all
 _TRIGGERS = {
     "link_back": "after the central link came back",
     "startup": "at start-up",
@@ -140,9 +142,9 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             "attempts": j.attempts,
             "last_error": j.last_error,
         }
-        for j in await deps.jobs.recent(state=JobState.DEAD, limit=50)
+        for j in await deps.jobs.recent(state=JobState.DEAD, limit=_DEAD_LISTED)
     ]
-    held = [  # stale tickets waiting for a person: oldest first, the order they would have printed in
+    held = [  # tickets waiting for a person: the oldest first (they waited longest), the order they would print in
         {
             "id": j.id,
             "order_id": j.order_id,
@@ -154,7 +156,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             "held_at": j.held_at,
             "waited_s": round(now - j.created_at),
         }
-        for j in reversed(await deps.jobs.recent(state=JobState.HELD, limit=50))
+        for j in await deps.jobs.oldest(JobState.HELD, _HELD_LISTED)
     ]
     oldest = await deps.jobs.oldest_waiting()
     central, outbox = await _central(deps)
@@ -189,8 +191,14 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "queued": sum(p["queued"] for p in printers),
         "oldest_waiting_s": round(now - oldest) if oldest is not None else None,
         "orders": orders,
-        "dead_jobs": dead,
-        "held_jobs": held,
+        "dead_jobs": dead,  # the newest _DEAD_LISTED
+        "dead_count": sum(n for (_, state), n in counts.items() if state == JobState.DEAD),
+        "held_jobs": held,  # the oldest _HELD_LISTED
+        "held_count": sum(n for (_, state), n in counts.items() if state == JobState.HELD),
+        # what Release all prints: a held job whose printer left the config stays held
+        "held_releasable": sum(
+            n for (printer, state), n in counts.items() if state == JobState.HELD and printer in deps.settings.printers
+        ),
         "central_up": deps.metrics.registry.get_sample_value("edge_central_api_up")
         if deps.metrics and deps.settings.central.url
         else None,

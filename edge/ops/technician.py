@@ -71,15 +71,17 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
     queue_level = "ok" if not data["queued"] else ("warn" if (oldest or 0) < 300 else "fail")
     lines.append(_paint(queue_level, f"queue: {data['queued']} waiting, oldest {_ago(oldest)}", colour))
     dead = data["dead_jobs"]
+    dead_count = data.get("dead_count", len(dead))  # an older agent's answer has only the list (at most 50)
     lines.append(
         _paint(
-            "fail" if dead else "ok",
-            f"dead jobs: {len(dead)}" + (f" (edge jobs --failed; edge retry {dead[0]['id']})" if dead else ""),
+            "fail" if dead_count else "ok",
+            f"dead jobs: {dead_count}" + (f" (edge jobs --failed; edge retry {dead[0]['id']})" if dead else ""),
             colour,
         )
     )
-    if held := data.get("held_jobs"):  # not printed, not failed: waiting for a person to release or discard them
-        tickets = "1 ticket" if len(held) == 1 else f"{len(held)} tickets"
+    # not printed, not failed: waiting for a person to release or discard them
+    if held := data.get("held_count", len(data.get("held_jobs") or [])):
+        tickets = "1 ticket" if held == 1 else f"{held} tickets"
         lines.append(_paint("warn", f"{tickets} held for a person: edge jobs --held, then release or discard", colour))
     central = data.get("central_up")
     lines.append(

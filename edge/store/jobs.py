@@ -180,6 +180,11 @@ class JobStore:
         )
         return _readable(rows)
 
+    async def oldest(self, state: JobState, limit: int) -> list[Job]:
+        """The ``limit`` oldest jobs of one state, oldest first (held tickets: those that waited longest)."""
+        rows = await self._db.fetchall(_JOBS + " WHERE j.state = ? ORDER BY j.id LIMIT ?", (state, limit))
+        return _readable(rows)
+
     async def unrouted_stations(self) -> set[str | None]:
         """Stations (None: receipts) with jobs held because no printer was ever set up for them."""
         rows = await self._db.fetchall(

@@ -17,9 +17,11 @@ import pytest
 
 from edge.app import Agent
 from edge.errors import StoreError
+from edge.ops.technician import render_status
 from edge.sim.printer import SimPrinter
 from edge.store.jobs import JobStore
-from tests.appliance.test_status_page import CHROMIUM, CHROMIUM_ARGS
+from tests.appliance.test_status_page import CHROMIUM, CHROMIUM_ARGS, held_rows, hold_tickets
+from tests.helpers import TOKEN, api_client, wait_until
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
@@ -109,3 +111,51 @@ async def test_a_refresh_that_fails_says_since_when_the_page_is_not_up_to_date_a
     assert len(asked) <= took / 0.3 + 3, f"{len(asked)} refreshes in {took:.1f} s: one at a time, 0.3 s apart"
     assert "the agent answered 503 (the order store failed; retry later)" in seen["503"], seen
     assert "no answer from the agent" in seen["hang"] and "agent not reachable" in seen["down"], seen
+
+
+async def test_a_backlog_of_60_held_tickets_is_counted_listed_oldest_first_and_release_all_asks_first(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    chromium: Any,
+) -> None:
+    """60 tickets held (the kitchen printer was off past the stale age): the page says "60 held" (a count, not the
+    length of the list it shows), lists the 50 oldest first (they waited longest) and says "and 10 more"; `edge
+    status` says 60; Release all asks "Print 60 held tickets now?" first: dismissed, nothing prints; accepted, all
+    60 go."""
+    agent, held = await hold_tickets(make_agent, example_order, printers, 60)
+    job_ids = [h["job_id"] for h in held]
+    async with api_client(agent) as api, api.get("/api/v1/status") as response:
+        status = await response.json()
+    assert "60 tickets held for a person" in render_status(status, colour=False)
+    page = await chromium.new_page()
+    page.set_default_timeout(10_000)
+    dialogs: list[str] = []
+    answer = {"accept": False}
+
+    async def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        await (dialog.accept() if answer["accept"] else dialog.dismiss())
+
+    page.on("dialog", lambda dialog: asyncio.ensure_future(on_dialog(dialog)))
+    await page.goto(f"http://127.0.0.1:{agent.port}/")
+    await page.wait_for_selector("#held-jobs")
+    summary = await page.inner_text("#summary")
+    listed = [
+        int(j) for j in await page.eval_on_selector_all("#held-jobs tr[data-job]", "rs => rs.map(r => r.dataset.job)")
+    ]
+    held_section = await page.inner_text("#held")
+    assert "60 held" in summary, summary
+    assert listed == job_ids[:50], listed
+    assert "and 10 more" in held_section, held_section
+    await page.fill("#token", TOKEN)
+    await page.click("#token-box button")
+    await page.click("button[data-release-all]")
+    await wait_until(lambda: dialogs, what="a confirmation asked")
+    await asyncio.sleep(0.5)
+    assert dialogs == ["Print 60 held tickets now?"]
+    assert printers["kitchen"].printed == [] and set((await held_rows(agent)).values()) == {"held"}
+    answer["accept"] = True
+    await page.click("button[data-release-all]")
+    await page.wait_for_selector("#message:has-text('Release all done')")
+    await printers["kitchen"].wait_for_printed(60, timeout=30)

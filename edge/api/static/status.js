@@ -120,7 +120,14 @@ panel.addEventListener("click", (event) => {
   if (button.dataset.retry) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.retry) + "/retry", "Retry of job " + button.dataset.retry);
   else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", "Reprint");
   else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of job " + button.dataset.release);
-  else if (button.dataset.releaseAll) act("/api/v1/jobs/release-held", "Release all");
+  else if (button.dataset.releaseAll) {
+    // Every held ticket prints, also those not listed: say how many before a tap sends a backlog to the kitchen.
+    const count = Number(button.dataset.releaseAll);
+    const stay = Number(button.dataset.held) - count;
+    const question = "Print " + (count === 1 ? "1 held ticket" : count + " held tickets") + " now?"
+      + (stay > 0 ? " (" + stay + " without a configured printer stay held.)" : "");
+    if (confirm(question)) act("/api/v1/jobs/release-held", "Release all");
+  }
   else if (button.dataset.sync) act("/api/v1/recovery/runs", "Sync");
   else if (button.dataset.mailRetry) act("/api/v1/alerts/outbox/" + encodeURIComponent(button.dataset.mailRetry) + "/retry", "Retry of mail " + button.dataset.mailRetry);
   else if (button.dataset.mailDiscard) {
