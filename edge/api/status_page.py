@@ -24,8 +24,9 @@ from edge.api.deps import ApiDeps
 from edge.api.errors import path_id
 from edge.clock import clock_off_words
 from edge.errors import StoreError, WrongStateError
+from edge.printing.ages import order_created
 from edge.printing.decode import preview
-from edge.states import WAITING_JOB_STATES, JobState, RunState
+from edge.states import WAITING_JOB_STATES, HoldReason, JobState, RunState
 from edge.store.alerts import AlertStore
 from edge.store.outbox import OutboxStore
 from edge.store.recovery import RecoveryStore
@@ -42,6 +43,10 @@ _RECENT_ALERTS = 5
 _CONFLICTS_NAMED = 5  # more are counted, not listed
 _DEAD_LISTED = 50  # the newest; dead_count counts them all
 _HELD_LISTED = 50  # the oldest; held_count counts them all
+_HOLD_WORDS = {
+    HoldReason.STALE: "too old to print unasked",
+    HoldReason.NO_PRINTER: "no printer is set up for its station",
+}
 _TRIGGERS = {
     "link_back": "after the central link came back",
     "startup": "at start-up",
@@ -144,6 +149,8 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         }
         for j in await deps.jobs.recent(state=JobState.DEAD, limit=_DEAD_LISTED)
     ]
+    central, outbox = await _central(deps)
+    central_now = now - ((central or {}).get("box_minus_central_s") or 0.0)
     held = [  # tickets waiting for a person: the oldest first (they waited longest), the order they would print in
         {
             "id": j.id,
@@ -155,11 +162,16 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             "created_at": j.created_at,
             "held_at": j.held_at,
             "waited_s": round(now - j.created_at),
+            "held_reason": j.held_reason,
+            "reason_words": _HOLD_WORDS.get(j.held_reason, j.held_reason) if j.held_reason else "",
+            # the order's own time and age, as the hold decision takes them (edge.printing.ages): central's
+            # created_at, on central's clock once its answers told us how far ours is off
+            "ordered_at": order_created(j),
+            "order_age_s": None if (ordered := order_created(j)) is None else max(0, round(central_now - ordered)),
         }
         for j in await deps.jobs.oldest(JobState.HELD, _HELD_LISTED)
     ]
     oldest = await deps.jobs.oldest_waiting()
-    central, outbox = await _central(deps)
     mail = await _mail(deps)
     recovery: list[dict[str, Any]] = []
     recovery_text, alerts = None, []

@@ -86,10 +86,14 @@ def _readable(rows: Sequence[Row]) -> list[Job]:
     """The jobs this version can read; the others are left out, so one row a newer version wrote does not fail a
     whole list. Not a warning: a status page lists jobs every few seconds, and the spool already logged, alerted and
     reported the job once, as it ended it."""
+    return _readable_as(rows, Job)
+
+
+def _readable_as(rows: Sequence[Row], kind: type[Job]) -> list[Job]:
     jobs = []
     for row in rows:
         try:
-            jobs.append(Job.from_row(row))
+            jobs.append(kind.from_row(row))
         except UnreadableRowError as err:
             log.debug("job_unreadable_left_out", job_id=err.row_id, error=str(err))
     return jobs
@@ -180,10 +184,11 @@ class JobStore:
         )
         return _readable(rows)
 
-    async def oldest(self, state: JobState, limit: int) -> list[Job]:
-        """The ``limit`` oldest jobs of one state, oldest first (held tickets: those that waited longest)."""
-        rows = await self._db.fetchall(_JOBS + " WHERE j.state = ? ORDER BY j.id LIMIT ?", (state, limit))
-        return _readable(rows)
+    async def oldest(self, state: JobState, limit: int) -> list[PrintableJob]:
+        """The ``limit`` oldest jobs of one state, oldest first (held tickets: those that waited longest), with their
+        order's times (edge.printing.ages takes an order's age from them)."""
+        rows = await self._db.fetchall(PRINTABLE + " WHERE j.state = ? ORDER BY j.id LIMIT ?", (state, limit))
+        return [job for job in _readable_as(rows, PrintableJob) if isinstance(job, PrintableJob)]
 
     async def unrouted_stations(self) -> set[str | None]:
         """Stations (None: receipts) with jobs held because no printer was ever set up for them."""
