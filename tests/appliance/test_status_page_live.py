@@ -196,3 +196,37 @@ async def test_each_held_ticket_shows_its_orders_age_and_why_it_is_held(
         assert f"ordered {ordered}" in rows[number], rows
         assert "too old to print unasked" in rows[number], rows
     assert "Order 50 min old" in rows["B-50min"] and "Order 5 h old" in rows["B-5h"], rows
+
+
+async def test_on_a_375_px_phone_the_page_does_not_scroll_sideways_and_every_button_is_a_finger_wide(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    chromium: Any,
+) -> None:
+    """On a phone 375 px wide (is_mobile: the browser zooms out to fit a wider page) with held and dead tickets,
+    the page is no wider than the screen, shown at scale 1, and every button (Release, Discard, Release all, Retry,
+    Reprint, the ticket previews) lies on the screen and is at least 44 × 44 px to tap."""
+    agent, _ = await hold_tickets(make_agent, example_order, printers, 3)
+    context = await chromium.new_context(
+        viewport={"width": 375, "height": 740}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    await page.goto(f"http://127.0.0.1:{agent.port}/")
+    await page.wait_for_selector("#held-jobs button[data-release]")
+    geometry = await page.evaluate(
+        """() => ({
+          width: document.documentElement.scrollWidth,
+          scale: visualViewport.scale,
+          buttons: [...document.querySelectorAll("#panel button")].map(b => {
+            const r = b.getBoundingClientRect();
+            return {what: b.textContent.trim(), left: r.left, right: r.right, w: r.width, h: r.height};
+          }),
+        })"""
+    )
+    assert geometry["width"] <= 375 and geometry["scale"] == 1, geometry
+    off = [b for b in geometry["buttons"] if b["left"] < 0 or b["right"] > 375]
+    small = [b for b in geometry["buttons"] if b["w"] < 44 or b["h"] < 44]
+    assert not off and not small, {"off the screen": off, "too small": small}
+    assert {"Release", "Discard", "Release all"} <= {b["what"] for b in geometry["buttons"]}
