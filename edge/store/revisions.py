@@ -12,6 +12,7 @@ from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisio
 from edge.orders.model import Order, parse_order
 from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, Writer
+from edge.store.identity import MAY_HAVE_PRINTED_KEY
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.scans import follow_revision
 
@@ -116,11 +117,31 @@ def first_state(printer: str, now: float) -> tuple[JobState, HoldReason | None, 
     return (JobState.QUEUED, None, None) if printer else (JobState.HELD, HoldReason.NO_PRINTER, now)
 
 
+async def _may_be_on_paper(conn: Writer, new: Revision, received_at: float) -> bool:
+    """Whether the tickets a recovered revision adds may be on paper already, printed by what the database does not
+    know (a restore's replaced database, which took orders until the may-have-printed mark and printed their changes
+    until it stopped): its order was created before the mark, as for a recovered order (orders._insert_fresh), and its
+    row here came from before the mark (``received_at``: with the backup; the replaced database held it too). The
+    order decides, not the change's time: central's payload has none, and the mark is the replaced database's newest
+    *order*, after which it may still have printed changes. An order this database stored itself since (taken after
+    the restore, or on a new box: what was before the box printed no change to it since) only has changes it printed
+    itself. A pushed or MQTT revision is never marked: a sender sends again only what was not acknowledged."""
+    if new.source != OrderSource.RECOVERY:
+        return False
+    marked = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
+    until = float(next(iter(marked))[0]) if marked else None
+    return until is not None and received_at < until and new.order.created_at.timestamp() < until
+
+
 async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, ...]:
     """Store ``new`` and apply its change plan; returns the ids of the jobs that now show it (rewritten and added).
-    Runs inside the caller's transaction."""
+    The jobs it adds print marked COPY when they may be on paper already (_may_be_on_paper). Runs inside the caller's
+    transaction."""
     order = new.order
-    [(previous,)] = await conn.execute_fetchall("SELECT payload FROM orders WHERE id = ?", (order.id,))
+    [(previous, received_at)] = await conn.execute_fetchall(
+        "SELECT payload, received_at FROM orders WHERE id = ?", (order.id,)
+    )
+    copy = await _may_be_on_paper(conn, new, float(received_at))
     await conn.execute(
         "INSERT OR IGNORE INTO order_revisions(order_id, revision, status, content_hash, payload, received_at, source)"
         " SELECT id, revision, status, content_hash, payload, received_at, source FROM orders WHERE id = ?",
@@ -196,14 +217,16 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         before = last_printer.get(planned.station) or ""
         printer = new.routes.get(planned.station or "") or (before if before in new.printers else "")
         cursor = await conn.execute(
-            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, created_at, idempotency_key, revision,"
-            " variant, change_from, state, held_reason, held_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, idempotency_key,"
+            " revision, variant, change_from, state, held_reason, held_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 order.id,
                 planned.kind,
                 planned.station,
                 printer,
                 order.priority,
+                copy,
                 now,
                 revision_job_key(order.id, planned.variant, planned.kind, planned.station, order.revision),
                 order.revision,

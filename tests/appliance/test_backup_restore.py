@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import os
 import shutil
@@ -14,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -517,3 +519,79 @@ async def test_a_refused_restore_writes_nothing_and_the_next_try_succeeds(
     assert again.returncode == 0, again.stderr
     assert _restore_files(data) == ["edge.db"]
     assert await _sql(data / "edge.db", "SELECT 1 FROM orders WHERE id = 'history-000000001'") == [(1,)]
+
+
+def _revised(order: dict[str, Any], revision: int, **fields: Any) -> dict[str, Any]:
+    """``order`` at ``revision`` with ``fields`` set; qty: its first item's quantity."""
+    new = copy.deepcopy(order) | {"revision": revision}
+    if "qty" in fields:
+        new["items"][0]["qty"] = fields.pop("qty")
+    return new | fields
+
+
+async def test_a_change_and_a_cancel_a_restore_brings_back_print_as_copy_and_a_later_push_as_an_original(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A nightly backup holds A-1001 and A-1003 at revision 1; afterwards the box prints A-1001's change ticket
+    (revision 2, 5x) and A-1003's STORNO, and takes A-1002; then the technician restores the backup. The next start's
+    recovery brings the change and the cancel back from central: both are on paper already, so the change ticket and
+    the STORNO print again marked COPY, as A-1002's ticket does. A change pushed after that (revision 3) prints as an
+    original: a sender sends again only what was not acknowledged. Before: the change ticket and the STORNO printed a
+    second time unmarked (their jobs copy 0); only the fresh order was marked."""
+    central = CentralSim("sim-store", token=CENTRAL_TOKEN)
+    await central.start()
+    agent = agent_process(tmp_path, printers, extra=central_table(central))
+    config, db, kitchen = str(agent.config), tmp_path / "data" / "edge.db", printers["kitchen"]
+    first, cancelled = make_order(1, print_receipt=False), make_order(3, print_receipt=False)
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:  # a new box: orders pushed after its first start are originals
+            await until(api, "/api/v1/recovery/runs", lambda body: body["runs"][0]["state"] == "completed", "run")
+            central.add_orders([first, cancelled])
+            assert [(await post(api, o))[0] for o in (first, cancelled)] == [201, 201]
+        await kitchen.wait_for_printed(2)
+        assert await agent.terminate() == 0
+        backup = await edge_backup(agent.config)
+
+        await agent.start()
+        changed = _revised(first, 2, qty=5)
+        gone = _revised(cancelled, 2, status="cancelled", cancel_reason="Gast weg")
+        later = make_order(2, print_receipt=False, created_at=datetime.now(UTC))
+        async with api_client(agent.port) as api:
+            await until(api, "/api/v1/recovery/runs", lambda body: body["runs"][0]["state"] == "completed", "run")
+            central.add_orders([changed, gone, later])
+            assert (await post(api, changed))[0] == 200
+            async with api.post(
+                f"/api/v1/orders/{cancelled['id']}/cancel", json={"revision": 2, "reason": "Gast weg"}
+            ) as response:
+                assert response.status == 200, await response.text()
+            assert (await post(api, later))[0] == 201
+        before = [decode(paper).text for paper in await kitchen.wait_for_printed(5)]
+        assert await agent.terminate() == 0
+        assert not any("KOPIE / COPY" in t for t in before), before
+        restored = await edge("restore", str(backup), "--config", config)
+        assert restored.returncode == 0, restored.stderr
+
+        await agent.start()
+        again = [decode(paper).text for paper in await kitchen.wait_for_printed(8)][5:]
+        async with api_client(agent.port) as api:
+            await until(api, "/api/v1/recovery/runs", lambda body: body["runs"][0]["state"] == "completed", "run")
+            assert (await post(api, _revised(first, 3, qty=6)))[0] == 200
+        pushed = decode((await kitchen.wait_for_printed(9))[8]).text
+        await asyncio.sleep(0.5)  # room for a wrong print
+        assert await agent.terminate() == 0
+        assert len(kitchen.printed) == 9, [decode(p).text for p in kitchen.printed]
+        change = next(t for t in again if "A-1001" in t)
+        storno = next(t for t in again if "A-1003" in t)
+        fresh = next(t for t in again if "A-1002" in t)
+        assert "Rev. 2" in change and "KOPIE / COPY" in change, change
+        assert "STORNO" in storno and "Gast weg" in storno and "KOPIE / COPY" in storno, storno
+        assert "KOPIE / COPY" in fresh, fresh
+        assert "A-1001" in pushed and "Rev. 3" in pushed and "KOPIE / COPY" not in pushed, pushed
+        jobs = await db_rows(
+            db, "SELECT order_id, revision, variant, copy FROM print_jobs WHERE revision > 1 ORDER BY id"
+        )
+        assert [(j[1], j[2], j[3]) for j in jobs] == [(2, "change", 1), (2, "cancel", 1), (3, "change", 0)], jobs
+    finally:
+        await agent.close()
+        await central.stop()
