@@ -97,6 +97,11 @@ class Recovery:
         # Missing orders as validation prepared them, so processing in the same process does not parse and route
         # them again; after a restart (or beyond the cap) processing prepares them from the stored JSON.
         self._prepared: dict[str, NewOrder] = {}
+        # A run resumed after a restart whose validation happened before it (the saved payloads may be stale: central
+        # may have cancelled or changed an order since), until central answers its validation again; and the first
+        # trigger that came meanwhile, which a fresh run answers once that run has ended (see trigger).
+        self._stale_id: int | None = None
+        self._follow: RunTrigger | None = None
         self._unsubscribe = bus.subscribe(self._on_link, CentralLinkChanged)
 
     # --- life cycle -------------------------------------------------------------------------
@@ -111,6 +116,8 @@ class Recovery:
         run = runs[-1]
         log.info("recovery_resuming", run_id=run.id, phase=run.state)
         async with self._trigger_lock:
+            if run.state in (RunState.PROCESSING, RunState.COMPLETION):  # before a trigger can come: see _execute
+                self._stale_id, self._follow = run.id, None
             self._launch(run.id, run.trigger, run.state, delay=0.0)
         return run.id
 
@@ -149,10 +156,16 @@ class Recovery:
     # --- commands ---------------------------------------------------------------------------
 
     async def trigger(self, trigger: RunTrigger, *, delay: float = 0.0) -> tuple[int, bool]:
-        """Start a run, or join the active one: returns (run id, joined)."""
+        """Start a run, or join the active one: returns (run id, joined). A run resumed after a restart that works
+        from what it validated before it (central did not answer its validation again) does not satisfy a trigger:
+        a fresh run follows it, so that what central changed meanwhile is applied at once."""
         async with self._trigger_lock:
             if self.active_run is not None:
-                log.info("recovery_joined", run_id=self.active_run, trigger=trigger)
+                if self.active_run == self._stale_id:
+                    self._follow = self._follow or trigger
+                    log.info("recovery_follows", run_id=self.active_run, trigger=trigger, reason="resumed, stale")
+                else:
+                    log.info("recovery_joined", run_id=self.active_run, trigger=trigger)
                 return self.active_run, True
             run_id = await self._runs.create_run(trigger, self._clock.wall())
             if delay > 0:
@@ -214,6 +227,14 @@ class Recovery:
 
     async def _execute(self, run_id: int, trigger: RunTrigger, state: RunState, delay: float) -> None:
         phase = state
+        # Resumed after its validation (resume): the payloads it saved were central's before the restart, and central
+        # may have cancelled or changed an order since. So it validates again: the same pages since the same cursor
+        # (about as long again as the validation before the crash, seconds for 10,000 orders), what is stored
+        # classifies as present, what central changed comes as it is now, and nothing prints that is cancelled
+        # already. Only when central does not answer does it store what it saved (the orders are not held back by
+        # central's outage), and a trigger meanwhile (the link coming up) starts a fresh run after it (trigger).
+        late = self._stale_id == run_id
+        ended = False
         structlog.contextvars.bind_contextvars(recovery_run=run_id)
         try:
             if delay > 0:
@@ -224,36 +245,56 @@ class Recovery:
                 await self._runs.mark_started(run_id, self._clock.wall())
             log.info("recovery_started", trigger=trigger, resumed=state != RunState.WAITING)
             self._bus.publish(RecoveryStarted(run_id=run_id, trigger=trigger))
-            if phase in (RunState.WAITING, RunState.VALIDATION):
+            if phase in (RunState.WAITING, RunState.VALIDATION) or late:
                 phase = RunState.VALIDATION
-                await self._validate(run_id)
+                try:
+                    await self._validate(run_id)
+                except CentralApiError as err:
+                    if self._stale_id != run_id:  # central answered a page: the saved payloads are gone
+                        raise
+                    log.warning(
+                        "recovery_revalidation_unanswered",
+                        error=str(err),
+                        action="storing the orders validated before the restart; a fresh run follows the next trigger",
+                    )
+                phase = RunState.PROCESSING if self._stale_id == run_id else phase
             if phase in (RunState.VALIDATION, RunState.PROCESSING):
                 phase = RunState.PROCESSING
                 await self._process(run_id)
             self._checkpoint()
             phase = RunState.COMPLETION
             await self._complete(run_id, started)
+            ended = True
         except asyncio.CancelledError:
             log.info("recovery_interrupted", phase=phase, note="resumes at next start")
             raise
         except _CancelRequested:
             await self._runs.cancel(run_id, phase, self._clock.wall())
             self._ended()
+            ended = True
             log.warning("recovery_cancelled", phase=phase)
         except Exception as err:  # any failure ends the run; the cursor did not move, the next run sees it all again
             error = str(err) or type(err).__name__
             await self._runs.fail(run_id, phase, error, self._clock.wall())  # RecoveryFailed, once committed
             self._ended()
+            ended = True
             log.error("recovery_failed", phase=phase, error=error)
         finally:
             self._prepared.clear()
             structlog.contextvars.unbind_contextvars("recovery_run")
+            follow = self._follow if self._stale_id == run_id else None
+            if self._stale_id == run_id:
+                self._stale_id, self._follow = None, None
+            if ended and follow is not None:
+                log.info("recovery_following", after_run=run_id, trigger=follow)
+                self._spawn(self.trigger(follow))
 
     async def _validate(self, run_id: int) -> None:
         """Page through the orders changed since the confirmed cursor, classify each; writes only the run's report (and
         history's seen-order records)."""
         await self._runs.enter_phase(run_id, RunState.VALIDATION, self._clock.wall())
-        await self._runs.clear_items(run_id)  # a resumed validation starts over
+        if self._stale_id != run_id:
+            await self._runs.clear_items(run_id)  # a resumed validation starts over
         self._prepared.clear()
         cursor, pages = await self._runs.since_cursor(run_id), 0
         self._page_size = self._settings.page_size  # every run, a resumed one too, starts from the configured size
@@ -287,6 +328,11 @@ class Recovery:
                     fetch = self._fetch(next_cursor)  # the next page travels while this one is classified
                 if not pages:  # central has answered: its clock is known
                     history_before = await self._history_line()
+                    if self._stale_id == run_id:  # resumed after its validation, validated again after the restart:
+                        # what it saved goes only now (a run central does not answer stores it: _execute), and a
+                        # trigger may join it again
+                        await self._runs.clear_items(run_id)
+                        self._stale_id, self._follow = None, None
                 await self._runs.save_page(
                     run_id, await self._classify(orders, page=pages, history_before=history_before), next_cursor
                 )
