@@ -189,6 +189,7 @@ async def test_a_run_left_selecting_an_order_it_cannot_store_completes_when_resu
         "INSERT INTO recovery_runs(id, trigger, state, created_at, started_at, phases) VALUES (7, 'manual',"
         ' \'processing\', 1.0, 1.0, \'[{"phase": "processing", "started_at": 1.0, "finished_at": null}]\')',
     )
+    central.add_orders([_revised(k, 3, status="cancelled")])  # what the stuck run had listed; a resumed run lists again
     listed = json.dumps(_revised(k, 3, status="cancelled"))
     await db_execute(
         db,
