@@ -25,7 +25,10 @@ log = structlog.get_logger()
 _PER_SESSION = 20
 # A recipient the relay keeps deferring (a full mailbox: 452 4.2.2) is given up this long after the mail was made:
 # mail servers give up after days (RFC 5321 4.5.4.1), but an alarm a day old is no news, only noise at every retry.
+# And only after this many tries met the relay: a mail kept through a relay's long outage may meet a greylisting
+# (450, taken a minute later) at its first try back.
 _GIVE_UP_S = 24 * 3600.0
+_GIVE_UP_TRIES = 3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -152,7 +155,8 @@ class Outbox:
         problems = {**delivery.deferred, **delivery.refused}
         error = error or ("; ".join(f"{r}: {e}" for r, e in problems.items()) or None)
         still = [r for r in wanted if r not in delivered and r not in refused]
-        if still and self._clock.wall() - mail.created_at >= _GIVE_UP_S:  # deferred all along: a person must look
+        late = self._clock.wall() - mail.created_at >= _GIVE_UP_S and mail.attempts + 1 >= _GIVE_UP_TRIES
+        if still and late:  # deferred all along: a person must look
             return Attempt(
                 state=MailState.DEAD,
                 delivered=delivered,

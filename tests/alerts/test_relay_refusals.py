@@ -165,3 +165,27 @@ async def test_a_recipient_the_relay_keeps_deferring_is_given_up_after_a_day_wit
     [(state, error)] = await db_rows(settings.agent.db_path, "SELECT state, last_error FROM alert_mails")
     assert state == "dead" and "452 4.2.2 Mailbox full" in error and "24 h" in error, (state, error)
     assert len(relay.messages) == 1  # the first manager's, once
+
+
+async def test_a_mail_kept_through_a_long_relay_outage_is_not_given_up_at_its_first_greylisting(
+    relay: SmtpSink, make_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock
+) -> None:
+    """The relay was away for two days (the mail waited, untried by the recipient); back, it greylists the recipient
+    once (450 4.7.1, postgrey) and takes the mail on the next try: the day's limit counts tries that met the
+    recipient, not the mail's age alone. The first version of the limit above dead-lettered such a mail at once."""
+    settings = relay_settings(make_settings, relay)
+    alerter = make_alerter(settings)
+    await relay.stop()
+    alerter.on_event(dead_ticket(1, "kitchen"))
+    await run(alerter)  # tried once: no relay
+    clock.advance(2 * 24 * 3600)
+    await relay.start()
+    relay.rcpt_replies["chef@store.test"] = "450 4.7.1 Greylisted, try again in 60s"
+    await alerter.deliver_due()
+    [(state,)] = await db_rows(settings.agent.db_path, "SELECT state FROM alert_mails")
+    assert state == "pending"
+    del relay.rcpt_replies["chef@store.test"]
+    clock.advance(3600)
+    await alerter.deliver_due()
+    assert await db_rows(settings.agent.db_path, "SELECT state FROM alert_mails") == [("sent",)]
+    assert len(relay.messages) == 1
