@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,28 +129,7 @@ async def test_orders_central_changed_while_the_agent_was_down_are_stored_as_cha
     it, and no STORNO or change followed."""
     orders = central.create_orders(MISSED, prefix="k")
     gone, changed = orders[-1], orders[-2]
-    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
-    await kitchen.start()
-    await front.start()
-    port, data_dir = free_port(), tmp_path / "data"
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=data_dir,
-        api_port=port,
-        token=TOKEN,
-        printers={"kitchen": kitchen.port, "front": front.port},
-        store_id=STORE,
-        extra=CENTRAL.format(url=central.url, token=CENTRAL_TOKEN).replace(
-            "schedule_interval_s = 0.0", "schedule_interval_s = 900.0"
-        ),
-    )
-    db = data_dir / "edge.db"
-    agent = AgentProcess(config, port, tmp_path / "agent.log")
-    try:
-        await agent.start()
-        await _poll(db, "SELECT COUNT(*) FROM orders", lambda r: r[0] >= 30, timeout=30)
-        await agent.kill()
-        assert (await db_rows(db, "SELECT state FROM recovery_runs")) == [("processing",)]
+    async with _killed_while_storing(central, tmp_path) as (agent, db, kitchen, _):
         assert await db_rows(db, "SELECT COUNT(*) FROM orders WHERE id IN (?, ?)", gone["id"], changed["id"]) == [(0,)]
         central.add_orders(
             [
@@ -179,11 +159,6 @@ async def test_orders_central_changed_while_the_agent_was_down_are_stored_as_cha
         [ticket] = [t for t in tickets if changed["number"] in t]
         assert f"7x {changed['items'][0]['name']}" in ticket, ticket
         assert await agent.terminate() == 0
-    finally:
-        if agent.proc and agent.proc.returncode is None:
-            await agent.kill()
-        await kitchen.stop()
-        await front.stop()
 
 
 async def test_a_run_resumed_while_central_does_not_answer_stores_what_it_saved_and_a_fresh_run_follows(
@@ -195,28 +170,7 @@ async def test_a_run_resumed_while_central_does_not_answer_stores_what_it_saved_
     15 min schedule) and prints the cancelled order's STORNO right after its ticket."""
     orders = central.create_orders(MISSED, prefix="k")
     gone = orders[-1]
-    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
-    await kitchen.start()
-    await front.start()
-    port, data_dir = free_port(), tmp_path / "data"
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=data_dir,
-        api_port=port,
-        token=TOKEN,
-        printers={"kitchen": kitchen.port, "front": front.port},
-        store_id=STORE,
-        extra=CENTRAL.format(url=central.url, token=CENTRAL_TOKEN).replace(
-            "schedule_interval_s = 0.0", "schedule_interval_s = 900.0"
-        ),
-    )
-    db = data_dir / "edge.db"
-    agent = AgentProcess(config, port, tmp_path / "agent.log")
-    try:
-        await agent.start()
-        await _poll(db, "SELECT COUNT(*) FROM orders", lambda r: r[0] >= 30, timeout=30)
-        await agent.kill()
-        assert (await db_rows(db, "SELECT state FROM recovery_runs")) == [("processing",)]
+    async with _killed_while_storing(central, tmp_path) as (agent, db, kitchen, front):
         central.add_orders([gone | {"revision": 2, "status": "cancelled", "cancel_reason": "Kunde storniert"}])
         await central.set_up(False)
 
@@ -239,6 +193,38 @@ async def test_a_run_resumed_while_central_does_not_answer_stores_what_it_saved_
         assert not [t for t in papers if gone["number"] in t and "STORNO" in t and "KOPIE / COPY" in t], papers
         assert [r[0] for r in await db_rows(db, "SELECT state FROM recovery_runs ORDER BY id")] == ["completed"] * 2
         assert await agent.terminate() == 0
+
+
+@contextlib.asynccontextmanager
+async def _killed_while_storing(
+    central: CentralSim, tmp_path: Path
+) -> AsyncIterator[tuple[AgentProcess, Path, SimPrinter, SimPrinter]]:
+    """An agent SIGKILLed while its recovery stores central's missed orders (30 of them stored, the run left in
+    processing; the schedule at 900 s, so no run comes but the ones a test asks for); (agent, its database, kitchen,
+    front), all stopped at the end."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    port, data_dir = free_port(), tmp_path / "data"
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=data_dir,
+        api_port=port,
+        token=TOKEN,
+        printers={"kitchen": kitchen.port, "front": front.port},
+        store_id=STORE,
+        extra=CENTRAL.format(url=central.url, token=CENTRAL_TOKEN).replace(
+            "schedule_interval_s = 0.0", "schedule_interval_s = 900.0"
+        ),
+    )
+    db = data_dir / "edge.db"
+    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    try:
+        await agent.start()
+        await _poll(db, "SELECT COUNT(*) FROM orders", lambda r: r[0] >= 30, timeout=30)
+        await agent.kill()
+        assert (await db_rows(db, "SELECT state FROM recovery_runs")) == [("processing",)]
+        yield agent, db, kitchen, front
     finally:
         if agent.proc and agent.proc.returncode is None:
             await agent.kill()
