@@ -463,9 +463,10 @@ def copy_in_steps(db_path: Path, target: Path, pages: int) -> Path:
     return target
 
 
-async def backup_under_load(port: int, copy: Any, *, cap_s: float) -> tuple[float, float]:
+async def backup_under_load(port: int, copy: Any, *, prefix: str, cap_s: float) -> tuple[float, float]:
     """Runs ``copy`` while a client pushes an order every 50 ms: (seconds it took, capped at ``cap_s``; intake p99 ms).
-    A copy still running at the cap is let finish once the orders stop, so the run ends."""
+    A copy still running at the cap is let finish once the orders stop, so the run ends. ``prefix`` keeps each way's
+    order ids apart (ids from ``id(copy) % 10_000`` collided now and then: a resent id with other content, a 409)."""
     latencies: list[float] = []
     stop = asyncio.Event()
 
@@ -476,7 +477,7 @@ async def backup_under_load(port: int, copy: Any, *, cap_s: float) -> tuple[floa
                 if stop.is_set():
                     return
                 t0 = time.perf_counter()
-                order = make_order(n, prefix=f"bk{id(copy) % 10_000}")
+                order = make_order(n, prefix=prefix)
                 async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
                     if response.status != 201:
                         raise RuntimeError(f"intake answered {response.status}")
@@ -872,7 +873,7 @@ class Bench:
         ways = {"one_step": one_step, "vacuum_into": vacuum, "edge_backup": shipped, "baseline_steps_256": steps}
         for name in BACKUP_WAYS:
             result[f"{name}_s"], result[f"{name}_intake_p99_ms"] = await backup_under_load(
-                port, ways[name], cap_s=size["cap_s"]
+                port, ways[name], prefix=f"bk-{name}", cap_s=size["cap_s"]
             )
         await self.stop_agent(agent)
         return result
