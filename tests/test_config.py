@@ -164,14 +164,20 @@ def test_a_printers_address_written_with_its_port_or_as_a_url_stops_the_check_na
 ) -> None:
     """A technician's usual slips in a network printer's host (a port, a scheme, a space): `edge config check` exits 2
     with one line naming printers.kitchen.host and what to write (before: "ok", and the printer stayed unreachable
-    with "Name or service not known"). Plain names and addresses, IPv6 included, still pass."""
+    with "Name or service not known")."""
     bad = write(tmp_path, MINIMAL.replace('host = "10.0.0.21"', f"host = {host!r}".replace("'", '"')))
     result = _edge("config", "check", "--config", str(bad))
     assert result.returncode == 2, result.stdout
     assert result.stderr.strip() == f"edge: config printers.kitchen.host: {problem}"
-    for fine in ("kitchen-printer.fritz.box", "fd00::21", "192.168.178.40", "PRINTER1"):
-        good = write(tmp_path, MINIMAL.replace('host = "10.0.0.21"', f'host = "{fine}"'))
-        assert _edge("config", "check", "--config", str(good)).returncode == 0, fine
+
+
+@pytest.mark.parametrize("host", ["kitchen-printer.fritz.box", "fd00::21", "192.168.178.40", "PRINTER1"])
+def test_a_printers_plain_name_or_address_passes_the_check(tmp_path: Path, host: str) -> None:
+    """The check above refuses no plain name or address, IPv6 included (once each, not once per refused spelling:
+    each is a start of `edge`)."""
+    good = write(tmp_path, MINIMAL.replace('host = "10.0.0.21"', f'host = "{host}"'))
+    result = _edge("config", "check", "--config", str(good))
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("command", [("config", "check"), ("run",)])
