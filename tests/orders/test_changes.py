@@ -228,7 +228,8 @@ async def test_an_old_revision_after_retention_purged_the_order_is_stale(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """The seen-order record keeps the revision: once retention purged the order, revision 2 sent again is stale
-    (not a new order, not a conflict), revision 3 again a duplicate; nothing prints."""
+    (not a new order, not a conflict), revision 3 again a duplicate, a later revision or a cancel stale too (the order
+    is gone: nothing to change, and a month-old order is not cooked again); nothing prints."""
     clock = SteppedClock()
     agent = await make_agent(clock=clock, retention={"every_s": 0.2})
     async with api_client(agent) as api:
@@ -244,7 +245,12 @@ async def test_an_old_revision_after_retention_purged_the_order_is_stale(
         assert (status, body["status"]) == (200, "stale")
         status, body = await post(api, dessert_added(example_order, 3))
         assert (status, body["status"]) == (200, "duplicate")
+        status, body = await post(api, dessert_added(example_order, 4))
+        assert (status, body["status"], body["revision"]) == (200, "stale", 3)
+        async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 4}) as response:
+            assert (response.status, (await response.json())["status"]) == (200, "stale")
     assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+    assert await db_rows(agent, "SELECT COUNT(*) FROM pending_cancels") == [(0,)]
     assert len(printers["kitchen"].printed) == printed
 
 

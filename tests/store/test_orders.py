@@ -17,6 +17,7 @@ import pytest
 
 from edge.app import Agent
 from edge.orders.intake import Router
+from edge.orders.model import Cancel
 from edge.states import OrderSource
 from edge.store import Database, JobStore, OrderStore, files, identity
 from edge.store import orders as orders_mod
@@ -383,3 +384,40 @@ async def test_a_restores_mark_only_moves_on(tmp_path: Path) -> None:
     assert await after(mark - 100) == mark
     assert await after(None) == mark
     assert await after(mark + 100.5) == mark + 100.5
+
+
+async def test_a_later_revision_in_the_group_commit_that_stored_an_order_cancelled_by_its_kept_cancel_is_closed(
+    tmp_path: Path,
+) -> None:
+    """A cancel kept (revision 2), then revision 1 and, from a sender retrying faster than a commit, revision 3 in the
+    same group commit: the first is stored and cancelled at once, the second is a cancelled order reopened (409), as
+    if it came after that commit (not stale, which would say the order was gone)."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    store = OrderStore(db)
+    try:
+        kept = await store.keep_cancel("ord_1", Cancel(2, "storniert"), OrderSource.PUSH)
+        assert kept is not None and kept.outcome == "cancel_pending"
+        first, later = await store.insert_many(
+            [ROUTER.prepare(order(1), "push"), ROUTER.prepare(order(1, revision=3), "push")]
+        )
+    finally:
+        await db.close()
+    assert (first.outcome, first.after_cancel, later.outcome, later.revision) == ("cancelled", True, "closed", 2)
+    assert await db_rows(path, "SELECT revision, status FROM orders") == [(2, "cancelled")]
+
+
+async def test_restating_a_first_start_leaves_a_mark_a_restore_moved_since(tmp_path: Path) -> None:
+    """Recovery restates a new database's first start on central's clock only while the mark is still that start: a
+    restore that moved the mark meanwhile (what the replaced database may have printed) keeps its mark."""
+    path, start = tmp_path / "edge.db", 1_795_000_000.0
+    db = await Database.open(path)
+    await db.write(lambda conn: identity.first_records(conn, "test-store", now=start, db=path))
+    store = OrderStore(db)
+    try:
+        await store.restate_first_start(start, start + 3600)
+        assert await store.may_have_printed_until() == start + 3600
+        await store.restate_first_start(start, start - 86400)  # the mark is not that start any more
+        assert await store.may_have_printed_until() == start + 3600
+    finally:
+        await db.close()
