@@ -13,7 +13,7 @@ from typing import Any
 
 from edge.api.client import call_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
-from edge.errors import ConfigError, EdgeError, StoreDamagedError
+from edge.errors import ConfigError, EdgeError, StoreDamagedError, StoreReadOnlyError
 from edge.log import configure_logging
 
 EXIT_CONFIG = 2
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, StoreDamagedError) as err:
+    except (ConfigError, StoreDamagedError, StoreReadOnlyError) as err:
         # Exit 2: a person must act; systemd does not restart the agent in a loop (RestartPreventExitStatus=2).
         print(f"edge: {err}", file=sys.stderr)
         return EXIT_CONFIG

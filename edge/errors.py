@@ -91,6 +91,18 @@ class StoreUnavailableError(StoreError):
     """The database cannot take writes right now; callers should retry later."""
 
 
+# What a technician does when the data card turned read-only; in the refusal, /ready, the alert mails.
+READ_ONLY_ADVICE = (
+    "its file system is read-only (the kernel's answer to I/O errors of a failing SD card): reboot the box, which"
+    " checks and repairs the card; replace the card if it happens again"
+)
+
+
+class StoreReadOnlyError(StoreError):
+    """The data directory's file system is read-only (a failing card remounted so): no retry mends it while the box
+    runs, only a reboot (its file system check) or a new card; the agent does not start on it."""
+
+
 class StoreDamagedError(StoreError):
     """The database file is damaged (SQLite finds it malformed, or no database at all): no retry mends it, only a
     restore from a backup; the agent does not start on it."""

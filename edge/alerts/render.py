@@ -253,12 +253,15 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Speicherproblem: {subject}",
             "Der Agent kann Bestellungen nicht sicher speichern ({subject}); neue Bestellungen werden abgelehnt, bis es"
             " behoben ist.",
-            "Sofort den Techniker rufen: Speicherplatz freigeben oder Speicherkarte prüfen.",
+            "Sofort den Techniker rufen: Speicherplatz freigeben oder Speicherkarte prüfen. Meldet er 'read-only'"
+            " (schreibgeschützt), versagt die Karte: Gerät neu starten (reboot), das prüft und repariert sie; passiert"
+            " es wieder, die Karte ersetzen (replace).",
         ),
         "en": (
             "Storage problem: {subject}",
             "The agent cannot store orders safely ({subject}); new orders are refused until this is fixed.",
-            "Call the technician now: free disk space or check the storage card.",
+            "Call the technician now: free disk space or check the storage card. If it says read-only, the card is"
+            " failing: reboot the box, which checks and repairs it; replace the card if it happens again.",
         ),
     },
     "recovery_conflict": {

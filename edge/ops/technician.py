@@ -15,11 +15,12 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, clock_off_words
 from edge.config import Settings
-from edge.errors import AlertError, EdgeError, StoreError, StoreUnreadableError
+from edge.errors import READ_ONLY_ADVICE, AlertError, EdgeError, StoreError, StoreUnreadableError
 from edge.ops import last_failure
 from edge.ops.backup import restore_advice
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import migrations
+from edge.store.db import read_only
 from edge.store.files import check_file
 
 log = structlog.get_logger()
@@ -363,6 +364,8 @@ async def health(
             reason = f"its config is broken: {config_problem}"
         elif said is not None:  # what the agent said as its last start failed tells more than a closed port
             reason = f"its last start failed: {said}"
+        elif await asyncio.to_thread(read_only, settings.agent.data_dir):  # where it could not even write that down
+            reason = f"its data directory {settings.agent.data_dir}: {READ_ONLY_ADVICE}"
     if alert:
         from edge.alerts.agent_down import AgentDownAlert
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import os
 import sqlite3
 import threading
@@ -17,7 +18,7 @@ import aiosqlite
 import structlog
 
 from edge.clock import wait_real
-from edge.errors import StoreDamagedError, StoreError, StoreUnavailableError
+from edge.errors import READ_ONLY_ADVICE, StoreDamagedError, StoreError, StoreUnavailableError
 from edge.events import Event, EventBus
 from edge.store import migrations as migrations_mod
 
@@ -58,6 +59,18 @@ def failure(path: Path, err: sqlite3.Error) -> StoreError:
     if (code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)) or "malformed" in str(err):
         return StoreDamagedError(f"database {path} is damaged ({err})")
     return StoreError(f"database {path}: {err}")
+
+
+def read_only(path: Path) -> bool:
+    """Whether the file system holding ``path`` (which exists) refuses writes. Newer kernels mark ext4's remount after
+    an error only as "emergency_ro", not in statvfs: a metadata write (the file's times) asks the file system itself."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
+        os.utime(path)
+    except OSError as err:
+        return err.errno == errno.EROFS
+    return False
 
 
 def unavailable(err: sqlite3.Error) -> bool:
@@ -424,8 +437,13 @@ class Database:
 
     def _store_error(self, err: sqlite3.Error) -> StoreError:
         if unavailable(err):
-            self._set_write_problem(f"database {self.path}: cannot write: {err}")
-            return StoreUnavailableError(f"database {self.path}: cannot write: {err}")
+            why = str(err)
+            code = getattr(err, "sqlite_errorcode", None)
+            # A read-only card shows as "disk I/O error" or "readonly": say so, with what to do (not for a full disk).
+            if (code is None or code & 0xFF != sqlite3.SQLITE_FULL) and read_only(self.path):
+                why = f"{READ_ONLY_ADVICE}; SQLite said: {err}"
+            self._set_write_problem(f"database {self.path}: cannot write: {why}")
+            return StoreUnavailableError(f"database {self.path}: cannot write: {why}")
         return self._failure(err)
 
     def _failure(self, err: sqlite3.Error) -> StoreError:
