@@ -440,6 +440,8 @@ class Database:
             why = str(err)
             code = getattr(err, "sqlite_errorcode", None)
             # A read-only card shows as "disk I/O error" or "readonly": say so, with what to do (not for a full disk).
+            # On the loop, on a failed write only: statvfs and the times of an inode the open database holds in
+            # memory, which a read-only file system refuses at once without reading the card.
             if (code is None or code & 0xFF != sqlite3.SQLITE_FULL) and read_only(self.path):
                 why = f"{READ_ONLY_ADVICE}; SQLite said: {err}"
             self._set_write_problem(f"database {self.path}: cannot write: {why}")
