@@ -222,6 +222,10 @@ async def ready(request: web.Request) -> web.Response:
         },
         "accepting": {"ok": deps.accepting, "detail": "" if deps.accepting else "shutting down"},
     }
+    if problem is not None and deps.db.write_problem is not None:
+        # The agent's own storage alert tells the manager of this one (sent directly when its outbox cannot be written):
+        # the health-check timer, reading this, does not mail "not running" beside it.
+        checks["database_writable"]["alert"] = "storage_problem"
     if deps.mqtt is not None:
         # A broker that is down is not the agent's fault (HTTP intake and printing go on); one that refuses our login
         # or certificate needs a person, like a bad config, so it fails the check.

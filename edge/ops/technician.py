@@ -349,14 +349,13 @@ async def health(
     when it recovers, by the alert rules (edge.alerts.agent_down); its state lives in a file between the timer's runs.
     ``config_problem``: what is wrong with the config file now, the likeliest reason an agent that is not there gives.
     """
+    agent_tells = False  # not ready only for what the running agent alerts about itself (a check naming its alert)
     try:
         status, body = await api_call(settings, "GET", "/ready")
         healthy = status == 200
-        reason = (
-            "ready"
-            if healthy
-            else "; ".join(f"{n}: {c.get('detail')}" for n, c in body.get("checks", {}).items() if not c.get("ok"))
-        )
+        failing = {n: c for n, c in body.get("checks", {}).items() if not c.get("ok")}
+        reason = "ready" if healthy else "; ".join(f"{n}: {c.get('detail')}" for n, c in failing.items())
+        agent_tells = not healthy and bool(failing) and all(c.get("alert") for c in failing.values())
     except EdgeError as err:
         healthy, reason = False, str(err)
         said = await asyncio.to_thread(last_failure.read, settings.agent.data_dir)
@@ -369,5 +368,8 @@ async def health(
     if alert:
         from edge.alerts.agent_down import AgentDownAlert
 
-        await AgentDownAlert(settings, clock=clock).observe(healthy, reason)
+        # Its storage mail says what is wrong and what to do: "not running" would be a second mail, and a wrong one.
+        if agent_tells:
+            log.warning("agent_not_ready_and_mailing_itself", reason=reason)
+        await AgentDownAlert(settings, clock=clock).observe(healthy or agent_tells, reason)
     return healthy, reason

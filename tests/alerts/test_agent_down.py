@@ -17,7 +17,8 @@ from edge.config import Settings
 from edge.ops.technician import health
 from edge.sim.smtp import SmtpSink
 
-DOWN = (503, {"ready": False, "checks": {"database_writable": {"ok": False, "detail": "disk full"}}})
+# Not ready for a reason the agent does not alert about itself.
+DOWN = (503, {"ready": False, "checks": {"migrations_current": {"ok": False, "detail": "schema 15, agent expects 16"}}})
 UP = (200, {"ready": True, "checks": {}})
 
 
@@ -135,4 +136,25 @@ async def test_unwritable_state_does_not_mail_every_minute(
         except OSError:
             pass  # the old code: the state write fails after the mail went
         clock.advance(60)
+    assert subjects(plain_sink) == ["ALERT: edge agent is not running"]
+
+
+async def test_a_database_the_agent_alerts_about_itself_is_not_mailed_again_a_locked_one_is(
+    make_settings: Callable[..., Settings], plain_sink: SmtpSink
+) -> None:
+    """Not ready only because its database takes no writes, with the agent's own storage alert named in the check (a
+    full disk, a read-only card): the timer mails nothing beside that alert. Locked by another program (no alert of
+    the agent's says so): the timer mails, as for any other reason."""
+    settings = mail_settings(make_settings, plain_sink)
+    agent, clock = FakeAgent(), SteppedClock()
+    full = {"ok": False, "detail": "database edge.db: cannot write: disk full", "alert": "storage_problem"}
+    locked = {"ok": False, "detail": "database edge.db: database is locked"}
+    for check in (full, locked):
+        agent.answer = (503, {"ready": False, "checks": {"database_writable": check}})
+        for _ in range(3):
+            healthy, reason = await health(settings, agent, alert=True, clock=clock)
+            assert not healthy and check["detail"] in reason
+            clock.advance(60)
+        if check is full:
+            assert plain_sink.messages == []
     assert subjects(plain_sink) == ["ALERT: edge agent is not running"]
