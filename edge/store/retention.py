@@ -47,6 +47,16 @@ _HISTORY = (
         " AND created_at < ?",
     ),
     ("alert_silences", "DELETE FROM alert_silences WHERE ends_at < ?"),
+    # A group's row is its throttle state; one resolved, told and quiet since the cutoff holds nothing a next firing
+    # needs (that starts a new episode either way), and groups are per order for central's refusals: without this,
+    # one row for every order central ever refused. Its log lines go first (above), so a pending digest keeps it.
+    (
+        "alert_groups",
+        "DELETE FROM alert_groups WHERE state = 'resolved' AND notified = 'resolved' AND fires_since_mail = 0"
+        " AND changed_at < ? AND NOT EXISTS (SELECT 1 FROM alert_log l WHERE l.group_key = alert_groups.key)",
+    ),
+    # A rejected MQTT message is kept for a person; once reported on the events topic, as long as history is.
+    ("mqtt_rejects", "DELETE FROM mqtt_rejects WHERE published_at IS NOT NULL AND received_at < ?"),
     # recovery_items go with their run (ON DELETE CASCADE); the cursor lives in meta, not in a run.
     ("recovery_runs", "DELETE FROM recovery_runs WHERE finished_at IS NOT NULL AND finished_at < ?"),
 )

@@ -426,7 +426,15 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
     await asyncio.to_thread(write)
     assert agent.db is not None
     removed = await purge_history(agent.db, older_than_s=30 * 86400)
-    assert removed == {"scans": 1, "alert_log": 1, "alert_mails": 2, "alert_silences": 1, "recovery_runs": 1}
+    assert removed == {
+        "scans": 1,
+        "alert_log": 1,
+        "alert_mails": 2,
+        "alert_silences": 1,
+        "alert_groups": 0,
+        "mqtt_rejects": 0,
+        "recovery_runs": 1,
+    }
 
     def check() -> None:  # a second connection, off the event loop
         with sqlite3.connect(db_path) as conn:

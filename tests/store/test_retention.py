@@ -103,3 +103,54 @@ async def test_with_a_central_api_dead_and_discarded_orders_go_once_their_events
         await eventually(lambda: db_rows(agent, "SELECT id FROM orders"), lambda rows: rows == [(orders[3]["id"],)])
     finally:
         await central.stop()
+
+
+async def test_retention_forgets_settled_alert_groups_and_reported_mqtt_rejects(
+    make_agent: Callable[..., Awaitable[Agent]],
+) -> None:
+    """Two tables retention used to forget, so they grew for as long as the box ran: alert groups (one per order for
+    central's refusals, `central_refused_events:<order id>`) and rejected MQTT messages. 31 days on, a group resolved,
+    told and quiet goes, and so does a reject already reported on the events topic; a group still firing, one whose
+    "resolved" is not told yet and a reject not yet reported stay, as do a settled group and a reject of today."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, retention={"every_s": 0.2})
+    now = clock.wall()
+    group = (
+        "INSERT INTO alert_groups(key, type, subject, severity, state, notified, first_at, changed_at,"
+        " fires_since_mail) VALUES (?, 'central_refused_events', ?, 'warning', ?, ?, ?, ?, ?)"
+    )
+    reject = (
+        "INSERT INTO mqtt_rejects(received_at, topic, payload, error, published_at) VALUES (?, 'o', x'00', '{}', ?)"
+    )
+
+    def write() -> None:  # in a thread: a blocking write on the loop would stall the agent's own writer
+        with sqlite3.connect(agent.settings.agent.db_path, timeout=10) as conn:
+            for order, state, notified, untold in (
+                ("settled", "resolved", "resolved", 0),
+                ("firing", "firing", "firing", 0),
+                ("untold", "resolved", "firing", 0),
+                ("unmailed", "resolved", "resolved", 1),
+            ):
+                conn.execute(group, (f"central_refused_events:{order}", order, state, notified, now, now, untold))
+            conn.execute(reject, (now, now))  # reported
+            conn.execute(reject, (now, None))  # not yet
+
+    await asyncio.to_thread(write)
+    clock.step(DAYS_31)
+
+    def write_young() -> None:
+        with sqlite3.connect(agent.settings.agent.db_path, timeout=10) as conn:
+            conn.execute(
+                group, ("central_refused_events:young", "young", "resolved", "resolved", *[clock.wall()] * 2, 0)
+            )
+            conn.execute(reject, (clock.wall(), clock.wall()))
+
+    await asyncio.to_thread(write_young)
+    await eventually(
+        lambda: db_rows(agent, "SELECT subject FROM alert_groups ORDER BY subject"),
+        lambda rows: rows == [("firing",), ("unmailed",), ("untold",), ("young",)],
+    )
+    await eventually(
+        lambda: db_rows(agent, "SELECT published_at IS NULL FROM mqtt_rejects ORDER BY id"),
+        lambda rows: rows == [(1,), (0,)],
+    )
