@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -93,13 +93,22 @@ class AgentProcess:
     """``python -m edge run`` with its output appended to ``log``; start() returns once /ready answers 200."""
 
     def __init__(
-        self, config: Path, port: int, log: Path, *, env: Mapping[str, str] | None = None, nofile: int | None = None
+        self,
+        config: Path,
+        port: int,
+        log: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        nofile: int | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         """``env``: extra environment for the child (the benchmark's storage shim); ``nofile``: RLIMIT_NOFILE (soft and
-        hard) for the child, e.g. to reach the fd limit quickly."""
+        hard) for the child, e.g. to reach the fd limit quickly; ``wrap``: a command the agent's command line is
+        appended to (e.g. ``unshare -m ... sh -c '...; exec "$@"' sh``, its own resolv.conf)."""
         self.config, self.port, self.log = config, port, log
         self.env = {**os.environ, **env} if env else None
         self.nofile = nofile
+        self.wrap = tuple(wrap)
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 (tests' and bench helper)
@@ -107,6 +116,7 @@ class AgentProcess:
         with self.log.open("ab") as out:
             limit = [] if self.nofile is None else ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"]
             self.proc = await asyncio.create_subprocess_exec(
+                *self.wrap,
                 *limit,
                 sys.executable,
                 "-m",
