@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import inspect
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -49,6 +52,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _SWITCH_INTERVAL_S = 0.001
+# After the stop, threads still busy get this long: a render or a WAL sync ends in milliseconds, a name lookup that the
+# shop router's DNS forwarder does not answer (no internet) holds its thread 10-30 s.
+EXIT_WAIT_S = 1.0
 
 
 class Agent:
@@ -380,3 +386,37 @@ async def run_until_signal(agent: Agent) -> bool:
     finally:
         await agent.stop()
     return agent.forced
+
+
+def _lookups_in_flight() -> list[str]:
+    """host:port of each name lookup a thread is blocked in (socket.getaddrinfo's frame: aiohttp's resolver, the
+    mailer's and paho's connects all end there)."""
+    found = []
+    for top in sys._current_frames().values():
+        frame: FrameType | None = top
+        while frame is not None:
+            if frame.f_code is socket.getaddrinfo.__code__:
+                found.append(f"{frame.f_locals.get('host')}:{frame.f_locals.get('port')}")
+                break
+            frame = frame.f_back
+    return sorted(found)
+
+
+def threads_left(timeout: float = EXIT_WAIT_S) -> list[str]:
+    """After the agent stopped and the loop's executor was shut down (without waiting): wait at most ``timeout`` for
+    the threads a normal exit would join; the names of those still busy, logged with the lookups they hang in.
+
+    Nothing of the agent's is in them any more (the database is closed, the lock released); a hung name lookup would
+    otherwise hold the exit, and so a restart, for as long as the DNS server takes not to answer."""
+    deadline = time.monotonic() + timeout
+    while busy := [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]:
+        if time.monotonic() >= deadline:
+            log.warning(
+                "exit_without_waiting",
+                threads=sorted(busy),
+                lookups=_lookups_in_flight(),
+                note=f"still busy {timeout:g}s after the stop (a name lookup the DNS server does not answer?)",
+            )
+            break
+        time.sleep(0.01)
+    return busy

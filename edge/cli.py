@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import sys
@@ -83,13 +84,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(settings: Settings) -> int:
     _keep_escpos_cache(settings.agent.data_dir / "cache")
-    from edge.app import Agent, run_until_signal
+    from edge.app import Agent, run_until_signal, threads_left
 
     _setup_logging(settings)
+    # The loop's executor (asyncio's own size), kept to be shut down without waiting: see threads_left.
+    executor = concurrent.futures.ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="asyncio")
     with asyncio.Runner() as runner:
-        if runner.run(run_until_signal(Agent(settings))):
-            # Stopped by a second signal: the database is closed and the lock released, but a job may still be going
-            # out on a printer thread that Python cannot interrupt, and leaving normally would wait for it.
+        runner.get_loop().set_default_executor(executor)
+        forced = runner.run(run_until_signal(Agent(settings)))
+        executor.shutdown(wait=False)
+        # Stopped by a second signal, or threads still busy: the database is closed and the lock released, but a job
+        # may still be going out on a printer thread that Python cannot interrupt, or a thread hangs in a name lookup
+        # (no internet, the router's DNS does not answer), and leaving normally would wait for them.
+        if forced or threads_left():
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)

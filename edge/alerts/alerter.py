@@ -611,9 +611,11 @@ class Alerter:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         # A mail the relay is taking now is seen through and recorded: cut off, its outcome would be unknown and the
-        # next start would send it again. No other mail is started.
+        # next start would send it again. No other mail is started. One whose connection is still being made is cut
+        # off at once (the relay has none of it; it waits in the outbox): without internet, the relay's name alone
+        # can take 10-30 s not to be resolved.
         self._new_mail.set()
-        if self._mail_task is not None:
+        if self._mail_task is not None and not self._mailer.connecting:
             await asyncio.wait([self._mail_task], timeout=_STOP_GRACE_S)
         for task in self._tasks:
             task.cancel()

@@ -123,6 +123,13 @@ class Mailer:
         # The EHLO name: smtp.helo_name, else the box's FQDN, looked up once (in a thread: /etc/hosts, maybe DNS).
         self._helo: str | None = smtp.helo_name or None
         self._helo_looked_up = bool(smtp.helo_name)
+        self._connecting = 0  # connections being made: the relay has been handed no mail on them yet
+
+    @property
+    def connecting(self) -> bool:
+        """A connection is being made (name lookup, connect, greeting, TLS, login): cut off now, no mail is lost or
+        half-sent."""
+        return self._connecting > 0
 
     @property
     def _where(self) -> str:
@@ -208,18 +215,22 @@ class Mailer:
                 f"refusing to log in to {s.host}:{s.port} with security 'none': the password would cross the network"
                 " unencrypted (use starttls or tls, or set smtp.allow_plain_login for a relay on a network you trust)"
             )
-        client = await self._client()
+        self._connecting += 1
         try:
-            await client.connect()
-            await self._greet(client)
-            if s.username:
-                await client.login(s.username, s.password.get())
-        except BaseException as err:
-            client.close()
-            if isinstance(err, (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError)):
-                raise AlertError(explain(err, s)) from err
-            raise
-        return client
+            client = await self._client()
+            try:
+                await client.connect()
+                await self._greet(client)
+                if s.username:
+                    await client.login(s.username, s.password.get())
+            except BaseException as err:
+                client.close()
+                if isinstance(err, (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError)):
+                    raise AlertError(explain(err, s)) from err
+                raise
+            return client
+        finally:
+            self._connecting -= 1
 
     async def _mail_from(self, client: aiosmtplib.SMTP) -> None:
         try:

@@ -61,6 +61,7 @@ _PUBACK_TIMEOUT_S = 10.0
 _IDLE_S = 5.0  # look at the outbox this often even without a wake-up
 _STORE_RETRY_MAX_S = 5.0  # an order that could not be stored is tried again this often, at most
 _STOP_WAIT_S = 5.0  # orders being stored at stop get this long to commit and be acknowledged
+_LOOP_STOP_S = 2.0  # paho's thread gets this long to end at stop (it checks every second)
 # CONNACK reasons a retry will not fix: a person must change the login, the client id or the broker's ACL.
 _REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 # MQTT 5's "Session taken over": another client connected under this client id, so this store's id is in use twice.
@@ -279,7 +280,12 @@ class MqttLink:
                     async with asyncio.timeout(2.0):
                         await self._publish(self.topics["status"], b"offline", retain=True)
             await self._call(self._client.disconnect)
-            await asyncio.to_thread(self._client.loop_stop)
+            # loop_stop joins paho's thread, which may be in a connect's name lookup that a DNS server without
+            # internet does not answer for 10-30 s: not worth holding the stop for (the thread is a daemon).
+            stopping = asyncio.ensure_future(asyncio.to_thread(self._client.loop_stop))
+            if not (await asyncio.wait([stopping], timeout=_LOOP_STOP_S))[0]:
+                note = "paho's thread is still connecting (a name lookup the DNS server does not answer?)"
+                log.warning("mqtt_stop_not_waiting", broker=self._cfg.url, seconds=_LOOP_STOP_S, note=note)
         for fut in self._acks.values():
             fut.cancel()
         self._calls.shutdown(wait=False)

@@ -1,0 +1,161 @@
+"""The store's internet is down and the shop router's DNS forwarder hangs (no answer at all, glibc waits ``timeout:5
+attempts:2``) instead of failing fast: the agent, which reaches central, the mail relay and the MQTT broker by name,
+run from outside in its own mount namespace with a resolv.conf pointing at a loopback DNS server that never answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess
+from tests.helpers import CENTRAL_TOKEN, FAST, agent_process, api_client, post, wait_until
+
+STORE = "test-store"
+
+
+def _unshare_permitted() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "--propagation", "private", "true"], check=False).returncode == 0
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _unshare_permitted(), reason="needs `unshare -m` (root or CAP_SYS_ADMIN) to give the agent its own resolv.conf"
+)
+
+
+class _Unanswered(asyncio.DatagramProtocol):
+    """Reads DNS queries, answers none: the names asked, in order."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        labels, at = [], 12  # the question's name follows the 12-byte header
+        while at < len(data) and data[at]:
+            labels.append(data[at + 1 : at + 1 + data[at]].decode(errors="replace"))
+            at += 1 + data[at]
+        self.names.append(".".join(labels))
+
+
+class HangingDns:
+    """A DNS server on 127.53.x.y:53 (UDP and TCP, an address of its own so parallel tests do not meet) that never
+    answers, and a resolv.conf naming it with glibc's timeouts written out."""
+
+    def __init__(self, folder: Path) -> None:
+        self.resolv = folder / "resolv.conf"
+        self.queries = _Unanswered()
+        self._closers: list[asyncio.BaseTransport | asyncio.Server] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(20):
+            ip = f"127.53.{os.getpid() % 250 + 1}.{random.randint(1, 254)}"
+            try:
+                udp, _ = await loop.create_datagram_endpoint(lambda: self.queries, local_addr=(ip, 53))
+            except OSError:
+                continue
+            self._closers = [udp, await asyncio.start_server(lambda reader, _: reader.read(), ip, 53)]
+            self.resolv.write_text(f"nameserver {ip}\noptions timeout:5 attempts:2\n", encoding="utf-8")
+            return
+        raise RuntimeError("no free 127.53.x.y address for the hanging DNS server")
+
+    def wrap(self) -> list[str]:
+        """The command prefix that runs the agent with this resolv.conf, in a mount namespace of its own."""
+        mount = f'mount --bind {self.resolv} /etc/resolv.conf && exec "$@"'
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh"]
+
+    async def stop(self) -> None:
+        for closer in self._closers:
+            closer.close()
+
+
+@pytest.fixture
+async def dns(tmp_path: Path) -> AsyncIterator[HangingDns]:
+    server = HangingDns(tmp_path)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def _by_name(central: CentralSim) -> str:
+    values = {**FAST, "url": f"http://central.example:{central.port}", "probe_max_s": 0.5}
+    return (
+        "\n[central]\n"
+        + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+        + '\n[smtp]\nhost = "smtp.example"\nport = 2525\nsecurity = "none"\nsender = "edge@store.test"\n'
+        # More free disk than any has: a storage alert at the first check, so a mail is on its way to the relay.
+        + '\n[alerts]\nto = ["chef@store.test"]\ngroup_wait_s = 0\ncritical_group_wait_s = 0\ncheck_interval_s = 0.2\n'
+        + "disk_free_min_mb = 100000000\n"
+        + '\n[mqtt]\nurl = "mqtt://mqtt.example:1883"\nreconnect_max_s = 1\n'
+    )
+
+
+@pytest.mark.slow(seconds=15)
+async def test_while_dns_hangs_orders_are_taken_and_printed_at_once_and_a_stop_does_not_wait_for_the_lookups(
+    tmp_path: Path, printers: dict[str, SimPrinter], dns: HangingDns
+) -> None:
+    """Central, the relay and the broker are named and their lookups hang (10 s each): orders pushed meanwhile are
+    acknowledged within a second and their tickets print within two; a SIGTERM then ends the agent within a few
+    seconds (a restart is not held up by lookups nobody waits for any more), naming the lookups it left, and the
+    agent comes back with its orders."""
+    central = CentralSim(STORE, token=CENTRAL_TOKEN)
+    await central.start()
+    made = agent_process(tmp_path, printers, store_id=STORE, log_level="info", extra=_by_name(central))
+    agent = AgentProcess(made.config, made.port, made.log, wrap=dns.wrap())
+    again = AgentProcess(made.config, made.port, made.log, wrap=dns.wrap())
+    acks, tickets, pushed = [], [], []
+    try:
+        await agent.start()
+        await wait_until(
+            lambda: {"central.example", "mqtt.example", "smtp.example"} <= set(dns.queries.names),
+            what="central, broker and relay looked up",
+        )
+        async with api_client(agent.port) as api:
+
+            async def push(seq: int) -> None:
+                order, sent = make_order(seq), time.monotonic()
+                pushed.append(order)
+                assert (await post(api, order))[0] == 201
+                acks.append(time.monotonic() - sent)
+                number = order["number"].encode()
+                await wait_until(lambda: any(number in job for job in printers["kitchen"].printed))
+                tickets.append(time.monotonic() - sent)
+
+            pushes = []
+            for seq in range(15):
+                pushes.append(asyncio.ensure_future(push(seq)))
+                await asyncio.sleep(0.1)
+            await asyncio.gather(*pushes)
+        assert max(acks) < 1.0 and max(tickets) < 2.0, (acks, tickets)
+
+        asked = time.monotonic()
+        assert await agent.terminate(timeout=40) == 0
+        took = time.monotonic() - asked
+        assert took < 6.0, f"the agent took {took:.1f}s to exit after SIGTERM"
+        lines = [json.loads(line) for line in made.log.read_text().splitlines() if line.startswith("{")]
+        left = [line for line in lines if line["event"] == "exit_without_waiting"]
+        assert left and set(left[-1]["lookups"]) & {f"central.example:{central.port}", "mqtt.example:1883"}, left
+        assert lines[-1]["event"] == "exit_without_waiting" and "agent_stopped" in [line["event"] for line in lines]
+
+        await again.start()
+        async with api_client(again.port) as api:
+            assert (await post(api, pushed[0]))[0] == 200  # kept: a duplicate
+        assert sum(b"A-1000" in job for job in printers["kitchen"].printed) == 1
+    finally:
+        await agent.close()
+        await again.close()
+        await central.stop()
