@@ -10,6 +10,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,10 +54,12 @@ class _Unanswered(asyncio.DatagramProtocol):
 
 class HangingDns:
     """A DNS server on 127.53.x.y:53 (UDP and TCP, an address of its own so parallel tests do not meet) that never
-    answers, and a resolv.conf naming it with glibc's timeouts written out."""
+    answers, and a resolv.conf naming it with glibc's timeouts written out (a router's usual ``timeout:5 attempts:2``,
+    a lookup failing after 10 s; shorter for tests about what the agent says then)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, timeout: int = 5, attempts: int = 2) -> None:
         self.resolv = folder / "resolv.conf"
+        self.options = f"timeout:{timeout} attempts:{attempts}"
         self.queries = _Unanswered()
         self._closers: list[asyncio.BaseTransport | asyncio.Server] = []
 
@@ -69,7 +72,7 @@ class HangingDns:
             except OSError:
                 continue
             self._closers = [udp, await asyncio.start_server(lambda reader, _: reader.read(), ip, 53)]
-            self.resolv.write_text(f"nameserver {ip}\noptions timeout:5 attempts:2\n", encoding="utf-8")
+            self.resolv.write_text(f"nameserver {ip}\noptions {self.options}\n", encoding="utf-8")
             return
         raise RuntimeError("no free 127.53.x.y address for the hanging DNS server")
 
@@ -91,8 +94,8 @@ async def dns(tmp_path: Path) -> AsyncIterator[HangingDns]:
     await server.stop()
 
 
-def _by_name(central: CentralSim) -> str:
-    values = {**FAST, "url": f"http://central.example:{central.port}", "probe_max_s": 0.5}
+def _by_name(central: CentralSim | None = None) -> str:
+    values = {**FAST, "url": f"http://central.example:{central.port if central else 8443}", "probe_max_s": 0.5}
     return (
         "\n[central]\n"
         + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
@@ -159,3 +162,45 @@ async def test_while_dns_hangs_orders_are_taken_and_printed_at_once_and_a_stop_d
         await agent.close()
         await again.close()
         await central.stop()
+
+
+async def test_names_the_dns_hangs_on_are_named_in_the_log_and_in_edge_status(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """When a lookup fails for want of an answer (here after 1 s), the log, the alert mail's error and ``edge status``
+    say which name could not be resolved and why, in the technician's words, not glibc's "Temporary failure in name
+    resolution" alone (``edge status`` said only "central link: DOWN")."""
+    dns = HangingDns(tmp_path, timeout=1, attempts=1)
+    await dns.start()
+    made = agent_process(tmp_path, printers, store_id=STORE, log_level="info", extra=_by_name())
+    agent = AgentProcess(made.config, made.port, made.log, wrap=dns.wrap())
+    try:
+        await agent.start()
+        said = "the DNS server does not answer (no internet, or the router's DNS is down)"
+        health = "central API GET http://central.example:8443/v1/health"
+
+        def logged() -> dict[str, str]:
+            lines = [json.loads(line) for line in made.log.read_text().splitlines() if line.startswith("{")]
+            return {line["event"]: line.get("detail") or line.get("error") for line in lines}
+
+        await wait_until(
+            lambda: {"central_link_down", "mqtt_connect_failed", "alert_mail_failed"} <= set(logged()),
+            what="central, broker and relay failed",
+        )
+        events = logged()
+        assert events["central_link_down"] == f"{health}: cannot resolve central.example: {said}"
+        assert events["mqtt_connect_failed"] == f"cannot resolve mqtt.example: {said}"
+        assert events["alert_mail_failed"] == f"cannot resolve smtp.example: {said} (smtp.host)"
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [*dns.wrap(), sys.executable, "-m", "edge", "status", "--config", str(made.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert f"central link: DOWN ({health}: cannot resolve central.example: {said})" in shown.stdout, shown.stdout
+        assert f"mqtt link: disconnected (cannot resolve mqtt.example: {said})" in shown.stdout, shown.stdout
+    finally:
+        await agent.close()
+        await dns.stop()

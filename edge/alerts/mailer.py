@@ -18,6 +18,7 @@ import structlog
 from aiosmtplib.email import flatten_message
 
 from edge.config import SmtpSettings
+from edge.dns import unresolved
 from edge.errors import AlertError
 from edge.store.alerts import Mail
 from edge.tls import clock_hint, verifying_context
@@ -73,6 +74,8 @@ def explain(err: BaseException, smtp: SmtpSettings) -> str:
         return f"{where} refused the recipients: {', '.join(r.recipient for r in err.recipients)}"
     if isinstance(err, aiosmtplib.SMTPSenderRefused):
         return f"{where} refused the sender {err.sender!r}: the From address must belong to the account"
+    if hint := unresolved(err, smtp.host):
+        return f"{hint} (smtp.host)"
     if isinstance(err, (aiosmtplib.SMTPConnectError, OSError)):
         return f"cannot reach {where}: host name wrong, no network, or nothing listening on that port ({err})"
     return f"{where}: {err}"

@@ -85,6 +85,7 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
         tickets = "1 ticket" if held == 1 else f"{held} tickets"
         lines.append(_paint("warn", f"{tickets} held for a person: edge jobs --held, then release or discard", colour))
     central = data.get("central_up")
+    why = (data.get("central") or {}).get("detail") if central is not None and not central else ""
     lines.append(
         "central link: "
         + (
@@ -92,6 +93,7 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
             if central is None
             else _paint("ok" if central else "fail", "up" if central else "DOWN", colour)
         )
+        + (f" ({why})" if why else "")
     )
     if clock_words := (data.get("central") or {}).get("clock_words"):
         lines.append(_paint("warn", f"{clock_words}: check NTP", colour))

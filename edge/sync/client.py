@@ -8,6 +8,7 @@ import json
 import random
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -17,6 +18,7 @@ import structlog
 
 from edge.clock import RemoteClock
 from edge.config import CentralSettings
+from edge.dns import unresolved
 from edge.errors import CentralApiError
 from edge.tls import clock_hint, verifying_context
 
@@ -300,6 +302,8 @@ class CentralClient:
         except (aiohttp.ClientError, TimeoutError) as err:
             if isinstance(err, aiohttp.ClientProxyConnectionError):
                 detail = f"central API {method} {url}: no answer from the proxy {self._proxy} (central.proxy): {err}"
+            elif hint := unresolved(err, urllib.parse.urlsplit(self._settings.url).hostname or ""):
+                detail = f"central API {method} {url}: {hint}"
             else:
                 via = f" through the proxy {self._proxy}" if self._proxy else ""
                 detail = f"central API {method} {url}: no answer{via} ({type(err).__name__}: {err}){clock_hint(err)}"

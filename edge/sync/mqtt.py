@@ -31,6 +31,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import MqttSettings, Settings
+from edge.dns import unresolved
 from edge.errors import InvalidOrderError, OrderConflictError, StoreError, WrongStateError, intake_error_body
 from edge.events import (
     EventBus,
@@ -101,7 +102,7 @@ class PahoClient(paho.Client):
             return MQTTErrorCode.MQTT_ERR_INVAL  # paho's answer when there is no thread to stop
 
 
-def describe(err: BaseException, *, tls: bool = False) -> str:
+def describe(err: BaseException, *, tls: bool = False, host: str = "") -> str:
     if isinstance(err, ProxyRefusedError):
         if err.status == 407:
             return f"{err}: it wants a login (central.proxy_user, EDGE_CENTRAL_PROXY_PASSWORD)"
@@ -115,6 +116,8 @@ def describe(err: BaseException, *, tls: bool = False) -> str:
         return f"TLS failed: {err.reason or err}"
     if isinstance(err, ConnectionRefusedError):
         return "connection refused (no broker listening)"
+    if host and (hint := unresolved(err, host)):
+        return hint
     return f"{type(err).__name__}: {err}"
 
 
@@ -160,7 +163,7 @@ def probe(settings: Settings, timeout_s: float = 5.0) -> str | None:
     try:
         client.connect(cfg.host, cfg.port, keepalive=10, clean_start=True)
     except (OSError, ValueError) as err:
-        return describe(err, tls=cfg.tls)
+        return describe(err, tls=cfg.tls, host=cfg.host)
     client.loop_start()
     try:
         answered.wait(timeout_s)
@@ -322,7 +325,7 @@ class MqttLink:
     def _on_connect_fail(self, client: paho.Client, _u: object) -> None:
         err = getattr(client, "last_error", None)
         refused = isinstance(err, ssl.SSLError)  # a certificate will not change by itself
-        detail = describe(err, tls=self._cfg.tls) if err else "connection failed"
+        detail = describe(err, tls=self._cfg.tls, host=self._cfg.host) if err else "connection failed"
         self._to_loop(self._refused_or_failed, detail, refused)
         self._next_delay(client)
 
