@@ -329,9 +329,9 @@ async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     checks += await _printer_checks(settings)
     checks += _port_name_checks(settings)
     checks += _flow_control_checks(settings)
-    checks.append(await _smtp_check(settings))
-    checks.append(await _central_check(settings))
-    checks.append(await _mqtt_check(settings, await _agent_status(settings, api_call) if settings.mqtt.url else None))
+    agent = await _agent_status(settings, api_call) if settings.mqtt.url else None
+    # At once: without internet each may wait out a name lookup the router's DNS does not answer (10-30 s).
+    checks += await asyncio.gather(_smtp_check(settings), _central_check(settings), _mqtt_check(settings, agent))
     return checks
 
 
