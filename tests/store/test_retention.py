@@ -7,12 +7,15 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+import structlog
+
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, eventually
+from tests.helpers import api_client, db_rows, eventually, job_rows, post
 
 DAYS_31 = 31 * 86400
 
@@ -154,3 +157,36 @@ async def test_retention_forgets_settled_alert_groups_and_reported_mqtt_rejects(
         lambda: db_rows(agent, "SELECT published_at IS NULL FROM mqtt_rejects ORDER BY id"),
         lambda rows: rows == [(1,), (0,)],
     )
+
+
+YEARS_12 = 12 * 365 * 86400  # a failing RTC's 2038, far beyond retention.seen_days (400)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="retention runs on the box clock alone: the seen records go, the order prints again"
+)
+async def test_a_box_clock_far_ahead_for_one_retention_run_does_not_forget_what_printed(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict[str, Any], printers: dict[str, SimPrinter]
+) -> None:
+    """The box clock jumps 12 years ahead (a failing RTC, a bad time source) while retention runs, then is put right.
+    Retention holds back on a clock that far ahead of the newest order's own time: the order and its seen record
+    stay, so the same order sent again afterwards is answered 200 duplicate and prints nothing a second time."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, retention={"every_s": 0.2})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="printed")
+        on_paper, jobs = {name: len(p.printed) for name, p in printers.items()}, await job_rows(agent)
+        with structlog.testing.capture_logs() as logs:
+            clock.step(YEARS_12)
+            done = {"retention_clock_ahead", "seen_orders_forgotten"}  # held back (fixed) or forgot it all (the bug)
+
+            async def retention_ran() -> bool:
+                return any(line["event"] in done for line in logs)
+
+            await eventually(retention_ran, bool, what="a retention run on the jumped clock")
+            clock.step(-YEARS_12)
+        status, body = await post(api, example_order)
+        assert (status, body["status"]) == (200, "duplicate"), body
+        assert await job_rows(agent) == jobs  # no new ticket queued, none printed again
+    assert {name: len(p.printed) for name, p in printers.items()} == on_paper
