@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.events import Event, EventBus, ScannerConnectionChanged, ScanRecorded
 from edge.sim.orders import make_order, taken_at
 from edge.sim.ports import free_port
@@ -112,6 +113,20 @@ def api_client(agent: Agent | int, *, token: str | None = TOKEN, **kwargs: Any) 
     port = agent if isinstance(agent, int) else agent.port
     headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kwargs.pop("headers", {})}
     return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers, **kwargs)
+
+
+async def days_pass(agent: Agent, clock: SteppedClock, days: float) -> str:
+    """``days`` pass in a store that stays open: the box clock steps on and the store takes one order of that day (a
+    kitchen ticket, no receipt); its id. Retention dates "now" by what it knows besides the box clock (the newest
+    order's own time, central's clock: edge/ops/housekeeping.py), so a box clock that moved alone looks jumped."""
+    clock.step(days * 86400)
+    order = make_order(
+        1, prefix="later", created_at=datetime.fromtimestamp(int(clock.wall()), UTC), print_receipt=False
+    )
+    async with api_client(agent) as api:
+        status, body = await post(api, order)
+    assert status == 201, body
+    return str(order["id"])
 
 
 async def post(api: aiohttp.ClientSession, body: Any, **kwargs: Any) -> tuple[int, Any]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock, repeat
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, repeat
 from edge.config import RetentionSettings
 from edge.store import Database
 from edge.store import retention as store_retention
@@ -16,6 +17,11 @@ log = structlog.get_logger()
 
 # While writes fail, try one this often, so the agent notices by itself that space is back.
 STORAGE_PROBE_S = 10.0
+
+# Retention's "now" is never later than this past the newest time it knows from elsewhere (central's clock, the
+# newest order's created_at): a box clock that jumps years ahead must not make every order, and every seen-order
+# record that stops a second print, look old. Far above clock skew between hosts.
+AHEAD_MARGIN_S = 86400.0
 
 
 async def purge_printed_orders(
@@ -57,11 +63,15 @@ class Housekeeping:
         *,
         clock: Clock = SYSTEM_CLOCK,
         readers: store_retention.OutboxReaders = store_retention.CENTRAL_ONLY,
+        central: RemoteClock | None = None,
     ) -> None:
+        """``central``: central's clock as its answers tell it, where the agent has a central link."""
         self._db = db
         self._retention = retention
         self._clock = clock
         self._readers = readers
+        self._central = central
+        self._held_back = False  # the last run took a "now" earlier than the box clock
         self._timers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -77,9 +87,27 @@ class Housekeeping:
         await asyncio.gather(*self._timers, return_exceptions=True)
         self._timers = []
 
+    async def now(self) -> float:
+        """The box clock, but never more than AHEAD_MARGIN_S past the newest time known from elsewhere: central's
+        clock, or the newest stored order's created_at (the sender's; see store_retention.newest_order_time). Behind
+        them, the box clock as it is: retention lags, nothing is purged early. A store closed for weeks without a
+        central link only keeps its data longer. With nothing known (an empty database), the box clock."""
+        wall = self._clock.wall()
+        central = self._central.wall() if self._central else None
+        known = [t for t in (central, await store_retention.newest_order_time(self._db)) if t is not None]
+        now = min(wall, max(known) + AHEAD_MARGIN_S) if known else wall
+        if (now < wall) != self._held_back:  # one line when it starts holding back, one when it stops
+            self._held_back = now < wall
+            times = {"box_clock": _iso(wall), "retention_now": _iso(now)}
+            if self._held_back:
+                log.warning("retention_clock_ahead", **times, ahead_days=round((wall - now) / 86400, 1))
+            else:
+                log.info("retention_clock_agrees", **times)
+        return now
+
     async def purge(self) -> int:
         try:
-            age, now = self._retention.days * 86400, self._clock.wall()
+            age, now = self._retention.days * 86400, await self.now()
             await purge_history(self._db, older_than_s=age, now=now)
             purged = await purge_printed_orders(
                 self._db, older_than_s=age, batch=self._retention.batch, now=now, readers=self._readers
@@ -98,3 +126,7 @@ class Housekeeping:
         # Only while writes fail: a healthy agent does not wear the SD card with probe writes.
         if self._db.write_problem is not None:
             await self._db.probe_space()
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")

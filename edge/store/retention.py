@@ -62,6 +62,18 @@ _HISTORY = (
 )
 
 
+async def newest_order_time(db: Database) -> float | None:
+    """The newest ``created_at`` among stored orders, unix seconds: a time the sender's clock gave, not the box's.
+    With none stored, the newest seen-order record's ``seen_at`` (never earlier than its order's ``created_at``; one
+    written on a clock far ahead would have kept its order from being purged). None with neither. Retention takes
+    it as a bound on "now" (see edge/ops/housekeeping.py)."""
+    row = await db.fetchone(
+        "SELECT COALESCE((SELECT MAX((julianday(created_at) - 2440587.5) * 86400.0) FROM orders),"
+        " (SELECT MAX(seen_at) FROM seen_orders))"
+    )
+    return None if row is None or row[0] is None else float(row[0])
+
+
 async def purge_orders(db: Database, *, cutoff: float, batch: int, readers: OutboxReaders = CENTRAL_ONLY) -> int:
     """One transaction: up to ``batch`` purgeable orders go with their jobs (cascade) and outbox rows; their ids stay
     in seen_orders."""

@@ -10,10 +10,8 @@ from edge.config import Settings
 from edge.events import JobPrinted, RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, eventually
+from tests.helpers import api_client, days_pass, db_rows, eventually
 from tests.sync.conftest import Agents
-
-DAYS_31 = 31 * 86400
 
 
 async def test_orders_purged_by_retention_and_listed_again_after_a_backend_restore_print_nothing(
@@ -34,10 +32,10 @@ async def test_orders_purged_by_retention_and_listed_again_after_a_backend_resto
     await eventually(
         lambda: db_rows(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"), lambda rows: rows == [(0,)], 10
     )
+    later = await days_pass(agent, clock, 31)
+    await eventually(lambda: db_rows(db, "SELECT id FROM orders"), lambda rows: rows == [(later,)], timeout=10)
+    await events.wait(JobPrinted, count=jobs + 1)  # the order of the day's ticket
     printed = len(printers["kitchen"].printed) + len(printers["front"].printed)
-
-    clock.step(DAYS_31)
-    await eventually(lambda: db_rows(db, "SELECT COUNT(*) FROM orders"), lambda rows: rows == [(0,)], timeout=10)
     central.restore_backup()
     async with api_client(agent) as api:
         async with api.post("/api/v1/recovery/runs") as response:
@@ -51,4 +49,4 @@ async def test_orders_purged_by_retention_and_listed_again_after_a_backend_resto
             assert response.status == 409
     await asyncio.sleep(0.5)  # room for a wrong print
     assert len(printers["kitchen"].printed) + len(printers["front"].printed) == printed
-    assert await db_rows(db, "SELECT COUNT(*) FROM orders") == [(0,)]
+    assert await db_rows(db, "SELECT id FROM orders") == [(later,)]
