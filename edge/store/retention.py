@@ -22,11 +22,13 @@ class OutboxReaders:
 
 CENTRAL_ONLY = OutboxReaders()
 
-# Old, every job final (it will not print again by itself; 'held' still waits for a person), and nothing left in the
-# outbox for a reader that is configured. MQTT's cursor is absent only before its first start: then every row waits.
+# Old by our clock and by its own created_at (a box that took it with its clock still in 1970 dated it then: NTP's
+# step must not make a minutes-old order look a month old), every job final (it will not print again by itself;
+# 'held' still waits for a person), and nothing left in the outbox for a reader that is configured. MQTT's cursor is
+# absent only before its first start: then every row waits.
 _PURGEABLE = """
 SELECT o.id FROM orders o
-WHERE o.received_at < :cutoff
+WHERE o.received_at < :cutoff AND (julianday(o.created_at) - 2440587.5) * 86400.0 < :cutoff
   AND NOT EXISTS (SELECT 1 FROM print_jobs j WHERE j.order_id = o.id
                   AND j.state NOT IN (SELECT value FROM json_each(:final)))
   AND (NOT :central OR NOT EXISTS (SELECT 1 FROM outbox b WHERE b.order_id = o.id AND b.delivered_at IS NULL))

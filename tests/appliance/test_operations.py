@@ -373,7 +373,11 @@ async def test_retention_purges_old_printed_orders_in_batches(agent: Agent, prin
 
     def write() -> None:  # a second connection, off the event loop
         with sqlite3.connect(db_path) as conn:
-            conn.execute("UPDATE orders SET received_at = received_at - 40 * 86400 WHERE id != ?", (ids[0],))
+            conn.execute(
+                "UPDATE orders SET received_at = received_at - 40 * 86400,"
+                " created_at = strftime('%Y-%m-%dT%H:%M:%SZ', julianday(created_at) - 40) WHERE id != ?",
+                (ids[0],),
+            )
             conn.execute("UPDATE outbox SET delivered_at = 1 WHERE order_id != ?", (ids[1],))
 
     await asyncio.to_thread(write)
@@ -492,6 +496,7 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
 async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[str, SimPrinter]) -> None:
     """The retention timer purges by itself at retention.every_s: an old, printed, reported order disappears without a
     call."""
+    from edge.clock import RemoteClock
     from edge.config import RetentionSettings
     from edge.ops import Housekeeping
 
@@ -503,12 +508,17 @@ async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[
 
     def write() -> None:  # a second connection, off the event loop
         with sqlite3.connect(db_path) as conn:
-            conn.execute("UPDATE orders SET received_at = received_at - 2 * 86400")
+            conn.execute(
+                "UPDATE orders SET received_at = received_at - 2 * 86400,"
+                " created_at = strftime('%Y-%m-%dT%H:%M:%SZ', julianday(created_at) - 2)"
+            )
             conn.execute("UPDATE outbox SET delivered_at = 1")
 
     await asyncio.to_thread(write)
     assert agent.db is not None
-    housekeeping = Housekeeping(agent.db, RetentionSettings(days=1, every_s=0.2, batch=10))
+    central = RemoteClock("central")  # its clock known: the only order, 2 days old, is not the newest time known
+    central.heard(time.time(), 0.0)
+    housekeeping = Housekeeping(agent.db, RetentionSettings(days=1, every_s=0.2, batch=10), central=central)
     housekeeping.start()
     try:
         for _ in range(100):

@@ -189,3 +189,25 @@ async def test_a_box_clock_far_ahead_for_one_retention_run_does_not_forget_what_
         assert (status, body["status"]) == (200, "duplicate"), body
         assert await job_rows(agent) == jobs  # no new ticket queued, none printed again
     assert {name: len(p.printed) for name, p in printers.items()} == on_paper
+
+
+YEARS_56 = 56 * 365 * 86400  # back to 1970: a box without a battery-backed clock, before NTP
+
+
+async def test_an_order_taken_while_the_box_clock_was_in_1970_is_kept_after_ntp_puts_it_right(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict[str, Any], printers: dict[str, SimPrinter]
+) -> None:
+    """The box boots in 1970 and takes an order before NTP steps the clock: its received_at says 1970. Retention
+    right after the step purges nothing taken today (the order's own created_at is today): the order stays, for a
+    change or a cancel to find, and so does its seen record."""
+    clock = SteppedClock(wall_offset=-YEARS_56)
+    agent = await make_agent(clock=clock, retention={"every_s": 3600})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="printed")
+    assert agent._housekeeping is not None
+    assert await agent._housekeeping.purge() == 0  # on the 1970 clock: nothing is old
+    clock.step(YEARS_56)  # NTP
+    assert await agent._housekeeping.purge() == 0
+    assert await db_rows(agent, "SELECT id FROM orders") == [(example_order["id"],)]
+    assert await db_rows(agent, "SELECT id FROM seen_orders") == [(example_order["id"],)]
