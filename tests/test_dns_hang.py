@@ -39,10 +39,11 @@ pytestmark = pytest.mark.skipif(
 
 
 class _Unanswered(asyncio.DatagramProtocol):
-    """Reads DNS queries, answers none: the names asked, in order."""
+    """Reads DNS queries, answers none: the names asked, in order, and when (``asked``: monotonic time, name)."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.asked: list[tuple[float, str]] = []
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         labels, at = [], 12  # the question's name follows the 12-byte header
@@ -50,6 +51,7 @@ class _Unanswered(asyncio.DatagramProtocol):
             labels.append(data[at + 1 : at + 1 + data[at]].decode(errors="replace"))
             at += 1 + data[at]
         self.names.append(".".join(labels))
+        self.asked.append((time.monotonic(), self.names[-1]))
 
 
 class HangingDns:
@@ -112,9 +114,9 @@ async def test_while_dns_hangs_orders_are_taken_and_printed_at_once_and_a_stop_d
     tmp_path: Path, printers: dict[str, SimPrinter], dns: HangingDns
 ) -> None:
     """Central, the relay and the broker are named and their lookups hang (10 s each): orders pushed meanwhile are
-    acknowledged within a second and their tickets print within two; a SIGTERM then ends the agent within a few
-    seconds (a restart is not held up by lookups nobody waits for any more), naming the lookups it left, and the
-    agent comes back with its orders."""
+    acknowledged and printed at once (waiting behind a lookup, each would take 10 s; the bounds below leave a loaded
+    machine room); a SIGTERM then ends the agent within a few seconds (before: 17-19 s; a restart is not held up by
+    lookups nobody waits for any more), naming the lookups it left, and the agent comes back with its orders."""
     central = CentralSim(STORE, token=CENTRAL_TOKEN)
     await central.start()
     made = agent_process(tmp_path, printers, store_id=STORE, log_level="info", extra=_by_name(central))
@@ -143,12 +145,12 @@ async def test_while_dns_hangs_orders_are_taken_and_printed_at_once_and_a_stop_d
                 pushes.append(asyncio.ensure_future(push(seq)))
                 await asyncio.sleep(0.1)
             await asyncio.gather(*pushes)
-        assert max(acks) < 1.0 and max(tickets) < 2.0, (acks, tickets)
+        assert max(acks) < 3.0 and max(tickets) < 5.0, (acks, tickets)
 
         asked = time.monotonic()
         assert await agent.terminate(timeout=40) == 0
         took = time.monotonic() - asked
-        assert took < 6.0, f"the agent took {took:.1f}s to exit after SIGTERM"
+        assert took < 10.0, f"the agent took {took:.1f}s to exit after SIGTERM"
         lines = [json.loads(line) for line in made.log.read_text().splitlines() if line.startswith("{")]
         left = [line for line in lines if line["event"] == "exit_without_waiting"]
         assert left and set(left[-1]["lookups"]) & {f"central.example:{central.port}", "mqtt.example:1883"}, left
@@ -209,13 +211,22 @@ async def test_names_the_dns_hangs_on_are_named_in_the_log_and_in_edge_status(
         assert f"central link: DOWN ({health}: cannot resolve central.example: {said})" in shown.stdout, shown.stdout
         assert f"mqtt link: disconnected (cannot resolve mqtt.example: {said})" in shown.stdout, shown.stdout
 
-        # edge doctor checks the relay, central and the broker at once: one lookup's wait (2 s here), not three.
-        started = time.monotonic()
+        # edge doctor checks the relay, central and the broker at once: one lookup's wait (2 s here), not three. Seen
+        # at the DNS server, not on a stopwatch (a loaded machine stretches one): one after the other, each name is
+        # first asked at least the 2 s the one before waited out; at once, all three within that. The agent goes
+        # first: its own lookups of the same names would mix in.
+        await agent.kill()
+        dns.queries.asked.clear()
         checked = await _edge(dns, "doctor", made.config)
-        took = time.monotonic() - started
-        for host in ("smtp.example", "central.example", "mqtt.example"):
+        hosts = ("smtp.example", "central.example", "mqtt.example")
+        for host in hosts:
             assert f"cannot resolve {host}: {said}" in checked.stdout, checked.stdout
-        assert took < 4.5, f"edge doctor took {took:.1f}s"
+        first: dict[str, float] = {}
+        for at, name in dns.queries.asked:
+            first.setdefault(name, at)
+        assert set(hosts) <= set(first), dns.queries.asked
+        spread = max(first[h] for h in hosts) - min(first[h] for h in hosts)
+        assert spread < 2.0, f"edge doctor asked for the three names over {spread:.1f}s: one after the other"
     finally:
         await agent.close()
         await dns.stop()
