@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from edge.sim.printer import SimPrinter
-from edge.sim.process import write_config
 from tests.appliance.conftest import SystemUser
-from tests.helpers import TOKEN, edge, edge_backup, small_disk
+from tests.helpers import agent_process, edge, edge_backup, small_disk
 
 
 def _box(base: Path, user: SystemUser, printers: dict[str, SimPrinter], extra: str = "") -> Path:
@@ -27,14 +26,7 @@ def _box(base: Path, user: SystemUser, printers: dict[str, SimPrinter], extra: s
     data = base / "data"
     data.mkdir()
     os.chown(data, user.uid, user.gid)
-    return write_config(
-        base / "edge.toml",
-        data_dir=data,
-        api_port=0,
-        token=TOKEN,
-        printers={n: p.port for n, p in printers.items()},
-        extra=extra,
-    )
+    return agent_process(base, printers, extra=extra).config
 
 
 async def test_restore_of_a_file_the_agents_user_cannot_read_says_so_not_damaged(
@@ -104,14 +96,7 @@ async def test_backup_onto_a_read_only_stick_says_it_is_read_only(
     """`edge backup` with `backup.dir` on a stick mounted read-only: one line saying so and what to do, exit 1.
     Before: `[Errno 30] Read-only file system: '/…/edge-<time>.partial'`."""
     target = read_only_stick / "edge"
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=0,
-        token=TOKEN,
-        printers={n: p.port for n, p in printers.items()},
-        extra=f'[backup]\ndir = "{target}"\n',
-    )
+    config = agent_process(tmp_path, printers, extra=f'[backup]\ndir = "{target}"\n').config
     assert (await edge("migrate", "--config", str(config))).returncode == 0
     refused = await edge("backup", "--config", str(config))
     assert refused.returncode == 1, refused.stdout + refused.stderr

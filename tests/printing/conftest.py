@@ -12,6 +12,9 @@ import aiosqlite
 import pytest
 
 from edge.clock import SteppedClock
+from edge.orders.model import Order, parse_order
+from edge.printing.render import Renderer
+from tests.helpers import EXAMPLE
 
 _REAL_TIME = time.time
 
@@ -152,3 +155,15 @@ async def loop_clock(make_agent: Callable[..., Any], monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(aiosqlite.Connection, "_execute", clock.counting_queries(aiosqlite.Connection._execute))
     yield clock
     clock.thaw()  # the agents stop on real time again (their timers keep this clock: it never goes back)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    """The renderer at its defaults (a module may set its own, e.g. another time zone)."""
+    return Renderer()
+
+
+@pytest.fixture(scope="module")
+def order() -> Order:
+    """The contract's example order, parsed."""
+    return parse_order(EXAMPLE)

@@ -12,26 +12,16 @@ import pytest
 
 from edge.app import Agent
 from edge.config import parse_settings
-from edge.orders.model import Order, parse_order
+from edge.orders.model import Order
 from edge.printing.decode import decode
 from edge.printing.render import PrintOptions, Renderer, print_options
 from edge.sim.clone import clone_text
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import EXAMPLE, api_client, config_dict, post
+from tests.helpers import api_client, config_dict, post
 
 _FS_DOT = b"\x1c."
 _GERMAN = ("Jürgen Groß", "Käsespätzle", "€")
-
-
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return Renderer()
-
-
-@pytest.fixture(scope="module")
-def order() -> Order:
-    return parse_order(EXAMPLE)
 
 
 @pytest.mark.parametrize("profile", ["POS-5890", "default", "TM-T88V"])

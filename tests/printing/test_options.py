@@ -14,7 +14,7 @@ from PIL import Image
 from edge.app import Agent
 from edge.config import Settings
 from edge.errors import ConfigError
-from edge.orders.model import Order, Payment, parse_order
+from edge.orders.model import Order, Payment
 from edge.printing.decode import decode
 from edge.printing.render import PrintOptions, Renderer
 from edge.sim.printer import SimPrinter
@@ -22,16 +22,6 @@ from tests.helpers import EXAMPLE, api_client, fresh, post
 
 QR = "edge:v1:ord_7f3a9c21:kitchen"
 GS_V0 = re.compile(rb"\x1dv0\x00(.)(.)(.)(.)", re.S)
-
-
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return Renderer()
-
-
-@pytest.fixture(scope="module")
-def order() -> Order:
-    return parse_order(EXAMPLE)
 
 
 def raster_images(data: bytes) -> list[tuple[int, int]]:
