@@ -18,7 +18,7 @@ from edge.config import Settings
 from edge.errors import StoreError, StoreUnreadableError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
-from edge.store.db import sync_to_disk
+from edge.store.db import read_only, sync_to_disk
 from edge.store.files import (
     check_file,
     copy_database,
@@ -238,11 +238,7 @@ def user_name() -> str:
 def unwritable_words(directory: Path, err_no: int | None = None) -> str:
     """Why the backup directory cannot be written, and what to do, in one line: read-only (a stick mounted so) or
     not the agent's user's to write (a stick mounted by root)."""
-    read_only = err_no == errno.EROFS
-    if err_no is None:
-        with contextlib.suppress(OSError):
-            read_only = bool(os.statvfs(_existing(directory)).f_flag & os.ST_RDONLY)
-    if read_only:
+    if err_no == errno.EROFS or (err_no is None and read_only(_existing(directory))):
         return (
             f"the backup directory {directory} is read-only (its file system is mounted read-only): remount it "
             "read-write, or set backup.dir elsewhere"
