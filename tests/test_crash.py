@@ -130,18 +130,28 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         del watched[order_id]
 
     async def watch_printing() -> None:
-        """One reader for every follow-up waiting in until_printing, every 2 ms."""
+        """One reader for every follow-up waiting in until_printing, every 2 ms, on one connection kept open (in WAL
+        mode it holds nothing between reads): a new connection per read parsed the schema each time, 0.4 of the
+        0.45 ms of CPU a read took, and the ~8,000 reads of a run took 8 s of CPU."""
         sql = (
             "SELECT order_id FROM print_jobs WHERE station = 'kitchen' AND variant IS NULL AND state != 'queued'"
             " AND order_id IN (SELECT value FROM json_each(?))"
         )
-        while True:
-            if watched:
-                with contextlib.suppress(sqlite3.Error):  # the agent is restarting: read again
-                    for (order_id,) in await db_rows(db, sql, json.dumps(list(watched))):
-                        if order_id in watched:
-                            watched[order_id].set()
-            await asyncio.sleep(0.002)
+        reader = await asyncio.to_thread(sqlite3.connect, db, check_same_thread=False)
+
+        def read(order_ids: str) -> list[tuple[str]]:
+            return reader.execute(sql, (order_ids,)).fetchall()
+
+        try:
+            while True:
+                if watched:
+                    with contextlib.suppress(sqlite3.Error):  # the agent is restarting: read again
+                        for (order_id,) in await asyncio.to_thread(read, json.dumps(list(watched))):
+                            if order_id in watched:
+                                watched[order_id].set()
+                await asyncio.sleep(0.002)
+        finally:
+            await asyncio.to_thread(reader.close)
 
     async def follow_up(session: aiohttp.ClientSession, order: dict) -> None:
         """Some time after the push (its tickets waiting, printing or printed): a change (one pizza more, a dessert),
