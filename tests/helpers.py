@@ -40,6 +40,16 @@ T = TypeVar("T")
 TOKEN = "test-token-0123456789"
 EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
 WAIT_S = 10.0  # generous: two shared cores, several test runs at once
+# The two costly properties (the API fuzz, rendering any order: ~17 s of CPU together at full size) take a third of
+# their examples by default; EDGE_DEEP_PROPERTIES=1 runs them all (after changing the API, the model or the renderer).
+DEEP_PROPERTIES = os.environ.get("EDGE_DEEP_PROPERTIES") == "1"
+
+
+def examples(deep: int) -> int:
+    """Hypothesis examples for a costly property: ``deep`` in a deep run, a third of it otherwise."""
+    return deep if DEEP_PROPERTIES else deep // 3
+
+
 _POLL_S = 0.02
 # A box's install built by install.sh or upgrade.sh in a test: from this checkout, with nothing from a package index
 # (tests talk to loopback only). The release's dependencies and pip's build backend (setuptools, wheel: test extras)

@@ -17,6 +17,7 @@ from edge.errors import InvalidOrderError
 from edge.orders.intake import Router
 from edge.orders.model import parse_order
 from edge.printing.render import Renderer
+from tests.helpers import examples
 
 # UTC, the first zone into a new day (UTC+14) and the last (UTC-12).
 ZONES = [UTC, ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Etc/GMT+12")]
@@ -112,7 +113,9 @@ orders = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(payload=orders, language=st.sampled_from(["de", "en"]), width=st.sampled_from([24, 42, 48, 64]))
 def test_every_order_the_model_accepts_renders(payload: dict[str, Any], language: str, width: int) -> None:
     """If intake would store it (validation, routing, hashing all pass), every ticket and the receipt render in both

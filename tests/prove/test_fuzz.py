@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from edge.app import Agent
 from edge.sim.orders import make_order
-from tests.helpers import TOKEN, api_client
+from tests.helpers import TOKEN, api_client, examples
 from tests.prove.spec import SPEC, check_answer
 
 PARAM = re.compile(r"\{\w+\}")
 OPERATIONS = sorted((method.upper(), path) for path, ops in SPEC["paths"].items() for method in ops)
-EXAMPLES = 1500
+EXAMPLES = examples(1500)
 
 nasty_text = st.text(max_size=40) | st.sampled_from(
     ["..", "../../etc/passwd", "%00", "' OR 1=1 --", "<script>", "9" * 40, "-1", "0", "1e3", "null"]
