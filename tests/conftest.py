@@ -16,6 +16,7 @@ from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings, parse_settings
 from edge.events import Event
+from edge.sim.powercut import build_shim
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.helpers import EXAMPLE, api_client, config_dict, fresh
@@ -60,6 +61,12 @@ def no_blocking_calls_on_the_loop() -> Iterator[BlockBuster]:
         yield guard
     finally:
         guard.deactivate()
+
+
+@pytest.fixture(scope="session")
+def powercut_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scripts/powercut.c built once per test process (see edge/sim/powercut.py); fails where it cannot be built."""
+    return build_shim(tmp_path_factory.mktemp("powercut"))
 
 
 @pytest.fixture

@@ -1,0 +1,145 @@
+/* LD_PRELOAD shim for the power-cut test: keeps, for each file in one directory, a copy of what its last successful
+ * fsync made durable, so that after a SIGKILL the test can put the directory back as a power cut would have left it.
+ *
+ *   POWERCUT_DIR=D            the directory watched: the regular files directly in it (the agent's data directory)
+ *   POWERCUT_SNAPSHOT_DIR=S   S/<name> is D/<name> as it was when its last successful fsync/fdatasync was called
+ *
+ * The model is the strict one: after a power cut a file holds what it held when its last successful fsync or fdatasync
+ * was called, nothing written after, and a file never fsynced is gone (the test deletes a file that has no snapshot;
+ * the -shm file is memory and never survives). This is what POSIX and SQLite promise and no more: SQLite's "Atomic
+ * Commit In SQLite" (https://sqlite.org/atomiccommit.html, section 2, hardware assumptions) counts on fsync as the one
+ * barrier that makes written data durable, and PRAGMA synchronous (https://sqlite.org/pragma.html#pragma_synchronous)
+ * says a WAL commit at NORMAL may roll back after a power loss until it is synced. ALICE (Pillai et al., "All File
+ * Systems Are Not Created Equal", OSDI 2014) explores crash states the same way: what was persisted by the
+ * application's sync calls, with the rest free to be lost.
+ *
+ * The copy is taken when the sync is called, before the real one runs, and only up to the size the file had then: a
+ * sync makes durable what was written before it was called, and SQLite appends the next commit's frames to the WAL
+ * from another thread while the agent's own fdatasync of the WAL runs (edge/store/db.py, Database._sync). The copy is
+ * kept only if the real sync succeeds. One mutex orders the snapshots, so a later sync's copy is never replaced by an
+ * earlier one's.
+ *
+ * Not modelled (the model is stricter than a real disk in these, and nothing here uses them): sync(2), syncfs(2),
+ * msync(2), files opened O_SYNC/O_DSYNC, and sync_file_range(2) (not a durability barrier: it flushes no metadata and
+ * no drive cache). SQLite's unix VFS syncs with fdatasync (fsync for directories); Python's os.fsync and os.fdatasync
+ * are the same libc calls. A file's directory entry is taken as durable once the file is fsynced, an unlink at once
+ * (edge/sim/powercut.py leaves a deleted file deleted).
+ *
+ * Built by edge/sim/powercut.py with the system's C compiler: cc -shared -fPIC -O2 -o powercut.so powercut.c -ldl
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char watched_dir[PATH_MAX];
+static char snapshot_dir[PATH_MAX];
+static int active;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void setup(void) {
+    const char *dir = getenv("POWERCUT_DIR");
+    const char *snapshots = getenv("POWERCUT_SNAPSHOT_DIR");
+    /* /proc/self/fd names resolved paths: compare against the resolved directory */
+    if (dir && snapshots && realpath(dir, watched_dir) && realpath(snapshots, snapshot_dir)) active = 1;
+}
+
+/* The file's name when fd is a regular file directly in the watched directory, else NULL. */
+static const char *watched_name(int fd, char *path, size_t size) {
+    char link[64];
+    struct stat st;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, size - 1);
+    if (n < 0) return NULL;
+    path[n] = '\0';
+    size_t len = strlen(watched_dir);
+    if (strncmp(path, watched_dir, len) != 0 || path[len] != '/' || strchr(path + len + 1, '/') != NULL) return NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return NULL;
+    return path + len + 1;
+}
+
+/* Copies the first `size` bytes of the file open as fd into `to`; 0 on success. Read through /proc/self/fd: the
+ * caller's descriptor may be write-only, and its offset is not ours to move. */
+static int copy_prefix(int fd, off_t size, const char *to) {
+    char link[64], buf[65536];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    int in = open(link, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return -1;
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out < 0) {
+        close(in);
+        return -1;
+    }
+    int rc = 0;
+    for (off_t done = 0; done < size && rc == 0;) {
+        size_t want = (size_t)(size - done) < sizeof buf ? (size_t)(size - done) : sizeof buf;
+        ssize_t got = pread(in, buf, want, done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break; /* truncated meanwhile: keep what there is */
+        for (ssize_t put = 0; put < got;) {
+            ssize_t w = write(out, buf + put, (size_t)(got - put));
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0) {
+                rc = -1;
+                break;
+            }
+            put += w;
+        }
+        done += got;
+    }
+    close(in);
+    if (close(out) != 0) rc = -1;
+    return rc;
+}
+
+/* Runs the real sync; when fd is watched, snapshots the file as it was at the call, kept only if the sync succeeds. */
+static int synced(int fd, int (*real)(int)) {
+    char path[PATH_MAX], temp[2 * PATH_MAX + 16], final[2 * PATH_MAX + 16];
+    struct stat st;
+    pthread_once(&once, setup);
+    const char *name = active ? watched_name(fd, path, sizeof path) : NULL;
+    if (name == NULL) return real(fd);
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    snprintf(temp, sizeof temp, "%s/.%s.partial", snapshot_dir, name);
+    snprintf(final, sizeof final, "%s/%s", snapshot_dir, name);
+    int copied = fstat(fd, &st) == 0 && copy_prefix(fd, st.st_size, temp) == 0;
+    errno = saved;
+    int rc = real(fd);
+    saved = errno;
+    if (rc == 0 && copied) {
+        if (rename(temp, final) != 0) {
+            fprintf(stderr, "powercut: cannot keep the snapshot of %s: %s\n", name, strerror(errno));
+            abort(); /* a silently missing snapshot would make the test pass on a file it never saw */
+        }
+    } else {
+        unlink(temp);
+        if (rc == 0) {
+            fprintf(stderr, "powercut: cannot snapshot %s\n", name);
+            abort();
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    errno = saved;
+    return rc;
+}
+
+int fsync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return synced(fd, real);
+}
+
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return synced(fd, real);
+}
