@@ -66,19 +66,21 @@ static const char *watched_name(int fd, char *path, size_t size) {
     return path + len + 1;
 }
 
-/* Copies the first `size` bytes of the file open as fd into `to`; 0 on success. Read through /proc/self/fd: the
- * caller's descriptor may be write-only, and its offset is not ours to move. */
+/* Copies the first `size` bytes of the file open as fd into `to`; 0 on success. Read through the caller's own
+ * descriptor (pread: its offset stays where it is): closing any other descriptor of a file drops every POSIX lock this
+ * process holds on it, and SQLite holds a shared lock on its database file while a connection is open (so that another
+ * process's connection, closing, does not think itself the last one and checkpoint and delete the WAL). Only a
+ * write-only descriptor (never SQLite's) is read through a descriptor of our own, opened by /proc/self/fd. */
 static int copy_prefix(int fd, off_t size, const char *to) {
     char link[64], buf[65536];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    int in = open(link, O_RDONLY | O_CLOEXEC);
-    if (in < 0) return -1;
-    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (out < 0) {
-        close(in);
-        return -1;
+    int in = fd;
+    if ((fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        in = open(link, O_RDONLY | O_CLOEXEC);
+        if (in < 0) return -1;
     }
-    int rc = 0;
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int rc = out < 0 ? -1 : 0;
     for (off_t done = 0; done < size && rc == 0;) {
         size_t want = (size_t)(size - done) < sizeof buf ? (size_t)(size - done) : sizeof buf;
         ssize_t got = pread(in, buf, want, done);
@@ -95,8 +97,8 @@ static int copy_prefix(int fd, off_t size, const char *to) {
         }
         done += got;
     }
-    close(in);
-    if (close(out) != 0) rc = -1;
+    if (in != fd) close(in);
+    if (out >= 0 && close(out) != 0) rc = -1;
     return rc;
 }
 
