@@ -147,7 +147,9 @@ async def post(api: aiohttp.ClientSession, body: Any, **kwargs: Any) -> tuple[in
 
 
 def _read(path: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as conn:
+    # Closed here, not when the garbage collector gets to it: a connection closing last checkpoints the WAL and deletes
+    # it, and one left over a staged power cut did so with its stale view of the WAL, after the files were put back.
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         return conn.execute(sql, params).fetchall()
 
 
