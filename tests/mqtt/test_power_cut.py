@@ -34,8 +34,8 @@ async def _stored(db: Path) -> int:
 @pytest.mark.slow(seconds=8)
 @pytest.mark.crash
 async def test_a_power_cut_loses_no_pubacked_order(tmp_path: Path, powercut_shim: Path) -> None:
-    """Orders published in bursts of 10, one after another, the power cut three times while they are being stored: in the
-    end every order published is stored and its ticket on paper, none unmarked twice."""
+    """Orders published in bursts of 10, one after another, the power cut three times while they are being stored:
+    in the end every order published is stored and its ticket on paper, none unmarked twice."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
     await front.start()
