@@ -3,6 +3,8 @@
  *
  *   POWERCUT_DIR=D            the directory watched: the regular files directly in it (the agent's data directory)
  *   POWERCUT_SNAPSHOT_DIR=S   S/<name> is D/<name> as it was when its last successful fsync/fdatasync was called
+ *   POWERCUT_SYNC_MS=N        each of those syncs takes N ms longer, as on an SD card (default 0): the time between a
+ *                             commit and its durability, in which a cut must not lose what was already announced
  *
  * The model is the strict one: after a power cut a file holds what it held when its last successful fsync or fdatasync
  * was called, nothing written after, and a file never fsynced is gone (the test deletes a file that has no snapshot;
@@ -37,17 +39,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char watched_dir[PATH_MAX];
 static char snapshot_dir[PATH_MAX];
 static int active;
+static long delay_ms;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void setup(void) {
     const char *dir = getenv("POWERCUT_DIR");
     const char *snapshots = getenv("POWERCUT_SNAPSHOT_DIR");
+    const char *ms = getenv("POWERCUT_SYNC_MS");
+    delay_ms = ms ? atol(ms) : 0;
     /* /proc/self/fd names resolved paths: compare against the resolved directory */
     if (dir && snapshots && realpath(dir, watched_dir) && realpath(snapshots, snapshot_dir)) active = 1;
 }
@@ -114,6 +120,9 @@ static int synced(int fd, int (*real)(int)) {
     snprintf(temp, sizeof temp, "%s/.%s.partial", snapshot_dir, name);
     snprintf(final, sizeof final, "%s/%s", snapshot_dir, name);
     int copied = fstat(fd, &st) == 0 && copy_prefix(fd, st.st_size, temp) == 0;
+    struct timespec t = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+    while (delay_ms > 0 && nanosleep(&t, &t) != 0) {
+    }
     errno = saved;
     int rc = real(fd);
     saved = errno;

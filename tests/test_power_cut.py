@@ -57,7 +57,8 @@ async def test_a_power_cut_loses_no_acknowledged_order_and_prints_nothing_unmark
         printers={"kitchen": kitchen.port, "front": front.port},
         store_id="power-cut",
     )
-    power = PowerCut(powercut_shim, data_dir, tmp_path / "durable")
+    # Syncs as slow as an SD card's: a commit is not durable for 10 ms, long enough for a cut to land there.
+    power = PowerCut(powercut_shim, data_dir, tmp_path / "durable", sync_ms=10)
     agent = AgentProcess(config, port, tmp_path / "agent.log", env=power.env())
 
     acknowledged: list[str] = []  # in the order the 2xx answers came

@@ -32,11 +32,13 @@ def build_shim(cache: Path) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class PowerCut:
-    """The shim at ``shim`` watching ``data_dir``; what each file's last fsync made durable kept in ``snapshots``."""
+    """The shim at ``shim`` watching ``data_dir``; what each file's last fsync made durable kept in ``snapshots``;
+    each of those fsyncs ``sync_ms`` slower (an SD card's 10 ms: the window in which a commit is not yet durable)."""
 
     shim: Path
     data_dir: Path
     snapshots: Path
+    sync_ms: int = 0
 
     def env(self) -> dict[str, str]:
         """The environment for an agent process (``AgentProcess(env=...)``) whose syncs are recorded."""
@@ -46,6 +48,7 @@ class PowerCut:
             "LD_PRELOAD": str(self.shim),
             "POWERCUT_DIR": str(self.data_dir),
             "POWERCUT_SNAPSHOT_DIR": str(self.snapshots),
+            "POWERCUT_SYNC_MS": str(self.sync_ms),
         }
 
     def cut(self, names: tuple[str, ...] = DATABASE_FILES) -> dict[str, int]:

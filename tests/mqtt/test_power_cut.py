@@ -47,7 +47,7 @@ async def test_a_power_cut_loses_no_pubacked_order(tmp_path: Path, powercut_shim
         f'\n[mqtt]\nurl = "{broker.url}"\nusername = "{AGENT_USER}"\npassword = "{AGENT_PASSWORD}"\n'
         "reconnect_max_s = 0.5\n"
     )
-    power = PowerCut(powercut_shim, tmp_path / "data", tmp_path / "durable")
+    power = PowerCut(powercut_shim, tmp_path / "data", tmp_path / "durable", sync_ms=10)  # an SD card's syncs
     agent = agent_process(
         tmp_path, {"kitchen": kitchen, "front": front}, store_id="cut-mqtt", extra=mqtt, env=power.env()
     )
