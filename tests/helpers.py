@@ -498,3 +498,15 @@ def damage_table(db: Path, table: str) -> None:
     with db.open("r+b") as file:
         file.seek(size * (root - 1))
         file.write(b"\xde\xad\xbe\xef" * 64)
+
+
+def ticket_variant(text: str) -> tuple[str | None, int | None]:
+    """What a kitchen ticket is, from its text: a whole ticket (None), or change / cancel / added with its revision."""
+    revision = re.search(r"Rev\. (\d+)", text)
+    if "STORNO" in text:
+        return "cancel", int(revision.group(1)) if revision else None
+    if "ÄNDERUNG" in text:
+        # A change ticket lists lines with a sign or an arrow; a station's first ticket lists them plain.
+        variant = "change" if re.search(r"^(\+ |- |~ |\d+ -> )", text, re.MULTILINE) else "added"
+        return variant, int(revision.group(1)) if revision else None
+    return None, None

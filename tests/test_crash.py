@@ -9,7 +9,6 @@ import copy
 import json
 import os
 import random
-import re
 import sqlite3
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from edge.sim.orders import make_order
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
-from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
+from tests.helpers import TOKEN, api_client, db_rows, eventually, ticket_variant, wait_until
 
 ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))
 KILLS = int(os.environ.get("EDGE_CRASH_KILLS", "5"))
@@ -39,18 +38,6 @@ def make_changed(order: dict) -> dict:
     changed["items"][0]["qty"] += 1
     changed["items"].append(dict(changed["items"][0], sku="TIRAMISU", name="Tiramisu", qty=1, modifiers=[], note=None))
     return changed
-
-
-def ticket_variant(text: str) -> tuple[str | None, int | None]:
-    """What a kitchen ticket is, from its text: a whole ticket (None), or change / cancel / added with its revision."""
-    revision = re.search(r"Rev\. (\d+)", text)
-    if "STORNO" in text:
-        return "cancel", int(revision.group(1)) if revision else None
-    if "ÄNDERUNG" in text:
-        # A change ticket lists lines with a sign or an arrow; a station's first ticket lists them plain.
-        variant = "change" if re.search(r"^(\+ |- |~ |\d+ -> )", text, re.MULTILINE) else "added"
-        return variant, int(revision.group(1)) if revision else None
-    return None, None
 
 
 @pytest.mark.crash

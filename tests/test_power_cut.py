@@ -18,8 +18,7 @@ from edge.sim.ports import free_port
 from edge.sim.powercut import PowerCut
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
-from tests.helpers import TOKEN, api_client, db_rows, eventually, wait_until
-from tests.test_crash import ticket_variant
+from tests.helpers import TOKEN, api_client, db_rows, eventually, ticket_variant, wait_until
 
 ORDERS = 240
 CUTS = 3
