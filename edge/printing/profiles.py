@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from edge.errors import ConfigError
 
 _IMPORTING = threading.Lock()
@@ -117,7 +119,7 @@ def load_escpos() -> None:
 
         tempfile.mkdtemp = recorded  # type: ignore[assignment]
         try:
-            import escpos.capabilities  # noqa: F401
+            _import_capabilities()
         except OSError as err:
             if folder := os.environ.get(_PICKLE_DIR):  # the operator's own setting: say which one
                 raise ConfigError(
@@ -130,3 +132,26 @@ def load_escpos() -> None:
             tempfile.mkdtemp = real
             for path in made:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _import_capabilities() -> None:
+    """``import escpos.capabilities``, once more without its pickle when that cannot be read. python-escpos writes the
+    pickle in place and never fsyncs it, and loads it with no check: after a power cut it can be empty, cut short or
+    torn, and the import (so every start of an agent with a logo) then failed with EOFError or UnpicklingError. It is
+    a cache of the YAML database: removed, the import parses the YAML and writes it again."""
+    try:
+        import escpos.capabilities  # noqa: F401
+    except OSError:
+        raise
+    except Exception as err:
+        import platform
+
+        folder = os.environ.get(_PICKLE_DIR)
+        pickle = Path(folder, f"{platform.python_version()}.capabilities.pickle") if folder else None
+        if pickle is None or not pickle.is_file():
+            raise
+        structlog.get_logger().warning(
+            "escpos_cache_unreadable", path=str(pickle), error=f"{type(err).__name__}: {err}", effect="rebuilt"
+        )
+        pickle.unlink()
+        importlib.import_module("escpos.capabilities")

@@ -1,0 +1,84 @@
+"""The data directory's files other than the database after a power cut: caches that come back empty, cut short or as
+garbage are rebuilt, and the agent starts and prints. Which states each file can be left in, and why: the table in
+docs/operations.md ("Files and power cuts")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess
+from tests.helpers import agent_process, api_client, post, wait_until
+
+# How a file written without an fsync (in place, or renamed into place) can come back after a power cut on ext4.
+DAMAGE: dict[str, Callable[[bytes], bytes]] = {
+    "empty": lambda data: b"",
+    "cut-short": lambda data: data[: len(data) // 2],
+    "garbage": lambda data: bytes(b ^ 0x5A for b in data[:64]) + data[64:],
+}
+
+
+def _damage(paths: list[Path], how: str) -> list[str]:
+    """Each file put in the state ``how``; returns their names (for the failure message)."""
+    for path in paths:
+        path.write_bytes(DAMAGE[how](path.read_bytes()))
+    return sorted(p.name for p in paths)
+
+
+async def _prints_an_order(agent: AgentProcess, kitchen: SimPrinter, front: SimPrinter, n: int, what: str) -> None:
+    """The agent (started) takes order ``n`` with a receipt (the front printer's has the logo: python-escpos at work)
+    and both tickets reach paper."""
+    before = len(kitchen.printed), len(front.printed)
+    async with api_client(agent.port) as api:
+        status, body = await post(api, make_order(n, prefix="files", print_receipt=True))
+        assert status == 201, body
+    await wait_until(
+        lambda: len(kitchen.printed) > before[0] and len(front.printed) > before[1], 10, f"order {n} printed ({what})"
+    )
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+async def test_caches_torn_by_a_power_cut_are_rebuilt_and_the_agent_prints(tmp_path: Path, how: str) -> None:
+    """After a good run (which leaves the printing-check fingerprint, jinja2's compiled templates and python-escpos'
+    printer database pickle in data/cache, none of them fsynced), each is put in the state ``how``: the next start is
+    READY and prints an order with a logo receipt. Then only the escpos pickle is damaged while the printing check is
+    cached (so python-escpos is first imported after READY, by the warm-up): the agent still prints."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    logo = tmp_path / "logo.png"
+    await asyncio.to_thread(Image.new("L", (200, 50), 0).save, logo)
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
+    text = agent.config.read_text(encoding="utf-8")
+    agent.config.write_text(text.replace("[printers.front]\n", f'[printers.front]\nlogo = "{logo}"\n'), "utf-8")
+    cache = tmp_path / "data" / "cache"
+    started = time.monotonic()
+    try:
+        await agent.start()
+        await _prints_an_order(agent, kitchen, front, 1, "a good run")
+        assert await agent.terminate() == 0
+        pickles = sorted(cache.glob("*.capabilities.pickle"))
+        templates = sorted((cache / "templates").glob("*.cache"))
+        assert pickles and templates and (cache / "printing-check").exists()
+
+        damaged = _damage([*pickles, *templates, cache / "printing-check"], how)
+        await agent.start()
+        await _prints_an_order(agent, kitchen, front, 2, f"{how}: {damaged}")
+        assert await agent.terminate() == 0
+
+        damaged = _damage(pickles, how)  # the printing check's fingerprint stays: escpos loads after READY
+        await agent.start()
+        await _prints_an_order(agent, kitchen, front, 3, f"{how}, printing check cached: {damaged}")
+        assert await agent.terminate() == 0
+        print(f"3 starts in {time.monotonic() - started:.1f} s")
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()
