@@ -25,7 +25,9 @@
  * msync(2), files opened O_SYNC/O_DSYNC, and sync_file_range(2) (not a durability barrier: it flushes no metadata and
  * no drive cache). SQLite's unix VFS syncs with fdatasync (fsync for directories); Python's os.fsync and os.fdatasync
  * are the same libc calls. A file's directory entry is taken as durable once the file is fsynced, an unlink at once
- * (edge/sim/powercut.py leaves a deleted file deleted).
+ * (edge/sim/powercut.py leaves a deleted file deleted), a rename (rename(2), renameat(2)) into the directory at once:
+ * the new name's snapshot is the source's, or an empty file when the source was never synced (ext4's zero-length file
+ * after a rename without an fsync). renameat2(2) (mv) is not intercepted.
  *
  * Built by edge/sim/powercut.py with the system's C compiler: cc -shared -fPIC -O2 -o powercut.so powercut.c -ldl
  */
@@ -153,4 +155,72 @@ int fdatasync(int fd) {
     static int (*real)(int);
     if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
     return synced(fd, real);
+}
+
+/* The name of `p` (relative to the directory open as dirfd, or to the working directory for AT_FDCWD) when it is
+ * directly in the watched directory, else NULL. The file itself may not exist (a rename's target, a source gone). */
+static const char *watched_path(int dirfd, const char *p, char *out, size_t size) {
+    char joined[PATH_MAX], dir[PATH_MAX], resolved[PATH_MAX];
+    if (p[0] == '/' || dirfd == AT_FDCWD) {
+        snprintf(joined, sizeof joined, "%s", p);
+    } else {
+        char link[64];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+        ssize_t n = readlink(link, dir, sizeof dir - 1);
+        if (n < 0) return NULL;
+        dir[n] = '\0';
+        snprintf(joined, sizeof joined, "%s/%s", dir, p);
+    }
+    const char *slash = strrchr(joined, '/');
+    const char *base = slash ? slash + 1 : joined;
+    if (slash == joined) snprintf(dir, sizeof dir, "/");
+    else if (slash) snprintf(dir, sizeof dir, "%.*s", (int)(slash - joined), joined);
+    else snprintf(dir, sizeof dir, ".");
+    if (*base == '\0' || realpath(dir, resolved) == NULL || strcmp(resolved, watched_dir) != 0) return NULL;
+    snprintf(out, size, "%s", base);
+    return out;
+}
+
+/* A rename into a name of the watched directory: the new name's durable content is the source's snapshot (taken as
+ * durable at once, like an unlink: the model does not ask for the directory's fsync), or, when the source was never
+ * synced, an empty file: what ext4 can leave of a file renamed into place without an fsync (the rename reached the
+ * journal, the data did not). */
+static void renamed(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    char oldname[PATH_MAX], newname[PATH_MAX], from[2 * PATH_MAX + 16], to[2 * PATH_MAX + 16];
+    pthread_once(&once, setup);
+    if (!active || watched_path(newdirfd, newpath, newname, sizeof newname) == NULL) return;
+    int saved = errno;
+    pthread_mutex_lock(&lock);
+    snprintf(to, sizeof to, "%s/%s", snapshot_dir, newname);
+    int moved = 0;
+    if (watched_path(olddirfd, oldpath, oldname, sizeof oldname) != NULL) {
+        snprintf(from, sizeof from, "%s/%s", snapshot_dir, oldname);
+        moved = rename(from, to) == 0;
+    }
+    if (!moved) {
+        int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0) {
+            fprintf(stderr, "powercut: cannot record the rename to %s: %s\n", newname, strerror(errno));
+            abort();
+        }
+        close(out);
+    }
+    pthread_mutex_unlock(&lock);
+    errno = saved;
+}
+
+int rename(const char *oldpath, const char *newpath) {
+    static int (*real)(const char *, const char *);
+    if (!real) real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    int rc = real(oldpath, newpath);
+    if (rc == 0) renamed(AT_FDCWD, oldpath, AT_FDCWD, newpath);
+    return rc;
+}
+
+int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    static int (*real)(int, const char *, int, const char *);
+    if (!real) real = (int (*)(int, const char *, int, const char *))dlsym(RTLD_NEXT, "renameat");
+    int rc = real(olddirfd, oldpath, newdirfd, newpath);
+    if (rc == 0) renamed(olddirfd, oldpath, newdirfd, newpath);
+    return rc;
 }

@@ -420,10 +420,19 @@ def small_disk(folder: Path, mib: int) -> Iterator[Path]:
         subprocess.run(["umount", str(folder)], capture_output=True, timeout=10)
 
 
-async def edge(*args: str, kill_after_s: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python -m edge ARGS` as its own process; killed after ``kill_after_s`` seconds (then the test fails on it)."""
+async def edge(
+    *args: str, kill_after_s: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m edge ARGS` as its own process (``env``: added to the environment); killed after ``kill_after_s``
+    seconds (then the test fails on it)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+        sys.executable,
+        "-m",
+        "edge",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout=kill_after_s)
