@@ -10,12 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from edge.sim.orders import make_order
+from edge.sim.ports import free_port
+from edge.sim.powercut import PowerCut
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess
-from tests.helpers import agent_process, api_client, post, wait_until
+from edge.sim.process import AgentProcess, write_config
+from edge.sim.smtp import SmtpSink
+from tests.helpers import TOKEN, agent_process, api_client, edge, post, wait_until
 
 # How a file written without an fsync (in place, or renamed into place) can come back after a power cut on ext4.
 DAMAGE: dict[str, Callable[[bytes], bytes]] = {
@@ -82,3 +86,55 @@ async def test_caches_torn_by_a_power_cut_are_rebuilt_and_the_agent_prints(tmp_p
         await agent.close()
         await kitchen.stop()
         await front.stop()
+
+
+async def test_the_agent_down_alerts_state_survives_a_power_cut(tmp_path: Path, powercut_shim: Path) -> None:
+    """`edge health --alert` (the timer) under the power-cut shim: down twice, so the manager gets ALERT; the power
+    goes; the agent is back: the manager gets RESOLVED. The state that says "ALERT was mailed" must be durable before
+    the command ends, or the cut takes it and the all-clear is never mailed (before: health-state.json was written in
+    place and never fsynced, so the cut left nothing of it)."""
+    sink = SmtpSink()
+    await sink.start()
+    port, data_dir = free_port(), tmp_path / "data"
+    mail = f"""
+[smtp]
+host = "127.0.0.1"
+port = {sink.port}
+security = "none"
+sender = "edge@store.test"
+
+[alerts]
+to = ["chef@store.test"]
+"""
+    config = write_config(
+        tmp_path / "edge.toml", data_dir=data_dir, api_port=port, token=TOKEN, printers={"kitchen": 9, "front": 9}
+    )
+    config.write_text(config.read_text(encoding="utf-8") + mail, encoding="utf-8")
+    power = PowerCut(powercut_shim, data_dir, tmp_path / "durable")
+    env = {**power.env(), "EDGE_AGENT_LANGUAGE": "en"}
+
+    async def health() -> str:
+        done = await edge("health", "--alert", "--config", str(config), env=env)
+        return done.stdout.strip()
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"ready": True, "checks": {}})
+
+    app = web.Application()
+    app.router.add_get("/ready", ready)
+    runner = web.AppRunner(app)
+    try:
+        assert (await health()).startswith("UNHEALTHY")
+        assert (await health()).startswith("UNHEALTHY")
+        assert [str(m["Subject"]) for m in sink.messages][-1].endswith("ALERT: edge agent is not running")
+        kept = await asyncio.to_thread(power.cut, ("health-state.json",))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        assert (await health()).startswith("healthy")
+        subjects = [str(m["Subject"]).split("] ", 1)[1] for m in sink.messages]
+        assert subjects == ["ALERT: edge agent is not running", "RESOLVED: edge agent is back"], (
+            f"after a power cut that kept {kept} of the health state"
+        )
+    finally:
+        await runner.cleanup()
+        await sink.stop()

@@ -9,6 +9,7 @@ that state is written (to the runtime directory if the data directory refuses), 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -22,6 +23,7 @@ from edge.alerts.mailer import Mailer
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import AlertError
+from edge.ops.durable import write_durably
 from edge.store.alerts import Mail
 
 log = structlog.get_logger()
@@ -97,17 +99,22 @@ class AgentDownAlert:
                 continue
         return HealthState()
 
-    def _save(self, state: HealthState) -> bool:
-        text = json.dumps(dataclasses.asdict(state))
+    async def _save(self, state: HealthState) -> bool:
+        return await asyncio.to_thread(self._write, state)
+
+    def _write(self, state: HealthState) -> bool:
+        """Durably (whole, fsynced, before the mail it records goes): a state written in place and never synced came
+        back empty or not at all after a power cut, and the manager told "down" never got the all-clear."""
+        text = json.dumps(dataclasses.asdict(state)).encode()
         data_file, runtime_file = _state_paths(self._settings)
         try:
-            data_file.write_text(text)
+            write_durably(data_file, text)
             runtime_file.unlink(missing_ok=True)  # the data directory takes writes again: one place only
             return True
         except OSError as err:
             log.error("health_state_not_written", path=str(data_file), error=str(err))
         try:
-            runtime_file.write_text(text)
+            write_durably(runtime_file, text)  # tmpfs: gone with the power anyway, whole until then
             return True
         except OSError as err:
             log.error("health_state_not_written", path=str(runtime_file), error=str(err))
@@ -130,19 +137,19 @@ class AgentDownAlert:
             if state.alerted:  # the last mail said down
                 await self._send(told=back, untold=state, healthy=True, reason=reason, since=self._clock.wall())
             else:
-                self._save(back)
+                await self._save(back)
             return
         state.failures += 1
         state.since = state.since or self._clock.wall()
         log.error("agent_unhealthy", reason=reason, failures=state.failures)
         if state.alerted or state.failures < FAILURES_BEFORE_ALERT:
-            self._save(state)
+            await self._save(state)
             return
         if self._in_storm_window(state):
             if state.failures == FAILURES_BEFORE_ALERT:  # a new outage, counted once
                 state.guarded += 1
                 log.warning("agent_down_storm_guarded", outages=state.guarded)
-            self._save(state)
+            await self._save(state)
             return
         told = dataclasses.replace(state, alerted=True, mailed_mono=self._clock.mono(), boot_id=_boot_id(), guarded=0)
         await self._send(told=told, untold=state, healthy=False, reason=reason, since=state.since)
@@ -151,23 +158,23 @@ class AgentDownAlert:
         mail = agent_down_mail(self._settings, healthy=healthy, reason=reason, since=since, more=untold.guarded)
         if not self._settings.smtp.host or not mail.recipients:
             log.warning("health_alert_not_mailed", reason="smtp.host or alerts.to not configured", healthy=healthy)
-            self._save(untold)
+            await self._save(untold)
             return
         # Written before it is sent: a state that cannot be written would send this mail again at every run.
         told = dataclasses.replace(told, owed=[], owed_mail=None)
-        if not self._save(told):
+        if not await self._save(told):
             log.error("health_alert_not_mailed", reason="its state cannot be written anywhere", healthy=healthy)
             return
         try:
             delivery = await Mailer(self._settings.smtp).send(mail)
         except AlertError as err:
             log.error("health_alert_mail_failed", error=str(err))
-            self._save(untold)  # the next run tries again
+            await self._save(untold)  # the next run tries again
             return
         if delivery.deferred:
             told.owed = list(delivery.deferred)
             told.owed_mail = {"subject": mail.subject, "text": mail.text, "html": mail.html}
-            self._save(told)
+            await self._save(told)
         log.info(
             "health_alert_mailed",
             healthy=healthy,
@@ -187,7 +194,7 @@ class AgentDownAlert:
             return
         state.owed = list(delivery.deferred)
         state.owed_mail = state.owed_mail if state.owed else None
-        self._save(state)
+        await self._save(state)
         log.info(
             "health_alert_mailed",
             subject=mail.subject,

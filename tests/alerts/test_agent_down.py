@@ -3,6 +3,7 @@ durations that survive clock steps, and no mail sent again every minute when its
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -157,4 +158,19 @@ async def test_a_database_the_agent_alerts_about_itself_is_not_mailed_again_a_lo
             clock.advance(60)
         if check is full:
             assert plain_sink.messages == []
+    assert subjects(plain_sink) == ["ALERT: edge agent is not running"]
+
+
+@pytest.mark.parametrize("left", ["", '{"failures": 1, "alerted": tr', "\x00" * 40, "[1]"])
+async def test_a_torn_health_state_is_a_fresh_one(
+    make_settings: Callable[..., Settings], plain_sink: SmtpSink, left: str
+) -> None:
+    """The state file as an older agent's in-place write could leave it after a power cut (empty, cut short, zeros,
+    not an object): read as no state, so the timer goes on (two failures, then the mail) instead of stopping."""
+    settings = mail_settings(make_settings, plain_sink)
+    await asyncio.to_thread((settings.agent.data_dir / "health-state.json").write_text, left)
+    agent, clock = FakeAgent(), SteppedClock()
+    for _ in range(2):
+        await health(settings, agent, alert=True, clock=clock)
+        clock.advance(60)
     assert subjects(plain_sink) == ["ALERT: edge agent is not running"]
