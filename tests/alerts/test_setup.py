@@ -18,6 +18,7 @@ import pytest
 from dotenv import dotenv_values
 
 from edge.config import load_settings
+from edge.sim.powercut import PowerCut
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.alerts.helpers import non_interactive
@@ -374,3 +375,21 @@ def test_a_line_the_agent_would_refuse_stops_the_wizard_before_any_question(tmp_
     assert status == 2
     assert said[0].startswith(f'✗ {env} line 2: not KEY="value"') and said[0].endswith("nothing sent, nothing written.")
     assert env.read_text(encoding="utf-8") == old
+
+
+async def test_the_secrets_file_written_by_the_setup_survives_a_power_cut(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path, powercut_shim: Path
+) -> None:
+    """The fleet form under the power-cut shim watching the config's folder, then the power goes: edge.env is the new
+    one (written to a temporary file, fsynced, renamed, the folder fsynced) and edge.env.bak the old one, whole."""
+    config = write_config(tmp_path)
+    power = PowerCut(powercut_shim, tmp_path, tmp_path / "durable")
+    code, out = await run_script(
+        *non_interactive(config, sink, cert[0]), env=clean_env(**power.env()), stdin=f"{SMTP_PASSWORD}\n".encode()
+    )
+    assert code == 0, out
+    kept = await asyncio.to_thread(power.cut, ("edge.env", "edge.env.bak"))
+    assert set(kept) == {"edge.env", "edge.env.bak"}, kept
+    settings = load_settings(config, environ={})
+    assert settings.smtp.password.get() == SMTP_PASSWORD and settings.smtp.port == sink.port
+    assert (tmp_path / "edge.env.bak").read_text(encoding="utf-8") == OLD_ENV
