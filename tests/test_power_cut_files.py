@@ -13,13 +13,14 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.ports import free_port
 from edge.sim.powercut import PowerCut
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
 from edge.sim.smtp import SmtpSink
-from tests.helpers import TOKEN, agent_process, api_client, edge, post, wait_until
+from tests.helpers import TOKEN, agent_process, api_client, db_rows, edge, eventually, post, wait_until
 
 # How a file written without an fsync (in place, or renamed into place) can come back after a power cut on ext4.
 DAMAGE: dict[str, Callable[[bytes], bytes]] = {
@@ -138,3 +139,94 @@ to = ["chef@store.test"]
     finally:
         await runner.cleanup()
         await sink.stop()
+
+
+@pytest.mark.crash
+async def test_an_alert_and_status_events_from_just_before_a_power_cut_are_still_sent(
+    tmp_path: Path, powercut_shim: Path
+) -> None:
+    """The agent under the power-cut shim (10 ms syncs), the mail relay and the central API both unreachable: orders
+    are answered 201 while the kitchen printer is unplugged, so a printer_offline alert is queued in the mail outbox
+    and the orders' status events in the central outbox. The power goes the moment the alert's mail is committed;
+    the printer is back, the relay and central come up, the agent starts again: the alert is mailed (once, at most
+    twice) although nothing is offline any more, and central holds events of every order answered 201."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    kitchen.set_offline(True)
+    sink = SmtpSink(port=free_port())  # started only after the cut: until then the alert cannot go
+    central = CentralSim("files-cut", token=TOKEN, strict=False)
+    await central.start()
+    await central.set_up(False)
+    port, data_dir = free_port(), tmp_path / "data"
+    extra = f'''
+[central]
+url = "{central.url}"
+token = "{TOKEN}"
+start_jitter_s = 0
+probe_up_s = 0.2
+probe_max_s = 0.2
+retry_base_s = 0.05
+retry_max_s = 0.5
+
+[smtp]
+host = "127.0.0.1"
+port = {sink.port}
+security = "none"
+sender = "edge@store.test"
+
+[alerts]
+to = ["chef@store.test"]
+group_wait_s = 0
+critical_group_wait_s = 0
+disk_free_min_mb = 0
+check_interval_s = 0.2
+'''
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=data_dir,
+        api_port=port,
+        token=TOKEN,
+        printers={"kitchen": kitchen.port, "front": front.port},
+        store_id="files-cut",
+        extra=extra,
+    )
+    db = data_dir / "edge.db"
+    power = PowerCut(powercut_shim, data_dir, tmp_path / "durable", sync_ms=10)
+    agent = AgentProcess(config, port, tmp_path / "agent.log", env={**power.env(), "EDGE_AGENT_LANGUAGE": "en"})
+    answered = []
+    try:
+        await agent.start()
+        async with api_client(port) as api:
+            for n in range(5):
+                order = make_order(n, prefix="files", print_receipt=False)
+                status, body = await post(api, order)
+                assert status == 201, body
+                answered.append(order["id"])
+        await eventually(
+            lambda: db_rows(db, "SELECT COUNT(*) FROM alert_mails WHERE kind = 'firing'"),
+            lambda rows: rows[0][0] > 0,
+            10,
+            "the printer_offline mail queued",
+        )
+        await agent.kill()
+        kept = await asyncio.to_thread(power.cut)
+        kitchen.set_offline(False)
+        await sink.start()
+        await central.set_up(True)
+        agent = AgentProcess(config, port, tmp_path / "agent.log", env={"EDGE_AGENT_LANGUAGE": "en"})
+        await agent.start()
+
+        def offline_mails() -> list[str]:
+            return [str(m["Subject"]) for m in sink.messages if "Printer kitchen unreachable" in str(m["Subject"])]
+
+        await wait_until(lambda: offline_mails(), 10, f"the alert mailed after the cut (kept {kept})")
+        await central.wait_for(lambda: {e["order_id"] for e in central.events.values()} >= set(answered), 10)
+        assert await agent.terminate() == 0
+        assert 1 <= len(offline_mails()) <= 2, [str(m["Subject"]) for m in sink.messages]
+    finally:
+        await agent.close()
+        await sink.stop()
+        await central.stop()
+        await kitchen.stop()
+        await front.stop()
