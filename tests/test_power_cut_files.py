@@ -230,3 +230,24 @@ check_interval_s = 0.2
         await central.stop()
         await kitchen.stop()
         await front.stop()
+
+
+async def test_why_the_last_start_failed_survives_a_power_cut(tmp_path: Path, powercut_shim: Path) -> None:
+    """A start that fails on a damaged database notes why (and the backup to restore) for the health check, under the
+    power-cut shim; the power goes; `edge health` still tells that reason, not only "did not answer"."""
+    data_dir = tmp_path / "data"
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=data_dir,
+        api_port=free_port(),
+        token=TOKEN,
+        printers={"kitchen": 9, "front": 9},
+    )
+    power = PowerCut(powercut_shim, data_dir, tmp_path / "durable")
+    env = power.env()
+    await asyncio.to_thread((data_dir / "edge.db").write_bytes, b"this is no database" * 300)
+    failed = await edge("run", "--config", str(config), env=env)
+    assert failed.returncode != 0
+    kept = await asyncio.to_thread(power.cut, ("start-failure",))
+    checked = await edge("health", "--config", str(config))
+    assert checked.stdout.startswith("UNHEALTHY: its last start failed:"), (kept, checked.stdout, failed.stderr[-500:])

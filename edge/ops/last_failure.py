@@ -5,8 +5,9 @@ upgrade) instead of only "cannot connect"."""
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
+
+from edge.ops.durable import write_durably
 
 _FILE = "start-failure"
 
@@ -18,14 +19,10 @@ def forget(data_dir: Path) -> None:
 
 
 def record(data_dir: Path, line: str) -> None:
-    """Best effort (the failure may be the data directory itself): written whole or not at all."""
-    temporary = data_dir / f"{_FILE}.{os.getpid()}.tmp"
-    try:
-        temporary.write_text(line + "\n", encoding="utf-8")
-        temporary.replace(data_dir / _FILE)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+    """Best effort (the failure may be the data directory itself): written whole or not at all, and fsynced (a power
+    cut left a note renamed into place unsynced empty, and the health check's mail said only "did not answer")."""
+    with contextlib.suppress(OSError):
+        write_durably(data_dir / _FILE, (line + "\n").encode("utf-8"))
 
 
 def read(data_dir: Path) -> str | None:
