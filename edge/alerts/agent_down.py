@@ -22,8 +22,8 @@ import structlog
 from edge.alerts.mailer import Mailer
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
+from edge.durable import write_durably
 from edge.errors import AlertError
-from edge.ops.durable import write_durably
 from edge.store.alerts import Mail
 
 log = structlog.get_logger()

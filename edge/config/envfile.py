@@ -3,11 +3,11 @@ written whole and atomically, private to the agent's user, the previous version 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from edge.durable import write_durably
 from edge.errors import EdgeError
 
 _KEY = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -116,31 +116,12 @@ def render_env(old: str, values: Mapping[str, str | None], *, comment: str) -> s
 
 
 def write_private(path: Path, text: str, *, owner: tuple[int, int] | None = None) -> None:
-    """Whole or not at all: a temp file beside the target (mode 0600 from the first byte, chowned to owner), every byte
-    written and fsynced, then renamed over the target. On any failure the temp file goes and the target is untouched."""
-    data = text.encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Whole or not at all (edge.durable): mode 0600 from the first byte, chowned to owner; on any failure the target is
+    untouched."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by umask; this is not
-            if owner is not None and (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != owner:
-                os.fchown(fd, *owner)
-            view = memoryview(data)
-            while view:  # os.write may write less than asked (a nearly full disk): go on until all is written
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_durably(path, text.encode("utf-8"), mode=0o600, owner=owner)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise EnvFileError(f"could not write {path}: {err.strerror or err}; the file there is unchanged") from None
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def update_env_file(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from edge.ops.durable import write_durably
+from edge.durable import write_durably
 
 _FILE = "start-failure"
 

@@ -9,13 +9,16 @@ import os
 from pathlib import Path
 
 
-def write_durably(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Blocking (two fsyncs: call it in a thread from an event loop). Raises OSError with the target untouched and no
-    temporary file left."""
+def write_durably(path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    """Blocking (two fsyncs: call it in a thread from an event loop). The file has ``mode`` (and ``owner``, uid and
+    gid) from its first byte. Raises OSError with the target untouched and no temporary file left."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
+            os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask; this is not
+            if owner is not None and (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != owner:
+                os.fchown(fd, *owner)
             view = memoryview(data)
             while view:  # os.write may write less than asked (a nearly full disk)
                 view = view[os.write(fd, view) :]
