@@ -223,6 +223,35 @@ def _run_alone(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Pat
     return result, time.monotonic() - started
 
 
+class _GroupFailed(Exception):
+    """A closing trip's COMMIT or fsync failed: ``error`` is what every caller in the group is told."""
+
+    def __init__(self, error: sqlite3.Error | StoreUnavailableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _run_closing(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path) -> tuple[T, float]:
+    """On the writer's thread, for a write that joins an open group nobody else waits to join: the body, then the
+    group's COMMIT and the WAL's fsync in the same trip (as ``_run_alone``); returns the body's result and how long the
+    fsync took. A failing body rolls back to its savepoint only, before the COMMIT: the group goes on as before. A
+    failing COMMIT rolls the whole group back; it, or a failing fsync, raises _GroupFailed."""
+    result = _run_whole(conn, body, begin=False)
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as err:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.rollback()
+        raise _GroupFailed(err) from err
+    started = time.monotonic()
+    try:
+        sync_to_disk(_wal(path), data_only=True)
+    except OSError as err:
+        raise _GroupFailed(_sync_failure(path, err)) from err
+    return result, time.monotonic() - started
+
+
 def _wal(path: Path) -> Path:
     return Path(f"{path}-wal")
 
@@ -364,6 +393,17 @@ class Database:
         if group is not None:
             group.company.set()
         self._eager_at = time.monotonic()
+
+    def _group_closed(self, group: _Group, failure: BaseException | None) -> None:
+        """A closing trip committed (and synced) the group, or failed to: its callers hear it; its committer, when its
+        turn comes, finds it gone."""
+        if self._group is group:
+            self._group = None
+        if failure is None:
+            group.done.set_result(None)
+        else:
+            group.done.set_exception(failure)
+            group.done.exception()  # retrieved: the closing caller raises it itself
 
     def _lost_if_ended(self, group: _Group, err: BaseException) -> None:
         """After a caller's writes were rolled back: if SQLite ended the whole transaction, the group is lost."""
@@ -512,7 +552,9 @@ class Database:
         A write that nobody waits to join (no group open, no caller queued for the writer, not lingering), which is a
         store's usual order, runs its COMMIT and the WAL's fsync in the same trip: one trip instead of three (body,
         COMMIT, fsync on another thread), the same guarantees. Writers that come meanwhile wait for that fsync and
-        share the next one.
+        share the next one. So does a write that may not wait joining a group nobody else waits to join (an order
+        joining a lingering claim): it commits the whole group and syncs in its trip, and every caller in the group
+        hears the outcome then.
 
         Writers that queue while the body runs join its group (fewer commits, fewer pages written). ``then`` is called
         on the loop once the body has run and the group's COMMIT is queued (or the body failed): a write it schedules
@@ -532,16 +574,31 @@ class Database:
         async with self._writer_turn():
             group = self._group
             alone = group is None and not linger and not self._queued
+            # A write that may not wait joining a group nobody else waits to join (an order joining a lingering claim)
+            # has nothing to wait for: it commits the group and syncs in its own trip too, not in two more after it.
+            closing = group is not None and not linger and not self._queued
             body = fn(self._direct)
+            conn = self._writer._conn
             if alone:
-                trip = asyncio.ensure_future(self._writer._execute(_run_alone, self._writer._conn, body, self.path))
+                trip = asyncio.ensure_future(self._writer._execute(_run_alone, conn, body, self.path))
+            elif closing:
+                trip = asyncio.ensure_future(self._writer._execute(_run_closing, conn, body, self.path))
             else:
-                trip = asyncio.ensure_future(self._writer._execute(_run_whole, self._writer._conn, body, group is None))
+                trip = asyncio.ensure_future(self._writer._execute(_run_whole, conn, body, group is None))
             cancelled = await _wait_out(trip)  # the bookkeeping below must run whatever happens to the caller
             err = trip.exception()
             if alone:
                 if err is None:
                     self._measured_fsync(trip.result()[1])
+            elif closing and isinstance(err, _GroupFailed):
+                assert group is not None
+                failed = err.error
+                err = self._store_error(failed) if isinstance(failed, sqlite3.Error) else failed
+                self._group_closed(group, err)
+            elif closing and err is None:
+                assert group is not None
+                self._measured_fsync(trip.result()[1])
+                self._group_closed(group, None)
             elif group is None and err is None:
                 group = self._group = _Group(asyncio.get_running_loop().create_future())
                 company_likely = time.monotonic() - self._eager_at < LINGER_ONLY_WITHIN_S
@@ -561,7 +618,7 @@ class Database:
                 raise err
             if cancelled:
                 raise asyncio.CancelledError
-        if alone:
+        if alone or closing:
             return trip.result()[0]  # committed and synced in its trip
         assert group is not None  # the trip succeeded: its writes are in this group
         await _to_the_end(asyncio.shield(group.done))

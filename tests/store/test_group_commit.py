@@ -261,6 +261,67 @@ async def test_an_order_arriving_while_a_claim_lingers_shares_its_commit(
         await db.close()
 
 
+async def test_an_order_joining_a_lingering_claim_commits_and_syncs_the_group_in_its_one_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody else waits to join: the order's body, the group's COMMIT and the WAL's fsync run in the order's one trip
+    to the writer's thread (not a trip for its body, then the COMMIT's, then an fsync on another thread), in one
+    commit with the claim, and both callers return only once it is durable."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    monkeypatch.setattr(db_mod, "LINGER_MAX_S", 1.0)
+    try:
+        await slow_disk(db, monkeypatch, 0.1)
+        before = await asyncio.to_thread(wal_commits, path)
+        claim = asyncio.create_task(linger_put(db, "claim"))
+        await wait_until(lambda: db._group is not None, what="the claim's group open")
+        trips = 0
+        execute = db._writer._execute
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            nonlocal trips
+            trips += 1
+            return await execute(*args, **kwargs)
+
+        monkeypatch.setattr(db._writer, "_execute", counted)
+        await put(db, "order", one_hop=True)
+        assert (trips, db._group) == (1, None)
+        await asyncio.wait_for(claim, timeout=0.05)  # told with the order, not after another trip or fsync
+        assert await asyncio.to_thread(wal_commits, path) - before == 1
+        assert await _committed(path, "claim") and await _committed(path, "order")
+    finally:
+        await db.close()
+
+
+async def test_a_failed_fsync_in_an_orders_closing_trip_tells_the_lingering_claim_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order commits the claim's group in its trip and the WAL cannot be synced: neither caller is told its write
+    is stored (the claim is not sent; the order's sender retries), and the next writes work."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    monkeypatch.setattr(db_mod, "LINGER_MAX_S", 1.0)
+    try:
+        await slow_disk(db, monkeypatch, 0.1)
+        claim = asyncio.create_task(linger_put(db, "claim"))
+        await wait_until(lambda: db._group is not None, what="the claim's group open")
+
+        def failing(wal: Path, *, data_only: bool = False) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(db_mod, "sync_to_disk", failing)
+        with pytest.raises(StoreUnavailableError, match="cannot sync the write-ahead log"):
+            await put(db, "order", one_hop=True)
+        with pytest.raises(StoreUnavailableError, match="cannot sync the write-ahead log"):
+            await asyncio.wait_for(claim, timeout=5)
+        monkeypatch.undo()
+        await put(db, "after", one_hop=True)
+        await linger_put(db, "claim-after")
+        assert await _committed(path, "after") and await _committed(path, "claim-after")
+    finally:
+        await db.close()
+
+
 async def test_a_lingering_write_alone_still_commits_and_is_durable_before_it_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
