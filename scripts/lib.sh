@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034  # sourced: the variables are used by install.sh and upgrade.sh
-# Shared by install.sh and upgrade.sh (sourced, not run): paths, messages, atomic file writes, the program's releases.
+# Shared by install.sh and upgrade.sh (sourced, not run): paths, messages, durable file writes, the program's releases.
 #
 # The program: each version is a venv of its own in $OPT/releases/<version>-<source hash>, built beside the one in
 # use and marked complete only once pip succeeded. $OPT/current points at the one in use (the units start
@@ -21,8 +21,17 @@ ME="$(basename "$0")"
 
 say() { echo "$ME: $*" 2>/dev/null || true; }  # a dropped SSH session must not stop a rollback half way
 
+# Renames the file $1 to $2 so that a power cut leaves $2 whole (the old or the new one): $1's data synced before the
+# rename (ext4 may otherwise keep the rename and lose the data: an empty $2; its auto_da_alloc covers only a rename over
+# an existing file), the directory synced after it (else the rename itself may be lost). `sync FILE` fsyncs FILE.
+durable_mv() {
+    sync "$1"
+    mv -f "$1" "$2"
+    sync "$(dirname "$2")"
+}
+
 # Copies only when the content differs, so a second run leaves every file (and its mtime) alone; through a temporary
-# file and a rename, so an interrupted copy never leaves half a unit file.
+# file and a durable rename, so neither an interrupted copy nor a power cut leaves half (or none) of a unit file.
 put() {
     local src="$1" dst="$2" mode="$3"
     if [[ -f "$dst" ]] && cmp -s "$src" "$dst"; then
@@ -30,7 +39,7 @@ put() {
     fi
     mkdir -p "$(dirname "$dst")"
     install -m "$mode" "$src" "$dst.new.$$"
-    mv -f "$dst.new.$$" "$dst"
+    durable_mv "$dst.new.$$" "$dst"
     say "wrote $dst"
 }
 
@@ -59,11 +68,13 @@ current_target() {
     fi
 }
 
-# Points $CURRENT at $1 (relative to $OPT) in one rename; returns 1 when it pointed there already.
+# Points $CURRENT at $1 (relative to $OPT) in one rename, synced (the next boot starts what it points at, and the
+# database a program migrates must not outlive the switch to it); returns 1 when it pointed there already.
 switch_current() {
     [[ "$(readlink "$CURRENT" 2>/dev/null)" == "$1" ]] && return 1
     ln -sfn "$1" "$OPT/.current.new.$$"
     mv -T "$OPT/.current.new.$$" "$CURRENT"
+    sync "$OPT"
     say "program in use: $OPT/$1"
 }
 

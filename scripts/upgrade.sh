@@ -61,7 +61,9 @@ uptime_s() {  # seconds since boot: deadlines must not move when NTP steps the c
     echo "${up%.*}"
 }
 
-journal() {  # journal KEY=VALUE...: what a rollback needs, written whole (temporary file, rename) at every step
+# journal KEY=VALUE...: what a rollback needs, written whole at every step (temporary file, fsync, rename, directory
+# fsync: a power cut leaves the previous journal or this one, never an empty one).
+journal() {
     local pair
     for pair in "$@"; do
         printf -v "${pair%%=*}" '%s' "${pair#*=}"
@@ -71,7 +73,39 @@ journal() {  # journal KEY=VALUE...: what a rollback needs, written whole (tempo
             printf '%s=%q\n' "$pair" "${!pair}"
         done
     } >"$JOURNAL.new"
-    mv -f "$JOURNAL.new" "$JOURNAL"
+    durable_mv "$JOURNAL.new" "$JOURNAL"
+}
+
+JOURNAL_KEYS=(OLD_TARGET OLD_VERSION OLD_SCHEMA NEW NEW_VERSION BACKUP STARTED STEP)
+
+# Sets the journal's keys, read as data, not run (a power cut may have left any text there); returns 1 and sets
+# nothing unless it holds every key a rollback needs, each on a whole line, and names a program to go back to. Before
+# journal() synced, a power cut soon after the first write (step stop) could leave it empty or cut short.
+read_journal() {
+    local line key value
+    local -A found=()
+    while IFS= read -r line; do  # a last line without its newline was cut short: not read
+        key="${line%%=*}"
+        value="${line#*=}"
+        [[ "$line" == *=* && "$key" =~ ^[A-Z_]+$ && " ${JOURNAL_KEYS[*]} " == *" $key "* ]] || return 1
+        if [[ "$value" == "''" ]]; then  # printf %q of an empty value
+            value=""
+        elif [[ "$value" == *[\'\"\$\`]* ]]; then
+            return 1  # not a value journal() writes for our paths, versions and numbers
+        else
+            # shellcheck disable=SC2162  # without -r: read undoes the backslashes printf %q puts before blanks
+            IFS= read value <<<"$value"
+        fi
+        found[$key]="$value"
+    done <"$JOURNAL"
+    for key in "${JOURNAL_KEYS[@]}"; do
+        [[ -v "found[$key]" ]] || return 1
+    done
+    [[ -n "${found[OLD_TARGET]}" && -d "$OPT/${found[OLD_TARGET]}" && -n "${found[NEW]}" ]] || return 1
+    [[ "${found[OLD_SCHEMA]}" =~ ^[0-9]+$ && "${found[STARTED]}" =~ ^[01]$ ]] || return 1
+    for key in "${JOURNAL_KEYS[@]}"; do
+        printf -v "$key" '%s' "${found[$key]}"
+    done
 }
 
 step() {
@@ -80,14 +114,18 @@ step() {
 }
 
 save_units() {
-    local unit
+    local unit saved=()
     rm -rf "$STATE/units"
     mkdir -p "$STATE/units"
     for unit in "${UNIT_FILES[@]}"; do
         if [[ -f "$UNITS/$unit" ]]; then
             cp -p "$UNITS/$unit" "$STATE/units/$unit"
+            saved+=("$STATE/units/$unit")
         fi
     done
+    # On disk before the journal a rollback restores them by: else a power cut can leave them empty, and the rollback
+    # would put empty unit files in place of the old ones.
+    sync "${saved[@]}" "$STATE/units" "$STATE"
 }
 
 restore_units() {
@@ -151,14 +189,21 @@ trap 'exit 143' TERM
 
 take_install_lock  # (a second upgrade waits for nobody: it refuses)
 mkdir -p "$STATE"
-if [[ -f "$JOURNAL" ]]; then
-    # shellcheck disable=SC1090  # our own journal, root's, written above
-    source "$JOURNAL"
+if [[ -f "$JOURNAL" ]] && read_journal; then
     rollback "interrupted by a kill or a power cut"
     trap 'exit 129' HUP
     trap 'exit 130' INT
     trap 'exit 143' TERM
     set -e
+elif [[ -f "$JOURNAL" ]]; then
+    # Left by an upgrade.sh from before journal() synced, cut by a power cut soon after its first write (step stop:
+    # the build done, the agent being stopped, nothing switched). A journal lost from a later step leaves no worse: the
+    # program in use is whole (one rename switches it, synced before the migration) and migrates the database to its
+    # own schema at start. So: that program stays and starts, and the upgrade goes on from it.
+    log "the journal of an interrupted upgrade ($JOURNAL) is empty or cut short (a power cut soon after it was" \
+        "written): nothing to roll back by; the program in use stays ($OPT/$(current_target)) and the upgrade goes on"
+    rm -rf "$STATE"
+    service start edge-agent.service edge-health-check.timer || true
 fi
 
 OLD_TARGET="$(current_target)"

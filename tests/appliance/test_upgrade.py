@@ -602,3 +602,30 @@ async def test_upgrade_from_a_box_installed_before_releases(box: Box) -> None:
     assert await box.installed_version() == "0.2.0" and (opt / "venv/bin/edge").exists()
     await wait_until(box.ready)
     assert set(orders) <= await box.order_ids()
+
+
+@pytest.mark.parametrize("left", ["empty", "cut-short"])
+async def test_a_journal_a_power_cut_emptied_or_cut_short_does_not_stop_the_next_upgrade(box: Box, left: str) -> None:
+    """upgrade.sh killed right after it first wrote its journal (step stop), and the journal then as a power cut leaves
+    a file renamed into place unsynced: empty, or cut off inside a line. The next boot starts the agent; the next
+    upgrade.sh neither rolls back by a journal that names nothing to roll back to nor dies on it (before: "unbound
+    variable" at every run, until someone deleted the journal by hand): it says so, and completes the upgrade."""
+    orders = await box.push("before", 2)
+    process, output = await interrupt_upgrade_at(box, "stop", signal.SIGKILL)
+    text = "".join(output)
+    journal = box.root / "opt/edge-agent/upgrade/journal"
+    whole = journal.read_text()
+    assert process.returncode != 0 and whole.startswith("OLD_TARGET="), text
+    journal.write_text("" if left == "empty" else whole[: whole.index("\n", whole.index("\n") + 1) + 7])
+    started = await box.systemctl("start", "edge-agent.service")  # what the next boot does
+    assert started.returncode == 0, started.stdout
+    await wait_until(box.ready)
+
+    rerun = await box.upgrade(box.prepared.new)
+    assert rerun.returncode == 0, text + "\n--- rerun ---\n" + rerun.stdout
+    assert "unbound variable" not in rerun.stdout and "empty or cut short" in rerun.stdout, rerun.stdout
+    assert await box.installed_version() == "0.2.0"
+    assert not journal.parent.exists()
+    await wait_until(box.ready)
+    assert set(orders) <= await box.order_ids()
+    assert await box.schema() == LATEST + 1
