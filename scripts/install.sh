@@ -145,8 +145,10 @@ do_install() {
     put "$SOURCE/README.md" "$OPT/README.md" 0644
 
     # The config is the technician's: written once from the example, never overwritten.
+    # Each written whole and synced (lib.sh durable_mv): a power cut right after the install must not leave it empty.
     if [[ ! -f "$ETC/edge.toml" ]]; then
-        install -m 0600 "$SOURCE/edge.example.toml" "$ETC/edge.toml"
+        install -m 0600 "$SOURCE/edge.example.toml" "$ETC/.edge.toml.new.$$"
+        durable_mv "$ETC/.edge.toml.new.$$" "$ETC/edge.toml"
         say "wrote $ETC/edge.toml from the example: set store_id, printers and the token"
     fi
     # The one secrets file: read by systemd (EnvironmentFile=) and by every edge command, which runs as the agent's
@@ -154,11 +156,12 @@ do_install() {
     if [[ ! -f "$ETC/edge.env" ]]; then
         local token
         token="$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')"
-        install -m 0600 /dev/null "$ETC/edge.env"
+        install -m 0600 /dev/null "$ETC/.edge.env.new.$$"
         printf '%s\n' \
             '# The secrets file: EDGE_<SECTION>_<KEY>="value", read by systemd and the agent alike (docs/configuration.md).' \
             '# The API token the central backend sends as Authorization: Bearer ...; setup-notifications adds the mail keys.' \
-            "EDGE_API_TOKEN=$token" > "$ETC/edge.env"
+            "EDGE_API_TOKEN=$token" >"$ETC/.edge.env.new.$$"
+        durable_mv "$ETC/.edge.env.new.$$" "$ETC/edge.env"
         say "wrote $ETC/edge.env (the secrets file) with a new random EDGE_API_TOKEN: give it to the central backend"
     fi
     chmod 0600 "$ETC/edge.env"

@@ -27,7 +27,8 @@
  * are the same libc calls. A file's directory entry is taken as durable once the file is fsynced, an unlink at once
  * (edge/sim/powercut.py leaves a deleted file deleted), a rename (rename(2), renameat(2)) into the directory at once:
  * the new name's snapshot is the source's, or an empty file when the source was never synced (ext4's zero-length file
- * after a rename without an fsync). renameat2(2) (mv) is not intercepted.
+ * after a rename without an fsync). renameat2(2) (coreutils mv calls it) is taken as a rename too, but for
+ * RENAME_EXCHANGE, which is not modelled (nothing here swaps files).
  *
  * Built by edge/sim/powercut.py with the system's C compiler: cc -shared -fPIC -O2 -o powercut.so powercut.c -ldl
  */
@@ -222,5 +223,13 @@ int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpat
     if (!real) real = (int (*)(int, const char *, int, const char *))dlsym(RTLD_NEXT, "renameat");
     int rc = real(olddirfd, oldpath, newdirfd, newpath);
     if (rc == 0) renamed(olddirfd, oldpath, newdirfd, newpath);
+    return rc;
+}
+
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
+    static int (*real)(int, const char *, int, const char *, unsigned int);
+    if (!real) real = (int (*)(int, const char *, int, const char *, unsigned int))dlsym(RTLD_NEXT, "renameat2");
+    int rc = real(olddirfd, oldpath, newdirfd, newpath, flags);
+    if (rc == 0 && !(flags & RENAME_EXCHANGE)) renamed(olddirfd, oldpath, newdirfd, newpath);
     return rc;
 }

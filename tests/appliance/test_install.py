@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.config import load_settings, read_secrets
+from edge.sim.powercut import PowerCut
 from tests.helpers import OFFLINE_BUILD, small_disk
 
 pytestmark = pytest.mark.slow(seconds=6)
@@ -95,6 +97,28 @@ def test_second_install_changes_nothing_and_keeps_the_config(root: Path, source:
     assert "wrote" not in second.stdout and "installed" not in second.stdout
     assert tree(root) == before
     assert f'data_dir = "{root}/var/lib/edge"' in (root / "etc/edge/edge.toml").read_text()
+
+
+def test_a_power_cut_right_after_install_leaves_the_secrets_file_and_config_whole(
+    root: Path, source: Path, powercut_shim: Path, tmp_path: Path
+) -> None:
+    """install.sh writes the first edge.env (a random EDGE_API_TOKEN) and edge.toml; the power goes right after it
+    (scripts/powercut.c: each file of /etc/edge as its last fsync left it). Both are whole: the agent's config loads
+    with that token. Before, edge.env was written with `printf >` and never synced: the cut left it empty, and the
+    agent refused to start ("api.token: ...")."""
+    etc = root / "etc/edge"
+    edited = (etc / "edge.toml").read_text()
+    (etc / "edge.env").unlink()
+    (etc / "edge.toml").unlink()
+    power = PowerCut(powercut_shim, etc, tmp_path / "durable")
+    again = run(source / "scripts/install.sh", "--prefix", str(root), "--python", BASE_PYTHON, env=power.env())
+    assert again.returncode == 0, again.stderr
+    power.cut(("edge.env", "edge.toml"))
+    token = read_secrets(etc / "edge.env").get("EDGE_API_TOKEN", "")
+    assert len(token) >= 32, (etc / "edge.env").read_bytes()
+    assert (etc / "edge.toml").read_text() == (source / "edge.example.toml").read_text()
+    (etc / "edge.toml").write_text(edited)  # the tests below use the data directory under root
+    assert load_settings(etc / "edge.toml", environ={}).api.token.get() == token
 
 
 def test_uninstall_keeps_data_and_purge_removes_it(root: Path, source: Path) -> None:
