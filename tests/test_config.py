@@ -247,6 +247,28 @@ def test_old_dotenv_beside_the_config_is_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(("secrets", "state"), [("", "it is empty"), (None, "there is no such file")])
+def test_a_missing_api_token_names_the_secrets_file_and_what_is_wrong_with_it(
+    tmp_path: Path, secrets: str | None, state: str
+) -> None:
+    """No token in the config and an empty (a power cut right after install.sh wrote it) or missing secrets file: `edge
+    run` stops with one line naming the file the token is looked for in, and that it is empty or missing (before:
+    "api.token: is required unless ... (set it in the config file or EDGE_API_TOKEN)", no file named)."""
+    config = write(tmp_path, MINIMAL.replace('token = "tok-0123456789abcdef"', ""))
+    env_file = tmp_path / "etc" / "edge.env"  # named by EDGE_ENV_FILE, as upgrade.sh and the unit's EnvironmentFile do
+    if secrets is not None:
+        env_file.parent.mkdir()
+        env_file.write_text(secrets, encoding="utf-8")
+        env_file.chmod(0o600)
+    result = _edge("run", "--config", str(config), env={"EDGE_ENV_FILE": str(env_file)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(
+        f"edge: config api.token: is required unless api.require_signature is true: set EDGE_API_TOKEN in {env_file}"
+        f" ({state})"
+    ), result.stderr
+
+
 @pytest.mark.parametrize("token", ["change-me", "CHANGE_ME", "changeme", " change-me "])
 def test_example_token_does_not_start_an_agent(tmp_path: Path, token: str) -> None:
     """The example's placeholder token (any spelling) stops `edge run` with one line saying where the real one goes."""

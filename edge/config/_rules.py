@@ -60,11 +60,32 @@ def receipts_by_default_need_a_printer(s: Settings) -> None:
         raise ConfigError("receipts.by_default", "is true but receipts.printer is not set")
 
 
+def _where_the_token_goes(s: Settings) -> str:
+    """The secrets file EDGE_API_TOKEN is looked for in, and when it is empty (a power cut can leave a file written
+    without an fsync so) or missing, that too."""
+    path = s.secrets_file
+    if path is None:
+        return "the secrets file edge.env beside the config"
+    try:
+        empty = path.stat().st_size == 0
+    except FileNotFoundError:
+        return f"{path} (there is no such file)"
+    except OSError:
+        return str(path)  # what keeps it from being read is the loader's error, before the rules run
+    return f"{path} (it is empty)" if empty else str(path)
+
+
 def token_or_signature_required(s: Settings) -> None:
     if not s.api.token and not s.api.require_signature:
+        if s.secrets_file is None:
+            raise ConfigError(
+                "api.token",
+                "is required unless api.require_signature is true (set it in the config file or EDGE_API_TOKEN)",
+            )
         raise ConfigError(
             "api.token",
-            "is required unless api.require_signature is true (set it in the config file or EDGE_API_TOKEN)",
+            f"is required unless api.require_signature is true: set EDGE_API_TOKEN in {_where_the_token_goes(s)}"
+            " (or token in [api] of the config file)",
         )
 
 
@@ -82,7 +103,7 @@ def placeholder_token_refused(s: Settings) -> None:
         raise ConfigError(
             "api.token",
             f"is the example's placeholder {token.strip()!r}, which anyone could guess: put a long random token in"
-            f" EDGE_API_TOKEN in {s.secrets_file or 'the secrets file edge.env beside the config'}"
+            f" EDGE_API_TOKEN in {_where_the_token_goes(s)}"
             " (e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
         )
 
