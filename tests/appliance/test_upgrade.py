@@ -583,7 +583,12 @@ async def test_upgrade_from_a_box_installed_before_releases(box: Box) -> None:
     (opt / "venv/.edge-release-complete").unlink()  # install.sh's mark of a release; that venv had none
     for script in (opt / "venv/bin").iterdir():
         if not script.is_symlink() and script.read_bytes().startswith(f"#!{old_release}/".encode()):
-            script.write_bytes(script.read_bytes().replace(str(old_release).encode(), str(opt / "venv").encode(), 1))
+            # A new file renamed over it: the release is hard-linked to the module's snapshot (copy_root), and writing
+            # in place would change the snapshot's scripts too, breaking every test after this one.
+            changed = script.with_name(script.name + ".new")
+            changed.write_bytes(script.read_bytes().replace(str(old_release).encode(), str(opt / "venv").encode(), 1))
+            shutil.copymode(script, changed)
+            changed.replace(script)
     for unit in ("edge-agent.service", "edge-health-check.service", "edge-backup.service"):
         path = box.root / "etc/systemd/system" / unit
         path.write_text(path.read_text().replace("/opt/edge-agent/current/", "/opt/edge-agent/venv/"))
