@@ -519,3 +519,17 @@ def ticket_variant(text: str) -> tuple[str | None, int | None]:
         variant = "change" if re.search(r"^(\+ |- |~ |\d+ -> )", text, re.MULTILINE) else "added"
         return variant, int(revision.group(1)) if revision else None
     return None, None
+
+
+async def post_until_taken(session: aiohttp.ClientSession, path: str, body: Any) -> None:
+    """As a backend sends: again and again until the agent answers 200/201 (it is down while killed or cut off); any
+    other answer than 503 fails the test."""
+    while True:
+        try:
+            async with session.post(path, json=body) as response:
+                if response.status in (200, 201):
+                    return
+                assert response.status == 503, await response.text()
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        await asyncio.sleep(0.05)

@@ -21,7 +21,7 @@ from edge.sim.orders import make_order
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
-from tests.helpers import TOKEN, api_client, db_rows, eventually, ticket_variant, wait_until
+from tests.helpers import TOKEN, api_client, db_rows, eventually, post_until_taken, ticket_variant, wait_until
 
 ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))
 KILLS = int(os.environ.get("EDGE_CRASH_KILLS", "5"))
@@ -81,17 +81,6 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
     for n in range(ORDERS):
         todo.put_nowait(make_order(n, prefix="crash", print_receipt=n % 3 == 0, bar=n % 5 == 0))
 
-    async def send(session: aiohttp.ClientSession, path: str, body: dict) -> None:
-        while True:  # as the backend does: retry until the agent answers
-            try:
-                async with session.post(path, json=body) as response:
-                    if response.status in (200, 201):
-                        return
-                    assert response.status == 503, await response.text()
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-            await asyncio.sleep(0.05)
-
     async def client() -> None:
         timeout = aiohttp.ClientTimeout(total=10)
         follow_ups: list[asyncio.Task[None]] = []
@@ -99,7 +88,7 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
             while not todo.empty():
                 order = todo.get_nowait()
                 central.add_orders([order])  # as the backend does: the order exists there before it is pushed
-                await send(session, "/api/v1/orders", order)
+                await post_until_taken(session, "/api/v1/orders", order)
                 acknowledged.add(order["id"])
                 revisions[order["id"]] = (1, "open")
                 follow_ups.append(asyncio.create_task(follow_up(session, order)))
@@ -152,12 +141,14 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
                 await asyncio.sleep(rng.uniform(0, 2))
             changed = make_changed(order)
             central.add_orders([changed])
-            await send(session, "/api/v1/orders", changed)
+            await post_until_taken(session, "/api/v1/orders", changed)
             revisions[order["id"]] = (2, "open")
         if n % CANCELLED == 2 or (n % CHANGED == 1 and n % CANCELLED == 1):
             await asyncio.sleep(rng.uniform(0, 2))
             revision = revisions[order["id"]][0] + 1
-            await send(session, f"/api/v1/orders/{order['id']}/cancel", {"revision": revision, "reason": "x"})
+            await post_until_taken(
+                session, f"/api/v1/orders/{order['id']}/cancel", {"revision": revision, "reason": "x"}
+            )
             revisions[order["id"]] = (revision, "cancelled")
 
     async def paper_out_mid_ticket() -> asyncio.Task[None]:

@@ -18,7 +18,7 @@ from edge.sim.ports import free_port
 from edge.sim.powercut import PowerCut
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
-from tests.helpers import TOKEN, api_client, db_rows, eventually, ticket_variant, wait_until
+from tests.helpers import TOKEN, api_client, db_rows, eventually, post_until_taken, ticket_variant, wait_until
 
 ORDERS = 240
 CUTS = 3
@@ -64,23 +64,12 @@ async def test_a_power_cut_loses_no_acknowledged_order_and_prints_nothing_unmark
     acked_before_cut: list[int] = []  # len(acknowledged) at each cut
     todo = collections.deque(range(ORDERS))
 
-    async def send(session: aiohttp.ClientSession, order: dict) -> None:
-        while True:  # as the backend does: retry until the agent answers (it is down during a cut)
-            try:
-                async with session.post("/api/v1/orders", json=order) as response:
-                    if response.status in (200, 201):
-                        return
-                    assert response.status == 503, await response.text()
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-            await asyncio.sleep(0.05)
-
     async def client() -> None:
         async with api_client(port, timeout=aiohttp.ClientTimeout(total=10)) as session:
             while todo:
                 n = todo.popleft()
                 order = make_order(n, prefix="cut", print_receipt=receipt(n), bar=bar(n))
-                await send(session, order)
+                await post_until_taken(session, "/api/v1/orders", order)
                 acknowledged.append(order["id"])
 
     async def cuts() -> None:

@@ -80,6 +80,19 @@ async def test_a_failing_writer_in_a_group_loses_only_its_own_write(tmp_path: Pa
         await db.close()
 
 
+def count_trips(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """A list that gets one entry per trip to the writer's thread from now on."""
+    trips: list[None] = []
+    execute = db._writer._execute
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        trips.append(None)
+        return await execute(*args, **kwargs)
+
+    monkeypatch.setattr(db._writer, "_execute", counted)
+    return trips
+
+
 async def test_when_sqlite_ends_the_groups_transaction_no_writer_of_it_is_told_stored(tmp_path: Path) -> None:
     """SQLite itself rolls back a whole transaction on a full disk or an I/O error (here forced with ON CONFLICT
     ROLLBACK in one writer's body): the writes of the others in the group are gone with it, so each of them gets an
@@ -275,17 +288,9 @@ async def test_an_order_joining_a_lingering_claim_commits_and_syncs_the_group_in
         before = await asyncio.to_thread(wal_commits, path)
         claim = asyncio.create_task(linger_put(db, "claim"))
         await wait_until(lambda: db._group is not None, what="the claim's group open")
-        trips = 0
-        execute = db._writer._execute
-
-        async def counted(*args: object, **kwargs: object) -> object:
-            nonlocal trips
-            trips += 1
-            return await execute(*args, **kwargs)
-
-        monkeypatch.setattr(db._writer, "_execute", counted)
+        trips = count_trips(db, monkeypatch)
         await put(db, "order", one_hop=True)
-        assert (trips, db._group) == (1, None)
+        assert (len(trips), db._group) == (1, None)
         await asyncio.wait_for(claim, timeout=0.05)  # told with the order, not after another trip or fsync
         assert await asyncio.to_thread(wal_commits, path) - before == 1
         assert await _committed(path, "claim") and await _committed(path, "order")
@@ -390,17 +395,9 @@ async def test_a_write_nobody_waits_to_join_commits_and_syncs_in_its_one_trip_to
 
     monkeypatch.setattr(db_mod, "sync_to_disk", recorded)
     try:
-        trips = 0
-        execute = db._writer._execute
-
-        async def counted(*args: object, **kwargs: object) -> object:
-            nonlocal trips
-            trips += 1
-            return await execute(*args, **kwargs)
-
-        monkeypatch.setattr(db._writer, "_execute", counted)
+        trips = count_trips(db, monkeypatch)
         await db.write(body)
-        assert (trips, threads["fsync"]) == (1, threads["body"])
+        assert (len(trips), threads["fsync"]) == (1, threads["body"])
         assert await _committed(path, "alone")
     finally:
         await db.close()
