@@ -5,6 +5,7 @@ recording what the agent publishes."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import inspect
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ import pytest
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.events import Event, EventBus, ScannerConnectionChanged, ScanRecorded
+from edge.printing.decode import decode
 from edge.sim.orders import make_order, taken_at
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
@@ -533,3 +535,19 @@ async def post_until_taken(session: aiohttp.ClientSession, path: str, body: Any)
         except (TimeoutError, aiohttp.ClientError):
             pass
         await asyncio.sleep(0.05)
+
+
+COPY_MARK = "KOPIE / COPY"
+
+
+def originals_on_paper(printed: Iterable[bytes]) -> collections.Counter[tuple[str, str]]:
+    """Each whole ticket a printer got, by (order id, station) from its QR code -> how many of its prints were not
+    marked COPY (0 when only copies came out). A ticket a kill cut short has no QR code yet and is left out: its reprint
+    follows."""
+    originals: collections.Counter[tuple[str, str]] = collections.Counter()
+    for data in printed:
+        doc = decode(data)
+        if doc.qr_codes:
+            _, _, order_id, station = doc.qr_codes[0].split(":")
+            originals[(order_id, station)] += COPY_MARK not in doc.text
+    return originals

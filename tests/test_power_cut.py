@@ -18,12 +18,21 @@ from edge.sim.ports import free_port
 from edge.sim.powercut import PowerCut
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
-from tests.helpers import TOKEN, api_client, db_rows, eventually, post_until_taken, ticket_variant, wait_until
+from tests.helpers import (
+    COPY_MARK,
+    TOKEN,
+    api_client,
+    db_rows,
+    eventually,
+    originals_on_paper,
+    post_until_taken,
+    ticket_variant,
+    wait_until,
+)
 
 ORDERS = 240
 CUTS = 3
 CLIENTS = 3
-COPY = "KOPIE / COPY"
 
 
 def receipt(n: int) -> bool:
@@ -103,19 +112,13 @@ async def test_a_power_cut_loses_no_acknowledged_order_and_prints_nothing_unmark
         assert await agent.terminate() == 0
         assert await db_rows(db, "PRAGMA integrity_check") == [("ok",)]
 
-        originals: collections.Counter[tuple[str, str]] = collections.Counter()
-        for data in kitchen.printed:
-            doc = decode(data)
-            if not doc.qr_codes:  # cut short by the kill; its reprint follows
-                continue
-            _, _, order_id, station = doc.qr_codes[0].split(":")
-            assert ticket_variant(doc.text) == (None, None)  # no changes here: whole tickets only
-            originals[(order_id, station)] += COPY not in doc.text
+        originals = originals_on_paper(kitchen.printed)
+        assert {ticket_variant(decode(data).text) for data in kitchen.printed} == {(None, None)}  # whole tickets only
         numbers = {make_order(n, prefix="cut")["number"]: n for n in range(ORDERS)}
         for data in front.printed:
             text = decode(data).text
             for n in {numbers[w] for w in text.split() if w in numbers}:
-                originals[(f"cut_{n:06d}", "receipt")] += COPY not in text
+                originals[(f"cut_{n:06d}", "receipt")] += COPY_MARK not in text
         wanted = {(f"cut_{n:06d}", "kitchen") for n in range(ORDERS)}
         wanted |= {(f"cut_{n:06d}", "bar") for n in range(ORDERS) if bar(n)}
         wanted |= {(f"cut_{n:06d}", "receipt") for n in range(ORDERS) if receipt(n)}

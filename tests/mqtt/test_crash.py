@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from pathlib import Path
 
 import pytest
 
-from edge.printing.decode import decode
 from edge.sim.broker import AGENT_PASSWORD, AGENT_USER, Backend, Broker
 from edge.sim.orders import make_order
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process, db_rows, eventually
+from tests.helpers import agent_process, db_rows, eventually, originals_on_paper
 from tests.mqtt.conftest import needs_mosquitto
 
 ROUNDS = 3
@@ -146,15 +144,6 @@ async def test_sigkill_between_commit_and_puback_redelivers_and_prints_once(tmp_
         await kitchen.stop()
         await front.stop()
 
-    originals: collections.Counter[str] = collections.Counter()
-    seen: set[str] = set()
-    for data in kitchen.printed:
-        doc = decode(data)
-        if not doc.qr_codes:  # a ticket cut short by the kill; its reprint (COPY) follows
-            continue
-        order_id = doc.qr_codes[0].split(":")[2]
-        seen.add(order_id)
-        if "KOPIE / COPY" not in doc.text:
-            originals[order_id] += 1
-    assert seen == {o["id"] for o in sent}
+    originals = originals_on_paper(kitchen.printed)
+    assert {order_id for order_id, _ in originals} == {o["id"] for o in sent}
     assert max(originals.values()) == 1  # redelivered orders printed nothing again; an uncertain one says COPY
