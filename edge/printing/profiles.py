@@ -144,14 +144,16 @@ def _import_capabilities() -> None:
     except OSError:
         raise
     except Exception as err:
-        import platform
-
-        folder = os.environ.get(_PICKLE_DIR)
-        pickle = Path(folder, f"{platform.python_version()}.capabilities.pickle") if folder else None
-        if pickle is None or not pickle.is_file():
+        folder = os.environ.get(_PICKLE_DIR)  # a *.capabilities.pickle there is only ever python-escpos' cache
+        pickles = sorted(Path(folder).glob("*.capabilities.pickle")) if folder else []
+        if not pickles:
             raise
         structlog.get_logger().warning(
-            "escpos_cache_unreadable", path=str(pickle), error=f"{type(err).__name__}: {err}", effect="rebuilt"
+            "escpos_cache_unreadable",
+            path=", ".join(map(str, pickles)),
+            error=f"{type(err).__name__}: {err}",
+            effect="rebuilt",
         )
-        pickle.unlink()
+        for pickle in pickles:
+            pickle.unlink(missing_ok=True)
         importlib.import_module("escpos.capabilities")
