@@ -39,6 +39,7 @@ from edge.sim.central import CentralSim
 from edge.sim.mqtt_fleet import measure_mqtt_fleet
 from edge.sim.orders import make_order
 from edge.sim.ports import free_port
+from edge.sim.powercut import build_shim
 from edge.sim.printer import PaperSpeed, SimPrinter
 from edge.sim.process import AgentProcess, write_config
 from edge.sim.recovery_bench import OLD_DEFAULTS, measure_fleet
@@ -304,21 +305,12 @@ def bare_python() -> dict[str, float]:
     return {"startup_s": round(startup, 3), "rss_mb": round(rss, 1)}
 
 
-SHIM_SOURCE = Path(__file__).with_name("slowfsync.c")
-
-
-def build_shim(cache: Path) -> Path | None:
-    """Compiles scripts/slowfsync.c (fsync/fdatasync counter and delay); None when there is no C compiler."""
-    out = cache / "slowfsync.so"
+def build_slowfsync(cache: Path) -> Path | None:
+    """scripts/slowfsync.c (fsync/fdatasync counter and delay) compiled; None when there is no C compiler."""
     try:
-        subprocess.run(
-            ["cc", "-shared", "-fPIC", "-O2", "-o", str(out), str(SHIM_SOURCE), "-ldl", "-lpthread"],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
+        return build_shim(cache, "slowfsync.c")
+    except RuntimeError:
         return None
-    return out
 
 
 class SyncCounter:
@@ -669,7 +661,7 @@ class Bench:
         what an SD card's slow fsync does to intake: the agent runs under scripts/slowfsync.c. Printers are instant,
         except in the paper_speed run: there they print at 250 mm/s (edge.sim.printer.PaperSpeed) and are the
         bottleneck; its paper_s is how long the kitchen printer's paper alone took."""
-        shim = build_shim(self.root)
+        shim = build_slowfsync(self.root)
         if shim is None:
             return {"skipped": "no C compiler (cc) to build scripts/slowfsync.c; storage figures need it"}
         sample = json.dumps(make_order(0, prefix="baseline")).encode()

@@ -11,22 +11,23 @@ import shutil
 import subprocess
 from pathlib import Path
 
-SHIM_SOURCE = Path(__file__).resolve().parents[2] / "scripts" / "powercut.c"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 # The database's files; the rest of the data directory (the lock, caches, the last-failure note) carries no promise.
 DATABASE_FILES = ("edge.db", "edge.db-wal", "edge.db-journal")
 
 
-def build_shim(cache: Path) -> Path:
-    """Compiles scripts/powercut.c into ``cache``. Raises with the compiler's words when it cannot: a power-cut test
-    that skipped without a compiler would pass on a machine where nothing was checked."""
-    out = cache / "powercut.so"
-    command = ["cc", "-shared", "-fPIC", "-O2", "-o", str(out), str(SHIM_SOURCE), "-ldl", "-lpthread"]
+def build_shim(cache: Path, source: str = "powercut.c") -> Path:
+    """Compiles an LD_PRELOAD shim of scripts/ (this one, or the bench's slowfsync.c) into ``cache``. Raises with the
+    compiler's words when it cannot: a power-cut test that skipped without a compiler would pass on a machine where
+    nothing was checked (the bench says so and goes on)."""
+    out = cache / Path(source).with_suffix(".so").name
+    command = ["cc", "-shared", "-fPIC", "-O2", "-o", str(out), str(SCRIPTS / source), "-ldl", "-lpthread"]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError as err:
-        raise RuntimeError(f"no C compiler (cc) to build {SHIM_SOURCE.name}: {err}") from err
     except subprocess.CalledProcessError as err:
-        raise RuntimeError(f"cc failed on {SHIM_SOURCE.name}: {err.stderr}") from err
+        raise RuntimeError(f"cc failed on {source}: {err.stderr}") from err
+    except (OSError, subprocess.TimeoutExpired) as err:  # no cc at all, or one that hangs
+        raise RuntimeError(f"no working C compiler (cc) to build {source}: {err}") from err
     return out
 
 
