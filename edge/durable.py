@@ -1,6 +1,7 @@
-"""A small file written so that a power cut leaves either the old version or the new one, whole, and the new one once
-the call returned: a temporary file beside the target, written and fsynced, renamed over the target, the directory
-fsynced. For files whose content carries a promise (what was mailed, why a start failed); caches need no fsync."""
+"""Writes a power cut cannot tear: ``sync_to_disk`` (one file's or directory's fsync, the WAL's after each commit, a
+backup's) and ``write_durably``, a small file that a power cut leaves either old or new, whole, and new once the call
+returned (a temporary file beside the target, written and fsynced, renamed over it, the directory fsynced). For files
+whose content carries a promise (what was mailed, why a start failed, the secrets); caches need no fsync."""
 
 from __future__ import annotations
 
@@ -30,8 +31,14 @@ def write_durably(path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[in
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+    sync_to_disk(path.parent)  # the rename itself
+
+
+def sync_to_disk(path: Path, *, data_only: bool = False) -> None:
+    """Flush a file (or a directory's entries) to the device; any descriptor of the file flushes what every writer of
+    it wrote. ``data_only``: fdatasync, the file's data without metadata such as its times (the WAL after a commit)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(directory)  # the rename itself
+        (os.fdatasync if data_only else os.fsync)(fd)
     finally:
-        os.close(directory)
+        os.close(fd)

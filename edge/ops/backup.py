@@ -15,10 +15,11 @@ from pathlib import Path
 import structlog
 
 from edge.config import Settings
+from edge.durable import sync_to_disk
 from edge.errors import StoreError, StoreUnreadableError
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
-from edge.store.db import read_only, sync_to_disk
+from edge.store.db import read_only
 from edge.store.files import (
     check_file,
     copy_database,

@@ -18,6 +18,7 @@ import aiosqlite
 import structlog
 
 from edge.clock import wait_real
+from edge.durable import sync_to_disk
 from edge.errors import READ_ONLY_ADVICE, StoreDamagedError, StoreError, StoreUnavailableError
 from edge.events import Event, EventBus
 from edge.store import migrations as migrations_mod
@@ -116,16 +117,6 @@ async def _to_the_end(aw: Awaitable[T]) -> T:
             task.exception()  # retrieved: the caller is being cancelled and will not see it
         raise asyncio.CancelledError
     return task.result()
-
-
-def sync_to_disk(path: Path, *, data_only: bool = False) -> None:
-    """Flush a file (or a directory's entries) to the device; any descriptor of the file flushes what every writer of
-    it wrote. ``data_only``: fdatasync, the file's data without metadata such as its times (the WAL after a commit)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        (os.fdatasync if data_only else os.fsync)(fd)
-    finally:
-        os.close(fd)
 
 
 class DirectCursor:
