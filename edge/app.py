@@ -18,7 +18,8 @@ import structlog
 from aiohttp import web
 
 from edge import __version__
-from edge.alerts import Alerter, Mailer
+from edge.alerts.alerter import Alerter
+from edge.alerts.mailer import Mailer
 from edge.api.deps import ApiDeps
 from edge.api.routes import make_api
 from edge.api.server import ApiServer
@@ -26,7 +27,8 @@ from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import Settings
 from edge.events import EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
 from edge.metrics import Metrics
-from edge.ops import DataDirLock, Housekeeping
+from edge.ops.housekeeping import Housekeeping
+from edge.ops.lock import DataDirLock
 from edge.orders.intake import OrderIntake, Router
 from edge.printing.ages import JobAges
 from edge.printing.check import PrintingCheck
@@ -38,9 +40,11 @@ from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.states import WAITING_JOB_STATES, JobState
-from edge.store import Database, JobStore, OrderStore
+from edge.store.db import Database
 from edge.store.files import remove_restore_leftover
 from edge.store.identity import first_records
+from edge.store.jobs import JobStore
+from edge.store.orders import OrderStore
 from edge.store.retention import OutboxReaders
 from edge.store.scans import BusinessDay, ScanStore
 from edge.sync import SyncService

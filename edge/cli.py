@@ -126,7 +126,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from edge.ops import DataDirLock
+    from edge.ops.lock import DataDirLock
     from edge.store import migrations
     from edge.store.db import connect_writer
     from edge.store.identity import record_store
@@ -243,8 +243,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    from edge.ops.health import health
     from edge.ops.owner import act_as_data_owner
-    from edge.ops.technician import health
 
     # The check that tells the manager the agent is down must not be stopped by what stopped the agent: a printer's
     # or a station's broken settings are left out (agent, API and mail settings are what it needs).
@@ -262,7 +262,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from edge.ops import backup_database
+    from edge.ops.backup import backup_database
 
     settings = _load(args)
     _setup_logging(settings, level="warning")
@@ -271,7 +271,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from edge.ops import restore_database
+    from edge.ops.backup import restore_database
 
     settings = _load(args)
     _setup_logging(settings, level="warning")

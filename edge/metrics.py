@@ -34,7 +34,7 @@ from edge.events import (
 from edge.printing.spooler import Spooler
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.states import WAITING_JOB_STATES, JobState, OrderSource
-from edge.store import JobStore
+from edge.store.jobs import JobStore
 
 # Paper states get their own 0/1 series so an alert rule can say "paper out" without knowing state codes.
 _PAPER = {PrinterState.PAPER_OUT: "out", PrinterState.PAPER_NEAR_END: "near_end"}

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.config import load_settings
 from edge.log import configure_logging
-from edge.ops import backup_database
+from edge.ops.backup import backup_database
 from edge.ops.measure import measure_startup
 from edge.orders.model import MAX_ITEMS, parse_order
 from edge.printing.decode import decode
@@ -44,7 +45,7 @@ from edge.sim.printer import PaperSpeed, SimPrinter
 from edge.sim.process import AgentProcess, write_config
 from edge.sim.recovery_bench import OLD_DEFAULTS, measure_fleet
 from edge.sim.smtp import SmtpSink
-from edge.store import Database
+from edge.store.db import Database
 from edge.store.history import add_printed_history
 
 TOKEN = "bench-token-0123456789"
@@ -287,11 +288,26 @@ async def smtp_send_ms(samples: int) -> float:
     return ms(percentile(times, 0.5))
 
 
+def children_cpu_s() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def command_cpu(args: list[str], runs: int = 3) -> float:
+    """The median CPU seconds of `edge ARGS` (the health timer's check runs every minute on the box)."""
+    spent = []
+    for _ in range(runs):
+        before = children_cpu_s()
+        subprocess.run([sys.executable, "-m", "edge", *args], check=True, capture_output=True, timeout=60)
+        spent.append(children_cpu_s() - before)
+    return statistics.median(spent)
+
+
 def bare_python() -> dict[str, float]:
-    """Baseline footprint: a bare interpreter's start-up and resident memory."""
-    t0 = time.perf_counter()
+    """Baseline footprint: a bare interpreter's start-up, CPU and resident memory."""
+    t0, cpu = time.perf_counter(), children_cpu_s()
     subprocess.run([sys.executable, "-c", "pass"], check=True)
-    startup = time.perf_counter() - t0
+    startup, cpu = time.perf_counter() - t0, children_cpu_s() - cpu
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         time.sleep(0.3)
@@ -302,7 +318,7 @@ def bare_python() -> dict[str, float]:
         )
     finally:
         proc.communicate(b"")
-    return {"startup_s": round(startup, 3), "rss_mb": round(rss, 1)}
+    return {"startup_s": round(startup, 3), "rss_mb": round(rss, 1), "cpu_s": cpu}
 
 
 def build_slowfsync(cache: Path) -> Path | None:
@@ -540,6 +556,7 @@ class Bench:
         await agent.terminate()
         await agent.start()
         first_ticket_restart = await self.first_ticket(agent, 1)
+        health_cpu = await asyncio.to_thread(command_cpu, ["health", "--alert", "--config", str(agent.config)])
         await self.stop_agent(agent)
         return {
             "startup_to_ready_s": round(seen.ready_s, 3),
@@ -551,6 +568,8 @@ class Bench:
             "stop_s": round(seen.stop_s, 3),
             "baseline_startup_s": base["startup_s"],
             "baseline_rss_mb": base["rss_mb"],
+            "health_check_cpu_ms": ms(health_cpu),
+            "baseline_python_cpu_ms": ms(base["cpu_s"]),
         }
 
     async def first_ticket(self, agent: AgentProcess, seq: int) -> float:
@@ -968,6 +987,7 @@ def table(result: dict[str, Any]) -> str:
         rows.append(f"restart to READY s              {f['restart_to_ready_s']:>9}   {f['baseline_startup_s']:>9}")
         rows.append(f"first ticket after start ms     {f['first_ticket_after_start_ms']:>9}")
         rows.append(f"first ticket after restart ms   {f['first_ticket_after_restart_ms']:>9}")
+        rows.append(f"edge health CPU ms              {f['health_check_cpu_ms']:>9}   {f['baseline_python_cpu_ms']:>9}")
         rows.append(f"idle RSS MB                     {f['idle_rss_mb']:>9}   {f['baseline_rss_mb']:>9}")
     if f := result.get("api_flood"):
         rows.append(

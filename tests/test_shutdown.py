@@ -19,7 +19,8 @@ import structlog.testing
 from edge.api.server import ApiServer
 from edge.app import Agent
 from edge.config import Settings
-from edge.ops import DataDirLock, Housekeeping
+from edge.ops.housekeeping import Housekeeping
+from edge.ops.lock import DataDirLock
 from edge.printing.failover import Failover
 from edge.printing.spooler import Spooler
 from edge.sim.orders import example_order

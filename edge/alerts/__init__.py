@@ -1,6 +1,5 @@
-"""Manager alerts: events → grouped, throttled groups in SQLite → SMTP mails in German or English."""
+"""Manager alerts: events → grouped, throttled groups in SQLite → SMTP mails in German or English.
 
-from edge.alerts.alerter import Alerter, make_renderer
-from edge.alerts.mailer import Mailer
-
-__all__ = ["Alerter", "Mailer", "make_renderer"]
+Nothing is imported with the package: a command that needs one part of it (the health timer's, every minute) does
+not load the rest (the store, the templates).
+"""

@@ -16,15 +16,18 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
-from edge.alerts.mailer import Mailer
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.durable import write_durably
 from edge.errors import AlertError
 from edge.store.alerts import Mail
+
+if TYPE_CHECKING:
+    from edge.alerts.mailer import Delivery
 
 log = structlog.get_logger()
 
@@ -166,7 +169,7 @@ class AgentDownAlert:
             log.error("health_alert_not_mailed", reason="its state cannot be written anywhere", healthy=healthy)
             return
         try:
-            delivery = await Mailer(self._settings.smtp).send(mail)
+            delivery = await self._deliver(mail)
         except AlertError as err:
             log.error("health_alert_mail_failed", error=str(err))
             await self._save(untold)  # the next run tries again
@@ -183,12 +186,17 @@ class AgentDownAlert:
             refused=delivery.refused,
         )
 
+    async def _deliver(self, mail: Mail) -> Delivery:
+        from edge.alerts.mailer import Mailer  # here: the check of a running agent, every minute, mails nothing
+
+        return await Mailer(self._settings.smtp).send(mail)
+
     async def _send_owed(self, state: HealthState) -> None:
         """The last mail, to those the relay deferred it for; whoever it defers again waits for the next run."""
         assert state.owed_mail is not None
         mail = Mail(recipients=state.owed, **state.owed_mail)
         try:
-            delivery = await Mailer(self._settings.smtp).send(mail)
+            delivery = await self._deliver(mail)
         except AlertError as err:
             log.error("health_alert_mail_failed", error=str(err), recipients=state.owed)
             return

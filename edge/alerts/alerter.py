@@ -50,8 +50,9 @@ from edge.events import (
     StorageRecovered,
 )
 from edge.states import HoldReason, JobState
-from edge.store import Database, JobStore
 from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal, compact
+from edge.store.db import Database
+from edge.store.jobs import JobStore
 from edge.store.outbox import OutboxStore
 
 log = structlog.get_logger()

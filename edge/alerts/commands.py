@@ -8,21 +8,20 @@ import datetime as dt
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.alerts.alerter import Alerter
-from edge.alerts.mailer import Mailer
 from edge.alerts.rules import TYPES
 from edge.alerts.setup import add_arguments, run_command
 from edge.api.client import call_agent
 from edge.config import Settings, load_settings, resolve_config_path
 from edge.errors import EdgeError, NotFoundError, WrongStateError
-from edge.events import EventBus
 from edge.log import configure_logging
 from edge.ops.lock import AgentRunningError, DataDirLock
 from edge.ops.owner import act_as_data_owner
-from edge.store import Database
-from edge.store.alerts import AlertStore
+
+if TYPE_CHECKING:
+    from edge.alerts.alerter import Alerter
+    from edge.store.alerts import AlertStore
 
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -47,6 +46,10 @@ def _when(at: float | None) -> str:
 
 
 async def _with_store(settings: Settings, work: Any) -> Any:
+    # The store and the alerter are loaded by the commands that use them: `edge` builds this parser for every command.
+    from edge.store.alerts import AlertStore
+    from edge.store.db import Database
+
     db = await Database.open(settings.agent.db_path)
     try:
         return await work(AlertStore(db))
@@ -65,6 +68,11 @@ async def _through_agent_or_here(
         lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge alerts")
     except AgentRunningError:
         return await call_agent(settings, method, path)  # the same client every agent command uses
+    from edge.alerts.alerter import Alerter
+    from edge.alerts.mailer import Mailer
+    from edge.events import EventBus
+    from edge.store.db import Database
+
     try:
         db = await Database.open(settings.agent.db_path)
         try:

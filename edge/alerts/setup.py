@@ -14,8 +14,6 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.alerts.mailer import Mailer
-from edge.alerts.render import AlertRenderer
 from edge.config import Secret, SmtpSettings, load_settings, parse_recipients, secrets_path
 from edge.config.envfile import BOM, EnvFileError, parse_line, update_env_file
 from edge.errors import AlertError, ConfigError, EdgeError
@@ -270,6 +268,9 @@ def run(
         ca_file=Path(ca_file) if ca_file else None,
         timeout_s=15.0,
     )
+    from edge.alerts.mailer import Mailer  # here: `edge` builds this command's parser for every command
+    from edge.alerts.render import AlertRenderer
+
     mailer = Mailer(smtp)
     say(f"Testing {host}:{port} ({security}) …")
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edge.alerts import Alerter
+from edge.alerts.alerter import Alerter
 from edge.api.deps import ApiDeps
 from edge.api.errors import error_response, path_id
 

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
 from typing import Any
 
 from edge.config import Settings
 from edge.errors import EdgeError
 
+_TIMEOUT_S = 10.0
+
 
 async def call_agent(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """(status, JSON answer) of one request to the agent on this box; EdgeError naming the URL if it does not answer."""
-    import aiohttp  # here: the commands that never call the agent (config check, backup, migrate) start ~0.15 s sooner
-
+    """(status, JSON answer, None for an empty one) of one request to the agent on this box; EdgeError naming the URL if
+    it does not answer. Python's own HTTP client, in a thread: one request on loopback needs no more, and a command
+    that only asks the agent something (the health timer's, every minute) then never loads aiohttp (~0.2 s of CPU)."""
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
     url = f"http://{host}:{settings.api.port}{path}"
     headers = {"Authorization": f"Bearer {settings.api.token.get()}"}
-    timeout = aiohttp.ClientTimeout(total=10)
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.request(method, url, json=body, headers=headers) as response:
-                return response.status, await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError) as err:
+        return await asyncio.to_thread(_request, host, settings.api.port, method, path, data, headers)
+    except (OSError, http.client.HTTPException) as err:
         raise EdgeError(
             f"agent API at {url} did not answer ({err or type(err).__name__}); is the agent running?"
         ) from None
+
+
+def _request(
+    host: str, port: int, method: str, path: str, data: bytes | None, headers: dict[str, str]
+) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection(host, port, timeout=_TIMEOUT_S)
+    try:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        text = response.read().decode()
+        return response.status, json.loads(text) if text.strip() else None
+    finally:
+        connection.close()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from edge.alerts import Alerter
+from edge.alerts.alerter import Alerter
 from edge.api.auth import Authenticator
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
@@ -18,7 +18,9 @@ from edge.orders.intake import OrderIntake
 from edge.printing.render import Renderer
 from edge.printing.spooler import Spooler
 from edge.scanners import Scanner
-from edge.store import Database, JobStore, OrderStore
+from edge.store.db import Database
+from edge.store.jobs import JobStore
+from edge.store.orders import OrderStore
 from edge.store.rows import PrintableJob
 from edge.sync import SyncService
 

@@ -21,7 +21,9 @@ from edge.clock import Clock
 from edge.errors import NotFoundError
 from edge.orders.model import cancelled_payload, is_order_id, parse_cancel
 from edge.states import InsertOutcome, JobState, OrderSource
-from edge.store import Database, InsertResult, migrations
+from edge.store import migrations
+from edge.store.db import Database
+from edge.store.orders import InsertResult
 from edge.store.revisions import RevisionStore
 from edge.store.scans import ScanStore
 from edge.store.webhooks import WebhookStore

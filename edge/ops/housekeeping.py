@@ -10,8 +10,8 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, repeat
 from edge.config import RetentionSettings
-from edge.store import Database
 from edge.store import retention as store_retention
+from edge.store.db import Database
 
 log = structlog.get_logger()
 

@@ -8,24 +8,20 @@ import datetime as dt
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, clock_off_words
+from edge.clock import RemoteClock, clock_off_words
 from edge.config import Settings
-from edge.errors import READ_ONLY_ADVICE, AlertError, EdgeError, StoreError, StoreUnreadableError
-from edge.ops import last_failure
+from edge.errors import AlertError, EdgeError, StoreError, StoreUnreadableError
 from edge.ops.backup import restore_advice
+from edge.ops.health import ApiCall
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import migrations
-from edge.store.db import read_only
 from edge.store.files import check_file
 
 log = structlog.get_logger()
-
-ApiCall = Callable[[Settings, str, str], Awaitable[tuple[int, Any]]]
 
 _COLOURS = {"ok": "\033[32m", "warn": "\033[33m", "fail": "\033[31m"}
 _RESET = "\033[0m"
@@ -221,7 +217,7 @@ def _flow_control_checks(settings: Settings) -> list[Check]:
 
 
 async def _smtp_check(settings: Settings) -> Check:
-    from edge.alerts import Mailer
+    from edge.alerts.mailer import Mailer
 
     if not settings.smtp.host:
         return Check("smtp", "warn", "not configured: no alert mails")
@@ -337,41 +333,3 @@ async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
 
 def render_checks(checks: list[Check], *, colour: bool) -> str:
     return "\n".join(f"{_paint(c.level, f'{c.level.upper():<4}', colour)}  {c.name:<20} {c.detail}" for c in checks)
-
-
-async def health(
-    settings: Settings,
-    api_call: ApiCall,
-    *,
-    alert: bool,
-    clock: Clock = SYSTEM_CLOCK,
-    config_problem: str | None = None,
-) -> tuple[bool, str]:
-    """Asks /ready from outside the agent. With ``alert``, mails the manager when it turns bad (twice in a row) and
-    when it recovers, by the alert rules (edge.alerts.agent_down); its state lives in a file between the timer's runs.
-    ``config_problem``: what is wrong with the config file now, the likeliest reason an agent that is not there gives.
-    """
-    agent_tells = False  # not ready only for what the running agent alerts about itself (a check naming its alert)
-    try:
-        status, body = await api_call(settings, "GET", "/ready")
-        healthy = status == 200
-        failing = {n: c for n, c in body.get("checks", {}).items() if not c.get("ok")}
-        reason = "ready" if healthy else "; ".join(f"{n}: {c.get('detail')}" for n, c in failing.items())
-        agent_tells = not healthy and bool(failing) and all(c.get("alert") for c in failing.values())
-    except EdgeError as err:
-        healthy, reason = False, str(err)
-        said = await asyncio.to_thread(last_failure.read, settings.agent.data_dir)
-        if config_problem is not None:  # an agent started with this config stops at once: that is why it is not there
-            reason = f"its config is broken: {config_problem}"
-        elif said is not None:  # what the agent said as its last start failed tells more than a closed port
-            reason = f"its last start failed: {said}"
-        elif await asyncio.to_thread(read_only, settings.agent.data_dir):  # where it could not even write that down
-            reason = f"its data directory {settings.agent.data_dir}: {READ_ONLY_ADVICE}"
-    if alert:
-        from edge.alerts.agent_down import AgentDownAlert
-
-        # Its storage mail says what is wrong and what to do: "not running" would be a second mail, and a wrong one.
-        if agent_tells:
-            log.warning("agent_not_ready_and_mailing_itself", reason=reason)
-        await AgentDownAlert(settings, clock=clock).observe(healthy or agent_tells, reason)
-    return healthy, reason

@@ -15,7 +15,7 @@ from edge.orders.model import Cancel, canonical_bytes, meaning_hash, parse_order
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
 from edge.states import HoldReason, InsertOutcome, OrderSource, OrderStatus
-from edge.store import InsertResult, NewOrder, OrderStore
+from edge.store.orders import InsertResult, NewOrder, OrderStore
 
 log = structlog.get_logger()
 

@@ -8,7 +8,7 @@ import structlog
 
 from edge.printing.spooler import Spooler
 from edge.printing.status import BLOCKING_STATES
-from edge.store import JobStore
+from edge.store.jobs import JobStore
 
 log = structlog.get_logger()
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import structlog
 
 from edge.states import JobKind
-from edge.store import JobStore
+from edge.store.jobs import JobStore
 
 log = structlog.get_logger()
 

@@ -16,7 +16,7 @@ from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.states import JobState
-from edge.store import JobStore
+from edge.store.jobs import JobStore
 from edge.store.rows import PrintableJob, PrintedMark
 
 log = structlog.get_logger()

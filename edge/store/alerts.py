@@ -6,12 +6,14 @@ import dataclasses
 import email.utils
 import enum
 import json
-from typing import Any
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any
 
 from edge.errors import NotFoundError, WrongStateError
-from edge.store.db import Database
+
+if TYPE_CHECKING:  # the mail's type is imported where no database is opened (edge health, mailing from outside)
+    import aiosqlite
+
+    from edge.store.db import Database
 
 _MAX_ITEMS = 20  # a group mail lists at most this many siblings (the newest)
 _DIGEST_META = "alerts_last_digest"

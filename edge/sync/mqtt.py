@@ -45,7 +45,7 @@ from edge.events import (
 from edge.orders.intake import OrderIntake
 from edge.orders.model import MalformedOrderError, decode_order
 from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
-from edge.store import Database
+from edge.store.db import Database
 from edge.store.mqtt import MqttStore
 from edge.store.outbox import REJECTED_KEY
 from edge.sync.tunnel import Proxy, ProxyRefusedError

@@ -21,7 +21,7 @@ from edge.events import (
     OrderStored,
     ScanRecorded,
 )
-from edge.store import Database
+from edge.store.db import Database
 from edge.store.outbox import OutboxStore
 from edge.store.rows import OutboxItem
 from edge.sync.client import MAX_EVENTS_PER_POST, CentralClient, CentralRejectedError

@@ -24,8 +24,8 @@ from edge.events import (
 from edge.orders.intake import OrderIntake
 from edge.orders.model import meaning_hash, parse_order
 from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
-from edge.store import Database, NewOrder, OrderStore
-from edge.store.orders import InsertResult
+from edge.store.db import Database
+from edge.store.orders import InsertResult, NewOrder, OrderStore
 from edge.store.recovery import RecoveryStore
 from edge.store.revisions import KnownOrder
 from edge.store.rows import RecoveryItem

@@ -12,7 +12,8 @@ from edge.config import Settings
 from edge.events import EventBus
 from edge.orders.intake import OrderIntake
 from edge.states import ACTIVE_RUN_STATES, RunTrigger
-from edge.store import Database, OrderStore
+from edge.store.db import Database
+from edge.store.orders import OrderStore
 from edge.sync.client import CentralClient
 from edge.sync.monitor import LinkMonitor
 from edge.sync.outbox import OutboxSender

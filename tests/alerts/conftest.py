@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from edge.alerts import Alerter, Mailer
+from edge.alerts.alerter import Alerter
+from edge.alerts.mailer import Mailer
 from edge.clock import Clock
 from edge.config import Settings
 from edge.events import EventBus
 from edge.sim.smtp import SmtpSink
-from edge.store import Database
+from edge.store.db import Database
 
 SMTP_USER, SMTP_PASSWORD = "edge@store.test", "s3cret-app-password"
 T0 = 1_790_000_000.0  # a fixed start for the fake clock

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from edge.alerts import Alerter
+from edge.alerts.alerter import Alerter
 from edge.app import Agent
 from edge.config import Settings
 from edge.events import PrinterStatusChanged
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from edge.store import Database
+from edge.store.db import Database
 from tests.alerts.conftest import SMTP_USER
 
 

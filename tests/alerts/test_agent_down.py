@@ -15,7 +15,7 @@ import pytest
 
 from edge.clock import SteppedClock
 from edge.config import Settings
-from edge.ops.technician import health
+from edge.ops.health import health
 from edge.sim.smtp import SmtpSink
 
 # Not ready for a reason the agent does not alert about itself.

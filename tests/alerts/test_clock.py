@@ -6,15 +6,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from edge.alerts import Alerter, Mailer
+from edge.alerts.alerter import Alerter
+from edge.alerts.mailer import Mailer
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import CentralLinkChanged, EventBus, PrinterStatusChanged
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from edge.store import Database
 from edge.store.alerts import AlertStore
+from edge.store.db import Database
 from tests.alerts.conftest import FakeClock
 from tests.alerts.helpers import add_jobs, fast, offline, online, printer_down_with_a_ticket, run, subject
 from tests.helpers import db_rows, eventually

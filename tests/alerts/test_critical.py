@@ -6,14 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
-from edge.alerts import Alerter
+from edge.alerts.alerter import Alerter
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import PrinterStatusChanged, StorageProblem
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from edge.store import Database
+from edge.store.db import Database
 from tests.alerts.conftest import FakeClock
 from tests.alerts.helpers import add_jobs, offline, online, printer_down_with_a_ticket, run, subject
 from tests.helpers import db_rows, eventually

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from structlog.testing import capture_logs
 
-from edge.alerts import Alerter
 from edge.alerts.agent_down import AgentDownAlert
+from edge.alerts.alerter import Alerter
 from edge.config import Settings
 from edge.errors import StoreError
 from edge.events import StorageProblem

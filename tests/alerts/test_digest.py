@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-from edge.alerts import Alerter
+from edge.alerts.alerter import Alerter
 from edge.config import Settings
 from edge.errors import StoreError
 from edge.events import PrinterStatusChanged

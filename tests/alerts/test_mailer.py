@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.alerts import Mailer
+from edge.alerts.mailer import Mailer
 from edge.config import Secret, SmtpSettings
 from edge.errors import AlertError
 from edge.sim.smtp import SmtpSink

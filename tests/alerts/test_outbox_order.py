@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from edge.alerts import Alerter
+from edge.alerts.alerter import Alerter
 from edge.config import Settings
 from edge.events import JobDead, JobHeld
 from edge.sim.smtp import SmtpSink

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from structlog.testing import capture_logs
 
-from edge.alerts import Alerter
+from edge.alerts.alerter import Alerter
 from edge.config import Settings
 from edge.events import JobDead
 from edge.ops.technician import _smtp_check

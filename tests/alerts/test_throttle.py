@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.alerts import Alerter, Mailer
+from edge.alerts.alerter import Alerter
+from edge.alerts.mailer import Mailer
 from edge.config import Settings
 from edge.events import (
     AlertSent,
@@ -20,8 +21,9 @@ from edge.events import (
 )
 from edge.sim.smtp import SmtpSink
 from edge.states import JobState
-from edge.store import Database, JobStore
 from edge.store.alerts import AlertStore
+from edge.store.db import Database
+from edge.store.jobs import JobStore
 from tests.alerts.conftest import FakeClock
 from tests.alerts.helpers import add_jobs, extra, offline, online, run, subject
 

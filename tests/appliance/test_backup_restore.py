@@ -23,7 +23,7 @@ from edge.app import Agent
 from edge.config import Settings, load_settings
 from edge.errors import ConfigError
 from edge.events import RecoveryCompleted
-from edge.ops import backup_database
+from edge.ops.backup import backup_database
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order

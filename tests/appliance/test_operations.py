@@ -20,8 +20,11 @@ from edge.api.client import call_agent
 from edge.app import Agent
 from edge.config import Settings, parse_settings
 from edge.events import StorageProblem, StorageRecovered
-from edge.ops import AgentRunningError, backup_database, purge_history, purge_printed_orders, restore_database
-from edge.ops.technician import doctor, health, render_status
+from edge.ops.backup import backup_database, restore_database
+from edge.ops.health import health
+from edge.ops.housekeeping import purge_history, purge_printed_orders
+from edge.ops.lock import AgentRunningError
+from edge.ops.technician import doctor, render_status
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -498,7 +501,7 @@ async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[
     call."""
     from edge.clock import RemoteClock
     from edge.config import RetentionSettings
-    from edge.ops import Housekeeping
+    from edge.ops.housekeeping import Housekeeping
 
     ids = await push(agent, 1)
     await printers["kitchen"].wait_for_printed(1)
@@ -533,7 +536,7 @@ async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[
 async def test_database_size_stays_bounded_across_purges(tmp_path: Path) -> None:
     """Rounds of 1,000 old printed orders, each purged after: freed pages are reused, so the file stops growing after
     the first round."""
-    from edge.store import Database
+    from edge.store.db import Database
 
     db = await Database.open(tmp_path / "edge.db")
     payload = json.dumps({"note": "x" * 1500})

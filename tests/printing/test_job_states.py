@@ -15,7 +15,8 @@ from structlog.testing import capture_logs
 from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from edge.store import Database, JobStore
+from edge.store.db import Database
+from edge.store.jobs import JobStore
 from tests.helpers import api_client, db_rows, eventually, job_rows, post, wait_until
 
 

@@ -12,8 +12,8 @@ import pytest
 from edge.errors import NotFoundError, WrongStateError
 from edge.events import EventBus, JobHeld
 from edge.states import JobKind, JobState
-from edge.store import Database, JobStore
-from edge.store.db import connect_writer
+from edge.store.db import Database, connect_writer
+from edge.store.jobs import JobStore
 from edge.store.migrations import load_migrations, migrate
 from tests.helpers import db_rows
 

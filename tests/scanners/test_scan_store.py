@@ -11,7 +11,8 @@ from edge.config import Settings
 from edge.errors import StoreError
 from edge.orders.intake import Router
 from edge.sim.orders import make_order
-from edge.store import Database, OrderStore
+from edge.store.db import Database
+from edge.store.orders import OrderStore
 from edge.store.rows import OrderProgress, StationProgress
 from edge.store.scans import ScanRequest, ScanStore
 from tests.helpers import db_rows

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import StoreDamagedError
-from edge.store import Database
+from edge.store.db import Database
 from tests.helpers import damage_table, db_rows
 
 

@@ -13,7 +13,8 @@ from blockbuster import BlockBuster
 from edge.errors import StoreError
 from edge.events import Event, EventBus, JobDead, JobFailed, JobPrinted, StorageRecovered
 from edge.states import JobState
-from edge.store import Database, JobStore
+from edge.store.db import Database
+from edge.store.jobs import JobStore
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge.errors import StoreError, StoreUnavailableError, WrongStateError
-from edge.store import Database
 from edge.store import db as db_mod
-from edge.store.db import Writer
+from edge.store.db import Database, Writer
 from tests.helpers import db_rows, slow_fsync, wait_until, wal_commits
 
 

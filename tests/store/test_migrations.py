@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import SchemaTooNewError, StoreError
-from edge.store import Database
-from edge.store.db import connect_writer
+from edge.store.db import Database, connect_writer
 from edge.store.migrations import latest_version, load_migrations, migrate
 from tests.helpers import db_execute, db_rows
 

@@ -19,8 +19,11 @@ from edge.app import Agent
 from edge.orders.intake import Router
 from edge.orders.model import Cancel
 from edge.states import OrderSource
-from edge.store import Database, JobStore, OrderStore, files, identity
+from edge.store import files, identity
 from edge.store import orders as orders_mod
+from edge.store.db import Database
+from edge.store.jobs import JobStore
+from edge.store.orders import OrderStore
 from tests.helpers import api_client, db_rows, orders, post, slow_fsync, wal_commits
 
 EXAMPLE = json.loads((Path(__file__).parents[1] / "fixtures" / "order-example.json").read_text(encoding="utf-8"))

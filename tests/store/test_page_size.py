@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from edge.store import Database
+from edge.store.db import Database
 from tests.helpers import db_rows
 
 

@@ -20,7 +20,7 @@ from edge.events import EventBus, JobPrinted, RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import example_order
 from edge.sim.smtp import SmtpSink
-from edge.store import Database
+from edge.store.db import Database
 from edge.store.outbox import REJECTED_KEY, add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
