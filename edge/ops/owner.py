@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import importlib
 import os
 import pwd
 import stat
@@ -40,6 +41,9 @@ def act_as_data_owner(data_dir: Path) -> DataOwner | None:
         name, gid = entry.pw_name, entry.pw_gid
     except KeyError:  # a uid without a passwd entry (a restored disk): its number and the directory's group
         name, gid = str(info.st_uid), info.st_gid
+    # asyncio loads its thread pool's module at its first use, which every command makes after this: loaded while still
+    # root, it is read from wherever the interpreter lives, also where the agent's user cannot read (under /root).
+    importlib.import_module("concurrent.futures.thread")
     repaired = _give_back(data_dir, info.st_uid, gid)
     if repaired:
         print(f"edge: gave {repaired} root-owned file(s) under {data_dir} back to {name}", file=sys.stderr)
