@@ -4,6 +4,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 import types
 
 from edge.tls import no_system_ca_bundle
@@ -15,8 +16,9 @@ class _AiohttpWithoutCaBundle(importlib.abc.MetaPathFinder, importlib.abc.Loader
     """aiohttp makes two TLS contexts as it is imported, each parsing the system's whole CA bundle (about 30 ms and
     1 MB each here, more on a small box), for clients that bring no context of their own. The agent's one HTTPS
     client, the central link, brings its own (edge/sync/client.py), so aiohttp is imported without that work, by
-    whichever module of the agent imports it first. Not imported here: a command that only asks the agent something
-    (the health timer's, every minute) never loads it (~0.3 s of CPU here)."""
+    whichever module of the agent imports it first, while no other thread runs (the agent: at its start). Not
+    imported here: a command that only asks the agent something (the health timer's, every minute) never loads it
+    (~0.3 s of CPU here)."""
 
     def __init__(self) -> None:
         self._loader: importlib.abc.Loader | None = None
@@ -40,6 +42,11 @@ class _AiohttpWithoutCaBundle(importlib.abc.MetaPathFinder, importlib.abc.Loader
     def exec_module(self, module: types.ModuleType) -> None:
         assert self._loader is not None
         module.__loader__ = module.__spec__.loader = self._loader  # type: ignore[union-attr]
+        if threading.active_count() > 1:
+            # The trick points SSL_CERT_FILE at nothing for the whole process: a context another thread made meanwhile
+            # (`edge doctor`'s mail check, while its central check imports aiohttp) would trust no CA at all.
+            self._loader.exec_module(module)
+            return
         with no_system_ca_bundle():
             self._loader.exec_module(module)
 

@@ -97,3 +97,31 @@ def test_importing_the_agent_reads_no_ca_bundle_for_tls_contexts_it_never_uses(t
         out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["0", "0", "True", str(given)], out.stdout
+
+
+def test_a_tls_context_another_thread_makes_while_aiohttp_is_imported_still_trusts_the_boxs_cas(tmp_path: Path) -> None:
+    """Not reading the CA bundle for aiohttp's own contexts points SSL_CERT_FILE, for the whole process, at nothing
+    while aiohttp is imported. Since a command imports aiohttp only when it first needs it, that can be while another
+    thread makes a context (`edge doctor` imports it for its central check while its mail check connects): that
+    context must still trust the box's CAs (here a CA of our own as SSL_CERT_FILE), or a good relay reads as a bad
+    certificate. Before: contexts made meanwhile held no CA."""
+    operators_ca, _ = make_ca(tmp_path, "operator")
+    probe = (
+        "import ssl, threading\n"
+        "import edge\n"
+        "seen, done = [], threading.Event()\n"
+        "def make():\n"
+        "    while not done.is_set() or not seen:\n"
+        "        seen.append(ssl.create_default_context().cert_store_stats()['x509_ca'])\n"
+        "thread = threading.Thread(target=make)\n"
+        "thread.start()\n"
+        "import aiohttp.connector\n"
+        "done.set()\n"
+        "thread.join()\n"
+        "print(min(seen), len(seen))\n"
+    )
+    env = {**os.environ, "SSL_CERT_FILE": str(operators_ca)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    fewest, made = map(int, out.stdout.split())
+    assert made > 1 and fewest == 1, out.stdout
