@@ -55,37 +55,45 @@ async def test_a_backlog_prints_with_a_few_commits_not_two_per_ticket(
 async def test_sigkill_while_printed_marks_wait_for_a_commit_reprints_them_as_copy(tmp_path: Path) -> None:
     """A backlog prints in bursts; the agent is SIGKILLed the moment the last ticket is on paper, while its printed
     mark still waits to ride on a commit. After the restart every ticket is printed, no ticket twice as an original,
-    and the ones whose mark was lost come out again marked COPY (at most one burst's worth)."""
+    and the ones whose mark was lost come out again marked COPY (at most one burst's worth). The mark waits 50 ms: on
+    a loaded machine the kill can come after its commit (it did once, 2 Dec 2026), and then another backlog is tried."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
     await front.start()
     agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
     port = agent.port
     db = tmp_path / "data" / "edge.db"
+    orders: list[str] = []
     try:
         await agent.start()
-        kitchen.set_offline(True)
-        async with api_client(port) as api:
-            for n in range(ORDERS):
-                assert (await post(api, make_order(n, prefix="kill", print_receipt=False)))[0] == 201
-        kitchen.set_offline(False)
-        await kitchen.wait_for_printed(ORDERS)
-        await agent.kill()
-        lost = [r[0] for r in await db_rows(db, "SELECT id FROM print_jobs WHERE state = 'printing'")]
-        await agent.start()
+        for attempt in range(5):
+            kitchen.set_offline(True)
+            async with api_client(port) as api:
+                for n in range(ORDERS):
+                    order = make_order(n, prefix=f"kill{attempt}", print_receipt=False)
+                    assert (await post(api, order))[0] == 201
+                    orders.append(order["id"])
+            kitchen.set_offline(False)
+            await kitchen.wait_for_printed(len(orders))
+            await agent.kill()
+            lost = [r[0] for r in await db_rows(db, "SELECT id FROM print_jobs WHERE state = 'printing'")]
+            await agent.start()
+            if lost:
+                break
+        assert lost, "not once did the kill come while a printed mark waited for its commit"
         await eventually(
             lambda: db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE state = 'printed'"),
-            lambda rows: rows[0][0] == ORDERS,
+            lambda rows: rows[0][0] == len(orders),
             what="every ticket printed after the restart",
         )
-        await kitchen.wait_for_printed(ORDERS + len(lost))
+        await kitchen.wait_for_printed(len(orders) + len(lost))
         originals: collections.Counter[str] = collections.Counter()
         copies: collections.Counter[str] = collections.Counter()
         for data in kitchen.printed:
             doc = decode(data)
             order_id = doc.qr_codes[0].split(":")[2]
             (copies if "KOPIE / COPY" in doc.text else originals)[order_id] += 1
-        assert sorted(originals) == sorted(make_order(n, prefix="kill")["id"] for n in range(ORDERS))
+        assert sorted(originals) == sorted(orders)
         assert set(originals.values()) == {1}
         assert 1 <= sum(copies.values()) == len(lost) <= 16, (lost, copies)
     finally:
