@@ -157,8 +157,11 @@ async def test_a_broker_restart_in_the_middle_of_1000_orders_loses_none_and_prin
         what="every order printed",
     )
     assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(RESTART_ORDERS,)]
+    # Once each as an original. A ticket whose status after printing came too late to read (a loaded machine: once, in
+    # a clean-clone CI run) is printed again marked COPY, as the rule says; a redelivery is never a second original.
+    printed = [decode(job) for job in printers["kitchen"].printed]
     tickets = collections.Counter(
-        decode(job).qr_codes[0].split(":")[2] for job in printers["kitchen"].printed if decode(job).qr_codes
+        doc.qr_codes[0].split(":")[2] for doc in printed if doc.qr_codes and "KOPIE / COPY" not in doc.text
     )
     assert set(tickets) == {o["id"] for o in orders} and max(tickets.values()) == 1
 
