@@ -1,5 +1,6 @@
 """Store edge agent: takes orders, keeps them safe, prints them, reconciles, alerts."""
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -42,12 +43,10 @@ class _AiohttpWithoutCaBundle(importlib.abc.MetaPathFinder, importlib.abc.Loader
     def exec_module(self, module: types.ModuleType) -> None:
         assert self._loader is not None
         module.__loader__ = module.__spec__.loader = self._loader  # type: ignore[union-attr]
-        if threading.active_count() > 1:
-            # The trick points SSL_CERT_FILE at nothing for the whole process: a context another thread made meanwhile
-            # (`edge doctor`'s mail check, while its central check imports aiohttp) would trust no CA at all.
-            self._loader.exec_module(module)
-            return
-        with no_system_ca_bundle():
+        # The trick points SSL_CERT_FILE at nothing for the whole process: a context another thread made meanwhile
+        # (`edge doctor`'s mail check, while its central check imports aiohttp) would trust no CA at all.
+        alone = threading.active_count() == 1
+        with no_system_ca_bundle() if alone else contextlib.nullcontext():
             self._loader.exec_module(module)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,13 +38,15 @@ async def health(
         reason = "ready" if healthy else "; ".join(f"{n}: {c.get('detail')}" for n, c in failing.items())
         agent_tells = not healthy and bool(failing) and all(c.get("alert") for c in failing.values())
     except EdgeError as err:
+        from edge.store.db import read_only  # here: a ready agent's check never loads the store (aiosqlite)
+
         healthy, reason = False, str(err)
         said = await asyncio.to_thread(last_failure.read, settings.agent.data_dir)
         if config_problem is not None:  # an agent started with this config stops at once: that is why it is not there
             reason = f"its config is broken: {config_problem}"
         elif said is not None:  # what the agent said as its last start failed tells more than a closed port
             reason = f"its last start failed: {said}"
-        elif await asyncio.to_thread(_read_only, settings.agent.data_dir):  # where it could not even write that down
+        elif await asyncio.to_thread(read_only, settings.agent.data_dir):  # where it could not even write that down
             reason = f"its data directory {settings.agent.data_dir}: {READ_ONLY_ADVICE}"
     if alert:
         from edge.alerts.agent_down import AgentDownAlert
@@ -55,9 +56,3 @@ async def health(
             log.warning("agent_not_ready_and_mailing_itself", reason=reason)
         await AgentDownAlert(settings, clock=clock).observe(healthy or agent_tells, reason)
     return healthy, reason
-
-
-def _read_only(path: Path) -> bool:
-    from edge.store.db import read_only  # here: a ready agent's check never loads the store (aiosqlite)
-
-    return read_only(path)
