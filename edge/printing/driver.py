@@ -66,13 +66,20 @@ class _Replies:
     """What the printer sends back on one connection, sorted: replies to real-time DLE EOT queries, replies to in-order
     GS r queries, and bytes it sends unasked, passed over (Automatic Status Back, often left on by a POS driver, and
     XON/XOFF). Taken as replies, those shifted every reply after them by a query: a ticket cut short by paper end read
-    as printed."""
+    as printed.
+
+    A real-time reply that comes after its query was given up on (held up on the way: a lost TCP segment is sent again
+    after a second or more) is passed over too: replies come in the order of their queries, so the first ones to come
+    after such a miss answer the queries missed. Read as the next query's, a DLE EOT 1 reply said "cover open" to DLE
+    EOT 2, and one from before paper end said "paper present" after it."""
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
         self._real_time: collections.deque[int] = collections.deque()
         self._in_order: collections.deque[int] = collections.deque()
         self._asb_left = 0  # bytes of an Automatic Status Back still to pass over
+        self._missed = 0  # real-time queries given up on whose replies have not come yet
+        self._late = 0  # replies to such queries that came
 
     def forget_real_time(self) -> None:
         """Before a DLE EOT query: a reply read earlier and not asked for answers a DLE EOT that the printer found in a
@@ -81,16 +88,30 @@ class _Replies:
         self._real_time.clear()
 
     def next(self, *, in_order: bool, timeout: float) -> int | None:
-        """The next reply of that kind within ``timeout``, None when none came."""
+        """The next reply of that kind within ``timeout``, None when none came (a real-time query then counts as
+        missed: its reply, if it comes, is passed over)."""
         found = self._in_order if in_order else self._real_time
+        self._read_until(lambda: bool(found), timeout)
+        if found:
+            return found.popleft()
+        if not in_order:
+            self._missed += 1
+        return None
+
+    def late(self, timeout: float) -> bool:
+        """Whether the reply to a missed real-time query comes within ``timeout``: the printer is there, only late."""
+        before = self._late
+        self._read_until(lambda: self._late > before, timeout)
+        return self._late > before
+
+    def _read_until(self, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         left = timeout  # unchanged unless a byte was passed over: a serial port keeps its settings then
-        while not found and left > 0:
+        while not done() and left > 0:
             data = self._transport.read(1, left)
             if data:
                 self._sort(data[0])
             left = deadline - time.monotonic()
-        return found.popleft() if found else None
 
     def _sort(self, byte: int) -> None:
         if byte in XON_XOFF:
@@ -99,6 +120,9 @@ class _Replies:
             self._asb_left -= 1
         elif is_asb_start(byte):
             self._asb_left = 3
+        elif is_valid_reply(byte) and self._missed:
+            self._missed -= 1
+            self._late += 1
         elif is_valid_reply(byte):
             self._real_time.append(byte)
         elif is_in_order_reply(byte):
@@ -304,14 +328,13 @@ class PrinterDriver:
                         self._sent_blind(data)
                         return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
                     processed = self._out(data)
-                    if processed is None:
-                        return PrintOutcome(confirmed=False, state=self._silent_after(data))
                     # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
-                    replies = self._ask((1, 4), first_timeout=self._taking_time(data))
-                state = parse_status(replies)
-                outcome = PrintOutcome(
-                    confirmed=processed or state != PrinterState.UNKNOWN, state=state, processed=processed
-                )
+                    replies = {} if processed is None else self._ask((1, 4), first_timeout=self._taking_time(data))
+                    if processed or replies:
+                        state, confirmed = parse_status(replies), True
+                    else:
+                        state, confirmed = self._silent_after(data)
+                outcome = PrintOutcome(confirmed=confirmed, state=state, processed=bool(processed))
                 if not outcome.on_paper:
                     self._clear_rest()
                 return outcome
@@ -384,18 +407,20 @@ class PrinterDriver:
         except DeviceWriteError:
             pass  # gone as well: nothing of the job comes out of it then either
 
-    def _silent_after(self, data: bytes) -> PrinterState:
-        """No reply after a job. From a printer that answered before it, on a line that takes bytes whether it is on or
-        not (a serial line; a network printer that lost power sends no reset), that is a printer switched off (or cut
-        off) while it printed: OFFLINE, the job may be only partly out. A slow printer holding the line back answers
-        late: it gets as long as the slowest printer takes to print the job, and at least twice the time its bytes
-        take, before that is said."""
+    def _silent_after(self, data: bytes) -> tuple[PrinterState, bool]:
+        """No reply after a job, to GS r or DLE EOT: the state, and whether the printer answered after all. From a
+        printer that answered before it, on a line that takes bytes whether it is on or not (a serial line; a network
+        printer that lost power sends no reset), that is a printer switched off (or cut off) while it printed:
+        OFFLINE, the job may be only partly out. A slow printer holding the line back, or a link holding its replies
+        up, answers late: it gets as long as the slowest printer takes to print the job, and at least twice the time
+        its bytes take, before that is said; when its late reply comes, it is asked afresh."""
         if not (self._status_answers.answered and self.transport.vanishes_silently):
-            return PrinterState.UNKNOWN
-        if self._replies.next(in_order=False, timeout=max(2 * self._taking_time(data), self._job_time(data))) is None:
+            return PrinterState.UNKNOWN, False
+        if not self._replies.late(timeout=max(2 * self._taking_time(data), self._job_time(data))):
             self._heard(False)
-            return PrinterState.OFFLINE
-        return parse_status(self._ask((1, 2, 4)))  # it answers now: what it says
+            return PrinterState.OFFLINE, False
+        replies = self._ask((1, 2, 4))
+        return parse_status(replies), bool(replies)
 
     def _taking_time(self, data: bytes) -> float:
         """How long a DLE EOT reply may take after a job: it waits behind the job's bytes on the slowest printer or
@@ -456,7 +481,6 @@ class PrinterDriver:
             reply = self._replies.next(in_order=False, timeout=timeout)
             if reply is None:
                 # A printer that ignores one query ignores them all; asking on would only add waits.
-                # (A reply later than the timeout would be read as the next query's; accepted as rare.)
                 break
             replies[n] = reply
             timeout = self.status_timeout

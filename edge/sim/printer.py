@@ -29,6 +29,10 @@ Automatic Status Back (``asb``; Epson's GS a, often left on by a POS driver or s
 also sends four status bytes by itself, here when a connection opens and whenever its status changes. Their fixed
 bits tell them apart from DLE EOT replies (Citizen CT-S310 manual, 5.3 "Identification of Send Status": DLE EOT
 <0**1**10>, ASB first byte <0**1**00>, its second to fourth <0**0****>, XON/XOFF <0001 0001>/<0001 0011>).
+
+A link that stalls (``stalls``): what the printer sends back is held up for a while, then arrives whole and in order,
+as TCP delivers it after a lost segment is sent again (RFC 6298: the retransmission timeout starts at 1 s and doubles
+each time; a Wi-Fi printer or a busy interface board loses one now and then). Nothing is lost; replies are late.
 """
 
 from __future__ import annotations
@@ -120,6 +124,9 @@ class SimPrinter:
         self.power_off_after: int | None = None
         self.powered = True
         self._power_back = asyncio.Event()
+        # {k: s}: the link stalls for s seconds at the reply to the k-th DLE EOT query (counted as status_asked): that
+        # reply and everything sent after it on that connection arrive s seconds late, in order
+        self.stalls: dict[int, float] = {}
         self.jobs: list[bytes] = []  # job bytes of each connection that carried any, status queries removed
         self.dropped: list[int] = []  # indexes into jobs of connections the printer cut short
         self.printed: list[bytes] = []  # what came out on paper
@@ -240,9 +247,10 @@ class SimPrinter:
             writer.close()
 
     async def _serve_host(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = _Link(writer)
         if self.asb:
-            writer.write(self._asb())
-        feed = _Feed(self, writer)
+            link.write(self._asb())
+        feed = _Feed(self, link)
         held = b""  # the start of a query split across reads
         cut = False
         try:
@@ -258,12 +266,15 @@ class SimPrinter:
                     if not self.powered:
                         break
                     if isinstance(part, int):  # DLE EOT: real time, on arrival
-                        writer.write(self._answer(part))
+                        reply = self._answer(part)
+                        if stall := self.stalls.pop(self.status_asked, 0.0):
+                            link.stall(stall)
+                        link.write(reply)
                         continue
                     if isinstance(part, _Clear):  # real time too: what waits to print is gone
                         self.cleared += 1
                         feed.clear()
-                        writer.write(_CLEARED)
+                        link.write(_CLEARED)
                         continue
                     if isinstance(part, bytes):
                         if self.drop_after is not None and len(feed.received) + len(part) >= self.drop_after:
@@ -298,12 +309,12 @@ class SimPrinter:
         """What the printer does with a part when it gets to it: prints job bytes (a fault may stop it there), answers
         GS r unless stopped."""
         if isinstance(part, _InOrder):
-            feed.writer.write(self._answer(part))
+            feed.link.write(self._answer(part))
             return
         was = self._asb()
         feed.on_paper = self._take(feed.job, part, feed.on_paper)
         if self.asb and self._asb() != was:
-            feed.writer.write(self._asb())
+            feed.link.write(self._asb())
 
     def _answer(self, query: int | _InOrder) -> bytes:
         """The reply to DLE EOT n (``query`` is n) or to GS r, counted; b"" when the printer does not answer it."""
@@ -556,12 +567,39 @@ def _split(data: bytes) -> tuple[list[bytes | int | _InOrder | _Clear], bytes]:
     return parts, data[max(end, start) :]
 
 
+class _Link:
+    """What one connection sends back, in order; a stall holds it up for a while, then it goes out whole."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._held = bytearray()
+        self._until = 0.0  # loop time: until then, everything waits in _held
+
+    def stall(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._until = max(self._until, loop.time() + seconds)
+        loop.call_at(self._until, self._flush)
+
+    def write(self, data: bytes) -> None:
+        if self._held or asyncio.get_running_loop().time() < self._until:
+            self._held += data
+        else:
+            self._writer.write(data)
+
+    def _flush(self) -> None:
+        if asyncio.get_running_loop().time() < self._until:
+            return  # stalled again meanwhile: a later call sends it
+        if self._held and not self._writer.is_closing():
+            self._writer.write(bytes(self._held))
+        self._held.clear()
+
+
 class _Feed:
     """One connection's data on its way through the printer: processed as it comes (an instant printer), or, with a
     speed model, from a receive buffer of _BUFFER bytes, printed a line at a time at paper speed, one job at a time."""
 
-    def __init__(self, printer: SimPrinter, writer: asyncio.StreamWriter) -> None:
-        self.printer, self.writer = printer, writer
+    def __init__(self, printer: SimPrinter, link: _Link) -> None:
+        self.printer, self.link = printer, link
         self.received = bytearray()  # job bytes received so far (for drop_after)
         self.job = bytearray()  # job bytes processed so far
         self.on_paper = 0  # leading job bytes that printed: none arrive on paper after a fault

@@ -1,0 +1,117 @@
+"""A printer's replies held up on the way back (a lost TCP segment sent again after its timeout, RFC 6298: 1 s, then
+doubling): they arrive late, whole and in order. A late reply is the reply to the query it answers, never the next
+one's: read as the next one's, a DLE EOT 1 reply (bit 2: the drawer sensor) said "cover open" to DLE EOT 2 (a printed
+ticket reprinted as COPY) or "paper near end" to DLE EOT 4 (a false alert), and a ticket cut short by paper end was
+taken for printed when the query after it was the late one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.errors import DeviceUnreachableError
+from edge.events import PrinterStatusChanged
+from edge.orders.model import parse_order
+from edge.printing.driver import PrinterDriver
+from edge.printing.status import PrinterState
+from edge.sim.printer import SimPrinter
+from edge.transports import TcpTransport
+from tests.helpers import job_rows, post, wait_until
+
+# Four lines and a cut: a short kitchen ticket.
+TICKET = b"\x1b@" + b"".join(f"{n} x Schnitzel Wiener Art\n".encode() for n in range(1, 5)) + b"\x1dV\x00"
+LINE = b"\x1b@A-1042 ready\n"  # a job of one line: a printer without GS r is found out quickest with it
+TIMEOUT = 0.5  # the driver's status_timeout; a stall of three times that outlasts every single wait but the job's
+STALL = 3 * TIMEOUT
+# The job's DLE EOT queries in order: 1, 2 and 4 before it, 1 and 4 after it; where paper runs out in it, DLE EOT 2 in
+# between, asked while GS r waits (Epson does not answer GS r at paper end). A stall at each of them in turn.
+HEALTHY = [(n, gs_r) for gs_r in (True, False) for n in range(1, 6)]
+PAPER_END = [(n, True) for n in range(1, 7)] + [(n, False) for n in range(1, 6)]
+
+
+def ids(cases: list[tuple[int, bool]]) -> list[str]:
+    return [f"query-{n}" + ("" if gs_r else "-without-gs-r") for n, gs_r in cases]
+
+
+@pytest.fixture
+async def printer() -> AsyncIterator[SimPrinter]:
+    sim = SimPrinter("kitchen")
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def warmed(sim: SimPrinter, *, gs_r: bool) -> PrinterDriver:
+    """A driver that has printed three tickets: it knows the printer answers (and whether it answers GS r)."""
+    sim.answer_in_order = gs_r
+    driver = PrinterDriver("kitchen", TcpTransport("kitchen", *sim.address), status_timeout=TIMEOUT)
+    for _ in range(3):
+        assert (await asyncio.wait_for(driver.print(LINE), 10)).on_paper
+    return driver
+
+
+@pytest.mark.parametrize(("position", "gs_r"), HEALTHY, ids=ids(HEALTHY))
+async def test_a_late_reply_never_says_what_the_printer_did_not(printer: SimPrinter, position: int, gs_r: bool) -> None:
+    """A healthy printer whose link stalls at one of the job's queries: the job is printed once and taken for printed,
+    or (the stall at the first query) not sent at all; the state read is never one the printer is not in."""
+    driver = await warmed(printer, gs_r=gs_r)
+    printer.stalls = {printer.status_asked + position: STALL}
+    try:
+        outcome = await asyncio.wait_for(driver.print(TICKET), 20)
+    except DeviceUnreachableError:
+        assert position == 1 and printer.job_bytes_in == 3 * len(LINE)  # not one byte of it sent
+    else:
+        assert outcome.state in (PrinterState.ONLINE, PrinterState.UNKNOWN)
+        assert outcome.on_paper
+    printer.stalls = {}  # what the stalled connection still holds never reaches the next one
+    assert (await asyncio.wait_for(driver.print(TICKET), 10)).state == PrinterState.ONLINE
+
+
+@pytest.mark.parametrize(("position", "gs_r"), PAPER_END, ids=ids(PAPER_END))
+async def test_a_ticket_cut_short_by_paper_end_is_never_taken_for_printed_for_a_late_reply(
+    printer: SimPrinter, position: int, gs_r: bool
+) -> None:
+    """Paper runs out half-way through the ticket while the link stalls at one of its queries: the ticket is never
+    taken for printed (it is printed again as COPY); before, a stall at the first query after the job read as
+    silence, and silence after a job as printed."""
+    driver = await warmed(printer, gs_r=gs_r)
+    printer.stalls = {printer.status_asked + position: STALL}
+    printer.paper_out_after = len(TICKET) // 2
+    try:
+        outcome = await asyncio.wait_for(driver.print(TICKET), 20)
+    except DeviceUnreachableError:
+        assert position == 1 and printer.job_bytes_in == 3 * len(LINE)
+    else:
+        assert not outcome.on_paper, outcome
+        assert outcome.state in (PrinterState.PAPER_OUT, PrinterState.OFFLINE)
+        assert printer.printed[-1] == TICKET[: len(TICKET) // 2]
+
+
+async def test_the_agent_prints_a_ticket_once_and_says_nothing_false_when_its_printer_answers_late(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """From outside: an order in over HTTP, the kitchen printer's link stalls at the second query before the ticket
+    (its reply, DLE EOT 2, and all after it come 1.5 s late). The ticket is printed once, not as COPY, the order is
+    marked printed, and the printer's state never reads cover open or paper near end (a false alert to the manager)."""
+    states: list[str] = []
+    agent.bus.subscribe(lambda e: states.append(e.new), PrinterStatusChanged)
+    kitchen = printers["kitchen"]
+    example_order["print_receipt"] = False
+    ticket = agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de")
+    kitchen.stalls = {kitchen.status_asked + 2: STALL}
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: kitchen.printed == [ticket], timeout=15)
+    await wait_until(lambda: not kitchen.stalls, timeout=5)
+
+    async def settled() -> bool:
+        return (await job_rows(agent))[0][0] not in ("queued", "printing")
+
+    await wait_until(settled, what="the job's outcome")
+    assert await job_rows(agent) == [("printed", 0, 0)]
+    await asyncio.sleep(STALL)  # what the printer sent late has come, and was not taken for anything
+    assert kitchen.printed == [ticket]
+    assert not {"cover_open", "paper_near_end", "paper_out"} & set(states), states
