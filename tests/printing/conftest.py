@@ -14,6 +14,7 @@ import pytest
 from edge.clock import SteppedClock
 from edge.orders.model import Order, parse_order
 from edge.printing.render import Renderer
+from edge.sim.printer import SimPrinter
 from tests.helpers import EXAMPLE
 
 _REAL_TIME = time.time
@@ -167,3 +168,12 @@ def renderer() -> Renderer:
 def order() -> Order:
     """The contract's example order, parsed."""
     return parse_order(EXAMPLE)
+
+
+@pytest.fixture
+async def printer() -> AsyncIterator[SimPrinter]:
+    """One simulated network printer on loopback, for tests of the driver alone."""
+    sim = SimPrinter("kitchen")
+    await sim.start()
+    yield sim
+    await sim.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ JOB = (
 )
 
 LINE = b"\x1b@A-1042 ready\n"  # a job of one line
-
-
-@pytest.fixture
-async def printer() -> AsyncIterator[SimPrinter]:
-    sim = SimPrinter("kitchen")
-    await sim.start()
-    yield sim
-    await sim.stop()
 
 
 def driver_for(sim: SimPrinter, *, status_timeout: float = 1.0, connect_timeout: float = 3.0) -> PrinterDriver:

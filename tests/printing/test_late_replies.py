@@ -7,7 +7,6 @@ taken for printed when the query after it was the late one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -35,14 +34,6 @@ PAPER_END = [(n, True) for n in range(1, 7)] + [(n, False) for n in range(1, 6)]
 
 def ids(cases: list[tuple[int, bool]]) -> list[str]:
     return [f"query-{n}" + ("" if gs_r else "-without-gs-r") for n, gs_r in cases]
-
-
-@pytest.fixture
-async def printer() -> AsyncIterator[SimPrinter]:
-    sim = SimPrinter("kitchen")
-    await sim.start()
-    yield sim
-    await sim.stop()
 
 
 async def warmed(sim: SimPrinter, *, gs_r: bool) -> PrinterDriver:
