@@ -6,6 +6,7 @@ whose content carries a promise (what was mailed, why a start failed, the secret
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pathlib import Path
 def write_durably(path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
     """Blocking (two fsyncs: call it in a thread from an event loop). The file has ``mode`` (and ``owner``, uid and
     gid) from its first byte. Raises OSError with the target untouched and no temporary file left."""
+    _remove_orphans(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -32,6 +34,27 @@ def write_durably(path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[in
             temporary.unlink(missing_ok=True)
         raise
     sync_to_disk(path.parent)  # the rename itself
+
+
+def _remove_orphans(path: Path) -> None:
+    """The temporary files of ``path`` that writers cut off before their rename left (a power cut, a SIGKILL): a new
+    writer has a new PID, so nothing else would remove them, and one beside the secrets file holds secrets. Those of a
+    process still running are theirs."""
+    for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = temporary.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _running(int(pid)):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 def sync_to_disk(path: Path, *, data_only: bool = False) -> None:

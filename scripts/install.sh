@@ -146,14 +146,15 @@ do_install() {
 
     # The config is the technician's: written once from the example, never overwritten.
     # Each written whole and synced (lib.sh durable_mv): a power cut right after the install must not leave it empty.
-    if [[ ! -f "$ETC/edge.toml" ]]; then
+    # One that is empty all the same (left so by an install from before these writes were synced) is written anew.
+    if [[ ! -s "$ETC/edge.toml" ]]; then
         install -m 0600 "$SOURCE/edge.example.toml" "$ETC/.edge.toml.new.$$"
         durable_mv "$ETC/.edge.toml.new.$$" "$ETC/edge.toml"
         say "wrote $ETC/edge.toml from the example: set store_id, printers and the token"
     fi
     # The one secrets file: read by systemd (EnvironmentFile=) and by every edge command, which runs as the agent's
     # user; so it is that user's, mode 0600. A new one gets a random API token (the example's change-me is refused).
-    if [[ ! -f "$ETC/edge.env" ]]; then
+    if [[ ! -s "$ETC/edge.env" ]]; then
         local token
         token="$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')"
         install -m 0600 /dev/null "$ETC/.edge.env.new.$$"

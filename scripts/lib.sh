@@ -90,6 +90,20 @@ take_install_lock() {
         exit 1
     fi
     export EDGE_INSTALL_LOCK_HELD=1
+    remove_leftovers
+}
+
+# The temporary files put(), switch_current() and the config writes leave when a run is cut off before their rename
+# (a power cut, a killed SSH session). Under the install lock no other run owns one; a new run has a new PID, so
+# nothing else would ever remove them (one in /etc/edge may hold a token).
+remove_leftovers() {
+    local left
+    for left in "$ETC"/.edge.*.new.* "$OPT"/*.new.* "$OPT"/.current.new.* "$UNITS"/edge-*.new.*; do
+        if [[ -e "$left" || -L "$left" ]]; then
+            rm -f "$left"
+            say "removed $left, left by an install or upgrade that was cut off"
+        fi
+    done
 }
 
 # Removes every release but the one in use and $1 (the previous one, kept for a rollback), a legacy venv included.

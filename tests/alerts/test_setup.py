@@ -393,3 +393,25 @@ async def test_the_secrets_file_written_by_the_setup_survives_a_power_cut(
     settings = load_settings(config, environ={})
     assert settings.smtp.password.get() == SMTP_PASSWORD and settings.smtp.port == sink.port
     assert (tmp_path / "edge.env.bak").read_text(encoding="utf-8") == OLD_ENV
+
+
+async def test_a_secrets_file_half_written_by_a_setup_that_was_cut_off_is_removed_by_the_next(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A setup cut off between writing edge.env's temporary file and its rename (a power cut, a killed SSH session)
+    leaves that file in /etc/edge with the mail password in it; a new run has a new PID, so before, it stayed there
+    for ever. The next write of edge.env removes the temporaries of writers that are gone; one of a process still
+    running (another setup writing at this moment) is its own, left alone."""
+    config = write_config(tmp_path)
+    gone = await asyncio.create_subprocess_exec("true")
+    await gone.wait()
+    left = tmp_path / f".edge.env.{gone.pid}.tmp"
+    left.write_text(f"EDGE_SMTP_PASSWORD={SMTP_PASSWORD}\n")
+    running = tmp_path / f".edge.env.{os.getpid()}.tmp"
+    running.write_text("# being written\n")
+    code, out = await run_script(
+        *non_interactive(config, sink, cert[0]), env=clean_env(), stdin=f"{SMTP_PASSWORD}\n".encode()
+    )
+    assert code == 0, out
+    assert not left.exists() and running.exists()
+    assert load_settings(config, environ={}).smtp.password.get() == SMTP_PASSWORD

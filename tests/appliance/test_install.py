@@ -121,6 +121,37 @@ def test_a_power_cut_right_after_install_leaves_the_secrets_file_and_config_whol
     assert load_settings(etc / "edge.toml", environ={}).api.token.get() == token
 
 
+def test_an_install_after_a_cut_clears_what_the_cut_left_and_gives_an_empty_secrets_file_a_token(
+    root: Path, source: Path
+) -> None:
+    """What an install or upgrade cut off (a power cut, a killed SSH session) left, as it left it: the temporary files
+    each of them writes before its rename (a secrets file with a token among them, mode 0600, in /etc/edge), and an
+    empty edge.env (what the install before durable writes left after a cut: `printf >`, never synced). The next
+    install removes the temporaries (they hold the install lock, so no other run owns them) and writes the empty
+    secrets file anew with a token, so the agent starts. Before, they stayed for ever (a new run has a new PID), and an
+    empty edge.env stayed empty: the agent refused to start ("api.token"), and running install.sh again, the
+    documented fix, changed nothing."""
+    etc, opt, units = root / "etc/edge", root / "opt/edge-agent", root / "etc/systemd/system"
+    left = [
+        etc / ".edge.env.new.4242",
+        etc / ".edge.toml.new.4242",
+        units / "edge-agent.service.new.4242",
+        opt / "README.md.new.4242",
+    ]
+    for path in left:
+        path.write_text("EDGE_API_TOKEN=half-written\n")
+    (opt / ".current.new.4242").symlink_to("releases/gone")
+    (etc / "edge.env").write_bytes(b"")
+    again = run(source / "scripts/install.sh", "--prefix", str(root), "--python", BASE_PYTHON)
+    assert again.returncode == 0, again.stderr
+    assert [p for p in [*left, opt / ".current.new.4242"] if p.exists() or p.is_symlink()] == []
+    assert sorted(p.name for p in units.iterdir()) == sorted(UNITS)
+    token = read_secrets(etc / "edge.env").get("EDGE_API_TOKEN", "")
+    assert len(token) >= 32, (etc / "edge.env").read_bytes()
+    assert load_settings(etc / "edge.toml", environ={}).api.token.get() == token
+    assert oct((etc / "edge.env").stat().st_mode & 0o777) == "0o600"
+
+
 def test_uninstall_keeps_data_and_purge_removes_it(root: Path, source: Path) -> None:
     """--uninstall removes the program and the units but keeps data and config; --purge removes those too."""
     (root / "var/lib/edge/keep.txt").write_text("data")
