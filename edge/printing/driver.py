@@ -60,6 +60,9 @@ _BUSY_RETRY_S = 0.1  # how soon a connection the printer refused while busy with
 # A network interface serves one connection and keeps three waiting (Epson's UB-E02 Technical Reference Guide, 4.5):
 # no more of the jobs sent to it can wait in it, however many were sent.
 _INTERFACE_HOLDS = 4
+# A reply missed on a connection is waited for this many status_timeouts more before the next query on it: a TCP
+# segment lost on the way is sent again after 1 s, then 2 s more (RFC 6298).
+_LATE_REPLY_TIMEOUTS = 2
 
 
 class _Replies:
@@ -78,7 +81,7 @@ class _Replies:
         self._real_time: collections.deque[int] = collections.deque()
         self._in_order: collections.deque[int] = collections.deque()
         self._asb_left = 0  # bytes of an Automatic Status Back still to pass over
-        self._missed = 0  # real-time queries given up on whose replies have not come yet
+        self._missed: collections.deque[int] = collections.deque()  # n of DLE EOT given up on, their replies to come
         self._late = 0  # replies to such queries that came
 
     def forget_real_time(self) -> None:
@@ -88,15 +91,25 @@ class _Replies:
         self._real_time.clear()
 
     def next(self, *, in_order: bool, timeout: float) -> int | None:
-        """The next reply of that kind within ``timeout``, None when none came (a real-time query then counts as
-        missed: its reply, if it comes, is passed over)."""
+        """The next reply of that kind within ``timeout``, None when none came."""
         found = self._in_order if in_order else self._real_time
         self._read_until(lambda: bool(found), timeout)
-        if found:
-            return found.popleft()
-        if not in_order:
-            self._missed += 1
-        return None
+        return found.popleft() if found else None
+
+    def missed(self, n: int) -> None:
+        """DLE EOT n was given up on: its reply, if it comes, is passed over."""
+        self._missed.append(n)
+
+    @property
+    def owed(self) -> bool:
+        return bool(self._missed)
+
+    def settle(self, timeout: float) -> set[int]:
+        """Waits up to ``timeout`` for the replies still owed; returns the n of those that did not come (no longer
+        waited for)."""
+        self._read_until(lambda: not self._missed, timeout)
+        gone, self._missed = set(self._missed), collections.deque()
+        return gone
 
     def late(self, timeout: float) -> bool:
         """Whether the reply to a missed real-time query comes within ``timeout``: the printer is there, only late."""
@@ -121,7 +134,7 @@ class _Replies:
         elif is_asb_start(byte):
             self._asb_left = 3
         elif is_valid_reply(byte) and self._missed:
-            self._missed -= 1
+            self._missed.popleft()
             self._late += 1
         elif is_valid_reply(byte):
             self._real_time.append(byte)
@@ -211,6 +224,7 @@ class PrinterDriver:
         # Why the last status exchange read OFFLINE from silence ("" when it did not): for the spool's state detail.
         self.silence = ""
         self._in_order_answers = _Habit()
+        self._ignored: set[int] = set()  # DLE EOT n it did not answer even late, since it last answered them
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
         self._blind_jobs: collections.deque[float] = collections.deque(maxlen=_INTERFACE_HOLDS)  # their times
@@ -366,10 +380,8 @@ class PrinterDriver:
                 return not sensors & _GS_R_PAPER_END
             if left <= _STOP_POLL_S:
                 break
-            self._replies.forget_real_time()
-            self.transport.write(_DLE_EOT + b"\x02")
             # On a slow line the poll waits behind the rest of the job's bytes: as long as they may take, or a reply's.
-            cause = self._replies.next(in_order=False, timeout=max(taken_by - time.monotonic(), self.status_timeout))
+            cause = self._real_time(2, timeout=max(taken_by - time.monotonic(), self.status_timeout))
             self._heard(cause is not None)
             if cause is None:
                 return None
@@ -476,9 +488,7 @@ class PrinterDriver:
         replies: dict[int, int] = {}
         timeout = self.status_timeout if first_timeout is None else first_timeout
         for n in queries:
-            self._replies.forget_real_time()
-            self.transport.write(_DLE_EOT + bytes([n]))
-            reply = self._replies.next(in_order=False, timeout=timeout)
+            reply = self._real_time(n, timeout=timeout)
             if reply is None:
                 # A printer that ignores one query ignores them all; asking on would only add waits.
                 break
@@ -486,6 +496,21 @@ class PrinterDriver:
             timeout = self.status_timeout
         self._heard(bool(replies))
         return replies
+
+    def _real_time(self, n: int, *, timeout: float) -> int | None:
+        """DLE EOT n and its reply, None when none came in time. A reply missed earlier on this connection would be
+        taken for this query's: it is waited for first, a while, and passed over. One that does not come even then
+        is a query the printer ignores (a clone with part of the command set): not waited for again in this run."""
+        if self._replies.owed:
+            self._ignored |= self._replies.settle(timeout=_LATE_REPLY_TIMEOUTS * self.status_timeout)
+        self._replies.forget_real_time()
+        self.transport.write(_DLE_EOT + bytes([n]))
+        reply = self._replies.next(in_order=False, timeout=timeout)
+        if reply is not None:
+            self._ignored.discard(n)
+        elif n not in self._ignored:
+            self._replies.missed(n)
+        return reply
 
     def _heard(self, answered: bool) -> None:
         if not self._status_answers.note(answered):

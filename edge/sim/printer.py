@@ -107,6 +107,7 @@ class SimPrinter:
         self.paper_near_end = False  # answers "near end"; still prints
         self.answer_status = True  # False: ignores DLE EOT and GS r, as some models and one-way print servers do
         self.answer_in_order = True  # False: answers DLE EOT but ignores GS r, as a few clones do
+        self.ignored: set[int] = set()  # DLE EOT n it never answers, all others it does (a clone's partial command set)
         # True: answers GS r also while stopped, with the paper end bits set (some clones: "returns 0F when out of
         # paper", a Chinese vendor's GS r 1 note); an Epson does not answer it then.
         self.in_order_when_stopped = False
@@ -320,7 +321,7 @@ class SimPrinter:
         """The reply to DLE EOT n (``query`` is n) or to GS r, counted; b"" when the printer does not answer it."""
         if isinstance(query, int):
             self.status_asked += 1
-            if not (self.answer_status and self.powered):
+            if not (self.answer_status and self.powered) or query in self.ignored:
                 return b""
             self.status_queries += 1
             return bytes([self._reply(query)])
