@@ -20,11 +20,18 @@ def ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
+# One socket per port handed out, bound and never listening, kept for the life of the process that asked.
+_RESERVED: list[socket.socket] = []
+
+
 def free_port() -> int:
     """A loopback port nothing uses now, for a server started later that may stop and start on it again. Picked at
-    random below the ephemeral range: a port there may go to any outgoing connection or port-0 bind (another test's
-    simulator) while the server is down, and then it cannot start again; here only another free_port() could pick it,
-    one in thousands."""
+    random below the ephemeral range (a port there may go to any outgoing connection or port-0 bind while the server
+    is down) and kept reserved: a socket of this process stays bound to it, with SO_REUSEADDR set after the bind, so
+    a server that sets it too (the agent, the simulators, Mosquitto) can listen on the port, and another free_port(),
+    whose probe does not set it, never picks it, also while the server is down. Before, only a port in use at the
+    time was passed over: another test worker picked one whose agent was between a kill and its restart, and that
+    test's orders went to the other agent (two tests, one port, both failed)."""
     low, _ = ephemeral_range()
     if low - _LOWEST < 1000:  # an unusual range leaves no room below it: the kernel's choice, as before
         with socket.socket() as probe:
@@ -32,12 +39,15 @@ def free_port() -> int:
             return int(probe.getsockname()[1])
     for _ in range(100):
         port = random.randrange(_LOWEST, low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue  # in use (maybe another worker's agent)
-            return port
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            probe.close()
+            continue  # in use, or reserved by another worker
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _RESERVED.append(probe)
+        return port
     raise OSError(f"no free loopback port between {_LOWEST} and {low} after 100 tries")
 
 

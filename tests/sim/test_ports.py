@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 from edge.sim.ports import PortHold, ephemeral_range, free_port
 
@@ -15,8 +17,38 @@ def test_free_port_is_below_the_ephemeral_range_and_free() -> None:
     assert all(1024 <= port < low for port in ports), sorted(ports)
     assert len(ports) > 40  # spread out: two workers asking at once rarely get the same one
     for port in list(ports)[:5]:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", port))
+        with socket.socket() as server:  # as the agent and the simulators bind
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", port))
+            server.listen(1)
+
+
+def probe_elsewhere(port: int) -> str:
+    """What another test worker's free_port() finds when it tries ``port``: a process of its own."""
+    code = (
+        "import socket\n"
+        f"try:\n    socket.socket().bind(('127.0.0.1', {port}))\n    print('free')\n"
+        "except OSError:\n    print('taken')"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def test_a_port_handed_out_is_never_handed_out_again_while_its_server_is_down() -> None:
+    """A port stays its asker's for the life of the process: another worker's free_port() passes it over while its
+    server listens and while it is down (an agent killed and not yet restarted); the server listens on it again.
+    Before, a port was passed over only while in use: two tests that restart their agents got the same one, and one
+    test's orders went to the other's agent."""
+    port = free_port()
+    assert probe_elsewhere(port) == "taken"
+    for _ in range(2):
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", port))
+            server.listen(1)
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+            assert probe_elsewhere(port) == "taken"
+        assert probe_elsewhere(port) == "taken"  # down: still not anyone else's
 
 
 def test_a_held_port_refuses_connections_and_cannot_be_taken_until_released() -> None:
