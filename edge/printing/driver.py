@@ -490,7 +490,8 @@ class PrinterDriver:
         for n in queries:
             reply = self._real_time(n, timeout=timeout)
             if reply is None:
-                # A printer that ignores one query ignores them all; asking on would only add waits.
+                # Asking on would only add waits: most printers that ignore one query ignore them all, and after a
+                # reply held up on the way the next query waits for it first.
                 break
             replies[n] = reply
             timeout = self.status_timeout
