@@ -29,6 +29,7 @@ import math
 import secrets
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -125,6 +126,13 @@ class CentralSim:
         # this rate, as over a 512 kbit/s ADSL line or LTE fallback (64,000) from a backend that does not gzip.
         self.line_bytes_per_s: float | None = None
         self._capacity_rps: float | None = None
+        # A backend that closes a kept-alive connection this long after its last answer, as Node's http server does
+        # (server.keepAliveTimeout, 5 s by default; gunicorn's keepalive, 2 s): a request that goes out on it as the
+        # close comes the other way gets no answer and finds the connection gone. Modelled as that race, every time:
+        # a request on a connection idle this long is dropped unanswered (None: aiohttp's own 75 s, no test's wait).
+        self.idle_close_s: float | None = None
+        self.closed_idle = 0  # requests dropped so
+        self._answered_at: weakref.WeakKeyDictionary[asyncio.Transport, float] = weakref.WeakKeyDictionary()
         self.cursor_mode: CursorMode = "position"  # the other two are the broken cursors the contract forbids
         self.up_at: float | None = None  # time.time() of the last set_up(True)
         self.requests: list[tuple[float, str, str, int]] = []  # (monotonic time, method, path, status) answered
@@ -338,6 +346,8 @@ class CentralSim:
         if not self.up and request.transport is not None:
             request.transport.abort()  # a keep-alive connection from before the cut: gone, as on a dead line
             raise web.HTTPServiceUnavailable()
+        if self._closed_idle(request.transport):
+            raise web.HTTPServiceUnavailable()  # never sent: the connection is gone
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         response = await self._answer(request, handler)
@@ -346,11 +356,24 @@ class CentralSim:
         if self.cached_for_s:
             response.headers["Age"] = str(self.cached_for_s)
         self.requests.append((time.monotonic(), request.method, request.path, response.status))
+        if request.transport is not None:
+            self._answered_at[request.transport] = time.monotonic()
         if self.line_bytes_per_s and isinstance(response, web.Response) and response.body:
             # Twenty writes a second, each what the line carries in a twentieth of one.
             chunk = max(1, int(self.line_bytes_per_s / 20))
             return await _trickle(request, response, chunk=chunk, interval_s=0.05)
         return response
+
+    def _closed_idle(self, transport: asyncio.Transport | None) -> bool:
+        """Whether this request came on a connection the backend closed for idling (``idle_close_s``)."""
+        answered = None if transport is None else self._answered_at.get(transport)
+        if transport is None or answered is None or self.idle_close_s is None:
+            return False
+        if time.monotonic() - answered < self.idle_close_s:
+            return False
+        self.closed_idle += 1
+        transport.abort()
+        return True
 
     def _over_capacity(self) -> float | None:
         """Seconds until the gateway takes another request, None while it has room (a token bucket, 1 s burst)."""

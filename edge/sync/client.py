@@ -262,6 +262,34 @@ class CentralClient:
                 )
                 await asyncio.sleep(delay)
 
+    async def _exchange(
+        self, method: str, url: str, params: dict[str, str] | None, body: Any, tls: ssl.SSLContext | None
+    ) -> tuple[int, str, str, float | None]:
+        """One request and its whole answer: (status, Location, body text, Retry-After in seconds)."""
+        assert self._session is not None, "CentralClient.start() first"
+        sent = time.monotonic()
+        # Redirects are not followed: a redirected POST loses its body and becomes a GET (as browsers do), so the
+        # events it carried would never arrive; the answer below names the address central.url should have.
+        async with self._session.request(
+            method,
+            url,
+            params=params,
+            json=body,
+            ssl=tls or True,
+            allow_redirects=False,
+            # The proxy's login goes to the proxy only: on a tunnel's CONNECT, never inside it to central.
+            headers=self._auth if tls else self._auth | self._proxy_login,
+            proxy=self._proxy,
+            proxy_headers=self._proxy_login if tls else None,
+        ) as response:
+            status = response.status
+            if status == 407 and self._proxy:  # the proxy's answer to a plain-http request, not central's
+                raise self._proxy_refused(method, url, status, "Proxy Authentication Required")
+            self._heard_date(response.headers, time.monotonic() - sent)
+            text = await response.text()
+            retry_after = retry_after_s(response.headers.get("Retry-After"), response.headers.get("Date"))
+            return status, response.headers.get("Location", ""), text, retry_after
+
     async def _send(
         self,
         method: str,
@@ -274,29 +302,14 @@ class CentralClient:
         url = f"{self._base}{path}"
         tls = await self._context() if url.startswith("https:") else None
         await self._limiter.acquire()
-        sent = time.monotonic()
         try:
-            # Redirects are not followed: a redirected POST loses its body and becomes a GET (as browsers do), so the
-            # events it carried would never arrive; the answer below names the address central.url should have.
-            async with self._session.request(
-                method,
-                url,
-                params=params,
-                json=body,
-                ssl=tls or True,
-                allow_redirects=False,
-                # The proxy's login goes to the proxy only: on a tunnel's CONNECT, never inside it to central.
-                headers=self._auth if tls else self._auth | self._proxy_login,
-                proxy=self._proxy,
-                proxy_headers=self._proxy_login if tls else None,
-            ) as response:
-                status = response.status
-                if status == 407 and self._proxy:  # the proxy's answer to a plain-http request, not central's
-                    raise self._proxy_refused(method, url, status, "Proxy Authentication Required")
-                moved_to = response.headers.get("Location", "")
-                self._heard_date(response.headers, time.monotonic() - sent)
-                text = await response.text()
-                retry_after = retry_after_s(response.headers.get("Retry-After"), response.headers.get("Date"))
+            try:
+                status, moved_to, text, retry_after = await self._exchange(method, url, params, body, tls)
+            except aiohttp.ServerDisconnectedError:
+                # Closed without an answer: most often a kept-alive connection the backend closed for idling as this
+                # request went out on it (Node's keepAliveTimeout is 5 s). Every call here may be sent twice (events
+                # carry idempotency keys): once more at once, on another connection, before it counts as a failure.
+                status, moved_to, text, retry_after = await self._exchange(method, url, params, body, tls)
         except aiohttp.ClientHttpProxyError as err:  # the proxy refused the CONNECT: central was never asked
             raise self._proxy_refused(method, url, err.status, err.message) from None
         except (aiohttp.ClientError, TimeoutError) as err:
