@@ -83,6 +83,8 @@ class _Replies:
         self._asb_left = 0  # bytes of an Automatic Status Back still to pass over
         self._missed: collections.deque[int] = collections.deque()  # n of DLE EOT given up on, their replies to come
         self._late = 0  # replies to such queries that came
+        # A missed reply never came, even after the wait: replies read after that may answer other queries
+        self.doubtful = False
 
     def forget_real_time(self) -> None:
         """Before a DLE EOT query: a reply read earlier and not asked for answers a DLE EOT that the printer found in a
@@ -109,6 +111,7 @@ class _Replies:
         waited for)."""
         self._read_until(lambda: not self._missed, timeout)
         gone, self._missed = set(self._missed), collections.deque()
+        self.doubtful = self.doubtful or bool(gone)
         return gone
 
     def late(self, timeout: float) -> bool:
@@ -171,12 +174,15 @@ class PrintOutcome:
     confirmed: bool  # the printer answered a status query sent after the job, so it has taken every byte
     state: PrinterState  # read after the job; UNKNOWN if the printer did not answer
     processed: bool = False  # it answered GS r after the job: every byte of the job went through, the ticket is out
+    # A reply missed on the job's connection never came: the state after it may be read from a reply to a query from
+    # before the job (a printer status from before paper ran out), so it says nothing of the ticket
+    doubtful: bool = False
 
     @property
     def on_paper(self) -> bool:
         """False when the job is not known to be out and the status after it shows paper end, cover open, an error
-        or offline: the job may be only partly on paper, and is printed again as COPY."""
-        return self.processed or self.state not in BLOCKING_STATES
+        or offline, or cannot be trusted: the job may be only partly on paper, and is printed again as COPY."""
+        return self.processed or (not self.doubtful and self.state not in BLOCKING_STATES)
 
 
 class PrinterNotReadyError(DeviceError):
@@ -348,7 +354,8 @@ class PrinterDriver:
                         state, confirmed = parse_status(replies), True
                     else:
                         state, confirmed = self._silent_after(data)
-                outcome = PrintOutcome(confirmed=confirmed, state=state, processed=bool(processed))
+                doubtful = confirmed and self._replies.doubtful  # a state read, maybe from a reply to another query
+                outcome = PrintOutcome(confirmed=confirmed, state=state, processed=bool(processed), doubtful=doubtful)
                 if not outcome.on_paper:
                     self._clear_rest()
                 return outcome
