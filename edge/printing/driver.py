@@ -102,13 +102,9 @@ class _Replies:
         """DLE EOT n was given up on: its reply, if it comes, is passed over."""
         self._missed.append(n)
 
-    @property
-    def owed(self) -> bool:
-        return bool(self._missed)
-
     def settle(self, timeout: float) -> set[int]:
-        """Waits up to ``timeout`` for the replies still owed; returns the n of those that did not come (no longer
-        waited for)."""
+        """Waits up to ``timeout`` for the replies still owed (not at all when none is); returns the n of those that
+        did not come (no longer waited for)."""
         self._read_until(lambda: not self._missed, timeout)
         gone, self._missed = set(self._missed), collections.deque()
         self.doubtful = self.doubtful or bool(gone)
@@ -509,8 +505,7 @@ class PrinterDriver:
         """DLE EOT n and its reply, None when none came in time. A reply missed earlier on this connection would be
         taken for this query's: it is waited for first, a while, and passed over. One that does not come even then
         is a query the printer ignores (a clone with part of the command set): not waited for again in this run."""
-        if self._replies.owed:
-            self._ignored |= self._replies.settle(timeout=_LATE_REPLY_TIMEOUTS * self.status_timeout)
+        self._ignored |= self._replies.settle(timeout=_LATE_REPLY_TIMEOUTS * self.status_timeout)
         self._replies.forget_real_time()
         self.transport.write(_DLE_EOT + bytes([n]))
         reply = self._replies.next(in_order=False, timeout=timeout)

@@ -343,11 +343,11 @@ class CentralSim:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not self.up and request.transport is not None:
-            request.transport.abort()  # a keep-alive connection from before the cut: gone, as on a dead line
+        if request.transport is not None and (not self.up or self._idled_out(request.transport)):
+            # A keep-alive connection from before the cut (gone, as on a dead line) or one this backend closed for
+            # idling: no answer, the connection reset.
+            request.transport.abort()
             raise web.HTTPServiceUnavailable()
-        if self._closed_idle(request.transport):
-            raise web.HTTPServiceUnavailable()  # never sent: the connection is gone
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         response = await self._answer(request, handler)
@@ -364,15 +364,12 @@ class CentralSim:
             return await _trickle(request, response, chunk=chunk, interval_s=0.05)
         return response
 
-    def _closed_idle(self, transport: asyncio.Transport | None) -> bool:
-        """Whether this request came on a connection the backend closed for idling (``idle_close_s``)."""
-        answered = None if transport is None else self._answered_at.get(transport)
-        if transport is None or answered is None or self.idle_close_s is None:
-            return False
-        if time.monotonic() - answered < self.idle_close_s:
+    def _idled_out(self, transport: asyncio.Transport) -> bool:
+        """Whether this request came on a connection the backend closed for idling (``idle_close_s``); counted."""
+        answered = self._answered_at.get(transport)
+        if answered is None or self.idle_close_s is None or time.monotonic() - answered < self.idle_close_s:
             return False
         self.closed_idle += 1
-        transport.abort()
         return True
 
     def _over_capacity(self) -> float | None:
