@@ -12,7 +12,8 @@
 # The one secrets file is /etc/edge/edge.env: owned by the agent's user, mode 0600, a random EDGE_API_TOKEN at first.
 # Each version is a venv of its own in /opt/edge-agent/releases/, built beside the one in use; /opt/edge-agent/current
 # switches to it in one rename (see scripts/lib.sh). To upgrade a running box, use scripts/upgrade.sh.
-# EDGE_PIP_ARGS adds pip options (e.g. "--no-index --find-links /media/usb/wheels" on a box without internet).
+# EDGE_PIP_ARGS adds pip options (e.g. "--no-index --find-links /media/usb/wheels" on a box without internet);
+# EDGE_VENV_ARGS adds venv options (the tests' builds: --without-pip, with a pip of their own on PYTHONPATH).
 set -euo pipefail
 
 SOURCE="$(cd "$(dirname "$0")/.." && pwd)"
@@ -59,9 +60,10 @@ build_release() {
     # A build that fails or is interrupted (pip on a full card, a dropped SSH session) goes at once: on the agent's
     # SD card it would keep the agent from writing orders until the next run.
     trap 'rm -rf "$RELEASE"' EXIT
-    "$PYTHON" -m venv "$RELEASE"
-    # shellcheck disable=SC2086  # EDGE_PIP_ARGS is a list of options on purpose
-    "$RELEASE/bin/pip" install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} "$SOURCE"
+    # shellcheck disable=SC2086  # EDGE_VENV_ARGS and EDGE_PIP_ARGS are lists of options on purpose
+    "$PYTHON" -m venv ${EDGE_VENV_ARGS:-} "$RELEASE"
+    # shellcheck disable=SC2086
+    "$RELEASE/bin/python" -m pip install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} "$SOURCE"
     sync -f "$RELEASE"  # on disk before it counts as complete: a power cut must not leave a marked, empty venv
     touch "$RELEASE/$COMPLETE"
     trap - EXIT

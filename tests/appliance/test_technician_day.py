@@ -24,7 +24,7 @@ import pytest
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, cert, server_tls, sink  # noqa: F401 (fixtures)
 from tests.alerts.helpers import non_interactive, systemd_reads
-from tests.helpers import BORROWED, EXAMPLE, OFFLINE_BUILD, fresh
+from tests.helpers import BORROWED, EXAMPLE, OFFLINE_BUILD, REAL_VENV, fresh
 
 REPO = Path(__file__).parents[2]
 # The box's Python: the agent's user must be able to run it (a pyenv Python under /root is not).
@@ -142,7 +142,7 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
         agent_user,
         "--python",
         BOX_PYTHON,
-        env=OFFLINE_BUILD,
+        env=REAL_VENV,  # the technician's build: pip in the release, as on a box (other tests' builds skip it)
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     user = pwd.getpwnam(agent_user)
