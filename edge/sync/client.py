@@ -265,8 +265,10 @@ class CentralClient:
     async def _exchange(
         self, method: str, url: str, params: dict[str, str] | None, body: Any, tls: ssl.SSLContext | None
     ) -> tuple[int, str, str, float | None]:
-        """One request and its whole answer: (status, Location, body text, Retry-After in seconds)."""
+        """One request and its whole answer: (status, Location, body text, Retry-After in seconds). Each request sent
+        takes its turn at the rate limit, a retry too."""
         assert self._session is not None, "CentralClient.start() first"
+        await self._limiter.acquire()
         sent = time.monotonic()
         # Redirects are not followed: a redirected POST loses its body and becomes a GET (as browsers do), so the
         # events it carried would never arrive; the answer below names the address central.url should have.
@@ -298,10 +300,8 @@ class CentralClient:
         params: dict[str, str] | None = None,
         body: Any = None,
     ) -> Any:
-        assert self._session is not None, "CentralClient.start() first"
         url = f"{self._base}{path}"
         tls = await self._context() if url.startswith("https:") else None
-        await self._limiter.acquire()
         try:
             try:
                 status, moved_to, text, retry_after = await self._exchange(method, url, params, body, tls)

@@ -26,14 +26,28 @@ async def test_a_backend_closing_idle_connections_costs_no_retry_warning_and_no_
     central.strict = False  # the orders come in over HTTP, not from central
     central.idle_close_s = 0.3
     agent, recorder = await agents.start(sync_settings(probe_up_s=30.0))
+    assert agent.sync is not None
+    limiter = agent.sync.client._limiter
+    turns = 0
+    take_turn = limiter.acquire
+
+    async def counted() -> None:
+        nonlocal turns
+        turns += 1
+        await take_turn()
+
     async with api_client(agent) as api:
         with capture_logs() as logs:
             first, second = dict(example_order, id="ord_keep_1"), dict(example_order, id="ord_keep_2", number="A-2")
             assert (await post(api, first))[0] == 201
             await wait_until(lambda: any(e["order_id"] == "ord_keep_1" for e in central.events.values()))
-            await asyncio.sleep(0.5)  # central's idle timer runs out on the kept-alive connection
+            await asyncio.sleep(0.5)  # central's idle timer runs out on the kept-alive connection; the agent is idle
+            limiter.acquire = counted  # type: ignore[method-assign]
+            answered, dropped = len(central.requests), central.closed_idle
             assert (await post(api, second))[0] == 201
             await wait_until(lambda: any(e["order_id"] == "ord_keep_2" for e in central.events.values()))
     assert central.closed_idle >= 1  # the race happened
+    sent = len(central.requests) - answered + central.closed_idle - dropped
+    assert turns == sent  # the request sent again took its turn at the rate limit
     assert [e for e in logs if e["event"] == "central_retry"] == []
     assert [e for e in recorder.of(CentralLinkChanged) if not e.up] == []
