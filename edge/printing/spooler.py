@@ -65,6 +65,7 @@ class Spooler:
         self._bus = bus
         self._spool = spool
         self._wake = asyncio.Event()
+        self._stop_asked = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.current_job: int | None = None
@@ -84,6 +85,7 @@ class Spooler:
         """Let the job in flight finish (its outcome is recorded), then stop."""
         self._stopping = True
         self._wake.set()
+        self._stop_asked.set()
         if self._task is not None:
             await self._task
         self.driver.close()
@@ -356,7 +358,9 @@ class Spooler:
     async def _probe_until_ready(self, state: PrinterState, detail: str) -> None:
         delay = 0.25
         while not self._stopping:
-            await self._sleep(delay)
+            # New orders do not wake it: each would be one more status read of a printer known to be blocked (a
+            # connection attempt, when it is off), and the probe comes within its cap anyway.
+            await wait_set(self._stop_asked, delay)
             if self._stopping:
                 return
             current = await self.driver.status()
