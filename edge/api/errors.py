@@ -81,6 +81,15 @@ async def read_body(request: web.Request) -> bytes:
         raise BadRequestError(f"the request body is unreadable: {what}") from err
 
 
+def too_large_body(limit: int) -> dict[str, object]:
+    """The 413 body for a POST over ``api.max_body_bytes``, and the MQTT intake's report of a payload over the same
+    limit (edge/sync/mqtt.py): one wording for both doors."""
+    return {
+        "error": "request_entity_too_large",
+        "reason": f"the body is larger than api.max_body_bytes ({limit} bytes)",
+    }
+
+
 def error_response(status: int, error: str, reason: str, **extra: object) -> web.Response:
     headers = {"Retry-After": "5"} if status == 503 else None
     return web.json_response({"error": error, "reason": reason, **extra}, status=status, headers=headers)
@@ -109,6 +118,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except StoreUnavailableError as err:
         log.error("store_unavailable", error=str(err))
         return error_response(503, "unavailable", "the order store cannot take writes right now; retry later")
+    except web.HTTPRequestEntityTooLarge:  # aiohttp's client_max_size, which is api.max_body_bytes
+        return web.json_response(too_large_body(request.client_max_size), status=413)
     except web.HTTPException as err:
         if err.status < 400:
             raise

@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.api.errors import too_large_body
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import MqttSettings, Settings
 from edge.dns import unresolved
@@ -68,8 +69,9 @@ _REFUSALS = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}
 # MQTT 5's "Session taken over": another client connected under this client id, so this store's id is in use twice.
 _TAKEN_OVER = 0x8E
 # A broker that says nothing (Mosquitto 2.0 closes the old connection without that reason) shows it as connections it
-# closes this soon after accepting them, this many times in a row.
+# closes this soon after accepting them, this many times in a row, while it keeps listening.
 _SHORT_LIVED_S, _SHORT_LIVED_TIMES = 5.0, 3
+_KEEPALIVE_TIMEOUT = 0x8D  # paho's reason when nothing came back within keepalive_s (a CONNACK or a PINGRESP)
 
 
 class PahoClient(paho.Client):
@@ -91,6 +93,15 @@ class PahoClient(paho.Client):
         except OSError as err:
             self.last_error = err
             raise
+
+    def listening(self) -> bool:
+        """Whether the broker takes a connection now: a bare dial as paho's (through the proxy if there is one), no
+        MQTT spoken. Blocking."""
+        try:
+            self._create_socket_connection().close()
+        except OSError:
+            return False
+        return True
 
     def loop_stop(self) -> MQTTErrorCode:
         """paho's, without its race: the network thread, ending after a disconnect, clears the client's handle to it
@@ -243,6 +254,7 @@ class MqttLink:
         c.will_set(self.topics["status"], b"offline", qos=QOS, retain=True)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
+        c.on_pre_connect = self._on_pre_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
@@ -322,7 +334,11 @@ class MqttLink:
             detail = f"subscription to {self.topics['orders']} refused: {reasons[0]}"
             self._to_loop(self._refused_or_failed, detail, True)
 
+    def _on_pre_connect(self, _c: paho.Client, _u: object) -> None:
+        self._socket_error = ""  # what paho logged after the last connection ended is not why the next one does
+
     def _on_connect_fail(self, client: paho.Client, _u: object) -> None:
+        self._short_lived = 0  # nothing listened: the broker was down, which another box's takeover never makes it
         err = getattr(client, "last_error", None)
         refused = isinstance(err, ssl.SSLError)  # a certificate will not change by itself
         detail = describe(err, tls=self._cfg.tls, host=self._cfg.host) if err else "connection failed"
@@ -333,11 +349,26 @@ class MqttLink:
         if level == paho.MQTT_LOG_ERR:  # paho tells a socket's failure only here (e.g. a TLS alert after the handshake)
             self._socket_error = message
 
-    def _on_disconnect(self, client: paho.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+    def _on_disconnect(
+        self, client: paho.Client, _u: object, flags: paho.DisconnectFlags, reason: ReasonCode, _p: object
+    ) -> None:
         if not self._stopping:
             why, self._socket_error = self._socket_error, ""
-            lasted, self._up_at = (time.monotonic() - self._up_at if self._up_at is not None else None), None
-            self._short_lived = self._short_lived + 1 if lasted is not None and lasted < _SHORT_LIVED_S else 0
+            up_at, self._up_at = self._up_at, None
+            told = flags.is_disconnect_packet_from_server
+            # Another box taking the session shows as a broker closing us in good order soon after accepting us, saying
+            # nothing, and still listening; a broker going away (a restart, a crash) says why, breaks the connection
+            # or has stopped listening by the time its close reaches us.
+            self._short_lived = (
+                self._short_lived + 1
+                if up_at is not None
+                and time.monotonic() - up_at < _SHORT_LIVED_S
+                and not told
+                and not why
+                and self._client is not None
+                and self._client.listening()
+                else 0
+            )
             if reason.value == _TAKEN_OVER or self._short_lived >= _SHORT_LIVED_TIMES:
                 # Taking the session back at once would hand the store's orders to each box in turn: ask again only
                 # after the longest backoff, and say who is likely to blame.
@@ -345,9 +376,26 @@ class MqttLink:
                 self._to_loop(self._refused_or_failed, self._taken_over(reason.value == _TAKEN_OVER), True)
             elif "ALERT" in why:  # the broker's TLS refused our certificate (or its absence): retrying will not help
                 self._to_loop(self._refused_or_failed, f"TLS refused by the broker: {why} (mqtt.cert_file?)", True)
+            elif up_at is None and not told and reason.value == _KEEPALIVE_TIMEOUT:
+                # paho tells an unanswered CONNECT here, not in on_connect_fail: a failed attempt, logged once
+                detail = (
+                    f"the broker accepted the connection but did not answer CONNECT within {self._cfg.keepalive_s} s "
+                    "(a hung broker, or a port that is not MQTT)"
+                )
+                self._to_loop(self._refused_or_failed, detail, False)
             else:
-                self._to_loop(self._disconnected, f"disconnected: {why or reason}")
+                self._to_loop(self._disconnected, self._lost(reason, told=told, why=why))
         self._next_delay(client)
+
+    def _lost(self, reason: ReasonCode, *, told: bool, why: str) -> str:
+        """Why the connection ended, in words (its state, disconnected, is said apart: /ready prefixes it)."""
+        if told:
+            return f"the broker ended the connection: {reason}"
+        if why:
+            return f"connection lost: {why}"
+        if reason.value == _KEEPALIVE_TIMEOUT:
+            return f"no answer from the broker within {self._cfg.keepalive_s} s (keepalive_s)"
+        return "the broker closed the connection"
 
     def _taken_over(self, said: bool) -> str:
         who = (
@@ -476,12 +524,10 @@ class MqttLink:
     async def _take(self, topic: str, payload: bytes) -> str:
         """The intake's outcome (stored, duplicate, updated, cancelled, stale) or rejected, once committed."""
         order_id: str | None = None
+        if len(payload) > self._max_payload:  # the same limit and the same body as a POST's 413
+            await self._reject(topic, payload, order_id, too_large_body(self._max_payload))
+            return "rejected"
         try:
-            if len(payload) > self._max_payload:
-                raise MalformedOrderError(
-                    f"the payload is {len(payload)} bytes, more than the {self._max_payload} a POST may carry",
-                    error="request_entity_too_large",
-                )
             order = decode_order(payload)
             if isinstance(order, dict) and isinstance(order.get("id"), str):
                 order_id = order["id"][:200]

@@ -127,6 +127,27 @@ async def test_a_payload_that_is_not_an_order_is_acked_kept_and_reported_like_ht
     assert await db_rows(again, "SELECT COUNT(*) FROM mqtt_rejects") == [(2,)]  # nothing redelivered
 
 
+async def test_a_payload_over_the_body_limit_is_reported_with_the_413_body_http_answers(
+    make_agent: MakeAgent, broker: Broker, backend: Backend
+) -> None:
+    """A payload larger than api.max_body_bytes is rejected with the very body POST answers with 413 for the same
+    bytes. Before, each door worded its own reason ("the payload is N bytes, more than ..." against aiohttp's "Maximum
+    request body size N exceeded.")."""
+    agent = await make_agent(mqtt=mqtt_section(broker), api={"max_body_bytes": 4096})
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    huge = make_order(1, prefix="big", print_receipt=False)
+    huge["items"][0]["note"] = "x" * 8192
+    payload = json.dumps(huge).encode()
+    await backend.publish(ORDERS, payload)
+    [report] = await eventually(
+        lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the rejection on the events topic"
+    )
+    async with api_client(agent) as api:
+        status, body = await post(api, payload)
+    assert status == 413 and body["error"] == "request_entity_too_large"
+    assert {k: report[k] for k in body} == body
+
+
 async def test_a_conflicting_order_over_mqtt_is_acked_kept_and_one_alert(
     make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
 ) -> None:
