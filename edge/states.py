@@ -54,6 +54,9 @@ class InsertOutcome(enum.StrEnum):
     STALE = "stale"  # a lower revision than the stored one: nothing changes
     CLOSED = "closed"  # a higher open revision of a cancelled order: refused, a cancelled order stays cancelled
     CANCEL_PENDING = "cancel_pending"  # a cancel for an order not here yet: kept; the order comes cancelled
+    # The cancel route's revision, built from a stored revision another one replaced meanwhile: built again, never
+    # answered (see OrderIntake.cancel).
+    MOVED = "moved"
 
 
 class OrderStatus(enum.StrEnum):

@@ -19,7 +19,7 @@ from edge.api.printing import job_json
 from edge.api.retries import retry_safe
 from edge.clock import Clock
 from edge.errors import NotFoundError
-from edge.orders.model import cancelled_payload, is_order_id, parse_cancel
+from edge.orders.model import is_order_id, parse_cancel
 from edge.states import InsertOutcome, JobState, OrderSource
 from edge.store import migrations
 from edge.store.db import Database
@@ -65,14 +65,7 @@ async def post_cancel(request: web.Request) -> web.Response:
     if not is_order_id(order_id):
         raise NotFoundError(f"order {order_id[:70]!r} does not exist (no order can have this id)")
     cancel = parse_cancel(await read_json(request))
-    order = await deps.orders.get(order_id)
-    if order is None:
-        kept = await deps.intake.cancel_unknown(order_id, cancel, source=OrderSource.PUSH)
-        if kept is not None:
-            return _accepted(kept)
-        order = await deps.orders.get(order_id)  # stored meanwhile: cancelled like any stored order
-        assert order is not None  # an order is never deleted while a request waits (retention keeps it 30 days)
-    return _accepted(await deps.intake.accept(cancelled_payload(json.loads(order.payload), cancel)))
+    return _accepted(await deps.intake.cancel(order_id, cancel, source=OrderSource.PUSH))
 
 
 async def get_order(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any
 
 import structlog
@@ -11,7 +12,7 @@ import structlog
 from edge.config import Settings
 from edge.errors import OrderConflictError, WrongStateError
 from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
-from edge.orders.model import Cancel, canonical_bytes, meaning_hash, parse_order, revision_hash
+from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, parse_order, revision_hash
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
 from edge.states import HoldReason, InsertOutcome, OrderSource, OrderStatus
@@ -93,10 +94,31 @@ class OrderIntake:
 
     async def accept(self, payload: Any, *, source: OrderSource = OrderSource.PUSH) -> InsertResult:
         """Returns only after the order and its jobs are committed. Raises on invalid input or conflict."""
+        return await self._store(await self._prepare(payload, source))
+
+    async def cancel(self, order_id: str, cancel: Cancel, *, source: OrderSource) -> InsertResult:
+        """The cancel route: the stored order sent again at the cancel's revision, cancelled; for an order not here
+        (yet), the cancel kept (cancel_unknown). Built from the revision stored when it commits: a change stored
+        between reading the order and writing the cancel makes it read and build again."""
+        while True:
+            stored = await self._orders.get(order_id)
+            if stored is None:
+                kept = await self.cancel_unknown(order_id, cancel, source=source)
+                if kept is not None:
+                    return kept
+                continue  # stored meanwhile: cancelled like any stored order
+            payload = cancelled_payload(json.loads(stored.payload), cancel)
+            new = dataclasses.replace(await self._prepare(payload, source), based_on=stored.revision)
+            result = await self._store(new)
+            if result.outcome != InsertOutcome.MOVED:
+                return result
+
+    async def _prepare(self, payload: Any, source: OrderSource) -> NewOrder:
         if _large(payload):  # validating 500 items is ~10 ms of CPU: off the loop, which keeps taking orders
-            new = await asyncio.to_thread(self.router.prepare, payload, source)
-        else:
-            new = self.router.prepare(payload, source)
+            return await asyncio.to_thread(self.router.prepare, payload, source)
+        return self.router.prepare(payload, source)
+
+    async def _store(self, new: NewOrder) -> InsertResult:
         result = await self._orders.insert(new)
         self.publish(result, new)
         if result.outcome == InsertOutcome.CONFLICT:

@@ -40,6 +40,9 @@ class NewOrder:
     routes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     printers: frozenset[str] = frozenset()
     reprint_receipt: bool = False
+    # The cancel route's: the stored revision this cancelled one was built from. Another stored meanwhile, it is not
+    # stored (InsertOutcome.MOVED) but built from that one again: a cancel never stands for items the order lost.
+    based_on: int | None = None
 
     def revision(self) -> Revision:
         return Revision(
@@ -100,7 +103,10 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
         stored = known.get(order.id)
         # Once stored, the order row speaks (a history record was never stored: its order may have a cancel kept).
         cancel = pending.get(order.id) if stored is None or stored.history else None
-        outcome = _classify(new, stored) if cancel is None else _after_cancel(new, cancel)
+        if new.based_on is not None and (stored is None or stored.revision != new.based_on):
+            outcome = InsertOutcome.MOVED
+        else:
+            outcome = _classify(new, stored) if cancel is None else _after_cancel(new, cancel)
         if outcome == InsertOutcome.STORED:
             fresh.append(new)
             if cancel is not None:

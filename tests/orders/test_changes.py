@@ -3,6 +3,7 @@ from a second connection."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -630,3 +631,45 @@ async def test_a_reprint_keeps_the_highest_priority_its_station_had(
     first, second = (decode(d).text for d in (await kitchen.wait_for_printed(4))[2:])
     assert "KOPIE" in first and "A-1042" in first
     assert "B-7" in second
+
+
+async def test_a_cancel_sent_with_a_change_of_the_same_order_cancels_the_order_as_changed(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The cancel route and a change (revision 2) of the same order at the same moment, for 20 orders: where revision
+    2 was stored first, the cancelled revision 3 is that order cancelled, its Tiramisu included, and the STORNO takes
+    back what the kitchen holds. Before: the cancel route built revision 3 from the revision it read before the change
+    was stored, so revision 1's items stood for the cancelled order (19 of 20 here), and recovery later found them in
+    conflict with central's."""
+    orders = [example_order | {"id": f"ord_race{n}", "number": f"R-{n:02d}", "print_receipt": False} for n in range(20)]
+    for order in orders:
+        assert (await post(api, order))[0] == 201
+    await printed_all(agent)
+
+    async def cancel(order_id: str) -> tuple[int, Any]:
+        async with api.post(f"/api/v1/orders/{order_id}/cancel", json={"revision": 3, "reason": "weg"}) as r:
+            return r.status, await r.json()
+
+    answers = await asyncio.gather(*(post(api, dessert_added(o)) for o in orders), *(cancel(o["id"]) for o in orders))
+    assert all(status == 200 for status, _ in answers), answers
+    settled = ("printed", "discarded")
+    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] in settled for r in rows), what="all settled")
+    changed_first = 0
+    for order in orders:
+        async with api.get(f"/api/v1/orders/{order['id']}") as r:
+            shown = await r.json()
+        assert (shown["revision"], shown["status"]) == (3, "cancelled")
+        skus = [item["sku"] for item in shown["order"]["items"]]
+        if [v["revision"] for v in shown["revisions"]] == [1, 2, 3]:
+            changed_first += 1
+            assert "TIRAMISU" in skus, (order["id"], skus)
+        else:  # the cancel came first: revision 2 was stale, revision 1 is what was cancelled
+            assert "TIRAMISU" not in skus, (order["id"], skus)
+    assert changed_first > 0  # the race this test is about happened at least once
+    tickets = [decode(b).text for b in printers["kitchen"].printed]
+    for order in orders:
+        ours = [t for t in tickets if order["number"] in t]
+        assert sum("STORNO" in t for t in ours) == 1, ours
+        if any("ÄNDERUNG" in t for t in ours):
+            storno = next(t for t in ours if "STORNO" in t)
+            assert "Tiramisu" in storno, storno
