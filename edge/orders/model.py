@@ -363,6 +363,21 @@ def _parse_item(data: Any, path: str) -> Item:
     )
 
 
+def _check_line_ids(items: tuple[Item, ...]) -> None:
+    """A line_id names one line across revisions (change tickets match lines by it): two lines with one would be
+    merged into one on the next change ticket."""
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.line_id is None:
+            continue
+        if item.line_id in first:
+            raise InvalidOrderError(
+                f"items[{index}].line_id",
+                f"repeats items[{first[item.line_id]}].line_id {item.line_id!r}: each line needs its own line_id",
+            )
+        first[item.line_id] = index
+
+
 def _check_depth(data: dict[str, Any]) -> None:
     """Refuse a payload nested deeper than MAX_DEPTH, naming the top-level field; iterative, so depth costs no stack."""
     stack: list[tuple[Any, int, str]] = [(v, 2, key) for key, v in data.items() if isinstance(v, dict | list)]
@@ -431,6 +446,7 @@ def parse_order(data: Any) -> Order:
     if not raw_items:
         raise InvalidOrderError("items", "must contain at least one item")
     items = tuple(_parse_item(item, f"items[{index}]") for index, item in enumerate(raw_items))
+    _check_line_ids(items)
 
     t = r.child("totals")
     tax = []

@@ -438,3 +438,26 @@ async def test_a_sender_that_half_closes_after_its_request_gets_its_answer(agent
     status_line = await asyncio.wait_for(reader.readline(), 5)
     writer.close()
     assert status_line.startswith(b"HTTP/1.1 201"), status_line
+
+
+async def test_a_line_id_used_twice_is_refused_naming_the_second_line(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A line_id names one line across revisions (change tickets match lines by it): two lines with one line_id, a
+    sender's bug, are refused 422 naming the second, in a first revision and in a change, and nothing changes. Before:
+    taken, and the change ticket merged the two lines (two pizzas shown turned into a Tiramisu)."""
+    for n, item in enumerate(example_order["items"]):
+        item["line_id"] = f"L{n + 1}"
+    twice = copy.deepcopy(example_order)
+    twice["items"][1]["line_id"] = "L1"
+    status, body = await post(api, twice)
+    assert (status, body["field"]) == (422, "items[1].line_id"), body
+    assert "items[0]" in body["reason"], body
+    assert (await post(api, example_order))[0] == 201
+    change = copy.deepcopy(example_order) | {"revision": 2}
+    change["items"].append(copy.deepcopy(change["items"][0]) | {"sku": "TIRAMISU", "name": "Tiramisu", "qty": 1})
+    status, body = await post(api, change)
+    assert (status, body["field"]) == (422, f"items[{len(change['items']) - 1}].line_id"), body
+    assert await db_rows(agent, "SELECT revision FROM orders") == [(1,)]
+    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="printed")
+    assert len(printers["kitchen"].printed) == 1
