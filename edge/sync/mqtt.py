@@ -525,7 +525,8 @@ class MqttLink:
         """The intake's outcome (stored, duplicate, updated, cancelled, stale) or rejected, once committed."""
         order_id: str | None = None
         if len(payload) > self._max_payload:  # the same limit and the same body as a POST's 413
-            await self._reject(topic, payload, order_id, too_large_body(self._max_payload))
+            # Kept: what a person needs to know whose it is, not megabytes on the SD card each time it is sent.
+            await self._reject(topic, payload[: self._max_payload], order_id, too_large_body(self._max_payload))
             return "rejected"
         try:
             order = decode_order(payload)
