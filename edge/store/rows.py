@@ -90,7 +90,9 @@ class PrintableJob(Job):
     """A job with what printing it needs from its order: the JSON to render and the times its age counts from."""
 
     payload: str  # the canonical JSON of the job's revision
-    order_received_at: float  # when we stored the order (our wall clock); for a job born of a change, its revision
+    # When we stored the order (our wall clock); for a job born of a change, when that change came (the job's own
+    # created_at: a later revision rewriting it in place does not move it)
+    order_received_at: float
     order_created_at: str  # central's created_at, ISO 8601
     base_payload: str | None = None  # change and cancel: the JSON of the revision on paper (change_from)
     # Change and cancel: when the last earlier ticket of its order and station was printed (our wall clock), if one
