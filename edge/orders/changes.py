@@ -13,6 +13,11 @@ Jobs of the order are planned per station:
   from the revision on paper, if its items changed; a station with nothing (yet, or a person discarded its tickets)
   gets a whole ticket marked ``added`` if its items changed;
 - a cancellation discards every job that has not printed and sends a void ticket to each station with one on paper.
+
+The receipt follows the new revision's ``print_receipt`` (or receipts.by_default: routing.wants_receipt, as for the
+first revision): wanted, a waiting one is rewritten, and one is added if the order has none waiting or on paper and
+the revision turns the receipt on (receipt_turned_on), or after a printed one with receipts.on_change = "reprint"; not
+wanted (or cancelled), a waiting one is discarded and one on paper is left (paper is not taken back).
 """
 
 from __future__ import annotations
@@ -150,31 +155,48 @@ def revisions_needed(jobs: Sequence[ExistingJob]) -> set[int]:
     return needed
 
 
+def receipt_turned_on(previous: Order | None, new: Order) -> bool:
+    """Whether ``new``, which wants a receipt, asks for it where ``previous`` did not: ``print_receipt`` false before,
+    or left to the default before and true now. Left to the default both times, or true before, it is the receipt
+    asked for all along: one a person discarded stays discarded (as a station's tickets do while its items stay).
+    No ``previous``: nothing was asked before."""
+    if previous is None:
+        return True
+    return previous.print_receipt is not True and new.print_receipt != previous.print_receipt
+
+
 def plan_revision(
     jobs: Sequence[ExistingJob],
     orders: Mapping[int, Order],
     new: Order,
     *,
+    wants_receipt: bool,
     previous: Order | None = None,
     reprint_receipt: bool = False,
 ) -> RevisionPlan:
     """What revision ``new`` does to the order's ``jobs``; ``orders``: the revisions named by revisions_needed;
-    ``previous``: the revision ``new`` follows (a station whose tickets a person discarded gets a whole ticket only
-    if its items change now)."""
+    ``wants_receipt``: whether ``new`` asks for a receipt (routing.wants_receipt); ``previous``: the revision ``new``
+    follows (a station whose tickets a person discarded gets a whole ticket only if its items change now, a receipt
+    only if ``new`` turns it on); ``reprint_receipt``: receipts.on_change = "reprint"."""
     rewrite: list[int] = []
     discard: list[int] = []
     add: list[PlannedJob] = []
     tickets: dict[str, list[ExistingJob]] = {}
+    receipt_wanted = wants_receipt and new.status == "open"  # a cancelled order's sale is gone: no receipt
     for job in jobs:
         if job.state == JobState.DISCARDED:
             continue
         if job.kind == JobKind.RECEIPT:
             if job.state in NOT_PRINTED:
-                (discard if new.status == "cancelled" else rewrite).append(job.id)
+                (rewrite if receipt_wanted else discard).append(job.id)
         elif job.station is not None:
             tickets.setdefault(job.station, []).append(job)
     receipts = [j for j in jobs if j.kind == JobKind.RECEIPT and j.state != JobState.DISCARDED]
-    if reprint_receipt and new.status == "open" and receipts and all(j.state in ON_PAPER for j in receipts):
+    if receipts:  # waiting (rewritten above) or on paper: another only to reprint it for the change
+        another = reprint_receipt and all(j.state in ON_PAPER for j in receipts)
+    else:  # none asked for yet, or dropped (by a revision or a person)
+        another = receipt_turned_on(previous, new)
+    if receipt_wanted and another:
         add.append(PlannedJob(JobKind.RECEIPT, None, None, None))
     for station in [*tickets, *(s for s in new.stations if s not in tickets)]:
         station_jobs = tickets.get(station, [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from edge.orders.model import Order
 
@@ -12,6 +13,18 @@ class JobPlan:
     kind: str  # "ticket" or "receipt"
     station: str | None  # set for tickets
     printer: str | None  # None: no printer serves it (yet); the job is held until the config gives it one
+
+
+def wants_receipt(order: Order, *, by_default: bool) -> bool:
+    """Whether ``order`` asks for the customer's receipt: its ``print_receipt``, or receipts.by_default when it does not
+    say. The one rule for every revision: plan_jobs plans by it, and a later revision's plans (has_receipt) tell the
+    change plan whether its receipt is still wanted (edge/orders/changes.py)."""
+    return by_default if order.print_receipt is None else order.print_receipt
+
+
+def has_receipt(plans: Iterable[JobPlan]) -> bool:
+    """Whether plan_jobs planned a receipt: the order wants one (wants_receipt)."""
+    return any(plan.kind == "receipt" for plan in plans)
 
 
 def plan_jobs(
@@ -28,7 +41,6 @@ def plan_jobs(
         JobPlan(kind="ticket", station=station, printer=next(iter(stations.get(station, ())), None))
         for station in order.stations
     ]
-    wants_receipt = receipts_by_default if order.print_receipt is None else order.print_receipt
-    if wants_receipt:
+    if wants_receipt(order, by_default=receipts_by_default):
         plans.append(JobPlan(kind="receipt", station=None, printer=receipt_printer))
     return plans

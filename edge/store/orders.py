@@ -12,6 +12,7 @@ from typing import Any
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
 from edge.orders import JobPlan, Order, parse_order
 from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, revision_hash
+from edge.orders.routing import has_receipt
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
@@ -54,6 +55,7 @@ class NewOrder:
             self.routes,
             self.printers,
             self.reprint_receipt,
+            has_receipt(self.plans),
         )
 
     def cancelled(self, pending: PendingCancel) -> Revision:
@@ -69,6 +71,7 @@ class NewOrder:
             self.routes,
             self.printers,
             self.reprint_receipt,
+            has_receipt(self.plans),
         )
 
 

@@ -1,0 +1,355 @@
+"""A revision that turns the order's ``print_receipt`` on or off: against the real agent (HTTP in, bytes out of the
+simulated printers, rows read from a second connection), and the change plan's receipt rule as pure code."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.events import JobHeld
+from edge.orders.changes import ExistingJob, PlannedJob, plan_revision
+from edge.orders.model import Order, parse_order
+from edge.orders.routing import wants_receipt
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from edge.states import JobKind, JobState
+from tests.helpers import EXAMPLE, Recorder, api_client, config_dict, db_rows, eventually, post, wait_until
+
+ROWS = "SELECT kind, state, revision, printer, held_reason FROM print_jobs ORDER BY id"
+RECEIPT = PlannedJob(JobKind.RECEIPT, None, None, None)
+
+
+def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
+    return copy.deepcopy(order) | {"revision": revision, **changes}
+
+
+def with_tiramisu(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
+    """Revision ``revision`` with a Tiramisu more (the kitchen gets a change ticket)."""
+    out = revised(order, revision, **changes)
+    out["items"].append(
+        {
+            "sku": "TIRAMISU",
+            "name": "Tiramisu",
+            "qty": 1,
+            "unit_price": "6.50",
+            "requires_production": True,
+            "station": "kitchen",
+            "modifiers": [],
+            "note": None,
+        }
+    )
+    return out
+
+
+async def settled(agent: Agent) -> list[tuple[Any, ...]]:
+    """Every job of the agent printed or discarded; its rows (kind, state, revision, printer, held_reason)."""
+    return await eventually(
+        lambda: db_rows(agent, ROWS),
+        lambda rows: bool(rows) and all(r[1] in ("printed", "discarded") for r in rows),
+        what="every job printed or discarded",
+    )
+
+
+def texts(printer: SimPrinter) -> list[str]:
+    return [decode(data).text for data in printer.printed]
+
+
+async def _one(printer: SimPrinter) -> list[str]:
+    """What ``printer`` printed, once it printed one job."""
+    return [decode(data).text for data in await printer.wait_for_printed(1)]
+
+
+async def nothing_more_on_front(api: aiohttp.ClientSession, order: dict, printers: dict[str, SimPrinter]) -> None:
+    """Another order with a receipt, sent now, prints on the front printer: the spool takes jobs in turn, so a receipt
+    of ``order`` still in line would be out before it. Only that order's receipt is new on paper."""
+    before = len(printers["front"].printed)
+    other = copy.deepcopy(order) | {"id": "ord_other", "number": "B-7", "revision": 1, "print_receipt": True}
+    assert (await post(api, other))[0] == 201
+    await printers["front"].wait_for_printed(before + 1)
+    new = texts(printers["front"])[before:]
+    assert len(new) == 1 and "B-7" in new[0] and order["number"] not in new[0], new
+
+
+# --- against the real agent ------------------------------------------------------------------------------------------
+
+
+async def test_a_revision_asking_for_a_receipt_prints_it_once(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 without a receipt (print_receipt false) prints the kitchen ticket only; revision 2, otherwise the
+    same, asks for the receipt: 200 updated with the receipt's job, and the receipt prints once on the receipt
+    printer, showing revision 2; no change ticket (the kitchen's lines did not change). Before: 200 updated, no job,
+    and no receipt ever printed."""
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await settled(agent)
+    status, body = await post(api, revised(example_order, 2, print_receipt=True))
+    assert (status, body["status"], body["revision"]) == (200, "updated", 2), body
+    assert len(body["job_ids"]) == 1, body
+    [receipt] = await _one(printers["front"])
+    assert "A-1042" in receipt and "MwSt" in receipt and "Pizza Margherita" in receipt
+    rows = await settled(agent)
+    assert rows == [("ticket", "printed", 1, "kitchen", None), ("receipt", "printed", 2, "front", None)]
+    assert len(printers["kitchen"].printed) == 1
+    # A further change that keeps asking for it does not print it again (receipts.on_change = "none").
+    assert (await post(api, with_tiramisu(example_order, 3, print_receipt=True)))[0] == 200
+    await printers["kitchen"].wait_for_printed(2)
+    await settled(agent)
+    await nothing_more_on_front(api, example_order, printers)
+
+
+async def test_a_revision_turning_the_receipt_on_with_a_change_prints_the_new_revisions_receipt(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 2 adds a Tiramisu and asks for the receipt: the kitchen gets its change ticket, the customer a receipt
+    of revision 2 (with the Tiramisu)."""
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await settled(agent)
+    status, body = await post(api, with_tiramisu(example_order, 2, print_receipt=True))
+    assert (status, body["status"], len(body["job_ids"])) == (200, "updated", 2), body
+    [receipt] = await _one(printers["front"])
+    assert "Tiramisu" in receipt and "MwSt" in receipt
+    change = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert "+ 1x Tiramisu" in change
+    assert [r[:3] for r in await settled(agent)] == [
+        ("ticket", "printed", 1),
+        ("receipt", "printed", 2),
+        ("ticket", "printed", 2),
+    ]
+
+
+async def test_a_revision_dropping_the_receipt_while_it_waits_discards_it(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 asks for a receipt while the receipt printer is off, so it waits; revision 2 says print_receipt
+    false: the waiting receipt is discarded, and nothing of the order prints when the printer is back. Before: the
+    receipt was rewritten to revision 2 and printed."""
+    printers["front"].set_offline(True)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["front"].state.value == "offline", what="front offline")
+    status, body = await post(api, revised(example_order, 2, print_receipt=False))
+    assert (status, body["status"], body["job_ids"]) == (200, "updated", []), body
+    assert await db_rows(agent, "SELECT state, revision FROM print_jobs WHERE kind = 'receipt'") == [("discarded", 1)]
+    printers["front"].set_offline(False)
+    await nothing_more_on_front(api, example_order, printers)
+    assert texts(printers["front"]) and all("A-1042" not in text for text in texts(printers["front"]))
+    assert [r[:3] for r in (await settled(agent))[:2]] == [("ticket", "printed", 1), ("receipt", "discarded", 1)]
+
+
+async def test_a_receipt_dropped_and_asked_for_again_prints_once(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The receipt waits (printer off), revision 2 drops it, revision 3 asks for it again: one receipt, of revision
+    3, prints when the printer is back."""
+    printers["front"].set_offline(True)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["front"].state.value == "offline", what="front offline")
+    assert (await post(api, revised(example_order, 2, print_receipt=False)))[0] == 200
+    status, body = await post(api, with_tiramisu(example_order, 3, print_receipt=True))
+    assert (status, body["status"]) == (200, "updated"), body
+    printers["front"].set_offline(False)
+    [receipt] = await _one(printers["front"])
+    assert "A-1042" in receipt and "Tiramisu" in receipt
+    assert [r[:3] for r in await settled(agent)] == [
+        ("ticket", "printed", 1),
+        ("receipt", "discarded", 1),
+        ("receipt", "printed", 3),
+        ("ticket", "printed", 3),  # the kitchen's change ticket
+    ]
+    await nothing_more_on_front(api, example_order, printers)
+
+
+async def test_a_printed_receipt_stays_the_only_one_when_a_revision_drops_it_and_asks_again(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The receipt printed; revision 2 says print_receipt false (paper is not taken back: nothing happens), revision
+    3 says true again: the customer holds a receipt already, and receipts.on_change = "none" prints none anew."""
+    assert (await post(api, example_order))[0] == 201
+    await printers["front"].wait_for_printed(1)
+    await settled(agent)
+    assert (await post(api, revised(example_order, 2, print_receipt=False)))[1]["job_ids"] == []
+    status, body = await post(api, with_tiramisu(example_order, 3, print_receipt=True))
+    assert (status, len(body["job_ids"])) == (200, 1), body  # the kitchen's change ticket only
+    await printers["kitchen"].wait_for_printed(2)
+    rows = await settled(agent)
+    assert [r[:3] for r in rows] == [("ticket", "printed", 1), ("receipt", "printed", 1), ("ticket", "printed", 3)]
+    await nothing_more_on_front(api, example_order, printers)
+    assert len(printers["front"].printed) == 2
+
+
+async def test_receipts_on_change_reprint_follows_the_revisions_print_receipt(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """receipts.on_change = "reprint": a change that says print_receipt false prints no new receipt; the next one
+    asking for it again prints the new revision's receipt, once."""
+    agent = await make_agent(receipts={"on_change": "reprint"})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printers["front"].wait_for_printed(1)
+        await settled(agent)
+        status, body = await post(api, with_tiramisu(example_order, 2, print_receipt=False))
+        assert (status, len(body["job_ids"])) == (200, 1), body  # the change ticket
+        await printers["kitchen"].wait_for_printed(2)
+        await settled(agent)
+        assert len(printers["front"].printed) == 1
+        status, body = await post(api, with_tiramisu(example_order, 3, print_receipt=True))
+        assert (status, len(body["job_ids"])) == (200, 1), body  # the receipt: the kitchen's lines are as in 2
+        [_, receipt] = [decode(d).text for d in await printers["front"].wait_for_printed(2)]
+        assert "Tiramisu" in receipt
+        assert [r[:3] for r in await settled(agent)] == [
+            ("ticket", "printed", 1),
+            ("receipt", "printed", 1),
+            ("ticket", "printed", 2),
+            ("receipt", "printed", 3),
+        ]
+        await nothing_more_on_front(api, example_order, printers)
+
+
+async def test_a_receipt_asked_for_where_no_printer_prints_receipts_is_held_and_heard_of(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """No receipts.printer: revision 2 asking for a receipt gets one held (no_printer), as revision 1's would have
+    been, and listeners hear one JobHeld for it (the manager is told to route receipts)."""
+    raw = config_dict(tmp_path / "data", printers)
+    del raw["receipts"]
+    seen = Recorder()
+    agent = await make_agent(parse_settings(raw, source="test"), listen=seen)
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await settled(agent)
+        status, body = await post(api, revised(example_order, 2, print_receipt=True))
+    assert (status, body["status"], len(body["job_ids"])) == (200, "updated", 1), body
+    rows = await db_rows(agent, ROWS)
+    assert rows == [("ticket", "printed", 1, "kitchen", None), ("receipt", "held", 2, "", "no_printer")]
+    [held] = seen.of(JobHeld)
+    assert (held.job_id, held.station, held.reason, held.printer) == (body["job_ids"][0], None, "no_printer", "")
+    assert printers["front"].printed == []
+
+
+async def test_a_cancelled_revision_asking_for_a_receipt_gets_none(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """An order without a receipt, cancelled by a revision that says print_receipt true: STORNO at the kitchen, no
+    receipt for a sale that no longer exists."""
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await settled(agent)
+    status, body = await post(api, revised(example_order, 2, status="cancelled", print_receipt=True))
+    assert (status, body["status"]) == (200, "cancelled"), body
+    storno = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert "STORNO" in storno
+    assert [r[:2] for r in await settled(agent)] == [("ticket", "printed"), ("ticket", "printed")]
+    await nothing_more_on_front(api, example_order, printers)
+
+
+# --- the plan as pure code -------------------------------------------------------------------------------------------
+
+
+def order(revision: int = 1, *, print_receipt: bool | None, status: str = "open") -> Order:
+    data = copy.deepcopy(EXAMPLE)
+    data.update(revision=revision, status=status)
+    data.pop("print_receipt")
+    if print_receipt is not None:
+        data["print_receipt"] = print_receipt
+    return parse_order(data)
+
+
+def receipt(job_id: int, state: JobState, *, copy: bool = False) -> ExistingJob:
+    return ExistingJob(job_id, JobKind.RECEIPT, None, state, 1, None, None, copy=copy)
+
+
+TICKET = ExistingJob(1, JobKind.TICKET, "kitchen", JobState.PRINTED, 1, None, None)
+
+
+@pytest.mark.parametrize(
+    ("print_receipt", "by_default", "wanted"),
+    [(None, False, False), (None, True, True), (True, False, True), (True, True, True), (False, True, False)],
+)
+def test_the_order_says_whether_it_wants_a_receipt_else_the_config(
+    print_receipt: bool | None, by_default: bool, wanted: bool
+) -> None:
+    assert wants_receipt(order(print_receipt=print_receipt), by_default=by_default) is wanted
+
+
+def plan(jobs: list[ExistingJob], previous: Order, new: Order, *, wanted: bool, reprint: bool = False) -> Any:
+    return plan_revision(
+        [TICKET, *jobs], {1: previous}, new, previous=previous, wants_receipt=wanted, reprint_receipt=reprint
+    )
+
+
+@pytest.mark.parametrize("state", [JobState.QUEUED, JobState.HELD, JobState.FAILED, JobState.DEAD])
+@pytest.mark.parametrize("copy_", [False, True])
+def test_a_waiting_receipt_no_longer_wanted_is_discarded(state: JobState, copy_: bool) -> None:
+    """Also a COPY waiting to print again: the customer does not want it (as for a cancel)."""
+    p = plan([receipt(2, state, copy=copy_)], order(print_receipt=True), order(2, print_receipt=False), wanted=False)
+    assert (p.discard, p.rewrite, p.add) == ((2,), (), ())
+
+
+@pytest.mark.parametrize("state", [JobState.PRINTING, JobState.PRINTED])
+@pytest.mark.parametrize("reprint", [False, True])
+def test_a_receipt_on_paper_is_left_and_not_reprinted_for_a_revision_that_wants_none(
+    state: JobState, reprint: bool
+) -> None:
+    p = plan(
+        [receipt(2, state)], order(print_receipt=True), order(2, print_receipt=False), wanted=False, reprint=reprint
+    )
+    assert (p.discard, p.rewrite, p.add) == ((), (), ())
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "jobs"),
+    [
+        (False, True, []),  # never asked for
+        (None, True, []),  # the default (off) before, asked for now
+        (False, None, []),  # off before, the default (on) now
+        (False, True, [receipt(2, JobState.DISCARDED)]),  # dropped by revision 1, asked for again
+    ],
+)
+def test_a_revision_turning_the_receipt_on_adds_one(before: bool | None, after: bool | None, jobs: list) -> None:
+    p = plan(jobs, order(print_receipt=before), order(2, print_receipt=after), wanted=True)
+    assert (p.discard, p.rewrite, p.add) == ((), (), (RECEIPT,))
+
+
+@pytest.mark.parametrize("before", [True, None])
+def test_a_receipt_a_person_discarded_is_not_brought_back_while_the_order_still_asks_the_same(
+    before: bool | None,
+) -> None:
+    """Like a station whose ticket a person discarded: only a revision that turns the receipt on gets one."""
+    p = plan([receipt(2, JobState.DISCARDED)], order(print_receipt=before), order(2, print_receipt=before), wanted=True)
+    assert p.add == ()
+
+
+def test_a_waiting_receipt_still_wanted_shows_the_new_revision() -> None:
+    p = plan([receipt(2, JobState.QUEUED)], order(print_receipt=False), order(2, print_receipt=True), wanted=True)
+    assert (p.discard, p.rewrite, p.add) == ((), (2,), ())
+
+
+@pytest.mark.parametrize("reprint", [False, True])
+def test_a_receipt_turned_on_again_after_one_printed_prints_once_at_most(reprint: bool) -> None:
+    """The customer holds a receipt: only receipts.on_change = "reprint" prints the new revision's, once."""
+    p = plan(
+        [receipt(2, JobState.PRINTED)],
+        order(print_receipt=False),
+        order(2, print_receipt=True),
+        wanted=True,
+        reprint=reprint,
+    )
+    assert p.add == ((RECEIPT,) if reprint else ())
+
+
+@pytest.mark.parametrize("jobs", [[], [receipt(2, JobState.QUEUED)], [receipt(2, JobState.PRINTED)]])
+def test_a_cancelled_order_never_gets_a_receipt(jobs: list) -> None:
+    p = plan(
+        jobs, order(print_receipt=False), order(2, print_receipt=True, status="cancelled"), wanted=True, reprint=True
+    )
+    assert RECEIPT not in p.add
+    assert p.discard == tuple(j.id for j in jobs if j.state == JobState.QUEUED)
