@@ -16,8 +16,8 @@ Jobs of the order are planned per station:
 
 The receipt follows the new revision's ``print_receipt`` (or receipts.by_default: routing.wants_receipt, as for the
 first revision): wanted, a waiting one is rewritten, and one is added if the order has none waiting or on paper and
-the revision turns the receipt on (receipt_turned_on), or after a printed one with receipts.on_change = "reprint"; not
-wanted (or cancelled), a waiting one is discarded and one on paper is left (paper is not taken back).
+the revision turns the receipt on (the one before did not want it), or after a printed one with receipts.on_change =
+"reprint"; not wanted (or cancelled), a waiting one is discarded and one on paper is left (paper is not taken back).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import enum
 from collections.abc import Mapping, Sequence
 
 from edge.orders.model import Order
+from edge.orders.routing import wants_receipt
 from edge.states import JobKind, JobState, JobVariant
 
 # Not on paper: rewritten or discarded. Printing counts as on paper: it may be, and the change must follow it.
@@ -155,34 +156,26 @@ def revisions_needed(jobs: Sequence[ExistingJob]) -> set[int]:
     return needed
 
 
-def receipt_turned_on(previous: Order | None, new: Order) -> bool:
-    """Whether ``new``, which wants a receipt, asks for it where ``previous`` did not: ``print_receipt`` false before,
-    or left to the default before and true now. Left to the default both times, or true before, it is the receipt
-    asked for all along: one a person discarded stays discarded (as a station's tickets do while its items stay).
-    No ``previous``: nothing was asked before."""
-    if previous is None:
-        return True
-    return previous.print_receipt is not True and new.print_receipt != previous.print_receipt
-
-
 def plan_revision(
     jobs: Sequence[ExistingJob],
     orders: Mapping[int, Order],
     new: Order,
     *,
-    wants_receipt: bool,
+    receipts_by_default: bool,
     previous: Order | None = None,
     reprint_receipt: bool = False,
 ) -> RevisionPlan:
     """What revision ``new`` does to the order's ``jobs``; ``orders``: the revisions named by revisions_needed;
-    ``wants_receipt``: whether ``new`` asks for a receipt (routing.wants_receipt); ``previous``: the revision ``new``
-    follows (a station whose tickets a person discarded gets a whole ticket only if its items change now, a receipt
-    only if ``new`` turns it on); ``reprint_receipt``: receipts.on_change = "reprint"."""
+    ``receipts_by_default``: receipts.by_default (whether an order that does not say wants a receipt:
+    routing.wants_receipt); ``previous``: the revision ``new`` follows (a station whose tickets a person discarded
+    gets a whole ticket only if its items change now, a receipt only if ``new`` turns it on, which ``previous`` did
+    not ask for); ``reprint_receipt``: receipts.on_change = "reprint"."""
     rewrite: list[int] = []
     discard: list[int] = []
     add: list[PlannedJob] = []
     tickets: dict[str, list[ExistingJob]] = {}
-    receipt_wanted = wants_receipt and new.status == "open"  # a cancelled order's sale is gone: no receipt
+    # A cancelled order's sale is gone: no receipt.
+    receipt_wanted = wants_receipt(new, by_default=receipts_by_default) and new.status == "open"
     for job in jobs:
         if job.state == JobState.DISCARDED:
             continue
@@ -194,8 +187,8 @@ def plan_revision(
     receipts = [j for j in jobs if j.kind == JobKind.RECEIPT and j.state != JobState.DISCARDED]
     if receipts:  # waiting (rewritten above) or on paper: another only to reprint it for the change
         another = reprint_receipt and all(j.state in ON_PAPER for j in receipts)
-    else:  # none asked for yet, or dropped (by a revision or a person)
-        another = receipt_turned_on(previous, new)
+    else:  # none asked for yet, or dropped by a revision or a person: one only if this revision turns it on
+        another = previous is None or not wants_receipt(previous, by_default=receipts_by_default)
     if receipt_wanted and another:
         add.append(PlannedJob(JobKind.RECEIPT, None, None, None))
     for station in [*tickets, *(s for s in new.stations if s not in tickets)]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 
 from edge.orders.model import Order
 
@@ -17,14 +16,8 @@ class JobPlan:
 
 def wants_receipt(order: Order, *, by_default: bool) -> bool:
     """Whether ``order`` asks for the customer's receipt: its ``print_receipt``, or receipts.by_default when it does not
-    say. The one rule for every revision: plan_jobs plans by it, and a later revision's plans (has_receipt) tell the
-    change plan whether its receipt is still wanted (edge/orders/changes.py)."""
+    say. The one rule for every revision: plan_jobs plans by it, and so does a change (edge/orders/changes.py)."""
     return by_default if order.print_receipt is None else order.print_receipt
-
-
-def has_receipt(plans: Iterable[JobPlan]) -> bool:
-    """Whether plan_jobs planned a receipt: the order wants one (wants_receipt)."""
-    return any(plan.kind == "receipt" for plan in plans)
 
 
 def plan_jobs(

@@ -12,7 +12,6 @@ from typing import Any
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
 from edge.orders import JobPlan, Order, parse_order
 from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, revision_hash
-from edge.orders.routing import has_receipt
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
@@ -37,10 +36,11 @@ class NewOrder:
     plans: tuple[JobPlan, ...]
     source: OrderSource = OrderSource.PUSH
     # For a revision: the printer serving each configured station now ("": receipts), every printer configured now,
-    # and receipts.on_change.
+    # receipts.on_change and receipts.by_default.
     routes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     printers: frozenset[str] = frozenset()
     reprint_receipt: bool = False
+    receipts_by_default: bool = False
     # The cancel route's: the stored revision this cancelled one was built from. Another stored meanwhile, it is not
     # stored (InsertOutcome.MOVED) but built from that one again: a cancel never stands for items the order lost.
     based_on: int | None = None
@@ -55,7 +55,7 @@ class NewOrder:
             self.routes,
             self.printers,
             self.reprint_receipt,
-            has_receipt(self.plans),
+            self.receipts_by_default,
         )
 
     def cancelled(self, pending: PendingCancel) -> Revision:
@@ -71,7 +71,7 @@ class NewOrder:
             self.routes,
             self.printers,
             self.reprint_receipt,
-            has_receipt(self.plans),
+            self.receipts_by_default,
         )
 
 

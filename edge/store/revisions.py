@@ -109,7 +109,7 @@ class Revision:
     routes: Mapping[str, str]  # the printer serving each station now ("": receipts)
     printers: frozenset[str]  # every printer configured now
     reprint_receipt: bool
-    wants_receipt: bool  # the revision asks for a receipt (its plans have one: routing.has_receipt)
+    receipts_by_default: bool
 
 
 def first_state(printer: str, now: float) -> tuple[JobState, HoldReason | None, float | None]:
@@ -196,7 +196,7 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         jobs,
         await _payloads(conn, order.id, revisions_needed(jobs)),
         order,
-        wants_receipt=new.wants_receipt,
+        receipts_by_default=new.receipts_by_default,
         previous=earlier,
         reprint_receipt=new.reprint_receipt,
     )

@@ -280,9 +280,11 @@ def test_the_order_says_whether_it_wants_a_receipt_else_the_config(
     assert wants_receipt(order(print_receipt=print_receipt), by_default=by_default) is wanted
 
 
-def plan(jobs: list[ExistingJob], previous: Order, new: Order, *, wanted: bool, reprint: bool = False) -> Any:
+def plan(
+    jobs: list[ExistingJob], previous: Order, new: Order, *, by_default: bool = False, reprint: bool = False
+) -> Any:
     return plan_revision(
-        [TICKET, *jobs], {1: previous}, new, previous=previous, wants_receipt=wanted, reprint_receipt=reprint
+        [TICKET, *jobs], {1: previous}, new, previous=previous, receipts_by_default=by_default, reprint_receipt=reprint
     )
 
 
@@ -290,7 +292,7 @@ def plan(jobs: list[ExistingJob], previous: Order, new: Order, *, wanted: bool, 
 @pytest.mark.parametrize("copy_", [False, True])
 def test_a_waiting_receipt_no_longer_wanted_is_discarded(state: JobState, copy_: bool) -> None:
     """Also a COPY waiting to print again: the customer does not want it (as for a cancel)."""
-    p = plan([receipt(2, state, copy=copy_)], order(print_receipt=True), order(2, print_receipt=False), wanted=False)
+    p = plan([receipt(2, state, copy=copy_)], order(print_receipt=True), order(2, print_receipt=False))
     assert (p.discard, p.rewrite, p.add) == ((2,), (), ())
 
 
@@ -299,37 +301,40 @@ def test_a_waiting_receipt_no_longer_wanted_is_discarded(state: JobState, copy_:
 def test_a_receipt_on_paper_is_left_and_not_reprinted_for_a_revision_that_wants_none(
     state: JobState, reprint: bool
 ) -> None:
-    p = plan(
-        [receipt(2, state)], order(print_receipt=True), order(2, print_receipt=False), wanted=False, reprint=reprint
-    )
+    p = plan([receipt(2, state)], order(print_receipt=True), order(2, print_receipt=False), reprint=reprint)
     assert (p.discard, p.rewrite, p.add) == ((), (), ())
 
 
 @pytest.mark.parametrize(
-    ("before", "after", "jobs"),
+    ("before", "after", "by_default", "jobs"),
     [
-        (False, True, []),  # never asked for
-        (None, True, []),  # the default (off) before, asked for now
-        (False, None, []),  # off before, the default (on) now
-        (False, True, [receipt(2, JobState.DISCARDED)]),  # dropped by revision 1, asked for again
+        (False, True, False, []),  # never asked for
+        (None, True, False, []),  # the default (off) before, asked for now
+        (False, None, True, []),  # off before, the default (on) now
+        (False, True, True, [receipt(2, JobState.DISCARDED)]),  # dropped by revision 1, asked for again
     ],
 )
-def test_a_revision_turning_the_receipt_on_adds_one(before: bool | None, after: bool | None, jobs: list) -> None:
-    p = plan(jobs, order(print_receipt=before), order(2, print_receipt=after), wanted=True)
+def test_a_revision_turning_the_receipt_on_adds_one(
+    before: bool | None, after: bool | None, by_default: bool, jobs: list
+) -> None:
+    p = plan(jobs, order(print_receipt=before), order(2, print_receipt=after), by_default=by_default)
     assert (p.discard, p.rewrite, p.add) == ((), (), (RECEIPT,))
 
 
-@pytest.mark.parametrize("before", [True, None])
+@pytest.mark.parametrize(("before", "after"), [(True, True), (None, None), (None, True), (True, None)])
 def test_a_receipt_a_person_discarded_is_not_brought_back_while_the_order_still_asks_the_same(
-    before: bool | None,
+    before: bool | None, after: bool | None
 ) -> None:
-    """Like a station whose ticket a person discarded: only a revision that turns the receipt on gets one."""
-    p = plan([receipt(2, JobState.DISCARDED)], order(print_receipt=before), order(2, print_receipt=before), wanted=True)
+    """Like a station whose ticket a person discarded: only a revision that turns the receipt on gets one. With
+    receipts.by_default on, an order leaving it to the default and one saying true ask the same."""
+    p = plan(
+        [receipt(2, JobState.DISCARDED)], order(print_receipt=before), order(2, print_receipt=after), by_default=True
+    )
     assert p.add == ()
 
 
 def test_a_waiting_receipt_still_wanted_shows_the_new_revision() -> None:
-    p = plan([receipt(2, JobState.QUEUED)], order(print_receipt=False), order(2, print_receipt=True), wanted=True)
+    p = plan([receipt(2, JobState.QUEUED)], order(print_receipt=False), order(2, print_receipt=True))
     assert (p.discard, p.rewrite, p.add) == ((), (2,), ())
 
 
@@ -340,7 +345,6 @@ def test_a_receipt_turned_on_again_after_one_printed_prints_once_at_most(reprint
         [receipt(2, JobState.PRINTED)],
         order(print_receipt=False),
         order(2, print_receipt=True),
-        wanted=True,
         reprint=reprint,
     )
     assert p.add == ((RECEIPT,) if reprint else ())
@@ -348,8 +352,6 @@ def test_a_receipt_turned_on_again_after_one_printed_prints_once_at_most(reprint
 
 @pytest.mark.parametrize("jobs", [[], [receipt(2, JobState.QUEUED)], [receipt(2, JobState.PRINTED)]])
 def test_a_cancelled_order_never_gets_a_receipt(jobs: list) -> None:
-    p = plan(
-        jobs, order(print_receipt=False), order(2, print_receipt=True, status="cancelled"), wanted=True, reprint=True
-    )
+    p = plan(jobs, order(print_receipt=False), order(2, print_receipt=True, status="cancelled"), reprint=True)
     assert RECEIPT not in p.add
     assert p.discard == tuple(j.id for j in jobs if j.state == JobState.QUEUED)
