@@ -110,7 +110,7 @@ async def test_a_card_turned_read_only_refuses_orders_prints_nothing_twice_and_m
     timer, finding /ready 503 for it, sends no second mail calling the agent "not running" (before: it did, twice in
     a row being its rule, and "back" after the repair: three mails for one fault)."""
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))  # the health state's place while the card is read-only
-    agent = agent_process(tmp_path, printers, extra=_mailing(sink))
+    agent = agent_process(tmp_path, printers, extra=_mailing(sink), log_level="info")
     await asyncio.to_thread(_on_card, agent.config, tmp_path, card)
     db = card.path / "data" / "edge.db"
     kitchen = printers["kitchen"]
@@ -149,6 +149,10 @@ async def test_a_card_turned_read_only_refuses_orders_prints_nothing_twice_and_m
         assert await agent.terminate() == 0
         await card.repair()
         claimed = await asyncio.to_thread(_rows, db, "SELECT count(*) FROM print_jobs WHERE state = 'printing'")
+        # What a failure needs to be understood (1 run in ~20 printed order 2's receipt twice unmarked, in CI): the
+        # jobs as the card kept them, and how much each printer had printed before the restart.
+        kept = await asyncio.to_thread(_rows, db, "SELECT id, order_id, kind, state, copy FROM print_jobs ORDER BY id")
+        before = {name: len(p.printed) for name, p in printers.items()}
         await agent.start()
         await kitchen.wait_for_printed(3, timeout=10)
         await asyncio.sleep(1)  # a second print of any of them would come now
@@ -160,7 +164,13 @@ async def test_a_card_turned_read_only_refuses_orders_prints_nothing_twice_and_m
                 tickets = [t for t in printer.printed if number in t]
                 unmarked = [t for t in tickets if b"COPY" not in t and b"KOPIE" not in t]
                 # once; again only as COPY if its claim was on the card (it may have printed, as after a crash)
-                assert len(unmarked) <= 1 and len(tickets) - len(unmarked) <= claimed[0][0], (printer.name, n)
+                assert len(unmarked) <= 1 and len(tickets) - len(unmarked) <= claimed[0][0], (
+                    printer.name,
+                    n,
+                    kept,
+                    before,
+                    [line for line in agent.log.read_text().splitlines() if "job_" in line or "spool" in line],
+                )
                 assert tickets, (printer.name, n)
         assert len(kitchen.printed) == 3
         numbers = await asyncio.to_thread(_rows, db, "SELECT number FROM orders ORDER BY number")
