@@ -105,7 +105,7 @@ async def test_a_card_turned_read_only_refuses_orders_prints_nothing_twice_and_m
     """Three orders stored while the kitchen printer is off; then the card turns read-only. New orders get 503 (the
     sender retries), /ready says the card is read-only, the agent stays up, and the waiting kitchen tickets do not
     print while their print marks cannot be written (printed then, they would print again unmarked after the
-    repair). The manager gets one mail that names the read-only card and says to reboot and replace it. After the
+    repair). The manager gets one storage mail that names the read-only card and says to reboot and replace it. After the
     repair (the agent stopped, fsck, mounted, started) each waiting ticket prints exactly once. The health-check
     timer, finding /ready 503 for it, sends no second mail calling the agent "not running" (before: it did, twice in
     a row being its rule, and "back" after the repair: three mails for one fault)."""
@@ -120,6 +120,18 @@ async def test_a_card_turned_read_only_refuses_orders_prints_nothing_twice_and_m
         async with api_client(agent.port) as api:
             for n in (1, 2, 3):
                 assert (await post(api, fresh(make_order(n))))[0] == 201
+            # The card fails once the receipts are printed and marked, and no job is claimed: a failing card may lose
+            # the last write it acknowledged (ext4 here lost the last fsynced commit in 2 of 20 runs of
+            # scripts/failing_card.py), and a claim lost after its receipt printed would print it again unmarked,
+            # whatever the agent does (docs/operations.md, "A card turned read-only").
+            settled = (
+                "SELECT count(*) FROM print_jobs WHERE state = 'printing' OR (kind = 'receipt' AND state != 'printed')"
+            )
+
+            async def receipts_marked() -> bool:
+                return await asyncio.to_thread(_rows, db, settled) == [(0,)]
+
+            await wait_until(receipts_marked, 10, "the receipts printed and marked")
             await card.fail()
             status, body = await post(api, fresh(make_order(4)))
             assert status == 503, body
@@ -142,15 +154,17 @@ async def test_a_card_turned_read_only_refuses_orders_prints_nothing_twice_and_m
             assert (await post(api, fresh(make_order(4))))[0] == 503
         assert kitchen.printed == []  # nothing printed that could not be marked
         storage = [m for m in sink.messages if "Storage" in str(m["Subject"])]
-        assert len(storage) == 1 and len(sink.messages) == 1, [str(m["Subject"]) for m in sink.messages]
+        # Besides the kitchen printer's own alert (it is off), the one storage mail: no "not running" from the timer.
+        others = [m for m in sink.messages if "Printer kitchen" not in str(m["Subject"])]
+        assert len(storage) == 1 and len(others) == 1, [str(m["Subject"]) for m in sink.messages]
         text = storage[0].get_body(("plain",)).get_content()
         assert "read-only" in text and "reboot" in text.lower() and "replace" in text.lower(), text
 
         assert await agent.terminate() == 0
         await card.repair()
         claimed = await asyncio.to_thread(_rows, db, "SELECT count(*) FROM print_jobs WHERE state = 'printing'")
-        # What a failure needs to be understood (1 run in ~20 printed order 2's receipt twice unmarked, in CI): the
-        # jobs as the card kept them, and how much each printer had printed before the restart.
+        # What a failure needs to be understood: the jobs as the card kept them, and how much each printer had printed
+        # before the restart (it showed the card losing the last claim it acknowledged: see above).
         kept = await asyncio.to_thread(_rows, db, "SELECT id, order_id, kind, state, copy FROM print_jobs ORDER BY id")
         before = {name: len(p.printed) for name, p in printers.items()}
         await agent.start()
