@@ -105,7 +105,7 @@ async def test_a_card_turned_read_only_refuses_orders_prints_nothing_twice_and_m
     """Three orders stored while the kitchen printer is off; then the card turns read-only. New orders get 503 (the
     sender retries), /ready says the card is read-only, the agent stays up, and the waiting kitchen tickets do not
     print while their print marks cannot be written (printed then, they would print again unmarked after the
-    repair). The manager gets one storage mail that names the read-only card and says to reboot and replace it. After the
+    repair). The manager gets one storage mail naming the read-only card, saying to reboot and replace it. After the
     repair (the agent stopped, fsck, mounted, started) each waiting ticket prints exactly once. The health-check
     timer, finding /ready 503 for it, sends no second mail calling the agent "not running" (before: it did, twice in
     a row being its rule, and "back" after the repair: three mails for one fault)."""
