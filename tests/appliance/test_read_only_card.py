@@ -121,7 +121,7 @@ async def test_a_card_turned_read_only_refuses_orders_prints_nothing_twice_and_m
             for n in (1, 2, 3):
                 assert (await post(api, fresh(make_order(n))))[0] == 201
             # The card fails once the receipts are printed and marked, and no job is claimed: a failing card may lose
-            # the last write it acknowledged (ext4 here lost the last fsynced commit in 2 of 20 runs of
+            # the last write it acknowledged (ext4 here lost the last fsynced commit in 6 of 60 runs of
             # scripts/failing_card.py), and a claim lost after its receipt printed would print it again unmarked,
             # whatever the agent does (docs/operations.md, "A card turned read-only").
             settled = (
