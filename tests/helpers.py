@@ -41,6 +41,17 @@ T = TypeVar("T")
 
 TOKEN = "test-token-0123456789"
 EXAMPLE = json.loads((Path(__file__).parent / "fixtures" / "order-example.json").read_text(encoding="utf-8"))
+# A dessert made in the kitchen: the item a change adds in the change tests.
+TIRAMISU = {
+    "sku": "TIRAMISU",
+    "name": "Tiramisu",
+    "qty": 1,
+    "unit_price": "6.50",
+    "requires_production": True,
+    "station": "kitchen",
+    "modifiers": [],
+    "note": None,
+}
 WAIT_S = 10.0  # generous: two shared cores, several test runs at once
 # The two costly properties (the API fuzz, rendering any order: ~17 s of CPU together at full size) take a third of
 # their examples by default; EDGE_DEEP_PROPERTIES=1 runs them all (after changing the API, the model or the renderer).

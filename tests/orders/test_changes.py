@@ -19,7 +19,17 @@ from edge.config import Settings, parse_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import api_client, config_dict, days_pass, db_rows, eventually, job_rows, post, wait_until
+from tests.helpers import (
+    TIRAMISU,
+    api_client,
+    config_dict,
+    days_pass,
+    db_rows,
+    eventually,
+    job_rows,
+    post,
+    wait_until,
+)
 
 
 def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
@@ -27,18 +37,6 @@ def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, A
     out["revision"] = revision
     out.update(changes)
     return out
-
-
-TIRAMISU = {
-    "sku": "TIRAMISU",
-    "name": "Tiramisu",
-    "qty": 1,
-    "unit_price": "6.50",
-    "requires_production": True,
-    "station": "kitchen",
-    "modifiers": [],
-    "note": None,
-}
 
 
 def dessert_added(order: dict[str, Any], revision: int = 2) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from edge.orders.routing import wants_receipt
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from edge.states import JobKind, JobState
-from tests.helpers import EXAMPLE, Recorder, api_client, config_dict, db_rows, eventually, post, wait_until
+from tests.helpers import EXAMPLE, TIRAMISU, Recorder, api_client, config_dict, db_rows, eventually, post, wait_until
 
 ROWS = "SELECT kind, state, revision, printer, held_reason FROM print_jobs ORDER BY id"
 RECEIPT = PlannedJob(JobKind.RECEIPT, None, None, None)
@@ -33,18 +33,7 @@ def revised(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, A
 def with_tiramisu(order: dict[str, Any], revision: int, **changes: Any) -> dict[str, Any]:
     """Revision ``revision`` with a Tiramisu more (the kitchen gets a change ticket)."""
     out = revised(order, revision, **changes)
-    out["items"].append(
-        {
-            "sku": "TIRAMISU",
-            "name": "Tiramisu",
-            "qty": 1,
-            "unit_price": "6.50",
-            "requires_production": True,
-            "station": "kitchen",
-            "modifiers": [],
-            "note": None,
-        }
-    )
+    out["items"].append(copy.deepcopy(TIRAMISU))
     return out
 
 
