@@ -74,9 +74,13 @@ def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
     lines: dict[LineKey, Line] = {}
     if order is None:
         return lines
+    repeats: dict[str, int] = {}
     for item in order.production_items(station):
         modifiers = tuple(m.name for m in item.modifiers)
         key = line_key(item.line_id, item.sku, modifiers, item.note)
+        if item.line_id is not None:  # a line_id repeated (taken before they were refused): its own line, by position
+            repeats[item.line_id] = seen_times = repeats.get(item.line_id, -1) + 1
+            key = (*key, str(seen_times)) if seen_times else key
         seen = lines.get(key)
         qty = item.qty + (seen.qty if seen else 0)
         lines[key] = Line(sku=item.sku, name=item.name, qty=qty, modifiers=modifiers, note=item.note)

@@ -12,7 +12,15 @@ import structlog
 from edge.config import Settings
 from edge.errors import OrderConflictError, WrongStateError
 from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
-from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, parse_order, revision_hash
+from edge.orders.model import (
+    Cancel,
+    cancelled_payload,
+    canonical_bytes,
+    check_line_ids,
+    meaning_hash,
+    parse_order,
+    revision_hash,
+)
 from edge.orders.routing import plan_jobs
 from edge.orders.totals import totals_problems
 from edge.states import HoldReason, InsertOutcome, OrderSource, OrderStatus
@@ -60,9 +68,12 @@ class Router:
         printers = self.stations.get(station or "")
         return printers[0] if printers else None
 
-    def prepare(self, payload: Any, source: OrderSource) -> NewOrder:
-        """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing."""
+    def prepare(self, payload: Any, source: OrderSource, *, sent: bool = True) -> NewOrder:
+        """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing. ``sent``: the payload
+        is a sender's (not one built from a stored revision, which is not refused for rules newer than it)."""
         order = parse_order(payload)
+        if sent:
+            check_line_ids(order)
         canonical = canonical_bytes(payload)
         plans = plan_jobs(
             order,
@@ -109,15 +120,15 @@ class OrderIntake:
                     return kept
                 continue  # stored meanwhile: cancelled like any stored order
             payload = cancelled_payload(json.loads(stored.payload), cancel)
-            new = dataclasses.replace(await self._prepare(payload, source), based_on=stored.revision)
+            new = dataclasses.replace(await self._prepare(payload, source, sent=False), based_on=stored.revision)
             result = await self._store(new)
             if result.outcome != InsertOutcome.MOVED:
                 return result
 
-    async def _prepare(self, payload: Any, source: OrderSource) -> NewOrder:
+    async def _prepare(self, payload: Any, source: OrderSource, *, sent: bool = True) -> NewOrder:
         if _large(payload):  # validating 500 items is ~10 ms of CPU: off the loop, which keeps taking orders
-            return await asyncio.to_thread(self.router.prepare, payload, source)
-        return self.router.prepare(payload, source)
+            return await asyncio.to_thread(self.router.prepare, payload, source, sent=sent)
+        return self.router.prepare(payload, source, sent=sent)
 
     async def _store(self, new: NewOrder) -> InsertResult:
         result = await self._orders.insert(new)

@@ -363,11 +363,12 @@ def _parse_item(data: Any, path: str) -> Item:
     )
 
 
-def _check_line_ids(items: tuple[Item, ...]) -> None:
-    """A line_id names one line across revisions (change tickets match lines by it): two lines with one would be
-    merged into one on the next change ticket."""
+def check_line_ids(order: Order) -> None:
+    """A line_id names one line across revisions (change tickets match lines by it): a sender's order with two lines
+    sharing one is refused. Not part of parse_order: orders an earlier version stored so must still print, change and
+    cancel (edge/orders/changes.py matches their repeats by position)."""
     first: dict[str, int] = {}
-    for index, item in enumerate(items):
+    for index, item in enumerate(order.items):
         if item.line_id is None:
             continue
         if item.line_id in first:
@@ -446,7 +447,6 @@ def parse_order(data: Any) -> Order:
     if not raw_items:
         raise InvalidOrderError("items", "must contain at least one item")
     items = tuple(_parse_item(item, f"items[{index}]") for index, item in enumerate(raw_items))
-    _check_line_ids(items)
 
     t = r.child("totals")
     tax = []

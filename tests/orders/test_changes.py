@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.helpers import (
     api_client,
     config_dict,
     days_pass,
+    db_execute,
     db_rows,
     eventually,
     job_rows,
@@ -671,3 +673,41 @@ async def test_a_cancel_sent_with_a_change_of_the_same_order_cancels_the_order_a
         if any("ÄNDERUNG" in t for t in ours):
             storno = next(t for t in ours if "STORNO" in t)
             assert "Tiramisu" in storno, storno
+
+
+async def test_an_order_stored_with_a_line_id_twice_before_they_were_refused_prints_changes_and_cancels(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """An order an earlier version took with two lines sharing one line_id (refused since; here written into the
+    database while the agent is stopped) still waits for the kitchen after the upgrade: its ticket prints, a change
+    dropping one of the two lines is taken and its ticket says so, and the guest's cancel goes through. Before: the
+    ticket died unprintable ("items[1].line_id: repeats ..."), the change and the cancel were refused 422 naming a line
+    the sender never sent, and so was every other order committed with that change."""
+    for n, item in enumerate(example_order["items"]):
+        item["line_id"] = f"L{n}"
+    example_order["print_receipt"] = False
+    printers["kitchen"].set_offline(True)
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await agent.stop()
+    [(payload,)] = await db_rows(agent, "SELECT payload FROM orders")
+    stored = json.loads(payload)
+    stored["items"][1]["line_id"] = "L0"
+    await db_execute(agent, "UPDATE orders SET payload = ?", json.dumps(stored))
+    printers["kitchen"].set_offline(False)
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        [ticket] = [decode(b).text for b in await printers["kitchen"].wait_for_printed(1)]
+        assert "2x Pizza Margherita" in ticket and "1x Käsespätzle" in ticket, ticket
+        change = revised(stored, 2)
+        del change["items"][1]  # the Käsespätzle: its line_id, L0, repeated the pizza's
+        answers = await asyncio.gather(
+            post(api, change), post(api, example_order | {"id": "ord_other", "number": "B-7"})
+        )
+        assert [(status, body["status"]) for status, body in answers] == [(200, "updated"), (201, "stored")], answers
+        tickets = [decode(b).text for b in await printers["kitchen"].wait_for_printed(3)]
+        [changed] = [t for t in tickets if "ÄNDERUNG" in t]
+        assert "- 1x Käsespätzle" in changed and "Pizza" not in changed, changed
+        async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as r:
+            assert (r.status, (await r.json())["status"]) == (200, "cancelled")
