@@ -14,9 +14,9 @@ Jobs of the order are planned per station:
   gets a whole ticket marked ``added`` if its items changed;
 - a cancellation discards every job that has not printed and sends a void ticket to each station with one on paper.
 
-The receipt follows the new revision's ``print_receipt`` (or receipts.by_default: routing.wants_receipt, as for the
-first revision): wanted, a waiting one is rewritten, and one is added if the order has none waiting or on paper and
-the revision turns the receipt on (the one before did not want it), or after a printed one with receipts.on_change =
+The receipt follows the new revision's ``print_receipt`` (absent: what the order had, see plan_revision): wanted, a
+waiting one is rewritten (a COPY waiting to print again is left as it is), and one is added if the order has none
+waiting or on paper and the revision turns the receipt on, or after one on paper with receipts.on_change =
 "reprint"; not wanted (or cancelled), a waiting one is discarded and one on paper is left (paper is not taken back).
 """
 
@@ -27,7 +27,6 @@ import enum
 from collections.abc import Mapping, Sequence
 
 from edge.orders.model import Order
-from edge.orders.routing import wants_receipt
 from edge.states import JobKind, JobState, JobVariant
 
 # Not on paper: rewritten or discarded. Printing counts as on paper: it may be, and the change must follow it.
@@ -165,34 +164,37 @@ def plan_revision(
     orders: Mapping[int, Order],
     new: Order,
     *,
-    receipts_by_default: bool,
+    receipt_before: bool,
     previous: Order | None = None,
     reprint_receipt: bool = False,
 ) -> RevisionPlan:
     """What revision ``new`` does to the order's ``jobs``; ``orders``: the revisions named by revisions_needed;
-    ``receipts_by_default``: receipts.by_default (whether an order that does not say wants a receipt:
-    routing.wants_receipt); ``previous``: the revision ``new`` follows (a station whose tickets a person discarded
-    gets a whole ticket only if its items change now, a receipt only if ``new`` turns it on, which ``previous`` did
-    not ask for); ``reprint_receipt``: receipts.on_change = "reprint"."""
+    ``receipt_before``: whether the order wanted a receipt up to ``new`` (its last ``print_receipt`` said so, or, if no
+    revision said, its first one planned one); ``previous``: the revision ``new`` follows (a station whose tickets a
+    person discarded gets a whole ticket only if its items change now); ``reprint_receipt``: receipts.on_change =
+    "reprint"."""
     rewrite: list[int] = []
     discard: list[int] = []
     add: list[PlannedJob] = []
     tickets: dict[str, list[ExistingJob]] = {}
-    # A cancelled order's sale is gone: no receipt.
-    receipt_wanted = wants_receipt(new, by_default=receipts_by_default) and new.status == "open"
+    # A revision that does not say keeps what the order had (the config may have changed since); a cancelled order's
+    # sale is gone: no receipt.
+    wanted = receipt_before if new.print_receipt is None else new.print_receipt
+    receipt_wanted = wanted and new.status == "open"
     for job in jobs:
         if job.state == JobState.DISCARDED:
             continue
         if job.kind == JobKind.RECEIPT:
-            if job.state in NOT_PRINTED:
-                (rewrite if receipt_wanted else discard).append(job.id)
+            if job.state in NOT_PRINTED and not receipt_wanted:
+                discard.append(job.id)
+            elif job.state in NOT_PRINTED and not job.copy:  # a COPY may repeat what the guest holds: left as it is
+                rewrite.append(job.id)
         elif job.station is not None:
             tickets.setdefault(job.station, []).append(job)
     receipts = [j for j in jobs if j.kind == JobKind.RECEIPT and j.state != JobState.DISCARDED]
-    if receipts:  # waiting (rewritten above) or on paper: another only to reprint it for the change
-        another = reprint_receipt and all(j.state in ON_PAPER for j in receipts)
-    else:  # none asked for yet, or dropped by a revision or a person: one only if this revision turns it on
-        another = previous is None or not wants_receipt(previous, by_default=receipts_by_default)
+    # Waiting (rewritten above) or maybe on paper: another only to reprint it for the change. None asked for yet, or
+    # dropped by a revision or a person: one only if this revision turns it on.
+    another = (reprint_receipt and all(j.on_paper for j in receipts)) if receipts else not receipt_before
     if receipt_wanted and another:
         add.append(PlannedJob(JobKind.RECEIPT, None, None, None))
     for station in [*tickets, *(s for s in new.stations if s not in tickets)]:

@@ -94,7 +94,6 @@ class Router:
             routes=routes,
             printers=self.printers,
             reprint_receipt=self.reprint_receipt_on_change,
-            receipts_by_default=self.receipts_by_default,
         )
 
 

@@ -36,11 +36,10 @@ class NewOrder:
     plans: tuple[JobPlan, ...]
     source: OrderSource = OrderSource.PUSH
     # For a revision: the printer serving each configured station now ("": receipts), every printer configured now,
-    # receipts.on_change and receipts.by_default.
+    # and receipts.on_change.
     routes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     printers: frozenset[str] = frozenset()
     reprint_receipt: bool = False
-    receipts_by_default: bool = False
     # The cancel route's: the stored revision this cancelled one was built from. Another stored meanwhile, it is not
     # stored (InsertOutcome.MOVED) but built from that one again: a cancel never stands for items the order lost.
     based_on: int | None = None
@@ -55,7 +54,6 @@ class NewOrder:
             self.routes,
             self.printers,
             self.reprint_receipt,
-            self.receipts_by_default,
         )
 
     def cancelled(self, pending: PendingCancel) -> Revision:
@@ -71,7 +69,6 @@ class NewOrder:
             self.routes,
             self.printers,
             self.reprint_receipt,
-            self.receipts_by_default,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
@@ -109,7 +109,6 @@ class Revision:
     routes: Mapping[str, str]  # the printer serving each station now ("": receipts)
     printers: frozenset[str]  # every printer configured now
     reprint_receipt: bool
-    receipts_by_default: bool
 
 
 def first_state(printer: str, now: float) -> tuple[JobState, HoldReason | None, float | None]:
@@ -132,6 +131,20 @@ async def _may_be_on_paper(conn: Writer, new: Revision, received_at: float) -> b
     marked = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
     until = float(next(iter(marked))[0]) if marked else None
     return until is not None and received_at < until and new.order.created_at.timestamp() < until
+
+
+async def _receipt_wanted(conn: Writer, order: Order, jobs: Sequence[ExistingJob]) -> bool:
+    """Whether the order wanted a receipt before revision ``order``: as its last revision saying ``print_receipt``
+    said; if none said, as its first revision was planned (receipts.by_default then: a receipt job, in any state).
+    Never the config now: an order's receipt does not come or go because the config changed since."""
+    said = await conn.execute_fetchall(
+        "SELECT json_extract(payload, '$.print_receipt') FROM order_revisions WHERE order_id = ? AND revision < ?"
+        " AND json_type(payload, '$.print_receipt') IN ('true', 'false') ORDER BY revision DESC LIMIT 1",
+        (order.id, order.revision),
+    )
+    if said:
+        return bool(next(iter(said))[0])
+    return any(job.kind == JobKind.RECEIPT for job in jobs)
 
 
 async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, ...]:
@@ -196,7 +209,7 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         jobs,
         await _payloads(conn, order.id, revisions_needed(jobs)),
         order,
-        receipts_by_default=new.receipts_by_default,
+        receipt_before=await _receipt_wanted(conn, order, jobs),
         previous=earlier,
         reprint_receipt=new.reprint_receipt,
     )

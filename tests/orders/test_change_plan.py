@@ -153,7 +153,7 @@ def test_every_station_gets_what_its_paper_needs(
         for n, (s, state, c) in enumerate(zip(STATIONS, states, copies, strict=True))
         if s in old.stations
     ]
-    plan = plan_revision(jobs, {1: old}, new, receipts_by_default=True, previous=old)
+    plan = plan_revision(jobs, {1: old}, new, receipt_before=True, previous=old)
     waiting_states = (JobState.QUEUED, JobState.HELD, JobState.FAILED, JobState.DEAD)
     for station in STATIONS:
         mine = [j for j in jobs if j.station == station and j.state != JobState.DISCARDED]
@@ -186,7 +186,7 @@ def test_cancel_discards_what_waits_and_voids_what_is_on_paper() -> None:
         job(3, "grill", JobState.PRINTING),
         job(4, "pass", JobState.QUEUED, copy=True),
     ]
-    plan = plan_revision(jobs, {1: old}, order(items, 2, "cancelled"), receipts_by_default=True, previous=old)
+    plan = plan_revision(jobs, {1: old}, order(items, 2, "cancelled"), receipt_before=True, previous=old)
     assert plan.discard == (2, 4) and plan.rewrite == ()
     assert plan.add == (
         PlannedJob(JobKind.TICKET, "kitchen", JobVariant.CANCEL, 1),
@@ -204,6 +204,6 @@ def test_a_waiting_change_ticket_that_no_longer_changes_anything_is_discarded() 
         job(2, "kitchen", JobState.QUEUED, 2, variant=JobVariant.CHANGE, change_from=1),
     ]
     plan = plan_revision(
-        jobs, {1: one}, order([item("A", "kitchen", 1, [], None, None)], 3), receipts_by_default=True, previous=one
+        jobs, {1: one}, order([item("A", "kitchen", 1, [], None, None)], 3), receipt_before=True, previous=one
     )
     assert plan.discard == (2,) and plan.add == () and plan.rewrite == ()
