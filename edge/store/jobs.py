@@ -60,10 +60,12 @@ _BACK_IN_LINE = f"CASE WHEN {_ORDER_CANCELLED} THEN 'discarded' ELSE 'queued' EN
 # What a reprint copies: the receipt, if the order has one, and a ticket for each station with production items in
 # the current revision, whether its first ticket was an original or came with a change (a station gaining its first
 # items); not a station a change emptied. ?1 the order, ?2 one station or NULL for all.
+# What a reprint copies: each station with items in the current revision, and the receipt if one was not dropped
+# before it printed (by a revision that no longer wants it, or a person).
 _REPRINTABLE = """
 SELECT kind, station, MAX(priority) FROM print_jobs
 WHERE order_id = ?1 AND (?2 IS NULL OR station = ?2)
-  AND (kind = 'receipt' OR station IN (
+  AND ((kind = 'receipt' AND state != 'discarded') OR station IN (
         SELECT json_extract(i.value, '$.station') FROM orders o, json_each(o.payload, '$.items') i
         WHERE o.id = ?1 AND json_extract(i.value, '$.requires_production')))
 GROUP BY kind, station ORDER BY MIN(id)

@@ -290,6 +290,24 @@ async def test_a_receipt_cut_short_by_paper_out_then_a_change_reprints_what_was_
         assert rest == [], rest
 
 
+async def test_a_reprint_brings_no_receipt_a_revision_dropped_before_it_printed(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The receipt waits (front printer off) and revision 2 says print_receipt false: discarded, never on paper. A
+    reprint then copies the kitchen's ticket only: the order has no receipt. Before: a KOPIE receipt printed."""
+    printers["front"].set_offline(True)
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    assert (await post(api, revised(example_order, 2, print_receipt=False)))[0] == 200
+    printers["front"].set_offline(False)
+    async with api.post(f"/api/v1/orders/{example_order['id']}/reprint") as r:
+        assert (r.status, len((await r.json())["job_ids"])) == (201, 1)
+    [_, copy_] = [decode(d).text for d in await printers["kitchen"].wait_for_printed(2)]
+    assert "KOPIE" in copy_
+    await nothing_more_on_front(api, example_order, printers)
+    assert len(printers["front"].printed) == 1  # the other order's receipt
+
+
 # --- the plan as pure code -------------------------------------------------------------------------------------------
 
 
