@@ -21,17 +21,17 @@ from edge.store.rows import FailureRecorded, Job, MarksCommitted, PrintableJob, 
 log = structlog.get_logger()
 
 _JOBS = "SELECT j.*, o.number AS order_number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
-# A job renders its own revision (order_revisions once an order has more than one). A job born of a change is as old
-# as the order was when the change that made it came (a change to a 3-hour-old order is held like any stale ticket):
-# its own created_at, stored with that revision. Not the arrival of the revision it shows: a later one rewrites it in
-# place, and its wait since it was made (edge/printing/ages.py) would be counted twice.
+# A job renders its own revision (order_revisions once an order has more than one). Its age counts from when it was
+# made (its created_at, stored with the order or with the revision that made it: a change to a 3-hour-old order is held
+# like any stale ticket, and a later revision rewriting it in place does not move that time, which would count its
+# wait twice, edge/printing/ages.py); a reprint's COPY from when its order came.
 PRINTABLE = (
     "SELECT j.*, o.number AS order_number,"
     " COALESCE((SELECT r.payload FROM order_revisions r WHERE r.order_id = j.order_id AND r.revision = j.revision),"
     " o.payload) AS payload,"
     " (SELECT r.payload FROM order_revisions r WHERE r.order_id = j.order_id AND r.revision = j.change_from)"
     " AS base_payload,"
-    " CASE WHEN j.variant IS NULL THEN o.received_at ELSE j.created_at END AS order_received_at,"
+    " CASE WHEN j.variant IS NULL AND j.copy THEN o.received_at ELSE j.created_at END AS order_received_at,"
     " o.created_at AS order_created_at,"
     " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(CASE e.state WHEN 'printed' THEN e.printed_at"
     " WHEN 'printing' THEN j.created_at END) FROM print_jobs e WHERE e.order_id = j.order_id"

@@ -90,8 +90,8 @@ class PrintableJob(Job):
     """A job with what printing it needs from its order: the JSON to render and the times its age counts from."""
 
     payload: str  # the canonical JSON of the job's revision
-    # When we stored the order (our wall clock); for a job born of a change, when that change came (the job's own
-    # created_at: a later revision rewriting it in place does not move it)
+    # When the job was made (our wall clock): with its order, or with the revision that made it (a later revision
+    # rewriting it in place does not move it); a reprint's COPY: when its order was stored
     order_received_at: float
     order_created_at: str  # central's created_at, ISO 8601
     base_payload: str | None = None  # change and cancel: the JSON of the revision on paper (change_from)

@@ -87,3 +87,36 @@ async def test_a_stations_first_ticket_rewritten_in_place_keeps_the_age_its_chan
         await wait_until(lambda: held, what="the manager told of the hold")
         [event] = held
         assert back_at <= event.age_s < back_at + 60, event  # the order's age, counted once
+
+
+@pytest.mark.parametrize(("back_at", "state"), [(280, "printed"), (320, "held")])
+async def test_a_receipt_a_change_asks_for_is_as_old_as_the_order_at_that_change(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    box_clock: BoxClock,
+    example_order: dict[str, Any],
+    back_at: int,
+    state: str,
+) -> None:
+    """printing.stale_receipt_min = 5 (300 s). Revision 1 has no receipt; revision 2 asks for one at t=240 s while
+    the front printer is off; it is back at ``back_at``. The receipt is as old as the order (240 s at the change, plus
+    its wait): printed at 280 s, held at 320 s. Before, it was aged from the order's first arrival plus its wait only
+    (80 s at 320 s): printed."""
+    agent = await make_agent(clock=box_clock, printing={"stale_receipt_min": 5})
+    front = printers["front"]
+    async with api_client(agent) as api:
+        assert (await post(api, revised(example_order, 1)))[0] == 201
+        front.set_offline(True)
+        box_clock.advance(CHANGE_AT)
+        status, body = await post(api, revised(example_order, 2) | {"print_receipt": True})
+        assert (status, body["status"]) == (200, "updated"), body
+        await wait_until(lambda: agent.spoolers["front"].state.value == "offline", what="the spool saw it off")
+        box_clock.advance(back_at - CHANGE_AT)
+        front.set_offline(False)
+        rows = await eventually(
+            lambda: job_rows(agent, "SELECT state FROM print_jobs WHERE kind = 'receipt'"),
+            lambda rows: rows and rows[0][0] in ("printed", "held"),
+            timeout=6,
+            what="the receipt printed or held",
+        )
+    assert rows == [(state,)]
