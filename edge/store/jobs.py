@@ -52,16 +52,19 @@ _IN_TURN = (
 # crash): back in line, or, once its order is cancelled, discarded: no void ticket or receipt prints again; a ticket
 # that was printing when the order was cancelled got its STORNO then (see edge/orders/changes.py). The STORNO itself
 # always goes back in line: it is what voids the others.
-_ORDER_CANCELLED = (
-    "(print_jobs.variant IS NOT 'cancel'"
-    " AND EXISTS (SELECT 1 FROM orders o WHERE o.id = print_jobs.order_id AND o.status = 'cancelled'))"
+# A job going back in line (released unsent, cut short, failed) that its order no longer wants is discarded instead:
+# any but a STORNO of a cancelled order, and a receipt its current revision says no to (a revision's plan discards
+# such jobs waiting; these were going out then).
+_NOT_WANTED = (
+    "EXISTS (SELECT 1 FROM orders o WHERE o.id = print_jobs.order_id AND ((o.status = 'cancelled'"
+    " AND print_jobs.variant IS NOT 'cancel') OR (print_jobs.kind = 'receipt'"
+    " AND json_type(o.payload, '$.print_receipt') = 'false')))"
 )
-_BACK_IN_LINE = f"CASE WHEN {_ORDER_CANCELLED} THEN 'discarded' ELSE 'queued' END"
-# What a reprint copies: the receipt, if the order has one, and a ticket for each station with production items in
-# the current revision, whether its first ticket was an original or came with a change (a station gaining its first
-# items); not a station a change emptied. ?1 the order, ?2 one station or NULL for all.
-# What a reprint copies: each station with items in the current revision, and the receipt if one was not dropped
-# before it printed (by a revision that no longer wants it, or a person).
+_BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
+# What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,
+# or a person), and a ticket for each station with production items in the current revision, whether its first
+# ticket was an original or came with a change (a station gaining its first items); not a station a change emptied.
+# ?1 the order, ?2 one station or NULL for all.
 _REPRINTABLE = """
 SELECT kind, station, MAX(priority) FROM print_jobs
 WHERE order_id = ?1 AND (?2 IS NULL OR station = ?2)
@@ -456,7 +459,7 @@ class JobStore:
             rows = list(
                 await conn.execute_fetchall(
                     "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-                    f" copy = copy OR ?, state = CASE WHEN {_ORDER_CANCELLED} THEN 'discarded'"
+                    f" copy = copy OR ?, state = CASE WHEN {_NOT_WANTED} THEN 'discarded'"
                     " WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END"
                     " WHERE id = ? AND state = ? RETURNING state, attempts, printer,"
                     " (SELECT number FROM orders WHERE id = order_id)",

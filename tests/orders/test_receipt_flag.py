@@ -308,6 +308,25 @@ async def test_a_reprint_brings_no_receipt_a_revision_dropped_before_it_printed(
     assert len(printers["front"].printed) == 1  # the other order's receipt
 
 
+async def test_a_receipt_turned_off_while_it_prints_and_cut_short_is_not_printed_again(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The receipt is going out (slowly) when revision 2 says print_receipt false; paper runs out halfway through it.
+    The guest wants no receipt: after the new roll nothing more of it prints, as for a cancel in that spot. Before: a
+    KOPIE of it printed."""
+    front = printers["front"]
+    front.bytes_per_s, front.paper_out_after = 1000, 300
+    assert (await post(api, example_order))[0] == 201
+    printing = "SELECT 1 FROM print_jobs WHERE kind = 'receipt' AND state = 'printing'"
+    await eventually(lambda: db_rows(agent, printing), bool, what="the receipt going out")
+    assert (await post(api, revised(example_order, 2, print_receipt=False)))[0] == 200
+    await wait_until(lambda: agent.spoolers["front"].state.value == "paper_out")
+    await front.wait_for_printed(1)  # the half on paper
+    front.paper_out, front.bytes_per_s = False, None
+    await nothing_more_on_front(api, example_order, printers)
+    assert next(r[:2] for r in await db_rows(agent, ROWS) if r[0] == "receipt") == ("receipt", "discarded")
+
+
 # --- the plan as pure code -------------------------------------------------------------------------------------------
 
 
