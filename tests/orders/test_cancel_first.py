@@ -14,9 +14,10 @@ import pytest
 
 from edge.app import Agent
 from edge.clock import SteppedClock
+from edge.events import OrderConflicted, OrderRevised, OrderStored
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, eventually, post, wait_until
+from tests.helpers import Recorder, api_client, db_rows, eventually, post, wait_until
 
 ORDER = "ord_7f3a9c21"  # the example order's id
 
@@ -75,21 +76,28 @@ async def test_a_cancel_kept_for_an_order_not_here_survives_a_restart_and_a_repe
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """The same cancel twice is a duplicate (another reason at that revision a conflict); the agent restarts before
-    the order comes, which then prints nothing: the kept cancel is in the database, not in memory."""
-    agent = await make_agent()
+    the order comes, which then prints nothing: the kept cancel is in the database, not in memory. The conflict is
+    heard (the manager's order_conflict alert); the order stored cancelled is heard as stored, then revised cancelled
+    (metrics, central)."""
+    seen = Recorder()
+    agent = await make_agent(listen=seen)
     async with api_client(agent) as api:
         assert (await cancel(api, {"revision": 2, "reason": "storniert"}))[0] == 202
         status, body = await cancel(api, {"revision": 2, "reason": "storniert"})
         assert (status, body) == (200, {"order_id": ORDER, "status": "duplicate", "revision": 2, "job_ids": []})
         status, body = await cancel(api, {"revision": 2, "reason": "anders"})
         assert (status, body["error"]) == (409, "conflict")
+    assert [e.order_id for e in seen.of(OrderConflicted)] == [ORDER]
     await agent.stop()
-    agent = await make_agent()
+    seen = Recorder()
+    agent = await make_agent(listen=seen)
     async with api_client(agent) as api:
         status, body = await post(api, example_order)
         assert (status, body["status"], body["revision"]) == (200, "cancelled", 2)
         await printed_only_the_other_order(api, example_order, printers)
     assert await db_rows(agent, "SELECT revision, status FROM orders WHERE id = ?", ORDER) == [(2, "cancelled")]
+    assert next((e.order_id, e.job_ids) for e in seen.of(OrderStored)) == (ORDER, ())
+    assert [(e.order_id, e.revision, e.status) for e in seen.of(OrderRevised)] == [(ORDER, 2, "cancelled")]
 
 
 @pytest.mark.parametrize(
