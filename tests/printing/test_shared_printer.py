@@ -15,7 +15,7 @@ from edge.events import Event, PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import PaperSpeed, SimPrinter
-from tests.helpers import api_client, config_dict, eventually, job_rows, post
+from tests.helpers import api_client, config_dict, eventually, job_rows, post, wait_until
 
 _TILL_RECEIPT = b"\x1b@TILL 0815\n\x1dV\x00"
 
@@ -74,10 +74,11 @@ async def test_an_agent_started_while_the_till_holds_the_printer_asks_it_again_i
 ) -> None:
     """The box boots while the till holds the kitchen printer: it never answers in this run's first exchanges, so the
     agent takes it for a printer without status and sends tickets without asking. The ticket taken meanwhile prints
-    once, after the till's receipt. Then a rush, an order every 0.2 s: the printer is still asked again at its next
-    status poll (1 s here), so when its paper runs out the next ticket waits for the new roll and prints (before: a
-    ticket sent went for a poll, so in a rush the printer was never asked again, and that ticket was marked printed
-    on a printer without paper: lost)."""
+    once, after the till's receipt (and maybe again as COPY: an agent that starts quicker, its printing check cached,
+    may read a reply the till held up, which leaves that ticket in doubt). Then a rush, an order every 0.2 s: the
+    printer is still asked again at its next status poll (1 s here), so when its paper runs out the next ticket waits
+    for the new roll and prints (before: a ticket sent went for a poll, so in a rush the printer was never asked
+    again, and that ticket was marked printed on a printer without paper: lost)."""
     kitchen = printers["kitchen"]
     till = asyncio.create_task(_till_holds(kitchen, 2.0))
     await asyncio.sleep(0.2)
@@ -92,19 +93,29 @@ async def test_an_agent_started_while_the_till_holds_the_printer_asks_it_again_i
         for n in range(1, 16):  # 3 s of rush
             assert (await post(api, make_order(n)))[0] == 201
             await asyncio.sleep(0.2)
-        await kitchen.wait_for_printed(17, timeout=15)
+        await wait_until(lambda: _printed(kitchen, make_order(15)["number"]), 15, "the rush printed")
         kitchen.paper_out = True
         last = make_order(16)
         assert (await post(api, last))[0] == 201
         await asyncio.sleep(1.0)
         kitchen.paper_out = False
-        await kitchen.wait_for_printed(18, timeout=15)
-    assert last["number"] in decode(kitchen.printed[17]).text
-    await eventually(
-        lambda: job_rows(agent, "SELECT state, copy FROM print_jobs WHERE printer = 'kitchen'"),
-        lambda rows: rows == [("printed", 0)] * 17,
-        what="every ticket printed once, none a COPY",
+        await wait_until(lambda: _printed(kitchen, last["number"]), 15, "the ticket after the paper end")
+    # Every ticket printed once unmarked. The first, sent while the till still held the printer, may follow as COPY:
+    # a status reply held up by the till leaves its outcome in doubt (stop 35), which is what a COPY is for.
+    rows = await eventually(
+        lambda: job_rows(agent, "SELECT state, copy FROM print_jobs WHERE printer = 'kitchen' ORDER BY id"),
+        lambda rows: len(rows) == 17 and all(state == "printed" for state, _ in rows),
+        what="every ticket printed",
     )
+    assert all(copy == 0 for _, copy in rows[1:]), rows
+    for n in range(17):
+        assert len(_printed(kitchen, make_order(n)["number"])) == 1, n
+
+
+def _printed(printer: SimPrinter, number: str) -> list[str]:
+    """The tickets of order ``number`` on paper, not marked COPY."""
+    texts = (decode(data).text for data in printer.printed)
+    return [text for text in texts if number in text and "KOPIE" not in text]
 
 
 async def test_one_printer_set_up_under_two_names_prints_both_stations_tickets_without_going_offline(
