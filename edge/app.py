@@ -103,6 +103,8 @@ class Agent:
         if problem is None:
             log.info("storage_recovered")
             self.bus.publish(StorageRecovered())
+            for spooler in self.spoolers.values():  # a job whose outcome the store refused prints again now
+                spooler.wake()
         else:
             log.error("storage_problem", detail=problem)
             self.bus.publish(StorageProblem(detail=problem))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Sequence
 
@@ -71,6 +72,7 @@ class Spooler:
         self.current_job: int | None = None
         self._confirmed: list[PrintedMark] = []  # printed, not yet recorded: rides on the next commit
         self._store_problem: str | None = None  # why the last commit failed, until one succeeds
+        self._unrecorded = False  # a write failed: what it would have said of a claimed job may be lost with it
         self._confirmed_at = 0.0  # monotonic time the oldest of them was confirmed
         self._last_send_s = 1.0  # until a job has gone out, claim one at a time
 
@@ -122,6 +124,9 @@ class Spooler:
         next_poll = mono() + self._poll_s
         while not self._stopping:
             try:
+                if self._unrecorded:
+                    with contextlib.suppress(StoreUnavailableError):  # still refused: next time round; the printer
+                        await self._requeue_unrecorded()  # is watched meanwhile (its status, alerts)
                 burst = await self._jobs.next_burst(self.name, wall(), max_delay=max_delay, limit=self._burst())
                 if burst:
                     await self._print_burst(burst)
@@ -148,6 +153,7 @@ class Spooler:
                 await self._sleep(wait if due is None else min(wait, due - now))
             except StoreUnavailableError as err:
                 # A full or read-only disk: the storage alert tells the manager; one line here, not one a second.
+                self._unrecorded = True
                 if str(err) != self._store_problem:
                     self._store_problem = str(err)
                     log.warning("spool_waits_for_storage", device_id=self.name, error=str(err))
@@ -157,6 +163,19 @@ class Spooler:
                 await self._sleep(1.0)
         if self._confirmed:  # stopped, not aborted: what went out is recorded as printed
             await self._commit_marks()
+
+    async def _requeue_unrecorded(self) -> None:
+        """Once the store writes again after refusing a write: what went out is recorded as printed, then this
+        printer's jobs still marked 'printing' (their outcome, a cut-short ticket, a release, a failure, was lost with
+        the write) go back in line as a crash leaves them, marked COPY: they may be half out. Without it they waited
+        for the next start (an acknowledged order that never printed)."""
+        if self._confirmed:
+            await self._commit_marks()
+        if interrupted := await self._jobs.requeue_interrupted(self.name):
+            log.warning(
+                "jobs_interrupted_by_storage", device_id=self.name, job_ids=interrupted, action="reprinting marked COPY"
+            )
+        self._unrecorded = False
 
     def _burst(self) -> int:
         """How many due jobs to claim in one commit: enough that the printer never waits for the disk (a fast printer
@@ -201,6 +220,7 @@ class Spooler:
                 return
             pause, sent = await self._send(job, data)
             if pause is not None:
+                self._set_state(*pause)  # known (and alerted) even if the store refuses the release
                 await self._commit_marks(release=[j.id for j, _ in todo[n if not sent else n + 1 :]])
                 await self._pause(*pause)
                 return
@@ -280,6 +300,7 @@ class Spooler:
                 # Cut short: a printer that now reports a fault stopped on it (no attempt spent); else it failed.
                 after = await self.driver.status()
                 if after in BLOCKING_STATES:
+                    self._set_state(after, str(err))  # known (and alerted) even if the store refuses the record
                     await self._uncertain(job, after, str(err))
                     return (after, str(err)), True
                 self._set_state(PrinterState.ERROR, str(err))
@@ -290,6 +311,7 @@ class Spooler:
             self._last_send_s = self.clock.mono() - started
             if not outcome.on_paper:
                 detail = f"{outcome.state.value.replace('_', ' ')} after the job"
+                self._set_state(outcome.state, detail)
                 await self._uncertain(job, outcome.state, detail)
                 return (outcome.state, detail), True
             latency = self._ages.waited(job)  # stored (or queued as a copy) to confirmed, on the monotonic clock

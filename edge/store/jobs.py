@@ -490,12 +490,15 @@ class JobStore:
                 )
         return FailureRecorded(state, attempts)
 
-    async def requeue_interrupted(self) -> list[int]:
+    async def requeue_interrupted(self, printer: str | None = None) -> list[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY (those of an order
-        cancelled meanwhile are discarded). Returns the ones to print again."""
+        cancelled meanwhile are discarded). ``printer``: only its jobs (a spool whose record of them the store
+        refused). Returns the ones to print again."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1 WHERE state = 'printing' RETURNING id, state"
+                f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1 WHERE state = 'printing'"
+                " AND (:printer IS NULL OR printer = :printer) RETURNING id, state",
+                {"printer": printer},
             )
         return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
 

@@ -1,0 +1,57 @@
+"""A job's outcome the store cannot take (the disk full when the printer stops halfway through the ticket): once the
+store writes again, the ticket prints again marked COPY, without a restart."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from edge.app import Agent
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.helpers import db_execute, db_rows, eventually, post, wait_until
+
+# Writes that take a job out of 'printing' other than to 'printed' fail as on a full disk (the agent reads SQLite's
+# "database or disk is full" as one); the claim and everything else still write. A full tmpfs cannot fail so narrowly.
+_FULL = (
+    "CREATE TRIGGER full BEFORE UPDATE OF state ON print_jobs WHEN OLD.state = 'printing' AND NEW.state != 'printed'"
+    " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+)
+
+
+@pytest.mark.parametrize("fault", ["paper_out", "offline"])
+async def test_a_ticket_whose_cut_short_outcome_could_not_be_written_prints_again_once_the_disk_has_room(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], fault: str
+) -> None:
+    """The kitchen ticket is going out when the disk fills; the printer then stops halfway (paper out) or goes off:
+    the agent cannot record that the ticket is half out, and it stays 'printing'. Room comes back: it prints again,
+    marked COPY, and is recorded printed. Before: it stayed 'printing' until the agent was restarted (an acknowledged
+    order that never printed)."""
+    kitchen = printers["kitchen"]
+    kitchen.bytes_per_s = 300
+    if fault == "paper_out":
+        kitchen.paper_out_after = 150
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    printing = "SELECT 1 FROM print_jobs WHERE state = 'printing'"
+    await eventually(lambda: db_rows(agent, printing), bool, what="the ticket going out")
+    await db_execute(agent, _FULL)
+    if fault == "offline":
+        kitchen.set_offline(True)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == fault, what=f"the spool saw {fault}")
+    if fault == "paper_out":
+        await kitchen.wait_for_printed(1)  # the half on paper
+    kitchen.paper_out, kitchen.bytes_per_s = False, None
+    kitchen.set_offline(False)
+    await db_execute(agent, "DROP TRIGGER full")  # room again
+    async with api.get("/ready") as r:  # the health check finds it (and the storage alert is resolved)
+        assert r.status == 200, await r.text()
+    rows = await eventually(
+        lambda: db_rows(agent, "SELECT state, copy FROM print_jobs"),
+        lambda rows: rows == [("printed", 1)],
+        timeout=10,
+        what="the ticket printed again",
+    )
+    assert rows == [("printed", 1)]
+    tickets = [decode(d).text for d in kitchen.printed]
+    assert "KOPIE" in tickets[-1] and sum("KOPIE" not in t for t in tickets) <= 1, tickets
