@@ -687,18 +687,22 @@ async def test_an_order_stored_with_a_line_id_twice_before_they_were_refused_pri
         item["line_id"] = f"L{n}"
     example_order["print_receipt"] = False
     printers["kitchen"].set_offline(True)
+    second = example_order | {"id": "ord_second", "number": "B-9"}  # cancelled as it was stored
     agent = await make_agent()
     async with api_client(agent) as api:
-        assert (await post(api, example_order))[0] == 201
+        assert [(await post(api, order))[0] for order in (example_order, second)] == [201, 201]
     await agent.stop()
-    [(payload,)] = await db_rows(agent, "SELECT payload FROM orders")
+    [(payload,)] = await db_rows(agent, "SELECT payload FROM orders WHERE id = ?", example_order["id"])
     stored = json.loads(payload)
     stored["items"][1]["line_id"] = "L0"
-    await db_execute(agent, "UPDATE orders SET payload = ?", json.dumps(stored))
+    await db_execute(agent, "UPDATE orders SET payload = json_set(payload, '$.items[1].line_id', 'L0')")
     printers["kitchen"].set_offline(False)
     agent = await make_agent()
     async with api_client(agent) as api:
-        [ticket] = [decode(b).text for b in await printers["kitchen"].wait_for_printed(1)]
+        async with api.post("/api/v1/orders/ord_second/cancel", json={"revision": 2}) as r:
+            assert (r.status, (await r.json())["status"]) == (200, "cancelled")
+        await wait_until(lambda: any(b"A-1042" in b for b in printers["kitchen"].printed), what="its ticket")
+        [ticket] = [decode(b).text for b in printers["kitchen"].printed if b"A-1042" in b]
         assert "2x Pizza Margherita" in ticket and "1x Käsespätzle" in ticket, ticket
         change = revised(stored, 2)
         del change["items"][1]  # the Käsespätzle: its line_id, L0, repeated the pizza's
@@ -706,8 +710,11 @@ async def test_an_order_stored_with_a_line_id_twice_before_they_were_refused_pri
             post(api, change), post(api, example_order | {"id": "ord_other", "number": "B-7"})
         )
         assert [(status, body["status"]) for status, body in answers] == [(200, "updated"), (201, "stored")], answers
-        tickets = [decode(b).text for b in await printers["kitchen"].wait_for_printed(3)]
-        [changed] = [t for t in tickets if "ÄNDERUNG" in t]
+        await wait_until(
+            lambda: any("ÄNDERUNG" in decode(b).text for b in printers["kitchen"].printed),
+            what="the change ticket",
+        )
+        [changed] = [t for t in (decode(b).text for b in printers["kitchen"].printed) if "ÄNDERUNG" in t]
         assert "- 1x Käsespätzle" in changed and "Pizza" not in changed, changed
         async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as r:
             assert (r.status, (await r.json())["status"]) == (200, "cancelled")
