@@ -220,8 +220,11 @@ class Spooler:
                 return
             pause, sent = await self._send(job, data)
             if pause is not None:
-                self._set_state(*pause)  # known (and alerted) even if the store refuses the release
-                await self._commit_marks(release=[j.id for j, _ in todo[n if not sent else n + 1 :]])
+                try:
+                    await self._commit_marks(release=[j.id for j, _ in todo[n if not sent else n + 1 :]])
+                except StoreUnavailableError:
+                    self._set_state(*pause)  # known (and alerted) though the store refuses the release
+                    raise
                 await self._pause(*pause)
                 return
 
@@ -300,7 +303,6 @@ class Spooler:
                 # Cut short: a printer that now reports a fault stopped on it (no attempt spent); else it failed.
                 after = await self.driver.status()
                 if after in BLOCKING_STATES:
-                    self._set_state(after, str(err))  # known (and alerted) even if the store refuses the record
                     await self._uncertain(job, after, str(err))
                     return (after, str(err)), True
                 self._set_state(PrinterState.ERROR, str(err))
@@ -311,7 +313,6 @@ class Spooler:
             self._last_send_s = self.clock.mono() - started
             if not outcome.on_paper:
                 detail = f"{outcome.state.value.replace('_', ' ')} after the job"
-                self._set_state(outcome.state, detail)
                 await self._uncertain(job, outcome.state, detail)
                 return (outcome.state, detail), True
             latency = self._ages.waited(job)  # stored (or queued as a copy) to confirmed, on the monotonic clock
@@ -333,7 +334,12 @@ class Spooler:
     async def _uncertain(self, job: PrintableJob, state: PrinterState, detail: str) -> None:
         """The printer took the job, then reported a fault: part of it may be on paper. It prints again as COPY once
         the fault is cleared; that copy, not this attempt, is what central hears about."""
-        if await self._jobs.mark_uncertain(job.id, detail):
+        try:
+            recorded = await self._jobs.mark_uncertain(job.id, detail)
+        except StoreUnavailableError:
+            self._set_state(state, detail)  # known (and alerted) though the store refuses the record
+            raise
+        if recorded:
             log.warning(
                 "job_uncertain", device_id=self.name, state=state.value, detail=detail, action="reprint as COPY"
             )
