@@ -61,6 +61,15 @@ def intake_error_body(
     return {"error": err.error, "reason": err.reason}
 
 
+def too_large_body(limit: int) -> dict[str, object]:
+    """The 413 body for a POST over ``api.max_body_bytes``, and the MQTT intake's report of a payload over the same
+    limit: one wording for both doors, beside intake_error_body."""
+    return {
+        "error": "request_entity_too_large",
+        "reason": f"the body is larger than api.max_body_bytes ({limit} bytes)",
+    }
+
+
 class NotFoundError(EdgeError):
     """A thing addressed by id does not exist."""
 

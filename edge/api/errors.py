@@ -18,6 +18,7 @@ from edge.errors import (
     StoreUnavailableError,
     WrongStateError,
     intake_error_body,
+    too_large_body,
 )
 from edge.orders.model import decode_order
 
@@ -79,15 +80,6 @@ async def read_body(request: web.Request) -> bytes:
         encoding = request.headers.get("Content-Encoding", "")
         what = f"its Content-Encoding ({encoding}) cannot decode it" if encoding else "it could not be read"
         raise BadRequestError(f"the request body is unreadable: {what}") from err
-
-
-def too_large_body(limit: int) -> dict[str, object]:
-    """The 413 body for a POST over ``api.max_body_bytes``, and the MQTT intake's report of a payload over the same
-    limit (edge/sync/mqtt.py): one wording for both doors."""
-    return {
-        "error": "request_entity_too_large",
-        "reason": f"the body is larger than api.max_body_bytes ({limit} bytes)",
-    }
 
 
 def error_response(status: int, error: str, reason: str, **extra: object) -> web.Response:

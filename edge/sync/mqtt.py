@@ -29,11 +29,17 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge.api.errors import too_large_body
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import MqttSettings, Settings
 from edge.dns import unresolved
-from edge.errors import InvalidOrderError, OrderConflictError, StoreError, WrongStateError, intake_error_body
+from edge.errors import (
+    InvalidOrderError,
+    OrderConflictError,
+    StoreError,
+    WrongStateError,
+    intake_error_body,
+    too_large_body,
+)
 from edge.events import (
     EventBus,
     JobDead,
