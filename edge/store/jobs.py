@@ -16,6 +16,7 @@ from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
+from edge.store.revisions import receipt_said
 from edge.store.rows import FailureRecorded, Job, MarksCommitted, PrintableJob, PrintedMark, Rerouted, Row
 
 log = structlog.get_logger()
@@ -53,12 +54,13 @@ _IN_TURN = (
 # that was printing when the order was cancelled got its STORNO then (see edge/orders/changes.py). The STORNO itself
 # always goes back in line: it is what voids the others.
 # A job going back in line (released unsent, cut short, failed) that its order no longer wants is discarded instead:
-# any but a STORNO of a cancelled order, and a receipt its current revision says no to (a revision's plan discards
-# such jobs waiting; these were going out then).
+# any but a STORNO of a cancelled order, and a receipt the order last said no to (a revision's plan discards such jobs
+# waiting; these were going out then). A receipt job exists, so an order that never said wanted one.
+_RECEIPT_SAID = receipt_said("o.id", "o.revision + 1")
 _NOT_WANTED = (
     "EXISTS (SELECT 1 FROM orders o WHERE o.id = print_jobs.order_id AND ((o.status = 'cancelled'"
     " AND print_jobs.variant IS NOT 'cancel') OR (print_jobs.kind = 'receipt'"
-    " AND json_type(o.payload, '$.print_receipt') = 'false')))"
+    f" AND {_RECEIPT_SAID} = 0)))"
 )
 _BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
 # What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,

@@ -133,17 +133,29 @@ async def _may_be_on_paper(conn: Writer, new: Revision, received_at: float) -> b
     return until is not None and received_at < until and new.order.created_at.timestamp() < until
 
 
+def receipt_said(order_id: str, below: str) -> str:
+    """SQL for what the order's last revision below revision ``below`` that says ``print_receipt`` said (1 or 0), NULL
+    if none said: the one rule for whether an order wants a receipt, read by a change's plan (_receipt_wanted) and by
+    a receipt going back in line (store/jobs.py). ``order_id`` and ``below`` are SQL expressions. The current
+    revision is in ``orders``; ``order_revisions`` holds every revision once a change came."""
+    return (
+        "(SELECT json_extract(r.payload, '$.print_receipt') FROM (SELECT revision, payload FROM order_revisions"
+        f" WHERE order_id = {order_id} UNION ALL SELECT revision, payload FROM orders WHERE id = {order_id}) r"
+        f" WHERE r.revision < {below} AND json_type(r.payload, '$.print_receipt') IN ('true', 'false')"
+        " ORDER BY r.revision DESC LIMIT 1)"
+    )
+
+
+_SAID_BEFORE = receipt_said("?1", "?2")
+
+
 async def _receipt_wanted(conn: Writer, order: Order, jobs: Sequence[ExistingJob]) -> bool:
     """Whether the order wanted a receipt before revision ``order``: as its last revision saying ``print_receipt``
     said; if none said, as its first revision was planned (receipts.by_default then: a receipt job, in any state).
     Never the config now: an order's receipt does not come or go because the config changed since."""
-    said = await conn.execute_fetchall(
-        "SELECT json_extract(payload, '$.print_receipt') FROM order_revisions WHERE order_id = ? AND revision < ?"
-        " AND json_type(payload, '$.print_receipt') IN ('true', 'false') ORDER BY revision DESC LIMIT 1",
-        (order.id, order.revision),
-    )
-    if said:
-        return bool(next(iter(said))[0])
+    [(said,)] = await conn.execute_fetchall(f"SELECT {_SAID_BEFORE}", (order.id, order.revision))
+    if said is not None:
+        return bool(said)
     return any(job.kind == JobKind.RECEIPT for job in jobs)
 
 
