@@ -10,6 +10,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
+from edge.errors import StoreError
 from edge.orders import JobPlan, Order, parse_order
 from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, revision_hash
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
@@ -289,9 +290,34 @@ class OrderStore:
         self._schedule()
         return await future
 
-    async def insert_many(self, batch: list[NewOrder]) -> list[InsertResult]:
-        """One transaction for a whole batch (recovery)."""
-        return await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall()))
+    async def insert_many(self, batch: list[NewOrder]) -> list[InsertResult | Exception]:
+        """One transaction for a whole batch (recovery). An order that cannot be stored fails alone (see _each_alone):
+        its place in the list holds why. A store that cannot take writes raises StoreError."""
+        try:
+            return list(await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall())))
+        except StoreError:
+            raise
+        except Exception:
+            return await self._each_alone(batch)
+
+    async def _each_alone(self, batch: list[NewOrder]) -> list[InsertResult | Exception]:
+        """After a transaction failed for an order's sake, not the store's (a change to an order stored in a form this
+        version cannot read, a bug): each order in a transaction of its own, so the others are stored and only that
+        one fails. Rare, so the fsync each costs does not matter. Once the store fails, the rest fail with it."""
+        out: list[InsertResult | Exception] = []
+        for new in batch:
+            try:
+                [result] = await self._insert_alone(new)
+            except StoreError as err:
+                return out + [err] * (len(batch) - len(out))
+            except Exception as err:  # handed to that order's caller, who answers or reports it
+                out.append(err)
+            else:
+                out.append(result)
+        return out
+
+    async def _insert_alone(self, new: NewOrder) -> list[InsertResult]:
+        return await self._db.write(lambda conn: insert_batch(conn, [new], self._clock.wall()))
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -320,17 +346,26 @@ class OrderStore:
         await self._gather()
         try:
             results = await self._db.write(take, then=next_batch)
-        except Exception as err:  # every waiter learns the commit failed; none is told "stored"
+        except Exception as err:  # none is told "stored"
             # ``take`` ran: it runs as soon as the writer is ours, and a batch is scheduled only with orders pending.
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(err)
-            return
-        # Those answered now will likely send again at once, and those pending now are still to be stored.
-        self._expected = min(len(group) + len(self._pending), MAX_GROUP)  # a batch takes no more
-        for (_, future), result in zip(group, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            # The store failed: every waiter learns it. One order failed it: the others must not pay for that one
+            # (a sender drops an order refused as invalid), so each is tried alone.
+            outcomes: list[InsertResult | Exception] = (
+                [err] * len(group)
+                if isinstance(err, StoreError) or len(group) == 1
+                else await self._each_alone([n for n, _ in group])
+            )
+        else:
+            # Those answered now will likely send again at once, and those pending now are still to be stored.
+            self._expected = min(len(group) + len(self._pending), MAX_GROUP)  # a batch takes no more
+            outcomes = [*results]
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     async def _gather(self) -> None:
         """Wait a moment for the senders the last batch answered, if fewer orders are pending than it had.

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from edge.errors import InvalidOrderError, WrongStateError
 from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
 from edge.orders.model import Order, parse_order
 from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
@@ -94,7 +95,19 @@ async def _payloads(conn: Writer, order_id: str, revisions: set[int]) -> dict[in
         " AND revision IN (SELECT value FROM json_each(?))",
         (order_id, json.dumps(sorted(revisions))),
     )
-    return {r[0]: parse_order(json.loads(r[1])) for r in rows}
+    return {r[0]: _stored(order_id, r[1]) for r in rows}
+
+
+def _stored(order_id: str, payload: str) -> Order:
+    """A revision as stored. One an older, laxer intake stored and this version cannot read leaves nothing to compare
+    a change with: the change is refused (409, naming the field), the order stays as it is and prints as stored."""
+    try:
+        return parse_order(json.loads(payload))
+    except InvalidOrderError as err:
+        raise WrongStateError(
+            f"order {order_id} as stored cannot be read by this version ({err.field}: {err.reason}); it cannot be"
+            " changed here"
+        ) from err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +229,7 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         )
         for r in rows
     ]
-    earlier = parse_order(json.loads(previous))
+    earlier = _stored(order.id, previous)
     plan = plan_revision(
         jobs,
         await _payloads(conn, order.id, revisions_needed(jobs)),

@@ -13,7 +13,7 @@ import structlog
 
 from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, RemoteClock, wait_set
 from edge.config import CentralSettings
-from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError
+from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError, StoreError, WrongStateError
 from edge.events import (
     CentralLinkChanged,
     EventBus,
@@ -488,6 +488,17 @@ class Recovery:
                 conflicts: list[tuple[str, str | None]] = []
                 present: list[tuple[str, str | None]] = []
                 for result, new in zip(results, batch, strict=True):
+                    if isinstance(result, StoreError):
+                        raise result  # the ones before it are stored; the next run takes the rest
+                    if isinstance(result, Exception):
+                        # It alone could not be stored (a change to an order this version cannot read as stored):
+                        # the local order is kept, as for any conflict; the others in the batch are stored.
+                        if not isinstance(result, WrongStateError):
+                            log.error("recovery_store_failed", order_id=new.order.id, error=str(result))
+                        reason = str(result)
+                        conflicts.append((new.order.id, reason))
+                        self._report(run_id, ItemClass.CONFLICT, new.order.id, new.order.number, reason)
+                        continue
                     stored_now = result.outcome in _STORING and result.revision >= new.order.revision
                     if stored_now:
                         self._intake.publish(result, new)  # OrderStored (OrderRevised) wakes the spools
