@@ -87,6 +87,17 @@ class UnreadableRowError(WrongStateError):
         self.row_id, self.order_id, self.state = row_id, order_id, state  # state as stored
 
 
+class StoredOrderUnreadableError(WrongStateError):
+    """An order an older, laxer intake stored in a form this version cannot read: a change or cancel has nothing to
+    compare with, so it is refused (the order stays, and prints, as stored)."""
+
+    def __init__(self, order_id: str, err: InvalidOrderError) -> None:
+        super().__init__(
+            f"order {order_id} as stored cannot be read by this version ({err.field}: {err.reason}); it cannot be"
+            " changed or cancelled here"
+        )
+
+
 class StoreError(EdgeError):
     """The database failed (full disk, read-only file, corrupt file)."""
 

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from edge.config import Settings
-from edge.errors import OrderConflictError, WrongStateError
+from edge.errors import InvalidOrderError, OrderConflictError, StoredOrderUnreadableError, WrongStateError
 from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
 from edge.orders.model import (
     Cancel,
@@ -119,7 +119,11 @@ class OrderIntake:
                     return kept
                 continue  # stored meanwhile: cancelled like any stored order
             payload = cancelled_payload(json.loads(stored.payload), cancel)
-            new = dataclasses.replace(await self._prepare(payload, source, sent=False), based_on=stored.revision)
+            try:
+                prepared = await self._prepare(payload, source, sent=False)
+            except InvalidOrderError as err:  # the stored revision's field, not the sender's: not a 422
+                raise StoredOrderUnreadableError(order_id, err) from err
+            new = dataclasses.replace(prepared, based_on=stored.revision)
             result = await self._store(new)
             if result.outcome != InsertOutcome.MOVED:
                 return result

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from edge.errors import InvalidOrderError, WrongStateError
+from edge.errors import InvalidOrderError, StoredOrderUnreadableError
 from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
 from edge.orders.model import Order, parse_order
 from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
@@ -104,10 +104,7 @@ def _stored(order_id: str, payload: str) -> Order:
     try:
         return parse_order(json.loads(payload))
     except InvalidOrderError as err:
-        raise WrongStateError(
-            f"order {order_id} as stored cannot be read by this version ({err.field}: {err.reason}); it cannot be"
-            " changed here"
-        ) from err
+        raise StoredOrderUnreadableError(order_id, err) from err
 
 
 @dataclasses.dataclass(frozen=True)

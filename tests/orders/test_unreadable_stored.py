@@ -48,3 +48,20 @@ async def test_a_change_to_an_order_this_version_cannot_read_fails_alone(
     await printers["kitchen"].wait_for_printed(9)
     assert await db_rows(agent, "SELECT revision FROM orders WHERE id = ?", example_order["id"]) == [(1,)]
     assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE order_id = ?", example_order["id"]) == [(2,)]
+
+
+async def test_a_cancel_of_an_order_this_version_cannot_read_is_refused_naming_the_stored_field(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The cancel route builds the cancelled revision from the stored one: 409 wrong_state naming the stored field,
+    not a 422 blaming the sender's body (which holds only a revision); nothing prints, the order stays open. Before:
+    422 customer.name, and a sender drops a cancel refused as invalid without a person hearing of it."""
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await db_execute(agent, LAX, "G" * 150, example_order["id"])
+    async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 2}) as response:
+        body = await response.json()
+        assert (response.status, body["error"]) == (409, "wrong_state"), body
+    assert "customer.name" in body["reason"] and "cancelled" in body["reason"], body
+    assert await db_rows(agent, "SELECT status FROM orders") == [("open",)]
+    assert len(printers["kitchen"].printed) == 1
