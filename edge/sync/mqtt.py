@@ -64,6 +64,11 @@ QOS = 1
 # Orders the broker may have in flight to us at once (MQTT 5 Receive Maximum): enough to fill a group commit, few
 # enough that a store that cannot write holds only this many unacknowledged orders; the broker queues the rest.
 RECEIVE_MAXIMUM = 64
+# The largest packet we take, as a multiple of api.max_body_bytes (MQTT 5 Maximum Packet Size). A bigger one the broker
+# discards unsent (MQTT 5.0, 3.1.2.11.4): paho reads a packet whole into memory, and the broker's own limit is 256 MB
+# (a payload that size took the agent to 476 MB). Up to this, an order over the body limit still comes and is reported
+# with the same body as a POST's 413; beyond, only the broker's log tells of it.
+PACKET_LIMIT_FACTOR = 4
 _PUBLISH_BATCH = 100  # outbox rows per cursor commit
 _PUBACK_TIMEOUT_S = 10.0
 _IDLE_S = 5.0  # look at the outbox this often even without a wake-up
@@ -274,6 +279,7 @@ class MqttLink:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._cfg.session_expiry_s
         props.ReceiveMaximum = RECEIVE_MAXIMUM
+        props.MaximumPacketSize = PACKET_LIMIT_FACTOR * self._max_payload
         # clean_start False, always: the broker keeps our subscription and the orders published while we were away.
         self._client.connect_async(
             self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, clean_start=False, properties=props

@@ -152,6 +152,29 @@ async def test_a_payload_over_the_body_limit_is_reported_with_the_413_body_http_
     assert kept == payload[:4096]
 
 
+async def test_a_payload_far_over_the_limit_never_reaches_the_agent(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The agent tells the broker the largest packet it takes (MQTT 5's Maximum Packet Size: 4 x api.max_body_bytes):
+    a payload beyond that the broker discards, as the standard bids (MQTT 5.0, 3.1.2.11.4), so it never sits whole in
+    the agent's memory (a 256 MB one, the broker's own limit, took the agent to 476 MB). One just over the body limit
+    still comes, and is reported as above. The next order prints. Before: the 100 KB one came whole and was
+    reported."""
+    agent = await make_agent(mqtt=mqtt_section(broker), api={"max_body_bytes": 4096})
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    for n, size in ((1, 100_000), (2, 8192)):
+        big = make_order(n, prefix="big", print_receipt=False)
+        big["items"][0]["note"] = "x" * size
+        await backend.publish(ORDERS, json.dumps(big).encode())
+    await backend.publish(ORDERS, json.dumps(make_order(3, prefix="ok", print_receipt=False)).encode())
+    await printers["kitchen"].wait_for_printed(1)
+    kept = await eventually(
+        lambda: db_rows(agent, "SELECT payload FROM mqtt_rejects ORDER BY id"), bool, what="the rejection kept"
+    )
+    assert len(kept) == 1 and b'"big_000002"' in kept[0][0], [row[0][:40] for row in kept]
+    await eventually(lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the rejection reported")
+
+
 async def test_a_conflicting_order_over_mqtt_is_acked_kept_and_one_alert(
     make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
 ) -> None:
