@@ -63,13 +63,17 @@ _NOT_WANTED = (
     f" AND {_RECEIPT_SAID} = 0)))"
 )
 _BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
-# The revision a job released unsent shows: a receipt that is no COPY and has no later receipt of its order beside it
-# shows the order's current revision. A change's plan counted it maybe on paper and left it; it never was. A ticket
-# keeps its revision: the plan gave its station a change ticket from it.
-_UNSENT_REVISION = (
-    "CASE WHEN kind = 'receipt' AND NOT copy AND NOT EXISTS (SELECT 1 FROM print_jobs l"
+# A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
+# the order's current revision, or, with a later receipt of the order beside it (receipts.on_change = "reprint"; not
+# a COPY a person asked for), it is dropped: the guest gets one receipt, of the change. A ticket keeps its revision:
+# the plan gave its station a change ticket from it.
+_UNSENT_RECEIPT = "(kind = 'receipt' AND NOT copy)"
+_RELEASED = (
+    f"state = CASE WHEN {_NOT_WANTED} OR ({_UNSENT_RECEIPT} AND EXISTS (SELECT 1 FROM print_jobs l"
     " WHERE l.order_id = print_jobs.order_id AND l.kind = 'receipt' AND l.id > print_jobs.id"
-    " AND l.state != 'discarded') THEN (SELECT revision FROM orders WHERE id = print_jobs.order_id) ELSE revision END"
+    " AND NOT l.copy AND l.state != 'discarded')) THEN 'discarded' ELSE 'queued' END,"
+    f" revision = CASE WHEN {_UNSENT_RECEIPT} THEN (SELECT revision FROM orders WHERE id = print_jobs.order_id)"
+    " ELSE revision END"
 )
 # What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,
 # or a person), and a ticket for each station with production items in the current revision, whether its first
@@ -271,7 +275,7 @@ class JobStore:
                     done[mark.job_id] = now
             if release:
                 await conn.execute(
-                    f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, revision = {_UNSENT_REVISION}"
+                    f"UPDATE print_jobs SET {_RELEASED}"
                     " WHERE state = 'printing' AND printer = ? AND id IN (SELECT value FROM json_each(?))",
                     (printer, json.dumps(list(release))),
                 )

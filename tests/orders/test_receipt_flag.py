@@ -351,30 +351,36 @@ async def test_a_receipt_turned_off_then_a_change_not_saying_while_it_prints_is_
     assert next(r[:2] for r in await db_rows(agent, ROWS) if r[0] == "receipt") == ("receipt", "discarded")
 
 
+@pytest.mark.parametrize("on_change", ["none", "reprint"])
 async def test_a_receipt_claimed_when_a_change_comes_and_sent_back_unsent_prints_the_change(
-    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], on_change: str
 ) -> None:
     """Two orders' receipts go out in one burst; while the first prints (slowly), revision 2 of the second adds a
-    Tiramisu: its receipt, claimed, counts as maybe on paper, so the plan leaves it. Paper runs out in the first: the
-    second goes back in line unsent. It never was on paper, so when it prints it shows revision 2, with the Tiramisu,
-    once. Before: it printed revision 1 and the guest's receipt lacked the Tiramisu."""
+    Tiramisu: its receipt, claimed, counts as maybe on paper, so the plan leaves it (and, with receipts.on_change =
+    "reprint", adds a receipt of revision 2). Paper runs out in the first: the second goes back in line unsent. It
+    never was on paper, so the guest gets one receipt, of revision 2, with the Tiramisu: the one sent back shows
+    revision 2, or, beside the reprint, is dropped. Before: it printed revision 1, so the guest's receipt lacked the
+    Tiramisu ("none") or came twice, once without it ("reprint")."""
+    agent = await make_agent(receipts={"on_change": on_change})
     front = printers["front"]
-    assert (await post(api, example_order))[0] == 201
-    await front.wait_for_printed(1)  # a fast job: the spool now claims several at a time
-    front.set_offline(True)
-    first = copy.deepcopy(example_order) | {"id": "ord_first", "number": "B-1"}
-    other = copy.deepcopy(example_order) | {"id": "ord_second", "number": "B-2"}
-    for sent in (first, other):
-        assert (await post(api, sent))[0] == 201
-    await wait_until(lambda: agent.spoolers["front"].state.value == "offline", what="front offline")
-    front.bytes_per_s, front.paper_out_after = 200, 300
-    front.set_offline(False)
-    claimed = "SELECT 1 FROM print_jobs WHERE order_id = 'ord_second' AND kind = 'receipt' AND state = 'printing'"
-    await eventually(lambda: db_rows(agent, claimed), bool, what="the second receipt claimed")
-    assert (await post(api, with_tiramisu(other, 2)))[0] == 200
-    await wait_until(lambda: agent.spoolers["front"].state.value == "paper_out")
-    front.paper_out, front.bytes_per_s = False, None
-    await front.wait_for_printed(4)  # the first order's, B-1's half, its KOPIE, B-2's
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await front.wait_for_printed(1)  # a fast job: the spool now claims several at a time
+        front.set_offline(True)
+        first = copy.deepcopy(example_order) | {"id": "ord_first", "number": "B-1"}
+        other = copy.deepcopy(example_order) | {"id": "ord_second", "number": "B-2"}
+        for sent in (first, other):
+            assert (await post(api, sent))[0] == 201
+        await wait_until(lambda: agent.spoolers["front"].state.value == "offline", what="front offline")
+        front.bytes_per_s, front.paper_out_after = 200, 300
+        front.set_offline(False)
+        claimed = "SELECT 1 FROM print_jobs WHERE order_id = 'ord_second' AND kind = 'receipt' AND state = 'printing'"
+        await eventually(lambda: db_rows(agent, claimed), bool, what="the second receipt claimed")
+        assert (await post(api, with_tiramisu(other, 2)))[0] == 200
+        await wait_until(lambda: agent.spoolers["front"].state.value == "paper_out")
+        front.paper_out, front.bytes_per_s = False, None
+        await front.wait_for_printed(4)  # the first order's, B-1's half, its KOPIE, B-2's
+        await nothing_more_on_front(api, other, printers)
     second = [text for text in texts(front) if "B-2" in text]
     assert len(second) == 1 and "Tiramisu" in second[0] and "KOPIE" not in second[0], second
 
