@@ -165,8 +165,8 @@ def meaning_hash(order: Order) -> str:
 
 
 # The field names of each dataclass an order is made of. Leaves are looked at first and fields() is asked once per
-# class: asking is_dataclass() and fields() of every part of every order was most of meaning_hash's time, on the
-# loop, for each order taken (69 -> 30 us for the contract's example).
+# class: asking is_dataclass() and fields() of every part of every order took 40 % of meaning_hash's time, on the
+# loop, for each order taken (96 -> 57 us for an order of the bench).
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
