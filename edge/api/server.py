@@ -7,10 +7,12 @@ So the agent accepts connections itself, one at a time, and:
 - closes a connection whose request head is not complete ``header_timeout_s`` after its first byte (408), and one
   that sends nothing for ``idle_timeout_s`` (what nginx's client_header_timeout and keepalive_timeout do);
 - holds at most ``max_connections``, lowered to what RLIMIT_NOFILE leaves room for, so accept never runs out of
-  file descriptors. A connection beyond that pushes out one waiting without a request in progress: first the one
-  that has waited longest without ever completing a request (a slow-loris one; a real client's head follows its
-  connection at once, so it is handled long before its turn), then the longest-idle keep-alive connection (a real
-  client's pool). Only when every connection is busy with a request is the newcomer refused, with 503 at once;
+  file descriptors. A connection beyond that pushes out one waiting without a request in progress, of the address
+  holding the most connections (as nginx's limit_conn counts per address: a flood from one host, reconnecting as
+  fast as it is pushed out, pushes out only its own, not a till's whose request is a moment behind its connection
+  on a slow Wi-Fi); of those, first the one that has waited longest without ever completing a request (a slow-loris
+  one), then the longest-idle keep-alive connection (a real client's pool). Only when every connection is busy
+  with a request is the newcomer refused, with 503 at once;
 - listens with a long kernel queue (it costs no file descriptors), so a real client's connection waits there for
   a moment instead of having its SYN dropped and retried a second later;
 - logs what it shed as one summary line at most every 10 s, and an accept that fails for want of descriptors at
@@ -20,6 +22,7 @@ So the agent accepts connections itself, one at a time, and:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import resource
@@ -69,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self._factory = factory
         self.inner: RequestHandler | None = None
         self.transport: asyncio.Transport | None = None
+        self.peer = ""  # the client's address
         self.busy = 0  # requests in a handler right now
         self.served = 0  # requests answered on this connection
         self.waiting_since = guard.now()
@@ -77,6 +81,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self.inner = self._factory()
         self.inner.connection_made(transport)
         self._guard.add(self)
@@ -140,6 +146,7 @@ class ConnectionGuard:
         self._clock = clock
         self._open: dict[_Connection, None] = {}  # an insertion-ordered set
         self._by_handler: dict[RequestHandler, _Connection] = {}
+        self._per_peer: collections.Counter[str] = collections.Counter()  # open connections per client address
         self.starting = 0  # accepted sockets whose transport is still being set up
         self.shed_counts = {"evicted": 0, "refused": 0, "header_timeout": 0, "idle_timeout": 0, "accept_failed": 0}
         self._reported = dict(self.shed_counts)
@@ -160,7 +167,7 @@ class ConnectionGuard:
         if not waiting:
             self.shed_counts["refused"] += 1
             return False
-        victim = min(waiting, key=_Connection.eviction_rank)
+        victim = min(waiting, key=lambda c: (-self._per_peer[c.peer], c.eviction_rank()))
         self.shed_counts["evicted"] += 1
         self.forget(victim)
         victim.shed()
@@ -168,11 +175,17 @@ class ConnectionGuard:
 
     def add(self, conn: _Connection) -> None:
         self._open[conn] = None
+        self._per_peer[conn.peer] += 1
         if conn.inner is not None:
             self._by_handler[conn.inner] = conn
 
     def forget(self, conn: _Connection) -> None:
-        self._open.pop(conn, None)
+        if conn not in self._open:
+            return
+        del self._open[conn]
+        self._per_peer[conn.peer] -= 1
+        if not self._per_peer[conn.peer]:
+            del self._per_peer[conn.peer]
         if conn.inner is not None:
             self._by_handler.pop(conn.inner, None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -17,7 +18,7 @@ from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, agent_process, api_client
+from tests.helpers import TOKEN, agent_process, api_client, wait_until
 from tests.prove.spec import check_answer
 
 FLOOD = 1100  # half-sent requests kept open at once, as in the report
@@ -154,3 +155,53 @@ async def test_at_the_cap_the_longest_waiting_connection_makes_room_and_busy_one
     assert not any(reader.at_eof() for reader, _ in busy)
     for _, writer in busy:
         writer.close()
+
+
+async def test_a_reconnecting_flood_from_one_host_does_not_push_out_a_slow_tills_connection(
+    make_agent: Callable[..., Awaitable[Agent]],
+) -> None:
+    """A misbehaving pool on another host (127.0.0.2) holds 24 connections against api.max_connections = 8 and opens
+    a new one the moment one is closed. A till on 127.0.0.1 on a slow Wi-Fi connects, and its request follows 0.3 s
+    later: it is answered 201. The connection pushed out to make room comes from the host holding the most (as
+    nginx's limit_conn counts per address), so a flood pushes out only its own. Before: the longest-waiting connection
+    that had not yet sent a request went, whoever held it: the till's, after 8 of the flood's newer ones, and its
+    order found the connection closed."""
+    agent = await make_agent(api={"max_connections": 8})
+    stop = asyncio.Event()
+    opened = 0
+
+    async def reconnecting() -> None:
+        nonlocal opened
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", agent.port, local_addr=("127.0.0.2", 0))
+            except OSError:
+                await asyncio.sleep(0.01)
+                continue
+            opened += 1
+            with contextlib.suppress(OSError):
+                await reader.read()  # until the agent closes it
+            writer.close()
+
+    flood = [asyncio.create_task(reconnecting()) for _ in range(24)]
+    body = json.dumps(make_order(1, prefix="till")).encode()
+    request = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    try:
+        await wait_until(lambda: opened > 50, what="the flood churning")
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+            await asyncio.sleep(0.3)  # the Wi-Fi
+            with contextlib.suppress(OSError):
+                writer.write(request)
+                await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert answer.startswith((b"HTTP/1.1 201 ", b"HTTP/1.1 200 ")), (answer, opened)
+    finally:
+        stop.set()
+        for task in flood:
+            task.cancel()
+        await asyncio.gather(*flood, return_exceptions=True)
