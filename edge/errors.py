@@ -88,8 +88,8 @@ class UnreadableRowError(WrongStateError):
 
 
 class StoredOrderUnreadableError(WrongStateError):
-    """An order an older, laxer intake stored in a form this version cannot read: a change or cancel has nothing to
-    compare with, so it is refused (the order stays, and prints, as stored)."""
+    """An order an older, laxer intake stored in a form this version cannot read even without a sender's limits (a
+    type, a time without its zone): a change or cancel has nothing to compare with, so it is refused."""
 
     def __init__(self, order_id: str, err: InvalidOrderError) -> None:
         super().__init__(

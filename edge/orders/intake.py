@@ -71,7 +71,7 @@ class Router:
     def prepare(self, payload: Any, source: OrderSource, *, sent: bool = True) -> NewOrder:
         """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing. ``sent``: the payload
         is a sender's (not one built from a stored revision, which is not refused for rules newer than it)."""
-        order = parse_order(payload)
+        order = parse_order(payload, stored=not sent)
         if sent:
             check_line_ids(order)
         canonical = canonical_bytes(payload)

@@ -201,13 +201,15 @@ def revision_content(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Reader:
-    """Reads one JSON object, naming the full path of any field that is wrong."""
+    """Reads one JSON object, naming the full path of any field that is wrong. ``lax``: a payload stored here before,
+    read without the limits a sender is held to (see parse_order)."""
 
-    def __init__(self, data: Any, path: str) -> None:
+    def __init__(self, data: Any, path: str, *, lax: bool = False) -> None:
         if not isinstance(data, dict):
             raise InvalidOrderError(path or "body", "must be an object")
         self.data = data
         self.path = path
+        self.lax = lax
 
     def _field(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -236,6 +238,8 @@ class _Reader:
             raise InvalidOrderError(self._field(key), f"must be a string, got {_json_type(value)}")
         if required and not value.strip():
             raise InvalidOrderError(self._field(key), "must not be empty")
+        if self.lax:
+            return value
         if pattern is not None and not pattern[0].fullmatch(value):
             raise InvalidOrderError(self._field(key), f"must be {pattern[1]}, got {value[:40]!r}")
         if len(value) > max_len:
@@ -248,7 +252,7 @@ class _Reader:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidOrderError(self._field(key), f"must be an integer, got {_json_type(value)}")
-        if not low <= value <= high:
+        if not low <= value <= high and not self.lax:
             raise InvalidOrderError(self._field(key), f"must be between {low} and {high}, got {value}")
         return value
 
@@ -307,7 +311,7 @@ class _Reader:
             return []
         if not isinstance(value, list):
             raise InvalidOrderError(self._field(key), f"must be an array, got {_json_type(value)}")
-        if len(value) > max_len:
+        if len(value) > max_len and not self.lax:
             raise InvalidOrderError(self._field(key), f"must have at most {max_len} entries")
         return value
 
@@ -319,7 +323,7 @@ class _Reader:
         value = self.raw(key, required=required)
         if value is None:
             return None
-        return _Reader(value, self._field(key))
+        return _Reader(value, self._field(key), lax=self.lax)
 
 
 def _json_type(value: Any) -> str:
@@ -347,18 +351,18 @@ def _rate(r: _Reader, key: str, *, required: bool) -> Decimal | None: ...
 def _rate(r: _Reader, key: str, *, required: bool = True) -> Decimal | None:
     """A tax rate in percent, 0 up to (not including) 100."""
     rate = r.money(key, required=required)
-    if rate is not None and not 0 <= rate < 100:
+    if rate is not None and not 0 <= rate < 100 and not r.lax:
         raise InvalidOrderError(r._field(key), f"must be a percentage from 0 to below 100, got {rate}")
     return rate
 
 
-def _parse_item(data: Any, path: str) -> Item:
-    r = _Reader(data, path)
+def _parse_item(data: Any, path: str, *, lax: bool) -> Item:
+    r = _Reader(data, path, lax=lax)
     requires_production = r.boolean("requires_production")
     station = r.text("station", required=bool(requires_production), max_len=32, pattern=_STATION)
     modifiers = []
     for m_index, m_data in enumerate(r.array("modifiers", required=False, max_len=MAX_MODIFIERS)):
-        m = _Reader(m_data, f"{path}.modifiers[{m_index}]")
+        m = _Reader(m_data, f"{path}.modifiers[{m_index}]", lax=lax)
         modifiers.append(Modifier(name=m.text("name"), price=m.money("price", required=False)))
     return Item(
         sku=r.text("sku", max_len=64),
@@ -424,9 +428,13 @@ def canonical_bytes(data: dict[str, Any]) -> bytes:
         raise InvalidOrderError(field, "holds a number too large to store (beyond a 64-bit float)") from None
 
 
-def parse_order(data: Any) -> Order:
-    """Validate a decoded JSON payload; raises InvalidOrderError naming the first bad field."""
-    r = _Reader(data, "")
+def parse_order(data: Any, *, stored: bool = False) -> Order:
+    """Validate a decoded JSON payload; raises InvalidOrderError naming the first bad field.
+
+    ``stored``: a payload this agent stored before (to print, change or cancel it), read without the limits a sender
+    is held to (lengths, counts, ranges, patterns): an older version took it with laxer ones, answered 2xx, and it
+    must still print. Types, required fields, times and money are read as ever: they are what printing needs."""
+    r = _Reader(data, "", lax=stored)
     _check_depth(r.data)
     order_id = r.text("id", max_len=64, pattern=_ID)
     number = r.text("number", max_len=32)
@@ -444,9 +452,9 @@ def parse_order(data: Any) -> Order:
     table = f.raw("table", required=False)
     if isinstance(table, bool) or (table is not None and not isinstance(table, (str, int))):
         raise InvalidOrderError("fulfilment.table", f"must be a string or a number, got {_json_type(table)}")
-    if isinstance(table, str) and len(table) > 32:
+    if isinstance(table, str) and len(table) > 32 and not stored:
         raise InvalidOrderError("fulfilment.table", "must be at most 32 characters")
-    if isinstance(table, int) and not 0 <= table < _MAX_TABLE:
+    if isinstance(table, int) and not 0 <= table < _MAX_TABLE and not stored:
         raise InvalidOrderError("fulfilment.table", f"must be a number from 0 to {_MAX_TABLE - 1}, got {table}")
     fulfilment = Fulfilment(
         type=f.text("type", max_len=32),
@@ -457,12 +465,12 @@ def parse_order(data: Any) -> Order:
     raw_items = r.array("items", max_len=MAX_ITEMS)
     if not raw_items:
         raise InvalidOrderError("items", "must contain at least one item")
-    items = tuple(_parse_item(item, f"items[{index}]") for index, item in enumerate(raw_items))
+    items = tuple(_parse_item(item, f"items[{index}]", lax=stored) for index, item in enumerate(raw_items))
 
     t = r.child("totals")
     tax = []
     for t_index, t_data in enumerate(t.array("tax", required=False, max_len=20)):
-        line = _Reader(t_data, f"totals.tax[{t_index}]")
+        line = _Reader(t_data, f"totals.tax[{t_index}]", lax=stored)
         tax.append(TaxLine(rate=_rate(line, "rate"), amount=line.money("amount")))
     totals = Totals(
         subtotal=t.money("subtotal"),

@@ -43,7 +43,7 @@ class JobRenderer:
     def render(self, job: PrintableJob) -> bytes:
         """Blocking CPU work (tens of ms for a long ticket): the agent calls it in a thread."""
         settings = self._settings
-        order = parse_order(json.loads(job.payload))
+        order = parse_order(json.loads(job.payload), stored=True)
         printer = settings.printers.get(job.printer) or _UNCONFIGURED
         options = print_options(printer)
         renderer = self._renderer()
@@ -55,7 +55,7 @@ class JobRenderer:
                     raise ValueError(f"job {job.id}: revision {job.change_from} of its order is not stored")
                 return renderer.change(
                     order,
-                    parse_order(json.loads(job.base_payload)),
+                    parse_order(json.loads(job.base_payload), stored=True),
                     job.station,
                     width=printer.width,
                     language=settings.agent.language,

@@ -99,10 +99,10 @@ async def _payloads(conn: Writer, order_id: str, revisions: set[int]) -> dict[in
 
 
 def _stored(order_id: str, payload: str) -> Order:
-    """A revision as stored. One an older, laxer intake stored and this version cannot read leaves nothing to compare
-    a change with: the change is refused (409, naming the field), the order stays as it is and prints as stored."""
+    """A revision as stored, read without a sender's limits (parse_order's ``stored``). One whose very types or times
+    this version cannot read leaves nothing to compare a change with: the change is refused (409, naming the field)."""
     try:
-        return parse_order(json.loads(payload))
+        return parse_order(json.loads(payload), stored=True)
     except InvalidOrderError as err:
         raise StoredOrderUnreadableError(order_id, err) from err
 

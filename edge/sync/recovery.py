@@ -584,7 +584,7 @@ def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
     stored.pop("cancel_reason", None)
     sent.pop("cancel_reason", None)
     try:
-        return meaning_hash(parse_order(stored)) == meaning_hash(parse_order(sent))
+        return meaning_hash(parse_order(stored, stored=True)) == meaning_hash(parse_order(sent))
     except InvalidOrderError:
         return False
 

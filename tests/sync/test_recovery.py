@@ -463,17 +463,17 @@ async def test_an_order_recovery_brings_after_its_cancel_came_is_stored_cancelle
 async def test_a_change_to_an_order_stored_unreadable_is_a_conflict_and_the_others_are_stored(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
 ) -> None:
-    """Central holds revision 2 of an order stored here by an older, laxer intake (a customer name too long for this
-    version), and two orders missing here, all in one batch: the two are stored and print, the change is listed as a
-    conflict naming the unreadable field (the local order kept), the run completes. Before: the batch's one
-    transaction failed, and with it every run, so the missing orders never printed."""
+    """Central holds revision 2 of an order stored here by an older, laxer intake (its time without a zone: this
+    version cannot read it), and two orders missing here, all in one batch: the two are stored and print, the change
+    is listed as a conflict naming the unreadable field (the local order kept), the run completes. Before: the batch's
+    one transaction failed, and with it every run, so the missing orders never printed."""
     first = make_order(1, prefix="u")
     central.add_orders([first])
     agent, events = await agents.start(sync_settings())
     await events.wait(RecoveryCompleted)
     await printers["kitchen"].wait_for_printed(1)
     db = agent.settings.agent.db_path
-    await db_execute(db, "UPDATE orders SET payload = json_set(payload, '$.customer.name', ?)", "G" * 150)
+    await db_execute(db, "UPDATE orders SET payload = json_set(payload, '$.created_at', ?)", "2026-11-22T18:04:11")
     second = json.loads(json.dumps(first)) | {"revision": 2}
     second["items"][0]["qty"] += 1
     central.add_orders([second, make_order(2, prefix="u"), make_order(3, prefix="u")])
@@ -487,7 +487,7 @@ async def test_a_change_to_an_order_stored_unreadable_is_a_conflict_and_the_othe
         async with session.get(f"/api/v1/recovery/runs/{completed.run_id}") as response:
             run = await response.json()
     [conflict] = run["conflicts"]
-    assert conflict["order_id"] == "u_000001" and "customer.name" in conflict["reason"], conflict
+    assert conflict["order_id"] == "u_000001" and "created_at" in conflict["reason"], conflict
     assert await db_rows(db, "SELECT id, revision FROM orders ORDER BY id") == [
         ("u_000001", 1),
         ("u_000002", 1),
