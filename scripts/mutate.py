@@ -60,6 +60,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/orders/test_cancel_first.py",  # a cancel kept for an order not here yet, settled when it comes
         "tests/sync/test_recovery_settles.py",  # recovery's revisions of orders cancelled here or kept as history
         "tests/sync/test_history.py",  # a new box's history orders, remembered and not printed
+        "tests/orders/test_unreadable_stored.py",  # a group commit one order fails: the others stored one by one
     ],
     "edge/printing/spooler.py": [
         "tests/printing/test_spool_timing.py",  # on a stopped clock: probe backoff, poll cadence, error pause
