@@ -27,6 +27,7 @@ import enum
 from collections.abc import Mapping, Sequence
 
 from edge.orders.model import Order
+from edge.orders.routing import wants_receipt
 from edge.states import JobKind, JobState, JobVariant
 
 # Not on paper: rewritten or discarded. Printing counts as on paper: it may be, and the change must follow it.
@@ -179,8 +180,7 @@ def plan_revision(
     tickets: dict[str, list[ExistingJob]] = {}
     # A revision that does not say keeps what the order had (the config may have changed since); a cancelled order's
     # sale is gone: no receipt.
-    wanted = receipt_before if new.print_receipt is None else new.print_receipt
-    receipt_wanted = wanted and new.status == "open"
+    receipt_wanted = wants_receipt(new, by_default=receipt_before) and new.status == "open"
     for job in jobs:
         if job.state == JobState.DISCARDED:
             continue

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from edge.config import Settings
-from edge.errors import InvalidOrderError, OrderConflictError, StoredOrderUnreadableError, WrongStateError
+from edge.errors import OrderConflictError, WrongStateError
 from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
 from edge.orders.model import (
     Cancel,
@@ -19,6 +19,7 @@ from edge.orders.model import (
     check_line_ids,
     meaning_hash,
     parse_order,
+    parse_stored,
     revision_hash,
 )
 from edge.orders.routing import plan_jobs
@@ -71,7 +72,8 @@ class Router:
     def prepare(self, payload: Any, source: OrderSource, *, sent: bool = True) -> NewOrder:
         """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing. ``sent``: the payload
         is a sender's (not one built from a stored revision, which is not refused for rules newer than it)."""
-        order = parse_order(payload, stored=not sent)
+        # Built from a stored revision (a cancel): read as stored; its fields are not the sender's to be told of.
+        order = parse_order(payload) if sent else parse_stored(payload, str(payload.get("id")))
         if sent:
             check_line_ids(order)
         canonical = canonical_bytes(payload)
@@ -119,11 +121,7 @@ class OrderIntake:
                     return kept
                 continue  # stored meanwhile: cancelled like any stored order
             payload = cancelled_payload(json.loads(stored.payload), cancel)
-            try:
-                prepared = await self._prepare(payload, source, sent=False)
-            except InvalidOrderError as err:  # the stored revision's field, not the sender's: not a 422
-                raise StoredOrderUnreadableError(order_id, err) from err
-            new = dataclasses.replace(prepared, based_on=stored.revision)
+            new = dataclasses.replace(await self._prepare(payload, source, sent=False), based_on=stored.revision)
             result = await self._store(new)
             if result.outcome != InsertOutcome.MOVED:
                 return result

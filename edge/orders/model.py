@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
 
-from edge.errors import InvalidOrderError, MalformedOrderError
+from edge.errors import InvalidOrderError, MalformedOrderError, StoredOrderUnreadableError
 from edge.states import OrderStatus
 
 # ':' is the separator inside ticket QR codes (edge:v1:<id>:<station>), so ids and stations never hold it.
@@ -500,6 +500,15 @@ def parse_order(data: Any, *, stored: bool = False) -> Order:
         status=_status(r),
         cancel_reason=r.text("cancel_reason", required=False, max_len=200),
     )
+
+
+def parse_stored(data: Any, order_id: str) -> Order:
+    """A payload this agent stored (parse_order's ``stored``), to change or cancel it; one this version cannot read even
+    so (a type, a time without its zone) raises StoredOrderUnreadableError: the stored field, never the sender's."""
+    try:
+        return parse_order(data, stored=True)
+    except InvalidOrderError as err:
+        raise StoredOrderUnreadableError(order_id, err) from err
 
 
 @dataclasses.dataclass(frozen=True)

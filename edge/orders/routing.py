@@ -16,7 +16,7 @@ class JobPlan:
 
 def wants_receipt(order: Order, *, by_default: bool) -> bool:
     """Whether ``order`` asks for the customer's receipt: its ``print_receipt``, or receipts.by_default when it does not
-    say: the first revision's rule (a later one that does not say keeps what the order had: edge/orders/changes.py)."""
+    say; for a later revision, what the order had instead of receipts.by_default (edge/orders/changes.py)."""
     return by_default if order.print_receipt is None else order.print_receipt
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import structlog
 
@@ -220,11 +220,8 @@ class Spooler:
                 return
             pause, sent = await self._send(job, data)
             if pause is not None:
-                try:
+                with self._state_known(*pause):
                     await self._commit_marks(release=[j.id for j, _ in todo[n if not sent else n + 1 :]])
-                except StoreUnavailableError:
-                    self._set_state(*pause)  # known (and alerted) though the store refuses the release
-                    raise
                 await self._pause(*pause)
                 return
 
@@ -331,14 +328,21 @@ class Spooler:
             )
             return None, True
 
+    @contextlib.contextmanager
+    def _state_known(self, state: PrinterState, detail: str) -> Iterator[None]:
+        """Around the record of what the printer did: if the store refuses it, the printer's state is set all the same
+        (it is known, and alerted), and the refusal goes on up."""
+        try:
+            yield
+        except StoreUnavailableError:
+            self._set_state(state, detail)
+            raise
+
     async def _uncertain(self, job: PrintableJob, state: PrinterState, detail: str) -> None:
         """The printer took the job, then reported a fault: part of it may be on paper. It prints again as COPY once
         the fault is cleared; that copy, not this attempt, is what central hears about."""
-        try:
+        with self._state_known(state, detail):
             recorded = await self._jobs.mark_uncertain(job.id, detail)
-        except StoreUnavailableError:
-            self._set_state(state, detail)  # known (and alerted) though the store refuses the record
-            raise
         if recorded:
             log.warning(
                 "job_uncertain", device_id=self.name, state=state.value, detail=detail, action="reprint as COPY"

@@ -294,7 +294,7 @@ class OrderStore:
         """One transaction for a whole batch (recovery). An order that cannot be stored fails alone (see _each_alone):
         its place in the list holds why. A store that cannot take writes raises StoreError."""
         try:
-            return list(await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall())))
+            return list(await self._insert(batch))
         except StoreError:
             raise
         except Exception:
@@ -307,7 +307,7 @@ class OrderStore:
         out: list[InsertResult | Exception] = []
         for new in batch:
             try:
-                [result] = await self._insert_alone(new)
+                [result] = await self._insert([new])
             except StoreError as err:
                 return out + [err] * (len(batch) - len(out))
             except Exception as err:  # handed to that order's caller, who answers or reports it
@@ -316,8 +316,8 @@ class OrderStore:
                 out.append(result)
         return out
 
-    async def _insert_alone(self, new: NewOrder) -> list[InsertResult]:
-        return await self._db.write(lambda conn: insert_batch(conn, [new], self._clock.wall()))
+    async def _insert(self, batch: list[NewOrder]) -> list[InsertResult]:
+        return await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall()))
 
     def _schedule(self) -> None:
         if not self._scheduled:

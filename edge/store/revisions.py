@@ -8,9 +8,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from edge.errors import InvalidOrderError, StoredOrderUnreadableError
 from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
-from edge.orders.model import Order, parse_order
+from edge.orders.model import Order, parse_stored
 from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, Writer
 from edge.store.identity import MAY_HAVE_PRINTED_KEY
@@ -95,16 +94,7 @@ async def _payloads(conn: Writer, order_id: str, revisions: set[int]) -> dict[in
         " AND revision IN (SELECT value FROM json_each(?))",
         (order_id, json.dumps(sorted(revisions))),
     )
-    return {r[0]: _stored(order_id, r[1]) for r in rows}
-
-
-def _stored(order_id: str, payload: str) -> Order:
-    """A revision as stored, read without a sender's limits (parse_order's ``stored``). One whose very types or times
-    this version cannot read leaves nothing to compare a change with: the change is refused (409, naming the field)."""
-    try:
-        return parse_order(json.loads(payload), stored=True)
-    except InvalidOrderError as err:
-        raise StoredOrderUnreadableError(order_id, err) from err
+    return {r[0]: parse_stored(json.loads(r[1]), order_id) for r in rows}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +216,7 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         )
         for r in rows
     ]
-    earlier = _stored(order.id, previous)
+    earlier = parse_stored(json.loads(previous), order.id)
     plan = plan_revision(
         jobs,
         await _payloads(conn, order.id, revisions_needed(jobs)),
