@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from edge.app import Agent
 from edge.cli import main
 from edge.config import Settings
 from edge.events import CentralLinkChanged, OrderConflicted, RecoveryCompleted, RecoveryStarted
@@ -20,7 +21,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.states import RunTrigger
-from tests.helpers import TOKEN, api_client, db_execute, db_rows, eventually, slow_fsync, wait_until
+from tests.helpers import TOKEN, Recorder, api_client, db_execute, db_rows, eventually, slow_fsync, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents
 
 
@@ -31,6 +32,21 @@ def _printed_json(out: str) -> Any:
 
 
 api = api_client
+
+
+async def recovered_and_printed(
+    order: dict[str, Any],
+    central: CentralSim,
+    sync_settings: Callable[..., Settings],
+    agents: Agents,
+    printers: dict[str, SimPrinter],
+) -> tuple[Agent, Recorder]:
+    """An agent started with ``order`` at central only: its first run brings it, and its kitchen ticket prints."""
+    central.add_orders([order])
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    await printers["kitchen"].wait_for_printed(1)
+    return agent, events
 
 
 async def test_conflict_keeps_the_local_order_and_is_reported(
@@ -407,10 +423,7 @@ async def test_a_higher_revision_at_central_is_applied_as_an_update_and_reported
     update (a change ticket at the kitchen), the outbox reports `updated` with the revision in its key; a later run
     over the same list changes nothing; a same-revision difference stays a conflict."""
     first = make_order(1, prefix="r")
-    central.add_orders([first])
-    agent, events = await agents.start(sync_settings())
-    await events.wait(RecoveryCompleted)
-    await printers["kitchen"].wait_for_printed(1)
+    agent, events = await recovered_and_printed(first, central, sync_settings, agents, printers)
     db = agent.settings.agent.db_path
     await eventually(lambda: db_rows(db, "SELECT state FROM print_jobs"), lambda r: all(s == "printed" for (s,) in r))
     second = json.loads(json.dumps(first)) | {"revision": 2}
@@ -468,10 +481,7 @@ async def test_a_change_to_an_order_stored_unreadable_is_a_conflict_and_the_othe
     is listed as a conflict naming the unreadable field (the local order kept), the run completes. Before: the batch's
     one transaction failed, and with it every run, so the missing orders never printed."""
     first = make_order(1, prefix="u")
-    central.add_orders([first])
-    agent, events = await agents.start(sync_settings())
-    await events.wait(RecoveryCompleted)
-    await printers["kitchen"].wait_for_printed(1)
+    agent, events = await recovered_and_printed(first, central, sync_settings, agents, printers)
     db = agent.settings.agent.db_path
     await db_execute(db, "UPDATE orders SET payload = json_set(payload, '$.created_at', ?)", "2026-11-22T18:04:11")
     second = json.loads(json.dumps(first)) | {"revision": 2}
