@@ -293,11 +293,12 @@ class Box:
 
     async def start_upgrade(self, source: Path, **env: str) -> asyncio.subprocess.Process:
         """upgrade.sh in a session of its own (a terminal's foreground process group), its output on a pipe. With
-        SIGINT and SIGQUIT as a terminal leaves them: a test run started in the background (``pytest &``, a CI
-        runner's job) ignores them, its children inherit that, and bash cannot trap a signal ignored at its start."""
+        SIGHUP, SIGINT and SIGQUIT as a terminal leaves them: a test run started in the background (``pytest &``, a CI
+        runner's job, ``nohup``) ignores them, its children inherit that, and bash cannot trap a signal ignored at its
+        start."""
         process = await asyncio.create_subprocess_exec(
             "env",
-            "--default-signal=INT,QUIT",
+            "--default-signal=HUP,INT,QUIT",
             *self.upgrade_argv(source),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
