@@ -298,11 +298,11 @@ class _Reader:
             ) from None
         if parsed.tzinfo is None:
             raise InvalidOrderError(self._field(key), "must carry a time zone (e.g. Z or +01:00)")
-        if not _FIRST_YEAR <= parsed.year <= _LAST_YEAR:
-            # Far-off years overflow when shown in the store's zone (9999-12-31T23:59:59Z in Europe/Berlin).
-            raise InvalidOrderError(
-                self._field(key), f"must be in the years {_FIRST_YEAR} to {_LAST_YEAR}, got {value!r}"
-            )
+        # Far-off years overflow when shown in the store's zone (9999-12-31T23:59:59Z in Europe/Berlin); a day's margin
+        # within datetime's range is all a stored time needs (an older intake took any year).
+        first, last = (datetime.min.year + 1, datetime.max.year - 1) if self.lax else (_FIRST_YEAR, _LAST_YEAR)
+        if not first <= parsed.year <= last:
+            raise InvalidOrderError(self._field(key), f"must be in the years {first} to {last}, got {value!r}")
         return parsed
 
     def array(self, key: str, *, required: bool = True, max_len: int) -> list[Any]:
