@@ -3,13 +3,27 @@ store writes again, the ticket prints again marked COPY, without a restart."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
 import aiohttp
 import pytest
 
 from edge.app import Agent
+from edge.config import parse_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import db_execute, db_rows, eventually, post, wait_until
+from tests.helpers import (
+    api_client,
+    config_dict,
+    db_execute,
+    db_rows,
+    eventually,
+    post,
+    slow_fsync,
+    status_reads,
+    wait_until,
+)
 
 # Writes that take a job out of 'printing' other than to 'printed' fail as on a full disk (the agent reads SQLite's
 # "database or disk is full" as one); the claim and everything else still write. A full tmpfs cannot fail so narrowly.
@@ -55,3 +69,40 @@ async def test_a_ticket_whose_cut_short_outcome_could_not_be_written_prints_agai
     assert rows == [("printed", 1)]
     tickets = [decode(d).text for d in kitchen.printed]
     assert "KOPIE" in tickets[-1] and sum("KOPIE" not in t for t in tickets) <= 1, tickets
+
+
+async def test_once_the_disk_has_room_again_an_idle_agent_writes_nothing(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The card refused a write while a ticket was going out, then took writes again and the ticket printed as COPY:
+    from then on the agent is back to normal, and an idle one writes nothing while it watches its printers (an SD card
+    wears with every write). Guards the spool's "something went unrecorded" flag being cleared once it is dealt with:
+    left set, every round of the spool wrote and fsynced a requeue of nothing."""
+    raw = config_dict(tmp_path / "data", printers)
+    for printer in raw["printers"].values():
+        printer["status_poll_s"] = 0.1  # an idle spool's rounds: one per poll
+    agent = await make_agent(parse_settings(raw, source="test"))
+    kitchen = printers["kitchen"]
+    kitchen.bytes_per_s = 300
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await eventually(lambda: db_rows(agent, "SELECT 1 FROM print_jobs WHERE state = 'printing'"), bool)
+        await db_execute(agent, _FULL)
+        kitchen.set_offline(True)
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", what="the spool saw offline")
+        kitchen.bytes_per_s = None
+        kitchen.set_offline(False)
+        await db_execute(agent, "DROP TRIGGER full")
+        await eventually(
+            lambda: db_rows(agent, "SELECT state, copy FROM print_jobs"), lambda rows: rows == [("printed", 1)]
+        )
+    await status_reads(kitchen, 2)  # the printed mark's fsync is behind us
+    fsyncs: list[tuple[float, float]] = []
+    slow_fsync(monkeypatch, 0.0, fsyncs)
+    await status_reads(kitchen, 10)
+    assert fsyncs == [], f"{len(fsyncs)} fsyncs while idle"
