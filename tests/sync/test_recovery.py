@@ -14,7 +14,7 @@ import pytest
 from edge.app import Agent
 from edge.cli import main
 from edge.config import Settings
-from edge.events import CentralLinkChanged, OrderConflicted, RecoveryCompleted, RecoveryStarted
+from edge.events import CentralLinkChanged, OrderConflicted, RecoveryCompleted, RecoveryFailed, RecoveryStarted
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
@@ -498,6 +498,45 @@ async def test_a_change_to_an_order_stored_unreadable_is_a_conflict_and_the_othe
             run = await response.json()
     [conflict] = run["conflicts"]
     assert conflict["order_id"] == "u_000001" and "created_at" in conflict["reason"], conflict
+    assert await db_rows(db, "SELECT id, revision FROM orders ORDER BY id") == [
+        ("u_000001", 1),
+        ("u_000002", 1),
+        ("u_000003", 1),
+    ]
+
+
+async def test_a_disk_that_fills_while_a_batch_is_stored_one_by_one_fails_the_run_and_the_next_stores_the_rest(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """As above, the batch's transaction fails for the change's sake and each order is tried alone, but the disk fills
+    before the last one (u_000003) is stored: the run fails naming the disk, not that order (no conflict: its content is
+    fine), the one stored before it (u_000002) prints, and once there is room the next run stores the last one and it
+    prints. A store that refuses writes ends the one-by-one tries (each after it would only fail again)."""
+    first = make_order(1, prefix="u")
+    agent, events = await recovered_and_printed(first, central, sync_settings, agents, printers)
+    db = agent.settings.agent.db_path
+    await db_execute(db, "UPDATE orders SET payload = json_set(payload, '$.created_at', ?)", "2026-11-22T18:04:11")
+    await db_execute(
+        db,
+        "CREATE TRIGGER full BEFORE INSERT ON orders WHEN NEW.id = 'u_000003'"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    second = json.loads(json.dumps(first)) | {"revision": 2}
+    second["items"][0]["qty"] += 1
+    central.add_orders([second, make_order(2, prefix="u"), make_order(3, prefix="u")])
+    async with api(agent.port) as session, session.post("/api/v1/recovery/runs") as response:
+        assert response.status == 202
+    [failed] = await events.wait(RecoveryFailed)
+    assert "disk is full" in failed.error, failed
+    await printers["kitchen"].wait_for_printed(2)
+    assert await db_rows(db, "SELECT id FROM orders ORDER BY id") == [("u_000001",), ("u_000002",)]
+    await db_execute(db, "DROP TRIGGER full")  # room again
+    async with api(agent.port) as session, session.post("/api/v1/recovery/runs") as response:
+        assert response.status == 202
+    [*_, completed] = await events.wait(RecoveryCompleted, 2)
+    assert completed.counts["stored"] == 1, completed.counts
+    printed = await printers["kitchen"].wait_for_printed(3)
+    assert "u_000003" in decode(printed[2]).qr_codes[0]
     assert await db_rows(db, "SELECT id, revision FROM orders ORDER BY id") == [
         ("u_000001", 1),
         ("u_000002", 1),
