@@ -156,7 +156,7 @@ class Agent:
             if interrupted := await jobs.requeue_interrupted():
                 log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
             router = Router.from_settings(s)
-            await reroute_stranded(jobs, router.printer_for)
+            await reroute_stranded(jobs, router.printers_for)
             # Orders are dated by central's clock; with a link, their ages are taken on it (edge/printing/ages.py).
             central_time = RemoteClock("central", self.clock) if s.central.url else None
             ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness, central=central_time)

@@ -64,10 +64,14 @@ class Router:
 
     def printer_for(self, kind: str, station: str | None) -> str | None:
         """Where a job of this kind (and station) prints now: the station's primary, or the receipt printer."""
+        return next(iter(self.printers_for(kind, station)), None)
+
+    def printers_for(self, kind: str, station: str | None) -> tuple[str, ...]:
+        """The printers that serve a job of this kind (and station) now: the station's, primary first (backups take
+        its tickets in a failover), or the receipt printer; none if nothing does."""
         if kind == "receipt":
-            return self.receipt_printer
-        printers = self.stations.get(station or "")
-        return printers[0] if printers else None
+            return (self.receipt_printer,) if self.receipt_printer else ()
+        return tuple(self.stations.get(station or "", ()))
 
     def prepare(self, payload: Any, source: OrderSource, *, sent: bool = True) -> NewOrder:
         """Validate and plan; raises InvalidOrderError naming the field. Pure: touches nothing. ``sent``: the payload

@@ -1,9 +1,10 @@
-"""At start-up, jobs of a printer that left the config (renamed, replaced, removed) move to the printer that serves
-their station now, or are held, logged and alerted: never stranded where no spool serves them."""
+"""At start-up, jobs on a printer that no longer serves their station (it left the config: renamed, replaced, removed;
+or the station, or the receipts, now print elsewhere) move to the printer that serves it now, or are held, logged and
+alerted: never stranded where no spool serves them, never printed at the wrong station."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -13,9 +14,9 @@ from edge.store.jobs import JobStore
 log = structlog.get_logger()
 
 
-async def reroute_stranded(jobs: JobStore, printer_for: Callable[[JobKind, str | None], str | None]) -> None:
+async def reroute_stranded(jobs: JobStore, printers_for: Callable[[JobKind, str | None], Sequence[str]]) -> None:
     """The store publishes JobRedirected or JobHeld (no_printer) for each job once the moves are committed."""
-    for job in await jobs.reroute(printer_for):
+    for job in await jobs.reroute(printers_for):
         which = {"job_id": job.job_id, "order_id": job.order_id, "station": job.station}
         if job.to_printer is None:
             hint = "no printer serves this station any more: add it to [stations] (or [receipts]) and restart"

@@ -377,23 +377,26 @@ class JobStore:
         states = ", ".join(wanted[:-1]) + (" or " if len(wanted) > 1 else "") + wanted[-1]
         raise WrongStateError(f"print job {job_id} is {state}, only {states} jobs can be {verb}")
 
-    async def reroute(self, printer_for: Callable[[JobKind, str | None], str | None]) -> list[Rerouted]:
-        """At start-up: every job not yet done whose printer left the config moves to the printer that now serves its
-        station (receipts: the receipt printer), marked as moved (JobRedirected); with no route it is held (reason
-        no_printer, JobHeld). A job held for that reason moves on as soon as a route is back. Needs ``printers``;
-        printed and discarded jobs stay as history."""
+    async def reroute(self, printers_for: Callable[[JobKind, str | None], Sequence[str]]) -> list[Rerouted]:
+        """At start-up: every job not yet done whose printer no longer serves its station (the printer left the config,
+        or the config routes the station, or the receipts, to another one: names swapped, a station moved) moves to the
+        printer that serves it now (the station's primary; receipts: the receipt printer), marked as moved
+        (JobRedirected); with no route it is held (reason no_printer, JobHeld). A job held for that reason moves on as
+        soon as a route is back; one on any of its station's printers (a backup, after a failover) stays. Needs
+        ``printers``; printed and discarded jobs stay as history."""
         assert self._printers is not None, "JobStore(printers=...) is needed to know which printers are gone"
         async with self._db.publishing(self._bus) as (conn, events):
             rows = await conn.execute_fetchall(
                 "SELECT id, order_id, kind, station, printer, state, held_reason,"
                 " (SELECT number FROM orders WHERE orders.id = print_jobs.order_id) FROM print_jobs"
-                f" WHERE state IN ('queued', 'failed', 'held', 'dead') AND (NOT {_CONFIGURED} OR held_reason = :held)"
-                " ORDER BY id",
-                {"printers": self._printers, "held": HoldReason.NO_PRINTER},
+                " WHERE state IN ('queued', 'failed', 'held', 'dead') ORDER BY id"
             )
             done = []
             for job_id, order_id, kind, station, printer, state, reason, number in rows:
-                target = printer_for(JobKind(kind), station)
+                serving = printers_for(JobKind(kind), station)
+                if printer in serving and printer in self._printers and reason != HoldReason.NO_PRINTER:
+                    continue
+                target = serving[0] if serving else None
                 if target is None and state == JobState.HELD and reason == HoldReason.NO_PRINTER:
                     continue  # held for this already, at an earlier start
                 if target is None and state in (JobState.QUEUED, JobState.FAILED, JobState.HELD):
@@ -416,9 +419,10 @@ class JobStore:
                     # Held for want of a printer: back in line (a stale hold is judged again by the spool).
                     await conn.execute(
                         "UPDATE print_jobs SET printer = ?1, next_attempt_at = 0,"
-                        # A job that never had a printer ("") was not moved from one: no REDIRECTED line.
+                        # A job that never had a printer ("") was not moved from one: no REDIRECTED line; one moved
+                        # back where it was meant to print (a failover undone by the config) is no longer moved.
                         " redirected_from = CASE WHEN ?1 = ?2 OR ?2 = '' THEN redirected_from"
-                        " ELSE COALESCE(redirected_from, ?2) END,"
+                        " WHEN redirected_from = ?1 THEN NULL ELSE COALESCE(redirected_from, ?2) END,"
                         " state = CASE WHEN held_reason = ?3 THEN 'queued' ELSE state END,"
                         " held_reason = CASE WHEN held_reason = ?3 THEN NULL ELSE held_reason END"
                         " WHERE id = ?4 AND state = ?5",

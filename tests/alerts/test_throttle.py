@@ -480,7 +480,7 @@ async def test_a_hold_committed_while_a_check_reads_the_queue_is_not_cleared_by_
 
     async def counts_then_the_hold_commits() -> dict[tuple[str, JobState], int]:
         before = await counts()
-        if not await jobs.reroute(lambda kind, station: None):
+        if not await jobs.reroute(lambda kind, station: ()):
             return before
         await alerter.step()  # the JobHeld occurrence stored: print_job_unrouted fires
         return before

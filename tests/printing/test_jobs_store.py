@@ -150,7 +150,7 @@ async def test_a_dead_receipt_with_no_printer_left_stays_dead_and_the_tickets_af
             )
             await conn.execute("UPDATE print_jobs SET state = 'held', held_reason = 'no_printer' WHERE id = 2")
         jobs = JobStore(db, printers={"counter"})
-        moved = await jobs.reroute(lambda kind, station: "counter" if kind == JobKind.TICKET else None)
+        moved = await jobs.reroute(lambda kind, station: ("counter",) if kind == JobKind.TICKET else ())
         assert [(r.job_id, r.to_printer) for r in moved] == [(3, "counter")]
         with pytest.raises(WrongStateError, match="no printer serves receipts: add one to the config"):
             await jobs.retry(1)
@@ -237,7 +237,7 @@ async def test_a_job_held_at_start_for_want_of_a_printer_is_announced_with_its_o
     bus = EventBus()
     bus.subscribe(heard.append, JobHeld)
     try:
-        await JobStore(db, printers={"front"}, bus=bus).reroute(lambda kind, station: None)
+        await JobStore(db, printers={"front"}, bus=bus).reroute(lambda kind, station: ())
     finally:
         await db.close()
     assert [(e.job_id, e.order_number, e.reason) for e in heard] == [(1, "1", "no_printer")]

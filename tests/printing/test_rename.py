@@ -18,7 +18,7 @@ from edge.events import Event, JobHeld, JobRedirected
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, config_dict, db_rows, eventually, job_rows, post, wait_until
+from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually, job_rows, post, wait_until
 
 
 @pytest.fixture
@@ -80,6 +80,95 @@ async def test_renamed_printers_get_their_waiting_jobs_marked_as_moved(
     async with api(second) as session, session.get("/api/v1/printers") as response:
         listed = {p["name"]: p["jobs"]["printed"] for p in (await response.json())["printers"]}
     assert listed == {"pass": 2, "counter": 2}
+
+
+async def test_printers_whose_names_were_swapped_print_each_waiting_job_where_its_station_is_served_now(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """Stop with tickets and receipts waiting; swap the two printers' names in the config and route the stations and
+    receipts so that each device keeps its role (the kitchen device now named "front" and serving the kitchen): every
+    ticket prints in the kitchen and every receipt at the counter, each move logged. Before: a job moved only when its
+    printer's name left the config, so the kitchen's tickets printed at the counter, and nobody was told."""
+    raw = config_dict(tmp_path / "data", printers)
+    first = await run(raw)
+    await queue_orders(first, printers, 2)
+    swapped = copy.deepcopy(raw)
+    swapped["printers"] = {"front": raw["printers"]["kitchen"], "kitchen": raw["printers"]["front"]}
+    swapped["stations"] = {"kitchen": "front", "bar": "front"}
+    swapped["receipts"] = {"printer": "kitchen"}
+    for sim in printers.values():
+        sim.set_offline(False)
+    with capture_logs() as logs:
+        second = await run(swapped)
+    moves = [(e["from_printer"], e["to_printer"]) for e in logs if e["event"] == "job_moved_to_configured_printer"]
+    assert sorted(moves) == [("front", "kitchen")] * 2 + [("kitchen", "front")] * 2
+    tickets = await printers["kitchen"].wait_for_printed(2)
+    receipts = await printers["front"].wait_for_printed(2)
+    assert all("Station: kitchen" in decode(t).text for t in tickets), [decode(t).text for t in tickets]
+    assert not any("Station:" in decode(r).text for r in receipts), [decode(r).text for r in receipts]
+    await eventually(
+        lambda: job_rows(second, "SELECT DISTINCT kind, printer, state FROM print_jobs ORDER BY kind"),
+        lambda rows: rows == [("receipt", "kitchen", "printed"), ("ticket", "front", "printed")],
+    )
+
+
+async def test_a_station_moved_to_a_new_printer_takes_its_waiting_tickets_and_the_old_one_keeps_the_bars(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is off with kitchen and bar tickets waiting; the technician adds a "pass" printer, routes
+    the kitchen station to it and leaves the old printer to the bar: the waiting kitchen tickets print on the pass
+    (marked as moved), the bar's stay with the old printer and print there once it is back. Before: the kitchen's
+    tickets waited for the old printer, and printed at the bar."""
+    raw = config_dict(tmp_path / "data", printers)
+    first = await run(raw)
+    printers["kitchen"].set_offline(True)
+    async with api(first) as session:
+        for n in range(2):
+            assert (await post(session, make_order(n, bar=True, print_receipt=False)))[0] == 201
+    await wait_until(lambda: first.spoolers["kitchen"].state.value == "offline")
+    pass_printer = SimPrinter("pass")
+    await pass_printer.start()
+    try:
+        moved = copy.deepcopy(raw)
+        moved["printers"]["pass"] = raw["printers"]["kitchen"] | {"port": pass_printer.port}
+        moved["stations"] = {"kitchen": "pass", "bar": "kitchen"}
+        second = await run(moved)
+        on_pass = [decode(t).text for t in await pass_printer.wait_for_printed(2)]
+        assert all("Station: kitchen" in t and "UMGELEITET von kitchen" in t for t in on_pass), on_pass
+        printers["kitchen"].set_offline(False)
+        at_bar = [decode(t).text for t in await printers["kitchen"].wait_for_printed(2)]
+        assert all("Station: bar" in t and "UMGELEITET" not in t for t in at_bar), at_bar
+        await eventually(
+            lambda: job_rows(second, "SELECT DISTINCT station, printer, state FROM print_jobs ORDER BY station"),
+            lambda rows: rows == [("bar", "kitchen", "printed"), ("kitchen", "pass", "printed")],
+        )
+    finally:
+        await pass_printer.stop()
+
+
+async def test_a_ticket_a_failover_left_on_a_backup_the_station_no_longer_has_goes_home_unmarked(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen had the front printer as its backup, and a failover moved a ticket there (both printers then off);
+    the technician drops the backup from the kitchen's route: the ticket goes back to the kitchen printer and prints
+    there without "UMGELEITET von kitchen" (it is where it was meant to print). Before: it printed at the front
+    printer, which no longer serves the kitchen."""
+    raw = config_dict(tmp_path / "data", printers)
+    first = await run(raw | {"stations": {"kitchen": ["kitchen", "front"]}})
+    await queue_orders(first, printers, 1)
+    await first.stop()
+    # As the failover leaves it (JobStore.redirect): on the backup, marked as moved from the primary.
+    failed_over = "UPDATE print_jobs SET printer = 'front', redirected_from = 'kitchen' WHERE kind = 'ticket'"
+    await db_execute(raw["agent"]["data_dir"] + "/edge.db", failed_over)
+    for sim in printers.values():
+        sim.set_offline(False)
+    second = await run(raw)
+    [ticket] = [decode(t).text for t in await printers["kitchen"].wait_for_printed(1)]
+    assert "Station: kitchen" in ticket and "UMGELEITET" not in ticket, ticket
+    await eventually(
+        lambda: job_rows(second, "SELECT kind, printer, redirected_from, state FROM print_jobs ORDER BY kind"),
+        lambda rows: rows == [("receipt", "front", None, "printed"), ("ticket", "kitchen", None, "printed")],
+    )
 
 
 async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
