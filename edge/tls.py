@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from edge.errors import ConfigError
+
 # OpenSSL's verdicts on a certificate outside its dates (X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED):
 # what a box whose clock is wrong (no battery, NTP blocked by the shop's firewall) makes of a valid certificate.
 _OUT_OF_DATE = {9: "not yet valid", 10: "expired"}
@@ -33,13 +35,22 @@ def clock_hint(err: BaseException | None) -> str:
     return ""
 
 
-def verifying_context(ca_file: Path | None) -> ssl.SSLContext:
+def verifying_context(ca_file: Path | None, setting: str = "ca_file") -> ssl.SSLContext:
     """The system's CAs, host names checked, plus ``ca_file`` for a company relay or broker with its own CA.
     ``create_default_context(cafile=...)`` would load only that file and drop the system CAs, so the file is added.
-    Blocking: it reads the CA files, so callers build it once, in a thread."""
+    Blocking: it reads the CA files, so callers build it once, in a thread. A file that cannot be read or holds no
+    certificate is a ConfigError naming ``setting`` and the file (OpenSSL's own words name neither)."""
     context = ssl.create_default_context()
     if ca_file:
-        context.load_verify_locations(cafile=str(ca_file))
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except FileNotFoundError:
+            raise ConfigError(setting, f"{ca_file}: no such file") from None
+        except (OSError, ssl.SSLError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else getattr(err, "reason", None) or err
+            raise ConfigError(
+                setting, f"{ca_file}: cannot be used as CA certificates ({reason}): it should be the CA's PEM file"
+            ) from None
     return context
 
 

@@ -19,7 +19,7 @@ from aiosmtplib.email import flatten_message
 
 from edge.config import SmtpSettings
 from edge.dns import unresolved
-from edge.errors import AlertError
+from edge.errors import AlertError, ConfigError
 from edge.store.alerts import Mail
 from edge.tls import clock_hint, verifying_context
 
@@ -141,7 +141,10 @@ class Mailer:
     async def _client(self) -> aiosmtplib.SMTP:
         s = self._smtp
         if s.security != "none" and self._tls is None:
-            self._tls = await asyncio.to_thread(verifying_context, s.ca_file)
+            try:
+                self._tls = await asyncio.to_thread(verifying_context, s.ca_file, "smtp.ca_file")
+            except ConfigError as err:  # every mail would meet it: the relay's problem, named with its setting
+                raise AlertError(str(err)) from None
         if not self._helo_looked_up:
             fqdn = await asyncio.to_thread(socket.getfqdn)
             self._helo, self._helo_looked_up = (fqdn if _meaningful(fqdn) else None), True

@@ -147,6 +147,12 @@ def mqtt_files_fit(s: Settings) -> None:
         raise ConfigError("mqtt.username", "is required when mqtt.password is set (EDGE_MQTT_PASSWORD)")
 
 
+def mail_files_fit(s: Settings) -> None:
+    path = s.smtp.ca_file
+    if s.smtp.host and path is not None and not path.is_file():
+        raise ConfigError("smtp.ca_file", f"{path}: no such file")
+
+
 def mail_needs_recipients(s: Settings) -> None:
     if s.smtp.host and not s.alerts.to:
         raise ConfigError("alerts.to", "is required when smtp.host is set (set it in the config file or EDGE_ALERT_TO)")
@@ -182,6 +188,7 @@ RULES: tuple[Callable[[Settings], None], ...] = (
     central_url_needs_token,
     proxy_login_needs_proxy,
     mqtt_files_fit,
+    mail_files_fit,
     mail_needs_recipients,
     plain_login_refused,
     mail_needs_sender,

@@ -156,7 +156,7 @@ def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool, proxy: 
     if cfg.username:
         c.username_pw_set(cfg.username, cfg.password.get() or None)
     if cfg.tls:
-        ctx = verifying_context(cfg.ca_file)
+        ctx = verifying_context(cfg.ca_file, "mqtt.ca_file")
         if cfg.cert_file and cfg.key_file:
             ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
         c.tls_set_context(ctx)
