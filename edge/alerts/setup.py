@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.config import Secret, SmtpSettings, load_settings, parse_recipients, secrets_path
+from edge.config import AgentSettings, Secret, SmtpSettings, load_settings, parse_recipients, secrets_path
 from edge.config.envfile import BOM, EnvFileError, parse_line, update_env_file
 from edge.errors import AlertError, ConfigError, EdgeError
 
@@ -155,7 +155,13 @@ def _read_known(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     known = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").removeprefix(BOM).splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # a Windows editor's UTF-16, or one "ü" in Latin-1: the agent cannot read it
+        raise _Refused(
+            f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8 (or plain ASCII)"
+        ) from None
+    for number, line in enumerate(text.removeprefix(BOM).splitlines(), 1):
         try:
             pair = parse_line(line)
         except EnvFileError as err:
@@ -187,16 +193,21 @@ def _ask_server(w: _Wizard, provider: Provider | None) -> tuple[str, int, str, s
     if provider is not None:
         host, port, security = (
             args.host or provider.host,
-            args.port or provider.port,
+            provider.port if args.port is None else args.port,
             args.security or provider.security,
         )
         w.say(f"{provider.label}: {host}, port {port}, {security.upper()}")
         if provider.app_password:
             w.say(_APP_PASSWORD_NOTE.format(label=provider.label))
         same_server = host == known.get("EDGE_SMTP_HOST")
-        return host, port, security, args.ca_file or (known.get("EDGE_SMTP_CA_FILE", "") if same_server else "")
+        return (
+            host,
+            _port(str(port)),
+            security,
+            args.ca_file or (known.get("EDGE_SMTP_CA_FILE", "") if same_server else ""),
+        )
     host = w.value(args.host, "EDGE_SMTP_HOST", "SMTP server")
-    port_text = w.value(str(args.port) if args.port else None, "EDGE_SMTP_PORT", "Port", "587")
+    port_text = w.value(None if args.port is None else str(args.port), "EDGE_SMTP_PORT", "Port", "587")
     security = w.value(
         args.security, "EDGE_SMTP_SECURITY", "Security: starttls (587), tls (465) or none (local relay)", "starttls"
     )
@@ -204,13 +215,17 @@ def _ask_server(w: _Wizard, provider: Provider | None) -> tuple[str, int, str, s
     ca_file = w.value(
         args.ca_file, "EDGE_SMTP_CA_FILE", "Extra CA certificate file (empty: the system's)", inherit=same_server
     )
-    if not port_text.isdigit() or security not in ("starttls", "tls", "none"):
-        raise _Refused(
-            f"port must be a number and security one of starttls, tls, none (got {port_text!r}, {security!r})"
-        )
+    if security not in ("starttls", "tls", "none"):
+        raise _Refused(f"security must be one of starttls, tls, none (got {security!r})")
     if not host:
         raise _Refused("no SMTP server given (--host)")
-    return host, int(port_text), security, ca_file
+    return host, _port(port_text), security, ca_file
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise _Refused(f"port must be a number between 1 and 65535 (got {text!r})")
+    return int(text)
 
 
 def run(
@@ -321,12 +336,21 @@ def run(
 
 
 def _new_file_owner(args: argparse.Namespace, env_path: Path) -> tuple[int, int] | None:
-    """An existing secrets file keeps its owner; a new one gets the config file's (install.sh gives that to the agent's
-    user), so a wizard run as root never leaves a file the agent cannot read."""
+    """An existing secrets file keeps its owner; a new one gets the agent's user's: the owner of agent.data_dir, as
+    the agent itself judges it (edge/config/_loader.py, check_secrets_owner), else the config file's (install.sh gives
+    that to the agent's user). A wizard run as root never leaves a file the agent cannot read, also when the config
+    was saved by root."""
     config = args.config or os.environ.get("EDGE_CONFIG")
     if env_path.exists() or not config or not Path(config).exists():
         return None
-    info = Path(config).stat()
+    owned = [Path(config)]
+    try:
+        agent = tomllib.loads(Path(config).read_text(encoding="utf-8").removeprefix(BOM)).get("agent")
+        data_dir = agent.get("data_dir") if isinstance(agent, dict) else None
+        owned.insert(0, Path(data_dir) if isinstance(data_dir, str) else AgentSettings.data_dir)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        pass
+    info = next(p.stat() for p in owned if p.exists())
     return info.st_uid, info.st_gid
 
 

@@ -78,6 +78,8 @@ def _check(path: Path) -> BackupFile:
         raise StoreError(f"{path}: not a readable SQLite database: {err}") from err
     if not check.sound:
         raise StoreError(f"{path}: integrity check failed: {check.problems[0]}")
+    if check.version == 0:  # SQLite reads an empty file as an empty database; the agent's schema starts at 1
+        raise StoreError(f"{path}: holds no edge agent database (an empty file, or another program's): not a backup")
     return BackupFile(version=check.version, store_id=check.store_id)
 
 

@@ -251,6 +251,38 @@ async def test_recipients_separated_by_semicolon_or_space_are_refused(
     assert sink.messages == [] and (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
 
 
+@pytest.mark.parametrize("port", ["587250", "0"])
+async def test_a_port_no_server_can_have_is_refused_in_one_line(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path, port: str
+) -> None:
+    """A port typed with a digit too many (or 0): exit 2, one line naming the range, nothing sent or written. Before:
+    a traceback ending in OverflowError, exit 1."""
+    config = write_config(tmp_path)
+    flags = non_interactive(config, sink, cert[0])
+    flags[flags.index("--port") + 1] = port
+    code, out = await run_script(*flags, env=clean_env(), stdin=f"{SMTP_PASSWORD}\n".encode())
+    assert code == 2 and "Traceback" not in out, out
+    assert "1 and 65535" in out and port in out, out
+    assert sink.messages == [] and (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+async def test_a_secrets_file_saved_in_another_encoding_is_named_and_left_as_it_is(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path, encoding: str
+) -> None:
+    """edge.env saved by a Windows editor as UTF-16 (or with a Latin-1 "ü"): the wizard names the file and says it is
+    not UTF-8, exit 2, the file untouched. Before: only "'utf-8' codec can't decode byte 0xff…", naming no file."""
+    config = write_config(tmp_path)
+    env = tmp_path / "edge.env"
+    env.write_bytes((OLD_ENV + "# Küche\n").encode(encoding))
+    before = env.read_bytes()
+    code, out = await run_script(
+        *non_interactive(config, sink, cert[0]), env=clean_env(), stdin=f"{SMTP_PASSWORD}\n".encode()
+    )
+    assert code == 2 and str(env) in out and "UTF-8" in out, out
+    assert sink.messages == [] and env.read_bytes() == before
+
+
 async def test_preset_switch_drops_the_old_servers_ca_file(
     sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -351,6 +383,25 @@ async def test_root_run_keeps_the_secrets_file_the_agents(
     for name in ("edge.env", "edge.env.bak"):
         info = (tmp_path / name).stat()
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600), name
+
+
+async def test_root_run_with_no_secrets_file_yet_makes_it_the_agents_not_the_configs_owners(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """No edge.env yet, edge.toml saved by root (`sudo nano`), the data directory the agent's: the new edge.env is the
+    agent's user's (the owner of agent.data_dir, as the agent itself reads it), mode 0600, and the wizard's check of
+    the agent's config finds no owner to fix. Before: it took edge.toml's owner, root, and ended with "chown"."""
+    config = write_config(tmp_path)
+    (tmp_path / "edge.env").unlink()
+    (tmp_path / "data").mkdir()
+    os.chown(tmp_path / "data", 65534, 65534)
+    code, out = await run_script(
+        *non_interactive(config, sink, cert[0]), env=clean_env(), stdin=f"{SMTP_PASSWORD}\n".encode()
+    )
+    assert code == 0, out
+    info = (tmp_path / "edge.env").stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600), out
+    assert "chown" not in out, out
 
 
 def test_a_line_the_agent_would_refuse_stops_the_wizard_before_any_question(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -94,14 +95,38 @@ async def test_restore_refuses_while_the_agent_runs(agent: Agent, tmp_path: Path
         await restore_database(agent.settings, backup)
 
 
+def foreign_database(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE recipes (name TEXT)")
+        conn.commit()
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("damaged", "not a readable SQLite database"),
+        ("empty", "holds no edge agent database"),  # a copy to a USB stick cut short: 0 bytes
+        ("foreign", "holds no edge agent database"),  # another program's SQLite file
+    ],
+)
 async def test_restore_rejects_a_file_that_is_not_a_database(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], tmp_path: Path, content: str, words: str
 ) -> None:
-    """A damaged backup file is refused before anything is touched."""
+    """A file that is no backup of the agent is refused before anything is touched, in words, and --force is not
+    offered. Before, an empty file "recorded no store" and --force was offered, which then failed with "no such table:
+    print_jobs"."""
     bad = tmp_path / "bad.db"
-    bad.write_bytes(b"not sqlite at all" * 100)
-    with pytest.raises(Exception, match="not a readable SQLite database"):
-        await restore_database(make_settings(), bad)
+    if content == "damaged":
+        bad.write_bytes(b"not sqlite at all" * 100)
+    elif content == "empty":
+        bad.write_bytes(b"")
+    else:
+        await asyncio.to_thread(foreign_database, bad)
+    for force in (False, True):
+        with pytest.raises(Exception, match=words) as refused:
+            await restore_database(make_settings(), bad, force=force)
+        assert "--force" not in str(refused.value)
+    assert not (tmp_path / "data" / "edge.db.restoring").exists()
 
 
 async def test_doctor_checks_each_part(
