@@ -473,17 +473,22 @@ class Alerter:
                 continue
             if (
                 (cfg.digest and not critical)
-                # storm guard: a device's next critical episode soon after its last critical mail
-                or (due.kind == "firing" and group["notified"] == "resolved" and storm_guarded(group, now, cfg))
+                # storm guard: a device's next episode soon after its last critical mail (one the manager was last
+                # mailed resolved about, its news since in the digest; turning critical included)
+                or (due.kind == "firing" and group["mailed"] != "firing" and storm_guarded(group, now, cfg))
                 or (due.kind == "resolved" and group["mailed"] != "firing")  # its firing news went to the digest too
             ):
                 await self._store.told(group, kind=due.kind, now=now, mail=None, count=group["fires_since_mail"])
                 continue
+            extra = due.extra
+            if due.kind == "firing" and group["mailed"] != "firing" and group["critical_mail_at"] is not None:
+                # The storm guard sent its news since the last mail to the digest: this mail counts those outages too.
+                extra += await self._store.digested_since_mail(key)
             mail = self._renderer.alert(
-                group, kind=due.kind, extra=due.extra, recipients=self._recipients(group["severity"])
+                group, kind=due.kind, extra=extra, recipients=self._recipients(group["severity"])
             )
             await self._store.told(group, kind=due.kind, now=now, mail=mail, count=group["fires_since_mail"])
-            log.info("alert_queued", key=key, kind=due.kind, extra=due.extra)
+            log.info("alert_queued", key=key, kind=due.kind, extra=extra)
             mailed_last_hour += 1
             queued += 1
         queued += await self._digest(now, local)  # warnings with digest on, and what the storm guard held back

@@ -107,9 +107,11 @@ def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
 
 
 def storm_guarded(group: dict, now: float, cfg: AlertSettings) -> bool:
-    """Within critical_storm_s of its last critical mail, a device's next critical episodes go into the digest."""
+    """Within critical_storm_s of its last critical mail, a device's next episodes go into the digest: critical ones,
+    and those that start as warnings (found down with nothing waiting) and may turn critical, which are the same
+    flapping device."""
     at = group["critical_mail_at"]
-    return group["severity"] == CRITICAL and at is not None and now < at + cfg.critical_storm_s
+    return at is not None and now < at + cfg.critical_storm_s
 
 
 def silenced(key: str, matchers: Iterable[str]) -> str | None:

@@ -348,6 +348,17 @@ class AlertStore:
             )
         return mail_id
 
+    async def digested_since_mail(self, key: str) -> int:
+        """Occurrences of the group whose news went to the digest instead of a mail since its last mail (by log order,
+        not time: a stepped clock does not reorder it)."""
+        row = await self._db.fetchone(
+            "SELECT COALESCE(SUM(count), 0) FROM alert_log WHERE group_key = ?1 AND action = 'digest'"
+            " AND detail = 'firing' AND id > COALESCE((SELECT MAX(id) FROM alert_log WHERE group_key = ?1"
+            " AND action = 'mailed'), 0)",
+            (key,),
+        )
+        return int(row[0]) if row else 0
+
     async def drop(self, key: str, now: float, reason: str, count: int) -> None:
         """The episode is over before anyone needed to hear of it: close it without a mail."""
         async with self._db.transaction() as conn:
