@@ -124,9 +124,13 @@ class Alerter:
         self._pending: list[Signal] = []
         self._new_signals = asyncio.Event()
         self._new_mail = asyncio.Event()
-        self._central_down_since: float | None = None
+        self._central_down_since: float | None = None  # monotonic; see _remember_central_outage
         self._central_detail = ""
         self._central_fired = False
+        self._central_recorded = False  # the outage's start is kept in the database
+        self._central_carried: float | None = None  # an earlier run's outage start (wall), for the next down
+        self._central_loaded = False
+        self._central_back = False  # the line came back since the last check: the record goes
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
         # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
         self._storage_owed: list[str] | None = None
@@ -221,7 +225,7 @@ class Alerter:
                 )
             case CentralLinkChanged(up=up, detail=detail):
                 if up:
-                    self._central_down_since, self._central_fired = None, False
+                    self._central_down_since, self._central_fired, self._central_back = None, False, True
                     self._signal("central_unreachable", "central", False)
                 elif self._central_down_since is None:
                     self._central_down_since = self.clock.mono()
@@ -314,6 +318,7 @@ class Alerter:
             for group in await self._store.firing(type_name):
                 if group.severity == WARNING and waiting_on.get(group.subject) and self._open(now):
                     self._signal(type_name, group.subject, True)  # tickets now wait for an idle printer that is down
+        await self._remember_central_outage()
         down_s = None if self._central_down_since is None else self.clock.mono() - self._central_down_since
         if down_s is not None and not self._central_fired and down_s >= cfg.central_down_min * 60:
             self._central_fired = True
@@ -334,6 +339,34 @@ class Alerter:
                 free_mb < cfg.disk_free_min_mb,
                 detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted",
             )
+
+    async def _remember_central_outage(self) -> None:
+        """The line's outage outlives a restart of the agent (systemd after a crash, an upgrade): when it went down is
+        kept in the database, and a start that finds the line down again measures from then, so the alert comes
+        central_down_min after the line went down, not after the last start (a crash loop never mailed). Only within
+        this boot (monotonic time counts from it): of a box switched off for a day nobody knows what the line did.
+        Once carried over, the outage is measured on the monotonic clock again, whatever the wall clock does."""
+        wall, mono = self.clock.wall(), self.clock.mono()
+        if not self._central_loaded:
+            self._central_loaded = True
+            recorded = await self._store.central_down_since()
+            if recorded is not None and wall - mono <= recorded <= wall:
+                self._central_carried, self._central_recorded = recorded, True
+            elif recorded is not None:
+                await self._store.record_central_down_since(None)
+        if self._central_back:
+            self._central_back, self._central_carried = False, None
+            if self._central_recorded:
+                self._central_recorded = False
+                await self._store.record_central_down_since(None)
+        if self._central_down_since is None:
+            return
+        if self._central_carried is not None:
+            self._central_down_since = min(self._central_down_since, mono - (wall - self._central_carried))
+            self._central_carried = None
+        if not self._central_recorded:
+            self._central_recorded = True
+            await self._store.record_central_down_since(wall - (mono - self._central_down_since))
 
     # ---- throttle ------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the mail's type is imported where no database is opened (ed
 
 _MAX_ITEMS = 20  # a group mail lists at most this many siblings (the newest)
 _DIGEST_META = "alerts_last_digest"
+_CENTRAL_DOWN_META = "central_down_since"  # wall time the central line went down, kept while it is down
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -489,6 +490,19 @@ class AlertStore:
                 (_DIGEST_META, json.dumps({"at": mark.at, "log_id": mark.log_id})),
             )
 
+    async def central_down_since(self) -> float | None:
+        """When the central line went down, as an earlier run of the agent recorded it (None: up, or not known)."""
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_CENTRAL_DOWN_META,))
+        return None if row is None else float(row[0])
+
+    async def record_central_down_since(self, since: float | None) -> None:
+        """Keep when the central line went down across restarts (None: it is up again)."""
+        async with self._db.transaction() as conn:
+            if since is None:
+                await conn.execute("DELETE FROM meta WHERE key = ?", (_CENTRAL_DOWN_META,))
+            else:
+                await conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (_CENTRAL_DOWN_META, since))
+
     async def shift_times(self, seconds: float) -> None:
         """The wall clock stepped by ``seconds``: every time these tables measure a duration from moves with it, so
         the durations stay as they were (and times written before the step become the true ones)."""
@@ -507,6 +521,9 @@ class AlertStore:
                 "UPDATE alert_silences SET starts_at = starts_at + ?1, ends_at = ends_at + ?1", (seconds,)
             )
             await conn.execute("UPDATE alert_log SET at = at + ?1", (seconds,))
+            await conn.execute(
+                "UPDATE meta SET value = CAST(value AS REAL) + ?1 WHERE key = ?2", (seconds, _CENTRAL_DOWN_META)
+            )
 
     async def clamp_future(self, now: float) -> None:
         """Times after ``now`` were written by a clock that was ahead (or before a restart with a clock behind):

@@ -3,8 +3,10 @@ it was: group wait and interval, repeat interval, the hourly cap, mail retry bac
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from edge.alerts.alerter import Alerter
 from edge.alerts.mailer import Mailer
@@ -160,6 +162,70 @@ async def test_central_down_time_is_measured_not_read_off_the_wall_clock(
     await alerter.check()
     clock.advance(31)
     assert await run(alerter) == 1
+
+
+async def restarted(settings: Settings, db_path: Path, clock: FakeClock) -> tuple[Alerter, Database]:
+    """A new agent's alerter on the same database (the old one gone without a word, as after SIGKILL)."""
+    db = await Database.open(db_path)
+    return Alerter(settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp), clock=clock), db
+
+
+async def test_the_central_lines_outage_outlives_restarts_of_the_agent(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """The line goes down; the agent is restarted every minute (a crash loop, or a technician): each start hears the
+    line down again, and the one mail comes when the line has been down central_down_min (5) by the first start's
+    account, saying since when. Before: each start measured from itself, so the crash loop never mailed, and one
+    restart moved the mail (and its Since) by the time since the first start."""
+    settings = alert_settings(central_down_min=5)
+    went_down = clock.wall()
+    for minute in range(8):
+        alerter, db = await restarted(settings, tmp_path / "data" / "edge.db", clock)
+        try:
+            alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))  # the new start's first probe fails
+            await alerter.check()
+            await run(alerter)
+            clock.advance(31)
+            await alerter.check()
+            await run(alerter)
+            if minute < 4:
+                assert sink.messages == [], minute
+        finally:
+            await db.close()
+        clock.advance(29)
+    [mail] = sink.messages
+    assert "Zentrale nicht erreichbar" in subject(mail), subject(mail)
+    since = dt.datetime.fromtimestamp(went_down, ZoneInfo(settings.agent.timezone or "UTC")).strftime("%H:%M")
+    assert since in mail.get_body(("plain",)).get_content()
+
+
+async def test_an_outage_recorded_before_the_box_last_booted_is_not_carried_over(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """The line was down when the box was switched off; a day later it boots (monotonic time starts again) and the
+    line is down again: that outage is measured from now, not from yesterday (nobody knows what the line did in
+    between). An up line clears the record."""
+    settings = alert_settings(central_down_min=5)
+    alerter, db = await restarted(settings, tmp_path / "data" / "edge.db", clock)
+    alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+    clock.advance(60)
+    await alerter.check()
+    await db.close()
+    clock.advance(86400)
+    clock.monotonic = 20.0  # booted 20 s ago
+    alerter, db = await restarted(settings, tmp_path / "data" / "edge.db", clock)
+    try:
+        alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+        await alerter.check()
+        clock.advance(120)
+        await alerter.check()
+        assert await run(alerter) == 0
+        clock.advance(200)
+        await alerter.check()
+        clock.advance(31)
+        assert await run(alerter) == 1
+    finally:
+        await db.close()
 
 
 async def test_restart_with_a_clock_behind_the_records(
