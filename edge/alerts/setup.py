@@ -146,6 +146,8 @@ def _env_path(args: argparse.Namespace) -> Path:
     path = secrets_path(Path(config) if config else None)
     if path is None:
         raise _Refused("no agent config given: pass --config /etc/edge/edge.toml (or --env-file PATH)")
+    if config and not Path(config).is_file():  # a typo: the password would go into a file the agent never reads
+        raise _Refused(f"no agent config at {config}: pass the agent's, e.g. --config /etc/edge/edge.toml")
     return path
 
 

@@ -266,6 +266,21 @@ async def test_a_port_no_server_can_have_is_refused_in_one_line(
     assert sink.messages == [] and (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
 
 
+async def test_a_mistyped_config_path_is_refused_before_anything_is_sent_or_written(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--config naming a file that is not there (egde/ for edge/): exit 2 naming it, nothing sent, no folder or
+    secrets file made. Before: the test mail went, egde/edge.env was written with the password, and the exit was 0
+    (a fleet script read success), only the last line saying the agent would not start."""
+    write_config(tmp_path)
+    typo = tmp_path / "egde" / "edge.toml"
+    code, out = await run_script(
+        *non_interactive(typo, sink, cert[0]), env=clean_env(), stdin=f"{SMTP_PASSWORD}\n".encode()
+    )
+    assert code == 2 and str(typo) in out, out
+    assert sink.messages == [] and not typo.parent.exists()
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
 async def test_a_secrets_file_saved_in_another_encoding_is_named_and_left_as_it_is(
     sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path, encoding: str
