@@ -432,7 +432,8 @@ class AlertRenderer:
             "action": action,
             "since": self._time(group["first_at"]),
             "until": self._time(group["changed_at"]) if kind == "resolved" and group.get("changed_at") else "",
-            "affected": labels["jobs_waiting"].format(n=waiting) if waiting else "",
+            # The all-clear comes once it is over: what waited then has printed or is printing.
+            "affected": labels["jobs_waiting"].format(n=waiting) if waiting and kind != "resolved" else "",
             "detail": details.get("detail", ""),
             "siblings": [self._item_line(group["type"], item) for item in items],
             "extra": extra,
