@@ -65,10 +65,20 @@ class BusinessDay:
     def bounds(self, now: float) -> tuple[dt.datetime, dt.datetime]:
         """The current business day as [start, end), aware datetimes."""
         local = dt.datetime.fromtimestamp(now, self.tz) if self.tz else dt.datetime.fromtimestamp(now).astimezone()
-        start = local.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
+        start = _existing(local.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0))
         if local < start:
-            start -= dt.timedelta(days=1)
-        return start, start + dt.timedelta(days=1)  # wall-clock arithmetic: still the start time across DST
+            start = _existing(start - dt.timedelta(days=1))
+        return start, _existing(start + dt.timedelta(days=1))  # wall-clock arithmetic: the start time across DST
+
+
+def _existing(local: dt.datetime) -> dt.datetime:
+    """A local time the spring change skips (02:30 in Berlin on its day) read with the offset after the change, so
+    the day begins by the time the clock jumps past it (read with the winter offset it fell an hour later)."""
+    if local.tzinfo is None or local.astimezone(dt.UTC).astimezone(local.tzinfo).replace(tzinfo=None) == local.replace(
+        tzinfo=None
+    ):
+        return local
+    return local.replace(fold=1)
 
 
 class ScanStore:
@@ -158,13 +168,16 @@ async def _find_order(
         "SELECT id, number, status, created_at FROM orders WHERE number = ?", (ref,)
     )
     today = [r for r in candidates if start <= dt.datetime.fromisoformat(r["created_at"]) < end]
-    if len(today) == 1:
-        return today[0], ""
+    live = [r for r in today if r["status"] != OrderStatus.CANCELLED]  # a cancelled one's tickets are void
+    if len(today) == 1 or len(live) == 1:
+        return (today[0] if len(today) == 1 else live[0]), ""
     since = f"today's business day (since {start:%Y-%m-%d %H:%M})"
     if today:
         return None, f"{len(today)} orders of {since} have number {ref!r}: scan the ticket's QR code"
-    older = len(list(candidates))
-    return None, f"no order with id or number {ref!r} in {since}" + (f"; {older} older ones have it" if older else "")
+    others = len(list(candidates))  # older ones, or (a till's clock ahead) one dated after today's start
+    return None, f"no order with id or number {ref!r} in {since}" + (
+        f"; {others} of other days have it" if others else ""
+    )
 
 
 async def _apply(
@@ -195,7 +208,9 @@ async def _apply(
             return await _insert_scan(
                 conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number} is already ready"
             )
-        if now - ready_at < scan.hand_out_gap_s:
+        # A negative gap: the wall clock was stepped back since; a double read is seconds apart, and a clock stepped
+        # back by minutes cannot tell one, so it is not taken for one (the hand-out would wait out the step).
+        if 0 <= now - ready_at < scan.hand_out_gap_s:
             detail = f"order {number} became ready {now - ready_at:.1f}s ago: taken as a double read, not a hand-out"
             return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
         # A hands-free scanner re-reads a ticket lying under it every 0.5-1 s: reads of the order on this scanner,
@@ -203,7 +218,7 @@ async def _apply(
         ((last_read,),) = await conn.execute_fetchall(
             "SELECT MAX(scanned_at) FROM scans WHERE order_id = ? AND scanner = ?", (order_id, scan.scanner)
         )
-        if last_read is not None and now - last_read < scan.hand_out_gap_s:
+        if last_read is not None and 0 <= now - last_read < scan.hand_out_gap_s:
             detail = (
                 f"order {number} read by this scanner {now - last_read:.1f}s before: still in view, taken as the same"
                 " presentation, not a hand-out"

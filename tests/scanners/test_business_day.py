@@ -79,3 +79,40 @@ async def test_a_plain_number_matches_only_todays_business_day_and_refuses_to_gu
     sims["kitchen"].scan(older["id"])
     fourth = (await seen.scans_count(4))[3]
     assert (fourth.outcome, fourth.order_id) == ("order_ready", older["id"])
+
+
+async def test_a_business_day_start_the_spring_change_skips_begins_the_day_when_the_clock_jumps_past_it(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """Berlin, business day from 02:30, on 29 March 2026 (02:00 CET jumps to 03:00 CEST: 02:30 does not exist that
+    day): at 10:00 an order of 03:15 CEST is today's. Before: the missing 02:30 was read with the winter offset, as
+    03:30 CEST, and orders of the day's first half hour were refused as older ones."""
+    now = dt.datetime(2026, 3, 29, 10, 0, tzinfo=BERLIN)
+    clock = SteppedClock(wall_offset=now.timestamp() - time.time())
+    seen = Seen()
+    agent = await make_agent(
+        agent={"timezone": "Europe/Berlin", "business_day_start": "02:30"},
+        scanners=scanner_config(sims),
+        clock=clock,
+        listen=seen,
+    )
+    await seen.connected("kitchen")
+    order = await store(agent, 1, dt.datetime(2026, 3, 29, 3, 15, tzinfo=BERLIN).astimezone(dt.UTC), number="A-77")
+    sims["kitchen"].scan("A-77")
+    [scan] = await seen.scans_count(1)
+    assert (scan.outcome, scan.order_id) == ("order_ready", order["id"])
+
+
+async def test_a_number_shared_with_a_cancelled_order_of_the_day_names_the_live_one(
+    night_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """A-88 was cancelled at the till and rung again as a new order with the same number: its number names the live
+    order (the cancelled one's tickets are void). Before: "2 orders … scan the ticket's QR code"."""
+    agent, seen = night_agent
+    first = await store(agent, 1, created(29, 23, 0), number="A-88")
+    assert agent.deps is not None
+    await agent.deps.intake.accept(first | {"revision": 2, "status": "cancelled"})
+    second = await store(agent, 2, created(29, 23, 10), number="A-88")
+    sims["kitchen"].scan("A-88")
+    [scan] = await seen.scans_count(1)
+    assert (scan.outcome, scan.order_id) == ("order_ready", second["id"])

@@ -110,3 +110,20 @@ async def test_a_restart_between_reads_does_not_make_a_presentation_a_hand_out(
     clock.advance(3.0)
     assert await read(seen, sims["counter"], code) == "handed_out"
     assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
+
+
+async def test_a_ready_order_is_handed_out_after_the_box_clock_was_stepped_back(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """The box clock ran 10 min fast; NTP steps it back after the kitchen made the order ready. The counter reads the
+    ticket 20 s later: handed out (a double read is seconds apart; a wall clock stepped back by minutes cannot tell
+    one). Before: 'became ready -580.0s ago: taken as a double read', for as long as the step (no 'fulfilled')."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    order = await push_order(agent, 4)
+    code = f"edge:v1:{order['id']}:kitchen"
+    assert await read(seen, sims["kitchen"], code) == "order_ready"
+    clock.step(-600)
+    clock.advance(20)
+    assert await read(seen, sims["counter"], code) == "handed_out"
+    assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
