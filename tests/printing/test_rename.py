@@ -239,6 +239,30 @@ async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
     await eventually(lambda: job_rows(third, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)] * 4)
 
 
+async def test_a_printer_taken_out_of_the_config_and_put_back_prints_its_held_tickets_unmarked(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is taken out of the config (its waiting tickets held, no_printer), then put back under its
+    own name: the tickets print there, not marked as moved ("UMGELEITET von kitchen" on the kitchen's own printer
+    would send the cook looking for another printer)."""
+    raw = config_dict(tmp_path / "data", printers)
+    first = await run(raw)
+    await queue_orders(first, printers, 1)
+    removed = copy.deepcopy(raw)
+    del removed["printers"]["kitchen"]
+    removed["stations"] = {}
+    await run(removed)
+    for sim in printers.values():
+        sim.set_offline(False)
+    back = await run(raw)
+    [ticket] = [decode(t).text for t in await printers["kitchen"].wait_for_printed(1)]
+    assert "Station: kitchen" in ticket and "UMGELEITET" not in ticket, ticket
+    await eventually(
+        lambda: job_rows(back, "SELECT kind, printer, redirected_from, state FROM print_jobs ORDER BY kind"),
+        lambda rows: rows == [("receipt", "front", None, "printed"), ("ticket", "kitchen", None, "printed")],
+    )
+
+
 async def test_a_printed_job_of_a_removed_printer_still_previews(
     run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
