@@ -8,7 +8,8 @@ at the old one and added at the new one.
 
 Jobs of the order are planned per station:
 - a job that has not printed (queued, held, failed, dead) is rewritten in place to the new revision (a whole ticket
-  whose station has no items left, or a change ticket that no longer changes anything, is discarded instead);
+  whose station has no items left, or a change ticket that no longer changes anything, is discarded instead); a COPY
+  waiting stays as it is, unless it copies a whole original that has not printed either (nothing of the station out);
 - a station whose ticket is printing or printed (on paper, or maybe) and has no job waiting gets a change ticket
   from the revision on paper, if its items changed; a station with nothing (yet, or a person discarded its tickets)
   gets a whole ticket marked ``added`` if its items changed;
@@ -207,13 +208,18 @@ def plan_revision(
                 add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CANCEL, on_paper))
             continue
         # A COPY may repeat what the cook holds: it stays as it is (rewritten, it would differ from the original it
-        # claims to copy and hide the change); the change follows it as a ticket of its own.
-        waiting = [j for j in waiting if not j.copy]
-        for job in waiting:
+        # claims to copy and hide the change); the change follows it as a ticket of its own. But a COPY a person asked
+        # for beside a whole original that has not printed, with nothing of the station printing or printed, copies
+        # that original: it shows what the original shows now (kept, it printed the old revision last).
+        originals = [j for j in waiting if not j.copy]
+        nothing_out = not any(j.state in ON_PAPER for j in station_jobs)
+        if nothing_out and any(j.variant is None for j in originals):
+            originals += [j for j in waiting if j.copy and j.variant is None]
+        for job in originals:
             base = orders[job.change_from] if job.variant == JobVariant.CHANGE and job.change_from else None
             empty = diff_station(base, new, station) == () if base else not new.production_items(station)
             (discard if empty else rewrite).append(job.id)
-        if any(j.id in rewrite for j in waiting):
+        if any(j.id in rewrite for j in originals):
             continue  # a waiting ticket now shows the new revision: nothing extra prints
         if on_paper is not None:
             if diff_station(orders[on_paper], new, station):

@@ -40,6 +40,15 @@ PRINTABLE = (
     " AS follows_printed_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 )
 _PRINTABLE_BY_ID = PRINTABLE + " WHERE j.id = ?"
+# A whole ticket's (or receipt's) COPY a person asked for is going to paper: the original of that station, still not
+# printed (held as stale, waiting for a printer that was off, failed), repeats it from now on and prints marked COPY
+# too, if at all. Unmarked after the COPY, the cook took it for a second order.
+_ORIGINALS_REPEAT_COPIES = (
+    "UPDATE print_jobs SET copy = 1 WHERE variant IS NULL AND NOT copy"
+    " AND state IN ('queued', 'failed', 'held', 'dead') AND EXISTS (SELECT 1 FROM print_jobs c"
+    " WHERE c.id IN (SELECT value FROM json_each(?)) AND c.order_id = print_jobs.order_id"
+    " AND c.kind = print_jobs.kind AND c.station IS print_jobs.station AND c.id > print_jobs.id)"
+)
 # A change or void ticket waits while an earlier ticket of its order and station is still to print: the kitchen reads
 # tickets in revision order.
 # An earlier ticket 'printing' on the same printer went out before (a spool sends one job after the other; its printed
@@ -284,17 +293,18 @@ class JobStore:
             # Committed before the first byte goes out: after a crash we know these jobs may be half on paper.
             # Each claimed job is looked up by its id (the unary + keeps SQLite off the spool index): walking the
             # printer's queued jobs instead cost time in proportion to the backlog, on the writer, at every claim.
-            return [
-                r[0]
-                for r in await conn.execute_fetchall(
-                    "UPDATE print_jobs SET state = 'printing'"
-                    " FROM (SELECT value ->> 0 AS id, value ->> 1 AS revision FROM json_each(?)) AS c"
-                    " WHERE print_jobs.id = c.id AND +print_jobs.printer = ?"
-                    " AND +print_jobs.state IN ('queued', 'failed')"
-                    " AND (c.revision IS NULL OR c.revision = print_jobs.revision) RETURNING print_jobs.id",
-                    (json.dumps([list(c) for c in claim]), printer),
-                )
-            ]
+            claimed = await conn.execute_fetchall(
+                "UPDATE print_jobs SET state = 'printing'"
+                " FROM (SELECT value ->> 0 AS id, value ->> 1 AS revision FROM json_each(?)) AS c"
+                " WHERE print_jobs.id = c.id AND +print_jobs.printer = ?"
+                " AND +print_jobs.state IN ('queued', 'failed')"
+                " AND (c.revision IS NULL OR c.revision = print_jobs.revision)"
+                " RETURNING print_jobs.id, print_jobs.copy AND print_jobs.variant IS NULL",
+                (json.dumps([list(c) for c in claim]), printer),
+            )
+            if copies := [r[0] for r in claimed if r[1]]:
+                await conn.execute(_ORIGINALS_REPEAT_COPIES, (json.dumps(copies),))
+            return [r[0] for r in claimed]
 
         # linger: an order arriving meanwhile shares this commit's fsync (the claim is still durable before we return)
         claimed = await self._db.write_publishing(self._bus, marks, linger=True)

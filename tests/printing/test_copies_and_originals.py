@@ -1,0 +1,138 @@
+"""A COPY a person asked for beside an original that has not printed yet (held as stale, or waiting for a printer
+that is off): what the cook holds decides what prints next. Once a COPY is on its way to paper, the original repeats
+it and prints marked COPY too; a change follows what is on paper; a COPY of an original that never printed shows
+what the original shows."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from edge.app import Agent
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.helpers import EXAMPLE, TIRAMISU, api_client, db_rows, eventually, fresh, post, wait_until
+
+COPY_MARK = "KOPIE / COPY"
+
+
+def order_taken(ago: timedelta = timedelta(0)) -> dict[str, Any]:
+    """The example, kitchen ticket only, taken ``ago`` (two hours: its ticket is held as stale at once)."""
+    order = fresh(copy.deepcopy(EXAMPLE))
+    order["print_receipt"] = False
+    taken = (datetime.now(UTC) - ago).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    order["created_at"] = taken
+    return order
+
+
+def dessert_added(order: dict[str, Any]) -> dict[str, Any]:
+    """Revision 2: one pizza more, the Käsespätzle gone, a tiramisu."""
+    changed = copy.deepcopy(order) | {"revision": 2}
+    changed["items"][0]["qty"] += 1
+    del changed["items"][1]
+    changed["items"].append(copy.deepcopy(TIRAMISU))
+    return changed
+
+
+async def job_state(agent: Agent, job_id: int) -> str:
+    [(state,)] = await db_rows(agent, "SELECT state FROM print_jobs WHERE id = ?", job_id)
+    return str(state)
+
+
+async def held_ticket(agent: Agent, api: aiohttp.ClientSession, order: dict[str, Any]) -> int:
+    status, body = await post(api, order)
+    assert status == 201, body
+    [job_id] = body["job_ids"]
+    await eventually(lambda: job_state(agent, job_id), lambda state: state == "held", what="held as stale")
+    return int(job_id)
+
+
+async def reprint_printed(agent: Agent, api: aiohttp.ClientSession, order: dict[str, Any]) -> int:
+    async with api.post(f"/api/v1/orders/{order['id']}/reprint") as response:
+        body = await response.json()
+        assert response.status == 201, body
+    [copy_id] = body["job_ids"]
+    await eventually(lambda: job_state(agent, copy_id), lambda state: state == "printed", what="the COPY printed")
+    return int(copy_id)
+
+
+async def test_an_original_released_after_its_copy_printed_is_marked_copy(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """An old order's ticket is held; the person prints a COPY (the cook makes the food from it), then releases the
+    held original: it prints marked COPY. Before: unmarked, after the COPY, and the cook made it twice."""
+    order = order_taken(timedelta(hours=2))
+    original = await held_ticket(agent, api, order)
+    await reprint_printed(agent, api, order)
+    async with api.post(f"/api/v1/jobs/{original}/release") as response:
+        assert response.status == 200, await response.text()
+    tickets = [decode(t).text for t in await printers["kitchen"].wait_for_printed(2)]
+    assert [COPY_MARK in t for t in tickets] == [True, True], tickets
+
+
+async def test_a_reprint_while_the_ticket_waits_past_its_stale_age_leaves_no_unmarked_second(
+    make_agent: Any, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is off; nothing comes out, so the person asks for a reprint; the printer is back after the
+    ticket's stale age: the original is held as stale and the COPY (released by the asking) prints. The person then
+    releases the held original from the status page: marked COPY. Before: unmarked, a second ticket to cook."""
+    agent = await make_agent(staleness={"kitchen": 0.02})  # 1.2 s
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    order = order_taken()
+    async with api_client(agent) as api:
+        status, body = await post(api, order)
+        assert status == 201, body
+        [original] = body["job_ids"]
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", what="kitchen offline")
+        async with api.post(f"/api/v1/orders/{order['id']}/reprint") as response:
+            assert response.status == 201, await response.text()
+        await asyncio.sleep(1.5)  # past the stale age, by the order's own time (1.2 s): part of the scenario
+        kitchen.set_offline(False)
+        await kitchen.wait_for_printed(1)
+        await eventually(lambda: job_state(agent, original), lambda s: s == "held", what="the original held")
+        async with api.post(f"/api/v1/jobs/{original}/release") as response:
+            assert response.status == 200, await response.text()
+        tickets = [decode(t).text for t in await kitchen.wait_for_printed(2)]
+    assert [COPY_MARK in t for t in tickets] == [True, True], tickets
+
+
+async def test_a_change_after_a_copy_of_a_held_ticket_printed_follows_the_copy(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """The held ticket's COPY is the cook's only ticket (revision 1); the order changes: a change ticket prints at
+    once. Before: the held original was rewritten to revision 2 and stayed held, and nothing printed: the cook worked
+    from revision 1."""
+    order = order_taken(timedelta(hours=2))
+    await held_ticket(agent, api, order)
+    await reprint_printed(agent, api, order)
+    status, body = await post(api, dessert_added(order))
+    assert status == 200, body
+    tickets = [decode(t).text for t in await printers["kitchen"].wait_for_printed(2)]
+    assert "ÄNDERUNG" in tickets[1] and "+ 1x Tiramisu" in tickets[1], tickets[1]
+
+
+async def test_a_copy_waiting_beside_an_original_that_never_printed_shows_the_change_too(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is off with the ticket waiting; the person asks for a reprint; the order changes; the
+    printer comes back: the original and its COPY both show revision 2 (nothing of revision 1 was on paper). Before:
+    the COPY kept revision 1 and printed last, the kitchen's last word the old order."""
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    order = order_taken()
+    status, body = await post(api, order)
+    assert status == 201, body
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", what="kitchen offline")
+    async with api.post(f"/api/v1/orders/{order['id']}/reprint") as response:
+        assert response.status == 201, await response.text()
+    status, body = await post(api, dessert_added(order))
+    assert status == 200, body
+    kitchen.set_offline(False)
+    tickets = [decode(t).text for t in await kitchen.wait_for_printed(2)]
+    assert [COPY_MARK in t for t in tickets] == [False, True], tickets
+    assert all("1x Tiramisu" in t and "Käsespätzle" not in t for t in tickets), tickets
