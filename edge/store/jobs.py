@@ -12,6 +12,7 @@ import structlog
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import NotFoundError, UnreadableRowError, WrongStateError
 from edge.events import Event, EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
+from edge.orders.model import parse_stored
 from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection
 from edge.store.orders import job_key
@@ -138,6 +139,22 @@ class WaitingJob(NamedTuple):
 class MovedJob(NamedTuple):
     id: int
     order_id: str
+
+
+async def _up_to_date(conn: aiosqlite.Connection, job_ids: Collection[int]) -> None:
+    """Whole tickets a person sends back in line that are COPYs of an older revision (a ticket cut short, then dead,
+    or held, while the order changed: its change ticket printed meanwhile) show the order as it is now, so what the
+    cook holds last agrees with the change ticket. Kept at their revision, they printed the old order after it. A
+    station the order no longer has items for keeps the revision its ticket showed."""
+    rows = await conn.execute_fetchall(
+        "SELECT j.id, j.station, o.id, o.revision, o.payload FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+        " WHERE j.id IN (SELECT value FROM json_each(?)) AND j.kind = 'ticket' AND j.variant IS NULL AND j.copy"
+        " AND j.revision < o.revision AND o.status = 'open'",
+        (json.dumps(list(job_ids)),),
+    )
+    for job_id, station, order_id, revision, payload in rows:
+        if parse_stored(json.loads(payload), order_id).production_items(station):
+            await conn.execute("UPDATE print_jobs SET revision = ? WHERE id = ?", (revision, job_id))
 
 
 class JobStore:
@@ -340,6 +357,7 @@ class JobStore:
             released = sorted(r[0] for r in rows)
             if job_id is not None and not released:
                 await self._refused(conn, job_id, (JobState.HELD,), "released")
+            await _up_to_date(conn, released)
         return released
 
     async def discard(self, job_id: int) -> None:
@@ -547,6 +565,7 @@ class JobStore:
             await cursor.close()
             if not changed:
                 await self._refused(conn, job_id, (JobState.FAILED, JobState.DEAD), "retried")
+            await _up_to_date(conn, [job_id])
             (row,) = await conn.execute_fetchall(_PRINTABLE_BY_ID, (job_id,))
             return PrintableJob.from_row(row)
 

@@ -106,14 +106,19 @@ async def test_a_change_after_a_copy_of_a_held_ticket_printed_follows_the_copy(
 ) -> None:
     """The held ticket's COPY is the cook's only ticket (revision 1); the order changes: a change ticket prints at
     once. Before: the held original was rewritten to revision 2 and stayed held, and nothing printed: the cook worked
-    from revision 1."""
+    from revision 1. Released afterwards, the original prints marked COPY, showing revision 2."""
     order = order_taken(timedelta(hours=2))
-    await held_ticket(agent, api, order)
+    original = await held_ticket(agent, api, order)
     await reprint_printed(agent, api, order)
     status, body = await post(api, dessert_added(order))
     assert status == 200, body
     tickets = [decode(t).text for t in await printers["kitchen"].wait_for_printed(2)]
     assert "ÄNDERUNG" in tickets[1] and "+ 1x Tiramisu" in tickets[1], tickets[1]
+    # Released later, the held original is a COPY of the order as it is now: it agrees with the change ticket.
+    async with api.post(f"/api/v1/jobs/{original}/release") as response:
+        assert response.status == 200, await response.text()
+    last = decode((await printers["kitchen"].wait_for_printed(3))[2]).text
+    assert COPY_MARK in last and "1x Tiramisu" in last and "Käsespätzle" not in last, last
 
 
 async def test_a_copy_waiting_beside_an_original_that_never_printed_shows_the_change_too(
@@ -136,3 +141,30 @@ async def test_a_copy_waiting_beside_an_original_that_never_printed_shows_the_ch
     tickets = [decode(t).text for t in await kitchen.wait_for_printed(2)]
     assert [COPY_MARK in t for t in tickets] == [False, True], tickets
     assert all("1x Tiramisu" in t and "Käsespätzle" not in t for t in tickets), tickets
+
+
+async def test_a_dead_ticket_retried_after_the_order_changed_prints_the_order_as_it_is_now(
+    make_agent: Any, printers: dict[str, SimPrinter]
+) -> None:
+    """The ticket is cut short (the printer hangs up after 100 bytes: its head on paper) and, with one attempt
+    allowed, dead; the order changes: the change ticket prints at once, from revision 1 (what the head began). A
+    person then retries the dead ticket: the whole ticket prints marked COPY, showing revision 2, so what the cook
+    holds last agrees with the change. Before: it showed revision 1, after the change ticket."""
+    agent = await make_agent(spool={"max_attempts": 1})
+    kitchen = printers["kitchen"]
+    kitchen.drop_after = 100
+    order = order_taken()
+    async with api_client(agent) as api:
+        status, body = await post(api, order)
+        assert status == 201, body
+        [job_id] = body["job_ids"]
+        await eventually(lambda: job_state(agent, job_id), lambda s: s == "dead", what="the ticket dead")
+        kitchen.drop_after = None
+        status, body = await post(api, dessert_added(order))
+        assert status == 200, body
+        change = decode((await kitchen.wait_for_printed(2))[-1]).text
+        assert "ÄNDERUNG" in change and "+ 1x Tiramisu" in change, change
+        async with api.post(f"/api/v1/jobs/{job_id}/retry") as response:
+            assert response.status == 200, await response.text()
+        retried = decode((await kitchen.wait_for_printed(3))[-1]).text
+    assert COPY_MARK in retried and "1x Tiramisu" in retried and "Käsespätzle" not in retried, retried
