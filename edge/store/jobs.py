@@ -364,7 +364,8 @@ class JobStore:
         """A person says never print it: a held, failed or dead job is dropped (kept as 'discarded' for the record)."""
         async with self._db.transaction() as conn:
             cursor = await conn.execute(
-                "UPDATE print_jobs SET state = 'discarded', held_reason = NULL WHERE id = ? AND state IN ('held', 'failed', 'dead')",
+                "UPDATE print_jobs SET state = 'discarded', held_reason = NULL"
+                " WHERE id = ? AND state IN ('held', 'failed', 'dead')",
                 (job_id,),
             )
             changed = cursor.rowcount
