@@ -115,6 +115,17 @@ def kinds(sink: SmtpSink) -> list[str]:
     return [subject(m).split("] ")[1].split(":")[0] for m in sink.messages]
 
 
+async def flap(alerter: Alerter, clock: FakeClock, times: int) -> None:
+    """The kitchen printer down for a minute, back for five, ``times`` times."""
+    for _ in range(times):
+        alerter.on_event(offline())
+        clock.advance(60)
+        await run(alerter)
+        alerter.on_event(online())
+        clock.advance(300)
+        await run(alerter)
+
+
 async def test_storm_guard_one_mail_per_device_then_the_digest(
     alert_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
@@ -127,13 +138,7 @@ async def test_storm_guard_one_mail_per_device_then_the_digest(
     says so."""
     await add_jobs(db, ["queued"], created_at=clock.wall())
     alerter = make_alerter(alert_settings())
-    for _ in range(6):  # down for a minute, back for five, six times
-        alerter.on_event(offline())
-        clock.advance(60)
-        await run(alerter)
-        alerter.on_event(online())
-        clock.advance(300)
-        await run(alerter)
+    await flap(alerter, clock, 6)
     assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN"]
     alerter.on_event(offline())  # and now it stays down
     for _ in range(30):
@@ -168,13 +173,7 @@ async def test_storm_guard_holds_a_flapping_printers_outages_also_when_nothing_w
     alerter.on_event(online())
     clock.advance(300)
     await run(alerter)
-    for _ in range(5):  # down for a minute, nothing waiting, back for five, five times within the hour
-        alerter.on_event(offline())
-        clock.advance(60)
-        await run(alerter)
-        alerter.on_event(online())
-        clock.advance(300)
-        await run(alerter)
+    await flap(alerter, clock, 5)  # nothing waiting now
     assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN"]
     digested = "SELECT COUNT(*) FROM alert_log WHERE action = 'digest' AND detail = 'firing'"
     assert (await db_rows(db.path, digested))[0][0] == 5
