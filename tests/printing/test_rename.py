@@ -49,25 +49,35 @@ async def queue_orders(agent: Agent, printers: dict[str, SimPrinter], count: int
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
 
 
+async def restarted_as(
+    run: Callable[..., Any], raw: dict[str, Any], sims: dict[str, SimPrinter], **sections: Any
+) -> tuple[Agent, list[tuple[str, str]]]:
+    """Two orders (tickets and receipts) waiting under ``raw``; started again with ``sections`` replaced and the
+    printers on: the new agent, and each move its log names (from, to), sorted."""
+    await queue_orders(await run(raw), sims, 2)
+    for sim in sims.values():
+        sim.set_offline(False)
+    with capture_logs() as logs:
+        agent = await run(copy.deepcopy(raw) | sections)
+    moves = [(e["from_printer"], e["to_printer"]) for e in logs if e["event"] == "job_moved_to_configured_printer"]
+    return agent, sorted(moves)
+
+
 async def test_renamed_printers_get_their_waiting_jobs_marked_as_moved(
     run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """Stop with queued tickets and receipts; rename both printers in the config (same devices); start again: every
     job prints on the new names, marked as moved (REDIRECTED from the old name), and the API lists the new names."""
     raw = config_dict(tmp_path / "data", printers)
-    first = await run(raw)
-    await queue_orders(first, printers, 2)
-    renamed = copy.deepcopy(raw)
-    renamed["printers"] = {"pass": raw["printers"]["kitchen"], "counter": raw["printers"]["front"]}
-    renamed["stations"] = {"kitchen": "pass", "bar": "pass"}
-    renamed["receipts"] = {"printer": "counter"}
-    for sim in printers.values():
-        sim.set_offline(False)
-    with capture_logs() as logs:
-        second = await run(renamed)
-    # The technician's log names each move.
-    moves = [(e["from_printer"], e["to_printer"]) for e in logs if e["event"] == "job_moved_to_configured_printer"]
-    assert sorted(moves) == [("front", "counter")] * 2 + [("kitchen", "pass")] * 2
+    second, moves = await restarted_as(
+        run,
+        raw,
+        printers,
+        printers={"pass": raw["printers"]["kitchen"], "counter": raw["printers"]["front"]},
+        stations={"kitchen": "pass", "bar": "pass"},
+        receipts={"printer": "counter"},
+    )
+    assert moves == [("front", "counter")] * 2 + [("kitchen", "pass")] * 2  # the technician's log names each move
     tickets = await printers["kitchen"].wait_for_printed(2)
     await printers["front"].wait_for_printed(2)
     assert all("UMGELEITET von kitchen" in decode(t).text for t in tickets)
@@ -90,18 +100,15 @@ async def test_printers_whose_names_were_swapped_print_each_waiting_job_where_it
     ticket prints in the kitchen and every receipt at the counter, each move logged. Before: a job moved only when its
     printer's name left the config, so the kitchen's tickets printed at the counter, and nobody was told."""
     raw = config_dict(tmp_path / "data", printers)
-    first = await run(raw)
-    await queue_orders(first, printers, 2)
-    swapped = copy.deepcopy(raw)
-    swapped["printers"] = {"front": raw["printers"]["kitchen"], "kitchen": raw["printers"]["front"]}
-    swapped["stations"] = {"kitchen": "front", "bar": "front"}
-    swapped["receipts"] = {"printer": "kitchen"}
-    for sim in printers.values():
-        sim.set_offline(False)
-    with capture_logs() as logs:
-        second = await run(swapped)
-    moves = [(e["from_printer"], e["to_printer"]) for e in logs if e["event"] == "job_moved_to_configured_printer"]
-    assert sorted(moves) == [("front", "kitchen")] * 2 + [("kitchen", "front")] * 2
+    second, moves = await restarted_as(
+        run,
+        raw,
+        printers,
+        printers={"front": raw["printers"]["kitchen"], "kitchen": raw["printers"]["front"]},
+        stations={"kitchen": "front", "bar": "front"},
+        receipts={"printer": "kitchen"},
+    )
+    assert moves == [("front", "kitchen")] * 2 + [("kitchen", "front")] * 2
     tickets = await printers["kitchen"].wait_for_printed(2)
     receipts = await printers["front"].wait_for_printed(2)
     assert all("Station: kitchen" in decode(t).text for t in tickets), [decode(t).text for t in tickets]
