@@ -168,3 +168,36 @@ async def test_a_dead_ticket_retried_after_the_order_changed_prints_the_order_as
             assert response.status == 200, await response.text()
         retried = decode((await kitchen.wait_for_printed(3))[-1]).text
     assert COPY_MARK in retried and "1x Tiramisu" in retried and "Käsespätzle" not in retried, retried
+
+
+async def test_a_copy_marks_only_its_own_stations_original_never_another_order_or_station(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """Two old orders held as stale: A with a kitchen and a bar ticket (both on the kitchen printer), B with a kitchen
+    ticket. The person prints a COPY of A's kitchen ticket, then releases all held: A's kitchen original prints marked
+    COPY (it repeats the COPY); A's bar ticket and B's kitchen ticket print as the originals they are (a COPY mark on
+    another order's ticket would have the cook skip a real order)."""
+    a = order_taken(timedelta(hours=2))
+    a["items"].append(
+        {"sku": "APEROL", "name": "Aperol Spritz", "qty": 1, "unit_price": "7.50", "requires_production": True}
+        | {"station": "bar", "modifiers": [], "note": None}
+    )
+    a["totals"]["subtotal"] = a["totals"]["total"] = "46.80"
+    b = order_taken(timedelta(hours=2)) | {"id": "ord_other", "number": "B-7"}
+    for order in (a, b):
+        status, body = await post(api, order)
+        assert status == 201, body
+    held = "SELECT COUNT(*) FROM print_jobs WHERE state = 'held'"
+    await eventually(lambda: db_rows(agent, held), lambda rows: rows == [(3,)], what="three tickets held")
+    async with api.post(f"/api/v1/orders/{a['id']}/reprint", json={"station": "kitchen"}) as response:
+        assert response.status == 201, await response.text()
+    await printers["kitchen"].wait_for_printed(1)
+    async with api.post("/api/v1/jobs/release-held") as response:
+        assert response.status == 200, await response.text()
+    tickets = [decode(t) for t in await printers["kitchen"].wait_for_printed(4)]
+    marks = {(d.qr_codes[0], COPY_MARK in d.text) for d in tickets[1:]}
+    assert marks == {
+        (f"edge:v1:{a['id']}:kitchen", True),
+        (f"edge:v1:{a['id']}:bar", False),
+        (f"edge:v1:{b['id']}:kitchen", False),
+    }, marks
