@@ -14,6 +14,7 @@ import aiohttp
 
 from edge.app import Agent
 from edge.printing.decode import decode
+from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import EXAMPLE, TIRAMISU, api_client, db_rows, eventually, fresh, post, wait_until
 
@@ -201,3 +202,34 @@ async def test_a_copy_marks_only_its_own_stations_original_never_another_order_o
         (f"edge:v1:{a['id']}:bar", False),
         (f"edge:v1:{b['id']}:kitchen", False),
     }, marks
+
+
+async def test_a_release_brings_only_the_released_copy_up_to_date(
+    make_agent: Any, printers: dict[str, SimPrinter]
+) -> None:
+    """Order X's kitchen ticket is cut short by paper out (it waits as a COPY of revision 1) and X changes (its change
+    ticket waits behind it). Meanwhile a person releases another order's held bar ticket (on the front printer): X's
+    COPY still shows revision 1 when the roll is back, and the change ticket follows it (brought up to date as well,
+    the COPY and the change would add the tiramisu twice)."""
+    agent = await make_agent(stations={"kitchen": "kitchen", "bar": "front"})
+    kitchen = printers["kitchen"]
+    kitchen.bytes_per_s, kitchen.paper_out_after = 300, 150
+    x = order_taken()
+    async with api_client(agent) as api:
+        status, body = await post(api, x)
+        assert status == 201, body
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", what="the roll ran out")
+        kitchen.bytes_per_s = None
+        status, body = await post(api, dessert_added(x))
+        assert status == 200, body
+        y = make_order(7, bar=True, print_receipt=False, created_at=datetime.now(UTC) - timedelta(hours=2))
+        status, body = await post(api, y)
+        assert status == 201, body
+        bar = "SELECT id FROM print_jobs WHERE order_id = ? AND station = 'bar' AND state = 'held'"
+        [(bar_job,)] = await eventually(lambda: db_rows(agent, bar, y["id"]), bool, what="Y's bar ticket held")
+        async with api.post(f"/api/v1/jobs/{bar_job}/release") as response:
+            assert response.status == 200, await response.text()
+        kitchen.paper_out = False
+        tickets = [decode(t).text for t in await kitchen.wait_for_printed(3)]
+    assert COPY_MARK in tickets[1] and "Käsespätzle" in tickets[1] and "Tiramisu" not in tickets[1], tickets[1]
+    assert "ÄNDERUNG" in tickets[2] and "+ 1x Tiramisu" in tickets[2], tickets[2]
