@@ -153,6 +153,16 @@ async def test_a_station_moved_to_a_new_printer_takes_its_waiting_tickets_and_th
         await pass_printer.stop()
 
 
+async def printed_at_home_unmarked(agent: Agent, printers: dict[str, SimPrinter]) -> None:
+    """The kitchen ticket prints on the kitchen printer without a moved mark, and the receipt at the front."""
+    [ticket] = [decode(t).text for t in await printers["kitchen"].wait_for_printed(1)]
+    assert "Station: kitchen" in ticket and "UMGELEITET" not in ticket, ticket
+    await eventually(
+        lambda: job_rows(agent, "SELECT kind, printer, redirected_from, state FROM print_jobs ORDER BY kind"),
+        lambda rows: rows == [("receipt", "front", None, "printed"), ("ticket", "kitchen", None, "printed")],
+    )
+
+
 async def test_a_ticket_a_failover_left_on_a_backup_the_station_no_longer_has_goes_home_unmarked(
     run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
@@ -169,13 +179,7 @@ async def test_a_ticket_a_failover_left_on_a_backup_the_station_no_longer_has_go
     await db_execute(raw["agent"]["data_dir"] + "/edge.db", failed_over)
     for sim in printers.values():
         sim.set_offline(False)
-    second = await run(raw)
-    [ticket] = [decode(t).text for t in await printers["kitchen"].wait_for_printed(1)]
-    assert "Station: kitchen" in ticket and "UMGELEITET" not in ticket, ticket
-    await eventually(
-        lambda: job_rows(second, "SELECT kind, printer, redirected_from, state FROM print_jobs ORDER BY kind"),
-        lambda rows: rows == [("receipt", "front", None, "printed"), ("ticket", "kitchen", None, "printed")],
-    )
+    await printed_at_home_unmarked(await run(raw), printers)
 
 
 async def test_no_route_left_holds_the_jobs_visibly_and_nothing_500s(
@@ -261,13 +265,7 @@ async def test_a_printer_taken_out_of_the_config_and_put_back_prints_its_held_ti
     await run(removed)
     for sim in printers.values():
         sim.set_offline(False)
-    back = await run(raw)
-    [ticket] = [decode(t).text for t in await printers["kitchen"].wait_for_printed(1)]
-    assert "Station: kitchen" in ticket and "UMGELEITET" not in ticket, ticket
-    await eventually(
-        lambda: job_rows(back, "SELECT kind, printer, redirected_from, state FROM print_jobs ORDER BY kind"),
-        lambda rows: rows == [("receipt", "front", None, "printed"), ("ticket", "kitchen", None, "printed")],
-    )
+    await printed_at_home_unmarked(await run(raw), printers)
 
 
 async def test_a_printed_job_of_a_removed_printer_still_previews(
