@@ -9,6 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from edge.errors import NotFoundError, WrongStateError
+from edge.store.meta import UPSERT_META
 
 if TYPE_CHECKING:  # the mail's type is imported where no database is opened (edge health, mailing from outside)
     import aiosqlite
@@ -486,7 +487,7 @@ class AlertStore:
             if mail is not None:
                 await _insert_mail(conn, None, "digest", mail, mark.at, Audience.TO)
             await conn.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                UPSERT_META,
                 (_DIGEST_META, json.dumps({"at": mark.at, "log_id": mark.log_id})),
             )
 
@@ -501,7 +502,7 @@ class AlertStore:
             if since is None:
                 await conn.execute("DELETE FROM meta WHERE key = ?", (_CENTRAL_DOWN_META,))
             else:
-                await conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (_CENTRAL_DOWN_META, since))
+                await conn.execute(UPSERT_META, (_CENTRAL_DOWN_META, since))
 
     async def shift_times(self, seconds: float) -> None:
         """The wall clock stepped by ``seconds``: every time these tables measure a duration from moves with it, so

@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 from edge.store.db import Database
+from edge.store.meta import UPSERT_META
 from edge.store.rows import OutboxItem
 
 # The id of the last outbox row the broker acknowledged on <prefix>/events. A cursor rather than a column: while MQTT
 # is off the outbox pays nothing for it (no extra index entry or write per event on an SD card).
 CURSOR_KEY = "mqtt_outbox_cursor"
-_UPSERT = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,12 +84,12 @@ class MqttStore:
                 return int(rows[0][0])
             rows = list(await conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM outbox"))
             start = int(rows[0][0])
-            await conn.execute(_UPSERT, (CURSOR_KEY, str(start)))
+            await conn.execute(UPSERT_META, (CURSOR_KEY, str(start)))
         return start
 
     async def set_outbox_cursor(self, last_id: int) -> None:
         async with self._db.transaction() as conn:
-            await conn.execute(_UPSERT, (CURSOR_KEY, str(last_id)))
+            await conn.execute(UPSERT_META, (CURSOR_KEY, str(last_id)))
 
     async def outbox_after(self, cursor: int, limit: int) -> list[OutboxItem]:
         """Outbox rows after ``cursor``, oldest first (delivered over HTTP or not: the two doors are independent)."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from edge.events import EventBus, RecoveryCompleted, RecoveryFailed
 from edge.states import ACTIVE_RUN_STATES, ItemClass, RunState, RunTrigger
 from edge.store.db import Database
+from edge.store.meta import UPSERT_META
 from edge.store.rows import RecoveryItem, RecoveryRun, RunItem
 
 CURSOR_KEY = "central_cursor"
@@ -28,7 +29,6 @@ _STORED = """
 SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id
 WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery'
 """
-_UPSERT_CURSOR = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
 
 def _close_phase(phases_json: str, now: float) -> str:
@@ -128,7 +128,7 @@ class RecoveryStore:
                 "SELECT next_cursor, since_cursor, phases FROM recovery_runs WHERE id = ?", (run_id,)
             )
             await conn.execute(
-                _UPSERT_CURSOR,
+                UPSERT_META,
                 (CURSOR_KEY, run["next_cursor"] if run["next_cursor"] is not None else run["since_cursor"]),
             )
             await conn.execute(
