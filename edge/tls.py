@@ -46,8 +46,8 @@ def verifying_context(ca_file: Path | None, setting: str = "ca_file") -> ssl.SSL
             context.load_verify_locations(cafile=str(ca_file))
         except FileNotFoundError:
             raise ConfigError(setting, f"{ca_file}: no such file") from None
-        except (OSError, ssl.SSLError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else getattr(err, "reason", None) or err
+        except OSError as err:  # ssl.SSLError is one: a file that holds no certificate
+            reason = getattr(err, "reason", None) or err.strerror or err
             raise ConfigError(
                 setting, f"{ca_file}: cannot be used as CA certificates ({reason}): it should be the CA's PEM file"
             ) from None

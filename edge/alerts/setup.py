@@ -13,6 +13,7 @@ import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge.config import AgentSettings, Secret, SmtpSettings, load_settings, parse_recipients, secrets_path
 from edge.config.envfile import BOM, EnvFileError, parse_line, update_env_file
@@ -175,8 +176,9 @@ def _read_known(path: Path) -> dict[str, str]:
     return known
 
 
-def _config_language(args: argparse.Namespace) -> str | None:
-    """agent.language as the config file sets it (its default "de" when it does not); None: no config to read."""
+def _config_agent(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The config file's [agent] table as written ({} without one); None: no config to read. Read raw: the wizard
+    runs where the config may not load whole yet (a token still to set)."""
     config = args.config or os.environ.get("EDGE_CONFIG")
     if not config:
         return None
@@ -185,7 +187,15 @@ def _config_language(args: argparse.Namespace) -> str | None:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
     agent = data.get("agent")
-    language = agent.get("language", "de") if isinstance(agent, dict) else "de"
+    return agent if isinstance(agent, dict) else {}
+
+
+def _config_language(args: argparse.Namespace) -> str | None:
+    """agent.language as the config file sets it (its default "de" when it does not); None: no config to read."""
+    agent = _config_agent(args)
+    if agent is None:
+        return None
+    language = agent.get("language", "de")
     return language if language in LANGUAGE_NAMES else None
 
 
@@ -346,12 +356,9 @@ def _new_file_owner(args: argparse.Namespace, env_path: Path) -> tuple[int, int]
     if env_path.exists() or not config or not Path(config).exists():
         return None
     owned = [Path(config)]
-    try:
-        agent = tomllib.loads(Path(config).read_text(encoding="utf-8").removeprefix(BOM)).get("agent")
-        data_dir = agent.get("data_dir") if isinstance(agent, dict) else None
+    if (agent := _config_agent(args)) is not None:
+        data_dir = agent.get("data_dir")
         owned.insert(0, Path(data_dir) if isinstance(data_dir, str) else AgentSettings.data_dir)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        pass
     info = next(p.stat() for p in owned if p.exists())
     return info.st_uid, info.st_gid
 

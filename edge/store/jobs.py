@@ -411,9 +411,8 @@ class JobStore:
         or the config routes the station, or the receipts, to another one: names swapped, a station moved) moves to the
         printer that serves it now (the station's primary; receipts: the receipt printer), marked as moved
         (JobRedirected); with no route it is held (reason no_printer, JobHeld). A job held for that reason moves on as
-        soon as a route is back; one on any of its station's printers (a backup, after a failover) stays. Needs
-        ``printers``; printed and discarded jobs stay as history."""
-        assert self._printers is not None, "JobStore(printers=...) is needed to know which printers are gone"
+        soon as a route is back; one on any of its station's printers (a backup, after a failover) stays. Printed and
+        discarded jobs stay as history. ``printers_for`` names configured printers only (the config's rules)."""
         async with self._db.publishing(self._bus) as (conn, events):
             rows = await conn.execute_fetchall(
                 "SELECT id, order_id, kind, station, printer, state, held_reason,"
@@ -423,7 +422,7 @@ class JobStore:
             done = []
             for job_id, order_id, kind, station, printer, state, reason, number in rows:
                 serving = printers_for(JobKind(kind), station)
-                if printer in serving and printer in self._printers and reason != HoldReason.NO_PRINTER:
+                if printer in serving and reason != HoldReason.NO_PRINTER:
                     continue
                 target = serving[0] if serving else None
                 if target is None and state == JobState.HELD and reason == HoldReason.NO_PRINTER:

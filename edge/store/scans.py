@@ -74,11 +74,10 @@ class BusinessDay:
 def _existing(local: dt.datetime) -> dt.datetime:
     """A local time the spring change skips (02:30 in Berlin on its day) read with the offset after the change, so
     the day begins by the time the clock jumps past it (read with the winter offset it fell an hour later)."""
-    if local.tzinfo is None or local.astimezone(dt.UTC).astimezone(local.tzinfo).replace(tzinfo=None) == local.replace(
-        tzinfo=None
-    ):
+    if local.tzinfo is None:
         return local
-    return local.replace(fold=1)
+    exists = local.astimezone(dt.UTC).astimezone(local.tzinfo).replace(tzinfo=None) == local.replace(tzinfo=None)
+    return local if exists else local.replace(fold=1)
 
 
 class ScanStore:
@@ -168,9 +167,10 @@ async def _find_order(
         "SELECT id, number, status, created_at FROM orders WHERE number = ?", (ref,)
     )
     today = [r for r in candidates if start <= dt.datetime.fromisoformat(r["created_at"]) < end]
-    live = [r for r in today if r["status"] != OrderStatus.CANCELLED]  # a cancelled one's tickets are void
-    if len(today) == 1 or len(live) == 1:
-        return (today[0] if len(today) == 1 else live[0]), ""
+    # Of two, a cancelled one's tickets are void: the live one is meant.
+    named = today if len(today) == 1 else [r for r in today if r["status"] != OrderStatus.CANCELLED]
+    if len(named) == 1:
+        return named[0], ""
     since = f"today's business day (since {start:%Y-%m-%d %H:%M})"
     if today:
         return None, f"{len(today)} orders of {since} have number {ref!r}: scan the ticket's QR code"
