@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import structlog
 
@@ -29,8 +30,17 @@ class Clock:
         return time.time()
 
     def mono(self) -> float:
-        """Seconds on a clock that only moves forward, at a steady rate; meaningless across restarts."""
+        """Seconds on a clock that only moves forward, at a steady rate: since the box booted (Linux's
+        CLOCK_MONOTONIC), so comparable across runs of the agent within one boot (see ``boot``), not across boots."""
         return time.monotonic()
+
+    def boot(self) -> str | None:
+        """This boot's id (the kernel's boot_id): two runs that read the same one share their monotonic clock. None
+        where the system does not say."""
+        try:
+            return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+        except OSError:
+            return None
 
 
 SYSTEM_CLOCK = Clock()

@@ -50,7 +50,7 @@ from edge.events import (
     StorageRecovered,
 )
 from edge.states import HoldReason, JobState
-from edge.store.alerts import AlertStore, Audience, DigestMark, OutboxMail, Signal, compact
+from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
 from edge.store.jobs import JobStore
 from edge.store.outbox import OutboxStore
@@ -74,6 +74,7 @@ _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: firs
 # A stop waits this long for a mail the relay is taking (within systemd's TimeoutStopSec, after the spools' drain).
 _STOP_GRACE_S = 5.0
 _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
+_DIGEST_GAP_S = 12 * 3600  # two digests never closer than this (on the monotonic clock), whatever the wall clock did
 
 
 def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, int]:
@@ -128,7 +129,7 @@ class Alerter:
         self._central_detail = ""
         self._central_fired = False
         self._central_recorded = False  # the outage's start is kept in the database
-        self._central_carried: float | None = None  # an earlier run's outage start (wall), for the next down
+        self._central_carried: float | None = None  # an earlier run's outage start (monotonic), for the next down
         self._central_loaded = False
         self._central_back = False  # the line came back since the last check: the record goes
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
@@ -344,14 +345,15 @@ class Alerter:
         """The line's outage outlives a restart of the agent (systemd after a crash, an upgrade): when it went down is
         kept in the database, and a start that finds the line down again measures from then, so the alert comes
         central_down_min after the line went down, not after the last start (a crash loop never mailed). Only within
-        this boot (monotonic time counts from it): of a box switched off for a day nobody knows what the line did.
-        Once carried over, the outage is measured on the monotonic clock again, whatever the wall clock does."""
-        wall, mono = self.clock.wall(), self.clock.mono()
+        this boot, on its monotonic clock, so a step of the wall clock between two runs (NTP soon after a boot) adds
+        nothing: of a box switched off for a day nobody knows what the line did."""
+        mono = self.clock.mono()
         if not self._central_loaded:
             self._central_loaded = True
             recorded = await self._store.central_down_since()
-            if recorded is not None and wall - mono <= recorded <= wall:
-                self._central_carried, self._central_recorded = recorded, True
+            boot = self.clock.boot()
+            if recorded is not None and boot is not None and recorded.boot == boot and recorded.mono <= mono:
+                self._central_carried, self._central_recorded = recorded.mono, True
             elif recorded is not None:
                 await self._store.record_central_down_since(None)
         if self._central_back:
@@ -362,11 +364,11 @@ class Alerter:
         if self._central_down_since is None:
             return
         if self._central_carried is not None:
-            self._central_down_since = min(self._central_down_since, mono - (wall - self._central_carried))
+            self._central_down_since = min(self._central_down_since, self._central_carried)
             self._central_carried = None
-        if not self._central_recorded:
+        if not self._central_recorded and (boot := self.clock.boot()) is not None:
             self._central_recorded = True
-            await self._store.record_central_down_since(wall - (mono - self._central_down_since))
+            await self._store.record_central_down_since(MonoTime(boot=boot, mono=self._central_down_since))
 
     # ---- throttle ------------------------------------------------------------------------------------------
 
@@ -540,13 +542,21 @@ class Alerter:
         # fold=0: on the October night 02:00-02:59 comes twice and the digest goes at the first; in March a time
         # that never comes maps past the gap (02:30 -> 03:30), so none is skipped.
         today_at = local.replace(hour=at[0].hour, minute=at[0].minute, second=0, microsecond=0, fold=0).timestamp()
-        if now < today_at or (last is not None and last.at >= today_at):
+        if now < today_at or (last is not None and (last.at >= today_at or self._digest_lately(last))):
             return 0
         entries = [dataclasses.asdict(e) for e in await self._store.digest_entries(last.log_id if last else 0)]
-        mark = DigestMark(at=now, log_id=entries[-1]["id"] if entries else (last.log_id if last else 0))
+        sent = MonoTime(boot=boot, mono=self.clock.mono()) if (boot := self.clock.boot()) else None
+        mark = DigestMark(at=now, log_id=entries[-1]["id"] if entries else (last.log_id if last else 0), sent=sent)
         mail = self._renderer.digest(entries, recipients=self._cfg.to) if entries else None
         await self._store.digested(mark, mail)
         return int(mail is not None)
+
+    def _digest_lately(self, last: DigestMark) -> bool:
+        """The last digest went less than _DIGEST_GAP_S ago by this boot's monotonic clock: a clock that was ahead
+        when it went, now put right, must not send a second one the same morning (its wall time moved with the step,
+        see AlertStore.shift_times, so the next day's comes as due)."""
+        sent = last.sent
+        return sent is not None and sent.boot == self.clock.boot() and self.clock.mono() - sent.mono < _DIGEST_GAP_S
 
     # ---- delivery ------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the mail's type is imported where no database is opened (ed
 
 _MAX_ITEMS = 20  # a group mail lists at most this many siblings (the newest)
 _DIGEST_META = "alerts_last_digest"
-_CENTRAL_DOWN_META = "central_down_since"  # wall time the central line went down, kept while it is down
+_CENTRAL_DOWN_META = "central_down_since"  # when the central line went down (MonoTime), kept while it is down
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -124,11 +124,26 @@ class Attempt:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MonoTime:
+    """A moment on the monotonic clock of one boot: runs of the agent within that boot can measure from it, whatever
+    the wall clock did between them."""
+
+    boot: str
+    mono: float
+
+
+def _mono_json(at: MonoTime | None) -> dict[str, str | float]:
+    return {} if at is None else {"boot": at.boot, "mono": at.mono}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DigestMark:
-    """The last digest: when it went (wall time, to know today's is done) and the last log line it covered."""
+    """The last digest: when it went (wall time, to know today's is done; and on the monotonic clock, where known)
+    and the last log line it covered."""
 
     at: float
     log_id: int
+    sent: MonoTime | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -479,7 +494,8 @@ class AlertStore:
         if row is None:
             return None
         value = json.loads(row[0])
-        return DigestMark(at=float(value["at"]), log_id=int(value["log_id"]))
+        sent = MonoTime(boot=str(value["boot"]), mono=float(value["mono"])) if "boot" in value else None
+        return DigestMark(at=float(value["at"]), log_id=int(value["log_id"]), sent=sent)
 
     async def digested(self, mark: DigestMark, mail: Mail | None) -> None:
         """The digest is done: its mail (if there was news) and the mark in one commit, so neither goes alone."""
@@ -488,21 +504,25 @@ class AlertStore:
                 await _insert_mail(conn, None, "digest", mail, mark.at, Audience.TO)
             await conn.execute(
                 UPSERT_META,
-                (_DIGEST_META, json.dumps({"at": mark.at, "log_id": mark.log_id})),
+                (_DIGEST_META, json.dumps({"at": mark.at, "log_id": mark.log_id} | _mono_json(mark.sent))),
             )
 
-    async def central_down_since(self) -> float | None:
+    async def central_down_since(self) -> MonoTime | None:
         """When the central line went down, as an earlier run of the agent recorded it (None: up, or not known)."""
         row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_CENTRAL_DOWN_META,))
-        return None if row is None else float(row[0])
+        try:
+            value = json.loads(row[0]) if row is not None else None
+            return MonoTime(boot=str(value["boot"]), mono=float(value["mono"])) if value is not None else None
+        except (TypeError, KeyError, ValueError):  # an older version's wall time: of no use across a clock step
+            return None
 
-    async def record_central_down_since(self, since: float | None) -> None:
+    async def record_central_down_since(self, since: MonoTime | None) -> None:
         """Keep when the central line went down across restarts (None: it is up again)."""
         async with self._db.transaction() as conn:
             if since is None:
                 await conn.execute("DELETE FROM meta WHERE key = ?", (_CENTRAL_DOWN_META,))
             else:
-                await conn.execute(UPSERT_META, (_CENTRAL_DOWN_META, since))
+                await conn.execute(UPSERT_META, (_CENTRAL_DOWN_META, json.dumps(_mono_json(since))))
 
     async def shift_times(self, seconds: float) -> None:
         """The wall clock stepped by ``seconds``: every time these tables measure a duration from moves with it, so
@@ -523,7 +543,8 @@ class AlertStore:
             )
             await conn.execute("UPDATE alert_log SET at = at + ?1", (seconds,))
             await conn.execute(
-                "UPDATE meta SET value = CAST(value AS REAL) + ?1 WHERE key = ?2", (seconds, _CENTRAL_DOWN_META)
+                "UPDATE meta SET value = json_set(value, '$.at', json_extract(value, '$.at') + ?1) WHERE key = ?2",
+                (seconds, _DIGEST_META),
             )
 
     async def clamp_future(self, now: float) -> None:
@@ -546,6 +567,11 @@ class AlertStore:
                 (now,),
             )
             await conn.execute("UPDATE alert_log SET at = ?1 WHERE at > ?1", (now,))
+            await conn.execute(  # a digest mark on a day still to come held back every digest until then
+                "UPDATE meta SET value = json_set(value, '$.at', ?1)"
+                " WHERE key = ?2 AND json_extract(value, '$.at') > ?1",
+                (now, _DIGEST_META),
+            )
 
     async def add_silence(self, matcher: str, *, starts_at: float, ends_at: float, comment: str = "") -> int:
         async with self._db.transaction() as conn:

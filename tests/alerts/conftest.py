@@ -31,12 +31,16 @@ class FakeClock(Clock):
     def __init__(self, now: float = T0) -> None:
         self.now = now
         self.monotonic = 1000.0
+        self.boot_id = "boot-1"  # a test that reboots the box sets another, and monotonic time from 0
 
     def wall(self) -> float:
         return self.now
 
     def mono(self) -> float:
         return self.monotonic
+
+    def boot(self) -> str:
+        return self.boot_id
 
     def advance(self, seconds: float) -> None:
         self.now += seconds

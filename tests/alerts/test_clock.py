@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from edge.alerts.alerter import Alerter
 from edge.alerts.mailer import Mailer
 from edge.app import Agent
@@ -212,7 +214,7 @@ async def test_an_outage_recorded_before_the_box_last_booted_is_not_carried_over
     await alerter.check()
     await db.close()
     clock.advance(86400)
-    clock.monotonic = 20.0  # booted 20 s ago
+    clock.monotonic, clock.boot_id = 20.0, "boot-2"  # booted 20 s ago
     alerter, db = await restarted(settings, tmp_path / "data" / "edge.db", clock)
     try:
         alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
@@ -289,3 +291,75 @@ async def test_running_agent_follows_a_step_back(
     await sink.start()
     [mail] = await sink.wait_for(1, timeout=6)
     assert "Drucker kitchen" in str(mail["Subject"])
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+@pytest.mark.parametrize("ahead_days", [365, 2])
+async def test_the_daily_digest_goes_on_after_the_clock_was_ahead(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    ahead_days: int,
+    restart: bool,
+) -> None:
+    """A year typed wrong (or a failing RTC) sends a digest on the wrong day; NTP puts the clock right, with the agent
+    running or before a restart: the digest comes again every morning. Before, its mark stayed on the wrong day and no
+    digest went until the clock got there again (a year: none for a year, and warnings meanwhile never mailed)."""
+    settings = alert_settings(digest=True, digest_at="08:00")
+    clock.now = dt.datetime(2026, 6, 1, 7, 0, tzinfo=ZoneInfo(settings.agent.timezone or "UTC")).timestamp()
+    alerter = make_alerter(settings)
+    clock.step(ahead_days * 86400)
+    alerter.on_event(cover_open("front"))
+    clock.advance(3 * 3600)  # 10:00 on the wrong day: that day's digest goes
+    await run(alerter)
+    assert len(digests(sink)) == 1
+    clock.step(-ahead_days * 86400)
+    if restart:
+        alerter = make_alerter(settings)
+    alerter.on_event(cover_open("bar"))
+    sent = []
+    for _day in range(2):
+        for _hour in range(24):
+            clock.advance(3600)
+            await run(alerter)
+        sent.append(len(digests(sink)))
+    assert sent == [2, 3], sent
+    assert "bar" in digests(sink)[1][1]
+
+
+def digests(sink: SmtpSink) -> list[tuple[str, str]]:
+    return [(subject(m), m.get_body(("plain",)).get_content()) for m in sink.messages if "TAGESÜBERSICHT" in subject(m)]
+
+
+async def test_a_clock_step_between_two_runs_does_not_lengthen_the_outage_carried_over(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """The line goes down; the agent restarts and NTP steps the clock an hour forward meanwhile (one boot): the outage
+    is a minute old, not an hour, and nobody is mailed before central_down_min (5). Before, the outage's start was
+    kept as a wall time, and the step counted as time the line was down."""
+    settings = alert_settings(central_down_min=5)
+    db_path = tmp_path / "data" / "edge.db"
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+        await alerter.check()
+        clock.advance(30)
+        await alerter.check()
+    finally:
+        await db.close()
+    clock.step(3600)
+    clock.advance(10)
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+        await alerter.check()
+        clock.advance(31)
+        await alerter.check()
+        assert await run(alerter) == 0, [subject(m) for m in sink.messages]
+        clock.advance(4 * 60)
+        await alerter.check()
+        clock.advance(31)
+        assert await run(alerter) == 1
+    finally:
+        await db.close()
