@@ -166,8 +166,8 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             "reason_words": _HOLD_WORDS.get(j.held_reason, j.held_reason) if j.held_reason else "",
             # the order's own time and age, as the hold decision takes them (edge.printing.ages): central's
             # created_at, on central's clock once its answers told us how far ours is off
-            "ordered_at": order_created(j),
-            "order_age_s": None if (ordered := order_created(j)) is None else max(0, round(central_now - ordered)),
+            "ordered_at": (ordered := order_created(j.order_created_at)),
+            "order_age_s": None if ordered is None else max(0, round(central_now - ordered)),
         }
         for j in await deps.jobs.oldest(JobState.HELD, _HELD_LISTED)
     ]

@@ -16,10 +16,10 @@ from edge.store.rows import PrintableJob
 _REMEMBERED = 50_000
 
 
-def order_created(job: PrintableJob) -> float | None:
-    """The order's created_at (central's clock), unix seconds; None for rows written by hand or by an old version."""
+def order_created(created_at: str) -> float | None:
+    """An order's created_at (central's clock), unix seconds; None for rows written by hand or by an old version."""
     try:
-        return datetime.fromisoformat(job.order_created_at).timestamp()
+        return datetime.fromisoformat(created_at).timestamp()
     except (TypeError, ValueError):
         return None
 
@@ -45,6 +45,7 @@ class JobAges:
         self._printing = printing
         self._staleness = dict(staleness)
         self._since: dict[int, float] = {}  # job id -> monotonic time it started waiting
+        self._seeded: set[int] = set()  # jobs whose wait before this run was read off the wall clock
 
     def received(self, job_ids: Iterable[int]) -> None:
         """New jobs start waiting now (called when their order is stored)."""
@@ -53,39 +54,50 @@ class JobAges:
             self._since.setdefault(job_id, now)
         if len(self._since) > _REMEMBERED:
             for job_id in list(self._since)[: _REMEMBERED // 2]:
-                del self._since[job_id]
+                self.forget(job_id)
 
-    def seed(self, jobs: Iterable[tuple[int, float]]) -> None:
-        """(job id, created_at) of jobs already waiting at start-up: their wait so far from the wall clock, once."""
+    def seed(self, jobs: Iterable[tuple[int, float, str]]) -> None:
+        """(job id, created_at, its order's created_at) of jobs already waiting at start-up: their wait so far from the
+        wall clock, once — never longer than their order exists by that clock: a job stored while the clock was
+        behind (a box booted in 1970, before NTP) is as old as its order, not 56 years."""
         wall, mono = self._clock.wall(), self._clock.mono()
-        for job_id, created_at in jobs:
-            self._since.setdefault(job_id, mono - max(0.0, wall - created_at))
+        for job_id, created_at, order_created_at in jobs:
+            if job_id in self._since:
+                continue
+            wait = max(0.0, wall - created_at)
+            if (created := order_created(order_created_at)) is not None:
+                wait = min(wait, max(0.0, wall - created))
+            self._since[job_id] = mono - wait
+            self._seeded.add(job_id)
 
     def forget(self, job_id: int) -> None:
         """The job is printed or discarded. A held or dead one is remembered: released or retried, its wait goes on
         from when it was stored, not from a wall clock that may have been stepped meanwhile."""
         self._since.pop(job_id, None)
+        self._seeded.discard(job_id)
 
     def waited(self, job: PrintableJob) -> float:
         """Seconds the job has waited since it was created (stored, or queued as a copy)."""
         since = self._since.get(job.id)
         if since is None:
-            self.seed([(job.id, job.created_at)])
+            self.seed([(job.id, job.created_at, job.order_created_at)])
             since = self._since[job.id]
         return max(0.0, self._clock.mono() - since)
 
     def age(self, job: PrintableJob) -> float:
         """The order's age as far as this box can tell: on central's clock once central has answered (created_at is
-        its time; never less than the job has waited here), else how late it was when stored, by our clock, plus
-        waited since. A created_at in the future (central's clock ahead, or ours behind: a box booted in 1970) is
-        late by 0: such an order is taken as fresh, never held because a clock is wrong."""
+        its time; never less than the job has waited here in this run), else how late it was when stored, by our
+        clock, plus waited since. A created_at in the future (central's clock ahead, or ours behind: a box booted in
+        1970) is late by 0: such an order is taken as fresh, never held because a clock is wrong."""
         waited = self.waited(job)
-        created = order_created(job)
+        created = order_created(job.order_created_at)
         if created is None:  # no age to hold it for
             return waited
         central_now = self._central.wall() if self._central is not None else None
         if central_now is not None:
-            age = max(central_now - created, waited)
+            # A wait from before this run came off our wall clock, which may have been wrong then or now: central's
+            # tells the age alone.
+            age = central_now - created if job.id in self._seeded else max(central_now - created, waited)
         else:
             age = max(0.0, job.order_received_at - created) + waited
         if job.follows_printed_at is not None:

@@ -134,6 +134,7 @@ class WaitingJob(NamedTuple):
 
     id: int
     created_at: float
+    order_created_at: str  # central's created_at, ISO 8601
 
 
 class MovedJob(NamedTuple):
@@ -201,8 +202,11 @@ class JobStore:
 
     async def waiting(self) -> list[WaitingJob]:
         """Every job that will print on its own (queued, failed)."""
-        rows = await self._db.fetchall("SELECT id, created_at FROM print_jobs WHERE state IN ('queued', 'failed')")
-        return [WaitingJob(r["id"], r["created_at"]) for r in rows]
+        rows = await self._db.fetchall(
+            "SELECT j.id, j.created_at, o.created_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+            " WHERE j.state IN ('queued', 'failed')"
+        )
+        return [WaitingJob(r[0], r[1], r[2]) for r in rows]
 
     async def get(self, job_id: int) -> PrintableJob:
         row = await self._db.fetchone(_PRINTABLE_BY_ID, (job_id,))

@@ -171,3 +171,34 @@ async def test_with_a_central_link_ages_are_taken_on_centrals_clock_whatever_the
         assert len(printers["kitchen"].printed) == 1
     finally:
         await central.stop()
+
+
+@pytest.mark.parametrize("link", [False, True], ids=["alone", "with-central"])
+async def test_a_fresh_ticket_waiting_across_a_restart_is_not_held_for_a_clock_that_was_wrong(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock, link: bool
+) -> None:
+    """A fresh order waits for the kitchen printer while the box clock is wrong (1970: no battery, NTP not there yet);
+    the agent restarts (an upgrade, a crash) after the clock stepped, and the printer is back: the ticket is seconds
+    old and prints. Before, its wait was taken from the wall clock at the restart (56 years) and it was held as stale,
+    with a central link too, whose clock said it was seconds old."""
+    central = CentralSim("test-store", token="central-token-abcdef123456")
+    await central.start()
+    link_cfg = {"url": central.url, "token": central.token, "start_jitter_s": 0.0, "schedule_interval_s": 0.0}
+    sections = {"central": link_cfg | {"probe_max_s": 0.2}} if link else {}
+    try:
+        box_clock.step(-YEARS_56)
+        agent = await make_agent(clock=box_clock, **sections)
+        printers["kitchen"].set_offline(True)
+        fresh = order_created(1, timedelta(seconds=5))
+        async with api_client(agent) as api:
+            assert (await post(api, fresh))[0] == 201
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+        await agent.stop()
+        box_clock.step(YEARS_56)
+        printers["kitchen"].set_offline(False)
+        agent = await make_agent(clock=box_clock, **sections)
+        printed = await printers["kitchen"].wait_for_printed(1, timeout=6)
+        assert fresh["number"] in printed[0].decode("cp858")
+        await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)])
+    finally:
+        await central.stop()
