@@ -147,8 +147,13 @@ class Agent:
             db.on_write_health = self._on_write_health
             # Mail is optional (no smtp.host: no alerts). Started before the spools, so it hears their first state,
             # and stopped after them, so their last state changes still reach the throttle state.
+            # Orders are dated by central's clock; with a link, their ages are taken on it (edge/printing/ages.py).
+            central_time = RemoteClock("central", self.clock) if s.central.url else None
+            ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness, central=central_time)
             if s.smtp.host:
-                self.alerter = Alerter(settings=s, db=db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock)
+                self.alerter = Alerter(
+                    settings=s, db=db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock, ages=ages
+                )
                 self.alerter.start()
                 self._on_stop(stack, "alerter", self.alerter.stop)
             orders = OrderStore(db, clock=self.clock)
@@ -157,9 +162,6 @@ class Agent:
                 log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
             router = Router.from_settings(s)
             await reroute_stranded(jobs, router.printers_for)
-            # Orders are dated by central's clock; with a link, their ages are taken on it (edge/printing/ages.py).
-            central_time = RemoteClock("central", self.clock) if s.central.url else None
-            ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness, central=central_time)
             ages.seed(await jobs.waiting())
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
             self.bus.subscribe(self._on_order_stored, OrderStored)
@@ -223,6 +225,7 @@ class Agent:
                 sync=self.sync,
                 clock=self.clock,
                 alerter=self.alerter,
+                ages=ages,
             )
             self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
             self._runner = self._server.runner

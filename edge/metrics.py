@@ -31,6 +31,7 @@ from edge.events import (
     StorageProblem,
     StorageRecovered,
 )
+from edge.printing.ages import JobAges
 from edge.printing.spooler import Spooler
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.states import WAITING_JOB_STATES, JobState, OrderSource
@@ -213,10 +214,10 @@ class Metrics:
             self._bus.subscribe(lambda e: rejected.labels(e.error).inc(), MqttOrderRejected),
         ]
 
-    async def scrape(self, jobs: JobStore, spoolers: Mapping[str, Spooler], now: float) -> bytes:
+    async def scrape(self, jobs: JobStore, spoolers: Mapping[str, Spooler], ages: JobAges) -> bytes:
         """Reads the gauges that are cheaper to ask for than to track, then renders the text format."""
         counts = await jobs.counts()
-        oldest = await jobs.oldest_waiting()
+        oldest = ages.oldest_wait(await jobs.waiting())
         for name, spooler in spoolers.items():
             for state in JobState:
                 self.jobs.labels(name, state).set(counts.get((name, state), 0))
@@ -224,7 +225,7 @@ class Metrics:
             self.printer_up.labels(name).set(0 if spooler.state in BLOCKING_STATES else 1)
             for printer_state, paper in _PAPER.items():
                 self.paper.labels(name, paper).set(1 if spooler.state == printer_state else 0)
-        self.oldest.set(max(0.0, now - oldest) if oldest is not None else 0)
+        self.oldest.set(oldest or 0.0)
         return generate_latest(self.registry)
 
     def close(self) -> None:

@@ -49,6 +49,7 @@ from edge.events import (
     StorageProblem,
     StorageRecovered,
 )
+from edge.printing.ages import JobAges
 from edge.states import HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
@@ -109,11 +110,15 @@ class Alerter:
         mailer: Mailer,
         clock: Clock = SYSTEM_CLOCK,
         tick_s: float = 1.0,
+        ages: JobAges | None = None,
     ) -> None:
+        """``ages``: the spools' waits of jobs (the queue's age is the same wait the stale hold measures); None: its
+        own, which counts a job's wait from the wall clock until it first sees it."""
         self._settings = settings
         self._cfg = settings.alerts
         self._store = AlertStore(db)
         self._jobs = JobStore(db)
+        self._ages = ages or JobAges(clock=clock, printing=settings.printing, staleness=settings.staleness)
         self._status_events = OutboxStore(db)
         self._bus = bus
         self._mailer = mailer
@@ -297,10 +302,10 @@ class Alerter:
         refused = await self._store.firing("central_refused_events")  # one group per order, read before its events
         unrouted_groups = await self._store.firing("station_unrouted")
         counts = await self._jobs.counts()
-        oldest = await self._jobs.oldest_waiting()
+        oldest_s = self._ages.oldest_wait(await self._jobs.waiting()) or 0.0
         waiting = sum(n for (_, state), n in counts.items() if state in _WAITING_STATES)
-        oldest_min = round((now - oldest) / 60) if oldest else 0
-        backlog = waiting > cfg.backlog_jobs or (oldest is not None and now - oldest >= cfg.backlog_age_min * 60)
+        backlog = waiting > cfg.backlog_jobs or oldest_s >= cfg.backlog_age_min * 60
+        oldest_min = round(oldest_s / 60)
         self._level("queue_backlog", "queue", backlog, waiting=waiting, oldest_min=oldest_min)
         for type_name, state, groups in firing:
             for group in groups:

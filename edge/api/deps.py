@@ -15,6 +15,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.metrics import Metrics
 from edge.orders.intake import OrderIntake
+from edge.printing.ages import JobAges
 from edge.printing.render import Renderer
 from edge.printing.spooler import Spooler
 from edge.scanners import Scanner
@@ -37,6 +38,7 @@ class ApiDeps:
     jobs: JobStore
     spoolers: dict[str, Spooler]
     wake_printer: Callable[[str], None]
+    ages: JobAges  # how long jobs have waited, as the spools measure it (the queue's age is that)
     accepting: bool = True  # False while shutting down: writes answer 503
     auth: Authenticator | None = None  # set by make_api; auth.rejected counts refused requests by reason
     metrics: Metrics | None = None

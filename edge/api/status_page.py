@@ -171,7 +171,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         }
         for j in await deps.jobs.oldest(JobState.HELD, _HELD_LISTED)
     ]
-    oldest = await deps.jobs.oldest_waiting()
+    oldest = deps.ages.oldest_wait(await deps.jobs.waiting())
     mail = await _mail(deps)
     recovery: list[dict[str, Any]] = []
     recovery_text, alerts = None, []
@@ -201,7 +201,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "storage_problem": db.write_problem,
         "printers": printers,
         "queued": sum(p["queued"] for p in printers),
-        "oldest_waiting_s": round(now - oldest) if oldest is not None else None,
+        "oldest_waiting_s": round(oldest) if oldest is not None else None,  # on the monotonic clock, as held
         "orders": orders,
         "dead_jobs": dead,  # the newest _DEAD_LISTED
         "dead_count": sum(n for (_, state), n in counts.items() if state == JobState.DEAD),

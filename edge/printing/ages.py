@@ -84,6 +84,14 @@ class JobAges:
             since = self._since[job.id]
         return max(0.0, self._clock.mono() - since)
 
+    def oldest_wait(self, jobs: Iterable[tuple[int, float, str]]) -> float | None:
+        """Seconds the longest-waiting of these jobs (id, created_at, its order's created_at) has waited; None for
+        none. For the queue's age (metric, status page, backlog alert): on the monotonic clock like the hold's."""
+        jobs = list(jobs)
+        self.seed(jobs)
+        now = self._clock.mono()
+        return max((max(0.0, now - self._since[job_id]) for job_id, *_ in jobs), default=None)
+
     def age(self, job: PrintableJob) -> float:
         """The order's age as far as this box can tell: on central's clock once central has answered (created_at is
         its time; never less than the job has waited here in this run), else how late it was when stored, by our

@@ -130,7 +130,7 @@ def _readable_as(rows: Sequence[Row], kind: type[Job]) -> list[Job]:
 
 
 class WaitingJob(NamedTuple):
-    """A job that will print on its own (queued, failed), for the age kept in memory."""
+    """A job not yet printed (queued, printing, failed), for the wait kept in memory (edge/printing/ages.py)."""
 
     id: int
     created_at: float
@@ -201,10 +201,10 @@ class JobStore:
         return None if row is None or row[0] is None else float(row[0])
 
     async def waiting(self) -> list[WaitingJob]:
-        """Every job that will print on its own (queued, failed)."""
+        """Every job not yet printed that prints on its own (queued, printing, failed)."""
         rows = await self._db.fetchall(
             "SELECT j.id, j.created_at, o.created_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
-            " WHERE j.state IN ('queued', 'failed')"
+            " WHERE j.state IN ('queued', 'printing', 'failed')"
         )
         return [WaitingJob(r[0], r[1], r[2]) for r in rows]
 
@@ -252,13 +252,6 @@ class JobStore:
         """Jobs by (printer, state); pairs with none are left out."""
         rows = await self._db.fetchall("SELECT printer, state, COUNT(*) FROM print_jobs GROUP BY printer, state")
         return {(r[0], JobState(r[1])): r[2] for r in rows}
-
-    async def oldest_waiting(self) -> float | None:
-        """created_at of the oldest job not yet printed (queued, printing or failed)."""
-        row = await self._db.fetchone(
-            "SELECT MIN(created_at) FROM print_jobs WHERE state IN ('queued', 'printing', 'failed')"
-        )
-        return None if row is None or row[0] is None else float(row[0])
 
     async def mark_printing(self, job_id: int, printer: str, *, revision: int | None = None) -> bool:
         """Claim a waiting job for ``printer``; False if a failover moved it elsewhere (or a person held it)

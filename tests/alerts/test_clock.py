@@ -3,6 +3,7 @@ it was: group wait and interval, repeat interval, the hourly cap, mail retry bac
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,13 +17,14 @@ from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import CentralLinkChanged, EventBus, PrinterStatusChanged
+from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store.alerts import AlertStore
 from edge.store.db import Database
 from tests.alerts.conftest import FakeClock
 from tests.alerts.helpers import add_jobs, fast, offline, online, printer_down_with_a_ticket, run, subject
-from tests.helpers import db_rows, eventually
+from tests.helpers import api_client, db_rows, eventually, wait_until
 
 EIGHT_HOURS = 8 * 3600
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -363,3 +365,48 @@ async def test_a_clock_step_between_two_runs_does_not_lengthen_the_outage_carrie
         assert await run(alerter) == 1
     finally:
         await db.close()
+
+
+async def waits_shown(agent: Agent) -> tuple[float, float]:
+    """The oldest job's wait as /metrics and the status API show it."""
+    async with api_client(agent) as api:
+        async with api.get("/metrics") as response:
+            metrics = await response.text()
+        async with api.get("/api/v1/status") as response:
+            status = await response.json()
+    [gauge] = [line for line in metrics.splitlines() if line.startswith("edge_oldest_queued_job_age_seconds ")]
+    return float(gauge.split()[1]), status["oldest_waiting_s"]
+
+
+@pytest.mark.parametrize("step", [EIGHT_HOURS, -EIGHT_HOURS])
+async def test_the_queues_age_is_how_long_its_oldest_job_really_waited(
+    make_agent: MakeAgent,
+    alert_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    step: float,
+) -> None:
+    """A ticket waits for a printer whose cover is open; NTP steps the clock 8 h either way: the metric, the status
+    page and the backlog alert (queue_backlog, backlog_age_min 10) say how long it really waited — a step forward is
+    no backlog, a step back does not hide one that then builds up. Before, all three read the wall clock: 8 h of
+    backlog mailed for a ticket seconds old, or a negative age shown."""
+    clock = SteppedClock()
+    agent = await make_agent(fast(alert_settings, backlog_age_min=10), clock=clock)
+    printers["kitchen"].cover_open = True
+    assert agent.deps is not None
+    await agent.deps.intake.accept(make_order(1, print_receipt=False))
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "cover_open")
+    clock.step(step)
+    await asyncio.sleep(0.5)  # the alerter checks every 0.2 s
+    metric, shown = await waits_shown(agent)
+    assert 0 <= metric < 60 and 0 <= shown < 60, (metric, shown)
+    assert not [m for m in sink.messages if "stauen sich" in subject(m)]
+    clock.advance(11 * 60)
+    metric, shown = await waits_shown(agent)
+    assert 11 * 60 <= metric < 12 * 60 and 11 * 60 <= shown < 12 * 60, (metric, shown)
+    await eventually(
+        lambda: asyncio.sleep(0, [subject(m) for m in sink.messages]),
+        lambda subjects: any("stauen sich" in s for s in subjects),
+        timeout=5,
+        what="the backlog mail",
+    )

@@ -321,15 +321,15 @@ async def test_a_fault_on_one_printer_leaves_the_job_printing_on_another_alone(
 async def test_the_oldest_waiting_job_is_the_one_waiting_longest(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
-    """Two tickets wait (kitchen printer off), stored 100 s apart (the box's clock stepped between them): /metrics
-    gives the age of the older one, about 100 s, not of the newer one."""
-    clock = SteppedClock(wall_offset=-100)
+    """Two tickets wait (kitchen printer off), stored 100 s apart: /metrics gives the age of the older one, about
+    100 s, not of the newer one."""
+    clock = SteppedClock()
     printers["kitchen"].set_offline(True)
     agent = await make_agent(clock=clock)
     batch = orders(example_order, 2)
     async with api_client(agent) as api:
         assert (await post(api, batch[0]))[0] == 201
-        clock.step(100)  # back to the real time, which /metrics reads
+        clock.advance(100)
         assert (await post(api, batch[1]))[0] == 201
         async with api.get("/metrics") as response:
             text = await response.text()
