@@ -41,6 +41,9 @@ _DLE_EOT = b"\x10\x04"
 _SLOW_PRINTER_BYTES_PER_S = 2000
 _SLOW_PRINTER_LINES_PER_S = 3.0
 _SLOW_PRINTER_CUT_S = 1.0
+# A printer's receive buffer (4 KB, the TM-T88V's default) may hold another host's lines (the till's receipt) ahead of
+# a job: this long at the slowest pace, 48 columns a line, more for a GS r reply from a printer that answers GS r.
+_AHEAD_S = 4096 / 48 / _SLOW_PRINTER_LINES_PER_S
 _LF, _CUT = b"\n", b"\x1dV"
 # A printer that has never answered and stayed silent this many status exchanges in a row cannot answer (a model or
 # a one-way print server without status): its jobs stop waiting for replies that never come.
@@ -225,7 +228,7 @@ class PrinterDriver:
         self._model = model
         # Why the last status exchange read OFFLINE from silence ("" when it did not): for the spool's state detail.
         self.silence = ""
-        self._in_order_answers = _Habit()
+        self._in_order_answers = _Habit(expected=answers_status is True)  # the models that answer DLE EOT answer GS r
         self._ignored: set[int] = set()  # DLE EOT n it did not answer even late, since it last answered them
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
@@ -372,8 +375,11 @@ class PrinterDriver:
         if self._in_order_answers.given_up:
             return False  # a printer without GS r: the DLE EOT reply after the job is all there is
         self.transport.write(_GS_R_PAPER)
+        # A printer known to answer GS r is never taken for one that does not: its ticket is out when it answers.
+        known = self._in_order_answers.expected or self._in_order_answers.answered
         now = time.monotonic()
         deadline, taken_by = now + self._job_time(data), now + self._taking_time(data)
+        waited_longer = False
         while True:
             left = deadline - time.monotonic()
             sensors = self._replies.next(in_order=True, timeout=min(max(left, 0.0), _STOP_POLL_S))
@@ -381,6 +387,12 @@ class PrinterDriver:
                 self._in_order_answers.note(True)
                 # Epson leaves GS r unanswered at paper end; some clones answer it with the paper end bits set.
                 return not sensors & _GS_R_PAPER_END
+            if left <= _STOP_POLL_S and known and not waited_longer:
+                # Slower than planned, and GS r asked again goes unanswered too: still printing (a backlog ahead of
+                # the ticket, a slower model); a stop on the way is still seen below.
+                self._lost_gs_r()
+                waited_longer, deadline = True, deadline + _AHEAD_S
+                continue
             if left <= _STOP_POLL_S:
                 break
             # On a slow line the poll waits behind the rest of the job's bytes: as long as they may take, or a reply's.
@@ -390,14 +402,12 @@ class PrinterDriver:
                 return None
             if stopped(cause):
                 return False  # GS r waits behind the stop: the job may be only partly out
-        if self._answers_gs_r_now():
-            # It answers GS r, but not the one after this job: that query, and maybe some of the job, never reached it
-            # (a serial printer discards what comes while its buffer is full). Not known to be out: failed, as COPY.
-            self._in_order_answers.note(True)
+        if known:
             self._clear_rest()
             raise DeviceWriteError(
-                self.name, self.transport.label, "no GS r reply after the job, though it answers GS r: bytes were lost"
+                self.name, self.transport.label, "no GS r reply after the job in time, though it answers GS r"
             )
+        self._lost_gs_r()
         if self._in_order_answers.note(False):
             log.warning(
                 "printer_no_in_order_status",
@@ -407,11 +417,17 @@ class PrinterDriver:
             )
         return False
 
-    def _answers_gs_r_now(self) -> bool:
-        """After a job whose GS r went unanswered: GS r asked once more, alone. An answer tells a printer that lost the
-        first one from one that never answers it (a few clones), which is then taken at its DLE EOT reply as before."""
+    def _lost_gs_r(self) -> None:
+        """After a job whose GS r went unanswered: GS r asked once more, alone. An answer at once tells a printer that
+        lost the first one, and maybe some of the job (a serial printer discards what comes while its buffer is full):
+        not known to be out, failed, as COPY. Silence: one that never answers it (a few clones), or one still busy."""
         self.transport.write(_GS_R_PAPER)
-        return self._replies.next(in_order=True, timeout=self.status_timeout) is not None
+        if self._replies.next(in_order=True, timeout=self.status_timeout) is not None:
+            self._in_order_answers.note(True)
+            self._clear_rest()
+            raise DeviceWriteError(
+                self.name, self.transport.label, "no GS r reply after the job, though it answers GS r: bytes were lost"
+            )
 
     def _clear_rest(self) -> None:
         """The job is printed again whole, as COPY: what is left of it in the printer must not come out first. Its

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
 from edge.app import Agent
+from edge.config import parse_settings
 from edge.events import JobFailed, JobPrinted, PrinterStatusChanged
 from edge.orders.model import parse_order
 from edge.printing.decode import decode
 from edge.sim.printer import PaperSpeed, SimPrinter
-from tests.helpers import db_rows, eventually, job_rows, post, status_reads, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, job_rows, post, status_reads, wait_until
 
 
 async def outbox(agent: Agent) -> list[tuple[str, dict]]:
@@ -171,5 +175,33 @@ async def test_a_printer_that_hangs_up_mid_ticket_and_then_reports_paper_out_spe
     assert agent.spoolers["kitchen"].state_detail.endswith(("closed the connection", "Connection reset by peer"))
     kitchen.paper_out = False
     printed = await kitchen.wait_for_printed(2)
+    assert "KOPIE / COPY" in decode(printed[1]).text
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
+
+
+async def test_paper_end_late_in_a_ticket_on_a_printer_slower_than_planned_for_is_seen(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """An Epson (its profile: it answers GS r) prints slower than the driver plans for (a line a second: an old impact
+    printer, or a backlog ahead of the ticket); the roll ends near the end of the ticket. Its GS r reply comes only
+    once the ticket is out, so until then the ticket is not taken for printed: the paper end is seen and the whole
+    ticket prints again as COPY. Before, after the planned time the printer was taken for one without GS r, the
+    ticket was marked printed from a DLE EOT reply, and its end never came out (probe_paper D1, D2)."""
+    kitchen = printers["kitchen"]
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"]["profile"] = "TM-T88V"
+    agent = await make_agent(parse_settings(raw, source="test"))
+    kitchen.speed = PaperSpeed(mm_per_s=25.4 / 6)  # a line a second
+    example_order["print_receipt"] = False
+    ticket = agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de")
+    kitchen.paper_out_after = int(len(ticket) * 0.97)
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: kitchen.paper_out, timeout=60, what="the roll ended")
+    await asyncio.sleep(1.0)
+    assert await job_rows(agent) != [("printed", 0, 0)]
+    kitchen.speed = PaperSpeed()
+    kitchen.paper_out = False
+    printed = await kitchen.wait_for_printed(2, timeout=20)
     assert "KOPIE / COPY" in decode(printed[1]).text
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
