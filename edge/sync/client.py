@@ -193,7 +193,7 @@ class CentralClient:
     async def health(self) -> None:
         """One probe, no retries, the same timeouts as every call: the monitor decides how often to ask."""
         try:
-            await self._send("GET", "/v1/health")
+            await self._send("GET", "/v1/health", tells_link=False)
         except _RetryableError as err:
             raise err.cause from None
 
@@ -299,7 +299,10 @@ class CentralClient:
         *,
         params: dict[str, str] | None = None,
         body: Any = None,
+        tells_link: bool = True,
     ) -> Any:
+        """``tells_link``: an answer tells the link monitor the line is up (on_answer); its own probe decides itself
+        whether the answer is one the agent can use."""
         url = f"{self._base}{path}"
         tls = await self._context() if url.startswith("https:") else None
         try:
@@ -329,7 +332,7 @@ class CentralClient:
             elif isinstance(err, TimeoutError):
                 error = CentralSlowAnswerError(detail)
             raise _RetryableError(error) from None
-        if status < 300 or 400 <= status < 500:  # a 5xx or a redirect is an answer, but not one we can work with
+        if (status < 300 or 400 <= status < 500) and tells_link:  # a 5xx or a redirect: not one we can work with
             self.on_answer()
         if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing
             try:

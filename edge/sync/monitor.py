@@ -11,7 +11,13 @@ from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
 from edge.events import CentralLinkChanged, EventBus
-from edge.sync.client import CentralBusyError, CentralClient, CentralLaterError, CentralTimeoutError
+from edge.sync.client import (
+    CentralBusyError,
+    CentralClient,
+    CentralLaterError,
+    CentralTimeoutError,
+    CentralUnreachableError,
+)
 
 log = structlog.get_logger()
 
@@ -112,8 +118,12 @@ class LinkMonitor:
                 wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
                 if isinstance(err, CentralLaterError):  # down for maintenance: asked again when it said
                     wait = max(wait, self._told(err))
+                elif not isinstance(err, CentralUnreachableError):
+                    # An answer, but not the contract's (a wrong path's 404, a load balancer's "OK"): a person fixes
+                    # central.url; until then it is asked at the pace of a link that is up, not twice a second.
+                    wait = self._settings.probe_up_s
             else:
-                self._set(True, "")
+                self.mark_up()
                 wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
             await wait_set(self._wake, wait)
             self._wake.clear()

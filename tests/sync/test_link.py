@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
@@ -161,3 +162,37 @@ async def test_central_down_for_maintenance_is_probed_when_its_retry_after_says_
     await asyncio.sleep(2)
     probes = [t for t, _, path, status in central.requests if path == "/v1/health" and status == 503]
     assert len([t for t in probes if t > down_at]) <= 1, probes
+
+
+@pytest.mark.parametrize("health", ["text", "404"])
+async def test_a_health_answer_the_agent_cannot_use_is_a_link_down_not_a_flapping_one(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, health: str
+) -> None:
+    """central.url points at something that answers, but not as the contract says: a load balancer's "OK" in text,
+    or a 404 (a wrong path). The link is down, once, naming the answer, and probed at the slow pace while down
+    (central.probe_up_s): a person must fix the address. Before, each probe's answer marked the link up and then down
+    again, twice a second, and every "up" started a recovery run against it (40 of each in 8 s)."""
+
+    async def wrong(request: web.Request) -> web.Response:
+        if health == "text" and request.path == "/v1/health":
+            return web.Response(text="OK")
+        raise web.HTTPNotFound()
+
+    requests: list[str] = []
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", wrong)
+    app.on_response_prepare.append(lambda request, response: asyncio.sleep(0, requests.append(request.path)))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        address = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        _agent, events = await agents.start(sync_settings(url=address, probe_up_s=5.0))
+        down, *_ = await events.wait(CentralLinkChanged, timeout=10)
+        assert down.up is False and ("not JSON" in down.detail if health == "text" else "404" in down.detail)
+        await asyncio.sleep(2)
+        assert len(events.of(CentralLinkChanged)) == 1, events.of(CentralLinkChanged)
+        assert requests.count("/v1/health") <= 2 and set(requests) == {"/v1/health"}, requests
+    finally:
+        await runner.cleanup()
