@@ -119,6 +119,8 @@ class CentralSim:
         # Answers served by a cache in front of central, made this long ago: dated then, with Age (RFC 9111 5.1).
         self.cached_for_s = 0
         self.health_latency_s = 0.0  # added to health answers only (a slow dependency check behind /v1/health)
+        # Added to an events POST per event in it: a backend that writes each one (a big backlog's batch takes long)
+        self.event_latency_s = 0.0
         # Down for maintenance: every request, health included, answered 503 with this Retry-After (seconds), as a
         # gateway in front of a backend being upgraded does (RFC 9110 15.6.4); None: serving.
         self.maintenance_retry_after: float | None = None
@@ -478,6 +480,8 @@ class CentralSim:
             return _error(400, "malformed_request", 'body must be {"events": [...]}')
         if len(events) > MAX_EVENTS:
             return _error(413, "batch_too_large", f"at most {MAX_EVENTS} events per request, got {len(events)}")
+        if self.event_latency_s:
+            await asyncio.sleep(self.event_latency_s * len(events))
         for n, event in enumerate(events):
             if problem := self._check_event(state, event):
                 error, reason = problem

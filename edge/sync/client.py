@@ -214,10 +214,12 @@ class CentralClient:
             )
         return body["orders"], body["next_cursor"], bool(body.get("has_more", False))
 
-    async def post_events(self, events: list[dict[str, Any]]) -> None:
+    async def post_events(self, events: list[dict[str, Any]], *, retry_slow: bool = True) -> None:
         """Status events with idempotency keys; returns only once the backend acknowledged the whole batch with the
-        contract's one success answer, 200 {"accepted": n, "duplicates": m} where n + m is the number sent."""
-        answer = await self.request("POST", self.events_path, body={"events": events})
+        contract's one success answer, 200 {"accepted": n, "duplicates": m} where n + m is the number sent.
+        ``retry_slow=False``: an answer too slow to arrive in time raises CentralSlowAnswerError at once (the caller
+        sends fewer events)."""
+        answer = await self.request("POST", self.events_path, body={"events": events}, retry_slow=retry_slow)
         counts = [answer.get(k) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
         numbers = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
         if len(numbers) != 2 or sum(numbers) != len(events):

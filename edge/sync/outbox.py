@@ -24,7 +24,7 @@ from edge.events import (
 from edge.store.db import Database
 from edge.store.outbox import OutboxStore
 from edge.store.rows import OutboxItem
-from edge.sync.client import MAX_EVENTS_PER_POST, CentralClient, CentralRejectedError
+from edge.sync.client import MAX_EVENTS_PER_POST, CentralClient, CentralRejectedError, CentralSlowAnswerError
 
 log = structlog.get_logger()
 
@@ -123,8 +123,19 @@ class OutboxSender:
         ids = [i.id for i in items]
         try:
             await self._client.post_events(
-                [{**json.loads(i.payload), "idempotency_key": i.idempotency_key} for i in items]
+                [{**json.loads(i.payload), "idempotency_key": i.idempotency_key} for i in items],
+                retry_slow=len(items) == 1,
             )
+        except CentralSlowAnswerError:
+            await self._store.count_attempt(ids)
+            if len(items) == 1:
+                raise
+            # Central needs longer for this many than the read timeout allows (it may have taken them all: the keys
+            # make the next copies duplicates): fewer a POST, from now on in this run.
+            self._batch_size = max(1, len(items) // 2)
+            log.warning("outbox_batch_too_slow", events=len(items), batch_size=self._batch_size)
+            settled = await self._settle(items[: len(items) // 2])
+            return settled + await self._settle(items[len(items) // 2 :])
         except CentralApiError as err:
             await self._store.count_attempt(ids)
             if not isinstance(err, CentralRejectedError) or not (

@@ -70,10 +70,11 @@ async def make_sender(db: Database, central: CentralSim) -> AsyncIterator[MakeSe
     central.add_orders([example_order() | {"id": order_id} for order_id in "ABC"])
     clients: list[CentralClient] = []
 
-    async def make(batch_size: int = 50, token: str = CENTRAL_TOKEN, clock: Clock = SYSTEM_CLOCK) -> OutboxSender:
-        client = CentralClient(
-            CentralSettings(**{**FAST, "url": central.url, "token": Secret(token), "max_attempts": 1}), STORE
-        )
+    async def make(
+        batch_size: int = 50, token: str = CENTRAL_TOKEN, clock: Clock = SYSTEM_CLOCK, **central_keys: Any
+    ) -> OutboxSender:
+        keys = {**FAST, "url": central.url, "token": Secret(token), "max_attempts": 1, **central_keys}
+        client = CentralClient(CentralSettings(**keys), STORE)
         await client.start()
         clients.append(client)
         return OutboxSender(
@@ -296,6 +297,26 @@ async def test_a_batch_bigger_than_the_contract_allows_is_sent_in_contract_sized
     await write(db, [(f"big{n}", "received", "0") for n in range(600)])
     assert await sender.flush() == 600
     assert 413 not in central.statuses() and len(central.events) == 600 and central.duplicates == []
+
+
+async def test_a_batch_too_slow_for_central_to_answer_in_time_is_sent_in_smaller_ones(
+    db: Database, central: CentralSim, make_sender: MakeSender
+) -> None:
+    """A backlog of 240 events (the line was down an evening) and a backend that writes each one (5 ms an event, so
+    the whole batch outlasts the 0.5 s read timeout): the batch is halved until central answers in time, and every
+    event is delivered once. Before, the same 240 went again and again, central applied each copy, and the agent never
+    heard the answer: the backlog and every later event stayed pending for good."""
+    central.add_orders([example_order() | {"id": f"slow{n}"} for n in range(240)])
+    central.event_latency_s = 0.005
+    sender = await make_sender(batch_size=240, read_timeout_s=0.5)
+    await write(db, [(f"slow{n}", "received", "0") for n in range(240)])
+    for _ in range(8):
+        try:
+            await sender.flush()
+        except CentralApiError:
+            pass  # a batch that timed out stays pending, the next flush sends less
+    assert await sender.pending() == 0
+    assert len(central.events) == 240
 
 
 async def test_running_agent_delivers_past_a_refused_event(
