@@ -29,7 +29,13 @@ from edge.store.orders import InsertResult, NewOrder, OrderStore
 from edge.store.recovery import RecoveryStore
 from edge.store.revisions import KnownOrder
 from edge.store.rows import RecoveryItem
-from edge.sync.client import CentralClient, CentralRejectedError, CentralSlowAnswerError
+from edge.sync.client import (
+    CentralClient,
+    CentralLaterError,
+    CentralRejectedError,
+    CentralSlowAnswerError,
+    CentralTimeoutError,
+)
 from edge.sync.outbox import OutboxSender
 
 log = structlog.get_logger()
@@ -40,6 +46,7 @@ _PREPARED_MAX = 20_000
 # The smallest page a slow line makes a run ask for (a smaller central.page_size stays as it is): ten orders are about
 # 11 KB, which even a 64 kbit/s line carries in well under the 13 s a call may take.
 _PAGE_FLOOR = 10
+_RETRY_CAP_S = 900.0  # a failed run's next try, at most this far off when there is no schedule
 
 
 class RecoveryIncompleteError(EdgeError):
@@ -93,6 +100,7 @@ class Recovery:
         self._trigger_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._link_was_down = False
+        self._retry_in = 0.0  # after a run failed on a busy or slow central: the wait before the next (0: none failed)
         self._page_size = settings.page_size  # the run's: smaller than configured once a page was too slow to arrive
         # Missing orders as validation prepared them, so processing in the same process does not parse and route
         # them again; after a restart (or beyond the cap) processing prepares them from the stored JSON.
@@ -235,6 +243,7 @@ class Recovery:
         # central's outage), and a trigger meanwhile (the link coming up) starts a fresh run after it (trigger).
         late = self._stale_id == run_id
         ended = False
+        retry: RunTrigger | None = None
         structlog.contextvars.bind_contextvars(recovery_run=run_id)
         try:
             if delay > 0:
@@ -279,6 +288,13 @@ class Recovery:
             self._ended()
             ended = True
             log.error("recovery_failed", phase=phase, error=error)
+            if isinstance(err, CentralLaterError | CentralTimeoutError):
+                # Central is there but busy or slow (a gateway shielding a fleet that came back together): the next
+                # run comes after retry_max_s, doubling while they fail, not at the schedule's quarter of an hour.
+                cap = self._settings.schedule_interval_s or _RETRY_CAP_S
+                self._retry_in = min(2 * self._retry_in, cap) if self._retry_in else self._settings.retry_max_s
+                log.info("recovery_retry_planned", in_s=round(self._retry_in, 1), trigger=trigger)
+                retry = trigger
         finally:
             self._prepared.clear()
             structlog.contextvars.unbind_contextvars("recovery_run")
@@ -288,6 +304,8 @@ class Recovery:
             if ended and follow is not None:
                 log.info("recovery_following", after_run=run_id, trigger=follow)
                 self._spawn(self.trigger(follow))
+            elif ended and retry is not None:
+                self._spawn(self.trigger(retry, delay=self._retry_in))
 
     async def _validate(self, run_id: int) -> None:
         """Page through the orders changed since the confirmed cursor, classify each; writes only the run's report (and
@@ -540,6 +558,7 @@ class Recovery:
         Event delivery is not a condition: the `received` rows are in the outbox, committed with their orders, and
         go out when the events endpoint takes them; the cursor is about orders, not about reports."""
         await self._runs.enter_phase(run_id, RunState.COMPLETION, self._clock.wall())
+        self._retry_in = 0.0
         if not_stored := await self._runs.not_stored(run_id):
             raise RecoveryIncompleteError(f"{not_stored} orders seen in validation are not stored locally")
         counts = await self._runs.counts(run_id)

@@ -183,6 +183,23 @@ async def test_faults_are_survived_within_the_rate_limit(
     assert central.max_requests_in(1.0) <= 16  # sent 1/15 s apart; one extra arrival per window for arrival jitter
 
 
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_run_failed_on_a_passing_overload_is_tried_again_soon_not_at_the_schedule(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, status: int
+) -> None:
+    """Central answers the orders list 429 (503) with Retry-After for longer than a run's calls retry (a gateway
+    shielding a fleet that came back together): the run fails, and another follows after central.retry_max_s (doubling
+    while they fail), which brings the missed orders. Before, nothing ran until the schedule (15 minutes by default)
+    and the orders waited that long (probe_central D2)."""
+    central.create_orders(3, prefix="busy")
+    central.fail_next(4, status, retry_after=0.1, path="orders")
+    _agent, events = await agents.start(sync_settings(max_attempts=2, retry_max_s=0.3))
+    [failed] = await events.wait(RecoveryFailed, timeout=10)
+    [completed] = await events.wait(RecoveryCompleted, timeout=10)
+    assert completed.run_id > failed.run_id and completed.counts["stored"] == 3
+    assert [r.trigger for r in events.of(RecoveryStarted)] == ["startup", "startup", "startup"]
+
+
 async def test_the_schedule_runs_recovery_without_an_outage(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
