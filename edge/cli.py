@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 from edge.api.client import call_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
-from edge.errors import ConfigError, EdgeError, StoreDamagedError, StoreReadOnlyError
+from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreReadOnlyError
 from edge.log import configure_logging
 
 EXIT_CONFIG = 2
@@ -128,7 +130,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from edge.ops.lock import DataDirLock
     from edge.store import migrations
-    from edge.store.db import connect_writer
+    from edge.store.db import connect_writer, failure
     from edge.store.identity import record_store
 
     settings = _load(args)
@@ -141,8 +143,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             # Recorded now, not only at the agent's start: a backup taken before that start still names its store.
             await record_store(conn, settings.agent.store_id, now=time.time(), db_path=settings.agent.db_path)
             return versions
+        except sqlite3.Error as err:  # a full card, a lock held elsewhere: one line, as the agent says it
+            raise failure(settings.agent.db_path, err) from None
         finally:
-            await conn.close()
+            with contextlib.suppress(sqlite3.Error):
+                await conn.close()
 
     # Never under a running agent: a step down would drop tables and columns the agent is using.
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge migrate")
@@ -452,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, StoreDamagedError, StoreReadOnlyError) as err:
+    except (ConfigError, StoreDamagedError, StoreReadOnlyError, SchemaTooNewError) as err:
         # Exit 2: a person must act; systemd does not restart the agent in a loop (RestartPreventExitStatus=2).
         print(f"edge: {err}", file=sys.stderr)
         return EXIT_CONFIG
