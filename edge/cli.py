@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -129,30 +127,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from edge.ops.lock import DataDirLock
-    from edge.store import migrations
-    from edge.store.db import connect_writer, failure
-    from edge.store.identity import record_store
+    from edge.store.schema import migrate_file
 
     settings = _load(args)
     _setup_logging(settings, level="warning")
 
-    async def go() -> tuple[int, int]:
-        conn = await connect_writer(settings.agent.db_path)
-        try:
-            versions = await migrations.migrate(conn, migrations.load_migrations(), args.to)
-            # Recorded now, not only at the agent's start: a backup taken before that start still names its store.
-            await record_store(conn, settings.agent.store_id, now=time.time(), db_path=settings.agent.db_path)
-            return versions
-        except sqlite3.Error as err:  # a full card, a lock held elsewhere: one line, as the agent says it
-            raise failure(settings.agent.db_path, err) from None
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                await conn.close()
-
     # Never under a running agent: a step down would drop tables and columns the agent is using.
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge migrate")
     try:
-        before, after = asyncio.run(go())
+        migrating = migrate_file(settings.agent.db_path, args.to, store_id=settings.agent.store_id, now=time.time())
+        before, after = asyncio.run(migrating)
     finally:
         lock.release()
     print(f"database {settings.agent.db_path}: schema version {before} -> {after}")

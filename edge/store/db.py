@@ -451,6 +451,7 @@ class Database:
                 self._measured_fsync(time.monotonic() - started)
             except OSError as err:
                 failure = _sync_failure(self.path, err)
+                self._set_write_problem(str(failure))
                 for group in groups:
                     group.done.set_exception(failure)
                     group.done.exception()
@@ -605,6 +606,8 @@ class Database:
                 then()
             if isinstance(err, sqlite3.Error):
                 raise self._store_error(err) from err
+            if isinstance(err, StoreUnavailableError):  # its fsync failed: a card that fails, as a full one is told
+                self._set_write_problem(str(err))
             if err is not None:
                 raise err
             if cancelled:
