@@ -15,8 +15,93 @@ _CODEPAGES = ("cp858", "cp1252", "cp437")  # cp437 has no €: it prints as EUR
 # C0 (with \n \r \t), DEL and C1: any of them in order text could start a printer command.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
+# Letters of other scripts as Latin ones a cook reads: Greek as ISO 843 (ELOT 743) writes it, Cyrillic as Russian
+# and Ukrainian are usually written in Latin letters (BGN/PCGN, simplified). Accents go first (see _in_codepage).
+_GREEK = dict(
+    zip(
+        "αβγδεζηθικλμνξοπρσςτυφχψω",
+        [
+            "a",
+            "v",
+            "g",
+            "d",
+            "e",
+            "z",
+            "i",
+            "th",
+            "i",
+            "k",
+            "l",
+            "m",
+            "n",
+            "x",
+            "o",
+            "p",
+            "r",
+            "s",
+            "s",
+            "t",
+            "y",
+            "f",
+            "ch",
+            "ps",
+            "o",
+        ],
+        strict=True,
+    )
+)
+_CYRILLIC = dict(
+    zip(
+        "абвгдеёжзийклмнопрстуфхцчшщыэюяєіїґ",
+        [
+            "a",
+            "b",
+            "v",
+            "g",
+            "d",
+            "e",
+            "yo",
+            "zh",
+            "z",
+            "i",
+            "y",
+            "k",
+            "l",
+            "m",
+            "n",
+            "o",
+            "p",
+            "r",
+            "s",
+            "t",
+            "u",
+            "f",
+            "kh",
+            "ts",
+            "ch",
+            "sh",
+            "shch",
+            "y",
+            "e",
+            "yu",
+            "ya",
+            "ye",
+            "i",
+            "yi",
+            "g",
+        ],
+        strict=True,
+    )
+) | {"ъ": "", "ь": ""}
+_SCRIPTS = {
+    **_GREEK,
+    **_CYRILLIC,
+    **{k.upper(): v.capitalize() for k, v in (_GREEK | _CYRILLIC).items() if k.upper() != k and k != "ς"},
+}
+
 _TRANSLITERATION = str.maketrans(
     {
+        **_SCRIPTS,
         **dict.fromkeys("‐‑‒–—―−", "-"),
         **dict.fromkeys("“”„‟″", '"'),
         **dict.fromkeys("‘’‚‛′", "'"),
@@ -50,7 +135,7 @@ def printable(text: str, codec: str) -> str:
 
 def _in_codepage(char: str, codec: str) -> str:
     bare = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-    for candidate in (char, char.translate(_TRANSLITERATION), bare):
+    for candidate in (char, char.translate(_TRANSLITERATION), bare, bare.translate(_TRANSLITERATION)):
         try:
             candidate.encode(codec)
         except UnicodeEncodeError:
