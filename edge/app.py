@@ -137,7 +137,7 @@ class Agent:
             self.printing.remember()  # it passed in __init__; the data dir is ours now
             await asyncio.to_thread(remove_restore_leftover, s.agent.db_path)
             self._on_stop(stack, "metrics", self.metrics.close)
-            self.db = db = await Database.open(s.agent.db_path)
+            self.db = db = await Database.open_keeping_room(s.agent.db_path)
             self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops
             # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
             started_mono = self.clock.mono()

@@ -243,6 +243,20 @@ def _run_closing(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: P
     return result, time.monotonic() - started
 
 
+ROOM_BYTES = 2**20  # kept beside the database for a start on a full card: -shm (32 KiB) and the first writes fit
+
+
+def _keep_room(room: Path) -> None:
+    if room.exists() and room.stat().st_size == ROOM_BYTES:
+        return
+    try:
+        with open(room, "wb") as file:
+            file.write(bytes(ROOM_BYTES))
+    except OSError:
+        room.unlink(missing_ok=True)  # a part of it is no room to give back
+        raise
+
+
 def _wal(path: Path) -> Path:
     return Path(f"{path}-wal")
 
@@ -310,6 +324,28 @@ class Database:
             raise
         writer.row_factory = reader.row_factory = aiosqlite.Row
         return cls(path, writer, reader)
+
+    @classmethod
+    async def open_keeping_room(cls, path: Path) -> Database:
+        """The agent's ``open``: it keeps ROOM_BYTES of the card in a file beside the database (``edge.db-room``) and
+        gives them back when a start finds the card full. A clean stop lets SQLite remove its -wal and -shm files, and
+        a full card cannot make them again: without room the agent could not start, answer 503, nor see the room come
+        back (systemd gives up after five starts)."""
+        room = path.with_name(f"{path.name}-room")
+        try:
+            db = await cls.open(path)
+        except StoreDamagedError:
+            raise
+        except StoreError as err:
+            try:
+                room.unlink()
+            except OSError:
+                raise err from None
+            log.warning("card_full_room_given", db=str(path), error=str(err), freed_mb=ROOM_BYTES / 2**20)
+            return await cls.open(path)
+        with suppress(OSError):  # no room for it now: made at a later start
+            await asyncio.to_thread(_keep_room, room)
+        return db
 
     async def close(self) -> None:
         for task in (self._committer, self._syncer):
