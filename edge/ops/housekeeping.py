@@ -94,7 +94,8 @@ class Housekeeping:
         central link only keeps its data longer. With nothing known (an empty database), the box clock."""
         wall = self._clock.wall()
         central = self._central.wall() if self._central else None
-        known = [t for t in (central, await store_retention.newest_order_time(self._db)) if t is not None]
+        newest = await store_retention.newest_order_time(self._db, past_receipt_s=AHEAD_MARGIN_S)
+        known = [t for t in (central, newest) if t is not None]
         now = min(wall, max(known) + AHEAD_MARGIN_S) if known else wall
         if (now < wall) != self._held_back:  # one line when it starts holding back, one when it stops
             self._held_back = now < wall

@@ -64,14 +64,16 @@ _HISTORY = (
 )
 
 
-async def newest_order_time(db: Database) -> float | None:
-    """The newest ``created_at`` among stored orders, unix seconds: a time the sender's clock gave, not the box's.
-    With none stored, the newest seen-order record's ``seen_at`` (never earlier than its order's ``created_at``; one
-    written on a clock far ahead would have kept its order from being purged). None with neither. Retention takes
-    it as a bound on "now" (see edge/ops/housekeeping.py)."""
+async def newest_order_time(db: Database, *, past_receipt_s: float) -> float | None:
+    """The newest ``created_at`` among stored orders, unix seconds: a time the sender's clock gave, not the box's,
+    but each at most ``past_receipt_s`` past our receipt of it (one order a sender dated 2099 must not lift the bound:
+    today's orders were purged under it). With none stored, the newest seen-order record's ``seen_at`` (never earlier
+    than its order's ``created_at``; one written on a clock far ahead would have kept its order from being purged).
+    None with neither. Retention takes it as a bound on "now" (see edge/ops/housekeeping.py)."""
     row = await db.fetchone(
-        "SELECT COALESCE((SELECT MAX((julianday(created_at) - 2440587.5) * 86400.0) FROM orders),"
-        " (SELECT MAX(seen_at) FROM seen_orders))"
+        "SELECT COALESCE((SELECT MAX(MIN((julianday(created_at) - 2440587.5) * 86400.0, received_at + ?)) FROM orders),"
+        " (SELECT MAX(seen_at) FROM seen_orders))",
+        (past_receipt_s,),
     )
     return None if row is None or row[0] is None else float(row[0])
 

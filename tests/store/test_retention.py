@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import structlog
 
 from edge.app import Agent
@@ -164,16 +165,25 @@ async def test_retention_forgets_settled_alert_groups_and_reported_mqtt_rejects(
 YEARS_12 = 12 * 365 * 86400  # a failing RTC's 2038, far beyond retention.seen_days (400)
 
 
+@pytest.mark.parametrize("dated_2099", [False, True], ids=["", "beside-an-order-dated-2099"])
 async def test_a_box_clock_far_ahead_for_one_retention_run_does_not_forget_what_printed(
-    make_agent: Callable[..., Awaitable[Agent]], example_order: dict[str, Any], printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict[str, Any],
+    printers: dict[str, SimPrinter],
+    dated_2099: bool,
 ) -> None:
     """The box clock jumps 12 years ahead (a failing RTC, a bad time source) while retention runs, then is put right.
     Retention holds back on a clock that far ahead of the newest order's own time: the order and its seen record
-    stay, so the same order sent again afterwards is answered 200 duplicate and prints nothing a second time."""
+    stay, so the same order sent again afterwards is answered 200 duplicate and prints nothing a second time. The same
+    when one stored order is dated 2099 (a sender's wrong date): an order's time counts at most a day past our receipt
+    of it. Before, that one order lifted the bound, and today's orders were purged (probe_clock D4)."""
     clock = SteppedClock()
     agent = await make_agent(clock=clock, retention={"every_s": 0.2})
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
+        if dated_2099:
+            future = example_order | {"id": "ord_2099", "number": "F-1", "created_at": "2099-06-01T12:00:00Z"}
+            assert (await post(api, future))[0] == 201
         await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="printed")
         on_paper, jobs = {name: len(p.printed) for name, p in printers.items()}, await job_rows(agent)
         with structlog.testing.capture_logs() as logs:
