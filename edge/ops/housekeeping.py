@@ -116,7 +116,7 @@ class Housekeeping:
             seen_cutoff = now - self._retention.seen_days * 86400
             if forgotten := await store_retention.purge_seen(self._db, cutoff=seen_cutoff):
                 log.info("seen_orders_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
-            if forgotten := await store_retention.purge_pending_cancels(self._db, cutoff=seen_cutoff):
+            if forgotten := await store_retention.purge_pending_cancels(self._db, cutoff=seen_cutoff, now=now):
                 log.info("pending_cancels_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
             return purged
         except Exception as err:  # a failed purge is retried at the next run; it must not kill the scheduler

@@ -121,10 +121,20 @@ async def purge_seen(db: Database, *, cutoff: float) -> int:
     return removed
 
 
-async def purge_pending_cancels(db: Database, *, cutoff: float) -> int:
+# No box clock that showed a time before this was right (a box without a battery boots in 1970).
+_PLAUSIBLE_SINCE = 1_704_067_200.0  # 2024-01-01
+
+
+async def purge_pending_cancels(db: Database, *, cutoff: float, now: float) -> int:
     """Forget cancels kept since before ``cutoff`` whose order never came (see edge/store/cancels.py): as long as a
-    seen-order record is kept, so an order that old coming back is new again either way."""
+    seen-order record is kept, so an order that old coming back is new again either way. A cancel has only our receipt
+    time: one written by a clock still in 1970 counts from ``now`` (the first run that knows better), or NTP putting
+    the clock right would forget it at once, and its order, coming later, would print."""
     async with db.transaction() as conn:
+        if now >= _PLAUSIBLE_SINCE:
+            await conn.execute(
+                "UPDATE pending_cancels SET received_at = ? WHERE received_at < ?", (now, _PLAUSIBLE_SINCE)
+            )
         cursor = await conn.execute("DELETE FROM pending_cancels WHERE received_at < ?", (cutoff,))
         removed = cursor.rowcount
         await cursor.close()

@@ -221,3 +221,25 @@ async def test_an_order_taken_while_the_box_clock_was_in_1970_is_kept_after_ntp_
     assert await agent._housekeeping.purge() == 0
     assert await db_rows(agent, "SELECT id FROM orders") == [(example_order["id"],)]
     assert await db_rows(agent, "SELECT id FROM seen_orders") == [(example_order["id"],)]
+
+
+async def test_a_cancel_kept_while_the_box_clock_was_in_1970_is_kept_after_ntp_puts_it_right(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict[str, Any], printers: dict[str, SimPrinter]
+) -> None:
+    """A cancel comes before its order while the box clock says 1970; NTP steps it; retention runs; then the order
+    comes: it is stored cancelled and prints nothing. A kept cancel has only our receipt time, and one from before 2024
+    was written by a clock that was wrong: it counts from the first retention run that knows better. Before, that run
+    forgot the cancel at once (56 years old), and the cancelled order printed (probe_clock D3)."""
+    clock = SteppedClock(wall_offset=-YEARS_56)
+    agent = await make_agent(clock=clock, retention={"every_s": 3600})
+    order_id = example_order["id"]
+    async with api_client(agent) as api:
+        async with api.post(f"/api/v1/orders/{order_id}/cancel", json={"revision": 2, "reason": "storniert"}) as r:
+            assert r.status == 202, await r.text()
+        clock.step(YEARS_56)  # NTP
+        assert agent._housekeeping is not None
+        await agent._housekeeping.purge()
+        assert await db_rows(agent, "SELECT order_id FROM pending_cancels") == [(order_id,)]
+        status, body = await post(api, example_order)
+    assert (status, body["status"]) == (200, "cancelled"), body
+    assert all(p.printed == [] for p in printers.values())
