@@ -15,6 +15,7 @@ from edge.sync.client import (
     CentralBusyError,
     CentralClient,
     CentralLaterError,
+    CentralSlowAnswerError,
     CentralTimeoutError,
     CentralUnreachableError,
 )
@@ -104,8 +105,11 @@ class LinkMonitor:
             try:
                 await self._client.health()
             except CentralTimeoutError as err:
-                if self._answered_lately():
-                    log.info("central_probe_slow", detail=str(err), note="calls get answers: link stays up")
+                if self._answered_lately() or isinstance(err, CentralSlowAnswerError):
+                    # Calls get answers, or the probe got through and only its answer is slow (a dependency check
+                    # behind health): central is there. Kept down, no call would be made to find out otherwise.
+                    log.info("central_probe_slow", detail=str(err), note="central is there: the link is up")
+                    self._set(True, "")
                     wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
                 else:
                     self._set(False, str(err))

@@ -16,7 +16,7 @@ from edge.events import CentralLinkChanged, EventBus, RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sync.client import CentralUnreachableError
 from edge.sync.monitor import LinkMonitor
-from tests.helpers import api_client, wait_until
+from tests.helpers import api_client, db_rows, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, Agents
 
 
@@ -66,6 +66,23 @@ async def test_a_health_probe_timing_out_does_not_mark_the_link_down_while_calls
     want = {o["id"] for o in orders}
     await central.wait_for(lambda: want <= {e["order_id"] for e in central.events_of("received")}, timeout=10)
     assert [e.up for e in events.of(CentralLinkChanged)] == [True]
+
+
+async def test_a_health_check_slow_from_the_start_does_not_keep_a_working_central_from_being_used(
+    central: CentralSim, make_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Health answers slower than the read timeout from the agent's start on (a dependency check behind it), while
+    orders and events answer at once: the probe connected, so central is there; the run brings the missed orders.
+    Before, a slow probe counted only beside calls answered lately, and while the link was down no call was made:
+    nothing was synced for as long as health stayed slow (probe_central D3)."""
+    central.health_latency_s = 2.0
+    missed = {o["id"] for o in central.create_orders(3, prefix="slowhealth")}
+    settings = shipped_timeouts(make_settings, central, read_timeout_s=0.5, probe_up_s=2.0, probe_max_s=0.2)
+    agent, events = await agents.start(settings)
+    [completed] = await events.wait(RecoveryCompleted, timeout=15)
+    assert completed.counts["stored"] == 3
+    stored = await db_rows(agent.settings.agent.db_path, "SELECT id FROM orders")
+    assert {order_id for (order_id,) in stored} == missed
 
 
 async def test_a_busy_central_answering_429_is_up_not_down(
