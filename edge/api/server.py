@@ -77,6 +77,7 @@ class _Connection(asyncio.Protocol):
         self.served = 0  # requests answered on this connection
         self.waiting_since = guard.now()
         self.head_started: float | None = None  # first byte of a request head not yet complete
+        self.half_closed = False  # the client is done sending: nothing more comes after the answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -103,7 +104,7 @@ class _Connection(asyncio.Protocol):
         self.inner.eof_received()
         if not self.busy and self.head_started is None:
             return False
-        self.inner.keep_alive(False)
+        self.half_closed = True  # its answer closes the connection (see ConnectionGuard.middleware)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -199,6 +200,8 @@ class ConnectionGuard:
         conn.head_started = None
         try:
             response = await handler(request)
+            if conn.half_closed:  # aiohttp would keep it open after the answer, idle, until the idle timeout
+                response.force_close()
             if response.status == 408:  # a trickled body: answer and close now, not after aiohttp's 10 s lingering
                 await response.prepare(request)
                 await response.write_eof()
