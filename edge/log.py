@@ -58,3 +58,28 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+class Summarised:
+    """A line that a flood would repeat (requests refused for a wrong token: a till set up wrong, a scanner of the
+    network) goes to the log the first time, then at most once every ``every_s`` per kind, with how many were left
+    out since: each line is written to the SD card, and a flood must not write one per request."""
+
+    def __init__(self, event: str, *, every_s: float = 10.0, clock: Any = None) -> None:
+        import time
+
+        self._event = event
+        self._every_s = every_s
+        self._clock = clock or time.monotonic
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def note(self, kind: str, **fields: Any) -> None:
+        now = self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._every_s:
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        left_out = self._left_out.pop(kind, 0)
+        structlog.get_logger().warning(self._event, **fields, **({"more_since_last": left_out} if left_out else {}))

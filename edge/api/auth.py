@@ -15,6 +15,7 @@ from edge.api.errors import Handler, error_response, read_body
 from edge.api.retries import RequestMemory, fingerprint, is_retry_safe, replayed_response
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import ApiSettings, signing_key
+from edge.log import Summarised
 from edge.store.webhooks import WebhookStore
 
 log = structlog.get_logger()
@@ -53,7 +54,8 @@ class Authenticator:
         self._central = central
         # An id must be known at least as long as a request carrying it could pass the timestamp check.
         self.memory = RequestMemory(store, clock=clock, keep_s=2 * SIGNATURE_TOLERANCE_S)
-        self.rejected: collections.Counter[str] = collections.Counter()
+        self.rejected: collections.Counter[str] = collections.Counter()  # all of them, for /metrics
+        self._rejections = Summarised("api_request_rejected", clock=clock.mono)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -90,7 +92,7 @@ class Authenticator:
 
     def _refuse(self, request: web.Request, reason: str, text: str) -> web.Response:
         self.rejected[reason] += 1
-        log.warning("api_request_rejected", reason=reason, path=request.path, remote=request.remote)
+        self._rejections.note(reason, reason=reason, path=request.path, remote=request.remote)
         response = error_response(401, "unauthorized", text)
         response.headers["WWW-Authenticate"] = 'Bearer realm="edge-agent"'
         return response

@@ -14,12 +14,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-import structlog
 from aiohttp import web
 
 from edge.api.errors import Handler, error_response
-
-log = structlog.get_logger()
+from edge.log import Summarised
 
 _MACHINE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
@@ -36,6 +34,7 @@ class HostAllowList:
         names = {"localhost", own, f"{own}.local", *(a.lower() for a in allowed if not a.startswith("."))}
         self._names = frozenset(names)
         self._suffixes = tuple(a.lower() for a in allowed if a.startswith("."))
+        self._refusals = Summarised("host_not_allowed")
 
     def allows(self, host: str) -> bool:
         name = _split_port(host.strip()).rstrip(".").lower()
@@ -51,7 +50,7 @@ class HostAllowList:
         host = request.headers.get("Host")
         if host is None or request.path.startswith("/api/") or request.path in _MACHINE_PATHS or self.allows(host):
             return await handler(request)
-        log.warning("host_not_allowed", host=host[:100], path=request.path, remote=request.remote)
+        self._refusals.note(host[:100], host=host[:100], path=request.path, remote=request.remote)
         return error_response(
             403,
             "host_not_allowed",

@@ -25,17 +25,20 @@ import asyncio
 import collections
 import contextlib
 import errno
+import logging
 import resource
 import socket
 from collections.abc import Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from edge.api.errors import Handler
 from edge.clock import Clock
 from edge.config import ApiSettings
+from edge.log import Summarised
 
 log = structlog.get_logger()
 
@@ -263,6 +266,28 @@ async def _listen(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+class _ProtocolLines(logging.Handler):
+    """aiohttp's own log (requests it refuses before any handler: a malformed head, a broken chunked body) as our
+    lines: a refused request is one summarised warning (each was an 11-line traceback, a flood of them a megabyte on
+    the SD card); anything else keeps its traceback, in our format."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._refused = Summarised("api_bad_request")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            self._refused.note(type(error).__name__, error=str(error)[:200])
+        else:
+            log.error("api_protocol_error", message=record.getMessage(), exc_info=record.exc_info)
+
+
+_PROTOCOL_LOG = logging.getLogger("edge.api.protocol")
+_PROTOCOL_LOG.propagate = False
+_PROTOCOL_LOG.addHandler(_ProtocolLines())
+
+
 class ApiServer:
     """aiohttp's AppRunner serving connections that our own accept loop hands it through the guard."""
 
@@ -279,7 +304,11 @@ class ApiServer:
         app.middlewares.insert(0, self.guard.middleware)
         # aiohttp's own keep-alive timer (default 3,630 s) closes an idle connection too; ours is the same length.
         self.runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=5.0, keepalive_timeout=settings.idle_timeout_s
+            app,
+            access_log=None,
+            shutdown_timeout=5.0,
+            keepalive_timeout=settings.idle_timeout_s,
+            logger=_PROTOCOL_LOG,
         )
         self._sockets: list[socket.socket] = []
         self._tasks: list[asyncio.Task[None]] = []
