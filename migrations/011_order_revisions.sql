@@ -21,9 +21,23 @@ CREATE TABLE order_revisions (
     source        TEXT NOT NULL,
     PRIMARY KEY (order_id, revision)
 ) WITHOUT ROWID;
+-- Up again after a rollback: orders (and their jobs, seen records) take the revision and status their JSON says,
+-- or a sender's retry of a change or cancel already stored would be new again.
+UPDATE orders SET
+    revision = COALESCE(CASE WHEN json_valid(payload) THEN json_extract(payload, '$.revision') END, 1),
+    status = CASE WHEN json_valid(payload) AND json_extract(payload, '$.status') = 'cancelled'
+                  THEN 'cancelled' ELSE 'open' END;
+UPDATE print_jobs SET revision = (SELECT o.revision FROM orders o WHERE o.id = print_jobs.order_id);
+UPDATE seen_orders SET revision = COALESCE((SELECT o.revision FROM orders o WHERE o.id = seen_orders.id), 1);
 
 -- migrate:down
--- Orders keep their current revision's JSON; jobs of older revisions then print that.
+-- Orders keep their current revision's JSON; jobs of older revisions then print that. A change or STORNO ticket
+-- still to print would print as the whole order there (a cancelled order made again): it waits as dead, saying why.
+UPDATE print_jobs SET
+    state = 'dead',
+    last_error = 'a ' || CASE variant WHEN 'cancel' THEN 'STORNO (cancel)' ELSE variant END
+        || ' ticket of a newer version, which this one would print as the whole order: tell the kitchen, then discard it'
+WHERE variant IS NOT NULL AND state NOT IN ('printed', 'dead', 'discarded');
 DROP TABLE order_revisions;
 ALTER TABLE print_jobs DROP COLUMN change_from;
 ALTER TABLE print_jobs DROP COLUMN variant;

@@ -19,7 +19,7 @@ import pytest
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, agent_process, api_client, db_rows
+from tests.helpers import TOKEN, agent_process, api_client, db_rows, post
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -148,3 +148,48 @@ async def test_sigterm_finishes_the_job_in_flight_and_logs_json(tmp_path: Path) 
     events = [line["event"] for line in lines]
     assert "agent_stopping" in events and "agent_stopped" in events
     assert all("timestamp" in line and "level" in line for line in lines)
+
+
+async def test_a_rollback_below_order_changes_prints_no_storno_as_a_whole_ticket_and_an_upgrade_keeps_the_cancel(
+    tmp_path: Path,
+) -> None:
+    """An order printed, then cancelled while the kitchen printer is off: its STORNO waits. The box is rolled back to
+    a version before order changes (`edge migrate --to 10`, as upgrade.sh does): that version would print the STORNO
+    as the whole order again (the cook makes a cancelled order twice), so it waits there as dead, saying why (a person
+    is alerted). Upgraded again, the order is still cancelled at its revision: the sender's retry of the cancel is a
+    duplicate, nothing prints. Before: the old version printed the whole ticket, and after the new upgrade every retry
+    of the cancel was answered 503 (probe_intake D1, D2)."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
+    db = tmp_path / "data" / "edge.db"
+    order = example_order() | {"print_receipt": False}
+    cancel = {"revision": 2, "reason": "Gast gegangen"}
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, order))[0] == 201
+            await kitchen.wait_for_printed(1)
+            kitchen.set_offline(True)
+            async with api.post(f"/api/v1/orders/{order['id']}/cancel", json=cancel) as response:
+                assert response.status == 200, await response.text()
+        assert await agent.terminate() == 0
+        down = edge("migrate", "--config", str(agent.config), "--to", "10")
+        assert down.returncode == 0, down.stderr
+        waiting = await db_rows(db, "SELECT state, last_error FROM print_jobs WHERE state != 'printed'")
+        assert [state for state, _ in waiting] == ["dead"] and "cancel" in waiting[0][1], waiting
+        up = edge("migrate", "--config", str(agent.config))
+        assert up.returncode == 0, up.stderr
+        kitchen.set_offline(False)
+        await agent.start()
+        async with api_client(agent.port) as api:
+            async with api.post(f"/api/v1/orders/{order['id']}/cancel", json=cancel) as response:
+                assert response.status == 200 and (await response.json())["status"] == "duplicate"
+        assert await db_rows(db, "SELECT revision, status FROM orders") == [(2, "cancelled")]
+        await asyncio.sleep(1.0)  # time for a wrong print to show
+        assert len(kitchen.printed) == 1
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()
