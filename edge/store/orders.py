@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -82,6 +83,12 @@ class InsertResult:
     # Of those jobs, the ones held because no printer serves them: (job id, station; None for a receipt)
     unrouted: tuple[tuple[int, str | None], ...] = ()
     after_cancel: bool = False  # stored and cancelled at once: its cancel came first (see edge/store/cancels.py)
+
+
+def store_failed(err: Exception) -> bool:
+    """Whether a write failed for the store's sake (disk full, damaged, a bug below us), not for an order's: a
+    constraint the order's rows break (a key a row left by an older version holds) is about that order alone."""
+    return isinstance(err, StoreError) and not isinstance(err.__cause__, sqlite3.IntegrityError)
 
 
 def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str:
@@ -295,9 +302,9 @@ class OrderStore:
         its place in the list holds why. A store that cannot take writes raises StoreError."""
         try:
             return list(await self._insert(batch))
-        except StoreError:
-            raise
-        except Exception:
+        except Exception as err:
+            if store_failed(err):
+                raise
             return await self._each_alone(batch)
 
     async def _each_alone(self, batch: list[NewOrder]) -> list[InsertResult | Exception]:
@@ -308,10 +315,10 @@ class OrderStore:
         for new in batch:
             try:
                 [result] = await self._insert([new])
-            except StoreError as err:
-                return out + [err] * (len(batch) - len(out))
-            except Exception as err:  # handed to that order's caller, who answers or reports it
-                out.append(err)
+            except Exception as err:
+                if store_failed(err):
+                    return out + [err] * (len(batch) - len(out))
+                out.append(err)  # handed to that order's caller, who answers or reports it
             else:
                 out.append(result)
         return out
@@ -352,7 +359,7 @@ class OrderStore:
             # (a sender drops an order refused as invalid), so each is tried alone.
             outcomes: list[InsertResult | Exception] = (
                 [err] * len(group)
-                if isinstance(err, StoreError) or len(group) == 1
+                if store_failed(err) or len(group) == 1
                 else await self._each_alone([n for n, _ in group])
             )
         else:

@@ -17,8 +17,20 @@ from hypothesis import strategies as st
 from edge.app import Agent
 from edge.events import JobHeld, OrderConflicted, OrderStored
 from edge.printing.decode import decode
+from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import EXAMPLE, TOKEN, Recorder, api_client, db_rows, eventually, job_rows, post
+from tests.helpers import (
+    EXAMPLE,
+    TOKEN,
+    Recorder,
+    api_client,
+    db_execute,
+    db_rows,
+    eventually,
+    job_rows,
+    post,
+    slow_fsync,
+)
 
 CHANNELS = ["web", "pos", "phone", "marketplace", "kiosk", "uber-eats", "call-center"]
 
@@ -464,3 +476,27 @@ async def test_a_line_id_used_twice_is_refused_naming_the_second_line(
     assert await db_rows(agent, "SELECT revision FROM orders") == [(1,)]
     await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="printed")
     assert len(printers["kitchen"].printed) == 1
+
+
+async def test_an_order_its_rows_cannot_take_fails_alone_not_the_orders_sharing_its_commit(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten orders arrive with one whose ticket's key a row left by an older version already holds (a UNIQUE
+    constraint): it is refused on its own; the ten share commits and are stored, answered 201. Before, SQLite's
+    constraint error counted as the store failing, and every order in that order's commit was answered 503
+    (probe_intake D3)."""
+    slow_fsync(monkeypatch, 0.05)  # orders that arrive during an fsync share the next commit
+    assert (await post(api, example_order))[0] == 201
+    await db_execute(
+        agent.settings.agent.db_path,
+        "INSERT INTO print_jobs(order_id, kind, station, printer, created_at, idempotency_key)"
+        " VALUES (?, 'ticket', 'kitchen', 'kitchen', 0, 'ord_poison:ticket:kitchen:0')",
+        example_order["id"],
+    )
+    for turn in range(3):
+        poison = make_order(0, prefix="poison") | {"id": "ord_poison", "print_receipt": False}
+        others = [make_order(n, prefix=f"t{turn}") for n in range(10)]
+        answers = await asyncio.gather(*(post(api, o) for o in [*others[:5], poison, *others[5:]]))
+        statuses = [status for status, _ in answers]
+        assert statuses[:5] + statuses[6:] == [201] * 10, statuses
+        assert statuses[5] >= 400, answers[5]
