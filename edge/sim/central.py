@@ -121,6 +121,8 @@ class CentralSim:
         self.health_latency_s = 0.0  # added to health answers only (a slow dependency check behind /v1/health)
         # Added to an events POST per event in it: a backend that writes each one (a big backlog's batch takes long)
         self.event_latency_s = 0.0
+        # The last page's next_cursor is null (has_more false), a common API style the contract does not use
+        self.null_last_cursor = False
         # Down for maintenance: every request, health included, answered 503 with this Retry-After (seconds), as a
         # gateway in front of a backend being upgraded does (RFC 9110 15.6.4); None: serving.
         self.maintenance_retry_after: float | None = None
@@ -444,9 +446,9 @@ class CentralSim:
         page = [
             state.orders[oid] for n, (_, oid) in enumerate(state.log[position:end], position) if state.latest[oid] == n
         ]
-        return web.json_response(
-            {"orders": page, "next_cursor": self._cursor(state.store_id, end), "has_more": end < len(state.log)}
-        )
+        more = end < len(state.log)
+        cursor = None if self.null_last_cursor and not more else self._cursor(state.store_id, end)
+        return web.json_response({"orders": page, "next_cursor": cursor, "has_more": more})
 
     def _list_by_time(self, state: StoreState, since: str, limit: int) -> web.Response:
         """The cursor the contract forbids: the last change's second, inclusive (repeats) or exclusive (skips)."""

@@ -204,15 +204,15 @@ class CentralClient:
         raises CentralSlowAnswerError at once (the caller asks for a smaller page instead)."""
         params = {"since": cursor, "limit": str(limit)}
         body = await self.request("GET", self.orders_path, params=params, retry_slow=retry_slow)
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("orders"), list)
-            or not isinstance(body.get("next_cursor"), str)
-        ):
+        more = isinstance(body, dict) and bool(body.get("has_more", False))
+        # A last page may say "no more" with a null cursor (a common API style): the next run asks from this one.
+        after = body.get("next_cursor") if isinstance(body, dict) else None
+        after = cursor if after is None and not more else after
+        if not isinstance(body, dict) or not isinstance(body.get("orders"), list) or not isinstance(after, str):
             raise CentralApiError(
                 f"central API {self._base}{self.orders_path}: answer is not {{orders: [...], next_cursor: str}}"
             )
-        return body["orders"], body["next_cursor"], bool(body.get("has_more", False))
+        return body["orders"], after, more
 
     async def post_events(self, events: list[dict[str, Any]], *, retry_slow: bool = True) -> None:
         """Status events with idempotency keys; returns only once the backend acknowledged the whole batch with the

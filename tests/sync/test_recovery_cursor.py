@@ -9,6 +9,7 @@ from edge.events import RecoveryCompleted, RecoveryFailed
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.smtp import SmtpSink
+from edge.states import RunTrigger
 from tests.helpers import db_rows, mail_to
 from tests.sync.conftest import Agents
 
@@ -34,6 +35,26 @@ async def test_ties_and_empty_pages_at_page_boundaries_store_every_order_once(
     assert (
         await db_rows(db, "SELECT COUNT(*) FROM print_jobs GROUP BY order_id, kind, station HAVING COUNT(*) > 1") == []
     )
+
+
+async def test_a_last_page_whose_next_cursor_is_null_ends_the_listing_and_the_next_run_asks_from_the_same_place(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Many APIs say "no more" with a null cursor on the last page (has_more false); the contract says a string. The
+    run stores the orders and keeps the cursor it sent for that page, so the next run asks from there and stores
+    nothing twice. Before, every run failed on that page and its orders were never stored (probe_central)."""
+    central.null_last_cursor = True
+    central.add_orders([make_order(n, prefix="null") for n in range(5)])
+    agent, events = await agents.start(sync_settings(page_size=2))
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["stored"] == 5
+    assert agent.sync is not None
+    central.add_orders([make_order(9, prefix="null")])
+    await agent.sync.recovery.trigger(RunTrigger.MANUAL)
+    [_, again] = await events.wait(RecoveryCompleted, count=2)
+    assert again.counts["stored"] == 1
+    db = agent.settings.agent.db_path
+    assert await db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(6, 6)]
 
 
 async def test_a_cursor_that_does_not_advance_fails_the_run_with_an_alert_naming_it(
