@@ -49,13 +49,12 @@ class OutboxSender:
     A batch refused for good (the contract's 422 naming an event, see PERMANENT_EVENT_ERRORS) is split in halves,
     oldest half first, until every event is either acknowledged or refused on its own; such an event is marked
     rejected (delivered_at set, the reason in the payload under edge.store.outbox.REJECTED_KEY), logged as
-    ``outbox_event_rejected`` and never sent again. A 413 splits too, but never rejects: one event too big for a
-    proxy stays pending. A 409, a 410 or another 422 splits as well, and an event refused on its own sets its order
-    aside: nothing is rejected, the order's events stay pending and wait (its later ones too, so they keep their
-    order) while the other orders' go; every ``refused_retry_s`` its oldest event is sent alone, and once central
-    takes it the order's events go as before. Each order set aside is published (OrderEventsRefused: a person is
-    told). Every other refusal (a proxy's 405, a 400, auth) rejects nothing and sets nothing aside: the batch stays
-    pending.
+    ``outbox_event_rejected`` and never sent again. A 413, a 409, a 410 or another 422 splits as well, and an event
+    refused on its own sets its order aside (one too big for a proxy as well): nothing is rejected, the order's
+    events stay pending and wait (its later ones too, so they keep their order) while the other orders' go; every
+    ``refused_retry_s`` its oldest event is sent alone, and once central takes it the order's events go as before.
+    Each order set aside is published (OrderEventsRefused: a person is told). Every other refusal (a proxy's 405, a
+    400, auth) rejects nothing and sets nothing aside: the batch stays pending.
     """
 
     def __init__(
@@ -146,8 +145,7 @@ class OutboxSender:
                 if err.permanent_for_event:
                     await self._reject(items[0], err)
                     return 1
-                if err.status == 413:
-                    raise
+                # Refused on its own, not for good (one event too big for a proxy, 413, too): its order waits.
                 await self._put_aside(items[0], err)
                 return 0
             # Which event does the backend refuse? Halves, oldest first, so the good ones still go and in order.
