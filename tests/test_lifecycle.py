@@ -175,11 +175,11 @@ async def test_a_rollback_below_order_changes_prints_no_storno_as_a_whole_ticket
             async with api.post(f"/api/v1/orders/{order['id']}/cancel", json=cancel) as response:
                 assert response.status == 200, await response.text()
         assert await agent.terminate() == 0
-        down = edge("migrate", "--config", str(agent.config), "--to", "10")
+        down = await asyncio.to_thread(edge, "migrate", "--config", str(agent.config), "--to", "10")
         assert down.returncode == 0, down.stderr
         waiting = await db_rows(db, "SELECT state, last_error FROM print_jobs WHERE state != 'printed'")
         assert [state for state, _ in waiting] == ["dead"] and "cancel" in waiting[0][1], waiting
-        up = edge("migrate", "--config", str(agent.config))
+        up = await asyncio.to_thread(edge, "migrate", "--config", str(agent.config))
         assert up.returncode == 0, up.stderr
         kitchen.set_offline(False)
         await agent.start()
