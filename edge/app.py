@@ -141,8 +141,11 @@ class Agent:
             self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops
             # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
             started_mono = self.clock.mono()
+            boot = self.clock.boot()
             new_box = await db.write(
-                lambda conn: first_records(conn, s.agent.store_id, now=self.clock.wall(), db=s.agent.db_path)
+                lambda conn: first_records(
+                    conn, s.agent.store_id, now=self.clock.wall(), db=s.agent.db_path, boot=boot, mono=started_mono
+                )
             )
             db.on_write_health = self._on_write_health
             # Mail is optional (no smtp.host: no alerts). Started before the spools, so it hears their first state,
@@ -180,7 +183,8 @@ class Agent:
                     bus=self.bus,
                     clock=self.clock,
                     central_time=central_time,
-                    first_start_mono=started_mono if new_box else None,
+                    # A first run that never reached central leaves it to a later run of this boot.
+                    first_start_mono=started_mono if new_box else await orders.first_start_unsettled(boot),
                 )
                 await self.sync.start()
                 self._on_stop(stack, "sync", self.sync.stop)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 from edge.errors import ConfigError
 from edge.store.db import Writer
+from edge.store.meta import UPSERT_META
 
 # Table meta: until when (unix seconds) orders this database does not know may be on paper all the same: set at a
 # new database's first start (the store's earlier system, or a card that died, printed before it) and by a restore
@@ -14,6 +16,8 @@ from edge.store.db import Writer
 # before then print marked COPY; those created longer before then than a ticket may wait are history
 # (edge.sync.recovery).
 MAY_HAVE_PRINTED_KEY = "may_have_printed_until"
+# A new database's first start on this boot's monotonic clock, until central's clock dated it (edge.sync.recovery).
+FIRST_START_UNSETTLED_KEY = "first_start_unsettled"
 # The recovery cursor's key in table meta (edge.sync.recovery.CURSOR_KEY); the store does not import the sync part.
 _CURSOR_KEY = "central_cursor"
 
@@ -50,10 +54,17 @@ async def _mark_first_start(conn: Writer, *, now: float) -> bool:
     return cursor.rowcount == 1
 
 
-async def first_records(conn: Writer, store_id: str, *, now: float, db: Path) -> bool:
-    """What the agent's start records: the store, and a new database's first start (True: this is it)."""
+async def first_records(
+    conn: Writer, store_id: str, *, now: float, db: Path, boot: str | None = None, mono: float = 0.0
+) -> bool:
+    """What the agent's start records: the store, and a new database's first start (True: this is it), with its
+    monotonic time ``mono`` in this ``boot``, until central's clock has dated it (a later run of the same boot can
+    then, if the first run never reached central: OrderStore.first_start_unsettled)."""
     await record_store(conn, store_id, now=now, db_path=db)
-    return await _mark_first_start(conn, now=now)
+    new_box = await _mark_first_start(conn, now=now)
+    if new_box and boot is not None:
+        await conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
+    return new_box
 
 
 def recorded_store(conn: sqlite3.Connection) -> str | None:

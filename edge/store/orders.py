@@ -17,7 +17,7 @@ from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meanin
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
-from edge.store.identity import MAY_HAVE_PRINTED_KEY
+from edge.store.identity import FIRST_START_UNSETTLED_KEY, MAY_HAVE_PRINTED_KEY
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import KnownOrder, Revision, apply_revision, first_state, known_from_rows, known_sql
 from edge.store.rows import StoredOrder
@@ -411,14 +411,23 @@ class OrderStore:
         row = await self._db.fetchone(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
         return float(row[0]) if row else None
 
-    async def restate_first_start(self, was: float, now: float) -> None:
-        """A new database's first start, ``was`` on the box's clock, restated as ``now`` on central's (see
-        Recovery._history_line); a restore's mark since is left as it is."""
+    async def first_start_unsettled(self, boot: str | None) -> float | None:
+        """The monotonic time of a new database's first start, if central's clock has not dated it yet and it was in
+        this ``boot`` (monotonic time means nothing across boots)."""
+        row = await self._db.fetchone(_MARK_SQL, (FIRST_START_UNSETTLED_KEY,))
+        kept = json.loads(row[0]) if row else None
+        return float(kept["mono"]) if kept and boot is not None and kept.get("boot") == boot else None
+
+    async def settle_first_start(self, was: float, now: float | None) -> None:
+        """A new database's first start, ``was`` on the box's clock, dated on central's: restated as ``now`` where the
+        two differ (see Recovery._history_line; a restore's mark since is left as it is), left where ``now`` is None."""
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE meta SET value = ? WHERE key = ? AND CAST(value AS REAL) = ?",
-                (repr(float(now)), MAY_HAVE_PRINTED_KEY, was),
-            )
+            await conn.execute("DELETE FROM meta WHERE key = ?", (FIRST_START_UNSETTLED_KEY,))
+            if now is not None:
+                await conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = ? AND CAST(value AS REAL) = ?",
+                    (repr(float(now)), MAY_HAVE_PRINTED_KEY, was),
+                )
 
     async def payloads(self, ids: list[str]) -> dict[str, str]:
         """The stored JSON by order id, for the ids that are stored."""

@@ -379,8 +379,9 @@ class Recovery:
         if printed_until is not None and self._first_start_mono is not None and central_now is not None:
             on_central = float((central_now - (self._clock.mono() - self._first_start_mono)) // 1)
             self._first_start_mono = None
-            if abs(on_central - printed_until) > CLOCK_OFF_S:
-                await self._orders.restate_first_start(printed_until, on_central)
+            off = abs(on_central - printed_until) > CLOCK_OFF_S
+            await self._orders.settle_first_start(printed_until, on_central if off else None)
+            if off:
                 log.warning("first_start_restated", box_clock=printed_until, central_clock=on_central)
                 printed_until = on_central
         return printed_until - self._history_age_s if printed_until and self._history_age_s else None

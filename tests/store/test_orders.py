@@ -418,9 +418,9 @@ async def test_restating_a_first_start_leaves_a_mark_a_restore_moved_since(tmp_p
     await db.write(lambda conn: identity.first_records(conn, "test-store", now=start, db=path))
     store = OrderStore(db)
     try:
-        await store.restate_first_start(start, start + 3600)
+        await store.settle_first_start(start, start + 3600)
         assert await store.may_have_printed_until() == start + 3600
-        await store.restate_first_start(start, start - 86400)  # the mark is not that start any more
+        await store.settle_first_start(start, start - 86400)  # the mark is not that start any more
         assert await store.may_have_printed_until() == start + 3600
     finally:
         await db.close()

@@ -76,3 +76,28 @@ async def test_a_new_boxs_first_start_is_taken_on_centrals_clock_when_the_box_cl
     assert (completed.counts["history"], completed.counts["stored"]) == (1, 1), completed.counts
     jobs = "SELECT DISTINCT o.number, j.copy FROM orders o JOIN print_jobs j ON j.order_id = o.id"
     assert await db_rows(agent, jobs) == [(make_order(2)["number"], 1)]  # ticket and receipt: COPY
+
+
+@pytest.mark.parametrize("box_off_s", [DAY_S, -30 * DAY_S], ids=["a-day-ahead", "a-month-behind"])
+async def test_a_first_start_on_a_wrong_clock_is_put_on_centrals_clock_in_a_later_run_of_the_same_boot(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, box_off_s: float
+) -> None:
+    """The same, but the first run ends before central ever answered (the line not up at the install; the technician
+    restarts the agent) and NTP set the clock meanwhile: the next run of the same boot puts the first start on
+    central's clock, by the monotonic time kept for it with the kernel's boot id. Before, only the first run could: a
+    day ahead, an order central took after the install was history, never printed; a month behind, a 3-day-old order
+    was the box's work (probe_clock D2)."""
+    now = datetime.now(UTC)
+    old, new = make_order(1, created_at=now - timedelta(days=3)), make_order(2, created_at=now - timedelta(seconds=30))
+    await central.set_up(False)
+    clock = SteppedClock(wall_offset=box_off_s)
+    agent, _ = await agents.start(sync_settings(), clock=clock)
+    await agents.stop(agent)
+    clock.step(-box_off_s)  # NTP
+    central.add_orders([old, new])
+    await central.set_up(True)
+    agent, events = await agents.start(sync_settings(), clock=clock)
+    [completed] = await events.wait(RecoveryCompleted)
+    assert (completed.counts["history"], completed.counts["stored"]) == (1, 1), completed.counts
+    jobs = "SELECT DISTINCT o.number FROM orders o JOIN print_jobs j ON j.order_id = o.id"
+    assert await db_rows(agent, jobs) == [(new["number"],)]
