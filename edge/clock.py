@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import threading
 import time
@@ -37,10 +38,16 @@ class Clock:
     def boot(self) -> str | None:
         """This boot's id (the kernel's boot_id): two runs that read the same one share their monotonic clock. None
         where the system does not say."""
-        try:
-            return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-        except OSError:
-            return None
+        return _boot_id()
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    """Read once: it does not change while the process runs."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 SYSTEM_CLOCK = Clock()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -65,12 +66,10 @@ class Summarised:
     network) goes to the log the first time, then at most once every ``every_s`` per kind, with how many were left
     out since: each line is written to the SD card, and a flood must not write one per request."""
 
-    def __init__(self, event: str, *, every_s: float = 10.0, clock: Any = None) -> None:
-        import time
-
+    def __init__(self, event: str, *, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._event = event
         self._every_s = every_s
-        self._clock = clock or time.monotonic
+        self._clock = clock
         self._last: dict[str, float] = {}
         self._left_out: dict[str, int] = {}
 

@@ -564,3 +564,29 @@ def originals_on_paper(printed: Iterable[bytes]) -> collections.Counter[tuple[st
             _, _, order_id, station = doc.qr_codes[0].split(":")
             originals[(order_id, station)] += COPY_MARK not in doc.text
     return originals
+
+
+@contextlib.contextmanager
+def small_card(path: Path, size: str = "4m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (made here): a card that fills up with the kernel's ENOSPC. Only root
+    may mount one: the test is skipped otherwise (CI runs as root, so nothing is skipped there)."""
+    if os.geteuid() != 0:
+        pytest.skip("a full card is a small tmpfs, which only root may mount (CI runs as root)")
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True, timeout=10)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=10)
+
+
+def fill(card: Path, *, leave: int = 0) -> Path:
+    """Fills the card with one file, leaving ``leave`` bytes free; returns the file (unlink it to make room)."""
+    filler = card / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        if leave:
+            f.truncate(f.tell() - leave)
+    return filler

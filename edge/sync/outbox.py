@@ -133,8 +133,7 @@ class OutboxSender:
             # make the next copies duplicates): fewer a POST, from now on in this run.
             self._batch_size = max(1, len(items) // 2)
             log.warning("outbox_batch_too_slow", events=len(items), batch_size=self._batch_size)
-            settled = await self._settle(items[: len(items) // 2])
-            return settled + await self._settle(items[len(items) // 2 :])
+            return await self._settle_halves(items)
         except CentralApiError as err:
             await self._store.count_attempt(ids)
             if not isinstance(err, CentralRejectedError) or not (
@@ -150,12 +149,15 @@ class OutboxSender:
                 return 0
             # Which event does the backend refuse? Halves, oldest first, so the good ones still go and in order.
             log.warning("outbox_batch_split", events=len(ids), first_id=ids[0], last_id=ids[-1], status=err.status)
-            half = len(items) // 2
-            settled = await self._settle(items[:half])
-            return settled + await self._settle(items[half:])
+            return await self._settle_halves(items)
         await self._store.delivered(ids, self._clock.wall())
         log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
         return len(ids)
+
+    async def _settle_halves(self, items: Sequence[OutboxItem]) -> int:
+        """The oldest half, then the other: events of one order keep their order."""
+        half = len(items) // 2
+        return await self._settle(items[:half]) + await self._settle(items[half:])
 
     async def _put_aside(self, item: OutboxItem, err: CentralRejectedError) -> None:
         """Central refused the order's oldest pending event on its own, not for good: its events wait, the others go."""

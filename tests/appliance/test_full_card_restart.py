@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,31 +9,18 @@ import pytest
 
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process, api_client, eventually, post
+from tests.helpers import agent_process, api_client, eventually, fill, post, small_card
 
 
 @pytest.fixture
-def small_card(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs as the data directory: "full" is the kernel's ENOSPC."""
-    if os.geteuid() != 0:
-        pytest.skip("a full card is a small tmpfs, which only root may mount (CI runs as root)")
-    data = tmp_path / "data"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(data)], check=True, timeout=10)
-    yield data
-    subprocess.run(["umount", "-l", str(data)], check=False, timeout=10)
-
-
-def fill(card: Path) -> Path:
-    filler = card / "filler"
-    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 4096)
-    return filler
+def card(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs as the data directory."""
+    with small_card(tmp_path / "data") as path:
+        yield path
 
 
 async def test_an_agent_stopped_cleanly_starts_on_a_full_card_answers_503_and_takes_orders_once_there_is_room(
-    tmp_path: Path, small_card: Path, printers: dict[str, SimPrinter]
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
 ) -> None:
     """A clean stop lets SQLite remove its -wal and -shm files; a start on a card that is full meanwhile cannot make
     them again. The agent gives back the room it keeps beside its database for this (edge.db-room) and starts; once
@@ -48,8 +32,8 @@ async def test_an_agent_stopped_cleanly_starts_on_a_full_card_answers_503_and_ta
     async with api_client(agent.port) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
     assert await agent.terminate() == 0
-    assert (small_card / "edge.db-room").stat().st_size > 0
-    filler = fill(small_card)
+    assert (card / "edge.db-room").stat().st_size > 0
+    filler = fill(card)
     await agent.start()
     async with api_client(agent.port) as api:
         answers = []
