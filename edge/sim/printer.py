@@ -222,16 +222,28 @@ class SimPrinter:
 
     def _accept(self) -> None:
         assert self._sock is not None  # the reader is removed before the socket goes
+        while conn := self._accepted():
+            self._start_serving(conn)
+            if len(self._connections) >= _CONNECTIONS:  # the next one is refused until one of these ends
+                # A real interface refuses at connect time; the kernel's backlog here has already taken more for
+                # us, and their clients may have written and closed: they are served, never reset unread.
+                while late := self._accepted():
+                    self._start_serving(late)
+                self._full = True
+                self._stop_listening()
+                return
+
+    def _accepted(self) -> socket.socket | None:
+        assert self._sock is not None
         try:
-            conn, _ = self._sock.accept()
+            return self._sock.accept()[0]
         except (BlockingIOError, InterruptedError):
-            return
+            return None
+
+    def _start_serving(self, conn: socket.socket) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self._connections.add(task)
         task.add_done_callback(self._closed)
-        if len(self._connections) >= _CONNECTIONS:  # the next one is refused until one of these ends
-            self._full = True
-            self._stop_listening()
 
     def _closed(self, task: asyncio.Task[None]) -> None:
         self._connections.discard(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -204,3 +205,19 @@ async def test_one_host_at_a_time_the_others_wait_unanswered_and_a_fourth_is_ref
     assert [bytes(job) for job in await printer.wait_for_printed(2)] == [b"FIRST\n", b"SECOND\n"]
     _, fourth = await asyncio.open_connection(*printer.address)  # a free place again
     fourth.close()
+
+
+async def test_connections_the_kernel_took_before_it_was_full_are_served_not_reset(printer: SimPrinter) -> None:
+    """The simulator listens with a kernel backlog, so a burst of connects all succeed before it accepts the first:
+    for the client those connections were taken, and a sender that writes without asking (a printer without status)
+    cannot tell a reset afterwards. A printer refuses at connect time (UB-E02 TRG 4.5), so what it accepted it serves.
+    Before: the listener closed at the third, resetting the two already established; one ticket of a CI run was
+    logged printed and never came out."""
+
+    for n in range(5):  # connects that do not yield to the loop: none accepted yet, all five wait in the backlog
+        with socket.socket() as conn:
+            conn.setblocking(False)
+            assert conn.connect_ex(printer.address) in (0, errno.EINPROGRESS)  # loopback: established at once
+            conn.send(f"JOB{n}\n".encode())
+    jobs = await printer.wait_for_printed(5, timeout=10)
+    assert sorted(bytes(job) for job in jobs) == [f"JOB{n}\n".encode() for n in range(5)]
