@@ -197,6 +197,9 @@ class SimPrinter:
         # synchronous, so set_offline() takes effect before the caller's next line.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # A printer's TCP window is about its receive buffer, not a PC's autotuned megabytes: what it cannot take
+        # waits in the sender's socket (the connections inherit this from the listener, window scaling included).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         sock.bind((self.host, self.port))
         sock.listen(16)
         sock.setblocking(False)

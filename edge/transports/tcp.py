@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
+import time
 
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 
+# While a read waits, whether the printer still takes what was written is looked at this often.
+_TAKEN_CHECK_S = 0.5
+
 
 class TcpTransport:
-    """Blocking socket; a failed connect is "unreachable", any failure after it is a write error."""
+    """Blocking socket; a failed connect is "unreachable", any failure after it is a write error.
+
+    A printer's TCP window is about its receive buffer (a few KB); what it cannot take yet waits in this box's socket
+    buffer, where send() has put it and no longer sees it. A printer stopped at paper end takes no more: a long
+    ticket's rest waits here, and status queries behind it. So a read also watches the bytes the printer has
+    acknowledged: none for write_timeout while some wait is the same stall as a send() that waits that long. A
+    connection given up on in a stall is reset, so what still waits here is dropped rather than printed, unmarked,
+    after a new roll.
+    """
 
     can_read = True
     line_bytes_per_s: float | None = None
@@ -34,6 +49,10 @@ class TcpTransport:
         self._connect_timeout = connect_timeout
         self._write_timeout = write_timeout
         self._sock: socket.socket | None = None
+        self._sent = 0  # bytes send() took on this connection
+        self._taken = 0  # of those, what the device has acknowledged, when last looked at
+        self._taken_at = 0.0  # when it last took some (or had all), monotonic
+        self._stalled = False  # given up on: closed with a reset
 
     def open(self) -> None:
         self.close()
@@ -51,30 +70,42 @@ class TcpTransport:
                 sock.close()
             raise DeviceUnreachableError(self.device_id, self.label, f"cannot connect: {err.strerror or err}") from err
         self._sock = sock
+        self._sent = self._taken = 0
+        self._taken_at, self._stalled = time.monotonic(), False
 
     def write(self, data: bytes) -> None:
         sock = self._connected()
         # The timeout applies per send() call, so it bounds a stall, not the whole job: a slow
         # printer taking a large image a little at a time is fine, one that takes nothing is not.
         sock.settimeout(self._write_timeout)
+        self._look_taken(sock)  # a device that had everything starts its time for these bytes now
         view = memoryview(data)
         try:
             while view:
-                view = view[sock.send(view) :]
+                sent = sock.send(view)
+                self._sent += sent
+                view = view[sent:]
         except TimeoutError as err:
-            raise DeviceWriteError(self.device_id, self.label, f"took no data for {self._write_timeout:g}s") from err
+            raise self._stall() from err
         except OSError as err:
             raise DeviceWriteError(self.device_id, self.label, f"write failed: {err.strerror or err}") from err
 
     def read(self, n: int, timeout: float) -> bytes:
         sock = self._connected()
-        sock.settimeout(timeout)
-        try:
-            data = sock.recv(n)
-        except TimeoutError:
-            return b""
-        except OSError as err:
-            raise DeviceWriteError(self.device_id, self.label, f"connection lost: {err.strerror or err}") from err
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            sock.settimeout(max(min(left, _TAKEN_CHECK_S), 0.001))
+            try:
+                data = sock.recv(n)
+                break
+            except TimeoutError:
+                if left <= _TAKEN_CHECK_S:
+                    return b""
+                if not self._look_taken(sock) and time.monotonic() - self._taken_at >= self._write_timeout:
+                    raise self._stall() from None
+            except OSError as err:
+                raise DeviceWriteError(self.device_id, self.label, f"connection lost: {err.strerror or err}") from err
         if not data:
             raise DeviceWriteError(self.device_id, self.label, "closed the connection")
         return data
@@ -83,10 +114,28 @@ class TcpTransport:
         if self._sock is None:
             return
         try:
+            if self._stalled:  # a reset: the kernel drops what still waits instead of sending it once the device reads
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self._sock.close()
         except OSError:
             pass
         self._sock = None
+
+    def _look_taken(self, sock: socket.socket) -> bool:
+        """Whether the device took some of what was written since last looked at, or has it all."""
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except OSError:
+            return True  # cannot tell: no stall is claimed
+        taken = self._sent - waiting
+        if taken > self._taken or waiting == 0:
+            self._taken, self._taken_at = taken, time.monotonic()
+            return True
+        return False
+
+    def _stall(self) -> DeviceWriteError:
+        self._stalled = True
+        return DeviceWriteError(self.device_id, self.label, f"took no data for {self._write_timeout:g}s")
 
     def _connected(self) -> socket.socket:
         if self._sock is None:

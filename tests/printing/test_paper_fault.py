@@ -205,3 +205,45 @@ async def test_paper_end_late_in_a_ticket_on_a_printer_slower_than_planned_for_i
     printed = await kitchen.wait_for_printed(2, timeout=20)
     assert "KOPIE / COPY" in decode(printed[1]).text
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
+
+
+async def test_a_roll_that_ends_early_in_a_long_ticket_fails_over_within_the_write_timeout_and_the_rest_never_prints(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """A catering order's ticket is longer than the printer's buffer and TCP window together. When its roll ends early,
+    the printer takes no more bytes: the rest waits in this box's socket, where send() no longer sees it, and status
+    queries wait behind it. The printer has taken nothing for write_timeout: that is a stalled write, as when send()
+    itself waits that long, and the station fails over; the rest of the ticket still in this box is dropped with the
+    connection, so a new roll does not print it after the COPY. Before: the station waited as long as the slowest
+    printer would take to print the whole ticket (probe_paper: 387 s for a 45 KB ticket) before the next order went
+    to the backup, and the whole rest came out after the new roll, unmarked."""
+    kitchen, front = printers["kitchen"], printers["front"]
+    raw = config_dict(
+        tmp_path / "data", printers, stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.5}
+    )
+    raw["printers"]["kitchen"]["write_timeout"] = 1.0
+    agent = await make_agent(parse_settings(raw, source="test"))
+    kitchen.speed, kitchen.resumes = PaperSpeed(), True  # an Epson: stopped, it waits for a roll, its buffer full
+    big = dict(example_order, id="ord_catering", number="C-1", print_receipt=False)
+    note = "ohne Zwiebeln, extra scharf " * 5
+    big["items"] = [
+        dict(example_order["items"][1], sku=f"SKU-{n}", name=f"Gericht {n:03d}", note=note) for n in range(150)
+    ]
+    small = dict(example_order, id="ord_next", number="C-2", print_receipt=False)
+    ticket = agent.printing.renderer().ticket(parse_order(big), "kitchen", width=48, language="de")
+    assert len(ticket) > 30_000
+    kitchen.paper_out_after = 2_000
+    async with api_client(agent) as api:
+        assert (await post(api, big))[0] == 201
+        assert (await post(api, small))[0] == 201
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    moved = await front.wait_for_printed(2, timeout=30)
+    assert loop.time() - started < 15
+    texts = [decode(job).text for job in moved]
+    assert "C-1" in texts[0] and "KOPIE / COPY" in texts[0] and "Gericht 149" in texts[0]
+    assert "C-2" in texts[1] and "KOPIE / COPY" not in texts[1]
+    kitchen.paper_out = False  # a new roll: what the printer still held prints, never the rest this box held
+    # What it held prints on the new roll, after what came out before the end: two pieces of paper.
+    pieces = await kitchen.wait_for_printed(2, timeout=30)
+    assert "Gericht 149" not in decode(b"".join(pieces)).text, "the rest this box held printed"
