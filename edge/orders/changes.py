@@ -211,7 +211,12 @@ def plan_revision(
         # claims to copy and hide the change); the change follows it as a ticket of its own. But a COPY a person asked
         # for beside a whole original that has not printed, with nothing of the station printing or printed, copies
         # that original: it shows what the original shows now (kept, it printed the old revision last).
-        originals = [j for j in waiting if not j.copy]
+        originals = sorted((j for j in waiting if not j.copy), key=lambda j: j.id)
+        # Only one original waits, unless a ticket went back in line unsent (claimed, then its printer was not
+        # ready): it keeps its revision, and what a revision planned while it counted as on paper waits behind it.
+        # The first one, rewritten, shows the new revision from what is on paper; the ones on top would repeat it.
+        discard.extend(j.id for j in originals[1:])
+        originals = originals[:1]
         nothing_out = not any(j.state in ON_PAPER for j in station_jobs)
         if nothing_out and any(j.variant is None for j in originals):
             originals += [j for j in waiting if j.copy and j.variant is None]

@@ -718,3 +718,82 @@ async def test_an_order_stored_with_a_line_id_twice_before_they_were_refused_pri
         assert "- 1x Käsespätzle" in changed and "Pizza" not in changed, changed
         async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as r:
             assert (r.status, (await r.json())["status"]) == (200, "cancelled")
+
+
+def pizzas(order: dict[str, Any], revision: int, qty: int, *, tiramisu: bool = False) -> dict[str, Any]:
+    out = revised(order, revision)
+    out["items"][0]["qty"] = qty
+    if tiramisu:
+        out["items"].append(copy.deepcopy(TIRAMISU))
+    return out
+
+
+def slowly_not_ready(kitchen: SimPrinter) -> None:
+    """The kitchen's next status answers come late and say paper out: a ticket is claimed ('printing', so a change
+    meanwhile is planned from it), found not ready and put back in line unsent."""
+    kitchen.stalls = {kitchen.status_asked + k: 0.4 for k in range(4)}
+    kitchen.paper_out = True
+
+
+async def settled(agent: Agent) -> None:
+    await eventually(
+        lambda: job_rows(agent), lambda rows: all(r[0] in ("printed", "discarded") for r in rows), what="settled"
+    )
+
+
+async def job_states(agent: Agent, order_id: str) -> list[str]:
+    sql = f"SELECT state FROM print_jobs WHERE order_id = '{order_id}' AND kind = 'ticket' ORDER BY id"
+    return [state for (state,) in await db_rows(agent, sql)]
+
+
+async def test_a_revision_after_a_ticket_went_back_in_line_prints_the_order_once_not_twice(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The first ticket is claimed when revision 2 commits, so its change ticket follows it; then the printer turns
+    out not ready and the ticket goes back in line unsent, keeping revision 1 (the change follows it). Revision 3 then
+    rewrote both waiting tickets: the whole ticket showed revision 3, and the change ticket after it added the
+    Tiramisu again: two Tiramisu on the rail, and a "2 -> 3x Pizza" contradicting the ticket (probe_chaos_changes,
+    also with a printer that merely went offline). A waiting ticket shows the new revision; what was planned on top
+    of it goes."""
+    kitchen = printers["kitchen"]
+    assert (await post(api, dict(example_order, id="ord_warm", number="W-1")))[0] == 201
+    await kitchen.wait_for_printed(1)
+    await printed_all(agent)
+    slowly_not_ready(kitchen)
+    assert (await post(api, example_order))[0] == 201
+    order_id = example_order["id"]
+    await eventually(lambda: job_states(agent, order_id), lambda states: states == ["printing"], what="claimed")
+    assert (await post(api, pizzas(example_order, 2, 3)))[0] == 200
+    await eventually(lambda: job_states(agent, order_id), lambda states: states[0] == "queued", what="put back")
+    assert (await post(api, pizzas(example_order, 3, 3, tiramisu=True)))[0] == 200
+    kitchen.stalls, kitchen.paper_out = {}, False
+    await settled(agent)
+    await asyncio.sleep(0.3)  # room for a ticket too many
+    mine = [t for t in (decode(job).text for job in kitchen.printed) if example_order["number"] in t]
+    assert len(mine) == 1, mine
+    assert "3x Pizza Margherita" in mine[0] and "1x Tiramisu" in mine[0] and "ÄNDERUNG" not in mine[0]
+
+
+async def test_a_revision_after_a_change_ticket_went_back_in_line_prints_the_change_once(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 printed; revision 2's change ticket is claimed when revision 3 commits (a change from 2 follows it),
+    then goes back in line unsent. Revision 4 rewrote both: "2 -> 4x" and "3 -> 4x" Pizza, the Tiramisu added twice.
+    The change ticket from what is on paper shows revision 4; the one planned on top of it goes."""
+    kitchen = printers["kitchen"]
+    assert (await post(api, example_order))[0] == 201
+    await kitchen.wait_for_printed(1)
+    await printed_all(agent)
+    slowly_not_ready(kitchen)
+    assert (await post(api, pizzas(example_order, 2, 3)))[0] == 200
+    order_id = example_order["id"]
+    await eventually(lambda: job_states(agent, order_id), lambda states: states[1:] == ["printing"], what="claimed")
+    assert (await post(api, pizzas(example_order, 3, 4)))[0] == 200
+    await eventually(lambda: job_states(agent, order_id), lambda states: states[1] == "queued", what="put back")
+    assert (await post(api, pizzas(example_order, 4, 4, tiramisu=True)))[0] == 200
+    kitchen.stalls, kitchen.paper_out = {}, False
+    await settled(agent)
+    await asyncio.sleep(0.3)
+    changes = [decode(job).text for job in kitchen.printed[1:]]
+    assert len(changes) == 1, changes
+    assert "2 -> 4x Pizza Margherita" in changes[0] and changes[0].count("+ 1x Tiramisu") == 1, changes[0]
