@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import random
@@ -11,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, RemoteClock, wait_set
+from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import CentralSettings
 from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError, StoreError, WrongStateError
 from edge.events import (
@@ -62,7 +63,8 @@ class _CancelRequested(Exception):
 
 
 class Recovery:
-    """Runs one recovery at a time; a trigger while one is active joins it. See docs/central-api.md for the rules."""
+    """Runs one recovery at a time; a trigger while one is active joins it, or a fresh run follows it when it will not
+    list again (see trigger). See docs/central-api.md for the rules."""
 
     def __init__(
         self,
@@ -106,10 +108,16 @@ class Recovery:
         # them again; after a restart (or beyond the cap) processing prepares them from the stored JSON.
         self._prepared: dict[str, NewOrder] = {}
         # A run resumed after a restart whose validation happened before it (the saved payloads may be stale: central
-        # may have cancelled or changed an order since), until central answers its validation again; and the first
-        # trigger that came meanwhile, which a fresh run answers once that run has ended (see trigger).
+        # may have cancelled or changed an order since), until central answers its validation again; the run central
+        # has answered the last page of (what central takes from then on, it does not list); and for a run of
+        # either kind, the first trigger that came meanwhile, which a fresh run answers once that run has ended (see
+        # trigger).
         self._stale_id: int | None = None
-        self._follow: RunTrigger | None = None
+        self._listed_id: int | None = None
+        self._follows: dict[int, RunTrigger] = {}
+        # The active run's start delay while it sits it out (a retry's backoff, the start jitter): a trigger may bring
+        # the start forward (see trigger).
+        self._start_delay: asyncio.Timeout | None = None
         self._unsubscribe = bus.subscribe(self._on_link, CentralLinkChanged)
 
     # --- life cycle -------------------------------------------------------------------------
@@ -125,7 +133,7 @@ class Recovery:
         log.info("recovery_resuming", run_id=run.id, phase=run.state)
         async with self._trigger_lock:
             if run.state in (RunState.PROCESSING, RunState.COMPLETION):  # before a trigger can come: see _execute
-                self._stale_id, self._follow = run.id, None
+                self._stale_id = run.id
             self._launch(run.id, run.trigger, run.state, delay=0.0)
         return run.id
 
@@ -164,17 +172,21 @@ class Recovery:
     # --- commands ---------------------------------------------------------------------------
 
     async def trigger(self, trigger: RunTrigger, *, delay: float = 0.0) -> tuple[int, bool]:
-        """Start a run, or join the active one: returns (run id, joined). A run resumed after a restart that works
-        from what it validated before it (central did not answer its validation again) does not satisfy a trigger:
-        a fresh run follows it, so that what central changed meanwhile is applied at once."""
+        """Start a run, or join the active one: returns (run id, joined). A run that will not list what central has
+        now does not satisfy a trigger: one central has answered the last page of (it is storing or completing), or
+        one resumed after a restart that works from what it validated before it (central did not answer its
+        validation again). A fresh run follows it, so that what central took or changed meanwhile is applied at once.
+        A run still waiting for its start (a retry's backoff) starts after this trigger's delay if that is sooner."""
         async with self._trigger_lock:
-            if self.active_run is not None:
-                if self.active_run == self._stale_id:
-                    self._follow = self._follow or trigger
-                    log.info("recovery_follows", run_id=self.active_run, trigger=trigger, reason="resumed, stale")
+            if (active := self.active_run) is not None:
+                if active in (self._stale_id, self._listed_id):
+                    self._follows.setdefault(active, trigger)
+                    reason = "resumed, stale" if active == self._stale_id else "past its listing"
+                    log.info("recovery_follows", run_id=active, trigger=trigger, reason=reason)
                 else:
-                    log.info("recovery_joined", run_id=self.active_run, trigger=trigger)
-                return self.active_run, True
+                    log.info("recovery_joined", run_id=active, trigger=trigger)
+                    self._start_sooner(active, trigger, delay)
+                return active, True
             run_id = await self._runs.create_run(trigger, self._clock.wall())
             if delay > 0:
                 log.info("recovery_delayed", run_id=run_id, trigger=trigger, delay_s=round(delay, 2))
@@ -228,6 +240,18 @@ class Recovery:
 
     # --- the run ----------------------------------------------------------------------------
 
+    def _start_sooner(self, run_id: int, trigger: RunTrigger, delay: float) -> None:
+        """The active run, if it is still sitting out its start delay, starts after ``delay`` from now when that is
+        sooner: the line coming back, or a person asking, does not wait out the backoff of a run that failed on a busy
+        central (minutes at the shipped retry_max_s, doubling)."""
+        waiting = self._start_delay
+        if waiting is None or waiting.expired():
+            return
+        starts = asyncio.get_running_loop().time() + delay
+        if (due := waiting.when()) is None or starts < due:
+            waiting.reschedule(starts)
+            log.info("recovery_brought_forward", run_id=run_id, trigger=trigger, delay_s=round(delay, 2))
+
     def _launch(self, run_id: int, trigger: RunTrigger, state: RunState, *, delay: float) -> None:
         self._active_id = run_id
         self._cancel = asyncio.Event()
@@ -247,7 +271,7 @@ class Recovery:
         structlog.contextvars.bind_contextvars(recovery_run=run_id)
         try:
             if delay > 0:
-                await wait_set(self._cancel, delay)
+                await self._sit_out(delay)
             self._checkpoint()
             started = self._clock.mono()  # durations on the monotonic clock: NTP may step the wall clock meanwhile
             if state == RunState.WAITING:
@@ -298,14 +322,24 @@ class Recovery:
         finally:
             self._prepared.clear()
             structlog.contextvars.unbind_contextvars("recovery_run")
-            follow = self._follow if self._stale_id == run_id else None
+            follow = self._follows.pop(run_id, None)
             if self._stale_id == run_id:
-                self._stale_id, self._follow = None, None
+                self._stale_id = None
             if ended and follow is not None:
                 log.info("recovery_following", after_run=run_id, trigger=follow)
                 self._spawn(self.trigger(follow))
             elif ended and retry is not None:
                 self._spawn(self.trigger(retry, delay=self._retry_in))
+
+    async def _sit_out(self, delay: float) -> None:
+        """Wait ``delay`` for the run's start, less if a trigger brings it forward (_start_sooner); a cancel ends the
+        wait."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay) as self._start_delay:
+                    await self._cancel.wait()
+        finally:
+            self._start_delay = None
 
     async def _validate(self, run_id: int) -> None:
         """Page through the orders changed since the confirmed cursor, classify each; writes only the run's report (and
@@ -318,7 +352,7 @@ class Recovery:
         self._page_size = self._settings.page_size  # every run, a resumed one too, starts from the configured size
         history_before: float | None = None
         sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
-        fetch = self._fetch(cursor)
+        fetch = self._fetch(run_id, cursor)
         try:
             while True:
                 try:
@@ -333,7 +367,7 @@ class Recovery:
                         "recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the start"
                     )
                     cursor, sent = "", {""}
-                    fetch = self._fetch(cursor)
+                    fetch = self._fetch(run_id, cursor)
                     continue
                 if more:  # an empty page with has_more is normal (docs/central-api.md): only has_more ends the list
                     if next_cursor in sent:
@@ -343,14 +377,15 @@ class Recovery:
                             " advance (a timestamp cursor? docs/central-api.md forbids them)"
                         )
                     sent.add(next_cursor)
-                    fetch = self._fetch(next_cursor)  # the next page travels while this one is classified
+                    fetch = self._fetch(run_id, next_cursor)  # the next page travels while this one is classified
                 if not pages:  # central has answered: its clock is known
                     history_before = await self._history_line()
                     if self._stale_id == run_id:  # resumed after its validation, validated again after the restart:
                         # what it saved goes only now (a run central does not answer stores it: _execute), and a
-                        # trigger may join it again
+                        # trigger may join it again (or follow it, after its last page: _page)
                         await self._runs.clear_items(run_id)
-                        self._stale_id, self._follow = None, None
+                        self._stale_id = None
+                        self._follows.pop(run_id, None)
                 await self._runs.save_page(
                     run_id, await self._classify(orders, page=pages, history_before=history_before), next_cursor
                 )
@@ -386,10 +421,10 @@ class Recovery:
                 printed_until = on_central
         return printed_until - self._history_age_s if printed_until and self._history_age_s else None
 
-    def _fetch(self, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
-        return asyncio.ensure_future(self._page(cursor))
+    def _fetch(self, run_id: int, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
+        return asyncio.ensure_future(self._page(run_id, cursor))
 
-    async def _page(self, cursor: str) -> tuple[list[Any], str, bool]:
+    async def _page(self, run_id: int, cursor: str) -> tuple[list[Any], str, bool]:
         """One page since ``cursor``. A page of 1000 is ~1.1 MB: on a slow line (512 kbit/s, central not gzipping)
         ~17 s of the 13 s a call may take, and asked again at the same size it never arrives. So an answer that does
         not arrive whole in time is asked again at once (the timeout was the wait) for half as many orders, down to
@@ -401,12 +436,17 @@ class Recovery:
         while True:
             at_floor = self._page_size <= floor
             try:
-                return await self._client.orders_since(cursor, self._page_size, retry_slow=at_floor)
+                page = await self._client.orders_since(cursor, self._page_size, retry_slow=at_floor)
             except CentralSlowAnswerError as err:
                 if at_floor:
                     raise
                 self._page_size = max(floor, self._page_size // 2)
                 log.warning("recovery_page_smaller", page_size=self._page_size, error=str(err))
+                continue
+            if not page[2]:  # the last page: what central takes from now on, this run does not list (trigger); noted
+                # as it arrives, not when the run gets to it (classifying the page before), so no trigger between joins
+                self._listed_id = run_id
+            return page
 
     async def _classify(self, orders: list[Any], *, page: int, history_before: float | None) -> list[RecoveryItem]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
