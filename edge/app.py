@@ -163,6 +163,7 @@ class Agent:
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             if interrupted := await jobs.requeue_interrupted():
                 log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
+            to_clear = await jobs.printers_to_clear()  # also those of a crash before, never reached since
             router = Router.from_settings(s)
             await reroute_stranded(jobs, router.printers_for)
             ages.seed(await jobs.waiting())
@@ -199,6 +200,7 @@ class Agent:
                     spool=s.spool,
                     ages=ages,
                     clock=self.clock,
+                    clear_first=name in to_clear,
                 )
                 self.spoolers[name].start()
             self._on_stop(stack, "spools", self._stop_spools)

@@ -19,9 +19,20 @@ from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.ports import free_port
-from edge.sim.printer import SimPrinter
+from edge.sim.printer import PaperSpeed, SimPrinter
 from edge.sim.process import AgentProcess, write_config
-from tests.helpers import TOKEN, api_client, db_rows, eventually, post_until_taken, ticket_variant, wait_until
+from tests.helpers import (
+    COPY_MARK,
+    TOKEN,
+    agent_process,
+    api_client,
+    db_rows,
+    eventually,
+    post,
+    post_until_taken,
+    ticket_variant,
+    wait_until,
+)
 
 ORDERS = int(os.environ.get("EDGE_CRASH_ORDERS", "2000"))
 KILLS = int(os.environ.get("EDGE_CRASH_KILLS", "5"))
@@ -291,3 +302,48 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
         await kitchen.stop()
         await front.stop()
         await central.stop()
+
+
+@pytest.mark.crash
+async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_only_as_the_copy(tmp_path: Path) -> None:
+    """The agent is killed while a slow Epson prints a ticket it holds whole in its buffer; the roll ends in that
+    ticket while the agent is down. The restarted agent reprints the ticket as COPY, and clears the printer's buffers
+    at its first contact, though the printer reports paper out: after the new roll only the COPY comes out. Before,
+    the printer first went on with the rest of the cut-short ticket, without its head (no order number, no COPY mark),
+    as the agent that sent it was gone (probe_chaos_print, test_kill_then_paper_end_remnant)."""
+    kitchen, front = SimPrinter("kitchen", speed=PaperSpeed(mm_per_s=25.0)), SimPrinter("front")
+    kitchen.resumes = True  # an Epson: after a new roll it prints what waits in its buffers
+    await kitchen.start()
+    await front.start()
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
+    db = tmp_path / "data" / "edge.db"
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, prefix="roll", print_receipt=False)))[0] == 201
+        await wait_until(lambda: kitchen.job_bytes_in > 0, 10, "the ticket sent")
+        await asyncio.sleep(0.2)  # the rest of it on loopback: the whole ticket fits in the printer's buffer
+        ticket_bytes = kitchen.job_bytes_in
+        await agent.kill()
+        kitchen.paper_out_after = ticket_bytes // 2  # the roll ends half way through the ticket
+        await wait_until(lambda: kitchen.paper_out, 10, "the roll ended in the ticket")
+        await agent.start()
+
+        async def kitchen_state() -> str:
+            async with api_client(agent.port) as api, api.get("/api/v1/printers") as response:
+                return {p["name"]: p["state"] for p in (await response.json())["printers"]}["kitchen"]
+
+        await eventually(kitchen_state, lambda state: state == "paper_out", 10, "paper out seen after the restart")
+        kitchen.paper_out = False  # a new roll
+        await eventually(
+            lambda: db_rows(db, "SELECT state, copy FROM print_jobs"), lambda rows: rows == [("printed", 1)], 20
+        )
+        head, *after_new_roll = (decode(piece).text for piece in kitchen.printed)
+        assert COPY_MARK not in head and "KOPIE" not in head
+        unmarked = [text for text in after_new_roll if COPY_MARK not in text]
+        assert not unmarked, f"the rest of the cut-short ticket printed after the new roll: {unmarked}"
+        assert len(after_new_roll) == 1 and kitchen.cleared >= 1
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()

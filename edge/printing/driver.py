@@ -57,6 +57,9 @@ _GS_R_PAPER_END = 0x0C  # its reply's bits 2 and 3: the roll paper end sensor
 # in the middle of a job goes on with the rest of it once the fault clears: without this, that half ticket (without
 # its head) would come out before the COPY of the whole.
 _CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"
+# Its Clear response (37H 25H 00H) is a block: a header, then bytes up to a NUL. Passed over: its last two bytes
+# look like GS r replies (bits 4 and 7 clear), and on a connection that goes on, one read as the job's said "out".
+_BLOCK_HEADER, _BLOCK_END = 0x37, 0x00
 # While waiting for that reply, the real-time cause of a stop is asked this often: paper end ends the wait at once.
 _STOP_POLL_S = 0.25
 _BUSY_RETRY_S = 0.1  # how soon a connection the printer refused while busy with our jobs is tried again
@@ -84,6 +87,7 @@ class _Replies:
         self._real_time: collections.deque[int] = collections.deque()
         self._in_order: collections.deque[int] = collections.deque()
         self._asb_left = 0  # bytes of an Automatic Status Back still to pass over
+        self._in_block = False  # inside a block reply (the Clear response), passed over up to its NUL
         self._missed: collections.deque[int] = collections.deque()  # n of DLE EOT given up on, their replies to come
         self._late = 0  # replies to such queries that came
         # A missed reply never came, even after the wait: replies read after that may answer other queries
@@ -129,12 +133,17 @@ class _Replies:
             left = deadline - time.monotonic()
 
     def _sort(self, byte: int) -> None:
+        if self._in_block:
+            self._in_block = byte != _BLOCK_END
+            return
         if byte in XON_XOFF:
             return
         if self._asb_left:
             self._asb_left -= 1
         elif is_asb_start(byte):
             self._asb_left = 3
+        elif byte == _BLOCK_HEADER:
+            self._in_block = True
         elif is_valid_reply(byte) and self._missed:
             self._missed.popleft()
             self._late += 1
@@ -233,6 +242,18 @@ class PrinterDriver:
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
         self._blind_jobs: collections.deque[float] = collections.deque(maxlen=_INTERFACE_HOLDS)  # their times
+        self._clear_first = False  # clear_at_first_contact, until the clear went out
+
+    def clear_at_first_contact(self) -> None:
+        """Its buffers may hold the rest of a job a crash cut short (the agent that sent it is gone): they are cleared
+        on the next connection, before anything else goes (also to a printer stopped at paper end, and whether that
+        connection is a status query or a job), and again on the one after until the clear went out."""
+        self._clear_first = True
+
+    @property
+    def clearing_first(self) -> bool:
+        """Whether the clear asked for by clear_at_first_contact has yet to go out."""
+        return self._clear_first
 
     @property
     def asks_status(self) -> bool:
@@ -294,6 +315,20 @@ class PrinterDriver:
                     raise
                 time.sleep(min(left, _BUSY_RETRY_S))
         self._replies = _Replies(self.transport)
+        if self._clear_first:
+            self._clear_leftover()
+
+    def _clear_leftover(self) -> None:
+        """The clear of clear_at_first_contact, on a connection just opened. Not sent: the printer is taken for one
+        that cannot be reached (nothing went out), and the next connection tries again."""
+        try:
+            with self._device_errors(DeviceWriteError):
+                self.transport.write(_CLEAR_BUFFERS)
+        except DeviceWriteError as err:
+            self._close()
+            raise DeviceUnreachableError(self.name, self.transport.label, f"buffers not cleared: {err}") from err
+        self._clear_first = False
+        log.info("printer_buffers_cleared", device_id=self.name, reason="a job a crash cut short may be left in them")
 
     def _status(self) -> tuple[PrinterState, dict[int, int]]:
         # Accepted the connection, then hung up: not taking jobs.

@@ -50,9 +50,11 @@ class Spooler:
         spool: SpoolSettings,
         ages: JobAges,
         clock: Clock = SYSTEM_CLOCK,
+        clear_first: bool = False,
     ) -> None:
         """``ages``: how old a job is and when it is stale (held for a person instead of printed). ``jobs`` publishes
-        what happens to each job (printed, failed, dead, held) once it is recorded."""
+        what happens to each job (printed, failed, dead, held) once it is recorded. ``clear_first``: a crash cut a job
+        on this printer short (JobStore.printers_to_clear): its buffers are cleared at the first contact."""
         self.name = printer.name
         self.state = PrinterState.UNKNOWN
         self.state_detail = ""
@@ -75,6 +77,9 @@ class Spooler:
         self._unrecorded = False  # a write failed: what it would have said of a claimed job may be lost with it
         self._confirmed_at = 0.0  # monotonic time the oldest of them was confirmed
         self._last_send_s = 1.0  # until a job has gone out, claim one at a time
+        self._clear_unrecorded = clear_first  # the clear is asked for until the store hears it went out
+        if clear_first:
+            driver.clear_at_first_contact()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"spool-{self.name}")
@@ -124,6 +129,7 @@ class Spooler:
         next_poll = mono() + self._poll_s
         while not self._stopping:
             try:
+                await self._record_clear()
                 if self._unrecorded:
                     with contextlib.suppress(StoreUnavailableError):  # still refused: next time round; the printer
                         await self._requeue_unrecorded()  # is watched meanwhile (its status, alerts)
@@ -176,6 +182,14 @@ class Spooler:
                 "jobs_interrupted_by_storage", device_id=self.name, job_ids=interrupted, action="reprinting marked COPY"
             )
         self._unrecorded = False
+
+    async def _record_clear(self) -> None:
+        """Once the clear asked for at the start went out, the store forgets it: a restart before then clears again
+        (harmless to the job, which prints again as COPY). A store that refuses now hears it next time round."""
+        if self._clear_unrecorded and not self.driver.clearing_first:
+            with contextlib.suppress(StoreUnavailableError):
+                await self._jobs.buffers_cleared(self.name)
+                self._clear_unrecorded = False
 
     def _burst(self) -> int:
         """How many due jobs to claim in one commit: enough that the printer never waits for the disk (a fast printer
@@ -396,6 +410,7 @@ class Spooler:
             if self._stopping:
                 return
             current = await self.driver.status()
+            await self._record_clear()  # while the printer waits for a roll, which may take a while
             if current not in BLOCKING_STATES:
                 self._set_state(current)
                 return

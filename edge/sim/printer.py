@@ -18,7 +18,8 @@ When paper runs out (or the cover opens) in the middle of a buffered job, an Eps
 new roll is in and the cover is closed (``resumes``; by default this simulator drops it). The host can clear the
 receive and print buffers meanwhile with DLE DC4 fn=8 (real time: "Clears all data stored in the receive buffer and the
 print buffer and transmits Clear response", 37H 25H 00H; Epson's ESC/POS reference, TM-T88IV and later, TM-T20,
-TM-U220; Citizen's CT-S300 manual the same).
+TM-U220; Citizen's CT-S300 manual the same). The buffers are the printer's, not a connection's: what a host sent
+before it hung up (or died) stays in them while the next connection is served, and a clear sent on that one drops it.
 
 One host at a time (Epson's UB-E02 Ethernet interface, Technical Reference Guide 4.5 "The Priorities of Printing": it
 "permits up to 3 requests of connecting [...] Data transmission is blocked for other requests until the first
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import os
 import socket
@@ -142,6 +144,7 @@ class SimPrinter:
         self._printed_more = asyncio.Event()
         self._mechanism = asyncio.Lock()  # one job's paper at a time, whichever connection brought it
         self._host = asyncio.Lock()  # the connection being served; the others wait, accepted (UB-E02: up to 3)
+        self._feeds: set[_Feed] = set()  # what each connection sent, while it is in the printer's buffers
         self._full = False  # that many are open: the listener is closed, so the next connection is refused
 
     @property
@@ -257,16 +260,22 @@ class SimPrinter:
     async def _serve(self, conn: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=conn, limit=_STREAM_LIMIT)
         try:
-            async with self._host:
-                await self._serve_host(reader, writer)
+            async with contextlib.AsyncExitStack() as turn:
+                await turn.enter_async_context(self._host)
+                await self._serve_host(reader, writer, turn)
         finally:
             writer.close()
 
-    async def _serve_host(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_host(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, turn: contextlib.AsyncExitStack
+    ) -> None:
+        """``turn``: this host's turn at the interface, over once it hangs up: the next connection is served while
+        what this one sent still prints (and a clear sent on it drops that)."""
         link = _Link(writer)
         if self.asb:
             link.write(self._asb())
         feed = _Feed(self, link)
+        self._feeds.add(feed)
         held = b""  # the start of a query split across reads
         cut = False
         try:
@@ -287,9 +296,10 @@ class SimPrinter:
                             link.stall(stall)
                         link.write(reply)
                         continue
-                    if isinstance(part, _Clear):  # real time too: what waits to print is gone
+                    if isinstance(part, _Clear):  # real time too: what waits to print is gone, whichever host sent it
                         self.cleared += 1
-                        feed.clear()
+                        for buffered in self._feeds:
+                            buffered.clear()
                         link.write(_CLEARED)
                         continue
                     if isinstance(part, bytes):
@@ -306,14 +316,17 @@ class SimPrinter:
                     break
                 if rate is not None:
                     await asyncio.sleep(len(chunk) / rate)
+            await turn.aclose()
             await feed.finish()  # a printer prints its buffer, also after the host hangs up
         except ConnectionError:
+            await turn.aclose()
             await feed.finish()  # the client reset the connection; a printer prints what it got
         except asyncio.CancelledError:
             cut = True  # unplugged or stopped
             feed.stop()
             raise
         finally:
+            self._feeds.discard(feed)
             # Recorded before the connection goes, so a client that sees it close finds the job here.
             self._record(bytes(feed.job), cut=cut, on_paper=feed.on_paper, resumed=feed.resumed)
             if cut:
@@ -620,7 +633,7 @@ class _Feed:
         self.job = bytearray()  # job bytes processed so far
         self.on_paper = 0  # leading job bytes that printed: none arrive on paper after a fault
         self.resumed = False  # printing went on after a fault (``resumes``): the rest of the job is on the new roll
-        self.cleared = False  # the host cleared the buffers: nothing more of this job prints
+        self.cleared = False  # a host cleared the buffers and this one sent nothing since: no more of it prints
         self._queue: collections.deque[bytes | _InOrder | None] = collections.deque()
         self._waiting = 0  # job bytes in the buffer
         self._changed = asyncio.Event()
@@ -629,6 +642,7 @@ class _Feed:
             self._task.add_done_callback(lambda _: self._changed.set())
 
     async def put(self, part: bytes | _InOrder) -> None:
+        self.cleared = False  # sent after a clear: it prints
         if isinstance(part, bytes):
             self.received += part
         if self._task is None:
@@ -652,9 +666,13 @@ class _Feed:
             self._task.cancel()
 
     def clear(self) -> None:
-        """DLE DC4 fn=8: what waits in the buffers is dropped; the line being printed stops too."""
+        """DLE DC4 fn=8: what waits in the buffers is dropped; the line being printed stops too. The end of a
+        connection that has hung up stays: the job ends there."""
         self.cleared = True
+        ended = None in self._queue
         self._queue.clear()
+        if ended:
+            self._queue.append(None)
         self._waiting = 0
         self._changed.set()
 

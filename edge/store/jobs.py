@@ -73,6 +73,7 @@ _NOT_WANTED = (
     f" AND {_RECEIPT_SAID} = 0)))"
 )
 _BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
+_CLEAR_KEY = "clear_buffers:"  # meta key prefix, the printer's name after it: see requeue_interrupted
 # A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
 # the order's current revision, or, with a later receipt of the order beside it (receipts.on_change = "reprint"; not
 # a COPY a person asked for), it is dropped: the guest gets one receipt, of the change. A ticket keeps its revision:
@@ -536,14 +537,37 @@ class JobStore:
     async def requeue_interrupted(self, printer: str | None = None) -> list[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY (those of an order
         cancelled meanwhile are discarded). ``printer``: only its jobs (a spool whose record of them the store
-        refused). Returns the ones to print again."""
+        refused). Returns the ones to print again.
+
+        At a start (no ``printer``) the printers they were on are recorded, in the same commit, as holding what is
+        left of them (printers_to_clear): the agent that would have cleared it after a cut-short ticket is gone, and
+        an Epson prints it, headless, after the next roll. A spool's own driver has cleared what it saw cut short."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
                 f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1 WHERE state = 'printing'"
-                " AND (:printer IS NULL OR printer = :printer) RETURNING id, state",
+                " AND (:printer IS NULL OR printer = :printer) RETURNING id, state, printer",
                 {"printer": printer},
             )
+            if printer is None:
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')",
+                    [(_CLEAR_KEY + name,) for name in {r[2] for r in rows}],
+                )
         return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
+
+    async def printers_to_clear(self) -> set[str]:
+        """The printers whose buffers may still hold the rest of a job a crash interrupted: cleared at the first
+        contact, until buffers_cleared (kept over further restarts meanwhile)."""
+        rows = await self._db.fetchall(
+            "SELECT substr(key, :at) FROM meta WHERE substr(key, 1, :at - 1) = :prefix",
+            {"at": len(_CLEAR_KEY) + 1, "prefix": _CLEAR_KEY},
+        )
+        return {r[0] for r in rows}
+
+    async def buffers_cleared(self, printer: str) -> None:
+        """The clear went out to ``printer``: the next start clears it only after another crash."""
+        async with self._db.transaction() as conn:
+            await conn.execute("DELETE FROM meta WHERE key = ?", (_CLEAR_KEY + printer,))
 
     async def retry(self, job_id: int) -> PrintableJob:
         """A person asks again: a failed or dead job goes back in line with fresh attempts; returns it as it is now.

@@ -293,3 +293,28 @@ async def test_hangup_before_job_is_unreachable() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_buffers_a_crash_left_a_job_in_are_cleared_at_the_first_contact_that_reaches_the_printer(
+    printer: SimPrinter,
+) -> None:
+    """After a crash the driver clears the printer's buffers before anything else it sends: not while the printer
+    cannot be reached (it is tried again), then on the status query that finds it out of paper; the printer's Clear
+    response is not taken for a status reply. A job's connection clears the same way, and its outcome is read right."""
+    driver = driver_for(printer, status_timeout=0.5)
+    driver.clear_at_first_contact()
+    printer.set_offline(True)
+    assert await asyncio.wait_for(driver.status(), 5) == PrinterState.OFFLINE
+    assert driver.clearing_first and printer.cleared == 0
+    printer.set_offline(False)
+    printer.paper_out = True
+    assert await asyncio.wait_for(driver.status(), 5) == PrinterState.PAPER_OUT
+    assert not driver.clearing_first and printer.cleared == 1
+    printer.paper_out = False
+    assert await asyncio.wait_for(driver.status(), 5) == PrinterState.ONLINE
+    assert printer.cleared == 1  # once
+
+    driver.clear_at_first_contact()
+    outcome = await asyncio.wait_for(driver.print(JOB), 5)
+    assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE, processed=True)
+    assert await printer.wait_for_printed(1, timeout=5) == [JOB] and printer.cleared == 2

@@ -241,3 +241,31 @@ async def test_a_job_held_at_start_for_want_of_a_printer_is_announced_with_its_o
     finally:
         await db.close()
     assert [(e.job_id, e.order_number, e.reason) for e in heard] == [(1, "1", "no_printer")]
+
+
+async def test_a_printer_a_crash_cut_a_job_short_on_is_to_be_cleared_until_it_was_over_restarts(tmp_path: Path) -> None:
+    """The start after a crash records the printers of the jobs it found printing, a cancelled order's too (their rest
+    is in the printer all the same); the record outlives further starts until the clear went out. A spool's own
+    requeue (its driver cleared what it saw cut short) records nothing."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(
+        path,
+        ["printing", "printing", "printing"],
+        ("UPDATE print_jobs SET printer = 'bar' WHERE id = 2", ()),
+        ("UPDATE print_jobs SET printer = 'front' WHERE id = 3", ()),
+    )
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    try:
+        assert await jobs.requeue_interrupted("front") == [3]
+        assert await jobs.printers_to_clear() == set()
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE print_jobs SET state = 'printing' WHERE id = 3")
+            await conn.execute("UPDATE orders SET status = 'cancelled'")
+        assert await jobs.requeue_interrupted() == []  # all discarded: the order was cancelled
+        assert await jobs.requeue_interrupted() == []  # a second start before any printer was reached
+        assert await jobs.printers_to_clear() == {"kitchen", "bar", "front"}
+        await jobs.buffers_cleared("bar")
+        assert await jobs.printers_to_clear() == {"kitchen", "front"}
+    finally:
+        await db.close()
