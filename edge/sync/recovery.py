@@ -179,7 +179,10 @@ class Recovery:
         A run still waiting for its start (a retry's backoff) starts after this trigger's delay if that is sooner."""
         async with self._trigger_lock:
             if (active := self.active_run) is not None:
-                if active in (self._stale_id, self._listed_id):
+                # A start-up trigger (the line's first answer, the broker's first session) is news of nothing that
+                # came after the listing of a run started since: it joins.
+                past_listing = active == self._listed_id and trigger != RunTrigger.STARTUP
+                if active == self._stale_id or past_listing:
                     self._follows.setdefault(active, trigger)
                     reason = "resumed, stale" if active == self._stale_id else "past its listing"
                     log.info("recovery_follows", run_id=active, trigger=trigger, reason=reason)
