@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -121,10 +122,9 @@ def test_stalled_printer_is_write_error(listener: socket.socket) -> None:
     transport.close()
 
 
-def test_a_printer_that_stops_taking_what_waits_in_this_box_is_a_stall_seen_by_a_read_and_reset() -> None:
-    """A printer's window is its few KB of buffer: a job longer than that waits partly in this box's socket, where
-    send() no longer sees it. A read while none of it is taken for write_timeout fails like a stalled send(), and the
-    connection is reset so the rest never reaches the printer."""
+@contextlib.contextmanager
+def small_window_printer() -> Iterator[tuple[TcpTransport, socket.socket]]:
+    """A transport (write_timeout 0.6 s) connected to a peer whose receive buffer, like a printer's, is 4 KB."""
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted connection
         server.bind(("127.0.0.1", 0))
@@ -133,41 +133,44 @@ def test_a_printer_that_stops_taking_what_waits_in_this_box_is_a_stall_seen_by_a
         transport.open()
         peer, _ = server.accept()
         with peer:
-            transport.write(b"x" * 60_000)  # in the socket's buffer: send() returns
-            started = time.monotonic()
-            with pytest.raises(DeviceWriteError, match=r"took no data for 0\.6s"):
-                transport.read(1, timeout=10)
-            assert time.monotonic() - started < 3
-            transport.close()
-            peer.settimeout(5)
-            received = 0
-            with pytest.raises(ConnectionResetError):
-                while chunk := peer.recv(65536):
-                    received += len(chunk)
-            assert received < 60_000
+            try:
+                yield transport, peer
+            finally:
+                transport.close()
+
+
+def test_a_printer_that_stops_taking_what_waits_in_this_box_is_a_stall_seen_by_a_read_and_reset() -> None:
+    """A printer's window is its few KB of buffer: a job longer than that waits partly in this box's socket, where
+    send() no longer sees it. A read while none of it is taken for write_timeout fails like a stalled send(), and the
+    connection is reset so the rest never reaches the printer."""
+    with small_window_printer() as (transport, peer):
+        transport.write(b"x" * 60_000)  # in the socket's buffer: send() returns
+        started = time.monotonic()
+        with pytest.raises(DeviceWriteError, match=r"took no data for 0\.6s"):
+            transport.read(1, timeout=10)
+        assert time.monotonic() - started < 3
+        transport.close()
+        peer.settimeout(5)
+        received = 0
+        with pytest.raises(ConnectionResetError):
+            while chunk := peer.recv(65536):
+                received += len(chunk)
+        assert received < 60_000
 
 
 def test_a_printer_that_takes_slowly_but_steadily_is_no_stall() -> None:
     """Taking a little at a time, as a slow printer frees its buffer line by line, is progress: the read just waits."""
-    with socket.socket() as server:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        transport = TcpTransport("bar", "127.0.0.1", server.getsockname()[1], write_timeout=0.6)
-        transport.open()
-        peer, _ = server.accept()
-        with peer:
-            transport.write(b"x" * 40_000)
+    with small_window_printer() as (transport, peer):
+        transport.write(b"x" * 40_000)
 
-            def printing() -> None:  # 2 KB every 0.2 s, for longer than the read below waits
-                for _ in range(15):
-                    peer.recv(2048)
-                    time.sleep(0.2)
+        def printing() -> None:  # 2 KB every 0.2 s, for longer than the read below waits
+            for _ in range(15):
+                peer.recv(2048)
+                time.sleep(0.2)
 
-            reader = threading.Thread(target=printing)
-            reader.start()
-            try:
-                assert transport.read(1, timeout=2.5) == b""  # four write_timeouts long: no stall, just no reply
-            finally:
-                reader.join()
-            transport.close()
+        reader = threading.Thread(target=printing)
+        reader.start()
+        try:
+            assert transport.read(1, timeout=2.5) == b""  # four write_timeouts long: no stall, just no reply
+        finally:
+            reader.join()
