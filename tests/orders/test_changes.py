@@ -790,7 +790,10 @@ async def test_a_revision_after_a_change_ticket_went_back_in_line_prints_the_cha
     await eventually(lambda: job_states(agent, order_id), lambda states: states[1:] == ["printing"], what="claimed")
     assert (await post(api, pizzas(example_order, 3, 4)))[0] == 200
     await eventually(lambda: job_states(agent, order_id), lambda states: states[1] == "queued", what="put back")
-    assert (await post(api, pizzas(example_order, 4, 4, tiramisu=True)))[0] == 200
+    sql = f"SELECT id FROM print_jobs WHERE order_id = '{order_id}' AND kind = 'ticket' ORDER BY id"
+    stacked = (await db_rows(agent, sql))[-1][0]  # the change from revision 2, planned on the one put back
+    status, body = await post(api, pizzas(example_order, 4, 4, tiramisu=True))
+    assert status == 200 and stacked not in body["job_ids"], body  # the answer names what prints for it
     kitchen.stalls, kitchen.paper_out = {}, False
     await settled(agent)
     await asyncio.sleep(0.3)
