@@ -123,13 +123,13 @@ def test_stalled_printer_is_write_error(listener: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def small_window_printer() -> Iterator[tuple[TcpTransport, socket.socket]]:
-    """A transport (write_timeout 0.6 s) connected to a peer whose receive buffer, like a printer's, is 4 KB."""
+def small_window_printer(write_timeout: float = 0.6) -> Iterator[tuple[TcpTransport, socket.socket]]:
+    """A transport connected to a peer whose receive buffer, like a printer's, is 4 KB."""
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted connection
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        transport = TcpTransport("bar", "127.0.0.1", server.getsockname()[1], write_timeout=0.6)
+        transport = TcpTransport("bar", "127.0.0.1", server.getsockname()[1], write_timeout=write_timeout)
         transport.open()
         peer, _ = server.accept()
         with peer:
@@ -158,19 +158,34 @@ def test_a_printer_that_stops_taking_what_waits_in_this_box_is_a_stall_seen_by_a
         assert received < 60_000
 
 
-def test_a_printer_that_takes_slowly_but_steadily_is_no_stall() -> None:
-    """Taking a little at a time, as a slow printer frees its buffer line by line, is progress: the read just waits."""
-    with small_window_printer() as (transport, peer):
+@pytest.mark.parametrize(
+    ("write_timeout", "pause_s"),
+    [(0.6, 0.2), (2.0, 0.5)],
+    ids=["steadily", "with-pauses-shorter-than-write_timeout"],
+)
+def test_a_printer_that_takes_slowly_is_no_stall(write_timeout: float, pause_s: float) -> None:
+    """Taking a little at a time, as a slow printer frees its buffer line by line, is progress: the read just waits;
+    so is a pause shorter than write_timeout (a cut, a logo), even when a look at what was taken falls into it.
+    (TCP shows what a peer took when its window opens by half its buffer or a segment: here every 4 KB, a second.)"""
+    with small_window_printer(write_timeout) as (transport, peer):
         transport.write(b"x" * 40_000)
 
-        def printing() -> None:  # 2 KB every 0.2 s, for longer than the read below waits
-            for _ in range(15):
+        def printing() -> None:  # 2 KB a pause, for longer than the read below waits
+            for _ in range(int(3 / pause_s) + 1):
                 peer.recv(2048)
-                time.sleep(0.2)
+                time.sleep(pause_s)
 
         reader = threading.Thread(target=printing)
         reader.start()
         try:
-            assert transport.read(1, timeout=2.5) == b""  # four write_timeouts long: no stall, just no reply
+            assert transport.read(1, timeout=2.5) == b""  # write_timeouts long: no stall, just no reply
         finally:
             reader.join()
+
+
+def test_a_printer_that_has_taken_everything_may_answer_later_than_write_timeout() -> None:
+    """Nothing waits in this box: a reply that takes longer (a slow printer printing what it holds) is no stall."""
+    with small_window_printer() as (transport, peer):
+        transport.write(b"x" * 1_000)
+        assert peer.recv(2048)
+        assert transport.read(1, timeout=3.0) == b""  # five write_timeouts
