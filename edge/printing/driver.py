@@ -321,10 +321,7 @@ class PrinterDriver:
     def _clear_leftover(self) -> None:
         """The clear of clear_at_first_contact, on a connection just opened. Not sent: the printer is taken for one
         that cannot be reached (nothing went out), and the next connection tries again."""
-        try:
-            with self._device_errors(DeviceWriteError):
-                self.transport.write(_CLEAR_BUFFERS)
-        except DeviceWriteError as err:
+        if err := self._send_clear():
             self._close()
             raise DeviceUnreachableError(self.name, self.transport.label, f"buffers not cleared: {err}") from err
         self._clear_first = False
@@ -467,11 +464,16 @@ class PrinterDriver:
     def _clear_rest(self) -> None:
         """The job is printed again whole, as COPY: what is left of it in the printer must not come out first. Its
         Clear response is not waited for (the connection closes next); a printer without the command ignores it."""
+        self._send_clear()  # failing, it is gone as well: nothing of the job comes out of it then either
+
+    def _send_clear(self) -> DeviceWriteError | None:
+        """DLE DC4 fn=8 on this connection; the error when it could not go out."""
         try:
             with self._device_errors(DeviceWriteError):
                 self.transport.write(_CLEAR_BUFFERS)
-        except DeviceWriteError:
-            pass  # gone as well: nothing of the job comes out of it then either
+        except DeviceWriteError as err:
+            return err
+        return None
 
     def _silent_after(self, data: bytes) -> tuple[PrinterState, bool]:
         """No reply after a job, to GS r or DLE EOT: the state, and whether the printer answered after all. From a

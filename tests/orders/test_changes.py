@@ -50,8 +50,10 @@ def dessert_added(order: dict[str, Any], revision: int = 2) -> dict[str, Any]:
     return out
 
 
-async def printed_all(agent: Agent) -> None:
-    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="all printed")
+async def printed_all(agent: Agent, *, or_discarded: bool = False) -> None:
+    """Every job printed (or, ``or_discarded``, discarded by a revision)."""
+    done = ("printed", "discarded") if or_discarded else ("printed",)
+    await eventually(lambda: job_rows(agent), lambda rows: all(r[0] in done for r in rows), what="all printed")
 
 
 async def test_change_after_print_prints_a_change_ticket(
@@ -735,12 +737,6 @@ def slowly_not_ready(kitchen: SimPrinter) -> None:
     kitchen.paper_out = True
 
 
-async def settled(agent: Agent) -> None:
-    await eventually(
-        lambda: job_rows(agent), lambda rows: all(r[0] in ("printed", "discarded") for r in rows), what="settled"
-    )
-
-
 async def job_states(agent: Agent, order_id: str) -> list[str]:
     sql = f"SELECT state FROM print_jobs WHERE order_id = '{order_id}' AND kind = 'ticket' ORDER BY id"
     return [state for (state,) in await db_rows(agent, sql)]
@@ -767,7 +763,7 @@ async def test_a_revision_after_a_ticket_went_back_in_line_prints_the_order_once
     await eventually(lambda: job_states(agent, order_id), lambda states: states[0] == "queued", what="put back")
     assert (await post(api, pizzas(example_order, 3, 3, tiramisu=True)))[0] == 200
     kitchen.stalls, kitchen.paper_out = {}, False
-    await settled(agent)
+    await printed_all(agent, or_discarded=True)
     await asyncio.sleep(0.3)  # room for a ticket too many
     mine = [t for t in (decode(job).text for job in kitchen.printed) if example_order["number"] in t]
     assert len(mine) == 1, mine
@@ -795,7 +791,7 @@ async def test_a_revision_after_a_change_ticket_went_back_in_line_prints_the_cha
     status, body = await post(api, pizzas(example_order, 4, 4, tiramisu=True))
     assert status == 200 and stacked not in body["job_ids"], body  # the answer names what prints for it
     kitchen.stalls, kitchen.paper_out = {}, False
-    await settled(agent)
+    await printed_all(agent, or_discarded=True)
     await asyncio.sleep(0.3)
     changes = [decode(job).text for job in kitchen.printed[1:]]
     assert len(changes) == 1, changes
