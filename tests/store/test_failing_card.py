@@ -36,7 +36,8 @@ async def test_a_failing_fsync_is_a_storage_problem_until_the_card_takes_writes_
     agent = await make_agent(listen=events)
     failing = True  # the card starts failing while the agent runs
     async with api_client(agent) as api:
-        status, body = await post(api, make_order(1, print_receipt=False))
+        order = make_order(1, print_receipt=False)  # dated now, to the second: the retry below resends this one
+        status, body = await post(api, order)
         assert status == 503, body
         [problem] = events.of(StorageProblem)
         assert "cannot sync the write-ahead log" in problem.detail
@@ -48,7 +49,7 @@ async def test_a_failing_fsync_is_a_storage_problem_until_the_card_takes_writes_
         await eventually(lambda: _ready(api), lambda status: status == 200, what="/ready once writes go through")
         assert events.of(StorageRecovered)
         # The sender's retry: the order had committed, only its fsync failed, so it is there now (a duplicate).
-        assert (await post(api, make_order(1, print_receipt=False)))[0] == 200
+        assert (await post(api, order))[0] == 200
 
 
 async def _ready(api: aiohttp.ClientSession) -> int:
