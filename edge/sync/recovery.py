@@ -151,8 +151,10 @@ class Recovery:
             return
         trigger = RunTrigger.LINK_BACK if self._link_was_down else RunTrigger.STARTUP
         self._link_was_down = False
-        # Fleet manners: a thousand stores whose line returns together must not call at the same instant.
-        self._spawn(self.trigger(trigger, delay=random.uniform(0, self._settings.start_jitter_s)))
+        # Fleet manners: a thousand stores whose line returns together must not call at the same instant. Central's
+        # first answer at start-up tells of nothing a run started since (it has reached central) did not list.
+        delay = random.uniform(0, self._settings.start_jitter_s)
+        self._spawn(self.trigger(trigger, delay=delay, news=trigger != RunTrigger.STARTUP))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -171,17 +173,17 @@ class Recovery:
 
     # --- commands ---------------------------------------------------------------------------
 
-    async def trigger(self, trigger: RunTrigger, *, delay: float = 0.0) -> tuple[int, bool]:
+    async def trigger(self, trigger: RunTrigger, *, delay: float = 0.0, news: bool = True) -> tuple[int, bool]:
         """Start a run, or join the active one: returns (run id, joined). A run that will not list what central has
-        now does not satisfy a trigger: one central has answered the last page of (it is storing or completing), or
-        one resumed after a restart that works from what it validated before it (central did not answer its
-        validation again). A fresh run follows it, so that what central took or changed meanwhile is applied at once.
-        A run still waiting for its start (a retry's backoff) starts after this trigger's delay if that is sooner."""
+        now does not satisfy a trigger that is ``news`` (of orders a listing before it may have missed: a line or
+        broker session that came back or began, a person, the schedule): one central has answered the last page of
+        (it is storing or completing), or one resumed after a restart that works from what it validated before it
+        (central did not answer its validation again). A fresh run follows it, so that what central took or changed
+        meanwhile is applied at once. A run still waiting for its start (a retry's backoff) starts after this
+        trigger's delay if that is sooner."""
         async with self._trigger_lock:
             if (active := self.active_run) is not None:
-                # A start-up trigger (the line's first answer, the broker's first session) is news of nothing that
-                # came after the listing of a run started since: it joins.
-                past_listing = active == self._listed_id and trigger != RunTrigger.STARTUP
+                past_listing = active == self._listed_id and news
                 if active == self._stale_id or past_listing:
                     self._follows.setdefault(active, trigger)
                     reason = "resumed, stale" if active == self._stale_id else "past its listing"

@@ -26,7 +26,17 @@ from edge.sim.broker import Backend, Broker, TlsFiles
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, api_client, config_dict, db_rows, eventually, issue_server_cert, post, wait_until
+from tests.helpers import (
+    TOKEN,
+    api_client,
+    config_dict,
+    db_rows,
+    eventually,
+    issue_server_cert,
+    post,
+    slow_fsync,
+    wait_until,
+)
 from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -344,6 +354,57 @@ async def test_the_first_session_at_start_up_is_a_start_up_run_whichever_link_co
             what="one recovery run done",
         )
         assert rows == [("startup", "completed")]
+    finally:
+        await broker.stop()
+        await central.stop()
+
+
+async def test_an_order_published_before_a_late_first_session_is_recovered_after_the_start_up_run(
+    make_agent: MakeAgent, tmp_path: Path, printers: dict[str, SimPrinter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker is down at start-up. Central's first answer starts the start-up run; it lists the backlog and stores
+    it (slowly: an SD card). Meanwhile central takes an order and publishes it, to nobody: the store has no session
+    yet. Then the broker comes, and the broker's first session asks for the start-up run. The run under way listed
+    central before that order: a fresh run follows it and the order prints now. Before, the session's trigger joined
+    the run, and the order waited for the schedule (15 min shipped)."""
+    central = CentralSim("test-store", token=TOKEN)
+    await central.start()
+    backlog = central.create_orders(30, prefix="back")
+    broker = await asyncio.to_thread(Broker, tmp_path / "late", persistence=False)
+    slow_fsync(monkeypatch, 0.05)  # one order per transaction, each fsync slow: storing the backlog takes seconds
+    try:
+        agent = await make_agent(
+            mqtt=mqtt_section(broker, reconnect_max_s=0.5),
+            central={
+                "url": central.url,
+                "token": TOKEN,
+                "start_jitter_s": 0,
+                "schedule_interval_s": 0,
+                "batch_size": 1,
+            },
+        )
+        await eventually(
+            lambda: db_rows(agent, "SELECT state FROM recovery_runs"), lambda rows: rows == [("processing",)]
+        )
+        gap = make_order(1, prefix="gap", print_receipt=False)
+        central.add_orders([gap])  # published while the store had no session: nobody got it
+        await broker.start()
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
+        assert await db_rows(agent, "SELECT state FROM recovery_runs") == [("processing",)]  # the case in question
+        want = {o["id"] for o in backlog} | {gap["id"]}
+        await eventually(
+            lambda: db_rows(agent, "SELECT id FROM orders"),
+            lambda rows: {order_id for (order_id,) in rows} == want,
+            timeout=10,
+            what="the order central took before the first session stored",
+        )
+        await printers["kitchen"].wait_for_printed(len(want))
+        runs = await eventually(
+            lambda: db_rows(agent, "SELECT trigger, state FROM recovery_runs ORDER BY id"),
+            lambda rows: all(state == "completed" for _, state in rows),
+            what="the runs done",
+        )
+        assert runs == [("startup", "completed"), ("startup", "completed")]
     finally:
         await broker.stop()
         await central.stop()
