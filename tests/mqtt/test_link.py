@@ -369,7 +369,7 @@ async def test_an_order_published_before_a_late_first_session_is_recovered_after
     the run, and the order waited for the schedule (15 min shipped)."""
     central = CentralSim("test-store", token=TOKEN)
     await central.start()
-    backlog = central.create_orders(30, prefix="back")
+    backlog = central.create_orders(60, prefix="back")
     broker = await asyncio.to_thread(Broker, tmp_path / "late", persistence=False)
     slow_fsync(monkeypatch, 0.05)  # one order per transaction, each fsync slow: storing the backlog takes seconds
     try:
@@ -395,7 +395,7 @@ async def test_an_order_published_before_a_late_first_session_is_recovered_after
         await eventually(
             lambda: db_rows(agent, "SELECT id FROM orders"),
             lambda rows: {order_id for (order_id,) in rows} == want,
-            timeout=10,
+            timeout=15,
             what="the order central took before the first session stored",
         )
         await printers["kitchen"].wait_for_printed(len(want))
