@@ -175,6 +175,22 @@ async def db_rows(where: Agent | Path, sql: str, *params: Any) -> list[tuple[Any
     return await asyncio.to_thread(_read, path, sql, params)
 
 
+async def orders_stored(
+    where: Agent | Path,
+    want: set[str],
+    *,
+    timeout: float,  # noqa: ASYNC109 (the deadline is the point)
+    what: str,
+) -> None:
+    """Waits until the stored order ids are exactly ``want``."""
+    await eventually(
+        lambda: db_rows(where, "SELECT id FROM orders"),
+        lambda rows: {order_id for (order_id,) in rows} == want,
+        timeout=timeout,
+        what=what,
+    )
+
+
 async def db_execute(where: Agent | Path, sql: str, *params: Any) -> None:
     """Writes (and commits) through a second connection, in a thread: a write on the event loop would wait for the
     agent's own writer, which waits for the loop ("database is locked")."""

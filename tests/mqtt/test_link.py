@@ -33,6 +33,7 @@ from tests.helpers import (
     db_rows,
     eventually,
     issue_server_cert,
+    orders_stored,
     post,
     slow_fsync,
     wait_until,
@@ -392,12 +393,7 @@ async def test_an_order_published_before_a_late_first_session_is_recovered_after
         await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
         assert await db_rows(agent, "SELECT state FROM recovery_runs") == [("processing",)]  # the case in question
         want = {o["id"] for o in backlog} | {gap["id"]}
-        await eventually(
-            lambda: db_rows(agent, "SELECT id FROM orders"),
-            lambda rows: {order_id for (order_id,) in rows} == want,
-            timeout=15,
-            what="the order central took before the first session stored",
-        )
+        await orders_stored(agent, want, timeout=15, what="the order central took before the first session stored")
         await printers["kitchen"].wait_for_printed(len(want))
         runs = await eventually(
             lambda: db_rows(agent, "SELECT trigger, state FROM recovery_runs ORDER BY id"),

@@ -10,7 +10,7 @@ from edge.config import Settings
 from edge.events import CentralLinkChanged, RecoveryCompleted, RecoveryFailed, RecoveryStarted
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, eventually, slow_fsync
+from tests.helpers import api_client, db_rows, eventually, orders_stored, slow_fsync
 from tests.sync.conftest import Agents
 
 
@@ -37,12 +37,7 @@ async def test_orders_central_took_in_an_outage_while_a_run_was_storing_are_reco
     await events.wait(CentralLinkChanged, where=lambda e: e.up and e.at > central.up_at)
     assert await db_rows(db, "SELECT id, state FROM recovery_runs") == [(1, "processing")]  # the case in question
     want = {o["id"] for o in backlog + late}
-    await eventually(
-        lambda: db_rows(db, "SELECT id FROM orders"),
-        lambda rows: {order_id for (order_id,) in rows} == want,
-        timeout=8,
-        what="the orders central took during the second outage stored",
-    )
+    await orders_stored(db, want, timeout=8, what="the orders central took during the second outage stored")
     await printers["kitchen"].wait_for_printed(len(want))
     await events.wait(RecoveryCompleted, count=2)
     runs = await db_rows(db, "SELECT trigger, state FROM recovery_runs ORDER BY id")
