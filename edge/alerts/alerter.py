@@ -140,6 +140,9 @@ class Alerter:
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
         # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
         self._storage_owed: list[str] | None = None
+        # The storage alert's group key and when (monotonic) its direct mail reached somebody, until the group is
+        # stored as told: its occurrences, held in memory meanwhile, must not mail the same alarm again.
+        self._storage_mailed: tuple[str, float] | None = None
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -436,6 +439,10 @@ class Alerter:
             for signal, new_episode in outcomes:
                 if not new_episode:
                     self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))
+        if self._storage_mailed is not None:
+            key, mono = self._storage_mailed
+            await self._store.mailed_directly(key, at=self.clock.wall() - (self.clock.mono() - mono))
+            self._storage_mailed = None
         await self.flush()
 
     def _stamped(self, signals: list[Signal]) -> list[Signal]:
@@ -466,6 +473,8 @@ class Alerter:
             return
         # A deferred recipient (4xx) is tried again at the next round while the database still refuses writes.
         self._storage_owed = list(delivery.deferred)
+        if delivery.accepted and self._storage_mailed is None:
+            self._storage_mailed = (signal.key, self.clock.mono())
         if delivery.deferred or delivery.refused:
             log.warning(
                 "alert_mail_deferred",
@@ -678,6 +687,9 @@ class Alerter:
             # Occurrences still in memory go into the throttle state; their mails wait in the outbox for the next start.
             try:
                 await self._store.apply(self._stamped(self._pending))
+                if self._storage_mailed is not None:
+                    key, mono = self._storage_mailed
+                    await self._store.mailed_directly(key, at=self.clock.wall() - (self.clock.mono() - mono))
             except StoreError as err:
                 log.error("alerts_lost_on_stop", occurrences=len(self._pending), error=str(err))
         log.info("alerts_stopped")

@@ -365,6 +365,29 @@ class AlertStore:
             )
         return mail_id
 
+    async def mailed_directly(self, key: str, *, at: float) -> None:
+        """The group's alarm went straight to the relay at ``at`` while the database refused writes (the storage
+        alert): now that its occurrences are stored, it is told, as if the outbox had sent it then. What comes next
+        is its all-clear (or, within the storm window, the digest), not the same alarm again."""
+        async with self._db.transaction() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT fires_since_mail FROM alert_groups WHERE key = ? AND fires_since_mail > 0", (key,)
+                )
+            )
+            if not rows:
+                return
+            await conn.execute(
+                "UPDATE alert_groups SET notified = 'firing', notified_severity = severity, last_sent_at = ?1,"
+                " fires_since_mail = 0, new_items = 0, held_reason = NULL, mailed = 'firing',"
+                " critical_mail_at = CASE WHEN severity = 'critical' THEN ?1 ELSE critical_mail_at END WHERE key = ?2",
+                (at, key),
+            )
+            await conn.execute(
+                "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, 'mailed', 'firing', ?)",
+                (at, key, rows[0][0]),
+            )
+
     async def digested_since_mail(self, key: str) -> int:
         """Occurrences of the group whose news went to the digest instead of a mail since its last mail (by log order,
         not time: a stepped clock does not reorder it)."""

@@ -158,3 +158,48 @@ async def test_full_disk_sends_the_mail_once_and_loses_nothing(
     assert len(kitchen_mails(sink)) == 1
     assert await db_rows(db, "SELECT attempts FROM alert_mails WHERE id = 1") == [(2,)]
     assert (await agent.alerter.outbox_status()).waiting_signals == 0
+
+
+async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_disk_has_room(
+    make_agent: MakeAgent,
+    make_settings: Callable[..., Settings],
+    alert_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The disk fills: the storage alert goes straight to the relay, as it must (the outbox is in the database that
+    refuses writes). Once the disk has room the manager gets the all-clear, and only that: before, the alarm the
+    manager already had was mailed again through the outbox when the occurrences held in memory were stored, a
+    problem already over announced as new, then its all-clear (found by a chaos run that filled the disk while a
+    printer was down)."""
+    base = fast(alert_settings)
+    settings = make_settings(
+        agent={"data_dir": str(small_disk.path / "data"), "store_name": "Filiale Mitte"},
+        smtp={k: getattr(base.smtp, k) for k in ("host", "port", "security", "username", "sender", "timeout_s")}
+        | {"password": base.smtp.password.get(), "ca_file": str(base.smtp.ca_file)},
+        alerts={
+            "to": base.alerts.to,
+            "disk_free_min_mb": 0,
+            "group_wait_s": 0,
+            "critical_group_wait_s": 0,
+            "group_interval_s": 1.0,
+            "retry_base_s": 0.2,
+            "retry_max_s": 0.4,
+            "check_interval_s": 0.2,
+        },
+    )
+    db = settings.agent.db_path
+    agent = await make_agent(settings)
+    assert agent.alerter is not None
+    await asyncio.to_thread(small_disk.fill, db)
+    agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
+
+    def storage(kind: str) -> list[EmailMessage]:
+        return [m for m in sink.messages if "Speicherproblem" in str(m["Subject"]) and kind in str(m["Subject"])]
+
+    await wait_until(lambda: storage("STÖRUNG"), 10, "the storage alert mailed directly")
+    await asyncio.to_thread(small_disk.free, db)
+    await wait_until(lambda: storage("BEHOBEN"), 40, "the storage all-clear")
+    await asyncio.sleep(1.5)  # a second alarm would come with or before the all-clear
+    assert len(storage("STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
