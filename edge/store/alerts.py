@@ -348,15 +348,16 @@ class AlertStore:
                 (news, now, mail is not None, group["key"]),
             )
             if mail is not None:
-                if kind == "resolved":
-                    # An alarm nobody has received yet (the relay turned it away) would only arrive after its problem
-                    # is over; the all-clear says from when to when (Alertmanager likewise drops a notification its
-                    # group's next state superseded). One delivered to anybody stays, for the others.
-                    await conn.execute(
-                        "UPDATE alert_mails SET state = 'superseded' WHERE group_key = ? AND state = 'pending'"
-                        " AND kind IN ('firing', 'reminder') AND delivered = '[]'",
-                        (group["key"],),
-                    )
+                # An alarm nobody has received yet (the relay turned it away) would only arrive after its group's
+                # newer news: after its problem is over (the all-clear says from when to when), or next to the mail
+                # this one replaces (a warning turned critical, a reminder: the new mail says all the old one did), a
+                # stale warning right after the critical mail. Alertmanager likewise drops a notification its group's
+                # next state superseded. One delivered to anybody stays, for the others.
+                await conn.execute(
+                    "UPDATE alert_mails SET state = 'superseded' WHERE group_key = ? AND state = 'pending'"
+                    " AND kind IN ('firing', 'reminder') AND delivered = '[]'",
+                    (group["key"],),
+                )
                 audience = Audience.CRITICAL if group["severity"] == "critical" else Audience.TO
                 mail_id = await _insert_mail(conn, group["key"], kind, mail, now, audience)
             await conn.execute(

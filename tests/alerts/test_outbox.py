@@ -297,3 +297,41 @@ async def test_an_alarm_superseded_while_the_relay_is_taking_it_is_not_brought_b
         ("firing", "superseded"),
         ("resolved", "sent"),
     ]
+
+
+async def test_a_warning_the_relay_turned_away_is_superseded_by_its_escalation_to_critical(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """The relay turns mail away (451) as the kitchen printer goes off with nothing to print: its warning is queued and
+    turned away. Then a ticket waits for the printer: the escalation to critical is queued. When the relay takes mail
+    again the manager gets one mail about the printer, the critical one; before, the critical mail went first (critical
+    first) and the stale warning for the same printer came right after it, as if it were no longer urgent (found by the
+    chaos harness, seed 30: a warning, its reminder and the critical mail within a second)."""
+    sink.data_reply = lambda msg: "451 4.3.0 try again later"
+    agent = await make_agent(fast(alert_settings, group_interval_s=0.5))
+    assert agent.deps is not None
+    db = agent.settings.agent.db_path
+    printers["kitchen"].set_offline(True)
+    await eventually(
+        lambda: db_rows(db, "SELECT attempts FROM alert_mails WHERE kind = 'firing' AND audience = 'to'"),
+        lambda rows: len(rows) == 1 and rows[0][0] > 0,
+        15,
+        "the warning queued and turned away",
+    )
+    await agent.deps.intake.accept(make_order(1, prefix="outbox", print_receipt=False))
+    await eventually(
+        lambda: db_rows(db, "SELECT attempts FROM alert_mails WHERE kind = 'firing' AND audience = 'critical'"),
+        lambda rows: len(rows) == 1 and rows[0][0] > 0,
+        15,
+        "the escalation queued and tried",
+    )
+    sink.data_reply = None
+    await sink.wait_for(1, timeout=8)
+    await asyncio.sleep(1.5)  # several outbox rounds: nothing more comes
+    assert [str(m["Subject"]) for m in sink.messages] == [
+        "[Filiale Mitte (test-store)] STÖRUNG (kritisch): Drucker kitchen nicht erreichbar"
+    ]
+    assert await db_rows(db, "SELECT kind, audience, state FROM alert_mails ORDER BY id") == [
+        ("firing", "to", "superseded"),
+        ("firing", "critical", "sent"),
+    ]
