@@ -358,6 +358,14 @@ class AlertStore:
                     " AND kind IN ('firing', 'reminder') AND delivered = '[]'",
                     (group["key"],),
                 )
+                if kind == "firing":
+                    # The problem is back (or worse): an all-clear still owed, to anybody, would arrive after this
+                    # alarm (critical mails go first) and leave "resolved" as the mailbox's last word about it.
+                    await conn.execute(
+                        "UPDATE alert_mails SET state = 'superseded' WHERE group_key = ? AND state = 'pending'"
+                        " AND kind = 'resolved'",
+                        (group["key"],),
+                    )
                 audience = Audience.CRITICAL if group["severity"] == "critical" else Audience.TO
                 mail_id = await _insert_mail(conn, group["key"], kind, mail, now, audience)
             await conn.execute(

@@ -335,3 +335,44 @@ async def test_a_warning_the_relay_turned_away_is_superseded_by_its_escalation_t
         ("firing", "to", "superseded"),
         ("firing", "critical", "sent"),
     ]
+
+
+async def test_an_all_clear_the_relay_turned_away_does_not_arrive_after_the_printers_next_alarm(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """The kitchen printer runs out of paper with nothing to print (a warning, mailed), gets a new roll, and runs out
+    again as a ticket waits (critical), while the shop's line is down; the agent restarts meanwhile. When mail goes
+    again, the manager's last word about the printer must be the alarm: before, the critical alarm went first (critical
+    first) and the older all-clear right after it, so the mailbox said "resolved" while tickets waited (found by the
+    chaos harness, seed 34)."""
+    printers["kitchen"].paper_out = True
+    settings = fast(alert_settings, group_interval_s=0.5)
+    first = await make_agent(settings)
+    assert first.deps is not None
+    db = settings.agent.db_path
+    [warning] = await sink.wait_for(1, timeout=15)
+    assert "STÖRUNG: Drucker kitchen: Papier leer" in str(warning["Subject"])
+    await sink.stop()  # the shop's line is down
+    printers["kitchen"].paper_out = False
+    await eventually(
+        lambda: db_rows(db, "SELECT kind FROM alert_mails WHERE state = 'pending'"),
+        lambda rows: rows == [("resolved",)],
+        15,
+        "the all-clear queued",
+    )
+    printers["kitchen"].paper_out = True
+    await first.deps.intake.accept(make_order(1, prefix="outbox", print_receipt=False))
+    await eventually(
+        lambda: db_rows(db, "SELECT kind, audience FROM alert_mails WHERE state = 'pending' ORDER BY id"),
+        lambda rows: rows[-1:] == [("firing", "critical")],
+        15,
+        "the new alarm queued",
+    )
+    await first.stop()
+    await asyncio.sleep(0.5)  # past every backoff: both are due at the next start
+    await sink.start()
+    await make_agent(settings)
+    await sink.wait_for(2, timeout=8)
+    await asyncio.sleep(1.5)  # several outbox rounds: whatever else is owed comes now
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    assert subjects[-1] == "[Filiale Mitte (test-store)] STÖRUNG (kritisch): Drucker kitchen: Papier leer", subjects
