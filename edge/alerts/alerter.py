@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
+import json
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -76,6 +81,14 @@ _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: firs
 _STOP_GRACE_S = 5.0
 _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
 _DIGEST_GAP_S = 12 * 3600  # two digests never closer than this (on the monotonic clock), whatever the wall clock did
+
+
+def storage_mark_path(settings: Settings) -> Path:
+    """Where a run that mailed the storage alert directly notes it for the next run: the runtime directory (tmpfs),
+    since the data directory is what refuses writes (the health check's agent-down alert keeps its state there too)."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
+    data_dir = hashlib.sha256(str(settings.agent.data_dir.resolve()).encode()).hexdigest()[:12]  # one per database
+    return Path(runtime) / f"edge-{settings.agent.store_id}-{data_dir}-storage-mailed.json"
 
 
 def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, int]:
@@ -440,9 +453,7 @@ class Alerter:
                 if not new_episode:
                     self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))
         if self._storage_mailed is not None:
-            key, mono = self._storage_mailed
-            await self._store.mailed_directly(key, at=self.clock.wall() - (self.clock.mono() - mono))
-            self._storage_mailed = None
+            await self._storage_told()
         await self.flush()
 
     def _stamped(self, signals: list[Signal]) -> list[Signal]:
@@ -455,6 +466,12 @@ class Alerter:
         signal = next((s for s in batch if s.type == "storage_problem" and s.firing), None)
         if signal is None or self._storage_owed == []:
             return
+        if self._storage_owed is None and self._storage_mailed is None:
+            earlier = await asyncio.to_thread(self._storage_mailed_before)
+            if earlier is not None:  # an earlier run of this boot mailed it: a restart on the full disk is no news
+                self._storage_owed, self._storage_mailed = [], (signal.key, earlier)
+                log.info("storage_alert_mailed_before", key=signal.key, ago_s=round(self.clock.mono() - earlier))
+                return
         group = {
             "key": signal.key,
             "type": signal.type,
@@ -475,6 +492,7 @@ class Alerter:
         self._storage_owed = list(delivery.deferred)
         if delivery.accepted and self._storage_mailed is None:
             self._storage_mailed = (signal.key, self.clock.mono())
+            await asyncio.to_thread(self._note_storage_mailed, self._storage_mailed[1])
         if delivery.deferred or delivery.refused:
             log.warning(
                 "alert_mail_deferred",
@@ -483,6 +501,36 @@ class Alerter:
                 refused=delivery.refused,
                 note="deferred recipients are tried again while the database refuses writes",
             )
+
+    def _storage_mailed_before(self) -> float | None:
+        """When (monotonic) a run of this boot mailed the storage alert directly, if within the storm window."""
+        try:
+            mark = json.loads(storage_mark_path(self._settings).read_text())
+            boot, mono = mark["boot"], float(mark["mono"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if boot is None or boot != self.clock.boot() or not 0 <= self.clock.mono() - mono < self._cfg.critical_storm_s:
+            return None
+        return mono
+
+    def _note_storage_mailed(self, mono: float | None) -> None:
+        """Notes the direct mail for a restart on the same full disk (None: forgets it, the database has it now)."""
+        path = storage_mark_path(self._settings)
+        try:
+            if mono is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_text(json.dumps({"boot": self.clock.boot(), "mono": mono}))
+        except OSError as err:
+            log.warning("storage_alert_mark_not_written", path=str(path), error=str(err))
+
+    async def _storage_told(self) -> None:
+        """The storage alert's occurrences are stored: its direct mail is recorded as its alarm."""
+        assert self._storage_mailed is not None
+        key, mono = self._storage_mailed
+        await self._store.mailed_directly(key, at=self.clock.wall() - (self.clock.mono() - mono))
+        self._storage_mailed = None
+        await asyncio.to_thread(self._note_storage_mailed, None)
 
     def _recipients(self, severity: str) -> list[str]:
         extra = self._cfg.critical_to if severity == CRITICAL else []
@@ -688,8 +736,7 @@ class Alerter:
             try:
                 await self._store.apply(self._stamped(self._pending))
                 if self._storage_mailed is not None:
-                    key, mono = self._storage_mailed
-                    await self._store.mailed_directly(key, at=self.clock.wall() - (self.clock.mono() - mono))
+                    await self._storage_told()
             except StoreError as err:
                 log.error("alerts_lost_on_stop", occurrences=len(self._pending), error=str(err))
         log.info("alerts_stopped")

@@ -160,21 +160,12 @@ async def test_full_disk_sends_the_mail_once_and_loses_nothing(
     assert (await agent.alerter.outbox_status()).waiting_signals == 0
 
 
-async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_disk_has_room(
-    make_agent: MakeAgent,
-    make_settings: Callable[..., Settings],
-    alert_settings: Callable[..., Settings],
-    printers: dict[str, SimPrinter],
-    sink: SmtpSink,
-    small_disk: SmallDisk,
-) -> None:
-    """The disk fills: the storage alert goes straight to the relay, as it must (the outbox is in the database that
-    refuses writes). Once the disk has room the manager gets the all-clear, and only that: before, the alarm the
-    manager already had was mailed again through the outbox when the occurrences held in memory were stored, a
-    problem already over announced as new, then its all-clear (found by a chaos run that filled the disk while a
-    printer was down)."""
+def on_small_disk(
+    make_settings: Callable[..., Settings], alert_settings: Callable[..., Settings], small_disk: SmallDisk
+) -> Settings:
+    """Fast alert settings with the data directory on the small disk."""
     base = fast(alert_settings)
-    settings = make_settings(
+    return make_settings(
         agent={"data_dir": str(small_disk.path / "data"), "store_name": "Filiale Mitte"},
         smtp={k: getattr(base.smtp, k) for k in ("host", "port", "security", "username", "sender", "timeout_s")}
         | {"password": base.smtp.password.get(), "ca_file": str(base.smtp.ca_file)},
@@ -189,6 +180,22 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
             "check_interval_s": 0.2,
         },
     )
+
+
+async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_disk_has_room(
+    make_agent: MakeAgent,
+    make_settings: Callable[..., Settings],
+    alert_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The disk fills: the storage alert goes straight to the relay, as it must (the outbox is in the database that
+    refuses writes). Once the disk has room the manager gets the all-clear, and only that: before, the alarm the
+    manager already had was mailed again through the outbox when the occurrences held in memory were stored, a
+    problem already over announced as new, then its all-clear (found by a chaos run that filled the disk while a
+    printer was down)."""
+    settings = on_small_disk(make_settings, alert_settings, small_disk)
     db = settings.agent.db_path
     agent = await make_agent(settings)
     assert agent.alerter is not None
@@ -202,4 +209,42 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
     await asyncio.to_thread(small_disk.free, db)
     await wait_until(lambda: storage("BEHOBEN"), 40, "the storage all-clear")
     await asyncio.sleep(1.5)  # a second alarm would come with or before the all-clear
+    assert len(storage("STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+
+
+async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restart_on_the_full_disk(
+    make_agent: MakeAgent,
+    make_settings: Callable[..., Settings],
+    alert_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk is full and the storage alert was mailed directly; the agent is restarted (an upgrade, systemd after
+    a crash) while the disk is still full. The new run must not mail the same alarm again: before, every start on the
+    full disk mailed it anew (what it had mailed was kept in memory only), as the health check's agent-down alert
+    would without its state file (found by the chaos harness, seed 36: SIGTERM and restart on a full disk)."""
+    (tmp_path / "run").mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))  # systemd's RuntimeDirectory=, a tmpfs
+    settings = on_small_disk(make_settings, alert_settings, small_disk)
+    db = settings.agent.db_path
+    first = await make_agent(settings)
+    await asyncio.to_thread(small_disk.fill, db)
+    first.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
+
+    def storage(kind: str) -> list[EmailMessage]:
+        return [m for m in sink.messages if "Speicherproblem" in str(m["Subject"]) and kind in str(m["Subject"])]
+
+    await wait_until(lambda: storage("STÖRUNG"), 10, "the storage alert mailed directly")
+    await first.stop()
+    second = await make_agent(settings)
+    second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
+    await wait_until(lambda: second.deps is not None and second.deps.db.write_problem is not None, 10, "writes fail")
+    await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk
+    assert len(storage("STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    await asyncio.to_thread(small_disk.free, db)
+    await wait_until(lambda: storage("BEHOBEN"), 40, "the storage all-clear")
+    await asyncio.sleep(1.5)
     assert len(storage("STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
