@@ -190,6 +190,9 @@ trap 'exit 143' TERM
 take_install_lock  # (a second upgrade waits for nobody: it refuses)
 mkdir -p "$STATE"
 if [[ -f "$JOURNAL" ]] && read_journal; then
+    # Since that kill or power cut the box may have run (the next boot starts the old or the new program) and
+    # acknowledged orders: the backup, taken before them, is never restored over them, whatever the journal says.
+    STARTED=1
     rollback "interrupted by a kill or a power cut"
     trap 'exit 129' HUP
     trap 'exit 130' INT

@@ -506,10 +506,11 @@ def matrix() -> list[Any]:  # pytest.param's type is private
 
 
 async def interrupt_upgrade_at(
-    box: Box, step: str, sig: signal.Signals
+    box: Box, step: str, sig: signal.Signals, source: Path | None = None
 ) -> tuple[asyncio.subprocess.Process, list[str]]:
-    """upgrade.sh started, and sent ``sig`` the moment it says it is at ``step``; its ended process and output."""
-    process = await box.start_upgrade(box.prepared.new)
+    """upgrade.sh (of ``source``, else the new version) started, and sent ``sig`` the moment it says it is at ``step``;
+    its ended process and output."""
+    process = await box.start_upgrade(source or box.prepared.new)
     assert process.stdout is not None
     output: list[str] = []
     async with asyncio.timeout(120):
@@ -635,3 +636,30 @@ async def test_a_journal_a_power_cut_emptied_or_cut_short_does_not_stop_the_next
     await wait_until(box.ready)
     assert set(orders) <= await box.order_ids()
     assert await box.schema() == LATEST + 1
+
+
+async def test_a_rerun_after_a_power_cut_never_restores_the_backup_over_orders_the_box_took_since(box: Box) -> None:
+    """upgrade.sh is cut off (SIGKILL, as a power cut) at step migrate, where its journal says the new version never
+    ran. The next boot starts the box, and it takes orders. The next upgrade.sh finishes the rollback by that journal,
+    and the new version's down part fails: the backup, taken before those orders, must not be restored over them
+    (before: "restored ... (taken after the agent stopped)", and every order answered 201 since the boot was gone)."""
+    source = copy_source(box.prepared.user.home / f"src-bad-down-{box.port}", version="0.2.2", changes=True)
+    migration = source / "migrations" / f"{LATEST + 1:03d}_upgrade_probe.sql"
+    migration.write_text(migration.read_text().replace("-- migrate:down\n", "-- migrate:down\nSELECT no_such();\n"))
+    try:
+        before = await box.push("before", 2)
+        process, output = await interrupt_upgrade_at(box, "migrate", signal.SIGKILL, source)
+        text = "".join(output)
+        assert process.returncode != 0, text
+        started = await box.systemctl("start", "edge-agent.service")  # what the next boot does
+        assert started.returncode == 0, started.stdout
+        await wait_until(box.ready)
+        since = await box.push("since-the-boot", 3)  # answered 201 by the box after the power cut
+
+        rerun = await box.upgrade(source)
+        await box.systemctl("start", "edge-agent.service")
+        await wait_until(box.ready)
+        assert set(before + since) <= await box.order_ids(), text + "\n--- rerun ---\n" + rerun.stdout
+        assert "restored" not in rerun.stdout and "ROLLBACK NOT POSSIBLE" in rerun.stdout, rerun.stdout
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
