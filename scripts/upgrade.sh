@@ -227,6 +227,18 @@ if [[ "$OPT/$OLD_TARGET" -ef "$NEW" ]]; then
     exit 0
 fi
 
+# A checkout older than the program in use (a technician going back by its upgrade.sh) knows fewer migrations than
+# the database has: it cannot run on it, and the database cannot go down without the newer program's down parts. So it
+# stops here, before the agent is stopped or anything switched (a power cut at its migrate left a box that refused to
+# start at every boot).
+NEW_SCHEMA="$(find "$SOURCE/migrations" -name '[0-9][0-9][0-9]_*.sql' | wc -l)"
+if ((NEW_SCHEMA < OLD_SCHEMA)); then
+    log "this checkout is edge-agent $NEW_VERSION (database schema $NEW_SCHEMA), older than edge-agent $OLD_VERSION in" \
+        "use (schema $OLD_SCHEMA), and cannot run on its database; nothing was changed"
+    trap - EXIT
+    exit 1
+fi
+
 STEP=build
 log "step: build (edge-agent $NEW_VERSION beside $OLD_VERSION, which keeps running)"
 "$SOURCE/scripts/install.sh" --build-only "${PASS[@]}"

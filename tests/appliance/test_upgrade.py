@@ -663,3 +663,26 @@ async def test_a_rerun_after_a_power_cut_never_restores_the_backup_over_orders_t
         assert "restored" not in rerun.stdout and "ROLLBACK NOT POSSIBLE" in rerun.stdout, rerun.stdout
     finally:
         shutil.rmtree(source, ignore_errors=True)
+
+
+async def test_an_older_checkouts_upgrade_sh_changes_nothing_and_never_leaves_a_box_that_cannot_start(
+    box: Box,
+) -> None:
+    """The box runs the new version; the technician runs the previous checkout's upgrade.sh to go back (its release is
+    kept "for a rollback"). That version cannot run on the newer database: upgrade.sh says so in one line before it
+    stops anything, and the agent keeps running. Before: it stopped the agent, backed up, switched the program and
+    failed at migrate, then restored its backup; a power cut at migrate left the old program on a database it refuses
+    (exit 2 at every boot) until someone ran upgrade.sh again."""
+    upgraded = await box.upgrade(box.prepared.new)
+    assert upgraded.returncode == 0, upgraded.stdout
+    orders = await box.push("on-the-new", 2)
+    pid_file = box.prepared.user.home / "systemd/edge-agent.service.pid"
+    agent = pid_file.read_text()
+    older = await box.upgrade(box.prepared.old)
+    assert older.returncode == 1, older.stdout
+    assert older.stdout.count("\n") == 1, older.stdout
+    assert "schema" in older.stdout and "nothing was changed" in older.stdout, older.stdout
+    assert pid_file.read_text() == agent, "the agent was stopped"
+    assert not (box.root / "opt/edge-agent/upgrade/journal").exists(), older.stdout
+    assert await box.installed_version() == "0.2.0" and await box.ready()
+    assert set(orders) <= await box.order_ids()
