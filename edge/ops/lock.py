@@ -50,7 +50,13 @@ class DataDirLock:
         except BlockingIOError:
             holder = os.pread(fd, _HOLDER_WIDTH, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise AgentRunningError(f"data directory {data_dir} is in use by {holder}") from None
+            # What to do, for the technician: an agent holds it until it is stopped; a command, until it ends.
+            advice = (
+                "stop it first (sudo systemctl stop edge-agent), then run this again"
+                if holder.startswith("agent ")
+                else "wait for it to finish, then run this again"
+            )
+            raise AgentRunningError(f"data directory {data_dir} is in use by {holder}; {advice}") from None
         os.pwrite(fd, f"{purpose} pid {os.getpid()}".ljust(_HOLDER_WIDTH - 1)[: _HOLDER_WIDTH - 1].encode() + b"\n", 0)
         return cls(path, fd)
 

@@ -131,6 +131,25 @@ async def test_migrate_refuses_under_a_running_agent(
     assert await schema_version(db) == latest - 1
 
 
+async def test_restore_under_a_running_agent_says_in_one_line_to_stop_it_first(
+    tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """`edge restore` (and `edge migrate`) while the agent runs: one line naming the agent and what to do about it
+    (before: "data directory … is in use by agent pid N", and the technician was left to guess)."""
+    agent = await make_agent()
+    config = cli_config(tmp_path / "edge.toml", agent.settings.agent.data_dir, printers)
+    backed_up = await edge("backup", "--config", str(config))
+    assert backed_up.returncode == 0, backed_up.stderr
+    backup = backed_up.stdout.split("backup written: ", 1)[1].split()[0]
+    for argv in (("restore", backup), ("migrate",)):
+        refused = await edge(*argv, "--config", str(config))
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        line = refused.stderr.strip()
+        assert len(line.splitlines()) == 1 and f"agent pid {os.getpid()}" in line, line
+        assert "stop it first (sudo systemctl stop edge-agent), then run this again" in line, line
+    await agent.stop()
+
+
 def foreign_files(data_dir: Path, user: SystemUser) -> list[str]:
     """Everything under data_dir (itself included) that is not owned by the agent's user and group."""
     found = [data_dir, *sorted(data_dir.rglob("*"))]
