@@ -120,3 +120,16 @@ def test_agent_unit_settings() -> None:
     assert settings["ProtectSystem"] == "strict" and settings["ReadWritePaths"] == "/var/lib/edge"
     assert settings["SupplementaryGroups"] == "lp dialout"
     assert settings["NoNewPrivileges"] == "yes"
+
+
+def test_the_runtime_state_the_agent_and_its_health_check_keep_outlives_each_run() -> None:
+    """Both keep what they mailed while the data directory refuses writes (a full or read-only card) in the runtime
+    directory, so the next run of this boot does not mail it again: the agent its storage alert, the health check its
+    agent-down alert. With PrivateTmp each run gets a /tmp of its own, removed when it stops: without a preserved
+    RuntimeDirectory (RUNTIME_DIRECTORY) that state was gone at every run, and the mail went again."""
+    for name in ("edge-agent.service", "edge-health-check.service"):
+        text = (UNITS / name).read_text()
+        settings = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+        assert settings["PrivateTmp"] == "yes"
+        assert settings.get("RuntimeDirectory") == "edge", name
+        assert settings.get("RuntimeDirectoryPreserve") == "yes", name  # a oneshot stops after each run
