@@ -503,13 +503,14 @@ class Alerter:
             )
 
     def _storage_mailed_before(self) -> float | None:
-        """When (monotonic) a run of this boot mailed the storage alert directly, if within the storm window."""
+        """When (monotonic) a run of this boot mailed the storage alert directly, if a reminder is not due yet: a
+        condition that just stays is mailed again every repeat_interval_s, not at every start."""
         try:
             mark = json.loads(storage_mark_path(self._settings).read_text())
             boot, mono = mark["boot"], float(mark["mono"])
         except (OSError, ValueError, TypeError, KeyError):
             return None
-        if boot is None or boot != self.clock.boot() or not 0 <= self.clock.mono() - mono < self._cfg.critical_storm_s:
+        if boot is None or boot != self.clock.boot() or not 0 <= self.clock.mono() - mono < self._cfg.repeat_interval_s:
             return None
         return mono
 
