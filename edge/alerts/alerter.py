@@ -574,7 +574,9 @@ class Alerter:
                 # storm guard: a device's next episode soon after its last critical mail (one the manager was last
                 # mailed resolved about, its news since in the digest; turning critical included)
                 or (due.kind == "firing" and group["mailed"] != "firing" and storm_guarded(group, now, cfg))
-                or (due.kind == "resolved" and group["mailed"] != "firing")  # its firing news went to the digest too
+                # its firing news went to the digest too; or, over before anyone was told, a storm's next episode
+                or (due.kind == "resolved" and group["notified"] != "resolved" and group["mailed"] != "firing")
+                or (due.kind == "resolved" and group["notified"] == "resolved" and storm_guarded(group, now, cfg))
             ):
                 await self._store.told(group, kind=due.kind, now=now, mail=None, count=group["fires_since_mail"])
                 continue

@@ -92,6 +92,11 @@ def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
             return None
         if state == "resolved" and fires == 1 and group["changed_at"] - group["first_at"] < wait:
             return Due("drop", 0)  # came and went within group_wait: nobody needs to hear about it
+        if state == "resolved" and fires == 1:
+            # One outage over before anyone could be told (its occurrences held while the disk was full): the
+            # all-clear alone says since and until when, not an alarm about what works again, then its all-clear. A
+            # flapping device's alarm still goes first: it carries how often.
+            return Due("resolved", fires)
         return Due("firing", fires - 1)
     if state == "resolved":
         return Due("resolved", fires) if now >= group["last_sent_at"] + cfg.group_interval_s else None

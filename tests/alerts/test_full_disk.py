@@ -255,3 +255,37 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     await wait_until(lambda: storage("BEHOBEN"), 40, "the storage all-clear")
     await asyncio.sleep(1.5)
     assert len(storage("STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+
+
+async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_resolved(
+    make_agent: MakeAgent,
+    make_settings: Callable[..., Settings],
+    alert_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The front printer goes offline and comes back while the disk is full: nobody could be told meanwhile (the
+    outbox is in the database that refuses writes). Once the disk has room the occurrences are stored and the manager
+    gets one mail about it, the all-clear saying since and until when, as for any problem over before anyone was told;
+    before, an alarm about a printer that worked again, and its all-clear a group interval later (the chaos helper's
+    seed 34)."""
+    settings = on_small_disk(make_settings, alert_settings, small_disk)
+    db = settings.agent.db_path
+    agent = await make_agent(settings)
+    await asyncio.to_thread(small_disk.fill, db)
+    agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
+    await asyncio.sleep(0.3)
+    agent.bus.publish(PrinterStatusChanged(printer="front", old="offline", new="online"))
+    await wait_until(lambda: [m for m in sink.messages if "Speicherproblem" in str(m["Subject"])], 10, "storage mail")
+    await asyncio.to_thread(small_disk.free, db)
+    await eventually(
+        lambda: db_rows(db, "SELECT notified, fires_since_mail FROM alert_groups WHERE key = 'printer_offline:front'"),
+        lambda rows: rows == [("resolved", 0)],
+        20,
+        "the front printer's episode told",
+    )
+    await wait_until(lambda: [m for m in sink.messages if "Drucker front" in str(m["Subject"])], 10, "its mail")
+    await asyncio.sleep(1.5)  # past group_interval_s (1 s): nothing else follows
+    front = [str(m["Subject"]) for m in sink.messages if "Drucker front" in str(m["Subject"])]
+    assert len(front) == 1 and "BEHOBEN" in front[0], front
