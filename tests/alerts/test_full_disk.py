@@ -83,8 +83,9 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     disk.unmount()
 
 
-def kitchen_mails(sink: SmtpSink) -> list[EmailMessage]:
-    return [m for m in sink.messages if "Drucker kitchen" in str(m["Subject"])]
+def mails_about(sink: SmtpSink, topic: str, kind: str = "") -> list[EmailMessage]:
+    """The mails whose subject names ``topic`` (and ``kind``: STÖRUNG, BEHOBEN)."""
+    return [m for m in sink.messages if topic in str(m["Subject"]) and kind in str(m["Subject"])]
 
 
 async def test_full_disk_sends_the_mail_once_and_loses_nothing(
@@ -139,7 +140,7 @@ async def test_full_disk_sends_the_mail_once_and_loses_nothing(
         if n % 200 == 0:
             await asyncio.sleep(0.05)
     await asyncio.sleep(2.5)  # many retry rounds: each must not send the mail again
-    assert len(kitchen_mails(sink)) == 1
+    assert len(mails_about(sink, "Drucker kitchen")) == 1
     status = await agent.alerter.outbox_status()
     assert status.unrecorded == 1 and status.waiting_signals <= 1000
     assert sink.connections <= 3  # the alert, at most the storage alert mailed directly, nothing in a loop
@@ -156,7 +157,7 @@ async def test_full_disk_sends_the_mail_once_and_loses_nothing(
         8,
         "every occurrence counted",
     )
-    assert len(kitchen_mails(sink)) == 1
+    assert len(mails_about(sink, "Drucker kitchen")) == 1
     assert await db_rows(db, "SELECT attempts FROM alert_mails WHERE id = 1") == [(2,)]
     assert (await agent.alerter.outbox_status()).waiting_signals == 0
 
@@ -207,14 +208,11 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
     await asyncio.to_thread(small_disk.fill, db)
     agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
 
-    def storage(kind: str) -> list[EmailMessage]:
-        return [m for m in sink.messages if "Speicherproblem" in str(m["Subject"]) and kind in str(m["Subject"])]
-
-    await wait_until(lambda: storage("STÖRUNG"), 10, "the storage alert mailed directly")
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
     await asyncio.to_thread(small_disk.free, db)
-    await wait_until(lambda: storage("BEHOBEN"), 40, "the storage all-clear")
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 40, "the storage all-clear")
     await asyncio.sleep(1.5)  # a second alarm would come with or before the all-clear
-    assert len(storage("STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
 
 
 async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restart_on_the_full_disk(
@@ -241,20 +239,17 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     await asyncio.to_thread(small_disk.fill, db)
     first.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
 
-    def storage(kind: str) -> list[EmailMessage]:
-        return [m for m in sink.messages if "Speicherproblem" in str(m["Subject"]) and kind in str(m["Subject"])]
-
-    await wait_until(lambda: storage("STÖRUNG"), 10, "the storage alert mailed directly")
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
     await first.stop()
     second = await make_agent(settings)
     second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
     await wait_until(lambda: second.deps is not None and second.deps.db.write_problem is not None, 10, "writes fail")
     await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk
-    assert len(storage("STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
     await asyncio.to_thread(small_disk.free, db)
-    await wait_until(lambda: storage("BEHOBEN"), 40, "the storage all-clear")
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 40, "the storage all-clear")
     await asyncio.sleep(1.5)
-    assert len(storage("STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
 
 
 async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_resolved(
@@ -277,7 +272,7 @@ async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_re
     agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
     await asyncio.sleep(0.3)
     agent.bus.publish(PrinterStatusChanged(printer="front", old="offline", new="online"))
-    await wait_until(lambda: [m for m in sink.messages if "Speicherproblem" in str(m["Subject"])], 10, "storage mail")
+    await wait_until(lambda: mails_about(sink, "Speicherproblem"), 10, "storage mail")
     await asyncio.to_thread(small_disk.free, db)
     await eventually(
         lambda: db_rows(db, "SELECT notified, fires_since_mail FROM alert_groups WHERE key = 'printer_offline:front'"),
@@ -285,7 +280,7 @@ async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_re
         20,
         "the front printer's episode told",
     )
-    await wait_until(lambda: [m for m in sink.messages if "Drucker front" in str(m["Subject"])], 10, "its mail")
+    await wait_until(lambda: mails_about(sink, "Drucker front"), 10, "its mail")
     await asyncio.sleep(1.5)  # past group_interval_s (1 s): nothing else follows
-    front = [str(m["Subject"]) for m in sink.messages if "Drucker front" in str(m["Subject"])]
+    front = [str(m["Subject"]) for m in mails_about(sink, "Drucker front")]
     assert len(front) == 1 and "BEHOBEN" in front[0], front
