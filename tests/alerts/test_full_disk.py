@@ -240,6 +240,8 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     first.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
 
     await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    # The relay has it; the run notes it once its SMTP session ends (a stop before that is the documented window)
+    await wait_until(lambda: list((tmp_path / "run").glob("*storage-mailed.json")), 10, "the direct mail noted")
     await first.stop()
     second = await make_agent(settings)
     second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
