@@ -8,7 +8,14 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import tempfile
 from pathlib import Path
+
+
+def runtime_dir() -> Path:
+    """Where state that must outlive a run but not the boot goes while the data directory refuses writes: systemd's
+    RuntimeDirectory (/run/edge, a tmpfs the units keep until the next boot), else the temp dir."""
+    return Path(os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir())
 
 
 def write_durably(path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:

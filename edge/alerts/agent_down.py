@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +20,7 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
-from edge.durable import write_durably
+from edge.durable import runtime_dir, write_durably
 from edge.errors import AlertError
 from edge.store.alerts import Mail
 
@@ -58,8 +56,7 @@ def _boot_id() -> str:
 
 def _state_paths(settings: Settings) -> list[Path]:
     """The data directory first; the runtime directory (tmpfs) when the data directory cannot be written."""
-    runtime = os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
-    return [settings.agent.data_dir / _STATE_FILE, Path(runtime) / f"edge-{settings.agent.store_id}-{_STATE_FILE}"]
+    return [settings.agent.data_dir / _STATE_FILE, runtime_dir() / f"edge-{settings.agent.store_id}-{_STATE_FILE}"]
 
 
 def agent_down_mail(settings: Settings, *, healthy: bool, reason: str, since: float, more: int) -> Mail:

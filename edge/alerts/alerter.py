@@ -8,9 +8,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from edge.alerts.rules import (
 )
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import Settings, parse_hours
+from edge.durable import runtime_dir, write_durably
 from edge.errors import AlertError, StoreError
 from edge.events import (
     AlertSuppressed,
@@ -86,9 +85,8 @@ _DIGEST_GAP_S = 12 * 3600  # two digests never closer than this (on the monotoni
 def storage_mark_path(settings: Settings) -> Path:
     """Where a run that mailed the storage alert directly notes it for the next run: the runtime directory (tmpfs),
     since the data directory is what refuses writes (the health check's agent-down alert keeps its state there too)."""
-    runtime = os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
     data_dir = hashlib.sha256(str(settings.agent.data_dir.resolve()).encode()).hexdigest()[:12]  # one per database
-    return Path(runtime) / f"edge-{settings.agent.store_id}-{data_dir}-storage-mailed.json"
+    return runtime_dir() / f"edge-{settings.agent.store_id}-{data_dir}-storage-mailed.json"
 
 
 def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, int]:
@@ -521,7 +519,7 @@ class Alerter:
             if mono is None:
                 path.unlink(missing_ok=True)
             else:
-                path.write_text(json.dumps({"boot": self.clock.boot(), "mono": mono}))
+                write_durably(path, json.dumps({"boot": self.clock.boot(), "mono": mono}).encode())
         except OSError as err:
             log.warning("storage_alert_mark_not_written", path=str(path), error=str(err))
 
