@@ -188,10 +188,25 @@ def on_small_disk(
     )
 
 
+@pytest.fixture
+def disk_settings(
+    make_settings: Callable[..., Settings], alert_settings: Callable[..., Settings], small_disk: SmallDisk
+) -> Callable[..., Settings]:
+    """``on_small_disk`` for this test's small disk: ``disk_settings(**alerts)``."""
+    return lambda **alerts: on_small_disk(make_settings, alert_settings, small_disk, **alerts)
+
+
+async def storage_all_clear_alone_follows(sink: SmtpSink, small_disk: SmallDisk, db: Path) -> None:
+    """The disk gets room again: the storage all-clear comes, and no second storage alarm with or before it."""
+    await asyncio.to_thread(small_disk.free, db)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 40, "the storage all-clear")
+    await asyncio.sleep(1.5)
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+
+
 async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_disk_has_room(
     make_agent: MakeAgent,
-    make_settings: Callable[..., Settings],
-    alert_settings: Callable[..., Settings],
+    disk_settings: Callable[..., Settings],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
     small_disk: SmallDisk,
@@ -201,7 +216,7 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
     manager already had was mailed again through the outbox when the occurrences held in memory were stored, a
     problem already over announced as new, then its all-clear (found by a chaos run that filled the disk while a
     printer was down)."""
-    settings = on_small_disk(make_settings, alert_settings, small_disk)
+    settings = disk_settings()
     db = settings.agent.db_path
     agent = await make_agent(settings)
     assert agent.alerter is not None
@@ -209,16 +224,12 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
     agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
 
     await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
-    await asyncio.to_thread(small_disk.free, db)
-    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 40, "the storage all-clear")
-    await asyncio.sleep(1.5)  # a second alarm would come with or before the all-clear
-    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    await storage_all_clear_alone_follows(sink, small_disk, db)
 
 
 async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restart_on_the_full_disk(
     make_agent: MakeAgent,
-    make_settings: Callable[..., Settings],
-    alert_settings: Callable[..., Settings],
+    disk_settings: Callable[..., Settings],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
     small_disk: SmallDisk,
@@ -233,7 +244,7 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     (tmp_path / "run").mkdir()
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))  # systemd's RuntimeDirectory=, a tmpfs
     # The storm guard off (seed 64): a restart is no new episode, the alarm is still not mailed at every start.
-    settings = on_small_disk(make_settings, alert_settings, small_disk, critical_storm_s=0)
+    settings = disk_settings(critical_storm_s=0)
     db = settings.agent.db_path
     first = await make_agent(settings)
     await asyncio.to_thread(small_disk.fill, db)
@@ -248,16 +259,12 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     await wait_until(lambda: second.deps is not None and second.deps.db.write_problem is not None, 10, "writes fail")
     await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk
     assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
-    await asyncio.to_thread(small_disk.free, db)
-    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 40, "the storage all-clear")
-    await asyncio.sleep(1.5)
-    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    await storage_all_clear_alone_follows(sink, small_disk, db)
 
 
 async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_resolved(
     make_agent: MakeAgent,
-    make_settings: Callable[..., Settings],
-    alert_settings: Callable[..., Settings],
+    disk_settings: Callable[..., Settings],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
     small_disk: SmallDisk,
@@ -267,7 +274,7 @@ async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_re
     gets one mail about it, the all-clear saying since and until when, as for any problem over before anyone was told;
     before, an alarm about a printer that worked again, and its all-clear a group interval later (the chaos helper's
     seed 34)."""
-    settings = on_small_disk(make_settings, alert_settings, small_disk)
+    settings = disk_settings()
     db = settings.agent.db_path
     agent = await make_agent(settings)
     await asyncio.to_thread(small_disk.fill, db)
