@@ -63,6 +63,14 @@ def no_blocking_calls_on_the_loop() -> Iterator[BlockBuster]:
         guard.deactivate()
 
 
+@pytest.fixture(autouse=True)
+def own_runtime_directory(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test its own systemd RuntimeDirectory (edge/durable.py::runtime_dir), as each boot has: what an agent notes
+    there (the storage mail it sent) stays with the test, and in agents the test starts, instead of the shared /tmp
+    across tests and runs. A test that sets the variable itself still wins."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("run")))
+
+
 @pytest.fixture(scope="session")
 def powercut_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scripts/powercut.c built once per test process (see edge/sim/powercut.py); fails where it cannot be built."""
