@@ -161,9 +161,12 @@ class Agent:
                 self._on_stop(stack, "alerter", self.alerter.stop)
             orders = OrderStore(db, clock=self.clock)
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
-            if interrupted := await jobs.requeue_interrupted():
+            locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
+            drivers = {name: make_driver(printer, devices=locks) for name, printer in s.printers.items()}
+            devices = {name: driver.transport.label for name, driver in drivers.items()}
+            if interrupted := await jobs.requeue_interrupted(devices=devices):
                 log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
-            to_clear = await jobs.printers_to_clear()  # also those of a crash before, never reached since
+            to_clear = await jobs.printers_to_clear(devices)  # also those of a crash before, never reached since
             router = Router.from_settings(s)
             await reroute_stranded(jobs, router.printers_for)
             ages.seed(await jobs.waiting())
@@ -189,11 +192,10 @@ class Agent:
                 )
                 await self.sync.start()
                 self._on_stop(stack, "sync", self.sync.stop)
-            devices: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             for name, printer in s.printers.items():
                 self.spoolers[name] = Spooler(
                     printer=printer,
-                    driver=make_driver(printer, devices=devices),
+                    driver=drivers[name],
                     jobs=jobs,
                     render=self.render_job,
                     bus=self.bus,

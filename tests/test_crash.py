@@ -305,12 +305,17 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
 
 
 @pytest.mark.crash
-async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_only_as_the_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name_after", ["kitchen", "pass"], ids=["same-name", "renamed"])
+async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_only_as_the_copy(
+    tmp_path: Path, name_after: str
+) -> None:
     """The agent is killed while a slow Epson prints a ticket it holds whole in its buffer; the roll ends in that
     ticket while the agent is down. The restarted agent reprints the ticket as COPY, and clears the printer's buffers
     at its first contact, though the printer reports paper out: after the new roll only the COPY comes out. Before,
     the printer first went on with the rest of the cut-short ticket, without its head (no order number, no COPY mark),
-    as the agent that sent it was gone (probe_chaos_print, test_kill_then_paper_end_remnant)."""
+    as the agent that sent it was gone (probe_chaos_print, test_kill_then_paper_end_remnant). ``renamed``: the printer
+    got a new name in the config while the agent was down (same device); before, the record of what to clear named the
+    old name, and the rest printed all the same (probe_chaos_print's harness)."""
     kitchen, front = SimPrinter("kitchen", speed=PaperSpeed(mm_per_s=25.0)), SimPrinter("front")
     kitchen.resumes = True  # an Epson: after a new roll it prints what waits in its buffers
     await kitchen.start()
@@ -327,11 +332,19 @@ async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_onl
         await agent.kill()
         kitchen.paper_out_after = ticket_bytes // 2  # the roll ends half way through the ticket
         await wait_until(lambda: kitchen.paper_out, 10, "the roll ended in the ticket")
+        write_config(
+            agent.config,
+            data_dir=tmp_path / "data",
+            api_port=agent.port,
+            token=TOKEN,
+            printers={name_after: kitchen.port, "front": front.port},
+            kitchen=name_after,
+        )
         await agent.start()
 
         async def kitchen_state() -> str:
             async with api_client(agent.port) as api, api.get("/api/v1/printers") as response:
-                return {p["name"]: p["state"] for p in (await response.json())["printers"]}["kitchen"]
+                return {p["name"]: p["state"] for p in (await response.json())["printers"]}[name_after]
 
         await eventually(kitchen_state, lambda state: state == "paper_out", 10, "paper out seen after the restart")
         kitchen.paper_out = False  # a new roll

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import NamedTuple
 
 import aiosqlite
@@ -73,7 +73,10 @@ _NOT_WANTED = (
     f" AND {_RECEIPT_SAID} = 0)))"
 )
 _BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
-_CLEAR_KEY = "clear_buffers:"  # meta key prefix, the printer's name after it: see requeue_interrupted
+_CLEAR_KEY = "clear_buffers:"  # meta key prefix, the printer's name after it, its device the value: requeue_interrupted
+# Meta key prefix, a printer's name after it, the device it reached in the last run the value: a crash's record names
+# the device, not only the name, which a config changed before the next start may give to another printer.
+_DEVICE_KEY = "printer_device:"
 # A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
 # the order's current revision, or, with a later receipt of the order beside it (receipts.on_change = "reprint"; not
 # a COPY a person asked for), it is dropped: the guest gets one receipt, of the change. A ticket keeps its revision:
@@ -534,14 +537,18 @@ class JobStore:
                 )
         return FailureRecorded(state, attempts)
 
-    async def requeue_interrupted(self, printer: str | None = None) -> list[int]:
+    async def requeue_interrupted(
+        self, printer: str | None = None, *, devices: Mapping[str, str] | None = None
+    ) -> list[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY (those of an order
         cancelled meanwhile are discarded). ``printer``: only its jobs (a spool whose record of them the store
         refused). Returns the ones to print again.
 
         At a start (no ``printer``) the printers they were on are recorded, in the same commit, as holding what is
         left of them (printers_to_clear): the agent that would have cleared it after a cut-short ticket is gone, and
-        an Epson prints it, headless, after the next roll. A spool's own driver has cleared what it saw cut short."""
+        an Epson prints it, headless, after the next roll. A spool's own driver has cleared what it saw cut short.
+        Each record names the device the printer reached in the run that crashed (``devices``, the configured
+        printers' devices, replace that run's for the next start): renamed since, it is still that device."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
                 f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1 WHERE state = 'printing'"
@@ -550,24 +557,42 @@ class JobStore:
             )
             if printer is None:
                 await conn.executemany(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')",
-                    [(_CLEAR_KEY + name,) for name in {r[2] for r in rows}],
+                    "INSERT OR IGNORE INTO meta(key, value)"
+                    " VALUES (?, COALESCE((SELECT value FROM meta WHERE key = ?), ''))",
+                    [(_CLEAR_KEY + name, _DEVICE_KEY + name) for name in {r[2] for r in rows}],
+                )
+            if devices is not None:
+                await conn.execute(
+                    "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix",
+                    {"n": len(_DEVICE_KEY), "prefix": _DEVICE_KEY},
+                )
+                await conn.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [(_DEVICE_KEY + name, device) for name, device in devices.items()],
                 )
         return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
 
-    async def printers_to_clear(self) -> set[str]:
-        """The printers whose buffers may still hold the rest of a job a crash interrupted: cleared at the first
-        contact, until buffers_cleared (kept over further restarts meanwhile)."""
+    async def printers_to_clear(self, devices: Mapping[str, str]) -> set[str]:
+        """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
+        job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
+        meanwhile). A record names a device (whatever the printer on it is called now), or, written before devices
+        were recorded, a printer's name."""
         rows = await self._db.fetchall(
-            "SELECT substr(key, :at) FROM meta WHERE substr(key, 1, :at - 1) = :prefix",
+            "SELECT substr(key, :at), value FROM meta WHERE substr(key, 1, :at - 1) = :prefix",
             {"at": len(_CLEAR_KEY) + 1, "prefix": _CLEAR_KEY},
         )
-        return {r[0] for r in rows}
+        named = {name for name, device in rows if not device}
+        on = {device for _, device in rows if device}
+        return {name for name, device in devices.items() if name in named or device in on}
 
-    async def buffers_cleared(self, printer: str) -> None:
-        """The clear went out to ``printer``: the next start clears it only after another crash."""
+    async def buffers_cleared(self, printer: str, device: str) -> None:
+        """The clear went out to ``printer`` on ``device``: the next start clears it only after another crash."""
         async with self._db.transaction() as conn:
-            await conn.execute("DELETE FROM meta WHERE key = ?", (_CLEAR_KEY + printer,))
+            await conn.execute(
+                "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix"
+                " AND (value = :device OR (key = :key AND value = ''))",
+                {"n": len(_CLEAR_KEY), "prefix": _CLEAR_KEY, "device": device, "key": _CLEAR_KEY + printer},
+            )
 
     async def retry(self, job_id: int) -> PrintableJob:
         """A person asks again: a failed or dead job goes back in line with fresh attempts; returns it as it is now.

@@ -256,16 +256,43 @@ async def test_a_printer_a_crash_cut_a_job_short_on_is_to_be_cleared_until_it_wa
     )
     db = await Database.open(path)
     jobs = JobStore(db)
+    devices = {"kitchen": "tcp a:9100", "bar": "tcp b:9100", "front": "tcp c:9100"}
     try:
         assert await jobs.requeue_interrupted("front") == [3]
-        assert await jobs.printers_to_clear() == set()
+        assert await jobs.printers_to_clear(devices) == set()
         async with db.transaction() as conn:
             await conn.execute("UPDATE print_jobs SET state = 'printing' WHERE id = 3")
             await conn.execute("UPDATE orders SET status = 'cancelled'")
-        assert await jobs.requeue_interrupted() == []  # all discarded: the order was cancelled
-        assert await jobs.requeue_interrupted() == []  # a second start before any printer was reached
-        assert await jobs.printers_to_clear() == {"kitchen", "bar", "front"}
-        await jobs.buffers_cleared("bar")
-        assert await jobs.printers_to_clear() == {"kitchen", "front"}
+        assert await jobs.requeue_interrupted(devices=devices) == []  # all discarded: the order was cancelled
+        assert await jobs.requeue_interrupted(devices=devices) == []  # a second start before any printer was reached
+        assert await jobs.printers_to_clear(devices) == {"kitchen", "bar", "front"}
+        await jobs.buffers_cleared("bar", "tcp b:9100")
+        assert await jobs.printers_to_clear(devices) == {"kitchen", "front"}
+    finally:
+        await db.close()
+
+
+async def test_a_printer_renamed_after_a_crash_cut_a_job_short_on_it_is_still_to_be_cleared(tmp_path: Path) -> None:
+    """The record follows the device: the printer renamed before the next start (same address) is cleared under its
+    new name; the printer that now has the old name on another device is not. A record an older version wrote names
+    the printer only, and is taken by its name."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued"])
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    try:
+        assert await jobs.requeue_interrupted(devices={"kitchen": "tcp a:9100", "front": "tcp c:9100"}) == []
+        async with db.transaction() as conn:  # the run crashes while the ticket goes out
+            await conn.execute("UPDATE print_jobs SET state = 'printing'")
+        renamed = {"pass": "tcp a:9100", "kitchen": "tcp b:9100", "front": "tcp c:9100"}
+        assert await jobs.requeue_interrupted(devices=renamed) == [1]
+        assert await jobs.printers_to_clear(renamed) == {"pass"}
+        await jobs.buffers_cleared("pass", "tcp a:9100")
+        assert await jobs.printers_to_clear(renamed) == set()
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO meta(key, value) VALUES ('clear_buffers:front', '')")
+        assert await jobs.printers_to_clear(renamed) == {"front"}
+        await jobs.buffers_cleared("front", "tcp c:9100")
+        assert await jobs.printers_to_clear(renamed) == set()
     finally:
         await db.close()
