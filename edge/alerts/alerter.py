@@ -149,6 +149,7 @@ class Alerter:
         self._central_loaded = False
         self._central_back = False  # the line came back since the last check: the record goes
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
+        self._gone_printers_checked = False  # see check: once a run, the config cannot change while it runs
         # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
         self._storage_owed: list[str] | None = None
         # The storage alert's group key and when (monotonic) its direct mail reached somebody, until the group is
@@ -313,6 +314,8 @@ class Alerter:
             ("print_job_unrouted", JobState.HELD),
         )
         firing = [(type_name, state, await self._store.firing(type_name)) for type_name, state in job_alerts]
+        if not self._gone_printers_checked:
+            await self._clear_gone_printers()
         refused = await self._store.firing("central_refused_events")  # one group per order, read before its events
         unrouted_groups = await self._store.firing("station_unrouted")
         counts = await self._jobs.counts()
@@ -359,6 +362,16 @@ class Alerter:
                 free_mb < cfg.disk_free_min_mb,
                 detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted",
             )
+
+    async def _clear_gone_printers(self) -> None:
+        """A printer's alarm still on from an earlier run for a name the config no longer has (renamed, or removed) is
+        over: no status of that name will ever come to end it, and it would be reminded every repeat_interval_s and
+        hold back what it inhibits (a backlog) for good. A printer set up again under that name later starts afresh."""
+        for type_name in _PRINTER_ALERTS:
+            for group in await self._store.firing(type_name):
+                if group.subject not in self._settings.printers:
+                    self._signal(type_name, group.subject, False)
+        self._gone_printers_checked = True
 
     async def _remember_central_outage(self) -> None:
         """The line's outage outlives a restart of the agent (systemd after a crash, an upgrade): when it went down is

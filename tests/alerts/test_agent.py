@@ -75,6 +75,40 @@ async def test_a_ticket_whose_printer_left_the_config_is_mailed_as_that_not_as_s
     assert "zu lange gewartet" not in body and "Station" in body, body
 
 
+async def test_a_printer_renamed_while_its_alarm_was_on_is_told_over_and_never_reminded(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The kitchen printer is off with a ticket waiting: the manager is told. The technician plugs it back in and, while
+    at it, renames it in the config (same device, now "pass"). The next start prints the ticket on it and tells the
+    manager the kitchen alarm is over; no reminder about a printer that is no longer set up follows (before: kitchen's
+    alarm stayed on, reminded every repeat_interval_s, and held back every alert it inhibits)."""
+    printers["kitchen"].set_offline(True)
+    settings = alert_settings(
+        group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, repeat_interval_s=2.0
+    )
+    first = await make_agent(settings)
+    assert first.deps is not None
+    await first.deps.intake.accept(make_order(1, print_receipt=False))
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "STÖRUNG" in str(mail["Subject"]) and "Drucker kitchen" in str(mail["Subject"]), mail["Subject"]
+    await first.stop()
+    printers["kitchen"].set_offline(False)
+    renamed = {
+        ("pass" if name == "kitchen" else name): dataclasses.replace(p, name="pass") if name == "kitchen" else p
+        for name, p in settings.printers.items()
+    }
+    stations = {s: ["pass" if n == "kitchen" else n for n in names] for s, names in settings.stations.items()}
+    await make_agent(dataclasses.replace(settings, printers=renamed, stations=stations))
+    await printers["kitchen"].wait_for_printed(1, timeout=15)
+    await sink.wait_for(2, timeout=15)
+    await asyncio.sleep(3.5)  # past repeat_interval_s: a reminder would come by now
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    assert len(subjects) == 2 and "BEHOBEN" in subjects[1] and "Drucker kitchen" in subjects[1], subjects
+
+
 async def test_an_order_for_a_station_no_printer_serves_mails_the_station_and_resolves_when_routed(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
