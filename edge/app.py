@@ -25,6 +25,7 @@ from edge.api.routes import make_api
 from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import Settings
+from edge.errors import StoreUnavailableError
 from edge.events import EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
 from edge.metrics import Metrics
 from edge.ops.housekeeping import Housekeeping
@@ -164,9 +165,13 @@ class Agent:
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             drivers = {name: make_driver(printer, devices=locks) for name, printer in s.printers.items()}
             devices = {name: driver.transport.label for name, driver in drivers.items()}
-            if interrupted := await jobs.requeue_interrupted(devices=devices):
+            if interrupted := await jobs.requeue_interrupted():
                 log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
             to_clear = await jobs.printers_to_clear(devices)  # also those of a crash before, never reached since
+            try:
+                await jobs.remember_devices(devices)
+            except StoreUnavailableError as err:  # a full card: the last run's record stays until a start can write
+                log.warning("printer_devices_not_recorded", error=str(err))
             router = Router.from_settings(s)
             await reroute_stranded(jobs, router.printers_for)
             ages.seed(await jobs.waiting())

@@ -537,9 +537,7 @@ class JobStore:
                 )
         return FailureRecorded(state, attempts)
 
-    async def requeue_interrupted(
-        self, printer: str | None = None, *, devices: Mapping[str, str] | None = None
-    ) -> list[int]:
+    async def requeue_interrupted(self, printer: str | None = None) -> list[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY (those of an order
         cancelled meanwhile are discarded). ``printer``: only its jobs (a spool whose record of them the store
         refused). Returns the ones to print again.
@@ -547,8 +545,8 @@ class JobStore:
         At a start (no ``printer``) the printers they were on are recorded, in the same commit, as holding what is
         left of them (printers_to_clear): the agent that would have cleared it after a cut-short ticket is gone, and
         an Epson prints it, headless, after the next roll. A spool's own driver has cleared what it saw cut short.
-        Each record names the device the printer reached in the run that crashed (``devices``, the configured
-        printers' devices, replace that run's for the next start): renamed since, it is still that device."""
+        Each record names the device the printer reached in the run that crashed (remember_devices): renamed since,
+        it is still that device."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
                 f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1 WHERE state = 'printing'"
@@ -561,16 +559,25 @@ class JobStore:
                     " VALUES (?, COALESCE((SELECT value FROM meta WHERE key = ?), ''))",
                     [(_CLEAR_KEY + name, _DEVICE_KEY + name) for name in {r[2] for r in rows}],
                 )
-            if devices is not None:
-                await conn.execute(
-                    "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix",
-                    {"n": len(_DEVICE_KEY), "prefix": _DEVICE_KEY},
-                )
-                await conn.executemany(
-                    "INSERT INTO meta(key, value) VALUES (?, ?)",
-                    [(_DEVICE_KEY + name, device) for name, device in devices.items()],
-                )
         return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
+
+    async def remember_devices(self, devices: Mapping[str, str]) -> None:
+        """The device each configured printer reaches in this run (name -> device), for requeue_interrupted after a
+        crash. Written only when the config changed it: a start on a full card writes nothing it need not."""
+        rows = await self._db.fetchall(
+            "SELECT substr(key, :at), value FROM meta WHERE substr(key, 1, :at - 1) = :prefix",
+            {"at": len(_DEVICE_KEY) + 1, "prefix": _DEVICE_KEY},
+        )
+        if {name: device for name, device in rows} == dict(devices):
+            return
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix", {"n": len(_DEVICE_KEY), "prefix": _DEVICE_KEY}
+            )
+            await conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [(_DEVICE_KEY + name, device) for name, device in devices.items()],
+            )
 
     async def printers_to_clear(self, devices: Mapping[str, str]) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a

@@ -86,9 +86,7 @@ async def test_a_printer_renamed_while_its_alarm_was_on_is_told_over_and_never_r
     manager the kitchen alarm is over; no reminder about a printer that is no longer set up follows (before: kitchen's
     alarm stayed on, reminded every repeat_interval_s, and held back every alert it inhibits)."""
     printers["kitchen"].set_offline(True)
-    settings = alert_settings(
-        group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, repeat_interval_s=2.0
-    )
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, repeat_interval_s=2.0)
     first = await make_agent(settings)
     assert first.deps is not None
     await first.deps.intake.accept(make_order(1, print_receipt=False))

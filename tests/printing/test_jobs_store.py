@@ -15,7 +15,7 @@ from edge.states import JobKind, JobState
 from edge.store.db import Database, connect_writer
 from edge.store.jobs import JobStore
 from edge.store.migrations import load_migrations, migrate
-from tests.helpers import db_rows
+from tests.helpers import db_rows, wal_commits
 
 
 async def _db_with_jobs(path: Path, states: list[str], *changes: tuple[str, tuple[object, ...]]) -> None:
@@ -263,8 +263,8 @@ async def test_a_printer_a_crash_cut_a_job_short_on_is_to_be_cleared_until_it_wa
         async with db.transaction() as conn:
             await conn.execute("UPDATE print_jobs SET state = 'printing' WHERE id = 3")
             await conn.execute("UPDATE orders SET status = 'cancelled'")
-        assert await jobs.requeue_interrupted(devices=devices) == []  # all discarded: the order was cancelled
-        assert await jobs.requeue_interrupted(devices=devices) == []  # a second start before any printer was reached
+        assert await jobs.requeue_interrupted() == []  # all discarded: the order was cancelled
+        assert await jobs.requeue_interrupted() == []  # a second start before any printer was reached
         assert await jobs.printers_to_clear(devices) == {"kitchen", "bar", "front"}
         await jobs.buffers_cleared("bar", "tcp b:9100")
         assert await jobs.printers_to_clear(devices) == {"kitchen", "front"}
@@ -281,11 +281,16 @@ async def test_a_printer_renamed_after_a_crash_cut_a_job_short_on_it_is_still_to
     db = await Database.open(path)
     jobs = JobStore(db)
     try:
-        assert await jobs.requeue_interrupted(devices={"kitchen": "tcp a:9100", "front": "tcp c:9100"}) == []
+        assert await jobs.requeue_interrupted() == []
+        await jobs.remember_devices({"kitchen": "tcp a:9100", "front": "tcp c:9100"})
         async with db.transaction() as conn:  # the run crashes while the ticket goes out
             await conn.execute("UPDATE print_jobs SET state = 'printing'")
         renamed = {"pass": "tcp a:9100", "kitchen": "tcp b:9100", "front": "tcp c:9100"}
-        assert await jobs.requeue_interrupted(devices=renamed) == [1]
+        assert await jobs.requeue_interrupted() == [1]
+        await jobs.remember_devices(renamed)
+        commits = await asyncio.to_thread(wal_commits, path)
+        await jobs.remember_devices(renamed)  # the next start, same config: nothing written (a full card starts)
+        assert await asyncio.to_thread(wal_commits, path) == commits
         assert await jobs.printers_to_clear(renamed) == {"pass"}
         await jobs.buffers_cleared("pass", "tcp a:9100")
         assert await jobs.printers_to_clear(renamed) == set()
