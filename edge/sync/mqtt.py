@@ -470,6 +470,11 @@ class MqttLink:
                 # The first session of this run is part of start-up: it shares (or starts) the run central's first
                 # answer also asks for, under the same name, whichever of the two asks first.
                 await self._catch_up(RunTrigger.LINK_BACK if self._generation > 1 else RunTrigger.STARTUP)
+        elif self._generation > 1 and self._catch_up is not None:
+            # The session survived, but not necessarily what was queued in it: a broker that crashed restarts from its
+            # last save (Mosquitto: every autosave_interval, 30 min by default), the session there, the orders
+            # queued since gone, and session present cannot tell. A link back is caught up as central's is.
+            await self._catch_up(RunTrigger.LINK_BACK)
 
     def _refused_or_failed(self, detail: str, refused: bool) -> None:
         if (self.state, self.detail) != (MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from edge.sim.broker import AGENT_PASSWORD, AGENT_USER, Backend, Broker, TlsFiles, available, make_tls
+from edge.sim.ports import free_port
 
 PREFIX = "edge/test-store"  # the default topic prefix of the test config (store_id test-store)
 ORDERS, EVENTS, STATUS = f"{PREFIX}/orders", f"{PREFIX}/events", f"{PREFIX}/status"
@@ -55,3 +57,68 @@ MAIL: dict[str, Any] = {
     "smtp": {"host": "127.0.0.1", "port": 9, "security": "none", "sender": "edge@example.com"},
     "alerts": {"to": ["manager@example.com"], "critical_group_wait_s": 0},
 }
+
+
+class HoldingProxy:
+    """TCP between the agent and the broker that can hold what the agent sends: its PUBACKs then never reach the
+    broker, as when the process dies right after its commit. Held bytes are dropped with the connection.
+    ``line(False)`` is the store's line to the broker cut: open connections reset, new ones refused."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.hold = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._up = True
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def line(self, up: bool) -> None:
+        self._up = up
+        if not up:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, agent_r: asyncio.StreamReader, agent_w: asyncio.StreamWriter) -> None:
+        try:
+            if not self._up:
+                raise ConnectionRefusedError
+            broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:  # the line is down, or the broker: the agent's connection dies as it would
+            agent_w.transport.abort()
+            return
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, holdable: bool) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await r.read(65536):
+                    if holdable and self.hold:
+                        continue  # swallowed: the agent thinks it sent them
+                    w.write(data)
+                    await w.drain()
+            w.close()
+
+        tasks = [
+            asyncio.ensure_future(pump(agent_r, broker_w, True)),
+            asyncio.ensure_future(pump(broker_r, agent_w, False)),
+        ]
+        self._tasks.update(tasks)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # line(False) cancels the pumps
+            for task in tasks:
+                task.cancel()
+            if self._up:
+                agent_w.close()
+            else:
+                agent_w.transport.abort()  # a line cut: the agent hears a reset, not a broker's orderly close
+            broker_w.close()

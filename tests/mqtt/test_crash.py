@@ -3,67 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import pytest
 
 from edge.sim.broker import AGENT_PASSWORD, AGENT_USER, Backend, Broker
 from edge.sim.orders import make_order
-from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from tests.helpers import agent_process, db_rows, eventually, originals_on_paper
-from tests.mqtt.conftest import needs_mosquitto
+from tests.mqtt.conftest import HoldingProxy, needs_mosquitto
 
 ROUNDS = 3
 PER_ROUND = 10
 
 pytestmark = needs_mosquitto
-
-
-class HoldingProxy:
-    """TCP between the agent and the broker that can hold what the agent sends: its PUBACKs then never reach the
-    broker, as when the process dies right after its commit. Held bytes are dropped with the connection."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.hold = False
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, agent_r: asyncio.StreamReader, agent_w: asyncio.StreamWriter) -> None:
-        broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-
-        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, holdable: bool) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await r.read(65536):
-                    if holdable and self.hold:
-                        continue  # swallowed: the agent thinks it sent them
-                    w.write(data)
-                    await w.drain()
-            w.close()
-
-        tasks = [
-            asyncio.ensure_future(pump(agent_r, broker_w, True)),
-            asyncio.ensure_future(pump(broker_r, agent_w, False)),
-        ]
-        self._tasks.update(tasks)
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        agent_w.close()
-        broker_w.close()
 
 
 async def _count(log: Path, event: str) -> int:

@@ -38,7 +38,7 @@ from tests.helpers import (
     slow_fsync,
     wait_until,
 )
-from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, mqtt_section, needs_mosquitto
+from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, HoldingProxy, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 RESTART_ORDERS = int(os.environ.get("EDGE_MQTT_RESTART_ORDERS", "1000"))
@@ -441,5 +441,56 @@ async def test_a_broker_that_lost_the_session_is_caught_up_by_recovery(
         assert runs == [("startup",), ("link_back",)]  # started by the MQTT link's new session
         await printers["kitchen"].wait_for_printed(1)
     finally:
+        await broker.stop()
+        await central.stop()
+
+
+async def test_an_order_a_crashed_broker_lost_though_it_kept_the_session_is_caught_up_by_recovery(
+    make_agent: MakeAgent, tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A broker that crashes restarts from what it last saved (Mosquitto: at a clean stop and every autosave_interval,
+    30 min by default): the store's session is there, so the CONNACK says session present, but an order queued for the
+    store since its save is gone. Here the store's line to the broker is down while central publishes the order (the
+    broker takes it), then the broker is killed and restarted. When the link comes back a recovery run pulls the
+    order from central: printed once. Before, session present meant nothing was caught up and the order waited for
+    the schedule (15 min shipped; never with schedule_interval_s = 0)."""
+    central = CentralSim("test-store", token=TOKEN)
+    await central.start()
+    broker = await asyncio.to_thread(Broker, tmp_path / "saving")  # persistence on
+    await broker.start()
+    line = HoldingProxy(broker.port)
+    await line.start()
+    backend = Backend(broker)
+    await backend.connect()
+    try:
+        agent = await make_agent(
+            mqtt={**mqtt_section(broker), "url": f"mqtt://127.0.0.1:{line.port}", "reconnect_max_s": 0.5},
+            central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0},
+        )
+        await eventually(
+            lambda: db_rows(agent, "SELECT trigger, state FROM recovery_runs"),
+            lambda rows: rows == [("startup", "completed")],
+            what="the start-up recovery run done",
+        )
+        await broker.restart()  # a clean stop saves the store's session (and its subscription) to disk
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up again")
+        await line.line(False)
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="line down")
+        lost = make_order(1, prefix="lost", print_receipt=False)
+        central.add_orders([lost])
+        await backend.publish(ORDERS, lost)  # the broker took it: queued in the store's session, in memory only
+        broker.proc.kill()  # type: ignore[union-attr]  # a crash: the save from the clean stop is what comes back
+        await broker.proc.wait()  # type: ignore[union-attr]
+        await broker.start()
+        await line.line(True)
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link back")
+        rows = await eventually(
+            lambda: db_rows(agent, "SELECT id, source FROM orders"), bool, what="the lost order stored"
+        )
+        assert rows == [(lost["id"], "recovery")]
+        await printers["kitchen"].wait_for_printed(1)
+    finally:
+        await backend.close()
+        await line.stop()
         await broker.stop()
         await central.stop()
