@@ -73,10 +73,12 @@ _NOT_WANTED = (
     f" AND {_RECEIPT_SAID} = 0)))"
 )
 _BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
-_CLEAR_KEY = "clear_buffers:"  # meta key prefix, the printer's name after it, its device the value: requeue_interrupted
-# Meta key prefix, a printer's name after it, the device it reached in the last run the value: a crash's record names
-# the device, not only the name, which a config changed before the next start may give to another printer.
-_DEVICE_KEY = "printer_device:"
+# Meta keys of what a crash left in a printer's buffers (see requeue_interrupted): the device (how it is reached, as
+# its transport names it) after _CLEAR_DEVICE_KEY, so a printer renamed before the next start is still cleared; a
+# printer's name after _CLEAR_KEY where its device is not known (a record an older version wrote).
+_CLEAR_KEY = "clear_buffers:"
+_CLEAR_DEVICE_KEY = "clear_device:"
+_DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
 # A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
 # the order's current revision, or, with a later receipt of the order beside it (receipts.on_change = "reprint"; not
 # a COPY a person asked for), it is dropped: the guest gets one receipt, of the change. A ticket keeps its revision:
@@ -555,9 +557,12 @@ class JobStore:
             )
             if printer is None:
                 await conn.executemany(
-                    "INSERT OR IGNORE INTO meta(key, value)"
-                    " VALUES (?, COALESCE((SELECT value FROM meta WHERE key = ?), ''))",
-                    [(_CLEAR_KEY + name, _DEVICE_KEY + name) for name in {r[2] for r in rows}],
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES"
+                    " (COALESCE(:device_key || (SELECT value FROM meta WHERE key = :was_on), :name_key), '')",
+                    [
+                        {"device_key": _CLEAR_DEVICE_KEY, "was_on": _DEVICE_KEY + name, "name_key": _CLEAR_KEY + name}
+                        for name in {r[2] for r in rows}
+                    ],
                 )
         return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
 
@@ -582,23 +587,22 @@ class JobStore:
     async def printers_to_clear(self, devices: Mapping[str, str]) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
         job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
-        meanwhile). A record names a device (whatever the printer on it is called now), or, written before devices
-        were recorded, a printer's name."""
+        meanwhile). A record names the device, whatever the printer on it is called now (or, where the device was not
+        known, the printer's name)."""
         rows = await self._db.fetchall(
-            "SELECT substr(key, :at), value FROM meta WHERE substr(key, 1, :at - 1) = :prefix",
-            {"at": len(_CLEAR_KEY) + 1, "prefix": _CLEAR_KEY},
+            "SELECT key FROM meta WHERE substr(key, 1, :n) = :by_name OR substr(key, 1, :m) = :by_device",
+            {"n": len(_CLEAR_KEY), "by_name": _CLEAR_KEY, "m": len(_CLEAR_DEVICE_KEY), "by_device": _CLEAR_DEVICE_KEY},
         )
-        named = {name for name, device in rows if not device}
-        on = {device for _, device in rows if device}
-        return {name for name, device in devices.items() if name in named or device in on}
+        keys = {r[0] for r in rows}
+        return {
+            name for name, device in devices.items() if _CLEAR_KEY + name in keys or _CLEAR_DEVICE_KEY + device in keys
+        }
 
     async def buffers_cleared(self, printer: str, device: str) -> None:
         """The clear went out to ``printer`` on ``device``: the next start clears it only after another crash."""
         async with self._db.transaction() as conn:
             await conn.execute(
-                "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix"
-                " AND (value = :device OR (key = :key AND value = ''))",
-                {"n": len(_CLEAR_KEY), "prefix": _CLEAR_KEY, "device": device, "key": _CLEAR_KEY + printer},
+                "DELETE FROM meta WHERE key IN (?, ?)", (_CLEAR_KEY + printer, _CLEAR_DEVICE_KEY + device)
             )
 
     async def retry(self, job_id: int) -> PrintableJob:
