@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from edge.states import HoldReason, OrderSource, RunState, RunTrigger, ScanOutcome
+from edge.states import HoldReason, JobState, OrderSource, RunState, RunTrigger, ScanOutcome
 
 log = structlog.get_logger()
 
@@ -96,6 +96,8 @@ class JobRedirected(Event):
     order_id: str
     from_printer: str
     to_printer: str
+    state: JobState  # after the move: a dead or stale-held job moved by the config is still dead, or held
+    order_number: str = ""  # what the staff call the order (mails name it)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

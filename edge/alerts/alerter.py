@@ -41,6 +41,7 @@ from edge.events import (
     EventBus,
     JobDead,
     JobHeld,
+    JobRedirected,
     MqttConnectionChanged,
     MqttOrderRejected,
     OrderConflicted,
@@ -220,6 +221,15 @@ class Alerter:
                         "attempts": event.attempts,
                         "error": event.error[:120],
                     },
+                )
+            case JobRedirected(state=JobState.DEAD | JobState.HELD):
+                # Moved at a start because its printer left the config (renamed, replaced): the job is still dead, or
+                # held as stale, and its alarm follows it; the old printer's is resolved once no such job is left there.
+                self._signal(
+                    "print_job_failed" if event.state == JobState.DEAD else "print_job_held",
+                    event.to_printer,
+                    True,
+                    item={"id": event.job_id, "order": event.order_number or event.order_id},
                 )
             case JobHeld(printer="", reason=HoldReason.NO_PRINTER):
                 # Never had a printer: the station (or receipts) needs one in the config; the mail names it.
@@ -676,6 +686,7 @@ class Alerter:
             MqttConnectionChanged,
             MqttOrderRejected,
             OrderEventsRefused,
+            JobRedirected,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._mail_task = asyncio.create_task(

@@ -383,15 +383,20 @@ class JobStore:
             rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET printer = ?1, redirected_from = COALESCE(redirected_from, ?2),"
                 " next_attempt_at = 0 WHERE printer = ?2 AND station = ?3 AND kind = 'ticket'"
-                " AND state IN ('queued', 'failed') RETURNING id, order_id",
+                " AND state IN ('queued', 'failed') RETURNING id, order_id, state",
                 (to_printer, from_printer, station),
             )
-            moved = sorted(MovedJob(r[0], r[1]) for r in rows)
             events.extend(
-                JobRedirected(job_id=job.id, order_id=job.order_id, from_printer=from_printer, to_printer=to_printer)
-                for job in moved
+                JobRedirected(
+                    job_id=job_id,
+                    order_id=order_id,
+                    from_printer=from_printer,
+                    to_printer=to_printer,
+                    state=JobState(state),
+                )
+                for job_id, order_id, state in sorted(tuple(r) for r in rows)
             )
-        return moved
+        return sorted(MovedJob(r[0], r[1]) for r in rows)
 
     async def _refused(self, conn: aiosqlite.Connection, job_id: int, wanted: tuple[JobState, ...], verb: str) -> None:
         """Raise why a job could not be changed: it does not exist, it is in the wrong state, or its printer is gone."""
@@ -460,7 +465,14 @@ class JobStore:
                         (target, printer, HoldReason.NO_PRINTER, job_id, state),
                     )
                     events.append(
-                        JobRedirected(job_id=job_id, order_id=order_id, from_printer=printer, to_printer=target)
+                        JobRedirected(
+                            job_id=job_id,
+                            order_id=order_id,
+                            from_printer=printer,
+                            to_printer=target,
+                            state=JobState.QUEUED if reason == HoldReason.NO_PRINTER else JobState(state),
+                            order_number=number or "",
+                        )
                     )
                 else:
                     continue  # dead with no route: it stays dead, a person sees it; retry is refused while unrouted

@@ -22,6 +22,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.helpers import db_rows
 
 
 async def test_fault_to_mail_latency(tmp_path: Path) -> None:
@@ -105,6 +106,39 @@ async def test_a_printer_renamed_while_its_alarm_was_on_is_told_over_and_never_r
     await asyncio.sleep(3.5)  # past repeat_interval_s: a reminder would come by now
     subjects = [str(m["Subject"]) for m in sink.messages]
     assert len(subjects) == 2 and "BEHOBEN" in subjects[1] and "Drucker kitchen" in subjects[1], subjects
+
+
+async def test_a_dead_ticket_moved_to_a_renamed_printer_is_still_told_as_dead_not_as_resolved(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """A kitchen ticket is dead (the printer dropped it): the manager is told. The technician renames the printer in
+    the config (same device, now "pass"); the next start moves the dead ticket there, still dead, never printed. Its
+    alarm follows it: a new one names "pass", and it stays on (the kitchen one is resolved, no dead job being left
+    under that name). Before, the kitchen all-clear was the last word, and nothing said the ticket still waited for a
+    person."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.5)
+    settings = dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1))
+    printers["kitchen"].drop_after = 10
+    first = await make_agent(settings)
+    assert first.deps is not None
+    order = make_order(1, print_receipt=False)
+    await first.deps.intake.accept(order)
+    await sink.wait_for(1, timeout=15)
+    await first.stop()
+    renamed = {
+        ("pass" if name == "kitchen" else name): dataclasses.replace(p, name="pass") if name == "kitchen" else p
+        for name, p in settings.printers.items()
+    }
+    stations = {s: ["pass" if n == "kitchen" else n for n in names] for s, names in settings.stations.items()}
+    second = await make_agent(dataclasses.replace(settings, printers=renamed, stations=stations))
+    assert await db_rows(second, "SELECT printer, state FROM print_jobs") == [("pass", "dead")]
+    await asyncio.sleep(2.5)  # past group_interval_s: the all-clear, and what follows it, would be out by now
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    on_pass = [s for s in subjects if "Bon nicht gedruckt (Drucker pass)" in s]
+    assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0], subjects
 
 
 async def test_an_order_for_a_station_no_printer_serves_mails_the_station_and_resolves_when_routed(
