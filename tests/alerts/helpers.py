@@ -5,6 +5,7 @@ the secrets file."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import glob
 import re
 from collections.abc import Callable
@@ -44,6 +45,15 @@ def fast(alert_settings: Callable[..., Settings], **alerts: Any) -> Settings:
             **alerts,
         }
     )
+
+
+def kitchen_renamed(settings: Settings, new: str = "pass") -> Settings:
+    """The same settings with the kitchen printer (same device) renamed ``new``, in [printers] and [stations]: what a
+    technician does in edge.toml between two runs."""
+    printers = {(new if name == "kitchen" else name): p for name, p in settings.printers.items()}
+    printers[new] = dataclasses.replace(printers[new], name=new)
+    stations = {s: [new if n == "kitchen" else n for n in names] for s, names in settings.stations.items()}
+    return dataclasses.replace(settings, printers=printers, stations=stations)
 
 
 EXTRA_RE = re.compile(r"Seit der letzten Mail (\d+) weitere Male")

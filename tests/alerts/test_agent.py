@@ -22,6 +22,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.alerts.helpers import kitchen_renamed
 from tests.helpers import db_rows
 
 
@@ -95,12 +96,7 @@ async def test_a_printer_renamed_while_its_alarm_was_on_is_told_over_and_never_r
     assert "STÖRUNG" in str(mail["Subject"]) and "Drucker kitchen" in str(mail["Subject"]), mail["Subject"]
     await first.stop()
     printers["kitchen"].set_offline(False)
-    renamed = {
-        ("pass" if name == "kitchen" else name): dataclasses.replace(p, name="pass") if name == "kitchen" else p
-        for name, p in settings.printers.items()
-    }
-    stations = {s: ["pass" if n == "kitchen" else n for n in names] for s, names in settings.stations.items()}
-    await make_agent(dataclasses.replace(settings, printers=renamed, stations=stations))
+    await make_agent(kitchen_renamed(settings))
     await printers["kitchen"].wait_for_printed(1, timeout=15)
     await sink.wait_for(2, timeout=15)
     await asyncio.sleep(3.5)  # past repeat_interval_s: a reminder would come by now
@@ -128,12 +124,7 @@ async def test_a_dead_ticket_moved_to_a_renamed_printer_is_still_told_as_dead_no
     await first.deps.intake.accept(order)
     await sink.wait_for(1, timeout=15)
     await first.stop()
-    renamed = {
-        ("pass" if name == "kitchen" else name): dataclasses.replace(p, name="pass") if name == "kitchen" else p
-        for name, p in settings.printers.items()
-    }
-    stations = {s: ["pass" if n == "kitchen" else n for n in names] for s, names in settings.stations.items()}
-    second = await make_agent(dataclasses.replace(settings, printers=renamed, stations=stations))
+    second = await make_agent(kitchen_renamed(settings))
     assert await db_rows(second, "SELECT printer, state FROM print_jobs") == [("pass", "dead")]
     await asyncio.sleep(2.5)  # past group_interval_s: the all-clear, and what follows it, would be out by now
     subjects = [str(m["Subject"]) for m in sink.messages]
