@@ -9,6 +9,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from edge.app import Agent
 from edge.cli import main
 from edge.config import Settings
 from edge.sim.alert_latency import measure_fault_to_mail
-from edge.sim.orders import make_order
+from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
@@ -129,6 +130,28 @@ async def test_a_dead_ticket_moved_to_a_renamed_printer_is_still_told_as_dead_no
     await asyncio.sleep(2.5)  # past group_interval_s: the all-clear, and what follows it, would be out by now
     subjects = [str(m["Subject"]) for m in sink.messages]
     on_pass = [s for s in subjects if "Bon nicht gedruckt (Drucker pass)" in s]
+    assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0], subjects
+
+
+async def test_a_stale_ticket_held_and_moved_to_a_renamed_printer_is_still_told_as_held(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """As for a dead ticket: a kitchen ticket held as stale (its order two hours old) moves with the rename to "pass",
+    still held for a person, and its alarm follows it there."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.5)
+    first = await make_agent(settings)
+    assert first.deps is not None
+    await first.deps.intake.accept(taken_at(make_order(1, print_receipt=False), datetime.now(UTC) - timedelta(hours=2)))
+    await sink.wait_for(1, timeout=15)
+    await first.stop()
+    second = await make_agent(kitchen_renamed(settings))
+    assert await db_rows(second, "SELECT printer, state FROM print_jobs") == [("pass", "held")]
+    await asyncio.sleep(2.5)  # past group_interval_s: the all-clear, and what follows it, would be out by now
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    on_pass = [s for s in subjects if "Bon zurückgehalten (Drucker pass)" in s]
     assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0], subjects
 
 
