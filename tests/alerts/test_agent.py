@@ -130,7 +130,7 @@ async def test_a_dead_ticket_moved_to_a_renamed_printer_is_still_told_as_dead_no
     await asyncio.sleep(2.5)  # past group_interval_s: the all-clear, and what follows it, would be out by now
     subjects = [str(m["Subject"]) for m in sink.messages]
     on_pass = [s for s in subjects if "Bon nicht gedruckt (Drucker pass)" in s]
-    assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0], subjects
+    assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0] and "Bestellung A-1001" in on_pass[0], subjects
 
 
 async def test_a_stale_ticket_held_and_moved_to_a_renamed_printer_is_still_told_as_held(
@@ -152,7 +152,7 @@ async def test_a_stale_ticket_held_and_moved_to_a_renamed_printer_is_still_told_
     await asyncio.sleep(2.5)  # past group_interval_s: the all-clear, and what follows it, would be out by now
     subjects = [str(m["Subject"]) for m in sink.messages]
     on_pass = [s for s in subjects if "Bon zurückgehalten (Drucker pass)" in s]
-    assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0], subjects
+    assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0] and "Bestellung A-1001" in on_pass[0], subjects
 
 
 async def test_an_order_for_a_station_no_printer_serves_mails_the_station_and_resolves_when_routed(
