@@ -479,8 +479,9 @@ async def test_an_order_a_crashed_broker_lost_though_it_kept_the_session_is_caug
         lost = make_order(1, prefix="lost", print_receipt=False)
         central.add_orders([lost])
         await backend.publish(ORDERS, lost)  # the broker took it: queued in the store's session, in memory only
-        broker.proc.kill()  # type: ignore[union-attr]  # a crash: the save from the clean stop is what comes back
-        await broker.proc.wait()  # type: ignore[union-attr]
+        assert broker.proc is not None
+        broker.proc.kill()  # a crash: the save from the clean stop is what comes back
+        await broker.proc.wait()
         await broker.start()
         await line.line(True)
         await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link back")
