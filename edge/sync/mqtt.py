@@ -243,7 +243,7 @@ class MqttLink:
         self._stopping = False
         # What became of each message: the intake's outcomes (stored, duplicate, updated, cancelled, stale, ...),
         # rejected (acked, kept for a person), store_failed (not acked, tried again), and events published.
-        self.counts = dict.fromkeys([*InsertOutcome, "rejected", "store_failed", "events_published"], 0)
+        self.counts = dict.fromkeys([*InsertOutcome, "rejected", "other_topic", "store_failed", "events_published"], 0)
         self._unsubscribe = [
             bus.subscribe(lambda _: self._wake.set(), t) for t in (OrderStored, JobPrinted, JobDead, ScanRecorded)
         ]
@@ -505,6 +505,11 @@ class MqttLink:
     async def _handle(self, mid: int, qos: int, topic: str, payload: bytes, generation: int) -> None:
         """Store, then acknowledge. A store that cannot write gets the order again (from memory) until it can; the
         PUBACK waits, so a crash meanwhile leaves the order with the broker, which sends it again."""
+        if topic != self.topics["orders"]:
+            await self._other_topic(topic)
+            if generation == self._generation:
+                await self._ack_in_order(mid, qos)
+            return
         delay = 0.1
         while True:
             try:
@@ -523,6 +528,21 @@ class MqttLink:
             break
         if generation == self._generation:
             await self._ack_in_order(mid, qos)
+
+    async def _other_topic(self, topic: str) -> None:
+        """A message on a topic this config does not subscribe to: the broker kept an earlier config's subscription in
+        the session (mqtt.topic_prefix changed, same client id). Its orders are that config's, not this store's: not
+        taken, acknowledged (else sent again for ever), and the subscription dropped."""
+        self.counts["other_topic"] += 1
+        log.warning(
+            "mqtt_message_on_other_topic",
+            topic=topic,
+            orders_topic=self.topics["orders"],
+            action="not taken; unsubscribed (an earlier config's subscription the broker kept in the session)",
+        )
+        if self.state == MqttState.CONNECTED and self._client is not None:
+            client = self._client
+            await self._call(client.unsubscribe, topic)
 
     async def _ack_in_order(self, mid: int, qos: int) -> None:
         """Mark this message handled and acknowledge every handled one at the head of the arrival order. The calls

@@ -495,3 +495,27 @@ async def test_an_order_a_crashed_broker_lost_though_it_kept_the_session_is_caug
         await line.stop()
         await broker.stop()
         await central.stop()
+
+
+async def test_orders_on_the_topic_an_earlier_config_named_are_not_taken(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The technician changes mqtt.topic_prefix between two runs (same client id): the broker keeps the session and
+    its subscription to the old orders topic. An order published there is another config's, not this store's: it is
+    not stored nor printed (it is acknowledged, logged, and the old subscription dropped); one on the new topic is.
+    Before, the agent took and printed orders from both topics (found by the MQTT chaos helper)."""
+    first = await make_agent(mqtt=mqtt_section(broker, topic_prefix="edge/old-name"))
+    await wait_until(lambda: first.mqtt is not None and first.mqtt.state == "connected", what="first link up")
+    await first.stop()
+    agent = await make_agent(mqtt=mqtt_section(broker, topic_prefix="edge/new-name"))
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="link up")
+    await backend.publish("edge/old-name/orders", make_order(1, prefix="old", print_receipt=False))
+    await backend.publish("edge/new-name/orders", make_order(2, prefix="new", print_receipt=False))
+    await printers["kitchen"].wait_for_printed(1)
+    await asyncio.sleep(0.5)  # an order taken from the old topic would be stored by now (it came first)
+    assert [r[0] for r in await db_rows(agent, "SELECT id FROM orders")] == [make_order(2, prefix="new")["id"]]
+    assert agent.mqtt is not None and agent.mqtt.counts["other_topic"] == 1
+    await backend.publish("edge/old-name/orders", make_order(3, prefix="old", print_receipt=False))
+    await backend.publish("edge/new-name/orders", make_order(4, prefix="new", print_receipt=False))
+    await printers["kitchen"].wait_for_printed(2)
+    assert agent.mqtt.counts["other_topic"] == 1  # unsubscribed: the broker no longer sends the old topic's
