@@ -505,11 +505,6 @@ class MqttLink:
     async def _handle(self, mid: int, qos: int, topic: str, payload: bytes, generation: int) -> None:
         """Store, then acknowledge. A store that cannot write gets the order again (from memory) until it can; the
         PUBACK waits, so a crash meanwhile leaves the order with the broker, which sends it again."""
-        if topic != self.topics["orders"]:
-            await self._other_topic(topic)
-            if generation == self._generation:
-                await self._ack_in_order(mid, qos)
-            return
         delay = 0.1
         while True:
             try:
@@ -529,21 +524,6 @@ class MqttLink:
         if generation == self._generation:
             await self._ack_in_order(mid, qos)
 
-    async def _other_topic(self, topic: str) -> None:
-        """A message on a topic this config does not subscribe to: the broker kept an earlier config's subscription in
-        the session (mqtt.topic_prefix changed, same client id). Its orders are that config's, not this store's: not
-        taken, acknowledged (else sent again for ever), and the subscription dropped."""
-        self.counts["other_topic"] += 1
-        log.warning(
-            "mqtt_message_on_other_topic",
-            topic=topic,
-            orders_topic=self.topics["orders"],
-            action="not taken; unsubscribed (an earlier config's subscription the broker kept in the session)",
-        )
-        if self.state == MqttState.CONNECTED and self._client is not None:
-            client = self._client
-            await self._call(client.unsubscribe, topic)
-
     async def _ack_in_order(self, mid: int, qos: int) -> None:
         """Mark this message handled and acknowledge every handled one at the head of the arrival order. The calls
         go to paho through one thread, in the order they are made here."""
@@ -559,8 +539,12 @@ class MqttLink:
             await self._call(lambda: [client.ack(m, q) for m, q in ready])
 
     async def _take(self, topic: str, payload: bytes) -> str:
-        """The intake's outcome (stored, duplicate, updated, cancelled, stale) or rejected, once committed."""
+        """The intake's outcome (stored, duplicate, updated, cancelled, stale), rejected or other_topic, once
+        committed."""
         order_id: str | None = None
+        if topic != self.topics["orders"]:
+            await self._other_topic(topic, payload)
+            return "other_topic"
         if len(payload) > self._max_payload:  # the same limit and the same body as a POST's 413
             # Kept: what a person needs to know whose it is, not megabytes on the SD card each time it is sent.
             await self._reject(topic, payload[: self._max_payload], order_id, too_large_body(self._max_payload))
@@ -581,6 +565,20 @@ class MqttLink:
             await self._reject(topic, payload, order_id, error)
             return "rejected"
         return str(result.outcome)
+
+    async def _other_topic(self, topic: str, payload: bytes) -> None:
+        """A message on a topic this config does not subscribe to: the broker kept an earlier config's subscription in
+        the session (mqtt.topic_prefix changed, same client id). Not this store's order as configured: kept as a
+        rejected message a person sees (and the alert), not printed, and the old subscription dropped."""
+        reason = (
+            f"came on {topic}, not on this config's orders topic {self.topics['orders']}: a subscription of an earlier"
+            " config the broker kept (mqtt.topic_prefix changed); not taken"
+        )
+        error = {"error": "other_topic", "reason": reason}
+        await self._reject(topic, payload[: self._max_payload], None, error)
+        if self.state == MqttState.CONNECTED and self._client is not None:
+            client = self._client
+            await self._call(client.unsubscribe, topic)
 
     async def _reject(self, topic: str, payload: bytes, order_id: str | None, error: dict[str, Any]) -> None:
         reject_id = await self._store.add_reject(

@@ -502,7 +502,8 @@ async def test_orders_on_the_topic_an_earlier_config_named_are_not_taken(
 ) -> None:
     """The technician changes mqtt.topic_prefix between two runs (same client id): the broker keeps the session and
     its subscription to the old orders topic. An order published there is another config's, not this store's: it is
-    not stored nor printed (it is acknowledged, logged, and the old subscription dropped); one on the new topic is.
+    not stored nor printed but kept as a rejected message (acknowledged, alerted, and the old subscription dropped);
+    one on the new topic is taken.
     Before, the agent took and printed orders from both topics (found by the MQTT chaos helper)."""
     first = await make_agent(mqtt=mqtt_section(broker, topic_prefix="edge/old-name"))
     await wait_until(lambda: first.mqtt is not None and first.mqtt.state == "connected", what="first link up")
@@ -515,6 +516,8 @@ async def test_orders_on_the_topic_an_earlier_config_named_are_not_taken(
     await asyncio.sleep(0.5)  # an order taken from the old topic would be stored by now (it came first)
     assert [r[0] for r in await db_rows(agent, "SELECT id FROM orders")] == [make_order(2, prefix="new")["id"]]
     assert agent.mqtt is not None and agent.mqtt.counts["other_topic"] == 1
+    (kept,) = await db_rows(agent, "SELECT topic, json_extract(error, '$.error') FROM mqtt_rejects")
+    assert tuple(kept) == ("edge/old-name/orders", "other_topic")  # a person sees it (and the mqtt_invalid alert)
     await backend.publish("edge/old-name/orders", make_order(3, prefix="old", print_receipt=False))
     await backend.publish("edge/new-name/orders", make_order(4, prefix="new", print_receipt=False))
     await printers["kitchen"].wait_for_printed(2)
