@@ -242,7 +242,8 @@ class MqttLink:
         self._publisher: asyncio.Task[None] | None = None
         self._stopping = False
         # What became of each message: the intake's outcomes (stored, duplicate, updated, cancelled, stale, ...),
-        # rejected (acked, kept for a person), store_failed (not acked, tried again), and events published.
+        # rejected (acked, kept for a person), other_topic (rejected: an earlier config's topic), store_failed (not
+        # acked, tried again), and events published.
         self.counts = dict.fromkeys([*InsertOutcome, "rejected", "other_topic", "store_failed", "events_published"], 0)
         self._unsubscribe = [
             bus.subscribe(lambda _: self._wake.set(), t) for t in (OrderStored, JobPrinted, JobDead, ScanRecorded)
