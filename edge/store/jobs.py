@@ -73,9 +73,9 @@ _NOT_WANTED = (
     f" AND {_RECEIPT_SAID} = 0)))"
 )
 _BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
-# Meta keys of what a crash left in a printer's buffers (see requeue_interrupted): the device (how it is reached, as
-# its transport names it) after _CLEAR_DEVICE_KEY, so a printer renamed before the next start is still cleared; a
-# printer's name after _CLEAR_KEY where its device is not known (a record an older version wrote).
+# Meta keys of what a crash left in a printer's buffers (see requeue_interrupted): the printer's name after _CLEAR_KEY,
+# and the device it was on (how it is reached, as its transport names it) after _CLEAR_DEVICE_KEY, so a printer renamed
+# or given a new address before the next start is still cleared.
 _CLEAR_KEY = "clear_buffers:"
 _CLEAR_DEVICE_KEY = "clear_device:"
 _DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
@@ -568,13 +568,13 @@ class JobStore:
                 {"printer": printer},
             )
             if printer is None:
+                # By name (a printer given a new address keeps it) and by device (a printer renamed keeps that).
+                interrupted = [{"name_key": _CLEAR_KEY + n, "was_on": _DEVICE_KEY + n} for n in {r[2] for r in rows}]
+                await conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (:name_key, '')", interrupted)
                 await conn.executemany(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES"
-                    " (COALESCE(:device_key || (SELECT value FROM meta WHERE key = :was_on), :name_key), '')",
-                    [
-                        {"device_key": _CLEAR_DEVICE_KEY, "was_on": _DEVICE_KEY + name, "name_key": _CLEAR_KEY + name}
-                        for name in {r[2] for r in rows}
-                    ],
+                    "INSERT OR IGNORE INTO meta(key, value)"
+                    " SELECT :device_key || value, '' FROM meta WHERE key = :was_on",
+                    [d | {"device_key": _CLEAR_DEVICE_KEY} for d in interrupted],
                 )
         return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
 
@@ -599,8 +599,7 @@ class JobStore:
     async def printers_to_clear(self, devices: Mapping[str, str]) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
         job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
-        meanwhile). A record names the device, whatever the printer on it is called now (or, where the device was not
-        known, the printer's name)."""
+        meanwhile). A record names the printer and the device it was on: either finds it."""
         rows = await self._db.fetchall(
             "SELECT key FROM meta WHERE substr(key, 1, :n) = :by_name OR substr(key, 1, :m) = :by_device",
             {"n": len(_CLEAR_KEY), "by_name": _CLEAR_KEY, "m": len(_CLEAR_DEVICE_KEY), "by_device": _CLEAR_DEVICE_KEY},

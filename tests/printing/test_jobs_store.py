@@ -273,9 +273,9 @@ async def test_a_printer_a_crash_cut_a_job_short_on_is_to_be_cleared_until_it_wa
 
 
 async def test_a_printer_renamed_after_a_crash_cut_a_job_short_on_it_is_still_to_be_cleared(tmp_path: Path) -> None:
-    """The record follows the device: the printer renamed before the next start (same address) is cleared under its
-    new name; the printer that now has the old name on another device is not, until a crash cuts a job short on it
-    too. A record an older version wrote names the printer only, and is taken by its name."""
+    """The record names the printer and its device, and either finds it: the printer renamed before the next start
+    (same address) is cleared under its new name, one given a new address under its name (the name now on another
+    device clears that one too: an empty buffer, harmless). A record an older version wrote names the printer only."""
     path = tmp_path / "edge.db"
     await _db_with_jobs(path, ["queued"])
     db = await Database.open(path)
@@ -291,12 +291,16 @@ async def test_a_printer_renamed_after_a_crash_cut_a_job_short_on_it_is_still_to
         commits = await asyncio.to_thread(wal_commits, path)
         await jobs.remember_devices(renamed)  # the next start, same config: nothing written (a full card starts)
         assert await asyncio.to_thread(wal_commits, path) == commits
-        assert await jobs.printers_to_clear(renamed) == {"pass"}
+        assert await jobs.printers_to_clear(renamed) == {"pass", "kitchen"}
+        assert await jobs.printers_to_clear({"kitchen": "tcp d:9100", "front": "tcp c:9100"}) == {"kitchen"}  # moved
+        await jobs.buffers_cleared("pass", "tcp a:9100")
+        assert await jobs.printers_to_clear(renamed) == {"kitchen"}
+        await jobs.buffers_cleared("kitchen", "tcp b:9100")
+        assert await jobs.printers_to_clear(renamed) == set()
         async with db.transaction() as conn:  # this run crashes too, the ticket going out on the new kitchen printer
             await conn.execute("UPDATE print_jobs SET state = 'printing', printer = 'kitchen'")
         assert await jobs.requeue_interrupted() == [1]
-        assert await jobs.printers_to_clear(renamed) == {"pass", "kitchen"}
-        await jobs.buffers_cleared("pass", "tcp a:9100")
+        assert await jobs.printers_to_clear(renamed) == {"kitchen"}
         await jobs.buffers_cleared("kitchen", "tcp b:9100")
         assert await jobs.printers_to_clear(renamed) == set()
         async with db.transaction() as conn:
