@@ -171,6 +171,31 @@ def test_a_printers_address_written_with_its_port_or_as_a_url_stops_the_check_na
     assert result.stderr.strip() == f"edge: config printers.kitchen.host: {problem}"
 
 
+@pytest.mark.parametrize(
+    ("written", "env", "shown"),
+    [
+        ("inf", {}, "inf"),
+        ("1e400", {}, "inf"),
+        ("nan", {}, "nan"),
+        ("3", {"EDGE_PRINTERS_KITCHEN_CONNECT_TIMEOUT": "inf"}, "inf"),
+    ],
+)
+def test_a_number_that_is_not_finite_stops_the_check_naming_the_key(
+    tmp_path: Path, written: str, env: dict[str, str], shown: str
+) -> None:
+    """TOML has inf and nan (and 1e400 is inf): a printer's connect_timeout = inf passed the check, and the agent then
+    never printed on that printer (OverflowError at every connect: an acknowledged order that never prints). Now one
+    line naming the key, exit 2, in edge.toml or the environment."""
+    bad = write(
+        tmp_path, MINIMAL.replace("port = 9100\nwidth = 48", f"port = 9100\nwidth = 48\nconnect_timeout = {written}", 1)
+    )
+    result = _edge("config", "check", "--config", str(bad), env=env)
+    assert result.returncode == 2, result.stdout
+    assert (
+        result.stderr.strip() == f"edge: config printers.kitchen.connect_timeout: must be a finite number, got {shown}"
+    )
+
+
 @pytest.mark.parametrize("host", ["kitchen-printer.fritz.box", "fd00::21", "192.168.178.40", "PRINTER1"])
 def test_a_printers_plain_name_or_address_passes_the_check(tmp_path: Path, host: str) -> None:
     """The check above refuses no plain name or address, IPv6 included (once each, not once per refused spelling:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -64,6 +65,8 @@ def coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
             or (annotation is int and isinstance(value, float))
         ):
             raise ConfigError(key, f"must be {_TYPE_NAMES[annotation]}, got {value!r}")
+        if not math.isfinite(value):  # TOML's inf and nan, 1e400: a timeout of inf fails at every use, not here
+            raise ConfigError(key, f"must be a finite number, got {value}")
         return annotation(value)
     if annotation in (str, Path, Secret):
         if not isinstance(value, str):
