@@ -172,28 +172,29 @@ def test_a_printers_address_written_with_its_port_or_as_a_url_stops_the_check_na
 
 
 @pytest.mark.parametrize(
-    ("written", "env", "shown"),
+    ("written", "env", "shown"),  # shown None: finite, but beyond what any setting takes
     [
         ("inf", {}, "inf"),
         ("1e400", {}, "inf"),
         ("nan", {}, "nan"),
         ("3", {"EDGE_PRINTERS_KITCHEN_CONNECT_TIMEOUT": "inf"}, "inf"),
+        ("1e15", {}, None),
     ],
 )
 def test_a_number_that_is_not_finite_stops_the_check_naming_the_key(
-    tmp_path: Path, written: str, env: dict[str, str], shown: str
+    tmp_path: Path, written: str, env: dict[str, str], shown: str | None
 ) -> None:
-    """TOML has inf and nan (and 1e400 is inf): a printer's connect_timeout = inf passed the check, and the agent then
-    never printed on that printer (OverflowError at every connect: an acknowledged order that never prints). Now one
-    line naming the key, exit 2, in edge.toml or the environment."""
+    """TOML has inf and nan (and 1e400 is inf): a printer's connect_timeout = inf (or 1e15) passed the check, and the
+    agent then never printed on that printer (OverflowError at every connect: an acknowledged order that never
+    prints). Now one line naming the key, exit 2, in edge.toml or the environment; no setting takes more than
+    4294967295 (MQTT's longest session expiry)."""
     bad = write(
         tmp_path, MINIMAL.replace("port = 9100\nwidth = 48", f"port = 9100\nwidth = 48\nconnect_timeout = {written}", 1)
     )
     result = _edge("config", "check", "--config", str(bad), env=env)
     assert result.returncode == 2, result.stdout
-    assert (
-        result.stderr.strip() == f"edge: config printers.kitchen.connect_timeout: must be a finite number, got {shown}"
-    )
+    problem = f"must be a finite number, got {shown}" if shown else "must be at most 4294967295, got 1e+15"
+    assert result.stderr.strip() == f"edge: config printers.kitchen.connect_timeout: {problem}"
 
 
 @pytest.mark.parametrize("host", ["kitchen-printer.fritz.box", "fd00::21", "192.168.178.40", "PRINTER1"])
