@@ -105,53 +105,37 @@ async def test_a_printer_renamed_while_its_alarm_was_on_is_told_over_and_never_r
     assert len(subjects) == 2 and "BEHOBEN" in subjects[1] and "Drucker kitchen" in subjects[1], subjects
 
 
-async def test_a_dead_ticket_moved_to_a_renamed_printer_is_still_told_as_dead_not_as_resolved(
+@pytest.mark.parametrize(("state", "told"), [("dead", "Bon nicht gedruckt"), ("held", "Bon zurückgehalten")])
+async def test_a_dead_or_held_ticket_moved_to_a_renamed_printer_keeps_its_alarm(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
+    state: str,
+    told: str,
 ) -> None:
-    """A kitchen ticket is dead (the printer dropped it): the manager is told. The technician renames the printer in
-    the config (same device, now "pass"); the next start moves the dead ticket there, still dead, never printed. Its
-    alarm follows it: a new one names "pass", and it stays on (the kitchen one is resolved, no dead job being left
-    under that name). Before, the kitchen all-clear was the last word, and nothing said the ticket still waited for a
-    person."""
+    """A kitchen ticket is dead (the printer dropped it) or held as stale (its order two hours old): the manager is
+    told. The technician renames the printer in the config (same device, now "pass"); the next start moves the ticket
+    there, still dead or held, never printed. Its alarm follows it: a new one names "pass", and it stays on (the
+    kitchen one is resolved, no such ticket being left under that name). Before, the kitchen all-clear was the last
+    word, and nothing said the ticket still waited for a person."""
     settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.5)
-    settings = dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1))
-    printers["kitchen"].drop_after = 10
+    order = make_order(1, print_receipt=False)
+    if state == "dead":
+        settings = dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1))
+        printers["kitchen"].drop_after = 10
+    else:
+        taken_at(order, datetime.now(UTC) - timedelta(hours=2))
     first = await make_agent(settings)
     assert first.deps is not None
-    order = make_order(1, print_receipt=False)
     await first.deps.intake.accept(order)
     await sink.wait_for(1, timeout=15)
     await first.stop()
     second = await make_agent(kitchen_renamed(settings))
-    assert await db_rows(second, "SELECT printer, state FROM print_jobs") == [("pass", "dead")]
+    assert await db_rows(second, "SELECT printer, state FROM print_jobs") == [("pass", state)]
     await asyncio.sleep(2.5)  # past group_interval_s: the all-clear, and what follows it, would be out by now
     subjects = [str(m["Subject"]) for m in sink.messages]
-    on_pass = [s for s in subjects if "Bon nicht gedruckt (Drucker pass)" in s]
-    assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0] and "Bestellung A-1001" in on_pass[0], subjects
-
-
-async def test_a_stale_ticket_held_and_moved_to_a_renamed_printer_is_still_told_as_held(
-    alert_settings: Callable[..., Settings],
-    make_agent: Callable[..., Awaitable[Agent]],
-    printers: dict[str, SimPrinter],
-    sink: SmtpSink,
-) -> None:
-    """As for a dead ticket: a kitchen ticket held as stale (its order two hours old) moves with the rename to "pass",
-    still held for a person, and its alarm follows it there."""
-    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.5)
-    first = await make_agent(settings)
-    assert first.deps is not None
-    await first.deps.intake.accept(taken_at(make_order(1, print_receipt=False), datetime.now(UTC) - timedelta(hours=2)))
-    await sink.wait_for(1, timeout=15)
-    await first.stop()
-    second = await make_agent(kitchen_renamed(settings))
-    assert await db_rows(second, "SELECT printer, state FROM print_jobs") == [("pass", "held")]
-    await asyncio.sleep(2.5)  # past group_interval_s: the all-clear, and what follows it, would be out by now
-    subjects = [str(m["Subject"]) for m in sink.messages]
-    on_pass = [s for s in subjects if "Bon zurückgehalten (Drucker pass)" in s]
+    on_pass = [s for s in subjects if f"{told} (Drucker pass)" in s]
     assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0] and "Bestellung A-1001" in on_pass[0], subjects
 
 
