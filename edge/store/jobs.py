@@ -599,15 +599,19 @@ class JobStore:
     async def printers_to_clear(self, devices: Mapping[str, str]) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
         job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
-        meanwhile). A record names the printer and the device it was on: either finds it."""
+        meanwhile). A record names the printer and the device it was on: either finds it. One name per device: a
+        printer under two names cleared by the second would lose what the first just sent it (one that answers no
+        status is not waited for)."""
         rows = await self._db.fetchall(
             "SELECT key FROM meta WHERE substr(key, 1, :n) = :by_name OR substr(key, 1, :m) = :by_device",
             {"n": len(_CLEAR_KEY), "by_name": _CLEAR_KEY, "m": len(_CLEAR_DEVICE_KEY), "by_device": _CLEAR_DEVICE_KEY},
         )
         keys = {r[0] for r in rows}
-        return {
-            name for name, device in devices.items() if _CLEAR_KEY + name in keys or _CLEAR_DEVICE_KEY + device in keys
-        }
+        clearing: dict[str, str] = {}  # device -> the one name that clears it
+        for name, device in devices.items():
+            if _CLEAR_KEY + name in keys or _CLEAR_DEVICE_KEY + device in keys:
+                clearing.setdefault(device, name)
+        return set(clearing.values())
 
     async def buffers_cleared(self, printer: str, device: str) -> None:
         """The clear went out to ``printer`` on ``device``: the next start clears it only after another crash."""

@@ -293,6 +293,8 @@ async def test_a_printer_renamed_after_a_crash_cut_a_job_short_on_it_is_still_to
         assert await asyncio.to_thread(wal_commits, path) == commits
         assert await jobs.printers_to_clear(renamed) == {"pass", "kitchen"}
         assert await jobs.printers_to_clear({"kitchen": "tcp d:9100", "front": "tcp c:9100"}) == {"kitchen"}  # moved
+        # Under two names, one clears it: the second would wipe what the first just sent it.
+        assert await jobs.printers_to_clear({"pass": "tcp a:9100", "expo": "tcp a:9100"}) == {"pass"}
         await jobs.buffers_cleared("pass", "tcp a:9100")
         assert await jobs.printers_to_clear(renamed) == {"kitchen"}
         await jobs.buffers_cleared("kitchen", "tcp b:9100")
