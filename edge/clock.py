@@ -40,6 +40,11 @@ class Clock:
         where the system does not say."""
         return _boot_id()
 
+    def noted_within(self, boot: str | None, mono: float | None, window_s: float) -> bool:
+        """Whether ``mono``, a monotonic time an earlier run noted with its ``boot``, is less than ``window_s`` ago:
+        only a run of this boot shares this clock."""
+        return mono is not None and boot is not None and boot == self.boot() and 0 <= self.mono() - mono < window_s
+
 
 @functools.cache
 def _boot_id() -> str | None:

@@ -31,7 +31,6 @@ log = structlog.get_logger()
 
 FAILURES_BEFORE_ALERT = 2  # one missed minute is a restart, two is a problem
 _STATE_FILE = "health-state.json"
-_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 @dataclasses.dataclass
@@ -45,13 +44,6 @@ class HealthState:
     # Recipients the relay deferred (4xx, e.g. greylisting) the last mail for, and that mail: tried at each run.
     owed: list[str] = dataclasses.field(default_factory=list)
     owed_mail: dict[str, str] | None = None
-
-
-def _boot_id() -> str:
-    try:
-        return _BOOT_ID.read_text().strip()
-    except OSError:
-        return ""
 
 
 def _state_paths(settings: Settings) -> list[Path]:
@@ -121,10 +113,8 @@ class AgentDownAlert:
             return False
 
     def _in_storm_window(self, state: HealthState) -> bool:
-        return (
-            state.mailed_mono is not None
-            and state.boot_id == _boot_id()
-            and self._clock.mono() - state.mailed_mono < self._settings.alerts.critical_storm_s
+        return self._clock.noted_within(
+            state.boot_id or None, state.mailed_mono, self._settings.alerts.critical_storm_s
         )
 
     async def observe(self, healthy: bool, reason: str) -> None:
@@ -151,7 +141,9 @@ class AgentDownAlert:
                 log.warning("agent_down_storm_guarded", outages=state.guarded)
             await self._save(state)
             return
-        told = dataclasses.replace(state, alerted=True, mailed_mono=self._clock.mono(), boot_id=_boot_id(), guarded=0)
+        told = dataclasses.replace(
+            state, alerted=True, mailed_mono=self._clock.mono(), boot_id=self._clock.boot() or "", guarded=0
+        )
         await self._send(told=told, untold=state, healthy=False, reason=reason, since=state.since)
 
     async def _send(self, *, told: HealthState, untold: HealthState, healthy: bool, reason: str, since: float) -> None:

@@ -531,9 +531,7 @@ class Alerter:
             boot, mono = mark["boot"], float(mark["mono"])
         except (OSError, ValueError, TypeError, KeyError):
             return None
-        if boot is None or boot != self.clock.boot() or not 0 <= self.clock.mono() - mono < self._cfg.repeat_interval_s:
-            return None
-        return mono
+        return mono if self.clock.noted_within(boot, mono, self._cfg.repeat_interval_s) else None
 
     def _note_storage_mailed(self, mono: float | None) -> None:
         """Notes the direct mail for a restart on the same full disk (None: forgets it, the database has it now)."""
