@@ -337,16 +337,7 @@ class AlertStore:
         """
         mail_id = None
         async with self._db.transaction() as conn:
-            news = "resolved" if kind == "resolved" else "firing"
-            # mailed: what the last mail said (the digest aside); critical_mail_at: the storm guard's window start.
-            await conn.execute(
-                "UPDATE alert_groups SET notified = ?1, notified_severity = severity, last_sent_at = ?2,"
-                " fires_since_mail = 0, new_items = 0, held_reason = NULL,"
-                " mailed = CASE WHEN ?3 THEN ?1 ELSE mailed END,"
-                " critical_mail_at = CASE WHEN ?3 AND ?1 = 'firing' AND severity = 'critical' THEN ?2"
-                " ELSE critical_mail_at END WHERE key = ?4",
-                (news, now, mail is not None, group["key"]),
-            )
+            await _record_told(conn, group["key"], kind=kind, at=now, mailed=mail is not None, count=count)
             if mail is not None:
                 # An alarm nobody has received yet (the relay turned it away) would only arrive after its group's
                 # newer news: after its problem is over (the all-clear says from when to when), or next to the mail
@@ -368,10 +359,6 @@ class AlertStore:
                     )
                 audience = Audience.CRITICAL if group["severity"] == "critical" else Audience.TO
                 mail_id = await _insert_mail(conn, group["key"], kind, mail, now, audience)
-            await conn.execute(
-                "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, ?, ?, ?)",
-                (now, group["key"], "mailed" if mail is not None else "digest", kind, count),
-            )
         return mail_id
 
     async def mailed_directly(self, key: str, *, at: float) -> None:
@@ -384,18 +371,8 @@ class AlertStore:
                     "SELECT fires_since_mail FROM alert_groups WHERE key = ? AND fires_since_mail > 0", (key,)
                 )
             )
-            if not rows:
-                return
-            await conn.execute(
-                "UPDATE alert_groups SET notified = 'firing', notified_severity = severity, last_sent_at = ?1,"
-                " fires_since_mail = 0, new_items = 0, held_reason = NULL, mailed = 'firing',"
-                " critical_mail_at = CASE WHEN severity = 'critical' THEN ?1 ELSE critical_mail_at END WHERE key = ?2",
-                (at, key),
-            )
-            await conn.execute(
-                "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, 'mailed', 'firing', ?)",
-                (at, key, rows[0][0]),
-            )
+            if rows:
+                await _record_told(conn, key, kind="firing", at=at, mailed=True, count=rows[0][0])
 
     async def digested_since_mail(self, key: str) -> int:
         """Occurrences of the group whose news went to the digest instead of a mail since its last mail (by log order,
@@ -644,6 +621,24 @@ class AlertStore:
     async def mails(self, limit: int = 50) -> list[OutboxMail]:
         rows = await self._db.fetchall("SELECT * FROM alert_mails ORDER BY id DESC LIMIT ?", (limit,))
         return [_outbox_mail(r) for r in rows]
+
+
+async def _record_told(conn: aiosqlite.Connection, key: str, *, kind: str, at: float, mailed: bool, count: int) -> None:
+    """The group's news of ``kind`` went out at ``at``, mailed or into the digest: its counters reset, and logged."""
+    news = "resolved" if kind == "resolved" else "firing"
+    # mailed: what the last mail said (the digest aside); critical_mail_at: the storm guard's window start.
+    await conn.execute(
+        "UPDATE alert_groups SET notified = ?1, notified_severity = severity, last_sent_at = ?2,"
+        " fires_since_mail = 0, new_items = 0, held_reason = NULL,"
+        " mailed = CASE WHEN ?3 THEN ?1 ELSE mailed END,"
+        " critical_mail_at = CASE WHEN ?3 AND ?1 = 'firing' AND severity = 'critical' THEN ?2"
+        " ELSE critical_mail_at END WHERE key = ?4",
+        (news, at, mailed, key),
+    )
+    await conn.execute(
+        "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, ?, ?, ?)",
+        (at, key, "mailed" if mailed else "digest", kind, count),
+    )
 
 
 async def _insert_mail(
