@@ -386,17 +386,14 @@ class JobStore:
                 " AND state IN ('queued', 'failed') RETURNING id, order_id, state",
                 (to_printer, from_printer, station),
             )
+            moved = sorted((job_id, order_id, JobState(state)) for job_id, order_id, state in rows)
             events.extend(
                 JobRedirected(
-                    job_id=job_id,
-                    order_id=order_id,
-                    from_printer=from_printer,
-                    to_printer=to_printer,
-                    state=JobState(state),
+                    job_id=job_id, order_id=order_id, from_printer=from_printer, to_printer=to_printer, state=state
                 )
-                for job_id, order_id, state in sorted(tuple(r) for r in rows)
+                for job_id, order_id, state in moved
             )
-        return sorted(MovedJob(r[0], r[1]) for r in rows)
+        return [MovedJob(job_id, order_id) for job_id, order_id, _ in moved]
 
     async def _refused(self, conn: aiosqlite.Connection, job_id: int, wanted: tuple[JobState, ...], verb: str) -> None:
         """Raise why a job could not be changed: it does not exist, it is in the wrong state, or its printer is gone."""
@@ -581,11 +578,7 @@ class JobStore:
     async def remember_devices(self, devices: Mapping[str, str]) -> None:
         """The device each configured printer reaches in this run (name -> device), for requeue_interrupted after a
         crash. Written only when the config changed it: a start on a full card writes nothing it need not."""
-        rows = await self._db.fetchall(
-            "SELECT substr(key, :at), value FROM meta WHERE substr(key, 1, :at - 1) = :prefix",
-            {"at": len(_DEVICE_KEY) + 1, "prefix": _DEVICE_KEY},
-        )
-        if {name: device for name, device in rows} == dict(devices):
+        if await self._meta_under(_DEVICE_KEY) == dict(devices):
             return
         async with self._db.transaction() as conn:
             await conn.execute(
@@ -602,16 +595,20 @@ class JobStore:
         meanwhile). A record names the printer and the device it was on: either finds it. One name per device: a
         printer under two names cleared by the second would lose what the first just sent it (one that answers no
         status is not waited for)."""
-        rows = await self._db.fetchall(
-            "SELECT key FROM meta WHERE substr(key, 1, :n) = :by_name OR substr(key, 1, :m) = :by_device",
-            {"n": len(_CLEAR_KEY), "by_name": _CLEAR_KEY, "m": len(_CLEAR_DEVICE_KEY), "by_device": _CLEAR_DEVICE_KEY},
-        )
-        keys = {r[0] for r in rows}
+        named, on = await self._meta_under(_CLEAR_KEY), await self._meta_under(_CLEAR_DEVICE_KEY)
         clearing: dict[str, str] = {}  # device -> the one name that clears it
         for name, device in devices.items():
-            if _CLEAR_KEY + name in keys or _CLEAR_DEVICE_KEY + device in keys:
+            if name in named or device in on:
                 clearing.setdefault(device, name)
         return set(clearing.values())
+
+    async def _meta_under(self, prefix: str) -> dict[str, str]:
+        """The meta values whose keys start with ``prefix``, by the rest of the key."""
+        rows = await self._db.fetchall(
+            "SELECT substr(key, :at), value FROM meta WHERE substr(key, 1, :at - 1) = :prefix",
+            {"at": len(prefix) + 1, "prefix": prefix},
+        )
+        return {rest: value for rest, value in rows}
 
     async def buffers_cleared(self, printer: str, device: str) -> None:
         """The clear went out to ``printer`` on ``device``: the next start clears it only after another crash."""
