@@ -462,20 +462,17 @@ class MqttLink:
             await self._publish(self.topics["status"], b"online", retain=True)
         if not session_present:
             # A new session (first start, or a broker restarted without persistence): orders published while we had
-            # none were never queued for us. Recovery pulls them from central.
-            # Expected at the first connection of a box (or of this client id); on a reconnect the broker lost it.
+            # none were never queued for us. Expected at the first connection of a box (or of this client id); on a
+            # reconnect the broker lost it.
             (log.warning if self._generation > 1 else log.info)(
                 "mqtt_session_new", note="orders published without our session are caught up by recovery"
             )
-            if self._catch_up is not None:
-                # The first session of this run is part of start-up: it shares (or starts) the run central's first
-                # answer also asks for, under the same name, whichever of the two asks first.
-                await self._catch_up(RunTrigger.LINK_BACK if self._generation > 1 else RunTrigger.STARTUP)
-        elif self._generation > 1 and self._catch_up is not None:
-            # The session survived, but not necessarily what was queued in it: a broker that crashed restarts from its
-            # last save (Mosquitto: every autosave_interval, 30 min by default), the session there, the orders
-            # queued since gone, and session present cannot tell. A link back is caught up as central's is.
-            await self._catch_up(RunTrigger.LINK_BACK)
+        # Recovery pulls what the broker did not keep for us: at every reconnect (a session lost, or kept by a broker
+        # that crashed and came back from its last save, Mosquitto's every autosave_interval, without the orders
+        # queued since: session present cannot tell), and at a run's first session when it is new. That first session
+        # is part of start-up: it shares (or starts) the run central's first answer also asks for, under one name.
+        if self._catch_up is not None and (self._generation > 1 or not session_present):
+            await self._catch_up(RunTrigger.LINK_BACK if self._generation > 1 else RunTrigger.STARTUP)
 
     def _refused_or_failed(self, detail: str, refused: bool) -> None:
         if (self.state, self.detail) != (MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail):
