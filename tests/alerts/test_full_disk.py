@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edge.alerts.alerter import storage_mark_path
 from edge.app import Agent
 from edge.config import Settings
 from edge.events import PrinterStatusChanged
@@ -99,21 +100,7 @@ async def test_full_disk_sends_the_mail_once_and_loses_nothing(
     """The relay, busy at first, takes an alert mail on the second attempt just as the disk fills, so it cannot be
     marked sent: the agent does not send it again (it used to, nonstop), keeps few occurrences in memory while a
     printer flaps 2,000 times, and once the disk has room again records the mail as sent and counts every one."""
-    base = fast(alert_settings)
-    settings = make_settings(
-        agent={"data_dir": str(small_disk.path / "data"), "store_name": "Filiale Mitte"},
-        smtp={k: getattr(base.smtp, k) for k in ("host", "port", "security", "username", "sender", "timeout_s")}
-        | {"password": base.smtp.password.get(), "ca_file": str(base.smtp.ca_file)},
-        alerts={
-            "to": base.alerts.to,
-            "disk_free_min_mb": 0,
-            "group_wait_s": 0,
-            "critical_group_wait_s": 0,
-            "retry_base_s": 0.2,
-            "retry_max_s": 0.4,
-            "check_interval_s": 0.2,
-        },
-    )
+    settings = on_small_disk(make_settings, alert_settings, small_disk, group_interval_s=120.0)  # the default's
     db = settings.agent.db_path
 
     attempts: list[str] = []
@@ -196,6 +183,14 @@ def disk_settings(
     return lambda **alerts: on_small_disk(make_settings, alert_settings, small_disk, **alerts)
 
 
+async def agent_on_a_full_disk(make_agent: MakeAgent, settings: Settings, small_disk: SmallDisk) -> Agent:
+    """An agent on the small disk, then the disk full and the front printer going offline: a write that fails."""
+    agent = await make_agent(settings)
+    await asyncio.to_thread(small_disk.fill, settings.agent.db_path)
+    agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
+    return agent
+
+
 async def storage_all_clear_alone_follows(sink: SmtpSink, small_disk: SmallDisk, db: Path) -> None:
     """The disk gets room again: the storage all-clear comes, and no second storage alarm with or before it."""
     await asyncio.to_thread(small_disk.free, db)
@@ -217,14 +212,9 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
     problem already over announced as new, then its all-clear (found by a chaos run that filled the disk while a
     printer was down)."""
     settings = disk_settings()
-    db = settings.agent.db_path
-    agent = await make_agent(settings)
-    assert agent.alerter is not None
-    await asyncio.to_thread(small_disk.fill, db)
-    agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
-
+    await agent_on_a_full_disk(make_agent, settings, small_disk)
     await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
-    await storage_all_clear_alone_follows(sink, small_disk, db)
+    await storage_all_clear_alone_follows(sink, small_disk, settings.agent.db_path)
 
 
 async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restart_on_the_full_disk(
@@ -233,26 +223,20 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
     small_disk: SmallDisk,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The disk is full and the storage alert was mailed directly; the agent is restarted (an upgrade, systemd after
     a crash) while the disk is still full. The new run must not mail the same alarm again: before, every start on the
     full disk mailed it anew (what it had mailed was kept in memory only), as the health check's agent-down alert
     would without its state file (found by the chaos harness, seeds 36 and 64: SIGTERM or SIGKILL and restart on a
     full disk)."""
-    (tmp_path / "run").mkdir()
-    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))  # systemd's RuntimeDirectory=, a tmpfs
     # The storm guard off (seed 64): a restart is no new episode, the alarm is still not mailed at every start.
     settings = disk_settings(critical_storm_s=0)
     db = settings.agent.db_path
-    first = await make_agent(settings)
-    await asyncio.to_thread(small_disk.fill, db)
-    first.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
-
+    first = await agent_on_a_full_disk(make_agent, settings, small_disk)
     await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
-    # The relay has it; the run notes it once its SMTP session ends (a stop before that is the documented window)
-    await wait_until(lambda: list((tmp_path / "run").glob("*storage-mailed.json")), 10, "the direct mail noted")
+    # The relay has it; the run notes it in the runtime directory (the test's own, as systemd's RuntimeDirectory= is
+    # the boot's) once its SMTP session ends (a stop before that is the documented window)
+    await wait_until(lambda: storage_mark_path(settings).exists(), 10, "the direct mail noted")
     await first.stop()
     second = await make_agent(settings)
     second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
@@ -276,9 +260,7 @@ async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_re
     seed 34)."""
     settings = disk_settings()
     db = settings.agent.db_path
-    agent = await make_agent(settings)
-    await asyncio.to_thread(small_disk.fill, db)
-    agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
+    agent = await agent_on_a_full_disk(make_agent, settings, small_disk)
     await asyncio.sleep(0.3)
     agent.bus.publish(PrinterStatusChanged(printer="front", old="offline", new="online"))
     await wait_until(lambda: mails_about(sink, "Speicherproblem"), 10, "storage mail")
