@@ -18,8 +18,10 @@ from edge.config import Settings, parse_settings
 from edge.events import Event
 from edge.sim.powercut import build_shim
 from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
 from tests.helpers import EXAMPLE, api_client, config_dict, fresh
+from tests.warm import Starter
 
 # What may not run on the event loop's thread while a test runs (blockbuster's names): sleeping, blocking sockets,
 # SQLite, waiting on a thread's lock, waiting for a child process. Each stalls every task on the loop: the agent under
@@ -69,6 +71,19 @@ def own_runtime_directory(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     there (the storage mail it sent) stays with the test, and in agents the test starts, instead of the shared /tmp
     across tests and runs. A test that sets the variable itself still wins."""
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("run")))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def warm_starts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starter]:
+    """The agents the tests start as processes (AgentProcess, tests.helpers.edge) fork from one warm process per test
+    worker instead of importing everything again (tests/warm.py)."""
+    starter = Starter(tmp_path_factory.mktemp("warm"))
+    AgentProcess.starter = starter
+    try:
+        yield starter
+    finally:
+        AgentProcess.starter = None
+        starter.close()
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from edge.sim.process import AgentProcess, write_config
 from edge.sim.scanner import SimScanner
 from edge.sim.smtp import SmtpSink
 from edge.store import db as db_module
+from tests.warm import Starter
 
 T = TypeVar("T")
 
@@ -456,6 +457,10 @@ async def edge(
 ) -> subprocess.CompletedProcess[str]:
     """`python -m edge ARGS` as its own process (``env``: added to the environment); killed after ``kill_after_s``
     seconds (then the test fails on it)."""
+    warm = AgentProcess.starter
+    if isinstance(warm, Starter) and warm.takes(env):
+        code, out, err = await asyncio.wait_for(warm.run(args, env), timeout=kill_after_s)
+        return subprocess.CompletedProcess(args, code, out.decode(), err.decode())
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -473,6 +478,25 @@ async def edge(
         raise
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+def edge_blocking(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m edge ARGS` for a test without an event loop, as subprocess.run(capture_output=True, text=True)
+    (``env``: added to the environment)."""
+    warm = AgentProcess.starter
+    if isinstance(warm, Starter) and warm.takes(env):
+        code, out, err = warm.run_blocking(args, env=env, cwd=cwd, timeout=timeout)
+        return subprocess.CompletedProcess(args, code, out.decode(), err.decode())
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 CENTRAL_TOKEN = "central-token-abcdef123456"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ try:
 except ImportError:
     parse_recipients = None
 from edge.errors import ConfigError
+from tests.helpers import edge_blocking
 
 MINIMAL = """
 [agent]
@@ -117,26 +116,16 @@ def test_secret_never_shows_in_repr(tmp_path: Path) -> None:
     assert s.secrets() == ["tok-0123456789abcdef"]
 
 
-def _edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def test_config_check_exit_codes(tmp_path: Path) -> None:
     """`edge config check` says ok (exit 0), or one line naming the key (exit 2), never a traceback."""
     good = write(tmp_path, MINIMAL)
-    ok = _edge("config", "check", "--config", str(good))
+    ok = edge_blocking("config", "check", "--config", str(good))
     assert ok.returncode == 0, ok.stderr
     assert "ok" in ok.stdout
 
     bad = tmp_path / "bad.toml"
     bad.write_text(MINIMAL.replace("port = 8765", "port = -1").format(data_dir=tmp_path), encoding="utf-8")
-    result = _edge("config", "check", env={"EDGE_CONFIG": str(bad)})
+    result = edge_blocking("config", "check", env={"EDGE_CONFIG": str(bad)})
     assert result.returncode == 2
     assert (
         result.stderr.strip()
@@ -145,7 +134,7 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
 
     broken = tmp_path / "broken.toml"
     broken.write_text("[agent\nstore_id=", encoding="utf-8")
-    result = _edge("run", "--config", str(broken))
+    result = edge_blocking("run", "--config", str(broken))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("edge: config --config:") and "not valid TOML" in result.stderr
 
@@ -166,7 +155,7 @@ def test_a_printers_address_written_with_its_port_or_as_a_url_stops_the_check_na
     with one line naming printers.kitchen.host and what to write (before: "ok", and the printer stayed unreachable
     with "Name or service not known")."""
     bad = write(tmp_path, MINIMAL.replace('host = "10.0.0.21"', f"host = {host!r}".replace("'", '"')))
-    result = _edge("config", "check", "--config", str(bad))
+    result = edge_blocking("config", "check", "--config", str(bad))
     assert result.returncode == 2, result.stdout
     assert result.stderr.strip() == f"edge: config printers.kitchen.host: {problem}"
 
@@ -191,7 +180,7 @@ def test_a_number_that_is_not_finite_stops_the_check_naming_the_key(
     bad = write(
         tmp_path, MINIMAL.replace("port = 9100\nwidth = 48", f"port = 9100\nwidth = 48\nconnect_timeout = {written}", 1)
     )
-    result = _edge("config", "check", "--config", str(bad), env=env)
+    result = edge_blocking("config", "check", "--config", str(bad), env=env)
     assert result.returncode == 2, result.stdout
     problem = f"must be a finite number, got {shown}" if shown else "must be at most 4294967295, got 1e+15"
     assert result.stderr.strip() == f"edge: config printers.kitchen.connect_timeout: {problem}"
@@ -202,7 +191,7 @@ def test_a_printers_plain_name_or_address_passes_the_check(tmp_path: Path, host:
     """The check above refuses no plain name or address, IPv6 included (once each, not once per refused spelling:
     each is a start of `edge`)."""
     good = write(tmp_path, MINIMAL.replace('host = "10.0.0.21"', f'host = "{host}"'))
-    result = _edge("config", "check", "--config", str(good))
+    result = edge_blocking("config", "check", "--config", str(good))
     assert result.returncode == 0, result.stderr
 
 
@@ -219,9 +208,9 @@ def test_an_unusable_escpos_cache_folder_set_by_the_operator_stops_with_a_line_n
     temp.mkdir()
     env = {"ESCPOS_CAPABILITIES_PICKLE_DIR": str(missing), "TMPDIR": str(temp)}
     text_only = write(tmp_path, MINIMAL)
-    assert _edge("config", "check", "--config", str(text_only), env=env).returncode == 0
+    assert edge_blocking("config", "check", "--config", str(text_only), env=env).returncode == 0
     config = write(tmp_path, MINIMAL.replace("[printers.kitchen]\n", f'[printers.kitchen]\nlogo = "{logo}"\n'))
-    result = _edge(*command, "--config", str(config), env=env)
+    result = edge_blocking(*command, "--config", str(config), env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("edge: config ESCPOS_CAPABILITIES_PICKLE_DIR:"), result.stderr
     assert str(missing) in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -233,7 +222,7 @@ def test_secrets_file_readable_by_others_stops_start_up(tmp_path: Path) -> None:
     config = write(tmp_path, MINIMAL)
     secrets = write_secrets(tmp_path, "EDGE_SMTP_PASSWORD=s3cret\n", mode=0o644)
     for command in (["config", "check"], ["run"]):
-        result = _edge(*command, "--config", str(config))
+        result = edge_blocking(*command, "--config", str(config))
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.strip() == (
             f"edge: config {secrets}: is mode 0644, others may read the secrets; fix: chmod 600 {secrets}"
@@ -248,7 +237,7 @@ def test_secrets_file_of_another_user_than_the_agent_stops_start_up(tmp_path: Pa
     secrets = write_secrets(tmp_path, "EDGE_SMTP_PASSWORD=s3cret\n")
     (tmp_path / "data").mkdir()
     os.chown(tmp_path / "data", 65534, 65534)
-    result = _edge("config", "check", "--config", str(config))
+    result = edge_blocking("config", "check", "--config", str(config))
     assert result.returncode == 2, result.stdout
     nobody = pwd.getpwuid(65534).pw_name
     assert result.stderr.strip() == (
@@ -256,7 +245,7 @@ def test_secrets_file_of_another_user_than_the_agent_stops_start_up(tmp_path: Pa
         f" who cannot read it; fix: chown {nobody}: {secrets}"
     )
     os.chown(secrets, 65534, 65534)
-    assert _edge("config", "check", "--config", str(config)).returncode == 0
+    assert edge_blocking("config", "check", "--config", str(config)).returncode == 0
 
 
 def test_old_dotenv_beside_the_config_is_refused(tmp_path: Path) -> None:
@@ -265,7 +254,7 @@ def test_old_dotenv_beside_the_config_is_refused(tmp_path: Path) -> None:
     config = write(tmp_path, MINIMAL)
     write_secrets(tmp_path, "EDGE_API_TOKEN=tok-from-secrets-file\n")
     (tmp_path / ".env").write_text("EDGE_SMTP_PASSWORD=old\n", encoding="utf-8")
-    result = _edge("config", "check", "--config", str(config))
+    result = edge_blocking("config", "check", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"edge: config {tmp_path / '.env'}: is no longer read: move its lines into {tmp_path / 'edge.env'}"
@@ -286,7 +275,7 @@ def test_a_missing_api_token_names_the_secrets_file_and_what_is_wrong_with_it(
         env_file.parent.mkdir()
         env_file.write_text(secrets, encoding="utf-8")
         env_file.chmod(0o600)
-    result = _edge("run", "--config", str(config), env={"EDGE_ENV_FILE": str(env_file)})
+    result = edge_blocking("run", "--config", str(config), env={"EDGE_ENV_FILE": str(env_file)})
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(
@@ -299,7 +288,7 @@ def test_a_missing_api_token_names_the_secrets_file_and_what_is_wrong_with_it(
 def test_example_token_does_not_start_an_agent(tmp_path: Path, token: str) -> None:
     """The example's placeholder token (any spelling) stops `edge run` with one line saying where the real one goes."""
     config = write(tmp_path, MINIMAL.replace("tok-0123456789abcdef", token))
-    result = _edge("run", "--config", str(config))
+    result = edge_blocking("run", "--config", str(config))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("edge: config api.token: is the example's placeholder")
     assert "EDGE_API_TOKEN" in result.stderr and str(tmp_path / "edge.env") in result.stderr

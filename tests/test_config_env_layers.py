@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edge.config import load_settings
 from edge.sim.printer import SimPrinter
 from tests.helpers import agent_process
@@ -130,7 +132,9 @@ def test_a_misspelt_key_in_edge_env_stops_config_check_with_one_line(tmp_path: P
     assert _check(config).returncode == 0
 
 
-async def test_the_agents_start_log_names_overridden_and_unknown_keys_in_one_line_each(tmp_path: Path) -> None:
+async def test_the_agents_start_log_names_overridden_and_unknown_keys_in_one_line_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`edge run` starts with a misspelt key in edge.env (a warning: it changed nothing before either) and says, in
     one line each, which keys edge.env overrides and which it does not know (before: neither line)."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
@@ -138,7 +142,8 @@ async def test_the_agents_start_log_names_overridden_and_unknown_keys_in_one_lin
     await front.start()
     agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
     env = _write(tmp_path / "edge.env", 'EDGE_AGENT_LOG_LEVEL="warning"\nEDGE_AGENT_STOR_ID="s2"\n')
-    agent.env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    for name in [name for name in os.environ if name.startswith("EDGE_")]:
+        monkeypatch.delenv(name)  # only edge.env sets them
     try:
         await agent.start()
     finally:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import edge
+from tests.helpers import edge_blocking
 
 EDGE = Path(edge.__file__).parent
 CONFIG_MODULES = sorted(EDGE.glob("config/**/*.py")) or [EDGE / "config.py"]
@@ -86,12 +86,6 @@ def test_loading_a_config_loads_no_printing_or_alert_code(tmp_path: Path) -> Non
     assert result.stdout.split() == []
 
 
-def _edge(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge", *args], capture_output=True, text=True, timeout=60, env={**os.environ}
-    )
-
-
 def test_unknown_printer_profile_stops_check_and_start_with_one_line(tmp_path: Path) -> None:
     """`edge config check` and `edge run` with a profile python-escpos does not know: exit 2 and the same one line
     naming the key, before the agent opens anything."""
@@ -100,6 +94,6 @@ def test_unknown_printer_profile_stops_check_and_start_with_one_line(tmp_path: P
         "edge: config printers.kitchen.profile: unknown python-escpos profile 'TM-X' (e.g. default, TM-T88V, TM-T20II)"
     )
     for command in ("config", "check"), ("run",):
-        result = _edge(*command, "--config", str(config))
+        result = edge_blocking(*command, "--config", str(config))
         assert (result.returncode, result.stderr.strip()) == (2, line), command
     assert not (tmp_path / "data" / "edge.db").exists()

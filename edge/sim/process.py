@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any, ClassVar, Protocol
 
 import aiohttp
 
@@ -89,8 +90,43 @@ def _end_with_parent() -> Callable[[], None] | None:
     return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class Child(Protocol):
+    """What AgentProcess uses of its process: asyncio.subprocess.Process' part."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+    async def wait(self) -> int: ...
+
+
+class Starter(Protocol):
+    """Another way to start `python -m edge ARGS` (the test suite's fork server, tests/warm.py)."""
+
+    def takes(self, env: Mapping[str, str] | None) -> bool:
+        """Whether it can start a process with ``env`` added to the environment as an exec would."""
+        ...
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdout: IO[Any] | int,
+        stderr: IO[Any] | int,
+        env: Mapping[str, str] | None = None,
+        nofile: int | None = None,
+    ) -> Child: ...
+
+
 class AgentProcess:
     """``python -m edge run`` with its output appended to ``log``; start() returns once /ready answers 200."""
+
+    # None: each start execs Python (the benchmark, which measures starts). The test suite sets its fork server.
+    starter: ClassVar[Starter | None] = None
 
     def __init__(
         self,
@@ -106,29 +142,33 @@ class AgentProcess:
         hard) for the child, e.g. to reach the fd limit quickly; ``wrap``: a command the agent's command line is
         appended to (e.g. ``unshare -m ... sh -c '...; exec "$@"' sh``, its own resolv.conf)."""
         self.config, self.port, self.log = config, port, log
-        self.env = {**os.environ, **env} if env else None
+        self.added_env = dict(env or {})
         self.nofile = nofile
         self.wrap = tuple(wrap)
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: Child | None = None
 
     async def start(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 (tests' and bench helper)
         started = time.monotonic()
+        argv = ("run", "--config", str(self.config))
         with self.log.open("ab") as out:
-            limit = [] if self.nofile is None else ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"]
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.wrap,
-                *limit,
-                sys.executable,
-                "-m",
-                "edge",
-                "run",
-                "--config",
-                str(self.config),
-                stdout=out,
-                stderr=out,
-                env=self.env,
-                preexec_fn=_end_with_parent(),
-            )
+            if self.starter is not None and not self.wrap and self.starter.takes(self.added_env):
+                self.proc = await self.starter.spawn(
+                    argv, stdout=out, stderr=out, env=self.added_env, nofile=self.nofile
+                )
+            else:
+                limit = [] if self.nofile is None else ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"]
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.wrap,
+                    *limit,
+                    sys.executable,
+                    "-m",
+                    "edge",
+                    *argv,
+                    stdout=out,
+                    stderr=out,
+                    env={**os.environ, **self.added_env} if self.added_env else None,
+                    preexec_fn=_end_with_parent(),
+                )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() - started < timeout:
                 try:

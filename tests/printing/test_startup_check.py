@@ -29,15 +29,18 @@ _RENDER_PACKAGES = ("escpos", "PIL", "jinja2", "qrcode", "barcode")
 _DEVICE_PACKAGES = ("serial", "usb")
 
 
-def _agent(tmp_path: Path, printers: dict[str, SimPrinter], *, logo: Path | None = None) -> AgentProcess:
-    """The agent with operator templates in tmp_path/templates, info logs, Python's import log on stderr (the same
-    file as the agent's log lines, in order) and, if given, a logo on the receipt printer."""
+def _agent(
+    tmp_path: Path, printers: dict[str, SimPrinter], *, logo: Path | None = None, import_log: bool = False
+) -> AgentProcess:
+    """The agent with operator templates in tmp_path/templates, info logs and, if given, a logo on the receipt printer;
+    ``import_log``: Python's import log on stderr (the same file as the agent's log lines, in order; its starts exec
+    Python, as only a fresh interpreter writes it)."""
     templates = tmp_path / "templates"
     templates.mkdir(exist_ok=True)
     agent = agent_process(
         tmp_path,
         printers,
-        env={"PYTHONPROFILEIMPORTTIME": "1"},
+        env={"PYTHONPROFILEIMPORTTIME": "1"} if import_log else None,
         log_level="info",
         extra=f'\n[printing]\ntemplate_dir = "{templates}"\n',
     )
@@ -81,7 +84,7 @@ async def test_restart_with_nothing_changed_does_not_render_before_ready(
     load before READY either."""
     logo = tmp_path / "logo.png"
     Image.new("L", (200, 50), 0).save(logo)
-    agent = _agent(tmp_path, printers, logo=logo)
+    agent = _agent(tmp_path, printers, logo=logo, import_log=True)
     try:
         first = await _start_and_stop(agent)
         assert "escpos.printer" in _render_imports(_before_ready(first))
@@ -224,7 +227,7 @@ async def test_a_damaged_or_unwritable_cache_only_means_checking_again(
 ) -> None:
     """A cache file full of garbage, or a cache folder that cannot be written (a file in its place), does not stop a
     start: the check simply runs before READY again (its templates compiled before READY), at every start."""
-    agent = _agent(tmp_path, printers)
+    agent = _agent(tmp_path, printers, import_log=True)
     try:
         await _start_and_stop(agent)
         cache = tmp_path / "data" / "cache"
