@@ -186,6 +186,17 @@ def test_a_number_that_is_not_finite_stops_the_check_naming_the_key(
     assert result.stderr.strip() == f"edge: config printers.kitchen.connect_timeout: {problem}"
 
 
+@pytest.mark.parametrize("listed", ['["kitchen", "kitchen"]', '["kitchen", "front", "kitchen"]'])
+def test_a_station_that_names_a_printer_twice_stops_the_check_naming_the_key(tmp_path: Path, listed: str) -> None:
+    """A station's printers are its printer and the ones it fails over to, in order: naming one twice (a slip while
+    adding a fallback) passed the check, and the station looked as if it had a fallback where it had none (the
+    printer's own outage left it without a healthy backup). One line naming the key and the printer, exit 2."""
+    bad = write(tmp_path, MINIMAL.replace('bar = "kitchen"', f"bar = {listed}", 1))
+    result = edge_blocking("config", "check", "--config", str(bad))
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == "edge: config stations.bar: names printer 'kitchen' twice"
+
+
 @pytest.mark.parametrize("host", ["kitchen-printer.fritz.box", "fd00::21", "192.168.178.40", "PRINTER1"])
 def test_a_printers_plain_name_or_address_passes_the_check(tmp_path: Path, host: str) -> None:
     """The check above refuses no plain name or address, IPv6 included (once each, not once per refused spelling:

@@ -65,6 +65,8 @@ def _stations(data: Mapping[str, Any]) -> dict[str, list[str]]:
         stations[station] = coerce(key, target, list[str], from_env=False)
         if not stations[station]:
             raise ConfigError(key, "must name at least one printer")
+        if twice := next((p for i, p in enumerate(stations[station]) if p in stations[station][:i]), None):
+            raise ConfigError(key, f"names printer {twice!r} twice")  # a fallback that is the same printer
     return stations
 
 
