@@ -46,15 +46,24 @@ class MqttStore:
 
     async def add_reject(
         self, *, topic: str, payload: bytes, order_id: str | None, error: dict[str, Any], now: float
-    ) -> int:
+    ) -> tuple[int, bool]:
+        """The reject's id, and whether it is new: the identical payload on the same topic, kept already, is the same
+        message sent again (a publisher's retry, a redelivery), not another one for a person."""
         async with self._db.transaction() as conn:
+            kept = list(
+                await conn.execute_fetchall(
+                    "SELECT id FROM mqtt_rejects WHERE topic = ? AND payload = ? LIMIT 1", (topic, payload)
+                )
+            )
+            if kept:
+                return int(kept[0][0]), False
             cursor = await conn.execute(
                 "INSERT INTO mqtt_rejects(received_at, topic, order_id, payload, error) VALUES (?, ?, ?, ?, ?)",
                 (now, topic, order_id, payload, json.dumps(error, sort_keys=True)),
             )
             reject_id = int(cursor.lastrowid or 0)
             await cursor.close()
-        return reject_id
+        return reject_id, True
 
     async def unpublished_rejects(self, limit: int) -> list[MqttReject]:
         rows = await self._db.fetchall(

@@ -579,9 +579,12 @@ class MqttLink:
             await self._call(client.unsubscribe, topic)
 
     async def _reject(self, topic: str, payload: bytes, order_id: str | None, error: dict[str, Any]) -> None:
-        reject_id = await self._store.add_reject(
+        reject_id, new = await self._store.add_reject(
             topic=topic, payload=payload, order_id=order_id, error=error, now=self._clock.wall()
         )
+        if not new:  # the same message again: kept, reported and alerted already
+            log.info("mqtt_order_rejected_again", reject_id=reject_id, order_id=order_id, error=error["error"])
+            return
         # A conflict's body names the order itself: one order_id field, not two (a TypeError here left it unacked).
         log.error("mqtt_order_rejected", reject_id=reject_id, **({"order_id": order_id} | error))
         self._bus.publish(

@@ -127,6 +127,32 @@ async def test_a_payload_that_is_not_an_order_is_acked_kept_and_reported_like_ht
     assert await db_rows(again, "SELECT COUNT(*) FROM mqtt_rejects") == [(2,)]  # nothing redelivered
 
 
+async def test_the_same_bad_payload_published_again_is_one_rejection_one_report_and_one_alert(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """A backend that publishes a message again (it saw no PUBACK in time, or a broker restart redelivers it) sends the
+    identical payload: an order is then a duplicate, and a payload that is not an order is the same rejection, kept
+    once, reported once and alerted once. Before: each copy was a new row for a person, a new report to central with
+    a new key and a new alert fire."""
+    heard: list[Event] = []
+    agent = await make_agent(mqtt=mqtt_section(broker), listen=heard.append, **MAIL)
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    invalid: dict[str, Any] = make_order(3, prefix="bad", print_receipt=False)
+    invalid["items"][0]["qty"] = "three"
+    await backend.publish(ORDERS, invalid)
+    await eventually(lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the rejection reported")
+    await backend.publish(ORDERS, invalid)
+    await make_order_printed_marker(agent, backend, printers)
+    assert await db_rows(agent, "SELECT order_id FROM mqtt_rejects") == [(invalid["id"],)]
+    assert [e.reject_id for e in heard if isinstance(e, MqttOrderRejected)] == [1]
+    await eventually(
+        lambda: db_rows(agent, "SELECT fires_total FROM alert_groups WHERE type = 'mqtt_invalid'"),
+        lambda rows: rows == [(1,)],
+        what="the mqtt_invalid alert fired once",
+    )
+    assert len({e["idempotency_key"] for e in await _events(backend, "rejected")}) == 1
+
+
 async def test_a_payload_over_the_body_limit_is_reported_with_the_413_body_http_answers(
     make_agent: MakeAgent, broker: Broker, backend: Backend
 ) -> None:
