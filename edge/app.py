@@ -164,7 +164,7 @@ class Agent:
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             drivers = {name: make_driver(printer, devices=locks) for name, printer in s.printers.items()}
-            devices = {name: driver.transport.label for name, driver in drivers.items()}
+            devices = {name: driver.transport.device for name, driver in drivers.items()}
             if interrupted := await jobs.requeue_interrupted():
                 log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
             to_clear = await jobs.printers_to_clear(devices)  # also those of a crash before, never reached since

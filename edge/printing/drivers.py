@@ -56,7 +56,7 @@ def make_driver(printer: AnyPrinterSettings, *, devices: dict[str, threading.Loc
         )
     else:
         transport = FileTransport(printer.name, printer.path)
-    lock = None if devices is None else devices.setdefault(transport.label, threading.Lock())
+    lock = None if devices is None else devices.setdefault(transport.device, threading.Lock())
     return PrinterDriver(
         printer.name,
         transport,

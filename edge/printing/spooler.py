@@ -188,7 +188,7 @@ class Spooler:
         (harmless to the job, which prints again as COPY). A store that refuses now hears it next time round."""
         if self._clear_unrecorded and not self.driver.clearing_first:
             with contextlib.suppress(StoreUnavailableError):
-                await self._jobs.buffers_cleared(self.name, self.driver.transport.label)
+                await self._jobs.buffers_cleared(self.name, self.driver.transport.device)
                 self._clear_unrecorded = False
 
     def _burst(self) -> int:

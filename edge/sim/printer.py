@@ -534,6 +534,7 @@ class SimSerialPrinter(SimPrinter):
                 self._on_paper = self._take(self._job, part, self._on_paper)
                 self.set_offline(True)
                 return
+            self.job_bytes_in += len(part)
             self._on_paper = self._take(self._job, part, self._on_paper)
 
     def _end_job(self) -> None:

@@ -18,6 +18,9 @@ class Transport(Protocol):
 
     device_id: str
     label: str  # how the device is reached, e.g. "tcp 10.0.0.21:9100"; goes into error messages
+    # Which device it is, whatever the line's settings (a serial line's speed): one printer under two names, or renamed
+    # between runs, is known by it.
+    device: str
     can_read: bool  # False for write-only transports: such a device never answers a status query
     line_bytes_per_s: float | None  # how fast the line carries bytes (a serial line's); None: faster than any printer
     # The device can vanish without the line telling: a USB-serial adapter takes bytes whether the printer is on or not,

@@ -26,7 +26,7 @@ class FileTransport:
     def __init__(self, device_id: str, directory: Path | str) -> None:
         self.device_id = device_id
         self.directory = Path(directory)
-        self.label = f"file {self.directory}"
+        self.label = self.device = f"file {self.directory}"
         self._seq = itertools.count(1)
         self._opened = False
         self._file: BinaryIO | None = None

@@ -115,7 +115,8 @@ class SerialTransport:
         """``pace``: the slowest printer's, followed on a line without working flow control ("none"; "dsrdtr" too on
         Linux, where pyserial sets DTR and nothing else: only RTS/CTS reaches the kernel's termios, as CRTSCTS)."""
         self.device_id = device_id
-        self.label = f"serial {device} {baudrate} baud"
+        self.device = f"serial {device}"
+        self.label = f"{self.device} {baudrate} baud"
         bits = bytesize + stopbits + (parity != "none") + 1  # and a start bit
         line_bytes_per_s = baudrate / bits
         self.line_bytes_per_s: float | None = line_bytes_per_s

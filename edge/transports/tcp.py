@@ -44,7 +44,7 @@ class TcpTransport:
         self, device_id: str, host: str, port: int, *, connect_timeout: float = 3.0, write_timeout: float = 10.0
     ) -> None:
         self.device_id = device_id
-        self.label = f"tcp {host}:{port}"
+        self.label = self.device = f"tcp {host}:{port}"
         self._address = (host, port)
         self._connect_timeout = connect_timeout
         self._write_timeout = write_timeout

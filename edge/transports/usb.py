@@ -46,7 +46,7 @@ class UsbTransport:
         self.device_id = device_id
         self._model = f"{vendor_id:04x}:{product_id:04x}"
         chosen_by = [f"serial {serial_number}"] if serial_number else []
-        self.label = " ".join(["usb", self._model, *chosen_by, *([f"at {usb_port}"] if usb_port else [])])
+        self.label = self.device = " ".join(["usb", self._model, *chosen_by, *([f"at {usb_port}"] if usb_port else [])])
         self._ids = {"idVendor": vendor_id, "idProduct": product_id}
         self._serial_number, self._usb_port = serial_number, usb_port
         self._interface = interface

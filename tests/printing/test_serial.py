@@ -18,9 +18,12 @@ from edge.printing.decode import decode
 from edge.printing.driver import PrinterDriver
 from edge.printing.render import Renderer
 from edge.printing.status import PrinterState
+from edge.sim.orders import make_order
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter, SimSerialPrinter, serve
+from edge.sim.process import AgentProcess, write_config
 from edge.transports import SerialTransport, TcpTransport
-from tests.helpers import api_client, config_dict, db_rows, eventually, post, status_reads, wait_until
+from tests.helpers import TOKEN, api_client, config_dict, db_rows, eventually, post, status_reads, wait_until
 
 
 @pytest.fixture
@@ -185,6 +188,54 @@ async def test_a_serial_printer_switched_off_in_the_middle_of_a_ticket_prints_it
     await eventually(
         lambda: db_rows(agent, "SELECT state, copy FROM print_jobs"), lambda rows: rows == [("printed", 1)]
     )
+
+
+async def test_a_serial_printer_renamed_and_set_to_another_speed_after_a_crash_mid_ticket_is_cleared(
+    tmp_path: Path, printers: dict[str, SimPrinter], serial_printer: SimSerialPrinter
+) -> None:
+    """The agent is killed while a ticket goes out on a serial printer; before the next start the technician renames
+    the printer and sets its line to another speed (same port, same printer). The restarted agent clears the printer's
+    buffers at first contact (the rest of the cut-short ticket may wait in them) and prints the ticket again as COPY.
+    Before, the record of what to clear named the printer and its device with the line's speed ("serial /dev/pts/3
+    9600 baud"): renamed and at another speed it matched neither, and nothing was cleared."""
+    port = free_port()
+
+    def configure(name: str, baudrate: int) -> Path:
+        serial = (
+            f'\n[printers.{name}]\ntype = "serial"\ndevice = "{serial_printer.device}"\nbaudrate = {baudrate}\n'
+            'flow_control = "none"\nstatus_timeout = 0.5\n'
+        )
+        return write_config(
+            tmp_path / "edge.toml",
+            data_dir=tmp_path / "data",
+            api_port=port,
+            token=TOKEN,
+            printers={"front": printers["front"].port},
+            kitchen=name,
+            extra=serial,
+        )
+
+    agent = AgentProcess(configure("kitchen", 9600), port, tmp_path / "agent.log")
+    order = make_order(1, prefix="line", print_receipt=False)
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, order))[0] == 201
+        # Paced like the slowest printer on a line without flow control: the ticket takes seconds to go out.
+        await wait_until(lambda: serial_printer.job_bytes_in > 0, 10, "the ticket going out")
+        await agent.kill()
+        assert serial_printer.cleared == 0
+        configure("pass", 19200)
+        await agent.start()
+        await wait_until(lambda: serial_printer.cleared == 1, 10, "the buffers cleared")
+        await eventually(
+            lambda: db_rows(tmp_path / "data" / "edge.db", "SELECT printer, state, copy FROM print_jobs"),
+            lambda rows: rows == [("pass", "printed", 1)],
+            what="the ticket printed again, as COPY, on the renamed printer",
+        )
+        assert "KOPIE / COPY" in decode(serial_printer.printed[-1]).text
+    finally:
+        await agent.close()
 
 
 async def test_line_gone_mid_session_is_a_write_error(serial_printer: SimSerialPrinter) -> None:
