@@ -67,32 +67,37 @@ def _serve(listener: socket.socket) -> dict[str, Any]:
                 _reap(waiting)
                 continue
             conn, _ = listener.accept()
-            with contextlib.suppress(OSError, ValueError):
+            fds: list[int] = []
+            try:
                 data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
                 request = json.loads(data)
                 pid = os.fork()
-                if pid == 0:
-                    selector.close()
-                    listener.close()
-                    conn.close()
-                    for child_conn in waiting.values():
-                        child_conn.close()
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    os.close(wake_r)
-                    os.close(wake_w)
-                    for target, fd in enumerate(fds):
-                        os.dup2(fd, target)
-                    for fd in set(fds):
-                        if fd > 2:
-                            os.close(fd)
-                    return dict(request)
-                for fd in fds:
-                    os.close(fd)
-                conn.sendall(f"{pid}\n".encode())
-                waiting[pid] = conn
+            except (OSError, ValueError):  # a request that could not be read: its starter sees the connection end
+                pid = -1
+            if pid == 0:
+                selector.close()
+                listener.close()
+                conn.close()
+                for child_conn in waiting.values():
+                    child_conn.close()
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.close(wake_r)
+                os.close(wake_w)
+                for target, fd in enumerate(fds):
+                    os.dup2(fd, target)
+                for fd in set(fds):
+                    if fd > 2:
+                        os.close(fd)
+                return dict(request)
+            for fd in fds:
+                os.close(fd)
+            if pid < 0:
+                conn.close()
                 continue
-            conn.close()  # a request that could not be read: its starter sees the connection end
+            with contextlib.suppress(OSError):
+                conn.sendall(f"{pid}\n".encode())
+            waiting[pid] = conn
 
 
 def _reap(waiting: dict[int, socket.socket]) -> None:
