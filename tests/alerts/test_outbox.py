@@ -355,8 +355,8 @@ async def test_an_all_clear_the_relay_turned_away_does_not_arrive_after_the_prin
     await sink.stop()  # the shop's line is down
     printers["kitchen"].paper_out = False
     await eventually(
-        lambda: db_rows(db, "SELECT kind FROM alert_mails WHERE state = 'pending'"),
-        lambda rows: rows == [("resolved",)],
+        lambda: db_rows(db, "SELECT group_key, kind, audience FROM alert_mails WHERE state = 'pending'"),
+        lambda rows: rows == [("printer_paper_out:kitchen", "resolved", "to")],
         15,
         "the all-clear queued",
     )
