@@ -143,6 +143,7 @@ async def test_the_same_bad_payload_published_again_is_one_rejection_one_report_
     await eventually(lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the rejection reported")
     await backend.publish(ORDERS, invalid)
     await make_order_printed_marker(agent, backend, printers)
+    assert agent.mqtt is not None and agent.mqtt.counts["rejected"] == 2  # the copy handled (and acked) as the first
     assert await db_rows(agent, "SELECT order_id FROM mqtt_rejects") == [(invalid["id"],)]
     assert [e.reject_id for e in heard if isinstance(e, MqttOrderRejected)] == [1]
     await eventually(
