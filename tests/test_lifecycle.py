@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -17,18 +15,11 @@ import aiohttp
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, agent_process, api_client, db_rows, fill, post, small_card
+from tests.helpers import TOKEN, agent_process, api_client, db_rows, edge_blocking, fill, post, small_card
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    return edge_blocking(*args, env={"PYTHONUNBUFFERED": "1"}, cwd=cwd, timeout=timeout)
 
 
 def test_demo_once_prints_the_samples(tmp_path: Path) -> None:
