@@ -458,9 +458,10 @@ async def edge(
     """`python -m edge ARGS` as its own process (``env``: added to the environment); killed after ``kill_after_s``
     seconds (then the test fails on it)."""
     warm = AgentProcess.starter
-    if isinstance(warm, Starter) and warm.takes(env):
-        code, out, err = await asyncio.wait_for(warm.run(args, env), timeout=kill_after_s)
-        return subprocess.CompletedProcess(args, code, out.decode(), err.decode())
+    if isinstance(warm, Starter):
+        done = await asyncio.to_thread(warm.run, args, env=env, cwd=None, timeout=kill_after_s)
+        if done is not None:
+            return done
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -486,9 +487,8 @@ def edge_blocking(
     """`python -m edge ARGS` for a test without an event loop, as subprocess.run(capture_output=True, text=True)
     (``env``: added to the environment)."""
     warm = AgentProcess.starter
-    if isinstance(warm, Starter) and warm.takes(env):
-        code, out, err = warm.run_blocking(args, env=env, cwd=cwd, timeout=timeout)
-        return subprocess.CompletedProcess(args, code, out.decode(), err.decode())
+    if isinstance(warm, Starter) and (done := warm.run(args, env=env, cwd=cwd, timeout=timeout)) is not None:
+        return done
     return subprocess.run(
         [sys.executable, "-m", "edge", *args],
         capture_output=True,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -34,15 +33,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-_PR_SET_PDEATHSIG = 1
+from edge.sim.process import end_with_parent
+
 _MAIN = str(Path(__file__).parents[1] / "edge" / "__main__.py")  # sys.argv[0] of `python -m edge`
 # Environment that changes the interpreter's own start, its imports or the temporary folder: only an exec honours it.
 _EXEC_ONLY = ("PYTHON", "LD_", "TMPDIR")
 
 
 def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if (end := end_with_parent()) is not None:
+        end()
 
 
 # ---- the warm process ------------------------------------------------------------------------------------------------
@@ -201,18 +201,13 @@ class Starter:
         return not env or not any(name.startswith(_EXEC_ONLY) for name in env)
 
     async def spawn(
-        self,
-        argv: Sequence[str],
-        *,
-        stdout: IO[Any] | int,
-        stderr: IO[Any] | int,
-        env: Mapping[str, str] | None = None,
-        nofile: int | None = None,
-    ) -> WarmChild:
-        """``argv`` after `python -m edge`; ``stdout``/``stderr``: files or fds the child writes to; ``env``: added to
-        the test's current environment (os.environ as it is now, with what the test set)."""
-        outs = [out if isinstance(out, int) else out.fileno() for out in (stdout, stderr)]
-        conn = await asyncio.to_thread(self._send, argv, outs, env, None, nofile)
+        self, argv: Sequence[str], *, output: IO[Any], env: Mapping[str, str], nofile: int | None
+    ) -> WarmChild | None:
+        """``argv`` after `python -m edge`, stdout and stderr to ``output``; ``env``: added to the test's current
+        environment (os.environ as it is now, with what the test set). None when ``env`` needs an exec."""
+        if not self.takes(env):
+            return None
+        conn = await asyncio.to_thread(self._send, argv, [output.fileno()] * 2, env, None, nofile)
         conn.setblocking(False)
         reader, writer = await asyncio.open_unix_connection(sock=conn)
         line = await reader.readline()
@@ -221,33 +216,14 @@ class Starter:
             raise RuntimeError("the warm process did not start the agent")
         return WarmChild(int(line), reader, writer)
 
-    async def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[int, bytes, bytes]:
-        """`python -m edge ARGS` to its end: (exit status, stdout, stderr). Cancelled (a timeout): killed."""
-        loop = asyncio.get_running_loop()
-        readers, ends = [], []
-        for _ in range(2):
-            read_fd, write_fd = os.pipe()
-            reader = asyncio.StreamReader()
-            await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(read_fd, "rb"))
-            readers.append(reader)
-            ends.append(write_fd)
-        try:
-            child = await self.spawn(argv, stdout=ends[0], stderr=ends[1], env=env)
-        finally:
-            for fd in ends:
-                os.close(fd)
-        try:
-            out, err = await asyncio.gather(readers[0].read(), readers[1].read())
-            return await child.wait(), out, err
-        except asyncio.CancelledError:
-            child.kill()
-            raise
-
-    def run_blocking(
+    def run(
         self, argv: Sequence[str], *, env: Mapping[str, str] | None, cwd: Path | None, timeout: float
-    ) -> tuple[int, bytes, bytes]:
-        """``run`` for a test without an event loop; past ``timeout`` seconds the child is killed and TimeoutError
-        raised, as subprocess.run's timeout does."""
+    ) -> subprocess.CompletedProcess[str] | None:
+        """`python -m edge ARGS` to its end, as subprocess.run(capture_output=True, text=True) (blocking: a coroutine
+        runs it in a thread); past ``timeout`` seconds the child is killed and TimeoutError raised. None when ``env``
+        needs an exec."""
+        if not self.takes(env):
+            return None
         pipes = [os.pipe() for _ in range(2)]
         try:
             conn = self._send(argv, [w for _, w in pipes], env, cwd, None)
@@ -279,7 +255,8 @@ class Starter:
                 os.close(r)
         if not pid or not status:
             raise RuntimeError(f"the warm process did not run edge {' '.join(argv)} to its end")
-        return int(status), bytes(output[pipes[0][0]]), bytes(output[pipes[1][0]])
+        out, err = (bytes(output[r]).decode() for r, _ in pipes)
+        return subprocess.CompletedProcess(argv, int(status), out, err)
 
     def _send(
         self,

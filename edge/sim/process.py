@@ -79,7 +79,7 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @functools.cache
-def _end_with_parent() -> Callable[[], None] | None:
+def end_with_parent() -> Callable[[], None] | None:
     """For the child: SIGTERM when the process that started it dies, even by SIGKILL (a benchmark run or a test worker
     killed at its timeout), instead of an orphan agent polling printers and holding a port. Linux only; libc is
     loaded here, once and before any fork, so the child only makes the call."""
@@ -107,19 +107,12 @@ class Child(Protocol):
 class Starter(Protocol):
     """Another way to start `python -m edge ARGS` (the test suite's fork server, tests/warm.py)."""
 
-    def takes(self, env: Mapping[str, str] | None) -> bool:
-        """Whether it can start a process with ``env`` added to the environment as an exec would."""
-        ...
-
     async def spawn(
-        self,
-        argv: Sequence[str],
-        *,
-        stdout: IO[Any] | int,
-        stderr: IO[Any] | int,
-        env: Mapping[str, str] | None = None,
-        nofile: int | None = None,
-    ) -> Child: ...
+        self, argv: Sequence[str], *, output: IO[Any], env: Mapping[str, str], nofile: int | None
+    ) -> Child | None:
+        """The process, with ``env`` added to the environment and stdout and stderr to ``output``; None when it cannot
+        start it as an exec would (the caller execs)."""
+        ...
 
 
 class AgentProcess:
@@ -151,11 +144,10 @@ class AgentProcess:
         started = time.monotonic()
         argv = ("run", "--config", str(self.config))
         with self.log.open("ab") as out:
-            if self.starter is not None and not self.wrap and self.starter.takes(self.added_env):
-                self.proc = await self.starter.spawn(
-                    argv, stdout=out, stderr=out, env=self.added_env, nofile=self.nofile
-                )
-            else:
+            self.proc = None
+            if self.starter is not None and not self.wrap:
+                self.proc = await self.starter.spawn(argv, output=out, env=self.added_env, nofile=self.nofile)
+            if self.proc is None:
                 limit = [] if self.nofile is None else ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"]
                 self.proc = await asyncio.create_subprocess_exec(
                     *self.wrap,
@@ -167,7 +159,7 @@ class AgentProcess:
                     stdout=out,
                     stderr=out,
                     env={**os.environ, **self.added_env} if self.added_env else None,
-                    preexec_fn=_end_with_parent(),
+                    preexec_fn=end_with_parent(),
                 )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() - started < timeout:
