@@ -57,24 +57,46 @@ build_release() {
     rm -rf "$RELEASE"
     mkdir -p "$RELEASES"
     check_room
+    local free_before_kb
+    free_before_kb="$(free_kb "$RELEASES")"
     # A build that fails or is interrupted (pip on a full card, a dropped SSH session) goes at once: on the agent's
     # SD card it would keep the agent from writing orders until the next run.
     trap 'rm -rf "$RELEASE"' EXIT
     # shellcheck disable=SC2086  # EDGE_VENV_ARGS and EDGE_PIP_ARGS are lists of options on purpose
-    "$PYTHON" -m venv ${EDGE_VENV_ARGS:-} "$RELEASE"
-    # shellcheck disable=SC2086
-    "$RELEASE/bin/python" -m pip install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} "$SOURCE"
+    if ! "$PYTHON" -m venv ${EDGE_VENV_ARGS:-} "$RELEASE" ||
+        ! "$RELEASE/bin/python" -m pip install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} "$SOURCE"; then
+        build_failed "$free_before_kb"
+    fi
     sync -f "$RELEASE"  # on disk before it counts as complete: a power cut must not leave a marked, empty venv
     touch "$RELEASE/$COMPLETE"
     trap - EXIT
     say "installed edge-agent $(source_version) in $RELEASE"
 }
 
+free_kb() { df -Pk "$1" | awk 'NR == 2 { print $4 }'; }
+
+# The room check cannot see a first install coming (no release in use to measure), and a card can fill while pip
+# runs: pip then ends in its own words (Errno 28, "Can't roll back"). Where the disk is full, the last line says what
+# that means for the box and what to do; any other failure keeps pip's reason as the last word.
+build_failed() {
+    local free_before_kb="$1" written_kb left_kb
+    written_kb="$(du -sk "$RELEASE" 2>/dev/null | cut -f1)"
+    left_kb="$(free_kb "$RELEASES")"
+    rm -rf "$RELEASE"
+    if (( left_kb < FULL_KB )); then
+        echo "$ME: the disk of $RELEASES filled up building the release ($(( ${written_kb:-0} / 1024 )) MB written," \
+            "$(( free_before_kb / 1024 )) MB were free); nothing was installed: free some space (old logs, files in" \
+            "the data directory's backups) and run again" >&2
+    fi
+    exit 1
+}
+FULL_KB=4096  # less than this left while the build stood: no release's next file would have fit
+
 # A release is built while the agent in use takes orders, usually on the same SD card: it must leave the agent the
 # free space it keeps (alerts.disk_free_min_mb, on the disk of its data). A release takes about what the one in use
 # takes; with none in use there is no agent to keep room for.
 check_room() {
-    local in_use need_kb reserve_kb free_kb
+    local in_use need_kb reserve_kb room_kb
     in_use="$(current_target)"
     [[ -n "$in_use" ]] || return 0
     need_kb="$(du -sk "$OPT/$in_use" | cut -f1)"
@@ -97,10 +119,10 @@ except OSError:
 print(int(reserve_mb) * 1024 if same_disk else 0)
 PY
 )"
-    free_kb="$(df -Pk "$RELEASES" | awk 'NR == 2 { print $4 }')"
-    if (( free_kb < need_kb + reserve_kb )); then
+    room_kb="$(free_kb "$RELEASES")"
+    if (( room_kb < need_kb + reserve_kb )); then
         echo "$ME: not enough space in $RELEASES: a release takes about $(( need_kb / 1024 )) MB and the agent" \
-            "keeps $(( reserve_kb / 1024 )) MB free (alerts.disk_free_min_mb); $(( free_kb / 1024 )) MB are free." \
+            "keeps $(( reserve_kb / 1024 )) MB free (alerts.disk_free_min_mb); $(( room_kb / 1024 )) MB are free." \
             "Nothing was changed; free some space (old logs, files in the data directory's backups) and run again" >&2
         exit 1
     fi

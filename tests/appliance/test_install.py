@@ -214,5 +214,23 @@ def test_a_release_is_built_only_with_room_for_it_and_the_agent_and_a_failed_bui
         env={"EDGE_PIP_ARGS": "--no-index"},  # its dependencies are nowhere to be found
     )
     assert failed.returncode != 0
+    assert "filled up" not in failed.stderr, failed.stderr  # pip's own reason stands: the disk had room
     assert [p.name for p in (small_box / "opt/edge-agent/releases").iterdir()] == [first.name]
     assert abs(free_mb(small_box) - before) < 1
+
+
+def test_a_first_install_on_a_card_too_small_for_a_release_says_so_and_leaves_nothing(
+    source: Path, tmp_path: Path
+) -> None:
+    """The first install has no release in use to measure, so the room check cannot refuse it: pip starts and the
+    card fills. Before, pip's own words ended the run ("Can't roll back edge-agent; was not uninstalled", Errno 28)
+    and the technician was not told that nothing was installed or what to do. Now the last line says the disk filled
+    up, how much the build had written and what was free, and nothing of the build is left."""
+    with small_disk(tmp_path / "box", 2) as box:
+        refused = run(source / "scripts/install.sh", "--prefix", str(box), "--python", BASE_PYTHON)
+        assert refused.returncode == 1, refused.stderr
+        last = refused.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"install.sh: the disk of {box}/opt/edge-agent/releases filled up"), refused.stderr
+        assert "nothing was installed" in last and "free some space" in last, last
+        assert list((box / "opt/edge-agent/releases").iterdir()) == []
+        assert free_mb(box) > 1.9  # the half-built release is gone
