@@ -15,7 +15,7 @@ import aiohttp
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, agent_process, api_client, db_rows, edge_blocking, fill, post, small_card
+from tests.helpers import TOKEN, agent_process, api_client, db_rows, edge_blocking, fill, post, small_disk
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -67,7 +67,7 @@ def test_migrate_on_a_full_card_says_so_in_one_line(tmp_path: Path) -> None:
     """upgrade.sh runs `edge migrate`; on a card that is full it fails, in one line that says why; the database keeps
     the last whole step, and the next run once there is room goes on from it. Before: a Python traceback ending in
     sqlite3.OperationalError."""
-    with small_card(tmp_path / "data", "2m") as data:
+    with small_disk(tmp_path / "data", 2) as data:
         config = write_config(
             tmp_path / "edge.toml", data_dir=data, api_port=0, token=TOKEN, printers={"kitchen": 9, "front": 9}
         )

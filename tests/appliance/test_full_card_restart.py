@@ -9,13 +9,13 @@ import pytest
 
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process, api_client, eventually, fill, post, small_card
+from tests.helpers import agent_process, api_client, eventually, fill, post, small_disk
 
 
 @pytest.fixture
 def card(tmp_path: Path) -> Iterator[Path]:
     """A 4 MB tmpfs as the data directory."""
-    with small_card(tmp_path / "data") as path:
+    with small_disk(tmp_path / "data", 4) as path:
         yield path
 
 
