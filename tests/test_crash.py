@@ -305,9 +305,13 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
 
 
 @pytest.mark.crash
-@pytest.mark.parametrize("name_after", ["kitchen", "pass"], ids=["same-name", "renamed"])
+@pytest.mark.parametrize(
+    ("name_after", "also"),
+    [("kitchen", None), ("pass", None), ("kitchen", "theke")],
+    ids=["same-name", "renamed", "two-names"],
+)
 async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_only_as_the_copy(
-    tmp_path: Path, name_after: str
+    tmp_path: Path, name_after: str, also: str | None
 ) -> None:
     """The agent is killed while a slow Epson prints a ticket it holds whole in its buffer; the roll ends in that
     ticket while the agent is down. The restarted agent reprints the ticket as COPY, and clears the printer's buffers
@@ -315,7 +319,9 @@ async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_onl
     the printer first went on with the rest of the cut-short ticket, without its head (no order number, no COPY mark),
     as the agent that sent it was gone (probe_chaos_print, test_kill_then_paper_end_remnant). ``renamed``: the printer
     got a new name in the config while the agent was down (same device); before, the record of what to clear named the
-    old name, and the rest printed all the same (probe_chaos_print's harness)."""
+    old name, and the rest printed all the same (probe_chaos_print's harness). ``two-names``: the printer is also set up
+    under a second name, listed first, that serves no station; before, that idle name was given the clear, which goes
+    out at its first status poll, and the rest printed before it (probe_chaos_print, seed 421)."""
     kitchen, front = SimPrinter("kitchen", speed=PaperSpeed(mm_per_s=25.0)), SimPrinter("front")
     kitchen.resumes = True  # an Epson: after a new roll it prints what waits in its buffers
     await kitchen.start()
@@ -337,7 +343,7 @@ async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_onl
             data_dir=tmp_path / "data",
             api_port=agent.port,
             token=TOKEN,
-            printers={name_after: kitchen.port, "front": front.port},
+            printers={**({also: kitchen.port} if also else {}), name_after: kitchen.port, "front": front.port},
             kitchen=name_after,
         )
         await agent.start()

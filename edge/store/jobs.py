@@ -594,10 +594,12 @@ class JobStore:
         job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
         meanwhile). A record names the printer and the device it was on: either finds it. One name per device: a
         printer under two names cleared by the second would lose what the first just sent it (one that answers no
-        status is not waited for)."""
+        status is not waited for). That name is the one the crash cut a job short on where it is still set up: its
+        COPY goes out there, after the clear; another name of the device may serve no station and clear only at its
+        first status poll, after the rest of the ticket printed."""
         named, on = await self._meta_under(_CLEAR_KEY), await self._meta_under(_CLEAR_DEVICE_KEY)
         clearing: dict[str, str] = {}  # device -> the one name that clears it
-        for name, device in devices.items():
+        for name, device in sorted(devices.items(), key=lambda item: item[0] not in named):
             if name in named or device in on:
                 clearing.setdefault(device, name)
         return set(clearing.values())

@@ -295,6 +295,8 @@ async def test_a_printer_renamed_after_a_crash_cut_a_job_short_on_it_is_still_to
         assert await jobs.printers_to_clear({"kitchen": "tcp d:9100", "front": "tcp c:9100"}) == {"kitchen"}  # moved
         # Under two names, one clears it: the second would wipe what the first just sent it.
         assert await jobs.printers_to_clear({"pass": "tcp a:9100", "expo": "tcp a:9100"}) == {"pass"}
+        # ... the name the job was cut short on where it is still set up, wherever it is listed: its COPY goes there.
+        assert await jobs.printers_to_clear({"expo": "tcp a:9100", "kitchen": "tcp a:9100"}) == {"kitchen"}
         await jobs.buffers_cleared("pass", "tcp a:9100")
         assert await jobs.printers_to_clear(renamed) == {"kitchen"}
         await jobs.buffers_cleared("kitchen", "tcp b:9100")
