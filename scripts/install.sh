@@ -78,19 +78,18 @@ free_kb() { df -Pk "$1" | awk 'NR == 2 { print $4 }'; }
 # The room check cannot see a first install coming (no release in use to measure), and a card can fill while pip
 # runs: pip then ends in its own words (Errno 28, "Can't roll back"). Where the disk is full, the last line says what
 # that means for the box and what to do; any other failure keeps pip's reason as the last word.
+# (The EXIT trap removes the half-built release.)
+FULL_KB=4096  # less than this left while the build stood: no release's next file would have fit
 build_failed() {
-    local free_before_kb="$1" written_kb left_kb
+    local free_before_kb="$1" written_kb
     written_kb="$(du -sk "$RELEASE" 2>/dev/null | cut -f1)"
-    left_kb="$(free_kb "$RELEASES")"
-    rm -rf "$RELEASE"
-    if (( left_kb < FULL_KB )); then
+    if (( $(free_kb "$RELEASES") < FULL_KB )); then
         echo "$ME: the disk of $RELEASES filled up building the release ($(( ${written_kb:-0} / 1024 )) MB written," \
             "$(( free_before_kb / 1024 )) MB were free); nothing was installed: free some space (old logs, files in" \
             "the data directory's backups) and run again" >&2
     fi
     exit 1
 }
-FULL_KB=4096  # less than this left while the build stood: no release's next file would have fit
 
 # A release is built while the agent in use takes orders, usually on the same SD card: it must leave the agent the
 # free space it keeps (alerts.disk_free_min_mb, on the disk of its data). A release takes about what the one in use
