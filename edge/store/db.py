@@ -246,15 +246,25 @@ def _run_closing(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: P
 ROOM_BYTES = 2**20  # kept beside the database for a start on a full card: -shm (32 KiB) and the first writes fit
 
 
-def _keep_room(room: Path) -> None:
+def _keep_or_give_room(room: Path) -> bool:
+    """Keeps the room beside the database, or gives it back (True) when the card has less free than it holds: a card
+    that filled while the agent was down still opens a database whose -wal and -shm a kill left behind, and the
+    start's first writes, which grow the WAL, need the room as much as a start that could not open it."""
+    free = os.statvfs(room.parent)
+    if free.f_bavail * free.f_frsize < ROOM_BYTES:
+        with suppress(FileNotFoundError):
+            room.unlink()
+            return True
+        return False  # no room kept, none to make: made at a later start
     if room.exists() and room.stat().st_size == ROOM_BYTES:
-        return
+        return False
     try:
         with open(room, "wb") as file:
             file.write(bytes(ROOM_BYTES))
     except OSError:
         room.unlink(missing_ok=True)  # a part of it is no room to give back
         raise
+    return False
 
 
 def _wal(path: Path) -> Path:
@@ -343,8 +353,12 @@ class Database:
                 raise err from None
             log.warning("card_full_room_given", db=str(path), error=str(err), freed_mb=ROOM_BYTES / 2**20)
             return await cls.open(path)
-        with suppress(OSError):  # no room for it now: made at a later start
-            await asyncio.to_thread(_keep_room, room)
+        try:
+            given = await asyncio.to_thread(_keep_or_give_room, room)
+        except OSError:  # no room for it now: made at a later start
+            return db
+        if given:
+            log.warning("card_full_room_given", db=str(path), error="the card is full", freed_mb=ROOM_BYTES / 2**20)
         return db
 
     async def close(self) -> None:

@@ -239,6 +239,7 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     await wait_until(lambda: storage_mark_path(settings).exists(), 10, "the direct mail noted")
     await first.stop()
     second = await make_agent(settings)
+    await asyncio.to_thread(small_disk.fill, db)  # the start gave back the room kept beside the database: used up
     second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
     await wait_until(lambda: second.deps is not None and second.deps.db.write_problem is not None, 10, "writes fail")
     await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk

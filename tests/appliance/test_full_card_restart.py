@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +11,8 @@ import pytest
 
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process, api_client, eventually, fill, post, small_disk
+from edge.sim.smtp import SmtpSink
+from tests.helpers import agent_process, api_client, eventually, fill, post, small_disk, wait_until
 
 
 @pytest.fixture
@@ -45,3 +48,49 @@ async def test_an_agent_stopped_cleanly_starts_on_a_full_card_answers_503_and_ta
         filler.unlink()
         await eventually(lambda: post(api, make_order(n, print_receipt=False)), lambda answer: answer[0] == 201)
     await agent.close()
+
+
+async def test_an_agent_killed_on_a_card_that_fills_starts_again_and_takes_orders(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The agent is killed (a power cut, a crash) and the card is full when it starts again: its -wal and -shm are
+    still there, so the database opens, but its first writes cannot grow the WAL (here the alerter's first look moves
+    back a mail time a clock that was ahead wrote, and the start's look for jobs a crash interrupted, which has
+    nothing to change, fails with it). It gives back the room it keeps for this and starts, takes orders while the
+    room lasts and prints them. Before, the room was given back only when the database would not open, and the agent
+    exited 1 at every start (chaos harness, alerts seed 602)."""
+    sink = SmtpSink()
+    await sink.start()
+    mail = f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+    alerts = '[alerts]\nto = ["chef@store.test"]\ndisk_free_min_mb = 0\n'
+    agent = agent_process(tmp_path, printers, extra=mail + alerts)
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+            async with api.post("/api/v1/alerts/test") as answer:
+                assert answer.status < 300, await answer.text()
+        await wait_until(lambda: sink.messages, 10, "the test mail")
+        await asyncio.to_thread(date_mails_ahead, card / "edge.db", 3600)
+        await agent.kill()
+        assert (card / "edge.db-wal").exists() and (card / "edge.db-room").exists()
+        filler = fill(card)
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(2, print_receipt=False)))[0] == 201
+            await printers["kitchen"].wait_for_printed(2)  # order 1's ticket, then order 2's
+            filler.unlink()
+        assert await agent.terminate() == 0
+        assert "card_full_room_given" in agent.log.read_text(encoding="utf-8")
+    finally:
+        await agent.close()
+        await sink.stop()
+
+
+def date_mails_ahead(db: Path, seconds: float) -> None:
+    """The alert mails' times as a clock ``seconds`` ahead would have written them; beside the running agent, so the
+    change stays in its WAL (a connection closing last would checkpoint it and remove the WAL)."""
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE alert_mails SET created_at = created_at + ?1, sent_at = sent_at + ?1", (seconds,))
+    conn.close()
