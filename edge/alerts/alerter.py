@@ -473,6 +473,7 @@ class Alerter:
             for signal, new_episode in outcomes:
                 if not new_episode:
                     self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))
+            await self._storage_mailed_by_earlier_run(batch)
         if self._storage_mailed is not None:
             await self._storage_told()
         await self.flush()
@@ -522,6 +523,18 @@ class Alerter:
                 refused=delivery.refused,
                 note="deferred recipients are tried again while the database refuses writes",
             )
+
+    async def _storage_mailed_by_earlier_run(self, stored: list[Signal]) -> None:
+        """A storage alarm this run stored although its write failed (the disk got room meanwhile) is the one an
+        earlier run of this boot mailed directly, if it did: recorded as that mail, its all-clear follows, not the
+        same alarm again."""
+        signal = next((s for s in stored if s.type == "storage_problem" and s.firing), None)
+        if signal is None or self._storage_mailed is not None or self._storage_owed is not None:
+            return  # this run mailed it itself, or looked for the earlier run's mail already
+        earlier = await asyncio.to_thread(self._storage_mailed_before)
+        if earlier is not None:
+            self._storage_mailed = (signal.key, earlier)
+            log.info("storage_alert_mailed_before", key=signal.key, ago_s=round(self.clock.mono() - earlier))
 
     def _storage_mailed_before(self) -> float | None:
         """When (monotonic) a run of this boot mailed the storage alert directly, if a reminder is not due yet: a

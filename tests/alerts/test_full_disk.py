@@ -17,7 +17,7 @@ import pytest
 from edge.alerts.alerter import storage_mark_path
 from edge.app import Agent
 from edge.config import Settings
-from edge.events import PrinterStatusChanged
+from edge.events import PrinterStatusChanged, StorageProblem, StorageRecovered
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.helpers import fast, printer_down_with_a_ticket
@@ -245,6 +245,40 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk
     assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
     await storage_all_clear_alone_follows(sink, small_disk, db)
+
+
+async def test_a_restart_whose_storage_alert_can_be_stored_takes_the_earlier_runs_direct_mail_as_its_alarm(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The disk is full and the storage alert was mailed directly; the agent is killed and started again, a write of
+    the new run fails, and the disk gets room just before the new run stores that occurrence. The stored occurrence is
+    the alarm the earlier run mailed (its note in the runtime directory says so): what follows is its all-clear, not
+    the same alarm again through the outbox, as the manager got it before (chaos harness, alerts seed 612: 45 ms
+    between the failing write and the room)."""
+    settings = disk_settings(critical_storm_s=0)
+    db = settings.agent.db_path
+    first = await agent_on_a_full_disk(make_agent, settings, small_disk)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    await wait_until(lambda: storage_mark_path(settings).exists(), 10, "the direct mail noted")
+    await first.stop()
+    await asyncio.to_thread(small_disk.free, db)
+    second = await make_agent(settings)
+    # What the database's write health says when a write fails, here just before the room came back.
+    second.bus.publish(StorageProblem(detail=f"database {db}: cannot write: database or disk is full"))
+    await eventually(
+        lambda: db_rows(db, "SELECT notified FROM alert_groups WHERE type = 'storage_problem'"),
+        lambda rows: rows == [("firing",)],
+        10,
+        "the storage alert stored",
+    )
+    second.bus.publish(StorageRecovered())
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert not storage_mark_path(settings).exists()  # the database has it now
 
 
 async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_resolved(
