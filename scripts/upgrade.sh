@@ -209,6 +209,7 @@ elif [[ -f "$JOURNAL" ]]; then
     service start edge-agent.service edge-health-check.timer || true
 fi
 
+NEW_VERSION="$(source_version)"  # this checkout's again: a journal read above named the interrupted upgrade's
 OLD_TARGET="$(current_target)"
 if [[ -z "$OLD_TARGET" ]]; then
     echo "upgrade.sh: no installed agent in $OPT; run scripts/install.sh first" >&2

@@ -665,6 +665,22 @@ async def test_a_rerun_after_a_power_cut_never_restores_the_backup_over_orders_t
         shutil.rmtree(source, ignore_errors=True)
 
 
+async def test_the_old_checkouts_upgrade_sh_after_an_interrupted_upgrade_names_the_version_it_leaves_installed(
+    box: Box,
+) -> None:
+    """upgrade.sh to 0.2.0 is cut off at step migrate (SIGKILL, as a power cut); the technician then runs the 0.1.0
+    checkout's upgrade.sh, to stay on that version. It finishes the rollback by the journal and ends saying 0.1.0 is
+    installed, as it is. Before, the journal's version of the interrupted upgrade stood for the checkout's in every
+    later line: "edge-agent 0.2.0 is installed already" (chaos ops seed 631)."""
+    process, output = await interrupt_upgrade_at(box, "migrate", signal.SIGKILL)
+    assert process.returncode != 0, "".join(output)
+    back = await box.upgrade(box.prepared.old)
+    assert back.returncode == 0, back.stdout
+    assert "rolled back" in back.stdout, back.stdout
+    assert back.stdout.splitlines()[-1].endswith("edge-agent 0.1.0 is installed already"), back.stdout
+    assert await box.installed_version() == "0.1.0"
+
+
 async def test_an_older_checkouts_upgrade_sh_changes_nothing_and_never_leaves_a_box_that_cannot_start(
     box: Box,
 ) -> None:
