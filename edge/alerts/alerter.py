@@ -528,9 +528,11 @@ class Alerter:
         """A storage alarm this run stored although its write failed (the disk got room meanwhile) is the one an
         earlier run of this boot mailed directly, if it did: recorded as that mail, its all-clear follows, not the
         same alarm again."""
-        signal = next((s for s in stored if s.type == "storage_problem" and s.firing), None)
-        if signal is None or self._storage_mailed is not None or self._storage_owed is not None:
+        if self._storage_mailed is not None or self._storage_owed is not None:
             return  # this run mailed it itself, or looked for the earlier run's mail already
+        signal = next((s for s in stored if s.type == "storage_problem" and s.firing), None)
+        if signal is None:
+            return
         earlier = await asyncio.to_thread(self._storage_mailed_before)
         if earlier is not None:
             self._storage_mailed = (signal.key, earlier)

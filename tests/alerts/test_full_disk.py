@@ -267,6 +267,9 @@ async def test_a_restart_whose_storage_alert_can_be_stored_takes_the_earlier_run
     await first.stop()
     await asyncio.to_thread(small_disk.free, db)
     second = await make_agent(settings)
+    # Another alarm of the new run is its own, mailed as always: the earlier run's note is only about storage.
+    second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
+    await wait_until(lambda: mails_about(sink, "Drucker front", "STÖRUNG"), 10, "the printer's own alarm")
     # What the database's write health says when a write fails, here just before the room came back.
     second.bus.publish(StorageProblem(detail=f"database {db}: cannot write: database or disk is full"))
     await eventually(
