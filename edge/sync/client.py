@@ -159,6 +159,10 @@ class CentralClient:
                 sock_read=s.read_timeout_s,
             ),
         )
+        # aiohttp sends a GET whose connection was cut once more at once by itself (RFC 9112 9.3.1.1), below the rate
+        # limiter: a struggling backend got each page and probe two or three times within milliseconds. The agent's
+        # own retry takes its turn; aiohttp has no public switch, its own TestClient turns the retry off like this.
+        self._session._retry_connection = False
 
     async def close(self) -> None:
         if self._session is not None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from edge.clock import RemoteClock
 from edge.config import CentralSettings, Secret
 from edge.errors import CentralApiError
 from edge.sim.central import CentralSim
+from edge.sim.ports import free_port
 from edge.sync.client import CentralClient, CentralUnreachableError
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE
 
@@ -97,6 +100,42 @@ async def test_request_rate_never_exceeds_the_limit(central: CentralSim, make_cl
     assert len(central.requests) == 40 and central.mean_rate() <= 20.0 * 1.02
     # Sent 50 ms apart; arrival times jitter a little on a loaded machine, so allow one extra arrival per window.
     assert central.max_requests_in(1.0) <= 21
+
+
+async def test_a_call_central_cuts_is_sent_again_only_in_its_turn_at_the_rate_limit() -> None:
+    """A backend (or a gateway in front of it) that closes the connection without answering: every send of the call
+    waits its turn at rate_limit_rps, the agent's own "once more at once" included. Before, aiohttp re-sent a cut GET
+    by itself at once, below the limiter (its connection retry, RFC 9112 9.3.1.1), so a page or a health probe
+    reached a struggling backend two or three times within milliseconds (central chaos harness, seeds 3 and 10)."""
+    arrivals: list[float] = []
+
+    async def cut(request: web.Request) -> web.StreamResponse:
+        arrivals.append(time.monotonic())
+        assert request.transport is not None
+        request.transport.abort()
+        raise web.HTTPServiceUnavailable()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", cut)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    rps = 4.0
+    settings = {**FAST, "url": f"http://127.0.0.1:{port}", "token": Secret(CENTRAL_TOKEN), "rate_limit_rps": rps}
+    client = CentralClient(CentralSettings(**{**settings, "max_attempts": 2}), STORE)
+    await client.start()
+    try:
+        with pytest.raises(CentralUnreachableError):
+            await asyncio.wait_for(client.orders_since("", 10), timeout=10)
+        with pytest.raises(CentralUnreachableError):
+            await asyncio.wait_for(client.health(), timeout=10)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(arrivals)]
+    # Sent 0.25 s apart; half that allows for a late arrival on a loaded machine (a re-send came within 1-3 ms).
+    assert len(arrivals) >= 3 and min(gaps) >= 0.5 / rps, gaps
 
 
 async def test_a_long_retry_after_is_capped_at_retry_max_s(central: CentralSim, make_client: MakeClient) -> None:
