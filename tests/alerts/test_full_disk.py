@@ -217,6 +217,17 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
     await storage_all_clear_alone_follows(sink, small_disk, settings.agent.db_path)
 
 
+async def a_run_mailed_the_storage_alert_directly_and_stopped(
+    make_agent: MakeAgent, settings: Settings, sink: SmtpSink, small_disk: SmallDisk
+) -> None:
+    first = await agent_on_a_full_disk(make_agent, settings, small_disk)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    # The relay has it; the run notes it in the runtime directory (the test's own, as systemd's RuntimeDirectory= is
+    # the boot's) once its SMTP session ends (a stop before that is the documented window)
+    await wait_until(lambda: storage_mark_path(settings).exists(), 10, "the direct mail noted")
+    await first.stop()
+
+
 async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restart_on_the_full_disk(
     make_agent: MakeAgent,
     disk_settings: Callable[..., Settings],
@@ -232,12 +243,7 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     # The storm guard off (seed 64): a restart is no new episode, the alarm is still not mailed at every start.
     settings = disk_settings(critical_storm_s=0)
     db = settings.agent.db_path
-    first = await agent_on_a_full_disk(make_agent, settings, small_disk)
-    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
-    # The relay has it; the run notes it in the runtime directory (the test's own, as systemd's RuntimeDirectory= is
-    # the boot's) once its SMTP session ends (a stop before that is the documented window)
-    await wait_until(lambda: storage_mark_path(settings).exists(), 10, "the direct mail noted")
-    await first.stop()
+    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
     second = await make_agent(settings)
     await asyncio.to_thread(small_disk.fill, db)  # the start gave back the room kept beside the database: used up
     second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
@@ -254,17 +260,14 @@ async def test_a_restart_whose_storage_alert_can_be_stored_takes_the_earlier_run
     sink: SmtpSink,
     small_disk: SmallDisk,
 ) -> None:
-    """The disk is full and the storage alert was mailed directly; the agent is killed and started again, a write of
-    the new run fails, and the disk gets room just before the new run stores that occurrence. The stored occurrence is
+    """The disk is full and the storage alert was mailed directly; the agent is restarted, a write of the new run
+    fails, and the disk gets room just before the new run stores that occurrence. The stored occurrence is
     the alarm the earlier run mailed (its note in the runtime directory says so): what follows is its all-clear, not
     the same alarm again through the outbox, as the manager got it before (chaos harness, alerts seed 612: 45 ms
     between the failing write and the room)."""
     settings = disk_settings(critical_storm_s=0)
     db = settings.agent.db_path
-    first = await agent_on_a_full_disk(make_agent, settings, small_disk)
-    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
-    await wait_until(lambda: storage_mark_path(settings).exists(), 10, "the direct mail noted")
-    await first.stop()
+    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
     await asyncio.to_thread(small_disk.free, db)
     second = await make_agent(settings)
     # Another alarm of the new run is its own, mailed as always: the earlier run's note is only about storage.
