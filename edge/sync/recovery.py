@@ -655,9 +655,10 @@ def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
 
 
 def _difference(stored_payload: str | None, sent_payload: str | None) -> str:
-    """What a person needs to know about a conflict: which top-level fields differ from the stored order."""
+    """What a person needs to know about a conflict: which top-level fields differ from the stored order (a cancel's
+    reason is not content, as in _same_cancel)."""
     if stored_payload is None or sent_payload is None:
         return "other content than an order stored here before and purged since (retention)"
     stored, sent = json.loads(stored_payload), json.loads(sent_payload)
-    fields = sorted(k for k in stored.keys() | sent.keys() if stored.get(k) != sent.get(k))
+    fields = sorted(k for k in stored.keys() | sent.keys() if k != "cancel_reason" and stored.get(k) != sent.get(k))
     return f"differs from the order stored here in: {', '.join(fields)}; the stored one stands (already printed)"

@@ -126,6 +126,30 @@ async def test_a_trigger_during_a_run_joins_it(
     assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM recovery_runs") == [(1,)]
 
 
+async def test_a_conflict_between_two_cancels_names_what_differs_but_not_the_reasons_words(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """The box took an order already cancelled ("Gast gegangen"); central lists it cancelled too, in its own words,
+    and under another number. The conflict names the number: a cancel's reason is not the order's content (as two
+    cancels that differ only in it are one). Before, it named cancel_reason too (central chaos harness, v3 seed 5)."""
+    cancelled = {"status": "cancelled"}
+    local = make_order(1, prefix="x") | cancelled | {"cancel_reason": "Gast gegangen"}
+    changed = make_order(1, prefix="x") | cancelled | {"cancel_reason": "Customer cancelled", "number": "A-9999"}
+    central.add_orders([changed])
+    central.latency_s = 0.3  # keeps the first run busy while the order is pushed
+    agent, events = await agents.start(sync_settings())
+    async with api(agent.port) as session:
+        async with session.post("/api/v1/orders", json=local) as response:
+            assert response.status in (200, 201), await response.text()  # 200: taken, nothing to print
+    [completed] = await events.wait(RecoveryCompleted)
+    async with api(agent.port) as session:
+        async with session.get(f"/api/v1/recovery/runs/{completed.run_id}") as response:
+            run = await response.json()
+    assert [c["reason"] for c in run["conflicts"]] == [
+        "differs from the order stored here in: number; the stored one stands (already printed)"
+    ]
+
+
 async def test_cancel_stops_the_run_and_keeps_the_cursor(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
