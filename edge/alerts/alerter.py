@@ -83,6 +83,10 @@ _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock
 _DIGEST_GAP_S = 12 * 3600  # two digests never closer than this (on the monotonic clock), whatever the wall clock did
 
 
+def _storage_alarm(batch: list[Signal]) -> Signal | None:
+    return next((s for s in batch if s.type == "storage_problem" and s.firing), None)
+
+
 def storage_mark_path(settings: Settings) -> Path:
     """Where a run that mailed the storage alert directly notes it for the next run: the runtime directory (tmpfs),
     since the data directory is what refuses writes (the health check's agent-down alert keeps its state there too)."""
@@ -473,7 +477,8 @@ class Alerter:
             for signal, new_episode in outcomes:
                 if not new_episode:
                     self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))
-            await self._storage_mailed_by_earlier_run(batch)
+            if (stored := _storage_alarm(batch)) is not None:  # its write failed, then the disk got room
+                await self._told_by_earlier_run(stored.key)
         if self._storage_mailed is not None:
             await self._storage_told()
         await self.flush()
@@ -485,15 +490,9 @@ class Alerter:
 
     async def _mail_storage_directly(self, batch: list[Signal]) -> None:
         """The outbox lives in the database that just failed: tell the manager once, bypassing it."""
-        signal = next((s for s in batch if s.type == "storage_problem" and s.firing), None)
-        if signal is None or self._storage_owed == []:
+        signal = _storage_alarm(batch)
+        if signal is None or self._storage_owed == [] or await self._told_by_earlier_run(signal.key):
             return
-        if self._storage_owed is None and self._storage_mailed is None:
-            earlier = await asyncio.to_thread(self._storage_mailed_before)
-            if earlier is not None:  # an earlier run of this boot mailed it: a restart on the full disk is no news
-                self._storage_owed, self._storage_mailed = [], (signal.key, earlier)
-                log.info("storage_alert_mailed_before", key=signal.key, ago_s=round(self.clock.mono() - earlier))
-                return
         group = {
             "key": signal.key,
             "type": signal.type,
@@ -524,19 +523,18 @@ class Alerter:
                 note="deferred recipients are tried again while the database refuses writes",
             )
 
-    async def _storage_mailed_by_earlier_run(self, stored: list[Signal]) -> None:
-        """A storage alarm this run stored although its write failed (the disk got room meanwhile) is the one an
-        earlier run of this boot mailed directly, if it did: recorded as that mail, its all-clear follows, not the
-        same alarm again."""
-        if self._storage_mailed is not None or self._storage_owed is not None:
-            return  # this run mailed it itself, or looked for the earlier run's mail already
-        signal = next((s for s in stored if s.type == "storage_problem" and s.firing), None)
-        if signal is None:
-            return
+    async def _told_by_earlier_run(self, key: str) -> bool:
+        """Whether an earlier run of this boot mailed the storage alert directly (its note in the runtime directory):
+        then that mail is this run's alarm, recorded as such once its occurrences are stored, and a restart on the full
+        disk (or one whose disk got room just after a write failed) is no news. Looked for once per episode."""
+        if self._storage_owed is not None or self._storage_mailed is not None:
+            return False  # this run mailed it itself, or looked already
         earlier = await asyncio.to_thread(self._storage_mailed_before)
-        if earlier is not None:
-            self._storage_mailed = (signal.key, earlier)
-            log.info("storage_alert_mailed_before", key=signal.key, ago_s=round(self.clock.mono() - earlier))
+        if earlier is None:
+            return False
+        self._storage_owed, self._storage_mailed = [], (key, earlier)
+        log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - earlier))
+        return True
 
     def _storage_mailed_before(self) -> float | None:
         """When (monotonic) a run of this boot mailed the storage alert directly, if a reminder is not due yet: a
