@@ -637,6 +637,10 @@ def _not_stored_reason(result: InsertResult, new: NewOrder) -> str:
     return f"{result.outcome} here at revision {result.revision}: nothing to store"
 
 
+# A cancel's reason is not the order's content: the words differ between the cancel route and central for one cancel.
+_NOT_CONTENT = "cancel_reason"
+
+
 def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
     """Whether both are the order cancelled at this revision, but for the reason's words: the reason is not the
     order's content (the cancel route's "Gast gegangen", or none, and central's "Customer cancelled" are one cancel;
@@ -646,8 +650,8 @@ def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
     stored, sent = json.loads(stored_payload), json.loads(sent_payload)
     if stored.get("status") != OrderStatus.CANCELLED or sent.get("status") != OrderStatus.CANCELLED:
         return False
-    stored.pop("cancel_reason", None)
-    sent.pop("cancel_reason", None)
+    stored.pop(_NOT_CONTENT, None)
+    sent.pop(_NOT_CONTENT, None)
     try:
         return meaning_hash(parse_order(stored, stored=True)) == meaning_hash(parse_order(sent))
     except InvalidOrderError:
@@ -656,9 +660,9 @@ def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
 
 def _difference(stored_payload: str | None, sent_payload: str | None) -> str:
     """What a person needs to know about a conflict: which top-level fields differ from the stored order (a cancel's
-    reason is not content, as in _same_cancel)."""
+    reason is not content)."""
     if stored_payload is None or sent_payload is None:
         return "other content than an order stored here before and purged since (retention)"
     stored, sent = json.loads(stored_payload), json.loads(sent_payload)
-    fields = sorted(k for k in stored.keys() | sent.keys() if k != "cancel_reason" and stored.get(k) != sent.get(k))
+    fields = sorted(k for k in stored.keys() | sent.keys() if k != _NOT_CONTENT and stored.get(k) != sent.get(k))
     return f"differs from the order stored here in: {', '.join(fields)}; the stored one stands (already printed)"
