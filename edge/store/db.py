@@ -246,16 +246,22 @@ def _run_closing(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: P
 ROOM_BYTES = 2**20  # kept beside the database for a start on a full card: -shm (32 KiB) and the first writes fit
 
 
+def _give_room(room: Path) -> bool:
+    """Removes the room file; False when there was none to give."""
+    try:
+        room.unlink()
+    except OSError:
+        return False
+    return True
+
+
 def _keep_or_give_room(room: Path) -> bool:
     """Keeps the room beside the database, or gives it back (True) when the card has less free than it holds: a card
     that filled while the agent was down still opens a database whose -wal and -shm a kill left behind, and the
     start's first writes, which grow the WAL, need the room as much as a start that could not open it."""
     free = os.statvfs(room.parent)
     if free.f_bavail * free.f_frsize < ROOM_BYTES:
-        with suppress(FileNotFoundError):
-            room.unlink()
-            return True
-        return False  # no room kept, none to make: made at a later start
+        return _give_room(room)  # none kept: made at a later start
     if room.exists() and room.stat().st_size == ROOM_BYTES:
         return False
     try:
@@ -265,6 +271,10 @@ def _keep_or_give_room(room: Path) -> bool:
         room.unlink(missing_ok=True)  # a part of it is no room to give back
         raise
     return False
+
+
+def _room_given(db: Path, why: str) -> None:
+    log.warning("card_full_room_given", db=str(db), error=why, freed_mb=ROOM_BYTES / 2**20)
 
 
 def _wal(path: Path) -> Path:
@@ -347,18 +357,16 @@ class Database:
         except StoreDamagedError:
             raise
         except StoreError as err:
-            try:
-                room.unlink()
-            except OSError:
-                raise err from None
-            log.warning("card_full_room_given", db=str(path), error=str(err), freed_mb=ROOM_BYTES / 2**20)
+            if not await asyncio.to_thread(_give_room, room):
+                raise
+            _room_given(path, str(err))
             return await cls.open(path)
         try:
             given = await asyncio.to_thread(_keep_or_give_room, room)
         except OSError:  # no room for it now: made at a later start
             return db
         if given:
-            log.warning("card_full_room_given", db=str(path), error="the card is full", freed_mb=ROOM_BYTES / 2**20)
+            _room_given(path, "the card is full")
         return db
 
     async def close(self) -> None:
