@@ -165,9 +165,15 @@ class Agent:
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             drivers = {name: make_driver(printer, devices=locks) for name, printer in s.printers.items()}
             devices = {name: driver.transport.device for name, driver in drivers.items()}
-            if interrupted := await jobs.requeue_interrupted():
-                log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
-            to_clear = await jobs.printers_to_clear(devices)  # also those of a crash before, never reached since
+            waiting: set[str] = set()  # printers whose spools put them back in line once the store writes again
+            try:
+                if interrupted := await jobs.requeue_interrupted():
+                    log.warning("jobs_interrupted_by_crash", job_ids=interrupted, action="reprinting marked COPY")
+            except StoreUnavailableError as err:  # a full card whose room is spent: start, print nothing unrecorded
+                waiting = await jobs.printers_interrupted()
+                log.warning("interrupted_jobs_wait_for_storage", printers=sorted(waiting), error=str(err))
+            # Also those of a crash before, never reached since.
+            to_clear = await jobs.printers_to_clear(devices, interrupted=waiting)
             try:
                 await jobs.remember_devices(devices)
             except StoreUnavailableError as err:  # a full card: the last run's record stays until a start can write
@@ -208,6 +214,7 @@ class Agent:
                     ages=ages,
                     clock=self.clock,
                     clear_first=name in to_clear,
+                    requeue_first=name in waiting,
                 )
                 self.spoolers[name].start()
             self._on_stop(stack, "spools", self._stop_spools)

@@ -382,24 +382,31 @@ async def push_order(agent: Agent, seq: int, *, bar: bool = False) -> dict[str, 
 
 
 def wal_commits(db_path: Path) -> int:
-    """Commits in the database's write-ahead log since it last restarted, read from the file as SQLite wrote it: a frame
-    whose header gives the database size after it ends a transaction (https://sqlite.org/fileformat.html#wal_file_format
-    , 4.1). Only frames carrying the log header's salts belong to the current log. Each commit is one fsync with
+    """Commits in the database's write-ahead log since it last restarted. Each commit is one fsync with
     synchronous=FULL; count before the log reaches wal_autocheckpoint (1000 pages), or it restarts."""
+    return len(wal_commit_ends(db_path))
+
+
+def wal_commit_ends(db_path: Path) -> list[int]:
+    """Where each commit in the database's write-ahead log ends, read from the file as SQLite wrote it: a frame whose
+    header gives the database size after it ends a transaction (https://sqlite.org/fileformat.html#wal_file_format
+    , 4.1). Only frames carrying the log header's salts belong to the current log; those after the last commit are
+    a transaction that never committed (a write the full disk refused: its frames stay in the file, unused)."""
     wal = Path(f"{db_path}-wal")
     data = wal.read_bytes() if wal.exists() else b""
     if len(data) < 32:
-        return 0
+        return []
     page_size = int.from_bytes(data[8:12], "big")
     salts = data[16:24]
-    commits, offset = 0, 32
+    ends, offset = [], 32
     while offset + 24 + page_size <= len(data):
         header = data[offset : offset + 24]
         if header[8:16] != salts:
             break
-        commits += int.from_bytes(header[4:8], "big") != 0
         offset += 24 + page_size
-    return commits
+        if int.from_bytes(header[4:8], "big") != 0:
+            ends.append(offset)
+    return ends
 
 
 def _openssl(*args: str) -> None:
@@ -606,9 +613,9 @@ def originals_on_paper(printed: Iterable[bytes]) -> collections.Counter[tuple[st
     return originals
 
 
-def fill(card: Path, *, leave: int = 0) -> Path:
+def fill(card: Path, *, leave: int = 0, name: str = "filler") -> Path:
     """Fills the card with one file, leaving ``leave`` bytes free; returns the file (unlink it to make room)."""
-    filler = card / "filler"
+    filler = card / name
     with open(filler, "wb", buffering=0) as f:
         with contextlib.suppress(OSError):
             while True:

@@ -51,10 +51,13 @@ class Spooler:
         ages: JobAges,
         clock: Clock = SYSTEM_CLOCK,
         clear_first: bool = False,
+        requeue_first: bool = False,
     ) -> None:
         """``ages``: how old a job is and when it is stale (held for a person instead of printed). ``jobs`` publishes
         what happens to each job (printed, failed, dead, held) once it is recorded. ``clear_first``: a crash cut a job
-        on this printer short (JobStore.printers_to_clear): its buffers are cleared at the first contact."""
+        on this printer short (JobStore.printers_to_clear): its buffers are cleared at the first contact.
+        ``requeue_first``: the start could not put the jobs a crash left 'printing' here back in line (a full card):
+        the spool does, as soon as the store writes again, before it claims any."""
         self.name = printer.name
         self.state = PrinterState.UNKNOWN
         self.state_detail = ""
@@ -74,7 +77,9 @@ class Spooler:
         self.current_job: int | None = None
         self._confirmed: list[PrintedMark] = []  # printed, not yet recorded: rides on the next commit
         self._store_problem: str | None = None  # why the last commit failed, until one succeeds
-        self._unrecorded = False  # a write failed: what it would have said of a claimed job may be lost with it
+        # A write failed (what it would have said of a claimed job may be lost with it), or a crash's requeue waits.
+        self._unrecorded = requeue_first
+        self._crashed = requeue_first  # that requeue records the printer as to be cleared, as a start's does
         self._confirmed_at = 0.0  # monotonic time the oldest of them was confirmed
         self._last_send_s = 1.0  # until a job has gone out, claim one at a time
         self._clear_unrecorded = clear_first  # the clear is asked for until the store hears it went out
@@ -129,10 +134,10 @@ class Spooler:
         next_poll = mono() + self._poll_s
         while not self._stopping:
             try:
-                await self._record_clear()
                 if self._unrecorded:
                     with contextlib.suppress(StoreUnavailableError):  # still refused: next time round; the printer
                         await self._requeue_unrecorded()  # is watched meanwhile (its status, alerts)
+                await self._record_clear()  # after a crash's requeue, which records the clear as still to go out
                 burst = await self._jobs.next_burst(self.name, wall(), max_delay=max_delay, limit=self._burst())
                 if burst:
                     await self._print_burst(burst)
@@ -177,11 +182,10 @@ class Spooler:
         for the next start (an acknowledged order that never printed)."""
         if self._confirmed:
             await self._commit_marks()
-        if interrupted := await self._jobs.requeue_interrupted(self.name):
-            log.warning(
-                "jobs_interrupted_by_storage", device_id=self.name, job_ids=interrupted, action="reprinting marked COPY"
-            )
-        self._unrecorded = False
+        if interrupted := await self._jobs.requeue_interrupted(self.name, crashed=self._crashed):
+            event = "jobs_interrupted_by_crash" if self._crashed else "jobs_interrupted_by_storage"
+            log.warning(event, device_id=self.name, job_ids=interrupted, action="reprinting marked COPY")
+        self._unrecorded = self._crashed = False
 
     async def _record_clear(self) -> None:
         """Once the clear asked for at the start went out, the store forgets it: a restart before then clears again

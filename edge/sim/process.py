@@ -140,7 +140,8 @@ class AgentProcess:
         self.wrap = tuple(wrap)
         self.proc: Child | None = None
 
-    async def start(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 (tests' and bench helper)
+    async def start(self, timeout: float = 15.0, *, until: str = "/ready") -> None:  # noqa: ASYNC109 (tests' and bench helper)
+        """Returns once ``until`` answers 200 (``/health``: the agent is up, whether or not it is ready)."""
         started = time.monotonic()
         argv = ("run", "--config", str(self.config))
         with self.log.open("ab") as out:
@@ -164,7 +165,7 @@ class AgentProcess:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() - started < timeout:
                 try:
-                    async with session.get(f"http://127.0.0.1:{self.port}/ready") as response:
+                    async with session.get(f"http://127.0.0.1:{self.port}{until}") as response:
                         if response.status == 200:
                             return
                 except (TimeoutError, aiohttp.ClientError):

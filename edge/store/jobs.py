@@ -548,23 +548,23 @@ class JobStore:
                 )
         return FailureRecorded(state, attempts)
 
-    async def requeue_interrupted(self, printer: str | None = None) -> list[int]:
+    async def requeue_interrupted(self, printer: str | None = None, *, crashed: bool = True) -> list[int]:
         """Jobs caught 'printing' by a crash may be half out: print them again, marked COPY (those of an order
         cancelled meanwhile are discarded). ``printer``: only its jobs (a spool whose record of them the store
-        refused). Returns the ones to print again.
+        refused, or whose start's requeue it did). Returns the ones to print again.
 
-        At a start (no ``printer``) the printers they were on are recorded, in the same commit, as holding what is
-        left of them (printers_to_clear): the agent that would have cleared it after a cut-short ticket is gone, and
-        an Epson prints it, headless, after the next roll. A spool's own driver has cleared what it saw cut short.
-        Each record names the device the printer reached in the run that crashed (remember_devices): renamed since,
-        it is still that device."""
+        After a crash the printers they were on are recorded, in the same commit, as holding what is left of them
+        (printers_to_clear): the agent that would have cleared it after a cut-short ticket is gone, and an Epson
+        prints it, headless, after the next roll. A spool's own driver has cleared what it saw cut short (``crashed``
+        False). Each record names the device the printer reached in the run that crashed (remember_devices): renamed
+        since, it is still that device."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
                 f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1 WHERE state = 'printing'"
                 " AND (:printer IS NULL OR printer = :printer) RETURNING id, state, printer",
                 {"printer": printer},
             )
-            if printer is None:
+            if crashed:
                 # By name (a printer given a new address keeps it) and by device (a printer renamed keeps that).
                 interrupted = [{"name_key": _CLEAR_KEY + n, "was_on": _DEVICE_KEY + n} for n in {r[2] for r in rows}]
                 await conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (:name_key, '')", interrupted)
@@ -574,6 +574,11 @@ class JobStore:
                     [d | {"device_key": _CLEAR_DEVICE_KEY} for d in interrupted],
                 )
         return sorted(r[0] for r in rows if r[1] == JobState.QUEUED)
+
+    async def printers_interrupted(self) -> set[str]:
+        """The printers with jobs a crash caught 'printing' (read only: for a start whose requeue the store refused)."""
+        rows = await self._db.fetchall("SELECT DISTINCT printer FROM print_jobs WHERE state = 'printing'")
+        return {printer for (printer,) in rows}
 
     async def remember_devices(self, devices: Mapping[str, str]) -> None:
         """The device each configured printer reaches in this run (name -> device), for requeue_interrupted after a
@@ -589,15 +594,17 @@ class JobStore:
                 [(_DEVICE_KEY + name, device) for name, device in devices.items()],
             )
 
-    async def printers_to_clear(self, devices: Mapping[str, str]) -> set[str]:
+    async def printers_to_clear(self, devices: Mapping[str, str], interrupted: Collection[str] = ()) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
         job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
         meanwhile). A record names the printer and the device it was on: either finds it. One name per device: a
         printer under two names cleared by the second would lose what the first just sent it (one that answers no
         status is not waited for). That name is the one the crash cut a job short on where it is still set up: its
         COPY goes out there, after the clear; another name of the device may serve no station and clear only at its
-        first status poll, after the rest of the ticket printed."""
-        named, on = await self._meta_under(_CLEAR_KEY), await self._meta_under(_CLEAR_DEVICE_KEY)
+        first status poll, after the rest of the ticket printed. ``interrupted``: names not recorded yet (a start whose
+        requeue the store refused: printers_interrupted)."""
+        named = await self._meta_under(_CLEAR_KEY) | dict.fromkeys(interrupted, "")
+        on = await self._meta_under(_CLEAR_DEVICE_KEY)
         clearing: dict[str, str] = {}  # device -> the one name that clears it
         for name, device in sorted(devices.items(), key=lambda item: item[0] not in named):
             if name in named or device in on:

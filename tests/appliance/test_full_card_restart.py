@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import agent_process, api_client, eventually, fill, post, small_disk, wait_until
+from tests.helpers import agent_process, api_client, eventually, fill, post, small_disk, wait_until, wal_commit_ends
 
 
 @pytest.fixture
@@ -94,3 +96,83 @@ def date_mails_ahead(db: Path, seconds: float) -> None:
     with conn:
         conn.execute("UPDATE alert_mails SET created_at = created_at + ?1, sent_at = sent_at + ?1", (seconds,))
     conn.close()
+
+
+async def test_an_agent_killed_after_its_room_is_spent_starts_on_the_full_card_and_prints_each_order_once_with_room(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A start gave back the room, a ticket was going out, orders used the room up (answered 503 from then on), and
+    the agent was killed: the next start must put that ticket back in line, marked COPY, and cannot write it. It
+    starts anyway: the API answers (orders 503, /ready names the full disk), nothing is claimed or printed while the
+    store cannot record it, and once there is room every order answered 201 prints once, the interrupted one marked
+    COPY after the printer's buffers were cleared (once: a later start clears nothing). Before, it exited 1 at its
+    start's requeue of the interrupted ticket, at every start until someone made room (stop 47's note)."""
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)  # they wait in the queue, as behind a printer without paper
+    agent = agent_process(tmp_path, printers, extra="[alerts]\ndisk_free_min_mb = 0\n")
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        assert await agent.terminate() == 0
+        filler = fill(card)
+        await agent.start()  # gives back its room
+        await asyncio.to_thread(going_out, card / "edge.db", "ord_000001")
+        taken = [1]
+        async with api_client(agent.port) as api:
+            for n in range(2, 1000):
+                if (await post(api, make_order(n, print_receipt=False)))[0] != 201:
+                    break
+                taken.append(n)
+        await agent.kill()
+        # The refused order's frames are left in the WAL, room enough for the next start's small write. Without them
+        # the card is as a last commit that took its last block leaves it (or the system's logs filling it meanwhile).
+        await asyncio.to_thread(cut_uncommitted, card / "edge.db")
+        filled = fill(card, name="more")
+        assert not (card / "edge.db-room").exists()
+        kitchen.set_offline(False)
+        await agent.start(until="/health")
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1000, print_receipt=False)))[0] == 503
+            async with api.get("/ready") as answer:
+                assert answer.status == 503
+                assert "disk is full" in (await answer.json())["checks"]["database_writable"]["detail"]
+            assert kitchen.printed == []  # claiming a ticket is a write: none goes out unrecorded
+            filler.unlink()
+            filled.unlink()
+            await eventually(lambda: post(api, make_order(1000, print_receipt=False)), lambda a: a[0] == 201)
+            tickets = await kitchen.wait_for_printed(len(taken) + 1, timeout=30)
+        copies = [number(ticket) for ticket in tickets if b"COPY" in ticket]
+        assert copies == ["A-1001"]
+        assert sorted(number(ticket) for ticket in tickets) == sorted(f"A-{1000 + n}" for n in [*taken, 1000])
+        assert kitchen.cleared == 1  # what the crash left in its buffers, before the COPY
+        assert await agent.terminate() == 0
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1001, print_receipt=False)))[0] == 201
+        await kitchen.wait_for_printed(len(tickets) + 1)
+        assert kitchen.cleared == 1  # the clear that went out is recorded: the next start sends none
+        assert await agent.terminate() == 0
+        assert "interrupted_jobs_wait_for_storage" in agent.log.read_text(encoding="utf-8")
+    finally:
+        await agent.close()
+
+
+def going_out(db: Path, order_id: str) -> None:
+    """The order's ticket as a crash leaves one that was going out: 'printing'. Beside the running agent, in its WAL."""
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE print_jobs SET state = 'printing' WHERE order_id = ?", (order_id,))
+    conn.close()
+
+
+def cut_uncommitted(db: Path) -> None:
+    """The WAL without the frames of a transaction that never committed."""
+    os.truncate(f"{db}-wal", wal_commit_ends(db)[-1])
+
+
+def number(ticket: bytes) -> str:
+    """The order number a kitchen ticket shows."""
+    found = re.search(rb"A-\d+", ticket)
+    assert found is not None, ticket
+    return found[0].decode()

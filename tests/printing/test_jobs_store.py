@@ -258,7 +258,7 @@ async def test_a_printer_a_crash_cut_a_job_short_on_is_to_be_cleared_until_it_wa
     jobs = JobStore(db)
     devices = {"kitchen": "tcp a:9100", "bar": "tcp b:9100", "front": "tcp c:9100"}
     try:
-        assert await jobs.requeue_interrupted("front") == [3]
+        assert await jobs.requeue_interrupted("front", crashed=False) == [3]
         assert await jobs.printers_to_clear(devices) == set()
         async with db.transaction() as conn:
             await conn.execute("UPDATE print_jobs SET state = 'printing' WHERE id = 3")
@@ -268,6 +268,25 @@ async def test_a_printer_a_crash_cut_a_job_short_on_is_to_be_cleared_until_it_wa
         assert await jobs.printers_to_clear(devices) == {"kitchen", "bar", "front"}
         await jobs.buffers_cleared("bar", "tcp b:9100")
         assert await jobs.printers_to_clear(devices) == {"kitchen", "front"}
+    finally:
+        await db.close()
+
+
+async def test_a_spool_that_puts_a_crashs_jobs_back_in_line_records_its_printer_to_be_cleared(tmp_path: Path) -> None:
+    """A start the store refused its requeue names the printers with jobs left 'printing' (read only) and clears them;
+    each such spool's own requeue, once the store writes, records its printer as a start's would, and no other's."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["printing", "printing"], ("UPDATE print_jobs SET printer = 'bar' WHERE id = 2", ()))
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    devices = {"kitchen": "tcp a:9100", "bar": "tcp b:9100", "front": "tcp c:9100"}
+    try:
+        assert await jobs.printers_interrupted() == {"kitchen", "bar"}
+        assert await jobs.printers_to_clear(devices) == set()
+        assert await jobs.printers_to_clear(devices, interrupted={"kitchen", "bar"}) == {"kitchen", "bar"}
+        assert await jobs.requeue_interrupted("kitchen", crashed=True) == [1]
+        assert await jobs.printers_interrupted() == {"bar"}
+        assert await jobs.printers_to_clear(devices) == {"kitchen"}
     finally:
         await db.close()
 
