@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,7 @@ class Alerter:
         self._jobs = JobStore(db)
         self._ages = ages or JobAges(clock=clock, printing=settings.printing, staleness=settings.staleness)
         self._status_events = OutboxStore(db)
+        self._db = db
         self._bus = bus
         self._mailer = mailer
         self._renderer = make_renderer(settings)
@@ -155,6 +157,7 @@ class Alerter:
         self._central_back = False  # the line came back since the last check: the record goes
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
         self._gone_printers_checked = False  # see check: once a run, the config cannot change while it runs
+        self._earlier_storage_checked = False  # see check: once a run
         # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
         self._storage_owed: list[str] | None = None
         # The storage alert's group key and when (monotonic) its direct mail reached somebody, until the group is
@@ -317,7 +320,7 @@ class Alerter:
 
     async def check(self) -> None:
         """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs
-        cleared."""
+        cleared, a storage alarm an earlier run mailed that ended while the agent was down."""
         await self._follow_clock()
         now, cfg = self.clock.wall(), self._cfg
         # The alerts a stale count would clear are read first: one stored after the counts (a hold committed while
@@ -330,6 +333,8 @@ class Alerter:
         firing = [(type_name, state, await self._store.firing(type_name)) for type_name, state in job_alerts]
         if not self._gone_printers_checked:
             await self._clear_gone_printers()
+        if not self._earlier_storage_checked:
+            await self._end_earlier_storage_alarm()
         refused = await self._store.firing("central_refused_events")  # one group per order, read before its events
         unrouted_groups = await self._store.firing("station_unrouted")
         counts = await self._jobs.counts()
@@ -529,22 +534,39 @@ class Alerter:
         disk (or one whose disk got room just after a write failed) is no news. Looked for once per episode."""
         if self._storage_owed is not None or self._storage_mailed is not None:
             return False  # this run mailed it itself, or looked already
-        earlier = await asyncio.to_thread(self._storage_mailed_before)
+        earlier = await asyncio.to_thread(self._storage_mailed_before, self._cfg.repeat_interval_s)
         if earlier is None:
             return False
         self._storage_owed, self._storage_mailed = [], (key, earlier)
         log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - earlier))
         return True
 
-    def _storage_mailed_before(self) -> float | None:
-        """When (monotonic) a run of this boot mailed the storage alert directly, if a reminder is not due yet: a
-        condition that just stays is mailed again every repeat_interval_s, not at every start."""
+    async def _end_earlier_storage_alarm(self) -> None:
+        """An earlier run of this boot mailed the storage alert directly, and the disk got room while the agent was down
+        (a technician stopped it, made room, started it): this run meets no problem to end, and the manager's last word
+        would stay the alarm. Once a run, while its writes succeed, the alarm is stored as told by that mail and ended:
+        its all-clear goes out. A disk still full keeps it firing instead: the first write that fails says so after."""
+        self._earlier_storage_checked = True
+        if self._db.write_problem is not None or self._storage_owed is not None or self._storage_mailed is not None:
+            return  # this run met the problem itself
+        mailed = await asyncio.to_thread(self._storage_mailed_before, math.inf)
+        if mailed is None:
+            return
+        self._signal("storage_problem", "database", True, mono=mailed)
+        self._signal("storage_problem", "database", False)
+        self._storage_owed, self._storage_mailed = [], ("storage_problem:database", mailed)
+        log.info("storage_alert_mailed_before", key="storage_problem:database", ago_s=round(self.clock.mono() - mailed))
+
+    def _storage_mailed_before(self, within_s: float) -> float | None:
+        """When (monotonic) a run of this boot mailed the storage alert directly, if that is less than ``within_s`` ago
+        (for the alarm again: repeat_interval_s, so a condition that just stays is mailed again every repeat interval,
+        not at every start)."""
         try:
             mark = json.loads(storage_mark_path(self._settings).read_text())
             boot, mono = mark["boot"], float(mark["mono"])
         except (OSError, ValueError, TypeError, KeyError):
             return None
-        return mono if self.clock.noted_within(boot, mono, self._cfg.repeat_interval_s) else None
+        return mono if self.clock.noted_within(boot, mono, within_s) else None
 
     def _note_storage_mailed(self, mono: float | None) -> None:
         """Notes the direct mail for a restart on the same full disk (None: forgets it, the database has it now)."""

@@ -287,6 +287,30 @@ async def test_a_restart_whose_storage_alert_can_be_stored_takes_the_earlier_run
     assert not storage_mark_path(settings).exists()  # the database has it now
 
 
+async def test_a_disk_freed_while_the_agent_was_down_gets_the_storage_all_clear_from_the_next_run(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The disk is full and the storage alert was mailed directly; the technician stops the agent, makes room and
+    starts it. The new run never meets the problem, but the manager's last word on it is the alarm: the run that
+    finds the earlier run's note and writes is the one to tell the all-clear, once, and the note goes. Before, no
+    all-clear ever came (stop 47's note)."""
+    settings = disk_settings()
+    db = settings.agent.db_path
+    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
+    await asyncio.to_thread(small_disk.free, db)
+    await make_agent(settings)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
+    await asyncio.sleep(1.5)  # rounds of the alert loop: no second all-clear, no alarm again
+    assert len(mails_about(sink, "Speicherproblem", "BEHOBEN")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert not storage_mark_path(settings).exists()
+    assert await db_rows(db, "SELECT notified FROM alert_groups WHERE type = 'storage_problem'") == [("resolved",)]
+
+
 async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_resolved(
     make_agent: MakeAgent,
     disk_settings: Callable[..., Settings],
