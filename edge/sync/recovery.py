@@ -665,4 +665,5 @@ def _difference(stored_payload: str | None, sent_payload: str | None) -> str:
         return "other content than an order stored here before and purged since (retention)"
     stored, sent = json.loads(stored_payload), json.loads(sent_payload)
     fields = sorted(k for k in stored.keys() | sent.keys() if k != _NOT_CONTENT and stored.get(k) != sent.get(k))
-    return f"differs from the order stored here in: {', '.join(fields)}; the stored one stands (already printed)"
+    # The stored one may have printed nothing (cancelled, or still waiting): what is sure is that this one never prints.
+    return f"differs from the order stored here in: {', '.join(fields)}; the stored one stands, this one is not printed"

@@ -146,7 +146,7 @@ async def test_a_conflict_between_two_cancels_names_what_differs_but_not_the_rea
         async with session.get(f"/api/v1/recovery/runs/{completed.run_id}") as response:
             run = await response.json()
     assert [c["reason"] for c in run["conflicts"]] == [
-        "differs from the order stored here in: number; the stored one stands (already printed)"
+        "differs from the order stored here in: number; the stored one stands, this one is not printed"
     ]
 
 
