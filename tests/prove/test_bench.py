@@ -34,7 +34,7 @@ def numbers(node: Any) -> list[tuple[str, Any]]:
 @pytest.mark.slow(seconds=30)
 def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
     """`bench.py --tiny` exits 0; its JSON has every part, each null or figures > 0 with a baseline beside them.
-    It takes ~33 s alone here, ~17 s of it CPU (its agents' start-ups): under the suite's five workers on two cores
+    It takes ~33 s alone here, ~17 s of it CPU (its agents' start-ups): under the suite's workers on two cores
     it took 55 s, over 60 s beside six, and 118 s on a day the machine was two to three times slower (2 Dec 2026), so
     its bound is wide, under the suite's 300 s a test; a bench that hangs still fails here."""
     done = subprocess.run([sys.executable, str(BENCH), "--tiny"], capture_output=True, text=True, timeout=270)
