@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _SWITCH_INTERVAL_S = 0.001
+_MOVES_RETRY_S = 1.0  # a start's moves refused by a full card: tried again this often until there is room
 # After the stop, threads still busy get this long: a render or a WAL sync ends in milliseconds, a name lookup that the
 # shop router's DNS forwarder does not answer (no internet) holds its thread 10-30 s.
 EXIT_WAIT_S = 1.0
@@ -77,6 +78,7 @@ class Agent:
         self.failover: Failover | None = None
         self.db: Database | None = None
         self.spoolers: dict[str, Spooler] = {}
+        self._spools_held: asyncio.Task[None] | None = None  # started once the start's moves are written (a full card)
         self.scanners: dict[str, Scanner] = {}
         self.deps: ApiDeps | None = None
         self._server: ApiServer | None = None
@@ -179,7 +181,9 @@ class Agent:
             except StoreUnavailableError as err:  # a full card: the last run's record stays until a start can write
                 log.warning("printer_devices_not_recorded", error=str(err))
             router = Router.from_settings(s)
-            await reroute_stranded(jobs, router.printers_for)
+            # A full card may refuse the moves a config change needs: the spools then start once they are written, or
+            # a ticket would print where its station no longer is, and those of a printer gone would wait for a start.
+            moved = await self._move_stranded(jobs, router, first=True)
             ages.seed(await jobs.waiting())
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
             self.bus.subscribe(self._on_order_stored, OrderStored)
@@ -216,7 +220,10 @@ class Agent:
                     clear_first=name in to_clear,
                     requeue_first=name in waiting,
                 )
-                self.spoolers[name].start()
+            if moved:
+                self._start_spools()
+            else:
+                self._spools_held = asyncio.create_task(self._start_spools_once_moved(jobs, router), name="moves")
             self._on_stop(stack, "spools", self._stop_spools)
             self.failover = Failover(
                 stations=s.stations, spoolers=self.spoolers, jobs=jobs, after_s=s.printing.failover_after_s
@@ -340,10 +347,36 @@ class Agent:
         self.deps.accepting = False
         await self._server.stop()
 
+    @staticmethod
+    async def _move_stranded(jobs: JobStore, router: Router, *, first: bool = False) -> bool:
+        """The jobs whose printer no longer serves their station move (edge/printing/reroute.py); False when the store
+        refused the write (said at the first try only)."""
+        try:
+            await reroute_stranded(jobs, router.printers_for)
+        except StoreUnavailableError as err:
+            if first:
+                log.warning("spools_wait_for_storage", error=str(err), reason="jobs to move to the printers configured")
+            return False
+        return True
+
+    def _start_spools(self) -> None:
+        for spooler in self.spoolers.values():
+            spooler.start()
+
+    async def _start_spools_once_moved(self, jobs: JobStore, router: Router) -> None:
+        """The start's moves, tried again each second until the store takes them; then the spools start."""
+        while not await self._move_stranded(jobs, router):  # noqa: ASYNC110 (a disk gets room unannounced)
+            await asyncio.sleep(_MOVES_RETRY_S)
+        log.info("spools_started", reason="the jobs to move are moved")
+        self._start_spools()
+
     async def _stop_spools(self) -> None:
         """Each spool finishes the job in flight and records its outcome, within the grace period. The end of the
         grace period, or a second signal, cancels them: a job still going out stays 'printing' and is printed again,
         marked COPY, at the next start."""
+        if self._spools_held is not None:
+            self._spools_held.cancel()
+            await asyncio.gather(self._spools_held, return_exceptions=True)
         spoolers = list(self.spoolers.values())
         grace = self.settings.api.shutdown_grace_s
         finishing: asyncio.Future[list[None]] | None = None

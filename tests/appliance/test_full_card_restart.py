@@ -13,8 +13,19 @@ import pytest
 
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
+from edge.sim.process import write_config
 from edge.sim.smtp import SmtpSink
-from tests.helpers import agent_process, api_client, eventually, fill, post, small_disk, wait_until, wal_commit_ends
+from tests.helpers import (
+    TOKEN,
+    agent_process,
+    api_client,
+    eventually,
+    fill,
+    post,
+    small_disk,
+    wait_until,
+    wal_commit_ends,
+)
 
 
 @pytest.fixture
@@ -154,6 +165,56 @@ async def test_an_agent_killed_after_its_room_is_spent_starts_on_the_full_card_a
         assert kitchen.cleared == 1  # the clear that went out is recorded: the next start sends none
         assert await agent.terminate() == 0
         assert "interrupted_jobs_wait_for_storage" in agent.log.read_text(encoding="utf-8")
+    finally:
+        await agent.close()
+
+
+async def test_a_printer_renamed_while_the_agent_was_down_on_a_full_card_whose_room_is_spent_gets_its_tickets_there(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """Tickets wait for the kitchen printer; the card fills, the room is spent, the agent is killed, and the kitchen
+    printer is renamed in the config before the next start (same device): the start must move the waiting tickets to
+    the new name, a write the full card refuses. It starts anyway, answers 503, and prints nothing until the moves are
+    written; then every ticket prints once, unmarked, on that printer. Before, it exited 1 at the start's moves, at
+    every start until someone made room."""
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    agent = agent_process(tmp_path, printers, extra="[alerts]\ndisk_free_min_mb = 0\n")
+    try:
+        await agent.start()
+        assert await agent.terminate() == 0
+        filler = fill(card)
+        await agent.start()  # gives back its room
+        taken = []
+        async with api_client(agent.port) as api:
+            for n in range(1, 1000):
+                if (await post(api, make_order(n, print_receipt=False)))[0] != 201:
+                    break
+                taken.append(n)
+        await agent.kill()
+        await asyncio.to_thread(cut_uncommitted, card / "edge.db")
+        filled = fill(card, name="more")
+        write_config(  # the kitchen printer renamed "pass"
+            agent.config,
+            data_dir=card,
+            api_port=agent.port,
+            token=TOKEN,
+            printers={"pass": kitchen.port, "front": printers["front"].port},
+            kitchen="pass",
+            extra="[alerts]\ndisk_free_min_mb = 0\n",
+        )
+        kitchen.set_offline(False)
+        await agent.start(until="/health")
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1000, print_receipt=False)))[0] == 503
+            assert kitchen.printed == []
+            filler.unlink()
+            filled.unlink()
+            await eventually(lambda: post(api, make_order(1000, print_receipt=False)), lambda a: a[0] == 201)
+            tickets = await kitchen.wait_for_printed(len(taken) + 1, timeout=30)
+        assert not any(b"COPY" in ticket for ticket in tickets)
+        assert sorted(number(ticket) for ticket in tickets) == sorted(f"A-{1000 + n}" for n in [*taken, 1000])
+        assert await agent.terminate() == 0
     finally:
         await agent.close()
 
