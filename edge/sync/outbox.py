@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
-from edge.errors import CentralApiError
+from edge.errors import CentralApiError, StoreUnavailableError
 from edge.events import (
     CentralLinkChanged,
     EventBus,
@@ -77,6 +77,7 @@ class OutboxSender:
         self._told: set[str] = set()  # of those, the ones published in this run (told once, not at every try)
         self._clock = clock
         self._client = client
+        self._store_problem: str | None = None  # why the last flush could not write, until one succeeds
         self._batch_size = min(batch_size, MAX_EVENTS_PER_POST)
         self._link_up = link_up
         self._lock = asyncio.Lock()
@@ -246,5 +247,11 @@ class OutboxSender:
                 log.error("outbox_delivery_refused", status=err.status, error=str(err), pending=await self.pending())
             except CentralApiError as err:
                 log.warning("outbox_delivery_failed", error=str(err), pending=await self.pending())
+            except StoreUnavailableError as err:  # a full or read-only card: the storage alert tells; one line here
+                if str(err) != self._store_problem:
+                    self._store_problem = str(err)
+                    log.warning("outbox_waits_for_storage", error=str(err))
             except Exception:  # the sender must outlive a database hiccup; rows stay pending
                 log.exception("outbox_sender_error")
+            else:
+                self._store_problem = None

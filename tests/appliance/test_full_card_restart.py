@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.sim.smtp import SmtpSink
 from tests.helpers import (
+    CENTRAL_TOKEN,
     TOKEN,
     agent_process,
     api_client,
@@ -217,6 +219,41 @@ async def test_a_printer_renamed_while_the_agent_was_down_on_a_full_card_whose_r
         assert await agent.terminate() == 0
     finally:
         await agent.close()
+
+
+async def test_a_central_link_on_a_full_card_waits_in_one_line_and_reports_every_order_once_there_is_room(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The card fills while orders come in and their status events wait for central: recording what central took is
+    a write the card refuses. The outbox says so in one line (no traceback at every try) and, once there is room,
+    central has every event of every order answered 201, once per key. Before, each try logged a traceback."""
+    central = CentralSim("sim-store", token=CENTRAL_TOKEN)
+    await central.start()
+    link = f'[central]\nurl = "{central.url}"\ntoken = "{CENTRAL_TOKEN}"\nstart_jitter_s = 0\n'
+    agent = agent_process(tmp_path, printers, extra=link + "[alerts]\ndisk_free_min_mb = 0\n")
+    try:
+        await agent.start()
+        assert await agent.terminate() == 0
+        filler = fill(card)
+        await agent.start()  # gives back its room
+        taken = []
+        async with api_client(agent.port) as api:
+            for n in range(1, 1000):
+                order = make_order(n, print_receipt=False)
+                central.add_orders([order])
+                if (await post(api, order))[0] != 201:
+                    break
+                taken.append(order["id"])
+            await asyncio.sleep(2.5)  # the outbox tries (every second while it has events) on the full card
+            filler.unlink()
+        await central.wait_for(lambda: {e["order_id"] for e in central.events.values()} >= set(taken), timeout=30)
+        assert await agent.terminate() == 0
+        log = agent.log.read_text(encoding="utf-8")
+        assert "Traceback" not in log
+        assert log.count("outbox_waits_for_storage") == 1
+    finally:
+        await agent.close()
+        await central.stop()
 
 
 def going_out(db: Path, order_id: str) -> None:
