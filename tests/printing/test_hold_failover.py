@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -307,6 +308,43 @@ async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
     assert rows == [(f"ord_00{n}", "front", "kitchen", "printed") for n in range(3)] + [
         ("ord_003", "kitchen", None, "printed")
     ]
+
+
+async def test_a_failover_the_full_card_refuses_says_so_once_and_moves_the_tickets_once_there_is_room(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The primary went off, and the card filled before failover_after_s was up: the move is tried again at every
+    check (0.5 s) and said once, not with a traceback at every try (two a second, into a journal on the same full
+    card). Once there is room the tickets move and print on the backup. Before, each check logged the traceback."""
+    agent, api = await start_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 2})
+    kitchen, front = printers["kitchen"], printers["front"]
+    kitchen.set_offline(True)
+    db = agent.settings.agent.db_path
+    with capture_logs() as logs:
+        for order in tickets_only(example_order, 2):
+            assert (await post(api, order))[0] == 201
+        await wait_until(lambda: agent.spoolers["kitchen"].paused_since is not None, 10, "the kitchen spool paused")
+        await asyncio.to_thread(refuse_updates, db, "print_jobs", True)  # what a full card does to the move
+        await wait_until(lambda: any(e["event"] == "failover_waits_for_storage" for e in logs), 10, "the refusal")
+        await asyncio.sleep(1.5)  # three more checks
+        assert [e["event"] for e in logs if e["event"].startswith("failover_")] == ["failover_waits_for_storage"]
+        await asyncio.to_thread(refuse_updates, db, "print_jobs", False)
+        await front.wait_for_printed(2, timeout=10)
+    assert not any(e.get("exc_info") for e in logs), [e for e in logs if e.get("exc_info")]
+
+
+def refuse_updates(db: Path, table: str, refuse: bool) -> None:
+    """A trigger that refuses every UPDATE of ``table`` with SQLite's full-disk message (or none): the agent's store
+    reads it as a full card, for that table only."""
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(f"DROP TRIGGER IF EXISTS full_{table}")
+        if refuse:
+            conn.execute(
+                f"CREATE TRIGGER full_{table} BEFORE UPDATE ON {table}"
+                " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+    conn.close()
 
 
 async def test_a_change_ticket_follows_its_earlier_ticket_printed_on_the_backup_at_once(
