@@ -285,6 +285,10 @@ async def test_a_spool_that_puts_a_crashs_jobs_back_in_line_records_its_printer_
         assert await jobs.printers_to_clear(devices) == set()
         assert await jobs.printers_to_clear(devices, interrupted={"kitchen", "bar"}) == {"kitchen", "bar"}
         assert await jobs.requeue_interrupted("kitchen", crashed=True) == [1]
+        assert [tuple(r) for r in await db.fetchall("SELECT id, state, copy FROM print_jobs ORDER BY id")] == [
+            (1, "queued", 1),  # it may be half out: printed again marked COPY
+            (2, "printing", 0),
+        ]
         assert await jobs.printers_interrupted() == {"bar"}
         assert await jobs.printers_to_clear(devices) == {"kitchen"}
     finally:
