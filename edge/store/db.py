@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import os
@@ -273,6 +274,25 @@ def _keep_or_give_room(room: Path) -> bool:
     return False
 
 
+def _take_room_back(room: Path) -> int:
+    """After a clean close, the room a start gave back (or could not make) is made again of what the close freed
+    (SQLite removed the -wal and -shm), up to ROOM_BYTES: a card that fills while the agent is down cannot take that
+    too, and the next start gives it back to make those two files again. Returns the bytes kept (0: it was there)."""
+    if room.exists():
+        return 0
+    kept = 0
+    with contextlib.suppress(OSError), open(room, "wb", buffering=0) as file:  # as much as fits
+        while kept < ROOM_BYTES:
+            kept += file.write(bytes(_ROOM_CHUNK))
+    if not kept:  # nothing freed (or a read-only card): an empty file would be no room to give
+        with contextlib.suppress(OSError):
+            room.unlink(missing_ok=True)
+    return kept
+
+
+_ROOM_CHUNK = 4096
+
+
 def _room_given(db: Path, why: str) -> None:
     log.warning("card_full_room_given", db=str(db), error=why, freed_mb=ROOM_BYTES / 2**20)
 
@@ -318,6 +338,7 @@ class Database:
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
         self._damaged = False
+        self._room: Path | None = None  # the agent's: the room beside the database (open_keeping_room)
         self.on_write_health: Callable[[str | None], None] | None = None
 
     @classmethod
@@ -360,10 +381,13 @@ class Database:
             if not await asyncio.to_thread(_give_room, room):
                 raise
             _room_given(path, str(err))
-            return await cls.open(path)
+            db = await cls.open(path)
+            db._room = room
+            return db
+        db._room = room
         try:
             given = await asyncio.to_thread(_keep_or_give_room, room)
-        except OSError:  # no room for it now: made at a later start
+        except OSError:  # no room for it now: made at a later start, or of what the stop frees
             return db
         if given:
             _room_given(path, "the card is full")
@@ -376,6 +400,8 @@ class Database:
         async with self._write_lock:
             await self._reader.close()
             await self._writer.close()
+        if self._room is not None and (kept := await asyncio.to_thread(_take_room_back, self._room)):
+            log.warning("card_room_kept_at_stop", db=str(self.path), kept_kb=kept // 1024)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:

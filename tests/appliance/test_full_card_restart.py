@@ -171,6 +171,39 @@ async def test_an_agent_killed_after_its_room_is_spent_starts_on_the_full_card_a
         await agent.close()
 
 
+async def test_an_agent_stopped_cleanly_after_its_room_is_spent_starts_again_on_the_card_filled_meanwhile(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A start gave back the room and the system's logs used it up; the agent is stopped cleanly (an upgrade, a
+    restart), and SQLite removes its -wal and -shm; while it is down the logs take what they freed. The next start
+    cannot make them again and had no room to give: it exited 1 at every start until someone made room (chaos
+    harness, print seed 6 with a full card). The stop now keeps what it frees as the room, and the start comes up:
+    503 while full, orders taken and printed once there is room."""
+    agent = agent_process(tmp_path, printers, extra="[alerts]\ndisk_free_min_mb = 0\n")
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        assert await agent.terminate() == 0
+        filler = fill(card)
+        await agent.start()  # gives back its room
+        spent = fill(card, name="logs")
+        assert await agent.terminate() == 0
+        assert not (card / "edge.db-wal").exists()  # the stop's checkpoint needed no more room
+        more = fill(card, name="more")  # what the stop freed, taken while the agent is down
+        await agent.start(until="/health")
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(2, print_receipt=False)))[0] == 503
+            for file in (filler, spent, more):
+                file.unlink()
+            await eventually(lambda: post(api, make_order(2, print_receipt=False)), lambda a: a[0] == 201)
+        tickets = await printers["kitchen"].wait_for_printed(2)
+        assert [number(ticket) for ticket in tickets] == ["A-1001", "A-1002"]
+        assert await agent.terminate() == 0
+    finally:
+        await agent.close()
+
+
 async def test_a_printer_renamed_while_the_agent_was_down_on_a_full_card_whose_room_is_spent_gets_its_tickets_there(
     tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
 ) -> None:
