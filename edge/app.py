@@ -379,16 +379,18 @@ class Agent:
             await asyncio.gather(self._spools_held, return_exceptions=True)
         spoolers = list(self.spoolers.values())
         grace = self.settings.api.shutdown_grace_s
-        finishing: asyncio.Future[list[None]] | None = None
+        finishing: asyncio.Future[list[BaseException | None]] | None = None
         try:
-            finishing = asyncio.gather(*(s.stop() for s in spoolers))
+            # One spool that fails to stop must not cut the others' job in flight short: each has its grace period.
+            finishing = asyncio.gather(*(s.stop() for s in spoolers), return_exceptions=True)
             forced: asyncio.Future[Any] = asyncio.ensure_future(self._forced.wait())
             try:
                 await asyncio.wait([finishing, forced], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 forced.cancel()
             if finishing.done():
-                finishing.result()  # a spool's own failure to stop
+                if failed := [err for err in finishing.result() if err is not None]:
+                    raise failed[0]  # a spool's own failure to stop
                 return
             note = "jobs still printing stay 'printing' and reprint as COPY at next start"
             if self._forced.is_set():

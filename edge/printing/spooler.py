@@ -98,9 +98,11 @@ class Spooler:
         self._stopping = True
         self._wake.set()
         self._stop_asked.set()
-        if self._task is not None:
-            await self._task
-        self.driver.close()
+        try:
+            if self._task is not None:
+                await self._task
+        finally:
+            self.driver.close()
 
     async def abort(self) -> None:
         """Stop now, not after the job in flight: that job stays 'printing' and is printed again, marked COPY, at the
@@ -173,7 +175,16 @@ class Spooler:
                 log.exception("spool_error", device_id=self.name)
                 await self._sleep(1.0)
         if self._confirmed:  # stopped, not aborted: what went out is recorded as printed
-            await self._commit_marks()
+            try:
+                await self._commit_marks()
+            except StoreUnavailableError as err:  # they stay 'printing', as after a crash
+                log.warning(
+                    "spool_marks_not_recorded",
+                    device_id=self.name,
+                    job_ids=[mark.job_id for mark in self._confirmed],
+                    error=str(err),
+                    effect="printed again marked COPY at the next start",
+                )
 
     async def _requeue_unrecorded(self) -> None:
         """Once the store writes again after refusing a write: what went out is recorded as printed, then this

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.config import parse_settings
@@ -106,3 +107,37 @@ async def test_once_the_disk_has_room_again_an_idle_agent_writes_nothing(
     slow_fsync(monkeypatch, 0.0, fsyncs)
     await status_reads(kitchen, 10)
     assert fsyncs == [], f"{len(fsyncs)} fsyncs while idle"
+
+
+async def test_a_stop_while_the_disk_refuses_a_printed_mark_stops_every_spool_in_order_and_the_ticket_prints_as_copy(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """A ticket came out while the disk refuses writes (its printed mark waits in memory) and the agent is stopped
+    (SIGTERM: an upgrade, systemd): the stop says so in one line and stops every spool as a stop does. At the next
+    start with room the ticket, not known to be printed, prints again marked COPY. Before, the spool's stop raised:
+    a traceback, and the other spools were aborted at once instead of finishing their job in flight (chaos print
+    harness with a full card, C1)."""
+    settings = parse_settings(config_dict(tmp_path / "data", printers), source="test")
+    agent = await make_agent(settings)
+    kitchen = printers["kitchen"]
+    await db_execute(agent, _NO_PRINTED_MARK)
+    example_order["print_receipt"] = False
+    with capture_logs() as logs:
+        async with api_client(agent) as api:
+            assert (await post(api, example_order))[0] == 201
+        await kitchen.wait_for_printed(1)
+        await wait_until(lambda: any(e["event"] == "spool_waits_for_storage" for e in logs), what="the mark refused")
+        await agent.stop()
+    assert not [e for e in logs if e.get("exc_info") or e["event"] == "agent_part_stop_failed"]
+    assert [e["event"] for e in logs if e["event"] == "spool_marks_not_recorded"] == ["spool_marks_not_recorded"]
+    await db_execute(tmp_path / "data" / "edge.db", "DROP TRIGGER full")  # room again
+    await make_agent(settings)
+    again = await kitchen.wait_for_printed(2)
+    assert "KOPIE / COPY" in decode(again[1]).text and "KOPIE" not in decode(again[0]).text
+
+
+# A printed mark fails as on a full disk; the claim and everything else still write.
+_NO_PRINTED_MARK = (
+    "CREATE TRIGGER full BEFORE UPDATE OF state ON print_jobs WHEN NEW.state = 'printed'"
+    " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+)
