@@ -30,6 +30,7 @@ _CLAIM_HORIZON_S = 0.05
 _CLAIM_MAX = 16
 # A confirmed job's printed mark waits this long for a claim to ride on before it is committed on its own.
 _PRINTED_RIDE_S = 0.05
+_HELD_RETRY_S = 1.0  # a refused requeue is tried again this often (the store says nothing when it writes again)
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
@@ -136,11 +137,18 @@ class Spooler:
         next_poll = mono() + self._poll_s
         while not self._stopping:
             try:
+                held = False  # the requeue is still refused: nothing is claimed before it (its COPY goes first)
                 if self._unrecorded:
-                    with contextlib.suppress(StoreUnavailableError):  # still refused: next time round; the printer
-                        await self._requeue_unrecorded()  # is watched meanwhile (its status, alerts)
+                    try:
+                        await self._requeue_unrecorded()
+                    except StoreUnavailableError:  # next time round; the printer is watched meanwhile (status, alerts)
+                        held = True
                 await self._record_clear()  # after a crash's requeue, which records the clear as still to go out
-                burst = await self._jobs.next_burst(self.name, wall(), max_delay=max_delay, limit=self._burst())
+                burst = (
+                    []
+                    if held
+                    else await self._jobs.next_burst(self.name, wall(), max_delay=max_delay, limit=self._burst())
+                )
                 if burst:
                     await self._print_burst(burst)
                     if self.driver.asks_status:  # the jobs' own status checks count as a poll; jobs sent blind do not
@@ -161,7 +169,7 @@ class Spooler:
                 # One reading of the wall clock for the question and the answer: a step while the store answers
                 # would otherwise turn a retry due within its cap into a sleep until the next poll.
                 now = wall()
-                due = await self._jobs.next_due_at(self.name, now, max_delay=max_delay)
+                due = now + _HELD_RETRY_S if held else await self._jobs.next_due_at(self.name, now, max_delay=max_delay)
                 wait = min(_IDLE_WAKE_S, next_poll - mono() if self.driver.transport.can_read else _IDLE_WAKE_S)
                 await self._sleep(wait if due is None else min(wait, due - now))
             except StoreUnavailableError as err:
