@@ -157,12 +157,12 @@ class Alerter:
         self._central_back = False  # the line came back since the last check: the record goes
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
         self._gone_printers_checked = False  # see check: once a run, the config cannot change while it runs
-        self._earlier_storage_checked = False  # see check: once a run
         # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
         self._storage_owed: list[str] | None = None
         # The storage alert's group key and when (monotonic) its direct mail reached somebody, until the group is
         # stored as told: its occurrences, held in memory meanwhile, must not mail the same alarm again.
         self._storage_mailed: tuple[str, float] | None = None
+        self._storage_signal: Signal | None = None  # this run's storage alarm while writes fail, for a direct mail
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -308,8 +308,9 @@ class Alerter:
                 self._signal("mqtt_invalid", "mqtt", True, item=item | {"error": event.reason[:120]})
             case StorageProblem(detail=detail):
                 self._signal("storage_problem", "database", True, detail=detail)
+                self._storage_signal = self._pending[-1]
             case StorageRecovered():
-                self._storage_owed = None
+                self._storage_owed = self._storage_signal = None
                 self._signal("storage_problem", "database", False)
 
     def _level(self, type_name: str, subject: str, firing: bool, **details: Any) -> None:
@@ -320,7 +321,7 @@ class Alerter:
 
     async def check(self) -> None:
         """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs
-        cleared, a storage alarm an earlier run mailed that ended while the agent was down."""
+        cleared, a storage alarm over though this run never met it."""
         await self._follow_clock()
         now, cfg = self.clock.wall(), self._cfg
         # The alerts a stale count would clear are read first: one stored after the counts (a hold committed while
@@ -333,8 +334,7 @@ class Alerter:
         firing = [(type_name, state, await self._store.firing(type_name)) for type_name, state in job_alerts]
         if not self._gone_printers_checked:
             await self._clear_gone_printers()
-        if not self._earlier_storage_checked:
-            await self._end_earlier_storage_alarm()
+        await self._end_storage_alarm_over()
         refused = await self._store.firing("central_refused_events")  # one group per order, read before its events
         unrouted_groups = await self._store.firing("station_unrouted")
         counts = await self._jobs.counts()
@@ -486,7 +486,14 @@ class Alerter:
                 await self._told_by_earlier_run(stored.key)
         if self._storage_mailed is not None:
             await self._storage_told()
-        await self.flush()
+        try:
+            await self.flush()
+        except StoreError:
+            # The alarm's occurrence fitted in the database, its mail does not (it needs new pages): it goes straight
+            # to the relay too.
+            if self._storage_signal is not None:
+                await self._mail_storage_directly([self._storage_signal])
+            raise
 
     def _stamped(self, signals: list[Signal]) -> list[Signal]:
         """Each occurrence's wall time from its monotonic time, on the wall clock as it is now."""
@@ -497,6 +504,11 @@ class Alerter:
         """The outbox lives in the database that just failed: tell the manager once, bypassing it."""
         signal = _storage_alarm(batch)
         if signal is None or self._storage_owed == [] or await self._told_by_earlier_run(signal.key):
+            return
+        told_at = await self._store.told_firing_at(signal.key)  # read only: it answers on the full disk
+        if told_at is not None and self.clock.wall() - told_at < self._cfg.repeat_interval_s:
+            self._storage_owed = []  # the outbox told it (an earlier run's, or this one's): no second alarm
+            log.info("storage_alert_told_before", key=signal.key, ago_s=round(self.clock.wall() - told_at))
             return
         group = {
             "key": signal.key,
@@ -541,21 +553,25 @@ class Alerter:
         log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - earlier))
         return True
 
-    async def _end_earlier_storage_alarm(self) -> None:
-        """An earlier run of this boot mailed the storage alert directly, and the disk got room while the agent was down
-        (a technician stopped it, made room, started it): this run meets no problem to end, and the manager's last word
-        would stay the alarm. Once a run, while its writes succeed, the alarm is stored as told by that mail and ended:
-        its all-clear goes out. A disk still full keeps it firing instead: the first write that fails says so after."""
-        self._earlier_storage_checked = True
+    async def _end_storage_alarm_over(self) -> None:
+        """A storage alarm this run did not raise ends once the card has room again: one an earlier run mailed directly
+        (its note in the runtime directory, nothing stored), or one stored firing (told through the outbox, or a direct
+        mail stored as told). A run that never meets the problem sees no transition to end it: the disk got room while
+        the agent was down, or while it ran on the room its start gave back. Looked at every check; the room a start
+        gives back is not room (its writes succeed on a full card), so the card needs that much and as much again."""
         if self._db.write_problem is not None or self._storage_owed is not None or self._storage_mailed is not None:
-            return  # this run met the problem itself
+            return  # this run meets the problem itself: its transitions tell
+        key = "storage_problem:database"
+        stored = any(group.subject == "database" for group in await self._store.firing("storage_problem"))
         mailed = await asyncio.to_thread(self._storage_mailed_before, math.inf)
-        if mailed is None:
+        if not (stored or mailed is not None) or not await self._db.card_has_room():
             return
-        self._signal("storage_problem", "database", True, mono=mailed)
+        if mailed is not None:  # stored as told by that mail, then ended: its all-clear goes out
+            self._signal("storage_problem", "database", True, mono=mailed)
+            self._storage_owed, self._storage_mailed = [], (key, mailed)
+            log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - mailed))
         self._signal("storage_problem", "database", False)
-        self._storage_owed, self._storage_mailed = [], ("storage_problem:database", mailed)
-        log.info("storage_alert_mailed_before", key="storage_problem:database", ago_s=round(self.clock.mono() - mailed))
+        log.info("storage_alarm_over", key=key, note="the card has room again")
 
     def _storage_mailed_before(self, within_s: float) -> float | None:
         """When (monotonic) a run of this boot mailed the storage alert directly, if that is less than ``within_s`` ago

@@ -323,6 +323,14 @@ class AlertStore:
         )
         return [FiringGroup(**dict(r)) for r in rows]
 
+    async def told_firing_at(self, key: str) -> float | None:
+        """When the manager was last sent the group's alarm (or it was queued for them), while it is firing and that
+        is the last news they have; None otherwise. Read only: it answers on a full disk."""
+        row = await self._db.fetchone(
+            "SELECT last_sent_at FROM alert_groups WHERE key = ? AND state = 'firing' AND notified = 'firing'", (key,)
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
     async def mails_since(self, since: float) -> int:
         row = await self._db.fetchone(
             "SELECT COUNT(*) FROM alert_mails WHERE created_at >= ? AND kind != 'test'", (since,)

@@ -260,8 +260,7 @@ def _keep_or_give_room(room: Path) -> bool:
     """Keeps the room beside the database, or gives it back (True) when the card has less free than it holds: a card
     that filled while the agent was down still opens a database whose -wal and -shm a kill left behind, and the
     start's first writes, which grow the WAL, need the room as much as a start that could not open it."""
-    free = os.statvfs(room.parent)
-    if free.f_bavail * free.f_frsize < ROOM_BYTES:
+    if _free_bytes(room.parent) < ROOM_BYTES:
         return _give_room(room)  # none kept: made at a later start
     if room.exists() and room.stat().st_size == ROOM_BYTES:
         return False
@@ -291,6 +290,15 @@ def _take_room_back(room: Path) -> int:
 
 
 _ROOM_CHUNK = 4096
+
+
+def _card_has_room(folder: Path) -> bool:
+    return _free_bytes(folder) >= 2 * ROOM_BYTES
+
+
+def _free_bytes(folder: Path) -> int:
+    free = os.statvfs(folder)
+    return free.f_bavail * free.f_frsize
 
 
 def _room_given(db: Path, why: str) -> None:
@@ -592,6 +600,11 @@ class Database:
             await _to_the_end(self._writer.rollback())
         except sqlite3.Error as err:  # the original error matters more; the next BEGIN would report this one
             log.error("store_rollback_failed", db=str(self.path), error=str(err))
+
+    async def card_has_room(self) -> bool:
+        """Whether the card has room again, not counting the room a start gives back on a full card: the room to keep
+        and as much again free (a start that gave it back runs on it, and its writes succeed on a full card)."""
+        return await asyncio.to_thread(_card_has_room, self.path.parent)
 
     async def probe_space(self) -> bool:
         """A write that needs 64 KiB of fresh pages; only this clears ``write_problem``, because on a full disk

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -191,12 +192,13 @@ async def agent_on_a_full_disk(make_agent: MakeAgent, settings: Settings, small_
     return agent
 
 
-async def storage_all_clear_alone_follows(sink: SmtpSink, small_disk: SmallDisk, db: Path) -> None:
-    """The disk gets room again: the storage all-clear comes, and no second storage alarm with or before it."""
+async def storage_all_clear_alone_follows(sink: SmtpSink, small_disk: SmallDisk, db: Path, alarms: int = 1) -> None:
+    """The disk gets room again: the storage all-clear comes, and no other storage alarm with or before it than the
+    ``alarms`` the manager had."""
     await asyncio.to_thread(small_disk.free, db)
     await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 40, "the storage all-clear")
     await asyncio.sleep(1.5)
-    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == alarms, [str(m["Subject"]) for m in sink.messages]
 
 
 async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_disk_has_room(
@@ -309,6 +311,130 @@ async def test_a_disk_freed_while_the_agent_was_down_gets_the_storage_all_clear_
     assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
     assert not storage_mark_path(settings).exists()
     assert await db_rows(db, "SELECT notified FROM alert_groups WHERE type = 'storage_problem'") == [("resolved",)]
+
+
+async def test_a_restart_on_the_still_full_disk_tells_no_all_clear_until_the_card_has_room(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The storage alert was mailed directly and the agent restarted on the still full disk: the start gives back the
+    room it keeps (edge.db-room), so its writes succeed for a while on a full card. That is no all-clear: it comes
+    once the card has room, though this run never saw a write fail. Before, the all-clear went seconds after the
+    start, while the disk was full (chaos alerts harness, storage D3); and a run that never saw a write fail never
+    ended the alarm at all once the disk got room (D2)."""
+    settings = disk_settings()
+    db = settings.agent.db_path
+    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
+    second = await make_agent(settings)
+    assert second.deps is not None and second.deps.db.write_problem is None  # it writes, on the room it gave back
+    await asyncio.sleep(2.0)  # ten checks of the alert loop
+    assert not mails_about(sink, "Speicherproblem", "BEHOBEN"), [str(m["Subject"]) for m in sink.messages]
+    await asyncio.to_thread(small_disk.free, db)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
+    await asyncio.sleep(1.0)
+    assert len(mails_about(sink, "Speicherproblem", "BEHOBEN")) == 1
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1
+
+
+async def test_a_storage_alarm_an_earlier_run_stored_and_told_ends_once_a_later_run_finds_room(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """An earlier run stored the storage alarm and told it through the outbox, then was killed on the full disk; the
+    disk got room while the agent was down. The next run meets no problem, so nothing ended the alarm: the manager's
+    last word stayed "Speicherproblem", for good (chaos alerts harness, storage D2). It ends once the run finds room."""
+    settings = disk_settings()
+    db = settings.agent.db_path
+    first = await make_agent(settings)
+    await first.stop()
+    await asyncio.to_thread(alarm_told_before, db, 60)  # what the killed run left in its database
+    await make_agent(settings)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
+    assert not mails_about(sink, "Speicherproblem", "STÖRUNG")  # told before, by the earlier run
+    assert await db_rows(db, "SELECT state, notified FROM alert_groups WHERE type = 'storage_problem'") == [
+        ("resolved", "resolved")
+    ]
+
+
+async def test_a_restart_on_the_full_disk_does_not_mail_again_the_storage_alarm_the_outbox_told(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """An earlier run told the storage alarm through its outbox (it fitted), and the agent was killed on the full disk.
+    The next run meets the full disk too: its database, readable on the full disk, says the manager has that alarm, so
+    it is not mailed directly again; the all-clear follows once there is room. Before, each restart on the full disk
+    mailed it again (chaos alerts harness, storage D4: three alarms within a second, no all-clear between)."""
+    settings = disk_settings()
+    db = settings.agent.db_path
+    first = await make_agent(settings)
+    await first.stop()
+    await asyncio.to_thread(alarm_told_before, db, 60)
+    await asyncio.to_thread(small_disk.fill, db)  # killed on the full disk
+    second = await make_agent(settings)
+    await asyncio.to_thread(small_disk.fill, db)  # the start gave back the room kept beside the database: used up
+    second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write that fails
+    await wait_until(lambda: second.deps is not None and second.deps.db.write_problem is not None, 10, "writes fail")
+    await asyncio.sleep(2.0)  # rounds of the alert loop on the full disk
+    assert not mails_about(sink, "Speicherproblem", "STÖRUNG"), [str(m["Subject"]) for m in sink.messages]
+    await storage_all_clear_alone_follows(sink, small_disk, db, alarms=0)
+
+
+def alarm_told_before(db: Path, ago_s: float) -> None:
+    """The storage alarm stored firing and told ``ago_s`` ago, as the outbox of an earlier run leaves it."""
+    now = time.time()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "INSERT INTO alert_groups(key, type, subject, severity, state, notified, first_at, changed_at,"
+            " last_sent_at, fires_total, mailed, notified_severity)"
+            " VALUES ('storage_problem:database', 'storage_problem', 'database', 'critical', 'firing', 'firing',"
+            " ?1, ?1, ?1, 1, 'firing', 'critical')",
+            (now - ago_s,),
+        )
+    conn.close()
+
+
+async def test_a_storage_alarm_whose_occurrence_is_stored_but_whose_mail_is_not_goes_straight_to_the_relay(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """On a full disk a small write may still fit where a big one does not: the storage alarm's occurrence is stored,
+    its mail (text and HTML) cannot be. It goes straight to the relay, as when nothing can be stored; once there is
+    room, the all-clear follows and the alarm is not mailed again. Before, the manager got no mail at all (chaos alerts
+    harness, storage D1)."""
+    settings = disk_settings()
+    db = settings.agent.db_path
+    agent = await make_agent(settings)
+    refuse = (
+        "CREATE TRIGGER full_mails BEFORE INSERT ON alert_mails"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    await asyncio.to_thread(run_sql, db, refuse)
+    agent.bus.publish(StorageProblem(detail=f"database {db}: cannot write: database or disk is full"))
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    await asyncio.to_thread(run_sql, db, "DROP TRIGGER full_mails")
+    agent.bus.publish(StorageRecovered())
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1
+
+
+def run_sql(db: Path, sql: str) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(sql)
+    conn.close()
 
 
 async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_resolved(
