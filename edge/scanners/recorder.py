@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import time
 from typing import Any
 
 import structlog
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import ScannerSettings
+from edge.errors import StoreUnavailableError
 from edge.scanners.codes import UnknownCode, parse_code
 from edge.states import ScanOutcome
 from edge.store.scans import ScanRequest, ScanResult, ScanStore
@@ -15,12 +20,29 @@ from edge.store.scans import ScanRequest, ScanResult, ScanStore
 log = structlog.get_logger()
 
 
-class ScanRecorder:
-    def __init__(self, store: ScanStore) -> None:
-        self._store = store  # publishes ScanRecorded once a scan is committed
+_HELD_MAX = 1000  # scans kept while the store refuses writes (a full card): about a day of a busy kitchen's
+_HELD_RETRY_S = 1.0  # tried again this often: the store says nothing when it writes again
 
-    async def record(self, scanner: ScannerSettings, code: str, read_at: float | None = None) -> ScanResult:
-        """Store what the scan means; returns after the commit. ``read_at``: monotonic time the bytes arrived."""
+
+class ScanRecorder:
+    def __init__(self, store: ScanStore, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._store = store  # publishes ScanRecorded once a scan is committed
+        self._clock = clock
+        # Refused by the store (a full or read-only card): recorded in order, with the time they were read, once it
+        # writes again. A cook does not scan a ticket twice: lost, the order never showed ready.
+        self._held: collections.deque[tuple[ScanRequest, float]] = collections.deque()
+        self._retry: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            await asyncio.gather(self._retry, return_exceptions=True)
+        if self._held:
+            log.error("scans_not_recorded", count=len(self._held), reason="the store refused writes until the stop")
+
+    async def record(self, scanner: ScannerSettings, code: str, read_at: float | None = None) -> ScanResult | None:
+        """Store what the scan means; returns after the commit (None: held until the store writes again).
+        ``read_at``: monotonic time the bytes arrived."""
         parsed = parse_code(code)
         if scanner.type == "hid" and (isinstance(parsed, UnknownCode) or parsed.station is None):
             # Typed in the other keyboard layout, a ticket code reads as nonsense: say which layout to set.
@@ -43,20 +65,52 @@ class ScanRecorder:
                 hand_out=scanner.hand_out,
                 hand_out_gap_s=scanner.hand_out_gap_s,
             )
-        result = await self._store.record(request)
+        if self._held:  # behind the scans waiting: they keep their order
+            self._hold(request, None)
+            return None
+        try:
+            result = await self._store.record(request)
+        except StoreUnavailableError as err:
+            self._hold(request, err)
+            return None
+        self._log(request, result, read_at)
+        return result
+
+    def _hold(self, request: ScanRequest, err: StoreUnavailableError | None) -> None:
+        if len(self._held) >= _HELD_MAX:
+            dropped, _ = self._held.popleft()
+            log.error("scan_not_recorded", scanner=dropped.scanner, code=dropped.code, reason="too many held")
+        self._held.append((request, self._clock.wall()))
+        if err is not None:
+            log.warning("scans_wait_for_storage", scanner=request.scanner, code=request.code, error=str(err))
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._record_held(), name="scans-held")
+
+    async def _record_held(self) -> None:
+        while self._held:
+            await asyncio.sleep(_HELD_RETRY_S)
+            with contextlib.suppress(StoreUnavailableError):  # still refused: next time round
+                while self._held:
+                    request, at = self._held[0]
+                    result = await self._store.record(request, at=at)
+                    self._held.popleft()
+                    self._log(request, result, None, late_s=round(self._clock.wall() - at, 1))
+
+    @staticmethod
+    def _log(request: ScanRequest, result: ScanResult, read_at: float | None, **more: Any) -> None:
         fields: dict[str, Any] = {
-            "scanner": scanner.name,
+            "scanner": request.scanner,
             "order_id": result.order_id,
             "station": result.station,
             "outcome": result.outcome,
             "detail": result.detail,
+            **more,
         }
         if read_at is not None:
             fields["stored_ms"] = round((time.monotonic() - read_at) * 1000, 1)
         if result.outcome == ScanOutcome.UNKNOWN:
-            log.warning("scan_unknown", code=code, **fields)
+            log.warning("scan_unknown", code=request.code, **fields)
         elif result.outcome == ScanOutcome.ALREADY_DONE:
             log.info("scan_repeated", **fields)  # idempotent: nothing changed
         else:
             log.info("scan_recorded", **fields)
-        return result

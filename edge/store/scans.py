@@ -95,9 +95,10 @@ class ScanStore:
         self._business_day = business_day
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
 
-    async def record(self, scan: ScanRequest) -> ScanResult:
-        """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all."""
-        now = self._clock.wall()
+    async def record(self, scan: ScanRequest, *, at: float | None = None) -> ScanResult:
+        """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all. ``at``:
+        when it was read (a scan the store refused at first, recorded later); None: now."""
+        now = self._clock.wall() if at is None else at
         day = self._business_day.bounds(now)
         async with self._db.publishing(self._bus) as (conn, events):
             result = await _apply(conn, scan, now, day)

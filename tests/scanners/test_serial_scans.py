@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.sim.scanner import SimScanner
-from tests.helpers import Seen, db_rows, push_order
+from tests.helpers import Seen, db_execute, db_rows, push_order, wait_until
 
 
 async def outbox(agent: Agent, order_id: str) -> list[str]:
@@ -283,3 +284,33 @@ async def test_a_cancelled_orders_ticket_scanned_says_so_and_changes_nothing(
     assert detail == f"order {order['number']} is cancelled: nothing changed"
     assert await db_rows(agent, "SELECT COUNT(*) FROM station_done") == [(0,)]
     assert await outbox(agent, order["id"]) == ["received", "cancelled"]
+
+
+async def test_scans_the_full_card_refuses_are_recorded_in_order_with_their_time_once_there_is_room(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """The card refuses writes when the kitchen and then the bar ticket are scanned: a cook does not scan a ticket
+    twice, so the scans wait in memory and are recorded, in the order read and with the time read, once the store
+    writes again; the order is ready and central hears it. Before, each was logged with a traceback and lost: the
+    order never showed ready."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 3, bar=True)
+    oid = order["id"]
+    await db_execute(
+        agent,
+        "CREATE TRIGGER full_scans BEFORE INSERT ON scans BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    read_at = time.time()
+    with capture_logs() as logs:
+        sims["kitchen"].scan(f"edge:v1:{oid}:kitchen", "\r")
+        await wait_until(lambda: any(e["event"] == "scans_wait_for_storage" for e in logs), what="the scan held")
+        sims["bar"].scan(f"edge:v1:{oid}:bar", "\n")
+        await asyncio.sleep(1.5)  # a retry on the full card
+        assert await db_rows(agent, "SELECT COUNT(*) FROM scans") == [(0,)]
+        await db_execute(agent, "DROP TRIGGER full_scans")  # room again
+        scans = await seen.scans_count(2)
+    assert [(s.scanner, s.outcome) for s in scans] == [("kitchen", "ticket_done"), ("bar", "order_ready")]
+    rows = await db_rows(agent, "SELECT scanner, scanned_at FROM scans ORDER BY id")
+    assert [r[0] for r in rows] == ["kitchen", "bar"] and all(abs(r[1] - read_at) < 1.0 for r in rows)
+    assert (await outbox(agent, oid)).count("ready") == 1
+    assert not [e for e in logs if e.get("exc_info")]
