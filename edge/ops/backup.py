@@ -329,10 +329,13 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool) -> Path:
     remove_restore_leftover(db_path)
     try:
         copy_database(source, restoring)
+        waiting = waiting_jobs(restoring)
+        printed_since = _printed_since(db_path, waiting)
         prepare_restored_file(
             restoring,
             may_have_printed_until=_printed_until(db_path),
-            printed_since=_printed_since(db_path, waiting_jobs(restoring)),
+            printed_since=printed_since,
+            not_out=sorted(set(waiting) - set(printed_since)),
             store_id=settings.agent.store_id if moved else None,
             now=time.time(),
         )

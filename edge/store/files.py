@@ -14,7 +14,7 @@ import structlog
 
 from edge.errors import StoreError, StoreUnreadableError
 from edge.store.identity import MAY_HAVE_PRINTED_KEY, move_to_store, recorded_store
-from edge.store.jobs import PRINTABLE
+from edge.store.jobs import BACK_IN_LINE, PRINTABLE
 from edge.store.rows import PrintableJob
 
 log = structlog.get_logger()
@@ -154,14 +154,17 @@ def prepare_restored_file(
     *,
     may_have_printed_until: float | None,
     printed_since: list[str],
+    not_out: list[str],
     store_id: str | None,
     now: float,
 ) -> None:
     """A backup about to replace a database: orders first stored from now on and created up to
     ``may_have_printed_until`` (what the replaced database may have printed; None: nothing, the backup's own mark
     stands) print marked COPY, as do the backup's waiting jobs the replaced database may have printed since
-    (``printed_since``, idempotency keys); with ``store_id``, a deliberate move of the file to that store (see
-    identity.move_to_store)."""
+    (``printed_since``, idempotency keys). Its jobs the replaced database has still waiting, never out (``not_out``),
+    that the backup caught 'printing' (a spool trying an offline printer when it was taken) go back in line unmarked:
+    a start would take them for a crash's and mark them COPY at their first print. With ``store_id``, a deliberate move
+    of the file to that store (see identity.move_to_store)."""
     try:
         conn = sqlite3.connect(path)
         try:
@@ -175,6 +178,10 @@ def prepare_restored_file(
                 conn.executemany(
                     "UPDATE print_jobs SET copy = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
                     [(key, *_DONE) for key in printed_since],
+                )
+                conn.executemany(
+                    f"UPDATE print_jobs SET state = {BACK_IN_LINE} WHERE idempotency_key = ? AND state = 'printing'",
+                    [(key,) for key in not_out],
                 )
             if store_id is not None:
                 move_to_store(conn, store_id, now=now)

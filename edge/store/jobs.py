@@ -72,7 +72,8 @@ _NOT_WANTED = (
     " AND print_jobs.variant IS NOT 'cancel') OR (print_jobs.kind = 'receipt'"
     f" AND {_RECEIPT_SAID} = 0)))"
 )
-_BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
+# A job taken out of 'printing' without its outcome: back in line, or discarded if its order is not wanted now.
+BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
 # Meta keys of what a crash left in a printer's buffers (see requeue_interrupted): the printer's name after _CLEAR_KEY,
 # and the device it was on (how it is reached, as its transport names it) after _CLEAR_DEVICE_KEY, so a printer renamed
 # or given a new address before the next start is still cleared.
@@ -489,7 +490,7 @@ class JobStore:
         will print again (not when a person or a cancellation ended it meanwhile)."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1, last_error = ?"
+                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, last_error = ?"
                 " WHERE id = ? AND state = 'printing' RETURNING state",
                 (error[:500], job_id),
             )
@@ -560,7 +561,7 @@ class JobStore:
         since, it is still that device."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                f"UPDATE print_jobs SET state = {_BACK_IN_LINE}, copy = 1 WHERE state = 'printing'"
+                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1 WHERE state = 'printing'"
                 " AND (:printer IS NULL OR printer = :printer) RETURNING id, state, printer",
                 {"printer": printer},
             )

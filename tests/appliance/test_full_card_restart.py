@@ -184,6 +184,7 @@ async def test_an_agent_stopped_cleanly_after_its_room_is_spent_starts_again_on_
         await agent.start()
         async with api_client(agent.port) as api:
             assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)  # recorded printed before the card fills
         assert await agent.terminate() == 0
         filler = fill(card)
         await agent.start()  # gives back its room
