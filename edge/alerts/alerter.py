@@ -163,6 +163,7 @@ class Alerter:
         # stored as told: its occurrences, held in memory meanwhile, must not mail the same alarm again.
         self._storage_mailed: tuple[str, float] | None = None
         self._storage_signal: Signal | None = None  # this run's storage alarm while writes fail, for a direct mail
+        self._earlier_mail_adopted = False  # see step
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -462,6 +463,9 @@ class Alerter:
     async def step(self) -> None:
         """Fold new occurrences into their groups, then send what the rules say is due."""
         await self._follow_clock()
+        if not self._earlier_mail_adopted:  # before the first mail: an earlier run's storage alarm as it stands now
+            await self._adopt_earlier_storage_mail()
+            await self._end_storage_alarm_over()
         if self._pending:
             batch, self._pending = self._stamped(self._pending), []
             if any(s.type.startswith("printer_") and s.firing for s in batch):
@@ -553,6 +557,18 @@ class Alerter:
         log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - earlier))
         return True
 
+    async def _adopt_earlier_storage_mail(self) -> None:
+        """Once a run, before its first mail: a storage alarm stored firing whose direct mail an earlier run of this
+        boot noted (it was killed before it could record it) is recorded as told by that mail, not mailed again
+        through the outbox."""
+        self._earlier_mail_adopted = True
+        if self._storage_owed is not None or self._storage_mailed is not None:
+            return
+        if not any(group.subject == "database" for group in await self._store.firing("storage_problem")):
+            return
+        if (mailed := await asyncio.to_thread(self._storage_mailed_before, math.inf)) is not None:
+            self._storage_owed, self._storage_mailed = [], ("storage_problem:database", mailed)
+
     async def _end_storage_alarm_over(self) -> None:
         """A storage alarm this run did not raise ends once the card has room again: one an earlier run mailed directly
         (its note in the runtime directory, nothing stored), or one stored firing (told through the outbox, or a direct
@@ -600,7 +616,8 @@ class Alerter:
         assert self._storage_mailed is not None
         key, mono = self._storage_mailed
         await self._store.mailed_directly(key, at=self.clock.wall() - (self.clock.mono() - mono))
-        self._storage_mailed = None
+        # The database says it is told from now on (told_firing_at), also to a later run.
+        self._storage_mailed = self._storage_owed = None
         await asyncio.to_thread(self._note_storage_mailed, None)
 
     def _recipients(self, severity: str) -> list[str]:

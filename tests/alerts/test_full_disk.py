@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from edge.alerts.alerter import storage_mark_path
 from edge.app import Agent
+from edge.clock import SYSTEM_CLOCK
 from edge.config import Settings
 from edge.events import PrinterStatusChanged, StorageProblem, StorageRecovered
 from edge.sim.printer import SimPrinter
@@ -388,19 +390,62 @@ async def test_a_restart_on_the_full_disk_does_not_mail_again_the_storage_alarm_
     await storage_all_clear_alone_follows(sink, small_disk, db, alarms=0)
 
 
-def alarm_told_before(db: Path, ago_s: float) -> None:
-    """The storage alarm stored firing and told ``ago_s`` ago, as the outbox of an earlier run leaves it."""
+def alarm_told_before(db: Path, ago_s: float, *, notified: str = "firing", mailed: str | None = "firing") -> None:
+    """The storage alarm stored firing, as an earlier run leaves it: told (``notified``) ``ago_s`` ago, its last
+    mail saying ``mailed`` (the outbox's; a digest tells without a mail; "resolved", None: never told)."""
     now = time.time()
+    told_at = None if notified == "resolved" else now - ago_s
     conn = sqlite3.connect(db)
     with conn:
         conn.execute(
             "INSERT INTO alert_groups(key, type, subject, severity, state, notified, first_at, changed_at,"
-            " last_sent_at, fires_total, mailed, notified_severity)"
-            " VALUES ('storage_problem:database', 'storage_problem', 'database', 'critical', 'firing', 'firing',"
-            " ?1, ?1, ?1, 1, 'firing', 'critical')",
-            (now - ago_s,),
+            " last_sent_at, fires_total, fires_since_mail, mailed, notified_severity)"
+            " VALUES ('storage_problem:database', 'storage_problem', 'database', 'critical', 'firing', ?2,"
+            " ?1, ?1, ?3, 1, ?5, ?4, 'critical')",
+            (now - ago_s, notified, told_at, mailed, int(told_at is None)),
         )
     conn.close()
+
+
+@pytest.mark.parametrize(
+    ("notified", "mailed", "noted"),
+    [("firing", "resolved", False), ("resolved", None, True)],
+    ids=["told-by-a-digest-long-ago", "stored-untold-and-mailed-directly"],
+)
+async def test_an_earlier_runs_storage_alarm_is_not_mailed_again_by_a_run_that_finds_room(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+    notified: str,
+    mailed: str | None,
+    noted: bool,
+) -> None:
+    """An earlier run left the storage alarm stored firing: told by a digest two hours ago (the storm guard held its
+    mail), or not told in the database because that run mailed it directly (its note) and was killed before it could
+    record it. The disk got room meanwhile. The next run ends it before its first mail: no alarm about a disk that
+    has room. Before, the first had the alarm mailed at once, then its all-clear (chaos alerts harness, storage R6);
+    the second the same alarm again through the outbox (R2)."""
+    settings = disk_settings()
+    db = settings.agent.db_path
+    first = await make_agent(settings)
+    await first.stop()
+    await asyncio.to_thread(alarm_told_before, db, 7200, notified=notified, mailed=mailed)
+    if noted:
+        mark = {"boot": SYSTEM_CLOCK.boot(), "mono": SYSTEM_CLOCK.mono() - 5}
+        await asyncio.to_thread(storage_mark_path(settings).write_text, json.dumps(mark))
+    await make_agent(settings)
+    await eventually(
+        lambda: db_rows(db, "SELECT state FROM alert_groups WHERE type = 'storage_problem'"),
+        lambda rows: rows == [("resolved",)],
+        10,
+        "the alarm ended",
+    )
+    await asyncio.sleep(1.5)  # rounds of the mail loop
+    assert not mails_about(sink, "Speicherproblem", "STÖRUNG"), [str(m["Subject"]) for m in sink.messages]
+    if noted:  # its direct mail was the alarm: its all-clear follows
+        await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
 
 
 async def test_a_storage_alarm_whose_occurrence_is_stored_but_whose_mail_is_not_goes_straight_to_the_relay(
