@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from edge.sim.process import write_config
+from edge.sim.process import AgentProcess, write_config
 from edge.sim.smtp import SmtpSink
 from tests.helpers import (
     CENTRAL_TOKEN,
@@ -128,20 +128,10 @@ async def test_an_agent_killed_after_its_room_is_spent_starts_on_the_full_card_a
         async with api_client(agent.port) as api:
             assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
         assert await agent.terminate() == 0
-        filler = fill(card)
-        await agent.start()  # gives back its room
-        await asyncio.to_thread(going_out, card / "edge.db", "ord_000001")
         taken = [1]
-        async with api_client(agent.port) as api:
-            for n in range(2, 1000):
-                if (await post(api, make_order(n, print_receipt=False)))[0] != 201:
-                    break
-                taken.append(n)
-        await agent.kill()
-        # The refused order's frames are left in the WAL, room enough for the next start's small write. Without them
-        # the card is as a last commit that took its last block leaves it (or the system's logs filling it meanwhile).
-        await asyncio.to_thread(cut_uncommitted, card / "edge.db")
-        filled = fill(card, name="more")
+        filler, filled = await spend_the_room_and_kill(
+            agent, card, taken, then=lambda: asyncio.to_thread(going_out, card / "edge.db", "ord_000001")
+        )
         assert not (card / "edge.db-room").exists()
         kitchen.set_offline(False)
         await agent.start(until="/health")
@@ -219,17 +209,8 @@ async def test_a_printer_renamed_while_the_agent_was_down_on_a_full_card_whose_r
     try:
         await agent.start()
         assert await agent.terminate() == 0
-        filler = fill(card)
-        await agent.start()  # gives back its room
-        taken = []
-        async with api_client(agent.port) as api:
-            for n in range(1, 1000):
-                if (await post(api, make_order(n, print_receipt=False)))[0] != 201:
-                    break
-                taken.append(n)
-        await agent.kill()
-        await asyncio.to_thread(cut_uncommitted, card / "edge.db")
-        filled = fill(card, name="more")
+        taken: list[int] = []
+        filler, filled = await spend_the_room_and_kill(agent, card, taken)
         write_config(  # the kitchen printer renamed "pass"
             agent.config,
             data_dir=card,
@@ -288,6 +269,28 @@ async def test_a_central_link_on_a_full_card_waits_in_one_line_and_reports_every
     finally:
         await agent.close()
         await central.stop()
+
+
+async def spend_the_room_and_kill(
+    agent: AgentProcess, card: Path, taken: list[int], *, then: Callable[[], Awaitable[None]] | None = None
+) -> tuple[Path, Path]:
+    """The card full, a start gives back its room (``then``: what happens right after); orders numbered after
+    ``taken``'s last use it up (the first refused ends them; ``taken`` gets those answered 201); the agent is killed.
+    The refused order's frames stay in the WAL, room enough for the next start's small write: without them the card
+    is as a last commit that took its last block leaves it (or the system's logs filling it meanwhile). Returns the
+    two files that fill the card."""
+    filler = fill(card)
+    await agent.start()
+    if then is not None:
+        await then()
+    async with api_client(agent.port) as api:
+        for n in range((taken[-1] if taken else 0) + 1, 1000):
+            if (await post(api, make_order(n, print_receipt=False)))[0] != 201:
+                break
+            taken.append(n)
+    await agent.kill()
+    await asyncio.to_thread(cut_uncommitted, card / "edge.db")
+    return filler, fill(card, name="more")
 
 
 def going_out(db: Path, order_id: str) -> None:

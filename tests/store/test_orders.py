@@ -376,7 +376,13 @@ async def test_a_restores_mark_only_moves_on(tmp_path: Path) -> None:
 
     async def after(until: float | None) -> float | None:
         await asyncio.to_thread(
-            files.prepare_restored_file, path, may_have_printed_until=until, printed_since=[], store_id=None, now=mark
+            files.prepare_restored_file,
+            path,
+            may_have_printed_until=until,
+            printed_since=[],
+            not_out=[],
+            store_id=None,
+            now=mark,
         )
         db = await Database.open(path)
         try:
