@@ -84,6 +84,9 @@ _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock
 _DIGEST_GAP_S = 12 * 3600  # two digests never closer than this (on the monotonic clock), whatever the wall clock did
 
 
+_STORAGE_KEY = "storage_problem:database"  # the database's alarm (the free space's is storage_problem:disk)
+
+
 def _storage_alarm(batch: list[Signal]) -> Signal | None:
     return next((s for s in batch if s.type == "storage_problem" and s.firing), None)
 
@@ -163,7 +166,7 @@ class Alerter:
         # stored as told: its occurrences, held in memory meanwhile, must not mail the same alarm again.
         self._storage_mailed: tuple[str, float] | None = None
         self._storage_signal: Signal | None = None  # this run's storage alarm while writes fail, for a direct mail
-        self._earlier_mail_adopted = False  # see step
+        self._first_round = False  # see step
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -182,25 +185,25 @@ class Alerter:
         mono: float | None = None,
         item: dict[str, Any] | None = None,
         **details: Any,
-    ) -> None:
-        self._pending.append(
-            Signal(
-                type=type_name,
-                subject=subject,
-                firing=firing,
-                at=self.clock.wall(),  # set again from mono when stored: the wall clock may step meanwhile
-                mono=self.clock.mono() if mono is None else mono,
-                severity=TYPES[type_name].severity,
-                details=details,
-                item=item,
-            )
+    ) -> Signal:
+        signal = Signal(
+            type=type_name,
+            subject=subject,
+            firing=firing,
+            at=self.clock.wall(),  # set again from mono when stored: the wall clock may step meanwhile
+            mono=self.clock.mono() if mono is None else mono,
+            severity=TYPES[type_name].severity,
+            details=details,
+            item=item,
         )
+        self._pending.append(signal)
         if len(self._pending) > _PENDING_MAX:  # the database refuses writes and the occurrences keep coming
             self._pending = compact(self._pending)
             if len(self._pending) > _PENDING_MAX:
                 log.error("alert_occurrences_dropped", count=len(self._pending) - _PENDING_MAX)
                 self._pending = self._pending[-_PENDING_MAX:]
         self._new_signals.set()
+        return signal
 
     def on_event(self, event: Event) -> None:
         """Bus handler: cheap and synchronous; the worker does the database work."""
@@ -308,8 +311,7 @@ class Alerter:
                 item = {"id": event.order_id or f"reject {event.reject_id}", "order": event.order_id or "?"}
                 self._signal("mqtt_invalid", "mqtt", True, item=item | {"error": event.reason[:120]})
             case StorageProblem(detail=detail):
-                self._signal("storage_problem", "database", True, detail=detail)
-                self._storage_signal = self._pending[-1]
+                self._storage_signal = self._signal("storage_problem", "database", True, detail=detail)
             case StorageRecovered():
                 self._storage_owed = self._storage_signal = None
                 self._signal("storage_problem", "database", False)
@@ -335,7 +337,7 @@ class Alerter:
         firing = [(type_name, state, await self._store.firing(type_name)) for type_name, state in job_alerts]
         if not self._gone_printers_checked:
             await self._clear_gone_printers()
-        await self._end_storage_alarm_over()
+        await self._settle_earlier_storage_alarm()
         refused = await self._store.firing("central_refused_events")  # one group per order, read before its events
         unrouted_groups = await self._store.firing("station_unrouted")
         counts = await self._jobs.counts()
@@ -463,9 +465,9 @@ class Alerter:
     async def step(self) -> None:
         """Fold new occurrences into their groups, then send what the rules say is due."""
         await self._follow_clock()
-        if not self._earlier_mail_adopted:  # before the first mail: an earlier run's storage alarm as it stands now
-            await self._adopt_earlier_storage_mail()
-            await self._end_storage_alarm_over()
+        if not self._first_round:  # before the first mail: an earlier run's storage alarm as it stands now
+            self._first_round = True
+            await self._settle_earlier_storage_alarm()
         if self._pending:
             batch, self._pending = self._stamped(self._pending), []
             if any(s.type.startswith("printer_") and s.firing for s in batch):
@@ -557,37 +559,28 @@ class Alerter:
         log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - earlier))
         return True
 
-    async def _adopt_earlier_storage_mail(self) -> None:
-        """Once a run, before its first mail: a storage alarm stored firing whose direct mail an earlier run of this
-        boot noted (it was killed before it could record it) is recorded as told by that mail, not mailed again
-        through the outbox."""
-        self._earlier_mail_adopted = True
-        if self._storage_owed is not None or self._storage_mailed is not None:
-            return
-        if not any(group.subject == "database" for group in await self._store.firing("storage_problem")):
-            return
-        if (mailed := await asyncio.to_thread(self._storage_mailed_before, math.inf)) is not None:
-            self._storage_owed, self._storage_mailed = [], ("storage_problem:database", mailed)
-
-    async def _end_storage_alarm_over(self) -> None:
-        """A storage alarm this run did not raise ends once the card has room again: one an earlier run mailed directly
-        (its note in the runtime directory, nothing stored), or one stored firing (told through the outbox, or a direct
-        mail stored as told). A run that never meets the problem sees no transition to end it: the disk got room while
-        the agent was down, or while it ran on the room its start gave back. Looked at every check; the room a start
-        gives back is not room (its writes succeed on a full card), so the card needs that much and as much again."""
+    async def _settle_earlier_storage_alarm(self) -> None:
+        """A storage alarm this run did not raise, as it stands: one an earlier run of this boot mailed directly (its
+        note in the runtime directory) is told by that mail, recorded as such before anything else is mailed; and one
+        stored firing, or noted, ends once the card has room again. A run that never meets the problem sees no
+        transition to end it: the disk got room while the agent was down, or while it ran on the room its start gave
+        back, which is not room (its writes succeed on a full card): the card needs that much and as much again.
+        Looked at in the first round and at every check."""
         if self._db.write_problem is not None or self._storage_owed is not None or self._storage_mailed is not None:
             return  # this run meets the problem itself: its transitions tell
-        key = "storage_problem:database"
         stored = any(group.subject == "database" for group in await self._store.firing("storage_problem"))
         mailed = await asyncio.to_thread(self._storage_mailed_before, math.inf)
+        if mailed is not None and stored:  # its end comes at a later check, once the mail is recorded
+            self._storage_owed, self._storage_mailed = [], (_STORAGE_KEY, mailed)
+            return
         if not (stored or mailed is not None) or not await self._db.card_has_room():
             return
-        if mailed is not None:  # stored as told by that mail, then ended: its all-clear goes out
+        if mailed is not None:  # nothing stored: stored now as told by that mail, then ended
             self._signal("storage_problem", "database", True, mono=mailed)
-            self._storage_owed, self._storage_mailed = [], (key, mailed)
-            log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - mailed))
+            self._storage_owed, self._storage_mailed = [], (_STORAGE_KEY, mailed)
+            log.info("storage_alert_mailed_before", key=_STORAGE_KEY, ago_s=round(self.clock.mono() - mailed))
         self._signal("storage_problem", "database", False)
-        log.info("storage_alarm_over", key=key, note="the card has room again")
+        log.info("storage_alarm_over", key=_STORAGE_KEY, note="the card has room again")
 
     def _storage_mailed_before(self, within_s: float) -> float | None:
         """When (monotonic) a run of this boot mailed the storage alert directly, if that is less than ``within_s`` ago
