@@ -41,7 +41,7 @@ from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
 from edge.states import WAITING_JOB_STATES, JobState
-from edge.store.db import Database
+from edge.store.db import STORE_RETRY_S, Database
 from edge.store.files import remove_restore_leftover
 from edge.store.identity import first_records
 from edge.store.jobs import JobStore
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _SWITCH_INTERVAL_S = 0.001
-_MOVES_RETRY_S = 1.0  # a start's moves refused by a full card: tried again this often until there is room
 # After the stop, threads still busy get this long: a render or a WAL sync ends in milliseconds, a name lookup that the
 # shop router's DNS forwarder does not answer (no internet) holds its thread 10-30 s.
 EXIT_WAIT_S = 1.0
@@ -367,7 +366,7 @@ class Agent:
     async def _start_spools_once_moved(self, jobs: JobStore, router: Router) -> None:
         """The start's moves, tried again each second until the store takes them; then the spools start."""
         while not await self._move_stranded(jobs, router):  # noqa: ASYNC110 (a disk gets room unannounced)
-            await asyncio.sleep(_MOVES_RETRY_S)
+            await asyncio.sleep(STORE_RETRY_S)
         log.info("spools_started", reason="the jobs to move are moved")
         self._start_spools()
 

@@ -82,3 +82,22 @@ class Summarised:
         self._last[kind] = now
         left_out = self._left_out.pop(kind, 0)
         structlog.get_logger().warning(self._event, **fields, **({"more_since_last": left_out} if left_out else {}))
+
+
+class SaidOnce:
+    """A problem every retry meets again (a full card refusing a spool's, failover's or the outbox's writes) goes to
+    the log once, and again only when it changes or after a try passed: each line is written to that same card, and
+    the storage alert tells the manager."""
+
+    def __init__(self, event: str, **fields: Any) -> None:
+        self._event = event
+        self._fields = fields
+        self._said: str | None = None
+
+    def failed(self, problem: str, **fields: Any) -> None:
+        if problem != self._said:
+            self._said = problem
+            structlog.get_logger().warning(self._event, **self._fields, **fields, error=problem)
+
+    def passed(self) -> None:
+        self._said = None

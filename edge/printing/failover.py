@@ -7,6 +7,7 @@ import asyncio
 import structlog
 
 from edge.errors import StoreUnavailableError
+from edge.log import SaidOnce
 from edge.printing.spooler import Spooler
 from edge.printing.status import BLOCKING_STATES
 from edge.store.jobs import JobStore
@@ -40,7 +41,7 @@ class Failover:
         self._after_s = after_s
         self._task: asyncio.Task[None] | None = None
         self._no_backup: set[str] = set()  # stations already logged as having no healthy backup
-        self._store_problem: str | None = None  # why the last move could not be written, until one is
+        self._storage = SaidOnce("failover_waits_for_storage")  # why moves cannot be written, until one is
 
     def start(self) -> None:
         if self._routes:
@@ -57,14 +58,12 @@ class Failover:
             for station, printers in self._routes.items():
                 try:
                     await self.check(station, printers)
-                except StoreUnavailableError as err:  # a full card: the storage alert tells; one line, tried again
-                    if self._store_problem != str(err):
-                        self._store_problem = str(err)
-                        log.warning("failover_waits_for_storage", station=station, error=str(err))
+                except StoreUnavailableError as err:  # a full card: tried again at the next check
+                    self._storage.failed(str(err), station=station)
                 except Exception:  # one station's trouble must not end failover for the others
                     log.exception("failover_error", station=station)
                 else:
-                    self._store_problem = None
+                    self._storage.passed()
 
     async def check(self, station: str, printers: list[str]) -> None:
         primary = self._spoolers[printers[0]]

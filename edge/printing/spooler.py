@@ -13,10 +13,12 @@ from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import PrinterSettings, SpoolSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError, StoreUnavailableError, UnreadableRowError
 from edge.events import EventBus, PrinterStatusChanged
+from edge.log import SaidOnce
 from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.states import JobState
+from edge.store.db import STORE_RETRY_S
 from edge.store.jobs import JobStore
 from edge.store.rows import PrintableJob, PrintedMark
 
@@ -30,7 +32,6 @@ _CLAIM_HORIZON_S = 0.05
 _CLAIM_MAX = 16
 # A confirmed job's printed mark waits this long for a claim to ride on before it is committed on its own.
 _PRINTED_RIDE_S = 0.05
-_HELD_RETRY_S = 1.0  # a refused requeue is tried again this often (the store says nothing when it writes again)
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
@@ -77,7 +78,7 @@ class Spooler:
         self._task: asyncio.Task[None] | None = None
         self.current_job: int | None = None
         self._confirmed: list[PrintedMark] = []  # printed, not yet recorded: rides on the next commit
-        self._store_problem: str | None = None  # why the last commit failed, until one succeeds
+        self._storage = SaidOnce("spool_waits_for_storage", device_id=self.name)  # why commits fail, until one passes
         # A write failed (what it would have said of a claimed job may be lost with it), or a crash's requeue waits.
         self._unrecorded = requeue_first
         self._crashed = requeue_first  # that requeue records the printer as to be cleared, as a start's does
@@ -169,16 +170,14 @@ class Spooler:
                 # One reading of the wall clock for the question and the answer: a step while the store answers
                 # would otherwise turn a retry due within its cap into a sleep until the next poll.
                 now = wall()
-                due = now + _HELD_RETRY_S if held else await self._jobs.next_due_at(self.name, now, max_delay=max_delay)
+                due = now + STORE_RETRY_S if held else await self._jobs.next_due_at(self.name, now, max_delay=max_delay)
                 wait = min(_IDLE_WAKE_S, next_poll - mono() if self.driver.transport.can_read else _IDLE_WAKE_S)
                 await self._sleep(wait if due is None else min(wait, due - now))
             except StoreUnavailableError as err:
                 # A full or read-only disk: the storage alert tells the manager; one line here, not one a second.
                 self._unrecorded = True
-                if str(err) != self._store_problem:
-                    self._store_problem = str(err)
-                    log.warning("spool_waits_for_storage", device_id=self.name, error=str(err))
-                await self._sleep(1.0)
+                self._storage.failed(str(err))
+                await self._sleep(STORE_RETRY_S)
             except Exception:  # the spool must outlive any one bad job or database hiccup
                 log.exception("spool_error", device_id=self.name)
                 await self._sleep(1.0)
@@ -230,7 +229,7 @@ class Spooler:
         except BaseException:
             self._confirmed = marks + self._confirmed  # not recorded: they ride on the next commit
             raise
-        self._store_problem = None
+        self._storage.passed()
         for mark in marks:
             if mark.job_id in done.printed:
                 self._ages.forget(mark.job_id)

@@ -15,13 +15,13 @@ from edge.config import ScannerSettings
 from edge.errors import StoreUnavailableError
 from edge.scanners.codes import UnknownCode, parse_code
 from edge.states import ScanOutcome
+from edge.store.db import STORE_RETRY_S
 from edge.store.scans import ScanRequest, ScanResult, ScanStore
 
 log = structlog.get_logger()
 
 
 _HELD_MAX = 1000  # scans kept while the store refuses writes (a full card): about a day of a busy kitchen's
-_HELD_RETRY_S = 1.0  # tried again this often: the store says nothing when it writes again
 
 
 class ScanRecorder:
@@ -88,7 +88,7 @@ class ScanRecorder:
 
     async def _record_held(self) -> None:
         while self._held:
-            await asyncio.sleep(_HELD_RETRY_S)
+            await asyncio.sleep(STORE_RETRY_S)
             with contextlib.suppress(StoreUnavailableError):  # still refused: next time round
                 while self._held:
                     request, at = self._held[0]

@@ -244,6 +244,8 @@ def _run_closing(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: P
     return result, time.monotonic() - started
 
 
+# A write a full or read-only card refused is tried again this often: the store says nothing when it writes again.
+STORE_RETRY_S = 1.0
 ROOM_BYTES = 2**20  # kept beside the database for a start on a full card: -shm (32 KiB) and the first writes fit
 
 

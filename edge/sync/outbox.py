@@ -21,6 +21,7 @@ from edge.events import (
     OrderStored,
     ScanRecorded,
 )
+from edge.log import SaidOnce
 from edge.store.db import Database
 from edge.store.outbox import OutboxStore
 from edge.store.rows import OutboxItem
@@ -77,7 +78,7 @@ class OutboxSender:
         self._told: set[str] = set()  # of those, the ones published in this run (told once, not at every try)
         self._clock = clock
         self._client = client
-        self._store_problem: str | None = None  # why the last flush could not write, until one succeeds
+        self._storage = SaidOnce("outbox_waits_for_storage")  # why flushes cannot write, until one can
         self._batch_size = min(batch_size, MAX_EVENTS_PER_POST)
         self._link_up = link_up
         self._lock = asyncio.Lock()
@@ -247,11 +248,9 @@ class OutboxSender:
                 log.error("outbox_delivery_refused", status=err.status, error=str(err), pending=await self.pending())
             except CentralApiError as err:
                 log.warning("outbox_delivery_failed", error=str(err), pending=await self.pending())
-            except StoreUnavailableError as err:  # a full or read-only card: the storage alert tells; one line here
-                if str(err) != self._store_problem:
-                    self._store_problem = str(err)
-                    log.warning("outbox_waits_for_storage", error=str(err))
+            except StoreUnavailableError as err:  # a full or read-only card: rows stay pending
+                self._storage.failed(str(err))
             except Exception:  # the sender must outlive a database hiccup; rows stay pending
                 log.exception("outbox_sender_error")
             else:
-                self._store_problem = None
+                self._storage.passed()
