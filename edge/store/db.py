@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import errno
 import os
@@ -264,14 +263,8 @@ def _keep_or_give_room(room: Path) -> bool:
     start's first writes, which grow the WAL, need the room as much as a start that could not open it."""
     if _free_bytes(room.parent) < ROOM_BYTES:
         return _give_room(room)  # none kept: made at a later start
-    if room.exists() and room.stat().st_size == ROOM_BYTES:
-        return False
-    try:
-        with open(room, "wb") as file:
-            file.write(bytes(ROOM_BYTES))
-    except OSError:
-        room.unlink(missing_ok=True)  # a part of it is no room to give back
-        raise
+    if not (room.exists() and room.stat().st_size == ROOM_BYTES) and _write_room(room) < ROOM_BYTES:
+        room.unlink(missing_ok=True)  # a part of it is no room to give back: made at a later start
     return False
 
 
@@ -281,21 +274,22 @@ def _take_room_back(room: Path) -> int:
     too, and the next start gives it back to make those two files again. Returns the bytes kept (0: it was there)."""
     if room.exists():
         return 0
-    kept = 0
-    with contextlib.suppress(OSError), open(room, "wb", buffering=0) as file:  # as much as fits
-        while kept < ROOM_BYTES:
-            kept += file.write(bytes(_ROOM_CHUNK))
-    if not kept:  # nothing freed (or a read-only card): an empty file would be no room to give
-        with contextlib.suppress(OSError):
+    if not (kept := _write_room(room)):  # nothing freed (or a read-only card): an empty file is no room to give
+        with suppress(OSError):
             room.unlink(missing_ok=True)
     return kept
 
 
-_ROOM_CHUNK = 4096
+def _write_room(room: Path) -> int:
+    """Writes the room file anew, up to ROOM_BYTES, as much as fits; returns how much."""
+    kept = 0
+    with suppress(OSError), open(room, "wb", buffering=0) as file:
+        while kept < ROOM_BYTES:
+            kept += file.write(bytes(_ROOM_CHUNK))
+    return kept
 
 
-def _card_has_room(folder: Path) -> bool:
-    return _free_bytes(folder) >= 2 * ROOM_BYTES
+_ROOM_CHUNK = 64 * 1024
 
 
 def _free_bytes(folder: Path) -> int:
@@ -392,15 +386,11 @@ class Database:
                 raise
             _room_given(path, str(err))
             db = await cls.open(path)
-            db._room = room
-            return db
+        else:
+            with suppress(OSError):  # no room for it now: made at a later start, or of what the stop frees
+                if await asyncio.to_thread(_keep_or_give_room, room):
+                    _room_given(path, "the card is full")
         db._room = room
-        try:
-            given = await asyncio.to_thread(_keep_or_give_room, room)
-        except OSError:  # no room for it now: made at a later start, or of what the stop frees
-            return db
-        if given:
-            _room_given(path, "the card is full")
         return db
 
     async def close(self) -> None:
@@ -606,7 +596,7 @@ class Database:
     async def card_has_room(self) -> bool:
         """Whether the card has room again, not counting the room a start gives back on a full card: the room to keep
         and as much again free (a start that gave it back runs on it, and its writes succeed on a full card)."""
-        return await asyncio.to_thread(_card_has_room, self.path.parent)
+        return await asyncio.to_thread(_free_bytes, self.path.parent) >= 2 * ROOM_BYTES
 
     async def probe_space(self) -> bool:
         """A write that needs 64 KiB of fresh pages; only this clears ``write_problem``, because on a full disk
