@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from edge.sim.central import CentralSim
@@ -129,9 +130,7 @@ async def test_an_agent_killed_after_its_room_is_spent_starts_on_the_full_card_a
             assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
         assert await agent.terminate() == 0
         taken = [1]
-        filler, filled = await spend_the_room_and_kill(
-            agent, card, taken, then=lambda: asyncio.to_thread(going_out, card / "edge.db", "ord_000001")
-        )
+        filler, filled = await spend_the_room_and_kill(agent, card, taken, then=lambda: ticket_going_out(agent, card))
         assert not (card / "edge.db-room").exists()
         kitchen.set_offline(False)
         await agent.start(until="/health")
@@ -291,6 +290,19 @@ async def spend_the_room_and_kill(
     await agent.kill()
     await asyncio.to_thread(cut_uncommitted, card / "edge.db")
     return filler, fill(card, name="more")
+
+
+async def ticket_going_out(agent: AgentProcess, card: Path) -> None:
+    """Order 1's kitchen ticket as a crash leaves one that was going out, once the spool has given up on the offline
+    printer: before, its own claim and release of the ticket could undo this (seen under a slow disk)."""
+    async with api_client(agent.port) as api:
+        await eventually(lambda: printer_state(api, "kitchen"), lambda state: state == "offline")
+    await asyncio.to_thread(going_out, card / "edge.db", "ord_000001")
+
+
+async def printer_state(api: aiohttp.ClientSession, name: str) -> str:
+    async with api.get("/api/v1/printers") as answer:
+        return next(p["state"] for p in (await answer.json())["printers"] if p["name"] == name)
 
 
 def going_out(db: Path, order_id: str) -> None:
