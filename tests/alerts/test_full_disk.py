@@ -50,8 +50,10 @@ class SmallDisk:
             # An empty WAL first: otherwise SQLite may reuse room the WAL file already has and a commit still fits.
             with sqlite3.connect(db_path) as conn:
                 assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # 0: not busy, done
-            for name, size in (("filler", 65536), ("filler2", 512)):  # the last pages too, in small pieces
-                with open(self.path / name, "wb", buffering=0) as f:
+            # The last pages too, in small pieces. Appended: filled again, a filler truncated first would give the
+            # card megabytes of room for a moment, which an agent that looks then sees (a real card does not do that).
+            for name, size in (("filler", 65536), ("filler2", 512)):
+                with open(self.path / name, "ab", buffering=0) as f:
                     with contextlib.suppress(OSError):
                         while True:
                             f.write(b"\0" * size)
