@@ -1,7 +1,8 @@
 """Writes a power cut cannot tear: ``sync_to_disk`` (one file's or directory's fsync, the WAL's after each commit, a
 backup's) and ``write_durably``, a small file that a power cut leaves either old or new, whole, and new once the call
 returned (a temporary file beside the target, written and fsynced, renamed over it, the directory fsynced). For files
-whose content carries a promise (what was mailed, why a start failed, the secrets); caches need no fsync."""
+whose content carries a promise (what was mailed, why a start failed, the secrets); caches need no fsync. And
+``NoteInPlace``, a note that can still be written once the card is full."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import glob
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 
@@ -72,3 +74,43 @@ def sync_to_disk(path: Path, *, data_only: bool = False) -> None:
         (os.fdatasync if data_only else os.fsync)(fd)
     finally:
         os.close(fd)
+
+
+class NoteInPlace:
+    """A small note on the card that can be written while the card is full and outlives a reboot: its file is made
+    (zeros, fsynced) while there is room, then only overwritten in place, which takes no new block on ext4, vfat or
+    tmpfs (a copy-on-write file system such as btrfs or f2fs may refuse it when full: OSError, as any failed write). A
+    CRC tells a note a power cut tore from a whole one; a torn note reads as none."""
+
+    SIZE = 512
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def make(self) -> None:
+        """Blocking. Makes the file unless it is there; OSError when the card has no room for it."""
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_size == self.SIZE:
+                return
+        write_durably(self.path, bytes(self.SIZE))
+
+    def write(self, text: str | None) -> None:
+        """Blocking. Replaces the note (None: blanks it). OSError when the file was never made or the write fails."""
+        data = b"" if text is None else f"{zlib.crc32(text.encode()):08x} {text}".encode()
+        if len(data) > self.SIZE:
+            raise ValueError(f"a note of {len(data)} bytes does not fit in {self.SIZE}")
+        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT: made beforehand, while there was room
+        try:
+            if os.pwrite(fd, data.ljust(self.SIZE, b"\0"), 0) != self.SIZE:
+                raise OSError(f"{self.path}: short write")
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self) -> str | None:
+        """Blocking. The note, or None: blank, never made, unreadable or torn."""
+        try:
+            crc, _, data = self.path.read_bytes().rstrip(b"\0").partition(b" ")
+            return data.decode() if data and int(crc, 16) == zlib.crc32(data) else None
+        except (OSError, ValueError):
+            return None

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from edge.durable import NoteInPlace
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.ports import free_port
@@ -90,6 +91,22 @@ async def test_caches_torn_by_a_power_cut_are_rebuilt_and_the_agent_prints(tmp_p
         await agent.close()
         await kitchen.stop()
         await front.stop()
+
+
+@pytest.mark.parametrize("how", ["empty", "garbage"])  # cut short, its 512 bytes keep the whole note: still read
+def test_a_note_in_place_a_power_cut_tore_reads_as_none(tmp_path: Path, how: str) -> None:
+    """The storage alert's note on the card is written in place (no new block on a full card), so a power cut can
+    tear it: a torn note is no note (the next boot mails the alarm again rather than take garbage as a time)."""
+    note = NoteInPlace(tmp_path / "storage-mailed.note")
+    with pytest.raises(OSError):
+        note.write("{}")  # never made: a write may not take a new block
+    note.make()
+    note.write('{"boot": "b", "mono": 5.0, "wall": 1790000000.0}')
+    assert note.read() == '{"boot": "b", "mono": 5.0, "wall": 1790000000.0}'
+    _damage([note.path], how)
+    assert note.read() is None
+    note.make()  # made again at its full size, blank
+    assert note.read() is None and note.path.stat().st_size == NoteInPlace.SIZE
 
 
 async def test_the_agent_down_alerts_state_survives_a_power_cut(tmp_path: Path, powercut_shim: Path) -> None:

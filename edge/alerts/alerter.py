@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,7 +34,7 @@ from edge.alerts.rules import (
 )
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import Settings, parse_hours
-from edge.durable import runtime_dir, write_durably
+from edge.durable import NoteInPlace, runtime_dir, write_durably
 from edge.errors import AlertError, StoreError
 from edge.events import (
     AlertSuppressed,
@@ -87,6 +88,13 @@ _DIGEST_GAP_S = 12 * 3600  # two digests never closer than this (on the monotoni
 _STORAGE_KEY = "storage_problem:database"  # the database's alarm (the free space's is storage_problem:disk)
 
 
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, ValueError):
+        return None
+
+
 def _storage_alarm(batch: list[Signal]) -> Signal | None:
     return next((s for s in batch if s.type == "storage_problem" and s.firing), None)
 
@@ -96,6 +104,12 @@ def storage_mark_path(settings: Settings) -> Path:
     since the data directory is what refuses writes (the health check's agent-down alert keeps its state there too)."""
     data_dir = hashlib.sha256(str(settings.agent.data_dir.resolve()).encode()).hexdigest()[:12]  # one per database
     return runtime_dir() / f"edge-{settings.agent.store_id}-{data_dir}-storage-mailed.json"
+
+
+def storage_card_note(settings: Settings) -> NoteInPlace:
+    """The same note on the card, for the next boot (a reboot empties the runtime directory): written in place, into a
+    file made while the card had room."""
+    return NoteInPlace(settings.agent.data_dir / "storage-mailed.note")
 
 
 def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, int]:
@@ -167,6 +181,7 @@ class Alerter:
         self._storage_mailed: tuple[str, float] | None = None
         self._storage_signal: Signal | None = None  # this run's storage alarm while writes fail, for a direct mail
         self._first_round = False  # see step
+        self._card_note = storage_card_note(settings)
         self._next_mail_at: float | None = 0.0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -467,6 +482,8 @@ class Alerter:
         await self._follow_clock()
         if not self._first_round:  # before the first mail: an earlier run's storage alarm as it stands now
             self._first_round = True
+            with suppress(OSError):  # a card full since it was first set up: the runtime directory's note only
+                await asyncio.to_thread(self._card_note.make)
             await self._settle_earlier_storage_alarm()
         if self._pending:
             batch, self._pending = self._stamped(self._pending), []
@@ -583,26 +600,46 @@ class Alerter:
         log.info("storage_alarm_over", key=_STORAGE_KEY, note="the card has room again")
 
     def _storage_mailed_before(self, within_s: float) -> float | None:
-        """When (monotonic) a run of this boot mailed the storage alert directly, if that is less than ``within_s`` ago
-        (for the alarm again: repeat_interval_s, so a condition that just stays is mailed again every repeat interval,
-        not at every start)."""
-        try:
-            mark = json.loads(storage_mark_path(self._settings).read_text())
-            boot, mono = mark["boot"], float(mark["mono"])
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        return mono if self.clock.noted_within(boot, mono, within_s) else None
+        """When (monotonic, on this run's clock) an earlier run mailed the storage alert directly, if that is less than
+        ``within_s`` ago (for the alarm again: repeat_interval_s, so a condition that just stays is mailed again every
+        repeat interval, not at every start). The runtime directory's note, else the card's (a reboot emptied the
+        first); a note of another boot is timed on the wall clock, the only one that spans a reboot, and one a clock
+        step puts in the future counts as just now."""
+        for text in (_read_text(storage_mark_path(self._settings)), self._card_note.read()):
+            try:
+                mark = json.loads(text or "")
+                boot, mono, wall = mark["boot"], float(mark["mono"]), mark.get("wall")
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+            if boot is not None and boot == self.clock.boot():
+                return mono if self.clock.noted_within(boot, mono, within_s) else None
+            if not isinstance(wall, int | float):
+                return None
+            ago = max(0.0, self.clock.wall() - wall)
+            return self.clock.mono() - ago if ago < within_s else None
+        return None
 
     def _note_storage_mailed(self, mono: float | None) -> None:
-        """Notes the direct mail for a restart on the same full disk (None: forgets it, the database has it now)."""
+        """Notes the direct mail for a restart or a reboot on the same full disk, in the runtime directory and on the
+        card (None: forgets it, the database has it now)."""
         path = storage_mark_path(self._settings)
+        note = None
+        if mono is not None:
+            wall = self.clock.wall() - (self.clock.mono() - mono)
+            note = json.dumps({"boot": self.clock.boot(), "mono": mono, "wall": wall})
         try:
-            if mono is None:
+            if note is None:
                 path.unlink(missing_ok=True)
             else:
-                write_durably(path, json.dumps({"boot": self.clock.boot(), "mono": mono}).encode())
+                write_durably(path, note.encode())
         except OSError as err:
             log.warning("storage_alert_mark_not_written", path=str(path), error=str(err))
+        try:
+            if note is None:
+                self._card_note.make()  # the card has room now: one it could not make at the start is made
+            self._card_note.write(note)
+        except OSError as err:
+            log.warning("storage_alert_mark_not_written", path=str(self._card_note.path), error=str(err))
 
     async def _storage_told(self) -> None:
         """The storage alert's occurrences are stored: its direct mail is recorded as its alarm."""

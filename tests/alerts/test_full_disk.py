@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from edge.alerts.alerter import storage_mark_path
+from edge.alerts.alerter import storage_card_note, storage_mark_path
 from edge.app import Agent
-from edge.clock import SYSTEM_CLOCK
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.events import PrinterStatusChanged, StorageProblem, StorageRecovered
 from edge.sim.printer import SimPrinter
@@ -315,6 +315,71 @@ async def test_a_disk_freed_while_the_agent_was_down_gets_the_storage_all_clear_
     assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
     assert not storage_mark_path(settings).exists()
     assert await db_rows(db, "SELECT notified FROM alert_groups WHERE type = 'storage_problem'") == [("resolved",)]
+
+
+class RebootedClock(Clock):
+    """The system's clocks as a run after a reboot sees them: another boot id, and a monotonic clock from near 0."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def mono(self) -> float:
+        return 30.0 + time.monotonic() - self._started  # booted 30 s ago
+
+    def boot(self) -> str:
+        return "the-next-boot"
+
+
+def reboot(settings: Settings) -> RebootedClock:
+    """What a reboot leaves: the runtime directory (a tmpfs) empty, the card as it was."""
+    storage_mark_path(settings).unlink(missing_ok=True)
+    return RebootedClock()
+
+
+async def test_a_disk_freed_across_a_reboot_gets_the_storage_all_clear_from_the_next_boots_run(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The disk is full and the storage alert was mailed directly; the technician makes room and reboots the box (or
+    the power goes). The next boot's run never meets the problem, and the runtime directory that held the earlier
+    run's note is empty: the note on the card, written in place into a file made while the card had room, tells it the
+    manager has the alarm, and the all-clear comes. Before, none ever came: the manager's last word was the alarm."""
+    settings = disk_settings()
+    db = settings.agent.db_path
+    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
+    await asyncio.to_thread(small_disk.free, db)
+    await make_agent(settings, clock=reboot(settings))
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
+    await asyncio.sleep(1.5)  # rounds of the alert loop: no second all-clear, no alarm again
+    assert len(mails_about(sink, "Speicherproblem", "BEHOBEN")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    assert await db_rows(db, "SELECT notified FROM alert_groups WHERE type = 'storage_problem'") == [("resolved",)]
+    assert storage_card_note(settings).read() is None  # the database has it: a later boot finds no note
+
+
+async def test_the_storage_alert_mailed_directly_is_not_mailed_again_after_a_reboot_on_the_full_disk(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The disk is full, the storage alert was mailed directly, and the box reboots with the disk still full: a reboot
+    is no news to the manager, who gets the alarm again only after the repeat interval, as after a restart. Before,
+    the next boot's first failing write mailed it again (the note was in the runtime directory only)."""
+    settings = disk_settings(critical_storm_s=0)
+    db = settings.agent.db_path
+    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
+    second = await make_agent(settings, clock=reboot(settings))
+    await asyncio.to_thread(small_disk.fill, db)  # the start gave back the room kept beside the database: used up
+    second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
+    await wait_until(lambda: second.deps is not None and second.deps.db.write_problem is not None, 10, "writes fail")
+    await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk
+    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
+    await storage_all_clear_alone_follows(sink, small_disk, db)
 
 
 async def test_a_restart_on_the_still_full_disk_tells_no_all_clear_until_the_card_has_room(
