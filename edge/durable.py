@@ -82,7 +82,7 @@ class NoteInPlace:
     tmpfs (a copy-on-write file system such as btrfs or f2fs may refuse it when full: OSError, as any failed write). A
     CRC tells a note a power cut tore from a whole one; a torn note reads as none."""
 
-    SIZE = 512
+    SIZE = 4096  # one block of ext4 or vfat
 
     def __init__(self, path: Path) -> None:
         self.path = path

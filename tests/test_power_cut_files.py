@@ -93,7 +93,7 @@ async def test_caches_torn_by_a_power_cut_are_rebuilt_and_the_agent_prints(tmp_p
         await front.stop()
 
 
-@pytest.mark.parametrize("how", ["empty", "garbage"])  # cut short, its 512 bytes keep the whole note: still read
+@pytest.mark.parametrize("how", ["empty", "garbage"])  # cut short, its first half keeps the whole note: still read
 def test_a_note_in_place_a_power_cut_tore_reads_as_none(tmp_path: Path, how: str) -> None:
     """The storage alert's note on the card is written in place (no new block on a full card), so a power cut can
     tear it: a torn note is no note (the next boot mails the alarm again rather than take garbage as a time)."""

@@ -526,7 +526,10 @@ class Alerter:
     async def _mail_storage_directly(self, batch: list[Signal]) -> None:
         """The outbox lives in the database that just failed: tell the manager once, bypassing it."""
         signal = _storage_alarm(batch)
-        if signal is None or self._storage_owed == [] or await self._told_by_earlier_run(signal.key):
+        if signal is None:
+            return
+        await self._told_by_earlier_run(signal.key)
+        if self._storage_owed == []:
             return
         told_at = await self._store.told_firing_at(signal.key)  # read only: it answers on the full disk
         if told_at is not None and self.clock.wall() - told_at < self._cfg.repeat_interval_s:
@@ -549,11 +552,13 @@ class Alerter:
         except AlertError as err:
             log.error("alert_mail_failed", key=signal.key, error=str(err), note="database not writable and mail failed")
             return
-        # A deferred recipient (4xx) is tried again at the next round while the database still refuses writes.
+        # A deferred recipient (4xx) is tried again at the next round while the database still refuses writes, and by
+        # a later run: the note says who is still owed.
         self._storage_owed = list(delivery.deferred)
         if delivery.accepted and self._storage_mailed is None:
             self._storage_mailed = (signal.key, self.clock.mono())
-            await asyncio.to_thread(self._note_storage_mailed, self._storage_mailed[1])
+        if self._storage_mailed is not None:
+            await asyncio.to_thread(self._note_storage_mailed, self._storage_mailed[1], self._storage_owed)
         if delivery.deferred or delivery.refused:
             log.warning(
                 "alert_mail_deferred",
@@ -563,18 +568,19 @@ class Alerter:
                 note="deferred recipients are tried again while the database refuses writes",
             )
 
-    async def _told_by_earlier_run(self, key: str) -> bool:
-        """Whether an earlier run of this boot mailed the storage alert directly (its note in the runtime directory):
-        then that mail is this run's alarm, recorded as such once its occurrences are stored, and a restart on the full
-        disk (or one whose disk got room just after a write failed) is no news. Looked for once per episode."""
+    async def _told_by_earlier_run(self, key: str) -> None:
+        """Whether an earlier run mailed the storage alert directly (its note): then that mail is this run's alarm,
+        recorded as such once its occurrences are stored, and a restart on the full disk (or one whose disk got room
+        just after a write failed) is no news but to the recipients the relay deferred. Looked for once per
+        episode."""
         if self._storage_owed is not None or self._storage_mailed is not None:
-            return False  # this run mailed it itself, or looked already
+            return  # this run mailed it itself, or looked already
         earlier = await asyncio.to_thread(self._storage_mailed_before, self._cfg.repeat_interval_s)
         if earlier is None:
-            return False
-        self._storage_owed, self._storage_mailed = [], (key, earlier)
-        log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - earlier))
-        return True
+            return
+        mono, self._storage_owed = earlier
+        self._storage_mailed = (key, mono)
+        log.info("storage_alert_mailed_before", key=key, ago_s=round(self.clock.mono() - mono), owed=self._storage_owed)
 
     async def _settle_earlier_storage_alarm(self) -> None:
         """A storage alarm this run did not raise, as it stands: one an earlier run of this boot mailed directly (its
@@ -586,9 +592,10 @@ class Alerter:
         if self._db.write_problem is not None or self._storage_owed is not None or self._storage_mailed is not None:
             return  # this run meets the problem itself: its transitions tell
         stored = any(group.subject == "database" for group in await self._store.firing("storage_problem"))
-        mailed = await asyncio.to_thread(self._storage_mailed_before, math.inf)
-        if mailed is not None and stored:  # its end comes at a later check, once the mail is recorded
-            self._storage_owed, self._storage_mailed = [], (_STORAGE_KEY, mailed)
+        earlier = await asyncio.to_thread(self._storage_mailed_before, math.inf)
+        mailed = None if earlier is None else earlier[0]
+        if earlier is not None and stored:  # its end comes at a later check, once the mail is recorded
+            self._storage_mailed, self._storage_owed = (_STORAGE_KEY, earlier[0]), earlier[1]
             return
         if not (stored or mailed is not None) or not await self._db.card_has_room():
             return
@@ -599,34 +606,35 @@ class Alerter:
         self._signal("storage_problem", "database", False)
         log.info("storage_alarm_over", key=_STORAGE_KEY, note="the card has room again")
 
-    def _storage_mailed_before(self, within_s: float) -> float | None:
-        """When (monotonic, on this run's clock) an earlier run mailed the storage alert directly, if that is less than
-        ``within_s`` ago (for the alarm again: repeat_interval_s, so a condition that just stays is mailed again every
-        repeat interval, not at every start). The runtime directory's note, else the card's (a reboot emptied the
-        first); a note of another boot is timed on the wall clock, the only one that spans a reboot, and one a clock
-        step puts in the future counts as just now."""
+    def _storage_mailed_before(self, within_s: float) -> tuple[float, list[str]] | None:
+        """When (monotonic, on this run's clock) an earlier run mailed the storage alert directly, and to whom the relay
+        deferred it, if that is less than ``within_s`` ago (for the alarm again: repeat_interval_s, so a condition that
+        just stays is mailed again every repeat interval, not at every start). The runtime directory's note, else the
+        card's (a reboot emptied the first); a note of another boot is timed on the wall clock, the only one that spans
+        a reboot, and one a clock step puts in the future counts as just now."""
         for text in (_read_text(storage_mark_path(self._settings)), self._card_note.read()):
             try:
                 mark = json.loads(text or "")
                 boot, mono, wall = mark["boot"], float(mark["mono"]), mark.get("wall")
+                owed = [str(address) for address in mark.get("owed", [])]
             except (ValueError, TypeError, KeyError, AttributeError):
                 continue
             if boot is not None and boot == self.clock.boot():
-                return mono if self.clock.noted_within(boot, mono, within_s) else None
+                return (mono, owed) if self.clock.noted_within(boot, mono, within_s) else None
             if not isinstance(wall, int | float):
                 return None
             ago = max(0.0, self.clock.wall() - wall)
-            return self.clock.mono() - ago if ago < within_s else None
+            return (self.clock.mono() - ago, owed) if ago < within_s else None
         return None
 
-    def _note_storage_mailed(self, mono: float | None) -> None:
+    def _note_storage_mailed(self, mono: float | None, owed: list[str] | None = None) -> None:
         """Notes the direct mail for a restart or a reboot on the same full disk, in the runtime directory and on the
         card (None: forgets it, the database has it now)."""
         path = storage_mark_path(self._settings)
         note = None
         if mono is not None:
             wall = self.clock.wall() - (self.clock.mono() - mono)
-            note = json.dumps({"boot": self.clock.boot(), "mono": mono, "wall": wall})
+            note = json.dumps({"boot": self.clock.boot(), "mono": mono, "wall": wall, "owed": owed or []})
         try:
             if note is None:
                 path.unlink(missing_ok=True)
@@ -638,7 +646,7 @@ class Alerter:
             if note is None:
                 self._card_note.make()  # the card has room now: one it could not make at the start is made
             self._card_note.write(note)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: a note too long for its file (hundreds of recipients)
             log.warning("storage_alert_mark_not_written", path=str(self._card_note.path), error=str(err))
 
     async def _storage_told(self) -> None:

@@ -27,6 +27,8 @@ from tests.alerts.helpers import fast, printer_down_with_a_ticket
 from tests.helpers import db_rows, eventually, wait_until
 
 MakeAgent = Callable[..., Awaitable[Agent]]
+# postgrey's answer to a (sender, recipient) it has not seen before
+GREYLISTED = "450 4.7.1 <area@store.test>: Recipient address rejected: Greylisted, try again in 60s"
 
 
 class SmallDisk:
@@ -257,6 +259,35 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restar
     await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk
     assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
     await storage_all_clear_alone_follows(sink, small_disk, db)
+
+
+async def test_a_recipient_the_relay_deferred_gets_the_storage_alert_mailed_directly_from_the_next_run(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The disk is full and the storage alert goes straight to the relay, which takes it for the store manager and
+    greylists the area manager (450, RFC 5321 4.2.5: try again later); the agent is restarted before the greylist
+    lets the mail pass. The next run, its writes failing too, owes the alarm to the area manager only: the note
+    carries who is still owed. Before, the note said "mailed" and the area manager never got the alarm."""
+    settings = disk_settings(critical_storm_s=0, critical_to=["area@store.test"])
+    db = settings.agent.db_path
+    sink.rcpt_replies["area@store.test"] = GREYLISTED
+    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
+    del sink.rcpt_replies["area@store.test"]  # the greylist lets it pass now
+    second = await make_agent(settings)
+    await asyncio.to_thread(small_disk.fill, db)  # the room the start gave back, used up
+    second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write fails again
+    alarms = lambda: [  # noqa: E731
+        list(e.rcpt_tos)
+        for m, e in zip(sink.messages, sink.envelopes, strict=True)
+        if "Speicherproblem" in str(m["Subject"]) and "STÖRUNG" in str(m["Subject"])
+    ]
+    await wait_until(lambda: len(alarms()) == 2, 10, "the storage alert mailed to the recipient still owed")
+    await asyncio.sleep(1.0)  # rounds of the alert loop on the full disk: nobody gets it twice
+    assert alarms() == [settings.alerts.to, ["area@store.test"]], alarms()
 
 
 async def test_a_restart_whose_storage_alert_can_be_stored_takes_the_earlier_runs_direct_mail_as_its_alarm(
