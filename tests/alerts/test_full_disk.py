@@ -236,26 +236,59 @@ async def a_run_mailed_the_storage_alert_directly_and_stopped(
     await first.stop()
 
 
-async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restart_on_the_full_disk(
+class RebootedClock(Clock):
+    """The system's clocks as a run after a reboot sees them: another boot id, and a monotonic clock from near 0."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def mono(self) -> float:
+        return 30.0 + time.monotonic() - self._started  # booted 30 s ago
+
+    def boot(self) -> str:
+        return "the-next-boot"
+
+
+def between_runs(settings: Settings, what: str) -> Clock:
+    """The next run's clock after a ``restart`` or a ``reboot``, which leaves the runtime directory (a tmpfs) empty
+    and the card as it was."""
+    if what == "restart":
+        return SYSTEM_CLOCK
+    storage_mark_path(settings).unlink(missing_ok=True)
+    return RebootedClock()
+
+
+async def a_next_run_whose_writes_fail(
+    make_agent: MakeAgent, settings: Settings, small_disk: SmallDisk, clock: Clock = SYSTEM_CLOCK
+) -> Agent:
+    """The next run on the still full disk: the room its start gave back is used up, and a write fails."""
+    run = await make_agent(settings, clock=clock)
+    await asyncio.to_thread(small_disk.fill, settings.agent.db_path)
+    run.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
+    await wait_until(lambda: run.deps is not None and run.deps.db.write_problem is not None, 10, "writes fail")
+    return run
+
+
+@pytest.mark.parametrize("between", ["restart", "reboot"])
+async def test_the_storage_alert_mailed_directly_is_not_mailed_again_by_a_restart_or_reboot_on_the_full_disk(
     make_agent: MakeAgent,
     disk_settings: Callable[..., Settings],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
     small_disk: SmallDisk,
+    between: str,
 ) -> None:
     """The disk is full and the storage alert was mailed directly; the agent is restarted (an upgrade, systemd after
     a crash) while the disk is still full. The new run must not mail the same alarm again: before, every start on the
     full disk mailed it anew (what it had mailed was kept in memory only), as the health check's agent-down alert
     would without its state file (found by the chaos harness, seeds 36 and 64: SIGTERM or SIGKILL and restart on a
-    full disk)."""
+    full disk). A reboot is no news either: the note is on the card too (before stop 50 the next boot mailed it
+    again)."""
     # The storm guard off (seed 64): a restart is no new episode, the alarm is still not mailed at every start.
     settings = disk_settings(critical_storm_s=0)
     db = settings.agent.db_path
     await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
-    second = await make_agent(settings)
-    await asyncio.to_thread(small_disk.fill, db)  # the start gave back the room kept beside the database: used up
-    second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
-    await wait_until(lambda: second.deps is not None and second.deps.db.write_problem is not None, 10, "writes fail")
+    await a_next_run_whose_writes_fail(make_agent, settings, small_disk, between_runs(settings, between))
     await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk
     assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
     await storage_all_clear_alone_follows(sink, small_disk, db)
@@ -273,13 +306,10 @@ async def test_a_recipient_the_relay_deferred_gets_the_storage_alert_mailed_dire
     lets the mail pass. The next run, its writes failing too, owes the alarm to the area manager only: the note
     carries who is still owed. Before, the note said "mailed" and the area manager never got the alarm."""
     settings = disk_settings(critical_storm_s=0, critical_to=["area@store.test"])
-    db = settings.agent.db_path
     sink.rcpt_replies["area@store.test"] = GREYLISTED
     await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
     del sink.rcpt_replies["area@store.test"]  # the greylist lets it pass now
-    second = await make_agent(settings)
-    await asyncio.to_thread(small_disk.fill, db)  # the room the start gave back, used up
-    second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # a write fails again
+    await a_next_run_whose_writes_fail(make_agent, settings, small_disk)
     alarms = lambda: [  # noqa: E731
         list(e.rcpt_tos)
         for m, e in zip(sink.messages, sink.envelopes, strict=True)
@@ -324,93 +354,31 @@ async def test_a_restart_whose_storage_alert_can_be_stored_takes_the_earlier_run
     assert not storage_mark_path(settings).exists()  # the database has it now
 
 
+@pytest.mark.parametrize("between", ["restart", "reboot"])
 async def test_a_disk_freed_while_the_agent_was_down_gets_the_storage_all_clear_from_the_next_run(
     make_agent: MakeAgent,
     disk_settings: Callable[..., Settings],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
     small_disk: SmallDisk,
+    between: str,
 ) -> None:
     """The disk is full and the storage alert was mailed directly; the technician stops the agent, makes room and
     starts it. The new run never meets the problem, but the manager's last word on it is the alarm: the run that
     finds the earlier run's note and writes is the one to tell the all-clear, once, and the note goes. Before, no
-    all-clear ever came (stop 47's note)."""
+    all-clear ever came (stop 47's note); after a reboot, which empties the runtime directory, none came until stop
+    50 put the note on the card too."""
     settings = disk_settings()
     db = settings.agent.db_path
     await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
     await asyncio.to_thread(small_disk.free, db)
-    await make_agent(settings)
+    await make_agent(settings, clock=between_runs(settings, between))
     await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
     await asyncio.sleep(1.5)  # rounds of the alert loop: no second all-clear, no alarm again
     assert len(mails_about(sink, "Speicherproblem", "BEHOBEN")) == 1, [str(m["Subject"]) for m in sink.messages]
     assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
-    assert not storage_mark_path(settings).exists()
+    assert not storage_mark_path(settings).exists() and storage_card_note(settings).read() is None
     assert await db_rows(db, "SELECT notified FROM alert_groups WHERE type = 'storage_problem'") == [("resolved",)]
-
-
-class RebootedClock(Clock):
-    """The system's clocks as a run after a reboot sees them: another boot id, and a monotonic clock from near 0."""
-
-    def __init__(self) -> None:
-        self._started = time.monotonic()
-
-    def mono(self) -> float:
-        return 30.0 + time.monotonic() - self._started  # booted 30 s ago
-
-    def boot(self) -> str:
-        return "the-next-boot"
-
-
-def reboot(settings: Settings) -> RebootedClock:
-    """What a reboot leaves: the runtime directory (a tmpfs) empty, the card as it was."""
-    storage_mark_path(settings).unlink(missing_ok=True)
-    return RebootedClock()
-
-
-async def test_a_disk_freed_across_a_reboot_gets_the_storage_all_clear_from_the_next_boots_run(
-    make_agent: MakeAgent,
-    disk_settings: Callable[..., Settings],
-    printers: dict[str, SimPrinter],
-    sink: SmtpSink,
-    small_disk: SmallDisk,
-) -> None:
-    """The disk is full and the storage alert was mailed directly; the technician makes room and reboots the box (or
-    the power goes). The next boot's run never meets the problem, and the runtime directory that held the earlier
-    run's note is empty: the note on the card, written in place into a file made while the card had room, tells it the
-    manager has the alarm, and the all-clear comes. Before, none ever came: the manager's last word was the alarm."""
-    settings = disk_settings()
-    db = settings.agent.db_path
-    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
-    await asyncio.to_thread(small_disk.free, db)
-    await make_agent(settings, clock=reboot(settings))
-    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 20, "the storage all-clear")
-    await asyncio.sleep(1.5)  # rounds of the alert loop: no second all-clear, no alarm again
-    assert len(mails_about(sink, "Speicherproblem", "BEHOBEN")) == 1, [str(m["Subject"]) for m in sink.messages]
-    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
-    assert await db_rows(db, "SELECT notified FROM alert_groups WHERE type = 'storage_problem'") == [("resolved",)]
-    assert storage_card_note(settings).read() is None  # the database has it: a later boot finds no note
-
-
-async def test_the_storage_alert_mailed_directly_is_not_mailed_again_after_a_reboot_on_the_full_disk(
-    make_agent: MakeAgent,
-    disk_settings: Callable[..., Settings],
-    printers: dict[str, SimPrinter],
-    sink: SmtpSink,
-    small_disk: SmallDisk,
-) -> None:
-    """The disk is full, the storage alert was mailed directly, and the box reboots with the disk still full: a reboot
-    is no news to the manager, who gets the alarm again only after the repeat interval, as after a restart. Before,
-    the next boot's first failing write mailed it again (the note was in the runtime directory only)."""
-    settings = disk_settings(critical_storm_s=0)
-    db = settings.agent.db_path
-    await a_run_mailed_the_storage_alert_directly_and_stopped(make_agent, settings, sink, small_disk)
-    second = await make_agent(settings, clock=reboot(settings))
-    await asyncio.to_thread(small_disk.fill, db)  # the start gave back the room kept beside the database: used up
-    second.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))  # fails again
-    await wait_until(lambda: second.deps is not None and second.deps.db.write_problem is not None, 10, "writes fail")
-    await asyncio.sleep(2.0)  # several rounds of the alert loop on the full disk
-    assert len(mails_about(sink, "Speicherproblem", "STÖRUNG")) == 1, [str(m["Subject"]) for m in sink.messages]
-    await storage_all_clear_alone_follows(sink, small_disk, db)
 
 
 async def test_a_restart_on_the_still_full_disk_tells_no_all_clear_until_the_card_has_room(
