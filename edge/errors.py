@@ -26,10 +26,11 @@ class InvalidOrderError(EdgeError):
 
 
 class OrderConflictError(EdgeError):
-    """The same order id arrived with different content."""
+    """The same order id arrived with different content; ``reason``: what differs, where it is not the stored order."""
 
-    def __init__(self, order_id: str) -> None:
-        super().__init__(f"order {order_id} already exists with different content")
+    def __init__(self, order_id: str, reason: str | None = None) -> None:
+        self.reason = reason or f"order {order_id} already exists with different content"
+        super().__init__(self.reason)
         self.order_id = order_id
 
 
@@ -53,7 +54,7 @@ def intake_error_body(
     if isinstance(err, OrderConflictError):
         return {
             "error": "conflict",
-            "reason": f"order {err.order_id} already exists with different content; nothing was printed",
+            "reason": f"{err.reason}; nothing was printed",
             "order_id": err.order_id,
         }
     if isinstance(err, WrongStateError):  # a revision reopening a cancelled order

@@ -158,7 +158,11 @@ class OrderIntake:
             log.warning("cancel_conflict", order_id=order_id, revision=cancel.revision, source=source)
             reason = f"another reason than the cancel kept at revision {result.revision} for this order, not here yet"
             self._bus.publish(OrderConflicted(order_id=order_id, source=source, reason=reason))
-            raise OrderConflictError(order_id)
+            raise OrderConflictError(
+                order_id,
+                f"order {order_id} is not here yet; the cancel kept for it at revision {result.revision} has"
+                " another reason",
+            )
         if result.outcome == InsertOutcome.CANCEL_PENDING and result.revision == cancel.revision:
             log.info("cancel_kept", order_id=order_id, revision=cancel.revision, source=source)
         return result

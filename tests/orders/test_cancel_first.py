@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -70,6 +71,22 @@ async def test_a_cancel_before_its_order_is_kept_and_the_order_prints_nothing(
     assert (status, body["status"], body["revision"]) == (200, "stale", 2)
     status, body = await cancel(api, {"revision": 2, "reason": "storniert"})  # the cancel's sender's retry
     assert (status, body["status"]) == (200, "duplicate")
+
+
+async def test_a_kept_cancels_retry_with_its_reason_in_nfd_is_a_duplicate_and_another_reason_names_the_kept_cancel(
+    agent: Agent, api: aiohttp.ClientSession
+) -> None:
+    """A sender on macOS or iOS retries a cancel kept for an order not here with the same reason in NFD: the same
+    cancel, 200 duplicate, as for a stored order (text in NFD or NFC is one content: docs/http-api.md). Before: 409
+    conflict saying the order "already exists with different content", which it does not, and the manager's conflict
+    alert. Another reason at that revision is still a conflict, and says that a cancel is kept."""
+    reason = "Gäste gegangen, Käsespätzle zurück"
+    assert (await cancel(api, {"revision": 2, "reason": reason}))[0] == 202
+    status, body = await cancel(api, {"revision": 2, "reason": unicodedata.normalize("NFD", reason)})
+    assert (status, body) == (200, {"order_id": ORDER, "status": "duplicate", "revision": 2, "job_ids": []})
+    status, body = await cancel(api, {"revision": 2, "reason": "anders"})
+    assert (status, body["error"]) == (409, "conflict")
+    assert "exists" not in body["reason"] and "kept" in body["reason"], body
 
 
 async def test_a_cancel_kept_for_an_order_not_here_survives_a_restart_and_a_repeat_is_a_duplicate(
