@@ -103,6 +103,17 @@ def diff_station(before: Order | None, after: Order | None, station: str) -> tup
     return tuple(changes)
 
 
+def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine, ...]:
+    """A STORNO's lines: every line any of ``revisions`` put on one station's paper, at its largest quantity, struck
+    (more struck than the cook holds is safe; less is a dish cooked for nobody)."""
+    lines: dict[LineKey, Line] = {}
+    for order in revisions:
+        for key, line in station_lines(order, station).items():
+            if key not in lines or line.qty > lines[key].qty:
+                lines[key] = line
+    return tuple(ChangedLine(LineChange.REMOVED, key, line, None) for key, line in lines.items())
+
+
 def apply_diff(lines: Mapping[LineKey, Line], changes: Sequence[ChangedLine]) -> dict[LineKey, Line]:
     """``lines`` with ``changes`` applied: what the cook holding both tickets reads."""
     out = dict(lines)
@@ -152,6 +163,21 @@ def paper_revision(jobs: Sequence[ExistingJob]) -> int | None:
     """The revision on paper at one station: the latest ticket that may be on paper there (None: nothing)."""
     printed = [j for j in jobs if j.on_paper]
     return max(printed, key=lambda j: j.id).revision if printed else None
+
+
+def storno_from(jobs: Sequence[ExistingJob]) -> tuple[int, bool] | None:
+    """Where a STORNO at one station strikes from, and whether later revisions may be on paper too: the latest ticket
+    surely on paper there (printed), or, when tickets after it may be (printing, or a COPY waiting: its attempt was cut
+    short, or a person asked for it), the earliest of them all. Which of the later ones reached paper is known only
+    when the STORNO prints (edge/store/jobs.py, PRINTABLE's struck_payloads): a ticket printing now may go back in
+    line unsent. None: nothing of the order is on paper there."""
+    maybe = [j for j in jobs if j.on_paper]
+    printed = [j for j in maybe if j.state == JobState.PRINTED]
+    last = max(printed, key=lambda j: j.id) if printed else None
+    later = [j for j in maybe if last is None or j.id > last.id]
+    if not later:
+        return None if last is None else (last.revision, False)
+    return min(j.revision for j in (later if last is None else [last, *later])), True
 
 
 def revisions_needed(jobs: Sequence[ExistingJob]) -> set[int]:
@@ -204,8 +230,10 @@ def plan_revision(
         on_paper = paper_revision(station_jobs)
         if new.status == "cancelled":
             discard.extend(j.id for j in waiting)
-            if on_paper is not None:
-                add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CANCEL, on_paper))
+            struck = storno_from(station_jobs)
+            # Not for a station a printed change emptied, with nothing after it: its paper holds nothing to strike.
+            if struck is not None and (struck[1] or orders[struck[0]].production_items(station)):
+                add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CANCEL, struck[0]))
             continue
         # A COPY may repeat what the cook holds: it stays as it is (rewritten, it would differ from the original it
         # claims to copy and hide the change); the change follows it as a ticket of its own. But a COPY a person asked

@@ -53,10 +53,12 @@ class JobRenderer:
             if job.variant in (JobVariant.CHANGE, JobVariant.CANCEL):
                 if job.base_payload is None:
                     raise ValueError(f"job {job.id}: revision {job.change_from} of its order is not stored")
+                struck = [parse_order(json.loads(p), stored=True) for p in json.loads(job.struck_payloads or "[]")]
                 return renderer.change(
                     order,
                     parse_order(json.loads(job.base_payload), stored=True),
                     job.station,
+                    struck=struck,
                     width=printer.width,
                     language=settings.agent.language,
                     copy=job.copy,

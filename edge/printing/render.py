@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.config import PrinterSettings
 from edge.errors import ConfigError
-from edge.orders.changes import diff_station
+from edge.orders.changes import diff_station, struck_lines
 from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payment, TaxLine, Totals
 from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, MIN_WIDTH, Layout, PrintOptions, finalize, template_globals
@@ -126,6 +126,7 @@ class Renderer:
         before: Order,
         station: str,
         *,
+        struck: Sequence[Order] = (),
         width: int = 48,
         language: str = "de",
         copy: bool = False,
@@ -133,7 +134,8 @@ class Renderer:
         options: PrintOptions = DEFAULT_OPTIONS,
     ) -> bytes:
         """The change ticket (ÄNDERUNG / CHANGED) from ``before`` (the revision on paper) to ``order`` at one station;
-        when ``order`` is cancelled, the void ticket (STORNO / CANCELLED) striking what ``before`` put on paper."""
+        when ``order`` is cancelled, the void ticket (STORNO / CANCELLED) striking what ``before`` and the ``struck``
+        revisions (later ones that may be on paper too) put there."""
         _check_job(width, language)
         cancelled = order.status == "cancelled"
         return self._render(
@@ -144,7 +146,7 @@ class Renderer:
             order=order,
             station=station,
             cancelled=cancelled,
-            lines=diff_station(before, None if cancelled else order, station),
+            lines=struck_lines([before, *struck], station) if cancelled else diff_station(before, order, station),
             reason=order.cancel_reason,
             copy=copy,
             redirected_from=redirected_from,

@@ -33,6 +33,14 @@ PRINTABLE = (
     " o.payload) AS payload,"
     " (SELECT r.payload FROM order_revisions r WHERE r.order_id = j.order_id AND r.revision = j.change_from)"
     " AS base_payload,"
+    # A STORNO strikes its base and each later revision (before the cancel) a ticket of its station may have put on
+    # paper: printed, printing, or discarded marked COPY (cut short, caught by a crash, or a COPY a person asked for;
+    # not one put back unsent). Known only now: when the cancel was planned a ticket printing could still go back.
+    " CASE WHEN j.variant = 'cancel' THEN (SELECT json_group_array(r.payload) FROM order_revisions r"
+    " WHERE r.order_id = j.order_id AND r.revision > j.change_from AND r.revision < j.revision"
+    " AND EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id AND e.station IS j.station"
+    " AND e.kind = 'ticket' AND e.revision = r.revision AND e.id < j.id"
+    " AND (e.state IN ('printed', 'printing') OR (e.state = 'discarded' AND e.copy)))) END AS struck_payloads,"
     " CASE WHEN j.variant IS NULL AND j.copy THEN o.received_at ELSE j.created_at END AS order_received_at,"
     " o.created_at AS order_created_at,"
     " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(CASE e.state WHEN 'printed' THEN e.printed_at"

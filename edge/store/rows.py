@@ -95,6 +95,7 @@ class PrintableJob(Job):
     order_received_at: float
     order_created_at: str  # central's created_at, ISO 8601
     base_payload: str | None = None  # change and cancel: the JSON of the revision on paper (change_from)
+    struck_payloads: str | None = None  # cancel: a JSON array of the later revisions' JSON that may be on paper too
     # Change and cancel: when the last earlier ticket of its order and station was printed (our wall clock), if one
     # was; one still printing (its mark not yet committed) counts as printed when this job was made
     follows_printed_at: float | None = None

@@ -796,3 +796,80 @@ async def test_a_revision_after_a_change_ticket_went_back_in_line_prints_the_cha
     changes = [decode(job).text for job in kitchen.printed[1:]]
     assert len(changes) == 1, changes
     assert "2 -> 4x Pizza Margherita" in changes[0] and changes[0].count("+ 1x Tiramisu") == 1, changes[0]
+
+
+async def storno_text(kitchen: SimPrinter, before: int) -> str:
+    """The paper end cleared: the next ticket out of the kitchen, which must be the STORNO (nothing else waits)."""
+    kitchen.stalls, kitchen.paper_out = {}, False
+    [*_, storno] = [decode(job).text for job in await kitchen.wait_for_printed(before + 1)]
+    await asyncio.sleep(0.3)  # room for a ticket too many
+    assert len(kitchen.printed) == before + 1, [decode(job).text for job in kitchen.printed]
+    assert "STORNO" in storno, storno
+    return storno
+
+
+async def test_a_storno_strikes_what_is_on_paper_when_the_change_it_was_planned_from_goes_back_unsent(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 printed (2x Pizza, Käsespätzle); revision 2's change ticket (3x Pizza, no Käsespätzle, a Tiramisu)
+    is claimed when the cancel commits, so the STORNO was planned from it; then the printer turns out not ready and
+    the change ticket, never sent, is discarded. The STORNO must strike what the cook holds: before, it struck 3x
+    Pizza and the Tiramisu and left the Käsespätzle off (the changes probe helper, 5 of 5)."""
+    kitchen = printers["kitchen"]
+    assert (await post(api, example_order))[0] == 201
+    await kitchen.wait_for_printed(1)
+    await printed_all(agent)
+    slowly_not_ready(kitchen)
+    assert (await post(api, dessert_added(example_order)))[0] == 200
+    order_id = example_order["id"]
+    await eventually(lambda: job_states(agent, order_id), lambda states: states[1:] == ["printing"], what="claimed")
+    async with api.post(f"/api/v1/orders/{order_id}/cancel", json={"revision": 3}) as r:
+        assert (r.status, (await r.json())["status"]) == (200, "cancelled")
+    await eventually(lambda: job_states(agent, order_id), lambda s: s[1] == "discarded", what="discarded unsent")
+    storno = await storno_text(kitchen, 1)
+    assert "2x Pizza Margherita" in storno and "Käsespätzle" in storno and "Tiramisu" not in storno, storno
+
+
+async def test_a_storno_strikes_what_may_be_on_paper_beside_a_copy_a_person_asked_for(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 printed; the paper runs out; revision 2's change ticket waits, and a person asks for a reprint (a
+    COPY of revision 2, which never reached paper). The order is cancelled: both are discarded, and the STORNO must
+    strike what the cook holds, revision 1's Käsespätzle too. Before, it was planned from the COPY: 3x Pizza and the
+    Tiramisu struck, the Käsespätzle not (the changes probe helper, 5 of 5)."""
+    kitchen = printers["kitchen"]
+    assert (await post(api, example_order))[0] == 201
+    await kitchen.wait_for_printed(1)
+    await printed_all(agent)
+    kitchen.paper_out = True
+    assert (await post(api, dessert_added(example_order)))[0] == 200
+    order_id = example_order["id"]
+    async with api.post(f"/api/v1/orders/{order_id}/reprint", json={"station": "kitchen"}) as r:
+        assert r.status == 201, await r.text()
+    async with api.post(f"/api/v1/orders/{order_id}/cancel", json={"revision": 3}) as r:
+        assert (r.status, (await r.json())["status"]) == (200, "cancelled")
+    storno = await storno_text(kitchen, 1)
+    assert "Pizza Margherita" in storno and "Käsespätzle" in storno, storno
+
+
+async def test_a_cancel_prints_no_storno_at_a_station_a_printed_change_emptied(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 2 takes the kitchen's dishes off (the guests keep their drinks) and its change ticket prints. The cancel
+    that follows has nothing left to strike in the kitchen: no STORNO there. Before, an empty one printed (the
+    changes probe helper, 3 of 3)."""
+    kitchen = printers["kitchen"]
+    assert (await post(api, example_order))[0] == 201
+    await kitchen.wait_for_printed(1)
+    await printed_all(agent)
+    drinks_only = revised(example_order, 2)
+    drinks_only["items"] = [i for i in drinks_only["items"] if not i.get("station")]
+    assert (await post(api, drinks_only))[0] == 200
+    [_, change] = [decode(job).text for job in await kitchen.wait_for_printed(2)]
+    assert "- 2x Pizza Margherita" in change and "- 1x Käsespätzle" in change, change
+    await printed_all(agent)
+    async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as r:
+        assert (r.status, (await r.json())["status"]) == (200, "cancelled")
+    await asyncio.sleep(0.5)  # a STORNO would be out by now
+    assert len(kitchen.printed) == 2, [decode(job).text for job in kitchen.printed]
+    assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE variant = 'cancel'") == [(0,)]
