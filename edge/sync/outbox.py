@@ -79,7 +79,7 @@ class OutboxSender:
         self._clock = clock
         self._client = client
         self._storage = SaidOnce("outbox_waits_for_storage")  # why flushes cannot write, until one can
-        self._batch_size = min(batch_size, MAX_EVENTS_PER_POST)
+        self._batch_size = self._max_batch = min(batch_size, MAX_EVENTS_PER_POST)
         self._link_up = link_up
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -132,7 +132,7 @@ class OutboxSender:
             if len(items) == 1:
                 raise
             # Central needs longer for this many than the read timeout allows (it may have taken them all: the keys
-            # make the next copies duplicates): fewer a POST, from now on in this run.
+            # make the next copies duplicates): fewer a POST, until whole batches are taken in time again.
             self._batch_size = max(1, len(items) // 2)
             log.warning("outbox_batch_too_slow", events=len(items), batch_size=self._batch_size)
             return await self._settle_halves(items)
@@ -154,6 +154,8 @@ class OutboxSender:
             return await self._settle_halves(items)
         await self._store.delivered(ids, self._clock.wall())
         log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
+        if len(ids) == self._batch_size < self._max_batch:  # a whole batch in time: it doubles back to the setting
+            self._batch_size = min(self._max_batch, 2 * self._batch_size)
         return len(ids)
 
     async def _settle_halves(self, items: Sequence[OutboxItem]) -> int:

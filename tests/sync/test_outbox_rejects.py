@@ -423,3 +423,23 @@ async def test_an_order_central_archived_holds_back_only_its_own_events_and_a_pe
     assert await db_rows(db, "SELECT COUNT(*) FROM outbox WHERE json_extract(payload, '$._rejected') IS NOT NULL") == [
         (0,)
     ]
+
+
+async def test_the_batch_size_a_slow_spell_halved_grows_back_once_central_answers_in_time(
+    db: Database, central: CentralSim, make_sender: MakeSender
+) -> None:
+    """Central answered too slowly for a while (a body dripping past the timeout): the sender halved its batches down
+    to one event. Central is quick again and a backlog of 16 events waits: it goes in a few POSTs, the batch doubling
+    after each taken whole, not in 16 POSTs of one event. Before, one slow spell left every later POST at one event
+    until the agent restarted (the central probe helper: 120 POSTs for 120 events, against 2 without the spell)."""
+    sender = await make_sender(batch_size=8, connect_timeout_s=0.3, read_timeout_s=0.3)
+    central.drip_next(3, chunk=4, interval_s=0.2, path="events")  # each answer some 2 s: over the 0.6 s allowed
+    await write(db, EVENTS[:8])
+    await sender.flush()
+    assert set(central.events) == set(keys(EVENTS[:8]))
+    backlog = [(order, "printed", str(n)) for n, order in zip(range(11, 27), "ABC" * 6, strict=False)]
+    await write(db, backlog)
+    posts_before = len(central.requests)
+    assert await sender.flush() == len(backlog)
+    posts = len(central.requests) - posts_before
+    assert set(keys(backlog)) <= set(central.events) and posts <= 5, posts
