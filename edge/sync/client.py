@@ -132,6 +132,9 @@ class CentralClient:
         self._store_id = store_id
         self._base = settings.url.rstrip("/")
         self._limiter = RateLimiter(settings.rate_limit_rps)
+        # Until when (the loop's clock) central asked for quiet (Retry-After on a 429 or 503, up to retry_max_s): no
+        # call goes out before, whichever part of the agent makes it: a retry, the outbox's next pass, a page.
+        self._quiet_until = 0.0
         self._session: aiohttp.ClientSession | None = None
         # The store network's way out, if it has one: every call goes through it, central's name resolved there.
         self._proxy = settings.proxy or None
@@ -274,6 +277,9 @@ class CentralClient:
         """One request and its whole answer: (status, Location, body text, Retry-After in seconds). Each request sent
         takes its turn at the rate limit, a retry too."""
         assert self._session is not None, "CentralClient.start() first"
+        loop = asyncio.get_running_loop()
+        while (quiet := self._quiet_until - loop.time()) > 0:
+            await asyncio.sleep(quiet)
         await self._limiter.acquire()
         sent = time.monotonic()
         # Redirects are not followed: a redirected POST loses its body and becomes a GET (as browsers do), so the
@@ -296,6 +302,9 @@ class CentralClient:
             self._heard_date(response.headers, time.monotonic() - sent)
             text = await response.text()
             retry_after = retry_after_s(response.headers.get("Retry-After"), response.headers.get("Date"))
+            if retry_after is not None and (status == 429 or status in _RETRY_STATUSES):
+                until = loop.time() + min(retry_after, self._settings.retry_max_s)
+                self._quiet_until = max(self._quiet_until, until)
             return status, response.headers.get("Location", ""), text, retry_after
 
     async def _send(

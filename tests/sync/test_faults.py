@@ -10,7 +10,8 @@ import pytest
 from edge.config import Settings
 from edge.events import JobPrinted, RecoveryCompleted, RecoveryFailed
 from edge.sim.central import CentralSim
-from tests.helpers import db_rows
+from edge.sim.orders import example_order
+from tests.helpers import api_client, db_rows, post
 from tests.sync.conftest import Agents
 
 MISSED = 60
@@ -65,3 +66,27 @@ async def test_a_retry_after_date_is_read_on_centrals_clock_not_the_boxs(
     assert completed.counts["stored"] == 3
     lists = [t for t, method, path, _ in central.requests if method == "GET" and path.endswith("/orders")]
     assert lists[1] - lists[0] >= 1.5 and lists[2] - lists[1] >= 1.5, lists
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_the_outbox_sends_nothing_before_the_time_a_busy_central_asked_for(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, status: int
+) -> None:
+    """Central answers the events endpoint 429 (or 503) with Retry-After: 1.5 until the agent's tries of that call are
+    spent. The next order, printed right away, wakes the outbox: its next POST waits out the time central asked for
+    (RFC 9110 10.2.3), as every retry does (central knows neither order here: its answer after the wait is beside the
+    point). Before, it went 0.2 s later (the central probe helper, 4 of 4): a backend
+    that says slow down was asked again at once by every box."""
+    first, second = example_order() | {"id": "first"}, example_order() | {"id": "second", "number": "B-2"}
+    central.fail_next(2, status, retry_after=1.5, path="events")
+    settings = sync_settings(max_attempts=2, retry_max_s=5.0)
+    agent, events = await agents.start(settings)
+    async with api_client(agent) as api:
+        assert (await post(api, first))[0] == 201
+        await central.wait_for(lambda: [s for *_, p, s in central.requests if p.endswith("/events")] == [status] * 2, 10)
+        assert (await post(api, second))[0] == 201
+        await central.wait_for(lambda: len([p for _, _, p, _ in central.requests if p.endswith("/events")]) > 2, 20)
+    posts = [(t, s) for t, _, p, s in central.requests if p.endswith("/events")]
+    last_refusal = max(t for t, s in posts if s == status)
+    next_post = min(t for t, s in posts if t > last_refusal)
+    assert next_post - last_refusal >= 1.4, posts
