@@ -278,7 +278,7 @@ class CentralClient:
         takes its turn at the rate limit, a retry too."""
         assert self._session is not None, "CentralClient.start() first"
         loop = asyncio.get_running_loop()
-        while (quiet := self._quiet_until - loop.time()) > 0:
+        if (quiet := self._quiet_until - loop.time()) > 0:
             await asyncio.sleep(quiet)
         await self._limiter.acquire()
         sent = time.monotonic()

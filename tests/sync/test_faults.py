@@ -80,10 +80,11 @@ async def test_the_outbox_sends_nothing_before_the_time_a_busy_central_asked_for
     first, second = example_order() | {"id": "first"}, example_order() | {"id": "second", "number": "B-2"}
     central.fail_next(2, status, retry_after=1.5, path="events")
     settings = sync_settings(max_attempts=2, retry_max_s=5.0)
-    agent, events = await agents.start(settings)
+    agent, _ = await agents.start(settings)
     async with api_client(agent) as api:
         assert (await post(api, first))[0] == 201
-        await central.wait_for(lambda: [s for *_, p, s in central.requests if p.endswith("/events")] == [status] * 2, 10)
+        refused = [status] * 2
+        await central.wait_for(lambda: [s for *_, p, s in central.requests if p.endswith("/events")] == refused, 10)
         assert (await post(api, second))[0] == 201
         await central.wait_for(lambda: len([p for _, _, p, _ in central.requests if p.endswith("/events")]) > 2, 20)
     posts = [(t, s) for t, _, p, s in central.requests if p.endswith("/events")]
