@@ -400,9 +400,8 @@ class Recovery:
                     break
                 cursor = next_cursor
         finally:
-            if not fetch.done():
-                fetch.cancel()
-                await asyncio.gather(fetch, return_exceptions=True)
+            fetch.cancel()  # a page still travelling; one a cancel ended has its exception retrieved here
+            await asyncio.gather(fetch, return_exceptions=True)
         log.info("recovery_validated", pages=pages, page_size=self._page_size, counts=await self._runs.counts(run_id))
 
     async def _history_line(self) -> float | None:
@@ -441,7 +440,9 @@ class Recovery:
         while True:
             at_floor = self._page_size <= floor
             try:
-                page = await self._client.orders_since(cursor, self._page_size, retry_slow=at_floor)
+                page = await self._unless_cancelled(
+                    self._client.orders_since(cursor, self._page_size, retry_slow=at_floor)
+                )
             except CentralSlowAnswerError as err:
                 if at_floor:
                     raise
@@ -617,6 +618,23 @@ class Recovery:
             duration_s=round(duration, 3),
             outbox_pending=await self._outbox.pending(),
         )
+
+    async def _unless_cancelled(
+        self, call: Coroutine[Any, Any, tuple[list[Any], str, bool]]
+    ) -> tuple[list[Any], str, bool]:
+        """``call``, unless the run is cancelled first: a page waiting out a busy central's retries (Retry-After,
+        backoff: minutes at the defaults) ends at the cancel, and central is not asked again."""
+        fetch = asyncio.ensure_future(call)
+        cancelled = asyncio.ensure_future(self._cancel.wait())
+        try:
+            await asyncio.wait((fetch, cancelled), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
+            raise _CancelRequested()
+        return fetch.result()
 
     def _checkpoint(self) -> None:
         if self._cancel.is_set():

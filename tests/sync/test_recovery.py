@@ -174,6 +174,28 @@ async def test_cancel_stops_the_run_and_keeps_the_cursor(
     assert not events.of(RecoveryCompleted)
 
 
+async def test_a_run_waiting_on_a_busy_central_is_cancelled_at_once(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Central answers the orders list 503 with Retry-After (maintenance): the run waits between tries. A technician
+    cancels it: the answer is 200 with the run cancelled, at once, and central is not asked again. Before, the cancel
+    waited for the whole retry cycle (about 105 s at the defaults, 5 more list calls) and then answered 409, the run
+    "failed" (the central probe helper, 2 of 2)."""
+    central.create_orders(3, prefix="m")
+    central.fail_next(50, 503, retry_after=2.0, path="orders")
+    agent, events = await agents.start(sync_settings(max_attempts=6, retry_max_s=2.0))
+    [started] = await events.wait(RecoveryStarted)
+    listed = lambda: [t for t, _, p, _ in central.requests if p.endswith("/orders")]  # noqa: E731
+    await central.wait_for(listed, 10)
+    asked = len(listed())
+    async with api(agent.port) as session:
+        async with asyncio.timeout(1.5), session.post(f"/api/v1/recovery/runs/{started.run_id}/cancel") as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["state"] == "cancelled"
+    await asyncio.sleep(2.5)  # past the next try's time
+    assert len(listed()) == asked, central.requests
+
+
 async def test_cancelling_a_run_whose_end_is_written_but_not_yet_on_disk_is_409(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, monkeypatch: pytest.MonkeyPatch
 ) -> None:
