@@ -245,6 +245,15 @@ def plan_revision(
         # The first one, rewritten, shows the new revision from what is on paper; the ones on top would repeat it.
         discard.extend(j.id for j in originals[1:])
         originals = originals[:1]
+        if (
+            originals
+            and originals[0].variant == JobVariant.CHANGE
+            and any(j.copy and j.id > originals[0].id for j in waiting)
+        ):
+            # A COPY waits behind the change ticket (a person asked for it, of the revision then current): rewritten,
+            # the change would go out before that COPY, the cook's last ticket an older revision. It stays; the change
+            # from the COPY's revision follows the COPY.
+            originals = []
         nothing_out = not any(j.state in ON_PAPER for j in station_jobs)
         if nothing_out and any(j.variant is None for j in originals):
             originals += [j for j in waiting if j.copy and j.variant is None]

@@ -873,3 +873,29 @@ async def test_a_cancel_prints_no_storno_at_a_station_a_printed_change_emptied(
     await asyncio.sleep(0.5)  # a STORNO would be out by now
     assert len(kitchen.printed) == 2, [decode(job).text for job in kitchen.printed]
     assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE variant = 'cancel'") == [(0,)]
+
+
+async def test_a_change_after_a_reprint_a_person_asked_for_prints_after_the_copy(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 printed; the paper runs out; revision 2's change ticket waits, and a person asks for a reprint (a COPY
+    of revision 2) behind it. Revision 3 (one pizza) comes: the last ticket the cook gets must show it. Before, the
+    waiting change ticket was rewritten to go from 1 to 3 and the COPY of revision 2 printed after it: the cook's last
+    ticket said three pizzas (the changes probe helper, 6 of 6)."""
+    kitchen = printers["kitchen"]
+    assert (await post(api, example_order))[0] == 201
+    await kitchen.wait_for_printed(1)
+    await printed_all(agent)
+    kitchen.bytes_per_s = 250  # some 2 s a ticket: a backlog of other orders ahead of what comes next
+    for n in range(3):
+        assert (await post(api, dict(example_order, id=f"ord_ahead_{n}", number=f"V-{n}")))[0] == 201
+    assert (await post(api, dessert_added(example_order)))[0] == 200
+    async with api.post(f"/api/v1/orders/{example_order['id']}/reprint", json={"station": "kitchen"}) as r:
+        assert r.status == 201, await r.text()
+    assert (await post(api, pizzas(dessert_added(example_order), 3, 1)))[0] == 200
+    kitchen.bytes_per_s = None
+    await printed_all(agent, or_discarded=True)
+    await asyncio.sleep(0.3)  # room for a ticket too many
+    after = [t for t in (decode(job).text for job in kitchen.printed[1:]) if example_order["number"] in t]
+    assert "KOPIE" in after[-2] and "3x Pizza Margherita" in after[-2], after
+    assert "ÄNDERUNG" in after[-1] and "3 -> 1x Pizza Margherita" in after[-1], after
