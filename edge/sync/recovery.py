@@ -628,11 +628,12 @@ class Recovery:
         cancelled = asyncio.ensure_future(self._cancel.wait())
         try:
             await asyncio.wait((fetch, cancelled), return_when=asyncio.FIRST_COMPLETED)
-        finally:
+        finally:  # also when this page itself is cancelled (a stop): the call ends with it, its outcome retrieved
             cancelled.cancel()
-        if not fetch.done():
-            fetch.cancel()
-            await asyncio.gather(fetch, return_exceptions=True)
+            if not fetch.done():
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
+        if fetch.cancelled():
             raise _CancelRequested()
         return fetch.result()
 
