@@ -107,6 +107,14 @@ class CentralLinkChanged(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class CentralAnswersAgain(Event):
+    """The health probe is answered in time again after ``silent_s`` of probes that got through and no answer, the
+    link kept up meanwhile (a slow health check is no outage): what central took meanwhile could not reach the box."""
+
+    silent_s: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RecoveryStarted(Event):
     run_id: int
     trigger: RunTrigger

@@ -10,7 +10,7 @@ import structlog
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
-from edge.events import CentralLinkChanged, EventBus
+from edge.events import CentralAnswersAgain, CentralLinkChanged, EventBus
 from edge.sync.client import (
     CentralBusyError,
     CentralClient,
@@ -50,6 +50,8 @@ class LinkMonitor:
         self._down_since = clock.mono()
         self._last_answer: float | None = None  # clock.mono() of the last answer to any call
         self._still_down_logged: float | None = None  # clock.mono() of the last central_link_still_down
+        # clock.mono() of the first probe of a spell that got through and no answer, no call answered meanwhile
+        self._silent_since: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         client.on_answer = self.mark_up
@@ -88,9 +90,18 @@ class LinkMonitor:
             down_for = None if previous is None else round(self._clock.mono() - self._down_since, 3)
             log.info("central_link_up", down_for_s=down_for)
         else:
-            self._down_since = self._clock.mono()
+            self._down_since, self._silent_since = self._clock.mono(), None  # the line's return starts a run itself
             log.warning("central_link_down", detail=detail)
         self._bus.publish(CentralLinkChanged(up=up, detail=detail))
+
+    def _answered_again(self) -> None:
+        """A probe answered in time: after a spell of at least ``probe_up_s`` in which probes got through and nothing
+        came back (central's application hung behind its load balancer), the link was up all along, so no run came
+        for the line's return: recovery is told, and fetches what central took meanwhile."""
+        silent, self._silent_since = self._silent_since, None
+        if silent is not None and (silent_s := self._clock.mono() - silent) >= self._settings.probe_up_s:
+            log.warning("central_answers_again", silent_s=round(silent_s, 1))
+            self._bus.publish(CentralAnswersAgain(silent_s=silent_s))
 
     def _told(self, err: CentralLaterError) -> float:
         """The wait its Retry-After asked for (up to retry_max_s), plus jitter: a fleet told the same does not come
@@ -109,6 +120,8 @@ class LinkMonitor:
                     # Calls get answers, or the probe got through and only its answer is slow (a dependency check
                     # behind health): central is there. Kept down, no call would be made to find out otherwise.
                     log.info("central_probe_slow", detail=str(err), note="central is there: the link is up")
+                    if self._silent_since is None and not self._answered_lately():
+                        self._silent_since = self._clock.mono()
                     self._set(True, "")
                     wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
                 else:
@@ -128,6 +141,7 @@ class LinkMonitor:
                     wait = self._settings.probe_up_s
             else:
                 self.mark_up()
+                self._answered_again()
                 wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
             await wait_set(self._wake, wait)
             self._wake.clear()

@@ -16,6 +16,7 @@ from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import CentralSettings
 from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError, StoreError, WrongStateError
 from edge.events import (
+    CentralAnswersAgain,
     CentralLinkChanged,
     EventBus,
     OrderConflicted,
@@ -119,6 +120,7 @@ class Recovery:
         # the start forward (see trigger).
         self._start_delay: asyncio.Timeout | None = None
         self._unsubscribe = bus.subscribe(self._on_link, CentralLinkChanged)
+        self._unsubscribe_silence = bus.subscribe(self._on_answers_again, CentralAnswersAgain)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class Recovery:
     async def stop(self) -> None:
         """Stop without marking anything: an interrupted run resumes at the next start."""
         self._unsubscribe()
+        self._unsubscribe_silence()
         tasks = [*self._background, *([self._task] if self._task else [])]
         for task in tasks:
             task.cancel()
@@ -155,6 +158,11 @@ class Recovery:
         # first answer at start-up tells of nothing a run started since (it has reached central) did not list.
         delay = random.uniform(0, self._settings.start_jitter_s)
         self._spawn(self.trigger(trigger, delay=delay, news=trigger != RunTrigger.STARTUP))
+
+    def _on_answers_again(self, event: CentralAnswersAgain) -> None:
+        """Central answers again after a spell of taking requests and answering none: what it took meanwhile comes
+        as after the line's return."""
+        self._spawn(self.trigger(RunTrigger.LINK_BACK, delay=random.uniform(0, self._settings.start_jitter_s)))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

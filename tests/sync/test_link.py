@@ -213,3 +213,25 @@ async def test_a_health_answer_the_agent_cannot_use_is_a_link_down_not_a_flappin
         assert requests.count("/v1/health") <= 2 and set(requests) == {"/v1/health"}, requests
     finally:
         await runner.cleanup()
+
+
+async def test_orders_central_took_while_it_answered_nothing_are_recovered_once_it_answers_again(
+    central: CentralSim, make_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Central takes connections but answers nothing for a while (its application hung behind the load balancer): the
+    link stays up, as for a slow health check, and the orders central takes meanwhile cannot reach the box. Once it
+    answers again a recovery run brings them at once. Before, they waited for the schedule (15 minutes by default;
+    the central probe helper: 0 of 10 within 30 s, 3 of 3 runs)."""
+    settings = shipped_timeouts(
+        make_settings, central, connect_timeout_s=0.5, read_timeout_s=0.5, probe_up_s=0.5, probe_max_s=0.2
+    )
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    central.latency_s = 3.0  # every answer later than the 1 s a call may take
+    missed = {o["id"] for o in central.create_orders(3, prefix="hung")}
+    await asyncio.sleep(2.5)  # probes that get no answer
+    central.latency_s = 0.0
+    [*_, caught_up] = await events.wait(RecoveryCompleted, count=2, timeout=10)
+    assert caught_up.counts["stored"] == 3
+    stored = await db_rows(agent.settings.agent.db_path, "SELECT id FROM orders")
+    assert {order_id for (order_id,) in stored} == missed
