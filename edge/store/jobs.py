@@ -23,6 +23,17 @@ from edge.store.rows import FailureRecorded, Job, MarksCommitted, PrintableJob, 
 log = structlog.get_logger()
 
 _JOBS = "SELECT j.*, o.number AS order_number FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+# What a STORNO strikes is known only when it prints (a ticket printing when the cancel was planned may still go back
+# unsent): from the latest ticket of its station then printed, or going out just before it on its printer (its mark
+# rides on the STORNO's claim; a spool sends in order), else the revision its plan saw on paper; and each later
+# revision before the cancel a ticket of the station may have put on paper: printing, or discarded marked COPY (cut
+# short, caught by a crash, or a COPY a person asked for; not one put back unsent).
+_STORNO_BASE = (
+    "COALESCE((SELECT e.revision FROM print_jobs e WHERE e.order_id = j.order_id AND e.station IS j.station"
+    " AND e.kind = 'ticket' AND e.id < j.id"
+    " AND (e.state = 'printed' OR (e.state = 'printing' AND e.printer IS j.printer)) ORDER BY e.id DESC LIMIT 1),"
+    " j.change_from)"
+)
 # A job renders its own revision (order_revisions once an order has more than one). Its age counts from when it was
 # made (its created_at, stored with the order or with the revision that made it: a change to a 3-hour-old order is held
 # like any stale ticket, and a later revision rewriting it in place does not move that time, which would count its
@@ -31,16 +42,13 @@ PRINTABLE = (
     "SELECT j.*, o.number AS order_number,"
     " COALESCE((SELECT r.payload FROM order_revisions r WHERE r.order_id = j.order_id AND r.revision = j.revision),"
     " o.payload) AS payload,"
-    " (SELECT r.payload FROM order_revisions r WHERE r.order_id = j.order_id AND r.revision = j.change_from)"
-    " AS base_payload,"
-    # A STORNO strikes its base and each later revision (before the cancel) a ticket of its station may have put on
-    # paper: printed, printing, or discarded marked COPY (cut short, caught by a crash, or a COPY a person asked for;
-    # not one put back unsent). Known only now: when the cancel was planned a ticket printing could still go back.
+    " (SELECT r.payload FROM order_revisions r WHERE r.order_id = j.order_id AND r.revision ="
+    f" CASE WHEN j.variant = 'cancel' THEN {_STORNO_BASE} ELSE j.change_from END) AS base_payload,"
     " CASE WHEN j.variant = 'cancel' THEN (SELECT json_group_array(r.payload) FROM order_revisions r"
-    " WHERE r.order_id = j.order_id AND r.revision > j.change_from AND r.revision < j.revision"
+    f" WHERE r.order_id = j.order_id AND r.revision > {_STORNO_BASE} AND r.revision < j.revision"
     " AND EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id AND e.station IS j.station"
     " AND e.kind = 'ticket' AND e.revision = r.revision AND e.id < j.id"
-    " AND (e.state IN ('printed', 'printing') OR (e.state = 'discarded' AND e.copy)))) END AS struck_payloads,"
+    " AND (e.state = 'printing' OR (e.state = 'discarded' AND e.copy)))) END AS struck_payloads,"
     " CASE WHEN j.variant IS NULL AND j.copy THEN o.received_at ELSE j.created_at END AS order_received_at,"
     " o.created_at AS order_created_at,"
     " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(CASE e.state WHEN 'printed' THEN e.printed_at"
