@@ -1,4 +1,5 @@
-"""Moves a station's waiting tickets to its first healthy backup printer when the primary has been paused too long."""
+"""Moves a station's waiting tickets off a printer of its list paused too long to the first healthy one: the
+primary's to a backup, a backup's to the primary."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ _CHECK_S = 0.5
 class Failover:
     """Watches each station that lists backups (``[stations] kitchen = ["kitchen", "front"]``).
 
-    New jobs are always routed to the primary; only jobs waiting on a primary paused for
+    New jobs are always routed to the primary; only jobs waiting on a printer paused for
     ``after_s`` move, so once the primary is back new tickets print there again. A job moves in
     one UPDATE of waiting rows and a spool claims a job only if it is still its own, so no job
     prints on both printers.
@@ -66,29 +67,39 @@ class Failover:
                     self._storage.passed()
 
     async def check(self, station: str, printers: list[str]) -> None:
-        primary = self._spoolers[printers[0]]
-        paused = primary.paused_for()
+        """The station's waiting tickets on a printer of its list paused ``after_s`` move to the first healthy one:
+        off the primary to a backup, and off a backup to the primary (a ticket left on a printer that the config
+        made a backup since, or moved there by an earlier failover, must not wait for it while the primary prints)."""
+        for name in printers:
+            await self._move_off(station, printers, self._spoolers[name])
+
+    async def _move_off(self, station: str, printers: list[str], stuck: Spooler) -> None:
+        primary = stuck.name == printers[0]
+        paused = stuck.paused_for()
         if paused is None or paused < self._after_s:
-            self._no_backup.discard(station)
+            if primary:
+                self._no_backup.discard(station)
             return
-        backup = next((self._spoolers[name] for name in printers[1:] if _healthy(self._spoolers[name])), None)
-        if backup is None:
-            if station not in self._no_backup:
-                log.error("failover_no_backup", station=station, primary=primary.name, backups=printers[1:])
+        target = next(
+            (self._spoolers[name] for name in printers if name != stuck.name and _healthy(self._spoolers[name])), None
+        )
+        if target is None:
+            if primary and station not in self._no_backup:
+                log.error("failover_no_backup", station=station, primary=stuck.name, backups=printers[1:])
                 self._no_backup.add(station)
             return
-        moved = await self._jobs.redirect(station, from_printer=primary.name, to_printer=backup.name)
+        moved = await self._jobs.redirect(station, from_printer=stuck.name, to_printer=target.name)
         if not moved:
             return
         log.warning(
             "jobs_redirected",
             station=station,
-            from_printer=primary.name,
-            to_printer=backup.name,
+            from_printer=stuck.name,
+            to_printer=target.name,
             job_ids=[job.id for job in moved],
             paused_s=round(paused, 1),
         )
-        backup.wake()
+        target.wake()
 
 
 def _healthy(spooler: Spooler) -> bool:

@@ -442,3 +442,23 @@ async def test_no_healthy_backup_keeps_jobs_on_the_primary(
         printers["kitchen"].set_offline(False)
         await printers["kitchen"].wait_for_printed(2)
     assert [e["station"] for e in logs if e["event"] == "failover_no_backup"] == ["kitchen"]
+
+
+async def test_a_ticket_left_on_a_printer_now_only_its_stations_backup_moves_to_the_working_primary(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A ticket waits on the kitchen printer, which is off; the technician gives the station a new primary (the front
+    printer here), keeps the old one as its backup and restarts the agent. The primary works: the ticket must not
+    wait for the old printer. Once that printer has been paused failover_after_s, its waiting tickets of the station
+    move to the first healthy printer the station lists. Before, failover moved tickets only off a paused primary: the
+    ticket waited for the old printer to come back (the changes probe helper, 4 of 4, with a change ticket)."""
+    kitchen, front = printers["kitchen"], printers["front"]
+    kitchen.set_offline(True)
+    agent, api = await start_agent()
+    [order] = tickets_only(example_order, 1)
+    assert (await post(api, order))[0] == 201
+    await agent.stop()
+    await start_agent(stations={"kitchen": ["front", "kitchen"]}, printing={"failover_after_s": 0.5})
+    [moved] = await front.wait_for_printed(1, timeout=10)
+    assert "N-000" in decode(moved).text and "UMGELEITET von kitchen" in decode(moved).text
+    assert kitchen.printed == []
