@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
 from edge.app import Agent
+from edge.scanners.codes import CODE_SILENCE_S
 from edge.sim.scanner import SimScanner
 from tests.helpers import Seen, db_execute, db_rows, push_order, wait_until
 
@@ -60,18 +63,28 @@ async def test_tickets_of_every_station_make_the_order_ready(
 
 
 async def test_split_reads_and_crlf_give_one_scan(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
-    """A code dribbled in pieces, with CR and LF in separate writes, is one scan; the CRLF's LF is not a second one."""
+    """A code dribbled in pieces, with CR and LF in separate writes, is one scan; the CRLF's LF is not a second one.
+    Pieces 30 ms apart are one code; a machine stalled past the 200 ms silence that ends a code without a suffix
+    between two pieces (CI's 2 cores under eight workers did once) sent two codes, as a real scanner pausing that long
+    would: such a try is not the case under test, and the next one is."""
     agent, seen = scan_agent
-    order = await push_order(agent, 2)
-    code = f"edge:v1:{order['id']}:kitchen\r\n".encode()
-    for i in range(0, len(code), 5):
-        sims["kitchen"].send(code[i : i + 5])
-        await asyncio.sleep(0.03)
-    (scan,) = await seen.scans_count(1)
+    for attempt in range(3):
+        order = await push_order(agent, 2 + attempt)
+        code = f"edge:v1:{order['id']}:kitchen\r\n".encode()
+        before, sent_at = len(seen.scans), [time.monotonic()]
+        for i in range(0, len(code), 5):
+            sims["kitchen"].send(code[i : i + 5])
+            await asyncio.sleep(0.03)
+            sent_at.append(time.monotonic())
+        await seen.scans_count(before + 1)
+        await asyncio.sleep(0.3)  # room for a wrong second scan to show up
+        if max(b - a for a, b in itertools.pairwise(sent_at)) < CODE_SILENCE_S * 0.75:
+            break
+    else:
+        pytest.skip("the machine stalled past the code silence between pieces in all three tries")
+    [scan] = seen.scans[before:]
     assert scan.outcome == "order_ready" and scan.code == f"edge:v1:{order['id']}:kitchen"
-    await asyncio.sleep(0.3)  # room for a wrong second scan to show up
-    assert len(seen.scans) == 1
-    assert await db_rows(agent, "SELECT COUNT(*) FROM scans") == [(1,)]
+    assert await db_rows(agent, "SELECT COUNT(*) FROM scans WHERE code = ?", scan.code) == [(1,)]
 
 
 async def test_codes_ended_by_a_tab_are_scans_too(scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]) -> None:
