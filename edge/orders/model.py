@@ -159,7 +159,7 @@ def meaning_hash(order: Order) -> str:
     """The content hash of a revision as the order it means, so the same order written by another serialiser is a
     duplicate: text NFC, money as normalised decimals, times as UTC instants, a field left out as its default. The
     revision number is not content (see revision_content); fields the agent does not read are none either."""
-    view = _meaning(order)
+    view = meaning(order)
     del view["revision"]
     return content_hash(canonical_json(view).encode())
 
@@ -170,8 +170,8 @@ def meaning_hash(order: Order) -> str:
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
-def _meaning(value: Any) -> Any:
-    """A validated order, or a part of it, as JSON with one spelling per meaning."""
+def meaning(value: Any) -> Any:
+    """A validated order, or a part of it (a cancel's reason too), as JSON with one spelling per meaning."""
     if isinstance(value, str):  # macOS and iOS write "ä" as "a" and a combining diaeresis (NFD)
         return unicodedata.normalize("NFC", value)
     if value is None or isinstance(value, (bool, int)):
@@ -181,13 +181,13 @@ def _meaning(value: Any) -> Any:
     if isinstance(value, datetime):  # "18:04:11Z", "18:04:11.000Z" and "19:04:11+01:00"
         return value.astimezone(UTC).isoformat()
     if isinstance(value, tuple):
-        return [_meaning(part) for part in value]
+        return [meaning(part) for part in value]
     names = _FIELD_NAMES.get(type(value))
     if names is None:
         if not dataclasses.is_dataclass(value) or isinstance(value, type):
             return value
         names = _FIELD_NAMES[type(value)] = tuple(field.name for field in dataclasses.fields(value))
-    return {name: _meaning(getattr(value, name)) for name in names}
+    return {name: meaning(getattr(value, name)) for name in names}
 
 
 def revision_content(data: dict[str, Any]) -> dict[str, Any]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import unicodedata
 
-from edge.orders.model import Cancel
+from edge.orders.model import Cancel, meaning
 from edge.states import InsertOutcome, OrderSource
 from edge.store.db import Writer
 from edge.store.revisions import known_from_rows, known_sql
@@ -63,14 +62,10 @@ async def keep_cancel(
         if revision != cancel.revision:  # the first cancel stands: the order is cancelled either way
             return KeptCancel(InsertOutcome.CANCEL_PENDING, revision)
         # One text in NFC or NFD (a sender on macOS or iOS): one reason, as for a stored order's content.
-        same = _nfc(reason) == _nfc(cancel.reason)
+        same = meaning(reason) == meaning(cancel.reason)
         return KeptCancel(InsertOutcome.DUPLICATE if same else InsertOutcome.CONFLICT, revision)
     await conn.execute(
         "INSERT INTO pending_cancels(order_id, revision, reason, received_at, source) VALUES (?, ?, ?, ?, ?)",
         (order_id, cancel.revision, cancel.reason, now, source),
     )
     return KeptCancel(InsertOutcome.CANCEL_PENDING, cancel.revision)
-
-
-def _nfc(text: str | None) -> str | None:
-    return None if text is None else unicodedata.normalize("NFC", text)

@@ -119,8 +119,10 @@ class Recovery:
         # The active run's start delay while it sits it out (a retry's backoff, the start jitter): a trigger may bring
         # the start forward (see trigger).
         self._start_delay: asyncio.Timeout | None = None
-        self._unsubscribe = bus.subscribe(self._on_link, CentralLinkChanged)
-        self._unsubscribe_silence = bus.subscribe(self._on_answers_again, CentralAnswersAgain)
+        self._unsubscribe = [
+            bus.subscribe(self._on_link, CentralLinkChanged),
+            bus.subscribe(self._on_answers_again, CentralAnswersAgain),
+        ]
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -141,8 +143,8 @@ class Recovery:
 
     async def stop(self) -> None:
         """Stop without marking anything: an interrupted run resumes at the next start."""
-        self._unsubscribe()
-        self._unsubscribe_silence()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         tasks = [*self._background, *([self._task] if self._task else [])]
         for task in tasks:
             task.cancel()
