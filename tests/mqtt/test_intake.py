@@ -4,6 +4,7 @@ on simulated printers. PUBACK only after commit; a redelivery is a duplicate; ba
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +27,8 @@ from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, mqtt_section, need
 MakeAgent = Callable[..., Awaitable[Agent]]
 
 pytestmark = needs_mosquitto
+
+_MARKERS = itertools.count(900)  # the markers' order numbers: A-1900 and on, apart from the tests' own orders
 
 
 def tickets_for(printer: SimPrinter, number: str) -> list[bytes]:
@@ -60,8 +63,10 @@ async def test_orders_published_while_the_agent_is_off_print_once_when_it_connec
 
 
 async def make_order_printed_marker(agent: Agent, backend: Backend, printers: dict[str, SimPrinter]) -> None:
-    """Publishes one more order and waits for its ticket: anything redelivered before it has been handled by then."""
-    marker = make_order(999, prefix="marker", print_receipt=False)
+    """Publishes one more order and waits for its ticket: anything redelivered before it has been handled by then.
+    Each marker its own order: one published again in the next run (its created_at a second later) is a conflict, and
+    its ticket from the first run would end the wait at once (one CI run at ca6500b)."""
+    marker = make_order(next(_MARKERS), prefix="marker", print_receipt=False)
     await backend.publish(ORDERS, marker)
     await wait_until(lambda: tickets_for(printers["kitchen"], marker["number"]), what="the marker order printed")
 
