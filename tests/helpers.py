@@ -176,6 +176,12 @@ async def db_rows(where: Agent | Path, sql: str, *params: Any) -> list[tuple[Any
     return await asyncio.to_thread(_read, path, sql, params)
 
 
+async def key_mark(where: Agent | Path) -> str:
+    """What ends the idempotency keys of a database's status events: "@" and its mark (docs/central-api.md)."""
+    [(mark,)] = await db_rows(where, "SELECT value FROM meta WHERE key = 'event_key_mark'")
+    return f"@{mark}"
+
+
 async def orders_stored(
     where: Agent | Path,
     want: set[str],

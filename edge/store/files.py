@@ -13,7 +13,13 @@ from typing import Any
 import structlog
 
 from edge.errors import StoreError, StoreUnreadableError
-from edge.store.identity import MAY_HAVE_PRINTED_KEY, move_to_store, recorded_store
+from edge.store.identity import (
+    EVENT_KEY_MARK_KEY,
+    MAY_HAVE_PRINTED_KEY,
+    move_to_store,
+    new_event_key_mark,
+    recorded_store,
+)
 from edge.store.jobs import BACK_IN_LINE, PRINTABLE
 from edge.store.rows import PrintableJob
 
@@ -175,6 +181,11 @@ def prepare_restored_file(
                         " SET value = ?2 WHERE CAST(value AS REAL) < ?3",
                         (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until), may_have_printed_until),
                     )
+                # Its events from now on are a new box's: the replaced database may have reported, after the backup,
+                # events of the same orders and job ids as the ones this one will record (see EVENT_KEY_MARK_KEY).
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (EVENT_KEY_MARK_KEY, new_event_key_mark())
+                )
                 conn.executemany(
                     "UPDATE print_jobs SET copy = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
                     [(key, *_DONE) for key in printed_since],

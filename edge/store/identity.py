@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from edge.store.meta import UPSERT_META
 MAY_HAVE_PRINTED_KEY = "may_have_printed_until"
 # A new database's first start on this boot's monotonic clock, until central's clock dated it (edge.sync.recovery).
 FIRST_START_UNSETTLED_KEY = "first_start_unsettled"
+# Table meta: this database's mark in the idempotency keys of its status events (edge.store.outbox.add_outbox), set at a
+# new database's first start and by a restore. A new box at a store recovers the orders the box before it reported and
+# counts its job ids from 1 again: without a mark of its own its events would repeat the earlier box's keys with other
+# bodies, which central refuses for good. A database from before the mark has none, and keeps its keys as they were.
+EVENT_KEY_MARK_KEY = "event_key_mark"
 # The recovery cursor's key in table meta (edge.sync.recovery.CURSOR_KEY); the store does not import the sync part.
 _CURSOR_KEY = "central_cursor"
 
@@ -62,9 +68,16 @@ async def first_records(
     then, if the first run never reached central: OrderStore.first_start_unsettled)."""
     await record_store(conn, store_id, now=now, db_path=db)
     new_box = await _mark_first_start(conn, now=now)
+    if new_box:
+        await conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))
     if new_box and boot is not None:
         await conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
     return new_box
+
+
+def new_event_key_mark() -> str:
+    """8 hex digits: two boxes of a store share one by chance once in about 4 billion replacements."""
+    return secrets.token_hex(4)
 
 
 def recorded_store(conn: sqlite3.Connection) -> str | None:

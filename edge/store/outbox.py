@@ -8,6 +8,7 @@ from typing import Any
 
 from edge.states import StatusEvent
 from edge.store.db import Database, Writer
+from edge.store.identity import EVENT_KEY_MARK_KEY
 from edge.store.rows import OutboxBacklog, OutboxItem
 
 # Payload key a rejected row gets (with delivered_at set): {"status", "reason", "at"}. Rejected rows are never sent.
@@ -21,10 +22,12 @@ def outbox_row(order_id: str, event: StatusEvent, key_suffix: str, now: float, *
 
 async def add_outbox(conn: Writer, rows: list[tuple[Any, ...]]) -> None:
     """Inside the transaction of the change the rows report. INSERT OR IGNORE: an event recorded again after a crash
-    keeps its first row and key."""
+    keeps its first row and key. Each key ends in this database's mark (identity.EVENT_KEY_MARK_KEY), if it has one:
+    ``ord_7f3a9c21:printed:17@3fa9c2d1``."""
     await conn.executemany(
-        "INSERT OR IGNORE INTO outbox(order_id, event, idempotency_key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-        rows,
+        "INSERT OR IGNORE INTO outbox(order_id, event, idempotency_key, payload, created_at)"
+        " VALUES (?, ?, ? || COALESCE((SELECT '@' || value FROM meta WHERE key = ?), ''), ?, ?)",
+        [(order_id, event, key, EVENT_KEY_MARK_KEY, payload, at) for order_id, event, key, payload, at in rows],
     )
 
 

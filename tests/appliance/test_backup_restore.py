@@ -42,6 +42,7 @@ from tests.helpers import (
     db_rows,
     edge,
     edge_backup,
+    eventually,
     post,
     small_disk,
     take_one_order,
@@ -295,6 +296,10 @@ async def test_orders_a_restore_brings_back_print_as_copy_up_to_the_replaced_dat
     await central.start()
     agent = agent_process(tmp_path, printers, extra=central_table(central))
     config, db, kitchen = str(agent.config), tmp_path / "data" / "edge.db", printers["kitchen"]
+
+    async def prints_of_order_2() -> int:
+        return sum(e["order_id"] == "ord_000002" for e in central.events_of("printed"))
+
     try:
         central.add_orders([make_order(1, print_receipt=False)])
         await agent.start()
@@ -305,6 +310,7 @@ async def test_orders_a_restore_brings_back_print_as_copy_up_to_the_replaced_dat
         central.add_orders([make_order(2, print_receipt=False, created_at=datetime.now(UTC))])
         await agent.start()
         await kitchen.wait_for_printed(2)
+        await eventually(prints_of_order_2, lambda n: n == 1, what="A-1002 reported to central")
         assert await agent.terminate() == 0
         central.add_orders([make_order(3, print_receipt=False, created_at=datetime.now(UTC))])  # the box is down
         # Written once more without taking an order: the card's damage, or an upgrade's migration that failed.
@@ -318,7 +324,11 @@ async def test_orders_a_restore_brings_back_print_as_copy_up_to_the_replaced_dat
 
         await agent.start()
         tickets = [decode(paper).text for paper in await kitchen.wait_for_printed(4)]
+        # The restored database counts job ids on from the backup's, as the replaced one did: its report of the COPY
+        # must not repeat the key of the replaced database's report of the original (a strict central refuses it).
+        await eventually(prints_of_order_2, lambda n: n == 2, what="the COPY of A-1002 reported to central")
         assert await agent.terminate() == 0
+        assert await db_rows(db, "SELECT idempotency_key FROM outbox WHERE payload LIKE '%_rejected%'") == []
         assert ["A-1002" in t for t in tickets] == [False, True, True, False], tickets
         again, new = tickets[2], tickets[3]
         assert "A-1002" in again and "KOPIE / COPY" in again, again

@@ -25,6 +25,7 @@ from tests.helpers import (
     db_rows,
     eventually,
     job_rows,
+    key_mark,
     orders,
     post,
     status_reads,
@@ -84,7 +85,7 @@ async def test_a_dead_job_is_reported_to_central_and_alerted_once_even_if_it_die
         first = await _failed_rows(agent)
         assert len(first) == 1
         ((_, key, payload, _),) = first
-        assert key == f"ord_7f3a9c21:failed:{job_id}"
+        assert key == f"ord_7f3a9c21:failed:{job_id}{await key_mark(agent)}"
         body = json.loads(payload)
         assert body["job_id"] == job_id and body["event"] == "failed" and "kitchen" in body["error"]
 
@@ -128,7 +129,8 @@ async def test_each_reprint_copies_the_original_jobs_once(
     assert ["KOPIE / COPY" in decode(p).text for p in kitchen.printed] == [False, True, True]
     job_ids = [r[0] for r in await db_rows(agent, "SELECT id FROM print_jobs ORDER BY id")]
     reported = await db_rows(agent, "SELECT idempotency_key FROM outbox WHERE event = 'printed' ORDER BY id")
-    assert sorted(r[0] for r in reported) == sorted(f"ord_7f3a9c21:printed:{i}" for i in job_ids)
+    mark = await key_mark(agent)
+    assert sorted(r[0] for r in reported) == sorted(f"ord_7f3a9c21:printed:{i}{mark}" for i in job_ids)
     assert sorted(e.job_id for e in await seen.wait(JobPrinted, 6)) == job_ids
 
 

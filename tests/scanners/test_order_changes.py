@@ -15,7 +15,7 @@ import pytest
 from edge.app import Agent
 from edge.sim.orders import make_order
 from edge.sim.scanner import SimScanner
-from tests.helpers import Seen, db_rows, eventually, job_rows, post
+from tests.helpers import Seen, db_rows, eventually, job_rows, key_mark, post
 
 TIRAMISU = {
     "sku": "TIRAMISU",
@@ -141,7 +141,7 @@ async def test_an_item_added_at_a_done_station_reopens_it_and_the_order_waits_fo
     events = await outbox(agent, order)
     assert [e for e, _, _ in events if e in ("updated", "ready")] == ["updated", "ready"]
     ready = [(key, payload) for e, key, payload in events if e == "ready"]
-    assert [key for key, _ in ready] == [f"{order['id']}:ready:2"]
+    assert [key for key, _ in ready] == [f"{order['id']}:ready:2{await key_mark(agent)}"]
     assert "reopened" not in next(p for e, _, p in events if e == "updated")  # it was not ready: nothing to take back
 
 
@@ -180,10 +180,11 @@ async def test_an_item_added_to_a_ready_order_takes_it_out_of_ready_until_made(
     assert await last_scan(agent) == ("order_ready", f"order {order['number']} ready")
     assert (await state(scan_api, order))[0] == "ready"
     events = [(e, key) for e, key, _ in await outbox(agent, order) if e in ("ready", "updated")]
+    mark = await key_mark(agent)
     assert events == [
-        ("ready", f"{order['id']}:ready:0"),
-        ("updated", f"{order['id']}:updated:2"),
-        ("ready", f"{order['id']}:ready:2"),
+        ("ready", f"{order['id']}:ready:0{mark}"),
+        ("updated", f"{order['id']}:updated:2{mark}"),
+        ("ready", f"{order['id']}:ready:2{mark}"),
     ]
 
 
@@ -225,7 +226,7 @@ async def test_a_station_emptied_by_a_change_is_no_longer_waited_for(
     if kitchen_first:
         assert await state(scan_api, order) == ("ready", {"kitchen": True})
         [ready] = [(key, p) for e, key, p in await outbox(agent, order) if e == "ready"]
-        assert ready[0] == f"{order['id']}:ready:2"
+        assert ready[0] == f"{order['id']}:ready:2{await key_mark(agent)}"
         assert ready[1] | {"at": 0} == {
             "order_id": order["id"],
             "event": "ready",

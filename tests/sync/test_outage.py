@@ -10,7 +10,7 @@ from edge.events import CentralLinkChanged, RecoveryCompleted, RecoveryStarted
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows
+from tests.helpers import api_client, db_rows, key_mark
 from tests.sync.conftest import Agents
 
 OUTAGE_ORDERS = 500
@@ -50,12 +50,15 @@ async def test_outage_orders_are_stored_printed_and_reported_exactly_once(
     jobs = await db_rows(db, "SELECT id, order_id, kind, station FROM print_jobs")
 
     await central.wait_for(lambda: len(central.events_of("printed")) >= len(jobs), timeout=60)
-    assert {e["idempotency_key"] for e in central.events_of("printed")} == {f"{o}:printed:{j}" for j, o, _, _ in jobs}
+    mark = await key_mark(db)
+    assert {e["idempotency_key"] for e in central.events_of("printed")} == {
+        f"{o}:printed:{j}{mark}" for j, o, _, _ in jobs
+    }
     assert {e["order_id"] for e in central.events_of("received")} == {o["id"] for o in orders}
     assert central.duplicates == []  # nothing was sent twice: each event arrived exactly once
     arrival = {key: n for n, key in enumerate(central.events)}
     for j, o, _, _ in jobs:  # in order per order: an order's `received` reached the backend before its `printed`
-        assert arrival[f"{o}:received:0"] < arrival[f"{o}:printed:{j}"]
+        assert arrival[f"{o}:received:0{mark}"] < arrival[f"{o}:printed:{j}{mark}"]
 
     tickets: collections.Counter[tuple[str, str]] = collections.Counter()
     for data in printers["kitchen"].printed:

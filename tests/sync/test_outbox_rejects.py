@@ -24,7 +24,7 @@ from edge.store.db import Database
 from edge.store.outbox import REJECTED_KEY, add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
-from tests.helpers import api_client, db_rows, eventually, mail_to
+from tests.helpers import api_client, db_rows, eventually, key_mark, mail_to
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE, Agents
 
 MakeSender = Callable[..., Awaitable[OutboxSender]]
@@ -340,7 +340,8 @@ async def test_running_agent_delivers_past_a_refused_event(
     agent, events = await agents.start(sync_settings())
     await events.wait(RecoveryCompleted)  # the start-up run is over: the orders below arrive by push only
     orders = central.create_orders(3, prefix="rej")
-    poison = f"{orders[1]['id']}:received:0"
+    mark = await key_mark(agent)
+    poison = f"{orders[1]['id']}:received:0{mark}"
     central.reject_events(keys={poison})
     async with api_client(agent) as session:
         for order in orders:
@@ -349,7 +350,7 @@ async def test_running_agent_delivers_past_a_refused_event(
     db = agent.settings.agent.db_path
     jobs = await db_rows(db, "SELECT id, order_id FROM print_jobs")
     await events.wait(JobPrinted, count=len(jobs))
-    expected = {f"{o['id']}:received:0" for o in orders} - {poison} | {f"{o}:printed:{j}" for j, o in jobs}
+    expected = {f"{o['id']}:received:0{mark}" for o in orders} - {poison} | {f"{o}:printed:{j}{mark}" for j, o in jobs}
     await central.wait_for(lambda: expected <= set(central.events), timeout=20)
     await eventually(
         lambda: db_rows(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"),
@@ -383,8 +384,9 @@ async def test_an_order_central_archived_holds_back_only_its_own_events_and_a_pe
     db = agent.settings.agent.db_path
     jobs = await db_rows(db, "SELECT id, order_id FROM print_jobs")
     await events.wait(JobPrinted, count=len(jobs))
-    others = {f"{o['id']}:received:0" for o in orders if o["id"] != gone} | {
-        f"{o}:printed:{j}" for j, o in jobs if o != gone
+    mark = await key_mark(db)
+    others = {f"{o['id']}:received:0{mark}" for o in orders if o["id"] != gone} | {
+        f"{o}:printed:{j}{mark}" for j, o in jobs if o != gone
     }
     await central.wait_for(lambda: others <= set(central.events), timeout=20)
     of_order = "SELECT idempotency_key FROM outbox WHERE order_id = ? ORDER BY id"
@@ -409,7 +411,7 @@ async def test_an_order_central_archived_holds_back_only_its_own_events_and_a_pe
     async with api_client(agent) as session:
         async with session.post("/api/v1/orders", json=after) as response:
             assert response.status == 201, await response.text()
-    await central.wait_for(lambda: f"{after['id']}:received:0" in central.events, timeout=20)
+    await central.wait_for(lambda: f"{after['id']}:received:0{mark}" in central.events, timeout=20)
     assert [k for (k,) in await db_rows(db, pending)][: len(of_gone)] == of_gone
     assert len(sink.messages) == 1
 

@@ -9,7 +9,7 @@ from edge.config import Settings
 from edge.events import RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
-from tests.helpers import api_client, post, wait_until
+from tests.helpers import api_client, key_mark, post, wait_until
 from tests.sync.conftest import Agents
 
 
@@ -32,5 +32,6 @@ async def test_updated_and_cancelled_are_reported_with_idempotency_keys(
     await wait_until(lambda: central.events_of("cancelled"), what="the cancellation reported")
     [updated] = central.events_of("updated")
     [cancelled] = central.events_of("cancelled")
-    assert updated["idempotency_key"] == "o_000001:updated:2" and updated["revision"] == 2
-    assert cancelled["idempotency_key"] == "o_000001:cancelled:3" and cancelled["reason"] == "no show"
+    mark = await key_mark(agent)
+    assert updated["idempotency_key"] == f"o_000001:updated:2{mark}" and updated["revision"] == 2
+    assert cancelled["idempotency_key"] == f"o_000001:cancelled:3{mark}" and cancelled["reason"] == "no show"

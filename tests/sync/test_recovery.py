@@ -21,7 +21,17 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.states import RunTrigger
-from tests.helpers import TOKEN, Recorder, api_client, db_execute, db_rows, eventually, slow_fsync, wait_until
+from tests.helpers import (
+    TOKEN,
+    Recorder,
+    api_client,
+    db_execute,
+    db_rows,
+    eventually,
+    key_mark,
+    slow_fsync,
+    wait_until,
+)
 from tests.sync.conftest import CENTRAL_TOKEN, STORE, Agents
 
 
@@ -500,7 +510,7 @@ async def test_a_higher_revision_at_central_is_applied_as_an_update_and_reported
     assert "ÄNDERUNG" in change and "Rev. 2" in change
     assert await db_rows(db, "SELECT revision FROM orders") == [(2,)]
     await wait_until(lambda: central.events_of("updated"), what="the update reported")
-    assert [e["idempotency_key"] for e in central.events_of("updated")] == ["r_000001:updated:2"]
+    assert [e["idempotency_key"] for e in central.events_of("updated")] == [f"r_000001:updated:2{await key_mark(db)}"]
     async with api(agent.port) as session:
         async with session.post("/api/v1/recovery/runs") as response:
             assert response.status == 202
@@ -533,7 +543,8 @@ async def test_an_order_recovery_brings_after_its_cancel_came_is_stored_cancelle
         ("r_000002", 1, "open"),
     ]
     await wait_until(lambda: central.events_of("cancelled"), what="the cancel reported")
-    assert [e["idempotency_key"] for e in central.events_of("cancelled")] == ["r_000001:cancelled:2"]
+    cancelled = [e["idempotency_key"] for e in central.events_of("cancelled")]
+    assert cancelled == [f"r_000001:cancelled:2{await key_mark(agent)}"]
 
 
 async def test_a_change_to_an_order_stored_unreadable_is_a_conflict_and_the_others_are_stored(

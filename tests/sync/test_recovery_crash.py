@@ -15,7 +15,7 @@ from edge.sim.central import CentralSim
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
-from tests.helpers import TOKEN, db_rows
+from tests.helpers import TOKEN, db_rows, key_mark
 from tests.sync.conftest import CENTRAL_TOKEN, STORE
 
 MISSED = 200
@@ -88,7 +88,8 @@ async def test_sigkill_during_processing_resumes_the_run_without_duplicates(
         await central.wait_for(
             lambda: {e["order_id"] for e in central.events_of("received")} == {o["id"] for o in orders}, timeout=20
         )
-        printed_keys = {f"{o}:printed:{j}" for j, o in await db_rows(db, "SELECT id, order_id FROM print_jobs")}
+        mark = await key_mark(db)
+        printed_keys = {f"{o}:printed:{j}{mark}" for j, o in await db_rows(db, "SELECT id, order_id FROM print_jobs")}
         await central.wait_for(
             lambda: {e["idempotency_key"] for e in central.events_of("printed")} == printed_keys, timeout=20
         )
