@@ -211,6 +211,9 @@ class CentralSettings:
     schedule_interval_s: float = dataclasses.field(default=900.0, metadata=f.check(f.at_least(0)))  # 0: no runs
     probe_max_s: float = dataclasses.field(default=0.5, metadata=f.check(f.positive))  # probe gap while down, at most
     probe_up_s: float = dataclasses.field(default=15.0, metadata=f.check(f.positive))  # probe gap while up
+    # Central taking connections and answering nothing (its application hung behind a load balancer) reads as a slow
+    # health check, up, for this long; then it is down like any outage (alerts, a recovery run when it answers).
+    silent_down_s: float = dataclasses.field(default=60.0, metadata=f.check(f.positive))
     # An order whose status events central refuses (410 for an order it archived, 409, a 422 not for good) is set aside,
     # its events pending, and tried again this often (one event, plus jitter); the other orders' events go meanwhile.
     refused_retry_s: float = dataclasses.field(default=300.0, metadata=f.check(f.positive))

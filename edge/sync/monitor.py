@@ -67,6 +67,7 @@ class LinkMonitor:
 
     def mark_up(self) -> None:
         self._last_answer = self._clock.mono()
+        self._silent_since = None  # an answer ends a silent spell
         self._set(True, "")
 
     def check_now(self, detail: str = "") -> None:
@@ -90,15 +91,23 @@ class LinkMonitor:
             down_for = None if previous is None else round(self._clock.mono() - self._down_since, 3)
             log.info("central_link_up", down_for_s=down_for)
         else:
-            self._down_since, self._silent_since = self._clock.mono(), None  # the line's return starts a run itself
+            self._down_since = self._clock.mono()
             log.warning("central_link_down", detail=detail)
         self._bus.publish(CentralLinkChanged(up=up, detail=detail))
 
-    def _answered_again(self) -> None:
-        """A probe answered in time: after a spell of at least ``probe_up_s`` in which probes got through and nothing
-        came back (central's application hung behind its load balancer), the link was up all along, so no run came
-        for the line's return: recovery is told, and fetches what central took meanwhile."""
-        silent, self._silent_since = self._silent_since, None
+    def _hung_for(self) -> float | None:
+        """How long central has taken probes and answered nothing, no call answered either, once that is at least
+        ``silent_down_s``; None before."""
+        if self._silent_since is None or self._answered_lately():
+            return None
+        silent_s = self._clock.mono() - self._silent_since
+        return silent_s if silent_s >= self._settings.silent_down_s else None
+
+    def _answered_again(self, silent: float | None) -> None:
+        """A probe answered in time with the link up: after a spell of at least ``probe_up_s`` (from ``silent``) in
+        which probes got through and nothing came back (central's application hung behind its load balancer), not
+        long enough to call the link down, no run came for the line's return: recovery is told, and fetches what
+        central took meanwhile. A link the spell took down starts that run itself when it comes up."""
         if silent is not None and (silent_s := self._clock.mono() - silent) >= self._settings.probe_up_s:
             log.warning("central_answers_again", silent_s=round(silent_s, 1))
             self._bus.publish(CentralAnswersAgain(silent_s=silent_s))
@@ -113,17 +122,22 @@ class LinkMonitor:
     async def _run(self) -> None:
         delay = _PROBE_MIN_S
         while True:
+            silent, was_up = self._silent_since, self.up  # as before the probe, whose answer ends a spell (mark_up)
             try:
                 await self._client.health()
             except CentralTimeoutError as err:
                 if self._answered_lately() or isinstance(err, CentralSlowAnswerError):
-                    # Calls get answers, or the probe got through and only its answer is slow (a dependency check
-                    # behind health): central is there. Kept down, no call would be made to find out otherwise.
-                    log.info("central_probe_slow", detail=str(err), note="central is there: the link is up")
                     if self._silent_since is None and not self._answered_lately():
                         self._silent_since = self._clock.mono()
-                    self._set(True, "")
-                    wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
+                    if (hung_s := self._hung_for()) is not None:
+                        self._set(False, f"central takes connections and has answered nothing for {hung_s:.0f} s")
+                        wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
+                    else:
+                        # Calls get answers, or the probe got through and only its answer is slow (a dependency
+                        # check behind health): central is there. Kept down, no call would be made to find out.
+                        log.info("central_probe_slow", detail=str(err), note="central is there: the link is up")
+                        self._set(True, "")
+                        wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
                 else:
                     self._set(False, str(err))
                     wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
@@ -141,7 +155,8 @@ class LinkMonitor:
                     wait = self._settings.probe_up_s
             else:
                 self.mark_up()
-                self._answered_again()
+                if was_up:
+                    self._answered_again(silent)
                 wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
             await wait_set(self._wake, wait)
             self._wake.clear()

@@ -14,9 +14,10 @@ from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import CentralLinkChanged, EventBus, RecoveryCompleted
 from edge.sim.central import CentralSim
+from edge.sim.smtp import SmtpSink
 from edge.sync.client import CentralUnreachableError
 from edge.sync.monitor import LinkMonitor
-from tests.helpers import api_client, db_rows, wait_until
+from tests.helpers import api_client, db_rows, mail_to, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, Agents
 
 
@@ -235,3 +236,38 @@ async def test_orders_central_took_while_it_answered_nothing_are_recovered_once_
     assert caught_up.counts["stored"] == 3
     stored = await db_rows(agent.settings.agent.db_path, "SELECT id FROM orders")
     assert {order_id for (order_id,) in stored} == missed
+
+
+async def test_a_central_that_takes_connections_and_answers_nothing_for_long_is_down_and_the_manager_is_told(
+    central: CentralSim, make_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """Central's application hangs behind its load balancer for longer than `silent_down_s`: connections are taken,
+    nothing is answered, health included. A short spell reads as a slow health check (up, above); a long one is an
+    outage like any other: the link goes down naming what it saw, the manager gets the "central unreachable" mail
+    after central_down_min, and when central answers again the link is up, one recovery run brings what it took
+    meanwhile and the all-clear follows. Before, the link read up throughout and nobody was told (the central probe
+    helper: 40 s of silence, 4 of 4 runs)."""
+    sections = mail_to(sink)
+    sections["alerts"] |= {"central_down_min": 0.02, "group_interval_s": 0.1}
+    timings = {"connect_timeout_s": 0.5, "read_timeout_s": 0.5, "probe_up_s": 0.3, "probe_max_s": 0.2}
+    central_section = {"url": central.url, "token": CENTRAL_TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0}
+    settings = make_settings(central=central_section | timings | {"silent_down_s": 1.5}, **sections)
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    central.latency_s = 30.0  # answers nothing a call would wait for
+    missed = {o["id"] for o in central.create_orders(2, prefix="hung")}
+    [_, down] = await events.wait(CentralLinkChanged, count=2, timeout=10)
+    assert not down.up and "answered nothing" in down.detail, down
+    [mail] = await sink.wait_for(1, timeout=10)
+    assert "STÖRUNG: Zentrale nicht erreichbar" in str(mail["Subject"]), mail["Subject"]
+    assert "answered nothing" in mail.get_body(("plain",)).get_content()  # what the technician looks into
+    central.latency_s = 0.0
+    await events.wait(CentralLinkChanged, count=3, timeout=10)
+    [*_, caught_up] = await events.wait(RecoveryCompleted, count=2, timeout=10)
+    assert caught_up.counts["stored"] == 2
+    assert {order_id for (order_id,) in await db_rows(agent, "SELECT id FROM orders")} == missed
+    [_, all_clear] = await sink.wait_for(2, timeout=10)
+    assert "BEHOBEN: Zentrale" in str(all_clear["Subject"]), all_clear["Subject"]
+    await asyncio.sleep(1.0)  # room for a second run, which must not come
+    assert len(events.of(RecoveryCompleted)) == 2
+    assert [e.up for e in events.of(CentralLinkChanged)] == [True, False, True]
