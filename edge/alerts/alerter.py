@@ -653,7 +653,14 @@ class Alerter:
         """The storage alert's occurrences are stored: its direct mail is recorded as its alarm."""
         assert self._storage_mailed is not None
         key, mono = self._storage_mailed
-        await self._store.mailed_directly(key, at=self.clock.wall() - (self.clock.mono() - mono))
+        # Those the relay deferred the direct mail for get the alarm through the outbox, the others have it.
+        owed = self._storage_owed or []
+        group = await self._store.group(key) if owed else None
+        mail = None if group is None else self._renderer.alert(group, kind="firing", extra=0, recipients=owed)
+        others = [] if group is None else [r for r in self._recipients(group["severity"]) if r not in owed]
+        await self._store.mailed_directly(
+            key, at=self.clock.wall() - (self.clock.mono() - mono), owed=mail, delivered=others
+        )
         # The database says it is told from now on (told_firing_at), also to a later run.
         self._storage_mailed = self._storage_owed = None
         await asyncio.to_thread(self._note_storage_mailed, None)

@@ -123,7 +123,9 @@ class Outbox:
     async def _attempt(self, mail: OutboxMail, deliver: Callable[[Mail, str], Awaitable[Delivery]]) -> Attempt | None:
         """One attempt; None when the relay could not be used at all (the attempt is recorded all the same)."""
         wanted = self.recipients(mail.audience)
-        remaining = [r for r in wanted if r not in mail.delivered and r not in mail.refused]
+        # A group's mails reach each person in order: not an all-clear before the alarm the relay deferred for them.
+        waiting = {r for m in await self._store.pending_before(mail) for r in self._owed(m)}
+        remaining = [r for r in self._owed(mail, wanted) if r not in waiting]
         delivery, error, server_down = Delivery(), None, False
         if remaining:
             try:
@@ -148,6 +150,11 @@ class Outbox:
             return None
         self._tell(mail, delivery, attempt)
         return attempt
+
+    def _owed(self, mail: OutboxMail, wanted: list[str] | None = None) -> list[str]:
+        """Who ``mail`` has yet to reach, of ``wanted`` (its audience as configured now)."""
+        wanted = self.recipients(mail.audience) if wanted is None else wanted
+        return [r for r in wanted if r not in mail.delivered and r not in mail.refused]
 
     def _outcome(self, mail: OutboxMail, wanted: list[str], delivery: Delivery, error: str | None) -> Attempt:
         delivered = (*mail.delivered, *delivery.accepted)

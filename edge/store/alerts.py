@@ -369,18 +369,31 @@ class AlertStore:
                 mail_id = await _insert_mail(conn, group["key"], kind, mail, now, audience)
         return mail_id
 
-    async def mailed_directly(self, key: str, *, at: float) -> None:
+    async def group(self, key: str) -> dict[str, Any] | None:
+        row = await self._db.fetchone("SELECT * FROM alert_groups WHERE key = ?", (key,))
+        return None if row is None else group_dict(row)
+
+    async def mailed_directly(self, key: str, *, at: float, owed: Mail | None = None, delivered: list[str]) -> None:
         """The group's alarm went straight to the relay at ``at`` while the database refused writes (the storage
         alert): now that its occurrences are stored, it is told, as if the outbox had sent it then. What comes next
-        is its all-clear (or, within the storm window, the digest), not the same alarm again."""
+        is its all-clear (or, within the storm window, the digest), not the same alarm again. ``owed``: the alarm
+        for the recipients the relay deferred, into the outbox as a mail ``delivered`` to the others already, so it
+        goes out before the all-clear and is not superseded by it."""
         async with self._db.transaction() as conn:
             rows = list(
                 await conn.execute_fetchall(
-                    "SELECT fires_since_mail FROM alert_groups WHERE key = ? AND fires_since_mail > 0", (key,)
+                    "SELECT fires_since_mail, severity FROM alert_groups WHERE key = ? AND fires_since_mail > 0", (key,)
                 )
             )
-            if rows:
-                await _record_told(conn, key, kind="firing", at=at, mailed=True, count=rows[0][0])
+            if not rows:
+                return
+            await _record_told(conn, key, kind="firing", at=at, mailed=True, count=rows[0][0])
+            if owed is not None:
+                audience = Audience.CRITICAL if rows[0][1] == "critical" else Audience.TO
+                mail_id = await _insert_mail(conn, key, "firing", owed, at, audience)
+                await conn.execute(
+                    "UPDATE alert_mails SET delivered = ? WHERE id = ?", (json.dumps(delivered), mail_id)
+                )
 
     async def digested_since_mail(self, key: str) -> int:
         """Occurrences of the group whose news went to the digest instead of a mail since its last mail (by log order,
@@ -424,6 +437,15 @@ class AlertStore:
     async def next_mail_at(self) -> float | None:
         row = await self._db.fetchone("SELECT MIN(next_attempt_at) FROM alert_mails WHERE state = 'pending'")
         return None if row is None or row[0] is None else float(row[0])
+
+    async def pending_before(self, mail: OutboxMail) -> list[OutboxMail]:
+        """The older mails of ``mail``'s group still waiting for somebody."""
+        if mail.group_key is None:
+            return []
+        rows = await self._db.fetchall(
+            "SELECT * FROM alert_mails WHERE group_key = ? AND state = 'pending' AND id < ?", (mail.group_key, mail.id)
+        )
+        return [_outbox_mail(r) for r in rows]
 
     async def mail(self, mail_id: int) -> OutboxMail:
         row = await self._db.fetchone("SELECT * FROM alert_mails WHERE id = ?", (mail_id,))

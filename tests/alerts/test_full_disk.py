@@ -320,6 +320,37 @@ async def test_a_recipient_the_relay_deferred_gets_the_storage_alert_mailed_dire
     assert alarms() == [settings.alerts.to, ["area@store.test"]], alarms()
 
 
+async def test_a_recipient_the_relay_still_defers_when_the_card_gets_room_gets_the_alarm_before_the_all_clear(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The storage alert goes straight to the relay, which takes it for the store manager and greylists the area
+    manager; the card gets room while the greylist lasts. The alarm the area manager is owed goes into the outbox,
+    ahead of the all-clear, so when the greylist lets mail pass the area manager reads STÖRUNG, then BEHOBEN. Before,
+    the direct mail was recorded as told to everyone, and the area manager got an all-clear for an alarm never seen."""
+    settings = disk_settings(critical_storm_s=0, critical_to=["area@store.test"], retry_base_s=0.2, retry_max_s=0.5)
+    sink.rcpt_replies["area@store.test"] = GREYLISTED
+    await agent_on_a_full_disk(make_agent, settings, small_disk)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    await asyncio.to_thread(small_disk.free, settings.agent.db_path)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 40, "the all-clear to the manager")
+    del sink.rcpt_replies["area@store.test"]  # the greylist lets it pass now
+
+    def to_area() -> list[str]:
+        return [
+            "STÖRUNG" if "STÖRUNG" in str(m["Subject"]) else "BEHOBEN"
+            for m, e in zip(sink.messages, sink.envelopes, strict=True)
+            if "Speicherproblem" in str(m["Subject"]) and "area@store.test" in e.rcpt_tos
+        ]
+
+    await wait_until(lambda: len(to_area()) == 2, 20, "the area manager's alarm and all-clear")
+    await asyncio.sleep(1.0)  # room for a mail too many
+    assert to_area() == ["STÖRUNG", "BEHOBEN"]
+
+
 async def test_a_restart_whose_storage_alert_can_be_stored_takes_the_earlier_runs_direct_mail_as_its_alarm(
     make_agent: MakeAgent,
     disk_settings: Callable[..., Settings],
