@@ -25,6 +25,7 @@ from edge.api.routes import make_api
 from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import Settings
+from edge.durable import runtime_note
 from edge.errors import StoreUnavailableError
 from edge.events import EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
 from edge.metrics import Metrics
@@ -79,7 +80,7 @@ class Agent:
         self.spoolers: dict[str, Spooler] = {}
         self._spools_held: asyncio.Task[None] | None = None  # started once the start's moves are written (a full card)
         self.scanners: dict[str, Scanner] = {}
-        self._scans: ScanRecorder | None = None
+        self.scan_recorder: ScanRecorder | None = None
         self.deps: ApiDeps | None = None
         self._server: ApiServer | None = None
         self._runner: web.AppRunner | None = None  # the server's, for tests that list the routes
@@ -231,7 +232,9 @@ class Agent:
             self.failover.start()
             self._on_stop(stack, "failover", self.failover.stop)  # before the spools: no job moves while they wind down
             scans = ScanStore(db, clock=self.clock, business_day=BusinessDay.from_settings(s.agent), bus=self.bus)
-            self._scans = recorder = ScanRecorder(scans, clock=self.clock)
+            left = runtime_note(s.agent.store_id, s.agent.data_dir, "scans-held.json")
+            self.scan_recorder = recorder = ScanRecorder(scans, clock=self.clock, left=left)
+            await recorder.resume()
             for name, scanner in s.scanners.items():
                 self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
                 self.scanners[name].start()
@@ -405,8 +408,8 @@ class Agent:
     async def _stop_scanners(self) -> None:
         """Side by side: each may wait for its read to return."""
         results = await asyncio.gather(*(s.stop() for s in self.scanners.values()), return_exceptions=True)
-        if self._scans is not None:
-            await self._scans.stop()  # after the readers: a scan read at the stop may still be held
+        if self.scan_recorder is not None:
+            await self.scan_recorder.stop()  # after the readers: a scan read at the stop may still be held
         if errors := [r for r in results if isinstance(r, Exception)]:
             raise ExceptionGroup("scanners did not stop", errors)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import tempfile
 import zlib
@@ -18,6 +19,12 @@ def runtime_dir() -> Path:
     """Where state that must outlive a run but not the boot goes while the data directory refuses writes: systemd's
     RuntimeDirectory (/run/edge, a tmpfs the units keep until the next boot), else the temp dir."""
     return Path(os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir())
+
+
+def runtime_note(store_id: str, data_dir: Path, what: str) -> Path:
+    """A note for the next run of this boot about one database (``data_dir``), in the runtime directory."""
+    database = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return runtime_dir() / f"edge-{store_id}-{database}-{what}"
 
 
 def write_durably(path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:

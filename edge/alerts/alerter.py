@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import math
 import shutil
@@ -34,7 +33,7 @@ from edge.alerts.rules import (
 )
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import Settings, parse_hours
-from edge.durable import NoteInPlace, runtime_dir, write_durably
+from edge.durable import NoteInPlace, runtime_note, write_durably
 from edge.errors import AlertError, StoreError
 from edge.events import (
     AlertSuppressed,
@@ -102,8 +101,7 @@ def _storage_alarm(batch: list[Signal]) -> Signal | None:
 def storage_mark_path(settings: Settings) -> Path:
     """Where a run that mailed the storage alert directly notes it for the next run: the runtime directory (tmpfs),
     since the data directory is what refuses writes (the health check's agent-down alert keeps its state there too)."""
-    data_dir = hashlib.sha256(str(settings.agent.data_dir.resolve()).encode()).hexdigest()[:12]  # one per database
-    return runtime_dir() / f"edge-{settings.agent.store_id}-{data_dir}-storage-mailed.json"
+    return runtime_note(settings.agent.store_id, settings.agent.data_dir, "storage-mailed.json")
 
 
 def storage_card_note(settings: Settings) -> NoteInPlace:

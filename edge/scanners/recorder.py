@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import ScannerSettings
+from edge.durable import write_durably
 from edge.errors import StoreUnavailableError
 from edge.scanners.codes import UnknownCode, parse_code
 from edge.states import ScanOutcome
@@ -25,20 +29,54 @@ _HELD_MAX = 1000  # scans kept while the store refuses writes (a full card): abo
 
 
 class ScanRecorder:
-    def __init__(self, store: ScanStore, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, store: ScanStore, *, clock: Clock = SYSTEM_CLOCK, left: Path | None = None) -> None:
+        """``left``: where a stop leaves the scans still held for the next run of this boot (the runtime directory:
+        the card is what refuses them)."""
         self._store = store  # publishes ScanRecorded once a scan is committed
         self._clock = clock
+        self._left = left
         # Refused by the store (a full or read-only card): recorded in order, with the time they were read, once it
         # writes again. A cook does not scan a ticket twice: lost, the order never showed ready.
         self._held: collections.deque[tuple[ScanRequest, float]] = collections.deque()
         self._retry: asyncio.Task[None] | None = None
 
+    @property
+    def held(self) -> int:
+        """Scans waiting for the store to write again."""
+        return len(self._held)
+
+    async def resume(self) -> None:
+        """The scans an earlier run of this boot left at its stop, recorded before any new one (in the order read)."""
+        if self._left is None:
+            return
+        try:
+            text = await asyncio.to_thread(self._left.read_text)
+            left = [(ScanRequest(**scan["request"]), float(scan["at"])) for scan in json.loads(text)]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            log.error("scans_left_unreadable", path=str(self._left), error=str(err))
+            return
+        log.info("scans_left_by_the_last_run", count=len(left))
+        self._held.extendleft(reversed(left))
+        self._left.unlink(missing_ok=True)  # held in memory now: this run records them, or leaves them again
+        self._retry = asyncio.create_task(self._record_held(wait_first=False), name="scans-held")
+
     async def stop(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
             await asyncio.gather(self._retry, return_exceptions=True)
-        if self._held:
-            log.error("scans_not_recorded", count=len(self._held), reason="the store refused writes until the stop")
+        if not self._held:
+            return
+        if self._left is not None:
+            scans = [{"request": dataclasses.asdict(request), "at": at} for request, at in self._held]
+            try:
+                await asyncio.to_thread(write_durably, self._left, json.dumps(scans).encode())
+                log.warning("scans_left_for_the_next_run", count=len(scans), path=str(self._left))
+                return
+            except OSError as err:
+                log.error("scans_not_left", path=str(self._left), error=str(err))
+        log.error("scans_not_recorded", count=len(self._held), reason="the store refused writes until the stop")
 
     async def record(self, scanner: ScannerSettings, code: str, read_at: float | None = None) -> ScanResult | None:
         """Store what the scan means; returns after the commit (None: held until the store writes again).
@@ -86,9 +124,11 @@ class ScanRecorder:
         if self._retry is None or self._retry.done():
             self._retry = asyncio.create_task(self._record_held(), name="scans-held")
 
-    async def _record_held(self) -> None:
+    async def _record_held(self, *, wait_first: bool = True) -> None:
         while self._held:
-            await asyncio.sleep(STORE_RETRY_S)
+            if wait_first:
+                await asyncio.sleep(STORE_RETRY_S)
+            wait_first = True
             with contextlib.suppress(StoreUnavailableError):  # still refused: next time round
                 while self._held:
                     request, at = self._held[0]

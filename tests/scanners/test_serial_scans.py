@@ -16,7 +16,12 @@ from structlog.testing import capture_logs
 from edge.app import Agent
 from edge.scanners.codes import CODE_SILENCE_S
 from edge.sim.scanner import SimScanner
-from tests.helpers import Seen, db_execute, db_rows, push_order, wait_until
+from tests.helpers import Seen, db_execute, db_rows, push_order, scanner_config, wait_until
+
+# What a full card does to a scan's write, for the scans table alone.
+FULL_SCANS = (
+    "CREATE TRIGGER full_scans BEFORE INSERT ON scans BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+)
 
 
 async def outbox(agent: Agent, order_id: str) -> list[str]:
@@ -309,10 +314,7 @@ async def test_scans_the_full_card_refuses_are_recorded_in_order_with_their_time
     agent, seen = scan_agent
     order = await push_order(agent, 3, bar=True)
     oid = order["id"]
-    await db_execute(
-        agent,
-        "CREATE TRIGGER full_scans BEFORE INSERT ON scans BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
-    )
+    await db_execute(agent, FULL_SCANS)
     read_at = time.time()
     with capture_logs() as logs:
         sims["kitchen"].scan(f"edge:v1:{oid}:kitchen", "\r")
@@ -327,3 +329,34 @@ async def test_scans_the_full_card_refuses_are_recorded_in_order_with_their_time
     assert [r[0] for r in rows] == ["kitchen", "bar"] and all(abs(r[1] - read_at) < 1.0 for r in rows)
     assert (await outbox(agent, oid)).count("ready") == 1
     assert not [e for e in logs if e.get("exc_info")]
+
+
+async def test_scans_held_for_a_full_card_at_a_stop_are_recorded_by_the_next_run(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """The card refuses writes when the kitchen and the bar ticket are scanned, and the agent is restarted (by the
+    technician, or an upgrade) before it has room. The stop leaves the scans waiting in memory in the runtime
+    directory (a tmpfs that lasts the boot: the card is what refuses), and the next run records them, in the order
+    read and with the time read; the order is ready. Before, the stop logged `scans_not_recorded` and they were lost:
+    a cook does not scan a ticket twice, and the order never showed ready."""
+    seen = Seen()
+    agent = await make_agent(scanners=scanner_config(sims), listen=seen)
+    for name in sims:
+        await seen.connected(name)
+    order = await push_order(agent, 3, bar=True)
+    await db_execute(agent, FULL_SCANS)
+    read_at = time.time()
+    with capture_logs() as logs:
+        for held, station in enumerate(("kitchen", "bar"), start=1):
+            sims[station].scan(f"edge:v1:{order['id']}:{station}", "\r")
+            await wait_until(lambda n=held: agent.scan_recorder is not None and agent.scan_recorder.held == n)
+        await agent.stop()
+    assert [e["count"] for e in logs if e["event"] == "scans_left_for_the_next_run"] == [2]
+    await db_execute(agent.settings.agent.db_path, "DROP TRIGGER full_scans")  # room again, the agent down
+
+    seen = Seen()
+    again = await make_agent(scanners=scanner_config(sims), listen=seen)
+    scans = await seen.scans_count(2)
+    assert [(s.scanner, s.outcome) for s in scans] == [("kitchen", "ticket_done"), ("bar", "order_ready")]
+    rows = await db_rows(again, "SELECT scanner, scanned_at FROM scans ORDER BY id")
+    assert [r[0] for r in rows] == ["kitchen", "bar"] and all(abs(r[1] - read_at) < 1.0 for r in rows)
