@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -30,11 +31,13 @@ _HELD_MAX = 1000  # scans kept while the store refuses writes (a full card): abo
 
 class ScanRecorder:
     def __init__(self, store: ScanStore, *, clock: Clock = SYSTEM_CLOCK, left: Path | None = None) -> None:
-        """``left``: where a stop leaves the scans still held for the next run of this boot (the runtime directory:
-        the card is what refuses them)."""
+        """``left``: where the scans held are kept for the next run of this boot, should this one stop or die first
+        (the runtime directory: the card is what refuses them)."""
         self._store = store  # publishes ScanRecorded once a scan is committed
         self._clock = clock
         self._left = left
+        # One write of that file at a time, in the order of the changes, also one a cancelled task left running.
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scans-left")
         # Refused by the store (a full or read-only card): recorded in order, with the time they were read, once it
         # writes again. A cook does not scan a ticket twice: lost, the order never showed ready.
         self._held: collections.deque[tuple[ScanRequest, float]] = collections.deque()
@@ -46,7 +49,7 @@ class ScanRecorder:
         return len(self._held)
 
     async def resume(self) -> None:
-        """The scans an earlier run of this boot left at its stop, recorded before any new one (in the order read)."""
+        """The scans an earlier run of this boot left, recorded before any new one (in the order read)."""
         if self._left is None:
             return
         try:
@@ -59,24 +62,40 @@ class ScanRecorder:
             return
         log.info("scans_left_by_the_last_run", count=len(left))
         self._held.extendleft(reversed(left))
-        self._left.unlink(missing_ok=True)  # held in memory now: this run records them, or leaves them again
         self._retry = asyncio.create_task(self._record_held(wait_first=False), name="scans-held")
 
     async def stop(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
             await asyncio.gather(self._retry, return_exceptions=True)
-        if not self._held:
-            return
-        if self._left is not None:
-            scans = [{"request": dataclasses.asdict(request), "at": at} for request, at in self._held]
-            try:
-                await asyncio.to_thread(write_durably, self._left, json.dumps(scans).encode())
-                log.warning("scans_left_for_the_next_run", count=len(scans), path=str(self._left))
+        try:
+            if not self._held:
                 return
-            except OSError as err:
-                log.error("scans_not_left", path=str(self._left), error=str(err))
-        log.error("scans_not_recorded", count=len(self._held), reason="the store refused writes until the stop")
+            if await self._leave():
+                log.warning("scans_left_for_the_next_run", count=len(self._held), path=str(self._left))
+            else:
+                log.error("scans_not_recorded", count=len(self._held), reason="the store refused writes until the stop")
+        finally:
+            self._writer.shutdown(wait=True)  # quick: a small file on a tmpfs
+
+    async def _leave(self) -> bool:
+        """The scans held, as they are now, in the file for the next run (none: no file); False if there is none."""
+        if self._left is None:
+            return False
+        path, scans = self._left, [{"request": dataclasses.asdict(r), "at": at} for r, at in self._held]
+
+        def write() -> None:
+            if scans:
+                write_durably(path, json.dumps(scans).encode())
+            else:
+                path.unlink(missing_ok=True)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, write)
+            return True
+        except OSError as err:
+            log.error("scans_not_left", path=str(path), error=str(err))
+            return False
 
     async def record(self, scanner: ScannerSettings, code: str, read_at: float | None = None) -> ScanResult | None:
         """Store what the scan means; returns after the commit (None: held until the store writes again).
@@ -105,11 +124,13 @@ class ScanRecorder:
             )
         if self._held:  # behind the scans waiting: they keep their order
             self._hold(request, None)
+            await self._leave()
             return None
         try:
             result = await self._store.record(request)
         except StoreUnavailableError as err:
             self._hold(request, err)
+            await self._leave()
             return None
         self._log(request, result, read_at)
         return result
@@ -129,12 +150,16 @@ class ScanRecorder:
             if wait_first:
                 await asyncio.sleep(STORE_RETRY_S)
             wait_first = True
+            recorded = 0
             with contextlib.suppress(StoreUnavailableError):  # still refused: next time round
                 while self._held:
                     request, at = self._held[0]
                     result = await self._store.record(request, at=at)
                     self._held.popleft()
+                    recorded += 1
                     self._log(request, result, None, late_s=round(self._clock.wall() - at, 1))
+            if recorded:  # a death before this records them again: a scan repeated changes nothing
+                await self._leave()
 
     @staticmethod
     def _log(request: ScanRequest, result: ScanResult, read_at: float | None, **more: Any) -> None:

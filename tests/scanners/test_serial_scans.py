@@ -15,8 +15,21 @@ from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.scanners.codes import CODE_SILENCE_S
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
 from edge.sim.scanner import SimScanner
-from tests.helpers import Seen, db_execute, db_rows, push_order, scanner_config, wait_until
+from tests.helpers import (
+    Seen,
+    agent_process,
+    api_client,
+    db_execute,
+    db_rows,
+    eventually,
+    post,
+    push_order,
+    scanner_config,
+    wait_until,
+)
 
 # What a full card does to a scan's write, for the scans table alone.
 FULL_SCANS = (
@@ -360,3 +373,46 @@ async def test_scans_held_for_a_full_card_at_a_stop_are_recorded_by_the_next_run
     assert [(s.scanner, s.outcome) for s in scans] == [("kitchen", "ticket_done"), ("bar", "order_ready")]
     rows = await db_rows(again, "SELECT scanner, scanned_at FROM scans ORDER BY id")
     assert [r[0] for r in rows] == ["kitchen", "bar"] and all(abs(r[1] - read_at) < 1.0 for r in rows)
+
+
+async def test_scans_held_for_a_full_card_survive_a_sigkill_of_the_agent(
+    tmp_path: Path, printers: dict[str, SimPrinter], sims: dict[str, SimScanner]
+) -> None:
+    """As above, but the agent dies instead of stopping (SIGKILL: the OOM killer, the watchdog's abort): the scans
+    held are kept in the runtime directory as each is held, so the next run records them all the same."""
+    run = tmp_path / "run"
+    run.mkdir()
+    tables = "".join(
+        f'\n[scanners.{name}]\nport = "{sims[name].path}"\nstation = "{name}"\nreconnect_max_s = 0.3\n'
+        for name in ("kitchen", "bar")
+    )
+    agent = agent_process(tmp_path, printers, env={"RUNTIME_DIRECTORY": str(run)}, extra=tables)
+    db = tmp_path / "data" / "edge.db"
+    try:
+        await agent.start()
+        order = make_order(3, bar=True)
+        async with api_client(agent.port) as api:
+            assert (await post(api, order))[0] == 201
+        await db_execute(db, FULL_SCANS)
+        read_at = time.time()
+        for held, station in enumerate(("kitchen", "bar"), start=1):
+            sims[station].scan(f"edge:v1:{order['id']}:{station}", "\r")
+            await wait_until(lambda n=held: len(left_in(run)) == n, what=f"{held} scans left in the runtime directory")
+        await agent.kill()
+        await db_execute(db, "DROP TRIGGER full_scans")  # room again, the agent dead
+        await agent.start()
+        rows = await eventually(
+            lambda: db_rows(db, "SELECT scanner, outcome, scanned_at FROM scans ORDER BY id"),
+            lambda rows: len(rows) == 2,
+            what="both scans recorded",
+        )
+        assert [r[:2] for r in rows] == [("kitchen", "ticket_done"), ("bar", "order_ready")]
+        assert all(abs(r[2] - read_at) < 1.0 for r in rows)
+        await wait_until(lambda: not left_in(run), what="the note gone once they are recorded")
+    finally:
+        await agent.close()
+
+
+def left_in(run: Path) -> list[object]:
+    """The scans the runtime directory holds for the next run."""
+    return [scan for note in run.glob("edge-*-scans-held.json") for scan in json.loads(note.read_text() or "[]")]
