@@ -850,6 +850,7 @@ async def test_a_storno_strikes_what_may_be_on_paper_beside_a_copy_a_person_aske
     order_id = example_order["id"]
     # Tried and put back: a change still claimed when the cancel commits is one the spool may send (a printer back
     # between its claim and its connection takes it), and then the cook holds revision 2 (one CI run at ca6500b).
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", what="the change tried")
     await eventually(lambda: job_states(agent, order_id), lambda states: states[1] != "printing", what="put back")
     async with api.post(f"/api/v1/orders/{order_id}/reprint", json={"station": "kitchen"}) as r:
         assert r.status == 201, await r.text()
