@@ -187,7 +187,7 @@ def prepare_restored_file(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (EVENT_KEY_MARK_KEY, new_event_key_mark())
                 )
                 conn.executemany(
-                    "UPDATE print_jobs SET copy = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
+                    "UPDATE print_jobs SET copy = 1, went_out = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
                     [(key, *_DONE) for key in printed_since],
                 )
                 conn.executemany(

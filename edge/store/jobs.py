@@ -48,7 +48,7 @@ PRINTABLE = (
     f" WHERE r.order_id = j.order_id AND r.revision > {_STORNO_BASE} AND r.revision < j.revision"
     " AND EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id AND e.station IS j.station"
     " AND e.kind = 'ticket' AND e.revision = r.revision AND e.id < j.id"
-    " AND (e.state = 'printing' OR (e.state = 'discarded' AND e.copy)))) END AS struck_payloads,"
+    " AND (e.state = 'printing' OR (e.state = 'discarded' AND e.went_out)))) END AS struck_payloads,"
     " CASE WHEN j.variant IS NULL AND j.copy THEN o.received_at ELSE j.created_at END AS order_received_at,"
     " o.created_at AS order_created_at,"
     " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(CASE e.state WHEN 'printed' THEN e.printed_at"
@@ -506,7 +506,7 @@ class JobStore:
         will print again (not when a person or a cancellation ended it meanwhile)."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, last_error = ?"
+                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, went_out = 1, last_error = ?"
                 " WHERE id = ? AND state = 'printing' RETURNING state",
                 (error[:500], job_id),
             )
@@ -534,7 +534,7 @@ class JobStore:
             rows = list(
                 await conn.execute_fetchall(
                     "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-                    f" copy = copy OR ?, state = CASE WHEN {_NOT_WANTED} THEN 'discarded'"
+                    f" copy = copy OR ?3, went_out = went_out OR ?3, state = CASE WHEN {_NOT_WANTED} THEN 'discarded'"
                     " WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END"
                     " WHERE id = ? AND state = ? RETURNING state, attempts, printer,"
                     " (SELECT number FROM orders WHERE id = order_id)",
@@ -577,7 +577,7 @@ class JobStore:
         since, it is still that device."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1 WHERE state = 'printing'"
+                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, went_out = 1 WHERE state = 'printing'"
                 " AND (:printer IS NULL OR printer = :printer) RETURNING id, state, printer",
                 {"printer": printer},
             )

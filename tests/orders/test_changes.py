@@ -858,6 +858,10 @@ async def test_a_storno_strikes_what_may_be_on_paper_beside_a_copy_a_person_aske
         assert (r.status, (await r.json())["status"]) == (200, "cancelled")
     storno = await storno_text(kitchen, 1)
     assert "Pizza Margherita" in storno and "Käsespätzle" in storno, storno
+    # Neither the change nor the COPY ever went out (the printer was off line): the cook holds revision 1 alone.
+    # Before, a COPY discarded unsent counted as maybe on paper (no record said whether it went out), and the STORNO
+    # struck 3x Pizza and a Tiramisu the cook never saw.
+    assert "2x Pizza Margherita" in storno and "Tiramisu" not in storno, storno
 
 
 async def test_a_cancel_prints_no_storno_at_a_station_a_printed_change_emptied(
