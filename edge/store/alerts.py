@@ -390,10 +390,7 @@ class AlertStore:
             await _record_told(conn, key, kind="firing", at=at, mailed=True, count=rows[0][0])
             if owed is not None:
                 audience = Audience.CRITICAL if rows[0][1] == "critical" else Audience.TO
-                mail_id = await _insert_mail(conn, key, "firing", owed, at, audience)
-                await conn.execute(
-                    "UPDATE alert_mails SET delivered = ? WHERE id = ?", (json.dumps(delivered), mail_id)
-                )
+                await _insert_mail(conn, key, "firing", owed, at, audience, delivered=delivered)
 
     async def digested_since_mail(self, key: str) -> int:
         """Occurrences of the group whose news went to the digest instead of a mail since its last mail (by log order,
@@ -672,12 +669,20 @@ async def _record_told(conn: aiosqlite.Connection, key: str, *, kind: str, at: f
 
 
 async def _insert_mail(
-    conn: aiosqlite.Connection, group_key: str | None, kind: str, mail: Mail, now: float, audience: Audience
+    conn: aiosqlite.Connection,
+    group_key: str | None,
+    kind: str,
+    mail: Mail,
+    now: float,
+    audience: Audience,
+    *,
+    delivered: list[str] | None = None,
 ) -> int:
-    # recipients: who it was written for; each attempt reads the configured list again (audience).
+    # recipients: who it was written for; each attempt reads the configured list again (audience). ``delivered``:
+    # those who have it already (a mail that went straight to the relay).
     cursor = await conn.execute(
         "INSERT INTO alert_mails(group_key, kind, recipients, audience, subject, text_body, html_body, created_at,"
-        " next_attempt_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " next_attempt_at, message_id, delivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             group_key,
             kind,
@@ -689,6 +694,7 @@ async def _insert_mail(
             now,
             now,
             email.utils.make_msgid(idstring="alert", domain="edge-agent"),
+            json.dumps(delivered or []),
         ),
     )
     mail_id = cursor.lastrowid

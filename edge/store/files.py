@@ -21,6 +21,7 @@ from edge.store.identity import (
     recorded_store,
 )
 from edge.store.jobs import BACK_IN_LINE, PRINTABLE
+from edge.store.meta import UPSERT_META
 from edge.store.rows import PrintableJob
 
 log = structlog.get_logger()
@@ -183,9 +184,7 @@ def prepare_restored_file(
                     )
                 # Its events from now on are a new box's: the replaced database may have reported, after the backup,
                 # events of the same orders and job ids as the ones this one will record (see EVENT_KEY_MARK_KEY).
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (EVENT_KEY_MARK_KEY, new_event_key_mark())
-                )
+                conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))
                 conn.executemany(
                     "UPDATE print_jobs SET copy = 1, went_out = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
                     [(key, *_DONE) for key in printed_since],

@@ -70,8 +70,8 @@ async def first_records(
     new_box = await _mark_first_start(conn, now=now)
     if new_box:
         await conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))
-    if new_box and boot is not None:
-        await conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
+        if boot is not None:
+            await conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
     return new_box
 
 

@@ -26,8 +26,9 @@ _JOBS = "SELECT j.*, o.number AS order_number FROM print_jobs j JOIN orders o ON
 # What a STORNO strikes is known only when it prints (a ticket printing when the cancel was planned may still go back
 # unsent): from the latest ticket of its station then printed, or going out just before it on its printer (its mark
 # rides on the STORNO's claim; a spool sends in order), else the revision its plan saw on paper; and each later
-# revision before the cancel a ticket of the station may have put on paper: printing, or discarded marked COPY (cut
-# short, caught by a crash, or a COPY a person asked for; not one put back unsent).
+# revision before the cancel a ticket of the station may have put on paper: printing, or discarded after some of it
+# went out (went_out: cut short, failed part-way, caught by a crash; not one put back unsent, nor a person's COPY that
+# never went out).
 _STORNO_BASE = (
     "COALESCE((SELECT e.revision FROM print_jobs e WHERE e.order_id = j.order_id AND e.station IS j.station"
     " AND e.kind = 'ticket' AND e.id < j.id"
