@@ -8,6 +8,10 @@ const tokenInput = document.getElementById("token");
 const REFRESH_MS = Number(body.dataset.refreshMs) || 5000;
 const ANSWER_MS = Math.max(2 * REFRESH_MS, 1000); // a refresh with no answer by then has failed (a hung agent)
 let upToDate = Date.now(); // the data on screen is from then: the server rendered it with the page
+// A button pressed on the panel and let go after a refresh replaced it gets no click: the browser fires one only when
+// press and release meet the same element. A panel a refresh brings meanwhile waits for the release.
+let pressing = false;
+let waitingPanel = null;
 
 function authHeaders() {
   const token = sessionStorage.getItem("edge-token");
@@ -48,7 +52,8 @@ async function refresh() {
     });
     if (response.ok) {
       const html = await response.text();
-      panel.innerHTML = html;
+      if (pressing) waitingPanel = html;
+      else panel.innerHTML = html;
       current();
     } else if (response.status === 401) {
       say("Enter the API token to see the status.");
@@ -113,6 +118,20 @@ document.getElementById("token-box").addEventListener("submit", (event) => {
   say("Token kept for this tab.");
   refresh();
 });
+
+panel.addEventListener("pointerdown", () => {
+  pressing = true;
+});
+for (const end of ["pointerup", "pointercancel"]) {
+  document.addEventListener(end, () => {
+    // After the click this release makes (dispatched in the same task), not before it.
+    setTimeout(() => {
+      pressing = false;
+      if (waitingPanel !== null) panel.innerHTML = waitingPanel;
+      waitingPanel = null;
+    }, 0);
+  });
+}
 
 panel.addEventListener("click", (event) => {
   const button = event.target.closest("button");
