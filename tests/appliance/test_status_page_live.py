@@ -115,6 +115,18 @@ async def test_a_refresh_that_fails_says_since_when_the_page_is_not_up_to_date_a
     assert "no answer from the agent" in seen["hang"] and "agent not reachable" in seen["down"], seen
 
 
+def record_dialogs(page: Any, answer: dict[str, bool]) -> list[str]:
+    """The messages of the page's confirm() dialogs, each answered as ``answer["accept"]`` says at the time."""
+    dialogs: list[str] = []
+
+    async def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        await (dialog.accept() if answer["accept"] else dialog.dismiss())
+
+    page.on("dialog", lambda dialog: asyncio.ensure_future(on_dialog(dialog)))
+    return dialogs
+
+
 async def test_a_backlog_of_60_held_tickets_is_counted_listed_oldest_first_and_release_all_asks_first(
     make_agent: Callable[..., Awaitable[Agent]],
     example_order: dict,
@@ -132,14 +144,8 @@ async def test_a_backlog_of_60_held_tickets_is_counted_listed_oldest_first_and_r
     assert "60 tickets held for a person" in render_status(status, colour=False)
     page = await chromium.new_page()
     page.set_default_timeout(10_000)
-    dialogs: list[str] = []
     answer = {"accept": False}
-
-    async def on_dialog(dialog: Any) -> None:
-        dialogs.append(dialog.message)
-        await (dialog.accept() if answer["accept"] else dialog.dismiss())
-
-    page.on("dialog", lambda dialog: asyncio.ensure_future(on_dialog(dialog)))
+    dialogs = record_dialogs(page, answer)
     await page.goto(f"http://127.0.0.1:{agent.port}/")
     await page.wait_for_selector("#held-jobs")
     summary = await page.inner_text("#summary")
@@ -176,13 +182,7 @@ async def test_a_click_held_down_while_the_panel_refreshes_still_lands(
     agent, _ = await hold_tickets(make_agent, example_order, printers, 2)
     page = await chromium.new_page()
     page.set_default_timeout(10_000)
-    dialogs: list[str] = []
-
-    async def on_dialog(dialog: Any) -> None:
-        dialogs.append(dialog.message)
-        await dialog.dismiss()
-
-    page.on("dialog", lambda dialog: asyncio.ensure_future(on_dialog(dialog)))
+    dialogs = record_dialogs(page, {"accept": False})
     await page.goto(f"http://127.0.0.1:{agent.port}/")
     await page.fill("#token", TOKEN)
     await page.click("#token-box button")
