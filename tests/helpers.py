@@ -560,6 +560,16 @@ async def take_one_order(agent: AgentProcess) -> None:
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
 
 
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines of an agent process's log: whole lines only (one the agent is still writing, without its newline
+    yet, is left for the next read: one CI run read half a line)."""
+    return [
+        json.loads(line)
+        for line in log.read_text().splitlines(keepends=True)
+        if line.startswith("{") and line.endswith("\n")
+    ]
+
+
 def imported_modules(log: str) -> list[str]:
     """The modules Python's import log (PYTHONPROFILEIMPORTTIME=1) in ``log`` names, in import order."""
     return _IMPORTED.findall(log)

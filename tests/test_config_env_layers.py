@@ -3,7 +3,6 @@ edge.env that names no setting is one line, and a file saved with a UTF-8 BOM (W
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from edge.config import load_settings
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process
+from tests.helpers import agent_process, log_events
 
 # What the technician edited in edge.toml weeks after the wizard wrote the mail keys into edge.env.
 EDITED_TOML = """
@@ -150,7 +149,7 @@ async def test_the_agents_start_log_names_overridden_and_unknown_keys_in_one_lin
         await agent.close()
         await kitchen.stop()
         await front.stop()
-    lines = [json.loads(line) for line in agent.log.read_text().splitlines() if line.startswith("{")]
+    lines = log_events(agent.log)
     [overrides] = [line for line in lines if line["event"] == "config_overridden_by_env_file"]
     assert overrides["level"] == "warning"
     assert overrides["keys"] == [

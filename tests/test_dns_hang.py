@@ -21,7 +21,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
-from tests.helpers import CENTRAL_TOKEN, FAST, agent_process, api_client, post, wait_until
+from tests.helpers import CENTRAL_TOKEN, FAST, agent_process, api_client, log_events, post, wait_until
 
 STORE = "test-store"
 
@@ -151,7 +151,7 @@ async def test_while_dns_hangs_orders_are_taken_and_printed_at_once_and_a_stop_d
         assert await agent.terminate(timeout=40) == 0
         took = time.monotonic() - asked
         assert took < 10.0, f"the agent took {took:.1f}s to exit after SIGTERM"
-        lines = [json.loads(line) for line in made.log.read_text().splitlines() if line.startswith("{")]
+        lines = log_events(made.log)
         left = [line for line in lines if line["event"] == "exit_without_waiting"]
         assert left and set(left[-1]["lookups"]) & {f"central.example:{central.port}", "mqtt.example:1883"}, left
         assert lines[-1]["event"] == "exit_without_waiting" and "agent_stopped" in [line["event"] for line in lines]
@@ -196,7 +196,7 @@ async def test_names_the_dns_hangs_on_are_named_in_the_log_and_in_edge_status(
         health = "central API GET http://central.example:8443/v1/health"
 
         def logged() -> dict[str, str]:
-            lines = [json.loads(line) for line in made.log.read_text().splitlines() if line.startswith("{")]
+            lines = log_events(made.log)
             return {line["event"]: line.get("detail") or line.get("error") for line in lines}
 
         await wait_until(
