@@ -128,7 +128,7 @@ def decode_order(body: bytes) -> object:
     except UnicodeDecodeError as err:
         raise MalformedOrderError(f"the body is not UTF-8 (byte {err.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_names)
     except RecursionError:
         raise MalformedOrderError("the JSON is nested too deeply") from None
     except ValueError as err:
@@ -137,6 +137,18 @@ def decode_order(body: bytes) -> object:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose names are unique (I-JSON, RFC 7493 2.3). A name said twice has no agreed meaning (RFC 8259 4:
+    parsers differ) and Python's keeps the last: an order would be acknowledged under another id than its sender's,
+    or cooked in another quantity than its till showed."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        names = [name for name, _ in pairs]
+        twice = next(name for name in found if names.count(name) > 1)
+        raise ValueError(f'the key "{twice}" appears twice in one object; each must appear once')
+    return found
 
 
 def canonical_json(data: Any) -> str:

@@ -176,6 +176,36 @@ async def test_malformed_body_is_400(api: aiohttp.ClientSession, raw: bytes, rea
     assert body["reason"].startswith(reason_start)
 
 
+@pytest.mark.parametrize(
+    ("spell", "key"),
+    [
+        # the sender meant one id and Python's parser keeps the last: acked under an id the sender never saw
+        (lambda body: body.replace('"id": "ord_7f3a9c21"', '"id": "ord_7f3a9c21", "id": "ord_other"', 1), "id"),
+        # an item's quantity said twice: which one the cook makes must not depend on the parser
+        (lambda body: body.replace('"qty": 2', '"qty": 2, "qty": 1', 1), "qty"),
+    ],
+)
+async def test_an_order_that_names_a_key_twice_in_one_object_is_400_naming_it_and_nothing_prints(
+    api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], spell: Any, key: str
+) -> None:
+    """JSON leaves the meaning of a name repeated in one object open (RFC 8259 4: "names within an object SHOULD be
+    unique", parsers differ), I-JSON forbids it (RFC 7493 2.3). Before: 201, the last one taken, so an order could be
+    acknowledged under another id than its sender's, or cooked in another quantity than its till showed."""
+    body = spell(json.dumps(example_order))
+    assert body.count(f'"{key}"') > json.dumps(example_order).count(f'"{key}"')  # the mutation happened
+    status, answer = await post(api, body.encode(), headers={"Content-Type": "application/json"})
+    assert status == 400, answer
+    assert answer["error"] == "malformed_request"
+    assert f'"{key}"' in answer["reason"] and "twice" in answer["reason"], answer
+    for order_id in ("ord_7f3a9c21", "ord_other"):
+        async with api.get(f"/api/v1/orders/{order_id}") as response:
+            assert response.status == 404
+    status, answer = await post(api, example_order)  # the same order, spelt once: taken and printed
+    assert status == 201, answer
+    await printers["kitchen"].wait_for_printed(1)
+    assert len(printers["kitchen"].jobs) == 1
+
+
 async def test_an_order_sent_with_a_utf8_byte_order_mark_is_taken(
     api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
