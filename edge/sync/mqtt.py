@@ -106,13 +106,21 @@ class PahoClient(paho.Client):
             raise
 
     def listening(self) -> bool:
-        """Whether the broker takes a connection now: a bare dial as paho's (through the proxy if there is one), no
-        MQTT spoken. Blocking."""
+        """Whether a broker answers a connect now: a CONNECT of its own, dialled as paho's (through the proxy and TLS
+        if there are), and any CONNACK, accepting or refusing. Its session is a fresh one under an id the broker
+        assigns, so no session is touched. A bare dial said yes for a relay in front of the broker (a cloud broker's
+        load balancer, stunnel, socat) with no broker behind it. Blocking."""
         try:
-            self._create_socket_connection().close()
-        except OSError:
+            with contextlib.closing(self._create_socket()) as sock:
+                assert isinstance(sock, socket.socket)  # TCP, or TLS over it: the link speaks no websockets
+                sock.settimeout(self._connect_timeout)
+                sock.sendall(_connect_packet(self._username, self._password))
+                answered = sock.recv(1) == _CONNACK
+                with contextlib.suppress(OSError):  # a refusing broker has closed the connection already
+                    sock.sendall(_DISCONNECT)
+                return answered
+        except (OSError, ValueError):  # ValueError: paho's, for a certificate that does not match the host
             return False
-        return True
 
     def loop_stop(self) -> MQTTErrorCode:
         """paho's, without its race: the network thread, ending after a disconnect, clears the client's handle to it
@@ -122,6 +130,29 @@ class PahoClient(paho.Client):
             return super().loop_stop()
         except AttributeError:
             return MQTTErrorCode.MQTT_ERR_INVAL  # paho's answer when there is no thread to stop
+
+
+# MQTT 5.0 (OASIS, 2019): CONNACK's fixed header (3.2.1); a DISCONNECT, normal disconnection (3.14).
+_CONNACK, _DISCONNECT = b"\x20", b"\xe0\x00"
+
+
+def _connect_packet(username: bytes | None, password: bytes | None) -> bytes:
+    """An MQTT 5 CONNECT (MQTT 5.0, 3.1): clean start, keep alive 10 s, no properties, an empty client id (the broker
+    assigns one: 3.1.3.1), and the login if there is one."""
+
+    def text(data: bytes) -> bytes:  # a length-prefixed string (1.5.4)
+        return len(data).to_bytes(2, "big") + data
+
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = text(b"MQTT") + bytes([5, flags]) + (10).to_bytes(2, "big") + b"\x00" + text(b"")
+    body += b"".join(text(part) for part in (username, password) if part is not None)
+    length = bytearray()  # a variable byte integer (1.5.5)
+    left = len(body)
+    while True:
+        left, digit = divmod(left, 128)
+        length.append(digit | (0x80 if left else 0))
+        if not left:
+            return b"\x10" + bytes(length) + body
 
 
 def describe(err: BaseException, *, tls: bool = False, host: str = "") -> str:

@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
 from edge.app import Agent
+from edge.config import parse_settings
 from edge.events import Event, MqttConnectionChanged
-from edge.sim.broker import Backend, Broker
+from edge.sim.broker import Backend, Broker, TlsFiles
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, post, wait_until
-from tests.mqtt.conftest import MAIL, STATUS, mqtt_section, needs_mosquitto
+from edge.sync.mqtt import build_client
+from tests.helpers import api_client, config_dict, db_rows, post, wait_until
+from tests.mqtt.conftest import MAIL, STATUS, HoldingProxy, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 
@@ -28,17 +32,26 @@ async def ready(agent: Agent) -> tuple[int, dict[str, Any]]:
         return response.status, await response.json()
 
 
+@pytest.mark.parametrize("path", ["direct", "relay"])
 async def test_clean_broker_restarts_in_a_row_are_not_taken_for_a_second_box(
-    make_agent: MakeAgent, broker: Broker, backend: Backend
+    make_agent: MakeAgent, broker: Broker, backend: Backend, path: str
 ) -> None:
     """The broker restarted (cleanly, persistence on) four times, each within a few seconds of the agent's connect, as
     an operator or a restart loop does. Mosquitto closes the connection as it does for a session takeover, without a
-    reason; but a broker going away has stopped listening, another box's connect has not. Before: the third restart
-    made the link `refused` ("closed the connection within 5 s of accepting it 3 times in a row: ... a second box set
-    up with the same store_id"), /ready 503, an mqtt_refused alert, and the next connect only after reconnect_max_s."""
+    reason; but a broker going away no longer answers a connect, another box's connect has not. Before: the third
+    restart made the link `refused` ("closed the connection within 5 s of accepting it 3 times in a row: ... a second
+    box set up with the same store_id"), /ready 503, an mqtt_refused alert, and the next connect only after
+    reconnect_max_s. ``relay``: the broker behind a TCP relay (a cloud broker's load balancer, stunnel, socat), which
+    takes connections whether or not a broker is behind it; before, the same false `refused` there (a bare dial
+    succeeded)."""
     heard: list[Event] = []
+    section = mqtt_section(broker, reconnect_max_s=10)
+    relay = HoldingProxy(broker.port)
+    if path == "relay":
+        await relay.start()
+        section["url"] = f"mqtt://127.0.0.1:{relay.port}"
     with structlog.testing.capture_logs() as logs:
-        agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=10), listen=heard.append, **MAIL)
+        agent = await make_agent(mqtt=section, listen=heard.append, **MAIL)
         await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
 
         def changes() -> list[MqttConnectionChanged]:
@@ -58,6 +71,37 @@ async def test_clean_broker_restarts_in_a_row_are_not_taken_for_a_second_box(
     status, body = await ready(agent)
     assert status == 200, body
     assert await db_rows(agent, "SELECT type FROM alert_groups WHERE type LIKE 'mqtt%'") == []
+    await agent.stop()
+    if path == "relay":
+        await relay.stop()
+
+
+async def test_a_broker_counts_as_listening_only_when_it_answers_a_connect(
+    broker: Broker, tls_files: TlsFiles, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """What tells a broker that went away from another box taking the session (above): the broker still answers a
+    connect. Asked with the agent's login, over TLS where the link uses it, and through a relay, which takes the
+    connection whether or not a broker is behind it; a refusal is an answer too."""
+    relay = HoldingProxy(broker.port)
+    await relay.start()
+
+    def listening(**changes: Any) -> bool:
+        settings = parse_settings(config_dict(tmp_path / "data", printers, mqtt=mqtt_section(broker, **changes)))
+        client = build_client(settings.mqtt, "probe-test", manual_ack=False)
+        client.connect_async(settings.mqtt.host, settings.mqtt.port)  # where to dial, as the link's connect sets it
+        return client.listening()
+
+    tls = {"url": broker.tls_url, "ca_file": str(tls_files.ca)}
+    try:
+        assert await asyncio.to_thread(listening)
+        assert await asyncio.to_thread(listening, **tls)
+        assert await asyncio.to_thread(listening, password="wrong-password")  # refused, but a broker answered
+        assert await asyncio.to_thread(listening, url=f"mqtt://127.0.0.1:{relay.port}")
+        await broker.stop()
+        assert not await asyncio.to_thread(listening, url=f"mqtt://127.0.0.1:{relay.port}")
+        assert not await asyncio.to_thread(listening)
+    finally:
+        await relay.stop()
 
 
 class SilentBroker:
