@@ -156,7 +156,7 @@ class AlertSent(Event):
 class AlertSuppressed(Event):
     alert_type: str
     key: str
-    reason: str  # throttled, silenced, inhibited, outside_hours, cap
+    reason: str  # silenced, inhibited, outside_hours, cap; dropped: cleared (over within group_wait), moved
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

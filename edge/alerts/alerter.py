@@ -75,6 +75,7 @@ _PRINTER_TYPES = {
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
 _CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
 _WAITING_STATES = ("queued", "failed", "printing", "held")
+_TICKET_ALARM_STATES = {"print_job_failed": JobState.DEAD, "print_job_held": JobState.HELD}  # a ticket's, by its state
 UNROUTED_RECEIPTS = "receipts"  # the subject of station_unrouted for a receipt with no receipt printer
 _PENDING_MAX = 1000  # occurrences held in memory while the database refuses writes (compacted per group beyond it)
 _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
@@ -683,6 +684,10 @@ class Alerter:
             if due.kind == "drop":
                 await self._drop(group, now, "cleared")
                 continue
+            if due.kind == "resolved" and await self._tickets_moved_on(group):
+                # Its alarm under the printer's new name tells it; this all-clear would say those orders printed.
+                await self._drop(group, now, "moved")
+                continue
             critical = group["severity"] == CRITICAL
             reason = (
                 ("silenced" if silenced(key, matchers) else None)
@@ -724,6 +729,16 @@ class Alerter:
         queued += await self._digest(now, local)  # warnings with digest on, and what the storm guard held back
         if queued:
             self._new_mail.set()
+
+    async def _tickets_moved_on(self, group: dict[str, Any]) -> bool:
+        """Every ticket of a dead or held ticket's alarm went to another printer still dead or held (its printer
+        renamed in the config, or replaced): nothing was settled, so the alarm's end is no news."""
+        state = _TICKET_ALARM_STATES.get(group["type"])
+        ids = [item["id"] for item in group["details"].get("items", [])]
+        if state is None or not ids:
+            return False
+        jobs = await self._jobs.by_ids(ids)
+        return len(jobs) == len(ids) and all(j.state == state and j.printer != group["subject"] for j in jobs)
 
     async def _drop(self, group: dict[str, Any], now: float, reason: str) -> None:
         await self._store.drop(group["key"], now, reason, group["fires_since_mail"])

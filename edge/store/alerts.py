@@ -404,10 +404,13 @@ class AlertStore:
         return int(row[0]) if row else 0
 
     async def drop(self, key: str, now: float, reason: str, count: int) -> None:
-        """The episode is over before anyone needed to hear of it: close it without a mail."""
+        """The episode is over and nobody needs to hear of it (or of its end): close it without a mail, and out of the
+        digest."""
         async with self._db.transaction() as conn:
             await conn.execute(
-                "UPDATE alert_groups SET fires_since_mail = 0, new_items = 0, held_reason = NULL WHERE key = ?", (key,)
+                "UPDATE alert_groups SET notified = 'resolved', fires_since_mail = 0, new_items = 0, held_reason = NULL"
+                " WHERE key = ?",
+                (key,),
             )
             await conn.execute(
                 "INSERT INTO alert_log(at, group_key, action, detail, count) VALUES (?, ?, 'suppressed', ?, ?)",

@@ -249,6 +249,13 @@ class JobStore:
         )
         return _readable(rows)
 
+    async def by_ids(self, job_ids: list[int]) -> list[Job]:
+        """These jobs (those that exist), oldest first."""
+        rows = await self._db.fetchall(
+            _JOBS + " WHERE j.id IN (SELECT value FROM json_each(?)) ORDER BY j.id", (json.dumps(job_ids),)
+        )
+        return _readable(rows)
+
     async def recent(self, *, state: JobState | None = None, printer: str | None = None, limit: int = 100) -> list[Job]:
         """Newest first, of one state and printer if given."""
         rows = await self._db.fetchall(

@@ -24,7 +24,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.alerts.helpers import kitchen_renamed
-from tests.helpers import db_rows
+from tests.helpers import api_client, db_rows
 
 
 async def test_fault_to_mail_latency(tmp_path: Path) -> None:
@@ -116,9 +116,10 @@ async def test_a_dead_or_held_ticket_moved_to_a_renamed_printer_keeps_its_alarm(
 ) -> None:
     """A kitchen ticket is dead (the printer dropped it) or held as stale (its order two hours old): the manager is
     told. The technician renames the printer in the config (same device, now "pass"); the next start moves the ticket
-    there, still dead or held, never printed. Its alarm follows it: a new one names "pass", and it stays on (the
-    kitchen one is resolved, no such ticket being left under that name). Before, the kitchen all-clear was the last
-    word, and nothing said the ticket still waited for a person."""
+    there, still dead or held, never printed. Its alarm follows it: a new one names "pass", and it stays on until a
+    person settles the ticket (here: discards it), then its all-clear. Before, the kitchen all-clear was the last
+    word, and nothing said the ticket still waited for a person; then (until stop 52) the kitchen alarm's all-clear
+    still went, "BEHOBEN: Bestellung A-1001 ... (Drucker kitchen)", telling the manager the order printed."""
     settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.5)
     order = make_order(1, print_receipt=False)
     if state == "dead":
@@ -137,6 +138,16 @@ async def test_a_dead_or_held_ticket_moved_to_a_renamed_printer_keeps_its_alarm(
     subjects = [str(m["Subject"]) for m in sink.messages]
     on_pass = [s for s in subjects if f"{told} (Drucker pass)" in s]
     assert len(on_pass) == 1 and "STÖRUNG" in on_pass[0] and "Bestellung A-1001" in on_pass[0], subjects
+    assert not [s for s in subjects if "BEHOBEN" in s and "Bestellung A-1001" in s], subjects
+    kitchen = "print_job_failed:kitchen" if state == "dead" else "print_job_held:kitchen"
+    log = await db_rows(second, "SELECT action, detail FROM alert_log WHERE group_key = ? ORDER BY id", kitchen)
+    assert log[-1] == ("suppressed", "moved"), log  # closed, and not in the next digest either
+    [(job_id,)] = await db_rows(second, "SELECT id FROM print_jobs")
+    async with api_client(second) as api, api.post(f"/api/v1/jobs/{job_id}/discard") as response:
+        assert response.status == 200, await response.text()  # a person settles it (the status page's Discard)
+    mails = await sink.wait_for(len(subjects) + 1, timeout=15)
+    subject = " ".join(str(mails[-1]["Subject"]).split())  # unfolded: Python's folding doubles a space
+    assert "BEHOBEN" in subject and f"{told} (Drucker pass)" in subject, subject
 
 
 async def test_an_order_for_a_station_no_printer_serves_mails_the_station_and_resolves_when_routed(
