@@ -27,6 +27,7 @@ log = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+_PARSE_IN_THREAD = 64 * 1024  # body bytes from which an order is decoded in a thread (a thread hop costs ~0.1 ms)
 _INT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also takes '²', which int() refuses
 
 
@@ -133,7 +134,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def read_json(request: web.Request) -> object:
     """The body as JSON, or a BadRequestError saying why not. 413 comes from aiohttp's client_max_size."""
+    body = await read_body(request)
     try:
-        return decode_order(await read_body(request))
+        # A large order (the largest parse in ~2 ms) is decoded in a thread: the loop serves the other senders.
+        return await asyncio.to_thread(decode_order, body) if len(body) > _PARSE_IN_THREAD else decode_order(body)
     except MalformedOrderError as err:
         raise BadRequestError(err.reason) from None
