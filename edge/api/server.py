@@ -29,13 +29,15 @@ import logging
 import resource
 import socket
 from collections.abc import Callable
+from http import HTTPStatus
 
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
-from edge.api.errors import Handler
+from edge.api.errors import Handler, error_response
 from edge.clock import Clock
 from edge.config import ApiSettings
 from edge.log import Summarised
@@ -67,6 +69,25 @@ def connection_cap(configured: int) -> tuple[int, int]:
     return max(8, min(configured, soft - FD_RESERVE)), soft
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's RequestHandler, whose own answers (a request head it refuses before any handler, the last resort for
+    an exception) come in the API's JSON error shape, not text/plain with a caret drawing."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # its log line, and its refusal once an answer started
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            answer = error_response(status, "internal", "internal error; see the agent log")
+        else:  # its first line names what is wrong; a caret drawing of the bytes follows
+            reason = (message or HTTPStatus(status).phrase).split("\n", 1)[0].rstrip(": ")
+            answer = error_response(status, "malformed_request", reason)
+        answer.force_close()
+        return answer
+
+
 class _Connection(asyncio.Protocol):
     """Sits between the socket and aiohttp's RequestHandler and notes when the connection waits for a request."""
 
@@ -88,6 +109,7 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self.inner = self._factory()
+        self.inner.__class__ = _JsonErrors  # aiohttp's handler, its refusals in our JSON (no state of its own)
         self.inner.connection_made(transport)
         self._guard.add(self)
 

@@ -206,6 +206,36 @@ async def test_an_order_that_names_a_key_twice_in_one_object_is_400_naming_it_an
     assert len(printers["kitchen"].jobs) == 1
 
 
+@pytest.mark.parametrize(
+    ("head", "reason_start"),
+    [
+        (
+            b"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nContent-Length: abc\r\n\r\n",
+            "Invalid character in Content-Length",
+        ),
+        (b"GARBAGE\r\n\r\n", "Invalid method encountered"),
+        (b"GET /health HTTP/1.1\r\nHost: edge\r\nX-Till: \x01\r\n\r\n", "Invalid header value char"),
+    ],
+)
+async def test_a_request_head_refused_before_any_handler_is_answered_in_the_apis_json(
+    agent: Agent, head: bytes, reason_start: str
+) -> None:
+    """aiohttp refuses a malformed request head itself, before any handler: its answer was text/plain ("Invalid
+    character in Content-Length:" and a caret drawing), where every other refusal of this API is a JSON body a sender
+    can parse. Now the same 400 in the API's shape, the first line of aiohttp's reason as ``reason``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    writer.write(head)
+    answer = await asyncio.wait_for(reader.read(), 5)  # the connection closes after a refused head
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.split()[1] == b"400", answer
+    assert b"content-type: application/json" in headers.lower(), answer
+    parsed = json.loads(body)
+    assert parsed["error"] == "malformed_request" and parsed["reason"].startswith(reason_start), parsed
+    assert "\n" not in parsed["reason"], parsed
+
+
 async def test_an_order_sent_with_a_utf8_byte_order_mark_is_taken(
     api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
