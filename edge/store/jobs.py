@@ -68,12 +68,14 @@ _ORIGINALS_REPEAT_COPIES = (
     " AND c.kind = print_jobs.kind AND c.station IS print_jobs.station AND c.id > print_jobs.id)"
 )
 # A change or void ticket waits while an earlier ticket of its order and station is still to print: the kitchen reads
-# tickets in revision order.
+# tickets in revision order. Earlier by revision, then by arrival: a change rewritten to a newer revision while a
+# COPY of an older one was going out stays ahead of that COPY by arrival, and the COPY, put back in line (cut short, a
+# crash), printed last, the older revision the cook's last word.
 # An earlier ticket 'printing' on the same printer went out before (a spool sends one job after the other; its printed
 # mark may still be waiting for the next commit), so only one printing elsewhere (after a failover) keeps it waiting.
 _IN_TURN = (
     "(j.variant IS NULL OR NOT EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id"
-    " AND e.station IS j.station AND e.id < j.id"
+    " AND e.station IS j.station AND (e.revision < j.revision OR (e.revision = j.revision AND e.id < j.id))"
     " AND (e.state IN ('queued', 'failed') OR (e.state = 'printing' AND e.printer IS NOT j.printer))))"
 )
 # Where a job goes when its attempt ends without it surely on paper (released unsent, cut short, failed, caught by a

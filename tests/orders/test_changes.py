@@ -933,3 +933,79 @@ async def test_a_storno_strikes_the_change_that_printed_after_the_cancel_was_pla
     [_, change, storno] = [decode(job).text for job in await kitchen.wait_for_printed(3)]
     assert "ÄNDERUNG" in change and "STORNO" in storno, (change, storno)
     assert "3x Pizza Margherita" in storno and "Tiramisu" in storno and "Käsespätzle" not in storno, storno
+
+
+def aperols(order: dict[str, Any], revision: int, qty: int) -> dict[str, Any]:
+    """Revision ``revision``: ``qty`` Aperol Spritz for the bar, which the order had nothing for before."""
+    out = revised(order, revision)
+    out["items"].append(
+        {
+            "sku": "APEROL",
+            "name": "Aperol Spritz",
+            "qty": qty,
+            "unit_price": "7.50",
+            "requires_production": True,
+            "station": "bar",
+            "modifiers": [],
+            "note": None,
+        }
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("station", "revised_to", "copy_shows", "last_shows"),
+    [
+        # a change ticket (1 -> 2) waits: dropped, the whole COPY of 2 says it all, then the change from 2 to 3
+        (
+            "kitchen",
+            lambda o, r: pizzas(dessert_added(o), r, 1) if r == 3 else dessert_added(o),
+            "3x Pizza",
+            "3 -> 1x Pizza Margherita",
+        ),
+        # the bar's first ticket (added by revision 2) waits, rewritten to show revision 3 whole
+        ("bar", lambda o, r: aperols(o, r, r - 1), "1x Aperol Spritz", "2x Aperol Spritz"),
+    ],
+    ids=["change", "added"],
+)
+async def test_a_copy_put_back_in_line_with_an_older_revision_prints_before_the_change_to_a_newer_one(
+    agent: Agent,
+    api: aiohttp.ClientSession,
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    station: str,
+    revised_to: Callable[[dict, int], dict],
+    copy_shows: str,
+    last_shows: str,
+) -> None:
+    """The printer is off: revision 2's ticket for the station waits (a change, or the station's first ticket), and a
+    person's reprint (a COPY of revision 2) behind it. The COPY is claimed (as a spool takes it when the printer
+    answers) when revision 3 commits; a SIGKILL then puts it back in line with revision 2 (what the next start does
+    with a job caught printing). Before, the waiting ticket, rewritten to revision 3 and the older job by arrival,
+    printed first and the COPY of revision 2 after it: the cook's last ticket showed revision 2 (the changes probe
+    helper's chaos run, seed 21, with SIGKILLs: a bar ticket's last word lacked the Aperol Spritz of the revision
+    acknowledged last); and a change rewritten to go from revision 1 to 3 printed after a COPY of revision 2
+    ("2 -> 1x Pizza", "+ 1x Tiramisu" again). Now a ticket of a change waits for every waiting ticket of an earlier
+    revision of its station, and a waiting change a COPY of its revision is going out ahead of is dropped for a change
+    from that COPY's revision."""
+    kitchen = printers["kitchen"]
+    order_id = example_order["id"]
+    assert (await post(api, example_order))[0] == 201
+    await kitchen.wait_for_printed(1)
+    await printed_all(agent)
+    kitchen.set_offline(True)
+    assert (await post(api, revised_to(example_order, 2)))[0] == 200
+    async with api.post(f"/api/v1/orders/{order_id}/reprint", json={"station": station}) as r:
+        assert r.status == 201, await r.text()
+        [copy_id] = (await r.json())["job_ids"]
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", what="the waiting ticket tried")
+    assert agent.deps is not None
+    assert await agent.deps.jobs.mark_printing(copy_id, "kitchen")  # the spool's claim, the printer answering
+    assert (await post(api, revised_to(example_order, 3)))[0] == 200
+    assert await agent.deps.jobs.requeue_interrupted("kitchen") == [copy_id]  # a SIGKILL's aftermath, at the start
+    kitchen.set_offline(False)
+    await printed_all(agent, or_discarded=True)
+    tickets = [decode(job).text for job in kitchen.printed[1:]]
+    assert ["KOPIE" in t for t in tickets] == [True, False], tickets
+    assert copy_shows in tickets[0] and last_shows in tickets[1], tickets
+    assert "Tiramisu" not in tickets[1], tickets[1]  # nothing the COPY already showed is added again
