@@ -227,7 +227,6 @@ def plan_revision(
     for station in [*tickets, *(s for s in new.stations if s not in tickets)]:
         station_jobs = tickets.get(station, [])
         waiting = [j for j in station_jobs if j.state in NOT_PRINTED]
-        on_paper = paper_revision(station_jobs)
         if new.status == "cancelled":
             discard.extend(j.id for j in waiting)
             struck = storno_from(station_jobs)
@@ -264,6 +263,8 @@ def plan_revision(
             (discard if empty else rewrite).append(job.id)
         if any(j.id in rewrite for j in originals):
             continue  # a waiting ticket now shows the new revision: nothing extra prints
+        # Not a COPY dropped above with the unsent original it copies: it never reached paper.
+        on_paper = paper_revision([j for j in station_jobs if j.id not in discard])
         if on_paper is not None:
             if diff_station(orders[on_paper], new, station):
                 add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CHANGE, on_paper))
