@@ -244,13 +244,14 @@ def plan_revision(
         # The first one, rewritten, shows the new revision from what is on paper; the ones on top would repeat it.
         discard.extend(j.id for j in originals[1:])
         originals = originals[:1]
-        later_copies = [j for j in station_jobs if originals and j.copy and j.id > originals[0].id and j.on_paper]
-        if originals and originals[0].variant == JobVariant.CHANGE and later_copies:
+        first = originals[0] if originals else None
+        later_copies = [j for j in station_jobs if first and j.copy and j.on_paper and j.id > first.id]
+        if first and first.variant == JobVariant.CHANGE and later_copies:
             if not any(j.state in NOT_PRINTED for j in later_copies):
                 # The COPY a person asked for after it (of the revision then current, the change's) is going out
                 # ahead of it: that whole ticket says all the change would, and after it the change would tell the
                 # cook "+ 1x Tiramisu" again.
-                discard.append(originals[0].id)
+                discard.append(first.id)
             # A COPY waits behind the change ticket: rewritten, the change would go out before that COPY, the cook's
             # last ticket an older revision. It stays. Either way the change from the COPY's revision follows it.
             originals = []
