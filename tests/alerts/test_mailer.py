@@ -44,6 +44,29 @@ async def test_starttls_login_and_send(sink: SmtpSink, cert: tuple[Path, Path]) 
     assert msg.get_body(("html",)).get_content().strip() == "<p>Hallo ä</p>"
 
 
+@pytest.mark.parametrize(
+    "subject",
+    [
+        # folded before an encoded word, Python's folder doubled the space there: "Bon  zurückgehalten"
+        "[Filiale Mitte (test-store)] BEHOBEN: Bestellung A-1001: Bon zurückgehalten (Drucker pass)",
+        # two encoded words on one folded line, it dropped the space between them: "fürLänge"
+        "[Filiale Mitte (test-store)] BEHOBEN: Bestellung A-1001: Bon zurückgehalten (Drucker pass) für Länge",
+        "[Bäckerei Müller Süd (Filiale Nord-Ost, Straße am Bahnhof)] STÖRUNG (kritisch): Drucker Küche aus",
+    ],
+)
+async def test_a_long_subject_with_umlauts_arrives_as_it_was_written(
+    sink: SmtpSink, cert: tuple[Path, Path], subject: str
+) -> None:
+    """The manager reads the subject the agent wrote, word for word: an alert's subject is folded into encoded words
+    (RFC 2047) that decode to it exactly. Before, Python's own folding of a long subject with umlauts doubled a space
+    at a fold, or dropped the one between two encoded words."""
+    await Mailer(smtp(sink, cert)).send(dataclasses.replace(MAIL, subject=subject))
+    [msg] = await sink.wait_for(1)
+    assert str(msg["Subject"]) == subject
+    head = bytes(sink.envelopes[0].content).split(b"\r\n\r\n")[0]  # as it came over the wire
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78, head  # RFC 5322's line length, encoded words of 75
+
+
 async def test_the_trusted_certificates_are_read_once_and_off_the_event_loop(
     sink: SmtpSink, cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
