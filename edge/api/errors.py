@@ -20,14 +20,13 @@ from edge.errors import (
     intake_error_body,
     too_large_body,
 )
-from edge.orders.model import decode_order
+from edge.orders.model import read_order
 
 log = structlog.get_logger()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-_PARSE_IN_THREAD = 64 * 1024  # body bytes from which an order is decoded in a thread (a thread hop costs ~0.1 ms)
 _INT = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also takes '²', which int() refuses
 
 
@@ -136,7 +135,6 @@ async def read_json(request: web.Request) -> object:
     """The body as JSON, or a BadRequestError saying why not. 413 comes from aiohttp's client_max_size."""
     body = await read_body(request)
     try:
-        # A large order (the largest parse in ~2 ms) is decoded in a thread: the loop serves the other senders.
-        return await asyncio.to_thread(decode_order, body) if len(body) > _PARSE_IN_THREAD else decode_order(body)
+        return await read_order(body)
     except MalformedOrderError as err:
         raise BadRequestError(err.reason) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -115,6 +116,16 @@ class Order:
 
     def production_items(self, station: str) -> list[Item]:
         return [i for i in self.items if i.requires_production and i.station == station]
+
+
+# Body bytes from which an order is decoded in a thread: the largest order's parse takes ~2 ms, a thread hop ~0.1 ms.
+_DECODE_IN_THREAD = 64 * 1024
+
+
+async def read_order(body: bytes) -> object:
+    """decode_order for the event loop (an HTTP body, an MQTT payload): a large one in a thread, so the loop serves the
+    other senders meanwhile."""
+    return await asyncio.to_thread(decode_order, body) if len(body) > _DECODE_IN_THREAD else decode_order(body)
 
 
 def decode_order(body: bytes) -> object:

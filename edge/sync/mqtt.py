@@ -50,7 +50,7 @@ from edge.events import (
     ScanRecorded,
 )
 from edge.orders.intake import OrderIntake
-from edge.orders.model import MalformedOrderError, decode_order
+from edge.orders.model import MalformedOrderError, read_order
 from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
 from edge.store.db import Database
 from edge.store.mqtt import MqttStore
@@ -579,7 +579,7 @@ class MqttLink:
             await self._reject(topic, payload[: self._max_payload], order_id, too_large_body(self._max_payload))
             return "rejected"
         try:
-            order = decode_order(payload)
+            order = await read_order(payload)
             if isinstance(order, dict) and isinstance(order.get("id"), str):
                 order_id = order["id"][:200]
             result = await self._intake.accept(order, source=OrderSource.MQTT)
