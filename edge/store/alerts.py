@@ -54,6 +54,11 @@ class Audience(enum.StrEnum):
     TO = "to"  # alerts.to
     CRITICAL = "critical"  # alerts.to and alerts.critical_to
 
+    @classmethod
+    def of(cls, severity: str) -> Audience:
+        """Who a group's mails go to, by its severity."""
+        return cls.CRITICAL if severity == "critical" else cls.TO
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OutboxMail:
@@ -365,8 +370,7 @@ class AlertStore:
                         " AND kind = 'resolved'",
                         (group["key"],),
                     )
-                audience = Audience.CRITICAL if group["severity"] == "critical" else Audience.TO
-                mail_id = await _insert_mail(conn, group["key"], kind, mail, now, audience)
+                mail_id = await _insert_mail(conn, group["key"], kind, mail, now, Audience.of(group["severity"]))
         return mail_id
 
     async def group(self, key: str) -> dict[str, Any] | None:
@@ -389,8 +393,7 @@ class AlertStore:
                 return
             await _record_told(conn, key, kind="firing", at=at, mailed=True, count=rows[0][0])
             if owed is not None:
-                audience = Audience.CRITICAL if rows[0][1] == "critical" else Audience.TO
-                await _insert_mail(conn, key, "firing", owed, at, audience, delivered=delivered)
+                await _insert_mail(conn, key, "firing", owed, at, Audience.of(rows[0][1]), delivered=delivered)
 
     async def digested_since_mail(self, key: str) -> int:
         """Occurrences of the group whose news went to the digest instead of a mail since its last mail (by log order,

@@ -198,6 +198,15 @@ async def agent_on_a_full_disk(make_agent: MakeAgent, settings: Settings, small_
     return agent
 
 
+async def storage_alarm_mailed_directly(
+    make_agent: MakeAgent, settings: Settings, small_disk: SmallDisk, sink: SmtpSink
+) -> Agent:
+    """An agent on a disk that fills (agent_on_a_full_disk), once its storage alarm went straight to the relay."""
+    agent = await agent_on_a_full_disk(make_agent, settings, small_disk)
+    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    return agent
+
+
 async def storage_all_clear_alone_follows(sink: SmtpSink, small_disk: SmallDisk, db: Path, alarms: int = 1) -> None:
     """The disk gets room again: the storage all-clear comes, and no other storage alarm with or before it than the
     ``alarms`` the manager had."""
@@ -220,16 +229,14 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
     problem already over announced as new, then its all-clear (found by a chaos run that filled the disk while a
     printer was down)."""
     settings = disk_settings()
-    await agent_on_a_full_disk(make_agent, settings, small_disk)
-    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    await storage_alarm_mailed_directly(make_agent, settings, small_disk, sink)
     await storage_all_clear_alone_follows(sink, small_disk, settings.agent.db_path)
 
 
 async def a_run_mailed_the_storage_alert_directly_and_stopped(
     make_agent: MakeAgent, settings: Settings, sink: SmtpSink, small_disk: SmallDisk
 ) -> None:
-    first = await agent_on_a_full_disk(make_agent, settings, small_disk)
-    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    first = await storage_alarm_mailed_directly(make_agent, settings, small_disk, sink)
     # The relay has it; the run notes it in the runtime directory (the test's own, as systemd's RuntimeDirectory= is
     # the boot's) once its SMTP session ends (a stop before that is the documented window)
     await wait_until(lambda: storage_mark_path(settings).exists(), 10, "the direct mail noted")
@@ -333,8 +340,7 @@ async def test_a_recipient_the_relay_still_defers_when_the_card_gets_room_gets_t
     the direct mail was recorded as told to everyone, and the area manager got an all-clear for an alarm never seen."""
     settings = disk_settings(critical_storm_s=0, critical_to=["area@store.test"], retry_base_s=0.2, retry_max_s=0.5)
     sink.rcpt_replies["area@store.test"] = GREYLISTED
-    await agent_on_a_full_disk(make_agent, settings, small_disk)
-    await wait_until(lambda: mails_about(sink, "Speicherproblem", "STÖRUNG"), 10, "the storage alert mailed directly")
+    await storage_alarm_mailed_directly(make_agent, settings, small_disk, sink)
     await asyncio.to_thread(small_disk.free, settings.agent.db_path)
     await wait_until(lambda: mails_about(sink, "Speicherproblem", "BEHOBEN"), 40, "the all-clear to the manager")
     del sink.rcpt_replies["area@store.test"]  # the greylist lets it pass now
