@@ -41,7 +41,7 @@ from edge.printing.reroute import reroute_stranded
 from edge.printing.spooler import Spooler
 from edge.printing.status import PrinterState
 from edge.scanners import Scanner, ScanRecorder
-from edge.states import WAITING_JOB_STATES, JobState
+from edge.states import NOT_DONE_JOB_STATES, WAITING_JOB_STATES, JobState
 from edge.store.db import STORE_RETRY_S, Database
 from edge.store.files import remove_restore_leftover
 from edge.store.identity import first_records
@@ -116,7 +116,7 @@ class Agent:
     async def status_line(self) -> str:
         """One line for systemd's STATUS=, e.g. "2 of 3 printers online, 0 queued"."""
         assert self.deps is not None
-        counts = await self.deps.jobs.counts()
+        counts = await self.deps.jobs.counts(NOT_DONE_JOB_STATES)
         states = [s.state for s in self.spoolers.values()]
         online = sum(1 for state in states if state in (PrinterState.ONLINE, PrinterState.PAPER_NEAR_END))
         unknown = states.count(PrinterState.UNKNOWN)

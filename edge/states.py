@@ -25,6 +25,9 @@ class JobState(enum.StrEnum):
 WAITING_JOB_STATES = frozenset({JobState.QUEUED, JobState.PRINTING, JobState.FAILED})
 # Will not print again by themselves: their order is done once it is old enough ('held' still waits for a person).
 FINAL_JOB_STATES = frozenset({JobState.PRINTED, JobState.DEAD, JobState.DISCARDED})
+# Jobs the spool or a person still has to do with: what a status or an alert check counts. Not the printed and
+# discarded ones, which retention keeps by the ten thousand and which only the metrics and /api/v1/printers count.
+NOT_DONE_JOB_STATES = frozenset(JobState) - {JobState.PRINTED, JobState.DISCARDED}
 
 
 class JobKind(enum.StrEnum):

@@ -56,7 +56,7 @@ from edge.events import (
     StorageRecovered,
 )
 from edge.printing.ages import JobAges
-from edge.states import HoldReason, JobState
+from edge.states import NOT_DONE_JOB_STATES, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
 from edge.store.jobs import JobStore
@@ -354,7 +354,7 @@ class Alerter:
         await self._settle_earlier_storage_alarm()
         refused = await self._store.firing("central_refused_events")  # one group per order, read before its events
         unrouted_groups = await self._store.firing("station_unrouted")
-        counts = await self._jobs.counts()
+        counts = await self._jobs.counts(NOT_DONE_JOB_STATES)
         oldest_s = self._ages.oldest_wait(await self._jobs.waiting()) or 0.0
         waiting = sum(n for (_, state), n in counts.items() if state in _WAITING_STATES)
         backlog = waiting > cfg.backlog_jobs or oldest_s >= cfg.backlog_age_min * 60
@@ -487,7 +487,7 @@ class Alerter:
         if self._pending:
             batch, self._pending = self._stamped(self._pending), []
             if any(s.type.startswith("printer_") and s.firing for s in batch):
-                waiting = waiting_per_printer(await self._jobs.counts())
+                waiting = waiting_per_printer(await self._jobs.counts(NOT_DONE_JOB_STATES))
                 batch = [
                     self._with_waiting(s, waiting.get(s.subject, 0))
                     if s.type.startswith("printer_") and s.firing

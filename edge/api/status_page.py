@@ -26,7 +26,7 @@ from edge.clock import clock_off_words
 from edge.errors import StoreError, WrongStateError
 from edge.printing.ages import order_created
 from edge.printing.decode import preview
-from edge.states import WAITING_JOB_STATES, HoldReason, JobState, RunState
+from edge.states import NOT_DONE_JOB_STATES, WAITING_JOB_STATES, HoldReason, JobState, RunState
 from edge.store.alerts import AlertStore
 from edge.store.outbox import OutboxStore
 from edge.store.recovery import RecoveryStore
@@ -108,7 +108,7 @@ async def _central(deps: ApiDeps) -> tuple[dict[str, Any] | None, dict[str, Any]
 async def snapshot(deps: ApiDeps) -> dict[str, Any]:
     """Everything the page and `edge status` show, as plain data."""
     db, now = deps.db, deps.clock.wall()
-    counts = await deps.jobs.counts()
+    counts = await deps.jobs.counts(NOT_DONE_JOB_STATES)
     printers = []
     for name in deps.settings.printers:
         spooler = deps.spoolers.get(name)

@@ -260,9 +260,11 @@ class JobStore:
 
     async def recent(self, *, state: JobState | None = None, printer: str | None = None, limit: int = 100) -> list[Job]:
         """Newest first, of one state and printer if given."""
+        # A state named as a plain equality, so the state index finds its few jobs (held, dead) among every printed
+        # one kept: "?1 IS NULL OR j.state = ?1" cannot use an index and read them all, newest first.
+        where = "j.state = ?1" if state is not None else "?1 IS NULL"
         rows = await self._db.fetchall(
-            _JOBS
-            + " WHERE (?1 IS NULL OR j.state = ?1) AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
+            _JOBS + f" WHERE {where} AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
             (state, printer, limit),
         )
         return _readable(rows)
@@ -281,9 +283,18 @@ class JobStore:
         )
         return {r[0] for r in rows}
 
-    async def counts(self) -> dict[tuple[str, JobState], int]:
-        """Jobs by (printer, state); pairs with none are left out."""
-        rows = await self._db.fetchall("SELECT printer, state, COUNT(*) FROM print_jobs GROUP BY printer, state")
+    async def counts(self, states: Collection[JobState] | None = None) -> dict[tuple[str, JobState], int]:
+        """Jobs by (printer, state), of these states (None: all); pairs with none are left out. All of them reads
+        every job retention keeps (the spool's index, end to end): what runs every few seconds asks for
+        NOT_DONE_JOB_STATES, found by the state index."""
+        if states is None:
+            rows = await self._db.fetchall("SELECT printer, state, COUNT(*) FROM print_jobs GROUP BY printer, state")
+        else:
+            rows = await self._db.fetchall(
+                "SELECT printer, state, COUNT(*) FROM print_jobs WHERE state IN (SELECT value FROM json_each(?))"
+                " GROUP BY printer, state",
+                (json.dumps(sorted(states)),),
+            )
         return {(r[0], JobState(r[1])): r[2] for r in rows}
 
     async def mark_printing(self, job_id: int, printer: str, *, revision: int | None = None) -> bool:

@@ -3,7 +3,7 @@ cap."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from edge.alerts.alerter import Alerter
@@ -478,8 +478,10 @@ async def test_a_hold_committed_while_a_check_reads_the_queue_is_not_cleared_by_
     jobs = JobStore(db, printers=["front"], bus=bus, clock=clock)
     counts = alerter._jobs.counts  # the check's own read, with the hold slipped in right after it
 
-    async def counts_then_the_hold_commits() -> dict[tuple[str, JobState], int]:
-        before = await counts()
+    async def counts_then_the_hold_commits(
+        states: Collection[JobState] | None = None,
+    ) -> dict[tuple[str, JobState], int]:
+        before = await counts(states)
         if not await jobs.reroute(lambda kind, station: ()):
             return before
         await alerter.step()  # the JobHeld occurrence stored: print_job_unrouted fires
