@@ -80,18 +80,25 @@ function done(label, answer) {
   return label + " done" + (ids ? " (jobs " + ids.join(", ") + ")" : "");
 }
 
+// Actions sent and not answered yet: the same one again meanwhile (an impatient second click) is not sent twice.
+const sending = new Set();
+
 async function act(url, label) {
   if (!sessionStorage.getItem("edge-token")) {
     say("Enter the API token first: actions need it.");
     tokenInput.focus();
     return;
   }
+  if (sending.has(url)) return;
+  sending.add(url);
   let response;
   try {
     response = await fetch(url, { method: "POST", headers: authHeaders(), signal: AbortSignal.timeout(ANSWER_MS) });
   } catch (err) {
     say(label + " not confirmed: no answer from the agent (look again once the page is up to date)");
     return;
+  } finally {
+    sending.delete(url);
   }
   const answer = await response.json().catch(() => ({}));
   say(response.ok ? done(label, answer) : label + " failed: " + (answer.reason || response.status));
@@ -135,7 +142,9 @@ for (const end of ["pointerup", "pointercancel"]) {
 
 panel.addEventListener("click", (event) => {
   const button = event.target.closest("button");
-  if (!button) return;
+  // People double-click buttons on web pages: the second click of a double click (detail 2, 3 for a triple) is not
+  // a second reprint or release. A click from the keyboard has detail 0.
+  if (!button || event.detail > 1) return;
   if (button.dataset.retry) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.retry) + "/retry", "Retry of job " + button.dataset.retry);
   else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", "Reprint");
   else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of job " + button.dataset.release);
