@@ -63,10 +63,10 @@ async def test_a_refresh_that_fails_says_since_when_the_page_is_not_up_to_date_a
     mode = {"now": "ok"}
     counts = JobStore.counts
 
-    async def failing_counts(self: JobStore) -> Any:
+    async def failing_counts(self: JobStore, states: Any = None) -> Any:
         if mode["now"] == "503":
             raise StoreError("database disk image is malformed")
-        return await counts(self)
+        return await counts(self, states)
 
     monkeypatch.setattr(JobStore, "counts", failing_counts)
     held_requests: list[Any] = []
