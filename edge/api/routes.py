@@ -20,7 +20,7 @@ from edge.api.retries import retry_safe
 from edge.clock import Clock
 from edge.errors import NotFoundError
 from edge.orders.model import is_order_id, parse_cancel
-from edge.states import InsertOutcome, JobState, OrderSource
+from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobState, OrderSource
 from edge.store import migrations
 from edge.store.db import Database
 from edge.store.orders import InsertResult
@@ -138,8 +138,7 @@ async def get_printers(request: web.Request) -> web.Response:
         )
     # A printer that left the config but still has jobs not done (held, dead) is listed, never invisible. Jobs that
     # never had a printer ("") are not a printer's: the held jobs list them.
-    done = (JobState.PRINTED, JobState.DISCARDED)
-    for name in sorted({p for (p, state), n in counts.items() if n and state not in done}):
+    for name in sorted({p for (p, state), n in counts.items() if n and state in NOT_DONE_JOB_STATES}):
         if name and name not in deps.settings.printers:
             jobs = {state: counts.get((name, state), 0) for state in JobState}
             printers.append({"name": name, "type": None, "state": "not_configured", "detail": "", "jobs": jobs})
