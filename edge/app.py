@@ -256,6 +256,7 @@ class Agent:
                 clock=self.clock,
                 alerter=self.alerter,
                 ages=ages,
+                bus=self.bus,
             )
             self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
             self._runner = self._server.runner

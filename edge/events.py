@@ -208,6 +208,17 @@ class OrderRevised(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PushAuthChanged(Event):
+    """Orders pushed over HTTP began to be refused for their token or signature (``refused``: the sender's differs
+    from the box's, or its clock from ours; every push fails until a person sets them alike), or one was let in again.
+    Told on a change only, and the first push let in after a start tells it too (an alarm of an earlier run ends)."""
+
+    refused: bool
+    reason: str = ""  # why the first refused push was refused: wrong_token, bad_signature, stale_signature ...
+    remote: str = ""  # the sender's address
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MqttConnectionChanged(Event):
     """The MQTT broker link went up or down; ``refused`` when the broker turned the login or the certificate down
     (a person must fix the config, retrying will not)."""

@@ -49,6 +49,7 @@ from edge.events import (
     OrderEventsRefused,
     OrderTotalsMismatched,
     PrinterStatusChanged,
+    PushAuthChanged,
     RecoveryCompleted,
     RecoveryFailed,
     RecoveryOrderInvalid,
@@ -319,6 +320,10 @@ class Alerter:
                     self._signal("mqtt_refused", "mqtt", True, detail=detail)
                 elif connected:
                     self._signal("mqtt_refused", "mqtt", False)
+            case PushAuthChanged(refused=True, reason=reason, remote=remote):
+                self._signal("push_refused", "api", True, reason=reason, remote=remote)
+            case PushAuthChanged():
+                self._signal("push_refused", "api", False)
             case MqttOrderRejected(error="conflict"):
                 pass  # the intake's order_conflict alert (source mqtt) tells it: one mail, not two
             case MqttOrderRejected():
@@ -811,6 +816,7 @@ class Alerter:
             MqttOrderRejected,
             OrderEventsRefused,
             JobRedirected,
+            PushAuthChanged,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._mail_task = asyncio.create_task(

@@ -327,6 +327,26 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " shows the reason.",
         ),
     },
+    "push_refused": {
+        "de": (
+            "Bestellungen abgewiesen: Zugangsdaten des Absenders passen nicht",
+            "Die Box weist Bestellungen ab, die ihr geschickt werden ({reason}, von {remote}): der Token oder die"
+            " Signatur des Absenders passt nicht zu dieser Box. Solche Bestellungen kommen nicht an; der Abgleich mit"
+            " der Zentrale holt sie bei seinem nächsten Lauf nach (bis zu 15 min später, zu alte werden angehalten).",
+            "Beim Absender (der Zentrale) denselben Token wie api.token der Box eintragen lassen (auf der Box:"
+            " EDGE_API_TOKEN in /etc/edge/edge.env) bzw. dasselbe Signatur-Geheimnis; bei stale_signature die Uhr"
+            " prüfen. Die nächste angenommene Bestellung beendet diese Meldung.",
+        ),
+        "en": (
+            "Orders refused: the sender's credentials do not match",
+            "The box refuses orders sent to it ({reason}, from {remote}): the sender's token or signature does not"
+            " match this box. Such orders do not arrive; reconciliation with the central backend fetches them at its"
+            " next run (up to 15 min later; those too old are held).",
+            "Have the sender (the central backend) set the same token as the box's api.token (on the box:"
+            " EDGE_API_TOKEN in /etc/edge/edge.env) or the same signing secret; with stale_signature, check the"
+            " clocks. The next order the box takes ends this alert.",
+        ),
+    },
     "mqtt_invalid": {
         "de": (
             "Bestellung {order}: über MQTT, aber ungültig, nicht gedruckt",

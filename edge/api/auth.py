@@ -15,12 +15,15 @@ from edge.api.errors import Handler, error_response, read_body
 from edge.api.retries import RequestMemory, fingerprint, is_retry_safe, replayed_response
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import ApiSettings, signing_key
+from edge.events import EventBus, PushAuthChanged
 from edge.log import Summarised
 from edge.store.webhooks import WebhookStore
 
 log = structlog.get_logger()
 
 SIGNATURE_TOLERANCE_S = 300  # Standard Webhooks: ±5 minutes, checked both ways
+# Refusals that every push of the sender meets until a person acts (a replay is one request gone wrong).
+_SENDER_DIFFERS = frozenset({"missing_token", "wrong_token", "missing_signature", "bad_signature", "stale_signature"})
 _MAX_ID_LEN = 256  # bounds the memory per remembered id
 
 
@@ -44,6 +47,7 @@ class Authenticator:
         store: WebhookStore | None = None,
         clock: Clock = SYSTEM_CLOCK,
         central: RemoteClock | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self._bearer = settings.token.get().encode() if settings.token else None
         self._keys = [signing_key(s) for s in settings.signing_secrets]
@@ -56,6 +60,8 @@ class Authenticator:
         self.memory = RequestMemory(store, clock=clock, keep_s=2 * SIGNATURE_TOLERANCE_S)
         self.rejected: collections.Counter[str] = collections.Counter()  # all of them, for /metrics
         self._rejections = Summarised("api_request_rejected", clock=clock.mono)
+        self._bus = bus
+        self._pushes_refused: bool | None = None  # what the bus was last told; None: nothing since the start
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -66,9 +72,11 @@ class Authenticator:
             body = await read_body(request)
             problem = self._check_signature(request.headers, body)
             if problem is None:
+                self._let_in(request)
                 return await self._once(request, request.headers["webhook-id"], body, handler)
         if problem is not None:
             return self._refuse(request, *problem)
+        self._let_in(request)
         return await handler(request)
 
     async def _once(self, request: web.Request, msg_id: str, body: bytes, handler: Handler) -> web.StreamResponse:
@@ -93,9 +101,21 @@ class Authenticator:
     def _refuse(self, request: web.Request, reason: str, text: str) -> web.Response:
         self.rejected[reason] += 1
         self._rejections.note(reason, reason=reason, path=request.path, remote=request.remote)
+        if not self._pushes_refused and reason in _SENDER_DIFFERS and _pushes_an_order(request):
+            self._tell_pushes(refused=True, reason=reason, remote=request.remote or "")
         response = error_response(401, "unauthorized", text)
         response.headers["WWW-Authenticate"] = 'Bearer realm="edge-agent"'
         return response
+
+    def _let_in(self, request: web.Request) -> None:
+        if self._pushes_refused is not False and _pushes_an_order(request):
+            self._tell_pushes(refused=False)
+
+    def _tell_pushes(self, *, refused: bool, reason: str = "", remote: str = "") -> None:
+        """Orders stop coming in without anyone in the store knowing: the alerts hear of it (and of its end)."""
+        self._pushes_refused = refused
+        if self._bus is not None:
+            self._bus.publish(PushAuthChanged(refused=refused, reason=reason, remote=remote))
 
     def _check_token(self, headers: Mapping[str, str]) -> tuple[str, str] | None:
         if self._bearer is None:
@@ -143,3 +163,11 @@ class Authenticator:
         if not matched:
             return "bad_signature", "no webhook-signature matches a configured signing secret"
         return None
+
+
+def _pushes_an_order(request: web.Request) -> bool:
+    """An order or its change (POST /api/v1/orders) or its cancel, as a sender sends them; not a person's reprint."""
+    path = request.path
+    return request.method == "POST" and (
+        path == "/api/v1/orders" or (path.startswith("/api/v1/orders/") and path.endswith("/cancel"))
+    )

@@ -13,6 +13,7 @@ from edge.alerts.alerter import Alerter
 from edge.api.auth import Authenticator
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
+from edge.events import EventBus
 from edge.metrics import Metrics
 from edge.orders.intake import OrderIntake
 from edge.printing.ages import JobAges
@@ -50,6 +51,7 @@ class ApiDeps:
     clock: Clock = SYSTEM_CLOCK
     alerter: Alerter | None = None  # None when no SMTP server is configured
     mqtt: MqttLink | None = None  # None when no MQTT broker is configured
+    bus: EventBus | None = None  # the agent's: what the API itself has to tell (pushes refused for their token)
 
 
 DEPS = web.AppKey("deps", ApiDeps)

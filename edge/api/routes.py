@@ -244,6 +244,7 @@ def make_api(deps: ApiDeps) -> web.Application:
         store=WebhookStore(deps.db),
         clock=deps.clock,
         central=deps.sync.central_time if deps.sync is not None else None,
+        bus=deps.bus,
     )
     if deps.metrics is not None:
         deps.metrics.watch_rejections(deps.auth.rejected)

@@ -24,7 +24,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.alerts.helpers import kitchen_renamed
-from tests.helpers import api_client, db_rows
+from tests.helpers import api_client, db_rows, post
 
 
 async def test_fault_to_mail_latency(tmp_path: Path) -> None:
@@ -53,6 +53,60 @@ async def test_paper_out_and_back_mailed_by_running_agent(
     await printers["kitchen"].wait_for_printed(1, timeout=15)
     mails = await sink.wait_for(2, timeout=15)
     assert "BEHOBEN" in str(mails[1]["Subject"]) and "Papier leer" in str(mails[1]["Subject"])
+
+
+async def test_orders_pushed_with_a_token_the_box_refuses_are_mailed_and_the_next_order_taken_ends_it(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    sink: SmtpSink,
+) -> None:
+    """A sender whose token is not the box's `api.token` (rotated at central, retyped at the box) has every order
+    refused 401: the orders do not arrive, recovery fetches them at its next run (up to 15 min later, then held if
+    stale), and nobody in the store knew (a log line and a counter). The first refused order push is mailed at once
+    (critical), naming the reason, the sender's address and what to set; the next order the box takes from a sender
+    ends it. A refused request that is no order push (a browser on the status API) tells nothing."""
+    agent = await make_agent(alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=0.5))
+    async with api_client(agent, token="rotated-" + "x" * 24) as stale_sender:
+        async with stale_sender.get("/api/v1/jobs") as response:
+            assert response.status == 401
+        status, _ = await post(stale_sender, make_order(1, print_receipt=False))
+        assert status == 401
+        status, _ = await post(stale_sender, make_order(1, print_receipt=False))  # its retry
+        assert status == 401
+    [mail] = await sink.wait_for(1, timeout=15)
+    text = mail.get_body(("plain",)).get_content()
+    assert "(kritisch): Bestellungen abgewiesen" in str(mail["Subject"])
+    assert "wrong_token" in text and "127.0.0.1" in text and "api.token" in text
+    async with api_client(agent) as sender:
+        status, _ = await post(sender, make_order(1, print_receipt=False))
+    assert status == 201
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Bestellungen abgewiesen" in str(mails[1]["Subject"])
+    assert len(sink.messages) == 2
+    # One occurrence: not the GET, and the sender's retry only went on refusing.
+    assert await db_rows(agent, "SELECT fires_total FROM alert_groups WHERE type = 'push_refused'") == [(1,)]
+
+
+async def test_the_refused_pushes_alarm_of_an_earlier_run_ends_with_the_first_order_taken_after_a_restart(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    sink: SmtpSink,
+) -> None:
+    """The technician fixed the token and restarted the agent: the alarm mailed by the run before ends with the first
+    order the new run takes, with one all-clear (the new run never saw a refusal of its own)."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=0.5)
+    first = await make_agent(settings)
+    async with api_client(first, token="rotated-" + "x" * 24) as stale_sender:
+        status, _ = await post(stale_sender, make_order(1, print_receipt=False))
+    assert status == 401
+    await sink.wait_for(1, timeout=15)
+    await first.stop()
+    second = await make_agent(settings)
+    async with api_client(second) as sender:
+        status, _ = await post(sender, make_order(1, print_receipt=False))
+    assert status == 201
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Bestellungen abgewiesen" in str(mails[1]["Subject"])
 
 
 async def test_a_ticket_whose_printer_left_the_config_is_mailed_as_that_not_as_stale(
