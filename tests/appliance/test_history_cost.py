@@ -4,38 +4,39 @@ orders kept for retention (30 days by default; a busy shop keeps tens of thousan
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
-from tests.helpers import agent_process, api_client, post, wait_until
+from tests.helpers import agent_process, api_client, db_execute, db_rows, post, wait_until
 
 HISTORY = 12_000  # orders, each with a printed ticket and receipt: ~12 days of a shop taking 1,000 a day
 READS = 15  # of each page the status page's panel and `edge status` refresh from
 
 
-def _add_history(db: Path, orders: int) -> None:
+async def _add_history(db: Path, orders: int) -> None:
     """``orders`` printed orders of the past weeks, copied from the one stored order (as the agent stored it)."""
-    with sqlite3.connect(db) as conn:
-        (template,) = conn.execute("SELECT id FROM orders").fetchone()
-        conn.execute(
-            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?)"
-            " INSERT INTO orders (id, number, content_hash, payload, channel, created_at, received_at, source,"
-            " revision, status, meaning_hash)"
-            " SELECT 'past_' || i, 'P-' || i, o.content_hash || i, replace(o.payload, o.id, 'past_' || i), o.channel,"
-            " o.created_at, o.received_at - 86400 * 20 + i, o.source, 1, 'open', o.meaning_hash FROM k, orders o"
-            " WHERE o.id = ?",
-            (orders, template),
-        )
-        conn.execute(
-            "INSERT INTO print_jobs (order_id, kind, station, printer, state, created_at, printed_at, idempotency_key)"
-            " SELECT o.id, j.kind, j.station, j.printer, 'printed', o.received_at, o.received_at + 5,"
-            " o.id || ':' || j.kind || ':' || IFNULL(j.station, '') || ':1'"
-            " FROM orders o, print_jobs j WHERE o.id LIKE 'past_%' AND j.order_id = ?",
-            (template,),
-        )
+    [(template,)] = await db_rows(db, "SELECT id FROM orders")
+    await db_execute(
+        db,
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?)"
+        " INSERT INTO orders (id, number, content_hash, payload, channel, created_at, received_at, source,"
+        " revision, status, meaning_hash)"
+        " SELECT 'past_' || i, 'P-' || i, o.content_hash || i, replace(o.payload, o.id, 'past_' || i), o.channel,"
+        " o.created_at, o.received_at - 86400 * 20 + i, o.source, 1, 'open', o.meaning_hash FROM k, orders o"
+        " WHERE o.id = ?",
+        orders,
+        template,
+    )
+    await db_execute(
+        db,
+        "INSERT INTO print_jobs (order_id, kind, station, printer, state, created_at, printed_at, idempotency_key)"
+        " SELECT o.id, j.kind, j.station, j.printer, 'printed', o.received_at, o.received_at + 5,"
+        " o.id || ':' || j.kind || ':' || IFNULL(j.station, '') || ':1'"
+        " FROM orders o, print_jobs j WHERE o.id LIKE 'past_%' AND j.order_id = ?",
+        template,
+    )
 
 
 def _cpu_s(agent: AgentProcess) -> float:
@@ -72,7 +73,7 @@ async def test_the_status_page_costs_the_same_with_weeks_of_printed_orders_kept(
     await _reads_cpu(agent)  # the page's first render (templates) is not what is compared
     fresh = await _reads_cpu(agent)
     await agent.terminate()
-    await asyncio.to_thread(_add_history, tmp_path / "data" / "edge.db", HISTORY)
+    await _add_history(tmp_path / "data" / "edge.db", HISTORY)
     await agent.start()
     await _reads_cpu(agent)
     busy = await _reads_cpu(agent)
