@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -296,66 +295,6 @@ async def test_page_in_headless_chromium_sync_now_and_reprint(
     async with api_client(agent) as api, api.get("/api/v1/recovery/runs") as response:
         runs = (await response.json())["runs"]
     assert [(r["id"], r["trigger"]) for r in runs][:2] == [(run_id + 1, "manual"), (run_id, "manual")]
-
-
-@pytest.mark.skipif(
-    not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
-)
-async def test_a_double_click_or_a_click_again_before_the_answer_is_one_reprint(
-    agent: Agent, example_order: dict, printers: dict[str, SimPrinter]
-) -> None:
-    """People double-click buttons on web pages, and click again when an answer is slow: a double click on Reprint is
-    one reprint (it was two: two COPY tickets for the cook), and so is a second click while the first one's answer is
-    still awaited. In a real browser, with the page's own script."""
-    playwright_api = pytest.importorskip(
-        "playwright.async_api", reason="python playwright is not installed (pip install playwright)"
-    )
-    example_order["print_receipt"] = False
-    async with api_client(agent) as api:
-        await post(api, example_order)
-    await printers["kitchen"].wait_for_printed(1)
-    reprint = f'tr[data-order="{example_order["id"]}"] button[data-reprint]'
-    sent: list[str] = []
-    answer = asyncio.Event()
-
-    async def slow_answer(route: Any) -> None:
-        await answer.wait()
-        await route.continue_()
-
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
-        try:
-            page = await browser.new_page()
-            page.set_default_timeout(15_000)
-            page.on("request", lambda request: sent.append(request.url) if "/reprint" in request.url else None)
-            await page.goto(f"http://127.0.0.1:{agent.port}/")
-            await page.fill("#token", TOKEN)
-            async with page.expect_response(lambda response: "/status/panel" in response.url):
-                await page.click("#token-box button")
-            # A person's double click: the first click's answer is in before the second click (a browser fires it
-            # with detail 2) comes, some 100-300 ms later.
-            box = await page.locator(reprint).bounding_box()
-            assert box is not None
-            await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            await page.mouse.down(click_count=1)
-            await page.mouse.up(click_count=1)
-            await page.wait_for_selector("#message:has-text('Reprint done')")
-            await page.mouse.down(click_count=2)
-            await page.mouse.up(click_count=2)
-            await page.evaluate("document.getElementById('message').textContent = ''")
-            await page.route("**/reprint", slow_answer)  # the agent's answer to the next one is held back
-            await page.click(reprint)
-            await wait_until(lambda: len(sent) >= 2)
-            await page.click(reprint)  # again, no answer yet
-            answer.set()
-            await page.wait_for_selector("#message:has-text('Reprint done')")
-        finally:
-            await browser.close()
-    await printers["kitchen"].wait_for_printed(3)
-    assert len(sent) == 2, sent
-    reprints = await db_rows(agent, "SELECT id FROM print_jobs WHERE copy = 1")
-    assert len(reprints) == 2, reprints
-    assert all("KOPIE / COPY" in decode(t).text for t in printers["kitchen"].printed[1:])
 
 
 async def hold_tickets(
