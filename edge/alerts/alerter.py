@@ -75,7 +75,7 @@ _PRINTER_TYPES = {
 }
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
 _CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
-_WAITING_STATES = ("queued", "failed", "printing", "held")
+_WAITING_STATES = NOT_DONE_JOB_STATES - {JobState.DEAD}  # a queue waits on them: the spool, or a person (held)
 _TICKET_ALARM_STATES = {"print_job_failed": JobState.DEAD, "print_job_held": JobState.HELD}  # a ticket's, by its state
 UNROUTED_RECEIPTS = "receipts"  # the subject of station_unrouted for a receipt with no receipt printer
 _PENDING_MAX = 1000  # occurrences held in memory while the database refuses writes (compacted per group beyond it)
