@@ -522,9 +522,7 @@ class PrinterDriver:
         that never answered though its model does, OFFLINE too: whatever takes the connection may not be a printer
         (its address given to another device after a power cut), and tickets sent to it would be lost."""
         answered_before = self._status_answers.answered
-        replies = self._ask((1, 2, 4))
-        if error_reported(replies):
-            replies |= self._ask((3,))  # which error; for the technician's log
+        replies = self._status_replies()
         self.silence = ""
         if not replies and answered_before:
             self.silence = self.transport.silent
@@ -532,7 +530,20 @@ class PrinterDriver:
             self.silence = self._never_answered()
         if self.silence:
             return PrinterState.OFFLINE, replies
-        return parse_status(replies), replies
+        state = parse_status(replies)
+        if state == PrinterState.OFFLINE:
+            # The offline bit with no cause in the replies asked after it: each reply is that instant's state, and a
+            # roll put in (a cover shut) between the queries reads so. Asked once more: a printer really offline
+            # says so again; one whose fault just cleared was never offline.
+            replies = self._status_replies() or replies
+            state = parse_status(replies)
+        return state, replies
+
+    def _status_replies(self) -> dict[int, int]:
+        replies = self._ask((1, 2, 4))
+        if error_reported(replies):
+            replies |= self._ask((3,))  # which error; for the technician's log
+        return replies
 
     def _never_answered(self) -> str:
         model = f"a {self._model} answers them" if self._model else "it is set up as a printer that answers them"

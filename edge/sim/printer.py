@@ -130,6 +130,9 @@ class SimPrinter:
         # {k: s}: the link stalls for s seconds at the reply to the k-th DLE EOT query (counted as status_asked): that
         # reply and everything sent after it on that connection arrive s seconds late, in order
         self.stalls: dict[int, float] = {}
+        # A person puts a new roll in right after the printer answered the next DLE EOT 1 (fires once): each reply is
+        # that instant's state, so a host asking 1, 2, 4 reads "offline" and then no cause for it.
+        self.paper_back_after_query_1 = False
         self.jobs: list[bytes] = []  # job bytes of each connection that carried any, status queries removed
         self.dropped: list[int] = []  # indexes into jobs of connections the printer cut short
         self.printed: list[bytes] = []  # what came out on paper
@@ -352,7 +355,10 @@ class SimPrinter:
             if not (self.answer_status and self.powered) or query in self.ignored:
                 return b""
             self.status_queries += 1
-            return bytes([self._reply(query)])
+            reply = bytes([self._reply(query)])
+            if query == 1 and self.paper_back_after_query_1:
+                self.paper_back_after_query_1 = self.paper_out = False
+            return reply
         self.in_order_asked += 1
         stopped = self.paper_out or self.cover_open or not self.powered
         if not (self.answer_status and self.answer_in_order and (not stopped or self.in_order_when_stopped)):

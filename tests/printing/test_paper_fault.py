@@ -75,6 +75,29 @@ async def test_fault_mid_ticket_reprints_the_whole_ticket_as_copy(
     assert states.count(flag) == 1
 
 
+async def test_a_roll_put_in_between_two_status_queries_is_not_read_as_the_printer_going_offline(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], example_order: dict
+) -> None:
+    """Each DLE EOT reply is the printer's state at that instant. A new roll put in right after the printer answered
+    query 1 ("offline", as it is at paper end) and before queries 2 and 4 (no paper end any more) read as a printer
+    that went offline for one poll: an offline alarm and its all-clear (a critical mail with a ticket waiting) for a
+    paper change (seen in a CI run: paper_out -> offline -> online). The printer goes from paper out to online, and
+    the waiting ticket prints once."""
+    kitchen = printers["kitchen"]
+    kitchen.paper_out = True
+    agent = await make_agent()
+    states: list[str] = []
+    agent.bus.subscribe(lambda e: states.append(e.new), PrinterStatusChanged)
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out")
+    kitchen.paper_back_after_query_1 = True
+    await kitchen.wait_for_printed(1)
+    assert "offline" not in states, states
+    assert states[-1] == "online" and len(kitchen.printed) == 1, states
+
+
 @pytest.mark.parametrize(
     ("flag", "clone"),
     [("paper_out", False), ("cover_open", False), ("paper_out", True)],
