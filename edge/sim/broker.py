@@ -232,6 +232,7 @@ class Backend:
         self._persistent = client_id is not None
         self.client.username_pw_set(BACKEND_USER, BACKEND_PASSWORD)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_: self._connected.clear()
         self.client.on_message = self._on_message
         self._port = broker.port
 
@@ -260,6 +261,10 @@ class Backend:
         await asyncio.sleep(0.05)  # the SUBACK: subscriptions in place before anything is published
 
     def _publish(self, topic: str, payloads: list[bytes], retain: bool) -> None:
+        # After a broker restart paho reconnects by itself within reconnect_delay: a backend publishes once it has
+        # (paho refuses a publish while it is away: "The client is not currently connected").
+        if not self._connected.wait(10):
+            raise TimeoutError("backend client not connected to publish")
         infos = [self.client.publish(topic, p, qos=1, retain=retain) for p in payloads]
         for info in infos:
             info.wait_for_publish(10)
