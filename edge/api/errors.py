@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import zlib
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -67,11 +68,61 @@ class RequestTimeoutError(Exception):
 BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
 
 
+class UnsupportedEncodingError(Exception):
+    """A Content-Encoding the box cannot undo: 415 with Accept-Encoding, so a sender can send it plain (RFC 7694)."""
+
+    def __init__(self, coding: str) -> None:
+        super().__init__(
+            f"the body's Content-Encoding ({coding}) is not one the box decodes; send it gzip, deflate or uncompressed"
+        )
+
+
+ACCEPTED_CODINGS = "gzip, deflate, identity"
+# wbits for zlib: gzip's header and trailer, or deflate's zlib wrapper (RFC 9110 8.4.1); x-gzip is gzip (8.4.1.3)
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "identity": 0}
+_BODY = web.RequestKey("edge.body", bytes)
+
+
+def codings_to_undo(header: str) -> tuple[str, ...]:
+    """The codings read_body undoes itself, last applied first. aiohttp undoes a lone gzip or deflate (and refuses
+    br and zstd, which it has no decoder for, before any handler); a list, x-gzip or anything else it passes on."""
+    value = header.strip().lower() if header.isascii() else header
+    if value in ("", "identity", "gzip", "deflate"):
+        return ()
+    codings = [c.strip() for c in value.split(",") if c.strip()]
+    for coding in codings:
+        if coding not in _WBITS:
+            raise UnsupportedEncodingError(coding)
+    return tuple(c for c in reversed(codings) if c != "identity")
+
+
+def _undo(body: bytes, codings: tuple[str, ...], header: str, limit: int) -> bytes:
+    """Decoded to at most ``limit`` bytes: a small body that unpacks to gigabytes stops there, as a 413."""
+    for coding in codings:
+        decoder = zlib.decompressobj(_WBITS[coding])
+        try:
+            out = decoder.decompress(body, limit + 1)
+        except zlib.error:
+            out = b""
+        if len(out) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(out))
+        if not decoder.eof or decoder.unused_data:
+            raise BadRequestError(f"the request body is unreadable: its Content-Encoding ({header}) cannot decode it")
+        body = out
+    return body
+
+
 async def read_body(request: web.Request) -> bytes:
-    """The whole body, within the app's body timeout: a client that trickles it holds no connection for long."""
+    """The whole body, decoded, within the app's body timeout: a client that trickles it holds no connection for
+    long. Read once: the signature check and the handler both ask for it."""
+    known = request.get(_BODY)
+    if known is not None:
+        return known
+    header = request.headers.get("Content-Encoding", "")
+    codings = codings_to_undo(header)
     try:
         async with asyncio.timeout(request.app.get(BODY_TIMEOUT_S)):
-            return await request.read()
+            body = await request.read()
     except TimeoutError:
         raise RequestTimeoutError(f"the request body did not arrive within {request.app[BODY_TIMEOUT_S]:g} s") from None
     except web.RequestPayloadError as err:
@@ -80,11 +131,21 @@ async def read_body(request: web.Request) -> bytes:
         encoding = request.headers.get("Content-Encoding", "")
         what = f"its Content-Encoding ({encoding}) cannot decode it" if encoding else "it could not be read"
         raise BadRequestError(f"the request body is unreadable: {what}") from err
+    if codings:
+        body = _undo(body, codings, header, request.client_max_size)
+    request[_BODY] = body
+    return body
 
 
 def error_response(status: int, error: str, reason: str, **extra: object) -> web.Response:
     headers = {"Retry-After": "5"} if status == 503 else None
     return web.json_response({"error": error, "reason": reason, **extra}, status=status, headers=headers)
+
+
+def unsupported_encoding_response(reason: str) -> web.Response:
+    response = error_response(415, "unsupported_content_encoding", reason)
+    response.headers["Accept-Encoding"] = ACCEPTED_CODINGS
+    return response
 
 
 @web.middleware
@@ -97,6 +158,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(422, "invalid_request", err.reason, field=err.field)
     except BadRequestError as err:
         return error_response(400, "malformed_request", str(err))
+    except UnsupportedEncodingError as err:
+        return unsupported_encoding_response(str(err))
     except RequestTimeoutError as err:
         response = error_response(408, "request_timeout", str(err))
         response.force_close()

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import errno
 import logging
+import re
 import resource
 import socket
 from collections.abc import Callable
@@ -33,11 +34,11 @@ from http import HTTPStatus
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from edge.api.errors import Handler, error_response
+from edge.api.errors import Handler, UnsupportedEncodingError, error_response, unsupported_encoding_response
 from edge.clock import Clock
 from edge.config import ApiSettings
 from edge.log import Summarised
@@ -69,6 +70,9 @@ def connection_cap(configured: int) -> tuple[int, int]:
     return max(8, min(configured, soft - FD_RESERVE)), soft
 
 
+_CODING_NAMED = re.compile(r"\((\w+)\)")  # aiohttp's "Can not decode content-encoding: brotli (br). ..."
+
+
 class _JsonErrors(RequestHandler):
     """aiohttp's RequestHandler, whose own answers (a request head it refuses before any handler, the last resort for
     an exception) come in the API's JSON error shape, not text/plain with a caret drawing."""
@@ -81,6 +85,9 @@ class _JsonErrors(RequestHandler):
         super().handle_error(request, status, exc, message)  # its log line, and its refusal once an answer started
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             answer = error_response(status, "internal", "internal error; see the agent log")
+        elif isinstance(exc, ContentEncodingError):  # br or zstd, which aiohttp has no decoder for here
+            coding = _CODING_NAMED.search(str(exc))
+            answer = unsupported_encoding_response(str(UnsupportedEncodingError(coding[1] if coding else "?")))
         else:  # its first line names what is wrong; a caret drawing of the bytes follows
             reason = (message or HTTPStatus(status).phrase).split("\n", 1)[0].rstrip(": ")
             answer = error_response(status, "malformed_request", reason)
