@@ -82,6 +82,14 @@ def fresh(order: dict[str, Any]) -> dict[str, Any]:
     return taken_at(order, datetime.now(UTC))
 
 
+def asap(order: dict[str, Any]) -> dict[str, Any]:
+    """The order (changed in place) for as soon as possible: no due time. A ticket is not held as stale before its
+    order's due time (the example's is 26 minutes after it is made), so a test holding tickets after a stale age of a
+    minute or less uses these."""
+    order["fulfilment"]["due_at"] = None
+    return order
+
+
 def orders(example: dict[str, Any], count: int, *, receipt: bool = False) -> list[dict[str, Any]]:
     """``count`` copies of ``example`` as orders ord_000, ord_001 … numbered N-000, N-001 …"""
     out = []

@@ -114,6 +114,13 @@ class JobAges:
             age = min(age, max(0.0, self._clock.wall() - job.follows_printed_at))
         return age
 
+    def not_late_before_s(self, job: PrintableJob) -> float:
+        """How long after its creation the order is due (0 without a due time): before that its ticket is early, not
+        late, however long it waited (a pre-order taken overnight while the printer was off)."""
+        created = order_created(job.order_created_at)
+        due = order_created(job.order_due_at) if job.order_due_at else None
+        return 0.0 if created is None or due is None else max(0.0, due - created)
+
     def stale_after_s(self, job: PrintableJob) -> float:
         """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min),
         one age for receipts; 0 means never."""

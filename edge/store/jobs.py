@@ -51,7 +51,7 @@ PRINTABLE = (
     " AND e.kind = 'ticket' AND e.revision = r.revision AND e.id < j.id"
     " AND (e.state = 'printing' OR (e.state = 'discarded' AND e.went_out)))) END AS struck_payloads,"
     " CASE WHEN j.variant IS NULL AND j.copy THEN o.received_at ELSE j.created_at END AS order_received_at,"
-    " o.created_at AS order_created_at,"
+    " o.created_at AS order_created_at, o.due_at AS order_due_at,"
     " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(CASE e.state WHEN 'printed' THEN e.printed_at"
     " WHEN 'printing' THEN j.created_at END) FROM print_jobs e WHERE e.order_id = j.order_id"
     " AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id) END"

@@ -94,6 +94,7 @@ class PrintableJob(Job):
     # rewriting it in place does not move it); a reprint's COPY: when its order was stored
     order_received_at: float
     order_created_at: str  # central's created_at, ISO 8601
+    order_due_at: str | None = None  # its fulfilment.due_at, ISO 8601 (None: as soon as possible)
     base_payload: str | None = None  # change and cancel: the JSON of the revision on paper (change_from)
     struck_payloads: str | None = None  # cancel: a JSON array of the later revisions' JSON that may be on paper too
     # Change and cancel: when the last earlier ticket of its order and station was printed (our wall clock), if one

@@ -23,7 +23,7 @@ from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
 from edge.states import RunState, RunTrigger
 from edge.store.rows import RecoveryRun
-from tests.helpers import TOKEN, api_client, db_rows, until, wait_until
+from tests.helpers import TOKEN, api_client, asap, db_rows, until, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags that keep Chromium from calling out of a closed sandbox network (see the machine notes).
@@ -304,6 +304,7 @@ async def hold_tickets(
     clock = SteppedClock()
     agent = await make_agent(printing={"stale_ticket_min": 1}, clock=clock)
     printers["kitchen"].set_offline(True)
+    asap(example_order)
     held = []
     async with api_client(agent) as api:
         for n in range(count):

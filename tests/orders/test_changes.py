@@ -23,6 +23,7 @@ from edge.sim.smtp import SmtpSink
 from tests.helpers import (
     TIRAMISU,
     api_client,
+    asap,
     config_dict,
     days_pass,
     db_execute,
@@ -440,7 +441,7 @@ async def test_a_cancel_or_change_right_after_a_released_old_ticket_printed_prin
     test_a_change_is_as_old_as_its_order)."""
     clock = SteppedClock()
     agent = await make_agent(clock=clock)
-    old = copy.deepcopy(example_order)
+    old = asap(copy.deepcopy(example_order))
     old["created_at"] = (datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)).isoformat()
     async with api_client(agent) as api:
         assert (await post(api, old))[0] == 201

@@ -14,7 +14,7 @@ from edge.app import Agent
 from edge.events import JobHeld
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, eventually, job_rows, post, ticket_variant, wait_until
+from tests.helpers import api_client, asap, eventually, job_rows, post, ticket_variant, wait_until
 from tests.printing.conftest import BoxClock
 
 STALE_S = 600  # the kitchen's stale age ([staleness] kitchen = 10)
@@ -61,6 +61,7 @@ async def test_a_stations_first_ticket_rewritten_in_place_keeps_the_age_its_chan
     a rewrite counted the wait twice: the age ran from revision 3's arrival plus the wait since revision 2 (500 s
     became 740 s, held)."""
     held: list[JobHeld] = []
+    asap(example_order)
     agent = await make_agent(clock=box_clock, staleness={"kitchen": STALE_S / 60})
     agent.bus.subscribe(held.append, JobHeld)
     kitchen = printers["kitchen"]
@@ -110,6 +111,7 @@ async def test_a_receipt_a_change_asks_for_is_as_old_as_the_order_at_that_change
     the front printer is off; it is back at ``back_at``. The receipt is as old as the order (240 s at the change, plus
     its wait): printed at 280 s, held at 320 s. Before, it was aged from the order's first arrival plus its wait only
     (80 s at 320 s): printed."""
+    asap(example_order)
     agent = await make_agent(clock=box_clock, printing={"stale_receipt_min": 5})
     front = printers["front"]
     async with api_client(agent, connector=fresh_connections()) as api:

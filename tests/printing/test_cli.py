@@ -16,7 +16,7 @@ from edge.clock import SteppedClock
 from edge.config import load_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, api_client, eventually, job_rows, post, wait_until
+from tests.helpers import TOKEN, api_client, asap, eventually, job_rows, post, wait_until
 
 
 def write_config(tmp_path: Path, printers: dict[str, SimPrinter], *, port: int = 0, stale_min: float = 45) -> Path:
@@ -101,7 +101,7 @@ async def test_held_jobs_listed_released_and_discarded_from_the_cli(
     printers["kitchen"].set_offline(True)
     async with api_client(agent) as api:
         for n in range(2):
-            order = dict(example_order, id=f"ord_{n}", number=f"N-{n}", print_receipt=False)
+            order = asap(dict(example_order, id=f"ord_{n}", number=f"N-{n}", print_receipt=False))
             assert (await post(api, order))[0] == 201
     assert isinstance(agent.clock, SteppedClock)
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off

@@ -12,7 +12,7 @@ import pytest
 from edge.app import Agent
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, eventually, job_rows, post, print_latency_sum, wait_until
+from tests.helpers import api_client, asap, eventually, job_rows, post, print_latency_sum, wait_until
 from tests.printing.conftest import YEARS_56, BoxClock
 
 HOURS_8 = 8 * 3600
@@ -116,7 +116,7 @@ async def test_a_step_back_does_not_make_a_stale_ticket_fresh(
     agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})  # the clock moves past it
     printers["kitchen"].set_offline(True)
     async with api_client(agent) as api:
-        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        assert (await post(api, asap(make_order(1, print_receipt=False))))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
     box_clock.advance(61)  # a minute passes with the printer off: longer than the stale age
     box_clock.step(-HOURS_8)

@@ -14,19 +14,17 @@ import aiohttp
 
 from edge.app import Agent
 from edge.printing.decode import decode
-from edge.sim.orders import make_order
+from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
-from tests.helpers import EXAMPLE, TIRAMISU, api_client, db_rows, eventually, fresh, post, wait_until
+from tests.helpers import EXAMPLE, TIRAMISU, api_client, asap, db_rows, eventually, post, wait_until
 
 COPY_MARK = "KOPIE / COPY"
 
 
 def order_taken(ago: timedelta = timedelta(0)) -> dict[str, Any]:
     """The example, kitchen ticket only, taken ``ago`` (two hours: its ticket is held as stale at once)."""
-    order = fresh(copy.deepcopy(EXAMPLE))
+    order = taken_at(copy.deepcopy(EXAMPLE), (datetime.now(UTC) - ago).replace(microsecond=0))
     order["print_receipt"] = False
-    taken = (datetime.now(UTC) - ago).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    order["created_at"] = taken
     return order
 
 
@@ -84,7 +82,7 @@ async def test_a_reprint_while_the_ticket_waits_past_its_stale_age_leaves_no_unm
     agent = await make_agent(staleness={"kitchen": 0.02})  # 1.2 s
     kitchen = printers["kitchen"]
     kitchen.set_offline(True)
-    order = order_taken()
+    order = asap(order_taken())
     async with api_client(agent) as api:
         status, body = await post(api, order)
         assert status == 201, body

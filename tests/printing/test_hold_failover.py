@@ -25,6 +25,7 @@ from edge.sim.smtp import SmtpSink
 from edge.transports.tcp import TcpTransport
 from tests.helpers import (
     api_client,
+    asap,
     config_dict,
     db_rows,
     eventually,
@@ -200,7 +201,7 @@ async def test_stale_ticket_is_held_until_released_or_discarded(
     agent.bus.subscribe(held.append, JobHeld)
     kitchen = printers["kitchen"]
     kitchen.set_offline(True)
-    first, second = tickets_only(example_order, 2)
+    first, second = tickets_only(asap(example_order), 2)
     for order in (first, second):
         assert (await post(api, order))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
@@ -243,7 +244,7 @@ async def test_release_all_prints_every_held_job(
     agent, api = await start_agent(staleness={"kitchen": 0.01}, clock=clock)
     kitchen = printers["kitchen"]
     kitchen.set_offline(True)
-    for order in tickets_only(example_order, 3):
+    for order in tickets_only(asap(example_order), 3):
         assert (await post(api, order))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
     clock.advance(61)  # a minute passes with the printer off: longer than the stale age

@@ -20,7 +20,10 @@ from tests.printing.conftest import YEARS_56, BoxClock
 
 
 def order_created(seq: int, ago: timedelta) -> dict:
-    return make_order(seq, print_receipt=False, created_at=datetime.now(UTC).replace(microsecond=0) - ago)
+    """An order for as soon as possible (no due time: one due later than the stale age is not held before it)."""
+    order = make_order(seq, print_receipt=False, created_at=datetime.now(UTC).replace(microsecond=0) - ago)
+    order["fulfilment"]["due_at"] = None
+    return order
 
 
 async def test_an_old_order_pushed_now_is_held_and_shown_as_held_while_a_fresh_one_prints(
@@ -48,6 +51,37 @@ async def test_an_old_order_pushed_now_is_held_and_shown_as_held_while_a_fresh_o
     async with api.get("/api/v1/status") as response:
         assert [j["order_id"] for j in (await response.json())["held_jobs"]] == [old["id"]]
     assert [e.order_id for e in held] == [old["id"]] and 3 * 3600 <= held[0].age_s < 3 * 3600 + 60
+
+
+async def test_a_pre_order_taken_overnight_prints_when_the_printer_comes_on_before_its_due_time(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """A web shop takes orders overnight for the next day while the store is closed and the kitchen printer off. At
+    09:00 the printer comes on: an order made at 22:00 for 12:00 prints, it is not late (a ticket early is not a ticket
+    gone stale); one made at 22:00 for 08:30, or with no due time, is held as before. Before: every pre-order of the
+    night was held for the manager to release each morning (its age, 11 h, over the 45 min stale age)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    made = now - timedelta(hours=11)
+
+    def order(seq: int, due: datetime | None) -> dict:
+        o = make_order(seq, print_receipt=False, created_at=made)
+        o["fulfilment"]["due_at"] = due.isoformat().replace("+00:00", "Z") if due else None
+        return o
+
+    lunch, breakfast, asap = order(1, now + timedelta(hours=3)), order(2, now - timedelta(minutes=30)), order(3, None)
+    printers["kitchen"].set_offline(True)
+    for o in (lunch, breakfast, asap):
+        assert (await post(api, o))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    printers["kitchen"].set_offline(False)
+    printed = await printers["kitchen"].wait_for_printed(1)
+    assert lunch["number"] in printed[0].decode("cp858")
+    await eventually(
+        lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [(lunch["id"], "printed"), (breakfast["id"], "held"), (asap["id"], "held")],
+    )
+    await asyncio.sleep(0.3)
+    assert len(printers["kitchen"].printed) == 1
 
 
 @pytest.mark.parametrize("ahead", [timedelta(hours=2), timedelta(days=400)])
