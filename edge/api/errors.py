@@ -83,7 +83,7 @@ _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate":
 _BODY = web.RequestKey("edge.body", bytes)
 
 
-def codings_to_undo(header: str) -> tuple[str, ...]:
+def _codings_to_undo(header: str) -> tuple[str, ...]:
     """The codings read_body undoes itself, last applied first. aiohttp undoes a lone gzip or deflate (and refuses
     br and zstd, which it has no decoder for, before any handler); a list, x-gzip or anything else it passes on."""
     value = header.strip().lower() if header.isascii() else header
@@ -119,7 +119,7 @@ async def read_body(request: web.Request) -> bytes:
     if known is not None:
         return known
     header = request.headers.get("Content-Encoding", "")
-    codings = codings_to_undo(header)
+    codings = _codings_to_undo(header)
     try:
         async with asyncio.timeout(request.app.get(BODY_TIMEOUT_S)):
             body = await request.read()
