@@ -99,7 +99,10 @@ def _codings_to_undo(header: str) -> tuple[str, ...]:
 def _undo(body: bytes, codings: tuple[str, ...], header: str, limit: int) -> bytes:
     """Decoded to at most ``limit`` bytes: a small body that unpacks to gigabytes stops there, as a 413."""
     for coding in codings:
-        decoder = zlib.decompressobj(_WBITS[coding])
+        wbits = _WBITS[coding]
+        if coding == "deflate" and body[:1] and body[0] & 0x0F != 8:
+            wbits = -zlib.MAX_WBITS  # raw deflate without zlib's wrapper, as some senders write it (aiohttp takes it)
+        decoder = zlib.decompressobj(wbits)
         try:
             out = decoder.decompress(body, limit + 1)
         except zlib.error:
