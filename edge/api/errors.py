@@ -80,7 +80,6 @@ class UnsupportedEncodingError(Exception):
 ACCEPTED_CODINGS = "gzip, deflate, identity"
 # wbits for zlib: gzip's header and trailer, or deflate's zlib wrapper (RFC 9110 8.4.1); x-gzip is gzip (8.4.1.3)
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "identity": 0}
-_BODY = web.RequestKey("edge.body", bytes)
 
 
 def _codings_to_undo(header: str) -> tuple[str, ...]:
@@ -117,15 +116,15 @@ def _undo(body: bytes, codings: tuple[str, ...], header: str, limit: int) -> byt
 
 async def read_body(request: web.Request) -> bytes:
     """The whole body, decoded, within the app's body timeout: a client that trickles it holds no connection for
-    long. Read once: the signature check and the handler both ask for it."""
-    known = request.get(_BODY)
-    if known is not None:
-        return known
+    long. aiohttp keeps what it read: the signature check and the handler both ask for it."""
     header = request.headers.get("Content-Encoding", "")
     codings = _codings_to_undo(header)
     try:
-        async with asyncio.timeout(request.app.get(BODY_TIMEOUT_S)):
+        if request.content.is_eof():  # all here already (most orders come in the head's packet): nothing to wait for
             body = await request.read()
+        else:
+            async with asyncio.timeout(request.app.get(BODY_TIMEOUT_S)):
+                body = await request.read()
     except TimeoutError:
         raise RequestTimeoutError(f"the request body did not arrive within {request.app[BODY_TIMEOUT_S]:g} s") from None
     except web.RequestPayloadError as err:
@@ -134,10 +133,7 @@ async def read_body(request: web.Request) -> bytes:
         encoding = request.headers.get("Content-Encoding", "")
         what = f"its Content-Encoding ({encoding}) cannot decode it" if encoding else "it could not be read"
         raise BadRequestError(f"the request body is unreadable: {what}") from err
-    if codings:
-        body = _undo(body, codings, header, request.client_max_size)
-    request[_BODY] = body
-    return body
+    return _undo(body, codings, header, request.client_max_size) if codings else body
 
 
 def error_response(status: int, error: str, reason: str, **extra: object) -> web.Response:
