@@ -420,7 +420,8 @@ class OrderStore:
 
     async def settle_first_start(self, was: float, now: float | None) -> None:
         """A new database's first start, ``was`` on the box's clock, dated on central's: restated as ``now`` where the
-        two differ (see Recovery._history_line; a restore's mark since is left as it is), left where ``now`` is None."""
+        two differ (see Recovery._printed_until; a restore's mark since is left as it is), left where ``now`` is
+        None."""
         async with self._db.transaction() as conn:
             await conn.execute("DELETE FROM meta WHERE key = ?", (FIRST_START_UNSETTLED_KEY,))
             if now is not None:

@@ -24,7 +24,7 @@ from edge.events import (
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
-from edge.orders.model import meaning_hash, parse_order
+from edge.orders.model import Order, meaning_hash, parse_order
 from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
 from edge.store.db import Database
 from edge.store.orders import InsertResult, NewOrder, OrderStore
@@ -365,7 +365,7 @@ class Recovery:
         self._prepared.clear()
         cursor, pages = await self._runs.since_cursor(run_id), 0
         self._page_size = self._settings.page_size  # every run, a resumed one too, starts from the configured size
-        history_before: float | None = None
+        printed_until: float | None = None
         sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
         fetch = self._fetch(run_id, cursor)
         try:
@@ -394,7 +394,7 @@ class Recovery:
                     sent.add(next_cursor)
                     fetch = self._fetch(run_id, next_cursor)  # the next page travels while this one is classified
                 if not pages:  # central has answered: its clock is known
-                    history_before = await self._history_line()
+                    printed_until = await self._printed_until()
                     if self._stale_id == run_id:  # resumed after its validation, validated again after the restart:
                         # what it saved goes only now (a run central does not answer stores it: _execute), and a
                         # trigger may join it again (or follow it, after its last page: _page)
@@ -402,7 +402,7 @@ class Recovery:
                         self._stale_id = None
                         self._follows.pop(run_id, None)
                 await self._runs.save_page(
-                    run_id, await self._classify(orders, page=pages, history_before=history_before), next_cursor
+                    run_id, await self._classify(orders, page=pages, printed_until=printed_until), next_cursor
                 )
                 pages += 1
                 self._checkpoint()
@@ -414,8 +414,9 @@ class Recovery:
             await asyncio.gather(fetch, return_exceptions=True)
         log.info("recovery_validated", pages=pages, page_size=self._page_size, counts=await self._runs.counts(run_id))
 
-    async def _history_line(self) -> float | None:
-        """Orders this database does not know that central created before this are history (None: none is).
+    async def _printed_until(self) -> float | None:
+        """Until when another database may have printed (None: no order is history): orders this database does not
+        know that were late by then are history, _is_history.
 
         A new database's first start was marked on the box's clock, and central's orders are on its own. A box without
         a battery starts with the time it last saved, until NTP sets it (or never, NTP blocked by the shop's
@@ -433,7 +434,14 @@ class Recovery:
             if off:
                 log.warning("first_start_restated", box_clock=printed_until, central_clock=on_central)
                 printed_until = on_central
-        return printed_until - self._history_age_s if printed_until and self._history_age_s else None
+        return printed_until if printed_until and self._history_age_s else None
+
+    def _is_history(self, order: Order, printed_until: float) -> bool:
+        """Late by then, as the stale hold reckons it (edge/printing/ages.py): made more than the longest a ticket
+        may wait before, and due before (a pre-order due later is still the kitchen's work: it prints as COPY)."""
+        due = order.fulfilment.due_at
+        made = order.created_at.timestamp()
+        return made < printed_until - self._history_age_s and (due is None or due.timestamp() < printed_until)
 
     def _fetch(self, run_id: int, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
         return asyncio.ensure_future(self._page(run_id, cursor))
@@ -464,7 +472,7 @@ class Recovery:
                 self._listed_id = run_id
             return page
 
-    async def _classify(self, orders: list[Any], *, page: int, history_before: float | None) -> list[RecoveryItem]:
+    async def _classify(self, orders: list[Any], *, page: int, printed_until: float | None) -> list[RecoveryItem]:
         ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
         known = await self._orders.known(ids)
         items, conflicting, history = [], [], []
@@ -480,7 +488,7 @@ class Recovery:
                 continue
             order = new.order
             stored = known.get(order.id)
-            if stored is None and history_before is not None and order.created_at.timestamp() < history_before:
+            if stored is None and printed_until is not None and self._is_history(order, printed_until):
                 cls = ItemClass.HISTORY
                 history.append(new)
             elif (

@@ -12,7 +12,7 @@ from edge.config import Settings
 from edge.events import RecoveryCompleted
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
-from tests.helpers import db_rows
+from tests.helpers import db_rows, eventually
 from tests.sync.conftest import Agents
 
 DAY_S = 86_400.0
@@ -101,3 +101,26 @@ async def test_a_first_start_on_a_wrong_clock_is_put_on_centrals_clock_in_a_late
     assert (completed.counts["history"], completed.counts["stored"]) == (1, 1), completed.counts
     jobs = "SELECT DISTINCT o.number FROM orders o JOIN print_jobs j ON j.order_id = o.id"
     assert await db_rows(agent, jobs) == [(new["number"],)]
+
+
+async def test_a_pre_order_not_yet_due_is_a_new_boxs_work_not_history(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A box dies; its replacement's first recovery lists an order made two days ago for tomorrow (a catering
+    pre-order) and one made two days ago for then. The first is still the kitchen's work: stored, and its ticket
+    prints marked COPY (the old box may have printed it; the cook may not have it any more), not held, as it is not
+    due yet. The second is history. Before: both were history, never printed: the pre-order's meal was never made
+    unless someone remembered it."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    made = now - timedelta(days=2)
+    catering, lunch = make_order(1, created_at=made), make_order(2, created_at=made)
+    catering["fulfilment"]["due_at"] = (now + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    central.add_orders([catering, lunch])
+    agent, events = await agents.start(sync_settings())
+    [completed] = await events.wait(RecoveryCompleted)
+    assert (completed.counts["history"], completed.counts["stored"]) == (1, 1), completed.counts
+    jobs = "SELECT o.id, j.kind, j.copy, j.state FROM orders o JOIN print_jobs j ON j.order_id = o.id ORDER BY j.id"
+    rows = await eventually(
+        lambda: db_rows(agent, jobs), lambda rows: rows and all(r[3] == "printed" for r in rows), what="printed"
+    )
+    assert {(r[0], r[2]) for r in rows} == {(catering["id"], 1)} and "ticket" in {r[1] for r in rows}, rows
