@@ -172,6 +172,13 @@ def content_hash(canonical: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+def late_after_s(created: float, due: float | None, stale_s: float) -> float:
+    """How old an order is (seconds since ``created``) when its ticket is late: its stale age, or, for an order due
+    later than that after it was made (a pre-order), its due time: a ticket early is not a ticket late. The stale hold
+    (edge/printing/ages.py) and recovery's history line (a new box, a restore) reckon by it."""
+    return stale_s if due is None else max(stale_s, due - created)
+
+
 def revision_hash(data: dict[str, Any]) -> str:
     """The hash of a revision's JSON bytes (the revision number left out, see revision_content): all an order stored
     before meaning_hash has, and what an older version compares after a rollback."""

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from edge.clock import Clock, RemoteClock
 from edge.config import PrintingSettings
+from edge.orders.model import late_after_s
 from edge.states import JobKind
 from edge.store.rows import PrintableJob
 
@@ -114,16 +115,15 @@ class JobAges:
             age = min(age, max(0.0, self._clock.wall() - job.follows_printed_at))
         return age
 
-    def not_late_before_s(self, job: PrintableJob) -> float:
-        """How long after its creation the order is due (0 without a due time): before that its ticket is early, not
-        late, however long it waited (a pre-order taken overnight while the printer was off)."""
-        created = order_created(job.order_created_at)
-        due = order_created(job.order_due_at) if job.order_due_at else None
-        return 0.0 if created is None or due is None else max(0.0, due - created)
-
-    def stale_after_s(self, job: PrintableJob) -> float:
-        """Seconds after which a job is held: per station for tickets ([staleness] over printing.stale_ticket_min),
-        one age for receipts; 0 means never."""
+    def held_after_s(self, job: PrintableJob) -> float:
+        """The age after which a job is held (0: never): its stale age, per station for tickets ([staleness] over
+        printing.stale_ticket_min), one for receipts; or its order's due time, when that is later (a pre-order taken
+        overnight while the printer was off)."""
         if job.kind == JobKind.RECEIPT:
-            return self._printing.stale_receipt_min * 60
-        return self._staleness.get(job.station or "", self._printing.stale_ticket_min) * 60
+            stale = self._printing.stale_receipt_min * 60
+        else:
+            stale = self._staleness.get(job.station or "", self._printing.stale_ticket_min) * 60
+        created = order_created(job.order_created_at)
+        if not stale or created is None:
+            return stale
+        return late_after_s(created, order_created(job.order_due_at) if job.order_due_at else None, stale)

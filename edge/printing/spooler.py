@@ -304,11 +304,11 @@ class Spooler:
     async def _hold_if_stale(self, job: PrintableJob) -> bool:
         """A job older than its stale age, and past its order's due time, is not printed on its own: a person releases
         or discards it."""
-        limit = self._ages.stale_after_s(job)
+        limit = self._ages.held_after_s(job)
         if not limit or job.released_at is not None:
             return False
         age = self._ages.age(job)
-        if age <= max(limit, self._ages.not_late_before_s(job)):
+        if age <= limit:
             return False
         if await self._jobs.hold(job.id, self.name, expected=job.state, age_s=age):
             log.warning(

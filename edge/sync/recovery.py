@@ -24,7 +24,7 @@ from edge.events import (
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
-from edge.orders.model import Order, meaning_hash, parse_order
+from edge.orders.model import Order, late_after_s, meaning_hash, parse_order
 from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
 from edge.store.db import Database
 from edge.store.orders import InsertResult, NewOrder, OrderStore
@@ -437,11 +437,10 @@ class Recovery:
         return printed_until if printed_until and self._history_age_s else None
 
     def _is_history(self, order: Order, printed_until: float) -> bool:
-        """Late by then, as the stale hold reckons it (edge/printing/ages.py): made more than the longest a ticket
-        may wait before, and due before (a pre-order due later is still the kitchen's work: it prints as COPY)."""
-        due = order.fulfilment.due_at
-        made = order.created_at.timestamp()
-        return made < printed_until - self._history_age_s and (due is None or due.timestamp() < printed_until)
+        """Late by then, as the stale hold reckons it, by the longest a ticket may wait (a pre-order due later is
+        still the kitchen's work: it prints as COPY)."""
+        made, due = order.created_at.timestamp(), order.fulfilment.due_at
+        return printed_until - made > late_after_s(made, due.timestamp() if due else None, self._history_age_s)
 
     def _fetch(self, run_id: int, cursor: str) -> asyncio.Future[tuple[list[Any], str, bool]]:
         return asyncio.ensure_future(self._page(run_id, cursor))
