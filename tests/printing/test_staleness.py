@@ -84,6 +84,26 @@ async def test_a_pre_order_taken_overnight_prints_when_the_printer_comes_on_befo
     assert len(printers["kitchen"].printed) == 1
 
 
+async def test_what_is_never_held_prints_however_long_past_its_due_time(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
+) -> None:
+    """A stale age of 0 means never held: receipts by default, and a station set so ([staleness] bar = 0). An order
+    made 3 hours ago and due 2.5 hours ago comes now: its kitchen ticket is held; its bar ticket and its receipt print
+    (a due time never makes a hold of what is never held)."""
+    agent = await make_agent(stations={"kitchen": "kitchen", "bar": "front"}, staleness={"bar": 0})
+    order = make_order(1, bar=True, created_at=datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3))
+    order["fulfilment"]["due_at"] = (datetime.now(UTC) - timedelta(hours=2.5)).isoformat().replace("+00:00", "Z")
+    order["print_receipt"] = True
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+    await printers["front"].wait_for_printed(2)
+    await eventually(
+        lambda: job_rows(agent, "SELECT kind, station, state FROM print_jobs ORDER BY id"),
+        lambda rows: sorted(rows)
+        == [("receipt", None, "printed"), ("ticket", "bar", "printed"), ("ticket", "kitchen", "held")],
+    )
+
+
 @pytest.mark.parametrize("ahead", [timedelta(hours=2), timedelta(days=400)])
 async def test_an_order_from_the_future_prints(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], ahead: timedelta
