@@ -99,8 +99,9 @@ async def test_what_is_never_held_prints_however_long_past_its_due_time(
     await printers["front"].wait_for_printed(2)
     await eventually(
         lambda: job_rows(agent, "SELECT kind, station, state FROM print_jobs ORDER BY id"),
-        lambda rows: sorted(rows)
-        == [("receipt", None, "printed"), ("ticket", "bar", "printed"), ("ticket", "kitchen", "held")],
+        lambda rows: (
+            sorted(rows) == [("receipt", None, "printed"), ("ticket", "bar", "printed"), ("ticket", "kitchen", "held")]
+        ),
     )
 
 
