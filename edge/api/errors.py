@@ -75,9 +75,14 @@ class UnsupportedEncodingError(Exception):
         super().__init__(
             f"the body's Content-Encoding ({coding}) is not one the box decodes; send it gzip, deflate or uncompressed"
         )
+        self.coding = coding
 
 
 ACCEPTED_CODINGS = "gzip, deflate, identity"
+# Content codings registered with IANA that compress or encrypt: a body in one of these cannot be read here. Any other
+# word names no coding at all ("UTF-8": a charset put in the wrong header), and plain JSON under it is taken as it is.
+_NOT_DECODED = frozenset({"br", "zstd", "compress", "x-compress", "pack200-gzip", "exi", "aes128gcm", "dcb", "dcz"})
+_PLAIN_JSON = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*[{\[]")
 # wbits for zlib: gzip's header and trailer, or deflate's zlib wrapper (RFC 9110 8.4.1); x-gzip is gzip (8.4.1.3)
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "identity": 0}
 
@@ -118,7 +123,13 @@ async def read_body(request: web.Request) -> bytes:
     """The whole body, decoded, within the app's body timeout: a client that trickles it holds no connection for
     long. aiohttp keeps what it read: the signature check and the handler both ask for it."""
     header = request.headers.get("Content-Encoding", "")
-    codings = _codings_to_undo(header)
+    no_coding: UnsupportedEncodingError | None = None
+    try:
+        codings = _codings_to_undo(header)
+    except UnsupportedEncodingError as err:
+        if err.coding in _NOT_DECODED:
+            raise
+        codings, no_coding = (), err
     try:
         if request.content.is_eof():  # all here already (most orders come in the head's packet): nothing to wait for
             body = await request.read()
@@ -133,6 +144,8 @@ async def read_body(request: web.Request) -> bytes:
         encoding = request.headers.get("Content-Encoding", "")
         what = f"its Content-Encoding ({encoding}) cannot decode it" if encoding else "it could not be read"
         raise BadRequestError(f"the request body is unreadable: {what}") from err
+    if no_coding is not None and not _PLAIN_JSON.match(body):
+        raise no_coding
     return _undo(body, codings, header, request.client_max_size) if codings else body
 
 
