@@ -141,8 +141,7 @@ async def read_body(request: web.Request) -> bytes:
     except web.RequestPayloadError as err:
         # A body its Content-Encoding cannot decode (plain JSON labelled gzip by a till or a proxy, a damaged gzip):
         # the sender's fault, which a retry repeats, so not a 5xx it would retry for ever.
-        encoding = request.headers.get("Content-Encoding", "")
-        what = f"its Content-Encoding ({encoding}) cannot decode it" if encoding else "it could not be read"
+        what = f"its Content-Encoding ({header}) cannot decode it" if header else "it could not be read"
         raise BadRequestError(f"the request body is unreadable: {what}") from err
     if no_coding is not None and not _PLAIN_JSON.match(body):
         raise no_coding
