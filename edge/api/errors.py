@@ -75,7 +75,6 @@ class UnsupportedEncodingError(Exception):
         super().__init__(
             f"the body's Content-Encoding ({coding}) is not one the box decodes; send it gzip, deflate or uncompressed"
         )
-        self.coding = coding
 
 
 ACCEPTED_CODINGS = "gzip, deflate, identity"
@@ -87,16 +86,19 @@ _PLAIN_JSON = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*[{\[]")
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "identity": 0}
 
 
-def _codings_to_undo(header: str) -> tuple[str, ...]:
-    """The codings read_body undoes itself, last applied first. aiohttp undoes a lone gzip or deflate (and refuses
-    br and zstd, which it has no decoder for, before any handler); a list, x-gzip or anything else it passes on."""
+def _codings_to_undo(header: str) -> tuple[str, ...] | None:
+    """The codings read_body undoes itself, last applied first; None for a word that names no coding. aiohttp undoes
+    a lone gzip or deflate (and refuses br and zstd, which it has no decoder for, before any handler); a list, x-gzip
+    or anything else it passes on."""
     value = header.strip().lower() if header.isascii() else header
     if value in ("", "identity", "gzip", "deflate"):
         return ()
     codings = [c.strip() for c in value.split(",") if c.strip()]
     for coding in codings:
-        if coding not in _WBITS:
+        if coding in _NOT_DECODED:
             raise UnsupportedEncodingError(coding)
+        if coding not in _WBITS:
+            return None
     return tuple(c for c in reversed(codings) if c != "identity")
 
 
@@ -123,13 +125,7 @@ async def read_body(request: web.Request) -> bytes:
     """The whole body, decoded, within the app's body timeout: a client that trickles it holds no connection for
     long. aiohttp keeps what it read: the signature check and the handler both ask for it."""
     header = request.headers.get("Content-Encoding", "")
-    no_coding: UnsupportedEncodingError | None = None
-    try:
-        codings = _codings_to_undo(header)
-    except UnsupportedEncodingError as err:
-        if err.coding in _NOT_DECODED:
-            raise
-        codings, no_coding = (), err
+    codings = _codings_to_undo(header)
     try:
         if request.content.is_eof():  # all here already (most orders come in the head's packet): nothing to wait for
             body = await request.read()
@@ -143,8 +139,10 @@ async def read_body(request: web.Request) -> bytes:
         # the sender's fault, which a retry repeats, so not a 5xx it would retry for ever.
         what = f"its Content-Encoding ({header}) cannot decode it" if header else "it could not be read"
         raise BadRequestError(f"the request body is unreadable: {what}") from err
-    if no_coding is not None and not _PLAIN_JSON.match(body):
-        raise no_coding
+    if codings is None:
+        if not _PLAIN_JSON.match(body):
+            raise UnsupportedEncodingError(header)
+        return body
     return _undo(body, codings, header, request.client_max_size) if codings else body
 
 
