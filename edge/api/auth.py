@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from edge.api.errors import Handler, error_response, read_body
-from edge.api.retries import RequestMemory, fingerprint, is_retry_safe, replayed_response
+from edge.api.retries import RequestMemory, fingerprint, is_order_push, is_retry_safe, replayed_response
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import ApiSettings, signing_key
 from edge.events import EventBus, PushAuthChanged
@@ -101,14 +101,14 @@ class Authenticator:
     def _refuse(self, request: web.Request, reason: str, text: str) -> web.Response:
         self.rejected[reason] += 1
         self._rejections.note(reason, reason=reason, path=request.path, remote=request.remote)
-        if not self._pushes_refused and reason in _SENDER_DIFFERS and _pushes_an_order(request):
+        if not self._pushes_refused and reason in _SENDER_DIFFERS and is_order_push(request):
             self._tell_pushes(refused=True, reason=reason, remote=request.remote or "")
         response = error_response(401, "unauthorized", text)
         response.headers["WWW-Authenticate"] = 'Bearer realm="edge-agent"'
         return response
 
     def _let_in(self, request: web.Request) -> None:
-        if self._pushes_refused is not False and _pushes_an_order(request):
+        if self._pushes_refused is not False and is_order_push(request):
             self._tell_pushes(refused=False)
 
     def _tell_pushes(self, *, refused: bool, reason: str = "", remote: str = "") -> None:
@@ -163,11 +163,3 @@ class Authenticator:
         if not matched:
             return "bad_signature", "no webhook-signature matches a configured signing secret"
         return None
-
-
-def _pushes_an_order(request: web.Request) -> bool:
-    """An order or its change (POST /api/v1/orders) or its cancel, as a sender sends them; not a person's reprint."""
-    path = request.path
-    return request.method == "POST" and (
-        path == "/api/v1/orders" or (path.startswith("/api/v1/orders/") and path.endswith("/cancel"))
-    )

@@ -147,3 +147,9 @@ def replayed_response(answer: WebhookAnswer) -> web.Response:
 
 def is_retry_safe(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") or request.match_info.handler in _RETRY_SAFE
+
+
+def is_order_push(request: web.Request) -> bool:
+    """An order, its change or its cancel as a sender pushes them: the routes marked retry_safe, whose order id and
+    revision are the idempotency key (a person's reprint is not one)."""
+    return request.match_info.handler in _RETRY_SAFE
