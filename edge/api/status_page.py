@@ -24,7 +24,7 @@ from edge.api.deps import ApiDeps
 from edge.api.errors import path_id
 from edge.clock import clock_off_words
 from edge.errors import StoreError, WrongStateError
-from edge.printing.ages import order_created
+from edge.printing.ages import order_time
 from edge.printing.decode import preview
 from edge.states import NOT_DONE_JOB_STATES, WAITING_JOB_STATES, HoldReason, JobState, RunState
 from edge.store.alerts import AlertStore
@@ -166,7 +166,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             "reason_words": _HOLD_WORDS.get(j.held_reason, j.held_reason) if j.held_reason else "",
             # the order's own time and age, as the hold decision takes them (edge.printing.ages): central's
             # created_at, on central's clock once its answers told us how far ours is off
-            "ordered_at": (ordered := order_created(j.order_created_at)),
+            "ordered_at": (ordered := order_time(j.order_created_at)),
             "order_age_s": None if ordered is None else max(0, round(central_now - ordered)),
         }
         for j in await deps.jobs.oldest(JobState.HELD, _HELD_LISTED)

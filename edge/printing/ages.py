@@ -17,10 +17,11 @@ from edge.store.rows import PrintableJob
 _REMEMBERED = 50_000
 
 
-def order_created(created_at: str) -> float | None:
-    """An order's created_at (central's clock), unix seconds; None for rows written by hand or by an old version."""
+def order_time(iso: str) -> float | None:
+    """One of an order's times (created_at, due_at: central's clock) in unix seconds; None for rows written by hand or
+    by an old version."""
     try:
-        return datetime.fromisoformat(created_at).timestamp()
+        return datetime.fromisoformat(iso).timestamp()
     except (TypeError, ValueError):
         return None
 
@@ -66,7 +67,7 @@ class JobAges:
             if job_id in self._since:
                 continue
             wait = max(0.0, wall - created_at)
-            if (created := order_created(order_created_at)) is not None:
+            if (created := order_time(order_created_at)) is not None:
                 wait = min(wait, max(0.0, wall - created))
             self._since[job_id] = mono - wait
             self._seeded.add(job_id)
@@ -99,7 +100,7 @@ class JobAges:
         clock, plus waited since. A created_at in the future (central's clock ahead, or ours behind: a box booted in
         1970) is late by 0: such an order is taken as fresh, never held because a clock is wrong."""
         waited = self.waited(job)
-        created = order_created(job.order_created_at)
+        created = order_time(job.order_created_at)
         if created is None:  # no age to hold it for
             return waited
         central_now = self._central.wall() if self._central is not None else None
@@ -123,7 +124,7 @@ class JobAges:
             stale = self._printing.stale_receipt_min * 60
         else:
             stale = self._staleness.get(job.station or "", self._printing.stale_ticket_min) * 60
-        created = order_created(job.order_created_at)
+        created = order_time(job.order_created_at)
         if not stale or created is None:
             return stale
-        return late_after_s(created, order_created(job.order_due_at) if job.order_due_at else None, stale)
+        return late_after_s(created, order_time(job.order_due_at) if job.order_due_at else None, stale)
