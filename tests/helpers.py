@@ -29,7 +29,7 @@ from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.events import Event, EventBus, ScannerConnectionChanged, ScanRecorded
 from edge.printing.decode import decode
-from edge.sim.orders import make_order, taken_at
+from edge.sim.orders import due_at, make_order, taken_at
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
@@ -86,8 +86,7 @@ def asap(order: dict[str, Any]) -> dict[str, Any]:
     """The order (changed in place) for as soon as possible: no due time. A ticket is not held as stale before its
     order's due time (the example's is 26 minutes after it is made), so a test holding tickets after a stale age of a
     minute or less uses these."""
-    order["fulfilment"]["due_at"] = None
-    return order
+    return due_at(order, None)
 
 
 def orders(example: dict[str, Any], count: int, *, receipt: bool = False) -> list[dict[str, Any]]:

@@ -69,6 +69,12 @@ def taken_at(order: dict[str, Any], created: datetime) -> dict[str, Any]:
     return order
 
 
+def due_at(order: dict[str, Any], due: datetime | None) -> dict[str, Any]:
+    """The order (changed in place) due at ``due``; None: for as soon as possible."""
+    order["fulfilment"]["due_at"] = None if due is None else _iso(due)
+    return order
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 

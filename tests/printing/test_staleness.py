@@ -13,17 +13,15 @@ from structlog.testing import capture_logs
 from edge.app import Agent
 from edge.events import JobHeld
 from edge.sim.central import CentralSim
-from edge.sim.orders import make_order
+from edge.sim.orders import due_at, make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, eventually, job_rows, post, print_latency_sum, wait_until
+from tests.helpers import api_client, asap, eventually, job_rows, post, print_latency_sum, wait_until
 from tests.printing.conftest import YEARS_56, BoxClock
 
 
 def order_created(seq: int, ago: timedelta) -> dict:
     """An order for as soon as possible (no due time: one due later than the stale age is not held before it)."""
-    order = make_order(seq, print_receipt=False, created_at=datetime.now(UTC).replace(microsecond=0) - ago)
-    order["fulfilment"]["due_at"] = None
-    return order
+    return asap(make_order(seq, print_receipt=False, created_at=datetime.now(UTC).replace(microsecond=0) - ago))
 
 
 async def test_an_old_order_pushed_now_is_held_and_shown_as_held_while_a_fresh_one_prints(
@@ -64,13 +62,11 @@ async def test_a_pre_order_taken_overnight_prints_when_the_printer_comes_on_befo
     made = now - timedelta(hours=11)
 
     def order(seq: int, due: datetime | None) -> dict:
-        o = make_order(seq, print_receipt=False, created_at=made)
-        o["fulfilment"]["due_at"] = due.isoformat().replace("+00:00", "Z") if due else None
-        return o
+        return due_at(make_order(seq, print_receipt=False, created_at=made), due)
 
-    lunch, breakfast, asap = order(1, now + timedelta(hours=3)), order(2, now - timedelta(minutes=30)), order(3, None)
+    lunch, breakfast, soon = order(1, now + timedelta(hours=3)), order(2, now - timedelta(minutes=30)), order(3, None)
     printers["kitchen"].set_offline(True)
-    for o in (lunch, breakfast, asap):
+    for o in (lunch, breakfast, soon):
         assert (await post(api, o))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
     printers["kitchen"].set_offline(False)
@@ -78,7 +74,7 @@ async def test_a_pre_order_taken_overnight_prints_when_the_printer_comes_on_befo
     assert lunch["number"] in printed[0].decode("cp858")
     await eventually(
         lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs ORDER BY id"),
-        lambda rows: rows == [(lunch["id"], "printed"), (breakfast["id"], "held"), (asap["id"], "held")],
+        lambda rows: rows == [(lunch["id"], "printed"), (breakfast["id"], "held"), (soon["id"], "held")],
     )
     await asyncio.sleep(0.3)
     assert len(printers["kitchen"].printed) == 1
@@ -92,7 +88,7 @@ async def test_what_is_never_held_prints_however_long_past_its_due_time(
     (a due time never makes a hold of what is never held)."""
     agent = await make_agent(stations={"kitchen": "kitchen", "bar": "front"}, staleness={"bar": 0})
     order = make_order(1, bar=True, created_at=datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3))
-    order["fulfilment"]["due_at"] = (datetime.now(UTC) - timedelta(hours=2.5)).isoformat().replace("+00:00", "Z")
+    due_at(order, datetime.now(UTC) - timedelta(hours=2.5))
     order["print_receipt"] = True
     async with api_client(agent) as api:
         assert (await post(api, order))[0] == 201

@@ -11,7 +11,7 @@ from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import RecoveryCompleted
 from edge.sim.central import CentralSim
-from edge.sim.orders import make_order
+from edge.sim.orders import due_at, make_order
 from tests.helpers import db_rows, eventually
 from tests.sync.conftest import Agents
 
@@ -114,7 +114,7 @@ async def test_a_pre_order_not_yet_due_is_a_new_boxs_work_not_history(
     now = datetime.now(UTC).replace(microsecond=0)
     made = now - timedelta(days=2)
     catering, lunch = make_order(1, created_at=made), make_order(2, created_at=made)
-    catering["fulfilment"]["due_at"] = (now + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    due_at(catering, now + timedelta(days=1))
     central.add_orders([catering, lunch])
     agent, events = await agents.start(sync_settings())
     [completed] = await events.wait(RecoveryCompleted)
