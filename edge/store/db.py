@@ -338,6 +338,7 @@ class Database:
         self._unsynced: list[_Group] = []  # committed, not yet fsynced: their callers still wait
         self._syncer: asyncio.Task[None] | None = None
         self._fsync_s = 0.0  # how long the WAL's fsync has taken lately (a moving average): the most worth lingering
+        self.durable_writes = 0  # fsyncs that made writes durable: each one proves the card takes writes (see /ready)
         self._eager_at = -LINGER_ONLY_WITHIN_S  # monotonic time of the last write that does not linger
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
@@ -549,6 +550,7 @@ class Database:
         return self._fsync_s
 
     def _measured_fsync(self, took: float) -> None:
+        self.durable_writes += 1
         self._fsync_s = took if not self._fsync_s else self._fsync_s + (took - self._fsync_s) / 8
 
     def _store_error(self, err: sqlite3.Error) -> StoreError:
