@@ -66,9 +66,17 @@ class Summarised:
     network) goes to the log the first time, then at most once every ``every_s`` per kind, with how many were left
     out since: each line is written to the SD card, and a flood must not write one per request."""
 
-    def __init__(self, event: str, *, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        event: str,
+        *,
+        every_s: float = 10.0,
+        level: str = "warning",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._event = event
         self._every_s = every_s
+        self._level = level
         self._clock = clock
         self._last: dict[str, float] = {}
         self._left_out: dict[str, int] = {}
@@ -81,7 +89,15 @@ class Summarised:
             return
         self._last[kind] = now
         left_out = self._left_out.pop(kind, 0)
-        structlog.get_logger().warning(self._event, **fields, **({"more_since_last": left_out} if left_out else {}))
+        say = getattr(structlog.get_logger(), self._level)
+        say(self._event, **fields, **({"more_since_last": left_out} if left_out else {}))
+
+    def passed(self) -> bool:
+        """Whether anything was said since the last pass: then the caller says it works again."""
+        said = bool(self._last)
+        self._last.clear()
+        self._left_out.clear()
+        return said
 
 
 class SaidOnce:

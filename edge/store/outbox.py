@@ -86,16 +86,12 @@ class OutboxStore:
         row = await self._db.fetchone("SELECT MAX(id) FROM outbox WHERE delivered_at IS NULL")
         return None if row is None or row[0] is None else int(row[0])
 
-    async def count_attempt(self, ids: Sequence[int]) -> None:
-        """A send of these rows failed: they stay pending."""
-        async with self._db.transaction() as conn:
-            await conn.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
-
     async def delivered(self, ids: Sequence[int], now: float) -> None:
+        """Central took these rows. A failed try writes nothing: the sender tries every few seconds while central
+        refuses (a wrong token nobody fixes for days), and a count of tries (the ``attempts`` column, no longer
+        written, kept for a version rolled back to) cost a commit with an fsync on the SD card each time."""
         async with self._db.transaction() as conn:
-            await conn.executemany(
-                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?", [(now, i) for i in ids]
-            )
+            await conn.executemany("UPDATE outbox SET delivered_at = ? WHERE id = ?", [(now, i) for i in ids])
 
     async def reject(self, item: OutboxItem, reason: dict[str, Any], now: float) -> dict[str, Any]:
         """Central refused this event for good: settled (never sent again) with the refusal kept in its payload,

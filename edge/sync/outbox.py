@@ -21,7 +21,7 @@ from edge.events import (
     OrderStored,
     ScanRecorded,
 )
-from edge.log import SaidOnce
+from edge.log import SaidOnce, Summarised
 from edge.store.db import Database
 from edge.store.outbox import OutboxStore
 from edge.store.rows import OutboxItem
@@ -33,6 +33,7 @@ log = structlog.get_logger()
 _GATHER_S = 0.05
 # Even without a wake-up, look again this often (rows written by other parts, retries after a failure).
 _IDLE_S = 5.0
+_SAY_AGAIN_S = 600.0  # a refusal or failure that lasts is said again this often (see OutboxSender)
 # Refusals that may concern events of the batch rather than the store, the token, the URL or the request as a whole:
 # an order central archived (410), a state it will not take (409), its own validation without the contract's code
 # (422). The batch is split to find the order; 400, 401, 403, 404, 405 or 408 would refuse every event alike.
@@ -79,6 +80,10 @@ class OutboxSender:
         self._clock = clock
         self._client = client
         self._storage = SaidOnce("outbox_waits_for_storage")  # why flushes cannot write, until one can
+        # A refusal or failure every try meets again (a wrong token nobody fixes for days: a try every few seconds)
+        # goes to the log once, then once in ten minutes while it lasts: each line is written to the SD card.
+        self._refused = Summarised("outbox_delivery_refused", every_s=_SAY_AGAIN_S, level="error")
+        self._failing = Summarised("outbox_delivery_failed", every_s=_SAY_AGAIN_S)
         self._batch_size = self._max_batch = min(batch_size, MAX_EVENTS_PER_POST)
         self._link_up = link_up
         self._lock = asyncio.Lock()
@@ -128,7 +133,6 @@ class OutboxSender:
                 retry_slow=len(items) == 1,
             )
         except CentralSlowAnswerError:
-            await self._store.count_attempt(ids)
             if len(items) == 1:
                 raise
             # Central needs longer for this many than the read timeout allows (it may have taken them all: the keys
@@ -137,7 +141,6 @@ class OutboxSender:
             log.warning("outbox_batch_too_slow", events=len(items), batch_size=self._batch_size)
             return await self._settle_halves(items)
         except CentralApiError as err:
-            await self._store.count_attempt(ids)
             if not isinstance(err, CentralRejectedError) or not (
                 err.permanent_for_event or err.status == 413 or err.status in _ORDER_REFUSALS
             ):
@@ -247,12 +250,14 @@ class OutboxSender:
             try:
                 await self.flush()
             except CentralRejectedError as err:  # the batch stays pending; 401/403/404 need a person (token, store id)
-                log.error("outbox_delivery_refused", status=err.status, error=str(err), pending=await self.pending())
+                self._refused.note(str(err.status), status=err.status, error=str(err), pending=await self.pending())
             except CentralApiError as err:
-                log.warning("outbox_delivery_failed", error=str(err), pending=await self.pending())
+                self._failing.note(type(err).__name__, error=str(err), pending=await self.pending())
             except StoreUnavailableError as err:  # a full or read-only card: rows stay pending
                 self._storage.failed(str(err))
             except Exception:  # the sender must outlive a database hiccup; rows stay pending
                 log.exception("outbox_sender_error")
             else:
                 self._storage.passed()
+                if self._refused.passed() | self._failing.passed():  # both told: neither says it again at once
+                    log.info("outbox_delivery_resumed", pending=await self.pending())
