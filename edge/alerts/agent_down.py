@@ -126,7 +126,7 @@ class AgentDownAlert:
             back = dataclasses.replace(state, failures=0, since=None, alerted=False)
             if state.alerted:  # the last mail said down
                 await self._send(told=back, untold=state, healthy=True, reason=reason, since=self._clock.wall())
-            else:
+            elif back != state:  # unchanged, it is not written again: the timer runs every minute, on an SD card
                 await self._save(back)
             return
         state.failures += 1

@@ -16,7 +16,9 @@ import pytest
 from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.ops.health import health
+from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
+from tests.helpers import agent_process, edge
 
 # Not ready for a reason the agent does not alert about itself.
 DOWN = (503, {"ready": False, "checks": {"migrations_current": {"ok": False, "detail": "schema 15, agent expects 16"}}})
@@ -174,3 +176,39 @@ async def test_a_torn_health_state_is_a_fresh_one(
         await health(settings, agent, alert=True, clock=clock)
         clock.advance(60)
     assert subjects(plain_sink) == ["ALERT: edge agent is not running"]
+
+
+async def test_the_timer_on_a_healthy_agent_writes_nothing_to_the_card(
+    tmp_path: Path, printers: dict[str, SimPrinter], plain_sink: SmtpSink
+) -> None:
+    """The health-check timer runs `edge health --alert` every minute. Against a running, healthy agent it rewrote its
+    state (a temporary file, two fsyncs, a rename) at every run though nothing changed: 1,440 times a day on the SD
+    card. It writes only when the state changes: after a failure, and once when the agent is back."""
+    mail = (
+        f'[smtp]\nhost = "127.0.0.1"\nport = {plain_sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n\n'
+        '[alerts]\nto = ["chef@store.test"]\n'
+    )
+    agent = agent_process(tmp_path, printers, extra=mail)
+    state = tmp_path / "data" / "health-state.json"
+    state.parent.mkdir()  # as the install leaves it
+
+    async def timer_run() -> tuple[str, tuple[int, int] | None]:
+        done = await edge("health", "--alert", "--config", str(agent.config), env={"EDGE_AGENT_LANGUAGE": "en"})
+        found = await asyncio.to_thread(lambda: state.stat() if state.exists() else None)
+        return done.stdout.split()[0].rstrip(":"), None if found is None else (found.st_ino, found.st_mtime_ns)
+
+    assert (await timer_run())[0] == "UNHEALTHY"  # not started yet: a failure is state
+    failed = (await timer_run())[1]
+    assert failed is not None
+    await agent.start()
+    try:
+        outcome, back = await timer_run()
+        assert outcome == "healthy" and back != failed  # back: the count of failures goes
+        for _ in range(3):
+            assert await timer_run() == ("healthy", back), "a healthy run rewrote the health state"
+    finally:
+        await agent.close()
+    assert [str(m["Subject"]).split("] ", 1)[1] for m in plain_sink.messages] == [
+        "ALERT: edge agent is not running",
+        "RESOLVED: edge agent is back",
+    ]
