@@ -316,13 +316,16 @@ LINGER_MAX_S = 0.020
 LINGER_ONLY_WITHIN_S = 0.5  # ...and only while orders are coming: a write that may not wait ran this recently
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Group:
-    """One open transaction several callers add their writes to; ``done`` resolves when its COMMIT has run.
-    ``company`` is set when a write that does not linger joins it: a lingering group commits then, not later."""
+    """One open transaction several callers add their writes to; ``done`` resolves when its COMMIT has run (and the
+    WAL's fsync, if ``durable``). ``company`` is set when a write that does not linger joins it: a lingering group
+    commits then, not later. ``durable`` is cleared only for a group opened by a write that need not survive a power
+    cut, and set again by any other write that joins it."""
 
     done: asyncio.Future[None]
     company: threading.Event = dataclasses.field(default_factory=threading.Event)  # waited for in real time: wait_real
+    durable: bool = True
 
 
 class Database:
@@ -405,8 +408,13 @@ class Database:
             log.warning("card_room_kept_at_stop", db=str(self.path), kept_kb=kept // 1024)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
         """One caller's write, all-or-nothing, returning once it is durable. Await nothing but this connection inside.
+
+        ``durable=False``: a write a power cut may take back, because what it records is done again harmlessly (the
+        outbox's delivered marks: central takes an event sent again as a duplicate, by its key). It returns once it is
+        committed (seen by every reader), not synced, and costs no fsync of its own: the next durable write's fsync
+        carries it (the WAL is appended in order). Joining a group that is durable, it is as durable as the group.
 
         Group commit: callers that queue for the writer while a transaction is open add their writes to it, each in its
         own SAVEPOINT, and one COMMIT (one fsync) makes them all durable. A caller whose body fails rolls back to its
@@ -424,9 +432,10 @@ class Database:
             try:
                 if group is None:
                     await self._writer.execute("BEGIN IMMEDIATE")
-                    group = self._group = _Group(asyncio.get_running_loop().create_future())
+                    group = self._group = _Group(asyncio.get_running_loop().create_future(), durable=durable)
                     # Queued behind everyone waiting for the lock now (asyncio.Lock is fair): they join this group.
                     self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
+                group.durable |= durable
                 self._eager(group)
                 await self._writer.execute("SAVEPOINT w")
                 yield self._writer
@@ -520,6 +529,9 @@ class Database:
                 if isinstance(err, asyncio.CancelledError):
                     raise
             else:
+                if not group.durable:  # the next durable write's fsync carries it
+                    group.done.set_result(None)
+                    return
                 self._unsynced.append(group)
                 if self._syncer is None or self._syncer.done():
                     self._syncer = asyncio.create_task(self._sync(), name="store-wal-sync")
@@ -656,6 +668,8 @@ class Database:
         at COMMIT always could); the cancellation is raised once the group's bookkeeping is done."""
         async with self._writer_turn():
             group = self._group
+            if group is not None:
+                group.durable = True  # a group a write that need not be durable opened (see transaction) now must be
             alone = group is None and not linger and not self._queued
             # A write that may not wait joining a group nobody else waits to join (an order joining a lingering claim)
             # has nothing to wait for: it commits the group and syncs in its own trip too, not in two more after it.

@@ -87,10 +87,13 @@ class OutboxStore:
         return None if row is None or row[0] is None else int(row[0])
 
     async def delivered(self, ids: Sequence[int], now: float) -> None:
-        """Central took these rows. A failed try writes nothing: the sender tries every few seconds while central
-        refuses (a wrong token nobody fixes for days), and a count of tries (the ``attempts`` column, no longer
-        written, kept for a version rolled back to) cost a commit with an fsync on the SD card each time."""
-        async with self._db.transaction() as conn:
+        """Central took these rows. Not durable (no fsync of its own, see Database.transaction): a power cut that takes
+        the mark back sends the events again, and central answers them as duplicates by their keys; the mark cost a
+        store's box two fsyncs an order of its five (``received``, ``printed``, each delivered on its own at a store's
+        pace). A failed try writes nothing: the sender tries every few seconds while central refuses (a wrong token
+        nobody fixes for days), and a count of tries (the ``attempts`` column, no longer written, kept for a version
+        rolled back to) cost a commit with an fsync each time."""
+        async with self._db.transaction(durable=False) as conn:
             await conn.executemany("UPDATE outbox SET delivered_at = ? WHERE id = ?", [(now, i) for i in ids])
 
     async def reject(self, item: OutboxItem, reason: dict[str, Any], now: float) -> dict[str, Any]:

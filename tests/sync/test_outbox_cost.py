@@ -1,0 +1,135 @@
+"""What the status events cost the SD card at a store's pace, and what a power cut does to their delivered marks: the
+agent as its own process, its fsyncs counted by scripts/slowfsync.c (or its files put back by scripts/powercut.c),
+against the central simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import pytest
+
+from edge.printing.decode import decode
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.ports import free_port
+from edge.sim.powercut import PowerCut, build_shim
+from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess, write_config
+from tests.helpers import CENTRAL_TOKEN, COPY_MARK, FAST, TOKEN, api_client, post, wait_until
+
+STORE = "cost-store"
+ORDERS = 6
+
+
+@pytest.fixture
+async def central() -> AsyncIterator[CentralSim]:
+    sim = CentralSim(STORE, token=CENTRAL_TOKEN)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture(scope="module")
+def fsync_counter_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_shim(tmp_path_factory.mktemp("slowfsync"), "slowfsync.c")
+
+
+def config(tmp_path: Path, printers: dict[str, SimPrinter], central: CentralSim) -> tuple[Path, int]:
+    link = "".join(f"{key} = {json.dumps(value)}\n" for key, value in FAST.items())
+    port = free_port()
+    path = write_config(
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=port,
+        token=TOKEN,
+        printers={name: sim.port for name, sim in printers.items()},
+        store_id=STORE,
+        extra=f'\n[central]\nurl = "{central.url}"\n{link}',
+    )
+    return path, port
+
+
+async def start_settled(port: int) -> None:
+    """Waits for the recovery run every start makes (its own commits are not the orders')."""
+
+    async def done() -> bool:
+        async with api_client(port) as api, api.get("/api/v1/recovery/runs") as response:
+            runs = (await response.json())["runs"]
+            return bool(runs) and runs[0]["state"] == "completed"
+
+    await wait_until(done, 10, "the start's recovery run completed")
+
+
+async def one_at_a_time(port: int, central: CentralSim, orders: list[dict[str, object]]) -> None:
+    """Each order pushed once the one before is printed and central has both its events: a store's pace, where
+    orders come seconds apart and each event is delivered on its own."""
+    async with api_client(port) as api:
+        for order in orders:
+            central.add_orders([order])
+            assert (await post(api, order))[0] == 201
+            await wait_until(lambda o=order: len(events_of(central.events, o)) == 2, 10, f"{order['id']}'s events")
+
+
+def events_of(keys: Iterable[str], order: dict[str, object]) -> list[str]:
+    """The keys of an order's events (``<order id>:<event>:<suffix>@<box>``)."""
+    return [key for key in keys if key.startswith(f"{order['id']}:")]
+
+
+async def test_at_a_stores_pace_an_order_with_its_events_costs_three_fsyncs(
+    tmp_path: Path, printers: dict[str, SimPrinter], central: CentralSim, fsync_counter_shim: Path
+) -> None:
+    """One ticket an order: the order stored, the ticket claimed, the ticket printed: three fsyncs, each a promise
+    (the 201, no unmarked second print). Central's two events (received, printed), each delivered on its own at this
+    pace, add none: a delivered mark that a power cut takes back only sends the event again (the next test). Before:
+    five fsyncs an order, the delivered marks two of them."""
+    counter = tmp_path / "fsyncs"
+    counter.write_bytes(bytes(8))
+    path, port = config(tmp_path, printers, central)
+    agent = AgentProcess(
+        path,
+        port,
+        tmp_path / "agent.log",
+        env={"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(counter)},
+    )
+    orders = [make_order(n, prefix="pace", print_receipt=False) for n in range(ORDERS)]
+    await agent.start()
+    try:
+        await start_settled(port)
+        before = int.from_bytes(counter.read_bytes()[:8], "little")
+        await one_at_a_time(port, central, orders)
+        fsyncs = int.from_bytes(counter.read_bytes()[:8], "little") - before
+    finally:
+        await agent.close()
+    assert len(printers["kitchen"].printed) == ORDERS
+    # 3 an order; 2 more if SQLite checkpoints its log meanwhile (it syncs the log and the database file)
+    assert fsyncs <= 3 * ORDERS + 2, f"{fsyncs} fsyncs for {ORDERS} orders"
+
+
+@pytest.mark.crash
+async def test_a_power_cut_after_the_events_went_sends_them_again_and_central_takes_them_as_duplicates(
+    tmp_path: Path, printers: dict[str, SimPrinter], central: CentralSim, powercut_shim: Path
+) -> None:
+    """The power goes after the last order's events reached central, before any later fsync: their delivered marks
+    are lost with it. At the next start the events go again with the same keys; central takes them as duplicates,
+    nothing is lost, and no ticket prints again (its printed mark was durable before its event was written)."""
+    path, port = config(tmp_path, printers, central)
+    power = PowerCut(powercut_shim, tmp_path / "data", tmp_path / "durable")
+    agent = AgentProcess(path, port, tmp_path / "agent.log", env=power.env())
+    orders = [make_order(n, prefix="cut", print_receipt=False) for n in range(ORDERS)]
+    await agent.start()
+    try:
+        await one_at_a_time(port, central, orders)
+        await agent.kill()
+        await asyncio.to_thread(power.cut)
+        agent = AgentProcess(path, port, tmp_path / "agent.log")
+        await agent.start()
+        await wait_until(lambda: events_of(central.duplicates, orders[-1]), 10, "the last order's events sent again")
+    finally:
+        await agent.close()
+    assert all(len(events_of(central.events, o)) == 2 for o in orders) and len(central.events) == 2 * ORDERS
+    assert set(central.duplicates) <= set(central.events)
+    tickets = [decode(data).text for data in printers["kitchen"].printed]
+    assert len(tickets) == ORDERS and not any(COPY_MARK in text for text in tickets)
