@@ -485,3 +485,63 @@ async def test_a_write_alone_measures_its_fsync_for_the_waits_weighed_against_it
         assert 0.05 <= db.fsync_s < 0.5
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("joiner", ["block", "one_hop"])
+async def test_a_write_that_need_not_be_durable_costs_no_fsync_and_one_that_joins_it_is_durable_as_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, joiner: str
+) -> None:
+    """``transaction(durable=False)`` (the outbox's delivered marks) returns once committed, with no fsync; a writer that
+    must be durable joining its group (queued while it runs) still returns only after the WAL's fsync, and that fsync
+    carries both."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    synced: list[str] = []
+    real = db_mod.sync_to_disk
+
+    def recorded(wal: Path, *, data_only: bool = False) -> None:
+        real(wal, data_only=data_only)
+        synced.append("synced")
+
+    monkeypatch.setattr(db_mod, "sync_to_disk", recorded)
+    try:
+        async with db.transaction(durable=False) as conn:
+            await conn.execute("INSERT INTO meta(key, value) VALUES ('mark', 'v')")
+        assert synced == [] and await _committed(path, "mark")
+        before = await asyncio.to_thread(wal_commits, path)
+
+        # A writer holds the writer; a mark queues behind it, then the order, then another mark: the first mark opens the
+        # next group and the others join it.
+        holding, queued = asyncio.Event(), asyncio.Event()
+
+        async def first() -> None:
+            async with db.transaction() as conn:
+                holding.set()
+                await conn.execute("INSERT INTO meta(key, value) VALUES ('first', 'v')")
+                await asyncio.sleep(0.05)
+
+        async def lazy() -> None:
+            await holding.wait()
+            queued.set()
+            async with db.transaction(durable=False) as conn:
+                await conn.execute("INSERT INTO meta(key, value) VALUES ('mark2', 'v')")
+
+        async def durable() -> None:
+            await queued.wait()
+            await asyncio.sleep(0)  # the mark is in the queue first
+            await put(db, "order", one_hop=joiner == "one_hop")
+            synced.append("order returned")
+
+        async def last() -> None:  # queued behind the order: a one-hop order then joins the group, not closes it
+            await queued.wait()
+            for _ in range(2):
+                await asyncio.sleep(0)
+            async with db.transaction(durable=False) as conn:
+                await conn.execute("INSERT INTO meta(key, value) VALUES ('mark3', 'v')")
+
+        await asyncio.wait_for(asyncio.gather(first(), lazy(), durable(), last()), timeout=5)
+        assert synced == ["synced", "synced", "order returned"], "the order was told stored before its fsync"
+        assert await asyncio.to_thread(wal_commits, path) - before == 2, "the marks and the order share one commit"
+        assert all([await _committed(path, key) for key in ("mark2", "order", "mark3")])
+    finally:
+        await db.close()
