@@ -491,9 +491,9 @@ async def test_a_write_alone_measures_its_fsync_for_the_waits_weighed_against_it
 async def test_a_write_that_need_not_be_durable_costs_no_fsync_and_one_that_joins_it_is_durable_as_ever(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, joiner: str
 ) -> None:
-    """``transaction(durable=False)`` (the outbox's delivered marks) returns once committed, with no fsync; a writer that
-    must be durable joining its group (queued while it runs) still returns only after the WAL's fsync, and that fsync
-    carries both."""
+    """``transaction(durable=False)`` (the outbox's delivered marks) returns once committed, with no fsync; a writer
+    that must be durable joining its group (queued while it runs) still returns only after the WAL's fsync, and that
+    fsync carries both."""
     path = tmp_path / "edge.db"
     db = await Database.open(path)
     synced: list[str] = []
@@ -510,8 +510,8 @@ async def test_a_write_that_need_not_be_durable_costs_no_fsync_and_one_that_join
         assert synced == [] and await _committed(path, "mark")
         before = await asyncio.to_thread(wal_commits, path)
 
-        # A writer holds the writer; a mark queues behind it, then the order, then another mark: the first mark opens the
-        # next group and the others join it.
+        # A writer holds the writer; a mark queues behind it, then the order, then another mark: the first mark opens
+        # the next group and the others join it.
         holding, queued = asyncio.Event(), asyncio.Event()
 
         async def first() -> None:
