@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
+from edge.api.routes import WRITE_PROBE_FRESH_S, WriteProbe
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.sim.orders import make_order
+from edge.store.db import Database
 from tests.helpers import api_client, fresh, post
 
 
@@ -92,3 +95,48 @@ async def test_ready_takes_the_agents_own_writes_as_the_proof_and_probes_only_wh
         async with anonymous.get("/ready") as response:
             assert response.status == 200
         assert await committed() == 1
+
+
+class _Card:
+    """The database as the write probe sees it: whether a probe write passes, the agent's own durable writes so far,
+    and the problem its last failed write met."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None  # what a probe write meets
+        self.room = True  # whether 64 KiB of fresh pages fit
+        self.durable_writes = 0
+        self.write_problem: str | None = None
+        self.probes = 0
+
+    async def writable(self) -> str | None:
+        self.probes += 1
+        return self.problem
+
+    async def probe_space(self) -> bool:
+        if self.room:
+            self.write_problem = None
+        return self.room
+
+
+async def test_a_failing_card_is_probed_at_every_call_and_a_failed_write_is_probed_within_a_second() -> None:
+    """A failing probe is not reused (a repaired card shows at once); a good one is, until one of the agent's own
+    writes fails: then it is probed again, at most once a second; and while small writes pass but 64 KiB do not (a
+    full card), the agent's problem is the answer."""
+    clock, card = SteppedClock(), _Card()
+    probe = WriteProbe(cast(Database, card), clock=clock)
+    card.problem = "read-only"
+    assert [await probe.problem() for _ in range(3)] == ["read-only"] * 3 and card.probes == 3
+    card.problem = None
+    assert await probe.problem() is None and card.probes == 4
+    card.write_problem = "disk full"  # an order's write failed
+    assert await probe.problem() is None and card.probes == 4, "probed again within the second"
+    clock.advance(1.5)
+    card.room = False
+    assert await probe.problem() == "disk full" and card.probes == 5
+    assert await probe.problem() == "disk full" and card.probes == 6  # a failing answer: probed at every call
+    card.room = True
+    assert await probe.problem() is None and card.write_problem is None and card.probes == 7
+    clock.advance(WRITE_PROBE_FRESH_S - 1)
+    assert await probe.problem() is None and card.probes == 7
+    clock.advance(2)
+    assert await probe.problem() is None and card.probes == 8

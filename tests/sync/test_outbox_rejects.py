@@ -19,6 +19,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import CentralSettings, Secret, Settings
 from edge.errors import CentralApiError
 from edge.events import EventBus, JobPrinted, RecoveryCompleted
+from edge.log import Summarised
 from edge.sim.central import CentralSim
 from edge.sim.orders import example_order
 from edge.sim.smtp import SmtpSink
@@ -214,6 +215,11 @@ async def test_a_central_that_keeps_refusing_costs_the_card_no_write_and_the_log
                 sender = await make_sender()
                 sender.start()
             await wait_until(lambda: len(central.events) == len(EVENTS), 10, "the events delivered once fixed")
+            if status == 500:  # a new spell after the events went again is said at once
+                central.fail_next(10_000, status, path="events")
+                await write(db, [("D", "received", "0")])
+                sender._wake.set()
+                await wait_until(lambda: central.statuses().count(status) >= 25, 10, "refused tries again")
             await sender.stop()
     finally:
         watcher.close()
@@ -221,10 +227,29 @@ async def test_a_central_that_keeps_refusing_costs_the_card_no_write_and_the_log
     said = [e for e in logs if e["event"].startswith("outbox_delivery")]
     assert [e["event"] for e in said] == [
         "outbox_delivery_refused" if status == 401 else "outbox_delivery_failed",
-        *(["outbox_delivery_resumed"] if status == 500 else []),
+        *(["outbox_delivery_resumed", "outbox_delivery_failed"] if status == 500 else []),
     ], said
     assert str(status) in said[0]["error"] and said[0]["pending"] == len(EVENTS)
     assert said[0]["log_level"] == ("error" if status == 401 else "warning")
+
+
+def test_a_line_said_again_says_how_many_were_left_out_and_a_pass_starts_afresh() -> None:
+    """Summarised: the first line of a kind at once, the next no sooner than ``every_s`` later and with the count
+    left out meanwhile; after a pass (the thing works again) the next failure is said at once, with no old count."""
+    now = [0.0]
+    said = Summarised("thing_failed", every_s=600, clock=lambda: now[0])
+    with capture_logs() as logs:
+        said.note("500", n=1)
+        said.note("500", n=2)
+        said.note("401", n=3)  # another reason: at once
+        now[0] = 599
+        said.note("500", n=4)
+        now[0] = 601
+        said.note("500", n=5)
+        said.note("500", n=6)  # left out, and forgotten with the pass
+        assert said.passed() and not said.passed()
+        said.note("500", n=7)
+    assert [(e["n"], e.get("more_since_last")) for e in logs] == [(1, None), (3, None), (5, 2), (7, None)]
 
 
 @pytest.mark.parametrize(
