@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -14,22 +14,13 @@ import pytest
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
-from edge.sim.ports import free_port
 from edge.sim.powercut import PowerCut, build_shim
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, write_config
-from tests.helpers import CENTRAL_TOKEN, COPY_MARK, FAST, TOKEN, api_client, post, wait_until
+from edge.sim.process import AgentProcess
+from tests.helpers import COPY_MARK, FAST, agent_process, api_client, post, wait_until
+from tests.sync.conftest import STORE
 
-STORE = "cost-store"
 ORDERS = 6
-
-
-@pytest.fixture
-async def central() -> AsyncIterator[CentralSim]:
-    sim = CentralSim(STORE, token=CENTRAL_TOKEN)
-    await sim.start()
-    yield sim
-    await sim.stop()
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +28,14 @@ def fsync_counter_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_shim(tmp_path_factory.mktemp("slowfsync"), "slowfsync.c")
 
 
-def config(tmp_path: Path, printers: dict[str, SimPrinter], central: CentralSim) -> tuple[Path, int]:
+def linked_agent(
+    tmp_path: Path, printers: dict[str, SimPrinter], central: CentralSim, env: dict[str, str] | None = None
+) -> AgentProcess:
+    """The agent as its own process, linked to ``central`` with quick probes and retries."""
     link = "".join(f"{key} = {json.dumps(value)}\n" for key, value in FAST.items())
-    port = free_port()
-    path = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=port,
-        token=TOKEN,
-        printers={name: sim.port for name, sim in printers.items()},
-        store_id=STORE,
-        extra=f'\n[central]\nurl = "{central.url}"\n{link}',
+    return agent_process(
+        tmp_path, printers, env=env, store_id=STORE, extra=f'\n[central]\nurl = "{central.url}"\n{link}'
     )
-    return path, port
 
 
 async def start_settled(port: int) -> None:
@@ -87,13 +73,9 @@ async def test_at_a_stores_pace_an_order_with_its_events_costs_three_fsyncs(
     five fsyncs an order, the delivered marks two of them."""
     counter = tmp_path / "fsyncs"
     counter.write_bytes(bytes(8))
-    path, port = config(tmp_path, printers, central)
-    agent = AgentProcess(
-        path,
-        port,
-        tmp_path / "agent.log",
-        env={"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(counter)},
-    )
+    shim = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(counter)}
+    agent = linked_agent(tmp_path, printers, central, shim)
+    port = agent.port
     orders = [make_order(n, prefix="pace", print_receipt=False) for n in range(ORDERS)]
     await agent.start()
     try:
@@ -105,7 +87,7 @@ async def test_at_a_stores_pace_an_order_with_its_events_costs_three_fsyncs(
         await agent.close()
     assert len(printers["kitchen"].printed) == ORDERS
     # 3 an order; 2 more if SQLite checkpoints its log meanwhile (it syncs the log and the database file)
-    assert fsyncs <= 3 * ORDERS + 2, f"{fsyncs} fsyncs for {ORDERS} orders"
+    assert ORDERS <= fsyncs <= 3 * ORDERS + 2, f"{fsyncs} fsyncs for {ORDERS} orders"  # at least: the shim counted
 
 
 @pytest.mark.crash
@@ -115,16 +97,16 @@ async def test_a_power_cut_after_the_events_went_sends_them_again_and_central_ta
     """The power goes after the last order's events reached central, before any later fsync: their delivered marks
     are lost with it. At the next start the events go again with the same keys; central takes them as duplicates,
     nothing is lost, and no ticket prints again (its printed mark was durable before its event was written)."""
-    path, port = config(tmp_path, printers, central)
     power = PowerCut(powercut_shim, tmp_path / "data", tmp_path / "durable")
-    agent = AgentProcess(path, port, tmp_path / "agent.log", env=power.env())
+    agent = linked_agent(tmp_path, printers, central, power.env())
+    port = agent.port
     orders = [make_order(n, prefix="cut", print_receipt=False) for n in range(ORDERS)]
     await agent.start()
     try:
         await one_at_a_time(port, central, orders)
         await agent.kill()
         await asyncio.to_thread(power.cut)
-        agent = AgentProcess(path, port, tmp_path / "agent.log")
+        agent = AgentProcess(agent.config, port, tmp_path / "agent.log")
         await agent.start()
         await wait_until(lambda: events_of(central.duplicates, orders[-1]), 10, "the last order's events sent again")
     finally:
