@@ -41,10 +41,10 @@ async def post_order(request: web.Request) -> web.Response:
     return _accepted(await deps.intake.accept(payload))
 
 
-# Stored now; kept for an order not here yet (202: it is not stored, but the order will come cancelled).
 # An idle box's readiness write at most once in this long: ~290 commits a day at most, where a monitor asking every
 # 5 s made 17,280 (a store's orders make a few hundred).
 WRITE_PROBE_FRESH_S = 300.0
+# Stored now; kept for an order not here yet (202: it is not stored, but the order will come cancelled).
 _CREATED = {InsertOutcome.STORED: 201, InsertOutcome.CANCEL_PENDING: 202}
 
 
