@@ -47,6 +47,7 @@ def test_bench_tiny_prints_every_part_with_units_and_baselines() -> None:
         "fsync_ms",
         *(f"{run}_clients_{n}" for run in ("cost", "fsync_10ms") for n in (1, 8)),
         "fsync_10ms_paper_speed_clients_8",
+        "store_pace_with_central",
     }
     fleet = result.pop("fleet")  # counts (429s may be 0) and a text saying what is simulated: checked on its own
     assert fleet["new_defaults"]["agents_recovered"] == fleet["agents"] and fleet["new_defaults"]["all_stored_s"] > 0
