@@ -92,6 +92,13 @@ def powercut_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_shim(tmp_path_factory.mktemp("powercut"))
 
 
+@pytest.fixture(scope="session")
+def fsync_counter_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scripts/slowfsync.c built once per test process: the agent under it (``SLOWFSYNC_MS=0``) counts its fsyncs in
+    the file ``SLOWFSYNC_COUNT_FILE`` names (8 bytes, little-endian)."""
+    return build_shim(tmp_path_factory.mktemp("slowfsync"), "slowfsync.c")
+
+
 @pytest.fixture
 def example_order() -> dict[str, Any]:
     """The backend's contract example as shipped (a fresh copy per test), taken just now (see ``fresh``)."""

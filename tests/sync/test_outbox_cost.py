@@ -14,18 +14,13 @@ import pytest
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
-from edge.sim.powercut import PowerCut, build_shim
+from edge.sim.powercut import PowerCut
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from tests.helpers import COPY_MARK, FAST, agent_process, api_client, post, wait_until
 from tests.sync.conftest import STORE
 
 ORDERS = 6
-
-
-@pytest.fixture(scope="module")
-def fsync_counter_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_shim(tmp_path_factory.mktemp("slowfsync"), "slowfsync.c")
 
 
 def linked_agent(
