@@ -519,6 +519,22 @@ def edge_blocking(
     )
 
 
+def toml(raw: dict[str, Any]) -> str:
+    """Just enough TOML for the test configs (tables of strings, numbers, booleans, lists of strings)."""
+    lines: list[str] = []
+
+    def table(prefix: str, body: dict[str, Any]) -> None:
+        lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in body.items() if not isinstance(v, dict) and v is not None)
+        for k, v in body.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}", v)
+
+    for section, body in raw.items():
+        table(section, body)
+    return "\n".join(lines) + "\n"
+
+
 CENTRAL_TOKEN = "central-token-abcdef123456"
 # Fast but real: probes and retries in tenths of seconds, no start delay, a rate limit high enough for a short run.
 FAST = {

@@ -6,7 +6,6 @@ run from outside in its own mount namespace with a resolv.conf pointing at a loo
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import subprocess
@@ -21,7 +20,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
-from tests.helpers import CENTRAL_TOKEN, FAST, agent_process, api_client, log_events, post, wait_until
+from tests.helpers import CENTRAL_TOKEN, FAST, agent_process, api_client, log_events, post, toml, wait_until
 
 STORE = "test-store"
 
@@ -99,8 +98,8 @@ async def dns(tmp_path: Path) -> AsyncIterator[HangingDns]:
 def _by_name(central: CentralSim | None = None) -> str:
     values = {**FAST, "url": f"http://central.example:{central.port if central else 8443}", "probe_max_s": 0.5}
     return (
-        "\n[central]\n"
-        + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+        "\n"
+        + toml({"central": values})
         + '\n[smtp]\nhost = "smtp.example"\nport = 2525\nsecurity = "none"\nsender = "edge@store.test"\n'
         # More free disk than any has: a storage alert at the first check, so a mail is on its way to the relay.
         + '\n[alerts]\nto = ["chef@store.test"]\ngroup_wait_s = 0\ncritical_group_wait_s = 0\ncheck_interval_s = 0.2\n'

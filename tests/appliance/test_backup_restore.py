@@ -46,17 +46,14 @@ from tests.helpers import (
     post,
     small_disk,
     take_one_order,
+    toml,
     until,
 )
 
 
 def central_table(central: CentralSim) -> str:
     """The config's [central] table for ``central``, fast but real (tests/sync/conftest.py)."""
-    return (
-        "\n[central]\n"
-        + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in FAST.items())
-        + (f'url = "{central.url}"\n')
-    )
+    return "\n" + toml({"central": {**FAST, "url": central.url}})
 
 
 def box_config(path: Path, store_id: str, central: CentralSim, printers: dict[str, SimPrinter]) -> Path:

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,23 +30,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.proxy import ProxySim
 from edge.sim.smtp import SmtpSink
-from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually, issue_server_cert, make_ca
-
-
-def toml(raw: dict[str, Any]) -> str:
-    """Just enough TOML for the test configs (tables of strings, numbers, booleans, lists of strings)."""
-    lines: list[str] = []
-
-    def table(prefix: str, body: dict[str, Any]) -> None:
-        lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {json.dumps(v)}" for k, v in body.items() if not isinstance(v, dict) and v is not None)
-        for k, v in body.items():
-            if isinstance(v, dict):
-                table(f"{prefix}.{k}", v)
-
-    for section, body in raw.items():
-        table(section, body)
-    return "\n".join(lines) + "\n"
+from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually, issue_server_cert, make_ca, toml
 
 
 async def order_ids(db_path: Path) -> list[str]:

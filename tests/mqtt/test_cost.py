@@ -4,13 +4,12 @@ scripts/slowfsync.c's counter, orders from a real broker one at a time, its even
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process, db_rows, wait_until
+from tests.helpers import agent_process, db_rows, toml, wait_until
 from tests.mqtt.conftest import EVENTS, ORDERS, mqtt_section, needs_mosquitto
 
 pytestmark = needs_mosquitto
@@ -26,8 +25,8 @@ async def test_at_a_stores_pace_an_mqtt_order_with_its_events_costs_three_fsyncs
     counter = tmp_path / "fsyncs"
     counter.write_bytes(bytes(8))
     shim = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(counter)}
-    link = "".join(f"{key} = {json.dumps(value)}\n" for key, value in mqtt_section(broker).items())
-    agent = agent_process(tmp_path, printers, store_id="test-store", extra=f"\n[mqtt]\n{link}", env=shim)
+    link = toml({"mqtt": mqtt_section(broker)})
+    agent = agent_process(tmp_path, printers, store_id="test-store", extra=f"\n{link}", env=shim)
     db = tmp_path / "data" / "edge.db"
     orders = [make_order(n, prefix="pace", print_receipt=False) for n in range(COUNT + 1)]
 

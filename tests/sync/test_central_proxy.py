@@ -4,7 +4,6 @@ cannot even resolve central's name; the proxy does (edge/sim/proxy.py)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import ssl
 from pathlib import Path
@@ -16,7 +15,7 @@ from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from edge.sim.proxy import ProxySim
-from tests.helpers import agent_process, api_client, eventually, issue_server_cert, make_ca, post, wait_until
+from tests.helpers import agent_process, api_client, eventually, issue_server_cert, make_ca, post, toml, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE
 
 # A name only the proxy can resolve (RFC 6761: .invalid never resolves), as central's is for a box behind a proxy.
@@ -58,7 +57,7 @@ async def test_a_central_behind_the_stores_proxy_is_reached_through_it_with_its_
         printers,
         env=env | {"EDGE_CENTRAL_PROXY_PASSWORD": "an-old-password"},
         store_id=STORE,
-        extra="\n[central]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()),
+        extra="\n" + toml({"central": values}),
     )
     log = tmp_path / "agent.log"
     right = AgentProcess(agent.config, agent.port, log, env=env | {"EDGE_CENTRAL_PROXY_PASSWORD": PROXY_PASSWORD})

@@ -5,7 +5,6 @@ unread for TLS contexts it never uses."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import ssl
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process, api_client, issue_server_cert, make_ca, post, wait_until
+from tests.helpers import agent_process, api_client, issue_server_cert, make_ca, post, toml, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE
 
 
@@ -25,8 +24,7 @@ def server_context(cert: tuple[Path, Path]) -> ssl.SSLContext:
 
 
 def central_section(url: str) -> str:
-    values = {**FAST, "url": url}
-    return "\n[central]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+    return "\n" + toml({"central": {**FAST, "url": url}})
 
 
 async def test_an_https_central_is_trusted_only_with_a_certificate_the_box_trusts(

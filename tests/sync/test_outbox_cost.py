@@ -5,7 +5,6 @@ against the central simulator."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from edge.sim.orders import make_order
 from edge.sim.powercut import PowerCut
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
-from tests.helpers import COPY_MARK, FAST, agent_process, api_client, post, wait_until
+from tests.helpers import COPY_MARK, FAST, agent_process, api_client, post, toml, wait_until
 from tests.sync.conftest import STORE
 
 ORDERS = 6
@@ -27,10 +26,8 @@ def linked_agent(
     tmp_path: Path, printers: dict[str, SimPrinter], central: CentralSim, env: dict[str, str] | None = None
 ) -> AgentProcess:
     """The agent as its own process, linked to ``central`` with quick probes and retries."""
-    link = "".join(f"{key} = {json.dumps(value)}\n" for key, value in FAST.items())
-    return agent_process(
-        tmp_path, printers, env=env, store_id=STORE, extra=f'\n[central]\nurl = "{central.url}"\n{link}'
-    )
+    link = toml({"central": {**FAST, "url": central.url}})
+    return agent_process(tmp_path, printers, env=env, store_id=STORE, extra=f"\n{link}")
 
 
 async def start_settled(port: int) -> None:
