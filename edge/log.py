@@ -81,13 +81,16 @@ class Summarised:
         self._last: dict[str, float] = {}
         self._left_out: dict[str, int] = {}
 
-    def note(self, kind: str, **fields: Any) -> None:
-        now = self._clock()
+    def due(self, kind: str) -> bool:
+        """Whether a note of this kind now goes to the log (the caller may then gather what costs to gather)."""
         last = self._last.get(kind)
-        if last is not None and now - last < self._every_s:
+        return last is None or self._clock() - last >= self._every_s
+
+    def note(self, kind: str, **fields: Any) -> None:
+        if not self.due(kind):
             self._left_out[kind] = self._left_out.get(kind, 0) + 1
             return
-        self._last[kind] = now
+        self._last[kind] = self._clock()
         left_out = self._left_out.pop(kind, 0)
         say = getattr(structlog.get_logger(), self._level)
         say(self._event, **fields, **({"more_since_last": left_out} if left_out else {}))

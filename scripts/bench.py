@@ -723,11 +723,12 @@ class Bench:
                 syncs, written = counter.read(), written_bytes(agent.proc.pid)
                 async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
                     for n in range(count):
-                        order = make_order(n, prefix="pace", print_receipt=n % 3 == 0)
+                        receipt = n % 3 == 0
+                        order = make_order(n, prefix="pace", print_receipt=receipt)
                         central.add_orders([order])
                         async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
                             assert response.status == 201, await response.text()
-                        wanted = 3 if n % 3 == 0 else 2
+                        wanted = 3 if receipt else 2  # received, and printed for the ticket (and the receipt)
                         prefix = f"{order['id']}:"
                         await until(lambda p=prefix, w=wanted: sum(k.startswith(p) for k in central.events) == w)
                         events += wanted

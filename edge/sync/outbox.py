@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 
@@ -240,6 +241,11 @@ class OutboxSender:
             total += settled
         return total
 
+    async def _say(self, said: Summarised, kind: str, **fields: Any) -> None:
+        """A failed try noted; the rows still pending counted only for a line that goes to the log, not at every try."""
+        pending = {"pending": await self.pending()} if said.due(kind) else {}
+        said.note(kind, **fields, **pending)
+
     async def _run(self) -> None:
         while True:
             if await wait_set(self._wake, _IDLE_S):
@@ -250,9 +256,9 @@ class OutboxSender:
             try:
                 await self.flush()
             except CentralRejectedError as err:  # the batch stays pending; 401/403/404 need a person (token, store id)
-                self._refused.note(str(err.status), status=err.status, error=str(err), pending=await self.pending())
+                await self._say(self._refused, str(err.status), status=err.status, error=str(err))
             except CentralApiError as err:
-                self._failing.note(type(err).__name__, error=str(err), pending=await self.pending())
+                await self._say(self._failing, type(err).__name__, error=str(err))
             except StoreUnavailableError as err:  # a full or read-only card: rows stay pending
                 self._storage.failed(str(err))
             except Exception:  # the sender must outlive a database hiccup; rows stay pending

@@ -218,7 +218,6 @@ async def test_a_central_that_keeps_refusing_costs_the_card_no_write_and_the_log
             if status == 500:  # a new spell after the events went again is said at once
                 central.fail_next(10_000, status, path="events")
                 await write(db, [("D", "received", "0")])
-                sender._wake.set()
                 await wait_until(lambda: central.statuses().count(status) >= 25, 10, "refused tries again")
             await sender.stop()
     finally:
