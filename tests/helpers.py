@@ -17,7 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -167,6 +167,29 @@ async def post(api: aiohttp.ClientSession, body: Any, **kwargs: Any) -> tuple[in
     kw = {"json": body} if not isinstance(body, (bytes, str)) else {"data": body}
     async with api.post("/api/v1/orders", **kw, **kwargs) as response:
         return response.status, await response.json(content_type=None)
+
+
+@contextlib.asynccontextmanager
+async def commits_seen(path: Path) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """Whether another connection (the agent) committed to the database at ``path`` since the last look: 0 or 1
+    (SQLite's data_version tells whether, not how many). Use as ``async with commits_seen(path) as committed:``."""
+    # Used from worker threads (off the loop), one at a time.
+    watcher = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    seen = [-1]
+
+    async def committed() -> int:
+        now = await asyncio.to_thread(lambda: watcher.execute("PRAGMA data_version").fetchone()[0])
+        if seen[0] < 0:
+            seen[0] = now
+        changed = int(now != seen[0])
+        seen[0] = now
+        return changed
+
+    try:
+        await committed()
+        yield committed
+    finally:
+        watcher.close()
 
 
 def _read(path: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:

@@ -5,9 +5,7 @@ and other "fix it and retry" answers keep the batch pending."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from edge.store.db import Database
 from edge.store.outbox import REJECTED_KEY, add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
-from tests.helpers import api_client, db_rows, eventually, key_mark, mail_to, wait_until
+from tests.helpers import api_client, commits_seen, db_rows, eventually, key_mark, mail_to, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE, Agents
 
 MakeSender = Callable[..., Awaitable[OutboxSender]]
@@ -202,13 +200,11 @@ async def test_a_central_that_keeps_refusing_costs_the_card_no_write_and_the_log
     await write(db, EVENTS)
     if status == 500:
         central.fail_next(10_000, status, path="events")
-    watcher = await asyncio.to_thread(sqlite3.connect, db.path, check_same_thread=False)
-    try:
-        before = await asyncio.to_thread(lambda: watcher.execute("PRAGMA data_version").fetchone()[0])
+    async with commits_seen(db.path) as committed:
         with capture_logs() as logs:
             sender.start()
             await wait_until(lambda: central.statuses().count(status) >= 20, 10, "20 refused tries")
-            after = await asyncio.to_thread(lambda: watcher.execute("PRAGMA data_version").fetchone()[0])
+            assert await committed() == 0, "failed tries wrote to the database"
             central.clear_faults()
             if status == 401:
                 await sender.stop()
@@ -220,9 +216,6 @@ async def test_a_central_that_keeps_refusing_costs_the_card_no_write_and_the_log
                 await write(db, [("D", "received", "0")])
                 await wait_until(lambda: central.statuses().count(status) >= 25, 10, "refused tries again")
             await sender.stop()
-    finally:
-        watcher.close()
-    assert after == before, "failed tries wrote to the database"
     said = [e for e in logs if e["event"].startswith("outbox_delivery")]
     assert [e["event"] for e in said] == [
         "outbox_delivery_refused" if status == 401 else "outbox_delivery_failed",
