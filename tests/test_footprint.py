@@ -5,7 +5,9 @@ folder; and no start leaves a file behind in the temporary folder (on many boxes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from edge.sim.printer import SimPrinter
+from edge.store.migrations import latest_version, load_migrations
 from edge.sim.smtp import SmtpSink
 from tests.helpers import (
     EXAMPLE,
@@ -134,3 +137,36 @@ async def test_the_health_check_its_timer_runs_every_minute_loads_neither_the_we
         await agent.close()
         for part in (kitchen, front, sink):
             await part.stop()
+
+
+async def test_a_new_boxs_first_start_writes_its_schema_in_one_commit(
+    tmp_path: Path, printers: dict[str, SimPrinter], fsync_counter_shim: Path
+) -> None:
+    """The real agent on an empty data folder, its fsyncs counted up to READY, then again for a restart: the new
+    box's first start costs SQLite's six to make the file in WAL mode (its header through a rollback journal, the
+    log's header, the folder twice) and one commit for the whole schema more than a restart, not one for each
+    migration (before: 23 more, 0.29 s of the first start on a card where an fsync takes 10 ms); the schema is the
+    latest, whole."""
+    counter = tmp_path / "fsyncs"
+    counter.write_bytes(bytes(8))
+    shim = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(counter)}
+    agent = agent_process(tmp_path, printers, env=shim)
+
+    def counted() -> int:
+        return int.from_bytes(counter.read_bytes()[:8], "little")
+
+    await agent.start()
+    first = counted()
+    await agent.close()
+    stopped = counted()
+    await agent.start()
+    again = counted() - stopped
+    await agent.close()
+    assert again >= 1, "the shim counted the restart's fsyncs"
+    assert first <= again + 6 + 1, f"first start {first} fsyncs, a restart {again}"
+    assert await asyncio.to_thread(schema_version, tmp_path / "data" / "edge.db") == latest_version(load_migrations())
+
+
+def schema_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])

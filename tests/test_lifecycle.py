@@ -65,7 +65,8 @@ def test_migrate_down_and_up_from_the_command_line(tmp_path: Path) -> None:
 
 def test_migrate_on_a_full_card_says_so_in_one_line(tmp_path: Path) -> None:
     """upgrade.sh runs `edge migrate`; on a card that is full it fails, in one line that says why; the database keeps
-    the last whole step, and the next run once there is room goes on from it. Before: a Python traceback ending in
+    the version it started from, whole (the climb is one transaction), and the next run once there is room goes on
+    from it. Before: a Python traceback ending in
     sqlite3.OperationalError."""
     with small_disk(tmp_path / "data", 2) as data:
         config = write_config(
@@ -78,11 +79,11 @@ def test_migrate_on_a_full_card_says_so_in_one_line(tmp_path: Path) -> None:
         [line] = refused.stderr.strip().splitlines()
         assert line.startswith("edge: ") and "full" in line, line
         filler.unlink()
-        with sqlite3.connect(data / "edge.db") as conn:  # each step is one transaction: the last whole one stays
+        with sqlite3.connect(data / "edge.db") as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            reached = conn.execute("PRAGMA user_version").fetchone()[0]
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         again = edge("migrate", "--config", str(config))
-        assert again.stdout.startswith(f"database {data / 'edge.db'}: schema version {reached} -> ")
+        assert again.stdout.startswith(f"database {data / 'edge.db'}: schema version 3 -> ")
 
 
 async def test_sigterm_finishes_the_job_in_flight_and_logs_json(tmp_path: Path) -> None:

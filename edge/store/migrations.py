@@ -80,7 +80,9 @@ async def check_not_newer(conn: aiosqlite.Connection, migrations: list[Migration
 async def migrate(
     conn: aiosqlite.Connection, migrations: list[Migration], target: int | None = None
 ) -> tuple[int, int]:
-    """Move the schema up or down to ``target`` (latest when None), one transaction per step."""
+    """Move the schema up or down to ``target`` (latest when None), all steps in one transaction: a new box's schema
+    is one commit (one fsync, not one a step: 0.29 s of its first start where an fsync takes 10 ms), and a climb cut
+    short anywhere, by an error, a kill or a power cut, leaves the version it started from, whole."""
     version = await check_not_newer(conn, migrations)
     target = latest_version(migrations) if target is None else target
     if target != 0 and target not in {m.version for m in migrations}:
@@ -100,20 +102,21 @@ async def migrate(
             if target < m.version <= version
         ]
     )
+    if not steps:
+        return start, version
+    # executescript would COMMIT on its own; one explicit transaction keeps the whole climb all-or-nothing.
+    body = "\n".join(f"{sql}\nPRAGMA user_version = {new_version};" for _, sql, new_version in steps)
+    try:
+        await conn.executescript(f"BEGIN IMMEDIATE;\n{body}\nCOMMIT;")
+    except Exception:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+        raise
     for migration, sql, new_version in steps:
-        # executescript would COMMIT on its own; a single explicit transaction keeps each step all-or-nothing.
-        script = f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {new_version};\nCOMMIT;"
-        try:
-            await conn.executescript(script)
-        except Exception:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise
         log.info(
             "migration_applied",
             name=migration.name,
             direction="up" if sql is migration.up else "down",
             version=new_version,
         )
-        version = new_version
-    return start, version
+    return start, steps[-1][2]

@@ -83,3 +83,29 @@ def test_a_gap_in_the_numbers_is_refused(tmp_path: Path) -> None:
         (tmp_path / name).write_text("-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;\n", encoding="utf-8")
     with pytest.raises(StoreError, match=r"without gaps, found \[1, 3\]"):
         load_migrations(tmp_path)
+
+
+async def test_a_climb_that_fails_half_way_leaves_the_version_it_started_from_whole(tmp_path: Path) -> None:
+    """All the steps of a climb are one transaction: a step that fails after others succeeded takes them back with it
+    (before: one transaction a step, and the database stayed at the last step that worked, half way)."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for migration in load_migrations()[:3]:
+        (folder / f"{migration.name}.sql").write_text(
+            f"-- migrate:up\n{migration.up}\n-- migrate:down\n{migration.down}\n"
+        )
+    (folder / "004_broken.sql").write_text(
+        "-- migrate:up\nCREATE TABLE fine(x);\nALTER TABLE nowhere ADD y;\n-- migrate:down\n"
+    )
+    migrations = load_migrations(folder)
+    path = tmp_path / "edge.db"
+    conn = await connect_writer(path)
+    try:
+        assert await migrate(conn, migrations, 1) == (0, 1)
+        before = await _tables(path)
+        with pytest.raises(sqlite3.OperationalError, match="nowhere"):
+            await migrate(conn, migrations)
+    finally:
+        await conn.close()
+    assert (await db_rows(path, "PRAGMA user_version"))[0][0] == 1
+    assert await _tables(path) == before
