@@ -15,8 +15,8 @@ from pathlib import Path
 from PIL import Image
 
 from edge.sim.printer import SimPrinter
-from edge.store.migrations import latest_version, load_migrations
 from edge.sim.smtp import SmtpSink
+from edge.store.migrations import latest_version, load_migrations
 from tests.helpers import (
     EXAMPLE,
     agent_process,
