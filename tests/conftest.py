@@ -20,7 +20,7 @@ from edge.sim.powercut import build_shim
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
-from tests.helpers import EXAMPLE, api_client, config_dict, fresh
+from tests.helpers import EXAMPLE, FsyncCounter, api_client, config_dict, fresh
 from tests.warm import Starter
 
 # What may not run on the event loop's thread while a test runs (blockbuster's names): sleeping, blocking sockets,
@@ -97,6 +97,12 @@ def fsync_counter_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scripts/slowfsync.c built once per test process: the agent under it (``SLOWFSYNC_MS=0``) counts its fsyncs in
     the file ``SLOWFSYNC_COUNT_FILE`` names (8 bytes, little-endian)."""
     return build_shim(tmp_path_factory.mktemp("slowfsync"), "slowfsync.c")
+
+
+@pytest.fixture
+def fsyncs(tmp_path: Path, fsync_counter_shim: Path) -> FsyncCounter:
+    """Counts the fsyncs of an agent process started with ``env=fsyncs.env``."""
+    return FsyncCounter(fsync_counter_shim, tmp_path / "fsyncs")
 
 
 @pytest.fixture

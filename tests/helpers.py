@@ -322,6 +322,19 @@ async def until(api: aiohttp.ClientSession, url: str, done: Callable[[Any], bool
     raise AssertionError(f"not {what} after 10 s: {url}")
 
 
+class FsyncCounter:
+    """The fsyncs of an agent run under scripts/slowfsync.c without a delay: ``env`` for its process, ``count()``
+    so far (the shim adds to an 8-byte little-endian counter in ``file``, shared with it through mmap)."""
+
+    def __init__(self, shim: Path, file: Path) -> None:
+        file.write_bytes(bytes(8))
+        self.file = file
+        self.env = {"LD_PRELOAD": str(shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(file)}
+
+    def count(self) -> int:
+        return int.from_bytes(self.file.read_bytes()[:8], "little")
+
+
 class Recorder:
     """Every event the agent's bus publishes, for waiting on and asserting."""
 

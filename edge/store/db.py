@@ -195,9 +195,13 @@ def _run_whole(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], begin: bo
         body.close()  # not started (BEGIN failed) or suspended: no "never awaited" warning, no dangling frame
 
 
-def _run_alone(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path) -> tuple[T, float]:
+def _run_alone(
+    conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path, sync_unchanged: bool
+) -> tuple[T, float | None]:
     """On the writer's thread, for a write nobody waits to join: BEGIN, the body, COMMIT and the WAL's fsync in one
-    trip; returns the body's result and how long the fsync took. Nothing is left open whatever fails."""
+    trip; returns the body's result and how long the fsync took (None: the write changed nothing and, unless
+    ``sync_unchanged``, synced nothing). Nothing is left open whatever fails."""
+    changes = conn.total_changes
     try:
         result = _run_whole(conn, body, begin=True)
         conn.execute("COMMIT")
@@ -206,6 +210,8 @@ def _run_alone(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Pat
             with suppress(sqlite3.Error):  # the body's or the COMMIT's error is the one worth raising
                 conn.rollback()
         raise
+    if conn.total_changes == changes and not sync_unchanged:
+        return result, None
     started = time.monotonic()
     try:
         sync_to_disk(_wal(path), data_only=True)
@@ -222,11 +228,14 @@ class _GroupFailed(Exception):
         self.error = error
 
 
-def _run_closing(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path) -> tuple[T, float]:
+def _run_closing(
+    conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path, group_changes: int, sync_unchanged: bool
+) -> tuple[T, float | None]:
     """On the writer's thread, for a write that joins an open group nobody else waits to join: the body, then the
-    group's COMMIT and the WAL's fsync in the same trip (as ``_run_alone``); returns the body's result and how long the
-    fsync took. A failing body rolls back to its savepoint only, before the COMMIT: the group goes on as before. A
-    failing COMMIT rolls the whole group back; it, or a failing fsync, raises _GroupFailed."""
+    group's COMMIT and the WAL's fsync in the same trip (as ``_run_alone``, ``group_changes`` the connection's
+    total_changes when the group began); returns the body's result and how long the fsync took. A failing body rolls
+    back to its savepoint only, before the COMMIT: the group goes on as before. A failing COMMIT rolls the whole group
+    back; it, or a failing fsync, raises _GroupFailed."""
     result = _run_whole(conn, body, begin=False)
     try:
         conn.execute("COMMIT")
@@ -235,6 +244,8 @@ def _run_closing(conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: P
             with suppress(sqlite3.Error):
                 conn.rollback()
         raise _GroupFailed(err) from err
+    if conn.total_changes == group_changes and not sync_unchanged:
+        return result, None
     started = time.monotonic()
     try:
         sync_to_disk(_wal(path), data_only=True)
@@ -321,9 +332,11 @@ class _Group:
     """One open transaction several callers add their writes to; ``done`` resolves when its COMMIT has run (and the
     WAL's fsync, if ``durable``). ``company`` is set when a write that does not linger joins it: a lingering group
     commits then, not later. ``durable`` is cleared only for a group opened by a write that need not survive a power
-    cut, and set again by any other write that joins it."""
+    cut, and set again by any other write that joins it. ``changes``: the writer's total_changes when it began: a
+    group that changed no row syncs nothing of its own (see Database._must_sync)."""
 
     done: asyncio.Future[None]
+    changes: int
     company: threading.Event = dataclasses.field(default_factory=threading.Event)  # waited for in real time: wait_real
     durable: bool = True
 
@@ -431,8 +444,9 @@ class Database:
             group = self._group
             try:
                 if group is None:
+                    changes = self._writer._conn.total_changes
                     await self._writer.execute("BEGIN IMMEDIATE")
-                    group = self._group = _Group(asyncio.get_running_loop().create_future(), durable=durable)
+                    group = self._group = _Group(asyncio.get_running_loop().create_future(), changes, durable=durable)
                     # Queued behind everyone waiting for the lock now (asyncio.Lock is fair): they join this group.
                     self._committer = asyncio.create_task(self._commit(group), name="store-group-commit")
                 group.durable |= durable
@@ -529,8 +543,8 @@ class Database:
                 if isinstance(err, asyncio.CancelledError):
                     raise
             else:
-                if not group.durable:  # the next durable write's fsync carries it
-                    group.done.set_result(None)
+                if not group.durable or not self._must_sync(self._writer._conn.total_changes != group.changes):
+                    group.done.set_result(None)  # the next durable write's fsync carries it, or it changed nothing
                     return
                 self._unsynced.append(group)
                 if self._syncer is None or self._syncer.done():
@@ -561,7 +575,16 @@ class Database:
         """How long the WAL's fsync has taken lately (a moving average; 0 before the first)."""
         return self._fsync_s
 
-    def _measured_fsync(self, took: float) -> None:
+    def _must_sync(self, changed: bool) -> bool:
+        """Whether a commit needs an fsync: one that changed no row (a sender's retry of an order stored, a start's
+        check that finds no job to requeue) needs none of its own, unless an earlier commit's fsync is still to come:
+        its caller must not hear "done" before those are durable (a 200 for an order whose 201 waits for its fsync).
+        Rows are what the store's transactions change: the schema changes only in migrations, which run apart."""
+        return changed or bool(self._unsynced) or (self._syncer is not None and not self._syncer.done())
+
+    def _measured_fsync(self, took: float | None) -> None:
+        if took is None:  # the write changed nothing and synced nothing
+            return
         self.durable_writes += 1
         self._fsync_s = took if not self._fsync_s else self._fsync_s + (took - self._fsync_s) / 8
 
@@ -676,10 +699,14 @@ class Database:
             closing = group is not None and not linger and not self._queued
             body = fn(self._direct)
             conn = self._writer._conn
+            changes = conn.total_changes  # nothing runs on the writer now: the lock is ours
+            sync_unchanged = self._must_sync(False)
             if alone:
-                trip = asyncio.ensure_future(self._writer._execute(_run_alone, conn, body, self.path))
+                trip = asyncio.ensure_future(self._writer._execute(_run_alone, conn, body, self.path, sync_unchanged))
             elif closing:
-                trip = asyncio.ensure_future(self._writer._execute(_run_closing, conn, body, self.path))
+                assert group is not None
+                closed = (conn, body, self.path, group.changes, sync_unchanged)
+                trip = asyncio.ensure_future(self._writer._execute(_run_closing, *closed))
             else:
                 trip = asyncio.ensure_future(self._writer._execute(_run_whole, conn, body, group is None))
             cancelled = await _wait_out(trip)  # the bookkeeping below must run whatever happens to the caller
@@ -697,7 +724,7 @@ class Database:
                 self._measured_fsync(trip.result()[1])
                 self._group_closed(group, None)
             elif group is None and err is None:
-                group = self._group = _Group(asyncio.get_running_loop().create_future())
+                group = self._group = _Group(asyncio.get_running_loop().create_future(), changes)
                 company_likely = time.monotonic() - self._eager_at < LINGER_ONLY_WITHIN_S
                 wait = min(2 * self._fsync_s, LINGER_MAX_S) if linger and company_likely else 0.0
                 self._committer = asyncio.create_task(self._commit(group, wait), name="store-group-commit")

@@ -9,7 +9,7 @@ from pathlib import Path
 from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process, db_rows, toml, wait_until
+from tests.helpers import FsyncCounter, agent_process, db_rows, toml, wait_until
 from tests.mqtt.conftest import EVENTS, ORDERS, mqtt_section, needs_mosquitto
 
 pytestmark = needs_mosquitto
@@ -17,16 +17,13 @@ COUNT = 6
 
 
 async def test_at_a_stores_pace_an_mqtt_order_with_its_events_costs_three_fsyncs(
-    tmp_path: Path, printers: dict[str, SimPrinter], broker: Broker, backend: Backend, fsync_counter_shim: Path
+    tmp_path: Path, printers: dict[str, SimPrinter], broker: Broker, backend: Backend, fsyncs: FsyncCounter
 ) -> None:
     """The order stored (then PUBACKed), its ticket claimed, its ticket printed: three fsyncs. Its two events,
     published on their own at this pace, move the outbox cursor without an fsync of their own: a cursor a power cut
     takes back publishes them again, which QoS 1 allows anyway (central deduplicates by key). Before: five."""
-    counter = tmp_path / "fsyncs"
-    counter.write_bytes(bytes(8))
-    shim = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(counter)}
     link = toml({"mqtt": mqtt_section(broker)})
-    agent = agent_process(tmp_path, printers, store_id="test-store", extra=f"\n{link}", env=shim)
+    agent = agent_process(tmp_path, printers, store_id="test-store", extra=f"\n{link}", env=fsyncs.env)
     db = tmp_path / "data" / "edge.db"
     orders = [make_order(n, prefix="pace", print_receipt=False) for n in range(COUNT + 1)]
 
@@ -45,11 +42,11 @@ async def test_at_a_stores_pace_an_mqtt_order_with_its_events_costs_three_fsyncs
             if await stored(1):
                 break
         await wait_until(lambda: settled(orders[0]), 10, "the first order's events")
-        before = int.from_bytes(counter.read_bytes()[:8], "little")
+        before = fsyncs.count()
         for order in orders[1:]:
             await backend.publish(ORDERS, order)
             await wait_until(lambda o=order: settled(o), 10, f"{order['id']}'s events")
-        fsyncs = int.from_bytes(counter.read_bytes()[:8], "little") - before
+        synced = fsyncs.count() - before
     finally:
         await agent.close()
-    assert COUNT <= fsyncs <= 3 * COUNT + 2, f"{fsyncs} fsyncs for {COUNT} orders"
+    assert COUNT <= synced <= 3 * COUNT + 2, f"{synced} fsyncs for {COUNT} orders"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -175,6 +175,38 @@ async def test_a_write_returns_only_after_the_wal_is_fsynced_and_the_next_write_
     finally:
         release.set()
         await db.close()
+
+
+@pytest.mark.parametrize("one_hop", [False, True])
+async def test_a_write_that_changes_nothing_returns_only_once_the_commits_before_it_are_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_hop: bool
+) -> None:
+    """A write that changes nothing (a sender's retry of an order already stored) syncs nothing of its own, but while
+    the fsync of an earlier commit is still to come, it is not told done before that: a 200 for an order whose 201
+    still waits for its fsync would announce what a power cut can take back."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    release = hold_fsync(monkeypatch)
+
+    async def again(conn: Writer) -> None:
+        await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('first', 'v')")
+
+    try:
+        first = asyncio.create_task(put(db, "first"))
+        await wait_until(lambda: _committed(path, "first"), what="the first write committed")
+        retry = asyncio.create_task(db.write(again) if one_hop else in_block(db, again))
+        await asyncio.sleep(0.05)
+        assert not retry.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, retry), timeout=5)
+    finally:
+        release.set()
+        await db.close()
+
+
+async def in_block(db: Database, body: Callable[[Writer], Awaitable[None]]) -> None:
+    async with db.transaction() as conn:
+        await body(conn)
 
 
 async def _committed(path: Path, key: str) -> bool:

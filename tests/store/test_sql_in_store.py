@@ -85,6 +85,23 @@ def test_store_sql_is_constant_text_with_placeholders() -> None:
     assert found == []
 
 
+_SCHEMA_CHANGE = re.compile(r"\b(CREATE|DROP|ALTER)\s+(TEMP\s+)?(TABLE|INDEX|TRIGGER|VIEW)\b", re.IGNORECASE)
+
+
+def test_the_schema_changes_in_migrations_only() -> None:
+    """No module of the agent changes the schema: a store transaction that changed no row syncs nothing of its own
+    (Database._must_sync counts rows, as SQLite's total_changes does, and a schema change is none), so a CREATE in one
+    would be committed and not made durable. Schema changes are migrations, which run apart."""
+    found = [
+        f"{path.relative_to(EDGE)}:{line}: {text.strip()[:60]!r}"
+        for path in _modules()
+        for line, text, _ in _strings(ast.parse(path.read_text(encoding="utf-8")))
+        if _SCHEMA_CHANGE.search(text)
+    ]
+    assert found == []
+    assert _SCHEMA_CHANGE.search("CREATE TABLE t(x)") and _SCHEMA_CHANGE.search("drop index i")
+
+
 def test_the_checks_see_what_they_look_for() -> None:
     """The checks themselves: they find SQL in an f-string, a quoted value and a pasted tuple."""
     source = "x = f\"SELECT id FROM t WHERE s IN {STATES} AND k = '{key}'\""

@@ -16,7 +16,7 @@ from edge.sim.orders import make_order
 from edge.sim.powercut import PowerCut
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
-from tests.helpers import COPY_MARK, FAST, agent_process, api_client, post, toml, wait_until
+from tests.helpers import COPY_MARK, FAST, FsyncCounter, agent_process, api_client, post, toml, wait_until
 from tests.sync.conftest import STORE
 
 ORDERS = 6
@@ -57,29 +57,26 @@ def events_of(keys: Iterable[str], order: dict[str, object]) -> list[str]:
 
 
 async def test_at_a_stores_pace_an_order_with_its_events_costs_three_fsyncs(
-    tmp_path: Path, printers: dict[str, SimPrinter], central: CentralSim, fsync_counter_shim: Path
+    tmp_path: Path, printers: dict[str, SimPrinter], central: CentralSim, fsyncs: FsyncCounter
 ) -> None:
     """One ticket an order: the order stored, the ticket claimed, the ticket printed: three fsyncs, each a promise
     (the 201, no unmarked second print). Central's two events (received, printed), each delivered on its own at this
     pace, add none: a delivered mark that a power cut takes back only sends the event again (the next test). Before:
     five fsyncs an order, the delivered marks two of them."""
-    counter = tmp_path / "fsyncs"
-    counter.write_bytes(bytes(8))
-    shim = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_COUNT_FILE": str(counter)}
-    agent = linked_agent(tmp_path, printers, central, shim)
+    agent = linked_agent(tmp_path, printers, central, fsyncs.env)
     port = agent.port
     orders = [make_order(n, prefix="pace", print_receipt=False) for n in range(ORDERS)]
     await agent.start()
     try:
         await start_settled(port)
-        before = int.from_bytes(counter.read_bytes()[:8], "little")
+        before = fsyncs.count()
         await one_at_a_time(port, central, orders)
-        fsyncs = int.from_bytes(counter.read_bytes()[:8], "little") - before
+        synced = fsyncs.count() - before
     finally:
         await agent.close()
     assert len(printers["kitchen"].printed) == ORDERS
     # 3 an order; 2 more if SQLite checkpoints its log meanwhile (it syncs the log and the database file)
-    assert ORDERS <= fsyncs <= 3 * ORDERS + 2, f"{fsyncs} fsyncs for {ORDERS} orders"  # at least: the shim counted
+    assert ORDERS <= synced <= 3 * ORDERS + 2, f"{synced} fsyncs for {ORDERS} orders"  # at least: the shim counted
 
 
 @pytest.mark.crash
