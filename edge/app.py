@@ -152,6 +152,7 @@ class Agent:
                 )
             )
             db.on_write_health = self._on_write_health
+            db.stall_after_s = s.alerts.storage_stall_s
             # Mail is optional (no smtp.host: no alerts). Started before the spools, so it hears their first state,
             # and stopped after them, so their last state changes still reach the throttle state.
             # Orders are dated by central's clock; with a link, their ages are taken on it (edge/printing/ages.py).

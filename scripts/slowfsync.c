@@ -3,6 +3,8 @@
  *   SLOWFSYNC_MS=N           every fsync/fdatasync takes N ms longer (0: no delay, only counting)
  *   SLOWFSYNC_COUNT_FILE=F   an 8-byte file; each call adds 1 to the little-endian counter in it, shared
  *                            through mmap so the benchmark reads it while the agent runs
+ *   SLOWFSYNC_STALL_FILE=F   while F exists, every fsync/fdatasync waits (a card that stops finishing writes, as a
+ *                            worn SD card does for seconds or for good); a test creates and removes F
  *
  * Built by scripts/bench.py with the system's C compiler: cc -shared -fPIC -O2 -o slowfsync.so slowfsync.c -ldl
  */
@@ -18,11 +20,13 @@
 
 static long delay_ms;
 static uint64_t *counter;
+static const char *stall_file;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void setup(void) {
     const char *ms = getenv("SLOWFSYNC_MS");
     delay_ms = ms ? atol(ms) : 10;
+    stall_file = getenv("SLOWFSYNC_STALL_FILE");
     const char *path = getenv("SLOWFSYNC_COUNT_FILE");
     if (path) {
         int fd = open(path, O_RDWR);
@@ -41,6 +45,8 @@ static void before_sync(void) {
     if (delay_ms > 0)
         while (nanosleep(&t, &t) != 0) {
         }
+    struct timespec poll = {0, 10 * 1000000L};
+    while (stall_file && access(stall_file, F_OK) == 0) nanosleep(&poll, NULL);
 }
 
 int fsync(int fd) {

@@ -180,6 +180,9 @@ class Alerter:
         # stored as told: its occurrences, held in memory meanwhile, must not mail the same alarm again.
         self._storage_mailed: tuple[str, float] | None = None
         self._storage_signal: Signal | None = None  # this run's storage alarm while writes fail, for a direct mail
+        # A direct mail and the record that the database has it take turns: a stall's mail runs beside the rules (their
+        # writes wait behind the card), and its note, written after the record, would raise the alarm again.
+        self._storage_turn = asyncio.Lock()
         self._first_round = False  # see step
         self._card_note = storage_card_note(settings)
         self._next_mail_at: float | None = 0.0
@@ -331,6 +334,9 @@ class Alerter:
                 self._signal("mqtt_invalid", "mqtt", True, item=item | {"error": event.reason[:120]})
             case StorageProblem(detail=detail):
                 self._storage_signal = self._signal("storage_problem", "database", True, detail=detail)
+                if self._db.stall is not None:  # the outbox's writes wait behind the stalled card: this mail must not
+                    mail = self._mail_storage_directly([self._storage_signal])
+                    self._tasks.append(asyncio.create_task(mail, name="alerts-storage-stall"))
             case StorageRecovered():
                 self._storage_owed = self._storage_signal = None
                 self._signal("storage_problem", "database", False)
@@ -529,6 +535,10 @@ class Alerter:
 
     async def _mail_storage_directly(self, batch: list[Signal]) -> None:
         """The outbox lives in the database that just failed: tell the manager once, bypassing it."""
+        async with self._storage_turn:
+            await self._mail_storage_alarm(batch)
+
+    async def _mail_storage_alarm(self, batch: list[Signal]) -> None:
         signal = _storage_alarm(batch)
         if signal is None:
             return
@@ -655,6 +665,11 @@ class Alerter:
 
     async def _storage_told(self) -> None:
         """The storage alert's occurrences are stored: its direct mail is recorded as its alarm."""
+        async with self._storage_turn:
+            if self._storage_mailed is not None:
+                await self._record_storage_told()
+
+    async def _record_storage_told(self) -> None:
         assert self._storage_mailed is not None
         key, mono = self._storage_mailed
         # Those the relay deferred the direct mail for get the alarm through the outbox, the others have it.

@@ -251,17 +251,19 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "storage_problem": {
         "de": (
             "Speicherproblem: {subject}",
-            "Der Agent kann Bestellungen nicht sicher speichern ({subject}); neue Bestellungen werden abgelehnt, bis es"
-            " behoben ist.",
+            "Der Agent kann Bestellungen nicht sicher speichern ({subject}); neue Bestellungen werden abgelehnt oder"
+            " warten, bis es behoben ist.",
             "Sofort den Techniker rufen: Speicherplatz freigeben oder Speicherkarte prüfen. Meldet er 'read-only'"
             " (schreibgeschützt), versagt die Karte: Gerät neu starten (reboot), das prüft und repariert sie; passiert"
-            " es wieder, die Karte ersetzen (replace).",
+            " es wieder, die Karte ersetzen (replace). Meldet er, dass die Karte nicht fertig schreibt, nutzt sie sich"
+            " ab: bald ersetzen.",
         ),
         "en": (
             "Storage problem: {subject}",
-            "The agent cannot store orders safely ({subject}); new orders are refused until this is fixed.",
+            "The agent cannot store orders safely ({subject}); new orders are refused, or wait, until this is fixed.",
             "Call the technician now: free disk space or check the storage card. If it says read-only, the card is"
-            " failing: reboot the box, which checks and repairs it; replace the card if it happens again.",
+            " failing: reboot the box, which checks and repairs it; replace the card if it happens again. If it says"
+            " the card has not finished a write, the card is wearing out: replace it soon.",
         ),
     },
     "recovery_conflict": {

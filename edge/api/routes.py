@@ -192,6 +192,8 @@ class WriteProbe:
 
     async def problem(self) -> str | None:
         """None while the database takes writes, else why not."""
+        if self._db.stall is not None:  # a check would wait for the card with the orders: what it would find is known
+            return self._db.stall
         check = self._check
         if check is None or (check.done() and not self._still_good(check)):
             check = self._check = asyncio.ensure_future(self._run())

@@ -9,8 +9,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -361,6 +361,10 @@ class Database:
         self._damaged = False
         self._room: Path | None = None  # the agent's: the room beside the database (open_keeping_room)
         self.on_write_health: Callable[[str | None], None] | None = None
+        # A write the card has not finished this long after it began is a stall (None: not watched, as in commands):
+        # ``stall`` says so, as the write problem too, until the card finishes a write.
+        self.stall_after_s: float | None = None
+        self.stall: str | None = None
 
     @classmethod
     async def open(
@@ -531,7 +535,8 @@ class Database:
                 return  # lost already (see _undo)
             self._group = None
             try:
-                await _to_the_end(self._writer.execute("COMMIT"))
+                with self._on_card():  # SQLite checkpoints in a COMMIT now and then, syncing the log and the file
+                    await _to_the_end(self._writer.execute("COMMIT"))
             except sqlite3.Error as err:
                 await self._end_transaction()
                 group.done.set_exception(self._store_error(err))
@@ -558,7 +563,8 @@ class Database:
             groups, self._unsynced = self._unsynced, []
             try:
                 started = time.monotonic()
-                await asyncio.to_thread(sync_to_disk, _wal(self.path), data_only=True)
+                with self._on_card():
+                    await asyncio.to_thread(sync_to_disk, _wal(self.path), data_only=True)
                 self._measured_fsync(time.monotonic() - started)
             except OSError as err:
                 failure = _sync_failure(self.path, err)
@@ -574,6 +580,32 @@ class Database:
     def fsync_s(self) -> float:
         """How long the WAL's fsync has taken lately (a moving average; 0 before the first)."""
         return self._fsync_s
+
+    @contextmanager
+    def _on_card(self) -> Iterator[None]:
+        """Around a wait for the card (a fsync, a COMMIT, a write's trip with its fsync): one still waiting after
+        ``stall_after_s`` is a stall, told at once (write_problem: /ready, the storage alert), since nothing fails
+        to tell it otherwise; a wait that ends well tells that the card writes again."""
+        if self.stall_after_s is None:
+            yield
+            return
+        timer = asyncio.get_running_loop().call_later(self.stall_after_s, self._stalled)
+        try:
+            yield
+        finally:
+            timer.cancel()
+        if self.stall is not None:
+            stall, self.stall = self.stall, None
+            if self.write_problem == stall:
+                self._set_write_problem(None)
+
+    def _stalled(self) -> None:
+        if self.stall is None:
+            self.stall = (
+                f"database {self.path}: the storage card has not finished a write in {self.stall_after_s:g} s "
+                "(a worn or failing SD card stalls so); orders wait until it does"
+            )
+            self._set_write_problem(self.stall)
 
     def _must_sync(self, changed: bool) -> bool:
         """Whether a commit needs an fsync: one that changed no row (a sender's retry of an order stored, a start's
@@ -709,7 +741,8 @@ class Database:
                 trip = asyncio.ensure_future(self._writer._execute(_run_closing, *closed))
             else:
                 trip = asyncio.ensure_future(self._writer._execute(_run_whole, conn, body, group is None))
-            cancelled = await _wait_out(trip)  # the bookkeeping below must run whatever happens to the caller
+            with self._on_card():
+                cancelled = await _wait_out(trip)  # the bookkeeping below must run whatever happens to the caller
             err = trip.exception()
             if alone:
                 if err is None:

@@ -78,13 +78,14 @@ async def test_ready_takes_the_agents_own_writes_as_the_proof_and_probes_only_wh
 
 class _Card:
     """The database as the write probe sees it: whether a probe write passes, the agent's own durable writes so far,
-    and the problem its last failed write met."""
+    the problem its last failed write met, and a stall of the card (tests/appliance/test_stalled_card.py)."""
 
     def __init__(self) -> None:
         self.problem: str | None = None  # what a probe write meets
         self.room = True  # whether 64 KiB of fresh pages fit
         self.durable_writes = 0
         self.write_problem: str | None = None
+        self.stall: str | None = None
         self.probes = 0
 
     async def writable(self) -> str | None:
