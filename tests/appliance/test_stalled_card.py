@@ -48,8 +48,9 @@ async def test_a_card_that_stops_finishing_writes_is_told_at_once_and_its_order_
     and nothing prints; after storage_stall_s /ready answers 503 at once naming the stall (not after the card: a
     monitor's request must not hang with the orders), the manager gets one storage mail saying the card stalls,
     and `edge health` leaves the mail to the agent. When the card finishes the write, the order is answered 201 and
-    prints once, /ready is 200 again and the all-clear follows; nothing is left to raise the alarm again. Before: /ready 200 throughout (its last good check
-    was kept), no mail, nothing in the log: a box whose card hung took orders into a queue nobody heard of."""
+    prints once, /ready is 200 again and the all-clear follows; nothing is left to raise the alarm again. Before:
+    /ready 200 throughout (its last good check was kept), no mail, nothing in the log: a box whose card hung took
+    orders into a queue nobody heard of."""
     stall = tmp_path / "stall"
     env = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_STALL_FILE": str(stall)}
     agent = agent_process(tmp_path, printers, env=env, extra=_mailing(sink), log_level="info")
