@@ -204,6 +204,60 @@ async def test_a_write_that_changes_nothing_returns_only_once_the_commits_before
         await db.close()
 
 
+@pytest.mark.parametrize("one_hop", [False, True])
+async def test_a_write_that_changes_nothing_costs_no_fsync_when_nothing_before_it_waits_for_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_hop: bool
+) -> None:
+    """A retry of what is stored already, with every earlier commit durable: committed, no fsync. A write that
+    changes a row still costs its one."""
+    db = await Database.open(tmp_path / "edge.db")
+    syncs: list[Path] = []
+    real = db_mod.sync_to_disk
+
+    def counted(wal: Path, *, data_only: bool = False) -> None:
+        syncs.append(wal)
+        real(wal, data_only=data_only)
+
+    async def again(conn: Writer) -> None:
+        await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('first', 'v')")
+
+    try:
+        await put(db, "first", one_hop=one_hop)
+        monkeypatch.setattr(db_mod, "sync_to_disk", counted)
+        await (db.write(again) if one_hop else in_block(db, again))
+        assert syncs == []
+        await put(db, "second", one_hop=one_hop)
+        assert len(syncs) == 1
+    finally:
+        await db.close()
+
+
+async def test_a_write_the_card_does_not_finish_is_a_stall_until_it_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fsync held past ``stall_after_s``: the store says the card stalls (``stall``, the write problem, heard by
+    its listener) while the write waits, and that it writes again once the fsync ends; a write that ends in time
+    leaves nothing behind (its timer is cancelled)."""
+    db = await Database.open(tmp_path / "edge.db")
+    db.stall_after_s = 0.1
+    heard: list[str | None] = []
+    db.on_write_health = heard.append
+    try:
+        await put(db, "quick", one_hop=True)
+        await asyncio.sleep(0.2)
+        assert db.stall is None and heard == []
+        release = hold_fsync(monkeypatch)
+        write = asyncio.create_task(put(db, "held", one_hop=True))
+        await wait_until(lambda: db.stall is not None, 5, "the stall told")
+        assert db.write_problem == db.stall and heard == [db.stall] and "has not finished a write" in db.stall
+        assert not write.done()
+        release.set()
+        await asyncio.wait_for(write, 5)
+        assert db.stall is None and db.write_problem is None and heard[1:] == [None]
+    finally:
+        await db.close()
+
+
 async def in_block(db: Database, body: Callable[[Writer], Awaitable[None]]) -> None:
     async with db.transaction() as conn:
         await body(conn)
