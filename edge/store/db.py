@@ -585,7 +585,8 @@ class Database:
     def _on_card(self) -> Iterator[None]:
         """Around a wait for the card (a fsync, a COMMIT, a write's trip with its fsync): one still waiting after
         ``stall_after_s`` is a stall, told at once (write_problem: /ready, the storage alert), since nothing fails
-        to tell it otherwise; a wait that ends well tells that the card writes again."""
+        to tell it otherwise. The next fsync that succeeds tells that the card writes again (_measured_fsync); one
+        that fails keeps the problem told (a dying card stalls, then fails: no all-clear between)."""
         if self.stall_after_s is None:
             yield
             return
@@ -594,10 +595,6 @@ class Database:
             yield
         finally:
             timer.cancel()
-        if self.stall is not None:
-            stall, self.stall = self.stall, None
-            if self.write_problem == stall:
-                self._set_write_problem(None)
 
     def _stalled(self) -> None:
         if self.stall is None:
@@ -618,6 +615,10 @@ class Database:
         if took is None:  # the write changed nothing and synced nothing
             return
         self.durable_writes += 1
+        if self.stall is not None:  # the card finished a write: it writes again
+            stall, self.stall = self.stall, None
+            if self.write_problem == stall:
+                self._set_write_problem(None)
         self._fsync_s = took if not self._fsync_s else self._fsync_s + (took - self._fsync_s) / 8
 
     def _store_error(self, err: sqlite3.Error) -> StoreError:

@@ -258,6 +258,34 @@ async def test_a_write_the_card_does_not_finish_is_a_stall_until_it_does(
         await db.close()
 
 
+async def test_a_stall_that_ends_in_a_failed_write_is_not_told_over_in_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dying card stalls, then fails the write: the problem told stays told (no all-clear between the stall's
+    alarm and the failure), and the writer is not told stored."""
+    db = await Database.open(tmp_path / "edge.db")
+    db.stall_after_s = 0.1
+    heard: list[str | None] = []
+    db.on_write_health = heard.append
+    release = threading.Event()
+
+    def failing(wal: Path, *, data_only: bool = False) -> None:
+        release.wait(10)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(db_mod, "sync_to_disk", failing)
+    try:
+        write = asyncio.create_task(put(db, "held", one_hop=True))
+        await wait_until(lambda: db.stall is not None, 5, "the stall told")
+        release.set()
+        with pytest.raises(StoreUnavailableError):
+            await asyncio.wait_for(write, 5)
+        assert heard == [db.stall] and db.write_problem is not None
+    finally:
+        release.set()
+        await db.close()
+
+
 async def in_block(db: Database, body: Callable[[Writer], Awaitable[None]]) -> None:
     async with db.transaction() as conn:
         await body(conn)
