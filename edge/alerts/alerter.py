@@ -336,6 +336,7 @@ class Alerter:
                 self._storage_signal = self._signal("storage_problem", "database", True, detail=detail)
                 if self._db.stall is not None:  # the outbox's writes wait behind the stalled card: this mail must not
                     mail = self._mail_storage_directly([self._storage_signal])
+                    self._tasks = [task for task in self._tasks if not task.done()]  # a stall's mail before
                     self._tasks.append(asyncio.create_task(mail, name="alerts-storage-stall"))
             case StorageRecovered():
                 self._storage_owed = self._storage_signal = None
