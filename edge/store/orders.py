@@ -11,7 +11,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
-from edge.errors import StoreError
+from edge.errors import StoreError, StoreUnavailableError
 from edge.orders import JobPlan, Order, parse_order
 from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, revision_hash
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
@@ -289,7 +289,11 @@ class OrderStore:
         self._enough = threading.Event()  # set once that many are pending; waited for in real time: wait_real
 
     async def insert(self, new: NewOrder) -> InsertResult:
-        """Store one order durably. Concurrent callers share one transaction and one fsync (group commit)."""
+        """Store one order durably. Concurrent callers share one transaction and one fsync (group commit). While the
+        card stalls, refused at once (the sender retries): held with the orders that wait for it, its sender's
+        retries would pile up their connections, and neither could be answered before the card writes again."""
+        if self._db.stall is not None:
+            raise StoreUnavailableError(self._db.stall)
         future: asyncio.Future[InsertResult] = asyncio.get_running_loop().create_future()
         self._pending.append((new, future))
         if len(self._pending) >= self._expected:

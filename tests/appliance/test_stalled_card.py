@@ -47,8 +47,9 @@ async def test_a_card_that_stops_finishing_writes_is_told_at_once_and_its_order_
     """The card stops finishing writes while an order is being stored. The order is not answered (it is not durable)
     and nothing prints; after storage_stall_s /ready answers 503 at once naming the stall (not after the card: a
     monitor's request must not hang with the orders), the manager gets one storage mail saying the card stalls,
-    and `edge health` leaves the mail to the agent. When the card finishes the write, the order is answered 201 and
-    prints once, /ready is 200 again and the all-clear follows; nothing is left to raise the alarm again. Before:
+    `edge health` leaves the mail to the agent, and an order sent meanwhile is refused at once (503). When the card
+    finishes the write, the first order is answered 201, /ready is 200 again, the second is taken when sent again,
+    each prints once, and the all-clear follows; nothing is left to raise the alarm again. Before:
     /ready 200 throughout (its last good check was kept), no mail, nothing in the log: a box whose card hung took
     orders into a queue nobody heard of."""
     stall = tmp_path / "stall"
@@ -71,29 +72,35 @@ async def test_a_card_that_stops_finishing_writes_is_told_at_once_and_its_order_
                     assert time.monotonic() - started < 1.0, "/ready waited for the card"
                     return response.status == 503
 
+            async def ready_again() -> bool:
+                async with api.get("/ready") as response:
+                    return response.status == 200
+
             await wait_until(not_ready, 10, "/ready to say 503")
             assert "has not finished a write" in ready["checks"]["database_writable"]["detail"], ready
             await wait_until(lambda: _storage_mails(sink), 10, "the storage mail")
             checked = await edge("health", "--alert", "--config", str(agent.config))
             assert checked.returncode == 1 and "has not finished a write" in checked.stdout + checked.stderr, checked
             assert not storing.done() and kitchen.printed == []
+            # An order sent while the stall is known is refused at once (503: the sender retries), not held with the
+            # first: senders retrying into a hung card would pile their connections up to the cap.
+            second = fresh(make_order(2, print_receipt=False))
+            status, body = await asyncio.wait_for(post(api, second), 2)
+            assert status == 503 and "retry" in str(body), body
 
             stall.unlink()
             status, body = await asyncio.wait_for(storing, 10)
             assert status == 201, body
-            await kitchen.wait_for_printed(1, timeout=10)
-
-            async def ready_again() -> bool:
-                async with api.get("/ready") as response:
-                    return response.status == 200
-
             await wait_until(ready_again, 10, "/ready to say 200 again")
+            assert (await post(api, second))[0] == 201
+            await kitchen.wait_for_printed(2, timeout=10)
+
             await wait_until(lambda: len(_storage_mails(sink)) >= 2, 10, "the all-clear")
             await asyncio.sleep(0.5)  # a second ticket would be out by now
     finally:
         stall.unlink(missing_ok=True)
         await agent.close()
-    assert len(kitchen.printed) == 1
+    assert len(kitchen.printed) == 2
     mails = _storage_mails(sink)
     assert len(mails) == 2, [str(m["Subject"]) for m in sink.messages]
     text = mails[0].get_body(("plain",)).get_content()
