@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -178,39 +178,15 @@ async def test_a_write_returns_only_after_the_wal_is_fsynced_and_the_next_write_
 
 
 @pytest.mark.parametrize("one_hop", [False, True])
-async def test_a_write_that_changes_nothing_returns_only_once_the_commits_before_it_are_durable(
+async def test_a_write_that_changes_nothing_syncs_nothing_but_returns_only_once_the_commits_before_it_are_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_hop: bool
 ) -> None:
-    """A write that changes nothing (a sender's retry of an order already stored) syncs nothing of its own, but while
-    the fsync of an earlier commit is still to come, it is not told done before that: a 200 for an order whose 201
-    still waits for its fsync would announce what a power cut can take back."""
+    """A write that changes nothing (a sender's retry of an order already stored) costs no fsync of its own, and a
+    write that changes a row still costs its one; but while the fsync of an earlier commit is still to come, the
+    write that changes nothing is not told done before that: a 200 for an order whose 201 still waits for its fsync
+    would announce what a power cut can take back."""
     path = tmp_path / "edge.db"
     db = await Database.open(path)
-    release = hold_fsync(monkeypatch)
-
-    async def again(conn: Writer) -> None:
-        await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('first', 'v')")
-
-    try:
-        first = asyncio.create_task(put(db, "first"))
-        await wait_until(lambda: _committed(path, "first"), what="the first write committed")
-        retry = asyncio.create_task(db.write(again) if one_hop else in_block(db, again))
-        await asyncio.sleep(0.05)
-        assert not retry.done()
-        release.set()
-        await asyncio.wait_for(asyncio.gather(first, retry), timeout=5)
-    finally:
-        release.set()
-        await db.close()
-
-
-@pytest.mark.parametrize("one_hop", [False, True])
-async def test_a_write_that_changes_nothing_costs_no_fsync_when_nothing_before_it_waits_for_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_hop: bool
-) -> None:
-    """A retry of what is stored already, with every earlier commit durable: committed, no fsync. A write that
-    changes a row still costs its one."""
-    db = await Database.open(tmp_path / "edge.db")
     syncs: list[Path] = []
     real = db_mod.sync_to_disk
 
@@ -218,17 +194,24 @@ async def test_a_write_that_changes_nothing_costs_no_fsync_when_nothing_before_i
         syncs.append(wal)
         real(wal, data_only=data_only)
 
-    async def again(conn: Writer) -> None:
-        await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('first', 'v')")
-
     try:
         await put(db, "first", one_hop=one_hop)
         monkeypatch.setattr(db_mod, "sync_to_disk", counted)
-        await (db.write(again) if one_hop else in_block(db, again))
+        await put_first_again(db, one_hop=one_hop)
         assert syncs == []
         await put(db, "second", one_hop=one_hop)
         assert len(syncs) == 1
+
+        release = hold_fsync(monkeypatch)
+        third = asyncio.create_task(put(db, "third"))
+        await wait_until(lambda: _committed(path, "third"), what="the third write committed")
+        retry = asyncio.create_task(put_first_again(db, one_hop=one_hop))
+        await asyncio.sleep(0.05)
+        assert not retry.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(third, retry), timeout=5)
     finally:
+        monkeypatch.undo()
         await db.close()
 
 
@@ -286,9 +269,17 @@ async def test_a_stall_that_ends_in_a_failed_write_is_not_told_over_in_between(
         await db.close()
 
 
-async def in_block(db: Database, body: Callable[[Writer], Awaitable[None]]) -> None:
-    async with db.transaction() as conn:
-        await body(conn)
+async def put_first_again(db: Database, *, one_hop: bool) -> None:
+    """put(db, "first") sent again, as a sender's retry: it changes nothing."""
+
+    async def again(conn: Writer) -> None:
+        await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('first', 'v')")
+
+    if one_hop:
+        await db.write(again)
+    else:
+        async with db.transaction() as conn:
+            await again(conn)
 
 
 async def _committed(path: Path, key: str) -> bool:
