@@ -199,8 +199,8 @@ def _run_alone(
     conn: sqlite3.Connection, body: Coroutine[Any, Any, T], path: Path, sync_unchanged: bool
 ) -> tuple[T, float | None]:
     """On the writer's thread, for a write nobody waits to join: BEGIN, the body, COMMIT and the WAL's fsync in one
-    trip; returns the body's result and how long the fsync took (None: the write changed nothing and, unless
-    ``sync_unchanged``, synced nothing). Nothing is left open whatever fails."""
+    trip; returns the body's result and how long the fsync took (None: none, see _synced_if_changed). Nothing is left
+    open whatever fails."""
     changes = conn.total_changes
     try:
         result = _run_whole(conn, body, begin=True)
@@ -210,14 +210,21 @@ def _run_alone(
             with suppress(sqlite3.Error):  # the body's or the COMMIT's error is the one worth raising
                 conn.rollback()
         raise
+    return result, _synced_if_changed(conn, path, changes, sync_unchanged)
+
+
+def _synced_if_changed(conn: sqlite3.Connection, path: Path, changes: int, sync_unchanged: bool) -> float | None:
+    """On the writer's thread, after a COMMIT: the WAL's fsync, and how long it took; None, without one, when the
+    transaction changed no row (``changes``: the connection's total_changes when it began) and nothing before it
+    waits for an fsync (``sync_unchanged`` False, see Database._must_sync). StoreUnavailableError if it fails."""
     if conn.total_changes == changes and not sync_unchanged:
-        return result, None
+        return None
     started = time.monotonic()
     try:
         sync_to_disk(_wal(path), data_only=True)
     except OSError as err:
         raise _sync_failure(path, err) from err
-    return result, time.monotonic() - started
+    return time.monotonic() - started
 
 
 class _GroupFailed(Exception):
@@ -244,14 +251,10 @@ def _run_closing(
             with suppress(sqlite3.Error):
                 conn.rollback()
         raise _GroupFailed(err) from err
-    if conn.total_changes == group_changes and not sync_unchanged:
-        return result, None
-    started = time.monotonic()
     try:
-        sync_to_disk(_wal(path), data_only=True)
-    except OSError as err:
-        raise _GroupFailed(_sync_failure(path, err)) from err
-    return result, time.monotonic() - started
+        return result, _synced_if_changed(conn, path, group_changes, sync_unchanged)
+    except StoreUnavailableError as err:
+        raise _GroupFailed(err) from err
 
 
 # A write a full or read-only card refused is tried again this often: the store says nothing when it writes again.
