@@ -601,6 +601,11 @@ def mail_to(sink: SmtpSink) -> dict[str, Any]:
     }
 
 
+def in_english(config: Path) -> None:
+    """Blocking. The agent of ``config`` speaks English (its mails, its tickets): agent.language added."""
+    config.write_text(config.read_text().replace("[agent]\n", '[agent]\nlanguage = "en"\n', 1))
+
+
 async def edge_backup(config: Path) -> Path:
     """`edge backup` with ``config``: the backup file it wrote."""
     backed_up = await edge("backup", "--config", str(config))

@@ -5,9 +5,7 @@ folder; and no start leaves a file behind in the temporary folder (on many boxes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +20,7 @@ from tests.helpers import (
     FsyncCounter,
     agent_process,
     api_client,
+    db_rows,
     edge,
     fresh,
     imported_modules,
@@ -160,7 +159,7 @@ async def test_a_start_syncs_only_what_it_writes(
     await agent.close()
     assert 1 <= again <= 3, f"a restart: {again} fsyncs"  # at least: the shim counted
     assert first <= again + 6 + 1, f"first start {first} fsyncs, a restart {again}"
-    assert await asyncio.to_thread(schema_version, tmp_path / "data" / "edge.db") == latest_version(load_migrations())
+    assert await db_rows(tmp_path / "data" / "edge.db", "PRAGMA user_version") == [(latest_version(load_migrations()),)]
 
 
 async def test_a_senders_retry_of_a_stored_order_syncs_nothing(
@@ -182,8 +181,3 @@ async def test_a_senders_retry_of_a_stored_order_syncs_nothing(
     finally:
         await agent.close()
     assert retries == 0, f"{retries} fsyncs for 5 retries"
-
-
-def schema_version(path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        return int(db.execute("PRAGMA user_version").fetchone()[0])

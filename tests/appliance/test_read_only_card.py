@@ -18,7 +18,7 @@ import pytest
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import agent_process, api_client, edge, fresh, post, wait_until
+from tests.helpers import agent_process, api_client, edge, fresh, in_english, post, wait_until
 
 
 async def _run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -94,8 +94,8 @@ def _mailing(sink: SmtpSink) -> str:
 
 def _on_card(config: Path, tmp_path: Path, card: Card) -> None:
     """The agent's data directory on the card, its mails in English."""
-    text = config.read_text().replace(str(tmp_path / "data"), str(card.path / "data"))
-    config.write_text(text.replace("[agent]\n", '[agent]\nlanguage = "en"\n', 1))
+    config.write_text(config.read_text().replace(str(tmp_path / "data"), str(card.path / "data")))
+    in_english(config)
 
 
 @pytest.mark.slow(seconds=15)

@@ -13,28 +13,15 @@ from edge.durable import NoteInPlace
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import agent_process, api_client, edge, fresh, post, toml, wait_until
+from tests.helpers import agent_process, api_client, edge, fresh, in_english, mail_to, post, toml, wait_until
 
 STALL_S = 1.0
 
 
 def _mailing(sink: SmtpSink) -> str:
-    return "\n" + toml(
-        {
-            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
-            "alerts": {
-                "to": ["chef@store.test"],
-                "group_wait_s": 0,
-                "critical_group_wait_s": 0,
-                "check_interval_s": 0.5,
-                "storage_stall_s": STALL_S,
-            },
-        }
-    )
-
-
-def _in_english(config: Path) -> None:
-    config.write_text(config.read_text().replace("[agent]\n", '[agent]\nlanguage = "en"\n', 1))
+    sections = mail_to(sink)
+    sections["alerts"]["storage_stall_s"] = STALL_S
+    return "\n" + toml(sections)
 
 
 def _storage_mails(sink: SmtpSink) -> list[Any]:
@@ -55,7 +42,7 @@ async def test_a_card_that_stops_finishing_writes_is_told_at_once_and_its_order_
     stall = tmp_path / "stall"
     env = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_STALL_FILE": str(stall)}
     agent = agent_process(tmp_path, printers, env=env, extra=_mailing(sink), log_level="info")
-    await asyncio.to_thread(_in_english, agent.config)
+    await asyncio.to_thread(in_english, agent.config)
     kitchen = printers["kitchen"]
     await agent.start()
     try:
