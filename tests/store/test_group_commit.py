@@ -206,10 +206,7 @@ async def test_a_write_that_changes_nothing_syncs_nothing_but_returns_only_once_
         third = asyncio.create_task(put(db, "third"))
         await wait_until(lambda: _committed(path, "third"), what="the third write committed")
         retry = asyncio.create_task(put_first_again(db, one_hop=one_hop))
-        await asyncio.sleep(0.05)
-        assert not retry.done()
-        release.set()
-        await asyncio.wait_for(asyncio.gather(third, retry), timeout=5)
+        await done_only_once_released(release, retry, third)
     finally:
         monkeypatch.undo()
         await db.close()
@@ -267,6 +264,14 @@ async def test_a_stall_that_ends_in_a_failed_write_is_not_told_over_in_between(
     finally:
         release.set()
         await db.close()
+
+
+async def done_only_once_released(release: threading.Event, *writes: asyncio.Task[None]) -> None:
+    """The writes are not done while the held fsync waits (a moment to be sure), and are once it is released."""
+    await asyncio.sleep(0.05)
+    assert not any(write.done() for write in writes)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*writes), timeout=5)
 
 
 async def put_first_again(db: Database, *, one_hop: bool) -> None:
@@ -516,10 +521,7 @@ async def test_a_write_alone_returns_only_after_its_fsync(tmp_path: Path, monkey
     try:
         write = asyncio.create_task(put(db, "alone", one_hop=True))
         await wait_until(lambda: _committed(path, "alone"), what="the write committed")
-        await asyncio.sleep(0.05)
-        assert not write.done()
-        release.set()
-        await asyncio.wait_for(write, timeout=5)
+        await done_only_once_released(release, write)
     finally:
         release.set()
         await db.close()
