@@ -407,6 +407,37 @@ async def test_an_order_joining_a_lingering_claim_commits_and_syncs_the_group_in
         await db.close()
 
 
+async def test_a_claim_that_claimed_nothing_closed_by_a_retry_that_changed_nothing_syncs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spool's claim that found its jobs taken meanwhile (it changes no row) lingers, and a sender's retry of an
+    order already stored (no row either) closes its group in the retry's trip: nothing was written, nothing is synced,
+    and both callers return. A claim that claims something, closed the same way, still syncs once."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    monkeypatch.setattr(db_mod, "LINGER_MAX_S", 1.0)
+    synced: list[tuple[float, float]] = []
+    try:
+        await put(db, "first", one_hop=True)
+        slow_fsync(monkeypatch, 0.1, synced)
+        for n in range(3):  # the database measures the slow fsync, so the claims linger long enough to be joined
+            await put(db, f"warm-{n}")
+        for claimed, fsyncs in ((False, 0), (True, 1)):
+            before = len(synced)
+
+            async def claim(conn: Writer, claimed: bool = claimed) -> None:
+                await conn.execute("UPDATE meta SET value = 'claimed' WHERE key = 'first' AND ?", (claimed,))
+
+            lingering = asyncio.create_task(db.write(claim, linger=True))
+            await wait_until(lambda: db._group is not None, what="the claim's group open")
+            trips = count_trips(db, monkeypatch)
+            await put_first_again(db, one_hop=True)
+            await asyncio.wait_for(lingering, timeout=5)
+            assert (len(trips), db._group, len(synced) - before) == (1, None, fsyncs)
+    finally:
+        await db.close()
+
+
 async def test_a_failed_fsync_in_an_orders_closing_trip_tells_the_lingering_claim_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
