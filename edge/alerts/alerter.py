@@ -180,6 +180,7 @@ class Alerter:
         # stored as told: its occurrences, held in memory meanwhile, must not mail the same alarm again.
         self._storage_mailed: tuple[str, float] | None = None
         self._storage_signal: Signal | None = None  # this run's storage alarm while writes fail, for a direct mail
+        self._storage_guarded = False  # its direct mail held by the storm guard (logged once an episode)
         # A direct mail and the record that the database has it take turns: a stall's mail runs beside the rules (their
         # writes wait behind the card), and its note, written after the record, would raise the alarm again.
         self._storage_turn = asyncio.Lock()
@@ -335,11 +336,12 @@ class Alerter:
             case StorageProblem(detail=detail):
                 self._storage_signal = self._signal("storage_problem", "database", True, detail=detail)
                 if self._db.stall is not None:  # the outbox's writes wait behind the stalled card: this mail must not
-                    mail = self._mail_storage_directly([self._storage_signal])
+                    mail = self._mail_stall(self._storage_signal)
                     self._tasks = [task for task in self._tasks if not task.done()]  # a stall's mail before
                     self._tasks.append(asyncio.create_task(mail, name="alerts-storage-stall"))
             case StorageRecovered():
                 self._storage_owed = self._storage_signal = None
+                self._storage_guarded = False
                 self._signal("storage_problem", "database", False)
 
     def _level(self, type_name: str, subject: str, firing: bool, **details: Any) -> None:
@@ -534,24 +536,47 @@ class Alerter:
         wall, mono = self.clock.wall(), self.clock.mono()
         return [dataclasses.replace(s, at=wall - (mono - s.mono)) for s in signals]
 
-    async def _mail_storage_directly(self, batch: list[Signal]) -> None:
-        """The outbox lives in the database that just failed: tell the manager once, bypassing it."""
-        async with self._storage_turn:
-            await self._mail_storage_alarm(batch)
+    async def _mail_stall(self, signal: Signal) -> None:
+        """A stalled card's alarm, straight to the relay. Held by the storm guard (the card stalled again soon after
+        its last alarm), it goes when that window ends if the card still stalls then; a stall over by then is in the
+        digest, as the rules tell it once its occurrences are stored."""
+        while (held_s := await self._mail_storage_directly([signal])) is not None:
+            await asyncio.sleep(held_s)
+            if self._storage_signal is not signal:
+                return
 
-    async def _mail_storage_alarm(self, batch: list[Signal]) -> None:
+    async def _mail_storage_directly(self, batch: list[Signal]) -> float | None:
+        """The outbox lives in the database that just failed: tell the manager once, bypassing it. Returns how long the
+        storm guard holds the alarm still (seconds), None when it does not."""
+        async with self._storage_turn:
+            return await self._mail_storage_alarm(batch)
+
+    async def _mail_storage_alarm(self, batch: list[Signal]) -> float | None:
         signal = _storage_alarm(batch)
         if signal is None:
-            return
+            return None
         await self._told_by_earlier_run(signal.key)
         if self._storage_owed == []:
-            return
+            return None
+        now = self.clock.wall()
         told_at = await self._store.told_firing_at(signal.key)  # read only: it answers on the full disk
-        if told_at is not None and self.clock.wall() - told_at < self._cfg.repeat_interval_s:
+        if told_at is not None and now - told_at < self._cfg.repeat_interval_s:
             self._storage_owed = []  # the outbox told it (an earlier run's, or this one's): no second alarm
-            log.info("storage_alert_told_before", key=signal.key, ago_s=round(self.clock.wall() - told_at))
-            return
-        group = {
+            log.info("storage_alert_told_before", key=signal.key, ago_s=round(now - told_at))
+            return None
+        # A critical alarm's storm guard, as the rules apply it to the outbox's mails: a card that stalls every few
+        # minutes (a worn one's housekeeping) is not an alarm each time, nor one without its all-clear.
+        group = await self._store.group(signal.key)  # read only too
+        if group is not None and group["mailed"] != "firing" and storm_guarded(group, now, self._cfg):
+            held_s = float(group["critical_mail_at"]) + self._cfg.critical_storm_s - now
+            if not self._storage_guarded:
+                self._storage_guarded = True
+                log.info("storage_alert_storm_guarded", key=signal.key, mailed_in_s=round(held_s))
+            return held_s
+        extra = self._storage_outages_since_mail(signal, group)
+        if group is not None:
+            extra += await self._store.digested_since_mail(signal.key)
+        alarm = {
             "key": signal.key,
             "type": signal.type,
             "subject": signal.subject,
@@ -562,11 +587,11 @@ class Alerter:
         recipients = self._recipients(signal.severity) if self._storage_owed is None else self._storage_owed
         try:
             delivery = await self._mailer.send(
-                self._renderer.alert(group, kind="firing", extra=0, recipients=recipients)
+                self._renderer.alert(alarm, kind="firing", extra=extra, recipients=recipients)
             )
         except AlertError as err:
             log.error("alert_mail_failed", key=signal.key, error=str(err), note="database not writable and mail failed")
-            return
+            return None
         # A deferred recipient (4xx) is tried again at the next round while the database still refuses writes, and by
         # a later run: the note says who is still owed.
         self._storage_owed = list(delivery.deferred)
@@ -582,6 +607,17 @@ class Alerter:
                 refused=delivery.refused,
                 note="deferred recipients are tried again while the database refuses writes",
             )
+        return None
+
+    def _storage_outages_since_mail(self, signal: Signal, group: dict[str, Any] | None) -> int:
+        """The card's outages since its last mail that neither the digest nor this one is: stored and not yet told,
+        and this run's still waiting to be. A signal a round took is stored (its batch behind a stalled card is
+        committed, only its fsync waits), so this one is among the stored unless it still waits."""
+        waiting = [s for s in self._pending if s.type == signal.type and s.firing]
+        stored = 0 if group is None else int(group["fires_since_mail"])
+        if all(s.mono != signal.mono for s in waiting):
+            stored -= 1
+        return max(0, stored) + sum(s.mono != signal.mono for s in waiting)
 
     async def _told_by_earlier_run(self, key: str) -> None:
         """Whether an earlier run mailed the storage alert directly (its note): then that mail is this run's alarm,
@@ -665,9 +701,11 @@ class Alerter:
             log.warning("storage_alert_mark_not_written", path=str(self._card_note.path), error=str(err))
 
     async def _storage_told(self) -> None:
-        """The storage alert's occurrences are stored: its direct mail is recorded as its alarm."""
+        """The storage alert's occurrences are stored: its direct mail is recorded as its alarm. Not while one is still
+        in memory (a stall's, signalled after this round took its batch): the record would find nothing to mark, and
+        the alarm would count as never mailed (no storm guard for the card's next stall)."""
         async with self._storage_turn:
-            if self._storage_mailed is not None:
+            if self._storage_mailed is not None and not _storage_alarm(self._pending):
                 await self._record_storage_told()
 
     async def _record_storage_told(self) -> None:
@@ -699,8 +737,8 @@ class Alerter:
         queued = 0
         for group in groups:
             due = due_mail(group, now, cfg)
-            if due is None:
-                continue
+            if due is None or (self._storage_mailed is not None and group["key"] == self._storage_mailed[0]):
+                continue  # a storage alarm mailed directly is its group's news, once its occurrences are stored
             key = group["key"]
             if due.kind == "drop":
                 await self._drop(group, now, "cleared")

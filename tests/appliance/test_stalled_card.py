@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from tests.helpers import agent_process, api_client, edge, fresh, in_english, ma
 STALL_S = 1.0
 
 
-def _mailing(sink: SmtpSink) -> str:
+def _mailing(sink: SmtpSink, **alerts: float) -> str:
     sections = mail_to(sink)
-    sections["alerts"]["storage_stall_s"] = STALL_S
+    # An all-clear comes group_interval_s after its alarm (2 min by default), as for every alert.
+    sections["alerts"] |= {"storage_stall_s": STALL_S, "group_interval_s": 0.5} | alerts
     return "\n" + toml(sections)
 
 
@@ -98,3 +100,64 @@ async def test_a_card_that_stops_finishing_writes_is_told_at_once_and_its_order_
     # database recorded the mail (it waited for the card too), it would raise the alarm again (1 run in 3 before).
     assert await asyncio.to_thread(NoteInPlace(tmp_path / "data" / "storage-mailed.note").read) is None
     assert "storage_alert_mailed_before" not in log
+
+
+async def test_a_card_that_stalls_again_and_again_costs_the_manager_its_alarm_and_all_clear_once_an_hour(
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, fsync_counter_shim: Path
+) -> None:
+    """A worn card stalls for a while every few minutes (its own housekeeping). The storage alarm is critical, and
+    critical alarms have the storm guard: after its alarm and all-clear, the card's next stalls within
+    critical_storm_s go to the digest, and one still on when that window ends is one mail counting the stalls since
+    (then its all-clear). Here the window is 10 s: stall 1 (alarm, all-clear), stall 2 within it (no mail), stall 3
+    lasting past its end (one alarm, "1 more times", then its all-clear); every order prints once. Before: every stall
+    was an ALERT mailed straight to the relay, and after the first none had an all-clear (the outbox's storm guard
+    held those): 144 alarms a day from a card stalling every ten minutes, and a manager told the card was still
+    failing when it was not."""
+    storm_s = 10.0
+    stall = tmp_path / "stall"
+    env = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_STALL_FILE": str(stall)}
+    agent = agent_process(tmp_path, printers, env=env, extra=_mailing(sink, critical_storm_s=storm_s), log_level="info")
+    await asyncio.to_thread(in_english, agent.config)
+    await agent.start()
+    try:
+        async with api_client(agent.port) as api:
+
+            async def ready() -> bool:
+                async with api.get("/ready") as response:
+                    return response.status == 200
+
+            async def not_ready() -> bool:
+                return not await ready()
+
+            async def stalled(n: int, *, until: Callable[[], Awaitable[object]]) -> None:
+                """An order sent while the card stalls; the stall lasts until ``until`` holds; the order is taken."""
+                stall.touch()
+                storing = asyncio.create_task(post(api, fresh(make_order(n, print_receipt=False))))
+                await wait_until(not_ready, 10, "the stall seen")
+                await until()
+                stall.unlink()
+                status, body = await asyncio.wait_for(storing, 10)
+                assert status == 201, body
+                await wait_until(ready, 10, "/ready to say 200 again")
+
+            async def mails(count: int) -> None:
+                await wait_until(lambda: len(_storage_mails(sink)) >= count, 15, f"{count} storage mails")
+
+            first_alarm = time.monotonic()
+            await stalled(1, until=lambda: mails(1))
+            await mails(2)
+            await stalled(2, until=lambda: asyncio.sleep(1.0))  # a mail would be out within this
+            assert len(_storage_mails(sink)) == 2
+            assert time.monotonic() - first_alarm < storm_s - 1, "the second stall came after the window: too slow"
+            await stalled(3, until=lambda: mails(3))
+            assert time.monotonic() - first_alarm >= storm_s - 1, "the stall still on was mailed within the window"
+            await mails(4)
+            await printers["kitchen"].wait_for_printed(3, timeout=10)
+            await asyncio.sleep(0.5)  # a second ticket would be out by now
+    finally:
+        stall.unlink(missing_ok=True)
+        await agent.close()
+    subjects = [str(m["Subject"]).split("] ", 1)[1] for m in _storage_mails(sink)]
+    assert subjects == ["ALERT (critical): Storage problem: database", "RESOLVED: Storage problem: database"] * 2
+    assert "1 more times since the last mail" in _storage_mails(sink)[2].get_body(("plain",)).get_content()
+    assert len(printers["kitchen"].printed) == 3
