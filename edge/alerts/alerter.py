@@ -538,8 +538,8 @@ class Alerter:
 
     async def _mail_stall(self, signal: Signal) -> None:
         """A stalled card's alarm, straight to the relay. Held by the storm guard (the card stalled again soon after
-        its last alarm), it goes when that window ends if the card still stalls then; a stall over by then is in the
-        digest, as the rules tell it once its occurrences are stored."""
+        its last alarm), it goes when that window ends if the card still stalls then; a stall over by then is told by
+        the rules once its occurrences are stored (the digest)."""
         while (held_s := await self._mail_storage_directly([signal])) is not None:
             await asyncio.sleep(held_s)
             if self._storage_signal is not signal:
@@ -567,8 +567,7 @@ class Alerter:
         # A critical alarm's storm guard, as the rules apply it to the outbox's mails: a card that stalls every few
         # minutes (a worn one's housekeeping) is not an alarm each time, nor one without its all-clear.
         group = await self._store.group(signal.key)  # read only too
-        if group is not None and group["mailed"] != "firing" and storm_guarded(group, now, self._cfg):
-            held_s = float(group["critical_mail_at"]) + self._cfg.critical_storm_s - now
+        if (held_s := self._storm_guard_left(group, now)) is not None:
             if not self._storage_guarded:
                 self._storage_guarded = True
                 log.info("storage_alert_storm_guarded", key=signal.key, mailed_in_s=round(held_s))
@@ -608,6 +607,18 @@ class Alerter:
                 note="deferred recipients are tried again while the database refuses writes",
             )
         return None
+
+    def _storm_guard_left(self, group: dict[str, Any] | None, now: float) -> float | None:
+        """How long the storm guard holds a new storage alarm still (None: it does not): within critical_storm_s of
+        the last critical mail, the group's as the rules have it, or this run's direct mail not yet recorded (a card
+        that stalled again at once holds back the record with its occurrences)."""
+        starts = []
+        if group is not None and group["mailed"] != "firing" and group["critical_mail_at"] is not None:
+            starts.append(float(group["critical_mail_at"]))
+        if self._storage_mailed is not None and self._storage_owed is None:  # None: a new episode, not a retry
+            starts.append(now - (self.clock.mono() - self._storage_mailed[1]))
+        left = max(starts, default=-math.inf) + self._cfg.critical_storm_s - now
+        return left if left > 0 else None
 
     def _storage_outages_since_mail(self, signal: Signal, group: dict[str, Any] | None) -> int:
         """The card's outages since its last mail that neither the digest nor this one is: stored and not yet told,

@@ -5,10 +5,13 @@ test_read_only_card.py). The agent under scripts/slowfsync.c, whose fsyncs wait 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from edge.durable import NoteInPlace
 from edge.sim.orders import make_order
@@ -102,62 +105,106 @@ async def test_a_card_that_stops_finishing_writes_is_told_at_once_and_its_order_
     assert "storage_alert_mailed_before" not in log
 
 
+class FlakyCard:
+    """The agent on a card that stalls when told to (scripts/slowfsync.c), each stall with an order waiting on it."""
+
+    def __init__(self, stall: Path, api: aiohttp.ClientSession, sink: SmtpSink) -> None:
+        self.stall, self.api, self.sink = stall, api, sink
+        self.orders = 0
+        self.mailed_at = 0.0  # when mails() last saw its count (monotonic)
+
+    async def ready(self) -> bool:
+        async with self.api.get("/ready") as response:
+            return response.status == 200
+
+    async def not_ready(self) -> bool:
+        return not await self.ready()
+
+    async def stalls(self, *, until: Callable[[], Awaitable[object]], again: bool = False) -> None:
+        """An order sent while the card stalls; the stall lasts until ``until`` holds; the order is taken.
+        ``again``: the card stalls again the moment that order is stored, before the agent writes more."""
+        self.orders += 1
+        self.stall.touch()
+        storing = asyncio.create_task(post(self.api, fresh(make_order(self.orders, print_receipt=False))))
+        await wait_until(self.not_ready, 10, "the stall seen")
+        await until()
+        self.stall.unlink()
+        status, body = await asyncio.wait_for(storing, 10)
+        assert status == 201, body
+        if not again:
+            await wait_until(self.ready, 10, "/ready to say 200 again")
+
+    async def mails(self, count: int) -> None:
+        await wait_until(lambda: len(_storage_mails(self.sink)) >= count, 15, f"{count} storage mails")
+        self.mailed_at = time.monotonic()
+
+
+@contextlib.asynccontextmanager
+async def flaky_card(
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, shim: Path, storm_s: float
+) -> AsyncIterator[FlakyCard]:
+    stall = tmp_path / "stall"
+    env = {"LD_PRELOAD": str(shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_STALL_FILE": str(stall)}
+    agent = agent_process(tmp_path, printers, env=env, extra=_mailing(sink, critical_storm_s=storm_s), log_level="info")
+    await asyncio.to_thread(in_english, agent.config)
+    await agent.start()
+    try:
+        async with api_client(agent.port) as api:
+            yield FlakyCard(stall, api, sink)
+    finally:
+        stall.unlink(missing_ok=True)
+        await agent.close()
+
+
+def _subjects(sink: SmtpSink) -> list[str]:
+    return [str(m["Subject"]).split("] ", 1)[1] for m in _storage_mails(sink)]
+
+
+ALARM_AND_ALL_CLEAR = ["ALERT (critical): Storage problem: database", "RESOLVED: Storage problem: database"]
+
+
 async def test_a_card_that_stalls_again_and_again_costs_the_manager_its_alarm_and_all_clear_once_an_hour(
     tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, fsync_counter_shim: Path
 ) -> None:
     """A worn card stalls for a while every few minutes (its own housekeeping). The storage alarm is critical, and
     critical alarms have the storm guard: after its alarm and all-clear, the card's next stalls within
     critical_storm_s go to the digest, and one still on when that window ends is one mail counting the stalls since
-    (then its all-clear). Here the window is 10 s: stall 1 (alarm, all-clear), stall 2 within it (no mail), stall 3
-    lasting past its end (one alarm, "1 more times", then its all-clear); every order prints once. Before: every stall
-    was an ALERT mailed straight to the relay, and after the first none had an all-clear (the outbox's storm guard
-    held those): 144 alarms a day from a card stalling every ten minutes, and a manager told the card was still
-    failing when it was not."""
+    (then its all-clear). Here the window is 10 s: stall 1 (alarm) and, at once after it, stall 2 (which holds back
+    the record of stall 1's alarm with its occurrences: no second alarm), one all-clear; stall 3 within the window (no
+    mail); stall 4 lasting past its end (one alarm, "1 more times", then its all-clear); every order prints once.
+    Before: every stall was an ALERT mailed straight to the relay, and after the first none had an all-clear (the
+    outbox's storm guard held those): 144 alarms a day from a card stalling every ten minutes, and a manager told the
+    card was still failing when it was not; a stall right after another was a second alarm, sent after it was over."""
     storm_s = 10.0
-    stall = tmp_path / "stall"
-    env = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_STALL_FILE": str(stall)}
-    agent = agent_process(tmp_path, printers, env=env, extra=_mailing(sink, critical_storm_s=storm_s), log_level="info")
-    await asyncio.to_thread(in_english, agent.config)
-    await agent.start()
-    try:
-        async with api_client(agent.port) as api:
-
-            async def ready() -> bool:
-                async with api.get("/ready") as response:
-                    return response.status == 200
-
-            async def not_ready() -> bool:
-                return not await ready()
-
-            async def stalled(n: int, *, until: Callable[[], Awaitable[object]]) -> None:
-                """An order sent while the card stalls; the stall lasts until ``until`` holds; the order is taken."""
-                stall.touch()
-                storing = asyncio.create_task(post(api, fresh(make_order(n, print_receipt=False))))
-                await wait_until(not_ready, 10, "the stall seen")
-                await until()
-                stall.unlink()
-                status, body = await asyncio.wait_for(storing, 10)
-                assert status == 201, body
-                await wait_until(ready, 10, "/ready to say 200 again")
-
-            async def mails(count: int) -> None:
-                await wait_until(lambda: len(_storage_mails(sink)) >= count, 15, f"{count} storage mails")
-
-            first_alarm = time.monotonic()
-            await stalled(1, until=lambda: mails(1))
-            await mails(2)
-            await stalled(2, until=lambda: asyncio.sleep(1.0))  # a mail would be out within this
-            assert len(_storage_mails(sink)) == 2
-            assert time.monotonic() - first_alarm < storm_s - 1, "the second stall came after the window: too slow"
-            await stalled(3, until=lambda: mails(3))
-            assert time.monotonic() - first_alarm >= storm_s - 1, "the stall still on was mailed within the window"
-            await mails(4)
-            await printers["kitchen"].wait_for_printed(3, timeout=10)
-            await asyncio.sleep(0.5)  # a second ticket would be out by now
-    finally:
-        stall.unlink(missing_ok=True)
-        await agent.close()
-    subjects = [str(m["Subject"]).split("] ", 1)[1] for m in _storage_mails(sink)]
-    assert subjects == ["ALERT (critical): Storage problem: database", "RESOLVED: Storage problem: database"] * 2
+    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim, storm_s) as card:
+        await card.stalls(until=lambda: card.mails(1), again=True)
+        first_alarm = card.mailed_at
+        await card.stalls(until=lambda: asyncio.sleep(0.5))  # a mail would be out within this
+        await card.mails(2)
+        await card.stalls(until=lambda: asyncio.sleep(1.0))
+        assert len(_storage_mails(sink)) == 2
+        assert time.monotonic() - first_alarm < storm_s - 1, "the third stall came after the window: too slow"
+        await card.stalls(until=lambda: card.mails(3))
+        assert card.mailed_at - first_alarm >= storm_s - 0.5, "the stall still on was mailed within the window"
+        await card.mails(4)
+        await printers["kitchen"].wait_for_printed(4, timeout=10)
+        await asyncio.sleep(0.5)  # a second ticket would be out by now
+    assert _subjects(sink) == ALARM_AND_ALL_CLEAR * 2
     assert "1 more times since the last mail" in _storage_mails(sink)[2].get_body(("plain",)).get_content()
-    assert len(printers["kitchen"].printed) == 3
+    assert len(printers["kitchen"].printed) == 4
+
+
+async def test_a_stall_over_within_the_storm_window_is_not_mailed_when_the_window_ends(
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, fsync_counter_shim: Path
+) -> None:
+    """The guarded stall's mail waits for the window's end only while the card still stalls: one over by then is the
+    digest's, not an alarm about a card that works (its wait would otherwise mail it then)."""
+    storm_s = 4.0
+    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim, storm_s) as card:
+        await card.stalls(until=lambda: card.mails(1))
+        first_alarm = card.mailed_at
+        await card.mails(2)
+        await card.stalls(until=lambda: asyncio.sleep(0.2))
+        assert time.monotonic() - first_alarm < storm_s - 0.5, "the second stall came after the window: too slow"
+        await asyncio.sleep(max(0.0, first_alarm + storm_s + 1.0 - time.monotonic()))  # the window's end, and a second
+    assert _subjects(sink) == ALARM_AND_ALL_CLEAR
