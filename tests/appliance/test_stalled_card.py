@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from edge.durable import NoteInPlace
 from edge.sim.orders import make_order
@@ -163,6 +164,7 @@ def _subjects(sink: SmtpSink) -> list[str]:
 ALARM_AND_ALL_CLEAR = ["ALERT (critical): Storage problem: database", "RESOLVED: Storage problem: database"]
 
 
+@pytest.mark.slow(seconds=16)  # the storm window runs out in real time: the agent is its own process
 async def test_a_card_that_stalls_again_and_again_costs_the_manager_its_alarm_and_all_clear_once_an_hour(
     tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, fsync_counter_shim: Path
 ) -> None:
@@ -194,6 +196,7 @@ async def test_a_card_that_stalls_again_and_again_costs_the_manager_its_alarm_an
     assert len(printers["kitchen"].printed) == 4
 
 
+@pytest.mark.slow(seconds=8)
 async def test_a_stall_over_within_the_storm_window_is_not_mailed_when_the_window_ends(
     tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, fsync_counter_shim: Path
 ) -> None:
