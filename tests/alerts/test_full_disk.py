@@ -233,6 +233,32 @@ async def test_the_storage_alert_mailed_directly_is_not_mailed_again_once_the_di
     await storage_all_clear_alone_follows(sink, small_disk, settings.agent.db_path)
 
 
+async def test_a_card_that_fills_again_soon_after_its_all_clear_is_in_the_storm_guard_not_another_alarm(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """A card that fills again within critical_storm_s of its storage alarm (room given back by a purge, used up again)
+    is a flapping device: its second episode goes to the digest, as a printer's would, not a second alarm and all-clear
+    mailed straight to the relay (before stop 57, the direct mail did not look at the storm guard)."""
+    settings = disk_settings()
+    agent = await storage_alarm_mailed_directly(make_agent, settings, small_disk, sink)
+    await storage_all_clear_alone_follows(sink, small_disk, settings.agent.db_path)
+    await asyncio.to_thread(small_disk.fill, settings.agent.db_path)
+    agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
+    assert agent.deps is not None
+    db = agent.deps.db
+    await wait_until(lambda: db.write_problem is not None, 10, "writes fail again")
+    await asyncio.sleep(1.5)  # rounds of the alert loop go by, each trying the storage alarm
+    await asyncio.to_thread(small_disk.free, settings.agent.db_path)
+    await wait_until(lambda: db.write_problem is None, 10, "the card has room again")
+    await asyncio.sleep(2.0)  # an all-clear would be out by now (group_interval_s 1 s)
+    subjects = [str(m["Subject"]) for m in mails_about(sink, "Speicherproblem")]
+    assert len(subjects) == 2 and "STÖRUNG" in subjects[0] and "BEHOBEN" in subjects[1], subjects
+
+
 async def a_run_mailed_the_storage_alert_directly_and_stopped(
     make_agent: MakeAgent, settings: Settings, sink: SmtpSink, small_disk: SmallDisk
 ) -> None:
