@@ -181,6 +181,7 @@ class Alerter:
         self._storage_mailed: tuple[str, float] | None = None
         self._storage_signal: Signal | None = None  # this run's storage alarm while writes fail, for a direct mail
         self._storage_guarded = False  # its direct mail held by the storm guard (logged once an episode)
+        self._storage_retry_s = 0.0  # the wait after the relay failed it, doubling as the outbox's retries do
         # A direct mail and the record that the database has it take turns: a stall's mail runs beside the rules (their
         # writes wait behind the card), and its note, written after the record, would raise the alarm again.
         self._storage_turn = asyncio.Lock()
@@ -342,6 +343,7 @@ class Alerter:
             case StorageRecovered():
                 self._storage_owed = self._storage_signal = None
                 self._storage_guarded = False
+                self._storage_retry_s = 0.0
                 self._signal("storage_problem", "database", False)
 
     def _level(self, type_name: str, subject: str, firing: bool, **details: Any) -> None:
@@ -537,7 +539,8 @@ class Alerter:
         return [dataclasses.replace(s, at=wall - (mono - s.mono)) for s in signals]
 
     async def _mail_stall(self, signal: Signal) -> None:
-        """A stalled card's alarm, straight to the relay. Held by the storm guard (the card stalled again soon after
+        """A stalled card's alarm, straight to the relay, tried again while the card stalls if the relay failed it
+        (the outbox, which would, waits behind the card). Held by the storm guard (the card stalled again soon after
         its last alarm), it goes when that window ends if the card still stalls then; a stall over by then is told by
         the rules once its occurrences are stored (the digest)."""
         while (held_s := await self._mail_storage_directly([signal])) is not None:
@@ -546,8 +549,8 @@ class Alerter:
                 return
 
     async def _mail_storage_directly(self, batch: list[Signal]) -> float | None:
-        """The outbox lives in the database that just failed: tell the manager once, bypassing it. Returns how long the
-        storm guard holds the alarm still (seconds), None when it does not."""
+        """The outbox lives in the database that just failed: tell the manager once, bypassing it. Returns when to try
+        again (seconds: the storm guard holds it, or the relay failed it), None when it went or needs no mail."""
         async with self._storage_turn:
             return await self._mail_storage_alarm(batch)
 
@@ -589,8 +592,11 @@ class Alerter:
                 self._renderer.alert(alarm, kind="firing", extra=extra, recipients=recipients)
             )
         except AlertError as err:
+            cfg = self._cfg
+            self._storage_retry_s = min(2 * self._storage_retry_s or cfg.retry_base_s, cfg.retry_max_s)
             log.error("alert_mail_failed", key=signal.key, error=str(err), note="database not writable and mail failed")
-            return None
+            return self._storage_retry_s
+        self._storage_retry_s = 0.0
         # A deferred recipient (4xx) is tried again at the next round while the database still refuses writes, and by
         # a later run: the note says who is still owed.
         self._storage_owed = list(delivery.deferred)

@@ -26,7 +26,8 @@ STALL_S = 1.0
 def _mailing(sink: SmtpSink, **alerts: float) -> str:
     sections = mail_to(sink)
     # An all-clear comes group_interval_s after its alarm (2 min by default), as for every alert.
-    sections["alerts"] |= {"storage_stall_s": STALL_S, "group_interval_s": 0.5} | alerts
+    sections["alerts"] |= {"storage_stall_s": STALL_S, "group_interval_s": 0.5, "retry_base_s": 0.2, "retry_max_s": 0.4}
+    sections["alerts"] |= alerts
     return "\n" + toml(sections)
 
 
@@ -210,4 +211,24 @@ async def test_a_stall_over_within_the_storm_window_is_not_mailed_when_the_windo
         await card.stalls(until=lambda: asyncio.sleep(0.2))
         assert time.monotonic() - first_alarm < storm_s - 0.5, "the second stall came after the window: too slow"
         await asyncio.sleep(max(0.0, first_alarm + storm_s + 1.0 - time.monotonic()))  # the window's end, and a second
+    assert _subjects(sink) == ALARM_AND_ALL_CLEAR
+
+
+async def test_a_stalls_alarm_the_relay_could_not_take_is_tried_again_while_the_card_still_stalls(
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, fsync_counter_shim: Path
+) -> None:
+    """The relay is down (restarting, a network blip) when the stall is found: the alarm is tried again, as the
+    outbox tries its mails, while the card stalls; a card that stalls for good must not leave the manager untold
+    because one attempt failed. Before: one attempt, and nothing more while the card stalled (the outbox, which
+    would retry, waits behind the card)."""
+    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim, storm_s=3600.0) as card:
+        await sink.stop()
+
+        async def relay_back_then_the_alarm() -> None:
+            await asyncio.sleep(1.0)  # the first attempt fails meanwhile
+            await sink.start()
+            await card.mails(1)
+
+        await card.stalls(until=relay_back_then_the_alarm)
+        await card.mails(2)
     assert _subjects(sink) == ALARM_AND_ALL_CLEAR
