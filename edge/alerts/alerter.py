@@ -29,6 +29,7 @@ from edge.alerts.rules import (
     in_opening_hours,
     inhibited,
     silenced,
+    storm_guard_left,
     storm_guarded,
 )
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
@@ -57,6 +58,7 @@ from edge.events import (
     StorageRecovered,
 )
 from edge.printing.ages import JobAges
+from edge.printing.spooler import retry_delay
 from edge.states import NOT_DONE_JOB_STATES, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
@@ -181,7 +183,7 @@ class Alerter:
         self._storage_mailed: tuple[str, float] | None = None
         self._storage_signal: Signal | None = None  # this run's storage alarm while writes fail, for a direct mail
         self._storage_guarded = False  # its direct mail held by the storm guard (logged once an episode)
-        self._storage_retry_s = 0.0  # the wait after the relay failed it, doubling as the outbox's retries do
+        self._storage_failures = 0  # the relay's failures of its direct mail in a row: the outbox's backoff
         # A direct mail and the record that the database has it take turns: a stall's mail runs beside the rules (their
         # writes wait behind the card), and its note, written after the record, would raise the alarm again.
         self._storage_turn = asyncio.Lock()
@@ -343,7 +345,7 @@ class Alerter:
             case StorageRecovered():
                 self._storage_owed = self._storage_signal = None
                 self._storage_guarded = False
-                self._storage_retry_s = 0.0
+                self._storage_failures = 0
                 self._signal("storage_problem", "database", False)
 
     def _level(self, type_name: str, subject: str, firing: bool, **details: Any) -> None:
@@ -592,11 +594,10 @@ class Alerter:
                 self._renderer.alert(alarm, kind="firing", extra=extra, recipients=recipients)
             )
         except AlertError as err:
-            cfg = self._cfg
-            self._storage_retry_s = min(2 * self._storage_retry_s or cfg.retry_base_s, cfg.retry_max_s)
             log.error("alert_mail_failed", key=signal.key, error=str(err), note="database not writable and mail failed")
-            return self._storage_retry_s
-        self._storage_retry_s = 0.0
+            self._storage_failures += 1
+            return retry_delay(self._storage_failures, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
+        self._storage_failures = 0
         # A deferred recipient (4xx) is tried again at the next round while the database still refuses writes, and by
         # a later run: the note says who is still owed.
         self._storage_owed = list(delivery.deferred)
@@ -623,7 +624,7 @@ class Alerter:
             starts.append(float(group["critical_mail_at"]))
         if self._storage_mailed is not None and self._storage_owed is None:  # None: a new episode, not a retry
             starts.append(now - (self.clock.mono() - self._storage_mailed[1]))
-        left = max(starts, default=-math.inf) + self._cfg.critical_storm_s - now
+        left = storm_guard_left(max(starts, default=None), now, self._cfg)
         return left if left > 0 else None
 
     def _storage_outages_since_mail(self, signal: Signal, group: dict[str, Any] | None) -> int:

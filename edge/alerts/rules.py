@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import fnmatch
+import math
 from collections.abc import Iterable
 
 from edge.config import AlertSettings, parse_hours
@@ -117,8 +118,12 @@ def storm_guarded(group: dict, now: float, cfg: AlertSettings) -> bool:
     """Within critical_storm_s of its last critical mail, a device's next episodes go into the digest: critical ones,
     and those that start as warnings (found down with nothing waiting) and may turn critical, which are the same
     flapping device."""
-    at = group["critical_mail_at"]
-    return at is not None and now < at + cfg.critical_storm_s
+    return storm_guard_left(group["critical_mail_at"], now, cfg) > 0
+
+
+def storm_guard_left(critical_mail_at: float | None, now: float, cfg: AlertSettings) -> float:
+    """Seconds the storm guard has left after a critical mail at ``critical_mail_at`` (0 or less: over, or none)."""
+    return -math.inf if critical_mail_at is None else critical_mail_at + cfg.critical_storm_s - now
 
 
 def silenced(key: str, matchers: Iterable[str]) -> str | None:
