@@ -17,6 +17,7 @@ import pytest
 from edge.durable import NoteInPlace
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
+from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
 from tests.helpers import agent_process, api_client, edge, fresh, in_english, mail_to, post, toml, wait_until
 
@@ -35,83 +36,11 @@ def _storage_mails(sink: SmtpSink) -> list[Any]:
     return [m for m in sink.messages if "Storage" in str(m["Subject"])]
 
 
-async def test_a_card_that_stops_finishing_writes_is_told_at_once_and_its_order_prints_once_when_it_resumes(
-    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, fsync_counter_shim: Path
-) -> None:
-    """The card stops finishing writes while an order is being stored. The order is not answered (it is not durable)
-    and nothing prints; after storage_stall_s /ready answers 503 at once naming the stall (not after the card: a
-    monitor's request must not hang with the orders), the manager gets one storage mail saying the card stalls,
-    `edge health` leaves the mail to the agent, and an order sent meanwhile is refused at once (503). When the card
-    finishes the write, the first order is answered 201, /ready is 200 again, the second is taken when sent again,
-    each prints once, and the all-clear follows; nothing is left to raise the alarm again. Before:
-    /ready 200 throughout (its last good check was kept), no mail, nothing in the log: a box whose card hung took
-    orders into a queue nobody heard of."""
-    stall = tmp_path / "stall"
-    env = {"LD_PRELOAD": str(fsync_counter_shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_STALL_FILE": str(stall)}
-    agent = agent_process(tmp_path, printers, env=env, extra=_mailing(sink), log_level="info")
-    await asyncio.to_thread(in_english, agent.config)
-    kitchen = printers["kitchen"]
-    await agent.start()
-    try:
-        async with api_client(agent.port) as api:
-            stall.touch()
-            order = fresh(make_order(1, print_receipt=False))
-            storing = asyncio.create_task(post(api, order))
-            ready: dict[str, Any] = {}
-
-            async def not_ready() -> bool:
-                started = time.monotonic()
-                async with api.get("/ready") as response:
-                    ready.update(await response.json())
-                    assert time.monotonic() - started < 1.0, "/ready waited for the card"
-                    return response.status == 503
-
-            async def ready_again() -> bool:
-                async with api.get("/ready") as response:
-                    return response.status == 200
-
-            await wait_until(not_ready, 10, "/ready to say 503")
-            assert "has not finished a write" in ready["checks"]["database_writable"]["detail"], ready
-            await wait_until(lambda: _storage_mails(sink), 10, "the storage mail")
-            checked = await edge("health", "--alert", "--config", str(agent.config))
-            assert checked.returncode == 1 and "has not finished a write" in checked.stdout + checked.stderr, checked
-            assert not storing.done() and kitchen.printed == []
-            # An order sent while the stall is known is refused at once (503: the sender retries), not held with the
-            # first: senders retrying into a hung card would pile their connections up to the cap.
-            second = fresh(make_order(2, print_receipt=False))
-            status, body = await asyncio.wait_for(post(api, second), 2)
-            assert status == 503 and "retry" in str(body), body
-
-            stall.unlink()
-            status, body = await asyncio.wait_for(storing, 10)
-            assert status == 201, body
-            await wait_until(ready_again, 10, "/ready to say 200 again")
-            assert (await post(api, second))[0] == 201
-            await kitchen.wait_for_printed(2, timeout=10)
-
-            await wait_until(lambda: len(_storage_mails(sink)) >= 2, 10, "the all-clear")
-            await asyncio.sleep(0.5)  # a second ticket would be out by now
-    finally:
-        stall.unlink(missing_ok=True)
-        await agent.close()
-    assert len(kitchen.printed) == 2
-    mails = _storage_mails(sink)
-    assert len(mails) == 2, [str(m["Subject"]) for m in sink.messages]
-    text = mails[0].get_body(("plain",)).get_content()
-    assert "has not finished a write" in text, text
-    log = agent.log.read_text()
-    assert log.count('"storage_problem"') == 1
-    # The direct mail's note (for a restart on the same card) went with the stall: left behind, written after the
-    # database recorded the mail (it waited for the card too), it would raise the alarm again (1 run in 3 before).
-    assert await asyncio.to_thread(NoteInPlace(tmp_path / "data" / "storage-mailed.note").read) is None
-    assert "storage_alert_mailed_before" not in log
-
-
 class FlakyCard:
     """The agent on a card that stalls when told to (scripts/slowfsync.c), each stall with an order waiting on it."""
 
-    def __init__(self, stall: Path, api: aiohttp.ClientSession, sink: SmtpSink) -> None:
-        self.stall, self.api, self.sink = stall, api, sink
+    def __init__(self, agent: AgentProcess, stall: Path, api: aiohttp.ClientSession, sink: SmtpSink) -> None:
+        self.agent, self.stall, self.api, self.sink = agent, stall, api, sink
         self.orders = 0
         self.mailed_at = 0.0  # when mails() last saw its count (monotonic)
 
@@ -143,19 +72,80 @@ class FlakyCard:
 
 @contextlib.asynccontextmanager
 async def flaky_card(
-    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, shim: Path, storm_s: float
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, shim: Path, **alerts: float
 ) -> AsyncIterator[FlakyCard]:
+    """The agent (its alert settings: _mailing's, and ``alerts``) on a card that stalls while ``card.stall`` exists."""
     stall = tmp_path / "stall"
     env = {"LD_PRELOAD": str(shim), "SLOWFSYNC_MS": "0", "SLOWFSYNC_STALL_FILE": str(stall)}
-    agent = agent_process(tmp_path, printers, env=env, extra=_mailing(sink, critical_storm_s=storm_s), log_level="info")
+    agent = agent_process(tmp_path, printers, env=env, extra=_mailing(sink, **alerts), log_level="info")
     await asyncio.to_thread(in_english, agent.config)
     await agent.start()
     try:
         async with api_client(agent.port) as api:
-            yield FlakyCard(stall, api, sink)
+            yield FlakyCard(agent, stall, api, sink)
     finally:
         stall.unlink(missing_ok=True)
         await agent.close()
+
+
+async def test_a_card_that_stops_finishing_writes_is_told_at_once_and_its_order_prints_once_when_it_resumes(
+    tmp_path: Path, printers: dict[str, SimPrinter], sink: SmtpSink, fsync_counter_shim: Path
+) -> None:
+    """The card stops finishing writes while an order is being stored. The order is not answered (it is not durable)
+    and nothing prints; after storage_stall_s /ready answers 503 at once naming the stall (not after the card: a
+    monitor's request must not hang with the orders), the manager gets one storage mail saying the card stalls,
+    `edge health` leaves the mail to the agent, and an order sent meanwhile is refused at once (503). When the card
+    finishes the write, the first order is answered 201, /ready is 200 again, the second is taken when sent again,
+    each prints once, and the all-clear follows; nothing is left to raise the alarm again. Before:
+    /ready 200 throughout (its last good check was kept), no mail, nothing in the log: a box whose card hung took
+    orders into a queue nobody heard of."""
+    kitchen = printers["kitchen"]
+    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim) as card:
+        api, agent = card.api, card.agent
+        card.stall.touch()
+        order = fresh(make_order(1, print_receipt=False))
+        storing = asyncio.create_task(post(api, order))
+        ready: dict[str, Any] = {}
+
+        async def not_ready() -> bool:
+            started = time.monotonic()
+            async with api.get("/ready") as response:
+                ready.update(await response.json())
+                assert time.monotonic() - started < 1.0, "/ready waited for the card"
+                return response.status == 503
+
+        await wait_until(not_ready, 10, "/ready to say 503")
+        assert "has not finished a write" in ready["checks"]["database_writable"]["detail"], ready
+        await card.mails(1)
+        checked = await edge("health", "--alert", "--config", str(agent.config))
+        assert checked.returncode == 1 and "has not finished a write" in checked.stdout + checked.stderr, checked
+        assert not storing.done() and kitchen.printed == []
+        # An order sent while the stall is known is refused at once (503: the sender retries), not held with the
+        # first: senders retrying into a hung card would pile their connections up to the cap.
+        second = fresh(make_order(2, print_receipt=False))
+        status, body = await asyncio.wait_for(post(api, second), 2)
+        assert status == 503 and "retry" in str(body), body
+
+        card.stall.unlink()
+        status, body = await asyncio.wait_for(storing, 10)
+        assert status == 201, body
+        await wait_until(card.ready, 10, "/ready to say 200 again")
+        assert (await post(api, second))[0] == 201
+        await kitchen.wait_for_printed(2, timeout=10)
+
+        await card.mails(2)  # the all-clear
+        await asyncio.sleep(0.5)  # a second ticket would be out by now
+    assert len(kitchen.printed) == 2
+    mails = _storage_mails(sink)
+    assert len(mails) == 2, [str(m["Subject"]) for m in sink.messages]
+    text = mails[0].get_body(("plain",)).get_content()
+    assert "has not finished a write" in text, text
+    log = agent.log.read_text()
+    assert log.count('"storage_problem"') == 1
+    # The direct mail's note (for a restart on the same card) went with the stall: left behind, written after the
+    # database recorded the mail (it waited for the card too), it would raise the alarm again (1 run in 3 before).
+    assert await asyncio.to_thread(NoteInPlace(tmp_path / "data" / "storage-mailed.note").read) is None
+    assert "storage_alert_mailed_before" not in log
 
 
 def _subjects(sink: SmtpSink) -> list[str]:
@@ -179,7 +169,7 @@ async def test_a_card_that_stalls_again_and_again_costs_the_manager_its_alarm_an
     outbox's storm guard held those): 144 alarms a day from a card stalling every ten minutes, and a manager told the
     card was still failing when it was not; a stall right after another was a second alarm, sent after it was over."""
     storm_s = 10.0
-    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim, storm_s) as card:
+    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim, critical_storm_s=storm_s) as card:
         await card.stalls(until=lambda: card.mails(1), again=True)
         first_alarm = card.mailed_at
         await card.stalls(until=lambda: asyncio.sleep(0.5))  # a mail would be out within this
@@ -204,7 +194,7 @@ async def test_a_stall_over_within_the_storm_window_is_not_mailed_when_the_windo
     """The guarded stall's mail waits for the window's end only while the card still stalls: one over by then is the
     digest's, not an alarm about a card that works (its wait would otherwise mail it then)."""
     storm_s = 4.0
-    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim, storm_s) as card:
+    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim, critical_storm_s=storm_s) as card:
         await card.stalls(until=lambda: card.mails(1))
         first_alarm = card.mailed_at
         await card.mails(2)
@@ -221,7 +211,7 @@ async def test_a_stalls_alarm_the_relay_could_not_take_is_tried_again_while_the_
     outbox tries its mails, while the card stalls; a card that stalls for good must not leave the manager untold
     because one attempt failed. Before: one attempt, and nothing more while the card stalled (the outbox, which
     would retry, waits behind the card)."""
-    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim, storm_s=3600.0) as card:
+    async with flaky_card(tmp_path, printers, sink, fsync_counter_shim) as card:
         await sink.stop()
 
         async def relay_back_then_the_alarm() -> None:

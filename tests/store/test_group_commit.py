@@ -345,9 +345,12 @@ async def test_a_one_hop_write_cancelled_while_it_runs_still_leaves_the_writer_u
         await db.close()
 
 
-async def slow_disk(db: Database, monkeypatch: pytest.MonkeyPatch, fsync_s: float) -> None:
-    """Every fsync takes ``fsync_s`` longer, as on an SD card; a few writes so the database has measured it."""
-    slow_fsync(monkeypatch, fsync_s)
+async def slow_disk(
+    db: Database, monkeypatch: pytest.MonkeyPatch, fsync_s: float, times: list[tuple[float, float]] | None = None
+) -> None:
+    """Every fsync takes ``fsync_s`` longer, as on an SD card; a few writes so the database has measured it.
+    ``times``: as slow_fsync's."""
+    slow_fsync(monkeypatch, fsync_s, times)
     for n in range(3):
         await put(db, f"warm-{n}")
 
@@ -419,9 +422,7 @@ async def test_a_claim_that_claimed_nothing_closed_by_a_retry_that_changed_nothi
     synced: list[tuple[float, float]] = []
     try:
         await put(db, "first", one_hop=True)
-        slow_fsync(monkeypatch, 0.1, synced)
-        for n in range(3):  # the database measures the slow fsync, so the claims linger long enough to be joined
-            await put(db, f"warm-{n}")
+        await slow_disk(db, monkeypatch, 0.1, synced)  # measured: the claims linger long enough to be joined
         for claimed, fsyncs in ((False, 0), (True, 1)):
             before = len(synced)
 
