@@ -15,9 +15,11 @@ from typing import Any
 from edge.api.client import call_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
 from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreReadOnlyError
-from edge.log import configure_logging
+from edge.log import LogStream, configure_logging
 
 EXIT_CONFIG = 2
+# At the agent's exit its last log lines get this long: a reader that stopped reading must not hold a restart.
+_LOG_CLOSE_S = 2.0
 
 
 def _load(args: argparse.Namespace, *, printing: bool = False) -> Settings:
@@ -51,12 +53,15 @@ def _keep_escpos_cache(folder: Path) -> None:
         os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = str(folder)
 
 
-def _setup_logging(settings: Settings | None, *, level: str | None = None) -> None:
+def _setup_logging(settings: Settings | None, *, level: str | None = None, lines: LogStream | None = None) -> None:
     if settings is None:
-        configure_logging(level=level or "info")
+        configure_logging(level=level or "info", lines=lines)
     else:
         configure_logging(
-            fmt=settings.agent.log_format, level=level or settings.agent.log_level, secrets=settings.secrets()
+            fmt=settings.agent.log_format,
+            level=level or settings.agent.log_level,
+            secrets=settings.secrets(),
+            lines=lines,
         )
 
 
@@ -86,20 +91,28 @@ def _run(settings: Settings) -> int:
     _keep_escpos_cache(settings.agent.data_dir / "cache")
     from edge.app import Agent, run_until_signal, threads_left
 
-    _setup_logging(settings)
-    # The loop's executor (asyncio's own size), kept to be shut down without waiting: see threads_left.
-    executor = concurrent.futures.ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="asyncio")
-    with asyncio.Runner() as runner:
-        runner.get_loop().set_default_executor(executor)
-        forced = runner.run(run_until_signal(Agent(settings)))
-        executor.shutdown(wait=False)
-        # Stopped by a second signal, or threads still busy: the database is closed and the lock released, but a job
-        # may still be going out on a printer thread that Python cannot interrupt, or a thread hangs in a name lookup
-        # (no internet, the router's DNS does not answer), and leaving normally would wait for them.
-        if forced or threads_left():
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+    # Its lines are written by a thread of their own: a log reader that stops reading must not stop the agent.
+    lines = LogStream(sys.stderr)
+    _setup_logging(settings, lines=lines)
+    try:
+        # The loop's executor (asyncio's own size), kept to be shut down without waiting: see threads_left.
+        executor = concurrent.futures.ThreadPoolExecutor(
+            min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="asyncio"
+        )
+        with asyncio.Runner() as runner:
+            runner.get_loop().set_default_executor(executor)
+            forced = runner.run(run_until_signal(Agent(settings)))
+            executor.shutdown(wait=False)
+            # Stopped by a second signal, or threads still busy: the database is closed and the lock released, but a
+            # job may still be going out on a printer thread that Python cannot interrupt, or a thread hangs in a name
+            # lookup (no internet, the router's DNS does not answer), and leaving normally would wait for them.
+            if forced or threads_left():
+                lines.close(_LOG_CLOSE_S)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
+    finally:
+        lines.close(_LOG_CLOSE_S)
     return 0
 
 

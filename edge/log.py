@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -37,10 +41,122 @@ class RedactSecrets:
         return {k: self._scrub(v) for k, v in event_dict.items()}
 
 
+_WRITE_LINES = 256  # at most this many lines in one write
+
+
+class LogStream:
+    """The agent's log lines, written by a thread of their own. Its log is read by another process (journald under
+    systemd), which may stop reading: journald waiting on the same stalled card it writes to, a terminal over an SSH
+    session gone quiet. A line written on the event loop then blocked the whole agent once the pipe was full: no order
+    answered, no ticket printed, /ready silent. Lines beyond ``capacity`` waiting are dropped instead, and their
+    count is logged (`log_lines_dropped`) as soon as the reader takes lines again."""
+
+    def __init__(self, stream: TextIO, *, capacity: int = 4096) -> None:
+        """``stream``: where the lines go (stderr); written through a file descriptor of its own, so a write blocked
+        there never holds the lock of Python's own ``sys.stderr`` (at exit, Python aborts on a daemon thread holding
+        it)."""
+        self.stream = stream
+        self._fd = os.dup(stream.fileno())
+        self._encoding = stream.encoding or "utf-8"
+        self._lines: queue.Queue[str | None] = queue.Queue(capacity)
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._write, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, line: str) -> None:
+        try:
+            self._lines.put_nowait(line)
+        except queue.Full:
+            self._drop()
+
+    def close(self, timeout: float) -> None:
+        """Writes what waits, for at most ``timeout`` seconds (a reader that never reads again must not hold the
+        exit); lines logged after this are not written."""
+        if not self._thread.is_alive():
+            return
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(queue.Full):
+            self._lines.put(None, timeout=timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive():  # else it may still write to it
+            os.close(self._fd)
+
+    def _drop(self) -> None:
+        with self._dropped_lock:
+            self._dropped += 1
+
+    def _write(self) -> None:
+        while True:
+            batch = [self._lines.get()]
+            while batch[-1] is not None and len(batch) < _WRITE_LINES:  # what else waits goes in the same write
+                try:
+                    batch.append(self._lines.get_nowait())
+                except queue.Empty:
+                    break
+            if lines := [line for line in batch if line is not None]:
+                self._emit(lines)
+            if batch[-1] is None:  # close() asked, after these
+                return
+
+    def _emit(self, lines: list[str]) -> None:
+        if not self._written(lines):
+            with self._dropped_lock:
+                self._dropped += len(lines)
+            return
+        with self._dropped_lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:  # rendered (and redacted) as every line is, and written here: the queue may be full again
+            said = _Said()
+            structlog.wrap_logger(said).warning("log_lines_dropped", count=dropped, reason="the log's reader stopped")
+            if said.line and not self._written([said.line]):
+                with self._dropped_lock:
+                    self._dropped += dropped
+
+    def _written(self, lines: list[str]) -> bool:
+        data = memoryview(("\n".join(lines) + "\n").encode(self._encoding, "backslashreplace"))
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError:  # the reader is gone for good (a closed pipe): nobody to tell
+            return False
+        return True
+
+
+class _Said:
+    """A logger that keeps the line rendered for it."""
+
+    line = ""
+
+    def msg(self, message: str) -> None:
+        self.line = message
+
+    warning = msg
+
+
+class _QueuedLogger:
+    """structlog's logger for a LogStream: each rendered line is handed over, never written here."""
+
+    def __init__(self, lines: LogStream) -> None:
+        self._lines = lines
+
+    def msg(self, message: str) -> None:
+        self._lines.put(message)
+
+    debug = info = warning = warn = error = err = critical = fatal = exception = failure = log = msg
+
+
 def configure_logging(
-    *, fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (), stream: Any = None
+    *,
+    fmt: str = "auto",
+    level: str = "info",
+    secrets: Iterable[str] = (),
+    stream: Any = None,
+    lines: LogStream | None = None,
 ) -> None:
-    stream = stream or sys.stderr
+    """``lines``: the lines go out through it (the agent, which must go on whatever its log's reader does), to its
+    stream; else each is written to ``stream`` (stderr) as it comes (a command)."""
+    stream = lines.stream if lines is not None else stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer(ensure_ascii=False) if as_json else structlog.dev.ConsoleRenderer()
@@ -56,7 +172,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=(lambda *_: _QueuedLogger(lines)) if lines else structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
 
