@@ -68,7 +68,7 @@ class LogStream:
         try:
             self._lines.put_nowait(line)
         except queue.Full:
-            self._drop()
+            self._drop(1)
 
     def close(self, timeout: float) -> None:
         """Writes what waits, for at most ``timeout`` seconds (a reader that never reads again must not hold the
@@ -82,9 +82,9 @@ class LogStream:
         if not self._thread.is_alive():  # else it may still write to it
             os.close(self._fd)
 
-    def _drop(self) -> None:
+    def _drop(self, count: int) -> None:
         with self._dropped_lock:
-            self._dropped += 1
+            self._dropped += count
 
     def _write(self) -> None:
         while True:
@@ -101,8 +101,7 @@ class LogStream:
 
     def _emit(self, lines: list[str]) -> None:
         if not self._written(lines):
-            with self._dropped_lock:
-                self._dropped += len(lines)
+            self._drop(len(lines))
             return
         with self._dropped_lock:
             dropped, self._dropped = self._dropped, 0
@@ -110,8 +109,7 @@ class LogStream:
             said = _Said()
             structlog.wrap_logger(said).warning("log_lines_dropped", count=dropped, reason="the log's reader stopped")
             if said.line and not self._written([said.line]):
-                with self._dropped_lock:
-                    self._dropped += dropped
+                self._drop(dropped)
 
     def _written(self, lines: list[str]) -> bool:
         data = memoryview(("\n".join(lines) + "\n").encode(self._encoding, "backslashreplace"))
