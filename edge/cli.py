@@ -450,7 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _open_std_streams() -> None:
+    """/dev/null in place of a standard stream the process was started without (a supervisor's `2>&-`, a helper that
+    closes every descriptor): Python leaves None there, the agent's log stream cannot be made, and the next file
+    opened (the database, a printer's device) would take the descriptor stray writes go to."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        if getattr(sys, name) is None:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (the process's own, for its whole life)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _open_std_streams()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -8,11 +8,14 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import structlog
 
 from edge.log import LogStream, configure_logging
@@ -106,6 +109,42 @@ async def test_a_stop_while_the_log_reader_does_not_read_ends_within_seconds(
             assert await agent.terminate(timeout=10) == 0
         finally:
             await agent.close()
+
+
+async def test_an_agent_started_with_its_stderr_closed_runs(tmp_path: Path, printers: dict[str, SimPrinter]) -> None:
+    """A supervisor that closes the agent's stderr (an init script's `2>&-`, a daemon helper closing every descriptor)
+    leaves it no log: it runs anyway, answers orders and prints them, and stops with exit 0. Before: it exited 1 before
+    READY, saying nothing anywhere (its log stream could not be opened on a stderr that is not there)."""
+    agent = agent_process(tmp_path, printers, log_level="info")
+    process = await asyncio.create_subprocess_exec(
+        "sh",
+        "-c",
+        'exec "$0" -m edge run --config "$1" 2>&-',
+        sys.executable,
+        str(agent.config),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with api_client(agent.port) as api:
+
+            async def ready() -> bool:
+                assert process.returncode is None, f"the agent exited {process.returncode}"
+                try:
+                    async with api.get("/ready") as answer:
+                        return answer.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await wait_until(ready, 15, "the agent ready")
+            status, body = await post(api, fresh(make_order(1, print_receipt=False)))
+            assert status == 201, body
+            await wait_until(lambda: printers["kitchen"].printed, 10, "the kitchen ticket")
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def test_lines_a_stopped_reader_could_not_take_are_dropped_and_counted_once_it_reads_again() -> None:
