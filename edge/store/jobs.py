@@ -73,10 +73,16 @@ _ORIGINALS_REPEAT_COPIES = (
 # crash), printed last, the older revision the cook's last word.
 # An earlier ticket 'printing' on the same printer went out before (a spool sends one job after the other; its printed
 # mark may still be waiting for the next commit), so only one printing elsewhere (after a failover) keeps it waiting.
+# A whole ticket (a COPY) does not overtake a change or void ticket of its revision or an earlier one that came before
+# it on its printer and waits its turn there: tickets moved to a backup together printed the change after a COPY that
+# already showed it. One on another printer does not hold it: a person's reprint to a printer that works comes out now.
+# Every wait is for a ticket earlier by (revision, arrival), so no two tickets wait for each other.
 _IN_TURN = (
-    "(j.variant IS NULL OR NOT EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id"
-    " AND e.station IS j.station AND (e.revision < j.revision OR (e.revision = j.revision AND e.id < j.id))"
-    " AND (e.state IN ('queued', 'failed') OR (e.state = 'printing' AND e.printer IS NOT j.printer))))"
+    "(NOT EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id AND e.station IS j.station AND CASE"
+    " WHEN j.variant IS NULL THEN e.variant IS NOT NULL AND e.revision <= j.revision AND e.id < j.id"
+    " AND e.printer IS j.printer AND e.state IN ('queued', 'failed')"
+    " ELSE (e.revision < j.revision OR (e.revision = j.revision AND e.id < j.id))"
+    " AND (e.state IN ('queued', 'failed') OR (e.state = 'printing' AND e.printer IS NOT j.printer)) END))"
 )
 # Where a job goes when its attempt ends without it surely on paper (released unsent, cut short, failed, caught by a
 # crash): back in line, or, once its order is cancelled, discarded: no void ticket or receipt prints again; a ticket

@@ -1035,3 +1035,56 @@ async def test_a_station_emptied_before_anything_printed_there_gets_no_change_ti
     await asyncio.sleep(0.3)  # room for a ticket too many
     tickets = [decode(job).text for job in kitchen.printed]
     assert len(tickets) == 1 and "Station: kitchen" in tickets[0] and "2x Aperol Spritz" in tickets[0], tickets
+
+
+async def test_tickets_moved_to_the_backup_print_there_in_the_order_they_came(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 printed; the kitchen printer goes off line; a person asks for a reprint (a COPY of revision 1),
+    revision 2 comes (its change ticket waits behind that COPY), and a person asks for a reprint again (a COPY of
+    revision 2). The three move to the backup printer together and print there as they came: COPY, change, COPY, the
+    cook's last ticket the whole of revision 2. Before, the COPY of revision 2 went out in the first round with the
+    COPY of revision 1 and the change after both: the change ticket came last, after a COPY that already showed it
+    (the changes probe under the slow-card shim, seed 9026)."""
+    agent = await make_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.5})
+    kitchen, front = printers["kitchen"], printers["front"]
+    order_id = example_order["id"]
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await kitchen.wait_for_printed(1)
+        await printed_all(agent)
+        kitchen.set_offline(True)
+        for body in (None, dessert_added(example_order), None):
+            if body is not None:
+                assert (await post(api, body))[0] == 200
+                continue
+            async with api.post(f"/api/v1/orders/{order_id}/reprint", json={"station": "kitchen"}) as r:
+                assert r.status == 201, await r.text()
+        await printed_all(agent)
+    tickets = [t for t in (decode(job).text for job in front.printed) if "Station: kitchen" in t]
+    assert ["KOPIE" in t for t in tickets] == [True, False, True], tickets
+    assert "ÄNDERUNG" in tickets[1], tickets[1]
+    assert "Käsespätzle" in tickets[0] and "Tiramisu" in tickets[2] and "Käsespätzle" not in tickets[2], tickets
+
+
+async def test_a_reprint_to_a_printer_that_works_is_not_held_by_a_change_waiting_on_another(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 printed; revision 2's change ticket waits on another printer that is off line (moved there, as a
+    failover or a config change between runs moves tickets). Back on the kitchen printer, a person's reprint (a COPY
+    of revision 2, the whole order as it stands) prints at once: it does not wait for the change stuck elsewhere."""
+    kitchen, front = printers["kitchen"], printers["front"]
+    order_id = example_order["id"]
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: len(kitchen.printed) == 1 and len(front.printed) == 1, what="ticket and receipt")
+    await printed_all(agent)
+    kitchen.set_offline(True)
+    front.set_offline(True)
+    assert (await post(api, dessert_added(example_order)))[0] == 200
+    await db_execute(agent, "UPDATE print_jobs SET printer = 'front' WHERE variant = 'change'")
+    kitchen.set_offline(False)
+    async with api.post(f"/api/v1/orders/{order_id}/reprint", json={"station": "kitchen"}) as r:
+        assert r.status == 201, await r.text()
+    [_, copy] = await kitchen.wait_for_printed(2, timeout=5)
+    assert "KOPIE" in decode(copy).text and "Tiramisu" in decode(copy).text, decode(copy).text
+    assert len(front.printed) == 1  # the change still waits there
