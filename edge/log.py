@@ -144,6 +144,21 @@ class _QueuedLogger:
     debug = info = warning = warn = error = err = critical = fatal = exception = failure = log = msg
 
 
+class _LibraryLines(logging.Handler):
+    """Warnings and errors libraries log through Python's logging (asyncio's "Task exception was never retrieved",
+    aiosqlite's, paho's) as our lines: on our stream, in our format, secrets scrubbed. Without a handler Python's last
+    resort writes them to stderr itself: unredacted, and on the event loop, where a log reader that stopped reading
+    would block the agent again."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        structlog.get_logger().log(
+            record.levelno, "library_log", logger=record.name, message=record.getMessage(), exc_info=record.exc_info
+        )
+
+
+_LIBRARY_LINES = _LibraryLines(logging.WARNING)
+
+
 def configure_logging(
     *,
     fmt: str = "auto",
@@ -173,6 +188,7 @@ def configure_logging(
         logger_factory=(lambda *_: _QueuedLogger(lines)) if lines else structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    logging.getLogger().addHandler(_LIBRARY_LINES)  # once: a handler already there is not added again
 
 
 class Summarised:

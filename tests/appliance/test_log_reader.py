@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 import structlog
 
 from edge.log import LogStream, configure_logging
@@ -183,3 +185,35 @@ def test_lines_a_stopped_reader_could_not_take_are_dropped_and_counted_once_it_r
             lines.close(2)
             structlog.configure(**saved)
             os.close(read)
+
+
+def test_what_libraries_log_goes_out_with_the_agents_lines_redacted(capfd: pytest.CaptureFixture[str]) -> None:
+    """A warning a library logs through Python's logging (asyncio's "Task exception was never retrieved", with the
+    exception's message) comes out as one of the agent's lines: on its stream, in its format, with secrets scrubbed.
+    Before, Python's last resort wrote it to stderr itself: unredacted, unformatted, and on the event loop, where a log
+    reader that stopped reading blocked the agent again."""
+    secret = "central-Tok3n-visible-nowhere"
+    read_end, write_end = os.pipe()
+    saved = structlog.get_config()
+    try:
+        with os.fdopen(write_end, "w") as stream:
+            lines = LogStream(stream)
+            configure_logging(fmt="json", level="info", secrets=[secret], lines=lines)
+            try:
+                raise ConnectionError(f"GET https://central.test/?token={secret} failed")
+            except ConnectionError:
+                logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=True)
+            logging.getLogger("aiosqlite").info("a library's chatter below warning")
+            lines.close(5)
+        with os.fdopen(read_end) as reader:
+            [line] = reader.read().splitlines()
+    finally:
+        structlog.configure(**saved)
+    event = json.loads(line)
+    assert (event["logger"], event["level"], event["message"]) == (
+        "asyncio",
+        "error",
+        "Task exception was never retrieved",
+    )
+    assert "ConnectionError" in event["exception"] and secret not in line and "token=***" in line
+    assert secret not in capfd.readouterr().err
