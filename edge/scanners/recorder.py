@@ -18,6 +18,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import ScannerSettings
 from edge.durable import write_durably
 from edge.errors import StoreUnavailableError
+from edge.log import Summarised
 from edge.scanners.codes import UnknownCode, parse_code
 from edge.states import ScanOutcome
 from edge.store.db import STORE_RETRY_S
@@ -26,6 +27,9 @@ from edge.store.scans import ScanRequest, ScanResult, ScanStore
 log = structlog.get_logger()
 
 
+# Past this many codes noted, those not read for _READ_KEPT_S (longer than any sensible hand_out_gap_s) are forgotten.
+_READS_KEPT, _READ_KEPT_S = 256, 600.0
+_REREADS_LOGGED_S = 60.0  # re-reads not written: one log line per scanner this often, with how many since
 _HELD_MAX = 1000  # scans kept while the store refuses writes (a full card): about a day of a busy kitchen's
 
 
@@ -42,6 +46,11 @@ class ScanRecorder:
         # writes again. A cook does not scan a ticket twice: lost, the order never showed ready.
         self._held: collections.deque[tuple[ScanRequest, float]] = collections.deque()
         self._retry: asyncio.Task[None] | None = None
+        # When each scanner last read each code, on the monotonic clock: what lies under a hands-free scanner is read
+        # again every 0.5-1 s. Only codes read within a scanner's hand_out_gap_s are kept.
+        self._last_read: dict[tuple[str, str], float] = {}
+        self._rereads = Summarised("scan_repeated", every_s=_REREADS_LOGGED_S, level="info", clock=clock.mono)
+        self._unknown_rereads = Summarised("scan_unknown", every_s=_REREADS_LOGGED_S, clock=clock.mono)
 
     @property
     def held(self) -> int:
@@ -122,6 +131,7 @@ class ScanRecorder:
                 hand_out=scanner.hand_out,
                 hand_out_gap_s=scanner.hand_out_gap_s,
             )
+        request = dataclasses.replace(request, reread=self._reread(scanner, code))
         if self._held:  # behind the scans waiting: they keep their order
             self._hold(request, None)
             await self._leave()
@@ -134,6 +144,15 @@ class ScanRecorder:
             return None
         self._log(request, result, read_at)
         return result
+
+    def _reread(self, scanner: ScannerSettings, code: str) -> bool:
+        """Whether this scanner read this code less than its hand_out_gap_s ago (and note this read)."""
+        now = self._clock.mono()
+        last = self._last_read.get((scanner.name, code))
+        self._last_read[(scanner.name, code)] = now
+        if len(self._last_read) > _READS_KEPT:  # codes long out of view
+            self._last_read = {k: t for k, t in self._last_read.items() if now - t < _READ_KEPT_S}
+        return last is not None and 0 <= now - last < scanner.hand_out_gap_s
 
     def _hold(self, request: ScanRequest, err: StoreUnavailableError | None) -> None:
         if len(self._held) >= _HELD_MAX:
@@ -161,8 +180,7 @@ class ScanRecorder:
             if recorded:  # a death before this records them again: a scan repeated changes nothing
                 await self._leave()
 
-    @staticmethod
-    def _log(request: ScanRequest, result: ScanResult, read_at: float | None, **more: Any) -> None:
+    def _log(self, request: ScanRequest, result: ScanResult, read_at: float | None, **more: Any) -> None:
         fields: dict[str, Any] = {
             "scanner": request.scanner,
             "order_id": result.order_id,
@@ -173,7 +191,10 @@ class ScanRecorder:
         }
         if read_at is not None:
             fields["stored_ms"] = round((time.monotonic() - read_at) * 1000, 1)
-        if result.outcome == ScanOutcome.UNKNOWN:
+        if result.scan_id is None:  # what lies under a hands-free scanner: a line a minute per scanner, not 2 a second
+            said = self._unknown_rereads if result.outcome == ScanOutcome.UNKNOWN else self._rereads
+            said.note(request.scanner, code=request.code, **fields)
+        elif result.outcome == ScanOutcome.UNKNOWN:
             log.warning("scan_unknown", code=request.code, **fields)
         elif result.outcome == ScanOutcome.ALREADY_DONE:
             log.info("scan_repeated", **fields)  # idempotent: nothing changed

@@ -35,13 +35,16 @@ class ScanRequest:
     # order (a ticket lying under a hands-free scanner, re-read every 0.5-1 s)
     hand_out_gap_s: float = 0.0
     detail: str = ""  # why the code names no order, when order_ref is None
+    # This scanner read this very code less than hand_out_gap_s before: what lies under a hands-free scanner, re-read
+    # every 0.5-1 s. Answered as any read, but written only when it changes something or the hand-out needs it.
+    reread: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class ScanResult:
     """What a scan did, as recorded."""
 
-    scan_id: int
+    scan_id: int | None  # None: a re-read that changed nothing, not written (ScanRequest.reread)
     outcome: ScanOutcome
     order_id: str | None
     order_number: str | None
@@ -186,11 +189,11 @@ async def _apply(
 ) -> ScanResult:
     order, why_not = await _find_order(conn, scan, day) if scan.order_ref else (None, scan.detail)
     if order is None:
-        return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, None, None, scan.detail or why_not)
+        return await _quiet(conn, scan, now, ScanOutcome.UNKNOWN, None, None, scan.detail or why_not, settled=True)
     order_id, number = order["id"], order["number"]
     if order["status"] == OrderStatus.CANCELLED:  # its tickets are void: nothing to mark done or hand out
         detail = f"order {number} is cancelled: nothing changed"
-        return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
+        return await _quiet(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, settled=True)
     revision, stations = await _waited_for(conn, order_id)
     done = {
         r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order_id,))
@@ -202,11 +205,10 @@ async def _apply(
     if pickup:
         ready_at, handed_out_at = pickup[0]
         if handed_out_at is not None:
-            return await _insert_scan(
-                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number} was already handed out"
-            )
+            detail = f"order {number} was already handed out"
+            return await _quiet(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, settled=True)
         if not scan.hand_out:
-            return await _insert_scan(
+            return await _quiet(
                 conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number} is already ready"
             )
         # A negative gap: the wall clock was stepped back since; a double read is seconds apart, and a clock stepped
@@ -237,9 +239,9 @@ async def _apply(
     if scan.station is not None and scan.station not in stations:
         if await _had_ticket(conn, order_id, scan.station):  # a change took its items out: nothing to make there
             detail = f"order {number} has nothing for {scan.station} in revision {revision}: nothing changed"
-            return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
+            return await _quiet(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
         known = ", ".join(sorted(stations)) or "none"
-        return await _insert_scan(
+        return await _quiet(
             conn,
             scan,
             now,
@@ -253,7 +255,7 @@ async def _apply(
     new = sorted(targets - done)
     if targets and not new:
         what = f"{scan.station} ticket" if scan.station else "every ticket"
-        return await _insert_scan(
+        return await _quiet(
             conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number}: {what} already done"
         )
     ready = stations <= done | targets
@@ -271,6 +273,28 @@ async def _apply(
         await conn.execute("INSERT INTO order_pickup(order_id, ready_at) VALUES (?, ?)", (order_id, now))
         await add_outbox(conn, [ready_row(order_id, number, revision, now, scanner=scan.scanner)])
     return result
+
+
+async def _quiet(
+    conn: aiosqlite.Connection,
+    scan: ScanRequest,
+    now: float,
+    outcome: ScanOutcome,
+    order: aiosqlite.Row | None,
+    station: str | None,
+    detail: str,
+    *,
+    settled: bool = False,
+) -> ScanResult:
+    """A read that changes nothing: written, unless it is a re-read (ScanRequest.reread): then it costs no write. On a
+    scanner that hands out, every read of an order it may still hand out is written: the next read is judged by them,
+    also after a restart (a ticket still in view is no hand-out); ``settled``: the order never will be (handed out,
+    cancelled, none)."""
+    if not scan.reread or (scan.hand_out and not settled):
+        return await _insert_scan(conn, scan, now, outcome, order, station, detail)
+    return ScanResult(
+        None, outcome, order["id"] if order else None, order["number"] if order else None, station, detail
+    )
 
 
 async def _insert_scan(

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.sim.scanner import SimScanner
-from tests.helpers import Seen, db_rows, push_order, scanner_config
+from tests.helpers import Seen, commits_seen, db_rows, push_order, scanner_config
 
 
 async def outbox(agent: Agent, order_id: str) -> list[str]:
@@ -126,4 +126,48 @@ async def test_a_ready_order_is_handed_out_after_the_box_clock_was_stepped_back(
     clock.step(-600)
     clock.advance(20)
     assert await read(seen, sims["counter"], code) == "handed_out"
+    assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
+
+
+async def scans_of(agent: Agent, code: str) -> int:
+    """Rows the scans table holds for reads of ``code``."""
+    [(count,)] = await db_rows(agent, "SELECT COUNT(*) FROM scans WHERE code = ?", code)
+    return int(count)
+
+
+async def test_a_ticket_or_a_product_code_lying_under_a_scanner_is_written_once_a_presentation(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """A hands-free scanner re-reads what lies under it every 0.5 s (Zebra's "Timeout Between Decodes, Same Symbol",
+    0.5 s by default in presentation mode): a done ticket at the kitchen's scanner, a handed-out one at the counter, a
+    drink's barcode. Every read is answered as before, but only the first of a presentation is written: re-reads that
+    change nothing cost the card no commit. Taken away for longer than hand_out_gap_s and shown again, the ticket is a
+    new presentation, written again. Before: each re-read was a row and a commit with its fsync, about 8 KB on the
+    card (an hour of a ticket lying there: 7,200 commits, ~59 MB, /work/probes/scans/lying.py)."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    order = await push_order(agent, 5)
+    ticket, drink = f"edge:v1:{order['id']}:kitchen", "4006381333931"
+    assert await read(seen, sims["kitchen"], ticket) == "order_ready"
+    clock.advance(4)
+    assert await read(seen, sims["counter"], ticket) == "handed_out"
+    clock.advance(0.5)  # the first read of each at its scanner since it was laid there, or of the day
+    assert await read(seen, sims["kitchen"], ticket) == "already_done"
+    assert await read(seen, sims["counter"], ticket) == "already_done"  # 0.5 s after the hand-out: the same showing
+    assert await read(seen, sims["bar"], drink) == "unknown"
+    assert agent.deps is not None
+    async with commits_seen(agent.deps.db.path) as committed:
+        commits = 0  # rounds of three reads with a commit between their start and end: before, every one
+        for _ in range(20):
+            clock.advance(0.5)
+            assert await read(seen, sims["kitchen"], ticket) == "already_done"
+            assert await read(seen, sims["counter"], ticket) == "already_done"
+            assert await read(seen, sims["bar"], drink) == "unknown"
+            commits += await committed()
+    assert commits <= 2, commits  # the agent's own timers may commit meanwhile (as the clock moves 10 s)
+    assert await scans_of(agent, ticket) == 3  # ready, handed out, the kitchen's first read of this showing
+    assert await scans_of(agent, drink) == 1
+    clock.advance(3.5)  # gone, and back
+    assert await read(seen, sims["kitchen"], ticket) == "already_done"
+    assert await scans_of(agent, ticket) == 4
     assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
