@@ -189,11 +189,15 @@ async def _apply(
 ) -> ScanResult:
     order, why_not = await _find_order(conn, scan, day) if scan.order_ref else (None, scan.detail)
     if order is None:
-        return await _quiet(conn, scan, now, ScanOutcome.UNKNOWN, None, None, scan.detail or why_not, settled=True)
+        return await _insert_scan(
+            conn, scan, now, ScanOutcome.UNKNOWN, None, None, scan.detail or why_not, quiet=True, settled=True
+        )
     order_id, number = order["id"], order["number"]
     if order["status"] == OrderStatus.CANCELLED:  # its tickets are void: nothing to mark done or hand out
         detail = f"order {number} is cancelled: nothing changed"
-        return await _quiet(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, settled=True)
+        return await _insert_scan(
+            conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True, settled=True
+        )
     revision, stations = await _waited_for(conn, order_id)
     done = {
         r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order_id,))
@@ -206,10 +210,13 @@ async def _apply(
         ready_at, handed_out_at = pickup[0]
         if handed_out_at is not None:
             detail = f"order {number} was already handed out"
-            return await _quiet(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, settled=True)
+            return await _insert_scan(
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True, settled=True
+            )
         if not scan.hand_out:
-            return await _quiet(
-                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number} is already ready"
+            detail = f"order {number} is already ready"
+            return await _insert_scan(
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True
             )
         # A negative gap: the wall clock was stepped back since; a double read is seconds apart, and a clock stepped
         # back by minutes cannot tell one, so it is not taken for one (the hand-out would wait out the step).
@@ -239,25 +246,19 @@ async def _apply(
     if scan.station is not None and scan.station not in stations:
         if await _had_ticket(conn, order_id, scan.station):  # a change took its items out: nothing to make there
             detail = f"order {number} has nothing for {scan.station} in revision {revision}: nothing changed"
-            return await _quiet(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
+            return await _insert_scan(
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True
+            )
         known = ", ".join(sorted(stations)) or "none"
-        return await _quiet(
-            conn,
-            scan,
-            now,
-            ScanOutcome.UNKNOWN,
-            order,
-            scan.station,
-            f"order {number} has no {scan.station} ticket (its stations: {known})",
-        )
+        detail = f"order {number} has no {scan.station} ticket (its stations: {known})"
+        return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, order, scan.station, detail, quiet=True)
     # A plain code from a scanner without a station confirms the whole order, e.g. at the counter.
     targets = {scan.station} if scan.station is not None else stations
     new = sorted(targets - done)
     if targets and not new:
         what = f"{scan.station} ticket" if scan.station else "every ticket"
-        return await _quiet(
-            conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, f"order {number}: {what} already done"
-        )
+        detail = f"order {number}: {what} already done"
+        return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True)
     ready = stations <= done | targets
     outcome = ScanOutcome.ORDER_READY if ready else ScanOutcome.TICKET_DONE
     waiting = sorted(stations - done - targets)
@@ -275,28 +276,6 @@ async def _apply(
     return result
 
 
-async def _quiet(
-    conn: aiosqlite.Connection,
-    scan: ScanRequest,
-    now: float,
-    outcome: ScanOutcome,
-    order: aiosqlite.Row | None,
-    station: str | None,
-    detail: str,
-    *,
-    settled: bool = False,
-) -> ScanResult:
-    """A read that changes nothing: written, unless it is a re-read (ScanRequest.reread): then it costs no write. On a
-    scanner that hands out, every read of an order it may still hand out is written: the next read is judged by them,
-    also after a restart (a ticket still in view is no hand-out); ``settled``: the order never will be (handed out,
-    cancelled, none)."""
-    if not scan.reread or (scan.hand_out and not settled):
-        return await _insert_scan(conn, scan, now, outcome, order, station, detail)
-    return ScanResult(
-        None, outcome, order["id"] if order else None, order["number"] if order else None, station, detail
-    )
-
-
 async def _insert_scan(
     conn: aiosqlite.Connection,
     scan: ScanRequest,
@@ -305,17 +284,25 @@ async def _insert_scan(
     order: aiosqlite.Row | None,
     station: str | None,
     detail: str,
+    *,
+    quiet: bool = False,
+    settled: bool = False,
 ) -> ScanResult:
+    """The scans row of a read, and what it did. ``quiet``: it changes nothing, and is not written if it is a re-read
+    (ScanRequest.reread), so it costs no write. On a scanner that hands out, every read of an order it may still hand
+    out is written: the next read is judged by them, also after a restart (a ticket still in view is no hand-out);
+    ``settled``: the order never will be (handed out, cancelled, none)."""
+    order_id, number = (order["id"], order["number"]) if order else (None, None)
+    if quiet and scan.reread and (settled or not scan.hand_out):
+        return ScanResult(None, outcome, order_id, number, station, detail)
     cursor = await conn.execute(
         "INSERT INTO scans(scanned_at, scanner, code, order_id, station, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (now, scan.scanner, scan.code, order["id"] if order else None, station, outcome, detail),
+        (now, scan.scanner, scan.code, order_id, station, outcome, detail),
     )
     scan_id = cursor.lastrowid
     await cursor.close()
     assert scan_id is not None  # an INSERT into a rowid table always has one
-    return ScanResult(
-        scan_id, outcome, order["id"] if order else None, order["number"] if order else None, station, detail
-    )
+    return ScanResult(scan_id, outcome, order_id, number, station, detail)
 
 
 # The stations an order waits for: those with production items in its current revision (Order.stations, read from
