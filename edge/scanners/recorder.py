@@ -27,8 +27,6 @@ from edge.store.scans import ScanRequest, ScanResult, ScanStore
 log = structlog.get_logger()
 
 
-# Past this many codes noted, those not read for _READ_KEPT_S (longer than any sensible hand_out_gap_s) are forgotten.
-_READS_KEPT, _READ_KEPT_S = 256, 600.0
 _REREADS_LOGGED_S = 60.0  # re-reads not written: one log line per scanner this often, with how many since
 _HELD_MAX = 1000  # scans kept while the store refuses writes (a full card): about a day of a busy kitchen's
 
@@ -46,9 +44,6 @@ class ScanRecorder:
         # writes again. A cook does not scan a ticket twice: lost, the order never showed ready.
         self._held: collections.deque[tuple[ScanRequest, float]] = collections.deque()
         self._retry: asyncio.Task[None] | None = None
-        # When each scanner last read each code, on the monotonic clock: what lies under a hands-free scanner is read
-        # again every 0.5-1 s. Only codes read within a scanner's hand_out_gap_s are kept.
-        self._last_read: dict[tuple[str, str], float] = {}
         self._rereads = Summarised("scan_repeated", every_s=_REREADS_LOGGED_S, level="info", clock=clock.mono)
         self._unknown_rereads = Summarised("scan_unknown", every_s=_REREADS_LOGGED_S, clock=clock.mono)
 
@@ -131,7 +126,6 @@ class ScanRecorder:
                 hand_out=scanner.hand_out,
                 hand_out_gap_s=scanner.hand_out_gap_s,
             )
-        request = dataclasses.replace(request, reread=self._reread(scanner, code))
         if self._held:  # behind the scans waiting: they keep their order
             self._hold(request, None)
             await self._leave()
@@ -144,15 +138,6 @@ class ScanRecorder:
             return None
         self._log(request, result, read_at)
         return result
-
-    def _reread(self, scanner: ScannerSettings, code: str) -> bool:
-        """Whether this scanner read this code less than its hand_out_gap_s ago (and note this read)."""
-        now = self._clock.mono()
-        last = self._last_read.get((scanner.name, code))
-        self._last_read[(scanner.name, code)] = now
-        if len(self._last_read) > _READS_KEPT:  # codes long out of view
-            self._last_read = {k: t for k, t in self._last_read.items() if now - t < _READ_KEPT_S}
-        return last is not None and 0 <= now - last < scanner.hand_out_gap_s
 
     def _hold(self, request: ScanRequest, err: StoreUnavailableError | None) -> None:
         if len(self._held) >= _HELD_MAX:

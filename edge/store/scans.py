@@ -35,8 +35,8 @@ class ScanRequest:
     # order (a ticket lying under a hands-free scanner, re-read every 0.5-1 s)
     hand_out_gap_s: float = 0.0
     detail: str = ""  # why the code names no order, when order_ref is None
-    # This scanner read this very code less than hand_out_gap_s before: what lies under a hands-free scanner, re-read
-    # every 0.5-1 s. Answered as any read, but written only when it changes something or the hand-out needs it.
+    # Set by the store: this scanner read this very code less than hand_out_gap_s before, in this run (what lies under
+    # a hands-free scanner, re-read every 0.5-1 s). Answered as any read, but written only when it changes something.
     reread: bool = False
 
 
@@ -83,6 +83,31 @@ def _existing(local: dt.datetime) -> dt.datetime:
     return local if exists else local.replace(fold=1)
 
 
+# While a ticket lies under a scanner that hands out, one read of it is written this often, not each re-read: the
+# written reads are what a start after a stop or a crash knows of a presentation (see _apply).
+_PRESENTATION_WRITTEN_S = 60.0
+# Past this many reads noted, those older than _READ_KEPT_S (longer than any sensible hand_out_gap_s) are forgotten.
+_READS_KEPT, _READ_KEPT_S = 512, 600.0
+
+
+class _RecentReads:
+    """When each scanner last read each code, and each order, in this run, on the monotonic clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._at: dict[tuple[str, str, str], float] = {}
+
+    def seen(self, scanner: str, kind: str, key: str) -> float | None:
+        """Seconds since this scanner's previous read of ``key`` (a "code" or an "order") in this run, None if none;
+        this read is noted."""
+        now = self._clock.mono()
+        last = self._at.get((scanner, kind, key))
+        self._at[(scanner, kind, key)] = now
+        if len(self._at) > _READS_KEPT:
+            self._at = {k: t for k, t in self._at.items() if now - t < _READ_KEPT_S}
+        return None if last is None else max(0.0, now - last)
+
+
 class ScanStore:
     def __init__(
         self,
@@ -97,14 +122,17 @@ class ScanStore:
         self._clock = clock
         self._business_day = business_day
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
+        self._reads = _RecentReads(clock)
 
     async def record(self, scan: ScanRequest, *, at: float | None = None) -> ScanResult:
         """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all. ``at``:
         when it was read (a scan the store refused at first, recorded later); None: now."""
         now = self._clock.wall() if at is None else at
         day = self._business_day.bounds(now)
+        since = self._reads.seen(scan.scanner, "code", scan.code)
+        scan = dataclasses.replace(scan, reread=since is not None and since < scan.hand_out_gap_s)
         async with self._db.publishing(self._bus) as (conn, events):
-            result = await _apply(conn, scan, now, day)
+            result = await _apply(conn, scan, now, day, self._reads)
             events.append(
                 ScanRecorded(scanner=scan.scanner, code=scan.code, outcome=result.outcome, order_id=result.order_id)
             )
@@ -185,18 +213,32 @@ async def _find_order(
 
 
 async def _apply(
-    conn: aiosqlite.Connection, scan: ScanRequest, now: float, day: tuple[dt.datetime, dt.datetime]
+    conn: aiosqlite.Connection,
+    scan: ScanRequest,
+    now: float,
+    day: tuple[dt.datetime, dt.datetime],
+    reads: _RecentReads,
 ) -> ScanResult:
     order, why_not = await _find_order(conn, scan, day) if scan.order_ref else (None, scan.detail)
     if order is None:
-        return await _insert_scan(
-            conn, scan, now, ScanOutcome.UNKNOWN, None, None, scan.detail or why_not, quiet=True, settled=True
-        )
+        unknown = scan.detail or why_not
+        return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, None, None, unknown, quiet=scan.reread)
     order_id, number = order["id"], order["number"]
+    # A read that changes nothing is not written when it is a re-read. On a scanner that hands out, the hand-out is
+    # judged by the reads of the order before (a ticket still in view is no hand-out): in this run by their times
+    # kept here, after a start by the reads written, one at least every _PRESENTATION_WRITTEN_S.
+    since = reads.seen(scan.scanner, "order", order_id)
+    last_read = None
+    if scan.hand_out:
+        ((last_read,),) = await conn.execute_fetchall(
+            "SELECT MAX(scanned_at) FROM scans WHERE order_id = ? AND scanner = ?", (order_id, scan.scanner)
+        )
+    written_lately = last_read is not None and 0 <= now - last_read < _PRESENTATION_WRITTEN_S
+    quiet = (since is not None and written_lately) if scan.hand_out else scan.reread
     if order["status"] == OrderStatus.CANCELLED:  # its tickets are void: nothing to mark done or hand out
         detail = f"order {number} is cancelled: nothing changed"
         return await _insert_scan(
-            conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True, settled=True
+            conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=scan.reread
         )
     revision, stations = await _waited_for(conn, order_id)
     done = {
@@ -211,29 +253,38 @@ async def _apply(
         if handed_out_at is not None:
             detail = f"order {number} was already handed out"
             return await _insert_scan(
-                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True, settled=True
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=scan.reread
             )
         if not scan.hand_out:
             detail = f"order {number} is already ready"
             return await _insert_scan(
-                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet
             )
         # A negative gap: the wall clock was stepped back since; a double read is seconds apart, and a clock stepped
         # back by minutes cannot tell one, so it is not taken for one (the hand-out would wait out the step).
         if 0 <= now - ready_at < scan.hand_out_gap_s:
             detail = f"order {number} became ready {now - ready_at:.1f}s ago: taken as a double read, not a hand-out"
-            return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
+            return await _insert_scan(
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet
+            )
         # A hands-free scanner re-reads a ticket lying under it every 0.5-1 s: reads of the order on this scanner,
         # each within the gap of the one before, are one presentation. A hand-out needs it out of view and back.
-        ((last_read,),) = await conn.execute_fetchall(
-            "SELECT MAX(scanned_at) FROM scans WHERE order_id = ? AND scanner = ?", (order_id, scan.scanner)
-        )
-        if last_read is not None and 0 <= now - last_read < scan.hand_out_gap_s:
+        # The first read of it in this run (after a stop or a crash) has only the written reads, at most
+        # _PRESENTATION_WRITTEN_S apart while it lay there: within that and the gap, it is taken as still in view.
+        if since is not None:
+            ago: float | None = since if since < scan.hand_out_gap_s else None
+        elif last_read is not None and 0 <= now - last_read < scan.hand_out_gap_s + _PRESENTATION_WRITTEN_S:
+            ago = now - last_read
+        else:
+            ago = None
+        if ago is not None:
             detail = (
-                f"order {number} read by this scanner {now - last_read:.1f}s before: still in view, taken as the same"
+                f"order {number} read by this scanner {ago:.1f}s before: still in view, taken as the same"
                 " presentation, not a hand-out"
             )
-            return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail)
+            return await _insert_scan(
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet
+            )
         result = await _insert_scan(
             conn, scan, now, ScanOutcome.HANDED_OUT, order, scan.station, f"order {number} handed out"
         )
@@ -247,18 +298,18 @@ async def _apply(
         if await _had_ticket(conn, order_id, scan.station):  # a change took its items out: nothing to make there
             detail = f"order {number} has nothing for {scan.station} in revision {revision}: nothing changed"
             return await _insert_scan(
-                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet
             )
         known = ", ".join(sorted(stations)) or "none"
         detail = f"order {number} has no {scan.station} ticket (its stations: {known})"
-        return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, order, scan.station, detail, quiet=True)
+        return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, order, scan.station, detail, quiet=quiet)
     # A plain code from a scanner without a station confirms the whole order, e.g. at the counter.
     targets = {scan.station} if scan.station is not None else stations
     new = sorted(targets - done)
     if targets and not new:
         what = f"{scan.station} ticket" if scan.station else "every ticket"
         detail = f"order {number}: {what} already done"
-        return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=True)
+        return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet)
     ready = stations <= done | targets
     outcome = ScanOutcome.ORDER_READY if ready else ScanOutcome.TICKET_DONE
     waiting = sorted(stations - done - targets)
@@ -286,14 +337,11 @@ async def _insert_scan(
     detail: str,
     *,
     quiet: bool = False,
-    settled: bool = False,
 ) -> ScanResult:
-    """The scans row of a read, and what it did. ``quiet``: it changes nothing, and is not written if it is a re-read
-    (ScanRequest.reread), so it costs no write. On a scanner that hands out, every read of an order it may still hand
-    out is written: the next read is judged by them, also after a restart (a ticket still in view is no hand-out);
-    ``settled``: the order never will be (handed out, cancelled, none)."""
+    """The scans row of a read, and what it did; ``quiet``: a read that changes nothing and is not written (see
+    _apply), so it costs the card nothing."""
     order_id, number = (order["id"], order["number"]) if order else (None, None)
-    if quiet and scan.reread and (settled or not scan.hand_out):
+    if quiet:
         return ScanResult(None, outcome, order_id, number, station, detail)
     cursor = await conn.execute(
         "INSERT INTO scans(scanned_at, scanner, code, order_id, station, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
