@@ -270,10 +270,15 @@ async def _apply(
         # A hands-free scanner re-reads a ticket lying under it every 0.5-1 s: reads of the order on this scanner,
         # each within the gap of the one before, are one presentation. A hand-out needs it out of view and back.
         # The first read of it in this run (after a stop or a crash) has only the written reads, at most
-        # _PRESENTATION_WRITTEN_S apart while it lay there: within that and the gap, it is taken as still in view.
+        # _PRESENTATION_WRITTEN_S apart while it lay there: within that and the gap, it is taken as still in view
+        # (unless the gap is 0: presentations are off).
         if since is not None:
             ago: float | None = since if since < scan.hand_out_gap_s else None
-        elif last_read is not None and 0 <= now - last_read < scan.hand_out_gap_s + _PRESENTATION_WRITTEN_S:
+        elif (
+            scan.hand_out_gap_s > 0
+            and last_read is not None
+            and 0 <= now - last_read < scan.hand_out_gap_s + _PRESENTATION_WRITTEN_S
+        ):
             ago = now - last_read
         else:
             ago = None

@@ -21,11 +21,11 @@ async def outbox(agent: Agent, order_id: str) -> list[str]:
 
 
 async def start(
-    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], clock: SteppedClock
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], clock: SteppedClock, gap_s: float = 3.0
 ) -> tuple[Agent, Seen]:
     """The real agent whose counter scanner hands out, with the default gap (3 s)."""
     seen = Seen()
-    agent = await make_agent(scanners=scanner_config(sims, counter={"hand_out_gap_s": 3.0}), clock=clock, listen=seen)
+    agent = await make_agent(scanners=scanner_config(sims, counter={"hand_out_gap_s": gap_s}), clock=clock, listen=seen)
     for name in sims:
         await seen.connected(name)
     return agent, seen
@@ -199,3 +199,19 @@ async def test_a_ready_ticket_lying_under_the_counter_scanner_writes_a_read_a_mi
     clock.advance(3.5)
     assert await read(seen, sims["counter"], code) == "handed_out"
     assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
+
+
+async def test_a_counter_scanner_without_a_gap_hands_out_at_the_first_read_after_a_restart(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """``hand_out_gap_s = 0`` turns presentations off: the read after the one that made the order ready hands it out,
+    also when the agent restarted between the two, seconds apart (a start does not take it as still in view)."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock, gap_s=0)
+    order = await push_order(agent, 7)
+    code = f"edge:v1:{order['id']}:kitchen"
+    assert await read(seen, sims["counter"], code) == "order_ready"
+    await agent.stop()
+    clock.advance(5)
+    agent, seen = await start(make_agent, sims, clock, gap_s=0)
+    assert await read(seen, sims["counter"], code) == "handed_out"
