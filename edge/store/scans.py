@@ -35,16 +35,13 @@ class ScanRequest:
     # order (a ticket lying under a hands-free scanner, re-read every 0.5-1 s)
     hand_out_gap_s: float = 0.0
     detail: str = ""  # why the code names no order, when order_ref is None
-    # Set by the store: this scanner read this very code less than hand_out_gap_s before, in this run (what lies under
-    # a hands-free scanner, re-read every 0.5-1 s). Answered as any read, but written only when it changes something.
-    reread: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class ScanResult:
     """What a scan did, as recorded."""
 
-    scan_id: int | None  # None: a re-read that changed nothing, not written (ScanRequest.reread)
+    scan_id: int | None  # None: a re-read that changed nothing, not written (see _apply)
     outcome: ScanOutcome
     order_id: str | None
     order_number: str | None
@@ -105,7 +102,7 @@ class _RecentReads:
         self._at[(scanner, kind, key)] = now
         if len(self._at) > _READS_KEPT:
             self._at = {k: t for k, t in self._at.items() if now - t < _READ_KEPT_S}
-        return None if last is None else max(0.0, now - last)
+        return None if last is None else now - last
 
 
 class ScanStore:
@@ -129,8 +126,6 @@ class ScanStore:
         when it was read (a scan the store refused at first, recorded later); None: now."""
         now = self._clock.wall() if at is None else at
         day = self._business_day.bounds(now)
-        since = self._reads.seen(scan.scanner, "code", scan.code)
-        scan = dataclasses.replace(scan, reread=since is not None and since < scan.hand_out_gap_s)
         async with self._db.publishing(self._bus) as (conn, events):
             result = await _apply(conn, scan, now, day, self._reads)
             events.append(
@@ -219,10 +214,14 @@ async def _apply(
     day: tuple[dt.datetime, dt.datetime],
     reads: _RecentReads,
 ) -> ScanResult:
+    # A re-read: this scanner read this very code less than hand_out_gap_s before, in this run (what lies under a
+    # hands-free scanner, read every 0.5-1 s). Answered as any read, but written only when it changes something.
+    code_since = reads.seen(scan.scanner, "code", scan.code)
+    reread = code_since is not None and code_since < scan.hand_out_gap_s
     order, why_not = await _find_order(conn, scan, day) if scan.order_ref else (None, scan.detail)
     if order is None:
         unknown = scan.detail or why_not
-        return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, None, None, unknown, quiet=scan.reread)
+        return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, None, None, unknown, quiet=reread)
     order_id, number = order["id"], order["number"]
     # A read that changes nothing is not written when it is a re-read. On a scanner that hands out, the hand-out is
     # judged by the reads of the order before (a ticket still in view is no hand-out): in this run by their times
@@ -234,12 +233,10 @@ async def _apply(
             "SELECT MAX(scanned_at) FROM scans WHERE order_id = ? AND scanner = ?", (order_id, scan.scanner)
         )
     written_lately = last_read is not None and 0 <= now - last_read < _PRESENTATION_WRITTEN_S
-    quiet = (since is not None and written_lately) if scan.hand_out else scan.reread
+    quiet = (since is not None and written_lately) if scan.hand_out else reread
     if order["status"] == OrderStatus.CANCELLED:  # its tickets are void: nothing to mark done or hand out
         detail = f"order {number} is cancelled: nothing changed"
-        return await _insert_scan(
-            conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=scan.reread
-        )
+        return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=reread)
     revision, stations = await _waited_for(conn, order_id)
     done = {
         r[0] for r in await conn.execute_fetchall("SELECT station FROM station_done WHERE order_id = ?", (order_id,))
@@ -253,7 +250,7 @@ async def _apply(
         if handed_out_at is not None:
             detail = f"order {number} was already handed out"
             return await _insert_scan(
-                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=scan.reread
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=reread
             )
         if not scan.hand_out:
             detail = f"order {number} is already ready"
