@@ -235,17 +235,22 @@ class Renderer:
         """Render each template once in ``language``, so an override that fails only when it runs (or only in the
         language the store prints in) still fails at start-up."""
         checks: dict[str, Callable[[], bytes]] = {
-            "ticket.j2": lambda: self.ticket(
-                _SAMPLE_ORDER, "kitchen", language=language, copy=True, redirected_from="bar", change_revision=2
+            "ticket.j2": lambda: (
+                self.ticket(
+                    _SAMPLE_ORDER, "kitchen", language=language, copy=True, redirected_from="bar", change_revision=2
+                )
+                + self.ticket(_BARE_ORDER, "kitchen", language=language)
             ),
             "change.j2": lambda: (
                 self.change(
                     _SAMPLE_CHANGE, _SAMPLE_ORDER, "kitchen", language=language, copy=True, redirected_from="bar"
                 )
                 + self.change(_SAMPLE_CANCEL, _SAMPLE_ORDER, "kitchen", language=language)
+                + self.change(_BARE_CHANGE, _BARE_ORDER, "kitchen", language=language)
             ),
-            "receipt.j2": lambda: self.receipt(
-                _SAMPLE_ORDER, language=language, copy=True, store_name="Store", footer="Thank you"
+            "receipt.j2": lambda: (
+                self.receipt(_SAMPLE_ORDER, language=language, copy=True, store_name="Store", footer="Thank you")
+                + self.receipt(_BARE_ORDER, language=language, store_name="Store", footer="")
             ),
             "test_page.j2": lambda: self.test_page(printer_name="printer", language=language),
         }
@@ -345,6 +350,19 @@ _SAMPLE_CHANGE = dataclasses.replace(
     ),
 )
 _SAMPLE_CANCEL = dataclasses.replace(_SAMPLE_ORDER, revision=3, status=OrderStatus.CANCELLED, cancel_reason="reason")
+
+# The same order with every optional field absent, as orders arrive (a phone order: no customer, no due time, no
+# payment): an operator's template that reads one as if always there fails the check, not the first such ticket.
+_BARE_ORDER = dataclasses.replace(
+    _SAMPLE_ORDER,
+    customer=None,
+    fulfilment=Fulfilment(type="pickup", table=None, due_at=None),
+    items=(dataclasses.replace(_SAMPLE_ORDER.items[0], modifiers=(), note=None),),
+    totals=dataclasses.replace(_SAMPLE_ORDER.totals, discount=Decimal("0.00"), tax=()),
+    payment=None,
+    print_receipt=None,
+)
+_BARE_CHANGE = dataclasses.replace(_BARE_ORDER, revision=2, items=(dataclasses.replace(_BARE_ORDER.items[0], qty=3),))
 
 
 def print_options(printer: PrinterSettings) -> PrintOptions:

@@ -143,6 +143,31 @@ async def test_a_template_that_fails_only_in_english_stops_an_english_store_not_
         await agent.close()
 
 
+@pytest.mark.parametrize(
+    ("template", "text", "field"),
+    [
+        ("ticket.j2", "{{ order.number }} {{ order.customer.name }}\n", "name"),
+        ("ticket.j2", "{{ order.number }} {{ order.fulfilment.due_at.strftime('%H:%M') }}\n", "strftime"),
+        ("receipt.j2", "{{ order.number }} {{ order.payment.method }}\n", "method"),
+    ],
+)
+async def test_a_template_that_fails_for_an_order_without_an_optional_field_stops_the_start(
+    tmp_path: Path, printers: dict[str, SimPrinter], template: str, text: str, field: str
+) -> None:
+    """An operator template that reads an optional field as if every order had it (the customer's name, the due time,
+    the payment) stops the start with one line naming the template, instead of passing the check (whose sample order
+    has them all) and then killing the ticket of the first order without it (before: started; a phone order with no
+    customer was rendered five times, failed each time and was dead, never printed)."""
+    agent = _agent(tmp_path, printers)
+    try:
+        (tmp_path / "templates" / template).write_text(text, encoding="utf-8")
+        lines = await _refused(agent)
+        assert len(lines) == 1 and lines[0].startswith(f"edge: config printing.template_dir: {template}: "), lines
+        assert field in lines[0] and "line 1" in lines[0], lines
+    finally:
+        await agent.close()
+
+
 async def test_logo_replaced_by_garbage_after_a_good_start_stops_the_next_start(
     tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
