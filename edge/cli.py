@@ -124,15 +124,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from edge.printing.profiles import check_profile
+    from edge.printing.check import PrintingCheck
+    from edge.store.identity import check_store, store_of_file
 
     settings = _load(args, printing=True)
-    for printer in settings.printers.values():
-        check_profile(printer.name, printer.profile)  # printing checks it at start-up; the check says so too
+    _setup_logging(settings, level="warning")  # the check's own info line is not the command's answer
+    # What `edge run` would refuse to start with: the printing check (templates, profiles, logos; not its cache), and
+    # a database that is another store's.
+    PrintingCheck(settings, cache_dir=None)
+    db_path = settings.agent.db_path
+    check_store(settings.agent.store_id, store_of_file(db_path), db_path)
     if settings.unknown_variables:  # as an unknown key in the config file: the setting meant is not set
         raise ConfigError(str(settings.secrets_file), "; ".join(v.problem() for v in settings.unknown_variables))
     for line in settings.overridden:
         print(line)
+    if settings.alerts.to and not settings.smtp.host:
+        from edge.app import NO_RELAY
+
+        print(NO_RELAY)
     stations = ", ".join(settings.stations) or "none"
     print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {stations})")
     return 0

@@ -110,6 +110,44 @@ def test_wrong_value_names_the_key(tmp_path: Path, change: tuple[str, str], key:
     assert words in info.value.problem
 
 
+@pytest.mark.parametrize("case", ["no_template_dir", "template_syntax", "template_field", "other_store"])
+def test_config_check_refuses_what_the_agent_would_refuse_to_start_with(tmp_path: Path, case: str) -> None:
+    """`edge config check` is the technician's question "will it start?": a template folder that is not there, a
+    template that does not compile or fails when it renders, and a database that is another store's stop `edge run`
+    with one line (exit 2), so they stop the check with that line too (before: "ok", exit 0, and then the agent refused
+    to start)."""
+    templates = tmp_path / "templates"
+    config = write(tmp_path, MINIMAL)
+    text = config.read_text(encoding="utf-8")
+    if case == "other_store":
+        assert edge_blocking("migrate", "--config", str(config)).returncode == 0  # the database is berlin-mitte's
+        config.write_text(text.replace('store_id = "berlin-mitte"', 'store_id = "hamburg"'), encoding="utf-8")
+        key, words = "agent.store_id", "belongs to store 'berlin-mitte'"
+    else:
+        config.write_text(f'{text}\n[printing]\ntemplate_dir = "{templates}"\n', encoding="utf-8")
+        key, words = (
+            "printing.template_dir",
+            {
+                "no_template_dir": "not a directory",
+                "template_syntax": "ticket.j2: ",
+                "template_field": "receipt.j2: ",
+            }[case],
+        )
+    if case == "template_syntax":
+        templates.mkdir()
+        (templates / "ticket.j2").write_text("{% if order.number %}\n", encoding="utf-8")
+    elif case == "template_field":
+        templates.mkdir()
+        (templates / "receipt.j2").write_text("{{ order.totals.nothing }}\n", encoding="utf-8")
+    result = edge_blocking("config", "check", "--config", str(config))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"edge: config {key}: ") and words in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == "", (result.stdout, result.stderr)
+    if case == "other_store":
+        run = edge_blocking("run", "--config", str(config))
+        assert run.returncode == 2 and "belongs to store 'berlin-mitte'" in run.stderr, run.stderr
+
+
 def test_secret_never_shows_in_repr(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, MINIMAL), environ={})
     assert "tok-0123456789abcdef" not in repr(s)

@@ -134,6 +134,16 @@ def make_renderer(settings: Settings) -> AlertRenderer:
     )
 
 
+@dataclasses.dataclass
+class _FirstLook:
+    """What the outbox waits for at a start (monotonic times): at least until ``shortest``, and while any of
+    ``printers`` has not told its state, until ``longest``."""
+
+    shortest: float
+    longest: float
+    printers: set[str]
+
+
 class Alerter:
     """Sources → groups in SQLite → rules → mail outbox → SMTP. Every step survives a restart."""
 
@@ -193,6 +203,9 @@ class Alerter:
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._mail_task: asyncio.Task[None] | None = None
+        self._first_look: _FirstLook | None = None  # the start's, while the outbox waits for it (_begin_first_look)
+        self._status_told: set[str] = set()  # printers whose state this run has heard
+        self._mail_after_step = False
         self._stopping = False
         self._clock_anchor: tuple[float, float] | None = None  # (wall, monotonic) when the stored times last matched
 
@@ -231,6 +244,11 @@ class Alerter:
         """Bus handler: cheap and synchronous; the worker does the database work."""
         match event:
             case PrinterStatusChanged(printer=printer, new=new, detail=detail):
+                self._status_told.add(printer)
+                if self._first_look is not None and printer in self._first_look.printers:
+                    self._first_look.printers.discard(printer)
+                    # The first look may be over: the mail loop looks again once the rules took this state in.
+                    self._mail_after_step = not self._first_look.printers
                 fired = _PRINTER_TYPES.get(new)
                 # Unreachable says nothing about paper or cover; "unknown" (no status answers) only that it is
                 # reachable.
@@ -534,6 +552,9 @@ class Alerter:
             if self._storage_signal is not None:
                 await self._mail_storage_directly([self._storage_signal])
             raise
+        if self._mail_after_step:
+            self._mail_after_step = False
+            self._new_mail.set()
 
     def _stamped(self, signals: list[Signal]) -> list[Signal]:
         """Each occurrence's wall time from its monotonic time, on the wall clock as it is now."""
@@ -752,9 +773,10 @@ class Alerter:
         matchers = [r.matcher for r in await self._store.active_silences(now)]
         local = dt.datetime.fromtimestamp(now, self._tz)
         mailed_last_hour = await self._store.mails_since(now - 3600)
+        unreached = await self._store.unreached_alarms() if any(g["state"] == "resolved" for g in groups) else set()
         queued = 0
         for group in groups:
-            due = due_mail(group, now, cfg)
+            due = due_mail(group, now, cfg, alarm_unreached=group["key"] in unreached)
             if due is None or (self._storage_mailed is not None and group["key"] == self._storage_mailed[0]):
                 continue  # a storage alarm mailed directly is its group's news, once its occurrences are stored
             key = group["key"]
@@ -905,12 +927,40 @@ class Alerter:
         ]
 
     async def _deliver_and_plan(self) -> None:
+        if self._first_look is None:
+            self._first_look = await self._begin_first_look()
+        if self._looking():
+            return
         await self.deliver_due()
         self._next_mail_at = await self._store.next_mail_at()
+
+    async def _begin_first_look(self) -> _FirstLook:
+        """An alarm an earlier run could not mail (the relay was down) may be over by now: the printer back, the station
+        routed. Then the outbox waits for the start's first look, so that the manager gets its all-clear alone ("over
+        before anyone was told"), not the alarm first: a critical group's wait, and for a printer's alarm until that
+        printer's state is known (its first status poll, `status_poll_s` at most, or its first ticket)."""
+        now = self.clock.mono()
+        carried = await self._store.unreached_alarms()
+        if not carried:
+            return _FirstLook(shortest=now, longest=now, printers=set())
+        printers = {key.partition(":")[2] for key in carried if key.startswith("printer_")}
+        waits = [self._settings.printers[p] for p in printers if p in self._settings.printers]
+        shortest = now + self._cfg.critical_group_wait_s
+        longest = max([shortest, *(now + p.status_poll_s + p.status_timeout for p in waits)])
+        return _FirstLook(shortest=shortest, longest=longest, printers={p.name for p in waits} - self._status_told)
+
+    def _looking(self) -> float:
+        """Seconds the start's first look may still take (0 once it is over)."""
+        look, now = self._first_look, self.clock.mono()
+        if look is None or now >= look.longest:
+            return 0.0
+        return look.longest - now if look.printers else max(0.0, look.shortest - now)
 
     def _until_next_mail(self) -> float:
         """Until the next retry is due; new mail wakes the loop at once, so an empty outbox is only looked at now and
         then."""
+        if looking := self._looking():
+            return looking
         wait = self._tick_s * 30
         if self._next_mail_at is not None:
             wait = min(wait, self._next_mail_at - self.clock.wall())

@@ -82,10 +82,11 @@ class Due:
     extra: int  # occurrences since the last mail that this mail reports ("37 weitere Male")
 
 
-def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
+def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bool = False) -> Due | None:
     """Alertmanager's timers for one group: group_wait before the first mail, group_interval for news, repeat_interval;
     a rise to critical is news at once, and a critical group whose news went to the digest (storm guard) is mailed
-    again when its storm window ends if it still fires."""
+    again when its storm window ends if it still fires. ``alarm_unreached``: its alarm still waits in the outbox,
+    delivered to nobody (the relay turned it away)."""
     state, notified, fires = group["state"], group["notified"], group["fires_since_mail"]
     if notified == "resolved":
         if fires == 0:
@@ -102,7 +103,10 @@ def due_mail(group: dict, now: float, cfg: AlertSettings) -> Due | None:
             return Due("resolved", fires)
         return Due("firing", fires - 1)
     if state == "resolved":
-        return Due("resolved", fires) if now >= group["last_sent_at"] + cfg.group_interval_s else None
+        # Over while its alarm reached nobody: the all-clear goes now, in its place ("over before anyone was told"),
+        # not after group_interval, by when the relay may have taken the alarm about what works again.
+        due = alarm_unreached or now >= group["last_sent_at"] + cfg.group_interval_s
+        return Due("resolved", fires) if due else None
     if group["severity"] == CRITICAL and group["notified_severity"] != CRITICAL:
         return Due("firing", max(0, fires - 1))  # escalated: the manager was told a warning
     if group["severity"] == CRITICAL and group["mailed"] != "firing" and not storm_guarded(group, now, cfg):

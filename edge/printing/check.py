@@ -5,6 +5,7 @@ worker thread instead."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import importlib
@@ -22,6 +23,7 @@ from edge.printing.jobs import make_renderer
 from edge.printing.layout import prints_images
 from edge.printing.profiles import load_escpos
 from edge.printing.render import Renderer, print_options
+from edge.printing.text import CODEPAGES
 
 log = structlog.get_logger()
 
@@ -132,6 +134,10 @@ def load_libraries(settings: Settings) -> None:
     Pillow if a printer prints images. For commands run as root: they become the agent's user for good once they have
     read the config, and every file they import after that must be readable by that user."""
     importlib.import_module("jinja2")
+    # Codecs are imported on first use: jinja2's compiler reads templates' string literals with unicode-escape, and
+    # tickets are encoded in one of the code pages.
+    for codec in ("unicode-escape", *CODEPAGES):
+        codecs.lookup(codec)
     try:
         images = any(prints_images(print_options(printer)) for printer in settings.printers.values())
     except KeyError:  # an unknown profile, which the check names; loading them does no harm

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 # CP858 is CP850 (Latin-1 letters, umlauts, ß) with € at 0xD5; ESC t 19 selects it on Epson-compatible printers.
 # We encode every byte of text ourselves, so the printer never sees a code page switch mid-job.
 # "auto" takes the first of these the printer's profile has (its number differs by maker: Star calls CP858 4).
-_CODEPAGES = ("cp858", "cp1252", "cp437")  # cp437 has no €: it prints as EUR
+CODEPAGES = ("cp858", "cp1252", "cp437")  # cp437 has no €: it prints as EUR
 
 # C0 (with \n \r \t), DEL and C1: any of them in order text could start a printer command.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -146,8 +146,8 @@ def _in_codepage(char: str, codec: str) -> str:
 
 def codepage(table: Mapping[str, str], policy: str) -> tuple[str, int]:
     """The Python codec and the printer's ESC t number for ``policy``, from the profile's code page table."""
-    numbers = {name.lower(): int(number) for number, name in table.items() if name.lower() in _CODEPAGES}
-    for codec in _CODEPAGES if policy == "auto" else (policy,):
+    numbers = {name.lower(): int(number) for number, name in table.items() if name.lower() in CODEPAGES}
+    for codec in CODEPAGES if policy == "auto" else (policy,):
         if codec in numbers:
             return codec, numbers[codec]
     wanted = "any of CP858, CP1252, CP437" if policy == "auto" else policy.upper()

@@ -315,6 +315,14 @@ class AlertStore:
                     )
         return outcomes
 
+    async def unreached_alarms(self) -> set[str]:
+        """The groups whose alarm (or reminder) waits in the outbox delivered to nobody yet."""
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT group_key FROM alert_mails WHERE state = 'pending' AND kind IN ('firing', 'reminder')"
+            " AND delivered = '[]' AND group_key IS NOT NULL"
+        )
+        return {r[0] for r in rows}
+
     async def open_groups(self) -> list[dict[str, Any]]:
         """Groups with something untold or a manager who believes they still fire."""
         rows = await self._db.fetchall(

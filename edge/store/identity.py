@@ -40,11 +40,17 @@ async def record_store(conn: Writer, store_id: str, *, now: float, db_path: Path
         "INSERT OR IGNORE INTO store_identity(singleton, store_id, recorded_at) VALUES (1, ?, ?)", (store_id, now)
     )
     recorded = next(iter(await conn.execute_fetchall("SELECT store_id FROM store_identity")))[0]
-    if recorded != store_id:
+    check_store(store_id, recorded, db_path)
+
+
+def check_store(store_id: str, recorded: str | None, db_path: Path) -> None:
+    """ConfigError naming both stores if the database at ``db_path`` is another store's (``recorded``; None: none)."""
+    if recorded is not None and recorded != store_id:
         raise ConfigError(
             "agent.store_id",
-            f"is {store_id!r} but database {db_path} belongs to store {recorded!r}; start with that store's config, "
-            "or move the database here with `edge backup` then `edge restore --force FILE`",
+            f"is {store_id!r} but database {db_path} belongs to store {recorded!r}; start with that store's config"
+            f" (its waiting tickets and unsent events are {recorded!r}'s); a box moved to another store starts with an"
+            " empty data_dir; only a store renamed keeps its database: `edge backup` then `edge restore --force FILE`",
         )
 
 
@@ -87,6 +93,21 @@ def recorded_store(conn: sqlite3.Connection) -> str | None:
     except sqlite3.OperationalError:  # written before store_identity existed
         return None
     return None if row is None else str(row[0])
+
+
+def store_of_file(db_path: Path) -> str | None:
+    """``recorded_store`` of the database file, read without writing (`edge config check`); None also when there is
+    no such file or it cannot be read (the agent's start says what it makes of it)."""
+    try:
+        if not db_path.is_file():
+            return None
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            return recorded_store(conn)
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return None
 
 
 def move_to_store(conn: sqlite3.Connection, store_id: str, *, now: float) -> None:

@@ -24,7 +24,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.alerts.helpers import kitchen_renamed
-from tests.helpers import api_client, db_rows, post
+from tests.helpers import api_client, db_rows, edge, eventually, post
 
 
 async def test_fault_to_mail_latency(tmp_path: Path) -> None:
@@ -107,6 +107,101 @@ async def test_the_refused_pushes_alarm_of_an_earlier_run_ends_with_the_first_or
     assert status == 201
     mails = await sink.wait_for(2, timeout=15)
     assert "BEHOBEN" in str(mails[1]["Subject"]) and "Bestellungen abgewiesen" in str(mails[1]["Subject"])
+
+
+async def _alarm_left_unmailed(agent: Agent, sink: SmtpSink) -> None:
+    """The relay is down (``sink`` stopped) and the agent's alarm waits in its outbox, tried and turned away."""
+    await eventually(
+        lambda: db_rows(agent, "SELECT kind FROM alert_mails WHERE sent_at IS NULL AND attempts > 0"),
+        lambda rows: ("firing",) in rows,
+        what="an alarm tried and left in the outbox",
+    )
+    assert sink.messages == []
+
+
+def _front_polled_every(settings: Settings, seconds: float) -> Settings:
+    front = dataclasses.replace(settings.printers["front"], status_poll_s=seconds)
+    return dataclasses.replace(settings, printers={**settings.printers, "front": front})
+
+
+async def _told_once_as_over(agent: Agent, sink: SmtpSink, problem: str) -> None:
+    """The manager's one mail is the all-clear of ``problem``; the alarm is kept as superseded, never sent."""
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "BEHOBEN" in str(mail["Subject"]) and problem in str(mail["Subject"]), mail["Subject"]
+    await eventually(
+        lambda: db_rows(agent, "SELECT kind, state FROM alert_mails ORDER BY id"),
+        lambda rows: rows[-1] == ("resolved", "sent") and set(rows[:-1]) == {("firing", "superseded")},
+        what="the alarm (and its news, a ticket waiting) superseded by its all-clear",
+    )
+    assert len(sink.messages) == 1
+
+
+async def test_an_alarm_the_last_run_could_not_mail_is_told_as_over_when_the_restart_prints_its_ticket(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The kitchen printer went offline with a ticket waiting while the shop's mail relay was down: its alarm waited in
+    the outbox when the agent stopped. By the restart both are back: the ticket prints at once, and the manager gets
+    one mail, the all-clear with its times. Before, the outbox went out before the restart had looked at anything:
+    the alarm, then its all-clear 50 ms later."""
+    await sink.stop()
+    printers["kitchen"].set_offline(True)
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0)
+    first = await make_agent(settings)
+    assert first.deps is not None
+    await first.deps.intake.accept(make_order(1, print_receipt=False))
+    await _alarm_left_unmailed(first, sink)
+    await first.stop()
+    printers["kitchen"].set_offline(False)
+    await sink.start()
+    second = await make_agent(settings)
+    await printers["kitchen"].wait_for_printed(1, timeout=15)
+    await _told_once_as_over(second, sink, "kitchen")
+
+
+async def test_an_alarm_the_last_run_could_not_mail_about_an_idle_printer_back_by_the_restart_is_told_as_over(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """As above for a printer with nothing to print (the receipt printer, switched off for the night while the relay
+    was down): its state is known at its first status poll (`status_poll_s` after the start), and the alarm from the
+    run before waits for it. Before: the alarm after the start, its all-clear at that poll."""
+    await sink.stop()
+    printers["front"].set_offline(True)
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0)
+    first = await make_agent(_front_polled_every(settings, 0.2))
+    await _alarm_left_unmailed(first, sink)
+    await first.stop()
+    printers["front"].set_offline(False)
+    await sink.start()
+    second = await make_agent(_front_polled_every(settings, 1.5))  # the first poll well after critical_group_wait_s
+    await _told_once_as_over(second, sink, "front")
+
+
+async def test_an_alarm_the_last_run_could_not_mail_goes_out_after_the_restart_if_still_so(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The other side of the first look: a printer still off at the restart has its alarm mailed once its first
+    status poll said so, once, and no all-clear."""
+    await sink.stop()
+    printers["front"].set_offline(True)
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0)
+    first = await make_agent(_front_polled_every(settings, 0.2))
+    await _alarm_left_unmailed(first, sink)
+    await first.stop()
+    await sink.start()
+    await make_agent(_front_polled_every(settings, 1.5))
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "STÖRUNG" in str(mail["Subject"]) and "front" in str(mail["Subject"]), mail["Subject"]
+    await asyncio.sleep(1.5)  # an all-clear or a second alarm would come by now (group_interval_s 1)
+    assert len(sink.messages) == 1
 
 
 async def test_a_ticket_whose_printer_left_the_config_is_mailed_as_that_not_as_stale(
@@ -267,6 +362,29 @@ async def test_a_mail_the_relay_is_taking_as_the_agent_stops_is_seen_through_not
 async def test_agent_without_smtp_has_no_alerter(agent: Agent) -> None:
     """Without smtp.host alerting is off and the core runs as before."""
     assert agent.alerter is None and agent.deps is not None
+
+
+async def test_recipients_without_a_relay_are_said_at_the_start_and_by_the_config_check(
+    make_settings: Callable[..., Settings], make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path
+) -> None:
+    """`alerts.to` set and `smtp.host` not (the mail half set up): the agent starts (mail is optional) but says once,
+    as a warning, that no alert mail will go out, and `edge config check` says it too (before: not a word; only
+    `edge doctor` knew)."""
+    settings = make_settings(alerts={"to": ["chef@store.test"]})
+    with structlog.testing.capture_logs() as logs:
+        agent = await make_agent(settings)
+    assert agent.alerter is None
+    [said] = [e for e in logs if e["event"] == "alerts_not_mailed"]
+    assert said["log_level"] == "warning" and "smtp.host" in said["reason"], said
+    config = tmp_path / "mail-half.toml"
+    config.write_text(
+        f'[agent]\nstore_id = "berlin-01"\ndata_dir = "{tmp_path / "other"}"\n[api]\ntoken = "tok-0123456789abcdef"\n'
+        '[alerts]\nto = ["chef@store.test"]\n',
+        encoding="utf-8",
+    )
+    checked = await edge("config", "check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "alerts.to is set but smtp.host is not: no alert mail will go out" in checked.stdout, checked.stdout
 
 
 def write_config(tmp_path: Path, sink_port: int, cert: Path) -> Path:
