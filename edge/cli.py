@@ -124,16 +124,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from edge.printing.check import PrintingCheck
-    from edge.store.identity import check_store, store_of_file
+    from edge.ops.technician import check_startable
 
     settings = _load(args, printing=True)
-    _setup_logging(settings, level="warning")  # the check's own info line is not the command's answer
-    # What `edge run` would refuse to start with: the printing check (templates, profiles, logos; not its cache), and
-    # a database that is another store's.
-    PrintingCheck(settings, cache_dir=None)
-    db_path = settings.agent.db_path
-    check_store(settings.agent.store_id, store_of_file(db_path), db_path)
+    _setup_logging(settings, level="warning")  # the printing check's own info line is not the command's answer
+    check_startable(settings)
     if settings.unknown_variables:  # as an unknown key in the config file: the setting meant is not set
         raise ConfigError(str(settings.secrets_file), "; ".join(v.problem() for v in settings.unknown_variables))
     for line in settings.overridden:
@@ -246,7 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from edge.ops.technician import doctor, render_checks
 
-    settings = _load(args)
+    settings = _load(args, printing=True)
     _setup_logging(settings, level="error")
     checks = asyncio.run(doctor(settings, call_agent))
     print(render_checks(checks, colour=sys.stdout.isatty()))

@@ -146,6 +146,10 @@ def test_config_check_refuses_what_the_agent_would_refuse_to_start_with(tmp_path
     if case == "other_store":
         run = edge_blocking("run", "--config", str(config))
         assert run.returncode == 2 and "belongs to store 'berlin-mitte'" in run.stderr, run.stderr
+    if case == "template_field":  # the doctor's first line says it as well (before: "OK config")
+        doctor = edge_blocking("doctor", "--config", str(config))
+        first = doctor.stdout.splitlines()[0]
+        assert doctor.returncode == 1 and first.startswith("FAIL  config") and "receipt.j2" in first, doctor.stdout
 
 
 def test_secret_never_shows_in_repr(tmp_path: Path) -> None:

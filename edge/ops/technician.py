@@ -14,7 +14,7 @@ import structlog
 
 from edge.clock import RemoteClock, clock_off_words
 from edge.config import Settings
-from edge.errors import AlertError, EdgeError, StoreError, StoreUnreadableError
+from edge.errors import AlertError, ConfigError, EdgeError, StoreError, StoreUnreadableError
 from edge.ops.backup import restore_advice
 from edge.ops.health import ApiCall
 from edge.printing.status import BLOCKING_STATES, PrinterState
@@ -317,9 +317,27 @@ def _zone_check(settings: Settings) -> Check:
     return Check("time zone", "ok", f"the system's, {local.tzname()} (agent.timezone is not set)")
 
 
+def check_startable(settings: Settings) -> None:
+    """ConfigError for what `edge run` would refuse to start with beyond the keys: the printing check (templates,
+    profiles, logos; not its cache) and a database that is another store's."""
+    from edge.printing.check import PrintingCheck
+    from edge.store.identity import check_store, store_of_file
+
+    PrintingCheck(settings, cache_dir=None)
+    check_store(settings.agent.store_id, store_of_file(settings.agent.db_path), settings.agent.db_path)
+
+
+def _config_check(settings: Settings) -> Check:
+    try:
+        check_startable(settings)
+    except ConfigError as err:
+        return Check("config", "fail", f"{settings.source}: {err}: the agent will not start")
+    return Check("config", "ok", f"{settings.source}: {len(settings.printers)} printers")
+
+
 async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     """Every check, in the order a technician would go through them."""
-    checks = [Check("config", "ok", f"{settings.source}: {len(settings.printers)} printers"), _zone_check(settings)]
+    checks = [await asyncio.to_thread(_config_check, settings), _zone_check(settings)]
     checks += await asyncio.to_thread(_database_checks, settings)
     checks.append(await _agent_check(settings, api_call))
     checks += await _printer_checks(settings)
