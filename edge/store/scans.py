@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -63,21 +64,43 @@ class BusinessDay:
         return cls(ZoneInfo(agent.timezone) if agent.timezone else None, dt.time(int(hour), int(minute)))
 
     def bounds(self, now: float) -> tuple[dt.datetime, dt.datetime]:
-        """The current business day as [start, end), aware datetimes."""
-        local = dt.datetime.fromtimestamp(now, self.tz) if self.tz else dt.datetime.fromtimestamp(now).astimezone()
-        start = _existing(local.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0))
-        if local < start:
-            start = _existing(start - dt.timedelta(days=1))
-        return start, _existing(start + dt.timedelta(days=1))  # wall-clock arithmetic: the start time across DST
+        """The current business day as [start, end), aware datetimes. Worked out on instants, not on wall times: when
+        the clock goes back, the start time comes twice and the day begins at the first; when it jumps past the
+        start time, the day begins at the jump."""
+        date = self._wall(now).date()
+        start = self._begins(date)
+        if now < start:
+            date -= dt.timedelta(days=1)
+            start = self._begins(date)
+        return self._aware(start), self._aware(self._begins(date + dt.timedelta(days=1)))
 
+    def _begins(self, date: dt.date) -> float:
+        """The instant the business day of ``date`` begins: the first at which the wall clock shows its start time or
+        later (the start time's first occurrence, or the jump past it)."""
+        wanted = dt.datetime.combine(date, self.start)
+        # Read with the offset before a change (fold 0) and after it (fold 1): they differ only around a change.
+        early, late = sorted(self._instant(wanted, fold) for fold in (0, 1))
+        if self._wall(early) == wanted:
+            return early
+        if self._wall(late) == wanted:
+            return late
+        while late - early > 1.0:  # a time the change skips: the jump lies between the two readings
+            middle = (early + late) / 2
+            if self._wall(middle) >= wanted:
+                late = middle
+            else:
+                early = middle
+        return float(math.ceil(late))
 
-def _existing(local: dt.datetime) -> dt.datetime:
-    """A local time the spring change skips (02:30 in Berlin on its day) read with the offset after the change, so
-    the day begins by the time the clock jumps past it (read with the winter offset it fell an hour later)."""
-    if local.tzinfo is None:
-        return local
-    exists = local.astimezone(dt.UTC).astimezone(local.tzinfo).replace(tzinfo=None) == local.replace(tzinfo=None)
-    return local if exists else local.replace(fold=1)
+    def _wall(self, at: float) -> dt.datetime:
+        """The store's wall clock at ``at``, naive."""
+        return dt.datetime.fromtimestamp(at, self.tz).replace(tzinfo=None) if self.tz else dt.datetime.fromtimestamp(at)
+
+    def _instant(self, wall: dt.datetime, fold: int) -> float:
+        return (wall.replace(tzinfo=self.tz, fold=fold) if self.tz else wall.replace(fold=fold)).timestamp()
+
+    def _aware(self, at: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(at, self.tz) if self.tz else dt.datetime.fromtimestamp(at).astimezone()
 
 
 # While a ticket lies under a scanner that hands out, one read of it is written this often, not each re-read: the

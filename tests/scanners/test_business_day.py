@@ -103,6 +103,52 @@ async def test_a_business_day_start_the_spring_change_skips_begins_the_day_when_
     assert (scan.outcome, scan.order_id) == ("order_ready", order["id"])
 
 
+def _berlin(month: int, day: int, hour: int, minute: int, *, fold: int = 0) -> dt.datetime:
+    return dt.datetime(2026, month, day, hour, minute, tzinfo=BERLIN, fold=fold)
+
+
+@pytest.mark.parametrize(
+    ("now", "orders", "named"),
+    [
+        # 29 March, 01:59 CET, a minute before the clock jumps to 03:00 CEST: the day that began yesterday at 02:30
+        # runs until the jump, so an order of 01:40 is still today's (before: the day ended at 01:30, "no order").
+        (_berlin(3, 29, 1, 59), [_berlin(3, 28, 2, 0), _berlin(3, 29, 1, 40)], 1),
+        # 03:05 CEST: the day began at the jump; the number names the order of 03:01, not the one of 01:50 CET (before:
+        # the day began at 01:30 CET, "2 orders").
+        (_berlin(3, 29, 3, 5), [_berlin(3, 29, 1, 50), _berlin(3, 29, 3, 1)], 1),
+        # 25 October, 02:20 CET in the hour that comes twice (the clock went back from 03:00 CEST): the day began at
+        # the first 02:30, CEST; the order of 02:35 CEST is today's, yesterday's is not (before: both, "2 orders").
+        (_berlin(10, 25, 2, 20, fold=1), [_berlin(10, 24, 12, 0), _berlin(10, 25, 2, 35)], 1),
+        # 02:40 CET, after the second 02:30: still the day that began at the first (before: it began again at 02:30
+        # CET, and the order of 02:35 CEST was no longer today's, "no order").
+        (_berlin(10, 25, 2, 40, fold=1), [_berlin(10, 24, 12, 0), _berlin(10, 25, 2, 35)], 1),
+    ],
+)
+async def test_the_business_day_follows_the_clock_changes(
+    make_agent: Callable[..., Awaitable[Agent]],
+    sims: dict[str, SimScanner],
+    now: dt.datetime,
+    orders: list[dt.datetime],
+    named: int,
+) -> None:
+    """Berlin, business day from 02:30 (in the hour the spring change skips and the autumn one repeats): the day
+    begins when the clock reaches 02:30, or jumps past it, the first time, whatever the clock shows later that night;
+    a plain number names the order of that day only."""
+    clock = SteppedClock(wall_offset=now.timestamp() - time.time())
+    seen = Seen()
+    agent = await make_agent(
+        agent={"timezone": "Europe/Berlin", "business_day_start": "02:30"},
+        scanners=scanner_config(sims),
+        clock=clock,
+        listen=seen,
+    )
+    await seen.connected("kitchen")
+    stored = [await store(agent, n, when.astimezone(dt.UTC), number="A-9") for n, when in enumerate(orders, 1)]
+    sims["kitchen"].scan("A-9")
+    [scan] = await seen.scans_count(1)
+    assert (scan.outcome, scan.order_id) == ("order_ready", stored[named]["id"]), scan
+
+
 async def test_a_number_shared_with_a_cancelled_order_of_the_day_names_the_live_one(
     night_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
 ) -> None:
