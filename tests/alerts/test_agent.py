@@ -119,6 +119,23 @@ async def _alarm_left_unmailed(agent: Agent, sink: SmtpSink) -> None:
     assert sink.messages == []
 
 
+async def _front_alarm_left_by_a_run(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> Settings:
+    """A run with the relay down and the receipt printer off (polled every 0.2 s) stops with its alarm in the outbox;
+    the printer stays off, the relay down. Returns the settings (alert timers of 0.2 s and 1 s)."""
+    await sink.stop()
+    printers["front"].set_offline(True)
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0)
+    first = await make_agent(_front_polled_every(settings, 0.2))
+    await _alarm_left_unmailed(first, sink)
+    await first.stop()
+    return settings
+
+
 def _front_polled_every(settings: Settings, seconds: float) -> Settings:
     front = dataclasses.replace(settings.printers["front"], status_poll_s=seconds)
     return dataclasses.replace(settings, printers={**settings.printers, "front": front})
@@ -170,12 +187,7 @@ async def test_an_alarm_the_last_run_could_not_mail_about_an_idle_printer_back_b
     """As above for a printer with nothing to print (the receipt printer, switched off for the night while the relay
     was down): its state is known at its first status poll (`status_poll_s` after the start), and the alarm from the
     run before waits for it. Before: the alarm after the start, its all-clear at that poll."""
-    await sink.stop()
-    printers["front"].set_offline(True)
-    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0)
-    first = await make_agent(_front_polled_every(settings, 0.2))
-    await _alarm_left_unmailed(first, sink)
-    await first.stop()
+    settings = await _front_alarm_left_by_a_run(alert_settings, make_agent, printers, sink)
     printers["front"].set_offline(False)
     await sink.start()
     second = await make_agent(_front_polled_every(settings, 1.5))  # the first poll well after critical_group_wait_s
@@ -190,12 +202,7 @@ async def test_an_alarm_the_last_run_could_not_mail_goes_out_after_the_restart_i
 ) -> None:
     """The other side of the first look: a printer still off at the restart has its alarm mailed once its first
     status poll said so, once, and no all-clear."""
-    await sink.stop()
-    printers["front"].set_offline(True)
-    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0)
-    first = await make_agent(_front_polled_every(settings, 0.2))
-    await _alarm_left_unmailed(first, sink)
-    await first.stop()
+    settings = await _front_alarm_left_by_a_run(alert_settings, make_agent, printers, sink)
     await sink.start()
     await make_agent(_front_polled_every(settings, 1.5))
     [mail] = await sink.wait_for(1, timeout=15)

@@ -37,6 +37,22 @@ async def night_agent(make_agent: Callable[..., Awaitable[Agent]], sims: dict[st
     return agent, seen
 
 
+async def _agent_at_0230_start(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], now: dt.datetime
+) -> tuple[Agent, Seen]:
+    """The agent in Berlin with its wall clock at ``now`` and its business day from 02:30 (in the hour the spring
+    change skips and the autumn one repeats)."""
+    seen = Seen()
+    agent = await make_agent(
+        agent={"timezone": "Europe/Berlin", "business_day_start": "02:30"},
+        scanners=scanner_config(sims),
+        clock=SteppedClock(wall_offset=now.timestamp() - time.time()),
+        listen=seen,
+    )
+    await seen.connected("kitchen")
+    return agent, seen
+
+
 async def store(agent: Agent, seq: int, when: dt.datetime, **changes: Any) -> dict[str, Any]:
     assert agent.deps is not None
     order = make_order(seq, prefix="bd", created_at=when) | changes
@@ -87,16 +103,7 @@ async def test_a_business_day_start_the_spring_change_skips_begins_the_day_when_
     """Berlin, business day from 02:30, on 29 March 2026 (02:00 CET jumps to 03:00 CEST: 02:30 does not exist that
     day): at 10:00 an order of 03:15 CEST is today's. Before: the missing 02:30 was read with the winter offset, as
     03:30 CEST, and orders of the day's first half hour were refused as older ones."""
-    now = dt.datetime(2026, 3, 29, 10, 0, tzinfo=BERLIN)
-    clock = SteppedClock(wall_offset=now.timestamp() - time.time())
-    seen = Seen()
-    agent = await make_agent(
-        agent={"timezone": "Europe/Berlin", "business_day_start": "02:30"},
-        scanners=scanner_config(sims),
-        clock=clock,
-        listen=seen,
-    )
-    await seen.connected("kitchen")
+    agent, seen = await _agent_at_0230_start(make_agent, sims, dt.datetime(2026, 3, 29, 10, 0, tzinfo=BERLIN))
     order = await store(agent, 1, dt.datetime(2026, 3, 29, 3, 15, tzinfo=BERLIN).astimezone(dt.UTC), number="A-77")
     sims["kitchen"].scan("A-77")
     [scan] = await seen.scans_count(1)
@@ -134,15 +141,7 @@ async def test_the_business_day_follows_the_clock_changes(
     """Berlin, business day from 02:30 (in the hour the spring change skips and the autumn one repeats): the day
     begins when the clock reaches 02:30, or jumps past it, the first time, whatever the clock shows later that night;
     a plain number names the order of that day only."""
-    clock = SteppedClock(wall_offset=now.timestamp() - time.time())
-    seen = Seen()
-    agent = await make_agent(
-        agent={"timezone": "Europe/Berlin", "business_day_start": "02:30"},
-        scanners=scanner_config(sims),
-        clock=clock,
-        listen=seen,
-    )
-    await seen.connected("kitchen")
+    agent, seen = await _agent_at_0230_start(make_agent, sims, now)
     stored = [await store(agent, n, when.astimezone(dt.UTC), number="A-9") for n, when in enumerate(orders, 1)]
     sims["kitchen"].scan("A-9")
     [scan] = await seen.scans_count(1)
