@@ -62,7 +62,8 @@ def agent_down_mail(settings: Settings, *, healthy: bool, reason: str, since: fl
             else f"ist seit {when} nicht bereit: {reason}\nBestellungen werden nicht angenommen oder gedruckt."
             " Bitte den Techniker informieren (edge doctor)."
         )
-        extra = f"\nSeit der letzten Mail {more} weitere Male ausgefallen." if more else ""
+        times = "ein weiteres Mal" if more == 1 else f"{more} weitere Male"
+        extra = f"\nSeit der letzten Mail {times} ausgefallen." if more else ""
     else:
         subject = f"[{store}] {'RESOLVED: edge agent is back' if healthy else 'ALERT: edge agent is not running'}"
         text = f"The edge agent of store {store} " + (

@@ -219,12 +219,14 @@ class Alerter:
         *,
         mono: float | None = None,
         item: dict[str, Any] | None = None,
+        again: bool = False,
         **details: Any,
     ) -> Signal:
         signal = Signal(
             type=type_name,
             subject=subject,
             firing=firing,
+            again=again,
             at=self.clock.wall(),  # set again from mono when stored: the wall clock may step meanwhile
             mono=self.clock.mono() if mono is None else mono,
             severity=TYPES[type_name].severity,
@@ -243,7 +245,7 @@ class Alerter:
     def on_event(self, event: Event) -> None:
         """Bus handler: cheap and synchronous; the worker does the database work."""
         match event:
-            case PrinterStatusChanged(printer=printer, new=new, detail=detail):
+            case PrinterStatusChanged(printer=printer, old=old, new=new, detail=detail):
                 self._status_told.add(printer)
                 if self._first_look is not None and printer in self._first_look.printers:
                     self._first_look.printers.discard(printer)
@@ -257,7 +259,7 @@ class Alerter:
                 )
                 for type_name in _PRINTER_ALERTS:
                     if type_name == fired:
-                        self._signal(type_name, printer, True, detail=detail)
+                        self._signal(type_name, printer, True, again=old == "unknown", detail=detail)
                     elif type_name in clears:
                         self._signal(type_name, printer, False)
             case JobDead():
@@ -927,27 +929,31 @@ class Alerter:
         ]
 
     async def _deliver_and_plan(self) -> None:
-        if self._first_look is None:
-            self._first_look = await self._begin_first_look()
+        await self._ensure_first_look()
         if self._looking():
             return
         await self.deliver_due()
         self._next_mail_at = await self._store.next_mail_at()
 
-    async def _begin_first_look(self) -> _FirstLook:
-        """An alarm an earlier run could not mail (the relay was down) may be over by now: the printer back, the station
-        routed. Then the outbox waits for the start's first look, so that the manager gets its all-clear alone ("over
-        before anyone was told"), not the alarm first: a critical group's wait, and for a printer's alarm until that
-        printer's state is known (its first status poll, `status_poll_s` at most, or its first ticket)."""
-        now = self.clock.mono()
-        carried = await self._store.unreached_alarms()
-        if not carried:
-            return _FirstLook(shortest=now, longest=now, printers=set())
-        printers = {key.partition(":")[2] for key in carried if key.startswith("printer_")}
-        waits = [self._settings.printers[p] for p in printers if p in self._settings.printers]
-        shortest = now + self._cfg.critical_group_wait_s
-        longest = max([shortest, *(now + p.status_poll_s + p.status_timeout for p in waits)])
-        return _FirstLook(shortest=shortest, longest=longest, printers={p.name for p in waits} - self._status_told)
+    async def _ensure_first_look(self) -> _FirstLook:
+        """What an earlier run left may be over by now, or not: the printer back, the station routed. Until the start
+        has looked, the outbox sends nothing, so that a problem over by the restart is told by its all-clear alone,
+        which supersedes its alarm or reminder still waiting ("over before anyone was told"). It waits a critical
+        group's wait if an earlier run left an alarm it could not mail (the relay was down), and while a printer with
+        an open alarm (mailed, held, or in its group wait) has not told its state (its first status poll,
+        `status_poll_s` at most, or its first ticket)."""
+        if self._first_look is None:
+            now = self.clock.mono()
+            carried = await self._store.unreached_alarms()
+            keys = carried | {g["key"] for g in await self._store.open_groups()}
+            named = {key.partition(":")[2] for key in keys if key.startswith("printer_")}
+            waits = [self._settings.printers[p] for p in named if p in self._settings.printers]
+            shortest = now + self._cfg.critical_group_wait_s if carried else now
+            longest = max([shortest, *(now + p.status_poll_s + p.status_timeout for p in waits)])
+            if self._first_look is None:  # the other loop may have made it meanwhile
+                printers = {p.name for p in waits} - self._status_told
+                self._first_look = _FirstLook(shortest=shortest, longest=longest, printers=printers)
+        return self._first_look
 
     def _looking(self) -> float:
         """Seconds the start's first look may still take (0 once it is over)."""

@@ -34,6 +34,9 @@ class Signal:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     item: dict[str, Any] | None = None  # a sibling in the group (a dead job), keyed by its "id"
     count: int = 1  # occurrences it stands for (several, once compacted)
+    # The first state a run found of a condition that may have held since the run before (a printer off at the start):
+    # no new occurrence if its group still fires.
+    again: bool = False
 
     @property
     def key(self) -> str:
@@ -219,7 +222,14 @@ def compact(signals: list[Signal]) -> list[Signal]:
             count = sum(s.count for s in firings)
             first = firings[0]
             compacted.append(
-                dataclasses.replace(firings[-1], at=first.at, mono=first.mono, details=details, count=count)
+                dataclasses.replace(
+                    firings[-1],
+                    at=first.at,
+                    mono=first.mono,
+                    details=details,
+                    count=count,
+                    again=all(s.again for s in firings),
+                )
             )
         if not group[-1].firing:
             compacted.append(group[-1])
@@ -285,6 +295,8 @@ class AlertStore:
                     outcomes.append((s, True))
                     continue
                 g = group_dict(rows[0])
+                if s.firing and s.again and g["state"] == "firing":
+                    continue  # found as the run before left it: the same outage, not one more
                 if s.firing:
                     # A new episode only once the last one is fully told (or dropped); flapping stays one episode.
                     new_episode = (

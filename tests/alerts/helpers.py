@@ -56,7 +56,7 @@ def kitchen_renamed(settings: Settings, new: str = "pass") -> Settings:
     return dataclasses.replace(settings, printers=printers, stations=stations)
 
 
-EXTRA_RE = re.compile(r"Seit der letzten Mail (\d+) weitere Male")
+EXTRA_RE = re.compile(r"Seit der letzten Mail (\d+|ein) weiter(?:e Male|es Mal)")
 
 
 def offline(printer: str = "kitchen") -> PrinterStatusChanged:
@@ -78,7 +78,7 @@ def subject(mail: EmailMessage) -> str:
 
 def extra(text: str) -> int:
     match = EXTRA_RE.search(text)
-    return int(match.group(1)) if match else 0
+    return 0 if match is None else 1 if match.group(1) == "ein" else int(match.group(1))
 
 
 async def add_jobs(db: Database, states: list[str], created_at: float) -> None:

@@ -211,6 +211,90 @@ async def test_an_alarm_the_last_run_could_not_mail_goes_out_after_the_restart_i
     assert len(sink.messages) == 1
 
 
+async def _front_off_and_told(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], sink: SmtpSink, settings: Settings
+) -> Agent:
+    """A run in which the receipt printer (polled every 0.2 s) is found off: its alarm and a reminder are mailed."""
+    printers["front"].set_offline(True)
+    first = await make_agent(_front_polled_every(settings, 0.2))
+    mails = await sink.wait_for(2, timeout=15)
+    assert "STÖRUNG" in str(mails[0]["Subject"]) and "ERINNERUNG" in str(mails[1]["Subject"]), mails
+    return first
+
+
+async def test_a_reminder_due_at_a_restart_waits_for_the_printers_state_and_the_all_clear_goes_instead(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The receipt printer off: alarm and reminder mailed. The agent stops, the printer is switched on, the next
+    reminder falls due meanwhile. The restart's first mail is the all-clear, once it has the printer's state (its
+    first poll), not a reminder that it is still off (found by the alerts-across-restarts probe: ERINNERUNG, then
+    BEHOBEN two seconds later)."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=0.5, repeat_interval_s=1.0)
+    first = await _front_off_and_told(make_agent, printers, sink, settings)
+    await first.stop()
+    printers["front"].set_offline(False)
+    await asyncio.sleep(1.2)  # the next reminder falls due while the agent is stopped
+    await make_agent(_front_polled_every(settings, 1.5))
+    mails = await sink.wait_for(3, timeout=15)
+    assert "BEHOBEN" in str(mails[2]["Subject"]), [str(m["Subject"]) for m in mails]
+    await asyncio.sleep(1.5)  # a reminder would come by now
+    assert len(sink.messages) == 3
+
+
+async def test_a_warning_that_ended_while_the_agent_was_stopped_is_not_mailed_as_an_alarm_at_the_restart(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The receipt printer found off with nothing to print (a warning, in its group wait); the agent stops before
+    the wait ends, the printer is switched on, the wait passes. The restart does not mail the alarm (before:
+    STÖRUNG at the start, BEHOBEN at the first poll); at most the all-clear, which says since and until when."""
+    settings = alert_settings(group_wait_s=1.0, critical_group_wait_s=1.0, group_interval_s=0.5)
+    printers["front"].set_offline(True)
+    first = await make_agent(_front_polled_every(settings, 0.2))
+    await eventually(
+        lambda: db_rows(first, "SELECT state FROM alert_groups WHERE key = 'printer_offline:front'"),
+        lambda rows: rows == [("firing",)],
+        what="the warning in its group wait",
+    )
+    await first.stop()
+    assert sink.messages == []
+    printers["front"].set_offline(False)
+    await asyncio.sleep(1.2)  # its group wait passes while the agent is stopped
+    second = await make_agent(_front_polled_every(settings, 1.5))
+    await eventually(
+        lambda: db_rows(second, "SELECT state FROM alert_groups WHERE key = 'printer_offline:front'"),
+        lambda rows: rows == [("resolved",)],
+        what="the warning over",
+    )
+    await asyncio.sleep(1.0)  # a mail of it would be on its way by now
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    assert not any("STÖRUNG" in s for s in subjects) and len(subjects) <= 1, subjects
+
+
+async def test_a_restart_during_an_outage_is_not_another_occurrence_of_it(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The receipt printer stays off across a restart: the restart finds it off again, which is not another
+    outage, so the next reminder does not say "once more since the last mail" (before: "Seit der letzten Mail 1
+    weitere Male", and one more each restart)."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=0.5, repeat_interval_s=1.0)
+    first = await _front_off_and_told(make_agent, printers, sink, settings)
+    await first.stop()
+    second = await make_agent(_front_polled_every(settings, 0.2))
+    mails = await sink.wait_for(3, timeout=15)
+    text = mails[2].get_body(("plain",)).get_content()
+    assert "ERINNERUNG" in str(mails[2]["Subject"]) and "weitere" not in text, text
+    assert await db_rows(second, "SELECT fires_total FROM alert_groups WHERE key = 'printer_offline:front'") == [(1,)]
+
+
 async def test_a_ticket_whose_printer_left_the_config_is_mailed_as_that_not_as_stale(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],

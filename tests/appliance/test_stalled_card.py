@@ -183,7 +183,7 @@ async def test_a_card_that_stalls_again_and_again_costs_the_manager_its_alarm_an
         await printers["kitchen"].wait_for_printed(4, timeout=10)
         await asyncio.sleep(0.5)  # a second ticket would be out by now
     assert _subjects(sink) == ALARM_AND_ALL_CLEAR * 2
-    assert "1 more times since the last mail" in _storage_mails(sink)[2].get_body(("plain",)).get_content()
+    assert "Once more since the last mail" in _storage_mails(sink)[2].get_body(("plain",)).get_content()
     assert len(printers["kitchen"].printed) == 4
 
 
