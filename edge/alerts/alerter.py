@@ -516,6 +516,9 @@ class Alerter:
 
     async def step(self) -> None:
         """Fold new occurrences into their groups, then send what the rules say is due."""
+        # Asked for with a printer's state, which is in this round's occurrences: a round under way when it came is not
+        # the one that took it in.
+        mail_after, self._mail_after_step = self._mail_after_step, False
         await self._follow_clock()
         if not self._first_round:  # before the first mail: an earlier run's storage alarm as it stands now
             self._first_round = True
@@ -554,8 +557,7 @@ class Alerter:
             if self._storage_signal is not None:
                 await self._mail_storage_directly([self._storage_signal])
             raise
-        if self._mail_after_step:
-            self._mail_after_step = False
+        if mail_after:
             self._new_mail.set()
 
     def _stamped(self, signals: list[Signal]) -> list[Signal]:

@@ -222,24 +222,36 @@ async def _front_off_and_told(
     return first
 
 
+@pytest.mark.parametrize("printer", ["front", "kitchen"])
 async def test_a_reminder_due_at_a_restart_waits_for_the_printers_state_and_the_all_clear_goes_instead(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
+    printer: str,
 ) -> None:
-    """The receipt printer off: alarm and reminder mailed. The agent stops, the printer is switched on, the next
-    reminder falls due meanwhile. The restart's first mail is the all-clear, once it has the printer's state (its
-    first poll), not a reminder that it is still off (found by the alerts-across-restarts probe: ERINNERUNG, then
-    BEHOBEN two seconds later)."""
+    """A printer off (the receipt printer idle; the kitchen printer with a ticket waiting, critical): alarm and
+    reminder mailed. The agent stops, the printer is switched on, the next reminder falls due meanwhile. The restart's
+    first mail is the all-clear, once it has the printer's state (its first poll, or the ticket printed at once), not a
+    reminder that it is still off (found by the alerts-across-restarts probe: ERINNERUNG, then BEHOBEN two seconds
+    later; with a ticket waiting, the state came within the start's first round of the rules, which woke the mail
+    before taking it in)."""
     settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=0.5, repeat_interval_s=1.0)
-    first = await _front_off_and_told(make_agent, printers, sink, settings)
+    if printer == "front":
+        first = await _front_off_and_told(make_agent, printers, sink, settings)
+    else:
+        printers["kitchen"].set_offline(True)
+        first = await make_agent(settings)
+        assert first.deps is not None
+        await first.deps.intake.accept(make_order(1, print_receipt=False))
+        mails = await sink.wait_for(2, timeout=15)
+        assert "(kritisch)" in str(mails[0]["Subject"]) and "ERINNERUNG" in str(mails[1]["Subject"]), mails
     await first.stop()
-    printers["front"].set_offline(False)
+    printers[printer].set_offline(False)
     await asyncio.sleep(1.2)  # the next reminder falls due while the agent is stopped
     await make_agent(_front_polled_every(settings, 1.5))
     mails = await sink.wait_for(3, timeout=15)
-    assert "BEHOBEN" in str(mails[2]["Subject"]), [str(m["Subject"]) for m in mails]
+    assert "BEHOBEN" in str(mails[2]["Subject"]) and printer in str(mails[2]["Subject"]), [m["Subject"] for m in mails]
     await asyncio.sleep(1.5)  # a reminder would come by now
     assert len(sink.messages) == 3
 
