@@ -58,8 +58,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _SWITCH_INTERVAL_S = 0.001
-# Recipients set, the relay not (the mail half set up): said at the start and by `edge config check`.
-NO_RELAY = "alerts.to is set but smtp.host is not: no alert mail will go out (set mail up with setup-notifications)"
 # After the stop, threads still busy get this long: a render or a WAL sync ends in milliseconds, a name lookup that the
 # shop router's DNS forwarder does not answer (no internet) holds its thread 10-30 s.
 EXIT_WAIT_S = 1.0
@@ -166,8 +164,8 @@ class Agent:
                 )
                 self.alerter.start()
                 self._on_stop(stack, "alerter", self.alerter.stop)
-            elif s.alerts.to:
-                log.warning("alerts_not_mailed", reason=NO_RELAY, recipients=len(s.alerts.to))
+            elif unmailed := s.unmailed_alerts:
+                log.warning("alerts_not_mailed", reason=unmailed, recipients=len(s.alerts.to))
             orders = OrderStore(db, clock=self.clock)
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time

@@ -133,10 +133,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         raise ConfigError(str(settings.secrets_file), "; ".join(v.problem() for v in settings.unknown_variables))
     for line in settings.overridden:
         print(line)
-    if settings.alerts.to and not settings.smtp.host:
-        from edge.app import NO_RELAY
-
-        print(NO_RELAY)
+    if unmailed := settings.unmailed_alerts:
+        print(unmailed)
     stations = ", ".join(settings.stations) or "none"
     print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {stations})")
     return 0

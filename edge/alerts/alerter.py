@@ -134,14 +134,14 @@ def make_renderer(settings: Settings) -> AlertRenderer:
     )
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class _FirstLook:
     """What the outbox waits for at a start (monotonic times): at least until ``shortest``, and while any of
-    ``printers`` has not told its state, until ``longest``."""
+    ``printers`` has not told its state in this run, until ``longest``."""
 
     shortest: float
     longest: float
-    printers: set[str]
+    printers: frozenset[str]
 
 
 class Alerter:
@@ -247,10 +247,9 @@ class Alerter:
         match event:
             case PrinterStatusChanged(printer=printer, old=old, new=new, detail=detail):
                 self._status_told.add(printer)
-                if self._first_look is not None and printer in self._first_look.printers:
-                    self._first_look.printers.discard(printer)
-                    # The first look may be over: the mail loop looks again once the rules took this state in.
-                    self._mail_after_step = not self._first_look.printers
+                look = self._first_look
+                if look is not None and printer in look.printers and look.printers <= self._status_told:
+                    self._mail_after_step = True  # the first look is over: the mail goes once the rules took it in
                 fired = _PRINTER_TYPES.get(new)
                 # Unreachable says nothing about paper or cover; "unknown" (no status answers) only that it is
                 # reachable.
@@ -953,7 +952,7 @@ class Alerter:
             shortest = now + self._cfg.critical_group_wait_s if carried else now
             longest = max([shortest, *(now + p.status_poll_s + p.status_timeout for p in waits)])
             if self._first_look is None:  # the other loop may have made it meanwhile
-                printers = {p.name for p in waits} - self._status_told
+                printers = frozenset(p.name for p in waits)
                 self._first_look = _FirstLook(shortest=shortest, longest=longest, printers=printers)
         return self._first_look
 
@@ -962,7 +961,7 @@ class Alerter:
         look, now = self._first_look, self.clock.mono()
         if look is None or now >= look.longest:
             return 0.0
-        return look.longest - now if look.printers else max(0.0, look.shortest - now)
+        return look.longest - now if look.printers - self._status_told else max(0.0, look.shortest - now)
 
     def _until_next_mail(self) -> float:
         """Until the next retry is due; new mail wakes the loop at once, so an empty outbox is only looked at now and

@@ -313,6 +313,17 @@ class Settings:
     unknown_variables: tuple[UnknownVariable, ...] = ()
 
     @property
+    def unmailed_alerts(self) -> str | None:
+        """Recipients set and no relay (mail set up by half): what the agent's start and `edge config check` say;
+        None otherwise."""
+        if self.alerts.to and not self.smtp.host:
+            return (
+                "alerts.to is set but smtp.host is not: no alert mail will go out (set mail up with "
+                "setup-notifications)"
+            )
+        return None
+
+    @property
     def mqtt_client_id(self) -> str:
         return self.mqtt.client_id or f"edge-{self.agent.store_id}"
 

@@ -321,7 +321,8 @@ def check_startable(settings: Settings) -> None:
     """ConfigError for what `edge run` would refuse to start with beyond the keys: the printing check (templates,
     profiles, logos; not its cache) and a database that is another store's."""
     from edge.printing.check import PrintingCheck
-    from edge.store.identity import check_store, store_of_file
+    from edge.store.files import store_of_file
+    from edge.store.identity import check_store
 
     PrintingCheck(settings, cache_dir=None)
     check_store(settings.agent.store_id, store_of_file(settings.agent.db_path), settings.agent.db_path)

@@ -84,6 +84,22 @@ def check_file(path: Path, *, full: bool = False) -> FileCheck:
         raise StoreError(str(err)) from err
 
 
+def store_of_file(path: Path) -> str | None:
+    """The store the database file belongs to (``recorded_store``), read without writing and without a check
+    (`edge config check`); None also when there is no such file or it cannot be read: the agent's start says what it
+    makes of it."""
+    try:
+        if not path.is_file():
+            return None
+        conn = _read_only(path)
+        try:
+            return recorded_store(conn)
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return None
+
+
 def copy_database(source: Path, target: Path, *, standalone: bool = False) -> None:
     """Through SQLite, not a file copy: consistent while the agent writes, and a WAL target stays consistent too.
     ``standalone`` (a backup file): with a rollback journal, so that reading it (its check, a restore) leaves no -wal

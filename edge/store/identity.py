@@ -95,21 +95,6 @@ def recorded_store(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def store_of_file(db_path: Path) -> str | None:
-    """``recorded_store`` of the database file, read without writing (`edge config check`); None also when there is
-    no such file or it cannot be read (the agent's start says what it makes of it)."""
-    try:
-        if not db_path.is_file():
-            return None
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        try:
-            return recorded_store(conn)
-        finally:
-            conn.close()
-    except (OSError, sqlite3.Error):
-        return None
-
-
 def move_to_store(conn: sqlite3.Connection, store_id: str, *, now: float) -> None:
     """A deliberate move: the database becomes ``store_id``'s and its recovery starts over from the first order."""
     with conn:
