@@ -98,6 +98,7 @@ async def _central(deps: ApiDeps) -> tuple[dict[str, Any] | None, dict[str, Any]
             "up": link.get("up"),
             "since": link.get("since"),
             "detail": link.get("detail", ""),
+            "refused": link.get("refused", ""),  # central answers, but refuses the box's calls (token, store id)
             "box_minus_central_s": off,
             "clock_words": None if off is None else clock_off_words(off, "central"),
         },
@@ -214,7 +215,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "central_up": deps.metrics.registry.get_sample_value("edge_central_api_up")
         if deps.metrics and deps.settings.central.url
         else None,
-        "central": central,  # {"up", "since", "detail"}; None without a central API
+        "central": central,  # {"up", "since", "detail", "refused"}; None without a central API
         "outbox": outbox,  # {"pending", "oldest_at"} status events not yet at central; None without a central API
         "recovery": recovery,
         "recovery_text": recovery_text,

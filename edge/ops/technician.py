@@ -81,16 +81,16 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
         tickets = "1 ticket" if held == 1 else f"{held} tickets"
         lines.append(_paint("warn", f"{tickets} held for a person: edge jobs --held, then release or discard", colour))
     central = data.get("central_up")
-    why = (data.get("central") or {}).get("detail") if central is not None and not central else ""
-    lines.append(
-        "central link: "
-        + (
-            "not configured"
-            if central is None
-            else _paint("ok" if central else "fail", "up" if central else "DOWN", colour)
-        )
-        + (f" ({why})" if why else "")
-    )
+    link = data.get("central") or {}
+    if central is None:
+        said = "not configured"
+    elif central and link.get("refused"):  # an older agent's answer has no "refused"
+        said = _paint("fail", "REFUSED", colour) + f" ({link['refused']})"
+    elif central:
+        said = _paint("ok", "up", colour)
+    else:
+        said = _paint("fail", "DOWN", colour) + (f" ({link['detail']})" if link.get("detail") else "")
+    lines.append(f"central link: {said}")
     if clock_words := (data.get("central") or {}).get("clock_words"):
         lines.append(_paint("warn", f"{clock_words}: check NTP", colour))
     if (mqtt := data.get("mqtt")) is not None:
@@ -234,23 +234,30 @@ async def _smtp_check(settings: Settings) -> Check:
 
 
 async def _central_check(settings: Settings) -> Check:
-    from edge.sync.client import CentralClient
+    from edge.sync.client import CentralClient, CentralRejectedError, refused_setting
 
     if not settings.central.url:
         return Check("central api", "warn", "not configured")
     central_time = RemoteClock("central")
     client = CentralClient(settings.central, settings.agent.store_id, central_time=central_time)
+    answers = f"{settings.central.url} answers" + (
+        f" through the proxy {settings.central.proxy}" if settings.central.proxy else ""
+    )
     await client.start()
     try:
         await client.health()
+        # Health takes no token: one order asked for as the agent asks is what shows central lets the box in.
+        await client.orders_since("", 1)
+    except CentralRejectedError as err:
+        setting = refused_setting(err.status)
+        return Check(
+            "central api", "fail", f"{answers}, but refuses the box: {err}" + (f": check {setting}" if setting else "")
+        )
     except EdgeError as err:
         return Check("central api", "fail", str(err))
     finally:
         await client.close()
     box_minus_central = central_time.box_minus_theirs()
-    answers = f"{settings.central.url} answers" + (
-        f" through the proxy {settings.central.proxy}" if settings.central.proxy else ""
-    )
     if box_minus_central is None:
         return Check("central api", "ok", f"{answers} (without its time: no Date header)")
     # The agent takes the ages of orders on central's clock; the box's own still dates tickets, events and mails.

@@ -72,6 +72,12 @@ class CentralRejectedError(CentralApiError):
         return self.status == 422 and self.error in PERMANENT_EVENT_ERRORS
 
 
+def refused_setting(status: int) -> str | None:
+    """The setting a person checks when central answers health but refuses the box's calls with ``status``: the box
+    itself is refused, not one request (None for any other answer)."""
+    return {401: "central.token", 403: "central.token", 404: "agent.store_id and central.url"}.get(status)
+
+
 def _error_code(body: str) -> str | None:
     try:
         answer = json.loads(body)
@@ -144,8 +150,9 @@ class CentralClient:
         # An HTTPS backend is verified against the box's CAs with the agent's own context, made in a thread at the
         # first call (it reads the CA bundle); aiohttp's own default contexts hold no CA (edge/__init__.py).
         self._tls: asyncio.Future[ssl.SSLContext] | None = None
-        # Set by the link monitor: an answer proves the line is up, a dead connection hints it is down.
-        self.on_answer: Callable[[], None] = lambda: None
+        # Set by the link monitor: an answer proves the line is up (its status and, for an error, what it said), a
+        # dead connection hints it is down.
+        self.on_answer: Callable[[int, str], None] = lambda status, said: None
         self.on_unreachable: Callable[[str], None] = lambda detail: None
 
     async def start(self) -> None:
@@ -347,8 +354,9 @@ class CentralClient:
             elif isinstance(err, TimeoutError):
                 error = CentralSlowAnswerError(detail)
             raise _RetryableError(error) from None
+        message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
         if (status < 300 or 400 <= status < 500) and tells_link:  # a 5xx or a redirect: not one we can work with
-            self.on_answer()
+            self.on_answer(status, message)
         if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing
             try:
                 # A big page of orders parses in a thread so the spoolers keep printing meanwhile.
@@ -360,7 +368,6 @@ class CentralClient:
                 f"central API {method} {url}: HTTP {status}, moved to {moved_to or '(no Location)'}: "
                 "set central.url to the address it names (redirects are not followed)"
             )
-        message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
         if status < 300:
             raise CentralApiError(f"{message} (the contract answers 200)")
         if status == 429:

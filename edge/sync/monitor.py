@@ -18,6 +18,7 @@ from edge.sync.client import (
     CentralSlowAnswerError,
     CentralTimeoutError,
     CentralUnreachableError,
+    refused_setting,
 )
 
 log = structlog.get_logger()
@@ -54,7 +55,10 @@ class LinkMonitor:
         self._silent_since: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        client.on_answer = self.mark_up
+        # What central said when it last refused a call of the box (its token, its store id), with the setting to
+        # check; "" once a call is taken. Health takes no token: the link is up all the same, and says so.
+        self.refused = ""
+        client.on_answer = self._answered
         client.on_unreachable = self.check_now
 
     def start(self) -> None:
@@ -69,6 +73,13 @@ class LinkMonitor:
         self._last_answer = self._clock.mono()
         self._silent_since = None  # an answer ends a silent spell
         self._set(True, "")
+
+    def _answered(self, status: int, said: str) -> None:
+        if (setting := refused_setting(status)) is not None:  # logged by the call's own caller (recovery, outbox)
+            self.refused = f"{said}: check {setting}"
+        elif status < 300:
+            self.refused = ""
+        self.mark_up()
 
     def check_now(self, detail: str = "") -> None:
         """A call got no answer: probe at once instead of at the next slow tick (the probe decides)."""

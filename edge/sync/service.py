@@ -110,7 +110,12 @@ class SyncService:
         return {
             "enabled": True,
             "central": self.settings.url,
-            "link": {"up": self.monitor.up, "since": self.monitor.since, "detail": self.monitor.detail},
+            "link": {
+                "up": self.monitor.up,
+                "since": self.monitor.since,
+                "detail": self.monitor.detail,
+                "refused": self.monitor.refused,
+            },
             "box_minus_central_s": self._box_minus_central_s(),
             "cursor": await self.recovery.cursor(),
             "active_run": self.recovery.active_run or (last["id"] if last is not None and recorded_active else None),

@@ -235,6 +235,32 @@ async def test_doctor_compares_the_box_clock_with_centrals(
 
 
 @pytest.mark.parametrize(
+    ("token", "store", "says"),
+    [
+        ("retyped-wrong-token", "test-store", "HTTP 401"),
+        ("central-token-abcdef123456", "test-stor", "HTTP 404"),
+    ],
+)
+async def test_doctor_says_when_central_answers_but_refuses_the_box(
+    make_settings: Callable[..., Settings], token: str, store: str, says: str
+) -> None:
+    """Central's health check takes no token, so a box with a mistyped central.token or agent.store_id was "ok" for
+    the doctor while central refused its every call. The doctor now also asks for one order as the agent would, and
+    names the answer and the setting to check."""
+    central = CentralSim("test-store", token="central-token-abcdef123456")
+    await central.start()
+    try:
+        settings = make_settings(agent={"store_id": store}, central={"url": central.url, "token": token})
+        checks = {c.name: c for c in await doctor(settings, call_agent)}
+    finally:
+        await central.stop()
+    check = checks["central api"]
+    setting = "central.token" if "401" in says else "agent.store_id"
+    assert check.level == "fail" and says in check.detail and f"check {setting}" in check.detail, check
+    assert token not in check.detail
+
+
+@pytest.mark.parametrize(
     ("password", "level", "says"),
     [("pr0xy-pa55word", "ok", "answers through the proxy"), ("stale", "fail", "check central.proxy_user and")],
 )

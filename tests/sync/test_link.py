@@ -12,7 +12,8 @@ from structlog.testing import capture_logs
 
 from edge.clock import SteppedClock
 from edge.config import Settings
-from edge.events import CentralLinkChanged, EventBus, RecoveryCompleted
+from edge.ops.technician import render_status
+from edge.events import CentralLinkChanged, EventBus, RecoveryCompleted, RecoveryFailed
 from edge.sim.central import CentralSim
 from edge.sim.smtp import SmtpSink
 from edge.sync.client import CentralUnreachableError
@@ -271,3 +272,33 @@ async def test_a_central_that_takes_connections_and_answers_nothing_for_long_is_
     await asyncio.sleep(1.0)  # room for a second run, which must not come
     assert len(events.of(RecoveryCompleted)) == 2
     assert [e.up for e in events.of(CentralLinkChanged)] == [True, False, True]
+
+
+async def test_a_central_that_refuses_the_boxs_token_is_shown_as_refusing_not_as_up(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """central.token retyped wrong at the box: central's health check (no token) answers, every call of the box is
+    refused 401. The status (the page, `edge status`) said "central link: up", with events piling up and no word why
+    (the refusal only in the log and in the last recovery's text). Now it says central refuses the box, naming the
+    answer and the setting to check; once a call is taken again it says up."""
+    agent, events = await agents.start(sync_settings(token="retyped-wrong-token"))
+    await events.wait(RecoveryFailed, timeout=10)
+    async with api_client(agent) as api:
+        async with api.get("/api/v1/status") as response:
+            data = await response.json()
+        refused = data["central"]["refused"]
+        assert "HTTP 401" in refused and "check central.token" in refused, data["central"]
+        shown = render_status(data, colour=False)
+        assert f"central link: REFUSED ({refused})" in shown, shown
+        async with api.get("/") as response:
+            page = await response.text()
+        assert "refuses the box" in page and "check central.token" in page, page
+
+        central.token = "retyped-wrong-token"  # central's side changed to match: the box's calls are taken
+        async with api.post("/api/v1/recovery/runs") as response:
+            assert response.status in (200, 202), await response.text()
+        await events.wait(RecoveryCompleted, timeout=10)
+        async with api.get("/api/v1/status") as response:
+            data = await response.json()
+    assert data["central"]["refused"] == "" and data["central_up"] == 1, data["central"]
+    assert "central link: up" in render_status(data, colour=False)
