@@ -481,6 +481,15 @@ class AlertStore:
 
     async def record(self, mail_id: int, attempt: Attempt, now: float) -> None:
         async with self._db.transaction() as conn:
+            if attempt.delivered:
+                # An alarm or reminder the relay took late (it was down) reached the manager now: its group's
+                # intervals count from now, or the next reminder could follow it within a minute.
+                await conn.execute(
+                    "UPDATE alert_groups SET last_sent_at = MAX(last_sent_at, ?1) WHERE notified = 'firing' AND key ="
+                    " (SELECT group_key FROM alert_mails WHERE id = ?2 AND kind IN ('firing', 'reminder')"
+                    " AND delivered = '[]' AND state = 'pending')",
+                    (now, mail_id),
+                )
             # An attempt that was under way when its mail was superseded keeps it superseded unless it delivered it.
             await conn.execute(
                 "UPDATE alert_mails SET attempts = attempts + 1,"

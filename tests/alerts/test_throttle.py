@@ -217,6 +217,32 @@ async def test_reminder_after_repeat_interval(
     assert "ERINNERUNG" in subject(sink.messages[1])
 
 
+async def test_a_reminder_the_relay_took_late_starts_the_repeat_interval_when_it_was_taken(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The shop's relay is down when a reminder falls due and comes back almost a repeat interval later: the reminder
+    goes then, and the next one a repeat interval after the manager got it, not a minute later (the interval counted
+    from when the reminder was queued: two reminders a minute apart, the alerts probe's 0.7 s)."""
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(offline())
+    clock.advance(31)
+    assert await run(alerter) == 1
+    await sink.stop()
+    clock.advance(4 * 3600)
+    assert await run(alerter) == 0  # the reminder queued, the relay down
+    clock.advance(4 * 3600 - 60)
+    await sink.start()
+    assert await run(alerter) == 1
+    assert "ERINNERUNG" in subject(sink.messages[1])
+    clock.advance(61)
+    assert await run(alerter) == 0, [subject(m) for m in sink.messages]
+    clock.advance(4 * 3600 - 120)
+    assert await run(alerter) == 0
+    clock.advance(61)
+    assert await run(alerter) == 1
+    assert len(sink.messages) == 3 and "ERINNERUNG" in subject(sink.messages[2])
+
+
 async def test_silence_holds_mail_until_it_ends(
     alert_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
