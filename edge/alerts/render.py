@@ -426,9 +426,13 @@ class AlertRenderer:
         }
 
     def _time(self, at: float) -> str:
-        return dt.datetime.fromtimestamp(at, self._tz).strftime(
-            "%d.%m.%Y %H:%M:%S" if self.language == "de" else "%Y-%m-%d %H:%M:%S"
-        )
+        local = dt.datetime.fromtimestamp(at, self._tz)
+        shown = local.strftime("%d.%m.%Y %H:%M:%S" if self.language == "de" else "%Y-%m-%d %H:%M:%S")
+        # In the hour the autumn change repeats, 02:51 is two times an hour apart: its offset says which one.
+        if local.utcoffset() != local.replace(fold=1 - local.fold).utcoffset() and (offset := local.utcoffset()):
+            minutes = int(offset.total_seconds()) // 60
+            shown += f" (UTC{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d})"
+        return shown
 
     def _render(self, template: str, **context: Any) -> str:
         return self._env.get_template(template).render(**self._common, **context)

@@ -4,6 +4,7 @@ it was: group wait and interval, repeat interval, the hourly cap, mail retry bac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -405,3 +406,40 @@ async def test_the_queues_age_is_how_long_its_oldest_job_really_waited(
         timeout=5,
         what="the backlog mail",
     )
+
+
+async def test_an_outage_across_the_autumn_clock_change_says_which_0251_it_means(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """A printer off from 02:51 summer time to 02:58 winter time (17 minutes, the night the clocks go back in
+    Europe/Berlin): the all-clear said "Seit: 25.10.2026 02:51:00, Bis: 25.10.2026 02:58:00", seven minutes to the
+    reader. Times in the hour that comes twice carry their offset; other mails read as before."""
+    settings = alert_settings(group_interval_s=60)
+    settings = dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, timezone="Europe/Berlin"))
+    clock.now = dt.datetime(2026, 10, 25, 0, 51, tzinfo=dt.UTC).timestamp()  # 02:51 CEST
+    alerter = make_alerter(settings)
+    alerter.on_event(offline())
+    clock.advance(31)
+    assert await run(alerter) == 1
+    alarm = sink.messages[0].get_body(("plain",)).get_content()
+    assert "25.10.2026 02:51:00 (UTC+02:00)" in alarm, alarm
+    clock.advance(dt.datetime(2026, 10, 25, 1, 58, tzinfo=dt.UTC).timestamp() - clock.now)  # 02:58 CET
+    alerter.on_event(online())
+    clock.advance(120)
+    assert await run(alerter) == 1
+    body = sink.messages[1].get_body(("plain",)).get_content()
+    assert "25.10.2026 02:51:00 (UTC+02:00)" in body and "25.10.2026 02:58:00 (UTC+01:00)" in body, body
+
+
+async def test_mail_times_outside_the_hour_that_comes_twice_carry_no_offset(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    settings = alert_settings()
+    settings = dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, timezone="Europe/Berlin"))
+    clock.now = dt.datetime(2026, 10, 25, 2, 30, tzinfo=dt.UTC).timestamp()  # 03:30 CET, after the change
+    alerter = make_alerter(settings)
+    alerter.on_event(offline())
+    clock.advance(31)
+    assert await run(alerter) == 1
+    body = sink.messages[0].get_body(("plain",)).get_content()
+    assert "Seit: 25.10.2026 03:30:00" in body and "(UTC" not in body, body
