@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,7 +16,7 @@ log = structlog.get_logger()
 
 
 class FileTransport:
-    """Each connection that writes makes a new ``<timestamp>-<seq>.bin`` file; nothing is ever read back."""
+    """Each connection that writes makes a new ``<UTC timestamp>Z-<seq>.bin`` file; nothing is ever read back."""
 
     can_read = False
     line_bytes_per_s: float | None = None
@@ -50,7 +50,8 @@ class FileTransport:
             if self._file is None:
                 # Made on the first write, so a status check (open, close) leaves no empty file;
                 # "x" refuses to overwrite an earlier job's file.
-                path = self.directory / f"{datetime.now():%Y%m%dT%H%M%S%f}-{next(self._seq):06d}.bin"
+                # UTC: local names sort an hour back after the autumn clock change.
+                path = self.directory / f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{next(self._seq):06d}.bin"
                 self._file = open(path, "xb")  # noqa: SIM115 - closed in close()
             self._file.write(data)
             # Flushed now, so a full disk fails here where the caller sees it, not in close().

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,28 @@ def test_open_and_close_without_writing_leaves_no_file(tmp_path: Path) -> None:
     transport.open()
     transport.close()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def berlin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("berlin")
+def test_files_are_named_by_utc_so_the_autumn_change_does_not_sort_them_back_an_hour(tmp_path: Path) -> None:
+    """Named by the box's local time, a job at 02:10 winter time sorted before one at 02:50 summer time printed 20
+    minutes earlier, the night the clocks go back; UTC names sort as the jobs came, and say so (Z)."""
+    transport = FileTransport("kitchen", tmp_path)
+    before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    transport.open()
+    transport.write(b"job")
+    transport.close()
+    (made,) = tmp_path.glob("*.bin")
+    stamp, _seq = made.stem.split("-")
+    assert stamp.endswith("Z"), made.name
+    named = dt.datetime.strptime(stamp[:-1], "%Y%m%dT%H%M%S%f")
+    assert abs((named - before).total_seconds()) < 60, (made.name, before)
