@@ -170,6 +170,15 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+# A line that queued a mail says what became of it: "mailed" only once the relay took it.
+_MAIL_WORDS = {  # MailState's values (edge.store.alerts, not imported by the CLI's start)
+    "pending": "mail waiting",
+    "superseded": "mail superseded",
+    "dead": "mail failed",
+    "discarded": "mail discarded",
+}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     async def collect(store: AlertStore) -> tuple[Any, Any, Any]:
         return await store.recent(args.limit), await store.mails(args.limit), await store.active_silences(time.time())
@@ -177,7 +186,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     log, mails, silences = asyncio.run(_with_store(_settings(args), collect))
     print("recent alerts (newest first):")
     for r in log:
-        print(f"  {_when(r.at)}  {r.group_key:<32} {r.action:<10} {r.detail:<12} x{r.count}  now {r.state or '-'}")
+        action = _MAIL_WORDS.get(r.mail or "", r.action)
+        print(f"  {_when(r.at)}  {r.group_key:<32} {action:<15} {r.detail:<12} x{r.count}  now {r.state or '-'}")
     print("mails:")
     for m in mails:
         print("  " + _mail_line(m.public()))

@@ -188,6 +188,9 @@ class LogEntry:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RecentEntry(LogEntry):
     state: str | None  # the group's condition now (firing | resolved); None once the group is gone
+    # What became of the mail a "mailed" line queued (MailState: pending, sent, superseded, dead, discarded); None
+    # for other lines, and for a mail that went straight to the relay (the full disk's alarm)
+    mail: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -669,7 +672,10 @@ class AlertStore:
     async def recent(self, limit: int = 50) -> list[RecentEntry]:
         """The log (mailed, put in the digest, or held back and why), newest first, with each group's state now."""
         rows = await self._db.fetchall(
-            "SELECT l.id, l.at, l.group_key, l.action, l.detail, l.count, g.state"
+            # A mail is queued in the commit that logs it, at the same time (told, mailed_directly).
+            "SELECT l.id, l.at, l.group_key, l.action, l.detail, l.count, g.state,"
+            " (SELECT m.state FROM alert_mails m WHERE l.action = 'mailed' AND m.group_key = l.group_key"
+            " AND m.created_at = l.at ORDER BY m.id DESC LIMIT 1) AS mail"
             " FROM alert_log l LEFT JOIN alert_groups g ON g.key = l.group_key ORDER BY l.id DESC LIMIT ?",
             (limit,),
         )

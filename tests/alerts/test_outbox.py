@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +17,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.helpers import fast, printer_down_with_a_ticket
-from tests.helpers import api_client, db_rows, eventually, wait_until
+from tests.helpers import api_client, config_dict, db_rows, eventually, toml, wait_until
 from tests.prove.spec import check_answer
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -381,3 +383,42 @@ async def test_an_all_clear_the_relay_turned_away_does_not_arrive_after_the_prin
     await asyncio.sleep(1.5)  # several outbox rounds: whatever else is owed comes now
     subjects = [str(m["Subject"]) for m in sink.messages]
     assert subjects[-1] == "[Filiale Mitte (test-store)] STÖRUNG (kritisch): Drucker kitchen: Papier leer", subjects
+
+
+async def test_edge_alerts_list_says_a_mail_still_waiting_is_waiting_not_mailed(
+    make_agent: MakeAgent,
+    alert_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    tmp_path: Path,
+) -> None:
+    """The relay turns the alarm away (451): `edge alerts list` said "mailed" for it, and the manager had nothing.
+    Each line that queued a mail now says what became of it: waiting, then mailed once the relay took it."""
+    sink.data_reply = lambda msg: "451 4.3.0 try again later"
+    agent = await make_agent(fast(alert_settings))
+    await printer_down_with_a_ticket(agent, printers)
+    await wait_until(lambda: sink.refused_messages >= 1, 8, "the alarm tried and turned away")
+    config = tmp_path / "list.toml"
+    config.write_text(toml(config_dict(agent.settings.agent.data_dir, printers)), encoding="utf-8")
+
+    async def listed() -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edge",
+            "alerts",
+            "list",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        return next(line for line in out.decode().splitlines() if "printer_offline:kitchen" in line)
+
+    line = await listed()
+    assert "mail waiting" in line and "mailed" not in line, line
+    sink.data_reply = None
+    await sink.wait_for(1, timeout=8)
+    await eventually(listed, lambda line: "mailed" in line and "waiting" not in line, 8, "the list says mailed")
