@@ -12,8 +12,8 @@ from structlog.testing import capture_logs
 
 from edge.clock import SteppedClock
 from edge.config import Settings
-from edge.ops.technician import render_status
 from edge.events import CentralLinkChanged, EventBus, RecoveryCompleted, RecoveryFailed
+from edge.ops.technician import render_status
 from edge.sim.central import CentralSim
 from edge.sim.smtp import SmtpSink
 from edge.sync.client import CentralUnreachableError
