@@ -234,7 +234,7 @@ async def _smtp_check(settings: Settings) -> Check:
 
 
 async def _central_check(settings: Settings) -> Check:
-    from edge.sync.client import CentralClient, CentralRejectedError, refused_setting
+    from edge.sync.client import CentralClient, CentralRejectedError
 
     if not settings.central.url:
         return Check("central api", "warn", "not configured")
@@ -249,10 +249,7 @@ async def _central_check(settings: Settings) -> Check:
         # Health takes no token: one order asked for as the agent asks is what shows central lets the box in.
         await client.orders_since("", 1)
     except CentralRejectedError as err:
-        setting = refused_setting(err.status)
-        return Check(
-            "central api", "fail", f"{answers}, but refuses the box: {err}" + (f": check {setting}" if setting else "")
-        )
+        return Check("central api", "fail", f"{answers}, but refuses the box: {err}")
     except EdgeError as err:
         return Check("central api", "fail", str(err))
     finally:

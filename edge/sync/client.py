@@ -150,8 +150,8 @@ class CentralClient:
         # An HTTPS backend is verified against the box's CAs with the agent's own context, made in a thread at the
         # first call (it reads the CA bundle); aiohttp's own default contexts hold no CA (edge/__init__.py).
         self._tls: asyncio.Future[ssl.SSLContext] | None = None
-        # Set by the link monitor: an answer proves the line is up (its status and, for an error, what it said), a
-        # dead connection hints it is down.
+        # Set by the link monitor: an answer proves the line is up (its status and what it said tell whether the box
+        # was let in), a dead connection hints it is down.
         self.on_answer: Callable[[int, str], None] = lambda status, said: None
         self.on_unreachable: Callable[[str], None] = lambda detail: None
 
@@ -355,6 +355,10 @@ class CentralClient:
                 error = CentralSlowAnswerError(detail)
             raise _RetryableError(error) from None
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
+        if setting := refused_setting(status):
+            # The box itself refused (its token, its store id): the setting a person checks goes with it everywhere
+            # the error is told (the log, the recovery's text and mail, the status, the doctor).
+            message += f": check {setting}"
         if (status < 300 or 400 <= status < 500) and tells_link:  # a 5xx or a redirect: not one we can work with
             self.on_answer(status, message)
         if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing

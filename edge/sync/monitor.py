@@ -75,8 +75,8 @@ class LinkMonitor:
         self._set(True, "")
 
     def _answered(self, status: int, said: str) -> None:
-        if (setting := refused_setting(status)) is not None:  # logged by the call's own caller (recovery, outbox)
-            self.refused = f"{said}: check {setting}"
+        if refused_setting(status) is not None:  # logged by the call's own caller (recovery, outbox)
+            self.refused = said
         elif status < 300:
             self.refused = ""
         self.mark_up()

@@ -275,14 +275,17 @@ async def test_a_central_that_takes_connections_and_answers_nothing_for_long_is_
 
 
 async def test_a_central_that_refuses_the_boxs_token_is_shown_as_refusing_not_as_up(
-    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
 ) -> None:
     """central.token retyped wrong at the box: central's health check (no token) answers, every call of the box is
     refused 401. The status (the page, `edge status`) said "central link: up", with events piling up and no word why
     (the refusal only in the log and in the last recovery's text). Now it says central refuses the box, naming the
-    answer and the setting to check; once a call is taken again it says up."""
-    agent, events = await agents.start(sync_settings(token="retyped-wrong-token"))
+    answer and the setting to check, and so does the manager's mail about the failed recovery; once a call is taken
+    again it says up."""
+    agent, events = await agents.start(sync_settings(token="retyped-wrong-token", sections=mail_to(sink)))
     await events.wait(RecoveryFailed, timeout=10)
+    (mail,) = await sink.wait_for(1, timeout=10)
+    assert "check central.token" in mail.get_body(("plain",)).get_content()
     async with api_client(agent) as api:
         async with api.get("/api/v1/status") as response:
             data = await response.json()
