@@ -103,6 +103,11 @@ def diff_station(before: Order | None, after: Order | None, station: str) -> tup
     return tuple(changes)
 
 
+def head_changed(before: Order, after: Order) -> bool:
+    """Whether what a ticket's head tells the kitchen changed: the kind of order, its table or its due time."""
+    return before.fulfilment != after.fulfilment
+
+
 def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine, ...]:
     """A STORNO's lines: every line any of ``revisions`` put on one station's paper, at its largest quantity, struck
     (more struck than the cook holds is safe; less is a dish cooked for nobody)."""
@@ -260,14 +265,18 @@ def plan_revision(
             originals += [j for j in waiting if j.copy and j.variant is None]
         for job in originals:
             base = orders[job.change_from] if job.variant == JobVariant.CHANGE and job.change_from else None
-            empty = diff_station(base, new, station) == () if base else not new.production_items(station)
+            if base is not None:
+                empty = not diff_station(base, new, station) and not head_changed(base, new)
+            else:
+                empty = not new.production_items(station)
             (discard if empty else rewrite).append(job.id)
         if any(j.id in rewrite for j in originals):
             continue  # a waiting ticket now shows the new revision: nothing extra prints
         # Not a COPY dropped above with the unsent original it copies: it never reached paper.
         on_paper = paper_revision([j for j in station_jobs if j.id not in discard])
         if on_paper is not None:
-            if diff_station(orders[on_paper], new, station):
+            # Its lines, or only its head: a due time 20 minutes earlier or another table is news for the cook too.
+            if diff_station(orders[on_paper], new, station) or head_changed(orders[on_paper], new):
                 add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CHANGE, on_paper))
         elif new.production_items(station) and diff_station(previous, new, station):
             add.append(PlannedJob(JobKind.TICKET, station, JobVariant.ADDED, None))

@@ -99,7 +99,6 @@ class Renderer:
         """
         _check_job(width, language)
         created = self._local(order.created_at)
-        due = self._local(order.fulfilment.due_at) if order.fulfilment.due_at else None
         return self._render(
             "ticket.j2",
             width=width,
@@ -113,12 +112,17 @@ class Renderer:
             fulfilment=labels.describe_fulfilment(order.fulfilment, language),
             customer=order.customer.name if order.customer else None,
             created=created.strftime(labels.DATE_TIME[language] if released else "%H:%M"),
-            due=None
-            if due is None
-            else due.strftime("%H:%M" if due.date() == created.date() else labels.OTHER_DAY[language]),
+            due=self._due(order, language),
             qr_code=f"edge:v1:{order.id}:{station}",
             change_revision=change_revision,
         )
+
+    def _due(self, order: Order, language: str) -> str | None:
+        """The due time as a ticket shows it: the time, and the date too when it is not the day of the order."""
+        if order.fulfilment.due_at is None:
+            return None
+        due, created = self._local(order.fulfilment.due_at), self._local(order.created_at)
+        return due.strftime("%H:%M" if due.date() == created.date() else labels.OTHER_DAY[language])
 
     def change(
         self,
@@ -138,6 +142,9 @@ class Renderer:
         revisions (later ones that may be on paper too) put there."""
         _check_job(width, language)
         cancelled = order.status == "cancelled"
+        fulfilment = labels.describe_fulfilment(order.fulfilment, language)
+        before_fulfilment = labels.describe_fulfilment(before.fulfilment, language)
+        due, before_due = self._due(order, language), self._due(before, language)
         return self._render(
             "change.j2",
             width=width,
@@ -150,7 +157,11 @@ class Renderer:
             reason=order.cancel_reason,
             copy=copy,
             redirected_from=redirected_from,
-            fulfilment=labels.describe_fulfilment(order.fulfilment, language),
+            fulfilment=fulfilment,
+            # What the head said on the paper before, where it changed (None: as before)
+            fulfilment_before=None if before_fulfilment == fulfilment else before_fulfilment,
+            due=due,
+            due_before=None if before_due == due else (before_due or labels.LABELS[language]["asap"]),
             customer=order.customer.name if order.customer else None,
             created=self._local(order.created_at).strftime("%H:%M"),
             qr_code=f"edge:v1:{order.id}:{station}",  # scanned like the ticket it follows

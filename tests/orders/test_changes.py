@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -75,6 +77,58 @@ async def test_change_after_print_prints_a_change_ticket(
     assert "2 -> 3x Pizza Margherita" in change
     await printed_all(agent)
     assert len(printers["front"].printed) == 1
+
+
+def _due_moved(minutes: int) -> Callable[[dict[str, Any]], None]:
+    def move(order: dict[str, Any]) -> None:
+        due = datetime.fromisoformat(order["fulfilment"]["due_at"].replace("Z", "+00:00"))
+        order["fulfilment"]["due_at"] = (due + timedelta(minutes=minutes)).isoformat()
+
+    return move
+
+
+@pytest.mark.parametrize(
+    ("first", "change", "says"),
+    [
+        ({}, _due_moved(-20), r"Fällig: (\d\d:\d\d) -> (\d\d:\d\d)"),
+        ({}, _due_moved(90), r"Fällig: (\d\d:\d\d) -> (\d\d:\d\d)"),
+        ({"type": "dine_in", "table": "12"}, lambda o: o["fulfilment"].update(table="14"), "Tisch 12 -> Tisch 14"),
+        ({}, lambda o: o["fulfilment"].update(type="delivery"), "Abholung -> Lieferung"),
+    ],
+    ids=["due-earlier", "due-later", "table", "pickup-to-delivery"],
+)
+async def test_a_change_of_only_the_due_time_table_or_kind_reaches_a_printed_ticket(
+    agent: Agent,
+    api: aiohttp.ClientSession,
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    first: dict[str, Any],
+    change: Callable[[dict[str, Any]], None],
+    says: str,
+) -> None:
+    """The kitchen's ticket is printed; a revision moves only the due time, the table or the kind of order. The agent
+    answered "updated" and printed nothing: the cook planned for a time 20 minutes off, or the runner took the dishes
+    to table 12 (the changes probe, 3 of 3 runs). It prints an ÄNDERUNG ticket saying what changed, old -> new."""
+    example_order["fulfilment"].update(first)
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    new = revised(example_order, 2)
+    change(new)
+    status, body = await post(api, new)
+    assert status == 200 and body["status"] == "updated" and len(body["job_ids"]) == 1, body
+    ticket = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    await printed_all(agent)
+    assert "ÄNDERUNG" in ticket and "Rev. 2" in ticket, ticket
+    found = re.search(says, ticket)
+    assert found, ticket
+    if found.groups():  # the times as the first ticket showed them and as they are now
+        old_due = datetime.fromisoformat(example_order["fulfilment"]["due_at"].replace("Z", "+00:00"))
+        new_due = datetime.fromisoformat(new["fulfilment"]["due_at"])
+        zone = ZoneInfo(agent.settings.agent.timezone) if agent.settings.agent.timezone else None
+        assert found.groups() == tuple(t.astimezone(zone).strftime("%H:%M") for t in (old_due, new_due)), ticket
+    assert not re.search(r"^[+~] |^- \d", ticket, re.M), ticket  # no line of the station changed
+    assert len(printers["front"].printed) == 1  # the receipt is not printed again
 
 
 async def test_two_orders_changed_each_change_ticket_lists_what_changed_in_its_own_order(
