@@ -60,12 +60,15 @@ def _plural(n: int, word: str) -> str:
 
 
 def recovery_words(run: RecoveryRun, conflicts: list[str]) -> str:
-    """'3 orders recovered, 1 conflict — A-1042': what the last run did, as the technician asks it."""
+    """'3 orders recovered, 2 changed, 1 conflict — A-1042': what the last run did, as the technician asks it."""
     counts, errors, state = run.counts, run.errors, run.state
     if state not in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED):
         return f"Running ({state})"
     stored, conflict, invalid = counts.get("stored", 0), counts.get("conflict", 0), counts.get("invalid", 0)
-    parts = [_plural(stored, "order") + " recovered" if stored else "no missed orders"]
+    changed, cancelled = counts.get("changed", 0), counts.get("cancelled", 0)  # an older run's record has neither
+    parts = [_plural(stored, "order") + " recovered"] if stored else []
+    parts += [f"{n} {word}" for n, word in ((changed, "changed"), (cancelled, "cancelled")) if n]
+    parts = parts or ["no missed orders"]
     if conflict:
         named = ", ".join(conflicts) + (" …" if conflict > len(conflicts) else "")
         parts.append(f"{_plural(conflict, 'conflict')} — {named}")

@@ -29,6 +29,13 @@ _STORED = """
 SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id
 WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery'
 """
+# Revisions the run stored of orders that came another way (pushed, or by an earlier run): changes and cancels.
+_REVISED = """
+SELECT COALESCE(SUM(r.status != 'cancelled'), 0), COALESCE(SUM(r.status = 'cancelled'), 0)
+FROM recovery_items i JOIN orders o ON o.id = i.order_id
+JOIN order_revisions r ON r.order_id = i.order_id AND r.revision = COALESCE(json_extract(i.payload, '$.revision'), 1)
+WHERE i.run_id = ? AND i.class = 'missing' AND o.source != 'recovery' AND r.source = 'recovery'
+"""
 
 
 def _close_phase(phases_json: str, now: float) -> str:
@@ -195,4 +202,10 @@ class RecoveryStore:
             "SELECT class, COUNT(*) FROM recovery_items WHERE run_id = ? GROUP BY class", (run_id,)
         )
         stored = await self._db.fetchone(_STORED, (run_id,))
-        return {c.value: 0 for c in ItemClass} | {r[0]: r[1] for r in rows} | {"stored": stored[0] if stored else 0}
+        revised = await self._db.fetchone(_REVISED, (run_id,))
+        changed, cancelled = revised if revised else (0, 0)
+        return (
+            {c.value: 0 for c in ItemClass}
+            | {r[0]: r[1] for r in rows}
+            | {"stored": stored[0] if stored else 0, "changed": changed, "cancelled": cancelled}
+        )

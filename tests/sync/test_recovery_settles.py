@@ -201,3 +201,31 @@ async def test_a_run_left_selecting_an_order_it_cannot_store_completes_when_resu
     [completed] = await events.wait(RecoveryCompleted, timeout=10.0, where=lambda e: e.run_id == 7)
     assert completed.counts["present"] == 1 and completed.counts["missing"] == 0
     assert await db_rows(db, "SELECT revision, status FROM orders") == [(2, "cancelled")]
+
+
+async def test_a_run_that_brings_changes_and_cancels_says_so_not_no_missed_orders(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """Three orders pushed and printed; while the line is down central changes two and cancels one, and takes a new
+    one. The run that follows prints the two changes, the STORNO and the new order, and its record says so: "1 order
+    recovered, 2 changed, 1 cancelled". Before it said "1 order recovered" (for the changes and cancels alone: "No
+    missed orders", the changes probe), the run's counts had no word for a revision of an order the box had."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    port = agent.port
+    pushed = [make_order(n, prefix="p", print_receipt=False) for n in (1, 2, 3)]
+    for order in pushed:
+        assert (await _post(port, "/api/v1/orders", order))[0] == 201
+    await printers["kitchen"].wait_for_printed(3)
+    more = [_revised(pushed[0], 2), _revised(pushed[1], 2), _revised(pushed[2], 2, status="cancelled")]
+    for order in more[:2]:
+        order["items"][0]["qty"] += 1
+    central.add_orders([*more, make_order(4, prefix="p", print_receipt=False)])
+    completed = await _run_once_more(port, events, 2)
+    assert (completed.counts["stored"], completed.counts["changed"], completed.counts["cancelled"]) == (1, 2, 1), (
+        completed.counts
+    )
+    tickets = [decode(t).text for t in await printers["kitchen"].wait_for_printed(7)]
+    assert sum("ÄNDERUNG" in t for t in tickets) == 2 and sum("STORNO" in t for t in tickets) == 1, tickets
+    status = await _get(port, "/api/v1/status")
+    assert status["recovery_text"] == "1 order recovered, 2 changed, 1 cancelled", status["recovery_text"]
