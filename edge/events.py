@@ -229,6 +229,15 @@ class MqttConnectionChanged(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MqttEventsRefused(Event):
+    """The broker answers the store's events (or status) with a refusal (its ACL): they wait, tried again; ``refused``
+    False once it takes them."""
+
+    refused: bool
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MqttOrderRejected(Event):
     """A message on the orders topic was not a valid order (or conflicted): acknowledged, kept for a person, reported
     on the events topic; nothing printed."""

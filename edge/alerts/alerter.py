@@ -45,6 +45,7 @@ from edge.events import (
     JobHeld,
     JobRedirected,
     MqttConnectionChanged,
+    MqttEventsRefused,
     MqttOrderRejected,
     OrderConflicted,
     OrderEventsRefused,
@@ -346,6 +347,10 @@ class Alerter:
                     self._signal("mqtt_refused", "mqtt", True, detail=detail)
                 elif connected:
                     self._signal("mqtt_refused", "mqtt", False)
+            case MqttEventsRefused(refused=True, detail=detail):
+                self._signal("mqtt_events_refused", "mqtt", True, detail=detail)
+            case MqttEventsRefused():
+                self._signal("mqtt_events_refused", "mqtt", False)
             case PushAuthChanged(refused=True, reason=reason, remote=remote):
                 self._signal("push_refused", "api", True, reason=reason, remote=remote)
             case PushAuthChanged():
@@ -910,6 +915,7 @@ class Alerter:
             RecoveryOrderInvalid,
             OrderTotalsMismatched,
             MqttConnectionChanged,
+            MqttEventsRefused,
             MqttOrderRejected,
             OrderEventsRefused,
             JobRedirected,

@@ -331,6 +331,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " shows the reason.",
         ),
     },
+    "mqtt_events_refused": {
+        "de": (
+            "MQTT-Broker nimmt die Statusmeldungen nicht an",
+            "Der MQTT-Broker weist die Statusmeldungen dieser Filiale ab ({detail}). Die Zentrale erfährt nicht, was"
+            " gedruckt ist; Bestellungen kommen an und drucken, die Meldungen warten und gehen nach.",
+            "Die Zugriffsregeln (ACL) des Brokers prüfen lassen: die Filiale muss auf ihre Themen events und status"
+            " schreiben dürfen.",
+        ),
+        "en": (
+            "MQTT broker does not take the status events",
+            "The MQTT broker refuses this store's status events ({detail}). The central backend does not learn what"
+            " printed; orders arrive and print, the events wait and follow.",
+            "Have the broker's access rules (ACL) checked: the store must be allowed to write its events and status"
+            " topics.",
+        ),
+    },
     "push_refused": {
         "de": (
             "Bestellungen abgewiesen: Zugangsdaten des Absenders passen nicht",

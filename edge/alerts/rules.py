@@ -59,6 +59,7 @@ TYPES: dict[str, AlertType] = {
         # MQTT intake: the broker refuses our login or certificate (orders over MQTT stop), and messages on the
         # orders topic that were not a valid order (acked and kept; central must send them right).
         AlertType("mqtt_refused", CRITICAL),
+        AlertType("mqtt_events_refused", WARNING),
         # Orders pushed over HTTP refused for their token or signature: none comes in until a person sets them alike.
         AlertType("push_refused", CRITICAL),
         AlertType("mqtt_invalid", CRITICAL, remind=False),

@@ -98,6 +98,8 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
         detail = f" ({mqtt['detail']})" if mqtt.get("detail") else ""
         rejected = f", {mqtt['rejected_total']} messages were not an order" if mqtt.get("rejected_total") else ""
         lines.append(f"mqtt link: {_paint(level, mqtt['state'], colour)}{detail}{rejected}")
+        if mqtt.get("events_refused"):  # an older agent's answer has none
+            lines.append(_paint("fail", f"mqtt events refused: {mqtt['events_refused']}", colour))
     lines.append("last recovery: " + (_row_text(data["recovery"][0]) if data["recovery"] else "none"))
     lines.append("last alert: " + (_row_text(data["alerts"][0]) if data["alerts"] else "none"))
     return "\n".join(lines)

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -119,6 +120,8 @@ class Broker:
         ]
         self._settings = lines
         self.config = self.dir / "mosquitto.conf"
+        self.acl = self.dir / "acl"
+        self._acl_on = False
         self._write_config()
 
     def _pick_ports(self) -> None:
@@ -128,6 +131,8 @@ class Broker:
 
     def _write_config(self) -> None:
         lines = [*self._settings, f"listener {self.port} 127.0.0.1", f"listener {self.ipv6_port} ::1"]
+        if self._acl_on:
+            lines.append(f"acl_file {self.acl}")
         if self.tls and self.tls_port:
             lines += [
                 f"listener {self.tls_port} 127.0.0.1",
@@ -210,6 +215,16 @@ class Broker:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
+
+    async def set_acl(self, agent_may: Iterable[str]) -> None:
+        """Topic rules for the agent's user (mosquitto's acl_file lines, e.g. ``topic read edge/s/orders``; the
+        backend's user may do anything), taken up at once by a running broker (SIGHUP reloads them)."""
+        rules = [f"user {BACKEND_USER}", "topic readwrite #", f"user {AGENT_USER}", *agent_may]
+        self.acl.write_text("\n".join(rules) + "\n")
+        self._acl_on = True
+        self._write_config()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGHUP)
 
 
 class Backend:

@@ -45,6 +45,7 @@ from edge.events import (
     JobDead,
     JobPrinted,
     MqttConnectionChanged,
+    MqttEventsRefused,
     MqttOrderRejected,
     OrderStored,
     ScanRecorded,
@@ -226,6 +227,10 @@ def probe(settings: Settings, timeout_s: float = 5.0) -> str | None:
         client.loop_stop()
 
 
+class PublishRefusedError(ConnectionError):
+    """The broker answered a PUBLISH with a refusal (a PUBACK reason >= 0x80): the message was not taken."""
+
+
 class MqttLink:
     """Subscribes to ``<prefix>/orders`` (QoS 1, persistent session), hands each payload to the same intake as HTTP
     push and acknowledges it only after the commit; publishes the status outbox and rejected messages on
@@ -264,8 +269,10 @@ class MqttLink:
         self._client: PahoClient | None = None
         self._calls = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-calls")
         self._handlers: set[asyncio.Task[None]] = set()
-        self._acks: dict[int, asyncio.Future[None]] = {}  # our PUBLISHes waiting for their PUBACK, by packet id
-        self._early: set[int] = set()  # PUBACKs that came before we had registered the packet id
+        self._acks: dict[int, asyncio.Future[str | None]] = {}  # our PUBLISHes waiting for their PUBACK, by packet id
+        # PUBACKs that came before we had registered the packet id, with the broker's refusal if it said no
+        self._early: dict[int, str | None] = {}
+        self.events_refused = ""  # the broker's no to our events (its ACL); "" while it takes them
         # This connection's orders in the order they arrived, by packet id: (QoS, handled). PUBACKs leave in that
         # order (MQTT 5.0 section 4.6, [MQTT-4.6.0-2]), whichever order the commits finish in.
         self._arrived: dict[int, tuple[int, bool]] = {}
@@ -456,8 +463,9 @@ class MqttLink:
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         self._to_loop(self._received, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
 
-    def _on_publish(self, _c: paho.Client, _u: object, mid: int, _r: object, _p: object) -> None:
-        self._to_loop(self._published, mid)
+    def _on_publish(self, _c: paho.Client, _u: object, mid: int, reason: ReasonCode, _p: object) -> None:
+        # A PUBACK can say no (MQTT 5 reason >= 0x80: "Not authorized", the broker's ACL): not an acknowledgement.
+        self._to_loop(self._published, mid, str(reason) if reason.is_failure else None)
 
     def _next_delay(self, client: paho.Client) -> None:
         """Capped exponential backoff with jitter for paho's next reconnect: a fleet that lost its broker does not
@@ -631,40 +639,63 @@ class MqttLink:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._calls, lambda: fn(*args, **kwargs))
 
-    def _published(self, mid: int) -> None:
+    def _published(self, mid: int, refusal: str | None) -> None:
         fut = self._acks.pop(mid, None)
         if fut is None:
-            self._early.add(mid)
+            self._early[mid] = refusal
         elif not fut.done():
-            fut.set_result(None)
+            fut.set_result(refusal)
 
     async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """PUBLISH at QoS 1 and wait for the broker's PUBACK."""
+        """PUBLISH at QoS 1 and wait for the broker's PUBACK; PublishRefusedError when it says no."""
         assert self._client is not None
         info = await self._call(self._client.publish, topic, payload, qos=QOS, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish to {topic}: {paho.error_string(info.rc)}")
         if info.mid in self._early:
-            self._early.discard(info.mid)
-            return
-        fut = self._acks[info.mid] = asyncio.get_running_loop().create_future()
-        async with asyncio.timeout(_PUBACK_TIMEOUT_S):
-            await fut
+            refusal = self._early.pop(info.mid)
+        else:
+            fut = self._acks[info.mid] = asyncio.get_running_loop().create_future()
+            async with asyncio.timeout(_PUBACK_TIMEOUT_S):
+                refusal = await fut
+        if refusal is not None:
+            raise PublishRefusedError(
+                f"the broker refuses this client's messages on {topic}: {refusal} (its ACL must let user"
+                f" {self._cfg.username or '(none)'} write {self.topics['events']} and {self.topics['status']})"
+            )
 
     async def _publish_loop(self) -> None:
         cursor = await self._store.outbox_cursor()
+        retry_at = 0.0  # monotonic: while the broker refuses the events, they are offered again from then on
         while not self._stopping:
-            await wait_set(self._wake, _IDLE_S)
+            await wait_set(self._wake, _IDLE_S if not self.events_refused else max(0.0, retry_at - time.monotonic()))
             self._wake.clear()
             if self.state != MqttState.CONNECTED or self._stopping:
                 continue
+            if self.events_refused and time.monotonic() < retry_at:
+                continue  # each new order would offer them all again, each refused again
             try:
                 cursor = await self._publish_outbox(cursor)
                 await self._publish_rejects()
+            except PublishRefusedError as err:  # the rows stay: a person changes the broker's ACL
+                retry_at = time.monotonic() + self._cfg.reconnect_max_s
+                self._events_refused(str(err))
             except (ConnectionError, TimeoutError) as err:  # the rows stay; sent again (same keys) when connected
                 log.warning("mqtt_events_not_published", error=str(err) or type(err).__name__)
             except StoreError as err:
                 log.warning("mqtt_events_not_published", error=str(err))
+            else:
+                if self.events_refused:
+                    log.info("mqtt_events_taken", broker=self._cfg.url)
+                    self._events_refused("")
+
+    def _events_refused(self, detail: str) -> None:
+        if detail == self.events_refused:
+            return
+        if detail:  # once per reason, not once per try
+            log.error("mqtt_events_refused", broker=self._cfg.url, error=detail)
+        self.events_refused = detail
+        self._bus.publish(MqttEventsRefused(refused=bool(detail), detail=detail))
 
     async def _publish_outbox(self, cursor: int) -> int:
         """Each outbox row after the cursor as one message; the cursor moves once the broker has acknowledged a batch.
@@ -715,4 +746,5 @@ class MqttLink:
                 for r in await self._store.rejects(10)
             ],
             "events_unpublished": await self._store.outbox_unpublished(await self._store.outbox_cursor()),
+            "events_refused": self.events_refused,
         }

@@ -40,6 +40,7 @@ GROUP_DETAILS = {
     },
     "order_conflict": {"order": "ord_9", "items": [{"id": "ord_9", "order": "ord_9", "error": "push"}]},
     "mqtt_refused": {"detail": "broker refused the connection: Bad user name or password"},
+    "mqtt_events_refused": {"detail": "the broker refuses this client's messages on edge/s/events: Not authorized"},
     "push_refused": {"reason": "wrong_token", "remote": "10.0.0.7"},
     "mqtt_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: must be an integer"}]},
 }
@@ -54,6 +55,7 @@ SUBJECTS = {
     "order_totals_mismatch": "totals",
     "order_conflict": "orders",
     "mqtt_refused": "mqtt",
+    "mqtt_events_refused": "mqtt",
     "push_refused": "api",
     "mqtt_invalid": "mqtt",
     "station_unrouted": "pastry",

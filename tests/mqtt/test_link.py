@@ -21,6 +21,7 @@ from edge.app import Agent
 from edge.config import parse_settings
 from edge.events import Event, MqttConnectionChanged
 from edge.log import configure_logging
+from edge.ops.technician import render_status
 from edge.printing.decode import decode
 from edge.sim.broker import Backend, Broker, TlsFiles
 from edge.sim.central import CentralSim
@@ -234,6 +235,61 @@ async def test_a_second_client_with_this_stores_client_id_is_named_and_not_fough
         lambda: db_rows(agent, "SELECT type, severity FROM alert_groups WHERE type LIKE 'mqtt%'"),
         lambda rows: rows == [("mqtt_refused", "critical")],
         what="the mqtt_refused alert",
+    )
+
+
+async def test_events_the_brokers_acl_refuses_are_kept_told_and_sent_once_it_takes_them(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The broker's ACL lets the store read its orders but not write its events (the fleet's ACL with the write line
+    forgotten): Mosquitto answers each event's PUBLISH with a PUBACK saying "Not authorized" (MQTT 5 reason 135). The
+    agent took that PUBACK for the broker's acceptance: the events were counted published, the cursor moved past
+    them, nothing was said, and once the ACL was fixed they never went (the MQTT probe, 3 of 3). Now they stay, the
+    refusal is logged once and alerted, and they go once the broker takes them."""
+    await broker.set_acl([f"topic read {ORDERS}"])
+    await broker.restart()  # in force before the agent's first message (a SIGHUP's reload takes its time)
+    heard: list[Event] = []
+    with structlog.testing.capture_logs() as logs:
+        agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5), listen=heard.append, **MAIL)
+        assert agent.mqtt is not None
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="connected")
+        order = make_order(1, prefix="acl", print_receipt=False)
+        await backend.publish(ORDERS, order)
+        await printers["kitchen"].wait_for_printed(1)
+        await eventually(
+            agent.mqtt.status,
+            lambda s: "Not authorized" in s["events_refused"] and s["events_unpublished"] >= 2,
+            what="the refusal told, the events kept",
+        )
+        await asyncio.sleep(1.5)  # several tries at reconnect_max_s
+        assert backend.events(EVENTS) == []
+        async with api_client(agent) as api:
+            async with api.get("/api/v1/status") as response:
+                shown = render_status(await response.json(), colour=False)
+            async with api.get("/") as response:
+                page = await response.text()
+        assert "mqtt events refused: the broker refuses this client's messages" in shown, shown
+        assert "the broker refuses them" in page
+        await eventually(
+            lambda: db_rows(agent, "SELECT type, state FROM alert_groups WHERE type LIKE 'mqtt%'"),
+            lambda rows: rows == [("mqtt_events_refused", "firing")],
+            what="the alert",
+        )
+        await broker.set_acl([f"topic read {ORDERS}", f"topic write {EVENTS}", f"topic write {STATUS}"])
+        got = await eventually(
+            lambda: _read(backend), lambda e: {"received", "printed"} <= {x["event"] for x in e}, what="the events"
+        )
+    assert {e["order_id"] for e in got} == {order["id"]}
+    assert [e["event"] for e in logs if e["event"].startswith("mqtt_events")] == [
+        "mqtt_events_refused",
+        "mqtt_events_taken",
+    ], [e for e in logs if e["event"].startswith("mqtt_events")]
+    status = await agent.mqtt.status()
+    assert status["events_refused"] == "" and status["events_unpublished"] == 0, status
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM alert_groups WHERE type = 'mqtt_events_refused'"),
+        lambda rows: rows == [("resolved",)],
+        what="the alert resolved",
     )
 
 
