@@ -50,6 +50,7 @@ from edge.events import (
     OrderStored,
     ScanRecorded,
 )
+from edge.log import SaidOnce
 from edge.orders.intake import OrderIntake
 from edge.orders.model import MalformedOrderError, read_order
 from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
@@ -259,6 +260,8 @@ class MqttLink:
         self._clock = clock
         self.state = MqttState.CONNECTING
         self.detail = ""
+        self._told: tuple[bool, str, bool] | None = None  # (connected, detail, refused) as the bus last heard it
+        self._failure: tuple[bool, str] | None = None  # (refused, why) of the failure logged last, until one holds
         self.since = clock.wall()
         self._generation = 0  # +1 per connection: an ack from an older one must not reach a reused packet id
         self._attempt = 0
@@ -273,6 +276,8 @@ class MqttLink:
         # PUBACKs that came before we had registered the packet id, with the broker's refusal if it said no
         self._early: dict[int, str | None] = {}
         self.events_refused = ""  # the broker's no to our events (its ACL); "" while it takes them
+        # Every order in the window meets a full card at each try: one line (the storage alert tells the manager)
+        self._not_stored = SaidOnce("mqtt_order_not_stored", acked=False, note="the broker keeps it; tried again")
         # This connection's orders in the order they arrived, by packet id: (QoS, handled). PUBACKs leave in that
         # order (MQTT 5.0 section 4.6, [MQTT-4.6.0-2]), whichever order the commits finish in.
         self._arrived: dict[int, tuple[int, bool]] = {}
@@ -455,9 +460,10 @@ class MqttLink:
         )
         if said:
             return f"the broker gave this store's session to {who}"
+        # No count in it: the same words at each retry are one log line and one alarm, not one per retry.
         return (
-            f"the broker closed the connection within {_SHORT_LIVED_S:g} s of accepting it {self._short_lived} times "
-            f"in a row: {who}, the broker refusing this client, or the network dropping it"
+            f"the broker closed the connection within {_SHORT_LIVED_S:g} s of accepting it, {_SHORT_LIVED_TIMES} times "
+            f"in a row or more: {who}, the broker refusing this client, or the network dropping it"
         )
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
@@ -477,20 +483,35 @@ class MqttLink:
 
     # ---- the loop: connection state ---------------------------------------------------------------------------
 
-    def _set_state(self, state: MqttState, detail: str, *, refused: bool = False) -> None:
-        changed = (state, detail) != (self.state, self.detail)
-        self.state, self.detail = state, detail
-        if changed:
+    def _set_state(self, state: MqttState, detail: str, *, tell: bool = True) -> None:
+        if (state, detail) != (self.state, self.detail):
             self.since = self._clock.wall()
-            connected = state == MqttState.CONNECTED
-            self._bus.publish(MqttConnectionChanged(connected=connected, detail=detail, refused=refused))
+        self.state, self.detail = state, detail
+        if tell:
+            self._tell()
+
+    def _tell(self) -> None:
+        """The state to the bus (alerts, metrics) when it differs from what the bus last heard."""
+        said = (self.state == MqttState.CONNECTED, self.detail, self.state == MqttState.REFUSED)
+        if said != self._told:
+            self._told = said
+            if said[0]:
+                self._failure = None  # a connection that holds: the next failure is news again
+            self._bus.publish(MqttConnectionChanged(connected=said[0], detail=said[1], refused=said[2]))
 
     def _connected(self, session_present: bool) -> None:
         self._generation += 1
         self._arrived.clear()
         self._attempt = 0
-        log.info("mqtt_connected", broker=self._cfg.url, client_id=self.client_id, session_present=session_present)
-        self._set_state(MqttState.CONNECTED, "")
+        # After a refusal (another box with this client id, most often) the session is ours for a moment: that box
+        # takes it back within _SHORT_LIVED_S. Only a connection that lasts is told (logged, the alarm ended).
+        on_trial = self.state == MqttState.REFUSED
+        (log.debug if on_trial else log.info)(
+            "mqtt_connected", broker=self._cfg.url, client_id=self.client_id, session_present=session_present
+        )
+        self._set_state(MqttState.CONNECTED, "", tell=not on_trial)
+        if on_trial and self._loop is not None:
+            self._loop.call_later(_SHORT_LIVED_S, self._lasted, self._generation)
         self._wake.set()
         task = asyncio.ensure_future(self._announce(session_present))
         self._handlers.add(task)
@@ -513,11 +534,17 @@ class MqttLink:
         if self._catch_up is not None and (self._generation > 1 or not session_present):
             await self._catch_up(RunTrigger.LINK_BACK if self._generation > 1 else RunTrigger.STARTUP)
 
+    def _lasted(self, generation: int) -> None:
+        if generation == self._generation and self.state == MqttState.CONNECTED:
+            log.info("mqtt_connected", broker=self._cfg.url, client_id=self.client_id, after_refusal=True)
+            self._tell()
+
     def _refused_or_failed(self, detail: str, refused: bool) -> None:
-        if (self.state, self.detail) != (MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail):
+        if self._failure != (refused, detail):
             # Once per new reason, not once per retry: the log and the alert say it, the backoff keeps trying.
             (log.error if refused else log.warning)("mqtt_connect_failed", broker=self._cfg.url, error=detail)
-        self._set_state(MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail, refused=refused)
+        self._failure = (refused, detail)
+        self._set_state(MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail)
 
     def _disconnected(self, detail: str) -> None:
         if self.state == MqttState.CONNECTED:
@@ -548,12 +575,13 @@ class MqttLink:
                 outcome = await self._take(topic, payload)
             except StoreError as err:
                 self.counts["store_failed"] += 1
-                log.error("mqtt_order_not_stored", mid=mid, error=str(err), retry_in_s=delay, acked=False)
+                self._not_stored.failed(str(err))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _STORE_RETRY_MAX_S)
                 if generation != self._generation or self._stopping:
                     return  # the broker sends it again on the next connection
                 continue
+            self._not_stored.passed()
             self.counts[outcome] += 1
             if outcome == "duplicate":  # a redelivery (no PUBACK reached the broker) or the backend sent it again
                 log.info("mqtt_order_duplicate", mid=mid, topic=topic)
