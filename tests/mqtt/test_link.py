@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import io
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,24 @@ async def test_a_wrong_password_is_one_log_line_an_alert_and_ready_detail_not_a_
     )
 
 
+@contextlib.asynccontextmanager
+async def _refused_for_a_twin(
+    make_agent: MakeAgent, broker: Broker, reconnect_max_s: float, heard: list[Event]
+) -> AsyncIterator[Agent]:
+    """An agent connected, then a second client with its client id (a copied SD card) for as long as the block runs,
+    entered once the agent calls itself refused."""
+    agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=reconnect_max_s), listen=heard.append, **MAIL)
+    assert agent.mqtt is not None
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="connected")
+    twin = Backend(broker, client_id=agent.mqtt.client_id)
+    await twin.connect()
+    try:
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+        yield agent
+    finally:
+        await twin.close()
+
+
 async def test_a_second_client_with_this_stores_client_id_is_named_and_not_fought_for_at_once(
     make_agent: MakeAgent, broker: Broker
 ) -> None:
@@ -223,17 +242,9 @@ async def test_a_second_client_with_this_stores_client_id_is_named_and_not_fough
     session is asked for again only after about mqtt.reconnect_max_s."""
     heard: list[Event] = []
     with structlog.testing.capture_logs() as logs:
-        agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=30), listen=heard.append, **MAIL)
-        assert agent.mqtt is not None
-        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="connected")
-        twin = Backend(broker, client_id=agent.mqtt.client_id)
-        await twin.connect()
-        try:
-            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+        async with _refused_for_a_twin(make_agent, broker, 30, heard) as agent:
             await asyncio.sleep(1.0)  # the agent does not take the session back meanwhile
-            assert agent.mqtt.state == "refused"
-        finally:
-            await twin.close()
+            assert agent.mqtt is not None and agent.mqtt.state == "refused"
     [failed] = [entry for entry in logs if entry["event"] == "mqtt_connect_failed"]
     assert "same store_id" in failed["error"], failed
     assert [e.refused for e in heard if isinstance(e, MqttConnectionChanged)][-1] is True
@@ -254,13 +265,7 @@ async def test_a_second_box_that_keeps_taking_the_session_back_is_one_error_line
     a connection lasts."""
     heard: list[Event] = []
     with structlog.testing.capture_logs() as logs:
-        agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=1), listen=heard.append, **MAIL)
-        assert agent.mqtt is not None
-        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="connected")
-        twin = Backend(broker, client_id=agent.mqtt.client_id)
-        await twin.connect()
-        try:
-            await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "refused", what="refused")
+        async with _refused_for_a_twin(make_agent, broker, 1, heard) as agent:
             refused_at = len(heard)
             connects = sum(e["event"] == "mqtt_connected" for e in logs)
             await wait_until(
@@ -268,8 +273,6 @@ async def test_a_second_box_that_keeps_taking_the_session_back_is_one_error_line
                 timeout=15,
                 what="three more tries at the session",
             )
-        finally:
-            await twin.close()
     failed = [e for e in logs if e["event"] == "mqtt_connect_failed"]
     assert len(failed) == 1, [e["error"] for e in failed]
     after = [e for e in heard[refused_at:] if isinstance(e, MqttConnectionChanged)]
