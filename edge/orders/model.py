@@ -266,7 +266,7 @@ class _Reader:
             return None
         if not isinstance(value, str):
             raise InvalidOrderError(self._field(key), f"must be a string, got {_json_type(value)}")
-        if required and not value.strip():
+        if required and _blank(value):
             raise InvalidOrderError(self._field(key), "must not be empty")
         if self.lax:
             return value
@@ -456,6 +456,12 @@ def canonical_bytes(data: dict[str, Any]) -> bytes:
     except ValueError:
         field = _field_failing(data, canonical_json)
         raise InvalidOrderError(field, "holds a number too large to store (beyond a 64-bit float)") from None
+
+
+def _blank(text: str) -> bool:
+    """Nothing a printer would show: only spaces, control characters, marks that show nothing (a zero-width space, a
+    direction mark, a word joiner) and marks that go on a letter (a variation selector, a lone accent)."""
+    return all(unicodedata.category(c)[0] in "CZM" for c in text)
 
 
 def parse_order(data: Any, *, stored: bool = False) -> Order:

@@ -187,7 +187,10 @@ class Renderer:
             language=language,
             options=options,
             # Never on a copy: a reprint must not open the drawer a second time.
-            drawer=options.cash_drawer and not copy and order.payment is not None and order.payment.method == "cash",
+            drawer=options.cash_drawer
+            and not copy
+            and order.payment is not None
+            and (order.payment.method, order.payment.status) == ("cash", "paid"),
             order=order,
             copy=copy,
             store_name=store_name,

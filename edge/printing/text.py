@@ -13,7 +13,10 @@ from collections.abc import Mapping
 CODEPAGES = ("cp858", "cp1252", "cp437")  # cp437 has no €: it prints as EUR
 
 # C0 (with \n \r \t), DEL and C1: any of them in order text could start a printer command.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # a line or paragraph separator too: a space
+# Marks that show nothing (direction marks and overrides, a soft hyphen, joiners, variation selectors): printed as
+# nothing, not as "?" in the middle of a word (CP858 even has the soft hyphen, which prints as a visible mark).
+INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufe00-\ufe0f]")
 
 # Letters of other scripts as Latin ones a cook reads: Greek as ISO 843 (ELOT 743) writes it, Cyrillic as Russian
 # and Ukrainian are usually written in Latin letters (BGN/PCGN, simplified). Accents go first (see _in_codepage).
@@ -106,7 +109,6 @@ _TRANSLITERATION = str.maketrans(
         **dict.fromkeys("“”„‟″", '"'),
         **dict.fromkeys("‘’‚‛′", "'"),
         **dict.fromkeys("\u2002\u2003\u2009\u202f\u2007\u2008", " "),
-        **dict.fromkeys("\u200b\u200c\u200d\u2060\ufeff\ufe0f", ""),
         "…": "...",
         "→": "->",
         "•": "*",
@@ -117,6 +119,22 @@ _TRANSLITERATION = str.maketrans(
         "đ": "d",
         "Œ": "OE",
         "œ": "oe",
+        # Letters of their own, no accent to take off: as the Latin letter a reader takes them for
+        "ı": "i",
+        "Ħ": "H",
+        "ħ": "h",
+        "Ŋ": "N",
+        "ŋ": "n",
+        "Ŧ": "T",
+        "ŧ": "t",
+        "ĸ": "k",
+        "Ø": "O",
+        "ø": "o",
+        "Ð": "D",
+        "ð": "d",
+        "Þ": "Th",
+        "þ": "th",
+        "×": "x",
         "ẞ": "SS",
         "€": "EUR",
     }
@@ -125,7 +143,7 @@ _TRANSLITERATION = str.maketrans(
 
 def printable(text: str, codec: str) -> str:
     """The text as the printer can show it: no control characters, every character in the job's code page."""
-    text = unicodedata.normalize("NFC", CONTROL.sub(" ", text))
+    text = unicodedata.normalize("NFC", INVISIBLE.sub("", CONTROL.sub(" ", text)))
     try:
         text.encode(codec)
     except UnicodeEncodeError:
