@@ -131,6 +131,31 @@ async def test_a_change_of_only_the_due_time_table_or_kind_reaches_a_printed_tic
     assert len(printers["front"].printed) == 1  # the receipt is not printed again
 
 
+async def test_a_change_ticket_says_which_of_two_like_dishes_it_means(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Two pizzas of one kind on the ticket, one with extra cheese, one gluten-free (a note). A revision takes the
+    gluten-free one off and doubles the other: the change ticket printed "- 1x Pizza Margherita" and "1 -> 2x Pizza
+    Margherita" without their modifier or note, so the cook could not tell which pizza to drop (the paper probe). Each
+    changed line now carries them; so does a STORNO's."""
+    pizza = {**example_order["items"][0], "qty": 1, "modifiers": [{"name": "extra Käse", "price": "1.00"}]}
+    gluten_free = {**pizza, "modifiers": [], "note": "glutenfrei (Zöliakie)"}
+    example_order.update(items=[pizza, gluten_free], print_receipt=False)
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    changed = revised(example_order, 2, items=[{**pizza, "qty": 2}])
+    assert (await post(api, changed))[0] == 200
+    ticket = " ".join(decode((await printers["kitchen"].wait_for_printed(2))[1]).text.split())
+    assert "- 1x Pizza Margherita ! glutenfrei (Zöliakie)" in ticket, ticket
+    assert "1 -> 2x Pizza Margherita + extra Käse" in ticket, ticket
+    await printed_all(agent)
+    async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as response:
+        assert response.status == 200, await response.text()
+    storno = " ".join(decode((await printers["kitchen"].wait_for_printed(3))[2]).text.split())
+    assert "STORNO" in storno and "- 2x Pizza Margherita + extra Käse" in storno, storno
+
+
 async def test_two_orders_changed_each_change_ticket_lists_what_changed_in_its_own_order(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
