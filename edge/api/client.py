@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import urllib.parse
 from typing import Any
 
 from edge.config import Settings
@@ -18,27 +19,35 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     it does not answer. Python's own HTTP client, in a thread: one request on loopback needs no more, and a command
     that only asks the agent something (the health timer's, every minute) then never loads aiohttp (~0.2 s of CPU)."""
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
-    url = f"http://{host}:{settings.api.port}{path}"
+    # An id or printer name as typed (Küche, "A 1001") is a path segment, not the URL's own characters.
+    path = urllib.parse.quote(path, safe="/?&=%:")
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.api.port}{path}"
     headers = {"Authorization": f"Bearer {settings.api.token.get()}"}
     data = None if body is None else json.dumps(body).encode()
     if data is not None:
         headers["Content-Type"] = "application/json"
     try:
-        return await asyncio.to_thread(_request, host, settings.api.port, method, path, data, headers)
+        status, text = await asyncio.to_thread(_request, host, settings.api.port, method, path, data, headers)
     except (OSError, http.client.HTTPException) as err:
         raise EdgeError(
             f"agent API at {url} did not answer ({err or type(err).__name__}); is the agent running?"
+        ) from None
+    try:
+        return status, json.loads(text) if text.strip() else None
+    except ValueError:  # a web page: a router's, another service's on a mistyped api.port
+        where = url.split("/api/", 1)[0].removeprefix("http://")
+        raise EdgeError(
+            f"{where} answers, but not as the edge agent (HTTP {status}, not JSON): is api.port another program's?"
         ) from None
 
 
 def _request(
     host: str, port: int, method: str, path: str, data: bytes | None, headers: dict[str, str]
-) -> tuple[int, Any]:
+) -> tuple[int, str]:
     connection = http.client.HTTPConnection(host, port, timeout=_TIMEOUT_S)
     try:
         connection.request(method, path, body=data, headers=headers)
         response = connection.getresponse()
-        text = response.read().decode()
-        return response.status, json.loads(text) if text.strip() else None
+        return response.status, response.read().decode(errors="replace")
     finally:
         connection.close()

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from edge.api.client import call_agent
 from edge.app import Agent
@@ -30,7 +31,17 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.proxy import ProxySim
 from edge.sim.smtp import SmtpSink
-from tests.helpers import api_client, config_dict, db_execute, db_rows, eventually, issue_server_cert, make_ca, toml
+from tests.helpers import (
+    TOKEN,
+    api_client,
+    config_dict,
+    db_execute,
+    db_rows,
+    eventually,
+    issue_server_cert,
+    make_ca,
+    toml,
+)
 
 
 async def order_ids(db_path: Path) -> list[str]:
@@ -387,6 +398,72 @@ async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
         assert "RESOLVED" in (await sink.wait_for(2))[1]["Subject"]
     finally:
         await sink.stop()
+
+
+async def test_another_program_on_the_api_port_is_said_as_such_and_the_health_timer_mails(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The agent is stopped and another web service answers on api.port (a mistyped port, a router's page): every
+    command that asks the agent ended in a JSONDecodeError traceback, and `edge health --alert`, the timer's, crashed
+    instead of mailing "not running" (the technician probe). Now one line says the port answers but not as the agent,
+    and the timer mails."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _html)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    sink = SmtpSink()
+    await sink.start()
+    try:
+        mail = {
+            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
+            "alerts": {"to": ["chef@store.test"]},
+            "agent": {"language": "en"},
+        }
+        other = make_settings(api={"port": port}, **mail)
+        for _ in range(2):  # the second miss in a row mails
+            healthy, said = await health(other, call_agent, alert=True)
+            assert not healthy and "not as the edge agent" in str(said), said
+        assert "not running" in str((await sink.wait_for(1))[0]["Subject"])
+        config = tmp_path / "edge.toml"
+        raw = config_dict(tmp_path / "data", {}) | {
+            "api": {"port": port, "token": TOKEN},
+            "stations": {},
+            "receipts": {},
+        }
+        config.write_text(toml(raw))
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "edge", "status", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "EDGE_CONFIG": ""},
+        )
+        assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+        assert f"127.0.0.1:{port} answers, but not as the edge agent" in shown.stderr, shown.stderr
+    finally:
+        await sink.stop()
+        await runner.cleanup()
+
+
+async def test_a_printer_name_or_order_id_typed_with_an_umlaut_or_a_space_is_asked_for_not_a_traceback(
+    agent: Agent, make_settings: Callable[..., Settings]
+) -> None:
+    """`edge printer test Küche` ended in a UnicodeEncodeError traceback, `edge reprint "A 1001"` in "did not answer
+    ...; is the agent running?" (the technician probe): the name went into the URL as typed. Now the agent is asked,
+    and says what it does not know."""
+    settings = make_settings(api={"port": agent.port})
+    status, answer = await call_agent(settings, "POST", "/api/v1/printers/Küche/test")
+    assert status == 404 and "Küche" in answer["reason"], answer
+    status, answer = await call_agent(settings, "POST", "/api/v1/orders/A 1001/reprint")
+    assert status == 404 and "A 1001" in answer["reason"], answer
+
+
+async def _html(request: web.Request) -> web.Response:
+    return web.Response(text="<html><body>FRITZ!Box</body></html>", content_type="text/html")
 
 
 async def all_printed(db_path: Path) -> None:
