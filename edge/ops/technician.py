@@ -14,7 +14,7 @@ import structlog
 
 from edge.clock import RemoteClock, clock_off_words
 from edge.config import Settings
-from edge.errors import AlertError, ConfigError, EdgeError, StoreError, StoreUnreadableError
+from edge.errors import READ_ONLY_ADVICE, AlertError, ConfigError, EdgeError, StoreError, StoreUnreadableError
 from edge.ops.backup import restore_advice
 from edge.ops.health import ApiCall
 from edge.printing.status import BLOCKING_STATES, PrinterState
@@ -121,6 +121,10 @@ def _database_checks(settings: Settings) -> list[Check]:
     except StoreUnreadableError as err:  # the user `edge doctor` became cannot open it: no backup mends that
         return [Check("database", "fail", str(err))]
     except StoreError as err:
+        from edge.store.db import read_only  # here: the doctor's usual run does not load the agent's database layer
+
+        if read_only(path):  # SQLite cannot open a sound WAL database there either: a backup would not mend it
+            return [Check("database", "fail", f"{path}: {READ_ONLY_ADVICE}")]
         return [Check("database", "fail", f"{path}: {err}; {restore_advice(settings)}")]
     integrity, version, newest = list(found.problems), found.version, found.newest_order_at
     latest = migrations.latest_version(migrations.load_migrations())

@@ -199,7 +199,7 @@ async def test_the_agent_started_on_a_read_only_card_stops_once_and_the_health_m
 ) -> None:
     """The box rebooted and the card is still read-only (or turned so at boot): `edge run` exits 2, so systemd does
     not restart it in a loop, with one line naming the read-only card; the health-check timer's mail says the same
-    instead of only "cannot connect"."""
+    instead of only "cannot connect"; `edge doctor` too."""
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))  # the health state's place while the card is read-only
     agent = agent_process(tmp_path, printers, extra=_mailing(sink))
     await asyncio.to_thread(_on_card, agent.config, tmp_path, card)
@@ -216,5 +216,10 @@ async def test_the_agent_started_on_a_read_only_card_stops_once_and_the_health_m
             assert checked.returncode == 1, checked.stderr
         body = (await sink.wait_for(1))[0].get_body(("plain",)).get_content()
         assert "read-only" in body and "reboot" in body.lower(), body
+        # `edge doctor` said the sound database was damaged and to restore the newest backup over it (the technician
+        # probe); it says what the others say.
+        doctor = await edge("doctor", "--config", str(agent.config))
+        [database] = [line for line in doctor.stdout.splitlines() if " database " in f" {line} "]
+        assert "read-only" in database and "restore" not in database, doctor.stdout
     finally:
         await agent.close()
