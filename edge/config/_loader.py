@@ -154,11 +154,16 @@ def _read_secret_lines(path: Path) -> dict[str, tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except PermissionError:
-        owner = _user(info.st_uid)
+        owner, me = _user(info.st_uid), _user(os.geteuid())
+        # Root's: the old wizard's habit, the agent's user must own it. Another user's: most likely the agent's, and
+        # this is a person's command without the sudo under which edge commands act as that user.
+        fix = (
+            f"chown {me}: {path} (it must belong to the agent's user)"
+            if info.st_uid == 0
+            else f"run it with sudo (as root, edge commands act as the agent's user, {owner})"
+        )
         raise ConfigError(
-            str(path),
-            f"belongs to {owner} (mode 0600), so user {_user(os.geteuid())} cannot read it;"
-            f" fix: chown {_user(os.geteuid())}: {path} (it must belong to the agent's user)",
+            str(path), f"belongs to {owner} (mode 0600), so user {me} cannot read it; fix: {fix}"
         ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(str(path), f"cannot be read: {err}") from None

@@ -279,3 +279,35 @@ def test_secrets_file_the_agents_user_cannot_read_is_one_line(box: Path, agent_u
         f"edge: config {secrets_file}: belongs to root (mode 0600), so user {agent_user} cannot read it;"
         f" fix: chown {agent_user}: {secrets_file} (it must belong to the agent's user)"
     )
+
+
+def test_a_technician_without_sudo_is_told_to_use_sudo_not_to_chown_the_agents_secrets(
+    box: Path, agent_user: str
+) -> None:
+    """The secrets file is right (the agent's user's, 0600); the technician ran `edge doctor` as themself, without the
+    documented sudo. The line told them to chown the file to themself, which would stop the agent reading its secrets
+    at its next start (the technician probe). It tells them to run it with sudo."""
+    subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", agent_user],
+        check=True,
+        timeout=30,
+    )
+    user = pwd.getpwnam(agent_user)
+    data = box / "data"
+    data.mkdir()
+    os.chown(data, user.pw_uid, user.pw_gid)
+    config = box / "edge.toml"
+    config.write_text(f'[agent]\nstore_id = "berlin-01"\ndata_dir = "{data}"\n', encoding="utf-8")
+    config.chmod(0o644)
+    secrets_file = box / "edge.env"
+    secrets_file.write_text('EDGE_API_TOKEN="tok-0123456789abcdef"\n', encoding="utf-8")
+    secrets_file.chmod(0o600)
+    os.chown(secrets_file, user.pw_uid, user.pw_gid)
+    technician = pwd.getpwuid(65534).pw_name  # nobody: another user than the agent's
+    env = f"PYTHONPATH={REPO}:{BORROWED['PYTHONPATH']}"
+    checked = run(
+        "runuser", "-u", technician, "--", "env", env, BOX_PYTHON, "-m", "edge", "doctor", "--config", str(config)
+    )
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    said = checked.stderr.strip()
+    assert f"belongs to {agent_user}" in said and "run it with sudo" in said and "chown" not in said, said
