@@ -203,6 +203,24 @@ def test_a_printers_address_written_with_its_port_or_as_a_url_stops_the_check_na
 
 
 @pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("127.0.0.1:8765", 'holds a port: write host = "127.0.0.1" and port = 8765'),
+        ("http://127.0.0.1", 'is a URL: write only the address, host = "127.0.0.1"'),
+    ],
+)
+def test_the_apis_address_written_with_its_port_or_as_a_url_stops_the_check_naming_the_fix(
+    tmp_path: Path, host: str, problem: str
+) -> None:
+    """The same slips in api.host passed the check ("ok"); `edge run` then said "[Errno -2] Name or service not known",
+    naming no setting, with exit 1, restarted by systemd again and again (the technician probe)."""
+    bad = write(tmp_path, MINIMAL.replace('host = "127.0.0.1"', f'host = "{host}"', 1))
+    result = edge_blocking("config", "check", "--config", str(bad))
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == f"edge: config api.host: {problem}"
+
+
+@pytest.mark.parametrize(
     ("written", "env", "shown"),  # shown None: finite, but beyond what any setting takes
     [
         ("inf", {}, "inf"),

@@ -35,7 +35,7 @@ class AgentSettings:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ApiSettings:
-    host: str = "127.0.0.1"
+    host: str = dataclasses.field(default="127.0.0.1", metadata=f.check(f.network_host))
     port: int = dataclasses.field(default=8765, metadata=f.check(f.listen_port))
     token: Secret = _NO_SECRET  # may be empty only when require_signature is true
     # Standard Webhooks secrets ("whsec_<base64>"); several during a key rotation.
