@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import re
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -305,11 +307,32 @@ async def _agent_check(settings: Settings, api_call: ApiCall) -> Check:
     except EdgeError as err:
         return Check("agent", "fail", str(err))
     if status == 200:
-        return Check("agent", "ok", f"running, ready on port {settings.api.port}")
+        ready = f"running, ready on port {settings.api.port}"
+        if changed := _changed_since_start(settings, await _agent_status(settings, api_call)):
+            return Check(
+                "agent",
+                "warn",
+                f"{ready}, but {changed} changed after the agent started: it runs what was there then (the checks"
+                " below read the file as it is now); take it up with: sudo systemctl restart edge-agent",
+            )
+        return Check("agent", "ok", ready)
     failing = [
         f"{name}: {c.get('detail') or 'not ok'}" for name, c in body.get("checks", {}).items() if not c.get("ok")
     ]
     return Check("agent", "fail", "not ready: " + "; ".join(failing))
+
+
+def _changed_since_start(settings: Settings, status: dict[str, Any] | None) -> str:
+    """The config or secrets file written after the running agent started ("" if neither, or unknown)."""
+    if status is None or not isinstance(status.get("uptime_s"), (int, float)):
+        return ""
+    started = time.time() - status["uptime_s"] - 1  # uptime is whole seconds
+    files = [Path(settings.source), *([settings.secrets_file] if settings.secrets_file else [])]
+    for path in files:
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_mtime > started:
+                return str(path)
+    return ""
 
 
 def _zone_check(settings: Settings) -> Check:

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -328,6 +329,26 @@ async def test_doctor_names_the_time_zone_tickets_are_printed_in(
             os.environ["TZ"] = before
         time.tzset()
     assert checks["time zone"].level == level and says in checks["time zone"].detail, checks["time zone"]
+
+
+async def test_doctor_says_when_the_config_changed_after_the_running_agent_started(
+    agent: Agent, tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A printer renamed in the file, the agent not restarted: the doctor listed the new name online, `edge printer
+    test` said it was not configured, and nothing said the agent runs the file as it was (the technician probe). The
+    doctor's agent line now says the file changed after the agent started, and to restart it."""
+    config = tmp_path / "edge.toml"
+    config.write_text(toml(config_dict(tmp_path / "data", printers, api={"port": agent.port})))
+    settings = parse_settings(tomllib.loads(config.read_text()), source=str(config))
+    before = time.time() - 3600
+    os.utime(config, (before, before))  # written before the agent started
+    checks = {c.name: c for c in await doctor(settings, call_agent)}
+    assert checks["agent"].level == "ok", checks["agent"]
+    os.utime(config)  # edited now, the agent running since before
+    checks = {c.name: c for c in await doctor(settings, call_agent)}
+    assert checks["agent"].level == "warn", checks["agent"]
+    assert f"{config} changed after the agent started" in checks["agent"].detail, checks["agent"]
+    assert "systemctl restart edge-agent" in checks["agent"].detail
 
 
 async def test_doctor_command_exits_non_zero_on_a_failure(tmp_path: Path, printers: dict[str, SimPrinter]) -> None:
