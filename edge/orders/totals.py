@@ -4,7 +4,7 @@ what it finds, and stores and prints the order as sent."""
 from __future__ import annotations
 
 from collections import defaultdict
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from edge.orders.model import Item, Order
 
@@ -15,6 +15,15 @@ _HALF_CENT = Decimal("0.005")
 def line_total(item: Item) -> Decimal:
     """What an item line costs: quantity times unit price plus its modifiers' prices (per unit, as in the contract)."""
     return item.qty * (item.unit_price + sum((m.price or Decimal(0) for m in item.modifiers), Decimal(0)))
+
+
+def _cents(amount: Decimal) -> Decimal:
+    return amount.quantize(_CENT, rounding=ROUND_HALF_UP)  # as a receipt prints it (edge.printing.labels.money)
+
+
+def _printed_amounts(item: Item) -> list[Decimal]:
+    """The amounts a receipt prints for one item line: its price times quantity, and each priced modifier's."""
+    return [item.unit_price * item.qty, *(m.price * item.qty for m in item.modifiers if m.price)]
 
 
 def totals_problems(order: Order) -> list[str]:
@@ -32,6 +41,14 @@ def totals_problems(order: Order) -> list[str]:
     if t.subtotal - t.discount != t.total:
         problems.append(
             f"subtotal {t.subtotal} - discount {t.discount} = {t.subtotal - t.discount}, total is {t.total}"
+        )
+    if t.discount < 0:
+        problems.append(f"discount {t.discount} is negative: a surcharge of {-t.discount} (printed as one)")
+    # The guest adds up the amounts as printed, each to the cent: prices in tenths of a cent may not.
+    printed = sum((_cents(a) for item in order.items for a in _printed_amounts(item)), Decimal(0))
+    if not problems and printed != _cents(t.subtotal):
+        problems.append(
+            f"the lines add up to {printed} as printed (each to the cent), the subtotal to {_cents(t.subtotal)}"
         )
     if t.tax:
         problems += _item_rate_problems(order) if all(i.tax_rate is not None for i in order.items) else _implied(order)

@@ -141,6 +141,54 @@ async def test_mismatched_totals_are_stored_printed_as_sent_logged_counted_and_a
     assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 1
 
 
+def _surcharge(order: dict[str, Any]) -> None:
+    order["totals"].update(discount="-5.00", total="44.30")
+    for line in order["totals"]["tax"]:  # the tax still fits the goods: only the discount's sign is at issue
+        line["amount"] = str((Decimal(line["amount"]) * Decimal("44.30") / Decimal("39.30")).quantize(Decimal("0.01")))
+
+
+def _tenths_of_a_cent(order: dict[str, Any]) -> None:
+    order["items"] = [
+        {**order["items"][2], "sku": "K", "name": "Käse", "qty": 3, "unit_price": "0.3333"},
+        {**order["items"][2], "sku": "W", "name": "Wurst", "qty": 1, "unit_price": "0.3333"},
+        {**order["items"][2], "sku": "B", "name": "Brot", "qty": 1, "unit_price": "0.3334"},
+    ]
+    order["totals"] = {"subtotal": "1.6666", "discount": "0", "total": "1.6666", "currency": "EUR", "tax": []}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "printed", "problem"),
+    [
+        (_surcharge, ["Aufschlag", "5,00 €", "44,30 €"], "discount -5.00 is negative"),
+        (_tenths_of_a_cent, ["1,00 €", "1,67 €"], "add up to 1.66 as printed"),
+    ],
+    ids=["negative-discount", "prices-in-tenths-of-a-cent"],
+)
+async def test_a_receipt_that_would_not_add_up_on_paper_is_told(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict,
+    mutate: Callable[[dict[str, Any]], None],
+    printed: list[str],
+    problem: str,
+) -> None:
+    """Two receipts the totals check passed and the guest could not add up (the paper probe): a negative discount (a
+    surcharge) printed as "Rabatt -5,00 €" between 39,30 and 44,30; prices in tenths of a cent (the contract allows
+    four places) printed lines of 1,00 + 0,33 + 0,33 under a total of 1,67. A surcharge prints as one; both are told
+    as a totals mismatch (logged, counted, mailed), the receipt otherwise as sent."""
+    agent = await make_agent()
+    seen: list[OrderTotalsMismatched] = []
+    agent.bus.subscribe(seen.append, OrderTotalsMismatched)
+    mutate(example_order)
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    receipt = decode((await printers["front"].wait_for_printed(1))[0]).text
+    for words in printed:
+        assert words in receipt, receipt
+    assert "Rabatt" not in receipt, receipt
+    assert len(seen) == 1 and problem in " ".join(seen[0].problems), seen
+
+
 def test_a_mismatch_alert_is_mailed_once_with_later_ones_as_news_never_as_reminders() -> None:
     """order_totals_mismatch is an occurrence, not a condition: after its mail no reminder follows (repeat_interval),
     but a further order with bad totals is news for the next mail."""
