@@ -461,6 +461,8 @@ def canonical_bytes(data: dict[str, Any]) -> bytes:
 def _blank(text: str) -> bool:
     """Nothing a printer would show: only spaces, control characters, marks that show nothing (a zero-width space, a
     direction mark, a word joiner) and marks that go on a letter (a variation selector, a lone accent)."""
+    if text[:1].isalnum():  # nearly every name: decided by its first letter
+        return False
     return all(unicodedata.category(c)[0] in "CZM" for c in text)
 
 
