@@ -14,6 +14,7 @@ import time
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -394,6 +395,15 @@ async def test_status_screen_shows_printers_queue_and_dead_jobs(
     assert "\033[31m" in render_status(data, colour=True)
 
 
+def _health_mail(sink: SmtpSink) -> dict[str, Any]:
+    """Sections that send the health timer's mail to ``sink``, in English."""
+    return {
+        "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
+        "alerts": {"to": ["chef@store.test"]},
+        "agent": {"language": "en"},
+    }
+
+
 async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
     agent: Agent, make_settings: Callable[..., Settings]
 ) -> None:
@@ -402,11 +412,7 @@ async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
     sink = SmtpSink()
     await sink.start()
     try:
-        mail = {
-            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
-            "alerts": {"to": ["chef@store.test"]},
-            "agent": {"language": "en"},
-        }
+        mail = _health_mail(sink)
         down = make_settings(api={"port": 9}, **mail)  # nothing listens on the discard port
         assert (await health(down, call_agent, alert=True))[0] is False
         assert sink.messages == []  # one miss may be a restart
@@ -438,11 +444,7 @@ async def test_another_program_on_the_api_port_is_said_as_such_and_the_health_ti
     sink = SmtpSink()
     await sink.start()
     try:
-        mail = {
-            "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none", "sender": "edge@store.test"},
-            "alerts": {"to": ["chef@store.test"]},
-            "agent": {"language": "en"},
-        }
+        mail = _health_mail(sink)
         other = make_settings(api={"port": port}, **mail)
         for _ in range(2):  # the second miss in a row mails
             healthy, said = await health(other, call_agent, alert=True)

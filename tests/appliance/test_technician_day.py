@@ -242,8 +242,8 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
     assert sink.failed_logins == 0
 
 
-def test_secrets_file_the_agents_user_cannot_read_is_one_line(box: Path, agent_user: str) -> None:
-    """A secrets file left root's (the old wizard's habit) stops the agent's user with one line naming the chown."""
+def _box_of(box: Path, agent_user: str) -> tuple[Path, Path, pwd.struct_passwd]:
+    """The agent's user made, its data directory, a config naming it and a secrets file (root's, 0600)."""
     subprocess.run(
         ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", agent_user],
         check=True,
@@ -259,6 +259,12 @@ def test_secrets_file_the_agents_user_cannot_read_is_one_line(box: Path, agent_u
     secrets_file = box / "edge.env"
     secrets_file.write_text('EDGE_API_TOKEN="tok-0123456789abcdef"\n', encoding="utf-8")
     secrets_file.chmod(0o600)
+    return config, secrets_file, user
+
+
+def test_secrets_file_the_agents_user_cannot_read_is_one_line(box: Path, agent_user: str) -> None:
+    """A secrets file left root's (the old wizard's habit) stops the agent's user with one line naming the chown."""
+    config, secrets_file, _user = _box_of(box, agent_user)
     checked = run(
         "runuser",
         "-u",
@@ -287,21 +293,7 @@ def test_a_technician_without_sudo_is_told_to_use_sudo_not_to_chown_the_agents_s
     """The secrets file is right (the agent's user's, 0600); the technician ran `edge doctor` as themself, without the
     documented sudo. The line told them to chown the file to themself, which would stop the agent reading its secrets
     at its next start (the technician probe). It tells them to run it with sudo."""
-    subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", agent_user],
-        check=True,
-        timeout=30,
-    )
-    user = pwd.getpwnam(agent_user)
-    data = box / "data"
-    data.mkdir()
-    os.chown(data, user.pw_uid, user.pw_gid)
-    config = box / "edge.toml"
-    config.write_text(f'[agent]\nstore_id = "berlin-01"\ndata_dir = "{data}"\n', encoding="utf-8")
-    config.chmod(0o644)
-    secrets_file = box / "edge.env"
-    secrets_file.write_text('EDGE_API_TOKEN="tok-0123456789abcdef"\n', encoding="utf-8")
-    secrets_file.chmod(0o600)
+    config, secrets_file, user = _box_of(box, agent_user)
     os.chown(secrets_file, user.pw_uid, user.pw_gid)
     technician = pwd.getpwuid(65534).pw_name  # nobody: another user than the agent's
     env = f"PYTHONPATH={REPO}:{BORROWED['PYTHONPATH']}"
