@@ -55,7 +55,7 @@ class PrintOptions:
     # auto (native when the profile has it, else an image), native, bitImageRaster, graphics, bitImageColumn
     qr: str = "auto"
     qr_fragment_height: int = 960  # image strip height; some models print garbage with large strips
-    cash_drawer: bool = False  # kick the drawer (pin 2) after a receipt paid in cash
+    cash_drawer: bool = False  # kick the drawer (pin 2) as a receipt paid in cash starts
     logo: Path | None = None  # image at the top of receipts, scaled down to the paper width
     # FS . after ESC @: Chinese-market clones (Xprinter, ZJiang, HPRT, Goojprt) ship in double-byte (Kanji) mode, which
     # ESC @ restores, and print an umlaut and the byte after it as one Hanzi. A model without Kanji discards it (Epson:

@@ -237,9 +237,11 @@ class Renderer:
             t=types.SimpleNamespace(**labels.LABELS[language]), width=width, language=language, **context
         )
         job = Layout(width, options)
-        job.write(output)
         if drawer:
+            # First, with the printer's set-up: a kick after the cut is lost when the roll ends in the receipt (a
+            # printer does not act on bytes after paper end, the rest is cleared) and its COPY never kicks.
             job.commands.open_drawer()
+        job.write(output)
         return job.commands.output
 
     def _local(self, moment: datetime) -> datetime:

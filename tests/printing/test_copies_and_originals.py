@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -231,3 +232,26 @@ async def test_a_release_brings_only_the_released_copy_up_to_date(
         tickets = [decode(t).text for t in await kitchen.wait_for_printed(3)]
     assert COPY_MARK in tickets[1] and "Käsespätzle" in tickets[1] and "Tiramisu" not in tickets[1], tickets[1]
     assert "ÄNDERUNG" in tickets[2] and "+ 1x Tiramisu" in tickets[2], tickets[2]
+
+
+async def test_a_paid_cash_receipt_cut_short_by_paper_out_opens_the_drawer_once(
+    make_agent: Any, make_settings: Any, printers: dict[str, SimPrinter]
+) -> None:
+    """The roll runs out in the middle of a receipt paid in cash. The drawer kick went after the cut, so it was never
+    carried out (a printer does not act on bytes after paper end, and the rest is cleared), and the COPY that follows
+    the new roll never kicks: the drawer did not open at all for that sale (the paper probe, TM-T88V profile). The
+    kick goes first now, with the printer's set-up: it opens once, as the receipt starts."""
+    settings = make_settings()
+    front = dataclasses.replace(settings.printers["front"], cash_drawer=True)
+    agent = await make_agent(dataclasses.replace(settings, printers={**settings.printers, "front": front}))
+    printer = printers["front"]
+    printer.paper_out_after = 300
+    order = make_order(1, print_receipt=True)
+    order["payment"] = {"method": "cash", "status": "paid"}
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+    await wait_until(lambda: agent.spoolers["front"].state.value == "paper_out", what="the roll ran out")
+    printer.paper_out = False
+    receipts = [decode(r) for r in await printer.wait_for_printed(2)]
+    assert COPY_MARK in receipts[1].text, receipts[1].text
+    assert [r.drawer_kicks for r in receipts] == [1, 0], [r.drawer_kicks for r in receipts]
