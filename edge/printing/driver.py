@@ -237,6 +237,10 @@ class PrinterDriver:
         self._model = model
         # Why the last status exchange read OFFLINE from silence ("" when it did not): for the spool's state detail.
         self.silence = ""
+        # Why the last status read OFFLINE, whatever the cause (refused, hung up, silent), for the state detail while
+        # the spool waits: a printer that answered nothing and is now switched off is told as off ("" otherwise).
+        self.offline_why = ""
+        self._failed = ""  # why the last question between jobs could not be asked (its thread only)
         self._in_order_answers = _Habit(expected=answers_status is True)  # the models that answer DLE EOT answer GS r
         self._ignored: set[int] = set()  # DLE EOT n it did not answer even late, since it last answered them
         self._replies = _Replies(transport)
@@ -330,7 +334,13 @@ class PrinterDriver:
     def _status(self) -> tuple[PrinterState, dict[int, int]]:
         # Accepted the connection, then hung up: not taking jobs.
         offline: tuple[PrinterState, dict[int, int]] = (PrinterState.OFFLINE, {})
-        return self._query(self._ask_state, unreachable=offline, mute=(PrinterState.UNKNOWN, {}), hung_up=offline)
+        self.silence = self._failed = ""
+        found = self._query(self._ask_state, unreachable=offline, mute=(PrinterState.UNKNOWN, {}), hung_up=offline)
+        why = self._failed or (
+            str(DeviceUnreachableError(self.name, self.transport.label, self.silence)) if self.silence else ""
+        )
+        self.offline_why = why if found[0] == PrinterState.OFFLINE else ""
+        return found
 
     def _answers_in_order(self) -> bool | None:
         def ask() -> bool:
@@ -345,14 +355,16 @@ class PrinterDriver:
         with self._lock:
             try:
                 self._open()
-            except DeviceUnreachableError:
+            except DeviceUnreachableError as err:
+                self._failed = str(err)
                 return unreachable
             try:
                 if not self.transport.can_read:
                     return mute
                 with self._device_errors(DeviceWriteError):
                     return ask()
-            except DeviceWriteError:
+            except DeviceWriteError as err:
+                self._failed = str(err)
                 return hung_up
             finally:
                 self._close()

@@ -6,6 +6,7 @@ with a detail that says to check its address, they fail over to the backup and t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,28 @@ async def test_a_printer_configured_without_status_still_gets_its_tickets_withou
     assert kitchen.status_asked <= 1  # the idle poll at most; no exchange before and after each ticket
     assert backup.printed == []
     assert agent.spoolers["kitchen"].state.value == "unknown"
+
+
+async def test_the_state_detail_follows_a_new_cause_while_the_printer_stays_offline(
+    make_agent: Callable[..., Awaitable[Agent]], make_settings: Callable[..., Any], printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer takes connections and answers nothing (its model answers status): offline, "it accepts
+    connections but never answers like a printer ... or the till may hold it". Then it is switched off: connections refused. The state stayed offline and its detail the first
+    cause, so `edge status` sent the technician to look at the till (the technician probe). The detail follows the
+    cause now."""
+    kitchen = printers["kitchen"]
+    kitchen.answer_status = False
+    settings = make_settings(spool={"offline_probe_max_s": 0.2})
+    model = dataclasses.replace(settings.printers["kitchen"], profile="TM-T88V")  # a model that answers status
+    agent = await make_agent(dataclasses.replace(settings, printers={**settings.printers, "kitchen": model}))
+
+    async def kitchen_detail() -> str:
+        async with api_client(agent) as api, api.get("/api/v1/printers") as response:
+            return next(p["detail"] for p in (await response.json())["printers"] if p["name"] == "kitchen")
+
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await eventually(kitchen_detail, lambda d: "never answer" in d, what="offline, answering nothing")
+    kitchen.set_offline(True)
+    detail = await eventually(kitchen_detail, lambda d: "never answer" not in d, what="the new cause")
+    assert "refused" in detail.lower() and "till" not in detail, detail
