@@ -131,9 +131,9 @@ async def test_the_state_detail_follows_a_new_cause_while_the_printer_stays_offl
     make_agent: Callable[..., Awaitable[Agent]], make_settings: Callable[..., Any], printers: dict[str, SimPrinter]
 ) -> None:
     """The kitchen printer takes connections and answers nothing (its model answers status): offline, "it accepts
-    connections but never answers like a printer ... or the till may hold it". Then it is switched off: connections refused. The state stayed offline and its detail the first
-    cause, so `edge status` sent the technician to look at the till (the technician probe). The detail follows the
-    cause now."""
+    connections but never answers like a printer ... or the till may hold it". Then it is switched off: connections
+    refused. The state stayed offline and its detail the first cause, so `edge status` sent the technician to look at
+    the till (the technician probe). The detail follows the cause now."""
     kitchen = printers["kitchen"]
     kitchen.answer_status = False
     settings = make_settings(spool={"offline_probe_max_s": 0.2})
