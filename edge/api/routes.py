@@ -25,7 +25,7 @@ from edge.store import migrations
 from edge.store.db import Database
 from edge.store.orders import InsertResult
 from edge.store.revisions import RevisionStore
-from edge.store.scans import ScanStore
+from edge.store.scans import BusinessDay, ScanStore
 from edge.store.webhooks import WebhookStore
 
 
@@ -117,7 +117,12 @@ async def post_reprint(request: web.Request) -> web.Response:
             )
         station = body.get("station")
     if await deps.orders.get(order_id) is None:
-        raise NotFoundError(f"order {order_id} does not exist")
+        # The number on the ticket, as a person reads it (edge reprint A-1042): today's order with it.
+        days = BusinessDay.from_settings(deps.settings.agent)
+        named, why = await ScanStore(deps.db, clock=deps.clock, business_day=days).order_named(order_id)
+        if named is None:
+            raise NotFoundError(f"order {order_id} does not exist: {why}")
+        order_id = named
     job_ids = await deps.jobs.add_copies(order_id, station=station, printer_for=deps.intake.router.printer_for)
     for printer in {job.printer for job in await deps.jobs.for_order(order_id)}:
         deps.wake_printer(printer)

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -144,6 +145,13 @@ class ScanStore:
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
         self._reads = _RecentReads(clock)
 
+    async def order_named(self, ref: str) -> tuple[str | None, str]:
+        """The order a person names by its id or by the number on its ticket (a number: as a scanned plain code, the
+        one of today's business day), or None and why not. Read only."""
+        day = self._business_day.bounds(self._clock.wall())
+        found, why = await _find_order(self._db.fetchall, ref, True, day, ask="give its order id (edge jobs shows it)")
+        return (found["id"] if found is not None else None), why
+
     async def record(self, scan: ScanRequest, *, at: float | None = None) -> ScanResult:
         """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all. ``at``:
         when it was read (a scan the store refused at first, recorded later); None: now."""
@@ -202,20 +210,21 @@ class ScanStore:
         )
 
 
+_Fetch = Callable[[str, tuple[Any, ...]], Awaitable[Iterable[aiosqlite.Row]]]
+
+
 async def _find_order(
-    conn: aiosqlite.Connection, scan: ScanRequest, day: tuple[dt.datetime, dt.datetime]
+    fetch: _Fetch, ref: str, plain: bool, day: tuple[dt.datetime, dt.datetime], *, ask: str
 ) -> tuple[aiosqlite.Row | None, str]:
-    """The order a scan names, or None and why not. An id names any order; a plain number only the one order of
-    the current business day with it: numbers come round daily, and a wrong order marked ready is worse than
-    asking for the ticket's QR code (today's order may still be on its way, e.g. being recovered)."""
-    ref = scan.order_ref
-    rows = list(await conn.execute_fetchall("SELECT id, number, status FROM orders WHERE id = ?", (ref,)))
-    if rows or not scan.plain:
+    """The order an id or (``plain``) a number names, or None and why not. An id names any order; a plain number only
+    the one order of the current business day with it: numbers come round daily, and a wrong order marked ready (or
+    reprinted) is worse than asking for the id (``ask``: how; today's order may still be on its way, e.g. being
+    recovered)."""
+    rows = list(await fetch("SELECT id, number, status FROM orders WHERE id = ?", (ref,)))
+    if rows or not plain:
         return (rows[0], "") if rows else (None, f"no order with id {ref!r}")
     start, end = day
-    candidates = await conn.execute_fetchall(
-        "SELECT id, number, status, created_at FROM orders WHERE number = ?", (ref,)
-    )
+    candidates = await fetch("SELECT id, number, status, created_at FROM orders WHERE number = ?", (ref,))
     today = [r for r in candidates if start <= dt.datetime.fromisoformat(r["created_at"]) < end]
     # Of two, a cancelled one's tickets are void: the live one is meant.
     named = today if len(today) == 1 else [r for r in today if r["status"] != OrderStatus.CANCELLED]
@@ -223,7 +232,7 @@ async def _find_order(
         return named[0], ""
     since = f"today's business day (since {start:%Y-%m-%d %H:%M})"
     if today:
-        return None, f"{len(today)} orders of {since} have number {ref!r}: scan the ticket's QR code"
+        return None, f"{len(today)} orders of {since} have number {ref!r}: {ask}"
     others = len(list(candidates))  # older ones, or (a till's clock ahead) one dated after today's start
     return None, f"no order with id or number {ref!r} in {since}" + (
         f"; {others} of other days have it" if others else ""
@@ -241,7 +250,11 @@ async def _apply(
     # hands-free scanner, read every 0.5-1 s). Answered as any read, but written only when it changes something.
     code_since = reads.seen(scan.scanner, "code", scan.code)
     reread = code_since is not None and code_since < scan.hand_out_gap_s
-    order, why_not = await _find_order(conn, scan, day) if scan.order_ref else (None, scan.detail)
+    order, why_not = (
+        await _find_order(conn.execute_fetchall, scan.order_ref, scan.plain, day, ask="scan the ticket's QR code")
+        if scan.order_ref
+        else (None, scan.detail)
+    )
     if order is None:
         unknown = scan.detail or why_not
         return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, None, None, unknown, quiet=reread)

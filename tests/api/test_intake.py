@@ -8,6 +8,7 @@ import gzip
 import json
 import zlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from edge.app import Agent
 from edge.events import JobHeld, OrderConflicted, OrderStored
 from edge.printing.decode import decode
-from edge.sim.orders import make_order
+from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
 from tests.helpers import (
     EXAMPLE,
@@ -669,3 +670,26 @@ async def test_an_order_its_rows_cannot_take_fails_alone_not_the_orders_sharing_
         statuses = [status for status, _ in answers]
         assert statuses[:half] + statuses[half + 1 :] == [201] * count, statuses
         assert statuses[half] >= 400, answers[half]
+
+
+async def test_a_reprint_asked_for_by_the_number_on_the_ticket_reprints_todays_order(
+    api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """`edge reprint A-7`, the number on the ticket (as `edge preview` takes it): "order A-7 does not exist" (the
+    technician probe). A number names the one order of today's business day with it, as for a scanner; one only of
+    other days is named as such, not reprinted."""
+    now = datetime.now(UTC)
+    today = make_order(1, print_receipt=False)
+    today["number"] = "A-7"
+    older = taken_at(make_order(2, print_receipt=False), now - timedelta(days=2))
+    older["number"] = "A-7"
+    old_only = taken_at(make_order(3, print_receipt=False), now - timedelta(days=2))
+    old_only["number"] = "B-9"
+    for order in (older, old_only, today):
+        assert (await post(api, order))[0] == 201
+    async with api.post("/api/v1/orders/A-7/reprint") as response:
+        assert response.status == 201, await response.text()
+        assert (await response.json())["order_id"] == today["id"]
+    async with api.post("/api/v1/orders/B-9/reprint") as response:
+        answer = await response.json()
+    assert response.status == 404 and "1 of other days" in answer["reason"], answer
