@@ -259,6 +259,7 @@ class Agent:
                 clock=self.clock,
                 alerter=self.alerter,
                 ages=ages,
+                scans=scans,
                 bus=self.bus,
             )
             self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)

@@ -24,6 +24,7 @@ from edge.store.db import Database
 from edge.store.jobs import JobStore
 from edge.store.orders import OrderStore
 from edge.store.rows import PrintableJob
+from edge.store.scans import ScanStore
 from edge.sync import SyncService
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class ApiDeps:
     spoolers: dict[str, Spooler]
     wake_printer: Callable[[str], None]
     ages: JobAges  # how long jobs have waited, as the spools measure it (the queue's age is that)
+    scans: ScanStore  # the scanners' store: its business day names an order by the number on its ticket
     accepting: bool = True  # False while shutting down: writes answer 503
     auth: Authenticator | None = None  # set by make_api; auth.rejected counts refused requests by reason
     metrics: Metrics | None = None

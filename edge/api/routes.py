@@ -25,7 +25,6 @@ from edge.store import migrations
 from edge.store.db import Database
 from edge.store.orders import InsertResult
 from edge.store.revisions import RevisionStore
-from edge.store.scans import BusinessDay, ScanStore
 from edge.store.webhooks import WebhookStore
 
 
@@ -78,7 +77,7 @@ async def get_order(request: web.Request) -> web.Response:
     if order is None:
         raise NotFoundError(f"order {order_id} does not exist")
     jobs = await deps.jobs.for_order(order_id)
-    progress = await ScanStore(deps.db).progress(order_id)
+    progress = await deps.scans.progress(order_id)
     revisions = await RevisionStore(deps.db).history(order_id)
     return web.json_response(
         {
@@ -118,8 +117,7 @@ async def post_reprint(request: web.Request) -> web.Response:
         station = body.get("station")
     if await deps.orders.get(order_id) is None:
         # The number on the ticket, as a person reads it (edge reprint A-1042): today's order with it.
-        days = BusinessDay.from_settings(deps.settings.agent)
-        named, why = await ScanStore(deps.db, clock=deps.clock, business_day=days).order_named(order_id)
+        named, why = await deps.scans.order_named(order_id)
         if named is None:
             raise NotFoundError(f"order {order_id} does not exist: {why}")
         order_id = named

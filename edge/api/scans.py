@@ -9,11 +9,10 @@ from aiohttp import web
 from edge.api.deps import ApiDeps
 from edge.api.errors import error_response, query_limit
 from edge.states import ScanOutcome
-from edge.store.scans import ScanStore
 
 
 def add_routes(app: web.Application, deps: ApiDeps) -> None:
-    store = ScanStore(deps.db)
+    store = deps.scans
 
     async def get_scans(request: web.Request) -> web.Response:
         """GET /api/v1/scans?limit=&outcome=&scanner=&order_id= — newest first."""
