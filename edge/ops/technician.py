@@ -301,14 +301,15 @@ async def _agent_status(settings: Settings, api_call: ApiCall) -> dict[str, Any]
     return body if status == 200 and isinstance(body, dict) else None
 
 
-async def _agent_check(settings: Settings, api_call: ApiCall) -> Check:
+async def _agent_check(settings: Settings, api_call: ApiCall, agent: dict[str, Any] | None) -> Check:
+    """``agent``: its GET /api/v1/status answer, read once for the doctor's checks."""
     try:
         status, body = await api_call(settings, "GET", "/ready")
     except EdgeError as err:
         return Check("agent", "fail", str(err))
     if status == 200:
         ready = f"running, ready on port {settings.api.port}"
-        if changed := _changed_since_start(settings, await _agent_status(settings, api_call)):
+        if changed := _changed_since_start(settings, agent):
             return Check(
                 "agent",
                 "warn",
@@ -373,11 +374,11 @@ async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     """Every check, in the order a technician would go through them."""
     checks = [await asyncio.to_thread(_config_check, settings), _zone_check(settings)]
     checks += await asyncio.to_thread(_database_checks, settings)
-    checks.append(await _agent_check(settings, api_call))
+    agent = await _agent_status(settings, api_call)  # None when it does not answer
+    checks.append(await _agent_check(settings, api_call, agent))
     checks += await _printer_checks(settings)
     checks += _port_name_checks(settings)
     checks += _flow_control_checks(settings)
-    agent = await _agent_status(settings, api_call) if settings.mqtt.url else None
     # At once: without internet each may wait out a name lookup the router's DNS does not answer (10-30 s).
     checks += await asyncio.gather(_smtp_check(settings), _central_check(settings), _mqtt_check(settings, agent))
     return checks
