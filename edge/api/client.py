@@ -21,7 +21,8 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
     # An id or printer name as typed (Küche, "A 1001") is a path segment, not the URL's own characters.
     path = urllib.parse.quote(path, safe="/?&=%:")
-    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.api.port}{path}"
+    address = f"{f'[{host}]' if ':' in host else host}:{settings.api.port}"
+    url = f"http://{address}{path}"
     headers = {"Authorization": f"Bearer {settings.api.token.get()}"}
     data = None if body is None else json.dumps(body).encode()
     if data is not None:
@@ -35,9 +36,8 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     try:
         return status, json.loads(text) if text.strip() else None
     except ValueError:  # a web page: a router's, another service's on a mistyped api.port
-        where = url.split("/api/", 1)[0].removeprefix("http://")
         raise EdgeError(
-            f"{where} answers, but not as the edge agent (HTTP {status}, not JSON): is api.port another program's?"
+            f"{address} answers, but not as the edge agent (HTTP {status}, not JSON): is api.port another program's?"
         ) from None
 
 
