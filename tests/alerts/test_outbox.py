@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.helpers import fast, printer_down_with_a_ticket
-from tests.helpers import api_client, config_dict, db_rows, eventually, toml, wait_until
+from tests.helpers import api_client, config_dict, db_rows, edge, eventually, toml, wait_until
 from tests.prove.spec import check_answer
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -402,20 +401,9 @@ async def test_edge_alerts_list_says_a_mail_still_waiting_is_waiting_not_mailed(
     config.write_text(toml(config_dict(agent.settings.agent.data_dir, printers)), encoding="utf-8")
 
     async def listed() -> str:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "edge",
-            "alerts",
-            "list",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0, err.decode()
-        return next(line for line in out.decode().splitlines() if "printer_offline:kitchen" in line)
+        done = await edge("alerts", "list", "--config", str(config))
+        assert done.returncode == 0, done.stderr
+        return next(line for line in done.stdout.splitlines() if "printer_offline:kitchen" in line)
 
     line = await listed()
     assert "mail waiting" in line and "mailed" not in line, line

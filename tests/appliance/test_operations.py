@@ -39,6 +39,7 @@ from tests.helpers import (
     config_dict,
     db_execute,
     db_rows,
+    edge,
     eventually,
     issue_server_cert,
     make_ca,
@@ -457,14 +458,7 @@ async def test_another_program_on_the_api_port_is_said_as_such_and_the_health_ti
             "receipts": {},
         }
         config.write_text(toml(raw))
-        shown = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "edge", "status", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "EDGE_CONFIG": ""},
-        )
+        shown = await edge("status", "--config", str(config))
         assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
         assert f"127.0.0.1:{port} answers, but not as the edge agent" in shown.stderr, shown.stderr
     finally:
