@@ -283,7 +283,7 @@ class Agent:
             )
             self.notifier.ready(await self.status_line())
             self.notifier.start_watchdog(self.status_line)
-            if self.printing.cached:  # the printing stack loads now, in a thread, not at the first order
+            if self.printing.warms:  # the printing stack loads now, in a thread, not at the first order
                 warming = asyncio.ensure_future(asyncio.to_thread(self.printing.warm))
                 self._on_stop(stack, "printing warm-up", lambda: warming)
             self._on_stop(stack, "systemd", self._notify_stopping)

@@ -22,7 +22,7 @@ from edge.config import Settings
 from edge.printing.jobs import make_renderer
 from edge.printing.layout import prints_images
 from edge.printing.profiles import load_escpos
-from edge.printing.render import Renderer, print_options
+from edge.printing.render import Renderer, check_printer, print_options
 from edge.printing.text import CODEPAGES
 
 log = structlog.get_logger()
@@ -55,11 +55,25 @@ class PrintingCheck:
         self.cached = self._file is not None and _read(self._file) == digest.encode()
         self._renderer: Renderer | None = _PASSED.get(digest)
         self._fingerprint: str | None = digest
-        if self._renderer is None and not self.cached:
+        # A box's first start with only the agent's own templates (no template folder, no logo): what the store set
+        # (each printer's profile and code page) is checked now, the templates right after READY, as on a cached
+        # start. Those templates are rendered by the agent's tests in every language and width; jinja2 and their
+        # compile cost a Pi ~0.1 s before READY.
+        self.after_ready = (
+            self._renderer is None and not self.cached and self._file is not None and not _store_supplied(settings)
+        )
+        if self.after_ready:
+            for printer in settings.printers.values():
+                check_printer(printer.name, print_options(printer))
+            result = "after_ready"
+        elif self._renderer is None and not self.cached:
             self._renderer = self._checked(digest)
             give_back_scratch()
+            result = "passed"
+        else:
+            result = "cached"
         took_ms = round(1000 * (time.perf_counter() - started), 1)
-        log.info("printing_check", result="cached" if self.cached else "passed", took_ms=took_ms)
+        log.info("printing_check", result=result, took_ms=took_ms)
 
     def renderer(self) -> Renderer:
         """The checked renderer; on a cached start the first call builds it (blocking: call it in a thread)."""
@@ -81,10 +95,21 @@ class PrintingCheck:
             self._fingerprint = None
         return renderer
 
+    @property
+    def warms(self) -> bool:
+        """Whether the renders are left to ``warm``, right after READY."""
+        return self.cached or self.after_ready
+
     def remember(self) -> None:
-        """Records that these inputs passed (after a check that ran, under the data dir lock). Written atomically and
-        not fsynced: a cache lost or torn by a power cut only means the next start checks again."""
-        if self.cached or self._file is None or self._fingerprint is None:
+        """Records that these inputs passed (after a check that ran, under the data dir lock; a check left for after
+        READY records itself when it passes). Written atomically and not fsynced: a cache lost or torn by a power cut
+        only means the next start checks again."""
+        if self.cached or self.after_ready:
+            return
+        self._write()
+
+    def _write(self) -> None:
+        if self._file is None or self._fingerprint is None:
             return
         temporary = self._file.with_name(f"{CACHE_FILE}.{os.getpid()}.tmp")
         try:
@@ -109,6 +134,8 @@ class PrintingCheck:
                 with contextlib.suppress(OSError):
                     self._file.unlink(missing_ok=True)
             return
+        if self.after_ready:
+            self._write()
         give_back_scratch()
         log.info("printing_warmed", took_ms=round(1000 * (time.perf_counter() - started), 1))
 
@@ -117,6 +144,11 @@ class PrintingCheck:
         for printer in self._settings.printers.values():
             renderer.check_options(printer.name, print_options(printer), width=printer.width)
         return renderer
+
+
+def _store_supplied(settings: Settings) -> bool:
+    """Whether anything the store supplied prints: templates of its own or a logo (these are rendered before READY)."""
+    return settings.printing.template_dir is not None or any(p.logo is not None for p in settings.printers.values())
 
 
 def give_back_scratch() -> None:

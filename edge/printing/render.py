@@ -18,7 +18,8 @@ from edge.orders.changes import diff_station, struck_lines
 from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payment, TaxLine, Totals
 from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, MIN_WIDTH, Layout, PrintOptions, finalize, template_globals
-from edge.printing.profiles import check_profile
+from edge.printing.profiles import check_profile, profile
+from edge.printing.text import codepage
 from edge.states import OrderStatus
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ class Renderer:
     def check_options(self, printer: str, options: PrintOptions, *, width: int) -> None:
         """Render a receipt and a ticket with one printer's options, so a bad profile or logo stops the agent at
         start-up."""
-        check_profile(printer, options.profile)
+        check_printer(printer, options)
         try:
             self.receipt(_SAMPLE_ORDER, width=width, options=options)
             self.ticket(_SAMPLE_ORDER, "kitchen", width=width, options=options)
@@ -379,6 +380,16 @@ _BARE_ORDER = dataclasses.replace(
     print_receipt=None,
 )
 _BARE_CHANGE = dataclasses.replace(_BARE_ORDER, revision=2, items=(dataclasses.replace(_BARE_ORDER.items[0], qty=3),))
+
+
+def check_printer(printer: str, options: PrintOptions) -> None:
+    """What can be checked of a printer's options without rendering (its profile, and a code page of that profile):
+    ConfigError naming the setting for one that cannot print."""
+    check_profile(printer, options.profile)
+    try:
+        codepage(profile(options.profile).code_pages, options.codepage)
+    except ValueError as err:
+        raise ConfigError(f"printers.{printer}", f"cannot print with these options: {err}") from err
 
 
 def print_options(printer: PrinterSettings) -> PrintOptions:

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from edge.config import Settings, parse_settings
-from edge.printing import check
+from edge.printing import check, labels
+from edge.printing.layout import DEFAULT_OPTIONS
 from edge.printing.render import Renderer
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess
@@ -445,3 +446,66 @@ def test_an_agent_made_again_in_the_same_process_takes_the_checked_renderer(
     assert again.renderer() is first.renderer() and renders == []
     english = parse_settings(config_dict(tmp_path / "c", ports, agent={"language": "en"}), source="test")
     assert check.PrintingCheck(english, cache_dir=None).renderer() is not first.renderer() and renders == ["en"]
+
+
+def _built_in(tmp_path: Path, printers: dict[str, SimPrinter], *, front: str = "") -> AgentProcess:
+    """The agent with the built-in templates and no logo (nothing printed that the store supplied), info logs and
+    Python's import log; ``front``: more lines for the receipt printer's section."""
+    agent = agent_process(tmp_path, printers, env={"PYTHONPROFILEIMPORTTIME": "1"}, log_level="info")
+    text = agent.config.read_text(encoding="utf-8")
+    agent.config.write_text(text.replace("[printers.front]\n", f"[printers.front]\n{front}"), "utf-8")
+    return agent
+
+
+async def test_a_first_start_with_the_built_in_templates_renders_them_after_ready_and_prints_at_once(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A box's very first start (no cache) with the built-in templates and no logo does not import jinja2 before READY
+    (the built-in templates are the agent's own, rendered by its tests in every language): it renders them right after
+    READY, an order pushed at once prints, and the check's verdict is cached then, for the next start."""
+    agent = _built_in(tmp_path, printers)
+    try:
+        await agent.start()
+        log = agent.log.read_bytes().decode(errors="replace")
+        assert _render_imports(_before_ready(log)) == []
+        async with api_client(agent.port) as api:
+            assert (await post(api, fresh(EXAMPLE)))[0] == 201
+        await asyncio.wait_for(printers["kitchen"].wait_for_printed(1), 10)
+        await wait_until(lambda: '"printing_warmed"' in agent.log.read_text(errors="replace"), what="the warm-up")
+        assert await agent.terminate() == 0
+        assert (tmp_path / "data" / "cache" / check.CACHE_FILE).exists()
+        again = await _start_and_stop(agent)
+        assert '"result": "cached"' in again
+    finally:
+        await agent.close()
+
+
+@pytest.mark.parametrize(
+    ("front", "setting", "says"),
+    [
+        ('profile = "NO-SUCH-1"\n', "printers.front.profile", "unknown python-escpos profile"),
+        ('profile = "TM-U220"\ncodepage = "cp1252"\n', "printers.front", "has no code page CP1252"),
+    ],
+)
+async def test_a_first_start_with_the_built_in_templates_still_stops_before_ready_on_a_printer_setting(
+    tmp_path: Path, printers: dict[str, SimPrinter], front: str, setting: str, says: str
+) -> None:
+    """Deferring the built-in templates' render does not defer the printer's own settings: an unknown profile, or a
+    code page the profile lacks, stops the first start with one line naming the setting (exit 2)."""
+    agent = _built_in(tmp_path, printers, front=front)
+    try:
+        lines = await _refused(agent)
+        assert len(lines) == 1 and lines[0].startswith(f"edge: config {setting}"), lines
+        assert says in lines[0], lines
+    finally:
+        await agent.close()
+
+
+@pytest.mark.parametrize("language", sorted(labels.LABELS))
+def test_the_built_in_templates_pass_the_check_in_every_language_at_every_width(language: str) -> None:
+    """What a first start with the built-in templates leaves for after READY (every template rendered, each printer's
+    options tried) passes in each language the agent speaks, from the narrowest paper the config allows to the
+    widest: that render is the agent's own, not the store's."""
+    renderer = Renderer(language=language)  # renders every template once, in that language
+    for width in (24, 25, 32, 42, 48, 63, 64):
+        renderer.check_options("front", DEFAULT_OPTIONS, width=width)
