@@ -111,7 +111,7 @@ class Renderer:
             copy=copy,
             redirected_from=redirected_from,
             fulfilment=labels.describe_fulfilment(order.fulfilment, language),
-            customer=order.customer.name if order.customer else None,
+            customer=_guest(order),
             created=created.strftime(labels.DATE_TIME[language] if released else "%H:%M"),
             due=self._due(order, language),
             qr_code=f"edge:v1:{order.id}:{station}",
@@ -163,7 +163,7 @@ class Renderer:
             fulfilment_before=None if before_fulfilment == fulfilment else before_fulfilment,
             due=due,
             due_before=None if before_due == due else (before_due or labels.LABELS[language]["asap"]),
-            customer=order.customer.name if order.customer else None,
+            customer=_guest(order),
             created=self._local(order.created_at).strftime("%H:%M"),
             qr_code=f"edge:v1:{order.id}:{station}",  # scanned like the ticket it follows
         )
@@ -380,6 +380,15 @@ _BARE_ORDER = dataclasses.replace(
     print_receipt=None,
 )
 _BARE_CHANGE = dataclasses.replace(_BARE_ORDER, revision=2, items=(dataclasses.replace(_BARE_ORDER.items[0], qty=3),))
+
+
+def _guest(order: Order) -> str | None:
+    """Who the ticket's order is for, as the kitchen and the driver need it: name and phone number (either may be
+    missing)."""
+    customer = order.customer
+    if customer is None:
+        return None
+    return ", ".join(part for part in (customer.name, customer.phone) if part) or None
 
 
 def check_printer(printer: str, options: PrintOptions) -> None:

@@ -168,3 +168,18 @@ def test_profile_without_a_usable_code_page_stops_the_start(make_settings: Calla
     front = dataclasses.replace(settings.printers["front"], profile="AF-240")
     with pytest.raises(ConfigError, match="no code page any of CP858, CP1252, CP437"):
         Agent(dataclasses.replace(settings, printers={**settings.printers, "front": front}))
+
+
+async def test_the_kitchen_ticket_names_the_guest_with_their_phone_number_the_receipt_does_not(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
+) -> None:
+    """A pickup or delivery is handed to a guest the staff may have to call (late, wrong address): the ticket that
+    goes with the bag says the guest's name and phone number. The receipt, which the guest takes, does not repeat
+    the number."""
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        assert (await post(api, fresh(json.loads(json.dumps(EXAMPLE)))))[0] == 201
+    ticket = decode((await printers["kitchen"].wait_for_printed(1))[0])
+    receipt = decode((await printers["front"].wait_for_printed(1))[0])
+    assert "Jürgen Groß, +49 30 1234567" in ticket.text.splitlines()
+    assert "1234567" not in receipt.text
