@@ -182,8 +182,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    if args.all == (args.job is not None):
+    if args.all and args.job is not None:
         raise EdgeError("release: give a job id or --all, not both")
+    if not args.all and args.job is None:
+        raise EdgeError("release: give a job id (see `edge jobs --held`) or --all")
     return _api_command(args, "POST", "/api/v1/jobs/release-held" if args.all else f"/api/v1/jobs/{args.job}/release")
 
 
@@ -404,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_backup
     )
     restore = sub.add_parser("restore", parents=[common], help="replace the database with a backup (agent stopped)")
-    restore.add_argument("file")
+    restore.add_argument("file", help="one backup file (`edge backup` writes them to backup.dir)")
     restore.add_argument(
         "--force",
         action="store_true",

@@ -45,10 +45,7 @@ def backup_dir(settings: Settings) -> Path:
 def restore_advice(settings: Settings) -> str:
     """What to do about a damaged database: restore the newest backup, named, or where none was found."""
     directory = backup_dir(settings)
-    try:
-        newest = max(directory.glob(f"{_PREFIX}*.db"), default=None)
-    except OSError:
-        newest = None
+    newest = _newest(directory)
     if newest is None:
         return f"no backup found in {directory}: see 'A damaged database' in docs/operations.md"
     return f"restore the newest backup: edge restore {newest}"
@@ -178,7 +175,19 @@ async def backup_database(settings: Settings, *, label: str = "") -> Path:
     return target
 
 
+def _newest(directory: Path) -> Path | None:
+    """The newest backup in ``directory`` (their names sort by time); None if none, or it cannot be read."""
+    try:
+        return max(directory.glob(f"{_PREFIX}*.db"), default=None)
+    except OSError:
+        return None
+
+
 def _restore(settings: Settings, source: Path, force: bool) -> Restored:
+    if source.is_dir():  # SQLite would say "disk I/O error", which reads like a damaged card
+        newest = _newest(source)
+        given = f"give the newest backup there: edge restore {newest}" if newest else f"it holds no {_PREFIX}*.db backup"
+        raise StoreError(f"{source} is a folder, not a backup file: {given}; nothing written")
     backup = _check(source)
     latest = migrations.latest_version(migrations.load_migrations())
     if backup.version > latest:

@@ -623,3 +623,28 @@ def set_job_states(db: Path, state: str) -> None:
     with conn:
         conn.execute("UPDATE print_jobs SET state = ?", (state,))
     conn.close()
+
+
+async def test_restore_given_the_backup_folder_names_its_newest_backup_and_writes_nothing(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A technician who types the backup folder (`edge restore /var/backups/edge`) instead of a file in it gets one
+    line saying it is a folder and naming the newest backup there to give instead; exit 1, nothing written. Before:
+    "not a readable SQLite database: disk I/O error", which reads like a damaged card."""
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=0,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+    )
+    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    await edge_backup(config)
+    newest = await edge_backup(config)
+    before = sorted(p.name for p in (tmp_path / "data").iterdir())
+    refused = await edge("restore", str(newest.parent), "--config", str(config))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a folder" in lines[0] and str(newest) in lines[0], lines
+    assert "disk I/O" not in lines[0]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before

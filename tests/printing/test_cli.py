@@ -119,7 +119,8 @@ async def test_held_jobs_listed_released_and_discarded_from_the_cli(
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "discarded"])
     capsys.readouterr()
     code = await asyncio.to_thread(cli.main, ["release", "--config", str(config)])
-    assert code == 1 and "give a job id or --all" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert code == 1 and "give a job id (see `edge jobs --held`) or --all" in said and "not both" not in said, said
 
 
 async def test_preview_shows_an_orders_jobs_as_text(
