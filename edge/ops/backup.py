@@ -186,7 +186,7 @@ def _newest(directory: Path) -> Path | None:
 def _restore(settings: Settings, source: Path, force: bool) -> Restored:
     if source.is_dir():  # SQLite would say "disk I/O error", which reads like a damaged card
         newest = _newest(source)
-        given = f"give the newest backup there: edge restore {newest}" if newest else f"it holds no {_PREFIX}*.db backup"
+        given = f"give the newest backup there: edge restore {newest}" if newest else f"no {_PREFIX}*.db backup in it"
         raise StoreError(f"{source} is a folder, not a backup file: {given}; nothing written")
     backup = _check(source)
     latest = migrations.latest_version(migrations.load_migrations())
