@@ -169,7 +169,10 @@ class Agent:
             orders = OrderStore(db, clock=self.clock)
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
-            drivers = {name: make_driver(printer, devices=locks) for name, printer in s.printers.items()}
+            answered = await jobs.answered_devices()
+            drivers = {
+                name: make_driver(printer, devices=locks, answered=answered) for name, printer in s.printers.items()
+            }
             devices = {name: driver.transport.device for name, driver in drivers.items()}
             waiting: set[str] = set()  # printers whose spools put them back in line once the store writes again
             try:

@@ -162,10 +162,11 @@ class _Habit:
     answered: bool = False  # ever, in this run
     misses: int = 0  # in a row
     expected: bool = False  # the model (its profile or config) answers: silence is never taken for "cannot"
+    earlier: bool = False  # it answered on this address in an earlier run: likewise
 
     @property
     def given_up(self) -> bool:
-        return not self.expected and not self.answered and self.misses >= _SILENT_AFTER
+        return not self.expected and not self.earlier and not self.answered and self.misses >= _SILENT_AFTER
 
     def note(self, answered: bool) -> bool:
         """Records one exchange; True when that changed ``given_up``."""
@@ -213,12 +214,15 @@ class PrinterDriver:
         lock: threading.Lock | None = None,
         answers_status: bool | None = None,
         model: str = "",
+        answered_before: bool = False,
     ) -> None:
         """``lock``: the device's, shared with the drivers of the same device under other names. ``answers_status``:
         True when the model answers status queries (its profile or config says so): silence from it is a printer
         not ready, never one without status; False when it cannot (configured): its jobs go without asking from the
         first one; None: learnt (never answered, twice: taken for one that cannot). ``model``: for the state's
-        detail."""
+        detail. ``answered_before``: a printer on this device answered status in an earlier run; with None, its
+        silence is then a printer off or another device on its address (after a power cut), never one that cannot
+        answer, whose tickets would be sent blind into whatever took the address."""
         self.name = name
         self.transport = transport
         self.status_timeout = status_timeout
@@ -232,7 +236,9 @@ class PrinterDriver:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"printer-{name}")
         # Whether it answers DLE EOT, and GS r after a job (a few clones answer only DLE EOT); on its thread.
         self._status_answers = _Habit(
-            expected=answers_status is True, misses=_SILENT_AFTER if answers_status is False else 0
+            expected=answers_status is True,
+            misses=_SILENT_AFTER if answers_status is False else 0,
+            earlier=answered_before and answers_status is None,
         )
         self._model = model
         # Why the last status exchange read OFFLINE from silence ("" when it did not): for the spool's state detail.
@@ -258,6 +264,16 @@ class PrinterDriver:
     def clearing_first(self) -> bool:
         """Whether the clear asked for by clear_at_first_contact has yet to go out."""
         return self._clear_first
+
+    @property
+    def answered_status(self) -> bool:
+        """Whether the printer answered a status query in this run."""
+        return self._status_answers.answered
+
+    @property
+    def answered_earlier(self) -> bool:
+        """Whether it is known from an earlier run to answer status queries (``answered_before``)."""
+        return self._status_answers.earlier
 
     @property
     def asks_status(self) -> bool:
@@ -538,7 +554,7 @@ class PrinterDriver:
         self.silence = ""
         if not replies and answered_before:
             self.silence = self.transport.silent
-        elif not replies and self._status_answers.expected:
+        elif not replies and (self._status_answers.expected or self._status_answers.earlier):
             self.silence = self._never_answered()
         if self.silence:
             return PrinterState.OFFLINE, replies
@@ -558,9 +574,12 @@ class PrinterDriver:
         return replies
 
     def _never_answered(self) -> str:
-        model = f"a {self._model} answers them" if self._model else "it is set up as a printer that answers them"
+        if self._status_answers.expected:
+            why = f"a {self._model} answers them" if self._model else "it is set up as a printer that answers them"
+        else:
+            why = "the printer on this address answered them before the agent restarted"
         hint = getattr(self.transport, "never_answered", "is it switched on, and is this its device?")
-        return f"has never answered a status query in this run, though {model}: {hint}"
+        return f"has never answered a status query in this run, though {why}: {hint}"
 
     def _ask(self, queries: tuple[int, ...], *, first_timeout: float | None = None) -> dict[int, int]:
         """Sends DLE EOT n one at a time and reads each one-byte reply."""

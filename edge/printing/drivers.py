@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 
 from edge.config import AnyPrinterSettings
 from edge.printing.driver import PrinterDriver
@@ -10,11 +11,17 @@ from edge.printing.profiles import profile
 from edge.transports import FileTransport, TcpTransport, Transport
 
 
-def make_driver(printer: AnyPrinterSettings, *, devices: dict[str, threading.Lock] | None = None) -> PrinterDriver:
+def make_driver(
+    printer: AnyPrinterSettings,
+    *,
+    devices: dict[str, threading.Lock] | None = None,
+    answered: Collection[str] = (),
+) -> PrinterDriver:
     """``devices``: one lock per device, shared by the drivers of one agent. A printer set up under two names (a
     station each) is one device, and its drivers must take turns: a network printer serves one connection at a time
     and keeps the next one waiting unanswered (edge/sim/printer.py), where a status question would take it for
-    offline; a serial line or a USB device has one opener."""
+    offline; a serial line or a USB device has one opener. ``answered``: the devices whose printer answered a status
+    query in an earlier run (JobStore.answered_devices)."""
     transport: Transport
     if printer.type == "network":
         transport = TcpTransport(
@@ -64,6 +71,7 @@ def make_driver(printer: AnyPrinterSettings, *, devices: dict[str, threading.Loc
         lock=lock,
         answers_status=answers_status(printer),
         model=printer.profile if printer.answers_status == "auto" else "",
+        answered_before=transport.device in answered,
     )
 
 

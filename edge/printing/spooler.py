@@ -85,6 +85,7 @@ class Spooler:
         self._confirmed_at = 0.0  # monotonic time the oldest of them was confirmed
         self._last_send_s = 1.0  # until a job has gone out, claim one at a time
         self._clear_unrecorded = clear_first  # the clear is asked for until the store hears it went out
+        self._answer_recorded = driver.answered_earlier  # the store knows its device answers status
         if clear_first:
             driver.clear_at_first_contact()
 
@@ -144,7 +145,7 @@ class Spooler:
                         await self._requeue_unrecorded()
                     except StoreUnavailableError:  # next time round; the printer is watched meanwhile (status, alerts)
                         held = True
-                await self._record_clear()  # after a crash's requeue, which records the clear as still to go out
+                await self._record_contact()  # after a crash's requeue, which records the clear as still to go out
                 burst = (
                     []
                     if held
@@ -205,13 +206,19 @@ class Spooler:
             log.warning(event, device_id=self.name, job_ids=interrupted, action="reprinting marked COPY")
         self._unrecorded = self._crashed = False
 
-    async def _record_clear(self) -> None:
-        """Once the clear asked for at the start went out, the store forgets it: a restart before then clears again
-        (harmless to the job, which prints again as COPY). A store that refuses now hears it next time round."""
+    async def _record_contact(self) -> None:
+        """What the store keeps of the printer: once the clear asked for at the start went out, it forgets it (a
+        restart before then clears again, harmless to the job, which prints again as COPY); once the printer first
+        answers a status query, its device is recorded as one that answers (JobStore.answered_devices). A store that
+        refuses now hears it next time round."""
         if self._clear_unrecorded and not self.driver.clearing_first:
             with contextlib.suppress(StoreUnavailableError):
                 await self._jobs.buffers_cleared(self.name, self.driver.transport.device)
                 self._clear_unrecorded = False
+        if not self._answer_recorded and self.driver.answered_status:
+            with contextlib.suppress(StoreUnavailableError):
+                await self._jobs.device_answered(self.driver.transport.device)
+                self._answer_recorded = True
 
     def _burst(self) -> int:
         """How many due jobs to claim in one commit: enough that the printer never waits for the disk (a fast printer
@@ -433,7 +440,7 @@ class Spooler:
             if self._stopping:
                 return
             current = await self.driver.status()
-            await self._record_clear()  # while the printer waits for a roll, which may take a while
+            await self._record_contact()  # while the printer waits for a roll, which may take a while
             if current not in BLOCKING_STATES:
                 self._set_state(current)
                 return

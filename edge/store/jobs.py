@@ -104,6 +104,7 @@ BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
 # or given a new address before the next start is still cleared.
 _CLEAR_KEY = "clear_buffers:"
 _CLEAR_DEVICE_KEY = "clear_device:"
+_ANSWERED_KEY = "answered_status:"  # a device after it: what is there answered DLE EOT in a run (value unused)
 _DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
 # A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
 # the order's current revision, or, with a later receipt of the order beside it (receipts.on_change = "reprint"; not
@@ -662,6 +663,16 @@ class JobStore:
             {"at": len(prefix) + 1, "prefix": prefix},
         )
         return {rest: value for rest, value in rows}
+
+    async def answered_devices(self) -> set[str]:
+        """The devices (addresses) whose printer answered a status query in some run: silence there after a restart
+        is a printer off or another device on its address, not a model that cannot answer."""
+        return set(await self._meta_under(_ANSWERED_KEY))
+
+    async def device_answered(self, device: str) -> None:
+        """Records that the printer on ``device`` answered a status query (once per device)."""
+        async with self._db.transaction() as conn:
+            await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", (_ANSWERED_KEY + device,))
 
     async def buffers_cleared(self, printer: str, device: str) -> None:
         """The clear went out to ``printer`` on ``device``: the next start clears it only after another crash."""

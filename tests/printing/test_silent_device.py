@@ -150,3 +150,46 @@ async def test_the_state_detail_follows_a_new_cause_while_the_printer_stays_offl
     kitchen.set_offline(True)
     detail = await eventually(kitchen_detail, lambda d: "never answer" not in d, what="the new cause")
     assert "refused" in detail.lower() and "till" not in detail, detail
+
+
+async def test_a_printer_that_answered_status_before_a_restart_gets_no_ticket_blind_when_a_device_takes_its_address(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    backup: SimPrinter,
+    sink: SmtpSink,
+    tmp_path: Path,
+) -> None:
+    """The kitchen printer's profile is python-escpos' "default" (whether it answers status is learnt): it answered
+    DLE EOT and printed in the first run. The box restarts (a power cut) and the printer's address now belongs to a
+    device that takes TCP 9100 and answers nothing. That the printer answered is remembered with its address, so the
+    silence reads as offline, not as "a printer without status": no ticket goes to the device, they fail over to the
+    backup, and the detail names the cause. Before (the print probe, s06 stolen): the tickets were sent blind into the
+    device and marked printed, the state read "unknown", and central was told they printed."""
+    kitchen = printers["kitchen"]
+    settings = _settings(tmp_path, printers, kitchen.port, backup, {}, **mail_to(sink))
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(0, print_receipt=False)))[0] == 201
+    await kitchen.wait_for_printed(1, timeout=10)
+    await agent.stop()
+    await kitchen.stop()
+    device = NotAPrinter("jetdirect", port=kitchen.port)
+    await device.start()
+    try:
+        agent = await make_agent(settings)
+        async with api_client(agent) as api:
+            for n in (1, 2):
+                assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+            await backup.wait_for_printed(2, timeout=20)
+            async with api.get("/api/v1/printers") as response:
+                listed = {p["name"]: p for p in (await response.json())["printers"]}
+        assert _ESC_AT not in device.received, "a ticket went to a device that is not a printer"
+        await eventually(
+            lambda: job_rows(agent, "SELECT printer, state FROM print_jobs ORDER BY id"),
+            lambda rows: rows == [("kitchen", "printed"), ("backup", "printed"), ("backup", "printed")],
+            what="the two tickets of the second run printed on the backup",
+        )
+        assert listed["kitchen"]["state"] == "offline", listed["kitchen"]
+        assert "address" in listed["kitchen"]["detail"], listed["kitchen"]
+    finally:
+        await device.stop()
