@@ -22,7 +22,8 @@ class Failover:
     """Watches each station that lists backups (``[stations] kitchen = ["kitchen", "front"]``).
 
     New jobs are always routed to the primary; only jobs waiting on a printer paused for
-    ``after_s`` move, so once the primary is back new tickets print there again. A job moves in
+    ``after_s``, or failing (Spooler.failing: it cut tickets short, which never pauses it), move,
+    so once the primary is back new tickets print there again. A job moves in
     one UPDATE of waiting rows and a spool claims a job only if it is still its own, so no job
     prints on both printers.
     """
@@ -76,7 +77,7 @@ class Failover:
     async def _move_off(self, station: str, printers: list[str], stuck: Spooler) -> None:
         primary = stuck.name == printers[0]
         paused = stuck.paused_for()
-        if paused is None or paused < self._after_s:
+        if not stuck.failing and (paused is None or paused < self._after_s):
             if primary:
                 self._no_backup.discard(station)
             return
@@ -97,11 +98,11 @@ class Failover:
             from_printer=stuck.name,
             to_printer=target.name,
             job_ids=[job.id for job in moved],
-            paused_s=round(paused, 1),
+            why=f"paused {paused:.1f} s" if paused is not None else f"cut {stuck.cut_short} tickets short in a row",
         )
         target.wake()
 
 
 def _healthy(spooler: Spooler) -> bool:
-    """Not paused and not known to be blocked; a printer whose state is unknown is given the job."""
-    return spooler.paused_since is None and spooler.state not in BLOCKING_STATES
+    """Not paused, not failing and not known to be blocked; a printer whose state is unknown is given the job."""
+    return spooler.paused_since is None and not spooler.failing and spooler.state not in BLOCKING_STATES

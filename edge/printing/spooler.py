@@ -32,6 +32,9 @@ _CLAIM_HORIZON_S = 0.05
 _CLAIM_MAX = 16
 # A confirmed job's printed mark waits this long for a claim to ride on before it is committed on its own.
 _PRINTED_RIDE_S = 0.05
+# Tickets cut short in a row after which a printer is failing (Spooler.failing): one is a hiccup (a jack nudged), the
+# ticket is tried again there as COPY; two are a fault, and its station's backup takes its tickets.
+_FAILING_AFTER = 2
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
@@ -64,6 +67,9 @@ class Spooler:
         self.state = PrinterState.UNKNOWN
         self.state_detail = ""
         self.paused_since: float | None = None  # monotonic time the spool paused, for failover
+        # Jobs in a row the printer took part of and then hung up on, while it reads fine between them (a failing
+        # interface board, a loose jack): the spool never pauses for that, and each retry spends an attempt
+        self.cut_short = 0
         self.driver = driver
         self.clock = clock
         self._poll_s = printer.status_poll_s
@@ -114,6 +120,12 @@ class Spooler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.driver.close()
+
+    @property
+    def failing(self) -> bool:
+        """Whether the printer cut the last _FAILING_AFTER jobs short: failover moves its tickets at once, before
+        their attempts run out on it."""
+        return self.cut_short >= _FAILING_AFTER
 
     def paused_for(self) -> float | None:
         """Seconds this spool has been paused (printer offline, out of paper, cover open), None while it prints."""
@@ -347,6 +359,7 @@ class Spooler:
                     await self._uncertain(job, after, str(err))
                     return (after, str(err)), True
                 self._set_state(PrinterState.ERROR, str(err))
+                self.cut_short += 1
                 await self._failed(job, str(err), partial=True)
                 return None, True
             finally:
@@ -361,6 +374,7 @@ class Spooler:
             if not self._confirmed:
                 self._confirmed_at = self.clock.mono()
             self._confirmed.append(PrintedMark(job.id, job.order_id, latency))
+            self.cut_short = 0
             self._set_state(outcome.state)
             log.info(
                 "job_printed",

@@ -120,6 +120,9 @@ class SimPrinter:
         self.cleared = 0  # DLE DC4 fn=8 (clear buffers) received
         self.bytes_per_s: float | None = None  # reads no faster than this
         self.drop_after: int | None = None  # hangs up after this many job bytes on a connection; fires once
+        # Hangs up after this many job bytes on every connection: a failing interface board or a loose network jack
+        # that resets each connection mid-ticket, while status queries (a few bytes) still get through
+        self.drop_every_job_after: int | None = None
         # Paper runs out / the cover opens after this many job bytes of a job (connection); each fires once.
         self.paper_out_after: int | None = None
         self.cover_open_after: int | None = None
@@ -306,8 +309,9 @@ class SimPrinter:
                         link.write(_CLEARED)
                         continue
                     if isinstance(part, bytes):
-                        if self.drop_after is not None and len(feed.received) + len(part) >= self.drop_after:
-                            part, cut = part[: self.drop_after - len(feed.received)], True
+                        drop = self.drop_after if self.drop_after is not None else self.drop_every_job_after
+                        if drop is not None and len(feed.received) + len(part) >= drop:
+                            part, cut = part[: drop - len(feed.received)], True
                             self.drop_after = None
                         self.job_bytes_in += len(part)
                     await feed.put(part)

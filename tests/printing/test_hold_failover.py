@@ -463,3 +463,27 @@ async def test_a_ticket_left_on_a_printer_now_only_its_stations_backup_moves_to_
     [moved] = await front.wait_for_printed(1, timeout=10)
     assert "N-000" in decode(moved).text and "UMGELEITET von kitchen" in decode(moved).text
     assert kitchen.printed == []
+
+
+async def test_a_primary_that_cuts_every_ticket_short_does_not_kill_it_the_backup_prints_it(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer answers status but hangs up in the middle of every ticket (a failing interface board, a
+    loose jack); the station has the front printer as backup, and failover_after_s is the default minute. The spool
+    never pauses (the printer reads online between tickets), so waiting for a pause moved nothing: after five attempts
+    in about 15 s the ticket was dead and never printed, with a healthy backup idle (the print probe, s08). A printer
+    that cut two tickets short in a row is failing: its tickets move to the backup, where they print marked COPY (what
+    came out on the kitchen printer may be in the cook's hand) and UMGELEITET."""
+    kitchen, front = printers["kitchen"], printers["front"]
+    kitchen.drop_every_job_after = 60
+    agent, api = await start_agent(
+        stations={"kitchen": ["kitchen", "front"]}, spool={"retry_base_s": 1.0, "retry_max_s": 60.0}
+    )
+    assert (await post(api, tickets_only(example_order, 1)[0]))[0] == 201
+    printed = await front.wait_for_printed(1, timeout=20)
+    text = decode(printed[0]).text
+    assert "UMGELEITET von kitchen" in text and "KOPIE / COPY" in text and "N-000" in text, text
+    await eventually(
+        lambda: job_rows(agent, "SELECT printer, state FROM print_jobs"), lambda rows: rows == [("front", "printed")]
+    )
+    assert len(kitchen.printed) == 2  # two fragments (the second a COPY's), then the backup took it
