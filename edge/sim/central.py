@@ -87,6 +87,7 @@ class StoreState:
     reject_keys: set[str] = dataclasses.field(default_factory=set)
     reject_types: set[str] = dataclasses.field(default_factory=set)
     refused_orders: dict[str, int] = dataclasses.field(default_factory=dict)  # order id -> status its events get
+    resent: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)  # log position -> old version listed
 
 
 class CentralSim:
@@ -283,6 +284,14 @@ class CentralSim:
             state.latest[order["id"]] = len(state.log)
             state.log.append((second, order["id"]))
 
+    def resend(self, order: dict[str, Any], *, store: str | None = None) -> None:
+        """An old version of an order listed again after its newer one, as it is (the contract says each order comes in
+        its latest version, but a change log that keeps old versions, app servers whose clocks disagree, or a job that
+        re-sends orders lists one out of turn). The order's latest version stays what it was."""
+        state = self.stores[store or self.store_id]
+        state.resent[len(state.log)] = order
+        state.log.append((int(time.time()), order["id"]))
+
     def create_orders(
         self, count: int, *, prefix: str, start: int = 1, store: str | None = None
     ) -> list[dict[str, Any]]:
@@ -444,7 +453,9 @@ class CentralSim:
         # One bounded scan: `limit` log entries, of which superseded versions are left out.
         end = min(position + limit, len(state.log))
         page = [
-            state.orders[oid] for n, (_, oid) in enumerate(state.log[position:end], position) if state.latest[oid] == n
+            state.resent.get(n) or state.orders[oid]
+            for n, (_, oid) in enumerate(state.log[position:end], position)
+            if state.latest[oid] == n or n in state.resent
         ]
         more = end < len(state.log)
         cursor = None if self.null_last_cursor and not more else self._cursor(state.store_id, end)

@@ -21,6 +21,14 @@ WHERE run_id = ? AND class = 'missing' AND NOT EXISTS (SELECT 1 FROM orders o WH
   AND o.revision >= COALESCE(json_extract(i.payload, '$.revision'), 1))
 ORDER BY priority DESC, due_ts IS NULL, due_ts, created_ts, order_id LIMIT ?
 """
+_SAVE_ITEM = """
+INSERT INTO recovery_items(run_id, order_id, class, payload, priority, due_ts, created_ts, detail)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT(run_id, order_id) DO UPDATE SET class = excluded.class, payload = excluded.payload,
+    priority = excluded.priority, due_ts = excluded.due_ts, created_ts = excluded.created_ts, detail = excluded.detail
+WHERE recovery_items.class NOT IN ('missing', 'conflict')
+    OR COALESCE(json_extract(recovery_items.payload, '$.revision'), 1) <= ?9
+"""
 _NOT_STORED = """
 SELECT COUNT(*) FROM recovery_items i
 WHERE run_id = ? AND class != 'invalid' AND NOT EXISTS (SELECT 1 FROM seen_orders s WHERE s.id = i.order_id)
@@ -155,12 +163,16 @@ class RecoveryStore:
             await conn.execute("DELETE FROM recovery_items WHERE run_id = ?", (run_id,))
 
     async def save_page(self, run_id: int, items: Sequence[RecoveryItem], next_cursor: str) -> None:
-        """A page's classification and where the page ended, together."""
+        """A page's classification and where the page ended, together. An order listed again in the run replaces what
+        the run holds of it, unless that is a newer version to store (missing, or a conflict): a backend that lists an
+        old version after the new one (on a later page, or later on the same) must not undo a cancel or a change."""
         async with self._db.transaction() as conn:
             await conn.executemany(
-                "INSERT OR REPLACE INTO recovery_items(run_id, order_id, class, payload, priority, due_ts, created_ts,"
-                " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, i.order_id, i.cls, i.payload, i.priority, i.due_ts, i.created_ts, i.detail) for i in items],
+                _SAVE_ITEM,
+                [
+                    (run_id, i.order_id, i.cls, i.payload, i.priority, i.due_ts, i.created_ts, i.detail, i.revision)
+                    for i in items
+                ],
             )
             await conn.execute("UPDATE recovery_runs SET next_cursor = ? WHERE id = ?", (next_cursor, run_id))
 

@@ -299,6 +299,7 @@ class RecoveryItem:
     due_ts: float | None = None  # unix seconds, for the processing order
     created_ts: float | None = None
     detail: str | None = None  # conflict and invalid: why, for a person
+    revision: int = 0  # as listed (0: unreadable); not stored: a run keeps an order's newest version (save_page)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -498,7 +498,10 @@ class Recovery:
                 # Not here, or a higher revision: processing stores it as an update, like a push would (a history
                 # order's, changed since it was recorded, as the new order it is).
                 cls = ItemClass.MISSING
-                if len(self._prepared) < _PREPARED_MAX:
+                earlier = self._prepared.get(order.id)  # listed before in this run: the newer version stays
+                if (earlier is None and len(self._prepared) < _PREPARED_MAX) or (
+                    earlier is not None and earlier.order.revision <= order.revision
+                ):
                     self._prepared[order.id] = new
             elif order.revision != stored.revision or stored.same_content(new) or not stored.stored:
                 # The same, or older than ours (stale), or purged since, or a higher cancelled revision of an order
@@ -515,6 +518,7 @@ class Recovery:
                     priority=order.priority,
                     due_ts=order.fulfilment.due_at.timestamp() if order.fulfilment.due_at else None,
                     created_ts=order.created_at.timestamp(),
+                    revision=order.revision,
                 )
             )
         await self._orders.remember_seen(history)  # a run resumed before its page was saved finds them present

@@ -616,3 +616,43 @@ async def test_a_disk_that_fills_while_a_batch_is_stored_one_by_one_fails_the_ru
         ("u_000002", 1),
         ("u_000003", 1),
     ]
+
+
+@pytest.mark.parametrize("pages", [1, 2], ids=["one_page", "across_pages"])
+async def test_an_older_version_listed_after_a_newer_one_in_a_run_does_not_undo_it(
+    central: CentralSim,
+    sync_settings: Callable[..., Settings],
+    agents: Agents,
+    printers: dict[str, SimPrinter],
+    pages: int,
+) -> None:
+    """Central lists, in one run, order X at revision 2 (cancelled) and after it X at revision 1 (open) again, and
+    order W at revision 2 (a quantity changed) and after it W at revision 1; the agent printed both at revision 1
+    before. The newest version of each wins, wherever it comes in the listing: X gets its STORNO and W its change
+    ticket, and nothing else prints. Before stop 62 (the central probe, s01): the last one listed won, both stayed
+    at revision 1, the run said "present" and moved its cursor past the newer versions: the cook cooked a cancelled
+    order."""
+    x, w = make_order(1, prefix="inv"), make_order(2, prefix="inv")
+    central.add_orders([x, w])
+    agent, events = await agents.start(sync_settings(**({"page_size": 2} if pages == 2 else {})))
+    await events.wait(RecoveryCompleted)
+    kitchen = printers["kitchen"]
+    await kitchen.wait_for_printed(2)
+    cancelled = {**x, "revision": 2, "status": "cancelled", "cancel_reason": "Gast gegangen"}
+    changed = json.loads(json.dumps(w)) | {"revision": 2}
+    changed["items"][0]["qty"] += 1
+    central.add_orders([cancelled, changed])
+    central.resend(x)
+    central.resend(w)
+    async with api(agent.port) as session, session.post("/api/v1/recovery/runs") as response:
+        assert response.status == 202
+    await events.wait(RecoveryCompleted, count=2)
+    db = agent.settings.agent.db_path
+    assert await db_rows(db, "SELECT id, revision, status FROM orders ORDER BY id") == [
+        ("inv_000001", 2, "cancelled"),
+        ("inv_000002", 2, "open"),
+    ]
+    printed = [decode(data).text for data in await kitchen.wait_for_printed(4)]
+    assert "STORNO" in printed[2] + printed[3] and "ÄNDERUNG" in printed[2] + printed[3], printed[2:]
+    await asyncio.sleep(0.3)  # nothing more comes
+    assert len(kitchen.printed) == 4
