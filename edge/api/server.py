@@ -35,7 +35,7 @@ from http import HTTPStatus
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from edge.api.errors import Handler, UnsupportedEncodingError, error_response, unsupported_encoding_response
@@ -296,9 +296,10 @@ async def _listen(host: str, port: int) -> list[socket.socket]:
 
 
 class _ProtocolLines(logging.Handler):
-    """aiohttp's own log (requests it refuses before any handler: a malformed head, a broken chunked body) as our
-    lines: a refused request is one summarised warning (each was an 11-line traceback, a flood of them a megabyte on
-    the SD card); anything else keeps its traceback, in our format."""
+    """aiohttp's own log (requests it refuses before any handler: a malformed head, a broken chunked body; a body it
+    cannot decode, met again when it drains what the handler left) as our lines: a refused request is one summarised
+    warning (each was an 11-line traceback, a flood of them a megabyte on the SD card); anything else keeps its
+    traceback, in our format."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -306,7 +307,8 @@ class _ProtocolLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
+        # RequestPayloadError (a body labelled gzip that is not) is the sender's fault too, already answered 400
+        if isinstance(error, (HttpProcessingError, RequestPayloadError)):
             self._refused.note(type(error).__name__, error=str(error)[:200])
         else:
             log.error("api_protocol_error", message=record.getMessage(), exc_info=record.exc_info)
