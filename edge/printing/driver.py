@@ -168,6 +168,11 @@ class _Habit:
     def given_up(self) -> bool:
         return not self.expected and not self.earlier and not self.answered and self.misses >= _SILENT_AFTER
 
+    def disbelieve(self) -> None:
+        """Expected from the model, never answered, even after the longest wait: taken for one that cannot (the
+        configured model is not this printer's)."""
+        self.expected, self.misses = False, _SILENT_AFTER
+
     def note(self, answered: bool) -> bool:
         """Records one exchange; True when that changed ``given_up``."""
         before = self.given_up
@@ -248,6 +253,8 @@ class PrinterDriver:
         self.offline_why = ""
         self._failed = ""  # why the last question between jobs could not be asked (its thread only)
         self._in_order_answers = _Habit(expected=answers_status is True)  # the models that answer DLE EOT answer GS r
+        # Why its replies say less than its model's would (a profile that does not fit it), for the state's detail
+        self.caveat = ""
         self._ignored: set[int] = set()  # DLE EOT n it did not answer even late, since it last answered them
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
@@ -464,9 +471,8 @@ class PrinterDriver:
                 return False  # GS r waits behind the stop: the job may be only partly out
         if known:
             self._clear_rest()
-            raise DeviceWriteError(
-                self.name, self.transport.label, "no GS r reply after the job in time, though it answers GS r"
-            )
+            why = "though it answers GS r" if self._in_order_answers.answered else self._no_in_order_after_all()
+            raise DeviceWriteError(self.name, self.transport.label, f"no GS r reply after the job in time, {why}")
         self._lost_gs_r()
         if self._in_order_answers.note(False):
             log.warning(
@@ -476,6 +482,20 @@ class PrinterDriver:
                 "paper that runs out while it prints from its buffer is not seen",
             )
         return False
+
+    def _no_in_order_after_all(self) -> str:
+        """A printer whose model answers GS r, that has not answered it once in this run, even after a buffer's worth
+        more, while DLE EOT shows no stop: not the configured model (a clone answering DLE EOT only). This ticket
+        fails (printed again as COPY, once: it might still be printing); from now on its DLE EOT reply after a job
+        confirms it, as for a printer learnt to be without GS r. Returns why, for the job's error."""
+        self._in_order_answers.disbelieve()
+        setting = f"printers.{self.name}." + (f'profile = "{self._model}"' if self._model else 'answers_status = "yes"')
+        self.caveat = (
+            f"answers DLE EOT but has never answered GS r, though {setting} says it does: likely wrong for this "
+            "model; paper that runs out while it prints from its buffer is not seen"
+        )
+        log.warning("printer_no_in_order_status", device_id=self.name, hint=self.caveat)
+        return f"and it never answered GS r in this run, though {setting} says it does: taken for a printer without"
 
     def _lost_gs_r(self) -> None:
         """After a job whose GS r went unanswered: GS r asked once more, alone. An answer at once tells a printer that

@@ -132,6 +132,7 @@ class Spooler:
         return None if self.paused_since is None else self.clock.mono() - self.paused_since
 
     def _set_state(self, state: PrinterState, detail: str = "") -> None:
+        detail = detail or self.driver.caveat
         if state != self.state:
             log.info("printer_status", device_id=self.name, old=self.state.value, new=state.value, detail=detail)
             self._bus.publish(

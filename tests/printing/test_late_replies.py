@@ -9,19 +9,25 @@ not known to be out is never taken for printed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
+from edge.config import parse_settings
 from edge.errors import DeviceUnreachableError
 from edge.events import PrinterStatusChanged
 from edge.orders.model import parse_order
+from edge.printing import driver as driver_module
+from edge.printing.decode import decode
 from edge.printing.driver import PrinterDriver
 from edge.printing.status import PrinterState
 from edge.sim.printer import SimPrinter
 from edge.transports import TcpTransport
-from tests.helpers import job_rows, post, wait_until
+from tests.helpers import api_client, config_dict, eventually, job_rows, orders, post, wait_until
 
 # Four lines and a cut: a short kitchen ticket.
 TICKET = b"\x1b@" + b"".join(f"{n} x Schnitzel Wiener Art\n".encode() for n in range(1, 5)) + b"\x1dV\x00"
@@ -128,3 +134,45 @@ async def test_a_query_the_printer_never_answers_is_not_waited_for_as_a_late_one
     assert not outcomes[0].on_paper
     assert [(o.state, o.on_paper) for o in outcomes[1:]] == [(PrinterState.ONLINE, True)] * 3
     assert await printer.wait_for_printed(4) == [LINE] * 4
+
+
+async def test_a_printer_without_gs_r_set_up_with_an_epson_profile_costs_one_copy_and_is_told_to_have_a_wrong_profile(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A clone that answers DLE EOT but never GS r, configured as a TM-T88V (whose profile says it answers GS r): its
+    first ticket waits for GS r as long as an Epson's backlog may take, then fails and prints once more as COPY; from
+    then on it is taken for a printer without GS r (its DLE EOT reply after a job confirms it, as for one learnt so),
+    its next ticket prints once, at once, and the log (once) and the printer's state detail name
+    printers.kitchen.profile as likely wrong. Before stop 62 (print probe s11): every ~30 s the ticket failed and
+    printed again as COPY, the station stalled behind it, and the job ended dead though it had printed. The waits
+    are shortened (the backlog's 28 s to 1 s, the slowest printer ten times quicker): seconds, not minutes."""
+    monkeypatch.setattr(driver_module, "_AHEAD_S", 1.0)
+    monkeypatch.setattr(driver_module, "_SLOW_PRINTER_LINES_PER_S", 30.0)
+    monkeypatch.setattr(driver_module, "_SLOW_PRINTER_CUT_S", 0.1)
+    kitchen = printers["kitchen"]
+    kitchen.answer_in_order = False
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"]["profile"] = "TM-T88V"
+    first, second = orders(example_order, 2)
+    with capture_logs() as logs:
+        agent = await make_agent(parse_settings(raw, source="test"))
+        async with api_client(agent) as api:
+            assert (await post(api, first))[0] == 201
+            await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 1, 1)], timeout=20)
+            assert (await post(api, second))[0] == 201
+            await eventually(lambda: job_rows(agent), lambda rows: rows[1:] == [("printed", 0, 0)], timeout=5)
+            listed = (await (await api.get("/api/v1/printers")).json())["printers"]
+    texts = [decode(t).text for t in kitchen.printed]
+    assert [("N-000" in t, "N-001" in t, "KOPIE / COPY" in t) for t in texts] == [
+        (True, False, False),
+        (True, False, True),
+        (False, True, False),
+    ]
+    warned = [e for e in logs if e["event"] == "printer_no_in_order_status"]
+    assert len(warned) == 1 and "printers.kitchen.profile" in warned[0]["hint"], warned
+    detail = next(p["detail"] for p in listed if p["name"] == "kitchen")
+    assert "printers.kitchen.profile" in detail, listed
