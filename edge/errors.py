@@ -26,12 +26,14 @@ class InvalidOrderError(EdgeError):
 
 
 class OrderConflictError(EdgeError):
-    """The same order id arrived with different content; ``reason``: what differs, where it is not the stored order."""
+    """The same order id arrived with different content; ``reason``: what differs, where it is not the stored order;
+    ``field``: the first field that differs from the stored revision, where it is known."""
 
-    def __init__(self, order_id: str, reason: str | None = None) -> None:
+    def __init__(self, order_id: str, reason: str | None = None, *, field: str | None = None) -> None:
         self.reason = reason or f"order {order_id} already exists with different content"
         super().__init__(self.reason)
         self.order_id = order_id
+        self.field = field
 
 
 class MalformedOrderError(EdgeError):
@@ -52,11 +54,13 @@ def intake_error_body(
     if isinstance(err, InvalidOrderError):
         return {"error": "invalid_order", "reason": err.reason, "field": err.field}
     if isinstance(err, OrderConflictError):
-        return {
+        # What was stored first may well have printed: only this one is known not to be stored, nor printed.
+        body: dict[str, object] = {
             "error": "conflict",
-            "reason": f"{err.reason}; nothing was printed",
+            "reason": f"{err.reason}; this one was not stored",
             "order_id": err.order_id,
         }
+        return body | ({"field": err.field} if err.field else {})
     if isinstance(err, WrongStateError):  # a revision reopening a cancelled order
         return {"error": "wrong_state", "reason": str(err)}
     return {"error": err.error, "reason": err.reason}

@@ -10,13 +10,14 @@ from typing import Any
 import structlog
 
 from edge.config import Settings
-from edge.errors import OrderConflictError, WrongStateError
+from edge.errors import OrderConflictError, StoredOrderUnreadableError, WrongStateError
 from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
 from edge.orders.model import (
     Cancel,
     cancelled_payload,
     canonical_bytes,
     check_line_ids,
+    first_difference,
     meaning_hash,
     parse_order,
     parse_stored,
@@ -139,13 +140,32 @@ class OrderIntake:
         result = await self._orders.insert(new)
         self.publish(result, new)
         if result.outcome == InsertOutcome.CONFLICT:
-            raise OrderConflictError(result.order_id)
+            raise await self._conflict(new)
         if result.outcome == InsertOutcome.CLOSED:
             raise WrongStateError(
                 f"order {result.order_id} is cancelled (revision {result.revision}); a cancelled order is not"
                 " reopened: send a new order"
             )
         return result
+
+    async def _conflict(self, new: NewOrder) -> OrderConflictError:
+        """Names the first field that differs from the stored revision, on the order as it is meant (as the duplicate
+        check compares). Not for a kept cancel's or a purged order's revision: only their hashes are kept."""
+        order_id, revision = new.order.id, new.order.revision
+        stored = await self._orders.get(order_id)
+        if stored is None or stored.revision != revision:
+            return OrderConflictError(order_id)
+        try:
+            field = first_difference(parse_stored(json.loads(stored.payload), order_id), new.order)
+        except StoredOrderUnreadableError:  # stored by an older, laxer version: its bytes differ, no field to name
+            field = None
+        differs = f" ({field} differs)" if field else ""
+        return OrderConflictError(
+            order_id,
+            f"order {order_id} already exists at revision {revision} with other content{differs}: the version stored"
+            " first stands, printed or printing as it was",
+            field=field,
+        )
 
     async def cancel_unknown(self, order_id: str, cancel: Cancel, *, source: OrderSource) -> InsertResult | None:
         """A cancel for an order not stored here: kept, so the order prints nothing when it comes (see

@@ -8,7 +8,7 @@ import gzip
 import json
 import zlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
@@ -70,14 +70,46 @@ async def test_duplicate_prints_once_and_conflict_prints_nothing(
     assert status == 409
     assert body == {
         "error": "conflict",
-        "reason": "order ord_7f3a9c21 already exists with different content; nothing was printed",
+        "reason": "order ord_7f3a9c21 already exists at revision 1 with other content (items[0].qty differs): the"
+        " version stored first stands, printed or printing as it was; this one was not stored",
         "order_id": "ord_7f3a9c21",
+        "field": "items[0].qty",
     }
     await printers["kitchen"].wait_for_printed(1)
     # Every job the agent has is printed: nothing is left that could come out a second time.
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
     assert len(printers["kitchen"].printed) == 1
     assert len(printers["front"].printed) == 1
+
+
+async def test_a_conflict_names_the_first_field_that_differs_on_the_normalised_order_and_that_the_first_version_stands(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A till sends an order (printed), then the same id and revision with another created_at, and then written by
+    another serialiser (the same instant as +01:00, "9.5" for "9.50") with another quantity: each 409 names the first
+    field that differs, in `field` and in the reason, found on the order as it is meant (the reformatted instant and
+    price are no difference), and says the first version stands as printed and this one was not stored; the
+    reformatted order without the other quantity is a duplicate. Before stop 62: no field, and "nothing was printed"
+    although the first version had (probe intake2 s01, s15)."""
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    created = datetime.fromisoformat(example_order["created_at"])
+    later = {**copy.deepcopy(example_order), "created_at": (created + timedelta(minutes=1)).isoformat()}
+    status, body = await post(api, later)
+    assert (status, body["error"], body.get("field")) == (409, "conflict", "created_at"), body
+    assert "(created_at differs)" in body["reason"] and "nothing was printed" not in body["reason"], body
+    assert "stands" in body["reason"] and "this one was not stored" in body["reason"], body
+    rewritten = copy.deepcopy(example_order)
+    rewritten["created_at"] = created.astimezone(timezone(timedelta(hours=1))).isoformat()
+    rewritten["items"][0]["unit_price"] = "9.5"
+    assert (await post(api, rewritten))[1]["status"] == "duplicate"
+    rewritten["items"][1]["qty"] = 2
+    status, body = await post(api, rewritten)
+    assert (status, body.get("field")) == (409, "items[1].qty"), body
+    assert "(items[1].qty differs)" in body["reason"], body
+    [(payload,)] = await db_rows(agent, "SELECT payload FROM orders")
+    kept = json.loads(payload)
+    assert (kept["created_at"], kept["items"][1]["qty"]) == (example_order["created_at"], 1)
 
 
 async def test_a_ticket_for_a_station_no_printer_serves_is_held_and_heard_of_once_per_revision(
