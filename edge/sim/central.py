@@ -68,6 +68,7 @@ class _Fault:
     body: Any = None  # JSON to answer instead of the simulated error
     chunk: int = 64  # drip: bytes per write
     interval_s: float = 0.1  # drip: pause between writes
+    after: int = 0  # matching calls answered normally before this one misbehaves
 
     def matches(self, path: str) -> bool:
         return self.path is None or path.endswith("/" + self.path)
@@ -124,6 +125,9 @@ class CentralSim:
         self.event_latency_s = 0.0
         # The last page's next_cursor is null (has_more false), a common API style the contract does not use
         self.null_last_cursor = False
+        # No has_more: the listing ends when the cursor comes back empty (Slack's and many others' style), which the
+        # contract does not use
+        self.empty_cursor_ends = False
         # Down for maintenance: every request, health included, answered 503 with this Retry-After (seconds), as a
         # gateway in front of a backend being upgraded does (RFC 9110 15.6.4); None: serving.
         self.maintenance_retry_after: float | None = None
@@ -233,11 +237,14 @@ class CentralSim:
         retry_after_as_date: bool = False,
         body: Any = None,
         path: str | None = None,
+        after: int = 0,
     ) -> None:
-        """The next ``count`` API calls (not health; only ``path`` "orders" or "events" if given) answer ``status``,
-        with Retry-After if given (seconds, or that much later as an HTTP date on central's clock) and ``body`` instead
-        of a simulated error if given (JSON; a str is sent as HTML)."""
-        self._faults.extend([_Fault("status", path, status, retry_after, retry_after_as_date, body)] * count)
+        """The next ``count`` API calls (not health; only ``path`` "orders" or "events" if given), once ``after`` more
+        of them were answered normally, answer ``status``, with Retry-After if given (seconds, or that much later as an
+        HTTP date on central's clock) and ``body`` instead of a simulated error if given (JSON; a str is sent as HTML:
+        with 200, a captive portal's page, or JSON cut off)."""
+        fault = _Fault("status", path, status, retry_after, retry_after_as_date, body, after=after)
+        self._faults.extend([fault] * count)
 
     def clear_faults(self) -> None:
         """Forget every planned fault: the next calls are answered normally."""
@@ -419,6 +426,9 @@ class CentralSim:
         fault = next((f for f in self._faults if f.matches(request.path)), None)
         if fault is None:
             return await handler(request)
+        if fault.after:
+            fault.after -= 1
+            return await handler(request)
         self._faults.remove(fault)
         if fault.kind == "status":
             headers: dict[str, str] | None = None
@@ -459,6 +469,8 @@ class CentralSim:
         ]
         more = end < len(state.log)
         cursor = None if self.null_last_cursor and not more else self._cursor(state.store_id, end)
+        if self.empty_cursor_ends:
+            return web.json_response({"orders": page, "next_cursor": cursor if more else ""})
         return web.json_response({"orders": page, "next_cursor": cursor, "has_more": more})
 
     def _list_by_time(self, state: StoreState, since: str, limit: int) -> web.Response:

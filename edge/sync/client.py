@@ -57,6 +57,12 @@ class CentralBusyError(CentralLaterError):
     """429: the backend is alive and asks for patience (Retry-After); retried, and proof the line is up."""
 
 
+class CentralGarbledError(CentralApiError):
+    """A 200 that is not the contract's answer: not JSON (cut off on the way, or another program's page: a captive
+    portal, a proxy's error page) or not its shape. Asked again like an answer cut off mid-body; a recovery run it
+    still fails is tried again soon, not at the schedule."""
+
+
 class CentralRejectedError(CentralApiError):
     """The backend answered but refused the request (a 4xx other than 429): retrying the same request will not help."""
 
@@ -218,14 +224,21 @@ class CentralClient:
         raises CentralSlowAnswerError at once (the caller asks for a smaller page instead)."""
         params = {"since": cursor, "limit": str(limit)}
         body = await self.request("GET", self.orders_path, params=params, retry_slow=retry_slow)
-        more = isinstance(body, dict) and bool(body.get("has_more", False))
+        where = f"central API {self._base}{self.orders_path}"
+        if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
+            raise CentralGarbledError(f"{where}: answer is not {{orders: [...], next_cursor: str, has_more: bool}}")
+        after = body.get("next_cursor")
+        more = body.get("has_more")
+        if more is None:
+            # APIs that page "until the cursor comes back empty" leave has_more out: a page with orders and a new
+            # cursor is then not the last; an empty page or no new cursor is (one request more than the contract's).
+            more = bool(body["orders"]) and isinstance(after, str) and after not in ("", cursor)
+        elif not isinstance(more, bool):
+            raise CentralGarbledError(f"{where}: has_more is {more!r}, not true or false")
         # A last page may say "no more" with a null cursor (a common API style): the next run asks from this one.
-        after = body.get("next_cursor") if isinstance(body, dict) else None
-        after = cursor if after is None and not more else after
-        if not isinstance(body, dict) or not isinstance(body.get("orders"), list) or not isinstance(after, str):
-            raise CentralApiError(
-                f"central API {self._base}{self.orders_path}: answer is not {{orders: [...], next_cursor: str}}"
-            )
+        after = cursor if not more and after in (None, "") else after
+        if not isinstance(after, str):
+            raise CentralGarbledError(f"{where}: next_cursor is {after!r}, not a string")
         return body["orders"], after, more
 
     async def post_events(self, events: list[dict[str, Any]], *, retry_slow: bool = True) -> None:
@@ -366,7 +379,7 @@ class CentralClient:
                 # A big page of orders parses in a thread so the spoolers keep printing meanwhile.
                 return await asyncio.to_thread(json.loads, text) if len(text) > 65536 else json.loads(text or "null")
             except ValueError:
-                raise CentralApiError(f"central API {method} {url}: answer is not JSON") from None
+                raise _RetryableError(CentralGarbledError(f"central API {method} {url}: answer is not JSON")) from None
         if 300 <= status < 400:
             raise CentralApiError(
                 f"central API {method} {url}: HTTP {status}, moved to {moved_to or '(no Location)'}: "

@@ -33,6 +33,7 @@ from edge.store.revisions import KnownOrder
 from edge.store.rows import RecoveryItem
 from edge.sync.client import (
     CentralClient,
+    CentralGarbledError,
     CentralLaterError,
     CentralRejectedError,
     CentralSlowAnswerError,
@@ -327,9 +328,10 @@ class Recovery:
             self._ended()
             ended = True
             log.error("recovery_failed", phase=phase, error=error)
-            if isinstance(err, CentralLaterError | CentralTimeoutError):
-                # Central is there but busy or slow (a gateway shielding a fleet that came back together): the next
-                # run comes after retry_max_s, doubling while they fail, not at the schedule's quarter of an hour.
+            if isinstance(err, CentralLaterError | CentralTimeoutError | CentralGarbledError):
+                # Central is there but busy or slow (a gateway shielding a fleet that came back together), or gave an
+                # answer that was not its own (cut off, a portal's page): the next run comes after retry_max_s,
+                # doubling while they fail, not at the schedule's quarter of an hour.
                 cap = self._settings.schedule_interval_s or _RETRY_CAP_S
                 self._retry_in = min(2 * self._retry_in, cap) if self._retry_in else self._settings.retry_max_s
                 log.info("recovery_retry_planned", in_s=round(self._retry_in, 1), trigger=trigger)
@@ -367,21 +369,24 @@ class Recovery:
         self._page_size = self._settings.page_size  # every run, a resumed one too, starts from the configured size
         printed_until: float | None = None
         sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
+        restarted = False  # listed again from the beginning after a refused cursor
         fetch = self._fetch(run_id, cursor)
         try:
             while True:
                 try:
                     orders, next_cursor, more = await fetch
                 except CentralRejectedError as err:
-                    if err.status != 400 or not cursor or pages:
+                    if err.status != 400 or not cursor or restarted:
                         raise
-                    # The backend no longer knows our cursor (reset, restored): list from its beginning instead of
-                    # failing every run from now on. Safe: what was here (even if purged since) classifies as
-                    # present and is not printed again.
+                    # The backend no longer knows our cursor (reset, restored; also one it handed out in this run,
+                    # restored while we paged): list from its beginning instead of failing every run from now on.
+                    # Safe: what was here (even if purged since) classifies as present and is not printed again, and
+                    # what this run saw already keeps its newest version (save_page). Once a run: a backend that
+                    # refuses its own cursors would have it list for ever.
                     log.warning(
                         "recovery_cursor_rejected", cursor=cursor, error=str(err), action="validating from the start"
                     )
-                    cursor, sent = "", {""}
+                    cursor, sent, restarted = "", {""}, True
                     fetch = self._fetch(run_id, cursor)
                     continue
                 if more:  # an empty page with has_more is normal (docs/central-api.md): only has_more ends the list

@@ -656,3 +656,41 @@ async def test_an_older_version_listed_after_a_newer_one_in_a_run_does_not_undo_
     assert "STORNO" in printed[2] + printed[3] and "ÄNDERUNG" in printed[2] + printed[3], printed[2:]
     await asyncio.sleep(0.3)  # nothing more comes
     assert len(kitchen.printed) == 4
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ['{"orders": [', "<html><body>Please log in to the guest Wi-Fi</body></html>"],
+    ids=["json_cut_off", "captive_portal_page"],
+)
+async def test_a_page_answered_once_with_something_not_json_is_asked_again_and_the_run_completes(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, answer: str
+) -> None:
+    """Central took 6 orders during an outage; when the line is back, the second page comes once as a 200 that is not
+    JSON (cut off by a proxy, or a captive portal's page), then right. The page is asked again at once, like an answer
+    cut off mid-body, and the run completes with all 6 stored, no failed run. Before stop 62 (the central probe, s06):
+    the run failed at once, no retry was planned, the orders waited for the quarter-hour schedule and the manager got
+    a critical mail."""
+    central.create_orders(6, prefix="g")
+    central.fail_next(1, 200, body=answer, path="orders", after=1)
+    agent, events = await agents.start(sync_settings(page_size=3))
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["stored"] == 6
+    assert not events.of(RecoveryFailed)
+    assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(6,)]
+
+
+async def test_a_cursor_refused_on_a_later_page_lists_again_from_the_start(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Central is restored from a backup while the agent pages through it: the cursor it handed out for page 2 is
+    refused (400 cursor_expired). The run lists again from the beginning, as it does when the stored cursor is
+    refused, and completes with every order stored once. Before stop 62 (the central probe, s03): only a refusal on
+    the first page was taken so; on a later page the run failed and the orders waited for the schedule."""
+    central.create_orders(6, prefix="e")
+    expired = {"error": "cursor_expired", "reason": "restored from a backup"}
+    central.fail_next(1, 400, body=expired, path="orders", after=1)
+    agent, events = await agents.start(sync_settings(page_size=3))
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["stored"] == 6 and not events.of(RecoveryFailed)
+    assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(6,)]

@@ -75,3 +75,41 @@ async def test_a_cursor_that_does_not_advance_fails_the_run_with_an_alert_naming
     assert await db_rows(db, "SELECT COUNT(*) FROM meta WHERE key = 'central_cursor'") == [(0,)]
     [mail] = await sink.wait_for(1)
     assert str(SECOND) in mail.get_body(("plain",)).get_content()
+
+
+async def test_pages_without_has_more_are_followed_until_the_cursor_comes_back_empty(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A backend that leaves has_more out and ends its listing with an empty cursor (a common API style; the contract
+    says has_more): 7 orders in pages of 3 are all stored, and the next run asks from where that one ended, storing
+    only what came since (and the last page's order again, present). Before stop 62 (the central probe, s04): a
+    page without has_more was taken for the last, the run "completed" with 3 of the 7 and said nothing."""
+    central.empty_cursor_ends = True
+    central.add_orders([make_order(n, prefix="nohm") for n in range(7)])
+    agent, events = await agents.start(sync_settings(page_size=3))
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["stored"] == 7
+    assert agent.sync is not None
+    central.add_orders([make_order(9, prefix="nohm")])
+    await agent.sync.recovery.trigger(RunTrigger.MANUAL)
+    [_, again] = await events.wait(RecoveryCompleted, count=2)
+    # From the cursor sent for the last page (its empty one says only "no more"): that page's order comes again,
+    # present, and is neither stored nor printed twice.
+    assert again.counts["stored"] == 1 and again.counts["present"] == 1
+    assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(8,)]
+
+
+async def test_has_more_as_a_string_fails_the_run_naming_it_and_it_is_tried_again_soon(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A page that says "has_more": "false" (a string: true for Python, false for the backend's author) fails the run
+    with an error naming has_more and its value, and the run is tried again soon, which gets the right answer and
+    stores the orders. Before stop 62 (the central probe, s04): "false" was taken as true, the agent asked with the
+    same cursor again and failed on a "cursor that does not advance", waiting for the schedule."""
+    central.add_orders([make_order(n, prefix="strhm") for n in range(3)])
+    central.fail_next(1, 200, body={"orders": [], "next_cursor": "c1", "has_more": "false"}, path="orders")
+    _, events = await agents.start(sync_settings())
+    [failed] = await events.wait(RecoveryFailed)
+    assert "has_more is 'false'" in failed.error, failed.error
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["stored"] == 3
