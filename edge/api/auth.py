@@ -10,8 +10,9 @@ from collections.abc import Mapping
 
 import structlog
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
-from edge.api.errors import Handler, error_response, read_body
+from edge.api.errors import BadRequestError, Handler, error_response, read_body
 from edge.api.retries import RequestMemory, fingerprint, is_order_push, is_retry_safe, replayed_response
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import ApiSettings, signing_key
@@ -117,9 +118,11 @@ class Authenticator:
         if self._bus is not None:
             self._bus.publish(PushAuthChanged(refused=refused, reason=reason, remote=remote))
 
-    def _check_token(self, headers: Mapping[str, str]) -> tuple[str, str] | None:
+    def _check_token(self, headers: CIMultiDictProxy[str]) -> tuple[str, str] | None:
         if self._bearer is None:
             return None
+        if len(headers.getall("Authorization", ())) > 1:  # which one counts is no one's guess: the first won before
+            raise BadRequestError("the Authorization header is given more than once; send it once")
         given = headers.get("Authorization", "")
         if not given:
             return "missing_token", "missing Authorization: Bearer <token> header"

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
 from edge.app import Agent
@@ -323,6 +324,25 @@ async def test_the_auth_scheme_is_case_insensitive_and_the_token_is_the_token(
             "/api/v1/orders", json=example_order, headers={"Authorization": f"{scheme} {TOKEN}x"}
         ) as response:
             assert response.status == 401
+
+
+@pytest.mark.parametrize(
+    "tokens", [(TOKEN, "nope"), ("nope", TOKEN), (TOKEN, TOKEN)], ids=["right-wrong", "wrong-right", "twice"]
+)
+async def test_two_authorization_headers_are_400_naming_the_header_whichever_comes_first(
+    agent: Agent, example_order: dict, tokens: tuple[str, str]
+) -> None:
+    """A request with two `Authorization` headers (a proxy that adds its own, a till's library and its code each
+    setting one) is refused 400 naming the header: which of them counts is not the agent's to guess, and nothing is
+    stored. Before stop 62: the first one won, so (right, wrong) was stored 201 and (wrong, right) refused 401 (probe
+    intake2 s09)."""
+    headers = CIMultiDict([("Authorization", f"Bearer {token}") for token in tokens])
+    async with api_client(agent, token=None) as anonymous:
+        async with anonymous.post("/api/v1/orders", json=example_order, headers=headers) as response:
+            answer = await response.json()
+            assert (response.status, answer["error"]) == (400, "malformed_request"), answer
+            assert "Authorization" in answer["reason"], answer
+    assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0
 
 
 async def test_body_over_limit_is_413(api: aiohttp.ClientSession, example_order: dict) -> None:
