@@ -48,6 +48,7 @@ class JobAges:
         self._staleness = dict(staleness)
         self._since: dict[int, float] = {}  # job id -> monotonic time it started waiting
         self._seeded: set[int] = set()  # jobs whose wait before this run was read off the wall clock
+        self._last_written: tuple[float, float] | None = None  # the store's last write's wall time; mono at start
 
     def received(self, job_ids: Iterable[int]) -> None:
         """New jobs start waiting now (called when their order is stored)."""
@@ -58,11 +59,20 @@ class JobAges:
             for job_id in list(self._since)[: _REMEMBERED // 2]:
                 self.forget(job_id)
 
-    def seed(self, jobs: Iterable[tuple[int, float, str]]) -> None:
+    def seed(self, jobs: Iterable[tuple[int, float, str]], *, last_written: float | None = None) -> None:
         """(job id, created_at, its order's created_at) of jobs already waiting at start-up: their wait so far from the
         wall clock, once — never longer than their order exists by that clock: a job stored while the clock was
-        behind (a box booted in 1970, before NTP) is as old as its order, not 56 years."""
-        wall, mono = self._clock.wall(), self._clock.mono()
+        behind (a box booted in 1970, before NTP) is as old as its order, not 56 years. ``last_written``: the wall
+        time of the store's last write (JobStore.last_written), read at the start: a clock behind it is."""
+        mono = self._clock.mono()
+        if last_written is not None:
+            self._last_written = (last_written, mono)
+        wall = self._clock.wall()
+        if self._last_written is not None:
+            # A box without a hardware clock restores the time it last saved after a power cut (fake-hwclock): behind
+            # the store's last write, "now" is at least that write's time and the monotonic time since the start.
+            written, started = self._last_written
+            wall = max(wall, written + mono - started)
         for job_id, created_at, order_created_at in jobs:
             if job_id in self._since:
                 continue

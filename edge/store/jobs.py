@@ -241,6 +241,17 @@ class JobStore:
         )
         return [WaitingJob(r[0], r[1], r[2]) for r in rows]
 
+    async def last_written(self) -> float | None:
+        """The wall time of the store's last write of an order or a job (the newest order's receipt, the newest job's
+        creation; None for an empty store): it was at least that "now" then, whatever the box clock says at a start
+        (edge/printing/ages.py). The last rows, not the greatest times: those may come from a clock that was ahead
+        then and has been put right since."""
+        row = await self._db.fetchone(
+            "SELECT MAX(COALESCE((SELECT received_at FROM orders ORDER BY rowid DESC LIMIT 1), 0),"
+            " COALESCE((SELECT created_at FROM print_jobs ORDER BY id DESC LIMIT 1), 0))"
+        )
+        return float(row[0]) if row is not None and row[0] else None
+
     async def get(self, job_id: int) -> PrintableJob:
         row = await self._db.fetchone(_PRINTABLE_BY_ID, (job_id,))
         if row is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 
@@ -123,6 +124,37 @@ async def test_a_step_back_does_not_make_a_stale_ticket_fresh(
     printers["kitchen"].set_offline(False)
     await eventually(lambda: job_rows(agent), lambda rows: rows[0][0] == "held", timeout=6)
     assert printers["kitchen"].printed == []
+
+
+async def test_a_stale_ticket_is_still_held_after_a_restart_with_the_clock_behind_the_last_time_the_store_wrote(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """A ticket waits a minute for the kitchen printer, longer than its stale age; meanwhile a fresh order comes in.
+    The box loses power and comes back with its clock an hour behind (no hardware clock: fake-hwclock restores the
+    time it last saved), the agent starts, the printer is back: the old ticket is held, the fresh one prints. Before
+    stop 62 (print probe s07 back) the old ticket's wait was read off the clock at the start (behind the time its job
+    was stored: no wait at all), and it printed as if fresh. The store's last write bounds "now" from below."""
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})
+    printers["kitchen"].set_offline(True)
+
+    def order(seq: int) -> dict:
+        return asap(make_order(seq, print_receipt=False, created_at=datetime.fromtimestamp(box_clock.wall(), UTC)))
+
+    async with api_client(agent) as api:
+        assert (await post(api, order(1)))[0] == 201
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+        box_clock.advance(61)
+        assert (await post(api, order(2)))[0] == 201
+    await agent.stop()
+    box_clock.step(-3600)
+    printers["kitchen"].set_offline(False)
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})
+    await eventually(
+        lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("ord_000001", "held"), ("ord_000002", "printed")],
+        timeout=6,
+    )
+    assert ["A-1002" in ticket.decode("cp858") for ticket in printers["kitchen"].printed] == [True]
 
 
 @pytest.mark.parametrize("step", [-HOURS_8, HOURS_8])
