@@ -128,6 +128,9 @@ class CentralSim:
         # No has_more: the listing ends when the cursor comes back empty (Slack's and many others' style), which the
         # contract does not use
         self.empty_cursor_ends = False
+        # Zero counts left out of the events answer ({"accepted": 3}): a backend serialised with protojson (grpc-gateway)
+        # omits fields at their default unless told otherwise; the contract says both
+        self.omit_zero_counts = False
         # Down for maintenance: every request, health included, answered 503 with this Retry-After (seconds), as a
         # gateway in front of a backend being upgraded does (RFC 9110 15.6.4); None: serving.
         self.maintenance_retry_after: float | None = None
@@ -539,7 +542,10 @@ class CentralSim:
                 order_id=event.get("order_id"),
                 status=event["event"],
             )
-        return web.json_response({"accepted": accepted, "duplicates": len(events) - accepted})
+        counts = {"accepted": accepted, "duplicates": len(events) - accepted}
+        if self.omit_zero_counts:
+            counts = {key: n for key, n in counts.items() if n}
+        return web.json_response(counts)
 
     def _check_event(self, state: StoreState, event: Any) -> tuple[str, str] | None:
         """(error code, reason) when the backend will never take this event; None when it is fine."""

@@ -247,7 +247,8 @@ class CentralClient:
         ``retry_slow=False``: an answer too slow to arrive in time raises CentralSlowAnswerError at once (the caller
         sends fewer events)."""
         answer = await self.request("POST", self.events_path, body={"events": events}, retry_slow=retry_slow)
-        counts = [answer.get(k) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
+        # A count left out is 0: protojson (grpc-gateway's default) omits zero fields; the sum still has to add up.
+        counts = [answer.get(k, 0) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
         numbers = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
         if len(numbers) != 2 or sum(numbers) != len(events):
             raise CentralApiError(

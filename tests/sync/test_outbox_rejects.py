@@ -503,3 +503,27 @@ async def test_the_batch_size_a_slow_spell_halved_grows_back_once_central_answer
     assert await sender.flush() == len(backlog)
     posts = len(central.requests) - posts_before
     assert set(keys(backlog)) <= set(central.events) and posts <= 5, posts
+
+
+async def test_an_events_answer_that_leaves_a_zero_count_out_delivers_the_batch(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Central answers a batch it took whole with {"accepted": 2}, leaving "duplicates": 0 out (protojson, as
+    grpc-gateway serialises by default, omits zero fields). The counts still account for every event sent: the batch is
+    delivered, and nothing is sent again. Before stop 62 (the central probe, s05): "does not acknowledge all events",
+    the batch was posted again every 5 s and the backlog never drained."""
+    central.omit_zero_counts = True
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    [order] = central.create_orders(1, prefix="zero")
+    async with api_client(agent) as session, session.post("/api/v1/orders", json=order) as response:
+        assert response.status == 201, await response.text()
+    await events.wait(JobPrinted)
+    db = agent.settings.agent.db_path
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*), COUNT(delivered_at) FROM outbox"),
+        lambda rows: rows[0][0] >= 2 and rows[0][0] == rows[0][1],
+        timeout=10,
+        what="every event delivered",
+    )
+    assert max(central.posted.values()) == 1 and central.duplicates == []
