@@ -128,8 +128,8 @@ class CentralSim:
         # No has_more: the listing ends when the cursor comes back empty (Slack's and many others' style), which the
         # contract does not use
         self.empty_cursor_ends = False
-        # Zero counts left out of the events answer ({"accepted": 3}): a backend serialised with protojson (grpc-gateway)
-        # omits fields at their default unless told otherwise; the contract says both
+        # Zero counts left out of the events answer ({"accepted": 3}): a backend serialised with protojson
+        # (grpc-gateway) omits fields at their default unless told otherwise; the contract says both
         self.omit_zero_counts = False
         # Down for maintenance: every request, health included, answered 503 with this Retry-After (seconds), as a
         # gateway in front of a backend being upgraded does (RFC 9110 15.6.4); None: serving.
