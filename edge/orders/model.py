@@ -251,6 +251,10 @@ def revision_content(data: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # a lone surrogate (JSON's "\ud800"): text no UTF-8 can carry
+_NOT_UNICODE = "holds text that is not valid Unicode (a lone surrogate)"
+
+
 class _Reader:
     """Reads one JSON object, naming the full path of any field that is wrong. ``lax``: a payload stored here before,
     read without the limits a sender is held to (see parse_order)."""
@@ -287,6 +291,10 @@ class _Reader:
             return None
         if not isinstance(value, str):
             raise InvalidOrderError(self._field(key), f"must be a string, got {_json_type(value)}")
+        # Before the blank check: a lone surrogate is a control character to unicodedata ("must not be empty" was
+        # the answer), and field by field names the text, where canonical_bytes could name only the top-level key.
+        if not value.isascii() and _SURROGATE.search(value):
+            raise InvalidOrderError(self._field(key), _NOT_UNICODE)
         if required and _blank(value):
             raise InvalidOrderError(self._field(key), "must not be empty")
         if self.lax:
@@ -473,7 +481,7 @@ def canonical_bytes(data: dict[str, Any]) -> bytes:
         return canonical_json(data).encode()
     except UnicodeEncodeError:
         field = _field_failing(data, lambda part: canonical_json(part).encode())
-        raise InvalidOrderError(field, "holds text that is not valid Unicode (a lone surrogate)") from None
+        raise InvalidOrderError(field, _NOT_UNICODE) from None
     except ValueError:
         field = _field_failing(data, canonical_json)
         raise InvalidOrderError(field, "holds a number too large to store (beyond a 64-bit float)") from None

@@ -531,6 +531,22 @@ async def test_an_order_that_could_never_print_is_refused_not_stored(
     assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0
 
 
+@pytest.mark.parametrize("name", ["\\ud800", "Pizza \\udfff", " \\ud800 "], ids=["alone", "in-a-name", "among-spaces"])
+async def test_an_item_name_with_a_lone_surrogate_is_refused_as_not_unicode_naming_the_item(
+    agent: Agent, example_order: dict, name: str
+) -> None:
+    """An item named by a lone surrogate (JSON's `\\ud800`, which no UTF-8 can carry), alone or in a name: 422 naming
+    `items[0].name` and saying it is not valid Unicode, as for the same in any other text, and nothing stored. Before
+    stop 62: one alone was "must not be empty" (a surrogate counted as blank, like a control character), one in a
+    name was blamed on the whole `items` (probe intake2 s03)."""
+    raw = json.dumps(example_order).replace('"Pizza Margherita"', f'"{name}"', 1)
+    async with api_client(agent) as api:
+        status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
+    assert (status, body.get("field")) == (422, "items[0].name"), body
+    assert "not valid Unicode (a lone surrogate)" in body["reason"], body
+    assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0
+
+
 @pytest.mark.parametrize(
     ("encoding", "body"),
     [
