@@ -173,6 +173,14 @@ class SimPrinter:
         elif self._sock is None:
             self._listen()
 
+    def move(self) -> None:
+        """Another address (a DHCP lease renewed to a new one): it listens on a new port and what it holds still prints,
+        as a printer's buffers do not depend on its interface's address."""
+        self._stop_listening()
+        self._port.release()
+        self.port = 0
+        self._listen()
+
     def power_off(self) -> None:
         """The plug pulled (a breaker, a cook's elbow): nothing more prints or answers, and a device without power sends
         nothing either, so open connections go silent (no FIN, no reset: the sender's writes still land in its own

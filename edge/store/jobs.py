@@ -162,6 +162,19 @@ def _readable_as(rows: Sequence[Row], kind: type[Job]) -> list[Job]:
     return jobs
 
 
+def _heirs(named: Collection[str], last: Mapping[str, str], devices: Mapping[str, str]) -> list[str]:
+    """For records to clear (``named``) of a printer whose name and last device (``last``: name -> device in the last
+    run) are both gone from the config (``devices``), as when it was renamed and given a new address at once: the
+    printers new in it (neither name nor device in the last run), one of which may be that printer. A needless clear
+    wipes at most what a till sent it just then; a missed one prints the rest of a cut-short ticket, headless, after
+    the next roll."""
+    configured = set(devices.values())
+    if not any(name in last and name not in devices and last[name] not in configured for name in named):
+        return []
+    known = set(last.values())
+    return [name for name, device in devices.items() if name not in last and device not in known]
+
+
 class WaitingJob(NamedTuple):
     """A job not yet printed (queued, printing, failed), for the wait kept in memory (edge/printing/ages.py)."""
 
@@ -639,9 +652,15 @@ class JobStore:
     async def remember_devices(self, devices: Mapping[str, str]) -> None:
         """The device each configured printer reaches in this run (name -> device), for requeue_interrupted after a
         crash. Written only when the config changed it: a start on a full card writes nothing it need not."""
-        if await self._meta_under(_DEVICE_KEY) == dict(devices):
+        last = await self._meta_under(_DEVICE_KEY)
+        if last == dict(devices):
             return
+        # Records of a printer renamed and moved at once pass to its heirs: after this, nothing tells them apart.
+        heirs = _heirs(await self._meta_under(_CLEAR_KEY), last, devices)
         async with self._db.transaction() as conn:
+            await conn.executemany(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", [(_CLEAR_KEY + name,) for name in heirs]
+            )
             await conn.execute(
                 "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix", {"n": len(_DEVICE_KEY), "prefix": _DEVICE_KEY}
             )
@@ -653,13 +672,15 @@ class JobStore:
     async def printers_to_clear(self, devices: Mapping[str, str], interrupted: Collection[str] = ()) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
         job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
-        meanwhile). A record names the printer and the device it was on: either finds it. One name per device: a
+        meanwhile). A record names the printer and the device it was on: either finds it (neither, for one renamed and
+        moved at once: the printers new in the config, _heirs). One name per device: a
         printer under two names cleared by the second would lose what the first just sent it (one that answers no
         status is not waited for). That name is the one the crash cut a job short on where it is still set up: its
         COPY goes out there, after the clear; another name of the device may serve no station and clear only at its
         first status poll, after the rest of the ticket printed. ``interrupted``: names not recorded yet (a start whose
         requeue the store refused: printers_interrupted)."""
         named = await self._meta_under(_CLEAR_KEY) | dict.fromkeys(interrupted, "")
+        named |= dict.fromkeys(_heirs(named, await self._meta_under(_DEVICE_KEY), devices), "")
         on = await self._meta_under(_CLEAR_DEVICE_KEY)
         clearing: dict[str, str] = {}  # device -> the one name that clears it
         for name, device in sorted(devices.items(), key=lambda item: item[0] not in named):

@@ -337,3 +337,31 @@ async def test_a_printer_renamed_after_a_crash_cut_a_job_short_on_it_is_still_to
         assert await jobs.printers_to_clear(renamed) == set()
     finally:
         await db.close()
+
+
+async def test_a_printer_renamed_and_moved_after_a_crash_is_cleared_as_the_new_one_until_the_clear_went_out(
+    tmp_path: Path,
+) -> None:
+    """Renamed and given a new address at once, the printer the crash cut a job short on matches neither name nor
+    device of the record: the printers new in the config (neither name nor device in the last run) are cleared, also
+    at the next start if the clear has not gone out, and not once it has; a printer added later is not. Before stop
+    62 nothing was cleared (print probe s10 both)."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["queued"])
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    try:
+        await jobs.remember_devices({"kitchen": "tcp a:9100", "front": "tcp c:9100"})
+        async with db.transaction() as conn:  # the run crashes while the ticket goes out
+            await conn.execute("UPDATE print_jobs SET state = 'printing'")
+        assert await jobs.requeue_interrupted() == [1]
+        both = {"pass": "tcp b:9100", "front": "tcp c:9100"}
+        assert await jobs.printers_to_clear(both) == {"pass"}
+        await jobs.remember_devices(both)
+        assert await jobs.printers_to_clear(both) == {"pass"}  # the next start, the clear not gone out yet
+        await jobs.buffers_cleared("pass", "tcp b:9100")
+        assert await jobs.printers_to_clear(both) == set()
+        added = both | {"bar": "tcp d:9100"}
+        assert await jobs.printers_to_clear(added) == set()
+    finally:
+        await db.close()
