@@ -26,7 +26,7 @@ from edge.api.server import ApiServer
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import Settings
 from edge.durable import runtime_note
-from edge.errors import StoreUnavailableError
+from edge.errors import StoreError, StoreUnavailableError
 from edge.events import EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
 from edge.metrics import Metrics
 from edge.ops.housekeeping import Housekeeping
@@ -168,6 +168,7 @@ class Agent:
                 log.warning("alerts_not_mailed", reason=unmailed, recipients=len(s.alerts.to))
             orders = OrderStore(db, clock=self.clock)
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
+            self._on_stop(stack, "stop mark", lambda: self._mark_stopped(jobs))  # after the parts pushed below
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             answered = await jobs.answered_devices()
             drivers = {
@@ -303,6 +304,15 @@ class Agent:
         self._on_stop(stack, "mqtt", self.mqtt.stop)
         assert self.deps is not None
         self.deps.mqtt = self.mqtt
+
+    @staticmethod
+    async def _mark_stopped(jobs: JobStore) -> None:
+        """The stop's time on record for the next start's ages (JobStore.last_written); a card that refuses the write
+        only leaves the last order's time there."""
+        try:
+            await jobs.mark_stopped()
+        except StoreError as err:
+            log.warning("stop_not_recorded", error=str(err))
 
     def _on_stop(self, stack: contextlib.AsyncExitStack, part: str, stop: Callable[[], object]) -> None:
         """Run ``stop`` when the agent stops; if it fails, say so and let the other parts stop all the same."""

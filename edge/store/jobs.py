@@ -15,6 +15,7 @@ from edge.events import Event, EventBus, JobDead, JobFailed, JobHeld, JobPrinted
 from edge.orders.model import parse_stored
 from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection
+from edge.store.meta import UPSERT_META
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import receipt_said
@@ -105,6 +106,7 @@ BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
 _CLEAR_KEY = "clear_buffers:"
 _CLEAR_DEVICE_KEY = "clear_device:"
 _ANSWERED_KEY = "answered_status:"  # a device after it: what is there answered DLE EOT in a run (value unused)
+_STOPPED_KEY = "stopped_at"  # the wall time of the agent's last clean stop (JobStore.mark_stopped)
 _DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
 # A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
 # the order's current revision, or, with a later receipt of the order beside it (receipts.on_change = "reprint"; not
@@ -256,14 +258,22 @@ class JobStore:
 
     async def last_written(self) -> float | None:
         """The wall time of the store's last write of an order or a job (the newest order's receipt, the newest job's
-        creation; None for an empty store): it was at least that "now" then, whatever the box clock says at a start
-        (edge/printing/ages.py). The last rows, not the greatest times: those may come from a clock that was ahead
-        then and has been put right since."""
+        creation) or of the agent's last clean stop (mark_stopped; None for an empty store): it was at least that
+        "now" then, whatever the box clock says at a start (edge/printing/ages.py). The last rows, not the greatest
+        times: those may come from a clock that was ahead then and has been put right since."""
         row = await self._db.fetchone(
             "SELECT MAX(COALESCE((SELECT received_at FROM orders ORDER BY rowid DESC LIMIT 1), 0),"
-            " COALESCE((SELECT created_at FROM print_jobs ORDER BY id DESC LIMIT 1), 0))"
+            " COALESCE((SELECT created_at FROM print_jobs ORDER BY id DESC LIMIT 1), 0),"
+            " COALESCE((SELECT CAST(value AS REAL) FROM meta WHERE key = ?), 0))",
+            (_STOPPED_KEY,),
         )
         return float(row[0]) if row is not None and row[0] else None
+
+    async def mark_stopped(self) -> None:
+        """The wall time of a clean stop, for last_written: a ticket that waited with nothing stored meanwhile has
+        its wait on record too (one write per stop)."""
+        async with self._db.transaction() as conn:
+            await conn.execute(UPSERT_META, (_STOPPED_KEY, repr(self._clock.wall())))
 
     async def get(self, job_id: int) -> PrintableJob:
         row = await self._db.fetchone(_PRINTABLE_BY_ID, (job_id,))

@@ -196,3 +196,30 @@ async def test_failover_waits_on_the_monotonic_clock(
         lambda: job_rows(agent, "SELECT printer, redirected_from, state FROM print_jobs"),
         lambda rows: rows == [("front", "kitchen", "printed")],
     )
+
+
+async def test_a_stale_ticket_is_still_held_after_a_clean_restart_with_the_clock_behind_and_nothing_stored_since(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """A ticket waits a minute for the kitchen printer, longer than its stale age, and nothing else comes; the agent
+    is stopped (an upgrade, a reboot) and starts with the clock an hour behind, the printer is back: the ticket is
+    held. The agent's stop writes the time it stopped, which bounds "now" at the next start as the store's last write
+    does. Before stop 62 (print probe s07 back, with no order meanwhile) nothing written said that minute had passed,
+    and the ticket printed as if fresh."""
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})
+    printers["kitchen"].set_offline(True)
+    order = asap(make_order(1, print_receipt=False, created_at=datetime.fromtimestamp(box_clock.wall(), UTC)))
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    box_clock.advance(61)
+    await agent.stop()
+    box_clock.step(-3600)
+    printers["kitchen"].set_offline(False)
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})
+    await eventually(
+        lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("ord_000001", "held")],
+        timeout=6,
+    )
+    assert printers["kitchen"].printed == []
