@@ -22,6 +22,8 @@ _ID = (re.compile(r"[A-Za-z0-9_.\-]{1,64}"), "1-64 letters, digits, '_', '.' or 
 _STATION = (re.compile(r"[a-z0-9_\-]{1,32}"), "1-32 lowercase letters, digits, '_' or '-'")
 _MONEY_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,4})?")  # [0-9], not \d: \d takes any script's digits
 _CURRENCY = (re.compile(r"[A-Z]{3}"), "a 3-letter currency code like EUR")
+# The ticket's head line: a line break in it ("A-1\nSTORNO") printed a second word that reads like a cancellation
+_ONE_LINE = (re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]+"), "one line, without line breaks or control characters")
 
 MAX_ITEMS = 500
 _FIRST_YEAR, _LAST_YEAR = 2000, 2100
@@ -504,7 +506,7 @@ def parse_order(data: Any, *, stored: bool = False) -> Order:
     r = _Reader(data, "", lax=stored)
     _check_depth(r.data)
     order_id = r.text("id", max_len=64, pattern=_ID)
-    number = r.text("number", max_len=32)
+    number = r.text("number", max_len=32, pattern=_ONE_LINE)
     created_at = r.timestamp("created_at")
     channel = r.text("channel", max_len=32)
     priority = r.integer("priority", required=False, low=-1000, high=1000)
