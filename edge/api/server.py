@@ -203,7 +203,9 @@ class ConnectionGuard:
         victim = min(waiting, key=lambda c: (-self._per_peer[c.peer], c.eviction_rank()))
         self.shed_counts["evicted"] += 1
         self.forget(victim)
-        victim.shed()
+        # One with a request on its way (in part, or whole and not yet in a handler) gets the newcomer's 503, so its
+        # sender retries; an idle one is closed: an answer it never asked for would be read as its next request's.
+        victim.shed(_BUSY if victim.head_started is not None else b"")
         return True
 
     def add(self, conn: _Connection) -> None:
