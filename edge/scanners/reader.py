@@ -14,7 +14,7 @@ from edge.clock import wait_set
 from edge.config import ScannerSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.events import EventBus, ScannerConnectionChanged
-from edge.scanners.codes import LineSplitter, NoiseError, decode_line, escape
+from edge.scanners.codes import TICKET_PREFIX, LineSplitter, NoiseError, decode_line, escape
 from edge.scanners.ports import READ_WAKE_S, ScannerPort, SerialPort
 
 log = structlog.get_logger()
@@ -23,6 +23,9 @@ OnCode = Callable[[ScannerSettings, str, float], Awaitable[object]]  # (scanner,
 OpenPort = Callable[[ScannerSettings], ScannerPort]
 
 _MIN_BACKOFF_S = 0.2
+# A line ended by a suffix this soon after a code was cut off short is that code's rest, not a code (a scan again
+# takes a person longer than that)
+_TAIL_S = 1.0
 _NO_SUFFIX = (
     "sends no suffix: each code is taken after a short silence; set the scanner to end codes with CR (or LF or Tab)"
 )
@@ -64,6 +67,7 @@ class Scanner:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"scanner-{settings.name}")
         self._splitter = LineSplitter()
         self._suffix_seen = False  # a code ended by CR, LF or Tab came on this connection
+        self._cut_at: float | None = None  # when a code was cut off short on this connection (its tail may follow)
         self._port: ScannerPort | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -125,7 +129,7 @@ class Scanner:
         await wait_set(self._stopping, seconds * random.uniform(0.8, 1.2))
 
     async def _read_until_lost(self, loop: asyncio.AbstractEventLoop, port: ScannerPort) -> None:
-        self._suffix_seen = False
+        self._suffix_seen, self._cut_at = False, None
         while not self._stopping.is_set():
             read = loop.run_in_executor(self._executor, _timed_read, port)
             # While half a line is pending, a silence ends it: wait for the read no longer than that (the read goes on).
@@ -160,6 +164,13 @@ class Scanner:
             return
         if not code:
             return
+        if suffixed and self._cut_at is not None:
+            cut_at, self._cut_at = self._cut_at, None
+            # The rest of the code cut off just before (a link retransmitting, a glitch): "10" then "42" was 1042's
+            # number, and 42 alone names another order. A whole ticket code cannot be a tail: it is read.
+            if read_at - cut_at <= _TAIL_S and not code.startswith(TICKET_PREFIX):
+                self._reject(f"the rest of a code cut off {read_at - cut_at:.1f} s before: not read on its own", line)
+                return
         if suffixed:
             self._suffix_seen = True
             if self.no_suffix:
@@ -171,6 +182,7 @@ class Scanner:
             # This scanner ends its codes: one that stops short was cut off (a cable pulled on a port that stays). It
             # is not guessed at; but a second one in a row is the scanner set to send none now, and is taken.
             self._suffix_seen = False
+            self._cut_at = read_at
             self._reject(f"cut off: no CR, LF or Tab after it within {self._splitter.silence_s} s", line)
             return
         elif not self.no_suffix:

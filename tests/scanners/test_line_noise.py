@@ -11,6 +11,7 @@ import aiohttp
 from structlog.testing import capture_logs
 
 from edge.app import Agent
+from edge.sim.orders import make_order
 from edge.sim.scanner import SimScanner
 from tests.helpers import Seen, db_rows, push_order
 
@@ -101,3 +102,33 @@ async def test_a_scanner_without_a_suffix_is_read_by_silence_and_says_so(
     status = await scanner_status(scan_api, "kitchen")
     assert (status["connected"], status["codes"], status["rejected"]) == (True, 3, 0)
     assert "no suffix" in str(status["detail"])
+
+
+async def test_the_tail_of_a_code_cut_off_is_not_taken_for_a_code_of_its_own(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """Orders numbered 1042 and 42. A scanner that ends its codes with CR LF sends "1042" in two parts 0.3 s apart (a
+    Bluetooth SPP link retransmitting, a glitch on an RS-232 line): "10", a silence that ends it as cut off, then
+    "42\\r\\n". The tail is dropped as the rest of the cut-off code, not read as order 42's number: no order is marked
+    ready by it. A whole ticket code right after is read as ever. Before stop 62 (the scanner probe, s11): order 42
+    was marked ready and central told, while 1042 stayed open."""
+    agent, seen = scan_agent
+    assert agent.deps is not None
+    await push_order(agent, 0)  # a code with its suffix first: this scanner ends its codes
+    sims["kitchen"].scan(f"edge:v1:{make_order(0)['id']}:kitchen")
+    await seen.scans_count(1)
+    whole, short = make_order(1) | {"number": "1042"}, make_order(2) | {"number": "42"}
+    for order in (whole, short):
+        await agent.deps.intake.accept(order)
+    with capture_logs() as logs:
+        sims["kitchen"].send(b"10")
+        await asyncio.sleep(SILENCE_S)
+        sims["kitchen"].send(b"42\r\n")
+        sims["kitchen"].scan(f"edge:v1:{whole['id']}:kitchen")
+        scans = await seen.scans_count(2)
+        await asyncio.sleep(0.2)  # room for a wrong scan to come
+    expected = [(make_order(0)["id"], "order_ready"), (whole["id"], "order_ready")]
+    assert [(s.order_id, s.outcome) for s in seen.scans] == expected, scans
+    assert await db_rows(agent, "SELECT COUNT(*) FROM scans WHERE order_id = ?", short["id"]) == [(0,)]
+    rejected = [(e["bytes"], e["reason"]) for e in logs if e["event"] == "scan_rejected"]
+    assert [b for b, _ in rejected] == ["10", "42"] and "cut off" in rejected[1][1], rejected
