@@ -703,3 +703,9 @@ def fill(card: Path, *, leave: int = 0, name: str = "filler") -> Path:
         if leave:
             f.truncate(f.tell() - leave)
     return filler
+
+
+# A card that refuses the scans' writes (as a full one does), for the scans held and recorded once there is room
+FULL_SCANS = (
+    "CREATE TRIGGER full_scans BEFORE INSERT ON scans BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+)

@@ -104,6 +104,7 @@ class ScanRecorder:
     async def record(self, scanner: ScannerSettings, code: str, read_at: float | None = None) -> ScanResult | None:
         """Store what the scan means; returns after the commit (None: held until the store writes again).
         ``read_at``: monotonic time the bytes arrived."""
+        at = self._clock.wall()  # when it was read: a store busy for seconds first must not move it to the next day
         parsed = parse_code(code)
         if scanner.type == "hid" and (isinstance(parsed, UnknownCode) or parsed.station is None):
             # Typed in the other keyboard layout, a ticket code reads as nonsense: say which layout to set.
@@ -127,23 +128,23 @@ class ScanRecorder:
                 hand_out_gap_s=scanner.hand_out_gap_s,
             )
         if self._held:  # behind the scans waiting: they keep their order
-            self._hold(request, None)
+            self._hold(request, at, None)
             await self._leave()
             return None
         try:
-            result = await self._store.record(request)
+            result = await self._store.record(request, at=at)
         except StoreUnavailableError as err:
-            self._hold(request, err)
+            self._hold(request, at, err)
             await self._leave()
             return None
         self._log(request, result, read_at)
         return result
 
-    def _hold(self, request: ScanRequest, err: StoreUnavailableError | None) -> None:
+    def _hold(self, request: ScanRequest, at: float, err: StoreUnavailableError | None) -> None:
         if len(self._held) >= _HELD_MAX:
             dropped, _ = self._held.popleft()
             log.error("scan_not_recorded", scanner=dropped.scanner, code=dropped.code, reason="too many held")
-        self._held.append((request, self._clock.wall()))
+        self._held.append((request, at))
         if err is not None:
             log.warning("scans_wait_for_storage", scanner=request.scanner, code=request.code, error=str(err))
         if self._retry is None or self._retry.done():

@@ -112,21 +112,28 @@ _READS_KEPT, _READ_KEPT_S = 512, 600.0
 
 
 class _RecentReads:
-    """When each scanner last read each code, and each order, in this run, on the monotonic clock."""
+    """When each scanner last read each code, and each order, in this run, on the monotonic clock. A read counts once
+    its scan is committed (``keep``): one the store refused (a full card) and recorded later is no earlier read of
+    itself (its hand-out was taken for a ticket still in view)."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._at: dict[tuple[str, str, str], float] = {}
 
-    def seen(self, scanner: str, kind: str, key: str) -> float | None:
+    def seen(self, scanner: str, kind: str, key: str, noted: list[tuple[tuple[str, str, str], float]]) -> float | None:
         """Seconds since this scanner's previous read of ``key`` (a "code" or an "order") in this run, None if none;
-        this read is noted."""
+        this read is added to ``noted``, for ``keep``."""
         now = self._clock.mono()
         last = self._at.get((scanner, kind, key))
-        self._at[(scanner, kind, key)] = now
-        if len(self._at) > _READS_KEPT:
-            self._at = {k: t for k, t in self._at.items() if now - t < _READ_KEPT_S}
+        noted.append(((scanner, kind, key), now))
         return None if last is None else now - last
+
+    def keep(self, noted: list[tuple[tuple[str, str, str], float]]) -> None:
+        """The reads of a committed scan."""
+        self._at.update(noted)
+        if len(self._at) > _READS_KEPT:
+            now = self._clock.mono()
+            self._at = {k: t for k, t in self._at.items() if now - t < _READ_KEPT_S}
 
 
 class ScanStore:
@@ -157,11 +164,15 @@ class ScanStore:
         when it was read (a scan the store refused at first, recorded later); None: now."""
         now = self._clock.wall() if at is None else at
         day = self._business_day.bounds(now)
+        noted: list[tuple[tuple[str, str, str], float]] = []
         async with self._db.publishing(self._bus) as (conn, events):
-            result = await _apply(conn, scan, now, day, self._reads)
+            result = await _apply(
+                conn, scan, now, day, lambda kind, key: self._reads.seen(scan.scanner, kind, key, noted)
+            )
             events.append(
                 ScanRecorded(scanner=scan.scanner, code=scan.code, outcome=result.outcome, order_id=result.order_id)
             )
+        self._reads.keep(noted)
         return result
 
     async def recent(
@@ -244,11 +255,11 @@ async def _apply(
     scan: ScanRequest,
     now: float,
     day: tuple[dt.datetime, dt.datetime],
-    reads: _RecentReads,
+    seen: Callable[[str, str], float | None],
 ) -> ScanResult:
     # A re-read: this scanner read this very code less than hand_out_gap_s before, in this run (what lies under a
     # hands-free scanner, read every 0.5-1 s). Answered as any read, but written only when it changes something.
-    code_since = reads.seen(scan.scanner, "code", scan.code)
+    code_since = seen("code", scan.code)
     reread = code_since is not None and code_since < scan.hand_out_gap_s
     order, why_not = (
         await _find_order(conn.execute_fetchall, scan.order_ref, scan.plain, day, ask="scan the ticket's QR code")
@@ -262,7 +273,7 @@ async def _apply(
     # A read that changes nothing is not written when it is a re-read. On a scanner that hands out, the hand-out is
     # judged by the reads of the order before (a ticket still in view is no hand-out): in this run by their times
     # kept here, after a start by the reads written, one at least every _PRESENTATION_WRITTEN_S.
-    since = reads.seen(scan.scanner, "order", order_id)
+    since = seen("order", order_id)
     last_read = None
     if scan.hand_out:
         ((last_read,),) = await conn.execute_fetchall(

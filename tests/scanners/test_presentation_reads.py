@@ -10,7 +10,16 @@ from typing import Any
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.sim.scanner import SimScanner
-from tests.helpers import Seen, commits_seen, db_rows, push_order, scanner_config
+from tests.helpers import (
+    FULL_SCANS,
+    Seen,
+    commits_seen,
+    db_execute,
+    db_rows,
+    push_order,
+    scanner_config,
+    wait_until,
+)
 
 
 async def outbox(agent: Agent, order_id: str) -> list[str]:
@@ -222,3 +231,27 @@ async def test_a_counter_scanner_without_a_gap_hands_out_at_the_first_read_after
     clock.advance(5)
     agent, seen = await start(make_agent, sims, clock, gap_s=0)
     assert await read(seen, sims["counter"], code) == "handed_out"
+
+
+async def test_a_hand_out_the_full_card_refused_at_first_is_recorded_as_a_hand_out(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """The order made ready at the counter, the ticket taken away for 4 s and shown again: a hand-out. The card
+    refuses that scan's write (full), so it is held and recorded once there is room, a second later. It is the
+    hand-out it was: handed out, central hears 'fulfilled'. Before stop 62 (the scanner probe, s08) the refused
+    attempt counted as a read of the ticket a second before the one that was recorded: "still in view, taken as the
+    same presentation", and the hand-out was lost."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    order = await push_order(agent, 1)
+    code = f"edge:v1:{order['id']}:kitchen"
+    assert await read(seen, sims["counter"], code) == "order_ready"
+    clock.advance(4)
+    await db_execute(agent, FULL_SCANS)
+    sims["counter"].scan(code)
+    await wait_until(lambda: agent.scan_recorder is not None and agent.scan_recorder.held == 1, what="the scan held")
+    clock.advance(1)
+    await db_execute(agent, "DROP TRIGGER full_scans")  # room again
+    [_, held] = await seen.scans_count(2)
+    assert held.outcome == "handed_out"
+    assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.scanner import SimScanner
 from tests.helpers import (
+    FULL_SCANS,
     Seen,
     agent_process,
     api_client,
@@ -31,12 +33,8 @@ from tests.helpers import (
     wait_until,
 )
 
+
 # What a full card does to a scan's write, for the scans table alone.
-FULL_SCANS = (
-    "CREATE TRIGGER full_scans BEFORE INSERT ON scans BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
-)
-
-
 async def outbox(agent: Agent, order_id: str) -> list[str]:
     return [r[0] for r in await db_rows(agent, "SELECT event FROM outbox WHERE order_id = ? ORDER BY id", order_id)]
 
@@ -416,3 +414,38 @@ async def test_scans_held_for_a_full_card_survive_a_sigkill_of_the_agent(
 def left_in(run: Path) -> list[object]:
     """The scans the runtime directory holds for the next run."""
     return [scan for note in run.glob("edge-*-scans-held.json") for scan in json.loads(note.read_text() or "[]")]
+
+
+async def test_a_scan_the_store_takes_late_keeps_the_time_it_was_read(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """Another writer holds the database for 5.5 s (a backup's copy, a long purge) when the kitchen ticket is scanned:
+    the scan waits out the busy timeout, is held, and is recorded once the store writes, with the time it was read,
+    not the time it was held or taken. Near the
+    business day's start that is the difference between today's order and "no order with that number today" (the
+    scanner probe, s07: read at 14:09:57.5, the day starting at 14:10, stored at 14:10:02.5 as unknown). Before stop
+    62 the row said when the store took it."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 5)
+    db = agent.settings.agent.db_path
+    loop = asyncio.get_running_loop()
+    held = asyncio.Event()
+
+    def hold_the_database() -> None:
+        conn = sqlite3.connect(db, timeout=5)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            loop.call_soon_threadsafe(held.set)
+            time.sleep(5.5)  # longer than the agent's busy timeout (5 s): the scan is held, and recorded after
+            conn.rollback()
+        finally:
+            conn.close()
+
+    holding = asyncio.ensure_future(asyncio.to_thread(hold_the_database))
+    await held.wait()
+    read_at = time.time()
+    sims["kitchen"].scan(f"edge:v1:{order['id']}:kitchen")
+    await seen.scans_count(1)
+    await holding
+    [(scanned_at,)] = await db_rows(agent, "SELECT scanned_at FROM scans")
+    assert abs(scanned_at - read_at) < 0.5, scanned_at - read_at
