@@ -14,6 +14,7 @@ from edge.clock import wait_set
 from edge.config import ScannerSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.events import EventBus, ScannerConnectionChanged
+from edge.log import Summarised
 from edge.scanners.codes import TICKET_PREFIX, LineSplitter, NoiseError, decode_line, escape
 from edge.scanners.ports import READ_WAKE_S, ScannerPort, SerialPort
 
@@ -26,6 +27,7 @@ _MIN_BACKOFF_S = 0.2
 # A line ended by a suffix this soon after a code was cut off short is that code's rest, not a code (a scan again
 # takes a person longer than that)
 _TAIL_S = 1.0
+_REJECTS_LOGGED_S = 60.0  # the same rejected line again: one log line this often, with how many since
 _NO_SUFFIX = (
     "sends no suffix: each code is taken after a short silence; set the scanner to end codes with CR (or LF or Tab)"
 )
@@ -59,6 +61,7 @@ class Scanner:
         self.detail = ""
         self.codes = 0  # lines handed on as codes
         self.rejected = 0  # lines thrown away as noise
+        self._rejects = Summarised("scan_rejected", every_s=_REJECTS_LOGGED_S)
         self.no_suffix = False  # its codes end by silence only (said once, and in the status detail)
         self._on_code = on_code
         self._bus = bus
@@ -197,7 +200,8 @@ class Scanner:
 
     def _reject(self, reason: str, line: bytes) -> None:
         self.rejected += 1
-        log.warning("scan_rejected", scanner=self.name, reason=reason, bytes=escape(line))
+        # By its bytes: what lies under a hands-free scanner is read twice a second, each read rejected alike.
+        self._rejects.note(escape(line), scanner=self.name, reason=reason, bytes=escape(line))
 
     def _set_connected(self, connected: bool, detail: str) -> None:
         self.detail = _NO_SUFFIX if connected and not detail and self.no_suffix else detail
