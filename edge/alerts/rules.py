@@ -122,8 +122,15 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
 def storm_guarded(group: dict, now: float, cfg: AlertSettings) -> bool:
     """Within critical_storm_s of its last critical mail, a device's next episodes go into the digest: critical ones,
     and those that start as warnings (found down with nothing waiting) and may turn critical, which are the same
-    flapping device."""
+    flapping device. Not one critical for STILL_DOWN_S: that is an outage, not a flap, and the manager's last word
+    about the device was its all-clear."""
+    if group["state"] == "firing" and group["severity"] == CRITICAL and now - group["changed_at"] >= STILL_DOWN_S:
+        return False
     return storm_guard_left(group["critical_mail_at"], now, cfg) > 0
+
+
+# A device's episode within the storm window that is critical this long is mailed (a flap lasts seconds or a minute).
+STILL_DOWN_S = 600.0
 
 
 def storm_guard_left(critical_mail_at: float | None, now: float, cfg: AlertSettings) -> float:

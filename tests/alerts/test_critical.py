@@ -153,6 +153,36 @@ async def test_storm_guard_one_mail_per_device_then_the_digest(
     assert extra(text) == 6, text
 
 
+async def test_an_outage_within_the_storm_window_that_lasts_ten_minutes_is_mailed_not_left_after_a_behoben(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """The printer's first outage is mailed (STÖRUNG, then BEHOBEN); it drops off again within the storm window and
+    stays down with tickets waiting. A flap is seconds or a minute; ten minutes down is an outage: it is mailed then,
+    with the count, not at the window's end an hour after the BEHOBEN, the last word the manager had. Before stop 62
+    (the mail probe, s01 and s06) nothing came: the bar's 33 tickets waited while the inbox said fixed."""
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    alerter = make_alerter(alert_settings())
+    await flap(alerter, clock, 2)
+    assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN"]
+    alerter.on_event(offline())  # down again, and it stays down
+    for _ in range(4):
+        clock.advance(120)
+        await run(alerter)
+    assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN"]  # eight minutes: still held, it may be a flap
+    for _ in range(2):
+        clock.advance(120)
+        await run(alerter)
+    assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN", "STÖRUNG (kritisch)"]
+    alerter.on_event(online())
+    clock.advance(300)
+    await run(alerter)
+    assert kinds(sink) == ["STÖRUNG (kritisch)", "BEHOBEN", "STÖRUNG (kritisch)", "BEHOBEN"]
+
+
 async def test_storm_guard_holds_a_flapping_printers_outages_also_when_nothing_waits_for_it(
     alert_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
