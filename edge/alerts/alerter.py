@@ -791,6 +791,11 @@ class Alerter:
             if due.kind == "drop":
                 await self._drop(group, now, "cleared")
                 continue
+            if due.kind == "resolved" and group["notified"] == "resolved" and group["held_reason"] == "inhibited":
+                # Held behind its cause, whose mails told it, and over with it: its all-clear alone is of an alarm
+                # nobody was sent.
+                await self._drop(group, now, "inhibited")
+                continue
             if due.kind == "resolved" and await self._tickets_moved_on(group):
                 # Its alarm under the printer's new name tells it; this all-clear would say those orders printed.
                 await self._drop(group, now, "moved")
