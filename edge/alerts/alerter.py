@@ -778,6 +778,9 @@ class Alerter:
         now, cfg = self.clock.wall(), self._cfg
         groups = await self._store.open_groups()
         firing_keys = {g["key"] for g in groups if g["state"] == "firing"}
+        if self._central_down_since is not None:
+            # Known down, not yet for central_down_min: a recovery it cut short is its symptom, and waits with it.
+            firing_keys.add("central_unreachable:central")
         matchers = [r.matcher for r in await self._store.active_silences(now)]
         local = dt.datetime.fromtimestamp(now, self._tz)
         mailed_last_hour = await self._store.mails_since(now - 3600)

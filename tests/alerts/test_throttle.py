@@ -17,6 +17,7 @@ from edge.events import (
     JobDead,
     JobHeld,
     PrinterStatusChanged,
+    RecoveryCompleted,
     RecoveryFailed,
 )
 from edge.sim.smtp import SmtpSink
@@ -278,6 +279,30 @@ async def test_central_down_inhibits_recovery_failed(
     clock.advance(31)
     assert await run(alerter) == 1
     assert "Zentrale nicht erreichbar" in subject(sink.messages[0])
+
+
+async def test_a_recovery_failed_for_a_line_down_a_moment_is_no_mail(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The central line drops; seconds later the recovery run it cut fails. The line is known down, not yet long
+    enough to mail (central_down_min): the failure is its symptom and waits with it; the line is back within a minute
+    and the next run completes: no mail at all. Before stop 62 (the mail probe, s03 and s04, in quiet hours too) a
+    critical "Nachholen verpasster Bestellungen fehlgeschlagen" went 3.7 s after the drop, then its all-clear."""
+    alerter = make_alerter(alert_settings(central_down_min=5))
+    alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+    clock.advance(3)
+    alerter.on_event(RecoveryFailed(run_id=1, phase="validation", error="no answer"))
+    for _ in range(6):
+        clock.advance(10)
+        await alerter.check()
+        await run(alerter)
+    alerter.on_event(CentralLinkChanged(up=True, detail=""))
+    alerter.on_event(RecoveryCompleted(run_id=2, counts={}, duration_s=1.0))
+    for _ in range(3):
+        clock.advance(60)
+        await alerter.check()
+        await run(alerter)
+    assert [subject(m) for m in sink.messages] == []
 
 
 async def test_opening_hours_hold_warnings_not_critical(
