@@ -785,6 +785,7 @@ class Alerter:
         local = dt.datetime.fromtimestamp(now, self._tz)
         mailed_last_hour = await self._store.mails_since(now - 3600)
         unreached = await self._store.unreached_alarms() if any(g["state"] == "resolved" for g in groups) else set()
+        waiting_now: dict[str, int] | None = None  # per printer, read once a flush if a mail needs it
         queued = 0
         for group in groups:
             due = due_mail(group, now, cfg, alarm_unreached=group["key"] in unreached)
@@ -834,6 +835,12 @@ class Alerter:
             if due.kind == "firing" and group["mailed"] != "firing" and group["critical_mail_at"] is not None:
                 # The storm guard sent its news since the last mail to the digest: this mail counts those outages too.
                 extra += await self._store.digested_since_mail(key)
+            if due.kind != "resolved" and "jobs_waiting" in group["details"]:
+                # As many as wait now: the count signalled is of the outage's first moment.
+                if waiting_now is None:
+                    waiting_now = waiting_per_printer(await self._jobs.counts(NOT_DONE_JOB_STATES))
+                details = {**group["details"], "jobs_waiting": waiting_now.get(group["subject"], 0)}
+                group = {**group, "details": details}
             mail = self._renderer.alert(
                 group, kind=due.kind, extra=extra, recipients=self._recipients(group["severity"])
             )

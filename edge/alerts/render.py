@@ -34,6 +34,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "footer": "{store} ({id}) – automatische Nachricht des Edge-Agenten.",
         "digest_intro": "Hinweise seit der letzten Übersicht:",
         "jobs_waiting": "{n} Druckaufträge warten",
+        "jobs_waiting_one": "1 Druckauftrag wartet",
         "resolved_headline": "Behoben: {title}",
         "item_keys": {
             "id": "Druckauftrag",
@@ -64,6 +65,7 @@ LABELS: dict[str, dict[str, Any]] = {
         "footer": "{store} ({id}) – automatic message from the edge agent.",
         "digest_intro": "Notices since the last digest:",
         "jobs_waiting": "{n} print jobs waiting",
+        "jobs_waiting_one": "1 print job waiting",
         "resolved_headline": "Resolved: {title}",
         "item_keys": {
             "id": "job",
@@ -477,7 +479,9 @@ class AlertRenderer:
             "since": self._time(group["first_at"]),
             "until": self._time(group["changed_at"]) if kind == "resolved" and group.get("changed_at") else "",
             # The all-clear comes once it is over: what waited then has printed or is printing.
-            "affected": labels["jobs_waiting"].format(n=waiting) if waiting and kind != "resolved" else "",
+            "affected": (labels["jobs_waiting_one"] if waiting == 1 else labels["jobs_waiting"].format(n=waiting))
+            if waiting and kind != "resolved"
+            else "",
             "detail": details.get("detail", ""),
             "siblings": [self._item_line(group["type"], item) for item in items],
             "extra": extra,

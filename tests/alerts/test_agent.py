@@ -48,7 +48,7 @@ async def test_paper_out_and_back_mailed_by_running_agent(
     await agent.deps.intake.accept(make_order(1, print_receipt=False))
     [mail] = await sink.wait_for(1, timeout=15)
     assert "Drucker kitchen: Papier leer" in str(mail["Subject"])
-    assert "1 Druckaufträge warten" in mail.get_body(("plain",)).get_content()
+    assert "1 Druckauftrag wartet" in mail.get_body(("plain",)).get_content()
     printers["kitchen"].paper_out = False
     await printers["kitchen"].wait_for_printed(1, timeout=15)
     mails = await sink.wait_for(2, timeout=15)

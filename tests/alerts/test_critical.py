@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from edge.alerts.alerter import Alerter
 from edge.app import Agent
 from edge.clock import SteppedClock
@@ -237,3 +239,34 @@ async def test_critical_alert_reaches_the_inbox_within_10_s_by_default(
     [mail] = await sink.wait_for(1, timeout=3)
     assert "Drucker kitchen nicht erreichbar" in str(mail["Subject"])
     assert clock.wall() - first_at < 10
+
+
+@pytest.mark.parametrize(("more", "says"), [(9, "10 Druckaufträge warten"), (0, "1 Druckauftrag wartet")])
+async def test_the_alarm_counts_the_tickets_waiting_when_it_is_mailed_in_words_that_fit_one(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+    more: int,
+    says: str,
+) -> None:
+    """The kitchen printer goes off with one ticket waiting; nine more orders come before its alarm is mailed: the
+    mail says 10 are waiting, as they are when it goes; with none more, one waiting reads as one. Before stop 62 (the
+    mail probe, s06) it said the count of the outage's first moment, "1 Druckaufträge warten", with about 10
+    waiting."""
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(offline())
+    await run(alerter)
+    async with db.transaction() as conn:
+        for n in range(more):
+            await conn.execute(
+                "INSERT INTO print_jobs(order_id, kind, station, printer, state, created_at, idempotency_key) VALUES "
+                "('o1', 'ticket', 'kitchen', 'kitchen', 'queued', ?, ?)",
+                (clock.wall(), f"more-{n}"),
+            )
+    clock.advance(6)
+    await run(alerter)
+    [mail] = sink.messages
+    assert says in mail.get_body(("plain",)).get_content()

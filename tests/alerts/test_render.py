@@ -136,11 +136,11 @@ def test_untrusted_text_is_escaped_in_html() -> None:
 
 def test_a_resolved_mail_does_not_repeat_how_many_jobs_were_waiting() -> None:
     """The all-clear for a printer is sent once it is back, when what waited for it has printed or is printing: it
-    does not say "1 print jobs waiting" from the alarm (the manager would go looking for a ticket that printed)."""
+    does not say "1 print job waiting" from the alarm (the manager would go looking for a ticket that printed)."""
     g = group("printer_offline", jobs_waiting=1)
     firing = renderer("en").alert(g, kind="firing", extra=0, recipients=["a@b.test"])
     resolved = renderer("en").alert(g, kind="resolved", extra=0, recipients=["a@b.test"])
-    assert "1 print jobs waiting" in firing.text
+    assert "1 print job waiting" in firing.text
     assert "waiting" not in resolved.text and "waiting" not in resolved.html, resolved.text
 
 

@@ -508,7 +508,7 @@ async def test_idle_printer_off_after_closing_waits_until_a_ticket_needs_it(
     await alerter.check()
     assert await run(alerter) == 1
     assert "STÖRUNG (kritisch): Drucker kitchen nicht erreichbar" in subject(sink.messages[0])
-    assert "1 Druckaufträge warten" in sink.messages[0].get_body(("plain",)).get_content()
+    assert "1 Druckauftrag wartet" in sink.messages[0].get_body(("plain",)).get_content()
 
 
 async def test_a_hold_committed_while_a_check_reads_the_queue_is_not_cleared_by_that_check(
