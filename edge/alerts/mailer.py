@@ -35,12 +35,12 @@ class _Subject(UnstructuredHeader, BaseHeader):
     """A subject folded the way RFC 2047 wants: Python 3.11's folder doubles a space at a fold before an encoded word
     and drops the one between two encoded words on a line ("Bon  zurückgehalten", "fürLänge" in the manager's
     inbox). The older encoder (email.header) puts the spaces inside encoded words of at most 75 characters, so they
-    decode to the subject as written."""
+    decode to the subject as written. A plain ASCII one it folds at spaces from the first line on, where Python's
+    folder may break right after "Subject:" (a parser then reads a leading space)."""
 
     def fold(self, *, policy: email.policy.Policy) -> str:
-        if str(self).isascii():
-            return str(super().fold(policy=policy))
-        encoded = Header(str(self), "utf-8", header_name=self.name).encode(linesep=policy.linesep)
+        charset = "us-ascii" if str(self).isascii() else "utf-8"
+        encoded = Header(str(self), charset, header_name=self.name).encode(linesep=policy.linesep)
         return f"{self.name}: {encoded}{policy.linesep}"
 
 
