@@ -306,12 +306,12 @@ async def test_sigkill_loses_no_acknowledged_order_and_no_ticket(tmp_path: Path)
 
 @pytest.mark.crash
 @pytest.mark.parametrize(
-    ("name_after", "also"),
-    [("kitchen", None), ("pass", None), ("kitchen", "theke")],
-    ids=["same-name", "renamed", "two-names"],
+    ("name_after", "also", "moved"),
+    [("kitchen", None, False), ("pass", None, False), ("kitchen", "theke", False), ("pass", None, True)],
+    ids=["same-name", "renamed", "two-names", "renamed-and-moved"],
 )
 async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_only_as_the_copy(
-    tmp_path: Path, name_after: str, also: str | None
+    tmp_path: Path, name_after: str, also: str | None, moved: bool
 ) -> None:
     """The agent is killed while a slow Epson prints a ticket it holds whole in its buffer; the roll ends in that
     ticket while the agent is down. The restarted agent reprints the ticket as COPY, and clears the printer's buffers
@@ -321,7 +321,9 @@ async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_onl
     got a new name in the config while the agent was down (same device); before, the record of what to clear named the
     old name, and the rest printed all the same (probe_chaos_print's harness). ``two-names``: the printer is also set up
     under a second name, listed first, that serves no station; before, that idle name was given the clear, which goes
-    out at its first status poll, and the rest printed before it (probe_chaos_print, seed 421)."""
+    out at its first status poll, and the rest printed before it (probe_chaos_print, seed 421). ``renamed-and-moved``:
+    it also got a new address (its DHCP lease) while the agent was down; the record named neither its new name nor its
+    new address, and the printers new in the config inherit it (before stop 62 nothing was cleared: print probe s10)."""
     kitchen, front = SimPrinter("kitchen", speed=PaperSpeed(mm_per_s=25.0)), SimPrinter("front")
     kitchen.resumes = True  # an Epson: after a new roll it prints what waits in its buffers
     await kitchen.start()
@@ -338,6 +340,8 @@ async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_onl
         await agent.kill()
         kitchen.paper_out_after = ticket_bytes // 2  # the roll ends half way through the ticket
         await wait_until(lambda: kitchen.paper_out, 10, "the roll ended in the ticket")
+        if moved:
+            kitchen.move()
         write_config(
             agent.config,
             data_dir=tmp_path / "data",

@@ -17,11 +17,8 @@ from edge.config import parse_settings
 from edge.events import Event, JobHeld, JobRedirected
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
-from edge.sim.printer import PaperSpeed, SimPrinter
-from edge.sim.process import write_config
+from edge.sim.printer import SimPrinter
 from tests.helpers import (
-    TOKEN,
-    agent_process,
     api_client,
     config_dict,
     db_execute,
@@ -453,48 +450,3 @@ async def test_a_change_for_a_station_whose_printer_left_the_config_is_held_and_
         assert [(e.station, e.reason) for e in held] == [("bar", "no_printer")]
     finally:
         await bar.stop()
-
-
-async def test_a_printer_renamed_and_given_a_new_address_after_a_crash_cut_a_ticket_short_on_it_is_cleared(
-    tmp_path: Path,
-) -> None:
-    """The agent is killed while a slow Epson prints a ticket from its buffer, and the roll ends in it; while the agent
-    is down the printer gets a new address (its DHCP lease) and the technician sets it up under a new name with that
-    address. The restarted agent clears the printer (new in the config: neither its name nor its address was in the
-    last run's) at its first contact, so after the new roll only the COPY comes out. Before stop 62 (print probe s10
-    both) the record of what to clear named the old name and the old address, matched neither, and the rest of the
-    cut-short ticket printed after the new roll, without its head."""
-    kitchen, front = SimPrinter("kitchen", speed=PaperSpeed(mm_per_s=25.0)), SimPrinter("front")
-    kitchen.resumes = True  # an Epson: after a new roll it prints what waits in its buffers
-    await kitchen.start()
-    await front.start()
-    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
-    try:
-        await agent.start()
-        async with api_client(agent.port) as session:
-            assert (await post(session, make_order(1, prefix="roll", print_receipt=False)))[0] == 201
-        await wait_until(lambda: kitchen.job_bytes_in > 0, 10, "the ticket sent")
-        await asyncio.sleep(0.2)  # the rest of it on loopback: the whole ticket fits in the printer's buffer
-        await agent.kill()
-        kitchen.paper_out_after = kitchen.job_bytes_in // 2  # the roll ends half way through the ticket
-        await wait_until(lambda: kitchen.paper_out, 10, "the roll ended in the ticket")
-        kitchen.move()
-        ports = {"pass": kitchen.port, "front": front.port}
-        write_config(
-            agent.config, data_dir=tmp_path / "data", api_port=agent.port, token=TOKEN, printers=ports, kitchen="pass"
-        )
-        await agent.start()
-        await wait_until(lambda: kitchen.cleared >= 1, 10, "the buffers cleared")
-        kitchen.paper_out = False  # a new roll
-        await eventually(
-            lambda: db_rows(tmp_path / "data" / "edge.db", "SELECT printer, state, copy FROM print_jobs"),
-            lambda rows: rows == [("pass", "printed", 1)],
-            20,
-        )
-        head, *after_new_roll = (decode(piece).text for piece in kitchen.printed)
-        assert "KOPIE" not in head
-        assert ["KOPIE / COPY" in text for text in after_new_roll] == [True], after_new_roll
-    finally:
-        await agent.close()
-        await kitchen.stop()
-        await front.stop()
