@@ -183,6 +183,7 @@ class Alerter:
         self._central_fired = False
         self._central_recorded = False  # the outage's start is kept in the database
         self._central_carried: float | None = None  # an earlier run's outage start (monotonic), for the next down
+        self._central_before = False  # the outage now is one an earlier run met (carried over a restart)
         self._central_loaded = False
         self._central_back = False  # the line came back since the last check: the record goes
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
@@ -310,6 +311,7 @@ class Alerter:
             case CentralLinkChanged(up=up, detail=detail):
                 if up:
                     self._central_down_since, self._central_fired, self._central_back = None, False, True
+                    self._central_before = False
                     self._signal("central_unreachable", "central", False)
                 elif self._central_down_since is None:
                     self._central_down_since = self.clock.mono()
@@ -428,6 +430,7 @@ class Alerter:
                 "central",
                 True,
                 mono=self._central_down_since,
+                again=self._central_before,  # an earlier run's outage, still on: the same occurrence if still firing
                 down_min=f"{cfg.central_down_min:g}",
                 detail=self._central_detail,
             )
@@ -475,7 +478,7 @@ class Alerter:
             return
         if self._central_carried is not None:
             self._central_down_since = min(self._central_down_since, self._central_carried)
-            self._central_carried = None
+            self._central_carried, self._central_before = None, True
         if not self._central_recorded and (boot := self.clock.boot()) is not None:
             self._central_recorded = True
             await self._store.record_central_down_since(MonoTime(boot=boot, mono=self._central_down_since))

@@ -24,7 +24,7 @@ from edge.sim.smtp import SmtpSink
 from edge.store.alerts import AlertStore
 from edge.store.db import Database
 from tests.alerts.conftest import FakeClock
-from tests.alerts.helpers import add_jobs, fast, offline, online, printer_down_with_a_ticket, run, subject
+from tests.alerts.helpers import add_jobs, extra, fast, offline, online, printer_down_with_a_ticket, run, subject
 from tests.helpers import api_client, db_rows, eventually, wait_until
 
 EIGHT_HOURS = 8 * 3600
@@ -202,6 +202,48 @@ async def test_the_central_lines_outage_outlives_restarts_of_the_agent(
     assert "Zentrale nicht erreichbar" in subject(mail), subject(mail)
     since = dt.datetime.fromtimestamp(went_down, ZoneInfo(settings.agent.timezone or "UTC")).strftime("%H:%M")
     assert since in mail.get_body(("plain",)).get_content()
+
+
+async def test_a_restart_during_the_lines_mailed_outage_is_not_another_occurrence_of_it(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """The line is down long enough to be mailed; the agent restarts while it is still down (an upgrade), and the new
+    start hears it down again; then it comes back. The all-clear is of one outage: it does not say "once more since
+    the last mail". Before stop 62 (the mail probe, s03) the restart counted as another occurrence of it, in the only
+    mail about it too when the alarm had been superseded."""
+    settings = alert_settings(central_down_min=5)
+    path = tmp_path / "data" / "edge.db"
+    alerter, db = await restarted(settings, path, clock)
+    try:
+        alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+        await alerter.check()
+        clock.advance(301)
+        await alerter.check()
+        clock.advance(31)
+        await run(alerter)
+        assert len(sink.messages) == 1
+    finally:
+        await db.close()
+    clock.advance(30)
+    alerter, db = await restarted(settings, path, clock)
+    try:
+        alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))  # the new start's first probe fails
+        await alerter.check()
+        clock.advance(60)
+        await alerter.check()
+        await run(alerter)
+        alerter.on_event(CentralLinkChanged(up=True, detail=""))
+        await alerter.check()
+        for _ in range(3):
+            clock.advance(120)
+            await run(alerter)
+    finally:
+        await db.close()
+    assert [subject(m).split("] ")[1] for m in sink.messages] == [
+        "STÖRUNG: Zentrale nicht erreichbar",
+        "BEHOBEN: Zentrale nicht erreichbar",
+    ]
+    assert extra(sink.messages[1].get_body(("plain",)).get_content()) == 0
 
 
 async def test_an_outage_recorded_before_the_box_last_booted_is_not_carried_over(
