@@ -195,7 +195,10 @@ class Spooler:
             except Exception:  # the spool must outlive any one bad job or database hiccup
                 log.exception("spool_error", device_id=self.name)
                 await self._sleep(1.0)
-        if self._confirmed:  # stopped, not aborted: what went out is recorded as printed
+        # Stopped, not aborted: what the last job showed of the printer (it answers status) is kept, as a restart
+        # right after the first ticket would otherwise read its silence later as a model without status.
+        await self._record_contact()
+        if self._confirmed:  # what went out is recorded as printed
             try:
                 await self._commit_marks()
             except StoreUnavailableError as err:  # they stay 'printing', as after a crash
