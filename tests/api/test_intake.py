@@ -694,6 +694,28 @@ async def test_a_body_that_decodes_to_more_than_max_body_bytes_is_413_before_it_
     assert (status, answer["error"]) == (413, "request_entity_too_large"), answer
 
 
+async def test_a_body_declared_larger_than_max_body_bytes_is_413_at_once_not_a_wait_for_it(agent: Agent) -> None:
+    """A request whose Content-Length says more than `api.max_body_bytes` is refused 413 as soon as its head is read
+    (RFC 9110 15.5.14), and the connection is closed (the rest of the body is never read). Before (intake probe):
+    the agent waited for the body, the sender uploading, and answered 408 after `api.body_timeout_s` (30 s)."""
+    declared = agent.settings.api.max_body_bytes * 1000
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    try:
+        writer.write(head + b'{"id": "')
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        assert status_line.startswith(b"HTTP/1.1 413"), status_line
+        answer = json.loads((await asyncio.wait_for(reader.read(), 5)).partition(b"\r\n\r\n")[2])
+        assert answer["error"] == "request_entity_too_large" and str(agent.settings.api.max_body_bytes) in str(answer)
+    finally:
+        writer.close()
+    assert (await db_rows(agent, "SELECT id FROM orders")) == []
+
+
 async def test_a_sender_that_half_closes_after_its_request_gets_its_answer(agent: Agent, example_order: dict) -> None:
     """Some senders close their sending side once the request is out (`nc -N`, socat, embedded HTTP stacks): TCP
     still carries the answer back (RFC 9112 9.6 asks a server to read on after a half close). Before: the agent
