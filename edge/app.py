@@ -158,9 +158,10 @@ class Agent:
             # Orders are dated by central's clock; with a link, their ages are taken on it (edge/printing/ages.py).
             central_time = RemoteClock("central", self.clock) if s.central.url else None
             ages = JobAges(clock=self.clock, printing=s.printing, staleness=s.staleness, central=central_time)
+            ready = asyncio.Event()  # set at READY (see Alerter)
             if s.smtp.host:
                 self.alerter = Alerter(
-                    settings=s, db=db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock, ages=ages
+                    settings=s, db=db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock, ages=ages, ready=ready
                 )
                 self.alerter.start()
                 self._on_stop(stack, "alerter", self.alerter.stop)
@@ -285,6 +286,7 @@ class Agent:
                 printers=list(s.printers),
                 db=str(s.agent.db_path),
             )
+            ready.set()
             self.notifier.ready(await self.status_line())
             self.notifier.start_watchdog(self.status_line)
             if self.printing.warms:  # the printing stack loads now, in a thread, not at the first order

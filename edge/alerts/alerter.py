@@ -158,9 +158,14 @@ class Alerter:
         clock: Clock = SYSTEM_CLOCK,
         tick_s: float = 1.0,
         ages: JobAges | None = None,
+        ready: asyncio.Event | None = None,
     ) -> None:
         """``ages``: the spools' waits of jobs (the queue's age is the same wait the stale hold measures); None: its
-        own, which counts a job's wait from the wall clock until it first sees it."""
+        own, which counts a job's wait from the wall clock until it first sees it. ``ready``: set once the agent is
+        READY; the outbox sends, and the storage alarm goes straight to the relay, only then: a start the database stops
+        (damaged) mails nothing itself, the health check tells the manager, with the backup to restore (None: at
+        once)."""
+        self._ready = ready
         self._settings = settings
         self._cfg = settings.alerts
         self._store = AlertStore(db)
@@ -585,6 +590,8 @@ class Alerter:
     async def _mail_storage_directly(self, batch: list[Signal]) -> float | None:
         """The outbox lives in the database that just failed: tell the manager once, bypassing it. Returns when to try
         again (seconds: the storm guard holds it, or the relay failed it), None when it went or needs no mail."""
+        if self._ready is not None:
+            await self._ready.wait()
         async with self._storage_turn:
             return await self._mail_storage_alarm(batch)
 
@@ -954,6 +961,8 @@ class Alerter:
         ]
 
     async def _deliver_and_plan(self) -> None:
+        if self._ready is not None:
+            await self._ready.wait()
         await self._ensure_first_look()
         if self._looking():
             return

@@ -9,12 +9,31 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.errors import StoreDamagedError
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import agent_process, damage_table, db_execute, db_rows, edge, edge_backup, take_one_order
+from edge.store.jobs import JobStore
+from tests.helpers import (
+    agent_process,
+    api_client,
+    damage_table,
+    db_execute,
+    db_rows,
+    edge,
+    edge_backup,
+    mail_to,
+    post,
+    take_one_order,
+)
 
 
 def _mailing(sink: SmtpSink) -> str:
@@ -165,3 +184,33 @@ def _what_is_in(db: Path) -> str:
     except sqlite3.DatabaseError:
         return "damaged"
     return "restored" if orders == [(make_order(1)["number"],)] else f"holds orders {orders}"
+
+
+async def test_a_start_refused_for_a_damaged_database_mails_nothing_itself(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start finds the damage and stops (exit 2); the health check's mail tells the manager, with the backup to
+    restore (above). The refused start mails nothing itself: its alert checks, which run from early in the start,
+    found the damaged file too, and when the rest of the start took a moment (a slow card) they mailed "storage
+    problem: free disk space or check the card" beside it (one clean-clone CI run: that mail came first, the health
+    mail second). Here the start's reading of the interrupted jobs takes a second, as on a slow card."""
+    settings = make_settings(**mail_to(sink))
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1)))[0] == 201
+    await agent.stop()
+    await asyncio.to_thread(damage_table, settings.agent.db_path, "print_jobs")
+    requeue = JobStore.requeue_interrupted
+
+    async def slow_requeue(self: JobStore, *args: Any, **kwargs: Any) -> list[int]:
+        await asyncio.sleep(1.5)
+        return await requeue(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobStore, "requeue_interrupted", slow_requeue)
+    with pytest.raises(StoreDamagedError):
+        await make_agent(settings)
+    await asyncio.sleep(0.5)  # a mail on its way when the start gave up would arrive meanwhile
+    assert [m["Subject"] for m in sink.messages] == []
