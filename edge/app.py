@@ -171,9 +171,10 @@ class Agent:
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             self._on_stop(stack, "stop mark", lambda: self._mark_stopped(jobs))  # after the parts pushed below
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
-            answered = await jobs.answered_devices()
+            answered, without_in_order = await jobs.answered_devices(), await jobs.devices_without_in_order()
             drivers = {
-                name: make_driver(printer, devices=locks, answered=answered) for name, printer in s.printers.items()
+                name: make_driver(printer, devices=locks, answered=answered, without_in_order=without_in_order)
+                for name, printer in s.printers.items()
             }
             devices = {name: driver.transport.device for name, driver in drivers.items()}
             waiting: set[str] = set()  # printers whose spools put them back in line once the store writes again

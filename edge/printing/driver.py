@@ -220,6 +220,7 @@ class PrinterDriver:
         answers_status: bool | None = None,
         model: str = "",
         answered_before: bool = False,
+        without_in_order_before: bool = False,
     ) -> None:
         """``lock``: the device's, shared with the drivers of the same device under other names. ``answers_status``:
         True when the model answers status queries (its profile or config says so): silence from it is a printer
@@ -227,7 +228,10 @@ class PrinterDriver:
         first one; None: learnt (never answered, twice: taken for one that cannot). ``model``: for the state's
         detail. ``answered_before``: a printer on this device answered status in an earlier run; with None, its
         silence is then a printer off or another device on its address (after a power cut), never one that cannot
-        answer, whose tickets would be sent blind into whatever took the address."""
+        answer, whose tickets would be sent blind into whatever took the address. ``without_in_order_before``: the
+        printer on this device answered DLE EOT but not GS r in an earlier run: its jobs do not wait for GS r (on a
+        model said to answer it, each restart cost a long wait and a COPY), and the first status poll of the run asks
+        GS r once, so one that answers now is waited for again."""
         self.name = name
         self.transport = transport
         self.status_timeout = status_timeout
@@ -252,9 +256,13 @@ class PrinterDriver:
         # the spool waits: a printer that answered nothing and is now switched off is told as off ("" otherwise).
         self.offline_why = ""
         self._failed = ""  # why the last question between jobs could not be asked (its thread only)
-        self._in_order_answers = _Habit(expected=answers_status is True)  # the models that answer DLE EOT answer GS r
+        # The models that answer DLE EOT answer GS r.
+        self._in_order_answers = (
+            _Habit(misses=_SILENT_AFTER) if without_in_order_before else _Habit(expected=answers_status is True)
+        )
+        self._in_order_asked_again = not without_in_order_before  # GS r asked once more in this run
         # Why its replies say less than its model's would (a profile that does not fit it), for the state's detail
-        self.caveat = ""
+        self.caveat = self._wrong_model() if without_in_order_before and answers_status is True else ""
         self._ignored: set[int] = set()  # DLE EOT n it did not answer even late, since it last answered them
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
@@ -281,6 +289,12 @@ class PrinterDriver:
     def answered_earlier(self) -> bool:
         """Whether it is known from an earlier run to answer status queries (``answered_before``)."""
         return self._status_answers.earlier
+
+    @property
+    def lacks_in_order(self) -> bool | None:
+        """Whether it is taken for a printer that does not answer GS r (True), known to answer it (False), or not
+        known yet (None)."""
+        return True if self._in_order_answers.given_up else False if self._in_order_answers.answered else None
 
     @property
     def asks_status(self) -> bool:
@@ -358,11 +372,23 @@ class PrinterDriver:
         # Accepted the connection, then hung up: not taking jobs.
         offline: tuple[PrinterState, dict[int, int]] = (PrinterState.OFFLINE, {})
         self.silence = self._failed = ""
-        found = self._query(self._ask_state, unreachable=offline, mute=(PrinterState.UNKNOWN, {}), hung_up=offline)
+        ask = self._ask_state if self._in_order_asked_again else self._ask_state_then_in_order
+        found = self._query(ask, unreachable=offline, mute=(PrinterState.UNKNOWN, {}), hung_up=offline)
         why = self._failed or (
             str(DeviceUnreachableError(self.name, self.transport.label, self.silence)) if self.silence else ""
         )
         self.offline_why = why if found[0] == PrinterState.OFFLINE else ""
+        return found
+
+    def _ask_state_then_in_order(self) -> tuple[PrinterState, dict[int, int]]:
+        """The state, then GS r alone, for a printer taken from an earlier run for one without it: an answer (another
+        printer on the address, new firmware) makes its jobs wait for GS r again."""
+        found = self._ask_state()
+        if found[0] == PrinterState.ONLINE:
+            self._in_order_asked_again = True
+            self.transport.write(_GS_R_PAPER)
+            if self._replies.next(in_order=True, timeout=self.status_timeout) is not None:
+                self._in_order_answers, self.caveat = _Habit(answered=True), ""
         return found
 
     def _answers_in_order(self) -> bool | None:
@@ -489,13 +515,22 @@ class PrinterDriver:
         fails (printed again as COPY, once: it might still be printing); from now on its DLE EOT reply after a job
         confirms it, as for a printer learnt to be without GS r. Returns why, for the job's error."""
         self._in_order_answers.disbelieve()
-        setting = f"printers.{self.name}." + (f'profile = "{self._model}"' if self._model else 'answers_status = "yes"')
-        self.caveat = (
-            f"answers DLE EOT but has never answered GS r, though {setting} says it does: likely wrong for this "
+        self.caveat = self._wrong_model()
+        log.warning("printer_no_in_order_status", device_id=self.name, hint=self.caveat)
+        setting = self._setting
+        return f"and it never answered GS r in this run, though {setting} says it does: taken for a printer without"
+
+    @property
+    def _setting(self) -> str:
+        """What says its model answers status: its profile, or answers_status."""
+        return f"printers.{self.name}." + (f'profile = "{self._model}"' if self._model else 'answers_status = "yes"')
+
+    def _wrong_model(self) -> str:
+        """The caveat of a printer whose model answers GS r that does not."""
+        return (
+            f"answers DLE EOT but has never answered GS r, though {self._setting} says it does: likely wrong for this "
             "model; paper that runs out while it prints from its buffer is not seen"
         )
-        log.warning("printer_no_in_order_status", device_id=self.name, hint=self.caveat)
-        return f"and it never answered GS r in this run, though {setting} says it does: taken for a printer without"
 
     def _lost_gs_r(self) -> None:
         """After a job whose GS r went unanswered: GS r asked once more, alone. An answer at once tells a printer that

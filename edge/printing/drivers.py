@@ -16,12 +16,14 @@ def make_driver(
     *,
     devices: dict[str, threading.Lock] | None = None,
     answered: Collection[str] = (),
+    without_in_order: Collection[str] = (),
 ) -> PrinterDriver:
     """``devices``: one lock per device, shared by the drivers of one agent. A printer set up under two names (a
     station each) is one device, and its drivers must take turns: a network printer serves one connection at a time
     and keeps the next one waiting unanswered (edge/sim/printer.py), where a status question would take it for
     offline; a serial line or a USB device has one opener. ``answered``: the devices whose printer answered a status
-    query in an earlier run (JobStore.answered_devices)."""
+    query in an earlier run (JobStore.answered_devices); ``without_in_order``: those whose printer answered DLE EOT but
+    not GS r (JobStore.devices_without_in_order)."""
     transport: Transport
     if printer.type == "network":
         transport = TcpTransport(
@@ -72,6 +74,7 @@ def make_driver(
         answers_status=answers_status(printer),
         model=printer.profile if printer.answers_status == "auto" else "",
         answered_before=transport.device in answered,
+        without_in_order_before=transport.device in without_in_order,
     )
 
 

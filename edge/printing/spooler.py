@@ -92,6 +92,7 @@ class Spooler:
         self._last_send_s = 1.0  # until a job has gone out, claim one at a time
         self._clear_unrecorded = clear_first  # the clear is asked for until the store hears it went out
         self._answer_recorded = driver.answered_earlier  # the store knows its device answers status
+        self._lacks_in_order_recorded = driver.lacks_in_order is True  # what the store knows of it answering GS r
         if clear_first:
             driver.clear_at_first_contact()
 
@@ -225,8 +226,9 @@ class Spooler:
     async def _record_contact(self) -> None:
         """What the store keeps of the printer: once the clear asked for at the start went out, it forgets it (a
         restart before then clears again, harmless to the job, which prints again as COPY); once the printer first
-        answers a status query, its device is recorded as one that answers (JobStore.answered_devices). A store that
-        refuses now hears it next time round."""
+        answers a status query, its device is recorded as one that answers (JobStore.answered_devices), and whether
+        it answers GS r once that is learnt (JobStore.devices_without_in_order). A store that refuses now hears it
+        next time round."""
         if self._clear_unrecorded and not self.driver.clearing_first:
             with contextlib.suppress(StoreUnavailableError):
                 await self._jobs.buffers_cleared(self.name, self.driver.transport.device)
@@ -235,6 +237,11 @@ class Spooler:
             with contextlib.suppress(StoreUnavailableError):
                 await self._jobs.device_answered(self.driver.transport.device)
                 self._answer_recorded = True
+        lacks = self.driver.lacks_in_order
+        if lacks is not None and lacks != self._lacks_in_order_recorded:
+            with contextlib.suppress(StoreUnavailableError):
+                await self._jobs.in_order_learnt(self.driver.transport.device, answers=not lacks)
+                self._lacks_in_order_recorded = lacks
 
     def _burst(self) -> int:
         """How many due jobs to claim in one commit: enough that the printer never waits for the disk (a fast printer

@@ -106,6 +106,7 @@ BACK_IN_LINE = f"CASE WHEN {_NOT_WANTED} THEN 'discarded' ELSE 'queued' END"
 _CLEAR_KEY = "clear_buffers:"
 _CLEAR_DEVICE_KEY = "clear_device:"
 _ANSWERED_KEY = "answered_status:"  # a device after it: what is there answered DLE EOT in a run (value unused)
+_NO_GS_R_KEY = "no_gs_r:"  # a device after it: what is there answered DLE EOT but not GS r when last learnt
 _STOPPED_KEY = "stopped_at"  # the wall time of the agent's last clean stop (JobStore.mark_stopped)
 _DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
 # A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
@@ -715,6 +716,19 @@ class JobStore:
         """Records that the printer on ``device`` answered a status query (once per device)."""
         async with self._db.transaction() as conn:
             await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", (_ANSWERED_KEY + device,))
+
+    async def devices_without_in_order(self) -> set[str]:
+        """The devices whose printer was last learnt to answer DLE EOT but not GS r (JobStore.in_order_learnt)."""
+        return set(await self._meta_under(_NO_GS_R_KEY))
+
+    async def in_order_learnt(self, device: str, *, answers: bool) -> None:
+        """Records whether the printer on ``device`` answers GS r, as a run learnt it (only those that do not are
+        kept)."""
+        async with self._db.transaction() as conn:
+            if answers:
+                await conn.execute("DELETE FROM meta WHERE key = ?", (_NO_GS_R_KEY + device,))
+            else:
+                await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", (_NO_GS_R_KEY + device,))
 
     async def buffers_cleared(self, printer: str, device: str) -> None:
         """The clear went out to ``printer`` on ``device``: the next start clears it only after another crash."""
