@@ -134,7 +134,8 @@ async def read_body(request: web.Request) -> bytes:
     """The whole body, decoded, within the app's body timeout: a client that trickles it holds no connection for
     long. aiohttp keeps what it read: the signature check and the handler both ask for it."""
     if (declared := request.content_length) is not None and declared > request.client_max_size:
-        # Its head says so: refused now, not after the upload (or the body timeout); the rest is never read.
+        # Its head says so: refused now, not after the upload (or the body timeout); aiohttp reads and drops what
+        # still comes for a while (its lingering close), so a sender writing its whole body first still reads this.
         raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=declared)
     header = request.headers.get("Content-Encoding", "")
     codings = _codings_to_undo(header)

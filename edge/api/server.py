@@ -236,9 +236,7 @@ class ConnectionGuard:
             response = await handler(request)
             if conn.half_closed:  # aiohttp would keep it open after the answer, idle, until the idle timeout
                 response.force_close()
-            if not request.content.is_eof():
-                # Answered before its body was all here (trickled: 408; declared too large: 413): answer and close
-                # now, not after aiohttp's 10 s of lingering, reading the rest first.
+            if response.status == 408:  # a trickled body: answer and close now, not after aiohttp's 10 s lingering
                 await response.prepare(request)
                 await response.write_eof()
                 conn.shed(flush=True)
