@@ -29,6 +29,8 @@ from edge.sim.ports import free_port
 from edge.sync.mqtt import PahoClient
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+# How long a start waits for mosquitto to listen: it starts in tens of milliseconds, seconds on a loaded test machine.
+_LISTEN_WAIT_S = 10.0
 BACKEND_USER, BACKEND_PASSWORD = "central", "central-secret-1"
 AGENT_USER, AGENT_PASSWORD = "store", "store-secret-1"
 
@@ -193,7 +195,9 @@ class Broker:
         self.proc = await asyncio.create_subprocess_exec(
             MOSQUITTO, "-c", str(self.config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )
-        for _ in range(200):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _LISTEN_WAIT_S
+        while loop.time() < deadline:
             try:
                 for port in (self.port, self.tls_port) if self.tls_port else (self.port,):
                     _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -204,7 +208,7 @@ class Broker:
                 if self.proc.returncode is not None:
                     return await asyncio.to_thread(self._log_from, logged)
                 await asyncio.sleep(0.02)
-        raise TimeoutError("mosquitto did not listen within 4 s")
+        raise TimeoutError(f"mosquitto did not listen within {_LISTEN_WAIT_S:g} s")
 
     async def stop(self) -> None:
         """SIGTERM: mosquitto saves its sessions and queued messages (persistence) before it exits."""

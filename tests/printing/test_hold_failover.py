@@ -186,7 +186,8 @@ async def test_a_printer_without_status_that_loses_power_after_a_rush_is_offline
     assert (await post(api, late))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", timeout=20 * job_s)
     took = time.monotonic() - off
-    assert took < 4 * job_s + 1, (took, job_s)
+    # Four tickets' time, twice that on a loaded machine; before, the rush's twenty.
+    assert took < 8 * job_s + 1, (took, job_s)
 
 
 async def test_stale_ticket_is_held_until_released_or_discarded(
