@@ -42,6 +42,18 @@ class OrderConflicted(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class CancelRefused(Event):
+    """A cancel at or below the stored open revision: not applied, the order stays open and is made (its sender is
+    answered 409 naming the revision to send)."""
+
+    order_id: str
+    number: str
+    source: OrderSource
+    revision: int  # the cancel's
+    stored: int  # the stored, open revision
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class JobPrinted(Event):
     job_id: int
     order_id: str

@@ -12,6 +12,7 @@ from edge import __version__
 from edge.events import (
     AlertSent,
     AlertSuppressed,
+    CancelRefused,
     CentralLinkChanged,
     EventBus,
     JobDead,
@@ -120,7 +121,8 @@ class Metrics:
         )
         self.order_conflicts = Counter(
             "edge_order_conflicts",
-            "Orders refused because their revision was stored before with other content, by source",
+            "Orders refused because their revision was stored before with other content, or cancels at or below the"
+            " stored open revision, by source",
             ["source"],
             registry=r,
         )
@@ -159,6 +161,7 @@ class Metrics:
             StorageProblem: lambda e: self.storage_ok.set(0),
             StorageRecovered: lambda e: self.storage_ok.set(1),
             OrderConflicted: self._order_conflicted,
+            CancelRefused: lambda e: self.order_conflicts.labels(e.source).inc(),
             RecoveryOrderInvalid: lambda e: self.recovery_invalid.inc(),
             OrderTotalsMismatched: lambda e: self.totals_mismatched.labels(e.source).inc(),
             OrderRevised: lambda e: self.order_revisions.labels(e.status).inc(),

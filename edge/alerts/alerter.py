@@ -38,6 +38,7 @@ from edge.durable import NoteInPlace, runtime_note, write_durably
 from edge.errors import AlertError, StoreError
 from edge.events import (
     AlertSuppressed,
+    CancelRefused,
     CentralLinkChanged,
     Event,
     EventBus,
@@ -349,6 +350,9 @@ class Alerter:
             case OrderConflicted():  # pushed (or over MQTT): recovery's conflicts are its runs' alert above
                 item = {"id": event.order_id, "order": event.number or event.order_id, "error": event.source}
                 self._signal("order_conflict", "orders", True, order=event.number or event.order_id, item=item)
+            case CancelRefused():
+                item = {"id": event.order_id, "order": event.number, "error": f"{event.revision} ≤ {event.stored}"}
+                self._signal("cancel_refused", "orders", True, order=event.number, item=item)
             case MqttConnectionChanged(connected=connected, refused=refused, detail=detail):
                 if refused:
                     self._signal("mqtt_refused", "mqtt", True, detail=detail)
@@ -931,6 +935,7 @@ class Alerter:
             PrinterStatusChanged,
             JobDead,
             JobHeld,
+            CancelRefused,
             CentralLinkChanged,
             RecoveryFailed,
             RecoveryCompleted,

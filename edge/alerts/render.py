@@ -81,7 +81,14 @@ LABELS: dict[str, dict[str, Any]] = {
 
 # Alert types whose items are orders (their "id" is an order id); the others list print jobs.
 _ORDER_ITEMS = frozenset(
-    {"order_totals_mismatch", "recovery_conflict", "recovery_invalid", "order_conflict", "mqtt_invalid"}
+    {
+        "order_totals_mismatch",
+        "recovery_conflict",
+        "recovery_invalid",
+        "order_conflict",
+        "cancel_refused",
+        "mqtt_invalid",
+    }
 )
 
 # Per alert type and language: title (subject), what happened, what to do. {subject} is the group's subject;
@@ -315,6 +322,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "The central backend sent orders again with the same revision but other content. The version received"
             " first stands; the other was refused (409) and not printed.",
             "Ask the central backend to send changes with a higher revision; check the kitchen has the right version.",
+        ),
+    },
+    "cancel_refused": {
+        "de": (
+            "Bestellung {order}: Storno nicht übernommen",
+            "Eine Stornierung kam mit einer Revision, die nicht über der gespeicherten liegt (Spalte Fehler: gesendet ≤"
+            " gespeichert). Sie wurde abgelehnt (409); die Bestellung ist nicht storniert und wird zubereitet.",
+            "Ist der Gast gegangen, der Küche Bescheid geben; die Kasse bzw. Zentrale bitten, die Stornierung mit der"
+            " nächsten Revision erneut zu senden.",
+        ),
+        "en": (
+            "Order {order}: cancel not applied",
+            "A cancel came with a revision not above the stored one (column error: sent ≤ stored). It was refused"
+            " (409); the order is not cancelled and is being made.",
+            "If the guest has left, tell the kitchen; ask the till or central to send the cancel again with the next"
+            " revision.",
         ),
     },
     "mqtt_refused": {

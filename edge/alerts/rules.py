@@ -56,6 +56,8 @@ TYPES: dict[str, AlertType] = {
         AlertType("order_totals_mismatch", WARNING, remind=False),
         # A sender reused an order's revision for other content (pushed, or over MQTT): refused, one item per order.
         AlertType("order_conflict", WARNING, remind=False),
+        # A cancel at or below the stored open revision: not applied, the kitchen makes the order; one item per order.
+        AlertType("cancel_refused", WARNING, remind=False),
         # MQTT intake: the broker refuses our login or certificate (orders over MQTT stop), and messages on the
         # orders topic that were not a valid order (acked and kept; central must send them right).
         AlertType("mqtt_refused", CRITICAL),

@@ -11,7 +11,15 @@ import structlog
 
 from edge.config import Settings
 from edge.errors import OrderConflictError, StoredOrderUnreadableError, WrongStateError
-from edge.events import EventBus, JobHeld, OrderConflicted, OrderRevised, OrderStored, OrderTotalsMismatched
+from edge.events import (
+    CancelRefused,
+    EventBus,
+    JobHeld,
+    OrderConflicted,
+    OrderRevised,
+    OrderStored,
+    OrderTotalsMismatched,
+)
 from edge.orders.model import (
     Cancel,
     cancelled_payload,
@@ -138,6 +146,8 @@ class OrderIntake:
 
     async def _store(self, new: NewOrder) -> InsertResult:
         result = await self._orders.insert(new)
+        if refused := await self._cancel_not_applied(new, result):
+            raise refused
         self.publish(result, new)
         if result.outcome == InsertOutcome.CONFLICT:
             raise await self._conflict(new)
@@ -147,6 +157,33 @@ class OrderIntake:
                 " reopened: send a new order"
             )
         return result
+
+    async def _cancel_not_applied(self, new: NewOrder, result: InsertResult) -> OrderConflictError | None:
+        """A cancel (by the route, or a cancelled order pushed) at or below the stored open revision changes nothing:
+        a cancel takes a revision above it. Answered 409 naming the revision to send, and alerted: a 2xx "stale" is
+        taken for done by its sender, "status differs" said nothing of what to do, and the kitchen made a cancelled
+        order. Recovery's list is central's own record, whose old revisions stay stale."""
+        if new.order.status != OrderStatus.CANCELLED or new.source == OrderSource.RECOVERY:
+            return None
+        if result.outcome not in (InsertOutcome.STALE, InsertOutcome.CONFLICT):
+            return None
+        stored = await self._orders.get(new.order.id)
+        if stored is None or stored.status != OrderStatus.OPEN:
+            return None
+        order_id, sent = new.order.id, new.order.revision
+        log.warning("cancel_not_applied", order_id=order_id, revision=sent, stored=stored.revision, source=new.source)
+        self._bus.publish(
+            CancelRefused(
+                order_id=order_id, number=stored.number, source=new.source, revision=sent, stored=stored.revision
+            )
+        )
+        return OrderConflictError(
+            order_id,
+            f"order {order_id} is at revision {stored.revision}, open: this cancel at revision {sent} was not applied"
+            f" and the order is not cancelled; a cancel takes the next revision: send it with revision"
+            f" {stored.revision + 1}",
+            field="revision",
+        )
 
     async def _conflict(self, new: NewOrder) -> OrderConflictError:
         """Names the first field that differs from the stored revision, on the order as it is meant (as the duplicate

@@ -231,6 +231,34 @@ async def test_cancel_after_print_prints_storno(
     assert len(printers["kitchen"].printed) == 2
 
 
+@pytest.mark.parametrize("sent", [2, 3])
+async def test_a_cancel_at_or_below_the_stored_open_revision_is_refused_naming_the_revision_to_send(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], sent: int
+) -> None:
+    """The order was changed twice (revision 3 stored, open); a till cancels it at revision 2 (it had not seen the last
+    change) or at 3 (the revision it knows). The cancel is not applied: a cancel takes a revision above the stored one,
+    and the answer is a 409 naming `revision` and the one to send, so the sender sends it again; the conflict is
+    logged and alerted. Before (changes probe F2): revision 2 was answered 200 `stale` — a 2xx a sender takes for done
+    — with no line anywhere, and the kitchen cooked the cancelled order; revision 3 was a 409 saying only that the
+    status differs. The cancel sent as told then prints the STORNO."""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    for revision in (2, 3):
+        assert (await post(api, revised(example_order, revision, number="A-1042")))[0] == 200
+    await printed_all(agent)
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": sent, "reason": "Gast weg"}) as r:
+        status, body = r.status, await r.json()
+    assert (status, body["error"], body["field"]) == (409, "conflict", "revision"), body
+    assert "revision 4" in body["reason"] and "not cancelled" in body["reason"], body
+    assert await db_rows(agent, "SELECT revision, status FROM orders") == [(3, "open")]
+    async with api.get("/metrics") as response:
+        assert 'edge_order_conflicts_total{source="push"} 1.0' in await response.text()
+    async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 4, "reason": "Gast weg"}) as r:
+        assert (r.status, (await r.json())["status"]) == (200, "cancelled")
+    printed = await printers["kitchen"].wait_for_printed(2)
+    assert "STORNO" in decode(printed[-1]).text
+
+
 @pytest.mark.parametrize(("reason", "problem"), [("x" * 201, "at most 200"), (5, "string")])
 async def test_a_bad_cancel_reason_is_refused_naming_the_field_the_sender_wrote(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, reason: Any, problem: str
@@ -358,6 +386,25 @@ async def test_a_conflict_is_mailed_to_the_manager(
     [mail] = await sink.wait_for(1, timeout=15)
     assert "Bestellung A-1042: gleiche Revision, anderer Inhalt" in str(mail["Subject"])
     assert "ord_7f3a9c21" in mail.get_body(("plain",)).get_content()
+
+
+async def test_a_cancel_not_applied_is_mailed_to_the_manager(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    sink: SmtpSink,
+) -> None:
+    """A cancel at the stored open revision is refused (above): the manager gets one mail naming the order, that it
+    is not cancelled and is being made, and what to do: the guest may have left."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        async with api.post("/api/v1/orders/ord_7f3a9c21/cancel", json={"revision": 1}) as response:
+            assert response.status == 409
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "Bestellung A-1042: Storno nicht übernommen" in str(mail["Subject"])
+    body = mail.get_body(("plain",)).get_content()
+    assert "ord_7f3a9c21" in body and "1 ≤ 1" in body and "nicht storniert" in body, body
 
 
 async def test_a_change_committed_while_the_ticket_prints_follows_it_as_a_change_ticket(
