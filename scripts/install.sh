@@ -10,6 +10,7 @@
 #   scripts/install.sh --build-only         only build this version beside the program in use (upgrade.sh does)
 #
 # The one secrets file is /etc/edge/edge.env: owned by the agent's user, mode 0600, a random EDGE_API_TOKEN at first.
+# `edge` on PATH is /usr/local/bin/edge, a link to /opt/edge-agent/current/bin/edge (the docs' bare `edge ...`).
 # Each version is a venv of its own in /opt/edge-agent/releases/, built beside the one in use; /opt/edge-agent/current
 # switches to it in one rename (see scripts/lib.sh). To upgrade a running box, use scripts/upgrade.sh.
 # EDGE_PIP_ARGS adds pip options (e.g. "--no-index --find-links /media/usb/wheels" on a box without internet);
@@ -127,6 +128,23 @@ PY
     fi
 }
 
+# The docs' bare `edge ...` (sudo's secure_path and a login's PATH have /usr/local/bin): one link to current/, made in
+# one rename like current itself, so it never has to change at an upgrade or a rollback. A program of another origin
+# there (a pip install) is left alone and named.
+link_command() {
+    local target="$CURRENT/bin/edge"
+    [[ "$(readlink "$COMMAND" 2>/dev/null)" == "$target" ]] && return
+    if [[ -e "$COMMAND" && ! -L "$COMMAND" ]]; then
+        say "left $COMMAND alone (not ours): run the agent's commands as $target"
+        return
+    fi
+    mkdir -p "${COMMAND%/*}"
+    ln -sfn "$target" "${COMMAND%/*}/.edge.new.$$"
+    mv -T "${COMMAND%/*}/.edge.new.$$" "$COMMAND"
+    sync "${COMMAND%/*}"
+    say "linked $COMMAND to $target"
+}
+
 do_install() {
     if real_root && [[ $EUID -ne 0 ]]; then
         echo "install.sh: run as root (sudo), or use --prefix DIR" >&2
@@ -165,6 +183,7 @@ do_install() {
     if switch_current "releases/${RELEASE##*/}"; then
         prune_releases "$previous"
     fi
+    link_command
     put "$SOURCE/README.md" "$OPT/README.md" 0644
 
     # The config is the technician's: written once from the example, never overwritten.
@@ -225,8 +244,11 @@ do_uninstall() {
     if have_systemd; then
         systemctl daemon-reload
     fi
+    if [[ "$(readlink "$COMMAND" 2>/dev/null)" == "$CURRENT/bin/edge" ]]; then
+        rm -f "$COMMAND"
+    fi
     rm -rf "$OPT"
-    say "removed the program and the units; kept $DATA and $ETC"
+    say "removed the program, $COMMAND and the units; kept $DATA and $ETC"
     if [[ "$MODE" == purge ]]; then
         rm -rf "$DATA" "$ETC"
         if manage_user && getent passwd "$AGENT_USER" >/dev/null; then

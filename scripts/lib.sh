@@ -14,6 +14,7 @@ LEGACY_VENV="$OPT/venv"
 DATA="$PREFIX/var/lib/edge"
 ETC="$PREFIX/etc/edge"
 UNITS="$PREFIX/etc/systemd/system"
+COMMAND="$PREFIX/usr/local/bin/edge"  # the `edge` on PATH: a link to $CURRENT/bin/edge, so it follows every switch
 UNIT_FILES=(edge-agent.service edge-health-check.service edge-health-check.timer edge-backup.service edge-backup.timer)
 TIMERS=(edge-health-check.timer edge-backup.timer)
 COMPLETE=".edge-release-complete"
@@ -98,7 +99,8 @@ take_install_lock() {
 # nothing else would ever remove them (one in /etc/edge may hold a token).
 remove_leftovers() {
     local left
-    for left in "$ETC"/.edge.*.new.* "$OPT"/*.new.* "$OPT"/.current.new.* "$UNITS"/edge-*.new.*; do
+    for left in "$ETC"/.edge.*.new.* "$OPT"/*.new.* "$OPT"/.current.new.* "$UNITS"/edge-*.new.* \
+        "${COMMAND%/*}"/.edge.new.*; do
         if [[ -e "$left" || -L "$left" ]]; then
             rm -f "$left"
             say "removed $left, left by an install or upgrade that was cut off"

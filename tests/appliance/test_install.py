@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from edge.config import load_settings, read_secrets
 from edge.sim.powercut import PowerCut
-from tests.helpers import OFFLINE_BUILD, small_disk
+from tests.helpers import BORROWED, OFFLINE_BUILD, small_disk
 
 pytestmark = pytest.mark.slow(seconds=6)
 
@@ -152,12 +153,39 @@ def test_an_install_after_a_cut_clears_what_the_cut_left_and_gives_an_empty_secr
     assert oct((etc / "edge.env").stat().st_mode & 0o777) == "0o600"
 
 
+# A program path the docs quote: an absolute path ending in bin/NAME, in or out of backticks.
+_PROGRAM_PATH = re.compile(r"(?<![\w.~/-])(/(?:[\w.-]+/)*s?bin/[\w.-]+)")
+
+
+def test_edge_is_on_the_path_and_every_program_the_docs_name_exists(root: Path) -> None:
+    """The technician types what docs/operations.md says: bare `edge ...` (sudo's and a login's PATH have
+    /usr/local/bin) and the program paths it quotes. install.sh links /usr/local/bin/edge to the program in use
+    (current/, so it follows every upgrade and rollback). Before, there was no `edge` on the PATH ("command not
+    found") and the docs named /opt/edge-agent/venv/bin/edge, which a fresh install does not have."""
+    link = root / "usr/local/bin/edge"
+    assert link.is_symlink() and os.readlink(link) == str(root / "opt/edge-agent/current/bin/edge")
+    helped = subprocess.run(
+        [str(link), "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, **BORROWED}
+    )
+    assert helped.returncode == 0 and "setup-notifications" in helped.stdout, helped.stderr
+    quoted = {
+        p for doc in ("operations.md", "alerts.md") for p in _PROGRAM_PATH.findall((REPO / "docs" / doc).read_text())
+    }
+    assert "/usr/local/bin/edge" in quoted
+    # What install.sh lays out (/opt, /usr/local) must be under its root; the system's own programs on this machine.
+    missing = [
+        p for p in sorted(quoted) if not (root / p[1:] if p.startswith(("/opt/", "/usr/local/")) else Path(p)).exists()
+    ]
+    assert missing == []
+
+
 def test_uninstall_keeps_data_and_purge_removes_it(root: Path, source: Path) -> None:
     """--uninstall removes the program and the units but keeps data and config; --purge removes those too."""
     (root / "var/lib/edge/keep.txt").write_text("data")
     uninstall = run(source / "scripts/install.sh", "--prefix", str(root), "--uninstall")
     assert uninstall.returncode == 0, uninstall.stderr
     assert not (root / "opt/edge-agent").exists() and not list((root / "etc/systemd/system").iterdir())
+    assert not (root / "usr/local/bin/edge").is_symlink()
     assert (root / "var/lib/edge/keep.txt").read_text() == "data" and (root / "etc/edge/edge.toml").exists()
     purge = run(source / "scripts/install.sh", "--prefix", str(root), "--purge")
     assert purge.returncode == 0, purge.stderr
