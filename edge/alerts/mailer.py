@@ -12,7 +12,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable
 from email.header import Header
-from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from typing import TypeVar
 
@@ -20,7 +20,7 @@ import aiosmtplib
 import structlog
 from aiosmtplib.email import flatten_message
 
-from edge.config import SmtpSettings
+from edge.config import SmtpSettings, smtp_address
 from edge.dns import unresolved
 from edge.errors import AlertError, ConfigError
 from edge.store.alerts import Mail
@@ -49,10 +49,26 @@ _HEADERS.map_to_type("subject", _Subject)
 _POLICY = email.policy.default.clone(header_factory=_HEADERS)
 
 
+def _mailbox(address: str) -> Address:
+    """An address (with its name, if any) as From/To carry it without SMTPUTF8: an umlaut domain as its A-labels.
+    Python would write it as an encoded word, which RFC 2047 (5) does not allow in an address, and clients misread."""
+    name, addr = email.utils.parseaddr(address)
+    return Address(display_name=name, addr_spec=smtp_address(addr or address))
+
+
+def _sendable(address: str) -> bool:
+    try:
+        smtp_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 def build_message(mail: Mail, *, sender: str, message_id: str | None = None) -> EmailMessage:
+    """The sender must be sendable (smtp_address); a recipient that is not is left out: it is never sent to."""
     msg = EmailMessage(policy=_POLICY)
-    msg["From"] = sender
-    msg["To"] = ", ".join(mail.recipients)
+    msg["From"] = _mailbox(sender)
+    msg["To"] = [_mailbox(r) for r in mail.recipients if _sendable(r)]
     msg["Subject"] = mail.subject
     msg["Date"] = email.utils.formatdate(localtime=True)
     # Stable per outbox row: should a crash between "accepted" and "marked sent" resend it, clients can see it is the
@@ -261,7 +277,11 @@ class Mailer:
 
     async def _mail_from(self, client: aiosmtplib.SMTP) -> None:
         try:
-            await client.mail(email.utils.parseaddr(self.sender)[1])
+            sender = smtp_address(email.utils.parseaddr(self.sender)[1])
+        except ValueError as err:  # every mail would meet it: the setting's to change
+            raise RelayRefusedError(f"smtp.sender: {err}") from None
+        try:
+            await client.mail(sender)
         except aiosmtplib.SMTPResponseException as err:
             if err.code == 421:  # the service is closing: a server problem, not this mail's
                 raise
@@ -279,17 +299,21 @@ class Mailer:
                 permanent=True,
             ) from err
 
-    async def _transaction(self, client: aiosmtplib.SMTP, msg: EmailMessage, recipients: list[str]) -> Delivery:
+    async def _transaction(self, client: aiosmtplib.SMTP, mail: Mail, message_id: str | None) -> Delivery:
         """MAIL, one RCPT per recipient, DATA: each recipient's answer is kept, not only whether all failed."""
         where = self._where
         await self._mail_from(client)
         accepted: list[str] = []
         refused: dict[str, str] = {}
         deferred: dict[str, str] = {}
-        for recipient in recipients:
+        for recipient in mail.recipients:
             try:
-                await client.rcpt(recipient)
+                await client.rcpt(smtp_address(recipient))
                 accepted.append(recipient)
+            except ValueError as err:
+                # An address the command line cannot carry (smtp_address's refusal, or aiosmtplib's for a character
+                # it will not send) is refused for that recipient alone, as a 5xx would be: the others still get it.
+                refused[recipient] = str(err)
             except aiosmtplib.SMTPRecipientRefused as err:
                 if err.code == 421:
                     raise
@@ -305,6 +329,7 @@ class Mailer:
         try:
             # The reply after the body gets its own timeout: RFC 5321 4.5.3.2.6 lets the relay take 10 minutes, and
             # giving up sooner only means sending again what it has most likely accepted.
+            msg = build_message(mail, sender=self.sender, message_id=message_id)
             await client.data(flatten_message(msg), timeout=self._smtp.data_timeout_s)
         except aiosmtplib.SMTPTimeoutError as err:
             raise AlertError(
@@ -360,9 +385,8 @@ class MailSession:
         """One attempt; refused recipients come back in the result. Raises AlertError when the relay could not be
         used at all (unreachable, TLS, login, a refusal of the session), MailRefusedError when it refused this mail
         as a whole."""
-        message = build_message(mail, sender=self._mailer.sender, message_id=message_id)
         try:
-            delivery = await self._run(self._mailer._transaction(self._client, message, mail.recipients))
+            delivery = await self._run(self._mailer._transaction(self._client, mail, message_id))
         except MailRefusedError:
             # RFC 5321 4.1.1.5: whatever is left of the refused transaction goes before the next mail's MAIL FROM.
             with contextlib.suppress(AlertError):  # then the connection is marked unusable; the refusal stands

@@ -38,7 +38,16 @@ from edge.config._sections import (
     SpoolSettings,
     UnknownVariable,
 )
-from edge.config._values import Secret, is_loopback_host, parse_clock, parse_hours, parse_recipients, signing_key
+from edge.config._values import (
+    Secret,
+    check_address,
+    is_loopback_host,
+    parse_clock,
+    parse_hours,
+    parse_recipients,
+    signing_key,
+    smtp_address,
+)
 
 __all__ = [
     "SECRETS_FILE",
@@ -63,6 +72,7 @@ __all__ = [
     "SpoolSettings",
     "UnknownVariable",
     "UsbPrinterSettings",
+    "check_address",
     "check_secrets_owner",
     "is_loopback_host",
     "load_settings",
@@ -76,4 +86,5 @@ __all__ = [
     "resolve_config_path",
     "secrets_path",
     "signing_key",
+    "smtp_address",
 ]

@@ -7,6 +7,8 @@ import datetime as dt
 import ipaddress
 import re
 
+import idna
+
 
 class Secret:
     """A value that must never reach a log line or a repr."""
@@ -65,6 +67,32 @@ def parse_hours(value: str) -> tuple[dt.time, dt.time] | None:
 _ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*")
 
 
+def smtp_address(address: str) -> str:
+    """The address as SMTP without SMTPUTF8 (RFC 6531, which many relays lack) carries it, in the envelope and in
+    From/To: an internationalised domain as its A-labels, per IDNA 2008 with the UTS 46 mapping as browsers and DENIC
+    use it (Python's own "idna" codec is IDNA 2003 and makes straße.de strasse.de, another domain). ValueError for a
+    part before the @ that is not ASCII: only SMTPUTF8 carries that."""
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        raise ValueError(
+            f"{address!r}: letters like ä, ö, ü or ß before the @ need SMTPUTF8, which most mail servers do not"
+            " offer; use an address without them (an umlaut after the @ is fine)"
+        )
+    if domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError as err:
+        raise ValueError(f"{address!r}: {domain!r} is not a valid internationalised domain ({err})") from None
+
+
+def check_address(address: str) -> None:
+    """ValueError unless ``address`` is one bare address SMTP can carry (smtp_address)."""
+    if not _ADDRESS_RE.fullmatch(address):
+        raise ValueError(f"{address!r} is not an e-mail address (name@example.com)")
+    smtp_address(address)
+
+
 def parse_recipients(text: str | list[str]) -> list[str]:
     """Comma-separated e-mail addresses (or a list of them), each once; ValueError naming the first entry that is not
     exactly one address. The one parser for alerts.to, alerts.critical_to and setup-notifications."""
@@ -77,8 +105,7 @@ def parse_recipients(text: str | list[str]) -> list[str]:
             raise ValueError(f"{entry!r}: write the bare address (name@example.com), without a name or <>")
         if re.search(r"[;\s,]", entry):
             raise ValueError(f"{entry!r} is not one e-mail address: separate recipients with commas")
-        if not _ADDRESS_RE.fullmatch(entry):
-            raise ValueError(f"{entry!r} is not an e-mail address (name@example.com)")
+        check_address(entry)
         if entry not in found:
             found.append(entry)
     return found
