@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import errno
 import json
 import os
 import sys
@@ -82,9 +83,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise damaged from err
     except AgentRunningError:
         raise  # says nothing of the agent that runs: nothing to tell the health check
-    except (EdgeError, OSError) as err:
+    except OSError as err:
+        if not (problem := _api_host_problem(settings.api.host, err)):
+            last_failure.record(data_dir, str(err))
+            raise
+        refused = ConfigError("api.host", problem)  # a config error: exit 2, so systemd does not restart it in a loop
+        last_failure.record(data_dir, str(refused))
+        raise refused from err
+    except EdgeError as err:
         last_failure.record(data_dir, str(err))
         raise
+
+
+def _api_host_problem(host: str, err: OSError) -> str:
+    """What keeps the agent from listening on api.host, from the error its start ended with ("" if another). The
+    start's only name lookup is the API's bind: one that fails is api.host's."""
+    from edge.dns import unresolved
+
+    if found := unresolved(err, host):
+        return f"{found} (it is the address the agent listens on: 127.0.0.1, 0.0.0.0 for all, or one of this box's)"
+    if err.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this box (see `ip -brief address`; 0.0.0.0 listens on all of them)"
+    return ""
 
 
 def _run(settings: Settings) -> int:

@@ -147,6 +147,8 @@ def network_host(v: str) -> str | None:
         return None
     except ValueError:
         pass
+    if re.fullmatch(r"[0-9.]+", v):  # no name is all digits: glibc would ask DNS for it, or read 10.1 as 10.0.0.1
+        return f"{v} is not an IPv4 address: it is four numbers 0-255 with dots, like 192.168.1.30"
     if "://" in v:
         address = urllib.parse.urlsplit(v).hostname or "…"
         return f'is a URL: write only the address, host = "{address}"'
