@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import re
 import shutil
 import time
@@ -15,8 +16,17 @@ from typing import Any
 import structlog
 
 from edge.clock import RemoteClock, clock_off_words
-from edge.config import Settings
-from edge.errors import READ_ONLY_ADVICE, AlertError, ConfigError, EdgeError, StoreError, StoreUnreadableError
+from edge.config import NetworkPrinterSettings, Settings
+from edge.dns import unresolved
+from edge.errors import (
+    READ_ONLY_ADVICE,
+    AlertError,
+    ConfigError,
+    DeviceUnreachableError,
+    EdgeError,
+    StoreError,
+    StoreUnreadableError,
+)
 from edge.ops.backup import restore_advice
 from edge.ops.health import ApiCall
 from edge.printing.status import BLOCKING_STATES, PrinterState
@@ -161,11 +171,39 @@ def _database_checks(settings: Settings) -> list[Check]:
     return checks
 
 
+def _unreachable(printer: NetworkPrinterSettings) -> str:
+    """Why the agent cannot connect to a network printer, naming what to check; "" when it takes the connection.
+    Connected to as the agent's transport does (the same lookup and timeout); "offline" alone left the technician to
+    the agent's log for the reason."""
+    from edge.transports import TcpTransport
+
+    where, key = f"{printer.host}:{printer.port}", f"printers.{printer.name}"
+    transport = TcpTransport(printer.name, printer.host, printer.port, connect_timeout=printer.connect_timeout)
+    try:
+        transport.open()
+    except DeviceUnreachableError as err:
+        cause = err.__cause__
+        if unresolved_words := unresolved(err, printer.host):
+            return f"{where}: {unresolved_words}; check {key}.host"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"{where} refuses connections: wrong port ({key}.port), or not a network printer"
+        timed_out = isinstance(cause, TimeoutError)
+        if timed_out or getattr(cause, "errno", None) in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            within = f" in {printer.connect_timeout:g}s" if timed_out else ""
+            return f"no answer from {where}{within}: the printer is off, or {key}.host is the wrong address"
+        return f"{where}: {cause or err}"
+    transport.close()
+    return ""
+
+
 async def _printer_checks(settings: Settings) -> list[Check]:
     from edge.printing.drivers import make_driver  # the agent's own drivers: the doctor sees what the agent sees
 
     async def one(name: str) -> Check:
-        driver = make_driver(settings.printers[name])
+        printer = settings.printers[name]
+        if isinstance(printer, NetworkPrinterSettings) and (why := await asyncio.to_thread(_unreachable, printer)):
+            return Check(f"printer {name}", "fail", f"offline: {why}")
+        driver = make_driver(printer)
         try:
             state = await driver.status()
             in_order = await driver.answers_in_order() if state == PrinterState.ONLINE else None
