@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
+import os
 import re
 import shutil
 import time
@@ -361,11 +362,38 @@ async def _agent_check(settings: Settings, api_call: ApiCall, agent: dict[str, A
     return Check("agent", "fail", "not ready: " + "; ".join(failing))
 
 
+# /proc's process start and uptime count in ticks of 1/100 s: each may be that much short.
+_PROC_TICKS_S = 0.02
+
+
+def _process_started(data_dir: Path, uptime_s: float) -> float | None:
+    """When the agent holding ``data_dir`` started (its process, before it read any file), on the wall clock; None
+    when that cannot be read (no lock line, no /proc) or is not that agent's (its pid since reused by a process that
+    started after the agent did). The status API's uptime is whole seconds and counted from after the imports: a file
+    saved just before the start was taken for one changed after it."""
+    try:
+        holder = (data_dir / "agent.lock").read_text(errors="replace").split()
+        if holder[:2] != ["agent", "pid"]:
+            return None
+        stat = Path(f"/proc/{int(holder[2])}/stat").read_text()
+        since_boot_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    start_ticks = int(stat.rpartition(")")[2].split()[19])  # field 22, starttime (proc(5)); the name may hold spaces
+    now = time.time()
+    started = now - since_boot_s + start_ticks / os.sysconf("SC_CLK_TCK")
+    return started if started <= now - uptime_s + 1 else None
+
+
 def _changed_since_start(settings: Settings, status: dict[str, Any] | None) -> str:
     """The config or secrets file written after the running agent started ("" if neither, or unknown)."""
     if status is None or not isinstance(status.get("uptime_s"), (int, float)):
         return ""
-    started = time.time() - status["uptime_s"] - 1  # uptime is whole seconds
+    started = _process_started(settings.agent.data_dir, status["uptime_s"])
+    if started is None:
+        started = time.time() - status["uptime_s"] - 1  # uptime is whole seconds
+    else:
+        started += _PROC_TICKS_S
     files = [Path(settings.source), *([settings.secrets_file] if settings.secrets_file else [])]
     for path in files:
         with contextlib.suppress(OSError):

@@ -1,0 +1,37 @@
+"""`edge doctor` says when edge.toml changed after the running agent started (it runs the file as it was): never for a
+file saved just before the start, always for one touched after the agent is ready. Before, the start was taken as now
+minus the whole seconds of uptime minus one, and a config written, then the agent started at once (a scripted
+rollout, a quick technician) was said to have changed: "restart it" again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from edge.sim.printer import SimPrinter
+from tests.helpers import agent_process, edge_blocking
+
+CHANGED = "changed after the agent started"
+
+
+async def _agent_line(config: Path) -> str:
+    done = await asyncio.to_thread(edge_blocking, "doctor", "--config", str(config))
+    [line] = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["agent"]]
+    return line
+
+
+async def test_a_config_saved_just_before_the_start_is_not_taken_for_a_change_and_one_touched_after_ready_is(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    agent = agent_process(tmp_path, printers)
+    try:
+        os.utime(agent.config)  # saved now, and the agent started at once
+        await agent.start()
+        before = await _agent_line(agent.config)
+        assert before.startswith("OK") and CHANGED not in before, before
+        os.utime(agent.config)  # touched while the agent runs
+        after = await _agent_line(agent.config)
+        assert after.startswith("WARN") and f"{agent.config} {CHANGED}" in after, after
+    finally:
+        await agent.close()
