@@ -130,6 +130,12 @@ def usb_port(v: str) -> str | None:
     return f"must be a USB socket as `ls /sys/bus/usb/devices` names it, like 1-1.2, got {v!r}"
 
 
+def absolute_path(example: str) -> Check:
+    """A folder written from /: a relative one is taken from wherever a command runs (the agent's unit: /), so each
+    `edge` command would use a folder of its own."""
+    return lambda v: None if v.is_absolute() else f"must be an absolute path like {example}, got {str(v)!r}"
+
+
 def existing_file(v: Path) -> str | None:
     return None if v.is_file() else f"{v}: no such file"
 

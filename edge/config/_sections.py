@@ -18,7 +18,9 @@ _NO_SECRET = Secret("")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AgentSettings:
     store_id: str = dataclasses.field(metadata=f.check(f.name))
-    data_dir: Path = Path("/var/lib/edge")
+    data_dir: Path = dataclasses.field(
+        default=Path("/var/lib/edge"), metadata=f.check(f.absolute_path("/var/lib/edge"))
+    )
     language: Literal["de", "en"] = "de"
     store_name: str = ""
     timezone: str = dataclasses.field(default="", metadata=f.check(f.timezone))  # "" = the system's zone
@@ -113,7 +115,8 @@ class RetentionSettings:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BackupSettings:
-    dir: Path | None = None  # default: data_dir/backups
+    # default: data_dir/backups
+    dir: Path | None = dataclasses.field(default=None, metadata=f.check(f.absolute_path("/media/usb/edge-backups")))
     keep: int = dataclasses.field(default=7, metadata=f.check(f.at_least(1)))
 
 
