@@ -268,12 +268,36 @@ class Mailer:
                     await client.login(s.username, s.password.get())
             except BaseException as err:
                 client.close()
+                if s.security != "tls" and await self._waited_for_tls(err):
+                    raise AlertError(
+                        f"TLS mismatch with {self._where}: port {s.port} speaks TLS at once: choose security tls"
+                        f" (smtp.security), not {s.security!r}"
+                    ) from err
                 if isinstance(err, (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError)):
                     raise AlertError(explain(err, s)) from err
                 raise
             return client
         finally:
             self._connecting -= 1
+
+    async def _waited_for_tls(self, err: BaseException) -> bool:
+        """Whether a greeting that never came is a relay speaking TLS at once (port 465): it waits silently for the
+        client's TLS hello, as a plain client waits for its greeting. Asked on a connection of its own, TLS without
+        verification: only whether it answers in TLS matters."""
+        if not isinstance(err.__cause__, aiosmtplib.SMTPReadTimeoutError):  # the connection itself never came up
+            return False
+        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # not the default context: no CA files read on the loop
+        probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(self._smtp.host, self._smtp.port, ssl=probe), min(self._smtp.timeout_s, 5.0)
+            )
+        except (OSError, TimeoutError):  # ssl.SSLError too: it answered, but not in TLS
+            return False
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        return True
 
     async def _mail_from(self, client: aiosmtplib.SMTP) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import email.utils
 import getpass
 import os
 import socket
@@ -15,11 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.config import AgentSettings, Secret, SmtpSettings, load_settings, parse_recipients, secrets_path
+from edge.config import (
+    AgentSettings,
+    Secret,
+    SmtpSettings,
+    check_address,
+    load_settings,
+    parse_recipients,
+    secrets_path,
+)
 from edge.config.envfile import BOM, EnvFileError, parse_line, update_env_file
 from edge.errors import AlertError, ConfigError, EdgeError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PASSWORD_TRIES = 3
 LANGUAGE_NAMES = {"de": "German", "en": "English"}
 
 
@@ -105,13 +115,27 @@ class _Wizard:
         self._ask, self._ask_secret, self.say = ask, ask_secret, say
         self.interactive = not args.non_interactive
 
-    def value(self, flag: str | None, env: str, question: str, default: str = "", *, inherit: bool = True) -> str:
-        """Flag, then environment, then the secrets file (when inherit), then asking (or the default)."""
+    def value(
+        self,
+        flag: str | None,
+        env: str,
+        question: str,
+        default: str = "",
+        *,
+        inherit: bool = True,
+        check: Callable[[str], str] = str,
+    ) -> str:
+        """Flag, then environment, then the secrets file (when inherit), then asking (or the default). ``check`` gives
+        the value to use or raises ValueError with the reason: asked again then, so one slip costs one answer."""
         current = flag or os.environ.get(env) or (self.known.get(env) if inherit else None) or default
         if not self.interactive:
-            return current
-        answer = self._ask(f"{question}{f' [{current}]' if current else ''}: ").strip()
-        return answer or current
+            return check(current)
+        while True:
+            answer = self._ask(f"{question}{f' [{current}]' if current else ''}: ").strip()
+            try:
+                return check(answer or current)
+            except ValueError as err:
+                self.say(f"✗ {err}")
 
     def choose_provider(self) -> Provider | None:
         if self.args.provider or not self.interactive:
@@ -219,25 +243,65 @@ def _ask_server(w: _Wizard, provider: Provider | None) -> tuple[str, int, str, s
             args.ca_file or (known.get("EDGE_SMTP_CA_FILE", "") if same_server else ""),
         )
     host = w.value(args.host, "EDGE_SMTP_HOST", "SMTP server")
-    port_text = w.value(None if args.port is None else str(args.port), "EDGE_SMTP_PORT", "Port", "587")
+    port = int(
+        w.value(None if args.port is None else str(args.port), "EDGE_SMTP_PORT", "Port", "587", check=_port_text)
+    )
+    # Offered is what the port speaks (Enter at 465 must not mean STARTTLS); the file's only for the file's port.
     security = w.value(
-        args.security, "EDGE_SMTP_SECURITY", "Security: starttls (587), tls (465) or none (local relay)", "starttls"
+        args.security,
+        "EDGE_SMTP_SECURITY",
+        "Security: starttls (587), tls (465) or none (local relay)",
+        "tls" if port == 465 else "starttls",
+        inherit=str(port) == known.get("EDGE_SMTP_PORT"),
+        check=_security,
     )
     same_server = host == known.get("EDGE_SMTP_HOST")
     ca_file = w.value(
         args.ca_file, "EDGE_SMTP_CA_FILE", "Extra CA certificate file (empty: the system's)", inherit=same_server
     )
-    if security not in ("starttls", "tls", "none"):
-        raise _Refused(f"security must be one of starttls, tls, none (got {security!r})")
     if not host:
         raise _Refused("no SMTP server given (--host)")
-    return host, _port(port_text), security, ca_file
+    return host, port, security, ca_file
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise _Refused(f"port must be a number between 1 and 65535 (got {text!r})")
+        raise ValueError(f"port must be a number between 1 and 65535 (got {text!r})")
     return int(text)
+
+
+def _port_text(text: str) -> str:
+    return str(_port(text))
+
+
+def _security(text: str) -> str:
+    """As typed in any case; "ssl", the older name of TLS from the first byte, is tls."""
+    word = text.strip().lower()
+    word = "tls" if word == "ssl" else word
+    if word not in ("starttls", "tls", "none"):
+        raise ValueError(f"type starttls, tls or none (got {text!r})")
+    return word
+
+
+def _sender(text: str) -> str:
+    """One address, with a name if wanted ("Filiale Mitte <edge@example.com>")."""
+    if not text:
+        raise ValueError("a sender address is needed (name@example.com)")
+    check_address(email.utils.parseaddr(text)[1] or text)
+    return text
+
+
+def _recipients(text: str) -> str:
+    recipients = parse_recipients(text)
+    if not recipients:
+        raise ValueError("at least one recipient is needed (name@example.com, comma-separated)")
+    return ",".join(recipients)
+
+
+def _language(text: str) -> str:
+    if text.lower() not in LANGUAGE_NAMES:
+        raise ValueError(f"type de or en (got {text!r})")
+    return text.lower()
 
 
 def run(
@@ -257,8 +321,8 @@ def run(
         password = w.password()
         if username and not password:
             raise _Refused("no password: pipe it with --password-stdin, or set EDGE_SMTP_PASSWORD")
-        sender = w.value(args.sender, "EDGE_SMTP_FROM", "Sender address", username)
-        recipients = parse_recipients(w.value(args.to, "EDGE_ALERT_TO", "Recipients, comma-separated"))
+        sender = w.value(args.sender, "EDGE_SMTP_FROM", "Sender address", username, check=_sender)
+        recipients = w.value(args.to, "EDGE_ALERT_TO", "Recipients, comma-separated", check=_recipients).split(",")
         # Mails follow agent.language, which is the tickets' and receipts' too: offered is the language the store
         # has now (edge.env's, else edge.toml's), and it is written to edge.env only when it is not edge.toml's.
         configured = _config_language(args)
@@ -267,13 +331,42 @@ def run(
             "EDGE_AGENT_LANGUAGE",
             "Language of the store's tickets, receipts and these mails (de/en)",
             configured or "de",
+            check=_language,
         )
-        if not recipients or language not in ("de", "en") or not sender:
-            raise _Refused("recipients (--to), a sender address (--from) and a language (de or en) are needed")
     except (_Refused, ValueError) as err:
         say(f"✗ {err}; nothing sent, nothing written.")
         return EXIT_USAGE
 
+    # Here: `edge` builds this command's parser for every command.
+    from aiosmtplib import SMTPAuthenticationError
+
+    from edge.alerts.mailer import Mailer
+    from edge.alerts.render import AlertRenderer
+
+    for attempt in range(1, PASSWORD_TRIES + 1):
+        smtp = SmtpSettings(
+            host=host,
+            port=port,
+            security=security,  # type: ignore[arg-type]
+            username=username,
+            password=Secret(password),
+            sender=sender,
+            ca_file=Path(ca_file) if ca_file else None,
+            timeout_s=15.0,
+        )
+        mailer = Mailer(smtp)
+        say(f"Testing {host}:{port} ({security}) …")
+        try:
+            asyncio.run(mailer.check())
+            break
+        except AlertError as err:
+            say(f"✗ {err}")
+            # A mistyped password costs that answer again, not every answer (three tries, as sudo gives).
+            if not (w.interactive and attempt < PASSWORD_TRIES and isinstance(err.__cause__, SMTPAuthenticationError)):
+                say("Nothing was written.")
+                return EXIT_FAILED
+            password = w.password()
+    say("✓ connection and login work")
     values: dict[str, str | None] = {
         "EDGE_SMTP_HOST": host,
         "EDGE_SMTP_PORT": str(port),
@@ -285,24 +378,7 @@ def run(
         "EDGE_ALERT_TO": ",".join(recipients),
         "EDGE_AGENT_LANGUAGE": None if language == configured else language,
     }
-    smtp = SmtpSettings(
-        host=host,
-        port=port,
-        security=security,  # type: ignore[arg-type]
-        username=username,
-        password=Secret(password),
-        sender=sender,
-        ca_file=Path(ca_file) if ca_file else None,
-        timeout_s=15.0,
-    )
-    from edge.alerts.mailer import Mailer  # here: `edge` builds this command's parser for every command
-    from edge.alerts.render import AlertRenderer
-
-    mailer = Mailer(smtp)
-    say(f"Testing {host}:{port} ({security}) …")
     try:
-        asyncio.run(mailer.check())
-        say("✓ connection and login work")
         if not args.no_test_mail:
             store_id = _store_id(args, values)
             mail = AlertRenderer(language=language, store_name=store_id, store_id=store_id, tz=None).test(
