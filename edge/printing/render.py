@@ -31,6 +31,12 @@ TEMPLATES = ("ticket.j2", "receipt.j2", "test_page.j2", "change.j2")
 _BUILTIN_DIR = Path(__file__).parent / "templates"
 
 
+def ticket_code(order: Order, station: str) -> str:
+    """The QR code on a station's ticket or change ticket (edge/scanners/codes.py): a later revision's carries it, so
+    the original's scan is told from the change ticket's and does not mark done what a change added since."""
+    return f"edge:v1:{order.id}:{station}" + (f":{order.revision}" if order.revision > 1 else "")
+
+
 class Renderer:
     """Turns orders into ESC/POS bytes; an operator may override each template by putting a file of the same name in
     ``template_dir``."""
@@ -114,7 +120,7 @@ class Renderer:
             customer=_guest(order),
             created=created.strftime(labels.DATE_TIME[language] if released else "%H:%M"),
             due=self._due(order, language),
-            qr_code=f"edge:v1:{order.id}:{station}",
+            qr_code=ticket_code(order, station),
             change_revision=change_revision,
         )
 
@@ -165,7 +171,7 @@ class Renderer:
             due_before=None if before_due == due else (before_due or labels.LABELS[language]["asap"]),
             customer=_guest(order),
             created=self._local(order.created_at).strftime("%H:%M"),
-            qr_code=f"edge:v1:{order.id}:{station}",  # scanned like the ticket it follows
+            qr_code=ticket_code(order, station),  # scanned like a ticket, the newest of its station
         )
 
     def receipt(

@@ -7,6 +7,7 @@ import re
 
 # Ticket QR codes (edge/printing/render.py) carry exactly this; order ids and stations never hold ':'.
 TICKET_PREFIX = "edge:v1:"
+_REVISION = re.compile(r"[1-9][0-9]{0,8}")  # the revision a ticket shows, after its station when above 1
 _ORDER_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # the order model's rule; fullmatch, as every pattern here
 MAX_PLAIN = 64  # order ids are at most 64 characters, numbers at most 32
 _STATION = re.compile(r"[a-z0-9_\-]{1,32}")
@@ -32,6 +33,7 @@ class OrderRef:
 
     ref: str
     station: str | None  # from a ticket's QR code; None for a plain id or number
+    revision: int | None = None  # the revision a ticket shows (1 when its code has none); None for a plain code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +154,18 @@ def escape(data: bytes, limit: int = 64) -> str:
 
 
 def parse_code(text: str) -> OrderRef | UnknownCode:
-    """A ticket QR ``edge:v1:<order id>:<station>``, or a plain order id or number typed or read from a receipt."""
+    """A ticket QR ``edge:v1:<order id>:<station>``, with ``:<revision>`` after it above revision 1 (tickets printed
+    before stop 63: never), or a plain order id or number typed or read from a receipt."""
     if text.startswith(TICKET_PREFIX):
-        order_id, sep, station = text[len(TICKET_PREFIX) :].rpartition(":")
-        if not sep or not _ORDER_ID.fullmatch(order_id) or not _STATION.fullmatch(station):
-            return UnknownCode(f"malformed ticket code (expected {TICKET_PREFIX}<order id>:<station>)")
-        return OrderRef(order_id, station)
+        parts = text[len(TICKET_PREFIX) :].split(":")
+        if (
+            len(parts) in (2, 3)
+            and _ORDER_ID.fullmatch(parts[0])
+            and _STATION.fullmatch(parts[1])
+            and (len(parts) == 2 or _REVISION.fullmatch(parts[2]))
+        ):
+            return OrderRef(parts[0], parts[1], int(parts[2]) if len(parts) == 3 else 1)
+        return UnknownCode(f"malformed ticket code (expected {TICKET_PREFIX}<order id>:<station>:<revision>)")
     if text.lower().startswith("edge>v1>"):  # ':' typed as shift+'.' and read as US: a German-layout scanner
         return UnknownCode(
             'a ticket code typed in a German keyboard layout: set layout = "de" for this scanner (or set the scanner to'

@@ -124,6 +124,7 @@ class ScanRecorder:
                 # The ticket says which station it is from; a plain id or number is for the scanner's own station.
                 station=parsed.station or scanner.station,
                 plain=parsed.station is None,
+                revision=parsed.revision,
                 hand_out=scanner.hand_out,
                 hand_out_gap_s=scanner.hand_out_gap_s,
             )

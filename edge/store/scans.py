@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterable
@@ -16,7 +17,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import AgentSettings
 from edge.events import EventBus, ScanRecorded
 from edge.orders.changes import LineChange, diff_station
-from edge.orders.model import Order
+from edge.orders.model import Order, parse_stored
 from edge.states import OrderStatus, PickupState, ScanOutcome, StatusEvent
 from edge.store.db import Database, Writer
 from edge.store.outbox import add_outbox, outbox_row
@@ -32,6 +33,7 @@ class ScanRequest:
     order_ref: str | None  # an order id, or (plain codes) an id or number; None: the code names no order
     station: str | None  # the ticket's station, or the scanner's own for a plain code; None: the whole order
     plain: bool  # no ticket QR code: the ref may be an order number too
+    revision: int | None = None  # the revision the ticket shows (its QR code); None: a plain code
     hand_out: bool = False  # a scan of a ready order hands it out
     # ... but not within this long of it becoming ready (a double read), nor of this scanner's previous read of the
     # order (a ticket lying under a hands-free scanner, re-read every 0.5-1 s)
@@ -352,6 +354,16 @@ async def _apply(
         known = ", ".join(sorted(stations)) or "none"
         detail = f"order {number} has no {scan.station} ticket (its stations: {known})"
         return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, order, scan.station, detail, quiet=quiet)
+    if scan.revision is not None and scan.station is not None and scan.revision < revision:
+        later = await _more_to_make_since(conn, order_id, scan.station, scan.revision)
+        if later is not None:
+            detail = (
+                f"order {number}: this {scan.station} ticket shows revision {scan.revision}; revision {later} gave"
+                f" {scan.station} more to make: scan its change ticket (ÄNDERUNG / CHANGE); nothing changed"
+            )
+            return await _insert_scan(
+                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet
+            )
     # A plain code from a scanner without a station confirms the whole order, e.g. at the counter.
     targets = {scan.station} if scan.station is not None else stations
     new = sorted(targets - done)
@@ -416,6 +428,21 @@ async def _waited_for(conn: Writer, order_id: str) -> tuple[int, set[str]]:
     """The order's current revision and the stations it waits for."""
     [(revision,)] = await conn.execute_fetchall("SELECT revision FROM orders WHERE id = ?", (order_id,))
     return revision, {r[0] for r in await conn.execute_fetchall(_STATIONS_SQL, (order_id,))}
+
+
+async def _more_to_make_since(conn: Writer, order_id: str, station: str, shown: int) -> int | None:
+    """The first revision after ``shown`` that gave ``station`` something to make (its change ticket says what), or
+    None: a ticket showing ``shown`` still shows all there is to make there (a change elsewhere, or only less)."""
+    rows = await conn.execute_fetchall(
+        "SELECT revision, payload FROM order_revisions WHERE order_id = ?1 AND revision >= coalesce("
+        "(SELECT MAX(revision) FROM order_revisions WHERE order_id = ?1 AND revision <= ?2), 0) ORDER BY revision",
+        (order_id, shown),
+    )
+    orders = [parse_stored(json.loads(payload), order_id) for _, payload in rows]
+    return next(
+        (later.revision for before, later in itertools.pairwise(orders) if _makes_more(before, later, station)),
+        None,
+    )
 
 
 async def _had_ticket(conn: Writer, order_id: str, station: str) -> bool:

@@ -301,7 +301,7 @@ async def test_station_gaining_its_first_items_gets_a_ticket_marked_as_change(
     assert status == 200 and len(body["job_ids"]) == 1
     ticket = decode((await printers["kitchen"].wait_for_printed(2))[1])
     assert "ÄNDERUNG" in ticket.text and "1x Espresso" in ticket.text and "Pizza" not in ticket.text
-    assert ticket.qr_codes == ["edge:v1:ord_7f3a9c21:bar"]
+    assert ticket.qr_codes == ["edge:v1:ord_7f3a9c21:bar:2"]  # the revision it shows
     await printed_all(agent)
     assert len(printers["kitchen"].printed) == 2
 
@@ -639,12 +639,12 @@ async def test_a_station_whose_first_ticket_came_with_a_change_is_reprinted_like
         assert r.status == 201, await r.text()
     bar_copy = decode((await kitchen.wait_for_printed(3))[2])
     assert "KOPIE / COPY" in bar_copy.text and "1x Espresso" in bar_copy.text and "Pizza" not in bar_copy.text
-    assert "ÄNDERUNG" not in bar_copy.text and bar_copy.qr_codes == ["edge:v1:ord_7f3a9c21:bar"]
+    assert "ÄNDERUNG" not in bar_copy.text and bar_copy.qr_codes == ["edge:v1:ord_7f3a9c21:bar:2"]
 
     async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
         assert r.status == 201, await r.text()
     copies = [decode(d) for d in (await kitchen.wait_for_printed(5))[3:]]
-    assert sorted(c.qr_codes[0] for c in copies) == ["edge:v1:ord_7f3a9c21:bar", "edge:v1:ord_7f3a9c21:kitchen"]
+    assert sorted(c.qr_codes[0] for c in copies) == ["edge:v1:ord_7f3a9c21:bar:2", "edge:v1:ord_7f3a9c21:kitchen:2"]
     assert all("KOPIE / COPY" in c.text for c in copies)
     assert "KOPIE / COPY" in decode((await front.wait_for_printed(2))[1]).text
     await printed_all(agent)
@@ -669,7 +669,7 @@ async def test_a_station_a_change_emptied_is_not_reprinted(
     async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
         assert r.status == 201, await r.text()
     (copy,) = [decode(d) for d in (await kitchen.wait_for_printed(4))[3:]]
-    assert copy.qr_codes == ["edge:v1:ord_7f3a9c21:kitchen"] and "KOPIE / COPY" in copy.text
+    assert copy.qr_codes == ["edge:v1:ord_7f3a9c21:kitchen:2"] and "KOPIE / COPY" in copy.text
     await front.wait_for_printed(2)
     await printed_all(agent)
     assert len(kitchen.printed) == 4 and len(front.printed) == 2
@@ -714,7 +714,7 @@ async def test_a_reprint_copies_only_the_stations_its_own_order_still_has(
         assert len((await r.json())["job_ids"]) == 2
     await printed_all(agent)
     copies = [decode(d) for d in kitchen.printed[5:]]
-    assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen"]]
+    assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen:2"]]
 
 
 async def test_a_reprint_prints_the_copies_in_the_order_the_stations_first_printed(
@@ -736,7 +736,7 @@ async def test_a_reprint_prints_the_copies_in_the_order_the_stations_first_print
     async with api.post("/api/v1/orders/ord_7f3a9c21/reprint") as r:
         assert r.status == 201, await r.text()
     copies = [decode(d) for d in (await kitchen.wait_for_printed(5))[3:]]
-    assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen"], ["edge:v1:ord_7f3a9c21:bar"]]
+    assert [c.qr_codes for c in copies] == [["edge:v1:ord_7f3a9c21:kitchen:3"], ["edge:v1:ord_7f3a9c21:bar:3"]]
 
 
 async def test_a_reprint_keeps_the_highest_priority_its_station_had(

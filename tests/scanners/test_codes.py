@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,14 +99,16 @@ def test_umlauts_and_spaces_decode() -> None:
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("edge:v1:ord_000001:kitchen", OrderRef("ord_000001", "kitchen")),
-        ("edge:v1:a.b-c_d:bar-2", OrderRef("a.b-c_d", "bar-2")),
+        ("edge:v1:ord_000001:kitchen", OrderRef("ord_000001", "kitchen", 1)),
+        ("edge:v1:a.b-c_d:bar-2", OrderRef("a.b-c_d", "bar-2", 1)),
+        ("edge:v1:ord_000001:kitchen:12", OrderRef("ord_000001", "kitchen", 12)),
         ("ord_000001", OrderRef("ord_000001", None)),
         ("A-1042", OrderRef("A-1042", None)),
     ],
 )
 def test_order_references(code: str, expected: OrderRef) -> None:
-    """Ticket QR codes name order and station; a plain code is an order id or number."""
+    """Ticket QR codes name order, station and the revision the ticket shows (1 when it has none); a plain code is
+    an order id or number."""
     assert parse_code(code) == expected
 
 
@@ -115,6 +119,9 @@ def test_order_references(code: str, expected: OrderRef) -> None:
         "edge:v1::kitchen",
         "edge:v1:ord 1:kitchen",
         "edge:v1:ord_1:Kitchen",
+        "edge:v1:ord_1:kitchen:0",
+        "edge:v1:ord_1:kitchen:2:3",
+        "edge:v1:ord_1:kitchen:",
         "edge:test:front",
         "edge:v2:x:y",
         "x" * 65,
@@ -132,7 +139,10 @@ def test_ticket_qr_is_parsed_back_to_its_order_and_station() -> None:
     ticket = Renderer().ticket(order, "kitchen", width=48, language="de", copy=False)
     code = f"edge:v1:{order.id}:kitchen"
     assert code.encode() in ticket  # the QR payload travels verbatim in the GS ( k store command
-    assert parse_code(code) == OrderRef(order.id, "kitchen")
+    assert parse_code(code) == OrderRef(order.id, "kitchen", 1)
+    later = dataclasses.replace(order, revision=3)
+    changed = Renderer().ticket(later, "kitchen", width=48, language="de", copy=False)
+    assert f"{code}:3".encode() in changed and parse_code(f"{code}:3") == OrderRef(order.id, "kitchen", 3)
 
 
 @settings(max_examples=300, deadline=None)

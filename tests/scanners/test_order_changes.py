@@ -13,7 +13,9 @@ import aiohttp
 import pytest
 
 from edge.app import Agent
+from edge.printing.decode import decode
 from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
 from edge.sim.scanner import SimScanner
 from tests.helpers import Seen, db_rows, eventually, job_rows, key_mark, post
 
@@ -91,10 +93,13 @@ async def printed(agent: Agent) -> None:
     )
 
 
-async def scan(sims: dict[str, SimScanner], seen: Seen, scanner: str, order: dict[str, Any], station: str) -> None:
-    """The scanner reads the ticket's QR code (a change ticket carries the same); returns once the scan is stored."""
+async def scan(
+    sims: dict[str, SimScanner], seen: Seen, scanner: str, order: dict[str, Any], station: str, revision: int = 1
+) -> None:
+    """The scanner reads the QR code of the ticket showing ``revision`` (a change ticket: the change's); returns once
+    the scan is stored."""
     before = len(seen.scans)
-    sims[scanner].scan(f"edge:v1:{order['id']}:{station}")
+    sims[scanner].scan(f"edge:v1:{order['id']}:{station}" + (f":{revision}" if revision > 1 else ""))
     await seen.scans_count(before + 1)
 
 
@@ -135,7 +140,7 @@ async def test_an_item_added_at_a_done_station_reopens_it_and_the_order_waits_fo
 
     await scan(sims, seen, "bar", order, "bar")
     assert await last_scan(agent) == ("ticket_done", f"order {order['number']}: bar done, waiting for kitchen")
-    await scan(sims, seen, "kitchen", order, "kitchen")
+    await scan(sims, seen, "kitchen", order, "kitchen", revision=2)
     assert await last_scan(agent) == ("order_ready", f"order {order['number']} ready")
     assert await state(scan_api, order) == ("ready", {"bar": True, "kitchen": True})
     events = await outbox(agent, order)
@@ -143,6 +148,37 @@ async def test_an_item_added_at_a_done_station_reopens_it_and_the_order_waits_fo
     ready = [(key, payload) for e, key, payload in events if e == "ready"]
     assert [key for key, _ in ready] == [f"{order['id']}:ready:2{await key_mark(agent)}"]
     assert "reopened" not in next(p for e, _, p in events if e == "updated")  # it was not ready: nothing to take back
+
+
+async def test_the_original_ticket_scanned_after_a_change_that_adds_a_dish_does_not_make_the_order_ready(
+    scan_agent: tuple[Agent, Seen],
+    sims: dict[str, SimScanner],
+    scan_api: aiohttp.ClientSession,
+    printers: dict[str, SimPrinter],
+) -> None:
+    """A kitchen order printed; revision 2 adds a Tiramisu and its change ticket prints. The cook scans the QR code of
+    the ORIGINAL ticket still on the rail (the codes as printed, read back from the paper): the order stays open,
+    nothing goes to central, and the scan says to scan the newest ticket; the change ticket's code makes it ready.
+    Before (changes probe F1): every ticket of a station carried the same code, so the original's scan said
+    order_ready and central heard ready with the Tiramisu still to make."""
+    agent, seen = scan_agent
+    order = await new_order(scan_api, agent, 1)
+    await change(scan_api, agent, revised(order, 2, add=(TIRAMISU,)))
+    original, change_ticket = (decode(t).qr_codes for t in await printers["kitchen"].wait_for_printed(2))
+    assert len(original) == len(change_ticket) == 1 and original != change_ticket, (original, change_ticket)
+
+    before = len(seen.scans)
+    sims["kitchen"].scan(original[0])
+    await seen.scans_count(before + 1)
+    outcome, detail = await last_scan(agent)
+    assert outcome == "already_done" and "revision 1" in detail and "revision 2" in detail, detail
+    assert await state(scan_api, order) == ("open", {"kitchen": False})
+    assert [e for e, _, _ in await outbox(agent, order) if e == "ready"] == []
+
+    sims["kitchen"].scan(change_ticket[0])
+    await seen.scans_count(before + 2)
+    assert await last_scan(agent) == ("order_ready", f"order {order['number']} ready")
+    assert await state(scan_api, order) == ("ready", {"kitchen": True})
 
 
 @pytest.mark.parametrize(
@@ -176,7 +212,7 @@ async def test_an_item_added_to_a_ready_order_takes_it_out_of_ready_until_made(
     [updated] = [p for e, _, p in await outbox(agent, order) if e == "updated"]
     assert updated["reopened"] == [reopened]
 
-    await scan(sims, seen, rescan, order, reopened)
+    await scan(sims, seen, rescan, order, reopened, revision=2)
     assert await last_scan(agent) == ("order_ready", f"order {order['number']} ready")
     assert (await state(scan_api, order))[0] == "ready"
     events = [(e, key) for e, key, _ in await outbox(agent, order) if e in ("ready", "updated")]
