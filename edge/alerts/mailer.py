@@ -20,7 +20,8 @@ import aiosmtplib
 import structlog
 from aiosmtplib.email import flatten_message
 
-from edge.config import SmtpSettings, smtp_address
+from edge.alerts.addresses import smtp_address
+from edge.config import SmtpSettings
 from edge.dns import unresolved
 from edge.errors import AlertError, ConfigError
 from edge.store.alerts import Mail

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.alerts.addresses import smtp_address
 from edge.config import (
     AgentSettings,
     Secret,
@@ -287,12 +288,16 @@ def _sender(text: str) -> str:
     """One address, with a name if wanted ("Filiale Mitte <edge@example.com>")."""
     if not text:
         raise ValueError("a sender address is needed (name@example.com)")
-    check_address(email.utils.parseaddr(text)[1] or text)
+    address = email.utils.parseaddr(text)[1] or text
+    check_address(address)
+    smtp_address(address)  # an internationalised domain IDNA refuses is asked again, not met at the first mail
     return text
 
 
 def _recipients(text: str) -> str:
     recipients = parse_recipients(text)
+    for recipient in recipients:
+        smtp_address(recipient)
     if not recipients:
         raise ValueError("at least one recipient is needed (name@example.com, comma-separated)")
     return ",".join(recipients)

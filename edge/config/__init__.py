@@ -40,13 +40,13 @@ from edge.config._sections import (
 )
 from edge.config._values import (
     Secret,
+    ascii_local_part,
     check_address,
     is_loopback_host,
     parse_clock,
     parse_hours,
     parse_recipients,
     signing_key,
-    smtp_address,
 )
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "SpoolSettings",
     "UnknownVariable",
     "UsbPrinterSettings",
+    "ascii_local_part",
     "check_address",
     "check_secrets_owner",
     "is_loopback_host",
@@ -86,5 +87,4 @@ __all__ = [
     "resolve_config_path",
     "secrets_path",
     "signing_key",
-    "smtp_address",
 ]

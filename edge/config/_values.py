@@ -7,8 +7,6 @@ import datetime as dt
 import ipaddress
 import re
 
-import idna
-
 
 class Secret:
     """A value that must never reach a log line or a repr."""
@@ -67,30 +65,22 @@ def parse_hours(value: str) -> tuple[dt.time, dt.time] | None:
 _ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*")
 
 
-def smtp_address(address: str) -> str:
-    """The address as SMTP without SMTPUTF8 (RFC 6531, which many relays lack) carries it, in the envelope and in
-    From/To: an internationalised domain as its A-labels, per IDNA 2008 with the UTS 46 mapping as browsers and DENIC
-    use it (Python's own "idna" codec is IDNA 2003 and makes straße.de strasse.de, another domain). ValueError for a
-    part before the @ that is not ASCII: only SMTPUTF8 carries that."""
-    local, _, domain = address.rpartition("@")
-    if not local.isascii():
+def check_address(address: str) -> None:
+    """ValueError unless ``address`` is one bare address SMTP without SMTPUTF8 (RFC 6531, which many relays lack) can
+    carry: the part before the @ in ASCII; an internationalised domain goes as its A-labels (the mailer's
+    edge.alerts.addresses, which needs a package this layer does not import)."""
+    if not _ADDRESS_RE.fullmatch(address):
+        raise ValueError(f"{address!r} is not an e-mail address (name@example.com)")
+    ascii_local_part(address)
+
+
+def ascii_local_part(address: str) -> None:
+    """ValueError if the part before the @ is not ASCII: only SMTPUTF8 carries that."""
+    if not address.rpartition("@")[0].isascii():
         raise ValueError(
             f"{address!r}: letters like ä, ö, ü or ß before the @ need SMTPUTF8, which most mail servers do not"
             " offer; use an address without them (an umlaut after the @ is fine)"
         )
-    if domain.isascii():
-        return address
-    try:
-        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
-    except idna.IDNAError as err:
-        raise ValueError(f"{address!r}: {domain!r} is not a valid internationalised domain ({err})") from None
-
-
-def check_address(address: str) -> None:
-    """ValueError unless ``address`` is one bare address SMTP can carry (smtp_address)."""
-    if not _ADDRESS_RE.fullmatch(address):
-        raise ValueError(f"{address!r} is not an e-mail address (name@example.com)")
-    smtp_address(address)
 
 
 def parse_recipients(text: str | list[str]) -> list[str]:
