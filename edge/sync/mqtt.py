@@ -71,7 +71,11 @@ RECEIVE_MAXIMUM = 64
 # (a payload that size took the agent to 476 MB). Up to this, an order over the body limit still comes and is reported
 # with the same body as a POST's 413; beyond, only the broker's log tells of it.
 PACKET_LIMIT_FACTOR = 4
-_PUBLISH_BATCH = 100  # outbox rows per cursor commit
+_PUBLISH_BATCH = 100  # rejected messages per commit of their marks
+# QoS 1 messages paho has on the line at once (its default, set so): more wait in its queue, their PUBACK timers
+# running. The outbox goes a window at a time, so each waits for its PUBACK from about when it was sent: a batch of 100
+# on a line with a 2 s round trip timed out at its end, was sent whole again and again, and nothing after it went.
+_IN_FLIGHT = 20
 _PUBACK_TIMEOUT_S = 10.0
 _IDLE_S = 5.0  # look at the outbox this often even without a wake-up
 _STORE_RETRY_MAX_S = 5.0  # an order that could not be stored is tried again this often, at most
@@ -186,6 +190,7 @@ def build_client(cfg: MqttSettings, client_id: str, *, manual_ack: bool, proxy: 
         manual_ack=manual_ack,
     )
     c.proxy = proxy
+    c.max_inflight_messages_set(_IN_FLIGHT)
     if cfg.username:
         c.username_pw_set(cfg.username, cfg.password.get() or None)
     if cfg.tls:
@@ -726,9 +731,10 @@ class MqttLink:
         self._bus.publish(MqttEventsRefused(refused=bool(detail), detail=detail))
 
     async def _publish_outbox(self, cursor: int) -> int:
-        """Each outbox row after the cursor as one message; the cursor moves once the broker has acknowledged a batch.
-        QoS 1 and a crash before the cursor commit both mean central may get an event twice: the key tells."""
-        while items := await self._store.outbox_after(cursor, _PUBLISH_BATCH):
+        """Each outbox row after the cursor as one message, a window of them at a time; the cursor moves over what the
+        broker has acknowledged, also when a later one of the window failed (it and those after it go again). QoS 1 and
+        a crash before the cursor commit both mean central may get an event twice: the key tells."""
+        while items := await self._store.outbox_after(cursor, _IN_FLIGHT):
             sends = []
             for item in items:
                 body = json.loads(item.payload)
@@ -736,11 +742,14 @@ class MqttLink:
                 body["idempotency_key"] = item.idempotency_key
                 sends.append(self._publish(self.topics["events"], json.dumps(body, sort_keys=True).encode()))
             results = await asyncio.gather(*sends, return_exceptions=True)  # each settles: none left behind
-            if errors := [r for r in results if isinstance(r, BaseException)]:
-                raise errors[0]
-            cursor = items[-1].id
-            await self._store.set_outbox_cursor(cursor)
-            self.counts["events_published"] += len(items)
+            failed = [(n, r) for n, r in enumerate(results) if isinstance(r, BaseException)]
+            acked = failed[0][0] if failed else len(items)
+            if acked:
+                cursor = items[acked - 1].id
+                await self._store.set_outbox_cursor(cursor)
+                self.counts["events_published"] += acked
+            if failed:
+                raise failed[0][1]
         return cursor
 
     async def _publish_rejects(self) -> None:

@@ -62,12 +62,14 @@ MAIL: dict[str, Any] = {
 class HoldingProxy:
     """TCP between the agent and the broker that can hold what the agent sends: its PUBACKs then never reach the
     broker, as when the process dies right after its commit. Held bytes are dropped with the connection.
-    ``line(False)`` is the store's line to the broker cut: open connections reset, new ones refused."""
+    ``line(False)`` is the store's line to the broker cut: open connections reset, new ones refused. ``delay_s``: each
+    way, what is sent arrives that much later, in order (a slow uplink's round trip: LTE fallback, a full line)."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
         self.hold = False
+        self.delay_s = 0.0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._up = True
@@ -99,12 +101,24 @@ class HoldingProxy:
             return
 
         async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, holdable: bool) -> None:
+            loop = asyncio.get_running_loop()
+            late: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+            async def arrive() -> None:  # each chunk delay_s after it was sent, in order, however many are on the way
+                while (item := await late.get()) is not None:
+                    await asyncio.sleep(max(0.0, item[0] - loop.time()))
+                    w.write(item[1])
+                    await w.drain()
+
+            arriving = asyncio.ensure_future(arrive())
             with contextlib.suppress(ConnectionError):
                 while data := await r.read(65536):
                     if holdable and self.hold:
                         continue  # swallowed: the agent thinks it sent them
-                    w.write(data)
-                    await w.drain()
+                    late.put_nowait((loop.time() + self.delay_s, data))
+                late.put_nowait(None)
+                await arriving
+            arriving.cancel()
             w.close()
 
         tasks = [
