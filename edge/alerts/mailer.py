@@ -290,14 +290,14 @@ class Mailer:
         probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # not the default context: no CA files read on the loop
         probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self._smtp.host, self._smtp.port, ssl=probe), min(self._smtp.timeout_s, 5.0)
-            )
+            async with asyncio.timeout(min(self._smtp.timeout_s, 5.0)):
+                _, writer = await asyncio.open_connection(self._smtp.host, self._smtp.port, ssl=probe)
         except (OSError, TimeoutError):  # ssl.SSLError too: it answered, but not in TLS
             return False
         writer.close()
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
         return True
 
     async def _mail_from(self, client: aiosmtplib.SMTP) -> None:
