@@ -250,6 +250,12 @@ class MqttEventsRefused(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MqttSessionLost(Event):
+    """The broker had no session for this store though it had one before, and no [central] link is set up: orders
+    central published meanwhile were never queued for it, and no recovery fetches them."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MqttOrderRejected(Event):
     """A message on the orders topic was not a valid order (or conflicted): acknowledged, kept for a person, reported
     on the events topic; nothing printed."""

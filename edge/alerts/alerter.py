@@ -48,6 +48,7 @@ from edge.events import (
     MqttConnectionChanged,
     MqttEventsRefused,
     MqttOrderRejected,
+    MqttSessionLost,
     OrderConflicted,
     OrderEventsRefused,
     OrderTotalsMismatched,
@@ -366,6 +367,8 @@ class Alerter:
                 self._signal("push_refused", "api", True, reason=reason, remote=remote)
             case PushAuthChanged():
                 self._signal("push_refused", "api", False)
+            case MqttSessionLost():
+                self._signal("mqtt_session_lost", "mqtt", True)
             case MqttOrderRejected(error="conflict"):
                 pass  # the intake's order_conflict alert (source mqtt) tells it: one mail, not two
             case MqttOrderRejected():
@@ -947,6 +950,7 @@ class Alerter:
             MqttConnectionChanged,
             MqttEventsRefused,
             MqttOrderRejected,
+            MqttSessionLost,
             OrderEventsRefused,
             JobRedirected,
             PushAuthChanged,

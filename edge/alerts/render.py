@@ -324,6 +324,26 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Ask the central backend to send changes with a higher revision; check the kitchen has the right version.",
         ),
     },
+    "mqtt_session_lost": {
+        "de": (
+            "MQTT: Broker hatte keine Sitzung für diese Filiale",
+            "Der MQTT-Broker hatte keine Sitzung mehr für diese Filiale (neu gestartet ohne Speicher, abgelaufen oder"
+            " ein anderer Broker). Bestellungen, die die Zentrale in der Zwischenzeit gesendet hat, wurden nicht für"
+            " die Filiale aufbewahrt und nicht gedruckt; ohne Verbindung zur Zentrale ([central]) kann der Agent sie"
+            " nicht nachholen.",
+            "Die Zentrale bitten, die Bestellungen seit dem letzten gedruckten Bon erneut zu senden; den Techniker"
+            " bitten, [central] einzurichten (dann holt der Agent solche Bestellungen selbst nach) oder die"
+            " Persistenz des Brokers einzuschalten.",
+        ),
+        "en": (
+            "MQTT: the broker had no session for this store",
+            "The MQTT broker no longer had a session for this store (restarted without persistence, expired, or"
+            " another broker). Orders central sent meanwhile were not kept for the store and did not print; without a"
+            " link to central ([central]) the agent cannot fetch them.",
+            "Ask central to send the orders since the last printed ticket again; ask the technician to set up"
+            " [central] (the agent then fetches such orders itself) or turn on the broker's persistence.",
+        ),
+    },
     "cancel_refused": {
         "de": (
             "Bestellung {order}: Storno nicht übernommen",

@@ -65,6 +65,8 @@ TYPES: dict[str, AlertType] = {
         # Orders pushed over HTTP refused for their token or signature: none comes in until a person sets them alike.
         AlertType("push_refused", CRITICAL),
         AlertType("mqtt_invalid", CRITICAL, remind=False),
+        # The broker lost the store's session and no [central] link can fetch what was published meanwhile.
+        AlertType("mqtt_session_lost", CRITICAL, remind=False),
     )
 }
 

@@ -130,6 +130,29 @@ async def read_order(body: bytes) -> object:
     return await asyncio.to_thread(decode_order, body) if len(body) > _DECODE_IN_THREAD else decode_order(body)
 
 
+def order_id_in(prefix: bytes) -> str | None:
+    """The top-level ``id`` of an order whose bytes were cut short (a payload over the size limit, kept in part), so
+    its rejection names whose order it was; None when the part kept does not show it. Member by member, each value
+    whole or not at all: an ``id`` inside an item is never taken for it."""
+    text = prefix.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="ignore")
+    decoder, at = json.JSONDecoder(), text.find("{") + 1
+    if at == 0 or text[: at - 1].strip():
+        return None
+    try:
+        while True:
+            while text[at : at + 1].isspace() or text[at : at + 1] == ",":
+                at += 1
+            key, at = decoder.raw_decode(text, at)
+            at = text.index(":", at) + 1
+            while text[at : at + 1].isspace():
+                at += 1
+            value, at = decoder.raw_decode(text, at)
+            if key == "id":
+                return value if isinstance(value, str) and _ID[0].fullmatch(value) else None
+    except ValueError:  # cut short (or not JSON) before an id showed
+        return None
+
+
 def decode_order(body: bytes) -> object:
     """An order's bytes as JSON (HTTP body or MQTT payload), or a MalformedOrderError saying why not."""
     # A UTF-8 byte order mark first (.NET's StreamWriter, PowerShell 5): RFC 8259 8.1 lets a parser ignore it.

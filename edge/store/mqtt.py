@@ -13,6 +13,7 @@ from edge.store.rows import OutboxItem
 # The id of the last outbox row the broker acknowledged on <prefix>/events. A cursor rather than a column: while MQTT
 # is off the outbox pays nothing for it (no extra index entry or write per event on an SD card).
 CURSOR_KEY = "mqtt_outbox_cursor"
+SESSION_KEY = "mqtt_session_held"  # a broker once held a session for this store (value unused)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -83,6 +84,17 @@ class MqttStore:
     async def reject_count(self) -> int:
         row = await self._db.fetchone("SELECT COUNT(*) FROM mqtt_rejects")
         return int(row[0]) if row else 0
+
+    async def session_held(self) -> bool:
+        """Whether a broker held a session for this store before (MqttStore.note_session): a new one since means it
+        lost it."""
+        rows = await self._db.fetchall("SELECT 1 FROM meta WHERE key = ?", (SESSION_KEY,))
+        return bool(rows)
+
+    async def note_session(self) -> None:
+        """A broker holds a session for this store (written once in a box's life)."""
+        async with self._db.transaction() as conn:
+            await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", (SESSION_KEY,))
 
     async def outbox_cursor(self) -> int:
         """The last outbox id published; at the first start with MQTT, the newest row now (history before MQTT was

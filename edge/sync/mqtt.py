@@ -47,12 +47,13 @@ from edge.events import (
     MqttConnectionChanged,
     MqttEventsRefused,
     MqttOrderRejected,
+    MqttSessionLost,
     OrderStored,
     ScanRecorded,
 )
 from edge.log import SaidOnce
 from edge.orders.intake import OrderIntake
-from edge.orders.model import MalformedOrderError, read_order
+from edge.orders.model import MalformedOrderError, order_id_in, read_order
 from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
 from edge.store.db import Database
 from edge.store.mqtt import MqttStore
@@ -525,19 +526,39 @@ class MqttLink:
     async def _announce(self, session_present: bool) -> None:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await self._publish(self.topics["status"], b"online", retain=True)
-        if not session_present:
-            # A new session (first start, or a broker restarted without persistence): orders published while we had
-            # none were never queued for us. Expected at the first connection of a box (or of this client id); on a
-            # reconnect the broker lost it.
-            (log.warning if self._generation > 1 else log.info)(
-                "mqtt_session_new", note="orders published without our session are caught up by recovery"
-            )
+        await self._session_news(session_present)
         # Recovery pulls what the broker did not keep for us: at every reconnect (a session lost, or kept by a broker
         # that crashed and came back from its last save, Mosquitto's every autosave_interval, without the orders
         # queued since: session present cannot tell), and at a run's first session when it is new. That first session
         # is part of start-up: it shares (or starts) the run central's first answer also asks for, under one name.
         if self._catch_up is not None and (self._generation > 1 or not session_present):
             await self._catch_up(RunTrigger.LINK_BACK if self._generation > 1 else RunTrigger.STARTUP)
+
+    async def _session_news(self, session_present: bool) -> None:
+        """A new session (session present false) on a box a broker held one for before: the broker lost it (restarted
+        without persistence, expired it, or another broker), and what central published meanwhile was never queued
+        for us. Recovery fetches it; without a [central] link nothing can, and the manager is told. A box's first
+        session is no news."""
+        try:
+            held = await self._store.session_held()
+            if not held:
+                await self._store.note_session()
+        except StoreError:  # a full card: judged by this run alone
+            held = self._generation > 1
+        if session_present:
+            return
+        if not held and self._generation == 1:
+            log.info("mqtt_session_new", note="the first session of this store on this broker")
+        elif self._catch_up is not None:
+            log.warning("mqtt_session_lost", note="orders central published meanwhile are fetched by recovery")
+        else:
+            log.error(
+                "mqtt_session_lost",
+                broker=self._cfg.url,
+                note="orders central published meanwhile were never queued for this store, and no recovery can fetch"
+                " them: no [central] link is set up",
+            )
+            self._bus.publish(MqttSessionLost())
 
     def _lasted(self, generation: int) -> None:
         if generation == self._generation and self.state == MqttState.CONNECTED:
@@ -616,8 +637,10 @@ class MqttLink:
             await self._other_topic(topic, payload)
             return "other_topic"
         if len(payload) > self._max_payload:  # the same limit and the same body as a POST's 413
-            # Kept: what a person needs to know whose it is, not megabytes on the SD card each time it is sent.
-            await self._reject(topic, payload[: self._max_payload], order_id, too_large_body(self._max_payload))
+            # Kept: what a person needs to know whose it is, not megabytes on the SD card each time it is sent; the
+            # report names the order when the part kept shows its id (central's only word that it never printed).
+            kept = payload[: self._max_payload]
+            await self._reject(topic, kept, order_id_in(kept), too_large_body(self._max_payload))
             return "rejected"
         try:
             order = await read_order(payload)

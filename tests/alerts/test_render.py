@@ -44,6 +44,7 @@ GROUP_DETAILS = {
     "mqtt_events_refused": {"detail": "the broker refuses this client's messages on edge/s/events: Not authorized"},
     "push_refused": {"reason": "wrong_token", "remote": "10.0.0.7"},
     "mqtt_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: must be an integer"}]},
+    "mqtt_session_lost": {},
 }
 SUBJECTS = {
     "queue_backlog": "queue",
@@ -60,6 +61,7 @@ SUBJECTS = {
     "mqtt_events_refused": "mqtt",
     "push_refused": "api",
     "mqtt_invalid": "mqtt",
+    "mqtt_session_lost": "mqtt",
     "station_unrouted": "pastry",
 }
 
