@@ -47,6 +47,11 @@ def _paint(level: str, text: str, colour: bool) -> str:
     return f"{_COLOURS[level]}{text}{_RESET}" if colour else text
 
 
+def _clock(at: float) -> str:
+    """A wall time as the box's clock shows it, for a line of edge status."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
 def _ago(seconds: float | None) -> str:
     if seconds is None:
         return "–"
@@ -58,11 +63,7 @@ def _ago(seconds: float | None) -> str:
 
 def _row_text(row: dict[str, Any]) -> str:
     def shown(key: str, value: Any) -> Any:
-        return (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-            if key.endswith("_at") and isinstance(value, (int, float))
-            else value
-        )
+        return _clock(value) if key.endswith("_at") and isinstance(value, (int, float)) else value
 
     return ", ".join(f"{k}={shown(k, v)}" for k, v in row.items() if v not in (None, ""))
 
@@ -110,9 +111,19 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
         level = {"connected": "ok", "refused": "fail"}.get(mqtt["state"], "warn")
         detail = f" ({mqtt['detail']})" if mqtt.get("detail") else ""
         rejected = f", {mqtt['rejected_total']} messages were not an order" if mqtt.get("rejected_total") else ""
-        lines.append(f"mqtt link: {_paint(level, mqtt['state'], colour)}{detail}{rejected}")
+        since = f" since {_clock(mqtt['since'])}" if mqtt["state"] != "connected" and mqtt.get("since") else ""
+        lines.append(f"mqtt link: {_paint(level, mqtt['state'], colour)}{since}{detail}{rejected}")
+        if waiting := mqtt.get("events_unpublished"):
+            lines.append(_paint("warn", f"  {waiting} status events not yet published", colour))
         if mqtt.get("events_refused"):  # an older agent's answer has none
             lines.append(_paint("fail", f"mqtt events refused: {mqtt['events_refused']}", colour))
+        for r in (mqtt.get("rejected") or [])[:3]:  # the newest; edge doctor and the status page list more
+            error = r.get("error") or {}
+            what = error.get("field") or error.get("error") or ""
+            lines.append(
+                f"  not an order: {_clock(r['received_at'])} {r.get('order_id') or '?'}"
+                f" {what}: {str(error.get('reason', ''))[:100]}".rstrip()
+            )
     lines.append("last recovery: " + (_row_text(data["recovery"][0]) if data["recovery"] else "none"))
     lines.append("last alert: " + (_row_text(data["alerts"][0]) if data["alerts"] else "none"))
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from edge.config import Settings
 from edge.ops.technician import doctor, render_status
 from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
-from tests.helpers import api_client, eventually, wait_until
+from tests.helpers import api_client, eventually, post, wait_until
 from tests.mqtt.conftest import ORDERS, STATUS, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -46,7 +46,9 @@ async def test_status_shows_the_link_and_the_rejected_messages(
     make_agent: MakeAgent, broker: Broker, backend: Backend
 ) -> None:
     """GET /api/v1/status (edge status, the status page) has the link state, and the messages that were not an order,
-    newest first with their reason; edge status prints the link in one line."""
+    newest first with their reason; edge status prints the link, the latest of them with their reason, and while the
+    broker is down since when and how many status events wait (before stop 63, MQTT probe finding 4: only the link's
+    state and a count of messages, where the docs promised the rest)."""
     agent = await make_agent(mqtt=mqtt_section(broker))
     # Not "connected" (CONNACK): a message published before the agent's SUBSCRIBE is in place is not queued for it.
     await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
@@ -66,4 +68,19 @@ async def test_status_shows_the_link_and_the_rejected_messages(
     assert data["mqtt"]["rejected"][0]["order_id"] == bad["id"]
     assert data["mqtt"]["rejected"][0]["error"]["field"] == "items"
     assert "MQTT link" in panel and bad["id"] in panel
-    assert "mqtt link: connected" in render_status(data, colour=False)
+    shown = render_status(data, colour=False)
+    assert "mqtt link: connected" in shown
+    assert bad["id"] in shown and "items" in shown, shown
+    await broker.stop()
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(2, print_receipt=False)))[0] == 201
+
+        async def later() -> dict:
+            async with api.get("/api/v1/status") as response:
+                return await response.json()
+
+        data = await eventually(
+            later, lambda d: d["mqtt"]["state"] != "connected" and d["mqtt"]["events_unpublished"], what="events wait"
+        )
+    shown = render_status(data, colour=False)
+    assert "since" in shown and "status events not yet published" in shown, shown
