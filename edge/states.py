@@ -99,6 +99,7 @@ class PickupState(enum.StrEnum):
     OPEN = "open"
     READY = "ready"
     HANDED_OUT = "handed_out"
+    CANCELLED = "cancelled"  # cancelled before it was handed out: not to make, not to call out
 
 
 class RunTrigger(enum.StrEnum):

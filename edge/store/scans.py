@@ -199,7 +199,8 @@ class ScanStore:
         return {outcome: 0 for outcome in ScanOutcome} | {ScanOutcome(r[0]): r[1] for r in rows}
 
     async def progress(self, order_id: str) -> OrderProgress:
-        """The order's pickup state (open, ready, handed_out) and which station tickets are done."""
+        """The order's pickup state (open, ready, handed_out; cancelled when it was not handed out) and which station
+        tickets are done."""
         stations = await self._db.fetchall(
             f"SELECT s.station, d.done_at FROM ({_STATIONS_SQL}) s"
             " LEFT JOIN station_done d ON d.order_id = ?1 AND d.station = s.station ORDER BY s.station",
@@ -208,8 +209,11 @@ class ScanStore:
         pickup = await self._db.fetchone(
             "SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,)
         )
+        cancelled = await self._db.fetchone("SELECT 1 FROM orders WHERE id = ? AND status = 'cancelled'", (order_id,))
         state = (
-            PickupState.OPEN
+            PickupState.CANCELLED
+            if cancelled and (pickup is None or pickup["handed_out_at"] is None)
+            else PickupState.OPEN
             if pickup is None
             else PickupState.READY
             if pickup["handed_out_at"] is None

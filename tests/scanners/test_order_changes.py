@@ -294,3 +294,23 @@ async def test_the_bar_ticket_of_drinks_taken_out_changes_nothing_and_says_why(
         f"order {order['number']} has nothing for bar in revision 2: nothing changed",
     )
     assert await state(scan_api, order) == ("open", {"kitchen": False})
+
+
+@pytest.mark.parametrize("scanned", [True, False])
+async def test_a_cancelled_order_reads_cancelled_at_the_pass_not_ready_or_open(
+    scan_agent: tuple[Agent, Seen],
+    sims: dict[str, SimScanner],
+    scan_api: aiohttp.ClientSession,
+    scanned: bool,
+) -> None:
+    """An order scanned ready (or not scanned yet) and then cancelled: GET /api/v1/orders/{id} says `state:
+    cancelled`, which no pickup screen reads as "call the guest" or "still to make". Before (changes probe F3): `ready`
+    (or `open`) beside `status: cancelled`."""
+    agent, seen = scan_agent
+    order = await new_order(scan_api, agent, 1)
+    if scanned:
+        await scan(sims, seen, "kitchen", order, "kitchen")
+        assert (await state(scan_api, order))[0] == "ready"
+    async with scan_api.post(f"/api/v1/orders/{order['id']}/cancel", json={"revision": 2}) as response:
+        assert response.status == 200, await response.text()
+    assert (await state(scan_api, order))[0] == "cancelled"
