@@ -131,6 +131,25 @@ def test_a_misspelt_key_in_edge_env_stops_config_check_with_one_line(tmp_path: P
     assert _check(config).returncode == 0
 
 
+@pytest.mark.parametrize(
+    "quoted", ["“abcdefghijklmnopqrstuvwx”", "„abcdefghijklmnopqrstuvwx“", '"‘abcdefghijklmnopqrstuvwx’"']
+)
+def test_a_secret_in_typographic_quotes_pasted_from_a_mail_stops_config_check_with_one_line(
+    tmp_path: Path, quoted: str
+) -> None:
+    """The API token pasted from a mail or a document with its typographic quotes (“…”, „…“, ‘…’): they would become
+    part of the token, and central's requests would be refused with nothing on the box saying why. `edge config
+    check` exits 2 with one line naming the file, the line and the variable, and what to write instead (before:
+    "ok", tech probe finding 9)."""
+    toml = PLAIN_TOML.format(data_dir=tmp_path / "d")
+    config, env = _store(tmp_path, f"EDGE_API_TOKEN={quoted}\n", toml)
+    result = _check(config)
+    assert result.returncode == 2, result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert f"{env}: line 1: EDGE_API_TOKEN" in line and "typographic quotes" in line, line
+    assert "abcdefghijklmnopqrstuvwx" not in line  # a secret is not echoed
+
+
 async def test_the_agents_start_log_names_overridden_and_unknown_keys_in_one_line_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

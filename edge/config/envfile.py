@@ -56,6 +56,9 @@ def _unquote(raw: str) -> str:
     return raw
 
 
+_TYPOGRAPHIC_QUOTES = frozenset("“”„‟‘’‚‛«»‹›")
+
+
 def parse_line(line: str) -> tuple[str, str] | None:
     """(key, value) of a KEY=VALUE line, None for a blank or comment line; EnvFileError for anything else."""
     if _SKIP_RE.fullmatch(line):
@@ -68,7 +71,15 @@ def parse_line(line: str) -> tuple[str, str] | None:
         )
     if found := _NONCHARACTER_RE.search(match.group(2)):
         raise EnvFileError(f"{match.group(1)}: the value contains {_noncharacter(found)}")
-    return match.group(1), _unquote(match.group(2))
+    value = _unquote(match.group(2))
+    if value[:1] in _TYPOGRAPHIC_QUOTES or value[-1:] in _TYPOGRAPHIC_QUOTES:
+        # Pasted from a mail or a document: they would become part of a token or password, and central or the relay
+        # would refuse it with nothing on the box saying why.
+        raise EnvFileError(
+            f"{match.group(1)}: the value is in typographic quotes (“…”, „…“ or ‘…’), which would become part of it:"
+            ' write it in straight double quotes "…"'
+        )
+    return match.group(1), value
 
 
 BOM = "\ufeff"  # what Windows Notepad's "UTF-8 with BOM" puts first: skipped, as if it were not there
