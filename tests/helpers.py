@@ -688,7 +688,7 @@ def originals_on_paper(printed: Iterable[bytes]) -> collections.Counter[tuple[st
     for data in printed:
         doc = decode(data)
         if doc.qr_codes:
-            _, _, order_id, station = doc.qr_codes[0].split(":")
+            _, _, order_id, station = doc.qr_codes[0].split(":")[:4]
             originals[(order_id, station)] += COPY_MARK not in doc.text
     return originals
 
