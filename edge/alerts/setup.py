@@ -28,6 +28,7 @@ from edge.config import (
 )
 from edge.config.envfile import BOM, EnvFileError, parse_line, update_env_file
 from edge.errors import AlertError, ConfigError, EdgeError
+from edge.log import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PASSWORD_TRIES = 3
@@ -473,7 +474,10 @@ def _check_agent_config(args: argparse.Namespace, say: Callable[[str], None]) ->
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`edge setup-notifications` and the script: Ctrl-C or a closed input ends it cleanly, with nothing written."""
+    """`edge setup-notifications` and the script: Ctrl-C or a closed input ends it cleanly, with nothing written. The
+    dialogue is the technician's: the mailer's log lines (a coloured "alert_mail_delivered" between two questions)
+    stay out of it, errors only."""
+    configure_logging(level="error")
     try:
         return run(args)
     except (KeyboardInterrupt, EOFError):

@@ -135,6 +135,9 @@ async def test_setup_custom_provider_end_to_end(sink: SmtpSink, cert: tuple[Path
     assert not (tmp_path / "data").exists()  # run as root, a database made here would be root's (issue 16.13)
     assert "the agent's config loads" in output
     assert SMTP_PASSWORD not in output  # hidden input, never echoed
+    # The dialogue is the technician's: no log line of the mailer in the middle of it (before stop 63, tech probe
+    # finding 8: a coloured "alert_mail_delivered accepted=1 ..." between two questions).
+    assert "alert_mail_delivered" not in output and "\x1b[" not in output, output
 
 
 async def test_setup_wrong_password_writes_nothing(sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path) -> None:
