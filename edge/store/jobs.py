@@ -461,7 +461,9 @@ class JobStore:
         a job in flight stays put."""
         async with self._db.publishing(self._bus) as (conn, events):
             rows = await conn.execute_fetchall(
-                "UPDATE print_jobs SET printer = ?1, redirected_from = COALESCE(redirected_from, ?2),"
+                # Back to the printer it was meant for (its backup failed too): an original again, unmarked.
+                "UPDATE print_jobs SET printer = ?1,"
+                " redirected_from = CASE WHEN redirected_from = ?1 THEN NULL ELSE COALESCE(redirected_from, ?2) END,"
                 " next_attempt_at = 0 WHERE printer = ?2 AND station = ?3 AND kind = 'ticket'"
                 " AND state IN ('queued', 'failed') RETURNING id, order_id, state",
                 (to_printer, from_printer, station),

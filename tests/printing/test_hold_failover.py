@@ -312,6 +312,34 @@ async def test_failover_moves_waiting_tickets_once_and_primary_takes_new_ones(
     ]
 
 
+async def test_tickets_that_come_back_to_their_own_printer_after_the_backup_failed_too_are_not_marked_redirected(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Kitchen and its backup on one breaker: both go off, the kitchen's tickets move to the backup, which is off
+    too, and when the kitchen printer is back first they move back and print there, as the originals they are: no
+    UMGELEITET header naming the printer they print on, redirected_from empty. Before (print probe round 3, s08):
+    "UMGELEITET von kitchen" on the kitchen's own paper, which makes a cook wonder whether another station has it."""
+    agent, api = await start_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 0.5})
+    kitchen, front = printers["kitchen"], printers["front"]
+    kitchen.set_offline(True)
+    front.set_offline(True)
+    for order in tickets_only(example_order, 2):
+        assert (await post(api, order))[0] == 201
+    await eventually(
+        lambda: db_rows(agent, "SELECT DISTINCT printer FROM print_jobs"),
+        lambda rows: rows == [("front",)],
+        what="the tickets moved to the backup",
+    )
+    kitchen.set_offline(False)
+    printed = await kitchen.wait_for_printed(2, timeout=15)
+    assert ["UMGELEITET" in decode(data).text for data in printed] == [False, False], [decode(d).text for d in printed]
+    await eventually(
+        lambda: db_rows(agent, "SELECT printer, redirected_from, state FROM print_jobs"),
+        lambda rows: rows == [("kitchen", None, "printed")] * 2,
+        what="both printed on the kitchen printer, unmarked",
+    )
+
+
 async def test_a_failover_the_full_card_refuses_says_so_once_and_moves_the_tickets_once_there_is_room(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
