@@ -101,13 +101,19 @@ def _from_marker(payload: str) -> Directive:
     return Directive(name, tuple(args), tuple(options.items()))
 
 
+# A line or paragraph break in a value, in any of the forms tills write them.
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x85\u2028\u2029]")
+_BREAK = Directive("br")
+
+
 def finalize(value: Any) -> str:
-    """Every ``{{ value }}`` passes here: directives become markers, everything else loses its control characters."""
+    """Every ``{{ value }}`` passes here: directives become markers, everything else loses its control characters; a
+    line break in a value (the lines of a note, as the till sent them) becomes ``br``."""
     if isinstance(value, Directive):
         return value.marker()
     if value is None:
         return ""
-    return CONTROL.sub(" ", str(value))
+    return _BREAK.marker().join(CONTROL.sub(" ", part) for part in _LINE_BREAK.split(str(value)))
 
 
 class Layout:
@@ -258,6 +264,17 @@ def _hang(job: Layout, args: Args, options: Options) -> None:
     job.hang = columns(job.left)
 
 
+def _br(job: Layout, args: Args, options: Options) -> None:
+    """br: what came before prints, and the rest goes on in a new line at the hanging indent (a line break in a
+    value: an allergy the till put on a line of its own stays on one, not run into the note before it)."""
+    hang = min(job.hang, job.width // 2)
+    if job._has_text():
+        job._print_wrapped()
+    job._start_line()
+    job.left, job.left_cells, job.hang = [Char(" ", PLAIN)] * hang, hang, hang
+    job.had_directive = True
+
+
 def _to_right(job: Layout, args: Args, options: Options) -> None:
     """to_right: the rest of the line is flush right (prices)."""
     job.right = []
@@ -316,6 +333,7 @@ DIRECTIVES: dict[str, Callable[[Layout, Args, Options], None]] = {
     "plain": _plain,
     "align": _align,
     "hang": _hang,
+    "br": _br,
     "to_right": _to_right,
     "rule": _rule,
     "qr": _qr,

@@ -12,13 +12,13 @@ import pytest
 from PIL import Image
 
 from edge.app import Agent
-from edge.config import Settings
+from edge.config import Settings, parse_settings
 from edge.errors import ConfigError
 from edge.orders.model import Order, Payment
 from edge.printing.decode import decode
 from edge.printing.render import PrintOptions, Renderer
 from edge.sim.printer import SimPrinter
-from tests.helpers import EXAMPLE, api_client, fresh, post
+from tests.helpers import EXAMPLE, api_client, config_dict, fresh, post
 
 QR = "edge:v1:ord_7f3a9c21:kitchen"
 GS_V0 = re.compile(rb"\x1dv0\x00(.)(.)(.)(.)", re.S)
@@ -183,3 +183,24 @@ async def test_the_kitchen_ticket_names_the_guest_with_their_phone_number_the_re
     receipt = decode((await printers["front"].wait_for_printed(1))[0])
     assert "Jürgen Groß, +49 30 1234567" in ticket.text.splitlines()
     assert "1234567" not in receipt.text
+
+
+async def test_a_notes_lines_print_as_lines_and_a_long_order_number_stays_whole_on_a_narrow_printer(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """What the till sent as lines of a note (an allergy on its own line) prints as lines, each under the note's
+    hanging indent; and an order number too long for double width on a 58 mm printer (32 columns) prints whole at
+    double height instead of split mid-number. Before (print probe round 3, s01 and s07): "! ohne Zwiebeln extra
+    scharf  Allergie: Nüsse!" as one run-on line, and "LIEF-2026-1205-0" / "0042" in the head."""
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"]["width"] = 32
+    agent = await make_agent(parse_settings(raw, source="test"))
+    order = fresh(json.loads(json.dumps(EXAMPLE)))
+    order["number"] = "LIEF-2026-1205-00042"
+    order["items"][0]["note"] = "ohne Zwiebeln\nextra scharf\r\nAllergie: Nüsse!"
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+    lines = [line.strip() for line in decode((await printers["kitchen"].wait_for_printed(1))[0]).text.splitlines()]
+    assert "LIEF-2026-1205-00042" in lines, lines
+    start = lines.index("! ohne Zwiebeln")
+    assert lines[start + 1 : start + 3] == ["extra scharf", "Allergie: Nüsse!"], lines
