@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -136,12 +137,26 @@ async def test_a_query_the_printer_never_answers_is_not_waited_for_as_a_late_one
     assert await printer.wait_for_printed(4) == [LINE] * 4
 
 
+@pytest.fixture
+def epson_profile_without_gs_r(
+    printers: dict[str, SimPrinter], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """The config of a kitchen clone that answers DLE EOT but never GS r, set up as a TM-T88V (whose profile says it
+    answers GS r). The waits are shortened (the backlog's 28 s to 1 s, the slowest printer ten times quicker)."""
+    monkeypatch.setattr(driver_module, "_AHEAD_S", 1.0)
+    monkeypatch.setattr(driver_module, "_SLOW_PRINTER_LINES_PER_S", 30.0)
+    monkeypatch.setattr(driver_module, "_SLOW_PRINTER_CUT_S", 0.1)
+    printers["kitchen"].answer_in_order = False
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"]["profile"] = "TM-T88V"
+    return raw
+
+
 async def test_a_printer_without_gs_r_set_up_with_an_epson_profile_costs_one_copy_and_is_told_to_have_a_wrong_profile(
     make_agent: Callable[..., Awaitable[Agent]],
     example_order: dict,
     printers: dict[str, SimPrinter],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    epson_profile_without_gs_r: dict[str, Any],
 ) -> None:
     """A clone that answers DLE EOT but never GS r, configured as a TM-T88V (whose profile says it answers GS r): its
     first ticket waits for GS r as long as an Epson's backlog may take, then fails and prints once more as COPY; from
@@ -150,15 +165,8 @@ async def test_a_printer_without_gs_r_set_up_with_an_epson_profile_costs_one_cop
     printers.kitchen.profile as likely wrong. Before stop 62 (print probe s11): every ~30 s the ticket failed and
     printed again as COPY, the station stalled behind it, and the job ended dead though it had printed. What was
     learnt is kept with the printer's address: after a restart the next ticket prints once, without the long wait,
-    and the detail still names the profile (before: one more COPY, ~30 s late, after every restart). The waits
-    are shortened (the backlog's 28 s to 1 s, the slowest printer ten times quicker): seconds, not minutes."""
-    monkeypatch.setattr(driver_module, "_AHEAD_S", 1.0)
-    monkeypatch.setattr(driver_module, "_SLOW_PRINTER_LINES_PER_S", 30.0)
-    monkeypatch.setattr(driver_module, "_SLOW_PRINTER_CUT_S", 0.1)
-    kitchen = printers["kitchen"]
-    kitchen.answer_in_order = False
-    raw = config_dict(tmp_path / "data", printers)
-    raw["printers"]["kitchen"]["profile"] = "TM-T88V"
+    and the detail still names the profile (before: one more COPY, ~30 s late, after every restart)."""
+    kitchen, raw = printers["kitchen"], epson_profile_without_gs_r
     first, second, third = orders(example_order, 3)
     settings = parse_settings(raw, source="test")
     with capture_logs() as logs:
@@ -193,19 +201,12 @@ async def test_a_printer_learnt_without_gs_r_that_answers_it_after_a_restart_is_
     make_agent: Callable[..., Awaitable[Agent]],
     example_order: dict,
     printers: dict[str, SimPrinter],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    epson_profile_without_gs_r: dict[str, Any],
 ) -> None:
     """What was learnt of a printer on an address is not kept for ever: the clone without GS r is replaced by the
     model its profile names, on the same address. The first status poll of the next run asks GS r once; it answers,
     so the profile is no longer named as wrong, and the next restart does not take it for one without GS r."""
-    monkeypatch.setattr(driver_module, "_AHEAD_S", 1.0)
-    monkeypatch.setattr(driver_module, "_SLOW_PRINTER_LINES_PER_S", 30.0)
-    monkeypatch.setattr(driver_module, "_SLOW_PRINTER_CUT_S", 0.1)
-    kitchen = printers["kitchen"]
-    kitchen.answer_in_order = False
-    raw = config_dict(tmp_path / "data", printers)
-    raw["printers"]["kitchen"]["profile"] = "TM-T88V"
+    kitchen, raw = printers["kitchen"], epson_profile_without_gs_r
     agent = await make_agent(parse_settings(raw, source="test"))
     async with api_client(agent) as api:
         assert (await post(api, orders(example_order, 1)[0]))[0] == 201
