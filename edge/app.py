@@ -169,7 +169,7 @@ class Agent:
                 log.warning("alerts_not_mailed", reason=unmailed, recipients=len(s.alerts.to))
             orders = OrderStore(db, clock=self.clock)
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
-            self._on_stop(stack, "stop mark", lambda: self._mark_stopped(jobs))  # after the parts pushed below
+            self._on_stop(stack, "stop mark", lambda: self._mark_stopped(jobs, ages))  # after the parts pushed below
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             answered, without_in_order = await jobs.answered_devices(), await jobs.devices_without_in_order()
             drivers = {
@@ -194,7 +194,7 @@ class Agent:
             # A full card may refuse the moves a config change needs: the spools then start once they are written, or
             # a ticket would print where its station no longer is, and those of a printer gone would wait for a start.
             moved = await self._move_stranded(jobs, router, first=True)
-            ages.seed(await jobs.waiting(), last_written=await jobs.last_written())
+            ages.seed(await jobs.waiting(), last_written=await jobs.last_written(), stopped=await jobs.stopped_waits())
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
             self.bus.subscribe(self._on_order_stored, OrderStored)
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderRevised)
@@ -309,11 +309,11 @@ class Agent:
         self.deps.mqtt = self.mqtt
 
     @staticmethod
-    async def _mark_stopped(jobs: JobStore) -> None:
-        """The stop's time on record for the next start's ages (JobStore.last_written); a card that refuses the write
-        only leaves the last order's time there."""
+    async def _mark_stopped(jobs: JobStore, ages: JobAges) -> None:
+        """The stop's time and the waiting jobs' waits on record for the next start's ages (JobStore.last_written,
+        stopped_waits); a card that refuses the write only leaves the last order's time there."""
         try:
-            await jobs.mark_stopped()
+            await jobs.mark_stopped(ages.waits(job_id for job_id, *_ in await jobs.waiting()))
         except StoreError as err:
             log.warning("stop_not_recorded", error=str(err))
 

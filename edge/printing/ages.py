@@ -59,12 +59,28 @@ class JobAges:
             for job_id in list(self._since)[: _REMEMBERED // 2]:
                 self.forget(job_id)
 
-    def seed(self, jobs: Iterable[tuple[int, float, str]], *, last_written: float | None = None) -> None:
+    def seed(
+        self,
+        jobs: Iterable[tuple[int, float, str]],
+        *,
+        last_written: float | None = None,
+        stopped: tuple[float, Mapping[int, float]] | None = None,
+    ) -> None:
         """(job id, created_at, its order's created_at) of jobs already waiting at start-up: their wait so far from the
         wall clock, once — never longer than their order exists by that clock: a job stored while the clock was
         behind (a box booted in 1970, before NTP) is as old as its order, not 56 years. ``last_written``: the wall
-        time of the store's last write (JobStore.last_written), read at the start: a clock behind it is."""
+        time of the store's last write (JobStore.last_written), read at the start: a clock behind it is.
+        ``stopped``: the last clean stop's wall time and the waits it kept (JobStore.stopped_waits): a job's wait is
+        then the one the monotonic clock measured, plus the time since that stop (none if the clock is behind it),
+        whatever the wall clock did during that run (an NTP step back lost it, and a stale ticket printed)."""
         mono = self._clock.mono()
+        if stopped is not None:
+            stopped_at, waits = stopped
+            down = max(0.0, self._clock.wall() - stopped_at)
+            for job_id, waited in waits.items():
+                if job_id not in self._since:
+                    self._since[job_id] = mono - waited - down
+                    self._seeded.add(job_id)
         if last_written is not None:
             self._last_written = (last_written, mono)
         wall = self._clock.wall()
@@ -81,6 +97,11 @@ class JobAges:
                 wait = min(wait, max(0.0, wall - created))
             self._since[job_id] = mono - wait
             self._seeded.add(job_id)
+
+    def waits(self, job_ids: Iterable[int]) -> dict[int, float]:
+        """How long each of these jobs has waited, on the monotonic clock, for a clean stop to keep (seed)."""
+        now = self._clock.mono()
+        return {job_id: now - self._since[job_id] for job_id in job_ids if job_id in self._since}
 
     def forget(self, job_id: int) -> None:
         """The job is printed or discarded. A held or dead one is remembered: released or retried, its wait goes on

@@ -162,6 +162,32 @@ async def test_a_stale_ticket_is_still_held_after_a_restart_with_the_clock_behin
     assert ["A-1002" in ticket.decode("cp858") for ticket in printers["kitchen"].printed] == [True] * fresh_order
 
 
+async def test_a_ticket_that_waited_before_a_step_back_and_a_clean_restart_keeps_its_wait(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """No central link. A ticket waits 35 s for the kitchen printer; NTP sets the clock an hour back; the agent is
+    restarted cleanly 10 s later; 30 s after that the printer is back: the ticket has waited 75 s, past its stale age
+    (60 s), and is held. A clean stop keeps each waiting job's wait as the monotonic clock measured it. Before (clock
+    probe, s04): the stop's time was written on the stepped clock, earlier than the job, the wait before the restart
+    was lost, and the ticket printed unmarked into the rush."""
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})
+    printers["kitchen"].set_offline(True)
+    created = datetime.fromtimestamp(box_clock.wall(), UTC)
+    async with api_client(agent) as api:
+        assert (await post(api, asap(make_order(1, print_receipt=False, created_at=created))))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    box_clock.advance(35)
+    box_clock.step(-3600)
+    box_clock.advance(10)
+    await agent.stop()
+    agent = await make_agent(clock=box_clock, printing={"stale_ticket_min": 1})
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")
+    box_clock.advance(30)
+    printers["kitchen"].set_offline(False)
+    await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("held",)])
+    assert printers["kitchen"].printed == []
+
+
 @pytest.mark.parametrize("step", [-HOURS_8, HOURS_8])
 async def test_a_paused_printer_resumes_within_two_seconds_of_the_fix_across_a_step(
     make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock, step: float
