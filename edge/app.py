@@ -161,7 +161,13 @@ class Agent:
             ready = asyncio.Event()  # set at READY (see Alerter)
             if s.smtp.host:
                 self.alerter = Alerter(
-                    settings=s, db=db, bus=self.bus, mailer=Mailer(s.smtp), clock=self.clock, ages=ages, ready=ready
+                    settings=s,
+                    db=db,
+                    bus=self.bus,
+                    mailer=Mailer(s.smtp, clock=self.clock, central=central_time),
+                    clock=self.clock,
+                    ages=ages,
+                    ready=ready,
                 )
                 self.alerter.start()
                 self._on_stop(stack, "alerter", self.alerter.stop)

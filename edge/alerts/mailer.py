@@ -21,6 +21,7 @@ import structlog
 from aiosmtplib.email import flatten_message
 
 from edge.alerts.addresses import smtp_address
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import SmtpSettings
 from edge.dns import unresolved
 from edge.errors import AlertError, ConfigError
@@ -65,13 +66,16 @@ def _sendable(address: str) -> bool:
     return True
 
 
-def build_message(mail: Mail, *, sender: str, message_id: str | None = None) -> EmailMessage:
-    """The sender must be sendable (smtp_address); a recipient that is not is left out: it is never sent to."""
+def build_message(
+    mail: Mail, *, sender: str, message_id: str | None = None, dated: float | None = None
+) -> EmailMessage:
+    """The sender must be sendable (smtp_address); a recipient that is not is left out: it is never sent to.
+    ``dated``: the Date header's time (None: the system clock's now)."""
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = _mailbox(sender)
     msg["To"] = [_mailbox(r) for r in mail.recipients if _sendable(r)]
     msg["Subject"] = mail.subject
-    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Date"] = email.utils.formatdate(dated, localtime=True)
     # Stable per outbox row: should a crash between "accepted" and "marked sent" resend it, clients can see it is the
     # same mail.
     msg["Message-ID"] = message_id or email.utils.make_msgid(domain="edge-agent")
@@ -155,8 +159,13 @@ def _address_literal(ip: str) -> str:
 
 
 class Mailer:
-    def __init__(self, smtp: SmtpSettings) -> None:
+    def __init__(self, smtp: SmtpSettings, *, clock: Clock = SYSTEM_CLOCK, central: RemoteClock | None = None) -> None:
+        """``central``: central's clock as its answers tell it: mails are dated by it once known (a box booted years
+        behind dated its alarms so, and mail clients sort them out of sight), else by ``clock``; never earlier than
+        the mail before (an all-clear after a step back sorted before its alarm)."""
         self._smtp = smtp
+        self._clock, self._central = clock, central
+        self._last_dated = 0.0
         self.sender = smtp.sender or smtp.username
         # Made on the first mail, in a thread, then kept: it reads the system's CA files (~20 ms of CPU and disk here),
         # which on the event loop would stall every order coming in meanwhile. New settings come with a restart.
@@ -165,6 +174,11 @@ class Mailer:
         self._helo: str | None = smtp.helo_name or None
         self._helo_looked_up = bool(smtp.helo_name)
         self._connecting = 0  # connections being made: the relay has been handed no mail on them yet
+
+    def _dated(self) -> float:
+        now = (self._central.wall() if self._central is not None else None) or self._clock.wall()
+        self._last_dated = max(now, self._last_dated)
+        return self._last_dated
 
     @property
     def connecting(self) -> bool:
@@ -354,7 +368,7 @@ class Mailer:
         try:
             # The reply after the body gets its own timeout: RFC 5321 4.5.3.2.6 lets the relay take 10 minutes, and
             # giving up sooner only means sending again what it has most likely accepted.
-            msg = build_message(mail, sender=self.sender, message_id=message_id)
+            msg = build_message(mail, sender=self.sender, message_id=message_id, dated=self._dated())
             await client.data(flatten_message(msg), timeout=self._smtp.data_timeout_s)
         except aiosmtplib.SMTPTimeoutError as err:
             raise AlertError(

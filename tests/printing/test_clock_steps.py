@@ -4,6 +4,7 @@ paused-printer probing and failover timing do not change with it."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -11,9 +12,21 @@ from datetime import UTC, datetime
 import pytest
 
 from edge.app import Agent
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, asap, eventually, job_rows, post, print_latency_sum, wait_until
+from edge.sim.smtp import SmtpSink
+from tests.helpers import (
+    TOKEN,
+    api_client,
+    asap,
+    eventually,
+    job_rows,
+    mail_to,
+    post,
+    print_latency_sum,
+    wait_until,
+)
 from tests.printing.conftest import YEARS_56, BoxClock
 
 HOURS_8 = 8 * 3600
@@ -227,3 +240,37 @@ async def test_failover_waits_on_the_monotonic_clock(
         lambda: job_rows(agent, "SELECT printer, redirected_from, state FROM print_jobs"),
         lambda rows: rows == [("front", "kitchen", "printed")],
     )
+
+
+async def test_a_box_years_behind_dates_its_alarm_by_centrals_clock_and_a_step_back_never_dates_a_mail_earlier(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock, sink: SmtpSink
+) -> None:
+    """A box booted years behind (no battery clock) with a central link: its alarm mail is dated by central's clock,
+    which its answers told, not 2021 (mail clients sort by Date: the critical alarm landed years down the inbox).
+    Then the clock steps an hour back: the all-clear is not dated before the alarm. Before (clock probe, F3): the box's
+    clock on both."""
+    central = CentralSim("test-store", token=TOKEN)
+    await central.start()
+    try:
+        box_clock.step(-2000 * 86400)
+        mail = mail_to(sink)
+        mail["alerts"]["group_interval_s"] = 1  # the all-clear at once
+        agent = await make_agent(
+            clock=box_clock,
+            central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0},
+            **mail,
+        )
+        await wait_until(lambda: central.requests, what="central answered")
+        printers["kitchen"].set_offline(True)
+        async with api_client(agent) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        [alarm] = await sink.wait_for(1, timeout=20)
+        real = box_clock.wall() - box_clock.wall_offset
+        alarm_at = email.utils.parsedate_to_datetime(alarm["Date"]).timestamp()
+        assert abs(alarm_at - real) < 120, alarm["Date"]
+        box_clock.step(-3600)
+        printers["kitchen"].set_offline(False)
+        _, cleared = await sink.wait_for(2, timeout=30)
+        assert email.utils.parsedate_to_datetime(cleared["Date"]).timestamp() >= alarm_at - 1, cleared["Date"]
+    finally:
+        await central.stop()
