@@ -200,7 +200,7 @@ class Agent:
             # A full card may refuse the moves a config change needs: the spools then start once they are written, or
             # a ticket would print where its station no longer is, and those of a printer gone would wait for a start.
             moved = await self._move_stranded(jobs, router, first=True)
-            ages.seed(await jobs.waiting(), last_written=await jobs.last_written(), stopped=await jobs.stopped_waits())
+            ages.seed(await jobs.waiting(), last_written=await jobs.last_written(), waited=await jobs.stopped_waits())
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
             self.bus.subscribe(self._on_order_stored, OrderStored)
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderRevised)

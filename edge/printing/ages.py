@@ -64,23 +64,20 @@ class JobAges:
         jobs: Iterable[tuple[int, float, str]],
         *,
         last_written: float | None = None,
-        stopped: tuple[float, Mapping[int, float]] | None = None,
+        waited: Mapping[int, float] | None = None,
     ) -> None:
         """(job id, created_at, its order's created_at) of jobs already waiting at start-up: their wait so far from the
         wall clock, once — never longer than their order exists by that clock: a job stored while the clock was
         behind (a box booted in 1970, before NTP) is as old as its order, not 56 years. ``last_written``: the wall
         time of the store's last write (JobStore.last_written), read at the start: a clock behind it is.
-        ``stopped``: the last clean stop's wall time and the waits it kept (JobStore.stopped_waits): a job's wait is
-        then the one the monotonic clock measured, plus the time since that stop (none if the clock is behind it),
-        whatever the wall clock did during that run (an NTP step back lost it, and a stale ticket printed)."""
+        ``waited``: the waits a clean stop in this boot kept, with the time since (JobStore.stopped_waits), measured
+        on the monotonic clock whatever the wall clock did (an NTP step back during that run lost them, and a stale
+        ticket printed)."""
         mono = self._clock.mono()
-        if stopped is not None:
-            stopped_at, waits = stopped
-            down = max(0.0, self._clock.wall() - stopped_at)
-            for job_id, waited in waits.items():
-                if job_id not in self._since:
-                    self._since[job_id] = mono - waited - down
-                    self._seeded.add(job_id)
+        for job_id, wait in (waited or {}).items():
+            if job_id not in self._since:
+                self._since[job_id] = mono - wait
+                self._seeded.add(job_id)
         if last_written is not None:
             self._last_written = (last_written, mono)
         wall = self._clock.wall()

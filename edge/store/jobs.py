@@ -108,7 +108,8 @@ _CLEAR_DEVICE_KEY = "clear_device:"
 _ANSWERED_KEY = "answered_status:"  # a device after it: what is there answered DLE EOT in a run (value unused)
 _NO_GS_R_KEY = "no_gs_r:"  # a device after it: what is there answered DLE EOT but not GS r when last learnt
 _STOPPED_KEY = "stopped_at"  # the wall time of the agent's last clean stop (JobStore.mark_stopped)
-_WAITS_KEY = "waits_at_stop"  # JSON {job id: seconds waited} of the jobs waiting at that stop (JobStore.mark_stopped)
+# JSON {"boot", "mono", "waits": {job id: seconds waited}}: the jobs waiting at that stop (JobStore.mark_stopped)
+_WAITS_KEY = "waits_at_stop"
 _DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
 # A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
 # the order's current revision, or, with a later receipt of the order beside it (receipts.on_change = "reprint"; not
@@ -273,21 +274,25 @@ class JobStore:
 
     async def mark_stopped(self, waits: Mapping[int, float] | None = None) -> None:
         """The wall time of a clean stop, for last_written: a ticket that waited with nothing stored meanwhile has
-        its wait on record too; and ``waits``, each waiting job's wait as this run's monotonic clock measured it
-        (stopped_waits), which no step of the wall clock changes (one write per stop)."""
+        its wait on record too; and ``waits``, each waiting job's wait as this run's monotonic clock measured it,
+        with the stop's monotonic time and boot (stopped_waits): no step of the wall clock changes them (one write
+        per stop)."""
+        kept: dict[str, object] = {"boot": self._clock.boot(), "mono": self._clock.mono()}
+        kept["waits"] = {str(k): round(v, 3) for k, v in (waits or {}).items()}
         async with self._db.transaction() as conn:
             await conn.execute(UPSERT_META, (_STOPPED_KEY, repr(self._clock.wall())))
-            kept = {str(k): round(v, 3) for k, v in (waits or {}).items()}
             await conn.execute(UPSERT_META, (_WAITS_KEY, json.dumps(kept)))
 
-    async def stopped_waits(self) -> tuple[float, dict[int, float]] | None:
-        """The last clean stop's wall time and the waits it kept (mark_stopped); None if there is none (a crash, or a
-        store from before stop 63)."""
-        rows = await self._db.fetchall("SELECT key, value FROM meta WHERE key IN (?, ?)", (_STOPPED_KEY, _WAITS_KEY))
-        found = {key: value for key, value in rows}
-        if _STOPPED_KEY not in found or _WAITS_KEY not in found:
-            return None
-        return float(found[_STOPPED_KEY]), {int(k): float(v) for k, v in json.loads(found[_WAITS_KEY]).items()}
+    async def stopped_waits(self) -> dict[int, float]:
+        """The waits the last clean stop kept (mark_stopped), each with the time since that stop added, if it was in
+        this boot (a run of it shares the monotonic clock); none otherwise (a reboot, a crash, a store from before
+        stop 63): the wall clock then tells, as far as it can (JobAges.seed)."""
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_WAITS_KEY,))
+        kept = json.loads(row[0]) if row is not None else {}
+        down = self._clock.mono() - float(kept.get("mono", 0.0))
+        if kept.get("boot") is None or kept.get("boot") != self._clock.boot() or down < 0:
+            return {}
+        return {int(k): float(v) + down for k, v in kept.get("waits", {}).items()}
 
     async def get(self, job_id: int) -> PrintableJob:
         row = await self._db.fetchone(_PRINTABLE_BY_ID, (job_id,))
