@@ -41,6 +41,8 @@ def quote(key: str, value: str) -> str:
         raise EnvFileError(f"{key}: the value contains a control character (e.g. a line break or tab); not written")
     if found := _NONCHARACTER_RE.search(value):
         raise EnvFileError(f"{key}: the value contains {_noncharacter(found)}; not written")
+    if pasted_quotes(value):
+        raise EnvFileError(f"{key}: {_PASTED}; not written")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -57,6 +59,16 @@ def _unquote(raw: str) -> str:
 
 
 _TYPOGRAPHIC_QUOTES = frozenset("“”„‟‘’‚‛«»‹›")
+_PASTED = (
+    "the value is in typographic quotes (“…”, „…“ or ‘…’), which would become part of it: write it in straight double"
+    ' quotes "…"'
+)
+
+
+def pasted_quotes(value: str) -> bool:
+    """Whether the value is wrapped in typographic quotes: pasted from a mail or a document, they would become part of
+    a token or password, and central or the relay would refuse it with nothing on the box saying why."""
+    return len(value) >= 2 and value[0] in _TYPOGRAPHIC_QUOTES and value[-1] in _TYPOGRAPHIC_QUOTES
 
 
 def parse_line(line: str) -> tuple[str, str] | None:
@@ -72,13 +84,8 @@ def parse_line(line: str) -> tuple[str, str] | None:
     if found := _NONCHARACTER_RE.search(match.group(2)):
         raise EnvFileError(f"{match.group(1)}: the value contains {_noncharacter(found)}")
     value = _unquote(match.group(2))
-    if value[:1] in _TYPOGRAPHIC_QUOTES or value[-1:] in _TYPOGRAPHIC_QUOTES:
-        # Pasted from a mail or a document: they would become part of a token or password, and central or the relay
-        # would refuse it with nothing on the box saying why.
-        raise EnvFileError(
-            f"{match.group(1)}: the value is in typographic quotes (“…”, „…“ or ‘…’), which would become part of it:"
-            ' write it in straight double quotes "…"'
-        )
+    if pasted_quotes(value):
+        raise EnvFileError(f"{match.group(1)}: {_PASTED}")
     return match.group(1), value
 
 
