@@ -15,7 +15,7 @@ import aiohttp
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, agent_process, api_client, db_rows, edge_blocking, fill, post, small_disk
+from tests.helpers import TOKEN, agent_process, api_client, db_rows, edge_blocking, fill, post, small_disk, wait_until
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -100,7 +100,8 @@ async def test_sigterm_finishes_the_job_in_flight_and_logs_json(tmp_path: Path) 
         async with api_client(port) as session:
             async with session.post("/api/v1/orders", json=order) as response:
                 assert response.status == 201
-            await asyncio.sleep(0.3)  # the ticket is now on its way
+            # On its way (a fixed 0.3 s was not enough on a loaded machine: nothing was in flight yet at the signal)
+            await wait_until(lambda: kitchen.job_bytes_in > 0, what="the ticket on its way")
             assert agent.proc is not None
             agent.proc.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.1)
