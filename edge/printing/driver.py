@@ -48,6 +48,7 @@ _LF, _CUT = b"\n", b"\x1dV"
 # A printer that has never answered and stayed silent this many status exchanges in a row cannot answer (a model or
 # a one-way print server without status): its jobs stop waiting for replies that never come.
 _SILENT_AFTER = 2
+_SILENT = "it never answers status queries"
 # GS r 1 (transmit paper sensor status) is processed in order, after every byte before it, and not while the printer is
 # stopped at paper end: its reply says the ticket is out. DLE EOT is answered on arrival, while a ticket in the
 # printer's buffer may still be printing (Epson: "executed even when the receive buffer is full").
@@ -670,10 +671,13 @@ class PrinterDriver:
             return
         if answered:
             log.info("printer_answers_status", device_id=self.name)
-        else:
-            log.warning(
-                "printer_silent",
-                device_id=self.name,
-                hint="it never answers status queries (DLE EOT): paper out and cover open cannot be seen; tickets "
-                "are sent without waiting for replies",
-            )
+            if self.caveat.startswith(_SILENT):  # it answers after all: not the line's settings
+                self.caveat = ""
+            return
+        hint = (
+            f"{_SILENT} (DLE EOT): paper out and cover open cannot be seen; tickets are sent without waiting for"
+            " replies"
+        )
+        if line := getattr(self.transport, "unanswered", ""):  # a serial line's likelier cause, for the state detail
+            hint = self.caveat = f"{hint}; {line}"
+        log.warning("printer_silent", device_id=self.name, hint=hint)

@@ -117,6 +117,17 @@ class SerialTransport:
         self.device_id = device_id
         self.device = f"serial {device}"
         self.label = f"{self.device} {baudrate} baud"
+        # A printer at other line settings reads garbage and answers nothing (the commonest serial set-up mistake): its
+        # silence says so, and its tickets come out as unreadable characters.
+        settings = (
+            f"printers.{device_id}.baudrate ({baudrate}), parity and flow_control match the printer's own (its"
+            " self-test page shows them)"
+        )
+        self.never_answered = f"is it switched on, and do {settings}?"
+        self.unanswered = (
+            f"on a serial line a printer at other line settings is silent too and prints its tickets as unreadable"
+            f" characters: if they do, check that {settings}"
+        )
         bits = bytesize + stopbits + (parity != "none") + 1  # and a start bit
         line_bytes_per_s = baudrate / bits
         self.line_bytes_per_s: float | None = line_bytes_per_s

@@ -112,6 +112,30 @@ def serial_agent(
     return start
 
 
+async def test_a_serial_printer_that_never_answers_is_shown_with_the_line_settings_to_check(
+    serial_agent: Callable[..., Awaitable[Agent]], serial_printer: SimSerialPrinter, example_order: dict
+) -> None:
+    """A serial printer with the `default` profile that never answers status queries is learnt as one without status
+    (the rule for answers_status = "auto") and its tickets go out unconfirmed. On a serial line the same silence is
+    what line settings that differ from the printer's look like, and its tickets then print as unreadable characters:
+    the printer's state detail (GET /api/v1/printers, edge status, the status page) says so, naming the baud rate to
+    check. Before (print probe round 3, s06: 9600 configured, 19200 on the printer): the detail was empty, one log
+    line said it never answers, and every ticket came out as junk, marked printed."""
+    serial_printer.answer_status = False
+    agent = await serial_agent(status_timeout=0.2)
+    async with api_client(agent) as api:
+        for n in range(2):
+            order = example_order | {"id": f"ord_{n}", "number": f"N-{n}", "print_receipt": False}
+            assert (await post(api, order))[0] == 201
+        await serial_printer.wait_for_printed(2, timeout=10)
+
+        async def detail() -> str:
+            listed = (await (await api.get("/api/v1/printers")).json())["printers"]
+            return str(next(p["detail"] for p in listed if p["name"] == "bar"))
+
+        await eventually(detail, lambda d: "printers.bar.baudrate (19200)" in d, timeout=5, what="the hint")
+
+
 @pytest.mark.parametrize("mid_ticket", [False, True])
 async def test_agent_pauses_on_paper_out_and_resumes_over_serial(
     serial_agent: Callable[..., Awaitable[Agent]],
