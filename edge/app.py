@@ -246,7 +246,8 @@ class Agent:
             )
             self.failover.start()
             self._on_stop(stack, "failover", self.failover.stop)  # before the spools: no job moves while they wind down
-            scans = ScanStore(db, clock=self.clock, business_day=BusinessDay.from_settings(s.agent), bus=self.bus)
+            day = BusinessDay.from_settings(s.agent)
+            scans = ScanStore(db, clock=self.clock, business_day=day, bus=self.bus, central=central_time)
             left = runtime_note(s.agent.store_id, s.agent.data_dir, "scans-held.json")
             self.scan_recorder = recorder = ScanRecorder(scans, clock=self.clock, left=left)
             await recorder.resume()

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import aiosqlite
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import AgentSettings
 from edge.events import EventBus, ScanRecorded
 from edge.orders.changes import LineChange, diff_station
@@ -146,10 +146,14 @@ class ScanStore:
         clock: Clock = SYSTEM_CLOCK,
         business_day: BusinessDay = BusinessDay(None),
         bus: EventBus | None = None,
+        central: RemoteClock | None = None,
     ) -> None:
-        """``bus``: hears each scan (ScanRecorded) once it is committed."""
+        """``bus``: hears each scan (ScanRecorded) once it is committed. ``central``: central's clock as its answers
+        tell it: the business day a number names is taken on it once known (numbers repeat by central's day; a box
+        booted years behind looked for today's order in 2021)."""
         self._db = db
         self._clock = clock
+        self._central = central
         self._business_day = business_day
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
         self._reads = _RecentReads(clock)
@@ -157,15 +161,20 @@ class ScanStore:
     async def order_named(self, ref: str) -> tuple[str | None, str]:
         """The order a person names by its id or by the number on its ticket (a number: as a scanned plain code, the
         one of today's business day), or None and why not. Read only."""
-        day = self._business_day.bounds(self._clock.wall())
+        day = self._day(self._clock.wall())
         found, why = await _find_order(self._db.fetchall, ref, True, day, ask="give its order id (edge jobs shows it)")
         return (found["id"] if found is not None else None), why
+
+    def _day(self, at: float) -> tuple[dt.datetime, dt.datetime]:
+        """The business day at ``at`` (our wall time), on central's clock once known."""
+        off = self._central.box_minus_theirs() if self._central is not None else None
+        return self._business_day.bounds(at if off is None else at - off)
 
     async def record(self, scan: ScanRequest, *, at: float | None = None) -> ScanResult:
         """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all. ``at``:
         when it was read (a scan the store refused at first, recorded later); None: now."""
         now = self._clock.wall() if at is None else at
-        day = self._business_day.bounds(now)
+        day = self._day(now)
         noted: list[tuple[tuple[str, str, str], float]] = []
         async with self._db.publishing(self._bus) as (conn, events):
             result = await _apply(

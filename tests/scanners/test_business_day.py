@@ -12,9 +12,10 @@ import pytest
 
 from edge.app import Agent
 from edge.clock import SteppedClock
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.scanner import SimScanner
-from tests.helpers import Seen, db_rows, scanner_config
+from tests.helpers import TOKEN, Seen, db_rows, scanner_config, wait_until
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # 02:30 at night in Berlin: the business day (from 04:00) began yesterday morning.
@@ -161,3 +162,29 @@ async def test_a_number_shared_with_a_cancelled_order_of_the_day_names_the_live_
     sims["kitchen"].scan("A-88")
     [scan] = await seen.scans_count(1)
     assert (scan.outcome, scan.order_id) == ("order_ready", second["id"])
+
+
+async def test_a_number_is_looked_up_in_centrals_business_day_while_the_box_clock_is_years_behind(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """A box booted years behind (no battery clock, NTP not there yet) with a central link: the number on today's
+    ticket names today's order, the business day taken on central's clock, which its answers told. Before (clock
+    probe F4): "unknown ... in today's business day (since 2021-06-14 04:00)" for an order of today."""
+    central = CentralSim("test-store", token=TOKEN)
+    await central.start()
+    try:
+        seen = Seen()
+        agent = await make_agent(
+            scanners=scanner_config(sims),
+            clock=SteppedClock(wall_offset=-2000 * 86400),
+            central={"url": central.url, "token": TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0},
+            listen=seen,
+        )
+        await seen.connected("kitchen")
+        await wait_until(lambda: central.requests, what="central answered")
+        order = await store(agent, 1, dt.datetime.now(dt.UTC), number="A-3001")
+        sims["kitchen"].scan("A-3001")
+        [scan] = await seen.scans_count(1)
+        assert (scan.outcome, scan.order_id) == ("order_ready", order["id"])
+    finally:
+        await central.stop()
