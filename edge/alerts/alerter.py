@@ -171,7 +171,7 @@ class Alerter:
         self._settings = settings
         self._cfg = settings.alerts
         self._store = AlertStore(db)
-        self._jobs = JobStore(db)
+        self._jobs = JobStore(db, clock=clock)
         self._ages = ages or JobAges(clock=clock, printing=settings.printing, staleness=settings.staleness)
         self._status_events = OutboxStore(db)
         self._db = db
@@ -513,9 +513,14 @@ class Alerter:
         stays what it was. A step shows as wall time moving differently from monotonic time."""
         wall, mono = self.clock.wall(), self.clock.mono()
         if self._clock_anchor is None:  # first look at the tables in this run
-            await self._store.clamp_future(wall)
-            self._clock_anchor = (wall, mono)
-            return
+            # A step between the last run of this boot and this one (NTP setting a box that booted years behind while
+            # the agent was stopped) is a step like any other: the last clean stop is the anchor. Else an alarm queued
+            # then was mailed as a reminder of an outage "since 2021".
+            self._clock_anchor = await self._jobs.last_stop()
+            if self._clock_anchor is None:
+                await self._store.clamp_future(wall)
+                self._clock_anchor = (wall, mono)
+                return
         anchor = self._clock_anchor
         stepped = (wall - anchor[0]) - (mono - anchor[1])
         if abs(stepped) < _CLOCK_STEP_MIN_S:

@@ -294,6 +294,18 @@ class JobStore:
             return {}
         return {int(k): float(v) + down for k, v in kept.get("waits", {}).items()}
 
+    async def last_stop(self) -> tuple[float, float] | None:
+        """(wall, monotonic) time of the last clean stop, if it was in this boot (mark_stopped): the wall clock's step
+        between that run and this one is then known, as a step within a run is."""
+        rows = await self._db.fetchall("SELECT key, value FROM meta WHERE key IN (?, ?)", (_STOPPED_KEY, _WAITS_KEY))
+        found = {key: value for key, value in rows}
+        if _STOPPED_KEY not in found or _WAITS_KEY not in found:
+            return None
+        kept = json.loads(found[_WAITS_KEY])
+        if kept.get("boot") is None or kept.get("boot") != self._clock.boot():
+            return None
+        return float(found[_STOPPED_KEY]), float(kept["mono"])
+
     async def get(self, job_id: int) -> PrintableJob:
         row = await self._db.fetchone(_PRINTABLE_BY_ID, (job_id,))
         if row is None:

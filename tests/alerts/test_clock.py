@@ -23,6 +23,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store.alerts import AlertStore
 from edge.store.db import Database
+from edge.store.jobs import JobStore
 from tests.alerts.conftest import FakeClock
 from tests.alerts.helpers import add_jobs, extra, fast, offline, online, printer_down_with_a_ticket, run, subject
 from tests.helpers import api_client, db_rows, eventually, wait_until
@@ -485,3 +486,37 @@ async def test_mail_times_outside_the_hour_that_comes_twice_carry_no_offset(
     assert await run(alerter) == 1
     body = sink.messages[0].get_body(("plain",)).get_content()
     assert "Seit: 25.10.2026 03:30:00" in body and "(UTC" not in body, body
+
+
+async def test_an_alarm_queued_while_the_clock_was_years_behind_is_mailed_as_an_alarm_of_now_after_a_restart(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """The box booted years behind (no battery clock): a printer's alarm is queued, the relay not reached yet. The
+    agent stops cleanly, NTP sets the clock meanwhile, the agent starts in the same boot: the step between the two
+    runs is a step like one seen in a run, the stored times move with it, and the manager's first mail is the ALERT
+    of an outage since a minute ago. Before (clock probe F2): a REMINDER of an outage "since 2021" (its times years
+    off made the repeat interval long past), then an all-clear of a five-year outage."""
+    settings = alert_settings()
+    db_path = tmp_path / "data" / "edge.db"
+    years = 2000 * 86400
+    clock.step(-years)
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        alerter.on_event(offline())
+        await alerter.step()  # stored and its mail queued; the relay is not reached in this run
+        await JobStore(db, clock=clock).mark_stopped()
+    finally:
+        await db.close()
+    clock.advance(20)
+    clock.step(years)
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        clock.advance(31)
+        await run(alerter)
+    finally:
+        await db.close()
+    [mail] = sink.messages
+    assert "STÖRUNG" in subject(mail) and "ERINNERUNG" not in subject(mail), subject(mail)
+    since = dt.datetime.fromtimestamp(clock.wall() - 51, ZoneInfo(settings.agent.timezone or "UTC"))
+    body = mail.get_body(("plain",)).get_content()
+    assert f"Seit: {since:%d.%m.%Y}" in body, body
