@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
 import re
 from collections.abc import Callable, Iterable
 
 from edge.config._sections import Settings
+from edge.config._values import ascii_local_part
 from edge.errors import ConfigError
 
 
@@ -172,6 +174,11 @@ def mail_needs_sender(s: Settings) -> None:
         raise ConfigError(
             "smtp.sender", "is required when smtp.host is set and smtp.username is empty (EDGE_SMTP_FROM)"
         )
+    if s.smtp.host and (address := email.utils.parseaddr(s.smtp.sender or s.smtp.username)[1]):
+        try:
+            ascii_local_part(address)  # every mail would fail at the relay: the alerts' only way out
+        except ValueError as err:
+            raise ConfigError("smtp.sender", str(err)) from None
 
 
 # Checked in this order once every section is read; the first broken rule stops the load.

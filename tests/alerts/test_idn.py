@@ -137,3 +137,24 @@ async def test_the_config_check_refuses_an_umlaut_before_the_at_in_one_line_and_
     assert "Traceback" not in refused.stderr
     taken = await edge("config", "check", "--config", str(write(IDN)))
     assert taken.returncode == 0, taken
+
+
+@pytest.mark.parametrize(("sender", "refused"), [("küche@store.test", True), ("Filiale <edge@bäckerei.de>", False)])
+async def test_the_config_check_refuses_a_sender_with_an_umlaut_before_the_at(
+    relay: SmtpSink, tmp_path: Path, sender: str, refused: bool
+) -> None:
+    """The same for `smtp.sender` (the wizard and the mailer refused it, the check took it and every mail then failed
+    at the relay): one line naming `smtp.sender`, exit 2; an umlaut domain, with a display name, passes."""
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        f'[agent]\nstore_id = "berlin-01"\ndata_dir = "{tmp_path / "data"}"\n[api]\ntoken = "{TOKEN}"\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\nsender = "{sender}"\n'
+        '[alerts]\nto = ["ok@store.test"]\n',
+        encoding="utf-8",
+    )
+    checked = await edge("config", "check", "--config", str(config))
+    said = (checked.stdout + checked.stderr).strip().splitlines()
+    if refused:
+        assert checked.returncode == 2 and len(said) == 1 and "smtp.sender" in said[0], said
+    else:
+        assert checked.returncode == 0, said
