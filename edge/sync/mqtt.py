@@ -519,14 +519,14 @@ class MqttLink:
         if on_trial and self._loop is not None:
             self._loop.call_later(_SHORT_LIVED_S, self._lasted, self._generation)
         self._wake.set()
-        task = asyncio.ensure_future(self._announce(session_present))
+        task = asyncio.ensure_future(self._announce(session_present, on_trial=on_trial))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
-    async def _announce(self, session_present: bool) -> None:
+    async def _announce(self, session_present: bool, *, on_trial: bool = False) -> None:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await self._publish(self.topics["status"], b"online", retain=True)
-        await self._session_news(session_present)
+        await self._session_news(session_present, on_trial=on_trial)
         # Recovery pulls what the broker did not keep for us: at every reconnect (a session lost, or kept by a broker
         # that crashed and came back from its last save, Mosquitto's every autosave_interval, without the orders
         # queued since: session present cannot tell), and at a run's first session when it is new. That first session
@@ -534,11 +534,12 @@ class MqttLink:
         if self._catch_up is not None and (self._generation > 1 or not session_present):
             await self._catch_up(RunTrigger.LINK_BACK if self._generation > 1 else RunTrigger.STARTUP)
 
-    async def _session_news(self, session_present: bool) -> None:
+    async def _session_news(self, session_present: bool, *, on_trial: bool = False) -> None:
         """A new session (session present false) on a box a broker held one for before: the broker lost it (restarted
         without persistence, expired it, or another broker), and what central published meanwhile was never queued
         for us. Recovery fetches it; without a [central] link nothing can, and the manager is told. A box's first
-        session is no news."""
+        session is no news; nor one a second box with this client id keeps taking (``on_trial``): its alarm,
+        mqtt_refused, says what to do."""
         try:
             held = await self._store.session_held()
             if not held:
@@ -549,9 +550,14 @@ class MqttLink:
             return
         if not held and self._generation == 1:
             log.info("mqtt_session_new", note="the first session of this store on this broker")
-        elif self._catch_up is not None:
-            log.warning("mqtt_session_lost", note="orders central published meanwhile are fetched by recovery")
-        else:
+        elif self._catch_up is not None or on_trial:
+            note = "a second box takes it" if on_trial else "orders central published meanwhile are fetched by recovery"
+            log.warning("mqtt_session_lost", note=note)
+        else:  # told once the connection lasts: a second box taking the session is mqtt_refused's, not this
+            asyncio.get_running_loop().call_later(_SHORT_LIVED_S, self._session_lost, self._generation)
+
+    def _session_lost(self, generation: int) -> None:
+        if generation == self._generation and self.state == MqttState.CONNECTED:
             log.error(
                 "mqtt_session_lost",
                 broker=self._cfg.url,
