@@ -363,6 +363,9 @@ async def test_an_old_revision_after_retention_purged_the_order_is_stale(
         assert (status, body["status"], body["revision"]) == (200, "stale", 3)
         async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 4}) as response:
             assert (response.status, (await response.json())["status"]) == (200, "stale")
+        # A cancelled revision pushed whole: stale as well, not the 409 of a cancel below a stored open revision.
+        status, body = await post(api, dessert_added(example_order, 2) | {"status": "cancelled"})
+        assert (status, body["status"]) == (200, "stale")
     assert await db_rows(agent, "SELECT id FROM orders") == [(later,)]
     assert await db_rows(agent, "SELECT COUNT(*) FROM pending_cancels") == [(0,)]
     assert len(printers["kitchen"].printed) == printed
