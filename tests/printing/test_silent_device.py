@@ -19,7 +19,7 @@ from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import NotAPrinter, SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import api_client, config_dict, eventually, job_rows, mail_to, post
+from tests.helpers import api_client, config_dict, eventually, job_rows, mail_to, post, wait_until
 
 _ESC_AT = b"\x1b@"  # every job starts with it: a device that got one got a ticket
 
@@ -166,15 +166,17 @@ async def test_a_printer_that_answered_status_before_a_restart_gets_no_ticket_bl
     backup, and the detail names the cause. Before (the print probe, s06 stolen): the tickets were sent blind into the
     device and marked printed, the state read "unknown", and central was told they printed."""
     kitchen = printers["kitchen"]
-    # The replies to its status queries come late, so the stop below comes while the printed ticket's answer is on
-    # its way (a restart right after the first ticket): stopping waits for it and records it.
+    # The replies to its status queries come late, and the stop comes as soon as the ticket's bytes arrive: while
+    # the printer's answers are on their way (a restart right after the first ticket). Stopping waits for the job in
+    # flight, and records that the printer answered.
     kitchen.stalls = {asked: 0.3 for asked in range(1, 9)}
     settings = _settings(tmp_path, printers, kitchen.port, backup, {}, **mail_to(sink))
     agent = await make_agent(settings)
     async with api_client(agent) as api:
         assert (await post(api, make_order(0, print_receipt=False)))[0] == 201
-    await kitchen.wait_for_printed(1, timeout=10)
+    await wait_until(lambda: kitchen.job_bytes_in > 0, what="the ticket on its way")
     await agent.stop()
+    await kitchen.wait_for_printed(1, timeout=10)
     await kitchen.stop()
     device = NotAPrinter("jetdirect", port=kitchen.port)
     await device.start()
