@@ -283,20 +283,9 @@ class JobStore:
             await conn.execute(UPSERT_META, (_STOPPED_KEY, repr(self._clock.wall())))
             await conn.execute(UPSERT_META, (_WAITS_KEY, json.dumps(kept)))
 
-    async def stopped_waits(self) -> dict[int, float]:
-        """The waits the last clean stop kept (mark_stopped), each with the time since that stop added, if it was in
-        this boot (a run of it shares the monotonic clock); none otherwise (a reboot, a crash, a store from before
-        stop 63): the wall clock then tells, as far as it can (JobAges.seed)."""
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_WAITS_KEY,))
-        kept = json.loads(row[0]) if row is not None else {}
-        down = self._clock.mono() - float(kept.get("mono", 0.0))
-        if kept.get("boot") is None or kept.get("boot") != self._clock.boot() or down < 0:
-            return {}
-        return {int(k): float(v) + down for k, v in kept.get("waits", {}).items()}
-
-    async def last_stop(self) -> tuple[float, float] | None:
-        """(wall, monotonic) time of the last clean stop, if it was in this boot (mark_stopped): the wall clock's step
-        between that run and this one is then known, as a step within a run is."""
+    async def _last_stop(self) -> tuple[float, float, dict[str, float]] | None:
+        """The last clean stop's wall and monotonic times and the waits it kept (mark_stopped), if it was in this boot
+        (a run of it shares the monotonic clock); None otherwise (a reboot, a crash, a store from before stop 63)."""
         rows = await self._db.fetchall("SELECT key, value FROM meta WHERE key IN (?, ?)", (_STOPPED_KEY, _WAITS_KEY))
         found = {key: value for key, value in rows}
         if _STOPPED_KEY not in found or _WAITS_KEY not in found:
@@ -304,7 +293,22 @@ class JobStore:
         kept = json.loads(found[_WAITS_KEY])
         if kept.get("boot") is None or kept.get("boot") != self._clock.boot():
             return None
-        return float(found[_STOPPED_KEY]), float(kept["mono"])
+        return float(found[_STOPPED_KEY]), float(kept["mono"]), kept.get("waits", {})
+
+    async def stopped_waits(self) -> dict[int, float]:
+        """The waits the last clean stop in this boot kept, each with the monotonic time since that stop added; none
+        otherwise: the wall clock then tells, as far as it can (JobAges.seed)."""
+        stop = await self._last_stop()
+        down = self._clock.mono() - stop[1] if stop is not None else -1.0
+        if stop is None or down < 0:
+            return {}
+        return {int(k): float(v) + down for k, v in stop[2].items()}
+
+    async def last_stop(self) -> tuple[float, float] | None:
+        """(wall, monotonic) time of the last clean stop, if it was in this boot: the wall clock's step between that
+        run and this one is then known, as a step within a run is."""
+        stop = await self._last_stop()
+        return None if stop is None else (stop[0], stop[1])
 
     async def get(self, job_id: int) -> PrintableJob:
         row = await self._db.fetchone(_PRINTABLE_BY_ID, (job_id,))
