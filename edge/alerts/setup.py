@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", choices=list(PROVIDERS))
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
-    parser.add_argument("--security", choices=["starttls", "tls", "none"])
+    parser.add_argument("--security", type=_security_flag, help="starttls, tls or none (any case; ssl is tls)")
     parser.add_argument("--username")
     parser.add_argument("--from", dest="sender", help="sender address (default: the user name)")
     parser.add_argument("--to", help="recipients, comma-separated")
@@ -285,6 +285,14 @@ def _security(text: str) -> str:
     return word
 
 
+def _security_flag(text: str) -> str:
+    """--security read as the question reads its answer."""
+    try:
+        return _security(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _sender(text: str) -> str:
     """One address, with a name if wanted ("Filiale Mitte <edge@example.com>")."""
     if not text:
@@ -390,8 +398,15 @@ def run(
             mail = AlertRenderer(language=language, store_name=store_id, store_id=store_id, tz=None).test(
                 recipients=recipients
             )
-            asyncio.run(mailer.send(mail))
-            say(f"✓ test e-mail accepted by {host} for {', '.join(recipients)}")
+            delivery = asyncio.run(mailer.send(mail))
+            say(f"✓ test e-mail accepted by {host} for {', '.join(delivery.accepted)}")
+            if not_taken := {**delivery.refused, **delivery.deferred}:
+                # An address the relay turns away would never get an alert: written as it is, it fails unnoticed.
+                for recipient, reason in not_taken.items():
+                    say(f"✗ {host} did not take {recipient}: {reason}")
+                say("Correct the address (or ask the provider why it was not taken) and run this again.")
+                say("Nothing was written.")
+                return EXIT_FAILED
     except AlertError as err:
         say(f"✗ {err}")
         say("Nothing was written.")

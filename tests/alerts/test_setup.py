@@ -487,3 +487,18 @@ async def test_a_secrets_file_half_written_by_a_setup_that_was_cut_off_is_remove
     assert code == 0, out
     assert not left.exists() and running.exists()
     assert load_settings(config, environ={}).smtp.password.get() == SMTP_PASSWORD
+
+
+@pytest.mark.parametrize("typed", ["STARTTLS", "StartTLS"])
+async def test_the_fleet_form_reads_security_in_any_case_as_the_questions_do(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path, typed: str
+) -> None:
+    """`--security STARTTLS` in a rollout script is starttls, as the typed answer is. Before: argparse's usage error,
+    exit 2, on every box of the rollout."""
+    config = write_config(tmp_path)
+    flags = non_interactive(config, sink, cert[0])
+    flags[flags.index("--security") + 1] = typed
+    code, out = await run_script(*flags, env=clean_env(), stdin=f"{SMTP_PASSWORD}\n".encode())
+    assert code == 0, out
+    assert load_settings(config, environ={}).smtp.security == "starttls"
+    assert len(sink.messages) == 1

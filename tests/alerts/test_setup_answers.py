@@ -191,3 +191,21 @@ async def test_a_wrong_password_is_asked_again(sink: SmtpSink, cert: tuple[Path,
     assert status == 0, output
     assert "wrong user name or password" in output and output.count("Password (not shown): ") == 2
     assert len(sink.messages) == 1 and written(tmp_path)["EDGE_SMTP_PASSWORD"] == SMTP_PASSWORD
+
+
+async def test_a_recipient_the_relay_refuses_is_named_and_nothing_is_written(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A mistyped recipient the relay refuses at RCPT (550 user unknown) is named with the relay's reason and nothing
+    is written: the manager would never get an alert there. Before: "✓ test e-mail accepted by … for chef@…, chfe@…"
+    (both listed as accepted), then the question whether it arrived."""
+    sink.rcpt_replies = {"chfe@store.test": "550 5.1.1 <chfe@store.test>: Recipient address rejected: User unknown"}
+    config = write_config(tmp_path)
+    output, status = await run(config, custom(sink.port, cert[0], to="chef@store.test, chfe@store.test"))
+    assert status == 1, output
+    assert "chfe@store.test" in output and "User unknown" in output, output
+    assert "for chef@store.test, chfe@store.test" not in output, output
+    assert "Nothing was written." in output and "Did the test e-mail arrive" not in output
+    assert (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
+    [envelope] = sink.envelopes  # the one the relay took still went out
+    assert envelope.rcpt_tos == ["chef@store.test"]
