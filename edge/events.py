@@ -207,6 +207,16 @@ class OrderTotalsMismatched(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TextUnprintable(Event):
+    """A job printed text its printer's code page cannot show (as "?"): told once per printer and text in a run."""
+
+    printer: str
+    order_id: str
+    order_number: str
+    texts: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class OrderRevised(Event):
     """A higher revision of an order was stored: changed, or cancelled (``status``)."""
 

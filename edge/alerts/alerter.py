@@ -59,6 +59,7 @@ from edge.events import (
     RecoveryOrderInvalid,
     StorageProblem,
     StorageRecovered,
+    TextUnprintable,
 )
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
@@ -314,6 +315,16 @@ class Alerter:
                 item = {"id": event.order_id, "order": event.number, "error": event.problems[0][:120]}
                 self._signal(
                     "order_totals_mismatch", "totals", True, order=event.number, detail=event.problems[0], item=item
+                )
+            case TextUnprintable():
+                number, texts = event.order_number or event.order_id, ", ".join(event.texts)
+                self._signal(
+                    "text_unprintable",
+                    event.printer,
+                    True,
+                    order=number,
+                    detail=texts[:200],
+                    item={"id": event.order_id, "order": number, "text": texts[:120]},
                 )
             case CentralLinkChanged(up=up, detail=detail):
                 if up:
@@ -959,6 +970,7 @@ class Alerter:
             OrderEventsRefused,
             JobRedirected,
             PushAuthChanged,
+            TextUnprintable,
         ):
             self._unsubscribe.append(self._bus.subscribe(self.on_event, event_type))
         self._mail_task = asyncio.create_task(

@@ -44,6 +44,7 @@ LABELS: dict[str, dict[str, Any]] = {
             "error": "Fehler",
             "age_min": "Wartezeit (min)",
             "reason": "Grund",
+            "text": "nicht druckbar",
         },
     },
     "en": {
@@ -75,6 +76,7 @@ LABELS: dict[str, dict[str, Any]] = {
             "error": "error",
             "age_min": "waited (min)",
             "reason": "reason",
+            "text": "cannot print",
         },
     },
 }
@@ -88,6 +90,7 @@ _ORDER_ITEMS = frozenset(
         "order_conflict",
         "cancel_refused",
         "mqtt_invalid",
+        "text_unprintable",
     }
 )
 
@@ -342,6 +345,23 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " link to central ([central]) the agent cannot fetch them.",
             "Ask central to send the orders since the last printed ticket again; ask the technician to set up"
             " [central] (the agent then fetches such orders itself) or turn on the broker's persistence.",
+        ),
+    },
+    "text_unprintable": {
+        "de": (
+            "Drucker {subject}: Text nicht druckbar",
+            "Der Drucker {subject} kann Zeichen in Artikelnamen oder Notizen nicht darstellen (zuerst in Bestellung"
+            " {order}: {detail}). Sie werden als ? gedruckt; neben einem Artikel, von dessen Namen nichts bleibt,"
+            " steht seine Artikelnummer (SKU).",
+            "Die Namen im Kassensystem bzw. in der Zentrale mit lateinischen Buchstaben eintragen oder einen Drucker"
+            " einrichten, der diese Schrift kann. Bis dahin: Notizen dieser Bestellungen an der Kasse nachlesen.",
+        ),
+        "en": (
+            "Printer {subject}: text it cannot print",
+            "Printer {subject} cannot show characters in item names or notes (first in order {order}: {detail}). They"
+            " print as ?; an item with nothing left of its name has its SKU beside it.",
+            "Enter the names at the till or central in Latin letters, or set up a printer that prints this script."
+            " Until then, read the notes of these orders at the till.",
         ),
     },
     "cancel_refused": {

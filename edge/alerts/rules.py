@@ -58,6 +58,8 @@ TYPES: dict[str, AlertType] = {
         AlertType("order_conflict", WARNING, remind=False),
         # A cancel at or below the stored open revision: not applied, the kitchen makes the order; one item per order.
         AlertType("cancel_refused", WARNING, remind=False),
+        # Text a printer's code page cannot show, printed as "?": one group per printer, one item per order it was in.
+        AlertType("text_unprintable", WARNING, remind=False),
         # MQTT intake: the broker refuses our login or certificate (orders over MQTT stop), and messages on the
         # orders topic that were not a valid order (acked and kept; central must send them right).
         AlertType("mqtt_refused", CRITICAL),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from edge.config import PrinterSettings, Settings
@@ -28,6 +29,12 @@ def make_renderer(settings: Settings) -> Renderer:
     )
 
 
+class RenderJob(Protocol):
+    """JobRenderer.render, as the spools take it."""
+
+    def __call__(self, job: PrintableJob, unprintable: list[str] | None = None) -> bytes: ...
+
+
 class JobRenderer:
     """Renders jobs as the agent prints them: the job's printer's width and options, the store's language."""
 
@@ -40,8 +47,9 @@ class JobRenderer:
             renderer = lambda: made  # noqa: E731 (a constant provider)
         self._renderer = renderer
 
-    def render(self, job: PrintableJob) -> bytes:
-        """Blocking CPU work (tens of ms for a long ticket): the agent calls it in a thread."""
+    def render(self, job: PrintableJob, unprintable: list[str] | None = None) -> bytes:
+        """Blocking CPU work (tens of ms for a long ticket): the agent calls it in a thread. ``unprintable`` gets the
+        texts the printer's code page could not show (printed as "?")."""
         settings = self._settings
         order = parse_order(json.loads(job.payload), stored=True)
         printer = settings.printers.get(job.printer) or _UNCONFIGURED
@@ -64,6 +72,7 @@ class JobRenderer:
                     copy=job.copy,
                     redirected_from=job.redirected_from,
                     options=options,
+                    unprintable=unprintable,
                 )
             return renderer.ticket(
                 order,
@@ -75,6 +84,7 @@ class JobRenderer:
                 released=job.released_at is not None,
                 options=options,
                 change_revision=job.revision if job.variant == JobVariant.ADDED else None,
+                unprintable=unprintable,
             )
         return renderer.receipt(
             order,
@@ -84,4 +94,5 @@ class JobRenderer:
             options=options,
             store_name=settings.agent.store_name or settings.agent.store_id,
             footer=settings.receipts.footer,
+            unprintable=unprintable,
         )

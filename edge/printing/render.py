@@ -19,7 +19,7 @@ from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payme
 from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, MIN_WIDTH, Layout, PrintOptions, finalize, template_globals
 from edge.printing.profiles import check_profile, profile
-from edge.printing.text import codepage
+from edge.printing.text import codepage, printable
 from edge.states import OrderStatus
 
 if TYPE_CHECKING:
@@ -35,6 +35,23 @@ def ticket_code(order: Order, station: str) -> str:
     """The QR code on a station's ticket or change ticket (edge/scanners/codes.py): a later revision's carries it, so
     the original's scan is told from the change ticket's and does not mark done what a change added since."""
     return f"edge:v1:{order.id}:{station}" + (f":{order.revision}" if order.revision > 1 else "")
+
+
+def _readable(order: Order, options: PrintOptions) -> Order:
+    """The order with its SKU beside each item name the printer's code page cannot show one letter or digit of: "1x
+    ???? (KP-12)" for a name in Chinese, so that the cook can still tell the dish (print probe 3, F2)."""
+    codec = codepage(profile(options.profile).code_pages, options.codepage)[0]
+    if all(_shows_something(item.name, codec) for item in order.items):
+        return order
+    items = tuple(
+        item if _shows_something(item.name, codec) else dataclasses.replace(item, name=f"{item.name} ({item.sku})")
+        for item in order.items
+    )
+    return dataclasses.replace(order, items=items)
+
+
+def _shows_something(text: str, codec: str) -> bool:
+    return any(char.isalnum() for char in printable(text, codec))
 
 
 class Renderer:
@@ -98,19 +115,23 @@ class Renderer:
         released: bool = False,
         options: PrintOptions = DEFAULT_OPTIONS,
         change_revision: int | None = None,
+        unprintable: list[str] | None = None,
     ) -> bytes:
         """The production ticket with ``station``'s items; ``redirected_from`` names where it should have printed.
 
         ``released``: a person let a held (stale) ticket print, so its order time shows the date too.
         ``change_revision``: the station's first ticket, brought by this revision of the order: marked as a change.
+        ``unprintable`` (each render of a job may take one): gets the texts the printer's code page could not show.
         """
         _check_job(width, language)
+        order = _readable(order, options)
         created = self._local(order.created_at)
         return self._render(
             "ticket.j2",
             width=width,
             language=language,
             options=options,
+            unprintable=unprintable,
             order=order,
             station=station,
             items=order.production_items(station),
@@ -143,11 +164,14 @@ class Renderer:
         copy: bool = False,
         redirected_from: str | None = None,
         options: PrintOptions = DEFAULT_OPTIONS,
+        unprintable: list[str] | None = None,
     ) -> bytes:
         """The change ticket (ÄNDERUNG / CHANGED) from ``before`` (the revision on paper) to ``order`` at one station;
         when ``order`` is cancelled, the void ticket (STORNO / CANCELLED) striking what ``before`` and the ``struck``
         revisions (later ones that may be on paper too) put there."""
         _check_job(width, language)
+        order, before = _readable(order, options), _readable(before, options)
+        struck = [_readable(revision, options) for revision in struck]
         cancelled = order.status == "cancelled"
         fulfilment = labels.describe_fulfilment(order.fulfilment, language)
         before_fulfilment = labels.describe_fulfilment(before.fulfilment, language)
@@ -157,6 +181,7 @@ class Renderer:
             width=width,
             language=language,
             options=options,
+            unprintable=unprintable,
             order=order,
             station=station,
             cancelled=cancelled,
@@ -184,15 +209,18 @@ class Renderer:
         store_name: str = "",
         footer: str = "",
         options: PrintOptions = DEFAULT_OPTIONS,
+        unprintable: list[str] | None = None,
     ) -> bytes:
         """The customer's receipt: every item with its price, totals, taxes and payment; opens the drawer for cash if
         configured."""
         _check_job(width, language)
+        order = _readable(order, options)
         return self._render(
             "receipt.j2",
             width=width,
             language=language,
             options=options,
+            unprintable=unprintable,
             # Never on a copy: a reprint must not open the drawer a second time.
             drawer=options.cash_drawer
             and not copy
@@ -237,7 +265,15 @@ class Renderer:
             raise ConfigError(f"printers.{printer}", f"cannot print with these options: {err}") from err
 
     def _render(
-        self, name: str, *, width: int, language: str, options: PrintOptions, drawer: bool = False, **context: Any
+        self,
+        name: str,
+        *,
+        width: int,
+        language: str,
+        options: PrintOptions,
+        drawer: bool = False,
+        unprintable: list[str] | None = None,
+        **context: Any,
     ) -> bytes:
         # A namespace, not a dict: in a template t.copy on a dict would be dict.copy.
         output = self._templates[name].render(
@@ -249,6 +285,8 @@ class Renderer:
             # printer does not act on bytes after paper end, the rest is cleared) and its COPY never kicks.
             job.commands.open_drawer()
         job.write(output)
+        if unprintable is not None:
+            unprintable.extend(text for text in job.unprintable if text not in unprintable)
         return job.commands.output
 
     def _local(self, moment: datetime) -> datetime:

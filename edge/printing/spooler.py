@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import PrinterSettings, SpoolSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError, StoreUnavailableError, UnreadableRowError
-from edge.events import EventBus, PrinterStatusChanged
+from edge.events import EventBus, PrinterStatusChanged, TextUnprintable
 from edge.log import SaidOnce
 from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
@@ -21,6 +22,9 @@ from edge.states import JobState
 from edge.store.db import STORE_RETRY_S
 from edge.store.jobs import JobStore
 from edge.store.rows import PrintableJob, PrintedMark
+
+if TYPE_CHECKING:
+    from edge.printing.jobs import RenderJob
 
 log = structlog.get_logger()
 
@@ -50,7 +54,7 @@ class Spooler:
         printer: PrinterSettings,
         driver: PrinterDriver,
         jobs: JobStore,
-        render: Callable[[PrintableJob], bytes],
+        render: RenderJob,
         bus: EventBus,
         spool: SpoolSettings,
         ages: JobAges,
@@ -77,6 +81,7 @@ class Spooler:
         self._jobs = jobs
         self._render = render
         self._bus = bus
+        self._told_unprintable: set[str] = set()  # texts this printer cannot show, told once a run
         self._spool = spool
         self._wake = asyncio.Event()
         self._stop_asked = asyncio.Event()
@@ -301,13 +306,26 @@ class Spooler:
                 try:
                     # Off the loop: a 500-item ticket is tens of ms of CPU; in a thread the loop gets the GIL back
                     # within the switch interval (the agent sets 1 ms), so intake and group commit go on meanwhile.
-                    return await asyncio.to_thread(self._render, job)
+                    unprintable: list[str] = []
+                    data = await asyncio.to_thread(self._render, job, unprintable)
                 except Exception as err:  # a rendering bug must end in a dead job a person sees, not a silent loop
                     log.exception("render_failed", device_id=self.name)
                     await self._failed(job, f"cannot render the ticket: {err}", partial=False, expected=job.state)
                     return None
+                self._tell_unprintable(job, unprintable)
+                return data
             finally:
                 self.current_job = None
+
+    def _tell_unprintable(self, job: PrintableJob, texts: list[str]) -> None:
+        """Text the code page cannot show prints as "?": the ticket goes out (the item's SKU beside a name with
+        nothing left of it), and the manager hears of each such text once, to change the menu or the printer."""
+        if new := tuple(text for text in texts if text not in self._told_unprintable):
+            self._told_unprintable.update(new)
+            log.warning("text_unprintable", device_id=self.name, texts=new, effect='printed as "?"')
+            self._bus.publish(
+                TextUnprintable(printer=self.name, order_id=job.order_id, order_number=job.order_number, texts=new)
+            )
 
     async def _unreadable(self, err: UnreadableRowError) -> None:
         """A job this version cannot read would stall the printer behind it: it is dead at once (another attempt

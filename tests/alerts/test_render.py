@@ -45,6 +45,11 @@ GROUP_DETAILS = {
     "push_refused": {"reason": "wrong_token", "remote": "10.0.0.7"},
     "mqtt_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: must be an integer"}]},
     "mqtt_session_lost": {},
+    "text_unprintable": {
+        "order": "C-1",
+        "detail": "宫保鸡丁 (KP-12), 不要辣",
+        "items": [{"id": "ord_9", "order": "C-1", "text": "宫保鸡丁 (KP-12), 不要辣"}],
+    },
 }
 SUBJECTS = {
     "queue_backlog": "queue",
