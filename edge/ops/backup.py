@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import os
 import pwd
+import re
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +35,9 @@ from edge.store.files import (
 log = structlog.get_logger()
 
 _PREFIX = "edge-"
+# edge-<UTC time>-<n><label>.db: n counts the backups taken in the folder. The time is the box's clock, which can be
+# years ahead for nights (a failing RTC) and right again after: n, not the time, says which backup came last.
+_NAME = re.compile(rf"{_PREFIX}\d{{8}}T\d{{9}}Z(?:-(\d+))?(?!\d)")
 _MB = 2**20
 _PARTIAL_STALE_S = 3600.0  # a backup is written in one step, in seconds or minutes: a partial this old is dead
 
@@ -92,7 +96,7 @@ def _make_room(db_path: Path, directory: Path, reserve_mb: int) -> None:
     free = shutil.disk_usage(directory).free
     if free >= need:
         return
-    older = {p: p.stat().st_size for p in sorted(directory.glob(f"{_PREFIX}*.db"))[:-1]}  # oldest first; newest stays
+    older = {p: p.stat().st_size for p in _oldest_first(directory)[:-1]}  # the newest stays
     if free + sum(older.values()) < need:
         kept = f" and the {reserve_mb} MB the agent keeps free (alerts.disk_free_min_mb)" if same_disk else ""
         raise StoreError(
@@ -114,7 +118,8 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: i
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _make_room(db_path, directory, reserve_mb)
-        target = directory / f"{_PREFIX}{_stamp()}{label}.db"
+        taken = _oldest_first(directory)
+        target = directory / f"{_PREFIX}{_stamp()}-{_number(taken[-1]) + 1 if taken else 1}{label}.db"
         partial = target.with_suffix(".partial")
         partial.unlink(missing_ok=True)
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
@@ -134,10 +139,21 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: i
         raise
     partial.rename(target)  # a backup file either exists whole or not at all
     sync_to_disk(directory)
-    for old in sorted(directory.glob(f"{_PREFIX}*.db"), reverse=True)[keep:]:
+    for old in _oldest_first(directory)[:-keep]:
         old.unlink()
     _remove_leftovers(directory)
     return target
+
+
+def _oldest_first(directory: Path) -> list[Path]:
+    """The backups in ``directory`` in the order they were taken: by their number; those of versions that wrote none
+    (and a file put there by hand) before them, by name."""
+    return sorted(directory.glob(f"{_PREFIX}*.db"), key=lambda path: (_number(path), path.name))
+
+
+def _number(path: Path) -> int:
+    found = _NAME.match(path.name)
+    return int(found[1]) if found and found[1] else 0
 
 
 def _stamp() -> str:
@@ -159,7 +175,7 @@ def _remove_leftovers(directory: Path) -> None:
 
 
 async def backup_database(settings: Settings, *, label: str = "") -> Path:
-    """Writes data_dir/backups/edge-<UTC time><label>.db and keeps the newest ``backup.keep`` files."""
+    """Writes data_dir/backups/edge-<UTC time>-<n><label>.db and keeps the ``backup.keep`` taken last."""
     started = time.monotonic()
     target = await asyncio.to_thread(
         _backup,
@@ -176,11 +192,12 @@ async def backup_database(settings: Settings, *, label: str = "") -> Path:
 
 
 def _newest(directory: Path) -> Path | None:
-    """The newest backup in ``directory`` (their names sort by time); None if none, or it cannot be read."""
+    """The backup taken last in ``directory``; None if none, or it cannot be read."""
     try:
-        return max(directory.glob(f"{_PREFIX}*.db"), default=None)
+        taken = _oldest_first(directory)
     except OSError:
         return None
+    return taken[-1] if taken else None
 
 
 def _restore(settings: Settings, source: Path, force: bool) -> Restored:
@@ -298,7 +315,7 @@ def _room_for_restore(settings: Settings, source: Path) -> None:
     safety = _files_size(db_path)
     older = 0
     if directory.exists():
-        older = sum(p.stat().st_size for p in sorted(directory.glob(f"{_PREFIX}*.db"))[:-1])
+        older = sum(p.stat().st_size for p in _oldest_first(directory)[:-1])
     safety_words = f"{copy_words}, a backup of the database it replaces {safety / mb:.1f} MB in {directory}"
     if same_disk:
         if data_free + older >= copy + safety + reserve:

@@ -648,3 +648,30 @@ async def test_restore_given_the_backup_folder_names_its_newest_backup_and_write
     assert len(lines) == 1 and "is a folder" in lines[0] and str(newest) in lines[0], lines
     assert "disk I/O" not in lines[0]
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before
+
+
+async def test_backups_taken_while_the_clock_was_ahead_never_outrank_the_ones_taken_after(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """Nights with the box clock ten years ahead (a failing RTC, a year typed wrong) left backups named in 2036; the
+    clock right again, the next `edge backup` keeps what it wrote, drops the oldest taken, and is the newest a restore
+    is pointed to (days probe, F1). Before: rotation by name deleted the backup it had just written and it exited 1
+    ("No such file or directory"), every night, the 2036 copies kept and named as the newest."""
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=tmp_path / "data",
+        api_port=0,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        extra="\n[backup]\nkeep = 3\n",
+    )
+    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    ahead = []
+    for _ in range(3):
+        taken = await edge_backup(config)
+        ahead.append(taken.rename(taken.with_name(taken.name.replace("edge-20", "edge-30", 1))))
+    later = [await edge_backup(config) for _ in range(2)]
+    kept = sorted(p.name for p in later[0].parent.glob("edge-*.db"))
+    assert kept == sorted(p.name for p in [ahead[2], *later]), kept  # the oldest two taken made way
+    refused = await edge("restore", str(later[0].parent), "--config", str(config))
+    assert str(later[1]) in refused.stderr, refused.stderr  # the newest is the last one taken
