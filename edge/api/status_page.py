@@ -148,6 +148,8 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             "order_id": j.order_id,
             "number": j.order_number,
             "printer": j.printer,
+            "station": j.station,
+            "kind": j.kind,
             "attempts": j.attempts,
             "last_error": j.last_error,
         }

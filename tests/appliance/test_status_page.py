@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -284,7 +285,7 @@ async def test_page_in_headless_chromium_sync_now_and_reprint(
             await page.wait_for_selector(f"#message:has-text('Sync started (recovery run {run_id + 1})')")
             await page.click(f'tr[data-order="{example_order["id"]}"] button[data-reprint]')
             printed = await printers["kitchen"].wait_for_printed(5, timeout=15)
-            await page.wait_for_selector("#message:has-text('Reprint done')")
+            await page.wait_for_selector("#message:has-text('Reprinted A-1042 (job 5)')")
             await page.click(f'tr[data-order="{example_order["id"]}"] button[data-preview]')
             await page.locator(
                 "#preview[open] pre", has_text="Margherita"
@@ -298,11 +299,16 @@ async def test_page_in_headless_chromium_sync_now_and_reprint(
 
 
 async def hold_tickets(
-    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], count: int
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    count: int,
+    **overrides: Any,
 ) -> tuple[Agent, list[dict]]:
-    """An agent whose kitchen printer was off longer than the stale age (0.6 s): ``count`` tickets end up held."""
+    """An agent whose kitchen printer was off longer than the stale age (0.6 s): ``count`` tickets end up held.
+    ``overrides``: more config sections (api={"status_refresh_s": 0.3})."""
     clock = SteppedClock()
-    agent = await make_agent(printing={"stale_ticket_min": 1}, clock=clock)
+    agent = await make_agent(printing={"stale_ticket_min": 1}, clock=clock, **overrides)
     printers["kitchen"].set_offline(True)
     asap(example_order)
     held = []
@@ -390,10 +396,18 @@ async def test_release_discard_and_release_all_clicks_in_headless_chromium(
             await page.click("#token-box button")
             await page.click(f'#held-jobs button[data-release="{first}"]')
             printed = await printers["kitchen"].wait_for_printed(1, timeout=15)
-            await page.wait_for_selector(f"#message:has-text('Release of job {first} done')")
+            await page.wait_for_selector(
+                f"#message:has-text('Release of the kitchen ticket of <b>H-0</b> (job {first}) done')"
+            )
             await page.wait_for_selector(f'#held-jobs button[data-release="{first}"]', state="detached")
+            # the rows below moved up into its place: their buttons take a tap once they settled (status.js)
+            await page.wait_for_selector("#panel .moved", state="detached")
             await page.click(f'#held-jobs button[data-discard="{second}"]')
-            await page.wait_for_selector(f"#message:has-text('Discard of job {second} done')")
+            await page.wait_for_selector(
+                f"#message:has-text('Discard of the kitchen ticket of <b>H-1</b> (job {second}) done')"
+            )
+            await page.wait_for_selector(f'#held-jobs button[data-discard="{second}"]', state="detached")
+            await page.wait_for_selector("#panel .moved", state="detached")
             await page.click("button[data-release-all]")
             printed = await printers["kitchen"].wait_for_printed(2, timeout=15)
             await page.wait_for_selector(f"#message:has-text('Release all done (jobs {third})')")

@@ -303,7 +303,7 @@ async def test_a_double_click_or_a_click_again_before_the_answer_is_one_reprint(
     await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     await page.mouse.down(click_count=1)
     await page.mouse.up(click_count=1)
-    await page.wait_for_selector("#message:has-text('Reprint done')")
+    await page.wait_for_selector("#message:has-text('Reprinted ')")
     await page.mouse.down(click_count=2)
     await page.mouse.up(click_count=2)
     await page.evaluate("document.getElementById('message').textContent = ''")
@@ -312,9 +312,125 @@ async def test_a_double_click_or_a_click_again_before_the_answer_is_one_reprint(
     await wait_until(lambda: len(sent) >= 2)
     await page.click(reprint)  # again, no answer yet
     answer.set()
-    await page.wait_for_selector("#message:has-text('Reprint done')")
+    await page.wait_for_selector("#message:has-text('Reprinted ')")
     await printers["kitchen"].wait_for_printed(3)
     assert len(sent) == 2, sent
     reprints = await db_rows(agent, "SELECT id FROM print_jobs WHERE copy = 1")
     assert len(reprints) == 2, reprints
     assert all("KOPIE / COPY" in decode(t).text for t in printers["kitchen"].printed[1:])
+
+
+async def open_with_token(chromium: Any, agent: Agent) -> Any:
+    """The status page in a new tab, the token typed and its refresh in; the page's clock is the test's to stop."""
+    page = await chromium.new_page()
+    page.set_default_timeout(10_000)
+    await page.clock.install()
+    await page.goto(f"http://127.0.0.1:{agent.port}/")
+    await page.fill("#token", TOKEN)
+    async with page.expect_response(lambda response: "/status/panel" in response.url):
+        await page.click("#token-box button")
+    return page
+
+
+async def stop_the_clock(page: Any) -> None:
+    """The page's time stands still: a tap comes right after the next refresh, however slow this machine is."""
+    await page.clock.pause_at(await page.evaluate("Date.now()") / 1000 + 0.5)  # in seconds; ahead of its time
+
+
+async def refresh_now(page: Any) -> None:
+    """The token typed again: the page refreshes at once (its own timer stands still with the clock)."""
+    await page.evaluate(
+        "token => { document.getElementById('token').value = token;"
+        " document.getElementById('token-box').requestSubmit(); }",
+        TOKEN,
+    )
+
+
+async def centre(page: Any, selector: str) -> tuple[float, float]:
+    """Where a button is; asked again if a refresh replaced it while it was measured."""
+    for _ in range(50):
+        if (box := await page.locator(selector).bounding_box()) is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert box is not None
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+async def test_a_tap_where_a_refresh_just_moved_another_held_ticket_is_not_taken_and_discard_names_the_order(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    chromium: Any,
+) -> None:
+    """Two people at the held list: B aims at Discard of the 2nd ticket while A releases the 1st elsewhere. The
+    refresh takes the 1st row away and every row moves up: B's tap, just after, would land on Discard of the 3rd
+    (an order nobody meant to drop, and the dialog named only "job 3"). A tap on a button a refresh just put where
+    another one was is not taken, and says so; the Discard dialog and its answer name the order and the station."""
+    agent, held = await hold_tickets(make_agent, example_order, printers, 4)
+    first, second, third, fourth = (h["job_id"] for h in held)
+    page = await open_with_token(chromium, agent)
+    dialogs = record_dialogs(page, {"accept": True})
+    x, y = await centre(page, f'#held-jobs button[data-discard="{second}"]')
+    await page.mouse.move(x, y)
+    await stop_the_clock(page)
+    async with api_client(agent) as api, api.post(f"/api/v1/jobs/{first}/release") as response:
+        assert response.status == 200  # the other person
+    await refresh_now(page)
+    await page.wait_for_selector(f'#held-jobs button[data-release="{first}"]', state="detached")
+    await page.mouse.click(x, y)  # Discard of the 3rd sits there now
+    await page.wait_for_selector("#message:has-text('just moved')", timeout=5_000)
+    await asyncio.sleep(0.3)
+    await page.clock.resume()
+    assert dialogs == []
+    assert {k: v for k, v in (await held_rows(agent)).items() if k != first} == {
+        second: "held",
+        third: "held",
+        fourth: "held",
+    }
+    await page.wait_for_selector("#held-jobs .moved", state="detached", timeout=5_000)  # settled: B looks again
+    await page.click(f'#held-jobs button[data-discard="{second}"]')
+    await page.wait_for_selector(
+        f"#message:has-text('Discard of the kitchen ticket of <b>H-1</b> (job {second}) done')"
+    )
+    assert dialogs == ["Discard the kitchen ticket of order <b>H-1</b>? It will never print."]
+    assert {k: v for k, v in (await held_rows(agent)).items() if k != first} == {
+        second: "discarded",
+        third: "held",
+        fourth: "held",
+    }
+
+
+async def test_a_tap_where_a_new_order_just_pushed_the_last_orders_down_reprints_nothing_and_names_the_order(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    chromium: Any,
+) -> None:
+    """Last orders are newest first: each new order pushes every row down one. A tap aimed at Reprint of A-1002 just
+    after a refresh would reprint A-1003 ("Reprint done (jobs 7)": nobody noticed). The tap is not taken; the
+    reprint aimed at, once the rows settled, says "Reprinted A-1002 (job …)" and prints only that order's COPY."""
+    agent = await make_agent()
+    orders = [dict(example_order, id=f"ord_{n}", number=f"A-100{n}", print_receipt=False) for n in range(1, 5)]
+    async with api_client(agent) as api:
+        for order in orders[:3]:
+            await post(api, order)
+        await printers["kitchen"].wait_for_printed(3)
+        page = await open_with_token(chromium, agent)
+        aimed = 'tr[data-order="ord_2"] button[data-reprint]'
+        x, y = await centre(page, aimed)
+        await page.mouse.move(x, y)
+        await stop_the_clock(page)
+        await post(api, orders[3])
+        await refresh_now(page)
+        await page.wait_for_selector('tr[data-order="ord_4"]')
+    await page.mouse.click(x, y)  # A-1003's Reprint sits there now
+    await page.wait_for_selector("#message:has-text('just moved')", timeout=5_000)
+    await asyncio.sleep(0.3)
+    await page.clock.resume()
+    assert await db_rows(agent, "SELECT order_id FROM print_jobs WHERE copy = 1") == []
+    await page.wait_for_selector("#orders .moved", state="detached", timeout=5_000)
+    await page.click(aimed)
+    await page.wait_for_selector("#message:has-text('Reprinted A-1002 (job ')")
+    await printers["kitchen"].wait_for_printed(5)
+    assert await db_rows(agent, "SELECT order_id FROM print_jobs WHERE copy = 1") == [("ord_2",)]
+    assert "1002" in decode(printers["kitchen"].printed[4]).text.replace(" ", "")

@@ -12,6 +12,12 @@ let upToDate = Date.now(); // the data on screen is from then: the server render
 // press and release meet the same element. A panel a refresh brings meanwhile waits for the release.
 let pressing = false;
 let waitingPanel = null;
+// A refresh moves rows: a ticket released elsewhere takes its row away and those below move up, a new order pushes the
+// last orders down. A tap aimed just before lands on another ticket's button. Deferring the swap while a pointer moves
+// cannot help a finger (a touch screen has no hover to see it coming), so a button a refresh just put where another
+// one was ignores a tap for SETTLE_MS, its row marked, long enough to see that the row under the finger changed.
+const SETTLE_MS = 1000;
+const movedAt = new WeakMap(); // button -> when a refresh put it where another button was
 
 function authHeaders() {
   const token = sessionStorage.getItem("edge-token");
@@ -53,7 +59,7 @@ async function refresh() {
     if (response.ok) {
       const html = await response.text();
       if (pressing) waitingPanel = html;
-      else panel.innerHTML = html;
+      else showPanel(html);
       current();
     } else if (response.status === 401) {
       say("Enter the API token to see the status.");
@@ -68,16 +74,45 @@ async function refresh() {
   }
 }
 
+function buttonKey(button) {
+  return JSON.stringify({ ...button.dataset });
+}
+
+function showPanel(html) {
+  const before = [...panel.querySelectorAll("button")].map((b) => ({ key: buttonKey(b), box: b.getBoundingClientRect() }));
+  panel.innerHTML = html;
+  const now = Date.now();
+  const marked = [];
+  for (const button of panel.querySelectorAll("button")) {
+    const box = button.getBoundingClientRect();
+    const x = box.left + box.width / 2;
+    const y = box.top + box.height / 2;
+    const was = before.find((b) => x >= b.box.left && x <= b.box.right && y >= b.box.top && y <= b.box.bottom);
+    if (was && was.key !== buttonKey(button)) {
+      movedAt.set(button, now);
+      marked.push(button.closest("tr") || button);
+    }
+  }
+  for (const row of marked) row.classList.add("moved");
+  setTimeout(() => {
+    for (const row of marked) row.classList.remove("moved");
+  }, SETTLE_MS);
+}
+
 async function refreshForever() {
   // One refresh at a time: a hung agent never piles up requests.
   await refresh();
   setTimeout(refreshForever, REFRESH_MS);
 }
 
+function jobs(ids) {
+  return (ids.length === 1 ? "job " : "jobs ") + ids.join(", ");
+}
+
 function done(label, answer) {
   if (answer.run_id) return label + (answer.joined ? " joined the running recovery (run " : " started (recovery run ") + answer.run_id + ")";
-  const ids = answer.job_ids || answer.released;
-  return label + " done" + (ids ? " (jobs " + ids.join(", ") + ")" : "");
+  if (answer.job_ids) return "Reprinted " + label + " (" + jobs(answer.job_ids) + ")";
+  return label + " done" + (answer.released ? " (jobs " + answer.released.join(", ") + ")" : "");
 }
 
 // Actions sent and not answered yet: the same one again meanwhile (an impatient second click) is not sent twice.
@@ -134,7 +169,7 @@ for (const end of ["pointerup", "pointercancel"]) {
     // After the click this release makes (dispatched in the same task), not before it.
     setTimeout(() => {
       pressing = false;
-      if (waitingPanel !== null) panel.innerHTML = waitingPanel;
+      if (waitingPanel !== null) showPanel(waitingPanel);
       waitingPanel = null;
     }, 0);
   });
@@ -145,9 +180,14 @@ panel.addEventListener("click", (event) => {
   // People double-click buttons on web pages: the second click of a double click (detail 2, 3 for a triple) is not
   // a second reprint or release. A click from the keyboard has detail 0.
   if (!button || event.detail > 1) return;
-  if (button.dataset.retry) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.retry) + "/retry", "Retry of job " + button.dataset.retry);
-  else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", "Reprint");
-  else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of job " + button.dataset.release);
+  if (Date.now() - (movedAt.get(button) ?? -Infinity) < SETTLE_MS) {
+    say("Not done: that row just moved under your finger. Look again, then tap the one you mean.");
+    return;
+  }
+  const what = "the " + button.dataset.what + " of "; // "the kitchen ticket of " A-1042
+  if (button.dataset.retry) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.retry) + "/retry", "Retry of " + what + button.dataset.number + " (job " + button.dataset.retry + ")");
+  else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", button.dataset.number);
+  else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of " + what + button.dataset.number + " (job " + button.dataset.release + ")");
   else if (button.dataset.releaseAll) {
     // Every held ticket prints, also those not listed: say how many before a tap sends a backlog to the kitchen.
     const count = Number(button.dataset.releaseAll);
@@ -162,7 +202,7 @@ panel.addEventListener("click", (event) => {
     if (confirm("Discard mail " + button.dataset.mailDiscard + "? It will never be sent.")) act("/api/v1/alerts/outbox/" + encodeURIComponent(button.dataset.mailDiscard) + "/discard", "Discard of mail " + button.dataset.mailDiscard);
   }
   else if (button.dataset.discard) {
-    if (confirm("Discard job " + button.dataset.discard + "? It will never print.")) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.discard) + "/discard", "Discard of job " + button.dataset.discard);
+    if (confirm("Discard " + what + "order " + button.dataset.number + "? It will never print.")) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.discard) + "/discard", "Discard of " + what + button.dataset.number + " (job " + button.dataset.discard + ")");
   }
   else if (button.dataset.preview) showPreview(button.dataset.preview);
 });
