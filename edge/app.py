@@ -282,7 +282,9 @@ class Agent:
             if s.mqtt.url:
                 await self._start_mqtt(stack, intake, db)
             readers = OutboxReaders(central=bool(s.central.url), mqtt=bool(s.mqtt.url))
-            self._housekeeping = Housekeeping(db, s.retention, clock=self.clock, readers=readers, central=central_time)
+            self._housekeeping = Housekeeping(
+                db, s.retention, clock=self.clock, readers=readers, central=central_time, receipts=s.receipts
+            )
             self._housekeeping.start()
             self._on_stop(stack, "housekeeping", self._housekeeping.stop)  # no purge runs while the parts wind down
             self._warn_if_exposed()

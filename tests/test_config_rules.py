@@ -35,6 +35,16 @@ RULES = [
     ),
     (BASE + "[receipts]\nby_default = true\n", "receipts.by_default", "is true but receipts.printer is not set"),
     (
+        BASE + '[receipts]\nenabled = false\nprinter = "kitchen"\n',
+        "receipts.enabled",
+        "is false (this box prints no receipts) but receipts.printer is set: unset one of the two",
+    ),
+    (
+        BASE + "[receipts]\nenabled = false\nby_default = true\n",
+        "receipts.by_default",
+        "is true but receipts.enabled is false (this box prints no receipts)",
+    ),
+    (
         BASE.replace('token = "tok-0123456789abcdef"', 'token = ""'),
         "api.token",
         "is required unless api.require_signature is true (set it in the config file or EDGE_API_TOKEN)",

@@ -57,6 +57,18 @@ def receipts_printer_exists(s: Settings) -> None:
         raise ConfigError("receipts.printer", f"printer {printer!r} is not configured (known: {_known(s.printers)})")
 
 
+def receipts_off_print_nothing(s: Settings) -> None:
+    if s.receipts.enabled:
+        return
+    if s.receipts.printer is not None:
+        raise ConfigError(
+            "receipts.enabled",
+            "is false (this box prints no receipts) but receipts.printer is set: unset one of the two",
+        )
+    if s.receipts.by_default:
+        raise ConfigError("receipts.by_default", "is true but receipts.enabled is false (this box prints no receipts)")
+
+
 def receipts_by_default_need_a_printer(s: Settings) -> None:
     if s.receipts.by_default and s.receipts.printer is None:
         raise ConfigError("receipts.by_default", "is true but receipts.printer is not set")
@@ -188,6 +200,7 @@ RULES: tuple[Callable[[Settings], None], ...] = (
     scanners_name_known_stations,
     scanners_have_ports_of_their_own,
     receipts_printer_exists,
+    receipts_off_print_nothing,
     receipts_by_default_need_a_printer,
     token_or_signature_required,
     placeholder_token_refused,

@@ -88,10 +88,24 @@ class ScannerSettings:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReceiptSettings:
+    # false: this box prints no receipts by design (the till does): no receipt job, whatever an order asks. Apart from
+    # an unset printer, which holds what orders ask for (a receipt printer missing by mistake must not lose receipts).
+    enabled: bool = True
     printer: str | None = None
     by_default: bool = False  # print a receipt when the order does not say
     footer: str = ""
     on_change: Literal["none", "reprint"] = "none"  # a changed order's printed receipt: left, or printed anew
+
+    @property
+    def unserved(self) -> str | None:
+        """Receipts left on and no receipt printer: how to say the box prints none by design (the start log says it,
+        and `edge config check` should); None otherwise."""
+        if self.enabled and self.printer is None:
+            return (
+                "receipts.printer is not set: a receipt an order asks for is held for a person; if this box prints no"
+                " receipts by design (the till prints them), set receipts.enabled = false"
+            )
+        return None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

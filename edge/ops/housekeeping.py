@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, repeat
-from edge.config import RetentionSettings
+from edge.config import ReceiptSettings, RetentionSettings
+from edge.store import receipts as store_receipts
 from edge.store import retention as store_retention
 from edge.store.db import Database
 
@@ -22,6 +23,8 @@ STORAGE_PROBE_S = 10.0
 # newest order's created_at): a box clock that jumps years ahead must not make every order, and every seen-order
 # record that stops a second print, look old. Far above clock skew between hosts.
 AHEAD_MARGIN_S = 86400.0
+
+RECEIPTS_ON = ReceiptSettings()  # [receipts] as the default has it
 
 
 async def purge_printed_orders(
@@ -64,10 +67,13 @@ class Housekeeping:
         clock: Clock = SYSTEM_CLOCK,
         readers: store_retention.OutboxReaders = store_retention.CENTRAL_ONLY,
         central: RemoteClock | None = None,
+        receipts: ReceiptSettings = RECEIPTS_ON,
     ) -> None:
-        """``central``: central's clock as its answers tell it, where the agent has a central link."""
+        """``central``: central's clock as its answers tell it, where the agent has a central link; ``receipts``: the
+        [receipts] settings."""
         self._db = db
         self._retention = retention
+        self._receipts = receipts
         self._clock = clock
         self._readers = readers
         self._central = central
@@ -76,7 +82,7 @@ class Housekeeping:
 
     def start(self) -> None:
         self._timers = [
-            asyncio.create_task(repeat(self.purge, self._retention.every_s), name="retention"),
+            asyncio.create_task(self._retain(), name="retention"),
             asyncio.create_task(repeat(self.probe_storage, STORAGE_PROBE_S), name="storage-probe"),
         ]
 
@@ -86,6 +92,27 @@ class Housekeeping:
             timer.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)
         self._timers = []
+
+    async def _retain(self) -> None:
+        await self.settle_receipts()
+        await repeat(self.purge, self._retention.every_s)
+
+    async def settle_receipts(self) -> None:
+        """At the start, on a box that prints no receipts (receipts.enabled = false, set between runs): the receipts an
+        earlier run held for want of a printer are discarded, so retention purges their orders. Logged once a start,
+        not for each order (intake makes no receipt job); with receipts on and no printer, how to say "none here"."""
+        if self._receipts.enabled:
+            if unserved := self._receipts.unserved:
+                log.info("receipts_unserved", hint=unserved)
+            return
+        log.info("receipts_disabled", reason="receipts.enabled = false: no receipt job is made for any order")
+        try:
+            discarded = await store_receipts.discard_held_for_no_printer(self._db)
+        except Exception as err:  # the next start tries again; retention must run either way
+            log.warning("held_receipts_not_discarded", error=str(err))
+            return
+        if discarded:
+            log.info("held_receipts_discarded", count=discarded, reason="receipts.enabled = false")
 
     async def now(self) -> float:
         """The box clock, but never more than AHEAD_MARGIN_S past the newest time known from elsewhere: central's

@@ -60,6 +60,7 @@ class Router:
     receipts_by_default: bool
     reprint_receipt_on_change: bool = False
     printers: frozenset[str] = frozenset()  # every printer the config has
+    receipts_enabled: bool = True  # false: this box prints no receipts by design (receipts.enabled)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
@@ -69,6 +70,7 @@ class Router:
             receipts_by_default=settings.receipts.by_default,
             reprint_receipt_on_change=settings.receipts.on_change == "reprint",
             printers=frozenset(settings.printers),
+            receipts_enabled=settings.receipts.enabled,
         )
 
     def printer_for(self, kind: str, station: str | None) -> str | None:
@@ -90,8 +92,11 @@ class Router:
         if sent:
             check_line_ids(order)
         canonical = canonical_bytes(payload)
+        # A box that prints no receipts plans every revision as asking for none: none is made, a later revision turning
+        # one on adds none (edge/orders/changes.py). The hashes stay the sender's: a resend is still the same order.
+        planned = order if self.receipts_enabled else dataclasses.replace(order, print_receipt=False)
         plans = plan_jobs(
-            order,
+            planned,
             stations=self.stations,
             receipt_printer=self.receipt_printer,
             receipts_by_default=self.receipts_by_default,
@@ -100,7 +105,7 @@ class Router:
         if self.receipt_printer is not None:
             routes[""] = self.receipt_printer
         return NewOrder(
-            order=order,
+            order=planned,
             payload=canonical.decode(),
             content_hash=revision_hash(payload),
             meaning_hash=meaning_hash(order),
