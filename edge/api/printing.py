@@ -9,9 +9,10 @@ import structlog
 from aiohttp import web
 
 from edge.api.deps import ApiDeps, require_accepting
-from edge.api.errors import path_id
+from edge.api.errors import error_response, path_id, read_json
 from edge.errors import DeviceError, NotFoundError
 from edge.printing.render import print_options
+from edge.states import JobState
 from edge.store.rows import Job
 
 log = structlog.get_logger()
@@ -47,13 +48,30 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         return web.json_response(job_json(job))
 
     async def release_all(request: web.Request) -> web.Response:
-        """POST /api/v1/jobs/release-held — every held job prints, oldest first."""
+        """POST /api/v1/jobs/release-held — every held job prints, oldest first; with {"job_ids": [...]} only those
+        of them still held: the ones a person counted in "Print 3 held tickets now?", not those held since."""
         require_accepting(deps)
-        released = await deps.jobs.release_held()
-        log.info("jobs_released", job_ids=released)
+        counted: list[int] | None = None
+        if request.can_read_body:
+            body = await read_json(request)
+            counted = body.get("job_ids") if isinstance(body, dict) else None
+            if not isinstance(counted, list) or not all(type(i) is int for i in counted):
+                return error_response(
+                    422, "invalid_request", 'body must be {"job_ids": [<job id>, ...]} or empty', field="job_ids"
+                )
+        released = await deps.jobs.release_held(among=counted)
+        log.info("jobs_released", job_ids=released, counted=counted is not None)
         for printer in deps.settings.printers:
             deps.wake_printer(printer)
-        return web.json_response({"released": released})
+        return web.json_response(
+            {
+                "released": released,
+                # counted but not released: released, discarded or printed by someone else meanwhile, or its
+                # printer is not configured
+                "not_released": sorted(set(counted or ()) - set(released)),
+                "still_held": sum(n for (_, state), n in (await deps.jobs.counts([JobState.HELD])).items()),
+            }
+        )
 
     async def discard(request: web.Request) -> web.Response:
         """POST /api/v1/jobs/{id}/discard — a held, failed or dead job is never printed."""

@@ -213,10 +213,10 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "dead_count": sum(n for (_, state), n in counts.items() if state == JobState.DEAD),
         "held_jobs": held,  # the oldest _HELD_LISTED
         "held_count": sum(n for (_, state), n in counts.items() if state == JobState.HELD),
-        # what Release all prints: a held job whose printer left the config stays held
-        "held_releasable": sum(
-            n for (printer, state), n in counts.items() if state == JobState.HELD and printer in deps.settings.printers
-        ),
+        # what Release all prints: a held job whose printer left the config stays held. The page's request names
+        # these ids, so a ticket held after the person read the count waits for the next look.
+        "held_releasable": len(releasable := await deps.jobs.releasable_held()),
+        "held_releasable_ids": releasable,
         "central_up": deps.metrics.registry.get_sample_value("edge_central_api_up")
         if deps.metrics and deps.settings.central.url
         else None,

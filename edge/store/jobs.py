@@ -460,22 +460,38 @@ class JobStore:
                 )
         return bool(events)
 
-    async def release_held(self, job_id: int | None = None) -> list[int]:
-        """A person says print it anyway: one held job (or all when ``job_id`` is None) back in line, never held again.
+    async def release_held(self, job_id: int | None = None, *, among: Collection[int] | None = None) -> list[int]:
+        """A person says print it anyway: one held job (or all when ``job_id`` is None; of those, only the ones in
+        ``among`` if given: what the person counted) back in line, never held again.
 
         A job whose printer is not configured stays held: released, it would wait for a printer that is not there.
         """
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET state = 'queued', released_at = :now, next_attempt_at = 0, held_reason = NULL"
-                f" WHERE state = 'held' AND (:id IS NULL OR id = :id) AND {_CONFIGURED} RETURNING id",
-                {"now": self._clock.wall(), "id": job_id, "printers": self._printers},
+                " WHERE state = 'held' AND (:id IS NULL OR id = :id)"
+                " AND (:among IS NULL OR id IN (SELECT value FROM json_each(:among)))"
+                f" AND {_CONFIGURED} RETURNING id",
+                {
+                    "now": self._clock.wall(),
+                    "id": job_id,
+                    "among": None if among is None else json.dumps(sorted(among)),
+                    "printers": self._printers,
+                },
             )
             released = sorted(r[0] for r in rows)
             if job_id is not None and not released:
                 await self._refused(conn, job_id, (JobState.HELD,), "released")
             await _up_to_date(conn, released)
         return released
+
+    async def releasable_held(self) -> list[int]:
+        """The held jobs Release all would print (their printer is configured), oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT id FROM print_jobs WHERE state = 'held' AND {_CONFIGURED} ORDER BY id",
+            {"printers": self._printers},
+        )
+        return [r[0] for r in rows]
 
     async def discard(self, job_id: int) -> None:
         """A person says never print it: a held, failed or dead job is dropped (kept as 'discarded' for the record)."""

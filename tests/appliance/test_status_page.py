@@ -307,31 +307,48 @@ async def hold_tickets(
 ) -> tuple[Agent, list[dict]]:
     """An agent whose kitchen printer was off longer than the stale age (0.6 s): ``count`` tickets end up held.
     ``overrides``: more config sections (api={"status_refresh_s": 0.3})."""
-    clock = SteppedClock()
-    agent = await make_agent(printing={"stale_ticket_min": 1}, clock=clock, **overrides)
-    printers["kitchen"].set_offline(True)
-    asap(example_order)
-    held = []
-    async with api_client(agent) as api:
-        for n in range(count):
-            order = dict(example_order, id=f"ord_{n:03d}", number=f"<b>H-{n}</b>", print_receipt=False)
-            held.append({"order": order, "job_id": (await post(api, order))["job_ids"][0]})
-        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-        clock.advance(61)  # a minute passes with the printer off: longer than the stale age
-        printers["kitchen"].set_offline(False)
-        for _ in range(200):
-            async with api.get("/api/v1/jobs", params={"state": "held"}) as response:
-                if len((await response.json())["jobs"]) == count:
-                    break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("tickets were not held")
+    agent = await make_agent(printing={"stale_ticket_min": 1}, clock=SteppedClock(), **overrides)
+    held = await hold_more(agent, example_order, printers, range(count))
     assert printers["kitchen"].printed == []
     return agent, held
 
 
-async def held_rows(agent: Agent) -> dict[int, str]:
-    return dict(await db_rows(agent, "SELECT id, state FROM print_jobs"))
+async def hold_more(agent: Agent, example_order: dict, printers: dict[str, SimPrinter], numbers: range) -> list[dict]:
+    """Orders ``numbers`` (ord_000, H-0, …) come while the kitchen printer is off, past the stale age: held too."""
+    clock = agent.clock
+    assert isinstance(clock, SteppedClock)
+    printers["kitchen"].set_offline(True)
+    asap(example_order)
+    held = []
+    async with api_client(agent) as api:
+
+        async def all_held() -> bool:
+            async with api.get("/api/v1/status") as response:
+                return bool((await response.json())["held_count"] == count)
+
+        count = len(numbers) + len(await held_rows(agent, "held"))
+        for n in numbers:
+            order = dict(example_order, id=f"ord_{n:03d}", number=f"<b>H-{n}</b>", print_receipt=False)
+            held.append({"order": order, "job_id": (await post(api, order))["job_ids"][0]})
+        # the spool saw it off (or, on a clock already stepped on, held them at once)
+        for _ in range(200):
+            if agent.spoolers["kitchen"].state.value == "offline" or await all_held():
+                break
+            await asyncio.sleep(0.05)
+        clock.advance(61)  # a minute passes with the printer off: longer than the stale age
+        printers["kitchen"].set_offline(False)
+        for _ in range(200):
+            if await all_held():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("tickets were not held")
+    return held
+
+
+async def held_rows(agent: Agent, state: str | None = None) -> dict[int, str]:
+    """Every job's state by id (only those in ``state`` if given)."""
+    return dict(await db_rows(agent, "SELECT id, state FROM print_jobs WHERE ?1 IS NULL OR state = ?1", state))
 
 
 async def test_held_tickets_listed_with_release_and_discard(
@@ -410,7 +427,7 @@ async def test_release_discard_and_release_all_clicks_in_headless_chromium(
             await page.wait_for_selector("#panel .moved", state="detached")
             await page.click("button[data-release-all]")
             printed = await printers["kitchen"].wait_for_printed(2, timeout=15)
-            await page.wait_for_selector(f"#message:has-text('Release all done (jobs {third})')")
+            await page.wait_for_selector(f"#message:has-text('Release all done (job {third})')")
             await page.wait_for_selector("#held-jobs", state="detached")
         finally:
             await browser.close()

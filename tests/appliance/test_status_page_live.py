@@ -23,7 +23,7 @@ from edge.printing.decode import decode
 from edge.sim.orders import taken_at
 from edge.sim.printer import SimPrinter
 from edge.store.jobs import JobStore
-from tests.appliance.test_status_page import CHROMIUM, CHROMIUM_ARGS, held_rows, hold_tickets
+from tests.appliance.test_status_page import CHROMIUM, CHROMIUM_ARGS, held_rows, hold_more, hold_tickets
 from tests.helpers import TOKEN, api_client, db_rows, post, until, wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -434,3 +434,30 @@ async def test_a_tap_where_a_new_order_just_pushed_the_last_orders_down_reprints
     await printers["kitchen"].wait_for_printed(5)
     assert await db_rows(agent, "SELECT order_id FROM print_jobs WHERE copy = 1") == [("ord_2",)]
     assert "1002" in decode(printers["kitchen"].printed[4]).text.replace(" ", "")
+
+
+async def test_release_all_prints_the_tickets_its_dialog_counted_not_those_held_while_it_was_open(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    chromium: Any,
+) -> None:
+    """The dialog asks "Print 3 held tickets now?"; while the page stands (the dialog open, or the count up to a
+    refresh old) two more stale orders are held. OK prints the 3 counted; the 2 others stay held and the answer says
+    so (it printed all 5: "Release all done (jobs 1, 2, 3, 4, 5)")."""
+    agent, held = await hold_tickets(make_agent, example_order, printers, 3)
+    counted = [h["job_id"] for h in held]
+    page = await open_with_token(chromium, agent)
+    dialogs = record_dialogs(page, {"accept": True})
+    await stop_the_clock(page)  # the page shows the 3 and does not refresh
+    later = [h["job_id"] for h in await hold_more(agent, example_order, printers, range(3, 5))]
+    await page.click("button[data-release-all]")
+    await page.wait_for_selector("#message:has-text('Release all done')")
+    await printers["kitchen"].wait_for_printed(3)
+    await asyncio.sleep(0.3)
+    assert dialogs == ["Print 3 held tickets now?"]
+    message = await page.inner_text("#message")
+    assert f"jobs {', '.join(map(str, counted))}" in message and "2 held tickets not counted stay held" in message
+    assert len(printers["kitchen"].printed) == 3
+    rows = await held_rows(agent)
+    assert [rows[j] for j in later] == ["held", "held"] and all(rows[j] != "held" for j in counted)

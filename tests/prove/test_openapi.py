@@ -102,6 +102,8 @@ async def test_each_operation_answers_as_documented(
         await tour.go("POST", "/api/v1/jobs/{job_id}/release", 409, f"/api/v1/jobs/{printed}/release")  # not held
         await tour.go("POST", "/api/v1/jobs/{job_id}/release", 404, "/api/v1/jobs/999999/release")
         await tour.go("POST", "/api/v1/jobs/release-held", 200)
+        await tour.go("POST", "/api/v1/jobs/release-held", 200, json={"job_ids": [1]})
+        await tour.go("POST", "/api/v1/jobs/release-held", 422, json={"job_ids": "all"})
         await tour.go("GET", "/api/v1/jobs/{job_id}/preview", 200, f"/api/v1/jobs/{printed}/preview")
         await tour.go("GET", "/api/v1/jobs/{job_id}/preview", 404, "/api/v1/jobs/x/preview")
         printers["kitchen"].drop_after = 10  # one attempt allowed: this ticket goes dead

@@ -109,16 +109,23 @@ function jobs(ids) {
   return (ids.length === 1 ? "job " : "jobs ") + ids.join(", ");
 }
 
-function done(label, answer) {
+function done(label, answer, stay) {
   if (answer.run_id) return label + (answer.joined ? " joined the running recovery (run " : " started (recovery run ") + answer.run_id + ")";
   if (answer.job_ids) return "Reprinted " + label + " (" + jobs(answer.job_ids) + ")";
-  return label + " done" + (answer.released ? " (jobs " + answer.released.join(", ") + ")" : "");
+  if (!answer.released) return label + " done";
+  const parts = [label + (answer.released.length ? " done (" + jobs(answer.released) + ")" : ": nothing released")];
+  if (answer.not_released.length) parts.push(jobs(answer.not_released) + " no longer held");
+  // Held after the person read the count (those without a printer were named in the dialog): not printed unasked.
+  const uncounted = answer.still_held - stay;
+  if (uncounted > 0) parts.push((uncounted === 1 ? "1 held ticket" : uncounted + " held tickets") + " not counted stay held");
+  return parts.join("; ");
 }
 
 // Actions sent and not answered yet: the same one again meanwhile (an impatient second click) is not sent twice.
 const sending = new Set();
 
-async function act(url, label) {
+// body: the JSON to send, if any; stay: held tickets the Release all dialog said stay held (no printer)
+async function act(url, label, body = null, stay = 0) {
   if (!sessionStorage.getItem("edge-token")) {
     say("Enter the API token first: actions need it.");
     tokenInput.focus();
@@ -128,7 +135,12 @@ async function act(url, label) {
   sending.add(url);
   let response;
   try {
-    response = await fetch(url, { method: "POST", headers: authHeaders(), signal: AbortSignal.timeout(ANSWER_MS) });
+    const request = { method: "POST", headers: authHeaders(), signal: AbortSignal.timeout(ANSWER_MS) };
+    if (body) {
+      request.headers["Content-Type"] = "application/json";
+      request.body = JSON.stringify(body);
+    }
+    response = await fetch(url, request);
   } catch (err) {
     say(label + " not confirmed: no answer from the agent (look again once the page is up to date)");
     return;
@@ -136,7 +148,7 @@ async function act(url, label) {
     sending.delete(url);
   }
   const answer = await response.json().catch(() => ({}));
-  say(response.ok ? done(label, answer) : label + " failed: " + (answer.reason || response.status));
+  say(response.ok ? done(label, answer, stay) : label + " failed: " + (answer.reason || response.status));
   refresh();
 }
 
@@ -190,11 +202,13 @@ panel.addEventListener("click", (event) => {
   else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of " + what + button.dataset.number + " (job " + button.dataset.release + ")");
   else if (button.dataset.releaseAll) {
     // Every held ticket prints, also those not listed: say how many before a tap sends a backlog to the kitchen.
-    const count = Number(button.dataset.releaseAll);
+    // The ids counted go with the request: a ticket held after this look is not printed with them.
+    const ids = button.dataset.releaseAll.split(" ").filter(Boolean).map(Number);
+    const count = ids.length;
     const stay = Number(button.dataset.held) - count;
     const question = "Print " + (count === 1 ? "1 held ticket" : count + " held tickets") + " now?"
       + (stay > 0 ? " (" + stay + " without a configured printer stay held.)" : "");
-    if (confirm(question)) act("/api/v1/jobs/release-held", "Release all");
+    if (confirm(question)) act("/api/v1/jobs/release-held", "Release all", { job_ids: ids }, stay);
   }
   else if (button.dataset.sync) act("/api/v1/recovery/runs", "Sync");
   else if (button.dataset.mailRetry) act("/api/v1/alerts/outbox/" + encodeURIComponent(button.dataset.mailRetry) + "/retry", "Retry of mail " + button.dataset.mailRetry);
