@@ -148,14 +148,13 @@ def api_client(agent: Agent | int, *, token: str | None = TOKEN, **kwargs: Any) 
     return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers, **kwargs)
 
 
-async def days_pass(agent: Agent, clock: SteppedClock, days: float) -> str:
+async def days_pass(agent: Agent, clock: SteppedClock, days: float, *, prefix: str = "later") -> str:
     """``days`` pass in a store that stays open: the box clock steps on and the store takes one order of that day (a
-    kitchen ticket, no receipt); its id. Retention dates "now" by what it knows besides the box clock (the newest
-    order's own time, central's clock: edge/ops/housekeeping.py), so a box clock that moved alone looks jumped."""
+    kitchen ticket, no receipt; ``prefix`` for its id, another each time days pass again); its id. Retention dates
+    "now" by what it knows besides the box clock (the newest order's own time, central's clock:
+    edge/ops/housekeeping.py), so a box clock that moved alone looks jumped."""
     clock.step(days * 86400)
-    order = make_order(
-        1, prefix="later", created_at=datetime.fromtimestamp(int(clock.wall()), UTC), print_receipt=False
-    )
+    order = make_order(1, prefix=prefix, created_at=datetime.fromtimestamp(int(clock.wall()), UTC), print_receipt=False)
     async with api_client(agent) as api:
         status, body = await post(api, order)
     assert status == 201, body

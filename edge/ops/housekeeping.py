@@ -37,10 +37,10 @@ async def purge_printed_orders(
 ) -> int:
     """Deletes old orders whose jobs are all printed, dead or discarded (and whose events central has), in short
     transactions of ``batch`` orders; their jobs and outbox rows go too. See edge/store/retention.py."""
-    cutoff = (time.time() if now is None else now) - older_than_s
+    at = time.time() if now is None else now
     total = 0
     while True:
-        purged = await store_retention.purge_orders(db, cutoff=cutoff, batch=batch, readers=readers)
+        purged = await store_retention.purge_orders(db, cutoff=at - older_than_s, now=at, batch=batch, readers=readers)
         total += purged
         if purged < batch:
             break

@@ -67,8 +67,9 @@ _HISTORY = (
 async def newest_order_time(db: Database, *, past_receipt_s: float) -> float | None:
     """The newest ``created_at`` among stored orders, unix seconds: a time the sender's clock gave, not the box's,
     but each at most ``past_receipt_s`` past our receipt of it (one order a sender dated 2099 must not lift the bound:
-    today's orders were purged under it). With none stored, the newest seen-order record's ``seen_at`` (never earlier
-    than its order's ``created_at``; one written on a clock far ahead would have kept its order from being purged).
+    today's orders were purged under it). With none stored, the newest seen-order record's ``seen_at`` (its receipt
+    or its purge, by retention's own "now": never earlier than its order's ``created_at``; one written on a clock far
+    ahead would have kept its order from being purged).
     None with neither. Retention takes it as a bound on "now" (see edge/ops/housekeeping.py)."""
     row = await db.fetchone(
         "SELECT COALESCE((SELECT MAX(MIN((julianday(created_at) - 2440587.5) * 86400.0, received_at + ?)) FROM orders),"
@@ -78,9 +79,12 @@ async def newest_order_time(db: Database, *, past_receipt_s: float) -> float | N
     return None if row is None or row[0] is None else float(row[0])
 
 
-async def purge_orders(db: Database, *, cutoff: float, batch: int, readers: OutboxReaders = CENTRAL_ONLY) -> int:
+async def purge_orders(
+    db: Database, *, cutoff: float, now: float, batch: int, readers: OutboxReaders = CENTRAL_ONLY
+) -> int:
     """One transaction: up to ``batch`` purgeable orders go with their jobs (cascade) and outbox rows; their ids stay
-    in seen_orders."""
+    in seen_orders, dated ``now`` (the purge): retention.seen_days counts from it, so an order kept longer than that
+    is not forgotten in the pass that purges it. Never dated back: a record's time stays at least its order's."""
     async with db.transaction() as conn:
         params = {
             "cutoff": cutoff,
@@ -93,6 +97,7 @@ async def purge_orders(db: Database, *, cutoff: float, batch: int, readers: Outb
         ids = [row[0] for row in await conn.execute_fetchall(_PURGEABLE, params)]
         if ids:
             marks = ",".join("?" * len(ids))
+            await conn.execute(f"UPDATE seen_orders SET seen_at = MAX(seen_at, ?) WHERE id IN ({marks})", [now, *ids])
             await conn.execute(f"DELETE FROM outbox WHERE order_id IN ({marks})", ids)
             await conn.execute(f"DELETE FROM orders WHERE id IN ({marks})", ids)
     return len(ids)
@@ -109,7 +114,8 @@ async def purge_history(db: Database, *, cutoff: float) -> dict[str, int]:
 
 
 async def purge_seen(db: Database, *, cutoff: float) -> int:
-    """Forget ids seen before ``cutoff`` whose order is gone: an order that old coming back is new again."""
+    """Forget ids seen, or purged, before ``cutoff`` whose order is gone: an order that old coming back is new again.
+    A record a database older than that purge date kept has its receipt time: it goes as before."""
     async with db.transaction() as conn:
         cursor = await conn.execute(
             "DELETE FROM seen_orders WHERE seen_at < ?"

@@ -243,3 +243,41 @@ async def test_a_cancel_kept_while_the_box_clock_was_in_1970_is_kept_after_ntp_p
         status, body = await post(api, example_order)
     assert (status, body["status"]) == (200, "cancelled"), body
     assert all(p.printed == [] for p in printers.values())
+
+
+async def test_a_purged_orders_id_is_remembered_for_seen_days_after_its_purge_not_after_its_receipt(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter]
+) -> None:
+    """retention.seen_days 10, days 30: an order printed, purged 31 days on, and sent again right after is a
+    duplicate (nothing stored, nothing printed); 9 days after the purge it still is; 11 days after, it is forgotten.
+    Before, seen_days counted from the order's receipt: the pass that purged it forgot it too, and sent again it was
+    stored and printed as a new order (probe days F3)."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, retention={"every_s": 3600, "days": 30, "seen_days": 10})
+    assert agent._housekeeping is not None
+    order = make_order(1, prefix="kept", print_receipt=False)
+    await push(agent, [order])
+    await printers["kitchen"].wait_for_printed(1)
+    await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda r: r == [("printed",)])
+
+    async def seen() -> set[str]:
+        return {r[0] for r in await db_rows(agent, "SELECT id FROM seen_orders")}
+
+    async def sent_again() -> tuple[int, str]:
+        async with api_client(agent) as api:
+            status, body = await post(api, order)
+        return status, body["status"]
+
+    later = await days_pass(agent, clock, 31)
+    assert await agent._housekeeping.purge() == 1
+    assert await db_rows(agent, "SELECT id FROM orders") == [(later,)]
+    assert await sent_again() == (200, "duplicate")
+    await days_pass(agent, clock, 9, prefix="nine")
+    await agent._housekeeping.purge()
+    assert order["id"] in await seen()
+    assert await sent_again() == (200, "duplicate")
+    assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE order_id = ?", order["id"]) == [(0,)]
+    await days_pass(agent, clock, 2, prefix="eleven")
+    await agent._housekeeping.purge()
+    assert order["id"] not in await seen()
+    assert len(printers["kitchen"].printed) == 4  # the order once, and each day's order
