@@ -310,7 +310,7 @@ async def test_a_double_click_or_a_click_again_before_the_answer_is_one_reprint(
     await page.route("**/reprint", slow_answer)  # the agent's answer to the next one is held back
     await page.click(reprint)
     await wait_until(lambda: len(sent) >= 2)
-    await page.click(reprint)  # again, no answer yet
+    await page.click(reprint, force=True)  # again, no answer yet (the button is off meanwhile)
     answer.set()
     await page.wait_for_selector("#message:has-text('Reprinted ')")
     await printers["kitchen"].wait_for_printed(3)
@@ -461,3 +461,47 @@ async def test_release_all_prints_the_tickets_its_dialog_counted_not_those_held_
     assert len(printers["kitchen"].printed) == 3
     rows = await held_rows(agent)
     assert [rows[j] for j in later] == ["held", "held"] and all(rows[j] != "held" for j in counted)
+
+
+async def test_a_reprint_the_agent_is_slow_to_answer_stays_one_press_until_its_answer_came(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    chromium: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The card stalls under the reprint's write: no answer within the page's wait (twice the refresh, 1 s here).
+    The page gave up ("not confirmed … look again") and forgot the press, so a second press printed a second COPY
+    once the card came back. It says "not confirmed yet", keeps Reprint off (across refreshes) until the first
+    request really ended, and a press meanwhile sends nothing: one COPY."""
+    agent = await make_agent(api={"status_refresh_s": 0.3})
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        await post(api, example_order)
+    await printers["kitchen"].wait_for_printed(1)
+    card = asyncio.Event()
+    asked: list[str] = []
+    add_copies = JobStore.add_copies
+
+    async def stalled(self: JobStore, order_id: str, **kwargs: Any) -> list[int]:
+        asked.append(order_id)
+        await card.wait()  # the write waits for the card
+        return await add_copies(self, order_id, **kwargs)
+
+    monkeypatch.setattr(JobStore, "add_copies", stalled)
+    page = await open_with_token(chromium, agent)
+    reprint = f'tr[data-order="{example_order["id"]}"] button[data-reprint]'
+    await page.click(reprint)
+    await page.wait_for_selector("#message:has-text('not confirmed yet')", timeout=5_000)
+    await asyncio.sleep(0.7)  # refreshes come meanwhile
+    assert await page.locator(reprint).is_disabled()
+    await page.click(reprint, force=True)  # the second press
+    await asyncio.sleep(0.5)
+    assert asked == [example_order["id"]]
+    card.set()
+    await page.wait_for_selector("#message:has-text('Reprinted A-1042 (job 2)')")
+    await printers["kitchen"].wait_for_printed(2)
+    await asyncio.sleep(0.5)
+    assert len(printers["kitchen"].printed) == 2 and asked == [example_order["id"]]
+    assert await db_rows(agent, "SELECT id FROM print_jobs WHERE copy = 1") == [(2,)]
+    await page.wait_for_selector(f"{reprint}:not([disabled])")  # on again

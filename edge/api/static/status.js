@@ -94,6 +94,7 @@ function showPanel(html) {
     }
   }
   for (const row of marked) row.classList.add("moved");
+  showSending();
   setTimeout(() => {
     for (const row of marked) row.classList.remove("moved");
   }, SETTLE_MS);
@@ -109,7 +110,7 @@ function jobs(ids) {
   return (ids.length === 1 ? "job " : "jobs ") + ids.join(", ");
 }
 
-function done(label, answer, stay) {
+function done(label, answer, stay = 0) {
   if (answer.run_id) return label + (answer.joined ? " joined the running recovery (run " : " started (recovery run ") + answer.run_id + ")";
   if (answer.job_ids) return "Reprinted " + label + " (" + jobs(answer.job_ids) + ")";
   if (!answer.released) return label + " done";
@@ -121,34 +122,48 @@ function done(label, answer, stay) {
   return parts.join("; ");
 }
 
-// Actions sent and not answered yet: the same one again meanwhile (an impatient second click) is not sent twice.
+// Actions sent and not answered yet (their urls): the same one again meanwhile (an impatient second click) is not
+// sent twice, and its buttons stay off, also those a refresh brings. Until the request really ended, not until the
+// page stops waiting: a reprint the agent answers late (a stalled SD card) is still made, and a second press made a
+// second COPY. Reprint is not idempotent, so the guard lasts as long as the request.
 const sending = new Set();
 
-// body: the JSON to send, if any; stay: held tickets the Release all dialog said stay held (no printer)
-async function act(url, label, body = null, stay = 0) {
+function showSending() {
+  for (const button of panel.querySelectorAll("button")) {
+    const action = actionFor(button);
+    if (action) button.disabled = sending.has(action.url);
+  }
+}
+
+async function act(action) {
   if (!sessionStorage.getItem("edge-token")) {
     say("Enter the API token first: actions need it.");
     tokenInput.focus();
     return;
   }
+  const { url, label } = action;
   if (sending.has(url)) return;
   sending.add(url);
+  showSending();
+  const slow = setTimeout(() => say(label + " not confirmed yet: the agent has not answered; waiting for it (the button stays off until it does)"), ANSWER_MS);
   let response;
   try {
-    const request = { method: "POST", headers: authHeaders(), signal: AbortSignal.timeout(ANSWER_MS) };
-    if (body) {
+    const request = { method: "POST", headers: authHeaders() };
+    if (action.body) {
       request.headers["Content-Type"] = "application/json";
-      request.body = JSON.stringify(body);
+      request.body = JSON.stringify(action.body);
     }
     response = await fetch(url, request);
   } catch (err) {
     say(label + " not confirmed: no answer from the agent (look again once the page is up to date)");
     return;
   } finally {
+    clearTimeout(slow);
     sending.delete(url);
+    showSending();
   }
   const answer = await response.json().catch(() => ({}));
-  say(response.ok ? done(label, answer, stay) : label + " failed: " + (answer.reason || response.status));
+  say(response.ok ? done(label, answer, action.stay) : label + " failed: " + (answer.reason || response.status));
   refresh();
 }
 
@@ -187,6 +202,40 @@ for (const end of ["pointerup", "pointercancel"]) {
   });
 }
 
+function jobUrl(id, verb) {
+  return "/api/v1/jobs/" + encodeURIComponent(id) + "/" + verb;
+}
+
+// What a button sends: its url, the words for it ("the kitchen ticket of A-1042", as staff name it), the question to
+// ask first if any; null for a button that sends nothing (a ticket's preview).
+function actionFor(button) {
+  const data = button.dataset;
+  const what = "the " + data.what + " of " + data.number; // a job's row
+  if (data.retry) return { url: jobUrl(data.retry, "retry"), label: "Retry of " + what + " (job " + data.retry + ")" };
+  if (data.reprint) return { url: "/api/v1/orders/" + encodeURIComponent(data.reprint) + "/reprint", label: data.number };
+  if (data.release) return { url: jobUrl(data.release, "release"), label: "Release of " + what + " (job " + data.release + ")" };
+  if (data.releaseAll) {
+    // Every held ticket prints, also those not listed: say how many before a tap sends a backlog to the kitchen.
+    // The ids counted go with the request: a ticket held after this look is not printed with them.
+    const ids = data.releaseAll.split(" ").filter(Boolean).map(Number);
+    const stay = Number(data.held) - ids.length;
+    const question = "Print " + (ids.length === 1 ? "1 held ticket" : ids.length + " held tickets") + " now?"
+      + (stay > 0 ? " (" + stay + " without a configured printer stay held.)" : "");
+    return { url: "/api/v1/jobs/release-held", label: "Release all", body: { job_ids: ids }, stay, question };
+  }
+  if (data.sync) return { url: "/api/v1/recovery/runs", label: "Sync" };
+  const mail = "/api/v1/alerts/outbox/" + encodeURIComponent(data.mailRetry || data.mailDiscard);
+  if (data.mailRetry) return { url: mail + "/retry", label: "Retry of mail " + data.mailRetry };
+  if (data.mailDiscard) {
+    return { url: mail + "/discard", label: "Discard of mail " + data.mailDiscard, question: "Discard mail " + data.mailDiscard + "? It will never be sent." };
+  }
+  if (data.discard) {
+    const question = "Discard the " + data.what + " of order " + data.number + "? It will never print.";
+    return { url: jobUrl(data.discard, "discard"), label: "Discard of " + what + " (job " + data.discard + ")", question };
+  }
+  return null;
+}
+
 panel.addEventListener("click", (event) => {
   const button = event.target.closest("button");
   // People double-click buttons on web pages: the second click of a double click (detail 2, 3 for a triple) is not
@@ -196,29 +245,10 @@ panel.addEventListener("click", (event) => {
     say("Not done: that row just moved under your finger. Look again, then tap the one you mean.");
     return;
   }
-  const what = "the " + button.dataset.what + " of "; // "the kitchen ticket of " A-1042
-  if (button.dataset.retry) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.retry) + "/retry", "Retry of " + what + button.dataset.number + " (job " + button.dataset.retry + ")");
-  else if (button.dataset.reprint) act("/api/v1/orders/" + encodeURIComponent(button.dataset.reprint) + "/reprint", button.dataset.number);
-  else if (button.dataset.release) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.release) + "/release", "Release of " + what + button.dataset.number + " (job " + button.dataset.release + ")");
-  else if (button.dataset.releaseAll) {
-    // Every held ticket prints, also those not listed: say how many before a tap sends a backlog to the kitchen.
-    // The ids counted go with the request: a ticket held after this look is not printed with them.
-    const ids = button.dataset.releaseAll.split(" ").filter(Boolean).map(Number);
-    const count = ids.length;
-    const stay = Number(button.dataset.held) - count;
-    const question = "Print " + (count === 1 ? "1 held ticket" : count + " held tickets") + " now?"
-      + (stay > 0 ? " (" + stay + " without a configured printer stay held.)" : "");
-    if (confirm(question)) act("/api/v1/jobs/release-held", "Release all", { job_ids: ids }, stay);
-  }
-  else if (button.dataset.sync) act("/api/v1/recovery/runs", "Sync");
-  else if (button.dataset.mailRetry) act("/api/v1/alerts/outbox/" + encodeURIComponent(button.dataset.mailRetry) + "/retry", "Retry of mail " + button.dataset.mailRetry);
-  else if (button.dataset.mailDiscard) {
-    if (confirm("Discard mail " + button.dataset.mailDiscard + "? It will never be sent.")) act("/api/v1/alerts/outbox/" + encodeURIComponent(button.dataset.mailDiscard) + "/discard", "Discard of mail " + button.dataset.mailDiscard);
-  }
-  else if (button.dataset.discard) {
-    if (confirm("Discard " + what + "order " + button.dataset.number + "? It will never print.")) act("/api/v1/jobs/" + encodeURIComponent(button.dataset.discard) + "/discard", "Discard of " + what + button.dataset.number + " (job " + button.dataset.discard + ")");
-  }
-  else if (button.dataset.preview) showPreview(button.dataset.preview);
+  const action = actionFor(button);
+  if (action) {
+    if (!action.question || confirm(action.question)) act(action);
+  } else if (button.dataset.preview) showPreview(button.dataset.preview);
 });
 
 if (sessionStorage.getItem("edge-token")) say("Token set for this tab.");
