@@ -194,11 +194,28 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return _api_command(args, "POST", f"/api/v1/jobs/{args.job}/retry")
 
 
+# The most GET /api/v1/jobs lists at once: the held and dead lists ask for this many, not the API's default 100. The
+# status page lists 50 of each and sends a person here for the rest: with 200 held, #51-#100 were listed nowhere.
+_JOBS_LISTED = 1000
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
-    query = (
-        "?state=dead" if args.failed else "?state=held" if args.held else (f"?state={args.state}" if args.state else "")
-    )
-    return _api_command(args, "GET", f"/api/v1/jobs{query}")
+    if not (args.held or args.failed):
+        return _api_command(args, "GET", f"/api/v1/jobs?state={args.state}" if args.state else "/api/v1/jobs")
+    state = "held" if args.held else "dead"
+    settings = _load(args)
+    status, answer = asyncio.run(call_agent(settings, "GET", f"/api/v1/jobs?state={state}&limit={_JOBS_LISTED}"))
+    jobs = answer.get("jobs") if status < 400 and isinstance(answer, dict) else None
+    if isinstance(jobs, list) and args.held:
+        jobs.reverse()  # oldest first, as the status page lists them: the order they waited and would print in
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    if isinstance(jobs, list) and len(jobs) >= _JOBS_LISTED:
+        print(
+            f"edge jobs: the agent lists at most {_JOBS_LISTED} {state} jobs, the newest; older ones are not shown"
+            " (release or discard some, then ask again)",
+            file=sys.stderr,
+        )
+    return 0 if status < 400 else 1
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -386,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", parents=[common], help="list print jobs")
     jobs.add_argument("--failed", action="store_true", help="only dead jobs (gave up; need a person)")
     jobs.add_argument(
-        "--held", action="store_true", help="only held jobs (stale tickets waiting for release or discard)"
+        "--held",
+        action="store_true",
+        help="every held job, oldest first (stale tickets waiting for release or discard)",
     )
     jobs.add_argument("--state", default=None)
     jobs.set_defaults(func=cmd_jobs)

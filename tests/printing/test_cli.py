@@ -154,3 +154,29 @@ async def test_preview_writes_png_images(
         assert image.format == "PNG" and image.width == 48 * 10 + 24
         assert image.convert("L").getextrema() == (0, 255)  # black text on white paper
     assert (tmp_path / "png" / "job-2.png").is_file()
+
+
+async def test_edge_jobs_held_lists_every_held_ticket_oldest_first_as_the_page_points_to(
+    running, printers: dict[str, SimPrinter], example_order: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """200 held: the page lists the oldest 50 and sends a person to `edge jobs --held` for the 150 more, which listed
+    the newest 100: #51-#100 appeared nowhere, so none of them could be discarded one by one. It lists all 200,
+    oldest first as the page does, and the page says so."""
+    agent, config = running
+    printers["kitchen"].set_offline(True)
+    async with api_client(agent) as api:
+        for n in range(200):
+            order = asap(dict(example_order, id=f"ord_{n:03d}", number=f"N-{n}", print_receipt=False))
+            assert (await post(api, order))[0] == 201
+    assert isinstance(agent.clock, SteppedClock)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    agent.clock.advance(61)  # the printer stays off longer than the stale age
+    printers["kitchen"].set_offline(False)
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held"] * 200)
+
+    code, out = await run_cli(capsys, "jobs", "--held", "--config", str(config))
+    assert code == 0
+    assert [j["order_id"] for j in answer(out)["jobs"]] == [f"ord_{n:03d}" for n in range(200)]
+    async with api_client(agent) as api, api.get("/api/v1/status/panel") as response:
+        panel = await response.text()
+    assert "… and 150 more, newer (<code>edge jobs --held</code> lists every held ticket, oldest first" in panel
