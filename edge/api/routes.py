@@ -18,9 +18,9 @@ from edge.api.hosts import HostAllowList
 from edge.api.printing import job_json
 from edge.api.retries import retry_safe
 from edge.clock import Clock
-from edge.errors import NotFoundError
+from edge.errors import NotFoundError, WrongStateError
 from edge.orders.model import is_order_id, parse_cancel
-from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobState, OrderSource
+from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource
 from edge.store import migrations
 from edge.store.db import Database
 from edge.store.orders import InsertResult
@@ -121,10 +121,34 @@ async def post_reprint(request: web.Request) -> web.Response:
         if named is None:
             raise NotFoundError(f"order {order_id} does not exist: {why}")
         order_id = named
-    job_ids = await deps.jobs.add_copies(order_id, station=station, printer_for=deps.intake.router.printer_for)
+    return await _copies(deps, order_id, station=station)
+
+
+async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: JobKind | None = None) -> web.Response:
+    job_ids = await deps.jobs.add_copies(
+        order_id, station=station, kind=kind, printer_for=deps.intake.router.printer_for
+    )
     for printer in {job.printer for job in await deps.jobs.for_order(order_id)}:
         deps.wake_printer(printer)
     return web.json_response({"order_id": order_id, "job_ids": job_ids}, status=201)
+
+
+# A job a person reprints by its row: a held one has not printed (release it), a discarded one is not wanted.
+_NOT_REPRINTED = {
+    JobState.HELD: "it is held and has not printed: release it instead",
+    JobState.DISCARDED: "it was discarded",
+}
+
+
+async def post_job_reprint(request: web.Request) -> web.Response:
+    """A COPY of one job's ticket (its station's, as the order is now) or receipt: the Reprint in a dead job's row.
+    The whole order's reprint gave the kitchen and bar a COPY of food already made when the guest needed a receipt."""
+    deps = _deps(request)
+    require_accepting(deps)
+    job = await deps.jobs.get(path_id(request, "job_id", "print job"))
+    if (why := _NOT_REPRINTED.get(JobState(job.state))) is not None:
+        raise WrongStateError(f"print job {job.id} cannot be reprinted: {why}")
+    return await _copies(deps, job.order_id, station=job.station, kind=JobKind(job.kind))
 
 
 async def get_printers(request: web.Request) -> web.Response:
@@ -284,6 +308,7 @@ def make_api(deps: ApiDeps) -> web.Application:
     app.router.add_post("/api/v1/orders", post_order)
     app.router.add_get("/api/v1/orders/{order_id}", get_order)
     app.router.add_post("/api/v1/orders/{order_id}/reprint", post_reprint)
+    app.router.add_post("/api/v1/jobs/{job_id}/reprint", post_job_reprint)
     app.router.add_post("/api/v1/orders/{order_id}/cancel", post_cancel)
     app.router.add_get("/api/v1/printers", get_printers)
     app.router.add_get("/api/v1/jobs", get_jobs)

@@ -126,10 +126,10 @@ _RELEASED = (
 # What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,
 # or a person), and a ticket for each station with production items in the current revision, whether its first
 # ticket was an original or came with a change (a station gaining its first items); not a station a change emptied.
-# ?1 the order, ?2 one station or NULL for all.
+# ?1 the order, ?2 one station or NULL for all, ?3 one kind or NULL for both (a job's reprint: its receipt alone).
 _REPRINTABLE = """
 SELECT kind, station, MAX(priority) FROM print_jobs
-WHERE order_id = ?1 AND (?2 IS NULL OR station = ?2)
+WHERE order_id = ?1 AND (?2 IS NULL OR station = ?2) AND (?3 IS NULL OR kind = ?3)
   AND ((kind = 'receipt' AND state != 'discarded') OR station IN (
         SELECT json_extract(i.value, '$.station') FROM orders o, json_each(o.payload, '$.items') i
         WHERE o.id = ?1 AND json_extract(i.value, '$.requires_production')))
@@ -811,9 +811,15 @@ class JobStore:
             return PrintableJob.from_row(row)
 
     async def add_copies(
-        self, order_id: str, *, station: str | None = None, printer_for: Callable[[JobKind, str | None], str | None]
+        self,
+        order_id: str,
+        *,
+        station: str | None = None,
+        kind: JobKind | None = None,
+        printer_for: Callable[[JobKind, str | None], str | None],
     ) -> list[int]:
-        """Queue a COPY of each original job of an order (or of one station's ticket), released: a person asked.
+        """Queue a COPY of each original job of an order (or of one station's ticket, or of one ``kind``: the
+        receipt), released: a person asked.
 
         Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
         which may have been renamed or removed since.
@@ -823,13 +829,11 @@ class JobStore:
             revision, status = rows[0] if rows else (1, OrderStatus.OPEN)
             if status == OrderStatus.CANCELLED:  # its tickets are void; a copy would bring it back to the kitchen
                 raise WrongStateError(f"order {order_id} is cancelled: nothing to reprint")
-            originals = [
-                (JobKind(kind), job_station, priority)
-                for kind, job_station, priority in await conn.execute_fetchall(_REPRINTABLE, (order_id, station))
-            ]
-            if not originals:
-                what = f"ticket for station {station!r}" if station else "print jobs"
+            reprintable = await conn.execute_fetchall(_REPRINTABLE, (order_id, station, kind))
+            if not reprintable:
+                what = f"ticket for station {station!r}" if station else kind or "print jobs"
                 raise NotFoundError(f"order {order_id} has no {what}")
+            originals = [(JobKind(k), job_station, priority) for k, job_station, priority in reprintable]
             targets = [printer_for(kind, job_station) for kind, job_station, _ in originals]
             if None in targets:
                 kind, job_station, _ = originals[targets.index(None)]

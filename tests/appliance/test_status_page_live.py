@@ -23,6 +23,7 @@ from edge.printing.decode import decode
 from edge.sim.orders import taken_at
 from edge.sim.printer import SimPrinter
 from edge.store.jobs import JobStore
+from tests.api.test_job_reprint import dead_receipt
 from tests.appliance.test_status_page import CHROMIUM, CHROMIUM_ARGS, held_rows, hold_more, hold_tickets
 from tests.helpers import TOKEN, api_client, db_rows, post, until, wait_until
 
@@ -505,3 +506,23 @@ async def test_a_reprint_the_agent_is_slow_to_answer_stays_one_press_until_its_a
     assert len(printers["kitchen"].printed) == 2 and asked == [example_order["id"]]
     assert await db_rows(agent, "SELECT id FROM print_jobs WHERE copy = 1") == [(2,)]
     await page.wait_for_selector(f"{reprint}:not([disabled])")  # on again
+
+
+async def test_reprint_in_a_dead_receipts_row_prints_that_receipt_not_the_whole_order(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    chromium: Any,
+) -> None:
+    """Dead jobs: "#2 A-1042 front … closed the connection  Retry Reprint". The guest needs a receipt: Reprint in
+    that row sent the order's reprint and the kitchen got a COPY of food already made. It reprints that receipt
+    (marked COPY) and says so; the whole order's Reprint stays in Last orders."""
+    agent, jobs = await dead_receipt(make_agent, example_order, printers)
+    page = await open_with_token(chromium, agent)
+    await page.click(f'#dead-jobs tr[data-job="{jobs["receipt"]}"] button[data-job-reprint]')
+    await page.wait_for_selector("#message:has-text('Reprinted the receipt of A-1042 (job ')")
+    await printers["front"].wait_for_printed(2)  # the original cut short, then the COPY
+    await asyncio.sleep(0.3)
+    assert await db_rows(agent, "SELECT kind FROM print_jobs WHERE id > ?", jobs["receipt"]) == [("receipt",)]
+    assert len(printers["kitchen"].printed) == 1
+    assert await page.locator(f'#orders tr[data-order="{example_order["id"]}"] button[data-reprint]').count() == 1

@@ -212,6 +212,7 @@ function actionFor(button) {
   const data = button.dataset;
   const what = "the " + data.what + " of " + data.number; // a job's row
   if (data.retry) return { url: jobUrl(data.retry, "retry"), label: "Retry of " + what + " (job " + data.retry + ")" };
+  if (data.jobReprint) return { url: jobUrl(data.jobReprint, "reprint"), label: what }; // that ticket, not the order
   if (data.reprint) return { url: "/api/v1/orders/" + encodeURIComponent(data.reprint) + "/reprint", label: data.number };
   if (data.release) return { url: jobUrl(data.release, "release"), label: "Release of " + what + " (job " + data.release + ")" };
   if (data.releaseAll) {

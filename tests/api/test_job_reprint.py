@@ -1,0 +1,63 @@
+"""POST /api/v1/jobs/{id}/reprint: a COPY of that one ticket or receipt, not the whole order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from edge.app import Agent
+from edge.printing.decode import decode
+from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, db_rows, post
+
+
+async def dead_receipt(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> tuple[Agent, dict[str, int]]:
+    """The front printer hangs up in the receipt (max_attempts = 1: dead); the kitchen ticket printed."""
+    printers["front"].drop_after = 10
+    agent = await make_agent(spool={"max_attempts": 1})
+    async with api_client(agent) as api:
+        await post(api, example_order)
+    await printers["kitchen"].wait_for_printed(1)
+
+    async def states() -> dict[str, str]:
+        return {kind: state for kind, state in await db_rows(agent, "SELECT kind, state FROM print_jobs")}
+
+    for _ in range(200):
+        if (await states()).get("receipt") == "dead":
+            break
+        await asyncio.sleep(0.05)
+    jobs = {kind: job_id for job_id, kind in await db_rows(agent, "SELECT id, kind FROM print_jobs")}
+    assert (await states())["receipt"] == "dead", await states()
+    return agent, jobs
+
+
+async def test_a_jobs_reprint_copies_that_receipt_only_and_refuses_what_cannot_be_reprinted(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The receipt went dead (the guest has none). Reprint of that job: one receipt COPY, no kitchen COPY (the order's
+    reprint, all a Reprint in its row could send, gave the kitchen a COPY of food already made). An unknown job is
+    404, a discarded one 409, a job id that is not a number 404 naming it."""
+    agent, jobs = await dead_receipt(make_agent, example_order, printers)
+    async with api_client(agent) as api:
+        async with api.post(f"/api/v1/jobs/{jobs['receipt']}/reprint") as response:
+            assert response.status == 201, await response.text()
+            answer = await response.json()
+        copies = await db_rows(agent, "SELECT id, kind FROM print_jobs WHERE copy = 1 AND id > ?", jobs["receipt"])
+        assert answer == {"order_id": example_order["id"], "job_ids": [c[0] for c in copies]}
+        assert [c[1] for c in copies] == ["receipt"]
+        printed = await printers["front"].wait_for_printed(2)  # the original cut short, then the COPY
+        assert "KOPIE / COPY" in decode(printed[-1]).text
+        async with api.post("/api/v1/jobs/999/reprint") as response:
+            assert response.status == 404 and "print job 999 does not exist" in (await response.json())["reason"]
+        async with api.post("/api/v1/jobs/x1/reprint") as response:
+            assert response.status == 404 and "'x1'" in (await response.json())["reason"]
+        async with api.post(f"/api/v1/jobs/{answer['job_ids'][0]}/reprint") as response:
+            assert response.status == 201  # a printed COPY can be copied again
+        async with api.post(f"/api/v1/jobs/{jobs['receipt']}/discard") as response:
+            assert response.status == 200
+        async with api.post(f"/api/v1/jobs/{jobs['receipt']}/reprint") as response:
+            assert response.status == 409
+            assert "discarded" in (await response.json())["reason"]
+    assert len(printers["kitchen"].printed) == 1
