@@ -63,6 +63,8 @@ _CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"
 _BLOCK_HEADER, _BLOCK_END = 0x37, 0x00
 # While waiting for that reply, the real-time cause of a stop is asked this often: paper end ends the wait at once.
 _STOP_POLL_S = 0.25
+# While the rest of a long job waits on this side for the printer to take it: how long each wait for its GS r reads.
+_HELD_BACK_WAIT_S = 2.0
 _BUSY_RETRY_S = 0.1  # how soon a connection the printer refused while busy with our jobs is tried again
 # A network interface serves one connection and keeps three waiting (Epson's UB-E02 Technical Reference Guide, 4.5):
 # no more of the jobs sent to it can wait in it, however many were sent.
@@ -470,13 +472,14 @@ class PrinterDriver:
             return False  # a printer without GS r: the DLE EOT reply after the job is all there is
         self.transport.write(_GS_R_PAPER)
         # A printer known to answer GS r is never taken for one that does not: its ticket is out when it answers.
-        known = self._in_order_answers.expected or self._in_order_answers.answered
+        known = self._in_order_known
         now = time.monotonic()
         deadline, taken_by = now + self._job_time(data), now + self._taking_time(data)
         waited_longer = False
+        wait_s = _STOP_POLL_S
         while True:
             left = deadline - time.monotonic()
-            sensors = self._replies.next(in_order=True, timeout=min(max(left, 0.0), _STOP_POLL_S))
+            sensors = self._replies.next(in_order=True, timeout=min(max(left, 0.0), wait_s))
             if sensors is not None:
                 self._in_order_answers.note(True)
                 # Epson leaves GS r unanswered at paper end; some clones answer it with the paper end bits set.
@@ -489,8 +492,25 @@ class PrinterDriver:
                 continue
             if left <= _STOP_POLL_S:
                 break
+            if self.transport.holding_back():
+                # The job is longer than the printer's buffer: it takes the rest (and a poll behind it) only as it
+                # prints, so a poll now would wait behind the rest and its late reply say only that the printer has
+                # the bytes, not that they are out (print probe 4, F1). It is waited for to take them (the transport
+                # gives up on one that takes nothing for write_timeout); then its GS r, as for any ticket.
+                now = time.monotonic()
+                deadline, taken_by = max(deadline, now + self._job_time(data)), now + self.status_timeout
+                wait_s = _HELD_BACK_WAIT_S  # reads long enough for the transport to see one that takes nothing
+                continue
+            wait_s = _STOP_POLL_S
             # On a slow line the poll waits behind the rest of the job's bytes: as long as they may take, or a reply's.
             cause = self._real_time(2, timeout=max(taken_by - time.monotonic(), self.status_timeout))
+            if cause is None and known and self._replies.late(timeout=self._late_time(data)):
+                # Late, not silent: the poll waited behind job bytes the printer takes only as it prints (its buffer
+                # full). That reply says it has them, not that they are out: its GS r still says when.
+                self._heard(True)
+                now = time.monotonic()
+                deadline, taken_by = max(deadline, now + self._job_time(data)), now + self.status_timeout
+                continue
             self._heard(cause is not None)
             if cause is None:
                 return None
@@ -568,11 +588,22 @@ class PrinterDriver:
         its bytes take, before that is said; when its late reply comes, it is asked afresh."""
         if not (self._status_answers.answered and self.transport.vanishes_silently):
             return PrinterState.UNKNOWN, False
-        if not self._replies.late(timeout=max(2 * self._taking_time(data), self._job_time(data))):
+        # One known to answer GS r was waited for already (_out): a late reply from it does not end the job there.
+        if self._in_order_known or not self._replies.late(timeout=self._late_time(data)):
             self._heard(False)
             return PrinterState.OFFLINE, False
         replies = self._ask((1, 2, 4))
         return parse_status(replies), bool(replies)
+
+    def _late_time(self, data: bytes) -> float:
+        """How long a reply held up behind the job may come late: as long as the slowest printer takes to print it,
+        and at least twice the time its bytes take."""
+        return max(2 * self._taking_time(data), self._job_time(data))
+
+    @property
+    def _in_order_known(self) -> bool:
+        """Its model answers GS r, or it has in this run: a ticket is out once it answers, not before."""
+        return self._in_order_answers.expected or self._in_order_answers.answered
 
     def _taking_time(self, data: bytes) -> float:
         """How long a DLE EOT reply may take after a job: it waits behind the job's bytes on the slowest printer or

@@ -189,6 +189,8 @@ class SimPrinter:
         self._power_back.clear()
         self._full = False
         self._stop_listening()
+        for feed in self._feeds:  # with its memory: what waited in the buffers never prints
+            feed.lose()
 
     def power_on(self) -> None:
         """Power back: a rebooted device resets the connections it no longer knows; it listens again."""
@@ -653,6 +655,7 @@ class _Feed:
         self.on_paper = 0  # leading job bytes that printed: none arrive on paper after a fault
         self.resumed = False  # printing went on after a fault (``resumes``): the rest of the job is on the new roll
         self.cleared = False  # a host cleared the buffers and this one sent nothing since: no more of it prints
+        self.lost = False  # the power went: what was in the buffers is gone, and nothing more of this connection prints
         self._queue: collections.deque[bytes | _InOrder | None] = collections.deque()
         self._waiting = 0  # job bytes in the buffer
         self._changed = asyncio.Event()
@@ -661,6 +664,8 @@ class _Feed:
             self._task.add_done_callback(lambda _: self._changed.set())
 
     async def put(self, part: bytes | _InOrder) -> None:
+        if self.lost:
+            return
         self.cleared = False  # sent after a clear: it prints
         if isinstance(part, bytes):
             self.received += part
@@ -670,7 +675,7 @@ class _Feed:
         self._queue.append(part)
         self._waiting += len(part) if isinstance(part, bytes) else 0
         self._changed.set()
-        while self._waiting > _BUFFER and not self._task.done():  # full: the printer reads no more for now
+        while self._waiting > _BUFFER and not self._task.done() and not self.lost:  # full: it reads no more for now
             self._changed.clear()
             await self._changed.wait()
 
@@ -688,6 +693,17 @@ class _Feed:
         """DLE DC4 fn=8: what waits in the buffers is dropped; the line being printed stops too. The end of a
         connection that has hung up stays: the job ends there."""
         self.cleared = True
+        ended = None in self._queue
+        self._queue.clear()
+        if ended:
+            self._queue.append(None)
+        self._waiting = 0
+        self._changed.set()
+
+    def lose(self) -> None:
+        """Power lost: the receive and print buffers are RAM, and the line being printed stops (a TM-T88V comes back
+        empty after a power cycle; with a speed model the rest of a buffered job used to print after power_on)."""
+        self.lost = True
         ended = None in self._queue
         self._queue.clear()
         if ended:
@@ -727,7 +743,7 @@ class _Feed:
                     continue  # cleared: a GS r waiting in the buffer went with it
                 if isinstance(part, bytes):
                     for line in part.splitlines(keepends=True):
-                        if self.printer.resumes and not await self._fault_cleared():
+                        if self.lost or (self.printer.resumes and not await self._fault_cleared()):
                             break
                         if not self._stopped():  # stopped: no paper moves
                             await asyncio.sleep(speed.seconds(line))

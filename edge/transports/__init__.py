@@ -37,6 +37,9 @@ class Transport(Protocol):
     def read(self, n: int, timeout: float) -> bytes:
         """Up to ``n`` bytes, b"" if none came within ``timeout``; raises DeviceWriteError if the device hung up."""
 
+    def holding_back(self) -> bool:
+        """Whether written bytes still wait on this side for the device to take them (False where it cannot tell)."""
+
     def close(self) -> None:
         """Disconnect; never raises."""
 

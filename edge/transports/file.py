@@ -62,6 +62,9 @@ class FileTransport:
     def read(self, n: int, timeout: float) -> bytes:
         return b""  # a file never answers; can_read tells drivers not to ask
 
+    def holding_back(self) -> bool:
+        return False  # a file takes every byte at once
+
     def close(self) -> None:
         self._opened = False
         if self._file is None:

@@ -187,6 +187,9 @@ class SerialTransport:
         except _LINE_ERRORS as err:
             raise DeviceWriteError(self.device_id, self.label, f"connection lost: {err}") from err
 
+    def holding_back(self) -> bool:
+        return False  # the line's speed is known and planned for (line_bytes_per_s, the pacer)
+
     def close(self) -> None:
         if self._port is None:
             return

@@ -110,6 +110,16 @@ class TcpTransport:
             raise DeviceWriteError(self.device_id, self.label, "closed the connection")
         return data
 
+    def holding_back(self) -> bool:
+        """Whether bytes written still wait in this box for the device to take them: a printer whose buffer is full
+        reads no more until it has printed some, and a status query written after them reaches it only then."""
+        if self._sock is None:
+            return False
+        try:
+            return struct.unpack("i", fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0] > 0
+        except OSError:
+            return False  # cannot tell: the query is taken for arrived, as before
+
     def close(self) -> None:
         if self._sock is None:
             return

@@ -133,6 +133,9 @@ class UsbTransport:
         data, self._buffer = self._buffer[:n], self._buffer[n:]
         return data
 
+    def holding_back(self) -> bool:
+        return False  # a bulk write returns once the device took the bytes
+
     def close(self) -> None:
         if self._dev is None:
             return

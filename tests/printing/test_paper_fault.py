@@ -270,3 +270,35 @@ async def test_a_roll_that_ends_early_in_a_long_ticket_fails_over_within_the_wri
     # What it held prints on the new roll, after what came out before the end: two pieces of paper.
     pieces = await kitchen.wait_for_printed(2, timeout=30)
     assert "Gericht 149" not in decode(b"".join(pieces)).text, "the rest this box held printed"
+
+
+async def test_a_ticket_longer_than_the_printers_buffer_is_printed_only_once_its_gs_r_says_so(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """A party order's ticket (about 9.5 KB) is longer than the printer's 4 KB buffer: the printer takes its last bytes,
+    and the status query behind them, only as it prints. That late DLE EOT reply says the printer has the bytes, not
+    that they are on paper; its power is lost while the last ~4 KB print. The ticket comes again whole, as COPY. Before
+    (print probe 4, F1): the late reply marked it printed, and the end of the ticket was lost without a word."""
+    kitchen = printers["kitchen"]
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"]["profile"] = "TM-T88V"
+    agent = await make_agent(parse_settings(raw, source="test"))
+    kitchen.speed = PaperSpeed(mm_per_s=20 * 25.4 / 6)  # 20 lines a second
+    party = dict(example_order, id="ord_party", number="P-1", print_receipt=False)
+    party["items"] = [
+        dict(example_order["items"][1], sku=f"SKU-{n}", name=f"Gericht Nr {n:03d} Partyplatte") for n in range(300)
+    ]
+    ticket = agent.printing.renderer().ticket(parse_order(party), "kitchen", width=48, language="de")
+    assert len(ticket) > 9_000
+    kitchen.power_off_after = len(ticket) - 2_000  # on paper: the plug is pulled with the last 2 KB still to print
+    async with api_client(agent) as api:
+        assert (await post(api, party))[0] == 201
+    await wait_until(lambda: not kitchen.powered, timeout=60, what="the plug pulled near the end of the ticket")
+    await asyncio.sleep(0.5)
+    kitchen.speed = PaperSpeed()
+    kitchen.power_on()
+    printed = await kitchen.wait_for_printed(2, timeout=30)
+    again = decode(printed[1]).text
+    assert "KOPIE / COPY" in again and "Gericht Nr 299" in again, again[-300:]
+    assert "Gericht Nr 299" not in decode(printed[0]).text  # its end never came out before the power went
+    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 1, 1)] or rows == [("printed", 0, 1)])
