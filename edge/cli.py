@@ -155,6 +155,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(line)
     if unmailed := settings.unmailed_alerts:
         print(unmailed)
+    if unserved := settings.receipts.unserved:
+        print(unserved)
     stations = ", ".join(settings.stations) or "none"
     print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {stations})")
     return 0

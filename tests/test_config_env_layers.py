@@ -37,6 +37,9 @@ type = "file"
 
 [stations]
 kitchen = "kitchen"
+
+[receipts]
+enabled = false  # a kitchen-only box: else the check says how to say so
 """
 
 PLAIN_TOML = """
@@ -49,6 +52,9 @@ type = "file"
 
 [stations]
 kitchen = "kitchen"
+
+[receipts]
+enabled = false  # a kitchen-only box: else the check says how to say so
 """
 
 WIZARD_ENV = """EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"

@@ -87,3 +87,22 @@ async def test_receipts_held_for_no_printer_are_discarded_once_the_box_prints_no
         lambda: db_rows(after, "SELECT id FROM orders"), lambda rows: rows == [(later,)], what="the old orders purged"
     )
     assert await db_rows(after, "SELECT COUNT(*) FROM print_jobs WHERE state = 'held'") == [(0,)]
+
+
+def test_config_check_of_a_kitchen_only_box_says_how_to_say_no_receipts_here(tmp_path: Path) -> None:
+    """A box with no receipts.printer: `edge config check` says that a receipt an order asks for would be held, and
+    the setting that says the box prints none; with it set, it says nothing of receipts. Before: only the start's log
+    said it."""
+    from tests.config.box import write_box_config
+    from tests.helpers import edge_blocking
+
+    done = edge_blocking("config", "check", "--config", str(write_box_config(tmp_path)), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "set receipts.enabled = false" in done.stdout, done.stdout
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    done = edge_blocking(
+        "config", "check", "--config", str(write_box_config(quiet, receipts={"enabled": False})), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "receipts" not in done.stdout, done.stdout
