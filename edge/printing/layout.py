@@ -308,7 +308,10 @@ def _logo(job: Layout, args: Args, options: Options) -> None:
     if job.options.logo is not None:
         job.flush()
         job.sync_align()
-        job.commands.image(_logo_image(job.options.logo, job.width * _DOTS_PER_CHARACTER), job.image_arguments())
+        dots = job.width * _DOTS_PER_CHARACTER
+        if (head := job.commands.profile.width_dots) is not None:
+            dots = min(dots, head)  # a TM-T88V's 512 on paper 48 characters wide
+        job.commands.image(_logo_image(job.options.logo, dots), job.image_arguments())
 
 
 def draws_qr(options: PrintOptions) -> bool:

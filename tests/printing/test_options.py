@@ -14,7 +14,7 @@ from PIL import Image
 from edge.app import Agent
 from edge.config import Settings, parse_settings
 from edge.errors import ConfigError
-from edge.orders.model import Order, Payment
+from edge.orders.model import Order, Payment, parse_order
 from edge.printing.decode import decode
 from edge.printing.render import PrintOptions, Renderer
 from edge.sim.printer import SimPrinter
@@ -204,3 +204,20 @@ async def test_a_notes_lines_print_as_lines_and_a_long_order_number_stays_whole_
     assert "LIEF-2026-1205-00042" in lines, lines
     start = lines.index("! ohne Zwiebeln")
     assert lines[start + 1 : start + 3] == ["extra scharf", "Allergie: Nüsse!"], lines
+
+
+def test_a_logo_on_a_model_narrower_than_the_paper_is_scaled_to_its_dots_and_the_box_starts(tmp_path: Path) -> None:
+    """A TM-T88V prints 512 dots on 80 mm paper (180 dpi): a print-quality logo is scaled to those, not to 48
+    characters' 576, and `edge config check` says ok. Before (print probe 4, F4): python-escpos' ImageWidthError
+    (576 > 512) as a traceback, exit 1, from the check and from every start."""
+    from tests.config.box import write_box_config
+    from tests.helpers import edge_blocking
+
+    logo = tmp_path / "logo.png"
+    Image.new("L", (1000, 200), 0).save(logo)
+    config = write_box_config(tmp_path, printers={"kitchen": {"type": "file", "profile": "TM-T88V", "logo": str(logo)}})
+    done = edge_blocking("config", "check", "--config", str(config), timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-1500:]
+    data = Renderer().receipt(parse_order(fresh(EXAMPLE)), width=48, options=PrintOptions(profile="TM-T88V", logo=logo))
+    (width, _), *_ = raster_images(data)
+    assert width == 512
