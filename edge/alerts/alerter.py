@@ -74,13 +74,14 @@ log = structlog.get_logger()
 # Printer state → the alert type it fires; the other printer alerts clear (see on_event for offline and unknown).
 _PRINTER_TYPES = {
     "offline": "printer_offline",
-    "error": "printer_offline",
+    "error": "printer_error",
     "paper_out": "printer_paper_out",
     "cover_open": "printer_cover_open",
     "paper_near_end": "printer_paper_low",
 }
 _PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
-_CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out")  # critical only while tickets wait for that printer
+# Critical only while tickets wait for that printer
+_CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out", "printer_error")
 _WAITING_STATES = NOT_DONE_JOB_STATES - {JobState.DEAD}  # a queue waits on them: the spool, or a person (held)
 _TICKET_ALARM_STATES = {"print_job_failed": JobState.DEAD, "print_job_held": JobState.HELD}  # a ticket's, by its state
 UNROUTED_RECEIPTS = "receipts"  # the subject of station_unrouted for a receipt with no receipt printer
@@ -261,10 +262,10 @@ class Alerter:
                 if look is not None and printer in look.printers and look.printers <= self._status_told:
                     self._mail_after_step = True  # the first look is over: the mail goes once the rules took it in
                 fired = _PRINTER_TYPES.get(new)
-                # Unreachable says nothing about paper or cover; "unknown" (no status answers) only that it is
-                # reachable.
+                # Unreachable says nothing about paper, cover or errors; "unknown" (no status answers) and an error
+                # only that it is reachable.
                 clears = (
-                    () if new in ("offline", "error") else ("printer_offline",) if new == "unknown" else _PRINTER_ALERTS
+                    () if new == "offline" else ("printer_offline",) if new in ("unknown", "error") else _PRINTER_ALERTS
                 )
                 for type_name in _PRINTER_ALERTS:
                     if type_name == fired:

@@ -111,6 +111,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " Waiting tickets print on their own afterwards.",
         ),
     },
+    "printer_error": {
+        "de": (
+            "Drucker {subject}: Störung",
+            "Der Drucker {subject} meldet eine Störung und druckt nicht (welche: Letzte Meldung).",
+            "Am Drucker nachsehen: bei Papierstau im Schneidwerk das Papier herausziehen und den Deckel schließen"
+            " (der Druck geht dann von selbst weiter); bei einem schweren Fehler aus- und wieder einschalten."
+            " Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject}: fault",
+            "Printer {subject} reports a fault and does not print (which one: see Last error).",
+            "Look at the printer: for paper jammed in the cutter, pull it out and close the cover (printing goes on by"
+            " itself); for an unrecoverable error, switch it off and on. Waiting tickets print on their own"
+            " afterwards.",
+        ),
+    },
     "printer_paper_out": {
         "de": (
             "Drucker {subject}: Papier leer",

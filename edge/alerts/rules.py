@@ -31,13 +31,19 @@ TYPES: dict[str, AlertType] = {
         AlertType("printer_offline", CRITICAL),
         AlertType("printer_paper_out", CRITICAL, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
         AlertType("printer_cover_open", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
+        # Stopped by an error it reports (DLE EOT 3: a cutter jam, an overheated head…): reachable, not offline.
+        AlertType("printer_error", CRITICAL, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
         AlertType(
             "printer_paper_low",
             WARNING,
             inhibited_by=(("printer_offline", _SAME_SUBJECT), ("printer_paper_out", _SAME_SUBJECT)),
         ),
         AlertType("print_job_failed", CRITICAL),
-        AlertType("print_job_held", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
+        AlertType(
+            "print_job_held",
+            WARNING,
+            inhibited_by=(("printer_offline", _SAME_SUBJECT), ("printer_error", _SAME_SUBJECT)),
+        ),
         AlertType("print_job_unrouted", WARNING),  # held: its printer left the config and nothing serves the station
         AlertType("station_unrouted", WARNING),  # held: an order's station (or receipt) no printer was ever set up for
         AlertType(

@@ -20,11 +20,13 @@ from edge.printing.status import (
     BLOCKING_STATES,
     XON_XOFF,
     PrinterState,
+    error_detail,
     error_reported,
     is_asb_start,
     is_in_order_reply,
     is_valid_reply,
     parse_status,
+    recoverable,
     stopped,
 )
 from edge.transports import Transport
@@ -58,6 +60,7 @@ _GS_R_PAPER_END = 0x0C  # its reply's bits 2 and 3: the roll paper end sensor
 # in the middle of a job goes on with the rest of it once the fault clears: without this, that half ticket (without
 # its head) would come out before the COPY of the whole.
 _CLEAR_BUFFERS = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"
+_RECOVER_CLEARING = b"\x10\x05\x02"  # DLE ENQ 2: recover from an error after clearing the buffers
 # Its Clear response (37H 25H 00H) is a block: a header, then bytes up to a NUL. Passed over: its last two bytes
 # look like GS r replies (bits 4 and 7 clear), and on a connection that goes on, one read as the job's said "out".
 _BLOCK_HEADER, _BLOCK_END = 0x37, 0x00
@@ -205,8 +208,8 @@ class PrintOutcome:
 class PrinterNotReadyError(DeviceError):
     """The printer reported a state that stops printing (paper out, cover open…); no job bytes were sent."""
 
-    def __init__(self, device_id: str, transport: str, state: PrinterState) -> None:
-        super().__init__(device_id, transport, f"{state.value.replace('_', ' ')}, job not sent")
+    def __init__(self, device_id: str, transport: str, state: PrinterState, why: str = "") -> None:
+        super().__init__(device_id, transport, f"{why or state.value.replace('_', ' ')}, job not sent")
         self.state = state
 
 
@@ -257,7 +260,7 @@ class PrinterDriver:
         self.silence = ""
         # Why the last status read OFFLINE, whatever the cause (refused, hung up, silent), for the state detail while
         # the spool waits: a printer that answered nothing and is now switched off is told as off ("" otherwise).
-        self.offline_why = ""
+        self.stopped_why = ""  # why the last status read found it offline or in error, for people
         self._failed = ""  # why the last question between jobs could not be asked (its thread only)
         # The models that answer DLE EOT answer GS r.
         self._in_order_answers = (
@@ -376,11 +379,24 @@ class PrinterDriver:
         offline: tuple[PrinterState, dict[int, int]] = (PrinterState.OFFLINE, {})
         self.silence = self._failed = ""
         ask = self._ask_state if self._in_order_asked_again else self._ask_state_then_in_order
-        found = self._query(ask, unreachable=offline, mute=(PrinterState.UNKNOWN, {}), hung_up=offline)
+
+        def ask_and_recover() -> tuple[PrinterState, dict[int, int]]:
+            state, replies = ask()
+            if state == PrinterState.ERROR and recoverable(replies):
+                # DLE ENQ 2: out of the error once its cause is gone (the jam pulled out), instead of a power cycle;
+                # its buffers go with it (the cut-short ticket prints again whole, as COPY). Before the cause is gone
+                # the printer ignores it.
+                self.transport.write(_RECOVER_CLEARING)
+            return state, replies
+
+        found = self._query(ask_and_recover, unreachable=offline, mute=(PrinterState.UNKNOWN, {}), hung_up=offline)
         why = self._failed or (
             str(DeviceUnreachableError(self.name, self.transport.label, self.silence)) if self.silence else ""
         )
-        self.offline_why = why if found[0] == PrinterState.OFFLINE else ""
+        state, replies = found
+        self.stopped_why = (
+            why if state == PrinterState.OFFLINE else error_detail(replies) if state == PrinterState.ERROR else ""
+        )
         return found
 
     def _ask_state_then_in_order(self) -> tuple[PrinterState, dict[int, int]]:
@@ -629,7 +645,8 @@ class PrinterDriver:
             # So does one that never answered though its model does: it may not be a printer at all.
             raise DeviceUnreachableError(self.name, self.transport.label, f"{self.silence}, job not sent")
         if state in BLOCKING_STATES:
-            raise PrinterNotReadyError(self.name, self.transport.label, state)
+            why = error_detail(replies) if state == PrinterState.ERROR else ""
+            raise PrinterNotReadyError(self.name, self.transport.label, state, why)
 
     def _ask_state(self) -> tuple[PrinterState, dict[int, int]]:
         """The printer's state and its replies. Silence is UNKNOWN from a printer that never answered in this run

@@ -488,6 +488,6 @@ class Spooler:
                 self._set_state(current)
                 return
             # The cause as the last probe found it (a silent printer switched off is off now), else the pause's own.
-            self._set_state(current, self.driver.offline_why or (detail if current == state else ""))
+            self._set_state(current, self.driver.stopped_why or (detail if current == state else ""))
             cap = self._spool.offline_probe_max_s if current == PrinterState.OFFLINE else _PAUSED_PROBE_S
             delay = min(delay * 2, cap)

@@ -64,6 +64,32 @@ def error_reported(replies: Mapping[int, int]) -> bool:
     return cause is not None and is_valid_reply(cause) and bool(cause & _CAUSE_ERROR)
 
 
+# DLE EOT 3 (Epson's bit layout, the same in the clones' manuals): which error, and what a person does about it.
+_ERROR_KINDS = (
+    (0x08, "auto-cutter error (paper jammed in the cutter?): pull the paper out of the cutter and close the cover"),
+    (0x04, "recoverable error (a mechanical fault): look at the printer, clear what blocks it"),
+    (0x20, "unrecoverable error: switch the printer off and on; if it comes back, it needs service"),
+    (0x40, "auto-recoverable error (print head too hot, or the cover opened while printing): it goes on by itself"),
+)
+# Errors DLE ENQ recovers from once their cause is gone (auto-cutter and recoverable): without it, a power cycle.
+_RECOVERABLE = 0x0C
+
+
+def error_detail(replies: Mapping[int, int]) -> str:
+    """What the error replies say, for people: the kinds DLE EOT 3 names, else that the printer named none."""
+    errors = replies.get(3)
+    if errors is None or not is_valid_reply(errors):
+        return "error reported (which one, the printer does not say): look at the printer"
+    kinds = [words for bit, words in _ERROR_KINDS if errors & bit]
+    return "; ".join(kinds) or "error reported (none named): look at the printer"
+
+
+def recoverable(replies: Mapping[int, int]) -> bool:
+    """An error DLE ENQ takes the printer out of, once its cause is gone (a cutter jam pulled out)."""
+    errors = replies.get(3)
+    return errors is not None and is_valid_reply(errors) and bool(errors & _RECOVERABLE)
+
+
 def parse_status(replies: Mapping[int, int]) -> PrinterState:
     """The state from replies to DLE EOT n (keyed by n = 1..4); invalid or missing replies say nothing."""
     valid = {n: byte for n, byte in replies.items() if n in (1, 2, 3, 4) and is_valid_reply(byte)}

@@ -54,6 +54,7 @@ from edge.sim.ports import PortHold
 log = structlog.get_logger()
 
 _DLE_EOT = b"\x10\x04"
+_DLE_ENQ = b"\x10\x05"
 _GS_R = b"\x1dr"
 _CLEAR = b"\x10\x14\x08\x01\x03\x14\x01\x06\x02\x08"  # DLE DC4 fn=8: clear the buffers
 _CLEARED = b"\x37\x25\x00"  # its Clear response
@@ -118,6 +119,13 @@ class SimPrinter:
         # fault clears (Epson), unless the host cleared its buffers meanwhile; False: the rest is lost
         self.resumes = False
         self.cleared = 0  # DLE DC4 fn=8 (clear buffers) received
+        # An auto-cutter jam: stopped in error (DLE EOT 3 bit 3, "waiting for online recovery"), prints nothing. Once
+        # a person has pulled the paper out of the cutter (cutter_jammed False), DLE ENQ 1 or 2 takes it out of the
+        # error (Epson's TM-T88III specification: "it is possible to recover by correcting the cause of the error and
+        # executing DLE ENQ n"; the same in Bixolon's, Citizen's and HPRT's manuals), as a power cycle does.
+        self.cutter_error = False
+        self.cutter_jammed = False
+        self.recoveries = 0  # DLE ENQ 1/2 received
         self.bytes_per_s: float | None = None  # reads no faster than this
         self.drop_after: int | None = None  # hangs up after this many job bytes on a connection; fires once
         # Hangs up after this many job bytes on every connection: a failing interface board or a loose network jack
@@ -312,6 +320,9 @@ class SimPrinter:
                             link.stall(stall)
                         link.write(reply)
                         continue
+                    if isinstance(part, _Recover):  # real time as well
+                        self._recover(part)
+                        continue
                     if isinstance(part, _Clear):  # real time too: what waits to print is gone, whichever host sent it
                         self.cleared += 1
                         for buffered in self._feeds:
@@ -351,6 +362,19 @@ class SimPrinter:
             else:
                 writer.close()
 
+    def _recover(self, command: _Recover) -> None:
+        self.recoveries += 1
+        if self.cutter_error and not self.cutter_jammed:
+            self.cutter_error = False
+            if command.n == 2:
+                for feed in self._feeds:
+                    feed.clear()
+
+    @property
+    def halted(self) -> bool:
+        """Stopped by a fault: no paper moves, GS r is not answered."""
+        return self.paper_out or self.cover_open or self.cutter_error
+
     def _process(self, feed: _Feed, part: bytes | _InOrder) -> None:
         """What the printer does with a part when it gets to it: prints job bytes (a fault may stop it there), answers
         GS r unless stopped."""
@@ -374,7 +398,7 @@ class SimPrinter:
                 self.paper_back_after_query_1 = self.paper_out = False
             return reply
         self.in_order_asked += 1
-        stopped = self.paper_out or self.cover_open or not self.powered
+        stopped = self.halted or not self.powered
         if not (self.answer_status and self.answer_in_order and (not stopped or self.in_order_when_stopped)):
             return b""
         self.in_order_answered += 1
@@ -403,25 +427,30 @@ class SimPrinter:
                     on_paper = max(len(job), after)
                     printing = False
                 setattr(self, flag, True)
-        if printing and not (self.paper_out or self.cover_open):
+        if printing and not self.halted:
             on_paper = len(job) + len(part)
         job += part
         return on_paper
 
     def _reply(self, n: int) -> int:
         """One status byte, Epson bit layout."""
-        if n == 1:
-            return 0x16 | (0x08 if self.paper_out or self.cover_open else 0)  # bit 3: offline
-        if n == 2:
-            return 0x12 | (0x04 if self.cover_open else 0) | (0x20 if self.paper_out else 0)
-        if n == 3:
-            return 0x12
+        if n == 1:  # bit 3: offline; bit 5: waiting for online recovery (after a recoverable error)
+            return 0x16 | (0x08 if self.halted else 0) | (0x20 if self.cutter_error else 0)
+        if n == 2:  # bit 6: an error
+            return (
+                0x12
+                | (0x04 if self.cover_open else 0)
+                | (0x20 if self.paper_out else 0)
+                | (0x40 if self.cutter_error else 0)
+            )
+        if n == 3:  # bit 3: auto-cutter error
+            return 0x12 | (0x08 if self.cutter_error else 0)
         return 0x12 | (0x0C if self.paper_near_end else 0) | (0x60 if self.paper_out else 0)
 
     def _asb(self) -> bytes:
         """The four ASB bytes, Epson layout: offline (bit 3) and cover open (bit 5) in the first, roll paper end (bits 2
         and 3) and near end (bits 0 and 1) in the third."""
-        offline = self.paper_out or self.cover_open
+        offline = self.halted
         first = 0x10 | (0x08 if offline else 0) | (0x20 if self.cover_open else 0)
         paper = (0x0C if self.paper_out else 0) | (0x03 if self.paper_near_end else 0)
         return bytes([first, 0x00, paper, 0x00])
@@ -539,6 +568,9 @@ class SimSerialPrinter(SimPrinter):
             return  # lost on a line nobody listens to
         parts, self._held = _split(self._held + chunk)
         for part in parts:
+            if isinstance(part, _Recover):
+                self._recover(part)
+                continue
             if isinstance(part, _Clear):  # nothing waits to print here: it answers, that is all
                 self.cleared += 1
                 os.write(self._master, _CLEARED)
@@ -568,19 +600,28 @@ class _Clear:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Recover:
+    """DLE ENQ n: out of a recoverable error (n=2: its buffers cleared first), once its cause is gone."""
+
+    n: int
+
+
+@dataclasses.dataclass(frozen=True)
 class _InOrder:
     """GS r n: answered once the printer has processed every byte before it."""
 
     n: int
 
 
-def _split(data: bytes) -> tuple[list[bytes | int | _InOrder | _Clear], bytes]:
+def _split(data: bytes) -> tuple[list[bytes | int | _InOrder | _Clear | _Recover], bytes]:
     """Job byte runs, DLE EOT queries (as n), GS r queries and buffer clears in order, plus a trailing partial command
     to hold back."""
-    parts: list[bytes | int | _InOrder | _Clear] = []
+    parts: list[bytes | int | _InOrder | _Clear | _Recover] = []
     start = 0
     while True:
-        found = [(at, prefix) for prefix in (_DLE_EOT, _GS_R, _CLEAR[:2]) if (at := data.find(prefix, start)) != -1]
+        found = [
+            (at, prefix) for prefix in (_DLE_EOT, _GS_R, _CLEAR[:2], _DLE_ENQ) if (at := data.find(prefix, start)) != -1
+        ]
         if not found:
             end = len(data) - 1 if data.endswith((_DLE_EOT[:1], _GS_R[:1])) else len(data)
             break
@@ -602,7 +643,12 @@ def _split(data: bytes) -> tuple[list[bytes | int | _InOrder | _Clear], bytes]:
             end = at
             break
         n = data[at + 2]
-        if (prefix == _DLE_EOT and n in _QUERIES) or (prefix == _GS_R and n in (1, 2, 49, 50)):
+        if prefix == _DLE_ENQ and n in (1, 2):
+            if at > start:
+                parts.append(data[start:at])
+            parts.append(_Recover(n))
+            start = at + 3
+        elif (prefix == _DLE_EOT and n in _QUERIES) or (prefix == _GS_R and n in (1, 2, 49, 50)):
             if at > start:
                 parts.append(data[start:at])
             parts.append(n if prefix == _DLE_EOT else _InOrder(n))
@@ -712,7 +758,7 @@ class _Feed:
         self._changed.set()
 
     def _stopped(self) -> bool:
-        return self.printer.paper_out or self.printer.cover_open
+        return self.printer.halted
 
     async def _fault_cleared(self) -> bool:
         """A printer that resumes waits out a stop (a person loads a roll, closes the cover) and goes on with the job;

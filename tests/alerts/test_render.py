@@ -45,6 +45,7 @@ GROUP_DETAILS = {
     "push_refused": {"reason": "wrong_token", "remote": "10.0.0.7"},
     "mqtt_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: must be an integer"}]},
     "mqtt_session_lost": {},
+    "printer_error": {"detail": "auto-cutter error (paper jammed in the cutter?): pull the paper out"},
     "text_unprintable": {
         "order": "C-1",
         "detail": "宫保鸡丁 (KP-12), 不要辣",

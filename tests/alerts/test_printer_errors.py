@@ -1,0 +1,41 @@
+"""A printer stopped by an error (DLE EOT 2 bit 6, the kind in DLE EOT 3) is not an unreachable one (print probe 4,
+F3): the manager is told which error and what to do, and a recoverable one (an auto-cutter jam the cook has pulled
+out) is recovered with DLE ENQ, so the kitchen prints on without a power cycle. Before: "not reachable, check the
+network cable", and the printer stayed stopped until someone switched it off and on."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from edge.app import Agent
+from edge.config import Settings
+from edge.printing.decode import decode
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
+from tests.helpers import api_client, post, wait_until
+
+
+async def test_a_cutter_jam_is_mailed_as_one_and_prints_on_once_the_cook_pulled_the_paper_out(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    kitchen = printers["kitchen"]
+    kitchen.cutter_error = kitchen.cutter_jammed = True
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    order = make_order(1, print_receipt=False)
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "error", 20, "the printer's error seen")
+    [mail] = await sink.wait_for(1, timeout=15)
+    body = mail.get_body(("plain",)).get_content()
+    assert "kitchen" in str(mail["Subject"]) and "Netzwerkkabel" not in body, body
+    assert "Schneidwerk" in body and "auto-cutter error" in body, body  # which error, and what to do about it
+    assert "auto-cutter" in agent.spoolers["kitchen"].state_detail, agent.spoolers["kitchen"].state_detail
+    assert not kitchen.printed
+    kitchen.cutter_jammed = False  # the cook pulls the paper out of the cutter; nobody touches the power
+    [ticket] = await kitchen.wait_for_printed(1, timeout=20)
+    assert order["number"] in decode(ticket).text
+    assert kitchen.recoveries >= 1
