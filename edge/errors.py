@@ -154,6 +154,10 @@ class DeviceWriteError(DeviceError):
     """The device accepted a connection but the job did not get through whole."""
 
 
+class DeviceStalledError(DeviceWriteError):
+    """The device took nothing of what waits for it for a while: a printer stopped in the middle of a job."""
+
+
 class CentralApiError(EdgeError):
     """The central backend answered badly or not at all."""
 

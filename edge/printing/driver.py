@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import structlog
 
-from edge.errors import DeviceError, DeviceUnreachableError, DeviceWriteError
+from edge.errors import DeviceError, DeviceStalledError, DeviceUnreachableError, DeviceWriteError
 from edge.printing.status import (
     BLOCKING_STATES,
     XON_XOFF,
@@ -51,6 +51,12 @@ _LF, _CUT = b"\n", b"\x1dV"
 # a one-way print server without status): its jobs stop waiting for replies that never come.
 _SILENT_AFTER = 2
 _SILENT = "it never answers status queries"
+# Silence from a printer that stopped taking a job's bytes: its buffer is full, its stop (not the network, not another
+# host) is why; status queries wait behind the full buffer.
+_SILENT_SINCE_STALL = (
+    "answers nothing since it stopped taking a ticket: most likely out of paper, its cover open or an error (it"
+    " cannot say which while its buffer is full); look at the printer"
+)
 # GS r 1 (transmit paper sensor status) is processed in order, after every byte before it, and not while the printer is
 # stopped at paper end: its reply says the ticket is out. DLE EOT is answered on arrival, while a ticket in the
 # printer's buffer may still be printing (Epson: "executed even when the receive buffer is full").
@@ -261,6 +267,7 @@ class PrinterDriver:
         # Why the last status read OFFLINE, whatever the cause (refused, hung up, silent), for the state detail while
         # the spool waits: a printer that answered nothing and is now switched off is told as off ("" otherwise).
         self.stopped_why = ""  # why the last status read found it offline or in error, for people
+        self._stalled = False  # it took nothing of a job for write_timeout and has not answered since
         self._failed = ""  # why the last question between jobs could not be asked (its thread only)
         # The models that answer DLE EOT answer GS r.
         self._in_order_answers = (
@@ -447,31 +454,38 @@ class PrinterDriver:
         with self._lock:
             self._open()
             try:
-                # A printer taken for one that cannot answer status gets its jobs without asking (each would wait
-                # status_timeout twice, for nothing); the status poll between jobs still asks. One that has answered
-                # and falls silent is offline instead (switched off, its cable pulled): see _ask_state.
-                asks = self.asks_status
-                if asks:
-                    self._check_ready()
-                with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
-                    self.transport.write(data)
-                    if not asks:
-                        self._sent_blind(data)
-                        return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
-                    processed = self._out(data)
-                    # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
-                    replies = {} if processed is None else self._ask((1, 4), first_timeout=self._taking_time(data))
-                    if processed or replies:
-                        state, confirmed = parse_status(replies), True
-                    else:
-                        state, confirmed = self._silent_after(data)
-                doubtful = confirmed and self._replies.doubtful  # a state read, maybe from a reply to another query
-                outcome = PrintOutcome(confirmed=confirmed, state=state, processed=bool(processed), doubtful=doubtful)
-                if not outcome.on_paper:
-                    self._clear_rest()
-                return outcome
+                return self._print_open(data)
+            except DeviceStalledError:
+                self._stalled = True  # its silence from now on is that stop's, until it answers again
+                raise
             finally:
                 self._close()
+
+    def _print_open(self, data: bytes) -> PrintOutcome:
+        """The job on the open connection: asked first whether the printer can take it, then sent, then waited for."""
+        # A printer taken for one that cannot answer status gets its jobs without asking (each would wait
+        # status_timeout twice, for nothing); the status poll between jobs still asks. One that has answered
+        # and falls silent is offline instead (switched off, its cable pulled): see _ask_state.
+        asks = self.asks_status
+        if asks:
+            self._check_ready()
+        with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
+            self.transport.write(data)
+            if not asks:
+                self._sent_blind(data)
+                return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
+            processed = self._out(data)
+            # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
+            replies = {} if processed is None else self._ask((1, 4), first_timeout=self._taking_time(data))
+            if processed or replies:
+                state, confirmed = parse_status(replies), True
+            else:
+                state, confirmed = self._silent_after(data)
+        doubtful = confirmed and self._replies.doubtful  # a state read, maybe from a reply to another query
+        outcome = PrintOutcome(confirmed=confirmed, state=state, processed=bool(processed), doubtful=doubtful)
+        if not outcome.on_paper:
+            self._clear_rest()
+        return outcome
 
     def _sent_blind(self, data: bytes) -> None:
         """Moves on the time until which jobs sent without asking may wait in the printer: behind the ones before, but
@@ -657,7 +671,7 @@ class PrinterDriver:
         replies = self._status_replies()
         self.silence = ""
         if not replies and answered_before:
-            self.silence = self.transport.silent
+            self.silence = _SILENT_SINCE_STALL if self._stalled else self.transport.silent
         elif not replies and (self._status_answers.expected or self._status_answers.earlier):
             self.silence = self._never_answered()
         if self.silence:
@@ -715,6 +729,7 @@ class PrinterDriver:
         return reply
 
     def _heard(self, answered: bool) -> None:
+        self._stalled = self._stalled and not answered
         if not self._status_answers.note(answered):
             return
         if answered:

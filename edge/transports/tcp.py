@@ -8,7 +8,7 @@ import struct
 import termios
 import time
 
-from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.errors import DeviceStalledError, DeviceUnreachableError, DeviceWriteError
 
 # While a read waits, whether the printer still takes what was written is looked at this often.
 _TAKEN_CHECK_S = 0.5
@@ -143,9 +143,14 @@ class TcpTransport:
             return True
         return False
 
-    def _stall(self) -> DeviceWriteError:
+    def _stall(self) -> DeviceStalledError:
         self._stalled = True
-        return DeviceWriteError(self.device_id, self.label, f"took no data for {self._write_timeout:g}s")
+        return DeviceStalledError(
+            self.device_id,
+            self.label,
+            f"took no data for {self._write_timeout:g}s: a printer stopped in a ticket (paper out, cover open, an"
+            " error) takes no more, and cannot be asked why while its buffer is full",
+        )
 
     def _connected(self) -> socket.socket:
         if self._sock is None:
