@@ -366,16 +366,16 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "text_unprintable": {
         "de": (
             "Drucker {subject}: Text nicht druckbar",
-            "Der Drucker {subject} kann Zeichen in Artikelnamen oder Notizen nicht darstellen (zuerst in Bestellung"
-            " {order}: {detail}). Sie werden als ? gedruckt; neben einem Artikel, von dessen Namen nichts bleibt,"
-            " steht seine Artikelnummer (SKU).",
+            "Der Drucker {subject} kann Zeichen in Artikelnamen oder Notizen nicht darstellen (Bestellung {order}:"
+            " {detail}). Sie werden als ? gedruckt; neben einem Artikel, von dessen Namen nichts bleibt, steht seine"
+            " Artikelnummer (SKU).",
             "Die Namen im Kassensystem bzw. in der Zentrale mit lateinischen Buchstaben eintragen oder einen Drucker"
             " einrichten, der diese Schrift kann. Bis dahin: Notizen dieser Bestellungen an der Kasse nachlesen.",
         ),
         "en": (
             "Printer {subject}: text it cannot print",
-            "Printer {subject} cannot show characters in item names or notes (first in order {order}: {detail}). They"
-            " print as ?; an item with nothing left of its name has its SKU beside it.",
+            "Printer {subject} cannot show characters in item names or notes (order {order}: {detail}). They print"
+            " as ?; an item with nothing left of its name has its SKU beside it.",
             "Enter the names at the till or central in Latin letters, or set up a printer that prints this script."
             " Until then, read the notes of these orders at the till.",
         ),

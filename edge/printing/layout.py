@@ -130,7 +130,6 @@ class Layout:
         self.align = "left"
         self.printed_style = PLAIN  # what ESC @ left the printer in
         self.printed_align = "left"
-        self.unprintable: list[str] = []  # texts with characters the code page lacks (printed as "?"), to be told
         self._start_line()
 
     def _start_line(self) -> None:
@@ -160,10 +159,7 @@ class Layout:
                     raise ValueError(f"unknown layout directive {directive.name!r}")
                 run(self, directive.args, dict(directive.options))
             elif part:
-                shown = printable(part, self.codec)
-                if shown.count("?") > part.count("?"):
-                    self.unprintable.append(part.strip())
-                chars = styled(shown, self.style)
+                chars = styled(printable(part, self.codec), self.style)
                 if self.right is None:
                     self.left.extend(chars)
                     self.left_cells += len(chars) * self.style.cells

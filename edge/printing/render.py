@@ -37,10 +37,37 @@ def ticket_code(order: Order, station: str) -> str:
     return f"edge:v1:{order.id}:{station}" + (f":{order.revision}" if order.revision > 1 else "")
 
 
+# What a note the code page cannot show is told as: a note is the guest's own text, new with each order (one mail each
+# would flood the manager) and maybe personal; the menu's names are what a person can change.
+UNPRINTABLE_NOTE = "a note"
+
+
+def _codec(options: PrintOptions) -> str:
+    return codepage(profile(options.profile).code_pages, options.codepage)[0]
+
+
+def _tell_unprintable(items: Sequence[Item], options: PrintOptions, told: list[str] | None) -> None:
+    """Adds to ``told`` the items' names and modifiers that print with "?" (characters the code page lacks), and
+    UNPRINTABLE_NOTE for a note that does; the guest's name and the rest of the ticket are not told."""
+    if told is None:
+        return
+    codec = _codec(options)
+    for item in items:
+        for text in (item.name, *(modifier.name for modifier in item.modifiers)):
+            if _loses(text, codec) and text not in told:
+                told.append(text)
+        if item.note and _loses(item.note, codec) and UNPRINTABLE_NOTE not in told:
+            told.append(UNPRINTABLE_NOTE)
+
+
+def _loses(text: str, codec: str) -> bool:
+    return printable(text, codec).count("?") > text.count("?")
+
+
 def _readable(order: Order, options: PrintOptions) -> Order:
     """The order with its SKU beside each item name the printer's code page cannot show one letter or digit of: "1x
     ???? (KP-12)" for a name in Chinese, so that the cook can still tell the dish (print probe 3, F2)."""
-    codec = codepage(profile(options.profile).code_pages, options.codepage)[0]
+    codec = _codec(options)
     if all(_shows_something(item.name, codec) for item in order.items):
         return order
     items = tuple(
@@ -125,13 +152,13 @@ class Renderer:
         """
         _check_job(width, language)
         order = _readable(order, options)
+        _tell_unprintable(order.production_items(station), options, unprintable)
         created = self._local(order.created_at)
         return self._render(
             "ticket.j2",
             width=width,
             language=language,
             options=options,
-            unprintable=unprintable,
             order=order,
             station=station,
             items=order.production_items(station),
@@ -172,6 +199,7 @@ class Renderer:
         _check_job(width, language)
         order, before = _readable(order, options), _readable(before, options)
         struck = [_readable(revision, options) for revision in struck]
+        _tell_unprintable([item for item in order.items if item.station == station], options, unprintable)
         cancelled = order.status == "cancelled"
         fulfilment = labels.describe_fulfilment(order.fulfilment, language)
         before_fulfilment = labels.describe_fulfilment(before.fulfilment, language)
@@ -181,7 +209,6 @@ class Renderer:
             width=width,
             language=language,
             options=options,
-            unprintable=unprintable,
             order=order,
             station=station,
             cancelled=cancelled,
@@ -215,12 +242,12 @@ class Renderer:
         configured."""
         _check_job(width, language)
         order = _readable(order, options)
+        _tell_unprintable(order.items, options, unprintable)
         return self._render(
             "receipt.j2",
             width=width,
             language=language,
             options=options,
-            unprintable=unprintable,
             # Never on a copy: a reprint must not open the drawer a second time.
             drawer=options.cash_drawer
             and not copy
@@ -272,7 +299,6 @@ class Renderer:
         language: str,
         options: PrintOptions,
         drawer: bool = False,
-        unprintable: list[str] | None = None,
         **context: Any,
     ) -> bytes:
         # A namespace, not a dict: in a template t.copy on a dict would be dict.copy.
@@ -285,8 +311,6 @@ class Renderer:
             # printer does not act on bytes after paper end, the rest is cleared) and its COPY never kicks.
             job.commands.open_drawer()
         job.write(output)
-        if unprintable is not None:
-            unprintable.extend(text for text in job.unprintable if text not in unprintable)
         return job.commands.output
 
     def _local(self, moment: datetime) -> datetime:
