@@ -206,14 +206,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return _api_command(args, "GET", f"/api/v1/jobs?state={args.state}" if args.state else "/api/v1/jobs")
     state = "held" if args.held else "dead"
     settings = _load(args)
-    status, answer = asyncio.run(call_agent(settings, "GET", f"/api/v1/jobs?state={state}&limit={_JOBS_LISTED}"))
+    # Held ones oldest first, as the status page lists them (the order they waited and would print in): the page's
+    # first 50 and these are the same, so none is listed nowhere however many wait.
+    order = "oldest" if args.held else "newest"
+    query = f"/api/v1/jobs?state={state}&limit={_JOBS_LISTED}&order={order}"
+    status, answer = asyncio.run(call_agent(settings, "GET", query))
     jobs = answer.get("jobs") if status < 400 and isinstance(answer, dict) else None
-    if isinstance(jobs, list) and args.held:
-        jobs.reverse()  # oldest first, as the status page lists them: the order they waited and would print in
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     if isinstance(jobs, list) and len(jobs) >= _JOBS_LISTED:
         print(
-            f"edge jobs: the agent lists at most {_JOBS_LISTED} {state} jobs, the newest; older ones are not shown"
+            f"edge jobs: the agent lists at most {_JOBS_LISTED} {state} jobs, the {order}; the others are not shown"
             " (release or discard some, then ask again)",
             file=sys.stderr,
         )

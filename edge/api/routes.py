@@ -121,7 +121,9 @@ async def post_reprint(request: web.Request) -> web.Response:
         if named is None:
             raise NotFoundError(f"order {order_id} does not exist: {why}")
         order_id = named
-    return await _copies(deps, order_id, station=station)
+    # A box that prints no receipts by design reprints an order's tickets: its receipt, printed before, has no printer.
+    kind = None if deps.intake.router.receipts_enabled else JobKind.TICKET
+    return await _copies(deps, order_id, station=station, kind=kind)
 
 
 async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: JobKind | None = None) -> web.Response:
@@ -148,6 +150,8 @@ async def post_job_reprint(request: web.Request) -> web.Response:
     job = await deps.jobs.get(path_id(request, "job_id", "print job"))
     if (why := _NOT_REPRINTED.get(JobState(job.state))) is not None:
         raise WrongStateError(f"print job {job.id} cannot be reprinted: {why}")
+    if job.kind == JobKind.RECEIPT and not deps.intake.router.receipts_enabled:
+        raise WrongStateError(f"print job {job.id} is a receipt: this box prints none (receipts.enabled = false)")
     return await _copies(deps, job.order_id, station=job.station, kind=JobKind(job.kind))
 
 
@@ -180,10 +184,14 @@ async def get_jobs(request: web.Request) -> web.Response:
     state = request.query.get("state")
     if state is not None and state not in set(JobState):
         return error_response(422, "invalid_request", f"state must be one of {', '.join(JobState)}", field="state")
+    order = request.query.get("order", "newest")
+    if order not in ("newest", "oldest"):
+        return error_response(422, "invalid_request", "order must be newest or oldest", field="order")
     jobs = await deps.jobs.recent(
         state=JobState(state) if state is not None else None,
         printer=request.query.get("printer"),
         limit=query_limit(request, default=100, maximum=1000),
+        oldest_first=order == "oldest",
     )
     return web.json_response({"jobs": [job_json(j) | {"order_number": j.order_number} for j in jobs]})
 

@@ -334,13 +334,22 @@ class JobStore:
         )
         return _readable(rows)
 
-    async def recent(self, *, state: JobState | None = None, printer: str | None = None, limit: int = 100) -> list[Job]:
-        """Newest first, of one state and printer if given."""
+    async def recent(
+        self,
+        *,
+        state: JobState | None = None,
+        printer: str | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
+    ) -> list[Job]:
+        """Newest first (or the oldest, oldest first), of one state and printer if given."""
         # A state named as a plain equality, so the state index finds its few jobs (held, dead) among every printed
         # one kept: "?1 IS NULL OR j.state = ?1" cannot use an index and read them all, newest first.
         where = "j.state = ?1" if state is not None else "?1 IS NULL"
         rows = await self._db.fetchall(
-            _JOBS + f" WHERE {where} AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id DESC LIMIT ?3",
+            _JOBS
+            + f" WHERE {where} AND (?2 IS NULL OR j.printer = ?2) ORDER BY j.id {'ASC' if oldest_first else 'DESC'}"
+            + " LIMIT ?3",
             (state, printer, limit),
         )
         return _readable(rows)

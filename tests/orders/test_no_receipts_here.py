@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import parse_settings
+from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import api_client, config_dict, days_pass, db_rows, eventually, post
@@ -106,3 +107,28 @@ def test_config_check_of_a_kitchen_only_box_says_how_to_say_no_receipts_here(tmp
     )
     assert done.returncode == 0, done.stderr
     assert "receipts" not in done.stdout, done.stdout
+
+
+async def test_an_order_whose_receipt_printed_before_the_box_stopped_printing_receipts_reprints_its_tickets(
+    make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The receipt printer leaves and the box is set to print none; the order's Reprint (the page's, `edge reprint`)
+    of an order whose receipt printed before gives the kitchen its COPY. Before (newfeat probe F1): 409 "no printer
+    serves receipts now; add one to the config", which the config check refuses while receipts are off."""
+    raw = config_dict(tmp_path / "data", printers)
+    order = make_order(1, print_receipt=True)
+    before = await make_agent(parse_settings(copy.deepcopy(raw), source="test"))
+    async with api_client(before) as api:
+        assert (await post(api, order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printers["front"].wait_for_printed(1)
+    await before.stop()
+
+    raw["receipts"] = {"enabled": False}
+    after = await make_agent(parse_settings(raw, source="test"))
+    async with api_client(after) as api:
+        async with api.post(f"/api/v1/orders/{order['id']}/reprint") as response:
+            assert response.status == 201, await response.text()
+    copies = await printers["kitchen"].wait_for_printed(2)
+    assert "KOPIE" in decode(copies[1]).text
+    assert len(printers["front"].printed) == 1

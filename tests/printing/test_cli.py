@@ -157,7 +157,11 @@ async def test_preview_writes_png_images(
 
 
 async def test_edge_jobs_held_lists_every_held_ticket_oldest_first_as_the_page_points_to(
-    running, printers: dict[str, SimPrinter], example_order: dict, capsys: pytest.CaptureFixture[str]
+    running,
+    printers: dict[str, SimPrinter],
+    example_order: dict,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """200 held: the page lists the oldest 50 and sends a person to `edge jobs --held` for the 150 more, which listed
     the newest 100: #51-#100 appeared nowhere, so none of them could be discarded one by one. It lists all 200,
@@ -180,3 +184,8 @@ async def test_edge_jobs_held_lists_every_held_ticket_oldest_first_as_the_page_p
     async with api_client(agent) as api, api.get("/api/v1/status/panel") as response:
         panel = await response.text()
     assert "… and 150 more, newer (<code>edge jobs --held</code> lists every held ticket, oldest first" in panel
+    # More held than the command lists at once (1000; 120 here): the oldest, those after the page's 50 among them, and
+    # a word on stderr. Before (newfeat probe F3), the newest: the page's 50 and these left a gap listed nowhere.
+    monkeypatch.setattr("edge.cli._JOBS_LISTED", 120)
+    code, out = await run_cli(capsys, "jobs", "--held", "--config", str(config))
+    assert [j["order_id"] for j in answer(out)["jobs"]] == [f"ord_{n:03d}" for n in range(120)]
