@@ -55,7 +55,8 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         if request.can_read_body:
             body = await read_json(request)
             counted = body.get("job_ids") if isinstance(body, dict) else None
-            if not isinstance(counted, list) or not all(type(i) is int for i in counted):
+            # Job ids are positive (a negative one was taken and matched nothing, 200), and SQLite's integers 64-bit.
+            if not isinstance(counted, list) or not all(type(i) is int and 0 < i < 2**63 for i in counted):
                 return error_response(
                     422, "invalid_request", 'body must be {"job_ids": [<job id>, ...]} or empty', field="job_ids"
                 )

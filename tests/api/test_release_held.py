@@ -32,7 +32,9 @@ async def test_release_all_with_the_counted_ids_releases_only_those_still_held_a
         await asyncio.sleep(0.3)
         assert len(printers["kitchen"].printed) == 3
         assert {k: v for k, v in (await held_rows(agent)).items() if k in later} == {later[0]: "held", later[1]: "held"}
-        for bad in ({"job_ids": "1,2"}, {"job_ids": [1, "2"]}, {"job_ids": [True]}, {"ids": [1]}, [1, 2]):
+        bad_bodies = ({"job_ids": "1,2"}, {"job_ids": [1, "2"]}, {"job_ids": [True]}, {"ids": [1]}, [1, 2])
+        # A negative id or one past SQLite's integers (newfeat probe F5: -1 was taken, 200)
+        for bad in (*bad_bodies, {"job_ids": [-1]}, {"job_ids": [0]}, {"job_ids": [2**63]}):
             async with api.post("/api/v1/jobs/release-held", json=bad) as response:
                 assert response.status == 422, bad
                 assert (await response.json())["field"] == "job_ids"

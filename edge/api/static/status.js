@@ -85,10 +85,11 @@ function showPanel(html) {
   const marked = [];
   for (const button of panel.querySelectorAll("button")) {
     const box = button.getBoundingClientRect();
-    const x = box.left + box.width / 2;
-    const y = box.top + box.height / 2;
-    const was = before.find((b) => x >= b.box.left && x <= b.box.right && y >= b.box.top && y <= b.box.bottom);
-    if (was && was.key !== buttonKey(button)) {
+    const key = buttonKey(button);
+    // Any overlap, not its centre: a finger aims anywhere on a button, and rows that moved by part of a row put
+    // another button over the edge of the one aimed at, its centre outside it.
+    const overlaps = (b) => box.left < b.right && b.left < box.right && box.top < b.bottom && b.top < box.bottom;
+    if (before.some((b) => b.key !== key && overlaps(b.box))) {
       movedAt.set(button, now);
       marked.push(button.closest("tr") || button);
     }
