@@ -347,13 +347,17 @@ async def refresh_now(page: Any) -> None:
     )
 
 
-async def centre(page: Any, selector: str) -> tuple[float, float]:
-    """Where a button is; asked again if a refresh replaced it while it was measured."""
+async def bounds(page: Any, selector: str) -> dict[str, float]:
+    """Where a button is (x, y, width, height); asked again if a refresh replaced it while it was measured."""
     for _ in range(50):
         if (box := await page.locator(selector).bounding_box()) is not None:
-            break
+            return box
         await asyncio.sleep(0.05)
-    assert box is not None
+    raise AssertionError(f"{selector} is not on the page")
+
+
+async def centre(page: Any, selector: str) -> tuple[float, float]:
+    box = await bounds(page, selector)
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
@@ -454,17 +458,17 @@ async def test_a_tap_near_a_buttons_edge_after_rows_shifted_by_part_of_a_row_is_
         await printers["kitchen"].wait_for_printed(3)
     page = await open_with_token(chromium, agent)
     aimed, above = (f'tr[data-order="{o}"] button[data-reprint]' for o in ("ord_2", "ord_3"))
-    box = await page.locator(aimed).bounding_box()
-    pitch = box["y"] - (await page.locator(above).bounding_box())["y"]
+    await stop_the_clock(page)  # no refresh of its own replaces the rows while they are measured
+    box = await bounds(page, aimed)
+    pitch = box["y"] - (await bounds(page, above))["y"]
     x, y = box["x"] + box["width"] / 2, box["y"] + 2  # a finger near the button's top edge
-    await stop_the_clock(page)
     shift = pitch - 0.75 * box["height"]  # the row above's button now covers (x, y); its centre is above the aimed box
     await page.evaluate(
         """shift => showPanel(panel.innerHTML.replace('<tr data-order=', '<tr style="height:' + shift + 'px"><td></td>'
         + '</tr><tr data-order='))""",
         shift,
     )
-    moved = await page.locator(above).bounding_box()
+    moved = await bounds(page, above)
     assert moved["y"] < y < moved["y"] + moved["height"] and moved["y"] + moved["height"] / 2 < box["y"], (moved, box)
     await page.mouse.click(x, y)
     await page.wait_for_selector("#message:has-text('just moved')", timeout=5_000)
