@@ -61,7 +61,16 @@ def _tell_unprintable(items: Sequence[Item], options: PrintOptions, told: list[s
 
 
 def _loses(text: str, codec: str) -> bool:
-    return printable(text, codec).count("?") > text.count("?")
+    return not _encodes(text, codec) and printable(text, codec).count("?") > text.count("?")
+
+
+def _encodes(text: str, codec: str) -> bool:
+    """The common case, cheaply: every character in the code page as it is (nothing transliterated or lost)."""
+    try:
+        text.encode(codec)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _readable(order: Order, options: PrintOptions) -> Order:
@@ -78,7 +87,7 @@ def _readable(order: Order, options: PrintOptions) -> Order:
 
 
 def _shows_something(text: str, codec: str) -> bool:
-    return any(char.isalnum() for char in printable(text, codec))
+    return any(char.isalnum() for char in (text if _encodes(text, codec) else printable(text, codec)))
 
 
 class Renderer:
