@@ -739,17 +739,15 @@ class _Feed:
         """DLE DC4 fn=8: what waits in the buffers is dropped; the line being printed stops too. The end of a
         connection that has hung up stays: the job ends there."""
         self.cleared = True
-        ended = None in self._queue
-        self._queue.clear()
-        if ended:
-            self._queue.append(None)
-        self._waiting = 0
-        self._changed.set()
+        self._drop_buffers()
 
     def lose(self) -> None:
         """Power lost: the receive and print buffers are RAM, and the line being printed stops (a TM-T88V comes back
         empty after a power cycle; with a speed model the rest of a buffered job used to print after power_on)."""
         self.lost = True
+        self._drop_buffers()
+
+    def _drop_buffers(self) -> None:
         ended = None in self._queue
         self._queue.clear()
         if ended:
