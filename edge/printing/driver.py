@@ -51,11 +51,11 @@ _LF, _CUT = b"\n", b"\x1dV"
 # a one-way print server without status): its jobs stop waiting for replies that never come.
 _SILENT_AFTER = 2
 _SILENT = "it never answers status queries"
-# Silence from a printer that stopped taking a job's bytes: its buffer is full, its stop (not the network, not another
-# host) is why; status queries wait behind the full buffer.
-_SILENT_SINCE_STALL = (
-    "answers nothing since it stopped taking a ticket: most likely out of paper, its cover open or an error (it"
-    " cannot say which while its buffer is full); look at the printer"
+# Silence from a printer that stopped taking a ticket's bytes, or went quiet while it printed one: its own stop (not
+# the network, not another host) is why, or its power; status queries wait behind a full buffer.
+_SILENT_IN_TICKET = (
+    "answers nothing since a ticket was sent to it: switched off, out of paper, its cover open or an error (it cannot"
+    " say which while its buffer is full); look at the printer"
 )
 # GS r 1 (transmit paper sensor status) is processed in order, after every byte before it, and not while the printer is
 # stopped at paper end: its reply says the ticket is out. DLE EOT is answered on arrival, while a ticket in the
@@ -267,7 +267,7 @@ class PrinterDriver:
         # Why the last status read OFFLINE, whatever the cause (refused, hung up, silent), for the state detail while
         # the spool waits: a printer that answered nothing and is now switched off is told as off ("" otherwise).
         self.stopped_why = ""  # why the last status read found it offline or in error, for people
-        self._stalled = False  # it took nothing of a job for write_timeout and has not answered since
+        self._stopped_in_ticket = False  # a ticket stalled or went unanswered, and it has not answered since
         self._failed = ""  # why the last question between jobs could not be asked (its thread only)
         # The models that answer DLE EOT answer GS r.
         self._in_order_answers = (
@@ -456,7 +456,7 @@ class PrinterDriver:
             try:
                 return self._print_open(data)
             except DeviceStalledError:
-                self._stalled = True  # its silence from now on is that stop's, until it answers again
+                self._stopped_in_ticket = True  # its silence from now on is that stop's, until it answers again
                 raise
             finally:
                 self._close()
@@ -621,6 +621,7 @@ class PrinterDriver:
         # One known to answer GS r was waited for already (_out): a late reply from it does not end the job there.
         if self._in_order_known or not self._replies.late(timeout=self._late_time(data)):
             self._heard(False)
+            self._stopped_in_ticket, self.silence = True, _SILENT_IN_TICKET
             return PrinterState.OFFLINE, False
         replies = self._ask((1, 2, 4))
         return parse_status(replies), bool(replies)
@@ -671,7 +672,7 @@ class PrinterDriver:
         replies = self._status_replies()
         self.silence = ""
         if not replies and answered_before:
-            self.silence = _SILENT_SINCE_STALL if self._stalled else self.transport.silent
+            self.silence = _SILENT_IN_TICKET if self._stopped_in_ticket else self.transport.silent
         elif not replies and (self._status_answers.expected or self._status_answers.earlier):
             self.silence = self._never_answered()
         if self.silence:
@@ -729,7 +730,7 @@ class PrinterDriver:
         return reply
 
     def _heard(self, answered: bool) -> None:
-        self._stalled = self._stalled and not answered
+        self._stopped_in_ticket = self._stopped_in_ticket and not answered
         if not self._status_answers.note(answered):
             return
         if answered:

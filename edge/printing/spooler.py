@@ -395,7 +395,7 @@ class Spooler:
                 self.current_job = None
             self._last_send_s = self.clock.mono() - started
             if not outcome.on_paper:
-                detail = f"{outcome.state.value.replace('_', ' ')} after the job"
+                detail = self.driver.silence or f"{outcome.state.value.replace('_', ' ')} after the job"
                 await self._uncertain(job, outcome.state, detail)
                 return (outcome.state, detail), True
             latency = self._ages.waited(job)  # stored (or queued as a copy) to confirmed, on the monotonic clock

@@ -148,8 +148,8 @@ class TcpTransport:
         return DeviceStalledError(
             self.device_id,
             self.label,
-            f"took no data for {self._write_timeout:g}s: a printer stopped in a ticket (paper out, cover open, an"
-            " error) takes no more, and cannot be asked why while its buffer is full",
+            f"took no data for {self._write_timeout:g}s: a printer switched off, or stopped in a ticket (paper out,"
+            " cover open, an error), takes no more, and cannot be asked why while its buffer is full",
         )
 
     def _connected(self) -> socket.socket:

@@ -29,6 +29,9 @@ async def test_a_printer_that_loses_power_mid_ticket_prints_it_again_whole_as_co
     await wait_until(lambda: not kitchen.powered, what="the plug pulled mid-ticket")
     # It waits as long as the slowest printer would take to print the ticket (about 10 s) before it says offline.
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", 30, "the printer taken for offline")
+    # What the staff read: switched off (or stopped in the ticket), not the network or the till.
+    detail = agent.spoolers["kitchen"].state_detail
+    assert "switched off" in detail and "till" not in detail, detail
     kitchen.power_on()
     await kitchen.wait_for_printed(3, timeout=15)
     assert len(kitchen.printed[1]) == 200  # the head of the ticket, cut off by the power
