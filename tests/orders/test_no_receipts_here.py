@@ -17,7 +17,7 @@ from edge.config import parse_settings
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, config_dict, days_pass, db_rows, eventually, post
+from tests.helpers import api_client, config_dict, days_pass, db_rows, eventually, post, wait_until
 
 
 def kitchen_only(tmp_path: Path, printers: dict[str, SimPrinter], **receipts: Any) -> dict[str, Any]:
@@ -82,6 +82,8 @@ async def test_receipts_held_for_no_printer_are_discarded_once_the_box_prints_no
             lambda rows: rows == [("discarded",), ("discarded",)],
             what="the held receipts discarded at the start",
         )
+        # Logged once the discard's commit has returned, a moment after the rows read discarded.
+        await wait_until(lambda: any(e["event"] == "held_receipts_discarded" for e in logs), what="the count logged")
     assert [e["count"] for e in logs if e["event"] == "held_receipts_discarded"] == [2]
     later = await days_pass(after, clock, 31)
     await eventually(
