@@ -345,7 +345,9 @@ class Spooler:
         """Status between jobs, so a printer out of paper is known (and alerted) before the next order needs it."""
         state = await self.driver.status()
         if state in BLOCKING_STATES:
-            await self._pause(state, self.driver.silence or "found by the status poll between jobs")
+            # An error names its kind (DLE EOT 3), as the ticket's own check does; otherwise why it is silent.
+            why = self.driver.stopped_why if state == PrinterState.ERROR else self.driver.silence
+            await self._pause(state, why or "found by the status poll between jobs")
         else:
             self._set_state(state)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from edge.app import Agent
 from edge.config import Settings
 from edge.printing.decode import decode
@@ -16,16 +18,22 @@ from edge.sim.smtp import SmtpSink
 from tests.helpers import api_client, post, wait_until
 
 
+@pytest.mark.parametrize("found_by", ["the ticket", "the poll between jobs"])
 async def test_a_cutter_jam_is_mailed_as_one_and_prints_on_once_the_cook_pulled_the_paper_out(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
+    found_by: str,
 ) -> None:
+    """Found by the ticket's own check, or by the status poll before any ticket came: the same words (the poll's
+    said "found by the status poll between jobs" and not which error)."""
     kitchen = printers["kitchen"]
     kitchen.cutter_error = kitchen.cutter_jammed = True
     agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
     order = make_order(1, print_receipt=False)
+    if found_by != "the ticket":
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "error", 20, "the printer's error polled")
     async with api_client(agent) as api:
         assert (await post(api, order))[0] == 201
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "error", 20, "the printer's error seen")
