@@ -264,9 +264,10 @@ class PrinterDriver:
         self._model = model
         # Why the last status exchange read OFFLINE from silence ("" when it did not): for the spool's state detail.
         self.silence = ""
-        # Why the last status read OFFLINE, whatever the cause (refused, hung up, silent), for the state detail while
-        # the spool waits: a printer that answered nothing and is now switched off is told as off ("" otherwise).
-        self.stopped_why = ""  # why the last status read found it offline or in error, for people
+        # Why the last status read OFFLINE, whatever the cause (refused, hung up, silent), or ERROR (the kind DLE EOT 3
+        # names), for the state detail while the spool waits: a printer that answered nothing and is now switched off
+        # is told as off ("" otherwise).
+        self.stopped_why = ""
         self._stopped_in_ticket = False  # a ticket stalled or went unanswered, and it has not answered since
         self._failed = ""  # why the last question between jobs could not be asked (its thread only)
         # The models that answer DLE EOT answer GS r.
@@ -522,30 +523,27 @@ class PrinterDriver:
                 continue
             if left <= _STOP_POLL_S:
                 break
-            if self.transport.holding_back():
-                # The job is longer than the printer's buffer: it takes the rest (and a poll behind it) only as it
-                # prints, so a poll now would wait behind the rest and its late reply say only that the printer has
-                # the bytes, not that they are out (print probe 4, F1). It is waited for to take them (the transport
-                # gives up on one that takes nothing for write_timeout); then its GS r, as for any ticket.
-                now = time.monotonic()
-                deadline, taken_by = max(deadline, now + self._job_time(data)), now + self.status_timeout
-                wait_s = _HELD_BACK_WAIT_S  # reads long enough for the transport to see one that takes nothing
-                continue
-            wait_s = _STOP_POLL_S
-            # On a slow line the poll waits behind the rest of the job's bytes: as long as they may take, or a reply's.
-            cause = self._real_time(2, timeout=max(taken_by - time.monotonic(), self.status_timeout))
-            if cause is None and known and self._replies.late(timeout=self._late_time(data)):
-                # Late, not silent: the poll waited behind job bytes the printer takes only as it prints (its buffer
-                # full). That reply says it has them, not that they are out: its GS r still says when.
-                self._heard(True)
-                now = time.monotonic()
-                deadline, taken_by = max(deadline, now + self._job_time(data)), now + self.status_timeout
-                continue
-            self._heard(cause is not None)
-            if cause is None:
-                return None
-            if stopped(cause):
-                return False  # GS r waits behind the stop: the job may be only partly out
+            # The job is longer than the printer's buffer: it takes the rest only as it prints (print probe 4, F1).
+            # While the rest waits on this side, a poll would wait behind it (the transport gives up on a printer that
+            # takes nothing for write_timeout, so reads here are long enough for it to look); a poll already held up
+            # that way answers late, saying the printer has the bytes, not that they are out. Either way its GS r
+            # still says when, waited for as long as the job takes from now.
+            held_back = self.transport.holding_back()
+            wait_s = _HELD_BACK_WAIT_S if held_back else _STOP_POLL_S
+            if not held_back:
+                # On a slow line the poll waits behind the rest of the job's bytes: as long as they may take, or a
+                # reply's.
+                cause = self._real_time(2, timeout=max(taken_by - time.monotonic(), self.status_timeout))
+                late = cause is None and known and self._replies.late(timeout=self._late_time(data))
+                self._heard(cause is not None or late)
+                if cause is None and not late:
+                    return None
+                if cause is not None and stopped(cause):
+                    return False  # GS r waits behind the stop: the job may be only partly out
+                if cause is not None:
+                    continue
+            now = time.monotonic()
+            deadline, taken_by = max(deadline, now + self._job_time(data)), now + self.status_timeout
         if known:
             self._clear_rest()
             why = "though it answers GS r" if self._in_order_answers.answered else self._no_in_order_after_all()
