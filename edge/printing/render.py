@@ -46,12 +46,11 @@ def _codec(options: PrintOptions) -> str:
     return codepage(profile(options.profile).code_pages, options.codepage)[0]
 
 
-def _tell_unprintable(items: Sequence[Item], options: PrintOptions, told: list[str] | None) -> None:
+def _tell_unprintable(items: Sequence[Item], codec: str, told: list[str] | None) -> None:
     """Adds to ``told`` the items' names and modifiers that print with "?" (characters the code page lacks), and
     UNPRINTABLE_NOTE for a note that does; the guest's name and the rest of the ticket are not told."""
     if told is None:
         return
-    codec = _codec(options)
     for item in items:
         for text in (item.name, *(modifier.name for modifier in item.modifiers)):
             if _loses(text, codec) and text not in told:
@@ -73,17 +72,14 @@ def _encodes(text: str, codec: str) -> bool:
     return True
 
 
-def _readable(order: Order, options: PrintOptions) -> Order:
+def _readable(order: Order, codec: str) -> Order:
     """The order with its SKU beside each item name the printer's code page cannot show one letter or digit of: "1x
     ???? (KP-12)" for a name in Chinese, so that the cook can still tell the dish (print probe 3, F2)."""
-    codec = _codec(options)
-    if all(_shows_something(item.name, codec) for item in order.items):
-        return order
     items = tuple(
         item if _shows_something(item.name, codec) else dataclasses.replace(item, name=f"{item.name} ({item.sku})")
         for item in order.items
     )
-    return dataclasses.replace(order, items=items)
+    return order if items == order.items else dataclasses.replace(order, items=items)
 
 
 def _shows_something(text: str, codec: str) -> bool:
@@ -160,8 +156,9 @@ class Renderer:
         ``unprintable`` (each render of a job may take one): gets the texts the printer's code page could not show.
         """
         _check_job(width, language)
-        order = _readable(order, options)
-        _tell_unprintable(order.production_items(station), options, unprintable)
+        codec = _codec(options)
+        order = _readable(order, codec)
+        _tell_unprintable(order.production_items(station), codec, unprintable)
         created = self._local(order.created_at)
         return self._render(
             "ticket.j2",
@@ -206,9 +203,10 @@ class Renderer:
         when ``order`` is cancelled, the void ticket (STORNO / CANCELLED) striking what ``before`` and the ``struck``
         revisions (later ones that may be on paper too) put there."""
         _check_job(width, language)
-        order, before = _readable(order, options), _readable(before, options)
-        struck = [_readable(revision, options) for revision in struck]
-        _tell_unprintable([item for item in order.items if item.station == station], options, unprintable)
+        codec = _codec(options)
+        order, before = _readable(order, codec), _readable(before, codec)
+        struck = [_readable(revision, codec) for revision in struck]
+        _tell_unprintable([item for item in order.items if item.station == station], codec, unprintable)
         cancelled = order.status == "cancelled"
         fulfilment = labels.describe_fulfilment(order.fulfilment, language)
         before_fulfilment = labels.describe_fulfilment(before.fulfilment, language)
@@ -250,8 +248,9 @@ class Renderer:
         """The customer's receipt: every item with its price, totals, taxes and payment; opens the drawer for cash if
         configured."""
         _check_job(width, language)
-        order = _readable(order, options)
-        _tell_unprintable(order.items, options, unprintable)
+        codec = _codec(options)
+        order = _readable(order, codec)
+        _tell_unprintable(order.items, codec, unprintable)
         return self._render(
             "receipt.j2",
             width=width,
@@ -301,14 +300,7 @@ class Renderer:
             raise ConfigError(f"printers.{printer}", f"cannot print with these options: {err}") from err
 
     def _render(
-        self,
-        name: str,
-        *,
-        width: int,
-        language: str,
-        options: PrintOptions,
-        drawer: bool = False,
-        **context: Any,
+        self, name: str, *, width: int, language: str, options: PrintOptions, drawer: bool = False, **context: Any
     ) -> bytes:
         # A namespace, not a dict: in a template t.copy on a dict would be dict.copy.
         output = self._templates[name].render(
