@@ -625,20 +625,27 @@ def set_job_states(db: Path, state: str) -> None:
     conn.close()
 
 
-async def test_restore_given_the_backup_folder_names_its_newest_backup_and_writes_nothing(
-    tmp_path: Path, printers: dict[str, SimPrinter]
-) -> None:
-    """A technician who types the backup folder (`edge restore /var/backups/edge`) instead of a file in it gets one
-    line saying it is a folder and naming the newest backup there to give instead; exit 1, nothing written. Before:
-    "not a readable SQLite database: disk I/O error", which reads like a damaged card."""
+async def migrated_box(tmp_path: Path, printers: dict[str, SimPrinter], extra: str = "") -> Path:
+    """A box's config (data in tmp_path/data) and its database made by `edge migrate`, as install.sh leaves it."""
     config = write_config(
         tmp_path / "edge.toml",
         data_dir=tmp_path / "data",
         api_port=0,
         token=TOKEN,
         printers={n: p.port for n, p in printers.items()},
+        extra=extra,
     )
     assert (await edge("migrate", "--config", str(config))).returncode == 0
+    return config
+
+
+async def test_restore_given_the_backup_folder_names_its_newest_backup_and_writes_nothing(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A technician who types the backup folder (`edge restore /var/backups/edge`) instead of a file in it gets one
+    line saying it is a folder and naming the newest backup there to give instead; exit 1, nothing written. Before:
+    "not a readable SQLite database: disk I/O error", which reads like a damaged card."""
+    config = await migrated_box(tmp_path, printers)
     await edge_backup(config)
     newest = await edge_backup(config)
     before = sorted(p.name for p in (tmp_path / "data").iterdir())
@@ -657,15 +664,7 @@ async def test_backups_taken_while_the_clock_was_ahead_never_outrank_the_ones_ta
     clock right again, the next `edge backup` keeps what it wrote, drops the oldest taken, and is the newest a restore
     is pointed to (days probe, F1). Before: rotation by name deleted the backup it had just written and it exited 1
     ("No such file or directory"), every night, the 2036 copies kept and named as the newest."""
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
-        api_port=0,
-        token=TOKEN,
-        printers={n: p.port for n, p in printers.items()},
-        extra="\n[backup]\nkeep = 3\n",
-    )
-    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    config = await migrated_box(tmp_path, printers, extra="\n[backup]\nkeep = 3\n")
     ahead = []
     for _ in range(3):
         taken = await edge_backup(config)
