@@ -352,12 +352,12 @@ class AlertStore:
         return [FiringGroup(**dict(r)) for r in rows]
 
     async def told_firing_at(self, key: str) -> float | None:
-        """When the manager was last sent the group's alarm (or it was queued for them), while it is firing and that
-        is the last news they have; None otherwise, also when that news went to the digest (the storm guard's: the
-        manager has not had it). Read only: it answers on a full disk."""
+        """When the manager was last sent the group's alarm (or it was queued for them), while that is the last news
+        they have; None otherwise, also when that news went to the digest (the storm guard's: the manager has not had
+        it). Over since, and back before its all-clear was due, it is still the news (a card that stalls again a
+        second after its stall: no second alarm). Read only: it answers on a full disk."""
         row = await self._db.fetchone(
-            "SELECT last_sent_at FROM alert_groups WHERE key = ? AND state = 'firing' AND notified = 'firing'"
-            " AND mailed = 'firing'",
+            "SELECT last_sent_at FROM alert_groups WHERE key = ? AND notified = 'firing' AND mailed = 'firing'",
             (key,),
         )
         return None if row is None or row[0] is None else float(row[0])
