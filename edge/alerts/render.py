@@ -101,13 +101,15 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
         "de": (
             "Drucker {subject} nicht erreichbar",
             "Der Drucker {subject} antwortet nicht; Bons für ihn werden nicht gedruckt.",
-            "Prüfen Sie, ob der Drucker eingeschaltet ist und das Netzwerkkabel steckt."
+            "Am Drucker nachsehen: eingeschaltet, Papier eingelegt, Deckel geschlossen? (Mitten in einem langen Bon"
+            " kann er nicht sagen, was fehlt.) Dann prüfen, ob das Netzwerkkabel steckt."
             " Wartende Bons drucken danach automatisch.",
         ),
         "en": (
             "Printer {subject} unreachable",
             "Printer {subject} does not answer; its tickets are not being printed.",
-            "Check that the printer is switched on and its network cable is plugged in."
+            "Look at the printer: is it switched on, with paper in and its cover closed? (In the middle of a long"
+            " ticket it cannot say what is wrong.) Then check that its network cable is plugged in."
             " Waiting tickets print on their own afterwards.",
         ),
     },

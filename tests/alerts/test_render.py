@@ -124,6 +124,24 @@ def test_each_type_renders_in_both_languages(type_name: str, language: str, kind
         assert ("(kritisch)" if language == "de" else "(critical)") in mail.subject
 
 
+@pytest.mark.parametrize(
+    ("language", "words"), [("de", ("Papier", "Deckel", "Netzwerkkabel")), ("en", ("paper", "cover", "network cable"))]
+)
+def test_an_unreachable_printer_is_looked_at_for_paper_and_cover_before_its_cable(
+    language: str, words: tuple[str, ...]
+) -> None:
+    """A printer that went quiet in a long ticket (its roll ran out, its cover opened: it cannot say which while its
+    buffer is full) is told as unreachable; the mail's what to do sends the manager to the printer first, then the
+    cable. Before: "check that it is switched on and its network cable is plugged in" only (the regress probe's
+    paper end inside a 250-item ticket)."""
+    details = {"detail": "answers nothing since a ticket was sent to it: … look at the printer", "jobs_waiting": 1}
+    offline = group("printer_offline") | {"details": details}
+    mail = renderer(language).alert(offline, kind="firing", extra=0, recipients=["a@b.test"])
+    todo = mail.text.split("Was tun" if language == "de" else "What to do", 1)[1]
+    positions = [todo.find(word) for word in words]
+    assert -1 not in positions and positions == sorted(positions), todo
+
+
 def test_order_number_in_subject_of_failed_job() -> None:
     """A dead job's mail carries the order number and the printer in the subject."""
     mail = renderer("de").alert(group("print_job_failed"), kind="firing", extra=0, recipients=["a@b.test"])
