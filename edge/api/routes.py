@@ -135,8 +135,12 @@ async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: Jo
     return web.json_response({"order_id": order_id, "job_ids": job_ids}, status=201)
 
 
-# A job a person reprints by its row: a held one has not printed (release it), a discarded one is not wanted.
+# A job a person reprints by its row: a held one has not printed (release it), a discarded one is not wanted, and one
+# still to print would come out twice, as itself and as its COPY.
 _NOT_REPRINTED = {
+    JobState.QUEUED: "it has not printed yet and prints on its own",
+    JobState.FAILED: "it has not printed yet and is tried again on its own",
+    JobState.PRINTING: "it is being printed and not printed yet: if it does not come out, it is printed again",
     JobState.HELD: "it is held and has not printed: release it instead",
     JobState.DISCARDED: "it was discarded",
 }

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, post
+from tests.helpers import api_client, db_rows, eventually, post
 
 
 async def dead_receipt(
@@ -53,6 +53,11 @@ async def test_a_jobs_reprint_copies_that_receipt_only_and_refuses_what_cannot_b
             assert response.status == 404 and "print job 999 does not exist" in (await response.json())["reason"]
         async with api.post("/api/v1/jobs/x1/reprint") as response:
             assert response.status == 404 and "'x1'" in (await response.json())["reason"]
+        await eventually(
+            lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE id = ?", answer["job_ids"][0]),
+            lambda rows: rows == [("printed",)],
+            what="the COPY marked printed",
+        )
         async with api.post(f"/api/v1/jobs/{answer['job_ids'][0]}/reprint") as response:
             assert response.status == 201  # a printed COPY can be copied again
         async with api.post(f"/api/v1/jobs/{jobs['receipt']}/discard") as response:
@@ -61,3 +66,26 @@ async def test_a_jobs_reprint_copies_that_receipt_only_and_refuses_what_cannot_b
             assert response.status == 409
             assert "discarded" in (await response.json())["reason"]
     assert len(printers["kitchen"].printed) == 1
+
+
+async def test_a_ticket_not_printed_yet_is_not_reprinted_beside_itself(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is off, the ticket waits for it. A Reprint of that job is refused (409, saying it prints on
+    its own); once the printer is back the ticket comes out once, not as original and COPY (before: 201 and a COPY
+    queued behind the original, two tickets of one order for the cook)."""
+    kitchen = printers["kitchen"]
+    kitchen.set_offline(True)
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        await post(api, example_order)
+        [(ticket, state)] = await db_rows(agent, "SELECT id, state FROM print_jobs WHERE kind = 'ticket'")
+        assert state in ("queued", "printing", "failed"), state
+        async with api.post(f"/api/v1/jobs/{ticket}/reprint") as response:
+            assert response.status == 409, await response.text()
+            assert "not printed yet" in (await response.json())["reason"]
+        kitchen.set_offline(False)
+        await kitchen.wait_for_printed(1, timeout=20)
+        await asyncio.sleep(0.5)  # a second ticket would be out by now
+    assert len(kitchen.printed) == 1 and "KOPIE" not in decode(kitchen.printed[0]).text
+    assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE kind = 'ticket'") == [(1,)]
