@@ -208,6 +208,7 @@ class Alerter:
         # A direct mail and the record that the database has it take turns: a stall's mail runs beside the rules (their
         # writes wait behind the card), and its note, written after the record, would raise the alarm again.
         self._storage_turn = asyncio.Lock()
+        self._clock_turn = asyncio.Lock()
         self._first_round = False  # see step
         self._card_note = storage_card_note(settings)
         self._next_mail_at: float | None = 0.0
@@ -522,7 +523,12 @@ class Alerter:
     async def _follow_clock(self) -> None:
         """Moves the stored alert times with a step of the wall clock (NTP, a box that booted in 1970), so every
         duration measured against them (group wait and interval, repeat, cap, retry backoff, storm guard, silences)
-        stays what it was. A step shows as wall time moving differently from monotonic time."""
+        stays what it was. A step shows as wall time moving differently from monotonic time. One loop at a time: two
+        that looked at once (the rules and the checks, as a run starts) each moved the times by the step."""
+        async with self._clock_turn:
+            await self._follow_clock_now()
+
+    async def _follow_clock_now(self) -> None:
         wall, mono = self.clock.wall(), self.clock.mono()
         if self._clock_anchor is None:  # first look at the tables in this run
             # A step between the last run of this boot and this one (NTP setting a box that booted years behind while

@@ -520,3 +520,36 @@ async def test_an_alarm_queued_while_the_clock_was_years_behind_is_mailed_as_an_
     since = dt.datetime.fromtimestamp(clock.wall() - 51, ZoneInfo(settings.agent.timezone or "UTC"))
     body = mail.get_body(("plain",)).get_content()
     assert f"Seit: {since:%d.%m.%Y}" in body, body
+
+
+async def test_a_step_between_two_runs_moves_the_stored_times_once_when_the_alerters_loops_look_at_once(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """As above, with the new run's rules and checks looking at the clock at the same moment, as its loops do when it
+    starts: the step between the runs moves the stored times once. Before (regress probe R1, clock3 s03): each loop
+    took the last stop for its anchor and moved them, the times went years into the future, and a queued alarm's
+    next attempt with them: the manager was never told of a printer that stayed off."""
+    settings = alert_settings()
+    db_path = tmp_path / "data" / "edge.db"
+    years = 2000 * 86400
+    clock.step(-years)
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        alerter.on_event(offline())
+        await alerter.step()  # stored and its mail queued; the relay is not reached in this run
+        await JobStore(db, clock=clock).mark_stopped()
+    finally:
+        await db.close()
+    clock.advance(20)
+    clock.step(years)
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        await asyncio.gather(alerter.step(), alerter.check())
+        [(first_at,)] = await db_rows(db_path, "SELECT first_at FROM alert_groups")
+        assert abs(first_at - (clock.wall() - 20)) < 5, first_at - clock.wall()
+        clock.advance(31)
+        await run(alerter)
+    finally:
+        await db.close()
+    [mail] = sink.messages
+    assert "STÖRUNG" in subject(mail), subject(mail)
