@@ -407,7 +407,11 @@ class Alerter:
 
     async def check(self) -> None:
         """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs
-        cleared, a storage alarm over though this run never met it."""
+        cleared, a storage alarm over though this run never met it. Not before READY: the start moves held tickets
+        to the printers the config gives them now, and a look before that took a station routed by the restart for
+        one still without a printer until the next check, after the outbox's first look had sent its alarm."""
+        if self._ready is not None:
+            await self._ready.wait()
         await self._follow_clock()
         now, cfg = self.clock.wall(), self._cfg
         # The alerts a stale count would clear are read first: one stored after the counts (a hold committed while

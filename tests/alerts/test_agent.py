@@ -429,6 +429,41 @@ async def test_an_order_for_a_station_no_printer_serves_mails_the_station_and_re
     assert "BEHOBEN" in str(mails[1]["Subject"]) and "Station pastry" in str(mails[1]["Subject"])
 
 
+async def test_a_station_routed_by_the_restart_is_not_mailed_as_unrouted_by_the_alarm_the_relay_had_not_taken(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The pastry station has no printer; its alarm waits in the outbox (the relay is down). The technician routes the
+    station and restarts; the relay is back. The ticket prints, and the manager is not sent the alarm about a
+    problem the restart fixed: its all-clear at most ("over before anyone was told", docs/alerts.md). Before (the
+    regress probe, cfgchange s21): the start's first check looked before the start moved the held ticket to its new
+    printer, the next one came check_interval_s (10 s) later, and the outbox's first look (critical_group_wait_s, 5 s)
+    was over by then: the alarm went, then the all-clear."""
+    settings = alert_settings(group_wait_s=0.2, group_interval_s=1.0)
+    order = make_order(1, prefix="pastry", print_receipt=False)
+    order["items"][1]["station"] = "pastry"
+    await sink.stop()
+    first = await make_agent(settings)
+    assert first.deps is not None
+    await first.deps.intake.accept(order)
+    await eventually(
+        lambda: db_rows(first, "SELECT kind FROM alert_mails WHERE group_key = 'station_unrouted:pastry'"),
+        lambda rows: rows == [("firing",)],
+        what="the alarm queued",
+        timeout=15,
+    )
+    await first.stop()
+    await sink.start()
+    routed = dataclasses.replace(settings, stations={**settings.stations, "pastry": ["kitchen"]})
+    await make_agent(routed)
+    await printers["kitchen"].wait_for_printed(1)
+    await asyncio.sleep(settings.alerts.critical_group_wait_s + 2)  # the first look over, and a mail's time
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    assert not [s for s in subjects if "STÖRUNG" in s], subjects
+
+
 async def test_a_mail_the_relay_is_taking_as_the_agent_stops_is_seen_through_not_sent_again(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
