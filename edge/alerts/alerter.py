@@ -56,6 +56,7 @@ from edge.events import (
     PushAuthChanged,
     RecoveryCompleted,
     RecoveryFailed,
+    RecoveryStarted,
     RecoveryOrderInvalid,
     StorageProblem,
     StorageRecovered,
@@ -89,6 +90,8 @@ _PENDING_MAX = 1000  # occurrences held in memory while the database refuses wri
 _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
 # A stop waits this long for a mail the relay is taking (within systemd's TimeoutStopSec, after the spools' drain).
 _STOP_GRACE_S = 5.0
+# A recovery run's outcome is waited for this long by an earlier run's failure alarm; one that hangs longer is told.
+_RUN_AWAITED_S = 300.0
 _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
 _DIGEST_GAP_S = 12 * 3600  # two digests never closer than this (on the monotonic clock), whatever the wall clock did
 
@@ -209,6 +212,7 @@ class Alerter:
         # writes wait behind the card), and its note, written after the record, would raise the alarm again.
         self._storage_turn = asyncio.Lock()
         self._clock_turn = asyncio.Lock()
+        self._run_awaited: float | None = None  # since when a recovery run is under way or due (monotonic)
         self._first_round = False  # see step
         self._card_note = storage_card_note(settings)
         self._next_mail_at: float | None = 0.0
@@ -330,6 +334,7 @@ class Alerter:
                 )
             case CentralLinkChanged(up=up, detail=detail):
                 if up:
+                    self._run_awaited = self.clock.mono()  # the line's return starts a run
                     self._central_down_since, self._central_fired, self._central_back = None, False, True
                     self._central_before = False
                     self._signal("central_unreachable", "central", False)
@@ -347,11 +352,15 @@ class Alerter:
                     retry_min=f"{self._settings.central.refused_retry_s / 60:g}",
                     detail=f"HTTP {event.status}: {event.reason}",
                 )
+            case RecoveryStarted():
+                self._run_awaited = self.clock.mono()
             case RecoveryFailed():
+                self._run_awaited = None
                 self._signal(
                     "recovery_failed", "recovery", True, phase=event.phase, detail=event.error, run_id=event.run_id
                 )
             case RecoveryCompleted():
+                self._run_awaited = None
                 self._signal("recovery_failed", "recovery", False)
                 for kind in ("conflict", "invalid"):  # a later run that finds none ends the episode
                     if not event.counts.get(kind):
@@ -825,6 +834,10 @@ class Alerter:
         if self._central_down_since is not None:
             # Known down, not yet for central_down_min: a recovery it cut short is its symptom, and waits with it.
             firing_keys.add("central_unreachable:central")
+        if self._run_awaited is not None and self.clock.mono() - self._run_awaited < _RUN_AWAITED_S:
+            # A run under way, or due since the line came back: an earlier run's failure waits for its outcome (it is
+            # over if that run completes), as it waited behind the line.
+            firing_keys.add("central_unreachable:central")
         matchers = [r.matcher for r in await self._store.active_silences(now)]
         local = dt.datetime.fromtimestamp(now, self._tz)
         mailed_last_hour = await self._store.mails_since(now - 3600)
@@ -967,6 +980,7 @@ class Alerter:
             JobHeld,
             CancelRefused,
             CentralLinkChanged,
+            RecoveryStarted,
             RecoveryFailed,
             RecoveryCompleted,
             StorageProblem,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+import pytest
+
 from edge.alerts.alerter import Alerter
 from edge.alerts.mailer import Mailer
 from edge.config import Settings
@@ -19,9 +21,10 @@ from edge.events import (
     PrinterStatusChanged,
     RecoveryCompleted,
     RecoveryFailed,
+    RecoveryStarted,
 )
 from edge.sim.smtp import SmtpSink
-from edge.states import JobState
+from edge.states import JobState, RunTrigger
 from edge.store.alerts import AlertStore
 from edge.store.db import Database
 from edge.store.jobs import JobStore
@@ -298,6 +301,44 @@ async def test_a_recovery_failed_for_a_line_down_a_moment_is_no_mail(
         await run(alerter)
     alerter.on_event(CentralLinkChanged(up=True, detail=""))
     alerter.on_event(RecoveryCompleted(run_id=2, counts={}, duration_s=1.0))
+    for _ in range(3):
+        clock.advance(60)
+        await alerter.check()
+        await run(alerter)
+    assert [subject(m) for m in sink.messages] == []
+
+
+@pytest.mark.parametrize("trigger", [RunTrigger.LINK_BACK, RunTrigger.STARTUP])
+async def test_a_recovery_failed_while_the_line_was_down_waits_for_the_next_runs_outcome_once_it_is_back(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    trigger: RunTrigger,
+) -> None:
+    """As above, and the rules look while the run the line's return started is still under way (it takes a moment):
+    the failure waits for that run, which completes, and nobody is mailed. The same for the run of a start (after a
+    restart while the line was down). Before (the regress probe, mail2 s03 and s04): the alarm was queued the moment
+    the line was back, 0.2 s before that run completed: a critical "recovery failed" mail, in quiet hours too, and its
+    all-clear."""
+    settings = alert_settings(central_down_min=5)
+    alerter = make_alerter(settings)
+    alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+    clock.advance(3)
+    alerter.on_event(RecoveryFailed(run_id=1, phase="validation", error="no answer"))
+    for _ in range(6):
+        clock.advance(10)
+        await alerter.check()
+        await run(alerter)
+    if trigger == RunTrigger.LINK_BACK:
+        alerter.on_event(CentralLinkChanged(up=True, detail=""))
+    else:  # restarted (SIGKILL) while the line was down, back by the start: the new run knows no outage
+        alerter = make_alerter(settings)
+    alerter.on_event(RecoveryStarted(run_id=2, trigger=trigger))
+    for _ in range(3):
+        clock.advance(10)
+        await run(alerter)  # the run under way: a slow line, a long backlog
+    alerter.on_event(RecoveryCompleted(run_id=2, counts={}, duration_s=30.0))
     for _ in range(3):
         clock.advance(60)
         await alerter.check()
