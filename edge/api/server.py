@@ -105,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""  # the client's address
         self.busy = 0  # requests in a handler right now
+        self.request: web.Request | None = None  # the one in a handler, while there is one
         self.served = 0  # requests answered on this connection
         self.waiting_since = guard.now()
         self.head_started: float | None = None  # first byte of a request head not yet complete
@@ -157,6 +158,10 @@ class _Connection(asyncio.Protocol):
         pooled connection), each the longest-waiting first; a newcomer's head is on its way, so it goes last."""
         return self.served > 0, self.waiting_since
 
+    def receiving(self) -> bool:
+        """In a handler that still waits for the rest of its request's body."""
+        return self.request is not None and not self.request.content.is_eof()
+
     def shed(self, answer: bytes = b"", *, flush: bool = False) -> None:
         """Closes the connection: after ``answer`` (and whatever is written already, with ``flush``), else at once."""
         if self.transport is None or self.transport.is_closing():
@@ -192,20 +197,27 @@ class ConnectionGuard:
     def open(self) -> int:
         return len(self._open)
 
-    def make_room(self) -> bool:
-        """Before accepting one more: at the cap, push out the best candidate; False when every connection is busy."""
+    def make_room(self, peer: str) -> bool:
+        """Before accepting one more from ``peer``: at the cap, push out the best candidate; False when every
+        connection is busy."""
         if len(self._open) + self.starting < self.cap:
             return True
         waiting = [c for c in self._open if not c.busy]
+        if not waiting:
+            # A busy one whose handler still waits for its body, of a host holding more than the newcomer's does and
+            # one more: a host that holds every connection with bodies it never finishes (a kiosk with the token gone
+            # wrong) does not lock the till out; a host's own newcomer never pushes out its other requests.
+            waiting = [c for c in self._open if c.receiving() and self._per_peer[c.peer] > self._per_peer[peer] + 1]
         if not waiting:
             self.shed_counts["refused"] += 1
             return False
         victim = min(waiting, key=lambda c: (-self._per_peer[c.peer], c.eviction_rank()))
         self.shed_counts["evicted"] += 1
         self.forget(victim)
-        # One with a request on its way (in part, or whole and not yet in a handler) gets the newcomer's 503, so its
-        # sender retries; an idle one is closed: an answer it never asked for would be read as its next request's.
-        victim.shed(_BUSY if victim.head_started is not None else b"")
+        # One with a request on its way (in part, or whole and not yet in a handler, or its body still coming) gets
+        # the newcomer's 503, so its sender retries (nothing of it was taken); an idle one is closed: an answer it
+        # never asked for would be read as its next request's.
+        victim.shed(_BUSY if victim.head_started is not None or victim.busy else b"")
         return True
 
     def add(self, conn: _Connection) -> None:
@@ -232,6 +244,7 @@ class ConnectionGuard:
             return await handler(request)
         conn.busy += 1
         conn.head_started = None
+        conn.request = request
         try:
             response = await handler(request)
             if conn.half_closed:  # aiohttp would keep it open after the answer, idle, until the idle timeout
@@ -243,6 +256,7 @@ class ConnectionGuard:
             return response
         finally:
             conn.busy -= 1
+            conn.request = None
             conn.served += 1
             conn.waiting_since = self.now()
 
@@ -381,14 +395,14 @@ class ApiServer:
         assert server is not None
         while True:
             try:
-                sock, _ = await loop.sock_accept(listener)
+                sock, address = await loop.sock_accept(listener)
             except OSError as err:
                 if err.errno not in _OUT_OF_FDS:
                     continue  # the peer gave up before we took it (ECONNABORTED and the like)
                 self._accept_failed(err)
                 await asyncio.sleep(0.1)  # the descriptors come back as connections close
                 continue
-            if not self.guard.make_room():
+            if not self.guard.make_room(str(address[0]) if isinstance(address, tuple) and address else ""):
                 with contextlib.suppress(OSError):
                     sock.send(_BUSY)
                 sock.close()

@@ -160,6 +160,38 @@ async def test_at_the_cap_the_longest_waiting_connection_makes_room_and_busy_one
         writer.close()
 
 
+async def test_a_host_holding_every_connection_with_bodies_it_never_finishes_does_not_lock_the_till_out(
+    make_agent: Callable[..., Awaitable[Agent]],
+) -> None:
+    """Another host (127.0.0.2, a misconfigured kiosk with the store's token) holds all api.max_connections = 8 with
+    orders whose bodies never finish: each waits in its handler for the rest. The till on 127.0.0.1 is still served:
+    the connection pushed out for it is one of that host's still waiting for its body, answered 503 with Retry-After
+    (nothing of its order was taken). Before (the regress probe, intake2 s02): every newcomer was refused 503 while the
+    flood lasted, 31 of the till's 46 orders. One host's own newcomer still never pushes out its other requests
+    (test_at_the_cap_the_longest_waiting_connection_makes_room_and_busy_ones_never_do)."""
+    agent = await make_agent(api={"max_connections": 8, "body_timeout_s": 20})
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"id\": "
+    ).encode()
+    flood = []
+    for _ in range(8):
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port, local_addr=("127.0.0.2", 0))
+        writer.write(head)
+        await writer.drain()
+        flood.append((reader, writer))
+    await asyncio.sleep(0.2)  # each in its handler, waiting for the body
+    try:
+        async with api_client(agent) as api:
+            async with api.post("/api/v1/orders", json=make_order(1, prefix="till")) as r:
+                assert r.status == 201, await r.text()
+        answers = [await closed_with(reader) for reader, _ in flood[:1]]
+        assert answers[0].startswith(b"HTTP/1.1 503 ") and b"Retry-After" in answers[0], answers
+    finally:
+        for _, writer in flood:
+            writer.close()
+
+
 async def test_a_reconnecting_flood_from_one_host_does_not_push_out_a_slow_tills_connection(
     make_agent: Callable[..., Awaitable[Agent]],
 ) -> None:
