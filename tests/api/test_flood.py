@@ -172,7 +172,7 @@ async def test_a_host_holding_every_connection_with_bodies_it_never_finishes_doe
     agent = await make_agent(api={"max_connections": 8, "body_timeout_s": 20})
     head = (
         f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
-        "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"id\": "
+        'Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"id": '
     ).encode()
     flood = []
     for _ in range(8):
