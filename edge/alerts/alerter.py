@@ -90,6 +90,10 @@ _PENDING_MAX = 1000  # occurrences held in memory while the database refuses wri
 _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
 # A stop waits this long for a mail the relay is taking (within systemd's TimeoutStopSec, after the spools' drain).
 _STOP_GRACE_S = 5.0
+# Symptoms the checks count (check_interval_s): held behind a cause that just ended until the next check has counted
+# them again, as the tickets it held back print. A roll changed in a rush mailed the backlog with the paper's all-clear.
+_RECOUNTED = frozenset({"queue_backlog", "print_job_held"})
+_RECOUNTED_CAUSES = frozenset(cause for name in _RECOUNTED for cause, _ in TYPES[name].inhibited_by)
 # A recovery run's outcome is waited for this long by an earlier run's failure alarm; one that hangs longer is told.
 _RUN_AWAITED_S = 300.0
 _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock step, not drift
@@ -213,6 +217,7 @@ class Alerter:
         self._storage_turn = asyncio.Lock()
         self._clock_turn = asyncio.Lock()
         self._run_awaited: float | None = None  # since when a recovery run is under way or due (monotonic)
+        self._causes_over: dict[str, float] = {}  # a cause of _RECOUNTED symptoms ended (monotonic), not yet rechecked
         self._first_round = False  # see step
         self._card_note = storage_card_note(settings)
         self._next_mail_at: float | None = 0.0
@@ -250,6 +255,8 @@ class Alerter:
             item=item,
         )
         self._pending.append(signal)
+        if not firing and type_name in _RECOUNTED_CAUSES:
+            self._causes_over[f"{type_name}:{subject}"] = signal.mono
         if len(self._pending) > _PENDING_MAX:  # the database refuses writes and the occurrences keep coming
             self._pending = compact(self._pending)
             if len(self._pending) > _PENDING_MAX:
@@ -421,6 +428,11 @@ class Alerter:
         one still without a printer until the next check, after the outbox's first look had sent its alarm."""
         if self._ready is not None:
             await self._ready.wait()
+        started = self.clock.mono()
+        await self._check()
+        self._causes_over = {key: at for key, at in self._causes_over.items() if at > started}
+
+    async def _check(self) -> None:
         await self._follow_clock()
         now, cfg = self.clock.wall(), self._cfg
         # The alerts a stale count would clear are read first: one stored after the counts (a hold committed while
@@ -838,6 +850,11 @@ class Alerter:
             # A run under way, or due since the line came back: an earlier run's failure waits for its outcome (it is
             # over if that run completes), as it waited behind the line.
             firing_keys.add("central_unreachable:central")
+        recounting = firing_keys | self._causes_over.keys()
+
+        def causes(group: dict[str, Any]) -> set[str]:
+            return recounting if group["type"] in _RECOUNTED else firing_keys
+
         matchers = [r.matcher for r in await self._store.active_silences(now)]
         local = dt.datetime.fromtimestamp(now, self._tz)
         mailed_last_hour = await self._store.mails_since(now - 3600)
@@ -864,7 +881,7 @@ class Alerter:
             critical = group["severity"] == CRITICAL
             reason = (
                 ("silenced" if silenced(key, matchers) else None)
-                or ("inhibited" if due.kind != "resolved" and inhibited(group, firing_keys) else None)
+                or ("inhibited" if due.kind != "resolved" and inhibited(group, causes(group)) else None)
                 or held_by_hours(group["severity"], local, cfg)
                 or ("cap" if not critical and mailed_last_hour >= cfg.max_per_hour else None)
             )
