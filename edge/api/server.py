@@ -202,12 +202,15 @@ class ConnectionGuard:
         connection is busy."""
         if len(self._open) + self.starting < self.cap:
             return True
-        waiting = [c for c in self._open if not c.busy]
+        # A newcomer pushes out its own host's connections, or those of a host holding at least as many: a flood
+        # pushes out only its own, never the till's one connection whose request is a moment behind it.
+        held = self._per_peer[peer]
+        waiting = [c for c in self._open if not c.busy and (c.peer == peer or self._per_peer[c.peer] >= held)]
         if not waiting:
             # A busy one whose handler still waits for its body, of a host holding more than the newcomer's does and
             # one more: a host that holds every connection with bodies it never finishes (a kiosk with the token gone
             # wrong) does not lock the till out; a host's own newcomer never pushes out its other requests.
-            waiting = [c for c in self._open if c.receiving() and self._per_peer[c.peer] > self._per_peer[peer] + 1]
+            waiting = [c for c in self._open if c.receiving() and self._per_peer[c.peer] > held + 1]
         if not waiting:
             self.shed_counts["refused"] += 1
             return False
