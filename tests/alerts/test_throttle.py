@@ -284,43 +284,21 @@ async def test_central_down_inhibits_recovery_failed(
     assert "Zentrale nicht erreichbar" in subject(sink.messages[0])
 
 
+@pytest.mark.parametrize("next_run", [None, RunTrigger.LINK_BACK, RunTrigger.STARTUP])
 async def test_a_recovery_failed_for_a_line_down_a_moment_is_no_mail(
-    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
-) -> None:
-    """The central line drops; seconds later the recovery run it cut fails. The line is known down, not yet long
-    enough to mail (central_down_min): the failure is its symptom and waits with it; the line is back within a minute
-    and the next run completes: no mail at all. Before stop 62 (the mail probe, s03 and s04, in quiet hours too) a
-    critical "Nachholen verpasster Bestellungen fehlgeschlagen" went 3.7 s after the drop, then its all-clear."""
-    alerter = make_alerter(alert_settings(central_down_min=5))
-    alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
-    clock.advance(3)
-    alerter.on_event(RecoveryFailed(run_id=1, phase="validation", error="no answer"))
-    for _ in range(6):
-        clock.advance(10)
-        await alerter.check()
-        await run(alerter)
-    alerter.on_event(CentralLinkChanged(up=True, detail=""))
-    alerter.on_event(RecoveryCompleted(run_id=2, counts={}, duration_s=1.0))
-    for _ in range(3):
-        clock.advance(60)
-        await alerter.check()
-        await run(alerter)
-    assert [subject(m) for m in sink.messages] == []
-
-
-@pytest.mark.parametrize("trigger", [RunTrigger.LINK_BACK, RunTrigger.STARTUP])
-async def test_a_recovery_failed_while_the_line_was_down_waits_for_the_next_runs_outcome_once_it_is_back(
     alert_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
     clock: FakeClock,
     sink: SmtpSink,
-    trigger: RunTrigger,
+    next_run: RunTrigger | None,
 ) -> None:
-    """As above, and the rules look while the run the line's return started is still under way (it takes a moment):
-    the failure waits for that run, which completes, and nobody is mailed. The same for the run of a start (after a
-    restart while the line was down). Before (the regress probe, mail2 s03 and s04): the alarm was queued the moment
-    the line was back, 0.2 s before that run completed: a critical "recovery failed" mail, in quiet hours too, and its
-    all-clear."""
+    """The central line drops; seconds later the recovery run it cut fails. The line is known down, not yet long
+    enough to mail (central_down_min): the failure is its symptom and waits with it; the line is back within a minute
+    and the next run completes: no mail at all. Before stop 62 (the mail probe, s03 and s04, in quiet hours too) a
+    critical "Nachholen verpasster Bestellungen fehlgeschlagen" went 3.7 s after the drop, then its all-clear.
+    ``next_run``: the rules look while the run the line's return started (or, after a restart while the line was
+    down, the start's run) is still under way: the failure waits for that run's outcome. Before stop 65 (the regress
+    probe, mail2 s03 and s04) the alarm was queued the moment the line was back, 0.2 s before that run completed."""
     settings = alert_settings(central_down_min=5)
     alerter = make_alerter(settings)
     alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
@@ -330,15 +308,16 @@ async def test_a_recovery_failed_while_the_line_was_down_waits_for_the_next_runs
         clock.advance(10)
         await alerter.check()
         await run(alerter)
-    if trigger == RunTrigger.LINK_BACK:
-        alerter.on_event(CentralLinkChanged(up=True, detail=""))
-    else:  # restarted (SIGKILL) while the line was down, back by the start: the new run knows no outage
+    if next_run == RunTrigger.STARTUP:  # restarted (SIGKILL), the line back by the start: the new run knows no outage
         alerter = make_alerter(settings)
-    alerter.on_event(RecoveryStarted(run_id=2, trigger=trigger))
-    for _ in range(3):
-        clock.advance(10)
-        await run(alerter)  # the run under way: a slow line, a long backlog
-    alerter.on_event(RecoveryCompleted(run_id=2, counts={}, duration_s=30.0))
+    else:
+        alerter.on_event(CentralLinkChanged(up=True, detail=""))
+    if next_run is not None:
+        alerter.on_event(RecoveryStarted(run_id=2, trigger=next_run))
+        for _ in range(3):
+            clock.advance(10)
+            await run(alerter)  # the run under way: a slow line, a long backlog
+    alerter.on_event(RecoveryCompleted(run_id=2, counts={}, duration_s=1.0))
     for _ in range(3):
         clock.advance(60)
         await alerter.check()
