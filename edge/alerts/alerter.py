@@ -879,11 +879,13 @@ class Alerter:
                 await self._drop(group, now, "moved")
                 continue
             critical = group["severity"] == CRITICAL
+            replaces = due.kind == "resolved" and key in unreached
             reason = (
                 ("silenced" if silenced(key, matchers) else None)
                 or ("inhibited" if due.kind != "resolved" and inhibited(group, causes(group)) else None)
                 or held_by_hours(group["severity"], local, cfg)
-                or ("cap" if not critical and mailed_last_hour >= cfg.max_per_hour else None)
+                # an all-clear that takes the place of its alarm nobody received adds no mail to the hour's
+                or ("cap" if not critical and mailed_last_hour >= cfg.max_per_hour and not replaces else None)
             )
             if reason and group["state"] == "resolved" and group["notified"] == "resolved":
                 await self._drop(group, now, reason)  # it is over and nobody was told: telling later is only noise

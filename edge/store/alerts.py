@@ -363,8 +363,12 @@ class AlertStore:
         return None if row is None or row[0] is None else float(row[0])
 
     async def mails_since(self, since: float) -> int:
+        """Mails queued since ``since`` that went or will go: one replaced before it went (superseded), given up or
+        discarded is no mail in the manager's box, nor the test mail."""
         row = await self._db.fetchone(
-            "SELECT COUNT(*) FROM alert_mails WHERE created_at >= ? AND kind != 'test'", (since,)
+            "SELECT COUNT(*) FROM alert_mails WHERE created_at >= ? AND kind != 'test'"
+            " AND state NOT IN ('superseded', 'dead', 'discarded')",
+            (since,),
         )
         return int(row[0]) if row else 0
 

@@ -368,6 +368,57 @@ async def test_hourly_cap(
     assert await run(alerter) == 1
 
 
+def cover(printer: str, new: str) -> PrinterStatusChanged:
+    return PrinterStatusChanged(printer=printer, old="online" if new == "cover_open" else "cover_open", new=new)
+
+
+async def test_an_alarm_the_relay_never_took_is_replaced_by_its_all_clear_even_when_the_hour_is_full(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The hour's cap is reached (max_per_hour = 1: the cover alarm itself); the relay is down, so that alarm waits in
+    the outbox; the cover is closed. Its all-clear takes the alarm's place (over before anyone was told: one mail, not
+    two) rather than waiting for the cap: the manager gets the all-clear, never an alarm about a cover closed long
+    ago. Before (the alerts soak, seed 2 and repro_cap.py): the all-clear was held by the cap, the relay came back and
+    took the alarm, and no all-clear came for up to an hour."""
+    alerter = make_alerter(alert_settings(max_per_hour=1))
+    await sink.stop()
+    alerter.on_event(cover("front", "cover_open"))
+    clock.advance(31)
+    await run(alerter)  # the alarm queued; the relay is not reached
+    alerter.on_event(cover("front", "online"))
+    clock.advance(5)
+    await run(alerter)
+    await sink.start()  # same port
+    for _ in range(3):
+        clock.advance(10)
+        await run(alerter)
+    assert [subject(m) for m in sink.messages] == ["[Filiale Mitte (test-store)] BEHOBEN: Drucker front: Deckel offen"]
+
+
+async def test_the_hours_cap_counts_the_mails_that_went_not_those_replaced_before_they_went(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """max_per_hour = 2. The front cover's alarm waited for a relay that was down and was replaced by its all-clear:
+    one mail went. The bar printer's cover alarm is the hour's second mail and goes at once. Before (the alerts soak,
+    seeds 2 and 5): the replaced alarm counted too, and the second alarm waited for the next hour."""
+    alerter = make_alerter(alert_settings(max_per_hour=2))
+    await sink.stop()
+    alerter.on_event(cover("front", "cover_open"))
+    clock.advance(31)
+    await run(alerter)
+    alerter.on_event(cover("front", "online"))
+    clock.advance(5)
+    await run(alerter)
+    await sink.start()
+    clock.advance(10)
+    await run(alerter)
+    alerter.on_event(cover("bar", "cover_open"))
+    clock.advance(31)
+    await run(alerter)
+    subjects = [subject(m) for m in sink.messages]
+    assert len(subjects) == 2 and "BEHOBEN" in subjects[0] and "bar" in subjects[1] and "STÖRUNG" in subjects[1]
+
+
 async def test_daily_digest_collects_warnings(
     alert_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
