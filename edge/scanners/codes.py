@@ -106,6 +106,14 @@ def _is_control(byte: int) -> bool:
     return byte < 0x20 or byte == 0x7F
 
 
+def _legacy_letter(line: bytes, at: int) -> bool:
+    """A Latin-1 / Windows-1252 letter (À to ý, not × or ÷; þ and ÿ are as likely baud noise) followed by printable
+    ASCII: a scanner set to a legacy code page reading a code that begins with it ("É42"). Dropped as noise, the rest
+    was read as another code (order 42)."""
+    byte, after = line[at], line[at + 1 : at + 2]
+    return 0xC0 <= byte <= 0xFD and byte not in (0xD7, 0xF7) and bool(after) and 0x20 <= after[0] < 0x7F
+
+
 def _without_noise(line: bytes) -> bytes:
     """``line`` without the noise in front of a code (control bytes, bytes that start no UTF-8 character: a line
     glitch, an XON, baud noise) and without control bytes after it (an ETX, a NUL)."""
@@ -114,6 +122,8 @@ def _without_noise(line: bytes) -> bytes:
         byte = line[start]
         if byte < 0x80 and not _is_control(byte):
             break
+        if _legacy_letter(line, start):
+            break  # the code's first letter in a legacy code page: decoding rejects the line, naming it
         if byte >= 0x80:  # a UTF-8 lead byte with its continuation bytes starts text
             size = 2 if 0xC2 <= byte <= 0xDF else 3 if 0xE0 <= byte <= 0xEF else 4 if 0xF0 <= byte <= 0xF4 else 0
             try:

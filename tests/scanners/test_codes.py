@@ -57,6 +57,7 @@ def test_reset_drops_half_a_code() -> None:
         (b"A-\x1b1", "control character 0x1b"),
         (b"\x00\x00", "control character 0x00"),
         (b"\xc3", "not UTF-8"),
+        ("É42".encode("cp1252"), "not UTF-8 \\(byte 0: 0xc9\\)"),  # a letter in a legacy code page: not noise in front
     ],
 )
 def test_noise_is_rejected_naming_why(raw: bytes, reason: str) -> None:

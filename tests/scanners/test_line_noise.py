@@ -63,6 +63,25 @@ async def test_control_bytes_in_front_of_a_code_are_dropped(
     assert (rejected["reason"], rejected["bytes"]) == ("control character 0x1b", "A-\\x1b1")
 
 
+async def test_a_code_in_a_legacy_code_page_starting_with_a_letter_is_rejected_not_read_without_it(
+    scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """A scanner set to Windows-1252 (a Honeywell or Datalogic "country" setting) reads a code that begins with a
+    letter outside ASCII: its first byte is that letter, not noise. The line is rejected as not UTF-8, naming the byte,
+    and the cook scans again once the scanner is set right; no order is marked. Before (the scanner probe's s12):
+    the letter was dropped as noise and the rest read as a code: "ÄA-1001" marked order A-1001 ready."""
+    agent, seen = scan_agent
+    order = await push_order(agent, 1)
+    with capture_logs() as logs:
+        sims["kitchen"].send("Ä".encode("cp1252") + order["number"].encode() + b"\r\n")
+        sims["kitchen"].scan(f"edge:v1:{order['id']}:kitchen")  # scanned again, set right
+        await seen.scans_count(1)
+        await asyncio.sleep(0.2)  # room for the rejected line's log
+    assert [(s.order_id, s.code) for s in seen.scans] == [(order["id"], f"edge:v1:{order['id']}:kitchen")]
+    [rejected] = [e for e in logs if e["event"] == "scan_rejected"]
+    assert rejected["reason"] == "not UTF-8 (byte 0: 0xc4)", rejected
+
+
 async def test_half_a_code_from_a_pulled_cable_is_dropped_after_a_silence(
     scan_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
 ) -> None:
