@@ -94,16 +94,19 @@ ALTGR: dict[str, dict[int, str]] = {
     },
 }
 _SHIFT = {ecodes.KEY_LEFTSHIFT, ecodes.KEY_RIGHTSHIFT}
+_CTRL = {ecodes.KEY_LEFTCTRL, ecodes.KEY_RIGHTCTRL}
 # Keys that type nothing on their own; scanners send some of them around a code.
 _SILENT = {
-    ecodes.KEY_LEFTCTRL,
-    ecodes.KEY_RIGHTCTRL,
-    ecodes.KEY_LEFTALT,
     ecodes.KEY_LEFTMETA,
     ecodes.KEY_RIGHTMETA,
     ecodes.KEY_CAPSLOCK,
     ecodes.KEY_NUMLOCK,
 }
+# Ctrl with these types the control character 0x00-0x1f (Ctrl+M: CR, which some scanners end a code with).
+_CONTROL_BASE = "@abcdefghijklmnopqrstuvwxyz[\\]^_"
+# "ALT mode" (Honeywell, Zebra: any character as Alt + its code on the keypad, whatever the layout): as Windows reads
+# it, a code with a leading 0 in Windows-1252, else in the OEM page 437.
+_KEYPAD_DIGITS = {getattr(ecodes, f"KEY_KP{d}"): d for d in _DIGITS}
 # ASCII SUB ("substitute"): a key with no character; it makes its line noise, rejected like any control byte.
 _NO_CHARACTER = "\x1a"
 # An AltGr combination the layout lacks: SUB, then the key as a private-use character (U+F0000 + key code; not
@@ -122,6 +125,8 @@ class KeyDecoder:
         self._altgr_map = ALTGR[layout]
         self._shift = False
         self._altgr = False
+        self._ctrl = False
+        self._alt: str | None = None  # Alt held: the keypad digits typed with it
 
     def feed(self, events: Iterable[evdev.InputEvent]) -> bytes:
         typed = []
@@ -132,16 +137,40 @@ class KeyDecoder:
                 self._shift = event.value != _UP
             elif event.code == ecodes.KEY_RIGHTALT:
                 self._altgr = event.value != _UP
+            elif event.code in _CTRL:
+                self._ctrl = event.value != _UP
+            elif event.code == ecodes.KEY_LEFTALT:
+                if event.value == _UP and self._alt:
+                    typed.append(_alt_code(self._alt))
+                self._alt = None if event.value == _UP else (self._alt or "")
             elif event.value == _DOWN and event.code not in _SILENT:
                 typed.append(self._char(event.code))
         return "".join(typed).encode("utf-8")
 
     def _char(self, code: int) -> str:
+        if self._alt is not None:  # a keypad digit of a code, or a key that types nothing with Alt
+            if (digit := _KEYPAD_DIGITS.get(code)) is not None:
+                self._alt += digit
+                return ""
+            return _NO_CHARACTER
+        if self._ctrl:
+            keys = self._keymap.get(code)
+            at = _CONTROL_BASE.find(keys[0]) if keys else -1
+            return chr(at) if at >= 0 else _NO_CHARACTER
         if self._altgr:
             char = None if self._shift else self._altgr_map.get(code)
             return char or _NO_CHARACTER + chr(_ALTGR_MARK + code)
         keys = self._keymap.get(code)
         return keys[self._shift] if keys else _NO_CHARACTER
+
+
+def _alt_code(digits: str) -> str:
+    """The character typed as Alt + ``digits`` on the keypad (a byte Windows-1252 leaves undefined: none)."""
+    byte = bytes([int(digits) % 256])
+    try:
+        return byte.decode("cp1252" if digits.startswith("0") else "cp437")
+    except UnicodeDecodeError:
+        return _NO_CHARACTER
 
 
 def _reverse(layout: str) -> dict[str, tuple[int, int]]:

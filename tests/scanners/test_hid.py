@@ -72,7 +72,8 @@ def test_a_scanner_typing_a_german_layout_is_read_with_layout_de() -> None:
 
 
 def test_modifiers_repeats_and_unknown_keys() -> None:
-    """Ctrl/Alt type nothing and auto-repeat is ignored; a key with no character marks the line as noise (0x1a)."""
+    """Ctrl with a key types its control character (Ctrl+A: 0x01, noise) and auto-repeat is ignored; a key with no
+    character marks the line as noise (0x1a)."""
     decoder = KeyDecoder()
     events = [
         key(ecodes.KEY_LEFTCTRL, 1),
@@ -82,7 +83,34 @@ def test_modifiers_repeats_and_unknown_keys() -> None:
         key(ecodes.KEY_F5, 1),
         key(ecodes.KEY_TAB, 1),
     ]
-    assert decoder.feed(events) == b"a\x1a\r"
+    assert decoder.feed(events) == b"\x01\x1a\r"
+
+
+def held(modifier: int, events: list[InputEvent]) -> list[InputEvent]:
+    return [key(modifier, 1), *events, key(modifier, 0)]
+
+
+def keypad(digits: str) -> list[InputEvent]:
+    codes = [getattr(ecodes, f"KEY_KP{d}") for d in digits]
+    return [event for code in codes for event in (key(code, 1), key(code, 0))]
+
+
+def test_ctrl_and_alt_combinations_are_what_a_scanner_means_by_them_not_the_plain_key() -> None:
+    """A wedge scanner set to end codes with Ctrl+M (CR, as some are) ends the line; in "ALT mode" (Honeywell,
+    Zebra: any character as Alt + its code on the keypad, whatever the layout) Alt+0065 is A; an Alt prefix before
+    a code is noise in front of it, not a letter glued to it. Before (the scanner probe's s05, still so in the
+    regress rerun): Ctrl and Alt were dropped and the key read plain: "…:kitchen" + Ctrl+M became station
+    "kitchenm", "A-1004" in ALT mode the digits "065045049048048052", an Alt+S prefix made "sedge:v1:…"."""
+    code = "edge:v1:ord_000003:kitchen"
+    assert KeyDecoder().feed(typed(code) + held(ecodes.KEY_LEFTCTRL, [key(ecodes.KEY_M, 1), key(ecodes.KEY_M, 0)])) == (
+        code.encode() + b"\r"
+    )
+    alt_mode = [event for char in "A-1004\r" for event in held(ecodes.KEY_LEFTALT, keypad(f"{ord(char):04d}"))]
+    assert KeyDecoder("de").feed(alt_mode) == b"A-1004\r"
+    assert KeyDecoder().feed(held(ecodes.KEY_LEFTALT, keypad("0201"))) == "É".encode()  # Windows-1252, as Windows
+    assert KeyDecoder().feed(held(ecodes.KEY_LEFTALT, keypad("130"))) == "é".encode()  # without 0: the OEM page 437
+    prefixed = KeyDecoder().feed(held(ecodes.KEY_LEFTALT, [key(ecodes.KEY_S, 1), key(ecodes.KEY_S, 0)]) + typed(code))
+    assert prefixed == b"\x1a" + code.encode()
 
 
 class KeyPort:
