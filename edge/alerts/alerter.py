@@ -241,6 +241,7 @@ class Alerter:
         mono: float | None = None,
         item: dict[str, Any] | None = None,
         again: bool = False,
+        count: int = 1,
         **details: Any,
     ) -> Signal:
         signal = Signal(
@@ -253,6 +254,7 @@ class Alerter:
             severity=TYPES[type_name].severity,
             details=details,
             item=item,
+            count=count,
         )
         self._pending.append(signal)
         if not firing and type_name in _RECOUNTED_CAUSES:
@@ -470,7 +472,8 @@ class Alerter:
         for type_name in _CRITICAL_WITH_JOBS:
             for group in await self._store.firing(type_name):
                 if group.severity == WARNING and waiting_on.get(group.subject) and self._open(now):
-                    self._signal(type_name, group.subject, True)  # tickets now wait for an idle printer that is down
+                    # Tickets now wait for an idle printer that is down: the same outage, critical now, not one more.
+                    self._signal(type_name, group.subject, True, count=0)
         await self._remember_central_outage()
         down_s = None if self._central_down_since is None else self.clock.mono() - self._central_down_since
         if down_s is not None and not self._central_fired and down_s >= cfg.central_down_min * 60:

@@ -33,7 +33,7 @@ class Signal:
     severity: str
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     item: dict[str, Any] | None = None  # a sibling in the group (a dead job), keyed by its "id"
-    count: int = 1  # occurrences it stands for (several, once compacted)
+    count: int = 1  # occurrences it stands for (several, once compacted; none: a rise in severity of a firing one)
     # The first state a run found of a condition that may have held since the run before (a printer off at the start):
     # no new occurrence if its group still fires.
     again: bool = False
@@ -274,6 +274,8 @@ class AlertStore:
         async with self._db.transaction() as conn:
             for s in signals:
                 rows = list(await conn.execute_fetchall("SELECT * FROM alert_groups WHERE key = ?", (s.key,)))
+                if s.firing and not s.count and (not rows or rows[0]["state"] != "firing"):
+                    continue  # a rise in severity (no occurrence of its own) of an outage over by now
                 if not rows:
                     if not s.firing:
                         continue

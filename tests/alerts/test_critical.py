@@ -59,6 +59,31 @@ async def test_printer_turning_critical_is_mailed_again_to_the_critical_recipien
     assert await run(alerter) == 0  # told once
 
 
+async def test_an_idle_printer_off_that_a_ticket_then_waits_for_is_one_outage_in_its_only_mail(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """The bar printer is found off while idle (a warning, in its group wait); a ticket for it comes a second later
+    and the outage turns critical: the one mail says nothing of "once more since the last mail", and the record
+    counts one outage. Before (the regress probe, mail2 s01; the same on older code): the rise to critical counted as
+    a second occurrence, "Seit der letzten Mail ein weiteres Mal" in the group's first and only mail."""
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(offline())
+    await run(alerter)
+    clock.advance(1)
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    await alerter.check()
+    clock.advance(31)
+    assert await run(alerter) == 1
+    body = sink.messages[0].get_body(("plain",)).get_content()
+    assert "(kritisch)" in subject(sink.messages[0]) and extra(body) == 0, body
+    [(fires,)] = await db_rows(db.path, "SELECT fires_total FROM alert_groups WHERE key = 'printer_offline:kitchen'")
+    assert fires == 1
+
+
 async def test_printer_turning_critical_is_mailed_even_with_the_digest_on(
     alert_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
