@@ -160,6 +160,15 @@ async def test_at_the_cap_the_longest_waiting_connection_makes_room_and_busy_one
         writer.close()
 
 
+def till_order(seq: int) -> bytes:
+    """A till's order as one request on a connection of its own."""
+    body = json.dumps(make_order(seq, prefix="till")).encode()
+    return (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
 async def test_a_host_holding_every_connection_with_bodies_it_never_finishes_does_not_lock_the_till_out(
     make_agent: Callable[..., Awaitable[Agent]],
 ) -> None:
@@ -186,11 +195,7 @@ async def test_a_host_holding_every_connection_with_bodies_it_never_finishes_doe
 
     flood = [await kiosk() for _ in range(8)]
     await asyncio.sleep(0.2)  # each in its handler, waiting for the body
-    body = json.dumps(make_order(1, prefix="till")).encode()
-    request = (
-        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
+    request = till_order(1)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
         await asyncio.sleep(0.1)
@@ -238,11 +243,7 @@ async def test_a_reconnecting_flood_from_one_host_does_not_push_out_a_slow_tills
             writer.close()
 
     flood = [asyncio.create_task(reconnecting()) for _ in range(24)]
-    body = json.dumps(make_order(1, prefix="till")).encode()
-    request = (
-        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
+    request = till_order(1)
     try:
         await wait_until(lambda: opened > 50, what="the flood churning")
         for _ in range(3):
