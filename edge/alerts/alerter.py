@@ -846,12 +846,10 @@ class Alerter:
         now, cfg = self.clock.wall(), self._cfg
         groups = await self._store.open_groups()
         firing_keys = {g["key"] for g in groups if g["state"] == "firing"}
-        if self._central_down_since is not None:
-            # Known down, not yet for central_down_min: a recovery it cut short is its symptom, and waits with it.
-            firing_keys.add("central_unreachable:central")
-        if self._run_awaited is not None and self.clock.mono() - self._run_awaited < _RUN_AWAITED_S:
-            # A run under way, or due since the line came back: an earlier run's failure waits for its outcome (it is
-            # over if that run completes), as it waited behind the line.
+        run_awaited = self._run_awaited is not None and self.clock.mono() - self._run_awaited < _RUN_AWAITED_S
+        if self._central_down_since is not None or run_awaited:
+            # Known down, not yet for central_down_min: a recovery it cut short is its symptom, and waits with it; so
+            # it waits for the outcome of a run under way, or due since the line came back (over if that completes).
             firing_keys.add("central_unreachable:central")
         recounting = firing_keys | self._causes_over.keys()
 

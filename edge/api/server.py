@@ -95,6 +95,11 @@ class _JsonErrors(RequestHandler):
         return answer
 
 
+def _host_of(address: object) -> str:
+    """The client's host from a socket address (IPv4 or IPv6 tuple; '' for anything else, a Unix socket)."""
+    return str(address[0]) if isinstance(address, tuple) and address else ""
+
+
 class _Connection(asyncio.Protocol):
     """Sits between the socket and aiohttp's RequestHandler and notes when the connection waits for a request."""
 
@@ -114,8 +119,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.peer = _host_of(transport.get_extra_info("peername"))
         self.inner = self._factory()
         self.inner.__class__ = _JsonErrors  # aiohttp's handler, its refusals in our JSON (no state of its own)
         self.inner.connection_made(transport)
@@ -405,7 +409,7 @@ class ApiServer:
                 self._accept_failed(err)
                 await asyncio.sleep(0.1)  # the descriptors come back as connections close
                 continue
-            if not self.guard.make_room(str(address[0]) if isinstance(address, tuple) and address else ""):
+            if not self.guard.make_room(_host_of(address)):
                 with contextlib.suppress(OSError):
                     sock.send(_BUSY)
                 sock.close()

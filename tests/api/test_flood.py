@@ -169,6 +169,24 @@ def till_order(seq: int) -> bytes:
     ).encode() + body
 
 
+async def till_on_a_slow_wifi(
+    agent: Agent, request: bytes, *, meanwhile: Callable[[], Awaitable[None]] | None = None
+) -> bytes:
+    """The till connects, and its request follows 0.3 s later (a slow Wi-Fi; ``meanwhile`` runs 0.1 s in); the
+    agent's whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    await asyncio.sleep(0.1)
+    if meanwhile is not None:
+        await meanwhile()
+    await asyncio.sleep(0.2)
+    with contextlib.suppress(OSError):
+        writer.write(request)
+        await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return answer
+
+
 async def test_a_host_holding_every_connection_with_bodies_it_never_finishes_does_not_lock_the_till_out(
     make_agent: Callable[..., Awaitable[Agent]],
 ) -> None:
@@ -195,17 +213,12 @@ async def test_a_host_holding_every_connection_with_bodies_it_never_finishes_doe
 
     flood = [await kiosk() for _ in range(8)]
     await asyncio.sleep(0.2)  # each in its handler, waiting for the body
-    request = till_order(1)
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
-        await asyncio.sleep(0.1)
-        flood.append(await kiosk())  # the kiosk's next, while the till's request is on its way
-        await asyncio.sleep(0.2)  # the Wi-Fi
-        with contextlib.suppress(OSError):
-            writer.write(request)
-            await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 5)
-        writer.close()
+
+        async def kiosk_again() -> None:  # the kiosk's next, while the till's request is on its way
+            flood.append(await kiosk())
+
+        answer = await till_on_a_slow_wifi(agent, till_order(1), meanwhile=kiosk_again)
         assert answer.startswith(b"HTTP/1.1 201 "), answer
         pushed = await closed_with(flood[0][0])
         assert pushed.startswith(b"HTTP/1.1 503 ") and b"Retry-After" in pushed, pushed
@@ -243,17 +256,11 @@ async def test_a_reconnecting_flood_from_one_host_does_not_push_out_a_slow_tills
             writer.close()
 
     flood = [asyncio.create_task(reconnecting()) for _ in range(24)]
-    request = till_order(1)
+    request = till_order(1)  # sent again as it was: the first stored, the others its duplicates
     try:
         await wait_until(lambda: opened > 50, what="the flood churning")
         for _ in range(3):
-            reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
-            await asyncio.sleep(0.3)  # the Wi-Fi
-            with contextlib.suppress(OSError):
-                writer.write(request)
-                await writer.drain()
-            answer = await asyncio.wait_for(reader.read(), 5)
-            writer.close()
+            answer = await till_on_a_slow_wifi(agent, request)
             assert answer.startswith((b"HTTP/1.1 201 ", b"HTTP/1.1 200 ")), (answer, opened)
     finally:
         stop.set()

@@ -92,22 +92,30 @@ async def test_printer_test_page_through_the_agent(
     assert code == 1 and "not configured" in answer(out)["reason"]
 
 
+async def held_tickets(
+    agent: Agent, printers: dict[str, SimPrinter], example_order: dict, order_ids: list[str]
+) -> None:
+    """Kitchen tickets of these orders (numbers N-0, N-1, …), each held as stale: the printer was off longer than the
+    stale age."""
+    printers["kitchen"].set_offline(True)
+    async with api_client(agent) as api:
+        for n, order_id in enumerate(order_ids):
+            order = asap(dict(example_order, id=order_id, number=f"N-{n}", print_receipt=False))
+            assert (await post(api, order))[0] == 201
+    assert isinstance(agent.clock, SteppedClock)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
+    agent.clock.advance(61)  # the printer stays off longer than the stale age
+    printers["kitchen"].set_offline(False)
+    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held"] * len(order_ids))
+
+
 async def test_held_jobs_listed_released_and_discarded_from_the_cli(
     running, printers: dict[str, SimPrinter], example_order: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`edge jobs --held` lists stale tickets; `edge release JOB` prints one, `edge discard JOB` drops the other,
     `edge release` without a job or --all is refused."""
     agent, config = running
-    printers["kitchen"].set_offline(True)
-    async with api_client(agent) as api:
-        for n in range(2):
-            order = asap(dict(example_order, id=f"ord_{n}", number=f"N-{n}", print_receipt=False))
-            assert (await post(api, order))[0] == 201
-    assert isinstance(agent.clock, SteppedClock)
-    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-    agent.clock.advance(61)  # the printer stays off longer than the stale age
-    printers["kitchen"].set_offline(False)
-    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held", "held"])
+    await held_tickets(agent, printers, example_order, [f"ord_{n}" for n in range(2)])
 
     code, out = await run_cli(capsys, "jobs", "--held", "--config", str(config))
     held = answer(out)["jobs"]
@@ -167,16 +175,7 @@ async def test_edge_jobs_held_lists_every_held_ticket_oldest_first_as_the_page_p
     the newest 100: #51-#100 appeared nowhere, so none of them could be discarded one by one. It lists all 200,
     oldest first as the page does, and the page says so."""
     agent, config = running
-    printers["kitchen"].set_offline(True)
-    async with api_client(agent) as api:
-        for n in range(200):
-            order = asap(dict(example_order, id=f"ord_{n:03d}", number=f"N-{n}", print_receipt=False))
-            assert (await post(api, order))[0] == 201
-    assert isinstance(agent.clock, SteppedClock)
-    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # the spool saw it off
-    agent.clock.advance(61)  # the printer stays off longer than the stale age
-    printers["kitchen"].set_offline(False)
-    await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["held"] * 200)
+    await held_tickets(agent, printers, example_order, [f"ord_{n:03d}" for n in range(200)])
 
     code, out = await run_cli(capsys, "jobs", "--held", "--config", str(config))
     assert code == 0
