@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,10 +181,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _api_command(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
+def _api_command(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    then: Callable[[Any], None] | None = None,
+) -> int:
+    """The agent's answer printed; ``then`` is given a good answer, to add a word of its own."""
     settings = _load(args)
     status, answer = asyncio.run(call_agent(settings, method, path, body))
     print(json.dumps(answer, indent=2, ensure_ascii=False))
+    if then is not None and status < 400:
+        then(answer)
     return 0 if status < 400 else 1
 
 
@@ -205,21 +216,21 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if not (args.held or args.failed):
         return _api_command(args, "GET", f"/api/v1/jobs?state={args.state}" if args.state else "/api/v1/jobs")
     state = "held" if args.held else "dead"
-    settings = _load(args)
     # Held ones oldest first, as the status page lists them (the order they waited and would print in): the page's
     # first 50 and these are the same, so none is listed nowhere however many wait.
     order = "oldest" if args.held else "newest"
+
+    def tell_the_rest(answer: Any) -> None:
+        jobs = answer.get("jobs") if isinstance(answer, dict) else None
+        if isinstance(jobs, list) and len(jobs) >= _JOBS_LISTED:
+            print(
+                f"edge jobs: the agent lists at most {_JOBS_LISTED} {state} jobs, the {order}; the others are not"
+                " shown (release or discard some, then ask again)",
+                file=sys.stderr,
+            )
+
     query = f"/api/v1/jobs?state={state}&limit={_JOBS_LISTED}&order={order}"
-    status, answer = asyncio.run(call_agent(settings, "GET", query))
-    jobs = answer.get("jobs") if status < 400 and isinstance(answer, dict) else None
-    print(json.dumps(answer, indent=2, ensure_ascii=False))
-    if isinstance(jobs, list) and len(jobs) >= _JOBS_LISTED:
-        print(
-            f"edge jobs: the agent lists at most {_JOBS_LISTED} {state} jobs, the {order}; the others are not shown"
-            " (release or discard some, then ask again)",
-            file=sys.stderr,
-        )
-    return 0 if status < 400 else 1
+    return _api_command(args, "GET", query, then=tell_the_rest)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
