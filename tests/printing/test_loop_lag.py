@@ -55,10 +55,11 @@ async def test_the_largest_order_never_stalls_the_loop_more_than_20_ms(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
 ) -> None:
     """An order of 500 items is taken (201), rendered and printed (ticket and receipt) while the loop is never more
-    than 20 ms late: intake and group commit go on meanwhile. On a machine so busy that rendering the ticket takes
-    over 60 ms (four test workers on two cores), a third of that render time is the bound: a render on the loop would
-    stall it for the whole of it, while a render in a thread costs the loop only its turns at the GIL."""
-    bound = max(0.020, min(render_s(agent, largest_order(99)) for _ in range(2)) / 3)
+    than 20 ms late, or two thirds of the ticket's render time measured here and now if that is more: a render on the
+    loop would stall it for the whole of it, while a render in a thread costs the loop only its turns at the GIL.
+    Those turns, measured alone on this machine with a render of 44 ms: 7-25 ms late, at the start of stop 65 as at
+    its end; a third of the render time (the bound until then) failed a clean-clone CI run at 22.2 ms."""
+    bound = max(0.020, min(render_s(agent, largest_order(99)) for _ in range(2)) * 2 / 3)
     lags = []
     for run in range(_RUNS):
         order = largest_order(run)
