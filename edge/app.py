@@ -168,6 +168,7 @@ class Agent:
                     clock=self.clock,
                     ages=ages,
                     ready=ready,
+                    central=central_time,
                 )
                 self.alerter.start()
                 self._on_stop(stack, "alerter", self.alerter.stop)

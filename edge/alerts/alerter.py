@@ -32,7 +32,7 @@ from edge.alerts.rules import (
     storm_guard_left,
     storm_guarded,
 )
-from edge.clock import SYSTEM_CLOCK, Clock, wait_set
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, wait_set
 from edge.config import Settings, parse_hours
 from edge.durable import NoteInPlace, runtime_note, write_durably
 from edge.errors import AlertError, StoreError
@@ -134,7 +134,7 @@ def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, in
     return waiting
 
 
-def make_renderer(settings: Settings) -> AlertRenderer:
+def make_renderer(settings: Settings, central: RemoteClock | None = None) -> AlertRenderer:
     a = settings.agent
     return AlertRenderer(
         language=a.language,
@@ -143,6 +143,7 @@ def make_renderer(settings: Settings) -> AlertRenderer:
         tz=ZoneInfo(a.timezone) if a.timezone else None,
         status_page_url=settings.alerts.status_page_url,
         template_dir=settings.alerts.template_dir,
+        central=central,
     )
 
 
@@ -170,12 +171,14 @@ class Alerter:
         tick_s: float = 1.0,
         ages: JobAges | None = None,
         ready: asyncio.Event | None = None,
+        central: RemoteClock | None = None,
     ) -> None:
         """``ages``: the spools' waits of jobs (the queue's age is the same wait the stale hold measures); None: its
         own, which counts a job's wait from the wall clock until it first sees it. ``ready``: set once the agent is
         READY; the outbox sends, and the storage alarm goes straight to the relay, only then: a start the database stops
         (damaged) mails nothing itself, the health check tells the manager, with the backup to restore (None: at
-        once)."""
+        once). ``central``: central's clock, where there is a link: the mails' times are shown on it while the box's
+        clock is off."""
         self._ready = ready
         self._settings = settings
         self._cfg = settings.alerts
@@ -186,7 +189,7 @@ class Alerter:
         self._db = db
         self._bus = bus
         self._mailer = mailer
-        self._renderer = make_renderer(settings)
+        self._renderer = make_renderer(settings, central)
         self.outbox = Outbox(settings=settings, store=self._store, mailer=mailer, bus=bus, clock=clock)
         self._tz = ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None
         self.clock = clock

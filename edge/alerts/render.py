@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from edge.clock import CLOCK_OFF_S, RemoteClock
 from edge.store.alerts import Mail
 
 if TYPE_CHECKING:
@@ -502,7 +503,9 @@ class AlertRenderer:
         tz: ZoneInfo | None,
         status_page_url: str = "",
         template_dir: Path | None = None,
+        central: RemoteClock | None = None,
     ) -> None:
+        """``central``: central's clock as its answers tell it; the times shown are on it while the box's is off."""
         import jinja2  # here: an agent without [smtp] never renders a mail, and its start does not load jinja2
 
         loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("edge.alerts", "templates")]
@@ -517,6 +520,7 @@ class AlertRenderer:
         self.language = language
         self._labels = LABELS[language]
         self._tz = tz
+        self._central = central
         self._common: dict[str, Any] = {
             "store": {"name": store_name, "id": store_id},
             "status_page_url": status_page_url,
@@ -525,6 +529,11 @@ class AlertRenderer:
         }
 
     def _time(self, at: float) -> str:
+        # Stored times are the box's clock's. While central's answers show it off, they are shown on central's, as the
+        # mail's Date is: a box booted years behind told an outage "since 2021" (the clock probe's F2).
+        off = None if self._central is None else self._central.box_minus_theirs()
+        if off is not None and abs(off) > CLOCK_OFF_S:
+            at -= off
         local = dt.datetime.fromtimestamp(at, self._tz)
         shown = local.strftime("%d.%m.%Y %H:%M:%S" if self.language == "de" else "%Y-%m-%d %H:%M:%S")
         # In the hour the autumn change repeats, 02:51 is two times an hour apart: its offset says which one.

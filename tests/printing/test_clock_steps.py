@@ -8,6 +8,7 @@ import email.utils
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from email.message import EmailMessage
 
 import pytest
 
@@ -246,9 +247,10 @@ async def test_a_box_years_behind_dates_its_alarm_by_centrals_clock_and_a_step_b
     make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock, sink: SmtpSink
 ) -> None:
     """A box booted years behind (no battery clock) with a central link: its alarm mail is dated by central's clock,
-    which its answers told, not 2021 (mail clients sort by Date: the critical alarm landed years down the inbox).
-    Then the clock steps an hour back: the all-clear is not dated before the alarm. Before (clock probe, F3): the box's
-    clock on both."""
+    which its answers told, not 2021 (mail clients sort by Date: the critical alarm landed years down the inbox), and
+    its body says since when on that clock too. Then the clock steps an hour back: the all-clear is not dated before
+    the alarm. Before (clock probe, F3): the box's clock on both; before stop 66 (clock probe F2's in-run variant) the
+    body's "Since" was still 2021: a five-year outage."""
     central = CentralSim("test-store", token=TOKEN)
     await central.start()
     try:
@@ -268,9 +270,19 @@ async def test_a_box_years_behind_dates_its_alarm_by_centrals_clock_and_a_step_b
         real = box_clock.wall() - box_clock.wall_offset
         alarm_at = email.utils.parsedate_to_datetime(alarm["Date"]).timestamp()
         assert abs(alarm_at - real) < 120, alarm["Date"]
+        assert _since(alarm) == datetime.fromtimestamp(real).strftime("%d.%m.%Y"), _since(alarm)
         box_clock.step(-3600)
         printers["kitchen"].set_offline(False)
         _, cleared = await sink.wait_for(2, timeout=30)
         assert email.utils.parsedate_to_datetime(cleared["Date"]).timestamp() >= alarm_at - 1, cleared["Date"]
+        assert _since(cleared) == _since(alarm), _since(cleared)
     finally:
         await central.stop()
+
+
+def _since(mail: EmailMessage) -> str:
+    """The day in the plain body's "Seit:" line (the agent's timezone is the box's here)."""
+    body = mail.get_body(("plain",))
+    assert body is not None
+    [line] = [line for line in body.get_content().splitlines() if line.startswith("Seit:")]
+    return line.split()[1]
