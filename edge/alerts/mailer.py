@@ -29,6 +29,8 @@ from edge.store.alerts import Mail
 from edge.tls import clock_hint, verifying_context
 
 log = structlog.get_logger()
+# How far ahead of now the last mail's Date may be and still be the next one's floor (Mailer._dated).
+_DATE_FLOOR_MAX_S = 86400.0
 
 T = TypeVar("T")
 
@@ -175,8 +177,21 @@ class Mailer:
         self._helo_looked_up = bool(smtp.helo_name)
         self._connecting = 0  # connections being made: the relay has been handed no mail on them yet
 
+    @property
+    def last_dated(self) -> float:
+        """The Date of the last mail sent (0: none yet): what ``dated_after`` takes at the next start."""
+        return self._last_dated
+
+    def dated_after(self, at: float) -> None:
+        """An earlier run's last mail was dated ``at``: the next is not dated before it."""
+        self._last_dated = max(self._last_dated, at)
+
     def _dated(self) -> float:
         now = (self._central.wall() if self._central is not None else None) or self._clock.wall()
+        # A mail dated more than a day ahead of now had a clock that wrong (a box ahead by years): no floor for the
+        # next, which would go on being dated then, until that day came.
+        if self._last_dated - now > _DATE_FLOOR_MAX_S:
+            self._last_dated = now
         self._last_dated = max(now, self._last_dated)
         return self._last_dated
 

@@ -55,6 +55,7 @@ class Outbox:
         self._bus = bus
         self._clock = clock
         self._lock = asyncio.Lock()  # one attempt at a time: the loop, a test mail and a person's retry
+        self._dated_loaded = False  # the last mail's Date an earlier run recorded, given to the mailer (see _attempt)
         self._server_failures = 0
         self._server_retry_at: float | None = None  # monotonic
         self.server_error: str | None = None
@@ -127,6 +128,12 @@ class Outbox:
         waiting = {r for m in await self._store.pending_before(mail) for r in self._owed(m)}
         remaining = [r for r in self._owed(mail, wanted) if r not in waiting]
         delivery, error, server_down = Delivery(), None, False
+        if remaining and not self._dated_loaded:
+            # Mails are dated never before the one before, also across a restart: after NTP set the clock back, an
+            # all-clear dated before its alarm sorted under it, and the newest mail on top said "down".
+            if (dated := await self._store.last_mail_dated()) is not None:
+                self._mailer.dated_after(dated)
+            self._dated_loaded = True
         if remaining:
             try:
                 delivery = await deliver(
@@ -139,6 +146,8 @@ class Outbox:
             except AlertError as err:
                 error, server_down = str(err), True
         attempt = self._outcome(mail, wanted, delivery, error)
+        if delivery.accepted:
+            attempt = dataclasses.replace(attempt, dated=self._mailer.last_dated)
         if server_down:
             self._server_failed(error or "")
         elif remaining:

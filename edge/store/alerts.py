@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the mail's type is imported where no database is opened (ed
 
 _MAX_ITEMS = 20  # a group mail lists at most this many siblings (the newest)
 _DIGEST_META = "alerts_last_digest"
+_MAIL_DATED_META = "alerts_last_mail_dated"  # the last mail's Date: a restart dates none before it
 _CENTRAL_DOWN_META = "central_down_since"  # when the central line went down (MonoTime), kept while it is down
 
 
@@ -129,6 +130,7 @@ class Attempt:
     refused: dict[str, str]
     error: str | None
     next_attempt_at: float
+    dated: float | None = None  # the Date of the mail it sent (None: none sent)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -515,6 +517,16 @@ class AlertStore:
                     mail_id,
                 ),
             )
+            if attempt.dated is not None:
+                await conn.execute(UPSERT_META, (_MAIL_DATED_META, json.dumps(attempt.dated)))
+
+    async def last_mail_dated(self) -> float | None:
+        """The Date of the last mail the outbox sent, in this run or an earlier one."""
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_MAIL_DATED_META,))
+        try:
+            return float(json.loads(row[0])) if row is not None else None
+        except (TypeError, ValueError):
+            return None
 
     async def retry(self, mail_id: int, now: float) -> OutboxMail:
         """A person's "try again now": a dead or waiting mail is due at once, refused addresses are asked again."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.utils
 import ssl
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from edge.config import Secret, SmtpSettings
 from edge.errors import AlertError
 from edge.sim.smtp import SmtpSink
 from edge.store.alerts import Mail
-from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock
 from tests.helpers import issue_server_cert, make_ca
 
 MAIL = Mail(recipients=["chef@store.test"], subject="Grüße €", text="Hallo ä\n", html="<p>Hallo ä</p>")
@@ -112,6 +113,27 @@ async def test_plain_relay_without_auth(cert: tuple[Path, Path]) -> None:
         assert len(await server.wait_for(1)) == 1
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize(("back_s", "floor_kept"), [(3600, True), (2 * 86400, False)], ids=["hour", "two-days"])
+async def test_a_mail_after_a_step_back_is_dated_no_earlier_than_the_one_before_unless_that_was_days_ahead(
+    cert: tuple[Path, Path], back_s: float, floor_kept: bool
+) -> None:
+    """NTP sets the clock back an hour (a hardware clock kept in local time): the next mail is dated as the last, so
+    it does not sort under it. Set back two days, the last mail's date was that wrong: the next is dated now, or every
+    mail would be dated then until that day came (a box booted years ahead)."""
+    server = SmtpSink()
+    await server.start()
+    clock = FakeClock()
+    try:
+        mailer = Mailer(smtp(server, cert, security="none", username=""), clock=clock)
+        await mailer.send(MAIL)
+        clock.step(-back_s)
+        await mailer.send(MAIL)
+        first, second = (email.utils.parsedate_to_datetime(m["Date"]).timestamp() for m in await server.wait_for(2))
+    finally:
+        await server.stop()
+    assert second == (first if floor_kept else first - back_s), (first, second)
 
 
 @pytest.mark.parametrize(

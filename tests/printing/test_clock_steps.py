@@ -286,3 +286,27 @@ def _since(mail: EmailMessage) -> str:
     assert body is not None
     [line] = [line for line in body.get_content().splitlines() if line.startswith("Seit:")]
     return line.split()[1]
+
+
+async def test_an_all_clear_after_a_step_back_and_a_restart_is_not_dated_before_its_alarm(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock, sink: SmtpSink
+) -> None:
+    """Without a central link mails are dated by the box's clock. The kitchen printer's alarm goes; NTP sets the clock
+    an hour back (a hardware clock kept in local time); the agent restarts (an upgrade); the printer comes back: the
+    all-clear is not dated before its alarm (mail clients sort by Date: the newest mail on top said the printer was
+    down). Before stop 66 (clock probe F3, s04) the floor was the run's own memory, and the restart forgot it."""
+    mail = mail_to(sink)
+    mail["alerts"]["group_interval_s"] = 1  # the all-clear at once
+    agent = await make_agent(clock=box_clock, **mail)
+    printers["kitchen"].set_offline(True)
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    [alarm] = await sink.wait_for(1, timeout=20)
+    await agent.stop()
+    box_clock.step(-3600)
+    agent = await make_agent(clock=box_clock, **mail)
+    printers["kitchen"].set_offline(False)
+    _, cleared = await sink.wait_for(2, timeout=30)
+    assert "BEHOBEN" in cleared["Subject"], cleared["Subject"]
+    alarm_at = email.utils.parsedate_to_datetime(alarm["Date"]).timestamp()
+    assert email.utils.parsedate_to_datetime(cleared["Date"]).timestamp() >= alarm_at, (alarm["Date"], cleared["Date"])
