@@ -861,7 +861,7 @@ class Alerter:
 
         matchers = [r.matcher for r in await self._store.active_silences(now)]
         local = dt.datetime.fromtimestamp(now, self._tz)
-        mailed_last_hour = await self._store.mails_since(now - 3600)
+        warned_last_hour = await self._store.warning_mails_since(now - 3600)
         unreached = await self._store.unreached_alarms() if any(g["state"] == "resolved" for g in groups) else set()
         waiting_now: dict[str, int] | None = None  # per printer, read once a flush if a mail needs it
         queued = 0
@@ -882,6 +882,10 @@ class Alerter:
                 # Its alarm under the printer's new name tells it; this all-clear would say those orders printed.
                 await self._drop(group, now, "moved")
                 continue
+            if due.kind == "resolved" and group["notified"] == "firing" and group["notified_severity"] == CRITICAL:
+                # The end of a critical alarm is critical, whatever the outage was at its end (found once more with
+                # nothing waiting): it passes what its alarm passed and reaches whom it reached.
+                group = {**group, "severity": CRITICAL}
             critical = group["severity"] == CRITICAL
             replaces = due.kind == "resolved" and key in unreached
             reason = (
@@ -889,7 +893,7 @@ class Alerter:
                 or ("inhibited" if due.kind != "resolved" and inhibited(group, causes(group)) else None)
                 or held_by_hours(group["severity"], local, cfg)
                 # an all-clear that takes the place of its alarm nobody received adds no mail to the hour's
-                or ("cap" if not critical and mailed_last_hour >= cfg.max_per_hour and not replaces else None)
+                or ("cap" if not critical and warned_last_hour >= cfg.max_per_hour and not replaces else None)
             )
             if reason and group["state"] == "resolved" and group["notified"] == "resolved":
                 await self._drop(group, now, reason)  # it is over and nobody was told: telling later is only noise
@@ -926,7 +930,7 @@ class Alerter:
             )
             await self._store.told(group, kind=due.kind, now=now, mail=mail, count=group["fires_since_mail"])
             log.info("alert_queued", key=key, kind=due.kind, extra=extra)
-            mailed_last_hour += 1
+            warned_last_hour += not critical
             queued += 1
         queued += await self._digest(now, local)  # warnings with digest on, and what the storm guard held back
         if queued:

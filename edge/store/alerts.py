@@ -366,11 +366,12 @@ class AlertStore:
         )
         return None if row is None or row[0] is None else float(row[0])
 
-    async def mails_since(self, since: float) -> int:
-        """Mails queued since ``since`` that went or will go: one replaced before it went (superseded), given up or
-        discarded is no mail in the manager's box, nor the test mail."""
+    async def warning_mails_since(self, since: float) -> int:
+        """Warning mails queued since ``since`` that went or will go (what the hour's cap counts): one replaced before
+        it went (superseded), given up or discarded is no mail in the manager's box, nor the test mail; critical ones
+        pass the cap and count for nothing in it."""
         row = await self._db.fetchone(
-            "SELECT COUNT(*) FROM alert_mails WHERE created_at >= ? AND kind != 'test'"
+            "SELECT COUNT(*) FROM alert_mails WHERE created_at >= ? AND kind != 'test' AND audience != 'critical'"
             " AND state NOT IN ('superseded', 'dead', 'discarded')",
             (since,),
         )

@@ -3,6 +3,7 @@ keeps them few, and with default settings they reach the inbox within 10 s."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
@@ -18,7 +19,7 @@ from edge.sim.smtp import SmtpSink
 from edge.store.db import Database
 from tests.alerts.conftest import FakeClock
 from tests.alerts.helpers import add_jobs, extra, offline, online, printer_down_with_a_ticket, run, subject
-from tests.helpers import db_execute, db_rows, eventually
+from tests.helpers import db_execute, db_rows, eventually, job_rows
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 
@@ -264,6 +265,65 @@ async def test_critical_alert_reaches_the_inbox_within_10_s_by_default(
     [mail] = await sink.wait_for(1, timeout=3)
     assert "Drucker kitchen nicht erreichbar" in str(mail["Subject"])
     assert clock.wall() - first_at < 10
+
+
+async def test_the_all_clear_of_a_critical_alarm_is_critical_though_the_outage_ended_idle(
+    make_agent: MakeAgent, printers: dict[str, SimPrinter], sink: SmtpSink, alert_settings: Callable[..., Settings]
+) -> None:
+    """The kitchen printer goes off with a ticket waiting: the critical alarm goes to the manager and the owner, and
+    fills the hour's cap (1). It comes back, the ticket prints, it is found off once more with nothing waiting (the
+    same outage's group, a warning now), then comes back for good: the all-clear goes at once, to both, as its alarm
+    did: the cap, quiet hours and the digest hold no critical alert, nor its end. Before stop 66 (the alerts soak
+    rerun, regressH finding 1) the cap held it, for the group's severity was the idle outage's: the manager and the
+    owner had "STÖRUNG (kritisch)" as the last word for an hour, and the owner never had the all-clear."""
+    settings = alert_settings(
+        critical_to=["owner@store.test"],
+        max_per_hour=1,
+        group_wait_s=0,
+        critical_group_wait_s=0,
+        group_interval_s=2,
+        check_interval_s=0.2,
+    )
+    kitchen = dataclasses.replace(settings.printers["kitchen"], status_poll_s=0.2)
+    agent = await make_agent(dataclasses.replace(settings, printers={**settings.printers, "kitchen": kitchen}))
+    await printer_down_with_a_ticket(agent, printers)
+    [alarm] = await sink.wait_for(1, timeout=15)
+    assert "(kritisch)" in subject(alarm) and "owner@store.test" in alarm["To"], (alarm["Subject"], alarm["To"])
+    printers["kitchen"].set_offline(False)
+    await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)])
+    printers["kitchen"].set_offline(True)
+    await eventually(
+        lambda: db_rows(agent, "SELECT severity FROM alert_groups WHERE key = 'printer_offline:kitchen'"),
+        lambda rows: rows == [("warning",)],
+        what="the idle outage found",
+    )
+    printers["kitchen"].set_offline(False)
+    _, cleared = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in subject(cleared) and "owner@store.test" in cleared["To"], (cleared["Subject"], cleared["To"])
+
+
+async def test_critical_mails_do_not_count_against_the_hours_cap_on_warnings(
+    make_agent: MakeAgent, printers: dict[str, SimPrinter], sink: SmtpSink, alert_settings: Callable[..., Settings]
+) -> None:
+    """With max_per_hour = 2, the kitchen printer's critical alarm and its all-clear go; then the receipt printer's
+    paper runs low and is changed: that warning and its all-clear go too, the cap being on warning mails
+    (configuration.md: "cap on warning mails ... (critical alerts pass)"). Before stop 66 (the alerts soak rerun,
+    regressH finding 2) the critical mails filled the hour, and the warning waited for it."""
+    settings = alert_settings(
+        max_per_hour=2, group_wait_s=0, critical_group_wait_s=0, group_interval_s=1, check_interval_s=0.2
+    )
+    front = dataclasses.replace(settings.printers["front"], status_poll_s=0.2)
+    agent = await make_agent(dataclasses.replace(settings, printers={**settings.printers, "front": front}))
+    await printer_down_with_a_ticket(agent, printers)
+    await sink.wait_for(1, timeout=15)
+    printers["kitchen"].set_offline(False)
+    await sink.wait_for(2, timeout=15)
+    printers["front"].paper_near_end = True
+    await sink.wait_for(3, timeout=15)
+    printers["front"].paper_near_end = False
+    mails = await sink.wait_for(4, timeout=15)
+    kinds = [subject(m).split("] ", 1)[1].split(":")[0] for m in mails]
+    assert kinds == ["STÖRUNG (kritisch)", "BEHOBEN", "STÖRUNG", "BEHOBEN"], [subject(m) for m in mails]
 
 
 @pytest.mark.parametrize(("more", "says"), [(9, "10 Druckaufträge warten"), (0, "1 Druckauftrag wartet")])
