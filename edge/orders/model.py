@@ -149,7 +149,7 @@ def order_id_in(prefix: bytes) -> str | None:
             value, at = decoder.raw_decode(text, at)
             if key == "id":
                 return value if isinstance(value, str) and _ID[0].fullmatch(value) else None
-    except ValueError:  # cut short (or not JSON) before an id showed
+    except (ValueError, RecursionError):  # cut short (or not JSON) before an id showed; nested past reading
         return None
 
 

@@ -593,6 +593,8 @@ class MqttLink:
     # ---- the loop: orders in ----------------------------------------------------------------------------------
 
     def _received(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
+        if self._stopping:  # left unacknowledged: the broker sends it again at the next start (see stop)
+            return
         self._arrived[mid] = (qos, False)
         task = asyncio.ensure_future(self._handle(mid, qos, topic, payload, self._generation))
         self._handlers.add(task)
@@ -642,13 +644,13 @@ class MqttLink:
         if topic != self.topics["orders"]:
             await self._other_topic(topic, payload)
             return "other_topic"
-        if len(payload) > self._max_payload:  # the same limit and the same body as a POST's 413
-            # Kept: what a person needs to know whose it is, not megabytes on the SD card each time it is sent; the
-            # report names the order when the part kept shows its id (central's only word that it never printed).
-            kept = payload[: self._max_payload]
-            await self._reject(topic, kept, order_id_in(kept), too_large_body(self._max_payload))
-            return "rejected"
         try:
+            if len(payload) > self._max_payload:  # the same limit and the same body as a POST's 413
+                # Kept: what a person needs to know whose it is, not megabytes on the SD card each time it is sent; the
+                # report names the order when the part kept shows its id (central's only word that it never printed).
+                kept = payload[: self._max_payload]
+                await self._reject(topic, kept, order_id_in(kept), too_large_body(self._max_payload))
+                return "rejected"
             order = await read_order(payload)
             if isinstance(order, dict) and isinstance(order.get("id"), str):
                 order_id = order["id"][:200]
@@ -661,7 +663,7 @@ class MqttLink:
         except Exception as err:  # a bug: left unacked, the broker would send it for ever and hold an in-flight slot
             log.exception("mqtt_order_failed", order_id=order_id, topic=topic)
             error = {"error": "internal_error", "reason": f"the agent failed on this message: {type(err).__name__}"}
-            await self._reject(topic, payload, order_id, error)
+            await self._reject(topic, payload[: self._max_payload], order_id, error)
             return "rejected"
         return str(result.outcome)
 

@@ -4,6 +4,7 @@ on simulated printers. PUBACK only after commit; a redelivery is a duplicate; ba
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 from collections.abc import Awaitable, Callable
@@ -185,6 +186,28 @@ async def test_a_payload_over_the_body_limit_is_reported_with_the_413_body_http_
     # card, each time it was sent).
     [(kept,)] = await db_rows(agent, "SELECT payload FROM mqtt_rejects")
     assert kept == payload[:4096]
+
+
+async def test_a_payload_over_the_limit_nested_too_deep_to_read_is_still_rejected_and_acknowledged(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """A payload over api.max_body_bytes whose kept part opens with 3,000 nested arrays (a sender's bug, or an
+    attack): it is rejected and reported like any other too large, not named, and the next order prints. Before stop
+    66 (the MQTT probe rerun, regressG G1) the search for its id hit Python's recursion limit: the message was never
+    acknowledged, no reject was kept, and every later acknowledgement waited behind it until the broker stopped
+    sending (64 in flight), for good, restarts included."""
+    agent = await make_agent(mqtt=mqtt_section(broker), api={"max_body_bytes": 4096})
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    order = make_order(1, prefix="deep", print_receipt=False)
+    deep = b'{"extra": ' + b"[" * 3000 + b"]" * 3000 + b", " + json.dumps(order).encode()[1:]
+    await backend.publish(ORDERS, deep)
+    await backend.publish(ORDERS, json.dumps(make_order(2, prefix="ok", print_receipt=False)).encode())
+    await printers["kitchen"].wait_for_printed(1)
+    [report] = await eventually(
+        lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the rejection on the events topic"
+    )
+    assert report["error"] == "request_entity_too_large" and report["order_id"] is None, report
+    assert await db_rows(agent, "SELECT order_id FROM mqtt_rejects") == [(None,)]
 
 
 async def test_a_payload_far_over_the_limit_never_reaches_the_agent(
@@ -379,3 +402,28 @@ async def test_a_retained_message_on_the_orders_topic_is_taken_once_not_again_at
         assert await db_rows(again, "SELECT COUNT(*) FROM mqtt_rejects") == [(1,)]
         await again.stop()
     assert len({e["idempotency_key"] for e in await _events(backend, "rejected")}) == 1  # reported once (maybe resent)
+
+
+async def test_a_stop_in_the_middle_of_a_burst_leaves_no_task_failing_unseen(
+    make_agent: MakeAgent, broker: Broker, backend: Backend
+) -> None:
+    """The agent stops (SIGTERM: an upgrade) while the broker is still sending a burst of orders: what arrives after
+    the stop began is left to the broker, which sends it again at the next start; nothing is handled (and acked)
+    after paho's call thread is gone. Before stop 66 (the MQTT probe rerun, regressG G2) each such order's task
+    failed on "cannot schedule new futures after shutdown", some 50 tracebacks in the journal per stop."""
+    failures: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: failures.append(context))
+    try:
+        agent = await make_agent(mqtt=mqtt_section(broker))
+        await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+        burst = [make_order(n, prefix="burst", print_receipt=False) for n in range(1, 301)]
+        sending = asyncio.ensure_future(backend.publish(ORDERS, *burst))
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt.counts["stored"] >= 20, what="orders coming")
+        await agent.stop()
+        await sending
+        await asyncio.sleep(0.5)  # what paho's thread handed to the loop meanwhile has run
+        gc.collect()  # a task's exception nobody retrieved is told when the task is collected
+    finally:
+        loop.set_exception_handler(None)
+    assert [str(f.get("exception") or f.get("message")) for f in failures] == []
