@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Callable
@@ -134,7 +135,9 @@ def order_id_in(prefix: bytes) -> str | None:
     """The top-level ``id`` of an order whose bytes were cut short (a payload over the size limit, kept in part), so
     its rejection names whose order it was; None when the part kept does not show it. Member by member, each value
     whole or not at all: an ``id`` inside an item is never taken for it."""
-    text = prefix.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="ignore")
+    # Cut short, its last character may be split: replaced, as a byte that is no UTF-8 is, which no id matches (one
+    # dropped named another order: "ord_\xffreal" read as "ord_real").
+    text = prefix.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
     decoder, at = json.JSONDecoder(), text.find("{") + 1
     if at == 0 or text[: at - 1].strip():
         return None
@@ -185,6 +188,59 @@ def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         twice = next(name for name in found if names.count(name) > 1)
         raise ValueError(f'the key "{twice}" appears twice in one object; each must appear once')
     return found
+
+
+class NamedTwice(dict[str, Any]):
+    """An object that named a key twice, read from where a whole answer cannot be refused for it (a page of central's
+    orders): the order it is in is invalid (parse_order says so), not the page."""
+
+    def __init__(self, pairs: dict[str, Any], twice: str) -> None:
+        super().__init__(pairs)
+        self.twice = twice
+
+
+def pairs_keeping_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook for a page of orders: a key named twice marks its object (NamedTwice) instead of failing."""
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    names = [name for name, _ in pairs]
+    return NamedTwice(found, next(name for name in found if names.count(name) > 1))
+
+
+def int_or_infinite(digits: str) -> int | float:
+    """parse_int for a page of orders: an integer too long for Python to read (over 4,300 digits) is infinite, which
+    its order's check refuses, instead of the whole page being unreadable."""
+    try:
+        return int(digits)
+    except ValueError:
+        return math.inf
+
+
+def as_sent(payload: Any) -> str:
+    """An order as sent, for a person to read, as JSON text SQLite can store and read: a number JSON has no word for
+    (NaN, an overflow) as its Python name, text no UTF-8 can carry (a lone surrogate) escaped."""
+
+    def written(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, dict):
+            return {key: written(v) for key, v in value.items()}
+        if isinstance(value, list):
+            return [written(v) for v in value]
+        return value
+
+    text = json.dumps(written(payload), ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(written(payload))  # ASCII: a lone surrogate written as its escape
+    return text
+
+
+def storable_text(text: str) -> str:
+    """``text`` as SQLite can store it: a lone surrogate (no UTF-8 carries one) written as its escape."""
+    return text.encode("utf-8", "backslashreplace").decode()
 
 
 def canonical_json(data: Any) -> str:
@@ -479,14 +535,22 @@ def check_line_ids(order: Order) -> None:
 
 
 def _check_depth(data: dict[str, Any]) -> None:
-    """Refuse a payload nested deeper than MAX_DEPTH, naming the top-level field; iterative, so depth costs no stack."""
+    """Refuse a payload nested deeper than MAX_DEPTH, or one with an object that named a key twice (read from a page
+    of central's orders), naming the top-level field; iterative, so depth costs no stack."""
+    if isinstance(data, NamedTwice):
+        raise InvalidOrderError(data.twice, _TWICE.format(data.twice))
     stack: list[tuple[Any, int, str]] = [(v, 2, key) for key, v in data.items() if isinstance(v, dict | list)]
     while stack:
         value, depth, field = stack.pop()
         if depth > MAX_DEPTH:
             raise InvalidOrderError(field, f"is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, NamedTwice):
+            raise InvalidOrderError(field, _TWICE.format(value.twice))
         children = value.values() if isinstance(value, dict) else value
         stack.extend((child, depth + 1, field) for child in children if isinstance(child, dict | list))
+
+
+_TWICE = 'names the key "{}" twice in one object; each must appear once'
 
 
 def _field_failing(data: dict[str, Any], step: Callable[[Any], object]) -> str:

@@ -20,6 +20,7 @@ from edge.clock import RemoteClock
 from edge.config import CentralSettings
 from edge.dns import unresolved
 from edge.errors import CentralApiError
+from edge.orders.model import int_or_infinite, pairs_keeping_twice
 from edge.tls import clock_hint, verifying_context
 
 log = structlog.get_logger()
@@ -112,6 +113,13 @@ class RateLimiter:
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     """Full jitter: anywhere between 0 and the exponential ceiling, so a fleet of stores spreads out."""
     return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def _read(text: str) -> Any:
+    """An answer's JSON. What one order of a page may hold that no JSON reader agrees on (a key twice, an integer too
+    long to read) is marked in that order, which its check refuses, and the rest of the page is read: the contract's
+    "one bad order must not block every later run" (central-api.md)."""
+    return json.loads(text, object_pairs_hook=pairs_keeping_twice, parse_int=int_or_infinite)
 
 
 def retry_after_s(value: str | None, date: str | None = None) -> float | None:
@@ -378,9 +386,13 @@ class CentralClient:
         if status == 200:  # the contract's only success answer: a 202, 204 or 207 acknowledges nothing
             try:
                 # A big page of orders parses in a thread so the spoolers keep printing meanwhile.
-                return await asyncio.to_thread(json.loads, text) if len(text) > 65536 else json.loads(text or "null")
+                return await asyncio.to_thread(_read, text) if len(text) > 65536 else _read(text or "null")
             except ValueError:
                 raise _RetryableError(CentralGarbledError(f"central API {method} {url}: answer is not JSON")) from None
+            except RecursionError:
+                raise _RetryableError(
+                    CentralGarbledError(f"central API {method} {url}: answer nested too deep to read")
+                ) from None
         if 300 <= status < 400:
             raise CentralApiError(
                 f"central API {method} {url}: HTTP {status}, moved to {moved_to or '(no Location)'}: "

@@ -53,7 +53,7 @@ from edge.events import (
 )
 from edge.log import SaidOnce
 from edge.orders.intake import OrderIntake
-from edge.orders.model import MalformedOrderError, order_id_in, read_order
+from edge.orders.model import MalformedOrderError, order_id_in, read_order, storable_text
 from edge.states import InsertOutcome, MqttState, OrderSource, RunTrigger
 from edge.store.db import Database
 from edge.store.mqtt import MqttStore
@@ -292,8 +292,9 @@ class MqttLink:
         self._stopping = False
         # What became of each message: the intake's outcomes (stored, duplicate, updated, cancelled, stale, ...),
         # rejected (acked, kept for a person), other_topic (rejected: an earlier config's topic), store_failed (not
-        # acked, tried again), and events published.
-        self.counts = dict.fromkeys([*InsertOutcome, "rejected", "other_topic", "store_failed", "events_published"], 0)
+        # acked, tried again), failed (not even kept as rejected: acked, logged) and events published.
+        counted = [*InsertOutcome, "rejected", "other_topic", "store_failed", "failed", "events_published"]
+        self.counts = dict.fromkeys(counted, 0)
         self._unsubscribe = [
             bus.subscribe(lambda _: self._wake.set(), t) for t in (OrderStored, JobPrinted, JobDead, ScanRecorded)
         ]
@@ -615,6 +616,11 @@ class MqttLink:
                 if generation != self._generation or self._stopping:
                     return  # the broker sends it again on the next connection
                 continue
+            except Exception:  # not even kept as rejected (a bug): acknowledged all the same, or every later order
+                # would wait behind it for good (acknowledgements go in arrival order); the log has it
+                log.exception("mqtt_order_lost", mid=mid, topic=topic, size=len(payload))
+                self.counts["failed"] += 1
+                break
             self._not_stored.passed()
             self.counts[outcome] += 1
             if outcome == "duplicate":  # a redelivery (no PUBACK reached the broker) or the backend sent it again
@@ -682,6 +688,8 @@ class MqttLink:
             await self._call(client.unsubscribe, topic)
 
     async def _reject(self, topic: str, payload: bytes, order_id: str | None, error: dict[str, Any]) -> None:
+        # An id with a lone surrogate (JSON's "\ud800") is kept, and reported, escaped: SQLite takes UTF-8 only.
+        order_id = None if order_id is None else storable_text(order_id)
         reject_id, new = await self._store.add_reject(
             topic=topic, payload=payload, order_id=order_id, error=error, now=self._clock.wall()
         )

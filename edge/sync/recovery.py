@@ -24,7 +24,7 @@ from edge.events import (
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
-from edge.orders.model import Order, late_after_s, meaning_hash, parse_order
+from edge.orders.model import Order, as_sent, late_after_s, meaning_hash, parse_order, storable_text
 from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
 from edge.store.db import Database
 from edge.store.orders import InsertResult, NewOrder, OrderStore
@@ -50,6 +50,11 @@ _PREPARED_MAX = 20_000
 # 11 KB, which even a 64 kbit/s line carries in well under the 13 s a call may take.
 _PAGE_FLOOR = 10
 _RETRY_CAP_S = 900.0  # a failed run's next try, at most this far off when there is no schedule
+
+
+def _utf8(text: str) -> bool:
+    """Whether UTF-8 can carry ``text`` (not a lone surrogate): only such an id can be looked up."""
+    return storable_text(text) == text
 
 
 class RecoveryIncompleteError(EdgeError):
@@ -477,7 +482,7 @@ class Recovery:
             return page
 
     async def _classify(self, orders: list[Any], *, page: int, printed_until: float | None) -> list[RecoveryItem]:
-        ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str)]
+        ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str) and _utf8(o["id"])]
         known = await self._orders.known(ids)
         items, conflicting, history = [], [], []
         for n, payload in enumerate(orders):
@@ -485,9 +490,9 @@ class Recovery:
             try:
                 new = self._intake.router.prepare(payload, OrderSource.RECOVERY)
             except InvalidOrderError as err:
-                order_id = raw_id if isinstance(raw_id, str) else f"(page {page} item {n})"
+                order_id = storable_text(raw_id) if isinstance(raw_id, str) else f"(page {page} item {n})"
                 log.error("recovery_invalid_order", order_id=order_id, field=err.field, reason=err.reason)
-                raw = json.dumps(payload, ensure_ascii=False)  # as sent, for a person to read
+                raw = as_sent(payload)
                 items.append(RecoveryItem(order_id, ItemClass.INVALID, raw, detail=f"{err.field}: {err.reason}"))
                 continue
             order = new.order

@@ -399,6 +399,18 @@ async def test_order_status_and_reprint(
         assert await response.json() == {"error": "not_found", "reason": "order nope does not exist"}
 
 
+async def test_a_reprint_for_a_station_no_utf8_can_carry_is_422_naming_it(
+    api: aiohttp.ClientSession, example_order: dict
+) -> None:
+    """A reprint whose station is a lone surrogate (JSON's "\\ud800"): 422 naming `station`, no job added. Before stop
+    66 (the adversarial probe, fuzzdoors F3) a 500: the copy's row could not be written."""
+    await post(api, example_order)
+    headers = {"Content-Type": "application/json"}
+    async with api.post("/api/v1/orders/ord_7f3a9c21/reprint", data=b'{"station": "\\ud800"}', headers=headers) as r:
+        assert r.status == 422, await r.text()
+        assert (await r.json())["field"] == "station"
+
+
 async def test_channel_never_changes_routing(api: aiohttp.ClientSession, example_order: dict) -> None:
     """The same order under every channel gets the same tickets on the same printers."""
     plans = set()

@@ -210,6 +210,45 @@ async def test_a_payload_over_the_limit_nested_too_deep_to_read_is_still_rejecte
     assert await db_rows(agent, "SELECT order_id FROM mqtt_rejects") == [(None,)]
 
 
+async def test_a_payload_over_the_limit_whose_id_is_not_utf8_names_no_order(
+    make_agent: MakeAgent, broker: Broker, backend: Backend
+) -> None:
+    """A payload over the limit whose id holds a byte that is not UTF-8 ("ord_\\xffreal"): its report names no order.
+    Before stop 66 (the adversarial probe, fuzzdoors F4) the byte was dropped and the report named "ord_real", an
+    order that had printed: central would have taken that one for lost."""
+    agent = await make_agent(mqtt=mqtt_section(broker), api={"max_body_bytes": 4096})
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    huge = make_order(1, prefix="big", print_receipt=False)
+    huge["items"][0]["note"] = "x" * 8192
+    payload = json.dumps(huge).encode().replace(huge["id"].encode(), b"ord_\xffreal", 1)
+    await backend.publish(ORDERS, payload)
+    [report] = await eventually(lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the rejection")
+    assert report["order_id"] is None, report
+    assert await db_rows(agent, "SELECT order_id FROM mqtt_rejects") == [(None,)]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"id": "\\ud800"}', b'{"id": "ord_\\udfff", "number": "A-1"}'],
+    ids=["surrogate-id", "surrogate-in-an-order"],
+)
+async def test_an_order_whose_id_no_utf8_can_carry_is_rejected_and_acknowledged(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter], payload: bytes
+) -> None:
+    """An order whose id is a lone surrogate (JSON's "\\ud800": valid UTF-8 bytes, text no UTF-8 can carry): rejected
+    and acknowledged, kept with its id escaped, and the next order prints. Before stop 66 (the adversarial probe,
+    fuzzdoors F1) keeping the rejection failed on the id, outside every safety net: never acknowledged, and every
+    later acknowledgement waited behind it, for good."""
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    await backend.publish(ORDERS, payload)
+    await backend.publish(ORDERS, json.dumps(make_order(2, prefix="ok", print_receipt=False)).encode())
+    await printers["kitchen"].wait_for_printed(1)
+    await eventually(lambda: _events(backend, "rejected"), lambda e: len(e) == 1, what="the rejection reported")
+    [(kept_id,)] = await db_rows(agent, "SELECT order_id FROM mqtt_rejects")
+    assert kept_id in (None, "ord_\\udfff", "\\ud800"), kept_id
+
+
 async def test_a_payload_far_over_the_limit_never_reaches_the_agent(
     make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
 ) -> None:

@@ -440,6 +440,36 @@ async def test_an_invalid_order_is_reported_with_its_field_and_skipped(
     assert status["cursor"] == run["next_cursor"] != ""
 
 
+@pytest.mark.parametrize(
+    "spoil",
+    ["nan-qty", "infinity-note", "surrogate-name", "surrogate-id", "key-twice"],
+)
+async def test_an_order_central_lists_that_no_json_reader_agrees_on_is_invalid_and_the_run_goes_on(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, spoil: str
+) -> None:
+    """Central lists an order with NaN or Infinity (what Python's json writes for a float it cannot), a lone surrogate
+    (half an emoji, cut by a substring) in a name or its id, or a key named twice: that order is invalid, named, and the
+    next one is stored and the cursor moves on. Before stop 66 (the adversarial probe, fuzzdoors F2 and F5) every run
+    failed on it (storing its text for a person failed, NaN was taken for a damaged database) and the orders after it
+    never printed; the key named twice was taken, the last one winning."""
+    bad = make_order(1, prefix="v")
+    if spoil == "nan-qty":
+        bad["items"][0]["qty"] = float("nan")  # written NaN
+    elif spoil == "infinity-note":
+        bad["items"][0]["note"] = float("inf")  # written Infinity
+    elif spoil == "surrogate-name":
+        bad["items"][0]["name"] = "Pizza \ud83c"  # written "\ud83c"
+    elif spoil == "surrogate-id":
+        bad["id"] = "v_\ud800"
+    else:
+        central.page_edits = [('"number": "A-1001"', '"number": "A-1001", "number": "B-2"')]
+    central.add_orders([bad, make_order(2, prefix="v")])
+    agent, events = await agents.start(sync_settings())
+    [completed] = await events.wait(RecoveryCompleted)
+    assert completed.counts["invalid"] == 1 and completed.counts["stored"] == 1, completed.counts
+    assert await db_rows(agent.settings.agent.db_path, "SELECT id FROM orders") == [("v_000002",)]
+
+
 async def test_a_stop_during_validation_resumes_the_same_run_at_the_next_start(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
