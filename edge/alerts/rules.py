@@ -111,9 +111,10 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
             return Due("drop", 0)  # came and went within group_wait: nobody needs to hear about it
         if state == "resolved" and fires == 1:
             # One outage over before anyone could be told (its occurrences held while the disk was full): the
-            # all-clear alone says since and until when, not an alarm about what works again, then its all-clear. A
-            # flapping device's alarm still goes first: it carries how often.
-            return Due("resolved", fires)
+            # all-clear alone says since and until when, not an alarm about what works again, then its all-clear; that
+            # outage is the one it tells, not one more. A flapping device's alarm still goes first: it carries how
+            # often.
+            return Due("resolved", 0)
         return Due("firing", fires - 1)
     if state == "resolved":
         # Over while its alarm reached nobody: the all-clear goes now, in its place ("over before anyone was told"),
