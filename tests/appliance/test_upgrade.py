@@ -355,7 +355,14 @@ class Box:
     def foreign_files(self) -> list[Path]:
         """Whatever in the data directory is not the agent user's (the agent could not write it)."""
         data = self.root / "var/lib/edge"
-        return [p for p in [data, *data.rglob("*")] if p.lstat().st_uid != self.prepared.user.uid]
+        found = []
+        for p in [data, *data.rglob("*")]:
+            try:
+                if p.lstat().st_uid != self.prepared.user.uid:
+                    found.append(p)
+            except FileNotFoundError:  # renamed meanwhile by the running agent (a cache's temporary file)
+                continue
+        return found
 
     def kitchen_tickets(self) -> collections.Counter[tuple[str, bool]]:
         """(order id, marked COPY) of every ticket that came out of the kitchen printer."""
