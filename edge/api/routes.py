@@ -19,7 +19,7 @@ from edge.api.printing import job_json
 from edge.api.retries import retry_safe
 from edge.clock import Clock
 from edge.errors import NotFoundError, WrongStateError
-from edge.orders.model import is_order_id, parse_cancel, storable_text
+from edge.orders.model import NOT_UNICODE, has_lone_surrogate, is_order_id, parse_cancel
 from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource
 from edge.store import migrations
 from edge.store.db import Database
@@ -115,8 +115,8 @@ async def post_reprint(request: web.Request) -> web.Response:
                 422, "invalid_request", 'body must be {"station": "<name>"} or empty', field="station"
             )
         station = body.get("station")
-        if station is not None and storable_text(station) != station:
-            return error_response(422, "invalid_request", "is not valid Unicode (a lone surrogate)", field="station")
+        if station is not None and has_lone_surrogate(station):
+            return error_response(422, "invalid_request", NOT_UNICODE, field="station")
     if await deps.orders.get(order_id) is None:
         # The number on the ticket, as a person reads it (edge reprint A-1042): today's order with it.
         named, why = await deps.scans.order_named(order_id)

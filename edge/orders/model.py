@@ -178,14 +178,20 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
+def _named_twice(pairs: list[tuple[str, Any]], found: dict[str, Any]) -> str | None:
+    """The first name ``pairs`` says twice (``found``: the dict made of them), or None."""
+    if len(found) == len(pairs):
+        return None
+    names = [name for name, _ in pairs]
+    return next(name for name in found if names.count(name) > 1)
+
+
 def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object whose names are unique (I-JSON, RFC 7493 2.3). A name said twice has no agreed meaning (RFC 8259 4:
     parsers differ) and Python's keeps the last: an order would be acknowledged under another id than its sender's,
     or cooked in another quantity than its till showed."""
     found = dict(pairs)
-    if len(found) != len(pairs):
-        names = [name for name, _ in pairs]
-        twice = next(name for name in found if names.count(name) > 1)
+    if (twice := _named_twice(pairs, found)) is not None:
         raise ValueError(f'the key "{twice}" appears twice in one object; each must appear once')
     return found
 
@@ -202,10 +208,8 @@ class NamedTwice(dict[str, Any]):
 def pairs_keeping_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """object_pairs_hook for a page of orders: a key named twice marks its object (NamedTwice) instead of failing."""
     found = dict(pairs)
-    if len(found) == len(pairs):
-        return found
-    names = [name for name, _ in pairs]
-    return NamedTwice(found, next(name for name in found if names.count(name) > 1))
+    twice = _named_twice(pairs, found)
+    return found if twice is None else NamedTwice(found, twice)
 
 
 def int_or_infinite(digits: str) -> int | float:
@@ -220,26 +224,32 @@ def int_or_infinite(digits: str) -> int | float:
 def as_sent(payload: Any) -> str:
     """An order as sent, for a person to read, as JSON text SQLite can store and read: a number JSON has no word for
     (NaN, an overflow) as its Python name, text no UTF-8 can carry (a lone surrogate) escaped."""
-
-    def written(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        if isinstance(value, dict):
-            return {key: written(v) for key, v in value.items()}
-        if isinstance(value, list):
-            return [written(v) for v in value]
-        return value
-
-    text = json.dumps(written(payload), ensure_ascii=False)
     try:
-        text.encode()
-    except UnicodeEncodeError:
-        return json.dumps(written(payload))  # ASCII: a lone surrogate written as its escape
-    return text
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # rare: walked only then
+        payload = _finite(payload)
+        text = json.dumps(payload, ensure_ascii=False)
+    return json.dumps(payload) if has_lone_surrogate(text) else text  # ASCII: a lone surrogate as its escape
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with each number JSON has no word for as its Python name ('nan', 'inf')."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (JSON's "\\ud800"): text no UTF-8 can carry, nor SQLite store."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def storable_text(text: str) -> str:
-    """``text`` as SQLite can store it: a lone surrogate (no UTF-8 carries one) written as its escape."""
+    """``text`` as SQLite can store it: a lone surrogate written as its escape."""
     return text.encode("utf-8", "backslashreplace").decode()
 
 
@@ -333,7 +343,7 @@ def revision_content(data: dict[str, Any]) -> dict[str, Any]:
 
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # a lone surrogate (JSON's "\ud800"): text no UTF-8 can carry
-_NOT_UNICODE = "holds text that is not valid Unicode (a lone surrogate)"
+NOT_UNICODE = "holds text that is not valid Unicode (a lone surrogate)"
 
 
 class _Reader:
@@ -374,8 +384,8 @@ class _Reader:
             raise InvalidOrderError(self._field(key), f"must be a string, got {_json_type(value)}")
         # Before the blank check: a lone surrogate is a control character to unicodedata ("must not be empty" was
         # the answer), and field by field names the text, where canonical_bytes could name only the top-level key.
-        if not value.isascii() and _SURROGATE.search(value):
-            raise InvalidOrderError(self._field(key), _NOT_UNICODE)
+        if has_lone_surrogate(value):
+            raise InvalidOrderError(self._field(key), NOT_UNICODE)
         if required and _blank(value):
             raise InvalidOrderError(self._field(key), "must not be empty")
         if self.lax:
@@ -570,7 +580,7 @@ def canonical_bytes(data: dict[str, Any]) -> bytes:
         return canonical_json(data).encode()
     except UnicodeEncodeError:
         field = _field_failing(data, lambda part: canonical_json(part).encode())
-        raise InvalidOrderError(field, _NOT_UNICODE) from None
+        raise InvalidOrderError(field, NOT_UNICODE) from None
     except ValueError:
         field = _field_failing(data, canonical_json)
         raise InvalidOrderError(field, "holds a number too large to store (beyond a 64-bit float)") from None

@@ -475,10 +475,12 @@ class CentralSim:
         ]
         more = end < len(state.log)
         cursor = None if self.null_last_cursor and not more else self._cursor(state.store_id, end)
-        body: dict[str, Any] = {"orders": page, "next_cursor": cursor, "has_more": more}
-        if self.empty_cursor_ends:
-            body = {"orders": page, "next_cursor": cursor if more else ""}
-        text = json.dumps(body)
+        ends = (
+            {"next_cursor": cursor if more else ""}
+            if self.empty_cursor_ends
+            else {"next_cursor": cursor, "has_more": more}
+        )
+        text = json.dumps({"orders": page, **ends})
         for old, new in self.page_edits:
             text = text.replace(old, new)
         return web.Response(text=text, content_type="application/json")

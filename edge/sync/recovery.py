@@ -24,7 +24,7 @@ from edge.events import (
     RecoveryStarted,
 )
 from edge.orders.intake import OrderIntake
-from edge.orders.model import Order, as_sent, late_after_s, meaning_hash, parse_order, storable_text
+from edge.orders.model import Order, as_sent, has_lone_surrogate, late_after_s, meaning_hash, parse_order, storable_text
 from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
 from edge.store.db import Database
 from edge.store.orders import InsertResult, NewOrder, OrderStore
@@ -50,11 +50,6 @@ _PREPARED_MAX = 20_000
 # 11 KB, which even a 64 kbit/s line carries in well under the 13 s a call may take.
 _PAGE_FLOOR = 10
 _RETRY_CAP_S = 900.0  # a failed run's next try, at most this far off when there is no schedule
-
-
-def _utf8(text: str) -> bool:
-    """Whether UTF-8 can carry ``text`` (not a lone surrogate): only such an id can be looked up."""
-    return storable_text(text) == text
 
 
 class RecoveryIncompleteError(EdgeError):
@@ -482,7 +477,11 @@ class Recovery:
             return page
 
     async def _classify(self, orders: list[Any], *, page: int, printed_until: float | None) -> list[RecoveryItem]:
-        ids = [o["id"] for o in orders if isinstance(o, dict) and isinstance(o.get("id"), str) and _utf8(o["id"])]
+        ids = [
+            o["id"]
+            for o in orders
+            if isinstance(o, dict) and isinstance(o.get("id"), str) and not has_lone_surrogate(o["id"])
+        ]
         known = await self._orders.known(ids)
         items, conflicting, history = [], [], []
         for n, payload in enumerate(orders):
