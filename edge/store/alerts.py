@@ -398,11 +398,14 @@ class AlertStore:
                     (group["key"],),
                 )
                 if kind == "firing":
-                    # The problem is back (or worse): an all-clear still owed, to anybody, would arrive after this
-                    # alarm (critical mails go first) and leave "resolved" as the mailbox's last word about it.
+                    # The problem is back (or worse): an all-clear still owed, to anybody, is news this alarm makes
+                    # stale. Not one behind an older alarm still owed to somebody (the relay greylisted them): they get
+                    # that alarm, so its all-clear too, before this one; else their mailbox said down twice, never up.
                     await conn.execute(
-                        "UPDATE alert_mails SET state = 'superseded' WHERE group_key = ? AND state = 'pending'"
-                        " AND kind = 'resolved'",
+                        "UPDATE alert_mails SET state = 'superseded' WHERE group_key = ?1 AND state = 'pending'"
+                        " AND kind = 'resolved' AND NOT EXISTS (SELECT 1 FROM alert_mails AS alarm WHERE"
+                        " alarm.group_key = ?1 AND alarm.state = 'pending' AND alarm.kind IN ('firing', 'reminder')"
+                        " AND alarm.id < alert_mails.id)",
                         (group["key"],),
                     )
                 mail_id = await _insert_mail(conn, group["key"], kind, mail, now, Audience.of(group["severity"]))

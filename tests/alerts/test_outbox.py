@@ -410,3 +410,37 @@ async def test_edge_alerts_list_says_a_mail_still_waiting_is_waiting_not_mailed(
     sink.data_reply = None
     await sink.wait_for(1, timeout=8)
     await eventually(listed, lambda line: "mailed" in line and "waiting" not in line, 8, "the list says mailed")
+
+
+async def test_a_recipient_the_relay_deferred_through_two_outages_gets_each_alarms_all_clear_in_between(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """The relay greylists one of two managers (450 at RCPT) while the kitchen printer is down twice, a ticket waiting
+    each time; the other manager gets alarm, all-clear, alarm. Once the relay takes the greylisted one, their mailbox
+    must say the same, in order: before, the second alarm superseded the first all-clear still owed to them, and they
+    got two alarms in a row, the first about an outage long over, with no all-clear between (the mailbox soak,
+    alertsoak2's repro_defer_two_alarms)."""
+    sink.rcpt_replies["vize@store.test"] = "450 4.7.1 <vize@store.test>: Recipient address rejected: Greylisted"
+    settings = fast(alert_settings, critical_storm_s=0, group_interval_s=0.2)
+    agent = await make_agent(settings)
+
+    def mailbox(recipient: str) -> list[str]:
+        got = [m for m, e in zip(sink.messages, sink.envelopes, strict=True) if recipient in e.rcpt_tos]
+        return ["alarm" if "STÖRUNG" in str(m["Subject"]) else "all-clear" for m in got]
+
+    await printer_down_with_a_ticket(agent, printers, n=1)
+    await wait_until(lambda: mailbox("chef@store.test") == ["alarm"], 10, "the first alarm to chef")
+    printers["kitchen"].set_offline(False)
+    await wait_until(lambda: mailbox("chef@store.test") == ["alarm", "all-clear"], 10, "its all-clear to chef")
+    await printer_down_with_a_ticket(agent, printers, n=2)
+    await wait_until(lambda: mailbox("chef@store.test") == ["alarm", "all-clear", "alarm"], 10, "alarm 2 to chef")
+    assert mailbox("vize@store.test") == []
+    sink.rcpt_replies.clear()  # the greylisting is over
+    await wait_until(lambda: len(mailbox("vize@store.test")) >= 2, 10, "vize's owed mails")
+    await asyncio.sleep(1.0)  # several outbox rounds (retries every 0.2-0.4 s): whatever vize is owed comes now
+    assert mailbox("vize@store.test") == ["alarm", "all-clear", "alarm"]
+    printers["kitchen"].set_offline(False)
+    await wait_until(lambda: len(mailbox("chef@store.test")) == 4, 10, "the second all-clear to chef")
+    await asyncio.sleep(1.0)  # several outbox rounds (retries every 0.2-0.4 s): whatever vize is owed comes now
+    assert mailbox("vize@store.test") == ["alarm", "all-clear", "alarm", "all-clear"]
+    assert mailbox("chef@store.test") == ["alarm", "all-clear", "alarm", "all-clear"]
