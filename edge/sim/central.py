@@ -61,11 +61,12 @@ class _Fault:
     """One planned misbehaviour for the next matching API call."""
 
     kind: Literal["status", "drip", "truncate"]
-    path: str | None  # "orders", "events" or None for any API call (health is never faulted)
+    path: str | None  # "orders", "events" or None for any API call; "health" for the probe (faulted only so)
     status: int = 500
     retry_after: float | None = None
     retry_after_as_date: bool = False  # Retry-After as an HTTP date on central's clock, not in seconds
-    body: Any = None  # JSON to answer instead of the simulated error
+    body: Any = None  # JSON to answer instead of the simulated error; bytes: sent as they are, as content_type
+    content_type: str = "application/octet-stream"
     chunk: int = 64  # drip: bytes per write
     interval_s: float = 0.1  # drip: pause between writes
     after: int = 0  # matching calls answered normally before this one misbehaves
@@ -244,12 +245,14 @@ class CentralSim:
         body: Any = None,
         path: str | None = None,
         after: int = 0,
+        content_type: str = "application/octet-stream",
     ) -> None:
-        """The next ``count`` API calls (not health; only ``path`` "orders" or "events" if given), once ``after`` more
-        of them were answered normally, answer ``status``, with Retry-After if given (seconds, or that much later as an
-        HTTP date on central's clock) and ``body`` instead of a simulated error if given (JSON; a str is sent as HTML:
-        with 200, a captive portal's page, or JSON cut off)."""
-        fault = _Fault("status", path, status, retry_after, retry_after_as_date, body, after=after)
+        """The next ``count`` API calls (not health unless ``path`` is "health"; only ``path`` "orders" or "events" if
+        given), once ``after`` more of them were answered normally, answer ``status``, with Retry-After if given
+        (seconds, or that much later as an HTTP date on central's clock) and ``body`` instead of a simulated error if
+        given (JSON; a str is sent as HTML: with 200, a captive portal's page, or JSON cut off; bytes as they are, as
+        ``content_type``: a gateway's page in Latin-1 labelled UTF-8, a charset nobody knows)."""
+        fault = _Fault("status", path, status, retry_after, retry_after_as_date, body, content_type, after=after)
         self._faults.extend([fault] * count)
 
     def clear_faults(self) -> None:
@@ -423,13 +426,12 @@ class CentralSim:
             return web.json_response({"error": "maintenance", "reason": "back soon"}, status=503, headers=later)
         if (wait := self._over_capacity()) is not None:
             return _error(429, "rate_limited", "too many requests", retry_after=max(1, math.ceil(wait)))
-        if request.path == "/v1/health":
-            return await handler(request)
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        health = request.path == "/v1/health"
+        if not health and request.headers.get("Authorization") != f"Bearer {self.token}":
             return _error(401, "unauthorized", "missing or wrong bearer token")
-        if request.match_info.get("store_id") not in self.stores:
+        if not health and request.match_info.get("store_id") not in self.stores:
             return _error(404, "unknown_store", f"no store {request.match_info.get('store_id')!r} here")
-        fault = next((f for f in self._faults if f.matches(request.path)), None)
+        fault = next((f for f in self._faults if f.matches(request.path) and (f.path == "health") == health), None)
         if fault is None:
             return await handler(request)
         if fault.after:
@@ -440,6 +442,12 @@ class CentralSim:
             headers: dict[str, str] | None = None
             if fault.retry_after is not None:
                 headers = self._retry_after(fault.retry_after, as_date=fault.retry_after_as_date)
+            if isinstance(fault.body, bytes):
+                return web.Response(
+                    body=fault.body,
+                    status=fault.status,
+                    headers={**(headers or {}), "Content-Type": fault.content_type},
+                )
             if isinstance(fault.body, str):  # a proxy's or gateway's page, not the backend's JSON
                 return web.Response(text=fault.body, status=fault.status, headers=headers, content_type="text/html")
             body = fault.body if fault.body is not None else {"error": "simulated", "reason": f"HTTP {fault.status}"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import json
 import random
 import ssl
@@ -140,6 +141,17 @@ def retry_after_s(value: str | None, date: str | None = None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError):
         return None
+
+
+def _text(body: bytes, charset: str | None) -> str:
+    """An answer's text however it came: a gateway's page in Latin-1 labelled UTF-8, or in a charset nobody knows,
+    is read with its odd bytes replaced (the reason it names stays readable; JSON, UTF-8 by its RFC, is read as such),
+    never an error that ended the caller, the link's monitor among them (fuzzdoors2 C1)."""
+    try:
+        encoding = codecs.lookup(charset or "utf-8").name
+    except LookupError:
+        encoding = "utf-8"
+    return body.decode(encoding, errors="replace")
 
 
 class CentralClient:
@@ -329,7 +341,7 @@ class CentralClient:
             if status == 407 and self._proxy:  # the proxy's answer to a plain-http request, not central's
                 raise self._proxy_refused(method, url, status, "Proxy Authentication Required")
             self._heard_date(response.headers, time.monotonic() - sent)
-            text = await response.text()
+            text = _text(await response.read(), response.charset)
             retry_after = retry_after_s(response.headers.get("Retry-After"), response.headers.get("Date"))
             if retry_after is not None and (status == 429 or status in _RETRY_STATUSES):
                 until = loop.time() + min(retry_after, self._settings.retry_max_s)

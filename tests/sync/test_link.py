@@ -305,3 +305,25 @@ async def test_a_central_that_refuses_the_boxs_token_is_shown_as_refusing_not_as
             data = await response.json()
     assert data["central"]["refused"] == "" and data["central_up"] == 1, data["central"]
     assert "central link: up" in render_status(data, colour=False)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<h1>Fehler: Gateway nicht erreichbar \xe4\xf6\xfc</h1>", "text/html; charset=utf-8"),
+        (b"<h1>Bad gateway</h1>", "text/html; charset=x-no-such-charset"),
+    ],
+    ids=["latin-1-labelled-utf-8", "unknown-charset"],
+)
+async def test_a_gateway_page_that_is_not_utf_8_is_a_link_down_probed_again_not_the_end_of_the_link(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, body: bytes, content_type: str
+) -> None:
+    """The shop's gateway answers the first health probe 502 with its own page, in Latin-1 though labelled UTF-8, or
+    in a charset Python does not know. The link is down for that answer and probed again, up once central answers,
+    and recovery runs. Before: reading the page raised, the link's monitor ended without a word, central was never
+    asked again (1 request in 25 s), the link was neither up nor down, so its alarm could never fire (fuzzdoors2 C1)."""
+    central.fail_next(1, 502, body=body, content_type=content_type, path="health")
+    _agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted, timeout=10)
+    down, up = events.of(CentralLinkChanged)[:2]
+    assert down.up is False and "502" in down.detail and up.up is True, events.of(CentralLinkChanged)
