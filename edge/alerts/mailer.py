@@ -25,6 +25,7 @@ from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import SmtpSettings
 from edge.dns import unresolved
 from edge.errors import AlertError, ConfigError
+from edge.orders.model import storable_text
 from edge.store.alerts import Mail
 from edge.tls import clock_hint, verifying_context
 
@@ -87,7 +88,11 @@ def build_message(
 
 
 def explain(err: BaseException, smtp: SmtpSettings) -> str:
-    """One sentence a technician on site can act on."""
+    """One sentence a technician on site can act on, in words a person reads (``_readable``)."""
+    return _readable(_explained(err, smtp))
+
+
+def _explained(err: BaseException, smtp: SmtpSettings) -> str:
     where = f"{smtp.host}:{smtp.port}"
     if isinstance(err, aiosmtplib.SMTPAuthenticationError):
         return (
@@ -114,6 +119,12 @@ def explain(err: BaseException, smtp: SmtpSettings) -> str:
         return f"TLS mismatch with {where}: use security 'tls' for port 465 and 'starttls' for port 587 ({err})"
     if isinstance(err, aiosmtplib.SMTPException) and "STARTTLS" in str(err):
         return f"{where} does not offer STARTTLS: use security 'tls' (port 465) or ask for the right port ({err})"
+    if isinstance(err, aiosmtplib.SMTPResponseException) and err.code == 421:  # RFC 5321 3.8: at any command
+        return f"{where} is closing the connection ({_reply(err)}): busy or restarting; the mail is tried again"
+    if isinstance(err, aiosmtplib.SMTPConnectResponseError):
+        return f"{where} refused the connection at its greeting ({_reply(err)})"
+    if isinstance(err, aiosmtplib.SMTPServerDisconnected):
+        return f"{where} closed the connection half-way ({err}); the mail is tried again"
     if isinstance(err, aiosmtplib.SMTPRecipientsRefused):
         return f"{where} refused the recipients: {', '.join(r.recipient for r in err.recipients)}"
     if isinstance(err, aiosmtplib.SMTPSenderRefused):
@@ -148,7 +159,21 @@ class MailRefusedError(AlertError):
 
 
 def _reply(err: aiosmtplib.SMTPResponseException) -> str:
-    return f"{err.code} {err.message}".strip()
+    return _readable(f"{err.code} {err.message}".strip())
+
+
+def _readable(text: str) -> str:
+    """A relay's words as a person reads them, and SQLite can store them: aiosmtplib keeps a reply's bytes that are
+    not UTF-8 as lone surrogates, which no UTF-8 carries (a German relay's Latin-1 "Empf\xe4nger unbekannt": before,
+    storing it failed at every round and no mail went out after it). Such a reply is read as Latin-1."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that was no byte of the reply
+        return storable_text(text)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _meaningful(name: str) -> bool:

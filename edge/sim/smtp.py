@@ -55,7 +55,9 @@ class SmtpSink:
         self.envelopes: list[Envelope] = []
         self.received_at: list[float] = []  # loop.time() of each message, for latency measurements
         self.failed_logins = 0
-        self.rcpt_replies: dict[str, str] = {}  # recipient -> the reply to its RCPT TO, e.g. "550 5.1.1 user unknown"
+        # recipient -> the reply to its RCPT TO, e.g. "550 5.1.1 user unknown"; bytes go out as they are: a relay that
+        # answers in its own language and Latin-1 (b"550 5.1.1 Empf\xe4nger unbekannt"), as old localised ones do
+        self.rcpt_replies: dict[str, str | bytes] = {}
         # A refusal instead of "250 OK" (or None); may be a coroutine function, so that a test can act while the relay
         # holds the message without blocking the loop both of them run on.
         self.data_reply: Callable[[EmailMessage], str | Awaitable[str | None] | None] | None = None
@@ -106,7 +108,7 @@ class SmtpSink:
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
+    ) -> str | bytes:
         await self._tarpit()
         if reply := self._helo_refusal("RCPT", session) or self.rcpt_replies.get(address):
             return reply

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -444,3 +445,27 @@ async def test_a_recipient_the_relay_deferred_through_two_outages_gets_each_alar
     await asyncio.sleep(1.0)  # several outbox rounds (retries every 0.2-0.4 s): whatever vize is owed comes now
     assert mailbox("vize@store.test") == ["alarm", "all-clear", "alarm", "all-clear"]
     assert mailbox("chef@store.test") == ["alarm", "all-clear", "alarm", "all-clear"]
+
+
+async def test_a_refusal_in_latin_1_is_kept_readable_and_the_next_alarms_still_go(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """A German relay refuses one of two managers at RCPT in its own words and Latin-1: "550 5.1.1 Empfänger
+    unbekannt" with the byte 0xE4. The other manager gets the alarm and the next one, the refused address is given up
+    for that mail with the relay's words readable, and the test mail is answered, not 500. Before: the reply's byte
+    could not be stored, the outbox retried that record first at every round, and no mail went out after the first
+    (fuzzdoors2 S1)."""
+    sink.rcpt_replies["vize@store.test"] = b"550 5.1.1 <vize@store.test>: Empf\xe4nger unbekannt"
+    agent = await make_agent(fast(alert_settings))
+    await printer_down_with_a_ticket(agent, printers)
+    await sink.wait_for(1, timeout=10)
+    printers["front"].cover_open = True
+    assert agent.deps is not None
+    await agent.deps.intake.accept(make_order(2, prefix="front"))  # a receipt for front: it finds the cover open
+    await wait_until(lambda: any("front" in s for s in subjects(sink)), 10, "the front printer's alarm")
+    db = agent.settings.agent.db_path
+    [(refused,)] = await db_rows(db, "SELECT refused FROM alert_mails WHERE subject LIKE '%kitchen%'")
+    assert "Empfänger unbekannt" in json.loads(refused)["vize@store.test"], refused
+    async with api_client(agent) as api, api.post("/api/v1/alerts/test") as response:
+        assert response.status < 500, await response.text()
+        assert "Empfänger unbekannt" in json.dumps(await response.json(), ensure_ascii=False)

@@ -39,6 +39,9 @@ SESSION_REFUSALS = {
     "starttls": ("530 5.7.0 Must issue a STARTTLS command first", "smtp.security"),
     # a provider's sender rate limit: temporary (RFC 5321 4.2.1), and the same for every mail from this sender
     "rate_limit": ("451 4.7.1 Sender rate limit exceeded", "tries again"),
+    # any relay closing down (RFC 5321 3.8), here at MAIL FROM: before stop 67 told as the sender refused, which sent
+    # the technician to smtp.sender (the adversarial probe, fuzzdoors2 S2)
+    "closing": ("421 4.3.2 Service shutting down", "tried again"),
 }
 
 
