@@ -158,7 +158,9 @@ class Spooler:
         next_poll = mono() + self._poll_s
         while not self._stopping:
             try:
-                held = False  # the requeue is still refused: nothing is claimed before it (its COPY goes first)
+                # The store refuses the requeue (nothing is claimed before it: its COPY goes first) or the claim:
+                # the printer is watched meanwhile, the store asked again in a while.
+                held = False
                 if self._unrecorded:
                     try:
                         await self._requeue_unrecorded()
@@ -170,12 +172,15 @@ class Spooler:
                     if held
                     else await self._jobs.next_burst(self.name, wall(), max_delay=max_delay, limit=self._burst())
                 )
-                if burst:
-                    await self._print_burst(burst)
+                if burst and await self._print_burst(burst):
                     if self.driver.asks_status:  # the jobs' own status checks count as a poll; jobs sent blind do not
                         next_poll = mono() + self._poll_s
                     continue
-                if self._confirmed:
+                # A claim the store refused (a full card) is tried again in a while, the printer watched meanwhile:
+                # before, the spool went from the refused claim to its retry and back, never to its status poll, and a
+                # printer switched off while tickets waited stayed "online" (the disk-fault probe, diskfault F1).
+                held = held or bool(burst)
+                if self._confirmed and not held:
                     # Nothing to ride on yet: a new order within this short wait carries the marks in its claim.
                     left = self._confirmed_at + _PRINTED_RIDE_S - mono()
                     if left > 0:
@@ -272,9 +277,10 @@ class Spooler:
                 log.error("job_changed_while_printing", device_id=self.name, job_id=mark.job_id)
         return done.claimed
 
-    async def _print_burst(self, burst: list[PrintableJob | UnreadableRowError]) -> None:
+    async def _print_burst(self, burst: list[PrintableJob | UnreadableRowError]) -> bool:
         """Render the due jobs, claim them in one commit (carrying the printed marks of the jobs before), send them one
-        by one. A job the printer cannot take pauses the spool; the claimed jobs behind it go back in line unsent."""
+        by one. A job the printer cannot take pauses the spool; the claimed jobs behind it go back in line unsent.
+        False when the store refused the claim: nothing was sent."""
         ready: list[tuple[PrintableJob, bytes]] = []
         for job in burst:
             if isinstance(job, UnreadableRowError):
@@ -282,19 +288,25 @@ class Spooler:
             elif (data := await self._prepare(job)) is not None:
                 ready.append((job, data))
         if not ready:
-            return
-        claimed = await self._commit_marks(claim=[(job.id, job.revision) for job, _ in ready])
+            return True
+        try:
+            claimed = await self._commit_marks(claim=[(job.id, job.revision) for job, _ in ready])
+        except StoreUnavailableError as err:
+            self._unrecorded = True
+            self._storage.failed(str(err))
+            return False
         todo = [(job, data) for job, data in ready if job.id in claimed]  # others: moved, held or rewritten meanwhile
         for n, (job, data) in enumerate(todo):
             if self._stopping:  # stop() lets the job in flight finish, not the whole burst
                 await self._commit_marks(release=[j.id for j, _ in todo[n:]])
-                return
+                return True
             pause, sent = await self._send(job, data)
             if pause is not None:
                 with self._state_known(*pause):
                     await self._commit_marks(release=[j.id for j, _ in todo[n if not sent else n + 1 :]])
                 await self._pause(*pause)
-                return
+                return True
+        return True
 
     async def _prepare(self, job: PrintableJob) -> bytes | None:
         """The job's bytes, or None when it is not to be sent now (held as stale, or it cannot be rendered)."""

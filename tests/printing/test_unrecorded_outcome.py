@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from edge.app import Agent
 from edge.config import parse_settings
 from edge.printing.decode import decode
+from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from tests.helpers import (
     api_client,
@@ -141,3 +142,35 @@ _NO_PRINTED_MARK = (
     "CREATE TRIGGER full BEFORE UPDATE OF state ON print_jobs WHEN NEW.state = 'printed'"
     " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
 )
+
+
+async def test_a_printer_switched_off_while_the_disk_refuses_its_next_claim_is_seen_offline(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """Tickets wait for the kitchen printer when the card fills (its next claim cannot be written), then the cook
+    switches the printer off: the spool still watches it, so it is seen offline (and alerted) though nothing can be
+    recorded. Before: the spool went from the refused claim to its retry and back, never to its status poll, and the
+    printer stayed "online" with 9 tickets waiting (the disk-fault probe, diskfault F1)."""
+    raw = config_dict(tmp_path / "data", printers)
+    for printer in raw["printers"].values():
+        printer["status_poll_s"] = 0.2
+    agent = await make_agent(parse_settings(raw, source="test"))
+    kitchen = printers["kitchen"]
+    kitchen.bytes_per_s = 300
+    async with api_client(agent) as api:
+        for n in range(3):
+            order = make_order(n, prefix="full", print_receipt=False)
+            assert (await post(api, order))[0] == 201
+    await eventually(lambda: db_rows(agent, "SELECT 1 FROM print_jobs WHERE state = 'printing'"), bool)
+    await db_execute(
+        agent,
+        "CREATE TRIGGER full BEFORE UPDATE OF state ON print_jobs WHEN NEW.state = 'printing'"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    await kitchen.wait_for_printed(1)
+    kitchen.bytes_per_s = None
+    await eventually(
+        lambda: db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'queued'"), lambda rows: rows[0][0] == 2
+    )
+    kitchen.set_offline(True)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", 5, "the spool saw the printer off")
