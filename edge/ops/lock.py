@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -57,7 +58,12 @@ class DataDirLock:
                 else "wait for it to finish, then run this again"
             )
             raise AgentRunningError(f"data directory {data_dir} is in use by {holder}; {advice}") from None
-        os.pwrite(fd, f"{purpose} pid {os.getpid()}".ljust(_HOLDER_WIDTH - 1)[: _HOLDER_WIDTH - 1].encode() + b"\n", 0)
+        # Who holds it, for the message above; the flock is the lock, so a card too full for this line (a new data
+        # directory on a full card) changes nothing: before, the start ended on it with a bare "[Errno 28]".
+        with contextlib.suppress(OSError):
+            os.pwrite(
+                fd, f"{purpose} pid {os.getpid()}".ljust(_HOLDER_WIDTH - 1)[: _HOLDER_WIDTH - 1].encode() + b"\n", 0
+            )
         return cls(path, fd)
 
     def release(self) -> None:

@@ -137,9 +137,23 @@ class Check:
 
 
 def _database_checks(settings: Settings) -> list[Check]:
+    """The database's checks, then the disk space: asked also where there is no database (yet), since a card too full
+    for its first start is why it may be missing or empty."""
+    return [*_database_file_checks(settings), _disk_space_check(settings)]
+
+
+def _database_file_checks(settings: Settings) -> list[Check]:
     path = settings.agent.db_path
     if not path.exists():
         return [Check("database", "fail", f"{path} does not exist (the agent creates it on first start)")]
+    if path.stat().st_size == 0:  # a first start that could not write its tables (a full card): the next one does
+        return [
+            Check(
+                "database",
+                "fail",
+                f"{path} is empty: the agent's first start could not make its tables; its next start does",
+            )
+        ]
     try:
         found = check_file(path, full=True)
     except StoreUnreadableError as err:  # the user `edge doctor` became cannot open it: no backup mends that
@@ -171,16 +185,20 @@ def _database_checks(settings: Settings) -> list[Check]:
         "" if clock_ok else f" is {int(max(behind, 0))} s behind the newest order: check NTP / RTC"
     )
     checks.append(Check("clock", "ok" if clock_ok else "fail", detail))
-    usage = shutil.disk_usage(path.parent)
-    free_mb = usage.free // 2**20
-    checks.append(
-        Check(
-            "disk space",
-            "ok" if free_mb >= settings.alerts.disk_free_min_mb else "fail",
-            f"{free_mb} MB free of {usage.total // 2**20} MB on {path.parent}",
-        )
-    )
     return checks
+
+
+def _disk_space_check(settings: Settings) -> Check:
+    folder = settings.agent.data_dir
+    while not folder.exists() and folder != folder.parent:  # not made yet: the file system it will be made on
+        folder = folder.parent
+    usage = shutil.disk_usage(folder)
+    free_mb = usage.free // 2**20
+    return Check(
+        "disk space",
+        "ok" if free_mb >= settings.alerts.disk_free_min_mb else "fail",
+        f"{free_mb} MB free of {usage.total // 2**20} MB on {folder}",
+    )
 
 
 def _unreachable(printer: NetworkPrinterSettings) -> str:

@@ -59,7 +59,21 @@ def failure(path: Path, err: sqlite3.Error) -> StoreError:
     code = getattr(err, "sqlite_errorcode", None)
     if (code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)) or "malformed" in str(err):
         return StoreDamagedError(f"database {path} is damaged ({err})")
+    if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(err):
+        return StoreError(f"database {path}: {full_card(path.parent)}")
     return StoreError(f"database {path}: {err}")
+
+
+def full_card(folder: Path) -> str:
+    """What a person reads of a card too full to write on: how full, and what to do."""
+    try:
+        free = f"{_free_bytes(folder) // 2**20} MB free on {folder}"
+    except OSError:
+        free = f"no room on {folder}"
+    return (
+        f"the card is full ({free}): make room on it (old backups, the journal: see 'Disk full' in"
+        " docs/operations.md), then try again"
+    )
 
 
 def read_only(path: Path) -> bool:

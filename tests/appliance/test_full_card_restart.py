@@ -22,6 +22,7 @@ from tests.helpers import (
     TOKEN,
     agent_process,
     api_client,
+    edge,
     eventually,
     fill,
     post,
@@ -326,3 +327,28 @@ def number(ticket: bytes) -> str:
     found = re.search(rb"A-\d+", ticket)
     assert found is not None, ticket
     return found[0].decode()
+
+
+async def test_a_new_data_directory_on_a_full_card_stops_the_start_with_one_line_saying_so_and_the_doctor_agrees(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A first install, or a data directory wiped by hand, on a card that is full: the agent cannot make its database.
+    The start ends with one line naming the full card and what to do, and `edge doctor` says the same: the disk space,
+    and a database left empty that the next start fills. Before: "edge: [Errno 28] No space left on device" (the lock
+    file's holder line, which changes nothing), then, past that, "database or disk is full"; the doctor said only
+    "does not exist", or for the empty file "no such table: orders" with the advice for a damaged database
+    (the disk-fault probe, diskfault F2)."""
+    agent = agent_process(tmp_path, printers, extra="[alerts]\ndisk_free_min_mb = 1\n")
+    filler = fill(card)
+    started = await edge("run", "--config", str(agent.config))
+    assert started.returncode != 0
+    last = started.stderr.strip().splitlines()[-1]
+    assert last.startswith("edge: ") and "card is full" in last and "Errno" not in last, started.stderr
+    doctor = await edge("doctor", "--config", str(agent.config))
+    assert re.search(r"FAIL\s+disk space\s+0 MB free", doctor.stdout), doctor.stdout
+    assert "damaged" not in doctor.stdout and "no such table" not in doctor.stdout, doctor.stdout
+    filler.unlink()
+    await agent.start()  # room again: the empty database is made whole
+    async with api_client(agent.port) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await agent.close()
