@@ -299,6 +299,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " the card has not finished a write, the card is wearing out: replace it soon.",
         ),
     },
+    # The card below alerts.disk_free_min_mb (the group's subject "disk"): it still writes, so orders are still taken.
+    "storage_problem:disk": {
+        "de": (
+            "Speicherkarte fast voll",
+            "Auf der Speicherkarte des Agenten ist nur noch wenig Platz. Bestellungen werden noch angenommen und"
+            " gedruckt; ist sie voll, werden neue abgelehnt, bis wieder Platz ist.",
+            "Den Techniker rufen, bevor sie voll ist: Platz freigeben (alte Sicherungen, Protokolle) oder eine"
+            " größere Karte einsetzen.",
+        ),
+        "en": (
+            "Storage card nearly full",
+            "The agent's storage card has little room left. Orders are still taken and printed; once it is full, new"
+            " ones are refused until there is room again.",
+            "Call the technician before it is full: free space (old backups, logs) or fit a larger card.",
+        ),
+    },
     "recovery_conflict": {
         "de": (
             "Bestellung {order}: Zentrale meldet anderen Inhalt",
@@ -482,6 +498,11 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
 }
 
 
+def texts_of(type_name: str, subject: str) -> dict[str, tuple[str, str, str]]:
+    """A type's title, what and action, per language: the subject's own where it has them ("storage_problem:disk")."""
+    return TEXTS.get(f"{type_name}:{subject}") or TEXTS[type_name]
+
+
 class _Fields(dict[str, Any]):
     """Missing fields render as '?' instead of failing a mail that must go out."""
 
@@ -554,7 +575,9 @@ class AlertRenderer:
                 "order",
                 items[-1].get("order", "?") if len(items) == 1 else f"{items[0].get('order', '?')} (+{len(items) - 1})",
             )
-        title, what, action = (text.format_map(fields) for text in TEXTS[group["type"]][self.language])
+        title, what, action = (
+            text.format_map(fields) for text in texts_of(group["type"], group["subject"])[self.language]
+        )
         labels = self._labels
         waiting = details.get("jobs_waiting")
         return {
@@ -596,7 +619,7 @@ class AlertRenderer:
     def digest(self, entries: Sequence[dict[str, Any]], *, recipients: Sequence[str]) -> Mail:
         lines = []
         for e in entries:
-            title = TEXTS[e["type"]][self.language][0].format_map(_Fields(subject=e["subject"]))
+            title = texts_of(e["type"], e["subject"])[self.language][0].format_map(_Fields(subject=e["subject"]))
             lines.append(f"{self._time(e['at'])} {self._labels[e['detail']]}: {title} ({e['count']}×)")
         store = self._common["store"]
         return Mail(

@@ -21,10 +21,11 @@ from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.events import PrinterStatusChanged, StorageProblem, StorageRecovered
+from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.helpers import fast, printer_down_with_a_ticket
-from tests.helpers import db_rows, eventually, wait_until
+from tests.helpers import api_client, db_rows, eventually, post, wait_until
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 # postgrey's answer to a (sender, recipient) it has not seen before
@@ -640,3 +641,19 @@ async def test_a_printer_problem_over_while_the_disk_was_full_is_told_once_as_re
     await asyncio.sleep(1.5)  # past group_interval_s (1 s): nothing else follows
     front = [str(m["Subject"]) for m in mails_about(sink, "Drucker front")]
     assert len(front) == 1 and "BEHOBEN" in front[0], front
+
+
+async def test_a_card_below_its_free_space_limit_is_told_as_filling_up_while_orders_are_still_taken(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], sink: SmtpSink
+) -> None:
+    """Less free than alerts.disk_free_min_mb, the card still writes: orders are taken and printed, and the manager's
+    mail says so and what to do before it is full. Before: the mail said "new orders are refused, or wait" while every
+    order got 201, and sent the manager calling the technician "now" for a card that still took orders (the
+    disk-fault probe, diskfault F3)."""
+    agent = await make_agent(fast(alert_settings, disk_free_min_mb=100_000_000))
+    [mail] = await sink.wait_for(1, timeout=10)
+    assert "Speicherkarte fast voll" in str(mail["Subject"]), mail["Subject"]
+    text = mail.get_body(("plain",)).get_content()
+    assert "werden noch angenommen" in text and "abgelehnt oder warten" not in text, text
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, prefix="low", print_receipt=False)))[0] == 201
