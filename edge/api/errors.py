@@ -75,6 +75,19 @@ BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
 # A client that goes away is one summarised warning, not a traceback each: a reconnecting flood of them wrote 38 MB of
 # log in 21 s to the SD card.
 _GONE = Summarised("api_client_gone")
+# Each order refused on a full or read-only card is a line written to that same card: a sender's steady stream
+# wrote 987 of them in 15 s (the disk-fault probe). Said once, then once a minute with how many were left out.
+_UNWRITABLE = Summarised("store_unavailable", every_s=60.0, level="error")
+
+
+def _unwritable(err: StoreUnavailableError) -> str:
+    """Why the store refuses, in the words a sender's operator acts on."""
+    text = str(err).lower()
+    if "full" in text:
+        return "the box's storage card is full"
+    if "readonly" in text or "read-only" in text:
+        return "the box's storage card is read-only"
+    return "the box's storage card does not finish its writes"
 
 
 class UnsupportedEncodingError(Exception):
@@ -204,8 +217,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except WrongStateError as err:
         return error_response(409, "wrong_state", str(err))
     except StoreUnavailableError as err:
-        log.error("store_unavailable", error=str(err))
-        return error_response(503, "unavailable", "the order store cannot take writes right now; retry later")
+        why = _unwritable(err)
+        _UNWRITABLE.note(why, error=str(err))
+        return error_response(503, "unavailable", f"the order store cannot take writes right now: {why}; retry later")
     except web.HTTPRequestEntityTooLarge:  # aiohttp's client_max_size, which is api.max_body_bytes
         return web.json_response(too_large_body(request.client_max_size), status=413)
     except web.HTTPException as err:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from edge.api.client import call_agent
 from edge.app import Agent
@@ -622,6 +623,29 @@ async def test_full_database_answers_503_raises_an_event_and_recovers(agent: Age
         async with api.get("/ready") as response:
             assert response.status == 200
     assert "after-full" in await order_ids(agent.settings.agent.db_path)
+
+
+async def test_orders_refused_on_a_full_card_say_so_and_cost_the_card_one_log_line_not_one_each(agent: Agent) -> None:
+    """A sender's steady stream meets a full card: every order is answered 503 naming the full card (the backend's
+    operator sees why), and the log, written to that same card, says it once, not once per order. Before: 987 error
+    lines in 15 s, and a 503 that said only "cannot take writes right now" (the disk-fault probe, diskfault F4)."""
+    assert agent.db is not None
+    writer = agent.db._writer
+    pages = (await (await writer.execute("PRAGMA page_count")).fetchone())[0]
+    await writer.execute(f"PRAGMA max_page_count = {pages}")
+    reasons = []
+    with capture_logs() as logs:
+        async with api_client(agent) as api:
+            for n in range(60):
+                order = make_order(n)
+                order["id"] = f"stream-{n}"
+                async with api.post("/api/v1/orders", json=order) as response:
+                    if response.status == 503:
+                        reasons.append((await response.json())["reason"])
+    await writer.execute("PRAGMA max_page_count = 1073741823")
+    assert len(reasons) >= 40 and all("card is full" in r for r in reasons), reasons[:3]
+    refused = [e for e in logs if e["event"] == "store_unavailable"]
+    assert len(refused) <= 1, refused[:3]  # none here where this process's agent said it within the last minute
 
 
 async def test_scheduler_runs_the_purge_on_its_own(agent: Agent, printers: dict[str, SimPrinter]) -> None:
