@@ -996,7 +996,11 @@ class Alerter:
     async def send_test(self) -> OutboxMail:
         """A test mail through the same outbox as every alert, to everyone who gets alerts; returns how it went."""
         mail = self._renderer.test(recipients=self.outbox.recipients(Audience.CRITICAL))
-        return await self.outbox.send_now("test", mail, Audience.CRITICAL)
+        tried = await self.outbox.send_now("test", mail, Audience.CRITICAL)
+        # A recipient it deferred is tried again at the outbox's backoff: the mail loop plans its next look anew
+        # (before, it slept its 30 s, unaware of the mail).
+        self._new_mail.set()
+        return tried
 
     # ---- life cycle ----------------------------------------------------------------------------------------
 

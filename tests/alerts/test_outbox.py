@@ -469,3 +469,19 @@ async def test_a_refusal_in_latin_1_is_kept_readable_and_the_next_alarms_still_g
     async with api_client(agent) as api, api.post("/api/v1/alerts/test") as response:
         assert response.status < 500, await response.text()
         assert "Empfänger unbekannt" in json.dumps(await response.json(), ensure_ascii=False)
+
+
+async def test_a_test_mail_the_relay_deferred_for_one_manager_is_tried_again_at_its_backoff(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], sink: SmtpSink
+) -> None:
+    """The technician's test mail: the relay greylists one of the two managers (450). It is tried again for them at
+    the outbox's backoff (retry_max_s, here 0.4 s), as an alarm is. Before: only at the mail loop's next look, 30 s
+    later (fuzzdoors2 S3)."""
+    agent = await make_agent(fast(alert_settings))
+    sink.rcpt_replies["vize@store.test"] = "450 4.7.1 <vize@store.test>: Recipient address rejected: Greylisted"
+    async with api_client(agent) as api, api.post("/api/v1/alerts/test") as response:
+        assert response.status < 500, await response.text()
+    sink.rcpt_replies.clear()
+    await wait_until(
+        lambda: any("vize@store.test" in e.rcpt_tos for e in sink.envelopes), 5, "the test mail for the greylisted one"
+    )
