@@ -129,12 +129,14 @@ async def post_reprint(request: web.Request) -> web.Response:
 
 
 async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: JobKind | None = None) -> web.Response:
-    job_ids = await deps.jobs.add_copies(
+    copies = await deps.jobs.add_copies(
         order_id, station=station, kind=kind, printer_for=deps.intake.router.printer_for
     )
     for printer in {job.printer for job in await deps.jobs.for_order(order_id)}:
         deps.wake_printer(printer)
-    return web.json_response({"order_id": order_id, "job_ids": job_ids}, status=201)
+    # What still waits to print is not copied beside itself (a second press, elsewhere, a moment later): 200 naming it.
+    body = {"order_id": order_id, "job_ids": list(copies.queued), "waiting": list(copies.waiting)}
+    return web.json_response(body, status=201 if copies.queued else 200)
 
 
 # A job a person reprints by its row: a held one has not printed (release it), a discarded one is not wanted, and one

@@ -19,7 +19,7 @@ from edge.store.meta import UPSERT_META
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import receipt_said
-from edge.store.rows import FailureRecorded, Job, MarksCommitted, PrintableJob, PrintedMark, Rerouted, Row
+from edge.store.rows import Copies, FailureRecorded, Job, MarksCommitted, PrintableJob, PrintedMark, Rerouted, Row
 
 log = structlog.get_logger()
 
@@ -826,9 +826,11 @@ class JobStore:
         station: str | None = None,
         kind: JobKind | None = None,
         printer_for: Callable[[JobKind, str | None], str | None],
-    ) -> list[int]:
+    ) -> Copies:
         """Queue a COPY of each original job of an order (or of one station's ticket, or of one ``kind``: the
-        receipt), released: a person asked.
+        receipt), released: a person asked; not where a COPY of it still waits in line (queued by a press a moment
+        before, in another place, or put back in line by a crash; one going out now is not waited for): that one
+        comes out, and is named as waiting.
 
         Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
         which may have been renamed or removed since.
@@ -850,6 +852,7 @@ class JobStore:
                 raise WrongStateError(f"order {order_id}: no printer serves {what} now; add one to the config")
             now = self._clock.wall()
             new_ids: list[int] = []
+            waiting: list[int] = []
             for (kind, job_station, priority), printer in zip(originals, targets, strict=True):
                 cursor = await conn.execute(
                     "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?",
@@ -857,6 +860,14 @@ class JobStore:
                 )
                 (count,) = await cursor.fetchone() or (0,)
                 await cursor.close()
+                waits = await conn.execute_fetchall(
+                    "SELECT id FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ? AND revision = ?"
+                    " AND copy AND state IN ('queued', 'failed') ORDER BY id DESC LIMIT 1",
+                    (order_id, kind, job_station, revision),
+                )
+                if waits:
+                    waiting.append(next(iter(waits))[0])
+                    continue
                 # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(
                     "INSERT INTO print_jobs(order_id, kind, station, printer, priority, copy, created_at, released_at,"
@@ -876,4 +887,4 @@ class JobStore:
                 assert cursor.lastrowid is not None  # an INSERT into a rowid table
                 new_ids.append(cursor.lastrowid)
                 await cursor.close()
-        return new_ids
+        return Copies(queued=tuple(new_ids), waiting=tuple(waiting))

@@ -142,6 +142,14 @@ class MarksCommitted:
 
 
 @dataclasses.dataclass(frozen=True)
+class Copies:
+    """What a person's reprint did: the COPYs it queued, and the jobs of it that still wait to print, not copied."""
+
+    queued: tuple[int, ...]
+    waiting: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class FailureRecorded:
     """What counting a failed attempt did: the job's new state (failed, or dead when out of attempts)."""
 

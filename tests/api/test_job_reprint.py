@@ -45,7 +45,7 @@ async def test_a_jobs_reprint_copies_that_receipt_only_and_refuses_what_cannot_b
             assert response.status == 201, await response.text()
             answer = await response.json()
         copies = await db_rows(agent, "SELECT id, kind FROM print_jobs WHERE copy = 1 AND id > ?", jobs["receipt"])
-        assert answer == {"order_id": example_order["id"], "job_ids": [c[0] for c in copies]}
+        assert answer == {"order_id": example_order["id"], "job_ids": [c[0] for c in copies], "waiting": []}
         assert [c[1] for c in copies] == ["receipt"]
         printed = await printers["front"].wait_for_printed(2)  # the original cut short, then the COPY
         assert "KOPIE / COPY" in decode(printed[-1]).text
@@ -89,3 +89,32 @@ async def test_a_ticket_not_printed_yet_is_not_reprinted_beside_itself(
         await asyncio.sleep(0.5)  # a second ticket would be out by now
     assert len(kitchen.printed) == 1 and "KOPIE" not in decode(kitchen.printed[0]).text
     assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE kind = 'ticket'") == [(1,)]
+
+
+async def test_two_reprints_of_an_order_pressed_at_once_in_two_places_print_one_copy(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The cook on the status page and the manager on the phone press Reprint for the same order at the same moment,
+    while the kitchen printer is busy (here: off): one COPY is queued, the second press is answered with it (200,
+    "waiting"), and one COPY comes out. Before: two COPYs (the technician's probe, regressF)."""
+    kitchen = printers["kitchen"]
+    example_order["print_receipt"] = False
+    agent = await make_agent()
+    url = f"/api/v1/orders/{example_order['id']}/reprint"
+    async with api_client(agent) as api:
+        await post(api, example_order)
+        await kitchen.wait_for_printed(1)
+        kitchen.set_offline(True)
+
+        async def press() -> tuple[int, dict]:
+            async with api.post(url, json={"station": "kitchen"}) as response:
+                return response.status, await response.json()
+
+        answers = await asyncio.gather(press(), press())
+        assert sorted(status for status, _ in answers) == [200, 201], answers
+        [(copy,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE copy = 1")
+        assert {tuple(a["job_ids"] or a["waiting"]) for _, a in answers} == {(copy,)}, answers
+        kitchen.set_offline(False)
+        await kitchen.wait_for_printed(2, timeout=20)
+        await asyncio.sleep(0.5)  # a second COPY would be out by now
+    assert len(kitchen.printed) == 2 and "KOPIE" in decode(kitchen.printed[1]).text
