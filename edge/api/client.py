@@ -14,10 +14,11 @@ from edge.errors import EdgeError
 _TIMEOUT_S = 10.0
 
 
-async def call_agent(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """(status, JSON answer, None for an empty one) of one request to the agent on this box; EdgeError naming the URL if
-    it does not answer. Python's own HTTP client, in a thread: one request on loopback needs no more, and a command
-    that only asks the agent something (the health timer's, every minute) then never loads aiohttp (~0.2 s of CPU)."""
+async def call_agent(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    """(status, JSON object answered) of one request to the agent on this box; EdgeError naming the URL if it does not
+    answer, or answers what the agent never does. Python's own HTTP client, in a thread: one request on loopback needs
+    no more, and a command that only asks the agent something (the health timer's, every minute) then never loads
+    aiohttp (~0.2 s of CPU)."""
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
     # An id or printer name as typed (Küche, "A 1001") is a path segment, not the URL's own characters.
     path = urllib.parse.quote(path, safe="/?&=%:")
@@ -34,11 +35,17 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
             f"agent API at {url} did not answer ({err or type(err).__name__}); is the agent running?"
         ) from None
     try:
-        return status, json.loads(text) if text.strip() else None
+        answer = json.loads(text) if text.strip() else None
     except ValueError:  # a web page: a router's, another service's on a mistyped api.port
-        raise EdgeError(
-            f"{address} answers, but not as the edge agent (HTTP {status}, not JSON): is api.port another program's?"
-        ) from None
+        answer, what = None, "not JSON"
+    else:
+        what = "an empty answer" if not text.strip() else f"JSON {type(answer).__name__}, not an object"
+    if isinstance(answer, dict):  # every answer of the agent's is one
+        return status, answer
+    # Another service's JSON (null, a list) crashed the health timer before it could mail (the docs probe, D1)
+    raise EdgeError(
+        f"{address} answers, but not as the edge agent (HTTP {status}, {what}): is api.port another program's?"
+    )
 
 
 def _request(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import ssl
 import subprocess
@@ -429,15 +430,31 @@ async def test_health_check_mails_when_the_agent_stays_down_and_when_it_is_back(
         await sink.stop()
 
 
+# What another program on api.port may answer: a router's page, or JSON that is no answer of the agent's
+_FOREIGN = {
+    "html": ("<html><body>FRITZ!Box</body></html>", "text/html"),
+    "json-null": ("null", "application/json"),
+    "json-list": ("[]", "application/json"),
+    "empty": ("", "application/json"),
+}
+
+
+@pytest.mark.parametrize("answer", list(_FOREIGN))
 async def test_another_program_on_the_api_port_is_said_as_such_and_the_health_timer_mails(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    make_settings: Callable[..., Settings], tmp_path: Path, answer: str
 ) -> None:
-    """The agent is stopped and another web service answers on api.port (a mistyped port, a router's page): every
-    command that asks the agent ended in a JSONDecodeError traceback, and `edge health --alert`, the timer's, crashed
-    instead of mailing "not running" (the technician probe). Now one line says the port answers but not as the agent,
-    and the timer mails."""
+    """The agent is stopped and another web service answers on api.port (a mistyped port, a router's page, another
+    service's JSON): every command that asks the agent ended in a JSONDecodeError traceback, and `edge health
+    --alert`, the timer's, crashed instead of mailing "not running" (the technician probe). Now one line says the port
+    answers but not as the agent, and the timer mails. Before stop 67 an answer in JSON that is not the agent's
+    (null, a list, nothing) still crashed the timer, and the doctor said "OK agent running" (the docs probe, D1)."""
+    text, content_type = _FOREIGN[answer]
+
+    async def foreign(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type=content_type)
+
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", _html)
+    app.router.add_route("*", "/{tail:.*}", foreign)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -462,6 +479,8 @@ async def test_another_program_on_the_api_port_is_said_as_such_and_the_health_ti
         shown = await edge("status", "--config", str(config))
         assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
         assert f"127.0.0.1:{port} answers, but not as the edge agent" in shown.stderr, shown.stderr
+        doctor = await edge("doctor", "--config", str(config))
+        assert re.search(r"FAIL\s+agent\s", doctor.stdout) and "Traceback" not in doctor.stderr, doctor.stdout
     finally:
         await sink.stop()
         await runner.cleanup()
@@ -478,10 +497,6 @@ async def test_a_printer_name_or_order_id_typed_with_an_umlaut_or_a_space_is_ask
     assert status == 404 and "Küche" in answer["reason"], answer
     status, answer = await call_agent(settings, "POST", "/api/v1/orders/A 1001/reprint")
     assert status == 404 and "A 1001" in answer["reason"], answer
-
-
-async def _html(request: web.Request) -> web.Response:
-    return web.Response(text="<html><body>FRITZ!Box</body></html>", content_type="text/html")
 
 
 async def all_printed(db_path: Path) -> None:
