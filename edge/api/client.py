@@ -8,7 +8,8 @@ import json
 import urllib.parse
 from typing import Any
 
-from edge.config import Settings
+from edge.api.signing import signature_headers
+from edge.config import Settings, signing_key
 from edge.errors import EdgeError
 
 _TIMEOUT_S = 10.0
@@ -28,6 +29,8 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     data = None if body is None else json.dumps(body).encode()
     if data is not None:
         headers["Content-Type"] = "application/json"
+    if settings.api.signing_secrets:  # where signatures are the only credential (no token), the box's own are needed
+        headers |= signature_headers(signing_key(settings.api.signing_secrets[0]), data or b"")
     try:
         status, text = await asyncio.to_thread(_request, host, settings.api.port, method, path, data, headers)
     except (OSError, http.client.HTTPException) as err:

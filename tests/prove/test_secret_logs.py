@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 import structlog
 
-from edge.api.auth import sign
+from edge.api.signing import sign
 from edge.app import Agent
 from edge.config import Settings
 from edge.log import configure_logging

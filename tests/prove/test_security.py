@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from edge.api.auth import sign
+from edge.api.signing import sign
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import ApiSettings, Settings
@@ -23,7 +23,7 @@ from edge.errors import ConfigError
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, api_client, db_rows, wait_until
+from tests.helpers import TOKEN, api_client, config_dict, db_rows, edge, toml, wait_until
 
 OLD_KEY = b"o" * 32
 NEW_KEY = b"n" * 32
@@ -282,6 +282,55 @@ async def test_signature_with_token_needs_both(make_agent: Callable[..., Awaitab
         headers = {**signed_headers(body, msg_id="b"), "Authorization": f"Bearer {TOKEN}"}
         async with session.post("/api/v1/orders", data=body, headers=headers) as response:
             assert response.status == 201
+
+
+async def test_with_a_token_and_required_signatures_a_persons_requests_need_the_token_and_pushes_both(
+    make_agent: Callable[..., Awaitable[Agent]], tmp_path: Path
+) -> None:
+    """The setup behind a reverse proxy: a token, and signatures required so that an order also proves it came from
+    central. A person's requests (the status page's panel and buttons, `edge status`, `edge reprint`) carry the token
+    and cannot sign (a browser must not hold the secret); they are let in. An order pushed with the token alone is
+    401. Before stop 67 every /api/ request needed a signature: the status page could not release a held ticket, and
+    no `edge` command worked (the docs probe, D2)."""
+    agent = await make_agent(api={"signing_secrets": SECRETS, "require_signature": True})
+    order = make_order(1, prefix="person")
+    async with api_client(agent) as session:
+        async with session.post("/api/v1/orders", json=order) as response:
+            assert response.status == 401 and "webhook" in (await response.json())["reason"]
+        body = json.dumps(order).encode()
+        async with session.post("/api/v1/orders", data=body, headers=signed_headers(body, msg_id="p1")) as response:
+            assert response.status == 201
+        async with session.get("/api/v1/status") as response:
+            assert response.status == 200, await response.text()
+        async with session.post(f"/api/v1/orders/{order['id']}/reprint") as response:
+            assert response.status == 201, await response.text()
+    config = tmp_path / "person.toml"
+    raw = config_dict(tmp_path / "data", {}) | {
+        "api": {"port": agent.port, "token": TOKEN},
+        "stations": {},
+        "receipts": {},
+    }
+    config.write_text(toml(raw))
+    shown = await edge("status", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+
+
+async def test_edge_commands_sign_their_requests_where_signatures_are_the_only_credential(
+    signed_agent: Agent, tmp_path: Path
+) -> None:
+    """No token, signatures required: every /api/ request must be signed, the technician's too. The `edge` commands
+    read the same secrets and sign theirs. Before stop 67 they were refused 401 "missing webhook-id …" (D2)."""
+    config = tmp_path / "signed.toml"
+    raw = config_dict(tmp_path / "data", {}) | {
+        "api": {"port": signed_agent.port, "token": "", "signing_secrets": SECRETS, "require_signature": True},
+        "stations": {},
+        "receipts": {},
+    }
+    config.write_text(toml(raw))
+    shown = await edge("status", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    listed = await edge("jobs", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
 
 
 @pytest.mark.parametrize(
