@@ -14,7 +14,15 @@ import structlog
 
 from edge.clock import CLOCK_OFF_S, SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import CentralSettings
-from edge.errors import CentralApiError, EdgeError, InvalidOrderError, NotFoundError, StoreError, WrongStateError
+from edge.errors import (
+    CentralApiError,
+    EdgeError,
+    InvalidOrderError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    WrongStateError,
+)
 from edge.events import (
     CentralAnswersAgain,
     CentralLinkChanged,
@@ -22,6 +30,7 @@ from edge.events import (
     OrderConflicted,
     RecoveryOrderInvalid,
     RecoveryStarted,
+    StorageRecovered,
 )
 from edge.orders.intake import OrderIntake
 from edge.orders.model import Order, as_sent, has_lone_surrogate, late_after_s, meaning_hash, parse_order, storable_text
@@ -120,9 +129,13 @@ class Recovery:
         # The active run's start delay while it sits it out (a retry's backoff, the start jitter): a trigger may bring
         # the start forward (see trigger).
         self._start_delay: asyncio.Timeout | None = None
+        # A run the full card refused (its start, or its orders), asked for again once the card has room: central
+        # took those orders meanwhile, and the schedule would bring them a quarter of an hour later (diskfault2).
+        self._owed: RunTrigger | None = None
         self._unsubscribe = [
             bus.subscribe(self._on_link, CentralLinkChanged),
             bus.subscribe(self._on_answers_again, CentralAnswersAgain),
+            bus.subscribe(self._on_room, StorageRecovered),
         ]
 
     # --- life cycle -------------------------------------------------------------------------
@@ -167,10 +180,27 @@ class Recovery:
         as after the line's return."""
         self._spawn(self.trigger(RunTrigger.LINK_BACK, delay=random.uniform(0, self._settings.start_jitter_s)))
 
+    def _on_room(self, event: StorageRecovered) -> None:
+        if (owed := self._owed) is not None:
+            self._owed = None
+            log.info("recovery_after_storage", trigger=owed)
+            self._spawn(self.trigger(owed))
+
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:
+        """A trigger in the background that failed is said (one the card refused is owed, see trigger): before, it was
+        asyncio's "Task exception was never retrieved"."""
+        self._background.discard(task)
+        if (
+            not task.cancelled()
+            and (err := task.exception()) is not None
+            and not isinstance(err, StoreUnavailableError)
+        ):
+            log.error("recovery_trigger_failed", error=str(err) or type(err).__name__)
 
     @property
     def active_run(self) -> int | None:
@@ -203,7 +233,12 @@ class Recovery:
                     log.info("recovery_joined", run_id=active, trigger=trigger)
                     self._start_sooner(active, trigger, delay)
                 return active, True
-            run_id = await self._runs.create_run(trigger, self._clock.wall())
+            try:
+                run_id = await self._runs.create_run(trigger, self._clock.wall())
+            except StoreUnavailableError as err:
+                self._owed = trigger
+                log.warning("recovery_waits_for_storage", trigger=trigger, error=str(err))
+                raise
             if delay > 0:
                 log.info("recovery_delayed", run_id=run_id, trigger=trigger, delay_s=round(delay, 2))
             self._launch(run_id, trigger, RunState.WAITING, delay=delay)
@@ -336,6 +371,9 @@ class Recovery:
                 self._retry_in = min(2 * self._retry_in, cap) if self._retry_in else self._settings.retry_max_s
                 log.info("recovery_retry_planned", in_s=round(self._retry_in, 1), trigger=trigger)
                 retry = trigger
+            elif isinstance(err, StoreUnavailableError):  # the card: once it has room, the run comes again
+                self._owed = trigger
+                log.info("recovery_retry_planned", when="the card has room again", trigger=trigger)
         finally:
             self._prepared.clear()
             structlog.contextvars.unbind_contextvars("recovery_run")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Callable
+
+import pytest
 
 from edge.config import Settings
 from edge.events import CentralLinkChanged, RecoveryCompleted, RecoveryStarted
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, key_mark
+from tests.helpers import api_client, db_execute, db_rows, eventually, key_mark, wait_until
 from tests.sync.conftest import Agents
 
 OUTAGE_ORDERS = 500
@@ -68,3 +71,35 @@ async def test_outage_orders_are_stored_printed_and_reported_exactly_once(
         tickets[(order_id, station)] += 1
     assert tickets == collections.Counter({(o, s): 1 for _, o, kind, s in jobs if kind == "ticket"})
     assert len(printers["front"].printed) == sum(1 for *_, kind, _ in jobs if kind == "receipt")
+
+
+@pytest.mark.parametrize("refused", ["the-runs-start", "the-runs-orders"])
+async def test_orders_central_took_while_the_card_was_full_are_recovered_once_there_is_room(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, refused: str
+) -> None:
+    """The line comes back while the card is full: the recovery run it asks for cannot be written (its start), or
+    fails storing the orders central took meanwhile. Once the card has room (the storage probe's all-clear), a run
+    brings them, and they print. Before stop 67 the first was a task's "exception never retrieved" and the second a
+    failed run with no retry: both waited for the schedule, 15 minutes (the disk-fault probe, diskfault2 R1, R2)."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    await central.set_up(False)
+    await wait_until(lambda: agent.sync is not None and agent.sync.monitor.up is False, 10, "the line down")
+    missed = {o["id"] for o in central.create_orders(3, prefix="full")}
+    table = "recovery_runs" if refused == "the-runs-start" else "orders"
+    await db_execute(
+        agent,
+        f"CREATE TRIGGER full BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    await central.set_up(True)
+    await wait_until(lambda: agent.sync is not None and agent.sync.monitor.up is True, 10, "the line back")
+    await asyncio.sleep(1.0)  # its run refused meanwhile
+    await db_execute(agent, "DROP TRIGGER full")
+    async with api_client(agent) as api, api.get("/ready") as response:  # the storage probe, as its timer runs it
+        assert response.status == 200, await response.text()
+    await eventually(
+        lambda: db_rows(agent.settings.agent.db_path, "SELECT id FROM orders WHERE id LIKE 'full%'"),
+        lambda rows: {r[0] for r in rows} == missed,
+        10,
+        "the orders central took meanwhile, stored",
+    )
