@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,23 @@ def test_config_check_refuses_what_the_agent_would_refuse_to_start_with(tmp_path
         doctor = edge_blocking("doctor", "--config", str(config))
         first = doctor.stdout.splitlines()[0]
         assert doctor.returncode == 1 and first.startswith("FAIL  config") and "receipt.j2" in first, doctor.stdout
+
+
+def test_config_check_refuses_a_database_a_newer_agent_wrote_as_the_start_does(tmp_path: Path) -> None:
+    """A box rolled back to an older agent by hand, its database left as the newer one wrote it: `edge run` stops
+    with one line (exit 2, "upgrade the agent (or restore a backup)"), so the check does too. Before stop 67: "ok",
+    exit 0 (the docs probe, D5)."""
+    config = write(tmp_path, MINIMAL)
+    assert edge_blocking("migrate", "--config", str(config)).returncode == 0
+    with sqlite3.connect(tmp_path / "data" / "edge.db") as conn:
+        conn.execute("PRAGMA user_version = 999")
+    result = edge_blocking("config", "check", "--config", str(config))
+    assert result.returncode == 2 and "written by a newer agent" in result.stderr, (result.stdout, result.stderr)
+    run = edge_blocking("run", "--config", str(config))
+    assert run.returncode == 2 and "written by a newer agent" in run.stderr, run.stderr
+    doctor = edge_blocking("doctor", "--config", str(config))
+    assert doctor.stdout.startswith("FAIL  config") and "newer agent" in doctor.stdout.splitlines()[0], doctor.stdout
+    assert "edge migrate" not in doctor.stdout, doctor.stdout
 
 
 def test_secret_never_shows_in_repr(tmp_path: Path) -> None:

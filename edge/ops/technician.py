@@ -25,6 +25,7 @@ from edge.errors import (
     ConfigError,
     DeviceUnreachableError,
     EdgeError,
+    SchemaTooNewError,
     StoreError,
     StoreUnreadableError,
 )
@@ -175,7 +176,13 @@ def _database_file_checks(settings: Settings) -> list[Check]:
         Check(
             "database schema",
             "ok" if version == latest else "fail",
-            f"version {version}" + ("" if version == latest else f", this agent expects {latest} (edge migrate)"),
+            f"version {version}"
+            + (
+                ""
+                if version == latest
+                else f", this agent expects {latest} "
+                + ("(edge migrate)" if version < latest else "(written by a newer agent: upgrade this one)")
+            ),
         ),
     ]
     now = time.time()
@@ -448,19 +455,23 @@ def _zone_check(settings: Settings) -> Check:
 
 def check_startable(settings: Settings) -> None:
     """ConfigError for what `edge run` would refuse to start with beyond the keys: the printing check (templates,
-    profiles, logos; not its cache) and a database that is another store's."""
+    profiles, logos; not its cache) and a database that is another store's; SchemaTooNewError for one a newer agent
+    wrote."""
     from edge.printing.check import PrintingCheck
-    from edge.store.files import store_of_file
+    from edge.store.files import schema_of_file, store_of_file
     from edge.store.identity import check_store
+    from edge.store.migrations import load_migrations, refuse_newer
 
     PrintingCheck(settings, cache_dir=None)
     check_store(settings.agent.store_id, store_of_file(settings.agent.db_path), settings.agent.db_path)
+    if (version := schema_of_file(settings.agent.db_path)) is not None:
+        refuse_newer(version, load_migrations())
 
 
 def _config_check(settings: Settings) -> Check:
     try:
         check_startable(settings)
-    except ConfigError as err:
+    except (ConfigError, SchemaTooNewError) as err:
         return Check("config", "fail", f"{settings.source}: {err}: the agent will not start")
     return Check("config", "ok", f"{settings.source}: {len(settings.printers)} printers")
 

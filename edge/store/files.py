@@ -100,6 +100,21 @@ def store_of_file(path: Path) -> str | None:
         return None
 
 
+def schema_of_file(path: Path) -> int | None:
+    """The database file's schema version (``PRAGMA user_version``), read without writing; None where there is no
+    such file or it cannot be read (the agent's start says what it makes of that)."""
+    try:
+        if not path.is_file():
+            return None
+        conn = _read_only(path)
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return None
+
+
 def copy_database(source: Path, target: Path, *, standalone: bool = False) -> None:
     """Through SQLite, not a file copy: consistent while the agent writes, and a WAL target stays consistent too.
     ``standalone`` (a backup file): with a rollback journal, so that reading it (its check, a restore) leaves no -wal

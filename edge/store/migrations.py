@@ -69,12 +69,17 @@ def latest_version(migrations: list[Migration]) -> int:
 
 async def check_not_newer(conn: aiosqlite.Connection, migrations: list[Migration]) -> int:
     version = await current_version(conn)
+    refuse_newer(version, migrations)
+    return version
+
+
+def refuse_newer(version: int, migrations: list[Migration]) -> None:
+    """SchemaTooNewError for a schema a newer agent wrote: the start refuses it, and `edge config check` with it."""
     if version > latest_version(migrations):
         raise SchemaTooNewError(
             f"database schema is version {version}, this agent knows up to {latest_version(migrations)}: "
             "it was written by a newer agent; upgrade the agent (or restore a backup) instead of starting this one"
         )
-    return version
 
 
 async def migrate(
