@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,26 @@ def test_example_token_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(EXAMPLE, environ={})
     assert err.value.key == "api.token" and "placeholder 'change-me'" in err.value.problem
+
+
+def test_each_default_the_example_shows_loads_when_uncommented(tmp_path: Path) -> None:
+    """Each `# key = value` line of the example is its default: a technician who takes the line in as it stands gets a
+    config that loads and means the same. Before stop 67 `# dir = ""` under [backup] stopped the start ("must be an
+    absolute path … got '.'": the docs probe, D4)."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    default = re.compile(r"# ([a-z_]+) = (.+?)(\s+#.*)?$")
+    examples = {"logo"}  # shown with an example's value (a file of the technician's), not its default (none)
+    failed, section_on = [], True
+    for n, line in enumerate(lines):
+        if re.match(r"(# )?\[", line):  # a table, or one shown commented out: its keys are examples too
+            section_on = line.startswith("[")
+        match = default.fullmatch(line)
+        if not section_on or not match or match[1] in examples or match[2].endswith(("[", "{")):
+            continue
+        config = tmp_path / f"line{n}.toml"
+        config.write_text("\n".join([*lines[:n], f"{match[1]} = {match[2]}", *lines[n + 1 :]]), encoding="utf-8")
+        try:
+            load_settings(config, environ={"EDGE_API_TOKEN": "tok-0123456789abcdef"})
+        except ConfigError as err:
+            failed.append(f"line {n + 1}: {line.strip()}: {err}")
+    assert failed == []

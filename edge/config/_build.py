@@ -32,7 +32,9 @@ def coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None or (from_env and value == ""):
+        # Empty is unset where it comes from the environment, and for a path, which "" never names (it read as ".",
+        # the folder a command runs in: `dir = ""`, the example's default under [backup], stopped the start).
+        if value is None or (value == "" and (from_env or args[0] is Path)):
             return None
         return coerce(key, value, args[0], from_env=from_env)
     if origin is Literal:
