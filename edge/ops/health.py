@@ -38,7 +38,7 @@ async def health(
         reason = "ready" if healthy else "; ".join(f"{n}: {c.get('detail')}" for n, c in failing.items())
         agent_tells = not healthy and bool(failing) and all(c.get("alert") for c in failing.values())
     except EdgeError as err:
-        from edge.store.db import read_only  # here: a ready agent's check never loads the store (aiosqlite)
+        from edge.store.db import card_full, full_card, read_only  # here: a ready agent's check never loads the store
 
         healthy, reason = False, str(err)
         said = await asyncio.to_thread(last_failure.read, settings.agent.data_dir)
@@ -48,6 +48,8 @@ async def health(
             reason = f"its last start failed: {said}"
         elif await asyncio.to_thread(read_only, settings.agent.data_dir):  # where it could not even write that down
             reason = f"its data directory {settings.agent.data_dir}: {READ_ONLY_ADVICE}"
+        elif await asyncio.to_thread(card_full, settings.agent.data_dir):  # nor on a card too full for the note
+            reason = f"its data directory {settings.agent.data_dir}: {full_card(settings.agent.data_dir)}"
     if alert:
         from edge.alerts.agent_down import AgentDownAlert
 

@@ -64,6 +64,14 @@ def failure(path: Path, err: sqlite3.Error) -> StoreError:
     return StoreError(f"database {path}: {err}")
 
 
+def card_full(folder: Path) -> bool:
+    """Whether the card holding ``folder`` has less room than the agent keeps for a start (ROOM_BYTES)."""
+    try:
+        return _free_bytes(folder) < ROOM_BYTES
+    except OSError:
+        return False
+
+
 def full_card(folder: Path) -> str:
     """What a person reads of a card too full to write on: how full, and what to do."""
     try:

@@ -337,7 +337,7 @@ async def test_a_new_data_directory_on_a_full_card_stops_the_start_with_one_line
     and a database left empty that the next start fills. Before: "edge: [Errno 28] No space left on device" (the lock
     file's holder line, which changes nothing), then, past that, "database or disk is full"; the doctor said only
     "does not exist", or for the empty file "no such table: orders" with the advice for a damaged database
-    (the disk-fault probe, diskfault F2)."""
+    (the disk-fault probe, diskfault F2); the health check said "did not answer … is the agent running?" (its H1)."""
     agent = agent_process(tmp_path, printers, extra="[alerts]\ndisk_free_min_mb = 1\n")
     filler = fill(card)
     started = await edge("run", "--config", str(agent.config))
@@ -347,6 +347,9 @@ async def test_a_new_data_directory_on_a_full_card_stops_the_start_with_one_line
     doctor = await edge("doctor", "--config", str(agent.config))
     assert re.search(r"FAIL\s+disk space\s+0 MB free", doctor.stdout), doctor.stdout
     assert "damaged" not in doctor.stdout and "no such table" not in doctor.stdout, doctor.stdout
+    # The health timer's check (its mail's reason): the start could not write down why it failed, on that full card
+    health = await edge("health", "--config", str(agent.config))
+    assert health.returncode == 1 and "card is full" in health.stdout, health.stdout
     filler.unlink()
     await agent.start()  # room again: the empty database is made whole
     async with api_client(agent.port) as api:
