@@ -285,7 +285,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         json.dumps(answer, indent=2, ensure_ascii=False)
         if args.json
-        else render_status(answer, colour=sys.stdout.isatty())
+        else render_status(answer, colour=sys.stdout.isatty(), zone=settings.agent.timezone)
     )
     return 0
 

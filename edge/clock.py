@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -157,3 +159,11 @@ async def repeat(job: Callable[[], Awaitable[object]], interval_s: float, *, jit
             await job()
         except Exception as err:
             log.exception("repeated_job_failed", job=getattr(job, "__qualname__", repr(job)), error=str(err))
+
+
+def shown_at(at: float, zone: str | None) -> str:
+    """A wall time as the store reads it, in ``agent.timezone`` (else the box's zone) and named: a line of an `edge`
+    command means the same hour as the status page and the mails. Before, the box's zone unnamed (UTC on most boxes):
+    a silence "until 03:29:54" ended at 04:29 in Berlin (the docs probe, D11)."""
+    moment = dt.datetime.fromtimestamp(at, ZoneInfo(zone)) if zone else dt.datetime.fromtimestamp(at).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from edge.alerts.rules import TYPES
 from edge.alerts.setup import add_arguments, run_command
 from edge.api.client import call_agent
+from edge.clock import shown_at
 from edge.config import Settings, load_settings, resolve_config_path
 from edge.errors import EdgeError, NotFoundError, WrongStateError
 from edge.log import configure_logging
@@ -41,8 +41,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _when(at: float | None) -> str:
-    return "-" if at is None else dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+def _when(at: float | None, zone: str | None) -> str:
+    return "-" if at is None else shown_at(at, zone)
 
 
 async def _with_store(settings: Settings, work: Any) -> Any:
@@ -87,8 +87,8 @@ async def _through_agent_or_here(
         lock.release()
 
 
-def _mail_line(mail: dict[str, Any]) -> str:
-    line = f"#{mail['id']} {_when(mail['created_at'])}  {mail['kind']:<9} {mail['state']:<9} {mail['subject']}"
+def _mail_line(mail: dict[str, Any], zone: str | None) -> str:
+    line = f"#{mail['id']} {_when(mail['created_at'], zone)}  {mail['kind']:<9} {mail['state']:<9} {mail['subject']}"
     if mail["delivered"]:
         line += f"\n      delivered to {', '.join(mail['delivered'])}"
     for recipient, reason in mail["refused"].items():
@@ -115,7 +115,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     if mail["state"] == "sent":
         print(f"test mail #{mail['id']} sent to {', '.join(mail['delivered'])} via {via}")
     else:
-        print(f"test mail #{mail['id']} NOT sent to everyone via {via}:\n  {_mail_line(mail)}")
+        print(f"test mail #{mail['id']} NOT sent to everyone via {via}:\n  {_mail_line(mail, settings.agent.timezone)}")
         if mail["state"] == "pending":
             print("  it stays in the outbox and is tried again like every alert")
     print(f"outbox: {body['pending']} waiting, {body['dead']} dead-lettered (see `edge alerts outbox`)")
@@ -139,7 +139,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         status, body = asyncio.run(_through_agent_or_here(settings, "POST", path, act))
         if status >= 400:
             raise EdgeError(f"alerts outbox: {body.get('reason', body)}")
-        print(("retrying " if action == "retry" else "discarded ") + _mail_line(body))
+        print(("retrying " if action == "retry" else "discarded ") + _mail_line(body, settings.agent.timezone))
         return 0
 
     async def show(alerter: Alerter) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         + (" (edge alerts outbox --retry ID | --discard ID)" if body["dead"] else "")
     )
     for mail in body["dead"]:
-        print("  " + _mail_line(mail))
+        print("  " + _mail_line(mail, settings.agent.timezone))
     return 0
 
 
@@ -183,17 +183,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     async def collect(store: AlertStore) -> tuple[Any, Any, Any]:
         return await store.recent(args.limit), await store.mails(args.limit), await store.active_silences(time.time())
 
-    log, mails, silences = asyncio.run(_with_store(_settings(args), collect))
+    settings = _settings(args)
+    zone = settings.agent.timezone
+    log, mails, silences = asyncio.run(_with_store(settings, collect))
     print("recent alerts (newest first):")
     for r in log:
         action = _MAIL_WORDS.get(r.mail or "", r.action)
-        print(f"  {_when(r.at)}  {r.group_key:<32} {action:<15} {r.detail:<12} x{r.count}  now {r.state or '-'}")
+        print(f"  {_when(r.at, zone)}  {r.group_key:<32} {action:<15} {r.detail:<12} x{r.count}  now {r.state or '-'}")
     print("mails:")
     for m in mails:
-        print("  " + _mail_line(m.public()))
+        print("  " + _mail_line(m.public(), zone))
     print("active silences:")
     for s in silences:
-        print(f"  {s.matcher} until {_when(s.ends_at)}{'  ' + s.comment if s.comment else ''}")
+        print(f"  {s.matcher} until {_when(s.ends_at, zone)}{'  ' + s.comment if s.comment else ''}")
     return 0
 
 
@@ -203,13 +205,14 @@ def cmd_silence(args: argparse.Namespace) -> int:
         raise EdgeError(f"unknown alert type {type_name!r} (known: {', '.join(TYPES)})")
     seconds = parse_duration(args.duration)
     now = time.time()
+    settings = _settings(args)
     silence_id = asyncio.run(
         _with_store(
-            _settings(args),
+            settings,
             lambda store: store.add_silence(args.matcher, starts_at=now, ends_at=now + seconds, comment=args.comment),
         )
     )
-    print(f"silence #{silence_id}: {args.matcher} until {_when(now + seconds)}")
+    print(f"silence #{silence_id}: {args.matcher} until {_when(now + seconds, settings.agent.timezone)}")
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from edge.clock import RemoteClock, clock_off_words
+from edge.clock import RemoteClock, clock_off_words, shown_at
 from edge.config import NetworkPrinterSettings, Settings
 from edge.dns import unresolved
 from edge.errors import (
@@ -48,11 +48,6 @@ def _paint(level: str, text: str, colour: bool) -> str:
     return f"{_COLOURS[level]}{text}{_RESET}" if colour else text
 
 
-def _clock(at: float) -> str:
-    """A wall time as the box's clock shows it, for a line of edge status."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
-
-
 def _ago(seconds: float | None) -> str:
     if seconds is None:
         return "–"
@@ -62,15 +57,15 @@ def _ago(seconds: float | None) -> str:
     return f"{int(seconds)} s"
 
 
-def _row_text(row: dict[str, Any]) -> str:
+def _row_text(row: dict[str, Any], zone: str | None) -> str:
     def shown(key: str, value: Any) -> Any:
-        return _clock(value) if key.endswith("_at") and isinstance(value, (int, float)) else value
+        return shown_at(value, zone) if key.endswith("_at") and isinstance(value, (int, float)) else value
 
     return ", ".join(f"{k}={shown(k, v)}" for k, v in row.items() if v not in (None, ""))
 
 
-def render_status(data: dict[str, Any], *, colour: bool) -> str:
-    """The answer of GET /api/v1/status as one screen of text."""
+def render_status(data: dict[str, Any], *, colour: bool, zone: str | None = None) -> str:
+    """The answer of GET /api/v1/status as one screen of text, its times in ``zone`` (agent.timezone)."""
     lines = [f"edge agent {data['store_id']}  version {data['version']}  up {_ago(data['uptime_s'])}"]
     if data.get("storage_problem"):
         lines.append(_paint("fail", f"STORAGE: {data['storage_problem']}", colour))
@@ -112,7 +107,7 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
         level = {"connected": "ok", "refused": "fail"}.get(mqtt["state"], "warn")
         detail = f" ({mqtt['detail']})" if mqtt.get("detail") else ""
         rejected = f", {mqtt['rejected_total']} messages were not an order" if mqtt.get("rejected_total") else ""
-        since = f" since {_clock(mqtt['since'])}" if mqtt["state"] != "connected" and mqtt.get("since") else ""
+        since = f" since {shown_at(mqtt['since'], zone)}" if mqtt["state"] != "connected" and mqtt.get("since") else ""
         lines.append(f"mqtt link: {_paint(level, mqtt['state'], colour)}{since}{detail}{rejected}")
         if waiting := mqtt.get("events_unpublished"):
             lines.append(_paint("warn", f"  {waiting} status events not yet published", colour))
@@ -122,11 +117,11 @@ def render_status(data: dict[str, Any], *, colour: bool) -> str:
             error = r.get("error") or {}
             what = error.get("field") or error.get("error") or ""
             lines.append(
-                f"  not an order: {_clock(r['received_at'])} {r.get('order_id') or '?'}"
+                f"  not an order: {shown_at(r['received_at'], zone)} {r.get('order_id') or '?'}"
                 f" {what}: {str(error.get('reason', ''))[:100]}".rstrip()
             )
-    lines.append("last recovery: " + (_row_text(data["recovery"][0]) if data["recovery"] else "none"))
-    lines.append("last alert: " + (_row_text(data["alerts"][0]) if data["alerts"] else "none"))
+    lines.append("last recovery: " + (_row_text(data["recovery"][0], zone) if data["recovery"] else "none"))
+    lines.append("last alert: " + (_row_text(data["alerts"][0], zone) if data["alerts"] else "none"))
     return "\n".join(lines)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
@@ -570,6 +572,22 @@ def test_cli_silence_and_list(
     assert main(["alerts", "silence", "printer_ofline", "2h", "--config", str(config)]) == 1
     assert "unknown alert type 'printer_ofline'" in capsys.readouterr().err
     assert main(["alerts", "silence", "printer_offline", "2 hours", "--config", str(config)]) == 1
+
+
+@pytest.mark.usefixtures("cli_logging")
+def test_cli_times_are_the_stores_and_named(
+    tmp_path: Path, cert: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A box on UTC in a store in India (agent.timezone): `edge alerts silence … 2h` says until when in the store's
+    time, named, as the status page and the mails do. Before stop 67 the box's zone, unnamed: a silence "until 03:29"
+    ended at 04:29 in Berlin (the docs probe, D11)."""
+    monkeypatch.delenv("EDGE_CONFIG", raising=False)
+    config = write_config(tmp_path, 25, cert[0])
+    config.write_text(config.read_text().replace("[agent]\n", '[agent]\ntimezone = "Asia/Kolkata"\n', 1))
+    assert main(["alerts", "silence", "printer_offline:kitchen", "2h", "--config", str(config)]) == 0
+    said = capsys.readouterr().out
+    ends = dt.datetime.now(ZoneInfo("Asia/Kolkata")) + dt.timedelta(hours=2)
+    assert f"until {ends:%Y-%m-%d %H:%M}" in said and said.strip().endswith("IST"), said
 
 
 async def test_cli_alerts_test_sends_mail(tmp_path: Path, cert: tuple[Path, Path], sink: SmtpSink) -> None:
