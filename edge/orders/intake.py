@@ -195,6 +195,14 @@ class OrderIntake:
         check compares). Not for a kept cancel's or a purged order's revision: only their hashes are kept."""
         order_id, revision = new.order.id, new.order.revision
         stored = await self._orders.get(order_id)
+        if stored is None and await self._orders.kept_cancel_revision(order_id) == revision:
+            # Not "already exists": the order was never stored, a cancel came first (the docs probe, D7).
+            return OrderConflictError(
+                order_id,
+                f"order {order_id} was cancelled at revision {revision} before it came (the cancel kept here stands),"
+                " and a cancelled order is not reopened: send a new order",
+                field="status",
+            )
         if stored is None or stored.revision != revision:
             return OrderConflictError(order_id)
         try:

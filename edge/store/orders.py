@@ -442,6 +442,11 @@ class OrderStore:
         rows = await self._db.fetchall(f"SELECT id, payload FROM orders WHERE id IN ({marks})", tuple(ids))
         return {r[0]: r[1] for r in rows}
 
+    async def kept_cancel_revision(self, order_id: str) -> int | None:
+        """The revision of a cancel kept for an order not stored here (it came first), if one is kept."""
+        row = await self._db.fetchone("SELECT revision FROM pending_cancels WHERE order_id = ?", (order_id,))
+        return int(row[0]) if row is not None else None
+
     async def get(self, order_id: str) -> StoredOrder | None:
         row = await self._db.fetchone("SELECT * FROM orders WHERE id = ?", (order_id,))
         return StoredOrder.from_row(row) if row is not None else None
