@@ -282,6 +282,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     status, answer = asyncio.run(call_agent(settings, "GET", "/api/v1/status"))
     if status >= 400:
         raise EdgeError(f"status: the agent answered {status}: {answer.get('reason', answer)}")
+    if not {"store_id", "version", "printers"} <= answer.keys():  # another program's JSON on api.port
+        raise EdgeError(
+            f"127.0.0.1:{settings.api.port} answers, but not as the edge agent (HTTP {status}, {str(answer)[:100]}):"
+            " is api.port another program's?"
+        )
     print(
         json.dumps(answer, indent=2, ensure_ascii=False)
         if args.json

@@ -33,9 +33,13 @@ async def health(
     agent_tells = False  # not ready only for what the running agent alerts about itself (a check naming its alert)
     try:
         status, body = await api_call(settings, "GET", "/ready")
-        healthy = status == 200
-        failing = {n: c for n, c in body.get("checks", {}).items() if not c.get("ok")}
+        healthy = status == 200 and body.get("ready") is True
+        failing = failing_checks(body)
         reason = "ready" if healthy else "; ".join(f"{n}: {c.get('detail')}" for n, c in failing.items())
+        if not reason:  # the agent's own refusal (it is stopping) names its reason; another program's JSON does not
+            reason = str(body.get("reason") or f"/ready answers, but not as the edge agent (HTTP {status}, {body})")[
+                :300
+            ]
         agent_tells = not healthy and bool(failing) and all(c.get("alert") for c in failing.values())
     except EdgeError as err:
         from edge.store.db import card_full, full_card, read_only  # here: a ready agent's check never loads the store
@@ -58,3 +62,12 @@ async def health(
             log.warning("agent_not_ready_and_mailing_itself", reason=reason)
         await AgentDownAlert(settings, clock=clock).observe(healthy or agent_tells, reason)
     return healthy, reason
+
+
+def failing_checks(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """/ready's failing checks, as the agent answers them; none in an answer without them (another program's JSON on
+    api.port: `"checks": null` crashed the health timer before it mailed, the docs probe's rerun)."""
+    checks = body.get("checks")
+    if not isinstance(checks, dict):
+        return {}
+    return {name: c for name, c in checks.items() if isinstance(c, dict) and not c.get("ok")}

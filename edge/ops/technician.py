@@ -30,7 +30,7 @@ from edge.errors import (
     StoreUnreadableError,
 )
 from edge.ops.backup import restore_advice
-from edge.ops.health import ApiCall
+from edge.ops.health import ApiCall, failing_checks
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import migrations
 from edge.store.files import check_file
@@ -147,7 +147,8 @@ def _database_file_checks(settings: Settings) -> list[Check]:
             Check(
                 "database",
                 "fail",
-                f"{path} is empty: the agent's first start could not make its tables; its next start does",
+                f"{path} is empty: the agent's first start could not make its tables; its next start with room on"
+                " the card does",
             )
         ]
     try:
@@ -377,7 +378,7 @@ async def _agent_check(settings: Settings, api_call: ApiCall, agent: dict[str, A
         status, body = await api_call(settings, "GET", "/ready")
     except EdgeError as err:
         return Check("agent", "fail", str(err))
-    if status == 200:
+    if status == 200 and body.get("ready") is True:
         ready = f"running, ready on port {settings.api.port}"
         if changed := _changed_since_start(settings, agent):
             return Check(
@@ -387,10 +388,15 @@ async def _agent_check(settings: Settings, api_call: ApiCall, agent: dict[str, A
                 " below read the file as it is now); take it up with: sudo systemctl restart edge-agent",
             )
         return Check("agent", "ok", ready)
-    failing = [
-        f"{name}: {c.get('detail') or 'not ok'}" for name, c in body.get("checks", {}).items() if not c.get("ok")
-    ]
-    return Check("agent", "fail", "not ready: " + "; ".join(failing))
+    failing = [f"{name}: {c.get('detail') or 'not ok'}" for name, c in failing_checks(body).items()]
+    if not failing and not body.get("reason"):  # not the agent's /ready: another program's JSON on api.port
+        return Check(
+            "agent",
+            "fail",
+            f"port {settings.api.port} answers, but not as the edge agent (HTTP {status}, {str(body)[:100]}): is"
+            " api.port another program's?",
+        )
+    return Check("agent", "fail", "not ready: " + ("; ".join(failing) or str(body["reason"])))
 
 
 # /proc's process start and uptime count in ticks of 1/100 s: each may be that much short.

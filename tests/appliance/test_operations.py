@@ -436,6 +436,7 @@ _FOREIGN = {
     "json-null": ("null", "application/json"),
     "json-list": ("[]", "application/json"),
     "empty": ("", "application/json"),
+    "json-without-checks": ('{"ready": false, "checks": null}', "application/json"),
 }
 
 
