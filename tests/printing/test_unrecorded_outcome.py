@@ -3,8 +3,10 @@ store writes again, the ticket prints again marked COPY, without a restart."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -172,5 +174,20 @@ async def test_a_printer_switched_off_while_the_disk_refuses_its_next_claim_is_s
     await eventually(
         lambda: db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'queued'"), lambda rows: rows[0][0] == 2
     )
-    kitchen.set_offline(True)
-    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", 5, "the spool saw the printer off")
+    spool = agent.spoolers["kitchen"]
+    claims = 0
+    commit_marks = spool._jobs.commit_marks
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += bool(kwargs.get("claim"))
+        return await commit_marks(*args, **kwargs)
+
+    with capture_logs() as logs:
+        spool._jobs.commit_marks = counted  # type: ignore[method-assign]
+        kitchen.set_offline(True)
+        await wait_until(lambda: spool.state.value == "offline", 5, "the spool saw the printer off")
+        await asyncio.sleep(1.0)
+    # Tried again at the poll's pace (0.2 s here), not in a loop; said once, not once a try.
+    assert claims <= 12, f"{claims} claims in about 2 s"
+    assert [e["event"] for e in logs].count("spool_waits_for_storage") <= 1, logs
