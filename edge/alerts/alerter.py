@@ -932,6 +932,10 @@ class Alerter:
             log.info("alert_queued", key=key, kind=due.kind, extra=extra)
             warned_last_hour += not critical
             queued += 1
+            # The outbox sends it now, also if a later write of this round fails (a full card takes small ones): the
+            # round ended on that refusal without a word to it, and the mail waited for its next look, 30 s (a
+            # storage alarm so queued counted as told, and the manager got its all-clear alone: verify67).
+            self._new_mail.set()
         queued += await self._digest(now, local)  # warnings with digest on, and what the storm guard held back
         if queued:
             self._new_mail.set()

@@ -17,7 +17,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.helpers import fast, printer_down_with_a_ticket
-from tests.helpers import api_client, config_dict, db_rows, edge, eventually, toml, wait_until
+from tests.helpers import api_client, config_dict, db_execute, db_rows, edge, eventually, toml, wait_until
 from tests.prove.spec import check_answer
 
 MakeAgent = Callable[..., Awaitable[Agent]]
@@ -485,3 +485,24 @@ async def test_a_test_mail_the_relay_deferred_for_one_manager_is_tried_again_at_
     await wait_until(
         lambda: any("vize@store.test" in e.rcpt_tos for e in sink.envelopes), 5, "the test mail for the greylisted one"
     )
+
+
+async def test_an_alarm_queued_before_a_later_write_of_the_same_round_failed_goes_at_once(
+    make_agent: MakeAgent, alert_settings: Callable[..., Settings], printers: dict[str, SimPrinter], sink: SmtpSink
+) -> None:
+    """Two alarms due in one round (the kitchen printer off, then the front one): the card takes the first's mail and
+    refuses the second's (a full card lets small writes pass). The first goes now, as the outbox can send on a full
+    card. Before: the round ended on the refusal without waking the outbox, and the queued alarm waited for the
+    outbox's next look, 30 s; a storage alarm so queued counted as told and was not mailed straight either: the
+    manager got its all-clear alone (the probes' rerun, verify67)."""
+    agent = await make_agent(fast(alert_settings, critical_group_wait_s=1.0))
+    assert agent.deps is not None
+    await printer_down_with_a_ticket(agent, printers)
+    printers["front"].cover_open = True
+    await agent.deps.intake.accept(make_order(2, prefix="front"))  # a receipt for front: it finds the cover open
+    await db_execute(
+        agent,
+        "CREATE TRIGGER full BEFORE INSERT ON alert_mails WHEN NEW.group_key LIKE '%front%'"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    await wait_until(lambda: any("kitchen" in s for s in subjects(sink)), 6, "the kitchen's alarm")
