@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,13 @@ def test_item_ids_are_named_for_what_they_are(language: str) -> None:
     assert failed[0].startswith(labels[0]), failed
     assert totals[0].startswith(labels[1]), totals
     assert "ord_9" in conflict[0] and conflict[0].count("ord_9") == 1, conflict
+
+
+def test_the_managers_page_lists_every_alert_type() -> None:
+    """docs/alerts.md's table is where a manager looks up a mail's kind: every type the agent mails has its row.
+    Before stop 67 three were missing (order_totals_mismatch, recovery_conflict, recovery_invalid: the docs probe,
+    D10)."""
+    table = (Path(__file__).parents[2] / "docs" / "alerts.md").read_text(encoding="utf-8")
+    first_cells = re.findall(r"^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \|", table, re.M)
+    rows = {name for cell in first_cells for name in re.findall(r"`([a-z_]+)`", cell)}
+    assert sorted(set(TYPES) - rows) == []

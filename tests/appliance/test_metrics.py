@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -165,3 +167,13 @@ async def test_the_oldest_job_age_on_metrics_follows_the_agents_clock(
         async with api.get("/metrics") as response:
             got = samples(await response.text())
         assert 590 <= got[("edge_oldest_queued_job_age_seconds", ())] <= 700, got
+
+
+def test_the_operations_page_lists_every_metric_the_agent_exports() -> None:
+    """docs/operations.md's table is where a technician looks up a metric: every one the agent exports has its row.
+    Before stop 67 two were missing (`edge_order_totals_mismatched_total`, `edge_api_requests_rejected_total`: the docs
+    probe, D10)."""
+    repo = Path(__file__).parents[2]
+    exported = set(re.findall(r'"(edge_[a-z_]+)"', (repo / "edge" / "metrics.py").read_text(encoding="utf-8")))
+    documented = (repo / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert sorted(name for name in exported if f"`{name}" not in documented) == []
