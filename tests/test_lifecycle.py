@@ -42,7 +42,9 @@ def test_demo_once_prints_the_samples(tmp_path: Path) -> None:
         assert "KOPIE / COPY" not in result.stdout
         # The agent's log only with --verbose: its warning that the line is down (the demo starts so) was a raw JSON
         # line before the banner (the docs probe, D8).
-        assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("{")], result.stderr
+        assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("{")], (
+            result.stderr
+        )
 
 
 def test_migrate_down_and_up_from_the_command_line(tmp_path: Path) -> None:
