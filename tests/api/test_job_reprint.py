@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, eventually, post
+from tests.helpers import api_client, db_rows, eventually, post, wait_until
 
 
 async def dead_receipt(
@@ -118,3 +118,35 @@ async def test_two_reprints_of_an_order_pressed_at_once_in_two_places_print_one_
         await kitchen.wait_for_printed(2, timeout=20)
         await asyncio.sleep(0.5)  # a second COPY would be out by now
     assert len(kitchen.printed) == 2 and "KOPIE" in decode(kitchen.printed[1]).text
+
+
+async def test_a_whole_orders_reprint_copies_what_has_no_copy_waiting_and_names_what_has(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen's COPY waits (its printer out of paper) when someone asks for the whole order again: the receipt is
+    copied, the kitchen's COPY is named as waiting, not queued a second time (a mutation run of the change: a `break`
+    for its `continue` went unseen)."""
+    kitchen = printers["kitchen"]
+    agent = await make_agent()
+    url = f"/api/v1/orders/{example_order['id']}/reprint"
+    async with api_client(agent) as api:
+        await post(api, example_order)
+        await kitchen.wait_for_printed(1)
+        await printers["front"].wait_for_printed(1)
+        kitchen.paper_out = True
+        async with api.post(url, json={"station": "kitchen"}) as response:
+            assert response.status == 201, await response.text()
+            [kitchen_copy] = (await response.json())["job_ids"]
+        # It meets the paper end and waits in line, its spool paused until a new roll: it claims nothing meanwhile.
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", 10, "the kitchen paused")
+        await eventually(
+            lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE id = ?", kitchen_copy),
+            lambda rows: rows[0][0] == "queued",
+            10,
+            "the kitchen's COPY back in line",
+        )
+        async with api.post(url) as response:
+            assert response.status == 201, await response.text()
+            answer = await response.json()
+    [(receipt_copy,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE copy = 1 AND kind = 'receipt'")
+    assert (answer["job_ids"], answer["waiting"]) == ([receipt_copy], [kitchen_copy]), answer
