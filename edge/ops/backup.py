@@ -135,7 +135,8 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: i
         _check(partial)
         sync_to_disk(partial)  # a backup reported written survives a power cut
     except StoreError:
-        partial.unlink(missing_ok=True)
+        for left in (partial, partial.with_name(partial.name + "-journal")):  # a card that filled leaves its journal
+            left.unlink(missing_ok=True)
         raise
     partial.rename(target)  # a backup file either exists whole or not at all
     sync_to_disk(directory)
@@ -164,10 +165,11 @@ def _stamp() -> str:
 
 def _remove_leftovers(directory: Path) -> None:
     """A copy cut short by a power cut or a kill (as large as the database, on an SD card) once nobody can be writing
-    it any more, and the -wal and -shm files earlier versions left beside each backup when they checked it."""
+    it any more, the -wal and -shm files earlier versions left beside each backup when they checked it, and the
+    rollback journal of a copy the card filled under."""
     stale_before = time.time() - _PARTIAL_STALE_S
     for left in directory.glob(f"{_PREFIX}*.partial*"):
-        partial = left.with_name(left.name.removesuffix("-wal").removesuffix("-shm"))
+        partial = left.with_name(left.name.removesuffix("-wal").removesuffix("-shm").removesuffix("-journal"))
         with contextlib.suppress(FileNotFoundError):
             if (left != partial and not partial.exists()) or (left == partial and left.stat().st_mtime < stale_before):
                 left.unlink()

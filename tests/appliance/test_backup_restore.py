@@ -265,6 +265,8 @@ async def test_a_backup_never_takes_the_room_the_agent_keeps_free(
     (backups / "edge-20261130T033000000Z.partial").write_bytes(b"\0" * 2**20)
     os.utime(backups / "edge-20261130T033000000Z.partial", (time.time() - 86400,) * 2)
     (backups / "edge-20261129T033000000Z.partial-shm").write_bytes(b"\0" * 32768)
+    # And the rollback journal of a backup the card filled under (before stop 67 never removed: diskfault2 B1).
+    (backups / "edge-20261201T033000000Z.partial-journal").write_bytes(b"\0" * 1024)
     for _ in range(3):  # the third fits only once the first is gone
         done = await edge("backup", "--config", config(5))
         assert done.returncode == 0, done.stderr
