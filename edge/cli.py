@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.api.client import call_agent
+from edge.api.client import call_agent, not_the_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
 from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreReadOnlyError
 from edge.log import LogStream, configure_logging
@@ -285,10 +285,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if status >= 400:
         raise EdgeError(f"status: the agent answered {status}: {answer.get('reason', answer)}")
     if not {"store_id", "version", "printers"} <= answer.keys():  # another program's JSON on api.port
-        raise EdgeError(
-            f"127.0.0.1:{settings.api.port} answers, but not as the edge agent (HTTP {status}, {str(answer)[:100]}):"
-            " is api.port another program's?"
-        )
+        raise EdgeError(not_the_agent(f"127.0.0.1:{settings.api.port}", status, str(answer)[:100]))
     print(
         json.dumps(answer, indent=2, ensure_ascii=False)
         if args.json

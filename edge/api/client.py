@@ -46,9 +46,13 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     if isinstance(answer, dict):  # every answer of the agent's is one
         return status, answer
     # Another service's JSON (null, a list) crashed the health timer before it could mail (the docs probe, D1)
-    raise EdgeError(
-        f"{address} answers, but not as the edge agent (HTTP {status}, {what}): is api.port another program's?"
-    )
+    raise EdgeError(not_the_agent(address, status, what))
+
+
+def not_the_agent(where: str, status: int, what: str) -> str:
+    """The one line for another program answering on api.port (a router's page, another service's JSON), for every
+    command that asks the agent, the health timer and the doctor."""
+    return f"{where} answers, but not as the edge agent (HTTP {status}, {what}): is api.port another program's?"
 
 
 def _request(

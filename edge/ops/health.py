@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from edge.api.client import not_the_agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.errors import READ_ONLY_ADVICE, EdgeError
@@ -37,9 +38,7 @@ async def health(
         failing = failing_checks(body)
         reason = "ready" if healthy else "; ".join(f"{n}: {c.get('detail')}" for n, c in failing.items())
         if not reason:  # the agent's own refusal (it is stopping) names its reason; another program's JSON does not
-            reason = str(body.get("reason") or f"/ready answers, but not as the edge agent (HTTP {status}, {body})")[
-                :300
-            ]
+            reason = str(body.get("reason") or not_the_agent("/ready", status, str(body)[:100]))
         agent_tells = not healthy and bool(failing) and all(c.get("alert") for c in failing.values())
     except EdgeError as err:
         from edge.store.db import card_full, full_card, read_only  # here: a ready agent's check never loads the store

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from edge.api.client import not_the_agent
 from edge.clock import RemoteClock, clock_off_words, shown_at
 from edge.config import NetworkPrinterSettings, Settings
 from edge.dns import unresolved
@@ -390,12 +391,7 @@ async def _agent_check(settings: Settings, api_call: ApiCall, agent: dict[str, A
         return Check("agent", "ok", ready)
     failing = [f"{name}: {c.get('detail') or 'not ok'}" for name, c in failing_checks(body).items()]
     if not failing and not body.get("reason"):  # not the agent's /ready: another program's JSON on api.port
-        return Check(
-            "agent",
-            "fail",
-            f"port {settings.api.port} answers, but not as the edge agent (HTTP {status}, {str(body)[:100]}): is"
-            " api.port another program's?",
-        )
+        return Check("agent", "fail", not_the_agent(f"port {settings.api.port}", status, str(body)[:100]))
     return Check("agent", "fail", "not ready: " + ("; ".join(failing) or str(body["reason"])))
 
 
