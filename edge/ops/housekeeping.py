@@ -12,12 +12,16 @@ from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, repeat
 from edge.config import ReceiptSettings, RetentionSettings
 from edge.store import receipts as store_receipts
 from edge.store import retention as store_retention
-from edge.store.db import Database
+from edge.store.db import Database, card_full
 
 log = structlog.get_logger()
 
 # While writes fail, try one this often, so the agent notices by itself that space is back.
 STORAGE_PROBE_S = 10.0
+# On a full card, retention runs at once, and again this often while the card stays full (orders age meanwhile), in
+# transactions this small: the room the agent keeps (1 MiB) holds their WAL frames.
+ROOM_RETRY_S = 60.0
+ROOM_BATCH = 20
 
 # Retention's "now" is never later than this past the newest time it knows from elsewhere (central's clock, the
 # newest order's created_at): a box clock that jumps years ahead must not make every order, and every seen-order
@@ -78,6 +82,7 @@ class Housekeeping:
         self._readers = readers
         self._central = central
         self._held_back = False  # the last run took a "now" earlier than the box clock
+        self._room_next = 0.0  # monotonic: when a full card may run retention again (make_room)
         self._timers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -133,12 +138,17 @@ class Housekeeping:
                 log.info("retention_clock_agrees", **times)
         return now
 
-    async def purge(self) -> int:
+    async def purge(self, *, batch: int | None = None) -> int:
+        """Retention's run; ``batch``: orders per transaction, if fewer than retention.batch."""
         try:
             age, now = self._retention.days * 86400, await self.now()
             await purge_history(self._db, older_than_s=age, now=now)
             purged = await purge_printed_orders(
-                self._db, older_than_s=age, batch=self._retention.batch, now=now, readers=self._readers
+                self._db,
+                older_than_s=age,
+                batch=min(batch or self._retention.batch, self._retention.batch),
+                now=now,
+                readers=self._readers,
             )
             seen_cutoff = now - self._retention.seen_days * 86400
             if forgotten := await store_retention.purge_seen(self._db, cutoff=seen_cutoff):
@@ -152,8 +162,23 @@ class Housekeeping:
 
     async def probe_storage(self) -> None:
         # Only while writes fail: a healthy agent does not wear the SD card with probe writes.
-        if self._db.write_problem is not None:
-            await self._db.probe_space()
+        if self._db.write_problem is None or await self._db.probe_space():
+            return
+        if self._clock.mono() >= self._room_next and await asyncio.to_thread(card_full, self._db.path.parent):
+            self._room_next = self._clock.mono() + ROOM_RETRY_S
+            await self.make_room()
+
+    async def make_room(self) -> None:
+        """A card that filled while the agent runs: what retention may delete goes now, not at its next run (which
+        would fail on the full card as every write does), on the room kept beside the database, in short transactions
+        (each one's deletes go to the WAL first); new orders then take the pages the deletes freed in the file. Intake
+        works again once the space probe passes, with the card still full (the low-disk alert says so); orders younger
+        than retention.days stay, and the card waits for a person."""
+        given = await self._db.give_room()
+        purged = await self.purge(batch=ROOM_BATCH)
+        log.warning(
+            "card_full_retention_ran", purged=purged, room_given=given, writes_again=await self._db.probe_space()
+        )
 
 
 def _iso(unix: float) -> str:

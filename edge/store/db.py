@@ -688,6 +688,15 @@ class Database:
         except sqlite3.Error as err:  # the original error matters more; the next BEGIN would report this one
             log.error("store_rollback_failed", db=str(self.path), error=str(err))
 
+    async def give_room(self) -> bool:
+        """Gives back the room kept beside the database (open_keeping_room) while the agent runs: a card that filled
+        under it needs that room for the writes that make room (retention's deletes go to the WAL first). False when
+        there was none to give. Made again of what the stop frees."""
+        if self._room is None or not await asyncio.to_thread(_give_room, self._room):
+            return False
+        _room_given(self.path, "the card is full")
+        return True
+
     async def card_has_room(self) -> bool:
         """Whether the card has room again, not counting the room a start gives back on a full card: the room to keep
         and as much again free (a start that gave it back runs on it, and its writes succeed on a full card)."""

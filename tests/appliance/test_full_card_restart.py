@@ -1,4 +1,5 @@
-"""The card is full when the agent starts again after a clean stop (systemd's restart, an upgrade, a reboot)."""
+"""The card is full when the agent starts again after a clean stop (systemd's restart, an upgrade, a reboot), or
+fills while it runs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.helpers import (
     TOKEN,
     agent_process,
     api_client,
+    db_rows,
     edge,
     eventually,
     fill,
@@ -355,3 +357,53 @@ async def test_a_new_data_directory_on_a_full_card_stops_the_start_with_one_line
     async with api_client(agent.port) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
     await agent.close()
+
+
+async def test_a_card_full_of_the_agents_own_old_orders_is_made_room_on_by_retention_while_it_runs(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The card fills while the agent runs, and on it are orders printed long ago that retention may delete. Its
+    hourly run failed on the full card ("database or disk is full") as every write did, and nothing else deleted
+    them: every order was answered 503 until someone restarted the agent, though the store's own policy allowed the
+    room (probe tech, finding 1). Now a full card runs retention at once, on the room the agent keeps beside its
+    database, and the orders it frees make room for new ones, with the card still full: each one taken prints once."""
+    kitchen = printers["kitchen"]
+    agent = agent_process(tmp_path, printers, extra="[alerts]\ndisk_free_min_mb = 0\n")
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            for n in range(1, 81):
+                assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+            await kitchen.wait_for_printed(80)
+            unprinted = "SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'"
+            await eventually(lambda: db_rows(card / "edge.db", unprinted), lambda rows: rows == [(0,)])
+            await asyncio.to_thread(age_orders, card / "edge.db", days=40)  # retention keeps 30 days
+            filler = fill(card)
+            taken = []
+            for n in range(81, 1000):
+                if (await post(api, make_order(n, print_receipt=False)))[0] != 201:
+                    break
+                taken.append(n)
+            # The filler stays: only the orders retention deletes make room.
+            await eventually(lambda: post(api, make_order(n, print_receipt=False)), lambda a: a[0] == 201, 30)
+            taken.append(n)
+            tickets = await kitchen.wait_for_printed(80 + len(taken), timeout=30)
+        assert not any(b"COPY" in ticket for ticket in tickets)
+        assert sorted(number(ticket) for ticket in tickets[80:]) == sorted(f"A-{1000 + n}" for n in taken)
+        assert filler.exists()
+        assert await agent.terminate() == 0
+        assert "card_full_retention_ran" in agent.log.read_text(encoding="utf-8")
+    finally:
+        await agent.close()
+
+
+def age_orders(db: Path, *, days: float) -> None:
+    """The stored orders as if taken ``days`` ago; beside the running agent (the change stays in its WAL)."""
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "UPDATE orders SET received_at = received_at - ?1 * 86400,"
+            " created_at = strftime('%Y-%m-%dT%H:%M:%fZ', julianday(created_at) - ?1)",
+            (days,),
+        )
+    conn.close()
