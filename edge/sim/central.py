@@ -129,6 +129,9 @@ class CentralSim:
         # No has_more: the listing ends when the cursor comes back empty (Slack's and many others' style), which the
         # contract does not use
         self.empty_cursor_ends = False
+        # has_more for ever, each page empty under a new cursor: a backend whose filter drops every order while its
+        # cursor still moves (the central probe of stop 68 met one that never ended)
+        self.endless_listing = False
         # Text replacements made in each page of orders as written: a backend whose serializer writes what Python's
         # json cannot be made to (a key twice in one object)
         self.page_edits: list[tuple[str, str]] = []
@@ -152,6 +155,7 @@ class CentralSim:
         self.cursor_mode: CursorMode = "position"  # the other two are the broken cursors the contract forbids
         self.up_at: float | None = None  # time.time() of the last set_up(True)
         self.requests: list[tuple[float, str, str, int]] = []  # (monotonic time, method, path, status) answered
+        self.list_limits: list[int] = []  # the limit of each list request, in order (what a run asked for)
         self.stores: dict[str, StoreState] = {store_id: StoreState(store_id)}
         self._owner: dict[str, str] = {}  # order id -> store id
         self._faults: collections.deque[_Fault] = collections.deque()
@@ -467,6 +471,9 @@ class CentralSim:
         if not (limit_raw.isascii() and limit_raw.isdigit()) or not 1 <= int(limit_raw) <= MAX_PAGE:
             return _error(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}")
         limit = int(limit_raw)
+        self.list_limits.append(limit)
+        if self.endless_listing:
+            return web.json_response({"orders": [], "next_cursor": secrets.token_hex(8), "has_more": True})
         if self.cursor_mode != "position":
             return self._list_by_time(state, since, limit)
         position = self._position(state.store_id, since) if since else 0
@@ -504,13 +511,13 @@ class CentralSim:
         )
         page = changes[:limit]
         cursor = str(page[-1][0]) if page else since
-        return web.json_response(
-            {
-                "orders": [state.orders[oid] for _, oid in page],
-                "next_cursor": cursor,
-                "has_more": len(changes) > limit,
-            }
+        more = len(changes) > limit
+        ends = (
+            {"next_cursor": cursor if more else ""}
+            if self.empty_cursor_ends
+            else {"next_cursor": cursor, "has_more": more}
         )
+        return web.json_response({"orders": [state.orders[oid] for _, oid in page], **ends})
 
     async def _post_events(self, request: web.Request) -> web.Response:
         state = self.stores[request.match_info["store_id"]]

@@ -252,7 +252,10 @@ class CentralClient:
         if more is None:
             # APIs that page "until the cursor comes back empty" leave has_more out: a page with orders and a new
             # cursor is then not the last; an empty page or no new cursor is (one request more than the contract's).
-            more = bool(body["orders"]) and isinstance(after, str) and after not in ("", cursor)
+            # A full page under the cursor just sent is not: more may wait behind it (ties under a timestamp cursor),
+            # and the run names the stuck cursor instead of ending as if it had listed them.
+            orders = body["orders"]
+            more = bool(orders) and isinstance(after, str) and after != "" and (after != cursor or len(orders) >= limit)
         elif not isinstance(more, bool):
             raise CentralGarbledError(f"{where}: has_more is {more!r}, not true or false")
         # A last page may say "no more" with a null cursor (a common API style): the next run asks from this one.
@@ -376,6 +379,8 @@ class CentralClient:
                 detail = f"central API {method} {url}: no answer from the proxy {self._proxy} (central.proxy): {err}"
             elif hint := unresolved(err, urllib.parse.urlsplit(self._settings.url).hostname or ""):
                 detail = f"central API {method} {url}: {hint}"
+            elif isinstance(err, aiohttp.ClientPayloadError):
+                detail = f"central API {method} {url}: the answer was cut short or does not decode ({err})"
             else:
                 via = f" through the proxy {self._proxy}" if self._proxy else ""
                 detail = f"central API {method} {url}: no answer{via} ({type(err).__name__}: {err}){clock_hint(err)}"
@@ -385,7 +390,9 @@ class CentralClient:
             error: CentralUnreachableError = CentralUnreachableError(detail)
             if isinstance(err, aiohttp.ConnectionTimeoutError):
                 error = CentralTimeoutError(detail)
-            elif isinstance(err, TimeoutError):
+            elif isinstance(err, TimeoutError | aiohttp.ClientPayloadError):
+                # Too slow to arrive whole, or cut short on the way (a gateway's buffer or read timeout): a smaller
+                # answer may arrive where this one did not.
                 error = CentralSlowAnswerError(detail)
             raise _RetryableError(error) from None
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"

@@ -58,6 +58,10 @@ _PREPARED_MAX = 20_000
 # The smallest page a slow line makes a run ask for (a smaller central.page_size stays as it is): ten orders are about
 # 11 KB, which even a 64 kbit/s line carries in well under the 13 s a call may take.
 _PAGE_FLOOR = 10
+# Changes a run may page through without one order (empty pages with has_more, superseded versions left out) before
+# it takes the listing for one that never ends: a backend whose cursor moves while its filter drops everything paged
+# four times a second for ever. 100 pages of the contract's largest; a busy store's day of superseded versions is less.
+_EMPTY_CHANGES_MAX = 100_000
 _RETRY_CAP_S = 900.0  # a failed run's next try, at most this far off when there is no schedule
 
 
@@ -407,6 +411,7 @@ class Recovery:
         self._page_size = self._settings.page_size  # every run, a resumed one too, starts from the configured size
         printed_until: float | None = None
         sent = {cursor}  # every cursor this run asked with: one coming back with has_more would loop for ever
+        empty, empty_changes = 0, 0  # pages in a row with has_more and no order, and the changes they stood for
         restarted = False  # listed again from the beginning after a refused cursor
         fetch = self._fetch(run_id, cursor)
         try:
@@ -433,6 +438,13 @@ class Recovery:
                             f"central API answered page {pages + 1} (since {cursor[:80]!r}) with has_more and"
                             f" next_cursor {next_cursor[:80]!r}, a cursor this run already sent: its cursor does not"
                             " advance (a timestamp cursor? docs/central-api.md forbids them)"
+                        )
+                    empty, empty_changes = (empty + 1, empty_changes + self._page_size) if not orders else (0, 0)
+                    if empty_changes >= _EMPTY_CHANGES_MAX:
+                        raise CursorStuckError(
+                            f"central API answered {empty} pages in a row (since {cursor[:80]!r}) empty, with has_more"
+                            f" and a new cursor each time: its listing does not end ({empty_changes} changes listed"
+                            " without one order)"
                         )
                     sent.add(next_cursor)
                     fetch = self._fetch(run_id, next_cursor)  # the next page travels while this one is classified

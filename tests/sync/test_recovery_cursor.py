@@ -63,13 +63,18 @@ async def test_a_last_page_whose_next_cursor_is_null_ends_the_listing_and_the_ne
     assert await db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(8, 8)]
 
 
+@pytest.mark.parametrize("has_more", [True, False], ids=["has_more", "no_has_more"])
 async def test_a_cursor_that_does_not_advance_fails_the_run_with_an_alert_naming_it(
-    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink, has_more: bool
 ) -> None:
     """A backend whose cursor is the last change's second (inclusive, which the contract forbids), five orders in that
     second, pages of 2: the second page answers has_more with the cursor just sent. The run fails at once (a few
-    requests, not hundreds), stores nothing, keeps the confirmed cursor, and the alert mail names the cursor."""
+    requests, not hundreds), stores nothing, keeps the confirmed cursor, and the alert mail names the cursor. Also
+    where the backend leaves has_more out (it pages until the cursor comes back empty): a full page under the cursor
+    just sent is not the end. Before stop 68 it was taken for one: the run "completed" with 2 of the 5, at every run,
+    and nobody was told (the central probe, finding 1)."""
     central.cursor_mode = "timestamp_inclusive"
+    central.empty_cursor_ends = not has_more
     central.add_orders([make_order(n, prefix="loop") for n in range(1, 6)], changed_at=SECOND)
     agent, events = await agents.start(sync_settings(page_size=2, sections=mail_to(sink)))
     [failed] = await events.wait(RecoveryFailed, timeout=10)
@@ -97,3 +102,22 @@ async def test_has_more_as_a_string_fails_the_run_naming_it_and_it_is_tried_agai
     assert "has_more is 'false'" in failed.error, failed.error
     [completed] = await events.wait(RecoveryCompleted)
     assert completed.counts["stored"] == 3
+
+
+async def test_a_listing_whose_has_more_never_ends_fails_the_run_with_an_alert_instead_of_paging_for_ever(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """A backend that answers every page empty, with has_more and a new cursor each time: the run listed for ever
+    (four requests a second at the shipped rate limit, 320,000 a day from one store), completed nothing, and nobody
+    was told (the central probe of stop 68, finding 2). Now a run that has been through 100,000 changes without one
+    order fails naming it, keeps the confirmed cursor, and the manager is mailed."""
+    central.endless_listing = True
+    agent, events = await agents.start(sync_settings(page_size=1000, sections=mail_to(sink)))
+    [failed] = await events.wait(RecoveryFailed, timeout=20)
+    assert "100 pages" in failed.error and "has_more" in failed.error, failed.error
+    listed = [r for r in central.requests if r[2].endswith("/orders")]
+    assert len(listed) <= 101, f"{len(listed)} list requests"
+    db = agent.settings.agent.db_path
+    assert await db_rows(db, "SELECT COUNT(*) FROM meta WHERE key = 'central_cursor'") == [(0,)]
+    [mail] = await sink.wait_for(1)
+    assert "has_more" in mail.get_body(("plain",)).get_content()
