@@ -138,6 +138,9 @@ class CentralSim:
         # Zero counts left out of the events answer ({"accepted": 3}): a backend serialised with protojson
         # (grpc-gateway) omits fields at their default unless told otherwise; the contract says both
         self.omit_zero_counts = False
+        # How the counts are written: "int" (the contract), "string" (protojson writes int64 fields as strings,
+        # {"accepted": "3"}), "float" (a backend that counts in floats, 3.0)
+        self.count_style: Literal["int", "string", "float"] = "int"
         # Down for maintenance: every request, health included, answered 503 with this Retry-After (seconds), as a
         # gateway in front of a backend being upgraded does (RFC 9110 15.6.4); None: serving.
         self.maintenance_retry_after: float | None = None
@@ -569,7 +572,8 @@ class CentralSim:
         counts = {"accepted": accepted, "duplicates": len(events) - accepted}
         if self.omit_zero_counts:
             counts = {key: n for key, n in counts.items() if n}
-        return web.json_response(counts)
+        style: Callable[[int], Any] = {"int": int, "string": str, "float": float}[self.count_style]
+        return web.json_response({key: style(n) for key, n in counts.items()})
 
     def _check_event(self, state: StoreState, event: Any) -> tuple[str, str] | None:
         """(error code, reason) when the backend will never take this event; None when it is fine."""

@@ -272,7 +272,7 @@ class CentralClient:
         answer = await self.request("POST", self.events_path, body={"events": events}, retry_slow=retry_slow)
         # A count left out is 0: protojson (grpc-gateway's default) omits zero fields; the sum still has to add up.
         counts = [answer.get(k, 0) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
-        numbers = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
+        numbers = [n for n in map(_count, counts) if n is not None]
         if len(numbers) != 2 or sum(numbers) != len(events):
             raise CentralApiError(
                 f"central API POST {self._base}{self.events_path}: HTTP 200 but the answer does not acknowledge all"
@@ -439,6 +439,16 @@ class CentralClient:
         detail = f"{where} answered {status} {reason}: it cannot reach central, or does not let the box through"
         self.on_unreachable(detail)
         return _RetryableError(CentralUnreachableError(detail))
+
+
+def _count(value: Any) -> int | None:
+    """A count as backends write one: a number, a whole float (a backend that counts in floats: 3.0), or digits in a
+    string (protojson writes int64 fields so: "3"). None for anything else (true is no count)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class _RetryableError(Exception):
