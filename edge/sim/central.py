@@ -285,7 +285,9 @@ class CentralSim:
     def refuse_orders(self, order_ids: set[str], *, status: int = 410, store: str | None = None) -> None:
         """From the next POST on, a batch holding an event of one of these orders is refused whole with ``status``, as a
         backend answers for an order it archived or deleted: 410 or 409 ``{"error": "order_gone"}``, 422 as a web
-        framework's validation error (``{"detail": [...]}``, none of the contract's codes). Nothing of it is applied."""
+        framework's validation error (``{"detail": [...]}``, none of the contract's codes). Nothing of it is applied.
+        With 200, the batch's other events are taken and the answer's counts leave these out, naming them in a
+        ``rejected`` list (a common API style the contract does not use)."""
         self.stores[store or self.store_id].refused_orders |= dict.fromkeys(order_ids, status)
 
     def accept_orders(self, order_ids: set[str], *, store: str | None = None) -> None:
@@ -545,7 +547,7 @@ class CentralSim:
                 return _refusal(error, f"events[{n}]: {reason}; nothing in this batch was applied", n, key)
         state.posted.update(e["idempotency_key"] for e in events)
         for n, event in enumerate(events):
-            if (status := state.refused_orders.get(event["order_id"])) is not None:
+            if (status := state.refused_orders.get(event["order_id"])) not in (None, 200):
                 return _order_gone(status, event["order_id"], n)
         for n, event in enumerate(events):
             if event["idempotency_key"] in state.reject_keys or event["event"] in state.reject_types:
@@ -555,8 +557,11 @@ class CentralSim:
                     n,
                     event["idempotency_key"],
                 )
-        accepted = 0
+        accepted, rejected = 0, []
         for event in events:
+            if state.refused_orders.get(event["order_id"]) == 200:
+                rejected.append({"idempotency_key": event["idempotency_key"], "error": "order_gone"})
+                continue
             if event["idempotency_key"] in state.events:
                 state.duplicates.append(event["idempotency_key"])
                 continue
@@ -569,11 +574,13 @@ class CentralSim:
                 order_id=event.get("order_id"),
                 status=event["event"],
             )
-        counts = {"accepted": accepted, "duplicates": len(events) - accepted}
+        counts = {"accepted": accepted, "duplicates": len(events) - accepted - len(rejected)}
         if self.omit_zero_counts:
             counts = {key: n for key, n in counts.items() if n}
         style: Callable[[int], Any] = {"int": int, "string": str, "float": float}[self.count_style]
-        return web.json_response({key: style(n) for key, n in counts.items()})
+        return web.json_response(
+            {**{key: style(n) for key, n in counts.items()}, **({"rejected": rejected} if rejected else {})}
+        )
 
     def _check_event(self, state: StoreState, event: Any) -> tuple[str, str] | None:
         """(error code, reason) when the backend will never take this event; None when it is fine."""

@@ -273,6 +273,15 @@ class CentralClient:
         # A count left out is 0: protojson (grpc-gateway's default) omits zero fields; the sum still has to add up.
         counts = [answer.get(k, 0) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
         numbers = [n for n in map(_count, counts) if n is not None]
+        if len(numbers) == 2 and sum(numbers) < len(events):
+            # Taken in part, the rest named in the body (a common API style the contract does not use): a refusal of
+            # some of the batch's events, split like a 409 until the one refused is alone.
+            raise CentralRejectedError(
+                f"central API POST {self._base}{self.events_path}: HTTP 200 but only {sum(numbers)} of {len(events)}"
+                f" events taken: {json.dumps(answer)[:200]}",
+                200,
+                json.dumps(answer)[:500],
+            )
         if len(numbers) != 2 or sum(numbers) != len(events):
             raise CentralApiError(
                 f"central API POST {self._base}{self.events_path}: HTTP 200 but the answer does not acknowledge all"

@@ -38,7 +38,7 @@ _SAY_AGAIN_S = 600.0  # a refusal or failure that lasts is said again this often
 # Refusals that may concern events of the batch rather than the store, the token, the URL or the request as a whole:
 # an order central archived (410), a state it will not take (409), its own validation without the contract's code
 # (422). The batch is split to find the order; 400, 401, 403, 404, 405 or 408 would refuse every event alike.
-_ORDER_REFUSALS = frozenset({409, 410, 422})
+_ORDER_REFUSALS = frozenset({409, 410, 422, 200})  # 200: the batch taken in part (CentralClient.post_events)
 # A set-aside order is tried again after refused_retry_s and up to this part of it more, so a fleet spreads out.
 _JITTER = 0.1
 
