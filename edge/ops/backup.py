@@ -24,6 +24,7 @@ from edge.store.db import read_only
 from edge.store.files import (
     check_file,
     copy_database,
+    leave_wal,
     maybe_printed,
     newest_order_received,
     prepare_restored_file,
@@ -238,7 +239,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
             if safety is None:
                 safety = _rename_in_place(settings, restoring)
             else:
-                copy_database(restoring, db_path)  # in place, in one transaction: killed half way, the old one stays
+                _put_in_place(db_path, restoring, safety)
         finally:
             restoring.unlink(missing_ok=True)
     finally:
@@ -400,6 +401,21 @@ def _keep_sound(settings: Settings) -> Path | None:
         if _sound(settings.agent.db_path):
             raise  # not the file's fault (no room, an unwritable folder): its own words
     return None
+
+
+def _put_in_place(db_path: Path, restoring: Path, safety: Path) -> None:
+    """The prepared copy renamed over the sound database it replaces, in one step: killed before it, the database
+    stays as it was. Not copied into it through SQLite, which first writes the whole backup into the database's
+    write-ahead log: its size again on the card (before stop 68 the card filled so). A failure before the rename
+    removes ``safety``, the backup just taken of the database, so that a retry finds the room this one found."""
+    try:
+        leave_wal(db_path)  # a log left beside it would be replayed into the copy renamed over it, and damage it
+        shutil.copymode(db_path, restoring)
+    except BaseException:
+        safety.unlink(missing_ok=True)
+        raise
+    restoring.replace(db_path)
+    sync_to_disk(db_path.parent)
 
 
 def _rename_in_place(settings: Settings, restoring: Path) -> Path | None:

@@ -139,6 +139,21 @@ def copy_database(source: Path, target: Path, *, standalone: bool = False) -> No
         raise StoreError(str(err)) from err
 
 
+def leave_wal(path: Path) -> None:
+    """The database at ``path`` out of WAL mode: its write-ahead log written back into it and removed, with its -shm.
+    StoreError if it cannot (then the log stays)."""
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            [(mode,)] = conn.execute("PRAGMA journal_mode=DELETE").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"database {path}: {err}") from err
+    if mode != "delete":
+        raise StoreError(f"database {path}: its write-ahead log cannot be written back into it")
+
+
 def restoring_path(db_path: Path) -> Path:
     """Where `edge restore` prepares the backup that goes in place of ``db_path``."""
     return db_path.with_name(db_path.name + ".restoring")

@@ -544,6 +544,47 @@ async def test_a_refused_restore_writes_nothing_and_the_next_try_succeeds(
     assert await _sql(data / "edge.db", "SELECT 1 FROM orders WHERE id = 'history-000000001'") == [(1,)]
 
 
+async def _card_box(tmp_path: Path, data: Path, printers: dict[str, SimPrinter], megabytes: float) -> Path:
+    """A box whose data directory is on the card, its database ``megabytes`` of printed history, 1 MB kept free."""
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=data,
+        api_port=0,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        extra="[alerts]\ndisk_free_min_mb = 1\n",
+    )
+    assert (await edge("migrate", "--config", str(config))).returncode == 0
+    await asyncio.to_thread(add_printed_history, data / "edge.db", megabytes=megabytes)
+    return config
+
+
+async def test_a_restore_whose_room_check_passes_finishes(
+    tmp_path: Path, sd_card: Path, usb_stick: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A backup brought on a USB stick, restored over a sound database on a card with just the room the check asks
+    for (the backup's copy beside the database, a backup of the database it replaces, the 1 MB kept free): it is
+    restored, and the card keeps what the agent keeps free. Before stop 68: the check passed, then the copy went into
+    the database through its write-ahead log, as large again, and failed with "edge: database or disk is full"
+    alone, the backup of the replaced database left on the card (technician probe, finding 5)."""
+    data = sd_card / "data"
+    config = await _card_box(tmp_path, data, printers, megabytes=3)
+    brought = usb_stick / "edge.db"
+    shutil.copy(await edge_backup(config), brought)
+    for taken in data.joinpath("backups").iterdir():
+        taken.unlink()
+    await _sql(data / "edge.db", "DELETE FROM orders WHERE id = 'history-000000001'")  # a change to undo
+    need = brought.stat().st_size + (data / "edge.db").stat().st_size + 2**20
+    await asyncio.to_thread(_fill, sd_card, (need + 200 * 1024) / 2**20)
+
+    restored = await edge("restore", str(brought), "--config", str(config))
+    assert restored.returncode == 0, restored.stderr
+    assert _restore_files(data) == ["edge.db"]
+    assert await _sql(data / "edge.db", "SELECT 1 FROM orders WHERE id = 'history-000000001'") == [(1,)]
+    assert [p.name.endswith("-before-restore.db") for p in data.joinpath("backups").iterdir()] == [True]
+    assert shutil.disk_usage(sd_card).free >= 2**20
+
+
 def _revised(order: dict[str, Any], revision: int, **fields: Any) -> dict[str, Any]:
     """``order`` at ``revision`` with ``fields`` set; qty: its first item's quantity."""
     new = copy.deepcopy(order) | {"revision": revision}
