@@ -85,25 +85,38 @@ def _check(path: Path) -> BackupFile:
     return BackupFile(version=check.version, store_id=check.store_id)
 
 
-def _make_room(db_path: Path, directory: Path, reserve_mb: int) -> None:
+def _make_room(db_path: Path, directory: Path, reserve_mb: int, spare: Path | None) -> None:
     """A backup must not take the agent's room: on the database's own disk (an SD card) the copy and the free space
     the agent keeps (``reserve_mb``, alerts.disk_free_min_mb) must both fit, or the card runs below it (a disk alert
     at night) or full while the copy is written (orders refused). The oldest backups make room first, never the
-    newest; when even that is not enough, nothing is removed and StoreError says so."""
-    wal = db_path.with_name(db_path.name + "-wal")
-    size = sum(p.stat().st_size for p in (db_path, wal) if p.exists())  # the copy is at most both
+    newest nor ``spare`` (the backup a restore puts in place); when even that is not enough, nothing is removed and
+    StoreError says so."""
+    size = _files_size(db_path)  # the copy is at most the file and its -wal
     same_disk = os.stat(directory).st_dev == os.stat(db_path.parent).st_dev
     need = size + (reserve_mb * _MB if same_disk else 0)
     free = shutil.disk_usage(directory).free
     if free >= need:
         return
-    older = {p: p.stat().st_size for p in _oldest_first(directory)[:-1]}  # the newest stays
+    older = _may_make_way(directory, spare)
     if free + sum(older.values()) < need:
         kept = f" and the {reserve_mb} MB the agent keeps free (alerts.disk_free_min_mb)" if same_disk else ""
         raise StoreError(
             f"not enough space for a backup in {directory}: it needs {size / _MB:.1f} MB{kept}, {free / _MB:.1f} MB "
             f"are free and older backups hold {sum(older.values()) / _MB:.1f} MB; nothing written"
         )
+    _drop_for_room(older, free, need)
+
+
+def _may_make_way(directory: Path, spare: Path | None) -> dict[Path, int]:
+    """The backups in ``directory`` that may be dropped for room, oldest first, with their sizes: never the newest,
+    nor ``spare``."""
+    if not directory.exists():
+        return {}
+    return {p: p.stat().st_size for p in _oldest_first(directory)[:-1] if spare is None or not p.samefile(spare)}
+
+
+def _drop_for_room(older: dict[Path, int], free: int, need: int) -> None:
+    """Drops the first of ``older`` until ``need`` bytes fit in ``free`` and the room they held."""
     for old, old_size in older.items():
         if free >= need:
             break
@@ -112,13 +125,13 @@ def _make_room(db_path: Path, directory: Path, reserve_mb: int) -> None:
         log.warning("backup_dropped_for_room", path=str(old), free_mb=round(free / _MB, 1))
 
 
-def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: int) -> Path:
+def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: int, spare: Path | None = None) -> Path:
     if not db_path.exists():
         raise StoreError(f"database {db_path} does not exist; nothing to back up")
     _check_writable(directory)  # a stick mounted read-only, or root's: one line saying so, before anything is dropped
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _make_room(db_path, directory, reserve_mb)
+        _make_room(db_path, directory, reserve_mb, spare)
         taken = _oldest_first(directory)
         target = directory / f"{_PREFIX}{_stamp()}-{_number(taken[-1]) + 1 if taken else 1}{label}.db"
         partial = target.with_suffix(".partial")
@@ -142,7 +155,8 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: i
     partial.rename(target)  # a backup file either exists whole or not at all
     sync_to_disk(directory)
     for old in _oldest_first(directory)[:-keep]:
-        old.unlink()
+        if spare is None or not old.samefile(spare):
+            old.unlink()
     _remove_leftovers(directory)
     return target
 
@@ -235,7 +249,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
         _room_for_restore(settings, source)  # before anything is written: a refusal leaves the card as it was
         restoring = _prepared_copy(settings, source, moved)
         try:  # whatever stops the restore from here on, the copy (as large as the database) goes
-            safety = _keep_sound(settings) if db_path.exists() else None
+            safety = _keep_sound(settings, source) if db_path.exists() else None
             if safety is None:
                 safety = _rename_in_place(settings, restoring)
             else:
@@ -292,8 +306,9 @@ def _room_for_restore(settings: Settings, source: Path) -> None:
     """StoreError, before anything is written, if the restore of ``source`` cannot finish: the backup's copy beside
     the database and the backup of the database it replaces (in the backup directory, which must be writable) must
     both fit, with the room the agent keeps free on the database's disk (alerts.disk_free_min_mb); the older backups
-    that the backup of the replaced database may drop count as room. A damaged database is not copied but kept aside
-    (a second name for it on the same disk)."""
+    count as room, never the newest nor ``source``. On the database's disk those needed go now: the copy, written
+    first, takes the room they free. A damaged database is not copied but kept aside (a second name for it on the
+    same disk)."""
     db_path = settings.agent.db_path
     directory = backup_dir(settings)
     reserve = settings.alerts.disk_free_min_mb * _MB
@@ -316,12 +331,12 @@ def _room_for_restore(settings: Settings, source: Path) -> None:
     _check_writable(directory)
     same_disk = os.stat(_existing(directory)).st_dev == os.stat(db_path.parent).st_dev
     safety = _files_size(db_path)
-    older = 0
-    if directory.exists():
-        older = sum(p.stat().st_size for p in _oldest_first(directory)[:-1])
+    may_go = _may_make_way(directory, source)
+    older = sum(may_go.values())
     safety_words = f"{copy_words}, a backup of the database it replaces {safety / mb:.1f} MB in {directory}"
     if same_disk:
         if data_free + older >= copy + safety + reserve:
+            _drop_for_room(may_go, data_free, copy + safety + reserve)
             return
         if not _sound(db_path) and data_free >= copy + reserve:
             return  # damaged: kept aside under a second name, which takes no room
@@ -386,9 +401,9 @@ def _printed_since(db_path: Path, waiting: list[str]) -> list[str]:
         return waiting
 
 
-def _keep_sound(settings: Settings) -> Path | None:
-    """A checked backup of the database a restore replaces; None if it is damaged (which is why it is replaced): it
-    cannot be copied through SQLite."""
+def _keep_sound(settings: Settings, source: Path) -> Path | None:
+    """A checked backup of the database a restore of ``source`` replaces (``source`` is never dropped for it); None if
+    it is damaged (which is why it is replaced): it cannot be copied through SQLite."""
     try:
         return _backup(
             settings.agent.db_path,
@@ -396,6 +411,7 @@ def _keep_sound(settings: Settings) -> Path | None:
             settings.backup.keep + 1,
             "-before-restore",
             settings.alerts.disk_free_min_mb,
+            source,
         )
     except StoreError:
         if _sound(settings.agent.db_path):

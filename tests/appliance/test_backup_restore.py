@@ -559,6 +559,43 @@ async def _card_box(tmp_path: Path, data: Path, printers: dict[str, SimPrinter],
     return config
 
 
+async def test_a_restore_never_drops_the_backup_it_restores_to_make_room(
+    tmp_path: Path, sd_card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """Three backups on a nearly full card; the technician restores the oldest. Older backups count as room, but not
+    the one restored, nor the newest: with room only if the oldest counted, the restore is refused, exit 1, one line
+    with the sizes ending "nothing written", every backup still there; with room once the middle one makes way, it
+    goes and the oldest is restored and kept. Before stop 68: the oldest counted as room and the backup of the
+    replaced database dropped it first, the middle one after it; the restore went on from its copy, exit 0, the backup
+    asked for gone (with less to drop, the probe's, it then failed: "database or disk is full" under a JSON log line;
+    technician probe, finding 2)."""
+    data = sd_card / "data"
+    config = await _card_box(tmp_path, data, printers, megabytes=2)
+    oldest, middle, newest = [await edge_backup(config) for _ in range(3)]
+    await _sql(data / "edge.db", "DELETE FROM orders WHERE id = 'history-000000001'")  # a change to undo
+    need = oldest.stat().st_size + (data / "edge.db").stat().st_size + 2**20  # its copy, a backup, the reserve
+    # Room only if the oldest and the middle one both made way.
+    await asyncio.to_thread(_fill, sd_card, (need - middle.stat().st_size - 300 * 1024) / 2**20)
+    before, free = _restore_files(data), shutil.disk_usage(sd_card).free
+
+    refused = await edge("restore", str(oldest), "--config", str(config))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert "not enough space to restore" in lines[0] and lines[0].endswith("nothing written"), lines[0]
+    assert sorted(data.joinpath("backups").iterdir()) == [oldest, middle, newest]
+    assert _restore_files(data) == before and shutil.disk_usage(sd_card).free >= free - 2**16
+
+    (sd_card / "filler").unlink()
+    await asyncio.to_thread(_fill, sd_card, (need - middle.stat().st_size + 300 * 1024) / 2**20)
+    restored = await edge("restore", str(oldest), "--config", str(config))
+    assert restored.returncode == 0, restored.stderr
+    kept = sorted(p.name for p in data.joinpath("backups").iterdir())
+    assert kept[:2] == [oldest.name, newest.name] and kept[2].endswith("-before-restore.db"), kept
+    assert _restore_files(data) == ["edge.db"]
+    assert await _sql(data / "edge.db", "SELECT 1 FROM orders WHERE id = 'history-000000001'") == [(1,)]
+
+
 async def test_a_restore_whose_room_check_passes_finishes(
     tmp_path: Path, sd_card: Path, usb_stick: Path, printers: dict[str, SimPrinter]
 ) -> None:
