@@ -157,10 +157,12 @@ def _database_file_checks(settings: Settings) -> list[Check]:
     except StoreUnreadableError as err:  # the user `edge doctor` became cannot open it: no backup mends that
         return [Check("database", "fail", str(err))]
     except StoreError as err:
-        from edge.store.db import read_only  # here: the doctor's usual run does not load the agent's database layer
+        from edge.store.db import full_card, no_room, read_only  # here: the doctor's usual run does not load them
 
         if read_only(path):  # SQLite cannot open a sound WAL database there either: a backup would not mend it
             return [Check("database", "fail", f"{path}: {READ_ONLY_ADVICE}")]
+        if no_room(path, err.__cause__):  # nor on a card too full for its -shm: room mends it, not a backup
+            return [Check("database", "fail", f"{path} cannot be opened: {full_card(path.parent)}")]
         return [Check("database", "fail", f"{path}: {err}; {restore_advice(settings)}")]
     integrity, version, newest = list(found.problems), found.version, found.newest_order_at
     latest = migrations.latest_version(migrations.load_migrations())

@@ -59,9 +59,16 @@ def failure(path: Path, err: sqlite3.Error) -> StoreError:
     code = getattr(err, "sqlite_errorcode", None)
     if (code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)) or "malformed" in str(err):
         return StoreDamagedError(f"database {path} is damaged ({err})")
-    if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(err):
+    if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(err) or no_room(path, err):
         return StoreError(f"database {path}: {full_card(path.parent)}")
     return StoreError(f"database {path}: {err}")
+
+
+def no_room(path: Path, err: BaseException | None) -> bool:
+    """Whether ``err`` is SQLite's "disk I/O error" on a card without room: a database closed cleanly (its -wal and
+    -shm removed) cannot make its -shm again there, and SQLite tells that failed write as I/O, not as a full disk."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and card_full(path.parent)
 
 
 def card_full(folder: Path) -> bool:

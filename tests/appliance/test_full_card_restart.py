@@ -18,6 +18,7 @@ from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
 from edge.sim.smtp import SmtpSink
+from edge.store.migrations import latest_version, load_migrations
 from tests.helpers import (
     CENTRAL_TOKEN,
     TOKEN,
@@ -407,3 +408,28 @@ def age_orders(db: Path, *, days: float) -> None:
             (days,),
         )
     conn.close()
+
+
+async def test_migrate_and_the_doctor_on_a_card_filled_to_its_last_byte_name_the_full_card_not_a_damaged_database(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A database closed cleanly (SQLite removed its -wal and -shm) on a card then filled to its last byte: SQLite
+    cannot make the -shm again and says "disk I/O error". `edge migrate` (upgrade.sh's step) says in one line that the
+    card is full, and the doctor does not send the technician to restore a sound database; once there is room the
+    migration goes on. Before: "edge: database …/edge.db: disk I/O error", and the doctor's "FAIL database …: disk
+    I/O error; no backup found …: see 'A damaged database'" (technician probe, finding 4)."""
+    config = agent_process(tmp_path, printers, extra="[alerts]\ndisk_free_min_mb = 1\n").config
+    latest = latest_version(load_migrations())
+    assert (await edge("migrate", "--to", str(latest - 1), "--config", str(config))).returncode == 0
+    assert not (card / "edge.db-wal").exists() and not (card / "edge.db-shm").exists()
+    filler = fill(card)
+    refused = await edge("migrate", "--config", str(config))
+    assert refused.returncode == 1, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("edge: ") and "card is full" in line and "I/O" not in line, line
+    doctor = await edge("doctor", "--config", str(config))
+    [database] = [line for line in doctor.stdout.splitlines() if re.search(r"FAIL\s+database", line)]
+    assert "card is full" in database and "damaged" not in database and "I/O" not in database, doctor.stdout
+    filler.unlink()
+    again = await edge("migrate", "--config", str(config))
+    assert again.stdout.startswith(f"database {card / 'edge.db'}: schema version {latest - 1} -> {latest}"), again
