@@ -37,6 +37,7 @@ LOG="$PREFIX/var/log/edge-upgrade.log"
 HEALTH_WAIT_S="${EDGE_HEALTH_WAIT_S:-60}"
 STEP=start-up
 NEW_VERSION="$(source_version)"
+WHY=""  # the failed step's last line, for the last line a technician reads (a full card: what to make room on)
 
 # The secrets (API token, central token, SMTP password) are in edge.env, which systemd hands to the agent; the edge
 # commands run here read it too, or they fail on the config.
@@ -140,18 +141,30 @@ restore_units() {
     service daemon-reload || true
 }
 
-# The new version took orders after the backup (or the database cannot go back down): it stays, with all of them.
+because() {
+    if [[ -n "$WHY" ]]; then
+        echo "; it failed on: $WHY"
+    fi
+}
+
+# The database cannot go back down (and the new version took orders after the backup, or it cannot be restored): the
+# new version stays, with all of them.
 keep_new() {
-    log "ROLLBACK NOT POSSIBLE ($1): edge-agent $NEW_VERSION stays installed with every order it took;" \
+    local orders="with every order it took"
+    if [[ "$STARTED" != 1 ]]; then
+        orders="(it had not run: it starts now, on the schema it migrated to)"
+    fi
+    log "ROLLBACK NOT POSSIBLE ($1): edge-agent $NEW_VERSION stays installed $orders$(because);" \
         "see the messages above, fix the cause and run upgrade.sh again"
     service start edge-agent.service edge-health-check.timer || true
     rm -rf "$STATE"
 }
 
 # Back to OLD_TARGET without losing an order: the new version migrates the database down (its own down parts), so rows
-# it wrote stay. Restoring the backup is the last resort, and only when the new version never ran: nothing was
-# acknowledged after it was taken, since the agent was stopped. Every step may be interrupted again, so each leaves
-# a box that starts: the old or the new program, with the schema that program migrates to by itself.
+# it wrote stay; one still at OLD_SCHEMA (a climb fails whole) it leaves unwritten, so this works on a full card too.
+# Restoring the backup is the last resort, and only when the new version never ran: nothing was acknowledged after it
+# was taken, since the agent was stopped. Every step may be interrupted again, so each leaves a box that starts: the
+# old or the new program, with the schema that program migrates to by itself.
 rollback() {
     trap '' HUP INT TERM
     set +e
@@ -169,7 +182,7 @@ rollback() {
     restore_units
     service start edge-agent.service edge-health-check.timer
     rm -rf "$STATE"
-    log "rolled back: edge-agent $OLD_VERSION is installed again, with every order"
+    log "rolled back: edge-agent $OLD_VERSION is installed again, with every order$(because)"
 }
 
 on_exit() {
@@ -261,7 +274,12 @@ step install
 "$SOURCE/scripts/install.sh" --no-start "${PASS[@]}"
 
 step migrate
-"$CURRENT/bin/edge" migrate --config "$CONFIG"
+if ! migrated="$("$CURRENT/bin/edge" migrate --config "$CONFIG" 2>&1)"; then
+    echo "$migrated"
+    WHY="${migrated##*$'\n'}"
+    exit 1
+fi
+echo "$migrated" 2>/dev/null || true  # a dropped SSH session: the upgrade goes on
 
 if [[ $RESTART -eq 1 ]]; then
     journal STARTED=1  # from here on the new version may acknowledge orders: never restore the backup

@@ -115,6 +115,23 @@ def schema_of_file(path: Path) -> int | None:
         return None
 
 
+def schema_at_rest(path: Path) -> int | None:
+    """The schema version of a database file closed cleanly (no -wal, or an empty one), read from the file alone
+    (``immutable``: without the -shm a full card cannot make); None where a WAL may hold newer pages, or there is no
+    such file, or it cannot be read."""
+    try:
+        wal = Path(f"{path}-wal")
+        if not path.is_file() or (wal.exists() and wal.stat().st_size):
+            return None
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return None
+
+
 def copy_database(source: Path, target: Path, *, standalone: bool = False) -> None:
     """Through SQLite, not a file copy: consistent while the agent writes, and a WAL target stays consistent too.
     ``standalone`` (a backup file): with a rollback journal, so that reading it (its check, a restore) leaves no -wal

@@ -415,9 +415,10 @@ async def test_migrate_and_the_doctor_on_a_card_filled_to_its_last_byte_name_the
 ) -> None:
     """A database closed cleanly (SQLite removed its -wal and -shm) on a card then filled to its last byte: SQLite
     cannot make the -shm again and says "disk I/O error". `edge migrate` (upgrade.sh's step) says in one line that the
-    card is full, and the doctor does not send the technician to restore a sound database; once there is room the
-    migration goes on. Before: "edge: database …/edge.db: disk I/O error", and the doctor's "FAIL database …: disk
-    I/O error; no backup found …: see 'A damaged database'" (technician probe, finding 4)."""
+    card is full, and the doctor does not send the technician to restore a sound database; `edge migrate --to` the
+    version it is at (upgrade.sh's rollback) writes nothing and succeeds; once there is room the migration goes on.
+    Before: "edge: database …/edge.db: disk I/O error", and the doctor's "FAIL database …: disk I/O error; no backup
+    found …: see 'A damaged database'" (technician probe, findings 3 and 4)."""
     config = agent_process(tmp_path, printers, extra="[alerts]\ndisk_free_min_mb = 1\n").config
     latest = latest_version(load_migrations())
     assert (await edge("migrate", "--to", str(latest - 1), "--config", str(config))).returncode == 0
@@ -430,6 +431,9 @@ async def test_migrate_and_the_doctor_on_a_card_filled_to_its_last_byte_name_the
     doctor = await edge("doctor", "--config", str(config))
     [database] = [line for line in doctor.stdout.splitlines() if re.search(r"FAIL\s+database", line)]
     assert "card is full" in database and "damaged" not in database and "I/O" not in database, doctor.stdout
+    # upgrade.sh's rollback after that failed climb: the database is where it was, nothing to write
+    stays = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
+    assert stays.returncode == 0 and f"schema version {latest - 1} -> {latest - 1}" in stays.stdout, stays.stderr
     filler.unlink()
     again = await edge("migrate", "--config", str(config))
     assert again.stdout.startswith(f"database {card / 'edge.db'}: schema version {latest - 1} -> {latest}"), again

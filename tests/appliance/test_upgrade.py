@@ -28,7 +28,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.store.migrations import latest_version, load_migrations
 from tests.appliance.conftest import SystemUser, program_version
-from tests.helpers import OFFLINE_BUILD, TOKEN, api_client, db_execute, db_rows
+from tests.helpers import OFFLINE_BUILD, TOKEN, api_client, db_execute, db_rows, fill, small_disk
 
 pytestmark = pytest.mark.slow(seconds=8)
 
@@ -463,6 +463,63 @@ async def test_a_migration_that_fails_half_way_rolls_back_program_and_database(b
     assert not (box.root / "opt/edge-agent/upgrade").exists()  # no upgrade left half done
     await wait_until(box.ready)
     assert set(orders) <= await box.order_ids()
+
+
+@contextlib.asynccontextmanager
+async def small_card(box: Box, mib: int) -> AsyncIterator[Path]:
+    """The box's data directory moved onto a card of ``mib`` MiB (a tmpfs), the old agent started on it and stopped
+    before the card goes; the agent keeps 1 MB of it free (alerts.disk_free_min_mb)."""
+    data = box.root / "var/lib/edge"
+    await box.systemctl("stop", "edge-agent.service")
+    kept = data.with_name("edge-off-card")
+    await asyncio.to_thread(data.rename, kept)
+    config = box.root / "etc/edge/edge.toml"
+    config.write_text(config.read_text() + "\n[alerts]\ndisk_free_min_mb = 1\n")
+    with contextlib.ExitStack() as mounted:  # mount and umount are processes: off the event loop
+        await asyncio.to_thread(mounted.enter_context, small_disk(data, mib))
+        try:
+            await asyncio.to_thread(subprocess.run, ["cp", "-a", f"{kept}/.", str(data)], check=True)
+            os.chown(data, box.prepared.user.uid, box.prepared.user.gid)
+            started = await box.systemctl("start", "edge-agent.service")
+            assert started.returncode == 0, started.stdout
+            yield data
+        finally:
+            await box.systemctl("stop", "edge-agent.service")
+            await asyncio.to_thread(mounted.close)
+
+
+async def test_an_upgrade_whose_card_fills_after_the_backup_puts_the_old_version_back_and_names_the_full_card(
+    box: Box,
+) -> None:
+    """The card fills right after the backup (a log, the journal): the migration cannot even open the database, so it
+    is still whole at the old schema. The rollback finds nothing to migrate back, and the old version comes back and
+    starts with every order; the last line names the full card. Before stop 68: the rollback ran the new version's
+    `edge migrate --to` anyway, which failed on the full card like the step, then a restore (no room), and ended
+    "ROLLBACK NOT POSSIBLE (the database cannot be migrated back to schema 18): edge-agent 0.2.0 stays installed with
+    every order it took", starting the new version, which had taken none (technician probe, finding 3)."""
+    async with small_card(box, 8) as card:
+        orders = await box.push("before", 2)
+        process = await box.start_upgrade(box.prepared.new)
+        assert process.stdout is not None
+        output: list[str] = []
+        async with asyncio.timeout(120):
+            while line := (await process.stdout.readline()).decode():
+                output.append(line)
+                if "step: install" in line:
+                    filler = await asyncio.to_thread(fill, card)
+            await process.wait()
+        text = "".join(output)
+        assert process.returncode == 1 and "FAILED at step migrate" in text, text
+        assert "ROLLBACK NOT POSSIBLE" not in text and "rolled back" in output[-1], text
+        assert "card is full" in output[-1], text
+        assert await box.installed_version() == "0.1.0"
+        assert box.unit() == (box.prepared.old / "systemd/edge-agent.service").read_text()
+        assert not (box.root / "opt/edge-agent/upgrade").exists()
+        await wait_until(box.up)  # the old agent, on the room it keeps beside its database
+        filler.unlink()
+        await wait_until(box.ready)
+        assert await box.schema() == LATEST
+        assert set(orders) <= await box.order_ids()
 
 
 async def test_upgrade_reads_the_secrets_file(box: Box) -> None:
