@@ -389,6 +389,8 @@ async def test_a_card_full_of_the_agents_own_old_orders_is_made_room_on_by_reten
             await eventually(lambda: post(api, make_order(n, print_receipt=False)), lambda a: a[0] == 201, 30)
             taken.append(n)
             tickets = await kitchen.wait_for_printed(80 + len(taken), timeout=30)
+            old = "SELECT COUNT(*) FROM orders WHERE received_at < unixepoch() - 86400"
+            await eventually(lambda: db_rows(card / "edge.db", old), lambda rows: rows == [(0,)], what="old purged")
         assert not any(b"COPY" in ticket for ticket in tickets)
         assert sorted(number(ticket) for ticket in tickets[80:]) == sorted(f"A-{1000 + n}" for n in taken)
         assert filler.exists()
