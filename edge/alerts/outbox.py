@@ -145,7 +145,7 @@ class Outbox:
                     delivery = Delivery(refused=dict.fromkeys(remaining, error))
             except AlertError as err:
                 error, server_down = str(err), True
-        attempt = self._outcome(mail, wanted, delivery, error)
+        attempt = self._outcome(mail, wanted, delivery, error, met_relay=not server_down)
         if delivery.accepted:
             attempt = dataclasses.replace(attempt, dated=self._mailer.last_dated)
         if server_down:
@@ -165,13 +165,20 @@ class Outbox:
         wanted = self.recipients(mail.audience) if wanted is None else wanted
         return [r for r in wanted if r not in mail.delivered and r not in mail.refused]
 
-    def _outcome(self, mail: OutboxMail, wanted: list[str], delivery: Delivery, error: str | None) -> Attempt:
+    def _outcome(
+        self, mail: OutboxMail, wanted: list[str], delivery: Delivery, error: str | None, *, met_relay: bool
+    ) -> Attempt:
+        """``met_relay``: False when the relay could not be used at all (down, TLS, login): such a try says nothing
+        of the mail, is not one of the tries the day's limit counts, and never gives it up (the relay's backoff
+        governs)."""
         delivered = (*mail.delivered, *delivery.accepted)
         refused = {**mail.refused, **delivery.refused}
         problems = {**delivery.deferred, **delivery.refused}
         error = error or ("; ".join(f"{r}: {e}" for r, e in problems.items()) or None)
         still = [r for r in wanted if r not in delivered and r not in refused]
-        late = self._clock.wall() - mail.created_at >= _GIVE_UP_S and mail.attempts + 1 >= _GIVE_UP_TRIES
+        late = (
+            met_relay and self._clock.wall() - mail.created_at >= _GIVE_UP_S and mail.relay_tries + 1 >= _GIVE_UP_TRIES
+        )
         if still and late:  # deferred all along: a person must look
             return Attempt(
                 state=MailState.DEAD,
@@ -188,6 +195,7 @@ class Outbox:
                 refused=refused,
                 error=error,
                 next_attempt_at=self._clock.wall() + delay,
+                met_relay=met_relay,
             )
         # Everyone configured now has it, or was refused for good: a refusal needs a person (fix the address, retry).
         state = MailState.DEAD if any(r in refused for r in wanted) else MailState.SENT

@@ -79,6 +79,7 @@ class OutboxMail:
     message_id: str  # the same on every attempt, so a mail sent twice is recognisable as one
     created_at: float
     attempts: int
+    relay_tries: int  # the attempts that met the relay (it answered for this mail)
     last_error: str | None
     delivered: tuple[str, ...]  # recipients that accepted it
     refused: dict[str, str]  # recipient -> the relay's refusal for good
@@ -114,6 +115,7 @@ def _outbox_mail(row: aiosqlite.Row) -> OutboxMail:
         message_id=row["message_id"],
         created_at=row["created_at"],
         attempts=row["attempts"],
+        relay_tries=row["relay_tries"],
         last_error=row["last_error"],
         delivered=tuple(json.loads(row["delivered"])),
         refused=json.loads(row["refused"]),
@@ -131,6 +133,7 @@ class Attempt:
     error: str | None
     next_attempt_at: float
     dated: float | None = None  # the Date of the mail it sent (None: none sent)
+    met_relay: bool = True  # False: the relay could not be used at all (not counted in relay_tries)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -507,7 +510,7 @@ class AlertStore:
                 )
             # An attempt that was under way when its mail was superseded keeps it superseded unless it delivered it.
             await conn.execute(
-                "UPDATE alert_mails SET attempts = attempts + 1,"
+                "UPDATE alert_mails SET attempts = attempts + 1, relay_tries = relay_tries + ?8,"
                 " state = CASE WHEN state = 'superseded' AND ?1 != 'sent' THEN state ELSE ?1 END, delivered = ?2,"
                 " refused = ?3, last_error = ?4, next_attempt_at = ?5, sent_at = CASE WHEN ?1 = 'sent' THEN ?6 ELSE"
                 " sent_at END WHERE id = ?7",
@@ -519,6 +522,7 @@ class AlertStore:
                     attempt.next_attempt_at,
                     now,
                     mail_id,
+                    int(attempt.met_relay),
                 ),
             )
             if attempt.dated is not None:
