@@ -145,6 +145,10 @@ class Delivery:
     deferred: dict[str, str] = dataclasses.field(default_factory=dict)  # 4xx at RCPT: try this address again later
 
 
+# How relays say they will not relay for this client (Postfix, Exim, Sendmail, Exchange, Gmail): no address is wrong.
+_NOT_RELAYING = ("relay access denied", "relaying denied", "unable to relay", "relay not permitted", "relay denied")
+
+
 class RelayRefusedError(AlertError):
     """The relay refused this connection (a login, encryption or a greeting name demanded, the sender held back for
     now): no mail can pass until the relay or a setting changes, so the whole outbox backs off and keeps its mails."""
@@ -290,7 +294,27 @@ class Mailer:
                 f"{self._where} wants a login before it takes mail and {login} ({_reply(err)}): set smtp.username and"
                 " smtp.password (Gmail and Yahoo need an app password)"
             )
+        if any(words in text for words in _NOT_RELAYING):  # Postfix at RCPT: "554 5.7.1 <…>: Relay access denied"
+            return (
+                f"{self._where} will not relay this box's mail ({_reply(err)}): set smtp.username and smtp.password"
+                " (it relays for senders who log in), or ask its owner to relay for this box's address"
+            )
         return None
+
+    def _sender_refused(self, err: aiosmtplib.SMTPResponseException) -> AlertError:
+        """The From address refused (at MAIL FROM, or at RCPT where Postfix checks the sender by default): for now,
+        the whole outbox waits; for good, the mail waits for a person who fixes smtp.sender."""
+        if err.code < 500:
+            # The envelope sender is the same for every mail (a rate limit, a full queue): the whole outbox waits.
+            return RelayRefusedError(
+                f"{self._where} does not take mail from {self.sender!r} for now ({_reply(err)}); the outbox waits"
+                " and tries again"
+            )
+        return MailRefusedError(
+            f"{self._where} refused the sender {self.sender!r} ({_reply(err)}): set smtp.sender to an address the"
+            " account may send from",
+            permanent=True,
+        )
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[MailSession]:
@@ -366,26 +390,15 @@ class Mailer:
                 raise
             if problem := self._session_refusal(client, err):
                 raise RelayRefusedError(problem) from err
-            if err.code < 500:
-                # The envelope sender is the same for every mail (a rate limit, a full queue): the whole outbox waits.
-                raise RelayRefusedError(
-                    f"{self._where} does not take mail from {self.sender!r} for now ({_reply(err)}); the outbox waits"
-                    " and tries again"
-                ) from err
-            raise MailRefusedError(
-                f"{self._where} refused the sender {self.sender!r} ({_reply(err)}): set smtp.sender to an address the"
-                " account may send from",
-                permanent=True,
-            ) from err
+            raise self._sender_refused(err) from err
 
-    async def _transaction(self, client: aiosmtplib.SMTP, mail: Mail, message_id: str | None) -> Delivery:
-        """MAIL, one RCPT per recipient, DATA: each recipient's answer is kept, not only whether all failed."""
-        where = self._where
-        await self._mail_from(client)
+    async def _recipients(self, client: aiosmtplib.SMTP, recipients: list[str]) -> Delivery:
+        """One RCPT per recipient: who was accepted, refused (5xx) or deferred (4xx). Raises for a refusal that is the
+        relay's or the sender's, not the address's."""
         accepted: list[str] = []
         refused: dict[str, str] = {}
         deferred: dict[str, str] = {}
-        for recipient in mail.recipients:
+        for recipient in recipients:
             try:
                 await client.rcpt(smtp_address(recipient))
                 accepted.append(recipient)
@@ -398,13 +411,22 @@ class Mailer:
                     raise
                 if problem := self._session_refusal(client, err):  # Postfix checks the greeting at RCPT by default
                     raise RelayRefusedError(problem) from err
+                if "sender address rejected" in err.message.lower():  # and the sender (smtpd_delay_reject)
+                    raise self._sender_refused(err) from err
                 (refused if err.code >= 500 else deferred)[recipient] = _reply(err)
-        if not accepted:
+        return Delivery(tuple(accepted), refused, deferred)
+
+    async def _transaction(self, client: aiosmtplib.SMTP, mail: Mail, message_id: str | None) -> Delivery:
+        """MAIL, one RCPT per recipient, DATA: each recipient's answer is kept, not only whether all failed."""
+        where = self._where
+        await self._mail_from(client)
+        delivery = await self._recipients(client, mail.recipients)
+        if not delivery.accepted:
             try:
                 await client.rset()
             except (aiosmtplib.SMTPException, OSError):
                 pass  # the envelope is void anyway; the connection closes next
-            return Delivery((), refused, deferred)
+            return delivery
         try:
             # The reply after the body gets its own timeout: RFC 5321 4.5.3.2.6 lets the relay take 10 minutes, and
             # giving up sooner only means sending again what it has most likely accepted.
@@ -419,13 +441,13 @@ class Mailer:
             if err.code == 421:
                 raise
             raise MailRefusedError(f"{where} refused the message ({_reply(err)})", permanent=err.code >= 500) from err
-        return Delivery(tuple(accepted), refused, deferred)
+        return delivery
 
-    async def check(self) -> str:
-        """Connect, greet, secure the line, log in and try the sender (then RSET), without sending anything; returns
-        the name it greeted with."""
+    async def check(self, recipient: str | None = None) -> str:
+        """Connect, greet, secure the line, log in and try the sender and ``recipient`` (then RSET), without sending
+        anything; returns the name it greeted with."""
         async with self.session() as session:
-            await session.try_sender()
+            await session.try_sender(recipient)
         return self._helo or "its address"
 
     async def deliver(self, mail: Mail, *, message_id: str | None = None) -> Delivery:
@@ -451,12 +473,18 @@ class MailSession:
         self._client = client
         self.usable = True  # False once the connection failed: the next mail needs a new one
 
-    async def try_sender(self) -> None:
-        """MAIL FROM, then RSET: most relays refuse a missing login, TLS or greeting name only there."""
-        await self._run(self._try_sender())
+    async def try_sender(self, recipient: str | None = None) -> None:
+        """MAIL FROM (and RCPT TO ``recipient``), then RSET: most relays refuse a missing login, TLS or greeting name
+        only there, and Postfix a box it does not relay for only at RCPT."""
+        await self._run(self._try_sender(recipient))
 
-    async def _try_sender(self) -> Delivery:
+    async def _try_sender(self, recipient: str | None) -> Delivery:
         await self._mailer._mail_from(self._client)
+        if recipient is not None:
+            delivery = await self._mailer._recipients(self._client, [recipient])
+            if not delivery.accepted:
+                why = {**delivery.deferred, **delivery.refused}[recipient]
+                raise AlertError(f"{self._mailer._where} refuses the address {recipient} ({why})")
         await self._client.rset()
         return Delivery()
 

@@ -306,7 +306,7 @@ async def _smtp_check(settings: Settings) -> Check:
     smtp = settings.smtp
     mailer = Mailer(smtp)
     try:
-        greeting = await mailer.check()
+        greeting = await mailer.check(next(iter(settings.alerts.to or settings.alerts.critical_to), None))
     except AlertError as err:
         return Check("smtp", "fail", str(err))
     login = f"logged in as {smtp.username}" if smtp.username else "without a login"

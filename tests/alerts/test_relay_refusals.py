@@ -82,6 +82,47 @@ async def test_a_relay_refusing_at_mail_from_for_a_login_encryption_or_a_rate_li
     assert (await alerter.outbox_status()).server_error is None
 
 
+async def test_a_relay_refusing_to_relay_at_rcpt_backs_off_keeps_the_mails_and_the_doctor_says_so(
+    relay: SmtpSink, make_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock
+) -> None:
+    """Postfix without a login (or from a network it does not relay for) answers RCPT "554 5.7.1 <…>: Relay access
+    denied" (smtpd_relay_restrictions): no address is wrong, the box may not relay, and every mail meets it. The
+    outbox backs off and keeps the mails, naming smtp.username; the doctor tries a recipient too and says so; once the
+    relay is put right both alarms go. Before stop 68 both were dead-lettered at once as refused recipients, nothing
+    went after the fix, and the doctor said OK (the mail probe, finding 2)."""
+    relay.rcpt_replies["chef@store.test"] = "554 5.7.1 <chef@store.test>: Relay access denied"
+    settings = relay_settings(make_settings, relay)
+    alerter = make_alerter(settings)
+    await two_alarms(alerter)
+    db = settings.agent.db_path
+    assert await db_rows(db, "SELECT state FROM alert_mails ORDER BY id") == [("pending",), ("pending",)]
+    error = alerter.outbox.server_error or ""
+    assert "smtp.username" in error and "Relay access denied" in error, error
+    assert alerter.outbox.server_wait() is not None
+    check = await _smtp_check(settings)
+    assert check.level == "fail" and "smtp.username" in check.detail, check
+
+    del relay.rcpt_replies["chef@store.test"]
+    clock.advance(5)
+    assert await alerter.deliver_due() == 2
+    assert await db_rows(db, "SELECT state FROM alert_mails ORDER BY id") == [("sent",), ("sent",)]
+
+
+async def test_a_sender_refused_at_rcpt_is_told_as_the_sender_not_as_the_recipient(
+    relay: SmtpSink, make_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter]
+) -> None:
+    """Postfix checks the sender at RCPT by default (smtpd_delay_reject): reject_sender_login_mismatch answers there
+    "553 5.7.1 <edge@…>: Sender address rejected: not owned by user". Told as at MAIL FROM, naming smtp.sender;
+    before stop 68 as the manager's address refused (the mail probe, finding 2)."""
+    relay.rcpt_replies["chef@store.test"] = "553 5.7.1 <edge@store.test>: Sender address rejected: not owned by user"
+    settings = relay_settings(make_settings, relay)
+    alerter = make_alerter(settings)
+    await two_alarms(alerter)
+    rows = await db_rows(settings.agent.db_path, "SELECT state, last_error FROM alert_mails ORDER BY id")
+    assert [state for state, _ in rows] == ["dead", "dead"]
+    assert all("smtp.sender" in error and "553 5.7.1" in error for _, error in rows), rows
+
+
 async def test_doctor_tries_the_sender_and_says_the_relay_wants_a_login_when_none_is_configured(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -188,6 +229,31 @@ async def test_a_mail_kept_through_a_long_relay_outage_is_not_given_up_at_its_fi
     [(state,)] = await db_rows(settings.agent.db_path, "SELECT state FROM alert_mails")
     assert state == "pending"
     del relay.rcpt_replies["chef@store.test"]
+    clock.advance(3600)
+    await alerter.deliver_due()
+    assert await db_rows(settings.agent.db_path, "SELECT state FROM alert_mails") == [("sent",)]
+    assert len(relay.messages) == 1
+
+
+async def test_a_mail_tried_again_and_again_while_the_relay_is_down_is_not_given_up_before_it_met_the_relay(
+    relay: SmtpSink, make_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock
+) -> None:
+    """The relay is down for a day and a half; the outbox tries it at every backoff meanwhile (eight tries). Those
+    tries met no relay: they are not the three the day's limit counts, and the alarm goes once the relay is back.
+    Before stop 68 every try counted: a day on, the next try (still no relay) dead-lettered it, without a log line,
+    and the manager never had the alarm (the mail probe, finding 1)."""
+    settings = relay_settings(make_settings, relay)
+    alerter = make_alerter(settings)
+    await relay.stop()
+    alerter.on_event(dead_ticket(1, "kitchen"))
+    await run(alerter)
+    for _ in range(8):  # every 4.5 hours, relay still down
+        clock.advance(4.5 * 3600)
+        await alerter.deliver_due()
+    tried = "SELECT state, attempts, relay_tries FROM alert_mails"
+    [(state, attempts, relay_tries)] = await db_rows(settings.agent.db_path, tried)
+    assert state == "pending" and attempts >= 8 and relay_tries == 0, (state, attempts, relay_tries)
+    await relay.start()
     clock.advance(3600)
     await alerter.deliver_due()
     assert await db_rows(settings.agent.db_path, "SELECT state FROM alert_mails") == [("sent",)]
