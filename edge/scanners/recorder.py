@@ -40,9 +40,9 @@ class ScanRecorder:
         self._left = left
         # One write of that file at a time, in the order of the changes, also one a cancelled task left running.
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scans-left")
-        # Refused by the store (a full or read-only card): recorded in order, with the time they were read, once it
-        # writes again. A cook does not scan a ticket twice: lost, the order never showed ready.
-        self._held: collections.deque[tuple[ScanRequest, float]] = collections.deque()
+        # Refused by the store (a full or read-only card): recorded in order, with the time they were read (wall and
+        # monotonic), once it writes again. A cook does not scan a ticket twice: lost, the order never showed ready.
+        self._held: collections.deque[tuple[ScanRequest, float, float | None]] = collections.deque()
         self._retry: asyncio.Task[None] | None = None
         self._rereads = Summarised("scan_repeated", every_s=_REREADS_LOGGED_S, level="info", clock=clock.mono)
         self._unknown_rereads = Summarised("scan_unknown", every_s=_REREADS_LOGGED_S, clock=clock.mono)
@@ -58,7 +58,12 @@ class ScanRecorder:
             return
         try:
             text = await asyncio.to_thread(self._left.read_text)
-            left = [(ScanRequest(**scan["request"]), float(scan["at"])) for scan in json.loads(text)]
+            # The monotonic time read is this boot's (the runtime directory lasts the boot); a file left by a run
+            # before stop 68 has none: such a scan counts as read when recorded.
+            left = [
+                (ScanRequest(**s["request"]), float(s["at"]), None if s.get("read") is None else float(s["read"]))
+                for s in json.loads(text)
+            ]
         except FileNotFoundError:
             return
         except (OSError, ValueError, TypeError, KeyError) as err:
@@ -86,7 +91,7 @@ class ScanRecorder:
         """The scans held, as they are now, in the file for the next run (none: no file); False if there is none."""
         if self._left is None:
             return False
-        path, scans = self._left, [{"request": dataclasses.asdict(r), "at": at} for r, at in self._held]
+        path, scans = self._left, [{"request": dataclasses.asdict(r), "at": at, "read": rd} for r, at, rd in self._held]
 
         def write() -> None:
             if scans:
@@ -104,7 +109,9 @@ class ScanRecorder:
     async def record(self, scanner: ScannerSettings, code: str, read_at: float | None = None) -> ScanResult | None:
         """Store what the scan means; returns after the commit (None: held until the store writes again).
         ``read_at``: monotonic time the bytes arrived."""
-        at = self._clock.wall()  # when it was read: a store busy for seconds first must not move it to the next day
+        # When it was read: a store busy for seconds first must not move it to the next day, and a scan held for a full
+        # card is judged against the reads before it by when it was read, not when recorded.
+        at, read = self._clock.wall(), self._clock.mono()
         parsed = parse_code(code)
         if scanner.type == "hid" and (isinstance(parsed, UnknownCode) or parsed.station is None):
             # Typed in the other keyboard layout, a ticket code reads as nonsense: say which layout to set.
@@ -129,23 +136,23 @@ class ScanRecorder:
                 hand_out_gap_s=scanner.hand_out_gap_s,
             )
         if self._held:  # behind the scans waiting: they keep their order
-            self._hold(request, at, None)
+            self._hold(request, at, read, None)
             await self._leave()
             return None
         try:
-            result = await self._store.record(request, at=at)
+            result = await self._store.record(request, at=at, read=read)
         except StoreUnavailableError as err:
-            self._hold(request, at, err)
+            self._hold(request, at, read, err)
             await self._leave()
             return None
         self._log(request, result, read_at)
         return result
 
-    def _hold(self, request: ScanRequest, at: float, err: StoreUnavailableError | None) -> None:
+    def _hold(self, request: ScanRequest, at: float, read: float, err: StoreUnavailableError | None) -> None:
         if len(self._held) >= _HELD_MAX:
-            dropped, _ = self._held.popleft()
+            dropped, _, _ = self._held.popleft()
             log.error("scan_not_recorded", scanner=dropped.scanner, code=dropped.code, reason="too many held")
-        self._held.append((request, at))
+        self._held.append((request, at, read))
         if err is not None:
             log.warning("scans_wait_for_storage", scanner=request.scanner, code=request.code, error=str(err))
         if self._retry is None or self._retry.done():
@@ -159,8 +166,8 @@ class ScanRecorder:
             recorded = 0
             with contextlib.suppress(StoreUnavailableError):  # still refused: next time round
                 while self._held:
-                    request, at = self._held[0]
-                    result = await self._store.record(request, at=at)
+                    request, at, read = self._held[0]
+                    result = await self._store.record(request, at=at, read=read)
                     self._held.popleft()
                     recorded += 1
                     self._log(request, result, None, late_s=round(self._clock.wall() - at, 1))

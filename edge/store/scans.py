@@ -114,21 +114,23 @@ _READS_KEPT, _READ_KEPT_S = 512, 600.0
 
 
 class _RecentReads:
-    """When each scanner last read each code, and each order, in this run, on the monotonic clock. A read counts once
-    its scan is committed (``keep``): one the store refused (a full card) and recorded later is no earlier read of
-    itself (its hand-out was taken for a ticket still in view)."""
+    """When each scanner last read each code, and each order, on the monotonic clock, by when the read was made (a
+    scan held for a full card and recorded later keeps its time: two held reads recorded together are as far apart
+    as they were read). A read counts once its scan is committed (``keep``): one the store refused (a full card) and
+    recorded later is no earlier read of itself (its hand-out was taken for a ticket still in view)."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._at: dict[tuple[str, str, str], float] = {}
 
-    def seen(self, scanner: str, kind: str, key: str, noted: list[tuple[tuple[str, str, str], float]]) -> float | None:
-        """Seconds since this scanner's previous read of ``key`` (a "code" or an "order") in this run, None if none;
-        this read is added to ``noted``, for ``keep``."""
-        now = self._clock.mono()
+    def seen(
+        self, scanner: str, kind: str, key: str, read: float, noted: list[tuple[tuple[str, str, str], float]]
+    ) -> float | None:
+        """Seconds between this scanner's previous read of ``key`` (a "code" or an "order") and this one, read at
+        ``read`` (monotonic), None if none; this read is added to ``noted``, for ``keep``."""
         last = self._at.get((scanner, kind, key))
-        noted.append(((scanner, kind, key), now))
-        return None if last is None else now - last
+        noted.append(((scanner, kind, key), read))
+        return None if last is None else read - last
 
     def keep(self, noted: list[tuple[tuple[str, str, str], float]]) -> None:
         """The reads of a committed scan."""
@@ -170,15 +172,17 @@ class ScanStore:
         off = self._central.box_minus_theirs() if self._central is not None else None
         return self._business_day.bounds(at if off is None else at - off)
 
-    async def record(self, scan: ScanRequest, *, at: float | None = None) -> ScanResult:
-        """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all. ``at``:
-        when it was read (a scan the store refused at first, recorded later); None: now."""
+    async def record(self, scan: ScanRequest, *, at: float | None = None, read: float | None = None) -> ScanResult:
+        """Apply a scan: the scans row, the order's change and its outbox event commit together or not at all. ``at``
+        (wall) and ``read`` (monotonic): when it was read (a scan the store refused at first, recorded later); None:
+        now."""
         now = self._clock.wall() if at is None else at
+        read_mono = self._clock.mono() if read is None else read
         day = self._day(now)
         noted: list[tuple[tuple[str, str, str], float]] = []
         async with self._db.publishing(self._bus) as (conn, events):
             result = await _apply(
-                conn, scan, now, day, lambda kind, key: self._reads.seen(scan.scanner, kind, key, noted)
+                conn, scan, now, day, lambda kind, key: self._reads.seen(scan.scanner, kind, key, read_mono, noted)
             )
             events.append(
                 ScanRecorded(scanner=scan.scanner, code=scan.code, outcome=result.outcome, order_id=result.order_id)

@@ -255,3 +255,74 @@ async def test_a_hand_out_the_full_card_refused_at_first_is_recorded_as_a_hand_o
     [_, held] = await seen.scans_count(2)
     assert held.outcome == "handed_out"
     assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
+
+
+async def hold(agent: Agent, sim: SimScanner, code: str, held: int) -> None:
+    """One read of ``code`` the full card refuses: waited for until it is the ``held``-th scan held."""
+    sim.scan(code)
+    await wait_until(lambda: agent.scan_recorder is not None and agent.scan_recorder.held == held, what="scan held")
+
+
+async def test_a_ready_read_and_a_hand_out_both_held_for_a_full_card_are_recorded_as_read(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """The counter scanner is the pass too: the cook's read makes the order ready, the guest's 8 s later hands it
+    out. The card refuses both writes (full), so both are held, and recorded together once there is room: they are
+    judged 8 s apart, as read, not by when they were recorded. Before stop 68 (the scanner probe, F1) the hand-out
+    was "read by this scanner 0.0s before: still in view": not written, the order left ready, central never told."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    order = await push_order(agent, 1)
+    code = f"edge:v1:{order['id']}:kitchen"
+    await db_execute(agent, FULL_SCANS)
+    await hold(agent, sims["counter"], code, 1)
+    clock.advance(8)
+    await hold(agent, sims["counter"], code, 2)
+    clock.advance(1)
+    await db_execute(agent, "DROP TRIGGER full_scans")  # room again
+    scans = await seen.scans_count(2)
+    assert [s.outcome for s in scans] == ["order_ready", "handed_out"]
+    assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
+
+
+async def test_a_live_read_after_a_late_recorded_read_is_judged_by_when_both_were_read(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """The cook's read at the counter is held 10 s for a full card, then recorded: the order is ready. The guest's
+    read 1 s after that recording, 11 s after the cook's, hands it out. Before stop 68 (F1) it was "read by this
+    scanner 1.0s before": the recording taken for the read."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    order = await push_order(agent, 2)
+    code = f"edge:v1:{order['id']}:kitchen"
+    await db_execute(agent, FULL_SCANS)
+    await hold(agent, sims["counter"], code, 1)
+    clock.advance(10)
+    await db_execute(agent, "DROP TRIGGER full_scans")
+    [ready] = await seen.scans_count(1)
+    assert ready.outcome == "order_ready"
+    clock.advance(1)
+    assert await read(seen, sims["counter"], code) == "handed_out"
+    assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
+
+
+async def test_a_ready_read_and_a_hand_out_held_over_a_restart_are_recorded_as_read(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
+) -> None:
+    """As above, but the agent is restarted with both reads held (left in the runtime directory): the next run
+    records them 8 s apart, as read, and the second hands the order out. Before stop 68 (F1): 0.0 s apart."""
+    clock = SteppedClock()
+    agent, seen = await start(make_agent, sims, clock)
+    order = await push_order(agent, 3)
+    code = f"edge:v1:{order['id']}:kitchen"
+    await db_execute(agent, FULL_SCANS)
+    await hold(agent, sims["counter"], code, 1)
+    clock.advance(8)
+    await hold(agent, sims["counter"], code, 2)
+    await agent.stop()
+    await db_execute(agent.settings.agent.db_path, "DROP TRIGGER full_scans")  # room again, the agent down
+    clock.advance(5)
+    agent, seen = await start(make_agent, sims, clock)
+    scans = await seen.scans_count(2)
+    assert [s.outcome for s in scans] == ["order_ready", "handed_out"]
+    assert await outbox(agent, order["id"]) == ["ready", "fulfilled"]
