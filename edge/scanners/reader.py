@@ -71,6 +71,9 @@ class Scanner:
         self._splitter = LineSplitter()
         self._suffix_seen = False  # a code ended by CR, LF or Tab came on this connection
         self._cut_at: float | None = None  # when a code was cut off short on this connection (its tail may follow)
+        # Ended by silence before the suffix is known on this connection: a whole code, or the head of one cut off
+        # (a replug or a start is when a link cuts codes); taken once nothing follows within _TAIL_S.
+        self._piece: tuple[bytes, float] | None = None
         self._port: ScannerPort | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -132,11 +135,12 @@ class Scanner:
         await wait_set(self._stopping, seconds * random.uniform(0.8, 1.2))
 
     async def _read_until_lost(self, loop: asyncio.AbstractEventLoop, port: ScannerPort) -> None:
-        self._suffix_seen, self._cut_at = False, None
+        self._suffix_seen, self._cut_at, self._piece = False, None, None
         while not self._stopping.is_set():
             read = loop.run_in_executor(self._executor, _timed_read, port)
-            # While half a line is pending, a silence ends it: wait for the read no longer than that (the read goes on).
-            while (left := self._splitter.silence_left(time.monotonic())) is not None:
+            # While half a line is pending, a silence ends it, and a piece waits for its rest no longer than _TAIL_S:
+            # wait for the read no longer than that (the read goes on).
+            while (left := self._wait_left(time.monotonic())) is not None:
                 done, _ = await asyncio.wait({read}, timeout=left)
                 if done:
                     break
@@ -150,13 +154,24 @@ class Scanner:
             for line in lines:
                 await self._take(line, read_at, suffixed=True)
 
+    def _wait_left(self, now: float) -> float | None:
+        waits = [self._splitter.silence_left(now), None if self._piece is None else self._piece[1] + _TAIL_S - now]
+        return min((max(0.0, w) for w in waits if w is not None), default=None)
+
     async def _end_by_silence(self, now: float) -> None:
         last_at = self._splitter.last_at
         if (pending := self._splitter.expire(now)) and last_at is not None:
             await self._take(pending, last_at, suffixed=False)
+        if (piece := self._piece) is not None and now - piece[1] >= _TAIL_S:  # no rest came: it was a whole code
+            await self._take_piece(piece)
 
-    async def _take(self, line: bytes, read_at: float, *, suffixed: bool) -> None:
-        """A line ended by a suffix, or (``suffixed`` False) by a silence: a code handed on, or noise rejected."""
+    async def _take_piece(self, piece: tuple[bytes, float]) -> None:
+        self._piece = None
+        await self._take(*piece, suffixed=False, waited=True)
+
+    async def _take(self, line: bytes, read_at: float, *, suffixed: bool, waited: bool = False) -> None:
+        """A line ended by a suffix, or (``suffixed`` False) by a silence: a code handed on, or noise rejected.
+        ``waited``: a piece ended by silence that waited _TAIL_S for its rest in vain."""
         try:
             code = decode_line(line)
         except NoiseError as err:
@@ -166,6 +181,16 @@ class Scanner:
             self._reject(reason if suffixed else f"{reason}, then silence (no CR, LF or Tab)", line)
             return
         if not code:
+            return
+        if (piece := self._piece) is not None:
+            if suffixed and read_at - piece[1] <= _TAIL_S:
+                # Its rest, with the suffix: "A-101", a pause, "1\r" was A-1011's number, and A-101 names another order.
+                self._piece, self._cut_at = None, piece[1]
+                self._reject(f"cut off: its rest came {read_at - piece[1]:.1f} s later", piece[0])
+            else:  # a second code ended by silence: the scanner sends no suffix, and the piece was a whole code
+                await self._take_piece(piece)
+        elif not suffixed and not waited and not self._suffix_seen and not self.no_suffix:
+            self._piece = (line, read_at)
             return
         if suffixed and self._cut_at is not None:
             cut_at, self._cut_at = self._cut_at, None

@@ -6,14 +6,16 @@ within a few ms of each other; a silence after bytes ends what is pending (the t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.sim.orders import make_order
 from edge.sim.scanner import SimScanner
-from tests.helpers import Seen, db_rows, push_order, wait_until
+from tests.helpers import Seen, db_rows, push_order, scanner_config, wait_until
 
 SILENCE_S = 0.35  # longer than the silence that ends a pending code, far shorter than anyone scans twice
 
@@ -170,3 +172,49 @@ async def test_a_bad_code_lying_under_a_scanner_is_one_log_line_not_one_a_read(
         await wait_until(lambda: agent.scanners["kitchen"].rejected == 21, what="every read rejected")
     rejected = [e for e in logs if e["event"] == "scan_rejected"]
     assert len(rejected) == 2, [e["reason"] for e in rejected]
+
+
+@pytest.mark.parametrize("fresh", ["replugged", "restarted"])
+async def test_a_number_cut_in_two_right_after_a_replug_or_a_restart_marks_no_order_ready(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], fresh: str
+) -> None:
+    """Orders numbered A-101 and A-1011. The kitchen scanner ends its codes with CR; its cable is re-seated (or the
+    agent restarted), and the first code after that comes in two parts 0.25 s apart: "A-101", a silence, "1\\r". The
+    agent cannot yet know the scanner's suffix on this connection, so it waits for more before it takes a piece ended
+    by silence: the "1\\r" that follows shows the piece was cut off, and both are rejected. Nothing is marked ready;
+    the number scanned again is read. Before stop 68 (the scanner probe, F2) A-101 was marked ready, central told,
+    and the tail "1" read as a code of its own."""
+    seen = Seen()
+    agent = await make_agent(scanners=scanner_config(sims), listen=seen)
+    await seen.connected("kitchen")
+    assert agent.deps is not None
+    short, whole = make_order(1) | {"number": "A-101"}, make_order(2) | {"number": "A-1011"}
+    for order in (short, whole):
+        await agent.deps.intake.accept(order)
+    sims["kitchen"].scan(f"edge:v1:{short['id']}:bar", "\r")  # a code with its suffix: this scanner ends its codes
+    await seen.scans_count(1)
+    if fresh == "replugged":
+        sims["kitchen"].unplug()
+        await seen.connected("kitchen", False)
+        sims["kitchen"].plug()
+        await seen.connected("kitchen", times=2)
+    else:
+        await agent.stop()
+        seen = Seen()
+        agent = await make_agent(scanners=scanner_config(sims), listen=seen)
+        await seen.connected("kitchen")
+    before = len(seen.scans)
+    with capture_logs() as logs:
+        sims["kitchen"].send(b"A-101")
+        await asyncio.sleep(0.25)
+        sims["kitchen"].send(b"1\r")
+        await asyncio.sleep(1.5)  # longer than a piece waits for its rest
+        sims["kitchen"].scan("A-1011", "\r")
+        scans = await seen.scans_count(before + 1)
+        await asyncio.sleep(0.2)  # room for a wrong scan to come
+    assert [(s.code, s.order_id, s.outcome) for s in seen.scans[before:]] == [("A-1011", whole["id"], "order_ready")], (
+        scans
+    )
+    assert await db_rows(agent, "SELECT COUNT(*) FROM order_pickup WHERE order_id = ?", short["id"]) == [(0,)]
+    rejected = [(e["bytes"], e["reason"]) for e in logs if e["event"] == "scan_rejected"]
+    assert [b for b, _ in rejected] == ["A-101", "1"] and "cut off" in rejected[0][1], rejected
