@@ -249,9 +249,10 @@ async def _find_order(
     """The order an id or (``plain``) a number names, or None and why not. An id names any order; a plain number only
     the one order of the current business day with it: numbers come round daily, and a wrong order marked ready (or
     reprinted) is worse than asking for the id (``ask``: how; today's order may still be on its way, e.g. being
-    recovered)."""
+    recovered). A plain code that is today's number names that order, not one of another day whose id it is (a
+    till's running integer ids meet its daily numbers)."""
     rows = list(await fetch("SELECT id, number, status FROM orders WHERE id = ?", (ref,)))
-    if rows or not plain:
+    if not plain:
         return (rows[0], "") if rows else (None, f"no order with id {ref!r}")
     start, end = day
     candidates = await fetch("SELECT id, number, status, created_at FROM orders WHERE number = ?", (ref,))
@@ -263,6 +264,8 @@ async def _find_order(
     since = f"today's business day (since {start:%Y-%m-%d %H:%M})"
     if today:
         return None, f"{len(today)} orders of {since} have number {ref!r}: {ask}"
+    if rows:
+        return rows[0], ""
     others = len(list(candidates))  # older ones, or (a till's clock ahead) one dated after today's start
     return None, f"no order with id or number {ref!r} in {since}" + (
         f"; {others} of other days have it" if others else ""

@@ -188,3 +188,24 @@ async def test_a_number_is_looked_up_in_centrals_business_day_while_the_box_cloc
         assert (scan.outcome, scan.order_id) == ("order_ready", order["id"])
     finally:
         await central.stop()
+
+
+async def test_a_plain_number_names_todays_order_with_it_not_an_older_order_whose_id_it_is(
+    night_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """A till whose ids are one running integer and whose numbers restart daily: order id "57" (number 3) is two days
+    old, today's order "912" has number 57. Scanning "57" marks today's 57 ready; the old order is left. An id still
+    names an order of another day when no order of today has it as its number. Before stop 68 (the scanner probe, F4)
+    the id won: the two-day-old order was marked ready and central told."""
+    agent, seen = night_agent
+    await store(agent, 1, created(27, 12), id="57", number="3")
+    today = await store(agent, 2, created(29, 23, 30), id="912", number="57")
+    sims["kitchen"].scan("57")
+    [scan] = await seen.scans_count(1)
+    assert (scan.order_id, scan.outcome) == (today["id"], "order_ready")
+    assert await ready(agent) == {today["id"]}
+    other = await store(agent, 3, created(27, 12, 5), id="58", number="4")
+    sims["kitchen"].scan("58")  # no order of today has number 58: the id names the old order
+    [_, by_id] = await seen.scans_count(2)
+    assert (by_id.order_id, by_id.outcome) == (other["id"], "order_ready")
+    assert await ready(agent) == {today["id"], other["id"]}
