@@ -95,10 +95,7 @@ def explain(err: BaseException, smtp: SmtpSettings) -> str:
 def _explained(err: BaseException, smtp: SmtpSettings) -> str:
     where = f"{smtp.host}:{smtp.port}"
     if isinstance(err, aiosmtplib.SMTPAuthenticationError):
-        return (
-            f"login refused by {where}: wrong user name or password (Gmail and Yahoo need an app password, not the"
-            " account password)"
-        )
+        return _login_refused(err, smtp)
     if isinstance(err, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
         return f"no answer from {where} within {smtp.timeout_s:g}s: wrong port, or a firewall drops the connection"
     cause = err.__cause__ or err.__context__
@@ -136,6 +133,22 @@ def _explained(err: BaseException, smtp: SmtpSettings) -> str:
     return f"{where}: {err}"
 
 
+def _login_refused(err: aiosmtplib.SMTPAuthenticationError, smtp: SmtpSettings) -> str:
+    """Each refusal RFC 4954 6 names told as what it is, with the relay's own words (never the password)."""
+    where, user, reply = f"{smtp.host}:{smtp.port}", smtp.username, _reply(err)
+    if err.code < 500:  # "454 4.7.0 Temporary authentication failure": the provider's login backend, not the password
+        return f"{where} cannot log anyone in just now ({reply}): not the password; try again later"
+    if err.code == 534 or "5.7.9" in err.message:  # Gmail: "534-5.7.9 Application-specific password required"
+        return (
+            f"{where} wants an app password for {user!r} ({reply}): create one in the account's security settings"
+            " and set it as smtp.password"
+        )
+    return (
+        f"{where} refused the login as {user!r} ({reply}): check smtp.username and smtp.password (Gmail and Yahoo"
+        " need an app password, not the account password)"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Delivery:
     """What the relay answered for one mail, per recipient (RFC 5321 4.2.1: 2xx done, 4xx try later, 5xx never)."""
@@ -152,6 +165,15 @@ _NOT_RELAYING = ("relay access denied", "relaying denied", "unable to relay", "r
 class RelayRefusedError(AlertError):
     """The relay refused this connection (a login, encryption or a greeting name demanded, the sender held back for
     now): no mail can pass until the relay or a setting changes, so the whole outbox backs off and keeps its mails."""
+
+
+class LoginRefusedError(RelayRefusedError):
+    """The relay refused the login. ``permanent`` (5xx, e.g. 535 5.7.8): the same password fails every time, and each
+    try is one more failed login toward fail2ban's ban or the account's lockout."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class MailRefusedError(AlertError):
@@ -270,6 +292,25 @@ class Mailer:
             raise RelayRefusedError(self._greeting_refused(client, err)) from err
         if self._smtp.security == "starttls":
             await client.starttls()
+            await client.ehlo()  # RFC 3207 4.2: what the relay offers (AUTH among it) is asked again over TLS
+
+    async def _login(self, client: aiosmtplib.SMTP) -> None:
+        """One mechanism, another only when the relay does not know it (504, RFC 4954 4): a refused password is wrong
+        for every mechanism, and aiosmtplib's login() tried each (two failed logins per try toward a lockout)."""
+        s, unknown = self._smtp, None
+        for mechanism in client.supported_auth_methods:
+            authenticate = getattr(client, f"auth_{mechanism.replace('-', '').lower()}")
+            try:
+                await authenticate(s.username, s.password.get())
+                return
+            except aiosmtplib.SMTPAuthenticationError as err:
+                if err.code != 504:
+                    raise LoginRefusedError(explain(err, s), permanent=err.code >= 500) from err
+                unknown = err
+        answer = f"{_reply(unknown)}; " if unknown else ""
+        raise RelayRefusedError(
+            f"{self._where} offers no login this box can use ({answer}offered: {' '.join(client.server_auth_methods)})"
+        )
 
     def _greeting_refused(self, client: aiosmtplib.SMTP, err: aiosmtplib.SMTPResponseException) -> str:
         return (
@@ -344,7 +385,7 @@ class Mailer:
                 await client.connect()
                 await self._greet(client)
                 if s.username:
-                    await client.login(s.username, s.password.get())
+                    await self._login(client)
             except BaseException as err:
                 client.close()
                 if s.security != "tls" and await self._waited_for_tls(err):

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from edge.alerts.mailer import Delivery, Mailer, MailRefusedError, MailSession
+from edge.alerts.mailer import Delivery, LoginRefusedError, Mailer, MailRefusedError, MailSession
 from edge.clock import Clock
 from edge.config import Settings
 from edge.errors import AlertError
@@ -29,6 +29,10 @@ _PER_SESSION = 20
 # (450, taken a minute later) at its first try back.
 _GIVE_UP_S = 24 * 3600.0
 _GIVE_UP_TRIES = 3
+# After the relay refused the password (535), it is not tried again for this long: every try is a failed login, and
+# fail2ban bans the store's address after 5, Microsoft 365 locks the account after 10. New settings come with a
+# restart, and a person's test mail tries at once.
+_LOGIN_HOLD_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,7 +131,7 @@ class Outbox:
         # A group's mails reach each person in order: not an all-clear before the alarm the relay deferred for them.
         waiting = {r for m in await self._store.pending_before(mail) for r in self._owed(m)}
         remaining = [r for r in self._owed(mail, wanted) if r not in waiting]
-        delivery, error, server_down = Delivery(), None, False
+        delivery, error, server_down, held = Delivery(), None, False, False
         if remaining and not self._dated_loaded:
             # Mails are dated never before the one before, also across a restart: after NTP set the clock back, an
             # all-clear dated before its alarm sorted under it, and the newest mail on top said "down".
@@ -145,11 +149,12 @@ class Outbox:
                     delivery = Delivery(refused=dict.fromkeys(remaining, error))
             except AlertError as err:
                 error, server_down = str(err), True
+                held = isinstance(err, LoginRefusedError) and err.permanent
         attempt = self._outcome(mail, wanted, delivery, error, met_relay=not server_down)
         if delivery.accepted:
             attempt = dataclasses.replace(attempt, dated=self._mailer.last_dated)
         if server_down:
-            self._server_failed(error or "")
+            self._server_failed(error or "", held=held)
         elif remaining:
             self._server_failures, self._server_retry_at, self.server_error = 0, None, None
         self._unrecorded[mail.id] = attempt
@@ -207,9 +212,12 @@ class Outbox:
             next_attempt_at=self._clock.wall(),
         )
 
-    def _server_failed(self, error: str) -> None:
+    def _server_failed(self, error: str, *, held: bool) -> None:
         self._server_failures += 1
         delay = retry_delay(self._server_failures, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
+        if held:
+            delay = max(delay, _LOGIN_HOLD_S)
+            error += f"; not tried again for {_LOGIN_HOLD_S / 60:g} min (a test mail or a restart tries at once)"
         self._server_retry_at = self._clock.mono() + delay
         self.server_error = error
         log.warning("alert_mail_failed", error=error, retry_in_s=round(delay, 1), failures=self._server_failures)

@@ -352,9 +352,7 @@ def run(
         return EXIT_USAGE
 
     # Here: `edge` builds this command's parser for every command.
-    from aiosmtplib import SMTPAuthenticationError
-
-    from edge.alerts.mailer import Mailer
+    from edge.alerts.mailer import LoginRefusedError, Mailer
     from edge.alerts.render import AlertRenderer
 
     for attempt in range(1, PASSWORD_TRIES + 1):
@@ -375,8 +373,10 @@ def run(
             break
         except AlertError as err:
             say(f"✗ {err}")
-            # A mistyped password costs that answer again, not every answer (three tries, as sudo gives).
-            if not (w.interactive and attempt < PASSWORD_TRIES and isinstance(err.__cause__, SMTPAuthenticationError)):
+            # A mistyped password costs that answer again, not every answer (three tries, as sudo gives); a relay
+            # that cannot log anyone in just now (454) has not said the password is wrong.
+            mistyped = isinstance(err, LoginRefusedError) and err.permanent
+            if not (w.interactive and attempt < PASSWORD_TRIES and mistyped):
                 say("Nothing was written.")
                 return EXIT_FAILED
             password = w.password()

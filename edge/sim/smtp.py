@@ -36,6 +36,10 @@ class SmtpSink:
     EHLO/HELO name it was greeted with. ``command_delay_s`` holds every answer to EHLO, HELO, MAIL and RCPT that
     long, as a tarpitting relay does (Postfix smtpd_error_sleep_time, a provider throttling a busy sender).
     ``sessions`` holds, per connection, the subjects of the messages it took, in order.
+
+    ``auth_reply`` answers every AUTH instead of checking the login, as relays do whose login is refused for another
+    reason than the password (RFC 4954 6): "454 4.7.0 Temporary authentication failure" (the provider's login backend
+    is down), Gmail's "534-5.7.9 Application-specific password required"; ``logins`` counts AUTH commands answered.
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class SmtpSink:
         self.envelopes: list[Envelope] = []
         self.received_at: list[float] = []  # loop.time() of each message, for latency measurements
         self.failed_logins = 0
+        self.logins = 0
+        self.auth_reply: str | None = None
         # recipient -> the reply to its RCPT TO, e.g. "550 5.1.1 user unknown"; bytes go out as they are: a relay that
         # answers in its own language and Latin-1 (b"550 5.1.1 Empf\xe4nger unbekannt"), as old localised ones do
         self.rcpt_replies: dict[str, str | bytes] = {}
@@ -135,6 +141,10 @@ class SmtpSink:
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
+        self.logins += 1
+        if self.auth_reply:
+            self.failed_logins += 1
+            return AuthResult(success=False, handled=False, message=self.auth_reply)
         ok = auth_data.login.decode() == self.username and auth_data.password.decode() == self.password
         self.failed_logins += not ok
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself

@@ -139,7 +139,7 @@ async def test_a_mail_after_a_step_back_is_dated_no_earlier_than_the_one_before_
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"password": "wrong"}, "wrong user name or password"),
+        ({"password": "wrong"}, "check smtp.username and smtp.password"),
         ({"ca_file": None}, "could not be verified"),
         ({"security": "tls"}, "TLS mismatch"),
         ({"port": 1}, "cannot reach 127.0.0.1:1"),

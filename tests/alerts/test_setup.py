@@ -148,10 +148,10 @@ async def test_setup_wrong_password_writes_nothing(sink: SmtpSink, cert: tuple[P
         asyncio.to_thread(drive, config, sink.port, cert[0], "not-the-password", sink), timeout=40
     )
     assert status == 1
-    assert "wrong user name or password" in output and "Nothing was written." in output
+    assert "refused the login" in output and "535 5.7.8" in output and "Nothing was written." in output
     assert (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
     assert not (tmp_path / "edge.env.bak").exists()
-    assert sink.messages == [] and output.count("Password (not shown): ") == 3 and sink.failed_logins >= 3
+    assert sink.messages == [] and output.count("Password (not shown): ") == 3 and sink.failed_logins == 3
 
 
 async def test_setup_non_interactive_dry_run(sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ async def test_non_interactive_refusal_exits_non_zero_and_writes_nothing(
     """A login the server refuses, or no password at all, is a non-zero exit with the reason; edge.env is untouched."""
     config = write_config(tmp_path)
     code, out = await run_script(*non_interactive(config, sink, cert[0]), env=clean_env(), stdin=b"wrong\n")
-    assert code == 1 and "wrong user name or password" in out
+    assert code == 1 and "refused the login" in out
     code, out = await run_script(*non_interactive(config, sink, cert[0]), env=clean_env(), stdin=b"")
     assert code == 2 and "no password" in out and "--password-stdin" in out
     assert sink.messages == []

@@ -189,8 +189,22 @@ async def test_a_wrong_password_is_asked_again(sink: SmtpSink, cert: tuple[Path,
     answers += [(r"Password \(not shown\): ", SMTP_PASSWORD), ARRIVED]
     output, status = await run(config, answers)
     assert status == 0, output
-    assert "wrong user name or password" in output and output.count("Password (not shown): ") == 2
+    assert "535 5.7.8" in output and "smtp.password" in output and output.count("Password (not shown): ") == 2
     assert len(sink.messages) == 1 and written(tmp_path)["EDGE_SMTP_PASSWORD"] == SMTP_PASSWORD
+
+
+async def test_a_temporary_login_failure_is_not_asked_as_a_wrong_password(
+    sink: SmtpSink, cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The provider's login backend is down: "454 4.7.0 Temporary authentication failure" (RFC 4954 6). Said with the
+    relay's words, the password is not asked again, nothing written. Before: "wrong user name or password" and the
+    technician retyped a correct password three times (the mail probe, finding 4)."""
+    sink.auth_reply = "454 4.7.0 Temporary authentication failure"
+    config = write_config(tmp_path)
+    output, status = await run(config, custom(sink.port, cert[0]))
+    assert status == 1, output
+    assert "454 4.7.0 Temporary authentication failure" in output and "wrong user name" not in output, output
+    assert output.count("Password (not shown): ") == 1 and sink.logins == 1 and "Nothing was written." in output
 
 
 async def test_a_recipient_the_relay_refuses_is_named_and_nothing_is_written(

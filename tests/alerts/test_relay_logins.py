@@ -1,0 +1,96 @@
+"""How a relay's answer to the login is told and acted on (RFC 4954 6): a refused password (535 5.7.8) is tried once
+per connection and then not for an hour, as fail2ban and account lockouts count every failed login; a temporary
+failure (454 4.7.0) is said as such and retried at the normal pace; an app password demanded (534 5.7.9) is named;
+a relay that offers no login is told what to change; the relay's reply is shown in its own words, never the
+password."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from edge.alerts.alerter import Alerter
+from edge.config import Settings
+from edge.ops.technician import _smtp_check
+from edge.sim.smtp import SmtpSink
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock, relay_settings
+from tests.alerts.test_relay_refusals import two_alarms
+from tests.helpers import db_rows
+
+WRONG = "rotated-Passw0rd-nobody-typed"
+
+
+@pytest.fixture
+async def login_relay() -> SmtpSink:
+    """A relay on loopback that wants a login (PLAIN and LOGIN offered, as Postfix/Dovecot SASL offers them)."""
+    server = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD)
+    await server.start()
+    yield server  # type: ignore[misc]
+    await server.stop()
+
+
+def login_settings(make_settings: Callable[..., Settings], relay: SmtpSink, password: str) -> Settings:
+    return relay_settings(make_settings, relay, username=SMTP_USER, password=password, allow_plain_login=True)
+
+
+async def test_a_refused_password_is_tried_once_and_then_not_for_an_hour(
+    login_relay: SmtpSink,
+    make_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+) -> None:
+    """535 5.7.8 is wrong for every mechanism and every try: one failed login, then the relay rests an hour (fail2ban
+    bans after 5, Microsoft 365 locks after 10); the mails stay pending and the status names the settings. Before:
+    two failed logins per try (PLAIN, then LOGIN) and the next try seconds later."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    alerter = make_alerter(settings)
+    await two_alarms(alerter)
+    assert login_relay.failed_logins == 1
+    db = settings.agent.db_path
+    assert await db_rows(db, "SELECT state FROM alert_mails ORDER BY id") == [("pending",), ("pending",)]
+    error = alerter.outbox.server_error or ""
+    assert f"refused the login as {SMTP_USER!r}" in error and "smtp.password" in error and "535 5.7.8" in error, error
+    assert WRONG not in error
+    wait = alerter.outbox.server_wait()
+    assert wait is not None and wait >= 3000, wait
+    clock.advance(30 * 60)
+    assert await alerter.deliver_due() == 0
+    assert login_relay.failed_logins == 1 and login_relay.connections == 1
+    check = await _smtp_check(settings)
+    assert check.level == "fail" and "smtp.password" in check.detail and WRONG not in check.detail, check
+    clock.advance(31 * 60)
+    await alerter.deliver_due()
+    assert login_relay.connections == 3  # the doctor's, then the hour is up
+
+
+@pytest.mark.parametrize(
+    ("reply", "said", "held"),
+    [
+        # the provider's login backend is down (RFC 4954 6): not the password, and it passes
+        ("454 4.7.0 Temporary authentication failure", "cannot log anyone in just now", False),
+        # Gmail to an account password where an app password is needed
+        ("534 5.7.9 Application-specific password required", "app password", True),
+    ],
+    ids=["454", "534"],
+)
+async def test_a_login_refused_for_another_reason_is_told_as_what_it_is(
+    reply: str,
+    said: str,
+    held: bool,
+    login_relay: SmtpSink,
+    make_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+) -> None:
+    """Before: "wrong user name or password" for both, the relay's reply dropped, and 454 retried as a 535 is."""
+    login_relay.auth_reply = reply
+    settings = login_settings(make_settings, login_relay, SMTP_PASSWORD)
+    alerter = make_alerter(settings)
+    await two_alarms(alerter)
+    assert login_relay.logins == 1
+    error = alerter.outbox.server_error or ""
+    assert said in error and reply in error and "wrong user name" not in error, error
+    wait = alerter.outbox.server_wait()
+    assert wait is not None and (wait >= 3000) == held, wait
+    check = await _smtp_check(settings)
+    assert reply in check.detail, check
