@@ -130,6 +130,8 @@ def _explained(err: BaseException, smtp: SmtpSettings) -> str:
         return f"{hint} (smtp.host)"
     if isinstance(err, (aiosmtplib.SMTPConnectError, OSError)):
         return f"cannot reach {where}: host name wrong, no network, or nothing listening on that port ({err})"
+    if isinstance(err, aiosmtplib.SMTPResponseException):  # the reply in words, not a Python tuple
+        return f"{where} answered {_reply(err)}"
     return f"{where}: {err}"
 
 
@@ -291,12 +293,23 @@ class Mailer:
         except aiosmtplib.SMTPHeloError as err:
             raise RelayRefusedError(self._greeting_refused(client, err)) from err
         if self._smtp.security == "starttls":
-            await client.starttls()
+            try:
+                await client.starttls()
+            except aiosmtplib.SMTPResponseException as err:  # RFC 3207 4: "454 4.7.0 TLS not available …"
+                said = f"{self._where} cannot start TLS just now ({_reply(err)}); try again later"
+                raise RelayRefusedError(said) from err
+            except aiosmtplib.SMTPServerDisconnected as err:  # the relay's "220 Ready", then the handshake failed
+                raise RelayRefusedError(
+                    f"the TLS handshake with {self._where} failed ({err}): the relay may speak only TLS 1.1 or older,"
+                    " which this box refuses; ask its owner for TLS 1.2, or try security 'tls' (port 465)"
+                ) from err
             await client.ehlo()  # RFC 3207 4.2: what the relay offers (AUTH among it) is asked again over TLS
 
     async def _login(self, client: aiosmtplib.SMTP) -> None:
         """One mechanism, another only when the relay does not know it (504, RFC 4954 4): a refused password is wrong
         for every mechanism, and aiosmtplib's login() tried each (two failed logins per try toward a lockout)."""
+        if not client.supports_extension("auth"):
+            raise RelayRefusedError(self._no_login(client))
         s, unknown = self._smtp, None
         for mechanism in client.supported_auth_methods:
             authenticate = getattr(client, f"auth_{mechanism.replace('-', '').lower()}")
@@ -310,6 +323,15 @@ class Mailer:
         answer = f"{_reply(unknown)}; " if unknown else ""
         raise RelayRefusedError(
             f"{self._where} offers no login this box can use ({answer}offered: {' '.join(client.server_auth_methods)})"
+        )
+
+    def _no_login(self, client: aiosmtplib.SMTP) -> str:
+        said = f"{self._where} offers no login (AUTH) on this connection"
+        if client.supports_extension("starttls"):  # Postfix smtpd_tls_auth_only, aiosmtpd: AUTH only after STARTTLS
+            return f"{said}: set smtp.security to 'starttls' (it offers STARTTLS, and logins after it)"
+        return (
+            f"{said}: leave smtp.username empty if it relays for this box by its address, or ask for the port that"
+            " takes logins (587 or 465)"
         )
 
     def _greeting_refused(self, client: aiosmtplib.SMTP, err: aiosmtplib.SMTPResponseException) -> str:

@@ -18,6 +18,16 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from edge.sim.ports import free_port
 
 
+class _Relay(SMTP):
+    """aiosmtpd's server with the answers SmtpSink scripts where aiosmtpd has no handler hook."""
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if reply := self.event_handler.starttls_reply:
+            await self.push(reply)
+            return
+        await super().smtp_STARTTLS(arg)
+
+
 class SmtpSink:
     """Listens on 127.0.0.1; optional LOGIN/PLAIN auth, STARTTLS (tls_context) or implicit TLS (implicit_tls).
 
@@ -40,6 +50,8 @@ class SmtpSink:
     ``auth_reply`` answers every AUTH instead of checking the login, as relays do whose login is refused for another
     reason than the password (RFC 4954 6): "454 4.7.0 Temporary authentication failure" (the provider's login backend
     is down), Gmail's "534-5.7.9 Application-specific password required"; ``logins`` counts AUTH commands answered.
+    ``starttls_reply`` answers STARTTLS instead of "220 Ready", as a relay whose TLS is broken for now does (RFC 3207
+    4: "454 4.7.0 TLS not available due to local problem").
     """
 
     def __init__(
@@ -61,6 +73,7 @@ class SmtpSink:
         self.failed_logins = 0
         self.logins = 0
         self.auth_reply: str | None = None
+        self.starttls_reply: str | None = None
         # recipient -> the reply to its RCPT TO, e.g. "550 5.1.1 user unknown"; bytes go out as they are: a relay that
         # answers in its own language and Latin-1 (b"550 5.1.1 Empf\xe4nger unbekannt"), as old localised ones do
         self.rcpt_replies: dict[str, str | bytes] = {}
@@ -84,6 +97,8 @@ class SmtpSink:
         await self._tarpit()
         session.host_name = hostname
         self.helo_names.append(hostname)
+        if self.username is None:  # a relay that authorises by address (Postfix without SASL) offers no AUTH
+            return [line for line in responses if not line[4:].upper().startswith("AUTH")]
         return responses
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
@@ -159,7 +174,7 @@ class SmtpSink:
             return self._smtp(auth)
 
     def _smtp(self, auth: bool) -> SMTP:
-        return SMTP(
+        return _Relay(
             self,
             hostname="sink.test",
             authenticator=self._authenticate if auth else None,

@@ -6,7 +6,9 @@ password."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,52 @@ async def test_a_login_refused_for_another_reason_is_told_as_what_it_is(
     assert wait is not None and (wait >= 3000) == held, wait
     check = await _smtp_check(settings)
     assert reply in check.detail, check
+
+
+async def test_a_relay_offering_no_login_is_told_to_leave_the_user_name_empty(
+    relay: SmtpSink, make_settings: Callable[..., Settings]
+) -> None:
+    """An IP-authorised relay offers no AUTH. Before: "does not offer STARTTLS: use security 'tls' (port 465)"."""
+    settings = login_settings(make_settings, relay, SMTP_PASSWORD)
+    check = await _smtp_check(settings)
+    assert "offers no login (AUTH)" in check.detail and "smtp.username" in check.detail, check
+    assert "does not offer STARTTLS" not in check.detail, check
+
+
+async def test_a_relay_offering_login_only_after_starttls_is_told_to_use_starttls(
+    sink: SmtpSink, make_settings: Callable[..., Settings], cert: tuple[Path, Path]
+) -> None:
+    """Postfix (smtpd_tls_auth_only) and aiosmtpd offer AUTH only after STARTTLS. Before: "does not offer STARTTLS"."""
+    settings = login_settings(make_settings, sink, SMTP_PASSWORD)
+    check = await _smtp_check(settings)
+    assert "offers no login (AUTH)" in check.detail and "'starttls'" in check.detail, check
+    assert "does not offer STARTTLS" not in check.detail, check
+
+
+async def test_a_failed_tls_handshake_after_starttls_names_tls(
+    make_settings: Callable[..., Settings], cert: tuple[Path, Path], server_tls: ssl.SSLContext
+) -> None:
+    """A relay speaking only TLS 1.1 (which this box's OpenSSL refuses). Before: "closed the connection half-way
+    (Connection reset while upgrading transport); the mail is tried again", TLS not named."""
+    server_tls.minimum_version = server_tls.maximum_version = ssl.TLSVersion.TLSv1_1
+    old = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD, tls_context=server_tls)
+    await old.start()
+    try:
+        settings = relay_settings(
+            make_settings, old, username=SMTP_USER, password=SMTP_PASSWORD, security="starttls", ca_file=str(cert[0])
+        )
+        check = await _smtp_check(settings)
+    finally:
+        await old.stop()
+    assert "TLS handshake" in check.detail and "half-way" not in check.detail, check
+
+
+async def test_starttls_refused_for_now_is_said_in_words(
+    sink: SmtpSink, make_settings: Callable[..., Settings]
+) -> None:
+    """RFC 3207 4: "454 4.7.0 TLS not available due to local problem". Before: shown as a Python tuple
+    "(454, '4.7.0 …')"."""
+    sink.starttls_reply = "454 4.7.0 TLS not available due to local problem"
+    settings = relay_settings(make_settings, sink, username=SMTP_USER, password=SMTP_PASSWORD, security="starttls")
+    check = await _smtp_check(settings)
+    assert "cannot start TLS just now (454 4.7.0 TLS not available due to local problem)" in check.detail, check
