@@ -31,7 +31,7 @@ _GIVE_UP_S = 24 * 3600.0
 _GIVE_UP_TRIES = 3
 # After the relay refused the password (535), it is not tried again for this long: every try is a failed login, and
 # fail2ban bans the store's address after 5, Microsoft 365 locks the account after 10. New settings come with a
-# restart, and a person's test mail tries at once.
+# restart, and a person's test mail or retry tries at once.
 _LOGIN_HOLD_S = 3600.0
 
 
@@ -217,7 +217,7 @@ class Outbox:
         delay = retry_delay(self._server_failures, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
         if held:
             delay = max(delay, _LOGIN_HOLD_S)
-            error += f"; not tried again for {_LOGIN_HOLD_S / 60:g} min (a test mail or a restart tries at once)"
+            error += f"; not tried again for {_LOGIN_HOLD_S / 60:g} min (a test mail, retry or restart tries now)"
         self._server_retry_at = self._clock.mono() + delay
         self.server_error = error
         log.warning("alert_mail_failed", error=error, retry_in_s=round(delay, 1), failures=self._server_failures)
@@ -239,8 +239,12 @@ class Outbox:
             )
 
     async def retry(self, mail_id: int) -> OutboxMail:
+        """A person's "try again now": also the relay, which may have been put right during its backoff (an hour
+        after a refused password)."""
         async with self._lock:
-            return await self._store.retry(mail_id, self._clock.wall())
+            mail = await self._store.retry(mail_id, self._clock.wall())
+            self._server_retry_at = None
+            return mail
 
     async def discard(self, mail_id: int) -> OutboxMail:
         async with self._lock:

@@ -145,3 +145,18 @@ async def test_starttls_refused_for_now_is_said_in_words(
     settings = relay_settings(make_settings, sink, username=SMTP_USER, password=SMTP_PASSWORD, security="starttls")
     check = await _smtp_check(settings)
     assert "cannot start TLS just now (454 4.7.0 TLS not available due to local problem)" in check.detail, check
+
+
+async def test_a_persons_retry_tries_the_relay_at_once_after_a_refused_password(
+    login_relay: SmtpSink, make_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter]
+) -> None:
+    """The relay's admin sets the account's password to the one the box has; a person's `--retry` (the documented
+    "try again now") goes at once, not after the hour's hold. Before: the retried mail waited out the relay's
+    backoff."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    alerter = make_alerter(settings)
+    await two_alarms(alerter)
+    login_relay.password = WRONG  # put right on the relay's side
+    await alerter.retry_mail(1)
+    assert await alerter.deliver_due() == 2
+    assert login_relay.failed_logins == 1 and alerter.outbox.server_error is None
