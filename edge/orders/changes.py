@@ -1,10 +1,11 @@
 """The change plan: what a higher revision of an order means for each station's tickets. Pure code, no I/O.
 
 Lines are matched between revisions by a key: the backend's ``line_id`` when the line has one, else the line's sku,
-modifier names and note (two lines that share all three are one line, their quantities added up). So without a
-``line_id`` a quantity change is a quantity change, while a changed modifier or note is the old line removed and a
-new one added; with a ``line_id`` it is one line shown as modified. A line that moves to another station is removed
-at the old one and added at the new one.
+name, modifier names and note (two lines that share all four are one line, their quantities added up; free-text
+dishes often share one sku, and only their names tell them apart). So without a ``line_id`` a quantity change is a
+quantity change, while another name, modifier or note is the old line removed and a new one added; with a ``line_id``
+it is one line shown as modified. A line that moves to another station is removed at the old one and added at the new
+one.
 
 Jobs of the order are planned per station:
 - a job that has not printed (queued, held, failed, dead) is rewritten in place to the new revision (a whole ticket
@@ -64,10 +65,10 @@ class ChangedLine:
     after: Line | None  # None when removed
 
 
-def line_key(line_id: str | None, sku: str, modifiers: tuple[str, ...], note: str | None) -> LineKey:
+def line_key(line_id: str | None, sku: str, name: str, modifiers: tuple[str, ...], note: str | None) -> LineKey:
     if line_id is not None:
         return ("id", line_id)
-    return ("sku", sku, *modifiers, "note", note or "")
+    return ("sku", sku, "name", name, *modifiers, "note", note or "")
 
 
 def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
@@ -78,13 +79,13 @@ def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
     repeats: dict[str, int] = {}
     for item in order.production_items(station):
         modifiers = tuple(m.name for m in item.modifiers)
-        key = line_key(item.line_id, item.sku, modifiers, item.note)
+        key = line_key(item.line_id, item.sku, item.name, modifiers, item.note)
         if item.line_id is not None:  # a line_id repeated (taken before they were refused): its own line, by position
             repeats[item.line_id] = seen_times = repeats.get(item.line_id, -1) + 1
             key = (*key, str(seen_times)) if seen_times else key
         seen = lines.get(key)
-        qty = item.qty + (seen.qty if seen else 0)
-        lines[key] = Line(sku=item.sku, name=item.name, qty=qty, modifiers=modifiers, note=item.note)
+        line = Line(sku=item.sku, name=item.name, qty=item.qty, modifiers=modifiers, note=item.note)
+        lines[key] = dataclasses.replace(seen, qty=seen.qty + item.qty) if seen else line
     return lines
 
 
@@ -110,12 +111,14 @@ def head_changed(before: Order, after: Order) -> bool:
 
 def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine, ...]:
     """A STORNO's lines: every line any of ``revisions`` put on one station's paper, at its largest quantity, struck
-    (more struck than the cook holds is safe; less is a dish cooked for nobody)."""
+    (more struck than the cook holds is safe; less is a dish cooked for nobody). A line_id that showed another dish,
+    other modifiers or another note in another revision is struck as each of them: the cook may hold either."""
     lines: dict[LineKey, Line] = {}
     for order in revisions:
         for key, line in station_lines(order, station).items():
-            if key not in lines or line.qty > lines[key].qty:
-                lines[key] = line
+            shown = (*key, *line_key(None, line.sku, line.name, line.modifiers, line.note))
+            if shown not in lines or line.qty > lines[shown].qty:
+                lines[shown] = line
     return tuple(ChangedLine(LineChange.REMOVED, key, line, None) for key, line in lines.items())
 
 

@@ -16,6 +16,7 @@ from edge.orders.changes import (
     diff_station,
     plan_revision,
     station_lines,
+    struck_lines,
 )
 from edge.orders.model import Order, parse_order
 from edge.states import JobKind, JobState, JobVariant
@@ -111,6 +112,16 @@ def test_a_line_id_makes_a_modifier_change_one_modified_line() -> None:
         "kitchen",
     )
     assert sorted(c.change for c in without) == [LineChange.ADDED, LineChange.REMOVED]
+
+
+def test_a_storno_strikes_each_dish_a_line_showed_under_its_own_name() -> None:
+    """Free-text dishes on one sku stay apart; a line_id that showed another dish in a revision that may be on paper
+    too is struck as both (before, the dishes were one line under the last one's name, and the line_id one of them)."""
+    free = [{**item("OPEN", "kitchen", 1, [], None, None), "name": name} for name in ("Pommes", "Kinderteller")]
+    struck = struck_lines([order(free)], "kitchen")
+    assert sorted(c.before.name for c in struck if c.before) == ["Kinderteller", "Pommes"]
+    swapped = [order([{**item("A", "kitchen", 1, [], None, "L1"), "name": name}], n) for n, name in enumerate("MS", 1)]
+    assert [(c.before.name, c.before.qty) for c in struck_lines(swapped, "kitchen") if c.before] == [("M", 1), ("S", 1)]
 
 
 def test_a_moved_line_is_removed_at_one_station_and_added_at_the_other() -> None:
