@@ -1,11 +1,11 @@
 """The change plan: what a higher revision of an order means for each station's tickets. Pure code, no I/O.
 
 Lines are matched between revisions by a key: the backend's ``line_id`` when the line has one, else the line's sku,
-name, modifier names and note (two lines that share all four are one line, their quantities added up; free-text
-dishes often share one sku, and only their names tell them apart). So without a ``line_id`` a quantity change is a
-quantity change, while another name, modifier or note is the old line removed and a new one added; with a ``line_id``
-it is one line shown as modified. A line that moves to another station is removed at the old one and added at the new
-one.
+name, modifier names (in any order) and note (two lines that share all four are one line, their quantities added up;
+free-text dishes often share one sku, and only their names tell them apart). So without a ``line_id`` a quantity
+change is a quantity change, while another name, modifier or note is the old line removed and a new one added; with a
+``line_id`` it is one line shown as modified. Modifiers sent in another order change nothing the cook sees. A line that
+moves to another station is removed at the old one and added at the new one.
 
 Jobs of the order are planned per station:
 - a job that has not printed (queued, held, failed, dead) is rewritten in place to the new revision (a whole ticket
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from edge.orders.model import Order
@@ -49,6 +50,10 @@ class Line:
     modifiers: tuple[str, ...]
     note: str | None
 
+    def shown(self) -> tuple[object, ...]:
+        """What the cook reads of the line but its quantity; modifiers in any order are the same dish."""
+        return (self.sku, self.name, sorted(self.modifiers), self.note)
+
 
 class LineChange(enum.StrEnum):
     ADDED = "added"
@@ -64,11 +69,19 @@ class ChangedLine:
     before: Line | None  # None when added
     after: Line | None  # None when removed
 
+    @property
+    def modifier_changes(self) -> tuple[tuple[str, int, int], ...]:
+        """A modified line's modifiers whose count changed: (name, count before, count after), 0 for none; a
+        modifier sent twice is two of it, and one of them taken off is news for the cook."""
+        before = Counter(self.before.modifiers if self.before else ())
+        after = Counter(self.after.modifiers if self.after else ())
+        return tuple((name, before[name], after[name]) for name in before | after if before[name] != after[name])
+
 
 def line_key(line_id: str | None, sku: str, name: str, modifiers: tuple[str, ...], note: str | None) -> LineKey:
     if line_id is not None:
         return ("id", line_id)
-    return ("sku", sku, "name", name, *modifiers, "note", note or "")
+    return ("sku", sku, "name", name, *sorted(modifiers), "note", note or "")
 
 
 def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
@@ -97,9 +110,10 @@ def diff_station(before: Order | None, after: Order | None, station: str) -> tup
         was = old.get(key)
         if was is None:
             changes.append(ChangedLine(LineChange.ADDED, key, None, line))
-        elif was != line:
-            same_but_qty = dataclasses.replace(was, qty=line.qty) == line
-            changes.append(ChangedLine(LineChange.QUANTITY if same_but_qty else LineChange.MODIFIED, key, was, line))
+        elif was.shown() != line.shown():
+            changes.append(ChangedLine(LineChange.MODIFIED, key, was, line))
+        elif was.qty != line.qty:
+            changes.append(ChangedLine(LineChange.QUANTITY, key, was, line))
     changes.extend(ChangedLine(LineChange.REMOVED, key, line, None) for key, line in old.items() if key not in new)
     return tuple(changes)
 

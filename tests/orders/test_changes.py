@@ -215,6 +215,54 @@ async def test_a_dish_renamed_under_its_sku_without_line_id_is_struck_by_its_old
     assert "~" not in change, change
 
 
+async def test_a_modified_line_says_what_the_cook_must_do_differently(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Lines with line_id: a Margherita swapped for a Salami, one of two "extra Käse" taken off a Funghi, a Burger's
+    modifiers only sent in another order, both olives off a Tonno for onions. The ticket printed "~ 1x Pizza Salami"
+    (the Margherita never named), nothing under the Funghi, and "~ 1x Burger" about nothing (tickets probe, finding
+    2). It names the old dish and the new one, counts the repeated modifiers, and leaves the Burger off."""
+    margherita = _dish(example_order, "Pizza Margherita", sku="PIZ-MARG", line_id="l1")
+    funghi = _dish(example_order, "Pizza Funghi", "extra Käse", "extra Käse", sku="PIZ-FUN", line_id="l2")
+    burger = _dish(example_order, "Burger", "Bacon", "Zwiebeln", sku="BUR", line_id="l3")
+    tonno = _dish(example_order, "Pizza Tonno", "Oliven", "Oliven", sku="PIZ-TON", line_id="l4")
+    example_order.update(items=[margherita, funghi, burger, tonno], print_receipt=False)
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    items = [
+        _dish(example_order, "Pizza Salami", sku="PIZ-SAL", line_id="l1"),
+        _dish(example_order, "Pizza Funghi", "extra Käse", sku="PIZ-FUN", line_id="l2"),
+        _dish(example_order, "Burger", "Zwiebeln", "Bacon", sku="BUR", line_id="l3"),
+        _dish(example_order, "Pizza Tonno", "Zwiebeln", sku="PIZ-TON", line_id="l4"),
+    ]
+    assert (await post(api, revised(example_order, 2, items=items)))[0] == 200
+    change = " ".join(decode((await printers["kitchen"].wait_for_printed(2))[1]).text.split())
+    assert "~ 1x Pizza Margherita -> 1x Pizza Salami" in change, change
+    assert "~ 1x Pizza Funghi 2 -> 1x extra Käse" in change, change
+    assert "~ 1x Pizza Tonno - 2x Oliven + Zwiebeln" in change, change
+    assert "Burger" not in change, change
+
+
+@pytest.mark.parametrize("line_id", [True, False], ids=["line-id", "no-line-id"])
+async def test_modifiers_only_sent_in_another_order_print_no_change_ticket(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], line_id: bool
+) -> None:
+    """A revision that only sends a Burger's modifiers in another order changes nothing the cook sees. It printed "~ 1x
+    Burger" with line_id, and without one "+ 1x Burger" and "- 1x Burger" (tickets probe, finding 2): nothing prints."""
+    ids = {"line_id": "l1"} if line_id else {}
+    example_order.update(items=[_dish(example_order, "Burger", "Bacon", "Zwiebeln", sku="BUR", **ids)])
+    example_order["print_receipt"] = False
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    reordered = [_dish(example_order, "Burger", "Zwiebeln", "Bacon", sku="BUR", **ids)]
+    status, body = await post(api, revised(example_order, 2, items=reordered))
+    assert (status, body["status"], body["job_ids"]) == (200, "updated", []), body
+    await printed_all(agent)
+    assert len(printers["kitchen"].printed) == 1
+
+
 async def test_two_orders_changed_each_change_ticket_lists_what_changed_in_its_own_order(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
