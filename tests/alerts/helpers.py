@@ -18,7 +18,7 @@ import pytest
 from edge.alerts.alerter import Alerter
 from edge.app import Agent
 from edge.config import Settings
-from edge.events import PrinterStatusChanged
+from edge.events import JobDead, PrinterStatusChanged
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
@@ -70,6 +70,17 @@ def online(printer: str = "kitchen") -> PrinterStatusChanged:
 async def run(alerter: Alerter) -> int:
     await alerter.step()
     return await alerter.deliver_due()
+
+
+def dead_ticket(n: int, printer: str) -> JobDead:
+    return JobDead(job_id=n, order_id=f"o{n}", order_number=f"A-{n}", printer=printer, error="paper jam", attempts=5)
+
+
+async def two_alarms(alerter: Alerter) -> None:
+    """Two tickets dead on two printers: two alarm mails, tried at once."""
+    alerter.on_event(dead_ticket(1, "kitchen"))
+    alerter.on_event(dead_ticket(2, "front"))
+    await run(alerter)
 
 
 def subject(mail: EmailMessage) -> str:

@@ -17,7 +17,7 @@ from edge.config import Settings
 from edge.ops.technician import _smtp_check
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock, relay_settings
-from tests.alerts.test_relay_refusals import two_alarms
+from tests.alerts.helpers import two_alarms
 from tests.helpers import db_rows
 
 WRONG = "rotated-Passw0rd-nobody-typed"

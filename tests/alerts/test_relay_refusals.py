@@ -13,23 +13,11 @@ from structlog.testing import capture_logs
 
 from edge.alerts.alerter import Alerter
 from edge.config import Settings
-from edge.events import JobDead
 from edge.ops.technician import _smtp_check
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock, relay_settings
-from tests.alerts.helpers import run
+from tests.alerts.helpers import dead_ticket, run, two_alarms
 from tests.helpers import db_rows
-
-
-def dead_ticket(n: int, printer: str) -> JobDead:
-    return JobDead(job_id=n, order_id=f"o{n}", order_number=f"A-{n}", printer=printer, error="paper jam", attempts=5)
-
-
-async def two_alarms(alerter: Alerter) -> None:
-    alerter.on_event(dead_ticket(1, "kitchen"))
-    alerter.on_event(dead_ticket(2, "front"))
-    await run(alerter)
-
 
 # The replies real relays give at MAIL FROM, and the setting each must name.
 SESSION_REFUSALS = {
