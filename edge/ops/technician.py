@@ -282,6 +282,42 @@ def _port_name_checks(settings: Settings) -> list[Check]:
     ]
 
 
+async def _scanner_checks(settings: Settings, api_call: ApiCall, agent: dict[str, Any] | None) -> list[Check]:
+    """Each scanner as the running agent sees it (connected; reading codes, or only lines that are none: a wrong baud
+    rate reads so), else, with the agent down, whether its port is on the box."""
+    if not settings.scanners:
+        return []
+    seen: dict[str, dict[str, Any]] = {}
+    if agent is not None:
+        with contextlib.suppress(EdgeError):
+            status, body = await api_call(settings, "GET", "/api/v1/scans?limit=1")
+            if status == 200 and isinstance(body, dict) and isinstance(body.get("scanners"), list):
+                seen = {s["name"]: s for s in body["scanners"] if isinstance(s, dict) and "name" in s}
+    checks = []
+    for name, scanner in settings.scanners.items():
+        what, port, state = f"scanner {name}", scanner.port, seen.get(name)
+        if state is None:  # the agent does not run: what the box shows
+            if await asyncio.to_thread(os.path.exists, port):
+                checks.append(Check(what, "ok", f"{port} is there (the agent is not running: nothing read)"))
+            else:
+                checks.append(Check(what, "fail", f"{port} does not exist: is it plugged in? (ls /dev/serial/by-id/)"))
+        elif not state.get("connected"):
+            checks.append(Check(what, "fail", f"{port}: not connected ({state.get('detail') or 'no reason given'})"))
+        elif (rejected := state.get("rejected") or 0) and not state.get("codes"):
+            checks.append(
+                Check(
+                    what,
+                    "warn",
+                    f"{port}: {rejected} lines read since the start, none a code: a wrong baud rate (scanners.{name}"
+                    f".baudrate = {scanner.baudrate}), or the scanner set to add a prefix (docs/scanners.md)",
+                )
+            )
+        else:
+            codes = state.get("codes") or 0
+            checks.append(Check(what, "ok", f"{port}: connected, {codes} code{'' if codes == 1 else 's'} read"))
+    return checks
+
+
 def _flow_control_checks(settings: Settings) -> list[Check]:
     """A serial printer without working flow control: a long ticket would overrun its buffer, so the agent sends at
     the slowest printer's pace (3 lines a second) once its first kilobyte is out."""
@@ -484,6 +520,7 @@ async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     checks += await _printer_checks(settings)
     checks += _port_name_checks(settings)
     checks += _flow_control_checks(settings)
+    checks += await _scanner_checks(settings, api_call, agent)
     # At once: without internet each may wait out a name lookup the router's DNS does not answer (10-30 s).
     checks += await asyncio.gather(_smtp_check(settings), _central_check(settings), _mqtt_check(settings, agent))
     return checks
