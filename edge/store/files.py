@@ -100,30 +100,16 @@ def store_of_file(path: Path) -> str | None:
         return None
 
 
-def schema_of_file(path: Path) -> int | None:
+def schema_of_file(path: Path, *, at_rest: bool = False) -> int | None:
     """The database file's schema version (``PRAGMA user_version``), read without writing; None where there is no
-    such file or it cannot be read (the agent's start says what it makes of that)."""
-    try:
-        if not path.is_file():
-            return None
-        conn = _read_only(path)
-        try:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
-        finally:
-            conn.close()
-    except (OSError, sqlite3.Error):
-        return None
-
-
-def schema_at_rest(path: Path) -> int | None:
-    """The schema version of a database file closed cleanly (no -wal, or an empty one), read from the file alone
-    (``immutable``: without the -shm a full card cannot make); None where a WAL may hold newer pages, or there is no
-    such file, or it cannot be read."""
+    such file or it cannot be read (the agent's start says what it makes of that). ``at_rest``: of a file closed
+    cleanly, read from the file alone (``immutable``: without the -shm a full card cannot make); None where a WAL may
+    hold newer pages."""
     try:
         wal = Path(f"{path}-wal")
-        if not path.is_file() or (wal.exists() and wal.stat().st_size):
+        if not path.is_file() or (at_rest and wal.exists() and wal.stat().st_size):
             return None
-        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True) if at_rest else _read_only(path)
         try:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
         finally:

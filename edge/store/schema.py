@@ -9,14 +9,14 @@ from pathlib import Path
 
 from edge.store import migrations
 from edge.store.db import connect_writer, failure
-from edge.store.files import schema_at_rest
+from edge.store.files import schema_of_file
 from edge.store.identity import record_store
 
 
 async def migrate_file(path: Path, target: int | None, *, store_id: str, now: float) -> tuple[int, int]:
     """Moves the file's schema to ``target`` (latest when None): (version before, version after). One transaction a
     step: a failure (a full card) keeps the last whole step, raised as a StoreError that says why in one line."""
-    if target is not None and await asyncio.to_thread(schema_at_rest, path) == target:
+    if target is not None and await asyncio.to_thread(schema_of_file, path, at_rest=True) == target:
         # Nothing to move (upgrade.sh's rollback after a climb that failed whole): nothing written, so also on a card
         # too full to open the database for writing
         return target, target
