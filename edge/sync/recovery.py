@@ -435,9 +435,10 @@ class Recovery:
                 if more:  # an empty page with has_more is normal (docs/central-api.md): only has_more ends the list
                     if next_cursor in sent:
                         raise CursorStuckError(
-                            f"central API answered page {pages + 1} (since {cursor[:80]!r}) with has_more and"
-                            f" next_cursor {next_cursor[:80]!r}, a cursor this run already sent: its cursor does not"
-                            " advance (a timestamp cursor? docs/central-api.md forbids them)"
+                            f"central API answered page {pages + 1} (since {cursor[:80]!r}) with more to follow"
+                            f" (has_more, or a full page without it) and next_cursor {next_cursor[:80]!r}, a cursor"
+                            " this run already sent: its cursor does not advance (a timestamp cursor?"
+                            " docs/central-api.md forbids them)"
                         )
                     empty, empty_changes = (empty + 1, empty_changes + self._page_size) if not orders else (0, 0)
                     if empty_changes >= _EMPTY_CHANGES_MAX:
