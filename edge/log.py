@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -244,8 +245,10 @@ class SaidOnce:
         self._said: str | None = None
 
     def failed(self, problem: str, **fields: Any) -> None:
-        if problem != self._said:
-            self._said = problem
+        # The same problem, its figures aside: a full card's refusal names its free megabytes, which other writers
+        # move between tries.
+        if (same := re.sub(r"\d+", "#", problem)) != self._said:
+            self._said = same
             structlog.get_logger().warning(self._event, **self._fields, **fields, error=problem)
 
     def passed(self) -> None:

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.config import parse_settings
+from edge.log import SaidOnce
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -191,3 +192,17 @@ async def test_a_printer_switched_off_while_the_disk_refuses_its_next_claim_is_s
     # Tried again at the poll's pace (0.2 s here), not in a loop; said once, not once a try.
     assert claims <= 12, f"{claims} claims in about 2 s"
     assert [e["event"] for e in logs].count("spool_waits_for_storage") <= 1, logs
+
+
+def test_a_full_cards_refusal_is_said_once_though_its_free_megabytes_change() -> None:
+    """A full card's refusal names its free space, which other writers move between tries (the system's journal; a
+    CI run's other workers on the same disk): each new figure was a new log line on the full card, and the test above
+    failed so under a CI run's load (stop 68). The same problem is said once; another is said."""
+    said = SaidOnce("spool_waits_for_storage", device_id="kitchen")
+    with capture_logs() as logs:
+        said.failed("database /x/edge.db: the card is full (3 MB free on /x): make room on it, then try again")
+        said.failed("database /x/edge.db: the card is full (2 MB free on /x): make room on it, then try again")
+    assert len(logs) == 1, logs
+    with capture_logs() as logs:
+        said.failed("database /x/edge.db: cannot write: the card is read-only")
+    assert len(logs) == 1, logs
