@@ -395,11 +395,23 @@ class AlertStore:
                 # this one replaces (a warning turned critical, a reminder: the new mail says all the old one did), a
                 # stale warning right after the critical mail. Alertmanager likewise drops a notification its group's
                 # next state superseded. One delivered to anybody stays, for the others.
-                await conn.execute(
+                cursor = await conn.execute(
                     "UPDATE alert_mails SET state = 'superseded' WHERE group_key = ? AND state = 'pending'"
                     " AND kind IN ('firing', 'reminder') AND delivered = '[]'",
                     (group["key"],),
                 )
+                superseded = cursor.rowcount
+                await cursor.close()
+                if kind == "resolved" and superseded:
+                    # An alarm that reached nobody armed no storm guard (one mailed straight to the relay, or
+                    # delivered to anybody, did): the device's next outage is the manager's first word of it, not ten
+                    # minutes held after a lone all-clear.
+                    await conn.execute(
+                        "UPDATE alert_groups SET critical_mail_at = NULL WHERE key = ?1 AND NOT EXISTS (SELECT 1"
+                        " FROM alert_mails m WHERE m.group_key = ?1 AND m.kind = 'firing' AND m.delivered != '[]'"
+                        " AND m.created_at >= alert_groups.critical_mail_at)",
+                        (group["key"],),
+                    )
                 if kind == "firing":
                     # The problem is back (or worse): an all-clear still owed, to anybody, is news this alarm makes
                     # stale. Not one behind an older alarm still owed to somebody (the relay greylisted them): they get

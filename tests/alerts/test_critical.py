@@ -181,6 +181,30 @@ async def test_storm_guard_one_mail_per_device_then_the_digest(
     assert extra(text) == 6, text
 
 
+async def test_an_outage_after_a_flap_whose_alarm_reached_nobody_is_mailed_at_once(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """The relay is down while the kitchen printer drops off once: its alarm waits, and its all-clear supersedes it
+    (nobody had it). The printer drops off again and stays down, the relay back: that outage is mailed at once. Before
+    stop 68 the storm guard, armed by the alarm nobody received, held it ten minutes, and the manager's only word for
+    them was a BEHOBEN (the mail probe, finding 6)."""
+    await add_jobs(db, ["queued"], created_at=clock.wall())
+    alerter = make_alerter(alert_settings())
+    await sink.stop()
+    await flap(alerter, clock, 1)
+    await sink.start()
+    alerter.on_event(offline())  # down again, and it stays down
+    clock.advance(60)
+    await run(alerter)
+    clock.advance(60)
+    await run(alerter)
+    assert "STÖRUNG (kritisch)" in kinds(sink), kinds(sink)
+
+
 async def test_an_outage_within_the_storm_window_that_lasts_ten_minutes_is_mailed_not_left_after_a_behoben(
     alert_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
