@@ -140,16 +140,11 @@ class Housekeeping:
 
     async def purge(self, *, batch: int | None = None) -> int:
         """Retention's run; ``batch``: orders per transaction, if fewer than retention.batch."""
+        batch = min(batch or self._retention.batch, self._retention.batch)
         try:
             age, now = self._retention.days * 86400, await self.now()
             await purge_history(self._db, older_than_s=age, now=now)
-            purged = await purge_printed_orders(
-                self._db,
-                older_than_s=age,
-                batch=min(batch or self._retention.batch, self._retention.batch),
-                now=now,
-                readers=self._readers,
-            )
+            purged = await purge_printed_orders(self._db, older_than_s=age, batch=batch, now=now, readers=self._readers)
             seen_cutoff = now - self._retention.seen_days * 86400
             if forgotten := await store_retention.purge_seen(self._db, cutoff=seen_cutoff):
                 log.info("seen_orders_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
