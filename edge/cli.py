@@ -17,6 +17,7 @@ from typing import Any
 from edge.api.client import call_agent, not_the_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
 from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreReadOnlyError
+from edge.heap import share_arenas
 from edge.log import LogStream, configure_logging
 
 EXIT_CONFIG = 2
@@ -71,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.ops import last_failure
     from edge.ops.lock import AgentRunningError
 
+    share_arenas()  # before the first thread
     settings = _load(args)
     data_dir = settings.agent.data_dir
     last_failure.forget(data_dir)

@@ -19,6 +19,7 @@ import structlog
 
 import edge
 from edge.config import Settings
+from edge.heap import give_back_scratch
 from edge.printing.jobs import make_renderer
 from edge.printing.layout import prints_images
 from edge.printing.profiles import load_escpos
@@ -149,16 +150,6 @@ class PrintingCheck:
 def _store_supplied(settings: Settings) -> bool:
     """Whether anything the store supplied prints: templates of its own or a logo (these are rendered before READY)."""
     return settings.printing.template_dir is not None or any(p.logo is not None for p in settings.printers.values())
-
-
-def give_back_scratch() -> None:
-    """Returns to the system the heap memory C code freed but glibc kept: jinja2 compiles each template with Python's
-    compiler, whose scratch memory otherwise stays in the process for good (about 1 MB of a 50 MB budget on a box's
-    first start, when no template cache exists yet). Does nothing where the C library is not glibc."""
-    import ctypes  # here, once the check or the warm-up ran: importing the agent does not need it
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 def load_libraries(settings: Settings) -> None:
