@@ -94,7 +94,8 @@ class ReceiptSettings:
     printer: str | None = None
     by_default: bool = False  # print a receipt when the order does not say
     footer: str = ""
-    on_change: Literal["none", "reprint"] = "none"  # a changed order's printed receipt: left, or printed anew
+    # A changed order's printed receipt: left, or printed anew, marked as the revised receipt replacing it
+    on_change: Literal["none", "reprint"] = "none"
 
     @property
     def unserved(self) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -92,7 +93,14 @@ class JobRenderer:
             language=settings.agent.language,
             copy=job.copy,
             options=options,
+            revised=job.replaces_revision is not None,
+            replaced_at=_moment(job.replaced_printed_at),
             store_name=settings.agent.store_name or settings.agent.store_id,
             footer=settings.receipts.footer,
             unprintable=unprintable,
         )
+
+
+def _moment(wall: float | None) -> datetime | None:
+    """A time the store wrote down (our wall clock, unix seconds) as a datetime."""
+    return None if wall is None else datetime.fromtimestamp(wall, UTC)

@@ -243,10 +243,17 @@ class Renderer:
         store_name: str = "",
         footer: str = "",
         options: PrintOptions = DEFAULT_OPTIONS,
+        revised: bool = False,
+        replaced_at: datetime | None = None,
         unprintable: list[str] | None = None,
     ) -> bytes:
         """The customer's receipt: every item with its price, totals, taxes and payment; opens the drawer for cash if
-        configured."""
+        configured.
+
+        ``revised``: a receipt of an older revision of the order may be in the guest's hand (printed at
+        ``replaced_at``, when known): this one says at its head that it is the revised receipt and replaces that one,
+        so two receipts of one order number with two totals are told apart.
+        """
         _check_job(width, language)
         codec = _codec(options)
         order = _readable(order, codec)
@@ -263,6 +270,8 @@ class Renderer:
             and (order.payment.method, order.payment.status) == ("cash", "paid"),
             order=order,
             copy=copy,
+            revised=revised,
+            replaced_at=self._local(replaced_at).strftime(labels.DATE_TIME[language]) if replaced_at else None,
             store_name=store_name,
             footer_lines=footer.splitlines(),  # the operator's footer may span lines
             fulfilment=labels.describe_fulfilment(order.fulfilment, language),
@@ -337,6 +346,15 @@ class Renderer:
             "receipt.j2": lambda: (
                 self.receipt(_SAMPLE_ORDER, language=language, copy=True, store_name="Store", footer="Thank you")
                 + self.receipt(_BARE_ORDER, language=language, store_name="Store", footer="")
+                + self.receipt(
+                    _SAMPLE_CHANGE,
+                    language=language,
+                    revised=True,
+                    replaced_at=_SAMPLE_ORDER.created_at,
+                    store_name="Store",
+                    footer="",
+                )
+                + self.receipt(_BARE_CHANGE, language=language, revised=True, store_name="Store", footer="")
             ),
             "test_page.j2": lambda: self.test_page(printer_name="printer", language=language),
         }

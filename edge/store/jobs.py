@@ -36,6 +36,16 @@ _STORNO_BASE = (
     " AND (e.state = 'printed' OR (e.state = 'printing' AND e.printer IS j.printer)) ORDER BY e.id DESC LIMIT 1),"
     " j.change_from)"
 )
+# A receipt after one of its order's receipts of an older revision that may be on paper (printed, going out now, or
+# cut short: went_out) is marked as replacing the latest such one: the guest may hold two totals. Known only when it
+# prints, as for a STORNO: a receipt printing when the change was planned may still go back unsent and be dropped.
+_REPLACED_RECEIPT = (
+    "(SELECT {} FROM print_jobs e WHERE j.kind = 'receipt' AND e.order_id = j.order_id AND e.kind = 'receipt'"
+    " AND e.id < j.id AND e.revision < j.revision AND (e.state IN ('printed', 'printing') OR e.went_out)"
+    " ORDER BY e.id DESC LIMIT 1)"
+)
+_REPLACES_REVISION = _REPLACED_RECEIPT.format("e.revision")
+_REPLACED_PRINTED_AT = _REPLACED_RECEIPT.format("CASE e.state WHEN 'printed' THEN e.printed_at END")
 # A job renders its own revision (order_revisions once an order has more than one). Its age counts from when it was
 # made (its created_at, stored with the order or with the revision that made it: a change to a 3-hour-old order is held
 # like any stale ticket, and a later revision rewriting it in place does not move that time, which would count its
@@ -55,8 +65,9 @@ PRINTABLE = (
     " o.created_at AS order_created_at, o.due_at AS order_due_at,"
     " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(CASE e.state WHEN 'printed' THEN e.printed_at"
     " WHEN 'printing' THEN j.created_at END) FROM print_jobs e WHERE e.order_id = j.order_id"
-    " AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id) END"
-    " AS follows_printed_at FROM print_jobs j JOIN orders o ON o.id = j.order_id"
+    " AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id) END AS follows_printed_at,"
+    f" {_REPLACES_REVISION} AS replaces_revision, {_REPLACED_PRINTED_AT} AS replaced_printed_at"
+    " FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 )
 _PRINTABLE_BY_ID = PRINTABLE + " WHERE j.id = ?"
 # A whole ticket's (or receipt's) COPY a person asked for is going to paper: the original of that station, still not

@@ -100,6 +100,10 @@ class PrintableJob(Job):
     # Change and cancel: when the last earlier ticket of its order and station was printed (our wall clock), if one
     # was; one still printing (its mark not yet committed) counts as printed when this job was made
     follows_printed_at: float | None = None
+    # A receipt: the revision of the latest earlier receipt of its order, of an older revision, that may be on paper
+    # (printed, printing, or cut short), which this one replaces (None: the guest holds no other receipt of the order)
+    replaces_revision: int | None = None
+    replaced_printed_at: float | None = None  # when that receipt printed (our wall clock; None: not known printed)
 
     @classmethod
     def from_row(cls, row: Row) -> PrintableJob:

@@ -713,6 +713,66 @@ async def test_receipts_on_change_reprint_prints_the_new_revisions_receipt(
     assert "Tiramisu" in second and "Käsespätzle" not in second
 
 
+def dearer(order: dict[str, Any], revision: int = 2) -> dict[str, Any]:
+    """dessert_added with the totals it comes to: 44,40 € instead of 39,30 €."""
+    out = dessert_added(order, revision)
+    tax = [{"rate": "19", "amount": "1.02"}, {"rate": "7", "amount": "2.49"}]
+    out["totals"] = dict(out["totals"], subtotal="44.40", total="44.40", tax=tax)
+    return out
+
+
+async def revised_receipt_printed(agent: Agent, api: aiohttp.ClientSession, order: dict, front: SimPrinter) -> int:
+    """Revision 1 with its receipt on paper, then revision 2 (dearer) and its receipt on paper: that receipt's job."""
+    assert (await post(api, order))[0] == 201
+    await printed_all(agent)
+    status, body = await post(api, dearer(order))
+    assert status == 200, body
+    await front.wait_for_printed(2)
+    await printed_all(agent)
+    [(job_id,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE kind = 'receipt' AND revision = 2")
+    return job_id
+
+
+async def test_a_receipt_reprinted_on_change_says_it_replaces_the_one_printed(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """receipts.on_change = "reprint": the guest holds revision 1's receipt (39,30 EUR) when revision 2 (44,40 EUR)
+    prints its own. That second receipt says at its head that it is the revised receipt, its revision, and that it
+    replaces the one printed at that time; the first says none of it. Before: the second looked like a first receipt
+    of the order with another total, and nothing said which of the two stands."""
+    agent = await make_agent(receipts={"on_change": "reprint"})
+    async with api_client(agent) as api:
+        await revised_receipt_printed(agent, api, example_order, printers["front"])
+    first, second = (decode(d).text for d in printers["front"].printed)
+    [(printed_at,)] = await db_rows(agent, "SELECT printed_at FROM print_jobs WHERE kind = 'receipt' AND revision = 1")
+    replaced = datetime.fromtimestamp(printed_at).strftime("%d.%m.%Y %H:%M")  # the store's zone: the box's here
+    assert "39,30 €" in first and "GEÄNDERTER BELEG" not in first and "ersetzt" not in first, first
+    assert "GEÄNDERTER BELEG" in second, second
+    assert f"Rev. 2 ersetzt den Beleg vom {replaced}" in second, second
+    assert second.index("GEÄNDERTER BELEG") < second.index("A-1042"), second  # at its head
+    assert "44,40 €" in second and "39,30 €" not in second and "KOPIE" not in second, second
+
+
+async def test_a_copy_of_a_revised_receipt_says_copy_and_revised_as_its_preview_does(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A person reprints the revised receipt: the COPY says KOPIE / COPY and still that it is the revised receipt
+    replacing an earlier one. The job's preview (status page) shows the mark as the paper does. Before: the COPY said
+    only KOPIE / COPY, with a total the guest's first receipt does not have."""
+    agent = await make_agent(receipts={"on_change": "reprint"})
+    async with api_client(agent) as api:
+        job_id = await revised_receipt_printed(agent, api, example_order, printers["front"])
+        async with api.get(f"/api/v1/jobs/{job_id}/preview") as response:
+            assert response.status == 200
+            preview = await response.text()
+        async with api.post(f"/api/v1/jobs/{job_id}/reprint") as response:
+            assert response.status == 201, await response.text()
+        copy_ = decode((await printers["front"].wait_for_printed(3))[2]).text
+    assert "Rev. 2 ersetzt den Beleg vom" in preview and "44,40" in preview, preview
+    assert "KOPIE / COPY" in copy_ and "GEÄNDERTER BELEG" in copy_ and "Rev. 2 ersetzt den Beleg vom" in copy_, copy_
+    assert "44,40 €" in copy_, copy_
+
+
 async def test_a_receipt_reprinted_on_change_goes_to_the_receipt_printer_set_up_now(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:

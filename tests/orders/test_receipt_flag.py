@@ -271,8 +271,9 @@ async def test_a_receipt_cut_short_by_paper_out_then_a_change_reprints_what_was_
 ) -> None:
     """Paper runs out halfway through revision 1's receipt: its COPY waits for the new roll. A change (revision 2)
     leaves that COPY as it was (the guest may hold half of revision 1; a COPY of revision 2 would copy what was never
-    on paper); with receipts.on_change = "reprint" revision 2's receipt follows, unmarked. Before: the COPY was
-    rewritten to revision 2, and "reprint" printed no receipt of revision 2 unmarked."""
+    on paper); with receipts.on_change = "reprint" revision 2's receipt follows, not a COPY but marked as the revised
+    receipt replacing revision 1's. Before: the COPY was rewritten to revision 2, and "reprint" printed no receipt of
+    revision 2 unmarked."""
     front = printers["front"]
     front.paper_out_after = 250
     agent = await make_agent(receipts={"on_change": on_change})
@@ -286,6 +287,7 @@ async def test_a_receipt_cut_short_by_paper_out_then_a_change_reprints_what_was_
     assert "KOPIE" in copy_ and "Tiramisu" not in copy_, copy_
     if on_change == "reprint":
         assert len(rest) == 1 and "Tiramisu" in rest[0] and "KOPIE" not in rest[0], rest
+        assert "GEÄNDERTER BELEG" in rest[0] and "Rev. 2 ersetzt den Beleg" in rest[0], rest
     else:
         assert rest == [], rest
 
@@ -342,9 +344,9 @@ async def test_a_receipt_claimed_when_a_change_comes_and_sent_back_unsent_prints
     """Two orders' receipts go out in one burst; while the first prints (slowly), revision 2 of the second adds a
     Tiramisu: its receipt, claimed, counts as maybe on paper, so the plan leaves it (and, with receipts.on_change =
     "reprint", adds a receipt of revision 2). Paper runs out in the first: the second goes back in line unsent. It
-    never was on paper, so the guest gets one receipt, of revision 2, with the Tiramisu: the one sent back shows
-    revision 2, or, beside the reprint, is dropped. Before: it printed revision 1, so the guest's receipt lacked the
-    Tiramisu ("none") or came twice, once without it ("reprint")."""
+    never was on paper, so the guest gets one receipt, of revision 2, with the Tiramisu, not marked as replacing
+    another: the one sent back shows revision 2, or, beside the reprint, is dropped. Before: it printed revision 1, so
+    the guest's receipt lacked the Tiramisu ("none") or came twice, once without it ("reprint")."""
     agent = await make_agent(receipts={"on_change": on_change})
     front = printers["front"]
     async with api_client(agent) as api:
@@ -371,6 +373,7 @@ async def test_a_receipt_claimed_when_a_change_comes_and_sent_back_unsent_prints
         await nothing_more_on_front(api, other, printers)
     second = [text for text in texts(front) if "B-2" in text]
     assert len(second) == 1 and "Tiramisu" in second[0] and "KOPIE" not in second[0], second
+    assert "GEÄNDERTER BELEG" not in second[0], second
 
 
 # --- the plan as pure code -------------------------------------------------------------------------------------------
