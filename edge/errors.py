@@ -79,6 +79,15 @@ class NotFoundError(EdgeError):
     """A thing addressed by id does not exist."""
 
 
+class AmbiguousError(EdgeError):
+    """What a caller gave names two different things and it did not say which it means; ``field``: where it says so.
+    Asked, never guessed: the wrong one acted on (a COPY of another order in the kitchen) is worse than asking."""
+
+    def __init__(self, reason: str, *, field: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
 class WrongStateError(EdgeError):
     """A thing exists but is in a state that does not allow the action (e.g. releasing a printed job)."""
 

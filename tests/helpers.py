@@ -18,9 +18,10 @@ import sys
 import sysconfig
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -159,6 +160,39 @@ async def days_pass(agent: Agent, clock: SteppedClock, days: float, *, prefix: s
         status, body = await post(api, order)
     assert status == 201, body
     return str(order["id"])
+
+
+async def taken_then(agent: Agent, clock: SteppedClock, order: dict[str, Any], when: datetime) -> dict[str, Any]:
+    """The box clock stepped to ``when`` and ``order``, created then, taken (201) and its jobs printed: an order of
+    that day, its originals on paper. Returns the order."""
+    clock.step(when.timestamp() - clock.wall())
+    async with api_client(agent) as api:
+        status, body = await post(api, taken_at(order, when))
+    assert status == 201, body
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE order_id = ?", order["id"]),
+        lambda rows: rows and all(state == "printed" for (state,) in rows),
+        what=f"order {order['id']}'s jobs printed",
+    )
+    return order
+
+
+async def ids_meet_numbers(make_agent: Callable[..., Awaitable[Agent]], **overrides: Any) -> Agent:
+    """A till whose ids are one running integer and whose numbers restart daily, in Berlin at 23:30 on 29 Nov 2026
+    (``overrides``: more config sections): order id "57" (number 3) and "58" (number 4) of 27 Nov, 12:00 and 12:05;
+    today's "912" (number 57, 23:30), "913" (number 59, 23:31) and "70" (number 70, 23:32). Kitchen tickets only,
+    all printed (five originals on the kitchen printer)."""
+    zone = ZoneInfo("Europe/Berlin")
+    older, today = datetime(2026, 11, 27, 12, 0, tzinfo=zone), datetime(2026, 11, 29, 23, 30, tzinfo=zone)
+    clock = SteppedClock(wall_offset=older.timestamp() - time.time())
+    agent = await make_agent(agent={"timezone": "Europe/Berlin"}, clock=clock, **overrides)
+    minute = timedelta(minutes=1)
+    taken = [("57", "3", older), ("58", "4", older + 5 * minute)]
+    taken += [("912", "57", today), ("913", "59", today + minute), ("70", "70", today + 2 * minute)]
+    for seq, (order_id, number, when) in enumerate(taken, 1):
+        order = make_order(seq, print_receipt=False) | {"id": order_id, "number": number}
+        await taken_then(agent, clock, order, when)
+    return agent
 
 
 async def post(api: aiohttp.ClientSession, body: Any, **kwargs: Any) -> tuple[int, Any]:

@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from edge.errors import (
+    AmbiguousError,
     InvalidOrderError,
     MalformedOrderError,
     NotFoundError,
@@ -216,6 +217,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(404, "not_found", str(err))
     except WrongStateError as err:
         return error_response(409, "wrong_state", str(err))
+    except AmbiguousError as err:
+        return error_response(409, "ambiguous", str(err), field=err.field)
     except StoreUnavailableError as err:
         why = _unwritable(err)
         _UNWRITABLE.note(why, error=str(err))

@@ -13,7 +13,15 @@ from edge import __version__
 from edge.api import alerts, printing, recovery, scans, status_page
 from edge.api.auth import Authenticator
 from edge.api.deps import DEPS, ApiDeps, require_accepting
-from edge.api.errors import BODY_TIMEOUT_S, error_middleware, error_response, path_id, query_limit, read_json
+from edge.api.errors import (
+    BODY_TIMEOUT_S,
+    InvalidQueryError,
+    error_middleware,
+    error_response,
+    path_id,
+    query_limit,
+    read_json,
+)
 from edge.api.hosts import HostAllowList
 from edge.api.printing import job_json
 from edge.api.retries import retry_safe
@@ -25,6 +33,7 @@ from edge.store import migrations
 from edge.store.db import Database
 from edge.store.orders import InsertResult
 from edge.store.revisions import RevisionStore
+from edge.store.scans import NamedBy
 from edge.store.webhooks import WebhookStore
 
 
@@ -117,12 +126,16 @@ async def post_reprint(request: web.Request) -> web.Response:
         station = body.get("station")
         if station is not None and has_lone_surrogate(station):
             return error_response(422, "invalid_request", NOT_UNICODE, field="station")
-    if await deps.orders.get(order_id) is None:
-        # The number on the ticket, as a person reads it (edge reprint A-1042): today's order with it.
-        named, why = await deps.scans.order_named(order_id)
-        if named is None:
-            raise NotFoundError(f"order {order_id} does not exist: {why}")
-        order_id = named
+    # The id, or the number on today's ticket as a person reads it (edge reprint A-1042); ?by= says which where a
+    # till's integer ids meet its daily numbers: unsaid, a string that is both, of two orders, is asked about (409).
+    try:
+        by = NamedBy(request.query["by"]) if "by" in request.query else None
+    except ValueError:
+        raise InvalidQueryError("by", "must be id (the order's id) or number (the number on its ticket)") from None
+    named, why = await deps.scans.order_named(order_id, by)
+    if named is None:
+        raise NotFoundError(f"order {order_id} does not exist: {why}")
+    order_id = named
     # A box that prints no receipts by design reprints an order's tickets: its receipt, printed before, has no printer.
     kind = None if deps.intake.router.receipts_enabled else JobKind.TICKET
     return await _copies(deps, order_id, station=station, kind=kind)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import itertools
 import json
 import math
@@ -15,6 +16,7 @@ import aiosqlite
 
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import AgentSettings
+from edge.errors import AmbiguousError
 from edge.events import EventBus, ScanRecorded
 from edge.orders.changes import LineChange, diff_station
 from edge.orders.model import Order, parse_stored
@@ -51,6 +53,13 @@ class ScanResult:
     order_number: str | None
     station: str | None
     detail: str
+
+
+class NamedBy(enum.StrEnum):
+    """How a caller names an order (ScanStore.order_named): by its id, or by the number on its ticket."""
+
+    ID = "id"
+    NUMBER = "number"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,11 +169,33 @@ class ScanStore:
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
         self._reads = _RecentReads(clock)
 
-    async def order_named(self, ref: str) -> tuple[str | None, str]:
-        """The order a person names by its id or by the number on its ticket (a number: as a scanned plain code, the
-        one of today's business day), or None and why not. Read only."""
+    async def order_named(self, ref: str, by: NamedBy | None = None) -> tuple[str | None, str]:
+        """The order ``ref`` names, or None and why not. Read only. ``by`` ID: the order with that id. NUMBER: as a
+        person reads the ticket (and a scanner a plain code): today's order with that number, else the order with
+        that id. None, the caller did not say: either, but AmbiguousError where the id is one order's and the number
+        another's of today (a till's running integer ids meet its daily numbers): a COPY of the wrong order in the
+        kitchen, and the one wanted not printed, is worse than asking."""
         day = self._day(self._clock.wall())
-        found, why = await _find_order(self._db.fetchall, ref, True, day, ask="give its order id (edge jobs shows it)")
+        fetch = self._db.fetchall
+        by_id, why = await _find_order(fetch, ref, False, day, ask="")
+        if by == NamedBy.ID:
+            return (by_id["id"] if by_id is not None else None), why
+        ask = "give its order id (edge jobs shows it) with by=id (edge reprint --by-id)"
+        found, why = await _find_order(fetch, ref, True, day, ask=ask)
+        if by is None and by_id is not None and (found is None or found["id"] != by_id["id"]):
+            zone = day[0].tzinfo
+            first = f"order id {ref!r} (number {by_id['number']!r}, created {_created(by_id, zone)})"
+            if found is None:  # two or more of today's have the number, none of them named alone
+                raise AmbiguousError(
+                    f"{ref!r} names {first} and is the number of several orders of today's business day; say which:"
+                    " by=id for the first, or one of today's by its own id",
+                    field="by",
+                )
+            raise AmbiguousError(
+                f"{ref!r} names two orders: {first} and today's order number {ref!r} (id {found['id']!r}, created"
+                f" {_created(found, zone)}); say which: by=id for the first, by=number for the second",
+                field="by",
+            )
         return (found["id"] if found is not None else None), why
 
     def _day(self, at: float) -> tuple[dt.datetime, dt.datetime]:
@@ -240,6 +271,11 @@ class ScanStore:
         )
 
 
+def _created(order: aiosqlite.Row, zone: dt.tzinfo | None) -> str:
+    """When an order was created, on the store's clock, as a person tells two orders apart by it."""
+    return f"{dt.datetime.fromisoformat(order['created_at']).astimezone(zone):%Y-%m-%d %H:%M}"
+
+
 _Fetch = Callable[[str, tuple[Any, ...]], Awaitable[Iterable[aiosqlite.Row]]]
 
 
@@ -251,7 +287,7 @@ async def _find_order(
     reprinted) is worse than asking for the id (``ask``: how; today's order may still be on its way, e.g. being
     recovered). A plain code that is today's number names that order, not one of another day whose id it is (a
     till's running integer ids meet its daily numbers)."""
-    rows = list(await fetch("SELECT id, number, status FROM orders WHERE id = ?", (ref,)))
+    rows = list(await fetch("SELECT id, number, status, created_at FROM orders WHERE id = ?", (ref,)))
     if not plain:
         return (rows[0], "") if rows else (None, f"no order with id {ref!r}")
     start, end = day

@@ -25,7 +25,7 @@ from edge.sim.printer import SimPrinter
 from edge.store.jobs import JobStore
 from tests.api.test_job_reprint import dead_receipt
 from tests.appliance.test_status_page import CHROMIUM, CHROMIUM_ARGS, held_rows, hold_more, hold_tickets
-from tests.helpers import TOKEN, api_client, db_rows, post, until, wait_until
+from tests.helpers import TOKEN, api_client, db_rows, ids_meet_numbers, post, until, wait_until
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
@@ -309,7 +309,7 @@ async def test_a_double_click_or_a_click_again_before_the_answer_is_one_reprint(
     await page.mouse.down(click_count=2)
     await page.mouse.up(click_count=2)
     await page.evaluate("document.getElementById('message').textContent = ''")
-    await page.route("**/reprint", slow_answer)  # the agent's answer to the next one is held back
+    await page.route("**/reprint?by=id", slow_answer)  # the agent's answer to the next one is held back
     await page.click(reprint)
     await wait_until(lambda: len(sent) >= 2)
     await page.click(reprint, force=True)  # again, no answer yet (the button is off meanwhile)
@@ -566,3 +566,22 @@ async def test_reprint_in_a_dead_receipts_row_prints_that_receipt_not_the_whole_
     assert await db_rows(agent, "SELECT kind FROM print_jobs WHERE id > ?", jobs["receipt"]) == [("receipt",)]
     assert len(printers["kitchen"].printed) == 1
     assert await page.locator(f'#orders tr[data-order="{example_order["id"]}"] button[data-reprint]').count() == 1
+
+
+async def test_reprint_in_an_old_orders_row_reprints_it_where_its_id_is_the_number_of_a_ticket_of_today(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], chromium: Any
+) -> None:
+    """A till whose integer ids meet its daily numbers: Last orders lists the two-day-old order id 57 (number 3) and
+    today's 57 (order 912). Reprint in the row of 3 reprints order 57, in the row of 57 order 912: the page names the
+    row's order by its id and says so (by=id), so it is not asked which one (409 ambiguous, to a caller who does not
+    say) and does not get today's ticket 57 for the old order's row."""
+    agent = await ids_meet_numbers(make_agent)
+    page = await open_with_token(chromium, agent)
+    # The oldest row first: a COPY listed in it grows no row above it, where the next tap goes.
+    await page.click('#orders tr[data-order="57"] button[data-reprint]')
+    await page.wait_for_selector("#message:has-text('Reprinted 3 (job ')")
+    await page.click('#orders tr[data-order="912"] button[data-reprint]')
+    await page.wait_for_selector("#message:has-text('Reprinted 57 (job ')")
+    printed = await printers["kitchen"].wait_for_printed(7)  # five originals, then the two COPYs
+    assert [decode(t).qr_codes for t in printed[5:]] == [["edge:v1:57:kitchen"], ["edge:v1:912:kitchen"]]
+    assert await db_rows(agent, "SELECT order_id FROM print_jobs WHERE copy ORDER BY id") == [("57",), ("912",)]

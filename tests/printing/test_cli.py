@@ -16,7 +16,7 @@ from edge.clock import SteppedClock
 from edge.config import load_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, api_client, asap, eventually, job_rows, post, wait_until
+from tests.helpers import TOKEN, api_client, asap, eventually, ids_meet_numbers, job_rows, post, wait_until
 
 
 def write_config(tmp_path: Path, printers: dict[str, SimPrinter], *, port: int = 0, stale_min: float = 45) -> Path:
@@ -188,3 +188,25 @@ async def test_edge_jobs_held_lists_every_held_ticket_oldest_first_as_the_page_p
     monkeypatch.setattr("edge.cli._JOBS_LISTED", 120)
     code, out = await run_cli(capsys, "jobs", "--held", "--config", str(config))
     assert [j["order_id"] for j in answer(out)["jobs"]] == [f"ord_{n:03d}" for n in range(120)]
+
+
+async def test_edge_reprint_takes_the_number_on_todays_ticket_and_an_older_orders_id_with_by_id(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A till whose integer ids meet its daily numbers: order id 57 (number 3) is two days old, today's ticket 57 is
+    order 912. `edge reprint 57`, the cook with ticket 57 in hand: a COPY of today's 57. `edge reprint 57 --by-id`:
+    the old order 57. Before: `edge reprint 57` gave the kitchen a COPY of the two-day-old order (number 3), and ticket
+    57 was not reprinted."""
+    agent = await ids_meet_numbers(make_agent)
+    config = write_config(tmp_path, printers, port=agent.port or 0)
+    code, out = await run_cli(capsys, "reprint", "57", "--config", str(config))
+    assert (code, answer(out).get("order_id")) == (0, "912"), out
+    copy = decode((await printers["kitchen"].wait_for_printed(6))[5])  # five originals, then this COPY
+    assert "KOPIE / COPY" in copy.text and copy.qr_codes == ["edge:v1:912:kitchen"], copy.text
+    code, out = await run_cli(capsys, "reprint", "57", "--by-id", "--config", str(config))
+    assert (code, answer(out).get("order_id")) == (0, "57"), out
+    copy = decode((await printers["kitchen"].wait_for_printed(7))[6])
+    assert "KOPIE / COPY" in copy.text and copy.qr_codes == ["edge:v1:57:kitchen"], copy.text

@@ -77,6 +77,11 @@ async def test_each_operation_answers_as_documented(
             headers={"Content-Type": "application/json"},
         )
         await tour.go("POST", reprint, 404, f"{orders}/nope/reprint")
+        clash = make_order(3, prefix="doc", print_receipt=False) | {"id": order["number"]}  # an id, today's number
+        await tour.go("POST", orders, 201, json=clash)
+        await tour.go("POST", reprint, 409, f"{orders}/{clash['id']}/reprint")  # ambiguous: by=id or by=number
+        await tour.go("POST", reprint, 201, f"{orders}/{clash['id']}/reprint?by=id")
+        await tour.go("POST", reprint, 422, f"{orders}/{clash['id']}/reprint?by=ticket")
         cancel = "/api/v1/orders/{order_id}/cancel"
         await tour.go("POST", orders, 200, json={**order, "revision": 2, "number": "A-2"})  # updated
         await tour.go("POST", orders, 200, json=order)  # stale

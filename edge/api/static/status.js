@@ -214,7 +214,9 @@ function actionFor(button) {
   const what = "the " + data.what + " of " + data.number; // a job's row
   if (data.retry) return { url: jobUrl(data.retry, "retry"), label: "Retry of " + what + " (job " + data.retry + ")" };
   if (data.jobReprint) return { url: jobUrl(data.jobReprint, "reprint"), label: what }; // that ticket, not the order
-  if (data.reprint) return { url: "/api/v1/orders/" + encodeURIComponent(data.reprint) + "/reprint", label: data.number };
+  // The row's order by its id, said so: where a till's integer ids meet its daily numbers, an old order's id may be
+  // today's ticket number too, and the agent asks which one is meant (409) rather than guess.
+  if (data.reprint) return { url: "/api/v1/orders/" + encodeURIComponent(data.reprint) + "/reprint?by=id", label: data.number };
   if (data.release) return { url: jobUrl(data.release, "release"), label: "Release of " + what + " (job " + data.release + ")" };
   if (data.releaseAll) {
     // Every held ticket prints, also those not listed: say how many before a tap sends a backlog to the kitchen.
