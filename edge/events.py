@@ -184,6 +184,7 @@ class ScannerConnectionChanged(Event):
     scanner: str
     connected: bool
     detail: str = ""
+    first: bool = False  # the run's first word on it: an earlier run may have told the same outage
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,7 @@ from edge.events import (
 from edge.printing.ages import JobAges
 from edge.printing.spooler import Spooler
 from edge.printing.status import BLOCKING_STATES, PrinterState
+from edge.scanners import Scanner
 from edge.states import WAITING_JOB_STATES, JobState, OrderSource
 from edge.store.jobs import JobStore
 
@@ -112,6 +113,12 @@ class Metrics:
             registry=r,
         )
         self.scans = Counter("edge_scans", "Barcode scans, by scanner and outcome", ["scanner", "outcome"], registry=r)
+        self.scanner_connected = Gauge(
+            "edge_scanner_connected",
+            "1 while a configured scanner's port is open, 0 while it is gone",
+            ["scanner"],
+            registry=r,
+        )
         self.storage_ok = Gauge("edge_storage_writable", "1 while the database takes writes", registry=r)
         self.totals_mismatched = Counter(
             "edge_order_totals_mismatched",
@@ -217,7 +224,9 @@ class Metrics:
             self._bus.subscribe(lambda e: rejected.labels(e.error).inc(), MqttOrderRejected),
         ]
 
-    async def scrape(self, jobs: JobStore, spoolers: Mapping[str, Spooler], ages: JobAges) -> bytes:
+    async def scrape(
+        self, jobs: JobStore, spoolers: Mapping[str, Spooler], ages: JobAges, scanners: Mapping[str, Scanner]
+    ) -> bytes:
         """Reads the gauges that are cheaper to ask for than to track, then renders the text format."""
         counts = await jobs.counts()
         oldest = ages.oldest_wait(await jobs.waiting())
@@ -229,6 +238,8 @@ class Metrics:
             for printer_state, paper in _PAPER.items():
                 self.paper.labels(name, paper).set(1 if spooler.state == printer_state else 0)
         self.oldest.set(oldest or 0.0)
+        for name, scanner in scanners.items():
+            self.scanner_connected.labels(name).set(1 if scanner.connected else 0)  # never opened yet: gone too
         return generate_latest(self.registry)
 
     def close(self) -> None:

@@ -58,6 +58,7 @@ from edge.events import (
     RecoveryFailed,
     RecoveryOrderInvalid,
     RecoveryStarted,
+    ScannerConnectionChanged,
     StorageProblem,
     StorageRecovered,
     TextUnprintable,
@@ -206,7 +207,7 @@ class Alerter:
         self._central_loaded = False
         self._central_back = False  # the line came back since the last check: the record goes
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
-        self._gone_printers_checked = False  # see check: once a run, the config cannot change while it runs
+        self._gone_devices_checked = False  # see check: once a run, the config cannot change while it runs
         # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
         self._storage_owed: list[str] | None = None
         # The storage alert's group key and when (monotonic) its direct mail reached somebody, until the group is
@@ -289,6 +290,19 @@ class Alerter:
                         self._signal(type_name, printer, True, again=old == "unknown", detail=detail)
                     elif type_name in clears:
                         self._signal(type_name, printer, False)
+            case ScannerConnectionChanged(scanner=scanner, connected=connected, detail=detail, first=first):
+                # Mailed once gone scanner_down_min (rules.group_wait): a replug within it is dropped unmailed.
+                configured = self._settings.scanners.get(scanner)
+                self._signal(
+                    "scanner_offline",
+                    scanner,
+                    not connected,
+                    again=first,
+                    detail=detail,
+                    down_min=f"{self._cfg.scanner_down_min:g}",
+                    port=configured.port if configured else "?",
+                    station=configured.station if configured and configured.station else "–",
+                )
             case JobDead():
                 self._signal(
                     "print_job_failed",
@@ -448,8 +462,8 @@ class Alerter:
             ("print_job_unrouted", JobState.HELD),
         )
         firing = [(type_name, state, await self._store.firing(type_name)) for type_name, state in job_alerts]
-        if not self._gone_printers_checked:
-            await self._clear_gone_printers()
+        if not self._gone_devices_checked:
+            await self._clear_gone_devices()
         await self._settle_earlier_storage_alarm()
         refused = await self._store.firing("central_refused_events")  # one group per order, read before its events
         unrouted_groups = await self._store.firing("station_unrouted")
@@ -500,15 +514,18 @@ class Alerter:
                 detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted",
             )
 
-    async def _clear_gone_printers(self) -> None:
-        """A printer's alarm still on from an earlier run for a name the config no longer has (renamed, or removed) is
-        over: no status of that name will ever come to end it, and it would be reminded every repeat_interval_s and
-        hold back what it inhibits (a backlog) for good. A printer set up again under that name later starts afresh."""
-        for type_name in _PRINTER_ALERTS:
+    async def _clear_gone_devices(self) -> None:
+        """A printer's (or scanner's) alarm still on from an earlier run for a name the config no longer has (renamed,
+        or removed) is over: no status of that name will ever come to end it, and it would be reminded every
+        repeat_interval_s and hold back what it inhibits (a backlog) for good. One set up again under that name later
+        starts afresh."""
+        configured = {t: set(self._settings.printers) for t in _PRINTER_ALERTS}
+        configured["scanner_offline"] = set(self._settings.scanners)
+        for type_name, names in configured.items():
             for group in await self._store.firing(type_name):
-                if group.subject not in self._settings.printers:
+                if group.subject not in names:
                     self._signal(type_name, group.subject, False)
-        self._gone_printers_checked = True
+        self._gone_devices_checked = True
 
     async def _remember_central_outage(self) -> None:
         """The line's outage outlives a restart of the agent (systemd after a crash, an upgrade): when it went down is
@@ -1011,6 +1028,7 @@ class Alerter:
     def start(self) -> None:
         for event_type in (
             PrinterStatusChanged,
+            ScannerConnectionChanged,
             JobDead,
             JobHeld,
             CancelRefused,

@@ -251,6 +251,25 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Check the internet connection and router. The agent fetches missed orders on its own afterwards.",
         ),
     },
+    "scanner_offline": {
+        "de": (
+            "Scanner {subject} getrennt",
+            "Der Scanner {subject} (Station {station}, Anschluss {port}) ist seit über {down_min} Minuten nicht"
+            " verbunden. Er piept beim Scannen trotzdem, aber seine Scans kommen nicht an: Bons werden nicht als"
+            " erledigt, Bestellungen nicht als fertig gemeldet.",
+            "Kabel des Scanners prüfen: am Scanner und an der Box fest einstecken (USB: notfalls einen anderen"
+            " USB-Anschluss der Box). Der Agent verbindet sich danach von selbst. Was in der Zeit gescannt wurde,"
+            " danach noch einmal scannen.",
+        ),
+        "en": (
+            "Scanner {subject} disconnected",
+            "Scanner {subject} (station {station}, port {port}) has not been connected for more than {down_min}"
+            " minutes. It still beeps when it reads, but its scans do not arrive: tickets are not marked done, orders"
+            " not marked ready.",
+            "Check the scanner's cable: plugged in firmly at the scanner and at the box (USB: if need be, another USB"
+            " port of the box). The agent reconnects on its own. Scan again what was scanned meanwhile.",
+        ),
+    },
     "central_refused_events": {
         "de": (
             "Bestellung {order}: Zentrale nimmt die Statusmeldungen nicht an",

@@ -52,6 +52,8 @@ TYPES: dict[str, AlertType] = {
             inhibited_by=(("printer_offline", _ANY_SUBJECT), ("printer_paper_out", _ANY_SUBJECT)),
         ),
         AlertType("central_unreachable", WARNING),
+        # A configured scanner unplugged, or its port missing: its scans (the scanner still beeps) mark nothing ready.
+        AlertType("scanner_offline", WARNING),
         # Central refuses an order's status events (not for good): they wait, the other orders' go; one group per order.
         AlertType("central_refused_events", WARNING),
         AlertType("recovery_failed", CRITICAL, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
@@ -104,7 +106,7 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
     if notified == "resolved":
         if fires == 0:
             return None
-        wait = cfg.critical_group_wait_s if group["severity"] == CRITICAL else cfg.group_wait_s
+        wait = group_wait(group, cfg)
         if now < group["first_at"] + wait:
             return None
         if state == "resolved" and fires == 1 and group["changed_at"] - group["first_at"] < wait:
@@ -130,6 +132,14 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
     if TYPES[group["type"]].remind and now >= group["last_sent_at"] + cfg.repeat_interval_s:
         return Due("reminder", fires)
     return None
+
+
+def group_wait(group: dict, cfg: AlertSettings) -> float:
+    """Seconds a group waits before its first mail; one over by then is dropped. A scanner waits scanner_down_min: a
+    cable pulled and put back is no news."""
+    if group["type"] == "scanner_offline":
+        return cfg.scanner_down_min * 60
+    return cfg.critical_group_wait_s if group["severity"] == CRITICAL else cfg.group_wait_s
 
 
 def storm_guarded(group: dict, now: float, cfg: AlertSettings) -> bool:

@@ -312,7 +312,7 @@ async def metrics(request: web.Request) -> web.Response:
     deps = _deps(request)
     if deps.metrics is None:
         raise NotFoundError("metrics are not collected in this process")
-    body = await deps.metrics.scrape(deps.jobs, deps.spoolers, deps.ages)
+    body = await deps.metrics.scrape(deps.jobs, deps.spoolers, deps.ages, deps.scanners)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from aiohttp import web
 
 from edge.api.deps import ApiDeps
 from edge.api.errors import error_response, query_limit
+from edge.scanners import Scanner
 from edge.states import ScanOutcome
+
+
+def scanner_json(reader: Scanner) -> dict[str, Any]:
+    """A scanner's connection as the scans list and the status page show it; never opened yet counts as gone."""
+    return {
+        "name": reader.name,
+        "port": reader.settings.port,
+        "station": reader.settings.station,
+        "connected": bool(reader.connected),
+        "detail": reader.detail,
+        "codes": reader.codes,
+        "rejected": reader.rejected,
+    }
 
 
 def add_routes(app: web.Application, deps: ApiDeps) -> None:
@@ -27,18 +42,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
             scanner=request.query.get("scanner"),
             order_id=request.query.get("order_id"),
         )
-        scanners = [
-            {
-                "name": name,
-                "port": reader.settings.port,
-                "station": reader.settings.station,
-                "connected": bool(reader.connected),
-                "detail": reader.detail,
-                "codes": reader.codes,
-                "rejected": reader.rejected,
-            }
-            for name, reader in deps.scanners.items()
-        ]
+        scanners = [scanner_json(reader) for reader in deps.scanners.values()]
         return web.json_response(
             {"scans": [dataclasses.asdict(s) for s in scans], "counts": await store.counts(), "scanners": scanners}
         )

@@ -1,4 +1,4 @@
-"""The technician's status page at /: printers, orders, dead and held jobs, central link, recovery, alerts.
+"""The technician's status page at /: printers, scanners, orders, dead and held jobs, central link, recovery, alerts.
 
 Rendered server-side, in words and in the agent's time zone (agent.timezone), because the first questions on site
 are "does it print, is the line to central up, did it catch up after the outage, what went wrong".
@@ -22,6 +22,7 @@ from aiohttp import web
 from edge import __version__
 from edge.api.deps import ApiDeps
 from edge.api.errors import path_id
+from edge.api.scans import scanner_json
 from edge.clock import clock_off_words
 from edge.errors import StoreError, WrongStateError
 from edge.printing.ages import order_time
@@ -206,6 +207,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
         "accepting": deps.accepting,
         "storage_problem": db.write_problem,
         "printers": printers,
+        "scanners": [scanner_json(reader) for reader in deps.scanners.values()],
         "queued": sum(p["queued"] for p in printers),
         "oldest_waiting_s": round(oldest) if oldest is not None else None,  # on the monotonic clock, as held
         "orders": orders,

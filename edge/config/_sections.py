@@ -196,6 +196,8 @@ class AlertSettings:
     backlog_age_min: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
     backlog_jobs: int = dataclasses.field(default=50, metadata=f.check(f.at_least(1)))
     central_down_min: float = dataclasses.field(default=5.0, metadata=f.check(f.at_least(0)))
+    # A scanner gone this long is mailed: a cable replugged, a USB port reset, is no news.
+    scanner_down_min: float = dataclasses.field(default=3.0, metadata=f.check(f.at_least(0)))
     disk_free_min_mb: int = dataclasses.field(default=200, metadata=f.check(f.at_least(0)))
     # A write the card has not finished in this long is a stall (a worn SD card's, a dying one's): told at once.
     storage_stall_s: float = dataclasses.field(default=20.0, metadata=f.check(f.positive))

@@ -232,9 +232,9 @@ class Scanner:
         self.detail = _NO_SUFFIX if connected and not detail and self.no_suffix else detail
         if connected == self.connected:
             return  # transitions only: a port that stays away is logged once, not at every retry
-        self.connected = connected
+        first, self.connected = self.connected is None, connected
         if connected:
             log.info("scanner_connected", scanner=self.name, port=self.settings.port)
         else:
             log.warning("scanner_disconnected", scanner=self.name, port=self.settings.port, detail=detail)
-        self._bus.publish(ScannerConnectionChanged(scanner=self.name, connected=connected, detail=detail))
+        self._bus.publish(ScannerConnectionChanged(scanner=self.name, connected=connected, detail=detail, first=first))

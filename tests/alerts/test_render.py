@@ -24,6 +24,12 @@ GROUP_DETAILS = {
     "station_unrouted": {"items": [{"id": 9, "order": "ord_9"}]},
     "queue_backlog": {"waiting": 61, "oldest_min": 12},
     "central_unreachable": {"down_min": "5"},
+    "scanner_offline": {
+        "detail": "kitchen (serial /dev/ttyACM0): cannot open: No such file or directory",
+        "down_min": "3",
+        "port": "/dev/ttyACM0",
+        "station": "kitchen",
+    },
     "central_refused_events": {
         "order": "ord_9",
         "status": 410,

@@ -1,0 +1,182 @@
+"""A configured scanner that is gone (cable pulled, port missing since the start) is told: one mail to the manager after
+alerts.scanner_down_min, its all-clear when it is back, the status page and the metrics. The scanner beeps on every
+read by itself, so without this the cooks scan on, no order is marked ready, and nobody knows all evening."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.config import Settings
+from edge.sim.scanner import SimScanner
+from edge.sim.smtp import SmtpSink
+from tests.helpers import Seen, api_client, db_rows, eventually, mail_to, scanner_config
+
+DOWN_S = 3 * 60  # alerts.scanner_down_min's default
+
+
+def _text(mail: EmailMessage) -> str:
+    return str(mail["Subject"]) + "\n" + mail.get_body(("plain",)).get_content()
+
+
+async def test_a_scanner_gone_past_the_delay_is_mailed_once_and_its_return_too_a_replug_within_it_not_at_all(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], sink: SmtpSink
+) -> None:
+    """The kitchen scanner's cable is pulled and stays out past the delay: one mail naming the scanner, its station and
+    port and what to do (the cable), then one all-clear when it is plugged back in. The bar's is pulled and put back
+    within the delay: no mail, the group is dropped as cleared."""
+    clock, seen = SteppedClock(), Seen()
+    agent = await make_agent(clock=clock, listen=seen, scanners=scanner_config(sims), **mail_to(sink))
+    for name in sims:
+        await seen.connected(name)
+
+    sims["kitchen"].unplug()
+    await seen.connected("kitchen", False)
+    clock.advance(100)
+    sims["bar"].unplug()
+    await seen.connected("bar", False)
+    clock.advance(DOWN_S - 100 + 5)  # kitchen gone past the delay, bar 85 s
+    [alarm] = await sink.wait_for(1, timeout=15)
+    text = _text(alarm)
+    assert "STÖRUNG" in text and "Scanner kitchen" in text, text
+    assert str(sims["kitchen"].path) in text and "Station kitchen" in text, text
+    assert "Kabel" in text and "bar" not in str(alarm["Subject"]), text
+
+    sims["bar"].plug()
+    await seen.connected("bar", True, times=2)
+    clock.advance(DOWN_S + 20)
+    await eventually(
+        lambda: db_rows(agent, "SELECT action, detail FROM alert_log WHERE group_key = 'scanner_offline:bar'"),
+        lambda rows: ("suppressed", "cleared") in rows,
+        what="the bar scanner's short outage dropped as cleared",
+    )
+
+    sims["kitchen"].plug()
+    await seen.connected("kitchen", True, times=2)
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Scanner kitchen" in str(mails[1]["Subject"])
+    assert "weitere" not in _text(mails[1])
+    assert len(sink.messages) == 2
+
+
+async def test_a_scanner_missing_since_the_start_is_mailed_after_the_delay(
+    make_agent: Callable[..., Awaitable[Agent]], sink: SmtpSink, tmp_path: Path
+) -> None:
+    """A configured scanner whose port was never there in this run (never connected) is gone too: mailed after the
+    delay like one unplugged."""
+    clock, seen = SteppedClock(), Seen()
+    missing = SimScanner(tmp_path / "tty-pass")
+    await make_agent(
+        clock=clock,
+        listen=seen,
+        scanners={"pass": {"port": str(missing.path), "reconnect_max_s": 0.3}},
+        **mail_to(sink),
+    )
+    await seen.connected("pass", False)
+    clock.advance(DOWN_S + 5)
+    [alarm] = await sink.wait_for(1, timeout=15)
+    assert "Scanner pass" in str(alarm["Subject"]) and str(missing.path) in _text(alarm)
+
+
+async def test_restarts_while_a_scanner_is_gone_neither_restart_its_delay_nor_mail_it_again(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    sims: dict[str, SimScanner],
+    sink: SmtpSink,
+) -> None:
+    """The kitchen scanner is pulled, the agent restarts 100 s later (the scanner still gone): its mail comes at the
+    delay counted from the pull, not from the restart. Another restart after the mail sends no second alarm; the
+    all-clear says no 'once more'."""
+    clock = SteppedClock()
+    settings = make_settings(scanners=scanner_config(sims), **mail_to(sink))
+
+    async def start() -> tuple[Agent, Seen]:
+        seen = Seen()
+        agent = await make_agent(settings, clock=clock, listen=seen)
+        await seen.connected("bar")
+        return agent, seen
+
+    first, seen = await start()
+    await seen.connected("kitchen")
+    sims["kitchen"].unplug()
+    await seen.connected("kitchen", False)
+    clock.advance(100)
+    await first.stop()
+
+    second, seen = await start()
+    await seen.connected("kitchen", False)
+    clock.advance(DOWN_S - 100 + 5)
+    [alarm] = await sink.wait_for(1, timeout=15)
+    assert "Scanner kitchen" in str(alarm["Subject"])
+    await second.stop()
+
+    third, seen = await start()
+    await seen.connected("kitchen", False)
+    clock.advance(130)  # past group_interval_s: the all-clear may go at once
+    sims["kitchen"].plug()
+    await seen.connected("kitchen", True)
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Scanner kitchen" in str(mails[1]["Subject"])
+    assert "weitere" not in _text(mails[1]), _text(mails[1])
+    assert len(sink.messages) == 2
+    assert await db_rows(third, "SELECT fires_total FROM alert_groups WHERE key = 'scanner_offline:kitchen'") == [(1,)]
+
+
+async def test_status_and_metrics_show_a_gone_scanner(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], tmp_path: Path
+) -> None:
+    """GET /api/v1/status (the status page's data) lists every configured scanner with its connection and why not;
+    the page shows it; /metrics has edge_scanner_connected per scanner: 0 for one unplugged and for one whose port
+    was missing since the start, 1 for one that reads."""
+    seen = Seen()
+    missing = SimScanner(tmp_path / "tty-pass")
+    scanners = scanner_config(sims) | {"pass": {"port": str(missing.path), "reconnect_max_s": 0.3}}
+    agent = await make_agent(listen=seen, scanners=scanners)
+    await seen.connected("bar")
+    await seen.connected("kitchen")
+    await seen.connected("pass", False)
+    sims["kitchen"].unplug()
+    await seen.connected("kitchen", False)
+    async with api_client(agent) as api:
+        async with api.get("/api/v1/status") as response:
+            status = await response.json()
+        async with api.get("/api/v1/status/panel") as response:
+            panel = await response.text()
+        async with api.get("/metrics") as response:
+            metrics = await response.text()
+    by_name = {s["name"]: s for s in status.get("scanners", [])}
+    assert by_name.keys() == {"kitchen", "bar", "counter", "pass"}, status.get("scanners")
+    kitchen = by_name["kitchen"]
+    assert (kitchen["connected"], kitchen["port"], kitchen["station"]) == (False, str(sims["kitchen"].path), "kitchen")
+    assert kitchen["detail"] and by_name["pass"]["detail"]
+    assert by_name["pass"]["connected"] is False and by_name["bar"]["connected"] is True
+    assert 'data-scanner="kitchen"' in panel and "disconnected" in panel
+    assert 'edge_scanner_connected{scanner="kitchen"} 0.0' in metrics
+    assert 'edge_scanner_connected{scanner="pass"} 0.0' in metrics
+    assert 'edge_scanner_connected{scanner="bar"} 1.0' in metrics
+
+
+async def test_a_gone_scanners_alarm_ends_when_the_config_no_longer_has_it(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    sims: dict[str, SimScanner],
+    sink: SmtpSink,
+) -> None:
+    """The kitchen scanner was mailed gone, then taken out of the config (it went for good) and the agent restarted:
+    its all-clear comes, no reminder every four hours about a scanner that is no longer set up."""
+    clock, seen = SteppedClock(), Seen()
+    first = await make_agent(clock=clock, listen=seen, scanners=scanner_config(sims), **mail_to(sink))
+    await seen.connected("kitchen")
+    sims["kitchen"].unplug()
+    await seen.connected("kitchen", False)
+    clock.advance(DOWN_S + 5)
+    await sink.wait_for(1, timeout=15)
+    await first.stop()
+    clock.advance(130)  # past group_interval_s
+    without = {name: body for name, body in scanner_config(sims).items() if name != "kitchen"}
+    await make_agent(make_settings(scanners=without, **mail_to(sink)), clock=clock)
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Scanner kitchen" in str(mails[1]["Subject"])
