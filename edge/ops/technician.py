@@ -91,6 +91,12 @@ def render_status(data: dict[str, Any], *, colour: bool, zone: str | None = None
     if held := data.get("held_count", len(data.get("held_jobs") or [])):
         tickets = "1 ticket" if held == 1 else f"{held} tickets"
         lines.append(_paint("warn", f"{tickets} held for a person: edge jobs --held, then release or discard", colour))
+    if scanners := data.get("scanners"):  # an older agent's answer has none
+        lines.append("scanners:")
+        for sc in scanners:
+            level, word = ("ok", "connected") if sc["connected"] else ("fail", "DISCONNECTED")
+            gone = "" if sc["connected"] else sc["detail"]
+            lines.append(f"  {sc['name']:<16} {_paint(level, f'{word:<15}', colour)} {sc['port']}  {gone}".rstrip())
     central = data.get("central_up")
     link = data.get("central") or {}
     if central is None:

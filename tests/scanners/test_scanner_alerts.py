@@ -11,6 +11,7 @@ from pathlib import Path
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
+from edge.ops.technician import render_status
 from edge.sim.scanner import SimScanner
 from edge.sim.smtp import SmtpSink
 from tests.helpers import Seen, api_client, db_rows, eventually, mail_to, scanner_config
@@ -157,6 +158,10 @@ async def test_status_and_metrics_show_a_gone_scanner(
     assert 'edge_scanner_connected{scanner="kitchen"} 0.0' in metrics
     assert 'edge_scanner_connected{scanner="pass"} 0.0' in metrics
     assert 'edge_scanner_connected{scanner="bar"} 1.0' in metrics
+    # `edge status` renders the same answer: each scanner, and why one is gone.
+    screen = render_status(status, colour=False)
+    assert f"kitchen          DISCONNECTED    {sims['kitchen'].path}" in screen, screen
+    assert "bar              connected" in screen, screen
 
 
 async def test_a_gone_scanners_alarm_ends_when_the_config_no_longer_has_it(
