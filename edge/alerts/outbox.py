@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import json
+import secrets
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from edge.alerts.mailer import Delivery, LoginRefusedError, Mailer, MailRefusedError, MailSession
-from edge.clock import Clock
-from edge.config import Settings
+from edge.clock import Clock, shown_at
+from edge.config import Settings, SmtpSettings
 from edge.errors import AlertError
 from edge.events import AlertSent, EventBus
 from edge.printing.spooler import retry_delay
-from edge.store.alerts import AlertStore, Attempt, Audience, Mail, MailState, OutboxMail
+from edge.store.alerts import AlertStore, Attempt, Audience, LoginRest, Mail, MailState, OutboxMail
 
 log = structlog.get_logger()
 
@@ -30,9 +33,17 @@ _PER_SESSION = 20
 _GIVE_UP_S = 24 * 3600.0
 _GIVE_UP_TRIES = 3
 # After the relay refused the password (535), it is not tried again for this long: every try is a failed login, and
-# fail2ban bans the store's address after 5, Microsoft 365 locks the account after 10. New settings come with a
-# restart, and a person's test mail or retry tries at once.
+# fail2ban bans the store's address after 5, Microsoft 365 locks the account after 10. The rest is kept in the
+# database, so a crash loop's starts do not try again; new settings (they come with a restart) and a person's test
+# mail or retry try at once.
 _LOGIN_HOLD_S = 3600.0
+
+
+def settings_hash(smtp: SmtpSettings, salt: str) -> str:
+    """What tells the settings a relay refused the login for from new ones, without the password: salted and slow
+    (scrypt, 16 MB), since a backup of the database leaves the box. Takes ~50 ms: call it in a thread."""
+    login = json.dumps([smtp.host, smtp.port, smtp.security, smtp.username, smtp.password.get()])
+    return hashlib.scrypt(login.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1, dklen=32).hex()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,6 +64,8 @@ class Outbox:
 
     def __init__(self, *, settings: Settings, store: AlertStore, mailer: Mailer, bus: EventBus, clock: Clock) -> None:
         self._cfg = settings.alerts
+        self._smtp = settings.smtp
+        self._zone = settings.agent.timezone
         self.stopping = False  # set by the agent's stop: the mail being sent is finished, no other one is started
         self._store = store
         self._mailer = mailer
@@ -63,6 +76,9 @@ class Outbox:
         self._server_failures = 0
         self._server_retry_at: float | None = None  # monotonic
         self.server_error: str | None = None
+        # Whether an earlier run's rest after a refused login was looked for (_resume_rest), and one is stored.
+        self._rest_read = False
+        self._rest_stored = False
         # Attempts the relay answered but the database did not record (full disk). Kept so the mail is not sent again
         # while the disk is full; at most one, since no further mail goes out before it is recorded.
         self._unrecorded: dict[int, Attempt] = {}
@@ -86,6 +102,7 @@ class Outbox:
         recipients."""
         async with self._lock:
             await self._record_unrecorded()
+            await self._resume_rest()
             if (wait := self.server_wait()) is not None and wait > 0:
                 return 0
             sent = 0
@@ -113,6 +130,7 @@ class Outbox:
         """Writes a mail to the outbox and attempts it at once, even while the relay is backing off: a person asked."""
         async with self._lock:
             await self._record_unrecorded()
+            await self._resume_rest()
             mail_id = await self._store.add_mail(kind, mail, self._clock.wall(), audience)
             await self._attempt(await self._store.mail(mail_id), self._deliver_alone)
             return await self._store.mail(mail_id)
@@ -121,6 +139,36 @@ class Outbox:
         for mail_id, attempt in list(self._unrecorded.items()):
             await self._store.record(mail_id, attempt, self._clock.wall())  # a StoreError leaves it for later
             del self._unrecorded[mail_id]
+
+    async def _resume_rest(self) -> None:
+        """Once per run: the rest an earlier run began after the relay refused the login goes on, if the settings are
+        the ones refused (new ones may be the fix: they are tried at once); never longer than an hour from now,
+        whatever the wall clock did since it was written."""
+        if self._rest_read:
+            return
+        rest, now = await self._store.login_rest(), self._clock.wall()
+        same = (
+            rest is not None
+            and rest.until > now
+            and await asyncio.to_thread(settings_hash, self._smtp, rest.salt) == rest.settings
+        )
+        if self._rest_read:  # another caller (the status, the delivery) got there first
+            return
+        self._rest_read, self._rest_stored = True, rest is not None
+        if rest is None or not same:
+            return
+        left = min(rest.until - now, _LOGIN_HOLD_S)
+        self._server_retry_at = self._clock.mono() + left
+        self.server_error = self._resting(rest.error, now + left)
+        log.warning("alert_mail_resting", error=self.server_error, retry_in_s=round(left, 1))
+        if rest.until - now > _LOGIN_HOLD_S:  # the clock was set back since: the next start measures from here too
+            await self._store.shorten_login_rest(now + left)
+
+    def _resting(self, error: str, until: float) -> str:
+        return (
+            f"{error}; not tried again before {shown_at(until, self._zone)} (a test mail, a retry, or changed smtp"
+            " settings and a restart try at once)"
+        )
 
     async def _deliver_alone(self, mail: Mail, message_id: str) -> Delivery:
         return await self._mailer.deliver(mail, message_id=message_id)
@@ -154,9 +202,12 @@ class Outbox:
         if delivery.accepted:
             attempt = dataclasses.replace(attempt, dated=self._mailer.last_dated)
         if server_down:
-            self._server_failed(error or "", held=held)
+            rest = await self._server_failed(error or "", held=held)
+            attempt = dataclasses.replace(attempt, rest=rest)
         elif remaining:
             self._server_failures, self._server_retry_at, self.server_error = 0, None, None
+            attempt = dataclasses.replace(attempt, rest_over=self._rest_stored)
+        self._rest_stored = attempt.rest is not None or (self._rest_stored and not attempt.rest_over)
         self._unrecorded[mail.id] = attempt
         await self._store.record(mail.id, attempt, self._clock.wall())
         del self._unrecorded[mail.id]
@@ -212,15 +263,22 @@ class Outbox:
             next_attempt_at=self._clock.wall(),
         )
 
-    def _server_failed(self, error: str, *, held: bool) -> None:
+    async def _server_failed(self, error: str, *, held: bool) -> LoginRest | None:
+        """Backs the outbox off; returns the rest a refused login begins, for the attempt's record."""
         self._server_failures += 1
         delay = retry_delay(self._server_failures, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
+        rest = None
         if held:
             delay = max(delay, _LOGIN_HOLD_S)
-            error += f"; not tried again for {_LOGIN_HOLD_S / 60:g} min (a test mail, retry or restart tries now)"
+            salt = secrets.token_hex(16)
+            until = self._clock.wall() + delay
+            refused = await asyncio.to_thread(settings_hash, self._smtp, salt)
+            rest = LoginRest(settings=refused, salt=salt, until=until, error=error)
+            error = self._resting(error, until)
         self._server_retry_at = self._clock.mono() + delay
         self.server_error = error
         log.warning("alert_mail_failed", error=error, retry_in_s=round(delay, 1), failures=self._server_failures)
+        return rest
 
     def _tell(self, mail: OutboxMail, delivery: Delivery, attempt: Attempt) -> None:
         if attempt.state == MailState.DEAD:
@@ -242,8 +300,9 @@ class Outbox:
         """A person's "try again now": also the relay, which may have been put right during its backoff (an hour
         after a refused password)."""
         async with self._lock:
+            await self._resume_rest()
             mail = await self._store.retry(mail_id, self._clock.wall())
-            self._server_retry_at = None
+            self._server_retry_at, self._rest_stored = None, False  # the store's rest ended with the retry
             return mail
 
     async def discard(self, mail_id: int) -> OutboxMail:
@@ -251,6 +310,8 @@ class Outbox:
             return await self._store.discard(mail_id)
 
     async def status(self, waiting_signals: int) -> OutboxStatus:
+        # Not under the lock: a relay being tried would hold the answer up to smtp.timeout_s.
+        await self._resume_rest()
         pending, dead = await self._store.outbox()
         return OutboxStatus(
             pending=pending,

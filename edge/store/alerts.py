@@ -20,6 +20,7 @@ _MAX_ITEMS = 20  # a group mail lists at most this many siblings (the newest)
 _DIGEST_META = "alerts_last_digest"
 _MAIL_DATED_META = "alerts_last_mail_dated"  # the last mail's Date: a restart dates none before it
 _CENTRAL_DOWN_META = "central_down_since"  # when the central line went down (MonoTime), kept while it is down
+_LOGIN_REST_META = "alerts_login_rest"  # the relay's rest after it refused the login (LoginRest), across restarts
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -124,6 +125,16 @@ def _outbox_mail(row: aiosqlite.Row) -> OutboxMail:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class LoginRest:
+    """The relay refused the login for good (5xx): with the same mail settings it is not tried before ``until``."""
+
+    settings: str  # a salted, slow hash of the mail settings it refused (never the password itself)
+    salt: str
+    until: float  # wall time
+    error: str  # what the relay answered, as told
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Attempt:
     """What one attempt left behind, as the outbox records it."""
 
@@ -134,6 +145,8 @@ class Attempt:
     next_attempt_at: float
     dated: float | None = None  # the Date of the mail it sent (None: none sent)
     met_relay: bool = True  # False: the relay could not be used at all (not counted in relay_tries)
+    rest: LoginRest | None = None  # the relay's rest this attempt's refused login began
+    rest_over: bool = False  # this attempt got past the login (or new settings did): no rest any more
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -539,6 +552,10 @@ class AlertStore:
             )
             if attempt.dated is not None:
                 await conn.execute(UPSERT_META, (_MAIL_DATED_META, json.dumps(attempt.dated)))
+            if attempt.rest is not None:
+                await conn.execute(UPSERT_META, (_LOGIN_REST_META, json.dumps(dataclasses.asdict(attempt.rest))))
+            elif attempt.rest_over:
+                await conn.execute("DELETE FROM meta WHERE key = ?", (_LOGIN_REST_META,))
 
     async def last_mail_dated(self) -> float | None:
         """The Date of the last mail the outbox sent, in this run or an earlier one."""
@@ -548,14 +565,35 @@ class AlertStore:
         except (TypeError, ValueError):
             return None
 
+    async def login_rest(self) -> LoginRest | None:
+        """The relay's rest after a refused login, as this run or an earlier one began it (None: none)."""
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_LOGIN_REST_META,))
+        try:
+            return LoginRest(**json.loads(row[0])) if row is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    async def shorten_login_rest(self, until: float) -> None:
+        """A rest that seemed to end later than ``until`` (the clock was set back since) ends then."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE meta SET value = json_set(value, '$.until', ?1)"
+                " WHERE key = ?2 AND json_extract(value, '$.until') > ?1",
+                (until, _LOGIN_REST_META),
+            )
+
     async def retry(self, mail_id: int, now: float) -> OutboxMail:
-        """A person's "try again now": a dead or waiting mail is due at once, refused addresses are asked again."""
+        """A person's "try again now": a dead or waiting mail is due at once, refused addresses are asked again, and
+        the relay too, should it rest after a refused login."""
         return await self._act(
             mail_id,
             (MailState.DEAD, MailState.PENDING),
             "retried",
-            "UPDATE alert_mails SET state = 'pending', refused = '{}', next_attempt_at = ? WHERE id = ?",
-            (now, mail_id),
+            (
+                "UPDATE alert_mails SET state = 'pending', refused = '{}', next_attempt_at = ? WHERE id = ?",
+                (now, mail_id),
+            ),
+            ("DELETE FROM meta WHERE key = ?", (_LOGIN_REST_META,)),
         )
 
     async def discard(self, mail_id: int) -> OutboxMail:
@@ -564,12 +602,11 @@ class AlertStore:
             mail_id,
             (MailState.DEAD, MailState.PENDING),
             "discarded",
-            "UPDATE alert_mails SET state = 'discarded' WHERE id = ?",
-            (mail_id,),
+            ("UPDATE alert_mails SET state = 'discarded' WHERE id = ?", (mail_id,)),
         )
 
     async def _act(
-        self, mail_id: int, allowed: tuple[MailState, ...], verb: str, sql: str, params: tuple[Any, ...]
+        self, mail_id: int, allowed: tuple[MailState, ...], verb: str, *statements: tuple[str, tuple[Any, ...]]
     ) -> OutboxMail:
         async with self._db.transaction() as conn:
             rows = list(await conn.execute_fetchall("SELECT state FROM alert_mails WHERE id = ?", (mail_id,)))
@@ -579,7 +616,8 @@ class AlertStore:
                 raise WrongStateError(
                     f"alert mail {mail_id} is {rows[0][0]}; only a dead or waiting mail can be {verb}"
                 )
-            await conn.execute(sql, params)
+            for sql, params in statements:
+                await conn.execute(sql, params)
         return await self.mail(mail_id)
 
     async def add_mail(self, kind: str, mail: Mail, now: float, audience: Audience) -> int:
@@ -660,6 +698,11 @@ class AlertStore:
             await conn.execute(
                 "UPDATE meta SET value = json_set(value, '$.at', json_extract(value, '$.at') + ?1) WHERE key = ?2",
                 (seconds, _DIGEST_META),
+            )
+            await conn.execute(
+                "UPDATE meta SET value = json_set(value, '$.until', json_extract(value, '$.until') + ?1)"
+                " WHERE key = ?2",
+                (seconds, _LOGIN_REST_META),
             )
 
     async def clamp_future(self, now: float) -> None:

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from edge.alerts.alerter import Alerter
+from edge.alerts.mailer import Mailer
 from edge.app import Agent
+from edge.clock import Clock
 from edge.config import Settings
-from edge.events import JobDead, PrinterStatusChanged
+from edge.events import EventBus, JobDead, PrinterStatusChanged
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
@@ -74,6 +76,12 @@ async def run(alerter: Alerter) -> int:
 
 def dead_ticket(n: int, printer: str) -> JobDead:
     return JobDead(job_id=n, order_id=f"o{n}", order_number=f"A-{n}", printer=printer, error="paper jam", attempts=5)
+
+
+async def restarted(settings: Settings, db_path: Path, clock: Clock) -> tuple[Alerter, Database]:
+    """A new agent's alerter on the same database (the old one gone without a word, as after SIGKILL)."""
+    db = await Database.open(db_path)
+    return Alerter(settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp), clock=clock), db
 
 
 async def two_alarms(alerter: Alerter) -> None:

@@ -25,7 +25,17 @@ from edge.store.alerts import AlertStore
 from edge.store.db import Database
 from edge.store.jobs import JobStore
 from tests.alerts.conftest import FakeClock
-from tests.alerts.helpers import add_jobs, extra, fast, offline, online, printer_down_with_a_ticket, run, subject
+from tests.alerts.helpers import (
+    add_jobs,
+    extra,
+    fast,
+    offline,
+    online,
+    printer_down_with_a_ticket,
+    restarted,
+    run,
+    subject,
+)
 from tests.helpers import api_client, db_rows, eventually, wait_until
 
 EIGHT_HOURS = 8 * 3600
@@ -168,12 +178,6 @@ async def test_central_down_time_is_measured_not_read_off_the_wall_clock(
     await alerter.check()
     clock.advance(31)
     assert await run(alerter) == 1
-
-
-async def restarted(settings: Settings, db_path: Path, clock: FakeClock) -> tuple[Alerter, Database]:
-    """A new agent's alerter on the same database (the old one gone without a word, as after SIGKILL)."""
-    db = await Database.open(db_path)
-    return Alerter(settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp), clock=clock), db
 
 
 async def test_the_central_lines_outage_outlives_restarts_of_the_agent(

@@ -6,19 +6,25 @@ password."""
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.alerts.alerter import Alerter
-from edge.config import Settings
+from edge.app import Agent
+from edge.clock import SteppedClock, shown_at
+from edge.config import Secret, Settings
 from edge.ops.technician import _smtp_check
+from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, FakeClock, relay_settings
-from tests.alerts.helpers import two_alarms
-from tests.helpers import db_rows
+from edge.store.alerts import MailState
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, T0, FakeClock, relay_settings
+from tests.alerts.helpers import printer_down_with_a_ticket, restarted, two_alarms
+from tests.helpers import api_client, db_rows, eventually, wait_until
 
 WRONG = "rotated-Passw0rd-nobody-typed"
 
@@ -160,3 +166,164 @@ async def test_a_persons_retry_tries_the_relay_at_once_after_a_refused_password(
     await alerter.retry_mail(1)
     assert await alerter.deliver_due() == 2
     assert login_relay.failed_logins == 1 and alerter.outbox.server_error is None
+
+
+def with_password(settings: Settings, password: str) -> Settings:
+    """The same settings with another smtp.password: what a technician puts in the secrets file between two runs."""
+    return dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, password=Secret(password)))
+
+
+def secret_stored(settings: Settings, secret: str) -> list[str]:
+    """The files of the data directory (the database, its log) that hold ``secret``."""
+    data = settings.agent.data_dir
+    return [p.name for p in data.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("end", ["stopped", "killed"])
+async def test_a_refused_password_rests_across_restarts_of_the_agent(
+    end: str, login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    """A crash loop (systemd's RestartSec=5s), a box rebooting at every power blip, a technician restarting: each
+    start tried the refused password again at once, and Microsoft 365 locks the account after 10 failed logins, so
+    every later alarm was lost. The relay's rest now outlives the run, stopped or killed: restarted every 5 minutes,
+    no start logs in within the hour, the mails stay pending and the status says when the relay is tried; an hour
+    after the refusal, one login. The database keeps a hash of the refused settings, never the password."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    db_path = settings.agent.db_path
+    alerter, db = await restarted(settings, db_path, clock)
+    opened = [db]
+    try:
+        await two_alarms(alerter)
+        assert login_relay.failed_logins == 1
+        for _ in range(11):
+            if end == "stopped":
+                await alerter.stop()
+                await db.close()
+            clock.advance(5 * 60)
+            alerter, db = await restarted(settings, db_path, clock)
+            opened.append(db)
+            assert await alerter.deliver_due() == 0
+            assert login_relay.failed_logins == 1, f"a start {clock.now - T0:.0f} s after the refusal logged in"
+            error = (await alerter.outbox_status()).server_error or ""
+            assert "refused the login" in error and "smtp.password" in error, error
+            assert f"not tried again before {shown_at(T0 + 3600, None)}" in error, error
+        assert await db_rows(db_path, "SELECT state FROM alert_mails ORDER BY id") == [("pending",), ("pending",)]
+        assert secret_stored(settings, WRONG) == []
+        clock.advance(6 * 60)  # 61 minutes after the refusal
+        alerter, db = await restarted(settings, db_path, clock)
+        opened.append(db)
+        assert await alerter.deliver_due() == 0
+        assert login_relay.failed_logins == 2
+    finally:
+        for each in opened:
+            await each.close()
+
+
+async def test_a_restart_with_new_mail_settings_tries_the_relay_at_once(
+    login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    """The technician puts the right password in the secrets file and restarts: the change may be the fix, so the
+    new run logs in at once and the mails go (not an hour later). Before the fix the same, as every restart tried."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    db_path = settings.agent.db_path
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        await two_alarms(alerter)
+        await alerter.stop()
+    finally:
+        await db.close()
+    clock.advance(60)
+    alerter, db = await restarted(with_password(settings, SMTP_PASSWORD), db_path, clock)
+    try:
+        assert await alerter.deliver_due() == 2
+        assert login_relay.logins == 2 and login_relay.failed_logins == 1
+        assert (await alerter.outbox_status()).server_error is None
+    finally:
+        await db.close()
+
+
+async def test_a_test_mail_or_a_persons_retry_after_a_restart_tries_the_relay_at_once(
+    login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    """The rest kept across restarts still gives way to a person: `edge alerts test` tries at once, and so does the
+    start after `edge alerts outbox --retry` (given while the agent was stopped: it ends the stored rest)."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    db_path = settings.agent.db_path
+    for step in ("refused", "test mail", "retry"):
+        alerter, db = await restarted(settings, db_path, clock)
+        try:
+            if step == "refused":
+                await two_alarms(alerter)
+            elif step == "test mail":
+                assert (await alerter.send_test()).state == MailState.PENDING
+                assert login_relay.failed_logins == 2
+                login_relay.password = WRONG  # put right on the relay's side
+                await alerter.retry_mail(1)
+            else:
+                assert await alerter.deliver_due() == 3
+                assert login_relay.failed_logins == 2 and login_relay.logins == 3
+        finally:
+            await db.close()
+        clock.advance(60)
+
+
+async def test_the_rest_across_a_restart_is_no_longer_than_an_hour_whatever_the_wall_clock_did(
+    login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    """NTP sets a box that booted 8 h ahead right after the refusal, then the agent restarts: the rest, kept as a wall
+    time, would seem to end 9 h from now. It ends at most an hour after the restart."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    db_path = settings.agent.db_path
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        await two_alarms(alerter)
+    finally:
+        await db.close()
+    clock.step(-8 * 3600)
+    for minutes in (1, 59):
+        clock.advance(minutes * 60)
+        alerter, db = await restarted(settings, db_path, clock)
+        try:
+            await alerter.deliver_due()
+        finally:
+            await db.close()
+    assert login_relay.failed_logins == 1, "tried within the hour after the restart"
+    clock.advance(2 * 60)
+    alerter, db = await restarted(settings, db_path, clock)
+    try:
+        await alerter.deliver_due()
+    finally:
+        await db.close()
+    assert login_relay.failed_logins == 2, "not tried an hour after the restart"
+
+
+async def test_the_restarted_agent_keeps_the_relays_rest_and_says_so(
+    login_relay: SmtpSink,
+    make_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+) -> None:
+    """The real agent, stopped and started again on the same data and config while the kitchen printer's alarm waits
+    behind a refused password: no login at the start, GET /api/v1/alerts/outbox says the relay refused the login and
+    when it is tried, and an hour after the refusal it is tried once."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    clock = SteppedClock()
+    first = await make_agent(settings, clock=clock)
+    await printer_down_with_a_ticket(first, printers)
+    await wait_until(lambda: login_relay.failed_logins == 1, what="the alarm's login refused")
+    await first.stop()
+    second = await make_agent(settings, clock=clock)
+    async with api_client(second) as api:
+
+        async def outbox() -> dict[str, Any]:
+            async with api.get("/api/v1/alerts/outbox") as response:
+                return await response.json()
+
+        body = await eventually(outbox, lambda b: b["server_error"], what="the relay's problem shown")
+        assert login_relay.failed_logins == 1, "the restarted agent logged in at once"
+        assert "refused the login" in body["server_error"] and "not tried again before" in body["server_error"], body
+        assert body["pending"] >= 1 and body["dead"] == [], body
+        clock.advance(61 * 60)
+        await wait_until(lambda: login_relay.failed_logins == 2, what="the relay tried an hour after the refusal")
+    rows = await db_rows(settings.agent.db_path, "SELECT state FROM alert_mails")
+    assert ("pending",) in rows and ("dead",) not in rows, rows
