@@ -145,6 +145,11 @@ def _login_refused(err: aiosmtplib.SMTPAuthenticationError, smtp: SmtpSettings) 
             f"{where} wants an app password for {user!r} ({reply}): create one in the account's security settings"
             " and set it as smtp.password"
         )
+    if err.code == 538:  # "538 5.7.11 Encryption required for requested authentication mechanism": not the password
+        return (
+            f"{where} wants an encrypted connection before the login as {user!r} ({reply}): set smtp.security to"
+            " 'starttls' (port 587) or 'tls' (port 465)"
+        )
     return (
         f"{where} refused the login as {user!r} ({reply}): check smtp.username and smtp.password (Gmail and Yahoo"
         " need an app password, not the account password)"

@@ -79,8 +79,10 @@ async def test_a_refused_password_is_tried_once_and_then_not_for_an_hour(
         ("454 4.7.0 Temporary authentication failure", "cannot log anyone in just now", False),
         # Gmail to an account password where an app password is needed
         ("534 5.7.9 Application-specific password required", "app password", True),
+        # RFC 4954 6: the mechanism needs an encrypted connection first (an Exchange receive connector without TLS)
+        ("538 5.7.11 Encryption required for requested authentication mechanism", "smtp.security to 'starttls'", True),
     ],
-    ids=["454", "534"],
+    ids=["454", "534", "538"],
 )
 async def test_a_login_refused_for_another_reason_is_told_as_what_it_is(
     reply: str,
@@ -90,7 +92,8 @@ async def test_a_login_refused_for_another_reason_is_told_as_what_it_is(
     make_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
 ) -> None:
-    """Before: "wrong user name or password" for both, the relay's reply dropped, and 454 retried as a 535 is."""
+    """Before: "wrong user name or password" for all three, the relay's reply dropped, and 454 retried as a 535 is
+    (538 until stop 69: "check smtp.username and smtp.password", where the password was right)."""
     login_relay.auth_reply = reply
     settings = login_settings(make_settings, login_relay, SMTP_PASSWORD)
     alerter = make_alerter(settings)
