@@ -188,7 +188,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     log, mails, silences = asyncio.run(_with_store(settings, collect))
     print("recent alerts (newest first):")
     for r in log:
-        action = _MAIL_WORDS.get(r.mail or "", r.action)
+        # A dead mail some had (the managers, where only critical_to's address was refused) was no failure to them.
+        action = "mailed in part" if r.mail == "dead" and r.mail_delivered else _MAIL_WORDS.get(r.mail or "", r.action)
         print(f"  {_when(r.at, zone)}  {r.group_key:<32} {action:<15} {r.detail:<12} x{r.count}  now {r.state or '-'}")
     print("mails:")
     for m in mails:

@@ -209,6 +209,7 @@ class RecentEntry(LogEntry):
     # What became of the mail a "mailed" line queued (MailState: pending, sent, superseded, dead, discarded); None
     # for other lines, and for a mail that went straight to the relay (the full disk's alarm)
     mail: str | None = None
+    mail_delivered: int = 0  # the recipients that have that mail: a dead one may have reached the managers
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -754,10 +755,12 @@ class AlertStore:
         """The log (mailed, put in the digest, or held back and why), newest first, with each group's state now."""
         rows = await self._db.fetchall(
             # A mail is queued in the commit that logs it, at the same time (told, mailed_directly).
-            "SELECT l.id, l.at, l.group_key, l.action, l.detail, l.count, g.state,"
-            " (SELECT m.state FROM alert_mails m WHERE l.action = 'mailed' AND m.group_key = l.group_key"
-            " AND m.created_at = l.at ORDER BY m.id DESC LIMIT 1) AS mail"
-            " FROM alert_log l LEFT JOIN alert_groups g ON g.key = l.group_key ORDER BY l.id DESC LIMIT ?",
+            "SELECT l.id, l.at, l.group_key, l.action, l.detail, l.count, g.state, m.state AS mail,"
+            " COALESCE(json_array_length(m.delivered), 0) AS mail_delivered"
+            " FROM alert_log l LEFT JOIN alert_groups g ON g.key = l.group_key"
+            " LEFT JOIN alert_mails m ON m.id = (SELECT q.id FROM alert_mails q WHERE l.action = 'mailed'"
+            " AND q.group_key = l.group_key AND q.created_at = l.at ORDER BY q.id DESC LIMIT 1)"
+            " ORDER BY l.id DESC LIMIT ?",
             (limit,),
         )
         return [RecentEntry(**dict(r)) for r in rows]

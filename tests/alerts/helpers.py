@@ -8,7 +8,7 @@ import ctypes
 import dataclasses
 import glob
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store.db import Database
 from tests.alerts.conftest import SMTP_USER
+from tests.helpers import config_dict, edge, toml
 
 
 async def printer_down_with_a_ticket(agent: Agent, printers: dict[str, SimPrinter], n: int = 1) -> None:
@@ -33,6 +34,21 @@ async def printer_down_with_a_ticket(agent: Agent, printers: dict[str, SimPrinte
     printers["kitchen"].set_offline(True)
     assert agent.deps is not None
     await agent.deps.intake.accept(make_order(n, prefix="outbox", print_receipt=False))
+
+
+def alerts_list_line(
+    agent: Agent, printers: dict[str, SimPrinter], folder: Path, key: str
+) -> Callable[[], Awaitable[str]]:
+    """Reads the line `edge alerts list` (its own process, on the agent's data directory) shows for group ``key``."""
+    config = folder / "list.toml"
+    config.write_text(toml(config_dict(agent.settings.agent.data_dir, printers)), encoding="utf-8")
+
+    async def listed() -> str:
+        done = await edge("alerts", "list", "--config", str(config))
+        assert done.returncode == 0, done.stderr
+        return next(line for line in done.stdout.splitlines() if key in line)
+
+    return listed
 
 
 def fast(alert_settings: Callable[..., Settings], **alerts: Any) -> Settings:
