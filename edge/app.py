@@ -177,6 +177,9 @@ class Agent:
             orders = OrderStore(db, clock=self.clock)
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             self._on_stop(stack, "stop mark", lambda: self._mark_stopped(jobs, ages))  # after the parts pushed below
+            # The scanners read on while the API, the spools (a ticket in flight: up to the grace period) and sync stop,
+            # and stop just before the store closes: a ticket scanned meanwhile is recorded, not lost after the beep.
+            self._on_stop(stack, "scanners", self._stop_scanners)
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time
             answered, without_in_order = await jobs.answered_devices(), await jobs.devices_without_in_order()
             drivers = {
@@ -255,7 +258,6 @@ class Agent:
             for name, scanner in s.scanners.items():
                 self.scanners[name] = Scanner(scanner, recorder.record, self.bus)
                 self.scanners[name].start()
-            self._on_stop(stack, "scanners", self._stop_scanners)  # a scan in progress commits before the store closes
             self.deps = ApiDeps(
                 settings=s,
                 db=db,

@@ -258,7 +258,16 @@ class HidPort:
             ) from err
 
     def read(self) -> bytes:
-        ready, _, _ = select.select([self._device.fd], [], [], READ_WAKE_S)
+        return self._read(READ_WAKE_S)
+
+    def read_waiting(self) -> bytes:
+        try:
+            return self._read(0)
+        except DeviceWriteError:
+            return b""
+
+    def _read(self, wait_s: float) -> bytes:
+        ready, _, _ = select.select([self._device.fd], [], [], wait_s)
         if not ready:
             return b""
         try:

@@ -19,6 +19,10 @@ class ScannerPort(Protocol):
     def read(self) -> bytes:
         """What the scanner sent, b"" after READ_WAKE_S of silence; raises DeviceWriteError when the device is gone."""
 
+    def read_waiting(self) -> bytes:
+        """What has come and not been read, without waiting (b"" also when the device is gone): the last read, as the
+        port closes."""
+
     def close(self) -> None:
         """Release the device; never raises."""
 
@@ -54,6 +58,13 @@ class SerialPort:
         if not data and not os.path.exists(self._settings.port):
             raise DeviceWriteError(self._settings.name, self.label, "the port disappeared (unplugged?)")
         return data
+
+    def read_waiting(self) -> bytes:
+        try:
+            waiting = self._serial.in_waiting
+            return self._serial.read(waiting) if waiting else b""
+        except OSError:
+            return b""
 
     def close(self) -> None:
         try:

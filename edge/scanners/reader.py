@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ _MIN_BACKOFF_S = 0.2
 # takes a person longer than that)
 _TAIL_S = 1.0
 _REJECTS_LOGGED_S = 60.0  # the same rejected line again: one log line this often, with how many since
+_CUT_BY_STOP = "the agent stopped before the code had come whole (its end, or whether one follows): scan it again"
 _NO_SUFFIX = (
     "sends no suffix: each code is taken after a short silence; set the scanner to end codes with CR (or LF or Tab)"
 )
@@ -38,6 +40,15 @@ def _timed_read(port: ScannerPort) -> tuple[bytes, float]:
     look further apart than they came."""
     data = port.read()
     return data, time.monotonic()
+
+
+def _last_read(port: ScannerPort) -> tuple[bytes, float]:
+    """What came since the last read, taken as the port closes, on the reading thread in one go: nothing the scanner
+    sent before the close is left in the tty's buffer (where the close drops it)."""
+    try:
+        return port.read_waiting(), time.monotonic()
+    finally:
+        port.close()
 
 
 def open_port(settings: ScannerSettings) -> ScannerPort:
@@ -118,8 +129,14 @@ class Scanner:
             self._port = port
             self._splitter.reset()
             self._set_connected(True, "")
+            closed = False
             try:
                 await self._read_until_lost(loop, port)
+                # Stopping: the scans of its last moments are read too (the scanner beeped for them), to the close.
+                last = await loop.run_in_executor(self._executor, _last_read, port)
+                closed = True
+                await self._feed(*last)
+                self._end_at_stop()
             except DeviceWriteError as err:
                 self._set_connected(False, str(err))
             except Exception as err:  # an unexpected failure must not end the reader for the rest of the day
@@ -127,7 +144,8 @@ class Scanner:
                 self._set_connected(False, f"read failed: {err!r}")
             finally:
                 self._port = None
-                await loop.run_in_executor(self._executor, port.close)
+                if not closed:
+                    await loop.run_in_executor(self._executor, port.close)
             await self._pause(delay)  # a port that fails at once after opening must not spin
 
     async def _pause(self, seconds: float) -> None:
@@ -145,14 +163,27 @@ class Scanner:
                 if done:
                     break
                 await self._end_by_silence(time.monotonic())
-            data, read_at = await read
-            await self._end_by_silence(read_at)  # these bytes came after a silence: what was pending ended before
-            overflowed = self._splitter.overflowed
-            lines = self._splitter.feed(data, read_at)
-            if self._splitter.overflowed != overflowed:
-                self._reject(f"no CR or LF within {self._splitter.max_line} bytes", self._splitter.overflow_head)
-            for line in lines:
-                await self._take(line, read_at, suffixed=True)
+            await self._feed(*await read)
+
+    async def _feed(self, data: bytes, read_at: float) -> None:
+        await self._end_by_silence(read_at)  # these bytes came after a silence: what was pending ended before
+        overflowed = self._splitter.overflowed
+        lines = self._splitter.feed(data, read_at)
+        if self._splitter.overflowed != overflowed:
+            self._reject(f"no CR or LF within {self._splitter.max_line} bytes", self._splitter.overflow_head)
+        for line in lines:
+            await self._take(line, read_at, suffixed=True)
+
+    def _end_at_stop(self) -> None:
+        """What the stop left pending, once the port is closed: a code whose end never came, or one that came before
+        this connection's suffix was known and waited for its rest. Neither is guessed at (the head of A-1011 is
+        A-101, another order): each is named, not recorded, to be scanned again."""
+        pending = [self._piece[0]] if self._piece is not None else []
+        if rest := self._splitter.expire(math.inf):
+            pending.append(rest)
+        self._piece = None
+        for line in pending:
+            log.error("scan_not_recorded", scanner=self.name, bytes=escape(line), reason=_CUT_BY_STOP)
 
     def _wait_left(self, now: float) -> float | None:
         waits = [self._splitter.silence_left(now), None if self._piece is None else self._piece[1] + _TAIL_S - now]

@@ -34,6 +34,9 @@ class BrokenOncePort:
         time.sleep(0.05)
         return b""
 
+    def read_waiting(self) -> bytes:
+        return b""
+
     def close(self) -> None:
         pass
 
@@ -77,6 +80,9 @@ class TwoCodesPort:
             return b""
         self._sent = True
         return b"A-1\rA-2\r"
+
+    def read_waiting(self) -> bytes:
+        return b""
 
     def close(self) -> None:
         pass
