@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import urllib.parse
 from pathlib import Path
 from typing import Literal
@@ -61,10 +61,18 @@ class ApiSettings:
 
 
 def _evdev_for_hid(v: str) -> str | None:
-    if v == "hid" and importlib.util.find_spec("evdev") is None:
+    if v != "hid":
+        return None
+    try:
+        # Loaded, not only found: one built for another Python or without its compiled part is found, then fails.
+        importlib.import_module("evdev")
+    except ImportError as err:
+        gone = isinstance(err, ModuleNotFoundError) and err.name == "evdev"
+        missing = "which is not installed" if gone else f"which cannot be loaded ({err})"
         return (
-            "hid needs the evdev package (pip install 'edge-agent[hid]'), or switch the scanner to its serial"
-            " (USB CDC) mode"
+            f"hid needs the evdev package, {missing}: pip install 'edge-agent[hid]' into the agent's environment"
+            " (it compiles evdev: a C compiler and the kernel headers), or switch the scanner to its serial (USB CDC)"
+            " mode"
         )
     return None
 

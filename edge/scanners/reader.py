@@ -113,19 +113,23 @@ class Scanner:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = _MIN_BACKOFF_S
+        failed: str | None = None  # the last failure to open, while they last
         while not self._stopping.is_set():
             try:
                 port = await loop.run_in_executor(self._executor, self._open_port, self.settings)
             except (
                 Exception
             ) as err:  # DeviceUnreachableError, or a driver bug: retried either way, never the reader's end
-                if not isinstance(err, DeviceUnreachableError):
+                # A bug's traceback once, not at every retry (every reconnect_max_s, for good, on the SD card): the
+                # status detail keeps saying it.
+                if not isinstance(err, DeviceUnreachableError) and repr(err) != failed:
                     log.exception("scanner_open_failed", scanner=self.name)
+                failed = repr(err)
                 self._set_connected(False, str(err))
                 await self._pause(delay)
                 delay = min(delay * 2, self.settings.reconnect_max_s)
                 continue
-            delay = _MIN_BACKOFF_S
+            delay, failed = _MIN_BACKOFF_S, None
             self._port = port
             self._splitter.reset()
             self._set_connected(True, "")

@@ -4,15 +4,19 @@ loses one scan, not the reader."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
+import pytest
 from structlog.testing import capture_logs
 
 from edge.config import ScannerSettings
 from edge.errors import StoreUnavailableError
 from edge.events import EventBus
 from edge.scanners import Scanner
-from tests.helpers import WAIT_S, Seen
+from edge.scanners.ports import ScannerPort
+from edge.scanners.reader import open_port
+from tests.helpers import WAIT_S, Seen, wait_until
 
 
 class BrokenOncePort:
@@ -112,3 +116,32 @@ async def test_a_scan_the_store_refuses_is_logged_and_reading_goes_on() -> None:
         ("scan_not_recorded", "A-1")
     ]
     assert scanner.codes == 2
+
+
+async def test_a_failure_to_open_that_repeats_at_every_retry_is_logged_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyboard-wedge scanner without a loadable evdev (here made unimportable; `edge config check` and the start
+    refuse such a config): each retry fails alike, and its traceback is one log line, not one a retry (before: one
+    every reconnect_max_s, for good, on the box's SD card). The scanner stays disconnected, saying why."""
+    monkeypatch.delitem(sys.modules, "edge.scanners.hid", raising=False)
+    monkeypatch.setitem(sys.modules, "evdev", None)
+    tries = 0
+
+    def counted(settings: ScannerSettings) -> ScannerPort:
+        nonlocal tries
+        tries += 1
+        return open_port(settings)
+
+    settings = ScannerSettings(name="wedge", type="hid", port="/dev/input/event7", reconnect_max_s=0.2)
+    bus = EventBus()
+    seen = Seen(bus)
+    scanner = Scanner(settings, lambda *_: asyncio.sleep(0), bus, open_port=counted)
+    with capture_logs() as logs:
+        scanner.start()
+        try:
+            await wait_until(lambda: tries >= 4, what="four tries to open the scanner")
+        finally:
+            await scanner.stop()
+    failed = [e for e in logs if e["event"] == "scanner_open_failed"]
+    assert len(failed) == 1 and failed[0]["exc_info"], [e["event"] for e in logs]
+    assert seen.connections("wedge") == [False]
+    assert "evdev" in scanner.detail
