@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import email.utils
+import os
 import re
 from collections.abc import Callable, Iterable
 
-from edge.config._sections import Settings
+from edge.config._sections import ScannerSettings, Settings
 from edge.config._values import ascii_local_part
 from edge.errors import ConfigError
 
@@ -42,13 +43,21 @@ def scanners_name_known_stations(s: Settings) -> None:
 
 
 def scanners_have_ports_of_their_own(s: Settings) -> None:
-    seen: dict[str, str] = {}
+    """Also by two names of one device (a /dev/serial/by-id/... link and the /dev/ttyUSB0 it points to): two readers
+    cannot share it, the second could never open it."""
+    seen: dict[str, ScannerSettings] = {}
     for scanner in s.scanners.values():
-        if other := seen.get(scanner.port):
+        device = os.path.realpath(scanner.port)  # a link not there yet (the scanner unplugged) names itself
+        if other := seen.get(device):
+            key = f"scanners.{scanner.name}.port"
+            if other.port == scanner.port:
+                raise ConfigError(key, f"{scanner.port} is already the port of scanner {other.name!r}")
             raise ConfigError(
-                f"scanners.{scanner.name}.port", f"{scanner.port} is already the port of scanner {other!r}"
+                key,
+                f"{scanner.port} and scanners.{other.name}.port ({other.port}) are one device ({device}):"
+                " one scanner a device",
             )
-        seen[scanner.port] = scanner.name
+        seen[device] = scanner
 
 
 def receipts_printer_exists(s: Settings) -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from edge.sim.scanner import SimScanner
 from tests.config.box import write_box_config
 from tests.helpers import edge_blocking
 
@@ -35,3 +36,22 @@ def test_a_hid_scanner_whose_evdev_cannot_be_loaded_stops_the_check_and_the_star
     for line in _refused(config, env={"PYTHONPATH": path}):
         assert line.startswith("edge: config scanners.wedge.type: hid needs the evdev package, which"), line
         assert "which cannot be loaded (" in line and "_input" in line and "pip install" in line, line
+
+
+def test_two_scanners_on_one_device_by_two_paths_stop_the_check_and_the_start(tmp_path: Path) -> None:
+    """The pass scanner by its stable link (as udev's /dev/serial/by-id/... names are), the counter one by the device
+    the link points to (/dev/ttyUSB0): one device. Before, the check passed and the start ran two readers on it, the
+    second never able to open it (held exclusively), reported gone and mailed as offline for good."""
+    sim = SimScanner(tmp_path / "usb-Honeywell_Scanner-if00")
+    sim.plug()
+    try:
+        device = os.path.realpath(sim.path)
+        scanners = {"pass": {"port": str(sim.path)}, "counter": {"port": device, "hand_out": True}}
+        config = write_box_config(tmp_path, scanners=scanners)
+        for line in _refused(config):
+            assert line == (
+                f"edge: config scanners.counter.port: {device} and scanners.pass.port ({sim.path}) are one device"
+                f" ({device}): one scanner a device"
+            ), line
+    finally:
+        sim.unplug()
