@@ -265,10 +265,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from edge.store.files import order_jobs
 
     settings = _load(args, printing=True)
-    jobs = order_jobs(settings.agent.db_path, args.order)
+    jobs = order_jobs(settings.agent.db_path, args.order, by_id=args.by_id)
     if not jobs:
         raise EdgeError(f"order {args.order!r} has no print jobs (or does not exist)")
     render = JobRenderer(settings).render
+    print(f"order {jobs[0].order_id}, number {jobs[0].order_number}")
     for job in jobs:
         printer = settings.printers.get(job.printer)
         width = printer.width if printer else 48
@@ -456,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     discard.set_defaults(func=cmd_discard)
 
     preview = sub.add_parser("preview", parents=[common], help="show an order's tickets and receipt as text")
-    preview.add_argument("order", help="order id or number")
+    preview.add_argument("order", help="the number on its ticket (the latest order with it), or its id")
+    preview.add_argument("--by-id", action="store_true", help="ORDER is the order's id, not a ticket number")
     preview.add_argument("--png", metavar="DIR", default=None, help="also write each job as DIR/job-ID.png")
     preview.set_defaults(func=cmd_preview)
 

@@ -250,16 +250,18 @@ def prepare_restored_file(
         raise StoreError(f"database {path}: {err}") from err
 
 
-def order_jobs(path: Path, ref: str) -> list[PrintableJob]:
-    """Read-only, with or without the agent: the print jobs of the order with id or number ``ref``, oldest first."""
+def order_jobs(path: Path, ref: str, *, by_id: bool = False) -> list[PrintableJob]:
+    """Read-only, with or without the agent: the print jobs of the one order ``ref`` names, oldest first: the latest
+    order with that number (a ticket in hand; numbers come round daily), else the order with that id (``by_id``: only
+    that). One order, not every order ever numbered so, nor another whose id a till's running ids made the same."""
+    order = (
+        "?1" if by_id else "COALESCE((SELECT id FROM orders WHERE number = ?1 ORDER BY received_at DESC LIMIT 1), ?1)"
+    )
     try:
         conn = _read_only(path)
         try:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute(
-                PRINTABLE + " WHERE o.id = ?1 OR o.number = ?1 ORDER BY j.id",
-                (ref,),
-            ).fetchall()
+            rows = conn.execute(PRINTABLE + f" WHERE o.id = {order} ORDER BY j.id", (ref,)).fetchall()
         finally:
             conn.close()
     except sqlite3.Error as err:

@@ -273,7 +273,7 @@ class ScanStore:
 
 def _created(order: aiosqlite.Row, zone: dt.tzinfo | None) -> str:
     """When an order was created, on the store's clock, as a person tells two orders apart by it."""
-    return f"{dt.datetime.fromisoformat(order['created_at']).astimezone(zone):%Y-%m-%d %H:%M}"
+    return dt.datetime.fromisoformat(order["created_at"]).astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 _Fetch = Callable[[str, tuple[Any, ...]], Awaitable[Iterable[aiosqlite.Row]]]

@@ -210,3 +210,22 @@ async def test_edge_reprint_takes_the_number_on_todays_ticket_and_an_older_order
     assert (code, answer(out).get("order_id")) == (0, "57"), out
     copy = decode((await printers["kitchen"].wait_for_printed(7))[6])
     assert "KOPIE / COPY" in copy.text and copy.qr_codes == ["edge:v1:57:kitchen"], copy.text
+
+
+async def test_edge_preview_shows_the_one_order_a_person_names_not_every_order_with_that_number_or_id(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Order id 57 (number 3) is two days old, today's ticket 57 is order 912. `edge preview 57` shows today's ticket
+    57 alone, as `edge reprint 57` copies it; `--by-id` the old order 57 alone. Before: the jobs of both orders one
+    after the other (and of every order ever numbered 57, in a till whose numbers restart daily)."""
+    agent = await ids_meet_numbers(make_agent)
+    config = write_config(tmp_path, printers, port=agent.port or 0)
+    assert agent.settings.agent.data_dir == tmp_path / "data"
+    code, out = await run_cli(capsys, "preview", "57", "--config", str(config))
+    assert code == 0 and "[QR edge:v1:912:kitchen]" in out and "edge:v1:57:" not in out, out
+    assert out.count("=== job") == 1, out
+    code, out = await run_cli(capsys, "preview", "57", "--by-id", "--config", str(config))
+    assert code == 0 and "[QR edge:v1:57:kitchen]" in out and "edge:v1:912:" not in out, out
