@@ -51,6 +51,7 @@ manage_user() { real_root || [[ $USER_GIVEN -eq 1 ]]; }
 # Sets RELEASE to this checkout's release directory, built unless a complete one is there already. A build cut
 # short (no completion mark: a dropped SSH session during pip) is thrown away and done again.
 build_release() {
+    HID_WANTED="$(hid_wanted)"
     RELEASE="$RELEASES/$(release_id)"
     if [[ -f "$RELEASE/$COMPLETE" ]]; then
         return
@@ -63,31 +64,46 @@ build_release() {
     # A build that fails or is interrupted (pip on a full card, a dropped SSH session) goes at once: on the agent's
     # SD card it would keep the agent from writing orders until the next run.
     trap 'rm -rf "$RELEASE"' EXIT
+    # pip's messages (--quiet: warnings and errors) are kept to be read for a failed evdev build, then shown as they are
+    local errors="" built=1
     # shellcheck disable=SC2086  # EDGE_VENV_ARGS and EDGE_PIP_ARGS are lists of options on purpose
-    if ! "$PYTHON" -m venv ${EDGE_VENV_ARGS:-} "$RELEASE" ||
-        ! "$RELEASE/bin/python" -m pip install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} "$SOURCE"; then
-        build_failed "$free_before_kb"
+    if ! "$PYTHON" -m venv ${EDGE_VENV_ARGS:-} "$RELEASE"; then
+        built=0
+    elif ! { errors="$("$RELEASE/bin/python" -m pip install --quiet --disable-pip-version-check ${EDGE_PIP_ARGS:-} \
+        "$SOURCE${HID_WANTED:+[hid]}" 2>&1 >&3)"; } 3>&1; then
+        built=0
+    fi
+    if [[ -n "$errors" ]]; then
+        printf '%s\n' "$errors" >&2
+    fi
+    if [[ $built -eq 0 ]]; then
+        build_failed "$free_before_kb" "$errors"
     fi
     sync -f "$RELEASE"  # on disk before it counts as complete: a power cut must not leave a marked, empty venv
     touch "$RELEASE/$COMPLETE"
     trap - EXIT
-    say "installed edge-agent $(source_version) in $RELEASE"
+    say "installed edge-agent $(source_version) in $RELEASE${HID_WANTED:+, with evdev for hid scanners ($HID_WANTED)}"
 }
 
 free_kb() { df -Pk "$1" | awk 'NR == 2 { print $4 }'; }
 
 # The room check cannot see a first install coming (no release in use to measure), and a card can fill while pip
 # runs: pip then ends in its own words (Errno 28, "Can't roll back"). Where the disk is full, the last line says what
-# that means for the box and what to do; any other failure keeps pip's reason as the last word.
+# that means for the box and what to do; so it does where evdev could not be compiled (no compiler or headers: pip's
+# last words are "Failed to build installable wheels"); any other failure keeps pip's reason as the last word.
 # (The EXIT trap removes the half-built release.)
 FULL_KB=4096  # less than this left while the build stood: no release's next file would have fit
 build_failed() {
-    local free_before_kb="$1" written_kb
+    local free_before_kb="$1" errors="$2" written_kb
     written_kb="$(du -sk "$RELEASE" 2>/dev/null | cut -f1)"
     if (( $(free_kb "$RELEASES") < FULL_KB )); then
         echo "$ME: the disk of $RELEASES filled up building the release ($(( ${written_kb:-0} / 1024 )) MB written," \
             "$(( free_before_kb / 1024 )) MB were free); nothing was installed: free some space (old logs, files in" \
             "the data directory's backups) and run again" >&2
+    elif [[ "$errors" =~ wheels?\ for\ evdev ]]; then  # pip: "Building wheel for evdev", "Failed building wheel for"
+        echo "$ME: evdev, which hid scanners are read through, could not be built (needed: $HID_WANTED);" \
+            "it is compiled here and needs a C compiler and the kernel's and Python's headers: install them" \
+            "(Debian, Raspberry Pi OS: apt install gcc linux-libc-dev python3-dev) and run again; nothing was installed" >&2
     fi
     exit 1
 }

@@ -52,12 +52,42 @@ source_version() {
     sed -n 's/^version = "\(.*\)"/\1/p' "$SOURCE/pyproject.toml" | head -1
 }
 
-# Version plus a hash of what gets installed: a rebuilt checkout of the same version is a release of its own.
+# Why this box needs evdev, the optional part (pip extra) hid scanners are read through; nothing when it does not. A
+# scanner with type = "hid" in the config; or the program in use has evdev (put in by hand, or for a scanner set up
+# before): what worked keeps working after an upgrade. A config that does not parse asks for nothing: the
+# agent's own check names its error.
+hid_wanted() {
+    local in_use
+    if "$PYTHON" - "$ETC/edge.toml" <<'PY'; then
+import sys
+import tomllib
+
+try:
+    with open(sys.argv[1], "rb") as f:
+        scanners = tomllib.load(f).get("scanners", {})
+except (OSError, tomllib.TOMLDecodeError):
+    scanners = {}
+hid = isinstance(scanners, dict) and any(isinstance(s, dict) and s.get("type") == "hid" for s in scanners.values())
+sys.exit(0 if hid else 1)
+PY
+        echo "a scanner with type = \"hid\" in $ETC/edge.toml"
+        return
+    fi
+    in_use="$(current_target)"
+    # -I: the release's own packages only, not a PYTHONPATH of the caller's
+    if [[ -n "$in_use" ]] &&
+        "$OPT/$in_use/bin/python" -I -c 'import importlib.metadata as m; m.distribution("evdev")' 2>/dev/null; then
+        echo "the program in use ($OPT/$in_use) has it"
+    fi
+}
+
+# Version plus a hash of what gets installed: a rebuilt checkout of the same version is a release of its own; one
+# with evdev is named +hid, so the install.sh run after a hid scanner is added to the config builds it.
 release_id() {
     local hash
     hash="$(cd "$SOURCE" && find pyproject.toml README.md edge migrations -type f ! -name '*.pyc' -print0 \
         | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
-    echo "$(source_version)-$hash"
+    echo "$(source_version)-$hash${HID_WANTED:++hid}"
 }
 
 # The program in use: a path relative to $OPT (releases/<id>, or venv on a box from before releases), or nothing.

@@ -16,11 +16,12 @@ SOURCE="$(cd "$(dirname "$0")/.." && pwd)"
 PREFIX=""
 RESTART=1
 PASS=()
+PYTHON="${PYTHON:-python3}"
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --prefix) PREFIX="${2%/}"; PASS+=(--prefix "$PREFIX"); shift 2 ;;
-        --python) PASS+=(--python "$2"); shift 2 ;;
+        --python) PYTHON="$2"; PASS+=(--python "$2"); shift 2 ;;
         --no-restart) RESTART=0; shift ;;
         -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "upgrade.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -191,7 +192,7 @@ on_exit() {
     if [[ $status -ne 0 && -f "$JOURNAL" ]]; then
         rollback "exit $status"
     elif [[ $status -ne 0 ]]; then
-        log "stopped at step $STEP (exit $status) before anything was changed; the agent runs as before"
+        log "stopped at step $STEP (exit $status) before anything was changed; the agent runs as before$(because)"
     fi
 }
 
@@ -231,6 +232,7 @@ fi
 OLD_VERSION="$(version_of "$OPT/$OLD_TARGET")"
 # The schema the old version left (it migrates to its latest at start): where a rollback migrates back down to.
 OLD_SCHEMA="$(find "$OPT/$OLD_TARGET/share/edge-agent/migrations" -name '[0-9][0-9][0-9]_*.sql' | wc -l)"
+HID_WANTED="$(hid_wanted)"  # as install.sh decides it below: the program in use is still the old one
 NEW="$RELEASES/$(release_id)"
 BACKUP=""
 STARTED=0
@@ -255,7 +257,12 @@ fi
 
 STEP=build
 log "step: build (edge-agent $NEW_VERSION beside $OLD_VERSION, which keeps running)"
-"$SOURCE/scripts/install.sh" --build-only "${PASS[@]}"
+if ! built="$("$SOURCE/scripts/install.sh" --build-only "${PASS[@]}" 2>&1)"; then
+    echo "$built"
+    WHY="${built##*$'\n'}"  # e.g. what to install for evdev to build: the last line says it
+    exit 1
+fi
+echo "$built" 2>/dev/null || true
 
 save_units
 step stop

@@ -5,9 +5,11 @@ recording what the agent publishes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import copy
+import hashlib
 import inspect
 import json
 import os
@@ -16,7 +18,9 @@ import sqlite3
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import time
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +77,74 @@ _POLL_S = 0.02
 BORROWED = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
 REAL_VENV = {**BORROWED, "EDGE_PIP_ARGS": "--no-deps --no-index --no-build-isolation"}
 OFFLINE_BUILD = {**REAL_VENV, "EDGE_VENV_ARGS": "--without-pip"}
+
+
+# A keyboard-wedge scanner (docs/scanners.md): the agent starts with it only where evdev loads.
+HID_SCANNER = '\n[scanners.wedge]\ntype = "hid"\nport = "/dev/input/by-id/usb-wedge-event-kbd"\n'
+
+
+def has_evdev(release: Path) -> bool:
+    """The release's (venv's) own packages hold a loadable evdev (isolated: not the caller's PYTHONPATH)."""
+    found = subprocess.run(
+        [str(release / "bin/python"), "-I", "-c", "import evdev"], capture_output=True, text=True, timeout=30
+    )
+    return found.returncode == 0
+
+
+def build_with_evdev(directory: Path, *, compiles: bool = True) -> dict[str, str]:
+    """OFFLINE_BUILD where pip resolves the release's dependencies as on a box, so the hid extra counts: they are all
+    there (borrowed, satisfied) but evdev, which this venv's libraries lend no longer (``directory``/borrowed links to
+    the rest) and which pip finds in ``directory``/wheels: a wheel of this venv's own evdev (what pip compiles on a
+    box; it cannot be compiled here, offline), or with ``compiles=False`` an sdist whose compile fails as on a box
+    without gcc. So a release (and the agent it runs, whose PYTHONPATH this is) has evdev only where pip was asked."""
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    borrowed, wheels = directory / "borrowed", directory / "wheels"
+    borrowed.mkdir(parents=True)
+    wheels.mkdir()
+    for entry in purelib.iterdir():
+        if entry.name != "evdev" and not entry.name.startswith("evdev-"):
+            (borrowed / entry.name).symlink_to(entry)
+    if compiles:
+        _evdev_wheel(purelib, wheels)
+    else:
+        _evdev_sdist_without_compiler(directory / "sdist", wheels)
+    return {
+        **OFFLINE_BUILD,
+        "PYTHONPATH": str(borrowed),
+        "EDGE_PIP_ARGS": f"--no-index --no-build-isolation --find-links {wheels}",
+    }
+
+
+def _evdev_wheel(purelib: Path, wheels: Path) -> None:
+    [info] = purelib.glob("evdev-*.dist-info")
+    version = info.name.removeprefix("evdev-").removesuffix(".dist-info")
+    files = [p for p in (purelib / "evdev").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    files += [info / "METADATA", info / "WHEEL"]
+    record = []
+    with zipfile.ZipFile(wheels / f"evdev-{version}-py3-none-any.whl", "w") as wheel:
+        for path in files:
+            name, data = str(path.relative_to(purelib)), path.read_bytes()
+            wheel.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{name},sha256={digest},{len(data)}")
+        wheel.writestr(f"{info.name}/RECORD", "\n".join([*record, f"{info.name}/RECORD,,"]) + "\n")
+
+
+def _evdev_sdist_without_compiler(work: Path, wheels: Path) -> None:
+    project = work / "evdev-99.0.0"
+    project.mkdir(parents=True)
+    (project / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: evdev\nVersion: 99.0.0\n")
+    (project / "setup.py").write_text(
+        "from setuptools import Extension, setup\n"
+        "from setuptools.command.build_ext import build_ext\n\n\n"
+        "class NoCompiler(build_ext):\n"
+        "    def run(self):\n"
+        "        raise SystemExit(\"error: command 'gcc' failed: No such file or directory\")\n\n\n"
+        'setup(name="evdev", version="99.0.0", ext_modules=[Extension("evdev._input", ["input.c"])],'
+        ' cmdclass={"build_ext": NoCompiler})\n'
+    )
+    with tarfile.open(wheels / "evdev-99.0.0.tar.gz", "w:gz") as sdist:
+        sdist.add(project, arcname=project.name)
 
 
 def fresh(order: dict[str, Any]) -> dict[str, Any]:

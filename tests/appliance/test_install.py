@@ -16,7 +16,7 @@ import pytest
 
 from edge.config import load_settings, read_secrets
 from edge.sim.powercut import PowerCut
-from tests.helpers import BORROWED, OFFLINE_BUILD, small_disk
+from tests.helpers import BORROWED, HID_SCANNER, OFFLINE_BUILD, build_with_evdev, has_evdev, small_disk
 
 pytestmark = pytest.mark.slow(seconds=6)
 
@@ -177,6 +177,76 @@ def test_edge_is_on_the_path_and_every_program_the_docs_name_exists(root: Path) 
         p for p in sorted(quoted) if not (root / p[1:] if p.startswith(("/opt/", "/usr/local/")) else Path(p)).exists()
     ]
     assert missing == []
+
+
+def newer_source(source: Path, target: Path) -> Path:
+    """``source`` with a change: a release of its own, one for each name of ``target``."""
+    shutil.copytree(source, target)
+    (target / "edge" / "newer.py").write_text(f'"""A change: another release, {target.name}."""\n')
+    return target
+
+
+def test_a_hid_scanner_in_the_config_gets_evdev_installed_and_a_build_keeps_what_the_program_in_use_has(
+    root: Path, source: Path, tmp_path: Path
+) -> None:
+    """The technician configures a keyboard-wedge scanner (type = "hid", docs/scanners.md) and runs install.sh again:
+    the program in use now has evdev, which the agent reads such scanners through, and its config check passes (the
+    agent starts). A later build (an upgrade's) for a config without that scanner keeps evdev, as the program in use
+    has it. Before, install.sh never asked pip for the hid extra and a complete release was not built again: the agent
+    refused to start ("hid needs the evdev package, which is not installed"), whatever install.sh was run."""
+    config = root / "etc/edge/edge.toml"
+    edited = config.read_text()
+    env = build_with_evdev(tmp_path / "build")
+    config.write_text(edited + HID_SCANNER)
+    try:
+        installed = run(source / "scripts/install.sh", "--prefix", str(root), "--python", BASE_PYTHON, env=env)
+        assert installed.returncode == 0, installed.stderr
+        current = root / "opt/edge-agent/current"
+        assert has_evdev(current), f"no evdev in the program in use {os.readlink(current)}: {installed.stdout}"
+        checked = subprocess.run(
+            [str(current / "bin/edge"), "config", "check", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": env["PYTHONPATH"], "EDGE_ENV_FILE": str(root / "etc/edge/edge.env")},
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    finally:
+        config.write_text(edited)
+    newer = newer_source(source, tmp_path / "newer")
+    built = run(newer / "scripts/install.sh", "--prefix", str(root), "--build-only", "--python", BASE_PYTHON, env=env)
+    assert built.returncode == 0, built.stderr
+    release = Path(built.stdout.split("release ready: ")[-1].strip())
+    assert release.parent == root / "opt/edge-agent/releases" and has_evdev(release), built.stdout
+
+
+def test_an_evdev_that_cannot_be_compiled_says_what_to_install_and_the_program_in_use_stays(
+    root: Path, source: Path, tmp_path: Path
+) -> None:
+    """A hid scanner in the config, and evdev cannot be compiled on the box (no gcc: an sdist whose compile fails as it
+    does there): install.sh of a new version fails, its last line says what to install, and the program in use stays,
+    with nothing of the build left. Before, install.sh never asked for evdev: it installed a program that refused to
+    start ("hid needs the evdev package, which is not installed")."""
+    config = root / "etc/edge/edge.toml"
+    edited = config.read_text()
+    releases = sorted(p.name for p in (root / "opt/edge-agent/releases").iterdir())
+    in_use = os.readlink(root / "opt/edge-agent/current")
+    newer = newer_source(source, tmp_path / "newer-without-gcc")
+    config.write_text(edited + HID_SCANNER)
+    try:
+        failed = run(
+            newer / "scripts/install.sh",
+            *("--prefix", str(root), "--python", BASE_PYTHON),
+            env=build_with_evdev(tmp_path / "build", compiles=False),
+        )
+    finally:
+        config.write_text(edited)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("install.sh: evdev, which hid scanners are read through, could not be built"), failed.stderr
+    assert "apt install gcc linux-libc-dev python3-dev" in last and "nothing was installed" in last, last
+    assert os.readlink(root / "opt/edge-agent/current") == in_use
+    assert sorted(p.name for p in (root / "opt/edge-agent/releases").iterdir()) == releases
 
 
 def test_uninstall_keeps_data_and_purge_removes_it(root: Path, source: Path) -> None:

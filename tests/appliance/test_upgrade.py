@@ -28,7 +28,18 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
 from edge.store.migrations import latest_version, load_migrations
 from tests.appliance.conftest import SystemUser, program_version
-from tests.helpers import OFFLINE_BUILD, TOKEN, api_client, db_execute, db_rows, fill, small_disk
+from tests.helpers import (
+    HID_SCANNER,
+    OFFLINE_BUILD,
+    TOKEN,
+    api_client,
+    build_with_evdev,
+    db_execute,
+    db_rows,
+    fill,
+    has_evdev,
+    small_disk,
+)
 
 pytestmark = pytest.mark.slow(seconds=8)
 
@@ -531,6 +542,49 @@ async def test_upgrade_reads_the_secrets_file(box: Box) -> None:
     upgraded = await box.upgrade(box.prepared.new)
     assert upgraded.returncode == 0, upgraded.stdout
     assert await box.installed_version() == "0.2.0"
+
+
+async def test_an_upgrade_of_a_box_with_a_hid_scanner_keeps_evdev_and_the_new_version_starts(box: Box) -> None:
+    """The store's keyboard-wedge scanner (type = "hid") is read through evdev, which someone put into the program in
+    use by hand (pip): the agent runs. Where evdev cannot be compiled (no gcc), upgrade.sh stops at its build before
+    anything changed, the old version keeps running, and the last line says what to install. With a compiler, the new
+    version is built with evdev too, and it starts and turns healthy. Before, it was built without evdev: the new
+    agent refused the config ("hid needs the evdev package") and the upgrade failed and rolled back, at every run."""
+    home = box.prepared.user.home
+    no_gcc, build = await asyncio.gather(
+        asyncio.to_thread(build_with_evdev, home / f"no-gcc-{box.port}", compiles=False),
+        asyncio.to_thread(build_with_evdev, home / f"evdev-{box.port}"),
+    )
+    try:
+        await box.systemctl("stop", "edge-agent.service")
+        config = box.root / "etc/edge/edge.toml"
+        config.write_text(config.read_text() + HID_SCANNER)
+        old = (box.root / "opt/edge-agent/current").resolve()
+        wheels = Path(build["EDGE_PIP_ARGS"].split()[-1])  # --find-links DIR
+        [wheel] = await asyncio.to_thread(lambda: list(wheels.glob("evdev-*.whl")))
+        by_hand = await box.command(
+            str(old / "bin/python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel), **build
+        )
+        assert by_hand.returncode == 0 and await asyncio.to_thread(has_evdev, old), by_hand.stdout
+        started = await box.command(str(box.prepared.bin / "systemctl"), "start", "edge-agent.service", **build)
+        assert started.returncode == 0, started.stdout
+        orders = await box.push("before", 1)
+
+        failed = await box.upgrade(box.prepared.new, **no_gcc)
+        last = failed.stdout.strip().splitlines()[-1]
+        assert failed.returncode == 1 and "stopped at step build" in last, failed.stdout
+        assert "apt install gcc linux-libc-dev python3-dev" in last and "the agent runs as before" in last, last
+        assert await box.installed_version() == "0.1.0" and await box.ready()
+
+        upgraded = await box.upgrade(box.prepared.new, **build)
+        assert upgraded.returncode == 0, upgraded.stdout
+        assert await box.installed_version() == "0.2.0"
+        assert await asyncio.to_thread(has_evdev, box.root / "opt/edge-agent/current")
+        await wait_until(box.ready)
+        assert set(orders) <= await box.order_ids()
+    finally:
+        for made in (f"no-gcc-{box.port}", f"evdev-{box.port}"):
+            await asyncio.to_thread(shutil.rmtree, home / made, True)
 
 
 async def test_failed_backup_says_so_and_keeps_the_old_version(box: Box) -> None:
