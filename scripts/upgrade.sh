@@ -169,6 +169,15 @@ keep_new() {
 rollback() {
     trap '' HUP INT TERM
     set +e
+    if [[ "$STEP" == stop || "$STEP" == backup ]]; then
+        # Nothing switched and the database untouched (a backup only reads it): the old version starts as it was. The
+        # new one is not asked to migrate down: it may refuse the very config its backup refused ("ROLLBACK NOT
+        # POSSIBLE ... stays installed" was said of a version never switched to).
+        service start edge-agent.service edge-health-check.timer
+        rm -rf "$STATE"
+        log "stopped at step $STEP ($1) before anything was changed; edge-agent $OLD_VERSION runs as before$(because)"
+        return
+    fi
     log "FAILED at step $STEP ($1): rolling back to edge-agent $OLD_VERSION"
     service stop edge-agent.service
     if [[ -f "$NEW/$COMPLETE" ]] && ! "$NEW/bin/edge" migrate --to "$OLD_SCHEMA" --config "$CONFIG"; then
@@ -269,11 +278,14 @@ step stop
 service stop edge-health-check.timer edge-agent.service
 
 step backup
-if ! written="$("$NEW/bin/edge" backup --config "$CONFIG")" || ! BACKUP="$(sed -n 's/^backup written: //p' <<<"$written")" ||
-    [[ ! -f "$BACKUP" ]]; then
+if ! written="$("$NEW/bin/edge" backup --config "$CONFIG" 2>&1)" ||
+    ! BACKUP="$(sed -n 's/^backup written: //p' <<<"$written")" || [[ ! -f "$BACKUP" ]]; then
+    echo "$written"
+    WHY="${written##*$'\n'}"
     log "backup failed (see above); not upgrading"
     exit 1
 fi
+echo "$written" 2>/dev/null || true
 journal "BACKUP=$BACKUP"
 log "backup $BACKUP"
 

@@ -593,6 +593,8 @@ async def test_failed_backup_says_so_and_keeps_the_old_version(box: Box) -> None
     upgraded = await box.upgrade(box.prepared.new)
     assert upgraded.returncode == 1, upgraded.stdout
     assert "backup failed" in upgraded.stdout
+    last = upgraded.stdout.strip().splitlines()[-1]
+    assert "stopped at step backup" in last and "edge-agent 0.1.0 runs as before" in last, last
     assert await box.installed_version() == "0.1.0"
     assert await box.schema() == LATEST
     assert await box.ready()
