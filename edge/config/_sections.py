@@ -70,9 +70,9 @@ def _evdev_for_hid(v: str) -> str | None:
         gone = isinstance(err, ModuleNotFoundError) and err.name == "evdev"
         missing = "which is not installed" if gone else f"which cannot be loaded ({err})"
         return (
-            f"hid needs the evdev package, {missing}: pip install 'edge-agent[hid]' into the agent's environment"
-            " (it compiles evdev: a C compiler and the kernel headers), or switch the scanner to its serial (USB CDC)"
-            " mode"
+            f"hid needs the evdev package, {missing}: run scripts/install.sh again, which builds it for a hid scanner"
+            " (elsewhere: pip install 'edge-agent[hid]'; it compiles evdev: a C compiler and the kernel headers), or"
+            " switch the scanner to its serial (USB CDC) mode"
         )
     return None
 
