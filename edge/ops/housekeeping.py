@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 
@@ -16,10 +18,12 @@ from edge.store.db import Database, card_full
 
 log = structlog.get_logger()
 
+T = TypeVar("T")
+
 # While writes fail, try one this often, so the agent notices by itself that space is back.
 STORAGE_PROBE_S = 10.0
 # On a full card, retention runs at once, and again this often while the card stays full (orders age meanwhile), in
-# transactions this small: the room the agent keeps (1 MiB) holds their WAL frames.
+# transactions this small (orders, or rows of history): the room the agent keeps (1 MiB) holds their WAL frames.
 ROOM_RETRY_S = 60.0
 ROOM_BATCH = 20
 
@@ -54,12 +58,31 @@ async def purge_printed_orders(
     return total
 
 
-async def purge_history(db: Database, *, older_than_s: float, now: float | None = None) -> dict[str, int]:
-    """Drops scans, sent mails, alert log lines and finished recovery runs older than the retention age."""
-    removed = await store_retention.purge_history(db, cutoff=(time.time() if now is None else now) - older_than_s)
+async def purge_history(db: Database, *, older_than_s: float, batch: int, now: float | None = None) -> dict[str, int]:
+    """Drops scans, sent mails, alert log lines and finished recovery runs older than the retention age, in short
+    transactions of ``batch`` rows (no bigger than as many orders with their tickets): see edge/store/retention.py."""
+    cutoff = (time.time() if now is None else now) - older_than_s
+    removed = dict.fromkeys(store_retention.HISTORY_TABLES, 0)
+    for table in store_retention.HISTORY_TABLES:
+        while True:
+            gone = await store_retention.purge_history(db, table=table, cutoff=cutoff, batch=batch)
+            removed[table] += gone
+            if gone < batch:
+                break
+            await asyncio.sleep(0)  # let intake and the spools have the writer between batches
     if any(removed.values()):
         log.info("history_purged", **removed)
     return removed
+
+
+async def _part(part: str, run: Awaitable[T]) -> T | None:
+    """One part of retention's run; a failure is logged and retried at the next run: it must not kill the scheduler,
+    nor keep the other parts from theirs (a part that needs more than a full card's room, the others less)."""
+    try:
+        return await run
+    except Exception as err:
+        log.warning("purge_failed", part=part, error=str(err))
+        return None
 
 
 class Housekeeping:
@@ -83,6 +106,7 @@ class Housekeeping:
         self._central = central
         self._held_back = False  # the last run took a "now" earlier than the box clock
         self._room_next = 0.0  # monotonic: when a full card may run retention again (make_room)
+        self._making_room = asyncio.Lock()
         self._timers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -139,40 +163,55 @@ class Housekeeping:
         return now
 
     async def purge(self, *, batch: int | None = None) -> int:
-        """Retention's run; ``batch``: orders per transaction, if fewer than retention.batch."""
+        """Retention's run; ``batch``: orders (and rows of history) per transaction, if fewer than retention.batch.
+        The orders go first: theirs are the biggest rows, and on a full card what frees the most."""
         batch = min(batch or self._retention.batch, self._retention.batch)
-        try:
-            age, now = self._retention.days * 86400, await self.now()
-            await purge_history(self._db, older_than_s=age, now=now)
-            purged = await purge_printed_orders(self._db, older_than_s=age, batch=batch, now=now, readers=self._readers)
-            seen_cutoff = now - self._retention.seen_days * 86400
-            if forgotten := await store_retention.purge_seen(self._db, cutoff=seen_cutoff):
-                log.info("seen_orders_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
-            if forgotten := await store_retention.purge_pending_cancels(self._db, cutoff=seen_cutoff, now=now):
-                log.info("pending_cancels_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
-            return purged
-        except Exception as err:  # a failed purge is retried at the next run; it must not kill the scheduler
-            log.warning("purge_failed", error=str(err))
+        if (now := await _part("clock", self.now())) is None:
             return 0
+        age, seen_cutoff = self._retention.days * 86400, now - self._retention.seen_days * 86400
+        orders = purge_printed_orders(self._db, older_than_s=age, batch=batch, now=now, readers=self._readers)
+        purged = await _part("orders", orders) or 0
+        await _part("history", purge_history(self._db, older_than_s=age, batch=batch, now=now))
+        if forgotten := await _part("seen_orders", store_retention.purge_seen(self._db, cutoff=seen_cutoff)):
+            log.info("seen_orders_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
+        cancels = store_retention.purge_pending_cancels(self._db, cutoff=seen_cutoff, now=now)
+        if forgotten := await _part("pending_cancels", cancels):
+            log.info("pending_cancels_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
+        return purged
 
     async def probe_storage(self) -> None:
         # Only while writes fail: a healthy agent does not wear the SD card with probe writes.
         if self._db.write_problem is None or await self._db.probe_space():
             return
-        if self._clock.mono() >= self._room_next and await asyncio.to_thread(card_full, self._db.path.parent):
-            self._room_next = self._clock.mono() + ROOM_RETRY_S
-            await self.make_room()
+        async with self._making_room:  # one run at a time: another would give back, or keep, the room under it
+            if self._clock.mono() >= self._room_next and await asyncio.to_thread(card_full, self._db.path.parent):
+                self._room_next = self._clock.mono() + ROOM_RETRY_S
+                await self.make_room()
 
     async def make_room(self) -> None:
         """A card that filled while the agent runs: what retention may delete goes now, not at its next run (which
         would fail on the full card as every write does), on the room kept beside the database, in short transactions
-        (each one's deletes go to the WAL first); new orders then take the pages the deletes freed in the file. Intake
-        works again once the space probe passes, with the card still full (the low-disk alert says so); orders younger
-        than retention.days stay, and the card waits for a person."""
+        (each one's deletes go to the WAL first); new orders then take the pages the deletes freed in the file. The
+        room is given back only when something may go, and kept again once the deletes are written, before the space
+        probe: it is there for the deletes of a later run, never for new orders (which would spend it, and then
+        nothing could ever be deleted). Intake works again once the space probe passes on the pages freed, with the
+        card still full (the low-disk alert says so); with nothing old enough to go, orders are answered 503 and the
+        card waits for a person, or for its orders to reach retention.days (a run every ROOM_RETRY_S)."""
+        now = await self.now()
+        if not await store_retention.anything_to_purge(
+            self._db, cutoff=now - self._retention.days * 86400, readers=self._readers
+        ):
+            log.warning("card_full_nothing_to_purge", older_than_days=self._retention.days)
+            return
         given = await self._db.give_room()
         purged = await self.purge(batch=ROOM_BATCH)
+        kept = await self._db.keep_room()
         log.warning(
-            "card_full_retention_ran", purged=purged, room_given=given, writes_again=await self._db.probe_space()
+            "card_full_retention_ran",
+            purged=purged,
+            room_given=given,
+            room_kept_kb=kept // 1024,
+            writes_again=await self._db.probe_space(),
         )
 
 

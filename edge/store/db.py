@@ -698,11 +698,17 @@ class Database:
     async def give_room(self) -> bool:
         """Gives back the room kept beside the database (open_keeping_room) while the agent runs: a card that filled
         under it needs that room for the writes that make room (retention's deletes go to the WAL first). False when
-        there was none to give. Made again of what the stop frees."""
+        there was none to give. Made again by keep_room once the deletes are written, else of what the stop frees."""
         if self._room is None or not await asyncio.to_thread(_give_room, self._room):
             return False
         _room_given(self.path, "the card is full")
         return True
+
+    async def keep_room(self) -> int:
+        """Makes the room given back (give_room) again, of what the card has free, up to ROOM_BYTES, as a clean stop
+        does: retention's run on a full card takes it back once its deletes are written, before new orders can spend
+        it, so a later run can write its deletes too. Returns the bytes kept (0: it was there, or nothing is free)."""
+        return 0 if self._room is None else await asyncio.to_thread(_take_room_back, self._room)
 
     async def card_has_room(self) -> bool:
         """Whether the card has room again, not counting the room a start gives back on a full card: the room to keep

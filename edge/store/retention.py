@@ -38,30 +38,33 @@ WHERE o.received_at < :cutoff AND (julianday(o.created_at) - 2440587.5) * 86400.
 ORDER BY o.received_at LIMIT :batch
 """
 
-# History that only explains the past: kept as long as orders are, then dropped in one statement each.
+# History that only explains the past: kept as long as orders are. Each table's rows older than the cutoff, by this
+# condition (on the table's own columns), go in that order: an alert group after its log lines, a run's recovery items
+# before the run (a finished run may hold hundreds of them, each with its order: not all at once with their run).
 _HISTORY = (
-    ("scans", "DELETE FROM scans WHERE scanned_at < ?"),
-    ("alert_log", "DELETE FROM alert_log WHERE at < ?"),
+    ("scans", "scanned_at < :cutoff"),
+    ("alert_log", "at < :cutoff"),
     # A dead-lettered mail waits for a person; a discarded or superseded one was decided on, like a sent one.
-    (
-        "alert_mails",
-        "DELETE FROM alert_mails WHERE (sent_at IS NOT NULL OR state IN ('discarded', 'superseded'))"
-        " AND created_at < ?",
-    ),
-    ("alert_silences", "DELETE FROM alert_silences WHERE ends_at < ?"),
+    ("alert_mails", "(sent_at IS NOT NULL OR state IN ('discarded', 'superseded')) AND created_at < :cutoff"),
+    ("alert_silences", "ends_at < :cutoff"),
     # A group's row is its throttle state; one resolved, told and quiet since the cutoff holds nothing a next firing
     # needs (that starts a new episode either way), and groups are per order for central's refusals: without this,
     # one row for every order central ever refused. Its log lines go first (above), so a pending digest keeps it.
     (
         "alert_groups",
-        "DELETE FROM alert_groups WHERE state = 'resolved' AND notified = 'resolved' AND fires_since_mail = 0"
-        " AND changed_at < ? AND NOT EXISTS (SELECT 1 FROM alert_log l WHERE l.group_key = alert_groups.key)",
+        "state = 'resolved' AND notified = 'resolved' AND fires_since_mail = 0 AND changed_at < :cutoff"
+        " AND NOT EXISTS (SELECT 1 FROM alert_log l WHERE l.group_key = alert_groups.key)",
     ),
     # A rejected MQTT message is kept for a person; once reported on the events topic, as long as history is.
-    ("mqtt_rejects", "DELETE FROM mqtt_rejects WHERE published_at IS NOT NULL AND received_at < ?"),
-    # recovery_items go with their run (ON DELETE CASCADE); the cursor lives in meta, not in a run.
-    ("recovery_runs", "DELETE FROM recovery_runs WHERE finished_at IS NOT NULL AND finished_at < ?"),
+    ("mqtt_rejects", "published_at IS NOT NULL AND received_at < :cutoff"),
+    (
+        "recovery_items",
+        "run_id IN (SELECT id FROM recovery_runs WHERE finished_at IS NOT NULL AND finished_at < :cutoff)",
+    ),
+    # The cursor lives in meta, not in a run.
+    ("recovery_runs", "finished_at IS NOT NULL AND finished_at < :cutoff"),
 )
+HISTORY_TABLES = tuple(table for table, _ in _HISTORY)
 
 
 async def newest_order_time(db: Database, *, past_receipt_s: float) -> float | None:
@@ -79,6 +82,17 @@ async def newest_order_time(db: Database, *, past_receipt_s: float) -> float | N
     return None if row is None or row[0] is None else float(row[0])
 
 
+def _purgeable_params(cutoff: float, batch: int, readers: OutboxReaders) -> dict[str, object]:
+    return {
+        "cutoff": cutoff,
+        "batch": batch,
+        "central": readers.central,
+        "mqtt": readers.mqtt,
+        "mqtt_cursor_key": CURSOR_KEY,
+        "final": json.dumps(sorted(FINAL_JOB_STATES)),
+    }
+
+
 async def purge_orders(
     db: Database, *, cutoff: float, now: float, batch: int, readers: OutboxReaders = CENTRAL_ONLY
 ) -> int:
@@ -86,15 +100,7 @@ async def purge_orders(
     in seen_orders, dated ``now`` (the purge): retention.seen_days counts from it, so an order kept longer than that
     is not forgotten in the pass that purges it. Never dated back: a record's time stays at least its order's."""
     async with db.transaction() as conn:
-        params = {
-            "cutoff": cutoff,
-            "batch": batch,
-            "central": readers.central,
-            "mqtt": readers.mqtt,
-            "mqtt_cursor_key": CURSOR_KEY,
-            "final": json.dumps(sorted(FINAL_JOB_STATES)),
-        }
-        ids = [row[0] for row in await conn.execute_fetchall(_PURGEABLE, params)]
+        ids = [row[0] for row in await conn.execute_fetchall(_PURGEABLE, _purgeable_params(cutoff, batch, readers))]
         if ids:
             marks = ",".join("?" * len(ids))
             await conn.execute(f"UPDATE seen_orders SET seen_at = MAX(seen_at, ?) WHERE id IN ({marks})", [now, *ids])
@@ -103,14 +109,29 @@ async def purge_orders(
     return len(ids)
 
 
-async def purge_history(db: Database, *, cutoff: float) -> dict[str, int]:
-    removed = {}
+async def purge_history(db: Database, *, table: str, cutoff: float, batch: int) -> int:
+    """One transaction: up to ``batch`` rows of ``table`` (one of HISTORY_TABLES) older than ``cutoff``. A month of a
+    store's scans at once needs more room in the WAL than a full card has (edge/ops/housekeeping.py, make_room)."""
+    where = dict(_HISTORY)[table]
     async with db.transaction() as conn:
-        for table, sql in _HISTORY:
-            cursor = await conn.execute(sql, (cutoff,))
-            removed[table] = cursor.rowcount
-            await cursor.close()
+        cursor = await conn.execute(
+            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {where} LIMIT :batch)",
+            {"cutoff": cutoff, "batch": batch},
+        )
+        removed = cursor.rowcount
+        await cursor.close()
     return removed
+
+
+async def anything_to_purge(db: Database, *, cutoff: float, readers: OutboxReaders = CENTRAL_ONLY) -> bool:
+    """Whether an order or a row of history is older than ``cutoff`` and may go (purge_orders, purge_history): a read,
+    which a full card still takes."""
+    if await db.fetchone(_PURGEABLE, _purgeable_params(cutoff, 1, readers)):
+        return True
+    for table, where in _HISTORY:
+        if await db.fetchone(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", {"cutoff": cutoff}):
+            return True
+    return False
 
 
 async def purge_seen(db: Database, *, cutoff: float) -> int:

@@ -9,10 +9,14 @@ import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from edge.app import Agent
+from edge.clock import SteppedClock
+from edge.ops.housekeeping import ROOM_RETRY_S
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -39,6 +43,13 @@ from tests.helpers import (
 def card(tmp_path: Path) -> Iterator[Path]:
     """A 4 MB tmpfs as the data directory."""
     with small_disk(tmp_path / "data", 4) as path:
+        yield path
+
+
+@pytest.fixture
+def big_card(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MB tmpfs as the data directory: room for a month of a store's scans beside its orders."""
+    with small_disk(tmp_path / "data", 8) as path:
         yield path
 
 
@@ -394,10 +405,103 @@ async def test_a_card_full_of_the_agents_own_old_orders_is_made_room_on_by_reten
         assert not any(b"COPY" in ticket for ticket in tickets)
         assert sorted(number(ticket) for ticket in tickets[80:]) == sorted(f"A-{1000 + n}" for n in taken)
         assert filler.exists()
+        # The run goes on after the orders (history, the room kept again, the space probe), then says what it did.
+        await wait_until(lambda: "card_full_retention_ran" in agent.log.read_text(encoding="utf-8"), 30, "the log")
         assert await agent.terminate() == 0
-        assert "card_full_retention_ran" in agent.log.read_text(encoding="utf-8")
     finally:
         await agent.close()
+
+
+async def test_a_full_card_with_a_month_of_old_scans_beside_its_old_orders_purges_both_and_takes_orders_again(
+    big_card: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """A store that scans its tickets at pickup keeps a lot of scan history for retention.days beside its orders. The
+    card fills while the agent runs; retention deleted that history first, in one transaction that needed more than
+    the room kept beside the database, and its "database or disk is full" skipped the orders too, every minute: no
+    order went, and every order was answered 503 for good (retention probe, F1). Now the orders go first, and each
+    part in transactions small enough for the room, whatever becomes of the other."""
+    agent = await make_agent(alerts={"disk_free_min_mb": 0})
+    db = big_card / "edge.db"
+    async with api_client(agent) as api:
+        await printed_orders(api, printers["kitchen"], db, range(1, 61))
+        await asyncio.to_thread(old_scans, db, 20_000, days=40)
+        await asyncio.to_thread(age_orders, db, days=40)  # retention keeps 30 days
+        fill(big_card)  # stays: only what retention deletes makes room
+        n, _ = await take_until_refused(api, 61)
+        await run_storage_probe(agent)
+        old = "SELECT COUNT(*) FROM orders WHERE id <= 'ord_000060'"
+        await eventually(lambda: db_rows(db, old), lambda rows: rows == [(0,)], 30, "the old orders purged")
+        await eventually(lambda: post(api, make_order(n, print_receipt=False)), lambda a: a[0] == 201, 30)
+        scans = "SELECT COUNT(*) FROM scans"
+        await eventually(lambda: db_rows(db, scans), lambda rows: rows == [(0,)], 30, "the old scans purged")
+
+
+async def test_a_card_that_fills_before_its_orders_are_old_enough_keeps_the_room_to_purge_them_once_they_are(
+    card: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """The card fills while the stored orders are a little younger than retention.days: nothing may go yet. The room
+    kept beside the database was given back anyway, the space probe passed on it, and new orders spent it; when the
+    old orders crossed retention.days, the deletes could not be written ("database or disk is full"), every minute,
+    and every order was answered 503 for good (retention probe, F2). Now the room stays kept while nothing may go
+    (orders answered 503, naming the full card), and once the orders are old the next run purges them on it and
+    orders are taken again, the card still full."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, alerts={"disk_free_min_mb": 0})
+    db = card / "edge.db"
+    async with api_client(agent) as api:
+        await printed_orders(api, printers["kitchen"], db, range(1, 81))
+        await asyncio.to_thread(age_orders, db, days=30 - 600 / 86400)  # ten minutes short of retention.days
+        filler = fill(card)
+        n, _ = await take_until_refused(api, 81)
+        await run_storage_probe(agent)  # the card is full, and nothing may go yet
+        more, refused = await take_until_refused(api, n)  # the sender retries
+        clock.advance(ROOM_RETRY_S + 1200)  # the old orders ten minutes past retention.days; the next run is due
+        await run_storage_probe(agent)
+        old = "SELECT COUNT(*) FROM orders WHERE id <= 'ord_000080'"
+        await eventually(lambda: db_rows(db, old), lambda rows: rows == [(0,)], 30, "the old orders purged")
+        await eventually(lambda: post(api, make_order(more, print_receipt=False)), lambda a: a[0] == 201, 30)
+    assert more == n, f"{more - n} orders taken on the room kept for retention's deletes"
+    assert "card is full" in refused["reason"], refused
+    assert filler.exists()
+
+
+async def printed_orders(api: aiohttp.ClientSession, kitchen: SimPrinter, db: Path, numbers: range) -> None:
+    """Orders taken, their tickets printed and recorded so: what retention may delete once they are old."""
+    for n in numbers:
+        assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    await kitchen.wait_for_printed(len(numbers))
+    unprinted = "SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'"
+    await eventually(lambda: db_rows(db, unprinted), lambda rows: rows == [(0,)])
+
+
+async def take_until_refused(api: aiohttp.ClientSession, first: int) -> tuple[int, Any]:
+    """Orders numbered from ``first`` until one is refused (the card full): that one's number, and the answer."""
+    for n in range(first, first + 2000):
+        status, answer = await post(api, make_order(n, print_receipt=False))
+        if status != 201:
+            return n, answer
+    raise AssertionError("the card never filled")
+
+
+async def run_storage_probe(agent: Agent) -> None:
+    """What the scheduler runs every 10 s while writes fail; on a full card, retention's run (make_room)."""
+    assert agent._housekeeping is not None
+    await agent._housekeeping.probe_storage()
+
+
+def old_scans(db: Path, count: int, *, days: float) -> None:
+    """``count`` scans of ``days`` ago, as a store scanning at pickup keeps; in transactions of 1000, as they came."""
+    conn = sqlite3.connect(db)
+    for start in range(0, count, 1000):
+        with conn:
+            conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2)"
+                " INSERT INTO scans(scanned_at, scanner, code, order_id, station, outcome, detail)"
+                " SELECT unixepoch() - ?3 * 86400, 'pass', printf('code-%09d-%s', i, hex(randomblob(20))),"
+                " NULL, NULL, 'unknown', '' FROM n",
+                (start, min(start + 1000, count) - 1, days),
+            )
+    conn.close()
 
 
 def age_orders(db: Path, *, days: float) -> None:

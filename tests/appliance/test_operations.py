@@ -577,7 +577,7 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
 
     await asyncio.to_thread(write)
     assert agent.db is not None
-    removed = await purge_history(agent.db, older_than_s=30 * 86400)
+    removed = await purge_history(agent.db, older_than_s=30 * 86400, batch=1)
     assert removed == {
         "scans": 1,
         "alert_log": 1,
@@ -585,6 +585,7 @@ async def test_retention_drops_old_history_and_keeps_recent(agent: Agent) -> Non
         "alert_silences": 1,
         "alert_groups": 0,
         "mqtt_rejects": 0,
+        "recovery_items": 0,
         "recovery_runs": 1,
     }
 
