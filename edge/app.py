@@ -278,16 +278,18 @@ class Agent:
                 scans=scans,
                 bus=self.bus,
             )
+            readers = OutboxReaders(central=bool(s.central.url), mqtt=bool(s.mqtt.url))
+            self._housekeeping = Housekeeping(
+                db, s.retention, clock=self.clock, readers=readers, central=central_time, receipts=s.receipts
+            )
+            if db.gave_room_at_open:  # a full card: retention's deletes get the room before new orders can spend it
+                await self._housekeeping.make_room_now()
             self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
             self._runner = self._server.runner
             self.port = await self._server.start()
             self._on_stop(stack, "api", self._stop_api)  # first to stop: no new orders while the rest winds down
             if s.mqtt.url:
                 await self._start_mqtt(stack, intake, db)
-            readers = OutboxReaders(central=bool(s.central.url), mqtt=bool(s.mqtt.url))
-            self._housekeeping = Housekeeping(
-                db, s.retention, clock=self.clock, readers=readers, central=central_time, receipts=s.receipts
-            )
             self._housekeeping.start()
             self._on_stop(stack, "housekeeping", self._housekeeping.stop)  # no purge runs while the parts wind down
             self._warn_if_exposed()

@@ -188,6 +188,14 @@ class Housekeeping:
                 self._room_next = self._clock.mono() + ROOM_RETRY_S
                 await self.make_room()
 
+    async def make_room_now(self) -> None:
+        """A start that gave the room back on a full card (for SQLite's -wal and -shm): retention runs on it before
+        the API takes orders. Else new orders spent it first, and the full card's runs had no room left for their
+        deletes: 503 for good after a restart with retention.days lowered (retention probe, probe4)."""
+        async with self._making_room:
+            self._room_next = self._clock.mono() + ROOM_RETRY_S
+            await self.make_room()
+
     async def make_room(self) -> None:
         """A card that filled while the agent runs: what retention may delete goes now, not at its next run (which
         would fail on the full card as every write does), on the room kept beside the database, in short transactions

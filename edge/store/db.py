@@ -392,6 +392,7 @@ class Database:
         self.write_problem: str | None = None
         self._damaged = False
         self._room: Path | None = None  # the agent's: the room beside the database (open_keeping_room)
+        self.gave_room_at_open = False  # the start found the card full and gave that room back
         self.on_write_health: Callable[[str | None], None] | None = None
         # A write the card has not finished this long after it began is a stall (None: not watched, as in commands):
         # ``stall`` says so, as the write problem too, until the card finishes a write.
@@ -439,10 +440,12 @@ class Database:
                 raise
             _room_given(path, str(err))
             db = await cls.open(path)
+            db.gave_room_at_open = True
         else:
             with suppress(OSError):  # no room for it now: made at a later start, or of what the stop frees
                 if await asyncio.to_thread(_keep_or_give_room, room):
                     _room_given(path, "the card is full")
+                    db.gave_room_at_open = True
         db._room = room
         return db
 

@@ -465,6 +465,31 @@ async def test_a_card_that_fills_before_its_orders_are_old_enough_keeps_the_room
     assert filler.exists()
 
 
+async def test_a_restart_on_a_full_card_with_retention_days_lowered_purges_the_old_orders_before_taking_new_ones(
+    card: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """The card is full of orders 20 days old; the technician lowers retention.days from 30 to 7 and restarts, as a
+    full card asks. The start gave back the room kept beside the database (for its -wal and -shm), new orders spent
+    it, and the full card's retention then had no room to write its deletes: 503 for good, with 80 orders the store's
+    own policy lets go on the card (retention probe, probe4). Now a start that gave the room back runs retention on
+    it before it takes orders, and new orders get the pages the deletes freed."""
+    db = card / "edge.db"
+    first = await make_agent(alerts={"disk_free_min_mb": 0})
+    async with api_client(first) as api:
+        await printed_orders(api, printers["kitchen"], db, range(1, 81))
+        await asyncio.to_thread(age_orders, db, days=20)  # retention keeps 30 days
+        filler = fill(card)
+        n, _ = await take_until_refused(api, 81)
+    await first.stop()
+    again = await make_agent(alerts={"disk_free_min_mb": 0}, retention={"days": 7})
+    old = "SELECT COUNT(*) FROM orders WHERE id <= 'ord_000080'"
+    await eventually(lambda: db_rows(db, old), lambda rows: rows == [(0,)], 30, "the old orders purged")
+    async with api_client(again) as api:
+        taken, refused = await take_until_refused(api, n)
+    assert taken - n >= 40, f"{taken - n} orders taken after the restart: {refused}"
+    assert filler.exists()
+
+
 async def printed_orders(api: aiohttp.ClientSession, kitchen: SimPrinter, db: Path, numbers: range) -> None:
     """Orders taken, their tickets printed and recorded so: what retention may delete once they are old."""
     for n in numbers:
