@@ -125,7 +125,10 @@ def _drop_for_room(older: dict[Path, int], free: int, need: int) -> None:
         log.warning("backup_dropped_for_room", path=str(old), free_mb=round(free / _MB, 1))
 
 
-def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: int, spare: Path | None = None) -> Path:
+def _backup(
+    db_path: Path, directory: Path, keep: int | None, label: str, reserve_mb: int, spare: Path | None = None
+) -> Path:
+    """The backup written; ``keep`` None: the caller rotates once its work is done (a restore)."""
     if not db_path.exists():
         raise StoreError(f"database {db_path} does not exist; nothing to back up")
     _check_writable(directory)  # a stick mounted read-only, or root's: one line saying so, before anything is dropped
@@ -154,11 +157,17 @@ def _backup(db_path: Path, directory: Path, keep: int, label: str, reserve_mb: i
         raise
     partial.rename(target)  # a backup file either exists whole or not at all
     sync_to_disk(directory)
+    if keep is not None:
+        _rotate(directory, keep)
+    _remove_leftovers(directory)
+    return target
+
+
+def _rotate(directory: Path, keep: int, spare: Path | None = None) -> None:
+    """Keeps the ``keep`` backups taken last, and ``spare`` (the one a restore was given)."""
     for old in _oldest_first(directory)[:-keep]:
         if spare is None or not old.samefile(spare):
             old.unlink()
-    _remove_leftovers(directory)
-    return target
 
 
 def _oldest_first(directory: Path) -> list[Path]:
@@ -254,6 +263,9 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
                 safety = _rename_in_place(settings, restoring)
             else:
                 _put_in_place(db_path, restoring, safety)
+                # Only now: a restore that fails removes its backup of the database and must not have dropped another.
+                # Counted in backup.keep, that backup leaves the folder at most one over it: the one restored.
+                _rotate(backup_dir(settings), settings.backup.keep, source)
         finally:
             restoring.unlink(missing_ok=True)
     finally:
@@ -305,10 +317,11 @@ def _check_writable(directory: Path) -> None:
 def _room_for_restore(settings: Settings, source: Path) -> None:
     """StoreError, before anything is written, if the restore of ``source`` cannot finish: the backup's copy beside
     the database and the backup of the database it replaces (in the backup directory, which must be writable) must
-    both fit, with the room the agent keeps free on the database's disk (alerts.disk_free_min_mb); the older backups
-    count as room, never the newest nor ``source``. On the database's disk those needed go now: the copy, written
-    first, takes the room they free. A damaged database is not copied but kept aside (a second name for it on the
-    same disk)."""
+    both fit, with the room the agent keeps free on the database's disk (alerts.disk_free_min_mb), and so must the
+    write-back of a sound database's log (left by a kill or a power cut) before it is replaced: the database file
+    grows by up to the log's size while the log is still there. The older backups count as room, never the newest
+    nor ``source``. On the database's disk those needed go now: the copy, written first, takes the room they free.
+    A damaged database is not copied but kept aside (a second name for it on the same disk), its log with it."""
     db_path = settings.agent.db_path
     directory = backup_dir(settings)
     reserve = settings.alerts.disk_free_min_mb * _MB
@@ -316,33 +329,38 @@ def _room_for_restore(settings: Settings, source: Path) -> None:
     data_free = shutil.disk_usage(db_path.parent).free
     mb = _MB
 
-    def refuse(need: str, free: int, older: int = 0) -> None:
+    def refuse(need: str, needed: int, free: int, older: int = 0) -> None:
         held = f" and older backups hold {older / mb:.1f} MB" if older else ""
         raise StoreError(
             f"not enough space to restore {source}: {need}, and the agent keeps {reserve // mb} MB free on "
-            f"{db_path.parent} (alerts.disk_free_min_mb); {free / mb:.1f} MB are free{held}; nothing written"
+            f"{db_path.parent} (alerts.disk_free_min_mb): {(needed + reserve) / mb:.1f} MB in all; "
+            f"{free / mb:.1f} MB are free{held}; nothing written"
         )
 
     copy_words = f"its copy beside the database takes {copy / mb:.1f} MB"
     if not db_path.exists():
         if data_free < copy + reserve:
-            refuse(copy_words, data_free)
+            refuse(copy_words, copy, data_free)
         return
     _check_writable(directory)
     same_disk = os.stat(_existing(directory)).st_dev == os.stat(db_path.parent).st_dev
     safety = _files_size(db_path)
+    wal = db_path.with_name(db_path.name + "-wal")
+    log_size = wal.stat().st_size if wal.exists() else 0
+    log_words = f", writing its log {wal.name} back into it up to {log_size / mb:.1f} MB" if log_size else ""
     may_go = _may_make_way(directory, source)
     older = sum(may_go.values())
-    safety_words = f"{copy_words}, a backup of the database it replaces {safety / mb:.1f} MB in {directory}"
+    safety_words = f"{copy_words}, a backup of the database it replaces {safety / mb:.1f} MB in {directory}{log_words}"
     if same_disk:
-        if data_free + older >= copy + safety + reserve:
-            _drop_for_room(may_go, data_free, copy + safety + reserve)
+        if data_free + older >= copy + safety + log_size + reserve:
+            _drop_for_room(may_go, data_free, copy + safety + log_size + reserve)
             return
         if not _sound(db_path) and data_free >= copy + reserve:
             return  # damaged: kept aside under a second name, which takes no room
-        refuse(safety_words, data_free, older)
-    if data_free < copy + reserve:
-        refuse(copy_words, data_free)
+        refuse(safety_words, copy + safety + log_size, data_free, older)
+    write_back = log_size if log_size and _sound(db_path) else 0  # a damaged database's log goes aside with it
+    if data_free < copy + write_back + reserve:
+        refuse(copy_words + (log_words if write_back else ""), copy + write_back, data_free)
     backup_free = shutil.disk_usage(_existing(directory)).free
     if backup_free >= safety or (backup_free + older >= safety and _sound(db_path)):
         return  # a damaged database is copied aside as it is: no older backup is dropped for it
@@ -408,7 +426,7 @@ def _keep_sound(settings: Settings, source: Path) -> Path | None:
         return _backup(
             settings.agent.db_path,
             backup_dir(settings),
-            settings.backup.keep + 1,
+            None,
             "-before-restore",
             settings.alerts.disk_free_min_mb,
             source,
@@ -438,7 +456,8 @@ def _rename_in_place(settings: Settings, restoring: Path) -> Path | None:
     """The prepared copy renamed over the damaged (or missing) database, so that a restore killed half way leaves the
     damaged file for the next try, never no database: the next start would make an empty one, and its recovery would
     bring back orders that printed before as new tickets. The damaged file is kept aside as it is, under a name no
-    backup rotation or advice takes; its path, or None if there was none."""
+    backup rotation or advice takes, in place of the one an earlier restore kept so (as large as a database, on an SD
+    card: only the last is worth a look); its path, or None if there was none."""
     db_path = settings.agent.db_path
     aside = None
     if db_path.exists():
@@ -454,6 +473,9 @@ def _rename_in_place(settings: Settings, restoring: Path) -> Path | None:
             part = db_path.with_name(db_path.name + suffix)
             if part.exists():
                 shutil.move(part, aside.with_name(aside.name + suffix))
+        for older in directory.glob("damaged-*.db*"):
+            if not older.name.startswith(aside.name):
+                older.unlink()
         sync_to_disk(directory)
         log.warning("damaged_database_moved_aside", path=str(aside))
     restoring.replace(db_path)

@@ -9,8 +9,10 @@ import copy
 import itertools
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -754,3 +756,99 @@ async def test_backups_taken_while_the_clock_was_ahead_never_outrank_the_ones_ta
     assert kept == sorted(p.name for p in [ahead[2], *later]), kept  # the oldest two taken made way
     refused = await edge("restore", str(later[0].parent), "--config", str(config))
     assert str(later[1]) in refused.stderr, refused.stderr  # the newest is the last one taken
+
+
+async def test_restores_leave_backup_keep_backups_and_the_one_restored_no_more(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """`backup.keep = 3`, three nightly backups; the technician restores the oldest, and again (a second try, a
+    third). Each restore keeps a backup of the database it replaces (`…-before-restore.db`), counted among the three
+    taken last, and the backup restored: never more than four files, the one restored among them; the next backup
+    leaves three, itself the newest. Before: each restore's backup counted over `backup.keep` and the one restored
+    was never dropped by it: five files after the second try, on an SD card."""
+    config = await migrated_box(tmp_path, printers, extra="\n[backup]\nkeep = 3\n")
+    oldest, *_ = [await edge_backup(config) for _ in range(3)]
+    backups = oldest.parent
+    for _ in range(3):
+        restored = await edge("restore", str(oldest), "--config", str(config))
+        assert restored.returncode == 0, restored.stderr
+        kept = sorted(p.name for p in backups.iterdir())
+        assert len(kept) <= 3 + 1, f"backup.keep = 3, after a restore: {kept}"
+        assert oldest.name in kept and kept[-1].endswith("-before-restore.db"), kept
+    newest = await edge_backup(config)
+    kept = sorted(p.name for p in backups.iterdir())
+    assert len(kept) == 3 and kept[-1] == newest.name and oldest.name not in kept, kept
+
+
+async def test_a_restore_over_a_damaged_database_keeps_only_the_last_one_aside(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The card damages the database twice, and twice `edge restore` puts the newest backup in its place, keeping
+    the damaged file aside (`backups/damaged-<time>.db`): the second keeps only its own, the first goes. Before: every
+    damaged database stayed in the backup folder for ever, each as large as the database, on an SD card."""
+    config = await migrated_box(tmp_path, printers)
+    db = tmp_path / "data" / "edge.db"
+    backup = await edge_backup(config)
+    for _ in range(2):
+        await asyncio.to_thread(damage_table, db, "print_jobs")
+        restored = await edge("restore", str(backup), "--config", str(config))
+        assert restored.returncode == 0, restored.stderr
+        assert "damaged-" in restored.stdout, restored.stdout
+        await asyncio.sleep(0.002)  # named by the millisecond
+    aside = sorted(p.name for p in backup.parent.glob("damaged-*.db"))
+    assert len(aside) == 1, f"kept aside: {aside}"
+    assert str(backup.parent / aside[0]) in restored.stdout
+    assert all(p.name.startswith(aside[0]) for p in backup.parent.glob("damaged-*")), "an earlier one's -wal stayed"
+
+
+def _killed_writer(db: Path, megabytes: int) -> None:
+    """A process that writes ``megabytes`` into the database's write-ahead log and is killed (SIGKILL, a power cut)
+    before that log is written back: the log stays beside the database, its pages new to the file."""
+    code = (
+        "import os, signal, sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1])\n"
+        "conn.execute('PRAGMA journal_mode=WAL')\n"
+        "conn.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "with conn:\n"
+        "    conn.execute('CREATE TABLE ballast(b BLOB)')\n"
+        f"    conn.execute('INSERT INTO ballast VALUES (randomblob({megabytes} * 1024 * 1024))')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert Path(f"{db}-wal").stat().st_size > megabytes * 2**20
+
+
+async def test_a_restore_counts_the_room_to_write_back_the_log_a_kill_left(
+    tmp_path: Path, sd_card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The box was killed (a power cut) with 3 MB in the database's write-ahead log; the technician restores a backup
+    on a card with room for the backup's copy, a backup of the database it replaces and the 1 MB kept free, but not
+    for that log written back into the database as well, which it must be before the database is replaced: refused
+    before anything is written, exit 1, one line naming the log, the room needed and the room free, ending "nothing
+    written"; the card as it was. With that room too, it restores. Before: the check passed, the restore ran until
+    the log's write-back filled the card, "edge: database … database or disk is full", the database file grown."""
+    data = sd_card / "data"
+    config = await _card_box(tmp_path, data, printers, megabytes=1)
+    backup = await edge_backup(config)
+    db, wal = data / "edge.db", data / "edge.db-wal"
+    await asyncio.to_thread(_killed_writer, db, 3)
+    counted = backup.stat().st_size + db.stat().st_size + wal.stat().st_size + 2**20  # what the check counted
+    await asyncio.to_thread(_fill, sd_card, (counted + 300 * 1024) / 2**20)
+    before, size, free = _restore_files(data), db.stat().st_size, shutil.disk_usage(sd_card).free
+
+    refused = await edge("restore", str(backup), "--config", str(config))
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1, refused.stdout + refused.stderr
+    assert "not enough space to restore" in lines[0] and lines[0].endswith("nothing written"), lines[0]
+    assert "edge.db-wal" in lines[0] and "MB in all" in lines[0] and "MB are free" in lines[0], lines[0]
+    assert _restore_files(data) == before and db.stat().st_size == size and wal.exists()
+    assert shutil.disk_usage(sd_card).free >= free - 2**16
+
+    (sd_card / "filler").unlink()
+    await asyncio.to_thread(_fill, sd_card, (counted + wal.stat().st_size + 300 * 1024) / 2**20)
+    restored = await edge("restore", str(backup), "--config", str(config))
+    assert restored.returncode == 0, restored.stderr
+    assert _restore_files(data) == ["edge.db"]
+    assert await _sql(db, "SELECT name FROM sqlite_master WHERE name = 'ballast'") == []
+    assert shutil.disk_usage(sd_card).free >= 2**20
