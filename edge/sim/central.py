@@ -9,7 +9,8 @@ It is modelled on what a real backend behind a gateway does, not on what our cli
 - an idempotency key reused with another body is refused (the IETF draft "The Idempotency-Key HTTP Header
   Field", section 2.7: 422), events are validated (type, time, the order belongs to the store), a batch is
   applied whole or not at all, and size limits answer 413 as a gateway does (aiohttp's ``client_max_size``);
-- a gateway's rate limit (``capacity_rps``) answers 429 with Retry-After (RFC 6585 section 4, RFC 9110 10.2.3).
+- a gateway's rate limit (``capacity_rps``) answers 429 with Retry-After (RFC 6585 section 4, RFC 9110 10.2.3), and
+  its body limit (``gateway_max_body``, nginx's ``client_max_body_size``) 413 with its own HTML page.
 Fault modes: error statuses with Retry-After, latency, slow-drip and truncated bodies, a cut line, a slow line (every
 answer's bytes at so many a second), and (to test the agent's defences) the broken timestamp cursors a naive backend
 hands out.
@@ -49,6 +50,11 @@ EVENT_TYPES = ("received", "printed", "failed", "ready", "fulfilled", "updated",
 MAX_PAGE = 1000  # orders per page (limit)
 MAX_EVENTS = 500  # events per POST
 MAX_BODY = 1024 * 1024  # bytes per request body
+# What nginx answers for a body over its client_max_body_size: HTML, none of the contract's JSON.
+_NGINX_413 = (
+    "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+    "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 # The refusals that say "this event, never": the only answers an agent may mark an event rejected for.
 PERMANENT_ERRORS = ("invalid_event", "unknown_order", "idempotency_key_reused")
 
@@ -148,6 +154,11 @@ class CentralSim:
         # this rate, as over a 512 kbit/s ADSL line or LTE fallback (64,000) from a backend that does not gzip.
         self.line_bytes_per_s: float | None = None
         self._capacity_rps: float | None = None
+        # A reverse proxy in front of central with a smaller body limit than central's own (nginx's
+        # client_max_body_size, 1 MiB by default and often set lower): a request whose body is longer is answered 413
+        # with the proxy's HTML page before central sees it (None: no such limit).
+        self.gateway_max_body: int | None = None
+        self.gateway_refused: list[int] = []  # the body sizes (bytes) it answered 413 for
         # A backend that closes a kept-alive connection this long after its last answer, as Node's http server does
         # (server.keepAliveTimeout, 5 s by default; gunicorn's keepalive, 2 s): a request that goes out on it as the
         # close comes the other way gets no answer and finds the connection gone. Modelled as that race, every time:
@@ -423,6 +434,21 @@ class CentralSim:
             return None
         return (1.0 - self._bucket) / rps
 
+    async def _over_gateway_limit(self, request: web.Request) -> web.Response | None:
+        """The proxy's 413 for a body over ``gateway_max_body``, as nginx answers it; None for one it lets through."""
+        if self.gateway_max_body is None or not request.body_exists:
+            return None
+        size = request.content_length
+        if size is None:  # chunked: the proxy counts what arrives
+            try:
+                size = len(await request.read())
+            except web.HTTPRequestEntityTooLarge:
+                size = MAX_BODY + 1
+        if size <= self.gateway_max_body:
+            return None
+        self.gateway_refused.append(size)
+        return web.Response(text=_NGINX_413, status=413, content_type="text/html")
+
     def _retry_after(self, seconds: float, *, as_date: bool) -> dict[str, str]:
         """The header either way RFC 9110 10.2.3 allows: a delay, or a date on this server's own clock."""
         if as_date:
@@ -430,6 +456,8 @@ class CentralSim:
         return {"Retry-After": f"{seconds:g}"}
 
     async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (refused := await self._over_gateway_limit(request)) is not None:
+            return refused
         if self.maintenance_retry_after is not None:
             later = self._retry_after(self.maintenance_retry_after, as_date=False)
             return web.json_response({"error": "maintenance", "reason": "back soon"}, status=503, headers=later)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import itertools
 import json
 import random
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -78,6 +79,13 @@ class CentralRejectedError(CentralApiError):
     def permanent_for_event(self) -> bool:
         """The contract's answer that the (single) event in the batch will never be taken: mark it rejected."""
         return self.status == 422 and self.error in PERMANENT_EVENT_ERRORS
+
+
+def body_sizes(events: Sequence[dict[str, Any]]) -> list[int]:
+    """The bytes of the events POST's body holding the first 1, 2, ... of ``events``, as ``post_events`` writes it
+    (aiohttp's ``json=``: json.dumps, ASCII, ``{"events": [e1, e2]}``): what a gateway's body limit counts."""
+    opening = len('{"events": []}') - 2  # the closing "]}" counted as the ", " every event but the last is given
+    return list(itertools.accumulate((len(json.dumps(e)) + 2 for e in events), initial=opening))[1:]
 
 
 def refused_setting(status: int) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -26,7 +27,13 @@ from edge.log import SaidOnce, Summarised
 from edge.store.db import Database
 from edge.store.outbox import OutboxStore
 from edge.store.rows import OutboxItem
-from edge.sync.client import MAX_EVENTS_PER_POST, CentralClient, CentralRejectedError, CentralSlowAnswerError
+from edge.sync.client import (
+    MAX_EVENTS_PER_POST,
+    CentralClient,
+    CentralRejectedError,
+    CentralSlowAnswerError,
+    body_sizes,
+)
 
 log = structlog.get_logger()
 
@@ -41,6 +48,15 @@ _SAY_AGAIN_S = 600.0  # a refusal or failure that lasts is said again this often
 _ORDER_REFUSALS = frozenset({409, 410, 422, 200})  # 200: the batch taken in part (CentralClient.post_events)
 # A set-aside order is tried again after refused_retry_s and up to this part of it more, so a fleet spreads out.
 _JITTER = 0.1
+# A body limit a gateway answered 413 for (nginx's client_max_body_size) is kept this long. It is configuration that a
+# person changes now and then, not load: within the hour no batch meets it again, a limit that stands costs one 413
+# and a split an hour, and one the operator raised is used within the hour.
+_BODY_LIMIT_KEPT_S = 3600.0
+
+
+def _events(items: Sequence[OutboxItem]) -> list[dict[str, Any]]:
+    """The rows as the events POST carries them."""
+    return [{**json.loads(i.payload), "idempotency_key": i.idempotency_key} for i in items]
 
 
 class OutboxSender:
@@ -58,6 +74,9 @@ class OutboxSender:
     ``refused_retry_s`` its oldest event is sent alone, and once central takes it the order's events go as before.
     Each order set aside is published (OrderEventsRefused: a person is told). Every other refusal (a proxy's 405, a
     400, auth) rejects nothing and sets nothing aside: the batch stays pending.
+
+    A 413 for several events is a body limit (a gateway's): the bytes of the larger half become the most a POST holds
+    for _BODY_LIMIT_KEPT_S, so the halves go, and later batches go in parts of that size instead of meeting it again.
     """
 
     def __init__(
@@ -86,6 +105,8 @@ class OutboxSender:
         self._refused = Summarised("outbox_delivery_refused", every_s=_SAY_AGAIN_S, level="error")
         self._failing = Summarised("outbox_delivery_failed", every_s=_SAY_AGAIN_S)
         self._batch_size = self._max_batch = min(batch_size, MAX_EVENTS_PER_POST)
+        # (bytes a POST may hold, monotonic time it is forgotten) after a gateway's 413, see _BODY_LIMIT_KEPT_S
+        self._body_limit: tuple[int, float] | None = None
         self._link_up = link_up
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -119,7 +140,8 @@ class OutboxSender:
             items = await self._store.oldest(self._batch_size, up_to=up_to, set_aside=self._set_aside.keys())
             if not items:
                 return False, 0
-            return True, await self._settle(items)
+            # What does not fit under a gateway's limit goes in the next batch, not in a small POST of its own.
+            return True, await self._settle(items[: self._fitting(_events(items))])
 
     async def _settle(self, items: Sequence[OutboxItem]) -> int:
         """POST these rows as one batch; on a refusal about its events bisect. Returns rows acknowledged or rejected."""
@@ -127,12 +149,12 @@ class OutboxSender:
         items = [i for i in items if i.order_id not in self._set_aside]
         if not items:
             return 0
-        ids = [i.id for i in items]
+        ids, events = [i.id for i in items], _events(items)
+        if (fit := self._fitting(events)) < len(items):
+            # A half of a batch refused before this limit was learnt: the oldest that fit, then the rest.
+            return await self._settle(items[:fit]) + await self._settle(items[fit:])
         try:
-            await self._client.post_events(
-                [{**json.loads(i.payload), "idempotency_key": i.idempotency_key} for i in items],
-                retry_slow=len(items) == 1,
-            )
+            await self._client.post_events(events, retry_slow=len(items) == 1)
         except CentralSlowAnswerError:
             if len(items) == 1:
                 raise
@@ -153,14 +175,42 @@ class OutboxSender:
                 # Refused on its own, not for good (one event too big for a proxy, 413, too): its order waits.
                 await self._put_aside(items[0], err)
                 return 0
+            if err.status == 413:  # the body's size: the halves' go, nothing bigger until the limit is forgotten
+                half = len(events) // 2
+                self._keep_under(max(body_sizes(events[:half])[-1], body_sizes(events[half:])[-1]))
             # Which event does the backend refuse? Halves, oldest first, so the good ones still go and in order.
-            log.warning("outbox_batch_split", events=len(ids), first_id=ids[0], last_id=ids[-1], status=err.status)
+            log.warning(
+                "outbox_batch_split",
+                events=len(ids),
+                first_id=ids[0],
+                last_id=ids[-1],
+                status=err.status,
+                body_bytes=body_sizes(events)[-1],
+                max_body_bytes=self._max_body(),
+            )
             return await self._settle_halves(items)
         await self._store.delivered(ids, self._clock.wall())
         log.debug("outbox_delivered", events=len(ids), first_id=ids[0], last_id=ids[-1])
         if len(ids) == self._batch_size < self._max_batch:  # a whole batch in time: it doubles back to the setting
             self._batch_size = min(self._max_batch, 2 * self._batch_size)
         return len(ids)
+
+    def _fitting(self, events: Sequence[dict[str, Any]]) -> int:
+        """How many of the oldest of these go in one POST: all, or while a gateway's 413 is remembered, those under
+        its limit (one at least: one alone over it is refused on its own, and its order set aside)."""
+        limit = self._max_body()
+        return len(events) if limit is None else max(1, bisect.bisect_right(body_sizes(events), limit))
+
+    def _max_body(self) -> int | None:
+        """The most bytes a POST holds while a gateway's 413 is remembered; None otherwise."""
+        if self._body_limit is not None and self._clock.mono() >= self._body_limit[1]:
+            log.info("outbox_body_limit_forgotten", max_body_bytes=self._body_limit[0])
+            self._body_limit = None
+        return None if self._body_limit is None else self._body_limit[0]
+
+    def _keep_under(self, size: int) -> None:
+        limit = self._max_body()
+        self._body_limit = (size if limit is None else min(size, limit), self._clock.mono() + _BODY_LIMIT_KEPT_S)
 
     async def _settle_halves(self, items: Sequence[OutboxItem]) -> int:
         """The oldest half, then the other: events of one order keep their order."""

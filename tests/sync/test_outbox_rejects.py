@@ -13,6 +13,7 @@ from typing import Any, Literal
 import pytest
 from structlog.testing import capture_logs
 
+from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import CentralSettings, Secret, Settings
 from edge.errors import CentralApiError
@@ -25,7 +26,7 @@ from edge.store.db import Database
 from edge.store.outbox import REJECTED_KEY, add_outbox, outbox_row
 from edge.sync.client import CentralClient, CentralRejectedError
 from edge.sync.outbox import OutboxSender
-from tests.helpers import api_client, commits_seen, db_rows, eventually, key_mark, mail_to, wait_until
+from tests.helpers import Recorder, api_client, commits_seen, db_rows, eventually, key_mark, mail_to, post, wait_until
 from tests.sync.conftest import CENTRAL_TOKEN, FAST, STORE, Agents
 
 MakeSender = Callable[..., Awaitable[OutboxSender]]
@@ -372,6 +373,88 @@ async def test_an_event_too_big_for_central_sets_its_order_aside_and_the_others_
     assert await sender.flush() == 2
     assert set(central.events) == {"B:ready:0", "C:ready:0"} and 413 in central.statuses()
     assert await sender.pending() == 1 and await sender.rejected() == 0
+
+
+def body_of(rows: list[tuple[Any, ...]]) -> int:
+    """The bytes of the events POST holding these outbox rows (key, payload), as the agent writes it (json=)."""
+    return len(json.dumps({"events": [{**json.loads(p), "idempotency_key": k} for k, p in rows]}))
+
+
+async def pile_up(agent: Agent, recorder: Recorder, central: CentralSim, prefix: str) -> None:
+    """80 orders pushed and printed while central is down: their `received` and `printed` events wait (about 200)."""
+    await central.set_up(False)
+    orders = central.create_orders(80, prefix=prefix)
+    async with api_client(agent) as api:
+        for order in orders:
+            assert (await post(api, order))[0] == 201
+    [(jobs,)] = await db_rows(agent, "SELECT COUNT(*) FROM print_jobs")
+    await recorder.wait(JobPrinted, count=jobs, timeout=60)
+
+
+async def test_a_gateway_body_limit_below_the_batch_costs_a_few_413s_once_not_a_split_at_every_batch(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A reverse proxy in front of central takes bodies of 30 events (nginx's client_max_body_size) and the agent
+    catches up on about 200 events twice (orders pushed while central was down, then again), in batches of 50: every
+    event arrives once and in order per order, and the proxy answers 413 once or twice while the agent learns its limit,
+    not at every batch, nor again at the next backlog. Before, every batch went at full size, was refused and split:
+    twice the requests and a warning at each batch, for good."""
+    agent, recorder = await agents.start(sync_settings())
+    await recorder.wait(RecoveryCompleted)
+    pending = "SELECT idempotency_key, payload FROM outbox WHERE delivered_at IS NULL ORDER BY id"
+    learnt = 0
+    for wave in ("gw", "gx"):
+        await pile_up(agent, recorder, central, wave)
+        backlog = await db_rows(agent, pending)
+        assert len(backlog) >= 190
+        if central.gateway_max_body is None:
+            central.gateway_max_body = body_of(backlog[:30])
+        await central.set_up(True)
+        await eventually(lambda: db_rows(agent, pending), lambda rows: rows == [], timeout=60, what="all delivered")
+        learnt = learnt or len(central.gateway_refused)
+        assert len(central.gateway_refused) == learnt <= 2, f"{wave}: 413 for bodies of {central.gateway_refused}"
+    written = [k for (k,) in await db_rows(agent, "SELECT idempotency_key FROM outbox ORDER BY id")]
+    assert set(central.events) == set(written) and central.duplicates == []
+    assert_in_order_per_order(central, written)
+
+
+async def test_a_gateway_limit_learnt_from_a_413_is_kept_an_hour_then_a_raised_one_is_used(
+    db: Database, central: CentralSim, make_sender: MakeSender
+) -> None:
+    """The sender keeps under a body limit a gateway answered 413 for: later batches go in parts it takes, with no
+    other 413, for an hour on the sender's clock; after that the operator's raised limit is used, the whole batch in
+    one POST."""
+    clock = SteppedClock()
+    sender = await make_sender(batch_size=100, clock=clock)
+    central.add_orders([example_order() | {"id": f"gw{n}"} for n in range(100)])
+
+    def posts() -> int:
+        return sum(path.endswith("/events") for _, _, path, _ in central.requests)
+
+    async def backlog(event: str, suffix: str) -> int:
+        """100 events of one kind, one per order, delivered; the POSTs that took."""
+        await write(db, [(f"gw{n}", event, suffix) for n in range(100)])
+        before = posts()
+        assert await sender.flush() == 100
+        return posts() - before
+
+    await write(db, [(f"gw{n}", "received", "0") for n in range(100)])
+    first = await db_rows(db.path, "SELECT idempotency_key, payload FROM outbox ORDER BY id LIMIT 30")
+    central.gateway_max_body = body_of(first)
+    assert await sender.flush() == 100
+    learnt = len(central.gateway_refused)
+    assert 1 <= learnt <= 2  # 100 events refused, then 50; 25 taken
+    assert await backlog("printed", "1") >= 4
+    assert len(central.gateway_refused) == learnt, f"413 for bodies of {central.gateway_refused}"
+
+    central.gateway_max_body = None  # the operator raised the limit; the sender still keeps to the one it learnt
+    clock.monotonic += 3599
+    assert await backlog("ready", "0") >= 4
+    clock.monotonic += 2  # an hour since the last 413: the whole batch goes in one POST again
+    assert await backlog("fulfilled", "0") == 1
+    written = [k for (k,) in await db_rows(db.path, "SELECT idempotency_key FROM outbox ORDER BY id")]
+    assert set(central.events) == set(written) and len(written) == 400 and central.duplicates == []
+    assert_in_order_per_order(central, written)
 
 
 async def test_a_batch_too_slow_for_central_to_answer_in_time_is_sent_in_smaller_ones(
