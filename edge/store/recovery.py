@@ -33,16 +33,23 @@ _NOT_STORED = """
 SELECT COUNT(*) FROM recovery_items i
 WHERE run_id = ? AND class != 'invalid' AND NOT EXISTS (SELECT 1 FROM seen_orders s WHERE s.id = i.order_id)
 """
+# What the run stored is told by the order's revisions here, not by its source: an order an earlier run recovered is
+# source 'recovery' too, and its change is a change. New orders: none of their revisions here is older than the one the
+# run brought (apply_revision keeps the one replaced). Changes and cancels: revisions the run stored over an older one
+# (of an order pushed, or stored by an earlier run).
 _STORED = """
 SELECT COUNT(*) FROM recovery_items i JOIN orders o ON o.id = i.order_id
-WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery'
+WHERE i.run_id = ? AND i.class = 'missing' AND o.source = 'recovery' AND NOT EXISTS (
+    SELECT 1 FROM order_revisions e
+    WHERE e.order_id = i.order_id AND e.revision < COALESCE(json_extract(i.payload, '$.revision'), 1)
+)
 """
-# Revisions the run stored of orders that came another way (pushed, or by an earlier run): changes and cancels.
 _REVISED = """
 SELECT COALESCE(SUM(r.status != 'cancelled'), 0), COALESCE(SUM(r.status = 'cancelled'), 0)
 FROM recovery_items i JOIN orders o ON o.id = i.order_id
 JOIN order_revisions r ON r.order_id = i.order_id AND r.revision = COALESCE(json_extract(i.payload, '$.revision'), 1)
-WHERE i.run_id = ? AND i.class = 'missing' AND o.source != 'recovery' AND r.source = 'recovery'
+WHERE i.run_id = ? AND i.class = 'missing' AND r.source = 'recovery'
+    AND EXISTS (SELECT 1 FROM order_revisions e WHERE e.order_id = r.order_id AND e.revision < r.revision)
 """
 
 

@@ -229,3 +229,38 @@ async def test_a_run_that_brings_changes_and_cancels_says_so_not_no_missed_order
     assert sum("ÄNDERUNG" in t for t in tickets) == 2 and sum("STORNO" in t for t in tickets) == 1, tickets
     status = await _get(port, "/api/v1/status")
     assert status["recovery_text"] == "1 order recovered, 2 changed, 1 cancelled", status["recovery_text"]
+
+
+async def test_a_change_to_an_order_an_earlier_run_recovered_is_counted_changed_not_recovered(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """An order the box missed is stored by one run; central changes it (revision 2) and cancels another such order,
+    and the next run brings both: its record says "1 changed, 1 cancelled", the kitchen gets the ÄNDERUNG and the
+    STORNO, and /metrics counts two orders received by recovery (not four). Before, the run's counts took the orders'
+    first source for what the run did: "2 orders recovered", as if new orders had come."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    port = agent.port
+    missed = [make_order(n, prefix="m", print_receipt=False) for n in (1, 2)]
+    central.add_orders(missed)
+    first = await _run_once_more(port, events, 2)
+    assert (first.counts["stored"], first.counts["changed"], first.counts["cancelled"]) == (2, 0, 0), first.counts
+    await printers["kitchen"].wait_for_printed(2)
+    changed, cancelled = _revised(missed[0], 2), _revised(missed[1], 2, status="cancelled")
+    changed["items"][0]["qty"] += 1
+    central.add_orders([changed, cancelled])
+    completed = await _run_once_more(port, events, 3)
+    tickets = [decode(t).text for t in await printers["kitchen"].wait_for_printed(4)]
+    assert sum("ÄNDERUNG" in t for t in tickets) == 1 and sum("STORNO" in t for t in tickets) == 1, tickets
+    assert await db_rows(agent, "SELECT id, revision, status, source FROM orders ORDER BY id") == [
+        ("m_000001", 2, "open", "recovery"),
+        ("m_000002", 2, "cancelled", "recovery"),
+    ]
+    async with api(port) as session, session.get("/metrics") as response:
+        metrics = await response.text()
+    assert 'edge_orders_received_total{source="recovery"} 2.0' in metrics
+    status = await _get(port, "/api/v1/status")
+    assert status["recovery_text"] == "1 changed, 1 cancelled", status["recovery_text"]
+    assert (completed.counts["stored"], completed.counts["changed"], completed.counts["cancelled"]) == (0, 1, 1), (
+        completed.counts
+    )
