@@ -140,8 +140,10 @@ class OutboxSender:
             items = await self._store.oldest(self._batch_size, up_to=up_to, set_aside=self._set_aside.keys())
             if not items:
                 return False, 0
-            # What does not fit under a gateway's limit goes in the next batch, not in a small POST of its own.
-            return True, await self._settle(items[: self._fitting(_events(items))])
+            if self._max_body() is not None:
+                # What does not fit under a gateway's limit goes in the next batch, not in a small POST of its own.
+                items = items[: self._fitting(_events(items))]
+            return True, await self._settle(items)
 
     async def _settle(self, items: Sequence[OutboxItem]) -> int:
         """POST these rows as one batch; on a refusal about its events bisect. Returns rows acknowledged or rejected."""
