@@ -19,7 +19,7 @@ from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payme
 from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, MIN_WIDTH, Layout, PrintOptions, finalize, template_globals
 from edge.printing.profiles import check_profile, profile
-from edge.printing.text import codepage, printable
+from edge.printing.text import codepage, encodes, printable
 from edge.states import OrderStatus
 
 if TYPE_CHECKING:
@@ -60,16 +60,7 @@ def _tell_unprintable(items: Sequence[Item], codec: str, told: list[str] | None)
 
 
 def _loses(text: str, codec: str) -> bool:
-    return not _encodes(text, codec) and printable(text, codec).count("?") > text.count("?")
-
-
-def _encodes(text: str, codec: str) -> bool:
-    """The common case, cheaply: every character in the code page as it is (nothing transliterated or lost)."""
-    try:
-        text.encode(codec)
-    except UnicodeEncodeError:
-        return False
-    return True
+    return not encodes(text, codec) and printable(text, codec).count("?") > text.count("?")
 
 
 def _readable(order: Order, codec: str) -> Order:
@@ -83,7 +74,7 @@ def _readable(order: Order, codec: str) -> Order:
 
 
 def _shows_something(text: str, codec: str) -> bool:
-    return any(char.isalnum() for char in (text if _encodes(text, codec) else printable(text, codec)))
+    return any(char.isalnum() for char in (text if encodes(text, codec) else printable(text, codec)))
 
 
 class Renderer:

@@ -96,15 +96,13 @@ _CYRILLIC = dict(
         strict=True,
     )
 ) | {"ъ": "", "ь": ""}
-_SCRIPTS = {
-    **_GREEK,
-    **_CYRILLIC,
-    **{k.upper(): v.capitalize() for k, v in (_GREEK | _CYRILLIC).items() if k.upper() != k and k != "ς"},
-}
+_LATIN = _GREEK | _CYRILLIC
+_SCRIPTS = ("GREEK", "CYRILLIC")  # transliterated whole (see _converted); Unicode's names of their letters begin so
+# Before these, Greek αυ, ευ, ηυ are "af", "ef", "if" (ELOT 743); elsewhere "av", "ev", "iv".
+_VOICELESS = frozenset("θκξπσςτφχψ")
 
 _TRANSLITERATION = str.maketrans(
     {
-        **_SCRIPTS,
         **dict.fromkeys("‐‑‒–—―−", "-"),
         **dict.fromkeys("“”„‟″", '"'),
         **dict.fromkeys("‘’‚‛′", "'"),
@@ -144,15 +142,78 @@ _TRANSLITERATION = str.maketrans(
 def printable(text: str, codec: str) -> str:
     """The text as the printer can show it: no control characters, every character in the job's code page."""
     text = unicodedata.normalize("NFC", INVISIBLE.sub("", CONTROL.sub(" ", text)))
+    return text if encodes(text, codec) else _converted(text, codec)
+
+
+def encodes(text: str, codec: str) -> bool:
+    """Every character of ``text`` in the code page as it is."""
     try:
         text.encode(codec)
     except UnicodeEncodeError:
-        return "".join(_in_codepage(char, codec) for char in text)
-    return text
+        return False
+    return True
+
+
+def _converted(text: str, codec: str) -> str:
+    # A cook reads one script per text: CP437 has Σ, α, π and a few more Greek letters for maths, and "Σουβλάκι"
+    # letter by letter was "Σoyvlαki". A script the code page lacks any letter of in the text is all transliterated;
+    # one it has every letter of stays as written ("π-Pizza" on CP437).
+    foreign = {script for char in text if (script := _script(char)) and not encodes(char, codec)}
+    out = []
+    index = 0
+    while index < len(text):
+        if _script(text[index]) in foreign:
+            latin, used = _transliterated(text, index)
+        else:
+            latin, used = _in_codepage(text[index], codec), 1
+        out.append(latin)
+        index += used
+    return "".join(out)
+
+
+def _script(char: str) -> str | None:
+    """GREEK or CYRILLIC for a letter of one of them (not µ, the micro sign Latin-1 has; not a Greek accent alone)."""
+    script = unicodedata.name(char, "").partition(" ")[0]
+    return script if script in _SCRIPTS and char.isalpha() else None
+
+
+def _transliterated(text: str, index: int) -> tuple[str, int]:
+    """The Latin letters for the Greek or Cyrillic letter at ``index`` (two letters for a Greek diphthong written
+    with υ), and how many letters of ``text`` they stand for."""
+    letters = text[index : index + 2].lower()
+    # υ or ύ after α, ε, η, ο without an accent is one sound with it; ϋ, or the accent on the first, says two ("άυλος")
+    if letters[0] in "αεηο" and _decomposed(letters[1:]) in ("υ", "υ\u0301"):
+        after = _bare(text[index + 2 : index + 3].lower())
+        latin, used = ("ou" if letters[0] == "ο" else _LATIN[letters[0]] + ("f" if after in _VOICELESS else "v")), 2
+    else:
+        latin, used = _LATIN.get(letters[0], _LATIN.get(_bare(letters[0]), "?")), 1
+    chunk = text[index : index + used]
+    if not chunk[0].isupper():
+        return latin, used
+    # A capital that is two Latin letters (Θ, Ш, ΟΥ) is two capitals in a word in capitals: "PSARI", not "PsARI".
+    neighbour = chunk[1] if used == 2 else _neighbour(text, index)
+    return (latin.upper() if neighbour.isupper() else latin.capitalize()), used
+
+
+def _neighbour(text: str, index: int) -> str:
+    """The letter after ``index`` in its word, or the one before if it is the word's last; "" for a letter alone."""
+    for near in (text[index + 1 : index + 2], text[max(index - 1, 0) : index]):
+        if near.isalpha():
+            return near
+    return ""
+
+
+def _decomposed(char: str) -> str:
+    return unicodedata.normalize("NFKD", char)
+
+
+def _bare(char: str) -> str:
+    """``char`` without its accents."""
+    return "".join(c for c in _decomposed(char) if not unicodedata.combining(c))
 
 
 def _in_codepage(char: str, codec: str) -> str:
-    bare = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    bare = _bare(char)
     for candidate in (char, char.translate(_TRANSLITERATION), bare, bare.translate(_TRANSLITERATION)):
         try:
             candidate.encode(codec)

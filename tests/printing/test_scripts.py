@@ -1,14 +1,25 @@
-"""Item names in Greek and Cyrillic on a printer whose code page is Latin (CP858): readable, not question marks."""
+"""Item names in Greek and Cyrillic on a printer whose code page is Latin (CP858, CP437): readable, not question
+marks, and in one script."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Awaitable, Callable
+
 import aiohttp
+import pytest
 
 from edge.app import Agent
+from edge.config import Settings
 from edge.printing.decode import decode
+from edge.printing.text import printable
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import post
+from tests.helpers import api_client, post
+
+# The Greek letters CP437 has (for maths), as the bytes it prints them with: none may reach the paper in a word that
+# is printed in Latin letters.
+_GREEK_IN_CP437 = frozenset("ΓΘΣΦΩαδεπστφ".encode("cp437"))
 
 
 async def test_greek_and_cyrillic_item_names_print_transliterated(
@@ -56,3 +67,52 @@ async def test_an_item_name_of_invisible_characters_is_refused_naming_the_field(
         status, body = await post(api, order)
         assert status == 422 and body["field"] == "items[0].name", (name, status, body)
     assert printers["kitchen"].printed == []
+
+
+async def test_greek_on_a_cp437_printer_prints_whole_in_latin_letters_not_half_in_greek_glyphs(
+    make_agent: Callable[..., Awaitable[Agent]], make_settings: Callable[..., Settings], printers: dict[str, SimPrinter]
+) -> None:
+    """CP437 (a US or German printer without a Greek code page) holds a few Greek letters for maths: Σ, α, π, σ, τ...
+    "Σουβλάκι" printed as "Σoyvlαki", each letter the code page had as a Greek glyph and the others transliterated:
+    neither a Greek nor a Latin reader can read it. A text whose Greek the code page cannot print whole is
+    transliterated whole, short words like "σε" whose letters CP437 has included; Cyrillic (none of it in CP437)
+    likewise."""
+    settings = make_settings()
+    kitchen = dataclasses.replace(settings.printers["kitchen"], codepage="cp437")
+    agent = await make_agent(dataclasses.replace(settings, printers={**settings.printers, "kitchen": kitchen}))
+    order = make_order(1, print_receipt=False)
+    order["items"][0] |= {"name": "Σουβλάκι", "modifiers": [{"name": "σε πίτα", "price": "1.00"}], "note": "ΧΩΡΙΣ"}
+    order["items"][1]["name"] = "ЩИ со сметаной"
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+    [ticket] = await printers["kitchen"].wait_for_printed(1)
+    assert ticket.startswith(b"\x1b@\x1c.\x1bt\x00"), ticket[:8]  # the job selects CP437
+    for name in (b"2x Souvlaki", b"+ se pita", b"! CHORIS", b"1x SHCHI so smetanoy"):
+        assert name in ticket, (name, decode(ticket).text)
+    greek = bytes(sorted({byte for byte in ticket if byte in _GREEK_IN_CP437}))
+    assert not greek, f"Greek glyphs on paper: {greek.decode('cp437')!r} in {decode(ticket).text!r}"
+
+
+@pytest.mark.parametrize(
+    ("text", "codec", "printed"),
+    [
+        ("Σουβλάκι", "cp437", "Souvlaki"),  # ου is "ou"; ά loses its accent with the rest, not kept as CP437's α
+        ("ΣΟΥΒΛΑΚΙ", "cp437", "SOUVLAKI"),
+        ("Μουσακάς", "cp437", "Mousakas"),  # final sigma
+        ("ΨΑΡΙ ψητό", "cp437", "PSARI psito"),  # a letter of two in a word in capitals is two capitals
+        ("Ψάρι", "cp437", "Psari"),
+        ("Θ", "cp858", "Th"),
+        ("Αυγολέμονο, ευχαριστώ", "cp858", "Avgolemono, efcharisto"),  # αυ, ευ: v, and f before θ κ ξ π σ τ φ χ ψ
+        ("άυλος", "cp858", "aylos"),  # the accent on α: two vowels, not αυ
+        ("Käse σε πίτα", "cp437", "Käse se pita"),  # the Latin word keeps its umlaut, CP437 has it
+        ("π-Pizza, 2πr", "cp437", "π-Pizza, 2πr"),  # all of its Greek in the code page: as written
+        ("π-Pizza", "cp858", "p-Pizza"),
+        ("100µg Safran", "cp858", "100µg Safran"),  # the micro sign is Latin-1's, not a Greek letter
+        ("ЩИ, Щи, Ёлка", "cp437", "SHCHI, Shchi, Yolka"),
+        ("Борщ Σουβλάκι", "cp1252", "Borshch Souvlaki"),
+    ],
+)
+def test_a_script_the_code_page_cannot_print_whole_is_transliterated_whole(text: str, codec: str, printed: str) -> None:
+    """One script per text for the cook: Greek (or Cyrillic) letters print as themselves only if the code page has
+    every one of them in the text, else all of them in Latin letters (ISO 843 / ELOT 743 for Greek)."""
+    assert printable(text, codec) == printed
