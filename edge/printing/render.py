@@ -65,12 +65,16 @@ def _loses(text: str, codec: str) -> bool:
 
 def _readable(order: Order, codec: str) -> Order:
     """The order with its SKU beside each item name the printer's code page cannot show one letter or digit of: "1x
-    ???? (KP-12)" for a name in Chinese, so that the cook can still tell the dish (print probe 3, F2)."""
+    ???? (KP-12)" for a name in Chinese, so that the cook can still tell the dish (print probe 3, F2). And its number
+    as printed: a template sizes the number by its length (double width only if it fits), and "Щ" prints as "Shch"."""
     items = tuple(
         item if _shows_something(item.name, codec) else dataclasses.replace(item, name=f"{item.name} ({item.sku})")
         for item in order.items
     )
-    return order if items == order.items else dataclasses.replace(order, items=items)
+    number = printable(order.number, codec)
+    if (items, number) == (order.items, order.number):
+        return order
+    return dataclasses.replace(order, items=items, number=number)
 
 
 def _shows_something(text: str, codec: str) -> bool:

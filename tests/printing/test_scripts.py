@@ -116,3 +116,35 @@ def test_a_script_the_code_page_cannot_print_whole_is_transliterated_whole(text:
     """One script per text for the cook: Greek (or Cyrillic) letters print as themselves only if the code page has
     every one of them in the text, else all of them in Latin letters (ISO 843 / ELOT 743 for Greek)."""
     assert printable(text, codec) == printed
+
+
+@pytest.mark.parametrize(
+    ("width", "number", "printed"),
+    [
+        (48, "ЩУКА-ЖЮ-ЧАЩА-1042", "SHCHUKA-ZHYU-CHASHCHA-1042"),  # 17 letters fit 24 double-width columns, 26 do not
+        (32, "ЩУКА-ЖЮ-1042", "SHCHUKA-ZHYU-1042"),  # 58 mm: 12 fit 16, 17 do not
+        (48, "LIEFERUNG-2026-1205-00042", "LIEFERUNG-2026-1205-00042"),  # Latin, too long: double height (a guard)
+    ],
+)
+async def test_an_order_number_in_cyrillic_prints_whole_in_the_head_of_ticket_and_receipt(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    width: int,
+    number: str,
+    printed: str,
+) -> None:
+    """The order number is printed at double width when it fits, else at double height only. The templates measured
+    the number as sent, but Щ prints as four letters: a number that fitted as sent was split over two lines of the
+    head once transliterated, and a cook misreads a number in two parts."""
+    settings = make_settings()
+    wide = {name: dataclasses.replace(printer, width=width) for name, printer in settings.printers.items()}
+    agent = await make_agent(dataclasses.replace(settings, printers=wide))
+    order = make_order(1, print_receipt=True) | {"number": number}
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+    [ticket] = await printers["kitchen"].wait_for_printed(1)
+    [receipt] = await printers["front"].wait_for_printed(1)
+    for job in (ticket, receipt):
+        lines = [line.strip() for line in decode(job).text.splitlines()]
+        assert any(line.endswith(printed) for line in lines[:8]), lines[:8]
