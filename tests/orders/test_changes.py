@@ -773,6 +773,52 @@ async def test_a_copy_of_a_revised_receipt_says_copy_and_revised_as_its_preview_
     assert "44,40 €" in copy_, copy_
 
 
+@pytest.mark.parametrize("route", ["order", "job"])
+async def test_a_copy_of_a_first_receipt_says_copy_and_not_revised(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], route: str
+) -> None:
+    """A person reprints the receipt of an order never changed (the whole order, or the receipt's job): the COPY says
+    KOPIE / COPY and nothing of a revised receipt. The receipt it copies is of the same revision, not an older one: the
+    guest holds one total, the same. (Pins what a mutation run found unasserted: a COPY taken for a revised receipt.)"""
+    assert (await post(api, example_order))[0] == 201
+    await printed_all(agent)
+    [(job_id,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE kind = 'receipt'")
+    path = f"/api/v1/orders/{example_order['id']}/reprint" if route == "order" else f"/api/v1/jobs/{job_id}/reprint"
+    async with api.post(path) as response:
+        assert response.status == 201, await response.text()
+    first, copy_ = (decode(d).text for d in await printers["front"].wait_for_printed(2))
+    assert "KOPIE / COPY" not in first and "GEÄNDERTER BELEG" not in first, first
+    assert "KOPIE / COPY" in copy_ and "39,30 €" in copy_, copy_
+    assert "GEÄNDERTER BELEG" not in copy_ and "ersetzt" not in copy_, copy_
+
+
+async def test_a_third_revisions_receipt_replaces_the_second_receipt_printed(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """receipts.on_change = "reprint", two changes minutes apart: revision 1's receipt, then revision 2's, then
+    revision 3's are on paper. The guest's latest is revision 2's: revision 3's receipt says it replaces the receipt
+    printed at revision 2's time, not at revision 1's. (Pins what a mutation run found unasserted: the oldest receipt
+    named instead of the latest.)"""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, receipts={"on_change": "reprint"})
+    front = printers["front"]
+    async with api_client(agent) as api:
+        for revision, sent in enumerate((example_order, dearer(example_order), revised(example_order, 3)), start=1):
+            clock.advance(120)  # each receipt in a minute of its own: the time printed tells which one is meant
+            status, body = await post(api, sent)
+            assert status in (200, 201), body
+            await front.wait_for_printed(revision)
+            await printed_all(agent)
+    rows = await db_rows(agent, "SELECT revision, printed_at FROM print_jobs WHERE kind = 'receipt' ORDER BY id")
+    at = {revision: datetime.fromtimestamp(printed).strftime("%d.%m.%Y %H:%M") for revision, printed in rows}
+    assert sorted(at) == [1, 2, 3] and at[1] != at[2], at
+    first, second, third = (decode(d).text for d in front.printed)
+    assert "GEÄNDERTER BELEG" not in first, first
+    assert f"Rev. 2 ersetzt den Beleg vom {at[1]}" in second, second
+    assert "GEÄNDERTER BELEG" in third and f"Rev. 3 ersetzt den Beleg vom {at[2]}" in third, third
+    assert "39,30 €" in third and "44,40 €" not in third, third
+
+
 async def test_a_receipt_reprinted_on_change_goes_to_the_receipt_printer_set_up_now(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
