@@ -97,6 +97,14 @@ _CYRILLIC = dict(
     )
 ) | {"ъ": "", "ь": ""}
 _LATIN = _GREEK | _CYRILLIC
+# Serbian and Macedonian are written in Latin letters of their own (Gaj's alphabet): with any letter only they have in
+# a text, its shared letters follow them too ("Ћевапчићи" is Ćevapčići, not "Chevapchichi"); accents the code page
+# lacks then go as for any Latin letter (Cevapcici on CP858).
+_SOUTH_SLAVIC_ONLY = "ђћџљњјѓќѕ"
+_SOUTH_SLAVIC = _LATIN | dict(zip(_SOUTH_SLAVIC_ONLY, ["dj", "ć", "dž", "lj", "nj", "j", "ǵ", "ḱ", "dz"], strict=True))
+_SOUTH_SLAVIC |= {"ж": "ž", "х": "h", "ц": "c", "ч": "č", "ш": "š"}
+# Greek mu written for micro in a quantity ("100μg", "5 μl"): the micro sign the code pages have, never "100mg"
+_MICRO = re.compile(r"(?<=\d)( ?)\u03bc(?=[glms]?(?![^\W\d_]))")
 _SCRIPTS = ("GREEK", "CYRILLIC")  # transliterated whole (see _converted); Unicode's names of their letters begin so
 # Before these, Greek αυ, ευ, ηυ are "af", "ef", "if" (ELOT 743); elsewhere "av", "ev", "iv".
 _VOICELESS = frozenset("θκξπσςτφχψ")
@@ -158,12 +166,17 @@ def _converted(text: str, codec: str) -> str:
     # A cook reads one script per text: CP437 has Σ, α, π and a few more Greek letters for maths, and "Σουβλάκι"
     # letter by letter was "Σoyvlαki". A script the code page lacks any letter of in the text is all transliterated;
     # one it has every letter of stays as written ("π-Pizza" on CP437).
+    if encodes("\u00b5", codec):
+        text = _MICRO.sub("\\1\u00b5", text)
     foreign = {script for char in text if (script := _script(char)) and not encodes(char, codec)}
+    table = _SOUTH_SLAVIC if any(char in _SOUTH_SLAVIC_ONLY for char in text.lower()) else _LATIN
     out = []
     index = 0
     while index < len(text):
         if _script(text[index]) in foreign:
-            latin, used = _transliterated(text, index)
+            latin, used = _transliterated(text, index, table)
+            if not latin.isascii():
+                latin = "".join(_in_codepage(char, codec) for char in latin)
         else:
             latin, used = _in_codepage(text[index], codec), 1
         out.append(latin)
@@ -177,7 +190,7 @@ def _script(char: str) -> str | None:
     return script if script in _SCRIPTS and char.isalpha() else None
 
 
-def _transliterated(text: str, index: int) -> tuple[str, int]:
+def _transliterated(text: str, index: int, table: Mapping[str, str]) -> tuple[str, int]:
     """The Latin letters for the Greek or Cyrillic letter at ``index`` (two letters for a Greek diphthong written
     with υ), and how many letters of ``text`` they stand for."""
     letters = text[index : index + 2].lower()
@@ -186,7 +199,7 @@ def _transliterated(text: str, index: int) -> tuple[str, int]:
         after = _bare(text[index + 2 : index + 3].lower())
         latin, used = ("ou" if letters[0] == "ο" else _LATIN[letters[0]] + ("f" if after in _VOICELESS else "v")), 2
     else:
-        latin, used = _LATIN.get(letters[0], _LATIN.get(_bare(letters[0]), "?")), 1
+        latin, used = table.get(letters[0], table.get(_bare(letters[0]), "?")), 1
     chunk = text[index : index + used]
     if not chunk[0].isupper():
         return latin, used

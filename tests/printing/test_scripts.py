@@ -108,6 +108,10 @@ async def test_greek_on_a_cp437_printer_prints_whole_in_latin_letters_not_half_i
         ("π-Pizza, 2πr", "cp437", "π-Pizza, 2πr"),  # all of its Greek in the code page: as written
         ("π-Pizza", "cp858", "p-Pizza"),
         ("100µg Safran", "cp858", "100µg Safran"),  # the micro sign is Latin-1's, not a Greek letter
+        ("100μg Safran, 5 μl", "cp858", "100µg Safran, 5 µl"),  # Greek mu as a unit's prefix: micro, not "100mg"
+        ("Μύδια 2 μερίδες", "cp858", "Mydia 2 merides"),  # a word after a number is a word
+        ("Ћевапчићи, Пљескавица, Његуш", "cp858", "Cevapcici, Pljeskavica, Njegus"),  # Serbian's own letters
+        ("ЉУТО, Џем, Ђувеч, Ѓ", "cp858", "LJUTO, Dzem, Djuvec, G"),
         ("ЩИ, Щи, Ёлка", "cp437", "SHCHI, Shchi, Yolka"),
         ("Борщ Σουβλάκι", "cp1252", "Borshch Souvlaki"),
     ],
