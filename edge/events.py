@@ -133,6 +133,17 @@ class RecoveryStarted(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class OrdersRecovered(Event):
+    """A run of ``trigger`` stored orders new to the box (committed): each id with how long before the store central
+    created it, on central's clock as its answers date it. The MQTT link judges from it whether it should have had
+    them."""
+
+    run_id: int
+    trigger: RunTrigger
+    ages_s: tuple[tuple[str, float], ...]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RecoveryCompleted(Event):
     run_id: int
     counts: dict[str, int]
@@ -257,6 +268,16 @@ class MqttEventsRefused(Event):
     False once it takes them."""
 
     refused: bool
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MqttDelivery(Event):
+    """Whether the broker delivers on the store's orders topic: ``delivering`` False when recovery brought orders the
+    link, subscribed all the while, never got (a broker whose ACL does not let the store read the topic grants the
+    subscription and delivers nothing); True again when an order arrives over MQTT."""
+
+    delivering: bool
     detail: str = ""
 
 

@@ -46,6 +46,7 @@ from edge.events import (
     JobHeld,
     JobRedirected,
     MqttConnectionChanged,
+    MqttDelivery,
     MqttEventsRefused,
     MqttOrderRejected,
     MqttSessionLost,
@@ -411,6 +412,10 @@ class Alerter:
                 self._signal("mqtt_events_refused", "mqtt", True, detail=detail)
             case MqttEventsRefused():
                 self._signal("mqtt_events_refused", "mqtt", False)
+            case MqttDelivery(delivering=False, detail=detail):
+                self._signal("mqtt_not_delivering", "mqtt", True, detail=detail)
+            case MqttDelivery():
+                self._signal("mqtt_not_delivering", "mqtt", False)
             case PushAuthChanged(refused=True, reason=reason, remote=remote):
                 self._signal("push_refused", "api", True, reason=reason, remote=remote)
             case PushAuthChanged():
@@ -1042,6 +1047,7 @@ class Alerter:
             RecoveryOrderInvalid,
             OrderTotalsMismatched,
             MqttConnectionChanged,
+            MqttDelivery,
             MqttEventsRefused,
             MqttOrderRejected,
             MqttSessionLost,

@@ -466,6 +466,23 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " topics.",
         ),
     },
+    "mqtt_not_delivering": {
+        "de": (
+            "Bestellungen über MQTT kommen nicht an",
+            "Die Filiale ist mit dem MQTT-Broker verbunden, aber Bestellungen der Zentrale kommen nur über den Abgleich"
+            " an, bis zum Abgleichsintervall verspätet ({detail}).",
+            "Die Zugriffsregeln (ACL) des Brokers prüfen lassen: die Filiale muss ihr Thema orders lesen dürfen (ein"
+            " Tippfehler in der Zeile genügt); die Zentrale muss dorthin senden. Mit der nächsten Bestellung über MQTT"
+            " ist die Meldung behoben.",
+        ),
+        "en": (
+            "Orders do not arrive over MQTT",
+            "The store is connected to the MQTT broker, but the central backend's orders only come by reconciliation,"
+            " up to its interval late ({detail}).",
+            "Have the broker's access rules (ACL) checked: the store must be allowed to read its orders topic (one"
+            " mistyped line does it); the backend must publish there. The next order over MQTT resolves this.",
+        ),
+    },
     "push_refused": {
         "de": (
             "Bestellungen abgewiesen: Zugangsdaten des Absenders passen nicht",

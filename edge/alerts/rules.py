@@ -72,6 +72,9 @@ TYPES: dict[str, AlertType] = {
         # orders topic that were not a valid order (acked and kept; central must send them right).
         AlertType("mqtt_refused", CRITICAL),
         AlertType("mqtt_events_refused", WARNING),
+        # Orders come by recovery though the link is subscribed: the broker delivers nothing on the orders topic (its
+        # ACL). Critical like a refusal: every order comes up to a schedule's interval late, or not at all.
+        AlertType("mqtt_not_delivering", CRITICAL),
         # Orders pushed over HTTP refused for their token or signature: none comes in until a person sets them alike.
         AlertType("push_refused", CRITICAL),
         AlertType("mqtt_invalid", CRITICAL, remind=False),

@@ -301,8 +301,11 @@ async def ready(request: web.Request) -> web.Response:
     if deps.mqtt is not None:
         # A broker that is down is not the agent's fault (HTTP intake and printing go on); one that refuses our login
         # or certificate needs a person, like a bad config, so it fails the check.
+        # Nor one that delivers no orders (its ACL): they come by recovery, late, and the agent's own alert says so.
         state = deps.mqtt.state
         detail = "" if state == "connected" else f"{state}: {deps.mqtt.detail}".rstrip(": ")
+        if state == "connected" and deps.mqtt.not_delivering:
+            detail = f"connected, but {deps.mqtt.not_delivering}"
         checks["mqtt"] = {"ok": state != "refused", "detail": detail}
     ok = all(c["ok"] for c in checks.values())
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)

@@ -120,6 +120,8 @@ def render_status(data: dict[str, Any], *, colour: bool, zone: str | None = None
             lines.append(_paint("warn", f"  {waiting} status events not yet published", colour))
         if mqtt.get("events_refused"):  # an older agent's answer has none
             lines.append(_paint("fail", f"mqtt events refused: {mqtt['events_refused']}", colour))
+        if mqtt.get("not_delivering"):
+            lines.append(_paint("fail", f"mqtt orders not delivered: {mqtt['not_delivering']}", colour))
         for r in (mqtt.get("rejected") or [])[:3]:  # the newest; edge doctor and the status page list more
             error = r.get("error") or {}
             what = error.get("field") or error.get("error") or ""
@@ -405,8 +407,11 @@ async def _mqtt_check(settings: Settings, agent: dict[str, Any] | None) -> Check
     rejected = (
         f"; {link['rejected_total']} messages were not an order (edge status)" if link.get("rejected_total") else ""
     )
-    level = "warn" if link and (link["state"] != "connected" or rejected) else "ok"
-    return Check("mqtt broker", level, f"{settings.mqtt.url} accepts the login{seen}{rejected}")
+    # The login says nothing of the orders topic: a broker grants a subscription its ACL will not deliver on, and the
+    # store may not publish there to try. Only the agent's link, seeing orders come by recovery, can tell.
+    missed = f"; orders not delivered: {link['not_delivering']}" if link.get("not_delivering") else ""
+    level = "fail" if missed else "warn" if link and (link["state"] != "connected" or rejected) else "ok"
+    return Check("mqtt broker", level, f"{settings.mqtt.url} accepts the login{seen}{rejected}{missed}")
 
 
 async def _agent_status(settings: Settings, api_call: ApiCall) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import math
 import random
 import socket
 import ssl
@@ -45,9 +46,11 @@ from edge.events import (
     JobDead,
     JobPrinted,
     MqttConnectionChanged,
+    MqttDelivery,
     MqttEventsRefused,
     MqttOrderRejected,
     MqttSessionLost,
+    OrdersRecovered,
     OrderStored,
     ScanRecorded,
 )
@@ -90,6 +93,16 @@ _TAKEN_OVER = 0x8E
 # closes this soon after accepting them, this many times in a row, while it keeps listening.
 _SHORT_LIVED_S, _SHORT_LIVED_TIMES = 5.0, 3
 _KEEPALIVE_TIMEOUT = 0x8D  # paho's reason when nothing came back within keepalive_s (a CONNACK or a PINGRESP)
+# An order that recovery brings is one the subscribed link should have had when the link was subscribed from this long
+# before central created it until this long after (the backend publishes an order as it takes it, a broker delivers
+# in milliseconds; a minute also covers a backend that publishes a little after its listing shows the order, a store
+# busy storing, and an order's created_at a little off central's clock, against which its age is taken). Only
+# then is a broker that grants the subscription and delivers nothing on it (a read ACL missing: Mosquitto checks it at
+# delivery) the likely cause; otherwise the order was published in a gap the session covers or was not yet due.
+_DELIVERY_GRACE_S = 60.0
+# Runs that list orders the link should have had: not the catch-up at a start or a link's return, which lists what
+# was published while the link was not there.
+_LIVE_RUNS = (RunTrigger.SCHEDULE, RunTrigger.MANUAL)
 
 
 class PahoClient(paho.Client):
@@ -282,6 +295,12 @@ class MqttLink:
         # PUBACKs that came before we had registered the packet id, with the broker's refusal if it said no
         self._early: dict[int, str | None] = {}
         self.events_refused = ""  # the broker's no to our events (its ACL); "" while it takes them
+        self._subscribed: float | None = None  # monotonic time the broker granted this connection's subscription
+        self._delivered: float | None = None  # monotonic time the last message came on the orders topic
+        # Why orders come by recovery though the link is subscribed ("" while it delivers, or nothing tells otherwise);
+        # what the bus last heard of it (None: nothing yet in this run, so a first delivery ends an earlier run's alarm)
+        self.not_delivering = ""
+        self._delivery_told: bool | None = None
         # Every order in the window meets a full card at each try: one line (the storage alert tells the manager)
         self._not_stored = SaidOnce("mqtt_order_not_stored", acked=False, note="the broker keeps it; tried again")
         # This connection's orders in the order they arrived, by packet id: (QoS, handled). PUBACKs leave in that
@@ -298,6 +317,8 @@ class MqttLink:
         self._unsubscribe = [
             bus.subscribe(lambda _: self._wake.set(), t) for t in (OrderStored, JobPrinted, JobDead, ScanRecorded)
         ]
+        self._unsubscribe.append(bus.subscribe(self._recovered, OrdersRecovered))
+        self._schedule_s = settings.central.schedule_interval_s
 
     # ---- life cycle -------------------------------------------------------------------------------------------
 
@@ -396,6 +417,8 @@ class MqttLink:
         if any(r.is_failure for r in reasons):
             detail = f"subscription to {self.topics['orders']} refused: {reasons[0]}"
             self._to_loop(self._refused_or_failed, detail, True)
+        else:  # granted is no proof of delivery: Mosquitto 2.0 grants a topic its ACL denies (see _recovered)
+            self._to_loop(self._granted)
 
     def _on_pre_connect(self, _c: paho.Client, _u: object) -> None:
         self._socket_error = ""  # what paho logged after the last connection ended is not why the next one does
@@ -493,6 +516,8 @@ class MqttLink:
     def _set_state(self, state: MqttState, detail: str, *, tell: bool = True) -> None:
         if (state, detail) != (self.state, self.detail):
             self.since = self._clock.wall()
+        if state != MqttState.CONNECTED:
+            self._subscribed = None  # the next connection's SUBACK starts it again
         self.state, self.detail = state, detail
         if tell:
             self._tell()
@@ -572,6 +597,52 @@ class MqttLink:
             log.info("mqtt_connected", broker=self._cfg.url, client_id=self.client_id, after_refusal=True)
             self._tell()
 
+    def _granted(self) -> None:
+        if self.state == MqttState.CONNECTED and self._subscribed is None:
+            self._subscribed = self._clock.mono()
+
+    def _recovered(self, event: OrdersRecovered) -> None:
+        """A recovery run stored orders new to the box. Those central created while this link was subscribed, at
+        least _DELIVERY_GRACE_S after the subscription and before the store, and after the last message the link got,
+        the broker should have delivered: it grants the subscription and delivers nothing (its ACL does not let this
+        user read the topic), or the backend does not publish there. Said once until a message comes again."""
+        if event.trigger not in _LIVE_RUNS or self._subscribed is None or self.state != MqttState.CONNECTED:
+            return
+        now = self._clock.mono()
+        subscribed_s = now - self._subscribed
+        delivered_s = now - self._delivered if self._delivered is not None else math.inf
+        missed = [
+            order_id
+            for order_id, age in event.ages_s
+            if _DELIVERY_GRACE_S <= age <= subscribed_s - _DELIVERY_GRACE_S and age < delivered_s
+        ]
+        if not missed or self.not_delivering:
+            return
+        topic = self.topics["orders"]
+        late = (
+            f"up to {self._schedule_s:g} s late (central.schedule_interval_s)"
+            if self._schedule_s
+            else "only when a recovery run is started (central.schedule_interval_s = 0)"
+        )
+        detail = (
+            f"orders came by recovery, not over MQTT, though the link was subscribed to {topic}: the broker delivers"
+            f" nothing on it. Its ACL must let user {self._cfg.username or '(none)'} read {topic} (a granted"
+            f" subscription proves nothing: Mosquitto checks read access only when it delivers), and the backend must"
+            f" publish there; meanwhile orders come by recovery, {late}"
+        )
+        log.error("mqtt_not_delivering", topic=topic, run_id=event.run_id, orders=missed[:5], missed=len(missed))
+        self._delivery(False, detail)
+
+    def _delivery(self, delivering: bool, detail: str) -> None:
+        """The bus hears when the link stops or starts delivering again (the first delivery of a run, too: an earlier
+        run's alarm may stand)."""
+        self.not_delivering = detail
+        if self._delivery_told is not delivering:
+            if delivering and self._delivery_told is False:
+                log.info("mqtt_delivering", topic=self.topics["orders"])
+            self._delivery_told = delivering
+            self._bus.publish(MqttDelivery(delivering=delivering, detail=detail))
+
     def _refused_or_failed(self, detail: str, refused: bool) -> None:
         if self._failure != (refused, detail):
             # Once per new reason, not once per retry: the log and the alert say it, the backoff keeps trying.
@@ -596,6 +667,9 @@ class MqttLink:
     def _received(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
         if self._stopping:  # left unacknowledged: the broker sends it again at the next start (see stop)
             return
+        if topic == self.topics["orders"]:
+            self._delivered = self._clock.mono()
+            self._delivery(True, "")
         self._arrived[mid] = (qos, False)
         task = asyncio.ensure_future(self._handle(mid, qos, topic, payload, self._generation))
         self._handlers.add(task)
@@ -823,4 +897,5 @@ class MqttLink:
             ],
             "events_unpublished": await self._store.outbox_unpublished(await self._store.outbox_cursor()),
             "events_refused": self.events_refused,
+            "not_delivering": self.not_delivering,
         }

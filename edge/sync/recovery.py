@@ -28,6 +28,7 @@ from edge.events import (
     CentralLinkChanged,
     EventBus,
     OrderConflicted,
+    OrdersRecovered,
     RecoveryOrderInvalid,
     RecoveryStarted,
     StorageRecovered,
@@ -348,7 +349,7 @@ class Recovery:
                 phase = RunState.PROCESSING if self._stale_id == run_id else phase
             if phase in (RunState.VALIDATION, RunState.PROCESSING):
                 phase = RunState.PROCESSING
-                await self._process(run_id)
+                await self._process(run_id, trigger)
             self._checkpoint()
             phase = RunState.COMPLETION
             await self._complete(run_id, started)
@@ -596,7 +597,7 @@ class Recovery:
             ]
         return items
 
-    async def _process(self, run_id: int) -> None:
+    async def _process(self, run_id: int, trigger: RunTrigger) -> None:
         """Store the missing orders batch by batch through the intake path; re-running stores nothing twice."""
         await self._runs.enter_phase(run_id, RunState.PROCESSING, self._clock.wall())
         # The conflict rule: the order already here wins and is never reprinted; the backend's version is only reported.
@@ -633,6 +634,7 @@ class Recovery:
                 results = await self._orders.insert_many(batch)
                 conflicts: list[tuple[str, str | None]] = []
                 present: list[tuple[str, str | None]] = []
+                new_here: list[Order] = []
                 for result, new in zip(results, batch, strict=True):
                     if isinstance(result, StoreError):
                         raise result  # the ones before it are stored; the next run takes the rest
@@ -648,6 +650,8 @@ class Recovery:
                     stored_now = result.outcome in _STORING and result.revision >= new.order.revision
                     if stored_now:
                         self._intake.publish(result, new)  # OrderStored (OrderRevised) wakes the spools
+                        if result.outcome == InsertOutcome.STORED:
+                            new_here.append(new.order)
                     elif result.outcome not in (InsertOutcome.CONFLICT, InsertOutcome.CLOSED):
                         # Nothing to store after all (a higher cancelled revision of an order cancelled here, one
                         # stored or purged meanwhile): present, so processing does not select it again.
@@ -664,10 +668,19 @@ class Recovery:
                     await self._runs.reclassify(run_id, ItemClass.CONFLICT, conflicts)
                 if present:
                     await self._runs.reclassify(run_id, ItemClass.PRESENT, present)
+                if new_here:
+                    self._recovered(run_id, trigger, new_here)
             batches += 1
             # Reporting is the outbox's own loop (woken by OrderStored): a slow or refusing events endpoint must
             # never hold back storing, and so printing, the next batch.
         log.info("recovery_processed", batches=batches)
+
+    def _recovered(self, run_id: int, trigger: RunTrigger, orders: list[Order]) -> None:
+        """Orders new to the box, stored by this run, with their age on central's clock (which dated them): a live
+        door (MQTT) that should have brought them can tell it did not."""
+        now = (self._central_time.wall() if self._central_time is not None else None) or self._clock.wall()
+        ages = tuple((o.id, now - o.created_at.timestamp()) for o in orders)
+        self._bus.publish(OrdersRecovered(run_id=run_id, trigger=trigger, ages_s=ages))
 
     def _report(self, run_id: int, cls: ItemClass, order_id: str, number: str | None, reason: str) -> None:
         if cls == ItemClass.CONFLICT:
