@@ -5,6 +5,7 @@ guard: one mail, and an agent that keeps falling over within alerts.critical_sto
 time; still down when the window ends, it is mailed again with the count. It goes straight to the relay: the agent
 and its outbox are what is down. Its state lives in a small file between the timer's runs; a mail goes only once
 that state is written (to the runtime directory if the data directory refuses), so it is never repeated every run.
+After the relay refused the login for good, it keeps the rest the agent's outbox keeps (edge.alerts.login_rest).
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from edge.clock import SYSTEM_CLOCK, Clock
+from edge.alerts.login_rest import LOGIN_HOLD_S, begin_rest, rest_until
+from edge.clock import SYSTEM_CLOCK, Clock, shown_at
 from edge.config import Settings
 from edge.durable import runtime_dir, write_durably
 from edge.errors import AlertError
-from edge.store.alerts import Mail
+from edge.store.alerts import LoginRest, Mail
 
 if TYPE_CHECKING:
     from edge.alerts.mailer import Delivery
@@ -44,6 +46,11 @@ class HealthState:
     # Recipients the relay deferred (4xx, e.g. greylisting) the last mail for, and that mail: tried at each run.
     owed: list[str] = dataclasses.field(default_factory=list)
     owed_mail: dict[str, str] | None = None
+    # The relay's rest after it refused the login for good (a LoginRest): this timer's refusal, or the agent's taken
+    # over; and the salt of the agent's rest last taken over, not taken again (with the wall clock set back since,
+    # it would seem to begin anew at every run).
+    login_rest: dict[str, Any] | None = None
+    agent_rest: str = ""
 
 
 def _state_paths(settings: Settings) -> list[Path]:
@@ -153,8 +160,12 @@ class AgentDownAlert:
             log.warning("health_alert_not_mailed", reason="smtp.host or alerts.to not configured", healthy=healthy)
             await self._save(untold)
             return
+        if (resting := await self._resting(untold)) is not None:
+            log.warning("health_alert_not_mailed", reason=resting, healthy=healthy)
+            await self._save(untold)  # still owed: it goes at the first run after the rest
+            return
         # Written before it is sent: a state that cannot be written would send this mail again at every run.
-        told = dataclasses.replace(told, owed=[], owed_mail=None)
+        told = dataclasses.replace(told, owed=[], owed_mail=None, login_rest=None, agent_rest=untold.agent_rest)
         if not await self._save(told):
             log.error("health_alert_not_mailed", reason="its state cannot be written anywhere", healthy=healthy)
             return
@@ -162,7 +173,7 @@ class AgentDownAlert:
             delivery = await self._deliver(mail)
         except AlertError as err:
             log.error("health_alert_mail_failed", error=str(err))
-            await self._save(untold)  # the next run tries again
+            await self._save(await self._refused(untold, err))  # the next run tries again, or the one after the rest
             return
         if delivery.deferred:
             told.owed = list(delivery.deferred)
@@ -181,15 +192,60 @@ class AgentDownAlert:
 
         return await Mailer(self._settings.smtp).send(mail)
 
+    async def _resting(self, state: HealthState) -> str | None:
+        """Why the relay is not tried now, None when it may be: it refused the login for these smtp settings less
+        than an hour ago, to this timer or to the agent before it went down (the same relay and account: the rest
+        in its alert store). Keeps in ``state`` the rest as it stands (never ending later than an hour from now)."""
+        from edge.store.files import login_rest_of_file  # here: only a mail about to go reads the agent's store
+
+        now, smtp = self._clock.wall(), self._settings.smtp
+        try:
+            own = LoginRest(**state.login_rest) if state.login_rest else None
+            until = None if own is None else await rest_until(own, smtp, now)
+        except TypeError:  # not a rest this version wrote
+            own = until = None
+        agent = await asyncio.to_thread(login_rest_of_file, self._settings.agent.db_path)
+        if agent is not None and agent.salt != state.agent_rest:
+            agent_until = await rest_until(agent, smtp, now)
+            if agent_until is not None and (until is None or agent_until > until):
+                own, until, state.agent_rest = agent, agent_until, agent.salt
+        if own is None or until is None:
+            state.login_rest = None
+            return None
+        state.login_rest = dataclasses.asdict(dataclasses.replace(own, until=until))
+        return (
+            f"{own.error}; not tried again before {shown_at(until, self._settings.agent.timezone)} (changed smtp"
+            " settings are tried at once)"
+        )
+
+    async def _refused(self, state: HealthState, err: AlertError) -> HealthState:
+        """``state`` with the relay's rest, when it refused the login for good: every try is one more failed login
+        toward the provider's lockout."""
+        from edge.alerts.mailer import LoginRefusedError
+
+        if not (isinstance(err, LoginRefusedError) and err.permanent):
+            return state
+        rest = await begin_rest(self._settings.smtp, str(err), self._clock.wall() + LOGIN_HOLD_S)
+        return dataclasses.replace(state, login_rest=dataclasses.asdict(rest))
+
     async def _send_owed(self, state: HealthState) -> None:
         """The last mail, to those the relay deferred it for; whoever it defers again waits for the next run."""
         assert state.owed_mail is not None
         mail = Mail(recipients=state.owed, **state.owed_mail)
+        kept = (state.login_rest, state.agent_rest)
+        if (resting := await self._resting(state)) is not None:
+            log.warning("health_alert_not_mailed", reason=resting, recipients=state.owed)
+            if (state.login_rest, state.agent_rest) != kept:  # a healthy agent's run saves no unchanged state
+                await self._save(state)
+            return
         try:
             delivery = await self._deliver(mail)
         except AlertError as err:
             log.error("health_alert_mail_failed", error=str(err), recipients=state.owed)
+            state.login_rest = (await self._refused(state, err)).login_rest
+            await self._save(state)
             return
+        state.login_rest = None
         state.owed = list(delivery.deferred)
         state.owed_mail = state.owed_mail if state.owed else None
         await self._save(state)

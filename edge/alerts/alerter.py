@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from edge.alerts.mailer import Mailer
+from edge.alerts.mailer import LoginRefusedError, Mailer
 from edge.alerts.outbox import Outbox, OutboxStatus
 from edge.alerts.render import AlertRenderer
 from edge.alerts.rules import (
@@ -711,12 +711,17 @@ class Alerter:
             "details": signal.details,
         }
         recipients = self._recipients(signal.severity) if self._storage_owed is None else self._storage_owed
+        # Every round whose writes fail comes here: after a refused password, each was one more failed login.
+        if (rest_s := await self.outbox.login_rest_left()) is not None:
+            return rest_s
         try:
             delivery = await self._mailer.send(
                 self._renderer.alert(alarm, kind="firing", extra=extra, recipients=recipients)
             )
         except AlertError as err:
             log.error("alert_mail_failed", key=signal.key, error=str(err), note="database not writable and mail failed")
+            if isinstance(err, LoginRefusedError) and err.permanent:
+                return await self.outbox.login_refused(str(err))
             self._storage_failures += 1
             return retry_delay(self._storage_failures, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
         self._storage_failures = 0

@@ -105,7 +105,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     async def here(alerter: Alerter) -> dict[str, Any]:
         mail = await alerter.send_test()
         status = await alerter.outbox_status()
-        return {"mail": mail.public(), "pending": status.pending, "dead": len(status.dead)}
+        return {
+            "mail": mail.public(),
+            "pending": status.pending,
+            "dead": len(status.dead),
+            "server_error": status.server_error,
+        }
 
     status, body = asyncio.run(_through_agent_or_here(settings, "POST", "/api/v1/alerts/test", here))
     if status >= 400:
@@ -118,6 +123,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"test mail #{mail['id']} NOT sent to everyone via {via}:\n  {_mail_line(mail, settings.agent.timezone)}")
         if mail["state"] == "pending":
             print("  it stays in the outbox and is tried again like every alert")
+    if body.get("server_error"):  # after a refused password: when alert mail tries again (this test went at once)
+        print(f"  the relay: {body['server_error']}")
     print(f"outbox: {body['pending']} waiting, {body['dead']} dead-lettered (see `edge alerts outbox`)")
     return 0 if mail["state"] == "sent" else 1
 

@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import json
-import secrets
 from collections.abc import Awaitable, Callable
 
 import structlog
 
+from edge.alerts.login_rest import LOGIN_HOLD_S, begin_rest, rest_until
 from edge.alerts.mailer import Delivery, LoginRefusedError, Mailer, MailRefusedError, MailSession
 from edge.clock import Clock, shown_at
-from edge.config import Settings, SmtpSettings
-from edge.errors import AlertError
+from edge.config import Settings
+from edge.errors import AlertError, StoreError
 from edge.events import AlertSent, EventBus
 from edge.printing.spooler import retry_delay
 from edge.store.alerts import AlertStore, Attempt, Audience, LoginRest, Mail, MailState, OutboxMail
@@ -32,18 +30,6 @@ _PER_SESSION = 20
 # (450, taken a minute later) at its first try back.
 _GIVE_UP_S = 24 * 3600.0
 _GIVE_UP_TRIES = 3
-# After the relay refused the password (535), it is not tried again for this long: every try is a failed login, and
-# fail2ban bans the store's address after 5, Microsoft 365 locks the account after 10. The rest is kept in the
-# database, so a crash loop's starts do not try again; new settings (they come with a restart) and a person's test
-# mail or retry try at once.
-_LOGIN_HOLD_S = 3600.0
-
-
-def settings_hash(smtp: SmtpSettings, salt: str) -> str:
-    """What tells the settings a relay refused the login for from new ones, without the password: salted and slow
-    (scrypt, 16 MB), since a backup of the database leaves the box. Takes ~50 ms: call it in a thread."""
-    login = json.dumps([smtp.host, smtp.port, smtp.security, smtp.username, smtp.password.get()])
-    return hashlib.scrypt(login.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1, dklen=32).hex()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,6 +65,7 @@ class Outbox:
         # Whether an earlier run's rest after a refused login was looked for (_resume_rest), and one is stored.
         self._rest_read = False
         self._rest_stored = False
+        self._login_resting = False  # the backoff under way (server_wait) is the rest after a refused login
         # Attempts the relay answered but the database did not record (full disk). Kept so the mail is not sent again
         # while the disk is full; at most one, since no further mail goes out before it is recorded.
         self._unrecorded: dict[int, Attempt] = {}
@@ -147,22 +134,17 @@ class Outbox:
         if self._rest_read:
             return
         rest, now = await self._store.login_rest(), self._clock.wall()
-        same = (
-            rest is not None
-            and rest.until > now
-            and await asyncio.to_thread(settings_hash, self._smtp, rest.salt) == rest.settings
-        )
+        until = None if rest is None else await rest_until(rest, self._smtp, now)
         if self._rest_read:  # another caller (the status, the delivery) got there first
             return
         self._rest_read, self._rest_stored = True, rest is not None
-        if rest is None or not same:
+        if rest is None or until is None:
             return
-        left = min(rest.until - now, _LOGIN_HOLD_S)
-        self._server_retry_at = self._clock.mono() + left
-        self.server_error = self._resting(rest.error, now + left)
-        log.warning("alert_mail_resting", error=self.server_error, retry_in_s=round(left, 1))
-        if rest.until - now > _LOGIN_HOLD_S:  # the clock was set back since: the next start measures from here too
-            await self._store.shorten_login_rest(now + left)
+        self._server_retry_at, self._login_resting = self._clock.mono() + (until - now), True
+        self.server_error = self._resting(rest.error, until)
+        log.warning("alert_mail_resting", error=self.server_error, retry_in_s=round(until - now, 1))
+        if until < rest.until:  # the clock was set back since: the next start measures from here too
+            await self._store.shorten_login_rest(until)
 
     def _resting(self, error: str, until: float) -> str:
         return (
@@ -206,6 +188,7 @@ class Outbox:
             attempt = dataclasses.replace(attempt, rest=rest)
         elif remaining:
             self._server_failures, self._server_retry_at, self.server_error = 0, None, None
+            self._login_resting = False
             attempt = dataclasses.replace(attempt, rest_over=self._rest_stored)
         self._rest_stored = attempt.rest is not None or (self._rest_stored and not attempt.rest_over)
         self._unrecorded[mail.id] = attempt
@@ -269,16 +252,34 @@ class Outbox:
         delay = retry_delay(self._server_failures, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
         rest = None
         if held:
-            delay = max(delay, _LOGIN_HOLD_S)
-            salt = secrets.token_hex(16)
-            until = self._clock.wall() + delay
-            refused = await asyncio.to_thread(settings_hash, self._smtp, salt)
-            rest = LoginRest(settings=refused, salt=salt, until=until, error=error)
-            error = self._resting(error, until)
-        self._server_retry_at = self._clock.mono() + delay
+            delay = max(delay, LOGIN_HOLD_S)
+            rest = await begin_rest(self._smtp, error, self._clock.wall() + delay)
+            error = self._resting(error, rest.until)
+        self._server_retry_at, self._login_resting = self._clock.mono() + delay, held
         self.server_error = error
         log.warning("alert_mail_failed", error=error, retry_in_s=round(delay, 1), failures=self._server_failures)
         return rest
+
+    async def login_rest_left(self) -> float | None:
+        """Seconds the relay still rests after it refused the login (this run's refusal or an earlier run's), None
+        when it does not: for the mail that goes around the outbox (the full disk's storage alarm), which must not
+        log in again meanwhile either."""
+        await self._resume_rest()
+        wait = self.server_wait()
+        return wait if self._login_resting and wait else None
+
+    async def login_refused(self, error: str) -> float:
+        """The relay refused the login for good to a mail that went around the outbox: the outbox rests as after its
+        own refusal, kept in the database if that takes the write (a full disk does not: then for this run). Returns
+        the rest's length in seconds."""
+        rest = await self._server_failed(error, held=True)
+        assert rest is not None
+        try:
+            await self._store.begin_login_rest(rest)
+            self._rest_stored = True
+        except StoreError as err:
+            log.warning("alert_login_rest_not_stored", error=str(err))
+        return rest.until - self._clock.wall()
 
     def _tell(self, mail: OutboxMail, delivery: Delivery, attempt: Attempt) -> None:
         if attempt.state == MailState.DEAD:
@@ -303,6 +304,7 @@ class Outbox:
             await self._resume_rest()
             mail = await self._store.retry(mail_id, self._clock.wall())
             self._server_retry_at, self._rest_stored = None, False  # the store's rest ended with the retry
+            self._login_resting = False
             return mail
 
     async def discard(self, mail_id: int) -> OutboxMail:

@@ -52,7 +52,12 @@ async def post_test(request: web.Request) -> web.Response:
     mail = await alerter.send_test()
     status = await alerter.outbox_status()
     return web.json_response(
-        {"mail": mail.public(), "pending": status.pending, "dead": len(status.dead)},
+        {
+            "mail": mail.public(),
+            "pending": status.pending,
+            "dead": len(status.dead),
+            "server_error": status.server_error,
+        },
         status=201,
     )
 

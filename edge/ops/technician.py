@@ -349,13 +349,33 @@ async def _smtp_check(settings: Settings) -> Check:
         return Check("smtp", "warn", "not configured: no alert mails")
     smtp = settings.smtp
     mailer = Mailer(smtp)
+    resting = await _login_resting(settings)
     try:
         greeting = await mailer.check(next(iter(settings.alerts.to or settings.alerts.critical_to), None))
     except AlertError as err:
-        return Check("smtp", "fail", str(err))
+        return Check("smtp", "fail", f"{err}{resting}")
     login = f"logged in as {smtp.username}" if smtp.username else "without a login"
     return Check(
-        "smtp", "ok", f"{smtp.host}:{smtp.port} takes mail from {mailer.sender} ({login}, greeted as {greeting})"
+        "smtp",
+        "ok",
+        f"{smtp.host}:{smtp.port} takes mail from {mailer.sender} ({login}, greeted as {greeting}){resting}",
+    )
+
+
+async def _login_resting(settings: Settings) -> str:
+    """What the check says when the agent's alert mail rests after the relay refused this very login: a person's
+    check logs in all the same (one more failed login, should it still be wrong), and says until when alert mail
+    waits."""
+    from edge.alerts.login_rest import rest_until
+    from edge.store.files import login_rest_of_file
+
+    rest = await asyncio.to_thread(login_rest_of_file, settings.agent.db_path)
+    until = None if rest is None else await rest_until(rest, settings.smtp, time.time())
+    if until is None:
+        return ""
+    return (
+        f"; this check logged in although alert mail rests after the relay refused this login: not tried before"
+        f" {shown_at(until, settings.agent.timezone)} (`edge alerts test` tries at once)"
     )
 
 

@@ -134,6 +134,18 @@ class LoginRest:
     error: str  # what the relay answered, as told
 
 
+# The rest's stored value, read by the alert store and, without the agent, by edge.store.files.
+LOGIN_REST_SQL, LOGIN_REST_ARGS = "SELECT value FROM meta WHERE key = ?", (_LOGIN_REST_META,)
+
+
+def login_rest_of(value: str | None) -> LoginRest | None:
+    """The rest the value ``LOGIN_REST_SQL`` reads holds; None for none, or for one not written so."""
+    try:
+        return LoginRest(**json.loads(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Attempt:
     """What one attempt left behind, as the outbox records it."""
@@ -568,11 +580,13 @@ class AlertStore:
 
     async def login_rest(self) -> LoginRest | None:
         """The relay's rest after a refused login, as this run or an earlier one began it (None: none)."""
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_LOGIN_REST_META,))
-        try:
-            return LoginRest(**json.loads(row[0])) if row is not None else None
-        except (TypeError, ValueError):
-            return None
+        row = await self._db.fetchone(LOGIN_REST_SQL, LOGIN_REST_ARGS)
+        return login_rest_of(row[0] if row is not None else None)
+
+    async def begin_login_rest(self, rest: LoginRest) -> None:
+        """The relay's rest, begun by a mail that went around the outbox (the full disk's storage alarm)."""
+        async with self._db.transaction() as conn:
+            await conn.execute(UPSERT_META, (_LOGIN_REST_META, json.dumps(dataclasses.asdict(rest))))
 
     async def shorten_login_rest(self, until: float) -> None:
         """A rest that seemed to end later than ``until`` (the clock was set back since) ends then."""

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from edge.errors import StoreError, StoreUnreadableError
+from edge.store.alerts import LOGIN_REST_ARGS, LOGIN_REST_SQL, LoginRest, login_rest_of
 from edge.store.identity import (
     EVENT_KEY_MARK_KEY,
     MAY_HAVE_PRINTED_KEY,
@@ -100,22 +101,49 @@ def store_of_file(path: Path) -> str | None:
         return None
 
 
+def _at_rest(path: Path) -> sqlite3.Connection | None:
+    """A file closed cleanly, read from the file alone (``immutable``: without the -shm a full card cannot make, and a
+    read-only connection leaves behind); None where a WAL may hold newer pages."""
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size:
+        return None
+    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+
+
 def schema_of_file(path: Path, *, at_rest: bool = False) -> int | None:
     """The database file's schema version (``PRAGMA user_version``), read without writing; None where there is no
     such file or it cannot be read (the agent's start says what it makes of that). ``at_rest``: of a file closed
-    cleanly, read from the file alone (``immutable``: without the -shm a full card cannot make); None where a WAL may
-    hold newer pages."""
+    cleanly only (``_at_rest``)."""
     try:
-        wal = Path(f"{path}-wal")
-        if not path.is_file() or (at_rest and wal.exists() and wal.stat().st_size):
+        if not path.is_file():
             return None
-        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True) if at_rest else _read_only(path)
+        conn = _at_rest(path) if at_rest else _read_only(path)
+        if conn is None:
+            return None
         try:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
         finally:
             conn.close()
     except (OSError, sqlite3.Error):
         return None
+
+
+def login_rest_of_file(path: Path) -> LoginRest | None:
+    """The relay's rest the agent began after a refused login (``AlertStore.login_rest``), read without writing by a
+    command that mails without the agent (the health timer); None where there is none or the file cannot say. A file
+    the agent closed (or a killed one left with its WAL), read at once or not at all: a short timeout, never a wait
+    behind an agent starting just then."""
+    try:
+        if not path.is_file():
+            return None
+        conn = _at_rest(path) or _read_only(path, timeout=0.2)
+        try:
+            row = conn.execute(LOGIN_REST_SQL, LOGIN_REST_ARGS).fetchone()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error):
+        return None
+    return login_rest_of(row[0] if row is not None else None)
 
 
 def copy_database(source: Path, target: Path, *, standalone: bool = False) -> None:

@@ -108,6 +108,15 @@ async def relay() -> AsyncIterator[SmtpSink]:
     await server.stop()
 
 
+@pytest.fixture
+async def login_relay() -> AsyncIterator[SmtpSink]:
+    """A relay on loopback that wants a login (PLAIN and LOGIN offered, as Postfix/Dovecot SASL offers them)."""
+    server = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD)
+    await server.start()
+    yield server
+    await server.stop()
+
+
 def relay_settings(make_settings: Callable[..., Settings], relay: SmtpSink, **smtp: Any) -> Settings:
     return make_settings(
         smtp={"host": "127.0.0.1", "port": relay.port, "security": "none", "sender": "edge@store.test", **smtp},

@@ -19,14 +19,26 @@ from edge.alerts.alerter import Alerter
 from edge.alerts.mailer import Mailer
 from edge.app import Agent
 from edge.clock import Clock
-from edge.config import Settings
+from edge.config import Secret, Settings
 from edge.events import EventBus, JobDead, PrinterStatusChanged
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store.db import Database
-from tests.alerts.conftest import SMTP_USER
+from tests.alerts.conftest import SMTP_USER, relay_settings
 from tests.helpers import config_dict, edge, toml
+
+WRONG = "rotated-Passw0rd-nobody-typed"  # the store's old password, after it was changed at the provider
+
+
+def login_settings(make_settings: Callable[..., Settings], relay: SmtpSink, password: str) -> Settings:
+    """Settings that log in to ``relay`` (a ``login_relay``) with ``password``."""
+    return relay_settings(make_settings, relay, username=SMTP_USER, password=password, allow_plain_login=True)
+
+
+def with_password(settings: Settings, password: str) -> Settings:
+    """The same settings with another smtp.password: what a technician puts in the secrets file between two runs."""
+    return dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, password=Secret(password)))
 
 
 async def printer_down_with_a_ticket(agent: Agent, printers: dict[str, SimPrinter], n: int = 1) -> None:

@@ -13,11 +13,14 @@ from typing import Any
 
 import pytest
 
-from edge.clock import SteppedClock
+from edge.api.client import call_agent
+from edge.clock import Clock, SteppedClock
 from edge.config import Settings
 from edge.ops.health import health
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
+from tests.alerts.conftest import SMTP_PASSWORD, FakeClock
+from tests.alerts.helpers import WRONG, login_settings, restarted, two_alarms, with_password
 from tests.helpers import agent_process, edge
 
 # Not ready for a reason the agent does not alert about itself.
@@ -212,3 +215,78 @@ async def test_the_timer_on_a_healthy_agent_writes_nothing_to_the_card(
         "ALERT: edge agent is not running",
         "RESOLVED: edge agent is back",
     ]
+
+
+async def timer_run(settings: Settings, clock: Clock) -> None:
+    """One run of the health timer on a box whose agent is not running: its API does not answer."""
+    healthy, reason = await health(settings, call_agent, alert=True, clock=clock)
+    assert not healthy and "is the agent running?" in reason, reason
+
+
+async def test_the_health_timer_does_not_log_in_again_for_an_hour_after_the_relay_refused_the_password(
+    login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    """Issue 16: the store's mail password was changed at the provider, and the agent is down. The timer's second run
+    mails "not running" and the relay refuses the login for good (535 5.7.8). Before: the next run, a minute later,
+    logged in again with the same password, and so every minute the agent stayed down, toward the provider's lockout
+    (Microsoft 365 after 10) or fail2ban's ban (after 5), which then stopped the agent's own alerts too once it was
+    back. Now one login in the hour, the mail still owed: tried again once the hour is over, and at once with a new
+    password in the settings, with which it goes."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    settings.agent.data_dir.mkdir(parents=True, exist_ok=True)  # as the agent (or install) leaves it
+    for minute in range(61):
+        await timer_run(settings, clock)
+        assert login_relay.logins == (minute >= 1), f"the run at minute {minute} logged in: {login_relay.logins} logins"
+        clock.advance(60)
+    await timer_run(settings, clock)
+    assert login_relay.logins == 2, "not tried again an hour after the refusal"
+    clock.advance(60)
+    await timer_run(with_password(settings, SMTP_PASSWORD), clock)
+    assert login_relay.logins == 3 and login_relay.failed_logins == 2
+    assert subjects(login_relay) == ["STÖRUNG: Edge-Agent läuft nicht"]
+    assert WRONG not in (settings.agent.data_dir / "health-state.json").read_text()
+
+
+async def test_the_health_timers_rest_is_no_longer_than_an_hour_whatever_the_wall_clock_did(
+    login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    """NTP sets a box that booted 8 h ahead right after the refusal: the rest, kept as a wall time, would seem to end
+    9 h later. It ends an hour after the first run that saw the clock set back."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    settings.agent.data_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):  # two failed checks in a row: the mail, refused
+        await timer_run(settings, clock)
+        clock.advance(60)
+    clock.step(-8 * 3600)
+    for _ in range(60):
+        await timer_run(settings, clock)
+        clock.advance(60)
+    assert login_relay.logins == 1, "tried within the hour after the clock was set back"
+    await timer_run(settings, clock)
+    assert login_relay.logins == 2, "not tried an hour after the clock was set back"
+
+
+@pytest.mark.parametrize("end", ["stopped", "killed"])
+async def test_the_health_timer_keeps_the_rest_the_agent_began_before_it_went_down(
+    end: str, login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    """The agent's outbox was refused the login (its rest in the alert store), then the agent went down, stopped or
+    killed: it is the same relay and account, so the timer's "not running" mail waits for the end of that rest too.
+    Before: the timer logged in at its second run, a minute after the agent's refusal."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    alerter, db = await restarted(settings, settings.agent.db_path, clock)
+    try:
+        await two_alarms(alerter)
+        assert login_relay.logins == 1
+        if end == "stopped":
+            await alerter.stop()
+            await db.close()
+        for minute in range(1, 60):
+            clock.advance(60)
+            await timer_run(settings, clock)
+            assert login_relay.logins == 1, f"the run at minute {minute} logged in within the agent's rest"
+        clock.advance(60)
+        await timer_run(settings, clock)
+        assert login_relay.logins == 2, "not tried when the agent's rest was over"
+    finally:
+        await db.close()

@@ -109,3 +109,25 @@ async def test_alerts_test_without_an_agent_uses_the_outbox_here(
     assert len(sink.messages) == 1
     assert await edge("alerts", "outbox", "--retry", "77", "--config", str(config)) == 1
     assert "alert mail 77 does not exist" in capsys.readouterr().err
+
+
+async def test_alerts_test_after_a_refused_password_tries_at_once_and_says_when_alert_mail_does(
+    alert_settings: Callable[..., Settings],
+    sink: SmtpSink,
+    cert: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay refuses the store's password for good (535 5.7.8), so alert mail rests an hour. A technician's
+    `edge alerts test` is a person asking: it logs in at once, also during that rest, and says so, with when alert
+    mail is tried again. Before: "it stays in the outbox and is tried again like every alert", nothing of the rest."""
+    monkeypatch.delenv("EDGE_CONFIG", raising=False)
+    sink.auth_reply = "535 5.7.8 Authentication credentials invalid"
+    settings = alert_settings()
+    config = cli_config(tmp_path, settings, api_port=9, cert=cert[0])
+    for logins in (1, 2):  # the second one within the rest the first began
+        assert await edge("alerts", "test", "--config", str(config)) == 1
+        out = capsys.readouterr().out
+        assert sink.logins == logins
+        assert "535 5.7.8" in out and "not tried again before" in out and "a test mail" in out, out

@@ -657,3 +657,28 @@ async def test_a_card_below_its_free_space_limit_is_told_as_filling_up_while_ord
     assert "werden noch angenommen" in text and "abgelehnt oder warten" not in text, text
     async with api_client(agent) as api:
         assert (await post(api, make_order(1, prefix="low", print_receipt=False)))[0] == 201
+
+
+async def test_the_storage_alarm_mailed_directly_keeps_the_relays_rest_after_a_refused_password(
+    make_agent: MakeAgent,
+    disk_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """The disk is full and the relay refuses the store's password for good (535 5.7.8: changed at the provider). The
+    storage alarm goes straight to the relay; before, every round of the alert loop whose writes failed logged in
+    again, each one more failed login toward the provider's lockout (fail2ban bans after 5). It keeps the outbox's
+    rest after a refused login: one login, and the outbox says when the relay is tried again."""
+    sink.auth_reply = "535 5.7.8 Authentication credentials invalid"
+    settings = disk_settings(critical_storm_s=0)
+    agent = await agent_on_a_full_disk(make_agent, settings, small_disk)
+    await wait_until(lambda: sink.logins >= 1, 10, "the storage alarm's login")
+    for n in range(6):  # the front printer flaps: each round's writes fail, and each tries the storage alarm
+        new, old = ("online", "offline") if n % 2 == 0 else ("offline", "online")
+        agent.bus.publish(PrinterStatusChanged(printer="front", old=old, new=new))
+        await asyncio.sleep(0.4)  # two rounds of the alert loop (check_interval_s 0.2)
+    assert sink.logins == 1, f"{sink.logins} logins to a relay that refused the password"
+    assert agent.alerter is not None
+    error = (await agent.alerter.outbox_status()).server_error or ""
+    assert "535 5.7.8" in error and "not tried again before" in error, error

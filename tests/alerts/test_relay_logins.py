@@ -6,7 +6,6 @@ password."""
 
 from __future__ import annotations
 
-import dataclasses
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,29 +16,14 @@ import pytest
 from edge.alerts.alerter import Alerter
 from edge.app import Agent
 from edge.clock import SteppedClock, shown_at
-from edge.config import Secret, Settings
+from edge.config import Settings
 from edge.ops.technician import _smtp_check
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from edge.store.alerts import MailState
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, T0, FakeClock, relay_settings
-from tests.alerts.helpers import printer_down_with_a_ticket, restarted, two_alarms
+from tests.alerts.helpers import WRONG, login_settings, printer_down_with_a_ticket, restarted, two_alarms, with_password
 from tests.helpers import api_client, db_rows, eventually, wait_until
-
-WRONG = "rotated-Passw0rd-nobody-typed"
-
-
-@pytest.fixture
-async def login_relay() -> SmtpSink:
-    """A relay on loopback that wants a login (PLAIN and LOGIN offered, as Postfix/Dovecot SASL offers them)."""
-    server = SmtpSink(username=SMTP_USER, password=SMTP_PASSWORD)
-    await server.start()
-    yield server  # type: ignore[misc]
-    await server.stop()
-
-
-def login_settings(make_settings: Callable[..., Settings], relay: SmtpSink, password: str) -> Settings:
-    return relay_settings(make_settings, relay, username=SMTP_USER, password=password, allow_plain_login=True)
 
 
 async def test_a_refused_password_is_tried_once_and_then_not_for_an_hour(
@@ -169,11 +153,6 @@ async def test_a_persons_retry_tries_the_relay_at_once_after_a_refused_password(
     await alerter.retry_mail(1)
     assert await alerter.deliver_due() == 2
     assert login_relay.failed_logins == 1 and alerter.outbox.server_error is None
-
-
-def with_password(settings: Settings, password: str) -> Settings:
-    """The same settings with another smtp.password: what a technician puts in the secrets file between two runs."""
-    return dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, password=Secret(password)))
 
 
 def secret_stored(settings: Settings, secret: str) -> list[str]:
@@ -330,3 +309,19 @@ async def test_the_restarted_agent_keeps_the_relays_rest_and_says_so(
         await wait_until(lambda: login_relay.failed_logins == 2, what="the relay tried an hour after the refusal")
     rows = await db_rows(settings.agent.db_path, "SELECT state FROM alert_mails")
     assert ("pending",) in rows and ("dead",) not in rows, rows
+
+
+async def test_the_doctor_logs_in_during_the_rest_and_says_so(
+    login_relay: SmtpSink, make_settings: Callable[..., Settings]
+) -> None:
+    """`edge doctor` is a person's check: it logs in at once, also while the agent's alert mail rests after a refused
+    password, and says that it did and until when alert mail waits. Before: the refusal alone, nothing of the rest."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    alerter, db = await restarted(settings, settings.agent.db_path, SteppedClock())
+    try:
+        await two_alarms(alerter)
+    finally:
+        await db.close()
+    check = await _smtp_check(settings)
+    assert login_relay.failed_logins == 2
+    assert "535 5.7.8" in check.detail and "this check logged in although alert mail rests" in check.detail, check
