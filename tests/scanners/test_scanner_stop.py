@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -84,6 +85,11 @@ def _scan_as_the_last_read_returns(monkeypatch: pytest.MonkeyPatch, sim: SimScan
         got = read(self)
         if stopping.is_set() and self.label == f"serial {sim.path}" and not sent.is_set():
             sim.send(data)
+            # A pty hands written bytes to the other side's buffer later, on a kernel worker: wait until they are
+            # in the box's buffer (what the test is about), or a loaded machine closed the port before they were.
+            deadline = time.monotonic() + 2.0
+            while self._serial.in_waiting < len(data) and time.monotonic() < deadline:
+                time.sleep(0.001)
             sent.set()
         return got
 
