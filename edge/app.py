@@ -283,7 +283,7 @@ class Agent:
                 db, s.retention, clock=self.clock, readers=readers, central=central_time, receipts=s.receipts
             )
             if db.gave_room_at_open:  # a full card: retention's deletes get the room before new orders can spend it
-                await self._housekeeping.make_room_now()
+                await self._housekeeping.make_room_now(self._making_room)
             self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
             self._runner = self._server.runner
             self.port = await self._server.start()
@@ -309,6 +309,11 @@ class Agent:
                 self._on_stop(stack, "printing warm-up", lambda: warming)
             self._on_stop(stack, "systemd", self._notify_stopping)
             self._stack = stack.pop_all()
+
+    def _making_room(self, rows: int) -> None:
+        """The start's purge on a full card, after each of its transactions: systemd hears that the start goes on."""
+        status = f"making room on the full card: {rows} old rows purged before taking orders"
+        self.notifier.extend_start(status, now=self.clock.mono())
 
     async def _start_mqtt(self, stack: contextlib.AsyncExitStack, intake: OrderIntake, db: Database) -> None:
         """The second door for orders, next to HTTP push; stopped before the API (orders being stored are acked)."""

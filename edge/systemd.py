@@ -11,6 +11,16 @@ import structlog
 
 log = structlog.get_logger()
 
+# A start that takes long but gets on (a full card's purge before READY=1) asks systemd for this much more time, at
+# most this often: sd_notify(3), EXTEND_TIMEOUT_USEC: "extend the startup ... timeout corresponding the current state.
+# The value specified is a time in microseconds during which the service must send a new message. A service timeout
+# will occur if the message is not received, but only if the runtime of the current state is beyond the original
+# maximum times of TimeoutStartSec=". systemd.service(5): the first must come before TimeoutStartSec (120 s) is
+# exceeded, then again within the time each one gave "until the service startup status is finished by READY=1".
+# Three messages' time: one slow transaction is not a stuck start; a stuck one sends none and is stopped.
+EXTEND_BY_S = 30
+EXTEND_EVERY_S = 10
+
 
 class Notifier:
     """The sd_notify protocol: one datagram per message; a no-op when the agent is not started by systemd."""
@@ -27,6 +37,7 @@ class Notifier:
         self.watchdog_s = int(usec) / 1_000_000 if usec.isdigit() and int(usec) > 0 and mine else None
         self._sock: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
+        self._extended_at: float | None = None  # monotonic: when the start last asked for more time
 
     @property
     def enabled(self) -> bool:
@@ -51,6 +62,15 @@ class Notifier:
 
     def status(self, status: str) -> None:
         self.notify(f"STATUS={status}")
+
+    def extend_start(self, status: str, *, now: float) -> None:
+        """The start is getting on, and may take longer than TimeoutStartSec (the watchdog is not armed before
+        READY=1, systemd.service(5)): EXTEND_BY_S more, with what it does, at most every EXTEND_EVERY_S of ``now``
+        (monotonic). Called at each step it makes, so a start stuck in one asks for no more time."""
+        if self._extended_at is not None and now - self._extended_at < EXTEND_EVERY_S:
+            return
+        self._extended_at = now
+        self.notify(f"EXTEND_TIMEOUT_USEC={EXTEND_BY_S * 1_000_000}", f"STATUS={status}")
 
     def stopping(self) -> None:
         self.notify("STOPPING=1", "STATUS=stopping")

@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -340,14 +341,24 @@ async def db_execute(where: Agent | Path, sql: str, *params: Any) -> None:
     await asyncio.to_thread(_read, path, sql, params)
 
 
-def slow_fsync(monkeypatch: pytest.MonkeyPatch, seconds: float, times: list[tuple[float, float]] | None = None) -> None:
+def slow_fsync(
+    monkeypatch: pytest.MonkeyPatch,
+    seconds: float,
+    times: list[tuple[float, float]] | None = None,
+    *,
+    clock: SteppedClock | None = None,
+) -> None:
     """Every fsync of the store's write-ahead log takes ``seconds`` longer, as on an SD card (on the fsync's own
-    thread, as a slow card blocks it); ``times`` gets when each began and ended (monotonic)."""
+    thread, as a slow card blocks it); ``times`` gets when each began and ended (monotonic). With ``clock``, that time
+    passes on the agent's clock instead (advanced, no real wait): a long start in a moment."""
     real = db_module.sync_to_disk
 
     def slow(wal: Path, *, data_only: bool = False) -> None:
         began = time.monotonic()
-        time.sleep(seconds)
+        if clock is None:
+            time.sleep(seconds)
+        else:
+            clock.advance(seconds)
         real(wal, data_only=data_only)
         if times is not None:
             times.append((began, time.monotonic()))
@@ -814,3 +825,31 @@ def fill(card: Path, *, leave: int = 0, name: str = "filler") -> Path:
 FULL_SCANS = (
     "CREATE TRIGGER full_scans BEFORE INSERT ON scans BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
 )
+
+
+@contextlib.contextmanager
+def notify_socket(monkeypatch: pytest.MonkeyPatch, *, watchdog_usec: str | None = None) -> Iterator[socket.socket]:
+    """An abstract-namespace datagram socket, announced as @name in NOTIFY_SOCKET to agents made from now on, as
+    systemd does for a Type=notify unit (with WATCHDOG_USEC when given); read it with ``receive``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"edge-test-{os.getpid()}-{id(sock)}"
+    sock.bind("\0" + name)
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    if watchdog_usec is not None:
+        monkeypatch.setenv("WATCHDOG_USEC", watchdog_usec)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+async def receive(sock: socket.socket, until: str, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109 (a helper)
+    """Datagrams from the agent until one carries the line ``until``."""
+    loop = asyncio.get_running_loop()
+    got: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not any(until in m.split("\n") for m in got):
+            got.append((await loop.sock_recv(sock, 4096)).decode())
+    return got

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -19,6 +19,9 @@ from edge.store.db import Database, card_full
 log = structlog.get_logger()
 
 T = TypeVar("T")
+
+# Hears the rows one of retention's transactions deleted, once it has committed.
+Progress = Callable[[int], None]
 
 # While writes fail, try one this often, so the agent notices by itself that space is back.
 STORAGE_PROBE_S = 10.0
@@ -42,36 +45,51 @@ async def purge_printed_orders(
     batch: int,
     now: float | None = None,
     readers: store_retention.OutboxReaders = store_retention.CENTRAL_ONLY,
+    progress: Progress | None = None,
 ) -> int:
     """Deletes old orders whose jobs are all printed, dead or discarded (and whose events central has), in short
-    transactions of ``batch`` orders; their jobs and outbox rows go too. See edge/store/retention.py."""
+    transactions of ``batch`` orders; their jobs and outbox rows go too. See edge/store/retention.py. ``progress``
+    hears each transaction's count once it has committed."""
     at = time.time() if now is None else now
     total = 0
-    while True:
-        purged = await store_retention.purge_orders(db, cutoff=at - older_than_s, now=at, batch=batch, readers=readers)
-        total += purged
-        if purged < batch:
-            break
-        await asyncio.sleep(0)  # let intake and the spools have the writer between batches
-    if total:
-        log.info("orders_purged", count=total, older_than_days=round(older_than_s / 86400, 2))
+    try:
+        while True:
+            purged = await store_retention.purge_orders(
+                db, cutoff=at - older_than_s, now=at, batch=batch, readers=readers
+            )
+            total += purged
+            if progress is not None:
+                progress(purged)
+            if purged < batch:
+                break
+            await asyncio.sleep(0)  # let intake and the spools have the writer between batches
+    finally:  # also what committed before a batch failed (a full card): those orders are gone
+        if total:
+            log.info("orders_purged", count=total, older_than_days=round(older_than_s / 86400, 2))
     return total
 
 
-async def purge_history(db: Database, *, older_than_s: float, batch: int, now: float | None = None) -> dict[str, int]:
+async def purge_history(
+    db: Database, *, older_than_s: float, batch: int, now: float | None = None, progress: Progress | None = None
+) -> dict[str, int]:
     """Drops scans, sent mails, alert log lines and finished recovery runs older than the retention age, in short
-    transactions of ``batch`` rows (no bigger than as many orders with their tickets): see edge/store/retention.py."""
+    transactions of ``batch`` rows (no bigger than as many orders with their tickets): see edge/store/retention.py.
+    ``progress`` hears each transaction's count once it has committed."""
     cutoff = (time.time() if now is None else now) - older_than_s
     removed = dict.fromkeys(store_retention.HISTORY_TABLES, 0)
-    for table in store_retention.HISTORY_TABLES:
-        while True:
-            gone = await store_retention.purge_history(db, table=table, cutoff=cutoff, batch=batch)
-            removed[table] += gone
-            if gone < batch:
-                break
-            await asyncio.sleep(0)  # let intake and the spools have the writer between batches
-    if any(removed.values()):
-        log.info("history_purged", **removed)
+    try:
+        for table in store_retention.HISTORY_TABLES:
+            while True:
+                gone = await store_retention.purge_history(db, table=table, cutoff=cutoff, batch=batch)
+                removed[table] += gone
+                if progress is not None:
+                    progress(gone)
+                if gone < batch:
+                    break
+                await asyncio.sleep(0)  # let intake and the spools have the writer between batches
+    finally:  # also what committed before a batch failed
+        if any(removed.values()):
+            log.info("history_purged", **removed)
     return removed
 
 
@@ -162,22 +180,36 @@ class Housekeeping:
                 log.info("retention_clock_agrees", **times)
         return now
 
-    async def purge(self, *, batch: int | None = None) -> int:
-        """Retention's run; ``batch``: orders (and rows of history) per transaction, if fewer than retention.batch.
-        The orders go first: theirs are the biggest rows, and on a full card what frees the most."""
+    async def purge(self, *, batch: int | None = None, progress: Progress | None = None) -> int:
+        """Retention's run; ``batch``: orders (and rows of history) per transaction, if fewer than retention.batch;
+        ``progress`` hears the orders and rows of history deleted so far, after each transaction. Returns the orders
+        deleted, also those a part committed before it failed. The orders go first: theirs are the biggest rows, and on
+        a full card what frees the most."""
         batch = min(batch or self._retention.batch, self._retention.batch)
         if (now := await _part("clock", self.now())) is None:
             return 0
         age, seen_cutoff = self._retention.days * 86400, now - self._retention.seen_days * 86400
-        orders = purge_printed_orders(self._db, older_than_s=age, batch=batch, now=now, readers=self._readers)
-        purged = await _part("orders", orders) or 0
-        await _part("history", purge_history(self._db, older_than_s=age, batch=batch, now=now))
+        purged = [0, 0]  # orders, rows of history
+
+        def counted(part: int) -> Progress:
+            def add(rows: int) -> None:
+                purged[part] += rows
+                if progress is not None:
+                    progress(sum(purged))
+
+            return add
+
+        orders = purge_printed_orders(
+            self._db, older_than_s=age, batch=batch, now=now, readers=self._readers, progress=counted(0)
+        )
+        await _part("orders", orders)
+        await _part("history", purge_history(self._db, older_than_s=age, batch=batch, now=now, progress=counted(1)))
         if forgotten := await _part("seen_orders", store_retention.purge_seen(self._db, cutoff=seen_cutoff)):
             log.info("seen_orders_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
         cancels = store_retention.purge_pending_cancels(self._db, cutoff=seen_cutoff, now=now)
         if forgotten := await _part("pending_cancels", cancels):
             log.info("pending_cancels_forgotten", count=forgotten, older_than_days=self._retention.seen_days)
-        return purged
+        return purged[0]
 
     async def probe_storage(self) -> None:
         # Only while writes fail: a healthy agent does not wear the SD card with probe writes.
@@ -188,15 +220,20 @@ class Housekeeping:
                 self._room_next = self._clock.mono() + ROOM_RETRY_S
                 await self.make_room()
 
-    async def make_room_now(self) -> None:
+    async def make_room_now(self, progress: Progress | None = None) -> None:
         """A start that gave the room back on a full card (for SQLite's -wal and -shm): retention runs on it before
         the API takes orders. Else new orders spent it first, and the full card's runs had no room left for their
-        deletes: 503 for good after a restart with retention.days lowered (retention probe, probe4)."""
+        deletes: 503 for good after a restart with retention.days lowered (retention probe, probe4). All of what may
+        go, not a part with the rest left for later: the rest's deletes would need the room again, and new orders,
+        taken meanwhile on the pages the first part freed, would have spent what the card has left for it. A long
+        backlog on a slow card takes minutes (about 13 ms a transaction of 20 rows at 10 ms an fsync, the fullstart
+        probe): ``progress`` hears the orders and rows deleted so far after each transaction (systemd is told the
+        start goes on)."""
         async with self._making_room:
             self._room_next = self._clock.mono() + ROOM_RETRY_S
-            await self.make_room()
+            await self.make_room(progress)
 
-    async def make_room(self) -> None:
+    async def make_room(self, progress: Progress | None = None) -> None:
         """A card that filled while the agent runs: what retention may delete goes now, not at its next run (which
         would fail on the full card as every write does), on the room kept beside the database, in short transactions
         (each one's deletes go to the WAL first); new orders then take the pages the deletes freed in the file. The
@@ -211,9 +248,10 @@ class Housekeeping:
         ):
             log.warning("card_full_nothing_to_purge", older_than_days=self._retention.days)
             return
-        given = await self._db.give_room()
-        purged = await self.purge(batch=ROOM_BATCH)
-        kept = await self._db.keep_room()
+        async with self._db.wal_within_room():  # else the deletes' WAL outgrew the room before its checkpoint
+            given = await self._db.give_room()
+            purged = await self.purge(batch=ROOM_BATCH, progress=progress)
+            kept = await self._db.keep_room()
         log.warning(
             "card_full_retention_ran",
             purged=purged,

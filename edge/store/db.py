@@ -289,6 +289,8 @@ def _run_closing(
 # A write a full or read-only card refused is tried again this often: the store says nothing when it writes again.
 STORE_RETRY_S = 1.0
 ROOM_BYTES = 2**20  # kept beside the database for a start on a full card: -shm (32 KiB) and the first writes fit
+_WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default (PRAGMA wal_autocheckpoint)
+_WAL_FRAME_HEADER = 24  # bytes before each page in the WAL
 
 
 def _give_room(room: Path) -> bool:
@@ -712,6 +714,28 @@ class Database:
         does: retention's run on a full card takes it back once its deletes are written, before new orders can spend
         it, so a later run can write its deletes too. Returns the bytes kept (0: it was there, or nothing is free)."""
         return 0 if self._room is None else await asyncio.to_thread(_take_room_back, self._room)
+
+    @asynccontextmanager
+    async def wal_within_room(self) -> AsyncIterator[None]:
+        """While retention makes room on a full card: SQLite checkpoints its WAL at a COMMIT once it holds half the
+        room kept beside the database, not at its default of 1000 pages (with 1 KiB pages, the whole room with the -shm
+        beside it: on a card full to its last byte the deletes after that failed, "database or disk is full", and every
+        full-card run after them, the fullstart probe). A checkpoint copies the deletes into the file (their pages go to
+        its freelist: it does not grow), and the next write starts the WAL over from its beginning once every frame is
+        in the file and no reader holds an older snapshot (https://www.sqlite.org/wal.html, "Concurrency" and
+        "Automatic Checkpoint"). As automatic checkpoints are, PASSIVE: it never waits for a reader,
+        and one a reader held back goes on at the next COMMIT. Not TRUNCATE: the WAL keeps its blocks on the card,
+        which another program (journald) would take meanwhile. Back to the default after: a checkpoint writes the
+        pages again, and fewer, bigger ones cost a card less."""
+        row = await self.fetchone("PRAGMA page_size")
+        frames = ROOM_BYTES // 2 // ((int(row[0]) if row is not None else 4096) + _WAL_FRAME_HEADER)
+        async with self._write_lock:
+            await self._writer.execute(f"PRAGMA wal_autocheckpoint = {frames}")
+        try:
+            yield
+        finally:
+            async with self._write_lock:
+                await _to_the_end(self._writer.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT}"))
 
     async def card_has_room(self) -> bool:
         """Whether the card has room again, not counting the room a start gives back on a full card: the room to keep

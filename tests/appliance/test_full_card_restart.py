@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.clock import SteppedClock
@@ -23,6 +24,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.process import AgentProcess, write_config
 from edge.sim.smtp import SmtpSink
 from edge.store.migrations import latest_version, load_migrations
+from edge.systemd import EXTEND_EVERY_S
 from tests.helpers import (
     CENTRAL_TOKEN,
     TOKEN,
@@ -32,7 +34,10 @@ from tests.helpers import (
     edge,
     eventually,
     fill,
+    notify_socket,
     post,
+    receive,
+    slow_fsync,
     small_disk,
     wait_until,
     wal_commit_ends,
@@ -488,6 +493,70 @@ async def test_a_restart_on_a_full_card_with_retention_days_lowered_purges_the_o
         taken, refused = await take_until_refused(api, n)
     assert taken - n >= 40, f"{taken - n} orders taken after the restart: {refused}"
     assert filler.exists()
+
+
+async def test_a_restart_on_a_card_full_to_its_last_byte_purges_every_old_order_before_taking_new_ones(
+    big_card: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """A card full to its last byte (journald filled it while the agent was down), with far more old orders on it than
+    one room of WAL holds the deletes of; retention.days lowered at the restart. The start's purge stopped after 160
+    orders: SQLite checkpoints its WAL, and starts it over, at 1000 pages, and the room (1 MiB, the -shm beside it)
+    was full before that; every delete after it failed ("database or disk is full"), the log said "purged": 0, and
+    every full-card run after READY failed the same way: every order 503 for good, the old orders on the card (the
+    fullstart probe). Now the WAL is checkpointed within the room while retention makes room: all of them go."""
+    db = big_card / "edge.db"
+    kitchen = printers["kitchen"]
+    first = await make_agent(alerts={"disk_free_min_mb": 0})
+    async with api_client(first) as api:
+        await printed_orders(api, kitchen, db, range(1, 601))
+        await asyncio.to_thread(age_orders, db, days=20)  # retention keeps 30 days
+        await printed_orders(api, kitchen, db, range(601, 606))  # today's
+    await first.stop()
+    fill(big_card)  # to the last byte, the room kept beside the database on it
+    with capture_logs() as logs:
+        again = await make_agent(alerts={"disk_free_min_mb": 0}, retention={"days": 7})
+    left = await db_rows(db, "SELECT COUNT(*) FROM orders WHERE id <= 'ord_000600'")
+    assert left == [(0,)], f"old orders left after the start's purge: {left}"
+    async with api_client(again) as api:
+        assert (await post(api, make_order(606, print_receipt=False)))[0] == 201
+    assert number((await kitchen.wait_for_printed(606))[-1]) == "A-1606"
+    ran = [e for e in logs if e["event"] == "card_full_retention_ran"]
+    assert [e["purged"] for e in ran] == [600], ran  # the orders it deleted, also when a part fails
+
+
+async def test_a_long_purge_before_ready_on_a_full_card_tells_systemd_the_start_goes_on(
+    card: Path,
+    printers: dict[str, SimPrinter],
+    make_agent: Callable[..., Awaitable[Agent]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A start on a full card purges what retention lets go before READY=1; with months of history and a slow card
+    that took 73 s (10 ms fsyncs) and 133 s (20 ms): past the unit's TimeoutStartSec=120, systemd stops the start and
+    starts it again, five times in five minutes, then gives up (the fullstart probe). Now the purge tells systemd the
+    start goes on (EXTEND_TIMEOUT_USEC, with a STATUS of what it does), at least every EXTEND_EVERY_S of it."""
+    db = card / "edge.db"
+    first = await make_agent(alerts={"disk_free_min_mb": 0})
+    await first.stop()
+    await asyncio.to_thread(old_scans, db, 2_000, days=40)  # 100 transactions of 20
+    fill(card, leave=512 * 1024)  # "full": less free than the room the agent keeps
+    clock = SteppedClock()
+    slow_fsync(monkeypatch, 1.0, clock=clock)  # a second a transaction: a start of minutes, in a moment
+    with notify_socket(monkeypatch) as systemd:
+        heard = asyncio.ensure_future(receive(systemd, "READY=1"))  # read as it comes, as systemd does
+        began = clock.mono()
+        again = await make_agent(clock=clock, alerts={"disk_free_min_mb": 0})
+        took = clock.mono() - began
+        said = await heard
+        await again.stop()
+    assert await db_rows(db, "SELECT COUNT(*) FROM scans") == [(0,)]
+    before_ready = [dict(line.split("=", 1) for line in m.split("\n") if "=" in line) for m in said[:-1]]
+    extends = [m for m in before_ready if "EXTEND_TIMEOUT_USEC" in m]
+    assert len(extends) >= took // EXTEND_EVERY_S, f"{len(extends)} extensions in a start of {took:.0f} s: {said}"
+    assert all(int(m["EXTEND_TIMEOUT_USEC"]) >= 2 * EXTEND_EVERY_S * 1_000_000 for m in extends), extends
+    status = re.compile(r"making room on the full card: (\d+) old rows purged before taking orders")
+    counts = [int(found[1]) for m in extends if (found := status.fullmatch(m["STATUS"]))]
+    assert len(counts) == len(extends), extends
+    assert counts == sorted(counts) and counts[-1] <= 2_000, counts
 
 
 async def printed_orders(api: aiohttp.ClientSession, kitchen: SimPrinter, db: Path, numbers: range) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,33 +16,17 @@ from edge.app import Agent
 from edge.config import Settings
 from edge.ops.measure import measure_startup
 from edge.systemd import Notifier
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, receive
+from tests.helpers import notify_socket as notify_socket_of
 
 UNITS = Path(__file__).parents[2] / "systemd"
 
 
-async def receive(sock: socket.socket, until: str, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109 (a helper)
-    """Datagrams from the agent until one carries the line ``until``."""
-    loop = asyncio.get_running_loop()
-    got: list[str] = []
-    async with asyncio.timeout(timeout):
-        while not any(until in m.split("\n") for m in got):
-            got.append((await loop.sock_recv(sock, 4096)).decode())
-    return got
-
-
 @pytest.fixture
-def notify_socket(monkeypatch: pytest.MonkeyPatch) -> socket.socket:
-    """An abstract-namespace datagram socket, announced as @name in NOTIFY_SOCKET with a 0.4 s watchdog."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    name = f"edge-test-{os.getpid()}-{id(sock)}"
-    sock.bind("\0" + name)
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    yield sock
-    sock.close()
+def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """NOTIFY_SOCKET on a socket of the test's, with a 0.4 s watchdog."""
+    with notify_socket_of(monkeypatch, watchdog_usec="400000") as sock:
+        yield sock
 
 
 async def test_agent_sends_ready_status_watchdog_and_stopping(
