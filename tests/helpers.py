@@ -148,6 +148,25 @@ def _evdev_sdist_without_compiler(work: Path, wheels: Path) -> None:
         sdist.add(project, arcname=project.name)
 
 
+def guest_words() -> Any:
+    """A hypothesis strategy for what tills send beside the contract as a guest's allergies or an order's note: any
+    JSON (text of any Unicode, lone surrogates too), the shapes meant most often (strings, arrays, objects with a name
+    or code)."""
+    from hypothesis import strategies as st  # only the properties that use it load hypothesis
+
+    any_char = st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())
+    leaves = st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(any_char)
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(["name", "code", "id"]), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+
 def fresh(order: dict[str, Any]) -> dict[str, Any]:
     """The order as if taken just now (to the microsecond: tests hold tickets after well under a second).
 

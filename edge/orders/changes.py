@@ -1,19 +1,19 @@
 """The change plan: what a higher revision of an order means for each station's tickets. Pure code, no I/O.
 
 Lines are matched between revisions by a key: the backend's ``line_id`` when the line has one, else the line's sku,
-name, modifier names (in any order) and note (two lines that share all four are one line, their quantities added up;
-free-text dishes often share one sku, and only their names tell them apart). So without a ``line_id`` a quantity
-change is a quantity change, while another name, modifier or note is the old line removed and a new one added; with a
-``line_id`` it is one line shown as modified. Modifiers sent in another order change nothing the cook sees. A line that
-moves to another station is removed at the old one and added at the new one.
+name, modifier names (in any order), note and allergens (two lines that share all of them are one line, their
+quantities added up; free-text dishes often share one sku, and only their names tell them apart). So without a
+``line_id`` a quantity change is a quantity change, while another name, modifier, note or allergen is the old line
+removed and a new one added; with a ``line_id`` it is one line shown as modified. Modifiers sent in another order
+change nothing the cook sees. A line that moves to another station is removed at the old one and added at the new one.
 
 Jobs of the order are planned per station:
 - a job that has not printed (queued, held, failed, dead) is rewritten in place to the new revision (a whole ticket
   whose station has no items left, or a change ticket that no longer changes anything, is discarded instead); a COPY
   waiting stays as it is, unless it copies a whole original that has not printed either (nothing of the station out);
 - a station whose ticket is printing or printed (on paper, or maybe) and has no job waiting gets a change ticket
-  from the revision on paper, if its items changed; a station with nothing (yet, or a person discarded its tickets)
-  gets a whole ticket marked ``added`` if its items changed;
+  from the revision on paper, if its items or what its head tells (see head_changed) changed; a station with nothing
+  (yet, or a person discarded its tickets) gets a whole ticket marked ``added`` if its items changed;
 - a cancellation discards every job that has not printed and sends a void ticket to each station with one on paper.
 
 The receipt follows the new revision's ``print_receipt`` (absent: what the order had, see plan_revision): wanted, a
@@ -49,17 +49,18 @@ class Line:
     qty: int
     modifiers: tuple[str, ...]
     note: str | None
+    allergens: tuple[str, ...] = ()
 
     def shown(self) -> tuple[object, ...]:
         """What the cook reads of the line but its quantity; modifiers in any order are the same dish."""
-        return (self.sku, self.name, sorted(self.modifiers), self.note)
+        return (self.sku, self.name, sorted(self.modifiers), self.note, self.allergens)
 
 
 class LineChange(enum.StrEnum):
     ADDED = "added"
     REMOVED = "removed"
     QUANTITY = "quantity"  # the same line, another quantity
-    MODIFIED = "modified"  # the same line_id with other modifiers, note, name or sku (maybe quantity too)
+    MODIFIED = "modified"  # the same line_id with other modifiers, note, allergens, name or sku (maybe quantity too)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +79,10 @@ class ChangedLine:
         return tuple((name, before[name], after[name]) for name in before | after if before[name] != after[name])
 
 
-def line_key(line_id: str | None, sku: str, name: str, modifiers: tuple[str, ...], note: str | None) -> LineKey:
+def line_key(line_id: str | None, line: Line) -> LineKey:
     if line_id is not None:
         return ("id", line_id)
-    return ("sku", sku, "name", name, *sorted(modifiers), "note", note or "")
+    return ("sku", line.sku, "name", line.name, *sorted(line.modifiers), "note", line.note or "", *line.allergens)
 
 
 def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
@@ -92,12 +93,12 @@ def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
     repeats: dict[str, int] = {}
     for item in order.production_items(station):
         modifiers = tuple(m.name for m in item.modifiers)
-        key = line_key(item.line_id, item.sku, item.name, modifiers, item.note)
+        line = Line(item.sku, item.name, item.qty, modifiers, item.note, item.allergens)
+        key = line_key(item.line_id, line)
         if item.line_id is not None:  # a line_id repeated (taken before they were refused): its own line, by position
             repeats[item.line_id] = seen_times = repeats.get(item.line_id, -1) + 1
             key = (*key, str(seen_times)) if seen_times else key
         seen = lines.get(key)
-        line = Line(sku=item.sku, name=item.name, qty=item.qty, modifiers=modifiers, note=item.note)
         lines[key] = dataclasses.replace(seen, qty=seen.qty + item.qty) if seen else line
     return lines
 
@@ -119,8 +120,9 @@ def diff_station(before: Order | None, after: Order | None, station: str) -> tup
 
 
 def head_changed(before: Order, after: Order) -> bool:
-    """Whether what a ticket's head tells the kitchen changed: the kind of order, its table or its due time."""
-    return before.fulfilment != after.fulfilment
+    """Whether what a ticket's head tells the kitchen changed: the kind of order, its table or its due time, or the
+    guest's allergies and the order's note (an allergy told after the ticket went out must reach the cook)."""
+    return (before.fulfilment, before.allergens, before.note) != (after.fulfilment, after.allergens, after.note)
 
 
 def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine, ...]:
@@ -130,7 +132,7 @@ def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine,
     lines: dict[LineKey, Line] = {}
     for order in revisions:
         for key, line in station_lines(order, station).items():
-            shown = (*key, *line_key(None, line.sku, line.name, line.modifiers, line.note))
+            shown = (*key, *line_key(None, line))
             if shown not in lines or line.qty > lines[shown].qty:
                 lines[shown] = line
     return tuple(ChangedLine(LineChange.REMOVED, key, line, None) for key, line in lines.items())
@@ -292,7 +294,8 @@ def plan_revision(
         # Not a COPY dropped above with the unsent original it copies: it never reached paper.
         on_paper = paper_revision([j for j in station_jobs if j.id not in discard])
         if on_paper is not None:
-            # Its lines, or only its head: a due time 20 minutes earlier or another table is news for the cook too.
+            # Its lines, or only its head: a due time 20 minutes earlier, another table or an allergy told since is
+            # news for the cook too.
             if diff_station(orders[on_paper], new, station) or head_changed(orders[on_paper], new):
                 add.append(PlannedJob(JobKind.TICKET, station, JobVariant.CHANGE, on_paper))
         elif new.production_items(station) and diff_station(previous, new, station):

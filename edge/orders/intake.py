@@ -267,6 +267,7 @@ class OrderIntake:
                     )
                 )
             self._publish_unrouted(result, new)
+            _tell_not_understood(result, new)
         elif result.after_cancel:  # stored, and at once cancelled by the cancel that came first: nothing prints
             log.info(
                 "order_stored_cancelled",
@@ -313,6 +314,7 @@ class OrderIntake:
                 )
             )
             self._publish_unrouted(result, new)
+            _tell_not_understood(result, new)
         elif result.outcome == InsertOutcome.CONFLICT:
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
             self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))
@@ -338,3 +340,16 @@ class OrderIntake:
                     station=station,
                 )
             )
+
+
+def _tell_not_understood(result: InsertResult, new: NewOrder) -> None:
+    """One line for what of the guest's words beside the contract (note, allergens) an order's tickets cannot print:
+    where it was and its JSON type, never the words (health data). Not for a cancel: a STORNO prints none of them."""
+    if new.order.not_understood and new.order.status == OrderStatus.OPEN:
+        log.warning(
+            "order_fields_not_understood",
+            order_id=result.order_id,
+            revision=new.order.revision,
+            fields=list(new.order.not_understood),
+            hint="allergens: a string, or an array of strings or of objects with a name or code; note: a string",
+        )

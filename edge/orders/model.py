@@ -35,6 +35,13 @@ MAX_MODIFIERS = 50
 # Python's recursion limit would fail later, when the payload is hashed or stored.
 MAX_DEPTH = 32
 MAX_REVISION = 10**9
+# The guest's words beside the contract (an order's note and allergens, an item's allergens): never refused, so cut to
+# the item note's length and to a count no guest's allergies reach, rather than printing metres of paper.
+MAX_NOTE = 500
+MAX_ALLERGENS = 50
+# Fields read since orders were hashed by meaning (migration 015): left out of meaning_hash while at their default, so
+# an order stored before them hashes as it did then (a retry is still a duplicate, not a conflict).
+_SINCE_MEANING_HASH = {"meaning": "unless default"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Item:
     note: str | None
     tax_rate: Decimal | None = None  # percent, included in the price; optional (the contract example has none)
     line_id: str | None = None  # the backend's id of this line, stable across revisions (optional)
+    allergens: tuple[str, ...] = dataclasses.field(default=(), metadata=_SINCE_MEANING_HASH)  # off the contract
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +115,12 @@ class Order:
     revision: int = 1  # a higher revision of the same id changes the order (see edge/orders/changes.py)
     status: OrderStatus = OrderStatus.OPEN
     cancel_reason: str | None = None
+    # Off the contract, as POS systems send them: the guest's allergies and a note for the whole order (tickets print
+    # them after the head); read leniently, never a reason to refuse the order (see _allergens).
+    note: str | None = dataclasses.field(default=None, metadata=_SINCE_MEANING_HASH)
+    allergens: tuple[str, ...] = dataclasses.field(default=(), metadata=_SINCE_MEANING_HASH)
+    # What of those could not be read ("allergens[2] (array)"): for intake's one log line, no part of the order
+    not_understood: tuple[str, ...] = dataclasses.field(default=(), compare=False, metadata={"meaning": "never"})
 
     @property
     def stations(self) -> list[str]:
@@ -293,9 +307,10 @@ def first_difference(stored: Order, sent: Order) -> str | None:
 
 
 def _first_difference(old: Any, new: Any, path: str) -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):  # one dataclass's fields: the same names in the same order
-        for name, value in old.items():
-            if (found := _first_difference(value, new.get(name), f"{path}.{name}" if path else name)) is not None:
+    if isinstance(old, dict) and isinstance(new, dict):  # one dataclass's fields, those at their default maybe left out
+        for name in old | new:
+            found = _first_difference(old.get(name), new.get(name), f"{path}.{name}" if path else name)
+            if found is not None:
                 return found
         return None
     if isinstance(old, list) and isinstance(new, list):
@@ -306,10 +321,19 @@ def _first_difference(old: Any, new: Any, path: str) -> str | None:
     return None if old == new else path
 
 
-# The field names of each dataclass an order is made of. Leaves are looked at first and fields() is asked once per
-# class: asking is_dataclass() and fields() of every part of every order took 40 % of meaning_hash's time, on the
-# loop, for each order taken (96 -> 57 us for an order of the bench).
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+# The fields of each dataclass an order is made of, each with the value it is left out at (_KEPT: never). Leaves are
+# looked at first and fields() is asked once per class: asking is_dataclass() and fields() of every part of every order
+# took 40 % of meaning_hash's time, on the loop, for each order taken (96 -> 57 us for an order of the bench).
+_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
+_KEPT = object()
+
+
+def _meaning_fields(cls: type) -> tuple[tuple[str, object], ...]:
+    found = []
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("meaning") != "never":
+            found.append((field.name, field.default if field.metadata.get("meaning") == "unless default" else _KEPT))
+    return tuple(found)
 
 
 def meaning(value: Any) -> Any:
@@ -324,12 +348,13 @@ def meaning(value: Any) -> Any:
         return value.astimezone(UTC).isoformat()
     if isinstance(value, tuple):
         return [meaning(part) for part in value]
-    names = _FIELD_NAMES.get(type(value))
-    if names is None:
+    fields = _FIELDS.get(type(value))
+    if fields is None:
         if not dataclasses.is_dataclass(value) or isinstance(value, type):
             return value
-        names = _FIELD_NAMES[type(value)] = tuple(field.name for field in dataclasses.fields(value))
-    return {name: meaning(getattr(value, name)) for name in names}
+        fields = _FIELDS[type(value)] = _meaning_fields(type(value))
+    # Anything is unequal to _KEPT: a field without a default to leave it out at is always there.
+    return {name: meaning(part) for name, left_out in fields if (part := getattr(value, name)) != left_out}
 
 
 def revision_content(data: dict[str, Any]) -> dict[str, Any]:
@@ -506,7 +531,44 @@ def _rate(r: _Reader, key: str, *, required: bool = True) -> Decimal | None:
     return rate
 
 
-def _parse_item(data: Any, path: str, *, lax: bool) -> Item:
+def _guest_text(value: Any, path: str, not_understood: list[str]) -> str | None:
+    """A text the guest's words are sent in beside the contract (a note, an allergen): a string, cut to MAX_NOTE
+    characters; blank or null is none; anything else is noted in ``not_understood`` (its path and JSON type, never
+    its content), never refused."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        not_understood.append(f"{path} ({_json_type(value)})")
+        return None
+    if _blank(value):
+        return None
+    if len(value) > MAX_NOTE:
+        not_understood.append(f"{path} (over {MAX_NOTE} characters, cut)")
+        return value[:MAX_NOTE] + "…"
+    return value
+
+
+def _allergens(value: Any, path: str, not_understood: list[str]) -> tuple[str, ...]:
+    """``allergens`` as POS systems send them: a string, an object ({"code": "F", "name": "Erdnüsse"}: its name, else
+    its code), or an array of those; read as _guest_text reads a text, entry by entry."""
+    entries = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+    found: list[str] = []
+    for index, entry in entries:
+        where = path if index is None else f"{path}[{index}]"
+        if isinstance(entry, dict):
+            words = (entry.get(key) for key in ("name", "code"))
+            entry = next((w for w in words if isinstance(w, str) and not _blank(w)), None)
+            if entry is None:
+                not_understood.append(f"{where} (object)")
+                continue
+        if (text := _guest_text(entry, where, not_understood)) is not None:
+            found.append(text)
+    if len(found) > MAX_ALLERGENS:
+        not_understood.append(f"{path} (over {MAX_ALLERGENS} entries, cut)")
+    return tuple(found[:MAX_ALLERGENS])
+
+
+def _parse_item(data: Any, path: str, *, lax: bool, not_understood: list[str]) -> Item:
     r = _Reader(data, path, lax=lax)
     requires_production = r.boolean("requires_production")
     station = r.text("station", required=bool(requires_production), max_len=32, pattern=_STATION)
@@ -525,6 +587,7 @@ def _parse_item(data: Any, path: str, *, lax: bool) -> Item:
         note=r.text("note", required=False, max_len=500),
         tax_rate=_rate(r, "tax_rate", required=False),
         line_id=r.text("line_id", required=False, max_len=64),
+        allergens=_allergens(r.data.get("allergens"), f"{path}.allergens", not_understood),
     )
 
 
@@ -631,7 +694,13 @@ def parse_order(data: Any, *, stored: bool = False) -> Order:
     raw_items = r.array("items", max_len=MAX_ITEMS)
     if not raw_items:
         raise InvalidOrderError("items", "must contain at least one item")
-    items = tuple(_parse_item(item, f"items[{index}]", lax=stored) for index, item in enumerate(raw_items))
+    not_understood: list[str] = []
+    allergens = _allergens(r.data.get("allergens"), "allergens", not_understood)
+    note = _guest_text(r.data.get("note"), "note", not_understood)
+    items = tuple(
+        _parse_item(item, f"items[{index}]", lax=stored, not_understood=not_understood)
+        for index, item in enumerate(raw_items)
+    )
 
     t = r.child("totals")
     tax = []
@@ -665,6 +734,9 @@ def parse_order(data: Any, *, stored: bool = False) -> Order:
         revision=r.integer("revision", required=False, low=1, high=MAX_REVISION, default=1),
         status=_status(r),
         cancel_reason=r.text("cancel_reason", required=False, max_len=200),
+        note=note,
+        allergens=allergens,
+        not_understood=tuple(not_understood),
     )
 
 

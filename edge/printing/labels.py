@@ -19,6 +19,8 @@ LABELS: dict[str, dict[str, str]] = {
         "replaced_at": "vom",
         "revision": "Rev.",
         "reason": "Grund",
+        "allergens": "ALLERGENE",  # the guest's, sent with the order or a dish: in capitals, as the cook must see them
+        "note": "Hinweis",
         "due": "Fällig",
         "asap": "sofort",
         "created": "Bestellt",
@@ -50,6 +52,8 @@ LABELS: dict[str, dict[str, str]] = {
         "replaced_at": "of",
         "revision": "Rev.",
         "reason": "Reason",
+        "allergens": "ALLERGENS",
+        "note": "Note",
         "due": "Due",
         "asap": "now",
         "created": "Ordered",

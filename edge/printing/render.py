@@ -46,17 +46,20 @@ def _codec(options: PrintOptions) -> str:
     return codepage(profile(options.profile).code_pages, options.codepage)[0]
 
 
-def _tell_unprintable(items: Sequence[Item], codec: str, told: list[str] | None) -> None:
+def _tell_unprintable(items: Sequence[Item], codec: str, told: list[str] | None, order: Order | None = None) -> None:
     """Adds to ``told`` the items' names and modifiers that print with "?" (characters the code page lacks), and
-    UNPRINTABLE_NOTE for a note that does; the guest's name and the rest of the ticket are not told."""
+    UNPRINTABLE_NOTE for a note or an allergen that does (the items', and ``order``'s: a ticket's head prints them);
+    the guest's name and the rest of the ticket are not told."""
     if told is None:
         return
+    guest_texts = [order.note or "", *order.allergens] if order is not None else []
     for item in items:
         for text in (item.name, *(modifier.name for modifier in item.modifiers)):
             if _loses(text, codec) and text not in told:
                 told.append(text)
-        if item.note and _loses(item.note, codec) and UNPRINTABLE_NOTE not in told:
-            told.append(UNPRINTABLE_NOTE)
+        guest_texts += [item.note or "", *item.allergens]
+    if any(_loses(text, codec) for text in guest_texts) and UNPRINTABLE_NOTE not in told:
+        told.append(UNPRINTABLE_NOTE)
 
 
 def _loses(text: str, codec: str) -> bool:
@@ -153,7 +156,7 @@ class Renderer:
         _check_job(width, language)
         codec = _codec(options)
         order = _readable(order, codec)
-        _tell_unprintable(order.production_items(station), codec, unprintable)
+        _tell_unprintable(order.production_items(station), codec, unprintable, order)
         created = self._local(order.created_at)
         return self._render(
             "ticket.j2",
@@ -171,6 +174,8 @@ class Renderer:
             due=self._due(order, language),
             qr_code=ticket_code(order, station),
             change_revision=change_revision,
+            allergens=", ".join(order.allergens),
+            note=order.note,
         )
 
     def _due(self, order: Order, language: str) -> str | None:
@@ -201,7 +206,7 @@ class Renderer:
         codec = _codec(options)
         order, before = _readable(order, codec), _readable(before, codec)
         struck = [_readable(revision, codec) for revision in struck]
-        _tell_unprintable([item for item in order.items if item.station == station], codec, unprintable)
+        _tell_unprintable([item for item in order.items if item.station == station], codec, unprintable, order)
         cancelled = order.status == "cancelled"
         fulfilment = labels.describe_fulfilment(order.fulfilment, language)
         before_fulfilment = labels.describe_fulfilment(before.fulfilment, language)
@@ -226,6 +231,12 @@ class Renderer:
             customer=_guest(order),
             created=self._local(order.created_at).strftime("%H:%M"),
             qr_code=ticket_code(order, station),  # scanned like a ticket, the newest of its station
+            # The order's allergies and note as they are now, and (struck) as the paper before said them where they
+            # changed: the cook cooks what this ticket adds by them too.
+            allergens=", ".join(order.allergens),
+            allergens_before=", ".join(before.allergens) if before.allergens != order.allergens else "",
+            note=order.note,
+            note_before=before.note if before.note != order.note else None,
         )
 
     def receipt(
@@ -426,6 +437,7 @@ _SAMPLE_ORDER = Order(
             station="kitchen",
             modifiers=(Modifier(name="extra", price=Decimal("0.50")), Modifier(name="plain", price=None)),
             note="note",
+            allergens=("allergen",),
         ),
     ),
     totals=Totals(
@@ -437,12 +449,17 @@ _SAMPLE_ORDER = Order(
     ),
     payment=Payment(method="card", status="paid"),
     print_receipt=True,
+    note="note",
+    allergens=("allergen",),
 )
 
-# Every kind of line change (quantity, modified by line_id with modifiers and note, removed, added), then void.
+# Every kind of line change (quantity, modified by line_id with modifiers and note, removed, added), the order's
+# allergens and note changed, then void.
 _SAMPLE_CHANGE = dataclasses.replace(
     _SAMPLE_ORDER,
     revision=2,
+    note="new note",
+    allergens=("allergen", "another"),
     items=(
         dataclasses.replace(_SAMPLE_ORDER.items[0], qty=3),
         dataclasses.replace(_SAMPLE_ORDER.items[0], sku="T", name="Added", modifiers=(), note="new"),
@@ -456,10 +473,12 @@ _BARE_ORDER = dataclasses.replace(
     _SAMPLE_ORDER,
     customer=None,
     fulfilment=Fulfilment(type="pickup", table=None, due_at=None),
-    items=(dataclasses.replace(_SAMPLE_ORDER.items[0], modifiers=(), note=None),),
+    items=(dataclasses.replace(_SAMPLE_ORDER.items[0], modifiers=(), note=None, allergens=()),),
     totals=dataclasses.replace(_SAMPLE_ORDER.totals, discount=Decimal("0.00"), tax=()),
     payment=None,
     print_receipt=None,
+    note=None,
+    allergens=(),
 )
 _BARE_CHANGE = dataclasses.replace(_BARE_ORDER, revision=2, items=(dataclasses.replace(_BARE_ORDER.items[0], qty=3),))
 

@@ -43,8 +43,10 @@ class KnownOrder:
 
     def same_content(self, new: Hashes) -> bool:
         """Whether ``new`` is this revision's content again: the same order, however its sender wrote it. A row from
-        before has only the bytes' hash (a seen-order record stays retention.seen_days): the bytes then decide."""
-        if self.meaning_hash is None:
+        before has only the bytes' hash (a seen-order record stays retention.seen_days): the bytes then decide. The same
+        bytes are the same order always: a version that reads more of an order (its allergens) hashes its meaning
+        otherwise than the one that stored it did."""
+        if self.meaning_hash is None or self.content_hash == new.content_hash:
             return self.content_hash == new.content_hash
         return self.meaning_hash == new.meaning_hash
 

@@ -17,7 +17,7 @@ from edge.errors import InvalidOrderError
 from edge.orders.intake import Router
 from edge.orders.model import parse_order
 from edge.printing.render import Renderer
-from tests.helpers import examples
+from tests.helpers import examples, guest_words
 
 # UTC, the first zone into a new day (UTC+14) and the last (UTC-12).
 ZONES = [UTC, ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Etc/GMT+12")]
@@ -75,7 +75,11 @@ def item() -> st.SearchStrategy[dict[str, Any]]:
             "modifiers": st.lists(st.fixed_dictionaries({"name": text(200), "price": maybe(money)}), max_size=4),
             "note": maybe(text(500, required=False)),
         },
-        optional={"tax_rate": maybe(st.decimals(0, "99.9999", places=4).map(str)), "unknown": st.just({"a": [1]})},
+        optional={
+            "tax_rate": maybe(st.decimals(0, "99.9999", places=4).map(str)),
+            "unknown": st.just({"a": [1]}),
+            "allergens": guest_words(),
+        },
     )
 
 
@@ -109,7 +113,8 @@ orders = st.fixed_dictionaries(
         ),
         "payment": maybe(st.fixed_dictionaries({"method": text(32), "status": text(32)})),
         "print_receipt": maybe(st.booleans()),
-    }
+    },
+    optional={"allergens": guest_words(), "note": guest_words()},
 )
 
 
