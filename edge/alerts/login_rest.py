@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import secrets
 
 from edge.config import SmtpSettings
@@ -33,6 +34,12 @@ async def rest_until(rest: LoginRest, smtp: SmtpSettings, now: float) -> float |
     """When ``rest`` ends for the settings ``smtp`` as they are now: never later than an hour from ``now``, whatever the
     wall clock did since it began (a caller that keeps the rest keeps this end, or a clock set back would make it
     start anew at every look). None when it is over, or the settings are not the ones refused."""
-    if rest.until <= now or await asyncio.to_thread(settings_hash, smtp, rest.salt) != rest.settings:
+    # A rest damaged where it was kept (the health timer's file edited by hand, a card's fault) is no rest: never a
+    # crash at every run, nor an end that never comes (NaN).
+    if not isinstance(rest.until, int | float) or not math.isfinite(rest.until) or rest.until <= now:
         return None
-    return min(rest.until, now + LOGIN_HOLD_S)
+    try:
+        refused = await asyncio.to_thread(settings_hash, smtp, rest.salt) == rest.settings
+    except ValueError:  # a salt that is not hex
+        return None
+    return min(rest.until, now + LOGIN_HOLD_S) if refused else None

@@ -247,6 +247,28 @@ async def test_the_health_timer_does_not_log_in_again_for_an_hour_after_the_rela
     assert WRONG not in (settings.agent.data_dir / "health-state.json").read_text()
 
 
+@pytest.mark.parametrize("damage", [{"salt": "not hex"}, {"salt": "abc"}, {"until": float("nan")}, {"until": "soon"}])
+async def test_a_damaged_rest_in_the_health_state_is_no_rest_and_the_timer_goes_on(
+    login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock, damage: dict[str, Any]
+) -> None:
+    """The rest in health-state.json damaged (a hand edit, a card's fault): the timer neither crashes at every run nor
+    rests for ever. Before: a salt that is not hex raised ValueError at every run until the rest's end (no "agent
+    down" mail could go), and an end of NaN never ended. Now such a rest counts as none: the next mail logs in."""
+    settings = login_settings(make_settings, login_relay, WRONG)
+    settings.agent.data_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):  # two failed checks in a row: the mail, refused, and the rest written
+        await timer_run(settings, clock)
+        clock.advance(60)
+    path = settings.agent.data_dir / "health-state.json"
+    state = json.loads(path.read_text())
+    assert state["login_rest"], state
+    state["login_rest"] |= damage
+    state["alerted"] = False  # the mail is due again at the next run
+    path.write_text(json.dumps(state))
+    await timer_run(settings, clock)
+    assert login_relay.logins == 2, "a damaged rest was kept"
+
+
 async def test_the_health_timers_rest_is_no_longer_than_an_hour_whatever_the_wall_clock_did(
     login_relay: SmtpSink, make_settings: Callable[..., Settings], clock: FakeClock
 ) -> None:
