@@ -38,7 +38,10 @@ MAX_REVISION = 10**9
 # The guest's words beside the contract (an order's note and allergens, an item's allergens): never refused, so cut to
 # the item note's length and to a count no guest's allergies reach, rather than printing metres of paper.
 MAX_NOTE = 500
-MAX_ALLERGENS = 50
+# An allergen is a word or a few (EU law names 14): a list's entries are cut shorter, and the list at a count no
+# guest's allergies reach. Before, 50 entries of 500 characters each for the order and each dish: a 1,478-line ticket.
+MAX_ALLERGEN = 80
+MAX_ALLERGENS = 20
 # Fields read since orders were hashed by meaning (migration 015): left out of meaning_hash while at their default, so
 # an order stored before them hashes as it did then (a retry is still a duplicate, not a conflict).
 _SINCE_MEANING_HASH = {"meaning": "unless default"}
@@ -531,8 +534,8 @@ def _rate(r: _Reader, key: str, *, required: bool = True) -> Decimal | None:
     return rate
 
 
-def _guest_text(value: Any, path: str, not_understood: list[str]) -> str | None:
-    """A text the guest's words are sent in beside the contract (a note, an allergen): a string, cut to MAX_NOTE
+def _guest_text(value: Any, path: str, not_understood: list[str], limit: int = MAX_NOTE) -> str | None:
+    """A text the guest's words are sent in beside the contract (a note, an allergen): a string, cut to ``limit``
     characters; blank or null is none; anything else is noted in ``not_understood`` (its path and JSON type, never
     its content), never refused."""
     if value is None:
@@ -542,18 +545,22 @@ def _guest_text(value: Any, path: str, not_understood: list[str]) -> str | None:
         return None
     if _blank(value):
         return None
-    if len(value) > MAX_NOTE:
-        not_understood.append(f"{path} (over {MAX_NOTE} characters, cut)")
-        return value[:MAX_NOTE] + "…"
+    if len(value) > limit:
+        not_understood.append(f"{path} (over {limit} characters, cut)")
+        return value[:limit] + "…"
     return value
 
 
 def _allergens(value: Any, path: str, not_understood: list[str]) -> tuple[str, ...]:
     """``allergens`` as POS systems send them: a string, an object ({"code": "F", "name": "Erdnüsse"}: its name, else
-    its code), or an array of those; read as _guest_text reads a text, entry by entry."""
+    its code), or an array of those; read as _guest_text reads a text, entry by entry (an array's entries cut at
+    MAX_ALLERGEN characters, one text holding them all at MAX_NOTE), the first MAX_ALLERGENS."""
     entries = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
     found: list[str] = []
     for index, entry in entries:
+        if len(found) == MAX_ALLERGENS:
+            not_understood.append(f"{path} (over {MAX_ALLERGENS} entries, cut)")
+            break
         where = path if index is None else f"{path}[{index}]"
         if isinstance(entry, dict):
             words = (entry.get(key) for key in ("name", "code"))
@@ -561,11 +568,10 @@ def _allergens(value: Any, path: str, not_understood: list[str]) -> tuple[str, .
             if entry is None:
                 not_understood.append(f"{where} (object)")
                 continue
-        if (text := _guest_text(entry, where, not_understood)) is not None:
+        limit = MAX_NOTE if index is None else MAX_ALLERGEN
+        if (text := _guest_text(entry, where, not_understood, limit)) is not None:
             found.append(text)
-    if len(found) > MAX_ALLERGENS:
-        not_understood.append(f"{path} (over {MAX_ALLERGENS} entries, cut)")
-    return tuple(found[:MAX_ALLERGENS])
+    return tuple(found)
 
 
 def _parse_item(data: Any, path: str, *, lax: bool, not_understood: list[str]) -> Item:

@@ -126,6 +126,25 @@ async def test_allergens_of_an_odd_shape_never_refuse_the_order(
     assert [entry["fields"] for entry in said] == [not_understood], logs
 
 
+async def test_a_flood_of_allergens_prints_a_ticket_of_bounded_length(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict[str, Any], printers: dict[str, SimPrinter]
+) -> None:
+    """A sender gone wrong (60 allergens of 600 characters, for the order and a dish): the order is taken, and the
+    ticket stays a ticket. Before: each list cut at 50 entries of 500 characters, a 105,933-byte ticket of 1,478 lines,
+    about 8 m of paper (the verify70 probe). An allergen is a word or a few (EU law names 14); a list is cut at 20
+    entries of 80 characters, and the log says so."""
+    example_order.update(allergens=[f"A{n}-" + "x" * 600 for n in range(60)], print_receipt=False)
+    example_order["items"][0]["allergens"] = ["y" * 600] * 60
+    with capture_logs() as logs:
+        status, body = await post(api, example_order)
+    assert status == 201, body
+    ticket = (await printers["kitchen"].wait_for_printed(1))[0]
+    assert "A19-" in flat(ticket) and "A20-" not in flat(ticket)
+    assert len(decode(ticket).text.splitlines()) < 200, len(decode(ticket).text.splitlines())
+    said = [entry["fields"] for entry in logs if entry["event"] == "order_fields_not_understood"]
+    assert said and "allergens (over 20 entries, cut)" in said[0], said
+
+
 async def test_a_revision_adding_an_allergy_prints_a_change_ticket_that_names_it(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict[str, Any], printers: dict[str, SimPrinter]
 ) -> None:
