@@ -27,7 +27,7 @@ from edge.printing.lines import (
     wrap,
 )
 from edge.printing.profiles import profile
-from edge.printing.text import CONTROL, codepage, printable
+from edge.printing.text import CONTROL, printable
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -103,7 +103,7 @@ def _from_marker(payload: str) -> Directive:
 
 # A line or paragraph break in a value, in any of the forms tills write them.
 _LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x85\u2028\u2029]")
-_BREAK = Directive("br")
+_BREAK_MARKER = Directive("br").marker()
 
 
 def finalize(value: Any) -> str:
@@ -113,7 +113,10 @@ def finalize(value: Any) -> str:
         return value.marker()
     if value is None:
         return ""
-    return _BREAK.marker().join(CONTROL.sub(" ", part) for part in _LINE_BREAK.split(str(value)))
+    text = str(value)
+    if not _LINE_BREAK.search(text):  # nearly every value (a ticket has dozens): one part, no split to join
+        return CONTROL.sub(" ", text)
+    return _BREAK_MARKER.join(CONTROL.sub(" ", part) for part in _LINE_BREAK.split(text))
 
 
 class Layout:
@@ -123,7 +126,7 @@ class Layout:
         self.width = width
         self.options = options
         self.commands = Commands(profile(options.profile))
-        self.codec, number = codepage(self.commands.profile.code_pages, options.codepage)
+        self.codec, number = self.commands.profile.codepage(options.codepage)
         # ESC @ puts a clone back in its power-on Chinese mode: FS . must follow it, before any text.
         self.commands.raw(b"\x1b@" + (_CANCEL_KANJI if options.cancel_kanji else b"") + b"\x1bt" + bytes([number]))
         self.style = PLAIN

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from edge.errors import ConfigError
+from edge.printing.text import codepage
 
 _IMPORTING = threading.Lock()
 _PICKLE_DIR = "ESCPOS_CAPABILITIES_PICKLE_DIR"
@@ -37,6 +38,17 @@ class Profile:
     # Dots the head prints across the paper, where the database knows (TM-T88V: 512 at 180 dpi on 80 mm paper); a wider
     # image is refused by python-escpos.
     width_dots: int | None = None
+    # codepage() of code_pages by policy: every render asks, and the table has dozens of entries to look through.
+    _codepages: dict[str, tuple[str, int]] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def codepage(self, policy: str) -> tuple[str, int]:
+        """The Python codec and the ESC t number for ``policy`` (text.codepage); ValueError when the model has none."""
+        found = self._codepages.get(policy)
+        if found is None:
+            found = self._codepages[policy] = codepage(self.code_pages, policy)
+        return found
 
     def supports(self, feature: str) -> bool:
         return feature in self.features

@@ -19,7 +19,7 @@ from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payme
 from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, MIN_WIDTH, Layout, PrintOptions, finalize, template_globals
 from edge.printing.profiles import check_profile, profile
-from edge.printing.text import codepage, encodes, printable
+from edge.printing.text import encodes, printable
 from edge.states import OrderStatus
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ UNPRINTABLE_NOTE = "a note"
 
 
 def _codec(options: PrintOptions) -> str:
-    return codepage(profile(options.profile).code_pages, options.codepage)[0]
+    return profile(options.profile).codepage(options.codepage)[0]
 
 
 def _tell_unprintable(items: Sequence[Item], codec: str, told: list[str] | None, order: Order | None = None) -> None:
@@ -497,7 +497,7 @@ def check_printer(printer: str, options: PrintOptions) -> None:
     ConfigError naming the setting for one that cannot print."""
     check_profile(printer, options.profile)
     try:
-        codepage(profile(options.profile).code_pages, options.codepage)
+        profile(options.profile).codepage(options.codepage)
     except ValueError as err:
         raise ConfigError(f"printers.{printer}", f"cannot print with these options: {err}") from err
 
