@@ -52,6 +52,7 @@ from edge.events import (
     MqttSessionLost,
     OrdersRecovered,
     OrderStored,
+    RecoveryCompleted,
     ScanRecorded,
 )
 from edge.log import SaidOnce
@@ -95,10 +96,12 @@ _SHORT_LIVED_S, _SHORT_LIVED_TIMES = 5.0, 3
 _KEEPALIVE_TIMEOUT = 0x8D  # paho's reason when nothing came back within keepalive_s (a CONNACK or a PINGRESP)
 # An order that recovery brings is one the subscribed link should have had when the link was subscribed from this long
 # before central created it until this long after (the backend publishes an order as it takes it, a broker delivers
-# in milliseconds; a minute also covers a backend that publishes a little after its listing shows the order, a store
-# busy storing, and an order's created_at a little off central's clock, against which its age is taken). Only
-# then is a broker that grants the subscription and delivers nothing on it (a read ACL missing: Mosquitto checks it at
-# delivery) the likely cause; otherwise the order was published in a gap the session covers or was not yet due.
+# in milliseconds; a minute also covers a store busy storing and an order's created_at a little off central's clock,
+# against which its age is taken). Only then is a broker that grants the subscription and delivers nothing on it (a
+# read ACL missing: Mosquitto checks it at delivery) the likely cause; otherwise the order was published in a gap the
+# session covers or was not yet due. Even then it is only a suspicion, judged at a later run at least this long after
+# the store: created_at says nothing of when the backend publishes (one that stamps it at checkout start lists and
+# publishes at payment, minutes on, and its listing may show the order a moment before the publish goes out).
 _DELIVERY_GRACE_S = 60.0
 # Runs that list orders the link should have had: not the catch-up at a start or a link's return, which lists what
 # was published while the link was not there.
@@ -301,6 +304,9 @@ class MqttLink:
         # what the bus last heard of it (None: nothing yet in this run, so a first delivery ends an earlier run's alarm)
         self.not_delivering = ""
         self._delivery_told: bool | None = None
+        # Orders a live run stored that this link should have had, by id: (that run, monotonic time of the store).
+        # Any message on the orders topic clears them; a later run's end judges those still here (see _judge).
+        self._suspects: dict[str, tuple[int, float]] = {}
         # Every order in the window meets a full card at each try: one line (the storage alert tells the manager)
         self._not_stored = SaidOnce("mqtt_order_not_stored", acked=False, note="the broker keeps it; tried again")
         # This connection's orders in the order they arrived, by packet id: (QoS, handled). PUBACKs leave in that
@@ -318,6 +324,7 @@ class MqttLink:
             bus.subscribe(lambda _: self._wake.set(), t) for t in (OrderStored, JobPrinted, JobDead, ScanRecorded)
         ]
         self._unsubscribe.append(bus.subscribe(self._recovered, OrdersRecovered))
+        self._unsubscribe.append(bus.subscribe(self._judge, RecoveryCompleted))
         self._schedule_s = settings.central.schedule_interval_s
 
     # ---- life cycle -------------------------------------------------------------------------------------------
@@ -518,6 +525,8 @@ class MqttLink:
             self.since = self._clock.wall()
         if state != MqttState.CONNECTED:
             self._subscribed = None  # the next connection's SUBACK starts it again
+            # Subscribed throughout, or no judging: what was published meanwhile comes with the session or the catch-up
+            self._suspects.clear()
         self.state, self.detail = state, detail
         if tell:
             self._tell()
@@ -604,8 +613,7 @@ class MqttLink:
     def _recovered(self, event: OrdersRecovered) -> None:
         """A recovery run stored orders new to the box. Those central created while this link was subscribed, at
         least _DELIVERY_GRACE_S after the subscription and before the store, and after the last message the link got,
-        the broker should have delivered: it grants the subscription and delivers nothing (its ACL does not let this
-        user read the topic), or the backend does not publish there. Said once until a message comes again."""
+        the broker should have delivered. Not judged now: the backend may still publish them (see _judge)."""
         if event.trigger not in _LIVE_RUNS or self._subscribed is None or self.state != MqttState.CONNECTED:
             return
         now = self._clock.mono()
@@ -616,8 +624,25 @@ class MqttLink:
             for order_id, age in event.ages_s
             if _DELIVERY_GRACE_S <= age <= subscribed_s - _DELIVERY_GRACE_S and age < delivered_s
         ]
-        if not missed or self.not_delivering:
+        if missed and not self.not_delivering:
+            log.info("mqtt_orders_only_by_recovery", run_id=event.run_id, orders=missed[:5], missed=len(missed))
+            for order_id in missed:
+                self._suspects.setdefault(order_id, (event.run_id, now))
+
+    def _judge(self, event: RecoveryCompleted) -> None:
+        """A later run ended, at least _DELIVERY_GRACE_S after an earlier one stored orders the link should have had,
+        and nothing came on the orders topic since (not even those orders, as duplicates): the broker grants the
+        subscription and delivers nothing (its ACL does not let this user read the topic), or the backend does not
+        publish there. Said once until a message comes again."""
+        now = self._clock.mono()
+        missed = [
+            order_id
+            for order_id, (run_id, stored) in self._suspects.items()
+            if run_id != event.run_id and now - stored >= _DELIVERY_GRACE_S
+        ]
+        if not missed or self.not_delivering or self.state != MqttState.CONNECTED:
             return
+        self._suspects.clear()
         topic = self.topics["orders"]
         late = (
             f"up to {self._schedule_s:g} s late (central.schedule_interval_s)"
@@ -625,10 +650,11 @@ class MqttLink:
             else "only when a recovery run is started (central.schedule_interval_s = 0)"
         )
         detail = (
-            f"orders came by recovery, not over MQTT, though the link was subscribed to {topic}: the broker delivers"
-            f" nothing on it. Its ACL must let user {self._cfg.username or '(none)'} read {topic} (a granted"
-            f" subscription proves nothing: Mosquitto checks read access only when it delivers), and the backend must"
-            f" publish there; meanwhile orders come by recovery, {late}"
+            f"orders came only by recovery across two runs, nothing over MQTT, though the link was subscribed to"
+            f" {topic} all the while: the broker delivers nothing on it. Its ACL must let user"
+            f" {self._cfg.username or '(none)'} read {topic} (a granted subscription proves nothing: Mosquitto checks"
+            f" read access only when it delivers), and the backend must publish there; meanwhile orders come by"
+            f" recovery, {late}"
         )
         log.error("mqtt_not_delivering", topic=topic, run_id=event.run_id, orders=missed[:5], missed=len(missed))
         self._delivery(False, detail)
@@ -667,8 +693,9 @@ class MqttLink:
     def _received(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
         if self._stopping:  # left unacknowledged: the broker sends it again at the next start (see stop)
             return
-        if topic == self.topics["orders"]:
+        if topic == self.topics["orders"]:  # the broker lets us read it: suspected orders were only published late
             self._delivered = self._clock.mono()
+            self._suspects.clear()
             self._delivery(True, "")
         self._arrived[mid] = (qos, False)
         task = asyncio.ensure_future(self._handle(mid, qos, topic, payload, self._generation))

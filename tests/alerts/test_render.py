@@ -49,7 +49,7 @@ GROUP_DETAILS = {
     "cancel_refused": {"order": "ord_9", "items": [{"id": "ord_9", "order": "ord_9", "error": "2 ≤ 3"}]},
     "mqtt_refused": {"detail": "broker refused the connection: Bad user name or password"},
     "mqtt_events_refused": {"detail": "the broker refuses this client's messages on edge/s/events: Not authorized"},
-    "mqtt_not_delivering": {"detail": "orders came by recovery, not over MQTT, though subscribed to edge/s/orders"},
+    "mqtt_not_delivering": {"detail": "orders came only by recovery across two runs: edge/s/orders"},
     "push_refused": {"reason": "wrong_token", "remote": "10.0.0.7"},
     "mqtt_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: must be an integer"}]},
     "mqtt_session_lost": {},
