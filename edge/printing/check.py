@@ -130,10 +130,10 @@ class PrintingCheck:
         try:
             self.renderer()
         except Exception as err:
-            log.error("printing_check_failed_after_ready", error=str(err), effect="tickets cannot render")
-            if self._file is not None:
+            if self._file is not None:  # first: the log line says the next start checks (and a test reads it so)
                 with contextlib.suppress(OSError):
                     self._file.unlink(missing_ok=True)
+            log.error("printing_check_failed_after_ready", error=str(err), effect="tickets cannot render")
             return
         if self.after_ready:
             self._write()
