@@ -442,6 +442,8 @@ def test_an_agent_made_again_in_the_same_process_takes_the_checked_renderer(
 ) -> None:
     """A second agent in one process with the same printing inputs (another data dir) does not render every template
     again: it takes the renderer that passed. Other inputs are checked as ever."""
+    # What other tests in this worker's process checked is not this test's (an agent in English, say: CI's run once)
+    monkeypatch.setattr(check, "_PASSED", {})
     ports: Any = {name: types.SimpleNamespace(port=9100) for name in ("kitchen", "front")}
     first = check.PrintingCheck(parse_settings(config_dict(tmp_path / "a", ports), source="test"), cache_dir=None)
     renders: list[str] = []
