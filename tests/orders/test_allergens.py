@@ -145,6 +145,27 @@ async def test_a_flood_of_allergens_prints_a_ticket_of_bounded_length(
     assert said and "allergens (over 20 entries, cut)" in said[0], said
 
 
+async def test_what_cannot_be_read_is_told_for_each_revision_that_prints_and_never_for_an_order_read_whole(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict[str, Any], printers: dict[str, SimPrinter]
+) -> None:
+    """The log line for fields off the contract that cannot be read: none for an order whose allergens read whole, one
+    for a revision whose allergens cannot (its change ticket prints without them), none for a cancel (a STORNO prints
+    none of them). Pins the two calls and the condition a mutation run left unasserted."""
+    example_order.update(allergens=["Erdnüsse"], print_receipt=False)
+    with capture_logs() as logs:
+        assert (await post(api, example_order))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)
+        await printed_all(agent)
+        second = copy.deepcopy(example_order) | {"revision": 2, "allergens": [["Sesam"]], "note": "bitte getrennt"}
+        assert (await post(api, second))[0] == 200
+        await printers["kitchen"].wait_for_printed(2)
+        await printed_all(agent)
+        async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as response:
+            assert response.status == 200, await response.text()
+    said = [(e["revision"], e["fields"]) for e in logs if e["event"] == "order_fields_not_understood"]
+    assert said == [(2, ["allergens[0] (array)"])], said
+
+
 async def test_a_revision_adding_an_allergy_prints_a_change_ticket_that_names_it(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict[str, Any], printers: dict[str, SimPrinter]
 ) -> None:
