@@ -387,6 +387,27 @@ async def test_changes_and_cancellations_over_mqtt_print_like_pushed_ones_and_a_
     assert (agent.mqtt.counts["updated"], agent.mqtt.counts["cancelled"], agent.mqtt.counts["rejected"]) == (1, 1, 1)
 
 
+async def test_the_guests_allergies_over_mqtt_reach_the_kitchen_and_their_change_too(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The third door prints what the other two print (a verification probe had left it unrun): an order published
+    with the guest's allergies and a note prints them on the kitchen ticket, and a revision adding one prints a change
+    ticket naming it."""
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    order: dict[str, Any] = make_order(6, prefix="allergy", print_receipt=False)
+    order |= {"allergens": [{"code": "F", "name": "Erdnüsse"}], "note": "Tisch am Fenster"}
+    await backend.publish(ORDERS, order)
+    await wait_until(lambda: tickets_for(printers["kitchen"], order["number"]), what="the ticket")
+    ticket = " ".join(decode(tickets_for(printers["kitchen"], order["number"])[0]).text.split())
+    assert "ALLERGENE: Erdnüsse Hinweis: Tisch am Fenster" in ticket, ticket
+    await backend.publish(ORDERS, order | {"revision": 2, "allergens": ["Erdnüsse", "Sesam"]})
+    await wait_until(lambda: len(tickets_for(printers["kitchen"], order["number"])) == 2, what="the change ticket")
+    change = " ".join(decode(tickets_for(printers["kitchen"], order["number"])[1]).text.split())
+    assert "ÄNDERUNG" in change and "ALLERGENE: Erdnüsse, Sesam" in change, change
+    assert agent.mqtt is not None and agent.mqtt.counts["updated"] == 1
+
+
 async def test_pubacks_go_out_in_the_order_the_orders_arrived(
     make_agent: MakeAgent, tmp_path: Path, tls_files: Any, printers: dict[str, SimPrinter]
 ) -> None:
