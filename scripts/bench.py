@@ -604,7 +604,8 @@ class Bench:
                 "baseline_orders_per_s": baseline["orders_per_s"],
                 "baseline_p50_ms": baseline["p50_ms"],
                 "baseline_p99_ms": baseline["p99_ms"],
-                "ratio_to_baseline": round(figures["orders_per_s"] / baseline["orders_per_s"], 2),
+                # Three significant figures, not two decimals: a slow box's 37 orders/s beside 11,000 was 0.0.
+                "ratio_to_baseline": float(f"{figures['orders_per_s'] / baseline['orders_per_s']:.3g}"),
             }
         await self.stop_agent(agent)
         return intake
