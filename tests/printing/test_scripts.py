@@ -4,6 +4,7 @@ marks, and in one script."""
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -11,6 +12,7 @@ import pytest
 
 from edge.app import Agent
 from edge.config import Settings
+from edge.printing import text
 from edge.printing.decode import decode
 from edge.printing.text import printable
 from edge.sim.orders import make_order
@@ -152,3 +154,20 @@ async def test_an_order_number_in_cyrillic_prints_whole_in_the_head_of_ticket_an
     for job in (ticket, receipt):
         lines = [line.strip() for line in decode(job).text.splitlines()]
         assert any(line.endswith(printed) for line in lines[:8]), lines[:8]
+
+
+def test_a_letter_is_greek_or_cyrillic_by_its_unicode_block_as_by_its_name() -> None:
+    """The script of a letter is told by its Unicode block, not by unicodedata.name(), whose table the start-up
+    check's labels ("→", "–") then kept resident in every agent (0.25 MB of the 50 MB idle budget): the same answer
+    as the names give, for every letter of the Basic Multilingual Plane but phonetic symbols (small capitals and
+    subscripts, no menu's words: "?" either way) and the two Cyrillic modifier letters (now read as their signs)."""
+    phonetic = (range(0x1D00, 0x1DC0), range(0xAB30, 0xAB70))
+    differ = []
+    for point in range(0x10000):
+        char = chr(point)
+        if any(point in block for block in phonetic) or point in (0xA69C, 0xA69D):
+            continue
+        named = unicodedata.name(char, "").partition(" ")[0]
+        if text._script(char) != (named if named in ("GREEK", "CYRILLIC") and char.isalpha() else None):
+            differ.append(f"U+{point:04X}")
+    assert differ == []
