@@ -393,6 +393,8 @@ class Database:
         # Why writes fail right now (disk full, read-only), None while they work; the callback hears each change.
         self.write_problem: str | None = None
         self._damaged = False
+        # A write the full card refused: the WAL could not grow, and only a checkpoint lets SQLite start it over.
+        self._wal_refused = False
         self._room: Path | None = None  # the agent's: the room beside the database (open_keeping_room)
         self.gave_room_at_open = False  # the start found the card full and gave that room back
         self.on_write_health: Callable[[str | None], None] | None = None
@@ -512,9 +514,26 @@ class Database:
         finally:
             self._queued -= 1
         try:
+            if self._wal_refused and self._group is None:
+                await self._checkpoint_refused_wal()
             yield
         finally:
             self._write_lock.release()
+
+    async def _checkpoint_refused_wal(self) -> None:
+        """Before the next write after one a full card refused: new writes go to the WAL first, and SQLite starts it
+        over from its beginning (reusing its blocks) only at a write after a checkpoint that copied all of it into the
+        file, which runs after a COMMIT that succeeded. On a full card none can while the WAL needs to grow (a reader
+        held an older snapshot when it should have started over: a backup's copy, ``edge status``): every write,
+        the storage probe's too, failed for good, with free pages in the file (https://www.sqlite.org/wal.html,
+        "Avoiding Excessively Large WAL Files"). PASSIVE: it waits for no reader; one still reading keeps the flag
+        for the next write."""
+        try:
+            row = await (await self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")).fetchone()
+        except sqlite3.Error as err:
+            log.warning("store_checkpoint_failed", db=str(self.path), error=str(err))
+            return
+        self._wal_refused = row is None or row[0] != 0 or row[1] != row[2]  # busy, or frames left to copy
 
     async def _undo(self, group: _Group | None, err: BaseException) -> None:
         """Roll back one caller's writes (its savepoint); if SQLite ended the whole transaction, the group is lost."""
@@ -665,7 +684,9 @@ class Database:
             # A read-only card shows as "disk I/O error" or "readonly": say so, with what to do (not for a full disk).
             # On the loop, on a failed write only: statvfs and the times of an inode the open database holds in
             # memory, which a read-only file system refuses at once without reading the card.
-            if (code is None or code & 0xFF != sqlite3.SQLITE_FULL) and read_only(self.path):
+            full = code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+            self._wal_refused |= full or no_room(self.path, err)
+            if not full and read_only(self.path):
                 why = f"{READ_ONLY_ADVICE}; SQLite said: {err}"
             self._set_write_problem(f"database {self.path}: cannot write: {why}")
             return StoreUnavailableError(f"database {self.path}: cannot write: {why}")

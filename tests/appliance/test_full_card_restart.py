@@ -490,9 +490,44 @@ async def test_a_restart_on_a_full_card_with_retention_days_lowered_purges_the_o
     old = "SELECT COUNT(*) FROM orders WHERE id <= 'ord_000080'"
     await eventually(lambda: db_rows(db, old), lambda rows: rows == [(0,)], 30, "the old orders purged")
     async with api_client(again) as api:
-        taken, refused = await take_until_refused(api, n)
+        # A 503 whenever the WAL could not start over (see the test above) and must grow; the sender's retry is taken.
+        taken, refused = await take_until_refused(api, n, retries=1)
     assert taken - n >= 40, f"{taken - n} orders taken after the restart: {refused}"
     assert filler.exists()
+
+
+async def test_a_full_card_whose_log_could_not_grow_takes_orders_again_once_the_reader_holding_it_is_done(
+    card: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """A full card after the start's purge: the database file has free pages, but new orders go to the WAL first,
+    and SQLite starts it over from its beginning only once a checkpoint has copied it all and no reader still reads an
+    older snapshot (https://www.sqlite.org/wal.html, "Avoiding Excessively Large WAL Files"). A reader that holds one
+    (`edge backup` copying, `edge status`, the technician's sqlite3) makes the WAL grow instead, and the full card
+    refuses that: 503. Before, it stayed so for good once the reader was done: a checkpoint runs only after a COMMIT
+    that succeeds, and none could (the storage probe's write failed the same way): every order 503 until a restart,
+    the file's free pages unused. Now a write the full card refused has the WAL checkpointed before the next one, and
+    a sender's retry is taken."""
+    db = card / "edge.db"
+    first = await make_agent(alerts={"disk_free_min_mb": 0})
+    async with api_client(first) as api:
+        await printed_orders(api, printers["kitchen"], db, range(1, 81))
+        await asyncio.to_thread(age_orders, db, days=20)  # retention keeps 30 days
+        fill(card)
+        n, _ = await take_until_refused(api, 81)
+    await first.stop()
+    again = await make_agent(alerts={"disk_free_min_mb": 0}, retention={"days": 7})
+    old = "SELECT COUNT(*) FROM orders WHERE id <= 'ord_000080'"
+    await eventually(lambda: db_rows(db, old), lambda rows: rows == [(0,)], 30, "the old orders purged")
+    reader = await asyncio.to_thread(snapshot_held, db)  # as a backup's copy holds one
+    async with api_client(again) as api:
+        held, _ = await take_until_refused(api, n)
+        [(free,)] = await db_rows(db, "PRAGMA freelist_count")
+        assert free > 40, f"the file has {free} free pages: the refusal is the WAL's, not the file's"
+        await asyncio.to_thread(reader.close)
+        answers = [(await post(api, make_order(held, print_receipt=False)))[0] for _ in range(2)]
+        assert 201 in answers, f"a sender's retries after the reader was done: {answers}"
+        taken, refused = await take_until_refused(api, held + 1)
+    assert taken - held > 20, f"{taken - held} orders taken once the reader was done: {refused}"
 
 
 async def test_a_restart_on_a_card_full_to_its_last_byte_purges_every_old_order_before_taking_new_ones(
@@ -568,10 +603,14 @@ async def printed_orders(api: aiohttp.ClientSession, kitchen: SimPrinter, db: Pa
     await eventually(lambda: db_rows(db, unprinted), lambda rows: rows == [(0,)])
 
 
-async def take_until_refused(api: aiohttp.ClientSession, first: int) -> tuple[int, Any]:
-    """Orders numbered from ``first`` until one is refused (the card full): that one's number, and the answer."""
+async def take_until_refused(api: aiohttp.ClientSession, first: int, *, retries: int = 0) -> tuple[int, Any]:
+    """Orders numbered from ``first`` until one is refused (the card full): that one's number, and the answer. A
+    refused order is sent again up to ``retries`` times first, as a backend does after a 503."""
     for n in range(first, first + 2000):
-        status, answer = await post(api, make_order(n, print_receipt=False))
+        for _ in range(retries + 1):
+            status, answer = await post(api, make_order(n, print_receipt=False))
+            if status == 201:
+                break
         if status != 201:
             return n, answer
     raise AssertionError("the card never filled")
@@ -596,6 +635,14 @@ def old_scans(db: Path, count: int, *, days: float) -> None:
                 (start, min(start + 1000, count) - 1, days),
             )
     conn.close()
+
+
+def snapshot_held(db: Path) -> sqlite3.Connection:
+    """A connection reading ``db`` in a transaction left open: it holds its snapshot until closed."""
+    reader = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM orders").fetchall()
+    return reader
 
 
 def age_orders(db: Path, *, days: float) -> None:
