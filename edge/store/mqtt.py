@@ -1,4 +1,5 @@
-"""The MQTT link's rows: rejected messages (table mqtt_rejects), how far the outbox is published (cursor in meta)."""
+"""The MQTT link's rows: rejected messages (table mqtt_rejects), how far the outbox is published (cursor in meta), why
+the broker delivers nothing (meta)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from edge.store.rows import OutboxItem
 # is off the outbox pays nothing for it (no extra index entry or write per event on an SD card).
 CURSOR_KEY = "mqtt_outbox_cursor"
 SESSION_KEY = "mqtt_session_held"  # a broker once held a session for this store (value unused)
+# Why the subscribed link delivers no orders, while that stands: its alarm outlives a restart in the alert store, and a
+# restarted link must still say why (/ready, edge status) until a message comes on the orders topic.
+NOT_DELIVERING_KEY = "mqtt_not_delivering"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,6 +99,19 @@ class MqttStore:
         """A broker holds a session for this store (written once in a box's life)."""
         async with self._db.transaction() as conn:
             await conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", (SESSION_KEY,))
+
+    async def not_delivering(self) -> str:
+        """The reason an earlier run found that the broker delivers nothing on the orders topic; "" if none stands."""
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (NOT_DELIVERING_KEY,))
+        return str(row[0]) if row else ""
+
+    async def set_not_delivering(self, detail: str) -> None:
+        """Kept while ``detail`` stands; "" (a message came on the orders topic) drops it."""
+        async with self._db.transaction() as conn:
+            if detail:
+                await conn.execute(UPSERT_META, (NOT_DELIVERING_KEY, detail))
+            else:
+                await conn.execute("DELETE FROM meta WHERE key = ?", (NOT_DELIVERING_KEY,))
 
     async def outbox_cursor(self) -> int:
         """The last outbox id published; at the first start with MQTT, the newest row now (history before MQTT was

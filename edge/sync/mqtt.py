@@ -300,12 +300,14 @@ class MqttLink:
         self.events_refused = ""  # the broker's no to our events (its ACL); "" while it takes them
         self._subscribed: float | None = None  # monotonic time the broker granted this connection's subscription
         self._delivered: float | None = None  # monotonic time the last message came on the orders topic
-        # Why orders come by recovery though the link is subscribed ("" while it delivers, or nothing tells otherwise);
-        # what the bus last heard of it (None: nothing yet in this run, so a first delivery ends an earlier run's alarm)
+        # Why orders come by recovery though the link is subscribed ("" while it delivers, or nothing tells otherwise),
+        # kept in the database while it stands (see start); what the bus last heard of it (None: nothing yet in this
+        # run, so a first delivery ends an earlier run's alarm)
         self.not_delivering = ""
         self._delivery_told: bool | None = None
         # Orders a live run stored that this link should have had, by id: (that run, monotonic time of the store).
-        # Any message on the orders topic clears them; a later run's end judges those still here (see _judge).
+        # Any message on the orders topic clears them; a later run's end judges those still here (see _judge). Not kept
+        # over a restart: that is a drop of the link, which clears them too (_set_state); the alarm comes a round later.
         self._suspects: dict[str, tuple[int, float]] = {}
         # Every order in the window meets a full card at each try: one line (the storage alert tells the manager)
         self._not_stored = SaidOnce("mqtt_order_not_stored", acked=False, note="the broker keeps it; tried again")
@@ -333,6 +335,10 @@ class MqttLink:
         """Returns at once: the connection is made (and remade) in paho's thread; a broker that is down or refuses
         us never holds up the agent."""
         self._loop = asyncio.get_running_loop()
+        # An earlier run's alarm stands until a message comes on the orders topic: its reason is still the reason.
+        self.not_delivering = await self._store.not_delivering()
+        if self.not_delivering:
+            self._delivery_told = False
         self._client = await asyncio.to_thread(self._make_client)  # TLS context: reads the system's CA files
         await asyncio.to_thread(self._connect)
         self._publisher = asyncio.create_task(self._publish_loop(), name="mqtt-publisher")
@@ -396,6 +402,12 @@ class MqttLink:
             fut.cancel()
         self._calls.shutdown(wait=False)
         log.info("mqtt_stopped")
+
+    def _run(self, work: Awaitable[None]) -> None:
+        """In the background, and finished (or cancelled) by stop."""
+        task = asyncio.ensure_future(work)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
 
     # ---- paho's thread: hand everything to the loop -----------------------------------------------------------
 
@@ -554,9 +566,7 @@ class MqttLink:
         if on_trial and self._loop is not None:
             self._loop.call_later(_SHORT_LIVED_S, self._lasted, self._generation)
         self._wake.set()
-        task = asyncio.ensure_future(self._announce(session_present, on_trial=on_trial))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        self._run(self._announce(session_present, on_trial=on_trial))
 
     async def _announce(self, session_present: bool, *, on_trial: bool = False) -> None:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
@@ -662,12 +672,20 @@ class MqttLink:
     def _delivery(self, delivering: bool, detail: str) -> None:
         """The bus hears when the link stops or starts delivering again (the first delivery of a run, too: an earlier
         run's alarm may stand)."""
+        if detail != self.not_delivering:  # not at each order: only when the reason comes or goes
+            self._run(self._keep_delivery(detail))
         self.not_delivering = detail
         if self._delivery_told is not delivering:
             if delivering and self._delivery_told is False:
                 log.info("mqtt_delivering", topic=self.topics["orders"])
             self._delivery_told = delivering
             self._bus.publish(MqttDelivery(delivering=delivering, detail=detail))
+
+    async def _keep_delivery(self, detail: str) -> None:
+        try:
+            await self._store.set_not_delivering(detail)
+        except StoreError as err:  # a full card: this run says it right all the same; a restart may say it as it was
+            log.warning("mqtt_delivery_not_kept", error=str(err), not_delivering=bool(detail))
 
     def _refused_or_failed(self, detail: str, refused: bool) -> None:
         if self._failure != (refused, detail):
@@ -698,9 +716,7 @@ class MqttLink:
             self._suspects.clear()
             self._delivery(True, "")
         self._arrived[mid] = (qos, False)
-        task = asyncio.ensure_future(self._handle(mid, qos, topic, payload, self._generation))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        self._run(self._handle(mid, qos, topic, payload, self._generation))
 
     async def _handle(self, mid: int, qos: int, topic: str, payload: bytes, generation: int) -> None:
         """Store, then acknowledge. A store that cannot write gets the order again (from memory) until it can; the

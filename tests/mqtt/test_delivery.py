@@ -100,6 +100,59 @@ async def _run_completed_after(agent: Agent, run_id: int) -> None:
     )
 
 
+# The technician's slip in the broker's ACL (the store's read line says `order`): the subscription is granted all the
+# same, and nothing on the orders topic reaches the store. And the line put right.
+WRONG_ACL = [f"topic read {PREFIX}/order", f"topic write {EVENTS}", f"topic write {STATUS}"]
+RIGHT_ACL = [f"topic read {ORDERS}", f"topic write {EVENTS}", f"topic write {STATUS}"]
+
+
+async def _alarmed(
+    agent: Agent, central: CentralSim, clock: SteppedClock, backend: Backend, kitchen: SimPrinter
+) -> dict[str, Any]:
+    """Under WRONG_ACL: the backend publishes an order, the scheduled run brings it, a later run past the grace
+    judges: mqtt_not_delivering fires. The order."""
+    missed = _taken_by_central(1, "acl")
+    await backend.publish(ORDERS, missed)  # the broker takes it (PUBACK) and delivers it to nobody
+    central.add_orders([missed])
+    await orders_stored(agent, {missed["id"]}, timeout=10, what="the order brought by recovery")
+    assert await db_rows(agent, "SELECT source FROM orders") == [("recovery",)]
+    stored_by = await _storing_run(agent)
+    await kitchen.wait_for_printed(1)
+    # Not yet: the backend may publish an order a little after its listing shows it (the test of such a publish, below).
+    await _run_completed_after(agent, stored_by)
+    assert await _alerts(agent) == []
+
+    clock.advance(61)  # past the grace, and still nothing on the orders topic
+    rows = await eventually(
+        lambda: _alerts(agent),
+        lambda rows: ("mqtt_not_delivering", "critical", "firing") in rows,
+        timeout=5,
+        what="the mqtt_not_delivering alert firing",
+    )
+    assert rows == [("mqtt_not_delivering", "critical", "firing")], rows
+    return missed
+
+
+async def _seen(agent: Agent) -> tuple[dict[str, Any], str, str]:
+    """What a person sees: /ready, `edge status` (as it renders the status API) and the status page."""
+    async with api_client(agent) as api:
+        async with api.get("/ready") as response:
+            ready = await response.json()
+        async with api.get("/api/v1/status") as response:
+            shown = render_status(await response.json(), colour=False)
+        async with api.get("/") as response:
+            page = await response.text()
+    return ready, shown, page
+
+
+async def _put_right(broker: Broker, backend: Backend) -> None:
+    """RIGHT_ACL, in force once the agent is online again."""
+    await broker.set_acl(RIGHT_ACL)
+    announced = len(backend.on(STATUS))
+    await broker.restart()  # the new ACL in force for sure (a SIGHUP's reload says nothing when it is done)
+    await wait_until(lambda: backend.on(STATUS)[announced:][-1:] == [b"online"], what="the agent online again")
+
+
 async def test_orders_a_broker_acl_keeps_from_the_store_are_alerted_when_recovery_brings_them(
     make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
 ) -> None:
@@ -109,28 +162,10 @@ async def test_orders_a_broker_acl_keeps_from_the_store_are_alerted_when_recover
     (printed once, 15 min late with the shipped schedule). The link looked connected and healthy and nobody was told
     why; now the agent says it: the alert mqtt_not_delivering naming the topic, /ready's detail and edge status. Once
     the ACL is put right, the next order over MQTT ends it."""
-    await broker.set_acl([f"topic read {PREFIX}/order", f"topic write {EVENTS}", f"topic write {STATUS}"])
+    await broker.set_acl(WRONG_ACL)
     await broker.restart()  # in force before the agent's subscription
     async with _linked(make_agent, broker, backend) as (agent, central, clock):
-        missed = _taken_by_central(1, "acl")
-        await backend.publish(ORDERS, missed)  # the broker takes it (PUBACK) and delivers it to nobody
-        central.add_orders([missed])
-        await orders_stored(agent, {missed["id"]}, timeout=10, what="the order brought by recovery")
-        assert await db_rows(agent, "SELECT source FROM orders") == [("recovery",)]
-        stored_by = await _storing_run(agent)
-        await printers["kitchen"].wait_for_printed(1)
-        # Not yet: the backend may publish an order a little after its listing shows it (the next test).
-        await _run_completed_after(agent, stored_by)
-        assert await _alerts(agent) == []
-
-        clock.advance(61)  # past the grace, and still nothing on the orders topic
-        rows = await eventually(
-            lambda: _alerts(agent),
-            lambda rows: ("mqtt_not_delivering", "critical", "firing") in rows,
-            timeout=5,
-            what="the mqtt_not_delivering alert firing",
-        )
-        assert rows == [("mqtt_not_delivering", "critical", "firing")], rows
+        missed = await _alarmed(agent, central, clock, backend, printers["kitchen"])
         [(details,)] = await db_rows(agent, "SELECT details FROM alert_groups WHERE type = 'mqtt_not_delivering'")
         assert f"read {ORDERS}" in json.loads(details)["detail"], details
         [(body,)] = await eventually(
@@ -139,21 +174,12 @@ async def test_orders_a_broker_acl_keeps_from_the_store_are_alerted_when_recover
             what="the alarm mail",
         )
         assert ORDERS in body and "ACL" in body, body
-        async with api_client(agent) as api:
-            async with api.get("/ready") as response:
-                ready = await response.json()
-            async with api.get("/api/v1/status") as response:
-                shown = render_status(await response.json(), colour=False)
-            async with api.get("/") as response:
-                page = await response.text()
+        ready, shown, page = await _seen(agent)
         assert ready["ready"] is True and ORDERS in ready["checks"]["mqtt"]["detail"], ready  # orders come, late
         assert "orders not delivered" in page
         assert "mqtt orders not delivered: " in shown and ORDERS in shown, shown
 
-        await broker.set_acl([f"topic read {ORDERS}", f"topic write {EVENTS}", f"topic write {STATUS}"])
-        announced = len(backend.on(STATUS))
-        await broker.restart()  # the new ACL in force for sure (a SIGHUP's reload says nothing when it is done)
-        await wait_until(lambda: backend.on(STATUS)[announced:][-1:] == [b"online"], what="the agent online again")
+        await _put_right(broker, backend)
         fixed = _taken_by_central(2, "acl")
         await backend.publish(ORDERS, fixed)
         await printers["kitchen"].wait_for_printed(2)
@@ -176,7 +202,7 @@ async def test_a_link_that_delivers_raises_no_alert_for_an_order_only_recovery_b
     """The control: the ACL lets the store read its orders. An order the backend publishes comes over MQTT and is
     also listed by central (recovery finds it present); another, taken by central before it but never published (its
     publisher failed), comes by the scheduled run alone. The link delivers, so the broker is not to blame: no alert."""
-    await broker.set_acl([f"topic read {ORDERS}", f"topic write {EVENTS}", f"topic write {STATUS}"])
+    await broker.set_acl(RIGHT_ACL)
     await broker.restart()
     async with _linked(make_agent, broker, backend) as (agent, central, clock):
         unpublished = _taken_by_central(1, "ctl")
@@ -212,7 +238,7 @@ async def test_an_order_the_backend_publishes_just_after_recovery_stored_it_rais
     publishes it at payment, two minutes on: the scheduled run happens to list it first and stores it, and the
     backend's publish comes a moment later (a duplicate to the box). The link delivers; before, the alarm fired as the
     run stored it (judged by created_at alone) and the manager had STÖRUNG, then BEHOBEN a second later."""
-    await broker.set_acl([f"topic read {ORDERS}", f"topic write {EVENTS}", f"topic write {STATUS}"])
+    await broker.set_acl(RIGHT_ACL)
     await broker.restart()
     async with _linked(make_agent, broker, backend) as (agent, central, clock):
         paid = _taken_by_central(1, "pay")  # created_at 120 s before it is listed
@@ -234,3 +260,52 @@ async def test_an_order_the_backend_publishes_just_after_recovery_stored_it_rais
         assert await _mails(agent) == []
         assert (await mqtt.status())["not_delivering"] == ""
     assert len(printers["kitchen"].printed) == 1
+
+
+async def test_the_reason_orders_are_not_delivered_is_still_shown_after_a_restart_until_one_comes_over_mqtt(
+    make_agent: MakeAgent, broker: Broker, backend: Backend, printers: dict[str, SimPrinter]
+) -> None:
+    """The broker's ACL keeps the store's orders from it and the alarm fires (the first test). Then the agent restarts
+    (systemd after a crash, an upgrade, a power cut) on the same data, broker and ACL: the alarm stands unresolved,
+    and the technician who looks at /ready, edge status or the status page must still see why, not a healthy link.
+    Before, that reason was kept in memory only: after the restart /ready's mqtt detail was empty and edge status said
+    nothing. The ACL put right, the next order over MQTT clears it and resolves the alarm, and a later restart shows
+    nothing any more."""
+    await broker.set_acl(WRONG_ACL)
+    await broker.restart()
+    async with _linked(make_agent, broker, backend) as (agent, central, clock):
+        missed = await _alarmed(agent, central, clock, backend, printers["kitchen"])
+        settings = agent.settings
+        await agent.stop()
+        again = await make_agent(settings, clock=clock)
+        await wait_until(lambda: again.mqtt is not None and again.mqtt.state == "connected", what="the link up again")
+        ready, shown, page = await _seen(again)
+        assert ready["ready"] is True and ORDERS in ready["checks"]["mqtt"]["detail"], ready
+        assert ready["checks"]["mqtt"]["detail"].startswith("connected, but orders came only by recovery"), ready
+        assert "mqtt orders not delivered: " in shown and ORDERS in shown, shown
+        assert "orders not delivered" in page
+        assert await _alerts(again) == [("mqtt_not_delivering", "critical", "firing")]
+
+        await _put_right(broker, backend)
+        fixed = _taken_by_central(2, "acl")
+        await backend.publish(ORDERS, fixed)
+        await printers["kitchen"].wait_for_printed(2)
+        await eventually(
+            lambda: _alerts(again),
+            lambda rows: rows == [("mqtt_not_delivering", "critical", "resolved")],
+            what="the alert resolved by an order over MQTT",
+        )
+        ready, shown, _ = await _seen(again)
+        assert ready["checks"]["mqtt"]["detail"] == "" and "not delivered" not in shown, (ready, shown)
+        await again.stop()
+
+        third = await make_agent(settings, clock=clock)
+        await wait_until(lambda: third.mqtt is not None and third.mqtt.state == "connected", what="the link up")
+        ready, shown, _ = await _seen(third)
+        assert ready["checks"]["mqtt"]["detail"] == "" and "not delivered" not in shown, (ready, shown)
+        assert await db_rows(third, "SELECT id, source FROM orders ORDER BY id") == [
+            (missed["id"], "recovery"),
+            (fixed["id"], "mqtt"),
+        ]
+        await third.stop()  # before central (see _linked)
+    assert len(printers["kitchen"].printed) == 2  # each ticket once
