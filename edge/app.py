@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import signal
 import socket
@@ -477,24 +478,42 @@ class Agent:
         log.info("agent_stopped")
 
 
-async def run_until_signal(agent: Agent) -> bool:
-    """Run until SIGTERM or SIGINT, then stop; a second one cuts the grace period short. True if it was cut."""
+# EX_TEMPFAIL (sysexits.h): stopped on SIGHUP to be started again, which the unit's Restart=on-failure does.
+EXIT_RESTART = 75
+
+
+@dataclasses.dataclass(frozen=True)
+class Stopped:
+    forced: bool  # a second signal cut the grace period short
+    restart: bool  # SIGHUP: exit EXIT_RESTART
+
+
+async def run_until_signal(agent: Agent) -> Stopped:
+    """Run until SIGTERM, SIGINT or SIGHUP, then stop; a second one cuts the grace period short. SIGHUP is the
+    reload a technician sends (`systemctl kill -s HUP`), or a dropped SSH session's: the agent reads its config only
+    at start, so it is a restart (Python's default ended the process on the spot, a ticket going out printed again as
+    COPY, and systemd counts a death by SIGHUP as a clean exit: nothing started it again)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    hung_up = False
 
-    def on_signal() -> None:
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal hung_up
         if stop.is_set():
             agent.force_stop()
+        else:
+            hung_up = sig == signal.SIGHUP
+            log.info("agent_signal", signal=sig.name, then="restart" if hung_up else "stop")
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await agent.start()
         await stop.wait()
     finally:
         await agent.stop()
-    return agent.forced
+    return Stopped(forced=agent.forced, restart=hung_up)
 
 
 def _lookups_in_flight() -> list[str]:

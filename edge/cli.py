@@ -113,7 +113,7 @@ def _api_host_problem(host: str, err: OSError) -> str:
 
 def _run(settings: Settings) -> int:
     _keep_escpos_cache(settings.agent.data_dir / "cache")
-    from edge.app import Agent, run_until_signal, threads_left
+    from edge.app import EXIT_RESTART, Agent, run_until_signal, threads_left
 
     # Its lines are written by a thread of their own: a log reader that stops reading must not stop the agent.
     lines = LogStream(sys.stderr)
@@ -125,19 +125,20 @@ def _run(settings: Settings) -> int:
         )
         with asyncio.Runner() as runner:
             runner.get_loop().set_default_executor(executor)
-            forced = runner.run(run_until_signal(Agent(settings)))
+            stopped = runner.run(run_until_signal(Agent(settings)))
+            status = EXIT_RESTART if stopped.restart else 0
             executor.shutdown(wait=False)
             # Stopped by a second signal, or threads still busy: the database is closed and the lock released, but a
             # job may still be going out on a printer thread that Python cannot interrupt, or a thread hangs in a name
             # lookup (no internet, the router's DNS does not answer), and leaving normally would wait for them.
-            if forced or threads_left():
+            if stopped.forced or threads_left():
                 lines.close(_LOG_CLOSE_S)
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(0)
+                os._exit(status)
     finally:
         lines.close(_LOG_CLOSE_S)
-    return 0
+    return status
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -184,3 +184,40 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
         await front.stop()
     events = [line for line in (tmp_path / "agent.log").read_text(encoding="utf-8").splitlines() if "agent_" in line]
     assert any('"agent_stop_forced"' in line for line in events)
+
+
+async def test_sighup_is_an_orderly_stop_that_asks_to_be_started_again(tmp_path: Path) -> None:
+    """SIGHUP (`kill -HUP` or `systemctl kill -s HUP`, meant as "reload" as nginx or sshd take it; or the SSH session
+    an `edge run` was started in dropping) while a ticket is going out on a slow printer: the agent stops as on
+    SIGTERM, the ticket finishing first and recorded once, and exits 75 (EX_TEMPFAIL), which the unit's
+    Restart=on-failure starts again: a reload is a restart, the config read anew. Before stop 71 Python's default
+    killed it outright: no log line, the ticket still 'printing' and printed again as a COPY at the next start, and
+    systemd counts a death by SIGHUP as a clean exit (systemd.service(5)), so nothing started it again (the real71a
+    probe)."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    kitchen.bytes_per_s = 400  # the ticket takes about a second
+    port = free_port()
+    data_dir = tmp_path / "data"
+    config = _config(tmp_path / "edge.toml", data_dir, port, kitchen.port, front.port)
+    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    try:
+        await agent.start()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+            order = example_order() | {"print_receipt": False}
+            async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
+                assert response.status == 201
+        await wait_until(lambda: kitchen.job_bytes_in > 0, what="the ticket's first bytes at the printer")
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        assert await asyncio.wait_for(agent.proc.wait(), timeout=20) == 75
+        assert await asyncio.to_thread(_jobs, data_dir / "edge.db") == [("printed", 0)]
+        assert len(kitchen.printed) == 1
+        _closed(data_dir)
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()
+    log = (tmp_path / "agent.log").read_text(encoding="utf-8")
+    assert '"agent_stopping"' in log and '"SIGHUP"' in log, log[-2000:]
