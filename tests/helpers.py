@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -217,14 +218,16 @@ def agent_process(
     *,
     env: dict[str, str] | None = None,
     nofile: int | None = None,
+    data_dir: Path | None = None,
     **config: Any,
 ) -> AgentProcess:
     """The agent as its own process (not started): a config in ``tmp_path`` for these printers on a free port, the
-    data in ``tmp_path/data``, its log in ``tmp_path/agent.log``; ``config``: more write_config arguments."""
+    data in ``data_dir`` (``tmp_path/data`` unless given), its log in ``tmp_path/agent.log``; ``config``: more
+    write_config arguments."""
     port = free_port()
     path = write_config(
         tmp_path / "edge.toml",
-        data_dir=tmp_path / "data",
+        data_dir=data_dir or tmp_path / "data",
         api_port=port,
         token=TOKEN,
         printers={name: sim.port for name, sim in printers.items()},
@@ -746,6 +749,24 @@ async def edge_backup(config: Path) -> Path:
     backed_up = await edge("backup", "--config", str(config))
     assert backed_up.returncode == 0, backed_up.stderr
     return Path(backed_up.stdout.split("backup written: ")[1].strip())
+
+
+def killed_writer(db: Path, megabytes: int) -> None:
+    """A process that writes ``megabytes`` into the database's write-ahead log and is killed (SIGKILL, a power cut)
+    before that log is written back: the log stays beside the database, its pages new to the file."""
+    code = (
+        "import os, signal, sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1])\n"
+        "conn.execute('PRAGMA journal_mode=WAL')\n"
+        "conn.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "with conn:\n"
+        "    conn.execute('CREATE TABLE ballast(b BLOB)')\n"
+        f"    conn.execute('INSERT INTO ballast VALUES (randomblob({megabytes} * 1024 * 1024))')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert Path(f"{db}-wal").stat().st_size > megabytes * 2**20
 
 
 async def take_one_order(agent: AgentProcess) -> None:

@@ -85,26 +85,53 @@ def _check(path: Path) -> BackupFile:
     return BackupFile(version=check.version, store_id=check.store_id)
 
 
-def _make_room(db_path: Path, directory: Path, reserve_mb: int, spare: Path | None) -> None:
+def _make_room(db_path: Path, directory: Path, reserve_mb: int, spare: Path | None, writes_log_back: bool) -> None:
     """A backup must not take the agent's room: on the database's own disk (an SD card) the copy and the free space
     the agent keeps (``reserve_mb``, alerts.disk_free_min_mb) must both fit, or the card runs below it (a disk alert
-    at night) or full while the copy is written (orders refused). The oldest backups make room first, never the
-    newest nor ``spare`` (the backup a restore puts in place); when even that is not enough, nothing is removed and
-    StoreError says so."""
+    at night) or full while the copy is written (orders refused). So must, on the database's disk, the write-back of
+    its log when the backup's connection to it closes last (``writes_log_back``: no agent runs, and a kill or a
+    power cut left the log). The oldest backups make room first, never the newest nor ``spare`` (the backup a restore
+    puts in place); when even that is not enough, nothing is removed and StoreError says so."""
     size = _files_size(db_path)  # the copy is at most the file and its -wal
+    back = _write_back(db_path) if writes_log_back else _WriteBack(0, "")
+    reserve = reserve_mb * _MB
+    kept = f"the {reserve_mb} MB the agent keeps free (alerts.disk_free_min_mb)"
     same_disk = os.stat(directory).st_dev == os.stat(db_path.parent).st_dev
-    need = size + (reserve_mb * _MB if same_disk else 0)
+    if back.size and not same_disk and (data_free := shutil.disk_usage(db_path.parent).free) < back.size + reserve:
+        raise StoreError(
+            f"not enough space for a backup of {db_path}: {back.words} and {kept} on {db_path.parent}: "
+            f"{(back.size + reserve) / _MB:.1f} MB in all; {data_free / _MB:.1f} MB are free; nothing written"
+        )
+    need = size + (back.size + reserve if same_disk else 0)
     free = shutil.disk_usage(directory).free
     if free >= need:
         return
     older = _may_make_way(directory, spare)
     if free + sum(older.values()) < need:
-        kept = f" and the {reserve_mb} MB the agent keeps free (alerts.disk_free_min_mb)" if same_disk else ""
+        also = f"{', ' + back.words if back.size else ''} and {kept}" if same_disk else ""
+        held = f" and older backups hold {sum(older.values()) / _MB:.1f} MB" if older else ""
         raise StoreError(
-            f"not enough space for a backup in {directory}: it needs {size / _MB:.1f} MB{kept}, {free / _MB:.1f} MB "
-            f"are free and older backups hold {sum(older.values()) / _MB:.1f} MB; nothing written"
+            f"not enough space for a backup in {directory}: it needs {size / _MB:.1f} MB for the copy{also}: "
+            f"{need / _MB:.1f} MB in all; {free / _MB:.1f} MB are free{held}; nothing written"
         )
     _drop_for_room(older, free, need)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WriteBack:
+    """A database's write-ahead log left beside it by a kill or a power cut: SQLite writes it back into the database
+    when the last connection to it closes (a backup's, a restore's), and the file grows by up to the log's size, on
+    its disk, while the log is still there."""
+
+    size: int  # bytes; 0: no log
+    words: str  # what it takes, for a refusal; "" when no log
+
+
+def _write_back(db_path: Path) -> _WriteBack:
+    wal = db_path.with_name(db_path.name + "-wal")
+    size = wal.stat().st_size if wal.exists() else 0
+    words = f"writing the log {wal.name} back into {db_path.name} up to {size / _MB:.1f} MB" if size else ""
+    return _WriteBack(size, words)
 
 
 def _may_make_way(directory: Path, spare: Path | None) -> dict[Path, int]:
@@ -126,15 +153,23 @@ def _drop_for_room(older: dict[Path, int], free: int, need: int) -> None:
 
 
 def _backup(
-    db_path: Path, directory: Path, keep: int | None, label: str, reserve_mb: int, spare: Path | None = None
+    db_path: Path,
+    directory: Path,
+    keep: int | None,
+    label: str,
+    reserve_mb: int,
+    *,
+    writes_log_back: bool,
+    spare: Path | None = None,
 ) -> Path:
-    """The backup written; ``keep`` None: the caller rotates once its work is done (a restore)."""
+    """The backup written; ``keep`` None: the caller rotates once its work is done (a restore); ``writes_log_back``:
+    no agent holds the database open, so closing it writes back a log left beside it (see _make_room)."""
     if not db_path.exists():
         raise StoreError(f"database {db_path} does not exist; nothing to back up")
     _check_writable(directory)  # a stick mounted read-only, or root's: one line saying so, before anything is dropped
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _make_room(db_path, directory, reserve_mb, spare)
+        _make_room(db_path, directory, reserve_mb, spare, writes_log_back)
         taken = _oldest_first(directory)
         target = directory / f"{_PREFIX}{_stamp()}-{_number(taken[-1]) + 1 if taken else 1}{label}.db"
         partial = target.with_suffix(".partial")
@@ -210,6 +245,8 @@ async def backup_database(settings: Settings, *, label: str = "") -> Path:
         settings.backup.keep,
         label,
         settings.alerts.disk_free_min_mb,
+        # A running agent keeps its connection open, so the backup's closes without writing the log back.
+        writes_log_back=not DataDirLock.held(settings.agent.data_dir),
     )
     log.info(
         "backup_written", path=str(target), bytes=target.stat().st_size, seconds=round(time.monotonic() - started, 3)
@@ -345,9 +382,9 @@ def _room_for_restore(settings: Settings, source: Path) -> None:
     _check_writable(directory)
     same_disk = os.stat(_existing(directory)).st_dev == os.stat(db_path.parent).st_dev
     safety = _files_size(db_path)
-    wal = db_path.with_name(db_path.name + "-wal")
-    log_size = wal.stat().st_size if wal.exists() else 0
-    log_words = f", writing its log {wal.name} back into it up to {log_size / mb:.1f} MB" if log_size else ""
+    back = _write_back(db_path)
+    log_size = back.size
+    log_words = f", {back.words}" if log_size else ""
     may_go = _may_make_way(directory, source)
     older = sum(may_go.values())
     safety_words = f"{copy_words}, a backup of the database it replaces {safety / mb:.1f} MB in {directory}{log_words}"
@@ -429,7 +466,8 @@ def _keep_sound(settings: Settings, source: Path) -> Path | None:
             None,
             "-before-restore",
             settings.alerts.disk_free_min_mb,
-            source,
+            writes_log_back=True,  # the restore holds the data directory: no agent runs
+            spare=source,
         )
     except StoreError:
         if _sound(settings.agent.db_path):

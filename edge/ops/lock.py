@@ -66,6 +66,23 @@ class DataDirLock:
             )
         return cls(path, fd)
 
+    @staticmethod
+    def held(data_dir: Path) -> bool:
+        """Whether a process holds ``data_dir`` now (an agent runs, a restore or a migration is under way): its lock
+        tried, shared, and let go at once. An agent starting in that instant is refused, and systemd starts it again
+        (Restart=on-failure). False where it cannot tell (no lock file: no agent ever ran there)."""
+        try:
+            fd = os.open(data_dir / "agent.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # and with it the shared lock
+        return False
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the stale holder line is only read while someone holds it

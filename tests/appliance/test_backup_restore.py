@@ -9,10 +9,8 @@ import copy
 import itertools
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,6 +43,7 @@ from tests.helpers import (
     edge,
     edge_backup,
     eventually,
+    killed_writer,
     post,
     small_disk,
     take_one_order,
@@ -801,24 +800,6 @@ async def test_a_restore_over_a_damaged_database_keeps_only_the_last_one_aside(
     assert all(p.name.startswith(aside[0]) for p in backup.parent.glob("damaged-*")), "an earlier one's -wal stayed"
 
 
-def _killed_writer(db: Path, megabytes: int) -> None:
-    """A process that writes ``megabytes`` into the database's write-ahead log and is killed (SIGKILL, a power cut)
-    before that log is written back: the log stays beside the database, its pages new to the file."""
-    code = (
-        "import os, signal, sqlite3, sys\n"
-        "conn = sqlite3.connect(sys.argv[1])\n"
-        "conn.execute('PRAGMA journal_mode=WAL')\n"
-        "conn.execute('PRAGMA wal_autocheckpoint=0')\n"
-        "with conn:\n"
-        "    conn.execute('CREATE TABLE ballast(b BLOB)')\n"
-        f"    conn.execute('INSERT INTO ballast VALUES (randomblob({megabytes} * 1024 * 1024))')\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, timeout=60)
-    assert done.returncode == -signal.SIGKILL, done.stderr
-    assert Path(f"{db}-wal").stat().st_size > megabytes * 2**20
-
-
 async def test_a_restore_counts_the_room_to_write_back_the_log_a_kill_left(
     tmp_path: Path, sd_card: Path, printers: dict[str, SimPrinter]
 ) -> None:
@@ -832,7 +813,7 @@ async def test_a_restore_counts_the_room_to_write_back_the_log_a_kill_left(
     config = await _card_box(tmp_path, data, printers, megabytes=1)
     backup = await edge_backup(config)
     db, wal = data / "edge.db", data / "edge.db-wal"
-    await asyncio.to_thread(_killed_writer, db, 3)
+    await asyncio.to_thread(killed_writer, db, 3)
     counted = backup.stat().st_size + db.stat().st_size + wal.stat().st_size + 2**20  # what the check counted
     await asyncio.to_thread(_fill, sd_card, (counted + 300 * 1024) / 2**20)
     before, size, free = _restore_files(data), db.stat().st_size, shutil.disk_usage(sd_card).free
@@ -852,3 +833,80 @@ async def test_a_restore_counts_the_room_to_write_back_the_log_a_kill_left(
     assert _restore_files(data) == ["edge.db"]
     assert await _sql(db, "SELECT name FROM sqlite_master WHERE name = 'ballast'") == []
     assert shutil.disk_usage(sd_card).free >= 2**20
+
+
+@pytest.mark.parametrize("backups_on", ["card", "stick"])
+async def test_a_backup_of_a_killed_agents_database_counts_the_room_to_write_back_its_log(
+    tmp_path: Path, sd_card: Path, usb_stick: Path, printers: dict[str, SimPrinter], backups_on: str
+) -> None:
+    """The agent took three orders and was killed (a power cut) with a big write, 3 MB, in its write-ahead log as
+    well; it is not running when the technician runs `edge backup` (or `edge upgrade` does, stopped). Copying a
+    database whose last connection closes writes its log back into it: the file grows by up to the log's size. On a
+    card with room for the copy and the 1 MB the agent keeps free, but not for that write-back as well, the backup is
+    refused before anything is written: exit 1, one line naming the log, the room needed in all and the room free,
+    ending "nothing written"; no backup file, the database and its log as they were, the card as free. So with
+    `backup.dir` on a USB stick and no room on the card for the write-back and the 1 MB. With that room, the backup
+    holds every order (those in the log too), the card keeps its 1 MB free, and the agent starts with every order.
+    Before: the check counted the copy alone (on the stick, nothing on the card), the backup said "backup written",
+    exit 0, and the write-back filled the card to its last byte, the database half written back beside its log."""
+    data = sd_card / "data"
+    backups = data / "backups" if backups_on == "card" else usb_stick / "edge"
+    extra = "[alerts]\ndisk_free_min_mb = 1\n" + (f'[backup]\ndir = "{backups}"\n' if backups_on == "stick" else "")
+    agent = agent_process(tmp_path, printers, data_dir=data, extra=extra)
+    ids = [make_order(n, print_receipt=False)["id"] for n in (1, 2, 3)]
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            for n in (1, 2, 3):
+                assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+        await agent.kill()
+        db, wal = data / "edge.db", data / "edge.db-wal"
+        await asyncio.to_thread(killed_writer, db, 3)
+        # What the check counted on the card: the copy (at most both files), when it goes there.
+        copy_room = db.stat().st_size + wal.stat().st_size if backups_on == "card" else 0
+        await asyncio.to_thread(_fill, sd_card, (copy_room + 2**20 + 300 * 1024) / 2**20)
+        size, log_size, free = db.stat().st_size, wal.stat().st_size, shutil.disk_usage(sd_card).free
+
+        refused = await edge("backup", "--config", str(agent.config))
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 1 and len(lines) == 1, refused.stdout + refused.stderr
+        assert "not enough space for a backup" in lines[0] and lines[0].endswith("nothing written"), lines[0]
+        assert "edge.db-wal" in lines[0] and "MB in all" in lines[0] and "MB are free" in lines[0], lines[0]
+        assert list(backups.glob("*")) == []
+        assert (db.stat().st_size, wal.stat().st_size) == (size, log_size)
+        assert shutil.disk_usage(sd_card).free >= free - 2**16
+
+        (sd_card / "filler").unlink()
+        await asyncio.to_thread(_fill, sd_card, (copy_room + log_size + 2**20 + 300 * 1024) / 2**20)
+        backup = await edge_backup(agent.config)
+        assert shutil.disk_usage(sd_card).free >= 2**20
+        assert sorted(row[0] for row in await _sql(backup, "SELECT id FROM orders")) == sorted(ids)
+        await agent.start()
+        assert sorted(row[0] for row in await db_rows(db, "SELECT id FROM orders")) == sorted(ids)
+    finally:
+        await agent.close()
+
+
+async def test_a_backup_beside_the_running_agent_does_not_count_its_log(
+    tmp_path: Path, sd_card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The running agent's write-ahead log keeps the size of a big write (3 MB), written back long ago; the nightly
+    backup on a card with room for the copy and the 1 MB kept free is written: the agent holds the database open, so
+    the backup's connection closes without writing the log back, and it is not counted as room needed (counted, the
+    backup would be refused every night until the agent stops)."""
+    data = sd_card / "data"
+    agent = agent_process(tmp_path, printers, data_dir=data, extra="[alerts]\ndisk_free_min_mb = 1\n")
+    try:
+        await agent.start()
+        db, wal = data / "edge.db", data / "edge.db-wal"
+        await asyncio.to_thread(killed_writer, db, 3)
+        async with api_client(agent.port) as api:  # its commit writes the log back: the file keeps its size
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        assert wal.stat().st_size > 3 * 2**20 and db.stat().st_size > 3 * 2**20
+        await asyncio.to_thread(_fill, sd_card, (db.stat().st_size + wal.stat().st_size + 2**20 + 300 * 1024) / 2**20)
+
+        backup = await edge_backup(agent.config)
+        assert [row[0] for row in await _sql(backup, "SELECT id FROM orders")] == [make_order(1)["id"]]
+        assert shutil.disk_usage(sd_card).free >= 2**20
+    finally:
+        await agent.close()

@@ -38,6 +38,7 @@ from tests.helpers import (
     db_rows,
     fill,
     has_evdev,
+    killed_writer,
     small_disk,
 )
 
@@ -598,6 +599,35 @@ async def test_failed_backup_says_so_and_keeps_the_old_version(box: Box) -> None
     assert await box.installed_version() == "0.1.0"
     assert await box.schema() == LATEST
     assert await box.ready()
+
+
+async def test_an_upgrade_stops_at_its_backup_when_a_killed_agents_log_cannot_be_written_back(box: Box) -> None:
+    """The agent on its card took orders and was killed (a power cut) with a big write, 3 MB, in its write-ahead log;
+    the card has room for the backup's copy and the 1 MB the agent keeps free, not for that log written back into the
+    database as well, which closing the stopped database after the copy does. upgrade.sh stops at its backup step
+    before anything changed: "backup failed", the last line names the step, the old version running as before and
+    the log's room needed, "nothing written"; no backup file. The old agent is back with every order (it writes the
+    log back itself, in the room the backup left). Before: the backup said "backup written" and filled the card to its
+    last byte writing the log back; the upgrade went on to install, failed at migrate ("the card is full (0 MB free")
+    and rolled back."""
+    async with small_card(box, 16) as card:
+        orders = await box.push("before", 3)
+        assert await asyncio.to_thread(end_processes_of, box.prepared.user.uid), "no agent to kill"
+        db, wal = card / "edge.db", card / "edge.db-wal"
+        await asyncio.to_thread(killed_writer, db, 3)
+        filler = await asyncio.to_thread(fill, card, leave=db.stat().st_size + wal.stat().st_size + 2**20 + 300 * 1024)
+
+        upgraded = await box.upgrade(box.prepared.new)
+        last = upgraded.stdout.strip().splitlines()[-1]
+        assert upgraded.returncode == 1 and "backup failed" in upgraded.stdout, upgraded.stdout
+        assert "stopped at step backup" in last and "edge-agent 0.1.0 runs as before" in last, last
+        assert "not enough space for a backup" in last and "edge.db-wal" in last, last
+        assert await box.installed_version() == "0.1.0"
+        assert list(card.glob("backups/edge-*")) == []
+        assert last.endswith("nothing written"), last
+        filler.unlink()
+        await wait_until(box.ready)
+        assert set(orders) <= await box.order_ids()
 
 
 # Each step interrupted once in the normal run, by the signal a real interruption there most likely is; every signal
