@@ -8,7 +8,7 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,14 +131,21 @@ def _jobs(db: Path) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT state, copy FROM print_jobs ORDER BY id").fetchall()
 
 
-async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
-    """SIGTERM while a ticket is going out on a slow printer: the agent waits for it (the grace period). A second
-    SIGTERM ends the wait: the agent exits at once, the job stays 'printing', and the next start prints it again
-    marked KOPIE / COPY."""
+@pytest.fixture
+async def shop() -> AsyncIterator[tuple[SimPrinter, SimPrinter]]:
+    """The kitchen and front printers (simulated, on loopback), stopped after the test."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
     await front.start()
-    kitchen.bytes_per_s = 40  # the ticket takes about ten seconds
+    yield kitchen, front
+    await kitchen.stop()
+    await front.stop()
+
+
+async def _ticket_going_out(tmp_path: Path, kitchen: SimPrinter, front: SimPrinter) -> AgentProcess:
+    """An agent process on these printers (data in tmp_path/data) with one order taken: its ticket claimed and its
+    first bytes at the kitchen printer. Asserted, not only polled: a signal before the first byte went out (on a
+    loaded machine) finds nothing in flight, and the spool rightly puts the claimed ticket back in line unmarked."""
     port = free_port()
     data_dir = tmp_path / "data"
     config = _config(tmp_path / "edge.toml", data_dir, port, kitchen.port, front.port)
@@ -149,10 +156,24 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
             order = example_order() | {"print_receipt": False}
             async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
                 assert response.status == 201
-        # Asserted, not only polled: a SIGTERM before the first byte went out (on a loaded machine) finds nothing in
-        # flight, and the spool rightly puts the claimed ticket back in line unmarked.
         await wait_until(_printing(data_dir / "edge.db"), what="the ticket claimed ('printing')")
         await wait_until(lambda: kitchen.job_bytes_in > 0, what="the ticket's first bytes at the printer")
+    except BaseException:
+        await agent.close()
+        raise
+    return agent
+
+
+async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path, shop: tuple[SimPrinter, SimPrinter]) -> None:
+    """SIGTERM while a ticket is going out on a slow printer: the agent waits for it (the grace period). A second
+    SIGTERM ends the wait: the agent exits at once, the job stays 'printing', and the next start prints it again
+    marked KOPIE / COPY."""
+    kitchen, front = shop
+    kitchen.bytes_per_s = 40  # the ticket takes about ten seconds
+    data_dir = tmp_path / "data"
+    agent: AgentProcess | None = None
+    try:
+        agent = await _ticket_going_out(tmp_path, kitchen, front)
         assert agent.proc is not None
         agent.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
@@ -179,14 +200,15 @@ async def test_a_second_sigterm_skips_the_grace_period(tmp_path: Path) -> None:
         assert await agent.terminate(timeout=10) == 0
         assert await asyncio.to_thread(_jobs, data_dir / "edge.db") == [("printed", 1)]
     finally:
-        await agent.close()
-        await kitchen.stop()
-        await front.stop()
+        if agent is not None:
+            await agent.close()
     events = [line for line in (tmp_path / "agent.log").read_text(encoding="utf-8").splitlines() if "agent_" in line]
     assert any('"agent_stop_forced"' in line for line in events)
 
 
-async def test_sighup_is_an_orderly_stop_that_asks_to_be_started_again(tmp_path: Path) -> None:
+async def test_sighup_is_an_orderly_stop_that_asks_to_be_started_again(
+    tmp_path: Path, shop: tuple[SimPrinter, SimPrinter]
+) -> None:
     """SIGHUP (`kill -HUP` or `systemctl kill -s HUP`, meant as "reload" as nginx or sshd take it; or the SSH session
     an `edge run` was started in dropping) while a ticket is going out on a slow printer: the agent stops as on
     SIGTERM, the ticket finishing first and recorded once, and exits 75 (EX_TEMPFAIL), which the unit's
@@ -194,21 +216,12 @@ async def test_sighup_is_an_orderly_stop_that_asks_to_be_started_again(tmp_path:
     killed it outright: no log line, the ticket still 'printing' and printed again as a COPY at the next start, and
     systemd counts a death by SIGHUP as a clean exit (systemd.service(5)), so nothing started it again (the real71a
     probe)."""
-    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
-    await kitchen.start()
-    await front.start()
+    kitchen, front = shop
     kitchen.bytes_per_s = 400  # the ticket takes about a second
-    port = free_port()
     data_dir = tmp_path / "data"
-    config = _config(tmp_path / "edge.toml", data_dir, port, kitchen.port, front.port)
-    agent = AgentProcess(config, port, tmp_path / "agent.log")
+    agent: AgentProcess | None = None
     try:
-        await agent.start()
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
-            order = example_order() | {"print_receipt": False}
-            async with session.post(f"http://127.0.0.1:{port}/api/v1/orders", json=order) as response:
-                assert response.status == 201
-        await wait_until(lambda: kitchen.job_bytes_in > 0, what="the ticket's first bytes at the printer")
+        agent = await _ticket_going_out(tmp_path, kitchen, front)
         assert agent.proc is not None
         agent.proc.send_signal(signal.SIGHUP)
         assert await asyncio.wait_for(agent.proc.wait(), timeout=20) == 75
@@ -216,8 +229,7 @@ async def test_sighup_is_an_orderly_stop_that_asks_to_be_started_again(tmp_path:
         assert len(kitchen.printed) == 1
         _closed(data_dir)
     finally:
-        await agent.close()
-        await kitchen.stop()
-        await front.stop()
+        if agent is not None:
+            await agent.close()
     log = (tmp_path / "agent.log").read_text(encoding="utf-8")
     assert '"agent_stopping"' in log and '"SIGHUP"' in log, log[-2000:]
