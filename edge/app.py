@@ -472,9 +472,10 @@ class Agent:
         if self.stopping:
             return
         self.stopping = True
+        if self._stack is None:  # nothing started, or a start that failed stopped what it had: no stop to tell
+            return
         log.info("agent_stopping")
-        if self._stack is not None:
-            await self._stack.aclose()
+        await self._stack.aclose()
         log.info("agent_stopped")
 
 

@@ -37,6 +37,7 @@ from edge.sim.proxy import ProxySim
 from edge.sim.smtp import SmtpSink
 from tests.helpers import (
     TOKEN,
+    agent_process,
     api_client,
     config_dict,
     db_execute,
@@ -731,3 +732,21 @@ async def test_database_size_stays_bounded_across_purges(tmp_path: Path) -> None
     finally:
         await db.close()
     assert sizes[2] <= sizes[0] * 1.1, sizes
+
+
+async def test_a_second_edge_run_on_a_running_agents_data_is_refused_without_a_stop_in_the_log(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A technician runs `edge run` by hand while the service runs: refused in one line naming the agent; its log
+    says nothing of stopping, which the journal would show beside the running agent's lines as if that one stopped
+    (before stop 71: `agent_stopping`, `agent_stopped`, the real71a probe)."""
+    running = agent_process(tmp_path, printers, log_level="info")
+    await running.start()
+    try:
+        second = await edge("run", "--config", str(running.config))
+        assert second.returncode == 1 and "is in use by agent pid" in second.stderr, second
+        assert "agent_stopping" not in second.stderr + second.stdout, second.stderr
+        assert running.proc is not None and running.proc.returncode is None
+        assert await running.terminate() == 0
+    finally:
+        await running.close()
