@@ -7,6 +7,7 @@ import collections
 import contextlib
 import contextvars
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -81,6 +82,11 @@ _INTERFACE_HOLDS = 4
 # A reply missed on a connection is waited for this many status_timeouts more before the next query on it: a TCP
 # segment lost on the way is sent again after 1 s, then 2 s more (RFC 6298).
 _LATE_REPLY_TIMEOUTS = 2
+# A printer whose replies all come late (a Wi-Fi bridge on a weak link, an Ethernet-to-USB print server that polls its
+# printer slowly: 2-3 s in the real71b probe) is waited for this many times its reply time from then on; replies later
+# than _SLOWEST_REPLY_S are not waited for (as from a printer that does not answer): a ticket would wait that long.
+_REPLY_MARGIN = 2.0
+_SLOWEST_REPLY_S = 10.0
 
 
 class _Replies:
@@ -100,8 +106,10 @@ class _Replies:
         self._in_order: collections.deque[int] = collections.deque()
         self._asb_left = 0  # bytes of an Automatic Status Back still to pass over
         self._in_block = False  # inside a block reply (the Clear response), passed over up to its NUL
-        self._missed: collections.deque[int] = collections.deque()  # n of DLE EOT given up on, their replies to come
+        # DLE EOT given up on, their replies to come: (n, monotonic time asked)
+        self._missed: collections.deque[tuple[int, float]] = collections.deque()
         self._late = 0  # replies to such queries that came
+        self._late_s = 0.0  # how long after its query the last of them came
         # A missed reply never came, even after the wait: replies read after that may answer other queries
         self.doubtful = False
 
@@ -117,23 +125,24 @@ class _Replies:
         self._read_until(lambda: bool(found), timeout)
         return found.popleft() if found else None
 
-    def missed(self, n: int) -> None:
-        """DLE EOT n was given up on: its reply, if it comes, is passed over."""
-        self._missed.append(n)
+    def missed(self, n: int, asked_at: float) -> None:
+        """DLE EOT n, asked at ``asked_at`` (monotonic), was given up on: its reply, if it comes, is passed over."""
+        self._missed.append((n, asked_at))
 
     def settle(self, timeout: float) -> set[int]:
         """Waits up to ``timeout`` for the replies still owed (not at all when none is); returns the n of those that
         did not come (no longer waited for)."""
         self._read_until(lambda: not self._missed, timeout)
-        gone, self._missed = set(self._missed), collections.deque()
+        gone, self._missed = {n for n, _ in self._missed}, collections.deque()
         self.doubtful = self.doubtful or bool(gone)
         return gone
 
-    def late(self, timeout: float) -> bool:
-        """Whether the reply to a missed real-time query comes within ``timeout``: the printer is there, only late."""
+    def late(self, timeout: float) -> float | None:
+        """Whether the reply to a missed real-time query comes within ``timeout`` (the printer is there, only late):
+        how many seconds after its query it came, None when it did not."""
         before = self._late
         self._read_until(lambda: self._late > before, timeout)
-        return self._late > before
+        return self._late_s if self._late > before else None
 
     def _read_until(self, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -157,8 +166,8 @@ class _Replies:
         elif byte == _BLOCK_HEADER:
             self._in_block = True
         elif is_valid_reply(byte) and self._missed:
-            self._missed.popleft()
             self._late += 1
+            self._late_s = time.monotonic() - self._missed.popleft()[1]
         elif is_valid_reply(byte):
             self._real_time.append(byte)
         elif is_in_order_reply(byte):
@@ -247,6 +256,7 @@ class PrinterDriver:
         self.name = name
         self.transport = transport
         self.status_timeout = status_timeout
+        self._reply_s = 0.0  # how late its replies come, once seen to come later than status_timeout every time
         # Printers serve one connection at a time. A thread lock, not an asyncio one: a thread keeps
         # running after the task awaiting it is cancelled, and must still hold the printer.
         self._lock = lock or threading.Lock()
@@ -414,14 +424,14 @@ class PrinterDriver:
         if found[0] == PrinterState.ONLINE:
             self._in_order_asked_again = True
             self.transport.write(_GS_R_PAPER)
-            if self._replies.next(in_order=True, timeout=self.status_timeout) is not None:
+            if self._replies.next(in_order=True, timeout=self._wait_s) is not None:
                 self._in_order_answers, self.caveat = _Habit(answered=True), ""
         return found
 
     def _answers_in_order(self) -> bool | None:
         def ask() -> bool:
             self.transport.write(_GS_R_PAPER)
-            return self._replies.next(in_order=True, timeout=self.status_timeout) is not None
+            return self._replies.next(in_order=True, timeout=self._wait_s) is not None
 
         return self._query(ask, unreachable=None, mute=None, hung_up=None)
 
@@ -533,8 +543,8 @@ class PrinterDriver:
             if not held_back:
                 # On a slow line the poll waits behind the rest of the job's bytes: as long as they may take, or a
                 # reply's.
-                cause = self._real_time(2, timeout=max(taken_by - time.monotonic(), self.status_timeout))
-                late = cause is None and known and self._replies.late(timeout=self._late_time(data))
+                cause = self._real_time(2, timeout=max(taken_by - time.monotonic(), self._wait_s))
+                late = cause is None and known and self._replies.late(timeout=self._late_time(data)) is not None
                 self._heard(cause is not None or late)
                 if cause is None and not late:
                     return None
@@ -543,7 +553,7 @@ class PrinterDriver:
                 if cause is not None:
                     continue
             now = time.monotonic()
-            deadline, taken_by = max(deadline, now + self._job_time(data)), now + self.status_timeout
+            deadline, taken_by = max(deadline, now + self._job_time(data)), now + self._wait_s
         if known:
             self._clear_rest()
             why = "though it answers GS r" if self._in_order_answers.answered else self._no_in_order_after_all()
@@ -586,7 +596,7 @@ class PrinterDriver:
         lost the first one, and maybe some of the job (a serial printer discards what comes while its buffer is full):
         not known to be out, failed, as COPY. Silence: one that never answers it (a few clones), or one still busy."""
         self.transport.write(_GS_R_PAPER)
-        if self._replies.next(in_order=True, timeout=self.status_timeout) is not None:
+        if self._replies.next(in_order=True, timeout=self._wait_s) is not None:
             self._in_order_answers.note(True)
             self._clear_rest()
             raise DeviceWriteError(
@@ -617,7 +627,7 @@ class PrinterDriver:
         if not (self._status_answers.answered and self.transport.vanishes_silently):
             return PrinterState.UNKNOWN, False
         # One known to answer GS r was waited for already (_out): a late reply from it does not end the job there.
-        if self._in_order_known or not self._replies.late(timeout=self._late_time(data)):
+        if self._in_order_known or self._replies.late(timeout=self._late_time(data)) is None:
             self._heard(False)
             self._stopped_in_ticket, self.silence = True, _SILENT_IN_TICKET
             return PrinterState.OFFLINE, False
@@ -638,12 +648,12 @@ class PrinterDriver:
         """How long a DLE EOT reply may take after a job: it waits behind the job's bytes on the slowest printer or
         line, not behind its paper."""
         line = self.transport.line_bytes_per_s
-        return self.status_timeout + len(data) / min(_SLOW_PRINTER_BYTES_PER_S, line or _SLOW_PRINTER_BYTES_PER_S)
+        return self._wait_s + len(data) / min(_SLOW_PRINTER_BYTES_PER_S, line or _SLOW_PRINTER_BYTES_PER_S)
 
     def _job_time(self, data: bytes) -> float:
         """How long the GS r reply may take after a job: it waits until the slowest printer has printed it."""
         printing = data.count(_LF) / _SLOW_PRINTER_LINES_PER_S + data.count(_CUT) * _SLOW_PRINTER_CUT_S
-        return max(self._taking_time(data), self.status_timeout + printing)
+        return max(self._taking_time(data), self._wait_s + printing)
 
     def _check_ready(self) -> None:
         """Raises when the job must not go now."""
@@ -701,15 +711,17 @@ class PrinterDriver:
     def _ask(self, queries: tuple[int, ...], *, first_timeout: float | None = None) -> dict[int, int]:
         """Sends DLE EOT n one at a time and reads each one-byte reply."""
         replies: dict[int, int] = {}
-        timeout = self.status_timeout if first_timeout is None else first_timeout
+        timeout = self._wait_s if first_timeout is None else first_timeout
         for n in queries:
             reply = self._real_time(n, timeout=timeout)
+            if reply is None:
+                reply = self._answered_late(n)
             if reply is None:
                 # Asking on would only add waits: most printers that ignore one query ignore them all, and after a
                 # reply held up on the way the next query waits for it first.
                 break
             replies[n] = reply
-            timeout = self.status_timeout
+            timeout = self._wait_s
         self._heard(bool(replies))
         return replies
 
@@ -717,15 +729,55 @@ class PrinterDriver:
         """DLE EOT n and its reply, None when none came in time. A reply missed earlier on this connection would be
         taken for this query's: it is waited for first, a while, and passed over. One that does not come even then
         is a query the printer ignores (a clone with part of the command set): not waited for again in this run."""
-        self._ignored |= self._replies.settle(timeout=_LATE_REPLY_TIMEOUTS * self.status_timeout)
+        self._ignored |= self._replies.settle(timeout=_LATE_REPLY_TIMEOUTS * self._wait_s)
         self._replies.forget_real_time()
         self.transport.write(_DLE_EOT + bytes([n]))
+        asked_at = time.monotonic()
         reply = self._replies.next(in_order=False, timeout=timeout)
         if reply is not None:
             self._ignored.discard(n)
         elif n not in self._ignored:
-            self._replies.missed(n)
+            self._replies.missed(n, asked_at)
         return reply
+
+    @property
+    def _wait_s(self) -> float:
+        """How long a reply is waited for: status_timeout, or longer for a printer whose replies all come later."""
+        return max(self.status_timeout, min(_SLOWEST_REPLY_S, _REPLY_MARGIN * self._reply_s))
+
+    def _answered_late(self, n: int) -> int | None:
+        """DLE EOT n went unanswered in time; its reply may only be late. Before, the exchange (and a poll's
+        connection) ended there and a late reply was never an answer: a printer whose replies all come late (a slow
+        bridge) was taken for one without status, or for one held by another device, offline for good. Its reply is
+        waited for as long as one held up on the way, then n is asked again: late again, the printer always answers
+        late, and its replies are waited for long enough from now on; at once, it was held up once (a lost segment,
+        the till's turn at the printer): nothing learnt. Returns that reply; None when the late one did not come."""
+        if n in self._ignored:
+            return None
+        took = self._replies.late(timeout=min(_LATE_REPLY_TIMEOUTS * self._wait_s, _SLOWEST_REPLY_S))
+        if took is None or took > _SLOWEST_REPLY_S:
+            return None
+        asked_at = time.monotonic()
+        reply = self._real_time(n, timeout=max(self._wait_s, min(_REPLY_MARGIN * took, _SLOWEST_REPLY_S)))
+        again = time.monotonic() - asked_at
+        if reply is not None and again > self._wait_s:
+            self._slow_replies(again)
+        return reply
+
+    def _slow_replies(self, reply_s: float) -> None:
+        """Its replies come ``reply_s`` after their queries, later than it is waited for: from now on it is waited
+        for long enough, and the technician is told what to set so that it is from the start (not kept over a
+        restart: the first exchange of the next run learns it again)."""
+        self._reply_s = reply_s
+        log.warning(
+            "printer_slow_replies",
+            device_id=self.name,
+            reply_s=round(reply_s, 2),
+            wait_s=round(self._wait_s, 2),
+            hint=f"its status replies come {reply_s:.1f} s late (a slow link or print server): waited for "
+            f"{self._wait_s:.1f} s from now on; set printers.{self.name}.status_timeout = {math.ceil(self._wait_s)} "
+            "so that they are from the start",
+        )
 
     def _heard(self, answered: bool) -> None:
         self._stopped_in_ticket = self._stopped_in_ticket and not answered

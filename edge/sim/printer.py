@@ -34,6 +34,11 @@ bits tell them apart from DLE EOT replies (Citizen CT-S310 manual, 5.3 "Identifi
 A link that stalls (``stalls``): what the printer sends back is held up for a while, then arrives whole and in order,
 as TCP delivers it after a lost segment is sent again (RFC 6298: the retransmission timeout starts at 1 s and doubles
 each time; a Wi-Fi printer or a busy interface board loses one now and then). Nothing is lost; replies are late.
+
+A link that is slow for good (``reply_delay_s``): everything the printer sends back arrives that many seconds after it
+was sent, whole and in order, every reply alike: a Wi-Fi bridge on a weak link, or an Ethernet-to-USB print server
+that polls its USB printer's status only every second or two and passes the answers on then (the real71b probe
+measured this with a delaying proxy in front of a printer: every DLE EOT and GS r reply 2-3 s late).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import dataclasses
 import os
 import socket
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -141,6 +147,8 @@ class SimPrinter:
         # {k: s}: the link stalls for s seconds at the reply to the k-th DLE EOT query (counted as status_asked): that
         # reply and everything sent after it on that connection arrive s seconds late, in order
         self.stalls: dict[int, float] = {}
+        # Every byte sent back arrives this many seconds late, in order (a slow bridge); from the next byte sent
+        self.reply_delay_s = 0.0
         # A person puts a new roll in right after the printer answered the next DLE EOT 1 (fires once): each reply is
         # that instant's state, so a host asking 1, 2, 4 reads "offline" and then no cause for it.
         self.paper_back_after_query_1 = False
@@ -295,7 +303,7 @@ class SimPrinter:
     ) -> None:
         """``turn``: this host's turn at the interface, over once it hangs up: the next connection is served while
         what this one sent still prints (and a clear sent on it drops that)."""
-        link = _Link(writer)
+        link = _Link(writer, lambda: self.reply_delay_s)
         if self.asb:
             link.write(self._asb())
         feed = _Feed(self, link)
@@ -664,10 +672,13 @@ def _split(data: bytes) -> tuple[list[bytes | int | _InOrder | _Clear | _Recover
 
 
 class _Link:
-    """What one connection sends back, in order; a stall holds it up for a while, then it goes out whole."""
+    """What one connection sends back, in order; a stall holds it up for a while, then it goes out whole; a slow link
+    (``delay``, seconds) delivers each write that much after it was made."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, delay: Callable[[], float]) -> None:
         self._writer = writer
+        self._delay = delay
+        self._delayed: collections.deque[tuple[float, bytes]] = collections.deque()  # (loop time due, bytes)
         self._held = bytearray()
         self._until = 0.0  # loop time: until then, everything waits in _held
 
@@ -677,6 +688,24 @@ class _Link:
         loop.call_at(self._until, self._flush)
 
     def write(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self._delay()
+        if not (delay or self._delayed):
+            self._send(data)
+            return
+        # Never ahead of what was sent before it, even when the link got quicker meanwhile
+        due = max(loop.time() + delay, self._delayed[-1][0] if self._delayed else 0.0)
+        self._delayed.append((due, data))
+        loop.call_at(due, self._deliver)
+
+    def _deliver(self) -> None:
+        now = asyncio.get_running_loop().time()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._send(self._delayed.popleft()[1])
+
+    def _send(self, data: bytes) -> None:
+        if self._writer.is_closing():  # the host hung up while it was on its way
+            return
         if self._held or asyncio.get_running_loop().time() < self._until:
             self._held += data
         else:
