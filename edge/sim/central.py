@@ -175,6 +175,7 @@ class CentralSim:
         self._faults: collections.deque[_Fault] = collections.deque()
         self._secret = secrets.token_bytes(16)
         self._epoch = secrets.token_hex(4)  # a new one after a restore: older cursors are refused
+        self._expired_status = 400  # what refuses them (restore_backup)
         self._bucket = 0.0
         self._bucket_at = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -249,9 +250,12 @@ class CentralSim:
     def add_store(self, store_id: str) -> StoreState:
         return self.stores.setdefault(store_id, StoreState(store_id))
 
-    def restore_backup(self) -> None:
-        """The backend's database was restored (or reset): every cursor handed out before is refused with 400."""
+    def restore_backup(self, *, status: int = 400) -> None:
+        """The backend's database was restored (or reset): every cursor handed out before is refused, with 400 as the
+        contract says, or 410 Gone as sync APIs answer a sync token they expired (Google Calendar's, Microsoft Graph's
+        delta links)."""
         self._epoch = secrets.token_hex(4)
+        self._expired_status = status
 
     def fail_next(
         self,
@@ -384,7 +388,9 @@ class CentralSim:
             return _error(400, "invalid_cursor", f"since is a cursor of another store ({fields['s']!r})")
         if fields["e"] != self._epoch:
             return _error(
-                400, "cursor_expired", "since was issued before the backend's data was restored; list from the start"
+                self._expired_status,
+                "cursor_expired",
+                "since was issued before the backend's data was restored; list from the start",
             )
         return int(fields["p"])
 

@@ -63,6 +63,9 @@ _PAGE_FLOOR = 10
 # it takes the listing for one that never ends: a backend whose cursor moves while its filter drops everything paged
 # four times a second for ever. 100 pages of the contract's largest; a busy store's day of superseded versions is less.
 _EMPTY_CHANGES_MAX = 100_000
+# A cursor the backend no longer honours: 400 as the contract says, or 410 Gone, as sync APIs answer a sync token they
+# expired (Google Calendar, Microsoft Graph's delta links): before, a 410 failed every run for good.
+_CURSOR_REFUSED = frozenset({400, 410})
 _RETRY_CAP_S = 900.0  # a failed run's next try, at most this far off when there is no schedule
 
 
@@ -420,7 +423,7 @@ class Recovery:
                 try:
                     orders, next_cursor, more = await fetch
                 except CentralRejectedError as err:
-                    if err.status != 400 or not cursor or restarted:
+                    if err.status not in _CURSOR_REFUSED or not cursor or restarted:
                         raise
                     # The backend no longer knows our cursor (reset, restored; also one it handed out in this run,
                     # restored while we paged): list from its beginning instead of failing every run from now on.

@@ -710,17 +710,41 @@ async def test_a_page_answered_once_with_something_not_json_is_asked_again_and_t
     assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(6,)]
 
 
+@pytest.mark.parametrize("status", [400, 410])
 async def test_a_cursor_refused_on_a_later_page_lists_again_from_the_start(
-    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, status: int
 ) -> None:
     """Central is restored from a backup while the agent pages through it: the cursor it handed out for page 2 is
-    refused (400 cursor_expired). The run lists again from the beginning, as it does when the stored cursor is
-    refused, and completes with every order stored once. Before stop 62 (the central probe, s03): only a refusal on
-    the first page was taken so; on a later page the run failed and the orders waited for the schedule."""
+    refused (400 cursor_expired, or 410 Gone as sync APIs say it). The run lists again from the beginning, as it does
+    when the stored cursor is refused, and completes with every order stored once. Before stop 62 (the central probe,
+    s03): only a refusal on the first page was taken so; on a later page the run failed and the orders waited for the
+    schedule; a 410 failed the run before stop 71 (the central71 probe)."""
     central.create_orders(6, prefix="e")
     expired = {"error": "cursor_expired", "reason": "restored from a backup"}
-    central.fail_next(1, 400, body=expired, path="orders", after=1)
+    central.fail_next(1, status, body=expired, path="orders", after=1)
     agent, events = await agents.start(sync_settings(page_size=3))
     [completed] = await events.wait(RecoveryCompleted)
     assert completed.counts["stored"] == 6 and not events.of(RecoveryFailed)
     assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(6,)]
+
+
+async def test_a_stored_cursor_the_backend_answers_410_gone_is_listed_again_from_the_start(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """A backend that expires its sync cursors answers an old one 410 Gone, as Google Calendar's sync token and
+    Microsoft Graph's delta link do ("fullSyncRequired", "syncStateNotFound"), not 400. The run lists from the
+    beginning, as for a 400, and the orders central took meanwhile print. Before stop 71 every run failed on the
+    stored cursor, for good, the orders never printed and one mail said so (the central71 probe, c1)."""
+    central.create_orders(2, prefix="f")
+    agent, events = await agents.start(sync_settings())
+    [first] = await events.wait(RecoveryCompleted)
+    assert first.counts["stored"] == 2
+    central.restore_backup(status=410)
+    central.create_orders(3, prefix="g")
+    async with api_client(agent) as api:
+        async with api.post("/api/v1/recovery/runs") as response:
+            assert response.status == 202
+        second = (await events.wait(RecoveryCompleted, count=2))[1]
+    assert (second.counts["present"], second.counts["stored"]) == (2, 3) and not events.of(RecoveryFailed)
+    assert 410 in central.statuses()
+    assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM orders") == [(5,)]
