@@ -7,8 +7,10 @@ It is modelled on what a real backend behind a gateway does, not on what our cli
   none, while more follow"), so superseded versions make short and empty pages with ``has_more`` true;
 - change times have one-second resolution (a SQL ``DATETIME``), so ties are common; the cursor is never a time;
 - an idempotency key reused with another body is refused (the IETF draft "The Idempotency-Key HTTP Header
-  Field", section 2.7: 422), events are validated (type, time, the order belongs to the store), a batch is
-  applied whole or not at all, and size limits answer 413 as a gateway does (aiohttp's ``client_max_size``);
+  Field", section 2.7: 422), and with ``in_progress_conflicts`` one whose first request is still being
+  processed too (the same section: 409, "retry later"; Stripe answers so); events are validated (type, time, the
+  order belongs to the store), a batch is applied whole or not at all, and size limits answer 413 as a gateway does
+  (aiohttp's ``client_max_size``);
 - a gateway's rate limit (``capacity_rps``) answers 429 with Retry-After (RFC 6585 section 4, RFC 9110 10.2.3), and
   its body limit (``gateway_max_body``, nginx's ``client_max_body_size``) 413 with its own HTML page.
 Fault modes: error statuses with Retry-After, latency, slow-drip and truncated bodies, a cut line, a slow line (every
@@ -96,6 +98,7 @@ class StoreState:
     reject_types: set[str] = dataclasses.field(default_factory=set)
     refused_orders: dict[str, int] = dataclasses.field(default_factory=dict)  # order id -> status its events get
     resent: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)  # log position -> old version listed
+    in_progress: set[str] = dataclasses.field(default_factory=set)  # keys of events POSTs being processed now
 
 
 class CentralSim:
@@ -130,6 +133,11 @@ class CentralSim:
         self.health_latency_s = 0.0  # added to health answers only (a slow dependency check behind /v1/health)
         # Added to an events POST per event in it: a backend that writes each one (a big backlog's batch takes long)
         self.event_latency_s = 0.0
+        # A key of an events POST still being processed, sent again meanwhile, is answered 409 {"error":
+        # "request_in_progress"}: the IETF draft "The Idempotency-Key HTTP Header Field", section 2.7 (a request
+        # retried while the first with its key is outstanding), as Stripe answers; False: the copy is processed too.
+        self.in_progress_conflicts = False
+        self._events_delays: collections.deque[float] = collections.deque()  # see slow_next_events
         # The last page's next_cursor is null (has_more false), a common API style the contract does not use
         self.null_last_cursor = False
         # No has_more: the listing ends when the cursor comes back empty (Slack's and many others' style), which the
@@ -284,6 +292,11 @@ class CentralSim:
     def drip_next(self, count: int, *, chunk: int = 64, interval_s: float = 0.1, path: str | None = None) -> None:
         """The next ``count`` API calls answer normally, but the body trickles: ``chunk`` bytes per ``interval_s``."""
         self._faults.extend([_Fault("drip", path, chunk=chunk, interval_s=interval_s)] * count)
+
+    def slow_next_events(self, count: int, seconds: float) -> None:
+        """The next ``count`` events POSTs are applied and answered only after ``seconds`` (a backend busy for a
+        moment): one the box gave up waiting for is applied all the same."""
+        self._events_delays.extend([seconds] * count)
 
     def truncate_next(self, count: int, *, path: str | None = None) -> None:
         """The next ``count`` API calls are answered (and applied), but the connection closes halfway through."""
@@ -571,8 +584,22 @@ class CentralSim:
             return _error(400, "malformed_request", 'body must be {"events": [...]}')
         if len(events) > MAX_EVENTS:
             return _error(413, "batch_too_large", f"at most {MAX_EVENTS} events per request, got {len(events)}")
-        if self.event_latency_s:
-            await asyncio.sleep(self.event_latency_s * len(events))
+        keys = {e["idempotency_key"] for e in events if _has_key(e)}
+        if self.in_progress_conflicts and keys & state.in_progress:
+            return _error(
+                409, "request_in_progress", "a request with one of these idempotency keys is still being processed"
+            )
+        state.in_progress |= keys
+        try:
+            delay = self.event_latency_s * len(events) + (self._events_delays.popleft() if self._events_delays else 0)
+            if delay:
+                await asyncio.sleep(delay)
+            return self._apply_events(state, events)
+        finally:
+            state.in_progress -= keys
+
+    def _apply_events(self, state: StoreState, events: list[Any]) -> web.Response:
+        """The batch validated and applied whole, or refused whole; the contract's answer either way."""
         for n, event in enumerate(events):
             if problem := self._check_event(state, event):
                 error, reason = problem

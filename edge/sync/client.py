@@ -11,7 +11,7 @@ import random
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -33,6 +33,10 @@ _RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_EVENTS_PER_POST = 500
 # The contract's refusals that mean "this event, never" (422 with one of these as "error"); nothing else may reject.
 PERMANENT_EVENT_ERRORS = frozenset({"invalid_event", "unknown_order", "idempotency_key_reused"})
+# A request that got no answer in time may still be processed at central this long: past any gateway's own limit
+# (nginx's proxy_read_timeout and an AWS load balancer's idle timeout are 60 s) twice over. A 409 to its keys later
+# is central's refusal, not its work in progress.
+_MAY_STILL_RUN_S = 120.0
 
 
 class CentralUnreachableError(CentralApiError):
@@ -54,6 +58,12 @@ class CentralLaterError(CentralApiError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class CentralInProgressError(CentralLaterError):
+    """409 to a request holding an idempotency key of an earlier one that got no answer in time: central is still
+    processing that one (the IETF draft "The Idempotency-Key HTTP Header Field", section 2.7; Stripe answers so).
+    Retried, each time after at least the time the earlier one was given to answer."""
 
 
 class CentralBusyError(CentralLaterError):
@@ -175,6 +185,9 @@ class CentralClient:
         # Until when (the loop's clock) central asked for quiet (Retry-After on a 429 or 503, up to retry_max_s): no
         # call goes out before, whichever part of the agent makes it: a retry, the outbox's next pass, a page.
         self._quiet_until = 0.0
+        # Idempotency keys of requests that got no answer in time -> until when (monotonic) central may still be
+        # processing them (_MAY_STILL_RUN_S).
+        self._unanswered: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
         # The store network's way out, if it has one: every call goes through it, central's name resolved there.
         self._proxy = settings.proxy or None
@@ -277,7 +290,8 @@ class CentralClient:
         contract's one success answer, 200 {"accepted": n, "duplicates": m} where n + m is the number sent.
         ``retry_slow=False``: an answer too slow to arrive in time raises CentralSlowAnswerError at once (the caller
         sends fewer events)."""
-        answer = await self.request("POST", self.events_path, body={"events": events}, retry_slow=retry_slow)
+        keys = [e["idempotency_key"] for e in events]
+        answer = await self.request("POST", self.events_path, body={"events": events}, retry_slow=retry_slow, keys=keys)
         # A count left out is 0: protojson (grpc-gateway's default) omits zero fields; the sum still has to add up.
         counts = [answer.get(k, 0) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
         numbers = [n for n in map(_count, counts) if n is not None]
@@ -304,33 +318,65 @@ class CentralClient:
         params: dict[str, str] | None = None,
         body: Any = None,
         retry_slow: bool = True,
+        keys: Collection[str] = (),
     ) -> Any:
         """Send with retries: connection errors, timeouts, 429 and 5xx back off (Retry-After plus full jitter);
-        ``retry_slow=False`` leaves an answer too slow to arrive whole to the caller (CentralSlowAnswerError)."""
+        ``retry_slow=False`` leaves an answer too slow to arrive whole to the caller (CentralSlowAnswerError).
+        ``keys``: the idempotency keys the request carries; a 409 while an earlier request holding one of them may
+        still be processed at central (it got no answer in time) is retried as CentralInProgressError."""
         s = self._settings
-        attempt = 0
+        attempt, waited = 0, False
         while True:
             try:
-                return await self._send(method, path, params=params, body=body)
+                try:
+                    return await self._send(method, path, params=params, body=body)
+                except CentralRejectedError as refused:
+                    if refused.status != 409 or not self._may_still_run(keys):
+                        raise
+                    # Central has not finished the request we gave up waiting for: later, not refused.
+                    later = CentralInProgressError(
+                        f"{refused}: central is still processing an earlier request with these keys", s.read_timeout_s
+                    )
+                    raise _RetryableError(later) from None
             except _RetryableError as err:
+                if isinstance(err.cause, CentralSlowAnswerError):
+                    self._went_unanswered(keys)
                 attempt += 1
                 if attempt >= s.max_attempts or (not retry_slow and isinstance(err.cause, CentralSlowAnswerError)):
                     raise err.cause from None
-                delay = backoff_delay(attempt - 1, base=s.retry_base_s, cap=s.retry_max_s)
+                delay = self.retry_delay(attempt - 1)
                 if err.retry_after is not None:
                     # Retry-After is the floor (up to retry_max_s: a longer wait would park the caller, which tries
                     # again at its next cycle); the growing full jitter on top spreads a fleet that was told the
                     # same number, so it does not come back in one burst and meet the same 429 again.
                     delay += min(err.retry_after, s.retry_max_s)
-                log.warning(
-                    "central_retry",
-                    method=method,
-                    path=path,
-                    attempt=attempt,
-                    error=str(err.cause),
-                    retry_in_s=round(delay, 2),
-                )
+                if not isinstance(err.cause, CentralInProgressError):
+                    log.warning(
+                        "central_retry",
+                        method=method,
+                        path=path,
+                        attempt=attempt,
+                        error=str(err.cause),
+                        retry_in_s=round(delay, 2),
+                    )
+                elif not waited:  # central at work, nothing wrong here: said once for the request, not at each try
+                    waited = True
+                    log.info("central_still_processing", method=method, path=path, keys=len(keys), error=str(err.cause))
                 await asyncio.sleep(delay)
+
+    def retry_delay(self, attempt: int) -> float:
+        """The pause before the ``attempt``-th retry (0: the first) of a call, Retry-After aside."""
+        return backoff_delay(attempt, base=self._settings.retry_base_s, cap=self._settings.retry_max_s)
+
+    def _went_unanswered(self, keys: Collection[str]) -> None:
+        now = time.monotonic()
+        self._unanswered = {k: until for k, until in self._unanswered.items() if until > now}
+        self._unanswered.update(dict.fromkeys(keys, now + _MAY_STILL_RUN_S))
+
+    def _may_still_run(self, keys: Collection[str]) -> bool:
+        """Whether central may still be processing a request of ours that held one of these keys."""
+        now = time.monotonic()
+        return any(self._unanswered.get(k, 0.0) > now for k in keys)
 
     async def _exchange(
         self, method: str, url: str, params: dict[str, str] | None, body: Any, tls: ssl.SSLContext | None

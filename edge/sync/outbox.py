@@ -73,7 +73,8 @@ class OutboxSender:
     events stay pending and wait (its later ones too, so they keep their order) while the other orders' go; every
     ``refused_retry_s`` its oldest event is sent alone, and once central takes it the order's events go as before.
     Each order set aside is published (OrderEventsRefused: a person is told). Every other refusal (a proxy's 405, a
-    400, auth) rejects nothing and sets nothing aside: the batch stays pending.
+    400, auth) rejects nothing and sets nothing aside: the batch stays pending. So does a 409 while central may still
+    be processing a POST of these keys that got no answer in time (the client's CentralInProgressError, retried).
 
     A 413 for several events is a body limit (a gateway's): the bytes of the larger half become the most a POST holds
     for _BODY_LIMIT_KEPT_S, so the halves go, and later batches go in parts of that size instead of meeting it again.
@@ -164,6 +165,9 @@ class OutboxSender:
             # make the next copies duplicates): fewer a POST, until whole batches are taken in time again.
             self._batch_size = max(1, len(items) // 2)
             log.warning("outbox_batch_too_slow", events=len(items), batch_size=self._batch_size)
+            # Central may still be at it (the client waits out its 409 "in progress"): the halves go after the pause
+            # a retry of the whole would have had, not at once on top of it.
+            await asyncio.sleep(self._client.retry_delay(0))
             return await self._settle_halves(items)
         except CentralApiError as err:
             if not isinstance(err, CentralRejectedError) or not (

@@ -17,7 +17,7 @@ from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import CentralSettings, Secret, Settings
 from edge.errors import CentralApiError
-from edge.events import EventBus, JobPrinted, RecoveryCompleted
+from edge.events import EventBus, JobPrinted, OrderEventsRefused, RecoveryCompleted
 from edge.log import Summarised
 from edge.sim.central import CentralSim
 from edge.sim.orders import example_order
@@ -380,10 +380,11 @@ def body_of(rows: list[tuple[Any, ...]]) -> int:
     return len(json.dumps({"events": [{**json.loads(p), "idempotency_key": k} for k, p in rows]}))
 
 
-async def pile_up(agent: Agent, recorder: Recorder, central: CentralSim, prefix: str) -> None:
-    """80 orders pushed and printed while central is down: their `received` and `printed` events wait (about 200)."""
+async def pile_up(agent: Agent, recorder: Recorder, central: CentralSim, prefix: str, count: int = 80) -> None:
+    """``count`` orders pushed and printed while central is down: their `received` and `printed` events wait (about
+    200 for 80)."""
     await central.set_up(False)
-    orders = central.create_orders(80, prefix=prefix)
+    orders = central.create_orders(count, prefix=prefix)
     async with api_client(agent) as api:
         for order in orders:
             assert (await post(api, order))[0] == 201
@@ -475,6 +476,44 @@ async def test_a_batch_too_slow_for_central_to_answer_in_time_is_sent_in_smaller
             pass  # a batch that timed out stays pending, the next flush sends less
     assert await sender.pending() == 0
     assert len(central.events) == 240
+
+
+@pytest.mark.parametrize("orders", [1, 8])
+async def test_events_central_is_still_processing_when_sent_again_are_waited_for_not_refused(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink, orders: int
+) -> None:
+    """A backend that follows the IETF idempotency-key draft (section 2.7; Stripe alike) answers 409 {"error":
+    "request_in_progress"} to keys whose first request it is still processing. The events of orders printed while the
+    line was down go in one POST that central takes 1.5 s to apply, past the agent's read timeout; the agent sends
+    them again (in halves, the same keys) while central is still at it. That 409 is "in progress", not a refusal:
+    every event arrives within seconds, nothing is split for it, no order is set aside, nobody is mailed, the log
+    says it once. Before, the
+    agent split the batch down to single events and set every order aside for refused_retry_s (5 min), with a mail
+    per order saying central refuses its events, though central had applied them all (the central71 probe, 3)."""
+    central.in_progress_conflicts = True
+    settings = sync_settings(read_timeout_s=0.5, connect_timeout_s=0.5, sections=mail_to(sink))
+    agent, recorder = await agents.start(settings)
+    await recorder.wait(RecoveryCompleted)
+    await pile_up(agent, recorder, central, "busy", count=orders)
+    central.slow_next_events(1, 1.5)  # three times the read timeout, well within the retries it is given
+    with capture_logs() as logs:
+        await central.set_up(True)
+        await eventually(
+            lambda: db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"),
+            lambda rows: rows == [(0,)],
+            timeout=10,
+            what="every event delivered",
+        )
+    written = [k for (k,) in await db_rows(agent, "SELECT idempotency_key FROM outbox ORDER BY id")]
+    assert set(central.events) == set(written)
+    assert_in_order_per_order(central, written)
+    assert 409 in central.statuses(), "central never answered in progress: the test did not test it"
+    assert [e for e in logs if e["event"] in ("outbox_batch_split", "outbox_order_set_aside")] == []
+    said = [e["event"] for e in logs if e["event"] == "central_still_processing" or "HTTP 409" in e.get("error", "")]
+    assert said == ["central_still_processing"]  # one line, not one at every try
+    assert recorder.of(OrderEventsRefused) == [] and sink.messages == []
+    rejected = "SELECT COUNT(*) FROM outbox WHERE json_extract(payload, '$._rejected') IS NOT NULL"
+    assert await db_rows(agent, rejected) == [(0,)]
 
 
 async def test_running_agent_delivers_past_a_refused_event(
