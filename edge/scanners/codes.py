@@ -139,6 +139,12 @@ def _without_noise(line: bytes) -> bytes:
     return line[start:end]
 
 
+def noise_in_front(line: bytes) -> bool:
+    """Whether ``line`` has noise in front of its code (see _without_noise)."""
+    core = _without_noise(line)
+    return bool(core) and not line.startswith(core)
+
+
 def decode_line(line: bytes) -> str:
     """The code as text, without noise or a symbology identifier in front (or control bytes after it); raises
     NoiseError naming what is wrong with the bytes (a line that is noise only is judged whole)."""

@@ -16,7 +16,7 @@ from edge.config import ScannerSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError
 from edge.events import EventBus, ScannerConnectionChanged
 from edge.log import Summarised
-from edge.scanners.codes import TICKET_PREFIX, LineSplitter, NoiseError, decode_line, escape
+from edge.scanners.codes import TICKET_PREFIX, LineSplitter, NoiseError, decode_line, escape, noise_in_front
 from edge.scanners.ports import READ_WAKE_S, ScannerPort, SerialPort
 
 log = structlog.get_logger()
@@ -216,6 +216,14 @@ class Scanner:
             self._reject(reason if suffixed else f"{reason}, then silence (no CR, LF or Tab)", line)
             return
         if not code:
+            return
+        if not suffixed and noise_in_front(line):
+            # A scanner at another baud rate than the port's: a framing error's NUL and a character or two, its CR lost
+            # in the garble. Read, "1" named today's order 1 (the scan71 probe); a real code comes with its suffix, or
+            # clean from a scanner that sends none.
+            self._reject(
+                "noise in front of it and no CR, LF or Tab after it: garble (a baud rate unlike the port's?)", line
+            )
             return
         if (piece := self._piece) is not None:
             if suffixed and read_at - piece[1] <= _TAIL_S:
