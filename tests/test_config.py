@@ -330,8 +330,8 @@ def test_secrets_file_of_another_user_than_the_agent_stops_start_up(tmp_path: Pa
     assert result.returncode == 2, result.stdout
     nobody = pwd.getpwuid(65534).pw_name
     assert result.stderr.strip() == (
-        f"edge: config {secrets}: belongs to root, but the agent's user (owner of {tmp_path / 'data'}) is {nobody},"
-        f" who cannot read it; fix: chown {nobody}: {secrets}"
+        f"edge: config {secrets}: belongs to root (mode 0600), but the agent's user (owner of {tmp_path / 'data'})"
+        f" is {nobody}, who cannot read it; fix: chown {nobody}: {secrets}"
     )
     os.chown(secrets, 65534, 65534)
     assert edge_blocking("config", "check", "--config", str(config)).returncode == 0

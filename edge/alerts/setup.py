@@ -446,7 +446,7 @@ def run(
 
 def _new_file_owner(args: argparse.Namespace, env_path: Path) -> tuple[int, int] | None:
     """An existing secrets file keeps its owner; a new one gets the agent's user's: the owner of agent.data_dir, as
-    the agent itself judges it (edge/config/_loader.py, check_secrets_owner), else the config file's (install.sh gives
+    the agent itself judges it (edge/config/_loader.py, check_agent_reads), else the config file's (install.sh gives
     that to the agent's user). A wizard run as root never leaves a file the agent cannot read, also when the config
     was saved by root."""
     config = args.config or os.environ.get("EDGE_CONFIG")

@@ -5,7 +5,7 @@ The lowest layer: it imports the standard library and edge.errors only, so every
 
 from edge.config._loader import (
     SECRETS_FILE,
-    check_secrets_owner,
+    check_agent_reads,
     load_settings,
     load_settings_around_faults,
     parse_settings,
@@ -74,7 +74,7 @@ __all__ = [
     "UsbPrinterSettings",
     "ascii_local_part",
     "check_address",
-    "check_secrets_owner",
+    "check_agent_reads",
     "is_loopback_host",
     "load_settings",
     "load_settings_around_faults",

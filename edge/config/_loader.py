@@ -134,6 +134,25 @@ def _user(uid: int) -> str:
         return str(uid)
 
 
+def _unreadable(path: Path) -> str:
+    """Why this process's user cannot read ``path`` (the config or the secrets file), with the fix."""
+    me = _user(os.geteuid())
+    try:
+        info = path.stat()
+    except OSError as err:  # a folder on the way this user may not enter
+        return f"cannot be reached as user {me}: {err.strerror}"
+    owner = _user(info.st_uid)
+    # Root's: moved in by root (the old wizard's habit, a file made under umask 077), the agent's user must own it.
+    # Another user's: most likely the agent's, and this is a person's command without the sudo under which edge
+    # commands act as that user.
+    fix = (
+        f"chown {me}: {path} (it must belong to the agent's user)"
+        if info.st_uid == 0
+        else f"run it with sudo (as root, edge commands act as the agent's user, {owner})"
+    )
+    return f"belongs to {owner} (mode {stat.S_IMODE(info.st_mode):04o}), so user {me} cannot read it; fix: {fix}"
+
+
 def read_secrets(path: Path) -> dict[str, str]:
     """The secrets file's KEY=VALUE pairs, refusing a file others may read or one this user cannot, naming the fix."""
     return {key: value for key, (_, value) in _read_secret_lines(path).items()}
@@ -154,17 +173,7 @@ def _read_secret_lines(path: Path) -> dict[str, tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except PermissionError:
-        owner, me = _user(info.st_uid), _user(os.geteuid())
-        # Root's: the old wizard's habit, the agent's user must own it. Another user's: most likely the agent's, and
-        # this is a person's command without the sudo under which edge commands act as that user.
-        fix = (
-            f"chown {me}: {path} (it must belong to the agent's user)"
-            if info.st_uid == 0
-            else f"run it with sudo (as root, edge commands act as the agent's user, {owner})"
-        )
-        raise ConfigError(
-            str(path), f"belongs to {owner} (mode 0600), so user {me} cannot read it; fix: {fix}"
-        ) from None
+        raise ConfigError(str(path), _unreadable(path)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(str(path), f"cannot be read: {err}") from None
     try:
@@ -262,19 +271,45 @@ def _layering(
     return tuple(overridden), tuple(unknown)
 
 
-def check_secrets_owner(path: Path | None, data_dir: Path) -> None:
-    """The agent's user owns the data directory; the secrets file must be its too (else the agent cannot read it)."""
+def check_agent_reads(files: tuple[Path | None, ...], data_dir: Path) -> None:
+    """The agent's user owns the data directory: it must be able to write there, and to read the config and secrets
+    files. Root reads any file, so a root-run check judges them for that user (else it says ok to what the agent
+    then refuses); the agent's user learns of a data directory root made (a root-run command on a wiped one)."""
     try:
-        secrets, data = (path.stat(), data_dir.stat()) if path else (None, None)
+        data = data_dir.stat()
     except OSError:
-        return  # no secrets file, or no data directory yet: nothing to compare
-    if secrets and data and secrets.st_uid != data.st_uid:
-        agent = _user(data.st_uid)
+        return  # no data directory yet: the agent makes it, as its user
+    me = os.geteuid()
+    if data.st_uid == 0 and me != 0 and not os.access(data_dir, os.W_OK):
         raise ConfigError(
-            str(path),
-            f"belongs to {_user(secrets.st_uid)}, but the agent's user (owner of {data_dir}) is {agent}, who cannot"
-            f" read it; fix: chown {agent}: {path}",
+            "agent.data_dir",
+            f"{data_dir} belongs to root, so the agent's user {_user(me)} cannot write there;"
+            f" fix: chown -R {_user(me)}: {data_dir}",
         )
+    agent = _user(data.st_uid)
+    for path in files:
+        try:
+            info = path.stat() if path else None
+        except OSError:
+            continue  # no secrets file: nothing to read
+        if info and not _may_read(info, data.st_uid, data.st_gid):
+            raise ConfigError(
+                str(path),
+                f"belongs to {_user(info.st_uid)} (mode {stat.S_IMODE(info.st_mode):04o}), but the agent's user"
+                f" (owner of {data_dir}) is {agent}, who cannot read it; fix: chown {agent}: {path}",
+            )
+
+
+def _may_read(info: os.stat_result, uid: int, gid: int) -> bool:
+    """Whether user ``uid`` (primary group ``gid`` when it has no passwd entry) may read a file, by its mode."""
+    if uid in (0, info.st_uid):
+        return uid == 0 or bool(info.st_mode & stat.S_IRUSR)
+    try:
+        entry = pwd.getpwuid(uid)
+        groups = set(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    except KeyError:
+        groups = {gid}
+    return bool(info.st_mode & (stat.S_IRGRP if info.st_gid in groups else stat.S_IROTH))
 
 
 def resolve_config_path(cli_path: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -325,6 +360,8 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         data = tomllib.loads(path.read_text(encoding="utf-8").removeprefix(BOM))
     except FileNotFoundError:
         raise ConfigError("--config", f"file {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError("--config", f"{path} {_unreadable(path)}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError("--config", f"cannot read {path}: {err}") from None
     except tomllib.TOMLDecodeError as err:
@@ -333,7 +370,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     secrets_file = secrets_path(path, environ)
     from_file, env = _env_layers(path, environ)
     settings = parse_settings(data, env=env, source=str(path), secrets_file=secrets_file)
-    check_secrets_owner(secrets_file, settings.agent.data_dir)
+    check_agent_reads((path, secrets_file), settings.agent.data_dir)
     edge_environ = {k: v for k, v in environ.items() if k.startswith("EDGE_")}
     overridden, unknown = _layering(data, path, secrets_file, from_file, edge_environ)
     return dataclasses.replace(settings, overridden=overridden, unknown_variables=unknown)

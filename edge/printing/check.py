@@ -46,9 +46,12 @@ class PrintingCheck:
         """Raises ConfigError (one readable line) when a template, profile or logo cannot print.
 
         Args:
-            cache_dir: where the fingerprint is kept (``data_dir/cache``); None: check at every start.
+            cache_dir: where the fingerprint and the compiled templates are kept (``data_dir/cache``); None: check at
+                every start and write nothing (`edge config check` as root, where the data directory may not exist
+                yet: made by root, the agent's user could not use it).
         """
         self._settings = settings
+        self._cache_dir = cache_dir
         self._file = cache_dir / CACHE_FILE if cache_dir is not None else None
         self._building = threading.Lock()
         started = time.perf_counter()
@@ -141,7 +144,7 @@ class PrintingCheck:
         log.info("printing_warmed", took_ms=round(1000 * (time.perf_counter() - started), 1))
 
     def _check(self) -> Renderer:
-        renderer = make_renderer(self._settings)  # renders every template once
+        renderer = make_renderer(self._settings, self._cache_dir)  # renders every template once
         for printer in self._settings.printers.values():
             renderer.check_options(printer.name, print_options(printer), width=printer.width)
         return renderer

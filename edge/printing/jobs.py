@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -18,14 +19,14 @@ from edge.store.rows import PrintableJob
 _UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
 
 
-def make_renderer(settings: Settings) -> Renderer:
+def make_renderer(settings: Settings, cache_dir: Path | None) -> Renderer:
     """The renderer with the operator's templates, the store's time zone and language; compiled templates are kept in
-    the data dir's cache folder."""
+    ``cache_dir`` (the data dir's cache folder; None: nowhere, for a check that must write nothing)."""
     zone = settings.agent.timezone
     return Renderer(
         template_dir=settings.printing.template_dir,
         tz=ZoneInfo(zone) if zone else None,
-        cache_dir=settings.agent.data_dir / "cache" / "templates",
+        cache_dir=cache_dir / "templates" if cache_dir is not None else None,
         language=settings.agent.language,
     )
 
@@ -44,7 +45,7 @@ class JobRenderer:
         without it, one is made from the settings now."""
         self._settings = settings
         if renderer is None:
-            made = make_renderer(settings)
+            made = make_renderer(settings, settings.agent.data_dir / "cache")
             renderer = lambda: made  # noqa: E731 (a constant provider)
         self._renderer = renderer
 

@@ -22,11 +22,14 @@ from tests.helpers import agent_process, edge, edge_backup, small_disk
 
 
 def _box(base: Path, user: SystemUser, printers: dict[str, SimPrinter], extra: str = "") -> Path:
-    """A config in ``base`` (root's, read before the drop) whose data directory belongs to ``user``."""
+    """A config in ``base`` whose data directory belongs to ``user``; the config too, as install.sh leaves it (one the
+    agent's user cannot read is refused)."""
     data = base / "data"
     data.mkdir()
     os.chown(data, user.uid, user.gid)
-    return agent_process(base, printers, extra=extra).config
+    config = agent_process(base, printers, extra=extra).config
+    os.chown(config, user.uid, user.gid)
+    return config
 
 
 async def test_restore_of_a_file_the_agents_user_cannot_read_says_so_not_damaged(

@@ -277,3 +277,72 @@ async def test_setup_notifications_run_as_root_leaves_no_root_file_in_the_data_d
         await sink.stop()
     assert setup.returncode == 0, setup.stdout + setup.stderr
     assert foreign_files(data_dir, system_user) == []
+
+
+async def test_root_checks_of_a_wiped_data_directory_leave_it_for_the_agents_user_to_make(
+    system_user: SystemUser, printers: dict[str, SimPrinter]
+) -> None:
+    """The data directory wiped by hand (or a new agent.data_dir), then `sudo edge config check` and `sudo edge
+    doctor`: they write nothing there, so the agent's next start makes it as its own user. Before, the printing check's
+    compiled templates made it root's, and the agent then refused to start (exit 2) blaming edge.env."""
+    state = system_user.home / "state"  # what systemd's StateDirectory= (or a disk mounted for the agent) gives it
+    state.mkdir()
+    os.chown(state, system_user.uid, system_user.gid)
+    data_dir = state / "edge"
+    config = cli_config(system_user.home / "edge.toml", data_dir, printers)
+    os.chown(config, system_user.uid, system_user.gid)  # install.sh: the agent reads its config
+    checked = await edge("config", "check", "--config", str(config), user=system_user)
+    assert checked.returncode == 0, checked.stderr
+    doctor = await edge("doctor", "--config", str(config), user=system_user)
+    assert "FAIL  config" not in doctor.stdout, doctor.stdout + doctor.stderr
+    assert not data_dir.exists(), f"root's check made {foreign_files(data_dir, system_user)}"
+    started = await run_as(system_user, "migrate", "--config", str(config))
+    assert started.returncode == 0, started.stderr
+    assert foreign_files(data_dir, system_user) == []
+
+
+async def test_a_data_directory_left_to_root_is_named_with_its_fix_not_edge_env(
+    system_user: SystemUser, printers: dict[str, SimPrinter]
+) -> None:
+    """A data directory root owns while the agent runs as its user (made by an older root-run check): the agent's
+    refusal names the directory and its chown, not the secrets file (whose suggested chown went round in a loop)."""
+    data_dir = agent_data_dir(system_user)
+    os.chown(data_dir, 0, 0)
+    config = cli_config(system_user.home / "edge.toml", data_dir, printers)
+    os.chown(config, system_user.uid, system_user.gid)
+    secrets_file = system_user.home / "edge.env"
+    secrets_file.write_text('EDGE_ALERT_TO="chef@store.test"\n', encoding="utf-8")
+    secrets_file.chmod(0o600)
+    os.chown(secrets_file, system_user.uid, system_user.gid)
+    started = await run_as(system_user, "run", "--config", str(config))
+    assert started.returncode == 2, started.stderr
+    assert started.stderr.strip() == (
+        f"edge: config agent.data_dir: {data_dir} belongs to root, so the agent's user {system_user.name} cannot write"
+        f" there; fix: chown -R {system_user.name}: {data_dir}"
+    )
+
+
+async def test_a_config_the_agents_user_cannot_read_fails_the_root_check_and_doctor_naming_the_fix(
+    system_user: SystemUser, printers: dict[str, SimPrinter]
+) -> None:
+    """edge.toml moved into place by root with mode 0600: `sudo edge config check` and `sudo edge doctor` refuse it
+    as the agent would (they said ok), and the agent's own refusal names the fix, not a bare Permission denied."""
+    data_dir = agent_data_dir(system_user)
+    config = cli_config(system_user.home / "edge.toml", data_dir, printers)  # root's, 0600
+    user = system_user.name
+    refusal = (
+        f"edge: config {config}: belongs to root (mode 0600), but the agent's user (owner of {data_dir}) is {user},"
+        f" who cannot read it; fix: chown {user}: {config}"
+    )
+    checked = await edge("config", "check", "--config", str(config), user=system_user)
+    assert (checked.returncode, checked.stderr.strip()) == (2, refusal), checked.stdout + checked.stderr
+    doctor = await edge("doctor", "--config", str(config), user=system_user)
+    assert (doctor.returncode, doctor.stderr.strip()) == (2, refusal), doctor.stdout + doctor.stderr
+    started = await run_as(system_user, "run", "--config", str(config))
+    assert (started.returncode, started.stderr.strip()) == (
+        2,
+        f"edge: config --config: {config} belongs to root (mode 0600), so user {user} cannot read it;"
+        f" fix: chown {user}: {config} (it must belong to the agent's user)",
+    ), started.stderr
+    os.chown(config, system_user.uid, system_user.gid)
+    assert (await edge("config", "check", "--config", str(config), user=system_user)).returncode == 0
