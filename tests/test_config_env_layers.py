@@ -213,3 +213,26 @@ def test_a_box_installed_as_documented_lists_no_override(tmp_path: Path) -> None
     result = _check(config)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"config {config}: ok (1 printers, stations: kitchen)"]
+
+
+@pytest.mark.parametrize("which", ["toml", "env"])
+def test_a_config_saved_in_another_encoding_stops_config_check_with_the_line_and_the_fix(
+    tmp_path: Path, which: str
+) -> None:
+    """Notepad's "ANSI" (Windows-1252): a store's name with "é" in edge.toml, a password with "ü" in edge.env. One line
+    naming the file, the line and the byte, and what to do (before stop 71: only the codec's words, "'utf-8' codec
+    can't decode byte 0xe9 in position 114: invalid continuation byte", the tech71 probe)."""
+    toml = PLAIN_TOML.format(data_dir=tmp_path / "d")
+    env = 'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\n'
+    if which == "toml":
+        config, path = _store(tmp_path, env, toml.replace('"', '"Café ', 1).encode("cp1252"))[0], None
+    else:
+        config, path = _store(tmp_path, (env + 'EDGE_SMTP_PASSWORD="Grüße"\n').encode("cp1252"), toml)
+    path = path or config
+    result = _check(config)
+    assert result.returncode == 2, result.stdout
+    line = 2 if which == "env" else next(n for n, t in enumerate(toml.splitlines(), 1) if '"' in t)
+    assert result.stderr.strip().endswith(
+        f"{path}: line {line} is not UTF-8 (byte 0x{'e9' if which == 'toml' else 'fc'}): save the file as UTF-8"
+        " (Notepad: Save as, Encoding UTF-8)"
+    ), result.stderr

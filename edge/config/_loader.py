@@ -134,6 +134,23 @@ def _user(uid: int) -> str:
         return str(uid)
 
 
+class _NotUtf8Error(ValueError):
+    pass
+
+
+def _utf8(data: bytes) -> str:
+    """The file's text; _NotUtf8Error naming the line and the byte, and the fix: Notepad's "ANSI" (Windows-1252) or
+    "Unicode" (UTF-16) said only the codec's words, "can't decode byte 0xe9 in position 114" (the tech71 probe)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise _NotUtf8Error(
+            f"line {line} is not UTF-8 (byte 0x{data[err.start]:02x}): save the file as UTF-8"
+            " (Notepad: Save as, Encoding UTF-8)"
+        ) from None
+
+
 def _unreadable(path: Path) -> str:
     """Why this process's user cannot read ``path`` (the config or the secrets file), with the fix."""
     me = _user(os.geteuid())
@@ -171,11 +188,13 @@ def _read_secret_lines(path: Path) -> dict[str, tuple[int, str]]:
             str(path), f"is mode {stat.S_IMODE(info.st_mode):04o}, others may read the secrets; fix: chmod 600 {path}"
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _utf8(path.read_bytes())
     except PermissionError:
         raise ConfigError(str(path), _unreadable(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise ConfigError(str(path), f"cannot be read: {err}") from None
+    except _NotUtf8Error as err:
+        raise ConfigError(str(path), str(err)) from None
     try:
         return parse_env_lines(text, source=str(path))
     except EnvFileError as err:
@@ -357,13 +376,15 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     last two override and the secrets file's variables that name no setting (settings.overridden, .unknown_variables).
     A UTF-8 BOM at the start of the file (Windows Notepad) is skipped."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8").removeprefix(BOM))
+        data = tomllib.loads(_utf8(path.read_bytes()).removeprefix(BOM))
     except FileNotFoundError:
         raise ConfigError("--config", f"file {path} does not exist") from None
     except PermissionError:
         raise ConfigError("--config", f"{path} {_unreadable(path)}") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise ConfigError("--config", f"cannot read {path}: {err}") from None
+    except _NotUtf8Error as err:
+        raise ConfigError("--config", f"{path}: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError("--config", f"{path} is not valid TOML: {err}") from None
     environ = os.environ if environ is None else environ
