@@ -140,9 +140,10 @@ def _without_noise(line: bytes) -> bytes:
 
 
 def noise_in_front(line: bytes) -> bool:
-    """Whether ``line`` has noise in front of its code (see _without_noise)."""
+    """Whether ``line`` has noise in front of its code (see _without_noise); an STX that an ETX after the code closes
+    is a frame (a scanner set to frame its codes), not noise."""
     core = _without_noise(line)
-    return bool(core) and not line.startswith(core)
+    return bool(core) and not line.startswith(core) and not (line.startswith(b"\x02" + core) and line.endswith(b"\x03"))
 
 
 def decode_line(line: bytes) -> str:

@@ -227,19 +227,26 @@ async def test_a_scanner_at_the_wrong_baud_rate_marks_no_order_by_what_its_garbl
     one character, its CR lost in the garble (the scan71 probe's UART model). The till numbers its orders 1, 2, 3 each
     day: the noise in front was dropped, the silence ended the rest, and "1" marked order 1 ready, then handed out,
     central told both (before stop 71). A code with noise in front and no suffix after it is garble, rejected naming
-    both; the same bytes ended by a suffix, or a clean code without one, are still read."""
+    both; the same bytes ended by a suffix, a clean code without one, or one framed STX ... ETX (a scanner set to
+    frame its codes, no CR) are still read."""
     agent, seen = scan_agent
     assert agent.deps is not None
-    first = make_order(1) | {"number": "1"}
-    await agent.deps.intake.accept(first)
+    first, second = make_order(1) | {"number": "1"}, make_order(2)
+    for order in (first, second):
+        await agent.deps.intake.accept(order)
     with capture_logs() as logs:
         for _ in range(2):
             sims["kitchen"].send(b"\x001")
             await asyncio.sleep(SILENCE_S * 3)  # longer than a piece waits for its rest
-        sims["kitchen"].send(f"\x00edge:v1:{first['id']}:kitchen\r".encode())  # a power-on NUL, then a whole code
+        sims["kitchen"].send(f"\x02edge:v1:{second['id']}:kitchen\x03".encode())
         await seen.scans_count(1)
+        sims["kitchen"].send(f"\x00edge:v1:{first['id']}:kitchen\r".encode())  # a power-on NUL, then a whole code
+        await seen.scans_count(2)
         await asyncio.sleep(0.2)  # room for a wrong scan to come
-    assert [(s.code, s.outcome) for s in seen.scans] == [(f"edge:v1:{first['id']}:kitchen", "order_ready")]
+    assert [(s.code, s.outcome) for s in seen.scans] == [
+        (f"edge:v1:{second['id']}:kitchen", "order_ready"),
+        (f"edge:v1:{first['id']}:kitchen", "order_ready"),
+    ]
     [rejected] = [e for e in logs if e["event"] == "scan_rejected"]  # the same bytes again: one line
     assert rejected["bytes"] == "\\x001" and "noise" in rejected["reason"], rejected
     assert agent.scanners["kitchen"].rejected == 2
