@@ -37,6 +37,9 @@ PERMANENT_EVENT_ERRORS = frozenset({"invalid_event", "unknown_order", "idempoten
 # (nginx's proxy_read_timeout and an AWS load balancer's idle timeout are 60 s) twice over. A 409 to its keys later
 # is central's refusal, not its work in progress.
 _MAY_STILL_RUN_S = 120.0
+# A 409's own word that central is still processing these keys (the simulated central's, Stripe's code): in progress
+# also when this process does not know it sent them (restarted meanwhile).
+_IN_PROGRESS_ERRORS = frozenset({"request_in_progress", "in_progress", "idempotency_key_in_use"})
 
 
 class CentralUnreachableError(CentralApiError):
@@ -61,8 +64,9 @@ class CentralLaterError(CentralApiError):
 
 
 class CentralInProgressError(CentralLaterError):
-    """409 to a request holding an idempotency key of an earlier one that got no answer in time: central is still
-    processing that one (the IETF draft "The Idempotency-Key HTTP Header Field", section 2.7; Stripe answers so).
+    """409 to a request holding an idempotency key of an earlier one that got no answer in time, or whose body says so
+    (_IN_PROGRESS_ERRORS): central is still processing that one (the IETF draft "The Idempotency-Key HTTP Header
+    Field", section 2.7; Stripe answers so).
     Retried, each time after at least the time the earlier one was given to answer."""
 
 
@@ -331,7 +335,9 @@ class CentralClient:
                 try:
                     return await self._send(method, path, params=params, body=body)
                 except CentralRejectedError as refused:
-                    if refused.status != 409 or not self._may_still_run(keys):
+                    if refused.status != 409 or not keys:
+                        raise
+                    if not self._may_still_run(keys) and refused.error not in _IN_PROGRESS_ERRORS:
                         raise
                     # Central has not finished the request we gave up waiting for: later, not refused.
                     later = CentralInProgressError(

@@ -5,6 +5,7 @@ and other "fix it and retry" answers keep the batch pending."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -514,6 +515,38 @@ async def test_events_central_is_still_processing_when_sent_again_are_waited_for
     assert recorder.of(OrderEventsRefused) == [] and sink.messages == []
     rejected = "SELECT COUNT(*) FROM outbox WHERE json_extract(payload, '$._rejected') IS NOT NULL"
     assert await db_rows(agent, rejected) == [(0,)]
+
+
+async def test_events_central_is_still_processing_when_a_restarted_agent_sends_them_again_are_not_refused(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """As above, but the agent is restarted (systemd, an upgrade, a SIGHUP) while central is still applying the POST it
+    gave up waiting for: the new agent does not know it sent those keys, and central's 409 says why in its body
+    ({"error": "request_in_progress"}). That is "in progress" too: no order set aside, nobody mailed, every event
+    delivered. Before, the restarted agent set each order aside with a mail apiece (the verify71 probe, 4a)."""
+    central.in_progress_conflicts = True
+    settings = sync_settings(read_timeout_s=0.5, connect_timeout_s=0.5, sections=mail_to(sink))
+    agent, recorder = await agents.start(settings)
+    await recorder.wait(RecoveryCompleted)
+    await pile_up(agent, recorder, central, "held", count=4)
+    central.slow_next_events(1, 3.0)  # still at it when the restarted agent sends the same keys
+    with capture_logs() as logs:
+        await central.set_up(True)
+        await eventually(
+            lambda: asyncio.sleep(0.05, [e["event"] for e in logs]),
+            lambda events: "outbox_batch_too_slow" in events,
+            what="the first POST given up on",
+        )
+    await agents.stop(agent)
+    agent, recorder = await agents.start(settings)
+    await eventually(
+        lambda: db_rows(agent, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"),
+        lambda rows: rows == [(0,)],
+        timeout=15,
+        what="every event delivered",
+    )
+    assert 409 in central.statuses(), "central never answered in progress: the test did not test it"
+    assert recorder.of(OrderEventsRefused) == [] and sink.messages == []
 
 
 async def test_running_agent_delivers_past_a_refused_event(
