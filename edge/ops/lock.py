@@ -6,10 +6,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import pwd
 import stat
 from pathlib import Path
 
-from edge.errors import READ_ONLY_ADVICE, StoreError, StoreReadOnlyError
+from edge.errors import READ_ONLY_ADVICE, ConfigError, StoreError, StoreReadOnlyError
 
 # The holder line is written at a fixed width over the old one: nothing is ever truncated, so a lock file that
 # is not what it seems (a hard link) can at worst get its first line overwritten, never emptied.
@@ -32,7 +33,10 @@ class DataDirLock:
         The agent's user owns the data directory and could swap agent.lock for a symlink to any file; tools run as
         root take this lock too, so it is opened without following links and must be a plain file.
         """
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except PermissionError:
+            raise ConfigError("agent.data_dir", _cannot_make(data_dir)) from None
         path = data_dir / "agent.lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
@@ -87,3 +91,17 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the stale holder line is only read while someone holds it
             self._fd = None
+
+
+def _cannot_make(data_dir: Path) -> str:
+    """Why this process's user cannot make ``data_dir`` (a new folder under one root owns: a disk root mounted, /srv),
+    with what to run: before, a bare "[Errno 13] Permission denied" and exit 1, restarted by systemd in vain."""
+    parent = next((p for p in data_dir.parents if p.exists()), data_dir.anchor)
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        me = str(os.geteuid())
+    return (
+        f"{data_dir} cannot be made: user {me} may not write in {parent}; fix (as root): mkdir -p {data_dir} &&"
+        f" chown {me}: {data_dir}"
+    )

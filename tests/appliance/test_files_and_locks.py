@@ -322,6 +322,28 @@ async def test_a_data_directory_left_to_root_is_named_with_its_fix_not_edge_env(
     )
 
 
+async def test_a_data_directory_the_agents_user_cannot_make_is_named_with_its_fix(
+    system_user: SystemUser, printers: dict[str, SimPrinter]
+) -> None:
+    """agent.data_dir set to a new folder under one root owns (a second disk mounted by root, /srv): the agent's user
+    cannot make it. One line naming the key, the folder it could not write and what to run, exit 2 (a person must act:
+    systemd does not restart it in a loop). Before stop 71: exit 1, "edge: [Errno 13] Permission denied: '…'" (the
+    tech71 probe's note after its fix)."""
+    parent = system_user.home / "srv"
+    parent.mkdir(mode=0o755)  # root's
+    data_dir = parent / "edge"
+    config = cli_config(system_user.home / "edge.toml", data_dir, printers)
+    os.chown(config, system_user.uid, system_user.gid)
+    started = await run_as(system_user, "run", "--config", str(config))
+    user = system_user.name
+    assert (started.returncode, started.stderr.strip()) == (
+        2,
+        f"edge: config agent.data_dir: {data_dir} cannot be made: user {user} may not write in {parent};"
+        f" fix (as root): mkdir -p {data_dir} && chown {user}: {data_dir}",
+    ), started.stderr
+    assert not data_dir.exists()
+
+
 async def test_a_config_the_agents_user_cannot_read_fails_the_root_check_and_doctor_naming_the_fix(
     system_user: SystemUser, printers: dict[str, SimPrinter]
 ) -> None:
