@@ -21,6 +21,7 @@ from edge.clock import wait_real
 from edge.durable import sync_to_disk
 from edge.errors import READ_ONLY_ADVICE, StoreDamagedError, StoreError, StoreUnavailableError
 from edge.events import Event, EventBus
+from edge.log import SaidOnce
 from edge.store import migrations as migrations_mod
 
 log = structlog.get_logger()
@@ -395,6 +396,7 @@ class Database:
         self._damaged = False
         # A write the full card refused: the WAL could not grow, and only a checkpoint lets SQLite start it over.
         self._wal_refused = False
+        self._checkpoint_failed = SaidOnce("store_checkpoint_failed", db=str(path))  # each write tries it again
         self._room: Path | None = None  # the agent's: the room beside the database (open_keeping_room)
         self.gave_room_at_open = False  # the start found the card full and gave that room back
         self.on_write_health: Callable[[str | None], None] | None = None
@@ -531,8 +533,9 @@ class Database:
         try:
             row = await (await self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")).fetchone()
         except sqlite3.Error as err:
-            log.warning("store_checkpoint_failed", db=str(self.path), error=str(err))
+            self._checkpoint_failed.failed(str(err))
             return
+        self._checkpoint_failed.passed()
         self._wal_refused = row is None or row[0] != 0 or row[1] != row[2]  # busy, or frames left to copy
 
     async def _undo(self, group: _Group | None, err: BaseException) -> None:
