@@ -238,6 +238,9 @@ def _remove_leftovers(directory: Path) -> None:
 async def backup_database(settings: Settings, *, label: str = "") -> Path:
     """Writes data_dir/backups/edge-<UTC time>-<n><label>.db and keeps the ``backup.keep`` taken last."""
     started = time.monotonic()
+    # A running agent keeps its connection open, so the backup's closes without writing the log back. In a thread,
+    # as the backup is: trying the lock opens a file, and async code never blocks its loop.
+    agent_runs = await asyncio.to_thread(DataDirLock.held, settings.agent.data_dir)
     target = await asyncio.to_thread(
         _backup,
         settings.agent.db_path,
@@ -245,8 +248,7 @@ async def backup_database(settings: Settings, *, label: str = "") -> Path:
         settings.backup.keep,
         label,
         settings.alerts.disk_free_min_mb,
-        # A running agent keeps its connection open, so the backup's closes without writing the log back.
-        writes_log_back=not DataDirLock.held(settings.agent.data_dir),
+        writes_log_back=not agent_runs,
     )
     log.info(
         "backup_written", path=str(target), bytes=target.stat().st_size, seconds=round(time.monotonic() - started, 3)
