@@ -43,6 +43,16 @@ def _offline(events: list[Event]) -> list[PrinterStatusChanged]:
     return [e for e in events if isinstance(e, PrinterStatusChanged) and e.printer == "kitchen" and e.new == "offline"]
 
 
+async def _each_printed_once_never_offline(
+    agent: Agent, kitchen: SimPrinter, tickets: list[dict[str, Any]], events: list[Event]
+) -> None:
+    """Every ticket on the kitchen's paper once, in order, each recorded printed and not a COPY; never offline."""
+    assert _numbers_on_paper(kitchen, tickets) == [[o["number"]] for o in tickets]
+    once = [("printed", 0, 0)] * len(tickets)
+    await eventually(lambda: job_rows(agent), lambda rows: rows == once, what="each printed, once")
+    assert _offline(events) == []
+
+
 @pytest.mark.parametrize("late", [LATE, 0.85], ids=["2s", "5s"])
 async def test_a_printer_whose_every_reply_comes_late_is_waited_for_and_a_roll_that_runs_out_holds_its_tickets(
     make_agent: Callable[..., Awaitable[Agent]],
@@ -108,9 +118,7 @@ async def test_an_epson_whose_every_reply_comes_late_prints_and_is_never_taken_f
         for order in tickets:
             assert (await post(api, order))[0] == 201
         await kitchen.wait_for_printed(2, timeout=10)
-    assert _numbers_on_paper(kitchen, tickets) == [[o["number"]] for o in tickets]
-    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)] * 2, what="both printed, once")
-    assert _offline(events) == []
+    await _each_printed_once_never_offline(agent, kitchen, tickets, events)
     assert not [m["Subject"] for m in sink.messages if "kitchen" in str(m["Subject"])]
 
 
@@ -135,6 +143,4 @@ async def test_a_printer_that_answered_at_once_and_then_answers_late_prints_on(
         for order in later:
             assert (await post(api, order))[0] == 201
         await kitchen.wait_for_printed(3, timeout=10)
-    assert _numbers_on_paper(kitchen, tickets) == [[o["number"]] for o in tickets]
-    await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)] * 3, what="all printed, once")
-    assert _offline(events) == []
+    await _each_printed_once_never_offline(agent, kitchen, tickets, events)
