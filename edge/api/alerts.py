@@ -6,7 +6,7 @@ from aiohttp import web
 
 from edge.alerts.alerter import Alerter
 from edge.api.deps import ApiDeps
-from edge.api.errors import error_response, path_id
+from edge.api.errors import add_post, error_response, path_id
 
 ALERTER = web.AppKey("alerter", Alerter)
 _OFF = "alert mail is off: no SMTP server is configured ([smtp] host)"
@@ -67,6 +67,6 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
     if deps.alerter is not None:
         app[ALERTER] = deps.alerter
     app.router.add_get("/api/v1/alerts/outbox", get_outbox)
-    app.router.add_post("/api/v1/alerts/outbox/{mail_id}/retry", post_act)
-    app.router.add_post("/api/v1/alerts/outbox/{mail_id}/discard", post_act)
-    app.router.add_post("/api/v1/alerts/test", post_test)
+    add_post(app, "/api/v1/alerts/outbox/{mail_id}/retry", post_act)
+    add_post(app, "/api/v1/alerts/outbox/{mail_id}/discard", post_act)
+    add_post(app, "/api/v1/alerts/test", post_test)

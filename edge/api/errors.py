@@ -73,6 +73,9 @@ class ClientGoneError(Exception):
 
 
 BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
+# A sender that asked `Expect: 100-continue` holds its body back until it is told to go on (RFC 9110 10.1.1): it is
+# told so when the body is read, after the checks of the head (token, size, coding), not before them as aiohttp does.
+_CONTINUE_OWED = web.RequestKey("continue_owed", bool)
 # A client that goes away is one summarised warning, not a traceback each: a reconnecting flood of them wrote 38 MB of
 # log in 21 s to the SD card.
 _GONE = Summarised("api_client_gone")
@@ -144,6 +147,28 @@ def _undo(body: bytes, codings: tuple[str, ...], header: str, limit: int) -> byt
     return body
 
 
+async def continue_when_read(request: web.Request) -> None:
+    """The routes' ``expect_handler``: what aiohttp's default does, except that the interim answer waits for
+    :func:`read_body`, so a request refused for its head is answered with its final status, not with `100` first."""
+    expect = request.headers.get("Expect", "")
+    if request.version < (1, 1):
+        return  # HTTP/1.0 has no interim answers; such a sender does not wait for one
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    request[_CONTINUE_OWED] = True
+
+
+def add_post(app: web.Application, path: str, handler: Handler) -> None:
+    app.router.add_post(path, handler, expect_handler=continue_when_read)
+
+
+async def _continue(request: web.Request) -> None:
+    if request.get(_CONTINUE_OWED):
+        request[_CONTINUE_OWED] = False
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim answer is not the answer's start (as aiohttp's own handler)
+
+
 async def read_body(request: web.Request) -> bytes:
     """The whole body, decoded, within the app's body timeout: a client that trickles it holds no connection for
     long. aiohttp keeps what it read: the signature check and the handler both ask for it."""
@@ -153,6 +178,7 @@ async def read_body(request: web.Request) -> bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=declared)
     header = request.headers.get("Content-Encoding", "")
     codings = _codings_to_undo(header)
+    await _continue(request)
     try:
         if request.content.is_eof():  # all here already (most orders come in the head's packet): nothing to wait for
             body = await request.read()
@@ -192,6 +218,15 @@ def unsupported_encoding_response(reason: str) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _answer(request, handler)
+    if request.get(_CONTINUE_OWED):
+        # Answered without the body, which its sender still holds back: whether it sends it now or not, the
+        # connection cannot tell the next request from it, so it ends with this answer (RFC 9110 10.1.1).
+        response.force_close()
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except InvalidOrderError as err:

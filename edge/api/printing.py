@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from edge.api.deps import ApiDeps, require_accepting
-from edge.api.errors import error_response, path_id, read_json
+from edge.api.errors import add_post, error_response, path_id, read_json
 from edge.errors import DeviceError, NotFoundError
 from edge.printing.render import print_options
 from edge.states import JobState
@@ -121,7 +121,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         body |= {"printed": True, "confirmed": outcome.confirmed, "status_after": outcome.state.value}
         return web.json_response(body)
 
-    app.router.add_post("/api/v1/jobs/release-held", release_all)
-    app.router.add_post("/api/v1/jobs/{job_id}/release", release)
-    app.router.add_post("/api/v1/jobs/{job_id}/discard", discard)
-    app.router.add_post("/api/v1/printers/{name}/test", test_page)
+    add_post(app, "/api/v1/jobs/release-held", release_all)
+    add_post(app, "/api/v1/jobs/{job_id}/release", release)
+    add_post(app, "/api/v1/jobs/{job_id}/discard", discard)
+    add_post(app, "/api/v1/printers/{name}/test", test_page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from edge.api.deps import ApiDeps
-from edge.api.errors import error_response, path_id, query_limit
+from edge.api.errors import add_post, error_response, path_id, query_limit
 from edge.errors import NotFoundError
 from edge.states import RunTrigger
 from edge.sync import SyncService
@@ -70,7 +70,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
     if deps.sync is not None:
         app[SYNC] = deps.sync
     app.router.add_get("/api/v1/recovery/status", get_status)
-    app.router.add_post("/api/v1/recovery/runs", post_run)
+    add_post(app, "/api/v1/recovery/runs", post_run)
     app.router.add_get("/api/v1/recovery/runs", get_runs)
     app.router.add_get("/api/v1/recovery/runs/{run_id}", get_run)
-    app.router.add_post("/api/v1/recovery/runs/{run_id}/cancel", post_cancel)
+    add_post(app, "/api/v1/recovery/runs/{run_id}/cancel", post_cancel)

@@ -16,6 +16,7 @@ from edge.api.deps import DEPS, ApiDeps, require_accepting
 from edge.api.errors import (
     BODY_TIMEOUT_S,
     InvalidQueryError,
+    add_post,
     error_middleware,
     error_response,
     path_id,
@@ -337,14 +338,14 @@ def make_api(deps: ApiDeps) -> web.Application:
     app[BODY_TIMEOUT_S] = deps.settings.api.body_timeout_s
     app[READY] = WriteProbe(deps.db, clock=deps.clock)
     app[LATEST_SCHEMA] = migrations.latest_version(migrations.load_migrations())  # what this agent was started with
-    app.router.add_post("/api/v1/orders", post_order)
+    add_post(app, "/api/v1/orders", post_order)
     app.router.add_get("/api/v1/orders/{order_id}", get_order)
-    app.router.add_post("/api/v1/orders/{order_id}/reprint", post_reprint)
-    app.router.add_post("/api/v1/jobs/{job_id}/reprint", post_job_reprint)
-    app.router.add_post("/api/v1/orders/{order_id}/cancel", post_cancel)
+    add_post(app, "/api/v1/orders/{order_id}/reprint", post_reprint)
+    add_post(app, "/api/v1/jobs/{job_id}/reprint", post_job_reprint)
+    add_post(app, "/api/v1/orders/{order_id}/cancel", post_cancel)
     app.router.add_get("/api/v1/printers", get_printers)
     app.router.add_get("/api/v1/jobs", get_jobs)
-    app.router.add_post("/api/v1/jobs/{job_id}/retry", post_retry)
+    add_post(app, "/api/v1/jobs/{job_id}/retry", post_retry)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)

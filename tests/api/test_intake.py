@@ -731,6 +731,72 @@ async def test_a_body_declared_larger_than_max_body_bytes_is_413_at_once_not_a_w
     assert (await db_rows(agent, "SELECT id FROM orders")) == []
 
 
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        ("Authorization: Bearer not-the-token\r\n", 401),
+        (f"Authorization: Bearer {TOKEN}\r\nContent-Encoding: br\r\n", 415),
+        (f"Authorization: Bearer {TOKEN}\r\nX-Too-Large: yes\r\n", 413),
+    ],
+    ids=["wrong-token", "coding-it-cannot-decode", "declared-too-large"],
+)
+async def test_a_sender_waiting_for_100_continue_is_refused_before_it_sends_its_body(
+    agent: Agent, example_order: dict, extra: str, status: int
+) -> None:
+    """curl, .NET and Java clients send `Expect: 100-continue` with a larger body and wait for the interim answer
+    before they send it. A request that will be refused is answered with its final status instead, and the
+    connection closed (RFC 9110 10.1.1: a server that will not read the content answers the final status; 15.2.1).
+    Before (stop 71's noticed and left): the agent answered `100 Continue` to any request, before its checks, so the
+    sender uploaded its whole order to a box that then refused it for its token."""
+    body = json.dumps(example_order).encode()
+    length = agent.settings.api.max_body_bytes + 1 if "X-Too-Large" in extra else len(body)
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert re.match(rb"HTTP/1\.[01] %d " % status, answer_head), answer_head  # 415: refused with the head
+        # The body never came: the answer says the connection ends (an HTTP/1.0 answer does by itself); what the
+        # sender may still send is read and dropped for a while (aiohttp's lingering close), as after any 413.
+        closes = answer_head.startswith(b"HTTP/1.0") or re.search(rb"\r\nConnection: close\r\n", answer_head, re.I)
+        assert closes, answer_head
+    finally:
+        writer.close()
+    assert (await db_rows(agent, "SELECT id FROM orders")) == []
+
+
+async def test_a_sender_waiting_for_100_continue_is_told_to_go_on_and_its_order_is_taken_once(
+    agent: Agent, example_order: dict
+) -> None:
+    """With a good token the agent answers `100 Continue` to the head alone, then 201 to the body, on one
+    connection, which stays open for the next order; aiohttp's own client (`expect100=True`) gets 201 too."""
+    body = json.dumps(example_order).encode()
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+        writer.write(body)
+        await writer.drain()
+        answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert answer_head.startswith(b"HTTP/1.1 201"), answer_head
+        assert not re.search(rb"\r\nConnection: close\r\n", answer_head, re.IGNORECASE), answer_head
+    finally:
+        writer.close()
+    async with api_client(agent) as api, api.post("/api/v1/orders", json=example_order, expect100=True) as response:
+        assert response.status == 200, await response.text()  # the same order again: a duplicate, not a new one
+    assert (await db_rows(agent, "SELECT id FROM orders")) == [(example_order["id"],)]
+
+
 async def test_a_sender_that_half_closes_after_its_request_gets_its_answer(agent: Agent, example_order: dict) -> None:
     """Some senders close their sending side once the request is out (`nc -N`, socat, embedded HTTP stacks): TCP
     still carries the answer back (RFC 9112 9.6 asks a server to read on after a half close). Before: the agent
