@@ -10,7 +10,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
 
@@ -469,13 +469,19 @@ class _Reader:
         if value is None:
             return None
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 5.6: "T" and "Z" may be lower case, which Python 3.11's reader refuses
+            parsed = datetime.fromisoformat(value.upper())
         except ValueError:
             raise InvalidOrderError(
                 self._field(key), f"must be an ISO 8601 time like 2026-11-22T18:04:11Z, got {value!r}"
             ) from None
-        if parsed.tzinfo is None:
+        if (offset := parsed.utcoffset()) is None:
             raise InvalidOrderError(self._field(key), "must carry a time zone (e.g. Z or +01:00)")
+        if offset % timedelta(minutes=1):
+            # ISO 8601 allows it, RFC 3339 and SQLite do not: retention could not date such an order, kept for good
+            raise InvalidOrderError(
+                self._field(key), f"must have an offset in whole minutes like +05:30 (RFC 3339), got {value!r}"
+            )
         # Far-off years overflow when shown in the store's zone (9999-12-31T23:59:59Z in Europe/Berlin); a day's margin
         # within datetime's range is all a stored time needs (an older intake took any year).
         first, last = (datetime.min.year + 1, datetime.max.year - 1) if self.lax else (_FIRST_YEAR, _LAST_YEAR)

@@ -180,6 +180,13 @@ async def test_a_pushed_conflict_is_published_once_and_a_duplicate_not_at_all(
             "must be an ISO 8601 time like 2026-11-22T18:04:11Z, got 'yesterday'",
         ),
         (
+            # ISO 8601 allows an offset's seconds, RFC 3339 does not, nor SQLite: retention could not read its date,
+            # and such an order was kept for good (the time72 probe)
+            lambda o: o.update(created_at="2026-11-22T18:04:11+05:30:15"),
+            "created_at",
+            "must have an offset in whole minutes like +05:30 (RFC 3339), got '2026-11-22T18:04:11+05:30:15'",
+        ),
+        (
             lambda o: o["totals"].update(currency="euro"),
             "totals.currency",
             "must be a 3-letter currency code like EUR, got 'euro'",
@@ -194,6 +201,19 @@ async def test_invalid_field_is_422_naming_it(
     status, body = await post(api, example_order)
     assert status == 422
     assert body == {"error": "invalid_order", "reason": reason, "field": field}
+
+
+@pytest.mark.parametrize("written", ["2026-11-22T18:04:11z", "2026-11-22t18:04:11Z", "2026-11-22t19:04:11.5+01:00"])
+async def test_an_rfc_3339_time_in_lower_case_is_taken_as_the_same_time(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, written: str
+) -> None:
+    """RFC 3339 5.6: "T" and "Z" may be written in lower case. Before (the time72 probe): Python 3.11's ISO reader
+    refused them, 422, and a central writing its times so would have had every order refused."""
+    example_order["created_at"] = written
+    status, body = await post(api, example_order)
+    assert status == 201, body
+    [(stored,)] = await db_rows(agent, "SELECT created_at FROM orders")
+    assert datetime.fromisoformat(stored) == datetime.fromisoformat(written.upper())
 
 
 @pytest.mark.parametrize(
