@@ -57,6 +57,16 @@ _NGINX_413 = (
     "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
     "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
+_NGINX_504 = (
+    "<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n"
+    "<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+# The IETF draft "The Idempotency-Key HTTP Header Field", section 2.7's example of a key still being processed
+_DRAFT_IN_PROGRESS = {
+    "type": "https://developer.example.com/idempotency",
+    "title": "A request is outstanding for this Idempotency-Key",
+    "detail": "A request with the same Idempotency-Key for the same operation is being processed or is outstanding.",
+}
 # The refusals that say "this event, never": the only answers an agent may mark an event rejected for.
 PERMANENT_ERRORS = ("invalid_event", "unknown_order", "idempotency_key_reused")
 
@@ -137,6 +147,14 @@ class CentralSim:
         # "request_in_progress"}: the IETF draft "The Idempotency-Key HTTP Header Field", section 2.7 (a request
         # retried while the first with its key is outstanding), as Stripe answers; False: the copy is processed too.
         self.in_progress_conflicts = False
+        # How that 409 is written: "code" as above; "problem": as the draft's own example, application/problem+json
+        # with a type, a title and a detail, no code the agent knows
+        self.in_progress_style = "code"
+        self._gateway_timeouts: collections.deque[float] = collections.deque()  # see gateway_timeouts_next
+        self._background: set[asyncio.Task[None]] = set()
+        # Every JSON answer starts with a UTF-8 byte order mark, as some Windows and old ASP.NET stacks write it
+        # (RFC 8259 8.1: a sender must not add one; a reader may ignore it)
+        self.bom = False
         self._events_delays: collections.deque[float] = collections.deque()  # see slow_next_events
         # The last page's next_cursor is null (has_more false), a common API style the contract does not use
         self.null_last_cursor = False
@@ -231,6 +249,8 @@ class CentralSim:
 
     async def stop(self) -> None:
         self.up = False
+        for task in list(self._background):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         self._port.release()
@@ -297,6 +317,11 @@ class CentralSim:
         """The next ``count`` events POSTs are applied and answered only after ``seconds`` (a backend busy for a
         moment): one the box gave up waiting for is applied all the same."""
         self._events_delays.extend([seconds] * count)
+
+    def gateway_timeouts_next(self, count: int, *, apply_after_s: float) -> None:
+        """The next ``count`` events POSTs reach central, which applies them ``apply_after_s`` later; the gateway in
+        front (nginx's proxy_read_timeout, an API gateway's 29 s) gives up first and answers 504 with its own page."""
+        self._gateway_timeouts.extend([apply_after_s] * count)
 
     def truncate_next(self, count: int, *, path: str | None = None) -> None:
         """The next ``count`` API calls are answered (and applied), but the connection closes halfway through."""
@@ -426,6 +451,8 @@ class CentralSim:
         self.requests.append((time.monotonic(), request.method, request.path, response.status))
         if request.transport is not None:
             self._answered_at[request.transport] = time.monotonic()
+        if self.bom and isinstance(response, web.Response) and response.content_type.endswith("json"):
+            response.body = b"\xef\xbb\xbf" + bytes(response.body or b"")  # type: ignore[arg-type]
         if self.line_bytes_per_s and isinstance(response, web.Response) and response.body:
             # Twenty writes a second, each what the line carries in a twentieth of one.
             chunk = max(1, int(self.line_bytes_per_s / 20))
@@ -586,15 +613,29 @@ class CentralSim:
             return _error(413, "batch_too_large", f"at most {MAX_EVENTS} events per request, got {len(events)}")
         keys = {e["idempotency_key"] for e in events if _has_key(e)}
         if self.in_progress_conflicts and keys & state.in_progress:
+            if self.in_progress_style == "problem":
+                return web.json_response(_DRAFT_IN_PROGRESS, status=409, content_type="application/problem+json")
             return _error(
                 409, "request_in_progress", "a request with one of these idempotency keys is still being processed"
             )
         state.in_progress |= keys
+        if self._gateway_timeouts:
+            task = asyncio.create_task(self._apply_later(state, events, keys, self._gateway_timeouts.popleft()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return web.Response(text=_NGINX_504, status=504, content_type="text/html")
         try:
             delay = self.event_latency_s * len(events) + (self._events_delays.popleft() if self._events_delays else 0)
             if delay:
                 await asyncio.sleep(delay)
             return self._apply_events(state, events)
+        finally:
+            state.in_progress -= keys
+
+    async def _apply_later(self, state: StoreState, events: list[Any], keys: set[str], seconds: float) -> None:
+        try:
+            await asyncio.sleep(seconds)
+            self._apply_events(state, events)
         finally:
             state.in_progress -= keys
 

@@ -27,8 +27,14 @@ from edge.tls import clock_hint, verifying_context
 
 log = structlog.get_logger()
 
-# Statuses worth another try: the backend is busy or briefly broken, not telling us we are wrong.
-_RETRY_STATUSES = {429, 500, 502, 503, 504}
+# 5xx that say the same request will not work in a moment either (not implemented, a protocol or configuration
+# fault, a captive portal's login); every other one is worth another try: the backend is busy or briefly broken, not
+# telling us we are wrong. A 5xx this list does not know (Cloudflare's 520-527 while the backend restarts) is a 500
+# (RFC 9110 15: an unknown status is the x00 of its class).
+_NEVER_IN_A_MOMENT = frozenset({501, 505, 506, 508, 510, 511})
+# Answered by a gateway or a backend that did not say it left the request alone (503, 429 do): the request may have
+# reached central and still run there, as one that got no answer in time.
+_NOT_TAKEN = frozenset({429, 503})
 # The contract's limit on one events POST (docs/central-api.md); a bigger configured batch is sent in parts.
 MAX_EVENTS_PER_POST = 500
 # The contract's refusals that mean "this event, never" (422 with one of these as "error"); nothing else may reject.
@@ -165,6 +171,10 @@ def retry_after_s(value: str | None, date: str | None = None) -> float | None:
         return None
 
 
+def _worth_retrying(status: int) -> bool:
+    return status == 429 or (500 <= status <= 599 and status not in _NEVER_IN_A_MOMENT)
+
+
 def _text(body: bytes, charset: str | None) -> str:
     """An answer's text however it came: a gateway's page in Latin-1 labelled UTF-8, or in a charset nobody knows,
     is read with its odd bytes replaced (the reason it names stays readable; JSON, UTF-8 by its RFC, is read as such),
@@ -173,6 +183,8 @@ def _text(body: bytes, charset: str | None) -> str:
         encoding = codecs.lookup(charset or "utf-8").name
     except LookupError:
         encoding = "utf-8"
+    if encoding == "utf-8":
+        encoding = "utf-8-sig"  # a byte order mark in front, which some Windows stacks write (RFC 8259 8.1), dropped
     return body.decode(encoding, errors="replace")
 
 
@@ -345,7 +357,7 @@ class CentralClient:
                     )
                     raise _RetryableError(later) from None
             except _RetryableError as err:
-                if isinstance(err.cause, CentralSlowAnswerError):
+                if err.may_still_run:
                     self._went_unanswered(keys)
                 attempt += 1
                 if attempt >= s.max_attempts or (not retry_slow and isinstance(err.cause, CentralSlowAnswerError)):
@@ -415,7 +427,7 @@ class CentralClient:
             self._heard_date(response.headers, time.monotonic() - sent)
             text = _text(await response.read(), response.charset)
             retry_after = retry_after_s(response.headers.get("Retry-After"), response.headers.get("Date"))
-            if retry_after is not None and (status == 429 or status in _RETRY_STATUSES):
+            if retry_after is not None and _worth_retrying(status):
                 until = loop.time() + min(retry_after, self._settings.retry_max_s)
                 self._quiet_until = max(self._quiet_until, until)
             return status, response.headers.get("Location", ""), text, retry_after
@@ -457,13 +469,15 @@ class CentralClient:
             # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend, and one
             # that never connected says nothing about the size of the answer.
             error: CentralUnreachableError = CentralUnreachableError(detail)
+            # Connected and sent, then cut off or given up on: central may have the request, and still be at it.
+            sent = not isinstance(err, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
             if isinstance(err, aiohttp.ConnectionTimeoutError):
                 error = CentralTimeoutError(detail)
             elif isinstance(err, TimeoutError | aiohttp.ClientPayloadError):
                 # Too slow to arrive whole, or cut short on the way (a gateway's buffer or read timeout): a smaller
                 # answer may arrive where this one did not.
                 error = CentralSlowAnswerError(detail)
-            raise _RetryableError(error) from None
+            raise _RetryableError(error, may_still_run=sent) from None
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
         if setting := refused_setting(status):
             # The box itself refused (its token, its store id): the setting a person checks goes with it everywhere
@@ -490,8 +504,8 @@ class CentralClient:
             raise CentralApiError(f"{message} (the contract answers 200)")
         if status == 429:
             raise _RetryableError(CentralBusyError(message, retry_after))
-        if status in _RETRY_STATUSES:
-            raise _RetryableError(CentralLaterError(message, retry_after))
+        if _worth_retrying(status):
+            raise _RetryableError(CentralLaterError(message, retry_after), may_still_run=status not in _NOT_TAKEN)
         raise CentralRejectedError(message, status, text[:500]) if 400 <= status < 500 else CentralApiError(message)
 
     def _proxy_refused(self, method: str, url: str, status: int, reason: str) -> Exception:
@@ -521,7 +535,8 @@ def _count(value: Any) -> int | None:
 
 
 class _RetryableError(Exception):
-    def __init__(self, cause: CentralApiError) -> None:
+    def __init__(self, cause: CentralApiError, *, may_still_run: bool = False) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.may_still_run = may_still_run  # the request may have reached central and still run there
         self.retry_after = cause.retry_after_s if isinstance(cause, CentralLaterError) else None

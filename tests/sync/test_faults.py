@@ -110,3 +110,58 @@ async def test_answers_cut_short_are_asked_again_for_smaller_pages_and_the_run_c
     assert central.list_limits[:4] == [40, 20, 10, 10], central.list_limits
     db = agent.settings.agent.db_path
     assert await db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM orders") == [(MISSED, MISSED)]
+
+
+_CLOUDFLARE_521 = (
+    "<!DOCTYPE html><html><head><title>example.com | 521: Web server is down</title></head><body>"
+    "<h1>Web server is down</h1><span>Error code 521</span></body></html>"
+)
+
+
+@pytest.mark.parametrize("status", [520, 521, 523, 599])
+async def test_a_gateway_status_the_box_does_not_know_is_retried_as_a_500(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, status: int
+) -> None:
+    """Cloudflare answers 520-527 of its own while the backend restarts (a deploy); RFC 9110 15: a status a client
+    does not know is the x00 of its class, here 500, which the agent retries. Before (the central72 probe, 1): not
+    retried; the run after an outage failed, the orders central took meanwhile waited for the next scheduled run
+    (15 minutes) and the manager got a critical mail."""
+    central.create_orders(3, prefix=f"cf{status}")
+    central.fail_next(1, status, body=_CLOUDFLARE_521, path="orders")
+    _, events = await agents.start(sync_settings())
+    [completed] = await events.wait(RecoveryCompleted, timeout=15)
+    assert completed.counts["stored"] == 3 and not events.of(RecoveryFailed)
+
+
+@pytest.mark.parametrize("status", [501, 505, 511])
+async def test_a_5xx_that_says_the_request_can_never_work_is_not_retried(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, status: int
+) -> None:
+    """501 Not Implemented, 505 and 511 Network Authentication Required (a captive portal) say the same request will
+    not work in a moment either: the run fails at once and says so, as before."""
+    central.fail_next(3, status, path="orders")
+    _, events = await agents.start(sync_settings(max_attempts=3))
+    [failed] = await events.wait(RecoveryFailed, timeout=15)
+    assert f"HTTP {status}" in failed.error
+    assert [s for *_, p, s in central.requests if p.endswith("/orders")] == [status]
+
+
+async def test_a_backend_that_starts_its_json_with_a_byte_order_mark_is_understood(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Some Windows and old ASP.NET stacks start their JSON with a UTF-8 byte order mark; RFC 8259 8.1 lets a reader
+    ignore it. Every answer so, health, listings and events: the run completes, every event is delivered once. Before
+    (the central72 probe, 3): "answer is not JSON" everywhere; the link was down, no run completed, and the events
+    central had applied were sent again every few seconds."""
+    central.bom = True
+    central.create_orders(3, prefix="bom")
+    agent, events = await agents.start(sync_settings())
+    [completed] = await events.wait(RecoveryCompleted, timeout=15)
+    assert completed.counts["stored"] == 3 and not events.of(RecoveryFailed)
+    jobs = await db_rows(agent.settings.agent.db_path, "SELECT id FROM print_jobs")
+    await events.wait(JobPrinted, count=len(jobs), timeout=15)
+    await central.wait_for(lambda: len(central.events) == 3 + len(jobs), timeout=15)
+    assert await db_rows(agent.settings.agent.db_path, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [
+        (0,)
+    ]
+    assert central.duplicates == []
