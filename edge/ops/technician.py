@@ -131,7 +131,19 @@ def render_status(data: dict[str, Any], *, colour: bool, zone: str | None = None
             )
     lines.append("last recovery: " + (_row_text(data["recovery"][0], zone) if data["recovery"] else "none"))
     lines.append("last alert: " + (_row_text(data["alerts"][0], zone) if data["alerts"] else "none"))
+    if (mail := data.get("mail")) is not None:
+        lines.append(_mail_line(mail, colour))
     return "\n".join(lines)
+
+
+def _mail_line(mail: dict[str, Any], colour: bool) -> str:
+    """Whether the manager is told: what the status page's mail line says, for the technician at the box."""
+    waiting = f"{mail['pending']} waiting"
+    if mail.get("server_error"):
+        return "alert mail: " + _paint("fail", f"{waiting}, the relay cannot be used: {mail['server_error']}", colour)
+    if dead := mail.get("dead"):
+        return "alert mail: " + _paint("fail", f"{waiting}, {len(dead)} refused for good: edge alerts outbox", colour)
+    return "alert mail: " + _paint("ok", waiting if mail["pending"] else "ok", colour)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,7 @@ from tests.helpers import (
     edge,
     eventually,
     issue_server_cert,
+    mail_to,
     make_ca,
     toml,
 )
@@ -397,6 +398,35 @@ async def test_status_screen_shows_printers_queue_and_dead_jobs(
     plain = render_status(data, colour=False)
     assert "kitchen" in plain and "offline" in plain and "queue: 1 waiting" in plain and "dead jobs: 0" in plain
     assert "\033[31m" in render_status(data, colour=True)
+
+
+
+async def test_status_screen_says_when_alert_mail_cannot_go_out(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+) -> None:
+    """The relay is down (or refuses the box's login) while an alarm waits to be mailed: `edge status` says so, with
+    the relay's error, as the status page does. Before (the ops72 probe, 3): `edge status` showed only "last alert:
+    ... firing", and nothing told the technician that the manager had not been told."""
+    relay = SmtpSink()
+    await relay.start()
+    await relay.stop()  # its port, with nobody listening on it
+    printers["kitchen"].set_offline(True)
+    agent = await make_agent(make_settings(**mail_to(relay)))
+    await push(agent, 1)
+    settings = make_settings(api={"port": agent.port})
+
+    async def status_data() -> dict[str, Any]:
+        return (await call_agent(settings, "GET", "/api/v1/status"))[1]
+
+    data = await eventually(
+        status_data, lambda d: bool((d.get("mail") or {}).get("server_error")), what="the relay seen down"
+    )
+    plain = render_status(data, colour=False)
+    [line] = [line for line in plain.splitlines() if line.startswith("alert mail:")]
+    assert "waiting" in line and "cannot be used" in line and str(relay.port) in line, plain
+    assert "\033[31m" in render_status(data, colour=True).splitlines()[plain.splitlines().index(line)]
 
 
 def _health_mail(sink: SmtpSink) -> dict[str, Any]:
