@@ -400,7 +400,6 @@ async def test_status_screen_shows_printers_queue_and_dead_jobs(
     assert "\033[31m" in render_status(data, colour=True)
 
 
-
 async def test_status_screen_says_when_alert_mail_cannot_go_out(
     make_agent: Callable[..., Awaitable[Agent]],
     make_settings: Callable[..., Settings],
