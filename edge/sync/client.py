@@ -204,6 +204,7 @@ class CentralClient:
         # Idempotency keys of requests that got no answer in time -> until when (monotonic) central may still be
         # processing them (_MAY_STILL_RUN_S).
         self._unanswered: dict[str, float] = {}
+        self._waiting_said = False  # central_still_processing logged, and no answer since
         self._session: aiohttp.ClientSession | None = None
         # The store network's way out, if it has one: every call goes through it, central's name resolved there.
         self._proxy = settings.proxy or None
@@ -341,11 +342,13 @@ class CentralClient:
         ``keys``: the idempotency keys the request carries; a 409 while an earlier request holding one of them may
         still be processed at central (it got no answer in time) is retried as CentralInProgressError."""
         s = self._settings
-        attempt, waited = 0, False
+        attempt = 0
         while True:
             try:
                 try:
-                    return await self._send(method, path, params=params, body=body)
+                    answer = await self._send(method, path, params=params, body=body)
+                    self._waiting_said = False
+                    return answer
                 except CentralRejectedError as refused:
                     if refused.status != 409 or not keys:
                         raise
@@ -377,8 +380,8 @@ class CentralClient:
                         error=str(err.cause),
                         retry_in_s=round(delay, 2),
                     )
-                elif not waited:  # central at work, nothing wrong here: said once for the request, not at each try
-                    waited = True
+                elif not self._waiting_said:  # central at work, nothing wrong: said once until an answer comes
+                    self._waiting_said = True
                     log.info("central_still_processing", method=method, path=path, keys=len(keys), error=str(err.cause))
                 await asyncio.sleep(delay)
 

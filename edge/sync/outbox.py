@@ -30,6 +30,7 @@ from edge.store.rows import OutboxItem
 from edge.sync.client import (
     MAX_EVENTS_PER_POST,
     CentralClient,
+    CentralInProgressError,
     CentralRejectedError,
     CentralSlowAnswerError,
     body_sizes,
@@ -313,6 +314,8 @@ class OutboxSender:
                 await self.flush()
             except CentralRejectedError as err:  # the batch stays pending; 401/403/404 need a person (token, store id)
                 await self._say(self._refused, str(err.status), status=err.status, error=str(err))
+            except CentralInProgressError:
+                pass  # central is still at the request (the client said so once): nothing failed; the next pass
             except CentralApiError as err:
                 await self._say(self._failing, type(err).__name__, error=str(err))
             except StoreUnavailableError as err:  # a full or read-only card: rows stay pending

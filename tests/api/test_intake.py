@@ -751,6 +751,20 @@ async def test_a_body_declared_larger_than_max_body_bytes_is_413_at_once_not_a_w
     assert (await db_rows(agent, "SELECT id FROM orders")) == []
 
 
+def _head_expecting_100(extra: str, length: int) -> bytes:
+    return (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+
+
+async def _first_answer_to(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """The head of the first answer to a request ``head`` sent alone (its body held back)."""
+    writer.write(head)
+    await writer.drain()
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+
 @pytest.mark.parametrize(
     ("extra", "status"),
     [
@@ -768,17 +782,10 @@ async def test_a_sender_waiting_for_100_continue_is_refused_before_it_sends_its_
     connection closed (RFC 9110 10.1.1: a server that will not read the content answers the final status; 15.2.1).
     Before (stop 71's noticed and left): the agent answered `100 Continue` to any request, before its checks, so the
     sender uploaded its whole order to a box that then refused it for its token."""
-    body = json.dumps(example_order).encode()
-    length = agent.settings.api.max_body_bytes + 1 if "X-Too-Large" in extra else len(body)
-    head = (
-        f"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Type: application/json\r\n"
-        f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
-    ).encode()
+    length = agent.settings.api.max_body_bytes + 1 if "X-Too-Large" in extra else len(json.dumps(example_order))
     reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
     try:
-        writer.write(head)
-        await writer.drain()
-        answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        answer_head = await _first_answer_to(_head_expecting_100(extra, length), reader, writer)
         assert re.match(rb"HTTP/1\.[01] %d " % status, answer_head), answer_head  # 415: refused with the head
         # The body never came: the answer says the connection ends (an HTTP/1.0 answer does by itself); what the
         # sender may still send is read and dropped for a while (aiohttp's lingering close), as after any 413.
@@ -795,15 +802,11 @@ async def test_a_sender_waiting_for_100_continue_is_told_to_go_on_and_its_order_
     """With a good token the agent answers `100 Continue` to the head alone, then 201 to the body, on one
     connection, which stays open for the next order; aiohttp's own client (`expect100=True`) gets 201 too."""
     body = json.dumps(example_order).encode()
-    head = (
-        f"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
-    ).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
     try:
-        writer.write(head)
-        await writer.drain()
-        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        interim = await _first_answer_to(
+            _head_expecting_100(f"Authorization: Bearer {TOKEN}\r\n", len(body)), reader, writer
+        )
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
         writer.write(body)
         await writer.drain()
