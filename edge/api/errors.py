@@ -76,6 +76,10 @@ BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
 # A sender that asked `Expect: 100-continue` holds its body back until it is told to go on (RFC 9110 10.1.1): it is
 # told so when the body is read, after the checks of the head (token, size, coding), not before them as aiohttp does.
 _CONTINUE_OWED = web.RequestKey("continue_owed", bool)
+# A body that keeps coming gets a second more for each this many bytes (Apache's mod_reqtimeout: body=20,MinRate=500),
+# its deadline moved this often while it comes.
+_BODY_MIN_RATE = 500
+_BODY_RATE_CHECK_S = 0.25
 # A client that goes away is one summarised warning, not a traceback each: a reconnecting flood of them wrote 38 MB of
 # log in 21 s to the SD card.
 _GONE = Summarised("api_client_gone")
@@ -169,6 +173,24 @@ async def _continue(request: web.Request) -> None:
         request.writer.output_size = 0  # the interim answer is not the answer's start (as aiohttp's own handler)
 
 
+async def _read_while_it_comes(request: web.Request, timeout_s: float | None) -> bytes:
+    """``request.read()`` within ``timeout_s``, and a second more for every _BODY_MIN_RATE bytes that came: a big
+    order on a slow but steady line gets in; a trickle slower than that is still cut off (TimeoutError)."""
+    if timeout_s is None:
+        return await request.read()
+    reading = asyncio.ensure_future(request.read())
+    start = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            while True:
+                deadline.reschedule(start + timeout_s + request.content.total_bytes / _BODY_MIN_RATE)
+                done, _ = await asyncio.wait({reading}, timeout=_BODY_RATE_CHECK_S)
+                if done:
+                    return reading.result()
+    finally:
+        reading.cancel()  # given up on (or the handler was): not left reading
+
+
 async def read_body(request: web.Request) -> bytes:
     """The whole body, decoded, within the app's body timeout: a client that trickles it holds no connection for
     long. aiohttp keeps what it read: the signature check and the handler both ask for it."""
@@ -183,10 +205,12 @@ async def read_body(request: web.Request) -> bytes:
         if request.content.is_eof():  # all here already (most orders come in the head's packet): nothing to wait for
             body = await request.read()
         else:
-            async with asyncio.timeout(request.app.get(BODY_TIMEOUT_S)):
-                body = await request.read()
+            body = await _read_while_it_comes(request, request.app.get(BODY_TIMEOUT_S))
     except TimeoutError:
-        raise RequestTimeoutError(f"the request body did not arrive within {request.app[BODY_TIMEOUT_S]:g} s") from None
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {request.app[BODY_TIMEOUT_S]:g} s and a second more for every"
+            f" {_BODY_MIN_RATE} bytes that came"
+        ) from None
     except ConnectionError as err:  # a reset, or aiohttp's "Connection lost" for a connection closed mid-body
         raise ClientGoneError(str(err) or type(err).__name__) from None
     except RuntimeError as err:

@@ -130,6 +130,44 @@ async def test_trickled_body_gets_408_after_the_body_timeout(make_agent: Callabl
     assert agent.deps is not None and await agent.deps.orders.recent() == []
 
 
+@pytest.mark.parametrize(("bytes_per_s", "taken"), [(2000, True), (100, False)])
+async def test_a_big_body_on_a_slow_but_steady_line_is_taken_and_a_trickle_is_not(
+    make_agent: Callable[..., Awaitable[Agent]], bytes_per_s: int, taken: bool
+) -> None:
+    """A big order from a till on a slow line (weak 3G) takes longer than api.body_timeout_s to arrive, but it keeps
+    coming: each 500 bytes that arrive give it a second more, as Apache's mod_reqtimeout does (body=20,MinRate=500);
+    a body slower than that (a slowloris) is still cut off. Before (the http72 probe, 2): the whole body had
+    body_timeout_s, so a 49 KB order at 1.2 KB/s got 408 every time it was sent and never got in."""
+    agent = await make_agent(api={"body_timeout_s": 0.5})
+    order = make_order(1, prefix="steady")
+    body = json.dumps(order).encode()
+    body += b" " * (3000 - len(body))  # about 1.5 s at 2 KB/s: three times the body timeout
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    reader, writer = await open_raw(agent, head.encode())
+    answered = asyncio.ensure_future(reader.readline())  # the sender stops once it has its answer
+    step = bytes_per_s // 10
+    try:
+        for at in range(0, len(body), step):
+            if answered.done():
+                break
+            writer.write(body[at : at + step])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        status_line = await asyncio.wait_for(answered, 5)
+    finally:
+        writer.close()
+    assert agent.deps is not None
+    if taken:
+        assert status_line.startswith(b"HTTP/1.1 201 "), status_line
+        assert [o.id for o in await agent.deps.orders.recent()] == [order["id"]]
+    else:
+        assert status_line.startswith(b"HTTP/1.1 408 "), status_line
+        assert await agent.deps.orders.recent() == []
+
+
 async def test_at_the_cap_the_longest_waiting_connection_makes_room_and_busy_ones_never_do(
     make_agent: Callable[..., Awaitable[Agent]],
 ) -> None:
