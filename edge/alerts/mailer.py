@@ -196,6 +196,16 @@ class MailRefusedError(AlertError):
         self.permanent = permanent
 
 
+class UnansweredError(AlertError):
+    """The relay took the whole message, then its final answer never came (the line lost, or no answer within
+    smtp.data_timeout_s): it may have been delivered (RFC 5321 4.1.1.4, RFC 1047). ``delivery``: the recipients as the
+    relay answered their RCPT, whom it reached if it was."""
+
+    def __init__(self, message: str, *, delivery: Delivery) -> None:
+        super().__init__(message)
+        self.delivery = delivery
+
+
 def _reply(err: aiosmtplib.SMTPResponseException) -> str:
     return _readable(f"{err.code} {err.message}".strip())
 
@@ -500,21 +510,48 @@ class Mailer:
             except (aiosmtplib.SMTPException, OSError):
                 pass  # the envelope is void anyway; the connection closes next
             return delivery
+        msg = build_message(mail, sender=self.sender, message_id=message_id, dated=self._dated())
         try:
-            # The reply after the body gets its own timeout: RFC 5321 4.5.3.2.6 lets the relay take 10 minutes, and
-            # giving up sooner only means sending again what it has most likely accepted.
-            msg = build_message(mail, sender=self.sender, message_id=message_id, dated=self._dated())
-            await client.data(aiosmtplib.email.flatten_message(msg), timeout=self._smtp.data_timeout_s)
-        except aiosmtplib.SMTPTimeoutError as err:
-            raise AlertError(
-                f"{where} took the message but gave no final answer within {self._smtp.data_timeout_s:g}s"
-                " (smtp.data_timeout_s); it may have been delivered"
-            ) from err
+            await self._data(client, aiosmtplib.email.flatten_message(msg), delivery)
         except aiosmtplib.SMTPDataError as err:
             if err.code == 421:
                 raise
             raise MailRefusedError(f"{where} refused the message ({_reply(err)})", permanent=err.code >= 500) from err
         return delivery
+
+    async def _data(self, client: aiosmtplib.SMTP, message: bytes, delivery: Delivery) -> None:
+        """DATA in its two steps (aiosmtplib's data() does both at once), so that a line lost after the message went
+        is told from one lost before: only the first may have delivered it."""
+        start = await client.execute_command(b"DATA")
+        if start.code != aiosmtplib.SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = client.protocol
+        if protocol is None:  # the relay went away with its 354
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        # As aiosmtplib's data() sends it: CRLF line ends, a leading dot doubled (RFC 5321 4.5.2), the final dot.
+        body = aiosmtplib.protocol.normalize_message_line_endings(message)
+        body = aiosmtplib.protocol.PERIOD_REGEX.sub(b"..", body) + b".\r\n"
+        protocol.write(body)
+        try:
+            # The reply after the body gets its own timeout: RFC 5321 4.5.3.2.6 lets the relay take 10 minutes, and
+            # giving up sooner only means sending again what it has most likely accepted.
+            reply = await protocol.read_response(timeout=self._smtp.data_timeout_s)
+        except aiosmtplib.SMTPTimeoutError as err:
+            client.close()  # its late answer must not be read as the next command's
+            raise UnansweredError(
+                f"{self._where} took the whole message but gave no final answer within"
+                f" {self._smtp.data_timeout_s:g}s (smtp.data_timeout_s); it may have been delivered",
+                delivery=delivery,
+            ) from err
+        except aiosmtplib.SMTPServerDisconnected as err:
+            client.close()
+            raise UnansweredError(
+                f"{self._where} took the whole message but closed the connection before its final answer ({err});"
+                " it may have been delivered",
+                delivery=delivery,
+            ) from err
+        if reply.code != aiosmtplib.SMTPStatus.completed:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
 
     async def check(self, recipient: str | None = None) -> str:
         """Connect, greet, secure the line, log in and try the sender and ``recipient`` (then RSET), without sending

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from edge.alerts.login_rest import LOGIN_HOLD_S, begin_rest, rest_until
-from edge.alerts.mailer import Delivery, LoginRefusedError, Mailer, MailRefusedError, MailSession
+from edge.alerts.mailer import Delivery, LoginRefusedError, Mailer, MailRefusedError, MailSession, UnansweredError
 from edge.clock import Clock, shown_at
 from edge.config import Settings
 from edge.errors import AlertError, StoreError
@@ -30,6 +30,14 @@ _PER_SESSION = 20
 # (450, taken a minute later) at its first try back.
 _GIVE_UP_S = 24 * 3600.0
 _GIVE_UP_TRIES = 3
+# Tries whose whole message went without the relay's final answer, after which the mail is taken as delivered: each
+# may have delivered it (RFC 1047), so one resend is the one duplicate docs/alerts.md allows; a relay (or a NAT before
+# it) that cuts every line after the message would otherwise get it again at every backoff, for ever.
+_UNANSWERED_MAX = 2
+_UNANSWERED_CHECK = (
+    "check the relay's log for this Message-ID, a firewall or NAT between this box and the relay that cuts the line"
+    " while the relay checks a mail (its idle timeout), and the relay's content filter"
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -161,7 +169,7 @@ class Outbox:
         # A group's mails reach each person in order: not an all-clear before the alarm the relay deferred for them.
         waiting = {r for m in await self._store.pending_before(mail) for r in self._owed(m)}
         remaining = [r for r in self._owed(mail, wanted) if r not in waiting]
-        delivery, error, server_down, held = Delivery(), None, False, False
+        delivery, error, server_down, held, unanswered = Delivery(), None, False, False, False
         if remaining and not self._dated_loaded:
             # Mails are dated never before the one before, also across a restart: after NTP set the clock back, an
             # all-clear dated before its alarm sorted under it, and the newest mail on top said "down".
@@ -177,10 +185,21 @@ class Outbox:
                 error = str(err)
                 if err.permanent:
                     delivery = Delivery(refused=dict.fromkeys(remaining, error))
+            except UnansweredError as err:
+                unanswered = True
+                if mail.unanswered + 1 >= _UNANSWERED_MAX:  # its accepted recipients have it, most likely twice
+                    delivery = err.delivery
+                    error = (
+                        f"{err}; the relay took the whole mail twice without answering: taken as delivered, not"
+                        f" sent again; {_UNANSWERED_CHECK}"
+                    )
+                else:  # sent once more, the same Message-ID: a copy the manager's mail client can tell as such
+                    delivery = dataclasses.replace(err.delivery, accepted=())
+                    error = f"{err}; sent once more, with the same Message-ID"
             except AlertError as err:
                 error, server_down = str(err), True
                 held = isinstance(err, LoginRefusedError) and err.permanent
-        attempt = self._outcome(mail, wanted, delivery, error, met_relay=not server_down)
+        attempt = self._outcome(mail, wanted, delivery, error, met_relay=not server_down, unanswered=unanswered)
         if delivery.accepted:
             attempt = dataclasses.replace(attempt, dated=self._mailer.last_dated)
         if server_down:
@@ -205,11 +224,19 @@ class Outbox:
         return [r for r in wanted if r not in mail.delivered and r not in mail.refused]
 
     def _outcome(
-        self, mail: OutboxMail, wanted: list[str], delivery: Delivery, error: str | None, *, met_relay: bool
+        self,
+        mail: OutboxMail,
+        wanted: list[str],
+        delivery: Delivery,
+        error: str | None,
+        *,
+        met_relay: bool,
+        unanswered: bool = False,
     ) -> Attempt:
         """``met_relay``: False when the relay could not be used at all (down, TLS, login): such a try says nothing
         of the mail, is not one of the tries the day's limit counts, and never gives it up (the relay's backoff
-        governs)."""
+        governs). ``unanswered``: the whole message went without the relay's final answer; a mail so taken as
+        delivered keeps ``error``, which says so."""
         delivered = (*mail.delivered, *delivery.accepted)
         refused = {**mail.refused, **delivery.refused}
         problems = {**delivery.deferred, **delivery.refused}
@@ -225,6 +252,7 @@ class Outbox:
                 refused=refused,
                 error=f"not taken within {_GIVE_UP_S // 3600:g} h, given up; last answer: {error or 'none'}",
                 next_attempt_at=self._clock.wall(),
+                unanswered=unanswered,
             )
         if still:  # some still to try: back off, then again
             delay = retry_delay(mail.attempts + 1, base=self._cfg.retry_base_s, cap=self._cfg.retry_max_s)
@@ -235,6 +263,7 @@ class Outbox:
                 error=error,
                 next_attempt_at=self._clock.wall() + delay,
                 met_relay=met_relay,
+                unanswered=unanswered,
             )
         # Everyone configured now has it, or was refused for good: a refusal needs a person (fix the address, retry).
         state = MailState.DEAD if any(r in refused for r in wanted) else MailState.SENT
@@ -242,8 +271,9 @@ class Outbox:
             state=state,
             delivered=delivered,
             refused=refused,
-            error=error if state == MailState.DEAD else None,
+            error=error if state == MailState.DEAD or unanswered else None,
             next_attempt_at=self._clock.wall(),
+            unanswered=unanswered,
         )
 
     async def _server_failed(self, error: str, *, held: bool) -> LoginRest | None:
@@ -284,6 +314,14 @@ class Outbox:
     def _tell(self, mail: OutboxMail, delivery: Delivery, attempt: Attempt) -> None:
         if attempt.state == MailState.DEAD:
             log.error("alert_mail_dead", mail_id=mail.id, subject=mail.subject, error=attempt.error)
+        elif attempt.unanswered and delivery.accepted:
+            log.warning(
+                "alert_mail_unconfirmed",
+                mail_id=mail.id,
+                subject=mail.subject,
+                message_id=mail.message_id,
+                error=attempt.error,
+            )
         elif attempt.state == MailState.PENDING and attempt.error:
             log.warning("alert_mail_deferred", mail_id=mail.id, error=attempt.error, attempts=mail.attempts + 1)
         if delivery.accepted:

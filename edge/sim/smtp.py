@@ -27,6 +27,13 @@ class _Relay(SMTP):
             return
         await super().smtp_STARTTLS(arg)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        if self.event_handler.drops_at_data and isinstance(self.transport, asyncio.Transport):
+            self.event_handler.drops_at_data -= 1
+            self.transport.abort()
+            return
+        await super().smtp_DATA(arg)
+
 
 class SmtpSink:
     """Listens on 127.0.0.1; optional LOGIN/PLAIN auth, STARTTLS (tls_context) or implicit TLS (implicit_tls).
@@ -46,6 +53,10 @@ class SmtpSink:
     EHLO/HELO name it was greeted with. ``command_delay_s`` holds every answer to EHLO, HELO, MAIL and RCPT that
     long, as a tarpitting relay does (Postfix smtpd_error_sleep_time, a provider throttling a busy sender).
     ``sessions`` holds, per connection, the subjects of the messages it took, in order.
+
+    It can lose the line as relays behind a firewall or NAT do: ``drops_after_body`` messages it takes (and keeps, as
+    a relay that queued them) and then drops the connection before its final reply (RFC 1047: the client cannot know
+    it was delivered), ``drops_at_data`` DATA commands it answers by dropping the connection before its 354.
 
     ``auth_reply`` answers every AUTH instead of checking the login, as relays do whose login is refused for another
     reason than the password (RFC 4954 6): "454 4.7.0 Temporary authentication failure" (the provider's login backend
@@ -88,6 +99,8 @@ class SmtpSink:
         self.sessions: dict[str, list[str]] = {}  # the client's address and port -> subjects taken on that connection
         self.connections = 0
         self.refused_messages = 0  # bodies answered with data_reply
+        self.drops_after_body = 0
+        self.drops_at_data = 0
         self._server: asyncio.Server | None = None
         self._arrived = asyncio.Event()
 
@@ -151,6 +164,9 @@ class SmtpSink:
         self.messages.append(message)
         self.sessions.setdefault(str(session.peer), []).append(str(message["Subject"]))
         self._arrived.set()
+        if self.drops_after_body and isinstance(server.transport, asyncio.Transport):
+            self.drops_after_body -= 1
+            server.transport.abort()  # before aiosmtpd writes the 250
         return "250 OK"
 
     def _authenticate(

@@ -81,6 +81,7 @@ class OutboxMail:
     created_at: float
     attempts: int
     relay_tries: int  # the attempts that met the relay (it answered for this mail)
+    unanswered: int  # the attempts whose whole message went without the relay's final answer: each may have arrived
     last_error: str | None
     delivered: tuple[str, ...]  # recipients that accepted it
     refused: dict[str, str]  # recipient -> the relay's refusal for good
@@ -117,6 +118,7 @@ def _outbox_mail(row: aiosqlite.Row) -> OutboxMail:
         created_at=row["created_at"],
         attempts=row["attempts"],
         relay_tries=row["relay_tries"],
+        unanswered=row["unanswered"],
         last_error=row["last_error"],
         delivered=tuple(json.loads(row["delivered"])),
         refused=json.loads(row["refused"]),
@@ -157,6 +159,7 @@ class Attempt:
     next_attempt_at: float
     dated: float | None = None  # the Date of the mail it sent (None: none sent)
     met_relay: bool = True  # False: the relay could not be used at all (not counted in relay_tries)
+    unanswered: bool = False  # the whole message went, the relay's final answer never came (counted in unanswered)
     rest: LoginRest | None = None  # the relay's rest this attempt's refused login began
     rest_over: bool = False  # this attempt got past the login (or new settings did): no rest any more
 
@@ -549,6 +552,7 @@ class AlertStore:
             # An attempt that was under way when its mail was superseded keeps it superseded unless it delivered it.
             await conn.execute(
                 "UPDATE alert_mails SET attempts = attempts + 1, relay_tries = relay_tries + ?8,"
+                " unanswered = unanswered + ?9,"
                 " state = CASE WHEN state = 'superseded' AND ?1 != 'sent' THEN state ELSE ?1 END, delivered = ?2,"
                 " refused = ?3, last_error = ?4, next_attempt_at = ?5, sent_at = CASE WHEN ?1 = 'sent' THEN ?6 ELSE"
                 " sent_at END WHERE id = ?7",
@@ -561,6 +565,7 @@ class AlertStore:
                     now,
                     mail_id,
                     int(attempt.met_relay),
+                    int(attempt.unanswered),
                 ),
             )
             if attempt.dated is not None:
