@@ -151,15 +151,19 @@ def _undo(body: bytes, codings: tuple[str, ...], header: str, limit: int) -> byt
     return body
 
 
-async def continue_when_read(request: web.Request) -> None:
+async def continue_when_read(request: web.Request) -> web.Response | None:
     """The routes' ``expect_handler``: what aiohttp's default does, except that the interim answer waits for
-    :func:`read_body`, so a request refused for its head is answered with its final status, not with `100` first."""
+    :func:`read_body`, so a request refused for its head is answered with its final status, not with `100` first.
+    Its answer (417 to an expectation it does not know) goes out as it is, before any middleware: in our JSON."""
     expect = request.headers.get("Expect", "")
     if request.version < (1, 1):
-        return  # HTTP/1.0 has no interim answers; such a sender does not wait for one
+        return None  # HTTP/1.0 has no interim answers; such a sender does not wait for one
     if expect.lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+        response = error_response(417, "expectation_failed", f"unknown Expect: {expect} (only 100-continue is)")
+        response.force_close()  # its body, if it sends it after all, is not a request
+        return response
     request[_CONTINUE_OWED] = True
+    return None
 
 
 def add_post(app: web.Application, path: str, handler: Handler) -> None:

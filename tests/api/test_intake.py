@@ -768,11 +768,12 @@ async def _first_answer_to(head: bytes, reader: asyncio.StreamReader, writer: as
 @pytest.mark.parametrize(
     ("extra", "status"),
     [
+        (f"Authorization: Bearer {TOKEN}\r\nExpect: 100-continue, foo\r\n", 417),
         ("Authorization: Bearer not-the-token\r\n", 401),
         (f"Authorization: Bearer {TOKEN}\r\nContent-Encoding: br\r\n", 415),
         (f"Authorization: Bearer {TOKEN}\r\nX-Too-Large: yes\r\n", 413),
     ],
-    ids=["wrong-token", "coding-it-cannot-decode", "declared-too-large"],
+    ids=["unknown-expectation", "wrong-token", "coding-it-cannot-decode", "declared-too-large"],
 )
 async def test_a_sender_waiting_for_100_continue_is_refused_before_it_sends_its_body(
     agent: Agent, example_order: dict, extra: str, status: int
@@ -787,6 +788,7 @@ async def test_a_sender_waiting_for_100_continue_is_refused_before_it_sends_its_
     try:
         answer_head = await _first_answer_to(_head_expecting_100(extra, length), reader, writer)
         assert re.match(rb"HTTP/1\.[01] %d " % status, answer_head), answer_head  # 415: refused with the head
+        assert b"Content-Type: application/json" in answer_head, answer_head  # the API's errors, all of them
         # The body never came: the answer says the connection ends (an HTTP/1.0 answer does by itself); what the
         # sender may still send is read and dropped for a while (aiohttp's lingering close), as after any 413.
         closes = answer_head.startswith(b"HTTP/1.0") or re.search(rb"\r\nConnection: close\r\n", answer_head, re.I)
