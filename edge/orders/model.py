@@ -28,6 +28,7 @@ _ONE_LINE = (re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]+"), "one line, witho
 
 MAX_ITEMS = 500
 _FIRST_YEAR, _LAST_YEAR = 2000, 2100
+_LEAP_SECOND = re.compile(r"(T[0-9]{2}:[0-9]{2}):60(\.[0-9]+)?([Z+-])")  # hh:mm:60[.frac] before the zone
 _MAX_TABLE = 10**9  # a table number is printed big: nine digits at most
 _Pattern = tuple[re.Pattern[str], str]  # (regex, what a valid value looks like), so the error can say it
 MAX_MODIFIERS = 50
@@ -469,8 +470,9 @@ class _Reader:
         if value is None:
             return None
         try:
-            # RFC 3339 5.6: "T" and "Z" may be lower case, which Python 3.11's reader refuses
-            parsed = datetime.fromisoformat(value.upper())
+            # RFC 3339 5.6: "T" and "Z" may be lower case, which Python 3.11's reader refuses; a leap second (:60),
+            # which datetime cannot hold, is the last microsecond of its minute
+            parsed = datetime.fromisoformat(_LEAP_SECOND.sub(r"\1:59.999999\3", value.upper(), count=1))
         except ValueError:
             raise InvalidOrderError(
                 self._field(key), f"must be an ISO 8601 time like 2026-11-22T18:04:11Z, got {value!r}"

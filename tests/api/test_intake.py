@@ -216,6 +216,19 @@ async def test_an_rfc_3339_time_in_lower_case_is_taken_as_the_same_time(
     assert datetime.fromisoformat(stored) == datetime.fromisoformat(written.upper())
 
 
+async def test_a_leap_second_is_taken_as_the_last_moment_of_its_minute(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict
+) -> None:
+    """RFC 3339 5.6 allows a leap second (23:59:60); Python's datetime has no place for it. It is taken as the last
+    microsecond of its minute, so the order prints. Before (the time72 probe, 1): 422 "must be an ISO 8601 time",
+    calling a valid time invalid."""
+    example_order["created_at"] = "2026-12-31T23:59:60Z"
+    status, body = await post(api, example_order)
+    assert status == 201, body
+    [(stored,)] = await db_rows(agent, "SELECT created_at FROM orders")
+    assert datetime.fromisoformat(stored) == datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("raw", "reason_start"),
     [
