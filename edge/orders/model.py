@@ -35,7 +35,9 @@ MAX_MODIFIERS = 50
 # An order is about 4 levels deep; unknown fields are kept, but nothing deeper than this is: JSON close to
 # Python's recursion limit would fail later, when the payload is hashed or stored.
 MAX_DEPTH = 32
-MAX_REVISION = 10**9
+# Backends that version a row by its update time send Unix seconds or milliseconds; I-JSON's largest exact integer
+# (RFC 7493 2.2) is the bound.
+MAX_REVISION = 2**53 - 1
 # The guest's words beside the contract (an order's note and allergens, an item's allergens): never refused, so cut to
 # the item note's length and to a count no guest's allergies reach, rather than printing metres of paper.
 MAX_NOTE = 500

@@ -317,6 +317,28 @@ async def test_lower_revision_is_stale_and_prints_nothing(
     assert await db_rows(agent, "SELECT revision FROM orders") == [(3,)]
 
 
+async def test_a_revision_written_as_a_unix_time_changes_and_cancels_the_order(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Backends that version a row by its update time send the revision as Unix seconds or milliseconds; the contract
+    sets no maximum (integer >= 1), I-JSON's is 2^53 - 1 (RFC 7493 2.2). Such an order changes and cancels like any.
+    Before (the change72 probe, D3): 422 "must be between 1 and 1000000000" for the change and the cancel, so a
+    cancelled dish was cooked."""
+    first = revised(example_order, 1_796_565_383)
+    assert (await post(api, first))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    status, body = await post(api, dessert_added(first, 1_796_565_383_000))
+    assert (status, body["status"]) == (200, "updated"), body
+    async with api.post(
+        f"/api/v1/orders/{first['id']}/cancel", json={"revision": 2**53 - 1, "reason": "guest left"}
+    ) as response:
+        assert response.status == 200, await response.text()
+    assert await db_rows(agent, "SELECT revision, status FROM orders") == [(2**53 - 1, "cancelled")]
+    async with api.post(f"/api/v1/orders/{first['id']}/cancel", json={"revision": 2**53, "reason": "x"}) as response:
+        assert response.status == 422 and (await response.json())["field"] == "revision"
+
+
 async def test_cancel_after_print_prints_storno(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
