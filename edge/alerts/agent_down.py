@@ -190,7 +190,7 @@ class AgentDownAlert:
     async def _deliver(self, mail: Mail) -> Delivery:
         from edge.alerts.mailer import Mailer  # here: the check of a running agent, every minute, mails nothing
 
-        return await Mailer(self._settings.smtp).send(mail)
+        return await Mailer(self._settings.smtp).send_without_outbox(mail)
 
     async def _resting(self, state: HealthState) -> str | None:
         """Why the relay is not tried now, None when it may be: it refused the login for these smtp settings less

@@ -715,7 +715,7 @@ class Alerter:
         if (rest_s := await self.outbox.login_rest_left()) is not None:
             return rest_s
         try:
-            delivery = await self._mailer.send(
+            delivery = await self._mailer.send_without_outbox(
                 self._renderer.alert(alarm, kind="firing", extra=extra, recipients=recipients)
             )
         except AlertError as err:

@@ -91,3 +91,41 @@ async def test_the_storage_alert_mailed_directly_reaches_a_greylisted_recipient_
         with pytest.raises(StoreError):
             await run(alerter)
     assert [rcpts for _, rcpts in envelopes(relay)] == [["chef@store.test"], ["area@store.test"]]
+
+
+async def test_agent_down_mailed_to_a_relay_that_never_answers_after_the_message_goes_once(
+    relay: SmtpSink, make_settings: Callable[..., Settings]
+) -> None:
+    """The relay takes the whole mail, then the line is lost before its 250, every time (a firewall or NAT cutting
+    it while the relay checks the mail; RFC 1047): the mail most likely arrived, and the timer has no outbox to count
+    its tries, so it is taken as sent, said in the log. Before (the ops72 probe's finding, left by the outbox's fix):
+    the same ALERT at every timer run while the agent stayed down."""
+    relay.drops_after_body = 100
+    down = AgentDownAlert(settings_for(make_settings, relay))
+    with capture_logs() as logs:
+        for _ in range(5):  # two failed checks send the alert; three more timer runs, the agent still down
+            await down.observe(False, "agent: connection refused")
+    assert [subject for subject, _ in envelopes(relay)] == ["ALERT: edge agent is not running"]
+    assert [e["event"] for e in logs if e["event"].startswith("health_alert_m")] == ["health_alert_mailed"]
+    assert any(e["event"] == "alert_mail_unconfirmed" for e in logs), logs
+
+
+async def test_the_storage_alert_mailed_directly_to_a_relay_that_never_answers_after_the_message_goes_once(
+    relay: SmtpSink,
+    make_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, for the storage alert mailed while the database refuses writes: once, not at every round."""
+    relay.drops_after_body = 100
+    alerter = make_alerter(settings_for(make_settings, relay))
+
+    async def refused(*args: object) -> None:
+        raise StoreError("database or disk is full")
+
+    monkeypatch.setattr(alerter._store, "apply", refused)
+    alerter.on_event(StorageProblem(detail="database or disk is full"))
+    for _ in range(3):  # the alert loop's rounds, the database still full
+        with pytest.raises(StoreError):
+            await run(alerter)
+    assert len(relay.messages) == 1
