@@ -32,6 +32,7 @@ from edge.orders.model import NOT_UNICODE, has_lone_surrogate, is_order_id, pars
 from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource
 from edge.store import migrations
 from edge.store.db import Database
+from edge.store.jobs import COPY_JUST_OUT_S
 from edge.store.orders import InsertResult
 from edge.store.revisions import RevisionStore
 from edge.store.scans import NamedBy
@@ -148,9 +149,28 @@ async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: Jo
     )
     for printer in {job.printer for job in await deps.jobs.for_order(order_id)}:
         deps.wake_printer(printer)
-    # What still waits to print is not copied beside itself (a second press, elsewhere, a moment later): 200 naming it.
-    body = {"order_id": order_id, "job_ids": list(copies.queued), "waiting": list(copies.waiting)}
+    # A COPY still there is not copied beside itself (a second press, elsewhere, a moment later): 200 naming it.
+    body: dict[str, Any] = {
+        "order_id": order_id,
+        "job_ids": list(copies.queued),
+        "waiting": [there.job_id for there in copies.waiting],
+    }
+    if copies.waiting:
+        said = ", ".join(f"job {there.job_id} {_COPY_THERE_SAID[there.state]}" for there in copies.waiting)
+        body["reason"] = (
+            f"not copied again: a COPY of it is there already ({said});"
+            f" a Reprint {COPY_JUST_OUT_S:g} s after it came out prints another"
+        )
     return web.json_response(body, status=201 if copies.queued else 200)
+
+
+# What the answer says of a COPY a reprint found already there, by its state.
+_COPY_THERE_SAID = {
+    JobState.QUEUED: "waits to print",
+    JobState.FAILED: "waits to print (its printer is tried again)",
+    JobState.PRINTING: "is going out now",
+    JobState.PRINTED: f"came out less than {COPY_JUST_OUT_S:g} s ago",
+}
 
 
 # A job a person reprints by its row: a held one has not printed (release it), a discarded one is not wanted, and one

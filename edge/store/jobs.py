@@ -19,7 +19,17 @@ from edge.store.meta import UPSERT_META
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import receipt_said
-from edge.store.rows import Copies, FailureRecorded, Job, MarksCommitted, PrintableJob, PrintedMark, Rerouted, Row
+from edge.store.rows import (
+    Copies,
+    CopyThere,
+    FailureRecorded,
+    Job,
+    MarksCommitted,
+    PrintableJob,
+    PrintedMark,
+    Rerouted,
+    Row,
+)
 
 log = structlog.get_logger()
 
@@ -133,6 +143,17 @@ _RELEASED = (
     " AND NOT l.copy AND l.state != 'discarded')) THEN 'discarded' ELSE 'queued' END,"
     f" revision = CASE WHEN {_UNSENT_RECEIPT} THEN (SELECT revision FROM orders WHERE id = print_jobs.order_id)"
     " ELSE revision END"
+)
+# A Reprint where a COPY of it is still there prints nothing: two people pressing a moment apart (the cook on the
+# status page, the manager on the phone; a double click) each gave the kitchen and the guest a COPY, at paper speed
+# the first one already going out or just out. Just out: 10 s covers a second press made without seeing the first COPY
+# (the status page refreshes every 5 s by default) and is shorter than walking to the printer and reading it, after
+# which a cook asking again means another copy. printed_at is wall time, like every job time here; taken either side
+# of now, a clock set back or forward keeps a COPY "just out" for at most twice this.
+COPY_JUST_OUT_S = 10.0
+_COPY_THERE = (
+    "copy AND (state IN ('queued', 'failed', 'printing')"
+    " OR (state = 'printed' AND ABS(:now - printed_at) < :just_out_s))"
 )
 # What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,
 # or a person), and a ticket for each station with production items in the current revision, whether its first
@@ -839,9 +860,9 @@ class JobStore:
         printer_for: Callable[[JobKind, str | None], str | None],
     ) -> Copies:
         """Queue a COPY of each original job of an order (or of one station's ticket, or of one ``kind``: the
-        receipt), released: a person asked; not where a COPY of it still waits in line (queued by a press a moment
-        before, in another place, or put back in line by a crash; one going out now is not waited for): that one
-        comes out, and is named as waiting.
+        receipt), released: a person asked; not where a COPY of it (of the order as it is now) is still there: waiting
+        in line (queued by a press a moment before, in another place, or put back in line by a crash), going out now,
+        or come out less than COPY_JUST_OUT_S ago: that one is named as waiting, with its state.
 
         Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
         which may have been renamed or removed since.
@@ -863,7 +884,7 @@ class JobStore:
                 raise WrongStateError(f"order {order_id}: no printer serves {what} now; add one to the config")
             now = self._clock.wall()
             new_ids: list[int] = []
-            waiting: list[int] = []
+            waiting: list[CopyThere] = []
             for (kind, job_station, priority), printer in zip(originals, targets, strict=True):
                 cursor = await conn.execute(
                     "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ?",
@@ -871,13 +892,21 @@ class JobStore:
                 )
                 (count,) = await cursor.fetchone() or (0,)
                 await cursor.close()
-                waits = await conn.execute_fetchall(
-                    "SELECT id FROM print_jobs WHERE order_id = ? AND kind = ? AND station IS ? AND revision = ?"
-                    " AND copy AND state IN ('queued', 'failed') ORDER BY id DESC LIMIT 1",
-                    (order_id, kind, job_station, revision),
+                there = await conn.execute_fetchall(
+                    "SELECT id, state FROM print_jobs WHERE order_id = :order AND kind = :kind AND station IS :station"
+                    f" AND revision = :revision AND {_COPY_THERE} ORDER BY id DESC LIMIT 1",
+                    {
+                        "order": order_id,
+                        "kind": kind,
+                        "station": job_station,
+                        "revision": revision,
+                        "now": now,
+                        "just_out_s": COPY_JUST_OUT_S,
+                    },
                 )
-                if waits:
-                    waiting.append(next(iter(waits))[0])
+                if there:
+                    [(job_id, state)] = there
+                    waiting.append(CopyThere(job_id, JobState(state)))
                     continue
                 # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(

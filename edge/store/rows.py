@@ -146,11 +146,19 @@ class MarksCommitted:
 
 
 @dataclasses.dataclass(frozen=True)
+class CopyThere:
+    """A COPY a reprint found and did not make again: waiting to print, going out, or just come out (``state``)."""
+
+    job_id: int
+    state: JobState
+
+
+@dataclasses.dataclass(frozen=True)
 class Copies:
-    """What a person's reprint did: the COPYs it queued, and the jobs of it that still wait to print, not copied."""
+    """What a person's reprint did: the COPYs it queued, and the COPYs of it already there, not copied again."""
 
     queued: tuple[int, ...]
-    waiting: tuple[int, ...]
+    waiting: tuple[CopyThere, ...]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,18 +5,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import aiohttp
+import pytest
+
 from edge.app import Agent
+from edge.clock import Clock, SteppedClock
 from edge.printing.decode import decode
-from edge.sim.printer import SimPrinter
+from edge.sim.printer import PaperSpeed, SimPrinter
+from edge.store.jobs import COPY_JUST_OUT_S
 from tests.helpers import api_client, db_rows, eventually, post, wait_until
 
 
 async def dead_receipt(
-    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    clock: Clock | None = None,
 ) -> tuple[Agent, dict[str, int]]:
     """The front printer hangs up in the receipt (max_attempts = 1: dead); the kitchen ticket printed."""
     printers["front"].drop_after = 10
-    agent = await make_agent(spool={"max_attempts": 1})
+    agent = await make_agent(spool={"max_attempts": 1}, clock=clock)
     async with api_client(agent) as api:
         await post(api, example_order)
     await printers["kitchen"].wait_for_printed(1)
@@ -39,7 +47,8 @@ async def test_a_jobs_reprint_copies_that_receipt_only_and_refuses_what_cannot_b
     """The receipt went dead (the guest has none). Reprint of that job: one receipt COPY, no kitchen COPY (the order's
     reprint, all a Reprint in its row could send, gave the kitchen a COPY of food already made). An unknown job is
     404, a discarded one 409, a job id that is not a number 404 naming it."""
-    agent, jobs = await dead_receipt(make_agent, example_order, printers)
+    clock = SteppedClock()
+    agent, jobs = await dead_receipt(make_agent, example_order, printers, clock)
     async with api_client(agent) as api:
         async with api.post(f"/api/v1/jobs/{jobs['receipt']}/reprint") as response:
             assert response.status == 201, await response.text()
@@ -58,6 +67,9 @@ async def test_a_jobs_reprint_copies_that_receipt_only_and_refuses_what_cannot_b
             lambda rows: rows == [("printed",)],
             what="the COPY marked printed",
         )
+        async with api.post(f"/api/v1/jobs/{answer['job_ids'][0]}/reprint") as response:
+            assert response.status == 200  # that COPY just came out: not made again (a second press elsewhere)
+        clock.advance(COPY_JUST_OUT_S)
         async with api.post(f"/api/v1/jobs/{answer['job_ids'][0]}/reprint") as response:
             assert response.status == 201  # a printed COPY can be copied again
         async with api.post(f"/api/v1/jobs/{jobs['receipt']}/discard") as response:
@@ -150,3 +162,101 @@ async def test_a_whole_orders_reprint_copies_what_has_no_copy_waiting_and_names_
             answer = await response.json()
     [(receipt_copy,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE copy = 1 AND kind = 'receipt'")
     assert (answer["job_ids"], answer["waiting"]) == ([receipt_copy], [kitchen_copy]), answer
+
+
+async def press(api: aiohttp.ClientSession, url: str) -> tuple[int, dict]:
+    """A person's Reprint: the status and the answer."""
+    async with api.post(url) as response:
+        return response.status, await response.json()
+
+
+def copies_on_paper(printer: SimPrinter) -> int:
+    return sum("KOPIE / COPY" in decode(paper).text for paper in printer.printed)
+
+
+@pytest.mark.parametrize("again", ["order", "number", "job"])
+async def test_reprints_pressed_a_moment_apart_at_paper_speed_print_one_copy_and_one_after_a_while_another(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], again: str
+) -> None:
+    """Printers at real paper speed (a TM-T20II's 200 mm/s: a ticket takes ~0.45 s). The cook presses Reprint for an
+    order; 0.3 s later (a double click, or the manager on the phone) it is pressed again: for the order, by its number,
+    or in its ticket's row. The first COPY is going out by then: the second press is answered with it (200, waiting,
+    a reason), one COPY per printer. Pressed again just after it came out: the same. Pressed once that is
+    COPY_JUST_OUT_S ago: a new COPY. Before: 201 twice, two COPYs in the kitchen and two for the guest (the http72
+    probe, row 31): a COPY printing did not count as waiting."""
+    for printer in printers.values():
+        printer.speed = PaperSpeed(mm_per_s=200)
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
+    order_url = f"/api/v1/orders/{example_order['id']}/reprint?by=id"
+    async with api_client(agent) as api:
+        await post(api, example_order)
+        await printers["kitchen"].wait_for_printed(1)
+        await printers["front"].wait_for_printed(1)
+        [(ticket,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE kind = 'ticket'")
+        again_url = {
+            "order": order_url,
+            "number": f"/api/v1/orders/{example_order['number']}/reprint?by=number",
+            "job": f"/api/v1/jobs/{ticket}/reprint",
+        }[again]
+        pressed = asyncio.get_running_loop().time()
+        first_status, first_answer = await press(api, order_url)
+        await asyncio.sleep(pressed + 0.3 - asyncio.get_running_loop().time())  # the second press 0.3 s after it
+        second = await press(api, again_url)
+        await printers["kitchen"].wait_for_printed(2)
+        await printers["front"].wait_for_printed(2)
+        await asyncio.sleep(1.5)  # a second COPY would be out by now, at paper speed
+        assert (copies_on_paper(printers["kitchen"]), copies_on_paper(printers["front"])) == (1, 1), (
+            first_status,
+            first_answer,
+            second,
+        )
+        assert first_status == 201, first_answer
+        copies = dict(await db_rows(agent, "SELECT kind, id FROM print_jobs WHERE copy"))
+        assert sorted(first_answer["job_ids"]) == sorted(copies.values()), first_answer
+        status, answer = second
+        waited_for = [copies["ticket"]] if again == "job" else sorted(copies.values())
+        assert (status, answer["job_ids"], sorted(answer["waiting"])) == (200, [], waited_for), answer
+        assert "COPY" in answer["reason"], answer
+        await eventually(
+            lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE copy"),
+            lambda rows: rows == [("printed",), ("printed",)],
+            what="both COPYs marked printed",
+        )
+        status, answer = await press(api, again_url)  # just after it came out: still the same COPY
+        assert (status, answer["job_ids"], sorted(answer["waiting"])) == (200, [], waited_for), answer
+        assert "came out" in answer["reason"], answer
+        clock.advance(COPY_JUST_OUT_S)  # a while later the cook wants another: it is printed
+        status, answer = await press(api, again_url)
+        assert (status, len(answer["job_ids"]), answer["waiting"]) == (201, len(waited_for), []), answer
+        await printers["kitchen"].wait_for_printed(3)
+        if again != "job":
+            await printers["front"].wait_for_printed(3)
+        await asyncio.sleep(1.5)  # a third COPY would be out by now
+    assert copies_on_paper(printers["kitchen"]) == 2
+    assert copies_on_paper(printers["front"]) == (1 if again == "job" else 2)
+
+
+async def test_a_wall_clock_set_back_after_a_copy_printed_does_not_refuse_the_next_reprint(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A COPY came out, then NTP sets the box's clock back an hour: the COPY's printed time is an hour ahead. A
+    reprint now is a new COPY (201), not refused as 'just came out' for the hour until the clock reaches it again."""
+    example_order["print_receipt"] = False
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
+    url = f"/api/v1/orders/{example_order['id']}/reprint?by=id"
+    async with api_client(agent) as api:
+        await post(api, example_order)
+        assert (await press(api, url))[0] == 201
+        await printers["kitchen"].wait_for_printed(2)
+        await eventually(
+            lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE copy"),
+            lambda rows: rows == [("printed",)],
+            what="the COPY marked printed",
+        )
+        clock.step(-3600)
+        status, answer = await press(api, url)
+        assert (status, len(answer["job_ids"])) == (201, 1), answer
+        await printers["kitchen"].wait_for_printed(3)
+    assert copies_on_paper(printers["kitchen"]) == 2

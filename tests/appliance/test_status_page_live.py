@@ -17,15 +17,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.errors import StoreError
 from edge.ops.technician import render_status
 from edge.printing.decode import decode
 from edge.sim.orders import taken_at
 from edge.sim.printer import SimPrinter
-from edge.store.jobs import JobStore
+from edge.store.jobs import COPY_JUST_OUT_S, JobStore
 from tests.api.test_job_reprint import dead_receipt
 from tests.appliance.test_status_page import CHROMIUM, CHROMIUM_ARGS, held_rows, hold_more, hold_tickets
-from tests.helpers import TOKEN, api_client, db_rows, ids_meet_numbers, post, until, wait_until
+from tests.helpers import TOKEN, api_client, db_rows, eventually, ids_meet_numbers, post, until, wait_until
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("chromium"), reason="Debian's chromium is not installed: apt-get install -y chromium"
@@ -275,11 +276,13 @@ async def test_on_a_375_px_phone_the_page_does_not_scroll_sideways_and_every_but
 
 
 async def test_a_double_click_or_a_click_again_before_the_answer_is_one_reprint(
-    agent: Agent, example_order: dict, printers: dict[str, SimPrinter], chromium: Any
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], chromium: Any
 ) -> None:
     """People double-click buttons on web pages, and click again when an answer is slow: a double click on Reprint is
     one reprint (it was two: two COPY tickets for the cook), and so is a second click while the first one's answer is
     still awaited. In a real browser, with the page's own script."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
     example_order["print_receipt"] = False
     async with api_client(agent) as api:
         await post(api, example_order)
@@ -308,6 +311,13 @@ async def test_a_double_click_or_a_click_again_before_the_answer_is_one_reprint(
     await page.wait_for_selector("#message:has-text('Reprinted ')")
     await page.mouse.down(click_count=2)
     await page.mouse.up(click_count=2)
+    await printers["kitchen"].wait_for_printed(2)
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs"),
+        lambda rows: rows == [("printed",), ("printed",)],
+        what="the COPY marked printed",
+    )
+    clock.advance(COPY_JUST_OUT_S)  # the press below comes a while after that COPY: it wants another
     await page.evaluate("document.getElementById('message').textContent = ''")
     await page.route("**/reprint?by=id", slow_answer)  # the agent's answer to the next one is held back
     await page.click(reprint)
@@ -546,6 +556,27 @@ async def test_a_reprint_the_agent_is_slow_to_answer_stays_one_press_until_its_a
     assert len(printers["kitchen"].printed) == 2 and asked == [example_order["id"]]
     assert await db_rows(agent, "SELECT id FROM print_jobs WHERE copy = 1") == [(2,)]
     await page.wait_for_selector(f"{reprint}:not([disabled])")  # on again
+
+
+async def test_reprint_pressed_again_just_after_its_copy_says_the_copy_is_there_and_prints_nothing(
+    agent: Agent, example_order: dict, printers: dict[str, SimPrinter], chromium: Any
+) -> None:
+    """The cook presses Reprint and, its answer in, again a moment later (or another person on another page): the page
+    says the COPY is there already, going out or just come out, and nothing more prints. Before, a second COPY."""
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        await post(api, example_order)
+    await printers["kitchen"].wait_for_printed(1)
+    page = await open_with_token(chromium, agent)
+    reprint = f'tr[data-order="{example_order["id"]}"] button[data-reprint]'
+    await page.click(reprint)
+    await page.wait_for_selector("#message:has-text('Reprinted A-1042 (job 2)')")
+    await page.click(reprint)
+    await page.wait_for_selector("#message:has-text('A-1042 not reprinted; not copied again: a COPY of it is there')")
+    assert "job 2 " in await page.inner_text("#message")
+    await printers["kitchen"].wait_for_printed(2)
+    await asyncio.sleep(0.5)  # a second COPY would be out by now
+    assert len(printers["kitchen"].printed) == 2
 
 
 async def test_reprint_in_a_dead_receipts_row_prints_that_receipt_not_the_whole_order(

@@ -17,6 +17,7 @@ from edge.config import parse_settings
 from edge.events import JobDead, JobFailed, JobPrinted, PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
+from edge.store.jobs import COPY_JUST_OUT_S
 from tests.helpers import (
     Recorder,
     api_client,
@@ -105,7 +106,8 @@ async def test_each_reprint_copies_the_original_jobs_once(
     earlier copies (2 + 2 copies, not 2 + 4). Every job printed is told to central (one 'printed' outbox row each) and
     published (JobPrinted)."""
     seen = Recorder()
-    agent = await make_agent(listen=seen)
+    clock = SteppedClock()
+    agent = await make_agent(listen=seen, clock=clock)
     kitchen, front = printers["kitchen"], printers["front"]
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
@@ -117,7 +119,8 @@ async def test_each_reprint_copies_the_original_jobs_once(
                 assert len((await response.json())["job_ids"]) == 2
             await kitchen.wait_for_printed(1 + n)
             await front.wait_for_printed(1 + n)
-        await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="printed")
+            await eventually(lambda: job_rows(agent), lambda rows: all(r[0] == "printed" for r in rows), what="printed")
+            clock.advance(COPY_JUST_OUT_S)  # the next reprint a while later: not a second press for these COPYs
     keys = [r[0] for r in await db_rows(agent, "SELECT idempotency_key FROM print_jobs ORDER BY id")]
     assert keys == [  # the original is :0, the n-th copy of each job :n
         f"ord_7f3a9c21:{kind}:{station}:{n}"

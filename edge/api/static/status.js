@@ -113,7 +113,11 @@ function jobs(ids) {
 
 function done(label, answer, stay = 0) {
   if (answer.run_id) return label + (answer.joined ? " joined the running recovery (run " : " started (recovery run ") + answer.run_id + ")";
-  if (answer.job_ids) return "Reprinted " + label + " (" + jobs(answer.job_ids) + ")";
+  if (answer.job_ids) {
+    // A COPY already there (pressed a moment before, elsewhere) is not made again: the answer says which and why.
+    const made = answer.job_ids.length ? "Reprinted " + label + " (" + jobs(answer.job_ids) + ")" : label + " not reprinted";
+    return answer.reason ? made + "; " + answer.reason : made;
+  }
   if (!answer.released) return label + " done";
   const parts = [label + (answer.released.length ? " done (" + jobs(answer.released) + ")" : ": nothing released")];
   if (answer.not_released.length) parts.push(jobs(answer.not_released) + " no longer held");
