@@ -74,7 +74,7 @@ from edge.store.outbox import OutboxStore
 
 log = structlog.get_logger()
 
-# Printer state → the alert type it fires; the other printer alerts clear (see on_event for offline and unknown).
+# Printer state → the alert type it fires; the other printer alerts clear (see _CLEARED_BY for those that clear fewer).
 _PRINTER_TYPES = {
     "offline": "printer_offline",
     "error": "printer_error",
@@ -82,9 +82,27 @@ _PRINTER_TYPES = {
     "cover_open": "printer_cover_open",
     "paper_near_end": "printer_paper_low",
 }
-_PRINTER_ALERTS = tuple(dict.fromkeys(_PRINTER_TYPES.values()))
+_FEED_HELD = "printer_feed_held"  # fired by the checks once the FEED button is held FEED_HELD_S, not by the state
+_PAPER_LOW = "printer_paper_low"
+_PRINTER_ALERTS = (*dict.fromkeys(_PRINTER_TYPES.values()), _FEED_HELD)
+# Unreachable says nothing about paper, cover, errors or the button; "unknown" (no status answers) only that it is
+# reachable; an error or paper fed by the button that it answers, and nothing of paper or cover.
+_CLEARED_BY = {
+    "offline": (),
+    "unknown": ("printer_offline",),
+    "error": ("printer_offline", _FEED_HELD),
+    "paper_feeding": ("printer_offline",),
+}
+# A cook feeds paper with the button for seconds (a strip to tear off, a new roll pulled through); held a minute, it
+# has fed metres of paper, which nobody does by hand: something presses it (a stuck button, a roll or a box leaning on
+# it), and tickets wait. A press shorter than this is no news, however long critical_group_wait_s is.
+FEED_HELD_S = 60.0
+# The near-end lever on the wobbling core of a nearly used-up roll flips back and forth as paper moves (on 12 s, off
+# 8 s in the print72 probe); a new roll keeps it clear for metres of paper. Near end clear this long is a new roll (its
+# all-clear is no hurry: nothing waits on it); paper out then a roll in is one at once.
+PAPER_LOW_CLEAR_S = 600.0
 # Critical only while tickets wait for that printer
-_CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out", "printer_error")
+_CRITICAL_WITH_JOBS = ("printer_offline", "printer_paper_out", "printer_error", _FEED_HELD)
 _WAITING_STATES = NOT_DONE_JOB_STATES - {JobState.DEAD}  # a queue waits on them: the spool, or a person (held)
 _TICKET_ALARM_STATES = {"print_job_failed": JobState.DEAD, "print_job_held": JobState.HELD}  # a ticket's, by its state
 UNROUTED_RECEIPTS = "receipts"  # the subject of station_unrouted for a receipt with no receipt printer
@@ -208,6 +226,10 @@ class Alerter:
         self._central_loaded = False
         self._central_back = False  # the line came back since the last check: the record goes
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
+        # Printers feeding paper with the button, not yet alarmed: since when (monotonic), and the state's detail.
+        self._feeding: dict[str, tuple[float, str]] = {}
+        # Printers whose near end this run told firing: since when (monotonic) near end has been clear, None while not.
+        self._low_rolls: dict[str, float | None] = {}
         self._gone_devices_checked = False  # see check: once a run, the config cannot change while it runs
         # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
         self._storage_owed: list[str] | None = None
@@ -280,17 +302,7 @@ class Alerter:
                 look = self._first_look
                 if look is not None and printer in look.printers and look.printers <= self._status_told:
                     self._mail_after_step = True  # the first look is over: the mail goes once the rules took it in
-                fired = _PRINTER_TYPES.get(new)
-                # Unreachable says nothing about paper, cover or errors; "unknown" (no status answers) and an error
-                # only that it is reachable.
-                clears = (
-                    () if new == "offline" else ("printer_offline",) if new in ("unknown", "error") else _PRINTER_ALERTS
-                )
-                for type_name in _PRINTER_ALERTS:
-                    if type_name == fired:
-                        self._signal(type_name, printer, True, again=old == "unknown", detail=detail)
-                    elif type_name in clears:
-                        self._signal(type_name, printer, False)
+                self._printer_state(printer, old, new, detail)
             case ScannerConnectionChanged(scanner=scanner, connected=connected, detail=detail, first=first):
                 # Mailed once gone scanner_down_min (rules.group_wait): a replug within it is dropped unmailed.
                 configured = self._settings.scanners.get(scanner)
@@ -439,6 +451,48 @@ class Alerter:
                 self._storage_failures = 0
                 self._signal("storage_problem", "database", False)
 
+    def _printer_state(self, printer: str, old: str, new: str, detail: str) -> None:
+        fired, clears = _PRINTER_TYPES.get(new), _CLEARED_BY.get(new, _PRINTER_ALERTS)
+        if new == "paper_feeding":
+            self._feeding[printer] = (self.clock.mono(), detail)  # alarmed by the checks if it lasts (FEED_HELD_S)
+        else:
+            self._feeding.pop(printer, None)
+        for type_name in _PRINTER_ALERTS:
+            if type_name == fired:
+                if type_name != _PAPER_LOW or self._roll_low(printer):
+                    self._signal(type_name, printer, True, again=old == "unknown", detail=detail)
+            elif type_name in clears and (type_name != _PAPER_LOW or self._roll_changed(printer, new)):
+                self._signal(type_name, printer, False)
+
+    def _roll_low(self, printer: str) -> bool:
+        """Near end seen: True when that is news, not the same roll's lever flipping back within PAPER_LOW_CLEAR_S."""
+        told = printer in self._low_rolls
+        self._low_rolls[printer] = None
+        return not told
+
+    def _roll_changed(self, printer: str, new: str) -> bool:
+        """Near end gone: True when its alarm ends now (the roll ran out: paper out's all-clear will say a new one is
+        in; or an alarm this run did not raise); else the checks end it once near end stayed clear PAPER_LOW_CLEAR_S."""
+        if new == "paper_out" or printer not in self._low_rolls:
+            self._low_rolls.pop(printer, None)
+            return True
+        if self._low_rolls[printer] is None:
+            self._low_rolls[printer] = self.clock.mono()
+        return False
+
+    def _printer_timers(self) -> None:
+        """The FEED button held FEED_HELD_S is alarmed (from when it was pressed); near end clear PAPER_LOW_CLEAR_S is a
+        new roll (its all-clear at when near end went)."""
+        now = self.clock.mono()
+        for printer, (since, detail) in list(self._feeding.items()):
+            if now - since >= FEED_HELD_S:
+                del self._feeding[printer]
+                self._signal(_FEED_HELD, printer, True, mono=since, detail=detail, held_s=f"{FEED_HELD_S:g}")
+        for printer, clear_since in list(self._low_rolls.items()):
+            if clear_since is not None and now - clear_since >= PAPER_LOW_CLEAR_S:
+                del self._low_rolls[printer]
+                self._signal(_PAPER_LOW, printer, False, mono=clear_since)
+
     def _level(self, type_name: str, subject: str, firing: bool, **details: Any) -> None:
         key = f"{type_name}:{subject}"
         if self._levels.get(key) != firing:
@@ -458,6 +512,7 @@ class Alerter:
 
     async def _check(self) -> None:
         await self._follow_clock()
+        self._printer_timers()
         now, cfg = self.clock.wall(), self._cfg
         # The alerts a stale count would clear are read first: one stored after the counts (a hold committed while
         # this check ran) is left for the next check, which counts its job.

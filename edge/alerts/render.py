@@ -130,6 +130,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " afterwards.",
         ),
     },
+    "printer_feed_held": {
+        "de": (
+            "Drucker {subject}: FEED-Taste gedrückt",
+            "Der Drucker {subject} schiebt seit mehr als {held_s} Sekunden Papier mit der FEED-Taste vor und druckt so"
+            " lange keine Bons. Er antwortet; erreichbar ist er.",
+            "Am Drucker nachsehen: klemmt die FEED-Taste, oder drückt etwas darauf (die Rolle, ein Karton)? Die Taste"
+            " freimachen. Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject}: FEED button held",
+            "Printer {subject} has been feeding paper with its FEED button for more than {held_s} seconds and prints"
+            " no tickets meanwhile. It answers; it can be reached.",
+            "Look at the printer: is the FEED button stuck, or is something pressing it (the roll, a box)? Free the"
+            " button. Waiting tickets print on their own afterwards.",
+        ),
+    },
     "printer_paper_out": {
         "de": (
             "Drucker {subject}: Papier leer",

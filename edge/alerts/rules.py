@@ -33,6 +33,8 @@ TYPES: dict[str, AlertType] = {
         AlertType("printer_cover_open", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
         # Stopped by an error it reports (DLE EOT 3: a cutter jam, an overheated head…): reachable, not offline.
         AlertType("printer_error", CRITICAL, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
+        # The FEED button held a minute (alerter.FEED_HELD_S) while the printer answers: a stuck button, not an outage.
+        AlertType("printer_feed_held", CRITICAL, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
         AlertType(
             "printer_paper_low",
             WARNING,

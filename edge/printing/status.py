@@ -12,12 +12,21 @@ class PrinterState(enum.StrEnum):
     PAPER_OUT = "paper_out"
     COVER_OPEN = "cover_open"
     PAPER_NEAR_END = "paper_near_end"
+    PAPER_FEEDING = "paper_feeding"  # a person holds the FEED button: a pause, not an outage
     ERROR = "error"
     UNKNOWN = "unknown"
 
 
 # The spool pauses in these; near end and unknown still print.
-BLOCKING_STATES = frozenset({PrinterState.OFFLINE, PrinterState.PAPER_OUT, PrinterState.COVER_OPEN, PrinterState.ERROR})
+BLOCKING_STATES = frozenset(
+    {
+        PrinterState.OFFLINE,
+        PrinterState.PAPER_OUT,
+        PrinterState.COVER_OPEN,
+        PrinterState.ERROR,
+        PrinterState.PAPER_FEEDING,
+    }
+)
 
 # Every DLE EOT reply has bits 0 and 7 clear and bits 1 and 4 set. A byte that does not is noise
 # or something else the printer sent; reading it as a status would make one up.
@@ -25,7 +34,9 @@ _FIXED_MASK = 0x93
 _FIXED_BITS = 0x12
 
 _PRINTER_OFFLINE = 0x08  # n=1 bit 3
+_FEED_BUTTON_PRESSED = 0x40  # n=1 bit 6
 _CAUSE_COVER_OPEN = 0x04  # n=2 bit 2
+_CAUSE_FEED_BUTTON = 0x08  # n=2 bit 3: paper is being fed by the FEED button
 _CAUSE_PAPER_END = 0x20  # n=2 bit 5: printing stopped at paper end
 _CAUSE_ERROR = 0x40  # n=2 bit 6
 _ERRORS = 0x6C  # n=3 bits 2, 3, 5, 6: recoverable, autocutter, unrecoverable, auto-recoverable
@@ -104,7 +115,10 @@ def parse_status(replies: Mapping[int, int]) -> PrinterState:
     if cause & _CAUSE_ERROR or errors & _ERRORS:
         return PrinterState.ERROR
     if printer & _PRINTER_OFFLINE:
-        return PrinterState.OFFLINE
+        # Offline because a person feeds paper with the button (either reply says so: after a job only n=1 is asked):
+        # it prints on once the button is let go.
+        feeding = cause & _CAUSE_FEED_BUTTON or printer & _FEED_BUTTON_PRESSED
+        return PrinterState.PAPER_FEEDING if feeding else PrinterState.OFFLINE
     if roll & _ROLL_NEAR_END:
         return PrinterState.PAPER_NEAR_END
     return PrinterState.ONLINE

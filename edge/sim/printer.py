@@ -114,6 +114,11 @@ class SimPrinter:
         self.paper_out = False  # answers "paper out"; takes job bytes but prints nothing
         self.cover_open = False  # answers "cover open"; prints nothing
         self.paper_near_end = False  # answers "near end"; still prints
+        # A person holds the FEED button: offline while the paper feeds, and it says why (Epson ESC/POS reference,
+        # DLE EOT: n=1 bit 3 offline and bit 6 "paper feed button is being pressed", n=2 bit 3 "paper is being fed by
+        # the paper feed button"; download4.epson.biz/sec_pubs/pos/reference_en/escpos/dle_eot.html). Only the replies
+        # change: the agent sends no job while it says so.
+        self.feed_button = False
         self.answer_status = True  # False: ignores DLE EOT and GS r, as some models and one-way print servers do
         self.answer_in_order = True  # False: answers DLE EOT but ignores GS r, as a few clones do
         self.ignored: set[int] = set()  # DLE EOT n it never answers, all others it does (a clone's partial command set)
@@ -442,11 +447,13 @@ class SimPrinter:
 
     def _reply(self, n: int) -> int:
         """One status byte, Epson bit layout."""
+        feeding = 0x48 if self.feed_button else 0  # n=1 bits 3 and 6
         if n == 1:  # bit 3: offline; bit 5: waiting for online recovery (after a recoverable error)
-            return 0x16 | (0x08 if self.halted else 0) | (0x20 if self.cutter_error else 0)
-        if n == 2:  # bit 6: an error
+            return 0x16 | (0x08 if self.halted else 0) | (0x20 if self.cutter_error else 0) | feeding
+        if n == 2:  # bit 3: paper fed by the FEED button; bit 6: an error
             return (
                 0x12
+                | (0x08 if self.feed_button else 0)
                 | (0x04 if self.cover_open else 0)
                 | (0x20 if self.paper_out else 0)
                 | (0x40 if self.cutter_error else 0)
@@ -456,10 +463,10 @@ class SimPrinter:
         return 0x12 | (0x0C if self.paper_near_end else 0) | (0x60 if self.paper_out else 0)
 
     def _asb(self) -> bytes:
-        """The four ASB bytes, Epson layout: offline (bit 3) and cover open (bit 5) in the first, roll paper end (bits 2
-        and 3) and near end (bits 0 and 1) in the third."""
-        offline = self.halted
-        first = 0x10 | (0x08 if offline else 0) | (0x20 if self.cover_open else 0)
+        """The four ASB bytes, Epson layout: offline (bit 3), cover open (bit 5) and paper fed by the FEED button
+        (bit 6) in the first, roll paper end (bits 2 and 3) and near end (bits 0 and 1) in the third."""
+        offline = self.halted or self.feed_button
+        first = 0x10 | (0x08 if offline else 0) | (0x20 if self.cover_open else 0) | (0x40 if self.feed_button else 0)
         paper = (0x0C if self.paper_out else 0) | (0x03 if self.paper_near_end else 0)
         return bytes([first, 0x00, paper, 0x00])
 

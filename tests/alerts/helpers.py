@@ -86,6 +86,12 @@ def kitchen_renamed(settings: Settings, new: str = "pass") -> Settings:
     return dataclasses.replace(settings, printers=printers, stations=stations)
 
 
+def polled_every(settings: Settings, seconds: float, printer: str = "front") -> Settings:
+    """The same settings with ``printer``'s status asked every ``seconds`` while it is idle."""
+    polled = dataclasses.replace(settings.printers[printer], status_poll_s=seconds)
+    return dataclasses.replace(settings, printers={**settings.printers, printer: polled})
+
+
 EXTRA_RE = re.compile(r"Seit der letzten Mail (\d+|ein) weiter(?:e Male|es Mal)")
 
 

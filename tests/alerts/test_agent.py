@@ -25,7 +25,7 @@ from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
-from tests.alerts.helpers import kitchen_renamed
+from tests.alerts.helpers import kitchen_renamed, polled_every
 from tests.helpers import api_client, db_rows, edge, eventually, post
 
 
@@ -132,15 +132,10 @@ async def _front_alarm_left_by_a_run(
     await sink.stop()
     printers["front"].set_offline(True)
     settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0)
-    first = await make_agent(_front_polled_every(settings, 0.2))
+    first = await make_agent(polled_every(settings, 0.2))
     await _alarm_left_unmailed(first, sink)
     await first.stop()
     return settings
-
-
-def _front_polled_every(settings: Settings, seconds: float) -> Settings:
-    front = dataclasses.replace(settings.printers["front"], status_poll_s=seconds)
-    return dataclasses.replace(settings, printers={**settings.printers, "front": front})
 
 
 async def _told_once_as_over(agent: Agent, sink: SmtpSink, problem: str) -> None:
@@ -192,7 +187,7 @@ async def test_an_alarm_the_last_run_could_not_mail_about_an_idle_printer_back_b
     settings = await _front_alarm_left_by_a_run(alert_settings, make_agent, printers, sink)
     printers["front"].set_offline(False)
     await sink.start()
-    second = await make_agent(_front_polled_every(settings, 1.5))  # the first poll well after critical_group_wait_s
+    second = await make_agent(polled_every(settings, 1.5))  # the first poll well after critical_group_wait_s
     await _told_once_as_over(second, sink, "front")
 
 
@@ -206,7 +201,7 @@ async def test_an_alarm_the_last_run_could_not_mail_goes_out_after_the_restart_i
     status poll said so, once, and no all-clear."""
     settings = await _front_alarm_left_by_a_run(alert_settings, make_agent, printers, sink)
     await sink.start()
-    await make_agent(_front_polled_every(settings, 1.5))
+    await make_agent(polled_every(settings, 1.5))
     [mail] = await sink.wait_for(1, timeout=15)
     assert "STÖRUNG" in str(mail["Subject"]) and "front" in str(mail["Subject"]), mail["Subject"]
     await asyncio.sleep(1.5)  # an all-clear or a second alarm would come by now (group_interval_s 1)
@@ -218,7 +213,7 @@ async def _front_off_and_told(
 ) -> Agent:
     """A run in which the receipt printer (polled every 0.2 s) is found off: its alarm and a reminder are mailed."""
     printers["front"].set_offline(True)
-    first = await make_agent(_front_polled_every(settings, 0.2))
+    first = await make_agent(polled_every(settings, 0.2))
     mails = await sink.wait_for(2, timeout=15)
     assert "STÖRUNG" in str(mails[0]["Subject"]) and "ERINNERUNG" in str(mails[1]["Subject"]), mails
     return first
@@ -251,7 +246,7 @@ async def test_a_reminder_due_at_a_restart_waits_for_the_printers_state_and_the_
     await first.stop()
     printers[printer].set_offline(False)
     await asyncio.sleep(1.2)  # the next reminder falls due while the agent is stopped
-    await make_agent(_front_polled_every(settings, 1.5))
+    await make_agent(polled_every(settings, 1.5))
     mails = await sink.wait_for(3, timeout=15)
     assert "BEHOBEN" in str(mails[2]["Subject"]) and printer in str(mails[2]["Subject"]), [m["Subject"] for m in mails]
     await asyncio.sleep(1.5)  # a reminder would come by now
@@ -269,7 +264,7 @@ async def test_a_warning_that_ended_while_the_agent_was_stopped_is_not_mailed_as
     STÖRUNG at the start, BEHOBEN at the first poll); at most the all-clear, which says since and until when."""
     settings = alert_settings(group_wait_s=1.0, critical_group_wait_s=1.0, group_interval_s=0.5)
     printers["front"].set_offline(True)
-    first = await make_agent(_front_polled_every(settings, 0.2))
+    first = await make_agent(polled_every(settings, 0.2))
     await eventually(
         lambda: db_rows(first, "SELECT state FROM alert_groups WHERE key = 'printer_offline:front'"),
         lambda rows: rows == [("firing",)],
@@ -279,7 +274,7 @@ async def test_a_warning_that_ended_while_the_agent_was_stopped_is_not_mailed_as
     assert sink.messages == []
     printers["front"].set_offline(False)
     await asyncio.sleep(1.2)  # its group wait passes while the agent is stopped
-    second = await make_agent(_front_polled_every(settings, 1.5))
+    second = await make_agent(polled_every(settings, 1.5))
     await eventually(
         lambda: db_rows(second, "SELECT state FROM alert_groups WHERE key = 'printer_offline:front'"),
         lambda rows: rows == [("resolved",)],
@@ -302,7 +297,7 @@ async def test_a_restart_during_an_outage_is_not_another_occurrence_of_it(
     settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=0.5, repeat_interval_s=1.0)
     first = await _front_off_and_told(make_agent, printers, sink, settings)
     await first.stop()
-    second = await make_agent(_front_polled_every(settings, 0.2))
+    second = await make_agent(polled_every(settings, 0.2))
     mails = await sink.wait_for(3, timeout=15)
     text = mails[2].get_body(("plain",)).get_content()
     assert "ERINNERUNG" in str(mails[2]["Subject"]) and "weitere" not in text, text

@@ -15,6 +15,7 @@ GROUP_DETAILS = {
     "printer_paper_out": {"jobs_waiting": 2},
     "printer_cover_open": {},
     "printer_paper_low": {},
+    "printer_feed_held": {"detail": "kitchen (tcp 127.0.0.1:9100): paper feeding, job not sent", "held_s": "60"},
     "print_job_failed": {
         "detail": "hung up",
         "items": [{"id": 7, "order": "A-1042", "attempts": 5, "error": "hung up"}],

@@ -44,10 +44,16 @@ async def test_prints_exact_bytes_and_confirms(printer: SimPrinter) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "state"), [("paper_out", PrinterState.PAPER_OUT), ("cover_open", PrinterState.COVER_OPEN)]
+    ("flag", "state"),
+    [
+        ("paper_out", PrinterState.PAPER_OUT),
+        ("cover_open", PrinterState.COVER_OPEN),
+        ("feed_button", PrinterState.PAPER_FEEDING),
+    ],
 )
 async def test_blocking_state_refuses_without_sending(printer: SimPrinter, flag: str, state: PrinterState) -> None:
-    """If the printer reports paper out or cover open, no job byte is sent and the error carries the state."""
+    """If the printer reports paper out, cover open or paper fed by its FEED button, no job byte is sent and the error
+    carries the state."""
     setattr(printer, flag, True)
     driver = driver_for(printer)
     with pytest.raises(PrinterNotReadyError) as caught:

@@ -38,7 +38,13 @@ def replies(**changes: int) -> dict[int, int]:
         (replies(n3=0x40), PrinterState.ERROR),
         (replies(n4=0x0C), PrinterState.PAPER_NEAR_END),
         (replies(n4=0x04), PrinterState.PAPER_NEAR_END),
-        # precedence: cover_open > paper_out > error > offline > paper_near_end > online
+        # offline while the FEED button feeds paper (n=2 bit 3; n=1 bit 6 where n=2 is not asked, after a job)
+        (replies(n1=0x48, n2=0x08), PrinterState.PAPER_FEEDING),
+        (replies(n1=0x08, n2=0x08), PrinterState.PAPER_FEEDING),
+        ({1: 0x5E, 4: 0x12}, PrinterState.PAPER_FEEDING),
+        # precedence: cover_open > paper_out > error > offline / paper_feeding > paper_near_end > online
+        (replies(n1=0x48, n2=0x28), PrinterState.PAPER_OUT),
+        (replies(n1=0x48, n2=0x08, n4=0x0C), PrinterState.PAPER_FEEDING),
         (replies(n1=0x08, n2=0x24, n3=0x6C, n4=0x6C), PrinterState.COVER_OPEN),
         (replies(n1=0x08, n2=0x60, n3=0x6C, n4=0x6C), PrinterState.PAPER_OUT),
         (replies(n1=0x08, n2=0x40, n4=0x0C), PrinterState.ERROR),
@@ -68,12 +74,14 @@ def test_no_replies_is_unknown() -> None:
 
 
 def test_blocking_states() -> None:
-    """The spool pauses on offline, paper out, cover open and error; near end still prints."""
+    """The spool pauses on offline, paper out, cover open, error and paper fed by the FEED button; near end still
+    prints."""
     assert {
         PrinterState.OFFLINE,
         PrinterState.PAPER_OUT,
         PrinterState.COVER_OPEN,
         PrinterState.ERROR,
+        PrinterState.PAPER_FEEDING,
     } == BLOCKING_STATES
 
 

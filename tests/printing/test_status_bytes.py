@@ -19,6 +19,8 @@ def expected(printer: int, cause: int, errors: int, roll: int) -> PrinterState:
         return PrinterState.PAPER_OUT
     if cause & 0x40 or errors & 0x6C:  # n=2 bit 6: error; n=3: recoverable, cutter, unrecoverable, auto-recoverable
         return PrinterState.ERROR
+    if printer & 0x08 and (cause & 0x08 or printer & 0x40):  # offline, fed by the FEED button (n=2 bit 3, n=1 bit 6)
+        return PrinterState.PAPER_FEEDING
     if printer & 0x08:  # n=1 bit 3: offline
         return PrinterState.OFFLINE
     if roll & 0x0C:  # n=4 bits 2/3: roll near end
