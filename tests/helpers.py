@@ -22,6 +22,7 @@ import sys
 import sysconfig
 import tarfile
 import time
+import unicodedata
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -166,6 +167,17 @@ def guest_words() -> Any:
         ),
         max_leaves=8,
     )
+
+
+def in_nfd(value: Any) -> Any:
+    """``value`` with every text decomposed, as macOS and iOS write it ("Käse": "a" and a combining diaeresis)."""
+    if isinstance(value, str):
+        return unicodedata.normalize("NFD", value)
+    if isinstance(value, list):
+        return [in_nfd(part) for part in value]
+    if isinstance(value, dict):
+        return {key: in_nfd(part) for key, part in value.items()}
+    return value
 
 
 def fresh(order: dict[str, Any]) -> dict[str, Any]:

@@ -344,8 +344,8 @@ def _meaning_fields(cls: type) -> tuple[tuple[str, object], ...]:
 
 def meaning(value: Any) -> Any:
     """A validated order, or a part of it (a cancel's reason too), as JSON with one spelling per meaning."""
-    if isinstance(value, str):  # macOS and iOS write "ä" as "a" and a combining diaeresis (NFD)
-        return unicodedata.normalize("NFC", value)
+    if isinstance(value, str):  # parse_order reads NFC; a reason an older version kept (pending_cancels) may be NFD
+        return nfc(value)
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, Decimal):  # "9.50" and "9.5", "0.00", "0" and "-0"
@@ -371,6 +371,12 @@ def revision_content(data: dict[str, Any]) -> dict[str, Any]:
     if view.get("status") == OrderStatus.OPEN:
         del view["status"]
     return view
+
+
+def nfc(text: str) -> str:
+    """``text`` composed (NFC): macOS and iOS write "ä" as "a" and a combining diaeresis (NFD), which compares unequal
+    to the "ä" of the same order from another sender. ASCII, nearly every text of an order, is NFC as it is."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # a lone surrogate (JSON's "\ud800"): text no UTF-8 can carry
@@ -417,6 +423,9 @@ class _Reader:
         # the answer), and field by field names the text, where canonical_bytes could name only the top-level key.
         if has_lone_surrogate(value):
             raise InvalidOrderError(self._field(key), NOT_UNICODE)
+        # Read NFC, so every consumer (change tickets, scans, the stored number) sees one text for one meaning; the
+        # payload is stored as sent. Before the checks: the length is the composed text's.
+        value = nfc(value)
         if required and _blank(value):
             raise InvalidOrderError(self._field(key), "must not be empty")
         if self.lax:
@@ -555,6 +564,7 @@ def _guest_text(value: Any, path: str, not_understood: list[str], limit: int = M
         return None
     if _blank(value):
         return None
+    value = nfc(value)  # as _Reader.text reads a text
     if len(value) > limit:
         not_understood.append(f"{path} (over {limit} characters, cut)")
         return value[:limit] + "…"
@@ -695,6 +705,7 @@ def parse_order(data: Any, *, stored: bool = False) -> Order:
 
     f = r.child("fulfilment")
     table = f.raw("table", required=False)
+    table = nfc(table) if isinstance(table, str) else table
     if isinstance(table, bool) or (table is not None and not isinstance(table, (str, int))):
         raise InvalidOrderError("fulfilment.table", f"must be a string or a number, got {_json_type(table)}")
     if isinstance(table, str) and len(table) > 32 and not stored:

@@ -32,6 +32,7 @@ from tests.helpers import (
     db_execute,
     db_rows,
     eventually,
+    in_nfd,
     job_rows,
     post,
     wait_until,
@@ -262,6 +263,37 @@ async def test_modifiers_only_sent_in_another_order_print_no_change_ticket(
     assert (status, body["status"], body["job_ids"]) == (200, "updated", []), body
     await printed_all(agent)
     assert len(printers["kitchen"].printed) == 1
+
+
+def marked_lines(ticket: str) -> list[str]:
+    """A change ticket's lines that tell the cook to do something: added, removed, modified, or old -> new."""
+    return [line for line in ticket.splitlines() if re.match(r"[+~-] |.* -> ", line)]
+
+
+@pytest.mark.parametrize("line_id", [False, True], ids=["no-line-id", "line-id"])
+async def test_a_change_written_in_nfd_shows_only_what_changed(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], line_id: bool
+) -> None:
+    """Revision 2 comes from a sender on macOS or iOS, its text decomposed (NFD: "Ka\u0308se"), and only adds a
+    Tiramisu. The change ticket printed every line with an umlaut as removed and added again ("+ 2x Pizza Margherita
+    ... - 2x Pizza Margherita"), the note struck and told again, a table "Süd 3 -> Süd 3" (the change72 probe, D1): a
+    cook may fire two more pizzas. It says "+ 1x Tiramisu" and nothing else."""
+    example_order.update(print_receipt=False, note="Tür hinten, Klingel „Groß“", allergens=["Erdnüsse"])
+    example_order["fulfilment"].update(type="dine_in", table="Süd 3")
+    if line_id:
+        for index, item in enumerate(example_order["items"]):
+            item["line_id"] = f"l{index}"
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    changed = revised(example_order, 2)
+    changed["items"].append({**TIRAMISU, "line_id": "l9"} if line_id else TIRAMISU)
+    status, body = await post(api, in_nfd(changed))
+    assert (status, body["status"]) == (200, "updated"), body
+    ticket = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    await printed_all(agent)
+    assert "ÄNDERUNG" in ticket, ticket
+    assert marked_lines(ticket) == ["+ 1x Tiramisu"], ticket
 
 
 async def test_two_orders_changed_each_change_ticket_lists_what_changed_in_its_own_order(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from edge.sim.orders import taken_at
 from edge.sim.printer import SimPrinter
 from edge.store.db import connect_writer
 from edge.store.migrations import load_migrations, migrate
-from tests.helpers import EXAMPLE, api_client, db_execute, db_rows, eventually, job_rows, post
+from tests.helpers import EXAMPLE, api_client, db_execute, db_rows, eventually, in_nfd, job_rows, post
 
 
 def _order() -> dict[str, Any]:
@@ -30,14 +29,6 @@ def _order() -> dict[str, Any]:
 
 def _json(order: dict[str, Any]) -> bytes:
     return json.dumps(order, ensure_ascii=False).encode()
-
-
-def _nfd(order: dict[str, Any]) -> dict[str, Any]:
-    """Every text decomposed, as macOS and iOS write it ("Käse": "a" and a combining diaeresis)."""
-    return json.loads(
-        json.dumps(order),
-        object_hook=lambda d: {k: unicodedata.normalize("NFD", v) if isinstance(v, str) else v for k, v in d.items()},
-    )
 
 
 def _no_nulls(order: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +66,7 @@ def _default_priority_left_out(order: dict[str, Any]) -> dict[str, Any]:
 
 
 SAME_ORDER = {
-    "nfd": _nfd,
+    "nfd": in_nfd,
     "nulls_left_out": _no_nulls,
     "milliseconds": _milliseconds,
     "plus_zero": _plus_zero,
