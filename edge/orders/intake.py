@@ -191,8 +191,9 @@ class OrderIntake:
         )
 
     async def _conflict(self, new: NewOrder) -> OrderConflictError:
-        """Names the first field that differs from the stored revision, on the order as it is meant (as the duplicate
-        check compares). Not for a kept cancel's or a purged order's revision: only their hashes are kept."""
+        """Names the first field that differs from the revision stored under its number (the current one, or a lower
+        one kept: see edge/store/orders.py _revision_reused), on the order as it is meant (as the duplicate check
+        compares). Not for a kept cancel's or a purged order's revision: only their hashes are kept."""
         order_id, revision = new.order.id, new.order.revision
         stored = await self._orders.get(order_id)
         if stored is None and await self._orders.kept_cancel_revision(order_id) == revision:
@@ -203,13 +204,21 @@ class OrderIntake:
                 " and a cancelled order is not reopened: send a new order",
                 field="status",
             )
-        if stored is None or stored.revision != revision:
+        payload = None if stored is None else await self._orders.payload_at(order_id, revision)
+        if stored is None or payload is None:
             return OrderConflictError(order_id)
         try:
-            field = first_difference(parse_stored(json.loads(stored.payload), order_id), new.order)
+            field = first_difference(parse_stored(json.loads(payload), order_id), new.order)
         except StoredOrderUnreadableError:  # stored by an older, laxer version: its bytes differ, no field to name
             field = None
         differs = f" ({field} differs)" if field else ""
+        if revision < stored.revision:
+            return OrderConflictError(
+                order_id,
+                f"order {order_id} has revision {revision} stored with other content{differs} and is at revision"
+                f" {stored.revision}: a change takes the next revision, send it with revision {stored.revision + 1}",
+                field=field,
+            )
         return OrderConflictError(
             order_id,
             f"order {order_id} already exists at revision {revision} with other content{differs}: the version stored"
@@ -315,6 +324,14 @@ class OrderIntake:
             )
             self._publish_unrouted(result, new)
             _tell_not_understood(result, new)
+        elif result.outcome == InsertOutcome.STALE:  # 2xx, nothing changed: the one trace of "the change never came"
+            log.info(
+                "order_stale",
+                order_id=result.order_id,
+                revision=new.order.revision,
+                stored=result.revision,
+                source=new.source,
+            )
         elif result.outcome == InsertOutcome.CONFLICT:
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
             self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))

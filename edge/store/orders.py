@@ -19,7 +19,15 @@ from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel,
 from edge.store.db import Database, DirectConnection, Writer
 from edge.store.identity import FIRST_START_UNSETTLED_KEY, MAY_HAVE_PRINTED_KEY
 from edge.store.outbox import add_outbox, outbox_row
-from edge.store.revisions import KnownOrder, Revision, apply_revision, first_state, known_from_rows, known_sql
+from edge.store.revisions import (
+    KnownOrder,
+    Revision,
+    apply_revision,
+    first_state,
+    known_from_rows,
+    known_sql,
+    stored_revision,
+)
 from edge.store.rows import StoredOrder
 
 _MARK_SQL = "SELECT value FROM meta WHERE key = ?"
@@ -115,6 +123,8 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
             outcome = InsertOutcome.MOVED
         else:
             outcome = _classify(new, stored) if cancel is None else _after_cancel(new, cancel)
+            if outcome == InsertOutcome.STALE and await _revision_reused(conn, new, stored):
+                outcome = InsertOutcome.CONFLICT
         if outcome == InsertOutcome.STORED:
             fresh.append(new)
             if cancel is not None:
@@ -181,6 +191,20 @@ def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
     if known.status == OrderStatus.CANCELLED:
         return InsertOutcome.CANCELLED if order.status == OrderStatus.CANCELLED else InsertOutcome.CLOSED
     return InsertOutcome.CANCELLED if order.status == OrderStatus.CANCELLED else InsertOutcome.UPDATED
+
+
+async def _revision_reused(conn: Writer, new: NewOrder, known: KnownOrder | None) -> bool:
+    """Whether an open revision below the stored one is one this box stored with other content: a sender counting
+    from 1 again (a backend restored from a backup) sending the order changed. Answered stale, it took that for done
+    and the change was never made. A revision never stored here has nothing to compare; recovery's list is central's
+    own record, whose old revisions stay stale; a cancel below is refused when the order is open (intake's
+    _cancel_not_applied) and done when it is cancelled."""
+    if known is None or not known.stored or new.order.revision >= known.revision:
+        return False
+    if new.source == OrderSource.RECOVERY or new.order.status != OrderStatus.OPEN:
+        return False
+    earlier = await stored_revision(conn, new.order.id, new.order.revision)
+    return earlier is not None and not earlier.same_content(new)
 
 
 def _after_cancel(new: NewOrder, pending: PendingCancel) -> InsertOutcome:
@@ -441,6 +465,15 @@ class OrderStore:
         marks = ",".join("?" * len(ids))
         rows = await self._db.fetchall(f"SELECT id, payload FROM orders WHERE id IN ({marks})", tuple(ids))
         return {r[0]: r[1] for r in rows}
+
+    async def payload_at(self, order_id: str, revision: int) -> str | None:
+        """The stored JSON of one revision of an order: its current one, or one order_revisions keeps."""
+        row = await self._db.fetchone(
+            "SELECT payload FROM orders WHERE id = ?1 AND revision = ?2"
+            " UNION ALL SELECT payload FROM order_revisions WHERE order_id = ?1 AND revision = ?2 LIMIT 1",
+            (order_id, revision),
+        )
+        return str(row[0]) if row is not None else None
 
     async def kept_cancel_revision(self, order_id: str) -> int | None:
         """The revision of a cancel kept for an order not stored here (it came first), if one is kept."""

@@ -8,8 +8,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from edge.errors import StoredOrderUnreadableError
 from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisions_needed
-from edge.orders.model import Order, parse_stored
+from edge.orders.model import Order, meaning_hash, parse_stored
 from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, Writer
 from edge.store.identity import MAY_HAVE_PRINTED_KEY
@@ -84,6 +85,23 @@ def known_from_rows(rows: object) -> dict[str, KnownOrder]:
         )
         for r in rows  # type: ignore[attr-defined]
     }
+
+
+async def stored_revision(conn: Writer, order_id: str, revision: int) -> KnownOrder | None:
+    """Revision ``revision`` of a stored order as this box stored it (order_revisions keeps each once a change came),
+    to compare a payload with as KnownOrder does; None if it never stored that revision."""
+    rows = await conn.execute_fetchall(
+        "SELECT content_hash, payload, status FROM order_revisions WHERE order_id = ? AND revision = ?",
+        (order_id, revision),
+    )
+    if not rows:
+        return None
+    [(content_hash, payload, status)] = rows
+    try:
+        meaning: str | None = meaning_hash(parse_stored(json.loads(payload), order_id))
+    except StoredOrderUnreadableError:  # stored by an older, laxer version: its bytes decide
+        meaning = None
+    return KnownOrder(content_hash, meaning, revision, OrderStatus(status), stored=True)
 
 
 def revision_job_key(order_id: str, variant: JobVariant | None, kind: JobKind, station: str | None, rev: int) -> str:

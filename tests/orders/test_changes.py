@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.clock import SteppedClock
@@ -348,6 +349,43 @@ async def test_lower_revision_is_stale_and_prints_nothing(
     await printed_all(agent)
     assert len(printers["kitchen"].printed) == 2
     assert await db_rows(agent, "SELECT revision FROM orders") == [(3,)]
+
+
+async def test_a_lower_revision_with_other_content_than_stored_at_it_is_a_conflict_told_to_the_manager(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The store has revisions 1 and 3 of an order; its backend, restored from a backup, counts from 1 again and sends
+    the order at revision 1 with a salad added. It was answered 200 stale, nothing printed, nothing logged, nobody
+    told: the sender took it as done and the salad was never made (the change72 probe, D2). It is a 409 naming the
+    first field that differs from revision 1 as stored, and the manager gets the conflict mail. Revision 1 again as
+    stored (its text in NFD: the same order) stays stale, and so does revision 2, never stored here; each stale answer
+    leaves one log line."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)
+        assert (await post(api, revised(example_order, 3, items=[*example_order["items"], TIRAMISU])))[0] == 200
+        await printers["kitchen"].wait_for_printed(2)
+        salad = _dish(example_order, "Gemischter Salat", sku="SALAT")
+        with capture_logs() as logs:
+            status, body = await post(api, revised(example_order, 1, items=[*example_order["items"], salad]))
+            assert (status, body.get("field")) == (409, f"items[{len(example_order['items'])}]"), body
+            assert "revision 1" in body["reason"] and "revision 4" in body["reason"], body
+            for again in (in_nfd(example_order), revised(example_order, 2, items=[salad])):
+                status, body = await post(api, again)
+                assert (status, body["status"], body["revision"]) == (200, "stale", 3), body
+        [mail] = await sink.wait_for(1, timeout=15)
+        await printed_all(agent)
+    assert "Bestellung A-1042" in str(mail["Subject"]), mail["Subject"]
+    assert len(printers["kitchen"].printed) == 2
+    assert await db_rows(agent, "SELECT revision FROM order_revisions ORDER BY revision") == [(1,), (3,)]
+    stale = [(e["order_id"], e["revision"], e["stored"], e["source"]) for e in logs if e["event"] == "order_stale"]
+    assert stale == [("ord_7f3a9c21", 1, 3, "push"), ("ord_7f3a9c21", 2, 3, "push")], logs
 
 
 async def test_a_revision_written_as_a_unix_time_changes_and_cancels_the_order(
