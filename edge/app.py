@@ -321,8 +321,8 @@ class Agent:
         from edge.sync.mqtt import MqttLink  # only here: an agent without [mqtt] never imports paho-mqtt
 
         catch_up = self.sync.recovery.trigger if self.sync is not None else None
-        self.metrics.watch_mqtt()
         self.mqtt = MqttLink(self.settings, intake=intake, db=db, bus=self.bus, catch_up=catch_up, clock=self.clock)
+        self.metrics.watch_mqtt(self.mqtt)
         await self.mqtt.start()
         self._on_stop(stack, "mqtt", self.mqtt.stop)
         assert self.deps is not None

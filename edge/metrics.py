@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -38,6 +39,9 @@ from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.scanners import Scanner
 from edge.states import WAITING_JOB_STATES, JobState, OrderSource
 from edge.store.jobs import JobStore
+
+if TYPE_CHECKING:  # only the type: an agent without [mqtt] never imports paho-mqtt
+    from edge.sync.mqtt import MqttLink
 
 # Paper states get their own 0/1 series so an alert rule can say "paper out" without knowing state codes.
 _PAPER = {PrinterState.PAPER_OUT: "out", PrinterState.PAPER_NEAR_END: "near_end"}
@@ -201,9 +205,18 @@ class Metrics:
 
         self.registry.register(_Rejections())
 
-    def watch_mqtt(self) -> None:
+    def watch_mqtt(self, link: MqttLink) -> None:
         """The MQTT link's series, registered only when [mqtt] is configured (no 'down' broker without one)."""
         r = self.registry
+        Gauge(
+            "edge_mqtt_orders_unacknowledged",
+            "Messages the broker delivered that are not acknowledged yet (waiting, being stored, or stored and waiting"
+            " for an earlier one's acknowledgement)",
+            registry=r,
+        ).set_function(lambda: link.unacknowledged)
+        Gauge(
+            "edge_mqtt_orders_in_progress", "Messages being read, validated and stored now (at most 64)", registry=r
+        ).set_function(lambda: link.in_progress)
         connected = Gauge("edge_mqtt_connected", "1 while the MQTT broker link is up", registry=r)
         refused = Gauge("edge_mqtt_refused", "1 while the broker refuses the login or certificate", registry=r)
         rejected = Counter(

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edge.app import Agent
 from edge.clock import SteppedClock
@@ -418,6 +419,22 @@ async def print_latency_sum(api: aiohttp.ClientSession, printer: str) -> float:
 
     [total] = await eventually(read, lambda found: len(found) == 1, what=f"print latency of {printer} on /metrics")
     return total
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics' text as {(name, sorted labels): value}, read by prometheus_client's own parser."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def scrape(agent: Agent) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """What Prometheus would read on the agent's /metrics now (no token: it needs none)."""
+    async with api_client(agent, token=None) as plain, plain.get("/metrics") as response:
+        assert response.status == 200, response.status
+        return samples(await response.text())
 
 
 async def wait_until(check: Callable[[], object], timeout: float = WAIT_S, what: str = "the condition") -> None:  # noqa: ASYNC109 (the deadline is the point)

@@ -10,8 +10,10 @@ thread, in order, because paho's calls take locks and write to a socket pair, wh
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -68,8 +70,9 @@ from edge.tls import clock_hint, verifying_context
 log = structlog.get_logger()
 
 QOS = 1
-# Orders the broker may have in flight to us at once (MQTT 5 Receive Maximum): enough to fill a group commit, few
-# enough that a store that cannot write holds only this many unacknowledged orders; the broker queues the rest.
+# Orders the broker may have in flight to us at once (MQTT 5 Receive Maximum), and the most the agent takes at once
+# whatever a broker sends (see _take_next): enough to fill a group commit, few enough that a store that cannot write
+# tries only this many again and again.
 RECEIVE_MAXIMUM = 64
 # The largest packet we take, as a multiple of api.max_body_bytes (MQTT 5 Maximum Packet Size). A bigger one the broker
 # discards unsent (MQTT 5.0, 3.1.2.11.4): paho reads a packet whole into memory, and the broker's own limit is 256 MB
@@ -106,6 +109,17 @@ _DELIVERY_GRACE_S = 60.0
 # Runs that list orders the link should have had: not the catch-up at a start or a link's return, which lists what
 # was published while the link was not there.
 _LIVE_RUNS = (RunTrigger.SCHEDULE, RunTrigger.MANUAL)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Arrival:
+    """A message as paho handed it over, with the connection (generation) it came on."""
+
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    generation: int
 
 
 class PahoClient(paho.Client):
@@ -314,6 +328,9 @@ class MqttLink:
         # This connection's orders in the order they arrived, by packet id: (QoS, handled). PUBACKs leave in that
         # order (MQTT 5.0 section 4.6, [MQTT-4.6.0-2]), whichever order the commits finish in.
         self._arrived: dict[int, tuple[int, bool]] = {}
+        # Messages past the RECEIVE_MAXIMUM being taken at once, as they came (see _take_next); how many are being taken
+        self._waiting: collections.deque[_Arrival] = collections.deque()
+        self._taking = 0
         self._wake = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -554,7 +571,7 @@ class MqttLink:
 
     def _connected(self, session_present: bool) -> None:
         self._generation += 1
-        self._arrived.clear()
+        self._forget_arrivals()
         self._attempt = 0
         # After a refusal (another box with this client id, most often) the session is ours for a moment: that box
         # takes it back within _SHORT_LIVED_S. Only a connection that lasts is told (logged, the alarm ended).
@@ -704,7 +721,7 @@ class MqttLink:
                 fut.set_exception(ConnectionError(detail))
         self._acks.clear()
         self._early.clear()
-        self._arrived.clear()
+        self._forget_arrivals()
 
     # ---- the loop: orders in ----------------------------------------------------------------------------------
 
@@ -716,35 +733,59 @@ class MqttLink:
             self._suspects.clear()
             self._delivery(True, "")
         self._arrived[mid] = (qos, False)
-        self._run(self._handle(mid, qos, topic, payload, self._generation))
+        self._waiting.append(_Arrival(mid, qos, topic, payload, self._generation))
+        self._take_next()
 
-    async def _handle(self, mid: int, qos: int, topic: str, payload: bytes, generation: int) -> None:
-        """Store, then acknowledge. A store that cannot write gets the order again (from memory) until it can; the
-        PUBACK waits, so a crash meanwhile leaves the order with the broker, which sends it again."""
+    def _take_next(self) -> None:
+        """Starts waiting messages, oldest first, while fewer than RECEIVE_MAXIMUM are being taken. A broker may send
+        past the window we asked for (Mosquitto 2.0.11 sends a window more for each PUBACK when it resumes a session:
+        985 of a 1,000-order backlog at once): the rest wait here as they came, not all parsed and stored at once, nor
+        all retrying on a full card."""
+        while self._waiting and self._taking < RECEIVE_MAXIMUM and not self._stopping:
+            self._taking += 1
+            self._run(self._handle(self._waiting.popleft()))
+
+    def _forget_arrivals(self) -> None:
+        """A new or lost connection: the broker sends again what this one has not acknowledged (packet ids start
+        over), so what waits from it is dropped; messages being taken finish but are not acknowledged."""
+        self._arrived.clear()
+        self._waiting.clear()
+
+    async def _handle(self, msg: _Arrival) -> None:
+        """Store, then acknowledge; then the next waiting message gets the slot."""
+        try:
+            if await self._stored(msg) and msg.generation == self._generation:
+                await self._ack_in_order(msg.mid, msg.qos)
+        finally:
+            self._taking -= 1
+            self._take_next()
+
+    async def _stored(self, msg: _Arrival) -> bool:
+        """True once taken and committed (or failed on a bug: logged), to be acknowledged. A store that cannot write
+        gets the order again (from memory) until it can; the PUBACK waits, so a crash meanwhile leaves the order with
+        the broker, which sends it again. False once the connection it came on is gone: the broker sends it again."""
         delay = 0.1
         while True:
             try:
-                outcome = await self._take(topic, payload)
+                outcome = await self._take(msg.topic, msg.payload)
             except StoreError as err:
                 self.counts["store_failed"] += 1
                 self._not_stored.failed(str(err))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _STORE_RETRY_MAX_S)
-                if generation != self._generation or self._stopping:
-                    return  # the broker sends it again on the next connection
+                if msg.generation != self._generation or self._stopping:
+                    return False
                 continue
             except Exception:  # not even kept as rejected (a bug): acknowledged all the same, or every later order
                 # would wait behind it for good (acknowledgements go in arrival order); the log has it
-                log.exception("mqtt_order_lost", mid=mid, topic=topic, size=len(payload))
+                log.exception("mqtt_order_lost", mid=msg.mid, topic=msg.topic, size=len(msg.payload))
                 self.counts["failed"] += 1
-                break
+                return True
             self._not_stored.passed()
             self.counts[outcome] += 1
             if outcome == "duplicate":  # a redelivery (no PUBACK reached the broker) or the backend sent it again
-                log.info("mqtt_order_duplicate", mid=mid, topic=topic)
-            break
-        if generation == self._generation:
-            await self._ack_in_order(mid, qos)
+                log.info("mqtt_order_duplicate", mid=msg.mid, topic=msg.topic)
+            return True
 
     async def _ack_in_order(self, mid: int, qos: int) -> None:
         """Mark this message handled and acknowledge every handled one at the head of the arrival order. The calls
@@ -922,6 +963,17 @@ class MqttLink:
             await self._store.rejects_published([r.id for r in rejects], self._clock.wall())
 
     # ---- what a person sees -----------------------------------------------------------------------------------
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages of this connection not acknowledged yet: waiting, being taken, or taken and waiting for an earlier
+        one (acknowledgements go in arrival order)."""
+        return len(self._arrived)
+
+    @property
+    def in_progress(self) -> int:
+        """Messages being taken (read, validated, stored) now: at most RECEIVE_MAXIMUM."""
+        return self._taking
 
     async def status(self) -> dict[str, Any]:
         return {

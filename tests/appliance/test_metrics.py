@@ -8,22 +8,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import AlertSent, CentralLinkChanged, RecoveryCompleted, ScanRecorded
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_execute, db_rows
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from tests.helpers import api_client, db_execute, db_rows, samples
 
 
 async def test_metrics_parse_and_count_what_happened(

@@ -22,13 +22,31 @@ from edge.printing.decode import decode
 from edge.sim.broker import Backend, Broker
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, config_dict, db_rows, eventually, post, wait_until
+from edge.sync.mqtt import RECEIVE_MAXIMUM
+from tests.helpers import (
+    api_client,
+    config_dict,
+    db_execute,
+    db_rows,
+    eventually,
+    originals_on_paper,
+    post,
+    scrape,
+    wait_until,
+)
 from tests.mqtt.conftest import EVENTS, MAIL, ORDERS, STATUS, mqtt_section, needs_mosquitto
 
 MakeAgent = Callable[..., Awaitable[Agent]]
 
 pytestmark = needs_mosquitto
 
+# A backlog queued while the agent is off, and a card that fills after its first _ROOM orders (the trigger refuses the
+# rest as SQLite on a full card does): small enough to print in seconds, the part left several windows' worth
+_BACKLOG, _ROOM = 300, 100
+_FULL_FROM = (
+    "CREATE TRIGGER full BEFORE INSERT ON orders WHEN NEW.id >= '{}' "
+    "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+)
 _MARKERS = itertools.count(900)  # the markers' order numbers: A-1900 and on, apart from the tests' own orders
 
 
@@ -436,6 +454,58 @@ async def test_pubacks_go_out_in_the_order_the_orders_arrived(
         await wait_until(all_acked, what="every PUBLISH acknowledged")
         sent, acked = broker.pubacks(client_id)
         assert acked == sent
+    finally:
+        await backend.close()
+        await broker.stop()
+
+
+async def test_a_backlog_the_broker_sends_all_at_once_is_taken_a_window_at_a_time(
+    make_agent: MakeAgent, tmp_path: Path, tls_files: Any, printers: dict[str, SimPrinter]
+) -> None:
+    """Mosquitto 2.0.11 resumes a session with a window of orders, then sends a window more for each PUBACK, whatever
+    Receive Maximum the agent asked for: a backlog comes all at once (the mqtt72 probe: 985 of 1,000 outstanding). The
+    agent bounds itself. A backlog of 300 queued while the box was off, and the card fills after the first 100: the
+    broker has sent the other 200, unacknowledged; /metrics shows only RECEIVE_MAXIMUM of them in progress (tried
+    again and again), the rest waiting as they came. Once the card has room every order prints once and the PUBACKs
+    leave in the order the broker sent the orders. Before, all 200 were being stored at once, each retrying."""
+    broker = await asyncio.to_thread(Broker, tmp_path / "packets", tls=tls_files, packets=True)
+    await broker.start()
+    backend = Backend(broker, subscribe=[EVENTS, STATUS], client_id="central-consumer")
+    try:
+        await backend.connect()
+        first = await make_agent(mqtt=mqtt_section(broker))
+        await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+        await first.stop()
+        db = first.settings.agent.db_path
+        backlog = [make_order(n, prefix="flood", print_receipt=False) for n in range(_BACKLOG)]
+        await db_execute(db, _FULL_FROM.format(backlog[_ROOM]["id"]))
+        await backend.publish(ORDERS, *backlog)
+
+        agent = await make_agent(mqtt=mqtt_section(broker))
+        client_id = agent.settings.mqtt_client_id
+        got = await eventually(
+            lambda: scrape(agent),
+            lambda g: g.get(("edge_mqtt_orders_unacknowledged", ())) == _BACKLOG - _ROOM,
+            what=f"the {_BACKLOG - _ROOM} orders after the card filled at the agent, unacknowledged (the broker sent"
+            " them beyond the window)",
+        )
+        await wait_until(lambda: len(broker.pubacks(client_id)[1]) == _ROOM, what=f"the first {_ROOM} acknowledged")
+        assert got[("edge_mqtt_orders_in_progress", ())] == RECEIVE_MAXIMUM
+
+        await db_execute(db, "DROP TRIGGER full")
+        await printers["kitchen"].wait_for_printed(_BACKLOG, timeout=60)
+
+        def all_acked() -> bool:
+            sent, acked = broker.pubacks(client_id)
+            return len(sent) >= _BACKLOG and len(acked) >= len(sent)
+
+        await wait_until(all_acked, what="every PUBLISH acknowledged")
+        sent, acked = broker.pubacks(client_id)
+        assert acked == sent
+        originals = originals_on_paper(printers["kitchen"].printed)
+        assert len(originals) == _BACKLOG and set(originals.values()) == {1}, originals
+        got = await scrape(agent)
+        assert (got[("edge_mqtt_orders_unacknowledged", ())], got[("edge_mqtt_orders_in_progress", ())]) == (0, 0)
     finally:
         await backend.close()
         await broker.stop()
