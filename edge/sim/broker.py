@@ -109,7 +109,9 @@ class Broker:
             f"password_file {passwd}",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.dir}/",
-            "max_queued_messages 20000",  # the default 1000 would drop part of a big backlog for an offline store
+            # Mosquitto's default 1000 drops, silently, what is queued beyond it for a store that is off (as a store's
+            # broker must not: docs/mqtt.md, "The broker's settings a store needs")
+            "max_queued_messages 20000",
             "max_inflight_messages 64",
             f"log_dest file {self.dir}/mosquitto.log",
             "log_type error",
