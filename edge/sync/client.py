@@ -352,7 +352,10 @@ class CentralClient:
                 except CentralRejectedError as refused:
                     if refused.status != 409 or not keys:
                         raise
-                    if not self._may_still_run(keys) and refused.error not in _IN_PROGRESS_ERRORS:
+                    # In progress: its body says so, or it says nothing of its own (the IETF draft's example has no
+                    # code) while a request with these keys may still run; a 409 naming its refusal is one.
+                    said = refused.error
+                    if said not in _IN_PROGRESS_ERRORS and (said is not None or not self._may_still_run(keys)):
                         raise
                     # Central has not finished the request we gave up waiting for: later, not refused.
                     later = CentralInProgressError(

@@ -563,6 +563,23 @@ async def test_events_central_is_still_processing_when_a_restarted_agent_sends_t
     assert recorder.of(OrderEventsRefused) == [] and sink.messages == []
 
 
+async def test_a_409_that_names_its_refusal_after_a_gateway_error_is_a_refusal_at_once(
+    db: Database, central: CentralSim, make_sender: MakeSender
+) -> None:
+    """A gateway answers 502 to the events POST (it may have reached central: its keys may still be running), and the
+    retry meets central's 409 {"error": "order_gone"} for order B: a refusal that says what it is, not work in
+    progress. B is set aside and A's and C's events go in that pass. Before (the verify72 probe, 3a): any 409 to those
+    keys was "still processing" for 120 s, whatever its code: the other orders' events waited with B's for 2 minutes."""
+    central.refuse_orders({"B"}, status=409)
+    central.fail_next(1, 502, path="events")
+    sender = await make_sender(batch_size=50, max_attempts=3)
+    await write(db, EVENTS)
+    await sender.flush()
+    of_b = [k for k in keys(EVENTS) if k.startswith("B:")]
+    assert set(central.events) == set(keys(EVENTS)) - set(of_b)
+    assert await sender.pending() == len(of_b)
+
+
 async def test_running_agent_delivers_past_a_refused_event(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
 ) -> None:
