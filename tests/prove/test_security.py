@@ -132,6 +132,35 @@ async def test_bad_signatures_are_401_and_counted(signed_agent: Agent, tamper: A
     assert await stored_orders(signed_agent) == []
 
 
+@pytest.mark.parametrize("tamper", ["missing", "6-min-old", "not-a-time"])
+async def test_a_signed_push_waiting_for_100_continue_is_refused_on_its_head_before_its_body(
+    signed_agent: Agent, tamper: str
+) -> None:
+    """A push whose signature headers are missing, too old or not a time can be refused on its head: a sender that
+    asked `Expect: 100-continue` gets the 401 at once, not `100 Continue` and a 401 after its upload (RFC 9110
+    10.1.1). Before (the verify72 probe, 5b): 100 first, as for every signed push, since the signature check read
+    the body before any of its checks."""
+    body = json.dumps(make_order(1, prefix="expect")).encode()
+    headers = signed_headers(body, at=time.time() - 360 if tamper == "6-min-old" else None)
+    if tamper == "missing":
+        del headers["webhook-signature"]
+    elif tamper == "not-a-time":
+        headers["webhook-timestamp"] = "yesterday"
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    reader, writer = await asyncio.open_connection("127.0.0.1", signed_agent.port)
+    try:
+        writer.write(
+            f"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Content-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    assert await stored_orders(signed_agent) == []
+
+
 @pytest.mark.parametrize(
     ("signed_s_from_central", "status"), [(0, 201), (-6 * 60, 401)], ids=["just-signed", "6-min-old-on-its-clock"]
 )
