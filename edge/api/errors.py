@@ -182,12 +182,18 @@ async def _read_while_it_comes(request: web.Request, timeout_s: float | None) ->
     order on a slow but steady line gets in; a trickle slower than that is still cut off (TimeoutError)."""
     if timeout_s is None:
         return await request.read()
+    loop = asyncio.get_running_loop()
     reading = asyncio.ensure_future(request.read())
-    start = asyncio.get_running_loop().time()
+    start = last = loop.time()
+    came = request.content.total_bytes
     try:
         async with asyncio.timeout(timeout_s) as deadline:
             while True:
-                deadline.reschedule(start + timeout_s + request.content.total_bytes / _BODY_MIN_RATE)
+                if request.content.total_bytes != came:
+                    came, last = request.content.total_bytes, loop.time()
+                # ...and no longer than timeout_s of silence (nginx's client_body_timeout): a burst then nothing does
+                # not hold the connection for the seconds its bytes earned
+                deadline.reschedule(min(start + timeout_s + came / _BODY_MIN_RATE, last + timeout_s))
                 done, _ = await asyncio.wait({reading}, timeout=_BODY_RATE_CHECK_S)
                 if done:
                     return reading.result()
@@ -213,7 +219,7 @@ async def read_body(request: web.Request) -> bytes:
     except TimeoutError:
         raise RequestTimeoutError(
             f"the request body did not arrive within {request.app[BODY_TIMEOUT_S]:g} s and a second more for every"
-            f" {_BODY_MIN_RATE} bytes that came"
+            f" {_BODY_MIN_RATE} bytes that came, or stopped coming for {request.app[BODY_TIMEOUT_S]:g} s"
         ) from None
     except ConnectionError as err:  # a reset, or aiohttp's "Connection lost" for a connection closed mid-body
         raise ClientGoneError(str(err) or type(err).__name__) from None

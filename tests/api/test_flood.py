@@ -168,6 +168,24 @@ async def test_a_big_body_on_a_slow_but_steady_line_is_taken_and_a_trickle_is_no
         assert await agent.deps.orders.recent() == []
 
 
+async def test_a_body_that_comes_fast_and_then_stops_gets_408_after_the_body_timeout_of_silence(
+    make_agent: Callable[..., Awaitable[Agent]],
+) -> None:
+    """The second more for every 500 bytes is for a body that keeps coming: one that sent 5 KB at once and then
+    nothing holds its connection no longer than api.body_timeout_s of silence (nginx's client_body_timeout is such a
+    wait between two reads). Before (the verify72 probe, 4a): 10 s more for those 5 KB (at the defaults, a 256 KB
+    burst then silence held a connection about 9 minutes)."""
+    agent = await make_agent(api={"body_timeout_s": 0.5})
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
+    )
+    reader, writer = await open_raw(agent, head.encode() + b'{"id": "' + b" " * 5000)
+    answer = await closed_with(reader, within=3.0)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
 async def test_at_the_cap_the_longest_waiting_connection_makes_room_and_busy_ones_never_do(
     make_agent: Callable[..., Awaitable[Agent]],
 ) -> None:
