@@ -7,7 +7,7 @@ import asyncio
 import gc
 import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -426,41 +426,53 @@ async def test_the_guests_allergies_over_mqtt_reach_the_kitchen_and_their_change
     assert agent.mqtt is not None and agent.mqtt.counts["updated"] == 1
 
 
-async def test_pubacks_go_out_in_the_order_the_orders_arrived(
-    make_agent: MakeAgent, tmp_path: Path, tls_files: Any, printers: dict[str, SimPrinter]
-) -> None:
-    """MQTT requires a client's PUBACKs in the order it received the QoS 1 PUBLISHes (MQTT 5.0 section 4.6,
-    [MQTT-4.6.0-2]; 3.1.1 section 4.6 alike). A large order (validated in a thread) arrives first, small ones (validated
-    at once) right behind it, and a bad payload (kept as a reject): the broker's log shows the agent's PUBACKs in the
-    order the broker sent the PUBLISHes, and every order printed."""
+@pytest.fixture
+async def logged_broker(tmp_path: Path, tls_files: Any) -> AsyncIterator[tuple[Broker, Backend]]:
+    """A broker that logs every packet (the order of PUBLISHes and PUBACKs), and central's consumer on it."""
     broker = await asyncio.to_thread(Broker, tmp_path / "packets", tls=tls_files, packets=True)
     await broker.start()
     backend = Backend(broker, subscribe=[EVENTS, STATUS], client_id="central-consumer")
     try:
         await backend.connect()
-        agent = await make_agent(mqtt=mqtt_section(broker))
-        await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
-        big = make_order(0, prefix="big", print_receipt=False)
-        big["items"] = [dict(big["items"][0], id=f"line-{n}") for n in range(400)]
-        small = [make_order(n, prefix="small", print_receipt=False) for n in range(1, 6)]
-        await backend.publish(ORDERS, big, *small[:2], b"not json", *small[2:])
-        await printers["kitchen"].wait_for_printed(6)
-        client_id = agent.settings.mqtt_client_id
-
-        def all_acked() -> bool:
-            sent, acked = broker.pubacks(client_id)
-            return len(sent) >= 7 and len(acked) >= len(sent)
-
-        await wait_until(all_acked, what="every PUBLISH acknowledged")
-        sent, acked = broker.pubacks(client_id)
-        assert acked == sent
+        yield broker, backend
     finally:
         await backend.close()
         await broker.stop()
 
 
+async def acked_in_order(broker: Broker, client_id: str, *, at_least: int) -> None:
+    """Waits until the broker sent ``client_id`` at least that many PUBLISHes and got a PUBACK for each; asserts that
+    the PUBACKs came in the order of the PUBLISHes."""
+
+    def all_acked() -> bool:
+        sent, acked = broker.pubacks(client_id)
+        return len(sent) >= at_least and len(acked) >= len(sent)
+
+    await wait_until(all_acked, what="every PUBLISH acknowledged")
+    sent, acked = broker.pubacks(client_id)
+    assert acked == sent
+
+
+async def test_pubacks_go_out_in_the_order_the_orders_arrived(
+    make_agent: MakeAgent, logged_broker: tuple[Broker, Backend], printers: dict[str, SimPrinter]
+) -> None:
+    """MQTT requires a client's PUBACKs in the order it received the QoS 1 PUBLISHes (MQTT 5.0 section 4.6,
+    [MQTT-4.6.0-2]; 3.1.1 section 4.6 alike). A large order (validated in a thread) arrives first, small ones (validated
+    at once) right behind it, and a bad payload (kept as a reject): the broker's log shows the agent's PUBACKs in the
+    order the broker sent the PUBLISHes, and every order printed."""
+    broker, backend = logged_broker
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    big = make_order(0, prefix="big", print_receipt=False)
+    big["items"] = [dict(big["items"][0], id=f"line-{n}") for n in range(400)]
+    small = [make_order(n, prefix="small", print_receipt=False) for n in range(1, 6)]
+    await backend.publish(ORDERS, big, *small[:2], b"not json", *small[2:])
+    await printers["kitchen"].wait_for_printed(6)
+    await acked_in_order(broker, agent.settings.mqtt_client_id, at_least=7)
+
+
 async def test_a_backlog_the_broker_sends_all_at_once_is_taken_a_window_at_a_time(
-    make_agent: MakeAgent, tmp_path: Path, tls_files: Any, printers: dict[str, SimPrinter]
+    make_agent: MakeAgent, logged_broker: tuple[Broker, Backend], printers: dict[str, SimPrinter]
 ) -> None:
     """Mosquitto 2.0.11 resumes a session with a window of orders, then sends a window more for each PUBACK, whatever
     Receive Maximum the agent asked for: a backlog comes all at once (the mqtt72 probe: 985 of 1,000 outstanding). The
@@ -468,47 +480,34 @@ async def test_a_backlog_the_broker_sends_all_at_once_is_taken_a_window_at_a_tim
     broker has sent the other 200, unacknowledged; /metrics shows only RECEIVE_MAXIMUM of them in progress (tried
     again and again), the rest waiting as they came. Once the card has room every order prints once and the PUBACKs
     leave in the order the broker sent the orders. Before, all 200 were being stored at once, each retrying."""
-    broker = await asyncio.to_thread(Broker, tmp_path / "packets", tls=tls_files, packets=True)
-    await broker.start()
-    backend = Backend(broker, subscribe=[EVENTS, STATUS], client_id="central-consumer")
-    try:
-        await backend.connect()
-        first = await make_agent(mqtt=mqtt_section(broker))
-        await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
-        await first.stop()
-        db = first.settings.agent.db_path
-        backlog = [make_order(n, prefix="flood", print_receipt=False) for n in range(_BACKLOG)]
-        await db_execute(db, _FULL_FROM.format(backlog[_ROOM]["id"]))
-        await backend.publish(ORDERS, *backlog)
+    broker, backend = logged_broker
+    first = await make_agent(mqtt=mqtt_section(broker))
+    await wait_until(lambda: b"online" in backend.on(STATUS), what="the agent online")
+    await first.stop()
+    db = first.settings.agent.db_path
+    backlog = [make_order(n, prefix="flood", print_receipt=False) for n in range(_BACKLOG)]
+    await db_execute(db, _FULL_FROM.format(backlog[_ROOM]["id"]))
+    await backend.publish(ORDERS, *backlog)
 
-        agent = await make_agent(mqtt=mqtt_section(broker))
-        client_id = agent.settings.mqtt_client_id
-        got = await eventually(
-            lambda: scrape(agent),
-            lambda g: g.get(("edge_mqtt_orders_unacknowledged", ())) == _BACKLOG - _ROOM,
-            what=f"the {_BACKLOG - _ROOM} orders after the card filled at the agent, unacknowledged (the broker sent"
-            " them beyond the window)",
-        )
-        await wait_until(lambda: len(broker.pubacks(client_id)[1]) == _ROOM, what=f"the first {_ROOM} acknowledged")
-        assert got[("edge_mqtt_orders_in_progress", ())] == RECEIVE_MAXIMUM
+    agent = await make_agent(mqtt=mqtt_section(broker))
+    client_id = agent.settings.mqtt_client_id
+    got = await eventually(
+        lambda: scrape(agent),
+        lambda g: g.get(("edge_mqtt_orders_unacknowledged", ())) == _BACKLOG - _ROOM,
+        what=f"the {_BACKLOG - _ROOM} orders after the card filled at the agent, unacknowledged (the broker sent"
+        " them beyond the window)",
+    )
+    await wait_until(lambda: len(broker.pubacks(client_id)[1]) == _ROOM, what=f"the first {_ROOM} acknowledged")
+    assert got[("edge_mqtt_orders_in_progress", ())] == RECEIVE_MAXIMUM
 
-        await db_execute(db, "DROP TRIGGER full")
-        await printers["kitchen"].wait_for_printed(_BACKLOG, timeout=60)
+    await db_execute(db, "DROP TRIGGER full")
+    await printers["kitchen"].wait_for_printed(_BACKLOG, timeout=60)
 
-        def all_acked() -> bool:
-            sent, acked = broker.pubacks(client_id)
-            return len(sent) >= _BACKLOG and len(acked) >= len(sent)
-
-        await wait_until(all_acked, what="every PUBLISH acknowledged")
-        sent, acked = broker.pubacks(client_id)
-        assert acked == sent
-        originals = originals_on_paper(printers["kitchen"].printed)
-        assert len(originals) == _BACKLOG and set(originals.values()) == {1}, originals
-        got = await scrape(agent)
-        assert (got[("edge_mqtt_orders_unacknowledged", ())], got[("edge_mqtt_orders_in_progress", ())]) == (0, 0)
-    finally:
-        await backend.close()
-        await broker.stop()
+    await acked_in_order(broker, client_id, at_least=_BACKLOG)
+    originals = originals_on_paper(printers["kitchen"].printed)
+    assert len(originals) == _BACKLOG and set(originals.values()) == {1}, originals
+    got = await scrape(agent)
+    assert (got[("edge_mqtt_orders_unacknowledged", ())], got[("edge_mqtt_orders_in_progress", ())]) == (0, 0)
 
 
 async def test_a_retained_message_on_the_orders_topic_is_taken_once_not_again_at_every_connect(
