@@ -20,7 +20,7 @@ from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.states import JobState
 from edge.store.db import STORE_RETRY_S
-from edge.store.jobs import JobStore
+from edge.store.jobs import JobStore, StaleJob
 from edge.store.rows import PrintableJob, PrintedMark
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ _IDLE_WAKE_S = 30.0
 # Claim about this much printing per commit (see Spooler._burst), at most this many jobs.
 _CLAIM_HORIZON_S = 0.05
 _CLAIM_MAX = 16
+# A look that found only stale jobs is followed by one this long: a backlog's stale tickets are held in a few commits,
+# and the recent ones behind them print within seconds (each look reads the printer's whole queue).
+_HOLD_LOOK = 256
 # A confirmed job's printed mark waits this long for a claim to ride on before it is committed on its own.
 _PRINTED_RIDE_S = 0.05
 # Tickets cut short in a row after which a printer is failing (Spooler.failing): one is a hiccup (a jack nudged), the
@@ -95,6 +98,7 @@ class Spooler:
         self._crashed = requeue_first  # that requeue records the printer as to be cleared, as a start's does
         self._confirmed_at = 0.0  # monotonic time the oldest of them was confirmed
         self._last_send_s = 1.0  # until a job has gone out, claim one at a time
+        self._holding = False  # the last look found stale jobs only: the next one is _HOLD_LOOK long
         self._clear_unrecorded = clear_first  # the clear is asked for until the store hears it went out
         self._answer_recorded = driver.answered_earlier  # the store knows its device answers status
         self._lacks_in_order_recorded = driver.lacks_in_order is True  # what the store knows of it answering GS r
@@ -170,7 +174,9 @@ class Spooler:
                 burst = (
                     []
                     if held
-                    else await self._jobs.next_burst(self.name, wall(), max_delay=max_delay, limit=self._burst())
+                    else await self._jobs.next_burst(
+                        self.name, wall(), max_delay=max_delay, limit=_HOLD_LOOK if self._holding else self._burst()
+                    )
                 )
                 if burst and await self._print_burst(burst):
                     if self.driver.asks_status:  # the jobs' own status checks count as a poll; jobs sent blind do not
@@ -278,15 +284,22 @@ class Spooler:
         return done.claimed
 
     async def _print_burst(self, burst: list[PrintableJob | UnreadableRowError]) -> bool:
-        """Render the due jobs, claim them in one commit (carrying the printed marks of the jobs before), send them one
-        by one. A job the printer cannot take pauses the spool; the claimed jobs behind it go back in line unsent.
-        False when the store refused the claim: nothing was sent."""
+        """Hold the stale jobs of a look in one commit; render the first _burst() others, claim them in one commit
+        (carrying the printed marks of the jobs before), send them one by one. A job the printer cannot take pauses the
+        spool; the claimed jobs behind it go back in line unsent. False when the store refused the claim: nothing was
+        sent."""
+        take, stale = self._burst(), []
         ready: list[tuple[PrintableJob, bytes]] = []
         for job in burst:
             if isinstance(job, UnreadableRowError):
                 await self._unreadable(job)
-            elif (data := await self._prepare(job)) is not None:
+            elif (age := self._stale_age(job)) is not None:
+                stale.append((job, age))
+            # The rest of a long look stays in line for the next one: a burst claims what it always did.
+            elif len(ready) < take and (data := await self._prepare(job)) is not None:
                 ready.append((job, data))
+        await self._hold(stale)
+        self._holding = bool(stale) and not ready
         if not ready:
             return True
         try:
@@ -309,12 +322,10 @@ class Spooler:
         return True
 
     async def _prepare(self, job: PrintableJob) -> bytes | None:
-        """The job's bytes, or None when it is not to be sent now (held as stale, or it cannot be rendered)."""
+        """The job's bytes, or None when it cannot be rendered (it failed)."""
         with structlog.contextvars.bound_contextvars(order_id=job.order_id, job_id=job.id):
             self.current_job = job.id
             try:
-                if await self._hold_if_stale(job):
-                    return None
                 try:
                     # Off the loop: a 500-item ticket is tens of ms of CPU; in a thread the loop gets the GIL back
                     # within the switch interval (the agent sets 1 ms), so intake and group commit go on meanwhile.
@@ -363,25 +374,32 @@ class Spooler:
         else:
             self._set_state(state)
 
-    async def _hold_if_stale(self, job: PrintableJob) -> bool:
-        """A job older than its stale age, and past its order's due time, is not printed on its own: a person releases
-        or discards it."""
+    def _stale_age(self, job: PrintableJob) -> float | None:
+        """The job's age if it is older than its stale age, and past its order's due time, and no person released it:
+        it is not printed on its own, a person releases or discards it."""
         limit = self._ages.held_after_s(job)
         if not limit or job.released_at is not None:
-            return False
+            return None
         age = self._ages.age(job)
-        if age <= limit:
-            return False
-        if await self._jobs.hold(job.id, self.name, expected=job.state, age_s=age):
-            log.warning(
-                "job_held",
-                device_id=self.name,
-                kind=job.kind,
-                station=job.station,
-                age_s=round(age),
-                stale_after_s=limit,
-            )
-        return True
+        return age if age > limit else None
+
+    async def _hold(self, stale: Sequence[tuple[PrintableJob, float]]) -> None:
+        """Hold these stale jobs (with their ages) in one commit; the technician's log names each one held."""
+        if not stale:
+            return
+        held = await self._jobs.hold_many(self.name, [StaleJob(job.id, job.state, age) for job, age in stale])
+        for job, age in stale:
+            if job.id in held:
+                log.warning(
+                    "job_held",
+                    device_id=self.name,
+                    order_id=job.order_id,
+                    job_id=job.id,
+                    kind=job.kind,
+                    station=job.station,
+                    age_s=round(age),
+                    stale_after_s=self._ages.held_after_s(job),
+                )
 
     async def _send(self, job: PrintableJob, data: bytes) -> tuple[tuple[PrinterState, str] | None, bool]:
         """Send one claimed job and record what the printer did with it. Returns why the spool must pause (None: go

@@ -220,6 +220,14 @@ class WaitingJob(NamedTuple):
     order_created_at: str  # central's created_at, ISO 8601
 
 
+class StaleJob(NamedTuple):
+    """A job its spool found stale (JobStore.hold_many): held only if still in the state it was read in."""
+
+    id: int
+    expected: JobState
+    age_s: float
+
+
 class MovedJob(NamedTuple):
     id: int
     order_id: str
@@ -485,21 +493,35 @@ class JobStore:
         claimed = await self._db.write_publishing(self._bus, marks, linger=True)
         return MarksCommitted(claimed=frozenset(claimed), printed=done)
 
-    async def hold(self, job_id: int, printer: str, *, expected: JobState, age_s: float = 0.0) -> bool:
-        """A stale job waits for a person instead of printing (JobHeld, with its ``age_s``); False if it is no longer
-        ``expected`` on ``printer``, or a person released or retried it since it was read."""
+    async def hold_many(self, printer: str, stale: Sequence[StaleJob]) -> set[int]:
+        """Stale jobs wait for a person instead of printing, in one commit (JobHeld each, with its ``age_s``); returns
+        those held. One is left as it is if it is no longer ``expected`` on ``printer``, or a person released or
+        retried it since it was read. One commit for a backlog's stale jobs: a commit each held 4,424 of them in 89 s
+        while the recent tickets behind waited."""
+        ages = {job.id: job.age_s for job in stale}
         async with self._db.publishing(self._bus) as (conn, events):
+            # Each job looked up by its id (the unary + keeps SQLite off the spool index), as a claim is.
             rows = await conn.execute_fetchall(
-                "UPDATE print_jobs SET state = 'held', held_at = ?, held_reason = ? WHERE id = ? AND printer = ?"
-                " AND state = ? AND released_at IS NULL"
-                " RETURNING order_id, (SELECT number FROM orders WHERE orders.id = print_jobs.order_id)",
-                (self._clock.wall(), HoldReason.STALE, job_id, printer, expected),
+                "UPDATE print_jobs SET state = 'held', held_at = :now, held_reason = :reason"
+                " FROM (SELECT value ->> 0 AS id, value ->> 1 AS expected FROM json_each(:stale)) AS h"
+                " WHERE print_jobs.id = h.id AND +print_jobs.printer = :printer AND +print_jobs.state = h.expected"
+                " AND print_jobs.released_at IS NULL RETURNING print_jobs.id, print_jobs.order_id,"
+                " (SELECT number FROM orders WHERE orders.id = print_jobs.order_id)",
+                {
+                    "now": self._clock.wall(),
+                    "reason": HoldReason.STALE,
+                    "stale": json.dumps([[job.id, job.expected] for job in stale]),
+                    "printer": printer,
+                },
             )
-            for order_id, number in rows:
-                events.append(
-                    JobHeld(job_id=job_id, order_id=order_id, printer=printer, age_s=age_s, order_number=number or "")
+            held = sorted((job_id, order_id, number) for job_id, order_id, number in rows)  # in arrival order
+            events.extend(
+                JobHeld(
+                    job_id=job_id, order_id=order_id, printer=printer, age_s=ages[job_id], order_number=number or ""
                 )
-        return bool(events)
+                for job_id, order_id, number in held
+            )
+        return {job_id for job_id, _, _ in held}
 
     async def release_held(self, job_id: int | None = None, *, among: Collection[int] | None = None) -> list[int]:
         """A person says print it anyway: one held job (or all when ``job_id`` is None; of those, only the ones in

@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 from edge.app import Agent
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
+from edge.states import JobState
 from edge.store.db import Database
-from edge.store.jobs import JobStore
+from edge.store.jobs import JobStore, StaleJob
 from tests.helpers import api_client, db_rows, eventually, job_rows, post, wait_until
 
 
@@ -83,7 +84,7 @@ async def test_a_stale_hold_never_overrides_a_persons_retry(tmp_path: Path) -> N
     """The spool found a failed job stale, but a person retried it meanwhile (queued, released): it is not held."""
     db, jobs, job_id = await _store_with_job(tmp_path, "queued", released_at=time.time())
     try:
-        assert not await jobs.hold(job_id, "kitchen", expected="failed")
+        assert not await jobs.hold_many("kitchen", [StaleJob(job_id, JobState.FAILED, 3000.0)])
         assert await _state(tmp_path) == ("queued", 0)
     finally:
         await db.close()

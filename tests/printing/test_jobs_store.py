@@ -13,7 +13,7 @@ from edge.errors import NotFoundError, WrongStateError
 from edge.events import EventBus, JobHeld
 from edge.states import JobKind, JobState
 from edge.store.db import Database, connect_writer
-from edge.store.jobs import JobStore
+from edge.store.jobs import JobStore, StaleJob
 from edge.store.migrations import load_migrations, migrate
 from tests.helpers import db_rows, wal_commits
 
@@ -116,7 +116,8 @@ async def test_claim_fails_once_a_job_moved_and_hold_release_discard(tmp_path: P
         assert await jobs.redirect("kitchen", from_printer="kitchen", to_printer="front") == [(1, "o1"), (2, "o1")]
         assert not await jobs.mark_printing(1, "kitchen")
         assert await jobs.mark_printing(1, "front")
-        assert await jobs.hold(2, "front", expected="queued") and not await jobs.hold(2, "front", expected="queued")
+        stale = [StaleJob(2, JobState.QUEUED, 3000.0)]
+        assert await jobs.hold_many("front", stale) == {2} and not await jobs.hold_many("front", stale)
         assert await jobs.release_held() == [2]
         row = await jobs.get(2)
         assert (row.state, row.redirected_from, row.released_at is not None) == ("queued", "kitchen", True)
@@ -221,7 +222,7 @@ async def test_a_held_job_is_announced_with_its_order_number(tmp_path: Path) -> 
     bus = EventBus()
     bus.subscribe(heard.append, JobHeld)
     try:
-        assert await JobStore(db, bus=bus).hold(1, "kitchen", expected=JobState.QUEUED, age_s=4000.0)
+        assert await JobStore(db, bus=bus).hold_many("kitchen", [StaleJob(1, JobState.QUEUED, 4000.0)]) == {1}
     finally:
         await db.close()
     assert [(e.job_id, e.order_id, e.order_number, e.age_s) for e in heard] == [(1, "o1", "1", 4000.0)]

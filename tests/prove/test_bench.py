@@ -15,6 +15,7 @@ PARTS = {
     "intake",
     "print_latency",
     "recovery",
+    "stale_backlog",
     "alert_latency",
     "footprint",
     "storage",
