@@ -503,7 +503,8 @@ class JobStore:
             # Each job looked up by its id (the unary + keeps SQLite off the spool index), as a claim is.
             rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET state = 'held', held_at = :now, held_reason = :reason"
-                " FROM (SELECT value ->> 0 AS id, value ->> 1 AS expected FROM json_each(:stale)) AS h"
+                " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS expected"
+                " FROM json_each(:stale)) AS h"
                 " WHERE print_jobs.id = h.id AND +print_jobs.printer = :printer AND +print_jobs.state = h.expected"
                 " AND print_jobs.released_at IS NULL RETURNING print_jobs.id, print_jobs.order_id,"
                 " (SELECT number FROM orders WHERE orders.id = print_jobs.order_id)",
