@@ -86,6 +86,9 @@ _GONE = Summarised("api_client_gone")
 # Each order refused on a full or read-only card is a line written to that same card: a sender's steady stream
 # wrote 987 of them in 15 s (the disk-fault probe). Said once, then once a minute with how many were left out.
 _UNWRITABLE = Summarised("store_unavailable", every_s=60.0, level="error")
+# Orders refused for a field (422): the technician's one trace of "the kitchen never got it", once a minute per field
+# (a sender's bug repeats it for every order), the app's own so that each agent counts its own.
+ORDER_REFUSALS = web.AppKey("order_refusals", Summarised)
 
 
 def _unwritable(err: StoreUnavailableError) -> str:
@@ -264,6 +267,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except InvalidOrderError as err:
+        if (refusals := request.app.get(ORDER_REFUSALS)) is not None:
+            refusals.note(err.field, field=err.field, reason=err.reason, path=request.path, remote=request.remote)
         return web.json_response(intake_error_body(err), status=422)
     except InvalidQueryError as err:
         return error_response(422, "invalid_request", err.reason, field=err.field)

@@ -15,6 +15,7 @@ from edge.api.auth import Authenticator
 from edge.api.deps import DEPS, ApiDeps, require_accepting
 from edge.api.errors import (
     BODY_TIMEOUT_S,
+    ORDER_REFUSALS,
     InvalidQueryError,
     add_post,
     error_middleware,
@@ -28,6 +29,7 @@ from edge.api.printing import job_json
 from edge.api.retries import retry_safe
 from edge.clock import Clock
 from edge.errors import NotFoundError, WrongStateError
+from edge.log import Summarised
 from edge.orders.model import NOT_UNICODE, has_lone_surrogate, is_order_id, parse_cancel
 from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource
 from edge.store import migrations
@@ -356,6 +358,7 @@ def make_api(deps: ApiDeps) -> web.Application:
     )
     app[DEPS] = deps
     app[BODY_TIMEOUT_S] = deps.settings.api.body_timeout_s
+    app[ORDER_REFUSALS] = Summarised("order_refused", every_s=60.0, level="info", clock=deps.clock.mono)
     app[READY] = WriteProbe(deps.db, clock=deps.clock)
     app[LATEST_SCHEMA] = migrations.latest_version(migrations.load_migrations())  # what this agent was started with
     add_post(app, "/api/v1/orders", post_order)

@@ -229,6 +229,22 @@ async def test_a_leap_second_is_taken_as_the_last_moment_of_its_minute(
     assert datetime.fromisoformat(stored) == datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
+async def test_orders_refused_for_a_field_leave_one_log_line_a_minute_naming_it(
+    api: aiohttp.ClientSession, example_order: dict
+) -> None:
+    """A 422 is the sender's to fix, but the box is where a technician asks why the kitchen never got an order: one
+    info line names the field and why, then no more than one a minute per field however many orders repeat it (each
+    line is written to the SD card). Before (the change72 probe's side note): nothing in the box's log."""
+    example_order["items"][0]["qty"] = 0
+    with capture_logs() as logs:
+        for n in range(3):
+            status, _ = await post(api, {**example_order, "id": f"bad_{n}"})
+            assert status == 422
+    said = [e for e in logs if e["event"] == "order_refused"]
+    assert [(e["log_level"], e["field"], e["path"]) for e in said] == [("info", "items[0].qty", "/api/v1/orders")], said
+    assert "between 1 and 9999" in said[0]["reason"]
+
+
 @pytest.mark.parametrize(
     ("raw", "reason_start"),
     [
