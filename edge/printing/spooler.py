@@ -293,8 +293,8 @@ class Spooler:
         for job in burst:
             if isinstance(job, UnreadableRowError):
                 await self._unreadable(job)
-            elif (age := self._stale_age(job)) is not None:
-                stale.append((job, age))
+            elif (late := self._stale(job)) is not None:
+                stale.append((job, *late))
             # The rest of a long look stays in line for the next one: a burst claims what it always did.
             elif len(ready) < take and (data := await self._prepare(job)) is not None:
                 ready.append((job, data))
@@ -374,21 +374,21 @@ class Spooler:
         else:
             self._set_state(state)
 
-    def _stale_age(self, job: PrintableJob) -> float | None:
-        """The job's age if it is older than its stale age, and past its order's due time, and no person released it:
+    def _stale(self, job: PrintableJob) -> tuple[float, float] | None:
+        """(age, stale age) of a job older than its stale age, and past its order's due time, that no person released:
         it is not printed on its own, a person releases or discards it."""
         limit = self._ages.held_after_s(job)
         if not limit or job.released_at is not None:
             return None
         age = self._ages.age(job)
-        return age if age > limit else None
+        return (age, limit) if age > limit else None
 
-    async def _hold(self, stale: Sequence[tuple[PrintableJob, float]]) -> None:
-        """Hold these stale jobs (with their ages) in one commit; the technician's log names each one held."""
+    async def _hold(self, stale: Sequence[tuple[PrintableJob, float, float]]) -> None:
+        """Hold these stale jobs (with their ages and stale ages) in one commit; the technician's log names each."""
         if not stale:
             return
-        held = await self._jobs.hold_many(self.name, [StaleJob(job.id, job.state, age) for job, age in stale])
-        for job, age in stale:
+        held = await self._jobs.hold_many(self.name, [StaleJob(job.id, job.state, age) for job, age, _ in stale])
+        for job, age, limit in stale:
             if job.id in held:
                 log.warning(
                     "job_held",
@@ -398,7 +398,7 @@ class Spooler:
                     kind=job.kind,
                     station=job.station,
                     age_s=round(age),
-                    stale_after_s=self._ages.held_after_s(job),
+                    stale_after_s=limit,
                 )
 
     async def _send(self, job: PrintableJob, data: bytes) -> tuple[tuple[PrinterState, str] | None, bool]:

@@ -151,7 +151,7 @@ class CentralSim:
         # with a type, a title and a detail, no code the agent knows
         self.in_progress_style = "code"
         self._gateway_timeouts: collections.deque[float] = collections.deque()  # see gateway_timeouts_next
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[web.Response]] = set()
         # Every JSON answer starts with a UTF-8 byte order mark, as some Windows and old ASP.NET stacks write it
         # (RFC 8259 8.1: a sender must not add one; a reader may ignore it)
         self.bom = False
@@ -620,22 +620,19 @@ class CentralSim:
             )
         state.in_progress |= keys
         if self._gateway_timeouts:
-            task = asyncio.create_task(self._apply_later(state, events, keys, self._gateway_timeouts.popleft()))
+            task = asyncio.create_task(self._apply_after(state, events, keys, self._gateway_timeouts.popleft()))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return web.Response(text=_NGINX_504, status=504, content_type="text/html")
-        try:
-            delay = self.event_latency_s * len(events) + (self._events_delays.popleft() if self._events_delays else 0)
-            if delay:
-                await asyncio.sleep(delay)
-            return self._apply_events(state, events)
-        finally:
-            state.in_progress -= keys
+        delay = self.event_latency_s * len(events) + (self._events_delays.popleft() if self._events_delays else 0)
+        return await self._apply_after(state, events, keys, delay)
 
-    async def _apply_later(self, state: StoreState, events: list[Any], keys: set[str], seconds: float) -> None:
+    async def _apply_after(self, state: StoreState, events: list[Any], keys: set[str], seconds: float) -> web.Response:
+        """The batch applied ``seconds`` from now, its keys in progress meanwhile."""
         try:
-            await asyncio.sleep(seconds)
-            self._apply_events(state, events)
+            if seconds:
+                await asyncio.sleep(seconds)
+            return self._apply_events(state, events)
         finally:
             state.in_progress -= keys
 
