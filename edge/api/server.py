@@ -4,8 +4,9 @@ A slow-loris client needs no token: it opens connections and sends a request hea
 header timeout and keeps idle connections for an hour, and once the process runs out of file descriptors asyncio's
 own accept loop logs every failed accept (Python 3.11 retries in a loop that multiplies: 800,000 lines in 75 s).
 So the agent accepts connections itself, one at a time, and:
-- closes a connection whose request head is not complete ``header_timeout_s`` after its first byte (408), and one
-  that sends nothing for ``idle_timeout_s`` (what nginx's client_header_timeout and keepalive_timeout do);
+- closes a connection whose request head is not complete ``header_timeout_s`` after its first byte, or after the
+  answer to the request it was pipelined behind (408), and one that sends nothing for ``idle_timeout_s`` (what
+  nginx's client_header_timeout and keepalive_timeout do);
 - holds at most ``max_connections``, lowered to what RLIMIT_NOFILE leaves room for, so accept never runs out of
   file descriptors. A connection beyond that pushes out one waiting without a request in progress, of the address
   holding the most connections (as nginx's limit_conn counts per address: a flood from one host, reconnecting as
@@ -114,6 +115,9 @@ class _Connection(asyncio.Protocol):
         self.served = 0  # requests answered on this connection
         self.waiting_since = guard.now()
         self.head_started: float | None = None  # first byte of a request head not yet complete
+        # Its last request ended with its body whole, so aiohttp's parser sits between requests, perhaps on the start
+        # of a head pipelined behind it: bytes that came before the answer, which started no head clock here.
+        self.pipelined_head_possible = False
         self.half_closed = False  # the client is done sending: nothing more comes after the answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -128,6 +132,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.busy and self.head_started is None:
             self.head_started = self._guard.now()
+            self.pipelined_head_possible = False  # its clock runs from now, as any head's
         if self.inner is not None:
             self.inner.data_received(data)
 
@@ -156,6 +161,19 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.inner is not None:
             self.inner.resume_writing()
+
+    def holds_a_head(self) -> bool:
+        """Whether aiohttp's parser holds the start of a request head. It cannot say without making a request of what
+        it holds (feed_eof), which ends it: asked only when that head is out of time and the connection closes if so;
+        between two requests, with nothing of a next one, feed_eof does nothing."""
+        self.pipelined_head_possible = False
+        parser = getattr(self.inner, "_parser", None)
+        if parser is None:
+            return False
+        try:
+            return parser.feed_eof() is not None
+        except Exception:  # what it holds is no whole request (no Host yet, a name cut short): a head all the same
+            return True
 
     def eviction_rank(self) -> tuple[bool, float]:
         """Lower goes first: connections that never completed a request before idle keep-alive ones (a real client's
@@ -251,6 +269,7 @@ class ConnectionGuard:
             return await handler(request)
         conn.busy += 1
         conn.head_started = None
+        conn.pipelined_head_possible = False
         conn.request = request
         try:
             response = await handler(request)
@@ -266,6 +285,9 @@ class ConnectionGuard:
             conn.request = None
             conn.served += 1
             conn.waiting_since = self.now()
+            # with a body left unread aiohttp drains it first (its lingering close), and the parser is not between
+            # requests until it has
+            conn.pipelined_head_possible = request.content.is_eof()
 
     async def sweep(self) -> None:
         """Every quarter second: time out slow heads and idle connections; now and then one summary line."""
@@ -275,7 +297,7 @@ class ConnectionGuard:
             for conn in list(self._open):
                 if conn.busy:
                     continue
-                if conn.head_started is not None and now - conn.head_started > self._header_timeout_s:
+                if self._head_out_of_time(conn, now):
                     self.shed_counts["header_timeout"] += 1
                     self.forget(conn)
                     conn.shed(_TIMEOUT)
@@ -284,6 +306,13 @@ class ConnectionGuard:
                     self.forget(conn)
                     conn.shed()
             self.report(now)
+
+    def _head_out_of_time(self, conn: _Connection, now: float) -> bool:
+        if conn.head_started is not None:
+            return now - conn.head_started > self._header_timeout_s
+        # a head pipelined behind the last request: its time runs from that request's answer
+        waited = now - conn.waiting_since
+        return conn.pipelined_head_possible and waited > self._header_timeout_s and conn.holds_a_head()
 
     def report(self, now: float) -> None:
         if now < self._next_report or self.shed_counts == self._reported:

@@ -406,3 +406,56 @@ async def test_a_connection_pushed_out_with_a_request_on_its_way_is_answered_503
     assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After" in answer, answer
     for _, writer in coming:
         writer.close()
+
+
+def order_request(order: dict[str, object]) -> tuple[bytes, bytes]:
+    """An order's request head and body, as a till writes them on a raw connection."""
+    body = json.dumps(order).encode()
+    head = (
+        f"POST /api/v1/orders HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head, body
+
+
+async def test_a_pipelined_request_whose_body_stops_gets_408_after_the_first_ones_answer(
+    make_agent: Callable[..., Awaitable[Agent]],
+) -> None:
+    """A till pipelines two orders on one keep-alive connection and the second one's body stops half-way: the first
+    is answered 201, the second 408 within api.body_timeout_s of silence, and the connection closes; only the first
+    is stored."""
+    agent = await make_agent(api={"body_timeout_s": 0.5})
+    first, second = (order_request(make_order(n, prefix="pipe")) for n in (1, 2))
+    reader, writer = await open_raw(agent, b"".join(first) + second[0] + second[1][:20])
+    answer = await closed_with(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 201 "), answer
+    assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 408 " in answer, answer
+    assert agent.deps is not None and [o.id for o in await agent.deps.orders.recent()] == ["pipe_000001"]
+
+
+async def test_a_pipelined_request_whose_head_stops_gets_408_after_the_header_timeout(
+    make_agent: Callable[..., Awaitable[Agent]],
+) -> None:
+    """A client pipelines a second request behind the first, and the second one's head stops half-way (sent in the
+    first one's packet): the first is answered, then the second 408 api.header_timeout_s (10 s) later, as a half head
+    alone on its connection is. A keep-alive connection with nothing after its request is still closed without a word
+    after api.idle_timeout_s (15 s). Before (the http72 probe, row 17): the pipelined one was taken for such an idle
+    one."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock)
+    health = b"GET /health HTTP/1.1\r\nHost: edge\r\n\r\n"
+    reader, writer = await open_raw(agent, health + b"GET /api/v1/printers HTTP/1.1\r\nHost: edge\r\nAuthor")
+    idle, idle_writer = await open_raw(agent, health)
+    for r in (reader, idle):
+        assert (await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 3)).startswith(b"HTTP/1.1 200 ")
+        await asyncio.wait_for(r.readuntil(b"}"), 3)  # the body
+    clock.advance(10.5)
+    answer = await closed_with(reader)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    await asyncio.sleep(0.5)  # two sweeps
+    assert not idle.at_eof()
+    clock.advance(5)
+    assert await closed_with(idle) == b""
+    for w in (writer, idle_writer):
+        w.close()
