@@ -447,7 +447,8 @@ async def test_a_pipelined_request_whose_head_stops_gets_408_after_the_header_ti
     health = b"GET /health HTTP/1.1\r\nHost: edge\r\n\r\n"
     reader, writer = await open_raw(agent, health + b"GET /api/v1/printers HTTP/1.1\r\nHost: edge\r\nAuthor")
     idle, idle_writer = await open_raw(agent, health)
-    for r in (reader, idle):
+    reused, reused_writer = await open_raw(agent, health)
+    for r in (reader, idle, reused):
         assert (await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 3)).startswith(b"HTTP/1.1 200 ")
         await asyncio.wait_for(r.readuntil(b"}"), 3)  # the body
     clock.advance(10.5)
@@ -455,7 +456,10 @@ async def test_a_pipelined_request_whose_head_stops_gets_408_after_the_header_ti
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     await asyncio.sleep(0.5)  # two sweeps
     assert not idle.at_eof()
+    # asking the idle ones' parser whether it held a head left it whole: the next request on it is served
+    reused_writer.write(health)
+    assert (await asyncio.wait_for(reused.readuntil(b"\r\n\r\n"), 3)).startswith(b"HTTP/1.1 200 ")
     clock.advance(5)
     assert await closed_with(idle) == b""
-    for w in (writer, idle_writer):
+    for w in (writer, idle_writer, reused_writer):
         w.close()
