@@ -130,7 +130,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    """The outbox: what waits and what was refused for good; --retry ID or --discard ID acts on one mail."""
+    """The outbox: what waits, what was refused for good and what may not have arrived; --retry ID or --discard ID
+    acts on one mail."""
     settings = _settings(args)
     if args.retry is not None and args.discard is not None:
         raise EdgeError("alerts outbox: give --retry or --discard, not both")
@@ -154,6 +155,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return {
             "pending": status.pending,
             "dead": [m.public() for m in status.dead],
+            "unconfirmed": [m.public() for m in status.unconfirmed],
             "unrecorded": status.unrecorded,
             "waiting_signals": status.waiting_signals,
             "server_error": status.server_error,
@@ -174,6 +176,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     )
     for mail in body["dead"]:
         print("  " + _mail_line(mail, settings.agent.timezone))
+    # Sent as far as the outbox knows, but the relay never said it took them: "did the manager get it?" starts here.
+    print(f"taken as delivered, unconfirmed by the relay: {len(body['unconfirmed'])}")
+    for mail in body["unconfirmed"]:
+        print(f"  {_mail_line(mail, settings.agent.timezone)}\n      Message-ID {mail['message_id']}")
     return 0
 
 
@@ -232,7 +238,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "test", parents=[common], help="send a test mail through the outbox to every alert recipient"
     ).set_defaults(func=cmd_test)
     outbox = alerts_sub.add_parser(
-        "outbox", parents=[common], help="mails waiting and mails refused for good; retry or discard one"
+        "outbox",
+        parents=[common],
+        help="mails waiting, refused for good, or sent unconfirmed by the relay; retry or discard one",
     )
     outbox.add_argument("--retry", type=int, metavar="ID", help="send a waiting or dead-lettered mail again now")
     outbox.add_argument("--discard", type=int, metavar="ID", help="never send this waiting or dead-lettered mail")

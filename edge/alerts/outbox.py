@@ -46,6 +46,7 @@ class OutboxStatus:
 
     pending: int  # mails waiting for their next attempt
     dead: list[OutboxMail]  # refused for good: retry (after fixing the address) or discard
+    unconfirmed: list[OutboxMail]  # taken as delivered, the relay never answered for the message: may not have arrived
     unrecorded: int  # accepted by the relay, the database has not taken the record yet (full disk)
     waiting_signals: int  # alert occurrences held in memory while the database refuses writes
     server_error: str | None  # why the relay cannot be used at all right now (unreachable, login), else None
@@ -356,6 +357,7 @@ class Outbox:
         return OutboxStatus(
             pending=pending,
             dead=dead,
+            unconfirmed=await self._store.unconfirmed(_UNANSWERED_MAX),
             unrecorded=self.unrecorded,
             waiting_signals=waiting_signals,
             server_error=self.server_error,

@@ -17,7 +17,8 @@ def _alerter(request: web.Request) -> Alerter | None:
 
 
 async def get_outbox(request: web.Request) -> web.Response:
-    """GET /api/v1/alerts/outbox — mails waiting, dead-lettered mails (newest first), what memory holds."""
+    """GET /api/v1/alerts/outbox — mails waiting, dead-lettered mails and mails taken as delivered unconfirmed by the
+    relay (newest first), what memory holds."""
     alerter = _alerter(request)
     if alerter is None:
         return web.json_response({"enabled": False, "reason": _OFF})
@@ -27,6 +28,7 @@ async def get_outbox(request: web.Request) -> web.Response:
             "enabled": True,
             "pending": status.pending,
             "dead": [m.public() for m in status.dead],
+            "unconfirmed": [m.public() for m in status.unconfirmed],
             "unrecorded": status.unrecorded,
             "waiting_signals": status.waiting_signals,
             "server_error": status.server_error,

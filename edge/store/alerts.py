@@ -101,6 +101,7 @@ class OutboxMail:
             "delivered": list(self.delivered),
             "refused": self.refused,
             "sent_at": self.sent_at,
+            "message_id": self.message_id,  # what the relay's log names it by
         }
 
 
@@ -651,6 +652,15 @@ class AlertStore:
             "SELECT * FROM alert_mails WHERE state = 'dead' ORDER BY id DESC LIMIT ?", (limit,)
         )
         return (int(row[0]) if row else 0), [_outbox_mail(r) for r in dead]
+
+    async def unconfirmed(self, unanswered: int, limit: int = 50) -> list[OutboxMail]:
+        """The mails taken as delivered after ``unanswered`` tries went without the relay's final answer (newest
+        first): they may never have arrived."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM alert_mails WHERE state = 'sent' AND unanswered >= ? ORDER BY id DESC LIMIT ?",
+            (unanswered, limit),
+        )
+        return [_outbox_mail(r) for r in rows]
 
     async def digest_entries(self, after_log_id: int) -> list[DigestEntry]:
         """What went into the digest since the last one, by log id: a clock step cannot move a line out of it."""

@@ -131,3 +131,41 @@ async def test_alerts_test_after_a_refused_password_tries_at_once_and_says_when_
         out = capsys.readouterr().out
         assert sink.logins == logins
         assert "535 5.7.8" in out and "not tried again before" in out and "a test mail" in out, out
+
+
+async def test_alerts_outbox_names_a_mail_taken_as_delivered_without_the_relays_answer(
+    make_agent: MakeAgent,
+    alert_settings: Callable[..., Settings],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    cert: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay takes the printer's alarm whole and drops the line before its answer, twice: the mail is taken as
+    delivered (sent, not sent again). A technician asking "did the manager get it?" runs `edge alerts outbox`, which
+    names it as unconfirmed by the relay with its Message-ID, through the running agent and without one. Before: only
+    "waiting: 0", "dead-lettered: 0", as if every mail had surely gone out."""
+    monkeypatch.delenv("EDGE_CONFIG", raising=False)
+    sink.drops_after_body = 1000  # every message
+    settings = fast(alert_settings)
+    agent = await make_agent(settings)
+    await printer_down_with_a_ticket(agent, printers)
+    db = settings.agent.db_path
+    [(mail_id, message_id)] = await eventually(
+        lambda: db_rows(db, "SELECT id, message_id FROM alert_mails WHERE state = 'sent' AND unanswered = 2"),
+        lambda rows: rows,
+        8,
+        "the alarm taken as delivered",
+    )
+    config = cli_config(tmp_path, settings, api_port=agent.port or 0, cert=cert[0])
+    for how in ("through the agent", "without an agent"):
+        capsys.readouterr()
+        assert await edge("alerts", "outbox", "--config", str(config)) == 0
+        out = capsys.readouterr().out
+        assert "taken as delivered, unconfirmed by the relay: 1" in out, f"{how}:\n{out}"
+        listed = out.split("taken as delivered, unconfirmed by the relay: 1", 1)[1]
+        assert f"#{mail_id} " in listed and message_id in listed and "twice without answering" in listed, listed
+        await agent.stop()
+    assert len(sink.messages) == 2  # the one resend, no more
