@@ -171,7 +171,7 @@ class Agent:
                     ready=ready,
                     central=central_time,
                 )
-                self.alerter.start()
+                await self.alerter.start()
                 self._on_stop(stack, "alerter", self.alerter.stop)
             elif unmailed := s.unmailed_alerts:
                 log.warning("alerts_not_mailed", reason=unmailed, recipients=len(s.alerts.to))

@@ -228,7 +228,8 @@ class Alerter:
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
         # Printers feeding paper with the button, not yet alarmed: since when (monotonic), and the state's detail.
         self._feeding: dict[str, tuple[float, str]] = {}
-        # Printers whose near end this run told firing: since when (monotonic) near end has been clear, None while not.
+        # Printers whose near end is told firing (by this run, or an earlier one: see start): since when (monotonic)
+        # near end has been clear, None while not.
         self._low_rolls: dict[str, float | None] = {}
         self._gone_devices_checked = False  # see check: once a run, the config cannot change while it runs
         # Who the storage alert mailed directly has yet to reach (deferred, e.g. greylisted); None: not mailed yet.
@@ -472,7 +473,7 @@ class Alerter:
 
     def _roll_changed(self, printer: str, new: str) -> bool:
         """Near end gone: True when its alarm ends now (the roll ran out: paper out's all-clear will say a new one is
-        in; or an alarm this run did not raise); else the checks end it once near end stayed clear PAPER_LOW_CLEAR_S."""
+        in; or no alarm is on); else the checks end it once near end stayed clear PAPER_LOW_CLEAR_S."""
         if new == "paper_out" or printer not in self._low_rolls:
             self._low_rolls.pop(printer, None)
             return True
@@ -1090,7 +1091,11 @@ class Alerter:
 
     # ---- life cycle ----------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        # The same roll's alarm stays on across a restart: a lever that reads clear at the start (a wobbling core) is
+        # held down PAPER_LOW_CLEAR_S like any, not an all-clear that its next near end follows with a second alarm.
+        # Read before the spools' first states are heard.
+        self._low_rolls = dict.fromkeys((group.subject for group in await self._store.firing(_PAPER_LOW)), None)
         for event_type in (
             PrinterStatusChanged,
             ScannerConnectionChanged,

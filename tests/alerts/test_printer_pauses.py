@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
@@ -146,3 +148,41 @@ async def test_a_roll_that_ran_out_after_its_near_end_alarm_is_told_over_as_soon
         "BEHOBEN: Drucker kitchen: Papier fast leer",
         "BEHOBEN: Drucker kitchen: Papier leer",
     ], kinds(sink)
+
+
+@pytest.mark.parametrize("at_the_start", ["paper_near_end", "online"], ids=["near-end", "lever-clear"])
+async def test_a_restart_with_the_same_roll_near_its_end_mails_no_second_alarm(
+    alert_settings: Callable[..., Settings],
+    make_agent: MakeAgent,
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    at_the_start: str,
+) -> None:
+    """The near-end alarm is mailed, the agent restarts (systemd, a power cut) on the same data directory with the
+    same roll in: its lever reads near end at the start, or clear for a moment (the wobbling core of a nearly used-up
+    roll), then near end again. No second alarm, no all-clear in between; the all-clear comes once the roll is
+    changed (near end clear 10 minutes)."""
+    kitchen, clock = printers["kitchen"], SteppedClock()
+    settings = polled_every(alert_settings(check_interval_s=0.2), 0.2, "kitchen")
+    agent = await make_agent(settings, clock=clock)
+    kitchen.paper_near_end = True
+    await wait_until(lambda: agent.spoolers["kitchen"].state == "paper_near_end", what="near end seen")
+    clock.advance(31)  # group_wait_s for a warning
+    await sink.wait_for(1, timeout=15)
+    await agent.stop()
+    kitchen.paper_near_end = at_the_start == "paper_near_end"
+    agent = await make_agent(settings, clock=clock)
+    await wait_until(lambda: agent.spoolers["kitchen"].state == at_the_start, what=f"{at_the_start} at the start")
+    clock.advance(130)  # longer than group_interval_s (2 min): an all-clear would be due
+    await status_reads(kitchen, 5)  # the rules and the checks go round at the moved time
+    kitchen.paper_near_end = True
+    await wait_until(lambda: agent.spoolers["kitchen"].state == "paper_near_end", what="near end again")
+    clock.advance(40)
+    await status_reads(kitchen, 5)
+    assert kinds(sink) == ["STÖRUNG: Drucker kitchen: Papier fast leer"], kinds(sink)
+    kitchen.paper_near_end = False  # a new roll
+    await wait_until(lambda: agent.spoolers["kitchen"].state == "online", what="the new roll seen")
+    clock.advance(601)  # docs/alerts.md: near end clear for 10 minutes
+    await sink.wait_for(2, timeout=15)
+    said = kinds(sink)
+    assert said == ["STÖRUNG: Drucker kitchen: Papier fast leer", "BEHOBEN: Drucker kitchen: Papier fast leer"], said
