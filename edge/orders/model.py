@@ -23,8 +23,12 @@ _ID = (re.compile(r"[A-Za-z0-9_.\-]{1,64}"), "1-64 letters, digits, '_', '.' or 
 _STATION = (re.compile(r"[a-z0-9_\-]{1,32}"), "1-32 lowercase letters, digits, '_' or '-'")
 _MONEY_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,4})?")  # [0-9], not \d: \d takes any script's digits
 _CURRENCY = (re.compile(r"[A-Z]{3}"), "a 3-letter currency code like EUR")
-# The ticket's head line: a line break in it ("A-1\nSTORNO") printed a second word that reads like a cancellation
-_ONE_LINE = (re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]+"), "one line, without line breaks or control characters")
+# The ticket's head line: a line break in it ("A-1\nSTORNO") printed a second word that reads like a cancellation.
+# Nor a text-direction control: paper prints none, a screen shows "\u202eA-1042" as "2401-A", and cooks match the two.
+_ONE_LINE = (
+    re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+"),
+    "one line, without line breaks, control characters or text-direction controls (U+202A-U+202E, U+2066-U+2069)",
+)
 
 MAX_ITEMS = 500
 _FIRST_YEAR, _LAST_YEAR = 2000, 2100

@@ -956,3 +956,19 @@ async def test_an_order_number_of_more_than_one_line_is_refused_naming_it(
         status, body = await post(api, example_order | {"number": number})
     assert (status, body.get("field")) == (422, "number"), body
     assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0
+
+
+@pytest.mark.parametrize("number", ["\u202eA-1042", "A-1042\u202d", "\u202bA-1\u202c", "\u2067A-1042\u2069"])
+async def test_an_order_number_with_a_text_direction_control_is_refused_naming_it(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, number: str
+) -> None:
+    """A right-to-left override (U+202E) in "A-1042" is invisible on paper, where the ticket reads "A-1042", while the
+    status page shows "2401-A": a cook matching tickets to the screen cannot. The number is refused 422
+    naming `number`, and so is any embedding, override or isolate (U+202A-U+202E, U+2066-U+2069); nothing is
+    stored (the status73 probe, D2: it was taken 201)."""
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        status, body = await post(api, example_order | {"number": number, "print_receipt": False})
+    assert (status, body.get("field")) == (422, "number"), body
+    assert "text-direction" in body["reason"], body
+    assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0

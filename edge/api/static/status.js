@@ -24,8 +24,16 @@ function authHeaders() {
   return token ? { Authorization: "Bearer " + token } : {};
 }
 
+// Guest text (an order number) in the page's sentences, between a first-strong isolate and its end: a right-to-left
+// override in it (U+202E) ran on into the page's words after it ("Reprinted (6 boj)"). Its own isolate controls go, so
+// the end is ours; a confirm() dialog shows the isolates as they are, the message line as a <bdi> each.
+function guest(text) {
+  return "\u2068" + String(text).replace(/[\u2066-\u2069]/g, "") + "\u2069";
+}
+
 function say(text) {
-  message.textContent = text;
+  const bdi = (part) => Object.assign(document.createElement("bdi"), { textContent: part });
+  message.replaceChildren(...text.split(/\u2068([^\u2069]*)\u2069/).map((part, i) => (i % 2 ? bdi(part) : part)));
 }
 
 function clockTime(ms) {
@@ -74,8 +82,10 @@ async function refresh() {
   }
 }
 
+// A button is the one that was there if a tap on it sends the same request: Release all's list of held ids changes
+// with every ticket held or released, and it is still Release all (its dialog counts the ids it sends).
 function buttonKey(button) {
-  return JSON.stringify({ ...button.dataset });
+  return actionFor(button)?.url ?? "preview " + button.dataset.preview;
 }
 
 function showPanel(html) {
@@ -215,12 +225,12 @@ function jobUrl(id, verb) {
 // ask first if any; null for a button that sends nothing (a ticket's preview).
 function actionFor(button) {
   const data = button.dataset;
-  const what = "the " + data.what + " of " + data.number; // a job's row
+  const what = "the " + data.what + " of " + guest(data.number); // a job's row
   if (data.retry) return { url: jobUrl(data.retry, "retry"), label: "Retry of " + what + " (job " + data.retry + ")" };
   if (data.jobReprint) return { url: jobUrl(data.jobReprint, "reprint"), label: what }; // that ticket, not the order
   // The row's order by its id, said so: where a till's integer ids meet its daily numbers, an old order's id may be
   // today's ticket number too, and the agent asks which one is meant (409) rather than guess.
-  if (data.reprint) return { url: "/api/v1/orders/" + encodeURIComponent(data.reprint) + "/reprint?by=id", label: data.number };
+  if (data.reprint) return { url: "/api/v1/orders/" + encodeURIComponent(data.reprint) + "/reprint?by=id", label: guest(data.number) };
   if (data.release) return { url: jobUrl(data.release, "release"), label: "Release of " + what + " (job " + data.release + ")" };
   if (data.releaseAll) {
     // Every held ticket prints, also those not listed: say how many before a tap sends a backlog to the kitchen.
@@ -238,7 +248,7 @@ function actionFor(button) {
     return { url: mail + "/discard", label: "Discard of mail " + data.mailDiscard, question: "Discard mail " + data.mailDiscard + "? It will never be sent." };
   }
   if (data.discard) {
-    const question = "Discard the " + data.what + " of order " + data.number + "? It will never print.";
+    const question = "Discard the " + data.what + " of order " + guest(data.number) + "? It will never print.";
     return { url: jobUrl(data.discard, "discard"), label: "Discard of " + what + " (job " + data.discard + ")", question };
   }
   return null;
