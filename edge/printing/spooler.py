@@ -17,6 +17,7 @@ from edge.events import EventBus, PrinterStatusChanged, TextUnprintable
 from edge.log import SaidOnce
 from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
+from edge.printing.held_log import HeldLog
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.states import JobState
 from edge.store.db import STORE_RETRY_S
@@ -99,6 +100,7 @@ class Spooler:
         self._confirmed_at = 0.0  # monotonic time the oldest of them was confirmed
         self._last_send_s = 1.0  # until a job has gone out, claim one at a time
         self._holding = False  # the last look found stale jobs only: the next one is _HOLD_LOOK long
+        self._held_log = HeldLog(self.name, clock.mono)
         self._clear_unrecorded = clear_first  # the clear is asked for until the store hears it went out
         self._answer_recorded = driver.answered_earlier  # the store knows its device answers status
         self._lacks_in_order_recorded = driver.lacks_in_order is True  # what the store knows of it answering GS r
@@ -198,6 +200,7 @@ class Spooler:
                     await self._poll()
                     next_poll = mono() + self._poll_s
                     continue
+                self._held_log.idle()
                 # One reading of the wall clock for the question and the answer: a step while the store answers
                 # would otherwise turn a retry due within its cap into a sleep until the next poll.
                 now = wall()
@@ -215,6 +218,7 @@ class Spooler:
         # Stopped, not aborted: what the last job showed of the printer (it answers status) is kept, as a restart
         # right after the first ticket would otherwise read its silence later as a model without status.
         await self._record_contact()
+        self._held_log.idle(stopping=True)
         if self._confirmed:  # what went out is recorded as printed
             try:
                 await self._commit_marks()
@@ -384,22 +388,12 @@ class Spooler:
         return (age, limit) if age > limit else None
 
     async def _hold(self, stale: Sequence[tuple[PrintableJob, float, float]]) -> None:
-        """Hold these stale jobs (with their ages and stale ages) in one commit; the technician's log names each."""
+        """Hold these stale jobs (with their ages and stale ages) in one commit; the technician's log names the first
+        few, counts the rest (HeldLog)."""
         if not stale:
             return
         held = await self._jobs.hold_many(self.name, [StaleJob(job.id, job.state, age) for job, age, _ in stale])
-        for job, age, limit in stale:
-            if job.id in held:
-                log.warning(
-                    "job_held",
-                    device_id=self.name,
-                    order_id=job.order_id,
-                    job_id=job.id,
-                    kind=job.kind,
-                    station=job.station,
-                    age_s=round(age),
-                    stale_after_s=limit,
-                )
+        self._held_log.held([(job, age, limit) for job, age, limit in stale if job.id in held])
 
     async def _send(self, job: PrintableJob, data: bytes) -> tuple[tuple[PrinterState, str] | None, bool]:
         """Send one claimed job and record what the printer did with it. Returns why the spool must pause (None: go

@@ -253,3 +253,73 @@ async def test_a_fresh_ticket_waiting_across_a_restart_is_not_held_for_a_clock_t
         await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)])
     finally:
         await central.stop()
+
+
+def _held_in_log(logs: list[dict]) -> int:
+    """Held tickets the log named (`job_held`) or counted (`jobs_held`)."""
+    return sum(e.get("count", 1) for e in logs if e["event"] in ("job_held", "jobs_held"))
+
+
+async def test_an_outage_backlog_of_stale_tickets_names_a_few_in_the_log_and_counts_the_rest(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """300 orders of the last 4 hours wait while the kitchen printer is off, with 5 fresh ones behind them. Once it is
+    on: every old ticket is held, the fresh ones print, and the technician's log names the first few held tickets and
+    counts the rest in a line or two pointing to where all of them are listed. Before: one `job_held` warning per
+    ticket, 4,424 lines for one outage on the box's SD card (the recovery72 probe)."""
+    stale = [order_created(n, timedelta(hours=4) - n * timedelta(hours=3) / 300) for n in range(300)]
+    fresh = [order_created(300 + n, timedelta(seconds=5)) for n in range(5)]
+    printers["kitchen"].set_offline(True)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline")  # its status poll saw it off
+    for order in stale + fresh:
+        assert (await post(api, order))[0] == 201
+    with capture_logs() as logs:
+        printers["kitchen"].set_offline(False)
+        await printers["kitchen"].wait_for_printed(len(fresh), timeout=30)
+        # Every stale ticket held, no fresh one.
+        await eventually(
+            lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs ORDER BY id"),
+            lambda rows: rows == [(o["id"], "held") for o in stale] + [(o["id"], "printed") for o in fresh],
+            timeout=30,
+        )
+        await wait_until(lambda: _held_in_log(logs) >= len(stale), what="every held ticket named or counted in the log")
+    named = [e for e in logs if e["event"] == "job_held"]
+    summaries = [e for e in logs if e["event"] == "jobs_held"]
+    assert len(named) + len(summaries) <= 10, f"{len(named)} job_held and {len(summaries)} jobs_held lines"
+    assert [e["order_id"] for e in named] == [o["id"] for o in stale[: len(named)]] and named
+    assert len(named) + sum(e["count"] for e in summaries) == len(stale), summaries
+    assert all(e["device_id"] == "kitchen" and "edge jobs --held" in e["see"] for e in summaries), summaries
+    assert max(e["oldest_age_s"] for e in summaries) // 60 in range(220, 240), summaries
+    assert all(60 * 45 < e["newest_age_s"] <= e["oldest_age_s"] for e in summaries), summaries
+
+
+async def test_stale_orders_arriving_one_by_one_are_named_a_few_a_minute_and_the_rest_counted(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], box_clock: BoxClock
+) -> None:
+    """A sender works off hours of old orders one by one while the kitchen printer is on: each ticket is held as it
+    comes, alone or a few at a time. The log names the first 5 of the minute, counts the next ones when the spool
+    first falls idle and the rest once the minute is over (said when it next falls idle, here after a fresh order
+    printed): 7 lines for 300 tickets, not 300."""
+    agent = await make_agent(clock=box_clock)
+    stale = [order_created(n, timedelta(hours=3)) for n in range(300)]
+    with capture_logs() as logs:
+        async with api_client(agent) as api:
+            for order in stale:
+                assert (await post(api, order))[0] == 201
+            await eventually(
+                lambda: job_rows(agent, "SELECT order_id, state FROM print_jobs ORDER BY id"),
+                lambda rows: rows == [(o["id"], "held") for o in stale],
+            )
+            box_clock.advance(61)
+            fresh = order_created(300, timedelta(seconds=5))
+            assert (await post(api, fresh))[0] == 201
+            await printers["kitchen"].wait_for_printed(1)
+            await wait_until(
+                lambda: _held_in_log(logs) >= len(stale), what="every held ticket named or counted in the log"
+            )
+    named = [e["order_id"] for e in logs if e["event"] == "job_held"]
+    counts = [e["count"] for e in logs if e["event"] == "jobs_held"]
+    assert named == [o["id"] for o in stale[:5]], f"{len(named)} job_held lines"
+    # Said at the first idle after the 5 names, then not before the minute is over (one at once, if the spool never
+    # fell idle while they came).
+    assert sum(counts) == len(stale) - 5 and len(counts) <= 2, counts
