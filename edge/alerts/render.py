@@ -43,7 +43,7 @@ LABELS: dict[str, dict[str, Any]] = {
             "order": "Bestellung",
             "attempts": "Versuche",
             "error": "Fehler",
-            "age_min": "Wartezeit (min)",
+            "age_min": "Wartezeit",
             "reason": "Grund",
             "text": "nicht druckbar",
         },
@@ -75,7 +75,7 @@ LABELS: dict[str, dict[str, Any]] = {
             "order": "order",
             "attempts": "attempts",
             "error": "error",
-            "age_min": "waited (min)",
+            "age_min": "waited",
             "reason": "reason",
             "text": "cannot print",
         },
@@ -244,12 +244,12 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "queue_backlog": {
         "de": (
             "Druckaufträge stauen sich",
-            "Es warten {waiting} Druckaufträge; der älteste seit {oldest_min} Minuten.",
+            "Es warten {waiting} Druckaufträge; der älteste seit {oldest_min}.",
             "Prüfen Sie die Drucker auf der Statusseite; ein Drucker ist vermutlich gestört.",
         ),
         "en": (
             "Print jobs are piling up",
-            "{waiting} print jobs are waiting; the oldest for {oldest_min} minutes.",
+            "{waiting} print jobs are waiting; the oldest for {oldest_min}.",
             "Check the printers on the status page; one of them is probably in trouble.",
         ),
     },
@@ -550,6 +550,25 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
 }
 
 
+# Details and item fields that are a wait in whole minutes: shown as a person reads one, "40 d" rather than "57600".
+_WAITS_MIN = frozenset({"age_min", "oldest_min"})
+
+
+def _wait_text(minutes: int) -> str:
+    """A wait as the kitchen reads it: minutes under an hour, then hours and minutes, from a day on days and hours."""
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def _shown(key: str, value: Any) -> Any:
+    return _wait_text(value) if key in _WAITS_MIN else value
+
+
 def texts_of(type_name: str, subject: str) -> dict[str, tuple[str, str, str]]:
     """A type's title, what and action, per language: the subject's own where it has them ("storage_problem:disk")."""
     return TEXTS.get(f"{type_name}:{subject}") or TEXTS[type_name]
@@ -621,7 +640,7 @@ class AlertRenderer:
     def alert_fields(self, group: dict[str, Any], kind: str, extra: int) -> dict[str, Any]:
         details = group["details"]
         items = details.get("items", [])
-        fields = _Fields({**{k: v for k, v in details.items() if k != "items"}, "subject": group["subject"]})
+        fields = _Fields({**{k: _shown(k, v) for k, v in details.items() if k != "items"}, "subject": group["subject"]})
         if items:
             fields.setdefault(
                 "order",
@@ -657,7 +676,7 @@ class AlertRenderer:
         keys = self._labels["item_keys"]
         id_label = keys["order_id"] if type_name in _ORDER_ITEMS else keys["id"]
         shown = {k: v for k, v in item.items() if not (k == "id" and v == item.get("order"))}
-        return " · ".join(f"{id_label if k == 'id' else keys.get(k, k)}: {v}" for k, v in shown.items())
+        return " · ".join(f"{id_label if k == 'id' else keys.get(k, k)}: {_shown(k, v)}" for k, v in shown.items())
 
     def alert(self, group: dict[str, Any], *, kind: str, extra: int, recipients: Sequence[str]) -> Mail:
         alert = self.alert_fields(group, kind, extra)

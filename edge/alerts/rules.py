@@ -122,7 +122,9 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
             # outage is the one it tells, not one more. A flapping device's alarm still goes first: it carries how
             # often.
             return Due("resolved", 0)
-        return Due("firing", fires - 1)
+        # The occurrences it lists (a held ticket each) are what it tells, not more of it: three tickets held at once
+        # are one alarm listing three, not "2 more times since the last mail" (the months73 probe, M4).
+        return Due("firing", max(0, fires - max(1, group["new_items"])))
     if state == "resolved":
         # Over while its alarm reached nobody: the all-clear goes now, in its place ("over before anyone was told"),
         # not after group_interval, by when the relay may have taken the alarm about what works again.

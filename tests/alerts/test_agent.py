@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,14 +20,15 @@ import structlog
 
 from edge.app import Agent
 from edge.cli import main
+from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.sim.alert_latency import measure_fault_to_mail
 from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
-from tests.alerts.helpers import kitchen_renamed, polled_every
-from tests.helpers import api_client, db_rows, edge, eventually, post
+from tests.alerts.helpers import extra, kitchen_renamed, polled_every
+from tests.helpers import api_client, db_rows, edge, eventually, post, wait_until
 
 
 async def test_fault_to_mail_latency(tmp_path: Path) -> None:
@@ -608,3 +610,43 @@ async def test_cli_alerts_test_sends_mail(tmp_path: Path, cert: tuple[Path, Path
     assert proc.returncode == 0, out.decode()
     [mail] = sink.messages
     assert str(mail["Subject"]).strip().startswith("[berlin-01 (berlin-01)] TEST")
+
+
+async def test_tickets_held_after_forty_days_off_are_told_once_and_their_wait_in_days(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """Three tickets wait for the kitchen printer, which is off (its alarm goes); the box is stopped and stays off
+    40 days, then starts with the printer back. The tickets are held as stale, and the manager's first mail about them
+    lists the three and says each waited "40 d". Before (the months73 probe, M4): it also said "Seit der letzten Mail
+    2 weitere Male" though no mail about them had gone (the three listed were counted again), and "Wartezeit (min):
+    57600"."""
+    clock = SteppedClock()
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.5)
+    printers["kitchen"].set_offline(True)
+    first = await make_agent(settings, clock=clock)
+    async with api_client(first) as api:
+        for n in range(6, 9):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+    [alarm] = await sink.wait_for(1, timeout=15)
+    assert "Drucker kitchen nicht erreichbar" in str(alarm["Subject"]), alarm["Subject"]
+    await first.stop()
+    clock.advance(40 * 86400)
+    printers["kitchen"].set_offline(False)
+    second = await make_agent(settings, clock=clock)
+
+    def held_mails() -> list[EmailMessage]:
+        return [m for m in sink.messages if "Bon zurückgehalten (Drucker kitchen)" in str(m["Subject"])]
+
+    await wait_until(held_mails, timeout=15, what="the held tickets' mail")
+    [mail] = held_mails()
+    body = mail.get_body(("plain",)).get_content()
+    assert "STÖRUNG" in str(mail["Subject"]) and "A-1006 (+2)" in str(mail["Subject"]), mail["Subject"]
+    assert extra(body) == 0, body
+    lines = body.splitlines()
+    for n in range(6, 9):
+        assert any(line.endswith(f"Bestellung: A-10{n:02d} · Wartezeit: 40 d") for line in lines), body
+    assert await db_rows(second, "SELECT state, held_reason FROM print_jobs") == [("held", "stale")] * 3
+    assert not printers["kitchen"].printed

@@ -172,6 +172,22 @@ def test_untrusted_text_is_escaped_in_html() -> None:
     assert "3 more times since the last mail." in mail.text
 
 
+@pytest.mark.parametrize(
+    ("minutes", "shown"),
+    [(50, "50 min"), (75, "1 h 15 min"), (120, "2 h"), (965, "16 h 5 min"), (1500, "1 d 1 h"), (57600, "40 d")],
+)
+def test_a_wait_reads_in_minutes_when_short_and_in_hours_or_days_when_long(minutes: int, shown: str) -> None:
+    """A held ticket's wait and the backlog's oldest are shown as a kitchen reads them. Before: "Wartezeit (min): 57600"
+    for a box that was off 40 days (the months73 probe, M4), "seit 2400 Minuten" for a backlog of a day and more."""
+    held = group("print_job_held", items=[{"id": 8, "order": "A-1042", "age_min": minutes}])
+    mail = renderer("de").alert(held, kind="firing", extra=0, recipients=["a@b.test"])
+    assert f"Bestellung: A-1042 · Wartezeit: {shown}\n" in mail.text and f"Wartezeit: {shown}<" in mail.html
+    backlog = renderer("en").alert(
+        group("queue_backlog", oldest_min=minutes), kind="firing", extra=0, recipients=["a@b.test"]
+    )
+    assert f"61 print jobs are waiting; the oldest for {shown}." in backlog.text, backlog.text
+
+
 def test_a_resolved_mail_does_not_repeat_how_many_jobs_were_waiting() -> None:
     """The all-clear for a printer is sent once it is back, when what waited for it has printed or is printing: it
     does not say "1 print job waiting" from the alarm (the manager would go looking for a ticket that printed)."""

@@ -465,9 +465,7 @@ async def test_queue_backlog_checked_and_resolved(
     clock.advance(31)
     assert await run(alerter) == 1
     assert "Druckaufträge stauen sich" in subject(sink.messages[0])
-    assert (
-        "Es warten 3 Druckaufträge; der älteste seit 12 Minuten." in sink.messages[0].get_body(("plain",)).get_content()
-    )
+    assert "Es warten 3 Druckaufträge; der älteste seit 12 min." in sink.messages[0].get_body(("plain",)).get_content()
     async with db.transaction() as conn:
         await conn.execute("UPDATE print_jobs SET state = 'printed'")
     await alerter.check()
