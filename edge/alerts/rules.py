@@ -102,6 +102,12 @@ class Due:
     extra: int  # occurrences since the last mail that this mail reports ("37 weitere Male")
 
 
+def _listed(group: dict) -> int:
+    """How many of the occurrences since the last mail the mail lists by name (at most the newest 20 items are kept):
+    those it tells by listing them; the rest it counts."""
+    return min(group["new_items"], len(group["details"].get("items", [])))
+
+
 def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bool = False) -> Due | None:
     """Alertmanager's timers for one group: group_wait before the first mail, group_interval for news, repeat_interval;
     a rise to critical is news at once, and a critical group whose news went to the digest (storm guard) is mailed
@@ -124,7 +130,7 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
             return Due("resolved", 0)
         # The occurrences it lists (a held ticket each) are what it tells, not more of it: three tickets held at once
         # are one alarm listing three, not "2 more times since the last mail" (the months73 probe, M4).
-        return Due("firing", max(0, fires - max(1, group["new_items"])))
+        return Due("firing", max(0, fires - max(1, _listed(group))))
     if state == "resolved":
         # Over while its alarm reached nobody: the all-clear goes now, in its place ("over before anyone was told"),
         # not after group_interval, by when the relay may have taken the alarm about what works again.
@@ -135,7 +141,7 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
     if group["severity"] == CRITICAL and group["mailed"] != "firing" and not storm_guarded(group, now, cfg):
         return Due("firing", fires)  # its last mail said resolved, its news since went to the digest
     if group["new_items"] and now >= group["last_sent_at"] + cfg.group_interval_s:
-        return Due("firing", max(0, fires - group["new_items"]))
+        return Due("firing", max(0, fires - _listed(group)))
     if TYPES[group["type"]].remind and now >= group["last_sent_at"] + cfg.repeat_interval_s:
         return Due("reminder", fires)
     return None
