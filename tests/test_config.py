@@ -155,19 +155,24 @@ def test_config_check_refuses_what_the_agent_would_refuse_to_start_with(tmp_path
 
 def test_config_check_refuses_a_database_a_newer_agent_wrote_as_the_start_does(tmp_path: Path) -> None:
     """A box rolled back to an older agent by hand, its database left as the newer one wrote it: `edge run` stops
-    with one line (exit 2, "upgrade the agent (or restore a backup)"), so the check does too. Before stop 67: "ok",
-    exit 0 (the docs probe, D5)."""
+    with one line (exit 2), so the check does too. Before stop 67: "ok", exit 0 (the docs probe, D5). The line names
+    the way back that keeps every order, the newer release's `edge migrate --to N` (N: what this agent knows); before,
+    "upgrade the agent (or restore a backup)", and a backup loses every order taken since (the upgrade73 probe)."""
     config = write(tmp_path, MINIMAL)
-    assert edge_blocking("migrate", "--config", str(config)).returncode == 0
+    migrated = edge_blocking("migrate", "--config", str(config))
+    assert migrated.returncode == 0, migrated.stderr
+    latest = int(migrated.stdout.strip().rsplit(" ", 1)[1])
     with sqlite3.connect(tmp_path / "data" / "edge.db") as conn:
         conn.execute("PRAGMA user_version = 999")
     result = edge_blocking("config", "check", "--config", str(config))
     assert result.returncode == 2 and "written by a newer agent" in result.stderr, (result.stdout, result.stderr)
+    assert f"the newer release's `edge migrate --to {latest}`" in result.stderr, result.stderr
+    assert "or restore a backup" not in result.stderr, result.stderr
     run = edge_blocking("run", "--config", str(config))
     assert run.returncode == 2 and "written by a newer agent" in run.stderr, run.stderr
     doctor = edge_blocking("doctor", "--config", str(config))
     assert doctor.stdout.startswith("FAIL  config") and "newer agent" in doctor.stdout.splitlines()[0], doctor.stdout
-    assert "edge migrate" not in doctor.stdout, doctor.stdout
+    assert "(edge migrate)" not in doctor.stdout, doctor.stdout  # this agent's migrate refuses it
 
 
 def test_secret_never_shows_in_repr(tmp_path: Path) -> None:

@@ -15,7 +15,19 @@ import aiohttp
 from edge.sim.orders import example_order
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, agent_process, api_client, db_rows, edge_blocking, fill, post, small_disk, wait_until
+from edge.store.migrations import latest_version, load_migrations
+from tests.helpers import (
+    TOKEN,
+    agent_process,
+    api_client,
+    db_execute,
+    db_rows,
+    edge_blocking,
+    fill,
+    post,
+    small_disk,
+    wait_until,
+)
 
 
 def edge(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -66,6 +78,39 @@ def test_migrate_down_and_up_from_the_command_line(tmp_path: Path) -> None:
     # it in a loop (RestartPreventExitStatus=2). Before: 1, five restarts, then systemd gave up.
     assert refused.returncode == 2
     assert "schema is version 999" in refused.stderr and "Traceback" not in refused.stderr
+
+
+async def test_a_database_a_newer_agent_wrote_stops_the_start_and_leaves_the_room_kept_for_a_full_card(
+    tmp_path: Path,
+) -> None:
+    """The previous release started by hand on the database the newer one wrote, on a card with room to spare: `edge
+    run` stops with one line, exit 2, and the room the agent keeps beside its database for a start on a full card
+    (edge.db-room) stays. Before: that refusal was taken for a full card, the room given away and
+    "card_full_room_given" logged on a card with 70 GB free, so a start on a card that really filled had none (the
+    upgrade73 probe)."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
+    try:
+        await agent.start()  # the first start makes the room
+        assert await agent.terminate() == 0
+    finally:
+        if agent.proc and agent.proc.returncode is None:
+            await agent.kill()
+        await kitchen.stop()
+        await front.stop()
+    room = tmp_path / "data" / "edge.db-room"
+    kept = room.stat().st_size
+    assert kept > 0
+    newest = latest_version(load_migrations())
+    await db_execute(tmp_path / "data" / "edge.db", f"PRAGMA user_version = {newest + 1}")
+    refused = await asyncio.to_thread(edge, "run", "--config", str(agent.config))
+    assert refused.returncode == 2, refused.stderr
+    assert "card_full_room_given" not in refused.stderr, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith(f"edge: database schema is version {newest + 1}"), line
+    assert room.exists() and room.stat().st_size == kept, "the room kept for a full card was given away"
 
 
 def test_migrate_on_a_full_card_says_so_in_one_line(tmp_path: Path) -> None:

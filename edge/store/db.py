@@ -19,7 +19,7 @@ import structlog
 
 from edge.clock import wait_real
 from edge.durable import sync_to_disk
-from edge.errors import READ_ONLY_ADVICE, StoreDamagedError, StoreError, StoreUnavailableError
+from edge.errors import READ_ONLY_ADVICE, SchemaTooNewError, StoreDamagedError, StoreError, StoreUnavailableError
 from edge.events import Event, EventBus
 from edge.log import SaidOnce
 from edge.store import migrations as migrations_mod
@@ -439,8 +439,8 @@ class Database:
         room = path.with_name(f"{path.name}-room")
         try:
             db = await cls.open(path)
-        except StoreDamagedError:
-            raise
+        except (StoreDamagedError, SchemaTooNewError):
+            raise  # the file's own verdicts, not a full card: the room mends neither, and is kept for one that is
         except StoreError as err:
             if not await asyncio.to_thread(_give_room, room):
                 raise

@@ -75,10 +75,13 @@ async def check_not_newer(conn: aiosqlite.Connection, migrations: list[Migration
 
 def refuse_newer(version: int, migrations: list[Migration]) -> None:
     """SchemaTooNewError for a schema a newer agent wrote: the start refuses it, and `edge config check` with it."""
-    if version > latest_version(migrations):
+    known = latest_version(migrations)
+    if version > known:
+        # Not "restore a backup": that loses every order taken since it; the newer release's down parts keep them.
         raise SchemaTooNewError(
-            f"database schema is version {version}, this agent knows up to {latest_version(migrations)}: "
-            "it was written by a newer agent; upgrade the agent (or restore a backup) instead of starting this one"
+            f"database schema is version {version}, this agent knows up to {known}: it was written by a newer agent;"
+            " start that one again, or, to run this one with every order kept, first run the newer release's"
+            f" `edge migrate --to {known}` (a backup restored would lose the orders taken since)"
         )
 
 
