@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Upgrades an installed agent to this checkout: build beside, stop, back up, switch, migrate, start, health check.
-# Any failure or interruption (Ctrl-C, a dropped SSH session, kill) rolls back: the new version migrates the database
-# back down (every order it acknowledged stays, and what it printed is not printed again), the previous program and
-# unit files come back and the previous agent starts. After a SIGKILL or a power cut the box runs the old or the new
-# version, and the next run finishes the rollback first, then upgrades. Each step is also logged to
-# /var/log/edge-upgrade.log.
+# Upgrades an installed agent to this checkout: build beside, check the config, stop, back up, switch, migrate, start,
+# health check. Any failure or interruption (Ctrl-C, a dropped SSH session, kill) rolls back: the new version migrates
+# the database back down (every order it acknowledged stays, and what it printed is not printed again), the previous
+# program and unit files come back and the previous agent starts (the last line says so if it does not). After a
+# SIGKILL or a power cut the box runs the old or the new version, and the next run finishes the rollback first, then
+# upgrades. Each step is also logged to /var/log/edge-upgrade.log.
 #
 #   sudo scripts/upgrade.sh
 #   scripts/upgrade.sh --prefix /tmp/root [--no-restart]   (tests: a throwaway root; its services are handled by the
-#                                                           first `systemctl` on PATH, a simulator there)
+#                                                           first `systemctl` and `journalctl` on PATH, simulators)
 set -euo pipefail
 trap '' PIPE  # output to a closed SSH session must not kill a rollback
 
@@ -40,11 +40,31 @@ STEP=start-up
 NEW_VERSION="$(source_version)"
 WHY=""  # the failed step's last line, for the last line a technician reads (a full card: what to make room on)
 
-# The secrets (API token, central token, SMTP password) are in edge.env, which systemd hands to the agent; the edge
-# commands run here read it too, or they fail on the config.
-if [[ -r "$ETC/edge.env" ]]; then
-    export EDGE_ENV_FILE="$ETC/edge.env"
-fi
+# The edge commands run here see the config as the agent's unit gives it: no EDGE_* variable but those of edge.env,
+# which they read beside the config themselves (the unit's EnvironmentFile=). One of the caller's passed checks the
+# agent then failed under the unit: EDGE_ENV_FILE, exported here before, skipped the refusal of secrets left in the
+# old /etc/edge/.env, and the new version was found broken only after the old one had stopped.
+AS_THE_UNIT=(env)
+for name in $(compgen -e); do
+    if [[ "$name" == EDGE_* ]]; then
+        AS_THE_UNIT+=(-u "$name")
+    fi
+done
+
+edge_cmd() {  # $1: a program directory; the rest: an edge command, on the config, as the unit runs the agent
+    local program="$1"
+    shift
+    "${AS_THE_UNIT[@]}" "$program/bin/edge" "$@" --config "$CONFIG"
+}
+
+# What the agent said as it failed since $1 (seconds since 1970): its own last "edge: ..." line from the unit's log (a
+# refusal names its cause and fix), else the last line of $2 (systemd's "Job for ... failed", which names neither).
+agent_said() {
+    local said
+    said="$(journalctl _SYSTEMD_UNIT=edge-agent.service --since "@$1" -o cat --no-pager 2>/dev/null |
+        grep '^edge: ' | tail -n 1)" || true
+    echo "${said:-${2##*$'\n'}}"
+}
 
 log() {
     say "$*"
@@ -142,6 +162,22 @@ restore_units() {
     service daemon-reload || true
 }
 
+# Starts the agent a rollback leaves installed (edge-agent $1) and its timer. When it does not start either, the box
+# takes no orders: the last line says so with the agent's reason, and the script ends with exit 1 (before, it ended
+# "rolled back: ... is installed again, with every order" over a box left down).
+start_again() {
+    local since started
+    since="$(date +%s)"
+    started="$(service start edge-agent.service edge-health-check.timer 2>&1)" && return
+    echo "$started"
+    rm -rf "$STATE"
+    log "THE BOX IS DOWN, it takes no orders: edge-agent $1 is installed, with every order, but does not start:" \
+        "$(agent_said "$since" "$started"); fix that, then run: systemctl start edge-agent.service" \
+        "edge-health-check.timer (its log: journalctl -u edge-agent.service)"
+    trap - EXIT
+    exit 1
+}
+
 because() {
     if [[ -n "$WHY" ]]; then
         echo "; it failed on: $WHY"
@@ -157,7 +193,7 @@ keep_new() {
     fi
     log "ROLLBACK NOT POSSIBLE ($1): edge-agent $NEW_VERSION stays installed $orders$(because);" \
         "see the messages above, fix the cause and run upgrade.sh again"
-    service start edge-agent.service edge-health-check.timer || true
+    start_again "$NEW_VERSION"
     rm -rf "$STATE"
 }
 
@@ -173,15 +209,15 @@ rollback() {
         # Nothing switched and the database untouched (a backup only reads it): the old version starts as it was. The
         # new one is not asked to migrate down: it may refuse the very config its backup refused ("ROLLBACK NOT
         # POSSIBLE ... stays installed" was said of a version never switched to).
-        service start edge-agent.service edge-health-check.timer
+        start_again "$OLD_VERSION"
         rm -rf "$STATE"
         log "stopped at step $STEP ($1) before anything was changed; edge-agent $OLD_VERSION runs as before$(because)"
         return
     fi
-    log "FAILED at step $STEP ($1): rolling back to edge-agent $OLD_VERSION"
+    log "FAILED at step $STEP ($1): rolling back to edge-agent $OLD_VERSION$(because)"
     service stop edge-agent.service
-    if [[ -f "$NEW/$COMPLETE" ]] && ! "$NEW/bin/edge" migrate --to "$OLD_SCHEMA" --config "$CONFIG"; then
-        if [[ "$STARTED" != 1 && -f "$BACKUP" ]] && "$OPT/$OLD_TARGET/bin/edge" restore "$BACKUP" --config "$CONFIG"; then
+    if [[ -f "$NEW/$COMPLETE" ]] && ! edge_cmd "$NEW" migrate --to "$OLD_SCHEMA"; then
+        if [[ "$STARTED" != 1 && -f "$BACKUP" ]] && edge_cmd "$OPT/$OLD_TARGET" restore "$BACKUP"; then
             log "the database could not be migrated down; restored $BACKUP (taken after the agent stopped)"
         else
             keep_new "the database cannot be migrated back to schema $OLD_SCHEMA"
@@ -190,7 +226,7 @@ rollback() {
     fi
     switch_current "$OLD_TARGET" || true
     restore_units
-    service start edge-agent.service edge-health-check.timer
+    start_again "$OLD_VERSION"
     rm -rf "$STATE"
     log "rolled back: edge-agent $OLD_VERSION is installed again, with every order$(because)"
 }
@@ -273,12 +309,23 @@ if ! built="$("$SOURCE/scripts/install.sh" --build-only "${PASS[@]}" 2>&1)"; the
 fi
 echo "$built" 2>/dev/null || true
 
+# The new version's verdict on the config, as its unit will start it, while the old agent still runs: a refusal (e.g.
+# secrets left in the old /etc/edge/.env) stops here with its line, before anything is stopped or changed.
+STEP=check
+log "step: check (the config, as edge-agent $NEW_VERSION will start on it)"
+if ! checked="$(edge_cmd "$NEW" config check 2>&1)"; then
+    echo "$checked"
+    WHY="${checked##*$'\n'}"
+    exit 1
+fi
+echo "$checked" 2>/dev/null || true
+
 save_units
 step stop
 service stop edge-health-check.timer edge-agent.service
 
 step backup
-if ! written="$("$NEW/bin/edge" backup --config "$CONFIG" 2>&1)" ||
+if ! written="$(edge_cmd "$NEW" backup 2>&1)" ||
     ! BACKUP="$(sed -n 's/^backup written: //p' <<<"$written")" || [[ ! -f "$BACKUP" ]]; then
     echo "$written"
     WHY="${written##*$'\n'}"
@@ -293,7 +340,7 @@ step install
 "$SOURCE/scripts/install.sh" --no-start "${PASS[@]}"
 
 step migrate
-if ! migrated="$("$CURRENT/bin/edge" migrate --config "$CONFIG" 2>&1)"; then
+if ! migrated="$(edge_cmd "$CURRENT" migrate 2>&1)"; then
     echo "$migrated"
     WHY="${migrated##*$'\n'}"
     exit 1
@@ -303,11 +350,17 @@ echo "$migrated" 2>/dev/null || true  # a dropped SSH session: the upgrade goes 
 if [[ $RESTART -eq 1 ]]; then
     journal STARTED=1  # from here on the new version may acknowledge orders: never restore the backup
     step start
-    service start edge-agent.service
+    since="$(date +%s)"  # the agent's lines from here on say why it fails
+    if ! started="$(service start edge-agent.service 2>&1)"; then
+        echo "$started"
+        WHY="$(agent_said "$since" "$started")"
+        exit 1
+    fi
     step health
     deadline=$(($(uptime_s) + HEALTH_WAIT_S))
-    until answer="$("$CURRENT/bin/edge" health --config "$CONFIG" 2>&1)"; do
+    until answer="$(edge_cmd "$CURRENT" health 2>&1)"; do
         if (($(uptime_s) >= deadline)); then
+            WHY="$(agent_said "$since" "$answer")"  # one that stopped says why; one that runs, what /ready fails on
             log "not healthy within ${HEALTH_WAIT_S}s: ${answer##*$'\n'}"
             exit 1
         fi

@@ -364,7 +364,7 @@ def test_a_missing_api_token_names_the_secrets_file_and_what_is_wrong_with_it(
     run` stops with one line naming the file the token is looked for in, and that it is empty or missing (before:
     "api.token: is required unless ... (set it in the config file or EDGE_API_TOKEN)", no file named)."""
     config = write(tmp_path, MINIMAL.replace('token = "tok-0123456789abcdef"', ""))
-    env_file = tmp_path / "etc" / "edge.env"  # named by EDGE_ENV_FILE, as upgrade.sh and the unit's EnvironmentFile do
+    env_file = tmp_path / "etc" / "edge.env"  # named by EDGE_ENV_FILE: not beside the config
     if secrets is not None:
         env_file.parent.mkdir()
         env_file.write_text(secrets, encoding="utf-8")

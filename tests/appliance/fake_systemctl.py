@@ -10,6 +10,9 @@ Modelled on systemctl(1) and systemd.service(5) / systemd.exec(5) / systemd.kill
   group (KillMode=mixed). Stopping a stopped unit does nothing.
 - Timers, enable, disable and daemon-reload succeed and do nothing: nothing here runs on a schedule.
 
+Each start's time and the length its log had then are noted (`UNIT.starts`), so fake_journalctl.py can show the lines
+written since a time, as `journalctl --since` does.
+
 Where a real box differs: absolute paths in ExecStart= and EnvironmentFile= are taken under $FAKE_SYSTEMD_ROOT; the
 unit's User= is replaced by $FAKE_SYSTEMD_USER (a throwaway root has no `edge` user); PYTHONPATH passes through, since
 the throwaway install borrows the test venv's libraries. State (pid files, the service's log, the notify socket)
@@ -99,7 +102,8 @@ def start(unit: str) -> int:
     notify.bind(str(notify_path))
     notify_path.chmod(0o666)  # the service runs as its own user and must be able to send to it
     env = environment(settings) | {"NOTIFY_SOCKET": str(notify_path)}
-    with (STATE / f"{unit}.log").open("ab") as log:
+    with (STATE / f"{unit}.log").open("ab") as log, (STATE / f"{unit}.starts").open("a") as starts:
+        starts.write(f"{time.time()} {log.tell()}\n")
         # The service writes its own pid file before it becomes the service (exec keeps the pid): systemd tracks a
         # service it started whatever happens to the `systemctl start` that asked for it, and so must we when that
         # client is killed (upgrade.sh's process group getting SIGKILL) between starting the service and noting it.

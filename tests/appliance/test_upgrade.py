@@ -48,7 +48,7 @@ REPO = Path(__file__).parents[2]
 HERE = Path(__file__).parent
 LATEST = latest_version(load_migrations())
 STORE = "upgrade-store"
-STEPS = ("build", "stop", "backup", "install", "migrate", "start", "health")
+STEPS = ("build", "check", "stop", "backup", "install", "migrate", "start", "health")
 SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 READY_FAULT = """
     return web.json_response(
@@ -95,7 +95,7 @@ class Prepared:
     faulty: Path  # 0.2.1: the same, and its /ready never answers 200
     root: Path
     snapshot: Path
-    bin: Path  # holds the systemctl simulator, first on PATH
+    bin: Path  # holds the systemctl and journalctl simulators, first on PATH
 
 
 def copy_root(source: Path, target: Path) -> None:
@@ -175,8 +175,9 @@ def prepared(module_user: SystemUser) -> Iterator[Prepared]:
     home = module_user.home
     bin_dir = home / "bin"
     bin_dir.mkdir()
-    (bin_dir / "systemctl").write_text(f'#!/bin/sh\nexec {sys.executable} {HERE / "fake_systemctl.py"} "$@"\n')
-    (bin_dir / "systemctl").chmod(0o755)
+    for command in ("systemctl", "journalctl"):
+        (bin_dir / command).write_text(f'#!/bin/sh\nexec {sys.executable} {HERE / f"fake_{command}.py"} "$@"\n')
+        (bin_dir / command).chmod(0o755)
     prepared = Prepared(
         user=module_user,
         old=copy_source(home / "src-old"),
@@ -534,6 +535,93 @@ async def test_an_upgrade_whose_card_fills_after_the_backup_puts_the_old_version
         assert set(orders) <= await box.order_ids()
 
 
+async def test_an_upgrade_of_a_box_with_secrets_left_in_the_old_dotenv_stops_before_the_agent_stops(box: Box) -> None:
+    """Secrets left in /etc/edge/.env (where they were before the one secrets file): the new version's agent, started
+    by its unit, refuses that file. upgrade.sh checks the config as the unit will start the new version before it
+    stops the old one: it stops there, the last line naming the file and what to do, and the old agent runs on,
+    untouched. Before: the checks ran with EDGE_ENV_FILE set, which skips that refusal, so backup and migrate passed;
+    the new agent refused under its unit, and the last line said only "rolled back" (the upgrade73 probe)."""
+    orders = await box.push("before", 1)
+    pid_file = box.prepared.user.home / "systemd/edge-agent.service.pid"
+    agent = pid_file.read_text()
+    legacy = box.root / "etc/edge/.env"
+    legacy.write_text(f'EDGE_API_TOKEN="{TOKEN}"\n', encoding="utf-8")
+    upgraded = await box.upgrade(box.prepared.new)
+    last = upgraded.stdout.strip().splitlines()[-1]
+    assert upgraded.returncode == 1, upgraded.stdout
+    assert f"{legacy}: is no longer read: move its lines into {box.root / 'etc/edge/edge.env'}" in last, last
+    assert "stopped at step check" in last and "before anything was changed" in last, last
+    assert "step: stop" not in upgraded.stdout, upgraded.stdout
+    assert pid_file.read_text() == agent, "the old agent was stopped"
+    assert not (box.root / "opt/edge-agent/upgrade/journal").exists()
+    assert await box.installed_version() == "0.1.0" and await box.ready()
+    assert set(orders) <= await box.order_ids()
+
+
+async def upgrade_with_the_port_taken(box: Box, *, freed_at: str) -> tuple[int, list[str]]:
+    """upgrade.sh to the new version while another program listens on the agent's port from its step migrate (the
+    old agent stopped) until upgrade.sh prints a line holding ``freed_at`` (never, if none does): the exit status and
+    the output's lines."""
+    process = await box.start_upgrade(box.prepared.new)
+    assert process.stdout is not None
+    output: list[str] = []
+    taken: asyncio.Server | None = None
+    try:
+        async with asyncio.timeout(120):
+            while line := (await process.stdout.readline()).decode():
+                output.append(line)
+                if "step: migrate" in line:
+                    taken = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", box.port)
+                elif freed_at in line and taken is not None:
+                    taken.close()
+                    await taken.wait_closed()
+            status = await process.wait()
+    finally:
+        if taken is not None:
+            taken.close()
+            await taken.wait_closed()
+    return status, output
+
+
+async def test_a_new_version_that_does_not_start_is_rolled_back_and_the_last_line_names_its_error(box: Box) -> None:
+    """The new version's agent exits at its start (another program took its port): upgrade.sh rolls back, the old
+    version starts with every order, and the last line ends with the agent's own line, as the docs promise. Before:
+    systemd's "Job for edge-agent.service failed" was all it said, and the last line gave no reason (the upgrade73
+    probe)."""
+    orders = await box.push("before", 2)
+    status, output = await upgrade_with_the_port_taken(box, freed_at="FAILED at step start")
+    text = "".join(output)
+    assert status == 1 and "FAILED at step start" in text, text
+    last = output[-1]
+    assert "rolled back: edge-agent 0.1.0 is installed again, with every order" in last, text
+    assert last.rstrip().endswith("; it failed on: edge: [Errno 98] Address already in use"), last
+    assert await box.installed_version() == "0.1.0"
+    await wait_until(box.ready)
+    assert set(orders) <= await box.order_ids()
+
+
+async def test_a_rollback_whose_old_version_does_not_start_either_says_the_box_is_down(box: Box) -> None:
+    """The port stays taken: neither the new version nor, after the rollback, the old one starts. The last line says
+    the box is down and takes no orders, why, and what to do; exit 1. Once the port is free, the start it names brings
+    the old version back with every order. Before: the rollback's start was not checked and the last line said
+    "rolled back: edge-agent 0.1.0 is installed again, with every order" over a box that took none (the upgrade73
+    probe)."""
+    orders = await box.push("before", 2)
+    status, output = await upgrade_with_the_port_taken(box, freed_at="(never)")
+    last = output[-1]
+    assert status == 1, "".join(output)
+    assert "rolled back" not in last, last
+    assert "THE BOX IS DOWN, it takes no orders: edge-agent 0.1.0 is installed, with every order" in last, last
+    assert "does not start: edge: [Errno 98] Address already in use; fix that" in last, last
+    assert "systemctl start edge-agent.service" in last, last
+    assert not (box.root / "opt/edge-agent/upgrade/journal").exists()
+    assert await box.installed_version() == "0.1.0" and await box.down()
+    started = await box.systemctl("start", "edge-agent.service", "edge-health-check.timer")
+    assert started.returncode == 0, started.stdout
+    await wait_until(box.ready)
+    assert set(orders) <= await box.order_ids()
+
+
 async def test_upgrade_reads_the_secrets_file(box: Box) -> None:
     """With the API token only in /etc/edge/edge.env (where the docs put secrets) the edge commands upgrade.sh runs as
     root load the config, and the upgrade completes."""
@@ -634,6 +722,7 @@ async def test_an_upgrade_stops_at_its_backup_when_a_killed_agents_log_cannot_be
 # shows up: SIGKILL (the OOM killer, a power cut's kin) three times, each catchable one at least once.
 EVERYDAY = {
     "build": signal.SIGHUP,  # the SSH session drops during the long pip step
+    "check": signal.SIGINT,
     "stop": signal.SIGKILL,
     "backup": signal.SIGINT,  # Ctrl-C
     "install": signal.SIGKILL,
@@ -644,7 +733,7 @@ EVERYDAY = {
 
 
 def matrix() -> list[Any]:  # pytest.param's type is private
-    """The everyday cases above; the full step x signal matrix (28 runs, some minutes) with EDGE_UPGRADE_MATRIX=1.
+    """The everyday cases above; the full step x signal matrix (32 runs, some minutes) with EDGE_UPGRADE_MATRIX=1.
     Only the cases that run are generated: nothing shows as skipped."""
     full = bool(os.environ.get("EDGE_UPGRADE_MATRIX"))
     return [
