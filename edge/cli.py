@@ -88,6 +88,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except AgentRunningError:
         raise  # says nothing of the agent that runs: nothing to tell the health check
     except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            # Exit 1, not a config error: the holder may be an agent still stopping, gone when systemd tries again.
+            port = settings.api.port
+            taken = EdgeError(
+                f"api.port {port} on {settings.api.host} is in use by another program"
+                f" (see `ss -ltnp 'sport = :{port}'`); stop it, or set another api.port"
+            )
+            last_failure.record(data_dir, str(taken))
+            raise taken from err
         if not (problem := _api_host_problem(settings.api.host, err)):
             last_failure.record(data_dir, str(err))
             raise

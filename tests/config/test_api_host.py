@@ -4,6 +4,7 @@ loop, RestartPreventExitStatus=2), not a raw `[Errno -2] Name or service not kno
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,22 @@ def test_an_api_host_that_does_not_resolve_stops_the_start_with_exit_2(tmp_path:
     assert done.returncode == 2, (done.stdout, done.stderr)
     line = _last_line(done)
     assert line.startswith("edge: config api.host: cannot resolve edge-box.invalid: no such name"), line
+
+
+def test_an_api_port_another_program_holds_names_the_port_and_keeps_exit_1(tmp_path: Path) -> None:
+    """Another program listens on api.port (an old agent still stopping, the till's own service): the start ends with
+    one line naming api.port, the port and how to find who holds it, exit 1 so systemd tries again (it may be gone in a
+    moment). Before (the upgrade73 probe): `edge: [Errno 98] Address already in use`, naming no setting."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        config = write_box_config(tmp_path, api={"host": "127.0.0.1", "port": port})
+        done = edge_blocking("run", "--config", str(config), timeout=60)
+    finally:
+        holder.close()
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    line = _last_line(done)
+    assert line.startswith(f"edge: api.port {port} on 127.0.0.1 is in use by another program"), line
+    assert f"ss -ltnp 'sport = :{port}'" in line, line
