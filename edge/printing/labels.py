@@ -25,6 +25,9 @@ LABELS: dict[str, dict[str, str]] = {
         "asap": "sofort",
         "created": "Bestellt",
         "station": "Station",
+        # A long ticket's closing line: "== Ende 1042 · 150 Pos. ==" (its item lines, as a till counts Positionen)
+        "end": "Ende",
+        "positions": "Pos.",
         "order": "Bestellung",
         "each": "à",
         "subtotal": "Zwischensumme",
@@ -58,6 +61,8 @@ LABELS: dict[str, dict[str, str]] = {
         "asap": "now",
         "created": "Ordered",
         "station": "Station",
+        "end": "End",
+        "positions": "items",
         "order": "Order",
         "each": "@",
         "subtotal": "Subtotal",

@@ -39,6 +39,9 @@ MIN_WIDTH = 24
 _ALIGNS = ("left", "center", "right")
 _CANCEL_KANJI = b"\x1c."  # FS . (1C 2E): cancel Kanji (Chinese) character mode
 _DOTS_PER_CHARACTER = 12  # font A is 12 dots wide: 48 characters = 576 dots on 80 mm paper
+# A ticket longer than this (about 17 cm of paper at 1/6 inch a line) no longer shows its head beside its end on the
+# rail: a dozen dishes with their modifiers stay under it, a party's ticket does not (if_long)
+LONG_JOB_LINES = 40
 
 # A directive travels through the template output as \x1e<json>\x1f; sanitised values cannot contain either byte.
 _MARKER = re.compile("\x1e([^\x1e\x1f]*)\x1f")
@@ -133,6 +136,8 @@ class Layout:
         self.align = "left"
         self.printed_style = PLAIN  # what ESC @ left the printer in
         self.printed_align = "left"
+        self.lines_printed = 0
+        self.shown = True  # False: the rest of an if_long line on a short job
         self._start_line()
 
     def _start_line(self) -> None:
@@ -178,6 +183,7 @@ class Layout:
         elif not self.had_directive:
             self.print_line([])  # an empty line in the template is an empty line on paper
         self._start_line()
+        self.shown = True
 
     def flush(self) -> None:
         """Print pending text before a block (rule, QR, cut) that must start on its own line."""
@@ -187,6 +193,8 @@ class Layout:
         self.had_directive = True
 
     def _print_wrapped(self) -> None:
+        if not self.shown:
+            return
         lines = wrap(self.left, self.width, min(self.hang, self.width // 2), self.left_cells)
         right = rstrip(list(itertools.dropwhile(lambda c: c.text == " ", self.right or ())))
         if right:
@@ -228,6 +236,7 @@ class Layout:
                 self._set_style(style)
             self.commands.raw("".join(map(TEXT_OF, group)).encode(self.codec))
         self.commands.raw(b"\n")
+        self.lines_printed += 1
 
     def image_arguments(self) -> dict[str, Any]:
         impl = "bitImageRaster" if self.options.qr in ("auto", "native") else self.options.qr
@@ -281,6 +290,12 @@ def _br(job: Layout, args: Args, options: Options) -> None:
 def _to_right(job: Layout, args: Args, options: Options) -> None:
     """to_right: the rest of the line is flush right (prices)."""
     job.right = []
+
+
+def _if_long(job: Layout, args: Args, options: Options) -> None:
+    """if_long: the rest of the line prints only if the job has printed more than LONG_JOB_LINES lines so far (a long
+    ticket's closing line: its number at the head is out of sight at the far end of the strip)."""
+    job.shown = job.lines_printed > LONG_JOB_LINES
 
 
 def _rule(job: Layout, args: Args, options: Options) -> None:
@@ -341,6 +356,7 @@ DIRECTIVES: dict[str, Callable[[Layout, Args, Options], None]] = {
     "hang": _hang,
     "br": _br,
     "to_right": _to_right,
+    "if_long": _if_long,
     "rule": _rule,
     "qr": _qr,
     "logo": _logo,

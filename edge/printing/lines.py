@@ -64,8 +64,15 @@ def rstrip(chars: list[Char]) -> list[Char]:
     return chars[:end]
 
 
+# What a dash can print as: the code page's own en or em dash, or "-" for any of them (text.py)
+DASHES = frozenset("-‐‑‒–—―−")
+
+
 def wrap(chars: list[Char], width: int, hang: int, counted: int | None = None) -> list[list[Char]]:
     """Greedy word wrap by columns on paper; lines after the first start with ``hang`` spaces.
+
+    A spaced dash stays on the line of the word before it: a wrapped line starting "- " reads as a dish or modifier
+    taken off, as a change ticket prints those (ticket73 probe, R1).
 
     ``counted``: the columns ``chars`` take, if the caller counted them already.
     """
@@ -75,8 +82,7 @@ def wrap(chars: list[Char], width: int, hang: int, counted: int | None = None) -
     lines: list[list[Char]] = [[]]
     used = 0
     start = 0  # columns this line's indent takes
-    for is_space, group in itertools.groupby(chars, key=lambda c: c.text == " "):
-        token = list(group)
+    for is_space, token, keep in _tokens(chars):
         size = columns(token)
         if used + size <= width:
             lines[-1].extend(token)
@@ -90,13 +96,33 @@ def wrap(chars: list[Char], width: int, hang: int, counted: int | None = None) -
         if used > start and size <= width - hang:  # a word too long for any line is split where it is
             lines.append(list(indent))
             used = start = hang
-        for char in token:  # a word longer than the line is cut where the paper ends
+        for index, char in enumerate(token):  # a word longer than the line is cut where the paper ends
             if used + char.style.cells > width and used > start:
-                lines.append(list(indent))
-                used = start = hang
+                # Not before its dash: the word's last letter goes to the new line with it
+                carried = token[keep - 1 : index] if index >= keep else []
+                del lines[-1][len(lines[-1]) - len(carried) :]
+                lines.append(indent + carried)
+                start = hang
+                used = hang + columns(carried)
             lines[-1].append(char)
             used += char.style.cells
     lines = [rstrip(line) for line in lines]
     while len(lines) > 1 and not lines[-1]:
         lines.pop()
     return lines
+
+
+def _tokens(chars: list[Char]) -> list[tuple[bool, list[Char], int]]:
+    """The runs of spaces and of other characters, each as (is_space, characters, keep), with a spaced dash (" – ")
+    joined to the word before it as one unbreakable token; ``keep``: where that token's spaced dash starts (its
+    length if none)."""
+    tokens: list[tuple[bool, list[Char], int]] = []
+    for is_space, group in itertools.groupby(chars, key=lambda c: c.text == " "):
+        token = list(group)
+        if not is_space and all(c.text in DASHES for c in token) and len(tokens) > 1 and not tokens[-2][0]:
+            _, space, _ = tokens.pop()
+            _, word, keep = tokens.pop()
+            tokens.append((False, word + space + token, min(keep, len(word))))
+        else:
+            tokens.append((is_space, token, len(token)))
+    return tokens

@@ -122,7 +122,8 @@ async def test_a_long_ticket_on_a_slow_line_with_flow_control_prints_once_and_th
         )
     assert rows == [("ord_big1", "printed", 0, 0), ("ord_small2", "printed", 0, 0)]
     tickets = tickets_on_paper(printer)
-    assert [t.count("P-001") for t in tickets] == [1, 0] and "P-002" in tickets[1]
+    # P-001 at its head and in the closing line of a long ticket, once each: printed once, no COPY after it
+    assert [t.count("P-001") for t in tickets] == [2, 0] and "P-002" in tickets[1]
     assert not any("KOPIE" in t for t in tickets)
     assert [f"Nr {n:03d} größer" in tickets[0] for n in range(250)] == [True] * 250
     assert tickets[0].count("Schnittlauch") == 250

@@ -1,0 +1,160 @@
+"""What a cook reads on kitchen paper, against the real agent (HTTP in, the simulated printer's bytes out): where a
+long line wraps, and how a long ticket ends."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.app import Agent
+from edge.config import parse_settings
+from edge.printing.decode import decode, preview
+from edge.sim.printer import SimPrinter
+from tests.helpers import api_client, config_dict, post
+
+# A line that starts with a dash: on a change ticket or a STORNO it says "removed" (`- 1x …`, `  - extra Käse`)
+_DASH_FIRST = re.compile(r"^\s*[-–—]\s")
+# ... which those markers do at column 0 or 2 only: a line wrapped under a hanging indent starts at column 3 or later
+_DASH_FIRST_WRAPPED = re.compile(r"^\s{3,}[-–—]\s")
+
+
+async def _agent(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    tmp: Path,
+    width: int = 48,
+    **sections: Any,
+) -> Agent:
+    """An agent whose kitchen printer is ``width`` columns wide (``sections``: config sections)."""
+    raw = config_dict(tmp / "data", printers, **sections)
+    raw["printers"]["kitchen"]["width"] = width
+    return await make_agent(parse_settings(raw, source="test"))
+
+
+def _dash_at_edge(word: str, lead: int, width: int, short: int) -> str:
+    """A menu text with " – " whose word before the dash ends ``short`` columns before the paper's edge, after
+    ``lead`` columns of the line's head ("1x ", "  + ", "- 1x "): the spaced dash is where the line must break."""
+    filler = ("Margherita" * 8)[: width - short - lead - len(word) - 1]
+    return f"{word} {filler} – extra Käse, ohne Zwiebeln"
+
+
+def _item(line_id: str, name: str, *, mods: tuple[str, ...] = (), note: str | None = None) -> dict[str, Any]:
+    return {
+        "line_id": line_id,
+        "sku": line_id,
+        "name": name,
+        "qty": 1,
+        "unit_price": "1.00",
+        "requires_production": True,
+        "station": "kitchen",
+        "modifiers": [{"name": mod, "price": None} for mod in mods],
+        "note": note,
+    }
+
+
+@pytest.mark.parametrize("width", [32, 42, 48])
+async def test_a_wrapped_line_never_starts_with_a_dash_that_would_read_as_removed(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    tmp_path: Path,
+    width: int,
+) -> None:
+    """A menu name, modifier or note with a spaced dash ("Pizza Margherita (glutenfrei) – extra Käse") wraps with the
+    dash at the end of a line, never at the start of the next: on a change ticket a line starting "- " means removed,
+    and only the inverse print told them apart. On the ticket, the change ticket and the STORNO, at 32, 42 and 48
+    columns. Before (ticket73 probe, R1): `1x Pizza Margherita (glutenfrei)` / `   - extra Käse, ohne Zwiebeln,`."""
+    agent = await _agent(make_agent, printers, tmp_path, width)
+    edge = _dash_at_edge
+    probe = "Pizza Margherita (glutenfrei) – extra Käse, ohne Zwiebeln, mit scharfem Öl aus Kalabrien und Rucola"
+    order = copy.deepcopy(example_order)
+    order["print_receipt"] = False
+    order["items"] = [
+        _item(
+            "L0",
+            probe,
+            mods=(edge("Käse", 4, width, 0), edge("Öl", 4, width, 1)),
+            note=edge("Gast", 4, width, 0),
+        ),
+        # a word longer than the line, cut where the paper ends: its last piece fills the line
+        _item(
+            "L1", edge("Pizza", 3, width, 0), mods=(("Donaudampfschifffahrts" * 5)[: 2 * (width - 4)] + " – scharf",)
+        ),
+        _item("L2", edge("Pasta", 3, width, 1), mods=(edge("Speck", 4, width, 1),)),  # changed: "~ 1x …"
+        _item("L3", edge("Lasagne", 8, width, 0)),  # its quantity changed: "1 -> 2x …"
+        _item("L4", edge("Salat", 5, width, 0)),  # removed: "- 1x …"
+    ]
+    changed = copy.deepcopy(order)
+    changed["revision"] = 2
+    changed["items"][2]["modifiers"] = [{"name": edge("Chili", 4, width, 0), "price": None}]
+    changed["items"][3]["qty"] = 2
+    del changed["items"][4]
+    changed["items"].append(_item("L5", edge("Suppe", 5, width, 1), note=edge("Allergie", 4, width, 1)))
+    cancelled = copy.deepcopy(changed)
+    cancelled["revision"], cancelled["status"], cancelled["cancel_reason"] = 3, "cancelled", "Gast – gegangen"
+
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)
+        assert (await post(api, changed))[0] == 200
+        await printers["kitchen"].wait_for_printed(2)
+        assert (await post(api, cancelled))[0] == 200
+        ticket, change, storno = await printers["kitchen"].wait_for_printed(3)
+
+    texts = {
+        name: decode(data).text.splitlines()
+        for name, data in (("ticket", ticket), ("change", change), ("storno", storno))
+    }
+    flat = "".join("".join(texts["ticket"]).split())  # without the spaces: a word too long for a line is cut
+    for item in order["items"]:  # every letter there, in its order
+        for text in (item["name"], *(mod["name"] for mod in item["modifiers"]), item["note"] or ""):
+            assert "".join(text.replace("–", "-").split()) in flat, text
+    wrong = [f"ticket: {line!r}" for line in texts["ticket"] if _DASH_FIRST.match(line)]
+    wrong += [
+        f"{name}: {line!r}" for name in ("change", "storno") for line in texts[name] if _DASH_FIRST_WRAPPED.match(line)
+    ]
+    assert not wrong, "\n".join(wrong) + "\n\n" + preview(ticket, width=width) + preview(change, width=width)
+
+
+@pytest.mark.parametrize(
+    ("language", "closing"), [("de", "== Ende P-150 · 150 Pos. =="), ("en", "== End P-150 · 150 items ==")]
+)
+async def test_a_long_ticket_ends_with_its_number_and_item_count_a_short_one_does_not(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    tmp_path: Path,
+    language: str,
+    closing: str,
+) -> None:
+    """A party's ticket runs to hundreds of lines with its number at the head only: the cook at the far end of the
+    strip cannot see whose it is, or that it is whole. A ticket longer than 40 lines ends, before its QR code and the
+    cut, with a line naming the number and the count of its lines; a short one ends as before (paper is money).
+    Before (ticket73 probe, R4): 150 dishes, 463 lines, and the last text line was the rule."""
+    agent = await _agent(make_agent, printers, tmp_path, agent={"language": language})
+    party = copy.deepcopy(example_order)
+    party["id"], party["number"], party["print_receipt"] = "ord_party", "P-150", False
+    party["items"] = [
+        _item(f"L{n}", f"Gericht Nummer {n:03d} Spezial", mods=(f"Mod {n}",), note=f"Sitz {n}") for n in range(150)
+    ]
+    small = copy.deepcopy(party)
+    small["id"], small["number"], small["items"] = "ord_small", "S-3", party["items"][:3]
+    async with api_client(agent) as api:
+        assert (await post(api, party))[0] == 201
+        assert (await post(api, small))[0] == 201
+        printed = await printers["kitchen"].wait_for_printed(2, timeout=30)
+
+    by_code = {decode(data).qr_codes[0]: data for data in printed}
+    long_ticket, short_ticket = by_code["edge:v1:ord_party:kitchen"], by_code["edge:v1:ord_small:kitchen"]
+    # the last words on the strip, then its QR code and the cut
+    paper = [line.strip() for line in preview(long_ticket).splitlines() if line.strip()]
+    assert paper[-4:] == ["-" * 48, closing, "[QR edge:v1:ord_party:kitchen]", paper[-1]], paper[-6:]
+    assert paper[-1].startswith("✂") and decode(long_ticket).text.count(closing) == 1
+    short = [line.strip() for line in preview(short_ticket).splitlines() if line.strip()]
+    assert short[-3:-1] == ["-" * 48, "[QR edge:v1:ord_small:kitchen]"], short
+    assert not any(closing.split()[1] in line for line in short), short
