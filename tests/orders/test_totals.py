@@ -205,6 +205,7 @@ def test_a_mismatch_alert_is_mailed_once_with_later_ones_as_news_never_as_remind
         "notified_severity": "warning",
         "mailed": "firing",
         "critical_mail_at": None,
+        "details": {"items": [{"id": "ord_1"}]},  # the order the news names
     }
     assert due_mail({**told, "new_items": 0, "last_sent_at": 0.0}, 10 * 3600, cfg) is None
     assert due_mail({**told, "new_items": 1, "fires_since_mail": 1, "last_sent_at": 0.0}, 200, cfg) == Due("firing", 0)
