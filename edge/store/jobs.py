@@ -148,12 +148,14 @@ _RELEASED = (
 # status page, the manager on the phone; a double click) each gave the kitchen and the guest a COPY, at paper speed
 # the first one already going out or just out. Just out: 10 s covers a second press made without seeing the first COPY
 # (the status page refreshes every 5 s by default) and is shorter than walking to the printer and reading it, after
-# which a cook asking again means another copy. printed_at is wall time, like every job time here; taken either side
-# of now, a clock set back or forward keeps a COPY "just out" for at most twice this.
+# which a cook asking again means another copy. Counted on the monotonic clock for a COPY this run saw come out
+# (:just_out, JobStore._copies_out): printed_at is wall time, and after NTP stepped the clock an hour either way
+# a press a moment later printed a second COPY. One not among them (come out before a restart, or longer ago) goes by
+# printed_at, either side of now: a COPY of the run before a quick restart is still just out.
 COPY_JUST_OUT_S = 10.0
 _COPY_THERE = (
-    "copy AND (state IN ('queued', 'failed', 'printing')"
-    " OR (state = 'printed' AND ABS(:now - printed_at) < :just_out_s))"
+    "copy AND (state IN ('queued', 'failed', 'printing') OR (state = 'printed'"
+    " AND (id IN (SELECT value FROM json_each(:just_out)) OR ABS(:now - printed_at) < :just_out_s)))"
 )
 # What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,
 # or a person), and a ticket for each station with production items in the current revision, whether its first
@@ -264,6 +266,7 @@ class JobStore:
         self._clock = clock  # wall time for what is written down (held_at, printed_at, …)
         self._printers = None if printers is None else json.dumps(sorted(printers))
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
+        self._copies_out: dict[int, float] = {}  # COPYs this run marked printed: when, monotonic
 
     async def next_burst(
         self, printer: str, now: float, *, max_delay: float, limit: int
@@ -444,17 +447,18 @@ class JobStore:
         The claim is durable before this returns, so before the spool sends a byte of those jobs: after a crash they
         reprint marked COPY. A printed mark that has not ridden on a commit yet is lost in a crash: that job is still
         'printing' and reprints marked COPY too, never as an original."""
-        now = self._clock.wall()
+        now, mono = self._clock.wall(), self._clock.mono()
         done: dict[int, float] = {}
+        copies_out: dict[int, float] = {}
 
         async def marks(conn: DirectConnection, events: list[Event]) -> list[int]:
             for mark in printed:
                 rows = await conn.execute_fetchall(
                     "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
-                    " WHERE id = ? AND state = 'printing' RETURNING printer",
+                    " WHERE id = ? AND state = 'printing' RETURNING printer, copy",
                     (now, mark.job_id),
                 )
-                for (job_printer,) in rows:
+                for job_printer, copy in rows:
                     await add_outbox(
                         conn,
                         [outbox_row(mark.order_id, StatusEvent.PRINTED, str(mark.job_id), now, job_id=mark.job_id)],
@@ -465,6 +469,8 @@ class JobStore:
                         )
                     )
                     done[mark.job_id] = now
+                    if copy:
+                        copies_out[mark.job_id] = mono
             if release:
                 await conn.execute(
                     f"UPDATE print_jobs SET {_RELEASED}"
@@ -491,6 +497,9 @@ class JobStore:
 
         # linger: an order arriving meanwhile shares this commit's fsync (the claim is still durable before we return)
         claimed = await self._db.write_publishing(self._bus, marks, linger=True)
+        if copies_out:
+            self._copies_out.update(copies_out)
+            self._forget_copies_out()  # a backlog put back in line as COPYs is not kept all run
         return MarksCommitted(claimed=frozenset(claimed), printed=done)
 
     async def hold_many(self, printer: str, stale: Sequence[StaleJob]) -> set[int]:
@@ -874,6 +883,12 @@ class JobStore:
             (row,) = await conn.execute_fetchall(_PRINTABLE_BY_ID, (job_id,))
             return PrintableJob.from_row(row)
 
+    def _forget_copies_out(self) -> None:
+        """Keeps the COPYs this run saw come out less than COPY_JUST_OUT_S ago on the monotonic clock, which a step of
+        the wall clock does not move."""
+        mono = self._clock.mono()
+        self._copies_out = {job_id: at for job_id, at in self._copies_out.items() if mono - at < COPY_JUST_OUT_S}
+
     async def add_copies(
         self,
         order_id: str,
@@ -905,7 +920,8 @@ class JobStore:
                 kind, job_station, _ = originals[targets.index(None)]
                 what = f"station {job_station!r}" if kind == JobKind.TICKET else "receipts"
                 raise WrongStateError(f"order {order_id}: no printer serves {what} now; add one to the config")
-            now = self._clock.wall()
+            self._forget_copies_out()
+            now, just_out = self._clock.wall(), json.dumps(list(self._copies_out))
             new_ids: list[int] = []
             waiting: list[CopyThere] = []
             for (kind, job_station, priority), printer in zip(originals, targets, strict=True):
@@ -924,6 +940,7 @@ class JobStore:
                         "station": job_station,
                         "revision": revision,
                         "now": now,
+                        "just_out": just_out,
                         "just_out_s": COPY_JUST_OUT_S,
                     },
                 )

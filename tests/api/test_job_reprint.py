@@ -237,26 +237,62 @@ async def test_reprints_pressed_a_moment_apart_at_paper_speed_print_one_copy_and
     assert copies_on_paper(printers["front"]) == (1 if again == "job" else 2)
 
 
-async def test_a_wall_clock_set_back_after_a_copy_printed_does_not_refuse_the_next_reprint(
+async def kitchen_copy_out(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
-) -> None:
-    """A COPY came out, then NTP sets the box's clock back an hour: the COPY's printed time is an hour ahead. A
-    reprint now is a new COPY (201), not refused as 'just came out' for the hour until the clock reaches it again."""
+) -> tuple[Agent, SteppedClock, str, int]:
+    """An order's kitchen ticket (no receipt), then a Reprint: its COPY is on paper and marked printed. The agent, its
+    clock, the order's reprint URL and the COPY's job id."""
     example_order["print_receipt"] = False
     clock = SteppedClock()
     agent = await make_agent(clock=clock)
     url = f"/api/v1/orders/{example_order['id']}/reprint?by=id"
     async with api_client(agent) as api:
         await post(api, example_order)
-        assert (await press(api, url))[0] == 201
-        await printers["kitchen"].wait_for_printed(2)
-        await eventually(
-            lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE copy"),
-            lambda rows: rows == [("printed",)],
-            what="the COPY marked printed",
-        )
-        clock.step(-3600)
+        status, answer = await press(api, url)
+        assert status == 201, answer
+    await printers["kitchen"].wait_for_printed(2)
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE copy"),
+        lambda rows: rows == [("printed",)],
+        what="the COPY marked printed",
+    )
+    return agent, clock, url, answer["job_ids"][0]
+
+
+@pytest.mark.parametrize("step", [-3600.0, 3605.0], ids=["back_1h", "ahead_1h_5s"])
+async def test_a_clock_step_after_a_copy_came_out_neither_ends_nor_stretches_its_just_out(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], step: float
+) -> None:
+    """A COPY came out, then NTP steps the box's clock an hour back (or an hour and 5 s ahead). A second press 8 s
+    after the COPY came out is still the moment after it: 200 naming it, nothing more on paper; a press 11 s after it
+    prints another COPY. Before: the printed time, on the wall clock, was an hour off now either way, and the press
+    8 s after the COPY printed a second one."""
+    kitchen = printers["kitchen"]
+    agent, clock, url, copy = await kitchen_copy_out(make_agent, example_order, printers)
+    clock.step(step)
+    clock.advance(8)  # the documented 10 s as literals here and below: they pin COPY_JUST_OUT_S, not follow it
+    async with api_client(agent) as api:
+        status, answer = await press(api, url)
+        assert (status, answer["job_ids"], answer["waiting"]) == (200, [], [copy]), answer
+        await asyncio.sleep(0.5)  # a second COPY would be out by now
+        assert copies_on_paper(kitchen) == 1
+        clock.advance(3)  # 11 s after the COPY came out: the cook wants another
         status, answer = await press(api, url)
         assert (status, len(answer["job_ids"])) == (201, 1), answer
-        await printers["kitchen"].wait_for_printed(3)
-    assert copies_on_paper(printers["kitchen"]) == 2
+        await kitchen.wait_for_printed(3)
+    assert copies_on_paper(kitchen) == 2
+
+
+async def test_a_reprint_half_a_second_past_just_out_prints_another_copy(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A COPY came out 10.5 s ago: a press now is no longer the moment after it, it prints another COPY (201). Pins
+    COPY_JUST_OUT_S to 10 s: no test pressed between 10 and 11 s, and 11 survived a mutation run."""
+    kitchen = printers["kitchen"]
+    agent, clock, url, _ = await kitchen_copy_out(make_agent, example_order, printers)
+    clock.advance(10.5)  # not COPY_JUST_OUT_S + 0.5: with the mutant that moved too
+    async with api_client(agent) as api:
+        status, answer = await press(api, url)
+        assert (status, len(answer["job_ids"])) == (201, 1), answer
+        await kitchen.wait_for_printed(3)
+    assert copies_on_paper(kitchen) == 2
