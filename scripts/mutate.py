@@ -87,6 +87,7 @@ DEFAULT_TESTS: dict[str, list[str]] = {
         "tests/printing/test_batched_marks.py",  # commit_marks: claims, printed marks and releases in one commit
         "tests/orders/test_changes.py",  # change tickets in turn, cancelled orders' jobs discarded, reprints
         "tests/printing/test_copies_and_originals.py",  # a person's COPY beside an original not printed yet
+        "tests/api/test_job_reprint.py",  # a Reprint while a COPY is there: COPY_JUST_OUT_S, across clock steps
     ],
 }
 
