@@ -150,6 +150,9 @@ class CentralSim:
         # How that 409 is written: "code" as above; "problem": as the draft's own example, application/problem+json
         # with a type, a title and a detail, no code the agent knows
         self.in_progress_style = "code"
+        # A backend that keeps each order's state: once it took an order's `cancelled`, a new event of the order (a
+        # later `printed` of its STORNO, say) goes backwards and its batch is answered 409 {"error": "order_cancelled"}
+        self.order_states = False
         self._gateway_timeouts: collections.deque[float] = collections.deque()  # see gateway_timeouts_next
         self._background: set[asyncio.Task[web.Response]] = set()
         # Every JSON answer starts with a UTF-8 byte order mark, as some Windows and old ASP.NET stacks write it
@@ -656,6 +659,8 @@ class CentralSim:
                     n,
                     event["idempotency_key"],
                 )
+        if self.order_states and (refusal := _after_cancel(state, events)):
+            return refusal
         accepted, rejected = 0, []
         for event in events:
             if state.refused_orders.get(event["order_id"]) == 200:
@@ -709,6 +714,25 @@ class CentralSim:
         if self.strict and first is not None and first != event:
             return "idempotency_key_reused", f"idempotency_key {key!r} was used before with another body"
         return None
+
+
+def _after_cancel(state: StoreState, events: list[dict[str, Any]]) -> web.Response | None:
+    """``order_states``: the 409 for a batch holding a new event of an order cancelled before it (in the batch or
+    earlier); None when every event fits its order's state. Nothing of such a batch is applied."""
+    cancelled = {e["order_id"] for e in state.events.values() if e["event"] == "cancelled"}
+    for n, event in enumerate(events):
+        if event["event"] == "cancelled":
+            cancelled.add(event["order_id"])
+        elif event["order_id"] in cancelled and event["idempotency_key"] not in state.events:
+            reason = f"order {event['order_id']} is cancelled; events[{n}] ({event['event']}) goes backwards"
+            body = {
+                "error": "order_cancelled",
+                "reason": reason,
+                "index": n,
+                "idempotency_key": event["idempotency_key"],
+            }
+            return web.json_response(body, status=409)
+    return None
 
 
 def _has_key(event: Any) -> bool:
