@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiosqlite
 import structlog
@@ -212,6 +212,30 @@ def _heirs(named: Collection[str], last: Mapping[str, str], devices: Mapping[str
         return []
     known = set(last.values())
     return [name for name, device in devices.items() if name not in last and device not in known]
+
+
+# What a job's event (`printed`, `failed`) tells central of the paper: which of the order's tickets or receipts it is,
+# so a STORNO or a change ticket printed after the order's `cancelled` or `updated` is not the order printed again.
+_SHOWN = "kind, variant, revision, copy"
+
+
+def _job_event(
+    order_id: str, event: StatusEvent, job_id: int, now: float, shown: Sequence[Any], **fields: Any
+) -> tuple[Any, ...]:
+    """The outbox row of a job's event; ``shown``: the job's columns in _SHOWN."""
+    kind, variant, revision, copy = shown
+    return outbox_row(
+        order_id,
+        event,
+        str(job_id),
+        now,
+        job_id=job_id,
+        kind=kind,
+        variant=variant or "original",  # a whole ticket or receipt
+        revision=revision,
+        copy=bool(copy),
+        **fields,
+    )
 
 
 class WaitingJob(NamedTuple):
@@ -455,14 +479,12 @@ class JobStore:
             for mark in printed:
                 rows = await conn.execute_fetchall(
                     "UPDATE print_jobs SET state = 'printed', printed_at = ?, last_error = NULL"
-                    " WHERE id = ? AND state = 'printing' RETURNING printer, copy",
+                    f" WHERE id = ? AND state = 'printing' RETURNING printer, {_SHOWN}",
                     (now, mark.job_id),
                 )
-                for job_printer, copy in rows:
-                    await add_outbox(
-                        conn,
-                        [outbox_row(mark.order_id, StatusEvent.PRINTED, str(mark.job_id), now, job_id=mark.job_id)],
-                    )
+                for job_printer, *shown in rows:
+                    await add_outbox(conn, [_job_event(mark.order_id, StatusEvent.PRINTED, mark.job_id, now, shown)])
+                    copy = shown[-1]  # _SHOWN ends with it
                     events.append(
                         JobPrinted(
                             job_id=mark.job_id, order_id=mark.order_id, printer=job_printer, latency_s=mark.latency_s
@@ -725,7 +747,7 @@ class JobStore:
                     f" copy = copy OR ?3, went_out = went_out OR ?3, state = CASE WHEN {_NOT_WANTED} THEN 'discarded'"
                     " WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END"
                     " WHERE id = ? AND state = ? RETURNING state, attempts, printer,"
-                    " (SELECT number FROM orders WHERE id = order_id)",
+                    f" (SELECT number FROM orders WHERE id = order_id), {_SHOWN}",
                     (error[:500], next_attempt_at, int(partial), max_attempts, job_id, expected),
                 )
             )
@@ -735,7 +757,7 @@ class JobStore:
             if state == JobState.DEAD:
                 await add_outbox(
                     conn,
-                    [outbox_row(order_id, StatusEvent.FAILED, str(job_id), now, job_id=job_id, error=error[:200])],
+                    [_job_event(order_id, StatusEvent.FAILED, job_id, now, rows[0][4:], error=error[:200])],
                 )
                 events.append(
                     JobDead(

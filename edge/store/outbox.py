@@ -64,6 +64,18 @@ class OutboxStore:
         )
         return None if row is None else OutboxItem.from_row(row)
 
+    async def after_cancel(self, item: OutboxItem) -> bool:
+        """Whether this is a `printed` or `failed` its order's `cancelled` went before (a STORNO, or a receipt going out
+        as the cancel came): central has the order's final state, so a refusal of this event costs it nothing."""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM outbox e JOIN orders o ON o.id = e.order_id"
+            " WHERE e.id = ?1 AND e.event IN ('printed', 'failed') AND o.status = 'cancelled'"
+            " AND EXISTS (SELECT 1 FROM outbox c"
+            " WHERE c.order_id = e.order_id AND c.event = 'cancelled' AND c.id < e.id)",
+            (item.id,),
+        )
+        return row is not None
+
     async def waiting_of(self, order_id: str) -> tuple[int, str | None]:
         """The order's pending events, and its number (None once its row is gone), for the person told about them."""
         row = await self._db.fetchone(

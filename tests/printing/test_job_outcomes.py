@@ -89,6 +89,8 @@ async def test_a_dead_job_is_reported_to_central_and_alerted_once_even_if_it_die
         assert key == f"ord_7f3a9c21:failed:{job_id}{await key_mark(agent)}"
         body = json.loads(payload)
         assert body["job_id"] == job_id and body["event"] == "failed" and "kitchen" in body["error"]
+        # what died, for central: the kitchen ticket of revision 1, to print marked COPY (bytes of it went out)
+        assert (body["kind"], body["variant"], body["revision"], body["copy"]) == ("ticket", "original", 1, True)
 
         async with api.post(f"/api/v1/jobs/{job_id}/retry") as response:
             assert response.status == 200
