@@ -34,6 +34,7 @@ from edge.alerts.rules import (
 )
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, wait_set
 from edge.config import Settings, parse_hours
+from edge.dns import unresolved_host
 from edge.durable import NoteInPlace, runtime_note, write_durably
 from edge.errors import AlertError, StoreError
 from edge.events import (
@@ -144,6 +145,15 @@ def storage_card_note(settings: Settings) -> NoteInPlace:
     """The same note on the card, for the next boot (a reboot empties the runtime directory): written in place, into a
     file made while the card had room."""
     return NoteInPlace(settings.agent.data_dir / "storage-mailed.note")
+
+
+def _cause(type_name: str, detail: str) -> dict[str, Any]:
+    """For an offline printer: whether its name could not be looked up (the mail's words for that, render.py's
+    printer_offline:(lookup)) and the name. Given at every occurrence, "" too: its details replace the last one's."""
+    if type_name != "printer_offline":
+        return {}
+    host = unresolved_host(detail)
+    return {"cause": "lookup" if host else "", "host": host}
 
 
 def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, int]:
@@ -461,7 +471,8 @@ class Alerter:
         for type_name in _PRINTER_ALERTS:
             if type_name == fired:
                 if type_name != _PAPER_LOW or self._roll_low(printer):
-                    self._signal(type_name, printer, True, again=old == "unknown", detail=detail)
+                    cause = _cause(type_name, detail)
+                    self._signal(type_name, printer, True, again=old == "unknown", detail=detail, **cause)
             elif type_name in clears and (type_name != _PAPER_LOW or self._roll_changed(printer, new)):
                 self._signal(type_name, printer, False)
 

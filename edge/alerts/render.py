@@ -114,6 +114,24 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " Waiting tickets print on their own afterwards.",
         ),
     },
+    "printer_offline:(lookup)": {  # its name could not be looked up (edge/dns.py): the router, not the printer
+        "de": (
+            "Drucker {subject} nicht erreichbar",
+            "Der Name des Druckers {subject}, {host}, lässt sich nicht nachschlagen (DNS); Bons für ihn werden nicht"
+            " gedruckt. Der Drucker selbst ist vermutlich in Ordnung.",
+            "Den Router prüfen (ist das Internet weg, antwortet oft auch sein DNS nicht mehr), oder in"
+            " printers.{subject}.host statt des Namens die IP-Adresse des Druckers eintragen (edge.toml, dann den"
+            " Dienst neu starten). Wartende Bons drucken danach automatisch.",
+        ),
+        "en": (
+            "Printer {subject} unreachable",
+            "The name of printer {subject}, {host}, could not be looked up (DNS); its tickets are not being printed."
+            " The printer itself is probably fine.",
+            "Check the router and its DNS (with the internet down it often stops answering too), or set the"
+            " printer's IP address in printers.{subject}.host instead of its name (edge.toml, then restart the"
+            " service). Waiting tickets print on their own afterwards.",
+        ),
+    },
     "printer_error": {
         "de": (
             "Drucker {subject}: Störung",
@@ -569,9 +587,10 @@ def _shown(key: str, value: Any) -> Any:
     return _wait_text(value) if key in _WAITS_MIN else value
 
 
-def texts_of(type_name: str, subject: str) -> dict[str, tuple[str, str, str]]:
-    """A type's title, what and action, per language: the subject's own where it has them ("storage_problem:disk")."""
-    return TEXTS.get(f"{type_name}:{subject}") or TEXTS[type_name]
+def texts_of(type_name: str, subject: str, cause: str = "") -> dict[str, tuple[str, str, str]]:
+    """A type's title, what and action, per language: the subject's own where it has them ("storage_problem:disk"),
+    else the cause's (its details' "cause": "printer_offline:(lookup)"; no subject is written in brackets)."""
+    return TEXTS.get(f"{type_name}:{subject}") or TEXTS.get(f"{type_name}:({cause})") or TEXTS[type_name]
 
 
 class _Fields(dict[str, Any]):
@@ -647,7 +666,8 @@ class AlertRenderer:
                 items[-1].get("order", "?") if len(items) == 1 else f"{items[0].get('order', '?')} (+{len(items) - 1})",
             )
         title, what, action = (
-            text.format_map(fields) for text in texts_of(group["type"], group["subject"])[self.language]
+            text.format_map(fields)
+            for text in texts_of(group["type"], group["subject"], details.get("cause", ""))[self.language]
         )
         labels = self._labels
         waiting = details.get("jobs_waiting")

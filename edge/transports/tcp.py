@@ -8,6 +8,7 @@ import struct
 import termios
 import time
 
+from edge.dns import Addresses, lookup, unresolved
 from edge.errors import DeviceStalledError, DeviceUnreachableError, DeviceWriteError
 
 # While a read waits, whether the printer still takes what was written is looked at this often.
@@ -55,10 +56,19 @@ class TcpTransport:
         self._stalled = False  # given up on: closed with a reset
 
     def open(self) -> None:
+        """A printer by name is looked up at each connection (DHCP may have moved it), the lookup within
+        connect_timeout like the connect after it: a DNS server that does not answer would hold the printer's thread,
+        and a stop, for as long as the resolver waits (10-30 s)."""
         self.close()
+        host, port = self._address
+        try:
+            addresses = lookup(host, port, self._connect_timeout)
+        except OSError as err:
+            why = unresolved(err, host) or f"cannot connect: {err.strerror or err}"
+            raise DeviceUnreachableError(self.device_id, self.label, why) from err
         sock = None
         try:
-            sock = socket.create_connection(self._address, timeout=self._connect_timeout)
+            sock = self._connect(addresses)
             # Status queries are 3 bytes that wait for a reply; Nagle would hold them back.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except TimeoutError as err:
@@ -72,6 +82,22 @@ class TcpTransport:
         self._sock = sock
         self._sent = self._taken = 0
         self._taken_at, self._stalled = time.monotonic(), False
+
+    def _connect(self, addresses: Addresses) -> socket.socket:
+        """To the first of ``addresses`` that takes the connection, each given connect_timeout (as
+        socket.create_connection, which would look the name up again, unbounded); the first one's error if none does."""
+        failed: OSError | None = None
+        for family, kind, proto, _, where in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self._connect_timeout)
+                sock.connect(where)
+            except OSError as err:
+                sock.close()
+                failed = failed or err
+            else:
+                return sock
+        raise failed or OSError(f"no address for {self._address[0]}")
 
     def write(self, data: bytes) -> None:
         sock = self._connected()

@@ -152,6 +152,25 @@ def test_an_unreachable_printer_is_looked_at_for_paper_and_cover_before_its_cabl
     assert -1 not in positions and positions == sorted(positions), todo
 
 
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("de", ("Der Name des Druckers kitchen, kitchen.local, lässt sich nicht nachschlagen", "Router")),
+        ("en", ("The name of printer kitchen, kitchen.local, could not be looked up", "router")),
+    ],
+)
+def test_a_printer_whose_name_cannot_be_looked_up_sends_the_manager_to_the_router_not_the_cable(
+    language: str, words: tuple[str, ...]
+) -> None:
+    """The printer's name could not be looked up (the router's DNS is down, the printer fine): the mail names the name
+    and sends the manager to the router, or to its IP address in printers.kitchen.host; not to its network cable."""
+    details = {"detail": "cannot resolve kitchen.local: …", "cause": "lookup", "host": "kitchen.local"}
+    offline = group("printer_offline") | {"details": details}
+    mail = renderer(language).alert(offline, kind="firing", extra=0, recipients=["a@b.test"])
+    assert all(word in mail.text for word in words), mail.text
+    assert "printers.kitchen.host" in mail.text and "abel" not in mail.text, mail.text
+
+
 def test_order_number_in_subject_of_failed_job() -> None:
     """A dead job's mail carries the order number and the printer in the subject."""
     mail = renderer("de").alert(group("print_job_failed"), kind="firing", extra=0, recipients=["a@b.test"])
