@@ -39,6 +39,11 @@ A link that is slow for good (``reply_delay_s``): everything the printer sends b
 was sent, whole and in order, every reply alike: a Wi-Fi bridge on a weak link, or an Ethernet-to-USB print server
 that polls its USB printer's status only every second or two and passes the answers on then (the real71b probe
 measured this with a delaying proxy in front of a printer: every DLE EOT and GS r reply 2-3 s late).
+
+A board that needs a moment after each connection (``refuse_after_close_s``): cheap single-socket network interfaces
+listen again only a while after the last connection ended, and refuse new ones meanwhile (mike42/escpos-php#485: "the
+printer is refusing your connection sometimes, maybe it's busy"; DantSu/ESCPOS-ThermalPrinter-Android#478: printing
+twice in quick succession fails). What they took before they stopped listening is served.
 """
 
 from __future__ import annotations
@@ -173,6 +178,9 @@ class SimPrinter:
         self._host = asyncio.Lock()  # the connection being served; the others wait, accepted (UB-E02: up to 3)
         self._feeds: set[_Feed] = set()  # what each connection sent, while it is in the printer's buffers
         self._full = False  # that many are open: the listener is closed, so the next connection is refused
+        # After each connection ends, new ones are refused this long (a single-socket board's moment to listen again)
+        self.refuse_after_close_s = 0.0
+        self._relisten: asyncio.TimerHandle | None = None  # the end of that moment
 
     @property
     def address(self) -> tuple[str, int]:
@@ -209,6 +217,7 @@ class SimPrinter:
         self.powered = False
         self._power_back.clear()
         self._full = False
+        self._cancel_relisten()
         self._stop_listening()
         for feed in self._feeds:  # with its memory: what waited in the buffers never prints
             feed.lose()
@@ -251,6 +260,7 @@ class SimPrinter:
     def _unplug(self) -> None:
         """Not listening (the port held) and every connection cut."""
         self._full = False  # the connections cut below must not open the listener again
+        self._cancel_relisten()
         self._stop_listening()
         for task in self._connections:
             task.cancel()
@@ -290,9 +300,32 @@ class SimPrinter:
 
     def _closed(self, task: asyncio.Task[None]) -> None:
         self._connections.discard(task)
-        if self._full and len(self._connections) < _CONNECTIONS:
+        if self.refuse_after_close_s and (self._sock is not None or self._full or self._relisten is not None):
+            if self._sock is not None:  # what the kernel took already was taken: served, as at _CONNECTIONS
+                while late := self._accepted():
+                    self._start_serving(late)
+            self._full = False
+            self._stop_listening()
+            self._cancel_relisten()
+            self._relisten = asyncio.get_running_loop().call_later(self.refuse_after_close_s, self._listen_again)
+        elif self._full and len(self._connections) < _CONNECTIONS:
             self._full = False
             self._listen()
+
+    def _listen_again(self) -> None:
+        """The moment after a connection is over: listening again, unless it is full meanwhile."""
+        self._relisten = None
+        if self._sock is not None:
+            return
+        if len(self._connections) >= _CONNECTIONS:
+            self._full = True
+        else:
+            self._listen()
+
+    def _cancel_relisten(self) -> None:
+        if self._relisten is not None:
+            self._relisten.cancel()
+            self._relisten = None
 
     async def _serve(self, conn: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=conn, limit=_STREAM_LIMIT)

@@ -129,6 +129,23 @@ async def test_an_offline_printer_keeps_its_port_so_no_other_test_takes_it(print
     assert await printer.wait_for_printed(1, timeout=5) == [b"back"]
 
 
+async def test_a_board_that_needs_a_moment_refuses_right_after_a_connection_ends_and_takes_the_next_after_it(
+    printer: SimPrinter,
+) -> None:
+    """``refuse_after_close_s``: a single-socket board listens again only that long after a connection ended."""
+    printer.refuse_after_close_s = 0.3
+    reader, writer = await asyncio.open_connection(*printer.address)
+    writer.write(b"first")
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the board hung up: its connection is over
+    writer.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*printer.address)
+    await asyncio.sleep(0.4)
+    await send(printer, b"second")
+    assert await printer.wait_for_printed(2, timeout=5) == [b"first", b"second"]
+
+
 async def test_wait_for_printed_times_out(printer: SimPrinter) -> None:
     """Waiting for a job that never comes raises TimeoutError saying how many did."""
     with pytest.raises(TimeoutError, match="0 of 1"):
