@@ -21,8 +21,9 @@ _CHECK_S = 0.5
 class Failover:
     """Watches each station that lists backups (``[stations] kitchen = ["kitchen", "front"]``).
 
-    New jobs are always routed to the primary; only jobs waiting on a printer paused for
-    ``after_s``, or failing (Spooler.failing: it cut tickets short, which never pauses it), move,
+    New jobs are always routed to the primary; only jobs waiting on a printer paused and stuck for
+    ``after_s`` (Spooler.stuck_for: a printer that flaps, online for a moment between pauses without taking a ticket,
+    is stuck all along), or failing (Spooler.failing: it cut tickets short, which never pauses it), move,
     so once the primary is back new tickets print there again. A job moves in
     one UPDATE of waiting rows and a spool claims a job only if it is still its own, so no job
     prints on both printers.
@@ -68,7 +69,8 @@ class Failover:
                     self._storage.passed()
 
     async def check(self, station: str, printers: list[str]) -> None:
-        """The station's waiting tickets on a printer of its list paused ``after_s`` move to the first healthy one:
+        """The station's waiting tickets on a printer of its list paused and stuck ``after_s`` (Spooler.stuck_for)
+        move to the first healthy one:
         off the primary to a backup, and off a backup to the primary (a ticket left on a printer that the config
         made a backup since, or moved there by an earlier failover, must not wait for it while the primary prints)."""
         for name in printers:
@@ -76,8 +78,8 @@ class Failover:
 
     async def _move_off(self, station: str, printers: list[str], stuck: Spooler) -> None:
         primary = stuck.name == printers[0]
-        paused = stuck.paused_for()
-        if not stuck.failing and (paused is None or paused < self._after_s):
+        waited = stuck.stuck_for()
+        if not stuck.failing and (waited is None or waited < self._after_s):
             if primary:
                 self._no_backup.discard(station)
             return
@@ -92,13 +94,14 @@ class Failover:
         moved = await self._jobs.redirect(station, from_printer=stuck.name, to_printer=target.name)
         if not moved:
             return
+        why = f"cut {stuck.cut_short} tickets short in a row" if waited is None else f"no ticket out for {waited:.1f} s"
         log.warning(
             "jobs_redirected",
             station=station,
             from_printer=stuck.name,
             to_printer=target.name,
             job_ids=[job.id for job in moved],
-            why=f"paused {paused:.1f} s" if paused is not None else f"cut {stuck.cut_short} tickets short in a row",
+            why=why,
         )
         target.wake()
 

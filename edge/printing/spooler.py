@@ -75,6 +75,9 @@ class Spooler:
         self.state = PrinterState.UNKNOWN
         self.state_detail = ""
         self.paused_since: float | None = None  # monotonic time the spool paused, for failover
+        # Monotonic time of the pause since which no ticket got out: a printer that reads online between pauses and
+        # takes nothing (it answers status, refuses jobs) is stuck all along, not paused anew each time
+        self._stuck_since: float | None = None
         # Jobs in a row the printer took part of and then hung up on, while it reads fine between them (a failing
         # interface board, a loose jack): the spool never pauses for that, and each retry spends an attempt
         self.cut_short = 0
@@ -139,9 +142,13 @@ class Spooler:
         their attempts run out on it."""
         return self.cut_short >= _FAILING_AFTER
 
-    def paused_for(self) -> float | None:
-        """Seconds this spool has been paused (printer offline, out of paper, cover open), None while it prints."""
-        return None if self.paused_since is None else self.clock.mono() - self.paused_since
+    def stuck_for(self) -> float | None:
+        """While the spool is paused (printer offline, out of paper, cover open): seconds since the pause after which
+        no ticket got out and none stopped waiting, however often the printer read online meanwhile; None while it
+        prints."""
+        if self.paused_since is None or self._stuck_since is None:
+            return None
+        return self.clock.mono() - self._stuck_since
 
     def _set_state(self, state: PrinterState, detail: str = "") -> None:
         detail = detail or self.driver.caveat
@@ -180,6 +187,8 @@ class Spooler:
                         self.name, wall(), max_delay=max_delay, limit=_HOLD_LOOK if self._holding else self._burst()
                     )
                 )
+                if not burst:
+                    self._stuck_since = None  # nothing waits: no ticket is stuck
                 if burst and await self._print_burst(burst):
                     if self.driver.asks_status:  # the jobs' own status checks count as a poll; jobs sent blind do not
                         next_poll = mono() + self._poll_s
@@ -430,6 +439,7 @@ class Spooler:
                 self._confirmed_at = self.clock.mono()
             self._confirmed.append(PrintedMark(job.id, job.order_id, latency))
             self.cut_short = 0
+            self._stuck_since = None
             self._set_state(outcome.state)
             log.info(
                 "job_printed",
@@ -495,6 +505,8 @@ class Spooler:
         """The printer cannot take jobs: no attempts are spent; probe with capped backoff until it can."""
         self._set_state(state, detail)
         self.paused_since = self.clock.mono()
+        if self._stuck_since is None:
+            self._stuck_since = self.paused_since
         try:
             await self._probe_until_ready(state, detail)
         finally:

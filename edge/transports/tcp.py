@@ -13,6 +13,14 @@ from edge.errors import DeviceStalledError, DeviceUnreachableError, DeviceWriteE
 
 # While a read waits, whether the printer still takes what was written is looked at this often.
 _TAKEN_CHECK_S = 0.5
+# Cheap single-socket interface boards listen again only a moment after a connection ends, and refuse new ones
+# meanwhile (mike42/escpos-php#485, DantSu/ESCPOS-ThermalPrinter-Android#478; the netprint73 probe saw 0.05-1 s): a
+# connection refused this soon after the last one to the address ended is tried again this often until then. A printer
+# switched off refuses for longer, and is unreachable that much later at most.
+_REFUSED_AFTER_CLOSE_S = 2.0
+_REFUSED_RETRY_S = 0.1
+# When the last connection to each address ended (monotonic): one printer set up under two names has two transports.
+_last_closed: dict[tuple[str, int], float] = {}
 
 
 class TcpTransport:
@@ -84,6 +92,18 @@ class TcpTransport:
         self._taken_at, self._stalled = time.monotonic(), False
 
     def _connect(self, addresses: Addresses) -> socket.socket:
+        """A connection; one refused within _REFUSED_AFTER_CLOSE_S of the last one's end is tried again until then."""
+        until = _last_closed.get(self._address, 0.0) + _REFUSED_AFTER_CLOSE_S
+        while True:
+            try:
+                return self._connect_to(addresses)
+            except ConnectionRefusedError:
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(left, _REFUSED_RETRY_S))
+
+    def _connect_to(self, addresses: Addresses) -> socket.socket:
         """To the first of ``addresses`` that takes the connection, each given connect_timeout (as
         socket.create_connection, which would look the name up again, unbounded); the first one's error if none does."""
         failed: OSError | None = None
@@ -156,6 +176,7 @@ class TcpTransport:
         except OSError:
             pass
         self._sock = None
+        _last_closed[self._address] = time.monotonic()
 
     def _look_taken(self, sock: socket.socket) -> bool:
         """Whether the device took some of what was written since last looked at, or has it all."""

@@ -154,7 +154,7 @@ async def test_paper_out_found_between_jobs_pauses_the_spool_before_the_next_ord
     kitchen.paper_out = True
     (change,) = await seen.wait(PrinterStatusChanged, where=lambda e: e.printer == "kitchen" and e.new == "paper_out")
     assert "between jobs" in change.detail
-    assert agent.spoolers["kitchen"].paused_for() is not None
+    assert agent.spoolers["kitchen"].stuck_for() is not None
     example_order["print_receipt"] = False
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
