@@ -310,6 +310,18 @@ class OrderEventsRefused(Event):
     waiting: int  # the order's events pending
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OrderEventRejected(Event):
+    """Central refused one status event for good (the contract's 422 codes): it is never sent again, and central does
+    not hear of that change of the order."""
+
+    order_id: str
+    number: str | None  # None when the order's row is gone
+    event: str  # the status event refused (received, printed, ...)
+    status: int
+    reason: str  # central's answer, shortened
+
+
 Handler = Callable[[Any], None]
 
 

@@ -52,6 +52,7 @@ from edge.events import (
     MqttOrderRejected,
     MqttSessionLost,
     OrderConflicted,
+    OrderEventRejected,
     OrderEventsRefused,
     OrderTotalsMismatched,
     PrinterStatusChanged,
@@ -402,6 +403,11 @@ class Alerter:
                     retry_min=f"{self._settings.central.refused_retry_s / 60:g}",
                     detail=f"HTTP {event.status}: {event.reason}",
                 )
+            case OrderEventRejected():
+                order = event.number or event.order_id
+                item = {"id": event.order_id, "order": order, "error": f"{event.event}: {event.reason}"[:120]}
+                detail = f"HTTP {event.status}: {event.reason}"
+                self._signal("central_rejected_events", "events", True, order=order, detail=detail, item=item)
             case RecoveryStarted():
                 self._run_awaited = self.clock.mono()
             case RecoveryFailed():
@@ -1128,6 +1134,7 @@ class Alerter:
             MqttOrderRejected,
             MqttSessionLost,
             OrderEventsRefused,
+            OrderEventRejected,
             JobRedirected,
             PushAuthChanged,
             TextUnprintable,

@@ -90,6 +90,7 @@ _ORDER_ITEMS = frozenset(
         "recovery_invalid",
         "order_conflict",
         "cancel_refused",
+        "central_rejected_events",
         "mqtt_invalid",
         "text_unprintable",
     }
@@ -320,6 +321,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " printing is not affected.",
             "Tell the central backend's team about the order and its answer. Once it takes the order again, the"
             " events follow on their own.",
+        ),
+    },
+    "central_rejected_events": {
+        "de": (
+            "Bestellung {order}: Zentrale lehnt Statusmeldungen endgültig ab",
+            "Die Zentrale hat Statusmeldungen zur Bestellung {order} endgültig abgelehnt ({detail}). Sie werden nicht"
+            " erneut gesendet: die Zentrale kennt diesen Stand der Bestellung nicht. Gedruckt wird wie immer.",
+            "Der Zentrale (dem Backend-Team) die Bestellungen und ihre Antwort melden. Ist es dort behoben, kann der"
+            " Techniker die Meldungen erneut senden lassen.",
+        ),
+        "en": (
+            "Order {order}: central backend refuses status events for good",
+            "The central backend refused status events of order {order} for good ({detail}). They are not sent"
+            " again: central does not know this state of the order. Printing is not affected.",
+            "Tell the central backend's team about the orders and its answer. Once it is fixed there, the technician"
+            " can have the events sent again.",
         ),
     },
     "recovery_failed": {

@@ -58,6 +58,8 @@ TYPES: dict[str, AlertType] = {
         AlertType("scanner_offline", WARNING),
         # Central refuses an order's status events (not for good): they wait, the other orders' go; one group per order.
         AlertType("central_refused_events", WARNING),
+        # Central refused status events for good (never sent again): one group, one item per event.
+        AlertType("central_rejected_events", WARNING, remind=False),
         AlertType("recovery_failed", CRITICAL, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
         AlertType("storage_problem", CRITICAL),
         # Found by recovery; grouped per kind, one item per order. Resolved by a later run that finds none.

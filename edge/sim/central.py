@@ -173,6 +173,10 @@ class CentralSim:
         # Zero counts left out of the events answer ({"accepted": 3}): a backend serialised with protojson
         # (grpc-gateway) omits fields at their default unless told otherwise; the contract says both
         self.omit_zero_counts = False
+        # The events side learns of an order this long after it was added (a read replica behind the order service,
+        # a queue between them): its events are answered 422 unknown_order meanwhile.
+        self.events_lag_s = 0.0
+        self._known_at: dict[str, float] = {}  # order id -> monotonic time the events side knows it from
         # How the counts are written: "int" (the contract), "string" (protojson writes int64 fields as strings,
         # {"accepted": "3"}), "float" (a backend that counts in floats, 3.0)
         self.count_style: Literal["int", "string", "float"] = "int"
@@ -361,6 +365,7 @@ class CentralSim:
         second = int(time.time()) if changed_at is None else changed_at
         for order in orders:
             self._owner[order["id"]] = state.store_id
+            self._known_at.setdefault(order["id"], time.monotonic() + self.events_lag_s)
             state.orders[order["id"]] = order
             state.latest[order["id"]] = len(state.log)
             state.log.append((second, order["id"]))
@@ -708,7 +713,7 @@ class CentralSim:
         owner = self._owner.get(order_id)
         if owner is not None and owner != state.store_id:
             return "unknown_order", f"order {order_id!r} belongs to another store"
-        if self.strict and owner is None:
+        if self.strict and (owner is None or time.monotonic() < self._known_at[order_id]):
             return "unknown_order", f"no order {order_id!r} for store {state.store_id!r}"
         first = state.events.get(key)
         if self.strict and first is not None and first != event:

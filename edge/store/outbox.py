@@ -85,6 +85,11 @@ class OutboxStore:
         )
         return (0, None) if row is None else (int(row[0]), row[1])
 
+    async def stored_at(self, order_id: str) -> float | None:
+        """When the order was stored here (our wall clock), None once its row is gone."""
+        row = await self._db.fetchone("SELECT received_at FROM orders WHERE id = ?", (order_id,))
+        return None if row is None else float(row[0])
+
     async def pending_orders(self, order_ids: Collection[str]) -> set[str]:
         """Those of these orders with events still pending."""
         rows = await self._db.fetchall(

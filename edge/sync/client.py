@@ -309,21 +309,27 @@ class CentralClient:
         sends fewer events)."""
         keys = [e["idempotency_key"] for e in events]
         answer = await self.request("POST", self.events_path, body={"events": events}, retry_slow=retry_slow, keys=keys)
+        where = f"central API POST {self._base}{self.events_path}"
+        if not isinstance(answer, dict) or not {"accepted", "duplicates"} & answer.keys():
+            # Neither count: a gateway's or a half-up backend's 200 ({"status": "error"}, {}), no answer of central's
+            # about these events. Read as "0 taken" it set every order of such a spell aside, a mail each.
+            raise CentralGarbledError(
+                f"{where}: HTTP 200 but the answer holds neither accepted nor duplicates: {json.dumps(answer)[:200]}"
+            )
         # A count left out is 0: protojson (grpc-gateway's default) omits zero fields; the sum still has to add up.
-        counts = [answer.get(k, 0) if isinstance(answer, dict) else None for k in ("accepted", "duplicates")]
+        counts = [answer.get(k, 0) for k in ("accepted", "duplicates")]
         numbers = [n for n in map(_count, counts) if n is not None]
         if len(numbers) == 2 and sum(numbers) < len(events):
             # Taken in part, the rest named in the body (a common API style the contract does not use): a refusal of
             # some of the batch's events, split like a 409 until the one refused is alone.
             raise CentralRejectedError(
-                f"central API POST {self._base}{self.events_path}: HTTP 200 but only {sum(numbers)} of {len(events)}"
-                f" events taken: {json.dumps(answer)[:200]}",
+                f"{where}: HTTP 200 but only {sum(numbers)} of {len(events)} events taken: {json.dumps(answer)[:200]}",
                 200,
                 json.dumps(answer)[:500],
             )
         if len(numbers) != 2 or sum(numbers) != len(events):
             raise CentralApiError(
-                f"central API POST {self._base}{self.events_path}: HTTP 200 but the answer does not acknowledge all"
+                f"{where}: HTTP 200 but the answer does not acknowledge all"
                 f" {len(events)} events (expected accepted + duplicates to add up): {json.dumps(answer)[:200]}"
             )
 

@@ -18,6 +18,7 @@ from edge.events import (
     EventBus,
     JobDead,
     JobPrinted,
+    OrderEventRejected,
     OrderEventsRefused,
     OrderRevised,
     OrderStored,
@@ -58,6 +59,11 @@ _JITTER = 0.1
 # person changes now and then, not load: within the hour no batch meets it again, a limit that stands costs one 413
 # and a split an hour, and one the operator raised is used within the hour.
 _BODY_LIMIT_KEPT_S = 3600.0
+# 422 unknown_order for an order stored here from central (pushed, listed, published) less than this long ago is "not
+# yet", not "never": central had the order, its events side has not heard yet (a read replica behind, a queue between
+# its services). Ten minutes is past any such lag that is not central's own outage (then its events wait as pending
+# ones do), and short enough that events central really does not have (another store's order) are settled soon.
+_NOT_YET_KNOWN_S = 600.0
 
 
 def _events(items: Sequence[OutboxItem]) -> list[dict[str, Any]]:
@@ -74,7 +80,9 @@ class OutboxSender:
     A batch refused for good (the contract's 422 naming an event, see PERMANENT_EVENT_ERRORS) is split in halves,
     oldest half first, until every event is either acknowledged or refused on its own; such an event is marked
     rejected (delivered_at set, the reason in the payload under edge.store.outbox.REJECTED_KEY), logged as
-    ``outbox_event_rejected`` and never sent again. A 413, a 409, a 410 or another 422 splits as well, and an event
+    ``outbox_event_rejected``, published (OrderEventRejected: a person is told) and never sent again; but
+    unknown_order for an order stored here less than _NOT_YET_KNOWN_S ago sets it aside for a moment instead (central's
+    events side not up to date yet), nobody told. A 413, a 409, a 410 or another 422 splits as well, and an event
     refused on its own sets its order aside (one too big for a proxy as well): nothing is rejected, the order's
     events stay pending and wait (its later ones too, so they keep their order) while the other orders' go; every
     ``refused_retry_s`` its oldest event is sent alone, and once central takes it the order's events go as before.
@@ -107,6 +115,8 @@ class OutboxSender:
         # In memory: a restart simply tries them again.
         self._set_aside: dict[str, float] = {}
         self._told: set[str] = set()  # of those, the ones published in this run (told once, not at every try)
+        # Of those, orders central did not know yet -> (monotonic time of the first such answer, tries since)
+        self._unknown_since: dict[str, tuple[float, int]] = {}
         self._clock = clock
         self._client = client
         self._storage = SaidOnce("outbox_waits_for_storage")  # why flushes cannot write, until one can
@@ -184,6 +194,8 @@ class OutboxSender:
             ):
                 raise
             if len(items) == 1:
+                if err.permanent_for_event and err.error == "unknown_order" and await self._not_known_yet(items[0]):
+                    return 0
                 if err.permanent_for_event:
                     await self._reject(items[0], err)
                     return 1
@@ -257,6 +269,25 @@ class OutboxSender:
             OrderEventsRefused(order_id=item.order_id, number=number, status=err.status, reason=reason, waiting=waiting)
         )
 
+    async def _not_known_yet(self, item: OutboxItem) -> bool:
+        """Central answered unknown_order to the order's oldest event alone: True when that is "not yet" (stored here
+        from central less than _NOT_YET_KNOWN_S ago, by the wall clock and, within this run, by the monotonic one: a
+        clock set back does not stretch it), and the order is set aside for a moment, nobody told; False when it is
+        central's refusal for good."""
+        order_id, now = item.order_id, self._clock.mono()
+        first, tries = self._unknown_since.get(order_id, (now, 0))
+        stored_at = await self._store.stored_at(order_id)
+        if stored_at is None or max(self._clock.wall() - stored_at, now - first) >= _NOT_YET_KNOWN_S:
+            self._unknown_since.pop(order_id, None)
+            return False
+        self._unknown_since[order_id] = (first, tries + 1)
+        # Tried again soon, then less often: a lag of seconds costs seconds, one of minutes a few tries.
+        retry_in = min(self._refused_retry_s, self._client.retry_delay(tries))
+        self._set_aside[order_id] = now + retry_in
+        if not tries:
+            log.info("outbox_order_not_known_yet", order_id=order_id, key=item.idempotency_key, retry_in_s=retry_in)
+        return True
+
     async def _try_set_aside(self) -> int:
         """Each set-aside order whose time has come: its oldest pending event alone. Taken (or rejected for good), the
         order's events go with the others again, the rest of them in the batches that follow; refused, it waits
@@ -275,6 +306,7 @@ class OutboxSender:
                     raise
                 if order_id not in self._set_aside:
                     self._told.discard(order_id)
+                    self._unknown_since.pop(order_id, None)
                     log.info("outbox_order_taken_again", order_id=order_id)
         return total
 
@@ -292,6 +324,18 @@ class OutboxSender:
             event_type=payload.get("event"),
             status=err.status,
             reason=reason[:200],
+        )
+        if after_cancel:
+            return
+        _, number = await self._store.waiting_of(item.order_id)
+        self._bus.publish(
+            OrderEventRejected(
+                order_id=item.order_id,
+                number=number,
+                event=str(payload.get("event")),
+                status=err.status,
+                reason=reason[:200],
+            )
         )
 
     async def rejected(self) -> int:
@@ -316,9 +360,17 @@ class OutboxSender:
         pending = {"pending": await self.pending()} if said.due(kind) else {}
         said.note(kind, **fields, **pending)
 
+    def _idle_s(self) -> float:
+        """How long the sender waits for news: _IDLE_S, less when a set-aside order's time comes sooner (one central
+        did not know yet is tried again within seconds)."""
+        now, wait = self._clock.mono(), _IDLE_S
+        if self._link_up():
+            wait = min([wait, *(retry_at - now for retry_at in self._set_aside.values())])
+        return max(_GATHER_S, wait)
+
     async def _run(self) -> None:
         while True:
-            if await wait_set(self._wake, _IDLE_S):
+            if await wait_set(self._wake, self._idle_s()):
                 await asyncio.sleep(_GATHER_S)
             self._wake.clear()
             if not self._link_up():

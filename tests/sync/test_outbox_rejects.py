@@ -16,12 +16,13 @@ from structlog.testing import capture_logs
 
 from edge.app import Agent
 from edge.clock import SYSTEM_CLOCK, Clock
+from edge.clock import SteppedClock as AgentClock
 from edge.config import CentralSettings, Secret, Settings
 from edge.errors import CentralApiError
 from edge.events import EventBus, JobPrinted, OrderEventsRefused, RecoveryCompleted
 from edge.log import Summarised
 from edge.sim.central import CentralSim
-from edge.sim.orders import example_order
+from edge.sim.orders import example_order, make_order
 from edge.sim.smtp import SmtpSink
 from edge.store.db import Database
 from edge.store.outbox import REJECTED_KEY, add_outbox, outbox_row
@@ -726,3 +727,112 @@ async def test_an_events_answer_that_leaves_a_zero_count_out_delivers_the_batch(
         what="every event delivered",
     )
     assert max(central.posted.values()) == 1 and central.duplicates == []
+
+
+def events_posts(central: CentralSim) -> int:
+    """Events POSTs central (or the gateway in front of it) answered so far."""
+    return sum(1 for _, method, path, _ in central.requests if method == "POST" and path.endswith("/events"))
+
+
+@pytest.mark.parametrize("body", [{"status": "error"}, {}, {"ok": True}], ids=["status_error", "empty", "ok_true"])
+async def test_a_spell_of_200s_without_either_count_keeps_the_events_pending_and_sets_no_order_aside(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink, body: dict[str, Any]
+) -> None:
+    """A gateway (or a backend half up) answers the events POSTs 200 with a body that holds neither count for a spell
+    while orders come in: not the contract's answer, nothing acknowledged or refused. The events stay pending and go
+    once central answers well again; no order is set aside, nobody is mailed, and the log names the body. Before, a
+    missing count was read as 0 ("0 of n taken"): every order of the spell was set aside for refused_retry_s (5 min)
+    with a STÖRUNG mail each (the outbox73 probe, D1)."""
+    with capture_logs() as logs:
+        agent, events = await agents.start(sync_settings(sections=mail_to(sink)))  # refused_retry_s: the default
+        await events.wait(RecoveryCompleted)
+        orders = central.create_orders(3, prefix="odd")
+        central.fail_next(10_000, 200, body=body, path="events")
+        async with api_client(agent) as api:
+            for order in orders:
+                assert (await post(api, order))[0] == 201
+            await events.wait(JobPrinted, count=3)
+            await wait_until(lambda: events_posts(central) >= 3, what="three events POSTs answered in the spell")
+            central.clear_faults()
+            [late] = central.create_orders(1, prefix="late")  # stored after the spell: the sender goes again at once
+            assert (await post(api, late))[0] == 201
+        db = agent.settings.agent.db_path
+        await eventually(
+            lambda: db_rows(db, "SELECT idempotency_key FROM outbox WHERE delivered_at IS NULL"),
+            lambda rows: rows == [],
+            timeout=10,
+            what="every event delivered once central answered well again",
+        )
+    written = [k for (k,) in await db_rows(db, "SELECT idempotency_key FROM outbox ORDER BY id")]
+    assert set(written) == set(central.events) and central.duplicates == []
+    assert not [entry for entry in logs if entry["event"] in ("outbox_order_set_aside", "outbox_batch_split")]
+    failed = [entry["error"] for entry in logs if entry["event"] == "outbox_delivery_failed"]
+    assert failed and all(json.dumps(body) in error for error in failed), failed
+    assert await db_rows(db, "SELECT key FROM alert_groups WHERE type = 'central_refused_events'") == []
+    assert sink.messages == []
+
+
+async def test_events_of_an_order_central_learns_a_moment_after_the_push_are_delivered_once_it_knows_it(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """Central's events side learns of an order 1.5 s after central pushed it (a read replica behind, a queue between
+    its order and events services) and answers its events 422 unknown_order meanwhile. The order was stored here from
+    central moments ago: "not yet", not "never". Its events wait and are offered again soon, and every one arrives,
+    once and in order, once central knows the order; nothing is rejected, nobody is mailed. Before, the `received`
+    and both `printed` were rejected for good within milliseconds, never sent again, and only the log said so (the
+    outbox73 probe, D3)."""
+    central.events_lag_s = 1.5
+    with capture_logs() as logs:
+        agent, events = await agents.start(sync_settings(sections=mail_to(sink)))
+        await events.wait(RecoveryCompleted)
+        order = make_order(1, prefix="lag")  # a ticket and a receipt: received, printed, printed
+        central.add_orders([order])
+        async with api_client(agent) as api:
+            assert (await post(api, order))[0] == 201
+        await events.wait(JobPrinted, count=2)
+        db = agent.settings.agent.db_path
+        of_order = [k for (k,) in await db_rows(db, "SELECT idempotency_key FROM outbox ORDER BY id")]
+        assert len(of_order) == 3, of_order
+        await wait_until(lambda: set(of_order) <= set(central.events), 15, "every event of the order at central")
+    assert await db_rows(db, "SELECT COUNT(*) FROM outbox WHERE json_extract(payload, '$._rejected') IS NOT NULL") == [
+        (0,)
+    ]
+    assert list(central.events) == of_order and central.duplicates == []
+    assert central.posted[of_order[0]] >= 2  # refused while central did not know the order yet, then taken
+    assert not [entry for entry in logs if entry["event"] == "outbox_event_rejected"]
+    assert await db_rows(db, "SELECT key FROM alert_groups") == [] and sink.messages == []
+
+
+async def test_an_order_central_still_does_not_know_minutes_after_the_push_is_rejected_for_good_and_a_person_told(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """Central still answers unknown_order for an order stored here from it more than 10 minutes ago: that is its
+    refusal for good. The order's events are rejected (kept with the reason, never sent again) and the manager gets a
+    mail naming the order and central's answer. Until then they were offered again, nothing rejected. Before, the
+    rejection was at once and only the log said so (the outbox73 probe, D3)."""
+    central.events_lag_s = 3600.0  # the events side never learns of it within the test
+    clock = AgentClock()
+    agent, events = await agents.start(sync_settings(sections=mail_to(sink)), clock=clock)
+    await events.wait(RecoveryCompleted)
+    [order] = central.create_orders(1, prefix="never")
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+    db = agent.settings.agent.db_path
+    received = f"{order['id']}:received:0{await key_mark(db)}"
+    # not yet: offered again
+    await wait_until(lambda: central.posted[received] >= 2, 15, f"{received} offered again")
+    rejected = "SELECT COUNT(*) FROM outbox WHERE json_extract(payload, '$._rejected') IS NOT NULL"
+    assert await db_rows(db, rejected) == [(0,)] and sink.messages == []
+
+    clock.advance(11 * 60)
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*), COUNT(delivered_at) FROM outbox"),
+        lambda rows: rows[0][0] >= 2 and rows[0][0] == rows[0][1],
+        timeout=15,
+        what="the order's events settled",
+    )
+    assert await db_rows(db, rejected) == await db_rows(db, "SELECT COUNT(*) FROM outbox")
+    assert not any(k.startswith(order["id"]) for k in central.events)
+    [mail] = await sink.wait_for(1)
+    text = mail.get_body(("plain",)).get_content()
+    assert order["number"] in str(mail["Subject"]) + text and "unknown_order" in text
