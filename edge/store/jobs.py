@@ -149,14 +149,17 @@ _RELEASED = (
 # the first one already going out or just out. Just out: 10 s covers a second press made without seeing the first COPY
 # (the status page refreshes every 5 s by default) and is shorter than walking to the printer and reading it, after
 # which a cook asking again means another copy. Counted on the monotonic clock for a COPY this run saw come out
-# (:just_out, JobStore._copies_out): printed_at is wall time, and after NTP stepped the clock an hour either way
-# a press a moment later printed a second COPY. One not among them (come out before a restart, or longer ago) goes by
-# printed_at, either side of now: a COPY of the run before a quick restart is still just out.
+# (:just_out, of JobStore._copies_out): printed_at is wall time, and after NTP stepped the clock an hour either way
+# a press a moment later printed a second COPY, and a step back brought a COPY of long ago back to "just out". One
+# this run did not see come out (before a restart) goes by printed_at, either side of now: a COPY of the run before a
+# quick restart is still just out.
 COPY_JUST_OUT_S = 10.0
 _COPY_THERE = (
     "copy AND (state IN ('queued', 'failed', 'printing') OR (state = 'printed'"
-    " AND (id IN (SELECT value FROM json_each(:just_out)) OR ABS(:now - printed_at) < :just_out_s)))"
+    " AND (id IN (SELECT value FROM json_each(:just_out)) OR (ABS(:now - printed_at) < :just_out_s"
+    " AND id NOT IN (SELECT value FROM json_each(:seen_out))))))"
 )
+_COPIES_OUT_KEPT = 4096  # the newest COPYs a run remembers seeing come out; one older goes by printed_at again
 # What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,
 # or a person), and a ticket for each station with production items in the current revision, whether its first
 # ticket was an original or came with a change (a station gaining its first items); not a station a change emptied.
@@ -290,7 +293,7 @@ class JobStore:
         self._clock = clock  # wall time for what is written down (held_at, printed_at, …)
         self._printers = None if printers is None else json.dumps(sorted(printers))
         self._bus = bus if bus is not None else EventBus()  # nobody listens: a store used on its own
-        self._copies_out: dict[int, float] = {}  # COPYs this run marked printed: when, monotonic
+        self._copies_out: dict[int, float] = {}  # COPYs this run marked printed (the newest): when, monotonic
 
     async def next_burst(
         self, printer: str, now: float, *, max_delay: float, limit: int
@@ -521,7 +524,8 @@ class JobStore:
         claimed = await self._db.write_publishing(self._bus, marks, linger=True)
         if copies_out:
             self._copies_out.update(copies_out)
-            self._forget_copies_out()  # a backlog put back in line as COPYs is not kept all run
+            for job_id in list(self._copies_out)[: max(0, len(self._copies_out) - _COPIES_OUT_KEPT)]:
+                del self._copies_out[job_id]  # a backlog put back in line as COPYs is not kept all run
         return MarksCommitted(claimed=frozenset(claimed), printed=done)
 
     async def hold_many(self, printer: str, stale: Sequence[StaleJob]) -> set[int]:
@@ -905,11 +909,12 @@ class JobStore:
             (row,) = await conn.execute_fetchall(_PRINTABLE_BY_ID, (job_id,))
             return PrintableJob.from_row(row)
 
-    def _forget_copies_out(self) -> None:
-        """Keeps the COPYs this run saw come out less than COPY_JUST_OUT_S ago on the monotonic clock, which a step of
-        the wall clock does not move."""
+    def _just_out(self) -> tuple[str, str]:
+        """(COPYs this run saw come out less than COPY_JUST_OUT_S ago on the monotonic clock, which a step of the wall
+        clock does not move; every COPY it remembers seeing come out), as JSON lists for _COPY_THERE."""
         mono = self._clock.mono()
-        self._copies_out = {job_id: at for job_id, at in self._copies_out.items() if mono - at < COPY_JUST_OUT_S}
+        just_out = [job_id for job_id, at in self._copies_out.items() if mono - at < COPY_JUST_OUT_S]
+        return json.dumps(just_out), json.dumps(list(self._copies_out))
 
     async def add_copies(
         self,
@@ -942,8 +947,7 @@ class JobStore:
                 kind, job_station, _ = originals[targets.index(None)]
                 what = f"station {job_station!r}" if kind == JobKind.TICKET else "receipts"
                 raise WrongStateError(f"order {order_id}: no printer serves {what} now; add one to the config")
-            self._forget_copies_out()
-            now, just_out = self._clock.wall(), json.dumps(list(self._copies_out))
+            now, (just_out, seen_out) = self._clock.wall(), self._just_out()
             new_ids: list[int] = []
             waiting: list[CopyThere] = []
             for (kind, job_station, priority), printer in zip(originals, targets, strict=True):
@@ -963,6 +967,7 @@ class JobStore:
                         "revision": revision,
                         "now": now,
                         "just_out": just_out,
+                        "seen_out": seen_out,
                         "just_out_s": COPY_JUST_OUT_S,
                     },
                 )

@@ -263,20 +263,21 @@ async def kitchen_copy_out(
 async def test_a_clock_step_after_a_copy_came_out_neither_ends_nor_stretches_its_just_out(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], step: float
 ) -> None:
-    """A COPY came out, then NTP steps the box's clock an hour back (or an hour and 5 s ahead). A second press 8 s
+    """A COPY came out, then NTP steps the box's clock an hour back (or an hour and 5 s ahead). A second press 6 s
     after the COPY came out is still the moment after it: 200 naming it, nothing more on paper; a press 11 s after it
     prints another COPY. Before: the printed time, on the wall clock, was an hour off now either way, and the press
-    8 s after the COPY printed a second one."""
+    6 s after the COPY printed a second one. (6, not 9: the real seconds a loaded machine takes between the COPY's
+    mark and the press count too; CI once took 2.)"""
     kitchen = printers["kitchen"]
     agent, clock, url, copy = await kitchen_copy_out(make_agent, example_order, printers)
     clock.step(step)
-    clock.advance(8)  # the documented 10 s as literals here and below: they pin COPY_JUST_OUT_S, not follow it
+    clock.advance(6)  # the documented 10 s as literals here and below: they pin COPY_JUST_OUT_S, not follow it
     async with api_client(agent) as api:
         status, answer = await press(api, url)
         assert (status, answer["job_ids"], answer["waiting"]) == (200, [], [copy]), answer
         await asyncio.sleep(0.5)  # a second COPY would be out by now
         assert copies_on_paper(kitchen) == 1
-        clock.advance(3)  # 11 s after the COPY came out: the cook wants another
+        clock.advance(5)  # 11 s after the COPY came out: the cook wants another
         status, answer = await press(api, url)
         assert (status, len(answer["job_ids"])) == (201, 1), answer
         await kitchen.wait_for_printed(3)
@@ -291,6 +292,30 @@ async def test_a_reprint_half_a_second_past_just_out_prints_another_copy(
     kitchen = printers["kitchen"]
     agent, clock, url, _ = await kitchen_copy_out(make_agent, example_order, printers)
     clock.advance(10.5)  # not COPY_JUST_OUT_S + 0.5: with the mutant that moved too
+    async with api_client(agent) as api:
+        status, answer = await press(api, url)
+        assert (status, len(answer["job_ids"])) == (201, 1), answer
+        await kitchen.wait_for_printed(3)
+    assert copies_on_paper(kitchen) == 2
+
+
+@pytest.mark.parametrize(
+    ("after", "step"), [(11.0, -9.0), (3600.0, -3600.0)], ids=["back_9s_at_11s", "an_hour_old_stepped_back_1h"]
+)
+async def test_a_copy_this_run_saw_come_out_long_ago_is_not_brought_back_by_a_step_back(
+    make_agent: Callable[..., Awaitable[Agent]],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    after: float,
+    step: float,
+) -> None:
+    """A COPY came out 11 s ago (or an hour ago) by the monotonic clock, then NTP steps the wall clock back 9 s (or an
+    hour): the press prints another COPY; the wall clock's printed time no longer judges a COPY this run saw come out.
+    Before (the verify73 probe): 200 "came out less than 10 s ago", nothing printed, the cook had to press again."""
+    kitchen = printers["kitchen"]
+    agent, clock, url, _ = await kitchen_copy_out(make_agent, example_order, printers)
+    clock.advance(after)
+    clock.step(step)
     async with api_client(agent) as api:
         status, answer = await press(api, url)
         assert (status, len(answer["job_ids"])) == (201, 1), answer
