@@ -109,6 +109,8 @@ class StoreState:
     refused_orders: dict[str, int] = dataclasses.field(default_factory=dict)  # order id -> status its events get
     resent: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)  # log position -> old version listed
     in_progress: set[str] = dataclasses.field(default_factory=set)  # keys of events POSTs being processed now
+    # Orders central cancelled itself (cancel_orders) -> the event of the order it cancels once taken (None: at once)
+    cancels: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
 
 class CentralSim:
@@ -354,6 +356,14 @@ class CentralSim:
         """The refusal of ``refuse_orders`` lifted (the order restored at central): their events are taken again."""
         for order_id in order_ids:
             self.stores[store or self.store_id].refused_orders.pop(order_id, None)
+
+    def cancel_orders(self, order_ids: set[str], *, after: str | None = None, store: str | None = None) -> None:
+        """Central cancels these orders itself (a guest cancelled in the app, the box not told yet): at once or, with
+        ``after``, as soon as it has taken that event of the order (``"received"``: the guest cancels just after the
+        box said it has the order). From then on a new event of one of them but a ``cancelled`` is answered 409
+        ``order_cancelled``, as under ``order_states`` after the box's own ``cancelled``; nothing of its batch is
+        applied."""
+        self.stores[store or self.store_id].cancels |= dict.fromkeys(order_ids, after)
 
     def add_orders(
         self, orders: list[dict[str, Any]], *, store: str | None = None, changed_at: int | None = None
@@ -664,7 +674,7 @@ class CentralSim:
                     n,
                     event["idempotency_key"],
                 )
-        if self.order_states and (refusal := _after_cancel(state, events)):
+        if (self.order_states or state.cancels) and (refusal := _after_cancel(state, events, self.order_states)):
             return refusal
         accepted, rejected = 0, []
         for event in events:
@@ -721,14 +731,21 @@ class CentralSim:
         return None
 
 
-def _after_cancel(state: StoreState, events: list[dict[str, Any]]) -> web.Response | None:
-    """``order_states``: the 409 for a batch holding a new event of an order cancelled before it (in the batch or
-    earlier); None when every event fits its order's state. Nothing of such a batch is applied."""
-    cancelled = {e["order_id"] for e in state.events.values() if e["event"] == "cancelled"}
+def _after_cancel(state: StoreState, events: list[dict[str, Any]], order_states: bool) -> web.Response | None:
+    """The 409 for a batch holding a new event of an order cancelled before it (in the batch or earlier): by the box's
+    ``cancelled`` (with ``order_states``) or by central itself (``cancel_orders``); None when every event fits its
+    order's state. Nothing of such a batch is applied."""
+
+    def cancels(event: dict[str, Any]) -> bool:
+        """Whether the order is cancelled once this event of it is taken."""
+        kind = event["event"]
+        return (order_states and kind == "cancelled") or state.cancels.get(event["order_id"], "") == kind
+
+    cancelled = {order_id for order_id, after in state.cancels.items() if after is None}
+    cancelled |= {e["order_id"] for e in state.events.values() if cancels(e)}
     for n, event in enumerate(events):
-        if event["event"] == "cancelled":
-            cancelled.add(event["order_id"])
-        elif event["order_id"] in cancelled and event["idempotency_key"] not in state.events:
+        new = event["idempotency_key"] not in state.events
+        if new and event["event"] != "cancelled" and event["order_id"] in cancelled:
             reason = f"order {event['order_id']} is cancelled; events[{n}] ({event['event']}) goes backwards"
             body = {
                 "error": "order_cancelled",
@@ -737,6 +754,8 @@ def _after_cancel(state: StoreState, events: list[dict[str, Any]]) -> web.Respon
                 "idempotency_key": event["idempotency_key"],
             }
             return web.json_response(body, status=409)
+        if cancels(event):
+            cancelled.add(event["order_id"])
     return None
 
 

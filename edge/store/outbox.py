@@ -64,14 +64,14 @@ class OutboxStore:
         )
         return None if row is None else OutboxItem.from_row(row)
 
-    async def after_cancel(self, item: OutboxItem) -> bool:
-        """Whether this is a `printed` or `failed` its order's `cancelled` went before (a STORNO, or a receipt going out
-        as the cancel came): central has the order's final state, so a refusal of this event costs it nothing."""
+    async def of_cancelled_order(self, item: OutboxItem) -> bool:
+        """Whether this is a `printed` or `failed` of an order cancelled here, written after its `cancelled` (a STORNO,
+        a receipt going out as the cancel came) or before it (central cancelled the order itself, and the box heard
+        later): central has the order's final state, or gets it with the `cancelled` behind this event, so a refusal
+        of this one costs it nothing."""
         row = await self._db.fetchone(
             "SELECT 1 FROM outbox e JOIN orders o ON o.id = e.order_id"
-            " WHERE e.id = ?1 AND e.event IN ('printed', 'failed') AND o.status = 'cancelled'"
-            " AND EXISTS (SELECT 1 FROM outbox c"
-            " WHERE c.order_id = e.order_id AND c.event = 'cancelled' AND c.id < e.id)",
+            " WHERE e.id = ? AND e.event IN ('printed', 'failed') AND o.status = 'cancelled'",
             (item.id,),
         )
         return row is not None

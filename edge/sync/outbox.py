@@ -48,10 +48,11 @@ _SAY_AGAIN_S = 600.0  # a refusal or failure that lasts is said again this often
 # an order central archived (410), a state it will not take (409), its own validation without the contract's code
 # (422). The batch is split to find the order; 400, 401, 403, 404, 405 or 408 would refuse every event alike.
 _ORDER_REFUSALS = frozenset({409, 410, 422, 200})  # 200: the batch taken in part (CentralClient.post_events)
-# Refusals of an event written after its order's `cancelled` (edge.store.outbox.OutboxStore.after_cancel) that reject
-# it: a backend that keeps order states answers so to a late `printed` (409 order_cancelled, or its framework's 422),
-# and setting the order aside would offer it for ever. A 410 (the order archived) is left as any other order's.
-_AFTER_CANCEL_REFUSALS = frozenset({409, 422})
+# Refusals of a `printed` or `failed` of an order cancelled here (edge.store.outbox.OutboxStore.of_cancelled_order)
+# that reject it: a backend that keeps order states answers so to one after the cancel (409 order_cancelled, or its
+# framework's 422), whichever side cancelled first, and setting the order aside would offer it for ever, the order's
+# `cancelled` waiting behind it. A 410 (the order archived) is left as any other order's.
+_CANCELLED_ORDER_REFUSALS = frozenset({409, 422})
 _REJECTED = "outbox_event_rejected"  # the log line of an event refused for good
 # A set-aside order is tried again after refused_retry_s and up to this part of it more, so a fleet spreads out.
 _JITTER = 0.1
@@ -86,12 +87,14 @@ class OutboxSender:
     refused on its own sets its order aside (one too big for a proxy as well): nothing is rejected, the order's
     events stay pending and wait (its later ones too, so they keep their order) while the other orders' go; every
     ``refused_retry_s`` its oldest event is sent alone, and once central takes it the order's events go as before.
-    Each order set aside is published (OrderEventsRefused: a person is told). But a ``printed`` or ``failed`` written
-    after its order's ``cancelled`` and refused on its own with a 409 or such a 422 is rejected, logged as a warning,
-    nobody told: central has the order's final state (a backend keeping order states refuses a STORNO's ``printed``
-    so). Every other refusal (a proxy's 405, a 400, auth) rejects nothing and sets nothing aside: the batch stays
-    pending. So does a 409 while central may still be processing a POST of these keys that got no answer in time (the
-    client's CentralInProgressError, retried).
+    Each order set aside is published (OrderEventsRefused: a person is told). But a ``printed`` or ``failed`` of an
+    order cancelled here, refused on its own with a 409 or such a 422, is rejected, logged as a warning, nobody told:
+    central has the order's final state (a backend keeping order states refuses a STORNO's ``printed`` so, and one
+    written before the cancel once central cancelled the order itself), or gets it with the ``cancelled`` behind it.
+    An order central cancelled before the box stored the cancel is set aside meanwhile; its next try, once the cancel
+    is stored, rejects so. Every other refusal (a proxy's 405, a 400, auth) rejects nothing and sets nothing aside:
+    the batch stays pending. So does a 409 while central may still be processing a POST of these keys that got no
+    answer in time (the client's CentralInProgressError, retried).
 
     A 413 for several events is a body limit (a gateway's): the bytes of the larger half become the most a POST holds
     for _BODY_LIMIT_KEPT_S, so the halves go, and later batches go in parts of that size instead of meeting it again.
@@ -199,8 +202,8 @@ class OutboxSender:
                 if err.permanent_for_event:
                     await self._reject(items[0], err)
                     return 1
-                if err.status in _AFTER_CANCEL_REFUSALS and await self._store.after_cancel(items[0]):
-                    await self._reject(items[0], err, after_cancel=True)
+                if err.status in _CANCELLED_ORDER_REFUSALS and await self._store.of_cancelled_order(items[0]):
+                    await self._reject(items[0], err, of_cancelled=True)
                     return 1
                 # Refused on its own, not for good (one event too big for a proxy, 413, too): its order waits.
                 await self._put_aside(items[0], err)
@@ -310,12 +313,12 @@ class OutboxSender:
                     log.info("outbox_order_taken_again", order_id=order_id)
         return total
 
-    async def _reject(self, item: OutboxItem, err: CentralRejectedError, *, after_cancel: bool = False) -> None:
+    async def _reject(self, item: OutboxItem, err: CentralRejectedError, *, of_cancelled: bool = False) -> None:
         now = self._clock.wall()
         reason = err.body or str(err)
         payload = await self._store.reject(item, {"status": err.status, "reason": reason, "at": now}, now)
-        # After the order's `cancelled` central lost nothing it needs: no error for a person to chase.
-        say, name = (log.warning, "outbox_event_after_cancel_refused") if after_cancel else (log.error, _REJECTED)
+        # Of an order cancelled here central lost nothing it needs: no error for a person to chase.
+        say, name = (log.warning, "outbox_event_after_cancel_refused") if of_cancelled else (log.error, _REJECTED)
         say(
             name,
             outbox_id=item.id,
@@ -325,7 +328,7 @@ class OutboxSender:
             status=err.status,
             reason=reason[:200],
         )
-        if after_cancel:
+        if of_cancelled:
             return
         _, number = await self._store.waiting_of(item.order_id)
         self._bus.publish(

@@ -104,3 +104,59 @@ async def test_a_central_refusing_events_after_a_cancel_gets_the_stornos_printed
         ("outbox_event_after_cancel_refused", "warning", key)
     ]
     assert events.of(OrderEventsRefused) == [] and sink.messages == []
+
+
+async def test_an_order_central_cancelled_itself_waits_until_the_box_has_the_cancel_then_its_printed_go_as_rejected(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """The guest cancels in the app just after the box took the order: central, which keeps each order's state,
+    answers 409 order_cancelled to the `printed` events the box wrote before it heard of the cancel. Not cancelled
+    here yet, the order is set aside and a person told, as any order central refuses. Once the cancel is pushed to the
+    box, the next retry rejects those `printed` (and the STORNO's) with central's answer, one warning each, and the
+    box's `cancelled` behind them goes: every event settled, the alert resolved. Before, only a `printed` written after
+    the order's `cancelled` was so: these were offered every refused_retry_s for ever, the `cancelled` waiting behind
+    them, the STÖRUNG mail never resolved (the follow-up to the outbox73 probe, D2)."""
+    sections = mail_to(sink)
+    sections["alerts"] |= {"group_interval_s": 0.1}
+    pending = "SELECT idempotency_key, event FROM outbox WHERE delivered_at IS NULL ORDER BY id"
+    with capture_logs() as logs:
+        agent, events = await agents.start(sync_settings(refused_retry_s=0.5, sections=sections))
+        await events.wait(RecoveryCompleted)
+        order = make_order(1, prefix="app")
+        central.add_orders([order])
+        central.cancel_orders({order["id"]}, after="received")
+        async with api_client(agent) as api:
+            assert (await post(api, order))[0] == 201
+            await events.wait(JobPrinted, count=2)
+            [mail] = await sink.wait_for(1)
+            assert order["id"] in mail.get_body(("plain",)).get_content()
+            waiting = await db_rows(agent, pending)
+            assert [event for _, event in waiting] == ["printed", "printed"]
+            tried = central.posted[waiting[0][0]]
+            await wait_until(lambda: central.posted[waiting[0][0]] > tried, what="the refused printed offered again")
+            assert await db_rows(agent, pending) == waiting  # not cancelled here: the order still waits
+
+            async with api.post(f"/api/v1/orders/{order['id']}/cancel", json={"revision": 2, "reason": "app"}) as r:
+                assert r.status == 200, await r.text()
+            await events.wait(JobPrinted, count=3)
+        await eventually(lambda: db_rows(agent, pending), lambda rows: rows == [], what="every event settled")
+        [_, resolved] = await sink.wait_for(2)
+    assert [e["event"] for e in central.events.values()] == ["received", "cancelled"]
+    rejected = await db_rows(
+        agent,
+        "SELECT idempotency_key, json_extract(payload, '$.variant'), json_extract(payload, '$._rejected.status')"
+        " FROM outbox WHERE event = 'printed' AND json_extract(payload, '$._rejected') IS NOT NULL ORDER BY id",
+    )
+    assert [(variant, status) for _, variant, status in rejected] == [
+        ("original", 409),
+        ("original", 409),
+        ("cancel", 409),
+    ]
+    assert [(e["event"], e["log_level"]) for e in logs if e["event"].startswith("outbox_event")] == [
+        ("outbox_event_after_cancel_refused", "warning")
+    ] * 3
+    assert len(events.of(OrderEventsRefused)) == 1
+    assert order["id"] in resolved.get_body(("plain",)).get_content() and resolved["Subject"] != mail["Subject"]
+    assert await db_rows(agent, "SELECT state FROM alert_groups WHERE type = 'central_refused_events'") == [
+        ("resolved",)
+    ]
