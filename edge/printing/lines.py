@@ -93,17 +93,24 @@ def wrap(chars: list[Char], width: int, hang: int, counted: int | None = None) -
             lines.append(list(indent))
             used = start = hang
             continue
-        if used > start and size <= width - hang:  # a word too long for any line is split where it is
+        # A word that fits a fresh line moves there whole, also when its spaced dash then does not (below); a word
+        # too long for any line is split where it is
+        if used > start and columns(token[:keep]) <= width - hang:
             lines.append(list(indent))
             used = start = hang
         for index, char in enumerate(token):  # a word longer than the line is cut where the paper ends
             if used + char.style.cells > width and used > start:
-                # Not before its dash: the word's last letter goes to the new line with it
+                # Not before its dash: the word's last letter goes to the new line with it, if they fit one (a run of
+                # dashes wider than a line, in double width, breaks where the paper ends: never over its edge)
                 carried = token[keep - 1 : index] if index >= keep else []
+                if hang + columns(carried) + char.style.cells > width:
+                    carried = []
                 del lines[-1][len(lines[-1]) - len(carried) :]
                 lines.append(indent + carried)
                 start = hang
                 used = hang + columns(carried)
+                if char.text == " " and not carried:  # the break swallows the space it replaces
+                    continue
             lines[-1].append(char)
             used += char.style.cells
     lines = [rstrip(line) for line in lines]
