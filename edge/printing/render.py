@@ -156,8 +156,11 @@ class Renderer:
         _check_job(width, language)
         codec = _codec(options)
         order = _readable(order, codec)
-        _tell_unprintable(order.production_items(station), codec, unprintable, order)
+        items = order.production_items(station)
+        _tell_unprintable(items, codec, unprintable, order)
         created = self._local(order.created_at)
+        t = labels.LABELS[language]
+        marks = ([t["copy"]] if copy else []) + ([t["changed"]] if change_revision is not None else [])
         return self._render(
             "ticket.j2",
             width=width,
@@ -165,7 +168,7 @@ class Renderer:
             options=options,
             order=order,
             station=station,
-            items=order.production_items(station),
+            items=items,
             copy=copy,
             redirected_from=redirected_from,
             fulfilment=labels.describe_fulfilment(order.fulfilment, language),
@@ -176,6 +179,7 @@ class Renderer:
             change_revision=change_revision,
             allergens=", ".join(order.allergens),
             note=order.note,
+            closing=_closing(marks, order.number, len(items), width=width, language=language),
         )
 
     def _due(self, order: Order, language: str) -> str | None:
@@ -211,6 +215,9 @@ class Renderer:
         fulfilment = labels.describe_fulfilment(order.fulfilment, language)
         before_fulfilment = labels.describe_fulfilment(before.fulfilment, language)
         due, before_due = self._due(order, language), self._due(before, language)
+        lines = struck_lines([before, *struck], station) if cancelled else diff_station(before, order, station)
+        t = labels.LABELS[language]
+        marks = ([t["copy"]] if copy else []) + [t["cancelled"] if cancelled else t["changed"]]
         return self._render(
             "change.j2",
             width=width,
@@ -219,7 +226,7 @@ class Renderer:
             order=order,
             station=station,
             cancelled=cancelled,
-            lines=struck_lines([before, *struck], station) if cancelled else diff_station(before, order, station),
+            lines=lines,
             reason=order.cancel_reason,
             copy=copy,
             redirected_from=redirected_from,
@@ -237,6 +244,7 @@ class Renderer:
             allergens_before=", ".join(before.allergens) if before.allergens != order.allergens else "",
             note=order.note,
             note_before=before.note if before.note != order.note else None,
+            closing=_closing(marks, order.number, len(lines), width=width, language=language),
         )
 
     def receipt(
@@ -490,6 +498,22 @@ def _guest(order: Order) -> str | None:
     if customer is None:
         return None
     return ", ".join(part for part in (customer.name, customer.phone) if part) or None
+
+
+def _closing(marks: list[str], number: str, count: int, *, width: int, language: str) -> list[str]:
+    """A long job's closing line, "== KOPIE / COPY · Ende 1042 · 150 Pos. ==": what its head marks it as (a COPY, a
+    change, a STORNO: the far end of a long strip is all a cook may hold), its number and how many item lines it
+    holds. Where it is wider than the paper it goes on in the next line between its parts, never inside the number or
+    the count (in lines for single-width text, as the templates print it)."""
+    t = labels.LABELS[language]
+    first, *rest = [*marks, f"{t['end']} {number}", f"{count} {t['positions']} =="]
+    lines = [f"== {first}"]
+    for part in rest:
+        if len(lines[-1]) + len(" · ") + len(part) <= width:
+            lines[-1] += f" · {part}"
+        else:
+            lines.append(part)
+    return lines
 
 
 def check_printer(printer: str, options: PrintOptions) -> None:

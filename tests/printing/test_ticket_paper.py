@@ -158,3 +158,64 @@ async def test_a_long_ticket_ends_with_its_number_and_item_count_a_short_one_doe
     short = [line.strip() for line in preview(short_ticket).splitlines() if line.strip()]
     assert short[-3:-1] == ["-" * 48, "[QR edge:v1:ord_small:kitchen]"], short
     assert not any(closing.split()[1] in line for line in short), short
+
+
+_PARTY_NUMBER = "FEIER-2026-1206-A42"  # 19 characters: with the words around it, longer than 32 columns
+
+
+def _closing(data: bytes, width: int) -> list[str]:
+    """The text a job prints after its last rule (before its QR code and the cut): a long ticket's closing line."""
+    text = [line.strip() for line in decode(data).text.splitlines() if line.strip()]
+    return text[len(text) - text[::-1].index("-" * width) :]
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("de", {"copy": "KOPIE / COPY", "end": "Ende", "items": "Pos.", "changed": "ÄNDERUNG", "cancel": "STORNO"}),
+        ("en", {"copy": "KOPIE / COPY", "end": "End", "items": "items", "changed": "CHANGED", "cancel": "CANCELLED"}),
+    ],
+    ids=["de", "en"],
+)
+async def test_the_end_of_a_long_copy_change_or_storno_says_what_it_is_whole_at_32_columns(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    tmp_path: Path,
+    language: str,
+    words: dict[str, str],
+) -> None:
+    """At the far end of a long strip the head is out of sight, so the closing line says what the head says: a COPY
+    of a 60-dish party's ticket (the cook holding its end could cook the party twice), a long change ticket
+    (ÄNDERUNG) and a long STORNO say so there, with the number and the count; on 32-column paper it breaks only
+    between its parts, never inside the number or the count. Before (verify73 probe, 3c/3d): the COPY ended
+    `== Ende FEIER-2026-1206-A42 · 60` / `Pos. ==` as the original did, and the 131-line STORNO had no closing line."""
+    agent = await _agent(make_agent, printers, tmp_path, 32, agent={"language": language})
+    party = copy.deepcopy(example_order)
+    party["id"], party["number"], party["print_receipt"] = "ord_party", _PARTY_NUMBER, False
+    party["items"] = [_item(f"L{n}", f"Gericht {n:03d} Spezial", mods=(f"Mod {n}",)) for n in range(60)]
+    changed = copy.deepcopy(party)
+    changed["revision"] = 2
+    changed["items"] += [_item(f"M{n}", f"Nachschlag {n:02d}", mods=(f"Mod {n}",)) for n in range(25)]
+    cancelled = copy.deepcopy(changed)
+    cancelled["revision"], cancelled["status"] = 3, "cancelled"
+    async with api_client(agent) as api:
+        assert (await post(api, party))[0] == 201
+        await printers["kitchen"].wait_for_printed(1, timeout=30)
+        async with api.post("/api/v1/orders/ord_party/reprint?by=id") as response:
+            assert response.status == 201, await response.text()
+        await printers["kitchen"].wait_for_printed(2, timeout=30)
+        assert (await post(api, changed))[0] == 200
+        await printers["kitchen"].wait_for_printed(3, timeout=30)
+        assert (await post(api, cancelled))[0] == 200
+        printed = await printers["kitchen"].wait_for_printed(4, timeout=30)
+
+    end, items = f"{words['end']} {_PARTY_NUMBER}", words["items"]
+    expected = {  # 32 columns: "== Ende FEIER-2026-1206-A42 · 60 Pos. ==" is 40, so each part on a line of its own
+        "original": [f"== {end}", f"60 {items} =="],
+        "copy": [f"== {words['copy']}", end, f"60 {items} =="],
+        "change": [f"== {words['changed']}", end, f"25 {items} =="],
+        "storno": [f"== {words['cancel']}", end, f"85 {items} =="],
+    }
+    seen = {name: _closing(data, 32) for name, data in zip(expected, printed, strict=True)}
+    assert seen == expected, seen
