@@ -323,3 +323,29 @@ async def test_stale_orders_arriving_one_by_one_are_named_a_few_a_minute_and_the
     # Said at the first idle after the 5 names, then not before the minute is over (one at once, if the spool never
     # fell idle while they came).
     assert sum(counts) == len(stale) - 5 and len(counts) <= 2, counts
+
+
+async def test_held_tickets_counted_but_not_yet_said_are_said_at_the_stop(
+    make_agent: Callable[..., Awaitable[Agent]], box_clock: BoxClock
+) -> None:
+    """Tickets held within the minute after a count was said wait for the next minute's idle; the agent stops before
+    it: the stop says their count, so no held ticket is missing from the log."""
+    agent = await make_agent(clock=box_clock)
+    first = [order_created(n, timedelta(hours=3)) for n in range(10)]
+    later = [order_created(10 + n, timedelta(hours=3)) for n in range(7)]
+    with capture_logs() as logs:
+        async with api_client(agent) as api:
+            for order in first:
+                assert (await post(api, order))[0] == 201
+            await wait_until(lambda: _held_in_log(logs) >= len(first), what="the first ten named or counted")
+            for order in later:
+                assert (await post(api, order))[0] == 201
+            await eventually(
+                lambda: job_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE state = 'held'"),
+                lambda rows: rows == [(len(first) + len(later),)],
+            )
+            await asyncio.sleep(0.5)  # the spool falls idle: within the minute, the count waits
+            assert _held_in_log(logs) == len(first), logs
+        await agent.stop()
+    counts = [e["count"] for e in logs if e["event"] == "jobs_held"]
+    assert _held_in_log(logs) == len(first) + len(later) and counts[-1] == len(later), counts
