@@ -757,6 +757,11 @@ async def test_a_spell_of_200s_without_either_count_keeps_the_events_pending_and
             [late] = central.create_orders(1, prefix="late")  # stored after the spell: the sender goes again at once
             assert (await post(api, late))[0] == 201
         db = agent.settings.agent.db_path
+        await eventually(  # the late order's tickets too: their printed events come after (under load, after the check)
+            lambda: db_rows(db, "SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'"),
+            lambda rows: rows == [(0,)],
+            what="every ticket printed",
+        )
         await eventually(
             lambda: db_rows(db, "SELECT idempotency_key FROM outbox WHERE delivered_at IS NULL"),
             lambda rows: rows == [],
