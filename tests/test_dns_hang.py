@@ -230,3 +230,44 @@ async def test_names_the_dns_hangs_on_are_named_in_the_log_and_in_edge_status(
     finally:
         await agent.close()
         await dns.stop()
+
+
+@pytest.mark.slow(seconds=8)
+@pytest.mark.parametrize("proxy", ["", "http://proxy.example:3128"], ids=["direct", "through_the_proxy"])
+async def test_edge_doctor_names_a_lookup_the_dns_never_answers_for_the_relay_and_central_within_their_timeouts(
+    tmp_path: Path, printers: dict[str, SimPrinter], proxy: str
+) -> None:
+    """The router's DNS does not answer at all (glibc waits its longest, 30 s): the doctor's smtp and central lines
+    name the lookup in the printers' words, within each check's own time (smtp.timeout_s; central's connect and read
+    timeouts), not "no answer from smtp.example:2525 within 2s: wrong port, or a firewall drops the connection" and
+    "no answer (TimeoutError: )" after the resolver's whole wait. Through central.proxy the proxy looks central's name
+    up: the box asks only for the proxy's."""
+    dns = HangingDns(tmp_path, timeout=30, attempts=1)
+    await dns.start()
+    central = {
+        **FAST,
+        "url": "http://central.example:8443",
+        "proxy": proxy,
+        "connect_timeout_s": 1.0,
+        "read_timeout_s": 1.0,
+    }
+    smtp = {"host": "smtp.example", "port": 2525, "security": "none", "sender": "edge@store.test", "timeout_s": 2.0}
+    extra = "\n" + toml({"central": central, "smtp": smtp, "alerts": {"to": ["chef@store.test"]}})
+    made = agent_process(tmp_path, printers, store_id=STORE, extra=extra)
+    try:
+        began = time.monotonic()
+        checked = await _edge(dns, "doctor", made.config)
+        took = time.monotonic() - began
+    finally:
+        await dns.stop()
+    said = "the DNS server does not answer (no internet, or the router's DNS is down)"
+    lines = {line[6:26].strip(): line[27:] for line in checked.stdout.splitlines()}
+    assert lines["smtp"] == f"cannot resolve smtp.example: {said} (smtp.host)", checked.stdout
+    health = "central API GET http://central.example:8443/v1/health"
+    if proxy:
+        assert lines["central api"] == f"{health}: cannot resolve proxy.example: {said} (central.proxy)", checked.stdout
+        assert "central.example" not in dns.queries.names, dns.queries.names
+    else:
+        assert lines["central api"] == f"{health}: cannot resolve central.example: {said}", checked.stdout
+    # The slowest bound is 2 s; the resolver's 30 s is what the doctor took before. Room for a loaded machine.
+    assert took < 15.0, f"edge doctor took {took:.1f}s while the DNS did not answer"

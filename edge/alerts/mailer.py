@@ -21,7 +21,7 @@ import structlog
 from edge.alerts.addresses import smtp_address
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import SmtpSettings
-from edge.dns import unresolved
+from edge.dns import lookup, unresolved
 from edge.errors import AlertError, ConfigError
 from edge.heap import lazy_module
 from edge.orders.model import storable_text
@@ -422,6 +422,13 @@ class Mailer:
             )
         self._connecting += 1
         try:
+            try:
+                # Looked up first, within the connect's own time: aiosmtplib looks the name up inside its connect,
+                # where a DNS server that does not answer ends as a timeout told as a wrong port or a firewall (and
+                # the resolver's thread holds the exit of `edge doctor` for its whole 10-30 s).
+                await asyncio.to_thread(lookup, s.host, s.port, s.timeout_s)
+            except socket.gaierror as err:
+                raise AlertError(explain(err, s)) from err
             client = await self._client()
             try:
                 await client.connect()

@@ -403,7 +403,7 @@ async def _central_check(settings: Settings) -> Check:
     )
     await client.start()
     try:
-        await client.health()
+        await client.health(look_up_first=True)
         # Health takes no token: one order asked for as the agent asks is what shows central lets the box in.
         await client.orders_since("", 1)
     except CentralRejectedError as err:

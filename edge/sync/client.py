@@ -8,6 +8,7 @@ import codecs
 import itertools
 import json
 import random
+import socket
 import ssl
 import time
 import urllib.parse
@@ -20,7 +21,7 @@ import structlog
 
 from edge.clock import RemoteClock
 from edge.config import CentralSettings
-from edge.dns import unresolved
+from edge.dns import lookup, unresolved
 from edge.errors import CentralApiError
 from edge.orders.model import int_or_infinite, pairs_keeping_twice
 from edge.tls import clock_hint, verifying_context
@@ -268,12 +269,31 @@ class CentralClient:
     def events_path(self) -> str:
         return f"/v1/stores/{self._store_id}/events"
 
-    async def health(self) -> None:
-        """One probe, no retries, the same timeouts as every call: the monitor decides how often to ask."""
+    async def health(self, *, look_up_first: bool = False) -> None:
+        """One probe, no retries, the same timeouts as every call: the monitor decides how often to ask.
+        ``look_up_first`` (a person's check): the name the box connects to is looked up before, within the call's
+        whole time, so that a DNS server that does not answer is named as that (aiohttp looks it up inside the call,
+        where it ends as "no answer (TimeoutError: )" while the resolver's thread holds the exit for its 10-30 s).
+        Through central.proxy that name is the proxy's: central's is the proxy's to look up."""
+        if look_up_first:
+            await self._look_up("GET", "/v1/health")
         try:
             await self._send("GET", "/v1/health", tells_link=False)
         except _RetryableError as err:
             raise err.cause from None
+
+    async def _look_up(self, method: str, path: str) -> None:
+        target = urllib.parse.urlsplit(self._proxy or self._base)
+        host, s = target.hostname or "", self._settings
+        try:
+            port = target.port or (443 if target.scheme == "https" else 80)
+            await asyncio.to_thread(lookup, host, port, s.connect_timeout_s + s.read_timeout_s)
+        except socket.gaierror as err:
+            setting = " (central.proxy)" if self._proxy else ""
+            detail = f"central API {method} {self._base}{path}: {unresolved(err, host)}{setting}"
+            raise CentralUnreachableError(detail) from None
+        except ValueError:  # a port the URL cannot carry: the call itself says so, as it did
+            pass
 
     async def orders_since(self, cursor: str, limit: int, *, retry_slow: bool = True) -> tuple[list[Any], str, bool]:
         """One page of this store's orders changed after ``cursor``: (orders, next_cursor, has_more).
