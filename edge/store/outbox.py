@@ -65,13 +65,13 @@ class OutboxStore:
         return None if row is None else OutboxItem.from_row(row)
 
     async def of_cancelled_order(self, item: OutboxItem) -> bool:
-        """Whether this is a `printed` or `failed` of an order cancelled here, written after its `cancelled` (a STORNO,
+        """Whether this is an event of an order cancelled here other than its `cancelled`: written after it (a STORNO,
         a receipt going out as the cancel came) or before it (central cancelled the order itself, and the box heard
-        later): central has the order's final state, or gets it with the `cancelled` behind this event, so a refusal
-        of this one costs it nothing."""
+        later, its `received` too): central has the order's final state, or gets it with the `cancelled` behind this
+        event, so a refusal of this one costs it nothing. A refused `cancelled` is not so: a person must see that."""
         row = await self._db.fetchone(
             "SELECT 1 FROM outbox e JOIN orders o ON o.id = e.order_id"
-            " WHERE e.id = ? AND e.event IN ('printed', 'failed') AND o.status = 'cancelled'",
+            " WHERE e.id = ? AND e.event <> 'cancelled' AND o.status = 'cancelled'",
             (item.id,),
         )
         return row is not None

@@ -25,6 +25,7 @@ from edge.events import (
     ScanRecorded,
 )
 from edge.log import SaidOnce, Summarised
+from edge.states import OrderStatus
 from edge.store.db import Database
 from edge.store.outbox import OutboxStore
 from edge.store.rows import OutboxItem
@@ -48,10 +49,10 @@ _SAY_AGAIN_S = 600.0  # a refusal or failure that lasts is said again this often
 # an order central archived (410), a state it will not take (409), its own validation without the contract's code
 # (422). The batch is split to find the order; 400, 401, 403, 404, 405 or 408 would refuse every event alike.
 _ORDER_REFUSALS = frozenset({409, 410, 422, 200})  # 200: the batch taken in part (CentralClient.post_events)
-# Refusals of a `printed` or `failed` of an order cancelled here (edge.store.outbox.OutboxStore.of_cancelled_order)
-# that reject it: a backend that keeps order states answers so to one after the cancel (409 order_cancelled, or its
-# framework's 422), whichever side cancelled first, and setting the order aside would offer it for ever, the order's
-# `cancelled` waiting behind it. A 410 (the order archived) is left as any other order's.
+# Refusals of an event of an order cancelled here but its `cancelled` (edge.store.outbox.OutboxStore.of_cancelled_order)
+# that reject it: a backend that keeps order states answers so to any event after the cancel (409 order_cancelled, or
+# its framework's 422), whichever side cancelled first, and setting the order aside would offer it for ever, the
+# order's `cancelled` waiting behind it. A 410 (the order archived) is left as any other order's.
 _CANCELLED_ORDER_REFUSALS = frozenset({409, 422})
 _REJECTED = "outbox_event_rejected"  # the log line of an event refused for good
 # A set-aside order is tried again after refused_retry_s and up to this part of it more, so a fleet spreads out.
@@ -87,14 +88,14 @@ class OutboxSender:
     refused on its own sets its order aside (one too big for a proxy as well): nothing is rejected, the order's
     events stay pending and wait (its later ones too, so they keep their order) while the other orders' go; every
     ``refused_retry_s`` its oldest event is sent alone, and once central takes it the order's events go as before.
-    Each order set aside is published (OrderEventsRefused: a person is told). But a ``printed`` or ``failed`` of an
-    order cancelled here, refused on its own with a 409 or such a 422, is rejected, logged as a warning, nobody told:
-    central has the order's final state (a backend keeping order states refuses a STORNO's ``printed`` so, and one
-    written before the cancel once central cancelled the order itself), or gets it with the ``cancelled`` behind it.
-    An order central cancelled before the box stored the cancel is set aside meanwhile; its next try, once the cancel
-    is stored, rejects so. Every other refusal (a proxy's 405, a 400, auth) rejects nothing and sets nothing aside:
-    the batch stays pending. So does a 409 while central may still be processing a POST of these keys that got no
-    answer in time (the client's CentralInProgressError, retried).
+    Each order set aside is published (OrderEventsRefused: a person is told). But an event of an order cancelled here
+    other than its ``cancelled``, refused on its own with a 409 or such a 422, is rejected, logged as a warning, nobody
+    told: central has the order's final state (a backend keeping order states refuses a STORNO's ``printed`` so, and
+    any event written before the cancel once central cancelled the order itself), or gets it with the ``cancelled``
+    behind it. An order central cancelled before the box stored the cancel is set aside meanwhile; storing the cancel
+    makes its next try due at once (OrderRevised), and that rejects so. Every other refusal (a proxy's 405, a 400,
+    auth) rejects nothing and sets nothing aside: the batch stays pending. So does a 409 while central may still be
+    processing a POST of these keys that got no answer in time (the client's CentralInProgressError, retried).
 
     A 413 for several events is a body limit (a gateway's): the bytes of the larger half become the most a POST holds
     for _BODY_LIMIT_KEPT_S, so the halves go, and later batches go in parts of that size instead of meeting it again.
@@ -136,8 +137,16 @@ class OutboxSender:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe = [
             bus.subscribe(lambda _: self._wake.set(), t)
-            for t in (OrderStored, JobPrinted, JobDead, ScanRecorded, CentralLinkChanged, OrderRevised)
+            for t in (OrderStored, JobPrinted, JobDead, ScanRecorded, CentralLinkChanged)
         ]
+        self._unsubscribe.append(bus.subscribe(self._revised, OrderRevised))
+
+    def _revised(self, event: OrderRevised) -> None:
+        """New rows to send; a cancel stored of an order set aside makes its next try due now: central's refusals of
+        its events reject them from now on (of_cancelled_order), so it need not wait out refused_retry_s."""
+        if event.status == OrderStatus.CANCELLED and event.order_id in self._set_aside:
+            self._set_aside[event.order_id] = self._clock.mono()
+        self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-sender")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from email.message import EmailMessage
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -160,3 +161,101 @@ async def test_an_order_central_cancelled_itself_waits_until_the_box_has_the_can
     assert await db_rows(agent, "SELECT state FROM alert_groups WHERE type = 'central_refused_events'") == [
         ("resolved",)
     ]
+
+
+async def _set_aside_then_cancelled(
+    agent: Agent, events: Recorder, central: CentralSim, sink: SmtpSink, order: dict[str, Any], waiting: list[str]
+) -> EmailMessage:
+    """``order`` (central has it) pushed and printed while central refuses its events: set aside, a person told (the
+    mail returned), ``waiting`` its pending events; then the cancel pushed to the box, its STORNO printed."""
+    central.add_orders([order])
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        await events.wait(JobPrinted, count=2)
+        [mail] = await sink.wait_for(1)
+        assert order["id"] in mail.get_body(("plain",)).get_content()
+        pending = "SELECT event FROM outbox WHERE delivered_at IS NULL ORDER BY id"
+        assert [event for (event,) in await db_rows(agent, pending)] == waiting
+        async with api.post(f"/api/v1/orders/{order['id']}/cancel", json={"revision": 2, "reason": "app"}) as r:
+            assert r.status == 200, await r.text()
+        await events.wait(JobPrinted, count=3)
+    return mail
+
+
+async def test_an_order_central_cancelled_before_its_received_gets_all_but_its_cancelled_rejected_once_cancelled_here(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """The guest cancels in the app before the box's `received` reaches central, which answers 409 order_cancelled
+    to any new event of the order but a `cancelled`. Not cancelled here yet, the order is set aside and a person told.
+    Once the box has the cancel, its `received` and `printed` are rejected with central's answer, one warning each,
+    and its `cancelled` goes: every event settled, the alert resolved. Before, only a refused `printed` or `failed`
+    was so: the `received` was offered every refused_retry_s for ever, the `cancelled` waiting behind it."""
+    order = make_order(1, prefix="app")
+    central.cancel_orders({order["id"]})
+    sections = mail_to(sink)
+    sections["alerts"] |= {"group_interval_s": 0.1}
+    with capture_logs() as logs:
+        agent, events = await agents.start(sync_settings(refused_retry_s=0.5, sections=sections))
+        await events.wait(RecoveryCompleted)
+        mail = await _set_aside_then_cancelled(agent, events, central, sink, order, ["received", "printed", "printed"])
+        pending = "SELECT idempotency_key, event FROM outbox WHERE delivered_at IS NULL ORDER BY id"
+        await eventually(lambda: db_rows(agent, pending), lambda rows: rows == [], what="every event settled")
+        [_, resolved] = await sink.wait_for(2)
+    assert [e["event"] for e in central.events.values()] == ["cancelled"]
+    rejected = await db_rows(
+        agent,
+        "SELECT event, json_extract(payload, '$._rejected.status') FROM outbox"
+        " WHERE json_extract(payload, '$._rejected') IS NOT NULL ORDER BY id",
+    )
+    assert rejected == [("received", 409), ("printed", 409), ("printed", 409), ("printed", 409)]
+    assert [(e["event"], e["log_level"]) for e in logs if e["event"].startswith("outbox_event")] == [
+        ("outbox_event_after_cancel_refused", "warning")
+    ] * 4
+    assert len(events.of(OrderEventsRefused)) == 1
+    assert order["id"] in resolved.get_body(("plain",)).get_content() and resolved["Subject"] != mail["Subject"]
+
+
+async def test_a_set_aside_order_goes_within_seconds_once_the_box_stores_its_cancel_not_a_refused_retry_s_later(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """Central cancelled the order itself just after the box's `received` and refuses its `printed`: the order is set
+    aside, its next try refused_retry_s (5 minutes by default) away. Storing the cancel here makes it due at once: the
+    box's `cancelled` is at central within seconds, every event settled. Before, it waited out the rest of the 5
+    minutes, the `cancelled` and the alert with it."""
+    order = make_order(1, prefix="app")
+    central.cancel_orders({order["id"]}, after="received")
+    agent, events = await agents.start(sync_settings(sections=mail_to(sink)))
+    assert agent.settings.central.refused_retry_s == 300
+    await events.wait(RecoveryCompleted)
+    await _set_aside_then_cancelled(agent, events, central, sink, order, ["printed", "printed"])
+    await wait_until(lambda: central.events_of("cancelled"), what="the box's cancelled at central")
+    pending = "SELECT idempotency_key, event FROM outbox WHERE delivered_at IS NULL ORDER BY id"
+    await eventually(lambda: db_rows(agent, pending), lambda rows: rows == [], what="every event settled")
+    assert [e["event"] for e in central.events.values()] == ["received", "cancelled"]
+
+
+async def test_a_refused_cancelled_of_an_order_cancelled_here_still_sets_it_aside_and_tells_a_person(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """The box has the order cancelled (the cancel came first, the order then came cancelled) and central refuses each
+    of its events with a 409: the `received` is rejected as one after a cancel, but the refused `cancelled` itself is
+    not central having the order's final state: the order is set aside and a person told, the `cancelled` pending."""
+    with capture_logs() as logs:
+        agent, events = await agents.start(sync_settings(sections=mail_to(sink)))
+        await events.wait(RecoveryCompleted)
+        order = make_order(1, prefix="gone")
+        central.add_orders([order])
+        central.refuse_orders({order["id"]}, status=409)
+        async with api_client(agent) as api:
+            async with api.post(f"/api/v1/orders/{order['id']}/cancel", json={"revision": 2, "reason": "app"}) as r:
+                assert r.status == 202, await r.text()
+            assert (await post(api, order))[0] == 200  # stored, cancelled at once: nothing prints
+        [mail] = await sink.wait_for(1)
+        pending = "SELECT event FROM outbox WHERE delivered_at IS NULL ORDER BY id"
+        assert await db_rows(agent, pending) == [("cancelled",)]
+    assert order["id"] in mail.get_body(("plain",)).get_content()
+    assert [e.order_id for e in events.of(OrderEventsRefused)] == [order["id"]]
+    assert await db_rows(agent, "SELECT event FROM outbox WHERE json_extract(payload, '$._rejected.status') = 409") == [
+        ("received",)
+    ]
+    assert [e["event"] for e in logs if e["event"].startswith("outbox_event")] == ["outbox_event_after_cancel_refused"]
