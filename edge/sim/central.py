@@ -357,6 +357,11 @@ class CentralSim:
         for order_id in order_ids:
             self.stores[store or self.store_id].refused_orders.pop(order_id, None)
 
+    def events_side_catches_up(self) -> None:
+        """The events side (behind by ``events_lag_s``, a replica back up) knows every order added so far, now."""
+        now = time.monotonic()
+        self._known_at = {order_id: min(at, now) for order_id, at in self._known_at.items()}
+
     def cancel_orders(self, order_ids: set[str], *, after: str | None = None, store: str | None = None) -> None:
         """Central cancels these orders itself (a guest cancelled in the app, the box not told yet): at once or, with
         ``after``, as soon as it has taken that event of the order (``"received"``: the guest cancels just after the

@@ -90,6 +90,16 @@ class OutboxStore:
         row = await self._db.fetchone("SELECT received_at FROM orders WHERE id = ?", (order_id,))
         return None if row is None else float(row[0])
 
+    async def later_order_taken(self, stored_at: float) -> bool:
+        """Whether central took (acknowledged, not refused) an event of an order stored here after ``stored_at`` (our
+        wall clock): its events side has heard of orders newer than one stored then."""
+        row = await self._db.fetchone(
+            "SELECT 1 FROM outbox e JOIN orders o ON o.id = e.order_id WHERE e.delivered_at >= ?1"
+            " AND o.received_at > ?1 AND json_extract(e.payload, ?2) IS NULL LIMIT 1",
+            (stored_at, f"$.{REJECTED_KEY}"),
+        )
+        return row is not None
+
     async def pending_orders(self, order_ids: Collection[str]) -> set[str]:
         """Those of these orders with events still pending."""
         rows = await self._db.fetchall(

@@ -63,9 +63,14 @@ _JITTER = 0.1
 _BODY_LIMIT_KEPT_S = 3600.0
 # 422 unknown_order for an order stored here from central (pushed, listed, published) less than this long ago is "not
 # yet", not "never": central had the order, its events side has not heard yet (a read replica behind, a queue between
-# its services). Ten minutes is past any such lag that is not central's own outage (then its events wait as pending
-# ones do), and short enough that events central really does not have (another store's order) are settled soon.
+# its services). Ten minutes is past any such lag that is not an outage of central's events side, and short enough
+# that events central really does not have (another store's order) are settled soon.
 _NOT_YET_KNOWN_S = 600.0
+# After those ten minutes "never" needs evidence that the events side is current: central took events of an order
+# stored here later. Without it (its events side down while orders are still pushed) the order waits, offered every
+# refused_retry_s, up to this long: rejecting then lost every state of the outage's orders at central for good (the
+# verify73b probe, 2a). A day is past any outage someone is not already fixing, and nothing waits for ever.
+_NEVER_KNOWN_S = 86400.0
 
 
 def _events(items: Sequence[OutboxItem]) -> list[dict[str, Any]]:
@@ -83,8 +88,9 @@ class OutboxSender:
     oldest half first, until every event is either acknowledged or refused on its own; such an event is marked
     rejected (delivered_at set, the reason in the payload under edge.store.outbox.REJECTED_KEY), logged as
     ``outbox_event_rejected``, published (OrderEventRejected: a person is told) and never sent again; but
-    unknown_order for an order stored here less than _NOT_YET_KNOWN_S ago sets it aside for a moment instead (central's
-    events side not up to date yet), nobody told. A 413, a 409, a 410 or another 422 splits as well, and an event
+    unknown_order for an order stored here less than _NOT_YET_KNOWN_S ago, or less than _NEVER_KNOWN_S ago while central
+    has taken no events of an order stored after it, sets it aside instead (central's events side not up to date yet),
+    nobody told. A 413, a 409, a 410 or another 422 splits as well, and an event
     refused on its own sets its order aside (one too big for a proxy as well): nothing is rejected, the order's
     events stay pending and wait (its later ones too, so they keep their order) while the other orders' go; every
     ``refused_retry_s`` its oldest event is sent alone, and once central takes it the order's events go as before.
@@ -119,8 +125,9 @@ class OutboxSender:
         # In memory: a restart simply tries them again.
         self._set_aside: dict[str, float] = {}
         self._told: set[str] = set()  # of those, the ones published in this run (told once, not at every try)
-        # Of those, orders central did not know yet -> (monotonic time of the first such answer, tries since)
-        self._unknown_since: dict[str, tuple[float, int]] = {}
+        # Of those, orders central did not know yet -> (monotonic time of the first such answer, tries since, whether
+        # the log said central's events side seems behind)
+        self._unknown_since: dict[str, tuple[float, int, bool]] = {}
         self._clock = clock
         self._client = client
         self._storage = SaidOnce("outbox_waits_for_storage")  # why flushes cannot write, until one can
@@ -282,19 +289,33 @@ class OutboxSender:
         )
 
     async def _not_known_yet(self, item: OutboxItem) -> bool:
-        """Central answered unknown_order to the order's oldest event alone: True when that is "not yet" (stored here
-        from central less than _NOT_YET_KNOWN_S ago, by the wall clock and, within this run, by the monotonic one: a
-        clock set back does not stretch it), and the order is set aside for a moment, nobody told; False when it is
-        central's refusal for good."""
+        """Central answered unknown_order to the order's oldest event alone: True when that is "not yet", and the order
+        is set aside, nobody told; False when it is central's refusal for good. "Not yet" while the order was stored
+        here from central less than _NOT_YET_KNOWN_S ago, or less than _NEVER_KNOWN_S ago while central has taken no
+        events of an order stored after it; both by the wall clock and, within this run, by the monotonic one from the
+        first such answer (a clock set back does not stretch them)."""
         order_id, now = item.order_id, self._clock.mono()
-        first, tries = self._unknown_since.get(order_id, (now, 0))
-        stored_at = await self._store.stored_at(order_id)
-        if stored_at is None or max(self._clock.wall() - stored_at, now - first) >= _NOT_YET_KNOWN_S:
+        first, tries, said_behind = self._unknown_since.get(order_id, (now, 0, False))
+        stored_at = await self._store.stored_at(order_id)  # None: its row gone, nothing to wait for
+        waited = _NEVER_KNOWN_S if stored_at is None else max(self._clock.wall() - stored_at, now - first)
+        if waited >= _NEVER_KNOWN_S or (
+            waited >= _NOT_YET_KNOWN_S and stored_at is not None and await self._store.later_order_taken(stored_at)
+        ):
             self._unknown_since.pop(order_id, None)
             return False
-        self._unknown_since[order_id] = (first, tries + 1)
-        # Tried again soon, then less often: a lag of seconds costs seconds, one of minutes a few tries.
-        retry_in = min(self._refused_retry_s, self._client.retry_delay(tries))
+        if waited < _NOT_YET_KNOWN_S:  # tried again soon, then less often: a lag of seconds costs seconds
+            retry_in = min(self._refused_retry_s, self._client.retry_delay(tries))
+        else:  # central's events side behind for minutes: as a refused order, not every few seconds for a day
+            retry_in = self._refused_retry_s * random.uniform(1, 1 + _JITTER)
+            if not said_behind:
+                log.warning(
+                    "outbox_order_not_known_yet_central_behind",
+                    order_id=order_id,
+                    waited_s=round(waited),
+                    retry_in_s=round(retry_in),
+                    rejected_after_s=_NEVER_KNOWN_S,
+                )
+        self._unknown_since[order_id] = (first, tries + 1, said_behind or waited >= _NOT_YET_KNOWN_S)
         self._set_aside[order_id] = now + retry_in
         if not tries:
             log.info("outbox_order_not_known_yet", order_id=order_id, key=item.idempotency_key, retry_in_s=retry_in)

@@ -808,13 +808,76 @@ async def test_events_of_an_order_central_learns_a_moment_after_the_push_are_del
     assert await db_rows(db, "SELECT key FROM alert_groups") == [] and sink.messages == []
 
 
-async def test_an_order_central_still_does_not_know_minutes_after_the_push_is_rejected_for_good_and_a_person_told(
+REJECTED = "SELECT COUNT(*) FROM outbox WHERE json_extract(payload, '$._rejected') IS NOT NULL"
+
+
+async def test_events_of_orders_central_learns_only_after_a_15_minute_outage_of_its_events_side_are_all_delivered(
     central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
 ) -> None:
-    """Central still answers unknown_order for an order stored here from it more than 10 minutes ago: that is its
-    refusal for good. The order's events are rejected (kept with the reason, never sent again) and the manager gets a
-    mail naming the order and central's answer. Until then they were offered again, nothing rejected. Before, the
-    rejection was at once and only the log said so (the outbox73 probe, D3)."""
+    """Central's events side is down (a replica stale) for 15 minutes while central still pushes orders: it answers
+    every event of them 422 unknown_order, and takes no newer order's events either. That is no evidence that central
+    does not have them: past the 10 minutes they are still offered again, nothing rejected, and once the events side
+    knows the orders every event arrives, once and in order; nobody is mailed. Before, 10 minutes after the push all of
+    them were rejected for good and never sent again: the orders' states lost at central (the verify73b probe, 2a)."""
+    central.events_lag_s = 3600.0  # until the test says it caught up
+    clock = AgentClock()
+    # past the 10 minutes an order is offered every refused_retry_s: half a second here
+    agent, events = await agents.start(sync_settings(refused_retry_s=0.5, sections=mail_to(sink)), clock=clock)
+    await events.wait(RecoveryCompleted)
+    orders = central.create_orders(3, prefix="behind")
+    async with api_client(agent) as api:
+        for order in orders:
+            assert (await post(api, order))[0] == 201
+    db = agent.settings.agent.db_path
+    jobs = await db_rows(db, "SELECT id FROM print_jobs")
+    await events.wait(JobPrinted, count=len(jobs))
+    written = [k for (k,) in await db_rows(db, "SELECT idempotency_key FROM outbox ORDER BY id")]
+    firsts = [next(k for k in written if k.startswith(f"{o['id']}:")) for o in orders]
+    await wait_until(lambda: all(central.posted[k] >= 2 for k in firsts), 15, "each order offered again")
+
+    for minutes in (11, 4):  # 15 minutes of outage: past the 10 of them, then more
+        tried = {k: central.posted[k] for k in firsts}
+        clock.advance(minutes * 60)
+        # twice: the answer to the first try did not reject it (a rejected event is never offered again)
+        await wait_until(
+            lambda tried=tried: all(central.posted[k] >= n + 2 for k, n in tried.items()),
+            15,
+            f"each order's oldest event offered twice more after {minutes} more minutes",
+        )
+        assert await db_rows(db, REJECTED) == [(0,)]
+
+    central.events_side_catches_up()
+    await wait_until(lambda: set(written) <= set(central.events), 15, "every event at central once it knows the orders")
+    for order in orders:
+        of_order = [k for k in written if k.startswith(f"{order['id']}:")]
+        assert [k for k in central.events if k.startswith(f"{order['id']}:")] == of_order
+    assert central.duplicates == [] and await db_rows(db, REJECTED) == [(0,)]
+    await eventually(
+        lambda: db_rows(db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"),
+        lambda rows: rows == [(0,)],
+        timeout=10,
+        what="every event marked delivered",
+    )
+    assert await db_rows(db, "SELECT key FROM alert_groups") == [] and sink.messages == []
+
+
+@pytest.mark.parametrize(
+    ("newer_taken", "later_s"), [(True, 11 * 60), (False, 24 * 3600 + 60)], ids=["newer_order_taken", "a_day_later"]
+)
+async def test_an_order_central_still_does_not_know_minutes_after_the_push_is_rejected_for_good_and_a_person_told(
+    central: CentralSim,
+    sync_settings: Callable[..., Settings],
+    agents: Agents,
+    sink: SmtpSink,
+    newer_taken: bool,
+    later_s: float,
+) -> None:
+    """Central still answers unknown_order for an order stored here from it more than 10 minutes ago while it has
+    taken the events of an order stored here after it: its events side is current, so that is its refusal for good.
+    The order's events are rejected (kept with the reason, never sent again) and the manager gets a mail naming the
+    order and central's answer. Until then they were offered again, nothing rejected. Without such evidence (central
+    took nothing newer) the order waits longer, but not for ever: a day after it was stored it is rejected so too.
+    Before, the rejection was at once and only the log said so (the outbox73 probe, D3)."""
     central.events_lag_s = 3600.0  # the events side never learns of it within the test
     clock = AgentClock()
     agent, events = await agents.start(sync_settings(sections=mail_to(sink)), clock=clock)
@@ -822,21 +885,27 @@ async def test_an_order_central_still_does_not_know_minutes_after_the_push_is_re
     [order] = central.create_orders(1, prefix="never")
     async with api_client(agent) as api:
         assert (await post(api, order))[0] == 201
-    db = agent.settings.agent.db_path
-    received = f"{order['id']}:received:0{await key_mark(db)}"
-    # not yet: offered again
-    await wait_until(lambda: central.posted[received] >= 2, 15, f"{received} offered again")
-    rejected = "SELECT COUNT(*) FROM outbox WHERE json_extract(payload, '$._rejected') IS NOT NULL"
-    assert await db_rows(db, rejected) == [(0,)] and sink.messages == []
+        db = agent.settings.agent.db_path
+        mark = await key_mark(db)
+        received = f"{order['id']}:received:0{mark}"
+        # not yet: offered again
+        await wait_until(lambda: central.posted[received] >= 2, 15, f"{received} offered again")
+        assert await db_rows(db, REJECTED) == [(0,)] and sink.messages == []
+        if newer_taken:
+            central.events_lag_s = 0.0
+            [newer] = central.create_orders(1, prefix="newer")
+            assert (await post(api, newer))[0] == 201
+            await wait_until(lambda: f"{newer['id']}:received:0{mark}" in central.events, 15, "the newer order's event")
 
-    clock.advance(11 * 60)
+    clock.advance(later_s)
     await eventually(
         lambda: db_rows(db, "SELECT COUNT(*), COUNT(delivered_at) FROM outbox"),
         lambda rows: rows[0][0] >= 2 and rows[0][0] == rows[0][1],
         timeout=15,
         what="the order's events settled",
     )
-    assert await db_rows(db, rejected) == await db_rows(db, "SELECT COUNT(*) FROM outbox")
+    of_order = "SELECT COUNT(*) FROM outbox WHERE order_id = ?"
+    assert await db_rows(db, REJECTED) == await db_rows(db, of_order, order["id"])
     assert not any(k.startswith(order["id"]) for k in central.events)
     [mail] = await sink.wait_for(1)
     text = mail.get_body(("plain",)).get_content()
