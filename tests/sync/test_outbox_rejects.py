@@ -547,9 +547,9 @@ async def test_events_central_is_still_processing_when_a_restarted_agent_sends_t
     central.slow_next_events(1, 3.0)  # still at it when the restarted agent sends the same keys
     with capture_logs() as logs:
         await central.set_up(True)
-        await eventually(
+        await eventually(  # a batch given up on, or (one event in it, under load) a single one retried
             lambda: asyncio.sleep(0.05, [e["event"] for e in logs]),
-            lambda events: "outbox_batch_too_slow" in events,
+            lambda events: "outbox_batch_too_slow" in events or "central_retry" in events,
             what="the first POST given up on",
         )
     await agents.stop(agent)
