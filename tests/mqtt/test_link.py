@@ -296,6 +296,8 @@ async def test_events_the_brokers_acl_refuses_are_kept_told_and_sent_once_it_tak
         agent = await make_agent(mqtt=mqtt_section(broker, reconnect_max_s=0.5), listen=heard.append, **MAIL)
         assert agent.mqtt is not None
         await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="connected")
+        # its SUBACK too: an order published before it is for nobody (CI under load: never printed)
+        await wait_until(lambda: agent.mqtt is not None and agent.mqtt._subscribed is not None, what="subscribed")
         order = make_order(1, prefix="acl", print_receipt=False)
         await backend.publish(ORDERS, order)
         await printers["kitchen"].wait_for_printed(1)

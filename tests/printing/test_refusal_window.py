@@ -27,13 +27,15 @@ def numbers(printed: list[bytes]) -> list[str]:
 async def test_six_tickets_for_a_board_that_refuses_for_a_second_after_each_connection_print_once_and_stay_online(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], sink: SmtpSink
 ) -> None:
-    """Six orders at once, the kitchen printer's board refusing for 1 s after each connection. Each job's connection
+    """Six orders at once, the kitchen board refusing for a moment after each connection. Each job's connection
     comes right after the one before ended: refused for that moment, it is tried again, and every ticket prints once,
     a second or so apart, with no offline and no mail. Before, the refusal took the printer offline, the next probe
     found it online, the job was refused again, and so on: 1 of 6 printed in two minutes, 138 offline/online flips, a
     critical mail "printer not reachable"."""
     kitchen = printers["kitchen"]
-    kitchen.refuse_after_close_s = 1.0
+    # Half a second, well inside the 2 s a refused connect is tried again: with 1 s, CI's load once delayed the
+    # simulator's reopening past them (one 'offline')
+    kitchen.refuse_after_close_s = 0.5
     agent = await make_agent(**mail_to(sink))
     changes: list[PrinterStatusChanged] = []
     agent.bus.subscribe(changes.append, PrinterStatusChanged)
