@@ -476,7 +476,6 @@ class JobStore:
         'printing' and reprints marked COPY too, never as an original."""
         now, mono = self._clock.wall(), self._clock.mono()
         done: dict[int, float] = {}
-        copies_out: dict[int, float] = {}
 
         async def marks(conn: DirectConnection, events: list[Event]) -> list[int]:
             for mark in printed:
@@ -494,8 +493,8 @@ class JobStore:
                         )
                     )
                     done[mark.job_id] = now
-                    if copy:
-                        copies_out[mark.job_id] = mono
+                    if copy:  # kept before the commit: a Reprint the moment the row reads printed finds it here
+                        self._copies_out[mark.job_id] = mono
             if release:
                 await conn.execute(
                     f"UPDATE print_jobs SET {_RELEASED}"
@@ -522,10 +521,8 @@ class JobStore:
 
         # linger: an order arriving meanwhile shares this commit's fsync (the claim is still durable before we return)
         claimed = await self._db.write_publishing(self._bus, marks, linger=True)
-        if copies_out:
-            self._copies_out.update(copies_out)
-            for job_id in list(self._copies_out)[: max(0, len(self._copies_out) - _COPIES_OUT_KEPT)]:
-                del self._copies_out[job_id]  # a backlog put back in line as COPYs is not kept all run
+        for job_id in list(self._copies_out)[: max(0, len(self._copies_out) - _COPIES_OUT_KEPT)]:
+            del self._copies_out[job_id]  # a backlog put back in line as COPYs is not kept all run
         return MarksCommitted(claimed=frozenset(claimed), printed=done)
 
     async def hold_many(self, printer: str, stale: Sequence[StaleJob]) -> set[int]:
