@@ -486,7 +486,7 @@ class JobStore:
                 )
                 for job_printer, *shown in rows:
                     await add_outbox(conn, [_job_event(mark.order_id, StatusEvent.PRINTED, mark.job_id, now, shown)])
-                    copy = shown[-1]  # _SHOWN ends with it
+                    *_, copy = shown  # the job's columns in _SHOWN, its copy mark last
                     events.append(
                         JobPrinted(
                             job_id=mark.job_id, order_id=mark.order_id, printer=job_printer, latency_s=mark.latency_s
