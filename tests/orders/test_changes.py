@@ -1523,6 +1523,14 @@ async def test_a_reprint_to_a_printer_that_works_is_not_held_by_a_change_waiting
     kitchen.set_offline(True)
     front.set_offline(True)
     assert (await post(api, dessert_added(example_order)))[0] == 200
+    # the kitchen spool gave the change ticket back (a refused connect is tried again for 2 s, the ticket claimed
+    # meanwhile): a move takes waiting tickets, as a failover does (CI under load: moved while claimed, it printed)
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", what="kitchen offline")
+    await eventually(
+        lambda: job_rows(agent, "SELECT state FROM print_jobs WHERE variant = 'change'"),
+        lambda rows: rows == [("queued",)],
+        what="the change ticket waiting",
+    )
     await db_execute(agent, "UPDATE print_jobs SET printer = 'front' WHERE variant = 'change'")
     kitchen.set_offline(False)
     async with api.post(f"/api/v1/orders/{order_id}/reprint", json={"station": "kitchen"}) as r:
