@@ -205,7 +205,7 @@ class CentralClient:
         # Idempotency keys of requests that got no answer in time -> until when (monotonic) central may still be
         # processing them (_MAY_STILL_RUN_S).
         self._unanswered: dict[str, float] = {}
-        self._waiting_said = False  # central_still_processing logged, and no answer since
+        self._waiting_said = False  # central_still_processing logged, and no answer to events since
         self._session: aiohttp.ClientSession | None = None
         # The store network's way out, if it has one: every call goes through it, central's name resolved there.
         self._proxy = settings.proxy or None
@@ -373,7 +373,8 @@ class CentralClient:
             try:
                 try:
                     answer = await self._send(method, path, params=params, body=body)
-                    self._waiting_said = False
+                    if keys:  # an answer to the events; a recovery page read meanwhile is none (its own spell)
+                        self._waiting_said = False
                     return answer
                 except CentralRejectedError as refused:
                     if refused.status != 409 or not keys:
