@@ -251,10 +251,15 @@ def agent_process(
 
 def api_client(agent: Agent | int, *, token: str | None = TOKEN, **kwargs: Any) -> aiohttp.ClientSession:
     """An HTTP client for the agent's API on loopback (``agent`` or its port); with the bearer token unless
-    ``token=None``. Use as ``async with api_client(agent) as api:``."""
+    ``token=None``. Use as ``async with api_client(agent) as api:``.
+
+    A new connection for each request unless ``connector`` says otherwise: many tests move the agent's clock past the
+    API's idle timeout (15 s), and the agent sheds a kept-alive connection at its next sweep; a request sent on it just
+    then is reset (CI runs at e6a5a89 and 17281f2). A real sender retries such a request; a test would only fail."""
     port = agent if isinstance(agent, int) else agent.port
     headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kwargs.pop("headers", {})}
-    return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers, **kwargs)
+    connector = kwargs.pop("connector", None) or aiohttp.TCPConnector(force_close=True)
+    return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers, connector=connector, **kwargs)
 
 
 async def days_pass(agent: Agent, clock: SteppedClock, days: float, *, prefix: str = "later") -> str:

@@ -7,7 +7,6 @@ import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 
 from edge.app import Agent
@@ -31,13 +30,6 @@ def revised(order: dict[str, Any], revision: int, *, pizzas: int | None = None, 
     if pizzas is not None:
         out["items"][0]["qty"] = pizzas
     return out
-
-
-def fresh_connections() -> aiohttp.TCPConnector:
-    """A new connection for each request: the box clock jumps minutes ahead here, past the API's idle timeout (15 s),
-    so the agent sheds a kept-alive connection at its next sweep, and a request sent on it just then was reset (a CI
-    run at e6a5a89). A real sender retries such a request; these tests would only fail."""
-    return aiohttp.TCPConnector(force_close=True)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +57,7 @@ async def test_a_stations_first_ticket_rewritten_in_place_keeps_the_age_its_chan
     agent = await make_agent(clock=box_clock, staleness={"kitchen": STALE_S / 60})
     agent.bus.subscribe(held.append, JobHeld)
     kitchen = printers["kitchen"]
-    async with api_client(agent, connector=fresh_connections()) as api:
+    async with api_client(agent) as api:
         assert (await post(api, revised(example_order, 1, food=False)))[0] == 201
         kitchen.set_offline(True)
         box_clock.advance(CHANGE_AT)
@@ -114,7 +106,7 @@ async def test_a_receipt_a_change_asks_for_is_as_old_as_the_order_at_that_change
     asap(example_order)
     agent = await make_agent(clock=box_clock, printing={"stale_receipt_min": 5})
     front = printers["front"]
-    async with api_client(agent, connector=fresh_connections()) as api:
+    async with api_client(agent) as api:
         assert (await post(api, revised(example_order, 1)))[0] == 201
         front.set_offline(True)
         box_clock.advance(CHANGE_AT)
