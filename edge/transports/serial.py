@@ -176,7 +176,9 @@ class SerialTransport:
                 self.device_id, self.label, f"took no data for {self._write_timeout:g}s (flow control holding?)"
             ) from err
         except _LINE_ERRORS as err:
-            raise DeviceWriteError(self.device_id, self.label, f"write failed: {err}") from err
+            # pyserial's own words begin so already ("write failed: [Errno 5] …"): said once.
+            said = str(err) if str(err).startswith("write failed") else f"write failed: {err}"
+            raise DeviceWriteError(self.device_id, self.label, said) from err
 
     def read(self, n: int, timeout: float) -> bytes:
         port = self._opened()

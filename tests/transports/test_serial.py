@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -28,3 +29,21 @@ def test_a_printer_that_takes_nothing_for_the_write_timeout_is_still_cut_off() -
     finally:
         transport.close()
         printer.close()
+
+
+def test_an_adapter_pulled_mid_ticket_is_named_once_as_a_failed_write() -> None:
+    """A USB-serial adapter pulled while a ticket goes out: the write fails with EIO and the status detail the
+    technician reads says "write failed" once. Before (the serial74 probe, row 5): "write failed: write failed: [Errno
+    5] Input/output error", pyserial's own words behind ours."""
+    master, slave = os.openpty()
+    transport = SerialTransport("bar", os.ttyname(slave))
+    try:
+        transport.open()
+        os.close(master)  # the adapter is gone: the line's other end with it
+        with pytest.raises(DeviceWriteError) as failed:
+            transport.write(b"\x1b@" + b"x" * 40 + b"\n")
+        assert str(failed.value).count("write failed") == 1, str(failed.value)
+        assert "Input/output error" in str(failed.value)
+    finally:
+        transport.close()
+        os.close(slave)
