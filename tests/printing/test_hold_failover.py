@@ -430,6 +430,32 @@ async def test_no_failover_before_the_configured_time(
     await printers["kitchen"].wait_for_printed(1)
 
 
+async def test_a_primary_back_within_the_failover_time_keeps_its_tickets_while_it_prints_the_first(
+    start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The cook changes the roll in well under failover_after_s; the kitchen printer is back and prints the ticket that
+    waited, slowly, and the failover time runs out meanwhile, with two more tickets come in behind it. It is printing:
+    they stay with it, in order, none moved to the backup. (Spooler.stuck_for counts only while the spool is paused: a
+    mutant counting from the pause until a ticket is out moved them.)"""
+    agent, api = await start_agent(stations={"kitchen": ["kitchen", "front"]}, printing={"failover_after_s": 1.0})
+    kitchen = printers["kitchen"]
+    kitchen.paper_out = True
+    first, *more = tickets_only(example_order, 3)
+    assert (await post(api, first))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].paused_since is not None, what="the kitchen spool paused")
+    kitchen.speed = PaperSpeed(mm_per_s=60)  # about 2.5 s a ticket: the failover time runs out in the first
+    kitchen.paper_out = False
+    await wait_until(lambda: agent.spoolers["kitchen"].paused_since is None, what="the kitchen spool going on")
+    for order in more:
+        assert (await post(api, order))[0] == 201
+    await wait_until(lambda: len(kitchen.printed) + len(printers["front"].printed) >= 3, 30, "three tickets out")
+    rows = await eventually(
+        lambda: job_rows(agent, "SELECT printer, state FROM print_jobs ORDER BY id"),
+        lambda rows: all(state == "printed" for _, state in rows),
+    )
+    assert rows == [("kitchen", "printed")] * 3 and printers["front"].printed == []
+
+
 async def test_retried_dead_job_is_not_held_for_its_age(
     start_agent: Callable[..., Any], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
