@@ -828,7 +828,14 @@ class JobStore:
                 [(_DEVICE_KEY + name, device) for name, device in devices.items()],
             )
 
-    async def printers_to_clear(self, devices: Mapping[str, str], interrupted: Collection[str] = ()) -> set[str]:
+    async def printers_to_clear(
+        self,
+        devices: Mapping[str, str],
+        interrupted: Collection[str] = (),
+        *,
+        answered: Collection[str] | None = None,
+        without_in_order: Collection[str] = (),
+    ) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
         job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
         meanwhile). A record names the printer and the device it was on: either finds it (neither, for one renamed and
@@ -837,12 +844,28 @@ class JobStore:
         status is not waited for). That name is the one the crash cut a job short on where it is still set up: its
         COPY goes out there, after the clear; another name of the device may serve no station and clear only at its
         first status poll, after the rest of the ticket printed. ``interrupted``: names not recorded yet (a start whose
-        requeue the store refused: printers_interrupted)."""
+        requeue the store refused: printers_interrupted). A printer whose jobs are marked printed once it holds them,
+        not once they are out, is never cleared: its buffers may hold tickets marked printed behind the cut-short one,
+        which a clear would wipe (the night74 probe); the rest of the cut-short ticket prints before its COPY. That is
+        one on a device in ``without_in_order`` (DLE EOT but no GS r), or, when ``answered`` (the devices that answered
+        status in some run) is given, one on a device not in it that printed jobs (sent without asking)."""
         named = await self._meta_under(_CLEAR_KEY) | dict.fromkeys(interrupted, "")
         named |= dict.fromkeys(_heirs(named, await self._meta_under(_DEVICE_KEY), devices), "")
         on = await self._meta_under(_CLEAR_DEVICE_KEY)
         clearing: dict[str, str] = {}  # device -> the one name that clears it
+        blind = set()
+        for name, device in devices.items():
+            if (
+                answered is not None
+                and device not in answered
+                and await self._db.fetchall(
+                    "SELECT 1 FROM print_jobs WHERE printer = ? AND state = 'printed' LIMIT 1", (name,)
+                )
+            ):
+                blind.add(device)
         for name, device in sorted(devices.items(), key=lambda item: item[0] not in named):
+            if device in blind or device in without_in_order:
+                continue
             if name in named or device in on:
                 clearing.setdefault(device, name)
         return set(clearing.values())

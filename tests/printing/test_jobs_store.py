@@ -273,6 +273,31 @@ async def test_a_printer_a_crash_cut_a_job_short_on_is_to_be_cleared_until_it_wa
         await db.close()
 
 
+async def test_a_printer_whose_jobs_are_marked_printed_before_they_are_out_is_never_cleared(tmp_path: Path) -> None:
+    """Its buffers may hold tickets marked printed behind the one a crash cut short (the night74 probe): one that
+    answers DLE EOT but not GS r, or one that never answered status and printed jobs sent without asking, is not
+    cleared; one that never answered and printed nothing yet (a new printer, a crash in its first job) still is."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(
+        path,
+        ["printing", "printing", "printing", "printed", "printed"],
+        ("UPDATE print_jobs SET printer = 'bar' WHERE id IN (2, 4)", ()),
+        ("UPDATE print_jobs SET printer = 'front' WHERE id IN (3, 5)", ()),
+    )
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    devices = {"kitchen": "tcp a:9100", "bar": "tcp b:9100", "front": "tcp c:9100"}
+    try:
+        assert await jobs.requeue_interrupted() == [1, 2, 3]
+        assert await jobs.printers_to_clear(devices) == {"kitchen", "bar", "front"}
+        learnt = {"answered": {"tcp a:9100", "tcp c:9100"}, "without_in_order": {"tcp c:9100"}}
+        # bar never answered and printed job 4 blind; front answers DLE EOT only; kitchen never printed a job yet
+        assert await jobs.printers_to_clear(devices, **learnt) == {"kitchen"}
+        assert await jobs.printers_to_clear(devices, answered=set()) == {"kitchen"}
+    finally:
+        await db.close()
+
+
 async def test_a_spool_that_puts_a_crashs_jobs_back_in_line_records_its_printer_to_be_cleared(tmp_path: Path) -> None:
     """A start the store refused its requeue names the printers with jobs left 'printing' (read only) and clears them;
     each such spool's own requeue, once the store writes, records its printer as a start's would, and no other's."""
