@@ -196,9 +196,7 @@ class Agent:
                 waiting = await jobs.printers_interrupted()
                 log.warning("interrupted_jobs_wait_for_storage", printers=sorted(waiting), error=str(err))
             # Also those of a crash before, never reached since.
-            to_clear = await jobs.printers_to_clear(
-                devices, interrupted=waiting, answered=answered, without_in_order=without_in_order
-            )
+            to_clear = await jobs.printers_to_clear(devices, interrupted=waiting)
             try:
                 await jobs.remember_devices(devices)
             except StoreUnavailableError as err:  # a full card: the last run's record stays until a start can write

@@ -828,14 +828,7 @@ class JobStore:
                 [(_DEVICE_KEY + name, device) for name, device in devices.items()],
             )
 
-    async def printers_to_clear(
-        self,
-        devices: Mapping[str, str],
-        interrupted: Collection[str] = (),
-        *,
-        answered: Collection[str] | None = None,
-        without_in_order: Collection[str] = (),
-    ) -> set[str]:
+    async def printers_to_clear(self, devices: Mapping[str, str], interrupted: Collection[str] = ()) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
         job a crash interrupted: cleared at the first contact, until buffers_cleared (kept over further restarts
         meanwhile). A record names the printer and the device it was on: either finds it (neither, for one renamed and
@@ -847,28 +840,28 @@ class JobStore:
         requeue the store refused: printers_interrupted). A printer whose jobs are marked printed once it holds them,
         not once they are out, is never cleared: its buffers may hold tickets marked printed behind the cut-short one,
         which a clear would wipe (the night74 probe); the rest of the cut-short ticket prints before its COPY. That is
-        one on a device in ``without_in_order`` (DLE EOT but no GS r), or, when ``answered`` (the devices that answered
-        status in some run) is given, one on a device not in it that printed jobs (sent without asking)."""
+        one learnt to answer DLE EOT but not GS r (devices_without_in_order), or one that never answered status
+        (answered_devices) and printed jobs (sent without asking)."""
         named = await self._meta_under(_CLEAR_KEY) | dict.fromkeys(interrupted, "")
         named |= dict.fromkeys(_heirs(named, await self._meta_under(_DEVICE_KEY), devices), "")
         on = await self._meta_under(_CLEAR_DEVICE_KEY)
         clearing: dict[str, str] = {}  # device -> the one name that clears it
-        blind = set()
-        for name, device in devices.items():
-            if (
-                answered is not None
-                and device not in answered
-                and await self._db.fetchall(
-                    "SELECT 1 FROM print_jobs WHERE printer = ? AND state = 'printed' LIMIT 1", (name,)
-                )
-            ):
-                blind.add(device)
         for name, device in sorted(devices.items(), key=lambda item: item[0] not in named):
-            if device in blind or device in without_in_order:
-                continue
             if name in named or device in on:
                 clearing.setdefault(device, name)
-        return set(clearing.values())
+        if not clearing:  # the start after a clean stop: nothing more to read
+            return set()
+        unsure = await self.devices_without_in_order()
+        answered = await self.answered_devices()
+        for device in clearing.keys() - answered:
+            names = [name for name, on_it in devices.items() if on_it == device]
+            if await self._db.fetchone(
+                "SELECT 1 FROM print_jobs WHERE printer IN (SELECT value FROM json_each(?)) AND state = 'printed'"
+                " LIMIT 1",
+                (json.dumps(names),),
+            ):
+                unsure.add(device)
+        return {name for device, name in clearing.items() if device not in unsure}
 
     async def _meta_under(self, prefix: str) -> dict[str, str]:
         """The meta values whose keys start with ``prefix``, by the rest of the key."""

@@ -289,11 +289,16 @@ async def test_a_printer_whose_jobs_are_marked_printed_before_they_are_out_is_ne
     devices = {"kitchen": "tcp a:9100", "bar": "tcp b:9100", "front": "tcp c:9100"}
     try:
         assert await jobs.requeue_interrupted() == [1, 2, 3]
+        # None answered status yet: bar and front printed jobs sent blind; kitchen never printed one
+        assert await jobs.printers_to_clear(devices) == {"kitchen"}
+        await jobs.device_answered("tcp a:9100")
+        await jobs.device_answered("tcp c:9100")
+        await jobs.in_order_learnt("tcp c:9100", answers=False)
+        # bar never answered and printed job 4 blind; front answers DLE EOT only
+        assert await jobs.printers_to_clear(devices) == {"kitchen"}
+        await jobs.device_answered("tcp b:9100")
+        await jobs.in_order_learnt("tcp c:9100", answers=True)
         assert await jobs.printers_to_clear(devices) == {"kitchen", "bar", "front"}
-        learnt = {"answered": {"tcp a:9100", "tcp c:9100"}, "without_in_order": {"tcp c:9100"}}
-        # bar never answered and printed job 4 blind; front answers DLE EOT only; kitchen never printed a job yet
-        assert await jobs.printers_to_clear(devices, **learnt) == {"kitchen"}
-        assert await jobs.printers_to_clear(devices, answered=set()) == {"kitchen"}
     finally:
         await db.close()
 
