@@ -488,7 +488,8 @@ class PrinterDriver:
         with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
             self.transport.write(data)
             if not asks:
-                self._sent_blind(data)
+                if not self.transport.finish(self._job_time(data)):  # it may still hold them, its connection too
+                    self._sent_blind(data)
                 return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
             processed = self._out(data)
             # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).

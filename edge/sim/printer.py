@@ -54,6 +54,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+import struct
 import tty
 from collections.abc import Callable
 from pathlib import Path
@@ -180,6 +181,12 @@ class SimPrinter:
         self._full = False  # that many are open: the listener is closed, so the next connection is refused
         # After each connection ends, new ones are refused this long (a single-socket board's moment to listen again)
         self.refuse_after_close_s = 0.0
+        # The next this many connections are reset once their host has sent everything, none of it read: an
+        # interface that took a connection it could not serve (a listener closed with connections in its queue
+        # does the same). A TCP that closes with data unread resets (RFC 1122 4.2.2.13, RFC 2525 2.17): the host
+        # that had already closed its side never sees it, the bytes were in the kernel, never in the printer.
+        self.reset_unread = 0
+        self.reset_connections = 0  # connections reset that way
         self._relisten: asyncio.TimerHandle | None = None  # the end of that moment
 
     @property
@@ -328,6 +335,10 @@ class SimPrinter:
             self._relisten = None
 
     async def _serve(self, conn: socket.socket) -> None:
+        if self.reset_unread and await self._brings_job(conn):
+            self.reset_unread -= 1
+            await self._reset_unread(conn)
+            return
         reader, writer = await asyncio.open_connection(sock=conn, limit=_STREAM_LIMIT)
         try:
             async with contextlib.AsyncExitStack() as turn:
@@ -335,6 +346,33 @@ class SimPrinter:
                 await self._serve_host(reader, writer, turn)
         finally:
             writer.close()
+
+    @staticmethod
+    async def _brings_job(conn: socket.socket) -> bool:
+        """Whether the connection's first byte starts a job (ESC @), not a status query; looked at, not taken."""
+        conn.setblocking(False)
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(conn, readable.set)
+        try:
+            await readable.wait()
+        finally:
+            loop.remove_reader(conn)
+        try:
+            return conn.recv(1, socket.MSG_PEEK) == b"\x1b"
+        except OSError:
+            return False
+
+    async def _reset_unread(self, conn: socket.socket) -> None:
+        """The host's bytes up to its end go nowhere, then a reset: only then is it unseen by a host that does not
+        wait for the printer's own end."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):
+            while await loop.sock_recv(conn, _CHUNK):
+                pass
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        self.reset_connections += 1
 
     async def _serve_host(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, turn: contextlib.AsyncExitStack

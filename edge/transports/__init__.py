@@ -40,6 +40,11 @@ class Transport(Protocol):
     def holding_back(self) -> bool:
         """Whether written bytes still wait on this side for the device to take them (False where it cannot tell)."""
 
+    def finish(self, timeout: float) -> bool | None:
+        """After a job sent without asking: the end of the data said, and the device's own end waited for within
+        ``timeout``. True: it ended it, having read everything; None: not within timeout, or it cannot tell; raises
+        DeviceWriteError if the device dropped the connection with the bytes unread."""
+
     def close(self) -> None:
         """Disconnect; never raises."""
 

@@ -65,6 +65,9 @@ class FileTransport:
     def holding_back(self) -> bool:
         return False  # a file takes every byte at once
 
+    def finish(self, timeout: float) -> bool | None:
+        return None  # a file has no end of its own to wait for
+
     def close(self) -> None:
         self._opened = False
         if self._file is None:

@@ -192,6 +192,9 @@ class SerialTransport:
     def holding_back(self) -> bool:
         return False  # the line's speed is known and planned for (line_bytes_per_s, the pacer)
 
+    def finish(self, timeout: float) -> bool | None:
+        return None  # a serial line has no end of its own to wait for
+
     def close(self) -> None:
         if self._port is None:
             return

@@ -137,24 +137,44 @@ class TcpTransport:
             raise DeviceWriteError(self.device_id, self.label, f"write failed: {err.strerror or err}") from err
 
     def read(self, n: int, timeout: float) -> bytes:
+        data = self._receive(n, timeout)
+        if data is None:
+            return b""
+        if not data:
+            raise DeviceWriteError(self.device_id, self.label, "closed the connection")
+        return data
+
+    def finish(self, timeout: float) -> bool | None:
+        """A half-close, then the printer's own end waited for, as CUPS's socket backend waits for a printer "to
+        finish" after a job: a TCP that closes with data unread resets instead (RFC 1122 4.2.2.13), so an end means it
+        read every byte, and a reset that it dropped them; a host that had closed its side never sees that reset."""
+        sock = self._connected()
+        deadline = time.monotonic() + timeout
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as err:
+            raise DeviceWriteError(self.device_id, self.label, f"connection lost: {err.strerror or err}") from err
+        while (data := self._receive(4096, deadline - time.monotonic())) is not None:
+            if not data:
+                return True
+        return None
+
+    def _receive(self, n: int, timeout: float) -> bytes | None:
+        """Up to ``n`` bytes; b"" once the device closed its end, None if nothing came within ``timeout``."""
         sock = self._connected()
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             sock.settimeout(max(min(left, _TAKEN_CHECK_S), 0.001))
             try:
-                data = sock.recv(n)
-                break
+                return sock.recv(n)
             except TimeoutError:
                 if left <= _TAKEN_CHECK_S:
-                    return b""
+                    return None
                 if not self._look_taken(sock) and time.monotonic() - self._taken_at >= self._write_timeout:
                     raise self._stall() from None
             except OSError as err:
                 raise DeviceWriteError(self.device_id, self.label, f"connection lost: {err.strerror or err}") from err
-        if not data:
-            raise DeviceWriteError(self.device_id, self.label, "closed the connection")
-        return data
 
     def holding_back(self) -> bool:
         """Whether bytes written still wait in this box for the device to take them: a printer whose buffer is full

@@ -136,6 +136,9 @@ class UsbTransport:
     def holding_back(self) -> bool:
         return False  # a bulk write returns once the device took the bytes
 
+    def finish(self, timeout: float) -> bool | None:
+        return None  # a bulk write returned once the device took the bytes; nothing more to wait for
+
     def close(self) -> None:
         if self._dev is None:
             return

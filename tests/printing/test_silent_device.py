@@ -198,3 +198,32 @@ async def test_a_printer_that_answered_status_before_a_restart_gets_no_ticket_bl
         assert "address" in listed["kitchen"]["detail"], listed["kitchen"]
     finally:
         await device.stop()
+
+
+async def test_a_ticket_a_printer_without_status_never_took_prints_again_as_copy(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    backup: SimPrinter,
+    tmp_path: Path,
+) -> None:
+    """A printer that cannot answer status gets its tickets blind; its interface takes the connection and, once the
+    ticket's bytes are in, resets it unread (a connection it could not serve; the night74 probe saw it when the
+    printer's three connections were full). The agent waits for the printer's own end after a blind ticket, as CUPS's
+    socket backend does ("waiting for printer to finish"): a reset there is a ticket not taken, printed again as COPY.
+    Before: the agent had closed its side already, never saw the reset, and marked the ticket printed: an order
+    taken, marked printed, never on paper."""
+    kitchen = printers["kitchen"]
+    kitchen.answer_status = False
+    kitchen.reset_unread = 1
+    settings = _settings(tmp_path, printers, kitchen.port, backup, {"profile": "TM-T88V", "answers_status": "no"})
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        printed = await kitchen.wait_for_printed(1, timeout=15)
+    assert kitchen.reset_connections == 1
+    assert "KOPIE / COPY" in decode(printed[0]).text
+    await eventually(
+        lambda: job_rows(agent, "SELECT printer, state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("kitchen", "printed")],
+    )
+    assert backup.printed == []

@@ -95,6 +95,42 @@ def test_peer_hangup_is_write_error(listener: socket.socket) -> None:
     transport.close()
 
 
+@pytest.mark.parametrize("printer", ["reads_and_closes", "resets_unread", "keeps_it_open"])
+def test_finish_tells_a_printer_that_read_everything_from_one_that_dropped_it(
+    listener: socket.socket, printer: str
+) -> None:
+    """After a job sent blind, finish() half-closes and waits for the printer's own end: an end after reading every
+    byte is True; a reset at the host's end (a TCP closing with bytes unread, RFC 1122 4.2.2.13) raises
+    DeviceWriteError, though write() had succeeded; a printer that keeps the connection open is None (cannot tell)."""
+    transport = TcpTransport("bar", "127.0.0.1", listener.getsockname()[1])
+    transport.open()
+    peer, _ = listener.accept()
+    got = bytearray()
+
+    def serve() -> None:
+        peer.settimeout(5)
+        while chunk := peer.recv(65536):  # to the host's end: its half-close
+            got.extend(chunk)
+        if printer == "resets_unread":
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if printer != "keeps_it_open":
+            peer.close()
+
+    server = threading.Thread(target=serve)
+    server.start()
+    transport.write(b"\x1b@ticket\n" * 100)
+    if printer == "resets_unread":
+        with pytest.raises(DeviceWriteError, match="reset"):
+            transport.finish(2)
+    else:
+        ended = transport.finish(2 if printer == "reads_and_closes" else 0.3)
+        assert ended is (True if printer == "reads_and_closes" else None)
+    server.join(5)
+    assert len(got) == 900
+    transport.close()
+    peer.close()
+
+
 def test_write_to_reset_connection_is_write_error(listener: socket.socket) -> None:
     """Writing after the peer reset the connection raises DeviceWriteError."""
     transport = TcpTransport("bar", "127.0.0.1", listener.getsockname()[1])
