@@ -272,6 +272,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     """Straight from the database, read-only: works whether or not the agent runs, and builds no agent."""
     from edge.printing.decode import preview, preview_png
     from edge.printing.jobs import JobRenderer
+    from edge.printing.profiles import DEFAULT_WIDTH, line_width
     from edge.store.files import order_jobs
 
     settings = _load(args, printing=True)
@@ -282,7 +283,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     print(f"order {jobs[0].order_id}, number {jobs[0].order_number}")
     for job in jobs:
         printer = settings.printers.get(job.printer)
-        width = printer.width if printer else 48
+        width = line_width(printer) if printer else DEFAULT_WIDTH
         what = f"{job.kind} {job.station or ''}".strip()
         print(f"=== job {job.id}: {what} on {job.printer}, {job.state}{', copy' if job.copy else ''} ===")
         data = render(job)

@@ -213,7 +213,7 @@ def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: An
         "agent": {"store_id": "test-store", "data_dir": str(data_dir), "language": "de", "log_format": "json"},
         "api": {"host": "127.0.0.1", "port": 0, "token": TOKEN},
         "printers": {
-            name: {"type": "network", "host": "127.0.0.1", "port": p.port, "width": 48, "status_timeout": 0.5}
+            name: {"type": "network", "host": "127.0.0.1", "port": p.port, "status_timeout": 0.5}
             for name, p in printers.items()
         },
         "stations": {"kitchen": "kitchen", "bar": "kitchen"},

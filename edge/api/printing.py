@@ -11,6 +11,7 @@ from aiohttp import web
 from edge.api.deps import ApiDeps, require_accepting
 from edge.api.errors import add_post, error_response, path_id, read_json
 from edge.errors import DeviceError, NotFoundError
+from edge.printing.profiles import line_width
 from edge.printing.render import print_options
 from edge.states import JobState
 from edge.store.rows import Job
@@ -96,7 +97,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         def render() -> bytes:  # in a thread: right after a cached start it may still load the printing stack
             return renderer().test_page(
                 printer_name=name,
-                width=printer.width,
+                width=line_width(printer),
                 language=deps.settings.agent.language,
                 options=print_options(printer),
             )

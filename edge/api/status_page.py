@@ -27,6 +27,7 @@ from edge.clock import clock_off_words
 from edge.errors import StoreError, WrongStateError
 from edge.printing.ages import order_time
 from edge.printing.decode import preview
+from edge.printing.profiles import DEFAULT_WIDTH, line_width
 from edge.states import NOT_DONE_JOB_STATES, WAITING_JOB_STATES, HoldReason, JobState, RunState
 from edge.store.alerts import AlertStore
 from edge.store.outbox import OutboxStore
@@ -316,7 +317,7 @@ def add_routes(app: web.Application, deps: ApiDeps) -> None:
         job = await deps.jobs.get(path_id(request, "job_id", "print job"))
         assert deps.render_job is not None  # the agent always sets it
         printer = deps.settings.printers.get(job.printer)
-        width = printer.width if printer else 48
+        width = line_width(printer) if printer else DEFAULT_WIDTH
         try:
             data = await asyncio.to_thread(deps.render_job, job)  # a long ticket must not stall the loop
         except Exception as err:  # an order stored by an older, laxer intake: say why, never a 500

@@ -15,6 +15,7 @@ from edge.config._loader import (
     secrets_path,
 )
 from edge.config._printers import (
+    MIN_WIDTH,
     AnyPrinterSettings,
     FilePrinterSettings,
     NetworkPrinterSettings,
@@ -50,6 +51,7 @@ from edge.config._values import (
 )
 
 __all__ = [
+    "MIN_WIDTH",
     "SECRETS_FILE",
     "AgentSettings",
     "AlertSettings",

@@ -9,6 +9,7 @@ from typing import Literal
 import edge.config._fields as f
 
 PrinterType = Literal["network", "usb", "serial", "file"]
+MIN_WIDTH = 24  # characters a line: below that a ticket's columns cannot be laid out
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -17,7 +18,9 @@ class PrinterSettings:
 
     name: str
     type: PrinterType
-    width: int = dataclasses.field(default=48, metadata=f.check(f.between(24, 64, " characters")))
+    # Characters a line; None: what the profile's head prints, at most 48 (a TM-T88V: 42, a 58 mm POS-5890: 32), else
+    # 48 (edge.printing.profiles.line_width)
+    width: int | None = dataclasses.field(default=None, metadata=f.check(f.between(MIN_WIDTH, 64, " characters")))
     # python-escpos capability profile, e.g. TM-T88V; checked where printing is set up (edge.printing.render)
     profile: str = "default"
     # auto: the profile's first of CP858, CP1252 (both with €), CP437 (€ prints as EUR); or one of them by name

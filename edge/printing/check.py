@@ -22,7 +22,7 @@ from edge.config import Settings
 from edge.heap import give_back_scratch
 from edge.printing.jobs import make_renderer
 from edge.printing.layout import prints_images
-from edge.printing.profiles import load_escpos
+from edge.printing.profiles import line_width, load_escpos
 from edge.printing.render import Renderer, check_printer, print_options
 from edge.printing.text import CODEPAGES
 
@@ -68,7 +68,7 @@ class PrintingCheck:
         )
         if self.after_ready:
             for printer in settings.printers.values():
-                check_printer(printer.name, print_options(printer))
+                check_printer(printer.name, print_options(printer), line_width(printer))
             result = "after_ready"
         elif self._renderer is None and not self.cached:
             self._renderer = self._checked(digest)
@@ -146,7 +146,7 @@ class PrintingCheck:
     def _check(self) -> Renderer:
         renderer = make_renderer(self._settings, self._cache_dir)  # renders every template once
         for printer in self._settings.printers.values():
-            renderer.check_options(printer.name, print_options(printer), width=printer.width)
+            renderer.check_options(printer.name, print_options(printer), width=line_width(printer))
         return renderer
 
 

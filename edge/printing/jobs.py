@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from edge.config import PrinterSettings, Settings
 from edge.orders.model import parse_order
+from edge.printing.profiles import line_width
 from edge.printing.render import Renderer, print_options
 from edge.states import JobKind, JobVariant
 from edge.store.rows import PrintableJob
@@ -69,7 +70,7 @@ class JobRenderer:
                     parse_order(json.loads(job.base_payload), stored=True),
                     job.station,
                     struck=struck,
-                    width=printer.width,
+                    width=line_width(printer),
                     language=settings.agent.language,
                     copy=job.copy,
                     redirected_from=job.redirected_from,
@@ -79,7 +80,7 @@ class JobRenderer:
             return renderer.ticket(
                 order,
                 job.station,
-                width=printer.width,
+                width=line_width(printer),
                 language=settings.agent.language,
                 copy=job.copy,
                 redirected_from=job.redirected_from,
@@ -90,7 +91,7 @@ class JobRenderer:
             )
         return renderer.receipt(
             order,
-            width=printer.width,
+            width=line_width(printer),
             language=settings.agent.language,
             copy=job.copy,
             options=options,

@@ -26,7 +26,7 @@ from edge.printing.lines import (
     styled,
     wrap,
 )
-from edge.printing.profiles import profile
+from edge.printing.profiles import FONT_A_DOTS, profile
 from edge.printing.text import CONTROL, printable
 
 if TYPE_CHECKING:
@@ -35,10 +35,8 @@ if TYPE_CHECKING:
 # python-escpos and Pillow are imported only where a job has an image (a logo, a QR code drawn as one): a store printing
 # text and native QR codes never loads them (~8 MB on a Pi), and a restart reaches READY without them either way.
 
-MIN_WIDTH = 24
 _ALIGNS = ("left", "center", "right")
 _CANCEL_KANJI = b"\x1c."  # FS . (1C 2E): cancel Kanji (Chinese) character mode
-_DOTS_PER_CHARACTER = 12  # font A is 12 dots wide: 48 characters = 576 dots on 80 mm paper
 # A ticket longer than this (about 17 cm of paper at 1/6 inch a line) no longer shows its head beside its end on the
 # rail: a dozen dishes with their modifiers stay under it, a party's ticket does not (if_long)
 LONG_JOB_LINES = 40
@@ -322,7 +320,7 @@ def _logo(job: Layout, args: Args, options: Options) -> None:
     if job.options.logo is not None:
         job.flush()
         job.sync_align()
-        dots = job.width * _DOTS_PER_CHARACTER
+        dots = job.width * FONT_A_DOTS
         if (head := job.commands.profile.width_dots) is not None:
             dots = min(dots, head)  # a TM-T88V's 512 on paper 48 characters wide
         job.commands.image(_logo_image(job.options.logo, dots), job.image_arguments())

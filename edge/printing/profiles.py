@@ -19,12 +19,15 @@ from typing import Any
 
 import structlog
 
+from edge.config import MIN_WIDTH, PrinterSettings
 from edge.errors import ConfigError
 from edge.printing.text import codepage
 
 _IMPORTING = threading.Lock()
 _PICKLE_DIR = "ESCPOS_CAPABILITIES_PICKLE_DIR"
 _CAPABILITIES_FILE = "ESCPOS_CAPABILITIES_FILE"  # python-escpos' own setting: a database in place of its own
+FONT_A_DOTS = 12  # a character of the standard font (Font A, 12 x 24 on Epson's heads)
+DEFAULT_WIDTH = 48  # characters a line on 80 mm paper at 203 dpi (576 dots), the usual kitchen printer's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,9 @@ class Profile:
     # Dots the head prints across the paper, where the database knows (TM-T88V: 512 at 180 dpi on 80 mm paper); a wider
     # image is refused by python-escpos.
     width_dots: int | None = None
+    # Characters a line of its standard font (Font A) holds, where the database knows the head (TM-T88V: 42, a 58 mm
+    # POS-5890: 32, a TM-T20II: 48); a line any longer is carried on to the next by the printer.
+    columns: int | None = None
     # codepage() of code_pages by policy: every render asks, and the table has dozens of entries to look through.
     _codepages: dict[str, tuple[str, int]] = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -87,16 +93,56 @@ def _profiles(path: str | None) -> dict[str, Profile]:
             {str(number): str(page) for number, page in (data.get("codePages") or {}).items()},
             frozenset(feature for feature, has in (data.get("features") or {}).items() if has),
             str(data.get("vendor") or ""),
-            _width_dots(data),
+            dots := _width_dots(data),
+            _columns(data, dots),
         )
         for name, data in (database.get("profiles") or {}).items()
     }
+
+
+def columns(name: str) -> int | None:
+    """The characters a line of model ``name``'s standard font holds; None where the database does not know its head
+    (the default profile) or has no such model (the profile's own check says so)."""
+    try:
+        return profile(name).columns
+    except KeyError:
+        return None
+
+
+def line_width(printer: PrinterSettings) -> int:
+    """The characters a line of ``printer``'s tickets: its ``width``, else what its model prints up to 80 mm paper's
+    usual 48, else 48."""
+    if printer.width is not None:
+        return printer.width
+    fits = columns(printer.profile)
+    return DEFAULT_WIDTH if fits is None or fits < MIN_WIDTH else min(fits, DEFAULT_WIDTH)
+
+
+def check_width(printer: str, model: str, width: int) -> None:
+    """ConfigError naming ``printers.PRINTER.width`` when a line that wide does not fit the model's head."""
+    fits = columns(model)
+    if fits is not None and width > max(fits, MIN_WIDTH):
+        raise ConfigError(
+            f"printers.{printer}.width",
+            f"{width} characters do not fit a {model} line: it prints {fits} in its standard font (a longer line runs"
+            f" on to the next); set width = {fits}, or leave it out",
+        )
 
 
 def _width_dots(data: dict[str, Any]) -> int | None:
     """media.width.pixels of a profile: a number, or "Unknown" (the default profile)."""
     pixels = ((data.get("media") or {}).get("width") or {}).get("pixels")
     return pixels if isinstance(pixels, int) and pixels > 0 else None
+
+
+def _columns(data: dict[str, Any], dots: int | None) -> int | None:
+    """Font A's columns as the database gives them, or its head's dots at 12 a character (Epson's Font A is 12 x 24),
+    the larger: a few entries get one of the two wrong (NT-80-V-UL's 12 columns on 576 dots), and a width that only
+    one allows is left to the technician."""
+    if dots is None:
+        return None
+    font = ((data.get("fonts") or {}).get("0") or {}).get("columns")
+    return max(font if isinstance(font, int) else 0, dots // FONT_A_DOTS)
 
 
 def _read_database(path: str | None) -> dict[str, Any]:

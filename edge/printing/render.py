@@ -12,13 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.config import PrinterSettings
+from edge.config import MIN_WIDTH, PrinterSettings
 from edge.errors import ConfigError
 from edge.orders.changes import diff_station, struck_lines
 from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payment, TaxLine, Totals
 from edge.printing import labels
-from edge.printing.layout import DEFAULT_OPTIONS, MIN_WIDTH, Layout, PrintOptions, finalize, template_globals
-from edge.printing.profiles import check_profile, profile
+from edge.printing.layout import DEFAULT_OPTIONS, Layout, PrintOptions, finalize, template_globals
+from edge.printing.profiles import check_profile, check_width, profile
 from edge.printing.text import encodes, printable
 from edge.states import OrderStatus
 
@@ -315,7 +315,7 @@ class Renderer:
     def check_options(self, printer: str, options: PrintOptions, *, width: int) -> None:
         """Render a receipt and a ticket with one printer's options, so a bad profile or logo stops the agent at
         start-up."""
-        check_printer(printer, options)
+        check_printer(printer, options, width)
         try:
             self.receipt(_SAMPLE_ORDER, width=width, options=options)
             self.ticket(_SAMPLE_ORDER, "kitchen", width=width, options=options)
@@ -516,14 +516,15 @@ def _closing(marks: list[str], number: str, count: int, *, width: int, language:
     return lines
 
 
-def check_printer(printer: str, options: PrintOptions) -> None:
-    """What can be checked of a printer's options without rendering (its profile, and a code page of that profile):
-    ConfigError naming the setting for one that cannot print."""
+def check_printer(printer: str, options: PrintOptions, width: int) -> None:
+    """What can be checked of a printer's options without rendering (its profile, a code page of that profile, a line
+    its head prints): ConfigError naming the setting for one that cannot print."""
     check_profile(printer, options.profile)
     try:
         profile(options.profile).codepage(options.codepage)
     except ValueError as err:
         raise ConfigError(f"printers.{printer}", f"cannot print with these options: {err}") from err
+    check_width(printer, options.profile, width)
 
 
 def print_options(printer: PrinterSettings) -> PrintOptions:

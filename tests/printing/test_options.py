@@ -221,3 +221,34 @@ def test_a_logo_on_a_model_narrower_than_the_paper_is_scaled_to_its_dots_and_the
     data = Renderer().receipt(parse_order(fresh(EXAMPLE)), width=48, options=PrintOptions(profile="TM-T88V", logo=logo))
     (width, _), *_ = raster_images(data)
     assert width == 512
+
+
+async def test_a_tm_t88v_without_a_width_prints_its_own_42_columns(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """A TM-T88V's head is 512 dots (180 dpi on 80 mm paper): 42 characters of its standard font a line (Epson's
+    specification; python-escpos' database says the same). Without a width set, its tickets and receipts are 42
+    columns. Before (ticket75 probe, F1): every such printer got 48 by default, and a printer carries what does not fit
+    on to the next line: "Summe … 3" / "9,30 €", every rule in two."""
+    raw = config_dict(tmp_path / "data", printers)
+    for name in ("kitchen", "front"):
+        raw["printers"][name]["profile"] = "TM-T88V"
+    agent = await make_agent(parse_settings(raw, source="test"))
+    async with api_client(agent) as api:
+        assert (await post(api, fresh(EXAMPLE)))[0] == 201
+    for name in ("kitchen", "front"):
+        lines = decode((await printers[name].wait_for_printed(1))[0]).text.splitlines()
+        assert max(len(line) for line in lines) == 42, (name, lines)
+
+
+def test_a_width_the_printer_cannot_print_stops_the_check_in_one_line_naming_the_key(tmp_path: Path) -> None:
+    """`width = 48` on a TM-T88V (42 a line) is refused by `edge config check`, so by the start, in one line naming
+    the key and what fits. Before (ticket75 probe, F1): "ok", and every receipt's amounts split over two lines."""
+    from tests.config.box import write_box_config
+    from tests.helpers import edge_blocking
+
+    config = write_box_config(tmp_path, printers={"kitchen": {"type": "file", "profile": "TM-T88V", "width": 48}})
+    done = edge_blocking("config", "check", "--config", str(config), timeout=60)
+    assert done.returncode != 0, done.stdout
+    assert "printers.kitchen.width" in done.stderr and "42" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

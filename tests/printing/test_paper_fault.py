@@ -216,8 +216,8 @@ async def test_paper_end_late_in_a_ticket_on_a_printer_slower_than_planned_for_i
     agent = await make_agent(parse_settings(raw, source="test"))
     kitchen.speed = PaperSpeed(mm_per_s=25.4 / 6)  # a line a second
     example_order["print_receipt"] = False
-    ticket = agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de")
-    kitchen.paper_out_after = int(len(ticket) * 0.97)
+    ticket = agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=42, language="de")
+    kitchen.paper_out_after = int(len(ticket) * 0.97)  # a TM-T88V's 42 columns
     async with api_client(agent) as api:
         assert (await post(api, example_order))[0] == 201
     await wait_until(lambda: kitchen.paper_out, timeout=60, what="the roll ended")
