@@ -61,6 +61,14 @@ class Commands:
                 self._parts.append(command)
                 return
 
+    def end_strip(self, cut: str) -> None:
+        """Feed past the cutter and cut as the printer's ``cut`` setting says (full, partial), or only feed past the
+        tear bar (none)."""
+        if cut == "none":
+            self.feed(6)
+        else:
+            self.cut(partial=cut == "partial")
+
     def open_drawer(self) -> None:
         self._parts.append(_DRAWER_PIN_2)
 

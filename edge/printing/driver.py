@@ -247,6 +247,7 @@ class PrinterDriver:
         model: str = "",
         answered_before: bool = False,
         without_in_order_before: bool = False,
+        strip_end: bytes = b"",
     ) -> None:
         """``lock``: the device's, shared with the drivers of the same device under other names. ``answers_status``:
         True when the model answers status queries (its profile or config says so): silence from it is a printer
@@ -257,7 +258,8 @@ class PrinterDriver:
         answer, whose tickets would be sent blind into whatever took the address. ``without_in_order_before``: the
         printer on this device answered DLE EOT but not GS r in an earlier run: its jobs do not wait for GS r (on a
         model said to answer it, each restart cost a long wait and a COPY), and the first status poll of the run asks
-        GS r once, so one that answers now is waited for again."""
+        GS r once, so one that answers now is waited for again. ``strip_end``: the bytes that end a paper strip as
+        its tickets end (feed past the cutter, cut)."""
         self.name = name
         self.transport = transport
         self.status_timeout = status_timeout
@@ -297,12 +299,16 @@ class PrinterDriver:
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
         self._blind_jobs: collections.deque[float] = collections.deque(maxlen=_INTERFACE_HOLDS)  # their times
         self._clear_first = False  # clear_at_first_contact, until the clear went out
+        # A ticket cut short may be on the paper still in the printer (its cover opened, the line dropped, a crash):
+        # the next job first cuts it off, or it and the COPY come out as one strip.
+        self._strip_end = strip_end
+        self._cut_short_on_strip = False
 
     def clear_at_first_contact(self) -> None:
         """Its buffers may hold the rest of a job a crash cut short (the agent that sent it is gone): they are cleared
         on the next connection, before anything else goes (also to a printer stopped at paper end, and whether that
         connection is a status query or a job), and again on the one after until the clear went out."""
-        self._clear_first = True
+        self._clear_first = self._cut_short_on_strip = True
 
     @property
     def clearing_first(self) -> bool:
@@ -485,11 +491,15 @@ class PrinterDriver:
         asks = self.asks_status
         if asks:
             self._check_ready()
+        if self._cut_short_on_strip:
+            data = self._strip_end + data
         with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
+            self._cut_short_on_strip = True
             self.transport.write(data)
             if not asks:
                 if not self.transport.finish(self._job_time(data)):  # it may still hold them, its connection too
                     self._sent_blind(data)
+                self._cut_short_on_strip = False
                 return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
             processed = self._out(data)
             # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
@@ -500,6 +510,8 @@ class PrinterDriver:
                 state, confirmed = self._silent_after(data)
         doubtful = confirmed and self._replies.doubtful  # a state read, maybe from a reply to another query
         outcome = PrintOutcome(confirmed=confirmed, state=state, processed=bool(processed), doubtful=doubtful)
+        # After a paper end the half ticket is on the old roll's tail: a cut would only waste the new one's start.
+        self._cut_short_on_strip = not outcome.on_paper and state != PrinterState.PAPER_OUT
         if not outcome.on_paper:
             self._clear_rest()
         return outcome

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Collection
 
 from edge.config import AnyPrinterSettings
+from edge.printing.commands import Commands
 from edge.printing.driver import PrinterDriver
 from edge.printing.profiles import profile
 from edge.transports import FileTransport, TcpTransport, Transport
@@ -75,7 +76,19 @@ def make_driver(
         model=printer.profile if printer.answers_status == "auto" else "",
         answered_before=transport.device in answered,
         without_in_order_before=transport.device in without_in_order,
+        strip_end=_strip_end(printer),
     )
+
+
+def _strip_end(printer: AnyPrinterSettings) -> bytes:
+    """What ends a paper strip on this printer, as its tickets end."""
+    try:
+        model = profile(printer.profile)
+    except KeyError:  # an unknown profile stops the start-up elsewhere (edge.printing.render)
+        model = profile("default")
+    commands = Commands(model)
+    commands.end_strip(printer.cut)
+    return commands.output
 
 
 def answers_status(printer: AnyPrinterSettings) -> bool | None:

@@ -340,10 +340,7 @@ def prints_images(options: PrintOptions) -> bool:
 def _cut(job: Layout, args: Args, options: Options) -> None:
     """cut: feed to the cutter and cut (or only feed past the tear bar, if the printer's cut is "none")."""
     job.flush()
-    if job.options.cut == "none":
-        job.commands.feed(6)
-    else:
-        job.commands.cut(partial=job.options.cut == "partial")
+    job.commands.end_strip(job.options.cut)
 
 
 # The names templates use for layout; see the built-in templates for examples.

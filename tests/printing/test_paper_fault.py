@@ -202,6 +202,30 @@ async def test_a_printer_that_hangs_up_mid_ticket_and_then_reports_paper_out_spe
     await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 1)])
 
 
+@pytest.mark.parametrize("flag", ["cover_open", "paper_out"])
+async def test_a_ticket_cut_short_on_a_strip_still_in_the_printer_is_cut_off_before_its_copy(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], flag: str
+) -> None:
+    """The cover opens in the middle of a ticket (a cook clears a jam, looks at the roll): the paper stays in, with
+    the half ticket on it, and what the printer prints next goes on the same strip. The COPY now starts by feeding
+    that half past the cutter and cutting it off, as a ticket ends. After a paper end the half is on the old roll's
+    tail, so the COPY on the new roll starts with no cut (no blank stub). Before (ticket75 probe F2): the half and
+    its COPY came out as one strip, the COPY mark in the middle of it."""
+    kitchen = printers["kitchen"]
+    example_order["print_receipt"] = False
+    ticket_size = len(agent.printing.renderer().ticket(parse_order(example_order), "kitchen", width=48, language="de"))
+    setattr(kitchen, f"{flag}_after", ticket_size // 2)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["kitchen"].state.value == flag)
+    setattr(kitchen, flag, False)
+    half, copy = await kitchen.wait_for_printed(2, timeout=5)
+    assert b"\x1dV" not in half
+    head = copy[: copy.index(b"KOPIE")]
+    assert (b"\x1dV" in head) is (flag == "cover_open"), head
+    assert copy.count(b"\x1dV") == (2 if flag == "cover_open" else 1)
+    assert "KOPIE / COPY" in decode(copy).text and "eine ohne Basilikum" in decode(copy).text
+
+
 async def test_paper_end_late_in_a_ticket_on_a_printer_slower_than_planned_for_is_seen(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
 ) -> None:
