@@ -219,3 +219,27 @@ async def test_the_end_of_a_long_copy_change_or_storno_says_what_it_is_whole_at_
     }
     seen = {name: _closing(data, 32) for name, data in zip(expected, printed, strict=True)}
     assert seen == expected, seen
+
+
+async def test_the_dishes_of_a_ticket_start_in_one_column_whatever_their_quantities(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """A party's ticket with 2, 12 and 150 of a dish: the quantities are right-aligned, so every dish's name starts in
+    the same column and the cook reads down one edge. Before (ticket75 probe, F3): each digit more moved the name one
+    column right ("2x Pizza", "12x Pasta", "150x Brot")."""
+    agent = await _agent(make_agent, printers, tmp_path)
+    order = copy.deepcopy(example_order)
+    order["print_receipt"] = False
+    order["items"] = [_item(f"L{n}", name) for n, name in enumerate(("Pizza", "Pasta", "Brot"))]
+    for item, qty in zip(order["items"], (2, 12, 150), strict=True):
+        item["qty"] = qty
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        (ticket,) = await printers["kitchen"].wait_for_printed(1)
+    lines = {line.strip(): line for line in decode(ticket).text.splitlines()}
+    starts = {line.index(name) for name in ("Pizza", "Pasta", "Brot") for line in lines.values() if name in line}
+    assert len(starts) == 1, [line for line in lines.values() if "x " in line]
+    assert {"2x Pizza", "12x Pasta", "150x Brot"} <= set(lines)
