@@ -437,7 +437,8 @@ class Spooler:
             # Recorded with the next claim (or after a short wait): until then a crash reprints it as COPY.
             if not self._confirmed:
                 self._confirmed_at = self.clock.mono()
-            self._confirmed.append(PrintedMark(job.id, job.order_id, latency))
+            held_on = "" if outcome.processed else self.driver.transport.device  # taken, not seen out
+            self._confirmed.append(PrintedMark(job.id, job.order_id, latency, held_on))
             self.cut_short = 0
             self._stuck_since = None
             self._set_state(outcome.state)

@@ -186,6 +186,10 @@ class SimPrinter:
         # does the same). A TCP that closes with data unread resets (RFC 1122 4.2.2.13, RFC 2525 2.17): the host
         # that had already closed its side never sees it, the bytes were in the kernel, never in the printer.
         self.reset_unread = 0
+        # True: once the host has sent its job and ended its side, the interface ends the connection with the job in
+        # the printer's buffer, before it is on paper (many network interfaces; the rename75 probe's model). False:
+        # only once it is printed (CUPS's socket backend waits for that: "waiting for printer to finish").
+        self.closes_when_taken = False
         self.reset_connections = 0  # connections reset that way
         self._relisten: asyncio.TimerHandle | None = None  # the end of that moment
 
@@ -429,6 +433,8 @@ class SimPrinter:
                 if rate is not None:
                     await asyncio.sleep(len(chunk) / rate)
             await turn.aclose()
+            if self.closes_when_taken and not cut:
+                writer.close()
             await feed.finish()  # a printer prints its buffer, also after the host hangs up
         except ConnectionError:
             await turn.aclose()

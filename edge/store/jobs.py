@@ -128,6 +128,9 @@ _CLEAR_KEY = "clear_buffers:"
 _CLEAR_DEVICE_KEY = "clear_device:"
 _ANSWERED_KEY = "answered_status:"  # a device after it: what is there answered DLE EOT in a run (value unused)
 _NO_GS_R_KEY = "no_gs_r:"  # a device after it: what is there answered DLE EOT but not GS r when last learnt
+# A device after it: a run marked jobs printed there once the printer held them, not once they were out (no GS r, or
+# sent without asking); its buffers may hold such jobs at a crash, whatever the printer is called or where it is then.
+_HELD_KEY = "marked_held:"
 _STOPPED_KEY = "stopped_at"  # the wall time of the agent's last clean stop (JobStore.mark_stopped)
 # JSON {"boot", "mono", "waits": {job id: seconds waited}}: the jobs waiting at that stop (JobStore.mark_stopped)
 _WAITS_KEY = "waits_at_stop"
@@ -495,6 +498,10 @@ class JobStore:
                     done[mark.job_id] = now
                     if copy:  # kept before the commit: a Reprint the moment the row reads printed finds it here
                         self._copies_out[mark.job_id] = mono
+            if held := {mark.held_on for mark in printed if mark.held_on}:
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", [(_HELD_KEY + device,) for device in held]
+                )
             if release:
                 await conn.execute(
                     f"UPDATE print_jobs SET {_RELEASED}"
@@ -840,8 +847,11 @@ class JobStore:
         requeue the store refused: printers_interrupted). A printer whose jobs are marked printed once it holds them,
         not once they are out, is never cleared: its buffers may hold tickets marked printed behind the cut-short one,
         which a clear would wipe (the night74 probe); the rest of the cut-short ticket prints before its COPY. That is
-        one learnt to answer DLE EOT but not GS r (devices_without_in_order), or one that never answered status
-        (answered_devices) and printed jobs (sent without asking)."""
+        one whose jobs a run marked so on its device (_HELD_KEY), one learnt to answer DLE EOT but not GS r
+        (devices_without_in_order), or, as a database from before those marks tells, one that never answered status
+        (answered_devices) and printed jobs (sent without asking). When a crash cut a job short on such a device, the
+        printer may be under any name or address now (renamed, moved, or both: the rename75 probe): only printers
+        still on a device the crash cut a job short on, and not such a one, are cleared."""
         named = await self._meta_under(_CLEAR_KEY) | dict.fromkeys(interrupted, "")
         named |= dict.fromkeys(_heirs(named, await self._meta_under(_DEVICE_KEY), devices), "")
         on = await self._meta_under(_CLEAR_DEVICE_KEY)
@@ -851,7 +861,9 @@ class JobStore:
                 clearing.setdefault(device, name)
         if not clearing:  # the start after a clean stop: nothing more to read
             return set()
-        unsure = await self.devices_without_in_order()
+        unsure = await self.devices_without_in_order() | set(await self._meta_under(_HELD_KEY))
+        if on.keys() & unsure:
+            clearing = {device: name for device, name in clearing.items() if device in on}
         answered = await self.answered_devices()
         for device in clearing.keys() - answered:
             names = [name for name, on_it in devices.items() if on_it == device]

@@ -130,11 +130,14 @@ def _job_states(row: Row) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class PrintedMark:
-    """A job the printer confirmed, waiting to ride on the spool's next commit (``latency_s``: stored to confirmed)."""
+    """A job the printer confirmed, waiting to ride on the spool's next commit (``latency_s``: stored to confirmed;
+    ``held_on``: the device whose buffer may still hold it, for a printer that cannot say a job is out, only that it
+    took it; "" when it said so)."""
 
     job_id: int
     order_id: str
     latency_s: float
+    held_on: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
