@@ -15,6 +15,7 @@ from edge.states import JobKind, JobState
 from edge.store.db import Database, connect_writer
 from edge.store.jobs import JobStore, StaleJob
 from edge.store.migrations import load_migrations, migrate
+from edge.store.rows import PrintedMark
 from tests.helpers import db_rows, wal_commits
 
 
@@ -299,6 +300,36 @@ async def test_a_printer_whose_jobs_are_marked_printed_before_they_are_out_is_ne
         await jobs.device_answered("tcp b:9100")
         await jobs.in_order_learnt("tcp c:9100", answers=True)
         assert await jobs.printers_to_clear(devices) == {"kitchen", "bar", "front"}
+    finally:
+        await db.close()
+
+
+async def test_a_device_a_run_marked_held_tickets_on_is_never_cleared_whatever_the_config_calls_it_after(
+    tmp_path: Path,
+) -> None:
+    """A run marks job 2 printed on kitchen ("tcp a:9100") once the printer held it (no GS r, or sent blind): the
+    marks' commit records the device. A crash then catches job 1 printing there; at the restart the printer is renamed
+    (pass on a), renamed and moved (pass on z, its record passed to the printers new in the config), or the device had
+    answered status on an earlier day: none is cleared, and a printer on another device the crash cut a job short on
+    (bar, GS r) still is. Before (the rename75 probe), the rule looked for printed jobs under the new names and
+    trusted "answered once": each was cleared, wiping tickets marked printed."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(
+        path, ["printing", "printing", "printing"], ("UPDATE print_jobs SET printer = 'bar' WHERE id = 3", ())
+    )
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    try:
+        await jobs.remember_devices({"kitchen": "tcp a:9100", "bar": "tcp b:9100"})
+        await jobs.device_answered("tcp a:9100")  # an earlier day's printer there answered status
+        marked = await jobs.commit_marks("kitchen", printed=[PrintedMark(2, "o1", 0.1, held_on="tcp a:9100")])
+        assert 2 in marked.printed
+        assert await jobs.requeue_interrupted() == [1, 3]
+        assert await jobs.printers_to_clear({"pass": "tcp a:9100", "bar": "tcp b:9100"}) == {"bar"}
+        assert await jobs.printers_to_clear({"kitchen": "tcp a:9100", "bar": "tcp b:9100"}) == {"bar"}
+        moved = {"pass": "tcp z:9100", "bar": "tcp b:9100"}
+        await jobs.remember_devices(moved)
+        assert await jobs.printers_to_clear(moved) == {"bar"}
     finally:
         await db.close()
 
