@@ -30,7 +30,7 @@ from edge.printing.status import (
     recoverable,
     stopped,
 )
-from edge.transports import Transport
+from edge.transports import End, Transport
 
 log = structlog.get_logger()
 
@@ -52,6 +52,9 @@ _LF, _CUT = b"\n", b"\x1dV"
 # a one-way print server without status): its jobs stop waiting for replies that never come.
 _SILENT_AFTER = 2
 _SILENT = "it never answers status queries"
+# After a job sent without asking, a printer seen to keep its end of the connection open is waited for this long, for
+# a reset that says it dropped the job (one comes at once), not for an end that does not come.
+_KEEPS_OPEN_WAIT_S = 0.25
 # Silence from a printer that stopped taking a ticket's bytes, or went quiet while it printed one: its own stop (not
 # the network, not another host) is why, or its power; status queries wait behind a full buffer.
 _SILENT_IN_TICKET = (
@@ -297,6 +300,7 @@ class PrinterDriver:
         self._ignored: set[int] = set()  # DLE EOT n it did not answer even late, since it last answered them
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
+        self._blind_ended: End | None = None  # how the last job sent without asking ended its connection
         self._blind_jobs: collections.deque[float] = collections.deque(maxlen=_INTERFACE_HOLDS)  # their times
         self._clear_first = False  # clear_at_first_contact, until the clear went out
         # A ticket cut short may be on the paper still in the printer (its cover opened, the line dropped, a crash):
@@ -497,8 +501,7 @@ class PrinterDriver:
             self._cut_short_on_strip = True
             self.transport.write(data)
             if not asks:
-                if not self.transport.finish(self._job_time(data)):  # it may still hold them, its connection too
-                    self._sent_blind(data)
+                self._blind_end(data)
                 self._cut_short_on_strip = False
                 return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
             processed = self._out(data)
@@ -515,6 +518,21 @@ class PrinterDriver:
         if not outcome.on_paper:
             self._clear_rest()
         return outcome
+
+    def _blind_end(self, data: bytes) -> None:
+        """How the printer ended a job's connection after the job sent without asking. A reset may be a ticket dropped
+        unread (the night74 probe: a connection its full interface had queued) or how its interface ends every one (an
+        abortive close: the blind75 probe): it is the first only if the job before did not end so too. One that keeps
+        its end open is waited for only a moment from then on (else a ticket each _job_time: the blind75 probe)."""
+        wait = _KEEPS_OPEN_WAIT_S if self._blind_ended is End.OPEN else self._job_time(data)
+        end = self.transport.finish(wait)
+        resets, self._blind_ended = self._blind_ended is End.RESET, end
+        if end is End.RESET and not resets:
+            raise DeviceWriteError(
+                self.name, self.transport.label, "reset the connection after the ticket: it may have dropped it unread"
+            )
+        if end is not End.CLOSED:  # it may still hold the job, and its connection
+            self._sent_blind(data)
 
     def _sent_blind(self, data: bytes) -> None:
         """Moves on the time until which jobs sent without asking may wait in the printer: behind the ones before, but

@@ -190,6 +190,9 @@ class SimPrinter:
         # the printer's buffer, before it is on paper (many network interfaces; the rename75 probe's model). False:
         # only once it is printed (CUPS's socket backend waits for that: "waiting for printer to finish").
         self.closes_when_taken = False
+        # True: it ends every connection with a reset, having read and printed all of it (an embedded stack that
+        # aborts rather than closes: lwIP's tcp_abort, a socket with SO_LINGER 0; the blind75 probe's model).
+        self.resets_at_end = False
         self.reset_connections = 0  # connections reset that way
         self._relisten: asyncio.TimerHandle | None = None  # the end of that moment
 
@@ -449,6 +452,12 @@ class SimPrinter:
             self._record(bytes(feed.job), cut=cut, on_paper=feed.on_paper, resumed=feed.resumed)
             if cut:
                 writer.transport.abort()  # a reset, as from a printer that fails mid-job
+            elif self.resets_at_end:
+                with contextlib.suppress(OSError):
+                    writer.get_extra_info("socket").setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                writer.transport.abort()
             else:
                 writer.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from edge.transports.end import End
 from edge.transports.file import FileTransport
 from edge.transports.tcp import TcpTransport
 
@@ -40,16 +41,15 @@ class Transport(Protocol):
     def holding_back(self) -> bool:
         """Whether written bytes still wait on this side for the device to take them (False where it cannot tell)."""
 
-    def finish(self, timeout: float) -> bool | None:
-        """After a job sent without asking: the end of the data said, and the device's own end waited for within
-        ``timeout``. True: it ended it, having read everything; None: not within timeout, or it cannot tell; raises
-        DeviceWriteError if the device dropped the connection with the bytes unread."""
+    def finish(self, timeout: float) -> End:
+        """After a job sent without asking: the end of the data said, and how the device ended the connection
+        within ``timeout``."""
 
     def close(self) -> None:
         """Disconnect; never raises."""
 
 
-__all__ = ["FileTransport", "SerialTransport", "TcpTransport", "Transport", "UsbTransport"]
+__all__ = ["End", "FileTransport", "SerialTransport", "TcpTransport", "Transport", "UsbTransport"]
 
 
 def __getattr__(name: str) -> Any:

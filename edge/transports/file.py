@@ -11,6 +11,7 @@ from typing import BinaryIO
 import structlog
 
 from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.transports.end import End
 
 log = structlog.get_logger()
 
@@ -65,8 +66,8 @@ class FileTransport:
     def holding_back(self) -> bool:
         return False  # a file takes every byte at once
 
-    def finish(self, timeout: float) -> bool | None:
-        return None  # a file has no end of its own to wait for
+    def finish(self, timeout: float) -> End:
+        return End.UNKNOWN  # a file has no end of its own to wait for
 
     def close(self) -> None:
         self._opened = False

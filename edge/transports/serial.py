@@ -11,6 +11,7 @@ import time
 import serial
 
 from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.transports.end import End
 
 # termios.error is not an OSError: pyserial lets it through when the tty vanishes under it (adapter unplugged).
 _LINE_ERRORS = (serial.SerialException, OSError, termios.error)
@@ -192,8 +193,8 @@ class SerialTransport:
     def holding_back(self) -> bool:
         return False  # the line's speed is known and planned for (line_bytes_per_s, the pacer)
 
-    def finish(self, timeout: float) -> bool | None:
-        return None  # a serial line has no end of its own to wait for
+    def finish(self, timeout: float) -> End:
+        return End.UNKNOWN  # a serial line has no end of its own to wait for
 
     def close(self) -> None:
         if self._port is None:

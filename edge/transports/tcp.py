@@ -10,6 +10,7 @@ import time
 
 from edge.dns import Addresses, lookup, unresolved
 from edge.errors import DeviceStalledError, DeviceUnreachableError, DeviceWriteError
+from edge.transports.end import End
 
 # While a read waits, whether the printer still takes what was written is looked at this often.
 _TAKEN_CHECK_S = 0.5
@@ -144,20 +145,27 @@ class TcpTransport:
             raise DeviceWriteError(self.device_id, self.label, "closed the connection")
         return data
 
-    def finish(self, timeout: float) -> bool | None:
+    def finish(self, timeout: float) -> End:
         """A half-close, then the printer's own end waited for, as CUPS's socket backend waits for a printer "to
-        finish" after a job: a TCP that closes with data unread resets instead (RFC 1122 4.2.2.13), so an end means it
-        read every byte, and a reset that it dropped them; a host that had closed its side never sees that reset."""
+        finish" after a job: a TCP that closes with data unread resets instead (RFC 1122 4.2.2.13), so CLOSED means it
+        read every byte; RESET may mean it dropped them (a host that had closed its side never sees that reset), or be
+        how its interface ends every connection (an abortive close)."""
         sock = self._connected()
         deadline = time.monotonic() + timeout
         try:
             sock.shutdown(socket.SHUT_WR)
+            while (data := self._receive(4096, deadline - time.monotonic())) is not None:
+                if not data:
+                    return End.CLOSED
+        except DeviceWriteError as err:
+            if isinstance(err.__cause__, ConnectionResetError):
+                return End.RESET
+            raise
+        except ConnectionResetError:
+            return End.RESET
         except OSError as err:
             raise DeviceWriteError(self.device_id, self.label, f"connection lost: {err.strerror or err}") from err
-        while (data := self._receive(4096, deadline - time.monotonic())) is not None:
-            if not data:
-                return True
-        return None
+        return End.OPEN
 
     def _receive(self, n: int, timeout: float) -> bytes | None:
         """Up to ``n`` bytes; b"" once the device closed its end, None if nothing came within ``timeout``."""

@@ -10,6 +10,7 @@ import usb.core
 import usb.util
 
 from edge.errors import DeviceUnreachableError, DeviceWriteError
+from edge.transports.end import End
 
 # Bulk IN transfers come in whole packets; asking for less than a packet risks an overflow error.
 _PACKET = 64
@@ -136,8 +137,8 @@ class UsbTransport:
     def holding_back(self) -> bool:
         return False  # a bulk write returns once the device took the bytes
 
-    def finish(self, timeout: float) -> bool | None:
-        return None  # a bulk write returned once the device took the bytes; nothing more to wait for
+    def finish(self, timeout: float) -> End:
+        return End.UNKNOWN  # a bulk write returned once the device took the bytes; nothing more to wait for
 
     def close(self) -> None:
         if self._dev is None:

@@ -6,6 +6,7 @@ with a detail that says to check its address, they fail over to the backup and t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -227,3 +228,69 @@ async def test_a_ticket_a_printer_without_status_never_took_prints_again_as_copy
         lambda rows: rows == [("kitchen", "printed")],
     )
     assert backup.printed == []
+
+
+async def test_a_printer_without_status_that_ends_every_connection_with_a_reset_prints_each_ticket_once(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    backup: SimPrinter,
+    tmp_path: Path,
+) -> None:
+    """Some interfaces end every connection with a reset once they have read and printed it (an embedded stack that
+    aborts rather than closes). A reset after a blind ticket may be that ticket dropped unread, so the first is
+    printed again as COPY; a reset after the job before ended so too is the printer's way, and the ticket is taken.
+    Before (the blind75 probe, F1, on the first fix): every ticket printed five times (four COPYs), then went dead."""
+    kitchen = printers["kitchen"]
+    kitchen.answer_status, kitchen.resets_at_end = False, True
+    settings = _settings(tmp_path, printers, kitchen.port, backup, {"profile": "TM-T88V", "answers_status": "no"})
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        for n in range(3):
+            assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+        printed = await kitchen.wait_for_printed(4, timeout=30)
+    await eventually(
+        lambda: job_rows(agent, "SELECT state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("printed",)] * 3,
+    )
+    pieces = [(decode(piece).qr_codes, "KOPIE / COPY" in decode(piece).text) for piece in printed]
+    first = decode(printed[0]).qr_codes
+    assert sorted(copy for _, copy in pieces) == [False, False, False, True], pieces
+    assert (first, True) in pieces and len({tuple(codes) for codes, _ in pieces}) == 3, pieces
+    await asyncio.sleep(0.5)  # nothing more comes
+    assert len(kitchen.printed) == 4 and backup.printed == []
+
+
+async def test_a_printer_without_status_that_keeps_its_end_open_is_not_waited_for_at_every_ticket(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    backup: SimPrinter,
+    tmp_path: Path,
+) -> None:
+    """A print server that reads a job to its end and keeps its side of the connection open (CUPS's socket backend
+    has `waiteof=false` for such devices): the agent waits for its end once, at most the ticket's time, and from then
+    on only a moment, for a reset. Five tickets come out in far less than five such waits (some 6.5 s each). Before
+    (the blind75 probe, F2, on the first fix): every ticket waited it, about 9 tickets a minute."""
+    jobs: list[bytes] = []
+    kept: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()  # to the host's end; its own end stays open
+        if data.startswith(b"\x1b@"):
+            jobs.append(data)
+        kept.append(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = _settings(tmp_path, printers, port, backup, {"answers_status": "no"})
+        agent = await make_agent(settings)
+        async with api_client(agent) as api:
+            for n in range(5):
+                assert (await post(api, make_order(n, print_receipt=False)))[0] == 201
+        await wait_until(lambda: len(jobs) == 5, timeout=20, what="five tickets at the print server")
+        assert backup.printed == []
+    finally:
+        for writer in kept:
+            writer.close()
+        server.close()
+        await server.wait_closed()

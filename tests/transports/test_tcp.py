@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from edge.errors import DeviceUnreachableError, DeviceWriteError
-from edge.transports import TcpTransport
+from edge.transports import End, TcpTransport
 
 
 @pytest.fixture
@@ -100,8 +100,8 @@ def test_finish_tells_a_printer_that_read_everything_from_one_that_dropped_it(
     listener: socket.socket, printer: str
 ) -> None:
     """After a job sent blind, finish() half-closes and waits for the printer's own end: an end after reading every
-    byte is True; a reset at the host's end (a TCP closing with bytes unread, RFC 1122 4.2.2.13) raises
-    DeviceWriteError, though write() had succeeded; a printer that keeps the connection open is None (cannot tell)."""
+    byte is CLOSED; a reset at the host's end (a TCP closing with bytes unread, RFC 1122 4.2.2.13) is RESET, though
+    write() had succeeded; a printer that keeps the connection open is OPEN."""
     transport = TcpTransport("bar", "127.0.0.1", listener.getsockname()[1])
     transport.open()
     peer, _ = listener.accept()
@@ -119,12 +119,8 @@ def test_finish_tells_a_printer_that_read_everything_from_one_that_dropped_it(
     server = threading.Thread(target=serve)
     server.start()
     transport.write(b"\x1b@ticket\n" * 100)
-    if printer == "resets_unread":
-        with pytest.raises(DeviceWriteError, match="reset"):
-            transport.finish(2)
-    else:
-        ended = transport.finish(2 if printer == "reads_and_closes" else 0.3)
-        assert ended is (True if printer == "reads_and_closes" else None)
+    expected = {"reads_and_closes": End.CLOSED, "resets_unread": End.RESET, "keeps_it_open": End.OPEN}[printer]
+    assert transport.finish(0.3 if printer == "keeps_it_open" else 2) is expected
     server.join(5)
     assert len(got) == 900
     transport.close()
