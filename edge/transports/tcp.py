@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import socket
 import struct
@@ -161,9 +162,9 @@ class TcpTransport:
             if isinstance(err.__cause__, ConnectionResetError):
                 return End.RESET
             raise
-        except ConnectionResetError:
-            return End.RESET
-        except OSError as err:
+        except OSError as err:  # the half-close on a connection the printer has reset already
+            if err.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.EPIPE):
+                return End.RESET
             raise DeviceWriteError(self.device_id, self.label, f"connection lost: {err.strerror or err}") from err
         return End.OPEN
 

@@ -127,6 +127,24 @@ def test_finish_tells_a_printer_that_read_everything_from_one_that_dropped_it(
     peer.close()
 
 
+def test_finish_on_a_connection_the_printer_reset_already_is_a_reset(listener: socket.socket) -> None:
+    """A printer that reads the job and resets before the host's half-close (an instant one that aborts): the
+    half-close meets a connection gone, and that is RESET too, not a write error counted as a dropped ticket."""
+    transport = TcpTransport("bar", "127.0.0.1", listener.getsockname()[1])
+    transport.open()
+    peer, _ = listener.accept()
+    transport.write(b"\x1b@ticket\n" * 100)
+    peer.settimeout(5)
+    got = b""
+    while len(got) < 900:
+        got += peer.recv(65536)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+    time.sleep(0.05)  # the reset is in
+    assert transport.finish(2) is End.RESET
+    transport.close()
+
+
 def test_write_to_reset_connection_is_write_error(listener: socket.socket) -> None:
     """Writing after the peer reset the connection raises DeviceWriteError."""
     transport = TcpTransport("bar", "127.0.0.1", listener.getsockname()[1])
