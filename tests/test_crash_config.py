@@ -1,6 +1,6 @@
-"""A crash with tickets marked printed in the buffer of a printer that cannot say a ticket is out, then a restart with
-the config changed: no clear may wipe them (the rename75 probe). Its own module: its runs wait for paper in real time,
-and the suite's workers take a module each."""
+"""A crash with tickets marked printed in the buffer of a printer that cannot say a ticket is out, and a restart, maybe
+with the config changed: no clear may wipe them. Its own module: its runs wait for paper in real time, and the suite's
+workers take a module each."""
 
 from __future__ import annotations
 
@@ -19,25 +19,33 @@ from tests.helpers import TOKEN, agent_process, api_client, db_rows, eventually,
 
 @pytest.mark.crash
 @pytest.mark.slow(seconds=20)
-@pytest.mark.parametrize("change", ["renamed", "renamed-and-moved", "replaced"])
-async def test_tickets_marked_printed_in_a_printer_without_status_survive_a_crash_and_a_config_change(
+@pytest.mark.parametrize("change", ["no-gs-r", "renamed", "renamed-and-moved", "replaced"])
+async def test_tickets_marked_printed_in_a_printers_buffer_survive_a_crash_and_a_config_change(
     tmp_path: Path, change: str
 ) -> None:
-    """A slow printer that answers no status (``answers_status = "no"``: a one-way print server) gets its tickets
-    without asking, each marked printed once sent; its interface ends each connection once the ticket is in its buffer
-    (closes_when_taken), so it holds the next ones while it prints one. The agent is killed with a fourth claimed, and
-    restarts with the config changed: the printer ``renamed`` (same address), ``renamed-and-moved`` (a new address too),
-    or ``replaced``: it is on an address where a printer answering status was on an earlier day. Before (the rename75
-    probe, F1, F2, F4: 3 of 3 runs each), the restart found no sign of such a printer under its new name, address or
-    history and cleared its buffers, wiping tickets marked printed: an order taken, marked printed, never on paper.
-    Now a run records the device it marked such tickets on, and no printer that may be that one is cleared."""
+    """A printer that cannot say a ticket is out has its tickets marked printed once it holds their bytes, and a slow
+    one holds the next ones while it prints one. The agent is killed with a fourth claimed, and restarts.
+
+    ``no-gs-r``: a printer that answers DLE EOT but not GS r (a few clones, learnt on an earlier day), nothing changed:
+    the restart reprinted the fourth as COPY and, before stop 74, cleared the printer's buffers for the rest of it
+    (DLE DC4 fn 8), wiping the tickets marked printed behind it (the night74 probe, D1, one order in each of three
+    runs). The others: a printer answering no status (``answers_status = "no"``, a one-way print server) whose
+    interface ends each connection once the ticket is in its buffer (closes_when_taken), and the config changed at the
+    restart: ``renamed`` (same address), ``renamed-and-moved`` (a new address too), or ``replaced`` (on an address
+    where a printer answering status was on an earlier day). Before stop 75 (the rename75 probe, F1, F2, F4: 3 of 3
+    runs each) the restart found no sign of such a printer under its new name, address or history, cleared it, and
+    lost tickets marked printed. Now a run records the device it marks such tickets on, and no printer that may be
+    that one is cleared: every order comes out whole, the one the crash caught as COPY."""
     kitchen = SimPrinter("kitchen", speed=PaperSpeed(mm_per_s=20.0))  # some 4 s a ticket
-    kitchen.answer_status, kitchen.closes_when_taken = False, True
     front = SimPrinter("front")
     await kitchen.start()
     await front.start()
-    name = "kitchen" if change == "replaced" else "pass"
-    blind = {f"EDGE_PRINTERS_{n.upper()}_ANSWERS_STATUS": "no" for n in ("kitchen", name)}
+    name = "pass" if change.startswith("renamed") else "kitchen"
+    if change == "no-gs-r":
+        kitchen.answer_in_order, blind = False, {}
+    else:
+        kitchen.answer_status, kitchen.closes_when_taken = False, True
+        blind = {f"EDGE_PRINTERS_{n.upper()}_ANSWERS_STATUS": "no" for n in ("kitchen", name)}
     agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front}, env=blind)
     db = tmp_path / "data" / "edge.db"
 
@@ -45,21 +53,23 @@ async def test_tickets_marked_printed_in_a_printer_without_status_survive_a_cras
         return [state for (state,) in await db_rows(db, "SELECT state FROM print_jobs ORDER BY id")]
 
     def not_whole() -> list[str]:
+        """The orders with no whole ticket on paper: the QR code with its id comes last, before the cut."""
         ids = [f"lost_{n:06d}" for n in range(4)]
         return [i for i in ids if not any(i.encode() in piece and b"\x1dV" in piece for piece in kitchen.printed)]
 
     try:
-        if change == "replaced":
+        if change in ("no-gs-r", "replaced"):  # what an earlier day's run learnt of the printer on this address
             await agent.start()
             await agent.close()
-            await asyncio.to_thread(_answered_before, db, "kitchen")
+            await asyncio.to_thread(_learnt_on_an_earlier_day, db, "kitchen", without_gs_r=change == "no-gs-r")
         await agent.start()
         async with api_client(agent.port) as api:
             for n in range(3):
                 assert (await post(api, make_order(n, prefix="lost", print_receipt=False)))[0] == 201
             await eventually(states, lambda now: now == ["printed"] * 3, 20, "the first three marked printed")
             assert kitchen.printed == [], "the first ticket out already: the paper is too fast for the test"
-            # The fourth is claimed: the printer's buffer is full, its bytes wait.
+            # The fourth is claimed: the interface holds three connections (two of them printing), or the printer's
+            # buffer is full, and its bytes wait.
             assert (await post(api, make_order(3, prefix="lost", print_receipt=False)))[0] == 201
         await eventually(states, lambda now: now == ["printed"] * 3 + ["printing"], 5, "the fourth claimed")
         await agent.kill()
@@ -84,8 +94,10 @@ async def test_tickets_marked_printed_in_a_printer_without_status_survive_a_cras
     assert not not_whole(), f"marked printed, never whole on paper: {not_whole()} (cleared {kitchen.cleared}x)"
 
 
-def _answered_before(db: Path, printer: str) -> None:
-    """What a run records of a printer that answered status on the device ``printer`` is on, as an earlier day's."""
+def _learnt_on_an_earlier_day(db: Path, printer: str, *, without_gs_r: bool) -> None:
+    """What a run records of the printer on the device ``printer`` is on: it answered status, and maybe DLE EOT but
+    not GS r."""
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         (device,) = conn.execute("SELECT value FROM meta WHERE key = ?", (f"printer_device:{printer}",)).fetchone()
-        conn.execute("INSERT INTO meta(key, value) VALUES (?, '')", (f"answered_status:{device}",))
+        learnt = [f"answered_status:{device}"] + ([f"no_gs_r:{device}"] if without_gs_r else [])
+        conn.executemany("INSERT INTO meta(key, value) VALUES (?, '')", [(key,) for key in learnt])
