@@ -850,8 +850,10 @@ class JobStore:
         one whose jobs a run marked so on its device (_HELD_KEY), one learnt to answer DLE EOT but not GS r
         (devices_without_in_order), or, as a database from before those marks tells, one that never answered status
         (answered_devices) and printed jobs (sent without asking). When a crash cut a job short on such a device, the
-        printer may be under any name or address now (renamed, moved, or both: the rename75 probe): only printers
-        still on a device the crash cut a job short on, and not such a one, are cleared."""
+        printer may be under any name or address now (renamed, moved, or both: the rename75 probe), as it may when
+        such a device is not in the config at all (moved while the crash cut another printer short, whose record the
+        printers new in the config inherit: the verify75 probe): then only printers still on a device the crash cut a
+        job short on, and not such a one, are cleared."""
         named = await self._meta_under(_CLEAR_KEY) | dict.fromkeys(interrupted, "")
         named |= dict.fromkeys(_heirs(named, await self._meta_under(_DEVICE_KEY), devices), "")
         on = await self._meta_under(_CLEAR_DEVICE_KEY)
@@ -862,7 +864,7 @@ class JobStore:
         if not clearing:  # the start after a clean stop: nothing more to read
             return set()
         unsure = await self.devices_without_in_order() | set(await self._meta_under(_HELD_KEY))
-        if on.keys() & unsure:
+        if on.keys() & unsure or unsure - set(devices.values()):
             clearing = {device: name for device, name in clearing.items() if device in on}
         answered = await self.answered_devices()
         for device in clearing.keys() - answered:

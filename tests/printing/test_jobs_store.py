@@ -334,6 +334,30 @@ async def test_a_device_a_run_marked_held_tickets_on_is_never_cleared_whatever_t
         await db.close()
 
 
+async def test_a_printer_that_held_marked_tickets_and_moved_inherits_no_clear_from_another_printer_the_crash_cut(
+    tmp_path: Path,
+) -> None:
+    """The crash cuts a job short on bar (GS r) only; kitchen had tickets marked printed once held, none cut. At the
+    restart both are renamed and moved: bar's record passes to the printers new in the config, and kitchen is one of
+    them, its buffer holding those tickets. Nothing is cleared (bar's rest prints before its COPY, the lesser harm);
+    with kitchen still on its device, bar's heir is. Before (the verify75 probe, "allnew": 2 orders lost), the heir
+    on kitchen's new address was cleared."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["printing", "printing"], ("UPDATE print_jobs SET printer = 'bar' WHERE id = 2", ()))
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    try:
+        await jobs.remember_devices({"kitchen": "tcp a:9100", "bar": "tcp b:9100"})
+        await jobs.commit_marks("kitchen", printed=[PrintedMark(1, "o1", 0.1, held_on="tcp a:9100")])
+        assert await jobs.requeue_interrupted() == [2]
+        both_moved = {"hot": "tcp y:9100", "drinks": "tcp z:9100"}
+        bar_moved = {"kitchen": "tcp a:9100", "drinks": "tcp z:9100"}
+        assert await jobs.printers_to_clear(both_moved) == set()
+        assert await jobs.printers_to_clear(bar_moved) == {"drinks"}
+    finally:
+        await db.close()
+
+
 async def test_a_spool_that_puts_a_crashs_jobs_back_in_line_records_its_printer_to_be_cleared(tmp_path: Path) -> None:
     """A start the store refused its requeue names the printers with jobs left 'printing' (read only) and clears them;
     each such spool's own requeue, once the store writes, records its printer as a start's would, and no other's."""
