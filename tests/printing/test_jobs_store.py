@@ -358,6 +358,42 @@ async def test_a_printer_that_held_marked_tickets_and_moved_inherits_no_clear_fr
         await db.close()
 
 
+async def test_a_database_from_before_the_held_marks_takes_its_last_runs_printers_without_status_for_such(
+    tmp_path: Path,
+) -> None:
+    """A database of version 20 (no marked_held keys): kitchen ("tcp a:9100") never answered status and printed a
+    job, bar answered. Migration 21 records kitchen's device as one whose tickets were marked printed once held; then a
+    crash catches a job printing on bar, and at the restart kitchen is renamed: pass is not cleared, bar is. Before
+    (the verify75 probe, "upgrade": a renamed printer cleared at the new version's first crash, an order lost), only
+    printed jobs under the new names counted."""
+    path = tmp_path / "edge.db"
+    await _db_with_jobs(path, ["printed", "printing"], ("UPDATE print_jobs SET printer = 'bar' WHERE id = 2", ()))
+    conn = await connect_writer(path)
+    try:
+        await migrate(conn, load_migrations(), 20)
+        await conn.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [
+                ("printer_device:kitchen", "tcp a:9100"),
+                ("printer_device:bar", "tcp b:9100"),
+                ("answered_status:tcp b:9100", ""),
+            ],
+        )
+        await migrate(conn, load_migrations())
+    finally:
+        await conn.close()
+    db = await Database.open(path)
+    jobs = JobStore(db)
+    try:
+        assert [tuple(r) for r in await db.fetchall("SELECT key FROM meta WHERE key LIKE 'marked_held:%'")] == [
+            ("marked_held:tcp a:9100",)
+        ]
+        assert await jobs.requeue_interrupted() == [2]
+        assert await jobs.printers_to_clear({"pass": "tcp a:9100", "bar": "tcp b:9100"}) == {"bar"}
+    finally:
+        await db.close()
+
+
 async def test_a_spool_that_puts_a_crashs_jobs_back_in_line_records_its_printer_to_be_cleared(tmp_path: Path) -> None:
     """A start the store refused its requeue names the printers with jobs left 'printing' (read only) and clears them;
     each such spool's own requeue, once the store writes, records its printer as a start's would, and no other's."""
