@@ -249,6 +249,12 @@ def agent_process(
     return AgentProcess(path, port, tmp_path / "agent.log", env=env, nofile=nofile)
 
 
+def reconfigure(agent: AgentProcess, data_dir: Path, printers: dict[str, int], **config: Any) -> None:
+    """The config of ``agent`` (stopped) written again, as a technician changes it between runs: its port and token,
+    ``printers`` (name -> loopback port), ``config``: more write_config arguments."""
+    write_config(agent.config, data_dir=data_dir, api_port=agent.port, token=TOKEN, printers=printers, **config)
+
+
 def api_client(agent: Agent | int, *, token: str | None = TOKEN, **kwargs: Any) -> aiohttp.ClientSession:
     """An HTTP client for the agent's API on loopback (``agent`` or its port); with the bearer token unless
     ``token=None``. Use as ``async with api_client(agent) as api:``.

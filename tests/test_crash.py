@@ -30,6 +30,7 @@ from tests.helpers import (
     eventually,
     post,
     post_until_taken,
+    reconfigure,
     ticket_variant,
     wait_until,
 )
@@ -342,14 +343,8 @@ async def test_a_ticket_the_roll_ended_in_while_the_agent_was_down_comes_out_onl
         await wait_until(lambda: kitchen.paper_out, 10, "the roll ended in the ticket")
         if moved:
             kitchen.move()
-        write_config(
-            agent.config,
-            data_dir=tmp_path / "data",
-            api_port=agent.port,
-            token=TOKEN,
-            printers={**({also: kitchen.port} if also else {}), name_after: kitchen.port, "front": front.port},
-            kitchen=name_after,
-        )
+        printers = {**({also: kitchen.port} if also else {}), name_after: kitchen.port, "front": front.port}
+        reconfigure(agent, tmp_path / "data", printers, kitchen=name_after)
         await agent.start()
 
         async def kitchen_state() -> str:

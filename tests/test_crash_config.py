@@ -13,8 +13,7 @@ import pytest
 
 from edge.sim.orders import make_order
 from edge.sim.printer import PaperSpeed, SimPrinter
-from edge.sim.process import write_config
-from tests.helpers import TOKEN, agent_process, api_client, db_rows, eventually, post, wait_until
+from tests.helpers import agent_process, api_client, db_rows, eventually, post, reconfigure, wait_until
 
 
 @pytest.mark.crash
@@ -75,14 +74,7 @@ async def test_tickets_marked_printed_in_a_printers_buffer_survive_a_crash_and_a
         await agent.kill()
         if change == "renamed-and-moved":
             kitchen.move()
-        write_config(
-            agent.config,
-            data_dir=tmp_path / "data",
-            api_port=agent.port,
-            token=TOKEN,
-            printers={name: kitchen.port, "front": front.port},
-            kitchen=name,
-        )
+        reconfigure(agent, tmp_path / "data", {name: kitchen.port, "front": front.port}, kitchen=name)
         await agent.start()
         await eventually(states, lambda now: now == ["printed"] * 4, 40, "every job printed")
         with contextlib.suppress(AssertionError):  # at paper speed: some 25 s for what the printer still holds

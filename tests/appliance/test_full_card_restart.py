@@ -21,13 +21,12 @@ from edge.ops.housekeeping import ROOM_RETRY_S
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from edge.sim.process import AgentProcess, write_config
+from edge.sim.process import AgentProcess
 from edge.sim.smtp import SmtpSink
 from edge.store.migrations import latest_version, load_migrations
 from edge.systemd import EXTEND_EVERY_S
 from tests.helpers import (
     CENTRAL_TOKEN,
-    TOKEN,
     agent_process,
     api_client,
     db_rows,
@@ -37,6 +36,7 @@ from tests.helpers import (
     notify_socket,
     post,
     receive,
+    reconfigure,
     slow_fsync,
     small_disk,
     wait_until,
@@ -230,12 +230,10 @@ async def test_a_printer_renamed_while_the_agent_was_down_on_a_full_card_whose_r
         assert await agent.terminate() == 0
         taken: list[int] = []
         filler, filled = await spend_the_room_and_kill(agent, card, taken)
-        write_config(  # the kitchen printer renamed "pass"
-            agent.config,
-            data_dir=card,
-            api_port=agent.port,
-            token=TOKEN,
-            printers={"pass": kitchen.port, "front": printers["front"].port},
+        reconfigure(  # the kitchen printer renamed "pass"
+            agent,
+            card,
+            {"pass": kitchen.port, "front": printers["front"].port},
             kitchen="pass",
             extra="[alerts]\ndisk_free_min_mb = 0\n",
         )
