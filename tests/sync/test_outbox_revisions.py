@@ -92,6 +92,8 @@ async def test_a_central_refusing_events_after_a_cancel_gets_the_stornos_printed
         await _printed_and_cancelled(agent, events, order)
         pending = "SELECT idempotency_key FROM outbox WHERE delivered_at IS NULL"
         await eventually(lambda: db_rows(agent, pending), lambda rows: rows == [], what="every event settled")
+        # The refusal's log line follows its commit: waited for too (CI at 2a83f64 left the block between them).
+        await wait_until(lambda: any(e["event"].startswith("outbox_event") for e in logs), what="the refusal logged")
     assert [e["event"] for e in central.events.values()] == ["received", "printed", "printed", "cancelled"]
     [(key, payload)] = await db_rows(
         agent,
