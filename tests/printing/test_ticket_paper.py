@@ -243,3 +243,33 @@ async def test_the_dishes_of_a_ticket_start_in_one_column_whatever_their_quantit
     starts = {line.index(name) for name in ("Pizza", "Pasta", "Brot") for line in lines.values() if name in line}
     assert len(starts) == 1, [line for line in lines.values() if "x " in line]
     assert {"2x Pizza", "12x Pasta", "150x Brot"} <= set(lines)
+
+
+async def test_the_goods_of_a_receipt_start_in_one_column_whatever_their_quantities(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The guest's receipt for 2, 12 and 150 of a dish: its quantities are right-aligned as the kitchen's are, so the
+    goods' names start in one column. Before (stop 75's note, left then): "2x Pizza", "12x Pasta", "150x Brot"."""
+    agent = await _agent(make_agent, printers, tmp_path)
+    order = copy.deepcopy(example_order)
+    order["print_receipt"] = True
+    order["items"] = [_item(f"L{n}", name) for n, name in enumerate(("Pizza", "Pasta", "Brot"))]
+    for item, qty in zip(order["items"], (2, 12, 150), strict=True):
+        item["qty"] = qty
+    order["totals"] = {
+        "subtotal": "164.00",
+        "discount": "0.00",
+        "tax": [{"rate": "7", "amount": "10.73"}],
+        "total": "164.00",
+        "currency": "EUR",
+    }
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        (receipt,) = await printers["front"].wait_for_printed(1)
+    lines = [line for line in decode(receipt).text.splitlines() if "x " in line]
+    starts = {line.index(name) for name in ("Pizza", "Pasta", "Brot") for line in lines if name in line}
+    assert len(starts) == 1, lines
+    assert [line.split()[0] for line in lines] == ["2x", "12x", "150x"], lines
