@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.printing.commands import ALIGN, BOLD, INVERT, SIZE, UNDERLINE, Commands
 from edge.printing.lines import (
+    NO_BREAK,
     PLAIN,
     SIZES,
     STYLE_OF,
@@ -232,7 +233,7 @@ class Layout:
         for style, group in itertools.groupby(chars, key=STYLE_OF):
             if style != self.printed_style:
                 self._set_style(style)
-            self.commands.raw("".join(map(TEXT_OF, group)).encode(self.codec))
+            self.commands.raw("".join(map(TEXT_OF, group)).replace(NO_BREAK, " ").encode(self.codec))
         self.commands.raw(b"\n")
         self.lines_printed += 1
 

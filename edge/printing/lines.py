@@ -44,6 +44,8 @@ class Char(NamedTuple):
 
 STYLE_OF = operator.attrgetter("style")
 TEXT_OF = operator.attrgetter("text")
+# A space the wrap never breaks at (a phone number's); it goes to the printer as a plain space
+NO_BREAK = "\u00a0"
 
 
 def styled(text: str, style: Style) -> list[Char]:

@@ -18,6 +18,7 @@ from edge.orders.changes import diff_station, struck_lines
 from edge.orders.model import Customer, Fulfilment, Item, Modifier, Order, Payment, TaxLine, Totals
 from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, Layout, PrintOptions, finalize, template_globals
+from edge.printing.lines import NO_BREAK
 from edge.printing.profiles import check_profile, check_width, profile
 from edge.printing.text import encodes, printable
 from edge.states import OrderStatus
@@ -497,7 +498,9 @@ def _guest(order: Order) -> str | None:
     customer = order.customer
     if customer is None:
         return None
-    return ", ".join(part for part in (customer.name, customer.phone) if part) or None
+    # The number's spaces do not break: a driver dials it from one line
+    phone = customer.phone.replace(" ", NO_BREAK) if customer.phone else None
+    return ", ".join(part for part in (customer.name, phone) if part) or None
 
 
 def _closing(marks: list[str], number: str, count: int, *, width: int, language: str) -> list[str]:

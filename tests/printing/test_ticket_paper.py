@@ -273,3 +273,24 @@ async def test_the_goods_of_a_receipt_start_in_one_column_whatever_their_quantit
     starts = {line.index(name) for name in ("Pizza", "Pasta", "Brot") for line in lines if name in line}
     assert len(starts) == 1, lines
     assert [line.split()[0] for line in lines] == ["2x", "12x", "150x"], lines
+
+
+@pytest.mark.parametrize("width", [24, 32])
+async def test_a_guests_phone_number_is_never_split_over_two_lines(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    tmp_path: Path,
+    width: int,
+) -> None:
+    """A delivery's guest with a long name: the line wraps, and the phone number the driver dials moves to the next
+    line whole. Before (ticket75 probe, F4): "Maximilian Schmidt-Hoffmann, +49 30" / "1234567"."""
+    agent = await _agent(make_agent, printers, tmp_path, width=width)
+    order = copy.deepcopy(example_order)
+    order["print_receipt"] = False
+    order["customer"] = {"name": "Maximilian Schmidt-Hoffmann", "phone": "+49 30 1234567"}
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        (ticket,) = await printers["kitchen"].wait_for_printed(1)
+    text = decode(ticket).text
+    assert any(line.strip() == "+49 30 1234567" for line in text.splitlines()), text
