@@ -197,6 +197,12 @@ class Agent:
                 log.warning("interrupted_jobs_wait_for_storage", printers=sorted(waiting), error=str(err))
             # Also those of a crash before, never reached since.
             to_clear = await jobs.printers_to_clear(devices, interrupted=waiting)
+            last = await jobs.last_devices()
+
+            def renamed(old: str, new: str) -> bool:
+                """``old`` (a printer in the run before) is the device ``new`` reaches now."""
+                return last.get(old, "") == devices[new] != ""
+
             try:
                 await jobs.remember_devices(devices)
             except StoreUnavailableError as err:  # a full card: the last run's record stays until a start can write
@@ -204,7 +210,7 @@ class Agent:
             router = Router.from_settings(s)
             # A full card may refuse the moves a config change needs: the spools then start once they are written, or
             # a ticket would print where its station no longer is, and those of a printer gone would wait for a start.
-            moved = await self._move_stranded(jobs, router, first=True)
+            moved = await self._move_stranded(jobs, router, renamed, first=True)
             ages.seed(await jobs.waiting(), last_written=await jobs.last_written(), waited=await jobs.stopped_waits())
             self.bus.subscribe(lambda event: ages.received(event.job_ids), OrderStored)
             self.bus.subscribe(self._on_order_stored, OrderStored)
@@ -244,7 +250,9 @@ class Agent:
             if moved:
                 self._start_spools()
             else:
-                self._spools_held = asyncio.create_task(self._start_spools_once_moved(jobs, router), name="moves")
+                self._spools_held = asyncio.create_task(
+                    self._start_spools_once_moved(jobs, router, renamed), name="moves"
+                )
             self._on_stop(stack, "spools", self._stop_spools)
             self.failover = Failover(
                 stations=s.stations, spoolers=self.spoolers, jobs=jobs, after_s=s.printing.failover_after_s
@@ -392,11 +400,13 @@ class Agent:
         await self._server.stop()
 
     @staticmethod
-    async def _move_stranded(jobs: JobStore, router: Router, *, first: bool = False) -> bool:
+    async def _move_stranded(
+        jobs: JobStore, router: Router, renamed: Callable[[str, str], bool], *, first: bool = False
+    ) -> bool:
         """The jobs whose printer no longer serves their station move (edge/printing/reroute.py); False when the store
         refused the write (said at the first try only)."""
         try:
-            await reroute_stranded(jobs, router.printers_for)
+            await reroute_stranded(jobs, router.printers_for, renamed)
         except StoreUnavailableError as err:
             if first:
                 log.warning("spools_wait_for_storage", error=str(err), reason="jobs to move to the printers configured")
@@ -407,9 +417,11 @@ class Agent:
         for spooler in self.spoolers.values():
             spooler.start()
 
-    async def _start_spools_once_moved(self, jobs: JobStore, router: Router) -> None:
+    async def _start_spools_once_moved(
+        self, jobs: JobStore, router: Router, renamed: Callable[[str, str], bool]
+    ) -> None:
         """The start's moves, tried again each second until the store takes them; then the spools start."""
-        while not await self._move_stranded(jobs, router):  # noqa: ASYNC110 (a disk gets room unannounced)
+        while not await self._move_stranded(jobs, router, renamed):  # noqa: ASYNC110 (a disk gets room unannounced)
             await asyncio.sleep(STORE_RETRY_S)
         log.info("spools_started", reason="the jobs to move are moved")
         self._start_spools()

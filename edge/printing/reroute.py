@@ -14,9 +14,14 @@ from edge.store.jobs import JobStore
 log = structlog.get_logger()
 
 
-async def reroute_stranded(jobs: JobStore, printers_for: Callable[[JobKind, str | None], Sequence[str]]) -> None:
-    """The store publishes JobRedirected or JobHeld (no_printer) for each job once the moves are committed."""
-    for job in await jobs.reroute(printers_for):
+async def reroute_stranded(
+    jobs: JobStore,
+    printers_for: Callable[[JobKind, str | None], Sequence[str]],
+    same_device: Callable[[str, str], bool],
+) -> None:
+    """The store publishes JobRedirected or JobHeld (no_printer) for each job once the moves are committed. A job
+    whose printer was only renamed (``same_device``) moves unmarked: its paper comes out where it was meant to."""
+    for job in await jobs.reroute(printers_for, same_device):
         which = {"job_id": job.job_id, "order_id": job.order_id, "station": job.station}
         if job.to_printer is None:
             hint = "no printer serves this station any more: add it to [stations] (or [receipts]) and restart"

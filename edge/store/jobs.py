@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -646,13 +647,18 @@ class JobStore:
         states = ", ".join(wanted[:-1]) + (" or " if len(wanted) > 1 else "") + wanted[-1]
         raise WrongStateError(f"print job {job_id} is {state}, only {states} jobs can be {verb}")
 
-    async def reroute(self, printers_for: Callable[[JobKind, str | None], Sequence[str]]) -> list[Rerouted]:
+    async def reroute(
+        self,
+        printers_for: Callable[[JobKind, str | None], Sequence[str]],
+        same_device: Callable[[str, str], bool] = operator.eq,
+    ) -> list[Rerouted]:
         """At start-up: every job not yet done whose printer no longer serves its station (the printer left the config,
         or the config routes the station, or the receipts, to another one: names swapped, a station moved) moves to the
         printer that serves it now (the station's primary; receipts: the receipt printer), marked as moved
         (JobRedirected); with no route it is held (reason no_printer, JobHeld). A job held for that reason moves on as
         soon as a route is back; one on any of its station's printers (a backup, after a failover) stays. Printed and
-        discarded jobs stay as history. ``printers_for`` names configured printers only (the config's rules)."""
+        discarded jobs stay as history. ``printers_for`` names configured printers only (the config's rules).
+        ``same_device(old, new)``: the printer that was ``old`` is ``new`` now (renamed): its jobs move unmarked."""
         async with self._db.publishing(self._bus) as (conn, events):
             rows = await conn.execute_fetchall(
                 "SELECT id, order_id, kind, station, printer, state, held_reason,"
@@ -687,14 +693,15 @@ class JobStore:
                     # Held for want of a printer: back in line (a stale hold is judged again by the spool).
                     await conn.execute(
                         "UPDATE print_jobs SET printer = ?1, next_attempt_at = 0,"
-                        # A job that never had a printer ("") was not moved from one: no REDIRECTED line; one moved
-                        # back where it was meant to print (a failover undone by the config) is no longer moved.
+                        # A job that never had a printer ("") or whose printer was only renamed was not moved from
+                        # one: no REDIRECTED line; one moved back where it was meant to print (a failover undone by the
+                        # config) is no longer moved.
                         " redirected_from = CASE WHEN ?1 = ?2 OR ?2 = '' THEN redirected_from"
                         " WHEN redirected_from = ?1 THEN NULL ELSE COALESCE(redirected_from, ?2) END,"
                         " state = CASE WHEN held_reason = ?3 THEN 'queued' ELSE state END,"
                         " held_reason = CASE WHEN held_reason = ?3 THEN NULL ELSE held_reason END"
                         " WHERE id = ?4 AND state = ?5",
-                        (target, printer, HoldReason.NO_PRINTER, job_id, state),
+                        (target, "" if same_device(printer, target) else printer, HoldReason.NO_PRINTER, job_id, state),
                     )
                     events.append(
                         JobRedirected(
@@ -814,6 +821,10 @@ class JobStore:
         """The printers with jobs a crash caught 'printing' (read only: for a start whose requeue the store refused)."""
         rows = await self._db.fetchall("SELECT DISTINCT printer FROM print_jobs WHERE state = 'printing'")
         return {printer for (printer,) in rows}
+
+    async def last_devices(self) -> dict[str, str]:
+        """The device each printer reached in the latest run that recorded them (name -> device)."""
+        return await self._meta_under(_DEVICE_KEY)
 
     async def remember_devices(self, devices: Mapping[str, str]) -> None:
         """The device each configured printer reaches in this run (name -> device), for requeue_interrupted after a
