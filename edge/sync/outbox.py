@@ -128,6 +128,7 @@ class OutboxSender:
         # Of those, orders central did not know yet -> (monotonic time of the first such answer, tries since, whether
         # the log said central's events side seems behind)
         self._unknown_since: dict[str, tuple[float, int, bool]] = {}
+        self._never_known: set[str] = set()  # orders whose unknown_order was judged for good in this run
         self._clock = clock
         self._client = client
         self._storage = SaidOnce("outbox_waits_for_storage")  # why flushes cannot write, until one can
@@ -293,15 +294,25 @@ class OutboxSender:
         is set aside, nobody told; False when it is central's refusal for good. "Not yet" while the order was stored
         here from central less than _NOT_YET_KNOWN_S ago, or less than _NEVER_KNOWN_S ago while central has taken no
         events of an order stored after it; both by the wall clock and, within this run, by the monotonic one from the
-        first such answer (a clock set back does not stretch them)."""
+        first such answer (a clock set back does not stretch them). Never for good before central has said so for
+        _NOT_YET_KNOWN_S of this run: the stored time may be off the wall clock by a step forward since (a box that
+        took orders with its clock behind, then NTP: the clock76 probe, D1), and a lag of seconds must cost seconds."""
         order_id, now = item.order_id, self._clock.mono()
+        if order_id in self._never_known:  # its next events: central's answer is the same
+            return False
         first, tries, said_behind = self._unknown_since.get(order_id, (now, 0, False))
         stored_at = await self._store.stored_at(order_id)  # None: its row gone, nothing to wait for
-        waited = _NEVER_KNOWN_S if stored_at is None else max(self._clock.wall() - stored_at, now - first)
+        if stored_at is None:
+            waited = _NEVER_KNOWN_S
+        elif now - first < _NOT_YET_KNOWN_S:
+            waited = now - first
+        else:
+            waited = max(self._clock.wall() - stored_at, now - first)
         if waited >= _NEVER_KNOWN_S or (
             waited >= _NOT_YET_KNOWN_S and stored_at is not None and await self._store.later_order_taken(stored_at)
         ):
             self._unknown_since.pop(order_id, None)
+            self._never_known.add(order_id)
             return False
         if waited < _NOT_YET_KNOWN_S:  # tried again soon, then less often: a lag of seconds costs seconds
             retry_in = min(self._refused_retry_s, self._client.retry_delay(tries))

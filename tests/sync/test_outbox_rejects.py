@@ -924,3 +924,35 @@ async def test_an_order_central_still_does_not_know_minutes_after_the_push_is_re
     [mail] = await sink.wait_for(1)
     text = mail.get_body(("plain",)).get_content()
     assert order["number"] in str(mail["Subject"]) + text and "unknown_order" in text
+
+
+@pytest.mark.parametrize("behind_s", [3600.0, 2 * 24 * 3600.0], ids=["an_hour", "two_days"])
+async def test_events_of_an_order_taken_while_the_clock_was_behind_are_delivered_after_ntp_steps_it_right(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink, behind_s: float
+) -> None:
+    """A box boots after a power cut with its clock behind (fake-hwclock's last save; a dead RTC), takes orders from
+    central, and NTP then steps the clock right. Central's events side knows each new order a few seconds after the
+    push, as usual, and answers its events unknown_order meanwhile: that is "not yet". Every event arrives once central
+    knows the order; nothing is rejected, nobody mailed. Before (the clock76 probe, D1): the order's age was read off
+    the stepped wall clock against a time written on the wrong one, an hour (with orders of the hour before the cut
+    taken for newer ones) or two days, so its `received` and `printed` were rejected for good at the first
+    unknown_order and the manager got a STÖRUNG mail."""
+    clock = AgentClock()
+    agent, events = await agents.start(sync_settings(sections=mail_to(sink)), clock=clock)
+    await events.wait(RecoveryCompleted)
+    db = agent.settings.agent.db_path
+    async with api_client(agent) as api:
+        [before] = central.create_orders(1, prefix="before")  # taken, its events at central, before the cut
+        assert (await post(api, before))[0] == 201
+        await wait_until(lambda: any(k.startswith(before["id"]) for k in central.events), 15, "the earlier order")
+        clock.step(-behind_s)  # the clock as the box boots with it
+        central.events_lag_s = 3.0
+        [order] = central.create_orders(1, prefix="after")
+        assert (await post(api, order))[0] == 201
+        clock.step(behind_s)  # NTP
+        written = [
+            k for (k,) in await db_rows(db, "SELECT idempotency_key FROM outbox WHERE order_id = ?", order["id"])
+        ]
+        await wait_until(lambda: set(written) <= set(central.events), 20, "the order's events at central")
+    assert await db_rows(db, REJECTED) == [(0,)]
+    assert await db_rows(db, "SELECT key FROM alert_groups") == [] and sink.messages == []
