@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +59,7 @@ def _state_paths(settings: Settings) -> list[Path]:
 
 def agent_down_mail(settings: Settings, *, healthy: bool, reason: str, since: float, more: int) -> Mail:
     store = f"{settings.agent.store_name or settings.agent.store_id} ({settings.agent.store_id})"
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    when = shown_at(since, settings.agent.timezone)  # the store's time, as every mail says it
     if settings.agent.language == "de":
         subject = f"[{store}] {'BEHOBEN: Edge-Agent läuft wieder' if healthy else 'STÖRUNG: Edge-Agent läuft nicht'}"
         text = f"Der Edge-Agent der Filiale {store} " + (

@@ -4,9 +4,11 @@ durations that survive clock steps, and no mail sent again every minute when its
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -312,3 +314,21 @@ async def test_the_health_timer_keeps_the_rest_the_agent_began_before_it_went_do
         assert login_relay.logins == 2, "not tried when the agent's rest was over"
     finally:
         await db.close()
+
+
+async def test_the_agent_down_mail_says_since_when_in_the_stores_time(
+    make_settings: Callable[..., Settings], plain_sink: SmtpSink
+) -> None:
+    """The health timer's mail says since when the agent is down in the store's time (agent.timezone), with the zone
+    named, as every other mail and the docs do; in the hour the autumn night repeats, the zone says which one. Before
+    (the clock76 probe, D3): "since 2026-10-25 01:40:00 UTC" for the second 02:40 in Berlin."""
+    settings = mail_settings(make_settings, plain_sink)
+    settings = dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, timezone="Europe/Berlin"))
+    agent = FakeAgent()
+    clock = SteppedClock(wall_offset=1792892400.0 - time.time())  # 2026-10-25 01:40:00 UTC: 02:40 CET, the second
+    for _ in range(2):
+        await health(settings, agent, alert=True, clock=clock)
+        clock.advance(60)
+    [mail] = plain_sink.messages
+    text = mail.get_body(("plain",)).get_content()
+    assert "since 2026-10-25 02:40:00 CET" in text, text
