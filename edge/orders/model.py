@@ -300,12 +300,20 @@ def revision_hash(data: dict[str, Any]) -> str:
     return content_hash(canonical_bytes(revision_content(data)))
 
 
+# A cancel's reason: printed on the STORNO, not what the order is
+_NOT_CONTENT = "cancel_reason"
+
+
 def meaning_hash(order: Order) -> str:
     """The content hash of a revision as the order it means, so the same order written by another serialiser is a
     duplicate: text NFC, money as normalised decimals, times as UTC instants, a field left out as its default. The
-    revision number is not content (see revision_content); fields the agent does not read are none either."""
+    revision number is not content (see revision_content); fields the agent does not read are none either, nor a
+    cancel's reason: the cancel route's words and central's for one cancel are one cancel (the STORNO keeps the words
+    the box got first)."""
     view = meaning(order)
     del view["revision"]
+    if _NOT_CONTENT in view:  # as an order without one has it: such an order hashes as before
+        view[_NOT_CONTENT] = None
     return content_hash(canonical_json(view).encode())
 
 
@@ -313,7 +321,8 @@ def first_difference(stored: Order, sent: Order) -> str | None:
     """The first field in which two orders mean different things, as a path (``created_at``, ``items[0].qty``),
     compared as meaning_hash compares them: an equivalent retry has none. None also where only the JSON bytes differ
     (a row an older version stored, compared by them)."""
-    return _first_difference({**meaning(stored), "revision": None}, {**meaning(sent), "revision": None}, "")
+    not_content = {"revision": None, _NOT_CONTENT: None}
+    return _first_difference({**meaning(stored), **not_content}, {**meaning(sent), **not_content}, "")
 
 
 def _first_difference(old: Any, new: Any, path: str) -> str | None:

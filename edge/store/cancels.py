@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from edge.orders.model import Cancel, meaning
+from edge.orders.model import Cancel
 from edge.states import InsertOutcome, OrderSource
 from edge.store.db import Writer
 from edge.store.revisions import known_from_rows, known_sql
@@ -56,14 +56,13 @@ async def keep_cancel(
     known = known_from_rows(await conn.execute_fetchall(known_sql(1), (order_id, order_id))).get(order_id)
     if known is not None and not known.history:  # a history order was never here: its cancel is kept for it
         return None if known.stored else KeptCancel(InsertOutcome.STALE, known.revision)
-    rows = await conn.execute_fetchall("SELECT revision, reason FROM pending_cancels WHERE order_id = ?", (order_id,))
+    rows = await conn.execute_fetchall("SELECT revision FROM pending_cancels WHERE order_id = ?", (order_id,))
     if rows:
-        [(revision, reason)] = rows
+        [(revision,)] = rows
         if revision != cancel.revision:  # the first cancel stands: the order is cancelled either way
             return KeptCancel(InsertOutcome.CANCEL_PENDING, revision)
-        # One text in NFC or NFD (a sender on macOS or iOS): one reason, as for a stored order's content.
-        same = meaning(reason) == meaning(cancel.reason)
-        return KeptCancel(InsertOutcome.DUPLICATE if same else InsertOutcome.CONFLICT, revision)
+        # The same cancel, whatever its words: a reason is not content (meaning_hash); the first one's are kept.
+        return KeptCancel(InsertOutcome.DUPLICATE, revision)
     await conn.execute(
         "INSERT INTO pending_cancels(order_id, revision, reason, received_at, source) VALUES (?, ?, ?, ?, ?)",
         (order_id, cancel.revision, cancel.reason, now, source),
