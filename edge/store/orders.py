@@ -132,7 +132,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
             if order.status == OrderStatus.CANCELLED:
                 outcome = InsertOutcome.CANCELLED  # stored as sent, nothing prints
             elif cancel is not None:  # stored and cancelled in this transaction: its jobs are discarded unprinted
-                await _insert_fresh(conn, fresh, now)
+                await _insert_fresh(conn, fresh, now, pending)
                 fresh = []
                 cancelled = new.cancelled(cancel)
                 revised[index] = await apply_revision(conn, cancelled, now)
@@ -146,13 +146,15 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
                 outcome = InsertOutcome.CANCELLED
                 after_cancel.add(index)
         elif outcome in (InsertOutcome.UPDATED, InsertOutcome.CANCELLED) and stored and stored.status == "open":
-            await _insert_fresh(conn, fresh, now)  # an earlier copy in this batch is stored before it is revised
+            await _insert_fresh(
+                conn, fresh, now, pending
+            )  # an earlier copy in this batch is stored before it is revised
             fresh = []
             revised[index] = await apply_revision(conn, new.revision(), now)
         if new in fresh or (index in revised and index not in after_cancel):
             known[order.id] = KnownOrder(new.content_hash, new.meaning_hash, order.revision, order.status, stored=True)
         outcomes.append(outcome)
-    await _insert_fresh(conn, fresh, now)
+    await _insert_fresh(conn, fresh, now, pending)
     await drop_pending_cancels(conn, settled)
     jobs: dict[str, list[int]] = {}
     unrouted: dict[int, str | None] = {}
@@ -216,8 +218,10 @@ def _after_cancel(new: NewOrder, pending: PendingCancel) -> InsertOutcome:
     return InsertOutcome.CONFLICT if new.order.revision == pending.cancel.revision else InsertOutcome.CLOSED
 
 
-async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None:
-    """Orders never seen before, with their jobs, the received event and the seen-order record. Recovery's orders
+async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float, kept: Mapping[str, PendingCancel]) -> None:
+    """Orders never seen before, with their jobs, the received event (and for one that comes cancelled the cancelled
+    event, with its reason or that of the cancel ``kept`` for it: central hears what the box holds) and the
+    seen-order record. Recovery's orders
     created before the database may have printed what it does not know print marked COPY (see MAY_HAVE_PRINTED_KEY):
     its list holds whatever central has, a push only what was not taken (a sender's retry: acked, never printed)."""
     if fresh:
@@ -270,13 +274,16 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float) -> None
                 for p in n.plans
             ],
         )
-        await add_outbox(
-            conn,
-            [
-                outbox_row(n.order.id, StatusEvent.RECEIVED, "0", now, number=n.order.number, source=n.source)
-                for n in fresh
-            ],
-        )
+        events = []
+        for n in fresh:
+            order = n.order
+            events.append(outbox_row(order.id, StatusEvent.RECEIVED, "0", now, number=order.number, source=n.source))
+            if order.status == OrderStatus.CANCELLED:
+                fields: dict[str, object] = {"revision": order.revision, "number": order.number, "source": n.source}
+                if reason := order.cancel_reason or (kept[order.id].cancel.reason if order.id in kept else None):
+                    fields["reason"] = reason
+                events.append(outbox_row(order.id, StatusEvent.CANCELLED, str(order.revision), now, **fields))
+        await add_outbox(conn, events)
         await _remember(conn, fresh, now)
 
 

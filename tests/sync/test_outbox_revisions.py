@@ -261,3 +261,27 @@ async def test_a_refused_cancelled_of_an_order_cancelled_here_still_sets_it_asid
         ("received",)
     ]
     assert [e["event"] for e in logs if e["event"].startswith("outbox_event")] == ["outbox_event_after_cancel_refused"]
+
+
+async def test_an_order_that_arrives_cancelled_after_its_cancel_was_kept_is_reported_cancelled_with_the_reason(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """The till cancels an order by the cancel route before the order is here (kept, 202), and the order then comes
+    already cancelled at that revision (central's own cancelled record). Nothing prints, and central hears what the
+    box holds: `received`, then `cancelled` with the revision and the till's reason, as when the order comes open.
+    Before (the doors76 probe, F1): only `received`, central's view of the box open, the reason lost."""
+    agent, events = await agents.start(sync_settings())
+    await events.wait(RecoveryCompleted)
+    order = make_order(1, prefix="kept")
+    central.add_orders([order])
+    async with api_client(agent) as api:
+        async with api.post(
+            f"/api/v1/orders/{order['id']}/cancel", json={"revision": 2, "reason": "Gast gegangen"}
+        ) as r:
+            assert r.status == 202, await r.text()
+        status, body = await post(api, order | {"revision": 2, "status": "cancelled"})
+        assert (status, body["status"]) == (200, "cancelled"), body
+    await wait_until(lambda: central.events_of("cancelled"), what="the cancellation reported")
+    assert [e["event"] for e in central.events.values()] == ["received", "cancelled"]
+    [cancelled] = central.events_of("cancelled")
+    assert (cancelled["revision"], cancelled["reason"]) == (2, "Gast gegangen")
