@@ -106,6 +106,12 @@ class RemoteClock:
         theirs = self.wall()
         return None if theirs is None else self._clock.wall() - theirs
 
+    def as_theirs(self, at: float) -> float:
+        """A time of our wall clock as its clock has it while ours is off by more than CLOCK_OFF_S (else as it is):
+        for what a person reads or expects by the hour."""
+        off = self.box_minus_theirs()
+        return at - off if off is not None and abs(off) > CLOCK_OFF_S else at
+
 
 class SteppedClock(Clock):
     """The system's clocks plus offsets a test controls: ``step`` jumps the wall clock only, as NTP does;

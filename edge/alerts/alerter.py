@@ -221,6 +221,7 @@ class Alerter:
         self._bus = bus
         self._mailer = mailer
         self._renderer = make_renderer(settings, central)
+        self._central = central
         self.outbox = Outbox(settings=settings, store=self._store, mailer=mailer, bus=bus, clock=clock)
         self._tz = ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None
         self.clock = clock
@@ -644,7 +645,13 @@ class Alerter:
         return dataclasses.replace(signal, details={**signal.details, "jobs_waiting": waiting})
 
     def _open(self, at: float) -> bool:
-        return in_opening_hours(dt.datetime.fromtimestamp(at, self._tz), self._cfg)
+        return in_opening_hours(self._by_the_hour(at), self._cfg)
+
+    def _by_the_hour(self, at: float) -> dt.datetime:
+        """The store's hour at ``at`` (our wall time) for the manager's opening and quiet hours: on central's clock
+        while ours is known to be off (a hardware clock in local time held a printer's alarm in service as
+        "outside hours": the clock76 probe, D2)."""
+        return dt.datetime.fromtimestamp(at if self._central is None else self._central.as_theirs(at), self._tz)
 
     async def _follow_clock(self) -> None:
         """Moves the stored alert times with a step of the wall clock (NTP, a box that booted in 1970), so every
@@ -960,7 +967,8 @@ class Alerter:
             return recounting if group["type"] in _RECOUNTED else firing_keys
 
         matchers = [r.matcher for r in await self._store.active_silences(now)]
-        local = dt.datetime.fromtimestamp(now, self._tz)
+        local = dt.datetime.fromtimestamp(now, self._tz)  # the digest's hour: its marks are on our clock
+        hours = self._by_the_hour(now)
         warned_last_hour = await self._store.warning_mails_since(now - 3600)
         unreached = await self._store.unreached_alarms() if any(g["state"] == "resolved" for g in groups) else set()
         waiting_now: dict[str, int] | None = None  # per printer, read once a flush if a mail needs it
@@ -991,7 +999,7 @@ class Alerter:
             reason = (
                 ("silenced" if silenced(key, matchers) else None)
                 or ("inhibited" if due.kind != "resolved" and inhibited(group, causes(group)) else None)
-                or held_by_hours(group["severity"], local, cfg)
+                or held_by_hours(group["severity"], hours, cfg)
                 # an all-clear that takes the place of its alarm nobody received adds no mail to the hour's
                 or ("cap" if not critical and warned_last_hour >= cfg.max_per_hour and not replaces else None)
             )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from edge.clock import CLOCK_OFF_S, RemoteClock
+from edge.clock import RemoteClock
 from edge.store.alerts import Mail
 
 if TYPE_CHECKING:
@@ -659,10 +659,7 @@ class AlertRenderer:
     def _time(self, at: float) -> str:
         # Stored times are the box's clock's. While central's answers show it off, they are shown on central's, as the
         # mail's Date is: a box booted years behind told an outage "since 2021" (the clock probe's F2).
-        off = None if self._central is None else self._central.box_minus_theirs()
-        if off is not None and abs(off) > CLOCK_OFF_S:
-            at -= off
-        local = dt.datetime.fromtimestamp(at, self._tz)
+        local = dt.datetime.fromtimestamp(at if self._central is None else self._central.as_theirs(at), self._tz)
         shown = local.strftime("%d.%m.%Y %H:%M:%S" if self.language == "de" else "%Y-%m-%d %H:%M:%S")
         # In the hour the autumn change repeats, 02:51 is two times an hour apart: its offset says which one.
         if local.utcoffset() != local.replace(fold=1 - local.fold).utcoffset() and (offset := local.utcoffset()):
