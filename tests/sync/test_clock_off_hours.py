@@ -20,14 +20,14 @@ from tests.sync.conftest import Agents
 async def test_a_printer_off_in_service_by_centrals_clock_is_critical_though_the_boxs_clock_says_closed(
     sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink, printers: dict[str, SimPrinter]
 ) -> None:
-    """The box's clock is an hour ahead (its hardware clock in local time), which central's answers show; by
-    central's clock the store is open, by the box's it has just closed. The kitchen printer goes off with a ticket
+    """The box's clock is two hours ahead (its hardware clock in local time, in summer), which central's answers
+    show; by central's clock the store is open for another hour or more, by the box's it has closed. The kitchen printer goes off with a ticket
     waiting: the critical mail goes at once, as in service. Before (the clock76 probe, D2): held as
     `outside_hours` by the box's clock, which the agent had logged as off (`box_clock_off`), and nobody told."""
     hour = dt.datetime.now(dt.UTC).hour  # the agent's zone here is the system's, UTC; central's clock is this one
     sections = mail_to(sink)
-    sections["alerts"]["opening_hours"] = f"{(hour - 1) % 24:02d}:00-{(hour + 1) % 24:02d}:00"
-    agent, events = await agents.start(sync_settings(sections=sections), clock=SteppedClock(wall_offset=3600))
+    sections["alerts"]["opening_hours"] = f"{(hour - 1) % 24:02d}:00-{(hour + 2) % 24:02d}:00"
+    agent, events = await agents.start(sync_settings(sections=sections), clock=SteppedClock(wall_offset=7200))
     await events.wait(RecoveryCompleted)  # central has answered: its clock is known
     printers["kitchen"].set_offline(True)
     async with api_client(agent) as api:
