@@ -167,6 +167,12 @@ async def repeat(job: Callable[[], Awaitable[object]], interval_s: float, *, jit
             log.exception("repeated_job_failed", job=getattr(job, "__qualname__", repr(job)), error=str(err))
 
 
+def repeated_hour(local: dt.datetime) -> bool:
+    """Whether the local time is in the hour the autumn change of clocks repeats (02:51 happens twice, an hour apart):
+    shown alone, it does not say which."""
+    return local.utcoffset() != local.replace(fold=1 - local.fold).utcoffset()
+
+
 def shown_at(at: float, zone: str | None) -> str:
     """A wall time as the store reads it, in ``agent.timezone`` (else the box's zone) and named: a line of an `edge`
     command means the same hour as the status page and the mails. Before, the box's zone unnamed (UTC on most boxes):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from edge.clock import RemoteClock
+from edge.clock import RemoteClock, repeated_hour
 from edge.store.alerts import Mail
 
 if TYPE_CHECKING:
@@ -662,7 +662,7 @@ class AlertRenderer:
         local = dt.datetime.fromtimestamp(at if self._central is None else self._central.as_theirs(at), self._tz)
         shown = local.strftime("%d.%m.%Y %H:%M:%S" if self.language == "de" else "%Y-%m-%d %H:%M:%S")
         # In the hour the autumn change repeats, 02:51 is two times an hour apart: its offset says which one.
-        if local.utcoffset() != local.replace(fold=1 - local.fold).utcoffset() and (offset := local.utcoffset()):
+        if repeated_hour(local) and (offset := local.utcoffset()):
             minutes = int(offset.total_seconds()) // 60
             shown += f" (UTC{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d})"
         return shown

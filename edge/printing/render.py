@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.clock import repeated_hour
 from edge.config import MIN_WIDTH, PrinterSettings
 from edge.errors import ConfigError
 from edge.orders.changes import diff_station, struck_lines
@@ -159,7 +160,6 @@ class Renderer:
         order = _readable(order, codec)
         items = order.production_items(station)
         _tell_unprintable(items, codec, unprintable, order)
-        created = self._local(order.created_at)
         t = labels.LABELS[language]
         marks = ([t["copy"]] if copy else []) + ([t["changed"]] if change_revision is not None else [])
         return self._render(
@@ -174,7 +174,7 @@ class Renderer:
             redirected_from=redirected_from,
             fulfilment=labels.describe_fulfilment(order.fulfilment, language),
             customer=_guest(order),
-            created=created.strftime(labels.DATE_TIME[language] if released else "%H:%M"),
+            created=self._clock(order.created_at, labels.DATE_TIME[language] if released else "%H:%M"),
             due=self._due(order, language),
             qr_code=ticket_code(order, station),
             change_revision=change_revision,
@@ -188,7 +188,9 @@ class Renderer:
         if order.fulfilment.due_at is None:
             return None
         due, created = self._local(order.fulfilment.due_at), self._local(order.created_at)
-        return due.strftime("%H:%M" if due.date() == created.date() else labels.OTHER_DAY[language])
+        return self._clock(
+            order.fulfilment.due_at, "%H:%M" if due.date() == created.date() else labels.OTHER_DAY[language]
+        )
 
     def change(
         self,
@@ -237,7 +239,7 @@ class Renderer:
             due=due,
             due_before=None if before_due == due else (before_due or labels.LABELS[language]["asap"]),
             customer=_guest(order),
-            created=self._local(order.created_at).strftime("%H:%M"),
+            created=self._clock(order.created_at, "%H:%M"),
             qr_code=ticket_code(order, station),  # scanned like a ticket, the newest of its station
             # The order's allergies and note as they are now, and (struck) as the paper before said them where they
             # changed: the cook cooks what this ticket adds by them too.
@@ -286,12 +288,12 @@ class Renderer:
             order=order,
             copy=copy,
             revised=revised,
-            replaced_at=self._local(replaced_at).strftime(labels.DATE_TIME[language]) if replaced_at else None,
+            replaced_at=self._clock(replaced_at, labels.DATE_TIME[language]) if replaced_at else None,
             store_name=store_name,
             footer_lines=footer.splitlines(),  # the operator's footer may span lines
             fulfilment=labels.describe_fulfilment(order.fulfilment, language),
             customer=order.customer.name if order.customer else None,
-            created=self._local(order.created_at).strftime(labels.DATE_TIME[language]),
+            created=self._clock(order.created_at, labels.DATE_TIME[language]),
             payment=labels.describe_payment(order.payment, language) if order.payment else None,
             money=lambda amount: labels.money(amount, order.totals.currency, language),
             percent=lambda rate: labels.percent(rate, language),
@@ -340,6 +342,12 @@ class Renderer:
 
     def _local(self, moment: datetime) -> datetime:
         return moment.astimezone(self._tz)
+
+    def _clock(self, moment: datetime, shown: str) -> str:
+        """The moment in the store's time as ``shown`` (a strftime format), with its zone in the hour the autumn night
+        repeats: "02:10 CEST" and "02:50 CET" are 40 minutes the other way round than they read bare."""
+        local = self._local(moment)
+        return local.strftime(f"{shown} %Z" if repeated_hour(local) else shown)
 
     def _try_templates(self, language: str) -> None:
         """Render each template once in ``language``, so an override that fails only when it runs (or only in the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.config import parse_settings
 from edge.printing.decode import decode, preview
 from edge.sim.printer import SimPrinter
@@ -294,3 +296,23 @@ async def test_a_guests_phone_number_is_never_split_over_two_lines(
         (ticket,) = await printers["kitchen"].wait_for_printed(1)
     text = decode(ticket).text
     assert any(line.strip() == "+49 30 1234567" for line in text.splitlines()), text
+
+
+async def test_a_ticket_in_the_hour_the_autumn_night_repeats_says_which_of_its_two_times_it_means(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], example_order: dict[str, Any]
+) -> None:
+    """In Berlin on 25 October 2026 the clocks go from 03:00 back to 02:00. An order taken at the second 02:50 (CET)
+    due at the first 02:10 (CEST, 40 minutes earlier) prints both times with their zone, so the cook does not read
+    "due 02:10" under "ordered 02:50" as 40 minutes the wrong way. Other times print as they always did. Before (the
+    clock76 probe, D4): "Fällig: 02:10" under "Bestellt: 02:50", nothing to tell them apart."""
+    clock = SteppedClock(wall_offset=1792892460.0 - time.time())  # 2026-10-25 01:51 UTC, 02:51 CET
+    agent = await make_agent(clock=clock, agent={"timezone": "Europe/Berlin"})
+    order = copy.deepcopy(example_order)
+    order["print_receipt"] = False
+    order["created_at"] = "2026-10-25T01:50:00Z"  # 02:50 CET
+    order["fulfilment"]["due_at"] = "2026-10-25T00:10:00Z"  # 02:10 CEST
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        (ticket,) = await printers["kitchen"].wait_for_printed(1)
+    text = decode(ticket).text
+    assert "Fällig: 02:10 CEST" in text and "Bestellt: 02:50 CET" in text, text

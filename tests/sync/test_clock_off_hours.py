@@ -21,9 +21,10 @@ async def test_a_printer_off_in_service_by_centrals_clock_is_critical_though_the
     sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink, printers: dict[str, SimPrinter]
 ) -> None:
     """The box's clock is two hours ahead (its hardware clock in local time, in summer), which central's answers
-    show; by central's clock the store is open for another hour or more, by the box's it has closed. The kitchen printer goes off with a ticket
-    waiting: the critical mail goes at once, as in service. Before (the clock76 probe, D2): held as
-    `outside_hours` by the box's clock, which the agent had logged as off (`box_clock_off`), and nobody told."""
+    show; by central's clock the store is open for another hour or more, by the box's it has closed. The kitchen
+    printer goes off with a ticket waiting: the critical mail goes at once, as in service. Before (the clock76 probe,
+    D2): held as `outside_hours` by the box's clock, which the agent had logged as off (`box_clock_off`), and nobody
+    told."""
     hour = dt.datetime.now(dt.UTC).hour  # the agent's zone here is the system's, UTC; central's clock is this one
     sections = mail_to(sink)
     sections["alerts"]["opening_hours"] = f"{(hour - 1) % 24:02d}:00-{(hour + 2) % 24:02d}:00"
