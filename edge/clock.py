@@ -37,6 +37,11 @@ class Clock:
         CLOCK_MONOTONIC), so comparable across runs of the agent within one boot (see ``boot``), not across boots."""
         return time.monotonic()
 
+    def wall_at(self, mono: float) -> float:
+        """A moment of the monotonic clock as the wall clock tells it now: after NTP stepped the wall clock, a time
+        read off it before would be off by the step."""
+        return self.wall() - (self.mono() - mono)
+
     def boot(self) -> str | None:
         """This boot's id (the kernel's boot_id): two runs that read the same one share their monotonic clock. None
         where the system does not say."""

@@ -46,7 +46,7 @@ class LinkMonitor:
         self._settings = settings
         self._clock = clock
         self.up: bool | None = None
-        self.since = clock.wall()
+        self._since = clock.mono()  # the last change of up; shown as a wall time (since)
         self.detail = ""
         self._down_since = clock.mono()
         self._last_answer: float | None = None  # clock.mono() of the last answer to any call
@@ -88,6 +88,11 @@ class LinkMonitor:
     def _answered_lately(self) -> bool:
         return self._last_answer is not None and self._clock.mono() - self._last_answer <= self._settings.probe_up_s
 
+    @property
+    def since(self) -> float:
+        """When up last changed, as the wall clock tells it now (a step of NTP since moves it too)."""
+        return self._clock.wall_at(self._since)
+
     def _set(self, up: bool, detail: str) -> None:
         changed, self.detail = detail != self.detail, detail
         if up == self.up:
@@ -97,7 +102,7 @@ class LinkMonitor:
                     self._still_down_logged = now
                     log.warning("central_link_still_down", detail=detail)
             return
-        previous, self.up, self.since = self.up, up, self._clock.wall()
+        previous, self.up, self._since = self.up, up, self._clock.mono()
         if up:
             down_for = None if previous is None else round(self._clock.mono() - self._down_since, 3)
             log.info("central_link_up", down_for_s=down_for)

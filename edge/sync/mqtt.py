@@ -298,7 +298,7 @@ class MqttLink:
         self.detail = ""
         self._told: tuple[bool, str, bool] | None = None  # (connected, detail, refused) as the bus last heard it
         self._failure: tuple[bool, str] | None = None  # (refused, why) of the failure logged last, until one holds
-        self.since = clock.wall()
+        self._since = clock.mono()  # the last change of state; shown as a wall time (since)
         self._generation = 0  # +1 per connection: an ack from an older one must not reach a reused packet id
         self._attempt = 0
         self._socket_error = ""  # paho's last logged socket error (its thread only)
@@ -549,9 +549,14 @@ class MqttLink:
 
     # ---- the loop: connection state ---------------------------------------------------------------------------
 
+    @property
+    def since(self) -> float:
+        """When the state last changed, as the wall clock tells it now (a step of NTP since moves it too)."""
+        return self._clock.wall_at(self._since)
+
     def _set_state(self, state: MqttState, detail: str, *, tell: bool = True) -> None:
         if (state, detail) != (self.state, self.detail):
-            self.since = self._clock.wall()
+            self._since = self._clock.mono()
         if state != MqttState.CONNECTED:
             self._subscribed = None  # the next connection's SUBACK starts it again
             # Subscribed throughout, or no judging: what was published meanwhile comes with the session or the catch-up

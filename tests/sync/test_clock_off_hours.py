@@ -5,6 +5,7 @@ go out at night."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 
 from edge.clock import SteppedClock
@@ -35,3 +36,18 @@ async def test_a_printer_off_in_service_by_centrals_clock_is_critical_though_the
         assert (await post(api, make_order(1, prefix="late", print_receipt=False)))[0] == 201
     [mail] = await sink.wait_for(1, timeout=15)
     assert "STÖRUNG (kritisch): Drucker kitchen nicht erreichbar" in str(mail["Subject"]), mail["Subject"]
+
+
+async def test_the_links_since_is_the_moment_it_came_up_as_the_clock_now_tells_after_ntp_stepped_it(
+    sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """The box boots an hour behind, the link comes up, then NTP steps the clock right: the status (and the page) say
+    the link is up since the moment it came up, on the clock as it is now, not an hour before. Before (the clock76
+    probe, D5): "up since 23:52" of the day before, never corrected."""
+    clock = SteppedClock(wall_offset=-3600)
+    agent, events = await agents.start(sync_settings(), clock=clock)
+    await events.wait(RecoveryCompleted)
+    clock.step(3600)  # NTP
+    async with api_client(agent) as api, api.get("/api/v1/recovery/status") as response:
+        link = (await response.json())["link"]
+    assert link["up"] is True and abs(link["since"] - time.time()) < 60, link
