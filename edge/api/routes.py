@@ -104,7 +104,9 @@ async def get_order(request: web.Request) -> web.Response:
                 {"revision": r.revision, "status": r.status, "received_at": r.received_at, "job_ids": list(r.job_ids)}
                 for r in revisions
             ],
-            "printed": all(j.state == JobState.PRINTED for j in jobs),
+            # All it still wants is on paper: a job a revision or a cancel discarded is not waited for
+            "printed": all(j.state in (JobState.PRINTED, JobState.DISCARDED) for j in jobs)
+            and any(j.state == JobState.PRINTED for j in jobs),
             # Pickup: open, ready or handed_out, and which station tickets are done.
             "state": progress.state,
             "ready_at": progress.ready_at,

@@ -133,6 +133,27 @@ async def test_a_revision_dropping_the_receipt_while_it_waits_discards_it(
     assert [r[:3] for r in (await settled(agent))[:2]] == [("ticket", "printed", 1), ("receipt", "discarded", 1)]
 
 
+async def test_an_order_whose_waiting_receipt_a_revision_dropped_reads_printed_once_its_tickets_are(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The receipt waits, a revision drops it, the kitchen's ticket prints: everything the order still wants is on
+    paper, and `GET /api/v1/orders/{id}` says `printed: true`; an order of which nothing is to print does not.
+    Before (the evening76 probe, F2): `printed: false` for good, the discarded receipt counted as not printed."""
+    printers["front"].set_offline(True)
+    assert (await post(api, example_order))[0] == 201
+    await wait_until(lambda: agent.spoolers["front"].state.value == "offline", what="front offline")
+    assert (await post(api, revised(example_order, 2, print_receipt=False)))[0] == 200
+    await settled(agent)
+    async with api.get(f"/api/v1/orders/{example_order['id']}") as response:
+        shown = await response.json()
+    assert shown["printed"] is True, [(j["kind"], j["state"]) for j in shown["jobs"]]
+    never = copy.deepcopy(example_order) | {"id": "ord_never", "number": "B-9", "revision": 2, "status": "cancelled"}
+    assert (await post(api, never))[0] == 200  # comes cancelled: nothing to print (before, `printed: true`)
+    async with api.get("/api/v1/orders/ord_never") as response:
+        shown = await response.json()
+    assert shown["jobs"] == [] and shown["printed"] is False, shown
+
+
 async def test_a_receipt_dropped_and_asked_for_again_prints_once(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
