@@ -21,6 +21,9 @@ class AlertType:
     # the manager is told the cause, not every symptom of it.
     inhibited_by: tuple[tuple[str, bool], ...] = ()
     remind: bool = True  # False: each occurrence is the whole story (mailed once, with later ones as news)
+    # True: a person's doing (a cover opened to change the roll), short by nature: news only once one episode outlasts
+    # the grace, not for being done again and again within it, as a device's flapping is
+    by_hand: bool = False
 
 
 _SAME_SUBJECT, _ANY_SUBJECT = True, False
@@ -30,7 +33,7 @@ TYPES: dict[str, AlertType] = {
     for t in (
         AlertType("printer_offline", CRITICAL),
         AlertType("printer_paper_out", CRITICAL, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
-        AlertType("printer_cover_open", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
+        AlertType("printer_cover_open", WARNING, inhibited_by=(("printer_offline", _SAME_SUBJECT),), by_hand=True),
         # Stopped by an error it reports (DLE EOT 3: a cutter jam, an overheated head…): reachable, not offline.
         AlertType("printer_error", CRITICAL, inhibited_by=(("printer_offline", _SAME_SUBJECT),)),
         # The FEED button held a minute (alerter.FEED_HELD_S) while the printer answers: a stuck button, not an outage.
@@ -124,6 +127,13 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
             return None
         if state == "resolved" and fires == 1 and group["changed_at"] - group["first_at"] < wait:
             return Due("drop", 0)  # came and went within group_wait: nobody needs to hear about it
+        if TYPES[group["type"]].by_hand:
+            # A cover opened for seconds again and again (a roll changed) was closed each time: its alarm went while
+            # it was closed, then its all-clear, 4 mails in 5 minutes (the mailbox76 probe, F2).
+            if state == "firing" and now < group["changed_at"] + wait:
+                return None
+            if state == "resolved" and fires > 1:
+                return Due("drop", 0)
         if state == "resolved" and fires == 1:
             # One outage over before anyone could be told (its occurrences held while the disk was full): the
             # all-clear alone says since and until when, not an alarm about what works again, then its all-clear; that

@@ -672,3 +672,37 @@ async def test_an_outage_over_before_anyone_was_told_is_told_alone_as_one_not_on
     [mail] = sink.messages
     body = mail.get_body(("plain",)).get_content()
     assert "BEHOBEN" in subject(mail) and extra(body) == 0, body
+
+
+async def test_a_cover_opened_briefly_again_and_again_costs_the_manager_no_mail(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """A cook changing the roll opens the cover for 10 s, closes it, opens it again, twenty times in a few minutes
+    (group_wait 30 s): no opening lasts the grace, nothing waits, so no mail, as for one such opening. A cover left
+    open past the grace is still mailed, and its all-clear. Before (the mailbox76 probe, F2): the second opening
+    within the grace queued "Deckel offen … Druck angehalten", sent while the cover was closed, then BEHOBEN: 4 mails
+    in 5 minutes."""
+    alerter = make_alerter(alert_settings())
+    for _ in range(20):
+        alerter.on_event(cover("front", "cover_open"))
+        for _ in range(10):
+            clock.advance(1)
+            await run(alerter)
+        alerter.on_event(cover("front", "online"))
+        for _ in range(4):
+            clock.advance(1)
+            await run(alerter)
+    clock.advance(600)
+    await run(alerter)
+    assert [subject(m) for m in sink.messages] == []
+    alerter.on_event(cover("front", "cover_open"))  # and now it stays open
+    for _ in range(4):
+        clock.advance(10)
+        await run(alerter)
+    alerter.on_event(cover("front", "online"))
+    clock.advance(400)
+    await run(alerter)
+    assert [subject(m).split("] ")[1] for m in sink.messages] == [
+        "STÖRUNG: Drucker front: Deckel offen",
+        "BEHOBEN: Drucker front: Deckel offen",
+    ]
