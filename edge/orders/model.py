@@ -317,6 +317,13 @@ def meaning_hash(order: Order) -> str:
     return content_hash(canonical_json(view).encode())
 
 
+def same_cancel(stored: Order, sent: Order) -> bool:
+    """Whether both are the order cancelled at one revision, whatever the reason's words: compared by the order they
+    mean now, where a hash a version before stop 76 stored counted the words (the verify76 probe, V1)."""
+    cancelled = OrderStatus.CANCELLED
+    return stored.status == sent.status == cancelled and meaning_hash(stored) == meaning_hash(sent)
+
+
 def first_difference(stored: Order, sent: Order) -> str | None:
     """The first field in which two orders mean different things, as a path (``created_at``, ``items[0].qty``),
     compared as meaning_hash compares them: an equivalent retry has none. None also where only the JSON bytes differ

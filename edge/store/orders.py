@@ -11,9 +11,9 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
-from edge.errors import StoreError, StoreUnavailableError
+from edge.errors import InvalidOrderError, StoreError, StoreUnavailableError
 from edge.orders import JobPlan, Order, parse_order
-from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, revision_hash
+from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, revision_hash, same_cancel
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
@@ -123,6 +123,8 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
             outcome = InsertOutcome.MOVED
         else:
             outcome = _classify(new, stored) if cancel is None else _after_cancel(new, cancel)
+            if outcome == InsertOutcome.CONFLICT and await _same_cancel_as_stored(conn, new, stored):
+                outcome = InsertOutcome.DUPLICATE
             if outcome == InsertOutcome.STALE and await _revision_reused(conn, new, stored):
                 outcome = InsertOutcome.CONFLICT
         if outcome == InsertOutcome.STORED:
@@ -179,6 +181,19 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
         held = tuple((job_id, unrouted[job_id]) for job_id in shown if job_id in unrouted)
         results.append(InsertResult(n.order.id, o, shown, current, held, index in after_cancel))
     return results
+
+
+async def _same_cancel_as_stored(conn: Writer, new: NewOrder, known: KnownOrder | None) -> bool:
+    """A conflict of a cancel with the stored cancel of the same revision may be that cancel in other words: a row
+    hashed by a version that counted the reason. Read only for such a conflict."""
+    cancelled = OrderStatus.CANCELLED
+    if known is None or not known.stored or known.status != cancelled or new.order.status != cancelled:
+        return False
+    rows = list(await conn.execute_fetchall("SELECT payload FROM orders WHERE id = ?", (new.order.id,)))
+    try:
+        return bool(rows) and same_cancel(parse_order(json.loads(rows[0][0]), stored=True), new.order)
+    except InvalidOrderError:  # stored by a laxer version: the conflict stands
+        return False
 
 
 def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:

@@ -34,7 +34,7 @@ from edge.events import (
     StorageRecovered,
 )
 from edge.orders.intake import OrderIntake
-from edge.orders.model import Order, as_sent, has_lone_surrogate, late_after_s, meaning_hash, parse_order, storable_text
+from edge.orders.model import Order, as_sent, has_lone_surrogate, late_after_s, parse_order, same_cancel, storable_text
 from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
 from edge.store.db import Database
 from edge.store.orders import InsertResult, NewOrder, OrderStore
@@ -763,13 +763,8 @@ def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
     the STORNO keeps the words the box got)."""
     if stored_payload is None or sent_payload is None:
         return False
-    stored, sent = json.loads(stored_payload), json.loads(sent_payload)
-    if stored.get("status") != OrderStatus.CANCELLED or sent.get("status") != OrderStatus.CANCELLED:
-        return False
-    stored.pop(_NOT_CONTENT, None)
-    sent.pop(_NOT_CONTENT, None)
     try:
-        return meaning_hash(parse_order(stored, stored=True)) == meaning_hash(parse_order(sent))
+        return same_cancel(parse_order(json.loads(stored_payload), stored=True), parse_order(json.loads(sent_payload)))
     except InvalidOrderError:
         return False
 
