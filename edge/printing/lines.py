@@ -84,7 +84,7 @@ def wrap(chars: list[Char], width: int, hang: int, counted: int | None = None) -
     lines: list[list[Char]] = [[]]
     used = 0
     start = 0  # columns this line's indent takes
-    for is_space, token, keep in _tokens(chars):
+    for is_space, token, keep in _tokens(_no_break_within(chars, width - hang)):
         size = columns(token)
         if used + size <= width:
             lines[-1].extend(token)
@@ -119,6 +119,20 @@ def wrap(chars: list[Char], width: int, hang: int, counted: int | None = None) -
     while len(lines) > 1 and not lines[-1]:
         lines.pop()
     return lines
+
+
+def _no_break_within(chars: list[Char], room: int) -> list[Char]:
+    """The text with the no-break spaces of a run too long for any line made plain spaces: a phone field holding two
+    numbers breaks between its groups, not inside one where the paper ends (the verify76 probe, V2)."""
+    if not any(c.text == NO_BREAK for c in chars):
+        return chars
+    out: list[Char] = []
+    for is_space, group in itertools.groupby(chars, key=lambda c: c.text == " "):
+        run = list(group)
+        if not is_space and columns(run) > room:
+            run = [c._replace(text=" ") if c.text == NO_BREAK else c for c in run]
+        out.extend(run)
+    return out
 
 
 def _tokens(chars: list[Char]) -> list[tuple[bool, list[Char], int]]:

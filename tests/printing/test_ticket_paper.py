@@ -316,3 +316,22 @@ async def test_a_ticket_in_the_hour_the_autumn_night_repeats_says_which_of_its_t
         (ticket,) = await printers["kitchen"].wait_for_printed(1)
     text = decode(ticket).text
     assert "Fällig: 02:10 CEST" in text and "Bestellt: 02:50 CET" in text, text
+
+
+async def test_a_phone_field_longer_than_a_line_breaks_between_its_groups_not_inside_a_number(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """A till that puts two numbers in the phone field, longer than a 24-column line: it breaks between the number's
+    groups, as before stop 76, never inside a group. Before (the verify76 probe, V2): "…, 0170 123456" / "7 / 030 …"."""
+    agent = await _agent(make_agent, printers, tmp_path, width=24)
+    order = copy.deepcopy(example_order)
+    order["print_receipt"] = False
+    order["customer"] = {"name": "Jürgen Groß", "phone": "0170 1234567 / 030 12345678"}
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        (ticket,) = await printers["kitchen"].wait_for_printed(1)
+    words = {word for line in decode(ticket).text.splitlines() for word in line.split()}
+    assert {"0170", "1234567", "030", "12345678"} <= words, decode(ticket).text
