@@ -13,7 +13,6 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -32,7 +31,7 @@ from edge.alerts.rules import (
     storm_guard_left,
     storm_guarded,
 )
-from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, wait_set
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, store_zone, wait_set
 from edge.config import Settings, parse_hours
 from edge.dns import unresolved_host
 from edge.durable import NoteInPlace, runtime_note, write_durably
@@ -171,7 +170,7 @@ def make_renderer(settings: Settings, central: RemoteClock | None = None) -> Ale
         language=a.language,
         store_name=a.store_name or a.store_id,
         store_id=a.store_id,
-        tz=ZoneInfo(a.timezone) if a.timezone else None,
+        tz=store_zone(a.timezone),
         status_page_url=settings.alerts.status_page_url,
         template_dir=settings.alerts.template_dir,
         central=central,
@@ -223,7 +222,7 @@ class Alerter:
         self._renderer = make_renderer(settings, central)
         self._central = central
         self.outbox = Outbox(settings=settings, store=self._store, mailer=mailer, bus=bus, clock=clock)
-        self._tz = ZoneInfo(settings.agent.timezone) if settings.agent.timezone else None
+        self._tz = store_zone(settings.agent.timezone)
         self.clock = clock
         self._tick_s = tick_s
         self._pending: list[Signal] = []

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 import edge
+from edge.clock import store_zone
 from edge.config import Settings
 from edge.heap import give_back_scratch
 from edge.printing.jobs import make_renderer
@@ -195,7 +196,8 @@ def fingerprint(settings: Settings) -> str:
     capabilities = os.environ.get("ESCPOS_CAPABILITIES_FILE")
     part("capabilities", b"" if capabilities is None else capabilities.encode() + b"\0" + _read(Path(capabilities)))
     agent = settings.agent
-    part("agent", repr((agent.language, agent.timezone)).encode())
+    zone = store_zone(agent.timezone)  # the box's own zone where the config names none
+    part("agent", repr((agent.language, agent.timezone, zone.key if zone else None)).encode())
     template_dir = settings.printing.template_dir
     part("template_dir", repr(template_dir).encode())
     if template_dir is not None:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
+from edge.clock import store_zone
 from edge.config import PrinterSettings, Settings
 from edge.orders.model import parse_order
 from edge.printing.profiles import line_width
@@ -23,10 +23,9 @@ _UNCONFIGURED = PrinterSettings(name="unconfigured", type="file")
 def make_renderer(settings: Settings, cache_dir: Path | None) -> Renderer:
     """The renderer with the operator's templates, the store's time zone and language; compiled templates are kept in
     ``cache_dir`` (the data dir's cache folder; None: nowhere, for a check that must write nothing)."""
-    zone = settings.agent.timezone
     return Renderer(
         template_dir=settings.printing.template_dir,
-        tz=ZoneInfo(zone) if zone else None,
+        tz=store_zone(settings.agent.timezone),
         cache_dir=cache_dir / "templates" if cache_dir is not None else None,
         language=settings.agent.language,
     )

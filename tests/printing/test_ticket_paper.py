@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -298,15 +298,35 @@ async def test_a_guests_phone_number_is_never_split_over_two_lines(
     assert any(line.strip() == "+49 30 1234567" for line in text.splitlines()), text
 
 
+@pytest.fixture
+def box_in_berlin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The box's own zone is Berlin (agent.timezone left out: the system's zone is the store's)."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("zone_from", ["config", "system"])
 async def test_a_ticket_in_the_hour_the_autumn_night_repeats_says_which_of_its_two_times_it_means(
-    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], example_order: dict[str, Any]
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    request: pytest.FixtureRequest,
+    zone_from: str,
 ) -> None:
     """In Berlin on 25 October 2026 the clocks go from 03:00 back to 02:00. An order taken at the second 02:50 (CET)
     due at the first 02:10 (CEST, 40 minutes earlier) prints both times with their zone, so the cook does not read
     "due 02:10" under "ordered 02:50" as 40 minutes the wrong way. Other times print as they always did. Before (the
-    clock76 probe, D4): "Fällig: 02:10" under "Bestellt: 02:50", nothing to tell them apart."""
+    clock76 probe, D4): "Fällig: 02:10" under "Bestellt: 02:50", nothing to tell them apart; and with the box's own
+    zone Berlin and no agent.timezone, still so (the verify76 probe, V3: the system's zone taken as today's offset)."""
     clock = SteppedClock(wall_offset=1792892460.0 - time.time())  # 2026-10-25 01:51 UTC, 02:51 CET
-    agent = await make_agent(clock=clock, agent={"timezone": "Europe/Berlin"})
+    if zone_from == "system":
+        request.getfixturevalue("box_in_berlin")
+        agent = await make_agent(clock=clock)
+    else:
+        agent = await make_agent(clock=clock, agent={"timezone": "Europe/Berlin"})
     order = copy.deepcopy(example_order)
     order["print_receipt"] = False
     order["created_at"] = "2026-10-25T01:50:00Z"  # 02:50 CET
