@@ -514,8 +514,11 @@ class Alerter:
     def _level(self, type_name: str, subject: str, firing: bool, **details: Any) -> None:
         key = f"{type_name}:{subject}"
         if self._levels.get(key) != firing:
+            # A run's first look at it: an earlier run's alarm still on is the same occurrence (a card low across a
+            # restart was "once more" in its all-clear: the mailbox76 probe, F3)
+            first = key not in self._levels
             self._levels[key] = firing
-            self._signal(type_name, subject, firing, **details)
+            self._signal(type_name, subject, firing, again=first, **details)
 
     async def check(self) -> None:
         """Conditions nobody publishes: a queue backlog, the central line down too long, a disk filling up, dead jobs

@@ -685,3 +685,38 @@ async def test_migrate_and_the_doctor_on_a_card_filled_to_its_last_byte_name_the
     filler.unlink()
     again = await edge("migrate", "--config", str(config))
     assert again.stdout.startswith(f"database {card / 'edge.db'}: schema version {latest - 1} -> {latest}"), again
+
+
+async def test_a_card_low_across_a_restart_is_one_occurrence_its_all_clear_counts_no_second(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The card goes below `disk_free_min_mb`, the alarm goes out, and the agent restarts (an upgrade, systemd)
+    while it is still low: that is the same low card, not a second one. Once there is room, the all-clear says so
+    without "once more since the last mail". Before (the mailbox76 probe, F3): "Seit der letzten Mail ein weiteres
+    Mal", the new run's first check counted as a new occurrence."""
+    sink = SmtpSink()
+    await sink.start()
+    mail = f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+    alerts = (
+        '[alerts]\nto = ["chef@store.test"]\ndisk_free_min_mb = 2\n'
+        "group_wait_s = 0\ngroup_interval_s = 1\ncheck_interval_s = 0.2\n"
+    )
+    agent = agent_process(tmp_path, printers, extra=mail + alerts)
+    try:
+        await agent.start()
+        filler = fill(card, leave=1 << 20)  # a megabyte left: below the two wanted
+        await wait_until(lambda: sink.messages, 15, "the low card's alarm")
+        assert await agent.terminate() == 0
+        await agent.start()
+        await asyncio.sleep(1)  # a few checks of the new run, the card still low
+        filler.unlink()
+        await wait_until(lambda: len(sink.messages) >= 2, 15, "the all-clear")
+        alarm, clear = sink.messages[:2]
+        assert "STÖRUNG" in str(alarm["Subject"]) and "BEHOBEN" in str(clear["Subject"]), [
+            str(m["Subject"]) for m in sink.messages
+        ]
+        text = clear.get_body(("plain",)).get_content()
+        assert "weiteres Mal" not in text and "weitere Male" not in text, text
+    finally:
+        await agent.close()
+        await sink.stop()
