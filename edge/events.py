@@ -116,6 +116,7 @@ class JobRedirected(Event):
 class CentralLinkChanged(Event):
     up: bool
     detail: str = ""
+    answered: bool = False  # down because central answered with errors (its maintenance, a 5xx): the line works
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -230,6 +230,7 @@ class Alerter:
         self._new_mail = asyncio.Event()
         self._central_down_since: float | None = None  # monotonic; see _remember_central_outage
         self._central_detail = ""
+        self._central_cause = ""
         self._central_fired = False
         self._central_recorded = False  # the outage's start is kept in the database
         self._central_carried: float | None = None  # an earlier run's outage start (monotonic), for the next down
@@ -383,7 +384,7 @@ class Alerter:
                     detail=texts[:200],
                     item={"id": event.order_id, "order": number, "text": texts[:120]},
                 )
-            case CentralLinkChanged(up=up, detail=detail):
+            case CentralLinkChanged(up=up, detail=detail, answered=answered):
                 if up:
                     self._run_awaited = self.clock.mono()  # the line's return starts a run
                     self._central_down_since, self._central_fired, self._central_back = None, False, True
@@ -392,6 +393,7 @@ class Alerter:
                 elif self._central_down_since is None:
                     self._central_down_since = self.clock.mono()
                     self._central_detail = detail
+                    self._central_cause = "answers" if answered else ""
             case OrderEventsRefused():
                 self._signal(
                     "central_refused_events",
@@ -584,6 +586,7 @@ class Alerter:
                 again=self._central_before,  # an earlier run's outage, still on: the same occurrence if still firing
                 down_min=f"{cfg.central_down_min:g}",
                 detail=self._central_detail,
+                cause=self._central_cause,  # render.py's central_unreachable:(answers): central's trouble, not the line
             )
         if cfg.disk_free_min_mb:
             usage = await asyncio.to_thread(shutil.disk_usage, self._settings.agent.data_dir)

@@ -286,6 +286,24 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Check the internet connection and router. The agent fetches missed orders on its own afterwards.",
         ),
     },
+    # Central answers, with errors only (its maintenance's 503, a 5xx): the store's line and router are fine
+    "central_unreachable:(answers)": {
+        "de": (
+            "Zentrale antwortet mit Fehlern",
+            "Die Zentrale antwortet seit über {down_min} Minuten nur mit Fehlern (z. B. wegen Wartung). Die"
+            " Internetverbindung dieser Filiale ist in Ordnung. Bestellungen, die hier ankommen, werden weiter"
+            " gedruckt.",
+            "Hier ist nichts zu tun; dauert es an, das Team der Zentrale informieren. Verpasste Bestellungen holt der"
+            " Agent automatisch nach.",
+        ),
+        "en": (
+            "Central backend answers with errors",
+            "The central backend has answered only with errors for more than {down_min} minutes (maintenance, for"
+            " example). This store's internet connection works. Orders that reach this store still print.",
+            "Nothing to do here; if it goes on, tell central's team. The agent fetches missed orders on its own"
+            " afterwards.",
+        ),
+    },
     "scanner_offline": {
         "de": (
             "Scanner {subject} getrennt",

@@ -93,7 +93,7 @@ class LinkMonitor:
         """When up last changed, as the wall clock tells it now (a step of NTP since moves it too)."""
         return self._clock.wall_at(self._since)
 
-    def _set(self, up: bool, detail: str) -> None:
+    def _set(self, up: bool, detail: str, *, answered: bool = False) -> None:
         changed, self.detail = detail != self.detail, detail
         if up == self.up:
             if changed and not up:  # still down, for another reason: the technician's fix may have done its part
@@ -109,7 +109,7 @@ class LinkMonitor:
         else:
             self._down_since = self._clock.mono()
             log.warning("central_link_down", detail=detail)
-        self._bus.publish(CentralLinkChanged(up=up, detail=detail))
+        self._bus.publish(CentralLinkChanged(up=up, detail=detail, answered=answered))
 
     def _hung_for(self) -> float | None:
         """How long central has taken probes and answered nothing, no call answered either, once that is at least
@@ -161,7 +161,7 @@ class LinkMonitor:
                 self._set(True, "")
                 wait, delay = max(self._settings.probe_up_s, self._told(err)), _PROBE_MIN_S
             except CentralApiError as err:
-                self._set(False, str(err))
+                self._set(False, str(err), answered=not isinstance(err, CentralUnreachableError))
                 wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
                 if isinstance(err, CentralLaterError):  # down for maintenance: asked again when it said
                     wait = max(wait, self._told(err))

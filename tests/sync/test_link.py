@@ -327,3 +327,21 @@ async def test_a_gateway_page_that_is_not_utf_8_is_a_link_down_probed_again_not_
     await events.wait(RecoveryCompleted, timeout=10)
     down, up = events.of(CentralLinkChanged)[:2]
     assert down.up is False and "502" in down.detail and up.up is True, events.of(CentralLinkChanged)
+
+
+async def test_central_answering_errors_is_told_as_centrals_trouble_not_the_stores_line(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """Central's gateway answers every call 503 with Retry-After (its maintenance): the link is down, and after
+    central_down_min the manager is told that central answers with errors while this store's line works, with
+    nothing for the store to check. Before (the mailbox76 probe, F1): "Zentrale nicht erreichbar … Verbindung
+    unterbrochen … Internetverbindung und Router prüfen", sending someone to reboot a router that was fine."""
+    sections = mail_to(sink)
+    sections["alerts"] |= {"central_down_min": 0.02}
+    _, events = await agents.start(sync_settings(retry_max_s=1.0, sections=sections))
+    await events.wait(RecoveryCompleted)
+    central.maintenance_retry_after = 1
+    [mail] = await sink.wait_for(1, timeout=10)
+    text = mail.get_body(("plain",)).get_content()
+    assert "STÖRUNG: Zentrale antwortet mit Fehlern" in str(mail["Subject"]), mail["Subject"]
+    assert "Router" not in text and "Internetverbindung dieser Filiale" in text, text
