@@ -38,6 +38,23 @@ async def _agent(
     return await make_agent(parse_settings(raw, source="test"))
 
 
+async def _printed_text(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    tmp: Path,
+    order: dict[str, Any],
+    *,
+    width: int = 48,
+    on: str = "kitchen",
+) -> str:
+    """``order`` taken by an agent whose kitchen printer is ``width`` columns wide: the text of its job on ``on``."""
+    agent = await _agent(make_agent, printers, tmp, width=width)
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        (printed,) = await printers[on].wait_for_printed(1)
+    return decode(printed).text
+
+
 def _dash_at_edge(word: str, lead: int, width: int, short: int) -> str:
     """A menu text with " – " whose word before the dash ends ``short`` columns before the paper's edge, after
     ``lead`` columns of the line's head ("1x ", "  + ", "- 1x "): the spaced dash is where the line must break."""
@@ -232,16 +249,13 @@ async def test_the_dishes_of_a_ticket_start_in_one_column_whatever_their_quantit
     """A party's ticket with 2, 12 and 150 of a dish: the quantities are right-aligned, so every dish's name starts in
     the same column and the cook reads down one edge. Before (ticket75 probe, F3): each digit more moved the name one
     column right ("2x Pizza", "12x Pasta", "150x Brot")."""
-    agent = await _agent(make_agent, printers, tmp_path)
     order = copy.deepcopy(example_order)
     order["print_receipt"] = False
     order["items"] = [_item(f"L{n}", name) for n, name in enumerate(("Pizza", "Pasta", "Brot"))]
     for item, qty in zip(order["items"], (2, 12, 150), strict=True):
         item["qty"] = qty
-    async with api_client(agent) as api:
-        assert (await post(api, order))[0] == 201
-        (ticket,) = await printers["kitchen"].wait_for_printed(1)
-    lines = {line.strip(): line for line in decode(ticket).text.splitlines()}
+    text = await _printed_text(make_agent, printers, tmp_path, order)
+    lines = {line.strip(): line for line in text.splitlines()}
     starts = {line.index(name) for name in ("Pizza", "Pasta", "Brot") for line in lines.values() if name in line}
     assert len(starts) == 1, [line for line in lines.values() if "x " in line]
     assert {"2x Pizza", "12x Pasta", "150x Brot"} <= set(lines)
@@ -255,7 +269,6 @@ async def test_the_goods_of_a_receipt_start_in_one_column_whatever_their_quantit
 ) -> None:
     """The guest's receipt for 2, 12 and 150 of a dish: its quantities are right-aligned as the kitchen's are, so the
     goods' names start in one column. Before (stop 75's note, left then): "2x Pizza", "12x Pasta", "150x Brot"."""
-    agent = await _agent(make_agent, printers, tmp_path)
     order = copy.deepcopy(example_order)
     order["print_receipt"] = True
     order["items"] = [_item(f"L{n}", name) for n, name in enumerate(("Pizza", "Pasta", "Brot"))]
@@ -268,10 +281,8 @@ async def test_the_goods_of_a_receipt_start_in_one_column_whatever_their_quantit
         "total": "164.00",
         "currency": "EUR",
     }
-    async with api_client(agent) as api:
-        assert (await post(api, order))[0] == 201
-        (receipt,) = await printers["front"].wait_for_printed(1)
-    lines = [line for line in decode(receipt).text.splitlines() if "x " in line]
+    receipt = await _printed_text(make_agent, printers, tmp_path, order, on="front")
+    lines = [line for line in receipt.splitlines() if "x " in line]
     starts = {line.index(name) for name in ("Pizza", "Pasta", "Brot") for line in lines if name in line}
     assert len(starts) == 1, lines
     assert [line.split()[0] for line in lines] == ["2x", "12x", "150x"], lines
@@ -287,14 +298,10 @@ async def test_a_guests_phone_number_is_never_split_over_two_lines(
 ) -> None:
     """A delivery's guest with a long name: the line wraps, and the phone number the driver dials moves to the next
     line whole. Before (ticket75 probe, F4): "Maximilian Schmidt-Hoffmann, +49 30" / "1234567"."""
-    agent = await _agent(make_agent, printers, tmp_path, width=width)
     order = copy.deepcopy(example_order)
     order["print_receipt"] = False
     order["customer"] = {"name": "Maximilian Schmidt-Hoffmann", "phone": "+49 30 1234567"}
-    async with api_client(agent) as api:
-        assert (await post(api, order))[0] == 201
-        (ticket,) = await printers["kitchen"].wait_for_printed(1)
-    text = decode(ticket).text
+    text = await _printed_text(make_agent, printers, tmp_path, order, width=width)
     assert any(line.strip() == "+49 30 1234567" for line in text.splitlines()), text
 
 
@@ -346,12 +353,9 @@ async def test_a_phone_field_longer_than_a_line_breaks_between_its_groups_not_in
 ) -> None:
     """A till that puts two numbers in the phone field, longer than a 24-column line: it breaks between the number's
     groups, as before stop 76, never inside a group. Before (the verify76 probe, V2): "…, 0170 123456" / "7 / 030 …"."""
-    agent = await _agent(make_agent, printers, tmp_path, width=24)
     order = copy.deepcopy(example_order)
     order["print_receipt"] = False
     order["customer"] = {"name": "Jürgen Groß", "phone": "0170 1234567 / 030 12345678"}
-    async with api_client(agent) as api:
-        assert (await post(api, order))[0] == 201
-        (ticket,) = await printers["kitchen"].wait_for_printed(1)
-    words = {word for line in decode(ticket).text.splitlines() for word in line.split()}
-    assert {"0170", "1234567", "030", "12345678"} <= words, decode(ticket).text
+    text = await _printed_text(make_agent, printers, tmp_path, order, width=24)
+    words = {word for line in text.splitlines() for word in line.split()}
+    assert {"0170", "1234567", "030", "12345678"} <= words, text
