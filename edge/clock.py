@@ -189,6 +189,12 @@ def store_zone(zone: str) -> ZoneInfo | None:
         return None
 
 
+def store_time(at: float, tz: ZoneInfo | None, central: RemoteClock | None) -> dt.datetime:
+    """Our wall time ``at`` as the store's local time, on ``central``'s clock while ours is known to be off: what a
+    person reads in a mail, or expects by the hour (opening hours)."""
+    return dt.datetime.fromtimestamp(at if central is None else central.as_theirs(at), tz)
+
+
 def repeated_hour(local: dt.datetime) -> bool:
     """Whether the local time is in the hour the autumn change of clocks repeats (02:51 happens twice, an hour apart):
     shown alone, it does not say which."""
@@ -199,5 +205,6 @@ def shown_at(at: float, zone: str | None) -> str:
     """A wall time as the store reads it, in ``agent.timezone`` (else the box's zone) and named: a line of an `edge`
     command means the same hour as the status page and the mails. Before, the box's zone unnamed (UTC on most boxes):
     a silence "until 03:29:54" ended at 04:29 in Berlin (the docs probe, D11)."""
-    moment = dt.datetime.fromtimestamp(at, ZoneInfo(zone)) if zone else dt.datetime.fromtimestamp(at).astimezone()
+    tz = store_zone(zone or "")
+    moment = dt.datetime.fromtimestamp(at, tz) if tz else dt.datetime.fromtimestamp(at).astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z")

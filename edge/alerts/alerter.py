@@ -31,7 +31,7 @@ from edge.alerts.rules import (
     storm_guard_left,
     storm_guarded,
 )
-from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, store_zone, wait_set
+from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, store_time, store_zone, wait_set
 from edge.config import Settings, parse_hours
 from edge.dns import unresolved_host
 from edge.durable import NoteInPlace, runtime_note, write_durably
@@ -656,7 +656,7 @@ class Alerter:
         """The store's hour at ``at`` (our wall time) for the manager's opening and quiet hours: on central's clock
         while ours is known to be off (a hardware clock in local time held a printer's alarm in service as
         "outside hours": the clock76 probe, D2)."""
-        return dt.datetime.fromtimestamp(at if self._central is None else self._central.as_theirs(at), self._tz)
+        return store_time(at, self._tz, self._central)
 
     async def _follow_clock(self) -> None:
         """Moves the stored alert times with a step of the wall clock (NTP, a box that booted in 1970), so every

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from edge.clock import RemoteClock, repeated_hour
+from edge.clock import RemoteClock, repeated_hour, store_time
 from edge.store.alerts import Mail
 
 if TYPE_CHECKING:
@@ -677,7 +676,7 @@ class AlertRenderer:
     def _time(self, at: float) -> str:
         # Stored times are the box's clock's. While central's answers show it off, they are shown on central's, as the
         # mail's Date is: a box booted years behind told an outage "since 2021" (the clock probe's F2).
-        local = dt.datetime.fromtimestamp(at if self._central is None else self._central.as_theirs(at), self._tz)
+        local = store_time(at, self._tz, self._central)
         shown = local.strftime("%d.%m.%Y %H:%M:%S" if self.language == "de" else "%Y-%m-%d %H:%M:%S")
         # In the hour the autumn change repeats, 02:51 is two times an hour apart: its offset says which one.
         if repeated_hour(local) and (offset := local.utcoffset()):

@@ -300,8 +300,8 @@ def revision_hash(data: dict[str, Any]) -> str:
     return content_hash(canonical_bytes(revision_content(data)))
 
 
-# A cancel's reason: printed on the STORNO, not what the order is
-_NOT_CONTENT = "cancel_reason"
+# A cancel's reason: printed on the STORNO, not what the order is (recovery's conflict details leave it out too)
+NOT_CONTENT = "cancel_reason"
 
 
 def meaning_hash(order: Order) -> str:
@@ -312,23 +312,29 @@ def meaning_hash(order: Order) -> str:
     the box got first)."""
     view = meaning(order)
     del view["revision"]
-    if _NOT_CONTENT in view:  # as an order without one has it: such an order hashes as before
-        view[_NOT_CONTENT] = None
+    if NOT_CONTENT in view:  # as an order without one has it: such an order hashes as before
+        view[NOT_CONTENT] = None
     return content_hash(canonical_json(view).encode())
 
 
-def same_cancel(stored: Order, sent: Order) -> bool:
-    """Whether both are the order cancelled at one revision, whatever the reason's words: compared by the order they
-    mean now, where a hash a version before stop 76 stored counted the words (the verify76 probe, V1)."""
-    cancelled = OrderStatus.CANCELLED
-    return stored.status == sent.status == cancelled and meaning_hash(stored) == meaning_hash(sent)
+def same_cancel(stored_payload: str, sent: Order) -> bool:
+    """Whether a stored payload and ``sent`` are the order cancelled at one revision, whatever the reason's words:
+    compared by the order they mean now, where a hash a version before stop 76 stored counted the words (the verify76
+    probe, V1). A payload this version cannot read even as stored is not the same cancel."""
+    if sent.status != OrderStatus.CANCELLED:
+        return False
+    try:
+        stored = parse_order(json.loads(stored_payload), stored=True)
+    except InvalidOrderError:
+        return False
+    return stored.status == OrderStatus.CANCELLED and meaning_hash(stored) == meaning_hash(sent)
 
 
 def first_difference(stored: Order, sent: Order) -> str | None:
     """The first field in which two orders mean different things, as a path (``created_at``, ``items[0].qty``),
     compared as meaning_hash compares them: an equivalent retry has none. None also where only the JSON bytes differ
     (a row an older version stored, compared by them)."""
-    not_content = {"revision": None, _NOT_CONTENT: None}
+    not_content = {"revision": None, NOT_CONTENT: None}
     return _first_difference({**meaning(stored), **not_content}, {**meaning(sent), **not_content}, "")
 
 

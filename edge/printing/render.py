@@ -188,9 +188,7 @@ class Renderer:
         if order.fulfilment.due_at is None:
             return None
         due, created = self._local(order.fulfilment.due_at), self._local(order.created_at)
-        return self._clock(
-            order.fulfilment.due_at, "%H:%M" if due.date() == created.date() else labels.OTHER_DAY[language]
-        )
+        return _shown(due, "%H:%M" if due.date() == created.date() else labels.OTHER_DAY[language])
 
     def change(
         self,
@@ -344,10 +342,8 @@ class Renderer:
         return moment.astimezone(self._tz)
 
     def _clock(self, moment: datetime, shown: str) -> str:
-        """The moment in the store's time as ``shown`` (a strftime format), with its zone in the hour the autumn night
-        repeats: "02:10 CEST" and "02:50 CET" are 40 minutes the other way round than they read bare."""
-        local = self._local(moment)
-        return local.strftime(f"{shown} %Z" if repeated_hour(local) else shown)
+        """The moment in the store's time as ``shown`` (a strftime format); see _shown."""
+        return _shown(self._local(moment), shown)
 
     def _try_templates(self, language: str) -> None:
         """Render each template once in ``language``, so an override that fails only when it runs (or only in the
@@ -498,6 +494,12 @@ _BARE_ORDER = dataclasses.replace(
     allergens=(),
 )
 _BARE_CHANGE = dataclasses.replace(_BARE_ORDER, revision=2, items=(dataclasses.replace(_BARE_ORDER.items[0], qty=3),))
+
+
+def _shown(local: datetime, shown: str) -> str:
+    """A local time as ``shown`` (a strftime format), with its zone in the hour the autumn night repeats: "02:10 CEST"
+    and "02:50 CET" are 40 minutes the other way round than they read bare."""
+    return local.strftime(f"{shown} %Z" if repeated_hour(local) else shown)
 
 
 def _guest(order: Order) -> str | None:

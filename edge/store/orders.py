@@ -11,7 +11,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
-from edge.errors import InvalidOrderError, StoreError, StoreUnavailableError
+from edge.errors import StoreError, StoreUnavailableError
 from edge.orders import JobPlan, Order, parse_order
 from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meaning_hash, revision_hash, same_cancel
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
@@ -26,6 +26,7 @@ from edge.store.revisions import (
     first_state,
     known_from_rows,
     known_sql,
+    revision_fields,
     stored_revision,
 )
 from edge.store.rows import StoredOrder
@@ -190,10 +191,7 @@ async def _same_cancel_as_stored(conn: Writer, new: NewOrder, known: KnownOrder 
     if known is None or not known.stored or known.status != cancelled or new.order.status != cancelled:
         return False
     rows = list(await conn.execute_fetchall("SELECT payload FROM orders WHERE id = ?", (new.order.id,)))
-    try:
-        return bool(rows) and same_cancel(parse_order(json.loads(rows[0][0]), stored=True), new.order)
-    except InvalidOrderError:  # stored by a laxer version: the conflict stands
-        return False
+    return bool(rows) and same_cancel(rows[0][0], new.order)
 
 
 def _classify(new: NewOrder, known: KnownOrder | None) -> InsertOutcome:
@@ -294,9 +292,8 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float, kept: M
             order = n.order
             events.append(outbox_row(order.id, StatusEvent.RECEIVED, "0", now, number=order.number, source=n.source))
             if order.status == OrderStatus.CANCELLED:
-                fields: dict[str, object] = {"revision": order.revision, "number": order.number, "source": n.source}
-                if reason := order.cancel_reason or (kept[order.id].cancel.reason if order.id in kept else None):
-                    fields["reason"] = reason
+                reason = order.cancel_reason or (kept[order.id].cancel.reason if order.id in kept else None)
+                fields = revision_fields(order, n.source, reason)
                 events.append(outbox_row(order.id, StatusEvent.CANCELLED, str(order.revision), now, **fields))
         await add_outbox(conn, events)
         await _remember(conn, fresh, now)

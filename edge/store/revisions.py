@@ -179,6 +179,15 @@ async def _receipt_wanted(conn: Writer, order: Order, jobs: Sequence[ExistingJob
     return any(job.kind == JobKind.RECEIPT for job in jobs)
 
 
+def revision_fields(order: Order, source: OrderSource, reason: str | None) -> dict[str, object]:
+    """What an `updated` or `cancelled` event tells central of a revision: its number, the order's, the door it came
+    by, and the cancel's reason if there is one."""
+    fields: dict[str, object] = {"revision": order.revision, "number": order.number, "source": source}
+    if reason:
+        fields["reason"] = reason
+    return fields
+
+
 async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, ...]:
     """Store ``new`` and apply its change plan; returns the ids of the jobs that now show it (rewritten and added).
     The jobs it adds print marked COPY when they may be on paper already (_may_be_on_paper). Runs inside the caller's
@@ -286,9 +295,7 @@ async def apply_revision(conn: Writer, new: Revision, now: float) -> tuple[int, 
         job_ids.append(cursor.lastrowid)
         await cursor.close()
     event = StatusEvent.CANCELLED if order.status == OrderStatus.CANCELLED else StatusEvent.UPDATED
-    fields: dict[str, object] = {"revision": order.revision, "number": order.number, "source": new.source}
-    if order.cancel_reason:
-        fields["reason"] = order.cancel_reason
+    fields = revision_fields(order, new.source, order.cancel_reason)
     # The pass: a station given something to make is open again (a ready order no longer ready: central hears which
     # stations it waits for again), a station emptied is no longer waited for (the order may be ready now).
     followed = await follow_revision(conn, earlier, order, now)

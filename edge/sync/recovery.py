@@ -34,7 +34,16 @@ from edge.events import (
     StorageRecovered,
 )
 from edge.orders.intake import OrderIntake
-from edge.orders.model import Order, as_sent, has_lone_surrogate, late_after_s, parse_order, same_cancel, storable_text
+from edge.orders.model import (
+    NOT_CONTENT,
+    Order,
+    as_sent,
+    has_lone_surrogate,
+    late_after_s,
+    parse_order,
+    same_cancel,
+    storable_text,
+)
 from edge.states import InsertOutcome, ItemClass, OrderSource, OrderStatus, RunState, RunTrigger
 from edge.store.db import Database
 from edge.store.orders import InsertResult, NewOrder, OrderStore
@@ -753,10 +762,6 @@ def _not_stored_reason(result: InsertResult, new: NewOrder) -> str:
     return f"{result.outcome} here at revision {result.revision}: nothing to store"
 
 
-# A cancel's reason is not the order's content: the words differ between the cancel route and central for one cancel.
-_NOT_CONTENT = "cancel_reason"
-
-
 def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
     """Whether both are the order cancelled at this revision, but for the reason's words: the reason is not the
     order's content (the cancel route's "Gast gegangen", or none, and central's "Customer cancelled" are one cancel;
@@ -764,9 +769,10 @@ def _same_cancel(stored_payload: str | None, sent_payload: str | None) -> bool:
     if stored_payload is None or sent_payload is None:
         return False
     try:
-        return same_cancel(parse_order(json.loads(stored_payload), stored=True), parse_order(json.loads(sent_payload)))
+        sent = parse_order(json.loads(sent_payload))
     except InvalidOrderError:
         return False
+    return same_cancel(stored_payload, sent)
 
 
 def _difference(stored_payload: str | None, sent_payload: str | None) -> str:
@@ -775,6 +781,6 @@ def _difference(stored_payload: str | None, sent_payload: str | None) -> str:
     if stored_payload is None or sent_payload is None:
         return "other content than an order stored here before and purged since (retention)"
     stored, sent = json.loads(stored_payload), json.loads(sent_payload)
-    fields = sorted(k for k in stored.keys() | sent.keys() if k != _NOT_CONTENT and stored.get(k) != sent.get(k))
+    fields = sorted(k for k in stored.keys() | sent.keys() if k != NOT_CONTENT and stored.get(k) != sent.get(k))
     # The stored one may have printed nothing (cancelled, or still waiting): what is sure is that this one never prints.
     return f"differs from the order stored here in: {', '.join(fields)}; the stored one stands, this one is not printed"
