@@ -21,8 +21,9 @@ class AlertType:
     # the manager is told the cause, not every symptom of it.
     inhibited_by: tuple[tuple[str, bool], ...] = ()
     remind: bool = True  # False: each occurrence is the whole story (mailed once, with later ones as news)
-    # True: a person's doing (a cover opened to change the roll), short by nature: news only once one episode outlasts
-    # the grace, not for being done again and again within it, as a device's flapping is
+    # True: a person's doing (a cover opened to change the roll, a scanner's cable pulled to move it), short by nature:
+    # news only once one episode outlasts the grace, counted from its own start, not for being done again and again
+    # within it, as a device's flapping is
     by_hand: bool = False
 
 
@@ -58,7 +59,7 @@ TYPES: dict[str, AlertType] = {
         ),
         AlertType("central_unreachable", WARNING),
         # A configured scanner unplugged, or its port missing: its scans (the scanner still beeps) mark nothing ready.
-        AlertType("scanner_offline", WARNING),
+        AlertType("scanner_offline", WARNING, by_hand=True),
         # Central refuses an order's status events (not for good): they wait, the other orders' go; one group per order.
         AlertType("central_refused_events", WARNING),
         # Central refused status events for good (never sent again): one group, one item per event.
@@ -123,6 +124,11 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
         if fires == 0:
             return None
         wait = group_wait(group, cfg)
+        if TYPES[group["type"]].by_hand and state == "resolved" and group["changed_at"] - group["first_at"] < wait:
+            # Over within the grace: closed at once, so the next one is an episode of its own, told from its own start
+            # (a scanner back within the delay and pulled again was mailed the delay after the first pull, "since"
+            # then, "once more": the mqtt77 probe, F1 and F2).
+            return Due("drop", 0)
         if now < group["first_at"] + wait:
             return None
         if state == "resolved" and fires == 1 and group["changed_at"] - group["first_at"] < wait:

@@ -4,6 +4,8 @@ read by itself, so without this the cooks scan on, no order is marked ready, and
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -17,6 +19,14 @@ from edge.sim.smtp import SmtpSink
 from tests.helpers import Seen, api_client, db_rows, eventually, mail_to, scanner_config
 
 DOWN_S = 3 * 60  # alerts.scanner_down_min's default
+
+
+async def _group_state(agent: Agent, state: str) -> None:
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM alert_groups WHERE key = 'scanner_offline:bar'"),
+        lambda rows: rows == [(state,)],
+        what=f"the bar scanner's alert group {state}",
+    )
 
 
 def _text(mail: EmailMessage) -> str:
@@ -61,6 +71,73 @@ async def test_a_scanner_gone_past_the_delay_is_mailed_once_and_its_return_too_a
     assert "BEHOBEN" in str(mails[1]["Subject"]) and "Scanner kitchen" in str(mails[1]["Subject"])
     assert "weitere" not in _text(mails[1])
     assert len(sink.messages) == 2
+
+
+async def test_a_scanner_dropping_out_twice_for_seconds_is_no_news(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], sink: SmtpSink
+) -> None:
+    """A loose plug: the pass scanner is gone for 20 s, back, gone for 20 s again half a minute later, back for good.
+    Each time it was back well within the delay, so no mail, as for one such drop-out. Before (the mqtt77 probe, F1):
+    the second drop-out made the two one flapping outage, mailed "STÖRUNG … seit über 3 Minuten nicht verbunden … ein
+    weiteres Mal" while the scanner worked, and its all-clear after it."""
+    clock, seen = SteppedClock(), Seen()
+    agent = await make_agent(clock=clock, listen=seen, scanners=scanner_config(sims), **mail_to(sink))
+    await seen.connected("bar")
+    for times in (1, 2):
+        sims["bar"].unplug()
+        await seen.connected("bar", False, times=times)
+        clock.advance(20)
+        sims["bar"].plug()
+        await seen.connected("bar", True, times=times + 1)
+        clock.advance(30)
+    clock.advance(DOWN_S + 130)  # past the first drop-out's delay and group_interval_s: whatever is owed would go
+    await eventually(
+        lambda: db_rows(
+            agent, "SELECT state, notified, fires_since_mail FROM alert_groups WHERE type = 'scanner_offline'"
+        ),
+        lambda rows: rows == [("resolved", "resolved", 0)],
+        what="both drop-outs closed without a mail",
+    )
+    assert sink.messages == []
+
+
+async def test_a_scanner_gone_for_good_after_a_drop_out_is_mailed_from_its_own_start(
+    make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner], sink: SmtpSink
+) -> None:
+    """The pass scanner drops out for 20 s; a minute later its cable is pulled for good. The alarm comes the delay
+    after that pull, says since then, and is the first mail, not "once more". Before (the mqtt77 probe, F2): it came
+    the delay after the drop-out, 80 s into the outage, "Seit" the drop-out (the scanner worked then), "ein weiteres
+    Mal"."""
+    clock, seen = SteppedClock(), Seen()
+    agent = await make_agent(
+        clock=clock, listen=seen, scanners=scanner_config(sims), agent={"timezone": "UTC"}, **mail_to(sink)
+    )
+    await seen.connected("bar")
+    sims["bar"].unplug()
+    await seen.connected("bar", False)
+    clock.advance(20)
+    sims["bar"].plug()
+    await seen.connected("bar", True, times=2)
+    await _group_state(agent, "resolved")
+    clock.advance(60)
+    sims["bar"].unplug()
+    await seen.connected("bar", False, times=2)
+    pulled = clock.wall()
+    await _group_state(agent, "firing")
+    clock.advance(DOWN_S - 30)  # past the drop-out's delay, not yet this outage's
+    await eventually(
+        lambda: db_rows(agent, "SELECT count(*) FROM alert_log WHERE group_key = 'scanner_offline:bar'"),
+        lambda rows: rows[0][0] >= 1,
+        what="the drop-out's group looked at after the delay",
+    )
+    clock.advance(35)
+    [alarm] = await sink.wait_for(1, timeout=15)
+    text = _text(alarm)
+    assert "STÖRUNG" in text and "Scanner bar" in text and "weitere" not in text, text
+    shown = re.search(r"Seit: (\S+ \S+)", text)
+    assert shown is not None, text
+    since = dt.datetime.strptime(shown[1], "%d.%m.%Y %H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+    assert pulled - 5 <= since <= pulled + 1, (shown[1], text)
 
 
 async def test_a_scanner_missing_since_the_start_is_mailed_after_the_delay(
