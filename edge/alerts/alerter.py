@@ -237,6 +237,10 @@ class Alerter:
         self._central_before = False  # the outage now is one an earlier run met (carried over a restart)
         self._central_loaded = False
         self._central_back = False  # the line came back since the last check: the record goes
+        # The MQTT broker down (not refusing: mqtt_refused tells that): since when (monotonic) and why; mailed after
+        # mqtt_down_min.
+        self._mqtt_down: tuple[float, str] | None = None
+        self._mqtt_fired = False
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
         # Printers feeding paper with the button, not yet alarmed: since when (monotonic), and the state's detail.
         self._feeding: dict[str, tuple[float, str]] = {}
@@ -437,8 +441,14 @@ class Alerter:
             case MqttConnectionChanged(connected=connected, refused=refused, detail=detail):
                 if refused:
                     self._signal("mqtt_refused", "mqtt", True, detail=detail)
+                    self._mqtt_down = None  # its own alarm, at once
                 elif connected:
                     self._signal("mqtt_refused", "mqtt", False)
+                    self._signal("mqtt_unreachable", "mqtt", False)
+                    self._mqtt_down, self._mqtt_fired = None, False
+                else:
+                    since = self.clock.mono() if self._mqtt_down is None else self._mqtt_down[0]
+                    self._mqtt_down = (since, detail)
             case MqttEventsRefused(refused=True, detail=detail):
                 self._signal("mqtt_events_refused", "mqtt", True, detail=detail)
             case MqttEventsRefused():
@@ -588,6 +598,20 @@ class Alerter:
                 detail=self._central_detail,
                 cause=self._central_cause,  # render.py's central_unreachable:(answers): central's trouble, not the line
             )
+        if self._mqtt_down is not None and not self._mqtt_fired:
+            since, detail = self._mqtt_down
+            if self.clock.mono() - since >= cfg.mqtt_down_min * 60:
+                self._mqtt_fired = True
+                self._signal(
+                    "mqtt_unreachable",
+                    "mqtt",
+                    True,
+                    mono=since,
+                    again=True,  # still firing from the run before (a restart while it was down): the same outage
+                    down_min=f"{cfg.mqtt_down_min:g}",
+                    broker=self._settings.mqtt.url,
+                    detail=detail,
+                )
         if cfg.disk_free_min_mb:
             usage = await asyncio.to_thread(shutil.disk_usage, self._settings.agent.data_dir)
             free_mb = usage.free // 2**20

@@ -518,6 +518,22 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " shows the reason.",
         ),
     },
+    "mqtt_unreachable": {
+        "de": (
+            "MQTT-Broker nicht erreichbar",
+            "Die Verbindung zum MQTT-Broker {broker} ist seit über {down_min} Minuten unterbrochen ({detail})."
+            " Bestellungen über MQTT kommen so lange nicht an; Bestellungen über HTTP werden weiter gedruckt.",
+            "Internetverbindung und Router prüfen, und ob der Broker läuft (edge doctor zeigt den Grund). Was der"
+            " Broker für diese Filiale aufbewahrt, kommt nach, sobald die Verbindung steht.",
+        ),
+        "en": (
+            "MQTT broker unreachable",
+            "The connection to the MQTT broker {broker} has been down for more than {down_min} minutes ({detail})."
+            " Orders over MQTT do not arrive meanwhile; orders over HTTP still print.",
+            "Check the internet connection and router, and whether the broker runs (edge doctor shows the reason)."
+            " What the broker keeps for this store arrives once the connection is back.",
+        ),
+    },
     "mqtt_events_refused": {
         "de": (
             "MQTT-Broker nimmt die Statusmeldungen nicht an",

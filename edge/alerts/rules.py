@@ -79,6 +79,8 @@ TYPES: dict[str, AlertType] = {
         # MQTT intake: the broker refuses our login or certificate (orders over MQTT stop), and messages on the
         # orders topic that were not a valid order (acked and kept; central must send them right).
         AlertType("mqtt_refused", CRITICAL),
+        # The broker out of reach for mqtt_down_min (down, or the store's line): no order comes over MQTT meanwhile.
+        AlertType("mqtt_unreachable", WARNING),
         AlertType("mqtt_events_refused", WARNING),
         # Orders come by recovery though the link is subscribed: the broker delivers nothing on the orders topic (its
         # ACL). Critical like a refusal: every order comes up to a schedule's interval late, or not at all.

@@ -204,6 +204,8 @@ class AlertSettings:
     backlog_age_min: float = dataclasses.field(default=10.0, metadata=f.check(f.positive))
     backlog_jobs: int = dataclasses.field(default=50, metadata=f.check(f.at_least(1)))
     central_down_min: float = dataclasses.field(default=5.0, metadata=f.check(f.at_least(0)))
+    # The MQTT broker out of reach this long is mailed: orders over MQTT do not arrive meanwhile.
+    mqtt_down_min: float = dataclasses.field(default=5.0, metadata=f.check(f.at_least(0)))
     # A scanner gone this long is mailed: a cable replugged, a USB port reset, is no news.
     scanner_down_min: float = dataclasses.field(default=3.0, metadata=f.check(f.at_least(0)))
     disk_free_min_mb: int = dataclasses.field(default=200, metadata=f.check(f.at_least(0)))

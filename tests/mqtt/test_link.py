@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from edge.app import Agent
+from edge.clock import SteppedClock
 from edge.config import parse_settings
 from edge.events import Event, MqttConnectionChanged
 from edge.log import configure_logging
@@ -28,6 +29,7 @@ from edge.sim.broker import Backend, Broker, TlsFiles
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
+from edge.sim.smtp import SmtpSink
 from tests.helpers import (
     TOKEN,
     api_client,
@@ -35,6 +37,7 @@ from tests.helpers import (
     db_rows,
     eventually,
     issue_server_cert,
+    mail_to,
     orders_stored,
     post,
     slow_fsync,
@@ -183,6 +186,41 @@ async def test_a_broker_restart_in_the_middle_of_1000_orders_loses_none_and_prin
         doc.qr_codes[0].split(":")[2] for doc in printed if doc.qr_codes and "KOPIE / COPY" not in doc.text
     )
     assert set(tickets) == {o["id"] for o in orders} and max(tickets.values()) == 1
+
+
+async def test_a_broker_gone_for_minutes_is_mailed_once_and_its_return_too_a_short_restart_not_at_all(
+    make_agent: MakeAgent, broker: Broker, sink: SmtpSink
+) -> None:
+    """The broker restarted (back within alerts.mqtt_down_min): no mail. Then gone for longer: one mail saying orders
+    over MQTT do not arrive, naming the broker, and one all-clear when the link is back. Before (the mqtt77 probe, F3):
+    no mail however long, a store taking its orders only over MQTT got none all evening and nobody was told."""
+    clock = SteppedClock()
+    agent = await make_agent(clock=clock, mqtt=mqtt_section(broker, reconnect_max_s=0.3), **mail_to(sink))
+    assert agent.mqtt is not None
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="connected")
+
+    await broker.stop()
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="link down")
+    clock.advance(4 * 60)
+    await broker.start()
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="connected again")
+    clock.advance(10 * 60)
+    await eventually(
+        lambda: db_rows(agent, "SELECT count(*) FROM alert_log"), lambda rows: rows[0][0] == 0, what="no alert news"
+    )
+
+    await broker.stop()
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "disconnected", what="link down again")
+    clock.advance(5 * 60 + 5)
+    [alarm] = await sink.wait_for(1, timeout=15)
+    text = str(alarm["Subject"]) + "\n" + alarm.get_body(("plain",)).get_content()
+    assert "STÖRUNG" in text and "MQTT" in text and f"{broker.port}" in text and "5 Minuten" in text, text
+    await broker.start()
+    await wait_until(lambda: agent.mqtt is not None and agent.mqtt.state == "connected", what="back")
+    clock.advance(130)  # past group_interval_s
+    mails = await sink.wait_for(2, timeout=15)
+    assert "BEHOBEN" in str(mails[1]["Subject"]) and "MQTT" in str(mails[1]["Subject"]), mails[1]["Subject"]
+    assert len(sink.messages) == 2
 
 
 async def test_a_wrong_password_is_one_log_line_an_alert_and_ready_detail_not_a_crash_loop(
