@@ -80,7 +80,8 @@ TYPES: dict[str, AlertType] = {
         # orders topic that were not a valid order (acked and kept; central must send them right).
         AlertType("mqtt_refused", CRITICAL),
         # The broker out of reach for mqtt_down_min (down, or the store's line): no order comes over MQTT meanwhile.
-        AlertType("mqtt_unreachable", WARNING),
+        # With central out of reach too, the store's line is the likely cause, and central's mail tells it.
+        AlertType("mqtt_unreachable", WARNING, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
         AlertType("mqtt_events_refused", WARNING),
         # Orders come by recovery though the link is subscribed: the broker delivers nothing on the orders topic (its
         # ACL). Critical like a refusal: every order comes up to a schedule's interval late, or not at all.

@@ -18,6 +18,7 @@ from edge.events import (
     EventBus,
     JobDead,
     JobHeld,
+    MqttConnectionChanged,
     PrinterStatusChanged,
     RecoveryCompleted,
     RecoveryFailed,
@@ -705,4 +706,29 @@ async def test_a_cover_opened_briefly_again_and_again_costs_the_manager_no_mail(
     assert [subject(m).split("] ")[1] for m in sink.messages] == [
         "STÖRUNG: Drucker front: Deckel offen",
         "BEHOBEN: Drucker front: Deckel offen",
+    ]
+
+
+async def test_the_stores_line_down_is_one_mail_about_central_not_a_second_about_the_mqtt_broker(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The router is off: central and the MQTT broker are both out of reach. The manager hears the cause once (central
+    unreachable: check the internet connection), not the broker's outage beside it; the broker alone out of reach is
+    its own mail."""
+    alerter = make_alerter(alert_settings())
+    alerter.on_event(CentralLinkChanged(up=False, detail="timeout"))
+    alerter.on_event(MqttConnectionChanged(connected=False, detail="timed out"))
+    for _ in range(8):
+        clock.advance(60)
+        await alerter.check()
+        await run(alerter)
+    assert [subject(m).split("] ")[1] for m in sink.messages] == ["STÖRUNG: Zentrale nicht erreichbar"]
+    alerter.on_event(CentralLinkChanged(up=True))
+    for _ in range(10):
+        clock.advance(60)
+        await alerter.check()
+        await run(alerter)
+    assert [subject(m).split("] ")[1] for m in sink.messages][1:] == [
+        "BEHOBEN: Zentrale nicht erreichbar",
+        "STÖRUNG: MQTT-Broker nicht erreichbar",
     ]
