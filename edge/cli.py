@@ -361,6 +361,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         f"restored {args.file} into {settings.agent.db_path}"
         + (f"; the database it replaced is kept as {restored.safety}" if restored.safety else "")
     )
+    if restored.lacking:
+        n = restored.lacking
+        print(
+            f"{n} order{'s' if n != 1 else ''} taken since the backup {'are' if n != 1 else 'is'} not in it: recovery"
+            " brings back what central has; a sender's resend prints marked COPY (it may be on paper)"
+        )
     if restored.moved_from is not None:
         print(
             f"moved from store {restored.moved_from or '(unknown)'} to {settings.agent.store_id}: "

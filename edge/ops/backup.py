@@ -30,6 +30,7 @@ from edge.store.files import (
     prepare_restored_file,
     remove_restore_leftover,
     restoring_path,
+    revisions_taken,
     waiting_jobs,
 )
 
@@ -68,6 +69,7 @@ class BackupFile:
 class Restored:
     safety: Path | None  # the database the restore replaced, kept as a backup; None if there was none
     moved_from: str | None  # with --force: the store the backup belonged to ("" if unknown); None for a plain restore
+    lacking: int = 0  # orders the replaced database had taken that the backup does not hold
 
 
 def _check(path: Path) -> BackupFile:
@@ -295,7 +297,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
         moved = backup.store_id != store_id
         remove_restore_leftover(db_path)  # a killed restore's copy: its room is this one's
         _room_for_restore(settings, source)  # before anything is written: a refusal leaves the card as it was
-        restoring = _prepared_copy(settings, source, moved)
+        restoring, lacking = _prepared_copy(settings, source, moved)
         try:  # whatever stops the restore from here on, the copy (as large as the database) goes
             safety = _keep_sound(settings, source) if db_path.exists() else None
             if safety is None:
@@ -309,7 +311,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
             restoring.unlink(missing_ok=True)
     finally:
         lock.release()
-    return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None)
+    return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None, lacking=lacking)
 
 
 def _files_size(path: Path) -> int:
@@ -422,9 +424,10 @@ def _printed_until(db_path: Path) -> float | None:
         return max(p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists())
 
 
-def _prepared_copy(settings: Settings, source: Path, moved: bool) -> Path:
+def _prepared_copy(settings: Settings, source: Path, moved: bool) -> tuple[Path, int]:
     """The backup copied whole beside the database, made this store's (``moved``) and told what the database it
-    replaces may have printed, on disk: what goes in place, in one step."""
+    replaces may have printed and had taken, on disk: what goes in place, in one step; and how many orders the replaced
+    database had taken that the backup lacks."""
     db_path = settings.agent.db_path
     restoring = restoring_path(db_path)
     remove_restore_leftover(db_path)
@@ -432,11 +435,12 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool) -> Path:
         copy_database(source, restoring)
         waiting = waiting_jobs(restoring)
         printed_since = _printed_since(db_path, waiting)
-        prepare_restored_file(
+        lacking = prepare_restored_file(
             restoring,
             may_have_printed_until=_printed_until(db_path),
             printed_since=printed_since,
             not_out=sorted(set(waiting) - set(printed_since)),
+            acked=_taken(db_path),
             store_id=settings.agent.store_id if moved else None,
             now=time.time(),
         )
@@ -444,7 +448,19 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool) -> Path:
     except BaseException:
         restoring.unlink(missing_ok=True)
         raise
-    return restoring
+    return restoring, lacking
+
+
+def _taken(db_path: Path) -> set[tuple[str, int]]:
+    """The revisions the database a restore replaces had taken; none from a damaged one that cannot say (its senders'
+    resends then print as originals, recovery's as COPY up to the may-have-printed mark)."""
+    if not db_path.exists():
+        return set()
+    try:
+        return revisions_taken(db_path)
+    except StoreError as err:
+        log.warning("restore_replaced_orders_unreadable", error=str(err))
+        return set()
 
 
 def _printed_since(db_path: Path, waiting: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import pwd
 import sqlite3
+from collections.abc import Set
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from edge.store.alerts import LOGIN_REST_ARGS, LOGIN_REST_SQL, LoginRest, login_
 from edge.store.identity import (
     EVENT_KEY_MARK_KEY,
     MAY_HAVE_PRINTED_KEY,
+    acked_key,
     move_to_store,
     new_event_key_mark,
     recorded_store,
@@ -206,6 +208,13 @@ def newest_order_received(path: Path) -> float | None:
     return None if newest is None else float(newest)
 
 
+def revisions_taken(path: Path) -> set[tuple[str, int]]:
+    """Read-only: every revision of every order a database file holds, as (order id, revision). StoreError if the file
+    cannot say (damaged where the orders are)."""
+    sql = "SELECT id, revision FROM orders UNION SELECT order_id, revision FROM order_revisions"
+    return {(str(order_id), int(revision)) for order_id, revision in _read_all(path, sql, ())}
+
+
 _DONE = ("printed", "discarded")
 _NOT_OUT = ("printing", "printed")  # any other state: it has not reached paper there
 
@@ -239,20 +248,35 @@ def prepare_restored_file(
     may_have_printed_until: float | None,
     printed_since: list[str],
     not_out: list[str],
+    acked: Set[tuple[str, int]] = frozenset(),
     store_id: str | None,
     now: float,
-) -> None:
+) -> int:
     """A backup about to replace a database: orders first stored from now on and created up to
     ``may_have_printed_until`` (what the replaced database may have printed; None: nothing, the backup's own mark
     stands) print marked COPY, as do the backup's waiting jobs the replaced database may have printed since
     (``printed_since``, idempotency keys). Its jobs the replaced database has still waiting, never out (``not_out``),
     that the backup caught 'printing' (a spool trying an offline printer when it was taken) go back in line unmarked:
-    a start would take them for a crash's and mark them COPY at their first print. With ``store_id``, a deliberate move
-    of the file to that store (see identity.move_to_store)."""
+    a start would take them for a crash's and mark them COPY at their first print. Of the revisions the replaced
+    database took (``acked``: answered 2xx, maybe printed), those the backup lacks are recorded: a sender's resend of
+    one prints marked COPY (see identity.acked_before_restore). With ``store_id``, a deliberate move of the file to
+    that store (see identity.move_to_store). Returns how many orders the backup lacks of those the replaced one took."""
     try:
         conn = sqlite3.connect(path)
         try:
             with conn:
+                held = {
+                    (str(o), int(r))
+                    for o, r in conn.execute(
+                        "SELECT id, revision FROM orders UNION SELECT order_id, revision FROM order_revisions"
+                    )
+                }
+                missing = acked - held
+                # In meta, which every schema has: a backup of an older one is migrated only at the next start.
+                conn.executemany(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')",
+                    [(acked_key(order_id, revision),) for order_id, revision in sorted(missing)],
+                )
                 if may_have_printed_until is not None:  # a mark only moves on: the backup's may be the later one
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE"
@@ -276,6 +300,7 @@ def prepare_restored_file(
             conn.close()
     except sqlite3.Error as err:
         raise StoreError(f"database {path}: {err}") from err
+    return len({order_id for order_id, _ in missing} - {order_id for order_id, _ in held})
 
 
 def order_jobs(path: Path, ref: str, *, by_id: bool = False) -> list[PrintableJob]:

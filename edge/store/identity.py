@@ -105,3 +105,26 @@ def move_to_store(conn: sqlite3.Connection, store_id: str, *, now: float) -> Non
                 "INSERT OR REPLACE INTO store_identity(singleton, store_id, recorded_at) VALUES (1, ?, ?)",
                 (store_id, now),
             )
+
+
+def acked_key(order_id: str, revision: int) -> str:
+    """Table meta: a revision the database a restore replaced had taken (answered 2xx, maybe printed) that the backup
+    put in its place lacks, written by `edge restore` (files.prepare_restored_file). The revision first: no colon."""
+    return f"{_ACKED_PREFIX}{revision}:{order_id}"
+
+
+_ACKED_PREFIX = "acked_before_restore:"
+
+
+async def acked_before_restore(conn: Writer, revisions: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Of ``revisions`` (order id, revision) pushed now, those the database a restore replaced had taken: a sender's
+    resend of what may be on paper, to print marked COPY (the tech77 probe: a till's resend across a restore printed a
+    second time unmarked)."""
+    if not revisions:
+        return set()
+    keys = {acked_key(order_id, revision): (order_id, revision) for order_id, revision in revisions}
+    rows = await conn.execute_fetchall(_ACKED_SQL, (json.dumps(list(keys)),))
+    return {keys[r[0]] for r in rows}
+
+
+_ACKED_SQL = "SELECT key FROM meta WHERE key IN (SELECT value FROM json_each(?))"

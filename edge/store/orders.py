@@ -17,7 +17,7 @@ from edge.orders.model import Cancel, cancelled_payload, canonical_bytes, meanin
 from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
-from edge.store.identity import FIRST_START_UNSETTLED_KEY, MAY_HAVE_PRINTED_KEY
+from edge.store.identity import FIRST_START_UNSETTLED_KEY, MAY_HAVE_PRINTED_KEY, acked_before_restore
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import (
     KnownOrder,
@@ -236,12 +236,16 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float, kept: M
     event, with its reason or that of the cancel ``kept`` for it: central hears what the box holds) and the
     seen-order record. Recovery's orders
     created before the database may have printed what it does not know print marked COPY (see MAY_HAVE_PRINTED_KEY):
-    its list holds whatever central has, a push only what was not taken (a sender's retry: acked, never printed)."""
+    its list holds whatever central has, a push only what was not taken (a sender's retry: acked, never printed), or
+    what the database a restore replaced took (acked_before_restore: a resend of what may be on paper)."""
     if fresh:
         printed_until = None
         if any(n.source == OrderSource.RECOVERY for n in fresh):  # a push's commit pays no read for it
             marked = await conn.execute_fetchall(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
             printed_until = float(next(iter(marked))[0]) if marked else None
+        resent = await acked_before_restore(
+            conn, [(n.order.id, n.order.revision) for n in fresh if n.source != OrderSource.RECOVERY]
+        )
         await conn.executemany(
             "INSERT INTO orders(id, number, content_hash, meaning_hash, payload, channel, priority, created_at, due_at,"
             " received_at, source, revision, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -274,9 +278,12 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float, kept: M
                     p.station,
                     p.printer or "",
                     n.order.priority,
-                    n.source == OrderSource.RECOVERY
-                    and printed_until is not None
-                    and n.order.created_at.timestamp() < printed_until,
+                    (n.order.id, n.order.revision) in resent
+                    or (
+                        n.source == OrderSource.RECOVERY
+                        and printed_until is not None
+                        and n.order.created_at.timestamp() < printed_until
+                    ),
                     now,
                     job_key(n.order.id, p.kind, p.station, 0),
                     n.order.revision,

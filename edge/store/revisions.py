@@ -13,7 +13,7 @@ from edge.orders.changes import NOT_PRINTED, ExistingJob, plan_revision, revisio
 from edge.orders.model import Order, meaning_hash, parse_stored
 from edge.states import HoldReason, JobKind, JobState, JobVariant, OrderSource, OrderStatus, StatusEvent
 from edge.store.db import Database, Writer
-from edge.store.identity import MAY_HAVE_PRINTED_KEY
+from edge.store.identity import MAY_HAVE_PRINTED_KEY, acked_before_restore
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.scans import follow_revision
 
@@ -145,9 +145,10 @@ async def _may_be_on_paper(conn: Writer, new: Revision, received_at: float) -> b
     order decides, not the change's time: central's payload has none, and the mark is the replaced database's newest
     *order*, after which it may still have printed changes. An order this database stored itself since (taken after
     the restore, or on a new box: what was before the box printed no change to it since) only has changes it printed
-    itself. A pushed or MQTT revision is never marked: a sender sends again only what was not acknowledged."""
+    itself. A pushed or MQTT revision is marked only if that replaced database had taken it (a sender's resend across
+    the restore): a sender sends again only what was not acknowledged."""
     if new.source != OrderSource.RECOVERY:
-        return False
+        return bool(await acked_before_restore(conn, [(new.order.id, new.order.revision)]))
     marked = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
     until = float(next(iter(marked))[0]) if marked else None
     return until is not None and received_at < until and new.order.created_at.timestamp() < until

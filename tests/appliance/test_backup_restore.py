@@ -910,3 +910,49 @@ async def test_a_backup_beside_the_running_agent_does_not_count_its_log(
         assert shutil.disk_usage(sd_card).free >= 2**20
     finally:
         await agent.close()
+
+
+async def test_a_senders_resend_of_an_order_the_replaced_database_took_prints_as_copy_after_a_restore(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A nightly backup; then A-1002 is pushed, answered 201 and printed; then the technician restores the backup (no
+    central: nothing brings A-1002 back). The till sends A-1002 again, byte for byte (its retry spanning the restore,
+    or the backend's re-push the docs name): the box no longer knows it, stores it, and its ticket prints marked COPY,
+    since it may be in the cook's hand; the restore's output counts the orders the backup lacks. A change to it pushed
+    later (revision 2, never sent before) and an order never sent before print as originals. Before (the tech77
+    probe, F1): A-1002 printed a second time unmarked."""
+    agent = agent_process(tmp_path, printers)
+    kitchen = printers["kitchen"]
+    taken = make_order(2, print_receipt=False, created_at=datetime.now(UTC))
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        await kitchen.wait_for_printed(1)
+        assert await agent.terminate() == 0
+        backup = await edge_backup(agent.config)
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, taken))[0] == 201
+        await kitchen.wait_for_printed(2)
+        assert await agent.terminate() == 0
+        restored = await edge("restore", str(backup), "--config", str(agent.config))
+        assert restored.returncode == 0, restored.stderr
+        assert "1 order taken since the backup" in restored.stdout, restored.stdout
+
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, taken))[0] == 201
+            again = decode((await kitchen.wait_for_printed(3))[2]).text
+            assert (await post(api, _revised(taken, 2, qty=4)))[0] == 200
+            change = decode((await kitchen.wait_for_printed(4))[3]).text
+            assert (await post(api, make_order(3, print_receipt=False, created_at=datetime.now(UTC))))[0] == 201
+            fresh = decode((await kitchen.wait_for_printed(5))[4]).text
+        await asyncio.sleep(0.5)  # room for a wrong print
+        assert await agent.terminate() == 0
+        assert len(kitchen.printed) == 5, [decode(p).text for p in kitchen.printed]
+        assert "A-1002" in again and "KOPIE / COPY" in again, again
+        assert "A-1002" in change and "Rev. 2" in change and "KOPIE / COPY" not in change, change
+        assert "A-1003" in fresh and "KOPIE / COPY" not in fresh, fresh
+    finally:
+        await agent.close()
