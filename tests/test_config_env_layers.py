@@ -236,3 +236,26 @@ def test_a_config_saved_in_another_encoding_stops_config_check_with_the_line_and
         f"{path}: line {line} is not UTF-8 (byte 0x{'e9' if which == 'toml' else 'fc'}): save the file as UTF-8"
         " (Notepad: Save as, Encoding UTF-8)"
     ), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("api", "token"), ("smtp", "password"), ("central", "token"), ("mqtt", "password"), ("api", "signing_secrets")],
+)
+def test_a_secret_written_as_a_number_stops_config_check_naming_the_key_not_the_secret(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    """A PIN-like app password or a numeric token typed into edge.toml without quotes is a TOML number, not text: `edge
+    config check` stops with one line naming the key and to put it in quotes, and never the number (the same line is
+    the agent's start's and the health timer's, in the journal every minute). Before (the tech77 probe, F2): "config
+    central.token: must be a string, got 5550123456789"."""
+    secret = "5550123456789"
+    value = f"[{secret}]" if key == "signing_secrets" else secret
+    extra = {"central": 'url = "https://central.example"\n', "mqtt": 'url = "mqtt://127.0.0.1:1883"\n'}
+    toml = PLAIN_TOML.format(data_dir=tmp_path / "d") + f"\n[{section}]\n{extra.get(section, '')}{key} = {value}\n"
+    config, _ = _store(tmp_path, 'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\n' if key != "token" else "", toml)
+    result = _check(config)
+    assert result.returncode == 2, result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert f"{section}.{key}" in line and "quotes" in line, line
+    assert secret not in result.stderr + result.stdout, line

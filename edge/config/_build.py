@@ -45,9 +45,9 @@ def coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()] if from_env else [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(key, f"must be a string or a list of strings, got {value!r}")
         item_type = typing.get_args(annotation)[0]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, f"must be a string or a list of strings, got {_shown(value, item_type)}")
         return [item_type(v) for v in value]
     if annotation is bool:
         if from_env and isinstance(value, str) and value.lower() in _TRUE + _FALSE:
@@ -74,9 +74,17 @@ def coerce(key: str, value: Any, annotation: Any, *, from_env: bool) -> Any:
         return annotation(value)
     if annotation in (str, Path, Secret):
         if not isinstance(value, str):
-            raise ConfigError(key, f"must be {_TYPE_NAMES[annotation]}, got {value!r}")
+            raise ConfigError(key, f"must be {_TYPE_NAMES[annotation]}, got {_shown(value, annotation)}")
         return annotation(value)
     raise ConfigError(key, f"unsupported type {annotation}")  # pragma: no cover - a programming error
+
+
+def _shown(value: Any, annotation: Any) -> str:
+    """A wrong value as an error shows it; a secret's never (the line goes to the journal, every minute by the health
+    timer): what it is, and the likely fix (the tech77 probe, F2: a numeric token printed whole)."""
+    if annotation is not Secret:
+        return repr(value)
+    return f"a TOML {type(value).__name__} (not shown: a secret); put it in quotes"
 
 
 def fields(cls: type) -> Mapping[str, tuple[dataclasses.Field[Any], Any]]:
