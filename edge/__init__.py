@@ -11,6 +11,7 @@ import types
 
 from edge.tls import no_system_ca_bundle
 
+# The one place: pyproject.toml (the package's metadata) and upgrade.sh read it from this line.
 __version__ = "0.1.0"
 
 

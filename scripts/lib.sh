@@ -49,7 +49,7 @@ version_of() {  # $1: a release (venv) directory
 }
 
 source_version() {
-    sed -n 's/^version = "\(.*\)"/\1/p' "$SOURCE/pyproject.toml" | head -1
+    sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SOURCE/edge/__init__.py" | head -1
 }
 
 # Why this box needs evdev, the optional part (pip extra) hid scanners are read through; nothing when it does not. A

@@ -65,8 +65,8 @@ def copy_source(target: Path, *, version: str = "", changes: bool = False, ready
     for name in ("pyproject.toml", "README.md", "edge.example.toml"):
         shutil.copy(REPO / name, target / name)
     if version:
-        pyproject = target / "pyproject.toml"
-        pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', f'version = "{version}"'))
+        package = target / "edge/__init__.py"
+        package.write_text(package.read_text().replace('__version__ = "0.1.0"', f'__version__ = "{version}"'))
     if changes:
         unit = target / "systemd/edge-agent.service"
         unit.write_text(unit.read_text().replace("[Service]\n", "[Service]\nEnvironment=EDGE_UNIT_OF=upgrade-test\n"))
@@ -352,6 +352,11 @@ class Box:
     async def ready(self) -> bool:
         return await self.answers("/ready")
 
+    async def running_version(self) -> str:
+        """The version the running agent says it is (/health; the status page, `edge status` and the metrics say it)."""
+        async with api_client(self) as api, api.get("/health") as response:
+            return str((await response.json())["version"])
+
     async def push(self, prefix: str, count: int) -> list[str]:
         ids = []
         async with api_client(self) as api:
@@ -418,6 +423,8 @@ async def test_upgrade_end_to_end_as_the_agents_user(box: Box) -> None:
     assert "upgraded to edge-agent 0.2.0" in upgraded.stdout
     assert await box.installed_version() == "0.2.0"
     assert await box.ready()
+    # One version, the package's: before (the tech77 probe, F3) the agent said 0.1.0, a constant of its own.
+    assert await box.running_version() == "0.2.0"
     assert await box.schema() == LATEST + 1
     assert box.unit() == (box.prepared.new / "systemd/edge-agent.service").read_text()
     after = await box.push("after", 1)
