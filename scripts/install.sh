@@ -201,6 +201,10 @@ do_install() {
     fi
     link_command
     put "$SOURCE/README.md" "$OPT/README.md" 0644
+    local page  # the pages the README links to, beside it on the box, where the checkout is not
+    for page in "$SOURCE"/docs/*.md; do
+        put "$page" "$OPT/docs/${page##*/}" 0644
+    done
 
     # The config is the technician's: written once from the example, never overwritten.
     # Each written whole and synced (lib.sh durable_mv): a power cut right after the install must not leave it empty.

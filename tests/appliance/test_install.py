@@ -57,7 +57,7 @@ def tree(root: Path) -> dict[str, tuple[int, str, int]]:
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the checkout, so the in-tree package build leaves the real one alone."""
     src = tmp_path_factory.mktemp("install") / "src"
-    for name in ("edge", "migrations", "systemd", "scripts"):
+    for name in ("edge", "migrations", "systemd", "scripts", "docs"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md", "edge.example.toml"):
         shutil.copy(REPO / name, src / name)
@@ -88,6 +88,16 @@ def test_install_lays_out_program_config_and_units(root: Path, source: Path) -> 
     assert oct((root / "etc/edge/edge.toml").stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in (root / "etc/systemd/system").iterdir()) == sorted(UNITS)
     assert (root / "var/lib/edge").is_dir()
+
+
+def test_the_readme_on_the_box_finds_every_page_it_links_to(root: Path) -> None:
+    """The technician reads /opt/edge-agent/README.md on the box, where the checkout is not: each docs/ page it links
+    to is there beside it. Before (the tech77 probe, D1): 16 links to pages the box did not have."""
+    opt = root / "opt/edge-agent"
+    readme = (opt / "README.md").read_text()
+    linked = {m[1] for m in re.finditer(r"\]\((docs/[^)#]+)", readme)}
+    assert linked, "the README links to no docs/ page: this test reads its links wrong"
+    assert sorted(page for page in linked if not (opt / page).is_file()) == []
 
 
 def test_second_install_changes_nothing_and_keeps_the_config(root: Path, source: Path) -> None:

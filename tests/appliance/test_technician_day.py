@@ -125,7 +125,7 @@ async def test_install_setup_and_a_fault_mail_as_the_agents_user(
     user's; the agent started as that user (environment as systemd's EnvironmentFile= parses it) comes up, takes an
     order, and its printer fault reaches the manager's inbox over STARTTLS with AUTH."""
     source = box / "src"
-    for name in ("edge", "migrations", "systemd", "scripts"):
+    for name in ("edge", "migrations", "systemd", "scripts", "docs"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md", "edge.example.toml"):
         shutil.copy(REPO / name, source / name)

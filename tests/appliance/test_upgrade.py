@@ -60,7 +60,7 @@ READY_FAULT = """
 def copy_source(target: Path, *, version: str = "", changes: bool = False, ready_fault: bool = False) -> Path:
     """This checkout as a release to install: optionally another version with changes (one more migration, a line more
     in the agent's unit file), and a /ready that never answers 200."""
-    for name in ("edge", "migrations", "systemd", "scripts"):
+    for name in ("edge", "migrations", "systemd", "scripts", "docs"):
         shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md", "edge.example.toml"):
         shutil.copy(REPO / name, target / name)
