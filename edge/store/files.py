@@ -211,8 +211,28 @@ def newest_order_received(path: Path) -> float | None:
 def revisions_taken(path: Path) -> set[tuple[str, int]]:
     """Read-only: every revision of every order a database file holds, as (order id, revision). StoreError if the file
     cannot say (damaged where the orders are)."""
-    sql = "SELECT id, revision FROM orders UNION SELECT order_id, revision FROM order_revisions"
-    return {(str(order_id), int(revision)) for order_id, revision in _read_all(path, sql, ())}
+    try:
+        conn = _read_only(path)
+        try:
+            return _revisions_held(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"database {path}: {err}") from None
+
+
+def _revisions_held(conn: sqlite3.Connection) -> set[tuple[str, int]]:
+    """Every (order id, revision) a database holds; one of a schema before revisions (10 and older) holds each
+    order's first."""
+    try:
+        rows = conn.execute(_REVISIONS_SQL).fetchall()
+    except sqlite3.OperationalError:  # no such table order_revisions (or column revision): an older backup
+        rows = conn.execute(_FIRST_REVISIONS_SQL).fetchall()
+    return {(str(order_id), int(revision)) for order_id, revision in rows}
+
+
+_REVISIONS_SQL = "SELECT id, revision FROM orders UNION SELECT order_id, revision FROM order_revisions"
+_FIRST_REVISIONS_SQL = "SELECT id, 1 FROM orders"
 
 
 _DONE = ("printed", "discarded")
@@ -265,12 +285,7 @@ def prepare_restored_file(
         conn = sqlite3.connect(path)
         try:
             with conn:
-                held = {
-                    (str(o), int(r))
-                    for o, r in conn.execute(
-                        "SELECT id, revision FROM orders UNION SELECT order_id, revision FROM order_revisions"
-                    )
-                }
+                held = _revisions_held(conn)
                 missing = acked - held
                 # In meta, which every schema has: a backup of an older one is migrated only at the next start.
                 conn.executemany(
@@ -286,14 +301,8 @@ def prepare_restored_file(
                 # Its events from now on are a new box's: the replaced database may have reported, after the backup,
                 # events of the same orders and job ids as the ones this one will record (see EVENT_KEY_MARK_KEY).
                 conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))
-                conn.executemany(
-                    "UPDATE print_jobs SET copy = 1, went_out = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
-                    [(key, *_DONE) for key in printed_since],
-                )
-                conn.executemany(
-                    f"UPDATE print_jobs SET state = {BACK_IN_LINE} WHERE idempotency_key = ? AND state = 'printing'",
-                    [(key,) for key in not_out],
-                )
+                _older_too(conn, _PRINTED_SINCE_SQL, [(key, *_DONE) for key in printed_since])
+                _older_too(conn, _BACK_IN_LINE_SQL, [(key,) for key in not_out])
             if store_id is not None:
                 move_to_store(conn, store_id, now=now)
         finally:
@@ -301,6 +310,27 @@ def prepare_restored_file(
     except sqlite3.Error as err:
         raise StoreError(f"database {path}: {err}") from err
     return len({order_id for order_id, _ in missing} - {order_id for order_id, _ in held})
+
+
+def _older_too(conn: sqlite3.Connection, sqls: tuple[str, str], rows: list[tuple[str, ...]]) -> None:
+    """``rows`` through the first statement, or the second for a backup of an older schema that lacks what the first
+    names (a restored backup is migrated at the next start, not before)."""
+    if not rows:
+        return
+    try:
+        conn.executemany(sqls[0], rows)
+    except sqlite3.OperationalError:  # no such column (went_out: 17) or table (order_revisions: 11)
+        conn.executemany(sqls[1], rows)
+
+
+_PRINTED_SINCE_SQL = (
+    "UPDATE print_jobs SET copy = 1, went_out = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
+    "UPDATE print_jobs SET copy = 1 WHERE idempotency_key = ? AND state NOT IN (?, ?)",
+)
+_BACK_IN_LINE_SQL = (
+    f"UPDATE print_jobs SET state = {BACK_IN_LINE} WHERE idempotency_key = ? AND state = 'printing'",
+    "UPDATE print_jobs SET state = 'queued' WHERE idempotency_key = ? AND state = 'printing'",
+)
 
 
 def order_jobs(path: Path, ref: str, *, by_id: bool = False) -> list[PrintableJob]:

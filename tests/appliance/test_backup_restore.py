@@ -956,3 +956,37 @@ async def test_a_senders_resend_of_an_order_the_replaced_database_took_prints_as
         assert "A-1003" in fresh and "KOPIE / COPY" not in fresh, fresh
     finally:
         await agent.close()
+
+
+async def test_a_backup_from_before_order_revisions_restores_over_a_database_with_orders_since(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A backup of schema 10 (before revisions were kept) restored over a database that took an order since: the
+    restore reads what the replaced database took against what the old backup holds, and goes through; the start
+    migrates it and a resend of that order prints marked COPY."""
+    agent = agent_process(tmp_path, printers)
+    kitchen, config = printers["kitchen"], str(agent.config)
+    taken = make_order(2, print_receipt=False, created_at=datetime.now(UTC))
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        await kitchen.wait_for_printed(1)
+        assert await agent.terminate() == 0
+        assert (await edge("migrate", "--to=10", "--config", config)).returncode == 0
+        backup = await edge_backup(agent.config)
+        await agent.start()  # migrates up again
+        async with api_client(agent.port) as api:
+            assert (await post(api, taken))[0] == 201
+        await kitchen.wait_for_printed(2)
+        assert await agent.terminate() == 0
+        restored = await edge("restore", str(backup), "--config", config)
+        assert restored.returncode == 0, restored.stderr
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, taken))[0] == 201
+        again = decode((await kitchen.wait_for_printed(3))[2]).text
+        assert await agent.terminate() == 0
+        assert "A-1002" in again and "KOPIE / COPY" in again, again
+    finally:
+        await agent.close()
