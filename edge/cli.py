@@ -210,7 +210,19 @@ def _api_command(
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     if then is not None and status < 400:
         then(answer)
+    if status in _CONFIG_REFUSALS and (hint := _restart_hint(settings)):
+        print(hint, file=sys.stderr)
     return 0 if status < 400 else 1
+
+
+# Answers a config the running agent has not read may cause: a token rotated (401), a printer added (404).
+_CONFIG_REFUSALS = (401, 404)
+
+
+def _restart_hint(settings: Settings) -> str:
+    from edge.ops.technician import restart_hint
+
+    return restart_hint(settings)
 
 
 def cmd_reprint(args: argparse.Namespace) -> int:
@@ -302,7 +314,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args)
     status, answer = asyncio.run(call_agent(settings, "GET", "/api/v1/status"))
     if status >= 400:
-        raise EdgeError(f"status: the agent answered {status}: {answer.get('reason', answer)}")
+        hint = _restart_hint(settings) if status in _CONFIG_REFUSALS else ""
+        raise EdgeError(
+            f"status: the agent answered {status}: {answer.get('reason', answer)}{f'; {hint}' if hint else ''}"
+        )
     if not {"store_id", "version", "printers"} <= answer.keys():  # another program's JSON on api.port
         raise EdgeError(not_the_agent(f"127.0.0.1:{settings.api.port}", status, str(answer)[:100]))
     print(

@@ -499,11 +499,26 @@ def _process_started(data_dir: Path, uptime_s: float) -> float | None:
     return started if started <= now - uptime_s + 1 else None
 
 
+def restart_hint(settings: Settings) -> str:
+    """For a command the running agent refused (401, 404): the words to add if the config or secrets file changed after
+    it started, so it refused by what was there before (a token rotated, a printer added); "" if neither, or unknown."""
+    changed = _changed_since_start(settings, {"uptime_s": 0})
+    if not changed:
+        return ""
+    return (
+        f"{changed} changed after the agent started: it still runs with what was there then; take it up with: "
+        "sudo systemctl restart edge-agent"
+    )
+
+
 def _changed_since_start(settings: Settings, status: dict[str, Any] | None) -> str:
-    """The config or secrets file written after the running agent started ("" if neither, or unknown)."""
+    """The config or secrets file written after the running agent started ("" if neither, or unknown). An uptime of 0
+    (none known: the agent refused the status) takes the start from the agent's process only."""
     if status is None or not isinstance(status.get("uptime_s"), (int, float)):
         return ""
     started = _process_started(settings.agent.data_dir, status["uptime_s"])
+    if started is None and not status["uptime_s"]:
+        return ""
     if started is None:
         started = time.time() - status["uptime_s"] - 1  # uptime is whole seconds
     else:

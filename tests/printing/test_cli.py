@@ -16,7 +16,20 @@ from edge.clock import SteppedClock
 from edge.config import load_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import TOKEN, api_client, asap, eventually, ids_meet_numbers, job_rows, post, wait_until
+from edge.sim.process import write_config as write_agent_config
+from tests.helpers import (
+    TOKEN,
+    agent_process,
+    api_client,
+    asap,
+    edge,
+    eventually,
+    ids_meet_numbers,
+    job_rows,
+    post,
+    reconfigure,
+    wait_until,
+)
 
 
 def write_config(tmp_path: Path, printers: dict[str, SimPrinter], *, port: int = 0, stale_min: float = 45) -> Path:
@@ -229,3 +242,48 @@ async def test_edge_preview_shows_the_one_order_a_person_names_not_every_order_w
     assert out.count("=== job") == 1, out
     code, out = await run_cli(capsys, "preview", "57", "--by-id", "--config", str(config))
     assert code == 0 and "[QR edge:v1:57:kitchen]" in out and "edge:v1:912:" not in out, out
+
+
+@pytest.mark.parametrize("change", ["printer added", "token rotated"])
+async def test_a_command_refused_for_a_config_the_running_agent_has_not_read_says_to_restart_it(
+    tmp_path: Path, printers: dict[str, SimPrinter], change: str
+) -> None:
+    """The technician adds a printer to the config (or rotates the API token) and tries it before restarting the
+    agent: the agent still runs the config it started with, so it answers 404 "not configured" (or 401 "wrong
+    token"). The command says so and how to take the change up. Before (the tech77 probe, F6 and F4): only "printer
+    'bar2' is not configured" right after `edge config check` listed it, or "wrong token"."""
+    agent = agent_process(tmp_path, printers)
+    ports = {name: p.port for name, p in printers.items()}
+    try:
+        await agent.start()
+        await asyncio.sleep(0.05)  # the file's change comes after the start, also by the clock's coarsest tick
+        if change == "printer added":
+            reconfigure(agent, tmp_path / "data", {**ports, "bar2": ports["kitchen"]})
+        else:
+            token = "a-new-token-" + "x" * 24
+            write_agent_config(
+                agent.config, data_dir=tmp_path / "data", api_port=agent.port, token=token, printers=ports
+            )
+        done = await edge(
+            "printer", "test", "bar2" if change == "printer added" else "kitchen", "--config", str(agent.config)
+        )
+        assert done.returncode == 1, done.stdout
+        assert "changed after the agent started" in done.stderr and "systemctl restart edge-agent" in done.stderr, (
+            done.stderr
+        )
+    finally:
+        await agent.close()
+
+
+async def test_a_printer_the_config_never_had_is_not_blamed_on_a_restart(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A printer name mistyped, the config untouched since the start: "not configured", and no word of a restart."""
+    agent = agent_process(tmp_path, printers)
+    try:
+        await agent.start()
+        done = await edge("printer", "test", "kitchn", "--config", str(agent.config))
+        assert done.returncode == 1 and "not configured" in done.stdout, done.stdout
+        assert "restart" not in done.stderr, done.stderr
+    finally:
+        await agent.close()
