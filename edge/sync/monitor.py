@@ -174,5 +174,8 @@ class LinkMonitor:
                 if was_up:
                     self._answered_again(silent)
                 wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
+            # The probe's own failure asked for a probe at once (every failed call does: check_now): it is this one.
+            # Left set, the next came at once, paced only by the rate limit (the central77 probe, C1: 5 a second).
+            self._wake.clear()
             await wait_set(self._wake, wait)
             self._wake.clear()

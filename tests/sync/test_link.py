@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -345,3 +347,31 @@ async def test_central_answering_errors_is_told_as_centrals_trouble_not_the_stor
     text = mail.get_body(("plain",)).get_content()
     assert "STÖRUNG: Zentrale antwortet mit Fehlern" in str(mail["Subject"]), mail["Subject"]
     assert "Router" not in text and "Internetverbindung dieser Filiale" in text, text
+
+
+async def test_a_central_host_resetting_every_connection_is_probed_at_the_backoffs_pace_not_the_rate_limits(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents
+) -> None:
+    """Central's host is up and its service down: every connection is reset at once (a closed port behind a balancer
+    without backends). The link is down and probed after 0.1 s, doubling up to probe_max_s (1 s here): about 5
+    probes in 3 s. Before (the central77 probe, C1): the probe's own failure woke the probe at once, so only the rate
+    limit paced it, 5 a second (298 a minute for a 10-minute outage, probe_max_s changing nothing)."""
+    agent, events = await agents.start(sync_settings(probe_max_s=1.0, rate_limit_rps=50))
+    await events.wait(RecoveryCompleted)
+    await central.stop()
+    accepts: list[float] = []
+
+    def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepts.append(asyncio.get_running_loop().time())
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", central.port)
+    try:
+        await wait_until(lambda: agent.sync is not None and agent.sync.monitor.up is False, timeout=5)
+        started = asyncio.get_running_loop().time()
+        await asyncio.sleep(3)
+        probes = [t for t in accepts if t >= started]
+    finally:
+        server.close()
+    assert 1 <= len(probes) <= 7, [round(t - started, 2) for t in probes]
