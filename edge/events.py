@@ -117,6 +117,9 @@ class CentralLinkChanged(Event):
     up: bool
     detail: str = ""
     answered: bool = False  # down because central answered with errors (its maintenance, a 5xx): the line works
+    # Down though central's host was reached (it reset, closed or refused the connection, or never answered): the line
+    # works, central's service does not.
+    reached: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -388,7 +388,7 @@ class Alerter:
                     detail=texts[:200],
                     item={"id": event.order_id, "order": number, "text": texts[:120]},
                 )
-            case CentralLinkChanged(up=up, detail=detail, answered=answered):
+            case CentralLinkChanged(up=up, detail=detail, answered=answered, reached=reached):
                 if up:
                     self._run_awaited = self.clock.mono()  # the line's return starts a run
                     self._central_down_since, self._central_fired, self._central_back = None, False, True
@@ -397,7 +397,8 @@ class Alerter:
                 elif self._central_down_since is None:
                     self._central_down_since = self.clock.mono()
                     self._central_detail = detail
-                    self._central_cause = "answers" if answered else ""
+                    # render.py's central_unreachable:(answers) and :(reached): central's trouble, not the line
+                    self._central_cause = "answers" if answered else "reached" if reached else ""
             case OrderEventsRefused():
                 self._signal(
                     "central_refused_events",

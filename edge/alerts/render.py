@@ -303,6 +303,26 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " afterwards.",
         ),
     },
+    # Central's host reached, its service not answering (connections reset, refused or left unanswered): the store's
+    # line and router are fine
+    "central_unreachable:(reached)": {
+        "de": (
+            "Zentrale antwortet nicht",
+            "Der Rechner der Zentrale ist erreichbar, ihr Dienst antwortet aber seit über {down_min} Minuten nicht"
+            " (Verbindungen abgewiesen oder ohne Antwort). Die Internetverbindung dieser Filiale ist in Ordnung."
+            " Bestellungen, die hier ankommen, werden weiter gedruckt.",
+            "Hier ist nichts zu tun; dauert es an, das Team der Zentrale informieren. Verpasste Bestellungen holt der"
+            " Agent automatisch nach.",
+        ),
+        "en": (
+            "Central backend does not answer",
+            "The central backend's host is reachable, but its service has not answered for more than {down_min}"
+            " minutes (connections turned away or left unanswered). This store's internet connection works. Orders"
+            " that reach this store still print.",
+            "Nothing to do here; if it goes on, tell central's team. The agent fetches missed orders on its own"
+            " afterwards.",
+        ),
+    },
     "scanner_offline": {
         "de": (
             "Scanner {subject} getrennt",

@@ -50,7 +50,11 @@ _IN_PROGRESS_ERRORS = frozenset({"request_in_progress", "in_progress", "idempote
 
 
 class CentralUnreachableError(CentralApiError):
-    """No HTTP answer at all: connection refused, reset, or timed out. The line may be down."""
+    """No HTTP answer at all: connection refused, reset, or timed out. The line may be down, unless ``reached``:
+    central's host took the connection (then reset it, closed it, or never answered) or refused it itself, so the
+    store's line works and central's service is the trouble."""
+
+    reached = False
 
 
 class CentralTimeoutError(CentralUnreachableError):
@@ -504,12 +508,15 @@ class CentralClient:
             error: CentralUnreachableError = CentralUnreachableError(detail)
             # Connected and sent, then cut off or given up on: central may have the request, and still be at it.
             sent = not isinstance(err, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+            refused = isinstance(err, aiohttp.ClientConnectorError) and isinstance(err.os_error, ConnectionRefusedError)
             if isinstance(err, aiohttp.ConnectionTimeoutError):
                 error = CentralTimeoutError(detail)
             elif isinstance(err, TimeoutError | aiohttp.ClientPayloadError):
                 # Too slow to arrive whole, or cut short on the way (a gateway's buffer or read timeout): a smaller
                 # answer may arrive where this one did not.
                 error = CentralSlowAnswerError(detail)
+            # Not through a proxy: there, what reached or refused was the proxy, not central.
+            error.reached = (sent or refused) and not self._proxy
             raise _RetryableError(error, may_still_run=sent) from None
         message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
         if setting := refused_setting(status):

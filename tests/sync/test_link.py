@@ -262,7 +262,9 @@ async def test_a_central_that_takes_connections_and_answers_nothing_for_long_is_
     [_, down] = await events.wait(CentralLinkChanged, count=2, timeout=10)
     assert not down.up and "answered nothing" in down.detail, down
     [mail] = await sink.wait_for(1, timeout=10)
-    assert "STÖRUNG: Zentrale nicht erreichbar" in str(mail["Subject"]), mail["Subject"]
+    # Central's host takes the connections: its service's trouble, not the store's line (stop 77, the central77 probe's
+    # C2: "Zentrale nicht erreichbar … Router prüfen" before).
+    assert "STÖRUNG: Zentrale antwortet nicht" in str(mail["Subject"]), mail["Subject"]
     assert "answered nothing" in mail.get_body(("plain",)).get_content()  # what the technician looks into
     central.latency_s = 0.0
     await events.wait(CentralLinkChanged, count=3, timeout=10)
@@ -375,3 +377,32 @@ async def test_a_central_host_resetting_every_connection_is_probed_at_the_backof
     finally:
         server.close()
     assert 1 <= len(probes) <= 7, [round(t - started, 2) for t in probes]
+
+
+@pytest.mark.parametrize("how", ["resets", "refuses"])
+async def test_a_central_host_that_turns_connections_away_is_told_as_centrals_trouble_not_the_stores_line(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink, how: str
+) -> None:
+    """Central's host is there and its service is not: it resets every connection, or refuses it (a closed port).
+    The connection reached central, so the store's line works: after central_down_min the manager is told central's
+    service does not answer, nothing for the store's router. Before (the central77 probe, C2): "Zentrale nicht
+    erreichbar … Internetverbindung und Router prüfen"."""
+    sections = mail_to(sink)
+    sections["alerts"] |= {"central_down_min": 0.02}
+    _, events = await agents.start(sync_settings(probe_max_s=0.5, sections=sections))
+    await events.wait(RecoveryCompleted)
+    await central.stop()
+
+    def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", central.port) if how == "resets" else None
+    try:
+        [mail] = await sink.wait_for(1, timeout=10)
+    finally:
+        if server is not None:
+            server.close()
+    text = mail.get_body(("plain",)).get_content()
+    assert "STÖRUNG: Zentrale antwortet nicht" in str(mail["Subject"]), mail["Subject"]
+    assert "Router" not in text and "Internetverbindung dieser Filiale" in text, text
