@@ -25,6 +25,7 @@ from edge.store.files import (
     check_file,
     copy_database,
     leave_wal,
+    mails_settled,
     maybe_printed,
     newest_order_received,
     prepare_restored_file,
@@ -441,6 +442,7 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool) -> tuple[Path,
             printed_since=printed_since,
             not_out=sorted(set(waiting) - set(printed_since)),
             acked=_taken(db_path),
+            settled_mails=_mails_settled(db_path),
             store_id=settings.agent.store_id if moved else None,
             now=time.time(),
         )
@@ -461,6 +463,17 @@ def _taken(db_path: Path) -> set[tuple[str, int]]:
     except StoreError as err:
         log.warning("restore_replaced_orders_unreadable", error=str(err))
         return set()
+
+
+def _mails_settled(db_path: Path) -> list[tuple[str, str, str, str, float | None]]:
+    """The alert mails the database a restore replaces has sent (or given up); none if it cannot say."""
+    if not db_path.exists():
+        return []
+    try:
+        return mails_settled(db_path)
+    except StoreError as err:  # damaged, or older than Message-IDs (schema 7): its mails may go again
+        log.warning("restore_replaced_mails_unreadable", error=str(err))
+        return []
 
 
 def _printed_since(db_path: Path, waiting: list[str]) -> list[str]:

@@ -3,11 +3,12 @@ without the agent. Blocking (sqlite3): callers on the event loop run these in a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pwd
 import sqlite3
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,21 @@ _REVISIONS_SQL = "SELECT id, revision FROM orders UNION SELECT order_id, revisio
 _FIRST_REVISIONS_SQL = "SELECT id, 1 FROM orders"
 
 
+def mails_settled(path: Path) -> list[tuple[str, str, str, str, float | None]]:
+    """Read-only: the alert mails a database file has done with (sent, dead, discarded, superseded), by Message-ID: a
+    backup restored over it may hold them as waiting. StoreError if the file cannot say."""
+    return [tuple(row) for row in _read_all(path, _SETTLED_MAILS_SQL, ())]
+
+
+_SETTLED_MAILS_SQL = (
+    "SELECT message_id, state, delivered, refused, sent_at FROM alert_mails"
+    " WHERE message_id IS NOT NULL AND state != 'pending'"
+)
+_SETTLE_MAIL_SQL = (
+    "UPDATE alert_mails SET state = ?2, delivered = ?3, refused = ?4, sent_at = ?5"
+    " WHERE message_id = ?1 AND state = 'pending'"
+)
+
 _DONE = ("printed", "discarded")
 _NOT_OUT = ("printing", "printed")  # any other state: it has not reached paper there
 
@@ -269,6 +285,7 @@ def prepare_restored_file(
     printed_since: list[str],
     not_out: list[str],
     acked: Set[tuple[str, int]] = frozenset(),
+    settled_mails: Sequence[tuple[str, str, str, str, float | None]] = (),
     store_id: str | None,
     now: float,
 ) -> int:
@@ -279,8 +296,10 @@ def prepare_restored_file(
     that the backup caught 'printing' (a spool trying an offline printer when it was taken) go back in line unmarked:
     a start would take them for a crash's and mark them COPY at their first print. Of the revisions the replaced
     database took (``acked``: answered 2xx, maybe printed), those the backup lacks are recorded: a sender's resend of
-    one prints marked COPY (see identity.acked_before_restore). With ``store_id``, a deliberate move of the file to
-    that store (see identity.move_to_store). Returns how many orders the backup lacks of those the replaced one took."""
+    one prints marked COPY (see identity.acked_before_restore). Its alert mails still waiting that the replaced
+    database had done with since (``settled_mails``, by Message-ID) are taken as it left them: not mailed again. With
+    ``store_id``, a deliberate move of the file to that store (see identity.move_to_store). Returns how many orders
+    the backup lacks of those the replaced one took."""
     try:
         conn = sqlite3.connect(path)
         try:
@@ -303,6 +322,10 @@ def prepare_restored_file(
                 conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))
                 _older_too(conn, _PRINTED_SINCE_SQL, [(key, *_DONE) for key in printed_since])
                 _older_too(conn, _BACK_IN_LINE_SQL, [(key,) for key in not_out])
+                if settled_mails:
+                    # A backup older than Message-IDs (schema 7) has none to match: its waiting mails may go again.
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        conn.executemany(_SETTLE_MAIL_SQL, settled_mails)
             if store_id is not None:
                 move_to_store(conn, store_id, now=now)
         finally:

@@ -27,8 +27,10 @@ from edge.ops.backup import backup_database
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
+from edge.sim.smtp import SmtpSink
 from edge.store.history import add_printed_history
 from tests.helpers import (
     CENTRAL_TOKEN,
@@ -990,3 +992,48 @@ async def test_a_backup_from_before_order_revisions_restores_over_a_database_wit
         assert "A-1002" in again and "KOPIE / COPY" in again, again
     finally:
         await agent.close()
+
+
+async def test_an_alert_mail_delivered_after_the_backup_is_not_mailed_again_after_a_restore(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is off and the relay down: the alarm waits in the outbox when the nightly backup is taken;
+    the relay comes back and delivers it; later the backup is restored. The alarm the backup holds as waiting was
+    delivered since: the restored outbox knows it, and the manager does not get it a second time. Before (the tech77
+    probe, F5): the same mail, same Message-ID, delivered again after the restore."""
+    relay = SmtpSink(port=free_port())
+    printers["kitchen"].set_offline(True)
+    mail = (
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+        '\n[alerts]\nto = ["chef@store.test"]\ngroup_wait_s = 0\ncritical_group_wait_s = 0\nretry_base_s = 0.5\n'
+        "retry_max_s = 1\ndisk_free_min_mb = 0\n"
+    )
+    agent = agent_process(tmp_path, printers, extra=mail)
+    db = tmp_path / "data" / "edge.db"
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        await eventually(
+            lambda: _sql(db, "SELECT count(*) FROM alert_mails WHERE state = 'pending' AND attempts > 0"),
+            lambda rows: rows[0][0] >= 1,
+            what="an alarm waiting for the relay",
+        )
+        backup = await edge_backup(agent.config)
+        await relay.start()
+        [alarm] = await relay.wait_for(1, timeout=15)
+        assert await agent.terminate() == 0
+        restored = await edge("restore", str(backup), "--config", str(agent.config))
+        assert restored.returncode == 0, restored.stderr
+        await agent.start()
+        await eventually(
+            lambda: _sql(db, "SELECT count(*) FROM alert_mails WHERE state = 'pending'"),
+            lambda rows: rows[0][0] == 0,
+            what="the restored outbox settled",
+        )
+        assert await agent.terminate() == 0
+        again = [m for m in relay.messages if m["Message-ID"] == alarm["Message-ID"]]
+        assert len(again) == 1, [str(m["Subject"]) for m in relay.messages]
+    finally:
+        await agent.close()
+        await relay.stop()
