@@ -61,7 +61,7 @@ from pathlib import Path
 
 import structlog
 
-from edge.sim.ports import PortHold
+from edge.sim.ports import PortHold, free_port
 
 log = structlog.get_logger()
 
@@ -195,6 +195,7 @@ class SimPrinter:
         self.resets_at_end = False
         self.reset_connections = 0  # connections reset that way
         self._relisten: asyncio.TimerHandle | None = None  # the end of that moment
+        self._unplugged = False  # set_offline(True): its cable out
 
     @property
     def address(self) -> tuple[str, int]:
@@ -211,18 +212,23 @@ class SimPrinter:
     def set_offline(self, offline: bool) -> None:
         """Offline is the power pulled: open connections are cut and new ones refused. Back online on the same port,
         which stays ours meanwhile, as a real printer keeps its address while off."""
+        self._unplugged = offline
         if offline:
             self._unplug()
-        elif self._sock is None:
+        elif self._sock is None and self.powered:
             self._listen()
 
     def move(self) -> None:
         """Another address (a DHCP lease renewed to a new one): it listens on a new port and what it holds still prints,
-        as a printer's buffers do not depend on its interface's address."""
+        as a printer's buffers do not depend on its interface's address. One that is off (its power, its cable) answers
+        there only once it is on again (the chaos77 probe, R1: it took connections while off)."""
         self._stop_listening()
         self._port.release()
-        self.port = 0
-        self._listen()
+        self.port = free_port()
+        if self.powered and not self._unplugged:
+            self._listen()
+        else:
+            self._port.hold(self.host, self.port)
 
     def power_off(self) -> None:
         """The plug pulled (a breaker, a cook's elbow): nothing more prints or answers, and a device without power sends
@@ -240,7 +246,7 @@ class SimPrinter:
         """Power back: a rebooted device resets the connections it no longer knows; it listens again."""
         self.powered = True
         self._power_back.set()
-        if self._sock is None:
+        if self._sock is None and not self._unplugged:
             self._listen()
 
     async def wait_for_printed(self, count: int, timeout: float = 10.0) -> list[bytes]:  # noqa: ASYNC109 (tests' helper)

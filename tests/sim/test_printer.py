@@ -238,3 +238,28 @@ async def test_connections_the_kernel_took_before_it_was_full_are_served_not_res
             conn.send(f"JOB{n}\n".encode())
     jobs = await printer.wait_for_printed(5, timeout=10)
     assert sorted(bytes(job) for job in jobs) == [f"JOB{n}\n".encode() for n in range(5)]
+
+
+@pytest.mark.parametrize("off", ["power_off", "unplugged"])
+async def test_a_printer_given_a_new_address_while_off_answers_there_only_once_it_is_on(
+    printer: SimPrinter, off: str
+) -> None:
+    """A printer without power (or its cable out) answers at no address, the new one it gets meanwhile neither: a
+    connection there is refused until it is on again, then taken. Before (the chaos77 probe, R1): the new address took
+    connections while it was off, held them without a word, and printed what queued once its power was back."""
+    if off == "power_off":
+        printer.power_off()
+    else:
+        printer.set_offline(True)
+    old = printer.port
+    printer.move()
+    assert printer.port not in (0, old)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", printer.port)
+    if off == "power_off":
+        printer.power_on()
+    else:
+        printer.set_offline(False)
+    _, writer = await asyncio.open_connection("127.0.0.1", printer.port)
+    writer.close()
+    await writer.wait_closed()
