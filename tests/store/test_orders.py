@@ -349,6 +349,38 @@ async def test_recovered_orders_from_before_the_may_have_printed_mark_are_copies
     assert await copies(new, 4, mark - 1, "push") == [0, 0]
 
 
+@pytest.mark.parametrize("source", ["push", "mqtt"])
+async def test_a_sent_revision_the_replaced_database_had_taken_is_a_copy_others_are_not(
+    tmp_path: Path, source: str
+) -> None:
+    """What `edge restore` records of the replaced database (identity.acked_key: order 1 at revision 1, taken after the
+    backup): a sender's resend of it prints as COPY; another order, or recovery's (judged by the may-have-printed mark
+    alone), prints as it would."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    await db.close()
+    await asyncio.to_thread(
+        files.prepare_restored_file,
+        path,
+        may_have_printed_until=None,
+        printed_since=[],
+        not_out=[],
+        acked={("ord_1", 1)},
+        store_id=None,
+        now=0.0,
+    )
+    db = await Database.open(path)
+    try:
+        stored = await OrderStore(db).insert_many(
+            [ROUTER.prepare(order(1), source), ROUTER.prepare(order(2), source), ROUTER.prepare(order(3), "recovery")]
+        )
+    finally:
+        await db.close()
+    copies = await db_rows(path, "SELECT order_id, max(copy) FROM print_jobs GROUP BY order_id ORDER BY order_id")
+    assert [s.order_id for s in stored] == ["ord_1", "ord_2", "ord_3"]
+    assert copies == [("ord_1", 1), ("ord_2", 0), ("ord_3", 0)]
+
+
 async def test_history_remembered_as_seen_is_known_not_stored(tmp_path: Path) -> None:
     """Recovery's history (orders from before a new box or a restore) is recorded as seen, never stored: known with
     its hash and revision, so a sender's retry of one is a duplicate; nothing asked, nothing known."""
