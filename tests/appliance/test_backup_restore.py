@@ -29,7 +29,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import write_config
+from edge.sim.process import AgentProcess, write_config
 from edge.sim.smtp import SmtpSink
 from edge.store.history import add_printed_history
 from tests.helpers import (
@@ -914,6 +914,29 @@ async def test_a_backup_beside_the_running_agent_does_not_count_its_log(
         await agent.close()
 
 
+async def _restore_over_an_order_taken_since(
+    agent: AgentProcess, kitchen: SimPrinter, taken: dict[str, Any], *, backup_schema: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """A-1001 printed; a backup (migrated down to ``backup_schema`` first, the next start migrating up again); then
+    ``taken`` pushed and printed; then the backup restored over that, the agent stopped: what the restore said."""
+    await agent.start()
+    async with api_client(agent.port) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await kitchen.wait_for_printed(1)
+    assert await agent.terminate() == 0
+    if backup_schema:
+        assert (await edge("migrate", f"--to={backup_schema}", "--config", str(agent.config))).returncode == 0
+    backup = await edge_backup(agent.config)
+    await agent.start()
+    async with api_client(agent.port) as api:
+        assert (await post(api, taken))[0] == 201
+    await kitchen.wait_for_printed(2)
+    assert await agent.terminate() == 0
+    restored = await edge("restore", str(backup), "--config", str(agent.config))
+    assert restored.returncode == 0, restored.stderr
+    return restored
+
+
 async def test_a_senders_resend_of_an_order_the_replaced_database_took_prints_as_copy_after_a_restore(
     tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
@@ -927,19 +950,7 @@ async def test_a_senders_resend_of_an_order_the_replaced_database_took_prints_as
     kitchen = printers["kitchen"]
     taken = make_order(2, print_receipt=False, created_at=datetime.now(UTC))
     try:
-        await agent.start()
-        async with api_client(agent.port) as api:
-            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
-        await kitchen.wait_for_printed(1)
-        assert await agent.terminate() == 0
-        backup = await edge_backup(agent.config)
-        await agent.start()
-        async with api_client(agent.port) as api:
-            assert (await post(api, taken))[0] == 201
-        await kitchen.wait_for_printed(2)
-        assert await agent.terminate() == 0
-        restored = await edge("restore", str(backup), "--config", str(agent.config))
-        assert restored.returncode == 0, restored.stderr
+        restored = await _restore_over_an_order_taken_since(agent, kitchen, taken)
         assert "1 order taken since the backup" in restored.stdout, restored.stdout
 
         await agent.start()
@@ -967,23 +978,10 @@ async def test_a_backup_from_before_order_revisions_restores_over_a_database_wit
     restore reads what the replaced database took against what the old backup holds, and goes through; the start
     migrates it and a resend of that order prints marked COPY."""
     agent = agent_process(tmp_path, printers)
-    kitchen, config = printers["kitchen"], str(agent.config)
+    kitchen = printers["kitchen"]
     taken = make_order(2, print_receipt=False, created_at=datetime.now(UTC))
     try:
-        await agent.start()
-        async with api_client(agent.port) as api:
-            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
-        await kitchen.wait_for_printed(1)
-        assert await agent.terminate() == 0
-        assert (await edge("migrate", "--to=10", "--config", config)).returncode == 0
-        backup = await edge_backup(agent.config)
-        await agent.start()  # migrates up again
-        async with api_client(agent.port) as api:
-            assert (await post(api, taken))[0] == 201
-        await kitchen.wait_for_printed(2)
-        assert await agent.terminate() == 0
-        restored = await edge("restore", str(backup), "--config", config)
-        assert restored.returncode == 0, restored.stderr
+        await _restore_over_an_order_taken_since(agent, kitchen, taken, backup_schema="10")
         await agent.start()
         async with api_client(agent.port) as api:
             assert (await post(api, taken))[0] == 201
