@@ -30,6 +30,8 @@ LABELS: dict[str, dict[str, Any]] = {
         "todo": "Was tun",
         "extra": "Seit der letzten Mail {n} weitere Male.",
         "extra_one": "Seit der letzten Mail ein weiteres Mal.",
+        "minutes": "{n} Minuten",
+        "minutes_one": "1 Minute",
         "status_page": "Statusseite",
         "footer": "{store} ({id}) – automatische Nachricht des Edge-Agenten.",
         "digest_intro": "Hinweise seit der letzten Übersicht:",
@@ -62,6 +64,8 @@ LABELS: dict[str, dict[str, Any]] = {
         "todo": "What to do",
         "extra": "{n} more times since the last mail.",
         "extra_one": "Once more since the last mail.",
+        "minutes": "{n} minutes",
+        "minutes_one": "1 minute",
         "status_page": "Status page",
         "footer": "{store} ({id}) – automatic message from the edge agent.",
         "digest_intro": "Notices since the last digest:",
@@ -274,13 +278,13 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "central_unreachable": {
         "de": (
             "Zentrale nicht erreichbar",
-            "Die Verbindung zur Zentrale ist seit über {down_min} Minuten unterbrochen. Bestellungen, die hier"
+            "Die Verbindung zur Zentrale ist seit über {minutes} unterbrochen. Bestellungen, die hier"
             " ankommen, werden weiter gedruckt.",
             "Internetverbindung und Router prüfen. Verpasste Bestellungen holt der Agent automatisch nach.",
         ),
         "en": (
             "Central backend unreachable",
-            "The line to the central backend has been down for more than {down_min} minutes. Orders that reach this"
+            "The line to the central backend has been down for more than {minutes}. Orders that reach this"
             " store still print.",
             "Check the internet connection and router. The agent fetches missed orders on its own afterwards.",
         ),
@@ -289,7 +293,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "central_unreachable:(answers)": {
         "de": (
             "Zentrale antwortet mit Fehlern",
-            "Die Zentrale antwortet seit über {down_min} Minuten nur mit Fehlern (z. B. wegen Wartung). Die"
+            "Die Zentrale antwortet seit über {minutes} nur mit Fehlern (z. B. wegen Wartung). Die"
             " Internetverbindung dieser Filiale ist in Ordnung. Bestellungen, die hier ankommen, werden weiter"
             " gedruckt.",
             "Hier ist nichts zu tun; dauert es an, das Team der Zentrale informieren. Verpasste Bestellungen holt der"
@@ -297,7 +301,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
         ),
         "en": (
             "Central backend answers with errors",
-            "The central backend has answered only with errors for more than {down_min} minutes (maintenance, for"
+            "The central backend has answered only with errors for more than {minutes} (maintenance, for"
             " example). This store's internet connection works. Orders that reach this store still print.",
             "Nothing to do here; if it goes on, tell central's team. The agent fetches missed orders on its own"
             " afterwards.",
@@ -308,7 +312,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "central_unreachable:(reached)": {
         "de": (
             "Zentrale antwortet nicht",
-            "Der Rechner der Zentrale ist erreichbar, ihr Dienst antwortet aber seit über {down_min} Minuten nicht"
+            "Der Rechner der Zentrale ist erreichbar, ihr Dienst antwortet aber seit über {minutes} nicht"
             " (Verbindungen abgewiesen oder ohne Antwort). Die Internetverbindung dieser Filiale ist in Ordnung."
             " Bestellungen, die hier ankommen, werden weiter gedruckt.",
             "Hier ist nichts zu tun; dauert es an, das Team der Zentrale informieren. Verpasste Bestellungen holt der"
@@ -316,8 +320,8 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
         ),
         "en": (
             "Central backend does not answer",
-            "The central backend's host is reachable, but its service has not answered for more than {down_min}"
-            " minutes (connections turned away or left unanswered). This store's internet connection works. Orders"
+            "The central backend's host is reachable, but its service has not answered for more than {minutes}"
+            " (connections turned away or left unanswered). This store's internet connection works. Orders"
             " that reach this store still print.",
             "Nothing to do here; if it goes on, tell central's team. The agent fetches missed orders on its own"
             " afterwards.",
@@ -326,7 +330,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "scanner_offline": {
         "de": (
             "Scanner {subject} getrennt",
-            "Der Scanner {subject} (Station {station}, Anschluss {port}) ist seit über {down_min} Minuten nicht"
+            "Der Scanner {subject} (Station {station}, Anschluss {port}) ist seit über {minutes} nicht"
             " verbunden. Er piept beim Scannen trotzdem, aber seine Scans kommen nicht an: Bons werden nicht als"
             " erledigt, Bestellungen nicht als fertig gemeldet.",
             "Kabel des Scanners prüfen: am Scanner und an der Box fest einstecken (USB: notfalls einen anderen"
@@ -335,8 +339,8 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
         ),
         "en": (
             "Scanner {subject} disconnected",
-            "Scanner {subject} (station {station}, port {port}) has not been connected for more than {down_min}"
-            " minutes. It still beeps when it reads, but its scans do not arrive: tickets are not marked done, orders"
+            "Scanner {subject} (station {station}, port {port}) has not been connected for more than {minutes}"
+            ". It still beeps when it reads, but its scans do not arrive: tickets are not marked done, orders"
             " not marked ready.",
             "Check the scanner's cable: plugged in firmly at the scanner and at the box (USB: if need be, another USB"
             " port of the box). The agent reconnects on its own. Scan again what was scanned meanwhile.",
@@ -541,14 +545,14 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "mqtt_unreachable": {
         "de": (
             "MQTT-Broker nicht erreichbar",
-            "Die Verbindung zum MQTT-Broker {broker} ist seit über {down_min} Minuten unterbrochen ({detail})."
+            "Die Verbindung zum MQTT-Broker {broker} ist seit über {minutes} unterbrochen ({detail})."
             " Bestellungen über MQTT kommen so lange nicht an; Bestellungen über HTTP werden weiter gedruckt.",
             "Internetverbindung und Router prüfen, und ob der Broker läuft (edge doctor zeigt den Grund). Was der"
             " Broker für diese Filiale aufbewahrt, kommt nach, sobald die Verbindung steht.",
         ),
         "en": (
             "MQTT broker unreachable",
-            "The connection to the MQTT broker {broker} has been down for more than {down_min} minutes ({detail})."
+            "The connection to the MQTT broker {broker} has been down for more than {minutes} ({detail})."
             " Orders over MQTT do not arrive meanwhile; orders over HTTP still print.",
             "Check the internet connection and router, and whether the broker runs (edge doctor shows the reason)."
             " What the broker keeps for this store arrives once the connection is back.",
@@ -727,6 +731,9 @@ class AlertRenderer:
         details = group["details"]
         items = details.get("items", [])
         fields = _Fields({**{k: _shown(k, v) for k, v in details.items() if k != "items"}, "subject": group["subject"]})
+        if "down_min" in fields:  # "seit über 1 Minuten" was the central77 probe's C3
+            n = fields["down_min"]
+            fields["minutes"] = self._labels["minutes_one"] if n == "1" else self._labels["minutes"].format(n=n)
         if items:
             fields.setdefault(
                 "order",

@@ -270,3 +270,15 @@ def test_the_managers_page_lists_every_alert_type() -> None:
     first_cells = re.findall(r"^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \|", table, re.M)
     rows = {name for cell in first_cells for name in re.findall(r"`([a-z_]+)`", cell)}
     assert sorted(set(TYPES) - rows) == []
+
+
+@pytest.mark.parametrize(
+    ("language", "down_min", "said"),
+    [("de", "1", "seit über 1 Minute "), ("de", "5", "seit über 5 Minuten "), ("en", "1", "more than 1 minute.")],
+)
+def test_minutes_are_said_in_the_right_number(language: str, down_min: str, said: str) -> None:
+    """central_down_min = 1: "seit über 1 Minute", not "1 Minuten" (the central77 probe, C3); 5 stays plural."""
+    mail = renderer(language).alert(
+        group("central_unreachable", down_min=down_min), kind="firing", extra=0, recipients=["a@b.test"]
+    )
+    assert said in mail.text, mail.text
