@@ -27,8 +27,8 @@ from edge.store.files import (
     leave_wal,
     mails_settled,
     maybe_printed,
-    newest_order_received,
     prepare_restored_file,
+    printed_until_mark,
     remove_restore_leftover,
     restoring_path,
     revisions_taken,
@@ -420,7 +420,7 @@ def _printed_until(db_path: Path) -> float | None:
     if not db_path.exists():
         return time.time()
     try:
-        return newest_order_received(db_path)
+        return printed_until_mark(db_path)
     except StoreError:
         return max(p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists())
 

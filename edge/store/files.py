@@ -17,9 +17,11 @@ import structlog
 from edge.errors import StoreError, StoreUnreadableError
 from edge.store.alerts import LOGIN_REST_ARGS, LOGIN_REST_SQL, LoginRest, login_rest_of
 from edge.store.identity import (
+    ACKED_KEYS_SQL,
     EVENT_KEY_MARK_KEY,
     MAY_HAVE_PRINTED_KEY,
     acked_key,
+    acked_of_key,
     move_to_store,
     new_event_key_mark,
     recorded_store,
@@ -202,20 +204,25 @@ def remove_restore_leftover(db_path: Path) -> None:
         log.info("restore_leftover_removed", path=str(left))
 
 
-def newest_order_received(path: Path) -> float | None:
-    """Read-only: when the newest order of a database file arrived (our clock); None if it has none. StoreError if
-    the file cannot say (damaged where the orders are)."""
+def printed_until_mark(path: Path) -> float | None:
+    """Read-only: until when a database file may have printed orders: when its newest order arrived (our clock), or
+    the may-have-printed mark a restore or its first start left in it, if later (a backup restored twice: the second
+    replaces a database that holds the first one's mark, not the orders behind it); None if neither. StoreError if the
+    file cannot say (damaged where the orders are)."""
     [(newest,)] = _read_all(path, "SELECT MAX(received_at) FROM orders", ())
-    return None if newest is None else float(newest)
+    marked = _read_all(path, "SELECT CAST(value AS REAL) FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
+    times = [float(t) for t in (newest, *(m for (m,) in marked)) if t is not None]
+    return max(times) if times else None
 
 
 def revisions_taken(path: Path) -> set[tuple[str, int]]:
-    """Read-only: every revision of every order a database file holds, as (order id, revision). StoreError if the file
-    cannot say (damaged where the orders are)."""
+    """Read-only: every revision of every order a database file took, as (order id, revision): those it holds, and
+    those a restore recorded in it as taken by the database it replaced (a backup restored twice). StoreError if the
+    file cannot say (damaged where the orders are)."""
     try:
         conn = _read_only(path)
         try:
-            return _revisions_held(conn)
+            return _revisions_held(conn) | {acked_of_key(key) for (key,) in conn.execute(ACKED_KEYS_SQL)}
         finally:
             conn.close()
     except sqlite3.Error as err:

@@ -114,6 +114,14 @@ def acked_key(order_id: str, revision: int) -> str:
 
 
 _ACKED_PREFIX = "acked_before_restore:"
+# The records a restore left, read back by the next one (restored again: what the first knew goes on).
+ACKED_KEYS_SQL = "SELECT key FROM meta WHERE substr(key, 1, 21) = 'acked_before_restore:'"  # _ACKED_PREFIX
+
+
+def acked_of_key(key: str) -> tuple[str, int]:
+    """The (order id, revision) an acked_key names."""
+    revision, _, order_id = key[len(_ACKED_PREFIX) :].partition(":")
+    return order_id, int(revision)
 
 
 async def acked_before_restore(conn: Writer, revisions: list[tuple[str, int]]) -> set[tuple[str, int]]:

@@ -915,10 +915,11 @@ async def test_a_backup_beside_the_running_agent_does_not_count_its_log(
 
 
 async def _restore_over_an_order_taken_since(
-    agent: AgentProcess, kitchen: SimPrinter, taken: dict[str, Any], *, backup_schema: str = ""
+    agent: AgentProcess, kitchen: SimPrinter, taken: dict[str, Any], *, backup_schema: str = "", again: str = "once"
 ) -> subprocess.CompletedProcess[str]:
     """A-1001 printed; a backup (migrated down to ``backup_schema`` first, the next start migrating up again); then
-    ``taken`` pushed and printed; then the backup restored over that, the agent stopped: what the restore said."""
+    ``taken`` pushed and printed; then the backup restored over that, the agent stopped (``again``: restored once
+    more, at once or after a start of the agent): what the first restore said."""
     await agent.start()
     async with api_client(agent.port) as api:
         assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
@@ -934,23 +935,32 @@ async def _restore_over_an_order_taken_since(
     assert await agent.terminate() == 0
     restored = await edge("restore", str(backup), "--config", str(agent.config))
     assert restored.returncode == 0, restored.stderr
+    if again == "after a start":
+        await agent.start()
+        assert await agent.terminate() == 0
+    if again != "once":
+        second = await edge("restore", str(backup), "--config", str(agent.config))
+        assert second.returncode == 0, second.stderr
     return restored
 
 
+@pytest.mark.parametrize("again", ["once", "at once", "after a start"])
 async def test_a_senders_resend_of_an_order_the_replaced_database_took_prints_as_copy_after_a_restore(
-    tmp_path: Path, printers: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter], again: str
 ) -> None:
     """A nightly backup; then A-1002 is pushed, answered 201 and printed; then the technician restores the backup (no
     central: nothing brings A-1002 back). The till sends A-1002 again, byte for byte (its retry spanning the restore,
     or the backend's re-push the docs name): the box no longer knows it, stores it, and its ticket prints marked COPY,
     since it may be in the cook's hand; the restore's output counts the orders the backup lacks. A change to it pushed
-    later (revision 2, never sent before) and an order never sent before print as originals. Before (the tech77
-    probe, F1): A-1002 printed a second time unmarked."""
+    later (revision 2, never sent before) and an order never sent before print as originals. The same when the
+    backup is restored a second time, at once or after a start (what the first restore knew goes on to the second).
+    Before (the tech77 probe, F1): A-1002 printed a second time unmarked; after a second restore (the verify77 probe,
+    V1) too."""
     agent = agent_process(tmp_path, printers)
     kitchen = printers["kitchen"]
     taken = make_order(2, print_receipt=False, created_at=datetime.now(UTC))
     try:
-        restored = await _restore_over_an_order_taken_since(agent, kitchen, taken)
+        restored = await _restore_over_an_order_taken_since(agent, kitchen, taken, again=again)
         assert "1 order taken since the backup" in restored.stdout, restored.stdout
 
         await agent.start()

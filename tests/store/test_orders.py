@@ -462,3 +462,29 @@ async def test_restating_a_first_start_leaves_a_mark_a_restore_moved_since(tmp_p
         assert await store.may_have_printed_until() == start + 3600
     finally:
         await db.close()
+
+
+async def test_a_restored_database_passes_on_what_its_restore_knew_to_the_next_restore(tmp_path: Path) -> None:
+    """A backup restored a second time replaces a database that holds only the backup's orders and what the first
+    restore recorded: the next restore reads the may-have-printed mark (later than its newest order) and the acked
+    revisions from it, so recovery's orders and a sender's resends from before the first restore still print as COPY
+    (the verify77 probe, V1: after a second restore a resend printed unmarked)."""
+    path = tmp_path / "edge.db"
+    db = await Database.open(path)
+    try:
+        [stored] = await OrderStore(db).insert_many([ROUTER.prepare(order(1), "push")])
+    finally:
+        await db.close()
+    [(received,)] = await db_rows(path, "SELECT received_at FROM orders")
+    await asyncio.to_thread(
+        files.prepare_restored_file,
+        path,
+        may_have_printed_until=received + 60,
+        printed_since=[],
+        not_out=[],
+        acked={("ord_2", 1), ("ord_3", 2)},
+        store_id=None,
+        now=0.0,
+    )
+    assert await asyncio.to_thread(files.printed_until_mark, path) == received + 60
+    assert await asyncio.to_thread(files.revisions_taken, path) == {(stored.order_id, 1), ("ord_2", 1), ("ord_3", 2)}
