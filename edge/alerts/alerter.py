@@ -21,6 +21,7 @@ from edge.alerts.outbox import Outbox, OutboxStatus
 from edge.alerts.render import AlertRenderer
 from edge.alerts.rules import (
     CRITICAL,
+    STORE_LINE_DOWN,
     TYPES,
     WARNING,
     due_mail,
@@ -991,6 +992,8 @@ class Alerter:
             # Known down, not yet for central_down_min: a recovery it cut short is its symptom, and waits with it; so
             # it waits for the outcome of a run under way, or due since the line came back (over if that completes).
             firing_keys.add("central_unreachable:central")
+        if self._central_down_since is not None and not self._central_cause:
+            firing_keys.add(f"{STORE_LINE_DOWN}:central")
         recounting = firing_keys | self._causes_over.keys()
 
         def causes(group: dict[str, Any]) -> set[str]:

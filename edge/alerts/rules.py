@@ -28,6 +28,9 @@ class AlertType:
 
 
 _SAME_SUBJECT, _ANY_SUBJECT = True, False
+# Not an alert of its own: the cause the alerter names among the firing keys while central is out of reach and nothing
+# says central itself is in trouble (the store's line, most likely: central_unreachable's own words).
+STORE_LINE_DOWN = "store_line_down"
 
 TYPES: dict[str, AlertType] = {
     t.name: t
@@ -80,8 +83,9 @@ TYPES: dict[str, AlertType] = {
         # orders topic that were not a valid order (acked and kept; central must send them right).
         AlertType("mqtt_refused", CRITICAL),
         # The broker out of reach for mqtt_down_min (down, or the store's line): no order comes over MQTT meanwhile.
-        # With central out of reach too, the store's line is the likely cause, and central's mail tells it.
-        AlertType("mqtt_unreachable", WARNING, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
+        # With central out of reach too for want of the line (not central's own trouble: its errors, its host turning
+        # connections away), the store's line is the likely cause, and central's mail tells it.
+        AlertType("mqtt_unreachable", WARNING, inhibited_by=((STORE_LINE_DOWN, _ANY_SUBJECT),)),
         AlertType("mqtt_events_refused", WARNING),
         # Orders come by recovery though the link is subscribed: the broker delivers nothing on the orders topic (its
         # ACL). Critical like a refusal: every order comes up to a schedule's interval late, or not at all.
