@@ -203,20 +203,19 @@ def _api_command(
     body: Any = None,
     *,
     then: Callable[[Any], None] | None = None,
+    in_config: Callable[[Settings], bool] | None = None,
 ) -> int:
-    """The agent's answer printed; ``then`` is given a good answer, to add a word of its own."""
+    """The agent's answer printed; ``then`` is given a good answer, to add a word of its own. ``in_config``: whether
+    what a 404 did not find is in the config file now (added since the agent started: a restart takes it up)."""
     settings = _load(args)
     status, answer = asyncio.run(call_agent(settings, method, path, body))
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     if then is not None and status < 400:
         then(answer)
-    if status in _CONFIG_REFUSALS and (hint := _restart_hint(settings)):
+    refused_by_old_config = status == 401 or (status == 404 and in_config is not None and in_config(settings))
+    if refused_by_old_config and (hint := _restart_hint(settings)):
         print(hint, file=sys.stderr)
     return 0 if status < 400 else 1
-
-
-# Answers a config the running agent has not read may cause: a token rotated (401), a printer added (404).
-_CONFIG_REFUSALS = (401, 404)
 
 
 def _restart_hint(settings: Settings) -> str:
@@ -277,7 +276,9 @@ def cmd_discard(args: argparse.Namespace) -> int:
 
 
 def cmd_printer_test(args: argparse.Namespace) -> int:
-    return _api_command(args, "POST", f"/api/v1/printers/{args.name}/test")
+    return _api_command(
+        args, "POST", f"/api/v1/printers/{args.name}/test", in_config=lambda settings: args.name in settings.printers
+    )
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -314,7 +315,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args)
     status, answer = asyncio.run(call_agent(settings, "GET", "/api/v1/status"))
     if status >= 400:
-        hint = _restart_hint(settings) if status in _CONFIG_REFUSALS else ""
+        hint = _restart_hint(settings) if status == 401 else ""  # a token changed since the agent started
         raise EdgeError(
             f"status: the agent answered {status}: {answer.get('reason', answer)}{f'; {hint}' if hint else ''}"
         )
