@@ -11,7 +11,9 @@ import pwd
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -36,6 +38,7 @@ from edge.store.files import (
 )
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 _PREFIX = "edge-"
 # edge-<UTC time>-<n><label>.db: n counts the backups taken in the folder. The time is the box's clock, which can be
@@ -441,8 +444,10 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool) -> tuple[Path,
             may_have_printed_until=_printed_until(db_path),
             printed_since=printed_since,
             not_out=sorted(set(waiting) - set(printed_since)),
-            acked=_taken(db_path),
-            settled_mails=_mails_settled(db_path),
+            # Of a damaged database that cannot say, none: its senders' resends then print as originals (recovery's
+            # as COPY up to the mark), and its waiting mails may go again.
+            acked=_of_replaced(db_path, revisions_taken, set()),
+            settled_mails=_of_replaced(db_path, mails_settled, []),
             store_id=settings.agent.store_id if moved else None,
             now=time.time(),
         )
@@ -453,27 +458,16 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool) -> tuple[Path,
     return restoring, lacking
 
 
-def _taken(db_path: Path) -> set[tuple[str, int]]:
-    """The revisions the database a restore replaces had taken; none from a damaged one that cannot say (its senders'
-    resends then print as originals, recovery's as COPY up to the may-have-printed mark)."""
+def _of_replaced(db_path: Path, read: Callable[[Path], T], nothing: T) -> T:
+    """What ``read`` finds in the database a restore replaces; ``nothing`` if there is none or it cannot say (damaged,
+    or too old a schema for what is read)."""
     if not db_path.exists():
-        return set()
+        return nothing
     try:
-        return revisions_taken(db_path)
+        return read(db_path)
     except StoreError as err:
-        log.warning("restore_replaced_orders_unreadable", error=str(err))
-        return set()
-
-
-def _mails_settled(db_path: Path) -> list[tuple[str, str, str, str, float | None]]:
-    """The alert mails the database a restore replaces has sent (or given up); none if it cannot say."""
-    if not db_path.exists():
-        return []
-    try:
-        return mails_settled(db_path)
-    except StoreError as err:  # damaged, or older than Message-IDs (schema 7): its mails may go again
-        log.warning("restore_replaced_mails_unreadable", error=str(err))
-        return []
+        log.warning("restore_replaced_database_unreadable", read=read.__name__, error=str(err))
+        return nothing
 
 
 def _printed_since(db_path: Path, waiting: list[str]) -> list[str]:

@@ -502,7 +502,8 @@ def _process_started(data_dir: Path, uptime_s: float) -> float | None:
 def restart_hint(settings: Settings) -> str:
     """For a command the running agent refused (401, 404): the words to add if the config or secrets file changed after
     it started, so it refused by what was there before (a token rotated, a printer added); "" if neither, or unknown."""
-    changed = _changed_since_start(settings, {"uptime_s": 0})
+    started = _process_started(settings.agent.data_dir, 0)  # the agent's process: no uptime known, it refused
+    changed = "" if started is None else _changed_after(settings, started + _PROC_TICKS_S)
     if not changed:
         return ""
     return (
@@ -512,17 +513,19 @@ def restart_hint(settings: Settings) -> str:
 
 
 def _changed_since_start(settings: Settings, status: dict[str, Any] | None) -> str:
-    """The config or secrets file written after the running agent started ("" if neither, or unknown). An uptime of 0
-    (none known: the agent refused the status) takes the start from the agent's process only."""
+    """The config or secrets file written after the running agent started ("" if neither, or unknown)."""
     if status is None or not isinstance(status.get("uptime_s"), (int, float)):
         return ""
     started = _process_started(settings.agent.data_dir, status["uptime_s"])
-    if started is None and not status["uptime_s"]:
-        return ""
     if started is None:
         started = time.time() - status["uptime_s"] - 1  # uptime is whole seconds
     else:
         started += _PROC_TICKS_S
+    return _changed_after(settings, started)
+
+
+def _changed_after(settings: Settings, started: float) -> str:
+    """The config or secrets file written after ``started`` (wall clock), "" if neither."""
     files = [Path(settings.source), *([settings.secrets_file] if settings.secrets_file else [])]
     for path in files:
         with contextlib.suppress(OSError):

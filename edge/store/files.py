@@ -17,11 +17,10 @@ import structlog
 from edge.errors import StoreError, StoreUnreadableError
 from edge.store.alerts import LOGIN_REST_ARGS, LOGIN_REST_SQL, LoginRest, login_rest_of
 from edge.store.identity import (
-    ACKED_KEYS_SQL,
     EVENT_KEY_MARK_KEY,
     MAY_HAVE_PRINTED_KEY,
     acked_key,
-    acked_of_key,
+    acked_recorded,
     move_to_store,
     new_event_key_mark,
     recorded_store,
@@ -209,10 +208,14 @@ def printed_until_mark(path: Path) -> float | None:
     the may-have-printed mark a restore or its first start left in it, if later (a backup restored twice: the second
     replaces a database that holds the first one's mark, not the orders behind it); None if neither. StoreError if the
     file cannot say (damaged where the orders are)."""
-    [(newest,)] = _read_all(path, "SELECT MAX(received_at) FROM orders", ())
-    marked = _read_all(path, "SELECT CAST(value AS REAL) FROM meta WHERE key = ?", (MAY_HAVE_PRINTED_KEY,))
-    times = [float(t) for t in (newest, *(m for (m,) in marked)) if t is not None]
-    return max(times) if times else None
+    [(until,)] = _read_all(path, _PRINTED_UNTIL_SQL, (MAY_HAVE_PRINTED_KEY,))
+    return None if until is None else float(until)
+
+
+_PRINTED_UNTIL_SQL = (
+    "SELECT MAX(t) FROM (SELECT MAX(received_at) AS t FROM orders"
+    " UNION ALL SELECT CAST(value AS REAL) FROM meta WHERE key = ?)"
+)
 
 
 def revisions_taken(path: Path) -> set[tuple[str, int]]:
@@ -222,7 +225,7 @@ def revisions_taken(path: Path) -> set[tuple[str, int]]:
     try:
         conn = _read_only(path)
         try:
-            return _revisions_held(conn) | {acked_of_key(key) for (key,) in conn.execute(ACKED_KEYS_SQL)}
+            return _revisions_held(conn) | acked_recorded(conn)
         finally:
             conn.close()
     except sqlite3.Error as err:

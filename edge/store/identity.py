@@ -114,14 +114,19 @@ def acked_key(order_id: str, revision: int) -> str:
 
 
 _ACKED_PREFIX = "acked_before_restore:"
-# The records a restore left, read back by the next one (restored again: what the first knew goes on).
-ACKED_KEYS_SQL = "SELECT key FROM meta WHERE substr(key, 1, 21) = 'acked_before_restore:'"  # _ACKED_PREFIX
 
 
-def acked_of_key(key: str) -> tuple[str, int]:
-    """The (order id, revision) an acked_key names."""
-    revision, _, order_id = key[len(_ACKED_PREFIX) :].partition(":")
-    return order_id, int(revision)
+def acked_recorded(conn: sqlite3.Connection) -> set[tuple[str, int]]:
+    """The (order id, revision) records a restore left in a database: read back by the next restore (a backup restored
+    again: what the first knew goes on)."""
+    rows = conn.execute(_ACKED_KEYS_SQL, (len(_ACKED_PREFIX), _ACKED_PREFIX))
+    return {
+        (order_id, int(revision))
+        for revision, _, order_id in (key[len(_ACKED_PREFIX) :].partition(":") for (key,) in rows)
+    }
+
+
+_ACKED_KEYS_SQL = "SELECT key FROM meta WHERE substr(key, 1, ?) = ?"
 
 
 async def acked_before_restore(conn: Writer, revisions: list[tuple[str, int]]) -> set[tuple[str, int]]:
