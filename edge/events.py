@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from edge.states import HoldReason, JobState, OrderSource, RunState, RunTrigger, ScanOutcome
+from edge.states import CentralDown, HoldReason, JobState, OrderSource, RunState, RunTrigger, ScanOutcome
 
 log = structlog.get_logger()
 
@@ -116,10 +116,7 @@ class JobRedirected(Event):
 class CentralLinkChanged(Event):
     up: bool
     detail: str = ""
-    answered: bool = False  # down because central answered with errors (its maintenance, a 5xx): the line works
-    # Down though central's host was reached (it reset, closed or refused the connection, or never answered): the line
-    # works, central's service does not.
-    reached: bool = False
+    cause: CentralDown = CentralDown.LINE  # why it is down (up: unused)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

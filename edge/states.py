@@ -138,6 +138,15 @@ class ItemClass(enum.StrEnum):
     HISTORY = "history"
 
 
+class CentralDown(enum.StrEnum):
+    """Why the central link is down, as far as the box can tell; the value names the mail's words (render.py's
+    central_unreachable:(answers) and :(reached)), none for the line's."""
+
+    LINE = ""  # no connection made: the store's line, its router, or central's address (the likely cause: the line)
+    ANSWERS = "answers"  # central answers, with errors only (its maintenance's 503, a 5xx): the line works
+    REACHED = "reached"  # central's host took or refused the connection, its service did not answer: the line works
+
+
 class MqttState(enum.StrEnum):
     """The MQTT broker link (edge/sync/mqtt.py)."""
 

@@ -68,7 +68,7 @@ from edge.events import (
 )
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
-from edge.states import NOT_DONE_JOB_STATES, HoldReason, JobState
+from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
 from edge.store.jobs import JobStore
@@ -231,7 +231,7 @@ class Alerter:
         self._new_mail = asyncio.Event()
         self._central_down_since: float | None = None  # monotonic; see _remember_central_outage
         self._central_detail = ""
-        self._central_cause = ""
+        self._central_cause = CentralDown.LINE
         self._central_fired = False
         self._central_recorded = False  # the outage's start is kept in the database
         self._central_carried: float | None = None  # an earlier run's outage start (monotonic), for the next down
@@ -389,7 +389,7 @@ class Alerter:
                     detail=texts[:200],
                     item={"id": event.order_id, "order": number, "text": texts[:120]},
                 )
-            case CentralLinkChanged(up=up, detail=detail, answered=answered, reached=reached):
+            case CentralLinkChanged(up=up, detail=detail, cause=cause):
                 if up:
                     self._run_awaited = self.clock.mono()  # the line's return starts a run
                     self._central_down_since, self._central_fired, self._central_back = None, False, True
@@ -398,8 +398,7 @@ class Alerter:
                 elif self._central_down_since is None:
                     self._central_down_since = self.clock.mono()
                     self._central_detail = detail
-                    # render.py's central_unreachable:(answers) and :(reached): central's trouble, not the line
-                    self._central_cause = "answers" if answered else "reached" if reached else ""
+                    self._central_cause = cause
             case OrderEventsRefused():
                 self._signal(
                     "central_refused_events",
@@ -598,7 +597,9 @@ class Alerter:
                 again=self._central_before,  # an earlier run's outage, still on: the same occurrence if still firing
                 down_min=f"{cfg.central_down_min:g}",
                 detail=self._central_detail,
-                cause=self._central_cause,  # render.py's central_unreachable:(answers): central's trouble, not the line
+                cause=str(
+                    self._central_cause
+                ),  # render.py's central_unreachable:(answers), :(reached): central's trouble
             )
         if self._mqtt_down is not None and not self._mqtt_fired:
             since, detail = self._mqtt_down
@@ -992,7 +993,7 @@ class Alerter:
             # Known down, not yet for central_down_min: a recovery it cut short is its symptom, and waits with it; so
             # it waits for the outcome of a run under way, or due since the line came back (over if that completes).
             firing_keys.add("central_unreachable:central")
-        if self._central_down_since is not None and not self._central_cause:
+        if self._central_down_since is not None and self._central_cause == CentralDown.LINE:
             firing_keys.add(f"{STORE_LINE_DOWN}:central")
         recounting = firing_keys | self._causes_over.keys()
 

@@ -11,6 +11,7 @@ from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import CentralSettings
 from edge.errors import CentralApiError
 from edge.events import CentralAnswersAgain, CentralLinkChanged, EventBus
+from edge.states import CentralDown
 from edge.sync.client import (
     CentralBusyError,
     CentralClient,
@@ -93,7 +94,7 @@ class LinkMonitor:
         """When up last changed, as the wall clock tells it now (a step of NTP since moves it too)."""
         return self._clock.wall_at(self._since)
 
-    def _set(self, up: bool, detail: str, *, answered: bool = False, reached: bool = False) -> None:
+    def _set(self, up: bool, detail: str, *, cause: CentralDown = CentralDown.LINE) -> None:
         changed, self.detail = detail != self.detail, detail
         if up == self.up:
             if changed and not up:  # still down, for another reason: the technician's fix may have done its part
@@ -109,7 +110,7 @@ class LinkMonitor:
         else:
             self._down_since = self._clock.mono()
             log.warning("central_link_down", detail=detail)
-        self._bus.publish(CentralLinkChanged(up=up, detail=detail, answered=answered, reached=reached))
+        self._bus.publish(CentralLinkChanged(up=up, detail=detail, cause=cause))
 
     def _hung_for(self) -> float | None:
         """How long central has taken probes and answered nothing, no call answered either, once that is at least
@@ -147,7 +148,7 @@ class LinkMonitor:
                         self._silent_since = self._clock.mono()
                     if (hung_s := self._hung_for()) is not None:
                         hung = f"central takes connections and has answered nothing for {hung_s:.0f} s"
-                        self._set(False, hung, reached=True)
+                        self._set(False, hung, cause=CentralDown.REACHED)
                         wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
                     else:
                         # Calls get answers, or the probe got through and only its answer is slow (a dependency
@@ -156,14 +157,17 @@ class LinkMonitor:
                         self._set(True, "")
                         wait, delay = self._settings.probe_up_s, _PROBE_MIN_S
                 else:
-                    self._set(False, str(err), reached=err.reached)
+                    self._set(False, str(err), cause=_unanswered(err))
                     wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
             except CentralBusyError as err:  # an answer: the backend is there, only busy; the probe came too soon
                 self._set(True, "")
                 wait, delay = max(self._settings.probe_up_s, self._told(err)), _PROBE_MIN_S
             except CentralApiError as err:
-                reached = isinstance(err, CentralUnreachableError) and err.reached
-                self._set(False, str(err), answered=not isinstance(err, CentralUnreachableError), reached=reached)
+                self._set(
+                    False,
+                    str(err),
+                    cause=_unanswered(err) if isinstance(err, CentralUnreachableError) else CentralDown.ANSWERS,
+                )
                 wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
                 if isinstance(err, CentralLaterError):  # down for maintenance: asked again when it said
                     wait = max(wait, self._told(err))
@@ -181,3 +185,7 @@ class LinkMonitor:
             self._wake.clear()
             await wait_set(self._wake, wait)
             self._wake.clear()
+
+
+def _unanswered(err: CentralUnreachableError) -> CentralDown:
+    return CentralDown.REACHED if err.reached else CentralDown.LINE

@@ -25,7 +25,7 @@ from edge.events import (
     RecoveryStarted,
 )
 from edge.sim.smtp import SmtpSink
-from edge.states import JobState, RunTrigger
+from edge.states import CentralDown, JobState, RunTrigger
 from edge.store.alerts import AlertStore
 from edge.store.db import Database
 from edge.store.jobs import JobStore
@@ -734,7 +734,7 @@ async def test_the_stores_line_down_is_one_mail_about_central_not_a_second_about
     ]
 
 
-@pytest.mark.parametrize("central", ["answered", "reached"])
+@pytest.mark.parametrize("central", ["answers", "reached"])
 async def test_central_in_trouble_of_its_own_does_not_hold_back_the_mqtt_brokers_outage(
     alert_settings: Callable[..., Settings],
     make_alerter: Callable[..., Alerter],
@@ -746,7 +746,7 @@ async def test_central_in_trouble_of_its_own_does_not_hold_back_the_mqtt_brokers
     broker out of reach at the same time is then news of its own, mailed too. Before (the verify77 probe, V6): held
     behind central's mail, which said the line was fine, so nobody heard MQTT orders had stopped."""
     alerter = make_alerter(alert_settings())
-    alerter.on_event(CentralLinkChanged(up=False, detail="HTTP 503", **{central: True}))
+    alerter.on_event(CentralLinkChanged(up=False, detail="HTTP 503", cause=CentralDown(central)))
     alerter.on_event(MqttConnectionChanged(connected=False, detail="timed out"))
     for _ in range(8):
         clock.advance(60)
@@ -754,5 +754,5 @@ async def test_central_in_trouble_of_its_own_does_not_hold_back_the_mqtt_brokers
         await run(alerter)
     assert sorted(subject(m).split("] ")[1] for m in sink.messages) == [
         "STÖRUNG: MQTT-Broker nicht erreichbar",
-        "STÖRUNG: Zentrale antwortet mit Fehlern" if central == "answered" else "STÖRUNG: Zentrale antwortet nicht",
+        "STÖRUNG: Zentrale antwortet mit Fehlern" if central == "answers" else "STÖRUNG: Zentrale antwortet nicht",
     ]
