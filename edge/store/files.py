@@ -3,7 +3,6 @@ without the agent. Blocking (sqlite3): callers on the event loop run these in a 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import pwd
@@ -258,7 +257,8 @@ _SETTLED_MAILS_SQL = (
 )
 _SETTLE_MAIL_SQL = (
     "UPDATE alert_mails SET state = ?2, delivered = ?3, refused = ?4, sent_at = ?5"
-    " WHERE message_id = ?1 AND state = 'pending'"
+    " WHERE message_id = ?1 AND state = 'pending'",
+    None,  # older than Message-IDs (schema 7): none to match, its waiting mails may go again
 )
 
 _DONE = ("printed", "discarded")
@@ -332,10 +332,7 @@ def prepare_restored_file(
                 conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))
                 _older_too(conn, _PRINTED_SINCE_SQL, [(key, *_DONE) for key in printed_since])
                 _older_too(conn, _BACK_IN_LINE_SQL, [(key,) for key in not_out])
-                if settled_mails:
-                    # A backup older than Message-IDs (schema 7) has none to match: its waiting mails may go again.
-                    with contextlib.suppress(sqlite3.OperationalError):
-                        conn.executemany(_SETTLE_MAIL_SQL, settled_mails)
+                _older_too(conn, _SETTLE_MAIL_SQL, list(settled_mails))
             if store_id is not None:
                 move_to_store(conn, store_id, now=now)
         finally:
@@ -345,15 +342,16 @@ def prepare_restored_file(
     return len({order_id for order_id, _ in missing} - {order_id for order_id, _ in held})
 
 
-def _older_too(conn: sqlite3.Connection, sqls: tuple[str, str], rows: list[tuple[str, ...]]) -> None:
+def _older_too(conn: sqlite3.Connection, sqls: tuple[str, str | None], rows: Sequence[tuple[Any, ...]]) -> None:
     """``rows`` through the first statement, or the second for a backup of an older schema that lacks what the first
-    names (a restored backup is migrated at the next start, not before)."""
+    names (a restored backup is migrated at the next start, not before); none: such a backup has nothing to mark."""
     if not rows:
         return
     try:
         conn.executemany(sqls[0], rows)
-    except sqlite3.OperationalError:  # no such column (went_out: 17) or table (order_revisions: 11)
-        conn.executemany(sqls[1], rows)
+    except sqlite3.OperationalError:  # no such column (went_out: 17, message_id: 7) or table (order_revisions: 11)
+        if sqls[1] is not None:
+            conn.executemany(sqls[1], rows)
 
 
 _PRINTED_SINCE_SQL = (
