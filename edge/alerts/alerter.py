@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from edge.alerts.mailer import LoginRefusedError, Mailer
+from edge.alerts.outage import Outage
 from edge.alerts.outbox import Outbox, OutboxStatus
 from edge.alerts.render import AlertRenderer
 from edge.alerts.rules import (
@@ -229,18 +230,13 @@ class Alerter:
         self._pending: list[Signal] = []
         self._new_signals = asyncio.Event()
         self._new_mail = asyncio.Event()
-        self._central_down_since: float | None = None  # monotonic; see _remember_central_outage
+        self._central_out = Outage(self._store, clock, "central")
         self._central_detail = ""
         self._central_cause = CentralDown.LINE
         self._central_fired = False
-        self._central_recorded = False  # the outage's start is kept in the database
-        self._central_carried: float | None = None  # an earlier run's outage start (monotonic), for the next down
-        self._central_before = False  # the outage now is one an earlier run met (carried over a restart)
-        self._central_loaded = False
-        self._central_back = False  # the line came back since the last check: the record goes
-        # The MQTT broker down (not refusing: mqtt_refused tells that): since when (monotonic) and why; mailed after
-        # mqtt_down_min.
-        self._mqtt_down: tuple[float, str] | None = None
+        # The MQTT broker down (not refusing: mqtt_refused tells that), and why; mailed after mqtt_down_min.
+        self._mqtt_out = Outage(self._store, clock, "mqtt")
+        self._mqtt_detail = ""
         self._mqtt_fired = False
         self._levels: dict[str, bool] = {}  # last value of each checked condition: checks signal changes, not samples
         # Printers feeding paper with the button, not yet alarmed: since when (monotonic), and the state's detail.
@@ -392,11 +388,10 @@ class Alerter:
             case CentralLinkChanged(up=up, detail=detail, cause=cause):
                 if up:
                     self._run_awaited = self.clock.mono()  # the line's return starts a run
-                    self._central_down_since, self._central_fired, self._central_back = None, False, True
-                    self._central_before = False
+                    self._central_out.up()
+                    self._central_fired = False
                     self._signal("central_unreachable", "central", False)
-                elif self._central_down_since is None:
-                    self._central_down_since = self.clock.mono()
+                elif self._central_out.down():
                     self._central_detail = detail
                     self._central_cause = cause
             case OrderEventsRefused():
@@ -442,14 +437,15 @@ class Alerter:
             case MqttConnectionChanged(connected=connected, refused=refused, detail=detail):
                 if refused:
                     self._signal("mqtt_refused", "mqtt", True, detail=detail)
-                    self._mqtt_down = None  # its own alarm, at once
+                    self._mqtt_out.up()  # its own alarm, at once
                 elif connected:
                     self._signal("mqtt_refused", "mqtt", False)
                     self._signal("mqtt_unreachable", "mqtt", False)
-                    self._mqtt_down, self._mqtt_fired = None, False
+                    self._mqtt_out.up()
+                    self._mqtt_fired = False
                 else:
-                    since = self.clock.mono() if self._mqtt_down is None else self._mqtt_down[0]
-                    self._mqtt_down = (since, detail)
+                    self._mqtt_out.down()
+                    self._mqtt_detail = detail
             case MqttEventsRefused(refused=True, detail=detail):
                 self._signal("mqtt_events_refused", "mqtt", True, detail=detail)
             case MqttEventsRefused():
@@ -585,36 +581,36 @@ class Alerter:
                 if group.severity == WARNING and waiting_on.get(group.subject) and self._open(now):
                     # Tickets now wait for an idle printer that is down: the same outage, critical now, not one more.
                     self._signal(type_name, group.subject, True, count=0)
-        await self._remember_central_outage()
-        down_s = None if self._central_down_since is None else self.clock.mono() - self._central_down_since
+        await self._central_out.settle()
+        await self._mqtt_out.settle()
+        down_s = self._central_out.down_s()
         if down_s is not None and not self._central_fired and down_s >= cfg.central_down_min * 60:
             self._central_fired = True
             self._signal(
                 "central_unreachable",
                 "central",
                 True,
-                mono=self._central_down_since,
-                again=self._central_before,  # an earlier run's outage, still on: the same occurrence if still firing
+                mono=self._central_out.since,
+                again=self._central_out.before,  # an earlier run's outage still on: the same occurrence if still firing
                 down_min=f"{cfg.central_down_min:g}",
                 detail=self._central_detail,
                 cause=str(
                     self._central_cause
                 ),  # render.py's central_unreachable:(answers), :(reached): central's trouble
             )
-        if self._mqtt_down is not None and not self._mqtt_fired:
-            since, detail = self._mqtt_down
-            if self.clock.mono() - since >= cfg.mqtt_down_min * 60:
-                self._mqtt_fired = True
-                self._signal(
-                    "mqtt_unreachable",
-                    "mqtt",
-                    True,
-                    mono=since,
-                    again=True,  # still firing from the run before (a restart while it was down): the same outage
-                    down_min=f"{cfg.mqtt_down_min:g}",
-                    broker=self._settings.mqtt.url,
-                    detail=detail,
-                )
+        mqtt_down_s = self._mqtt_out.down_s()
+        if mqtt_down_s is not None and not self._mqtt_fired and mqtt_down_s >= cfg.mqtt_down_min * 60:
+            self._mqtt_fired = True
+            self._signal(
+                "mqtt_unreachable",
+                "mqtt",
+                True,
+                mono=self._mqtt_out.since,
+                again=True,  # still firing from the run before (a restart while it was down): the same outage
+                down_min=f"{cfg.mqtt_down_min:g}",
+                broker=self._settings.mqtt.url,
+                detail=self._mqtt_detail,
+            )
         if cfg.disk_free_min_mb:
             usage = await asyncio.to_thread(shutil.disk_usage, self._settings.agent.data_dir)
             free_mb = usage.free // 2**20
@@ -637,35 +633,6 @@ class Alerter:
                 if group.subject not in names:
                     self._signal(type_name, group.subject, False)
         self._gone_devices_checked = True
-
-    async def _remember_central_outage(self) -> None:
-        """The line's outage outlives a restart of the agent (systemd after a crash, an upgrade): when it went down is
-        kept in the database, and a start that finds the line down again measures from then, so the alert comes
-        central_down_min after the line went down, not after the last start (a crash loop never mailed). Only within
-        this boot, on its monotonic clock, so a step of the wall clock between two runs (NTP soon after a boot) adds
-        nothing: of a box switched off for a day nobody knows what the line did."""
-        mono = self.clock.mono()
-        if not self._central_loaded:
-            self._central_loaded = True
-            recorded = await self._store.central_down_since()
-            boot = self.clock.boot()
-            if recorded is not None and boot is not None and recorded.boot == boot and recorded.mono <= mono:
-                self._central_carried, self._central_recorded = recorded.mono, True
-            elif recorded is not None:
-                await self._store.record_central_down_since(None)
-        if self._central_back:
-            self._central_back, self._central_carried = False, None
-            if self._central_recorded:
-                self._central_recorded = False
-                await self._store.record_central_down_since(None)
-        if self._central_down_since is None:
-            return
-        if self._central_carried is not None:
-            self._central_down_since = min(self._central_down_since, self._central_carried)
-            self._central_carried, self._central_before = None, True
-        if not self._central_recorded and (boot := self.clock.boot()) is not None:
-            self._central_recorded = True
-            await self._store.record_central_down_since(MonoTime(boot=boot, mono=self._central_down_since))
 
     # ---- throttle ------------------------------------------------------------------------------------------
 
@@ -989,11 +956,11 @@ class Alerter:
         groups = await self._store.open_groups()
         firing_keys = {g["key"] for g in groups if g["state"] == "firing"}
         run_awaited = self._run_awaited is not None and self.clock.mono() - self._run_awaited < _RUN_AWAITED_S
-        if self._central_down_since is not None or run_awaited:
+        if self._central_out.since is not None or run_awaited:
             # Known down, not yet for central_down_min: a recovery it cut short is its symptom, and waits with it; so
             # it waits for the outcome of a run under way, or due since the line came back (over if that completes).
             firing_keys.add("central_unreachable:central")
-        if self._central_down_since is not None and self._central_cause == CentralDown.LINE:
+        if self._central_out.since is not None and self._central_cause == CentralDown.LINE:
             firing_keys.add(f"{STORE_LINE_DOWN}:central")
         recounting = firing_keys | self._causes_over.keys()
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the mail's type is imported where no database is opened (ed
 _MAX_ITEMS = 20  # a group mail lists at most this many siblings (the newest)
 _DIGEST_META = "alerts_last_digest"
 _MAIL_DATED_META = "alerts_last_mail_dated"  # the last mail's Date: a restart dates none before it
-_CENTRAL_DOWN_META = "central_down_since"  # when the central line went down (MonoTime), kept while it is down
+_DOWN_META = "{}_down_since"  # when a link (central, mqtt) went down (MonoTime), kept while it is down
 _LOGIN_REST_META = "alerts_login_rest"  # the relay's rest after it refused the login (LoginRest), across restarts
 
 
@@ -690,22 +690,22 @@ class AlertStore:
                 (_DIGEST_META, json.dumps({"at": mark.at, "log_id": mark.log_id} | _mono_json(mark.sent))),
             )
 
-    async def central_down_since(self) -> MonoTime | None:
-        """When the central line went down, as an earlier run of the agent recorded it (None: up, or not known)."""
-        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_CENTRAL_DOWN_META,))
+    async def down_since(self, link: str) -> MonoTime | None:
+        """When ``link`` (central, mqtt) went down, as an earlier run recorded it (None: up, or not known)."""
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (_DOWN_META.format(link),))
         try:
             value = json.loads(row[0]) if row is not None else None
             return MonoTime(boot=str(value["boot"]), mono=float(value["mono"])) if value is not None else None
         except (TypeError, KeyError, ValueError):  # an older version's wall time: of no use across a clock step
             return None
 
-    async def record_central_down_since(self, since: MonoTime | None) -> None:
-        """Keep when the central line went down across restarts (None: it is up again)."""
+    async def record_down_since(self, link: str, since: MonoTime | None) -> None:
+        """Keep when ``link`` went down across restarts (None: it is up again)."""
         async with self._db.transaction() as conn:
             if since is None:
-                await conn.execute("DELETE FROM meta WHERE key = ?", (_CENTRAL_DOWN_META,))
+                await conn.execute("DELETE FROM meta WHERE key = ?", (_DOWN_META.format(link),))
             else:
-                await conn.execute(UPSERT_META, (_CENTRAL_DOWN_META, json.dumps(_mono_json(since))))
+                await conn.execute(UPSERT_META, (_DOWN_META.format(link), json.dumps(_mono_json(since))))
 
     async def shift_times(self, seconds: float) -> None:
         """The wall clock stepped by ``seconds``: every time these tables measure a duration from moves with it, so

@@ -17,7 +17,7 @@ from edge.alerts.mailer import Mailer
 from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
-from edge.events import CentralLinkChanged, EventBus, PrinterStatusChanged
+from edge.events import CentralLinkChanged, EventBus, MqttConnectionChanged, PrinterStatusChanged
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
@@ -207,6 +207,70 @@ async def test_the_central_lines_outage_outlives_restarts_of_the_agent(
     assert "Zentrale nicht erreichbar" in subject(mail), subject(mail)
     since = dt.datetime.fromtimestamp(went_down, ZoneInfo(settings.agent.timezone or "UTC")).strftime("%H:%M")
     assert since in mail.get_body(("plain",)).get_content()
+
+
+async def test_the_mqtt_brokers_outage_outlives_restarts_of_the_agent(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """As the central line's: the broker is gone; the agent is restarted every minute (a crash loop, a technician):
+    each start finds the broker gone again, and the one mail comes when it has been gone mqtt_down_min (5) by the first
+    start's account, saying since when. Before (stop 77's verify probe, V3): each start measured from itself, so a
+    crash loop never mailed that no order came over MQTT."""
+    settings = alert_settings(mqtt={"url": "mqtt://broker.store.test:1883"}, mqtt_down_min=5)
+    went_down = clock.wall()
+    for minute in range(8):
+        alerter, db = await restarted(settings, tmp_path / "data" / "edge.db", clock)
+        try:
+            alerter.on_event(MqttConnectionChanged(connected=False, detail="[Errno 111] Connection refused"))
+            await alerter.check()
+            await run(alerter)
+            clock.advance(31)
+            await alerter.check()
+            await run(alerter)
+            if minute < 4:
+                assert sink.messages == [], minute
+        finally:
+            await db.close()
+        clock.advance(29)
+    [mail] = sink.messages
+    assert "MQTT" in subject(mail), subject(mail)
+    since = dt.datetime.fromtimestamp(went_down, ZoneInfo(settings.agent.timezone or "UTC")).strftime("%H:%M")
+    assert since in mail.get_body(("plain",)).get_content()
+
+
+async def test_a_broker_back_before_a_restart_leaves_no_outage_for_the_next_one_to_carry(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """The broker was gone for 4 minutes and came back; an hour later the agent restarts and finds it gone again (its
+    own restart): that outage starts now, and a short one is no news."""
+    settings = alert_settings(mqtt={"url": "mqtt://broker.store.test:1883"}, mqtt_down_min=5)
+    path = tmp_path / "data" / "edge.db"
+    alerter, db = await restarted(settings, path, clock)
+    try:
+        alerter.on_event(MqttConnectionChanged(connected=False, detail="refused"))
+        await alerter.check()
+        clock.advance(240)
+        await alerter.check()
+        alerter.on_event(MqttConnectionChanged(connected=True))
+        await alerter.check()
+    finally:
+        await db.close()
+    clock.advance(3600)
+    alerter, db = await restarted(settings, path, clock)
+    try:
+        alerter.on_event(MqttConnectionChanged(connected=False, detail="refused"))
+        await alerter.check()
+        clock.advance(120)
+        await alerter.check()
+        await run(alerter)
+        alerter.on_event(MqttConnectionChanged(connected=True))
+        await alerter.check()
+        clock.advance(600)
+        await alerter.check()
+        await run(alerter)
+    finally:
+        await db.close()
+    assert sink.messages == []
 
 
 async def test_a_restart_during_the_lines_mailed_outage_is_not_another_occurrence_of_it(
