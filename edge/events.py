@@ -117,6 +117,7 @@ class CentralLinkChanged(Event):
     up: bool
     detail: str = ""
     cause: CentralDown = CentralDown.LINE  # why it is down (up: unused)
+    down_for_s: float = 0.0  # down this long already when told: central silent since its first unanswered probe
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -385,13 +385,13 @@ class Alerter:
                     detail=texts[:200],
                     item={"id": event.order_id, "order": number, "text": texts[:120]},
                 )
-            case CentralLinkChanged(up=up, detail=detail, cause=cause):
+            case CentralLinkChanged(up=up, detail=detail, cause=cause, down_for_s=down_for_s):
                 if up:
                     self._run_awaited = self.clock.mono()  # the line's return starts a run
                     self._central_out.up()
                     self._central_fired = False
                     self._signal("central_unreachable", "central", False)
-                elif self._central_out.down():
+                elif self._central_out.down(ago_s=down_for_s):
                     self._central_detail = detail
                     self._central_cause = cause
             case OrderEventsRefused():

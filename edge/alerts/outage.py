@@ -22,11 +22,11 @@ class Outage:
         self._loaded = False
         self._back = False  # the link came back since the last settle: the record goes
 
-    def down(self) -> bool:
-        """The link is down; True when this starts the outage (not a repeat of one known)."""
+    def down(self, *, ago_s: float = 0.0) -> bool:
+        """The link is down, since ``ago_s`` before now; True when this starts the outage (not one known)."""
         if self.since is not None:
             return False
-        self.since = self._clock.mono()
+        self.since = self._clock.mono() - ago_s
         return True
 
     def up(self) -> None:

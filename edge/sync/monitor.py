@@ -94,7 +94,7 @@ class LinkMonitor:
         """When up last changed, as the wall clock tells it now (a step of NTP since moves it too)."""
         return self._clock.wall_at(self._since)
 
-    def _set(self, up: bool, detail: str, *, cause: CentralDown = CentralDown.LINE) -> None:
+    def _set(self, up: bool, detail: str, *, cause: CentralDown = CentralDown.LINE, down_for_s: float = 0.0) -> None:
         changed, self.detail = detail != self.detail, detail
         if up == self.up:
             if changed and not up:  # still down, for another reason: the technician's fix may have done its part
@@ -103,14 +103,14 @@ class LinkMonitor:
                     self._still_down_logged = now
                     log.warning("central_link_still_down", detail=detail)
             return
-        previous, self.up, self._since = self.up, up, self._clock.mono()
+        previous, self.up, self._since = self.up, up, self._clock.mono() - down_for_s
         if up:
             down_for = None if previous is None else round(self._clock.mono() - self._down_since, 3)
             log.info("central_link_up", down_for_s=down_for)
         else:
-            self._down_since = self._clock.mono()
+            self._down_since = self._since
             log.warning("central_link_down", detail=detail)
-        self._bus.publish(CentralLinkChanged(up=up, detail=detail, cause=cause))
+        self._bus.publish(CentralLinkChanged(up=up, detail=detail, cause=cause, down_for_s=down_for_s))
 
     def _hung_for(self) -> float | None:
         """How long central has taken probes and answered nothing, no call answered either, once that is at least
@@ -148,7 +148,7 @@ class LinkMonitor:
                         self._silent_since = self._clock.mono()
                     if (hung_s := self._hung_for()) is not None:
                         hung = f"central takes connections and has answered nothing for {hung_s:.0f} s"
-                        self._set(False, hung, cause=CentralDown.REACHED)
+                        self._set(False, hung, cause=CentralDown.REACHED, down_for_s=hung_s)
                         wait, delay = delay, min(delay * 2, self._settings.probe_max_s)
                     else:
                         # Calls get answers, or the probe got through and only its answer is slow (a dependency

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 import struct
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
@@ -276,6 +278,40 @@ async def test_a_central_that_takes_connections_and_answers_nothing_for_long_is_
     await asyncio.sleep(1.0)  # room for a second run, which must not come
     assert len(events.of(RecoveryCompleted)) == 2
     assert [e.up for e in events.of(CentralLinkChanged)] == [True, False, True]
+
+
+async def test_a_hung_centrals_outage_is_dated_from_its_first_unanswered_probe_not_from_when_it_was_called_down(
+    central: CentralSim, make_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """Central takes connections and answers nothing: the link is called down only after `silent_down_s` (2 min here)
+    of that, but it went at the first probe left unanswered. The mail's "Seit" and the status's since say then, and
+    central_down_min counts from then. Before (stop 77's notes): both said the moment it was called down, two minutes
+    late, and the mail came two minutes later than the minutes configured."""
+    clock = SteppedClock()
+    sections = mail_to(sink)
+    sections["alerts"] |= {"central_down_min": 5, "group_interval_s": 0.1}
+    timings = {"connect_timeout_s": 0.5, "read_timeout_s": 0.5, "probe_up_s": 0.3, "probe_max_s": 0.2}
+    central_section = {"url": central.url, "token": CENTRAL_TOKEN, "start_jitter_s": 0, "schedule_interval_s": 0}
+    settings = make_settings(central=central_section | timings | {"silent_down_s": 120}, **sections)
+    agent, events = await agents.start(settings, clock=clock)
+    await events.wait(RecoveryCompleted)
+    went_silent = clock.wall()
+    central.latency_s = 30.0
+    await asyncio.sleep(1.5)  # probes that get through and no answer
+    clock.advance(125)
+    [_, down] = await events.wait(CentralLinkChanged, count=2, timeout=10)
+    assert not down.up and "answered nothing" in down.detail, down
+    async with api_client(agent) as api:
+        async with api.get("/api/v1/status") as response:
+            since = (await response.json())["central"]["since"]
+    assert went_silent - 1 <= since <= went_silent + 3, since - went_silent
+    clock.advance(180)  # 5 minutes and a bit after the first unanswered probe, 3 after the link was called down
+    [mail] = await sink.wait_for(1, timeout=15)
+    text = mail.get_body(("plain",)).get_content()
+    zone = ZoneInfo(settings.agent.timezone or "UTC")
+    said = {dt.datetime.fromtimestamp(went_silent + s, zone).strftime("%H:%M") for s in (0, 2)}
+    assert any(hhmm in text for hhmm in said), (said, text.replace("\r", ""))
+    central.latency_s = 0.0
 
 
 async def test_a_central_that_refuses_the_boxs_token_is_shown_as_refusing_not_as_up(
