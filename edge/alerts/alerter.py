@@ -391,9 +391,10 @@ class Alerter:
                     self._central_out.up()
                     self._central_fired = False
                     self._signal("central_unreachable", "central", False)
-                elif self._central_out.down(ago_s=down_for_s):
-                    self._central_detail = detail
-                    self._central_cause = cause
+                else:
+                    # Its words are what is so when the mail goes: the outage's cause may change while it lasts.
+                    self._central_out.down(ago_s=down_for_s)
+                    self._central_detail, self._central_cause = detail, cause
             case OrderEventsRefused():
                 self._signal(
                     "central_refused_events",

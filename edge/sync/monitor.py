@@ -50,6 +50,7 @@ class LinkMonitor:
         self._since = clock.mono()  # the last change of up; shown as a wall time (since)
         self.detail = ""
         self._down_since = clock.mono()
+        self._cause = CentralDown.LINE  # why it is down, as last told
         self._last_answer: float | None = None  # clock.mono() of the last answer to any call
         self._still_down_logged: float | None = None  # clock.mono() of the last central_link_still_down
         # clock.mono() of the first probe of a spell that got through and no answer, no call answered meanwhile
@@ -102,8 +103,13 @@ class LinkMonitor:
                 if self._still_down_logged is None or now - self._still_down_logged >= _STILL_DOWN_LOG_S:
                     self._still_down_logged = now
                     log.warning("central_link_still_down", detail=detail)
+            if not up and cause != self._cause:
+                # Down still, on the other side now (the store's line back to a central whose service is not, or
+                # the reverse): told, so what is mailed about it says what is so, not what it was at the start.
+                self._cause = cause
+                self._bus.publish(CentralLinkChanged(up=False, detail=detail, cause=cause))
             return
-        previous, self.up, self._since = self.up, up, self._clock.mono() - down_for_s
+        previous, self.up, self._since, self._cause = self.up, up, self._clock.mono() - down_for_s, cause
         if up:
             down_for = None if previous is None else round(self._clock.mono() - self._down_since, 3)
             log.info("central_link_up", down_for_s=down_for)

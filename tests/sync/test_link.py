@@ -20,6 +20,7 @@ from edge.events import CentralLinkChanged, EventBus, RecoveryCompleted, Recover
 from edge.ops.technician import render_status
 from edge.sim.central import CentralSim
 from edge.sim.smtp import SmtpSink
+from edge.states import CentralDown
 from edge.sync.client import CentralUnreachableError
 from edge.sync.monitor import LinkMonitor
 from tests.helpers import api_client, db_rows, mail_to, wait_until
@@ -278,6 +279,38 @@ async def test_a_central_that_takes_connections_and_answers_nothing_for_long_is_
     await asyncio.sleep(1.0)  # room for a second run, which must not come
     assert len(events.of(RecoveryCompleted)) == 2
     assert [e.up for e in events.of(CentralLinkChanged)] == [True, False, True]
+
+
+async def test_a_line_back_to_a_central_that_turns_connections_away_is_mailed_as_centrals_trouble(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """The store's line goes down (connections time out: nothing reached), and while the link is still down it comes
+    back to a central whose service is not there (its host refuses). The mail, due after central_down_min, tells what
+    is so when it goes: central's trouble, nothing for the store's router. Before (stop 77's notes): the mail's words
+    followed the outage's first cause, "Zentrale nicht erreichbar … Router prüfen", to a manager whose router works."""
+    sections = mail_to(sink)
+    sections["alerts"] |= {"central_down_min": 0.05}
+    settings = sync_settings(probe_max_s=0.3, connect_timeout_s=0.3, sections=sections)
+    _, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    await central.stop()
+    # A port whose accept queue is full: connections are neither taken nor refused, they time out (a line down).
+    blackhole, filler = socket.socket(), socket.socket()
+    try:
+        blackhole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blackhole.bind(("127.0.0.1", central.port))
+        blackhole.listen(0)
+        filler.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(filler, ("127.0.0.1", central.port))
+        [_, down] = await events.wait(CentralLinkChanged, count=2, timeout=10)
+        assert down.cause == CentralDown.LINE, down
+    finally:
+        filler.close()
+        blackhole.close()  # the line back, central's port closed: refused
+    [mail] = await sink.wait_for(1, timeout=15)
+    text = mail.get_body(("plain",)).get_content()
+    assert "STÖRUNG: Zentrale antwortet nicht" in str(mail["Subject"]), mail["Subject"]
+    assert "Router" not in text, text
 
 
 async def test_a_hung_centrals_outage_is_dated_from_its_first_unanswered_probe_not_from_when_it_was_called_down(
