@@ -113,6 +113,9 @@ _PENDING_MAX = 1000  # occurrences held in memory while the database refuses wri
 _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
 # A stop waits this long for a mail the relay is taking (within systemd's TimeoutStopSec, after the spools' drain).
 _STOP_GRACE_S = 5.0
+# A broker back this long ends its outage: one back for seconds between long outages (crash-looping, a flapping line)
+# is the same outage, which would otherwise start its minutes again at every return and never be mailed.
+_MQTT_HOLDS_S = 60.0
 # Symptoms the checks count (check_interval_s): held behind a cause that just ended until the next check has counted
 # them again, as the tickets it held back print. A roll changed in a rush mailed the backlog with the paper's all-clear.
 _RECOUNTED = frozenset({"queue_backlog", "print_job_held"})
@@ -438,12 +441,14 @@ class Alerter:
             case MqttConnectionChanged(connected=connected, refused=refused, detail=detail):
                 if refused:
                     self._signal("mqtt_refused", "mqtt", True, detail=detail)
-                    self._mqtt_out.up()  # its own alarm, at once
+                    self._mqtt_out.up()  # reached: its own alarm, at once
+                    self._mqtt_fired = False
+                    self._signal("mqtt_unreachable", "mqtt", False)
                 elif connected:
                     self._signal("mqtt_refused", "mqtt", False)
-                    self._signal("mqtt_unreachable", "mqtt", False)
-                    self._mqtt_out.up()
-                    self._mqtt_fired = False
+                    self._mqtt_out.answers()
+                    if self._mqtt_out.since is None:  # no outage on (an earlier run's alarm: over)
+                        self._signal("mqtt_unreachable", "mqtt", False)
                 else:
                     self._mqtt_out.down()
                     self._mqtt_detail = detail
@@ -599,7 +604,12 @@ class Alerter:
                     self._central_cause
                 ),  # render.py's central_unreachable:(answers), :(reached): central's trouble
             )
-        mqtt_down_s = self._mqtt_out.down_s()
+        back = self._mqtt_out.answering_since
+        if back is not None and self.clock.mono() - back >= _MQTT_HOLDS_S:
+            self._mqtt_fired = False
+            self._mqtt_out.up()
+            self._signal("mqtt_unreachable", "mqtt", False)
+        mqtt_down_s = None if self._mqtt_out.answering_since is not None else self._mqtt_out.down_s()
         if mqtt_down_s is not None and not self._mqtt_fired and mqtt_down_s >= cfg.mqtt_down_min * 60:
             self._mqtt_fired = True
             self._signal(

@@ -21,16 +21,27 @@ class Outage:
         self._carried: float | None = None  # an earlier run's outage start, for the next down
         self._loaded = False
         self._back = False  # the link came back since the last settle: the record goes
+        self.answering_since: float | None = None  # monotonic: back during the outage, maybe only for a moment
 
     def down(self, *, ago_s: float = 0.0) -> bool:
         """The link is down, since ``ago_s`` before now; True when this starts the outage (not one known)."""
+        self.answering_since = None
         if self.since is not None:
             return False
         self.since = self._clock.mono() - ago_s
         return True
 
+    def answers(self) -> None:
+        """The link is back, maybe only for a moment (a broker crash-looping): the outage goes on until the caller
+        calls it over (up), and down again it is the same one. Its record goes meanwhile: a restart now finds the link
+        answering, not an outage to carry."""
+        if self.since is None:
+            self.up()
+        elif self.answering_since is None:
+            self.answering_since, self._back = self._clock.mono(), True
+
     def up(self) -> None:
-        self.since, self.before, self._back = None, False, True
+        self.since, self.before, self._back, self.answering_since = None, False, True, None
 
     def down_s(self) -> float | None:
         return None if self.since is None else self._clock.mono() - self.since
@@ -56,7 +67,7 @@ class Outage:
             if self._recorded:
                 self._recorded = False
                 await self._store.record_down_since(self._link, None)
-        if self.since is None:
+        if self.since is None or self.answering_since is not None:
             return
         if self._carried is not None:
             self.since = min(self.since, self._carried)

@@ -238,6 +238,52 @@ async def test_the_mqtt_brokers_outage_outlives_restarts_of_the_agent(
     assert since in mail.get_body(("plain",)).get_content()
 
 
+async def test_a_broker_back_for_seconds_between_long_outages_is_one_outage_and_mailed(
+    alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
+) -> None:
+    """The broker crash-loops: gone 4 minutes, back for 10 seconds, gone again, and so on. It is one outage, mailed
+    once mqtt_down_min (5) have passed since it first went, saying since then; its all-clear comes once it has stayed
+    back a minute. Before (stop 77's verify probe, V4): each return started the minutes again, and such a broker was
+    never mailed however long it went on."""
+    settings = alert_settings(mqtt={"url": "mqtt://broker.store.test:1883"}, mqtt_down_min=5)
+    alerter, db = await restarted(settings, tmp_path / "data" / "edge.db", clock)
+    went_down = clock.wall()
+    try:
+        for _ in range(3):
+            alerter.on_event(MqttConnectionChanged(connected=False, detail="[Errno 111] Connection refused"))
+            await alerter.check()
+            clock.advance(240)
+            await alerter.check()
+            alerter.on_event(MqttConnectionChanged(connected=True))
+            await alerter.check()
+            clock.advance(10)
+            await alerter.check()
+            await run(alerter)
+        alerter.on_event(MqttConnectionChanged(connected=False, detail="[Errno 111] Connection refused"))
+        await alerter.check()
+        clock.advance(31)
+        await alerter.check()
+        await run(alerter)
+        [alarm] = sink.messages
+        assert "STÖRUNG" in subject(alarm) and "MQTT" in subject(alarm), subject(alarm)
+        since = dt.datetime.fromtimestamp(went_down, ZoneInfo(settings.agent.timezone or "UTC")).strftime("%H:%M")
+        assert since in alarm.get_body(("plain",)).get_content()
+        alerter.on_event(MqttConnectionChanged(connected=True))
+        await alerter.check()
+        clock.advance(30)
+        await alerter.check()
+        await run(alerter)
+        assert len(sink.messages) == 1  # back half a minute: not yet over
+        clock.advance(35)
+        await alerter.check()
+        clock.advance(130)
+        await alerter.check()
+        await run(alerter)
+    finally:
+        await db.close()
+    assert [subject(m).split("] ")[1].split(":")[0] for m in sink.messages] == ["STÖRUNG", "BEHOBEN"]
+
+
 async def test_a_broker_back_before_a_restart_leaves_no_outage_for_the_next_one_to_carry(
     alert_settings: Callable[..., Settings], clock: FakeClock, sink: SmtpSink, tmp_path: Path
 ) -> None:
