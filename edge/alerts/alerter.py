@@ -979,7 +979,6 @@ class Alerter:
             return recounting if group["type"] in _RECOUNTED else firing_keys
 
         matchers = [r.matcher for r in await self._store.active_silences(now)]
-        local = dt.datetime.fromtimestamp(now, self._tz)  # the digest's hour: its marks are on our clock
         hours = self._by_the_hour(now)
         warned_last_hour = await self._store.warning_mails_since(now - 3600)
         unreached = await self._store.unreached_alarms() if any(g["state"] == "resolved" for g in groups) else set()
@@ -1056,7 +1055,7 @@ class Alerter:
             # round ended on that refusal without a word to it, and the mail waited for its next look, 30 s (a
             # storage alarm so queued counted as told, and the manager got its all-clear alone: verify67).
             self._new_mail.set()
-        queued += await self._digest(now, local)  # warnings with digest on, and what the storm guard held back
+        queued += await self._digest(now, hours)  # warnings with digest on, and what the storm guard held back
         if queued:
             self._new_mail.set()
 
@@ -1075,13 +1074,16 @@ class Alerter:
         self._bus.publish(AlertSuppressed(alert_type=group["type"], key=group["key"], reason=reason))
         log.info("alert_dropped", key=group["key"], reason=reason, occurrences=group["fires_since_mail"])
 
-    async def _digest(self, now: float, local: dt.datetime) -> int:
+    async def _digest(self, now: float, hours: dt.datetime) -> int:
+        """``hours``: the store's time now (on central's clock while ours is known to be off, as opening hours are
+        read): the digest goes at digest_at by it; its marks are on our clock."""
         at = parse_hours(self._cfg.digest_at)
         assert at is not None  # the config check guarantees HH:MM
         last = await self._store.last_digest()
         # fold=0: on the October night 02:00-02:59 comes twice and the digest goes at the first; in March a time
         # that never comes maps past the gap (02:30 -> 03:30), so none is skipped.
-        today_at = local.replace(hour=at[0].hour, minute=at[0].minute, second=0, microsecond=0, fold=0).timestamp()
+        due = hours.replace(hour=at[0].hour, minute=at[0].minute, second=0, microsecond=0, fold=0).timestamp()
+        today_at = now + (due - hours.timestamp())  # on our clock
         if now < today_at or (last is not None and (last.at >= today_at or self._digest_lately(last))):
             return 0
         entries = [dataclasses.asdict(e) for e in await self._store.digest_entries(last.log_id if last else 0)]

@@ -9,10 +9,13 @@ from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from edge.alerts.alerter import Alerter
+from edge.alerts.mailer import Mailer
+from edge.clock import RemoteClock
 from edge.config import Settings
 from edge.errors import StoreError
-from edge.events import PrinterStatusChanged
+from edge.events import EventBus, PrinterStatusChanged
 from edge.sim.smtp import SmtpSink
+from edge.store.db import Database
 from tests.alerts.conftest import FakeClock
 from tests.helpers import db_execute
 
@@ -127,3 +130,30 @@ async def test_digest_once_when_the_clock_steps_across_digest_at(
     await run(alerter)
     assert len(digests(sink)) == 2
     assert "Drucker bar: Deckel offen" in sink.messages[-1].get_body(("plain",)).get_content()
+
+
+async def test_the_digest_goes_at_its_hour_by_centrals_clock_while_the_boxs_is_known_to_be_off(
+    alert_settings: Callable[..., Settings], db: Database, clock: FakeClock, sink: SmtpSink
+) -> None:
+    """The box's clock is two hours ahead (a hardware clock kept in local time, in summer), which central's answers
+    show. digest_at 08:00: the digest goes at 08:00 by central's clock, as the opening hours are read, not at 08:00
+    by the box's (06:00 in the store, before the manager's day and before the night's news is in). Before (stop 76's
+    notes, the clock76 probe's D2 for the digest): the digest's hour was read on the box's clock alone."""
+    settings = alert_settings(digest=True, digest_at="08:00")
+    settings = dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, timezone="Europe/Berlin"))
+    clock.now = dt.datetime(2026, 6, 1, 7, 30, tzinfo=BERLIN).timestamp()  # the box's clock, two hours ahead
+    central = RemoteClock("central", clock)
+    central.heard(clock.now - 7200, 0.0)
+    alerter = Alerter(
+        settings=settings, db=db, bus=EventBus(), mailer=Mailer(settings.smtp), clock=clock, central=central
+    )
+    alerter.on_event(cover("front", True))
+    sent_at: list[float] = []
+    for _ in range(36):  # the rules every 5 minutes for three hours
+        clock.advance(300)
+        await run(alerter)
+        if digests(sink) and not sent_at:
+            sent_at.append(central.as_theirs(clock.now))
+    [when] = sent_at
+    store_hour = dt.datetime.fromtimestamp(when, BERLIN)
+    assert (store_hour.hour, store_hour.minute // 5) == (8, 0), store_hour
