@@ -259,3 +259,30 @@ def test_a_secret_written_as_a_number_stops_config_check_naming_the_key_not_the_
     [line] = result.stderr.strip().splitlines()
     assert f"{section}.{key}" in line and "quotes" in line, line
     assert secret not in result.stderr + result.stdout, line
+
+
+@pytest.mark.parametrize(
+    ("section", "url", "where"),
+    [
+        ("central", "https://admin:s3cretpw-4711@central.example/base", "central.token"),
+        ("mqtt", "mqtt://edge:mqttpw-123456@127.0.0.1:1883", "mqtt.username and EDGE_MQTT_PASSWORD"),
+        ("mqtt", "mqtts://edge:mqttpw-123456@broker.example/edge", "mqtt.username and EDGE_MQTT_PASSWORD"),
+    ],
+)
+def test_a_login_written_into_a_url_stops_config_check_naming_where_it_goes_not_the_password(
+    tmp_path: Path, section: str, url: str, where: str
+) -> None:
+    """A technician pastes the broker's or central's URL with its login (`mqtt://user:pass@host`): `edge config check`
+    stops with one line saying where the login goes instead, and never repeats the password (the same line is the
+    start's and the health timer's, in the journal every minute). Before (the http78 probe, F5 and F6): central.url
+    took it, and the agent logged the password at every start and showed it in /api/v1/recovery/status; mqtt.url was
+    refused with the whole URL, password and all, echoed by `edge config check`, `edge health` and `edge doctor`."""
+    extra = {"central": 'token = "central-token-0123456789"\n'}
+    toml = PLAIN_TOML.format(data_dir=tmp_path / "d") + f'\n[{section}]\nurl = "{url}"\n{extra.get(section, "")}'
+    config, _ = _store(tmp_path, 'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\n', toml)
+    result = _check(config)
+    assert result.returncode == 2, result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert f"{section}.url" in line and "login" in line and where in line, line
+    password = url.split("@")[0].rsplit(":", 1)[1]
+    assert password not in result.stderr + result.stdout, line

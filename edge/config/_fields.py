@@ -171,11 +171,28 @@ def helo_name(v: str) -> str | None:
     return f'must be a host name like "till-3.shop.example.com" or an address literal like "[192.0.2.7]", got {v!r}'
 
 
+def _login_in(v: str) -> bool:
+    try:
+        return "@" in urllib.parse.urlsplit(v).netloc
+    except ValueError:  # not a URL at all ("http://[::1"): the format's own refusal says so
+        return False
+
+
+def _without_login(v: str) -> str:
+    """The URL as a refusal may repeat it: a login in it (a password) never is."""
+    if not _login_in(v):
+        return v
+    parts = urllib.parse.urlsplit(v)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def central_url(v: str) -> str | None:
+    if _login_in(v):  # the box's credential is its token; a password here would be logged and shown with the URL
+        return "must not hold a login: the box signs in with central.token (EDGE_CENTRAL_TOKEN in the secrets file)"
     return (
         None
         if not v or re.fullmatch(r"https?://[^/\s]+(/\S*)?", v)
-        else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
+        else f"must be an http:// or https:// URL (or empty: no central API), got {_without_login(v)!r}"
     )
 
 
@@ -195,9 +212,9 @@ def proxy_url(v: str) -> str | None:
     """http://host:port of a forward proxy; its login goes in proxy_user and the secrets file, never in the URL."""
     if not v or _plain_address(v, ("http",), port_required=True):
         return None
-    if "@" in urllib.parse.urlsplit(v).netloc:
+    if _login_in(v):
         return "must not hold a login: set central.proxy_user and EDGE_CENTRAL_PROXY_PASSWORD in the secrets file"
-    return f"must be http://host:port (or empty: no proxy), got {v!r}"
+    return f"must be http://host:port (or empty: no proxy), got {_without_login(v)!r}"
 
 
 def basic_login(v: str) -> str | None:
@@ -208,7 +225,9 @@ def mqtt_url(v: str) -> str | None:
     """mqtt:// or mqtts://, a host name or address (IPv6 in brackets: mqtt://[fd00::5]:1883), a port or none."""
     if not v or _plain_address(v, ("mqtt", "mqtts"), port_required=False):
         return None
-    return f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {v!r}"
+    if _login_in(v):
+        return "must not hold a login: set mqtt.username and EDGE_MQTT_PASSWORD in the secrets file"
+    return f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {_without_login(v)!r}"
 
 
 def topic_prefix(v: str) -> str | None:
