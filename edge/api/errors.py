@@ -63,6 +63,27 @@ class BadRequestError(Exception):
     """The request itself is unreadable (not JSON, not UTF-8, nested too deep)."""
 
 
+class UndecodableBodyError(BadRequestError):
+    """A body its Content-Encoding cannot decode (plain JSON labelled gzip by a till or a proxy, a damaged gzip):
+    logged (api_bad_request, summarised), since the sender's every order fails alike."""
+
+
+class BrokenBodyError(UndecodableBodyError):
+    """aiohttp's parser could not read the body's stream (a broken chunked framing): the connection cannot carry
+    another request, and the answer says so (Connection: close), or a keep-alive sender's next request meets a reset."""
+
+
+class UnknownTransferCodingError(Exception):
+    """A transfer coding other than chunked (`Transfer-Encoding: gzip, chunked`): not undone here, answered 501 (RFC
+    9112 6.1) and the connection closed; Content-Encoding is the header for a compressed order."""
+
+    def __init__(self, header: str) -> None:
+        super().__init__(
+            f"the request's Transfer-Encoding ({header}) is not one the box undoes: send the body chunked or with a"
+            " Content-Length, compressed under Content-Encoding (gzip or deflate) if at all"
+        )
+
+
 class RequestTimeoutError(Exception):
     """The body did not arrive within api.body_timeout_s; answered 408 and the connection is closed."""
 
@@ -83,6 +104,7 @@ _BODY_RATE_CHECK_S = 0.25
 # A client that goes away is one summarised warning, not a traceback each: a reconnecting flood of them wrote 38 MB of
 # log in 21 s to the SD card.
 _GONE = Summarised("api_client_gone")
+_UNDECODABLE = Summarised("api_bad_request")
 # Each order refused on a full or read-only card is a line written to that same card: a sender's steady stream
 # wrote 987 of them in 15 s (the disk-fault probe). Said once, then once a minute with how many were left out.
 _UNWRITABLE = Summarised("store_unavailable", every_s=60.0, level="error")
@@ -120,11 +142,11 @@ _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate":
 
 
 def _codings_to_undo(header: str) -> tuple[str, ...] | None:
-    """The codings read_body undoes itself, last applied first; None for a word that names no coding. aiohttp undoes
-    a lone gzip or deflate (and refuses br and zstd, which it has no decoder for, before any handler); a list, x-gzip
-    or anything else it passes on."""
+    """The codings read_body undoes, last applied first; None for a word that names no coding. All of them here, a
+    lone gzip too (the server does not let aiohttp decode: it took the first of several gzip members and dropped the
+    connection unanswered at the second, and let a body cut short before its checksum through)."""
     value = header.strip().lower() if header.isascii() else header
-    if value in ("", "identity", "gzip", "deflate"):
+    if value in ("", "identity"):
         return ()
     codings = [c.strip() for c in value.split(",") if c.strip()]
     for coding in codings:
@@ -138,20 +160,32 @@ def _codings_to_undo(header: str) -> tuple[str, ...] | None:
 def _undo(body: bytes, codings: tuple[str, ...], header: str, limit: int) -> bytes:
     """Decoded to at most ``limit`` bytes: a small body that unpacks to gigabytes stops there, as a 413."""
     for coding in codings:
-        wbits = _WBITS[coding]
-        if coding == "deflate" and body[:1] and body[0] & 0x0F != 8:
-            wbits = -zlib.MAX_WBITS  # raw deflate without zlib's wrapper, as some senders write it (aiohttp takes it)
+        body = _unpack(body, coding, header, limit)
+    return body
+
+
+def _unpack(body: bytes, coding: str, header: str, limit: int) -> bytes:
+    wbits = _WBITS[coding]
+    if coding == "deflate" and body[:1] and body[0] & 0x0F != 8:
+        wbits = -zlib.MAX_WBITS  # raw deflate without zlib's wrapper, as some senders write it
+    out, rest = b"", body
+    while True:
         decoder = zlib.decompressobj(wbits)
         try:
-            out = decoder.decompress(body, limit + 1)
+            out += decoder.decompress(rest, limit + 1 - len(out))
         except zlib.error:
-            out = b""
+            decoder = None
         if len(out) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(out))
-        if not decoder.eof or decoder.unused_data:
-            raise BadRequestError(f"the request body is unreadable: its Content-Encoding ({header}) cannot decode it")
-        body = out
-    return body
+        if decoder is None or not decoder.eof:  # damaged, or cut short before its end (a gzip's checksum)
+            break
+        rest = decoder.unused_data
+        # gzip is a series of members (RFC 1952 2.2: `cat a.gz b.gz`, pigz --independent, a streaming writer)
+        if not rest or _WBITS[coding] != _WBITS["gzip"]:
+            break
+    if decoder is None or not decoder.eof or rest:
+        raise UndecodableBodyError(f"the request body is unreadable: its Content-Encoding ({header}) cannot decode it")
+    return out
 
 
 async def continue_when_read(request: web.Request) -> web.Response | None:
@@ -211,7 +245,10 @@ async def read_body(request: web.Request) -> bytes:
         # Its head says so: refused now, not after the upload (or the body timeout); aiohttp reads and drops what
         # still comes for a while (its lingering close), so a sender writing its whole body first still reads this.
         raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=declared)
-    header = request.headers.get("Content-Encoding", "")
+    transfer = ", ".join(request.headers.getall("Transfer-Encoding", ()))
+    if any(c.strip().lower() not in ("chunked", "identity", "") for c in transfer.split(",")):
+        raise UnknownTransferCodingError(transfer)
+    header = ", ".join(request.headers.getall("Content-Encoding", ()))  # two lines are one list (RFC 9110 5.3)
     codings = _codings_to_undo(header)
     await _continue(request)
     try:
@@ -234,7 +271,7 @@ async def read_body(request: web.Request) -> bytes:
         # A body its Content-Encoding cannot decode (plain JSON labelled gzip by a till or a proxy, a damaged gzip):
         # the sender's fault, which a retry repeats, so not a 5xx it would retry for ever.
         what = f"its Content-Encoding ({header}) cannot decode it" if header else "it could not be read"
-        raise BadRequestError(f"the request body is unreadable: {what}") from err
+        raise BrokenBodyError(f"the request body is unreadable: {what}") from err
     if codings is None:
         if not _PLAIN_JSON.match(body):
             raise UnsupportedEncodingError(header)
@@ -273,9 +310,18 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except InvalidQueryError as err:
         return error_response(422, "invalid_request", err.reason, field=err.field)
     except BadRequestError as err:
-        return error_response(400, "malformed_request", str(err))
+        response = error_response(400, "malformed_request", str(err))
+        if isinstance(err, UndecodableBodyError):
+            _UNDECODABLE.note("undecodable_body", path=request.path, error=str(err))
+        if isinstance(err, BrokenBodyError):
+            response.force_close()
+        return response
     except UnsupportedEncodingError as err:
         return unsupported_encoding_response(str(err))
+    except UnknownTransferCodingError as err:
+        response = error_response(501, "not_implemented", str(err))
+        response.force_close()  # its body's framing is not known: nothing after it can be told apart
+        return response
     except ClientGoneError as err:
         _GONE.note("mid_body", path=request.path, error=str(err))
         response = error_response(400, "client_gone", "the connection closed before the body arrived")

@@ -392,6 +392,7 @@ class ApiServer:
             shutdown_timeout=5.0,
             keepalive_timeout=settings.idle_timeout_s,
             logger=_PROTOCOL_LOG,
+            auto_decompress=False,  # read_body undoes every coding itself, strictly (see errors._codings_to_undo)
         )
         self._sockets: list[socket.socket] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -22,6 +22,8 @@ from edge.states import OrderStatus
 _ID = (re.compile(r"[A-Za-z0-9_.\-]{1,64}"), "1-64 letters, digits, '_', '.' or '-'")
 _STATION = (re.compile(r"[a-z0-9_\-]{1,32}"), "1-32 lowercase letters, digits, '_' or '-'")
 _MONEY_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,4})?")  # [0-9], not \d: \d takes any script's digits
+_MONEY_FORMAT = 'must be a decimal string like "9.50"'
+_DECIMAL_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?")  # a decimal string all the same: too many digits for money
 _CURRENCY = (re.compile(r"[A-Z]{3}"), "a 3-letter currency code like EUR")
 # The ticket's head line: a line break in it ("A-1\nSTORNO") printed a second word that reads like a cancellation.
 # Nor a text-direction control: paper prints none, a screen shows "\u202eA-1042" as "2401-A", and cooks match the two.
@@ -490,9 +492,11 @@ class _Reader:
             return None
         if not isinstance(value, str):
             # Floats lose cents; the contract says decimal strings.
-            raise InvalidOrderError(self._field(key), f'must be a decimal string like "9.50", got {_json_type(value)}')
+            raise InvalidOrderError(self._field(key), f"{_MONEY_FORMAT}, got {_json_type(value)}")
         if not _MONEY_RE.fullmatch(value):
-            raise InvalidOrderError(self._field(key), f'must be a decimal string like "9.50", got {value[:40]!r}')
+            decimal = _DECIMAL_RE.fullmatch(value)
+            why = "must have at most 9 digits before the point and 4 after" if decimal else _MONEY_FORMAT
+            raise InvalidOrderError(self._field(key), f"{why}, got {value[:40]!r}")
         try:
             return Decimal(value)
         except InvalidOperation:  # pragma: no cover - the regex already rules this out
