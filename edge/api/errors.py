@@ -168,22 +168,21 @@ def _unpack(body: bytes, coding: str, header: str, limit: int) -> bytes:
     wbits = _WBITS[coding]
     if coding == "deflate" and body[:1] and body[0] & 0x0F != 8:
         wbits = -zlib.MAX_WBITS  # raw deflate without zlib's wrapper, as some senders write it
-    out, rest = b"", body
+    out, rest, whole = b"", body, False
     while True:
         decoder = zlib.decompressobj(wbits)
         try:
             out += decoder.decompress(rest, limit + 1 - len(out))
         except zlib.error:
-            decoder = None
+            whole = False
+            break
         if len(out) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(out))
-        if decoder is None or not decoder.eof:  # damaged, or cut short before its end (a gzip's checksum)
-            break
-        rest = decoder.unused_data
+        whole, rest = decoder.eof, decoder.unused_data  # not eof: cut short before its end (a gzip's checksum)
         # gzip is a series of members (RFC 1952 2.2: `cat a.gz b.gz`, pigz --independent, a streaming writer)
-        if not rest or _WBITS[coding] != _WBITS["gzip"]:
+        if not whole or not rest or _WBITS[coding] != _WBITS["gzip"]:
             break
-    if decoder is None or not decoder.eof or rest:
+    if not whole or rest:
         raise UndecodableBodyError(f"the request body is unreadable: its Content-Encoding ({header}) cannot decode it")
     return out
 
