@@ -69,6 +69,7 @@ from edge.events import (
 )
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
+from edge.printing.status import HUNG_UP_MID_TICKET
 from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
@@ -154,7 +155,10 @@ def storage_card_note(settings: Settings) -> NoteInPlace:
 
 def _cause(type_name: str, detail: str) -> dict[str, Any]:
     """For an offline printer: whether its name could not be looked up (the mail's words for that, render.py's
-    printer_offline:(lookup)) and the name. Given at every occurrence, "" too: its details replace the last one's."""
+    printer_offline:(lookup)) and the name; for a printer in error, whether it only hung up mid-ticket (its line or
+    power: printer_error:(dropped)). Given at every occurrence, "" too: its details replace the last one's."""
+    if type_name == "printer_error":
+        return {"cause": "dropped" if detail.startswith(HUNG_UP_MID_TICKET) else ""}
     if type_name != "printer_offline":
         return {}
     host = unresolved_host(detail)

@@ -152,6 +152,24 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " afterwards.",
         ),
     },
+    "printer_error:(dropped)": {  # it answers status and hangs up mid-ticket (spooler: HUNG_UP_MID_TICKET)
+        "de": (
+            "Drucker {subject}: Verbindung bricht ab",
+            "Der Drucker {subject} antwortet, bricht aber Bons mittendrin ab: die Verbindung reißt beim Drucken"
+            " (Letzte Meldung). Meist ein Wackelkontakt am Netzwerkkabel oder an der Stromversorgung.",
+            "Das Netzwerkkabel am Drucker und am Switch oder Router fest einstecken, das Netzteil prüfen. Angefangene"
+            " Bons druckt er danach als KOPIE nach, auch einen, den er aufgegeben hat, sobald er wieder einen ganzen"
+            " Bon druckt.",
+        ),
+        "en": (
+            "Printer {subject}: connection drops",
+            "Printer {subject} answers but hangs up in the middle of tickets: the connection breaks while it prints"
+            " (see Last error). Usually a loose network cable or power supply.",
+            "Push the network cable in firmly at the printer and at the switch or router, and check its power supply."
+            " Tickets it started print again afterwards marked COPY, also one it gave up on, once it prints a whole"
+            " ticket again.",
+        ),
+    },
     "printer_feed_held": {
         "de": (
             "Drucker {subject}: FEED-Taste gedrückt",

@@ -18,7 +18,7 @@ from edge.log import SaidOnce
 from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.held_log import HeldLog
-from edge.printing.status import BLOCKING_STATES, PrinterState
+from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET, PrinterState
 from edge.states import JobState
 from edge.store.db import STORE_RETRY_S
 from edge.store.jobs import JobStore, StaleJob
@@ -422,7 +422,7 @@ class Spooler:
                 if after in BLOCKING_STATES:
                     await self._uncertain(job, after, str(err))
                     return (after, str(err)), True
-                self._set_state(PrinterState.ERROR, str(err))
+                self._set_state(PrinterState.ERROR, f"{HUNG_UP_MID_TICKET}: {err}")
                 self.cut_short += 1
                 await self._failed(job, str(err), partial=True)
                 return None, True
@@ -439,6 +439,8 @@ class Spooler:
                 self._confirmed_at = self.clock.mono()
             held_on = "" if outcome.processed else self.driver.transport.device  # taken, not seen out
             self._confirmed.append(PrintedMark(job.id, job.order_id, latency, held_on))
+            if self.cut_short:  # its line holds again: what it was given up on for hanging up goes back in line
+                await self._revive_given_up()
             self.cut_short = 0
             self._stuck_since = None
             self._set_state(outcome.state)
@@ -451,6 +453,10 @@ class Spooler:
                 latency_ms=round(latency * 1000, 1),
             )
             return None, True
+
+    async def _revive_given_up(self) -> None:
+        if revived := await self._jobs.revive_given_up(self.name, self._spool.max_attempts):
+            log.warning("jobs_revived", device_id=self.name, job_ids=revived, reason="the printer prints whole again")
 
     @contextlib.contextmanager
     def _state_known(self, state: PrinterState, detail: str) -> Iterator[None]:

@@ -17,6 +17,10 @@ class PrinterState(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+# The detail of a printer's error state when it hung up in the middle of a ticket and answers status as usual: its
+# line or power (a loose jack), not a fault it reports; the manager's mail says so (alerts: printer_error:(dropped)).
+HUNG_UP_MID_TICKET = "hung up in the middle of a ticket"
+
 # The spool pauses in these; near end and unknown still print.
 BLOCKING_STATES = frozenset(
     {

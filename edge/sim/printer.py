@@ -148,6 +148,8 @@ class SimPrinter:
         # Hangs up after this many job bytes on every connection: a failing interface board or a loose network jack
         # that resets each connection mid-ticket, while status queries (a few bytes) still get through
         self.drop_every_job_after: int | None = None
+        # Hangs up when a job's bytes come to this text (a ticket its firmware chokes on), printing the others
+        self.drop_job_containing: bytes | None = None
         # Paper runs out / the cover opens after this many job bytes of a job (connection); each fires once.
         self.paper_out_after: int | None = None
         self.cover_open_after: int | None = None
@@ -428,6 +430,8 @@ class SimPrinter:
                         continue
                     if isinstance(part, bytes):
                         drop = self.drop_after if self.drop_after is not None else self.drop_every_job_after
+                        if self.drop_job_containing and self.drop_job_containing in bytes(feed.received) + part:
+                            drop = len(feed.received)
                         if drop is not None and len(feed.received) + len(part) >= drop:
                             part, cut = part[: drop - len(feed.received)], True
                             self.drop_after = None

@@ -947,6 +947,24 @@ class JobStore:
             (row,) = await conn.execute_fetchall(_PRINTABLE_BY_ID, (job_id,))
             return PrintableJob.from_row(row)
 
+    async def revive_given_up(self, printer: str, attempts: int) -> list[int]:
+        """Tickets given up (dead) on ``printer`` after ``attempts`` attempts that each went out in part (it hung up
+        mid-ticket): that printer has just printed one whole, so its line holds again (a loose jack pushed back), and
+        they go back in line, once. One given up again stays dead: a ticket the printer chokes on while it prints the
+        others must not stall it, nor cost a strip at every order. Nor one a person reprinted meanwhile (its COPY is
+        the answer: a second would be one too many)."""
+        async with self._db.transaction() as conn:
+            rows = await conn.execute_fetchall(
+                "UPDATE print_jobs SET state = 'queued', next_attempt_at = 0"
+                " WHERE printer = ? AND state = 'dead' AND went_out AND attempts = ? AND NOT EXISTS (SELECT 1 FROM"
+                " print_jobs c WHERE c.order_id = print_jobs.order_id AND c.kind = print_jobs.kind AND c.station IS"
+                " print_jobs.station AND c.id > print_jobs.id AND c.copy AND c.variant IS NULL) RETURNING id",
+                (printer, attempts),
+            )
+            revived = [row[0] for row in rows]
+            await _up_to_date(conn, revived)
+        return revived
+
     def _just_out(self) -> tuple[str, str]:
         """(COPYs this run saw come out less than COPY_JUST_OUT_S ago on the monotonic clock, which a step of the wall
         clock does not move; every COPY it remembers seeing come out), as JSON lists for _COPY_THERE."""
