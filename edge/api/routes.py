@@ -160,11 +160,14 @@ async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: Jo
         "waiting": [there.job_id for there in copies.waiting],
     }
     if copies.waiting:
-        said = ", ".join(f"job {there.job_id} {_COPY_THERE_SAID[there.state]}" for there in copies.waiting)
-        body["reason"] = (
-            f"not copied again: a COPY of it is there already ({said});"
-            f" a Reprint {COPY_JUST_OUT_S:g} s after it came out prints another"
-        )
+        said = [f"job {t.job_id} {_COPY_THERE_SAID[t.state]}" for t in copies.waiting if t.copy]
+        reasons = [f"not copied: job {t.job_id} {_NOT_REPRINTED[t.state]}" for t in copies.waiting if not t.copy]
+        if said:
+            reasons.append(
+                f"not copied again: a COPY of it is there already ({', '.join(said)});"
+                f" a Reprint {COPY_JUST_OUT_S:g} s after it came out prints another"
+            )
+        body["reason"] = "; ".join(reasons)
     return web.json_response(body, status=201 if copies.queued else 200)
 
 

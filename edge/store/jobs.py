@@ -163,6 +163,9 @@ _COPY_THERE = (
     " AND (id IN (SELECT value FROM json_each(:just_out)) OR (ABS(:now - printed_at) < :just_out_s"
     " AND id NOT IN (SELECT value FROM json_each(:seen_out))))))"
 )
+# An original still to print on its own (in line, or tried again): a reprint copies it not beside itself. Not one
+# going out ('printing': its printed mark rides with the next claim, a moment after it is on paper).
+_ORIGINAL_WAITING = "(NOT copy AND variant IS NULL AND state IN ('queued', 'failed'))"
 _COPIES_OUT_KEPT = 4096  # the newest COPYs a run remembers seeing come out; one older goes by printed_at again
 # What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,
 # or a person), and a ticket for each station with production items in the current revision, whether its first
@@ -983,7 +986,8 @@ class JobStore:
         """Queue a COPY of each original job of an order (or of one station's ticket, or of one ``kind``: the
         receipt), released: a person asked; not where a COPY of it (of the order as it is now) is still there: waiting
         in line (queued by a press a moment before, in another place, or put back in line by a crash), going out now,
-        or come out less than COPY_JUST_OUT_S ago: that one is named as waiting, with its state.
+        or come out less than COPY_JUST_OUT_S ago; nor where the original itself has not printed yet (it prints on its
+        own, released by the asking): that one is named as waiting, with its state.
 
         Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
         which may have been renamed or removed since.
@@ -1014,8 +1018,9 @@ class JobStore:
                 (count,) = await cursor.fetchone() or (0,)
                 await cursor.close()
                 there = await conn.execute_fetchall(
-                    "SELECT id, state FROM print_jobs WHERE order_id = :order AND kind = :kind AND station IS :station"
-                    f" AND revision = :revision AND {_COPY_THERE} ORDER BY id DESC LIMIT 1",
+                    "SELECT id, state, copy FROM print_jobs WHERE order_id = :order AND kind = :kind AND station IS"
+                    f" :station AND revision = :revision AND ({_COPY_THERE} OR {_ORIGINAL_WAITING})"
+                    " ORDER BY id DESC LIMIT 1",
                     {
                         "order": order_id,
                         "kind": kind,
@@ -1028,8 +1033,12 @@ class JobStore:
                     },
                 )
                 if there:
-                    [(job_id, state)] = there
-                    waiting.append(CopyThere(job_id, JobState(state)))
+                    [(job_id, state, copy)] = there
+                    waiting.append(CopyThere(job_id, JobState(state), bool(copy)))
+                    if not copy:  # the person asked for it: it prints however old the order is, as a COPY would
+                        await conn.execute(
+                            "UPDATE print_jobs SET released_at = COALESCE(released_at, ?) WHERE id = ?", (now, job_id)
+                        )
                     continue
                 # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(

@@ -150,10 +150,13 @@ class MarksCommitted:
 
 @dataclasses.dataclass(frozen=True)
 class CopyThere:
-    """A COPY a reprint found and did not make again: waiting to print, going out, or just come out (``state``)."""
+    """A COPY a reprint found and did not make again: waiting to print, going out, or just come out (``state``); or
+    (``copy`` False) the original itself, not printed yet: it prints on its own, and a COPY beside it would give the
+    cook the order twice."""
 
     job_id: int
     state: JobState
+    copy: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,6 +103,34 @@ async def test_a_ticket_not_printed_yet_is_not_reprinted_beside_itself(
     assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE kind = 'ticket'") == [(1,)]
 
 
+async def test_an_orders_reprint_while_its_ticket_has_not_printed_yet_queues_no_copy_beside_it(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is out of paper, the order's ticket waits for it; a person presses the order's Reprint (the
+    status page's Last orders, `edge reprint A-1042`): 200, no COPY, the answer naming the ticket that prints on its
+    own. Paper in: the kitchen gets the order once. Before (the printers78 probe, F1): 201 and a COPY queued beside the
+    original, the order twice for the cook, though a job's own Reprint refused the same."""
+    kitchen = printers["kitchen"]
+    kitchen.paper_out = True
+    agent = await make_agent()
+    example_order["print_receipt"] = False
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await wait_until(lambda: agent.spoolers["kitchen"].state.value == "paper_out", what="paper out")
+        [(ticket, state)] = await db_rows(agent, "SELECT id, state FROM print_jobs WHERE kind = 'ticket'")
+        assert state == "queued", state
+        async with api.post(f"/api/v1/orders/{example_order['id']}/reprint") as response:
+            assert response.status == 200, await response.text()
+            answer = await response.json()
+        assert (answer["job_ids"], answer["waiting"]) == ([], [ticket]), answer
+        assert f"job {ticket}" in answer["reason"] and "has not printed yet" in answer["reason"], answer
+        kitchen.paper_out = False
+        await kitchen.wait_for_printed(1, timeout=20)
+        await asyncio.sleep(0.5)  # a second ticket would be out by now
+    assert len(kitchen.printed) == 1 and "KOPIE" not in decode(kitchen.printed[0]).text
+    assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE kind = 'ticket'") == [(1,)]
+
+
 async def test_two_reprints_of_an_order_pressed_at_once_in_two_places_print_one_copy(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
@@ -248,6 +276,9 @@ async def kitchen_copy_out(
     url = f"/api/v1/orders/{example_order['id']}/reprint?by=id"
     async with api_client(agent) as api:
         await post(api, example_order)
+        await eventually(  # the ticket out first: a Reprint of one still waiting to print copies nothing
+            lambda: db_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)]
+        )
         status, answer = await press(api, url)
         assert status == 201, answer
     await printers["kitchen"].wait_for_printed(2)

@@ -1467,7 +1467,9 @@ async def test_a_station_emptied_before_anything_printed_there_gets_no_change_ti
     first = aperols(example_order, 1, 2)
     assert (await post(api, first))[0] == 201
     async with api.post(f"/api/v1/orders/{first['id']}/reprint", json={"station": "bar"}) as r:
-        assert r.status == 201, await r.text()
+        # 201 while the ticket is in line was a COPY beside it; since stop 78 (printers78, F1) 200 and none, unless
+        # the ticket was claimed at that moment (then a COPY waits behind it, the case this test was written for)
+        assert r.status in (200, 201), await r.text()
     await wait_until(lambda: agent.spoolers["kitchen"].state.value == "offline", what="the tickets tried")
     moved = revised(first, 2)
     moved["items"][-1]["station"] = "kitchen"

@@ -23,7 +23,7 @@ from edge.errors import ConfigError
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.process import write_config
-from tests.helpers import TOKEN, api_client, config_dict, db_rows, edge, toml, wait_until
+from tests.helpers import TOKEN, api_client, config_dict, db_rows, edge, eventually, toml, wait_until
 
 OLD_KEY = b"o" * 32
 NEW_KEY = b"n" * 32
@@ -270,6 +270,9 @@ async def test_retry_of_a_reprint_after_a_restart_prints_no_second_copy(
     agent = await make_agent(settings)
     async with api_client(agent, token=None) as session:
         assert (await send_signed(session, "/api/v1/orders", json.dumps(order).encode(), "msg_o"))[0] == 201
+        await eventually(  # the ticket out first: a reprint of one still to print copies nothing
+            lambda: db_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)]
+        )
         status, first, _ = await send_signed(session, path, body, "msg_r")
         assert status == 201
     await agent.stop()
