@@ -138,7 +138,10 @@ def _read_text(path: Path) -> str | None:
 
 
 def _storage_alarm(batch: list[Signal]) -> Signal | None:
-    return next((s for s in batch if s.type == "storage_problem" and s.firing), None)
+    """The database's alarm, the one mailed straight to the relay: not the low free space's (storage_problem:disk),
+    which the outbox mails while the card still writes. Taken for it, a restart on the full card recorded the earlier
+    run's mail as the low space's, and the database's alarm never ended (the disk78 probe, F1)."""
+    return next((s for s in batch if s.key == _STORAGE_KEY and s.firing), None)
 
 
 def storage_mark_path(settings: Settings) -> Path:

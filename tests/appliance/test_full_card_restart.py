@@ -720,3 +720,43 @@ async def test_a_card_low_across_a_restart_is_one_occurrence_its_all_clear_count
     finally:
         await agent.close()
         await sink.stop()
+
+
+async def test_the_database_alarm_mailed_before_a_kill_gets_its_own_all_clear_after_a_restart_on_the_full_card(
+    tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The card fills while orders come in (disk_free_min_mb set, as by default: the low-space group is there too);
+    an order is refused and the database's alarm goes straight to the relay. The agent is killed and starts again on
+    the still-full card, then the card gets room: the manager gets that alarm's all-clear, and no all-clear for an
+    alarm never mailed. Before (the disk78 probe, F1): the restart took the earlier run's mail for the low-space
+    alarm's, so the database alarm never ended and "BEHOBEN: Speicherkarte fast voll" came alone."""
+    sink = SmtpSink()
+    await sink.start()
+    mail = f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+    alerts = (
+        '[alerts]\nto = ["chef@store.test"]\ndisk_free_min_mb = 1\n'
+        "group_wait_s = 0\ncritical_group_wait_s = 0\ngroup_interval_s = 1\ncheck_interval_s = 0.2\n"
+    )
+    agent = agent_process(tmp_path, printers, extra=mail + alerts)
+    try:
+        await agent.start()
+        filler = fill(card)
+        async with api_client(agent.port) as api:
+            await eventually(lambda: post(api, make_order(2, print_receipt=False)), lambda a: a[0] == 503)
+        await wait_until(lambda: any("Speicherproblem" in str(m["Subject"]) for m in sink.messages), 15, "the alarm")
+        await asyncio.sleep(1)  # the run goes on a while (killed the instant its mail left, it had noted nothing)
+        await agent.kill()
+        await agent.start(until="/health")
+        await asyncio.sleep(1)  # a few checks of the new run on the full card
+        filler.unlink()
+        await wait_until(
+            lambda: any("BEHOBEN: Speicherproblem" in str(m["Subject"]) for m in sink.messages), 20, "its all-clear"
+        )
+        await asyncio.sleep(1.5)  # room for a mail too many
+        subjects = [str(m["Subject"]).split("] ", 1)[1] for m in sink.messages]
+        alarms = {s.split(": ", 1)[1] for s in subjects if s.startswith("STÖRUNG")}
+        cleared = {s.split(": ", 1)[1] for s in subjects if s.startswith("BEHOBEN")}
+        assert cleared <= alarms, subjects
+    finally:
+        await agent.close()
+        await sink.stop()
