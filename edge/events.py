@@ -157,6 +157,7 @@ class RecoveryFailed(Event):
     run_id: int
     phase: RunState
     error: str
+    retry_in_s: float | None = None  # the agent runs again by itself this soon (central busy, slow or failing)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

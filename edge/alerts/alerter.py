@@ -268,6 +268,7 @@ class Alerter:
         self._storage_turn = asyncio.Lock()
         self._clock_turn = asyncio.Lock()
         self._run_awaited: float | None = None  # since when a recovery run is under way or due (monotonic)
+        self._runs_failing_since: float | None = None  # the first of recovery runs failing in a row (monotonic)
         self._causes_over: dict[str, float] = {}  # a cause of _RECOUNTED symptoms ended (monotonic), not yet rechecked
         self._first_round = False  # see step
         self._card_note = storage_card_note(settings)
@@ -423,13 +424,19 @@ class Alerter:
                 self._signal("central_rejected_events", "events", True, order=order, detail=detail, item=item)
             case RecoveryStarted():
                 self._run_awaited = self.clock.mono()
-            case RecoveryFailed():
-                self._run_awaited = None
+            case RecoveryFailed(retry_in_s=retry_in_s):
+                # A retry the agent planned itself (central busy or failing a moment) is awaited like a run under
+                # way, while the failures are young: a hiccup the next run heals is no news, and runs that keep
+                # failing are told once they have gone on _RUN_AWAITED_S.
+                mono = self.clock.mono()
+                self._runs_failing_since = self._runs_failing_since or mono
+                young = retry_in_s is not None and mono + retry_in_s - self._runs_failing_since < _RUN_AWAITED_S
+                self._run_awaited = mono + retry_in_s if young and retry_in_s is not None else None
                 self._signal(
                     "recovery_failed", "recovery", True, phase=event.phase, detail=event.error, run_id=event.run_id
                 )
             case RecoveryCompleted():
-                self._run_awaited = None
+                self._run_awaited = self._runs_failing_since = None
                 self._signal("recovery_failed", "recovery", False)
                 for kind in ("conflict", "invalid"):  # a later run that finds none ends the episode
                     if not event.counts.get(kind):

@@ -118,9 +118,12 @@ class RecoveryStore:
                 "UPDATE recovery_runs SET state = ?, phases = ? WHERE id = ?", (phase, json.dumps(phases), run_id)
             )
 
-    async def fail(self, run_id: int, phase: RunState, error: str, now: float) -> None:
-        """End a run as failed in ``phase`` (RecoveryFailed): the cursor stays where it was."""
-        await self._finish(run_id, RunState.FAILED, phase, error, now)
+    async def fail(
+        self, run_id: int, phase: RunState, error: str, now: float, *, retry_in_s: float | None = None
+    ) -> None:
+        """End a run as failed in ``phase`` (RecoveryFailed): the cursor stays where it was. ``retry_in_s``: the next
+        run the agent planned itself, so soon."""
+        await self._finish(run_id, RunState.FAILED, phase, error, now, retry_in_s=retry_in_s)
 
     async def cancel(self, run_id: int, phase: RunState, now: float) -> None:
         """End a run as cancelled by a person: the cursor stays where it was."""
@@ -130,7 +133,16 @@ class RecoveryStore:
         """A run left active beside a newer one (only a bug could leave it): failed, without an alert."""
         await self._finish(run_id, RunState.FAILED, None, f"superseded by run {by}", now)
 
-    async def _finish(self, run_id: int, state: RunState, phase: RunState | None, error: str, now: float) -> None:
+    async def _finish(
+        self,
+        run_id: int,
+        state: RunState,
+        phase: RunState | None,
+        error: str,
+        now: float,
+        *,
+        retry_in_s: float | None = None,
+    ) -> None:
         counts = await self.counts(run_id)
         async with self._db.publishing(self._bus) as (conn, events):
             rows = list(await conn.execute_fetchall("SELECT phases, errors FROM recovery_runs WHERE id = ?", (run_id,)))
@@ -140,7 +152,7 @@ class RecoveryStore:
                 (state, now, json.dumps(counts), json.dumps(errors), _close_phase(rows[0]["phases"], now), run_id),
             )
             if state == RunState.FAILED and phase is not None:
-                events.append(RecoveryFailed(run_id=run_id, phase=phase, error=error))
+                events.append(RecoveryFailed(run_id=run_id, phase=phase, error=error, retry_in_s=retry_in_s))
 
     async def complete(self, run_id: int, counts: dict[str, int], now: float, *, duration_s: float) -> None:
         """Store the run's next cursor as the confirmed one and close the run, in one transaction

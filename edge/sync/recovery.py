@@ -376,18 +376,23 @@ class Recovery:
             log.warning("recovery_cancelled", phase=phase)
         except Exception as err:  # any failure ends the run; the cursor did not move, the next run sees it all again
             error = str(err) or type(err).__name__
-            await self._runs.fail(run_id, phase, error, self._clock.wall())  # RecoveryFailed, once committed
-            self._ended()
-            ended = True
-            log.error("recovery_failed", phase=phase, error=error)
-            if isinstance(err, CentralLaterError | CentralTimeoutError | CentralGarbledError):
+            retried = isinstance(err, CentralLaterError | CentralTimeoutError | CentralGarbledError)
+            if retried:
                 # Central is there but busy or slow (a gateway shielding a fleet that came back together), or gave an
                 # answer that was not its own (cut off, a portal's page): the next run comes after retry_max_s,
                 # doubling while they fail, not at the schedule's quarter of an hour.
                 cap = self._settings.schedule_interval_s or _RETRY_CAP_S
                 self._retry_in = min(2 * self._retry_in, cap) if self._retry_in else self._settings.retry_max_s
-                log.info("recovery_retry_planned", in_s=round(self._retry_in, 1), trigger=trigger)
                 retry = trigger
+            # RecoveryFailed, once committed; with the retry planned, which its alarm waits for
+            await self._runs.fail(
+                run_id, phase, error, self._clock.wall(), retry_in_s=self._retry_in if retried else None
+            )
+            self._ended()
+            ended = True
+            log.error("recovery_failed", phase=phase, error=error)
+            if retried:
+                log.info("recovery_retry_planned", in_s=round(self._retry_in, 1), trigger=trigger)
             elif isinstance(err, StoreUnavailableError):  # the card: once it has room, the run comes again
                 self._owed = trigger
                 log.info("recovery_retry_planned", when="the card has room again", trigger=trigger)

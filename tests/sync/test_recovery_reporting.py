@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.events import JobPrinted, RecoveryCompleted, RecoveryFailed
 from edge.sim.central import CentralSim
-from tests.helpers import db_rows
+from edge.sim.smtp import SmtpSink
+from tests.helpers import db_rows, mail_to
 from tests.sync.conftest import Agents
 
 MISSED = 200
@@ -39,3 +41,38 @@ async def test_recovered_orders_print_while_the_events_endpoint_answers_503(
     assert {e["order_id"] for e in central.events_of("received")} == {o["id"] for o in orders}
     await asyncio.sleep(0)
     assert central.duplicates == []
+
+
+async def test_a_run_failed_by_a_hiccup_of_central_that_the_planned_retry_heals_is_no_mail(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """Central's listing answers 500 for a while after the line is back (its backend warming up; health answers):
+    the run fails, and the agent plans the next one after retry_max_s itself. The alarm waits for that run's
+    outcome, which brings the orders: no mail at all. Before (the recovery78 probe, F1): a critical "Nachholen
+    verpasster Bestellungen fehlgeschlagen … den Techniker informieren" at once, then its all-clear."""
+    missed = {order["id"] for order in central.create_orders(2, prefix="hic")}
+    central.fail_next(6, 500, path="orders")  # every try of one run's first listing call
+    agent, events = await agents.start(sync_settings(sections=mail_to(sink)))
+    await events.wait(RecoveryFailed, timeout=15)
+    await events.wait(RecoveryCompleted, timeout=15)
+    assert {order_id for (order_id,) in await db_rows(agent, "SELECT id FROM orders")} == missed
+    await asyncio.sleep(1.5)  # alert checks every 0.2 s, the group's interval: a mail would be out
+    assert [str(m["Subject"]) for m in sink.messages] == []
+
+
+async def test_a_central_that_keeps_failing_the_runs_is_mailed_once_its_retries_have_had_their_minutes(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """The other side: runs that keep failing are mailed once the failures have gone on for the five minutes the
+    alarm waits, not held for as long as retries are planned."""
+    clock = SteppedClock()
+    central.create_orders(1, prefix="bad")
+    central.fail_next(10_000, 500, path="orders")
+    _, events = await agents.start(sync_settings(sections=mail_to(sink)), clock=clock)
+    await events.wait(RecoveryFailed, count=2, timeout=15)
+    await asyncio.sleep(0.5)
+    assert sink.messages == []  # young failures, a retry planned: waited for
+    clock.advance(300)
+    [mail] = await sink.wait_for(1, timeout=30)
+    assert "Nachholen" in str(mail["Subject"]), mail["Subject"]
+    central.clear_faults()
