@@ -127,6 +127,7 @@ _CLOCK_STEP_MIN_S = 2.0  # wall minus monotonic moving more than this is a clock
 _DIGEST_GAP_S = 12 * 3600  # two digests never closer than this (on the monotonic clock), whatever the wall clock did
 
 
+_INVALID_KEY = "recovery_invalid:recovery"  # orders central has that fail validation, not printed here
 _STORAGE_KEY = "storage_problem:database"  # the database's alarm (the free space's is storage_problem:disk)
 
 
@@ -269,6 +270,7 @@ class Alerter:
         self._clock_turn = asyncio.Lock()
         self._run_awaited: float | None = None  # since when a recovery run is under way or due (monotonic)
         self._runs_failing_since: float | None = None  # the first of recovery runs failing in a row (monotonic)
+        self._run_over = False  # a run completed: no longer awaited once its all-clear is applied
         self._causes_over: dict[str, float] = {}  # a cause of _RECOUNTED symptoms ended (monotonic), not yet rechecked
         self._first_round = False  # see step
         self._card_note = storage_card_note(settings)
@@ -423,7 +425,7 @@ class Alerter:
                 detail = f"HTTP {event.status}: {event.reason}"
                 self._signal("central_rejected_events", "events", True, order=order, detail=detail, item=item)
             case RecoveryStarted():
-                self._run_awaited = self.clock.mono()
+                self._run_awaited, self._run_over = self.clock.mono(), False
             case RecoveryFailed(retry_in_s=retry_in_s):
                 # A retry the agent planned itself (central busy or failing a moment) is awaited like a run under
                 # way, while the failures are young: a hiccup the next run heals is no news, and runs that keep
@@ -432,15 +434,20 @@ class Alerter:
                 self._runs_failing_since = self._runs_failing_since or mono
                 young = retry_in_s is not None and mono + retry_in_s - self._runs_failing_since < _RUN_AWAITED_S
                 self._run_awaited = mono + retry_in_s if young and retry_in_s is not None else None
+                self._run_over = False
                 self._signal(
                     "recovery_failed", "recovery", True, phase=event.phase, detail=event.error, run_id=event.run_id
                 )
             case RecoveryCompleted():
-                self._run_awaited = self._runs_failing_since = None
+                # Awaited until the all-clear below is applied: a flush of the checks in between found the failure
+                # alarm still firing and no longer held, and mailed it with its all-clear.
+                self._run_over, self._runs_failing_since = True, None
                 self._signal("recovery_failed", "recovery", False)
-                for kind in ("conflict", "invalid"):  # a later run that finds none ends the episode
-                    if not event.counts.get(kind):
-                        self._signal(f"recovery_{kind}", "recovery", False)
+                # A later run that finds none ends the conflicts' episode (the local version printed). Not the
+                # invalid orders': the cursor moved past them, so every later run finds none, and they are still
+                # not printed; the checks end that one once each has come corrected (or cancelled).
+                if not event.counts.get("conflict"):
+                    self._signal("recovery_conflict", "recovery", False)
             case OrderConflicted(source="recovery") | RecoveryOrderInvalid():
                 kind = "recovery_conflict" if isinstance(event, OrderConflicted) else "recovery_invalid"
                 order = event.number or event.order_id
@@ -601,6 +608,8 @@ class Alerter:
                 if group.severity == WARNING and waiting_on.get(group.subject) and self._open(now):
                     # Tickets now wait for an idle printer that is down: the same outage, critical now, not one more.
                     self._signal(type_name, group.subject, True, count=0)
+        if await self._store.firing("recovery_invalid") and not await self._store.unsettled_items(_INVALID_KEY):
+            self._signal("recovery_invalid", "recovery", False)
         await self._central_out.settle()
         await self._mqtt_out.settle()
         down_s = self._central_out.down_s()
@@ -725,6 +734,7 @@ class Alerter:
                 await asyncio.to_thread(self._card_note.make)
             await self._settle_earlier_storage_alarm()
         if self._pending:
+            run_over = self._run_over  # its all-clear is in this batch (one coming meanwhile waits for the next)
             batch, self._pending = self._stamped(self._pending), []
             if any(s.type.startswith("printer_") and s.firing for s in batch):
                 waiting = waiting_per_printer(await self._jobs.counts(NOT_DONE_JOB_STATES))
@@ -741,6 +751,8 @@ class Alerter:
                 self._pending = compact(batch + self._pending)
                 await self._mail_storage_directly(batch)
                 raise
+            if run_over and self._run_over:  # the run's outcome is in the groups now
+                self._run_awaited, self._run_over = None, False
             for signal, new_episode in outcomes:
                 if not new_episode:
                     self._bus.publish(AlertSuppressed(alert_type=signal.type, key=signal.key, reason="throttled"))

@@ -382,6 +382,21 @@ class AlertStore:
         )
         return [group_dict(r) for r in rows]
 
+    async def unsettled_items(self, key: str) -> list[str]:
+        """Of the orders a group lists (its items' ids), those neither stored here since nor cancelled (a cancel kept
+        for an order not here): an order central has that failed validation is settled once it came corrected."""
+        row = await self._db.fetchone("SELECT details FROM alert_groups WHERE key = ?", (key,))
+        ids = [str(item["id"]) for item in json.loads(row[0]).get("items", [])] if row is not None else []
+        if not ids:
+            return []
+        rows = await self._db.fetchall(
+            "SELECT id FROM orders WHERE id IN (SELECT value FROM json_each(?1))"
+            " UNION SELECT order_id FROM pending_cancels WHERE order_id IN (SELECT value FROM json_each(?1))",
+            (json.dumps(ids),),
+        )
+        settled = {r[0] for r in rows}
+        return [i for i in ids if i not in settled]
+
     async def firing(self, type_name: str) -> list[FiringGroup]:
         rows = await self._db.fetchall(
             "SELECT subject, severity FROM alert_groups WHERE type = ? AND state = 'firing'", (type_name,)
