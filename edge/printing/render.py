@@ -55,6 +55,8 @@ def _tell_unprintable(items: Sequence[Item], codec: str, told: list[str] | None,
     if told is None:
         return
     guest_texts = [order.note or "", *order.allergens] if order is not None else []
+    if order is not None and order.number.endswith(_by_id(order.id)) and order.number not in told:
+        told.append(order.number)  # the number shows nothing (see _readable): the till's numbering needs changing
     for item in items:
         for text in (item.name, *(modifier.name for modifier in item.modifiers)):
             if _loses(text, codec) and text not in told:
@@ -71,15 +73,22 @@ def _loses(text: str, codec: str) -> bool:
 def _readable(order: Order, codec: str) -> Order:
     """The order with its SKU beside each item name the printer's code page cannot show one letter or digit of: "1x
     ???? (KP-12)" for a name in Chinese, so that the cook can still tell the dish (print probe 3, F2). And its number
-    as printed: a template sizes the number by its length (double width only if it fits), and "Щ" prints as "Shch"."""
+    as printed: a template sizes the number by its length (double width only if it fits), and "Щ" prints as "Shch";
+    one with no letter or digit the code page shows ("🍕") with the order's id beside it."""
     items = tuple(
         item if _shows_something(item.name, codec) else dataclasses.replace(item, name=f"{item.name} ({item.sku})")
         for item in order.items
     )
     number = printable(order.number, codec)
+    if not any(char.isalnum() for char in number):  # nothing for the cook to call out: "🍕" printed as "?"
+        number += _by_id(order.id)
     if (items, number) == (order.items, order.number):
         return order
     return dataclasses.replace(order, items=items, number=number)
+
+
+def _by_id(order_id: str) -> str:
+    return f" ({order_id})"
 
 
 def _shows_something(text: str, codec: str) -> bool:

@@ -250,7 +250,10 @@ def _in_codepage(char: str, codec: str) -> str:
         except UnicodeEncodeError:
             continue
         return candidate
-    return "?"
+    # A digit of another script (Arabic-Indic ٤, Devanagari ४, Thai ๔) by its value: a number or a table the cook
+    # calls out prints as one, not "??" (the http78 probe, F1)
+    digit = unicodedata.decimal(char, None)
+    return "?" if digit is None else str(digit)
 
 
 def codepage(table: Mapping[str, str], policy: str) -> tuple[str, int]:

@@ -51,3 +51,29 @@ async def test_a_dish_no_code_page_shows_prints_with_its_sku_and_the_manager_is_
     body = mail.get_body(("plain",)).get_content()
     assert "宫保鸡丁" in body and "C-1" in body, body
     assert "王北京" not in body and "不要辣" not in body and "+49" not in body, body
+
+
+async def test_an_order_number_in_another_scripts_digits_prints_in_digits_one_with_none_names_the_order(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+) -> None:
+    """The ticket's head is what the cook calls out and matches with the screen. A number, or a table, in Arabic-Indic,
+    Persian, Devanagari or Thai digits prints in the digits the printer has (their values are Unicode's: ٤٢ is 42); a
+    number with no letter or digit the printer can show (an emoji) prints with the order's id beside it, as a dish
+    name with its SKU, and is told as text the printer cannot print. Before (the http78 probe, F1): "??" for all of
+    them, two orders with the same head, and no word to anyone."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    told: list[TextUnprintable] = []
+    agent.bus.subscribe(told.append, TextUnprintable)
+    numbers = {"ord_ar": "\u0664\u0662", "ord_fa": "\u06f4\u06f3", "ord_hi": "\u096a\u096a", "ord_pizza": "\U0001f355"}
+    async with api_client(agent) as api:
+        for order_id, number in numbers.items():
+            order = fresh(copy.deepcopy(EXAMPLE)) | {"id": order_id, "number": number, "print_receipt": False}
+            order["fulfilment"] = {"type": "dine_in", "table": "\u0661\u0662"}
+            assert (await post(api, order))[0] == 201
+        heads = [decode(data).text for data in await printers["kitchen"].wait_for_printed(len(numbers))]
+    assert "42" in heads[0] and "43" in heads[1] and "44" in heads[2], heads
+    assert all("12" in head for head in heads), heads  # the table
+    assert "ord_pizza" in heads[3], heads[3]
+    assert [e.order_id for e in told] == ["ord_pizza"], told
