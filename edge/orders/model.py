@@ -454,8 +454,12 @@ class _Reader:
         # Read NFC, so every consumer (change tickets, scans, the stored number) sees one text for one meaning; the
         # payload is stored as sent. Before the checks: the length is the composed text's.
         value = nfc(value)
-        if required and _blank(value):
-            raise InvalidOrderError(self._field(key), "must not be empty")
+        if _blank(value):
+            if required:
+                raise InvalidOrderError(self._field(key), "must not be empty")
+            # An optional text that says nothing is none: no "!" line on paper, and "" one content with null or left
+            # out (another serialiser's retry was a conflict: the http78 probe, F3 and F4)
+            return None
         if self.lax:
             return value
         if pattern is not None and not pattern[0].fullmatch(value):

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from edge.app import Agent
+from edge.printing.decode import decode
 from edge.sim.orders import taken_at
 from edge.sim.printer import SimPrinter
 from edge.store.db import connect_writer
@@ -208,3 +209,26 @@ async def test_a_retry_of_an_order_an_older_version_stored_is_still_a_duplicate(
     ]
     await eventually(lambda: job_rows(agent), lambda rows: [r[0] for r in rows] == ["printed", "printed"])
     assert len(printers["kitchen"].printed) == 1  # the new order's ticket; the retries printed nothing
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", "\u200b", "\u00a0"], ids=["empty", "space", "tab", "zwsp", "nbsp"])
+async def test_a_blank_item_note_is_no_note_on_paper_and_the_same_order_as_one_without(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter], blank: str
+) -> None:
+    """An item's note that says nothing (empty, a space, a tab, an invisible space) is no note: the cook's ticket has
+    no "!" line for it (an inverted warning line the cook is trained to read, with nothing after it), and the same
+    order written by another serialiser with the note null or left out is a duplicate, not a conflict. Before (the
+    http78 probe, F3 and F4): "  !  " on paper, and 409 conflict and an order_conflict alert for the retry."""
+    order = _order()
+    order["items"][0]["note"] = blank
+    assert (await post(api, _json(order)))[0] == 201
+    [ticket] = await printers["kitchen"].wait_for_printed(1)
+    lines = [line.strip() for line in decode(ticket).text.splitlines()]
+    assert "!" not in lines, lines
+    retry = copy.deepcopy(order)
+    retry["items"][0]["note"] = None
+    status, body = await post(api, _json(retry))
+    assert (status, body.get("status")) == (200, "duplicate"), body
+    del retry["items"][0]["note"]
+    status, body = await post(api, _json(retry))
+    assert (status, body.get("status")) == (200, "duplicate"), body
