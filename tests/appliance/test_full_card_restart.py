@@ -687,6 +687,13 @@ async def test_migrate_and_the_doctor_on_a_card_filled_to_its_last_byte_name_the
     assert again.stdout.startswith(f"database {card / 'edge.db'}: schema version {latest - 1} -> {latest}"), again
 
 
+def _mailing(sink: SmtpSink, alerts: str) -> str:
+    """Config sections that mail the manager through ``sink``, the alerts checked every 0.2 s, with ``alerts`` (lines
+    of [alerts])."""
+    smtp = f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+    return smtp + f'[alerts]\nto = ["chef@store.test"]\ncheck_interval_s = 0.2\n{alerts}'
+
+
 async def test_a_card_low_across_a_restart_is_one_occurrence_its_all_clear_counts_no_second(
     tmp_path: Path, card: Path, printers: dict[str, SimPrinter]
 ) -> None:
@@ -696,12 +703,9 @@ async def test_a_card_low_across_a_restart_is_one_occurrence_its_all_clear_count
     Mal", the new run's first check counted as a new occurrence."""
     sink = SmtpSink()
     await sink.start()
-    mail = f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
-    alerts = (
-        '[alerts]\nto = ["chef@store.test"]\ndisk_free_min_mb = 2\n'
-        "group_wait_s = 0\ngroup_interval_s = 1\ncheck_interval_s = 0.2\n"
+    agent = agent_process(
+        tmp_path, printers, extra=_mailing(sink, "disk_free_min_mb = 2\ngroup_wait_s = 0\ngroup_interval_s = 1\n")
     )
-    agent = agent_process(tmp_path, printers, extra=mail + alerts)
     try:
         await agent.start()
         filler = fill(card, leave=1 << 20)  # a megabyte left: below the two wanted
@@ -732,12 +736,8 @@ async def test_the_database_alarm_mailed_before_a_kill_gets_its_own_all_clear_af
     alarm's, so the database alarm never ended and "BEHOBEN: Speicherkarte fast voll" came alone."""
     sink = SmtpSink()
     await sink.start()
-    mail = f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
-    alerts = (
-        '[alerts]\nto = ["chef@store.test"]\ndisk_free_min_mb = 1\n'
-        "group_wait_s = 0\ncritical_group_wait_s = 0\ngroup_interval_s = 1\ncheck_interval_s = 0.2\n"
-    )
-    agent = agent_process(tmp_path, printers, extra=mail + alerts)
+    alerts = "disk_free_min_mb = 1\ngroup_wait_s = 0\ncritical_group_wait_s = 0\ngroup_interval_s = 1\n"
+    agent = agent_process(tmp_path, printers, extra=_mailing(sink, alerts))
     try:
         await agent.start()
         filler = fill(card)
