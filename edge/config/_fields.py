@@ -172,18 +172,11 @@ def helo_name(v: str) -> str | None:
 
 
 def _login_in(v: str) -> bool:
-    try:
-        return "@" in urllib.parse.urlsplit(v).netloc
-    except ValueError:  # not a URL at all ("http://[::1"): the format's own refusal says so
-        return False
-
-
-def _without_login(v: str) -> str:
-    """The URL as a refusal may repeat it: a login in it (a password) never is."""
-    if not _login_in(v):
-        return v
-    parts = urllib.parse.urlsplit(v)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    """Whether a URL carries a login: any "@" in it. Not what a URL parser calls the authority: that ends
+    at the first "/", "?" or "#", which a password may hold, and a URL it cannot parse (an unclosed "[") has none, so a
+    login got through both (the verify78 probe, V1). A path with "@" in it is refused with them: none of these needs
+    one. So a URL a refusal repeats holds no password."""
+    return "@" in v
 
 
 def central_url(v: str) -> str | None:
@@ -192,7 +185,7 @@ def central_url(v: str) -> str | None:
     return (
         None
         if not v or re.fullmatch(r"https?://[^/\s]+(/\S*)?", v)
-        else f"must be an http:// or https:// URL (or empty: no central API), got {_without_login(v)!r}"
+        else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
     )
 
 
@@ -214,7 +207,7 @@ def proxy_url(v: str) -> str | None:
         return None
     if _login_in(v):
         return "must not hold a login: set central.proxy_user and EDGE_CENTRAL_PROXY_PASSWORD in the secrets file"
-    return f"must be http://host:port (or empty: no proxy), got {_without_login(v)!r}"
+    return f"must be http://host:port (or empty: no proxy), got {v!r}"
 
 
 def basic_login(v: str) -> str | None:
@@ -227,7 +220,7 @@ def mqtt_url(v: str) -> str | None:
         return None
     if _login_in(v):
         return "must not hold a login: set mqtt.username and EDGE_MQTT_PASSWORD in the secrets file"
-    return f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {_without_login(v)!r}"
+    return f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {v!r}"
 
 
 def topic_prefix(v: str) -> str | None:
