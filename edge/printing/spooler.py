@@ -81,6 +81,9 @@ class Spooler:
         # Jobs in a row the printer took part of and then hung up on, while it reads fine between them (a failing
         # interface board, a loose jack): the spool never pauses for that, and each retry spends an attempt
         self.cut_short = 0
+        # A whole ticket out is the sign to revive what this printer was given up on for hanging up: after each
+        # ticket it cut short, and once a run (an earlier run's, before a restart, are in the database only).
+        self._revive_due = True
         self.driver = driver
         self.clock = clock
         self._poll_s = printer.status_poll_s
@@ -424,6 +427,7 @@ class Spooler:
                     return (after, str(err)), True
                 self._set_state(PrinterState.ERROR, f"{HUNG_UP_MID_TICKET}: {err}")
                 self.cut_short += 1
+                self._revive_due = True
                 await self._failed(job, str(err), partial=True)
                 return None, True
             finally:
@@ -439,7 +443,8 @@ class Spooler:
                 self._confirmed_at = self.clock.mono()
             held_on = "" if outcome.processed else self.driver.transport.device  # taken, not seen out
             self._confirmed.append(PrintedMark(job.id, job.order_id, latency, held_on))
-            if self.cut_short:  # its line holds again: what it was given up on for hanging up goes back in line
+            if self._revive_due:  # its line holds: what it was given up on for hanging up goes back in line
+                self._revive_due = False
                 await self._revive_given_up()
             self.cut_short = 0
             self._stuck_since = None

@@ -163,6 +163,7 @@ _COPY_THERE = (
     " AND (id IN (SELECT value FROM json_each(:just_out)) OR (ABS(:now - printed_at) < :just_out_s"
     " AND id NOT IN (SELECT value FROM json_each(:seen_out))))))"
 )
+REVIVED_WITHIN_S = 12 * 3600  # a ticket given up longer ago than a service is not brought back by itself
 # An original still to print on its own (in line, or tried again): a reprint copies it not beside itself. Not one
 # going out ('printing': its printed mark rides with the next claim, a moment after it is on paper).
 _ORIGINAL_WAITING = "(NOT copy AND variant IS NULL AND state IN ('queued', 'failed'))"
@@ -955,14 +956,16 @@ class JobStore:
         mid-ticket): that printer has just printed one whole, so its line holds again (a loose jack pushed back), and
         they go back in line, once. One given up again stays dead: a ticket the printer chokes on while it prints the
         others must not stall it, nor cost a strip at every order. Nor one a person reprinted meanwhile (its COPY is
-        the answer: a second would be one too many)."""
+        the answer: a second would be one too many), nor one given up more than REVIVED_WITHIN_S ago (a restart's
+        first whole ticket looks too: yesterday's is no news to the cook)."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
                 "UPDATE print_jobs SET state = 'queued', next_attempt_at = 0"
-                " WHERE printer = ? AND state = 'dead' AND went_out AND attempts = ? AND NOT EXISTS (SELECT 1 FROM"
-                " print_jobs c WHERE c.order_id = print_jobs.order_id AND c.kind = print_jobs.kind AND c.station IS"
-                " print_jobs.station AND c.id > print_jobs.id AND c.copy AND c.variant IS NULL) RETURNING id",
-                (printer, attempts),
+                " WHERE printer = ? AND state = 'dead' AND went_out AND attempts = ? AND next_attempt_at > ?"
+                " AND NOT EXISTS (SELECT 1 FROM print_jobs c WHERE c.order_id = print_jobs.order_id AND c.kind ="
+                " print_jobs.kind AND c.station IS print_jobs.station AND c.id > print_jobs.id AND c.copy AND"
+                " c.variant IS NULL) RETURNING id",
+                (printer, attempts, self._clock.wall() - REVIVED_WITHIN_S),
             )
             revived = [row[0] for row in rows]
             await _up_to_date(conn, revived)
