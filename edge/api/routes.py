@@ -161,7 +161,7 @@ async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: Jo
     }
     if copies.waiting:
         said = [f"job {t.job_id} {_COPY_THERE_SAID[t.state]}" for t in copies.waiting if t.copy]
-        reasons = [f"not copied: job {t.job_id} {_NOT_REPRINTED[t.state]}" for t in copies.waiting if not t.copy]
+        reasons = [f"not copied: job {t.job_id} {_ORIGINAL_WAITS[t.state]}" for t in copies.waiting if not t.copy]
         if said:
             reasons.append(
                 f"not copied again: a COPY of it is there already ({', '.join(said)});"
@@ -177,6 +177,13 @@ _COPY_THERE_SAID = {
     JobState.FAILED: "waits to print (its printer is tried again)",
     JobState.PRINTING: "is going out now",
     JobState.PRINTED: f"came out less than {COPY_JUST_OUT_S:g} s ago",
+}
+
+
+# What the answer says of an original a reprint found not printed yet, by its state (add_copies' _ORIGINAL_WAITING).
+_ORIGINAL_WAITS = {
+    JobState.QUEUED: "has not printed yet and prints on its own",
+    JobState.FAILED: "has not printed yet and is tried again on its own",
 }
 
 

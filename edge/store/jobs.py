@@ -990,7 +990,7 @@ class JobStore:
         receipt), released: a person asked; not where a COPY of it (of the order as it is now) is still there: waiting
         in line (queued by a press a moment before, in another place, or put back in line by a crash), going out now,
         or come out less than COPY_JUST_OUT_S ago; nor where the original itself has not printed yet (it prints on its
-        own, released by the asking): that one is named as waiting, with its state.
+        own): that one is named as waiting, with its state, and released by the asking if it waits.
 
         Copies go where the station (receipts: the receipt printer) is served now, not to the original's printer,
         which may have been renamed or removed since.
@@ -1038,10 +1038,13 @@ class JobStore:
                 if there:
                     [(job_id, state, copy)] = there
                     waiting.append(CopyThere(job_id, JobState(state), bool(copy)))
-                    if not copy:  # the person asked for it: it prints however old the order is, as a COPY would
-                        await conn.execute(
-                            "UPDATE print_jobs SET released_at = COALESCE(released_at, ?) WHERE id = ?", (now, job_id)
-                        )
+                    # The person asked for it: it prints however old the order is, as a COPY they had queued would;
+                    # the original too, and one marked COPY after a fault cut it short (the verify78 probe, V3).
+                    await conn.execute(
+                        "UPDATE print_jobs SET released_at = COALESCE(released_at, ?)"
+                        " WHERE id = ? AND state IN ('queued', 'failed')",
+                        (now, job_id),
+                    )
                     continue
                 # A person asked for it: released, so it prints however old the order is.
                 cursor = await conn.execute(
