@@ -631,7 +631,7 @@ class Alerter:
         if back is not None and self.clock.mono() - back >= _MQTT_HOLDS_S:
             self._mqtt_fired = False
             self._mqtt_out.up()
-            self._signal("mqtt_unreachable", "mqtt", False)
+            self._signal("mqtt_unreachable", "mqtt", False, mono=back)  # over since it came back, told a minute later
         mqtt_down_s = None if self._mqtt_out.answering_since is not None else self._mqtt_out.down_s()
         if mqtt_down_s is not None and not self._mqtt_fired and mqtt_down_s >= cfg.mqtt_down_min * 60:
             self._mqtt_fired = True
