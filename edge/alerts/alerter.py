@@ -112,6 +112,7 @@ _TICKET_ALARM_STATES = {"print_job_failed": JobState.DEAD, "print_job_held": Job
 UNROUTED_RECEIPTS = "receipts"  # the subject of station_unrouted for a receipt with no receipt printer
 _PENDING_MAX = 1000  # occurrences held in memory while the database refuses writes (compacted per group beyond it)
 _STORE_BACKOFF_S, _STORE_BACKOFF_MAX_S = 0.5, 30.0  # after a failed write: first wait, longest wait
+_STORE_FAILURES_SAID = 20  # failed rounds in a row between two log lines: about ten minutes at the longest wait
 # A stop waits this long for a mail the relay is taking (within systemd's TimeoutStopSec, after the spools' drain).
 _STOP_GRACE_S = 5.0
 # A broker back this long ends its outage: one back for seconds between long outages (crash-looping, a flapping line)
@@ -1258,13 +1259,18 @@ class Alerter:
                 wake.clear()
             try:
                 await work()
+                if store_failures > 1:
+                    log.info("alerts_resumed", part=name, failures=store_failures)
                 store_failures = 0
             except (StoreError, OSError) as err:
                 # A write that cannot be made now (full or read-only disk) is not retried in a tight loop: the
-                # work waits, growing to _STORE_BACKOFF_MAX_S, and nothing wakes it sooner.
+                # work waits, growing to _STORE_BACKOFF_MAX_S, and nothing wakes it sooner. Said at the first
+                # failure and then every _STORE_FAILURES_SAID: each line is written to the card that is full, and
+                # the storage alert tells the rest (the disk78 probe, F3: an error line twice a minute for hours).
                 store_failures += 1
                 delay = min(_STORE_BACKOFF_MAX_S, _STORE_BACKOFF_S * 2 ** (store_failures - 1))
-                log.error("alerts_failed", part=name, error=str(err), retry_in_s=delay)
+                if store_failures % _STORE_FAILURES_SAID == 1:
+                    log.error("alerts_failed", part=name, error=str(err), retry_in_s=delay, failures=store_failures)
                 await asyncio.sleep(delay)
                 continue
             except Exception:  # alerting must never take the agent down with it

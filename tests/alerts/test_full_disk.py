@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge.alerts.alerter import storage_card_note, storage_mark_path
 from edge.app import Agent
@@ -686,3 +687,28 @@ async def test_the_storage_alarm_mailed_directly_keeps_the_relays_rest_after_a_r
     assert agent.alerter is not None
     error = (await agent.alerter.outbox_status()).server_error or ""
     assert "535 5.7.8" in error and "not tried again before" in error, error
+
+
+async def test_a_full_card_is_one_alerts_failed_line_a_part_not_one_a_retry(
+    make_agent: MakeAgent,
+    make_settings: Callable[..., Settings],
+    alert_settings: Callable[..., Settings],
+    sink: SmtpSink,
+    small_disk: SmallDisk,
+) -> None:
+    """While the card refuses the alerter's writes, each part of it waits and tries again, the wait doubling: the log
+    says so once (and again every twenty failures, about ten minutes at the longest wait), not at every retry, and
+    says when it works again. Before (the disk78 probe, F3): an error line at every retry, twice a minute for as long
+    as the card was full, each one more write to that card."""
+    settings = on_small_disk(make_settings, alert_settings, small_disk)
+    agent = await make_agent(settings)
+    with capture_logs() as logs:
+        await asyncio.to_thread(small_disk.fill, settings.agent.db_path)
+        for _ in range(10):  # a printer flapping: occurrences the alerter must store
+            agent.bus.publish(PrinterStatusChanged(printer="front", old="online", new="offline"))
+            agent.bus.publish(PrinterStatusChanged(printer="front", old="offline", new="online"))
+            await asyncio.sleep(0.4)
+        await asyncio.to_thread(small_disk.free, settings.agent.db_path)
+        await wait_until(lambda: any(e["event"] == "alerts_resumed" for e in logs), 15, "resumed")
+    parts = [e["part"] for e in logs if e["event"] == "alerts_failed"]
+    assert parts and len(parts) == len(set(parts)), parts

@@ -982,7 +982,7 @@ async def test_an_order_its_rows_cannot_take_fails_alone_not_the_orders_sharing_
 
 
 async def test_a_reprint_asked_for_by_the_number_on_the_ticket_reprints_todays_order(
-    api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
 ) -> None:
     """`edge reprint A-7`, the number on the ticket (as `edge preview` takes it): "order A-7 does not exist" (the
     technician probe). A number names the one order of today's business day with it, as for a scanner; one only of
@@ -996,6 +996,10 @@ async def test_a_reprint_asked_for_by_the_number_on_the_ticket_reprints_todays_o
     old_only["number"] = "B-9"
     for order in (older, old_only, today):
         assert (await post(api, order))[0] == 201
+    await eventually(  # its ticket out first: a reprint of one not printed yet copies nothing
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE order_id = ?", today["id"]),
+        lambda rows: rows == [("printed",)],
+    )
     async with api.post("/api/v1/orders/A-7/reprint") as response:
         assert response.status == 201, await response.text()
         assert (await response.json())["order_id"] == today["id"]

@@ -79,6 +79,12 @@ async def test_each_operation_answers_as_documented(
         await tour.go("POST", reprint, 404, f"{orders}/nope/reprint")
         clash = make_order(3, prefix="doc", print_receipt=False) | {"id": order["number"]}  # an id, today's number
         await tour.go("POST", orders, 201, json=clash)
+        await until(  # its ticket out: a reprint of one not printed yet copies nothing
+            api,
+            f"{orders}/{clash['id']}",
+            lambda body: [j["state"] for j in body["jobs"]] == ["printed"],
+            "the clash's ticket printed",
+        )
         await tour.go("POST", reprint, 409, f"{orders}/{clash['id']}/reprint")  # ambiguous: by=id or by=number
         await tour.go("POST", reprint, 201, f"{orders}/{clash['id']}/reprint?by=id")
         await tour.go("POST", reprint, 422, f"{orders}/{clash['id']}/reprint?by=ticket")

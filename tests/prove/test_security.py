@@ -252,6 +252,9 @@ async def test_concurrent_identical_retries_of_a_reprint_print_one_copy(signed_a
     order = make_order(1, prefix="cc", print_receipt=False)
     async with api_client(signed_agent, token=None) as session:
         assert (await send_signed(session, "/api/v1/orders", json.dumps(order).encode(), "msg_order"))[0] == 201
+        await eventually(  # the ticket out first: a reprint of one still to print copies nothing
+            lambda: db_rows(signed_agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)]
+        )
         path, body = f"/api/v1/orders/{order['id']}/reprint", b'{"station": "kitchen"}'
         answers = await asyncio.gather(*(send_signed(session, path, body, "msg_reprint") for _ in range(3)))
     assert [status for status, _, _ in answers] == [201, 201, 201], answers
