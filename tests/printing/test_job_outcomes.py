@@ -429,6 +429,16 @@ async def test_retrying_a_job_this_version_cannot_read_answers_409_and_changes_n
     assert len(await _failed_rows(agent)) == 1
 
 
+async def _given_up_on_a_loose_jack(agent: Agent, kitchen: SimPrinter, order: dict) -> Agent:
+    """``order``'s ticket given up (dead, two attempts, each cut short) on a kitchen printer that hangs up in the
+    middle of every ticket (a loose jack), still loose; the agent (two attempts allowed)."""
+    kitchen.drop_every_job_after = 60
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        await eventually(lambda: job_rows(agent), lambda rows: rows == [("dead", 2, 1)], what="given up")
+    return agent
+
+
 @pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
 async def test_a_ticket_given_up_on_a_printer_that_dropped_every_ticket_prints_once_that_printer_prints_again(
     make_agent: Callable[..., Awaitable[Agent]],
@@ -445,13 +455,9 @@ async def test_a_ticket_given_up_on_a_printer_that_dropped_every_ticket_prints_o
     stayed dead until a person pressed Retry, though the mail said waiting tickets print on their own; and across a
     restart until the verify78 probe's V2 (the printer's hang-ups were counted in memory only)."""
     settings = make_settings(spool={"max_attempts": 2, "retry_base_s": 0.05, "retry_max_s": 0.2})
-    agent = await make_agent(settings)
     kitchen = printers["kitchen"]
-    kitchen.drop_every_job_after = 60
     first, second = (dict(example_order, id=f"ord_jack{n}", number=f"J-{n}", print_receipt=False) for n in (1, 2))
-    async with api_client(agent) as api:
-        assert (await post(api, first))[0] == 201
-        await eventually(lambda: job_rows(agent), lambda rows: rows == [("dead", 2, 1)], what="given up")
+    agent = await _given_up_on_a_loose_jack(await make_agent(settings), kitchen, first)
     if restart:
         await agent.stop()
         agent = await make_agent(settings)
@@ -479,13 +485,9 @@ async def test_a_ticket_given_up_a_day_before_the_printer_prints_again_stays_giv
     retry it), not brought back by the first whole ticket of the day."""
     clock = SteppedClock()
     settings = make_settings(spool={"max_attempts": 2, "retry_base_s": 0.05, "retry_max_s": 0.2})
-    agent = await make_agent(settings, clock=clock)
     kitchen = printers["kitchen"]
-    kitchen.drop_every_job_after = 60
     first, second = (dict(example_order, id=f"ord_day{n}", number=f"D-{n}", print_receipt=False) for n in (1, 2))
-    async with api_client(agent) as api:
-        assert (await post(api, first))[0] == 201
-        await eventually(lambda: job_rows(agent), lambda rows: rows == [("dead", 2, 1)], what="given up")
+    agent = await _given_up_on_a_loose_jack(await make_agent(settings, clock=clock), kitchen, first)
     await agent.stop()
     clock.advance(24 * 3600)
     agent = await make_agent(settings, clock=clock)
