@@ -92,10 +92,12 @@ async def test_a_reprint_while_the_ticket_waits_past_its_stale_age_leaves_no_unm
     else:
         kitchen.paper_out_after = 150
     order = asap(order_taken())
+    control = dict(order, id="ord_control", number="K-1")  # waits as long, nobody presses its Reprint
     async with api_client(agent) as api:
         status, body = await post(api, order)
         assert status == 201, body
         [original] = body["job_ids"]
+        assert (await post(api, control))[0] == 201
         state = "offline" if fault == "printer-off" else "paper_out"
         await wait_until(lambda: agent.spoolers["kitchen"].state.value == state, what=state)
         await eventually(lambda: job_state(agent, original), lambda s: s == "queued", what="the ticket in line")
@@ -107,6 +109,7 @@ async def test_a_reprint_while_the_ticket_waits_past_its_stale_age_leaves_no_unm
         kitchen.paper_out = False
         await eventually(lambda: job_state(agent, original), lambda s: s == "printed", what="the ticket printed")
         await asyncio.sleep(0.5)  # a second ticket would be out by now
+    assert await db_rows(agent, "SELECT state FROM print_jobs WHERE order_id = 'ord_control'") == [("held",)]
     tickets = [decode(t).text for t in kitchen.printed]
     # off: the one ticket, unmarked; cut short: its head, then the whole ticket marked COPY
     assert [COPY_MARK in t for t in tickets] == ([False] if fault == "printer-off" else [False, True]), tickets
