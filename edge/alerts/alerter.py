@@ -609,7 +609,7 @@ class Alerter:
                 if group.severity == WARNING and waiting_on.get(group.subject) and self._open(now):
                     # Tickets now wait for an idle printer that is down: the same outage, critical now, not one more.
                     self._signal(type_name, group.subject, True, count=0)
-        if await self._store.firing("recovery_invalid") and not await self._store.unsettled_items(_INVALID_KEY):
+        if await self._store.unsettled_items(_INVALID_KEY) == []:  # firing, and every order it lists settled
             self._signal("recovery_invalid", "recovery", False)
         await self._central_out.settle()
         await self._mqtt_out.settle()

@@ -382,11 +382,14 @@ class AlertStore:
         )
         return [group_dict(r) for r in rows]
 
-    async def unsettled_items(self, key: str) -> list[str]:
-        """Of the orders a group lists (its items' ids), those neither stored here since nor cancelled (a cancel kept
-        for an order not here): an order central has that failed validation is settled once it came corrected."""
-        row = await self._db.fetchone("SELECT details FROM alert_groups WHERE key = ?", (key,))
-        ids = [str(item["id"]) for item in json.loads(row[0]).get("items", [])] if row is not None else []
+    async def unsettled_items(self, key: str) -> list[str] | None:
+        """Of the orders a firing group lists (its items' ids), those neither stored here since nor cancelled (a cancel
+        kept for an order not here): an order central has that failed validation is settled once it came corrected.
+        None while the group is not firing."""
+        row = await self._db.fetchone("SELECT details FROM alert_groups WHERE key = ? AND state = 'firing'", (key,))
+        if row is None:
+            return None
+        ids = [str(item["id"]) for item in json.loads(row[0]).get("items", [])]
         if not ids:
             return []
         rows = await self._db.fetchall(
