@@ -13,7 +13,9 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -193,6 +195,13 @@ def _text(body: bytes, charset: str | None) -> str:
     return body.decode(encoding, errors="replace")
 
 
+@dataclass
+class _Connection:
+    """What one request learned of the connection it went out on."""
+
+    reused: bool = False
+
+
 class CentralClient:
     """One ClientSession for every call to the central API; every request waits for the shared rate limiter."""
 
@@ -237,11 +246,23 @@ class CentralClient:
                 sock_connect=s.connect_timeout_s,
                 sock_read=s.read_timeout_s,
             ),
+            trace_configs=[self._tracing()],
         )
         # aiohttp sends a GET whose connection was cut once more at once by itself (RFC 9112 9.3.1.1), below the rate
         # limiter: a struggling backend got each page and probe two or three times within milliseconds. The agent's
         # own retry takes its turn; aiohttp has no public switch, its own TestClient turns the retry off like this.
         self._session._retry_connection = False
+
+    @staticmethod
+    def _tracing() -> aiohttp.TraceConfig:
+        """Tells each request's ``_Connection`` whether it went out on a kept-alive connection."""
+
+        async def reused(session: object, context: SimpleNamespace, params: object) -> None:
+            context.trace_request_ctx.reused = True
+
+        config = aiohttp.TraceConfig()
+        config.on_connection_reuseconn.append(reused)
+        return config
 
     async def close(self) -> None:
         if self._session is not None:
@@ -434,7 +455,13 @@ class CentralClient:
         return any(self._unanswered.get(k, 0.0) > now for k in keys)
 
     async def _exchange(
-        self, method: str, url: str, params: dict[str, str] | None, body: Any, tls: ssl.SSLContext | None
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str] | None,
+        body: Any,
+        tls: ssl.SSLContext | None,
+        on: _Connection,
     ) -> tuple[int, str, str, float | None]:
         """One request and its whole answer: (status, Location, body text, Retry-After in seconds). Each request sent
         takes its turn at the rate limit, a retry too."""
@@ -457,6 +484,7 @@ class CentralClient:
             headers=self._auth if tls else self._auth | self._proxy_login,
             proxy=self._proxy,
             proxy_headers=self._proxy_login if tls else None,
+            trace_request_ctx=on,
         ) as response:
             status = response.status
             if status == 407 and self._proxy:  # the proxy's answer to a plain-http request, not central's
@@ -483,13 +511,18 @@ class CentralClient:
         url = f"{self._base}{path}"
         tls = await self._context() if url.startswith("https:") else None
         try:
-            try:
-                status, moved_to, text, retry_after = await self._exchange(method, url, params, body, tls)
-            except aiohttp.ServerDisconnectedError:
-                # Closed without an answer: most often a kept-alive connection the backend closed for idling as this
-                # request went out on it (Node's keepAliveTimeout is 5 s). Every call here may be sent twice (events
-                # carry idempotency keys): once more at once, on another connection, before it counts as a failure.
-                status, moved_to, text, retry_after = await self._exchange(method, url, params, body, tls)
+            while True:
+                on = _Connection()
+                try:
+                    status, moved_to, text, retry_after = await self._exchange(method, url, params, body, tls, on)
+                    break
+                except aiohttp.ServerDisconnectedError:
+                    # Closed without an answer on a kept-alive connection: most often the backend closed it for
+                    # idling as this request went out (Node's keepAliveTimeout is 5 s), and the others kept beside it
+                    # idled as long. Every call here may be sent twice (events carry idempotency keys): it goes out
+                    # again at once, until it meets a connection made for it; a new one closing counts as a failure.
+                    if not on.reused:
+                        raise
         except aiohttp.ClientHttpProxyError as err:  # the proxy refused the CONNECT: central was never asked
             raise self._proxy_refused(method, url, err.status, err.message) from None
         except (aiohttp.ClientError, TimeoutError) as err:

@@ -11,8 +11,9 @@ from structlog.testing import capture_logs
 from edge.config import Settings
 from edge.events import CentralLinkChanged
 from edge.sim.central import CentralSim
+from edge.sync.client import CentralClient
 from tests.helpers import api_client, post, wait_until
-from tests.sync.conftest import Agents
+from tests.sync.conftest import STORE, Agents
 
 
 async def test_a_backend_closing_idle_connections_costs_no_retry_warning_and_no_outage(
@@ -51,3 +52,27 @@ async def test_a_backend_closing_idle_connections_costs_no_retry_warning_and_no_
     assert turns == sent  # the request sent again took its turn at the rate limit
     assert [e for e in logs if e["event"] == "central_retry"] == []
     assert [e for e in recorder.of(CentralLinkChanged) if not e.up] == []
+
+
+async def test_a_request_that_meets_several_connections_closed_for_idling_is_sent_on_until_one_answers(
+    central: CentralSim, sync_settings: Callable[..., Settings]
+) -> None:
+    """Three calls at once leave three kept-alive connections; central closes all three for idling. The next call
+    meets a closed one, then the next closed one: it is sent on quietly until a live (new) connection answers. Before,
+    the second stale connection made it a failed attempt: a `central_retry` warning and a backoff (a CI run saw it)."""
+    central.strict = False
+    central.latency_s = 0.2  # the three calls overlap, each on its own connection
+    client = CentralClient(sync_settings().central, STORE)
+    await client.start()
+    try:
+        await asyncio.gather(*(client.orders_since("", 10) for _ in range(3)))
+        central.latency_s = 0.0
+        central.idle_close_s = 0.3
+        await asyncio.sleep(0.5)
+        dropped = central.closed_idle
+        with capture_logs() as logs:
+            await asyncio.wait_for(client.orders_since("", 10), timeout=5)
+        assert central.closed_idle - dropped >= 2  # it met more than one closed connection
+        assert [e for e in logs if e["event"] == "central_retry"] == []
+    finally:
+        await client.close()
