@@ -14,7 +14,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import NotFoundError, UnreadableRowError, WrongStateError
 from edge.events import Event, EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
 from edge.orders.model import parse_stored
-from edge.states import HoldReason, JobKind, JobState, OrderStatus, StatusEvent
+from edge.states import NOT_DONE_JOB_STATES, HoldReason, JobKind, JobState, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection
 from edge.store.meta import UPSERT_META
 from edge.store.orders import job_key
@@ -136,6 +136,9 @@ _STOPPED_KEY = "stopped_at"  # the wall time of the agent's last clean stop (Job
 # JSON {"boot", "mono", "waits": {job id: seconds waited}}: the jobs waiting at that stop (JobStore.mark_stopped)
 _WAITS_KEY = "waits_at_stop"
 _DEVICE_KEY = "printer_device:"  # a printer's name after it, the device it reached in the latest run the value
+# A printer's name after it that left the config while tickets still name it, the device it reached last (value): a
+# route to that device a later start adds back is the same printer, renamed (JobStore.last_devices).
+_LEFT_KEY = "left_printer_device:"
 # A receipt released unsent (no COPY: it was never on paper) that a change's plan counted maybe on paper: it shows
 # the order's current revision, or, with a later receipt of the order beside it (receipts.on_change = "reprint"; not
 # a COPY a person asked for), it is dropped: the guest gets one receipt, of the change. A ticket keeps its revision:
@@ -827,8 +830,10 @@ class JobStore:
         return {printer for (printer,) in rows}
 
     async def last_devices(self) -> dict[str, str]:
-        """The device each printer reached in the latest run that recorded them (name -> device)."""
-        return await self._meta_under(_DEVICE_KEY)
+        """The device each printer reached in the latest run that recorded them (name -> device), and that of each
+        printer gone from the config since while unfinished tickets still name it (one held for no printer may wait
+        several starts for its station's route)."""
+        return await self._meta_under(_LEFT_KEY) | await self._meta_under(_DEVICE_KEY)
 
     async def remember_devices(self, devices: Mapping[str, str]) -> None:
         """The device each configured printer reaches in this run (name -> device), for requeue_interrupted after a
@@ -838,7 +843,21 @@ class JobStore:
             return
         # Records of a printer renamed and moved at once pass to its heirs: after this, nothing tells them apart.
         heirs = _heirs(await self._meta_under(_CLEAR_KEY), last, devices)
+        gone = {name: device for name, device in (await self.last_devices()).items() if name not in devices}
+        named = await self._db.fetchall(
+            "SELECT DISTINCT printer FROM print_jobs WHERE state IN (SELECT value FROM json_each(:states))"
+            " AND printer IN (SELECT value FROM json_each(:gone))",
+            {"states": json.dumps(sorted(NOT_DONE_JOB_STATES)), "gone": json.dumps(sorted(gone))},
+        )
+        left = {name: gone[name] for (name,) in named}
         async with self._db.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix", {"n": len(_LEFT_KEY), "prefix": _LEFT_KEY}
+            )
+            await conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [(_LEFT_KEY + name, device) for name, device in left.items()],
+            )
             await conn.executemany(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", [(_CLEAR_KEY + name,) for name in heirs]
             )

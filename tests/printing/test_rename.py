@@ -279,6 +279,36 @@ async def test_a_printer_taken_out_of_the_config_and_put_back_prints_its_held_ti
     await printed_at_home_unmarked(await run(raw), printers)
 
 
+async def test_a_ticket_held_at_a_rename_that_dropped_its_station_prints_unmarked_once_the_station_is_routed_again(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The kitchen printer is renamed "kueche" (the same device) and, in the same edit, the kitchen station loses its
+    route (the old line named the old name): its waiting ticket is held, no printer. A start later the route comes
+    back to kueche: the ticket prints there unmarked, it is the printer it was meant for. Before: "UMGELEITET von
+    kitchen" on the kitchen's own printer, the device of "kitchen" forgotten by the run in between (printers78 F4)."""
+    raw = config_dict(tmp_path / "data", printers)
+    await queue_orders(await run(raw), printers, 1)
+    renamed = copy.deepcopy(raw)
+    renamed["printers"]["kueche"] = renamed["printers"].pop("kitchen")
+    renamed["stations"] = {}
+    held = await run(renamed)
+    await eventually(
+        lambda: job_rows(held, "SELECT kind, state, held_reason FROM print_jobs WHERE kind = 'ticket'"),
+        lambda rows: rows == [("ticket", "held", "no_printer")],
+    )
+    for sim in printers.values():
+        sim.set_offline(False)
+    routed = copy.deepcopy(renamed)
+    routed["stations"] = {"kitchen": "kueche", "bar": "kueche"}
+    agent = await run(routed)
+    [ticket] = [decode(t).text for t in await printers["kitchen"].wait_for_printed(1)]
+    assert "Station: kitchen" in ticket and "UMGELEITET" not in ticket, ticket
+    await eventually(
+        lambda: job_rows(agent, "SELECT printer, redirected_from, state FROM print_jobs WHERE kind = 'ticket'"),
+        lambda rows: rows == [("kueche", None, "printed")],
+    )
+
+
 async def test_a_printed_job_of_a_removed_printer_still_previews(
     run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter]
 ) -> None:
