@@ -9,7 +9,7 @@ import datetime as dt
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,19 @@ def _cause(type_name: str, detail: str) -> dict[str, Any]:
     return {"cause": "lookup" if host else "", "host": host}
 
 
+def _failovers(stations: Mapping[str, Sequence[str]], after_s: float) -> dict[str, dict[str, Any]]:
+    """Per primary printer of stations with a backup, the details its outage mails carry: each backup with the stations
+    whose tickets it takes (render: the "failover" sentence)."""
+    backups: dict[str, dict[str, list[str]]] = {}
+    for station, printers in sorted(stations.items()):
+        if len(printers) > 1:
+            backups.setdefault(printers[0], {}).setdefault(printers[1], []).append(station)
+    return {
+        primary: {"failover": [[backup, names] for backup, names in to.items()], "failover_after_s": f"{after_s:g}"}
+        for primary, to in backups.items()
+    }
+
+
 def waiting_per_printer(counts: dict[tuple[str, JobState], int]) -> dict[str, int]:
     waiting: dict[str, int] = {}
     for (printer, state), n in counts.items():
@@ -226,6 +239,8 @@ class Alerter:
         self._ready = ready
         self._settings = settings
         self._cfg = settings.alerts
+        # Its outage mail says where a primary's stations' tickets go meanwhile, or the cook waits at an empty printer.
+        self._failovers = _failovers(settings.stations, settings.printing.failover_after_s)
         self._store = AlertStore(db)
         self._jobs = JobStore(db, clock=clock)
         self._ages = ages or JobAges(clock=clock, printing=settings.printing, staleness=settings.staleness)
@@ -514,7 +529,9 @@ class Alerter:
         for type_name in _PRINTER_ALERTS:
             if type_name == fired:
                 if type_name != _PAPER_LOW or self._roll_low(printer):
-                    cause = _cause(type_name, detail)
+                    cause = _cause(type_name, detail) | (
+                        self._failovers.get(printer, {}) if type_name != _PAPER_LOW else {}
+                    )
                     self._signal(type_name, printer, True, again=old == "unknown", detail=detail, **cause)
             elif type_name in clears and (type_name != _PAPER_LOW or self._roll_changed(printer, new)):
                 self._signal(type_name, printer, False)
@@ -542,7 +559,15 @@ class Alerter:
         for printer, (since, detail) in list(self._feeding.items()):
             if now - since >= FEED_HELD_S:
                 del self._feeding[printer]
-                self._signal(_FEED_HELD, printer, True, mono=since, detail=detail, held_s=f"{FEED_HELD_S:g}")
+                self._signal(
+                    _FEED_HELD,
+                    printer,
+                    True,
+                    mono=since,
+                    detail=detail,
+                    held_s=f"{FEED_HELD_S:g}",
+                    **self._failovers.get(printer, {}),
+                )
         for printer, clear_since in list(self._low_rolls.items()):
             if clear_since is not None and now - clear_since >= PAPER_LOW_CLEAR_S:
                 del self._low_rolls[printer]

@@ -37,6 +37,10 @@ LABELS: dict[str, dict[str, Any]] = {
         "digest_intro": "Hinweise seit der letzten Übersicht:",
         "jobs_waiting": "{n} Druckaufträge warten",
         "jobs_waiting_one": "1 Druckauftrag wartet",
+        "failover": " Solange er nicht druckt, gehen die Bons der {stations} nach {after_s} s an den Drucker {backup},"
+        " überschrieben „UMGELEITET von {subject}“: dort abholen.",
+        "station_one": "Station {names}",
+        "stations": "Stationen {names}",
         "resolved_headline": "Behoben: {title}",
         "item_keys": {
             "id": "Druckauftrag",
@@ -71,6 +75,10 @@ LABELS: dict[str, dict[str, Any]] = {
         "digest_intro": "Notices since the last digest:",
         "jobs_waiting": "{n} print jobs waiting",
         "jobs_waiting_one": "1 print job waiting",
+        "failover": " While it does not print, the tickets of {stations} go to printer {backup} after {after_s} s,"
+        ' headed "REDIRECTED from {subject}": take them there from it.',
+        "station_one": "station {names}",
+        "stations": "stations {names}",
         "resolved_headline": "Resolved: {title}",
         "item_keys": {
             "id": "job",
@@ -762,6 +770,11 @@ class AlertRenderer:
             for text in texts_of(group["type"], group["subject"], details.get("cause", ""))[self.language]
         )
         labels = self._labels
+        if kind != "resolved":
+            action += "".join(
+                self._failover(group["subject"], details, backup, stations)
+                for backup, stations in details.get("failover", ())
+            )
         waiting = details.get("jobs_waiting")
         return {
             "type": group["type"],
@@ -782,6 +795,13 @@ class AlertRenderer:
             "siblings": [self._item_line(group["type"], item) for item in items],
             "extra": extra,
         }
+
+    def _failover(self, printer: str, details: dict[str, Any], backup: str, stations: list[str]) -> str:
+        """Where a station's tickets go while its primary ``printer`` is out (Alerter's _failovers)."""
+        labels = self._labels
+        named = labels["station_one" if len(stations) == 1 else "stations"].format(names=", ".join(stations))
+        after = details.get("failover_after_s", "?")
+        return str(labels["failover"]).format(stations=named, after_s=after, backup=backup, subject=printer)
 
     def _item_line(self, type_name: str, item: dict[str, Any]) -> str:
         """One affected job or order: its id named for what it is, an id that only repeats the order left out."""

@@ -22,11 +22,12 @@ from edge.app import Agent
 from edge.cli import main
 from edge.clock import SteppedClock
 from edge.config import Settings
+from edge.printing.decode import decode
 from edge.sim.alert_latency import measure_fault_to_mail
 from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, smtp_section
 from tests.alerts.helpers import extra, kitchen_renamed, polled_every
 from tests.helpers import api_client, db_rows, edge, eventually, post, wait_until
 
@@ -57,6 +58,36 @@ async def test_paper_out_and_back_mailed_by_running_agent(
     await printers["kitchen"].wait_for_printed(1, timeout=15)
     mails = await sink.wait_for(2, timeout=15)
     assert "BEHOBEN" in str(mails[1]["Subject"]) and "Papier leer" in str(mails[1]["Subject"])
+
+
+async def test_a_printer_with_a_backup_is_mailed_with_where_its_stations_tickets_print_meanwhile(
+    make_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    cert: tuple[Path, Path],
+) -> None:
+    """The kitchen printer runs dry; the kitchen station has the front printer as its backup: the mail says that the
+    kitchen's tickets print at the front meanwhile, headed UMGELEITET, to be taken to the kitchen. Before, it said only
+    that they would print on their own once paper was back, and the cook waited at an empty printer while the tickets
+    came out at the counter (printers78 F3)."""
+    printers["kitchen"].paper_out = True
+    settings = make_settings(
+        agent={"store_name": "Filiale Mitte"},
+        smtp=smtp_section(sink, cert),
+        alerts={"to": ["chef@store.test"], "disk_free_min_mb": 0, "group_wait_s": 0.2, "critical_group_wait_s": 0.2},
+        stations={"kitchen": ["kitchen", "front"]},
+        printing={"failover_after_s": 1.0},
+    )
+    agent = await make_agent(settings)
+    assert agent.deps is not None
+    await agent.deps.intake.accept(make_order(1, print_receipt=False))
+    [mail] = await sink.wait_for(1, timeout=15)
+    body = mail.get_body(("plain",)).get_content()
+    assert "Drucker kitchen: Papier leer" in str(mail["Subject"])
+    assert "Bons der Station kitchen" in body and "Drucker front" in body and "UMGELEITET von kitchen" in body, body
+    [ticket] = await printers["front"].wait_for_printed(1, timeout=15)
+    assert "UMGELEITET von kitchen" in decode(ticket).text
 
 
 async def test_orders_pushed_with_a_token_the_box_refuses_are_mailed_and_the_next_order_taken_ends_it(
