@@ -461,7 +461,15 @@ class Spooler:
 
     async def _revive_given_up(self) -> None:
         if revived := await self._jobs.revive_given_up(self.name, self._spool.max_attempts):
-            log.warning("jobs_revived", device_id=self.name, job_ids=revived, reason="the printer prints whole again")
+            log.warning(
+                "jobs_revived",
+                device_id=self.name,
+                job_ids=revived,
+                reason="the printer prints whole again",
+                # not the order and job just printed, which the context holds: the line is of the tickets revived
+                order_id=None,
+                job_id=None,
+            )
 
     @contextlib.contextmanager
     def _state_known(self, state: PrinterState, detail: str) -> Iterator[None]:

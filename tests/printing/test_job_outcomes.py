@@ -471,7 +471,8 @@ async def test_a_ticket_given_up_on_a_printer_that_dropped_every_ticket_prints_o
                 lambda rows: rows == [("ord_jack1", "printed"), ("ord_jack2", "printed")],
                 what="both printed",
             )
-    assert [e["job_ids"] for e in logs if e["event"] == "jobs_revived"] == [[1]]  # the technician's trace
+    # the technician's trace: the tickets revived, not the order just printed (a line that named it misled)
+    assert [(e["job_ids"], e["order_id"]) for e in logs if e["event"] == "jobs_revived"] == [([1], None)]
     texts = [decode(strip).text for strip in kitchen.printed[strips:]]
     assert len(texts) == 2 and "J-2" in texts[0] and "KOPIE" not in texts[0], texts
     assert "J-1" in texts[1] and "KOPIE / COPY" in texts[1], texts
