@@ -265,16 +265,7 @@ class OrderIntake:
                     source=new.source,
                 )
             )
-            if problems := totals_problems(new.order):
-                # A receipt is a legal document: stored and printed as sent, but never silently.
-                log.warning(
-                    "order_totals_mismatch", order_id=result.order_id, number=new.order.number, problems=problems
-                )
-                self._bus.publish(
-                    OrderTotalsMismatched(
-                        order_id=result.order_id, number=new.order.number, problems=tuple(problems), source=new.source
-                    )
-                )
+            self._tell_totals(result, new)
             self._publish_unrouted(result, new)
             _tell_not_understood(result, new)
         elif result.after_cancel:  # stored, and at once cancelled by the cancel that came first: nothing prints
@@ -322,6 +313,8 @@ class OrderIntake:
                     source=new.source,
                 )
             )
+            if new.order.status != OrderStatus.CANCELLED:  # a STORNO prints no sums
+                self._tell_totals(result, new)
             self._publish_unrouted(result, new)
             _tell_not_understood(result, new)
         elif result.outcome == InsertOutcome.STALE:  # 2xx, nothing changed: the one trace of "the change never came"
@@ -335,6 +328,17 @@ class OrderIntake:
         elif result.outcome == InsertOutcome.CONFLICT:
             log.warning("order_conflict", order_id=result.order_id, source=new.source)
             self._bus.publish(OrderConflicted(order_id=result.order_id, source=new.source, number=new.order.number))
+
+    def _tell_totals(self, result: InsertResult, new: NewOrder) -> None:
+        """A receipt is a legal document: an order or a change whose totals do not add up is stored and printed as
+        sent, but never silently."""
+        if problems := totals_problems(new.order):
+            log.warning("order_totals_mismatch", order_id=result.order_id, number=new.order.number, problems=problems)
+            self._bus.publish(
+                OrderTotalsMismatched(
+                    order_id=result.order_id, number=new.order.number, problems=tuple(problems), source=new.source
+                )
+            )
 
     def _publish_unrouted(self, result: InsertResult, new: NewOrder) -> None:
         """Jobs held because no printer serves their station (or receipts): the manager is told what to route."""

@@ -141,6 +141,34 @@ async def test_mismatched_totals_are_stored_printed_as_sent_logged_counted_and_a
     assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 1
 
 
+async def test_a_change_whose_totals_do_not_add_up_is_told_as_a_new_order_would_be(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    example_order: dict,
+) -> None:
+    """Revision 2 of an order that added up raises a quantity and leaves the totals as they were: it is logged,
+    counted and mailed like a new order with bad totals (its receipt, where one prints, is printed as sent). Before,
+    a revision's totals were never checked: the receipt printed wrong, silently (the lifecycle79 probe, F1)."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    seen: list[OrderTotalsMismatched] = []
+    agent.bus.subscribe(seen.append, OrderTotalsMismatched)
+    changed = copy.deepcopy(example_order) | {"revision": 2}
+    changed["items"][0]["qty"] += 3
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printers["front"].wait_for_printed(1)
+        assert (await post(api, changed))[0] == 200
+        await printers["kitchen"].wait_for_printed(2)  # the ticket, then the change
+        async with api.get("/metrics") as response:
+            metrics = await response.text()
+    assert [(e.order_id, e.number) for e in seen] == [("ord_7f3a9c21", "A-1042")]
+    assert 'edge_order_totals_mismatched_total{source="push"} 1.0' in metrics
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "Bestellung A-1042: Summen stimmen nicht" in str(mail["Subject"])
+
+
 def _surcharge(order: dict[str, Any]) -> None:
     order["totals"].update(discount="-5.00", total="44.30")
     for line in order["totals"]["tax"]:  # the tax still fits the goods: only the discount's sign is at issue
