@@ -120,9 +120,15 @@ def diff_station(before: Order | None, after: Order | None, station: str) -> tup
 
 
 def head_changed(before: Order, after: Order) -> bool:
-    """Whether what a ticket's head tells the kitchen changed: the kind of order, its table or its due time, or the
-    guest's allergies and the order's note (an allergy told after the ticket went out must reach the cook)."""
-    return (before.fulfilment, before.allergens, before.note) != (after.fulfilment, after.allergens, after.note)
+    """Whether what a ticket's head tells the kitchen changed: the order's number (the runner calls it), the kind of
+    order, its table or its due time, or the guest's allergies and the order's note (an allergy told after the ticket
+    went out must reach the cook)."""
+    return (before.number, before.fulfilment, before.allergens, before.note) != (
+        after.number,
+        after.fulfilment,
+        after.allergens,
+        after.note,
+    )
 
 
 def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine, ...]:

@@ -12,6 +12,7 @@ LABELS: dict[str, dict[str, str]] = {
         "copy": "KOPIE / COPY",  # both words on every copy, as the design names it
         "redirected_from": "UMGELEITET von",
         "changed": "ÄNDERUNG",
+        "number_before": "vorher",  # the order's number on the paper before: "(vorher A-1041)"
         "cancelled": "STORNO",
         # A receipt printed after one of an older revision of its order: "Rev. 2 ersetzt den Beleg vom <time>"
         "revised_receipt": "GEÄNDERTER BELEG",
@@ -49,6 +50,7 @@ LABELS: dict[str, dict[str, str]] = {
         "copy": "KOPIE / COPY",
         "redirected_from": "REDIRECTED from",
         "changed": "CHANGED",
+        "number_before": "was",
         "cancelled": "CANCELLED",
         "revised_receipt": "REVISED RECEIPT",
         "replaces": "replaces the receipt",

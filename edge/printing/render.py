@@ -246,6 +246,7 @@ class Renderer:
             due=due,
             due_before=None if before_due == due else (before_due or labels.LABELS[language]["asap"]),
             customer=_guest(order),
+            number_before=None if before.number == order.number else before.number,  # what the cook's paper shows
             created=self._clock(order.created_at, "%H:%M"),
             qr_code=ticket_code(order, station),  # scanned like a ticket, the newest of its station
             # The order's allergies and note as they are now, and (struck) as the paper before said them where they

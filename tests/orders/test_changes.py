@@ -102,8 +102,10 @@ def _due_moved(minutes: int) -> Callable[[dict[str, Any]], None]:
         ({}, _due_moved(90), _DUE_MOVED),
         ({"type": "dine_in", "table": "12"}, lambda o: o["fulfilment"].update(table="14"), "Tisch 12 -> Tisch 14"),
         ({}, lambda o: o["fulfilment"].update(type="delivery"), "Abholung -> Lieferung"),
+        # The number the cook's ticket shows, and the runner calls (lifecycle79 F2: no ticket, the STORNO only B-7)
+        ({}, lambda o: o.update(number="B-7"), r"B-7\s+\(vorher A-1042\)"),
     ],
-    ids=["due-earlier", "due-later", "table", "pickup-to-delivery"],
+    ids=["due-earlier", "due-later", "table", "pickup-to-delivery", "number"],
 )
 async def test_a_change_of_only_the_due_time_table_or_kind_reaches_a_printed_ticket(
     agent: Agent,
@@ -116,7 +118,8 @@ async def test_a_change_of_only_the_due_time_table_or_kind_reaches_a_printed_tic
 ) -> None:
     """The kitchen's ticket is printed; a revision moves only the due time, the table or the kind of order. The agent
     answered "updated" and printed nothing: the cook planned for a time 20 minutes off, or the runner took the dishes
-    to table 12 (the changes probe, 3 of 3 runs). It prints an ÄNDERUNG ticket saying what changed, old -> new."""
+    to table 12 (the changes probe, 3 of 3 runs). It prints an ÄNDERUNG ticket saying what changed, old -> new; a new
+    order number with the one the cook's ticket shows."""
     example_order["fulfilment"].update(first)
     assert (await post(api, example_order))[0] == 201
     await printers["kitchen"].wait_for_printed(1)
