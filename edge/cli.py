@@ -179,16 +179,30 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from edge.ops.backup import backup_database
     from edge.ops.lock import DataDirLock
+    from edge.store.files import schema_of_file
     from edge.store.schema import migrate_file
 
     settings = _load(args)
     _setup_logging(settings, level="warning")
+    if args.to is not None and args.to < 1:
+        # Schema 0 is no database: every order, job and remembered order id dropped (a typo for 10 did it).
+        print(
+            f"edge migrate --to {args.to}: refused, that drops every order, print job and remembered order id;"
+            f" to start a box over, stop the agent and move {settings.agent.db_path} away",
+            file=sys.stderr,
+        )
+        return 2
 
     # Never under a running agent: a step down would drop tables and columns the agent is using.
     lock = DataDirLock.acquire(settings.agent.data_dir, purpose="edge migrate")
     try:
-        migrating = migrate_file(settings.agent.db_path, args.to, store_id=settings.agent.store_id, now=time.time())
+        path = settings.agent.db_path
+        if args.to is not None and args.backup and (schema_of_file(path) or 0) > args.to:
+            # What the down parts drop (rows of tables an older schema has not) can be had back from this.
+            print(f"backup before the step down: {asyncio.run(backup_database(settings, label='-before-migrate'))}")
+        migrating = migrate_file(path, args.to, store_id=settings.agent.store_id, now=time.time())
         before, after = asyncio.run(migrating)
     finally:
         lock.release()
@@ -449,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", parents=[common], help="migrate the database schema (to latest, or --to N)")
     migrate.add_argument("--to", type=int, default=None, help="target version (lower = down)")
+    migrate.add_argument(
+        "--no-backup",
+        dest="backup",
+        action="store_false",
+        help="no backup before a step down (upgrade.sh took one after the agent stopped)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     reprint = sub.add_parser("reprint", parents=[common], help="print copies of an order's tickets (marked COPY)")

@@ -216,7 +216,7 @@ rollback() {
     fi
     log "FAILED at step $STEP ($1): rolling back to edge-agent $OLD_VERSION$(because)"
     service stop edge-agent.service
-    if [[ -f "$NEW/$COMPLETE" ]] && ! edge_cmd "$NEW" migrate --to "$OLD_SCHEMA"; then
+    if [[ -f "$NEW/$COMPLETE" ]] && ! edge_cmd "$NEW" migrate --to "$OLD_SCHEMA" --no-backup; then
         if [[ "$STARTED" != 1 && -f "$BACKUP" ]] && edge_cmd "$OPT/$OLD_TARGET" restore "$BACKUP"; then
             log "the database could not be migrated down; restored $BACKUP (taken after the agent stopped)"
         else

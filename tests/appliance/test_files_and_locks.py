@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from edge.app import Agent
+from edge.sim.orders import make_order
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from edge.sim.process import write_config
@@ -129,6 +130,38 @@ async def test_migrate_refuses_under_a_running_agent(
     down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
     assert down.returncode == 0, down.stderr
     assert await schema_version(db) == latest - 1
+
+
+async def test_a_step_down_takes_a_backup_first_and_schema_0_is_refused(
+    tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """`edge migrate --to 0` (a typo for 10) dropped every order, job and remembered order id, exit 0, no backup: the
+    till's retry of an order already printed then printed it a second time unmarked (the upgrade79 probe, M1). Schema
+    0 is refused in one line, nothing touched; a step down takes a backup first and names it, so what its down parts
+    drop can be had back."""
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        assert (await api.post("/api/v1/orders", json=make_order(1, print_receipt=False))).status == 201
+    await agent.stop()
+    db = agent.settings.agent.db_path
+    latest = migrations.latest_version(migrations.load_migrations())
+    config = cli_config(tmp_path / "edge.toml", agent.settings.agent.data_dir, printers)
+    zero = await edge("migrate", "--to", "0", "--config", str(config))
+    assert zero.returncode == 2 and "--to 0" in zero.stderr and len(zero.stderr.strip().splitlines()) == 1, zero.stderr
+    assert await schema_version(db) == latest and len(await orders_in(db)) == 1
+    down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
+    assert down.returncode == 0, down.stderr
+    [backup] = (agent.settings.agent.data_dir / "backups").glob("edge-*.db")
+    assert str(backup) in down.stdout, down.stdout
+    assert await schema_version(backup) == latest and len(await orders_in(backup)) == 1
+
+
+async def orders_in(db: Path) -> list[tuple[str]]:
+    def read() -> list[tuple[str]]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT id FROM orders").fetchall()
+
+    return await asyncio.to_thread(read)
 
 
 async def test_restore_under_a_running_agent_says_in_one_line_to_stop_it_first(
