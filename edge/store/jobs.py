@@ -57,6 +57,14 @@ _REPLACED_RECEIPT = (
 )
 _REPLACES_REVISION = _REPLACED_RECEIPT.format("e.revision")
 _REPLACED_PRINTED_AT = _REPLACED_RECEIPT.format("CASE e.state WHEN 'printed' THEN e.printed_at END")
+# A change ticket a person's whole COPY of its station shows already (the COPY came after it, of its revision or a
+# later one, and may be on paper) prints marked COPY: a held "+ 1x Tiramisu" released after the COPY printed unmarked,
+# and the cook read the tiramisu twice (the lifecycle79 probe, F6). One a later revision rewrote carries news: unmarked.
+_SHOWN_BY_A_COPY = (
+    "(j.variant = 'change' AND EXISTS (SELECT 1 FROM print_jobs c WHERE c.order_id = j.order_id"
+    " AND c.station IS j.station AND c.kind = j.kind AND c.variant IS NULL AND c.copy AND c.id > j.id"
+    " AND c.revision >= j.revision AND (c.state IN ('printed', 'printing') OR c.went_out)))"
+)
 # A job renders its own revision (order_revisions once an order has more than one). Its age counts from when it was
 # made (its created_at, stored with the order or with the revision that made it: a change to a 3-hour-old order is held
 # like any stale ticket, and a later revision rewriting it in place does not move that time, which would count its
@@ -77,7 +85,8 @@ PRINTABLE = (
     " CASE WHEN j.variant IS NULL THEN NULL ELSE (SELECT MAX(CASE e.state WHEN 'printed' THEN e.printed_at"
     " WHEN 'printing' THEN j.created_at END) FROM print_jobs e WHERE e.order_id = j.order_id"
     " AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id) END AS follows_printed_at,"
-    f" {_REPLACES_REVISION} AS replaces_revision, {_REPLACED_PRINTED_AT} AS replaced_printed_at"
+    f" {_REPLACES_REVISION} AS replaces_revision, {_REPLACED_PRINTED_AT} AS replaced_printed_at,"
+    f" {_SHOWN_BY_A_COPY} AS shown_by_a_copy"
     " FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 )
 _PRINTABLE_BY_ID = PRINTABLE + " WHERE j.id = ?"

@@ -107,7 +107,8 @@ class PrintableJob(Job):
 
     @classmethod
     def from_row(cls, row: Row) -> PrintableJob:
-        return cls(**_pick(cls, row) | _job_states(row))
+        """Marked COPY also where a person's COPY printed after it shows what it says (PRINTABLE: shown_by_a_copy)."""
+        return cls(**_pick(cls, row) | _job_states(row) | ({"copy": True} if row["shown_by_a_copy"] else {}))
 
 
 def _job_states(row: Row) -> dict[str, Any]:

@@ -115,6 +115,31 @@ async def test_a_reprint_while_the_ticket_waits_past_its_stale_age_leaves_no_unm
     assert [COPY_MARK in t for t in tickets] == ([False] if fault == "printer-off" else [False, True]), tickets
 
 
+async def test_a_held_change_released_after_a_copy_that_showed_it_is_marked_copy(
+    make_agent: Any, printers: dict[str, SimPrinter]
+) -> None:
+    """The ticket printed; the order's change (+ a tiramisu) comes past the order's stale age and is held. A person
+    reprints the order: the COPY shows the order as it is now, the tiramisu with it. Released afterwards, the change ticket prints marked COPY: what it adds is on paper already. Before, it
+    printed unmarked, and the cook read the tiramisu twice (the lifecycle79 probe, F6)."""
+    agent = await make_agent(staleness={"kitchen": 0.02})  # 1.2 s
+    kitchen = printers["kitchen"]
+    order = asap(order_taken())
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        await kitchen.wait_for_printed(1)
+        await asyncio.sleep(1.5)  # the order past its stale age (1.2 s): part of the scenario
+        status, body = await post(api, dessert_added(order))
+        assert status == 200, body
+        [change] = body["job_ids"]
+        await eventually(lambda: job_state(agent, change), lambda s: s == "held", what="the change held as stale")
+        await reprint_printed(agent, api, order)
+        async with api.post(f"/api/v1/jobs/{change}/release") as response:
+            assert response.status == 200, await response.text()
+        tickets = [decode(t).text for t in await kitchen.wait_for_printed(3)]
+    assert "1x Tiramisu" in tickets[1] and COPY_MARK in tickets[1], tickets[1]
+    assert "ÄNDERUNG" in tickets[2] and COPY_MARK in tickets[2], tickets[2]
+
+
 async def test_a_change_after_a_copy_of_a_held_ticket_printed_follows_the_copy(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
 ) -> None:
