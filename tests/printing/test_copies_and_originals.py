@@ -119,8 +119,9 @@ async def test_a_held_change_released_after_a_copy_that_showed_it_is_marked_copy
     make_agent: Any, printers: dict[str, SimPrinter]
 ) -> None:
     """The ticket printed; the order's change (+ a tiramisu) comes past the order's stale age and is held. A person
-    reprints the order: the COPY shows the order as it is now, the tiramisu with it. Released afterwards, the change ticket prints marked COPY: what it adds is on paper already. Before, it
-    printed unmarked, and the cook read the tiramisu twice (the lifecycle79 probe, F6)."""
+    reprints the order: the COPY shows the order as it is now, the tiramisu with it. Released afterwards, the change
+    ticket prints marked COPY: what it adds is on paper already. Before, it printed unmarked, and the cook read the
+    tiramisu twice (the lifecycle79 probe, F6)."""
     agent = await make_agent(staleness={"kitchen": 0.02})  # 1.2 s
     kitchen = printers["kitchen"]
     order = asap(order_taken())
