@@ -85,8 +85,17 @@ def line_key(line_id: str | None, line: Line) -> LineKey:
     return ("sku", line.sku, "name", line.name, *sorted(line.modifiers), "note", line.note or "", *line.allergens)
 
 
-def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
-    """A station's production lines by key, in the order they first appear; nothing for no order."""
+def by_line_id(orders: Sequence[Order | None], station: str) -> bool:
+    """Whether the station's lines are compared by line_id: not when a revision compared has lines there and no
+    line_id on any. A backend that starts sending them with a change keyed one side by line_id and the other by what
+    the lines are, and nothing matched: every dish added and struck again (the lifecycle79 probe, F5)."""
+    lines = [order.production_items(station) for order in orders if order]
+    return all(any(item.line_id is not None for item in items) for items in lines if items)
+
+
+def station_lines(order: Order | None, station: str, *, by_id: bool = True) -> dict[LineKey, Line]:
+    """A station's production lines by key, in the order they first appear; nothing for no order. ``by_id``: keyed
+    by line_id where a line has one (else by what it is)."""
     lines: dict[LineKey, Line] = {}
     if order is None:
         return lines
@@ -94,9 +103,10 @@ def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
     for item in order.production_items(station):
         modifiers = tuple(m.name for m in item.modifiers)
         line = Line(item.sku, item.name, item.qty, modifiers, item.note, item.allergens)
-        key = line_key(item.line_id, line)
-        if item.line_id is not None:  # a line_id repeated (taken before they were refused): its own line, by position
-            repeats[item.line_id] = seen_times = repeats.get(item.line_id, -1) + 1
+        line_id = item.line_id if by_id else None
+        key = line_key(line_id, line)
+        if line_id is not None:  # a line_id repeated (taken before they were refused): its own line, by position
+            repeats[line_id] = seen_times = repeats.get(line_id, -1) + 1
             key = (*key, str(seen_times)) if seen_times else key
         seen = lines.get(key)
         lines[key] = dataclasses.replace(seen, qty=seen.qty + item.qty) if seen else line
@@ -105,7 +115,8 @@ def station_lines(order: Order | None, station: str) -> dict[LineKey, Line]:
 
 def diff_station(before: Order | None, after: Order | None, station: str) -> tuple[ChangedLine, ...]:
     """What changed on one station's ticket from ``before`` to ``after`` (either may be None: no ticket)."""
-    old, new = station_lines(before, station), station_lines(after, station)
+    by_id = by_line_id((before, after), station)
+    old, new = station_lines(before, station, by_id=by_id), station_lines(after, station, by_id=by_id)
     changes: list[ChangedLine] = []
     for key, line in new.items():
         was = old.get(key)
@@ -136,8 +147,9 @@ def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine,
     (more struck than the cook holds is safe; less is a dish cooked for nobody). A line_id that showed another dish,
     other modifiers or another note in another revision is struck as each of them: the cook may hold either."""
     lines: dict[LineKey, Line] = {}
+    by_id = by_line_id(revisions, station)
     for order in revisions:
-        for key, line in station_lines(order, station).items():
+        for key, line in station_lines(order, station, by_id=by_id).items():
             shown = (*key, *line_key(None, line))
             if shown not in lines or line.qty > lines[shown].qty:
                 lines[shown] = line

@@ -82,6 +82,31 @@ async def test_change_after_print_prints_a_change_ticket(
     assert len(printers["front"].printed) == 1
 
 
+@pytest.mark.parametrize("cancel", [False, True], ids=["change", "cancel"])
+async def test_line_ids_that_first_come_with_a_change_show_only_what_changed(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter], cancel: bool
+) -> None:
+    """Revision 1 came without line_ids; revision 2 brings one on every line and a tiramisu (a backend that starts
+    sending them): the change ticket adds the tiramisu, nothing else; a STORNO after it strikes each dish once. Before,
+    it re-added and struck every dish ("+ 2x Pizza Margherita", "- 2x Pizza Margherita"): lines keyed by line_id on one
+    side and by what they are on the other matched nothing (the lifecycle79 probe, F5)."""
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    with_ids = revised(example_order, 2)
+    for n, item in enumerate(with_ids["items"]):
+        item["line_id"] = f"L{n}"
+    with_ids["items"].append(copy.deepcopy(TIRAMISU) | {"line_id": "L9"})
+    assert (await post(api, with_ids))[0] == 200
+    change = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert re.findall(r"^[-+~] .*|^\d+ -> .*", change, re.M) == ["+ 1x Tiramisu"], change
+    if cancel:
+        async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as response:
+            assert response.status == 200, await response.text()
+        storno = decode((await printers["kitchen"].wait_for_printed(3))[2]).text
+        struck = re.findall(r"^- .*", storno, re.M)
+        assert sorted(struck) == sorted(set(struck)) and any("Tiramisu" in line for line in struck), storno
+
+
 # Old -> new due time; a time on another day than today's carries its date ("06.12. 00:05": run near midnight, the
 # test found 90 minutes later on the next day).
 _DUE_MOVED = r"Fällig: (?:\d\d\.\d\d\. )?(\d\d:\d\d) -> (?:\d\d\.\d\d\. )?(\d\d:\d\d)"
