@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -15,11 +16,13 @@ from edge.config import PrinterSettings, SpoolSettings
 from edge.errors import DeviceUnreachableError, DeviceWriteError, StoreUnavailableError, UnreadableRowError
 from edge.events import EventBus, PrinterStatusChanged, TextUnprintable
 from edge.log import SaidOnce
+from edge.orders.changes import struck_lines
+from edge.orders.model import parse_order
 from edge.printing.ages import JobAges
 from edge.printing.driver import PrinterDriver, PrinterNotReadyError
 from edge.printing.held_log import HeldLog
 from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET, PrinterState
-from edge.states import JobState
+from edge.states import JobState, JobVariant
 from edge.store.db import STORE_RETRY_S
 from edge.store.jobs import JobStore, StaleJob
 from edge.store.rows import PrintableJob, PrintedMark
@@ -338,10 +341,16 @@ class Spooler:
         return True
 
     async def _prepare(self, job: PrintableJob) -> bytes | None:
-        """The job's bytes, or None when it cannot be rendered (it failed)."""
+        """The job's bytes, or None when it cannot be rendered (it failed) or is a STORNO with nothing to strike."""
         with structlog.contextvars.bound_contextvars(order_id=job.order_id, job_id=job.id):
             self.current_job = job.id
             try:
+                if job.variant == JobVariant.CANCEL and await asyncio.to_thread(_strikes_nothing, job):
+                    # Planned while a change that emptied the station was going out; it went out, so the station's
+                    # paper holds nothing of the order: none is printed (an empty one did, the lifecycle79 probe, F3).
+                    if await self._jobs.drop_empty_storno(job.id):
+                        log.info("storno_not_printed", device_id=self.name, reason="nothing of it on the paper")
+                    return None
                 try:
                     # Off the loop: a 500-item ticket is tens of ms of CPU; in a thread the loop gets the GIL back
                     # within the switch interval (the agent sets 1 ms), so intake and group commit go on meanwhile.
@@ -549,3 +558,11 @@ class Spooler:
             self._set_state(current, self.driver.stopped_why or (detail if current == state else ""))
             cap = self._spool.offline_probe_max_s if current == PrinterState.OFFLINE else _PAUSED_PROBE_S
             delay = min(delay * 2, cap)
+
+
+def _strikes_nothing(job: PrintableJob) -> bool:
+    """Whether a STORNO finds nothing of its order on its station's paper (the revisions its PRINTABLE row names)."""
+    if job.base_payload is None or job.station is None:
+        return False  # it fails at its render, seen
+    revisions = [job.base_payload, *json.loads(job.struck_payloads or "[]")]
+    return not struck_lines([parse_order(json.loads(p), stored=True) for p in revisions], job.station)

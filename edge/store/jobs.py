@@ -613,6 +613,19 @@ class JobStore:
         )
         return [r[0] for r in rows]
 
+    async def drop_empty_storno(self, job_id: int) -> bool:
+        """A waiting STORNO that finds nothing to strike when its turn comes is discarded; False if it is no longer
+        waiting (moved, held, rewritten meanwhile)."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE print_jobs SET state = 'discarded' WHERE id = ? AND variant = 'cancel'"
+                " AND state IN ('queued', 'failed')",
+                (job_id,),
+            )
+            dropped = cursor.rowcount == 1
+            await cursor.close()
+        return dropped
+
     async def discard(self, job_id: int) -> None:
         """A person says never print it: a held, failed or dead job is dropped (kept as 'discarded' for the record)."""
         async with self._db.transaction() as conn:

@@ -1358,6 +1358,35 @@ async def test_a_cancel_prints_no_storno_at_a_station_a_printed_change_emptied(
     assert await db_rows(agent, "SELECT COUNT(*) FROM print_jobs WHERE variant = 'cancel'") == [(0,)]
 
 
+async def test_a_cancel_while_the_change_that_emptied_the_station_prints_leaves_no_empty_storno(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """As above, but the kitchen printer is slow and the cancel commits while the change ticket that took the dishes
+    off is still going out: the STORNO planned then finds, when its turn comes, nothing of the order on the kitchen's
+    paper, and is not printed. Before, an empty STORNO came out (the lifecycle79 probe, F3)."""
+    kitchen = printers["kitchen"]
+    assert (await post(api, example_order))[0] == 201
+    await kitchen.wait_for_printed(1)
+    await printed_all(agent)
+    kitchen.bytes_per_s = 400  # the change ticket takes a second or so
+    drinks_only = revised(example_order, 2)
+    drinks_only["items"] = [i for i in drinks_only["items"] if not i.get("station")]
+    status, body = await post(api, drinks_only)
+    assert status == 200, body
+    [change_id] = body["job_ids"]
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE id = ?", change_id),
+        lambda rows: rows == [("printing",)],
+        what="the change ticket going out",
+    )
+    async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as r:
+        assert (r.status, (await r.json())["status"]) == (200, "cancelled")
+    await printed_all(agent, or_discarded=True)
+    tickets = [decode(job).text for job in kitchen.printed]
+    assert len(tickets) == 2 and "- 2x Pizza Margherita" in tickets[1], tickets
+    assert await db_rows(agent, "SELECT state FROM print_jobs WHERE variant = 'cancel'") in ([], [("discarded",)])
+
+
 async def test_a_change_after_a_reprint_a_person_asked_for_prints_after_the_copy(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
