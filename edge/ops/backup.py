@@ -20,6 +20,7 @@ import structlog
 from edge.config import Settings
 from edge.durable import sync_to_disk
 from edge.errors import StoreError, StoreUnreadableError
+from edge.mounts import read_only_advice, sandboxed
 from edge.ops.lock import DataDirLock
 from edge.store import migrations
 from edge.store.db import read_only
@@ -342,6 +343,8 @@ def unwritable_words(directory: Path, err_no: int | None = None) -> str:
     """Why the backup directory cannot be written, and what to do, in one line: read-only (a stick mounted so) or
     not the agent's user's to write (a stick mounted by root)."""
     if err_no == errno.EROFS or (err_no is None and read_only(_existing(directory))):
+        if sandboxed(_existing(directory)):
+            return f"the backup directory {directory}: {read_only_advice(directory, unit='edge-backup')}"
         return (
             f"the backup directory {directory} is read-only (its file system is mounted read-only): remount it "
             "read-write, or set backup.dir elsewhere"

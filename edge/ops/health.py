@@ -11,7 +11,8 @@ import structlog
 from edge.api.client import not_the_agent
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
-from edge.errors import READ_ONLY_ADVICE, EdgeError
+from edge.errors import EdgeError
+from edge.mounts import read_only_advice
 from edge.ops import last_failure
 
 log = structlog.get_logger()
@@ -50,7 +51,7 @@ async def health(
         elif said is not None:  # what the agent said as its last start failed tells more than a closed port
             reason = f"its last start failed: {said}"
         elif await asyncio.to_thread(read_only, settings.agent.data_dir):  # where it could not even write that down
-            reason = f"its data directory {settings.agent.data_dir}: {READ_ONLY_ADVICE}"
+            reason = f"its data directory {settings.agent.data_dir}: {read_only_advice(settings.agent.data_dir)}"
         elif await asyncio.to_thread(card_full, settings.agent.data_dir):  # nor on a card too full for the note
             reason = f"its data directory {settings.agent.data_dir}: {full_card(settings.agent.data_dir)}"
     if alert:

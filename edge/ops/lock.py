@@ -10,7 +10,8 @@ import pwd
 import stat
 from pathlib import Path
 
-from edge.errors import READ_ONLY_ADVICE, ConfigError, StoreError, StoreReadOnlyError
+from edge.errors import ConfigError, StoreError, StoreReadOnlyError
+from edge.mounts import read_only_advice
 
 # The holder line is written at a fixed width over the old one: nothing is ever truncated, so a lock file that
 # is not what it seems (a hard link) can at worst get its first line overwritten, never emptied.
@@ -44,7 +45,7 @@ class DataDirLock:
             if err.errno == errno.ELOOP:
                 raise StoreError(f"{path} is a symlink; remove it (the lock is never taken through a link)") from None
             if err.errno == errno.EROFS:
-                raise StoreReadOnlyError(f"data directory {data_dir}: {READ_ONLY_ADVICE}") from None
+                raise StoreReadOnlyError(f"data directory {data_dir}: {read_only_advice(data_dir)}") from None
             raise StoreError(f"{path}: cannot open the lock file: {err.strerror}") from None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:

@@ -21,7 +21,6 @@ from edge.clock import RemoteClock, clock_off_words, shown_at
 from edge.config import NetworkPrinterSettings, Settings
 from edge.dns import unresolved
 from edge.errors import (
-    READ_ONLY_ADVICE,
     AlertError,
     ConfigError,
     DeviceUnreachableError,
@@ -30,6 +29,7 @@ from edge.errors import (
     StoreError,
     StoreUnreadableError,
 )
+from edge.mounts import read_only_advice
 from edge.ops.backup import restore_advice
 from edge.ops.health import ApiCall, failing_checks
 from edge.printing.status import BLOCKING_STATES, PrinterState
@@ -180,7 +180,7 @@ def _database_file_checks(settings: Settings) -> list[Check]:
         from edge.store.db import full_card, no_room, read_only  # here: the doctor's usual run does not load them
 
         if read_only(path):  # SQLite cannot open a sound WAL database there either: a backup would not mend it
-            return [Check("database", "fail", f"{path}: {READ_ONLY_ADVICE}")]
+            return [Check("database", "fail", f"{path}: {read_only_advice(path.parent)}")]
         if no_room(path, err.__cause__):  # nor on a card too full for its -shm: room mends it, not a backup
             return [Check("database", "fail", f"{path} cannot be opened: {full_card(path.parent)}")]
         return [Check("database", "fail", f"{path}: {err}; {restore_advice(settings)}")]

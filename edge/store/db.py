@@ -19,9 +19,10 @@ import structlog
 
 from edge.clock import wait_real
 from edge.durable import sync_to_disk
-from edge.errors import READ_ONLY_ADVICE, SchemaTooNewError, StoreDamagedError, StoreError, StoreUnavailableError
+from edge.errors import SchemaTooNewError, StoreDamagedError, StoreError, StoreUnavailableError
 from edge.events import Event, EventBus
 from edge.log import SaidOnce
+from edge.mounts import read_only_advice
 from edge.store import migrations as migrations_mod
 
 log = structlog.get_logger()
@@ -690,7 +691,7 @@ class Database:
             full = code is not None and code & 0xFF == sqlite3.SQLITE_FULL
             self._wal_refused |= full or no_room(self.path, err)
             if not full and read_only(self.path):
-                why = f"{READ_ONLY_ADVICE}; SQLite said: {err}"
+                why = f"{read_only_advice(self.path.parent)}; SQLite said: {err}"
             self._set_write_problem(f"database {self.path}: cannot write: {why}")
             return StoreUnavailableError(f"database {self.path}: cannot write: {why}")
         return self._failure(err)
