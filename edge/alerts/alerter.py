@@ -19,7 +19,7 @@ import structlog
 from edge.alerts.mailer import LoginRefusedError, Mailer
 from edge.alerts.outage import Outage
 from edge.alerts.outbox import Outbox, OutboxStatus
-from edge.alerts.render import AlertRenderer
+from edge.alerts.render import AlertRenderer, wait_text
 from edge.alerts.rules import (
     CRITICAL,
     STORE_LINE_DOWN,
@@ -67,18 +67,21 @@ from edge.events import (
     StorageRecovered,
     TextUnprintable,
 )
+from edge.ops.backup import backup_dir, newest_backup_at
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
 from edge.printing.status import HUNG_UP_MID_TICKET
 from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
+from edge.store.identity import recorded_at
 from edge.store.jobs import JobStore
 from edge.store.outbox import OutboxStore
 
 log = structlog.get_logger()
 
 # Printer state → the alert type it fires; the other printer alerts clear (see _CLEARED_BY for those that clear fewer).
+_BACKUP_LOOK_S = 600.0  # a nightly backup's age needs no closer look
 _PRINTER_TYPES = {
     "offline": "printer_offline",
     "error": "printer_error",
@@ -241,6 +244,7 @@ class Alerter:
         self._cfg = settings.alerts
         # Its outage mail says where a primary's stations' tickets go meanwhile, or the cook waits at an empty printer.
         self._failovers = _failovers(settings.stations, settings.printing.failover_after_s)
+        self._backup_looked: float | None = None  # when the backup's age was last looked at (mono)
         self._store = AlertStore(db)
         self._jobs = JobStore(db, clock=clock)
         self._ages = ages or JobAges(clock=clock, printing=settings.printing, staleness=settings.staleness)
@@ -671,6 +675,7 @@ class Alerter:
                 broker=self._settings.mqtt.url,
                 detail=self._mqtt_detail,
             )
+        await self._backup_age(now)
         if cfg.disk_free_min_mb:
             usage = await asyncio.to_thread(shutil.disk_usage, self._settings.agent.data_dir)
             free_mb = usage.free // 2**20
@@ -680,6 +685,29 @@ class Alerter:
                 free_mb < cfg.disk_free_min_mb,
                 detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted",
             )
+
+    async def _backup_age(self, now: float) -> None:
+        """The nightly backup not succeeding for backup.stale_after_h (a stick full or read-only, the timer off): a
+        failing card would leave no copy, and the failed runs told nobody (the upgrade79 probe, S1). Looked at every
+        _BACKUP_LOOK_S; a database without any backup counts from its first start."""
+        stale_h = self._settings.backup.stale_after_h
+        looked = self._backup_looked
+        if not stale_h or (looked is not None and self.clock.mono() - looked < _BACKUP_LOOK_S):
+            return
+        self._backup_looked = self.clock.mono()
+        taken = await asyncio.to_thread(newest_backup_at, self._settings)
+        since = taken if taken is not None else await recorded_at(self._db)
+        if since is None:
+            return
+        where = backup_dir(self._settings)
+        self._level(
+            "backup_stale",
+            "backup",
+            now - since >= stale_h * 3600,
+            age=wait_text(max(0, int((now - since) // 60))),
+            dir=str(where),
+            detail="a backup is there, but old" if taken is not None else f"no backup in {where}",
+        )
 
     async def _clear_gone_devices(self) -> None:
         """A printer's (or scanner's) alarm still on from an earlier run for a name the config no longer has (renamed,

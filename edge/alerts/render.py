@@ -418,6 +418,24 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             "Tell the technician; 'edge recovery' starts the reconciliation again.",
         ),
     },
+    "backup_stale": {
+        "de": (
+            "Datensicherung seit {age} nicht gelungen",
+            "Seit {age} ist keine Sicherung der Datenbank nach {dir} gelungen; die nächtliche Sicherung"
+            " (edge-backup.timer) schlägt fehl oder läuft nicht. Fällt die Speicherkarte aus, fehlt die Kopie.",
+            "Als Techniker `sudo -u edge /opt/edge-agent/current/bin/edge backup --config /etc/edge/edge.toml`"
+            " ausführen: es sagt in einer Zeile, woran es liegt (USB-Stick voll, schreibgeschützt, fehlende Rechte);"
+            " `systemctl status edge-backup.timer edge-backup.service` zeigt, ob und wie sie zuletzt lief.",
+        ),
+        "en": (
+            "No backup for {age}",
+            "No backup of the database has been written to {dir} for {age}; the nightly backup"
+            " (edge-backup.timer) fails or does not run. Should the memory card fail, there is no copy to restore.",
+            "As the technician, run `sudo -u edge /opt/edge-agent/current/bin/edge backup --config"
+            " /etc/edge/edge.toml`: it says in one line what is wrong (a stick full, read-only, or not the agent's"
+            " to write); `systemctl status edge-backup.timer edge-backup.service` shows whether and how it last ran.",
+        ),
+    },
     "storage_problem": {
         "de": (
             "Speicherproblem: {subject}",
@@ -672,7 +690,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
 _WAITS_MIN = frozenset({"age_min", "oldest_min"})
 
 
-def _wait_text(minutes: int) -> str:
+def wait_text(minutes: int) -> str:
     """A wait as the kitchen reads it: minutes under an hour, then hours and minutes, from a day on days and hours."""
     if minutes < 60:
         return f"{minutes} min"
@@ -684,7 +702,7 @@ def _wait_text(minutes: int) -> str:
 
 
 def _shown(key: str, value: Any) -> Any:
-    return _wait_text(value) if key in _WAITS_MIN else value
+    return wait_text(value) if key in _WAITS_MIN else value
 
 
 def texts_of(type_name: str, subject: str, cause: str = "") -> dict[str, tuple[str, str, str]]:

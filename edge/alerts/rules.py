@@ -69,6 +69,8 @@ TYPES: dict[str, AlertType] = {
         AlertType("central_rejected_events", WARNING, remind=False),
         AlertType("recovery_failed", CRITICAL, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
         AlertType("storage_problem", CRITICAL),
+        # The nightly backup has not succeeded for backup.stale_after_h: a failing card has no copy to restore.
+        AlertType("backup_stale", WARNING),
         # Found by recovery; grouped per kind, one item per order. Resolved by a later run that finds none.
         AlertType("recovery_conflict", WARNING),  # the local version was printed; the backend's differs
         AlertType("recovery_invalid", CRITICAL),  # the backend has an order this store never printed

@@ -141,6 +141,9 @@ class BackupSettings:
     # default: data_dir/backups
     dir: Path | None = dataclasses.field(default=None, metadata=f.check(f.absolute_path("/media/usb/edge-backups")))
     keep: int = dataclasses.field(default=7, metadata=f.check(f.at_least(1)))
+    # The newest backup older than this (none: the database older than this) is mailed (backup_stale); 0: never.
+    # The timer backs up nightly: 36 h is one night missed and the day after it.
+    stale_after_h: float = dataclasses.field(default=36.0, metadata=f.check(f.at_least(0)))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

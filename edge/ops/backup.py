@@ -263,6 +263,16 @@ async def backup_database(settings: Settings, *, label: str = "") -> Path:
     return target
 
 
+def newest_backup_at(settings: Settings) -> float | None:
+    """When the newest backup in the backup directory was written (its file's time, our wall clock); None if there
+    is none, or the directory cannot be read."""
+    newest = _newest(backup_dir(settings))
+    try:
+        return None if newest is None else newest.stat().st_mtime
+    except OSError:
+        return None
+
+
 def _newest(directory: Path) -> Path | None:
     """The backup taken last in ``directory``; None if none, or it cannot be read."""
     try:

@@ -156,7 +156,21 @@ class Check:
 def _database_checks(settings: Settings) -> list[Check]:
     """The database's checks, then the disk space: asked also where there is no database (yet), since a card too full
     for its first start is why it may be missing or empty."""
-    return [*_database_file_checks(settings), _disk_space_check(settings)]
+    return [*_database_file_checks(settings), _disk_space_check(settings), _backup_check(settings)]
+
+
+def _backup_check(settings: Settings) -> Check:
+    """The newest backup's age: a nightly backup failing night after night said nothing here (the upgrade79 probe)."""
+    from edge.alerts.render import wait_text
+    from edge.ops.backup import backup_dir, newest_backup_at
+
+    where, taken = backup_dir(settings), newest_backup_at(settings)
+    if taken is None:
+        return Check("backup", "warn", f"none in {where} (the nightly edge-backup.timer writes one; now: edge backup)")
+    age_s = max(0.0, time.time() - taken)
+    stale_h = settings.backup.stale_after_h
+    level = "warn" if stale_h and age_s >= stale_h * 3600 else "ok"
+    return Check("backup", level, f"newest {wait_text(int(age_s // 60))} old in {where}")
 
 
 def _database_file_checks(settings: Settings) -> list[Check]:

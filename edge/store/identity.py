@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from edge.errors import ConfigError
-from edge.store.db import Writer
+from edge.store.db import Database, Writer
 from edge.store.meta import UPSERT_META
 
 # Table meta: until when (unix seconds) orders this database does not know may be on paper all the same: set at a
@@ -41,6 +41,16 @@ async def record_store(conn: Writer, store_id: str, *, now: float, db_path: Path
     )
     recorded = next(iter(await conn.execute_fetchall("SELECT store_id FROM store_identity")))[0]
     check_store(store_id, recorded, db_path)
+
+
+async def recorded_at(db: Database) -> float | None:
+    """When this database was first recorded as its store's (its first start or migrate; a restore's time after
+    one); None on a schema without the record."""
+    try:
+        row = await db.fetchone("SELECT recorded_at FROM store_identity")
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else float(row[0])
 
 
 def check_store(store_id: str, recorded: str | None, db_path: Path) -> None:

@@ -29,7 +29,7 @@ from edge.ops.backup import backup_database, restore_database
 from edge.ops.health import health
 from edge.ops.housekeeping import purge_history, purge_printed_orders
 from edge.ops.lock import AgentRunningError
-from edge.ops.technician import doctor, render_status
+from edge.ops.technician import Check, doctor, render_status
 from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -145,6 +145,28 @@ async def test_doctor_checks_each_part(
     assert (checks["printer kitchen"].level, checks["printer kitchen"].detail) == ("fail", "paper out")
     assert (checks["printer front"].level, checks["printer front"].detail) == ("ok", "online")
     assert checks["smtp"].level == "warn"
+
+
+async def test_doctor_tells_how_old_the_newest_backup_is_and_warns_when_it_is_too_old(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The doctor said all was well while the nightly backup had failed for nights (the upgrade79 probe, S1): it names
+    the newest backup's age, and warns where there is none or it is older than backup.stale_after_h."""
+    settings = make_settings()
+    backups = tmp_path / "data" / "backups"
+    assert _backup(await doctor(settings, call_agent)).level == "warn"  # none yet
+    backups.mkdir(parents=True, exist_ok=True)
+    newest = backups / "edge-20261204T033000000Z-1.db"
+    newest.write_bytes(b"")
+    assert _backup(await doctor(settings, call_agent)).level == "ok"
+    os.utime(newest, (time.time() - 2 * 86400,) * 2)
+    check = _backup(await doctor(settings, call_agent))
+    assert check.level == "warn" and "2 d" in check.detail and str(backups) in check.detail, check
+
+
+def _backup(checks: list[Check]) -> Check:
+    [check] = [c for c in checks if c.name == "backup"]
+    return check
 
 
 async def test_doctor_warns_of_a_printer_that_cannot_say_a_ticket_is_out(
