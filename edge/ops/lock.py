@@ -58,7 +58,10 @@ class DataDirLock:
             os.close(fd)
             # What to do, for the technician: an agent holds it until it is stopped; a command, until it ends.
             advice = (
-                "stop it first (sudo systemctl stop edge-agent), then run this again"
+                # The health timer too: it would mail the manager "agent not running" for the planned downtime
+                # (the upgrade79 probe, H1), as upgrade.sh stops it for its own.
+                "stop it first (sudo systemctl stop edge-health-check.timer edge-agent), then run this again, and"
+                " start both after (sudo systemctl start edge-agent edge-health-check.timer)"
                 if holder.startswith("agent ")
                 else "wait for it to finish, then run this again"
             )

@@ -168,7 +168,9 @@ async def test_restore_under_a_running_agent_says_in_one_line_to_stop_it_first(
     tmp_path: Path, printers: dict[str, SimPrinter], make_agent: Callable[..., Awaitable[Agent]]
 ) -> None:
     """`edge restore` (and `edge migrate`) while the agent runs: one line naming the agent and what to do about it
-    (before: "data directory … is in use by agent pid N", and the technician was left to guess)."""
+    (before: "data directory … is in use by agent pid N", and the technician was left to guess), the health timer
+    stopped with it (named the agent only, the timer mailed the manager "agent not running" meanwhile: the upgrade79
+    probe, H1)."""
     agent = await make_agent()
     config = cli_config(tmp_path / "edge.toml", agent.settings.agent.data_dir, printers)
     backed_up = await edge("backup", "--config", str(config))
@@ -179,7 +181,8 @@ async def test_restore_under_a_running_agent_says_in_one_line_to_stop_it_first(
         assert refused.returncode == 1, refused.stdout + refused.stderr
         line = refused.stderr.strip()
         assert len(line.splitlines()) == 1 and f"agent pid {os.getpid()}" in line, line
-        assert "stop it first (sudo systemctl stop edge-agent), then run this again" in line, line
+        assert "stop it first (sudo systemctl stop edge-health-check.timer edge-agent), then run" in line, line
+        assert "start both after (sudo systemctl start edge-agent edge-health-check.timer)" in line, line
     await agent.stop()
 
 
