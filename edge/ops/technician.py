@@ -539,11 +539,14 @@ def _changed_since_start(settings: Settings, status: dict[str, Any] | None) -> s
 
 
 def _changed_after(settings: Settings, started: float) -> str:
-    """The config or secrets file written after ``started`` (wall clock), "" if neither."""
+    """The config or secrets file written after ``started`` (wall clock), "" if neither. One dated ahead of the clock
+    (saved while it was ahead, NTP set it right since) says nothing of when it was saved: a restart, the step named,
+    did not clear it for hours (the week79 probe, F1)."""
     files = [Path(settings.source), *([settings.secrets_file] if settings.secrets_file else [])]
+    now = time.time()
     for path in files:
         with contextlib.suppress(OSError):
-            if path.is_file() and path.stat().st_mtime > started:
+            if path.is_file() and started < path.stat().st_mtime <= now:
                 return str(path)
     return ""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from edge.sim.printer import SimPrinter
@@ -33,5 +34,23 @@ async def test_a_config_saved_just_before_the_start_is_not_taken_for_a_change_an
         os.utime(agent.config)  # touched while the agent runs
         after = await _agent_line(agent.config)
         assert after.startswith("WARN") and f"{agent.config} {CHANGED}" in after, after
+    finally:
+        await agent.close()
+
+
+async def test_a_config_dated_ahead_of_the_clock_is_not_taken_for_a_change_after_the_restart(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """edge.toml saved while the box's clock was two hours ahead (a clock kept in local time before NTP set it right),
+    then the agent restarted as the doctor said: the doctor still said "changed … restart", for up to two hours, so
+    the step it named never cleared it (the week79 probe, F1). A file dated ahead of the clock says nothing of when
+    it was saved: the agent line is OK."""
+    agent = agent_process(tmp_path, printers)
+    try:
+        ahead = time.time() + 2 * 3600
+        os.utime(agent.config, (ahead, ahead))
+        await agent.start()
+        line = await _agent_line(agent.config)
+        assert line.startswith("OK") and CHANGED not in line, line
     finally:
         await agent.close()
