@@ -838,10 +838,24 @@ class AlertRenderer:
         )
 
     def digest(self, entries: Sequence[dict[str, Any]], *, recipients: Sequence[str]) -> Mail:
-        lines = []
+        """One line per alert, at its first news: how often it fired where more than once, and when it ended if it
+        did. A line per reminder and all-clear ("ERINNERUNG … (0×)" under its "STÖRUNG … (1×)") told the same news
+        again and "0 times" of a condition still on (the week79 probe, F2)."""
+        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for e in entries:
-            title = texts_of(e["type"], e["subject"])[self.language][0].format_map(_Fields(subject=e["subject"]))
-            lines.append(f"{self._time(e['at'])} {self._labels[e['detail']]}: {title} ({e['count']}×)")
+            grouped.setdefault((e["type"], e["subject"]), []).append(e)
+        labels, lines = self._labels, []
+        for (type_name, subject), told in grouped.items():
+            title = texts_of(type_name, subject)[self.language][0].format_map(_Fields(subject=subject))
+            fired = [e for e in told if e["detail"] == "firing"]
+            first = (fired or told)[0]
+            times = sum(e["count"] for e in fired)
+            line = f"{self._time(first['at'])} {labels[first['detail']]}: {title}" + (
+                f" ({times}×)" if times > 1 else ""
+            )
+            if fired and told[-1]["detail"] == "resolved":
+                line += f"; {labels['resolved']} {self._time(told[-1]['at'])}"
+            lines.append(line)
         store = self._common["store"]
         return Mail(
             recipients=list(recipients),

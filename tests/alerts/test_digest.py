@@ -157,3 +157,30 @@ async def test_the_digest_goes_at_its_hour_by_centrals_clock_while_the_boxs_is_k
     [when] = sent_at
     store_hour = dt.datetime.fromtimestamp(when, BERLIN)
     assert (store_hour.hour, store_hour.minute // 5) == (8, 0), store_hour
+
+
+async def test_a_digest_tells_a_warning_once_not_its_reminders_and_counts_only_repeats(
+    alert_settings: Callable[..., Settings], make_alerter: Callable[..., Alerter], clock: FakeClock, sink: SmtpSink
+) -> None:
+    """A cover open since morning, reminded hourly, and another opened three times: the digest lists each once,
+    the repeated one "(3×)". Before, each reminder was a line of its own, "ERINNERUNG: … (0×)" under the same
+    "STÖRUNG … (1×)": 0 times for a condition still on, the same news again (the week79 probe, F2)."""
+    settings = alert_settings(digest=True, digest_at="12:00", repeat_interval_s=3600)
+    clock.now = dt.datetime(2026, 6, 1, 7, 0, tzinfo=dt.datetime.now().astimezone().tzinfo).timestamp()
+    alerter = make_alerter(settings)
+    alerter.on_event(cover("front", True))
+    for _ in range(3):
+        alerter.on_event(cover("bar", True))
+        clock.advance(60)
+        await run(alerter)
+        alerter.on_event(cover("bar", False))
+        clock.advance(600)
+        await run(alerter)
+    while not digests(sink):
+        clock.advance(300)
+        await run(alerter)
+    body = sink.messages[-1].get_body(("plain",)).get_content()
+    lines = [line for line in body.splitlines() if "Deckel offen" in line]
+    assert "(0×)" not in body and not any("ERINNERUNG" in line for line in lines), body
+    assert any("Drucker bar" in line and "(3×)" in line for line in lines), body
+    assert [line for line in lines if "Drucker front" in line and "STÖRUNG" in line] != [], body
