@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from edge.states import CentralDown, HoldReason, JobState, OrderSource, RunState, RunTrigger, ScanOutcome
+from edge.states import CentralDown, HoldReason, JobState, JobVariant, OrderSource, RunState, RunTrigger, ScanOutcome
 
 log = structlog.get_logger()
 
@@ -100,6 +100,7 @@ class JobHeld(Event):
     reason: HoldReason = HoldReason.STALE
     order_number: str = ""  # what the staff call the order (mails name it); empty when the order row is gone
     station: str | None = None  # its station (None: a receipt); with printer "", the station no printer serves
+    variant: JobVariant | None = None  # a change or void ticket (STORNO): the mail says which, not "a ticket"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -401,7 +401,8 @@ class Alerter:
                     event.printer,
                     True,
                     item={"id": event.job_id, "order": event.order_number or event.order_id}
-                    | ({"age_min": round(event.age_s / 60)} if stale else {}),
+                    | ({"age_min": round(event.age_s / 60)} if stale else {})
+                    | ({"ticket": event.variant.value} if event.variant else {}),
                 )
             case OrderTotalsMismatched():
                 item = {"id": event.order_id, "order": event.number, "error": event.problems[0][:120]}

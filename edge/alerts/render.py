@@ -51,7 +51,10 @@ LABELS: dict[str, dict[str, Any]] = {
             "age_min": "Wartezeit",
             "reason": "Grund",
             "text": "nicht druckbar",
+            "ticket": "Bon",
         },
+        # A held or dead job that is no whole ticket, as its paper is headed (edge/printing/labels.py)
+        "variants": {"cancel": "STORNO", "change": "ÄNDERUNG", "added": "ÄNDERUNG"},
     },
     "en": {
         "firing": "ALERT",
@@ -89,7 +92,9 @@ LABELS: dict[str, dict[str, Any]] = {
             "age_min": "waited",
             "reason": "reason",
             "text": "cannot print",
+            "ticket": "ticket",
         },
+        "variants": {"cancel": "CANCELLED", "change": "CHANGED", "added": "CHANGED"},
     },
 }
 
@@ -826,6 +831,8 @@ class AlertRenderer:
         keys = self._labels["item_keys"]
         id_label = keys["order_id"] if type_name in _ORDER_ITEMS else keys["id"]
         shown = {k: v for k, v in item.items() if not (k == "id" and v == item.get("order"))}
+        if "ticket" in shown:
+            shown["ticket"] = self._labels["variants"].get(shown["ticket"], shown["ticket"])
         return " · ".join(f"{id_label if k == 'id' else keys.get(k, k)}: {_shown(k, v)}" for k, v in shown.items())
 
     def alert(self, group: dict[str, Any], *, kind: str, extra: int, recipients: Sequence[str]) -> Mail:

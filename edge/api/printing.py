@@ -34,6 +34,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "printed_at": job.printed_at,
         "held_reason": job.held_reason,  # stale | no_printer, while held
+        # None: a whole ticket or receipt; change, cancel (a STORNO), added: born of that revision of the order
+        "variant": job.variant,
+        "revision": job.revision,
     }
 
 

@@ -14,7 +14,7 @@ from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import NotFoundError, UnreadableRowError, WrongStateError
 from edge.events import Event, EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
 from edge.orders.model import parse_stored
-from edge.states import NOT_DONE_JOB_STATES, HoldReason, JobKind, JobState, OrderStatus, StatusEvent
+from edge.states import NOT_DONE_JOB_STATES, HoldReason, JobKind, JobState, JobVariant, OrderStatus, StatusEvent
 from edge.store.db import Database, DirectConnection
 from edge.store.meta import UPSERT_META
 from edge.store.orders import job_key
@@ -563,7 +563,7 @@ class JobStore:
                 " FROM json_each(:stale)) AS h"
                 " WHERE print_jobs.id = h.id AND +print_jobs.printer = :printer AND +print_jobs.state = h.expected"
                 " AND print_jobs.released_at IS NULL RETURNING print_jobs.id, print_jobs.order_id,"
-                " (SELECT number FROM orders WHERE orders.id = print_jobs.order_id)",
+                " (SELECT number FROM orders WHERE orders.id = print_jobs.order_id), print_jobs.variant",
                 {
                     "now": self._clock.wall(),
                     "reason": HoldReason.STALE,
@@ -571,14 +571,19 @@ class JobStore:
                     "printer": printer,
                 },
             )
-            held = sorted((job_id, order_id, number) for job_id, order_id, number in rows)  # in arrival order
-            events.extend(
+            held = sorted((job_id, order_id, number, variant) for job_id, order_id, number, variant in rows)
+            events.extend(  # in arrival order
                 JobHeld(
-                    job_id=job_id, order_id=order_id, printer=printer, age_s=ages[job_id], order_number=number or ""
+                    job_id=job_id,
+                    order_id=order_id,
+                    printer=printer,
+                    age_s=ages[job_id],
+                    order_number=number or "",
+                    variant=JobVariant(variant) if variant else None,
                 )
-                for job_id, order_id, number in held
+                for job_id, order_id, number, variant in held
             )
-        return {job_id for job_id, _, _ in held}
+        return {job_id for job_id, *_ in held}
 
     async def release_held(self, job_id: int | None = None, *, among: Collection[int] | None = None) -> list[int]:
         """A person says print it anyway: one held job (or all when ``job_id`` is None; of those, only the ones in

@@ -29,7 +29,7 @@ from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, smtp_section
 from tests.alerts.helpers import extra, kitchen_renamed, polled_every
-from tests.helpers import api_client, db_rows, edge, eventually, post, wait_until
+from tests.helpers import api_client, asap, db_rows, edge, eventually, post, wait_until
 
 
 async def test_fault_to_mail_latency(tmp_path: Path) -> None:
@@ -88,6 +88,45 @@ async def test_a_printer_with_a_backup_is_mailed_with_where_its_stations_tickets
     assert "Bons der Station kitchen" in body and "Drucker front" in body and "UMGELEITET von kitchen" in body, body
     [ticket] = await printers["front"].wait_for_printed(1, timeout=15)
     assert "UMGELEITET von kitchen" in decode(ticket).text
+
+
+async def test_a_held_storno_is_named_as_one_in_the_mail_and_the_job_lists(
+    make_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    cert: tuple[Path, Path],
+) -> None:
+    """An order cancelled past its stale age: its STORNO is held for a person. The mail and the held list say it is a
+    STORNO; before, a plain ticket ("ob der Bon noch gebraucht wird"), and a person discarded the cancel unaware (the
+    lifecycle79 probe, F4)."""
+    settings = make_settings(
+        agent={"store_name": "Filiale Mitte"},
+        smtp=smtp_section(sink, cert),
+        alerts={
+            "to": ["chef@store.test"],
+            "disk_free_min_mb": 0,
+            "group_wait_s": 0.2,
+            "critical_group_wait_s": 0.2,
+            "check_interval_s": 0.5,
+        },
+        staleness={"kitchen": 0.02},  # 1.2 s
+    )
+    agent = await make_agent(settings)
+    order = asap(make_order(1, print_receipt=False))
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)
+        await asyncio.sleep(1.5)  # the order past its stale age: part of the scenario
+        async with api.post(f"/api/v1/orders/{order['id']}/cancel", json={"revision": 2}) as response:
+            assert response.status == 200, await response.text()
+        await wait_until(lambda: [m for m in sink.messages if "zurückgehalten" in str(m["Subject"])], timeout=15)
+        async with api.get("/api/v1/jobs?state=held") as response:
+            [held] = (await response.json())["jobs"]
+    assert (held["variant"], held["revision"]) == ("cancel", 2), held
+    [mail] = [m for m in sink.messages if "zurückgehalten" in str(m["Subject"])]
+    body = mail.get_body(("plain",)).get_content()
+    assert "Bon: STORNO" in body, body
 
 
 async def test_orders_pushed_with_a_token_the_box_refuses_are_mailed_and_the_next_order_taken_ends_it(
