@@ -167,6 +167,7 @@ async def snapshot(deps: ApiDeps) -> dict[str, Any]:
             "printer": j.printer,
             "station": j.station,
             "kind": j.kind,
+            "variant": j.variant,  # a change or void ticket, named on the page: discarding a STORNO keeps the order
             "created_at": j.created_at,
             "held_at": j.held_at,
             "waited_s": round(now - j.created_at),

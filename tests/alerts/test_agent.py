@@ -123,7 +123,12 @@ async def test_a_held_storno_is_named_as_one_in_the_mail_and_the_job_lists(
         await wait_until(lambda: [m for m in sink.messages if "zurückgehalten" in str(m["Subject"])], timeout=15)
         async with api.get("/api/v1/jobs?state=held") as response:
             [held] = (await response.json())["jobs"]
+        async with api.get("/api/v1/status") as response:
+            [listed] = (await response.json())["held_jobs"]
+        async with api.get("/") as response:
+            page = await response.text()
     assert (held["variant"], held["revision"]) == ("cancel", 2), held
+    assert listed["variant"] == "cancel" and "cancel (STORNO)" in page, listed
     [mail] = [m for m in sink.messages if "zurückgehalten" in str(m["Subject"])]
     body = mail.get_body(("plain",)).get_content()
     assert "Bon: STORNO" in body, body
