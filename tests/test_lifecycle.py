@@ -66,10 +66,12 @@ def test_migrate_down_and_up_from_the_command_line(tmp_path: Path) -> None:
     up = edge("migrate", "--config", str(config))
     assert up.returncode == 0, up.stderr
     latest = int(up.stdout.strip().rsplit(" ", 1)[1])
-    down = edge("migrate", "--config", str(config), "--to", "0")
-    assert down.stdout.strip().endswith(f"schema version {latest} -> 0")
+    # Down to the first schema (0, no database at all, is refused: tests/appliance/test_files_and_locks.py), a backup
+    # taken first
+    down = edge("migrate", "--config", str(config), "--to", "1")
+    assert down.stdout.strip().endswith(f"schema version {latest} -> 1") and "backup before" in down.stdout, down
     with sqlite3.connect(tmp_path / "data" / "edge.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'orders'").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'pending_cancels'").fetchone()[0] == 0
     assert edge("migrate", "--config", str(config)).returncode == 0
     with sqlite3.connect(tmp_path / "data" / "edge.db") as conn:
         conn.execute("PRAGMA user_version = 999")
