@@ -297,12 +297,12 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     "queue_backlog": {
         "de": (
             "Druckaufträge stauen sich",
-            "Es warten {waiting} Druckaufträge; der älteste seit {oldest_min}.",
+            "Wartende Druckaufträge: {waiting}, der älteste seit {oldest_min}.",  # "Es warten 1 Druckaufträge" was
             "Prüfen Sie die Drucker auf der Statusseite; ein Drucker ist vermutlich gestört.",
         ),
         "en": (
             "Print jobs are piling up",
-            "{waiting} print jobs are waiting; the oldest for {oldest_min}.",
+            "Print jobs waiting: {waiting}, the oldest for {oldest_min}.",
             "Check the printers on the status page; one of them is probably in trouble.",
         ),
     },

@@ -25,6 +25,8 @@ class AlertType:
     # news only once one episode outlasts the grace, counted from its own start, not for being done again and again
     # within it, as a device's flapping is
     by_hand: bool = False
+    # True: a condition the checks look at every check_interval_s, not an event: how long it lasted is known to a look
+    sampled: bool = False
 
 
 _SAME_SUBJECT, _ANY_SUBJECT = True, False
@@ -59,6 +61,7 @@ TYPES: dict[str, AlertType] = {
             "queue_backlog",
             WARNING,
             inhibited_by=(("printer_offline", _ANY_SUBJECT), ("printer_paper_out", _ANY_SUBJECT)),
+            sampled=True,
         ),
         AlertType("central_unreachable", WARNING),
         # A configured scanner unplugged, or its port missing: its scans (the scanner still beeps) mark nothing ready.
@@ -140,7 +143,10 @@ def due_mail(group: dict, now: float, cfg: AlertSettings, *, alarm_unreached: bo
             return Due("drop", 0)
         if now < group["first_at"] + wait:
             return None
-        if state == "resolved" and fires == 1 and group["changed_at"] - group["first_at"] < wait:
+        # A look's time too for a condition the checks sample: one seen for the grace was over at the look that would
+        # have mailed it, and its all-clear went alone (the rush79 probe, F1)
+        grace = wait + (cfg.check_interval_s if TYPES[group["type"]].sampled else 0.0)
+        if state == "resolved" and fires == 1 and group["changed_at"] - group["first_at"] <= grace:
             return Due("drop", 0)  # came and went within group_wait: nobody needs to hear about it
         if TYPES[group["type"]].by_hand:
             # A cover opened for seconds again and again (a roll changed) was closed each time: its alarm went while

@@ -218,7 +218,7 @@ def test_a_wait_reads_in_minutes_when_short_and_in_hours_or_days_when_long(minut
     backlog = renderer("en").alert(
         group("queue_backlog", oldest_min=minutes), kind="firing", extra=0, recipients=["a@b.test"]
     )
-    assert f"61 print jobs are waiting; the oldest for {shown}." in backlog.text, backlog.text
+    assert f"Print jobs waiting: 61, the oldest for {shown}." in backlog.text, backlog.text
 
 
 def test_a_resolved_mail_does_not_repeat_how_many_jobs_were_waiting() -> None:

@@ -466,13 +466,40 @@ async def test_queue_backlog_checked_and_resolved(
     clock.advance(31)
     assert await run(alerter) == 1
     assert "Druckaufträge stauen sich" in subject(sink.messages[0])
-    assert "Es warten 3 Druckaufträge; der älteste seit 12 min." in sink.messages[0].get_body(("plain",)).get_content()
+    body = sink.messages[0].get_body(("plain",)).get_content()
+    assert "Wartende Druckaufträge: 3, der älteste seit 12 min." in body, body
     async with db.transaction() as conn:
         await conn.execute("UPDATE print_jobs SET state = 'printed'")
     await alerter.check()
     clock.advance(120)
     assert await run(alerter) == 1
     assert "BEHOBEN: Druckaufträge stauen sich" in subject(sink.messages[1])
+
+
+async def test_a_backlog_the_checks_saw_for_about_its_grace_is_no_mail_not_a_lone_all_clear(
+    alert_settings: Callable[..., Settings],
+    make_alerter: Callable[..., Alerter],
+    clock: FakeClock,
+    sink: SmtpSink,
+    db: Database,
+) -> None:
+    """A backlog is looked at every check_interval_s (10 s): one the checks saw at 0, 10 and 20 s was over at the look
+    at 30 s, the one that would have mailed it (group_wait 30 s), and the manager got "BEHOBEN: Druckaufträge stauen
+    sich" about an alarm never sent (the rush79 probe, F1). A backlog seen for no longer than the grace and one look
+    is no mail."""
+    await add_jobs(db, ["queued", "queued", "failed"], created_at=clock.wall() - 12 * 60)
+    alerter = make_alerter(alert_settings(backlog_age_min=10))
+    for _ in range(3):
+        await alerter.check()
+        await run(alerter)
+        clock.advance(10)
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE print_jobs SET state = 'printed'")
+    await alerter.check()
+    await run(alerter)
+    clock.advance(600)
+    await run(alerter)
+    assert [subject(m) for m in sink.messages] == []
 
 
 async def test_dead_job_alert_resolves_when_no_dead_job_is_left(
