@@ -150,12 +150,18 @@ def alert_settings(
     make_settings: Callable[..., Settings], sink: SmtpSink, cert: tuple[Path, Path]
 ) -> Callable[..., Settings]:
     """Settings whose mail goes to the test server; keyword arguments override [alerts] keys (``mqtt``: an [mqtt]
-    section)."""
+    section; ``sections``: more whole sections, e.g. [stations])."""
 
-    def make(smtp: dict[str, Any] | None = None, mqtt: dict[str, Any] | None = None, **alerts: Any) -> Settings:
+    def make(
+        smtp: dict[str, Any] | None = None,
+        mqtt: dict[str, Any] | None = None,
+        sections: dict[str, Any] | None = None,
+        **alerts: Any,
+    ) -> Settings:
         return make_settings(
             agent={"store_name": "Filiale Mitte"},
             **({"mqtt": mqtt} if mqtt else {}),
+            **(sections or {}),
             smtp=smtp_section(sink, cert, **(smtp or {})),
             alerts={
                 "to": ["chef@store.test", "vize@store.test"],

@@ -27,7 +27,7 @@ from edge.sim.alert_latency import measure_fault_to_mail
 from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, smtp_section
+from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.alerts.helpers import extra, kitchen_renamed, polled_every
 from tests.helpers import api_client, asap, db_rows, edge, eventually, post, wait_until
 
@@ -61,23 +61,20 @@ async def test_paper_out_and_back_mailed_by_running_agent(
 
 
 async def test_a_printer_with_a_backup_is_mailed_with_where_its_stations_tickets_print_meanwhile(
-    make_settings: Callable[..., Settings],
+    alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
-    cert: tuple[Path, Path],
 ) -> None:
     """The kitchen printer runs dry; the kitchen station has the front printer as its backup: the mail says that the
     kitchen's tickets print at the front meanwhile, headed UMGELEITET, to be taken to the kitchen. Before, it said only
     that they would print on their own once paper was back, and the cook waited at an empty printer while the tickets
     came out at the counter (printers78 F3)."""
     printers["kitchen"].paper_out = True
-    settings = make_settings(
-        agent={"store_name": "Filiale Mitte"},
-        smtp=smtp_section(sink, cert),
-        alerts={"to": ["chef@store.test"], "disk_free_min_mb": 0, "group_wait_s": 0.2, "critical_group_wait_s": 0.2},
-        stations={"kitchen": ["kitchen", "front"]},
-        printing={"failover_after_s": 1.0},
+    settings = alert_settings(
+        group_wait_s=0.2,
+        critical_group_wait_s=0.2,
+        sections={"stations": {"kitchen": ["kitchen", "front"]}, "printing": {"failover_after_s": 1.0}},
     )
     agent = await make_agent(settings)
     assert agent.deps is not None
@@ -91,26 +88,19 @@ async def test_a_printer_with_a_backup_is_mailed_with_where_its_stations_tickets
 
 
 async def test_a_held_storno_is_named_as_one_in_the_mail_and_the_job_lists(
-    make_settings: Callable[..., Settings],
+    alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
-    cert: tuple[Path, Path],
 ) -> None:
     """An order cancelled past its stale age: its STORNO is held for a person. The mail and the held list say it is a
     STORNO; before, a plain ticket ("ob der Bon noch gebraucht wird"), and a person discarded the cancel unaware (the
     lifecycle79 probe, F4)."""
-    settings = make_settings(
-        agent={"store_name": "Filiale Mitte"},
-        smtp=smtp_section(sink, cert),
-        alerts={
-            "to": ["chef@store.test"],
-            "disk_free_min_mb": 0,
-            "group_wait_s": 0.2,
-            "critical_group_wait_s": 0.2,
-            "check_interval_s": 0.5,
-        },
-        staleness={"kitchen": 0.02},  # 1.2 s
+    settings = alert_settings(
+        group_wait_s=0.2,
+        critical_group_wait_s=0.2,
+        check_interval_s=0.5,
+        sections={"staleness": {"kitchen": 0.02}},  # 1.2 s
     )
     agent = await make_agent(settings)
     order = asap(make_order(1, print_receipt=False))
