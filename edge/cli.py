@@ -17,7 +17,7 @@ from typing import Any
 
 from edge.api.client import call_agent, not_the_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
-from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreReadOnlyError
+from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreError, StoreReadOnlyError
 from edge.heap import share_arenas
 from edge.log import LogStream, configure_logging
 
@@ -201,7 +201,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         path = settings.agent.db_path
         if args.to is not None and args.backup and (schema_of_file(path) or 0) > args.to:
             # What the down parts drop (rows of tables an older schema has not) can be had back from this.
-            print(f"backup before the step down: {asyncio.run(backup_database(settings, label='-before-migrate'))}")
+            try:
+                backup = asyncio.run(backup_database(settings, label="-before-migrate"))
+            except StoreError as err:
+                raise StoreError(
+                    f"{err}; the step down is not done: make room, or with a backup of your own run it with --no-backup"
+                ) from None
+            print(f"backup before the step down: {backup}")
         migrating = migrate_file(path, args.to, store_id=settings.agent.store_id, now=time.time())
         before, after = asyncio.run(migrating)
     finally:

@@ -80,8 +80,8 @@ from edge.store.outbox import OutboxStore
 
 log = structlog.get_logger()
 
-# Printer state → the alert type it fires; the other printer alerts clear (see _CLEARED_BY for those that clear fewer).
 _BACKUP_LOOK_S = 600.0  # a nightly backup's age needs no closer look
+# Printer state → the alert type it fires; the other printer alerts clear (see _CLEARED_BY for those that clear fewer).
 _PRINTER_TYPES = {
     "offline": "printer_offline",
     "error": "printer_error",

@@ -149,9 +149,15 @@ async def test_a_step_down_takes_a_backup_first_and_schema_0_is_refused(
     zero = await edge("migrate", "--to", "0", "--config", str(config))
     assert zero.returncode == 2 and "--to 0" in zero.stderr and len(zero.stderr.strip().splitlines()) == 1, zero.stderr
     assert await schema_version(db) == latest and len(await orders_in(db)) == 1
+    backups = agent.settings.agent.data_dir / "backups"
+    backups.write_text("")  # a file where the folder goes: the backup cannot be written, so the step is not taken
+    refused = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
+    assert refused.returncode == 1 and "--no-backup" in refused.stderr, refused.stderr
+    assert await schema_version(db) == latest
+    backups.unlink()
     down = await edge("migrate", "--to", str(latest - 1), "--config", str(config))
     assert down.returncode == 0, down.stderr
-    [backup] = (agent.settings.agent.data_dir / "backups").glob("edge-*.db")
+    [backup] = backups.glob("edge-*.db")
     assert str(backup) in down.stdout, down.stdout
     assert await schema_version(backup) == latest and len(await orders_in(backup)) == 1
 
