@@ -369,7 +369,12 @@ def order_jobs(path: Path, ref: str, *, by_id: bool = False) -> list[PrintableJo
     order with that number (a ticket in hand; numbers come round daily), else the order with that id (``by_id``: only
     that). One order, not every order ever numbered so, nor another whose id a till's running ids made the same."""
     order = (
-        "?1" if by_id else "COALESCE((SELECT id FROM orders WHERE number = ?1 ORDER BY received_at DESC LIMIT 1), ?1)"
+        "?1"
+        if by_id
+        else "COALESCE((SELECT id FROM orders WHERE number = ?1 ORDER BY received_at DESC LIMIT 1),"
+        # the number its first ticket showed, a revision changed since
+        " (SELECT order_id FROM order_revisions WHERE json_extract(payload, '$.number') = ?1"
+        " ORDER BY received_at DESC LIMIT 1), ?1)"
     )
     try:
         conn = _read_only(path)

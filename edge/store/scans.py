@@ -279,6 +279,13 @@ def _created(order: aiosqlite.Row, zone: dt.tzinfo | None) -> str:
 _Fetch = Callable[[str, tuple[Any, ...]], Awaitable[Iterable[aiosqlite.Row]]]
 
 
+# Orders a revision before their current one numbered so (the number on the kitchen's first ticket).
+_NUMBERED_BEFORE = (
+    "SELECT id, number, status, created_at FROM orders o WHERE number != ?1 AND EXISTS (SELECT 1 FROM order_revisions r"
+    " WHERE r.order_id = o.id AND json_extract(r.payload, '$.number') = ?1)"
+)
+
+
 async def _find_order(
     fetch: _Fetch, ref: str, plain: bool, day: tuple[dt.datetime, dt.datetime], *, ask: str
 ) -> tuple[aiosqlite.Row | None, str]:
@@ -292,6 +299,8 @@ async def _find_order(
         return (rows[0], "") if rows else (None, f"no order with id {ref!r}")
     start, end = day
     candidates = await fetch("SELECT id, number, status, created_at FROM orders WHERE number = ?", (ref,))
+    if not candidates:  # the number its first ticket showed, a revision changed since (the kitchen's paper has it)
+        candidates = await fetch(_NUMBERED_BEFORE, (ref,))
     today = [r for r in candidates if start <= dt.datetime.fromisoformat(r["created_at"]) < end]
     # Of two, a cancelled one's tickets are void: the live one is meant.
     named = today if len(today) == 1 else [r for r in today if r["status"] != OrderStatus.CANCELLED]

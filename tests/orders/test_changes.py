@@ -23,6 +23,7 @@ from edge.config import Settings, parse_settings
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
+from edge.store.files import order_jobs
 from edge.store.jobs import COPY_JUST_OUT_S
 from tests.helpers import (
     TIRAMISU,
@@ -118,6 +119,25 @@ def _due_moved(minutes: int) -> Callable[[dict[str, Any]], None]:
         order["fulfilment"]["due_at"] = (due + timedelta(minutes=minutes)).isoformat()
 
     return move
+
+
+async def test_an_order_is_found_by_the_number_its_first_ticket_showed_after_a_revision_renumbered_it(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A revision renumbers A-1042 as B-7; the cook holds the ticket "A-1042" and asks for a reprint by it: the order's
+    COPY prints. Before, "not found" (the lifecycle79 probe, F2), in `edge preview` too."""
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    assert (await post(api, revised(example_order, 2, number="B-7")))[0] == 200
+    await printers["kitchen"].wait_for_printed(2)
+    async with api.post("/api/v1/orders/A-1042/reprint?by=number", json={"station": "kitchen"}) as response:
+        assert response.status == 201, await response.text()
+        assert (await response.json())["order_id"] == example_order["id"]
+    copy_ = decode((await printers["kitchen"].wait_for_printed(3))[2]).text
+    assert "KOPIE" in copy_ and "B-7" in copy_, copy_
+    jobs = await asyncio.to_thread(order_jobs, agent.settings.agent.db_path, "A-1042")
+    assert {job.order_id for job in jobs} == {example_order["id"]}
 
 
 @pytest.mark.parametrize(
