@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import sqlite3
 import unicodedata
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,7 +21,8 @@ from edge.events import OrderConflicted, OrderRevised, OrderStored
 from edge.orders.model import canonical_json, content_hash, meaning, parse_order
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from tests.helpers import Recorder, api_client, db_execute, db_rows, eventually, post, wait_until
+from edge.sim.process import write_config
+from tests.helpers import TOKEN, Recorder, api_client, db_execute, db_rows, edge_blocking, eventually, post, wait_until
 
 ORDER = "ord_7f3a9c21"  # the example order's id
 
@@ -270,3 +273,44 @@ async def test_two_cancels_of_one_revision_that_differ_in_more_than_words_are_a_
     other["items"][1]["qty"] = 2
     status, body = await post(api, other)
     assert (status, body.get("error")) == (409, "conflict"), body
+
+
+async def test_a_kept_cancel_survives_a_step_down_below_its_schema_and_back(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict,
+    tmp_path: Path,
+) -> None:
+    """A cancel kept for an order not here, then `edge migrate --to 13` (upgrade.sh's rollback to a release before
+    kept cancels, schema 14) and up again: the order comes and prints nothing. Before, the step down dropped the kept
+    cancel, and the order printed whole: the kitchen cooked a cancelled order (the upgrade79 probe, M2). At 13 the
+    cancel is a seen-order record at its revision, so a release of then takes the order below it as stale."""
+    first = await make_agent()
+    async with api_client(first) as api:
+        assert (await cancel(api, {"revision": 2, "reason": "storniert"}))[0] == 202
+    await first.stop()
+    settings = first.settings
+    config = write_config(
+        tmp_path / "edge.toml",
+        data_dir=settings.agent.data_dir,
+        api_port=9,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        store_id=settings.agent.store_id,
+    )
+    down = await asyncio.to_thread(edge_blocking, "migrate", "--to", "13", "--config", str(config))
+    assert down.returncode == 0, down.stderr
+    seen = "SELECT revision FROM seen_orders WHERE id = ?"
+    assert await asyncio.to_thread(_rows, settings.agent.db_path, seen, ORDER) == [(2,)]
+    up = await asyncio.to_thread(edge_blocking, "migrate", "--config", str(config))
+    assert up.returncode == 0, up.stderr
+    again = await make_agent(settings)
+    async with api_client(again) as api:
+        status, body = await post(api, example_order)
+        assert (status, body["status"], body["revision"]) == (200, "cancelled", 2), body
+        await printed_only_the_other_order(api, example_order, printers)
+
+
+def _rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
