@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from edge.orders.model import Order
 from edge.orders.routing import wants_receipt
@@ -85,17 +85,22 @@ def line_key(line_id: str | None, line: Line) -> LineKey:
     return ("sku", line.sku, "name", line.name, *sorted(line.modifiers), "note", line.note or "", *line.allergens)
 
 
-def by_line_id(orders: Sequence[Order | None], station: str) -> bool:
-    """Whether the station's lines are compared by line_id: not when a revision compared has lines there and no
-    line_id on any. A backend that starts sending them with a change keyed one side by line_id and the other by what
-    the lines are, and nothing matched: every dish added and struck again (the lifecycle79 probe, F5)."""
-    lines = [order.production_items(station) for order in orders if order]
-    return all(any(item.line_id is not None for item in items) for items in lines if items)
+def shared_line_ids(orders: Sequence[Order | None], station: str) -> frozenset[str]:
+    """The line_ids at the station that every revision compared (with lines there) has: the lines compared by them.
+    A line whose id one side lacks is compared by what it is on both: a backend that starts sending line_ids with a
+    change, or leaves one off, keyed one side by line_id and the other by content, and nothing matched: the dish
+    added and struck again (the lifecycle79 probe, F5; the verify79 probe, V3)."""
+    ids = [
+        {item.line_id for item in items if item.line_id is not None}
+        for items in (order.production_items(station) for order in orders if order)
+        if items
+    ]
+    return frozenset(set.intersection(*ids)) if ids else frozenset()
 
 
-def station_lines(order: Order | None, station: str, *, by_id: bool = True) -> dict[LineKey, Line]:
-    """A station's production lines by key, in the order they first appear; nothing for no order. ``by_id``: keyed
-    by line_id where a line has one (else by what it is)."""
+def station_lines(order: Order | None, station: str, *, ids: Collection[str] | None = None) -> dict[LineKey, Line]:
+    """A station's production lines by key, in the order they first appear; nothing for no order. ``ids``: the
+    line_ids lines are keyed by (shared_line_ids); None: every line's; a line without one is keyed by what it is."""
     lines: dict[LineKey, Line] = {}
     if order is None:
         return lines
@@ -103,7 +108,7 @@ def station_lines(order: Order | None, station: str, *, by_id: bool = True) -> d
     for item in order.production_items(station):
         modifiers = tuple(m.name for m in item.modifiers)
         line = Line(item.sku, item.name, item.qty, modifiers, item.note, item.allergens)
-        line_id = item.line_id if by_id else None
+        line_id = item.line_id if ids is None or item.line_id in ids else None
         key = line_key(line_id, line)
         if line_id is not None:  # a line_id repeated (taken before they were refused): its own line, by position
             repeats[line_id] = seen_times = repeats.get(line_id, -1) + 1
@@ -115,8 +120,8 @@ def station_lines(order: Order | None, station: str, *, by_id: bool = True) -> d
 
 def diff_station(before: Order | None, after: Order | None, station: str) -> tuple[ChangedLine, ...]:
     """What changed on one station's ticket from ``before`` to ``after`` (either may be None: no ticket)."""
-    by_id = by_line_id((before, after), station)
-    old, new = station_lines(before, station, by_id=by_id), station_lines(after, station, by_id=by_id)
+    ids = shared_line_ids((before, after), station)
+    old, new = station_lines(before, station, ids=ids), station_lines(after, station, ids=ids)
     changes: list[ChangedLine] = []
     for key, line in new.items():
         was = old.get(key)
@@ -147,9 +152,9 @@ def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine,
     (more struck than the cook holds is safe; less is a dish cooked for nobody). A line_id that showed another dish,
     other modifiers or another note in another revision is struck as each of them: the cook may hold either."""
     lines: dict[LineKey, Line] = {}
-    by_id = by_line_id(revisions, station)
+    ids = shared_line_ids(revisions, station)
     for order in revisions:
-        for key, line in station_lines(order, station, by_id=by_id).items():
+        for key, line in station_lines(order, station, ids=ids).items():
             shown = (*key, *line_key(None, line))
             if shown not in lines or line.qty > lines[shown].qty:
                 lines[shown] = line

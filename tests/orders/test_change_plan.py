@@ -15,9 +15,9 @@ from edge.orders.changes import (
     LineKey,
     PlannedJob,
     apply_diff,
-    by_line_id,
     diff_station,
     plan_revision,
+    shared_line_ids,
     station_lines,
     struck_lines,
 )
@@ -84,8 +84,8 @@ def test_applying_the_diff_to_revision_n_gives_revision_n_plus_1(before: list[di
     old, new = order(unique_lines(before)), order(unique_lines(after), 2)
     for station in STATIONS:
         diff = diff_station(old, new, station)
-        by_id = by_line_id((old, new), station)  # as diff_station keys them
-        was, now = station_lines(old, station, by_id=by_id), station_lines(new, station, by_id=by_id)
+        ids = shared_line_ids((old, new), station)  # as diff_station keys them
+        was, now = station_lines(old, station, ids=ids), station_lines(new, station, ids=ids)
         assert read(apply_diff(was, diff)) == read(now)
         assert (diff == ()) == (read(was) == read(now))
         assert all(c.before != c.after for c in diff)

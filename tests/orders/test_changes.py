@@ -108,6 +108,23 @@ async def test_line_ids_that_first_come_with_a_change_show_only_what_changed(
         assert sorted(struck) == sorted(set(struck)) and any("Tiramisu" in line for line in struck), storno
 
 
+async def test_a_line_id_one_revision_left_off_a_line_keeps_that_line_the_same_dish(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 1 has a line_id on every line; revision 2 leaves it off the Käsespätzle and adds a tiramisu: the change
+    ticket adds the tiramisu only. Before, "+ 1x Käsespätzle" beside "- 1x Käsespätzle" (the verify79 probe, V3)."""
+    for n, item in enumerate(example_order["items"]):
+        item["line_id"] = f"L{n}"
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    changed = revised(example_order, 2)
+    del changed["items"][1]["line_id"]
+    changed["items"].append(copy.deepcopy(TIRAMISU) | {"line_id": "L9"})
+    assert (await post(api, changed))[0] == 200
+    change = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    assert re.findall(r"^[-+~] .*|^\d+ -> .*", change, re.M) == ["+ 1x Tiramisu"], change
+
+
 # Old -> new due time; a time on another day than today's carries its date ("06.12. 00:05": run near midnight, the
 # test found 90 minutes later on the next day).
 _DUE_MOVED = r"Fällig: (?:\d\d\.\d\d\. )?(\d\d:\d\d) -> (?:\d\d\.\d\d\. )?(\d\d:\d\d)"
