@@ -74,7 +74,7 @@ from edge.printing.status import HUNG_UP_MID_TICKET
 from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
-from edge.store.identity import recorded_at
+from edge.store.identity import in_service_since
 from edge.store.jobs import JobStore
 from edge.store.outbox import OutboxStore
 
@@ -697,7 +697,7 @@ class Alerter:
             return
         self._backup_looked = self.clock.mono()
         taken = await asyncio.to_thread(newest_backup_at, self._settings)
-        since = taken if taken is not None else await recorded_at(self._db)
+        since = taken if taken is not None else await in_service_since(self._db)
         if since is None:
             return
         where = backup_dir(self._settings)
@@ -707,7 +707,6 @@ class Alerter:
             now - since >= stale_h * 3600,
             age=wait_text(max(0, int((now - since) // 60))),
             dir=str(where),
-            detail="a backup is there, but old" if taken is not None else f"no backup in {where}",
         )
 
     async def _clear_gone_devices(self) -> None:

@@ -425,7 +425,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
     },
     "backup_stale": {
         "de": (
-            "Datensicherung seit {age} nicht gelungen",
+            "Datensicherung gelingt nicht",  # its all-clear: "BEHOBEN: Datensicherung gelingt nicht"
             "Seit {age} ist keine Sicherung der Datenbank nach {dir} gelungen; die nächtliche Sicherung"
             " (edge-backup.timer) schlägt fehl oder läuft nicht. Fällt die Speicherkarte aus, fehlt die Kopie.",
             "Als Techniker `sudo -u edge /opt/edge-agent/current/bin/edge backup --config /etc/edge/edge.toml`"
@@ -433,7 +433,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " `systemctl status edge-backup.timer edge-backup.service` zeigt, ob und wie sie zuletzt lief.",
         ),
         "en": (
-            "No backup for {age}",
+            "Backups failing",
             "No backup of the database has been written to {dir} for {age}; the nightly backup"
             " (edge-backup.timer) fails or does not run. Should the memory card fail, there is no copy to restore.",
             "As the technician, run `sudo -u edge /opt/edge-agent/current/bin/edge backup --config"

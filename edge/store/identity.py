@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 from edge.errors import ConfigError
@@ -43,14 +44,21 @@ async def record_store(conn: Writer, store_id: str, *, now: float, db_path: Path
     check_store(store_id, recorded, db_path)
 
 
-async def recorded_at(db: Database) -> float | None:
-    """When this database was first recorded as its store's (its first start or migrate; a restore's time after
-    one); None on a schema without the record."""
+async def in_service_since(db: Database) -> float | None:
+    """Since when this database has been its store's: its first start's record (a restore's time after one), or the
+    oldest order it keeps by central's clock where that is later: a box first started on a clock years behind, set
+    right by NTP since, was three years without a backup (the verify79 probe, V2). None without the record."""
     try:
-        row = await db.fetchone("SELECT recorded_at FROM store_identity")
+        row = await db.fetchone("SELECT recorded_at, (SELECT MIN(created_at) FROM orders) FROM store_identity")
     except sqlite3.OperationalError:
         return None
-    return None if row is None else float(row[0])
+    if row is None:
+        return None
+    try:
+        oldest = datetime.fromisoformat(row[1]).timestamp() if row[1] else None
+    except ValueError:  # a row written by hand
+        oldest = None
+    return max(float(row[0]), oldest) if oldest is not None else float(row[0])
 
 
 def check_store(store_id: str, recorded: str | None, db_path: Path) -> None:

@@ -3,6 +3,7 @@ each failed run only ended in the journal (the upgrade79 probe, S1: a read-only 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -12,8 +13,9 @@ from edge.app import Agent
 from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.ops.backup import backup_database
+from edge.sim.orders import make_order
 from edge.sim.smtp import SmtpSink
-from tests.helpers import wait_until
+from tests.helpers import api_client, db_execute, post, wait_until
 
 
 async def test_a_backup_that_stopped_succeeding_is_mailed_and_the_next_one_ends_it(
@@ -33,13 +35,15 @@ async def test_a_backup_that_stopped_succeeding_is_mailed_and_the_next_one_ends_
     clock = SteppedClock()
     agent = await make_agent(alert_settings(group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.2), clock=clock)
     [mail] = await sink.wait_for(1, timeout=15)
-    assert "Datensicherung seit 3 d nicht gelungen" in str(mail["Subject"]), mail["Subject"]
+    assert "STÖRUNG: Datensicherung gelingt nicht" in str(mail["Subject"]), mail["Subject"]
     body = mail.get_body(("plain",)).get_content()
-    assert str(backups) in body and "edge backup --config" in body, body
+    assert "Seit 3 d ist keine Sicherung" in body and str(backups) in body and "edge backup --config" in body, body
+    assert "Letzte Meldung" not in body, body  # no line of the agent's English (the verify79 probe, V1)
     await backup_database(agent.settings)
     clock.advance(601)
     mails = await sink.wait_for(2, timeout=15)
-    assert "BEHOBEN" in str(mails[1]["Subject"]) and "Datensicherung" in str(mails[1]["Subject"]), mails[1]["Subject"]
+    # not "BEHOBEN: Datensicherung seit 3 d nicht gelungen", which read as a new alarm (the verify79 probe, V1)
+    assert "BEHOBEN: Datensicherung gelingt nicht" in str(mails[1]["Subject"]), mails[1]["Subject"]
 
 
 async def test_a_new_box_is_not_mailed_before_its_first_night_and_one_that_never_backs_up_is(
@@ -56,4 +60,24 @@ async def test_a_new_box_is_not_mailed_before_its_first_night_and_one_that_never
     clock.step(36 * 3600)
     clock.advance(601)
     [mail] = await sink.wait_for(1, timeout=15)
-    assert "Datensicherung seit 1 d 12 h nicht gelungen" in str(mail["Subject"]), mail["Subject"]
+    assert "Seit 1 d 12 h ist keine Sicherung" in mail.get_body(("plain",)).get_content()
+
+
+async def test_a_box_first_started_on_a_clock_years_behind_counts_from_its_orders_not_from_that_start(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    sink: SmtpSink,
+) -> None:
+    """A new box's first start was recorded on a clock three years behind (a dead RTC battery, NTP not yet there);
+    orders came since, no backup yet: nothing is due. Before, "no backup for 1095 d" (the verify79 probe, V2): the
+    oldest order, by central's clock, is a later bound."""
+    settings = alert_settings(group_wait_s=0.2, check_interval_s=0.2)
+    first = await make_agent(settings)
+    async with api_client(first) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+    await first.stop()
+    await db_execute(str(settings.agent.db_path), "UPDATE store_identity SET recorded_at = recorded_at - 94608000")
+    again = await make_agent(settings)
+    await wait_until(lambda: again.alerter is not None and again.alerter._backup_looked is not None)
+    await asyncio.sleep(3)  # a mail would be out by now: it came within 3 s on the code before
+    assert [m["Subject"] for m in sink.messages] == []

@@ -45,7 +45,7 @@ GROUP_DETAILS = {
     },
     "recovery_failed": {"phase": "processing", "detail": "HTTP 502"},
     "storage_problem": {"detail": "disk is full"},
-    "backup_stale": {"age": "1 d 12 h", "dir": "/var/lib/edge/backups", "detail": "a backup is there, but old"},
+    "backup_stale": {"age": "1 d 12 h", "dir": "/var/lib/edge/backups"},
     "recovery_conflict": {"items": [{"id": "ord_9", "order": "ord_9", "error": "differs in: items"}], "run_id": 3},
     "recovery_invalid": {"items": [{"id": "ord_9", "order": "ord_9", "error": "items[0].qty: 0"}], "run_id": 3},
     "order_totals_mismatch": {
