@@ -70,7 +70,7 @@ from edge.events import (
 from edge.ops.backup import backup_dir, newest_backup_at
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
-from edge.printing.status import HUNG_UP_MID_TICKET
+from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET
 from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
@@ -81,6 +81,7 @@ from edge.store.outbox import OutboxStore
 log = structlog.get_logger()
 
 _BACKUP_LOOK_S = 600.0  # a nightly backup's age needs no closer look
+_BLOCKED = frozenset(state.value for state in BLOCKING_STATES)  # as the status events name them
 # Printer state → the alert type it fires; the other printer alerts clear (see _CLEARED_BY for those that clear fewer).
 _PRINTER_TYPES = {
     "offline": "printer_offline",
@@ -244,6 +245,7 @@ class Alerter:
         self._cfg = settings.alerts
         # Its outage mail says where a primary's stations' tickets go meanwhile, or the cook waits at an empty printer.
         self._failovers = _failovers(settings.stations, settings.printing.failover_after_s)
+        self._blocked: set[str] = set()  # printers known not to print now (a failover does not go there)
         self._backup_looked: float | None = None  # when the backup's age was last looked at (mono)
         self._store = AlertStore(db)
         self._jobs = JobStore(db, clock=clock)
@@ -346,6 +348,10 @@ class Alerter:
         match event:
             case PrinterStatusChanged(printer=printer, old=old, new=new, detail=detail):
                 self._status_told.add(printer)
+                if new in _BLOCKED:
+                    self._blocked.add(printer)
+                else:
+                    self._blocked.discard(printer)
                 look = self._first_look
                 if look is not None and printer in look.printers and look.printers <= self._status_told:
                     self._mail_after_step = True  # the first look is over: the mail goes once the rules took it in
@@ -534,12 +540,19 @@ class Alerter:
         for type_name in _PRINTER_ALERTS:
             if type_name == fired:
                 if type_name != _PAPER_LOW or self._roll_low(printer):
-                    cause = _cause(type_name, detail) | (
-                        self._failovers.get(printer, {}) if type_name != _PAPER_LOW else {}
-                    )
+                    cause = _cause(type_name, detail) | (self._failover(printer) if type_name != _PAPER_LOW else {})
                     self._signal(type_name, printer, True, again=old == "unknown", detail=detail, **cause)
             elif type_name in clears and (type_name != _PAPER_LOW or self._roll_changed(printer, new)):
                 self._signal(type_name, printer, False)
+
+    def _failover(self, printer: str) -> dict[str, Any]:
+        """Where ``printer``'s stations' tickets go while it is out: to backups not known to be out themselves (the
+        mail sent the cook to a printer mailed as unreachable a moment before: the verify79 probe, V8)."""
+        details = self._failovers.get(printer)
+        if details is None:
+            return {}
+        up = [[backup, names] for backup, names in details["failover"] if backup not in self._blocked]
+        return {**details, "failover": up} if up else {}
 
     def _roll_low(self, printer: str) -> bool:
         """Near end seen: True when that is news, not the same roll's lever flipping back within PAPER_LOW_CLEAR_S."""
@@ -571,7 +584,7 @@ class Alerter:
                     mono=since,
                     detail=detail,
                     held_s=f"{FEED_HELD_S:g}",
-                    **self._failovers.get(printer, {}),
+                    **self._failover(printer),
                 )
         for printer, clear_since in list(self._low_rolls.items()):
             if clear_since is not None and now - clear_since >= PAPER_LOW_CLEAR_S:

@@ -60,16 +60,21 @@ async def test_paper_out_and_back_mailed_by_running_agent(
     assert "BEHOBEN" in str(mails[1]["Subject"]) and "Papier leer" in str(mails[1]["Subject"])
 
 
+@pytest.mark.parametrize("backup_down", [False, True], ids=["backup-up", "backup-down"])
 async def test_a_printer_with_a_backup_is_mailed_with_where_its_stations_tickets_print_meanwhile(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
     printers: dict[str, SimPrinter],
     sink: SmtpSink,
+    backup_down: bool,
 ) -> None:
     """The kitchen printer runs dry; the kitchen station has the front printer as its backup: the mail says that the
     kitchen's tickets print at the front meanwhile, headed UMGELEITET, to be taken to the kitchen. Before, it said only
     that they would print on their own once paper was back, and the cook waited at an empty printer while the tickets
-    came out at the counter (printers78 F3)."""
+    came out at the counter (printers78 F3). With the front printer out too (told before), the mail does not send the
+    cook there (the verify79 probe, V8): the tickets wait, as it says."""
+    if backup_down:
+        printers["front"].set_offline(True)
     printers["kitchen"].paper_out = True
     settings = alert_settings(
         group_wait_s=0.2,
@@ -78,10 +83,17 @@ async def test_a_printer_with_a_backup_is_mailed_with_where_its_stations_tickets
     )
     agent = await make_agent(settings)
     assert agent.deps is not None
+    if backup_down:  # a receipt waits for it: the front printer is found off
+        await agent.deps.intake.accept(make_order(2, print_receipt=True))
+        await wait_until(lambda: agent.spoolers["front"].state.value == "offline", what="the front printer off")
     await agent.deps.intake.accept(make_order(1, print_receipt=False))
-    [mail] = await sink.wait_for(1, timeout=15)
+    await wait_until(lambda: [m for m in sink.messages if "kitchen" in str(m["Subject"])], timeout=15)
+    [mail] = [m for m in sink.messages if "kitchen" in str(m["Subject"])]
     body = mail.get_body(("plain",)).get_content()
     assert "Drucker kitchen: Papier leer" in str(mail["Subject"])
+    if backup_down:
+        assert "UMGELEITET" not in body and "Wartende Bons drucken danach automatisch" in body, body
+        return
     assert "Bons der Station kitchen" in body and "Drucker front" in body and "UMGELEITET von kitchen" in body, body
     [ticket] = await printers["front"].wait_for_printed(1, timeout=15)
     assert "UMGELEITET von kitchen" in decode(ticket).text
