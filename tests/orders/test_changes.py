@@ -1400,10 +1400,13 @@ async def test_a_cancel_while_the_change_that_emptied_the_station_prints_leaves_
 ) -> None:
     """As above, but the kitchen printer is slow and the cancel commits while the change ticket that took the dishes
     off is still going out: the STORNO planned then finds, when its turn comes, nothing of the order on the kitchen's
-    paper, and is not printed. Before, an empty STORNO came out (the lifecycle79 probe, F3)."""
+    paper, and is not printed. Before, an empty STORNO came out (the lifecycle79 probe, F3). Another order cancelled
+    just after has its STORNO printed: only the empty one is dropped."""
     kitchen = printers["kitchen"]
+    other = dict(copy.deepcopy(example_order), id="ord_other", number="B-7", print_receipt=False)
     assert (await post(api, example_order))[0] == 201
-    await kitchen.wait_for_printed(1)
+    assert (await post(api, other))[0] == 201
+    await kitchen.wait_for_printed(2)
     await printed_all(agent)
     kitchen.bytes_per_s = 400  # the change ticket takes a second or so
     drinks_only = revised(example_order, 2)
@@ -1416,12 +1419,19 @@ async def test_a_cancel_while_the_change_that_emptied_the_station_prints_leaves_
         lambda rows: rows == [("printing",)],
         what="the change ticket going out",
     )
-    async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 3}) as r:
-        assert (r.status, (await r.json())["status"]) == (200, "cancelled")
-    await printed_all(agent, or_discarded=True)
+    with capture_logs() as logs:
+        for order_id, revision in ((example_order["id"], 3), ("ord_other", 2)):
+            async with api.post(f"/api/v1/orders/{order_id}/cancel", json={"revision": revision}) as r:
+                assert (r.status, (await r.json())["status"]) == (200, "cancelled")
+        await printed_all(agent, or_discarded=True)
     tickets = [decode(job).text for job in kitchen.printed]
-    assert len(tickets) == 2 and "- 2x Pizza Margherita" in tickets[1], tickets
-    assert await db_rows(agent, "SELECT state FROM print_jobs WHERE variant = 'cancel'") in ([], [("discarded",)])
+    assert len(tickets) == 4 and "- 2x Pizza Margherita" in tickets[2], tickets
+    assert "STORNO" in tickets[3] and "B-7" in tickets[3] and "Pizza Margherita" in tickets[3], tickets[3]
+    assert await db_rows(agent, "SELECT order_id, state FROM print_jobs WHERE variant = 'cancel' ORDER BY id") == [
+        (example_order["id"], "discarded"),
+        ("ord_other", "printed"),
+    ]
+    assert [e["event"] for e in logs if e["event"] == "storno_not_printed"] == ["storno_not_printed"]
 
 
 async def test_a_change_after_a_reprint_a_person_asked_for_prints_after_the_copy(
