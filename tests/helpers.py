@@ -225,6 +225,18 @@ def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: An
     return raw
 
 
+def cli_config(path: Path, data_dir: Path, printers: dict[str, SimPrinter], port: int = 9) -> Path:
+    """A config file for `edge …` run as a real process on the same data directory."""
+    return write_config(
+        path,
+        data_dir=data_dir,
+        api_port=port,
+        token=TOKEN,
+        printers={n: p.port for n, p in printers.items()},
+        store_id="test-store",  # the store of the agents make_agent starts
+    )
+
+
 def agent_process(
     tmp_path: Path,
     printers: dict[str, SimPrinter],

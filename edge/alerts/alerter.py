@@ -1131,6 +1131,10 @@ class Alerter:
             if due.kind == "firing" and group["mailed"] != "firing" and group["critical_mail_at"] is not None:
                 # The storm guard sent its news since the last mail to the digest: this mail counts those outages too.
                 extra += await self._store.digested_since_mail(key)
+            if due.kind != "resolved" and "failover" in group["details"]:
+                # Where the tickets go as it is now: a backup out since the alarm was raised is none
+                details = {k: v for k, v in group["details"].items() if k not in ("failover", "failover_after_s")}
+                group = {**group, "details": details | self._failover(group["subject"])}
             if due.kind != "resolved" and "jobs_waiting" in group["details"]:
                 # As many as wait now: the count signalled is of the outage's first moment.
                 if waiting_now is None:

@@ -75,7 +75,6 @@ async def test_a_printer_with_a_backup_is_mailed_with_where_its_stations_tickets
     cook there (the verify79 probe, V8): the tickets wait, as it says."""
     if backup_down:
         printers["front"].set_offline(True)
-    printers["kitchen"].paper_out = True
     settings = alert_settings(
         group_wait_s=0.2,
         critical_group_wait_s=0.2,
@@ -86,6 +85,7 @@ async def test_a_printer_with_a_backup_is_mailed_with_where_its_stations_tickets
     if backup_down:  # a receipt waits for it: the front printer is found off
         await agent.deps.intake.accept(make_order(2, print_receipt=True))
         await wait_until(lambda: agent.spoolers["front"].state.value == "offline", what="the front printer off")
+    printers["kitchen"].paper_out = True
     await agent.deps.intake.accept(make_order(1, print_receipt=False))
     await wait_until(lambda: [m for m in sink.messages if "kitchen" in str(m["Subject"])], timeout=15)
     [mail] = [m for m in sink.messages if "kitchen" in str(m["Subject"])]

@@ -16,23 +16,10 @@ from edge.app import Agent
 from edge.sim.orders import make_order
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from edge.sim.process import write_config
 from edge.sim.smtp import SmtpSink
 from edge.store import migrations
 from tests.appliance.conftest import SystemUser
-from tests.helpers import TOKEN, api_client, db_rows
-
-
-def cli_config(path: Path, data_dir: Path, printers: dict[str, SimPrinter], port: int = 9) -> Path:
-    """A config file for `edge …` run as a real process on the same data directory."""
-    return write_config(
-        path,
-        data_dir=data_dir,
-        api_port=port,
-        token=TOKEN,
-        printers={n: p.port for n, p in printers.items()},
-        store_id="test-store",  # the store of the agents make_agent starts
-    )
+from tests.helpers import api_client, cli_config, db_rows
 
 
 async def edge(*args: str, user: SystemUser | None = None) -> subprocess.CompletedProcess[str]:

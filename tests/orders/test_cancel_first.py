@@ -21,8 +21,17 @@ from edge.events import OrderConflicted, OrderRevised, OrderStored
 from edge.orders.model import canonical_json, content_hash, meaning, parse_order
 from edge.printing.decode import decode
 from edge.sim.printer import SimPrinter
-from edge.sim.process import write_config
-from tests.helpers import TOKEN, Recorder, api_client, db_execute, db_rows, edge_blocking, eventually, post, wait_until
+from tests.helpers import (
+    Recorder,
+    api_client,
+    cli_config,
+    db_execute,
+    db_rows,
+    edge_blocking,
+    eventually,
+    post,
+    wait_until,
+)
 
 ORDER = "ord_7f3a9c21"  # the example order's id
 
@@ -290,14 +299,7 @@ async def test_a_kept_cancel_survives_a_step_down_below_its_schema_and_back(
         assert (await cancel(api, {"revision": 2, "reason": "storniert"}))[0] == 202
     await first.stop()
     settings = first.settings
-    config = write_config(
-        tmp_path / "edge.toml",
-        data_dir=settings.agent.data_dir,
-        api_port=9,
-        token=TOKEN,
-        printers={n: p.port for n, p in printers.items()},
-        store_id=settings.agent.store_id,
-    )
+    config = cli_config(tmp_path / "edge.toml", settings.agent.data_dir, printers)
     down = await asyncio.to_thread(edge_blocking, "migrate", "--to", "13", "--config", str(config))
     assert down.returncode == 0, down.stderr
     seen = "SELECT revision FROM seen_orders WHERE id = ?"
