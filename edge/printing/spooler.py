@@ -13,7 +13,13 @@ import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
 from edge.config import PrinterSettings, SpoolSettings
-from edge.errors import DeviceUnreachableError, DeviceWriteError, StoreUnavailableError, UnreadableRowError
+from edge.errors import (
+    DeviceUnreachableError,
+    DeviceWriteError,
+    InvalidOrderError,
+    StoreUnavailableError,
+    UnreadableRowError,
+)
 from edge.events import EventBus, PrinterStatusChanged, TextUnprintable
 from edge.log import SaidOnce
 from edge.orders.changes import struck_lines
@@ -564,5 +570,11 @@ def _strikes_nothing(job: PrintableJob) -> bool:
     """Whether a STORNO finds nothing of its order on its station's paper (the revisions its PRINTABLE row names)."""
     if job.base_payload is None or job.station is None:
         return False  # it fails at its render, seen
-    revisions = [job.base_payload, *json.loads(job.struck_payloads or "[]")]
-    return not struck_lines([parse_order(json.loads(p), stored=True) for p in revisions], job.station)
+    try:
+        revisions = [
+            parse_order(json.loads(p), stored=True)
+            for p in [job.base_payload, *json.loads(job.struck_payloads or "[]")]
+        ]
+    except (ValueError, InvalidOrderError):  # a revision this version cannot read: it fails at its render, seen
+        return False
+    return not struck_lines(revisions, job.station)

@@ -154,3 +154,32 @@ def test_a_stored_payload_is_read_without_a_senders_limits_but_with_its_types_an
     else:
         with pytest.raises(InvalidOrderError):
             parse_order(payload, stored=True)
+
+
+async def test_a_storno_whose_struck_revision_this_version_cannot_read_fails_alone(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """The STORNO's revision on paper turns out unreadable (a time without its zone) when its turn comes: the STORNO
+    fails as any ticket that cannot be rendered, and the orders behind it print. The look for a STORNO with nothing
+    to strike reads those revisions too, before the render: it must not stop the printer's line."""
+    kitchen = printers["kitchen"]
+    assert (await post(api, example_order))[0] == 201
+    await kitchen.wait_for_printed(1)
+    kitchen.set_offline(True)
+    async with api.post(f"/api/v1/orders/{example_order['id']}/cancel", json={"revision": 2}) as response:
+        assert response.status == 200, await response.text()
+    await db_execute(
+        agent,
+        "UPDATE order_revisions SET payload = json_set(payload, '$.created_at', ?) WHERE order_id = ? AND revision = 1",
+        NAIVE,
+        example_order["id"],
+    )
+    after = dict(copy.deepcopy(example_order), id="ord_after", number="B-7", print_receipt=False)
+    assert (await post(api, after))[0] == 201
+    kitchen.set_offline(False)
+    await eventually(
+        lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE order_id = 'ord_after'"),
+        lambda rows: rows == [("printed",)],
+        what="the order behind the STORNO printed",
+    )
+    assert "B-7" in decode(kitchen.printed[-1]).text
