@@ -15,7 +15,7 @@ from edge.errors import NotFoundError, UnreadableRowError, WrongStateError
 from edge.events import Event, EventBus, JobDead, JobFailed, JobHeld, JobPrinted, JobRedirected
 from edge.orders.model import parse_stored
 from edge.states import NOT_DONE_JOB_STATES, HoldReason, JobKind, JobState, JobVariant, OrderStatus, StatusEvent
-from edge.store.db import Database, DirectConnection
+from edge.store.db import Database, DirectConnection, Writer
 from edge.store.meta import UPSERT_META
 from edge.store.orders import job_key
 from edge.store.outbox import add_outbox, outbox_row
@@ -222,6 +222,14 @@ def _readable_as(rows: Sequence[Row], kind: type[Job]) -> list[Job]:
         except UnreadableRowError as err:
             log.debug("job_unreadable_left_out", job_id=err.row_id, error=str(err))
     return jobs
+
+
+async def _replace_meta_under(conn: Writer, prefix: str, values: Mapping[str, str]) -> None:
+    """The meta values under ``prefix`` become ``values`` (by the rest of the key), those not in it gone."""
+    await conn.execute("DELETE FROM meta WHERE substr(key, 1, :n) = :prefix", {"n": len(prefix), "prefix": prefix})
+    await conn.executemany(
+        "INSERT INTO meta(key, value) VALUES (?, ?)", [(prefix + name, value) for name, value in values.items()]
+    )
 
 
 def _heirs(named: Collection[str], last: Mapping[str, str], devices: Mapping[str, str]) -> list[str]:
@@ -870,7 +878,8 @@ class JobStore:
             return
         # Records of a printer renamed and moved at once pass to its heirs: after this, nothing tells them apart.
         heirs = _heirs(await self._meta_under(_CLEAR_KEY), last, devices)
-        gone = {name: device for name, device in (await self.last_devices()).items() if name not in devices}
+        known = await self._meta_under(_LEFT_KEY) | last  # last_devices(), its run's part read above
+        gone = {name: device for name, device in known.items() if name not in devices}
         named = await self._db.fetchall(
             "SELECT DISTINCT printer FROM print_jobs WHERE state IN (SELECT value FROM json_each(:states))"
             " AND printer IN (SELECT value FROM json_each(:gone))",
@@ -878,23 +887,11 @@ class JobStore:
         )
         left = {name: gone[name] for (name,) in named}
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix", {"n": len(_LEFT_KEY), "prefix": _LEFT_KEY}
-            )
-            await conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [(_LEFT_KEY + name, device) for name, device in left.items()],
-            )
+            await _replace_meta_under(conn, _LEFT_KEY, left)
             await conn.executemany(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')", [(_CLEAR_KEY + name,) for name in heirs]
             )
-            await conn.execute(
-                "DELETE FROM meta WHERE substr(key, 1, :n) = :prefix", {"n": len(_DEVICE_KEY), "prefix": _DEVICE_KEY}
-            )
-            await conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [(_DEVICE_KEY + name, device) for name, device in devices.items()],
-            )
+            await _replace_meta_under(conn, _DEVICE_KEY, devices)
 
     async def printers_to_clear(self, devices: Mapping[str, str], interrupted: Collection[str] = ()) -> set[str]:
         """Of the configured printers (``devices``: name -> device), those whose buffers may still hold the rest of a
