@@ -67,7 +67,7 @@ from edge.events import (
     StorageRecovered,
     TextUnprintable,
 )
-from edge.ops.backup import backup_dir, newest_backup_at
+from edge.ops.backup import BACKUP_AHEAD_SKEW_S, backup_dir, newest_backup_at
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
 from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET
@@ -247,6 +247,7 @@ class Alerter:
         self._failovers = _failovers(settings.stations, settings.printing.failover_after_s)
         self._blocked: set[str] = set()  # printers known not to print now (a failover does not go there)
         self._backup_looked: float | None = None  # when the backup's age was last looked at (mono)
+        self._backup_ahead: tuple[float, float] | None = None  # a newest backup dated ahead: (its date, first seen)
         self._store = AlertStore(db)
         self._jobs = JobStore(db, clock=clock)
         self._ages = ages or JobAges(clock=clock, printing=settings.printing, staleness=settings.staleness)
@@ -710,6 +711,13 @@ class Alerter:
             return
         self._backup_looked = self.clock.mono()
         taken = await asyncio.to_thread(newest_backup_at, self._settings)
+        if taken is not None and taken > now + BACKUP_AHEAD_SKEW_S:
+            # Written while the clock was ahead (a failing RTC; NTP stepped it back since): its date says nothing of
+            # its age, and failing nights would have gone unsaid until the clock passed it (the verify79 probe, V4).
+            # Counted from when this run first saw it: the nightly backup's next success replaces it as the newest.
+            if self._backup_ahead is None or self._backup_ahead[0] != taken:
+                self._backup_ahead = (taken, now)
+            taken = self._backup_ahead[1]
         since = taken if taken is not None else await in_service_since(self._db)
         if since is None:
             return

@@ -46,6 +46,8 @@ _PREFIX = "edge-"
 # years ahead for nights (a failing RTC) and right again after: n, not the time, says which backup came last.
 _NAME = re.compile(rf"{_PREFIX}\d{{8}}T\d{{9}}Z(?:-(\d+))?(?!\d)")
 _MB = 2**20
+# A backup dated further ahead of the clock than this was taken while the clock was wrong: its age cannot be told.
+BACKUP_AHEAD_SKEW_S = 600.0
 _PARTIAL_STALE_S = 3600.0  # a backup is written in one step, in seconds or minutes: a partial this old is dead
 
 

@@ -162,12 +162,21 @@ def _database_checks(settings: Settings) -> list[Check]:
 def _backup_check(settings: Settings) -> Check:
     """The newest backup's age: a nightly backup failing night after night said nothing here (the upgrade79 probe)."""
     from edge.alerts.render import wait_text
-    from edge.ops.backup import backup_dir, newest_backup_at
+    from edge.ops.backup import BACKUP_AHEAD_SKEW_S, backup_dir, newest_backup_at
 
     where, taken = backup_dir(settings), newest_backup_at(settings)
     if taken is None:
         return Check("backup", "warn", f"none in {where} (the nightly edge-backup.timer writes one; now: edge backup)")
-    age_s = max(0.0, time.time() - taken)
+    age_s = time.time() - taken
+    if age_s < -BACKUP_AHEAD_SKEW_S:  # "0 min old" hid nights of failed backups (the verify79 probe, V4)
+        ahead = wait_text(int(-age_s // 60))
+        return Check(
+            "backup",
+            "warn",
+            f"newest dated {ahead} ahead of this box's clock in {where}: taken while the clock was wrong, its age"
+            " cannot be told (now: edge backup)",
+        )
+    age_s = max(0.0, age_s)
     stale_h = settings.backup.stale_after_h
     level = "warn" if stale_h and age_s >= stale_h * 3600 else "ok"
     return Check("backup", level, f"newest {wait_text(int(age_s // 60))} old in {where}")

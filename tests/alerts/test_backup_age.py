@@ -81,3 +81,31 @@ async def test_a_box_first_started_on_a_clock_years_behind_counts_from_its_order
     await wait_until(lambda: again.alerter is not None and again.alerter._backup_looked is not None)
     await asyncio.sleep(3)  # a mail would be out by now: it came within 3 s on the code before
     assert [m["Subject"] for m in sink.messages] == []
+
+
+async def test_a_backup_dated_ahead_of_the_clock_is_counted_from_when_it_was_seen_not_from_its_date(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    sink: SmtpSink,
+    tmp_path: Path,
+) -> None:
+    """The newest backup was taken while the box's clock was a month ahead (a failing RTC), then NTP stepped the
+    clock back and the nightly backups failed: no mail ever came, its age was negative for a month (the verify79
+    probe, V4). Its date says nothing; stale_after_h after this run first saw it, the warning."""
+    backups = tmp_path / "data" / "backups"
+    backups.mkdir(parents=True)
+    ahead = backups / "edge-20270104T033000000Z-1.db"
+    ahead.write_bytes(b"")
+    a_month_on = time.time() + 30 * 86400
+    os.utime(ahead, (a_month_on, a_month_on))
+    clock = SteppedClock()
+    agent = await make_agent(alert_settings(group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.2), clock=clock)
+    await wait_until(lambda: agent.alerter is not None and agent.alerter._backup_looked is not None)
+    clock.step(35 * 3600)
+    clock.advance(601)
+    await asyncio.sleep(1)
+    assert sink.messages == []  # not yet stale_after_h since it was seen
+    clock.step(3600)
+    clock.advance(601)
+    [mail] = await sink.wait_for(1, timeout=15)
+    assert "Seit 1 d 12 h ist keine Sicherung" in mail.get_body(("plain",)).get_content()
