@@ -66,6 +66,7 @@ _SILENT_IN_TICKET = (
 # printer's buffer may still be printing (Epson: "executed even when the receive buffer is full").
 _GS_R_PAPER = b"\x1dr\x01"
 _GS_R_PAPER_END = 0x0C  # its reply's bits 2 and 3: the roll paper end sensor
+_GS_R_NEAR_END = 0x03  # bits 0 and 1: the roll near-end sensor
 # DLE DC4 fn=8 (real time): clears the receive and print buffers. An Epson stopped at paper end or with the cover open
 # in the middle of a job goes on with the rest of it once the fault clears: without this, that half ticket (without
 # its head) would come out before the COPY of the whole.
@@ -289,6 +290,7 @@ class PrinterDriver:
         # is told as off ("" otherwise).
         self.stopped_why = ""
         self._stopped_in_ticket = False  # a ticket stalled or went unanswered, and it has not answered since
+        self._sensed = PrinterState.UNKNOWN  # the paper as the last GS r reply told it
         self._failed = ""  # why the last question between jobs could not be asked (its thread only)
         # The models that answer DLE EOT answer GS r.
         self._in_order_answers = (
@@ -505,12 +507,18 @@ class PrinterDriver:
                 self._cut_short_on_strip = False
                 return PrintOutcome(confirmed=False, state=PrinterState.UNKNOWN)
             processed = self._out(data)
-            # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
-            replies = {} if processed is None else self._ask((1, 4), first_timeout=self._taking_time(data))
-            if processed or replies:
-                state, confirmed = parse_status(replies), True
+            if processed:
+                # Out whole: its GS r reply is the paper sensors' state, what DLE EOT 4 would say, and the printer's own
+                # state the next job's check reads. Asking DLE EOT 1, 4 as well cost a printer answering in 300 ms
+                # (Wi-Fi in power save) 0.6 s a ticket, and at a rush its tickets came a minute late (rush79, F2).
+                state, confirmed = self._sensed, True
             else:
-                state, confirmed = self._silent_after(data)
+                # A DLE EOT reply means the printer has taken every byte before it (not that it printed them).
+                replies = {} if processed is None else self._ask((1, 4), first_timeout=self._taking_time(data))
+                if replies:
+                    state, confirmed = parse_status(replies), True
+                else:
+                    state, confirmed = self._silent_after(data)
         doubtful = confirmed and self._replies.doubtful  # a state read, maybe from a reply to another query
         outcome = PrintOutcome(confirmed=confirmed, state=state, processed=bool(processed), doubtful=doubtful)
         # After a paper end the half ticket is on the old roll's tail: a cut would only waste the new one's start.
@@ -559,6 +567,8 @@ class PrinterDriver:
             sensors = self._replies.next(in_order=True, timeout=min(max(left, 0.0), wait_s))
             if sensors is not None:
                 self._in_order_answers.note(True)
+                self._heard(True)
+                self._sensed = PrinterState.PAPER_NEAR_END if sensors & _GS_R_NEAR_END else PrinterState.ONLINE
                 # Epson leaves GS r unanswered at paper end; some clones answer it with the paper end bits set.
                 return not sensors & _GS_R_PAPER_END
             if left <= _STOP_POLL_S and known and not waited_longer:

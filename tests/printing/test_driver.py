@@ -40,7 +40,7 @@ async def test_prints_exact_bytes_and_confirms(printer: SimPrinter) -> None:
     assert outcome == PrintOutcome(confirmed=True, state=PrinterState.ONLINE, processed=True)
     assert await printer.wait_for_printed(1, timeout=5) == [JOB]
     assert printer.jobs == [JOB]
-    assert printer.status_queries == 5  # 1, 2, 4 before; 1, 4 after
+    assert printer.status_queries == 3  # 1, 2, 4 before; after it, GS r's reply is the paper's state
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ async def test_a_printer_that_never_answered_is_not_asked_around_jobs_until_it_a
 async def test_a_printer_that_answered_once_is_offline_when_silent_and_always_asked(printer: SimPrinter) -> None:
     """Silence from a printer that has answered is never its nature: it is switched off or cut off, so each job asks
     first and is not sent (before: sent as "unknown", and lost on a printer that was off); a status poll says
-    offline; once it answers, jobs go again, asked before and after."""
+    offline; once it answers, jobs go again, asked before them."""
     driver = driver_for(printer, status_timeout=0.2)
     assert (await driver.print(JOB)).confirmed
     printer.answer_status = False
@@ -175,7 +175,7 @@ async def test_a_printer_that_answered_once_is_offline_when_silent_and_always_as
     assert await driver.status() == PrinterState.OFFLINE
     printer.answer_status = True
     before = printer.status_asked
-    assert (await driver.print(JOB)).confirmed and printer.status_asked == before + 5  # 1, 2, 4 before; 1, 4 after
+    assert (await driver.print(JOB)).confirmed and printer.status_asked == before + 3  # 1, 2, 4 before; GS r after
     assert await printer.wait_for_printed(2, timeout=5) == [JOB, JOB]
 
 

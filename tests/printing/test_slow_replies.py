@@ -144,3 +144,33 @@ async def test_a_printer_that_answered_at_once_and_then_answers_late_prints_on(
             assert (await post(api, order))[0] == 201
         await kitchen.wait_for_printed(3, timeout=10)
     await _each_printed_once_never_offline(agent, kitchen, tickets, events)
+
+
+async def test_a_ticket_its_in_order_reply_says_is_out_costs_no_status_questions_after_it(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict,
+    sink: SmtpSink,
+    tmp_path: Path,
+) -> None:
+    """A printer answering every query 0.1 s late (a Wi-Fi printer in power save) got seven status round trips a
+    ticket, one after another: DLE EOT 1, 2, 4 before it, GS r and DLE EOT 2 polls while it printed, DLE EOT 1, 4
+    after. At 300 ms a reply that was 2.3 s a ticket, and at a rush a bar's tickets came a minute late (the rush79
+    probe, F2). GS r's reply after the ticket is the paper sensors' state, what DLE EOT 4 would say: the two questions
+    after it are not asked; the next ticket's check before it still reads the printer's state. Each ticket once, its
+    paper near end still told."""
+    kitchen = printers["kitchen"]
+    kitchen.reply_delay_s = 0.1
+    kitchen.paper_near_end = True
+    tickets = orders(example_order, 4)
+    agent = await make_agent(_settings(tmp_path, printers, sink, profile="TM-T88V"))
+    async with api_client(agent) as api:
+        asked = kitchen.status_asked
+        for order in tickets:
+            assert (await post(api, order))[0] == 201
+            await kitchen.wait_for_printed(tickets.index(order) + 1, timeout=10)
+        await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)] * 4, what="all printed")
+    per_ticket = (kitchen.status_asked - asked) / len(tickets)
+    assert per_ticket <= 3.5, f"{per_ticket} DLE EOT queries a ticket (1, 2, 4 before it, none after)"
+    assert _numbers_on_paper(kitchen, tickets) == [[o["number"]] for o in tickets]
+    assert agent.spoolers["kitchen"].state.value == "paper_near_end"

@@ -96,7 +96,8 @@ async def test_an_idle_printer_is_read_every_status_poll_s_from_the_start_and_fr
         assert (await post(api, example_order))[0] == 201
     await loop_clock.until(lambda: kitchen.printed, "printed")
     printed_at = loop_clock.mono()  # 5 s: off the old beat (6 s)
-    await loop_clock.until(lambda: kitchen.status_queries % READ == 2, "the job's reads before and after it (3 + 2)")
+    # its read before it (DLE EOT 1, 2, 4), and its GS r after it, whose reply is the paper's state
+    await loop_clock.until(lambda: kitchen.in_order_answered == 1, "the job's GS r reply")
     times, each = read_times(loop_clock, kitchen)
     await loop_clock.run(4.5, each=each)
     assert [t - printed_at for t in times] == pytest.approx([2.0, 4.0], abs=0.03), times
