@@ -179,6 +179,15 @@ REVIVED_WITHIN_S = 12 * 3600  # a ticket given up longer ago than a service is n
 # An original still to print on its own (in line, or tried again): a reprint copies it not beside itself. Not one
 # going out ('printing': its printed mark rides with the next claim, a moment after it is on paper).
 _ORIGINAL_WAITING = "(NOT copy AND variant IS NULL AND state IN ('queued', 'failed'))"
+# A person's COPY shows the order as it is now: a ticket of its station held or given up (dead) before it, the
+# original or a change, is settled by it (discarded, saying why). Left as it was, its Release or Retry (the manager's
+# page still offered them) printed the order a second time, and a dead one's alarm never ended (the api80 probe, F1,
+# F2). ?1 why, ?2 the order, ?3 kind, ?4 station, ?5 the COPY.
+_REPLACED_BY_A_COPY = (
+    "UPDATE print_jobs SET state = 'discarded', held_reason = NULL, last_error = ?1"
+    " WHERE order_id = ?2 AND kind = ?3 AND station IS ?4 AND id < ?5 AND state IN ('held', 'dead')"
+    " AND (variant IS NULL OR variant != 'cancel')"
+)
 _COPIES_OUT_KEPT = 4096  # the newest COPYs a run remembers seeing come out; one older goes by printed_at again
 # What a reprint copies: the receipt if one was not dropped before it printed (by a revision that no longer wants it,
 # or a person), and a ticket for each station with production items in the current revision, whether its first
@@ -676,11 +685,15 @@ class JobStore:
     async def _refused(self, conn: aiosqlite.Connection, job_id: int, wanted: tuple[JobState, ...], verb: str) -> None:
         """Raise why a job could not be changed: it does not exist, it is in the wrong state, or its printer is gone."""
         rows = list(
-            await conn.execute_fetchall("SELECT state, printer, station FROM print_jobs WHERE id = ?", (job_id,))
+            await conn.execute_fetchall(
+                "SELECT state, printer, station, last_error FROM print_jobs WHERE id = ?", (job_id,)
+            )
         )
         if not rows:
             raise NotFoundError(f"print job {job_id} does not exist")
-        state, printer, station = rows[0]
+        state, printer, station, why = rows[0]
+        if state == JobState.DISCARDED and why and why.startswith("replaced by"):
+            raise WrongStateError(f"print job {job_id} is discarded: {why}, which a person's reprint queued")
         if state in wanted:
             raise WrongStateError(
                 f"print job {job_id} is for printer {printer!r}, which is not configured, and no printer serves"
@@ -1108,4 +1121,8 @@ class JobStore:
                 assert cursor.lastrowid is not None  # an INSERT into a rowid table
                 new_ids.append(cursor.lastrowid)
                 await cursor.close()
+                await conn.execute(
+                    _REPLACED_BY_A_COPY,
+                    (f"replaced by its COPY, job {cursor.lastrowid}", order_id, kind, job_station, cursor.lastrowid),
+                )
         return Copies(queued=tuple(new_ids), waiting=tuple(waiting))

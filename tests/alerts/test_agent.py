@@ -731,3 +731,52 @@ async def test_tickets_held_after_forty_days_off_are_told_once_and_their_wait_in
         assert any(line.endswith(f"Bestellung: A-10{n:02d} · Wartezeit: 40 d") for line in lines), body
     assert await db_rows(second, "SELECT state, held_reason FROM print_jobs") == [("held", "stale")] * count
     assert not printers["kitchen"].printed
+
+
+async def job_states(agent: Agent) -> list[str]:
+    return [str(state) for (state,) in await db_rows(agent, "SELECT state FROM print_jobs ORDER BY id")]
+
+
+async def test_a_dead_ticket_a_reprint_replaced_is_not_printed_again_by_a_retry_and_its_alarm_ends(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The printer hung up on the ticket until it was given up (dead: the manager is mailed "Bon nicht gedruckt");
+    the jack pushed back in, the cook presses Reprint and the COPY prints. The dead original is settled by it: the
+    page shows nothing dead, a Retry is refused naming the COPY, and the alarm ends. Before stop 80 the Retry printed
+    the order a second time, and the alarm stayed on, reminding the manager that an order the kitchen had did not
+    print (the api80 probe, F1 and F2)."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.3)
+    agent = await make_agent(dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1)))
+    kitchen = printers["kitchen"]
+    kitchen.drop_after = 100
+    order = make_order(1, print_receipt=False)
+    async with api_client(agent) as api:
+        status, body = await post(api, order)
+        assert status == 201, body
+        [original] = body["job_ids"]
+        await eventually(lambda: job_states(agent), lambda states: states == ["dead"], what="the ticket dead")
+        await sink.wait_for(1, timeout=15)
+        kitchen.drop_after = None
+        async with api.post(f"/api/v1/orders/{order['id']}/reprint") as response:
+            assert response.status == 201, await response.text()
+            [copy_id] = (await response.json())["job_ids"]
+        await eventually(lambda: job_states(agent), lambda states: states[-1:] == ["printed"], what="the COPY out")
+        async with api.post(f"/api/v1/jobs/{original}/retry") as response:
+            assert response.status == 409, await response.text()
+            assert f"replaced by its COPY, job {copy_id}" in (await response.json())["reason"]
+        async with api.get("/api/v1/printers") as response:
+            [kitchen_row] = [p for p in (await response.json())["printers"] if p["name"] == "kitchen"]
+        assert kitchen_row["jobs"]["dead"] == 0, kitchen_row
+        await eventually(
+            lambda: asyncio.sleep(0, [str(m["Subject"]) for m in sink.messages]),
+            lambda subjects: any("BEHOBEN" in s and "Bon nicht gedruckt" in s for s in subjects),
+            timeout=15,
+            what="the dead ticket's all-clear",
+        )
+    tickets = [decode(t).text for t in kitchen.printed]
+    # the head the hang-up cut, then the COPY
+    assert ["KOPIE / COPY" in t for t in tickets] == [False, True], tickets
+    assert await job_states(agent) == ["discarded", "printed"]

@@ -45,8 +45,9 @@ async def test_a_jobs_reprint_copies_that_receipt_only_and_refuses_what_cannot_b
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
     """The receipt went dead (the guest has none). Reprint of that job: one receipt COPY, no kitchen COPY (the order's
-    reprint, all a Reprint in its row could send, gave the kitchen a COPY of food already made). An unknown job is
-    404, a discarded one 409, a job id that is not a number 404 naming it."""
+    reprint, all a Reprint in its row could send, gave the kitchen a COPY of food already made); the dead receipt is
+    settled by it (discarded). An unknown job is 404, a discarded one 409, a job id that is not a number 404 naming
+    it."""
     clock = SteppedClock()
     agent, jobs = await dead_receipt(make_agent, example_order, printers, clock)
     async with api_client(agent) as api:
@@ -73,7 +74,8 @@ async def test_a_jobs_reprint_copies_that_receipt_only_and_refuses_what_cannot_b
         async with api.post(f"/api/v1/jobs/{answer['job_ids'][0]}/reprint") as response:
             assert response.status == 201  # a printed COPY can be copied again
         async with api.post(f"/api/v1/jobs/{jobs['receipt']}/discard") as response:
-            assert response.status == 200
+            assert response.status == 409  # its COPY settled it (the api80 probe, F1)
+            assert "replaced by its COPY" in (await response.json())["reason"]
         async with api.post(f"/api/v1/jobs/{jobs['receipt']}/reprint") as response:
             assert response.status == 409
             assert "discarded" in (await response.json())["reason"]
