@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
+from edge.orders.currency import as_printed
 from edge.orders.model import Fulfilment, Payment
 
 # The labels a template reads as t.NAME (t.copy, t.total, ...).
@@ -105,10 +106,11 @@ OTHER_DAY = {"de": "%d.%m. %H:%M", "en": "%Y-%m-%d %H:%M"}
 
 
 def money(amount: Decimal | int, currency: str, language: str) -> str:
+    """The amount as printed: its currency's decimals, or more where it has them (edge.orders.currency.as_printed)."""
     if isinstance(amount, float):
         raise TypeError("money must be a Decimal, never a float")
-    value = Decimal(amount).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    digits = f"{abs(value):,.2f}"
+    value = as_printed(Decimal(amount), currency)
+    digits = f"{abs(value):,f}"
     if language == "de":
         digits = digits.translate(str.maketrans(",.", ".,"))
     sign = "-" if value < 0 else ""

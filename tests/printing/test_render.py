@@ -277,14 +277,17 @@ def test_receipt_line_prices_are_right_aligned(
     [
         ("1234.5", "EUR", "1.234,50 €", "€1,234.50"),
         ("9.5", "CHF", "9,50 CHF", "CHF 9.50"),
-        ("0.005", "EUR", "0,01 €", "€0.01"),
+        ("0.005", "EUR", "0,005 €", "€0.005"),
         ("1000000", "EUR", "1.000.000,00 €", "€1,000,000.00"),
+        ("3.5", "KWD", "3,500 KWD", "KWD 3.500"),
+        ("2400", "JPY", "2.400 JPY", "JPY 2,400"),
     ],
 )
 def test_money_follows_the_language(
     renderer: Renderer, order: Order, amount: str, currency: str, de: str, en: str
 ) -> None:
-    """Money is Decimal, rounded half up to cents, with German or English separators and currency placement."""
+    """Money is Decimal, with its currency's decimals (more where it has them, never rounded: before stop 80 0.005 €
+    printed 0,01 €, the receipt80 probe's R2), German or English separators and currency placement."""
     value = Decimal(amount)
     one = with_item(order, qty=1, unit_price=value, modifiers=())
     one = dataclasses.replace(
