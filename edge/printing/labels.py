@@ -120,7 +120,8 @@ def money(amount: Decimal | int, currency: str, language: str) -> str:
 
 
 def percent(rate: Decimal, language: str) -> str:
-    text = f"{Decimal(rate).normalize():f}"
+    value = Decimal(rate).normalize()
+    text = f"{abs(value) if value.is_zero() else value:f}"  # a till's "-0.00" is 0 %, never "-0%"
     return (text.replace(".", ",") if language == "de" else text) + "%"
 
 

@@ -306,6 +306,17 @@ async def test_an_amount_finer_than_its_currencys_minor_unit_prints_as_sent_so_t
     assert seen == [], seen
 
 
+async def test_a_tax_rate_of_minus_zero_prints_as_0_percent(
+    make_agent: Callable[..., Awaitable[Agent]], printers: dict[str, SimPrinter], example_order: dict
+) -> None:
+    """A till writing a zero rate from a signed value sends "-0.00": it is 0 %, and before stop 80 the receipt
+    printed "inkl. -0% MwSt" (the receipt80 probe, R7)."""
+    paper = _sale(example_order, "EUR", ("Zeitung", 1, "2.50"), tax=(("-0.00", "0.00"),), subtotal="2.50", total="2.50")
+    receipts, seen = await _receipts(make_agent, printers, paper)
+    assert _line(receipts["Zeitung"], "inkl.") == "inkl. 0% MwSt 0,00 €", receipts
+    assert seen == [], seen
+
+
 def test_a_mismatch_alert_is_mailed_once_with_later_ones_as_news_never_as_reminders() -> None:
     """order_totals_mismatch is an occurrence, not a condition: after its mail no reminder follows (repeat_interval),
     but a further order with bad totals is news for the next mail."""
