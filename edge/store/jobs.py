@@ -63,7 +63,9 @@ _REPLACED_PRINTED_AT = _REPLACED_RECEIPT.format("CASE e.state WHEN 'printed' THE
 _SHOWN_BY_A_COPY = (
     "(j.variant = 'change' AND EXISTS (SELECT 1 FROM print_jobs c WHERE c.order_id = j.order_id"
     " AND c.station IS j.station AND c.kind = j.kind AND c.variant IS NULL AND c.copy AND c.id > j.id"
-    " AND c.revision >= j.revision AND (c.state IN ('printed', 'printing') OR c.went_out)))"
+    " AND c.revision >= j.revision AND (c.state IN ('printed', 'printing') OR c.went_out)"
+    # one printed before that COPY came out printed unmarked: its preview says so (the receipt80 probe, R4)
+    " AND (j.state != 'printed' OR c.printed_at < j.printed_at)))"
 )
 # A job renders its own revision (order_revisions once an order has more than one). Its age counts from when it was
 # made (its created_at, stored with the order or with the revision that made it: a change to a 3-hour-old order is held

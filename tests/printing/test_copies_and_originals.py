@@ -149,6 +149,27 @@ async def test_a_held_change_a_copy_showed_is_settled_by_it_and_its_release_prin
     assert len(tickets) == 2 and "1x Tiramisu" in tickets[1] and COPY_MARK in tickets[1], tickets
 
 
+async def test_a_change_ticket_that_printed_before_a_copy_previews_as_it_printed_unmarked(
+    agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
+) -> None:
+    """The ticket and its change ticket printed, both unmarked; then a person reprints the order. The change ticket's
+    preview shows it as it came out, unmarked. Before stop 80 it previewed under KOPIE / COPY, as a change ticket
+    still to print that the COPY showed would print (the receipt80 probe, R4)."""
+    order = order_taken()
+    assert (await post(api, order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    status, body = await post(api, dessert_added(order))
+    assert status == 200, body
+    [change] = body["job_ids"]
+    await printers["kitchen"].wait_for_printed(2)
+    await eventually(lambda: job_state(agent, change), lambda s: s == "printed", what="the change printed")
+    await reprint_printed(agent, api, order)
+    async with api.get(f"/api/v1/jobs/{change}/preview") as response:
+        assert response.status == 200, await response.text()
+        flat = (await response.text()).replace(" ", "")  # its double-width heads are spaced out
+    assert "ÄNDERUNG" in flat and "KOPIE/COPY" not in flat, flat
+
+
 async def test_a_change_after_a_copy_of_a_held_ticket_printed_follows_the_copy(
     agent: Agent, api: aiohttp.ClientSession, printers: dict[str, SimPrinter]
 ) -> None:
