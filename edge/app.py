@@ -296,6 +296,7 @@ class Agent:
             self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
             self._runner = self._server.runner
             self.port = await self._server.start()
+            lock.note_port(self.port)  # commands find the agent here after api.port changed in edge.toml
             self._on_stop(stack, "api", self._stop_api)  # first to stop: no new orders while the rest winds down
             if s.mqtt.url:
                 await self._start_mqtt(stack, intake, db)

@@ -11,6 +11,7 @@ from typing import Any
 from edge.api.signing import signature_headers
 from edge.config import Settings, signing_key
 from edge.errors import EdgeError
+from edge.ops.lock import DataDirLock
 
 _TIMEOUT_S = 10.0
 
@@ -23,7 +24,8 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
     # An id or printer name as typed (Küche, "A 1001") is a path segment, not the URL's own characters.
     path = urllib.parse.quote(path, safe="/?&=%:")
-    address = f"{f'[{host}]' if ':' in host else host}:{settings.api.port}"
+    port = agent_port(settings)
+    address = f"{f'[{host}]' if ':' in host else host}:{port}"
     url = f"http://{address}{path}"
     headers = {"Authorization": f"Bearer {settings.api.token.get()}"}
     data = None if body is None else json.dumps(body).encode()
@@ -32,7 +34,7 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     if settings.api.signing_secrets:  # where signatures are the only credential (no token), the box's own are needed
         headers |= signature_headers(signing_key(settings.api.signing_secrets[0]), data or b"")
     try:
-        status, text = await asyncio.to_thread(_request, host, settings.api.port, method, path, data, headers)
+        status, text = await asyncio.to_thread(_request, host, port, method, path, data, headers)
     except (OSError, http.client.HTTPException) as err:
         raise EdgeError(
             f"agent API at {url} did not answer ({err or type(err).__name__}); is the agent running?"
@@ -47,6 +49,13 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
         return status, answer
     # Another service's JSON (null, a list) crashed the health timer before it could mail (the docs probe, D1)
     raise EdgeError(not_the_agent(address, status, what))
+
+
+def agent_port(settings: Settings) -> int:
+    """The port the running agent listens on, as it noted beside its lock; api.port where none runs or noted one.
+    They differ while an api.port changed in edge.toml waits for the restart: the health timer asked only the new one
+    and mailed "agent not running" while orders printed (the config80 probe, F8)."""
+    return DataDirLock.running_port(settings.agent.data_dir) or settings.api.port
 
 
 def not_the_agent(where: str, status: int, what: str) -> str:

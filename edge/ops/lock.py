@@ -74,6 +74,26 @@ class DataDirLock:
             )
         return cls(path, fd)
 
+    def note_port(self, port: int) -> None:
+        """Adds the port the agent's API listens on to its holder line: a command asking the agent finds it there after
+        api.port was changed in edge.toml and the restart is still to come (the config80 probe, F8)."""
+        with contextlib.suppress(OSError):
+            if self._fd is not None:
+                line = f"agent pid {os.getpid()} port {port}"
+                os.pwrite(self._fd, line.ljust(_HOLDER_WIDTH - 1)[: _HOLDER_WIDTH - 1].encode() + b"\n", 0)
+
+    @classmethod
+    def running_port(cls, data_dir: Path) -> int | None:
+        """The port the agent holding ``data_dir`` listens on, as it noted it; None if no agent holds it or it noted
+        none (a version before stop 80, or it is still starting)."""
+        try:
+            holder = (data_dir / "agent.lock").read_text(errors="replace").split()
+        except OSError:
+            return None
+        if holder[:2] != ["agent", "pid"] or holder[3:4] != ["port"] or not holder[4:5] or not holder[4].isdigit():
+            return None
+        return int(holder[4]) if cls.held(data_dir) else None
+
     @staticmethod
     def held(data_dir: Path) -> bool:
         """Whether a process holds ``data_dir`` now (an agent runs, a restore or a migration is under way): its lock

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from edge.api.client import not_the_agent
+from edge.api.client import agent_port, not_the_agent
 from edge.clock import RemoteClock, clock_off_words, shown_at
 from edge.config import NetworkPrinterSettings, Settings
 from edge.dns import unresolved
@@ -484,7 +484,8 @@ async def _agent_check(settings: Settings, api_call: ApiCall, agent: dict[str, A
     except EdgeError as err:
         return Check("agent", "fail", str(err))
     if status == 200 and body.get("ready") is True:
-        ready = f"running, ready on port {settings.api.port}"
+        port = agent_port(settings)
+        ready = f"running, ready on port {port}" + (f" (edge.toml: {settings.api.port})" * (port != settings.api.port))
         if changed := _changed_since_start(settings, agent):
             return Check(
                 "agent",

@@ -10,8 +10,9 @@ import os
 import time
 from pathlib import Path
 
+from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
-from tests.helpers import agent_process, edge_blocking
+from tests.helpers import agent_process, edge, edge_blocking
 
 CHANGED = "changed after the agent started"
 
@@ -52,5 +53,30 @@ async def test_a_config_dated_ahead_of_the_clock_is_not_taken_for_a_change_after
         await agent.start()
         line = await _agent_line(agent.config)
         assert line.startswith("OK") and CHANGED not in line, line
+    finally:
+        await agent.close()
+
+
+async def test_an_api_port_changed_while_the_agent_runs_is_not_taken_for_an_agent_that_is_down(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The technician changes api.port in edge.toml; the restart is still to come. The running agent takes and prints
+    orders on the old port: `edge health`, `edge status` and `edge doctor` talk to it there (the port it records
+    beside its lock), and the doctor says the config changed after the start, naming the port it runs on. Before stop
+    80 they asked the new port only: the health timer mailed the manager "Edge-Agent läuft nicht … Bestellungen werden
+    nicht angenommen oder gedruckt" while orders printed, and the doctor said FAIL "is the agent running?" (the
+    config80 probe, F8)."""
+    agent = agent_process(tmp_path, printers)
+    try:
+        await agent.start()
+        text = agent.config.read_text()
+        assert f"port = {agent.port}" in text
+        agent.config.write_text(text.replace(f"port = {agent.port}", f"port = {free_port()}"))
+        health = await edge("health", "--config", str(agent.config))
+        assert health.returncode == 0, health.stdout + health.stderr
+        status = await edge("status", "--config", str(agent.config))
+        assert status.returncode == 0, status.stdout + status.stderr
+        line = await _agent_line(agent.config)
+        assert line.startswith("WARN") and CHANGED in line and f"port {agent.port}" in line, line
     finally:
         await agent.close()
