@@ -9,6 +9,7 @@ import base64
 import collections
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -36,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.app import Agent
 from edge.clock import SteppedClock
+from edge.config import Settings
 from edge.events import Event, EventBus, ScannerConnectionChanged, ScanRecorded
 from edge.printing.decode import decode
 from edge.sim.orders import due_at, make_order, taken_at
@@ -223,6 +225,13 @@ def config_dict(data_dir: Path, printers: dict[str, SimPrinter], **overrides: An
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)
     return raw
+
+
+def with_printer(settings: Settings, name: str, **fields: Any) -> Settings:
+    """``settings`` with some of one printer's fields set (``cash_drawer=True``, ``width=42``): config_dict's
+    overrides replace a printer's whole section, its host and port too."""
+    printer = dataclasses.replace(settings.printers[name], **fields)
+    return dataclasses.replace(settings, printers={**settings.printers, name: printer})
 
 
 def cli_config(path: Path, data_dir: Path, printers: dict[str, SimPrinter], port: int = 9) -> Path:

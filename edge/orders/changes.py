@@ -19,7 +19,8 @@ Jobs of the order are planned per station:
 The receipt follows the new revision's ``print_receipt`` (absent: what the order had, see plan_revision): wanted, a
 waiting one is rewritten (a COPY waiting to print again is left as it is), and one is added if the order has none
 waiting or on paper and the revision turns the receipt on, or after one on paper with receipts.on_change =
-"reprint"; not wanted (or cancelled), a waiting one is discarded and one on paper is left (paper is not taken back).
+"reprint" if what the receipt shows changed (receipt_shown); not wanted (or cancelled), a waiting one is discarded
+and one on paper is left (paper is not taken back).
 """
 
 from __future__ import annotations
@@ -147,6 +148,22 @@ def head_changed(before: Order, after: Order) -> bool:
     )
 
 
+def receipt_shown(order: Order) -> tuple[object, ...]:
+    """What the customer's receipt (the built-in receipt.j2) shows of an order: its number and time, the kind of
+    order and table, the guest's name, each item's name, quantity and price with its modifiers and theirs, the totals
+    and taxes, the payment. Not what only the kitchen reads: notes, allergens, the due time."""
+    return (
+        order.number,
+        order.created_at,
+        order.fulfilment.type,
+        order.fulfilment.table,
+        order.customer.name if order.customer else None,
+        tuple((i.name, i.qty, i.unit_price, tuple((m.name, m.price) for m in i.modifiers)) for i in order.items),
+        order.totals,
+        order.payment,
+    )
+
+
 def struck_lines(revisions: Sequence[Order], station: str) -> tuple[ChangedLine, ...]:
     """A STORNO's lines: every line any of ``revisions`` put on one station's paper, at its largest quantity, struck
     (more struck than the cook holds is safe; less is a dish cooked for nobody). A line_id that showed another dish,
@@ -266,9 +283,14 @@ def plan_revision(
         elif job.station is not None:
             tickets.setdefault(job.station, []).append(job)
     receipts = [j for j in jobs if j.kind == JobKind.RECEIPT and j.state != JobState.DISCARDED]
-    # Waiting (rewritten above) or maybe on paper: another only to reprint it for the change. None asked for yet, or
-    # dropped by a revision or a person: one only if this revision turns it on.
-    another = (reprint_receipt and all(j.on_paper for j in receipts)) if receipts else not receipt_before
+    # Waiting (rewritten above) or maybe on paper: another only to reprint it for the change, if the guest's receipt
+    # would read otherwise now (a dish's note or the due time is the kitchen's news, not the guest's). None asked for
+    # yet, or dropped by a revision or a person: one only if this revision turns it on.
+    if receipts:
+        shown = paper_revision(receipts) if all(j.on_paper for j in receipts) else None
+        another = reprint_receipt and shown is not None and receipt_shown(orders[shown]) != receipt_shown(new)
+    else:
+        another = not receipt_before
     if receipt_wanted and another:
         add.append(PlannedJob(JobKind.RECEIPT, None, None, None))
     for station in [*tickets, *(s for s in new.stations if s not in tickets)]:

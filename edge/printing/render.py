@@ -273,7 +273,7 @@ class Renderer:
         unprintable: list[str] | None = None,
     ) -> bytes:
         """The customer's receipt: every item with its price, totals, taxes and payment; opens the drawer for cash if
-        configured.
+        configured (for the sale's first receipt: not for a COPY nor a revised one).
 
         ``revised``: a receipt of an older revision of the order may be in the guest's hand (printed at
         ``replaced_at``, when known): this one says at its head that it is the revised receipt and replaces that one,
@@ -288,9 +288,11 @@ class Renderer:
             width=width,
             language=language,
             options=options,
-            # Never on a copy: a reprint must not open the drawer a second time.
+            # Never on a copy: a reprint must not open the drawer a second time; nor on a revised receipt: the cash
+            # was taken with the sale's first receipt.
             drawer=options.cash_drawer
             and not copy
+            and not revised
             and order.payment is not None
             and (order.payment.method, order.payment.status) == ("cash", "paid"),
             order=order,

@@ -38,6 +38,7 @@ from tests.helpers import (
     job_rows,
     post,
     wait_until,
+    with_printer,
 )
 
 
@@ -977,6 +978,58 @@ async def test_a_third_revisions_receipt_replaces_the_second_receipt_printed(
     assert f"Rev. 2 ersetzt den Beleg vom {at[1]}" in second, second
     assert "GEÄNDERTER BELEG" in third and f"Rev. 3 ersetzt den Beleg vom {at[2]}" in third, third
     assert "39,30 €" in third and "44,40 €" not in third, third
+
+
+async def test_a_change_the_receipt_does_not_show_prints_no_revised_receipt(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """receipts.on_change = "reprint": revision 2 only adds a note to a dish, revision 3 only moves the due time, and
+    revision 3 comes again (a retry). The kitchen gets a change ticket for each change; the guest's receipt shows
+    neither, so no receipt prints again. Revision 4 makes the order dearer: its revised receipt prints, one. Before:
+    each change printed a GEÄNDERTER BELEG just like the receipt the guest held, three receipts for one sale whose
+    total never changed (the receipt80 probe, R3)."""
+    agent = await make_agent(receipts={"on_change": "reprint"})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(agent)
+        noted = revised(example_order, 2)
+        noted["items"][0]["note"] = "beide ohne Basilikum"
+        later = revised(noted, 3, fulfilment=dict(noted["fulfilment"], due_at="2026-11-22T19:00:00Z"))
+        for tickets, sent in enumerate((noted, later), start=2):
+            assert (await post(api, sent))[0] == 200
+            await printers["kitchen"].wait_for_printed(tickets)
+            await printed_all(agent)
+        status, body = await post(api, later)
+        assert (status, body["status"]) == (200, "duplicate"), body
+        changes = [decode(d).text for d in printers["kitchen"].printed[1:]]
+        assert (await post(api, dearer(later, 4)))[0] == 200
+        await printers["front"].wait_for_printed(2)
+        await printed_all(agent)
+    assert "beide ohne Basilikum" in changes[0] and "19:00" in changes[1], changes
+    receipts = await db_rows(agent, "SELECT revision, state FROM print_jobs WHERE kind = 'receipt' ORDER BY id")
+    assert receipts == [(1, "printed"), (4, "printed")], receipts
+    revised_receipt = decode(printers["front"].printed[1]).text
+    assert "Rev. 4 ersetzt den Beleg" in revised_receipt and "44,40 €" in revised_receipt, revised_receipt
+
+
+async def test_a_revised_receipt_of_a_cash_sale_does_not_open_the_drawer_again(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+) -> None:
+    """A sale paid in cash, the front printer with a cash drawer, receipts.on_change = "reprint": the first receipt
+    opens the drawer; revision 2's revised receipt does not (the cash was taken with the sale; the drawer opening
+    again with no money to put in is a till left open for nothing). Before: every revised receipt of a paid cash order
+    opened it, three times for one sale (the receipt80 probe, R3)."""
+    settings = with_printer(make_settings(receipts={"on_change": "reprint"}), "front", cash_drawer=True)
+    agent = await make_agent(settings)
+    example_order["payment"] = {"method": "cash", "status": "paid"}
+    async with api_client(agent) as api:
+        await revised_receipt_printed(agent, api, example_order, printers["front"])
+    first, second = (decode(d) for d in printers["front"].printed)
+    assert "GEÄNDERTER BELEG" in second.text and "Bar (bezahlt)" in second.text, second.text
+    assert (first.drawer_kicks, second.drawer_kicks) == (1, 0)
 
 
 async def test_a_receipt_reprinted_on_change_goes_to_the_receipt_printer_set_up_now(

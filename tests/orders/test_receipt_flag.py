@@ -400,9 +400,9 @@ async def test_a_receipt_claimed_when_a_change_comes_and_sent_back_unsent_prints
 # --- the plan as pure code -------------------------------------------------------------------------------------------
 
 
-def order(revision: int = 1, *, print_receipt: bool | None, status: str = "open") -> Order:
+def order(revision: int = 1, *, print_receipt: bool | None, status: str = "open", **fields: Any) -> Order:
     data = copy.deepcopy(EXAMPLE)
-    data.update(revision=revision, status=status)
+    data.update(revision=revision, status=status, **fields)
     data.pop("print_receipt")
     if print_receipt is not None:
         data["print_receipt"] = print_receipt
@@ -484,14 +484,18 @@ def test_a_waiting_receipt_still_wanted_shows_the_new_revision() -> None:
     assert (p.discard, p.rewrite, p.add) == ((), (2,), ())
 
 
+# Revision 2 paid in cash, not by card: something the guest's receipt shows changed.
+PAID_IN_CASH = {"payment": {"method": "cash", "status": "paid"}}
+
+
 @pytest.mark.parametrize("reprint", [False, True])
 def test_a_receipt_copy_waiting_to_print_again_is_left_as_it_is(reprint: bool) -> None:
     """A receipt cut short prints again as COPY of what the guest may hold, not of a revision never on paper; with
-    receipts.on_change = "reprint" the new revision's receipt follows it."""
+    receipts.on_change = "reprint" the new revision's receipt follows it (a revision whose receipt reads otherwise)."""
     p = plan(
         [receipt(2, JobState.QUEUED, copy=True)],
         order(print_receipt=True),
-        order(2, print_receipt=True),
+        order(2, print_receipt=True, **PAID_IN_CASH),
         before=True,
         reprint=reprint,
     )
@@ -500,15 +504,44 @@ def test_a_receipt_copy_waiting_to_print_again_is_left_as_it_is(reprint: bool) -
 
 @pytest.mark.parametrize("reprint", [False, True])
 def test_a_receipt_turned_on_again_after_one_printed_prints_once_at_most(reprint: bool) -> None:
-    """The customer holds a receipt: only receipts.on_change = "reprint" prints the new revision's, once."""
+    """The customer holds a receipt: only receipts.on_change = "reprint" prints the new revision's (one that reads
+    otherwise), once."""
     p = plan(
         [receipt(2, JobState.PRINTED)],
         order(print_receipt=False),
-        order(2, print_receipt=True),
+        order(2, print_receipt=True, **PAID_IN_CASH),
         before=False,
         reprint=reprint,
     )
     assert p.add == ((RECEIPT,) if reprint else ())
+
+
+@pytest.mark.parametrize(
+    ("change", "reprinted"),
+    [
+        ({"note": "bitte klingeln"}, False),
+        ({"allergens": ["Sellerie"]}, False),
+        ({"fulfilment": dict(EXAMPLE["fulfilment"], due_at="2026-11-22T19:00:00Z")}, False),
+        ({"items": [dict(EXAMPLE["items"][0], note="beide ohne Basilikum"), *EXAMPLE["items"][1:]]}, False),
+        ({"number": "A-1042B"}, True),
+        ({"fulfilment": dict(EXAMPLE["fulfilment"], type="dine_in", table="4")}, True),
+        ({"customer": dict(EXAMPLE["customer"], name="Jürgen Klein")}, True),
+        ({"items": [dict(EXAMPLE["items"][0], unit_price="9.90"), *EXAMPLE["items"][1:]]}, True),
+        ({"totals": dict(EXAMPLE["totals"], total="38.30", discount="1.00")}, True),
+        (PAID_IN_CASH, True),
+    ],
+    ids=lambda value: "-".join(value) if isinstance(value, dict) else str(value),
+)
+@pytest.mark.parametrize("state", [JobState.PRINTING, JobState.PRINTED])
+def test_receipts_on_change_reprint_prints_again_only_what_reads_otherwise_on_the_receipt(
+    change: dict[str, Any], reprinted: bool, state: JobState
+) -> None:
+    """receipts.on_change = "reprint": a receipt on paper gets a revised one only if the new revision's receipt reads
+    otherwise (number, kind and table, guest, items and prices, totals, payment); a note, an allergy, the due time are
+    the kitchen's news. Before stop 80 every revision printed one, the same receipt again (the receipt80 probe, R3)."""
+    new = order(2, print_receipt=True, **change)
+    p = plan([receipt(2, state)], order(print_receipt=True), new, before=True, reprint=True)
+    assert [job for job in p.add if job.kind == JobKind.RECEIPT] == ([RECEIPT] if reprinted else [])
 
 
 @pytest.mark.parametrize("jobs", [[], [receipt(2, JobState.QUEUED)], [receipt(2, JobState.PRINTED)]])
