@@ -96,6 +96,7 @@ class JobRenderer:
             options=options,
             revised=job.replaces_revision is not None,
             replaced_at=_moment(job.replaced_printed_at),
+            replaced_number=job.replaced_number,
             store_name=settings.agent.store_name or settings.agent.store_id,
             footer=settings.receipts.footer,
             unprintable=unprintable,

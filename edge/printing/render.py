@@ -79,12 +79,18 @@ def _readable(order: Order, codec: str) -> Order:
         item if _shows_something(item.name, codec) else dataclasses.replace(item, name=f"{item.name} ({item.sku})")
         for item in order.items
     )
-    number = printable(order.number, codec)
-    if not any(char.isalnum() for char in number):  # nothing for the cook to call out: "🍕" printed as "?"
-        number += _by_id(order.id)
+    number = _printed_number(order.number, order.id, codec)
     if (items, number) == (order.items, order.number):
         return order
     return dataclasses.replace(order, items=items, number=number)
+
+
+def _printed_number(number: str, order_id: str, codec: str) -> str:
+    """An order's number as printed (see _readable)."""
+    shown = printable(number, codec)
+    if not any(char.isalnum() for char in shown):  # nothing for the cook to call out: "🍕" printed as "?"
+        shown += _by_id(order_id)
+    return shown
 
 
 def _by_id(order_id: str) -> str:
@@ -270,6 +276,7 @@ class Renderer:
         options: PrintOptions = DEFAULT_OPTIONS,
         revised: bool = False,
         replaced_at: datetime | None = None,
+        replaced_number: str | None = None,
         unprintable: list[str] | None = None,
     ) -> bytes:
         """The customer's receipt: every item with its price, totals, taxes and payment; opens the drawer for cash if
@@ -277,10 +284,14 @@ class Renderer:
 
         ``revised``: a receipt of an older revision of the order may be in the guest's hand (printed at
         ``replaced_at``, when known): this one says at its head that it is the revised receipt and replaces that one,
-        so two receipts of one order number with two totals are told apart.
+        so two receipts of one order number with two totals are told apart; ``replaced_number``: the order's number on
+        that one, named as the change ticket does when a revision renumbered the order.
         """
         _check_job(width, language)
         codec = _codec(options)
+        number_before = None
+        if revised and replaced_number is not None and replaced_number != order.number:
+            number_before = _printed_number(replaced_number, order.id, codec)
         order = _readable(order, codec)
         _tell_unprintable(order.items, codec, unprintable)
         return self._render(
@@ -298,7 +309,11 @@ class Renderer:
             order=order,
             copy=copy,
             revised=revised,
-            replaced_at=self._clock(replaced_at, labels.DATE_TIME[language]) if replaced_at else None,
+            # One word: a line too long breaks before the date, never between it and the time.
+            replaced_at=self._clock(replaced_at, labels.DATE_TIME[language]).replace(" ", NO_BREAK)
+            if replaced_at
+            else None,
+            number_before=number_before,
             store_name=store_name,
             footer_lines=footer.splitlines(),  # the operator's footer may span lines
             fulfilment=labels.describe_fulfilment(order.fulfilment, language),
@@ -382,6 +397,7 @@ class Renderer:
                     language=language,
                     revised=True,
                     replaced_at=_SAMPLE_ORDER.created_at,
+                    replaced_number="0",
                     store_name="Store",
                     footer="",
                 )

@@ -57,6 +57,11 @@ _REPLACED_RECEIPT = (
 )
 _REPLACES_REVISION = _REPLACED_RECEIPT.format("e.revision")
 _REPLACED_PRINTED_AT = _REPLACED_RECEIPT.format("CASE e.state WHEN 'printed' THEN e.printed_at END")
+# The order's number on that receipt: a revision may have renumbered the order since.
+_REPLACED_NUMBER = _REPLACED_RECEIPT.format(
+    "(SELECT json_extract(r.payload, '$.number') FROM order_revisions r"
+    " WHERE r.order_id = e.order_id AND r.revision = e.revision)"
+)
 # A change ticket a person's whole COPY of its station shows already (the COPY came after it, of its revision or a
 # later one, and may be on paper) prints marked COPY: a held "+ 1x Tiramisu" released after the COPY printed unmarked,
 # and the cook read the tiramisu twice (the lifecycle79 probe, F6). One a later revision rewrote carries news: unmarked.
@@ -88,6 +93,7 @@ PRINTABLE = (
     " WHEN 'printing' THEN j.created_at END) FROM print_jobs e WHERE e.order_id = j.order_id"
     " AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id) END AS follows_printed_at,"
     f" {_REPLACES_REVISION} AS replaces_revision, {_REPLACED_PRINTED_AT} AS replaced_printed_at,"
+    f" {_REPLACED_NUMBER} AS replaced_number,"
     f" {_SHOWN_BY_A_COPY} AS shown_by_a_copy"
     " FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 )

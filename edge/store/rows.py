@@ -104,6 +104,7 @@ class PrintableJob(Job):
     # (printed, printing, or cut short), which this one replaces (None: the guest holds no other receipt of the order)
     replaces_revision: int | None = None
     replaced_printed_at: float | None = None  # when that receipt printed (our wall clock; None: not known printed)
+    replaced_number: str | None = None  # the order's number on that receipt
 
     @classmethod
     def from_row(cls, row: Row) -> PrintableJob:

@@ -1032,6 +1032,43 @@ async def test_a_revised_receipt_of_a_cash_sale_does_not_open_the_drawer_again(
     assert (first.drawer_kicks, second.drawer_kicks) == (1, 0)
 
 
+async def test_a_revised_receipt_after_a_renumbering_names_the_number_the_guest_holds(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 2 renumbers the order (A-1042 to A-1042B) and makes it dearer: its revised receipt says "(vorher
+    A-1042)" under the new number, as the kitchen's change ticket does, so the cashier can match it to the receipt the
+    guest holds. Before: only A-1042B, and nothing on it named A-1042 (the receipt80 probe, R5)."""
+    agent = await make_agent(receipts={"on_change": "reprint"})
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+        await printed_all(agent)
+        assert (await post(api, dearer(example_order) | {"number": "A-1042B"}))[0] == 200
+        second = decode((await printers["front"].wait_for_printed(2))[1]).text
+    lines = [line.strip() for line in second.splitlines()]
+    number = next(i for i, line in enumerate(lines) if "A-1042B" in line)
+    assert lines[number + 1] == "(vorher A-1042)", second
+
+
+async def test_the_replaced_receipts_date_and_time_stay_on_one_line(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Settings],
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+) -> None:
+    """At 42 columns "Rev. 2 ersetzt den Beleg vom 07.12.2026 11:04" does not fit: it breaks before the date, and the
+    date and time of the receipt replaced read together. Before: "... vom 07.12.2026" / "11:04" (the receipt80 probe,
+    R5)."""
+    settings = with_printer(make_settings(receipts={"on_change": "reprint"}), "front", width=42)
+    agent = await make_agent(settings)
+    async with api_client(agent) as api:
+        await revised_receipt_printed(agent, api, example_order, printers["front"])
+    second = decode(printers["front"].printed[1]).text
+    [(printed_at,)] = await db_rows(agent, "SELECT printed_at FROM print_jobs WHERE kind = 'receipt' AND revision = 1")
+    replaced = datetime.fromtimestamp(printed_at).strftime("%d.%m.%Y %H:%M")  # the store's zone: the box's here
+    lines = [line.strip() for line in second.splitlines()]
+    assert "Rev. 2 ersetzt den Beleg vom" in lines and replaced in lines, second
+
+
 async def test_a_receipt_reprinted_on_change_goes_to_the_receipt_printer_set_up_now(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
