@@ -207,9 +207,12 @@ def read_env(config_path: Path | None, environ: Mapping[str, str] | None = None)
 
 
 def _env_layers(
-    config_path: Path | None, environ: Mapping[str, str] | None = None
+    config_path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str | None] | None = None,
 ) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
-    """(the secrets file's EDGE_* variables with their line numbers, every EDGE_* variable as the settings take it)."""
+    """(the secrets file's EDGE_* variables with their line numbers, every EDGE_* variable as the settings take it);
+    ``secrets``: keys set (None: removed) over the file's, as a writer of it would leave them."""
     environ = os.environ if environ is None else environ
     from_file: dict[str, tuple[int, str]] = {}
     path = secrets_path(config_path, environ)
@@ -220,6 +223,11 @@ def _env_layers(
                 str(legacy), f"is no longer read: move its lines into {path} (the one secrets file) and delete it"
             )
         from_file = {k: v for k, v in _read_secret_lines(path).items() if k.startswith("EDGE_")}
+    for name, value in (secrets or {}).items():
+        if value is None:
+            from_file.pop(name, None)
+        else:  # a new key has no line yet (lines only name unknown variables, which a writer's keys are not)
+            from_file[name] = (from_file.get(name, (0, value))[0], value)
     merged = {k: value for k, (_, value) in from_file.items()}
     merged.update({k: v for k, v in environ.items() if k.startswith("EDGE_")})
     return from_file, merged
@@ -371,10 +379,13 @@ def load_settings_around_faults(
         return settings, first
 
 
-def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: Path, environ: Mapping[str, str] | None = None, *, secrets: Mapping[str, str | None] | None = None
+) -> Settings:
     """The settings from the config file, the secrets file beside it and the process environment, with the keys the
     last two override and the secrets file's variables that name no setting (settings.overridden, .unknown_variables).
-    A UTF-8 BOM at the start of the file (Windows Notepad) is skipped."""
+    A UTF-8 BOM at the start of the file (Windows Notepad) is skipped. ``secrets``: keys the secrets file is about to
+    get (None: to lose), so that its writer checks the result as the agent will read it before writing it."""
     try:
         data = tomllib.loads(_utf8(path.read_bytes()).removeprefix(BOM))
     except FileNotFoundError:
@@ -389,7 +400,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raise ConfigError("--config", f"{path} is not valid TOML: {err}") from None
     environ = os.environ if environ is None else environ
     secrets_file = secrets_path(path, environ)
-    from_file, env = _env_layers(path, environ)
+    from_file, env = _env_layers(path, environ, secrets)
     settings = parse_settings(data, env=env, source=str(path), secrets_file=secrets_file)
     check_agent_reads((path, secrets_file), settings.agent.data_dir)
     edge_environ = {k: v for k, v in environ.items() if k.startswith("EDGE_")}

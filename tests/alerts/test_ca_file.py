@@ -17,10 +17,11 @@ from edge.app import Agent
 from edge.config import Settings
 from edge.ops.technician import doctor
 from edge.sim.smtp import SmtpSink
-from tests.alerts.conftest import smtp_section
+from tests.alerts.conftest import SMTP_PASSWORD, smtp_section
 from tests.alerts.helpers import non_interactive
 from tests.alerts.test_setup import OLD_ENV, clean_env, run_script, write_config
-from tests.helpers import api_client
+from tests.alerts.test_setup_answers import ARRIVED, custom, replace, run, written
+from tests.helpers import api_client, edge
 
 NOT_A_CERTIFICATE = "this is the relay's README, not a certificate\n"
 
@@ -90,3 +91,71 @@ async def test_a_test_mail_through_the_running_agent_names_the_ca_file_not_a_500
     assert mail["state"] != "sent", mail
     assert "smtp.ca_file" in mail["last_error"] and str(ca) in mail["last_error"], mail
     assert sink.messages == []
+
+
+async def test_a_missing_ca_file_given_for_a_relay_without_tls_is_refused_before_anything_is_written(
+    login_relay: SmtpSink, tmp_path: Path
+) -> None:
+    """The fleet form, a local relay (security none) and a CA file that is not there: one line naming the file,
+    nothing sent, edge.env as it was. Before stop 80 the test passed (no TLS, the CA never loaded), it exited 0 and
+    wrote EDGE_SMTP_CA_FILE, and from then on `edge config check` exited 2 and the agent would not start (the
+    config80 probe, F1)."""
+    config = write_config(tmp_path)
+    missing = tmp_path / "relay-ca.pem"
+    args = non_interactive(config, login_relay, missing, "--security", "none")
+    code, out = await run_script(*args, env=clean_env(), stdin=SMTP_PASSWORD.encode() + b"\n")
+    assert code == 2 and "Traceback" not in out, out
+    [line] = [line for line in out.splitlines() if str(missing) in line]
+    assert "smtp.ca_file" in line and "no such file" in line, out
+    assert login_relay.messages == []
+    assert (tmp_path / "edge.env").read_text(encoding="utf-8") == OLD_ENV
+
+
+async def test_a_ca_file_typed_at_the_question_that_is_no_certificate_is_asked_again(
+    login_relay: SmtpSink, tmp_path: Path
+) -> None:
+    """Typed at the CA question, a path that does not exist and then a file that holds no certificate are each
+    answered with one line naming the file and asked again; Enter (the system's CAs) goes on, and what is written
+    passes `edge config check`. Before stop 80 any text was taken there ("edge@store.de" too) and written, with
+    security none (the config80 probe, F1)."""
+    config = write_config(tmp_path)
+    missing, readme = tmp_path / "relay-ca.pem", tmp_path / "README"
+    readme.write_text(NOT_A_CERTIFICATE, encoding="utf-8")
+    answers = replace(
+        custom(login_relay.port, missing, security="none"),
+        "CA certificate",
+        (r"CA certificate file.*: ", str(missing)),
+        (r"CA certificate file.*: ", str(readme)),
+        (r"CA certificate file.*: ", ""),
+    )
+    output, status = await run(config, [*answers, ARRIVED])
+    assert status == 0, output
+    refused = [line for line in output.splitlines() if line.startswith("✗")]
+    assert len(refused) == 2 and str(missing) in refused[0] and str(readme) in refused[1], output
+    assert "EDGE_SMTP_CA_FILE" not in written(tmp_path)
+    check = await edge("config", "check", "--config", str(config), env=clean_env())
+    assert check.returncode == 0, check.stderr
+
+
+async def test_the_wizard_refuses_values_the_agents_config_check_would_refuse_and_writes_nothing(
+    login_relay: SmtpSink, tmp_path: Path
+) -> None:
+    """edge.toml still names the CA file of a relay long gone (`[smtp] ca_file`, no host: unused, so the check passes).
+    The wizard sets up a local relay without a CA file of its own: the toml's would then be used, and the agent would
+    not start. The wizard loads the config as `edge config check` does with the values it is about to write and stops
+    with that line, nothing sent or written. Before stop 80 it wrote them and only said afterwards that the agent would
+    not start (the config80 probe, F1)."""
+    old_env = "EDGE_API_TOKEN='tok-0123456789abcdef'\n"
+    config = write_config(tmp_path, old_env=old_env)
+    gone = tmp_path / "old-relay-ca.pem"
+    config.write_text(config.read_text(encoding="utf-8") + f'\n[smtp]\nca_file = "{gone}"\n', encoding="utf-8")
+    before = await edge("config", "check", "--config", str(config), env=clean_env())
+    assert before.returncode == 0, before.stderr
+    # no CA file of its own (the last --ca-file wins): EDGE_SMTP_CA_FILE is not written, edge.toml's is read
+    args = non_interactive(config, login_relay, gone, "--security", "none", "--ca-file", "")
+    code, out = await run_script(*args, env=clean_env(), stdin=SMTP_PASSWORD.encode() + b"\n")
+    assert code == 2 and "Traceback" not in out, out
+    [line] = [line for line in out.splitlines() if str(gone) in line]
+    assert line.startswith("✗") and "smtp.ca_file" in line and "nothing written" in line, out
+    assert login_relay.messages == []
+    assert (tmp_path / "edge.env").read_text(encoding="utf-8") == old_env
