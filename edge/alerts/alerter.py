@@ -309,6 +309,16 @@ class Alerter:
 
     # ---- sources -------------------------------------------------------------------------------------------
 
+    def _push_recovery(self) -> dict[str, Any]:
+        """What brings the orders a refused push leaves out, for its mail: no [central], nothing; a schedule of 0, only
+        the next start (or the line's return); else the next scheduled run, within its interval."""
+        central = self._settings.central
+        if not central.url:
+            return {"cause": "no_central"}
+        if central.schedule_interval_s <= 0:
+            return {"cause": "no_schedule"}
+        return {"recovery_min": math.ceil(central.schedule_interval_s / 60)}
+
     def _signal(
         self,
         type_name: str,
@@ -510,7 +520,7 @@ class Alerter:
             case MqttDelivery():
                 self._signal("mqtt_not_delivering", "mqtt", False)
             case PushAuthChanged(refused=True, reason=reason, remote=remote):
-                self._signal("push_refused", "api", True, reason=reason, remote=remote)
+                self._signal("push_refused", "api", True, reason=reason, remote=remote, **self._push_recovery())
             case PushAuthChanged():
                 self._signal("push_refused", "api", False)
             case MqttSessionLost():

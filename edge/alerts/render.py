@@ -112,6 +112,25 @@ _ORDER_ITEMS = frozenset(
     }
 )
 
+_PUSH_REFUSED = {
+    "de": (
+        "Bestellungen abgewiesen: Zugangsdaten des Absenders passen nicht",
+        "Die Box weist Bestellungen ab, die ihr geschickt werden ({reason}, von {remote}): der Token oder die"
+        " Signatur des Absenders passt nicht zu dieser Box. Solche Bestellungen kommen nicht an.",
+        "Beim Absender (der Zentrale) denselben Token wie api.token der Box eintragen lassen (auf der Box:"
+        " EDGE_API_TOKEN in /etc/edge/edge.env) bzw. dasselbe Signatur-Geheimnis; bei stale_signature die Uhr"
+        " prüfen. Die nächste angenommene Bestellung beendet diese Meldung.",
+    ),
+    "en": (
+        "Orders refused: the sender's credentials do not match",
+        "The box refuses orders sent to it ({reason}, from {remote}): the sender's token or signature does not"
+        " match this box. Such orders do not arrive.",
+        "Have the sender (the central backend) set the same token as the box's api.token (on the box:"
+        " EDGE_API_TOKEN in /etc/edge/edge.env) or the same signing secret; with stale_signature, check the"
+        " clocks. The next order the box takes ends this alert.",
+    ),
+}
+
 # Per alert type and language: title (subject), what happened, what to do. {subject} is the group's subject;
 # other fields come from the alert's details.
 TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
@@ -640,24 +659,53 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " mistyped line does it); the backend must publish there. The next order over MQTT resolves this.",
         ),
     },
+    # What brings the refused orders depends on the config (the alert's "cause", set where it is raised): the next
+    # scheduled reconciliation, only the next start (schedule_interval_s = 0), or nothing (no [central]).
     "push_refused": {
         "de": (
-            "Bestellungen abgewiesen: Zugangsdaten des Absenders passen nicht",
-            "Die Box weist Bestellungen ab, die ihr geschickt werden ({reason}, von {remote}): der Token oder die"
-            " Signatur des Absenders passt nicht zu dieser Box. Solche Bestellungen kommen nicht an; der Abgleich mit"
-            " der Zentrale holt sie bei seinem nächsten Lauf nach (bis zu 15 min später, zu alte werden angehalten).",
-            "Beim Absender (der Zentrale) denselben Token wie api.token der Box eintragen lassen (auf der Box:"
-            " EDGE_API_TOKEN in /etc/edge/edge.env) bzw. dasselbe Signatur-Geheimnis; bei stale_signature die Uhr"
-            " prüfen. Die nächste angenommene Bestellung beendet diese Meldung.",
+            _PUSH_REFUSED["de"][0],
+            _PUSH_REFUSED["de"][1] + " Der Abgleich mit der Zentrale holt sie bei seinem nächsten Lauf nach (bis zu"
+            " {recovery_min} später, zu alte werden angehalten).",
+            _PUSH_REFUSED["de"][2],
         ),
         "en": (
-            "Orders refused: the sender's credentials do not match",
-            "The box refuses orders sent to it ({reason}, from {remote}): the sender's token or signature does not"
-            " match this box. Such orders do not arrive; reconciliation with the central backend fetches them at its"
-            " next run (up to 15 min later; those too old are held).",
-            "Have the sender (the central backend) set the same token as the box's api.token (on the box:"
-            " EDGE_API_TOKEN in /etc/edge/edge.env) or the same signing secret; with stale_signature, check the"
-            " clocks. The next order the box takes ends this alert.",
+            _PUSH_REFUSED["en"][0],
+            _PUSH_REFUSED["en"][1] + " Reconciliation with the central backend fetches them at its next run (up to"
+            " {recovery_min} later; those too old are held).",
+            _PUSH_REFUSED["en"][2],
+        ),
+    },
+    "push_refused:(no_schedule)": {
+        "de": (
+            _PUSH_REFUSED["de"][0],
+            _PUSH_REFUSED["de"][1] + " Der Abgleich mit der Zentrale läuft hier nicht nach Zeitplan"
+            " (central.schedule_interval_s = 0): er holt sie nur beim nächsten Start des Agenten oder nach einem"
+            " Ausfall der Leitung.",
+            _PUSH_REFUSED["de"][2] + " Danach den Agenten neu starten (sudo systemctl restart edge-agent), damit der"
+            " Abgleich die abgewiesenen Bestellungen holt.",
+        ),
+        "en": (
+            _PUSH_REFUSED["en"][0],
+            _PUSH_REFUSED["en"][1] + " Reconciliation with the central backend runs on no schedule here"
+            " (central.schedule_interval_s = 0): it fetches them only at the agent's next start or after the line was"
+            " down.",
+            _PUSH_REFUSED["en"][2] + " Then restart the agent (sudo systemctl restart edge-agent) so that"
+            " reconciliation fetches the refused orders.",
+        ),
+    },
+    "push_refused:(no_central)": {
+        "de": (
+            _PUSH_REFUSED["de"][0],
+            _PUSH_REFUSED["de"][1] + " Nichts holt sie nach: für diese Box ist kein Abgleich mit der Zentrale"
+            " eingerichtet ([central]).",
+            _PUSH_REFUSED["de"][2] + " Die abgewiesenen Bestellungen danach erneut senden lassen (oder von Hand"
+            " bearbeiten).",
+        ),
+        "en": (
+            _PUSH_REFUSED["en"][0],
+            _PUSH_REFUSED["en"][1] + " Nothing fetches them later: this box has no reconciliation with a central"
+            " backend ([central]).",
+            _PUSH_REFUSED["en"][2] + " Then have the refused orders sent again (or handle them by hand).",
         ),
     },
     "mqtt_invalid": {
@@ -692,7 +740,7 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
 
 
 # Details and item fields that are a wait in whole minutes: shown as a person reads one, "40 d" rather than "57600".
-_WAITS_MIN = frozenset({"age_min", "oldest_min"})
+_WAITS_MIN = frozenset({"age_min", "oldest_min", "recovery_min"})
 
 
 def wait_text(minutes: int) -> str:

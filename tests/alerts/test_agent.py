@@ -24,12 +24,13 @@ from edge.clock import SteppedClock
 from edge.config import Settings
 from edge.printing.decode import decode
 from edge.sim.alert_latency import measure_fault_to_mail
+from edge.sim.central import CentralSim
 from edge.sim.orders import make_order, taken_at
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.alerts.helpers import extra, kitchen_renamed, polled_every
-from tests.helpers import api_client, asap, db_rows, edge, eventually, post, wait_until
+from tests.helpers import CENTRAL_TOKEN, FAST, api_client, asap, db_rows, edge, eventually, post, wait_until
 
 
 async def test_fault_to_mail_latency(tmp_path: Path) -> None:
@@ -166,6 +167,44 @@ async def test_orders_pushed_with_a_token_the_box_refuses_are_mailed_and_the_nex
     assert len(sink.messages) == 2
     # One occurrence: not the GET, and the sender's retry only went on refusing.
     assert await db_rows(agent, "SELECT fires_total FROM alert_groups WHERE type = 'push_refused'") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("schedule_s", "promised"),
+    [
+        (None, "kein Abgleich mit der Zentrale"),
+        (0.0, "nur beim nächsten Start des Agenten"),
+        (3600.0, "bis zu 1 h später"),
+        (900.0, "bis zu 15 min später"),
+    ],
+)
+async def test_the_refused_pushes_mail_promises_the_fetch_the_config_has_and_no_other(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    sink: SmtpSink,
+    schedule_s: float | None,
+    promised: str,
+) -> None:
+    """The manager's mail about refused pushes says what brings those orders for this box's config: with no
+    [central] nothing does (they must be sent again), with `schedule_interval_s = 0` only the agent's next start (or
+    the line's return), else the next scheduled run, its interval. Before stop 80 it always promised "bis zu 15 min
+    später", also where nothing fetched them (the config80 probe, F2)."""
+    central = CentralSim("test-store", token=CENTRAL_TOKEN)
+    await central.start()
+    try:
+        sections = (
+            {} if schedule_s is None else {"central": {**FAST, "url": central.url, "schedule_interval_s": schedule_s}}
+        )
+        agent = await make_agent(alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, sections=sections))
+        async with api_client(agent, token="rotated-" + "x" * 24) as stale_sender:
+            status, _ = await post(stale_sender, make_order(1, print_receipt=False))
+        assert status == 401
+        [mail] = await sink.wait_for(1, timeout=15)
+    finally:
+        await central.stop()
+    text = " ".join(mail.get_body(("plain",)).get_content().split())
+    assert promised in text, text
+    assert schedule_s == 900.0 or "15 min" not in text, text
 
 
 async def test_the_refused_pushes_alarm_of_an_earlier_run_ends_with_the_first_order_taken_after_a_restart(
