@@ -299,3 +299,19 @@ def test_a_login_written_into_a_url_stops_config_check_naming_where_it_goes_not_
     assert f"{section}.{key}" in line and "login" in line and where in line, line
     password = url.split("@")[0].rsplit(":", 1)[1]
     assert password not in result.stderr + result.stdout, line
+
+
+def test_edge_env_file_naming_a_folder_stops_config_check_saying_it_is_a_folder_not_to_chmod_it(
+    tmp_path: Path,
+) -> None:
+    """EDGE_ENV_FILE=/etc/edge, the folder instead of the file in it: `edge config check` exits 2 with one line saying
+    it is a folder and naming the file meant. Before stop 80 it said "is mode 0755, others may read the secrets; fix:
+    chmod 600 /etc/edge", which locks the agent's config folder and still reads no file (the config80 probe, F7)."""
+    toml = PLAIN_TOML.format(data_dir=tmp_path / "d")
+    config, env = _store(tmp_path, 'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\n', toml)
+    tmp_path.chmod(0o755)
+    result = _check(config, EDGE_ENV_FILE=str(tmp_path))
+    assert result.returncode == 2, result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"edge: config {tmp_path}: is a folder") and str(env) in line, line
+    assert "chmod" not in line, line

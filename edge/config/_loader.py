@@ -183,6 +183,11 @@ def _read_secret_lines(path: Path) -> dict[str, tuple[int, str]]:
         return {}
     except OSError as err:
         raise ConfigError(str(path), f"cannot be reached as user {_user(os.geteuid())}: {err.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):  # before the mode: "chmod 600" would lock the config folder and read no file
+        raise ConfigError(
+            str(path),
+            f"is a folder, not the secrets file: EDGE_ENV_FILE names the file itself, e.g. {path / SECRETS_FILE}",
+        )
     if info.st_mode & 0o077:
         raise ConfigError(
             str(path), f"is mode {stat.S_IMODE(info.st_mode):04o}, others may read the secrets; fix: chmod 600 {path}"
