@@ -361,16 +361,24 @@ class Agent:
 
     def _warn_about_env_file(self) -> None:
         """One line for the keys of the config file that the secrets file (or the environment) overrides, one for its
-        variables that name no setting (`edge config check` refuses those; the agent runs, as it did before)."""
+        variables that name no setting and one for the environment's (`edge config check` refuses those; the agent
+        runs, as it did before)."""
         s = self.settings
         if s.overridden:
             log.warning("config_overridden_by_env_file", keys=list(s.overridden))
-        if s.unknown_variables:
+        if in_file := [str(v) for v in s.unknown_variables if v.line is not None]:
             log.warning(
                 "config_env_file_unknown_keys",
                 file=str(s.secrets_file),
-                keys=[str(v) for v in s.unknown_variables],
+                keys=in_file,
                 hint="they name no setting and change nothing: correct or delete them",
+            )
+        if in_environment := [str(v) for v in s.unknown_variables if v.line is None]:
+            log.warning(
+                "config_environment_unknown_keys",
+                keys=in_environment,
+                hint="set in the agent's environment (a systemd drop-in's Environment=, a shell export), they name no"
+                " setting and change nothing: correct or remove them there",
             )
 
     def _warn_if_exposed(self) -> None:

@@ -165,8 +165,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     settings = _load(args, printing=True)
     _setup_logging(settings, level="warning")  # the printing check's own info line is not the command's answer
     check_startable(settings)
-    if settings.unknown_variables:  # as an unknown key in the config file: the setting meant is not set
-        raise ConfigError(str(settings.secrets_file), "; ".join(v.problem() for v in settings.unknown_variables))
+    # As an unknown key in the config file: the setting meant is not set. The file's first, then the environment's.
+    in_file = [v.problem() for v in settings.unknown_variables if v.line is not None]
+    if in_file:
+        raise ConfigError(str(settings.secrets_file), "; ".join(in_file))
+    if in_environment := [v.problem() for v in settings.unknown_variables if v.line is None]:
+        raise ConfigError("environment", "; ".join(in_environment))
     for line in settings.overridden:
         print(line)
     if unmailed := settings.unmailed_alerts:

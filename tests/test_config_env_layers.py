@@ -315,3 +315,52 @@ def test_edge_env_file_naming_a_folder_stops_config_check_saying_it_is_a_folder_
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"edge: config {tmp_path}: is a folder") and str(env) in line, line
     assert "chmod" not in line, line
+
+
+def test_a_misspelt_edge_variable_in_the_process_environment_stops_config_check_as_in_edge_env(
+    tmp_path: Path,
+) -> None:
+    """EDGE_PRINTERS_KICHEN_HOST in a systemd drop-in's Environment= (or a shell export) names no setting: `edge
+    config check` exits 2 with one line naming it, where it is set and the nearest setting, as for the same line in
+    edge.env. A variable of another tool (upgrade.sh's EDGE_HEALTH_WAIT_S) is none of the config's sections and
+    passes; a misspelt line of edge.env that systemd also put into the environment is named once, as edge.env's.
+    Before stop 80 the environment's was ignored, "ok", exit 0 (the config80 probe, F5)."""
+    toml = PLAIN_TOML.format(data_dir=tmp_path / "d")
+    config, env = _store(tmp_path, 'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\n', toml)
+    result = _check(config, EDGE_PRINTERS_KICHEN_HOST="10.0.0.9")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        "edge: config environment: EDGE_PRINTERS_KICHEN_HOST names no setting, so it changes nothing (did you mean"
+        " EDGE_PRINTERS_KITCHEN_HOST?); it is set in the process environment (a systemd drop-in's Environment=, a"
+        " shell export): correct or remove it there"
+    )
+    assert _check(config, EDGE_HEALTH_WAIT_S="15").returncode == 0
+    _write(env, 'EDGE_API_TOKEN="abcdefghijklmnopqrstuvwx"\nEDGE_AGENT_STOR_ID="s2"\n')
+    result = _check(config, EDGE_AGENT_STOR_ID="s2")  # systemd's EnvironmentFile= passes edge.env's lines
+    assert result.returncode == 2, result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"edge: config {env}: line 2: EDGE_AGENT_STOR_ID names no setting"), line
+
+
+async def test_the_agents_start_log_names_a_misspelt_variable_of_its_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edge run` with EDGE_SMTP_PASWORD in its environment starts (the variable changes nothing, as a misspelt line
+    of edge.env) and says so in one warning naming it and the setting meant. Before stop 80 the start logged
+    nothing (the config80 probe, F5)."""
+    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
+    await kitchen.start()
+    await front.start()
+    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
+    for name in [name for name in os.environ if name.startswith("EDGE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("EDGE_SMTP_PASWORD", "x")
+    try:
+        await agent.start()
+    finally:
+        await agent.close()
+        await kitchen.stop()
+        await front.stop()
+    [unknown] = [line for line in log_events(agent.log) if line["event"] == "config_environment_unknown_keys"]
+    assert unknown["level"] == "warning"
+    assert unknown["keys"] == ["EDGE_SMTP_PASWORD (did you mean EDGE_SMTP_PASSWORD?)"]

@@ -25,6 +25,9 @@ _ENV_ALIASES = {"EDGE_ALERT_TO": "EDGE_ALERTS_TO", "EDGE_SMTP_FROM": "EDGE_SMTP_
 _NAMED_TABLES = ("printers", "stations", "staleness", "scanners")  # [TABLE.NAME] entries, not keys of one section
 # EDGE_* variables that are read but are no setting: in the secrets file they are not misspelt keys.
 _NOT_SETTINGS = ("EDGE_CONFIG", "EDGE_ENV_FILE")
+# In the process environment only a variable under a section's prefix is taken for a misspelt setting: others there
+# are other tools' (install.sh's EDGE_PIP_ARGS, upgrade.sh's EDGE_HEALTH_WAIT_S, the tests' EDGE_CRASH_ORDERS).
+_SETTING_PREFIXES = (*(f"EDGE_{table}_".upper() for table in (*SECTIONS, *_NAMED_TABLES)), "EDGE_ALERT_")
 
 
 def _entries(data: Mapping[str, Any], table: str, what: str) -> dict[str, dict[str, Any]]:
@@ -276,8 +279,9 @@ def _layering(
     environ: Mapping[str, str],
 ) -> tuple[tuple[str, ...], tuple[UnknownVariable, ...]]:
     """(one line per key edge.toml sets and edge.env or the process environment overrides, naming the winner; the
-    secrets file's EDGE_* variables that name no setting). A variable of the process environment with the secrets
-    file's own value is the file's (systemd's EnvironmentFile= puts it there)."""
+    secrets file's EDGE_* variables that name no setting, then the process environment's under a section's prefix). A
+    variable of the process environment with the secrets file's own value is the file's (systemd's EnvironmentFile=
+    puts it there)."""
     variables = _setting_variables(data)
     overridden: list[str] = []
     unknown: list[UnknownVariable] = []
@@ -300,6 +304,10 @@ def _layering(
         if name in variables and name not in from_file and _in_toml(data, variables[name]):
             key = ".".join(variables[name])
             overridden.append(f"{key} is set in {config_path} and in the environment ({name}); the environment wins")
+    for name in sorted(environ):
+        if name not in variables and name not in from_file and name.startswith(_SETTING_PREFIXES):
+            close = difflib.get_close_matches(name, variables, n=1, cutoff=0.8)
+            unknown.append(UnknownVariable(None, name, close[0] if close else None))
     return tuple(overridden), tuple(unknown)
 
 

@@ -307,17 +307,24 @@ SECTIONS: dict[str, type] = {
 
 @dataclasses.dataclass(frozen=True)
 class UnknownVariable:
-    """An EDGE_* variable in the secrets file that names no setting (a misspelt key): it changes nothing."""
+    """An EDGE_* variable in the secrets file, or under a section's prefix in the process environment, that names no
+    setting (a misspelt key): it changes nothing."""
 
-    line: int
+    line: int | None  # None: set in the process environment (a systemd drop-in, a shell export), not the file
     name: str
     suggestion: str | None = None  # the nearest variable that is a setting
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.name}{f' (did you mean {self.suggestion}?)' if self.suggestion else ''}"
+        where = "" if self.line is None else f"line {self.line}: "
+        return f"{where}{self.name}{f' (did you mean {self.suggestion}?)' if self.suggestion else ''}"
 
     def problem(self) -> str:
         hint = f" (did you mean {self.suggestion}?)" if self.suggestion else ""
+        if self.line is None:
+            return (
+                f"{self.name} names no setting, so it changes nothing{hint}; it is set in the process environment (a"
+                " systemd drop-in's Environment=, a shell export): correct or remove it there"
+            )
         return f"line {self.line}: {self.name} names no setting, so it changes nothing{hint}"
 
 
