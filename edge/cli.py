@@ -170,7 +170,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     if in_file:
         raise ConfigError(str(settings.secrets_file), "; ".join(in_file))
     if in_environment := [v.problem() for v in settings.unknown_variables if v.line is None]:
-        raise ConfigError("environment", "; ".join(in_environment))
+        raise ConfigError(
+            "environment",
+            f"{'; '.join(in_environment)}; it is set in the process environment (a systemd drop-in's Environment=,"
+            " a shell export): correct or remove it there",
+        )
     for line in settings.overridden:
         print(line)
     if unmailed := settings.unmailed_alerts:

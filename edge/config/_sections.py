@@ -320,12 +320,8 @@ class UnknownVariable:
 
     def problem(self) -> str:
         hint = f" (did you mean {self.suggestion}?)" if self.suggestion else ""
-        if self.line is None:
-            return (
-                f"{self.name} names no setting, so it changes nothing{hint}; it is set in the process environment (a"
-                " systemd drop-in's Environment=, a shell export): correct or remove it there"
-            )
-        return f"line {self.line}: {self.name} names no setting, so it changes nothing{hint}"
+        where = "" if self.line is None else f"line {self.line}: "
+        return f"{where}{self.name} names no setting, so it changes nothing{hint}"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
