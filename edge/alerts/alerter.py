@@ -402,8 +402,10 @@ class Alerter:
                     True,
                     item={"id": event.job_id, "order": event.order_number or event.order_id},
                 )
-            case JobHeld(printer="", reason=HoldReason.NO_PRINTER):
-                # Never had a printer: the station (or receipts) needs one in the config; the mail names it.
+            case JobHeld(reason=HoldReason.NO_PRINTER) if event.printer in ("", *self._settings.printers):
+                # Never had a printer, or its printer is still there but no longer serves its station (a station taken
+                # out of [stations]: the mail said the printer had left the config, the config80 probe, F3): the
+                # station (or receipts) needs one in the config; the mail names it.
                 self._signal(
                     "station_unrouted",
                     event.station or UNROUTED_RECEIPTS,

@@ -87,10 +87,25 @@ def render_status(data: dict[str, Any], *, colour: bool, zone: str | None = None
             colour,
         )
     )
-    # not printed, not failed: waiting for a person to release or discard them
-    if held := data.get("held_count", len(data.get("held_jobs") or [])):
-        tickets = "1 ticket" if held == 1 else f"{held} tickets"
+    # not printed, not failed: waiting for a person to release or discard them, or for the config to route them (no
+    # release prints those: "release or discard" sent the technician to a release that printed nothing, config80 F4)
+    held = data.get("held_count", len(data.get("held_jobs") or []))
+    unrouted = held - data.get("held_releasable", held)
+    if held - unrouted:
+        tickets = "1 ticket" if held - unrouted == 1 else f"{held - unrouted} tickets"
         lines.append(_paint("warn", f"{tickets} held for a person: edge jobs --held, then release or discard", colour))
+    if unrouted:
+        jobs = data.get("held_jobs") or []
+        named = sorted({j.get("station") or "receipts" for j in jobs if j.get("held_reason") == "no_printer"})
+        tickets = "1 ticket" if unrouted == 1 else f"{unrouted} tickets"
+        lines.append(
+            _paint(
+                "warn",
+                f"{tickets} held for want of a printer ({', '.join(named) or 'edge jobs --held'}): give it one in"
+                " edge.toml ([stations], receipts.printer) and restart, they print then; or discard them",
+                colour,
+            )
+        )
     if scanners := data.get("scanners"):  # an older agent's answer has none
         lines.append("scanners:")
         for sc in scanners:

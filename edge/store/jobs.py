@@ -476,10 +476,12 @@ class JobStore:
         return [job for job in _readable_as(rows, PrintableJob) if isinstance(job, PrintableJob)]
 
     async def unrouted_stations(self) -> set[str | None]:
-        """Stations (None: receipts) with jobs held because no printer was ever set up for them."""
+        """Stations (None: receipts) with jobs held because no printer serves them: none was ever set up for them, or
+        the printer they had is still configured but the config routes them to it no more."""
         rows = await self._db.fetchall(
-            "SELECT DISTINCT station FROM print_jobs WHERE state = 'held' AND held_reason = ? AND printer = ''",
-            (HoldReason.NO_PRINTER,),
+            "SELECT DISTINCT station FROM print_jobs WHERE state = 'held' AND held_reason = :reason"
+            f" AND (printer = '' OR {_CONFIGURED})",
+            {"reason": HoldReason.NO_PRINTER, "printers": self._printers},
         )
         return {r[0] for r in rows}
 
@@ -621,7 +623,10 @@ class JobStore:
                 "UPDATE print_jobs SET state = 'queued', released_at = :now, next_attempt_at = 0, held_reason = NULL"
                 " WHERE state = 'held' AND (:id IS NULL OR id = :id)"
                 " AND (:among IS NULL OR id IN (SELECT value FROM json_each(:among)))"
-                f" AND {_CONFIGURED} RETURNING id",
+                # Held for no printer: no printer serves its station (receipts) now, whatever printer it last had; it
+                # moves on at the start that routes it again. Released, it printed where it no longer belongs (the
+                # config80 probe, F3).
+                f" AND {_CONFIGURED} AND held_reason IS NOT '{HoldReason.NO_PRINTER}' RETURNING id",
                 {
                     "now": self._clock.wall(),
                     "id": job_id,
@@ -638,7 +643,8 @@ class JobStore:
     async def releasable_held(self) -> list[int]:
         """The held jobs Release all would print (their printer is configured), oldest first."""
         rows = await self._db.fetchall(
-            f"SELECT id FROM print_jobs WHERE state = 'held' AND {_CONFIGURED} ORDER BY id",
+            f"SELECT id FROM print_jobs WHERE state = 'held' AND {_CONFIGURED}"
+            f" AND held_reason IS NOT '{HoldReason.NO_PRINTER}' ORDER BY id",
             {"printers": self._printers},
         )
         return [r[0] for r in rows]
@@ -694,14 +700,20 @@ class JobStore:
         """Raise why a job could not be changed: it does not exist, it is in the wrong state, or its printer is gone."""
         rows = list(
             await conn.execute_fetchall(
-                "SELECT state, printer, station, last_error FROM print_jobs WHERE id = ?", (job_id,)
+                "SELECT state, printer, station, last_error, held_reason FROM print_jobs WHERE id = ?", (job_id,)
             )
         )
         if not rows:
             raise NotFoundError(f"print job {job_id} does not exist")
-        state, printer, station, why = rows[0]
+        state, printer, station, why, held_reason = rows[0]
         if state == JobState.DISCARDED and why and why.startswith("replaced by"):
             raise WrongStateError(f"print job {job_id} is discarded: {why}, which a person's reprint queued")
+        if state in wanted and held_reason == HoldReason.NO_PRINTER:
+            route = f"[stations] {station} = PRINTER" if station else "receipts.printer"
+            raise WrongStateError(
+                f"print job {job_id} is held: no printer serves {f'station {station!r}' if station else 'receipts'}"
+                f" in the config now; set {route} and restart: it prints then"
+            )
         if state in wanted:
             raise WrongStateError(
                 f"print job {job_id} is for printer {printer!r}, which is not configured, and no printer serves"
@@ -750,6 +762,7 @@ class JobStore:
                             age_s=0,
                             reason=HoldReason.NO_PRINTER,
                             order_number=number or "",
+                            station=station,
                         )
                     )
                 elif target is not None:

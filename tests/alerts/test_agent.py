@@ -819,3 +819,28 @@ async def test_a_dead_ticket_a_reprint_replaced_is_not_printed_again_by_a_retry_
     # the head the hang-up cut, then the COPY
     assert ["KOPIE / COPY" in t for t in tickets] == [False, True], tickets
     assert await job_states(agent) == ["discarded", "printed"]
+
+
+async def test_a_station_taken_out_of_the_routes_is_mailed_as_the_station_without_a_printer(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The bar station is taken out of [stations] while its ticket waits; the kitchen printer that served it stays.
+    The mail names the bar as a station without a printer. Before, "Drucker kitchen nicht mehr eingerichtet … steht
+    nicht mehr in der Konfiguration": false (the kitchen printed on), no word of the bar (the config80 probe, F3)."""
+    settings = alert_settings(group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.3)
+    printers["kitchen"].set_offline(True)
+    first = await make_agent(settings)
+    assert first.deps is not None
+    await first.deps.intake.accept(make_order(1, print_receipt=False, bar=True))
+    await first.stop()
+    printers["kitchen"].set_offline(False)
+    without_bar = {station: names for station, names in settings.stations.items() if station != "bar"}
+    second = await make_agent(dataclasses.replace(settings, stations=without_bar))
+    await printers["kitchen"].wait_for_printed(1)  # the kitchen's own ticket
+    subjects = [str(m["Subject"]) for m in await sink.wait_for(1, timeout=15)]
+    assert any("Station bar nicht eingerichtet" in s for s in subjects), subjects
+    assert not any("Drucker kitchen nicht mehr eingerichtet" in s for s in subjects), subjects
+    assert await job_states(second) == ["printed", "held"]

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from edge.app import Agent
 from edge.config import parse_settings
 from edge.events import Event, JobHeld, JobRedirected
+from edge.ops.technician import render_status
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
@@ -482,3 +483,56 @@ async def test_a_change_for_a_station_whose_printer_left_the_config_is_held_and_
         assert [(e.station, e.reason) for e in held] == [("bar", "no_printer")]
     finally:
         await bar.stop()
+
+
+@pytest.mark.parametrize("removed", ["bar", "receipts"])
+async def test_a_station_taken_out_of_the_routes_keeps_its_waiting_tickets_held_and_refuses_their_release(
+    run: Callable[..., Any], tmp_path: Path, printers: dict[str, SimPrinter], removed: str
+) -> None:
+    """The bar station (or the receipt printer) is taken out of the config while its tickets wait; the printer that
+    served it stays, for the kitchen. The waiting bar tickets (receipts) are held for no printer, and a person's
+    Release (one, or all) is refused, 409 naming what has no printer, until the config routes it again: released,
+    they printed on the printer that no longer served them, receipts at the front counter that was no longer the
+    receipt printer (the config80 probe, F3)."""
+    raw = config_dict(tmp_path / "data", printers)
+    first = await run(raw)
+    for sim in printers.values():
+        sim.set_offline(True)
+    async with api(first) as session:
+        assert (await post(session, make_order(1, bar=True)))[0] == 201
+    await wait_until(lambda: first.spoolers["kitchen"].state.value == "offline")
+    changed = copy.deepcopy(raw)
+    if removed == "bar":
+        del changed["stations"]["bar"]
+    else:
+        del changed["receipts"]["printer"]
+    for sim in printers.values():
+        sim.set_offline(False)
+    second = await run(changed)
+    kind = "receipt" if removed == "receipts" else "ticket"
+    station_clause = "kind = 'receipt'" if removed == "receipts" else "station = 'bar'"
+    await eventually(
+        lambda: job_rows(second, f"SELECT state, held_reason FROM print_jobs WHERE {station_clause}"),
+        lambda rows: rows == [("held", "no_printer")],
+        what=f"the {kind} held for no printer",
+    )
+    [(job_id,)] = await job_rows(second, f"SELECT id FROM print_jobs WHERE {station_clause}")
+    async with api(second) as session:
+        async with session.post(f"/api/v1/jobs/{job_id}/release") as response:
+            body = await response.json()
+            assert response.status == 409 and ("bar" if removed == "bar" else "receipt") in body["reason"], body
+        async with session.post("/api/v1/jobs/release-held") as response:
+            assert (await response.json())["released"] == []
+        async with session.get("/api/v1/status") as response:
+            shown = render_status(await response.json(), colour=False)
+    # `edge status` names what waits and the step that prints it, not the release that prints nothing (F4)
+    what = "receipts" if removed == "receipts" else "bar"
+    assert f"1 ticket held for want of a printer ({what})" in shown and "held for a person" not in shown, shown
+    await printers["kitchen"].wait_for_printed(1)  # the kitchen's own ticket
+    await asyncio.sleep(0.3)  # a held one would be out by now
+    codes = [code for t in printers["kitchen"].printed for code in decode(t).qr_codes]
+    if removed == "receipts":
+        assert printers["front"].printed == [] and len(codes) == 2, codes  # the kitchen's and the bar's tickets
+    else:
+        assert codes == ["edge:v1:ord_000001:kitchen"], codes
+    assert await job_rows(second, f"SELECT state FROM print_jobs WHERE {station_clause}") == [("held",)]
