@@ -19,7 +19,11 @@ from edge.states import OrderStatus
 
 # ':' is the separator inside ticket QR codes (edge:v1:<id>:<station>), so ids and stations never hold it.
 # Every pattern is used with fullmatch: '$' would also match before a trailing newline ("abc\n").
-_ID = (re.compile(r"[A-Za-z0-9_.\-]{1,64}"), "1-64 letters, digits, '_', '.' or '-'")
+# Not dots alone: no URL can name "." or ".." (RFC 3986 removes dot segments), so no Reprint could (api80 F3).
+_ID = (
+    re.compile(r"(?!\.+\Z)[A-Za-z0-9_.\-]{1,64}"),
+    "1-64 letters, digits, '_', '.' or '-', not dots alone (a URL cannot name them)",
+)
 _STATION = (re.compile(r"[a-z0-9_\-]{1,32}"), "1-32 lowercase letters, digits, '_' or '-'")
 _MONEY_RE = re.compile(r"-?[0-9]{1,9}(\.[0-9]{1,4})?")  # [0-9], not \d: \d takes any script's digits
 _MONEY_FORMAT = 'must be a decimal string like "9.50"'

@@ -1036,3 +1036,14 @@ async def test_an_order_number_with_a_text_direction_control_is_refused_naming_i
     assert (status, body.get("field")) == (422, "number"), body
     assert "text-direction" in body["reason"], body
     assert (await db_rows(agent, "SELECT COUNT(*) FROM orders"))[0][0] == 0
+
+
+@pytest.mark.parametrize("order_id", [".", "..", "..."])
+async def test_an_order_id_of_dots_alone_is_refused_naming_it_no_url_can_name_that_order(
+    api: aiohttp.ClientSession, example_order: dict, order_id: str
+) -> None:
+    """An id "." or ".." passed the pattern; a URL cannot name it (RFC 3986 removes dot segments, `%2e` alike), so
+    the status page's Reprint of that order answered "Not Found" or "Method Not Allowed" and nothing printed (the
+    api80 probe, F3). Refused at the door, 422 naming the id; nothing stored."""
+    status, body = await post(api, example_order | {"id": order_id})
+    assert status == 422 and body["field"] == "id", body
