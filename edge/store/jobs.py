@@ -626,12 +626,13 @@ class JobStore:
                 # Held for no printer: no printer serves its station (receipts) now, whatever printer it last had; it
                 # moves on at the start that routes it again. Released, it printed where it no longer belongs (the
                 # config80 probe, F3).
-                f" AND {_CONFIGURED} AND held_reason IS NOT '{HoldReason.NO_PRINTER}' RETURNING id",
+                f" AND {_CONFIGURED} AND held_reason IS NOT :no_printer RETURNING id",
                 {
                     "now": self._clock.wall(),
                     "id": job_id,
                     "among": None if among is None else json.dumps(sorted(among)),
                     "printers": self._printers,
+                    "no_printer": HoldReason.NO_PRINTER,
                 },
             )
             released = sorted(r[0] for r in rows)
@@ -644,8 +645,8 @@ class JobStore:
         """The held jobs Release all would print (their printer is configured), oldest first."""
         rows = await self._db.fetchall(
             f"SELECT id FROM print_jobs WHERE state = 'held' AND {_CONFIGURED}"
-            f" AND held_reason IS NOT '{HoldReason.NO_PRINTER}' ORDER BY id",
-            {"printers": self._printers},
+            " AND held_reason IS NOT :no_printer ORDER BY id",
+            {"printers": self._printers, "no_printer": HoldReason.NO_PRINTER},
         )
         return [r[0] for r in rows]
 
