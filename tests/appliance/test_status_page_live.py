@@ -698,3 +698,20 @@ async def test_reprint_in_an_old_orders_row_reprints_it_where_its_id_is_the_numb
     printed = await printers["kitchen"].wait_for_printed(7)  # five originals, then the two COPYs
     assert [decode(t).qr_codes for t in printed[5:]] == [["edge:v1:57:kitchen"], ["edge:v1:912:kitchen"]]
     assert await db_rows(agent, "SELECT order_id FROM print_jobs WHERE copy ORDER BY id") == [("57",), ("912",)]
+
+
+async def test_a_wrong_token_typed_into_a_private_page_is_said_to_be_refused(
+    chromium: Any, make_agent: Callable[..., Awaitable[Agent]]
+) -> None:
+    """status_page_public = false: a token typed wrong is answered 401, and the page says the token was refused, where
+    it said "Enter the API token to see the status." as if none had been typed (the api80 probe, F5)."""
+    agent = await make_agent(api={"status_page_public": False})
+    page = await chromium.new_page()
+    page.set_default_timeout(10_000)
+    await page.goto(f"http://127.0.0.1:{agent.port}/")
+    await page.fill("#token", "not-the-token-0123456789abcdef")
+    async with page.expect_response(lambda response: "/status/panel" in response.url and response.status == 401):
+        await page.click("#token-box button")
+    await page.wait_for_function("document.getElementById('message').textContent.length > 0")
+    text = await page.inner_text("#message")
+    assert "refused" in text, text

@@ -70,7 +70,12 @@ async function refresh() {
       else showPanel(html);
       current();
     } else if (response.status === 401) {
-      say("Enter the API token to see the status.");
+      // A token typed and refused is not "none typed" (the api80 probe, F5): the person checks what they typed.
+      say(
+        sessionStorage.getItem("edge-token")
+          ? "The API token entered was refused: check it (api.token on the box)."
+          : "Enter the API token to see the status.",
+      );
       if (panel.querySelector("#summary")) outOfDate("the API token is needed");
     } else {
       const answer = await response.json().catch(() => ({}));
