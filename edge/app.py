@@ -142,7 +142,17 @@ class Agent:
             self.printing.remember()  # it passed in __init__; the data dir is ours now
             await asyncio.to_thread(remove_restore_leftover, s.agent.db_path)
             self._on_stop(stack, "metrics", self.metrics.close)
+            made = not await asyncio.to_thread(s.agent.db_path.exists)
             self.db = db = await Database.open_keeping_room(s.agent.db_path)
+            if (
+                made
+            ):  # a new box; or a data_dir moved without its edge.db, whose waiting orders it strands (config80 F6)
+                log.warning(
+                    "database_created",
+                    path=str(s.agent.db_path),
+                    hint="a new, empty database: if this box took orders before, its database is elsewhere; stop the"
+                    " agent and move edge.db* here",
+                )
             self._on_stop(stack, "database", db.close)  # last but the lock: every other part may write until it stops
             # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
             started_mono = self.clock.mono()

@@ -181,6 +181,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(unmailed)
     if unserved := settings.receipts.unserved:
         print(unserved)
+    try:  # a data_dir moved to a folder made for it, without its edge.db, strands its orders (config80 F6)
+        moved = settings.agent.data_dir.is_dir() and not settings.agent.db_path.exists()
+    except OSError:  # not this user's to look into: the start's own checks say so
+        moved = False
+    if moved:
+        print(
+            f"agent.data_dir {settings.agent.data_dir} holds no database yet: the first start makes a new, empty one;"
+            " if this box took orders before, stop the agent and move its edge.db* here first",
+            file=sys.stderr,  # a note beside the answer, which scripts read on stdout
+        )
     stations = ", ".join(settings.stations) or "none"
     print(f"config {settings.source}: ok ({len(settings.printers)} printers, stations: {stations})")
     return 0

@@ -80,3 +80,23 @@ async def test_an_api_port_changed_while_the_agent_runs_is_not_taken_for_an_agen
         assert line.startswith("WARN") and CHANGED in line and f"port {agent.port}" in line, line
     finally:
         await agent.close()
+
+
+async def test_a_data_dir_moved_without_its_database_is_said_by_the_check_and_the_start(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The technician points agent.data_dir at a new disk and forgets to move edge.db; two tickets still wait in the
+    old one. `edge config check` (the step after an edit) says the new folder holds no database and that the first
+    start makes an empty one, and the start logs a new database made: before stop 80 check, start, status and doctor
+    said nothing, and the two orders answered 201 never printed (the config80 probe, F6)."""
+    agent = agent_process(tmp_path, printers, data_dir=tmp_path / "new-disk")
+    (tmp_path / "new-disk").mkdir()  # made for it, as operations.md says
+    check = await edge("config", "check", "--config", str(agent.config))
+    assert check.returncode == 0, check.stderr
+    assert f"{tmp_path / 'new-disk'} holds no database yet" in check.stderr, check.stderr
+    try:
+        await agent.start()
+    finally:
+        await agent.close()
+    log = (tmp_path / "agent.log").read_text()
+    assert "database_created" in log, log[-2000:]
