@@ -96,6 +96,12 @@ _SLOWEST_REPLY_S = 10.0
 # printer without status, and a roll that ran out lost its tickets, marked printed (the verify71 probe). The price:
 # a printer that never answers costs that long an exchange, twice in a run, before it is given up on.
 _LATE_REPLY_WAITS = 6
+# What a printer that ignores DLE EOT n cannot say (paper end and a stop still read as offline from DLE EOT 1)
+_UNASKED_MEANS = {
+    2: "why it is offline (cover open, paper end, an error)",
+    3: "which error stopped it",
+    4: "the roll near its end",
+}
 
 
 class _Replies:
@@ -121,6 +127,10 @@ class _Replies:
         self._late_s = 0.0  # how long after its query the last of them came
         # A missed reply never came, even after the wait: replies read after that may answer other queries
         self.doubtful = False
+        # For each GS r asked and not answered yet, the DLE EOT missed before it: DLE EOT is answered on arrival, GS r
+        # once the bytes before it are processed, so when its reply comes, theirs (on the same stream) never will.
+        self._before_in_order: collections.deque[tuple[tuple[int, float], ...]] = collections.deque()
+        self.overtaken: set[int] = set()  # n of DLE EOT whose reply a later query's overtook: the printer ignores it
 
     def forget_real_time(self) -> None:
         """Before a DLE EOT query: a reply read earlier and not asked for answers a DLE EOT that the printer found in a
@@ -133,6 +143,10 @@ class _Replies:
         found = self._in_order if in_order else self._real_time
         self._read_until(lambda: bool(found), timeout)
         return found.popleft() if found else None
+
+    def asked_in_order(self) -> None:
+        """GS r was just asked."""
+        self._before_in_order.append(tuple(self._missed))
 
     def missed(self, n: int, asked_at: float) -> None:
         """DLE EOT n, asked at ``asked_at`` (monotonic), was given up on: its reply, if it comes, is passed over."""
@@ -181,6 +195,10 @@ class _Replies:
             self._real_time.append(byte)
         elif is_in_order_reply(byte):
             self._in_order.append(byte)
+            for query in self._before_in_order.popleft() if self._before_in_order else ():
+                if query in self._missed:
+                    self._missed.remove(query)
+                    self.overtaken.add(query[0])
 
 
 @dataclasses.dataclass
@@ -300,6 +318,8 @@ class PrinterDriver:
         # Why its replies say less than its model's would (a profile that does not fit it), for the state's detail
         self.caveat = self._wrong_model() if without_in_order_before and answers_status is True else ""
         self._ignored: set[int] = set()  # DLE EOT n it did not answer even late, since it last answered them
+        # DLE EOT n (not 1) it is known not to answer at all (a later query's reply overtook its): not asked in this run
+        self._unasked: set[int] = set()
         self._replies = _Replies(transport)
         self._busy_until = 0.0  # monotonic: until then jobs sent without asking may still wait in the printer
         self._blind_ended: End | None = None  # how the last job sent without asking ended its connection
@@ -440,14 +460,14 @@ class PrinterDriver:
         found = self._ask_state()
         if found[0] == PrinterState.ONLINE:
             self._in_order_asked_again = True
-            self.transport.write(_GS_R_PAPER)
+            self._write_in_order()
             if self._replies.next(in_order=True, timeout=self._wait_s) is not None:
                 self._in_order_answers, self.caveat = _Habit(answered=True), ""
         return found
 
     def _answers_in_order(self) -> bool | None:
         def ask() -> bool:
-            self.transport.write(_GS_R_PAPER)
+            self._write_in_order()
             return self._replies.next(in_order=True, timeout=self._wait_s) is not None
 
         return self._query(ask, unreachable=None, mute=None, hung_up=None)
@@ -473,10 +493,31 @@ class PrinterDriver:
                 self._close()
 
     def _close(self) -> None:
+        self._learn_unasked()
         try:
             self.transport.close()
         except Exception:  # the outcome is already decided; a failing close must not replace it
             log.exception("transport_close_failed", device_id=self.name)
+
+    def _learn_unasked(self) -> None:
+        """DLE EOT n seen on this connection to go unanswered by a printer that answered a query asked after it: a
+        clone with part of the command set. Asked before each ticket it cost the wait for a late reply every time (9 s
+        a ticket at the default: the netprinter80 probe, F1); DLE EOT 1 is always asked (the printer's own state)."""
+        for n in sorted(self._replies.overtaken - self._unasked - {1}):
+            self._unasked.add(n)
+            log.warning(
+                "printer_ignores_query",
+                device_id=self.name,
+                query=f"DLE EOT {n}",
+                hint=f"it answers other status queries but never DLE EOT {n} (a clone with part of the command set): "
+                f"not asked again in this run, so {_UNASKED_MEANS.get(n, 'what it says')} is not seen; if it is the "
+                f"model printers.{self.name}.profile names, look at its status settings",
+            )
+
+    def _write_in_order(self) -> None:
+        """Asks GS r 1 on the open connection."""
+        self.transport.write(_GS_R_PAPER)
+        self._replies.asked_in_order()
 
     def _print(self, data: bytes) -> PrintOutcome:
         with self._lock:
@@ -555,7 +596,7 @@ class PrinterDriver:
         answer GS r; None when it answered nothing at all."""
         if self._in_order_answers.given_up:
             return False  # a printer without GS r: the DLE EOT reply after the job is all there is
-        self.transport.write(_GS_R_PAPER)
+        self._write_in_order()
         # A printer known to answer GS r is never taken for one that does not: its ticket is out when it answers.
         known = self._in_order_known
         now = time.monotonic()
@@ -586,6 +627,10 @@ class PrinterDriver:
             # still says when, waited for as long as the job takes from now.
             held_back = self.transport.holding_back()
             wait_s = _HELD_BACK_WAIT_S if held_back else _STOP_POLL_S
+            if not held_back and 2 in self._unasked | self._ignored:
+                # A printer that ignores DLE EOT 2 cannot say it stopped (its silence read as one that answers nothing:
+                # every ticket printed again as COPY): its GS r is waited for until the job's time is up.
+                continue
             if not held_back:
                 # On a slow line the poll waits behind the rest of the job's bytes: as long as they may take, or a
                 # reply's.
@@ -641,7 +686,7 @@ class PrinterDriver:
         """After a job whose GS r went unanswered: GS r asked once more, alone. An answer at once tells a printer that
         lost the first one, and maybe some of the job (a serial printer discards what comes while its buffer is full):
         not known to be out, failed, as COPY. Silence: one that never answers it (a few clones), or one still busy."""
-        self.transport.write(_GS_R_PAPER)
+        self._write_in_order()
         if self._replies.next(in_order=True, timeout=self._wait_s) is not None:
             self._in_order_answers.note(True)
             self._clear_rest()
@@ -759,6 +804,8 @@ class PrinterDriver:
         replies: dict[int, int] = {}
         timeout = self._wait_s if first_timeout is None else first_timeout
         for n in queries:
+            if n in self._unasked:
+                continue
             reply = self._real_time(n, timeout=timeout)
             if reply is None:
                 reply = self._answered_late(n)

@@ -137,6 +137,50 @@ async def test_a_query_the_printer_never_answers_is_not_waited_for_as_a_late_one
     assert await printer.wait_for_printed(4) == [LINE] * 4
 
 
+async def test_a_clone_that_ignores_dle_eot_2_and_4_is_asked_them_only_until_it_is_known_not_to_answer_them(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter], tmp_path: Path
+) -> None:
+    """Orders in over HTTP to a kitchen clone that answers DLE EOT 1 and GS r but never DLE EOT 2 or 4: each of those
+    is waited for once (its reply overtaken by the GS r reply asked after it: it never comes), logged once as
+    printer_ignores_query naming it, and not asked again in this run: from the third ticket on, only DLE EOT 1 is asked
+    before each, and every ticket prints once, unmarked. Before stop 80 the last query of each exchange never became
+    "ignored" (only the next query on its connection settled it), so every ticket of the run waited six
+    status_timeouts for DLE EOT 2 (9 s at the default; the netprinter80 probe, F1)."""
+    kitchen = printers["kitchen"]
+    kitchen.ignored = {2, 4}
+    raw = config_dict(tmp_path / "data", printers)
+    raw["printers"]["kitchen"] |= {"status_timeout": 0.3, "status_poll_s": 3600}
+    asked: list[int] = []
+    with capture_logs() as logs:
+        agent = await make_agent(parse_settings(raw, source="test"))
+        async with api_client(agent) as api:
+            for n, order in enumerate(orders(example_order, 5), start=1):
+                before = kitchen.status_asked
+                assert (await post(api, order))[0] == 201
+                await wait_until(lambda n=n: len(kitchen.printed) == n, timeout=20, what=f"ticket {n} printed")
+                asked.append(kitchen.status_asked - before)
+            await eventually(lambda: job_rows(agent), lambda rows: rows == [("printed", 0, 0)] * 5, timeout=5)
+    assert asked[2:] == [1, 1, 1], asked  # DLE EOT 1 alone
+    assert [("KOPIE / COPY" in decode(t).text) for t in kitchen.printed] == [False] * 5
+    ignoring = [e for e in logs if e["event"] == "printer_ignores_query"]
+    assert sorted(e["query"] for e in ignoring) == ["DLE EOT 2", "DLE EOT 4"], ignoring
+
+
+async def test_a_clone_without_gs_r_that_ignores_dle_eot_2_prints_its_tickets_once_after_the_first(
+    printer: SimPrinter,
+) -> None:
+    """A clone that answers DLE EOT 1 and 4 only (no DLE EOT 2, no GS r): once DLE EOT 2 went unanswered even late,
+    a ticket's wait for GS r no longer polls it, and each ticket after the first two (the first costs a COPY, the
+    second is the one that finds GS r missing) is taken for printed, read online. Before stop 80 that poll's silence
+    read as a printer answering nothing after the ticket: offline, every ticket printed again as COPY (found while
+    fixing the netprinter80 probe's F1)."""
+    printer.ignored = {2}
+    printer.answer_in_order = False
+    driver = PrinterDriver("kitchen", TcpTransport("kitchen", *printer.address), status_timeout=TIMEOUT)
+    outcomes = [await asyncio.wait_for(driver.print(LINE), 30) for _ in range(4)]
+    assert [(o.state, o.on_paper) for o in outcomes[2:]] == [(PrinterState.ONLINE, True)] * 2, outcomes
+
+
 @pytest.fixture
 def epson_profile_without_gs_r(
     printers: dict[str, SimPrinter], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
