@@ -131,6 +131,8 @@ class _Replies:
         # once the bytes before it are processed, so when its reply comes, theirs (on the same stream) never will.
         self._before_in_order: collections.deque[tuple[tuple[int, float], ...]] = collections.deque()
         self.overtaken: set[int] = set()  # n of DLE EOT whose reply a later query's overtook: the printer ignores it
+        # Bytes that are no reply to anything asked (0xFF, a status with its fixed bits wrong): the last one
+        self.not_a_reply: int | None = None
 
     def forget_real_time(self) -> None:
         """Before a DLE EOT query: a reply read earlier and not asked for answers a DLE EOT that the printer found in a
@@ -195,10 +197,14 @@ class _Replies:
             self._real_time.append(byte)
         elif is_in_order_reply(byte):
             self._in_order.append(byte)
+            if not self._before_in_order:  # no GS r asked: a DLE EOT reply with bit 4 clear, say
+                self.not_a_reply = byte
             for query in self._before_in_order.popleft() if self._before_in_order else ():
                 if query in self._missed:
                     self._missed.remove(query)
                     self.overtaken.add(query[0])
+        else:
+            self.not_a_reply = byte
 
 
 @dataclasses.dataclass
@@ -770,7 +776,10 @@ class PrinterDriver:
         answered_before = self._status_answers.answered
         replies = self._status_replies()
         self.silence = ""
-        if not replies and answered_before:
+        answers = answered_before or self._status_answers.expected or self._status_answers.earlier
+        if not replies and answers and self._replies.not_a_reply is not None:
+            self.silence = self._not_replies(self._replies.not_a_reply)
+        elif not replies and answered_before:
             self.silence = _SILENT_IN_TICKET if self._stopped_in_ticket else self.transport.silent
         elif not replies and (self._status_answers.expected or self._status_answers.earlier):
             self.silence = self._never_answered()
@@ -790,6 +799,14 @@ class PrinterDriver:
         if error_reported(replies):
             replies |= self._ask((3,))  # which error; for the technician's log
         return replies
+
+    def _not_replies(self, byte: int) -> str:
+        """Why a printer that sent bytes back, none of them a status reply, reads offline: not silence (another device
+        holding it, the till?) but replies the agent cannot read (the netprinter80 probe, F3)."""
+        return (
+            f"answers status queries with bytes that are not ESC/POS status replies (0x{byte:02x}): check "
+            f"printers.{self.name}.profile, or whether the printer is the model it names (its firmware?)"
+        )
 
     def _never_answered(self) -> str:
         if self._status_answers.expected:
@@ -885,6 +902,8 @@ class PrinterDriver:
             f"{_SILENT} (DLE EOT): paper out and cover open cannot be seen; tickets are sent without waiting for"
             " replies"
         )
+        if (byte := self._replies.not_a_reply) is not None:  # not silent: what it sends is no status reply
+            hint = f"{hint}; {self._not_replies(byte)}"
         if line := getattr(self.transport, "unanswered", ""):  # a serial line's likelier cause, for the state detail
             hint = self.caveat = f"{hint}; {line}"
         log.warning("printer_silent", device_id=self.name, hint=hint)

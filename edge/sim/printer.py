@@ -128,6 +128,9 @@ class SimPrinter:
         self.answer_status = True  # False: ignores DLE EOT and GS r, as some models and one-way print servers do
         self.answer_in_order = True  # False: answers DLE EOT but ignores GS r, as a few clones do
         self.ignored: set[int] = set()  # DLE EOT n it never answers, all others it does (a clone's partial command set)
+        # Every DLE EOT answered with this byte instead (None: its status): one that is not a status reply (0xFF, or
+        # the fixed bits wrong), as from firmware or a model whose replies are not ESC/POS's
+        self.status_byte: int | None = None
         # True: answers GS r also while stopped, with the paper end bits set (some clones: "returns 0F when out of
         # paper", a Chinese vendor's GS r 1 note); an Epson does not answer it then.
         self.in_order_when_stopped = False
@@ -502,7 +505,7 @@ class SimPrinter:
             if not (self.answer_status and self.powered) or query in self.ignored:
                 return b""
             self.status_queries += 1
-            reply = bytes([self._reply(query)])
+            reply = bytes([self._reply(query) if self.status_byte is None else self.status_byte])
             if query == 1 and self.paper_back_after_query_1:
                 self.paper_back_after_query_1 = self.paper_out = False
             return reply

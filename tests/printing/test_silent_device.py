@@ -294,3 +294,34 @@ async def test_a_printer_without_status_that_keeps_its_end_open_is_not_waited_fo
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("reply", [0xFF, 0x02], ids=["0xff", "fixed-bit-4-clear"])
+async def test_a_printer_answering_status_with_bytes_that_are_not_replies_is_told_so_not_as_silent(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Any],
+    printers: dict[str, SimPrinter],
+    reply: int,
+) -> None:
+    """The kitchen printer prints a ticket, then answers every DLE EOT with a byte that is not a status reply (0xFF, or
+    its flags with the fixed bit 4 clear: firmware, or a model whose replies are not ESC/POS's). The next ticket waits
+    (no reply says it can print) and the printer's detail says what is true: it answers with bytes that are not status
+    replies, check its profile or model. Before stop 80 it read "takes the connection but answers nothing: another
+    device (the till?) may be printing on it", sending the technician to look for a till (the netprinter80 probe,
+    F3)."""
+    kitchen = printers["kitchen"]
+    agent = await make_agent(make_settings(spool={"offline_probe_max_s": 0.2}))
+
+    async def kitchen_detail() -> str:
+        async with api_client(agent) as api, api.get("/api/v1/printers") as response:
+            return str(next(p["detail"] for p in (await response.json())["printers"] if p["name"] == "kitchen"))
+
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        await kitchen.wait_for_printed(1, timeout=15)
+        kitchen.status_byte = reply
+        assert (await post(api, make_order(2, print_receipt=False)))[0] == 201
+    detail = await eventually(kitchen_detail, lambda d: "answer" in d, timeout=30, what="the detail of its replies")
+    assert "not ESC/POS status replies" in detail and "printers.kitchen.profile" in detail, detail
+    assert "till" not in detail, detail
+    assert len(kitchen.printed) == 1
