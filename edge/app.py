@@ -306,7 +306,7 @@ class Agent:
             self._server = ApiServer(make_api(self.deps), s.api, clock=self.clock)
             self._runner = self._server.runner
             self.port = await self._server.start()
-            lock.note_port(self.port)  # commands find the agent here after api.port changed in edge.toml
+            lock.note_address(s.api.host, self.port)  # commands find it here after an api edit awaiting the restart
             self._on_stop(stack, "api", self._stop_api)  # first to stop: no new orders while the rest winds down
             if s.mqtt.url:
                 await self._start_mqtt(stack, intake, db)

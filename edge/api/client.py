@@ -21,10 +21,9 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     answer, or answers what the agent never does. Python's own HTTP client, in a thread: one request on loopback needs
     no more, and a command that only asks the agent something (the health timer's, every minute) then never loads
     aiohttp (~0.2 s of CPU)."""
-    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
+    host, port = agent_address(settings)
     # An id or printer name as typed (Küche, "A 1001") is a path segment, not the URL's own characters.
     path = urllib.parse.quote(path, safe="/?&=%:")
-    port = agent_port(settings)
     address = f"{f'[{host}]' if ':' in host else host}:{port}"
     url = f"http://{address}{path}"
     headers = {"Authorization": f"Bearer {settings.api.token.get()}"}
@@ -51,11 +50,13 @@ async def call_agent(settings: Settings, method: str, path: str, body: Any = Non
     raise EdgeError(not_the_agent(address, status, what))
 
 
-def agent_port(settings: Settings) -> int:
-    """The port the running agent listens on, as it noted beside its lock; api.port where none runs or noted one.
-    They differ while an api.port changed in edge.toml waits for the restart: the health timer asked only the new one
-    and mailed "agent not running" while orders printed (the config80 probe, F8)."""
-    return DataDirLock.running_port(settings.agent.data_dir) or settings.api.port
+def agent_address(settings: Settings) -> tuple[str, int]:
+    """(host, port) to ask the running agent at: where it listens, as it noted beside its lock; api.host and api.port
+    where none runs or noted them. They differ while an edit of either in edge.toml waits for the restart: the health
+    timer asked the new ones and mailed "agent not running" while orders printed (the config80 probe, F8; the
+    verify80 probe, V1). An agent on every address is asked on loopback."""
+    host, port = DataDirLock.running_address(settings.agent.data_dir) or (settings.api.host, settings.api.port)
+    return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), port
 
 
 def not_the_agent(where: str, status: int, what: str) -> str:

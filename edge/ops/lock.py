@@ -68,31 +68,27 @@ class DataDirLock:
             raise AgentRunningError(f"data directory {data_dir} is in use by {holder}; {advice}") from None
         # Who holds it, for the message above; the flock is the lock, so a card too full for this line (a new data
         # directory on a full card) changes nothing: before, the start ended on it with a bare "[Errno 28]".
-        with contextlib.suppress(OSError):
-            os.pwrite(
-                fd, f"{purpose} pid {os.getpid()}".ljust(_HOLDER_WIDTH - 1)[: _HOLDER_WIDTH - 1].encode() + b"\n", 0
-            )
+        _write_holder(fd, f"{purpose} pid {os.getpid()}")
         return cls(path, fd)
 
-    def note_port(self, port: int) -> None:
-        """Adds the port the agent's API listens on to its holder line: a command asking the agent finds it there after
-        api.port was changed in edge.toml and the restart is still to come (the config80 probe, F8)."""
-        with contextlib.suppress(OSError):
-            if self._fd is not None:
-                line = f"agent pid {os.getpid()} port {port}"
-                os.pwrite(self._fd, line.ljust(_HOLDER_WIDTH - 1)[: _HOLDER_WIDTH - 1].encode() + b"\n", 0)
+    def note_address(self, host: str, port: int) -> None:
+        """Adds where the agent's API listens to its holder line: a command asking the agent finds it there after
+        api.port or api.host was changed in edge.toml and the restart is still to come (the config80 probe, F8; the
+        verify80 probe, V1)."""
+        if self._fd is not None:
+            _write_holder(self._fd, f"agent pid {os.getpid()} api {host} {port}")
 
     @classmethod
-    def running_port(cls, data_dir: Path) -> int | None:
-        """The port the agent holding ``data_dir`` listens on, as it noted it; None if no agent holds it or it noted
-        none (a version before stop 80, or it is still starting)."""
+    def running_address(cls, data_dir: Path) -> tuple[str, int] | None:
+        """(host, port) the agent holding ``data_dir`` listens on, as it noted them; None if no agent holds it or it
+        noted none (a version before stop 80, or it is still starting)."""
         try:
             holder = (data_dir / "agent.lock").read_text(errors="replace").split()
         except OSError:
             return None
-        if holder[:2] != ["agent", "pid"] or holder[3:4] != ["port"] or not holder[4:5] or not holder[4].isdigit():
+        if holder[:2] != ["agent", "pid"] or holder[3:4] != ["api"] or len(holder) < 6 or not holder[5].isdigit():
             return None
-        return int(holder[4]) if cls.held(data_dir) else None
+        return (holder[4], int(holder[5])) if cls.held(data_dir) else None
 
     @staticmethod
     def held(data_dir: Path) -> bool:
@@ -115,6 +111,12 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the stale holder line is only read while someone holds it
             self._fd = None
+
+
+def _write_holder(fd: int, line: str) -> None:
+    """The holder line, over the old one at its fixed width; a card too full for it changes nothing (see acquire)."""
+    with contextlib.suppress(OSError):
+        os.pwrite(fd, line.ljust(_HOLDER_WIDTH - 1)[: _HOLDER_WIDTH - 1].encode() + b"\n", 0)
 
 
 def _cannot_make(data_dir: Path) -> str:

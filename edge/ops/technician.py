@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from edge.api.client import agent_port, not_the_agent
+from edge.api.client import agent_address, not_the_agent
 from edge.clock import RemoteClock, clock_off_words, shown_at
 from edge.config import NetworkPrinterSettings, Settings
 from edge.dns import unresolved
@@ -499,8 +499,10 @@ async def _agent_check(settings: Settings, api_call: ApiCall, agent: dict[str, A
     except EdgeError as err:
         return Check("agent", "fail", str(err))
     if status == 200 and body.get("ready") is True:
-        port = agent_port(settings)
+        host, port = agent_address(settings)
         ready = f"running, ready on port {port}" + (f" (edge.toml: {settings.api.port})" * (port != settings.api.port))
+        if settings.api.host not in (host, "0.0.0.0", "::"):
+            ready += f" at {host} (edge.toml: {settings.api.host})"
         if changed := _changed_since_start(settings, agent):
             return Check(
                 "agent",

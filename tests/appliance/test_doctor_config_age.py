@@ -10,6 +10,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from edge.sim.ports import free_port
 from edge.sim.printer import SimPrinter
 from tests.helpers import agent_process, edge, edge_blocking
@@ -57,21 +59,26 @@ async def test_a_config_dated_ahead_of_the_clock_is_not_taken_for_a_change_after
         await agent.close()
 
 
+@pytest.mark.parametrize("edited", ["port", "host"])
 async def test_an_api_port_changed_while_the_agent_runs_is_not_taken_for_an_agent_that_is_down(
-    tmp_path: Path, printers: dict[str, SimPrinter]
+    tmp_path: Path, printers: dict[str, SimPrinter], edited: str
 ) -> None:
     """The technician changes api.port in edge.toml; the restart is still to come. The running agent takes and prints
     orders on the old port: `edge health`, `edge status` and `edge doctor` talk to it there (the port it records
     beside its lock), and the doctor says the config changed after the start, naming the port it runs on. Before stop
     80 they asked the new port only: the health timer mailed the manager "Edge-Agent läuft nicht … Bestellungen werden
     nicht angenommen oder gedruckt" while orders printed, and the doctor said FAIL "is the agent running?" (the
-    config80 probe, F8)."""
+    config80 probe, F8). The same for api.host (the docs' step to a VPN address; the verify80 probe, V1)."""
     agent = agent_process(tmp_path, printers)
+    agent.config.write_text(agent.config.read_text().replace("[api]\n", '[api]\nhost = "127.0.0.1"\n'))
     try:
         await agent.start()
         text = agent.config.read_text()
         assert f"port = {agent.port}" in text
-        agent.config.write_text(text.replace(f"port = {agent.port}", f"port = {free_port()}"))
+        if edited == "port":
+            agent.config.write_text(text.replace(f"port = {agent.port}", f"port = {free_port()}"))
+        else:  # another loopback address: nothing listens there
+            agent.config.write_text(text.replace('host = "127.0.0.1"', 'host = "127.0.0.2"'))
         health = await edge("health", "--config", str(agent.config))
         assert health.returncode == 0, health.stdout + health.stderr
         status = await edge("status", "--config", str(agent.config))
