@@ -62,6 +62,11 @@ async def test_each_operation_answers_as_documented(
         for coding in ("br", "compress"):  # refused by aiohttp before any handler, and by the agent's reading
             await tour.go("POST", orders, 415, data=b"x", headers={"Content-Encoding": coding})
         await open_tour.go("POST", orders, 401, json=order)
+        # Answered and, before stop 80, not in the document (the api80 probe, F4)
+        await tour.go("POST", orders, 417, json=order, headers={"Expect": "200-ok"})
+        too_big = b"x" * (full_agent.settings.api.max_body_bytes + 1)
+        await tour.go("POST", "/api/v1/jobs/release-held", 413, data=too_big)
+        await tour.go("POST", "/api/v1/jobs/release-held", 415, data=b"x", headers={"Content-Encoding": "br"})
         await printers["kitchen"].wait_for_printed(1)
         await tour.go("GET", one, 200, f"{orders}/{order['id']}")
         await tour.go("GET", one, 404, f"{orders}/nope")
