@@ -419,12 +419,19 @@ async def _apply(
         known = ", ".join(sorted(stations)) or "none"
         detail = f"order {number} has no {scan.station} ticket (its stations: {known})"
         return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, order, scan.station, detail, quiet=quiet)
-    if scan.revision is not None and scan.station is not None and scan.revision < revision:
-        later = await _more_to_make_since(conn, order_id, scan.station, scan.revision)
+    # A ticket of an earlier revision: its QR code says which; a number typed that an earlier revision had (the
+    # first ticket's, before a change renumbered the order) names the last revision with it. Typed, it made the order
+    # ready with a dish the renumbering change added still unmade (the scan80 probe, F3).
+    shown = scan.revision
+    if shown is None and scan.plain and scan.order_ref not in (order_id, number):
+        shown = await _numbered_until(conn, order_id, scan.order_ref)
+    for station in sorted({scan.station} if scan.station is not None else stations) if shown else ():
+        later = await _more_to_make_since(conn, order_id, station, shown) if shown < revision else None
         if later is not None:
+            what = f"this {station} ticket shows" if scan.revision else f"number {scan.order_ref} is of"
             detail = (
-                f"order {number}: this {scan.station} ticket shows revision {scan.revision}; revision {later} gave"
-                f" {scan.station} more to make: scan its change ticket (ÄNDERUNG / CHANGE); nothing changed"
+                f"order {number}: {what} revision {shown}; revision {later} gave {station} more to make: scan its"
+                " change ticket (ÄNDERUNG / CHANGE); nothing changed"
             )
             return await _insert_scan(
                 conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet
@@ -508,6 +515,15 @@ async def _more_to_make_since(conn: Writer, order_id: str, station: str, shown: 
         (later.revision for before, later in itertools.pairwise(orders) if _makes_more(before, later, station)),
         None,
     )
+
+
+async def _numbered_until(conn: Writer, order_id: str, number: str) -> int | None:
+    """The last revision of an order that showed ``number`` (one a later revision changed)."""
+    rows = await conn.execute_fetchall(
+        "SELECT MAX(revision) FROM order_revisions WHERE order_id = ? AND json_extract(payload, '$.number') = ?",
+        (order_id, number),
+    )
+    return next((r[0] for r in rows), None)
 
 
 async def _had_ticket(conn: Writer, order_id: str, station: str) -> bool:

@@ -181,6 +181,30 @@ async def test_the_original_ticket_scanned_after_a_change_that_adds_a_dish_does_
     assert await state(scan_api, order) == ("ready", {"kitchen": True})
 
 
+@pytest.mark.parametrize("scanner", ["kitchen", "counter"])
+async def test_the_number_of_the_first_ticket_typed_after_a_renumbering_change_does_not_make_the_order_ready(
+    scan_agent: tuple[Agent, Seen],
+    sims: dict[str, SimScanner],
+    scan_api: aiohttp.ClientSession,
+    scanner: str,
+) -> None:
+    """Revision 2 renumbers A-1001 to B-77 and adds a Tiramisu. The cook types the number on the ticket in hand,
+    the first one: it names that ticket's revision, which the change gave more to make, as its QR code would (refused,
+    naming the change ticket); the order stays open and central hears no ready. Before stop 80 the typed old number
+    marked the kitchen done, the order ready with the Tiramisu unmade, and central was told (the scan80 probe, F3)."""
+    agent, seen = scan_agent
+    order = await new_order(scan_api, agent, 1)
+    renumbered = revised(order, 2, add=(TIRAMISU,)) | {"number": "B-77"}
+    await change(scan_api, agent, renumbered)
+    before = len(seen.scans)
+    sims[scanner].scan(order["number"])
+    await seen.scans_count(before + 1)
+    outcome, detail = await last_scan(agent)
+    assert outcome == "already_done" and "revision 2" in detail, detail
+    assert await state(scan_api, order) == ("open", {"kitchen": False})
+    assert [e for e, _, _ in await outbox(agent, order) if e == "ready"] == []
+
+
 @pytest.mark.parametrize(
     ("added", "reopened", "rescan"),
     [
