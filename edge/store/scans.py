@@ -423,10 +423,11 @@ async def _apply(
     # first ticket's, before a change renumbered the order) names the last revision with it. Typed, it made the order
     # ready with a dish the renumbering change added still unmade (the scan80 probe, F3).
     shown = scan.revision
-    if shown is None and scan.plain and scan.order_ref not in (order_id, number):
+    if shown is None and scan.plain and scan.order_ref and scan.order_ref not in (order_id, number):
         shown = await _numbered_until(conn, order_id, scan.order_ref)
-    for station in sorted({scan.station} if scan.station is not None else stations) if shown else ():
-        later = await _more_to_make_since(conn, order_id, station, shown) if shown < revision else None
+    earlier = shown is not None and shown < revision
+    for station in sorted({scan.station} if scan.station is not None else stations) if earlier else ():
+        later = await _more_to_make_since(conn, order_id, station, shown or 0)
         if later is not None:
             what = f"this {station} ticket shows" if scan.revision else f"number {scan.order_ref} is of"
             detail = (
