@@ -148,8 +148,9 @@ async def post_reprint(request: web.Request) -> web.Response:
 
 
 async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: JobKind | None = None) -> web.Response:
+    out = {job_id for spooler in deps.spoolers.values() for job_id in spooler.out_unrecorded}
     copies = await deps.jobs.add_copies(
-        order_id, station=station, kind=kind, printer_for=deps.intake.router.printer_for
+        order_id, station=station, kind=kind, printer_for=deps.intake.router.printer_for, out=out
     )
     for printer in {job.printer for job in await deps.jobs.for_order(order_id)}:
         deps.wake_printer(printer)
@@ -184,6 +185,7 @@ _COPY_THERE_SAID = {
 _ORIGINAL_WAITS = {
     JobState.QUEUED: "has not printed yet and prints on its own",
     JobState.FAILED: "has not printed yet and is tried again on its own",
+    JobState.PRINTING: "is being printed now (if it does not come out whole, it is printed again)",
 }
 
 

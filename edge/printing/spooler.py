@@ -149,6 +149,12 @@ class Spooler:
         self.driver.close()
 
     @property
+    def out_unrecorded(self) -> frozenset[int]:
+        """Jobs the printer confirmed out whose printed mark waits for the spool's next commit (still 'printing' in
+        the store): a Reprint pressed now finds them out, not going out."""
+        return frozenset(mark.job_id for mark in self._confirmed)
+
+    @property
     def failing(self) -> bool:
         """Whether the printer cut the last _FAILING_AFTER jobs short: failover moves its tickets at once, before
         their attempts run out on it."""

@@ -184,9 +184,14 @@ _COPY_THERE = (
     " AND id NOT IN (SELECT value FROM json_each(:seen_out))))))"
 )
 REVIVED_WITHIN_S = 12 * 3600  # a ticket given up longer ago than a service is not brought back by itself
-# An original still to print on its own (in line, or tried again): a reprint copies it not beside itself. Not one
-# going out ('printing': its printed mark rides with the next claim, a moment after it is on paper).
-_ORIGINAL_WAITING = "(NOT copy AND variant IS NULL AND state IN ('queued', 'failed'))"
+# An original still to print on its own (in line, or tried again) or going out now: a reprint copies it not beside
+# itself. 'printing' lasts as long as its paper (a long ticket: seconds, until GS r says it is out): a Reprint pressed
+# because it had not come out yet queued a whole COPY after it (the loop80 probe, F1), where the job's own Reprint
+# refused it. One its spool saw come out (:out) is out, its printed mark riding with the spool's next commit.
+_ORIGINAL_WAITING = (
+    "(NOT copy AND variant IS NULL AND (state IN ('queued', 'failed')"
+    " OR (state = 'printing' AND id NOT IN (SELECT value FROM json_each(:out)))))"
+)
 # A person's COPY shows the order as it is now: a ticket of its station held or given up (dead) before it, the
 # original or a change, is settled by it (discarded, saying why). Left as it was, its Release or Retry (the manager's
 # page still offered them) printed the order a second time, and a dead one's alarm never ended (the api80 probe, F1,
@@ -1063,6 +1068,7 @@ class JobStore:
         station: str | None = None,
         kind: JobKind | None = None,
         printer_for: Callable[[JobKind, str | None], str | None],
+        out: Collection[int] = (),
     ) -> Copies:
         """Queue a COPY of each original job of an order (or of one station's ticket, or of one ``kind``: the
         receipt), released: a person asked; not where a COPY of it (of the order as it is now) is still there: waiting
@@ -1111,6 +1117,7 @@ class JobStore:
                         "just_out": just_out,
                         "seen_out": seen_out,
                         "just_out_s": COPY_JUST_OUT_S,
+                        "out": json.dumps(sorted(out)),
                     },
                 )
                 if there:

@@ -354,3 +354,30 @@ async def test_a_copy_this_run_saw_come_out_long_ago_is_not_brought_back_by_a_st
         assert (status, len(answer["job_ids"])) == (201, 1), answer
         await kitchen.wait_for_printed(3)
     assert copies_on_paper(kitchen) == 2
+
+
+async def test_an_orders_reprint_while_its_ticket_is_still_coming_out_queues_no_copy_beside_it(
+    make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """A long ticket at paper speed (several seconds of paper: the job is `printing` until its GS r says it is out);
+    the manager presses the order's Reprint because it has not come out yet. The ticket going out is named in
+    `waiting` (200), nothing is queued beside it, and one ticket comes out, as the job's own Reprint already answered.
+    Before stop 80 the order's Reprint queued a whole COPY after it: the order twice for the cook (the loop80 probe,
+    F1)."""
+    printers["kitchen"].speed = PaperSpeed(mm_per_s=20)  # a ticket of some 60 mm: ~3 s of paper
+    example_order["print_receipt"] = False
+    agent = await make_agent()
+    async with api_client(agent) as api:
+        await post(api, example_order)
+        [(ticket,)] = await db_rows(agent, "SELECT id FROM print_jobs WHERE kind = 'ticket'")
+        await eventually(
+            lambda: db_rows(agent, "SELECT state FROM print_jobs WHERE id = ?", ticket),
+            lambda rows: rows == [("printing",)],
+            what="the ticket going out",
+        )
+        status, answer = await press(api, f"/api/v1/orders/{example_order['id']}/reprint?by=id")
+        assert (status, answer["job_ids"], answer["waiting"]) == (200, [], [ticket]), answer
+        assert "is being printed" in answer["reason"], answer
+        await printers["kitchen"].wait_for_printed(1, timeout=20)
+        await asyncio.sleep(1.0)  # a COPY would be going out by now
+    assert copies_on_paper(printers["kitchen"]) == 0 and len(printers["kitchen"].printed) == 1
