@@ -8,6 +8,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import structlog.testing
 
 from edge.api.server import ApiServer
-from edge.app import Agent
+from edge.app import Agent, threads_left
 from edge.config import Settings
 from edge.ops.housekeeping import Housekeeping
 from edge.ops.lock import DataDirLock
@@ -282,3 +283,20 @@ async def test_sighup_while_the_agent_is_still_starting_does_not_end_it(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_a_thread_still_busy_at_exit_with_no_lookup_is_not_blamed_on_dns() -> None:
+    """A printer's thread still sending a ticket longer than the stop's grace at exit: the log named "a name lookup
+    the DNS server does not answer?" with no lookup in flight, and sent the technician to the wrong place (the loop80
+    probe, F2)."""
+    release = threading.Event()
+    busy = threading.Thread(target=release.wait, name="printer-kitchen_0")
+    busy.start()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert threads_left(timeout=0.05) == ["printer-kitchen_0"]
+    finally:
+        release.set()
+        busy.join()
+    [line] = [e for e in logs if e["event"] == "exit_without_waiting"]
+    assert line["lookups"] == [] and "DNS" not in line["note"] and "printer" in line["note"], line
