@@ -520,7 +520,10 @@ async def test_a_station_taken_out_of_the_routes_keeps_its_waiting_tickets_held_
     async with api(second) as session:
         async with session.post(f"/api/v1/jobs/{job_id}/release") as response:
             body = await response.json()
-            assert response.status == 409 and ("bar" if removed == "bar" else "receipt") in body["reason"], body
+            named = "station 'bar'" if removed == "bar" else "receipts"
+            assert response.status == 409 and f"no printer serves {named} in the config now" in body["reason"], body
+            route = "[stations] bar = PRINTER" if removed == "bar" else "receipts.printer"
+            assert f"set {route} and restart" in body["reason"], body
         async with session.post("/api/v1/jobs/release-held") as response:
             assert (await response.json())["released"] == []
         async with session.get("/api/v1/status") as response:
