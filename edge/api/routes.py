@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -148,7 +149,7 @@ async def post_reprint(request: web.Request) -> web.Response:
 
 
 async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: JobKind | None = None) -> web.Response:
-    out = {job_id for spooler in deps.spoolers.values() for job_id in spooler.out_unrecorded}
+    out = await _seen_out(deps, order_id)
     copies = await deps.jobs.add_copies(
         order_id, station=station, kind=kind, printer_for=deps.intake.router.printer_for, out=out
     )
@@ -170,6 +171,25 @@ async def _copies(deps: ApiDeps, order_id: str, *, station: str | None, kind: Jo
             )
         body["reason"] = "; ".join(reasons)
     return web.json_response(body, status=201 if copies.queued else 200)
+
+
+# How long a Reprint waits for a ticket of its order that is going out to be confirmed out (or not): its paper is on
+# the printer a moment before its GS r reply reaches the spool. Longer, it is still printing (a long ticket).
+_OUT_SOON_S = 0.5
+
+
+async def _seen_out(deps: ApiDeps, order_id: str) -> set[int]:
+    """The order's jobs its spools saw come out, their printed marks not yet committed; waited for a moment while one
+    is going out, so a ticket that just came out is copied and one still printing is not (the loop80 probe, F1). Real
+    time, not the loop's clock: a test's clock standing still must not hold the answer."""
+    waited = 0.0
+    while True:
+        out = {job_id for spooler in deps.spoolers.values() for job_id in spooler.out_unrecorded}
+        jobs = await deps.jobs.for_order(order_id)
+        if waited >= _OUT_SOON_S or not any(j.state == JobState.PRINTING and j.id not in out for j in jobs):
+            return out
+        await asyncio.to_thread(time.sleep, 0.02)
+        waited += 0.02
 
 
 # What the answer says of a COPY a reprint found already there, by its state.

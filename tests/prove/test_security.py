@@ -337,6 +337,12 @@ async def test_with_a_token_and_required_signatures_a_persons_requests_need_the_
             assert response.status == 201
         async with session.get("/api/v1/status") as response:
             assert response.status == 200, await response.text()
+        # out first: a Reprint while a ticket is going out copies nothing beside it (200, waiting)
+        await eventually(
+            lambda: db_rows(agent, "SELECT state FROM print_jobs"),
+            lambda rows: rows == [("printed",)] * 2,
+            what="the ticket and the receipt printed",
+        )
         async with session.post(f"/api/v1/orders/{order['id']}/reprint") as response:
             assert response.status == 201, await response.text()
     config = tmp_path / "person.toml"
