@@ -512,6 +512,10 @@ async def _more_to_make_since(conn: Writer, order_id: str, station: str, shown: 
         (order_id, shown),
     )
     orders = [parse_stored(json.loads(payload), order_id) for _, payload in rows]
+    if not orders or not _makes_more(orders[0], orders[-1], station):
+        # All there is to make there now is on it: what a change added, a later one took back before it was made
+        # (refused before, naming the change taken back: the scan80 probe, F2).
+        return None
     return next(
         (later.revision for before, later in itertools.pairwise(orders) if _makes_more(before, later, station)),
         None,

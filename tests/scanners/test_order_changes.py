@@ -181,6 +181,23 @@ async def test_the_original_ticket_scanned_after_a_change_that_adds_a_dish_does_
     assert await state(scan_api, order) == ("ready", {"kitchen": True})
 
 
+async def test_a_ticket_scanned_after_a_change_took_back_what_another_added_shows_all_there_is_to_make(
+    scan_agent: tuple[Agent, Seen],
+    sims: dict[str, SimScanner],
+    scan_api: aiohttp.ClientSession,
+) -> None:
+    """Revision 2 adds a Tiramisu, revision 3 takes it out again before it was made: the first ticket shows all
+    there is to make at the kitchen now, and its scan makes the order ready. Before stop 80 it was refused, "revision 2
+    gave kitchen more to make", though that revision's news was taken back (the scan80 probe, F2)."""
+    agent, seen = scan_agent
+    order = await new_order(scan_api, agent, 1)
+    await change(scan_api, agent, revised(order, 2, add=(TIRAMISU,)))
+    await change(scan_api, agent, revised(order, 3))
+    await scan(sims, seen, "kitchen", order, "kitchen")
+    assert await last_scan(agent) == ("order_ready", f"order {order['number']} ready")
+    assert await state(scan_api, order) == ("ready", {"kitchen": True})
+
+
 @pytest.mark.parametrize("scanner", ["kitchen", "counter"])
 async def test_the_number_of_the_first_ticket_typed_after_a_renumbering_change_does_not_make_the_order_ready(
     scan_agent: tuple[Agent, Seen],
