@@ -359,6 +359,11 @@ async def _apply(
         await conn.execute_fetchall("SELECT ready_at, handed_out_at FROM order_pickup WHERE order_id = ?", (order_id,))
     )
 
+    # A change took its items out: nothing to make there, whatever the order's state (a ready order's answer said
+    # only "already ready", the scan80 probe, F4).
+    if scan.station is not None and scan.station not in stations and await _had_ticket(conn, order_id, scan.station):
+        detail = f"order {number} has nothing for {scan.station} in revision {revision}: nothing changed"
+        return await _insert_scan(conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet)
     if pickup:
         ready_at, handed_out_at = pickup[0]
         if handed_out_at is not None:
@@ -411,11 +416,6 @@ async def _apply(
         return result
 
     if scan.station is not None and scan.station not in stations:
-        if await _had_ticket(conn, order_id, scan.station):  # a change took its items out: nothing to make there
-            detail = f"order {number} has nothing for {scan.station} in revision {revision}: nothing changed"
-            return await _insert_scan(
-                conn, scan, now, ScanOutcome.ALREADY_DONE, order, scan.station, detail, quiet=quiet
-            )
         known = ", ".join(sorted(stations)) or "none"
         detail = f"order {number} has no {scan.station} ticket (its stations: {known})"
         return await _insert_scan(conn, scan, now, ScanOutcome.UNKNOWN, order, scan.station, detail, quiet=quiet)
