@@ -182,12 +182,14 @@ async def _seen_out(deps: ApiDeps, order_id: str) -> set[int]:
     """The order's jobs its spools saw come out, their printed marks not yet committed; waited for a moment while one
     is going out, so a ticket that just came out is copied and one still printing is not (the loop80 probe, F1). Real
     time, not the loop's clock: a test's clock standing still must not hold the answer."""
+    going = {j.id for j in await deps.jobs.for_order(order_id) if j.state == JobState.PRINTING}  # read once
+    seen: set[int] = set()
     waited = 0.0
     while True:
-        out = {job_id for spooler in deps.spoolers.values() for job_id in spooler.out_unrecorded}
-        jobs = await deps.jobs.for_order(order_id)
-        if waited >= _OUT_SOON_S or not any(j.state == JobState.PRINTING and j.id not in out for j in jobs):
-            return out
+        # The spools' memory, not the store again: a mark seen waiting is out, also once it was committed.
+        seen |= {job_id for spooler in deps.spoolers.values() for job_id in spooler.out_unrecorded}
+        if waited >= _OUT_SOON_S or going <= seen:
+            return seen
         await asyncio.to_thread(time.sleep, 0.02)
         waited += 0.02
 
