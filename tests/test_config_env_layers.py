@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,29 +157,37 @@ def test_a_secret_in_typographic_quotes_pasted_from_a_mail_stops_config_check_wi
     assert "abcdefghijklmnopqrstuvwx" not in line  # a secret is not echoed
 
 
-async def test_the_agents_start_log_names_overridden_and_unknown_keys_in_one_line_each(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`edge run` starts with a misspelt key in edge.env (a warning: it changed nothing before either) and says, in
-    one line each, which keys edge.env overrides and which it does not know (before: neither line)."""
+async def _start_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **environ: str) -> list[dict[str, Any]]:
+    """The log of one `edge run` started and stopped with simulated printers, its EDGE_* environment only
+    ``environ`` (edge.env, if the test wrote one, sets the rest)."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
     await front.start()
     agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
-    env = _write(tmp_path / "edge.env", 'EDGE_AGENT_LOG_LEVEL="warning"\nEDGE_AGENT_STOR_ID="s2"\n')
     for name in [name for name in os.environ if name.startswith("EDGE_")]:
-        monkeypatch.delenv(name)  # only edge.env sets them
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
     try:
         await agent.start()
     finally:
         await agent.close()
         await kitchen.stop()
         await front.stop()
-    lines = log_events(agent.log)
+    return log_events(agent.log)
+
+
+async def test_the_agents_start_log_names_overridden_and_unknown_keys_in_one_line_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edge run` starts with a misspelt key in edge.env (a warning: it changed nothing before either) and says, in
+    one line each, which keys edge.env overrides and which it does not know (before: neither line)."""
+    env = _write(tmp_path / "edge.env", 'EDGE_AGENT_LOG_LEVEL="warning"\nEDGE_AGENT_STOR_ID="s2"\n')
+    lines = await _start_log(tmp_path, monkeypatch)
     [overrides] = [line for line in lines if line["event"] == "config_overridden_by_env_file"]
     assert overrides["level"] == "warning"
     assert overrides["keys"] == [
-        f"agent.log_level is set in {agent.config} and in {env} (EDGE_AGENT_LOG_LEVEL); edge.env wins"
+        f"agent.log_level is set in {tmp_path / 'edge.toml'} and in {env} (EDGE_AGENT_LOG_LEVEL); edge.env wins"
     ]
     [unknown] = [line for line in lines if line["event"] == "config_env_file_unknown_keys"]
     assert unknown["level"] == "warning"
@@ -348,19 +357,7 @@ async def test_the_agents_start_log_names_a_misspelt_variable_of_its_process_env
     """`edge run` with EDGE_SMTP_PASWORD in its environment starts (the variable changes nothing, as a misspelt line
     of edge.env) and says so in one warning naming it and the setting meant. Before stop 80 the start logged
     nothing (the config80 probe, F5)."""
-    kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
-    await kitchen.start()
-    await front.start()
-    agent = agent_process(tmp_path, {"kitchen": kitchen, "front": front})
-    for name in [name for name in os.environ if name.startswith("EDGE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("EDGE_SMTP_PASWORD", "x")
-    try:
-        await agent.start()
-    finally:
-        await agent.close()
-        await kitchen.stop()
-        await front.stop()
-    [unknown] = [line for line in log_events(agent.log) if line["event"] == "config_environment_unknown_keys"]
+    lines = await _start_log(tmp_path, monkeypatch, EDGE_SMTP_PASWORD="x")
+    [unknown] = [line for line in lines if line["event"] == "config_environment_unknown_keys"]
     assert unknown["level"] == "warning"
     assert unknown["keys"] == ["EDGE_SMTP_PASWORD (did you mean EDGE_SMTP_PASSWORD?)"]
