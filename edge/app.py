@@ -75,7 +75,8 @@ class Agent:
         # Operator templates and each printer's options are tried now: a broken one stops the start, not the first
         # order. A restart with the very same inputs (fingerprinted in the data dir's cache) tries them after READY.
         self.printing = PrintingCheck(settings, cache_dir=settings.agent.data_dir / "cache")
-        self.render_job = JobRenderer(settings, self.printing.renderer).render
+        self.job_renderer = JobRenderer(settings, self.printing.renderer)
+        self.render_job = self.job_renderer.render
         self.failover: Failover | None = None
         self.db: Database | None = None
         self.spoolers: dict[str, Spooler] = {}
@@ -251,6 +252,7 @@ class Agent:
                     driver=drivers[name],
                     jobs=jobs,
                     render=self.render_job,
+                    rendered_with=self.job_renderer.rendered_with,
                     bus=self.bus,
                     spool=s.spool,
                     ages=ages,

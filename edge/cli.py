@@ -12,14 +12,18 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.api.client import call_agent, not_the_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
 from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreError, StoreReadOnlyError
 from edge.heap import share_arenas
 from edge.log import LogStream, configure_logging
+
+if TYPE_CHECKING:
+    from edge.store.rows import PrintableJob
 
 EXIT_CONFIG = 2
 # At the agent's exit its last log lines get this long: a reader that stopped reading must not hold a restart.
@@ -330,14 +334,16 @@ def cmd_preview(args: argparse.Namespace) -> int:
     jobs = order_jobs(settings.agent.db_path, args.order, by_id=args.by_id)
     if not jobs:
         raise EdgeError(f"order {args.order!r} has no print jobs (or does not exist)")
-    render = JobRenderer(settings).render
+    renderer = JobRenderer(settings)
     print(f"order {jobs[0].order_id}, number {jobs[0].order_number}")
     for job in jobs:
         printer = settings.printers.get(job.printer)
         width = line_width(printer) if printer else DEFAULT_WIDTH
         what = f"{job.kind} {job.station or ''}".strip()
         print(f"=== job {job.id}: {what} on {job.printer}, {job.state}{', copy' if job.copy else ''} ===")
-        data = render(job)
+        if note := _printed_otherwise(job, renderer.rendered_with(job), settings.agent.timezone):
+            print(note)
+        data = renderer.render(job)
         print(preview(data, width=width))
         if args.png:
             path = Path(args.png) / f"job-{job.id}.png"
@@ -345,6 +351,26 @@ def cmd_preview(args: argparse.Namespace) -> int:
             path.write_bytes(preview_png(data, width=width))
             print(f"(image: {path})")
     return 0
+
+
+def _printed_otherwise(job: PrintableJob, now: str, timezone: str) -> str | None:
+    """A line for a job whose paper was shaped by other settings than today's (JobRenderer.rendered_with): the preview
+    renders it again with today's, not what went out (the receipt80 probe, R6). None: the same, or not known."""
+    from edge.clock import store_zone
+
+    if job.rendered_with is None or job.rendered_with == now:
+        return None
+    then_language, then_width, then_rest = [*job.rendered_with.split(" "), "", "", ""][:3]
+    now_language, now_width, now_rest = now.split(" ")
+    changed = [f"language {then_language}"] if then_language != now_language else []
+    changed += [f"{then_width} columns"] if then_width != now_width else []
+    changed += ["another store name, footer, template or printer option"] if then_rest != now_rest else []
+    when = (
+        f"printed {datetime.fromtimestamp(job.printed_at, store_zone(timezone)):%Y-%m-%d %H:%M}"
+        if job.printed_at is not None
+        else "sent to the printer"
+    )
+    return f"(note: {when} with other settings ({', '.join(changed)}): the paper may differ from this preview)"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

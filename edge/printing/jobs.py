@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -48,6 +49,18 @@ class JobRenderer:
             made = make_renderer(settings, settings.agent.data_dir / "cache")
             renderer = lambda: made  # noqa: E731 (a constant provider)
         self._renderer = renderer
+
+    def rendered_with(self, job: PrintableJob) -> str:
+        """The settings that shape ``job``'s bytes, short enough to keep with each job: its language, line width and a
+        hash of the rest (printer options and templates; a receipt's store name and footer too), e.g. "de 42 3fa9c1d2".
+        `edge preview` compares them with today's: it renders a printed job again, not what went to paper."""
+        settings = self._settings
+        printer = settings.printers.get(job.printer) or _UNCONFIGURED
+        rest: list[object] = [print_options(printer), settings.printing.template_dir]
+        if job.kind == JobKind.RECEIPT:
+            rest += [settings.agent.store_name or settings.agent.store_id, settings.receipts.footer]
+        digest = hashlib.sha256(repr(rest).encode()).hexdigest()[:8]
+        return f"{settings.agent.language} {line_width(printer)} {digest}"
 
     def render(self, job: PrintableJob, unprintable: list[str] | None = None) -> bytes:
         """Blocking CPU work (tens of ms for a long ticket): the agent calls it in a thread. ``unprintable`` gets the

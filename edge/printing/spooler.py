@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -69,6 +69,7 @@ class Spooler:
         jobs: JobStore,
         render: RenderJob,
         bus: EventBus,
+        rendered_with: Callable[[PrintableJob], str],
         spool: SpoolSettings,
         ages: JobAges,
         clock: Clock = SYSTEM_CLOCK,
@@ -79,7 +80,8 @@ class Spooler:
         what happens to each job (printed, failed, dead, held) once it is recorded. ``clear_first``: a crash cut a job
         on this printer short (JobStore.printers_to_clear): its buffers are cleared at the first contact.
         ``requeue_first``: the start could not put the jobs a crash left 'printing' here back in line (a full card):
-        the spool does, as soon as the store writes again, before it claims any."""
+        the spool does, as soon as the store writes again, before it claims any. ``rendered_with``: the settings that
+        shape a job's bytes, kept with its claim for `edge preview` (JobRenderer.rendered_with)."""
         self.name = printer.name
         self.state = PrinterState.UNKNOWN
         self.state_detail = ""
@@ -99,6 +101,7 @@ class Spooler:
         self._ages = ages
         self._jobs = jobs
         self._render = render
+        self._rendered_with = rendered_with
         self._bus = bus
         self._told_unprintable: set[str] = set()  # texts this printer cannot show, told once a run
         self._spool = spool
@@ -297,7 +300,7 @@ class Spooler:
         return max(1, min(_CLAIM_MAX, int(_CLAIM_HORIZON_S / max(self._last_send_s, 1e-3))))
 
     async def _commit_marks(
-        self, *, claim: Sequence[tuple[int, int]] = (), release: Sequence[int] = ()
+        self, *, claim: Sequence[tuple[int, int, str]] = (), release: Sequence[int] = ()
     ) -> frozenset[int]:
         """The confirmed jobs' printed marks, with this claim or release, in one commit; returns the jobs claimed."""
         marks, self._confirmed = self._confirmed, []
@@ -334,7 +337,9 @@ class Spooler:
         if not ready:
             return True
         try:
-            claimed = await self._commit_marks(claim=[(job.id, job.revision) for job, _ in ready])
+            claimed = await self._commit_marks(
+                claim=[(job.id, job.revision, self._rendered_with(job)) for job, _ in ready]
+            )
         except StoreUnavailableError as err:
             self._unrecorded = True
             self._storage.failed(str(err))

@@ -507,19 +507,20 @@ class JobStore:
     async def mark_printing(self, job_id: int, printer: str, *, revision: int | None = None) -> bool:
         """Claim a waiting job for ``printer``; False if a failover moved it elsewhere (or a person held it)
         meanwhile, or an order change rewrote it to another ``revision`` than the one rendered (None: any)."""
-        return job_id in (await self.commit_marks(printer, claim=[(job_id, revision)])).claimed
+        return job_id in (await self.commit_marks(printer, claim=[(job_id, revision, None)])).claimed
 
     async def commit_marks(
         self,
         printer: str,
         *,
         printed: Sequence[PrintedMark] = (),
-        claim: Sequence[tuple[int, int | None]] = (),
+        claim: Sequence[tuple[int, int | None, str | None]] = (),
         release: Sequence[int] = (),
     ) -> MarksCommitted:
         """A spool's marks in one commit (one fsync on an SD card): the jobs the printer confirmed since the last one
         (``printed``: JobPrinted and central's 'printed' row for each still 'printing'), the jobs it is about to send
-        (``claim``: (job, revision rendered) pairs; queued or failed jobs of ``printer`` become 'printing'; a job a
+        (``claim``: (job, revision rendered, settings it was rendered with) triples; queued or failed jobs of
+        ``printer`` become 'printing' and keep those settings for `edge preview`; a job a
         failover moved, a person held or an order change rewrote to another revision meanwhile is left out), and
         claimed jobs it never sent (``release``: back to 'queued', no COPY mark).
 
@@ -563,8 +564,9 @@ class JobStore:
             # Each claimed job is looked up by its id (the unary + keeps SQLite off the spool index): walking the
             # printer's queued jobs instead cost time in proportion to the backlog, on the writer, at every claim.
             claimed = await conn.execute_fetchall(
-                "UPDATE print_jobs SET state = 'printing'"
-                " FROM (SELECT value ->> 0 AS id, value ->> 1 AS revision FROM json_each(?)) AS c"
+                "UPDATE print_jobs SET state = 'printing', rendered_with = c.rendered_with"
+                " FROM (SELECT value ->> 0 AS id, value ->> 1 AS revision, value ->> 2 AS rendered_with"
+                " FROM json_each(?)) AS c"
                 " WHERE print_jobs.id = c.id AND +print_jobs.printer = ?"
                 " AND +print_jobs.state IN ('queued', 'failed')"
                 " AND (c.revision IS NULL OR c.revision = print_jobs.revision)"

@@ -79,6 +79,7 @@ class Job:
     revision: int = 1  # the order's revision this job shows
     variant: JobVariant | None = None  # change, cancel, added: born of a change (None: a whole ticket or receipt)
     change_from: int | None = None  # change and cancel: the revision on paper it differs from
+    rendered_with: str | None = None  # the settings that shaped it at its last claim (JobRenderer.rendered_with)
 
     @classmethod
     def from_row(cls, row: Row) -> Job:

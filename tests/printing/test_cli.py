@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -157,6 +158,43 @@ async def test_preview_shows_an_orders_jobs_as_text(
     assert "[QR edge:v1:ord_7f3a9c21:kitchen]" in out and "Summe" in out and "A - 1 0 4 2" in out
     code, _ = await run_cli(capsys, "preview", "no-such-order", "--config", str(config))
     assert code == 1
+
+
+async def test_the_preview_of_a_printed_receipt_says_when_the_settings_that_shaped_its_paper_changed(
+    tmp_path: Path, printers: dict[str, SimPrinter], example_order: dict
+) -> None:
+    """The receipt printed in German on 48 columns; then the store's language, name and the front printer's width
+    changed, and the agent restarted. `edge preview` renders it again with today's settings; it now says that the
+    paper was printed with other ones, and which (the kitchen ticket: only the language). Unchanged settings: no such
+    line. Before stop 81 the preview showed `Total` under the new name at 32 columns without a word, while the
+    guest's paper read `Summe` (the receipt80 probe, R6)."""
+    agent = agent_process(tmp_path, printers)
+    try:
+        await agent.start()
+        async with api_client(agent.port) as api:
+            assert (await post(api, example_order))[0] == 201
+        assert "Summe" in decode((await printers["front"].wait_for_printed(1))[0]).text
+        await printers["kitchen"].wait_for_printed(1)
+        await agent.terminate()  # the printed marks recorded
+        same = await edge("preview", "A-1042", "--config", str(agent.config))
+        assert same.returncode == 0 and same.stdout.count(", printed ===") == 2, same.stdout
+        assert "may differ" not in same.stdout, same.stdout
+        text = agent.config.read_text()
+        text = text.replace("[agent]\n", '[agent]\nlanguage = "en"\nstore_name = "Neuer Name GmbH"\n')
+        agent.config.write_text(text.replace("[printers.front]\n", "[printers.front]\nwidth = 32\n"))
+        await agent.start()
+        done = await edge("preview", "A-1042", "--config", str(agent.config))
+    finally:
+        await agent.close()
+    assert done.returncode == 0, done.stderr
+    ticket, receipt = done.stdout.split("=== job 2: receipt on front")
+    assert "Total" in receipt and "Neuer Name GmbH" in receipt  # today's rendering, as before
+    assert re.search(
+        r"\(note: printed \d{4}-\d\d-\d\d \d\d:\d\d with other settings \(language de, 48 columns, another store"
+        r" name, footer, template or printer option\): the paper may differ from this preview\)",
+        receipt,
+    ), receipt
+    assert "with other settings (language de): the paper may differ" in ticket, ticket
 
 
 async def test_preview_writes_png_images(
