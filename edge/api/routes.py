@@ -32,7 +32,7 @@ from edge.clock import Clock
 from edge.errors import NotFoundError, WrongStateError
 from edge.log import Summarised
 from edge.orders.model import NOT_UNICODE, has_lone_surrogate, is_order_id, parse_cancel
-from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource
+from edge.states import NOT_DONE_JOB_STATES, InsertOutcome, JobKind, JobState, OrderSource, OrderStatus
 from edge.store import migrations
 from edge.store.db import Database
 from edge.store.jobs import COPY_JUST_OUT_S
@@ -61,12 +61,13 @@ WRITE_PROBE_FRESH_S = 300.0
 _CREATED = {InsertOutcome.STORED: 201, InsertOutcome.CANCEL_PENDING: 202}
 
 
-def _accepted(result: InsertResult) -> web.Response:
+def _accepted(result: InsertResult, **more: str) -> web.Response:
     body = {
         "order_id": result.order_id,
         "status": result.outcome,
         "revision": result.revision,
         "job_ids": list(result.job_ids),
+        **more,
     }
     return web.json_response(body, status=_CREATED.get(result.outcome, 200))
 
@@ -81,7 +82,20 @@ async def post_cancel(request: web.Request) -> web.Response:
     if not is_order_id(order_id):
         raise NotFoundError(f"order {order_id[:70]!r} does not exist (no order can have this id)")
     cancel = parse_cancel(await read_json(request))
-    return _accepted(await deps.intake.cancel(order_id, cancel, source=OrderSource.PUSH))
+    result = await deps.intake.cancel(order_id, cancel, source=OrderSource.PUSH)
+    if result.outcome != InsertOutcome.CANCEL_PENDING:
+        return _accepted(result)
+    # The sender's rule stands: a cancel for an id not here is kept. But a person may have typed the number on today's
+    # ticket, as a reprint takes it: the answer names the open order that has it (the api80 probe, F6).
+    numbered, _ = await deps.scans.order_named(order_id, NamedBy.NUMBER)
+    stored = await deps.orders.get(numbered) if numbered is not None and numbered != order_id else None
+    if stored is None or stored.status != OrderStatus.OPEN:
+        return _accepted(result)
+    hint = (
+        f"no order {order_id} here yet: this cancel is kept for an order with that id; ticket {stored.number} is open"
+        f" order {stored.id}: to cancel that, POST /api/v1/orders/{stored.id}/cancel (its id)"
+    )
+    return _accepted(result, ticket_number_of=stored.id, hint=hint)
 
 
 async def get_order(request: web.Request) -> web.Response:

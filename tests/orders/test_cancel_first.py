@@ -62,6 +62,26 @@ async def printed_only_the_other_order(
     assert "B-7" in kitchen[0] and "A-1042" not in kitchen[0] and "A-1042" not in front[0]
 
 
+async def test_a_cancel_by_the_number_on_todays_ticket_is_kept_for_that_id_and_the_answer_names_the_order_to_cancel(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict
+) -> None:
+    """Today's order 912 has ticket number 58; a person cancels "58", as a reprint takes the number on the ticket.
+    No order has the id 58, so the cancel is kept for it (the sender's cancel-before-order rule), 202 as before, and
+    the answer now says that 58 is the ticket of open order 912 and to cancel that by its id; order 912 stays open.
+    Before stop 81 the 202 said nothing of it: the person took ticket 58 for cancelled, and it printed and was made
+    (the api80 probe, F6)."""
+    assert (await post(api, example_order | {"id": "912", "number": "58"}))[0] == 201
+    status, body = await cancel(api, {"revision": 2, "reason": "Gast weg"}, order_id="58")
+    assert (status, body["status"], body["order_id"], body["ticket_number_of"]) == (202, "cancel_pending", "58", "912")
+    assert "ticket 58 is open order 912" in body["hint"] and "/api/v1/orders/912/cancel" in body["hint"], body
+    async with api.get("/api/v1/orders/912") as r:
+        assert (await r.json())["status"] == "open"
+    cancelled = example_order | {"id": "913", "number": "59", "status": "cancelled"}
+    assert (await post(api, cancelled))[1]["status"] == "cancelled"  # stored cancelled: no order to point to
+    status, body = await cancel(api, {"revision": 2}, order_id="59")
+    assert (status, body) == (202, {"order_id": "59", "status": "cancel_pending", "revision": 2, "job_ids": []})
+
+
 async def test_a_cancel_before_its_order_is_kept_and_the_order_prints_nothing(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
