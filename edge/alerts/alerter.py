@@ -649,7 +649,7 @@ class Alerter:
         self._level("queue_backlog", "queue", backlog, waiting=waiting, oldest_min=oldest_min)
         for type_name, state, groups in firing:
             for group in groups:
-                if not counts.get((group.subject, state)):
+                if not counts.get((group.subject, state)) and not await self._still_to_print(type_name, group.subject):
                     self._signal(type_name, group.subject, False)
         still_refused = await self._status_events.pending_orders([g.subject for g in refused])
         for group in refused:
@@ -712,6 +712,17 @@ class Alerter:
                 free_mb < cfg.disk_free_min_mb,
                 detail=f"{free_mb} MB free, at least {cfg.disk_free_min_mb} MB wanted",
             )
+
+    async def _still_to_print(self, type_name: str, printer: str) -> bool:
+        """A dead ticket's alarm with no dead job left on its printer: whether a ticket it named is still to print,
+        tried again or replaced by a person's COPY, waiting for the printer. Its all-clear says the order printed:
+        before stop 81 it came at the press of Retry or Reprint, the printer still off (the verify80 probe, O1). Read
+        from the store, so a restart while it waits keeps the alarm on too."""
+        if type_name != "print_job_failed":
+            return False
+        group = await self._store.group(f"{type_name}:{printer}")
+        ids = [item["id"] for item in (group or {}).get("details", {}).get("items", [])]
+        return bool(ids) and bool(await self._jobs.still_to_print(ids))
 
     async def _backup_age(self, now: float) -> None:
         """The nightly backup not succeeding for backup.stale_after_h (a stick full or read-only, the timer off): a

@@ -195,9 +195,21 @@ _ORIGINAL_WAITING = (
 # A person's COPY shows the order as it is now: a ticket of its station held or given up (dead) before it, the
 # original or a change, is settled by it (discarded, saying why). Left as it was, its Release or Retry (the manager's
 # page still offered them) printed the order a second time, and a dead one's alarm never ended (the api80 probe, F1,
-# F2). ?1 why, ?2 the order, ?3 kind, ?4 station, ?5 the COPY.
+# F2). ?1 why (_REPLACED_WHY), ?2 the order, ?3 kind, ?4 station, ?5 the COPY.
+_REPLACED_WHY = "replaced by its COPY, job "
+# Of the jobs given (:ids), those not on paper yet that a person left to print: waiting in line, going out, held; or
+# settled by a COPY (_REPLACED_BY_A_COPY, followed from COPY to COPY) that is so. A person's discard settles a job;
+# one given up again (dead) is told by its own alarm, on the printer it is on now.
+_STILL_TO_PRINT = (
+    "WITH RECURSIVE heirs(origin, id) AS (SELECT value, value FROM json_each(:ids)"
+    " UNION SELECT h.origin, c.id FROM heirs h JOIN print_jobs j ON j.id = h.id JOIN print_jobs c"
+    " ON c.order_id = j.order_id AND c.kind = j.kind AND c.station IS j.station AND c.id > j.id"
+    " WHERE j.state = 'discarded' AND j.last_error = :why || c.id)"
+    " SELECT DISTINCT h.origin FROM heirs h JOIN print_jobs j ON j.id = h.id"
+    " WHERE j.state IN ('queued', 'failed', 'printing', 'held')"
+)
 _REPLACED_BY_A_COPY = (
-    "UPDATE print_jobs SET state = 'discarded', held_reason = NULL, last_error = ?1"
+    "UPDATE print_jobs SET state = 'discarded', held_reason = NULL, last_error = ?1 || ?5"
     " WHERE order_id = ?2 AND kind = ?3 AND station IS ?4 AND id < ?5 AND state IN ('held', 'dead')"
     " AND (variant IS NULL OR variant != 'cancel')"
 )
@@ -453,6 +465,12 @@ class JobStore:
             _JOBS + " WHERE j.id IN (SELECT value FROM json_each(?)) ORDER BY j.id", (json.dumps(job_ids),)
         )
         return _readable(rows)
+
+    async def still_to_print(self, job_ids: Collection[int]) -> set[int]:
+        """Of these jobs, those not on paper yet and not settled by a person: in line, going out or held, themselves or
+        the COPY that replaced them (_STILL_TO_PRINT). A dead ticket's alarm ends only once none is."""
+        rows = await self._db.fetchall(_STILL_TO_PRINT, {"ids": json.dumps(sorted(job_ids)), "why": _REPLACED_WHY})
+        return {r[0] for r in rows}
 
     async def recent(
         self,
@@ -1154,6 +1172,6 @@ class JobStore:
                 await cursor.close()
                 await conn.execute(
                     _REPLACED_BY_A_COPY,
-                    (f"replaced by its COPY, job {cursor.lastrowid}", order_id, kind, job_station, cursor.lastrowid),
+                    (_REPLACED_WHY, order_id, kind, job_station, cursor.lastrowid),
                 )
         return Copies(queued=tuple(new_ids), waiting=tuple(waiting))

@@ -821,6 +821,55 @@ async def test_a_dead_ticket_a_reprint_replaced_is_not_printed_again_by_a_retry_
     assert await job_states(agent) == ["discarded", "printed"]
 
 
+def dead_ticket_mails(sink: SmtpSink) -> list[str]:
+    """The kinds of the mails about A-1001's dead kitchen ticket, in the order they came (STÖRUNG, BEHOBEN, …)."""
+    subjects = [str(m["Subject"]) for m in sink.messages]
+    about = [s for s in subjects if "Bestellung A-1001: Bon nicht gedruckt (Drucker kitchen)" in s]
+    return [next((kind for kind in ("BEHOBEN", "ERINNERUNG", "STÖRUNG") if kind in s), s) for s in about]
+
+
+@pytest.mark.parametrize("action", ["reprint", "retry"])
+async def test_a_dead_tickets_all_clear_waits_until_its_copy_or_retry_is_on_paper_also_across_a_restart(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+    action: str,
+) -> None:
+    """The kitchen printer hung up on the ticket until it was given up: "Bon nicht gedruckt" is mailed. The printer
+    is then switched off, and the cook presses the ticket's Reprint (or Retry): its COPY (or the ticket itself) waits
+    for the printer. The alarm stays on, also across a restart of the agent (no all-clear, no second alarm), and its
+    all-clear comes once the ticket is on paper. Before stop 81 "BEHOBEN: Bestellung A-1001: Bon nicht gedruckt" came
+    within seconds of the press, with nothing on paper: the alarm ended when no dead job was left on the printer (the
+    verify80 probe, O1)."""
+    settings = alert_settings(group_wait_s=0.2, critical_group_wait_s=0.2, group_interval_s=1.0, check_interval_s=0.3)
+    settings = dataclasses.replace(settings, spool=dataclasses.replace(settings.spool, max_attempts=1))
+    kitchen = printers["kitchen"]
+    kitchen.drop_after = 100
+    first = await make_agent(settings)
+    order = make_order(1, print_receipt=False)
+    async with api_client(first) as api:
+        status, body = await post(api, order)
+        assert status == 201, body
+        [ticket] = body["job_ids"]
+        await eventually(lambda: job_states(first), lambda states: states == ["dead"], what="the ticket dead")
+        await wait_until(lambda: dead_ticket_mails(sink), timeout=15, what="the dead ticket's alarm")
+        kitchen.set_offline(True)
+        async with api.post(f"/api/v1/jobs/{ticket}/{action}") as response:
+            assert response.status in (200, 201), await response.text()
+        await asyncio.sleep(2.5)  # past group_interval_s and several checks: an all-clear would be out by now
+    assert dead_ticket_mails(sink) == ["STÖRUNG"]
+    await first.stop()
+    await make_agent(settings)  # the printer still off: the COPY (or the retried ticket) still waits
+    await asyncio.sleep(2.5)
+    assert dead_ticket_mails(sink) == ["STÖRUNG"]
+    assert len(kitchen.printed) == 1  # the head the hang-up cut
+    kitchen.set_offline(False)
+    await kitchen.wait_for_printed(2, timeout=15)
+    await wait_until(lambda: len(dead_ticket_mails(sink)) == 2, timeout=15, what="the all-clear")
+    assert dead_ticket_mails(sink) == ["STÖRUNG", "BEHOBEN"]
+
+
 async def test_a_station_taken_out_of_the_routes_is_mailed_as_the_station_without_a_printer(
     alert_settings: Callable[..., Settings],
     make_agent: Callable[..., Awaitable[Agent]],
