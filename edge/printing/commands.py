@@ -27,7 +27,7 @@ UNDERLINE = {False: ESC + b"-\x00", True: ESC + b"-\x01"}
 INVERT = {False: GS + b"B\x00", True: GS + b"B\x01"}
 ALIGN = {"left": ESC + b"a\x00", "center": ESC + b"a\x01", "right": ESC + b"a\x02"}
 _FULL_CUT, _PART_CUT = GS + b"V\x00", GS + b"V\x01"
-_DRAWER_PIN_2 = ESC + b"p\x0022"  # pulse on pin 2: 50 ms on, 50 ms off (the units are 2 ms)
+DRAWER_PULSE = ESC + b"p\x0022"  # pulse on pin 2: 50 ms on, 50 ms off (the units are 2 ms)
 _QR_MODEL_2, _QR_LEVEL_M = 2, 1
 
 
@@ -70,7 +70,7 @@ class Commands:
             self.cut(partial=cut == "partial")
 
     def open_drawer(self) -> None:
-        self._parts.append(_DRAWER_PIN_2)
+        self._parts.append(DRAWER_PULSE)
 
     def qr(self, data: str, *, size: int) -> None:
         """A QR code the printer draws itself (GS ( k: model 2, error correction M); nothing for no data."""

@@ -17,6 +17,7 @@ from typing import TypeVar
 import structlog
 
 from edge.errors import DeviceError, DeviceStalledError, DeviceUnreachableError, DeviceWriteError
+from edge.printing.commands import DRAWER_PULSE
 from edge.printing.status import (
     BLOCKING_STATES,
     XON_XOFF,
@@ -77,6 +78,8 @@ _RECOVER_CLEARING = b"\x10\x05\x02"  # DLE ENQ 2: recover from an error after cl
 _BLOCK_HEADER, _BLOCK_END = 0x37, 0x00
 # While waiting for that reply, the real-time cause of a stop is asked this often: paper end ends the wait at once.
 _STOP_POLL_S = 0.25
+# A receipt's drawer pulse goes with its set-up, in its first bytes (edge/printing/render.py); looked for there only.
+_PULSE_WITHIN = 64
 # While the rest of a long job waits on this side for the printer to take it: how long each wait for its GS r reads.
 _HELD_BACK_WAIT_S = 2.0
 _BUSY_RETRY_S = 0.1  # how soon a connection the printer refused while busy with our jobs is tried again
@@ -314,6 +317,9 @@ class PrinterDriver:
         # is told as off ("" otherwise).
         self.stopped_why = ""
         self._stopped_in_ticket = False  # a ticket stalled or went unanswered, and it has not answered since
+        # The last job's drawer pulse went out but the printer was not seen to take it (no DLE EOT reply after it):
+        # a hang-up then leaves the sale's drawer to its next receipt (JobStore.mark_failed's pulse_lost).
+        self.pulse_unseen = False
         self._sensed = PrinterState.UNKNOWN  # the paper as the last GS r reply told it
         self._failed = ""  # why the last question between jobs could not be asked (its thread only)
         # The models that answer DLE EOT answer GS r.
@@ -546,9 +552,20 @@ class PrinterDriver:
             self._check_ready()
         if self._cut_short_on_strip:
             data = self._strip_end + data
+        at = data.find(DRAWER_PULSE, 0, _PULSE_WITHIN) if asks else -1
+        pulse = at + len(DRAWER_PULSE) if at >= 0 else 0  # the bytes up to the pulse's end
+        self.pulse_unseen = pulse > 0
         with self._device_errors(DeviceWriteError):  # from the first job byte on, it may be partly out
             self._cut_short_on_strip = True
-            self.transport.write(data)
+            if pulse > 0:
+                # A cash sale's drawer pulse, then DLE EOT 1: its reply (answered on arrival) says the printer took
+                # the pulse. A printer that hangs up before it took nothing of the sale's receipt: its next receipt
+                # opens the drawer; one that hangs up after has opened it (a COPY then would open it twice).
+                self.transport.write(data[:pulse])
+                self.pulse_unseen = not self._ask((1,))
+                self.transport.write(data[pulse:])
+            else:
+                self.transport.write(data)
             if not asks:
                 self._blind_end(data)
                 self._cut_short_on_strip = False

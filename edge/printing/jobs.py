@@ -110,6 +110,7 @@ class JobRenderer:
             revised=job.replaces_revision is not None,
             replaced_at=_moment(job.replaced_printed_at),
             replaced_number=job.replaced_number,
+            drawer_opened=job.drawer_opened,
             store_name=settings.agent.store_name or settings.agent.store_id,
             footer=settings.receipts.footer,
             unprintable=unprintable,

@@ -278,9 +278,11 @@ class Renderer:
         replaced_at: datetime | None = None,
         replaced_number: str | None = None,
         unprintable: list[str] | None = None,
+        drawer_opened: bool | None = None,
     ) -> bytes:
         """The customer's receipt: every item with its price, totals, taxes and payment; opens the drawer for cash if
-        configured (for the sale's first receipt: not for a COPY nor a revised one).
+        configured (once a sale: not where ``drawer_opened`` says a receipt of the sale has, nor on a revised one;
+        None, not known: not on a COPY).
 
         ``revised``: a receipt of an older revision of the order may be in the guest's hand (printed at
         ``replaced_at``, when known): this one says at its head that it is the revised receipt and replaces that one,
@@ -299,10 +301,10 @@ class Renderer:
             width=width,
             language=language,
             options=options,
-            # Never on a copy: a reprint must not open the drawer a second time; nor on a revised receipt: the cash
-            # was taken with the sale's first receipt.
+            # Once a sale: not where a receipt of it has (a COPY of one printed), nor on a revised receipt: the cash
+            # was taken with the sale's first one. A COPY of a receipt that never reached the printer opens it.
             drawer=options.cash_drawer
-            and not copy
+            and not (copy if drawer_opened is None else drawer_opened)
             and not revised
             and order.payment is not None
             and (order.payment.method, order.payment.status) == ("cash", "paid"),

@@ -454,7 +454,7 @@ class Spooler:
                 self._set_state(PrinterState.ERROR, f"{HUNG_UP_MID_TICKET}: {err}")
                 self.cut_short += 1
                 self._revive_due = True
-                await self._failed(job, str(err), partial=True)
+                await self._failed(job, str(err), partial=True, pulse_lost=self.driver.pulse_unseen)
                 return None, True
             finally:
                 self.current_job = None
@@ -518,7 +518,13 @@ class Spooler:
             )
 
     async def _failed(
-        self, job: PrintableJob, error: str, *, partial: bool, expected: JobState = JobState.PRINTING
+        self,
+        job: PrintableJob,
+        error: str,
+        *,
+        partial: bool,
+        expected: JobState = JobState.PRINTING,
+        pulse_lost: bool = False,
     ) -> None:
         delay = retry_delay(job.attempts + 1, base=self._spool.retry_base_s, cap=self._spool.retry_max_s)
         recorded = await self._jobs.mark_failed(
@@ -529,6 +535,7 @@ class Spooler:
             max_attempts=self._spool.max_attempts,
             partial=partial,
             expected=expected,
+            pulse_lost=pulse_lost,
         )
         if recorded is None:
             log.info("job_failure_not_recorded", device_id=self.name, reason="a person changed the job meanwhile")

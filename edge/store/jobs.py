@@ -72,6 +72,14 @@ _SHOWN_BY_A_COPY = (
     # one printed before that COPY came out printed unmarked: its preview says so (the receipt80 probe, R4)
     " AND (j.state != 'printed' OR c.printed_at < j.printed_at)))"
 )
+# A receipt's sale has opened its cash drawer (the pulse goes first): a receipt of the order printed, going out now (not
+# this one), or that went out other than in hang-ups before the printer was seen to take its first bytes (pulse_lost):
+# cut short after them, stopped by a fault, caught by a crash. The next receipt of a sale whose every receipt never
+# reached the printer opens it, a COPY too; before stop 81 none did (the verify80 probe, O2).
+_DRAWER_OPENED = (
+    "EXISTS (SELECT 1 FROM print_jobs e WHERE e.order_id = j.order_id AND e.kind = 'receipt'"
+    " AND (e.state = 'printed' OR (e.state = 'printing' AND e.id != j.id) OR (e.went_out AND NOT e.pulse_lost)))"
+)
 # A job renders its own revision (order_revisions once an order has more than one). Its age counts from when it was
 # made (its created_at, stored with the order or with the revision that made it: a change to a 3-hour-old order is held
 # like any stale ticket, and a later revision rewriting it in place does not move that time, which would count its
@@ -94,7 +102,8 @@ PRINTABLE = (
     " AND e.station IS j.station AND e.kind = 'ticket' AND e.id < j.id) END AS follows_printed_at,"
     f" {_REPLACES_REVISION} AS replaces_revision, {_REPLACED_PRINTED_AT} AS replaced_printed_at,"
     f" {_REPLACED_NUMBER} AS replaced_number,"
-    f" {_SHOWN_BY_A_COPY} AS shown_by_a_copy"
+    f" {_SHOWN_BY_A_COPY} AS shown_by_a_copy,"
+    f" CASE WHEN j.kind = 'receipt' THEN {_DRAWER_OPENED} ELSE 0 END AS drawer_opened"
     " FROM print_jobs j JOIN orders o ON o.id = j.order_id"
 )
 _PRINTABLE_BY_ID = PRINTABLE + " WHERE j.id = ?"
@@ -833,7 +842,7 @@ class JobStore:
         will print again (not when a person or a cancellation ended it meanwhile)."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, went_out = 1, last_error = ?"
+                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, went_out = 1, pulse_lost = 0, last_error = ?"
                 " WHERE id = ? AND state = 'printing' RETURNING state",
                 (error[:500], job_id),
             )
@@ -849,23 +858,28 @@ class JobStore:
         max_attempts: int,
         partial: bool,
         expected: JobState = JobState.PRINTING,
+        pulse_lost: bool = False,
     ) -> FailureRecorded | None:
         """Count an attempt: the job is failed (JobFailed) or, out of attempts, dead (JobDead, and central hears of
         it). None (nothing changed) if the job is no longer in the ``expected`` state, e.g. a person discarded it
         meanwhile.
 
         ``partial``: some bytes may have reached the paper, so the next print carries the COPY mark.
+        ``pulse_lost``: the printer hung up before it was seen to take the job's first bytes, with a receipt's drawer
+        pulse: the sale's next receipt opens the drawer, as none did (unless an earlier attempt was seen to).
         """
         now = self._clock.wall()
         async with self._db.publishing(self._bus) as (conn, events):
             rows = list(
                 await conn.execute_fetchall(
-                    "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                    "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2,"
                     f" copy = copy OR ?3, went_out = went_out OR ?3, state = CASE WHEN {_NOT_WANTED} THEN 'discarded'"
-                    " WHEN attempts + 1 >= ? THEN 'dead' ELSE 'failed' END"
-                    " WHERE id = ? AND state = ? RETURNING state, attempts, printer,"
+                    " WHEN attempts + 1 >= ?4 THEN 'dead' ELSE 'failed' END,"
+                    # lost while no attempt that went out was seen to reach the printer (_DRAWER_OPENED)
+                    " pulse_lost = CASE WHEN ?3 THEN ?7 AND (pulse_lost OR NOT went_out) ELSE pulse_lost END"
+                    " WHERE id = ?5 AND state = ?6 RETURNING state, attempts, printer,"
                     f" (SELECT number FROM orders WHERE id = order_id), {_SHOWN}",
-                    (error[:500], next_attempt_at, int(partial), max_attempts, job_id, expected),
+                    (error[:500], next_attempt_at, int(partial), max_attempts, job_id, expected, int(pulse_lost)),
                 )
             )
             if not rows:
@@ -904,7 +918,9 @@ class JobStore:
         since, it is still that device."""
         async with self._db.transaction() as conn:
             rows = await conn.execute_fetchall(
-                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, went_out = 1 WHERE state = 'printing'"
+                # pulse_lost 0: what a crash caught going out may have opened the drawer; twice is worse than none.
+                f"UPDATE print_jobs SET state = {BACK_IN_LINE}, copy = 1, went_out = 1, pulse_lost = 0"
+                " WHERE state = 'printing'"
                 " AND (:printer IS NULL OR printer = :printer) RETURNING id, state, printer",
                 {"printer": printer},
             )

@@ -106,11 +106,14 @@ class PrintableJob(Job):
     replaces_revision: int | None = None
     replaced_printed_at: float | None = None  # when that receipt printed (our wall clock; None: not known printed)
     replaced_number: str | None = None  # the order's number on that receipt
+    # A receipt: a receipt of its sale has opened the cash drawer (PRINTABLE: drawer_opened); this one opens it if not
+    drawer_opened: bool = False
 
     @classmethod
     def from_row(cls, row: Row) -> PrintableJob:
         """Marked COPY also where a person's COPY printed after it shows what it says (PRINTABLE: shown_by_a_copy)."""
-        return cls(**_pick(cls, row) | _job_states(row) | ({"copy": True} if row["shown_by_a_copy"] else {}))
+        marked = {"copy": True} if row["shown_by_a_copy"] else {}
+        return cls(**_pick(cls, row) | _job_states(row) | marked | {"drawer_opened": bool(row["drawer_opened"])})
 
 
 def _job_states(row: Row) -> dict[str, Any]:

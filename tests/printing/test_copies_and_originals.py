@@ -308,6 +308,71 @@ async def test_a_release_brings_only_the_released_copy_up_to_date(
     assert "ÄNDERUNG" in tickets[2] and "+ 1x Tiramisu" in tickets[2], tickets[2]
 
 
+@pytest.mark.parametrize(
+    ("hangs_up_after", "action", "method", "kicks"),
+    [
+        (0, "reprint", "cash", 1),
+        (0, "retry", "cash", 1),
+        (100, "retry", "cash", 1),
+        (100, "reprint", "cash", 1),
+        (None, "reprint", "cash", 1),
+        (0, "reprint", "card", 0),
+    ],
+    ids=[
+        "before-first-byte-reprint",
+        "before-first-byte-retry",
+        "after-pulse-retry",
+        "after-pulse-reprint",
+        "printed-reprint",
+        "card",
+    ],
+)
+async def test_a_cash_sale_opens_the_drawer_once_whichever_of_its_receipts_reaches_the_printer(
+    make_agent: Any,
+    make_settings: Any,
+    printers: dict[str, SimPrinter],
+    hangs_up_after: int | None,
+    action: str,
+    method: str,
+    kicks: int,
+) -> None:
+    """A sale paid in cash; the receipt printer hangs up on the receipt (before its first byte, or after its first
+    100 with the drawer pulse), until it is given up; then it works again and a person presses the receipt's Reprint
+    or Retry. The drawer opens once in all that reached the printer: with the receipt that next reaches it when the
+    first never did, never again when it did; a receipt that printed and its COPY, once; a card sale, never. Before
+    stop 81 a sale whose first receipt the printer hung up on before its first byte never opened it: the COPY, and the
+    retried receipt marked COPY, carry no pulse (the verify80 probe, O2)."""
+    settings = make_settings()
+    front = dataclasses.replace(settings.printers["front"], cash_drawer=True)
+    settings = dataclasses.replace(
+        settings,
+        printers={**settings.printers, "front": front},
+        spool=dataclasses.replace(settings.spool, max_attempts=1),
+    )
+    agent = await make_agent(settings)
+    printer = printers["front"]
+    printer.drop_every_job_after = hangs_up_after
+    order = make_order(1, print_receipt=True)
+    order["payment"] = {"method": method, "status": "paid"}
+    receipt = "SELECT id, state FROM print_jobs WHERE kind = 'receipt' ORDER BY id"
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        outcome = "printed" if hangs_up_after is None else "dead"
+        [(job_id, _)] = await eventually(
+            lambda: db_rows(agent, receipt),
+            lambda rows: [r[1] for r in rows] == [outcome],
+            what=f"the receipt {outcome}",
+        )
+        printer.drop_every_job_after = None
+        async with api.post(f"/api/v1/jobs/{job_id}/{action}") as response:
+            assert response.status in (200, 201), await response.text()
+        out = await printer.wait_for_printed(1 if hangs_up_after == 0 else 2)  # a head cut short is on paper too
+    assert COPY_MARK in decode(out[-1]).text
+    await asyncio.sleep(0.5)  # nothing more comes: a second receipt would be on its way by now
+    pulses = [decode(job).drawer_kicks for job in printer.jobs]  # in every job's bytes it received, cut short or not
+    assert sum(pulses) == kicks, pulses
+
+
 async def test_a_paid_cash_receipt_cut_short_by_paper_out_opens_the_drawer_once(
     make_agent: Any, make_settings: Any, printers: dict[str, SimPrinter]
 ) -> None:
