@@ -588,15 +588,27 @@ class SimPrinter:
         log.info("sim_printer_job", name=self.name, bytes=len(job), printed=on_paper, resumed=resumed, cut=cut)
 
 
+# An embedded web server's answer to bytes that are no HTTP request (lighttpd's, as the netprinter80 probe modelled it)
+HTTP_400 = (
+    b"HTTP/1.1 400 Bad Request\r\nServer: lighttpd/1.4.59\r\nContent-Type: text/html\r\nContent-Length: 26\r\n"
+    b"Connection: close\r\n\r\n<h1>400 Bad Request</h1>\r\n"
+)
+
+
 class NotAPrinter:
     """Something else on a printer's old address: it accepts TCP 9100 and reads every byte, but answers nothing,
     neither DLE EOT nor GS r (an office laser's JetDirect raw port, a label printer, a PC with a 9100 listener). After
-    a power cut the router may give the printer a new address and the old one to such a device."""
+    a power cut the router may give the printer a new address and the old one to such a device. Given ``answer``, it
+    answers the first bytes of each connection with it and closes the connection, as a web server on 9100 does with
+    its error page (``HTTP_400``) and a telnet service with its banner."""
 
-    def __init__(self, name: str = "not-a-printer", *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, name: str = "not-a-printer", *, host: str = "127.0.0.1", port: int = 0, answer: bytes = b""
+    ) -> None:
         self.name = name
         self.host = host
         self.port = port
+        self.answer = answer
         self.received = bytearray()  # every byte of every connection
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -619,6 +631,10 @@ class NotAPrinter:
         try:
             while data := await reader.read(_CHUNK):
                 self.received += data
+                if self.answer:
+                    writer.write(self.answer)
+                    await writer.drain()
+                    break
         except ConnectionError:
             pass
         finally:
