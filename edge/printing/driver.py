@@ -99,6 +99,13 @@ _SLOWEST_REPLY_S = 10.0
 # printer without status, and a roll that ran out lost its tickets, marked printed (the verify71 probe). The price:
 # a printer that never answers costs that long an exchange, twice in a run, before it is given up on.
 _LATE_REPLY_WAITS = 6
+# A device that talks text on a printer's address (a web server's "HTTP/1.1 400 Bad Request", a telnet banner): its
+# letters carry a reply's fixed bits ('R' 0x52, 'r' 0x72: paper end, 'v' 0x76), and read as replies they said paper out
+# (the netprinter80 probe, F2). A printer sends a byte per query and four for an Automatic Status Back, printable only
+# when paper end or an error sets bit 5 or 6: even an exchange's replies, doubled, make a shorter run. Text is this many
+# printable bytes in a row, or a line (a printable byte, then CR LF).
+_TEXT_RUN = 8
+_TEXT = frozenset(range(0x20, 0x7F)) | {0x09, 0x0D, 0x0A}
 # What a printer that ignores DLE EOT n cannot say (paper end and a stop still read as offline from DLE EOT 1)
 _UNASKED_MEANS = {
     2: "why it is offline (cover open, paper end, an error)",
@@ -136,6 +143,9 @@ class _Replies:
         self.overtaken: set[int] = set()  # n of DLE EOT whose reply a later query's overtook: the printer ignores it
         # Bytes that are no reply to anything asked (0xFF, a status with its fixed bits wrong): the last one
         self.not_a_reply: int | None = None
+        self._run = bytearray()  # the printable bytes last read in a row
+        # The run of text that showed it is no printer ("" until then): nothing read on the connection is a reply
+        self.text = ""
 
     def forget_real_time(self) -> None:
         """Before a DLE EOT query: a reply read earlier and not asked for answers a DLE EOT that the printer found in a
@@ -159,8 +169,10 @@ class _Replies:
 
     def settle(self, timeout: float) -> set[int]:
         """Waits up to ``timeout`` for the replies still owed (not at all when none is); returns the n of those that
-        did not come (no longer waited for)."""
+        did not come (no longer waited for). After text, none: the device ignores no query, it is no printer."""
         self._read_until(lambda: not self._missed, timeout)
+        if self.text:
+            return set()
         gone, self._missed = {n for n, _ in self._missed}, collections.deque()
         self.doubtful = self.doubtful or bool(gone)
         return gone
@@ -175,13 +187,18 @@ class _Replies:
     def _read_until(self, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         left = timeout  # unchanged unless a byte was passed over: a serial port keeps its settings then
-        while not done() and left > 0:
+        while not done() and left > 0 and not self.text:
             data = self._transport.read(1, left)
             if data:
                 self._sort(data[0])
             left = deadline - time.monotonic()
 
     def _sort(self, byte: int) -> None:
+        if self._is_text(byte):
+            # What was taken for replies on this connection was letters too
+            self._real_time.clear()
+            self._in_order.clear()
+            return
         if self._in_block:
             self._in_block = byte != _BLOCK_END
             return
@@ -208,6 +225,20 @@ class _Replies:
                     self.overtaken.add(query[0])
         else:
             self.not_a_reply = byte
+
+    def _is_text(self, byte: int) -> bool:
+        """Whether the bytes read so far, ``byte`` the last, are text (every byte counts, before it is sorted: a '7'
+        would start a block reply and pass the rest over, a 'T' an Automatic Status Back)."""
+        if self.text:
+            return True
+        if byte not in _TEXT:
+            self._run.clear()
+            return False
+        self._run.append(byte)
+        line = len(self._run) >= 3 and self._run.endswith(b"\r\n") and 0x20 <= self._run[-3] < 0x7F
+        if line or len(self._run) >= _TEXT_RUN:
+            self.text = self._run.decode("ascii")
+        return bool(self.text)
 
 
 @dataclasses.dataclass
@@ -515,6 +546,8 @@ class PrinterDriver:
         """DLE EOT n seen on this connection to go unanswered by a printer that answered a query asked after it: a
         clone with part of the command set. Asked before each ticket it cost the wait for a late reply every time (9 s
         a ticket at the default: the netprinter80 probe, F1); DLE EOT 1 is always asked (the printer's own state)."""
+        if self._replies.text:
+            return  # its letters may have looked like a GS r reply overtaking a query's
         for n in sorted(self._replies.overtaken - self._unasked - {1}):
             self._unasked.add(n)
             log.warning(
@@ -794,7 +827,9 @@ class PrinterDriver:
         replies = self._status_replies()
         self.silence = ""
         answers = answered_before or self._status_answers.expected or self._status_answers.earlier
-        if not replies and answers and self._replies.not_a_reply is not None:
+        if self._replies.text:
+            self.silence = self._talks_text(self._replies.text)
+        elif not replies and answers and self._replies.not_a_reply is not None:
             self.silence = self._not_replies(self._replies.not_a_reply)
         elif not replies and answered_before:
             self.silence = _SILENT_IN_TICKET if self._stopped_in_ticket else self.transport.silent
@@ -825,6 +860,14 @@ class PrinterDriver:
             f"printers.{self.name}.profile, or whether the printer is the model it names (its firmware?)"
         )
 
+    def _talks_text(self, text: str) -> str:
+        """Why a device that answers status queries with text reads offline, whatever it was before: no printer (the
+        netprinter80 probe, F2); its tickets would be lost in it."""
+        hint = getattr(self.transport, "not_a_printer", "") or getattr(
+            self.transport, "never_answered", "is this its device?"
+        )
+        return f"answers status queries with text ({text!r}), not status replies: {hint}"
+
     def _never_answered(self) -> str:
         if self._status_answers.expected:
             why = f"a {self._model} answers them" if self._model else "it is set up as a printer that answers them"
@@ -841,7 +884,7 @@ class PrinterDriver:
             if n in self._unasked:
                 continue
             reply = self._real_time(n, timeout=timeout)
-            if reply is None:
+            if reply is None and not self._replies.text:
                 reply = self._answered_late(n)
             if reply is None:
                 # Asking on would only add waits: most printers that ignore one query ignore them all, and after a
@@ -849,6 +892,8 @@ class PrinterDriver:
                 break
             replies[n] = reply
             timeout = self._wait_s
+        if self._replies.text:
+            return {}  # letters, not replies
         self._heard(bool(replies))
         return replies
 
@@ -907,6 +952,9 @@ class PrinterDriver:
         )
 
     def _heard(self, answered: bool) -> None:
+        if self._replies.text:
+            # Text is neither an answer nor silence: taken for a printer that cannot answer, it would get its tickets
+            return
         self._stopped_in_ticket = self._stopped_in_ticket and not answered
         if not self._status_answers.note(answered):
             return

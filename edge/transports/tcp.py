@@ -44,12 +44,14 @@ class TcpTransport:
     # A network interface serves one host at a time and keeps the others' connections waiting, unanswered (Epson's
     # UB-E02: "Data transmission is blocked for other requests until the first connection is closed").
     silent = "takes the connection but answers nothing: another device (the till?) may be printing on it"
-    # Never answered though the model does: after a power cut the router may give the printer a new address and its
-    # old one to another device that takes port 9100 (an office laser's JetDirect port, a label printer, a PC).
-    never_answered = (
+    # Answers like no printer (text: a web server's error page): after a power cut the router may give the printer a
+    # new address and its old one to another device that takes port 9100 (an office laser's JetDirect port, a PC).
+    not_a_printer = (
         "it accepts connections but never answers like a printer: check the printer's address (after a power cut it"
-        " may have a new one, and another device this one), or the till may hold it"
+        " may have a new one, and another device this one)"
     )
+    # Never answered though the model does: another device on its address, or the till holding it
+    never_answered = f"{not_a_printer}, or the till may hold it"
 
     def __init__(
         self, device_id: str, host: str, port: int, *, connect_timeout: float = 3.0, write_timeout: float = 10.0

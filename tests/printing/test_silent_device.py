@@ -16,11 +16,22 @@ import pytest
 
 from edge.app import Agent
 from edge.config import parse_settings
+from edge.events import PrinterStatusChanged
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
-from edge.sim.printer import NotAPrinter, SimPrinter
+from edge.sim.printer import HTTP_400, NotAPrinter, SimPrinter
 from edge.sim.smtp import SmtpSink
-from tests.helpers import api_client, config_dict, eventually, job_rows, mail_to, post, wait_until
+from tests.helpers import (
+    Recorder,
+    api_client,
+    config_dict,
+    eventually,
+    job_rows,
+    mail_to,
+    post,
+    wait_until,
+    with_printer,
+)
 
 _ESC_AT = b"\x1b@"  # every job starts with it: a device that got one got a ticket
 
@@ -324,4 +335,105 @@ async def test_a_printer_answering_status_with_bytes_that_are_not_replies_is_tol
     detail = await eventually(kitchen_detail, lambda d: "answer" in d, timeout=30, what="the detail of its replies")
     assert "not ESC/POS status replies" in detail and "printers.kitchen.profile" in detail, detail
     assert "till" not in detail, detail
+    assert len(kitchen.printed) == 1
+
+
+async def _kitchen_listed(agent: Agent) -> dict[str, Any]:
+    async with api_client(agent) as api, api.get("/api/v1/printers") as response:
+        return dict(next(p for p in (await response.json())["printers"] if p["name"] == "kitchen"))
+
+
+def _told_as_not_a_printer(kitchen: dict[str, Any]) -> bool:
+    return kitchen["state"] == "offline" and "never answers like a printer" in kitchen["detail"]
+
+
+async def test_a_web_server_that_took_a_printers_address_is_told_as_not_a_printer_not_as_out_of_paper(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Any],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """The kitchen printer prints a ticket; then its address answers with a web server that meets any bytes with
+    "HTTP/1.1 400 Bad Request ..." and closes. The next order's ticket waits, nothing goes to the web server, the
+    printer is offline with the documented "it accepts connections but never answers like a printer: check the
+    printer's address", and the manager gets one mail naming the address, not one about paper; back on that port, the
+    printer prints the ticket once. Before stop 81 the text's letters were read as status replies ('R', 'r', 'v'
+    carry a reply's fixed bits): the printer read paper_out, flapping with offline every ~2 s, and the manager was
+    mailed "out of paper: put in a new paper roll" and "unreachable ... Broken pipe" (the netprinter80 probe, F2)."""
+    kitchen = printers["kitchen"]
+    seen = Recorder()
+    agent = await make_agent(make_settings(spool={"offline_probe_max_s": 0.2}, **mail_to(sink)), listen=seen)
+    async with api_client(agent) as api:
+        assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        await kitchen.wait_for_printed(1, timeout=15)
+        await kitchen.stop()
+        web = NotAPrinter("web", port=kitchen.port, answer=HTTP_400)
+        await web.start()
+        try:
+            assert (await post(api, make_order(2, print_receipt=False)))[0] == 201
+            listed = await eventually(
+                lambda: _kitchen_listed(agent), _told_as_not_a_printer, timeout=20, what="told as not a printer"
+            )
+            await wait_until(lambda: web.connections >= 5, timeout=20, what="a few more probes of the web server")
+            mails = [m for m in await sink.wait_for(1, timeout=10) if "kitchen" in str(m["Subject"])]
+            assert await job_rows(agent, "SELECT state FROM print_jobs ORDER BY id") == [("printed",), ("queued",)]
+        finally:
+            await web.stop()
+    assert f"127.0.0.1:{kitchen.port}" in listed["detail"] and "address" in listed["detail"], listed
+    assert "till" not in listed["detail"], listed
+    states = [e.new for e in seen.of(PrinterStatusChanged) if e.printer == "kitchen"]
+    assert "paper_out" not in states and states.count("offline") == 1, states
+    assert _ESC_AT not in web.received, "a ticket went to the web server"
+    assert [str(m["Subject"]).endswith("Drucker kitchen nicht erreichbar") for m in mails] == [True], [
+        m["Subject"] for m in mails
+    ]
+    body = mails[0].get_body().get_content()  # type: ignore[union-attr]
+    assert f"127.0.0.1:{kitchen.port}" in body and "never answers like a printer" in body, body
+    assert "Papierrolle" not in body and "paper" not in body, body  # no new roll asked for (its checklist names paper)
+    await kitchen.start()
+    printed = await kitchen.wait_for_printed(2, timeout=20)
+    assert make_order(2)["number"] in decode(printed[1]).text and "KOPIE" not in decode(printed[1]).text
+    await eventually(
+        lambda: job_rows(agent, "SELECT state FROM print_jobs ORDER BY id"),
+        lambda rows: rows == [("printed",), ("printed",)],
+    )
+    await asyncio.sleep(0.5)  # nothing more comes
+    assert len(kitchen.printed) == 2
+
+
+async def test_a_device_answering_in_text_from_the_start_gets_no_ticket_which_prints_once_its_address_is_corrected(
+    make_agent: Callable[..., Awaitable[Agent]],
+    make_settings: Callable[..., Any],
+    printers: dict[str, SimPrinter],
+) -> None:
+    """The kitchen printer (python-escpos' "default" profile: whether it answers is learnt) is set up with the address
+    of a web server that answers any bytes with an HTTP 400 page. An order's ticket waits and nothing goes to the web
+    server; the printer is offline, told as a device that is not a printer. The address corrected in the config and
+    the agent restarted, the ticket prints once, unmarked. Before stop 81 the page's letters read as status replies:
+    paper_out (the netprinter80 probe, F2)."""
+    kitchen = printers["kitchen"]
+    web = NotAPrinter("web", answer=HTTP_400)
+    await web.start()
+    seen = Recorder()
+    settings = make_settings(spool={"offline_probe_max_s": 0.2})
+    try:
+        agent = await make_agent(with_printer(settings, "kitchen", port=web.port), listen=seen)
+        async with api_client(agent) as api:
+            assert (await post(api, make_order(1, print_receipt=False)))[0] == 201
+        listed = await eventually(
+            lambda: _kitchen_listed(agent), _told_as_not_a_printer, timeout=20, what="told as not a printer"
+        )
+        await wait_until(lambda: web.connections >= 4, timeout=20, what="a few more probes of the web server")
+        assert await job_rows(agent, "SELECT state FROM print_jobs") == [("queued",)]
+        await agent.stop()
+    finally:
+        await web.stop()
+    assert f"127.0.0.1:{web.port}" in listed["detail"], listed
+    assert "paper_out" not in [e.new for e in seen.of(PrinterStatusChanged) if e.printer == "kitchen"]
+    assert _ESC_AT not in web.received, "a ticket went to the web server"
+    agent = await make_agent(settings)
+    printed = await kitchen.wait_for_printed(1, timeout=20)
+    assert make_order(1)["number"] in decode(printed[0]).text and "KOPIE" not in decode(printed[0]).text
+    await eventually(lambda: job_rows(agent, "SELECT state FROM print_jobs"), lambda rows: rows == [("printed",)])
+    await asyncio.sleep(0.5)  # nothing more comes
     assert len(kitchen.printed) == 1
