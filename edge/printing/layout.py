@@ -28,7 +28,7 @@ from edge.printing.lines import (
     wrap,
 )
 from edge.printing.profiles import FONT_A_DOTS, profile
-from edge.printing.text import CONTROL, printable
+from edge.printing.text import CONTROL, INVISIBLE, printable
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -106,11 +106,16 @@ def _from_marker(payload: str) -> Directive:
 # A line or paragraph break in a value, in any of the forms tills write them.
 _LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x85\u2028\u2029]")
 _BREAK_MARKER = Directive("br").marker()
+# The lines of its own a value keeps (a note's, as the till sent them); the rest goes on the last, joined by
+# LINES_JOINED: paper is bounded by a note's characters, not its breaks ("a\n" x 250 was 250 lines a dish).
+MAX_VALUE_LINES = 8
+LINES_JOINED = " / "
 
 
 def finalize(value: Any) -> str:
     """Every ``{{ value }}`` passes here: directives become markers, everything else loses its control characters; a
-    line break in a value (the lines of a note, as the till sent them) becomes ``br``."""
+    line break in a value (the lines of a note, as the till sent them) becomes ``br``, an empty line none, and the
+    lines from the MAX_VALUE_LINES-th on go on one line."""
     if isinstance(value, Directive):
         return value.marker()
     if value is None:
@@ -118,7 +123,15 @@ def finalize(value: Any) -> str:
     text = str(value)
     if not _LINE_BREAK.search(text):  # nearly every value (a ticket has dozens): one part, no split to join
         return CONTROL.sub(" ", text)
-    return _BREAK_MARKER.join(CONTROL.sub(" ", part) for part in _LINE_BREAK.split(text))
+    parts = [part for part in (CONTROL.sub(" ", part) for part in _LINE_BREAK.split(text)) if _shows(part)]
+    if len(parts) > MAX_VALUE_LINES:
+        parts[MAX_VALUE_LINES - 1 :] = [LINES_JOINED.join(part.strip() for part in parts[MAX_VALUE_LINES - 1 :])]
+    return _BREAK_MARKER.join(parts)
+
+
+def _shows(line: str) -> bool:
+    """Something of ``line`` is seen on paper: not only spaces and marks that show nothing."""
+    return bool(INVISIBLE.sub("", line).strip())
 
 
 class Layout:

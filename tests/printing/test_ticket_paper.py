@@ -359,3 +359,39 @@ async def test_a_phone_field_longer_than_a_line_breaks_between_its_groups_not_in
     text = await _printed_text(make_agent, printers, tmp_path, order, width=24)
     words = {word for line in text.splitlines() for word in line.split()}
     assert {"0170", "1234567", "030", "12345678"} <= words, text
+
+
+async def test_a_note_sent_as_eighty_short_lines_takes_a_few_lines_of_paper_more_than_written_on_one(
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    example_order: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """A note's line breaks are the till's: its first lines print as lines, empty ones not at all, and from the
+    eighth on the rest goes on one line, its parts joined with " / ", so a note takes at most seven lines of paper
+    more than the same words on one line, and every word is still on paper. The order is taken as ever. Before
+    (the inject81 probe, F4): each break printed a line, 80 words a line each took 80 lines per dish, and 40 dishes
+    with a note "a\\n" x 250 (inside the 500-character limit) printed 10,048 lines, about 43 m of paper."""
+    agent = await _agent(make_agent, printers, tmp_path)
+    words = [f"w{k}" for k in range(80)]  # on one line, " / " between: 467 characters
+    broken = copy.deepcopy(example_order)
+    broken["id"], broken["number"], broken["print_receipt"] = "ord_lines", "L-1", False
+    broken["items"] = [_item(f"L{n}", f"Gericht {n}", note="\n\n".join(words) + "\n") for n in range(10)]
+    one_line = copy.deepcopy(broken)
+    one_line["id"], one_line["number"] = "ord_one_line", "L-2"
+    for item in one_line["items"]:
+        item["note"] = " / ".join(words)
+    async with api_client(agent) as api:
+        assert (await post(api, broken))[0] == 201
+        assert (await post(api, one_line))[0] == 201
+        printed = await printers["kitchen"].wait_for_printed(2, timeout=30)
+
+    by_code = {decode(data).qr_codes[0]: decode(data).text.splitlines() for data in printed}
+    lines, flat = by_code["edge:v1:ord_lines:kitchen"], by_code["edge:v1:ord_one_line:kitchen"]
+    assert len(lines) <= len(flat) + 7 * 10, (len(lines), len(flat))
+    on_paper = " ".join(lines).split()
+    assert all(on_paper.count(word) == 10 for word in words), [w for w in words if on_paper.count(w) != 10]
+    paper = [line.strip() for line in lines]
+    first = paper.index("! w0")
+    assert paper[first : first + 7] == ["! w0", *words[1:7]], paper[first : first + 8]
+    assert paper[first + 7].startswith("w7 / w8 / w9"), paper[first : first + 8]
