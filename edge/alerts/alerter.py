@@ -71,6 +71,7 @@ from edge.ops.backup import BACKUP_AHEAD_SKEW_S, backup_dir, newest_backup_at
 from edge.printing.ages import JobAges
 from edge.printing.spooler import retry_delay
 from edge.printing.status import BLOCKING_STATES, HUNG_UP_MID_TICKET
+from edge.printing.text import quoted
 from edge.states import NOT_DONE_JOB_STATES, CentralDown, HoldReason, JobState
 from edge.store.alerts import AlertStore, Audience, DigestMark, MonoTime, OutboxMail, Signal, compact
 from edge.store.db import Database
@@ -429,7 +430,8 @@ class Alerter:
                     "order_totals_mismatch", "totals", True, order=event.number, detail=event.problems[0], item=item
                 )
             case TextUnprintable():
-                number, texts = event.order_number or event.order_id, ", ".join(event.texts)
+                # Names as sent: a line break in one split the mail's text, a direction override turned it around
+                number, texts = event.order_number or event.order_id, ", ".join(quoted(text) for text in event.texts)
                 self._signal(
                     "text_unprintable",
                     event.printer,

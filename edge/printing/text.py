@@ -163,6 +163,17 @@ def printable(text: str, codec: str) -> str:
     return text if encodes(text, codec) else _converted(text, codec)
 
 
+# What quoted() names: the characters a ticket prints as a space or as nothing.
+_HIDDEN = re.compile(f"{CONTROL.pattern}|{INVISIBLE.pattern}")
+
+
+def quoted(text: str) -> str:
+    """The text as a mail or a page quotes it: each control character and mark that shows nothing named by its code
+    point (``<U+000A>``, ``<U+202E>``), so a name stays on one line, reads in its order (a direction override in a
+    mail turns the rest of the paragraph around) and still tells what was sent."""
+    return _HIDDEN.sub(lambda found: f"<U+{ord(found[0]):04X}>", text)
+
+
 def encodes(text: str, codec: str) -> bool:
     """Every character of ``text`` in the code page as it is."""
     try:

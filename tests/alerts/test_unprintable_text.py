@@ -6,12 +6,14 @@ to anyone."""
 from __future__ import annotations
 
 import copy
+import html
 from collections.abc import Awaitable, Callable
 
 from edge.app import Agent
 from edge.config import Settings
 from edge.events import TextUnprintable
 from edge.printing.decode import decode
+from edge.printing.text import CONTROL, INVISIBLE
 from edge.sim.printer import SimPrinter
 from edge.sim.smtp import SmtpSink
 from tests.helpers import EXAMPLE, api_client, fresh, post
@@ -77,3 +79,35 @@ async def test_an_order_number_in_another_scripts_digits_prints_in_digits_one_wi
     assert all("12" in head for head in heads), heads  # the table
     assert "ord_pizza" in heads[3], heads[3]
     assert [e.order_id for e in told] == ["ord_pizza"], told
+
+
+async def test_the_mail_about_a_dish_it_cannot_print_quotes_its_name_on_one_line_with_hidden_characters_named(
+    alert_settings: Callable[..., Settings],
+    make_agent: Callable[..., Awaitable[Agent]],
+    printers: dict[str, SimPrinter],
+    sink: SmtpSink,
+) -> None:
+    """A dish name with a line break, ESC, NUL and a right-to-left override (U+202E: a mail client reads the rest of
+    the paragraph backwards) is quoted in the manager's mail on one line, each such character named by its code point
+    (`<U+000A>`, `<U+202E>`), in the text part and the HTML part alike; the characters it cannot print are still there
+    to read. Before (the inject81 probe, F3): the name as sent, its CR/LF splitting the mail into a line
+    "Bcc: evil@example.com", and ESC, NUL and U+202E in both parts."""
+    agent = await make_agent(alert_settings(group_wait_s=0.1, critical_group_wait_s=0.1))
+    order = chinese("ord_cn_3", "C-3", "", "Wang")
+    order["items"][0]["name"] = "炒饭\r\nBcc: evil@example.com\x1b\x00 \u202eazziP"
+    order["items"][0]["modifiers"][0]["name"] = "大份\u200b"
+    async with api_client(agent) as api:
+        assert (await post(api, order))[0] == 201
+        await printers["kitchen"].wait_for_printed(1)
+    [mail] = await sink.wait_for(1, timeout=15)
+    for part in ("plain", "html"):
+        body = mail.get_body((part,)).get_content()
+        hidden = sorted(
+            {f"U+{ord(c):04X}" for c in body if (c not in "\r\n\t" and CONTROL.match(c)) or INVISIBLE.match(c)}
+        )
+        assert not hidden, (part, hidden, body)
+        assert not [line for line in body.splitlines() if line.lstrip().startswith("Bcc:")], (part, body)
+        quoting = [html.unescape(line) for line in body.splitlines() if "炒饭" in line]  # the sentence, the table
+        name = "炒饭<U+000D><U+000A>Bcc: evil@example.com<U+001B><U+0000> <U+202E>azziP"
+        assert quoting and all(name in line for line in quoting), (part, quoting)
+        assert "大份<U+200B>" in html.unescape(body), body
