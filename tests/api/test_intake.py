@@ -557,6 +557,29 @@ async def test_a_number_too_large_for_a_float_is_refused_not_stored_as_infinity(
 
 
 @pytest.mark.parametrize(
+    ("field", "reason"), [("items[0].qty", "must be between 1 and"), ("x_extra", "too large")], ids=["qty", "unread"]
+)
+async def test_an_integer_of_5000_digits_is_refused_naming_its_field_not_called_invalid_json(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, field: str, reason: str
+) -> None:
+    """An integer of more digits than Python reads by default (4,300) is valid JSON: as ``qty``, or in a field the
+    agent does not read, it is refused as a number too large is (422 naming the field), never as JSON the till sent
+    wrong, and no Python hint reaches the till. Before (the inject81 probe, F2): 400 "the body is not valid JSON:
+    Exceeds the limit (4300 digits) for integer string conversion ... use sys.set_int_max_str_digits() to increase
+    the limit", no field named."""
+    example_order["items"][0]["qty"] = 2
+    raw = json.dumps(example_order)
+    if field == "x_extra":
+        raw = raw[:-1] + ', "x_extra": ' + "1" * 5000 + "}"
+    else:  # the first item's
+        raw = raw.replace('"qty": 2', '"qty": ' + "9" * 5000, 1)
+    status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
+    assert (status, body.get("field")) == (422, field), body
+    assert reason in body["reason"] and "sys." not in body["reason"], body
+    assert await db_rows(agent, "SELECT COUNT(*) FROM orders") == [(0,)]
+
+
+@pytest.mark.parametrize(
     ("mutate", "field"),
     [
         (lambda o: o.update(id="abc\n"), "id"),
