@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 
 from edge.orders.model import Order
 from edge.orders.routing import wants_receipt
+from edge.printing.text import on_paper
 from edge.states import JobKind, JobState, JobVariant
 
 # Not on paper: rewritten or discarded. Printing counts as on paper: it may be, and the change must follow it.
@@ -53,8 +55,9 @@ class Line:
     allergens: tuple[str, ...] = ()
 
     def shown(self) -> tuple[object, ...]:
-        """What the cook reads of the line but its quantity; modifiers in any order are the same dish."""
-        return (self.sku, self.name, sorted(self.modifiers), self.note, self.allergens)
+        """What the cook reads of the line but its quantity, as paper shows it; modifiers in any order are the same
+        dish."""
+        return (self.sku, *_read(self.name, self.note), sorted(_read(*self.modifiers)), _read(*self.allergens))
 
 
 class LineChange(enum.StrEnum):
@@ -83,7 +86,41 @@ class ChangedLine:
 def line_key(line_id: str | None, line: Line) -> LineKey:
     if line_id is not None:
         return ("id", line_id)
-    return ("sku", line.sku, "name", line.name, *sorted(line.modifiers), "note", line.note or "", *line.allergens)
+    modifiers = itertools.chain.from_iterable(sorted(_read(*line.modifiers)))
+    name, note = _read(line.name, line.note)
+    return (
+        "sku",
+        line.sku,
+        "name",
+        *name,
+        *modifiers,
+        "note",
+        *note,
+        *itertools.chain.from_iterable(_read(*line.allergens)),
+    )
+
+
+def _read(*texts: str | None) -> list[tuple[str, ...]]:
+    """Each text as paper shows it (on_paper; None as nothing): lines and revisions are compared by what the cook can
+    read, so a soft hyphen, a zero-width space or a no-break space a revision adds or drops changes nothing (they
+    printed the dish struck and added again: the inject81 probe, F5)."""
+    return [on_paper(text or "") for text in texts]
+
+
+def _as_after(was: Line, line: Line) -> Line:
+    """``was`` with each of its texts that reads as one of ``line``'s written as that one: a change ticket strikes
+    and tells again only what reads otherwise."""
+
+    def as_now(old: str | None, new: Sequence[str | None]) -> str | None:
+        return next((text for text in new if _read(text) == _read(old)), old)
+
+    return dataclasses.replace(
+        was,
+        name=as_now(was.name, [line.name]) or was.name,
+        modifiers=tuple(as_now(m, line.modifiers) or m for m in was.modifiers),
+        note=as_now(was.note, [line.note]),
+        allergens=tuple(as_now(a, line.allergens) or a for a in was.allergens),
+    )
 
 
 def shared_line_ids(orders: Sequence[Order | None], station: str) -> frozenset[str]:
@@ -129,9 +166,9 @@ def diff_station(before: Order | None, after: Order | None, station: str) -> tup
         if was is None:
             changes.append(ChangedLine(LineChange.ADDED, key, None, line))
         elif was.shown() != line.shown():
-            changes.append(ChangedLine(LineChange.MODIFIED, key, was, line))
+            changes.append(ChangedLine(LineChange.MODIFIED, key, _as_after(was, line), line))
         elif was.qty != line.qty:
-            changes.append(ChangedLine(LineChange.QUANTITY, key, was, line))
+            changes.append(ChangedLine(LineChange.QUANTITY, key, _as_after(was, line), line))
     changes.extend(ChangedLine(LineChange.REMOVED, key, line, None) for key, line in old.items() if key not in new)
     return tuple(changes)
 
@@ -139,12 +176,10 @@ def diff_station(before: Order | None, after: Order | None, station: str) -> tup
 def head_changed(before: Order, after: Order) -> bool:
     """Whether what a ticket's head tells the kitchen changed: the order's number (the runner calls it), the kind of
     order, its table or its due time, or the guest's allergies and the order's note (an allergy told after the ticket
-    went out must reach the cook)."""
-    return (before.number, before.fulfilment, before.allergens, before.note) != (
-        after.number,
+    went out must reach the cook), as paper shows them."""
+    return (_read(before.number, before.note, *before.allergens), before.fulfilment) != (
+        _read(after.number, after.note, *after.allergens),
         after.fulfilment,
-        after.allergens,
-        after.note,
     )
 
 

@@ -21,7 +21,7 @@ from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, Layout, PrintOptions, finalize, template_globals
 from edge.printing.lines import NO_BREAK
 from edge.printing.profiles import check_profile, check_width, profile
-from edge.printing.text import encodes, printable
+from edge.printing.text import encodes, printable, read_as
 from edge.states import OrderStatus
 
 if TYPE_CHECKING:
@@ -95,6 +95,12 @@ def _printed_number(number: str, order_id: str, codec: str) -> str:
 
 def _by_id(order_id: str) -> str:
     return f" ({order_id})"
+
+
+def _before(was: str, now: str, codec: str) -> str | None:
+    """``was``, what the paper before said, where it reads otherwise than ``now`` on this paper, else None: a soft
+    hyphen or a no-break space a revision adds or drops is no news for the cook (the inject81 probe, F5)."""
+    return None if read_as(was, codec) == read_as(now, codec) else was
 
 
 def _shows_something(text: str, codec: str) -> bool:
@@ -232,6 +238,7 @@ class Renderer:
         before_fulfilment = labels.describe_fulfilment(before.fulfilment, language)
         due, before_due = self._due(order, language), self._due(before, language)
         lines = struck_lines([before, *struck], station) if cancelled else diff_station(before, order, station)
+        allergens = ", ".join(order.allergens)
         t = labels.LABELS[language]
         marks = ([t["copy"]] if copy else []) + [t["cancelled"] if cancelled else t["changed"]]
         return self._render(
@@ -252,15 +259,15 @@ class Renderer:
             due=due,
             due_before=None if before_due == due else (before_due or labels.LABELS[language]["asap"]),
             customer=_guest(order),
-            number_before=None if before.number == order.number else before.number,  # what the cook's paper shows
+            number_before=_before(before.number, order.number, codec),  # what the cook's paper shows
             created=self._clock(order.created_at, "%H:%M"),
             qr_code=ticket_code(order, station),  # scanned like a ticket, the newest of its station
             # The order's allergies and note as they are now, and (struck) as the paper before said them where they
             # changed: the cook cooks what this ticket adds by them too.
-            allergens=", ".join(order.allergens),
-            allergens_before=", ".join(before.allergens) if before.allergens != order.allergens else "",
+            allergens=allergens,
+            allergens_before=_before(", ".join(before.allergens), allergens, codec) or "",
             note=order.note,
-            note_before=before.note if before.note != order.note else None,
+            note_before=_before(before.note or "", order.note or "", codec) or None,
             closing=_closing(marks, order.number, len(lines), width=width, language=language),
         )
 

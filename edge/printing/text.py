@@ -174,6 +174,20 @@ def quoted(text: str) -> str:
     return _HIDDEN.sub(lambda found: f"<U+{ord(found[0]):04X}>", text)
 
 
+def read_as(text: str, codec: str) -> str:
+    """``text`` as a person reads it off paper printed in ``codec``: what prints (see printable), line by line, its
+    blanks (a no-break space, a run of spaces, one at either end) as one space or none. Two texts alike in this show
+    the same: a number typed from a ticket is matched by it, and two revisions' dishes are compared by it."""
+    lines = (" ".join(printable(line, codec).split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def on_paper(text: str) -> tuple[str, ...]:
+    """``text`` as read on each code page the agent prints in (see read_as): two texts equal in this look the same on
+    any printer, so a revision that changes only what no paper shows changes nothing for the cook."""
+    return tuple(read_as(text, codec) for codec in CODEPAGES)
+
+
 def encodes(text: str, codec: str) -> bool:
     """Every character of ``text`` in the code page as it is."""
     try:

@@ -363,6 +363,83 @@ async def test_a_change_written_in_nfd_shows_only_what_changed(
     assert marked_lines(ticket) == ["+ 1x Tiramisu"], ticket
 
 
+def _as_sent(path: str, text: str) -> Callable[[dict[str, Any]], None]:
+    """Sets the text at ``path`` ("note", "number", "items.0.name", "items.0.modifiers.0.name") to ``text``."""
+
+    def change(order: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        where: Any = order
+        for part in parents:
+            where = where[int(part)] if part.isdigit() else where[part]
+        where[last] = text
+
+    return change
+
+
+# Texts that print as the example's: a revision sending them changes nothing the cook can read.
+_ALIKE_ON_PAPER = {
+    "soft-hyphen": _as_sent("items.0.name", "Pizza Mar\u00adgherita"),
+    "zero-width-space": _as_sent("items.0.name", "Pizza \u200bMargherita"),
+    "trailing-space": _as_sent("items.0.name", "Pizza Margherita "),
+    "no-break-space": _as_sent("items.0.name", "Pizza\u00a0Margherita"),
+    "full-width-letter": _as_sent("items.0.name", "\uff30izza Margherita"),
+    "variation-selector": _as_sent("items.0.name", "Pizza Margherita\ufe0f"),
+    "modifier": _as_sent("items.0.modifiers.0.name", "extra\u00a0Käse"),
+    "dish-note": _as_sent("items.0.note", "eine ohne Basi\u00adlikum"),
+    "order-note": _as_sent("note", "Bitte\u00a0schnell"),
+    "number": _as_sent("number", "A-10\u200b42"),
+}
+
+
+@pytest.mark.parametrize("change", list(_ALIKE_ON_PAPER.values()), ids=list(_ALIKE_ON_PAPER))
+async def test_a_revision_that_changes_only_what_paper_cannot_show_prints_no_change_ticket(
+    agent: Agent,
+    api: aiohttp.ClientSession,
+    example_order: dict,
+    printers: dict[str, SimPrinter],
+    change: Callable[[dict[str, Any]], None],
+) -> None:
+    """Revision 2 differs only in what the printer cannot show: a soft hyphen, a zero-width space, a trailing space,
+    a no-break space, a full-width letter, a variation selector, in a dish's name, modifier or note, the order's note
+    or number. It is stored (200 updated) and prints nothing; the next real change shows only itself. Before, a change
+    ticket "- 2x Pizza Margherita" above "+ 2x Pizza Margherita", or the note struck and told again (the inject81
+    probe, F5)."""
+    example_order.update(print_receipt=False, note="Bitte schnell")
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    alike = revised(example_order, 2)
+    change(alike)
+    status, body = await post(api, alike)
+    assert (status, body["status"], body["job_ids"]) == (200, "updated", []), body
+    dessert = revised(alike, 3)
+    dessert["items"].append(copy.deepcopy(TIRAMISU))
+    assert (await post(api, dessert))[0] == 200
+    ticket = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    await printed_all(agent)
+    assert "Rev. 3" in ticket and marked_lines(ticket) == ["+ 1x Tiramisu"], ticket
+    assert len(printers["kitchen"].printed) == 2
+
+
+async def test_a_change_beside_text_paper_cannot_show_tells_only_what_changed(
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
+) -> None:
+    """Revision 2 adds a Tiramisu, and its note and dish names differ from revision 1's only where paper shows
+    nothing (a no-break space, a soft hyphen): the change ticket says "+ 1x Tiramisu" and nothing else. Before, the
+    note was struck and told again, and the pizza removed and added (the inject81 probe, F5)."""
+    example_order.update(print_receipt=False, note="Bitte schnell")
+    assert (await post(api, example_order))[0] == 201
+    await printers["kitchen"].wait_for_printed(1)
+    await printed_all(agent)
+    changed = revised(example_order, 2, note="Bitte\u00a0schnell")
+    changed["items"][0]["name"] = "Pizza Mar\u00adgherita"
+    changed["items"].append(copy.deepcopy(TIRAMISU))
+    assert (await post(api, changed))[0] == 200
+    ticket = decode((await printers["kitchen"].wait_for_printed(2))[1]).text
+    await printed_all(agent)
+    assert marked_lines(ticket) == ["+ 1x Tiramisu"], ticket
+
+
 async def test_two_orders_changed_each_change_ticket_lists_what_changed_in_its_own_order(
     agent: Agent, api: aiohttp.ClientSession, example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
