@@ -21,7 +21,7 @@ from edge.printing import labels
 from edge.printing.layout import DEFAULT_OPTIONS, Layout, PrintOptions, finalize, template_globals
 from edge.printing.lines import NO_BREAK
 from edge.printing.profiles import check_profile, check_width, profile
-from edge.printing.text import encodes, printable, read_as
+from edge.printing.text import by_id, encodes, printable, printed_number, read_as
 from edge.states import OrderStatus
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def _tell_unprintable(items: Sequence[Item], codec: str, told: list[str] | None,
     if told is None:
         return
     guest_texts = [order.note or "", *order.allergens] if order is not None else []
-    if order is not None and order.number.endswith(_by_id(order.id)) and order.number not in told:
+    if order is not None and order.number.endswith(by_id(order.id)) and order.number not in told:
         told.append(order.number)  # the number shows nothing (see _readable): the till's numbering needs changing
     for item in items:
         for text in (item.name, *(modifier.name for modifier in item.modifiers)):
@@ -79,22 +79,10 @@ def _readable(order: Order, codec: str) -> Order:
         item if _shows_something(item.name, codec) else dataclasses.replace(item, name=f"{item.name} ({item.sku})")
         for item in order.items
     )
-    number = _printed_number(order.number, order.id, codec)
+    number = printed_number(order.number, order.id, codec)
     if (items, number) == (order.items, order.number):
         return order
     return dataclasses.replace(order, items=items, number=number)
-
-
-def _printed_number(number: str, order_id: str, codec: str) -> str:
-    """An order's number as printed (see _readable)."""
-    shown = printable(number, codec)
-    if not any(char.isalnum() for char in shown):  # nothing for the cook to call out: "🍕" printed as "?"
-        shown += _by_id(order_id)
-    return shown
-
-
-def _by_id(order_id: str) -> str:
-    return f" ({order_id})"
 
 
 def _before(was: str, now: str, codec: str) -> str | None:
@@ -300,7 +288,7 @@ class Renderer:
         codec = _codec(options)
         number_before = None
         if revised and replaced_number is not None and replaced_number != order.number:
-            number_before = _printed_number(replaced_number, order.id, codec)
+            number_before = printed_number(replaced_number, order.id, codec)
         order = _readable(order, codec)
         _tell_unprintable(order.items, codec, unprintable)
         return self._render(

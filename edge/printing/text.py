@@ -188,6 +188,32 @@ def on_paper(text: str) -> tuple[str, ...]:
     return tuple(read_as(text, codec) for codec in CODEPAGES)
 
 
+def printed_number(number: str, order_id: str, codec: str) -> str:
+    """An order's number as its ticket's head prints it: one with no letter or digit the code page shows ("🍕" as "?")
+    has the order's id beside it, there being nothing else for the cook to call out."""
+    shown = printable(number, codec)
+    if not any(char.isalnum() for char in shown):
+        shown += by_id(order_id)
+    return shown
+
+
+def by_id(order_id: str) -> str:
+    return f" ({order_id})"
+
+
+def typed_forms(typed: str) -> frozenset[str]:
+    """``typed`` as given and as it reads on paper: the numbers as sent that can be it (most are plain ASCII)."""
+    return frozenset((typed, *on_paper(typed)))
+
+
+def names_number(typed: str, number: str, order_id: str) -> bool:
+    """Whether ``typed`` (typed, or read off a ticket) is the number of the order ``order_id``: as sent, or as its
+    ticket shows it on a code page the agent prints in ("B-10\u200b43" prints "B-1043", "Щ-1047" "Shch-1047")."""
+    return typed == number or any(
+        read_as(typed, codec) == read_as(printed_number(number, order_id, codec), codec) for codec in CODEPAGES
+    )
+
+
 def encodes(text: str, codec: str) -> bool:
     """Every character of ``text`` in the code page as it is."""
     try:

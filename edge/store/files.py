@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from edge.errors import StoreError, StoreUnreadableError
+from edge.printing.text import names_number, typed_forms
 from edge.store.alerts import LOGIN_REST_ARGS, LOGIN_REST_SQL, LoginRest, login_rest_of
 from edge.store.identity import (
     EVENT_KEY_MARK_KEY,
@@ -364,6 +365,18 @@ _BACK_IN_LINE_SQL = (
 )
 
 
+def _numbered(conn: sqlite3.Connection, ref: str) -> str | None:
+    """The id of the latest order whose ticket shows the number ``ref`` (names_number): sent so, or one with more than
+    printable ASCII in it that prints so ("B-10\u200b43" as "B-1043"; the inject81 probe, F1), newest first."""
+    forms = tuple(sorted(typed_forms(ref)))
+    marks = ",".join("?" * len(forms))
+    rows = conn.execute(
+        f"SELECT id, number FROM orders WHERE number IN ({marks}) OR number GLOB '*[^ -~]*' ORDER BY received_at DESC",
+        forms,
+    )
+    return next((row["id"] for row in rows if names_number(ref, row["number"], row["id"])), None)
+
+
 def order_jobs(path: Path, ref: str, *, by_id: bool = False) -> list[PrintableJob]:
     """Read-only, with or without the agent: the print jobs of the one order ``ref`` names, oldest first: the latest
     order with that number (a ticket in hand; numbers come round daily), else the order with that id (``by_id``: only
@@ -371,7 +384,7 @@ def order_jobs(path: Path, ref: str, *, by_id: bool = False) -> list[PrintableJo
     order = (
         "?1"
         if by_id
-        else "COALESCE((SELECT id FROM orders WHERE number = ?1 ORDER BY received_at DESC LIMIT 1),"
+        else "COALESCE(?2,"
         # the number its first ticket showed, a revision changed since
         " (SELECT order_id FROM order_revisions WHERE json_extract(payload, '$.number') = ?1"
         " ORDER BY received_at DESC LIMIT 1), ?1)"
@@ -380,7 +393,8 @@ def order_jobs(path: Path, ref: str, *, by_id: bool = False) -> list[PrintableJo
         conn = _read_only(path)
         try:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute(PRINTABLE + f" WHERE o.id = {order} ORDER BY j.id", (ref,)).fetchall()
+            named = (ref,) if by_id else (ref, _numbered(conn, ref))
+            rows = conn.execute(PRINTABLE + f" WHERE o.id = {order} ORDER BY j.id", named).fetchall()
         finally:
             conn.close()
     except sqlite3.Error as err:

@@ -20,6 +20,7 @@ from edge.errors import AmbiguousError
 from edge.events import EventBus, ScanRecorded
 from edge.orders.changes import LineChange, diff_station
 from edge.orders.model import Order, parse_stored
+from edge.printing.text import names_number, typed_forms
 from edge.states import OrderStatus, PickupState, ScanOutcome, StatusEvent
 from edge.store.db import Database, Writer
 from edge.store.outbox import add_outbox, outbox_row
@@ -286,6 +287,19 @@ _NUMBERED_BEFORE = (
 )
 
 
+# Today's orders whose number has a character other than printable ASCII (only those may print otherwise than sent),
+# by the day of their own created_at: the partial index orders_unplain_number (migration 024) holds only them.
+_UNPLAIN_OF_DAY = (
+    "SELECT id, number, status, created_at FROM orders WHERE number GLOB '*[^ -~]*'"
+    " AND julianday(created_at) >= ? AND julianday(created_at) < ?"
+)
+_MINUTE = 1 / 1440  # of a Julian day: the index's bounds a little wide, the day itself judged exactly below
+
+
+def _julian(at: dt.datetime) -> float:
+    return at.timestamp() / 86400 + 2440587.5
+
+
 async def _find_order(
     fetch: _Fetch, ref: str, plain: bool, day: tuple[dt.datetime, dt.datetime], *, ask: str
 ) -> tuple[aiosqlite.Row | None, str]:
@@ -298,8 +312,16 @@ async def _find_order(
     if not plain:
         return (rows[0], "") if rows else (None, f"no order with id {ref!r}")
     start, end = day
-    candidates = await fetch("SELECT id, number, status, created_at FROM orders WHERE number = ?", (ref,))
-    if not candidates:  # the number its first ticket showed, a revision changed since (the kitchen's paper has it)
+    # The number as its ticket shows it (names_number): as sent, or printed otherwise ("B-10\u200b43" as "B-1043",
+    # "Щ-1047" as "Shch-1047"), which only a number with more than printable ASCII in it can be, one of today's found
+    # by the partial index orders_unplain_number; two of today's that print alike are two (the inject81 probe, F1).
+    forms = tuple(sorted(typed_forms(ref)))
+    marks = ",".join("?" * len(forms))
+    exact = await fetch(f"SELECT id, number, status, created_at FROM orders WHERE number IN ({marks})", forms)
+    unplain = await fetch(_UNPLAIN_OF_DAY, (_julian(start) - _MINUTE, _julian(end) + _MINUTE))
+    found = {r["id"]: r for r in (*exact, *unplain) if names_number(ref, r["number"], r["id"])}
+    candidates: Iterable[aiosqlite.Row] = found.values()
+    if not found:  # the number its first ticket showed, a revision changed since (the kitchen's paper has it)
         candidates = await fetch(_NUMBERED_BEFORE, (ref,))
     today = [r for r in candidates if start <= dt.datetime.fromisoformat(r["created_at"]) < end]
     # Of two, a cancelled one's tickets are void: the live one is meant.
@@ -308,7 +330,8 @@ async def _find_order(
         return named[0], ""
     since = f"today's business day (since {start:%Y-%m-%d %H:%M})"
     if today:
-        return None, f"{len(today)} orders of {since} have number {ref!r}: {ask}"
+        shown = "" if all(r["number"] == ref for r in today) else " as their tickets print it"
+        return None, f"{len(today)} orders of {since} have number {ref!r}{shown}: {ask}"
     if rows:
         return rows[0], ""
     others = len(list(candidates))  # older ones, or (a till's clock ahead) one dated after today's start

@@ -4,6 +4,7 @@ ticket; a machine that did not say which one it means is asked, never given a gu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,8 @@ from edge.clock import SteppedClock
 from edge.printing.decode import decode
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
-from tests.helpers import api_client, db_rows, ids_meet_numbers, taken_then
+from edge.store.files import order_jobs
+from tests.helpers import api_client, db_rows, ids_meet_numbers, post, taken_then
 
 
 @pytest.fixture
@@ -141,3 +143,57 @@ async def test_an_id_that_is_the_number_of_two_of_todays_orders_is_asked_about_a
     assert (status, answer["order_id"]) == (201, "57"), answer
     head, qr = await copy_on_paper(printers["kitchen"], 7)
     assert (head, qr) == ("3", ["edge:v1:57:kitchen"])
+
+
+async def ticket_head(printer: SimPrinter, count: int) -> str:
+    """The number at the head of the ``count``-th ticket the printer printed, as a person reads and types it."""
+    ticket = decode((await printer.wait_for_printed(count))[count - 1])
+    return " ".join(next(line for line in ticket.text.splitlines() if line.strip()).split())
+
+
+@pytest.mark.parametrize(
+    ("number", "printed"),
+    [
+        ("\uff21-\uff11\uff10\uff14\uff12", "A-1042"),  # full-width
+        ("A-\u0661\u0660\u0664\u0662", "A-1042"),  # Arabic-Indic digits
+        ("A-10\u200b42", "A-1042"),  # a zero-width space inside
+        ("A-10\u00ad42", "A-1042"),  # a soft hyphen inside
+        ("A\u00a01042", "A 1042"),  # a no-break space
+        ("\u0429-1047", "Shch-1047"),  # Cyrillic
+    ],
+    ids=["full-width", "arabic-indic", "zero-width-space", "soft-hyphen", "no-break-space", "cyrillic"],
+)
+async def test_an_order_whose_number_prints_otherwise_than_sent_is_reprinted_by_the_number_on_its_ticket(
+    agent: Agent, example_order: dict[str, Any], printers: dict[str, SimPrinter], number: str, printed: str
+) -> None:
+    """The till sends a number the printer shows otherwise; the cook reads the ticket's head and asks for a reprint by
+    it: the order's COPY prints, and `edge preview` finds the order by it too. Before: 404 "no order with id or number
+    'A-1042'" (the inject81 probe, F1)."""
+    example_order.update(number=number, print_receipt=False)
+    async with api_client(agent) as api:
+        assert (await post(api, example_order))[0] == 201
+    head = await ticket_head(printers["kitchen"], 1)
+    assert head == printed
+    status, answer = await reprint(agent, head, by="number")
+    assert (status, answer.get("order_id")) == (201, example_order["id"]), answer
+    assert await copy_on_paper(printers["kitchen"], 2) == (printed, [f"edge:v1:{example_order['id']}:kitchen"])
+    jobs = await asyncio.to_thread(order_jobs, agent.settings.agent.db_path, head)
+    assert {job.order_id for job in jobs} == {example_order["id"]}
+
+
+async def test_two_of_todays_orders_whose_tickets_show_one_number_are_asked_about_never_guessed(
+    agent: Agent, example_order: dict[str, Any], printers: dict[str, SimPrinter]
+) -> None:
+    """Today's B-1043 and "B-10\u200b43" (a zero-width space inside) both print "B-1043". The cook holding the second
+    ticket asks for a reprint by its number: 404 saying two of today's orders have it, to give the order id; nothing
+    printed. Before: 201, a COPY of the other order B-1043 (the inject81 probe, F1)."""
+    plain = example_order | {"id": "plain_b", "number": "B-1043", "print_receipt": False}
+    hidden = example_order | {"id": "zwsp_b", "number": "B-10\u200b43", "print_receipt": False}
+    async with api_client(agent) as api:
+        for order in (plain, hidden):
+            assert (await post(api, order))[0] == 201
+    assert [await ticket_head(printers["kitchen"], n) for n in (1, 2)] == ["B-1043", "B-1043"]
+    for by in ("number", None):
+        status, answer = await reprint(agent, "B-1043", by)
+        assert status == 404 and "2 orders of today's" in answer["reason"] and "by=id" in answer["reason"], answer
+    assert await copies(agent) == []

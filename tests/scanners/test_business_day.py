@@ -98,6 +98,28 @@ async def test_a_plain_number_matches_only_todays_business_day_and_refuses_to_gu
     assert (fourth.outcome, fourth.order_id) == ("order_ready", older["id"])
 
 
+async def test_a_number_read_off_a_ticket_names_the_order_it_shows_and_two_that_print_alike_are_refused(
+    night_agent: tuple[Agent, Seen], sims: dict[str, SimScanner]
+) -> None:
+    """Today's order numbered "Ａ-１０４２" (full-width) prints "A-1042": the cook types that and the order is ready.
+    Today's B-1043 and "B-10\u200b43" (a zero-width space inside) both print "B-1043": typed, it is refused as two
+    of today's numbers are, never a guess. Before: "A-1042" named no order, and "B-1043" typed by the cook who made
+    the second made the first ready and told central (the inject81 probe, F1)."""
+    agent, seen = night_agent
+    wide = await store(agent, 1, created(29, 23), number="\uff21-\uff11\uff10\uff14\uff12")
+    sims["kitchen"].scan("A-1042")
+    [first] = await seen.scans_count(1)
+    assert (first.outcome, first.order_id) == ("order_ready", wide["id"])
+
+    await store(agent, 2, created(29, 23, 10), number="B-1043")
+    await store(agent, 3, created(29, 23, 20), number="B-10\u200b43")
+    sims["kitchen"].scan("B-1043")
+    second = (await seen.scans_count(2))[1]
+    assert second.outcome == "unknown" and await ready(agent) == {wide["id"]}
+    [(detail,)] = await db_rows(agent, "SELECT detail FROM scans ORDER BY id DESC LIMIT 1")
+    assert "2 orders" in detail and "QR" in detail, detail
+
+
 async def test_a_business_day_start_the_spring_change_skips_begins_the_day_when_the_clock_jumps_past_it(
     make_agent: Callable[..., Awaitable[Agent]], sims: dict[str, SimScanner]
 ) -> None:
