@@ -28,7 +28,8 @@ from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock
 from edge.config import Settings
 from edge.durable import runtime_note
 from edge.errors import StoreError, StoreUnavailableError
-from edge.events import EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
+from edge.events import DatabaseMoved, EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
+from edge.hardware import hardware_ids
 from edge.metrics import Metrics
 from edge.ops.housekeeping import Housekeeping
 from edge.ops.lock import DataDirLock
@@ -162,11 +163,28 @@ class Agent:
             # A database keeps the store it belongs to: another store's recovery cursor would skip this one's orders.
             started_mono = self.clock.mono()
             boot = self.clock.boot()
-            new_box = await db.write(
+            hardware = await asyncio.to_thread(hardware_ids)
+            started = await db.write(
                 lambda conn: first_records(
-                    conn, s.agent.store_id, now=self.clock.wall(), db=s.agent.db_path, boot=boot, mono=started_mono
+                    conn,
+                    s.agent.store_id,
+                    now=self.clock.wall(),
+                    db=s.agent.db_path,
+                    boot=boot,
+                    mono=started_mono,
+                    hardware=hardware,
                 )
             )
+            new_box = started.new_box
+            if started.moved is not None:
+                log.warning(
+                    "database_ran_in_another_box",
+                    ran_until=started.moved.ran_until,
+                    hardware=sorted(hardware),
+                    action="orders recovered from before now print marked COPY; new event key mark",
+                    hint="a cloned or moved SD card: if this box replaces that one, keep the other off; if it is"
+                    " another store's box, give it its own agent.store_id and an empty data_dir",
+                )
             db.on_write_health = self._on_write_health
             db.stall_after_s = s.alerts.storage_stall_s
             # Mail is optional (no smtp.host: no alerts). Started before the spools, so it hears their first state,
@@ -188,6 +206,8 @@ class Agent:
                 )
                 await self.alerter.start()
                 self._on_stop(stack, "alerter", self.alerter.stop)
+            if started.moved is not None:  # heard by the alerter: told once, at the start that found it
+                self.bus.publish(DatabaseMoved(ran_until=started.moved.ran_until))
             elif unmailed := s.unmailed_alerts:
                 log.warning("alerts_not_mailed", reason=unmailed, recipients=len(s.alerts.to))
             orders = OrderStore(db, clock=self.clock)

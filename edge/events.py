@@ -326,6 +326,13 @@ class OrderEventRejected(Event):
     reason: str  # central's answer, shortened
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DatabaseMoved(Event):
+    """At the start: the database ran in another box until now (a cloned or moved SD card; identity.record_hardware)."""
+
+    ran_until: float | None  # when the other box took its newest order (its clock); None if it took none
+
+
 Handler = Callable[[Any], None]
 
 

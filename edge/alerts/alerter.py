@@ -42,6 +42,7 @@ from edge.events import (
     AlertSuppressed,
     CancelRefused,
     CentralLinkChanged,
+    DatabaseMoved,
     Event,
     EventBus,
     JobDead,
@@ -465,7 +466,13 @@ class Alerter:
                 order = event.number or event.order_id
                 item = {"id": event.order_id, "order": order, "error": f"{event.event}: {event.reason}"[:120]}
                 detail = f"HTTP {event.status}: {event.reason}"
-                self._signal("central_rejected_events", "events", True, order=order, detail=detail, item=item)
+                # A key central took with another body: most likely another box sends as this one (a cloned card).
+                reused = "reused" if "idempotency_key_reused" in event.reason else ""
+                self._signal(
+                    "central_rejected_events", "events", True, order=order, detail=detail, item=item, cause=reused
+                )
+            case DatabaseMoved(ran_until=ran_until):
+                self._signal("database_moved", "box", True, ran_until=ran_until)
             case RecoveryStarted():
                 self._run_awaited, self._run_over = self.clock.mono(), False
             case RecoveryFailed(retry_in_s=retry_in_s):
@@ -1287,6 +1294,7 @@ class Alerter:
             MqttSessionLost,
             OrderEventsRefused,
             OrderEventRejected,
+            DatabaseMoved,
             JobRedirected,
             PushAuthChanged,
             TextUnprintable,

@@ -430,6 +430,48 @@ TEXTS: dict[str, dict[str, tuple[str, str, str]]] = {
             " can have the events sent again.",
         ),
     },
+    # The key central refuses as reused it took before with another body: another box sends as this one.
+    "central_rejected_events:(reused)": {
+        "de": (
+            "Bestellung {order}: Zentrale lehnt Statusmeldungen endgültig ab",
+            "Die Zentrale hat Statusmeldungen zur Bestellung {order} endgültig abgelehnt ({detail}): sie hat unter"
+            " demselben Schlüssel schon eine andere Meldung erhalten. Höchstwahrscheinlich sendet ein anderes Gerät"
+            " als dieses: die Speicherkarte dieser Box wurde geklont (oder eine alte Box läuft wieder). Gedruckt wird"
+            " wie immer.",
+            "Den Techniker rufen. Ersetzt diese Box eine andere, die alte ausgeschaltet lassen (nie beide zugleich"
+            " betreiben). Ist die andere Box in einer anderen Filiale, bekommt sie ihre eigene agent.store_id und ein"
+            " leeres data_dir (ihre Datenbank gehört dieser Filiale).",
+        ),
+        "en": (
+            "Order {order}: central backend refuses status events for good",
+            "The central backend refused status events of order {order} for good ({detail}): it took another event"
+            " under the same key before. Most likely another box sends as this one: this box's SD card was cloned"
+            " (or an old box runs again). Printing is not affected.",
+            "Call the technician. If this box replaces another, keep the old one off (never run both). If the other"
+            " box is in another store, it gets its own agent.store_id and an empty data_dir (its database is this"
+            " store's).",
+        ),
+    },
+    "database_moved": {
+        "de": (
+            "Speicherkarte lief in einem anderen Gerät",
+            "Die Speicherkarte dieser Box lief bis {ran_until} (ihre letzte Bestellung) in einer anderen Box: eine"
+            " geklonte oder umgesteckte Karte. Bestellungen von vor dem Start, die der Abgleich mit der Zentrale"
+            " bringt, druckt sie als KOPIE: die andere Box kann sie gedruckt haben.",
+            "Ersetzt diese Box die andere, ist nichts weiter zu tun: die alte ausgeschaltet lassen (nie beide"
+            " zugleich betreiben). Steht diese Box in einer anderen Filiale: Agent stoppen, ihr eine eigene"
+            " agent.store_id und ein leeres data_dir geben (die Datenbank gehört der anderen Filiale), dann starten.",
+        ),
+        "en": (
+            "Memory card ran in another box",
+            "This box's SD card ran in another box until {ran_until} (its last order there): a cloned or moved"
+            " card. Orders from before this start that recovery brings from central print marked COPY: the other box"
+            " may have printed them.",
+            "If this box replaces the other one, nothing more to do: keep the old one off (never run both). If this"
+            " box is in another store: stop the agent, give it its own agent.store_id and an empty data_dir (the"
+            " database is the other store's), then start it.",
+        ),
+    },
     "recovery_failed": {
         "de": (
             "Nachholen verpasster Bestellungen fehlgeschlagen",
@@ -828,6 +870,8 @@ class AlertRenderer:
         details = group["details"]
         items = details.get("items", [])
         fields = _Fields({**{k: _shown(k, v) for k, v in details.items() if k != "items"}, "subject": group["subject"]})
+        if "ran_until" in details:  # a time, shown as the mail's others are; None: unknown
+            fields["ran_until"] = "?" if details["ran_until"] is None else self._time(details["ran_until"])
         if "down_min" in fields:  # "seit über 1 Minuten" was the central77 probe's C3
             n = fields["down_min"]
             fields["minutes"] = self._labels["minutes_one"] if n == "1" else self._labels["minutes"].format(n=n)

@@ -70,6 +70,8 @@ TYPES: dict[str, AlertType] = {
         AlertType("central_refused_events", WARNING),
         # Central refused status events for good (never sent again): one group, one item per event.
         AlertType("central_rejected_events", WARNING, remind=False),
+        # At a start: the database ran in another box until now (a cloned or moved card). Told once, never resolved.
+        AlertType("database_moved", WARNING, remind=False),
         AlertType("recovery_failed", CRITICAL, inhibited_by=(("central_unreachable", _ANY_SUBJECT),)),
         AlertType("storage_problem", CRITICAL),
         # The nightly backup has not succeeded for backup.stale_after_h: a failing card has no copy to restore.

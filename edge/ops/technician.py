@@ -34,7 +34,7 @@ from edge.ops.backup import restore_advice
 from edge.ops.health import ApiCall, failing_checks
 from edge.printing.status import BLOCKING_STATES, PrinterState
 from edge.store import migrations
-from edge.store.files import check_file
+from edge.store.files import card_moved_of_file, check_file
 
 log = structlog.get_logger()
 
@@ -43,6 +43,7 @@ _RESET = "\033[0m"
 _PRINTER_LEVEL = {"online": "ok", "paper_near_end": "warn", "unknown": "warn"}
 # A clock behind the newest order by more than this has jumped back (dead RTC battery, no NTP yet).
 CLOCK_BEHIND_MAX_S = 300
+MOVED_TOLD_S = 7 * 86400  # a card moved into this box: doctor warns for a week after its first start here
 
 
 def _paint(level: str, text: str, colour: bool) -> str:
@@ -249,7 +250,29 @@ def _database_file_checks(settings: Settings) -> list[Check]:
         "" if clock_ok else f" is {int(max(behind, 0))} s behind the newest order: check NTP / RTC"
     )
     checks.append(Check("clock", "ok" if clock_ok else "fail", detail))
+    checks.append(_box_check(path))
     return checks
+
+
+def _box_check(path: Path) -> Check:
+    """Whether the database ran in another box (a cloned or moved SD card, found at the agent's start): told for
+    MOVED_TOLD_S after, with what to do. Before stop 81 both boxes of a cloned card said OK here (the replace81 probe,
+    F4)."""
+    moved = card_moved_of_file(path)
+    if moved is None:
+        return Check("box", "ok", "no other box ran this database")
+    shown = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moved.at))
+    if time.time() - moved.at > MOVED_TOLD_S:
+        return Check("box", "ok", f"this database was moved in from another box on {shown}")
+    until = "?" if moved.ran_until is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moved.ran_until))
+    return Check(
+        "box",
+        "warn",
+        f"this database ran in another box until {until} (its last order there) and in this one since {shown}: a"
+        " cloned or moved SD card; orders recovered from before then print marked COPY. If this box replaces that"
+        " one, keep the old one off (never run both); if it is another store's box, stop the agent and give it its"
+        " own agent.store_id and an empty data_dir",
+    )
 
 
 def _disk_space_check(settings: Settings) -> Check:

@@ -18,9 +18,13 @@ from edge.printing.text import names_number, typed_forms
 from edge.store.alerts import LOGIN_REST_ARGS, LOGIN_REST_SQL, LoginRest, login_rest_of
 from edge.store.identity import (
     EVENT_KEY_MARK_KEY,
+    HARDWARE_KEY,
     MAY_HAVE_PRINTED_KEY,
+    RAISE_MARK_SQL,
+    CardMoved,
     acked_key,
     acked_recorded,
+    card_moved,
     move_to_store,
     new_event_key_mark,
     recorded_store,
@@ -87,6 +91,19 @@ def check_file(path: Path, *, full: bool = False) -> FileCheck:
             conn.close()
     except sqlite3.Error as err:
         raise StoreError(str(err)) from err
+
+
+def card_moved_of_file(path: Path) -> CardMoved | None:
+    """Read-only: the last time a database file found itself in another box than the one that ran it (see
+    identity.CARD_MOVED_KEY); None if never, or the file cannot say."""
+    try:
+        conn = _read_only(path)
+        try:
+            return card_moved(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
 
 
 def store_of_file(path: Path) -> str | None:
@@ -324,10 +341,10 @@ def prepare_restored_file(
                 )
                 if may_have_printed_until is not None:  # a mark only moves on: the backup's may be the later one
                     conn.execute(
-                        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE"
-                        " SET value = ?2 WHERE CAST(value AS REAL) < ?3",
-                        (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until), may_have_printed_until),
+                        RAISE_MARK_SQL, (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until), may_have_printed_until)
                     )
+                # The box the backup ran in is not the one it is put on: the next start records this one, no clone.
+                conn.execute("DELETE FROM meta WHERE key = ?", (HARDWARE_KEY,))
                 # Its events from now on are a new box's: the replaced database may have reported, after the backup,
                 # events of the same orders and job ids as the ones this one will record (see EVENT_KEY_MARK_KEY).
                 conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import sqlite3
@@ -25,6 +26,19 @@ FIRST_START_UNSETTLED_KEY = "first_start_unsettled"
 # counts its job ids from 1 again: without a mark of its own its events would repeat the earlier box's keys with other
 # bodies, which central refuses for good. A database from before the mark has none, and keeps its keys as they were.
 EVENT_KEY_MARK_KEY = "event_key_mark"
+# Table meta: the identities of the box that runs this database (edge.hardware.hardware_ids), a JSON list. A card
+# cloned or moved into another box carries the database and config, not the box: at a start in a box that shares none
+# of them the database is treated as a restore's (CARD_MOVED_KEY). Removed by `edge restore`: a backup put on a new
+# box is no clone, the next start records that box.
+HARDWARE_KEY = "hardware_ids"
+# Table meta: the last such move, JSON {"at": its start, "ran_until": the newest order the other box took (None: it
+# took none)}, for `edge doctor`.
+CARD_MOVED_KEY = "card_moved"
+# Moves the may-have-printed mark on, never back: a later one (a restore's, on a clock ahead) stays.
+RAISE_MARK_SQL = (
+    "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE"
+    " SET value = ?2 WHERE CAST(value AS REAL) < ?3"
+)
 # The recovery cursor's key in table meta (edge.sync.recovery.CURSOR_KEY); the store does not import the sync part.
 _CURSOR_KEY = "central_cursor"
 
@@ -84,19 +98,79 @@ async def _mark_first_start(conn: Writer, *, now: float) -> bool:
     return cursor.rowcount == 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """What the agent's start recorded (first_records)."""
+
+    new_box: bool  # a new database's first start
+    moved: CardMoved | None  # the database ran in another box until now (record_hardware)
+
+
 async def first_records(
-    conn: Writer, store_id: str, *, now: float, db: Path, boot: str | None = None, mono: float = 0.0
-) -> bool:
-    """What the agent's start records: the store, and a new database's first start (True: this is it), with its
-    monotonic time ``mono`` in this ``boot``, until central's clock has dated it (a later run of the same boot can
-    then, if the first run never reached central: OrderStore.first_start_unsettled)."""
+    conn: Writer,
+    store_id: str,
+    *,
+    now: float,
+    db: Path,
+    boot: str | None = None,
+    mono: float = 0.0,
+    hardware: frozenset[str] = frozenset(),
+) -> Started:
+    """What the agent's start records: the store, a new database's first start, with its monotonic time ``mono`` in
+    this ``boot``, until central's clock has dated it (a later run of the same boot can then, if the first run never
+    reached central: OrderStore.first_start_unsettled), and the box's ``hardware`` (record_hardware)."""
     await record_store(conn, store_id, now=now, db_path=db)
     new_box = await _mark_first_start(conn, now=now)
     if new_box:
         await conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))
         if boot is not None:
             await conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
-    return new_box
+    moved = await record_hardware(conn, hardware, now=now, boot=boot, mono=mono)
+    return Started(new_box=new_box, moved=moved)
+
+
+@dataclasses.dataclass(frozen=True)
+class CardMoved:
+    """A database found at a start in a box other than the one that ran it: a cloned card, or one moved."""
+
+    at: float  # this start (the box's clock)
+    ran_until: float | None  # when the other box took its newest order (its clock); None if it took none
+
+
+async def record_hardware(
+    conn: Writer, ids: frozenset[str], *, now: float, boot: str | None = None, mono: float = 0.0
+) -> CardMoved | None:
+    """At the agent's start: records the box's hardware ``ids`` with the database; a CardMoved when it ran in a box
+    that shares none of them. Its orders are then treated as a restore's: recovered ones created before now print
+    marked COPY (the other box may have printed them: the may-have-printed mark, moved on as a restore moves it, and
+    dated on central's clock as a first start is), and its status events get a mark of their own (the other box may
+    still report the same orders and job ids). Nothing when no id can be read."""
+    if not ids:
+        return None
+    rows = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (HARDWARE_KEY,))
+    recorded = frozenset(json.loads(next(iter(rows))[0])) if rows else None
+    await conn.execute(UPSERT_META, (HARDWARE_KEY, json.dumps(sorted(ids))))
+    if recorded is None or recorded & ids:
+        return None
+    newest = await conn.execute_fetchall("SELECT MAX(received_at) FROM orders")
+    ran_until = next(iter(newest))[0]
+    moved = CardMoved(at=now, ran_until=None if ran_until is None else float(ran_until))
+    mark = float(now // 1)  # from its whole second, as a first start's: central's times are often whole seconds
+    await conn.execute(RAISE_MARK_SQL, (MAY_HAVE_PRINTED_KEY, repr(mark), mark))
+    await conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))
+    await conn.execute(UPSERT_META, (CARD_MOVED_KEY, json.dumps(dataclasses.asdict(moved))))
+    if boot is not None:
+        await conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
+    return moved
+
+
+def card_moved(conn: sqlite3.Connection) -> CardMoved | None:
+    """The last move a database recorded (see CARD_MOVED_KEY); None if none."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (CARD_MOVED_KEY,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else CardMoved(**json.loads(row[0]))
 
 
 def new_event_key_mark() -> str:

@@ -45,6 +45,7 @@ from tests.helpers import (
     edge,
     edge_backup,
     eventually,
+    key_mark,
     killed_writer,
     post,
     small_disk,
@@ -1044,4 +1045,75 @@ async def test_an_alert_mail_delivered_after_the_backup_is_not_mailed_again_afte
         assert len(again) == 1, [str(m["Subject"]) for m in relay.messages]
     finally:
         await agent.close()
+        await relay.stop()
+
+
+# Test only: the root under which the agent reads the box's hardware (edge.hardware), a folder the test writes.
+HARDWARE_ROOT_ENV = "EDGE_TEST_HARDWARE_ROOT"
+
+
+def put_card_in_box(root: Path, serial: str) -> None:
+    """The box the card runs in, as a Raspberry Pi tells it: its CPU's serial in /proc/cpuinfo (under ``root``)."""
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "proc" / "cpuinfo").write_text(f"processor\t: 0\nModel\t\t: Raspberry Pi 4 Model B\nSerial\t\t: {serial}\n")
+
+
+async def test_a_card_that_ran_in_another_box_prints_what_it_missed_as_copy_and_says_so_once(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """A box's SD card cloned (or moved) into another box, the data dir and config as they were: a spare put in after
+    the box died, or a card copied for a second store. An order the first box took and printed after the card was
+    copied comes back by recovery: it may be on paper, so it prints marked COPY; an order taken afterwards prints as
+    an original. Its status events go under a mark of their own (the first box's keys are not repeated), the manager
+    is mailed once (what it most likely is and what to do, with the date the card last ran in the other box), and
+    `edge doctor` warns. Before (the replace81 probe, F4): the order printed a second time unmarked, doctor said OK on
+    both boxes, and the only mail was central's refusal of reused event keys, naming neither cause nor fix."""
+    relay = SmtpSink(port=free_port())
+    await relay.start()
+    central = CentralSim("sim-store", token=CENTRAL_TOKEN)
+    await central.start()
+    hardware = tmp_path / "hardware"
+    put_card_in_box(hardware, "10000000aaaa0001")
+    mail = (
+        f'\n[smtp]\nhost = "127.0.0.1"\nport = {relay.port}\nsecurity = "none"\nsender = "edge@store.test"\n'
+        '\n[alerts]\nto = ["chef@store.test"]\ngroup_wait_s = 0\ncritical_group_wait_s = 0\ndisk_free_min_mb = 0\n'
+    )
+    agent = agent_process(
+        tmp_path, printers, env={HARDWARE_ROOT_ENV: str(hardware)}, extra=central_table(central) + mail
+    )
+    db, kitchen = tmp_path / "data" / "edge.db", printers["kitchen"]
+    try:
+        central.add_orders([make_order(1, print_receipt=False)])
+        await agent.start()
+        await kitchen.wait_for_printed(1)
+        assert await agent.terminate() == 0
+        mark = await key_mark(db)
+        # Taken and printed by the first box after its card was copied.
+        central.add_orders([make_order(2, print_receipt=False, created_at=datetime.now(UTC))])
+        put_card_in_box(hardware, "10000000bbbb0002")
+        await asyncio.sleep(1.1)  # its start is marked from its whole second on
+        await agent.start()
+        async with api_client(agent.port) as api:
+            await until(api, "/api/v1/recovery/runs", first_run_completed, "run")
+            assert (await post(api, make_order(3, print_receipt=False, created_at=datetime.now(UTC))))[0] == 201
+        tickets = [decode(paper).text for paper in await kitchen.wait_for_printed(3)]
+        assert "A-1002" in tickets[1] and "KOPIE / COPY" in tickets[1], tickets[1]
+        assert "A-1003" in tickets[2] and "KOPIE / COPY" not in tickets[2], tickets[2]
+        assert await key_mark(db) != mark
+        [moved] = await relay.wait_for(1, timeout=15)
+        text = moved.get_body(("plain",)).get_content()
+        assert "anderen Gerät" in str(moved["Subject"]), moved["Subject"]
+        assert datetime.now().strftime("%d.%m.%Y") in text and "store_id" in text and "data_dir" in text, text
+        doctor = await edge("doctor", "--config", str(agent.config))
+        [warned] = [line for line in doctor.stdout.splitlines() if "another box" in line]
+        assert warned.startswith("WARN") and "store_id" in warned and "data_dir" in warned, warned
+        assert await agent.terminate() == 0
+
+        await agent.start()  # the next start in the same box: nothing more to tell
+        await asyncio.sleep(2)
+        assert await agent.terminate() == 0
+        assert len(relay.messages) == 1, [str(m["Subject"]) for m in relay.messages]
+    finally:
+        await agent.close()
+        await central.stop()
         await relay.stop()

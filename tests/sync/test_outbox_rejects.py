@@ -689,6 +689,28 @@ async def test_an_order_central_archived_holds_back_only_its_own_events_and_a_pe
     ]
 
 
+async def test_an_event_central_refuses_as_a_reused_key_is_mailed_as_another_box_sending_as_this_one(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, sink: SmtpSink
+) -> None:
+    """Central already took another body under one of this box's event keys (another box sends as this one: its SD
+    card cloned, both boxes running) and refuses the event for good, idempotency_key_reused. The manager's mail says
+    what that most likely is and what to do: a box replaced is switched off for good, a box in another store gets its
+    own store_id and an empty data_dir. Before (the replace81 probe, F4): "Zentrale lehnt Statusmeldungen endgültig
+    ab (HTTP 422: idempotency_key_reused …)" and to tell central's team, naming neither cause nor fix."""
+    agent, events = await agents.start(sync_settings(sections=mail_to(sink)))
+    await events.wait(RecoveryCompleted)
+    [order] = central.create_orders(1, prefix="twin")
+    key = f"{order['id']}:received:0{await key_mark(agent)}"
+    central.events[key] = {"idempotency_key": key, "order_id": order["id"], "event": "received", "at": 1.0}
+    async with api_client(agent) as session:
+        async with session.post("/api/v1/orders", json=order) as response:
+            assert response.status == 201, await response.text()
+    [mail] = await sink.wait_for(1, timeout=20)
+    text = mail.get_body(("plain",)).get_content()
+    assert "idempotency_key_reused" in text, text
+    assert "geklont" in text and "store_id" in text and "data_dir" in text, text
+
+
 async def test_the_batch_size_a_slow_spell_halved_grows_back_once_central_answers_in_time(
     db: Database, central: CentralSim, make_sender: MakeSender
 ) -> None:
