@@ -431,8 +431,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc(at: float | None) -> str:
+    return "unknown" if at is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from edge.ops.backup import restore_database
+    from edge.ops.technician import CLOCK_BEHIND_MAX_S
 
     settings = _load(args)
     _setup_logging(settings, level="warning")
@@ -441,6 +446,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
         f"restored {args.file} into {settings.agent.db_path}"
         + (f"; the database it replaced is kept as {restored.safety}" if restored.safety else "")
     )
+    if restored.replaced_none:
+        print(
+            "no database was here: this box cannot know what the box before it took after the backup"
+            f" ({_utc(restored.backup_until)}, its newest order): recovery brings back what central has, those created"
+            " before now marked COPY; orders a till sent straight to that box since then are lost unless resent: have"
+            " the till (or central) resend them"
+        )
+    if restored.backup_until is not None and restored.at < restored.backup_until - CLOCK_BEHIND_MAX_S:
+        named = (
+            f": the copy of the replaced database is named by it ({restored.safety.name})" if restored.safety else ""
+        )
+        print(
+            f"this box's clock ({_utc(restored.at)}) is behind the backup's newest order"
+            f" ({_utc(restored.backup_until)}): it looks wrong{named}; let NTP set it before the agent starts"
+        )
     if restored.lacking:
         n = restored.lacking
         print(

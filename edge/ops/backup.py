@@ -77,6 +77,9 @@ class Restored:
     safety: Path | None  # the database the restore replaced, kept as a backup; None if there was none
     moved_from: str | None  # with --force: the store the backup belonged to ("" if unknown); None for a plain restore
     lacking: int = 0  # orders the replaced database had taken that the backup does not hold
+    replaced_none: bool = False  # no database was there (a new box): what the one before took since is unknown
+    backup_until: float | None = None  # the backup's newest order (or may-have-printed mark), the old box's clock
+    at: float = 0.0  # when it was restored, this box's clock
 
 
 def _check(path: Path) -> BackupFile:
@@ -313,6 +316,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
         db_path = settings.agent.db_path
         moved = backup.store_id != store_id
         remove_restore_leftover(db_path)  # a killed restore's copy: its room is this one's
+        replaced_none = not db_path.exists()
         _room_for_restore(settings, source)  # before anything is written: a refusal leaves the card as it was
         restoring, lacking = _prepared_copy(settings, source, moved)
         try:  # whatever stops the restore from here on, the copy (as large as the database) goes
@@ -328,7 +332,14 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
             restoring.unlink(missing_ok=True)
     finally:
         lock.release()
-    return Restored(safety=safety, moved_from=(backup.store_id or "") if moved else None, lacking=lacking)
+    return Restored(
+        safety=safety,
+        moved_from=(backup.store_id or "") if moved else None,
+        lacking=lacking,
+        replaced_none=replaced_none,
+        backup_until=_until_of_backup(source),
+        at=time.time(),
+    )
 
 
 def _files_size(path: Path) -> int:
@@ -441,6 +452,14 @@ def _printed_until(db_path: Path) -> float | None:
         return printed_until_mark(db_path)
     except StoreError:
         return max(p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists())
+
+
+def _until_of_backup(source: Path) -> float | None:
+    """The backup's newest order (or its may-have-printed mark), for what the restore says; None if it cannot say."""
+    try:
+        return printed_until_mark(source)
+    except StoreError:
+        return None
 
 
 def _prepared_copy(settings: Settings, source: Path, moved: bool) -> tuple[Path, int]:

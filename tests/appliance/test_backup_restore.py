@@ -1117,3 +1117,41 @@ async def test_a_card_that_ran_in_another_box_prints_what_it_missed_as_copy_and_
         await agent.close()
         await central.stop()
         await relay.stop()
+
+
+async def test_a_restore_onto_a_new_box_says_what_it_cannot_know_and_when_the_boxs_clock_is_behind_the_backup(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """The box died; its last backup is restored onto a new box (no database there yet). The restore cannot know what
+    the dead box took after the backup: it says so, that recovery brings back what central has, and that a till's
+    own pushes since then are lost unless the till resends them. Restored by a box whose clock is behind the
+    backup's newest order (no RTC, NTP not there yet), it says the clock looks wrong: what it dates (the copy of the
+    replaced database's name) is dated wrong. Before (the replace81 probe, F5): only "restored X into Y", and the copy
+    named `edge-20261107…` on 7 Dec without a word."""
+    agent = agent_process(tmp_path, printers)
+    data, config = tmp_path / "data", str(agent.config)
+    try:
+        await take_one_order(agent)
+        brought = tmp_path / "stick" / "edge-night.db"
+        brought.parent.mkdir()
+        shutil.copy(await edge_backup(agent.config), brought)
+        shutil.rmtree(data)
+        data.mkdir()  # the new box: an empty data dir, as the install left it
+
+        restored = await edge("restore", str(brought), "--config", config)
+        assert restored.returncode == 0, restored.stderr
+        said = restored.stdout.splitlines()
+        assert said[0] == f"restored {brought} into {data / 'edge.db'}", said
+        [lost] = said[1:]
+        assert "cannot know" in lost and "after the backup" in lost, lost
+        assert "recovery brings back what central has" in lost and "resend" in lost, lost
+
+        # Taken an hour ahead of this box's clock: the backup of a box whose clock was right, restored by one behind.
+        await db_execute(brought, "UPDATE orders SET received_at = received_at + 3600")
+        again = await edge("restore", str(brought), "--config", config)
+        assert again.returncode == 0, again.stderr
+        [_, clock] = again.stdout.splitlines()
+        assert "clock" in clock and "behind" in clock and "backup's newest order" in clock and "NTP" in clock, clock
+        assert "-before-restore.db" in clock, clock
+    finally:
+        await agent.close()
