@@ -149,7 +149,8 @@ async def record_hardware(
         return None
     rows = await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (HARDWARE_KEY,))
     recorded = frozenset(json.loads(next(iter(rows))[0])) if rows else None
-    await conn.execute(UPSERT_META, (HARDWARE_KEY, json.dumps(sorted(ids))))
+    if recorded != ids:  # a start that finds it as it was writes nothing: no fsync for it
+        await conn.execute(UPSERT_META, (HARDWARE_KEY, json.dumps(sorted(ids))))
     if recorded is None or recorded & ids:
         return None
     newest = await conn.execute_fetchall("SELECT MAX(received_at) FROM orders")
