@@ -206,10 +206,10 @@ class Agent:
                 )
                 await self.alerter.start()
                 self._on_stop(stack, "alerter", self.alerter.stop)
-            if started.moved is not None:  # heard by the alerter: told once, at the start that found it
-                self.bus.publish(DatabaseMoved(ran_until=started.moved.ran_until))
             elif unmailed := s.unmailed_alerts:
                 log.warning("alerts_not_mailed", reason=unmailed, recipients=len(s.alerts.to))
+            if started.moved is not None:  # heard by the alerter: told once, at the start that found it
+                self.bus.publish(DatabaseMoved(ran_until=started.moved.ran_until))
             orders = OrderStore(db, clock=self.clock)
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             self._on_stop(stack, "stop mark", lambda: self._mark_stopped(jobs, ages))  # after the parts pushed below
