@@ -195,7 +195,13 @@ def configure_logging(
 class Summarised:
     """A line that a flood would repeat (requests refused for a wrong token: a till set up wrong, a scanner of the
     network) goes to the log the first time, then at most once every ``every_s`` per kind, with how many were left
-    out since: each line is written to the SD card, and a flood must not write one per request."""
+    out since: each line is written to the SD card, and a flood must not write one per request.
+
+    At most ``max_kinds`` kinds are kept: a kind taken from what arrives (a scanner's noise by its bytes) must not grow
+    the memory or the log without end. A kind said more than ``every_s`` ago with nothing left out since is forgotten
+    when room is needed (its next note would be said at once anyway); with no such room, new kinds share one."""
+
+    OTHER_KINDS = "(other kinds)"
 
     def __init__(
         self,
@@ -204,20 +210,32 @@ class Summarised:
         every_s: float = 10.0,
         level: str = "warning",
         clock: Callable[[], float] = time.monotonic,
+        max_kinds: int = 64,
     ) -> None:
         self._event = event
         self._every_s = every_s
         self._level = level
         self._clock = clock
+        self._max_kinds = max_kinds
         self._last: dict[str, float] = {}
         self._left_out: dict[str, int] = {}
 
+    def _kept(self, kind: str) -> str:
+        """``kind``, or the kind shared by those beyond ``max_kinds``."""
+        if kind in self._last or len(self._last) < self._max_kinds:
+            return kind
+        now = self._clock()
+        for old in [k for k, at in self._last.items() if now - at >= self._every_s and k not in self._left_out]:
+            del self._last[old]
+        return kind if len(self._last) < self._max_kinds else self.OTHER_KINDS
+
     def due(self, kind: str) -> bool:
         """Whether a note of this kind now goes to the log (the caller may then gather what costs to gather)."""
-        last = self._last.get(kind)
+        last = self._last.get(self._kept(kind))
         return last is None or self._clock() - last >= self._every_s
 
     def note(self, kind: str, **fields: Any) -> None:
+        kind = self._kept(kind)
         if not self.due(kind):
             self._left_out[kind] = self._left_out.get(kind, 0) + 1
             return

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -20,6 +22,7 @@ from edge.api.errors import Handler, error_response
 from edge.log import Summarised
 
 _MACHINE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_EXAMPLES = 5  # names left out of the log that its next line shows; the rest are only counted
 
 
 def _split_port(host: str) -> str:
@@ -29,12 +32,16 @@ def _split_port(host: str) -> str:
 
 
 class HostAllowList:
-    def __init__(self, allowed: list[str], *, hostname: str | None = None) -> None:
+    def __init__(
+        self, allowed: list[str], *, hostname: str | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         own = (hostname or socket.gethostname()).lower()
         names = {"localhost", own, f"{own}.local", *(a.lower() for a in allowed if not a.startswith("."))}
         self._names = frozenset(names)
         self._suffixes = tuple(a.lower() for a in allowed if a.startswith("."))
-        self._refusals = Summarised("host_not_allowed")
+        # One kind for every name: a name is whatever a request says, and a new one each time was a line each.
+        self._refusals = Summarised("host_not_allowed", clock=clock)
+        self._left_out: list[str] = []  # a few of the names refused since the last line
 
     def allows(self, host: str) -> bool:
         name = _split_port(host.strip()).rstrip(".").lower()
@@ -50,10 +57,21 @@ class HostAllowList:
         host = request.headers.get("Host")
         if host is None or request.path.startswith("/api/") or request.path in _MACHINE_PATHS or self.allows(host):
             return await handler(request)
-        self._refusals.note(host[:100], host=host[:100], path=request.path, remote=request.remote)
+        self._note_refused(host[:100], request)
         return error_response(
             403,
             "host_not_allowed",
             f"this page does not answer to the name {host[:100]!r}: open it by the box's IP address or hostname, "
             "or add the name to api.allowed_hosts",
+        )
+
+    def _note_refused(self, host: str, request: web.Request) -> None:
+        if not self._refusals.due("host"):
+            if len(self._left_out) < _EXAMPLES and host not in self._left_out:
+                self._left_out.append(host)
+            self._refusals.note("host")
+            return
+        others, self._left_out = self._left_out, []
+        self._refusals.note(
+            "host", host=host, path=request.path, remote=request.remote, **({"other_hosts": others} if others else {})
         )

@@ -404,7 +404,11 @@ def make_api(deps: ApiDeps) -> web.Application:
         deps.metrics.watch_rejections(deps.auth.rejected)
     app = web.Application(
         client_max_size=deps.settings.api.max_body_bytes,
-        middlewares=[error_middleware, HostAllowList(deps.settings.api.allowed_hosts).middleware, deps.auth.middleware],
+        middlewares=[
+            error_middleware,
+            HostAllowList(deps.settings.api.allowed_hosts, clock=deps.clock.mono).middleware,
+            deps.auth.middleware,
+        ],
     )
     app[DEPS] = deps
     app[BODY_TIMEOUT_S] = deps.settings.api.body_timeout_s
