@@ -278,6 +278,22 @@ async def read_body(request: web.Request) -> bytes:
     return _undo(body, codings, header, request.client_max_size) if codings else body
 
 
+# The status page holds a token box and Reprint, Release all and Discard: no other site may lay it under a decoy in a
+# frame and take the clicks (X-Frame-Options for older browsers, frame-ancestors for the rest), and no browser is to
+# read an answer as another type than it says (a JSON reason shown as HTML).
+NO_FRAMING = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def forbid_framing(request: web.Request, response: web.StreamResponse) -> None:
+    """The app's ``on_response_prepare``: every answer it sends, a static file, a 404 and a raised error too (a
+    middleware sees only those its handlers return)."""
+    response.headers.update(NO_FRAMING)
+
+
 def error_response(status: int, error: str, reason: str, **extra: object) -> web.Response:
     headers = {"Retry-After": "5"} if status == 503 else None
     return web.json_response({"error": error, "reason": reason, **extra}, status=status, headers=headers)

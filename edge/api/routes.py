@@ -21,6 +21,7 @@ from edge.api.errors import (
     add_post,
     error_middleware,
     error_response,
+    forbid_framing,
     path_id,
     query_limit,
     read_json,
@@ -410,6 +411,7 @@ def make_api(deps: ApiDeps) -> web.Application:
             deps.auth.middleware,
         ],
     )
+    app.on_response_prepare.append(forbid_framing)
     app[DEPS] = deps
     app[BODY_TIMEOUT_S] = deps.settings.api.body_timeout_s
     app[ORDER_REFUSALS] = Summarised("order_refused", every_s=60.0, level="info", clock=deps.clock.mono)

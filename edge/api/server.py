@@ -39,7 +39,13 @@ from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
-from edge.api.errors import Handler, UnsupportedEncodingError, error_response, unsupported_encoding_response
+from edge.api.errors import (
+    NO_FRAMING,
+    Handler,
+    UnsupportedEncodingError,
+    error_response,
+    unsupported_encoding_response,
+)
 from edge.clock import Clock
 from edge.config import ApiSettings
 from edge.log import Summarised
@@ -52,11 +58,12 @@ _SWEEP_S = 0.25
 _REPORT_S = 10.0
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _BUSY_BODY = b'{"error": "busy", "reason": "too many connections; retry later"}'
+_NO_FRAMING_LINES = "".join(f"{name}: {value}\r\n" for name, value in NO_FRAMING.items()).encode()
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
-    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+    b"%sContent-Length: %d\r\n\r\n%s" % (_NO_FRAMING_LINES, len(_BUSY_BODY), _BUSY_BODY)
 )
-_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n%sContent-Length: 0\r\n\r\n" % _NO_FRAMING_LINES
 
 
 def connection_cap(configured: int) -> tuple[int, int]:
@@ -92,6 +99,7 @@ class _JsonErrors(RequestHandler):
         else:  # its first line names what is wrong; a caret drawing of the bytes follows
             reason = (message or HTTPStatus(status).phrase).split("\n", 1)[0].rstrip(": ")
             answer = error_response(status, "malformed_request", reason)
+        answer.headers.update(NO_FRAMING)  # no app answers these: its on_response_prepare is not called
         answer.force_close()
         return answer
 

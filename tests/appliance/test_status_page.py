@@ -221,6 +221,56 @@ async def test_closed_page_needs_the_token(closed_agent: Agent) -> None:
             assert 'data-printer="kitchen"' in await response.text()
 
 
+NO_FRAMING = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def test_every_answer_forbids_framing_and_type_sniffing(agent: Agent) -> None:
+    """The page with its token box and its Reprint, Release all and Discard buttons, its panels, its script, the API
+    and the answers the agent refuses with (404, 401, a head the parser refuses) each say that no other site may
+    frame them and that their type is not to be guessed. Before stop 81 none did: any page a store browser opened
+    could lay the status page under a decoy and take the clicks (the security81 probe, F7)."""
+    answers: dict[str, dict[str, str]] = {}
+    async with api_client(agent, token=None) as browser:
+        for path, headers in [
+            ("/", {}),
+            ("/status/panel", {}),
+            ("/static/status.js", {}),
+            ("/api/v1/status/panel", {"Authorization": f"Bearer {TOKEN}"}),
+            ("/api/v1/status/panel", {}),  # 401
+            ("/no/such/page", {}),  # 404
+            ("/", {"Host": "evil.example"}),  # 403
+            ("/health", {}),
+        ]:
+            async with browser.get(path, headers=headers) as response:
+                await response.read()
+                answers[f"{path} {response.status}"] = dict(response.headers)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n")  # the parser's 400
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    writer.close()
+    lines = [line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line]
+    answers[head.split("\r\n", 1)[0]] = {name: value for name, value in lines}
+    assert sorted(answers) == sorted(
+        [
+            "/ 200",
+            "/status/panel 200",
+            "/static/status.js 200",
+            "/api/v1/status/panel 200",
+            "/api/v1/status/panel 401",
+            "/no/such/page 404",
+            "/ 403",
+            "/health 200",
+            "HTTP/1.0 400 Bad Request",  # aiohttp answers a head it cannot read as 1.0
+        ]
+    ), sorted(answers)
+    for answer, headers in answers.items():
+        assert {name: headers.get(name) for name in NO_FRAMING} == NO_FRAMING, answer
+
+
 async def test_dead_job_listed_with_retry_and_reprint(
     make_agent: Callable[..., Awaitable[Agent]], example_order: dict, printers: dict[str, SimPrinter]
 ) -> None:
