@@ -23,6 +23,7 @@ import sys
 import sysconfig
 import tarfile
 import time
+import tracemalloc
 import unicodedata
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -276,16 +277,22 @@ def reconfigure(agent: AgentProcess, data_dir: Path, printers: dict[str, int], *
     write_config(agent.config, data_dir=data_dir, api_port=agent.port, token=TOKEN, printers=printers, **config)
 
 
-def api_client(agent: Agent | int, *, token: str | None = TOKEN, **kwargs: Any) -> aiohttp.ClientSession:
+def api_client(
+    agent: Agent | int, *, token: str | None = TOKEN, address: str | None = None, **kwargs: Any
+) -> aiohttp.ClientSession:
     """An HTTP client for the agent's API on loopback (``agent`` or its port); with the bearer token unless
-    ``token=None``. Use as ``async with api_client(agent) as api:``.
+    ``token=None``; from another loopback ``address`` (127.0.0.2, …) if given: to the agent, another machine on the
+    LAN, its wrong tokens counted apart (edge/api/auth.py's GuessBrake).
+    Use as ``async with api_client(agent) as api:``.
 
     A new connection for each request unless ``connector`` says otherwise: many tests move the agent's clock past the
     API's idle timeout (15 s), and the agent sheds a kept-alive connection at its next sweep; a request sent on it just
     then is reset (CI runs at e6a5a89 and 17281f2). A real sender retries such a request; a test would only fail."""
     port = agent if isinstance(agent, int) else agent.port
     headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kwargs.pop("headers", {})}
-    connector = kwargs.pop("connector", None) or aiohttp.TCPConnector(force_close=True)
+    connector = kwargs.pop("connector", None) or aiohttp.TCPConnector(
+        force_close=True, local_addr=(address, 0) if address else None
+    )
     return aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers, connector=connector, **kwargs)
 
 
@@ -954,3 +961,10 @@ async def receive(sock: socket.socket, until: str, timeout: float = 10.0) -> lis
         while not any(until in m.split("\n") for m in got):
             got.append((await loop.sock_recv(sock, 4096)).decode())
     return got
+
+
+def held_by(filename: str) -> int:
+    """Bytes allocated by the lines of ``filename`` and still alive, while ``tracemalloc`` traces: whether a part's
+    memory grows with what it is fed."""
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, filename)])
+    return sum(stat.size for stat in snapshot.statistics("filename"))

@@ -8,12 +8,7 @@ from structlog.testing import capture_logs
 
 import edge.log
 from edge.log import Summarised
-
-
-def held_by_the_log_module() -> int:
-    """Bytes allocated by edge/log.py's own lines and still alive."""
-    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, edge.log.__file__)])
-    return sum(stat.size for stat in snapshot.statistics("filename"))
+from tests.helpers import held_by
 
 
 def test_a_summariser_fed_a_new_kind_each_time_keeps_a_bounded_memory_and_writes_a_few_lines() -> None:
@@ -24,14 +19,14 @@ def test_a_summariser_fed_a_new_kind_each_time_keeps_a_bounded_memory_and_writes
     now = [0.0]
     said = Summarised("thing_refused", every_s=10, clock=lambda: now[0])
     with capture_logs() as logs:
-        for n in range(1000):
-            said.note(f"kind-{n}", n=n)
         tracemalloc.start()
         try:
-            before = held_by_the_log_module()
+            for n in range(1000):
+                said.note(f"kind-{n}", n=n)
+            before = held_by(edge.log.__file__)
             for n in range(1000, 21000):
                 said.note(f"kind-{n}", n=n)
-            grown = held_by_the_log_module() - before
+            grown = held_by(edge.log.__file__) - before
         finally:
             tracemalloc.stop()
         now[0] = 11

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import hmac
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -25,6 +27,53 @@ SIGNATURE_TOLERANCE_S = 300  # Standard Webhooks: ±5 minutes, checked both ways
 # Refusals that every push of the sender meets until a person acts (a replay is one request gone wrong).
 _SENDER_DIFFERS = frozenset({"missing_token", "wrong_token", "missing_signature", "bad_signature", "stale_signature"})
 _MAX_ID_LEN = 256  # bounds the memory per remembered id
+# Wrong tokens an address may send before its requests wait: a person's typos. Then 1 s, doubled after each wrong
+# token, at most 60 s: a till mistyped is fixed in a minute, a 4-digit token takes days instead of 1.5 s.
+_FREE_GUESSES = 5
+_FIRST_WAIT_S = 1.0
+_LONGEST_WAIT_S = 60.0
+_FORGET_S = 900.0  # an address with no wrong token for this long starts afresh
+_MAX_ADDRESSES = 1024  # addresses remembered at once, the longest quiet forgotten first
+
+
+@dataclass(frozen=True)
+class _Guesses:
+    wrong: int  # wrong tokens in this spell
+    last: float  # monotonic time of the last one
+    until: float  # its token is not looked at before this
+
+
+class GuessBrake:
+    """Wrong tokens counted per client address: after a few, that address's requests are refused without their token
+    being looked at, for a while that grows with each wrong one; others' are not (the till on its own address, the
+    box's own `edge` commands on loopback)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._by_address: collections.OrderedDict[str, _Guesses] = collections.OrderedDict()  # longest quiet first
+
+    def wait_s(self, address: str) -> float:
+        """How long ``address`` still waits before its token is looked at; 0 when it need not."""
+        guesses = self._by_address.get(address)
+        return 0.0 if guesses is None else max(0.0, guesses.until - self._clock())
+
+    def wrong(self, address: str) -> int:
+        """Notes a wrong token from ``address``; how many its spell has had (``_FREE_GUESSES``: its waits begin)."""
+        now = self._clock()
+        before = self._by_address.pop(address, None)
+        wrong = 1 if before is None or now - before.last >= _FORGET_S else before.wrong + 1
+        wait = min(_LONGEST_WAIT_S, _FIRST_WAIT_S * 2 ** min(wrong - _FREE_GUESSES, 8)) if wrong >= _FREE_GUESSES else 0
+        self._by_address[address] = _Guesses(wrong, now, now + wait)
+        while self._by_address:  # bounded whatever comes: the quiet ones go first
+            oldest = next(iter(self._by_address.values()))
+            if len(self._by_address) <= _MAX_ADDRESSES and now - oldest.last < _FORGET_S:
+                break
+            self._by_address.popitem(last=False)
+        return wrong
+
+    def right(self, address: str) -> None:
+        """A right token: the spell is over (a person fixed the typo)."""
+        self._by_address.pop(address, None)
 
 
 class Authenticator:
@@ -54,6 +103,7 @@ class Authenticator:
         self.memory = RequestMemory(store, clock=clock, keep_s=2 * SIGNATURE_TOLERANCE_S)
         self.rejected: collections.Counter[str] = collections.Counter()  # all of them, for /metrics
         self._rejections = Summarised("api_request_rejected", clock=clock.mono)
+        self.brake = GuessBrake(clock.mono)
         self._bus = bus
         self._pushes_refused: bool | None = None  # what the bus was last told; None: nothing since the start
 
@@ -61,7 +111,12 @@ class Authenticator:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/api/"):
             return await handler(request)
+        remote = request.remote or ""
+        if self._bearer is not None and (wait_s := self.brake.wait_s(remote)):
+            return self._too_many(request, remote, wait_s)  # its token is not looked at: else guessing goes on
         problem = self._check_token(request.headers)
+        if self._bearer is not None:
+            self._brake_guesses(remote, problem)
         # Required signatures prove that an order came from central. A person's request (the status page, whose
         # browser must not hold the secret; an `edge` command) is let in by the token where there is one: before,
         # the status page could release nothing behind a proxy set up as the docs advise (the docs probe, D2).
@@ -105,6 +160,29 @@ class Authenticator:
             self._tell_pushes(refused=True, reason=reason, remote=request.remote or "")
         response = error_response(401, "unauthorized", text)
         response.headers["WWW-Authenticate"] = 'Bearer realm="edge-agent"'
+        return response
+
+    def _brake_guesses(self, remote: str, problem: tuple[str, str] | None) -> None:
+        if problem is None:
+            self.brake.right(remote)
+        elif problem[0] == "wrong_token" and self.brake.wrong(remote) == _FREE_GUESSES:
+            log.warning(  # once a spell: its 429s are counted in the metrics, not logged
+                "api_token_guesses_braked",
+                remote=remote,
+                wrong_tokens=_FREE_GUESSES,
+                hint="a client sends wrong API tokens: a till or browser set up wrong, or someone guessing",
+            )
+
+    def _too_many(self, request: web.Request, remote: str, wait_s: float) -> web.Response:
+        reason = "too_many_wrong_tokens"
+        self.rejected[reason] += 1
+        wait = math.ceil(wait_s)
+        response = error_response(
+            429,
+            reason,
+            f"too many wrong API tokens from {remote}: none from it is looked at for {wait} s more; check api.token",
+        )
+        response.headers["Retry-After"] = str(wait)
         return response
 
     def _let_in(self, request: web.Request) -> None:

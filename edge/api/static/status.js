@@ -77,6 +77,14 @@ async function refresh() {
           : "Enter the API token to see the status.",
       );
       if (panel.querySelector("#summary")) outOfDate("the API token is needed");
+    } else if (response.status === 429) {
+      // Too many wrong tokens from this computer: the box looks at none of them for a while (its brake on guessing).
+      say(
+        "Too many wrong API tokens from this computer: check the token (api.token on the box) and enter it again in " +
+          response.headers.get("Retry-After") +
+          " s.",
+      );
+      if (panel.querySelector("#summary")) outOfDate("the API token is needed");
     } else {
       const answer = await response.json().catch(() => ({}));
       outOfDate("the agent answered " + response.status + (answer.reason ? " (" + answer.reason + ")" : ""));
