@@ -103,7 +103,7 @@ class Authenticator:
         self.memory = RequestMemory(store, clock=clock, keep_s=2 * SIGNATURE_TOLERANCE_S)
         self.rejected: collections.Counter[str] = collections.Counter()  # all of them, for /metrics
         self._rejections = Summarised("api_request_rejected", clock=clock.mono)
-        self.brake = GuessBrake(clock.mono)
+        self._brake = GuessBrake(clock.mono)
         self._bus = bus
         self._pushes_refused: bool | None = None  # what the bus was last told; None: nothing since the start
 
@@ -112,8 +112,8 @@ class Authenticator:
         if not request.path.startswith("/api/"):
             return await handler(request)
         remote = request.remote or ""
-        if self._bearer is not None and (wait_s := self.brake.wait_s(remote)):
-            return self._too_many(request, remote, wait_s)  # its token is not looked at: else guessing goes on
+        if self._bearer is not None and (wait_s := self._brake.wait_s(remote)):
+            return self._too_many(remote, wait_s)  # its token is not looked at: else guessing goes on
         problem = self._check_token(request.headers)
         if self._bearer is not None:
             self._brake_guesses(remote, problem)
@@ -164,8 +164,8 @@ class Authenticator:
 
     def _brake_guesses(self, remote: str, problem: tuple[str, str] | None) -> None:
         if problem is None:
-            self.brake.right(remote)
-        elif problem[0] == "wrong_token" and self.brake.wrong(remote) == _FREE_GUESSES:
+            self._brake.right(remote)
+        elif problem[0] == "wrong_token" and self._brake.wrong(remote) == _FREE_GUESSES:
             log.warning(  # once a spell: its 429s are counted in the metrics, not logged
                 "api_token_guesses_braked",
                 remote=remote,
@@ -173,7 +173,7 @@ class Authenticator:
                 hint="a client sends wrong API tokens: a till or browser set up wrong, or someone guessing",
             )
 
-    def _too_many(self, request: web.Request, remote: str, wait_s: float) -> web.Response:
+    def _too_many(self, remote: str, wait_s: float) -> web.Response:
         reason = "too_many_wrong_tokens"
         self.rejected[reason] += 1
         wait = math.ceil(wait_s)
