@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
@@ -20,7 +21,7 @@ from edge.api.client import call_agent, not_the_agent
 from edge.config import Settings, load_settings, load_settings_around_faults, resolve_config_path
 from edge.errors import ConfigError, EdgeError, SchemaTooNewError, StoreDamagedError, StoreError, StoreReadOnlyError
 from edge.heap import share_arenas
-from edge.log import LogStream, configure_logging
+from edge.log import LogStream, configure_logging, known_secrets, without_secrets
 
 if TYPE_CHECKING:
     from edge.store.rows import PrintableJob
@@ -37,6 +38,7 @@ def _load(args: argparse.Namespace, *, printing: bool = False) -> Settings:
     from edge.ops.owner import act_as_data_owner
 
     settings = load_settings(resolve_config_path(args.config))
+    known_secrets(settings.secrets())  # scrubbed from a traceback too, should one come
     if printing:
         from edge.printing.check import load_libraries
 
@@ -683,4 +685,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as err:  # e.g. the API port is taken: one line, not a traceback
         print(f"edge: {err}", file=sys.stderr)
+        return 1
+    except Exception:
+        # A failure nothing expected: its traceback is for a bug report, but may quote a secret (a header value with
+        # the token in it: the security81 probe, F6), so it is scrubbed as log lines are.
+        print(without_secrets(traceback.format_exc()), end="", file=sys.stderr)
         return 1

@@ -24,12 +24,15 @@ class RedactSecrets:
         # Short values would blank out ordinary words; real tokens and passwords are longer.
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
+    def scrub_text(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, "***")
-            return value
+            return self.scrub_text(value)
         if isinstance(value, dict):
             return {k: self._scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -40,6 +43,21 @@ class RedactSecrets:
         if not self._secrets:
             return event_dict
         return {k: self._scrub(v) for k, v in event_dict.items()}
+
+
+class _Known:
+    """The secrets of the settings this process loaded, for text that is no log line (a traceback)."""
+
+    redact = RedactSecrets(())
+
+
+def known_secrets(secrets: Iterable[str]) -> None:
+    _Known.redact = RedactSecrets(secrets)
+
+
+def without_secrets(text: str) -> str:
+    """``text`` with every secret of the loaded settings scrubbed, as log lines are."""
+    return _Known.redact.scrub_text(text)
 
 
 _WRITE_LINES = 256  # at most this many lines in one write
@@ -171,6 +189,8 @@ def configure_logging(
     """``lines``: the lines go out through it (the agent, which must go on whatever its log's reader does), to its
     stream; else each is written to ``stream`` (stderr) as it comes (a command)."""
     stream = lines.stream if lines is not None else stream or sys.stderr
+    secrets = list(secrets)
+    known_secrets(secrets)
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer(ensure_ascii=False) if as_json else structlog.dev.ConsoleRenderer()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge.config._values import Secret, parse_hours, parse_recipients, signing_key
+from edge.config._values import Secret, is_placeholder_token, parse_hours, parse_recipients, signing_key
 
 Check = Callable[[Any], str | None]
 
@@ -208,6 +208,31 @@ def proxy_url(v: str) -> str | None:
     if _login_in(v):
         return "must not hold a login: set central.proxy_user and EDGE_CENTRAL_PROXY_PASSWORD in the secrets file"
     return f"must be http://host:port (or empty: no proxy), got {v!r}"
+
+
+_CONTROL_NAMES = {"\t": "a tab", "\n": "a line break", "\r": "a line break (carriage return)"}
+
+
+def bearer_token(v: Secret) -> str | None:
+    """A token an Authorization header carries: a control character (a tab or line break pasted with it from a
+    spreadsheet cell or a TOML \\n) or a blank at either end cannot go in one (header values are trimmed and end at a
+    line break), so every call was refused, and a line break crashed every `edge` command with a traceback printing
+    the token (the security81 probe, F6). Named by what and where, never the value."""
+    token = v.get()
+    bad = next((c for c in token if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        what = _CONTROL_NAMES.get(bad, f"the control character U+{ord(bad):04X}")
+        where = "ends in" if token.endswith(bad) else "holds"
+        return (
+            f"{where} {what} (the value not shown: a secret), which no HTTP request can carry: every call with it would"
+            " be refused; write the token without it"
+        )
+    if token != token.strip(" ") and not is_placeholder_token(token):  # that one's refusal says where the real goes
+        return (
+            "begins or ends with a blank (the value not shown: a secret), which HTTP trims off: every call with it"
+            " would be refused; write the token without it"
+        )
+    return None
 
 
 def basic_login(v: str) -> str | None:

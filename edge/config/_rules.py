@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import email.utils
 import os
-import re
 from collections.abc import Callable, Iterable
 
 from edge.config._sections import ScannerSettings, Settings
-from edge.config._values import ascii_local_part
+from edge.config._values import ascii_local_part, is_placeholder_token
 from edge.errors import ConfigError
 
 
@@ -110,14 +109,6 @@ def token_or_signature_required(s: Settings) -> None:
             f"is required unless api.require_signature is true: set EDGE_API_TOKEN in {_where_the_token_goes(s)}"
             " (or token in [api] of the config file)",
         )
-
-
-# Tokens that only stand in for a real one (the example's "change-me" and kin), compared without case, - _ or blanks.
-_PLACEHOLDER_TOKENS = {"changeme", "replaceme", "secret", "token", "example", "todo"}
-
-
-def is_placeholder_token(value: object) -> bool:
-    return isinstance(value, str) and re.sub(r"[-_\s]", "", value.lower()) in _PLACEHOLDER_TOKENS
 
 
 def placeholder_token_refused(s: Settings) -> None:

@@ -39,7 +39,8 @@ class AgentSettings:
 class ApiSettings:
     host: str = dataclasses.field(default="127.0.0.1", metadata=f.check(f.network_host))
     port: int = dataclasses.field(default=8765, metadata=f.check(f.listen_port))
-    token: Secret = _NO_SECRET  # may be empty only when require_signature is true
+    # may be empty only when require_signature is true
+    token: Secret = dataclasses.field(default=_NO_SECRET, metadata=f.check(f.bearer_token))
     # Standard Webhooks secrets ("whsec_<base64>"); several during a key rotation.
     signing_secrets: list[Secret] = dataclasses.field(default_factory=list, metadata=f.check(f.signing_secrets))
     require_signature: bool = False  # every /api/ request must carry a valid webhook-signature
@@ -222,7 +223,8 @@ class AlertSettings:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CentralSettings:
     url: str = dataclasses.field(default="", metadata=f.check(f.central_url))  # empty: no central API, no sync
-    token: Secret = _NO_SECRET  # bearer token for the central API; required with url
+    # bearer token for the central API; required with url
+    token: Secret = dataclasses.field(default=_NO_SECRET, metadata=f.check(f.bearer_token))
     # The store network's outbound proxy (http://host:port) for central's API and MQTT broker; "": straight to them.
     # The environment's HTTPS_PROXY is not used: a box-wide setting meant for apt must not redirect orders.
     proxy: str = dataclasses.field(default="", metadata=f.check(f.proxy_url))

@@ -34,6 +34,14 @@ class Secret:
     __str__ = __repr__
 
 
+# Tokens that only stand in for a real one (the example's "change-me" and kin), compared without case, - _ or blanks.
+_PLACEHOLDER_TOKENS = {"changeme", "replaceme", "secret", "token", "example", "todo"}
+
+
+def is_placeholder_token(value: object) -> bool:
+    return isinstance(value, str) and re.sub(r"[-_\s]", "", value.lower()) in _PLACEHOLDER_TOKENS
+
+
 def signing_key(secret: Secret) -> bytes:
     """The HMAC key of a Standard Webhooks ``whsec_<base64>`` secret (the prefix is optional, as in the spec's libs)."""
     return base64.b64decode(secret.get().removeprefix("whsec_"), validate=True)
