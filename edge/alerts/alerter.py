@@ -34,7 +34,7 @@ from edge.alerts.rules import (
     storm_guarded,
 )
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, store_time, store_zone, wait_set
-from edge.config import Settings, parse_hours
+from edge.config import Settings, parse_hours, shown_url
 from edge.dns import unresolved_host
 from edge.durable import NoteInPlace, runtime_note, write_durably
 from edge.errors import AlertError, StoreError
@@ -708,7 +708,7 @@ class Alerter:
                 mono=self._mqtt_out.since,
                 again=True,  # still firing from the run before (a restart while it was down): the same outage
                 down_min=f"{cfg.mqtt_down_min:g}",
-                broker=self._settings.mqtt.url,
+                broker=shown_url(self._settings.mqtt.url),
                 detail=self._mqtt_detail,
             )
         await self._backup_age(now)

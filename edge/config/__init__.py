@@ -47,6 +47,7 @@ from edge.config._values import (
     parse_clock,
     parse_hours,
     parse_recipients,
+    shown_url,
     signing_key,
 )
 
@@ -88,5 +89,6 @@ __all__ = [
     "read_secrets",
     "resolve_config_path",
     "secrets_path",
+    "shown_url",
     "signing_key",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge.config._values import Secret, is_placeholder_token, parse_hours, parse_recipients, signing_key
+from edge.config._values import Secret, is_placeholder_token, parse_hours, parse_recipients, shown_url, signing_key
 
 Check = Callable[[Any], str | None]
 
@@ -179,13 +179,30 @@ def _login_in(v: str) -> bool:
     return "@" in v
 
 
+def _bad_url(v: str) -> str:
+    """A URL a refusal repeats: scheme and host, not its path, query or login (a key pasted with it stays out of the
+    journal); a blank, the usual slip, named."""
+    scheme, sep, rest = shown_url(v).partition("://")
+    if not sep:
+        rest = scheme
+    host, slash, _ = rest.partition("/")
+    blank = " (it holds a blank)" if " " in v else ""
+    return f"{scheme + sep if sep else ''}{host}{'/…' if slash else ''}{blank}"
+
+
 def central_url(v: str) -> str | None:
     if _login_in(v):  # the box's credential is its token; a password here would be logged and shown with the URL
         return "must not hold a login: the box signs in with central.token (EDGE_CENTRAL_TOKEN in the secrets file)"
+    if "?" in v or "#" in v:  # the agent adds its paths after the URL: after a query they never reached central
+        return (
+            "must not hold a query (?…) or fragment (#…): the agent adds its paths (/v1/…) after the URL, so no call"
+            " would reach central; a key central gives goes in central.token (EDGE_CENTRAL_TOKEN in the secrets file),"
+            " sent as the bearer token"
+        )
     return (
         None
         if not v or re.fullmatch(r"https?://[^/\s]+(/\S*)?", v)
-        else f"must be an http:// or https:// URL (or empty: no central API), got {v!r}"
+        else f"must be an http:// or https:// URL (or empty: no central API), got {_bad_url(v)!r}"
     )
 
 
@@ -207,7 +224,7 @@ def proxy_url(v: str) -> str | None:
         return None
     if _login_in(v):
         return "must not hold a login: set central.proxy_user and EDGE_CENTRAL_PROXY_PASSWORD in the secrets file"
-    return f"must be http://host:port (or empty: no proxy), got {v!r}"
+    return f"must be http://host:port (or empty: no proxy), got {_bad_url(v)!r}"
 
 
 _CONTROL_NAMES = {"\t": "a tab", "\n": "a line break", "\r": "a line break (carriage return)"}
@@ -245,7 +262,7 @@ def mqtt_url(v: str) -> str | None:
         return None
     if _login_in(v):
         return "must not hold a login: set mqtt.username and EDGE_MQTT_PASSWORD in the secrets file"
-    return f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {v!r}"
+    return f"must be mqtt://host:port or mqtts://host:port (or empty: no MQTT), got {_bad_url(v)!r}"
 
 
 def topic_prefix(v: str) -> str | None:

@@ -109,6 +109,18 @@ def parse_recipients(text: str | list[str]) -> list[str]:
     return found
 
 
+def shown_url(url: str) -> str:
+    """A URL as every message, page and log line shows it: without a login, a query or a fragment, where keys and
+    passwords go (Azure Functions' ?code=, ?api_key=; the security81 probe, F2). The settings refuse those parts, so
+    this is for what slipped past: a value an error repeats, a URL a library hands back."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    shown = url[:cut] + ("?…" if cut < len(url) else "")
+    scheme, sep, rest = shown.rpartition("://")
+    if "@" in rest:  # a login: everything before its last "@" may be the password
+        rest = "…@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}"
+
+
 def is_loopback_host(host: str) -> bool:
     """This box by name or address (localhost, 127.0.0.0/8, ::1); any other name may resolve to anywhere."""
     if host.lower().rstrip(".") == "localhost":

@@ -18,7 +18,7 @@ import structlog
 
 from edge.api.client import agent_address, not_the_agent
 from edge.clock import RemoteClock, clock_off_words, shown_at
-from edge.config import NetworkPrinterSettings, Settings
+from edge.config import NetworkPrinterSettings, Settings, shown_url
 from edge.dns import unresolved
 from edge.errors import (
     AlertError,
@@ -459,7 +459,7 @@ async def _central_check(settings: Settings) -> Check:
         return Check("central api", "warn", "not configured")
     central_time = RemoteClock("central")
     client = CentralClient(settings.central, settings.agent.store_id, central_time=central_time)
-    answers = f"{settings.central.url} answers" + (
+    answers = f"{shown_url(settings.central.url)} answers" + (
         f" through the proxy {settings.central.proxy}" if settings.central.proxy else ""
     )
     await client.start()
@@ -494,7 +494,7 @@ async def _mqtt_check(settings: Settings, agent: dict[str, Any] | None) -> Check
     from edge.sync.mqtt import probe  # loads paho-mqtt: only when MQTT is configured
 
     if problem := await asyncio.to_thread(probe, settings):
-        return Check("mqtt broker", "fail", f"{settings.mqtt.url}: {problem}")
+        return Check("mqtt broker", "fail", f"{shown_url(settings.mqtt.url)}: {problem}")
     link = (agent or {}).get("mqtt") or {}
     seen = f"; the agent's link: {link['state']} {link.get('detail', '')}".rstrip() if link else ""
     rejected = (
@@ -504,7 +504,7 @@ async def _mqtt_check(settings: Settings, agent: dict[str, Any] | None) -> Check
     # store may not publish there to try. Only the agent's link, seeing orders come by recovery, can tell.
     missed = f"; orders not delivered: {link['not_delivering']}" if link.get("not_delivering") else ""
     level = "fail" if missed else "warn" if link and (link["state"] != "connected" or rejected) else "ok"
-    return Check("mqtt broker", level, f"{settings.mqtt.url} accepts the login{seen}{rejected}{missed}")
+    return Check("mqtt broker", level, f"{shown_url(settings.mqtt.url)} accepts the login{seen}{rejected}{missed}")
 
 
 async def _agent_status(settings: Settings, api_call: ApiCall) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 
 from edge.clock import RemoteClock
-from edge.config import CentralSettings
+from edge.config import CentralSettings, shown_url
 from edge.dns import lookup, unresolved
 from edge.errors import CentralApiError
 from edge.orders.model import int_or_infinite, pairs_keeping_twice
@@ -211,6 +211,7 @@ class CentralClient:
         self._central_time = central_time
         self._store_id = store_id
         self._base = settings.url.rstrip("/")
+        self._shown = shown_url(self._base)
         self._limiter = RateLimiter(settings.rate_limit_rps)
         # Until when (the loop's clock) central asked for quiet (Retry-After on a 429 or 503, up to retry_max_s): no
         # call goes out before, whichever part of the agent makes it: a retry, the outbox's next pass, a page.
@@ -315,7 +316,7 @@ class CentralClient:
             await asyncio.to_thread(lookup, host, port, s.connect_timeout_s + s.read_timeout_s)
         except socket.gaierror as err:
             setting = " (central.proxy)" if self._proxy else ""
-            detail = f"central API {method} {self._base}{path}: {unresolved(err, host)}{setting}"
+            detail = f"central API {method} {self._shown}{path}: {unresolved(err, host)}{setting}"
             raise CentralUnreachableError(detail) from None
         except ValueError:  # a port the URL cannot carry: the call itself says so, as it did
             pass
@@ -327,7 +328,7 @@ class CentralClient:
         raises CentralSlowAnswerError at once (the caller asks for a smaller page instead)."""
         params = {"since": cursor, "limit": str(limit)}
         body = await self.request("GET", self.orders_path, params=params, retry_slow=retry_slow)
-        where = f"central API {self._base}{self.orders_path}"
+        where = f"central API {self._shown}{self.orders_path}"
         if not isinstance(body, dict) or not isinstance(body.get("orders"), list):
             raise CentralGarbledError(f"{where}: answer is not {{orders: [...], next_cursor: str, has_more: bool}}")
         after = body.get("next_cursor")
@@ -354,7 +355,7 @@ class CentralClient:
         sends fewer events)."""
         keys = [e["idempotency_key"] for e in events]
         answer = await self.request("POST", self.events_path, body={"events": events}, retry_slow=retry_slow, keys=keys)
-        where = f"central API POST {self._base}{self.events_path}"
+        where = f"central API POST {self._shown}{self.events_path}"
         if not isinstance(answer, dict) or not {"accepted", "duplicates"} & answer.keys():
             # Neither count: a gateway's or a half-up backend's 200 ({"status": "error"}, {}), no answer of central's
             # about these events. Read as "0 taken" it set every order of such a spell aside, a mail each.
@@ -509,6 +510,7 @@ class CentralClient:
         """``tells_link``: an answer tells the link monitor the line is up (on_answer); its own probe decides itself
         whether the answer is one the agent can use."""
         url = f"{self._base}{path}"
+        shown = shown_url(url)  # what messages show: never a key in its query
         tls = await self._context() if url.startswith("https:") else None
         try:
             while True:
@@ -527,14 +529,14 @@ class CentralClient:
             raise self._proxy_refused(method, url, err.status, err.message) from None
         except (aiohttp.ClientError, TimeoutError) as err:
             if isinstance(err, aiohttp.ClientProxyConnectionError):
-                detail = f"central API {method} {url}: no answer from the proxy {self._proxy} (central.proxy): {err}"
+                detail = f"central API {method} {shown}: no answer from the proxy {self._proxy} (central.proxy): {err}"
             elif hint := unresolved(err, urllib.parse.urlsplit(self._settings.url).hostname or ""):
-                detail = f"central API {method} {url}: {hint}"
+                detail = f"central API {method} {shown}: {hint}"
             elif isinstance(err, aiohttp.ClientPayloadError):
-                detail = f"central API {method} {url}: the answer was cut short or does not decode ({err})"
+                detail = f"central API {method} {shown}: the answer was cut short or does not decode ({err})"
             else:
                 via = f" through the proxy {self._proxy}" if self._proxy else ""
-                detail = f"central API {method} {url}: no answer{via} ({type(err).__name__}: {err}){clock_hint(err)}"
+                detail = f"central API {method} {shown}: no answer{via} ({type(err).__name__}: {err}){clock_hint(err)}"
             self.on_unreachable(detail)
             # aiohttp's timeouts subclass TimeoutError; a refused or reset connection is not a slow backend, and one
             # that never connected says nothing about the size of the answer.
@@ -551,7 +553,7 @@ class CentralClient:
             # Not through a proxy: there, what reached or refused was the proxy, not central.
             error.reached = (sent or refused) and not self._proxy
             raise _RetryableError(error, may_still_run=sent) from None
-        message = f"central API {method} {url}: HTTP {status}: {text[:200]}"
+        message = f"central API {method} {shown}: HTTP {status}: {text[:200]}"
         if setting := refused_setting(status):
             # The box itself refused (its token, its store id): the setting a person checks goes with it everywhere
             # the error is told (the log, the recovery's text and mail, the status, the doctor).
@@ -563,14 +565,16 @@ class CentralClient:
                 # A big page of orders parses in a thread so the spoolers keep printing meanwhile.
                 return await asyncio.to_thread(_read, text) if len(text) > 65536 else _read(text or "null")
             except ValueError:
-                raise _RetryableError(CentralGarbledError(f"central API {method} {url}: answer is not JSON")) from None
+                raise _RetryableError(
+                    CentralGarbledError(f"central API {method} {shown}: answer is not JSON")
+                ) from None
             except RecursionError:
                 raise _RetryableError(
-                    CentralGarbledError(f"central API {method} {url}: answer nested too deep to read")
+                    CentralGarbledError(f"central API {method} {shown}: answer nested too deep to read")
                 ) from None
         if 300 <= status < 400:
             raise CentralApiError(
-                f"central API {method} {url}: HTTP {status}, moved to {moved_to or '(no Location)'}: "
+                f"central API {method} {shown}: HTTP {status}, moved to {moved_to or '(no Location)'}: "
                 "set central.url to the address it names (redirects are not followed)"
             )
         if status < 300:
@@ -584,7 +588,7 @@ class CentralClient:
     def _proxy_refused(self, method: str, url: str, status: int, reason: str) -> Exception:
         """The proxy's no, said as the setting to check: a login refused is not retried (it stays wrong until a
         person changes it); any other refusal (central unreachable from there) is retried like a 5xx."""
-        where = f"central API {method} {url}: the proxy {self._proxy}"
+        where = f"central API {method} {shown_url(url)}: the proxy {self._proxy}"
         if status == 407:
             error = CentralUnreachableError(
                 f"{where} refused the box's login (407): check central.proxy_user and"

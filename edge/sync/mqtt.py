@@ -33,7 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.clock import SYSTEM_CLOCK, Clock, wait_set
-from edge.config import MqttSettings, Settings
+from edge.config import MqttSettings, Settings, shown_url
 from edge.dns import unresolved
 from edge.errors import (
     InvalidOrderError,
@@ -284,6 +284,7 @@ class MqttLink:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._cfg = settings.mqtt
+        self._broker = shown_url(settings.mqtt.url)  # as messages show it
         self._proxy = store_proxy(settings)
         self._max_payload = settings.api.max_body_bytes  # the same limit as a POST body
         self.client_id = settings.mqtt_client_id
@@ -359,7 +360,7 @@ class MqttLink:
         self._client = await asyncio.to_thread(self._make_client)  # TLS context: reads the system's CA files
         await asyncio.to_thread(self._connect)
         self._publisher = asyncio.create_task(self._publish_loop(), name="mqtt-publisher")
-        log.info("mqtt_started", broker=self._cfg.url, client_id=self.client_id, prefix=self.prefix)
+        log.info("mqtt_started", broker=self._broker, client_id=self.client_id, prefix=self.prefix)
 
     def _make_client(self) -> PahoClient:
         # PUBACK only after the commit (ack())
@@ -414,7 +415,7 @@ class MqttLink:
             stopping = asyncio.ensure_future(asyncio.to_thread(self._client.loop_stop))
             if not (await asyncio.wait([stopping], timeout=_LOOP_STOP_S))[0]:
                 note = "paho's thread is still connecting (a name lookup the DNS server does not answer?)"
-                log.warning("mqtt_stop_not_waiting", broker=self._cfg.url, seconds=_LOOP_STOP_S, note=note)
+                log.warning("mqtt_stop_not_waiting", broker=self._broker, seconds=_LOOP_STOP_S, note=note)
         for fut in self._acks.values():
             fut.cancel()
         self._calls.shutdown(wait=False)
@@ -582,7 +583,7 @@ class MqttLink:
         # takes it back within _SHORT_LIVED_S. Only a connection that lasts is told (logged, the alarm ended).
         on_trial = self.state == MqttState.REFUSED
         (log.debug if on_trial else log.info)(
-            "mqtt_connected", broker=self._cfg.url, client_id=self.client_id, session_present=session_present
+            "mqtt_connected", broker=self._broker, client_id=self.client_id, session_present=session_present
         )
         self._set_state(MqttState.CONNECTED, "", tell=not on_trial)
         if on_trial and self._loop is not None:
@@ -627,7 +628,7 @@ class MqttLink:
         if generation == self._generation and self.state == MqttState.CONNECTED:
             log.error(
                 "mqtt_session_lost",
-                broker=self._cfg.url,
+                broker=self._broker,
                 note="orders central published meanwhile were never queued for this store, and no recovery can fetch"
                 " them: no [central] link is set up",
             )
@@ -635,7 +636,7 @@ class MqttLink:
 
     def _lasted(self, generation: int) -> None:
         if generation == self._generation and self.state == MqttState.CONNECTED:
-            log.info("mqtt_connected", broker=self._cfg.url, client_id=self.client_id, after_refusal=True)
+            log.info("mqtt_connected", broker=self._broker, client_id=self.client_id, after_refusal=True)
             self._tell()
 
     def _granted(self) -> None:
@@ -712,13 +713,13 @@ class MqttLink:
     def _refused_or_failed(self, detail: str, refused: bool) -> None:
         if self._failure != (refused, detail):
             # Once per new reason, not once per retry: the log and the alert say it, the backoff keeps trying.
-            (log.error if refused else log.warning)("mqtt_connect_failed", broker=self._cfg.url, error=detail)
+            (log.error if refused else log.warning)("mqtt_connect_failed", broker=self._broker, error=detail)
         self._failure = (refused, detail)
         self._set_state(MqttState.REFUSED if refused else MqttState.DISCONNECTED, detail)
 
     def _disconnected(self, detail: str) -> None:
         if self.state == MqttState.CONNECTED:
-            log.warning("mqtt_disconnected", broker=self._cfg.url, detail=detail)
+            log.warning("mqtt_disconnected", broker=self._broker, detail=detail)
         if self.state != MqttState.REFUSED:
             self._set_state(MqttState.DISCONNECTED, detail)
         for fut in self._acks.values():
@@ -921,14 +922,14 @@ class MqttLink:
                 log.warning("mqtt_events_not_published", error=str(err))
             else:
                 if self.events_refused:
-                    log.info("mqtt_events_taken", broker=self._cfg.url)
+                    log.info("mqtt_events_taken", broker=self._broker)
                     self._events_refused("")
 
     def _events_refused(self, detail: str) -> None:
         if detail == self.events_refused:
             return
         if detail:  # once per reason, not once per try
-            log.error("mqtt_events_refused", broker=self._cfg.url, error=detail)
+            log.error("mqtt_events_refused", broker=self._broker, error=detail)
         self.events_refused = detail
         self._bus.publish(MqttEventsRefused(refused=bool(detail), detail=detail))
 
@@ -983,7 +984,7 @@ class MqttLink:
     async def status(self) -> dict[str, Any]:
         return {
             "enabled": True,
-            "broker": self._cfg.url,
+            "broker": self._broker,
             "client_id": self.client_id,
             "topic_prefix": self.prefix,
             "state": self.state,

@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 
 from edge.clock import SYSTEM_CLOCK, Clock, RemoteClock, repeat
-from edge.config import Settings
+from edge.config import Settings, shown_url
 from edge.events import EventBus
 from edge.orders.intake import OrderIntake
 from edge.states import ACTIVE_RUN_STATES, RunTrigger
@@ -78,7 +78,7 @@ class SyncService:
             self._schedule = asyncio.create_task(
                 repeat(self._scheduled, interval, jitter_s=interval / 10), name="recovery-schedule"
             )
-        log.info("sync_started", central=self.settings.url, rate_limit_rps=self.settings.rate_limit_rps)
+        log.info("sync_started", central=shown_url(self.settings.url), rate_limit_rps=self.settings.rate_limit_rps)
 
     async def stop(self) -> None:
         if self._schedule is not None:
@@ -109,7 +109,7 @@ class SyncService:
         recorded_active = last is not None and last["state"] in ACTIVE_RUN_STATES
         return {
             "enabled": True,
-            "central": self.settings.url,
+            "central": shown_url(self.settings.url),
             "link": {
                 "up": self.monitor.up,
                 "since": self.monitor.since,

@@ -24,6 +24,40 @@ def _refused(config: Path, *, env: dict[str, str] | None = None) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize("url", [f"https://central.example.com/api?code={KEY}", f"https://central.example.com/#{KEY}"])
+def test_a_key_in_central_urls_query_stops_the_check_and_the_start_naming_central_token_not_the_key(
+    tmp_path: Path, url: str
+) -> None:
+    """central.url = "https://…/api?code=KEY" (Azure Functions' key, ?api_key=): the agent adds its paths after the URL,
+    so it called ".../api?code=KEY/v1/health" and never reached central, and the URL, key and all, showed on the
+    public status page, in `edge status`, `edge doctor` and the log at every start. Before stop 81 the check said ok
+    (the security81 probe, F2)."""
+    config = write_box_config(tmp_path, central={"url": url, "token": "central-token-0123456789"})
+    line = _refused(config)
+    assert line.startswith("edge: config central.url: must not hold a query"), line
+    assert "central.token" in line and "EDGE_CENTRAL_TOKEN" in line, line
+    assert KEY not in line, line
+
+
+@pytest.mark.parametrize(
+    ("section", "url", "shown"),
+    [
+        ("mqtt", f"mqtt://broker.example.com:1883?password={KEY}", "mqtt://broker.example.com:1883?…"),
+        ("central", f"https://central.example.com/{KEY} x", "https://central.example.com/… (it holds a blank)"),
+    ],
+)
+def test_a_url_refused_as_no_url_is_repeated_without_its_query_or_path(
+    tmp_path: Path, section: str, url: str, shown: str
+) -> None:
+    """An address the check refuses is shown as far as its host: a key in its query or path stays out of the line the
+    journal keeps (every minute, from the health timer). Before stop 81 the whole value was repeated (the security81
+    probe, F2: `got 'mqtt://b.example.com:1883?password=…'`)."""
+    values = {"url": url} | ({"token": "central-token-0123456789"} if section == "central" else {})
+    line = _refused(write_box_config(tmp_path, **{section: values}))
+    assert line.startswith(f"edge: config {section}.url: must be"), line
+    assert line.endswith(f"got {shown!r}") and KEY not in line, line
+
+
 @pytest.mark.parametrize(
     ("key", "value", "said"),
     [
