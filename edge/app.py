@@ -406,6 +406,8 @@ class Agent:
                 keys=in_file,
                 hint="they name no setting and change nothing: correct or delete them",
             )
+        for unsafe in s.unsafe:
+            log.warning("config_unsafe", key=unsafe.key, problem=unsafe.problem)
         if in_environment := [str(v) for v in s.unknown_variables if v.line is None]:
             log.warning(
                 "config_environment_unknown_keys",

@@ -183,6 +183,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         )
     for line in settings.overridden:
         print(line)
+    for unsafe in settings.unsafe:  # works, so not refused; the doctor and the start's log say it too
+        print(unsafe)
     if unmailed := settings.unmailed_alerts:
         print(unmailed)
     if unserved := settings.receipts.unserved:

@@ -16,19 +16,28 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+# A secret shorter than this is scrubbed only where it stands alone: a value that is all of it, or a word of its own
+# between characters that are not letters or digits ("Bearer 1", "password=abc"). Scrubbed inside other words, a
+# one-letter token would blank every such letter of every line. Before, such secrets were not scrubbed at all (the
+# security81 probe, F3); the config check warns about a token this short.
+_SHORT_SECRET = 4
+
 
 class RedactSecrets:
-    """Replaces every configured secret value wherever it appears in an event, even inside other strings."""
+    """Replaces every configured secret value wherever it appears in an event, even inside other strings; a short one
+    (see _SHORT_SECRET) where it stands alone."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Short values would blank out ordinary words; real tokens and passwords are longer.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        known = {s for s in secrets if s}
+        self._secrets = sorted((s for s in known if len(s) >= _SHORT_SECRET), key=len, reverse=True)
+        short = sorted((s for s in known if len(s) < _SHORT_SECRET), key=len, reverse=True)
+        self._short = re.compile("|".join(rf"(?<![^\W_]){re.escape(s)}(?![^\W_])" for s in short)) if short else None
 
     def scrub_text(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "***")
-        return text
+        return self._short.sub("***", text) if self._short is not None else text
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -40,7 +49,7 @@ class RedactSecrets:
         return value
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        if not self._secrets:
+        if not self._secrets and self._short is None:
             return event_dict
         return {k: self._scrub(v) for k, v in event_dict.items()}
 

@@ -38,6 +38,7 @@ from edge.config._sections import (
     SmtpSettings,
     SpoolSettings,
     UnknownVariable,
+    Unsafe,
 )
 from edge.config._values import (
     Secret,
@@ -74,6 +75,7 @@ __all__ = [
     "SmtpSettings",
     "SpoolSettings",
     "UnknownVariable",
+    "Unsafe",
     "UsbPrinterSettings",
     "ascii_local_part",
     "check_address",

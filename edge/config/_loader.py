@@ -15,7 +15,7 @@ from typing import Any
 import edge.config._fields as f
 from edge.config._build import build, coerce, fields, keys, read, refuse_unknown
 from edge.config._printers import PRINTER_TYPES, AnyPrinterSettings, PrinterSettings
-from edge.config._rules import RULES, is_placeholder_token
+from edge.config._rules import RULES, WARNINGS, is_placeholder_token
 from edge.config._sections import SECTIONS, ScannerSettings, Settings, UnknownVariable
 from edge.config.envfile import BOM, EnvFileError, parse_env_lines
 from edge.errors import ConfigError
@@ -116,7 +116,7 @@ def parse_settings(
     )
     for rule in RULES:
         rule(settings)
-    return settings
+    return dataclasses.replace(settings, unsafe=tuple(found for warn in WARNINGS if (found := warn(settings))))
 
 
 SECRETS_FILE = "edge.env"  # beside the config: /etc/edge/edge.env on an installed box, the unit's EnvironmentFile=

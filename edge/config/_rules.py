@@ -6,7 +6,7 @@ import email.utils
 import os
 from collections.abc import Callable, Iterable
 
-from edge.config._sections import ScannerSettings, Settings
+from edge.config._sections import ScannerSettings, Settings, Unsafe
 from edge.config._values import ascii_local_part, is_placeholder_token
 from edge.errors import ConfigError
 
@@ -213,3 +213,24 @@ RULES: tuple[Callable[[Settings], None], ...] = (
     plain_login_refused,
     mail_needs_sender,
 )
+
+
+# A token a client on the store's network can try in seconds: the agent does not slow wrong tries (a 4-digit one was
+# found in 1.5 s, the security81 probe, F3). install.sh writes 43 characters.
+SHORT_TOKEN = 16
+
+
+def short_token(s: Settings) -> Unsafe | None:
+    token = s.api.token.get()
+    if not token or len(token) >= SHORT_TOKEN:
+        return None
+    return Unsafe(
+        "api.token",
+        f"api.token is {len(token)} characters long: a client on the store's network can guess it; use"
+        f" {SHORT_TOKEN} or more random characters (e.g. from: openssl rand -hex 16) as EDGE_API_TOKEN in"
+        f" {_where_the_token_goes(s)}, then give it to the senders",
+    )
+
+
+# Told, not refused: each works and worked before (the upgrade rule); the order is the lines'.
+WARNINGS: tuple[Callable[[Settings], Unsafe | None], ...] = (short_token,)

@@ -641,7 +641,9 @@ def _config_check(settings: Settings) -> Check:
 
 async def doctor(settings: Settings, api_call: ApiCall) -> list[Check]:
     """Every check, in the order a technician would go through them."""
-    checks = [await asyncio.to_thread(_config_check, settings), _zone_check(settings)]
+    checks = [await asyncio.to_thread(_config_check, settings)]
+    checks += [Check("config", "warn", unsafe.problem) for unsafe in settings.unsafe]
+    checks.append(_zone_check(settings))
     checks += await asyncio.to_thread(_database_checks, settings)
     agent = await _agent_status(settings, api_call)  # None when it does not answer
     checks.append(await _agent_check(settings, api_call, agent))

@@ -1,14 +1,21 @@
 """Secrets in the config (the security81 probe): what never worked is refused in one line that names the key and never
-the secret."""
+the secret (a key in central.url's query, a token ending in a tab or line break); what works but puts a secret at risk
+(a short API token, a secret in a config file every user may read, a password sent in clear) is told by `edge config
+check`, the start's log and `edge doctor`, never refused, so that an upgrade does not stop a store that works."""
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
+import structlog
 
+from edge.log import configure_logging
+from edge.sim.printer import SimPrinter
 from tests.config.box import write_box_config
-from tests.helpers import edge_blocking
+from tests.helpers import TOKEN, agent_process, api_client, edge, edge_blocking, log_events
 
 KEY = "Zq9FunctionKEY7Xk"
 
@@ -86,3 +93,51 @@ def test_a_token_with_a_tab_in_the_process_environment_is_refused_too(tmp_path: 
     line = _refused(write_box_config(tmp_path), env={"EDGE_API_TOKEN": "Tok-0123456789abcdef\t"})
     assert line.startswith("edge: config api.token: ends in a tab"), line
     assert "Tok-0123456789abcdef" not in line, line
+
+
+def _unsafe_lines(done: str) -> list[str]:
+    return [
+        line for line in done.splitlines() if "openssl rand" in line or "every user" in line or "unencrypted" in line
+    ]
+
+
+async def test_a_short_api_token_is_told_by_the_check_the_start_and_the_doctor_and_still_works(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """api.token = "1234": a client on the store's network found it in 1.5 s (wrong tries are not slowed). Told, with
+    how to make a good one, by `edge config check` (exit 0: it worked before, an upgrade must not stop the store), by
+    one warning at the start, and by a WARN line of `edge doctor`; orders with it are still taken. Before stop 81
+    nothing said a word (the security81 probe, F3)."""
+    short = {"EDGE_API_TOKEN": "1234"}
+    agent = agent_process(tmp_path, printers, env=short)
+    check = await edge("config", "check", "--config", str(agent.config), env=short)
+    assert check.returncode == 0, check.stderr
+    [told] = _unsafe_lines(check.stdout)
+    assert told.startswith("api.token is 4 characters long") and "openssl rand -hex 16" in told, told
+    assert "1234" not in told.replace("api.token is 4", ""), told
+    await agent.start()
+    try:
+        async with api_client(agent.port, token="1234") as api, api.get("/api/v1/status") as answer:
+            assert answer.status == 200
+        doctor = await edge("doctor", "--config", str(agent.config), env=short)
+        [line] = [line for line in doctor.stdout.splitlines() if "openssl rand" in line]
+        assert line.split()[:2] == ["WARN", "config"], line
+    finally:
+        await agent.close()
+    said = [e for e in log_events(agent.log) if e["event"] == "config_unsafe"]
+    assert [(e["key"], e["level"]) for e in said] == [("api.token", "warning")], said
+
+
+@pytest.mark.parametrize("secret", ["1", "abc"])
+def test_a_secret_shorter_than_four_characters_is_scrubbed_from_log_lines_where_it_stands_alone(secret: str) -> None:
+    """A secret of 1-3 characters went to the log as it was (only 4 and more were scrubbed: the security81 probe,
+    F3). Now where it stands alone, a whole value or a word between non-letters, it is `***`; inside another word
+    (a one-letter token would otherwise blank every such letter) it is left."""
+    out = io.StringIO()
+    configure_logging(fmt="json", secrets=[secret, TOKEN], stream=out)
+    try:
+        structlog.get_logger().warning("refused", given=secret, detail=f"Bearer {secret}: refused", word=f"x{secret}y9")
+    finally:
+        configure_logging()
+    [line] = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert (line["given"], line["detail"], line["word"]) == ("***", "Bearer ***: refused", f"x{secret}y9")
