@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import grp
 import os
 import pwd
 import stat
@@ -16,7 +17,8 @@ import edge.config._fields as f
 from edge.config._build import build, coerce, fields, keys, read, refuse_unknown
 from edge.config._printers import PRINTER_TYPES, AnyPrinterSettings, PrinterSettings
 from edge.config._rules import RULES, WARNINGS, is_placeholder_token
-from edge.config._sections import SECTIONS, ScannerSettings, Settings, UnknownVariable
+from edge.config._sections import SECTIONS, ScannerSettings, Settings, UnknownVariable, Unsafe
+from edge.config._values import Secret
 from edge.config.envfile import BOM, EnvFileError, parse_env_lines
 from edge.errors import ConfigError
 
@@ -135,6 +137,13 @@ def _user(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 class _NotUtf8Error(ValueError):
@@ -311,6 +320,43 @@ def _layering(
     return tuple(overridden), tuple(unknown)
 
 
+def _secret_keys(data: Mapping[str, Any]) -> list[str]:
+    """The secrets the TOML document holds itself (not the example's stand-in token, which edge.env overrides)."""
+    found = []
+    for section, cls in SECTIONS.items():
+        body = data.get(section)
+        if not isinstance(body, Mapping):
+            continue
+        for name, (_, annotation) in fields(cls).items():
+            if annotation in (Secret, list[Secret]) and body.get(name) and not is_placeholder_token(body[name]):
+                found.append(f"{section}.{name}")
+    return found
+
+
+def _readable_secrets(data: Mapping[str, Any], path: Path, data_dir: Path) -> tuple[Unsafe, ...]:
+    """A config file every user of the box may read that holds a secret. Told, not refused: edge.toml at 0644 always
+    started (a file copied in under umask 022), and an upgrade must not stop it (the security81 probe, F4). edge.env,
+    where secrets go, is refused at such a mode."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return ()
+    if not mode & stat.S_IROTH or not (keys := _secret_keys(data)):
+        return ()
+    try:  # the agent's user and group own its data directory; the unit runs as edge:edge
+        info = data_dir.stat()
+        owner = f"{_user(info.st_uid)}:{_group(info.st_gid)}"
+    except OSError:
+        owner = "edge:edge"
+    return (
+        Unsafe(
+            str(path),
+            f"{path} is mode {mode:04o} and holds {', '.join(keys)}: every user of this box can read it; fix: chmod 640"
+            f" {path} and chown {owner} {path} (the agent's user and group), or move the secret into the secrets file",
+        ),
+    )
+
+
 def check_agent_reads(files: tuple[Path | None, ...], data_dir: Path) -> None:
     """The agent's user owns the data directory: it must be able to write there, and to read the config and secrets
     files. Root reads any file, so a root-run check judges them for that user (else it says ok to what the agent
@@ -418,4 +464,5 @@ def load_settings(
     check_agent_reads((path, secrets_file), settings.agent.data_dir)
     edge_environ = {k: v for k, v in environ.items() if k.startswith("EDGE_")}
     overridden, unknown = _layering(data, path, secrets_file, from_file, edge_environ)
-    return dataclasses.replace(settings, overridden=overridden, unknown_variables=unknown)
+    unsafe = (*_readable_secrets(data, path, settings.agent.data_dir), *settings.unsafe)
+    return dataclasses.replace(settings, overridden=overridden, unknown_variables=unknown, unsafe=unsafe)

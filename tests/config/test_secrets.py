@@ -128,6 +128,33 @@ async def test_a_short_api_token_is_told_by_the_check_the_start_and_the_doctor_a
     assert [(e["key"], e["level"]) for e in said] == [("api.token", "warning")], said
 
 
+async def test_a_config_file_every_user_may_read_holding_a_secret_is_told_with_its_mode_and_the_fix(
+    tmp_path: Path, printers: dict[str, SimPrinter]
+) -> None:
+    """edge.toml with api.token in it at mode 0644 (copied in under umask 022): any user of the box could read the
+    token. Told with the file, its mode and the fix by `edge config check` (exit 0: such a box always started) and at
+    the start; not for 0640, nor for a 0644 file holding no secret. Before stop 81 nothing said a word, while an
+    edge.env at 0644 is refused (the security81 probe, F4)."""
+    agent = agent_process(tmp_path, printers)
+    agent.config.chmod(0o644)
+    check = await edge("config", "check", "--config", str(agent.config))
+    assert check.returncode == 0, check.stderr
+    [told] = _unsafe_lines(check.stdout)
+    assert told.startswith(f"{agent.config} is mode 0644 and holds api.token: every user of this box can read it"), told
+    assert f"chmod 640 {agent.config}" in told and "chown " in told and TOKEN not in check.stdout, told
+    await agent.start()
+    await agent.close()
+    said = [e for e in log_events(agent.log) if e["event"] == "config_unsafe"]
+    assert [e["key"] for e in said] == [str(agent.config)], said
+
+    agent.config.chmod(0o640)
+    assert _unsafe_lines((await edge("config", "check", "--config", str(agent.config))).stdout) == []
+    agent.config.write_text(agent.config.read_text().replace(f'token = "{TOKEN}"', ""))
+    agent.config.chmod(0o644)
+    done = await edge("config", "check", "--config", str(agent.config), env={"EDGE_API_TOKEN": TOKEN})
+    assert done.returncode == 0 and _unsafe_lines(done.stdout) == [], (done.stdout, done.stderr)
+
+
 @pytest.mark.parametrize("secret", ["1", "abc"])
 def test_a_secret_shorter_than_four_characters_is_scrubbed_from_log_lines_where_it_stands_alone(secret: str) -> None:
     """A secret of 1-3 characters went to the log as it was (only 4 and more were scrubbed: the security81 probe,
