@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import email.utils
 import os
+import urllib.parse
 from collections.abc import Callable, Iterable
 
 from edge.config._sections import ScannerSettings, Settings, Unsafe
-from edge.config._values import ascii_local_part, is_placeholder_token
+from edge.config._values import ascii_local_part, is_loopback_host, is_placeholder_token
 from edge.errors import ConfigError
 
 
@@ -232,5 +233,37 @@ def short_token(s: Settings) -> Unsafe | None:
     )
 
 
+def _off_the_box(url: str) -> str | None:
+    """The host of ``url`` when it is not this box, else None."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return None if not host or is_loopback_host(host) else host
+
+
+def mqtt_password_in_clear(s: Settings) -> Unsafe | None:
+    m = s.mqtt
+    if not (m.url and m.password and not m.tls) or not (host := _off_the_box(m.url)):
+        return None
+    return Unsafe(
+        "mqtt.url",
+        f"mqtt.url is mqtt:// to {host} with a password: the password (and every order) crosses the network"
+        " unencrypted; use mqtts:// (port 8883) if the broker offers it",
+    )
+
+
+def central_token_in_clear(s: Settings) -> Unsafe | None:
+    c = s.central
+    if not (c.url.startswith("http://") and c.token) or not (host := _off_the_box(c.url)):
+        return None
+    return Unsafe(
+        "central.url",
+        f"central.url is http:// to {host}: central.token (and every order) crosses the network unencrypted;"
+        " use https:// (plain http:// only on a network you trust)",
+    )
+
+
 # Told, not refused: each works and worked before (the upgrade rule); the order is the lines'.
-WARNINGS: tuple[Callable[[Settings], Unsafe | None], ...] = (short_token,)
+WARNINGS: tuple[Callable[[Settings], Unsafe | None], ...] = (
+    short_token,
+    mqtt_password_in_clear,
+    central_token_in_clear,
+)

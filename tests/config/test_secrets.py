@@ -155,6 +155,41 @@ async def test_a_config_file_every_user_may_read_holding_a_secret_is_told_with_i
     assert done.returncode == 0 and _unsafe_lines(done.stdout) == [], (done.stdout, done.stderr)
 
 
+@pytest.mark.parametrize(
+    ("section", "values", "told"),
+    [
+        (
+            "mqtt",
+            {"url": "mqtt://broker.example.com:1883", "username": "store-1", "password": "broker-pw-0123"},
+            "mqtt.url is mqtt:// to broker.example.com with a password",
+        ),
+        (
+            "central",
+            {"url": "http://central.example.com", "token": "central-token-0123456789"},
+            "central.url is http:// to central.example.com: central.token (and every order) crosses the network",
+        ),
+        ("mqtt", {"url": "mqtt://127.0.0.1:1883", "username": "store-1", "password": "broker-pw-0123"}, None),
+        ("central", {"url": "http://localhost:8080", "token": "central-token-0123456789"}, None),
+        ("central", {"url": "https://central.example.com", "token": "central-token-0123456789"}, None),
+    ],
+)
+def test_a_secret_sent_in_clear_to_a_host_off_the_box_is_told_not_refused(
+    tmp_path: Path, section: str, values: dict[str, str], told: str | None
+) -> None:
+    """The broker's password over mqtt:// and central's token over http:// to another host cross the network
+    unencrypted; SMTP's like is refused (smtp.allow_plain_login). Told, not refused (it works, the upgrade rule); to
+    this box itself nothing is said. Before stop 81 nothing said a word (the security81 probe, F5)."""
+    config = write_box_config(tmp_path, **{section: values})
+    config.chmod(0o600)
+    done = edge_blocking("config", "check", "--config", str(config), timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = _unsafe_lines(done.stdout)
+    assert len(lines) == (told is not None), done.stdout
+    if told is not None:
+        assert lines[0].startswith(told) and "unencrypted" in lines[0], lines
+        assert values.get("password", values.get("token", "")) not in done.stdout
+
+
 @pytest.mark.parametrize("secret", ["1", "abc"])
 def test_a_secret_shorter_than_four_characters_is_scrubbed_from_log_lines_where_it_stands_alone(secret: str) -> None:
     """A secret of 1-3 characters went to the log as it was (only 4 and more were scrubbed: the security81 probe,
