@@ -75,3 +75,6 @@ if "aiohttp" not in sys.modules:
 # Python's default ended the process there, killed by the signal, which systemd counts as a clean exit (verify71).
 if sys.argv[1:2] == ["run"] and threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from edge.heap import pause_collector
+
+    pause_collector()  # until READY: edge/heap.py

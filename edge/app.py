@@ -30,6 +30,7 @@ from edge.durable import runtime_note
 from edge.errors import StoreError, StoreUnavailableError
 from edge.events import DatabaseMoved, EventBus, OrderRevised, OrderStored, StorageProblem, StorageRecovered
 from edge.hardware import hardware_ids
+from edge.heap import resume_collector
 from edge.metrics import Metrics
 from edge.ops.housekeeping import Housekeeping
 from edge.ops.lock import DataDirLock
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _SWITCH_INTERVAL_S = 0.001
+_COLLECTOR_PAUSE_S = 1.0  # the longest the garbage collector stays paused in a start (edge/heap.py)
 # After the stop, threads still busy get this long: a render or a WAL sync ends in milliseconds, a name lookup that the
 # shop router's DNS forwarder does not answer (no internet) holds its thread 10-30 s.
 EXIT_WAIT_S = 1.0
@@ -137,6 +139,8 @@ class Agent:
         # Long tickets render (and large orders validate) in threads; while one holds the GIL the loop waits up
         # to this long for it each time (default 5 ms), so 1 ms keeps the loop within its 20 ms budget.
         sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
+        # `edge run` starts with the garbage collector paused (edge/heap.py): back at READY, or after a second.
+        asyncio.get_running_loop().call_later(_COLLECTOR_PAUSE_S, resume_collector)
         async with contextlib.AsyncExitStack() as stack:
             # One agent per data directory; `edge restore` takes the same lock, so it cannot run under us.
             lock = DataDirLock.acquire(s.agent.data_dir)
@@ -346,6 +350,7 @@ class Agent:
             )
             ready.set()
             self.notifier.ready(await self.status_line())
+            resume_collector()
             self.notifier.start_watchdog(self.status_line)
             if self.printing.warms:  # the printing stack loads now, in a thread, not at the first order
                 warming = asyncio.ensure_future(asyncio.to_thread(self.printing.warm))

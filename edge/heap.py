@@ -4,6 +4,7 @@ libraries only some moments need loaded at their first use."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import sys
 import types
@@ -20,6 +21,31 @@ def share_arenas() -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
+
+
+# Set while the start runs with the cyclic garbage collector paused (pause_collector): only that pause is undone.
+_paused = False
+
+
+def pause_collector() -> None:
+    """`edge run`, as the process starts: no cyclic garbage collection until READY (resume_collector). The start
+    allocates ~100,000 objects that live as long as the process (modules, classes, functions) and little garbage (~0.4
+    MB in cycles, freed once it runs again); meanwhile the collector ran ~110 times, going through the same long-lived
+    objects again and again (~20 ms of a 0.4 s start here, more on a Pi)."""
+    global _paused
+    if gc.isenabled():
+        gc.disable()
+        _paused = True
+
+
+def resume_collector() -> None:
+    """The collector as it was before pause_collector; nothing if it did not pause it (an agent in a test process).
+    Called at READY, and after the first second of a start that takes longer (a full card's purge, a migration), so its
+    garbage does not pile up."""
+    global _paused
+    if _paused:
+        _paused = False
+        gc.enable()
 
 
 def give_back_scratch() -> None:
