@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import grp
 import os
 import pwd
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -307,16 +306,14 @@ def _layering(
                 else:
                     overridden.append(f"{key} is set in {config_path} and in {secrets_file} ({name}); {file_name} wins")
         elif name not in _NOT_SETTINGS:
-            close = difflib.get_close_matches(name, variables, n=1, cutoff=0.8)
-            unknown.append(UnknownVariable(line, name, close[0] if close else None))
+            unknown.append(UnknownVariable(line, name, _closest(name, variables)))
     for name in environ:
         if name in variables and name not in from_file and _in_toml(data, variables[name]):
             key = ".".join(variables[name])
             overridden.append(f"{key} is set in {config_path} and in the environment ({name}); the environment wins")
     for name in sorted(environ):
         if name not in variables and name not in from_file and name.startswith(_SETTING_PREFIXES):
-            close = difflib.get_close_matches(name, variables, n=1, cutoff=0.8)
-            unknown.append(UnknownVariable(None, name, close[0] if close else None))
+            unknown.append(UnknownVariable(None, name, _closest(name, variables)))
     return tuple(overridden), tuple(unknown)
 
 
@@ -355,6 +352,14 @@ def _readable_secrets(data: Mapping[str, Any], path: Path, data_dir: Path) -> tu
             f" {path} and chown {owner} {path} (the agent's user and group), or move the secret into the secrets file",
         ),
     )
+
+
+def _closest(name: str, known: Iterable[str]) -> str | None:
+    """The known variable ``name`` is likely a typo of, if any."""
+    import difflib  # here: only a misspelt variable needs it (0.6 ms and 0.1 MB of every start otherwise)
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def check_agent_reads(files: tuple[Path | None, ...], data_dir: Path) -> None:
