@@ -270,9 +270,10 @@ async def test_the_garbage_collector_paused_for_the_start_runs_again_from_ready(
 
 async def test_the_agent_runs_and_prints_without_importing_modules_only_other_moments_need(tmp_path: Path) -> None:
     """The real agent, Python's import log on, started and printing an order: importlib.abc (and with it
-    importlib.resources, for readers of package data the agent has none of) and difflib (a misspelt setting's "did you
-    mean") are never imported. Before stop 81 the package's own __init__ imported importlib.abc for one base class
-    (~2 ms and 0.1 MB of every start of every command) and the config loader difflib (0.6 ms, 0.1 MB) (issue 17; the
+    importlib.resources, for readers of package data the agent has none of), difflib (a misspelt setting's "did you
+    mean") and the alerts commands' modules (their parsers) are never imported. Before stop 81 the package's own
+    __init__ imported importlib.abc for one base class (~2 ms and 0.1 MB of every start of every command), the config
+    loader difflib (0.6 ms, 0.1 MB), and `edge run` built every command's parser (~7 ms, 0.3 MB) (issue 17; the
     startup helper of stop 81)."""
     kitchen, front = SimPrinter("kitchen"), SimPrinter("front")
     await kitchen.start()
@@ -291,4 +292,15 @@ async def test_the_agent_runs_and_prints_without_importing_modules_only_other_mo
         await kitchen.stop()
         await front.stop()
     assert "jinja2" in imported  # the log is read right: the printing stack was loaded
-    assert imported & {"importlib.abc", "importlib.resources", "difflib"} == set()
+    assert imported & {"importlib.abc", "importlib.resources", "difflib", "edge.alerts.commands"} == set()
+
+
+async def test_edge_run_answers_help_and_mistakes_as_every_command_does() -> None:
+    """`edge run` builds only its own parser (the test above): its help, a mistake in its arguments and the command
+    list of `edge --help` read as before stop 81, when every command's parser was built at each start."""
+    helped = await edge("run", "--help")
+    assert (helped.returncode, helped.stdout.splitlines()[0]) == (0, "usage: edge run [-h] [--config CONFIG]")
+    wrong = await edge("run", "--bogus")
+    assert wrong.returncode == 2 and "unrecognized arguments: --bogus" in wrong.stderr, wrong.stderr
+    listed = await edge("--help")
+    assert listed.returncode == 0 and all(name in listed.stdout for name in ("run", "doctor", "setup-notifications"))
