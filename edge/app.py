@@ -265,8 +265,10 @@ class Agent:
                     bus=self.bus,
                     clock=self.clock,
                     central_time=central_time,
-                    # A first run that never reached central leaves it to a later run of this boot.
-                    first_start_mono=started_mono if new_box else await orders.first_start_unsettled(boot),
+                    # A first run that never reached central leaves it to a later run (this boot, or from this start).
+                    first_start_mono=started_mono
+                    if new_box
+                    else await orders.first_start_unsettled(boot, mono=started_mono, wall=self.clock.wall()),
                 )
                 await self.sync.start()
                 self._on_stop(stack, "sync", self.sync.stop)

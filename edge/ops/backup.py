@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import structlog
 
+from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Settings
 from edge.durable import sync_to_disk
 from edge.errors import StoreError, StoreUnreadableError
@@ -29,6 +30,7 @@ from edge.store.files import (
     copy_database,
     leave_wal,
     mails_settled,
+    mark_unsettled,
     maybe_printed,
     prepare_restored_file,
     printed_until_mark,
@@ -287,7 +289,7 @@ def _newest(directory: Path) -> Path | None:
     return taken[-1] if taken else None
 
 
-def _restore(settings: Settings, source: Path, force: bool) -> Restored:
+def _restore(settings: Settings, source: Path, force: bool, clock: Clock) -> Restored:
     if source.is_dir():  # SQLite would say "disk I/O error", which reads like a damaged card
         newest = _newest(source)
         given = f"give the newest backup there: edge restore {newest}" if newest else f"no {_PREFIX}*.db backup in it"
@@ -318,7 +320,7 @@ def _restore(settings: Settings, source: Path, force: bool) -> Restored:
         remove_restore_leftover(db_path)  # a killed restore's copy: its room is this one's
         replaced_none = not db_path.exists()
         _room_for_restore(settings, source)  # before anything is written: a refusal leaves the card as it was
-        restoring, lacking = _prepared_copy(settings, source, moved)
+        restoring, lacking = _prepared_copy(settings, source, moved, clock)
         try:  # whatever stops the restore from here on, the copy (as large as the database) goes
             safety = _keep_sound(settings, source) if db_path.exists() else None
             if safety is None:
@@ -442,16 +444,20 @@ def _room_for_restore(settings: Settings, source: Path) -> None:
     )
 
 
-def _printed_until(db_path: Path) -> float | None:
+def _printed_until(db_path: Path, clock: Clock) -> tuple[float | None, bool]:
     """Until when orders the database a restore replaces took may be on paper: the arrival of its newest order (what
     came after it, a failed upgrade's migration or the damage, took none); for a damaged file that cannot say, its
-    last change; now if there is none (a new card: the lost one's last moment is unknown); None if it took none."""
-    if not db_path.exists():
-        return time.time()
+    last change; None if it took none. Now if there is none (a new card: the lost one's last moment is unknown), or
+    its mark is not on central's clock yet (a new box's first start before the line was up): then True, the box's
+    clock may be wrong (no battery: the image's date until NTP), and the mark is put on central's at the first
+    recovery run (the replace81 probe, F1 and F2: a month behind, what the dead box printed after the backup printed
+    again unmarked; a day ahead, it and a day of recovery's orders were history, never printed)."""
+    if not db_path.exists() or _of_replaced(db_path, mark_unsettled, False):
+        return float(clock.wall() // 1), True  # from the start of its second, as a first start
     try:
-        return printed_until_mark(db_path)
+        return printed_until_mark(db_path), False
     except StoreError:
-        return max(p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists())
+        return max(p.stat().st_mtime for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists()), False
 
 
 def _until_of_backup(source: Path) -> float | None:
@@ -462,7 +468,7 @@ def _until_of_backup(source: Path) -> float | None:
         return None
 
 
-def _prepared_copy(settings: Settings, source: Path, moved: bool) -> tuple[Path, int]:
+def _prepared_copy(settings: Settings, source: Path, moved: bool, clock: Clock) -> tuple[Path, int]:
     """The backup copied whole beside the database, made this store's (``moved``) and told what the database it
     replaces may have printed and had taken, on disk: what goes in place, in one step; and how many orders the replaced
     database had taken that the backup lacks."""
@@ -473,9 +479,10 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool) -> tuple[Path,
         copy_database(source, restoring)
         waiting = waiting_jobs(restoring)
         printed_since = _printed_since(db_path, waiting)
+        printed_until, unsettled = _printed_until(db_path, clock)
         lacking = prepare_restored_file(
             restoring,
-            may_have_printed_until=_printed_until(db_path),
+            may_have_printed_until=printed_until,
             printed_since=printed_since,
             not_out=sorted(set(waiting) - set(printed_since)),
             # Of a damaged database that cannot say, none: its senders' resends then print as originals (recovery's
@@ -483,7 +490,8 @@ def _prepared_copy(settings: Settings, source: Path, moved: bool) -> tuple[Path,
             acked=_of_replaced(db_path, revisions_taken, set()),
             settled_mails=_of_replaced(db_path, mails_settled, []),
             store_id=settings.agent.store_id if moved else None,
-            now=time.time(),
+            now=clock.wall(),
+            unsettled=(clock.boot(), clock.mono()) if unsettled else None,
         )
         sync_to_disk(restoring)
     except BaseException:
@@ -587,10 +595,13 @@ def _sound(path: Path) -> bool:
         return False
 
 
-async def restore_database(settings: Settings, source: Path, *, force: bool = False) -> Restored:
+async def restore_database(
+    settings: Settings, source: Path, *, force: bool = False, clock: Clock = SYSTEM_CLOCK
+) -> Restored:
     """Replaces the database with a backup of this store while the agent is stopped; ``force`` takes another store's
-    (or an unknown one's) and resets its recovery cursor. Keeps what was there as a safety copy."""
-    restored = await asyncio.to_thread(_restore, settings, source, force)
+    (or an unknown one's) and resets its recovery cursor. Keeps what was there as a safety copy. ``clock``: the box's
+    (a test's, stepped)."""
+    restored = await asyncio.to_thread(_restore, settings, source, force, clock)
     log.info(
         "backup_restored",
         source=str(source),

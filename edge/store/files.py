@@ -4,6 +4,7 @@ without the agent. Blocking (sqlite3): callers on the event loop run these in a 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pwd
 import sqlite3
@@ -18,6 +19,7 @@ from edge.printing.text import names_number, typed_forms
 from edge.store.alerts import LOGIN_REST_ARGS, LOGIN_REST_SQL, LoginRest, login_rest_of
 from edge.store.identity import (
     EVENT_KEY_MARK_KEY,
+    FIRST_START_UNSETTLED_KEY,
     HARDWARE_KEY,
     MAY_HAVE_PRINTED_KEY,
     RAISE_MARK_SQL,
@@ -229,6 +231,12 @@ def printed_until_mark(path: Path) -> float | None:
     return None if until is None else float(until)
 
 
+def mark_unsettled(path: Path) -> bool:
+    """Read-only: whether a database file's may-have-printed mark is still on the box's clock, central's not having
+    dated it (a new box's first start before the line was up). StoreError if the file cannot say."""
+    return bool(_read_all(path, "SELECT 1 FROM meta WHERE key = ?", (FIRST_START_UNSETTLED_KEY,)))
+
+
 _PRINTED_UNTIL_SQL = (
     "SELECT MAX(t) FROM (SELECT MAX(received_at) AS t FROM orders"
     " UNION ALL SELECT CAST(value AS REAL) FROM meta WHERE key = ?)"
@@ -316,6 +324,7 @@ def prepare_restored_file(
     settled_mails: Sequence[tuple[str, str, str, str, float | None]] = (),
     store_id: str | None,
     now: float,
+    unsettled: tuple[str | None, float] | None = None,
 ) -> int:
     """A backup about to replace a database: orders first stored from now on and created up to
     ``may_have_printed_until`` (what the replaced database may have printed; None: nothing, the backup's own mark
@@ -326,8 +335,11 @@ def prepare_restored_file(
     database took (``acked``: answered 2xx, maybe printed), those the backup lacks are recorded: a sender's resend of
     one prints marked COPY (see identity.acked_before_restore). Its alert mails still waiting that the replaced
     database had done with since (``settled_mails``, by Message-ID) are taken as it left them: not mailed again. With
-    ``store_id``, a deliberate move of the file to that store (see identity.move_to_store). Returns how many orders
-    the backup lacks of those the replaced one took."""
+    ``store_id``, a deliberate move of the file to that store (see identity.move_to_store). ``unsettled`` (boot id,
+    monotonic time): the mark is the restore's own moment on the box's clock, which may be wrong (a new card: no
+    battery, the image's date until NTP), kept to be put on central's clock as a new database's first start is
+    (identity.FIRST_START_UNSETTLED_KEY); without it, one the backup carries goes: the mark then stands as it is.
+    Returns how many orders the backup lacks of those the replaced one took."""
     try:
         conn = sqlite3.connect(path)
         try:
@@ -339,12 +351,20 @@ def prepare_restored_file(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES (?, '')",
                     [(acked_key(order_id, revision),) for order_id, revision in sorted(missing)],
                 )
-                if may_have_printed_until is not None:  # a mark only moves on: the backup's may be the later one
+                if unsettled is not None and may_have_printed_until is not None:  # the restore's moment: later than
+                    # anything its backup knew, on the box's clock, which the record kept with it has central date
+                    conn.execute(UPSERT_META, (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until)))
+                elif may_have_printed_until is not None:  # a mark only moves on: the backup's may be the later one
                     conn.execute(
                         RAISE_MARK_SQL, (MAY_HAVE_PRINTED_KEY, repr(may_have_printed_until), may_have_printed_until)
                     )
                 # The box the backup ran in is not the one it is put on: the next start records this one, no clone.
                 conn.execute("DELETE FROM meta WHERE key = ?", (HARDWARE_KEY,))
+                # The backup's own (its box's boot) would put the mark at the next start (OrderStore.unsettled_mark).
+                conn.execute("DELETE FROM meta WHERE key = ?", (FIRST_START_UNSETTLED_KEY,))
+                if unsettled is not None:
+                    boot, mono = unsettled
+                    conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
                 # Its events from now on are a new box's: the replaced database may have reported, after the backup,
                 # events of the same orders and job ids as the ones this one will record (see EVENT_KEY_MARK_KEY).
                 conn.execute(UPSERT_META, (EVENT_KEY_MARK_KEY, new_event_key_mark()))

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+import structlog
+
 from edge.clock import SYSTEM_CLOCK, Clock, wait_real
 from edge.errors import StoreError, StoreUnavailableError
 from edge.orders import JobPlan, Order, parse_order
@@ -18,6 +20,7 @@ from edge.states import InsertOutcome, OrderSource, OrderStatus, StatusEvent
 from edge.store.cancels import PendingCancel, drop_pending_cancels, keep_cancel, pending_cancels
 from edge.store.db import Database, DirectConnection, Writer
 from edge.store.identity import FIRST_START_UNSETTLED_KEY, MAY_HAVE_PRINTED_KEY, acked_before_restore
+from edge.store.meta import UPSERT_META
 from edge.store.outbox import add_outbox, outbox_row
 from edge.store.revisions import (
     KnownOrder,
@@ -36,6 +39,8 @@ _MARK_SQL = "SELECT value FROM meta WHERE key = ?"
 MAX_GROUP = 256
 # A batch waits at most this long (and half an fsync) for the senders the last batch answered: see OrderStore.
 GATHER_MAX_S = 0.010
+
+log = structlog.get_logger()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,16 +470,31 @@ class OrderStore:
         row = await self._db.fetchone(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
         return float(row[0]) if row else None
 
-    async def first_start_unsettled(self, boot: str | None) -> float | None:
-        """The monotonic time of a new database's first start, if central's clock has not dated it yet and it was in
-        this ``boot`` (monotonic time means nothing across boots)."""
+    async def first_start_unsettled(
+        self, boot: str | None, *, mono: float | None = None, wall: float | None = None
+    ) -> float | None:
+        """The monotonic time of the moment the may-have-printed mark stands for (a new database's first start, a
+        restore onto a new box) if central's clock has not dated it yet; None if it has. Monotonic time means nothing
+        across boots: one kept in another ``boot`` is taken again as this start, ``mono`` and ``wall`` (the mark
+        becomes this start on the box's clock, to be dated by central's: later than the moment it stood for, so what
+        may be on paper still prints marked COPY, never as an original), without them None."""
         row = await self._db.fetchone(_MARK_SQL, (FIRST_START_UNSETTLED_KEY,))
         kept = json.loads(row[0]) if row else None
-        return float(kept["mono"]) if kept and boot is not None and kept.get("boot") == boot else None
+        if not kept:
+            return None
+        if boot is not None and kept.get("boot") == boot:
+            return float(kept["mono"])
+        if mono is None or wall is None:
+            return None
+        async with self._db.transaction() as conn:
+            await conn.execute(UPSERT_META, (FIRST_START_UNSETTLED_KEY, json.dumps({"boot": boot, "mono": mono})))
+            await conn.execute(UPSERT_META, (MAY_HAVE_PRINTED_KEY, repr(float(wall // 1))))
+        log.info("may_have_printed_mark_taken_at_start", box_clock=float(wall // 1))
+        return mono
 
     async def settle_first_start(self, was: float, now: float | None) -> None:
-        """A new database's first start, ``was`` on the box's clock, dated on central's: restated as ``now`` where the
-        two differ (see Recovery._printed_until; a restore's mark since is left as it is), left where ``now`` is
+        """The may-have-printed mark's moment (see first_start_unsettled), ``was`` on the box's clock, dated on
+        central's: restated as ``now`` where the two differ (see Recovery._printed_until), left where ``now`` is
         None."""
         async with self._db.transaction() as conn:
             await conn.execute("DELETE FROM meta WHERE key = ?", (FIRST_START_UNSETTLED_KEY,))

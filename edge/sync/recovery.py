@@ -492,16 +492,18 @@ class Recovery:
         """Until when another database may have printed (None: no order is history): orders this database does not
         know that were late by then are history, _is_history.
 
-        A new database's first start was marked on the box's clock, and central's orders are on its own. A box without
-        a battery starts with the time it last saved, until NTP sets it (or never, NTP blocked by the shop's
-        firewall): behind, a month of central's orders would print; ahead, the orders before the start, and those
-        recovery brings back from after it, would never print. So the first start is restated on central's clock
-        (its answers' Date, carried on the monotonic clock) once central has answered, when the two differ by more
-        than CLOCK_OFF_S."""
+        A new database's first start, or a restore onto a new box, was marked on the box's clock, and central's orders
+        are on its own. A box without a battery starts with the time it last saved, until NTP sets it (or never, NTP
+        blocked by the shop's firewall): behind, a month of central's orders would print; ahead, the orders before the
+        start, and those recovery brings back from after it, would never print. So that moment is restated on
+        central's clock (its answers' Date, carried on the monotonic clock) once central has answered, when the two
+        differ by more than CLOCK_OFF_S; until then nothing is history."""
         printed_until = await self._orders.may_have_printed_until()
         central_now = self._central_time.wall() if self._central_time is not None else None
-        if printed_until is not None and self._first_start_mono is not None and central_now is not None:
-            on_central = float((central_now - (self._clock.mono() - self._first_start_mono)) // 1)
+        if printed_until is not None and self._first_start_mono is not None:
+            if central_now is None:  # an answer without a Date: no order is history against a mark maybe wrong
+                return None
+            on_central = min(central_now, float((central_now - (self._clock.mono() - self._first_start_mono)) // 1))
             self._first_start_mono = None
             off = abs(on_central - printed_until) > CLOCK_OFF_S
             await self._orders.settle_first_start(printed_until, on_central if off else None)

@@ -1,0 +1,117 @@
+"""A restored or new box's may-have-printed mark on central's clock, and pushes before its first recovery run: what the
+box before it printed prints again only marked KOPIE / COPY, and nothing is lost (the replace81 probe)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.clock import SteppedClock
+from edge.config import Settings
+from edge.events import RecoveryCompleted
+from edge.ops.backup import backup_database, restore_database
+from edge.printing.decode import decode
+from edge.sim.central import CentralSim
+from edge.sim.orders import make_order
+from edge.sim.printer import SimPrinter
+from edge.states import RunTrigger
+from tests.helpers import db_execute, db_rows, eventually
+from tests.sync.conftest import Agents
+
+DAY_S = 86_400.0
+COPY = "KOPIE / COPY"
+
+
+def printed(printer: SimPrinter, start: int) -> dict[str, bool]:
+    """What ``printer`` printed from its ``start``th paper on: each order number, and whether it was marked COPY."""
+    texts = [decode(paper).text for paper in printer.printed[start:]]
+    return {number: COPY in text for text in texts for number in _numbers(text)}
+
+
+_WAITING = "SELECT COUNT(*) FROM print_jobs WHERE state != 'printed'"
+
+
+def _numbers(text: str) -> list[str]:
+    return sorted({word for word in text.replace("#", " ").split() if word.startswith("A-10")})
+
+
+async def dead_box_with_a_backup(
+    central: CentralSim, settings: Settings, agents: Agents, printers: dict[str, SimPrinter]
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Box A, in the store for 90 days, takes A-1001..1003 and is backed up; it takes and prints A-1004..1006, and dies
+    with its card. Returns the backup and the orders taken since."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    central.add_orders([make_order(n, created_at=now - timedelta(minutes=30 - n)) for n in (1, 2, 3)])
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    await eventually(lambda: db_rows(agent, _WAITING), lambda rows: rows == [(0,)], what="A-1001..1003 printed")
+    await agents.stop(agent)
+    await db_execute(settings.agent.db_path, _INSTALLED, repr(time.time() - 90 * DAY_S))
+    backup = await backup_database(settings)
+    taken = datetime.now(UTC) - timedelta(seconds=2)  # before the restore, in whole seconds
+    since = [make_order(n, created_at=taken) for n in (4, 5, 6)]
+    central.add_orders(since)
+    agent, events = await agents.start(settings)
+    await events.wait(RecoveryCompleted)
+    await eventually(lambda: db_rows(agent, _WAITING), lambda rows: rows == [(0,)], what="A-1004..1006 printed")
+    await agents.stop(agent)
+    kept = Path(shutil.copy(backup, settings.agent.db_path.parent.parent / backup.name))  # on the technician's stick
+    shutil.rmtree(settings.agent.db_path.parent)  # the card died
+    return kept, since
+
+
+_INSTALLED = "UPDATE meta SET value = ? WHERE key = 'may_have_printed_until'"
+
+
+@pytest.mark.parametrize(
+    ("box_off_s", "installed_offline"),
+    [(-30 * DAY_S, False), (DAY_S, False), (0.0, False), (-30 * DAY_S, True), (DAY_S, True)],
+    ids=["a-month-behind", "a-day-ahead", "right", "a-month-behind-installed-offline", "a-day-ahead-installed-offline"],
+)
+async def test_a_backup_restored_onto_a_new_box_on_a_wrong_clock_prints_what_the_dead_box_printed_since_once_as_copy(
+    central: CentralSim,
+    sync_settings: Callable[..., Settings],
+    agents: Agents,
+    printers: dict[str, SimPrinter],
+    box_off_s: float,
+    installed_offline: bool,
+) -> None:
+    """Last night's backup goes onto a new box whose clock is wrong (no battery: the image's date until NTP; or, on the
+    documented path, install.sh started the agent before the shop's line was up, then `edge restore`, then the start).
+    The orders the dead box took and printed after the backup come back by recovery: each prints once, marked COPY,
+    ticket and receipt, none is history; after NTP set the clock, an order central takes prints as an original.
+    Before: the restore's mark was the box's clock (a new card's "now", or the fresh database's first start), never
+    put on central's: a month behind, A-1004..1006 printed a second time unmarked (the replace81 probe, F1); a day
+    ahead, they were history, never printed, and so was every order recovery brought for a day, A-1007 too (F2)."""
+    settings = sync_settings()
+    backup, _ = await dead_box_with_a_backup(central, settings, agents, printers)
+    kitchen, front = printers["kitchen"], printers["front"]
+    clock = SteppedClock(wall_offset=box_off_s)
+    if installed_offline:  # install.sh's start, the line not up: a fresh database on the wrong clock
+        await central.set_up(False)
+        agent, _ = await agents.start(settings, clock=clock)
+        await agents.stop(agent)
+        await central.set_up(True)
+    await restore_database(settings, backup, clock=clock)
+    tickets, receipts = len(kitchen.printed), len(front.printed)
+    agent, events = await agents.start(settings, clock=clock)
+    [completed] = await events.wait(RecoveryCompleted)
+    assert (completed.counts["stored"], completed.counts["history"]) == (3, 0), completed.counts
+    await kitchen.wait_for_printed(tickets + 3)
+    await front.wait_for_printed(receipts + 3)
+    expected = {"A-1004": True, "A-1005": True, "A-1006": True}
+    assert (printed(kitchen, tickets), printed(front, receipts)) == (expected, expected)
+
+    clock.step(-box_off_s)  # NTP sets the clock
+    await asyncio.sleep(2)  # a later order: past the restore's second, as central's Date gives it
+    central.add_orders([make_order(7)])
+    await agent.sync.recovery.trigger(RunTrigger.MANUAL)
+    await kitchen.wait_for_printed(tickets + 4)
+    assert printed(kitchen, tickets + 3) == {"A-1007": False}
