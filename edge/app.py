@@ -214,7 +214,7 @@ class Agent:
                 log.warning("alerts_not_mailed", reason=unmailed, recipients=len(s.alerts.to))
             if started.moved is not None:  # heard by the alerter: told once, at the start that found it
                 self.bus.publish(DatabaseMoved(ran_until=started.moved.ran_until))
-            orders = OrderStore(db, clock=self.clock)
+            orders = OrderStore(db, clock=self.clock, listed=bool(s.central.url))
             jobs = JobStore(db, clock=self.clock, printers=s.printers, bus=self.bus)
             self._on_stop(stack, "stop mark", lambda: self._mark_stopped(jobs, ages))  # after the parts pushed below
             locks: dict[str, threading.Lock] = {}  # one printer under two names takes one job at a time

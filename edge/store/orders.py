@@ -109,8 +109,9 @@ def job_key(order_id: str, kind: str, station: str | None, sequence: int) -> str
     return f"{order_id}:{kind}:{station or '-'}:{sequence}"
 
 
-async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[InsertResult]:
-    """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction."""
+async def insert_batch(conn: Writer, batch: list[NewOrder], now: float, *, listed: bool = False) -> list[InsertResult]:
+    """Classify each order against what is stored, insert the new ones with their jobs. Runs inside a transaction.
+    ``listed``: central's recovery lists the orders too (see _insert_fresh)."""
     ids = sorted({n.order.id for n in batch})
     placeholders = ",".join("?" * len(ids))
     known = known_from_rows(await conn.execute_fetchall(known_sql(len(ids)), ids + ids))
@@ -140,7 +141,7 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
             if order.status == OrderStatus.CANCELLED:
                 outcome = InsertOutcome.CANCELLED  # stored as sent, nothing prints
             elif cancel is not None:  # stored and cancelled in this transaction: its jobs are discarded unprinted
-                await _insert_fresh(conn, fresh, now, pending)
+                await _insert_fresh(conn, fresh, now, pending, listed)
                 fresh = []
                 cancelled = new.cancelled(cancel)
                 revised[index] = await apply_revision(conn, cancelled, now)
@@ -155,14 +156,14 @@ async def insert_batch(conn: Writer, batch: list[NewOrder], now: float) -> list[
                 after_cancel.add(index)
         elif outcome in (InsertOutcome.UPDATED, InsertOutcome.CANCELLED) and stored and stored.status == "open":
             await _insert_fresh(
-                conn, fresh, now, pending
+                conn, fresh, now, pending, listed
             )  # an earlier copy in this batch is stored before it is revised
             fresh = []
             revised[index] = await apply_revision(conn, new.revision(), now)
         if new in fresh or (index in revised and index not in after_cancel):
             known[order.id] = KnownOrder(new.content_hash, new.meaning_hash, order.revision, order.status, stored=True)
         outcomes.append(outcome)
-    await _insert_fresh(conn, fresh, now, pending)
+    await _insert_fresh(conn, fresh, now, pending, listed)
     await drop_pending_cancels(conn, settled)
     jobs: dict[str, list[int]] = {}
     unrouted: dict[int, str | None] = {}
@@ -236,16 +237,22 @@ def _after_cancel(new: NewOrder, pending: PendingCancel) -> InsertOutcome:
     return InsertOutcome.CONFLICT if new.order.revision == pending.cancel.revision else InsertOutcome.CLOSED
 
 
-async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float, kept: Mapping[str, PendingCancel]) -> None:
+async def _insert_fresh(
+    conn: Writer, fresh: list[NewOrder], now: float, kept: Mapping[str, PendingCancel], listed: bool
+) -> None:
     """Orders never seen before, with their jobs, the received event (and for one that comes cancelled the cancelled
     event, with its reason or that of the cancel ``kept`` for it: central hears what the box holds) and the
-    seen-order record. Recovery's orders
-    created before the database may have printed what it does not know print marked COPY (see MAY_HAVE_PRINTED_KEY):
-    its list holds whatever central has, a push only what was not taken (a sender's retry: acked, never printed), or
-    what the database a restore replaced took (acked_before_restore: a resend of what may be on paper)."""
+    seen-order record. Recovery's orders created before the database may have printed what it does not know print
+    marked COPY (see MAY_HAVE_PRINTED_KEY), and so do pushed ones where central's recovery lists them too
+    (``listed``): a new box's senders (central, a till) may push the day's orders again before its first run lists
+    them, and the box it replaces may have printed them; the outcome must not hang on which comes first (the
+    replace81 probe, F3: pushed a second earlier, they printed a second time unmarked). Without central, a push is
+    all there is: a sender sends again only what was not acknowledged, or what the database a restore replaced took
+    (acked_before_restore: a resend of what may be on paper), which prints marked COPY."""
     if fresh:
+        marking = {n.order.id for n in fresh if listed or n.source == OrderSource.RECOVERY}
         printed_until = None
-        if any(n.source == OrderSource.RECOVERY for n in fresh):  # a push's commit pays no read for it
+        if marking:  # a push-only box's commit pays no read for it
             marked = await conn.execute_fetchall(_MARK_SQL, (MAY_HAVE_PRINTED_KEY,))
             printed_until = float(next(iter(marked))[0]) if marked else None
         resent = await acked_before_restore(
@@ -285,7 +292,7 @@ async def _insert_fresh(conn: Writer, fresh: list[NewOrder], now: float, kept: M
                     n.order.priority,
                     (n.order.id, n.order.revision) in resent
                     or (
-                        n.source == OrderSource.RECOVERY
+                        n.order.id in marking
                         and printed_until is not None
                         and n.order.created_at.timestamp() < printed_until
                     ),
@@ -334,9 +341,11 @@ async def _remember(conn: Writer, orders: list[NewOrder], now: float, *, history
 
 
 class OrderStore:
-    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK, listed: bool = False) -> None:
+        """``listed``: central's recovery lists the orders pushed here too (a central API is configured)."""
         self._db = db
         self._clock = clock
+        self._listed = listed
         self._pending: list[tuple[NewOrder, asyncio.Future[InsertResult]]] = []
         self._scheduled = False  # a batch waits for the writer and will take what is pending then
         self._batches: set[asyncio.Task[None]] = set()
@@ -383,7 +392,7 @@ class OrderStore:
         return out
 
     async def _insert(self, batch: list[NewOrder]) -> list[InsertResult]:
-        return await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall()))
+        return await self._db.write(lambda conn: insert_batch(conn, batch, self._clock.wall(), listed=self._listed))
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -400,7 +409,7 @@ class OrderStore:
         def take(conn: DirectConnection) -> Coroutine[Any, Any, list[InsertResult]]:
             nonlocal group
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-            return insert_batch(conn, [n for n, _ in group], self._clock.wall())
+            return insert_batch(conn, [n for n, _ in group], self._clock.wall(), listed=self._listed)
 
         def next_batch() -> None:
             # Only now, with this batch's COMMIT queued: orders left over or arriving meanwhile start the next group

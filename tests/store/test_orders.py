@@ -318,8 +318,9 @@ async def test_recovered_orders_from_before_the_may_have_printed_mark_are_copies
 ) -> None:
     """The mark a new database's first start or a restore leaves (identity.MAY_HAVE_PRINTED_KEY): a recovered order
     created before it prints as COPY (both its jobs), one created at it or after does not, nor a pushed one from
-    before it; with no mark nothing is a copy, and a database that has seen an order is no new box's. The mark's
-    time is the start of the first start's second."""
+    before it on a box without a central API (with one, see tests/sync/test_restore_mark.py); with no mark nothing
+    is a copy, and a database that has seen an order is no new box's. The mark's time is the start of the first
+    start's second."""
     mark = datetime.fromisoformat(EXAMPLE["created_at"]).timestamp()
 
     async def copies(path: Path, n: int, created: float, source: str) -> list[int]:

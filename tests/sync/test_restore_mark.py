@@ -22,7 +22,7 @@ from edge.sim.central import CentralSim
 from edge.sim.orders import make_order
 from edge.sim.printer import SimPrinter
 from edge.states import RunTrigger
-from tests.helpers import db_execute, db_rows, eventually
+from tests.helpers import api_client, db_execute, db_rows, eventually, post
 from tests.sync.conftest import Agents
 
 DAY_S = 86_400.0
@@ -115,3 +115,38 @@ async def test_a_backup_restored_onto_a_new_box_on_a_wrong_clock_prints_what_the
     await agent.sync.recovery.trigger(RunTrigger.MANUAL)
     await kitchen.wait_for_printed(tickets + 4)
     assert printed(kitchen, tickets + 3) == {"A-1007": False}
+
+
+@pytest.mark.parametrize("restored", [False, True], ids=["a-new-box", "a-restored-box"])
+async def test_orders_pushed_to_a_new_or_restored_box_before_its_first_recovery_run_print_as_copy(
+    central: CentralSim,
+    sync_settings: Callable[..., Settings],
+    agents: Agents,
+    printers: dict[str, SimPrinter],
+    restored: bool,
+) -> None:
+    """Central (or a till) pushes the day's orders again as a new box, or a freshly restored one, comes up, before its
+    first recovery run listed them (here central's listing is not up yet). The box before it may have printed them:
+    orders created before the box's may-have-printed mark print marked COPY, as recovery's would; an order created
+    after it prints as an original. Before: every push was stored and printed unmarked, the mark read only for
+    recovery's orders: the outcome hung on whether a push beat the first listing by a second (the replace81 probe,
+    F3)."""
+    settings = sync_settings()
+    kitchen = printers["kitchen"]
+    if restored:
+        backup, again = await dead_box_with_a_backup(central, settings, agents, printers)
+        await restore_database(settings, backup)
+    else:
+        now = datetime.now(UTC).replace(microsecond=0)
+        again = [make_order(n, created_at=now - timedelta(minutes=12 - n)) for n in (4, 5, 6)]
+    await central.set_up(False)
+    start = len(kitchen.printed)
+    agent, _ = await agents.start(settings)
+    async with api_client(agent) as api:
+        for order in again:
+            assert (await post(api, order))[0] == 201
+        await kitchen.wait_for_printed(start + 3)
+        later = make_order(8, created_at=datetime.now(UTC) + timedelta(seconds=1))
+        assert (await post(api, later))[0] == 201
+        await kitchen.wait_for_printed(start + 4)
+    assert printed(kitchen, start) == {"A-1004": True, "A-1005": True, "A-1006": True, "A-1008": False}
