@@ -70,10 +70,31 @@ async def dead_box_with_a_backup(
 _INSTALLED = "UPDATE meta SET value = ? WHERE key = 'may_have_printed_until'"
 
 
+class Rebooted(SteppedClock):
+    """The box's clocks after a reboot: another boot id, whose monotonic clock says nothing of the one before."""
+
+    def boot(self) -> str:
+        return "another-boot"
+
+
 @pytest.mark.parametrize(
-    ("box_off_s", "installed_offline"),
-    [(-30 * DAY_S, False), (DAY_S, False), (0.0, False), (-30 * DAY_S, True), (DAY_S, True)],
-    ids=["a-month-behind", "a-day-ahead", "right", "a-month-behind-installed-offline", "a-day-ahead-installed-offline"],
+    ("box_off_s", "how"),
+    [
+        (-30 * DAY_S, "restored"),
+        (DAY_S, "restored"),
+        (0.0, "restored"),
+        (-30 * DAY_S, "installed-offline"),
+        (DAY_S, "installed-offline"),
+        (-30 * DAY_S, "rebooted"),
+    ],
+    ids=[
+        "a-month-behind",
+        "a-day-ahead",
+        "right",
+        "a-month-behind-installed-offline",
+        "a-day-ahead-installed-offline",
+        "a-month-behind-rebooted-before-the-start",
+    ],
 )
 async def test_a_backup_restored_onto_a_new_box_on_a_wrong_clock_prints_what_the_dead_box_printed_since_once_as_copy(
     central: CentralSim,
@@ -81,7 +102,7 @@ async def test_a_backup_restored_onto_a_new_box_on_a_wrong_clock_prints_what_the
     agents: Agents,
     printers: dict[str, SimPrinter],
     box_off_s: float,
-    installed_offline: bool,
+    how: str,
 ) -> None:
     """Last night's backup goes onto a new box whose clock is wrong (no battery: the image's date until NTP; or, on the
     documented path, install.sh started the agent before the shop's line was up, then `edge restore`, then the start).
@@ -89,18 +110,22 @@ async def test_a_backup_restored_onto_a_new_box_on_a_wrong_clock_prints_what_the
     ticket and receipt, none is history; after NTP set the clock, an order central takes prints as an original.
     Before: the restore's mark was the box's clock (a new card's "now", or the fresh database's first start), never
     put on central's: a month behind, A-1004..1006 printed a second time unmarked (the replace81 probe, F1); a day
-    ahead, they were history, never printed, and so was every order recovery brought for a day, A-1007 too (F2)."""
+    ahead, they were history, never printed, and so was every order recovery brought for a day, A-1007 too (F2).
+    Rebooted between the restore and the start, the restore's moment is lost with its boot's monotonic clock: the
+    mark is the agent's start, put on central's clock the same way."""
     settings = sync_settings()
     backup, _ = await dead_box_with_a_backup(central, settings, agents, printers)
     kitchen, front = printers["kitchen"], printers["front"]
     clock = SteppedClock(wall_offset=box_off_s)
-    if installed_offline:  # install.sh's start, the line not up: a fresh database on the wrong clock
+    if how == "installed-offline":  # install.sh's start, the line not up: a fresh database on the wrong clock
         await central.set_up(False)
         agent, _ = await agents.start(settings, clock=clock)
         await agents.stop(agent)
         await central.set_up(True)
     await restore_database(settings, backup, clock=clock)
     tickets, receipts = len(kitchen.printed), len(front.printed)
+    if how == "rebooted":
+        clock = Rebooted(wall_offset=box_off_s)
     agent, events = await agents.start(settings, clock=clock)
     [completed] = await events.wait(RecoveryCompleted)
     assert (completed.counts["stored"], completed.counts["history"]) == (3, 0), completed.counts
