@@ -187,6 +187,8 @@ class Recovery:
             return
         trigger = RunTrigger.LINK_BACK if self._link_was_down else RunTrigger.STARTUP
         self._link_was_down = False
+        if self._first_start_mono is not None:  # central's clock is known now, long before a run may list a page
+            self._spawn(self._date_mark())
         # Fleet manners: a thousand stores whose line returns together must not call at the same instant. Central's
         # first answer at start-up tells of nothing a run started since (it has reached central) did not list.
         delay = random.uniform(0, self._settings.start_jitter_s)
@@ -490,27 +492,38 @@ class Recovery:
 
     async def _printed_until(self) -> float | None:
         """Until when another database may have printed (None: no order is history): orders this database does not
-        know that were late by then are history, _is_history.
-
-        A new database's first start, or a restore onto a new box, was marked on the box's clock, and central's orders
-        are on its own. A box without a battery starts with the time it last saved, until NTP sets it (or never, NTP
-        blocked by the shop's firewall): behind, a month of central's orders would print; ahead, the orders before the
-        start, and those recovery brings back from after it, would never print. So that moment is restated on
-        central's clock (its answers' Date, carried on the monotonic clock) once central has answered, when the two
-        differ by more than CLOCK_OFF_S; until then nothing is history."""
+        know that were late by then are history, _is_history. Nothing is, while the mark is not dated (_date_mark)."""
+        await self._date_mark()
+        if self._first_start_mono is not None:  # an answer without a Date: not against a mark that may be wrong
+            return None
         printed_until = await self._orders.may_have_printed_until()
+        return printed_until if printed_until and self._history_age_s else None
+
+    async def _date_mark(self) -> None:
+        """A new database's first start, or a restore onto a new box, was marked on the box's clock, and central's
+        orders are on its own. A box without a battery starts with the time it last saved, until NTP sets it (or
+        never, NTP blocked by the shop's firewall): behind, a month of central's orders would print; ahead, the orders
+        before the start, and those recovery brings back from after it, would never print. So that moment is
+        restated on central's clock (its answers' Date, carried on the monotonic clock) as soon as central has
+        answered (the link's first answer, or a run's first page), when the two differ by more than CLOCK_OFF_S: a
+        push is judged by it too (orders._insert_fresh), and central may answer long before a run lists a page."""
+        mono = self._first_start_mono
         central_now = self._central_time.wall() if self._central_time is not None else None
-        if printed_until is not None and self._first_start_mono is not None:
-            if central_now is None:  # an answer without a Date: no order is history against a mark maybe wrong
-                return None
-            on_central = min(central_now, float((central_now - (self._clock.mono() - self._first_start_mono)) // 1))
-            self._first_start_mono = None
+        if mono is None or central_now is None:
+            return
+        self._first_start_mono = None  # before any await: the link's answer and a run's first page may both come
+        try:
+            printed_until = await self._orders.may_have_printed_until()
+            if printed_until is None:
+                return
+            on_central = min(central_now, float((central_now - (self._clock.mono() - mono)) // 1))
             off = abs(on_central - printed_until) > CLOCK_OFF_S
             await self._orders.settle_first_start(printed_until, on_central if off else None)
-            if off:
-                log.warning("first_start_restated", box_clock=printed_until, central_clock=on_central)
-                printed_until = on_central
-        return printed_until if printed_until and self._history_age_s else None
+        except BaseException:
+            self._first_start_mono = mono  # not dated: a later answer tries again
+            raise
+        if off:
+            log.warning("first_start_restated", box_clock=printed_until, central_clock=on_central)
 
     def _is_history(self, order: Order, printed_until: float) -> bool:
         """Late by then, as the stale hold reckons it, by the longest a ticket may wait (a pre-order due later is

@@ -15,7 +15,7 @@ import pytest
 
 from edge.clock import SteppedClock
 from edge.config import Settings
-from edge.events import RecoveryCompleted
+from edge.events import CentralLinkChanged, RecoveryCompleted
 from edge.ops.backup import backup_database, restore_database
 from edge.printing.decode import decode
 from edge.sim.central import CentralSim
@@ -175,3 +175,26 @@ async def test_orders_pushed_to_a_new_or_restored_box_before_its_first_recovery_
         assert (await post(api, later))[0] == 201
         await kitchen.wait_for_printed(start + 4)
     assert printed(kitchen, start) == {"A-1004": True, "A-1005": True, "A-1006": True, "A-1008": False}
+
+
+async def test_a_push_to_a_new_box_on_a_month_behind_clock_is_judged_on_centrals_clock_once_central_answered(
+    central: CentralSim, sync_settings: Callable[..., Settings], agents: Agents, printers: dict[str, SimPrinter]
+) -> None:
+    """A new box a month behind (no battery, NTP not yet through) reaches central, whose listing fails for now (a
+    busy backend: its first recovery run waits to try again), and a till pushes an order taken 10 minutes before the
+    box started and one taken after. Central's answers date the box's first start at once: the first prints marked
+    COPY (the box it replaces may have printed it), the second as an original. Before, the first start was put on
+    central's clock only by a run's first page: until then the mark was a month back and both printed unmarked (the
+    replace81 probe, F3, on a wrong clock)."""
+    central.fail_next(10_000, 503, path="orders")
+    earlier = make_order(1, created_at=datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10))
+    agent, events = await agents.start(sync_settings(), clock=SteppedClock(wall_offset=-30 * DAY_S))
+    await events.wait(CentralLinkChanged, where=lambda e: e.up)
+    await asyncio.sleep(1)  # an order taken after the start, in whole seconds
+    kitchen = printers["kitchen"]
+    async with api_client(agent) as api:
+        assert (await post(api, earlier))[0] == 201
+        await kitchen.wait_for_printed(1)
+        assert (await post(api, make_order(2)))[0] == 201
+        await kitchen.wait_for_printed(2)
+    assert printed(kitchen, 0) == {"A-1001": True, "A-1002": False}
