@@ -449,8 +449,8 @@ def _printed_until(db_path: Path, clock: Clock) -> tuple[float | None, bool]:
     came after it, a failed upgrade's migration or the damage, took none); for a damaged file that cannot say, its
     last change; None if it took none. Now if there is none (a new card: the lost one's last moment is unknown), or
     its mark is not on central's clock yet (a new box's first start before the line was up): then True, the box's
-    clock may be wrong (no battery: the image's date until NTP), and the mark is put on central's at the first
-    recovery run (the replace81 probe, F1 and F2: a month behind, what the dead box printed after the backup printed
+    clock may be wrong (no battery: the image's date until NTP), and the mark is put on central's as soon as central
+    answers (the replace81 probe, F1 and F2: a month behind, what the dead box printed after the backup printed
     again unmarked; a day ahead, it and a day of recovery's orders were history, never printed)."""
     if not db_path.exists() or _of_replaced(db_path, mark_unsettled, False):
         return float(clock.wall() // 1), True  # from the start of its second, as a first start

@@ -503,7 +503,7 @@ class OrderStore:
 
     async def settle_first_start(self, was: float, now: float | None) -> None:
         """The may-have-printed mark's moment (see first_start_unsettled), ``was`` on the box's clock, dated on
-        central's: restated as ``now`` where the two differ (see Recovery._printed_until), left where ``now`` is
+        central's: restated as ``now`` where the two differ (see Recovery._date_mark), left where ``now`` is
         None."""
         async with self._db.transaction() as conn:
             await conn.execute("DELETE FROM meta WHERE key = ?", (FIRST_START_UNSETTLED_KEY,))
