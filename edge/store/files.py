@@ -360,7 +360,7 @@ def prepare_restored_file(
                     )
                 # The box the backup ran in is not the one it is put on: the next start records this one, no clone.
                 conn.execute("DELETE FROM meta WHERE key = ?", (HARDWARE_KEY,))
-                                # The backup's own (its box's boot) would move the mark at the next start (first_start_unsettled).
+                # The backup's own (its box's boot) would move the mark at the next start (first_start_unsettled).
                 conn.execute("DELETE FROM meta WHERE key = ?", (FIRST_START_UNSETTLED_KEY,))
                 if unsettled is not None:
                     boot, mono = unsettled
