@@ -751,6 +751,10 @@ def parse_order(data: Any, *, stored: bool = False) -> Order:
     f = r.child("fulfilment")
     table = f.raw("table", required=False)
     table = nfc(table) if isinstance(table, str) else table
+    if table in (math.inf, -math.inf):  # 1e400, or more digits than are read: a float, but no "got number" for it
+        raise InvalidOrderError(
+            "fulfilment.table", f"must be a number from 0 to {_MAX_TABLE - 1}, got a number too large"
+        )
     if isinstance(table, bool) or (table is not None and not isinstance(table, (str, int))):
         raise InvalidOrderError("fulfilment.table", f"must be a string or a number, got {_json_type(table)}")
     if isinstance(table, str) and len(table) > 32 and not stored:

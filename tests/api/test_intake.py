@@ -557,22 +557,33 @@ async def test_a_number_too_large_for_a_float_is_refused_not_stored_as_infinity(
 
 
 @pytest.mark.parametrize(
-    ("field", "reason"), [("items[0].qty", "must be between 1 and"), ("x_extra", "too large")], ids=["qty", "unread"]
+    ("field", "number", "reason"),
+    [
+        ("items[0].qty", "9" * 5000, "must be between 1 and"),
+        ("x_extra", "1" * 5000, "too large"),
+        ("fulfilment.table", "1" * 5000, "got a number too large"),
+        ("fulfilment.table", "-1e400", "got a number too large"),
+    ],
+    ids=["qty", "unread", "table", "table-1e400"],
 )
 async def test_an_integer_of_5000_digits_is_refused_naming_its_field_not_called_invalid_json(
-    agent: Agent, api: aiohttp.ClientSession, example_order: dict, field: str, reason: str
+    agent: Agent, api: aiohttp.ClientSession, example_order: dict, field: str, number: str, reason: str
 ) -> None:
-    """An integer of more digits than Python reads by default (4,300) is valid JSON: as ``qty``, or in a field the
-    agent does not read, it is refused as a number too large is (422 naming the field), never as JSON the till sent
-    wrong, and no Python hint reaches the till. Before (the inject81 probe, F2): 400 "the body is not valid JSON:
-    Exceeds the limit (4300 digits) for integer string conversion ... use sys.set_int_max_str_digits() to increase
-    the limit", no field named."""
+    """An integer of more digits than Python reads by default (4,300) is valid JSON: as ``qty``, as the table, or in a
+    field the agent does not read, it is refused as a number too large is (422 naming the field), never as JSON the
+    till sent wrong, and no Python hint reaches the till. Before (the inject81 probe, F2): 400 "the body is not valid
+    JSON: Exceeds the limit (4300 digits) for integer string conversion ... use sys.set_int_max_str_digits() to
+    increase the limit", no field named. Before stop 81's end a table of 5000 digits or 1e400 read "must be a string
+    or a number, got number", which contradicts itself (the verify81 probe, F5)."""
     example_order["items"][0]["qty"] = 2
+    example_order["fulfilment"]["table"] = 7
     raw = json.dumps(example_order)
     if field == "x_extra":
-        raw = raw[:-1] + ', "x_extra": ' + "1" * 5000 + "}"
+        raw = raw[:-1] + ', "x_extra": ' + number + "}"
+    elif field == "fulfilment.table":
+        raw = raw.replace('"table": 7', '"table": ' + number, 1)
     else:  # the first item's
-        raw = raw.replace('"qty": 2', '"qty": ' + "9" * 5000, 1)
+        raw = raw.replace('"qty": 2', '"qty": ' + number, 1)
     status, body = await post(api, raw.encode(), headers={"Content-Type": "application/json"})
     assert (status, body.get("field")) == (422, field), body
     assert reason in body["reason"] and "sys." not in body["reason"], body
